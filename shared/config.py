@@ -1,0 +1,121 @@
+"""One typed settings object, read from the environment at the edges only.
+
+Nothing in the project reads ``os.environ`` elsewhere: entry points call
+:func:`Settings.from_env` and pass the result down.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULTS: dict[str, str] = {
+    "DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/kodo",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "OC_BASE_URL": "http://127.0.0.1:4096",
+    "OC_TIMEOUT_MS": "120000",
+    "OC_PROVIDER_ID": "kodo",
+    "OC_MODEL_ID": "kodo-scripted",
+    "OC_USERNAME": "opencode",
+    "OC_PASSWORD": "",
+    "RANDOM_SEED": "0",
+    "KODO_REPO_ROOTS": "",
+    "KODO_WORKSPACE_DIR": ".kodo/workspaces",
+    "KODO_EXEC_ALLOWLIST": "python,python3,pytest,git,make",
+    "KODO_EXEC_TIMEOUT_S": "120",
+    "KODO_EXEC_OUTPUT_CAP": "65536",
+    "KODO_SCHEMA_RETRIES": "3",
+    "KODO_MAX_BODY_BYTES": "65536",
+    "APPROVAL_POLL_S": "2.0",
+}
+
+
+class ConfigError(ValueError):
+    """A setting is present but unusable: fail at start, never later."""
+
+
+def _int(env: Mapping[str, str], key: str) -> int:
+    raw = env.get(key, DEFAULTS[key])
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key} must be an integer, got {raw!r}") from exc
+
+
+def _float(env: Mapping[str, str], key: str) -> float:
+    raw = env.get(key, DEFAULTS[key])
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key} must be a number, got {raw!r}") from exc
+
+
+def _list(env: Mapping[str, str], key: str, sep: str) -> tuple[str, ...]:
+    raw = env.get(key, DEFAULTS[key])
+    return tuple(part.strip() for part in raw.split(sep) if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob kodo has; see README "Configuration" for the meaning of each."""
+
+    database_url: str = DEFAULTS["DATABASE_URL"]
+    redis_url: str = DEFAULTS["REDIS_URL"]
+    oc_base_url: str = DEFAULTS["OC_BASE_URL"]
+    oc_timeout_ms: int = int(DEFAULTS["OC_TIMEOUT_MS"])
+    oc_provider_id: str = DEFAULTS["OC_PROVIDER_ID"]
+    oc_model_id: str = DEFAULTS["OC_MODEL_ID"]
+    oc_username: str = DEFAULTS["OC_USERNAME"]
+    oc_password: str = DEFAULTS["OC_PASSWORD"]
+    random_seed: int = int(DEFAULTS["RANDOM_SEED"])
+    repo_roots: tuple[Path, ...] = ()
+    workspace_dir: Path = Path(DEFAULTS["KODO_WORKSPACE_DIR"])
+    exec_allowlist: tuple[str, ...] = field(
+        default_factory=lambda: tuple(DEFAULTS["KODO_EXEC_ALLOWLIST"].split(","))
+    )
+    exec_timeout_s: int = int(DEFAULTS["KODO_EXEC_TIMEOUT_S"])
+    exec_output_cap: int = int(DEFAULTS["KODO_EXEC_OUTPUT_CAP"])
+    schema_retries: int = int(DEFAULTS["KODO_SCHEMA_RETRIES"])
+    max_body_bytes: int = int(DEFAULTS["KODO_MAX_BODY_BYTES"])
+    approval_poll_s: float = float(DEFAULTS["APPROVAL_POLL_S"])
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default: the process environment)."""
+        env = os.environ if env is None else env
+        settings = cls(
+            database_url=env.get("DATABASE_URL", DEFAULTS["DATABASE_URL"]),
+            redis_url=env.get("REDIS_URL", DEFAULTS["REDIS_URL"]),
+            oc_base_url=env.get("OC_BASE_URL", DEFAULTS["OC_BASE_URL"]).rstrip("/"),
+            oc_timeout_ms=_int(env, "OC_TIMEOUT_MS"),
+            oc_provider_id=env.get("OC_PROVIDER_ID", DEFAULTS["OC_PROVIDER_ID"]),
+            oc_model_id=env.get("OC_MODEL_ID", DEFAULTS["OC_MODEL_ID"]),
+            oc_username=env.get("OC_USERNAME", DEFAULTS["OC_USERNAME"]),
+            oc_password=env.get("OC_PASSWORD", DEFAULTS["OC_PASSWORD"]),
+            random_seed=_int(env, "RANDOM_SEED"),
+            repo_roots=tuple(Path(p).resolve() for p in _list(env, "KODO_REPO_ROOTS", os.pathsep)),
+            workspace_dir=Path(
+                env.get("KODO_WORKSPACE_DIR", DEFAULTS["KODO_WORKSPACE_DIR"])
+            ).resolve(),
+            exec_allowlist=_list(env, "KODO_EXEC_ALLOWLIST", ","),
+            exec_timeout_s=_int(env, "KODO_EXEC_TIMEOUT_S"),
+            exec_output_cap=_int(env, "KODO_EXEC_OUTPUT_CAP"),
+            schema_retries=_int(env, "KODO_SCHEMA_RETRIES"),
+            max_body_bytes=_int(env, "KODO_MAX_BODY_BYTES"),
+            approval_poll_s=_float(env, "APPROVAL_POLL_S"),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse settings that could only fail later, in the middle of a run."""
+        if self.oc_timeout_ms <= 0:
+            raise ConfigError("OC_TIMEOUT_MS must be positive")
+        if self.schema_retries < 1:
+            raise ConfigError("KODO_SCHEMA_RETRIES must be at least 1")
+        if self.approval_poll_s <= 0:
+            raise ConfigError("APPROVAL_POLL_S must be positive")
+        if not self.database_url.startswith("postgresql"):
+            raise ConfigError("DATABASE_URL must be a PostgreSQL URL")

@@ -1,0 +1,194 @@
+"""The tables, in Postgres schema ``app``. Constraints do the guarding.
+
+Status columns are checked by the database; the op_key ledger is UNIQUE; every
+row hangs off a run by foreign key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.domain.run_machine import RunStatus, StepId
+
+SCHEMA = "app"
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+CALL_STATUSES = ("claimed", "succeeded", "failed", "timed_out", "aborted", "unknown")
+STEP_RUN_STATUSES = ("running", "succeeded", "failed")
+DECISIONS = ("approved", "rejected")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+RUN_STATUS_VALUES = tuple(s.value for s in RunStatus)
+STEP_ID_VALUES = tuple(s.value for s in StepId)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(schema=SCHEMA, naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSONB, datetime: DateTime(timezone=True)}
+
+
+class Intent(Base):
+    __tablename__ = "intents"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    repo_path: Mapped[str] = mapped_column(Text)
+    goal: Mapped[str] = mapped_column(Text)
+    base_ref: Mapped[str] = mapped_column(String(255))
+    submitted_by: Mapped[str | None] = mapped_column(String(255))
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Run(Base):
+    """A workflow; its id is its intent's id (workflow id == intent id)."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint(_in("status", RUN_STATUS_VALUES), name="status"),
+        CheckConstraint(
+            f"last_step IS NULL OR {_in('last_step', STEP_ID_VALUES)}", name="last_step"
+        ),
+        CheckConstraint("id = intent_id", name="workflow_id_is_intent_id"),
+        CheckConstraint("retry_count >= 0", name="retry_count"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    intent_id: Mapped[str] = mapped_column(
+        ForeignKey("intents.id", ondelete="CASCADE"), unique=True
+    )
+    status: Mapped[str] = mapped_column(String(32))
+    last_step: Mapped[str | None] = mapped_column(String(32))
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_action: Mapped[str] = mapped_column(String(64))
+    app_version: Mapped[str] = mapped_column(String(64))
+    plan_sha256: Mapped[str | None] = mapped_column(String(64))
+    branch: Mapped[str | None] = mapped_column(String(255))
+    worktree_path: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[datetime | None]
+
+
+class StepRun(Base):
+    """The checkpoint of one step of one run: a redelivered task reads it first."""
+
+    __tablename__ = "step_runs"
+    __table_args__ = (
+        UniqueConstraint("run_id", "step_id"),
+        CheckConstraint(_in("step_id", STEP_ID_VALUES), name="step_id"),
+        CheckConstraint(_in("status", STEP_RUN_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    step_id: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    deliveries: Mapped[int] = mapped_column(Integer, default=1)
+    output: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+
+
+class PlanApproval(Base):
+    """A human decision on one exact plan (by digest) of one run."""
+
+    __tablename__ = "plan_approvals"
+    __table_args__ = (
+        UniqueConstraint("run_id", "plan_sha256"),
+        CheckConstraint(_in("decision", DECISIONS), name="decision"),
+        CheckConstraint(
+            "(decision = 'approved') = (approved_at IS NOT NULL)", name="approved_at_iff_approved"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    plan_sha256: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16))
+    approver: Mapped[str] = mapped_column(String(255))
+    comment: Mapped[str | None] = mapped_column(Text)
+    approved_at: Mapped[datetime | None]
+    decided_at: Mapped[datetime]
+    dispatched_at: Mapped[datetime | None]
+
+
+class OpenCodeCall(Base):
+    """The provider ledger: one row per paid call, claimed before the call is made."""
+
+    __tablename__ = "opencode_calls"
+    __table_args__ = (
+        UniqueConstraint("op_key"),
+        CheckConstraint(_in("status", CALL_STATUSES), name="status"),
+        CheckConstraint(_in("step_id", STEP_ID_VALUES), name="step_id"),
+        CheckConstraint("attempt >= 1", name="attempt"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    op_key: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    step_id: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer)
+    agent: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str | None] = mapped_column(String(128))
+    request: Mapped[dict[str, Any]]
+    response: Mapped[dict[str, Any] | None]
+    usage: Mapped[dict[str, Any] | None]
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[datetime | None]
+
+
+class Artifact(Base):
+    """An immutable output of a step, named and digested."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (
+        UniqueConstraint("run_id", "step_id", "name"),
+        CheckConstraint("size = octet_length(content)", name="size_matches"),
+        CheckConstraint("sha256 = encode(sha256(content), 'hex')", name="sha256_matches"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    step_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    media_type: Mapped[str] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -1,0 +1,87 @@
+"""The agent answer contracts (JSON Schemas) and their fail-closed validation.
+
+OpenCode does not validate structured output against the schema it was given, so
+every answer passes through :func:`validate_answer` before anything trusts it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+PLAN_OUTPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "design": {"type": "string", "minLength": 1, "maxLength": 20000},
+        "files": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 200,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "path": {"type": "string", "minLength": 1, "maxLength": 500},
+                    "change": {"type": "string", "enum": ["add", "modify", "delete"]},
+                    "why": {"type": "string", "maxLength": 2000},
+                },
+                "required": ["path", "change", "why"],
+                "additionalProperties": False,
+            },
+        },
+        "risks": {"type": "array", "items": {"type": "string", "maxLength": 2000}},
+        "tests": {"type": "array", "items": {"type": "string", "maxLength": 2000}},
+    },
+    "required": ["design", "files", "risks", "tests"],
+    "additionalProperties": False,
+}
+"""PlanOutput: what the plan agent must answer (design, files, risks, tests)."""
+
+PATCH_OUTPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "summary": {"type": "string", "minLength": 1, "maxLength": 2000},
+        "diff": {"type": "string", "minLength": 1, "maxLength": 1_000_000},
+    },
+    "required": ["summary", "diff"],
+    "additionalProperties": False,
+}
+"""PatchOutput: the build agent's unified diff for the approved plan."""
+
+BUILD_OUTPUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "next_action": {"type": "string", "enum": ["verify", "skip_verification"]},
+        "argv": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 64,
+            "items": {"type": "string", "minLength": 1, "maxLength": 1000},
+        },
+        "reason": {"type": "string", "maxLength": 2000},
+    },
+    "required": ["next_action", "argv", "reason"],
+    "additionalProperties": False,
+}
+"""BuildOutput: DecideST's choice of the verification command (argv, no shell)."""
+
+
+class ContractViolation(ValueError):
+    """An agent answer does not satisfy its schema."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def validate_answer(schema: dict[str, Any], answer: object) -> dict[str, Any]:
+    """Return ``answer`` as a dict if it satisfies ``schema``; raise otherwise."""
+    validator = Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(answer), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ContractViolation(
+            [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors]
+        )
+    if not isinstance(answer, dict):  # unreachable for object schemas; narrows the type
+        raise ContractViolation(["<root>: answer is not an object"])
+    return answer

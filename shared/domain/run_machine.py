@@ -1,0 +1,172 @@
+"""The run state machine: deterministic control, no IO, no clock, no randomness.
+
+Given the stored status of a run and an event, :func:`transition` returns the next
+status and what to dispatch. Steps (the IO seams) report events; the caller stores
+the result with a guarded UPDATE and dispatches after commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    COMPILING = "compiling"
+    WAITING_INPUT = "waiting_input"
+    APPLYING = "applying"
+    DECIDING = "deciding"
+    EXECUTING = "executing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.CANCELLED}
+)
+ACTIVE = frozenset(RunStatus) - TERMINAL
+
+
+class StepId(StrEnum):
+    """The seed's immutable step ids; they name tasks, ledger rows and artifacts."""
+
+    COMPILE = "CompileST"
+    APPLY_PATCH = "ApplyPatchST"
+    DECIDE = "DecideST"
+    EXECUTE = "ExecuteST"
+
+
+class NextAction(StrEnum):
+    """What the run is waiting for; stored on the run for SQL-first triage."""
+
+    RUN_COMPILE = "run:CompileST"
+    AWAIT_APPROVAL = "await:approval"
+    RUN_APPLY_PATCH = "run:ApplyPatchST"
+    RUN_DECIDE = "run:DecideST"
+    RUN_EXECUTE = "run:ExecuteST"
+    NONE = "none"
+
+
+STEP_STATUS: dict[StepId, RunStatus] = {
+    StepId.COMPILE: RunStatus.COMPILING,
+    StepId.APPLY_PATCH: RunStatus.APPLYING,
+    StepId.DECIDE: RunStatus.DECIDING,
+    StepId.EXECUTE: RunStatus.EXECUTING,
+}
+"""The status a run holds while each step is its current step."""
+
+_RUN_ACTION = {
+    StepId.COMPILE: NextAction.RUN_COMPILE,
+    StepId.APPLY_PATCH: NextAction.RUN_APPLY_PATCH,
+    StepId.DECIDE: NextAction.RUN_DECIDE,
+    StepId.EXECUTE: NextAction.RUN_EXECUTE,
+}
+
+_AFTER_STEP: dict[StepId, StepId | None] = {
+    StepId.COMPILE: None,  # the approval gate sits between compile and apply
+    StepId.APPLY_PATCH: StepId.DECIDE,
+    StepId.DECIDE: StepId.EXECUTE,
+    StepId.EXECUTE: None,
+}
+
+
+@dataclass(frozen=True)
+class Start:
+    """A run was requested for its intent."""
+
+
+@dataclass(frozen=True)
+class StepSucceeded:
+    step: StepId
+
+
+@dataclass(frozen=True)
+class StepFailed:
+    """A step ended for good (retries inside the step are already spent)."""
+
+    step: StepId
+
+
+@dataclass(frozen=True)
+class PlanApproved:
+    pass
+
+
+@dataclass(frozen=True)
+class PlanRejected:
+    pass
+
+
+@dataclass(frozen=True)
+class Cancel:
+    pass
+
+
+Event = Start | StepSucceeded | StepFailed | PlanApproved | PlanRejected | Cancel
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The outcome of an event: where the run goes and which step to dispatch."""
+
+    from_status: RunStatus
+    to_status: RunStatus
+    dispatch: StepId | None
+    next_action: NextAction
+
+
+class IllegalTransition(Exception):
+    """The event does not apply to a run in this status."""
+
+    def __init__(self, status: RunStatus, event: Event) -> None:
+        super().__init__(f"{type(event).__name__} is not allowed when the run is {status.value}")
+        self.status = status
+        self.event = event
+
+
+def _run(frm: RunStatus, step: StepId) -> Transition:
+    return Transition(frm, STEP_STATUS[step], step, _RUN_ACTION[step])
+
+
+def _end(frm: RunStatus, to: RunStatus) -> Transition:
+    return Transition(frm, to, None, NextAction.NONE)
+
+
+def transition(status: RunStatus, event: Event) -> Transition:
+    """Return the transition for ``event`` in ``status`` or raise IllegalTransition."""
+    if status.is_terminal:
+        raise IllegalTransition(status, event)
+    match event:
+        case Cancel():
+            return _end(status, RunStatus.CANCELLED)
+        case Start() if status is RunStatus.QUEUED:
+            return _run(status, StepId.COMPILE)
+        case PlanApproved() if status is RunStatus.WAITING_INPUT:
+            return _run(status, StepId.APPLY_PATCH)
+        case PlanRejected() if status is RunStatus.WAITING_INPUT:
+            return _end(status, RunStatus.REJECTED)
+        case StepSucceeded(step=step) if STEP_STATUS[step] is status:
+            if step is StepId.COMPILE:
+                return Transition(status, RunStatus.WAITING_INPUT, None, NextAction.AWAIT_APPROVAL)
+            following = _AFTER_STEP[step]
+            if following is None:
+                return _end(status, RunStatus.SUCCEEDED)
+            return _run(status, following)
+        case StepFailed(step=step) if STEP_STATUS[step] is status:
+            return _end(status, RunStatus.FAILED)
+    raise IllegalTransition(status, event)
+
+
+def current_step(status: RunStatus) -> StepId | None:
+    """The step a run in ``status`` is executing, if any."""
+    for step, step_status in STEP_STATUS.items():
+        if step_status is status:
+            return step
+    return None
