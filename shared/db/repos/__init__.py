@@ -1,0 +1,1 @@
+"""Repositories: every query lives here. They flush but never commit."""

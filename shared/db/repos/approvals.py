@@ -1,0 +1,80 @@
+"""Plan approvals: the persisted gate between CompileST and ApplyPatchST."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from shared.db.models import PlanApproval, Run
+from shared.domain.run_machine import RunStatus
+
+
+class ApprovalRepo:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def record(
+        self,
+        run_id: str,
+        plan_sha256: str,
+        *,
+        decision: str,
+        approver: str,
+        now: datetime,
+        comment: str | None = None,
+    ) -> PlanApproval:
+        """Insert the decision for (run, plan) once; a repeat returns the first one."""
+        self.session.execute(
+            insert(PlanApproval)
+            .values(
+                run_id=run_id,
+                plan_sha256=plan_sha256,
+                decision=decision,
+                approver=approver,
+                comment=comment,
+                decided_at=now,
+                approved_at=now if decision == "approved" else None,
+            )
+            .on_conflict_do_nothing(index_elements=[PlanApproval.run_id, PlanApproval.plan_sha256])
+        )
+        found = self.get(run_id, plan_sha256)
+        if found is None:  # pragma: no cover
+            raise LookupError((run_id, plan_sha256))
+        return found
+
+    def get(self, run_id: str, plan_sha256: str) -> PlanApproval | None:
+        return self.session.execute(
+            select(PlanApproval)
+            .where(PlanApproval.run_id == run_id, PlanApproval.plan_sha256 == plan_sha256)
+            .execution_options(populate_existing=True)
+        ).scalar_one_or_none()
+
+    def approved_for(self, run_id: str, plan_sha256: str) -> PlanApproval | None:
+        row = self.get(run_id, plan_sha256)
+        return row if row is not None and row.decision == "approved" else None
+
+    def claim_undispatched(self, limit: int = 100) -> list[PlanApproval]:
+        """Approved plans of runs still at waiting_input, locked so two watchers never share."""
+        return list(
+            self.session.execute(
+                select(PlanApproval)
+                .join(Run, Run.id == PlanApproval.run_id)
+                .where(
+                    PlanApproval.decision == "approved",
+                    PlanApproval.dispatched_at.is_(None),
+                    PlanApproval.plan_sha256 == Run.plan_sha256,
+                    Run.status == RunStatus.WAITING_INPUT.value,
+                )
+                .order_by(PlanApproval.id)
+                .limit(limit)
+                .with_for_update(of=PlanApproval, skip_locked=True)
+            ).scalars()
+        )
+
+    def mark_dispatched(self, approval_id: int, now: datetime) -> None:
+        self.session.execute(
+            update(PlanApproval).where(PlanApproval.id == approval_id).values(dispatched_at=now)
+        )

@@ -1,0 +1,107 @@
+"""Intents and runs; every status change is a guarded UPDATE."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from shared.db.models import Intent, Run
+from shared.domain.run_machine import NextAction, RunStatus, StepId, Transition
+
+
+class IntentRepo:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, intent: Intent) -> Intent:
+        self.session.add(intent)
+        self.session.flush()
+        return intent
+
+    def get(self, intent_id: str) -> Intent | None:
+        return self.session.get(Intent, intent_id)
+
+
+class RunRepo:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, run_id: str) -> Run | None:
+        return self.session.get(Run, run_id)
+
+    def get_for_update(self, run_id: str) -> Run | None:
+        """Lock the run row for the rest of the transaction."""
+        return self.session.execute(
+            select(Run).where(Run.id == run_id).with_for_update()
+        ).scalar_one_or_none()
+
+    def create_queued(self, intent_id: str, app_version: str) -> tuple[Run, bool]:
+        """Insert the run of an intent once; return (run, created)."""
+        inserted = self.session.execute(
+            insert(Run)
+            .values(
+                id=intent_id,
+                intent_id=intent_id,
+                status=RunStatus.QUEUED.value,
+                next_action=NextAction.RUN_COMPILE.value,
+                retry_count=0,
+                app_version=app_version,
+            )
+            .on_conflict_do_nothing(index_elements=[Run.id])
+            .returning(Run.id)
+        ).scalar_one_or_none()
+        run = self.session.get(Run, intent_id, populate_existing=True)
+        if run is None:  # pragma: no cover - the row exists after the upsert
+            raise LookupError(intent_id)
+        return run, inserted is not None
+
+    def apply(
+        self,
+        run_id: str,
+        move: Transition,
+        now: datetime,
+        *,
+        step: StepId | None = None,
+        error: str | None = None,
+        plan_sha256: str | None = None,
+    ) -> bool:
+        """Store ``move`` iff the run is still in ``move.from_status``.
+
+        False means another actor moved the run first (a cancel, a second watcher):
+        the caller must treat its own work as superseded.
+        """
+        values: dict[str, object] = {
+            "status": move.to_status.value,
+            "next_action": move.next_action.value,
+            "updated_at": now,
+        }
+        if move.dispatch is not None:
+            values["last_step"] = move.dispatch.value
+        elif step is not None:
+            values["last_step"] = step.value
+        if move.to_status.is_terminal:
+            values["finished_at"] = now
+        if error is not None:
+            values["error"] = error
+        if plan_sha256 is not None:
+            values["plan_sha256"] = plan_sha256
+        moved = self.session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status == move.from_status.value)
+            .values(**values)
+            .returning(Run.id)
+        ).scalar_one_or_none()
+        return moved is not None
+
+    def set_workspace(self, run_id: str, branch: str, worktree_path: str) -> None:
+        self.session.execute(
+            update(Run).where(Run.id == run_id).values(branch=branch, worktree_path=worktree_path)
+        )
+
+    def bump_retry_count(self, run_id: str) -> None:
+        self.session.execute(
+            update(Run).where(Run.id == run_id).values(retry_count=Run.retry_count + 1)
+        )

@@ -1,0 +1,321 @@
+"""A thin typed client for the OpenCode daemon's HTTP API (``opencode serve``, 1.18.33).
+
+It speaks the real endpoints (see the captures in tests/fixtures/opencode) and turns
+every failure into an :class:`~shared.opencode.errors.OpenCodeError`: transport
+errors, HTTP errors, bodies of the wrong shape, and errors the daemon reports
+inside ``info.error`` of an HTTP 200 reply. It keeps no ledger; callers do.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+
+from shared.opencode.errors import (
+    OpenCodeError,
+    OpenCodePermanentError,
+    OpenCodeTimeout,
+    OpenCodeTransientError,
+    OpenCodeUnreachable,
+    classify_http_error,
+    classify_info_error,
+)
+
+__all__ = ["ModelRef", "OpenCodeClient", "PromptReply", "TokenUsage", "classify_info_error"]
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which provider/model answers a prompt; always sent, the default is a trap."""
+
+    provider_id: str
+    model_id: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"providerID": self.provider_id, "modelID": self.model_id}
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """One call's usage as the daemon reports it (cache reads are not in ``input``)."""
+
+    input: int
+    output: int
+    reasoning: int
+    cache_read: int
+    cache_write: int
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.reasoning + self.cache_read
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _usage(tokens: object) -> TokenUsage:
+    raw = _dict(tokens)
+    cache = _dict(raw.get("cache"))
+    return TokenUsage(
+        input=_int(raw.get("input")),
+        output=_int(raw.get("output")),
+        reasoning=_int(raw.get("reasoning")),
+        cache_read=_int(cache.get("read")),
+        cache_write=_int(cache.get("write")),
+    )
+
+
+@dataclass(frozen=True)
+class PromptReply:
+    """The last assistant message of a turn: ``info`` and its ``parts``."""
+
+    info: dict[str, Any]
+    parts: list[dict[str, Any]]
+
+    @classmethod
+    def from_json(cls, body: object) -> PromptReply:
+        """Check the shape of a ``POST /session/{id}/message`` body (fail closed)."""
+        if not isinstance(body, dict):
+            raise OpenCodePermanentError(f"prompt reply is not an object: {body!r:.200}")
+        info, parts = body.get("info"), body.get("parts")
+        if not isinstance(info, dict):
+            raise OpenCodePermanentError("prompt reply has no info object")
+        if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+            raise OpenCodePermanentError("prompt reply parts is not a list of objects")
+        return cls(info=info, parts=parts)
+
+    @property
+    def structured(self) -> Any:
+        """The StructuredOutput tool's arguments, unvalidated (OpenCode never checks them)."""
+        return self.info.get("structured")
+
+    @property
+    def error_name(self) -> str | None:
+        error = self.info.get("error")
+        name = error.get("name") if isinstance(error, dict) else None
+        return name if isinstance(name, str) else None
+
+    @property
+    def message_id(self) -> str | None:
+        value = self.info.get("id")
+        return value if isinstance(value, str) else None
+
+    @property
+    def tokens(self) -> TokenUsage:
+        return _usage(self.info.get("tokens"))
+
+    @property
+    def cost(self) -> float:
+        """USD billed for this message; 0.0 when absent or not a number."""
+        value = self.info.get("cost")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return 0.0
+        return float(value)
+
+    @property
+    def text(self) -> str:
+        """The concatenated text parts (a prose answer, or partial text when aborted)."""
+        texts = (p.get("text") for p in self.parts if p.get("type") == "text")
+        return "".join(t for t in texts if isinstance(t, str))
+
+    @property
+    def tool_names(self) -> list[str]:
+        """Every tool the message called, in order, for allowlist checks."""
+        tools = (p.get("tool") for p in self.parts if p.get("type") == "tool")
+        return [t for t in tools if isinstance(t, str)]
+
+
+class OpenCodeClient:
+    """One keep-alive connection pool to one daemon; close it (or use ``with``)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float,
+        username: str = "opencode",
+        password: str = "",
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._timeout_s = timeout_s
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            timeout=self._timeout(timeout_s),
+            auth=httpx.BasicAuth(username, password) if password else None,
+            transport=transport,
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    @staticmethod
+    def _timeout(read_s: float) -> httpx.Timeout:
+        return httpx.Timeout(read_s, connect=min(CONNECT_TIMEOUT_S, read_s))
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        directory: str | None = None,
+        body: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+        prompt: bool = False,
+    ) -> object:
+        """Send one request and return its parsed JSON body, or raise an OpenCodeError."""
+        params = {"directory": directory} if directory is not None else None
+        timeout = self._timeout(timeout_s) if timeout_s is not None else self._http.timeout
+        try:
+            response = self._http.request(method, path, params=params, json=body, timeout=timeout)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise OpenCodeUnreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        except httpx.TimeoutException as exc:
+            raise OpenCodeTimeout(f"{method} {path}: no answer in time ({exc})") from exc
+        except httpx.TransportError as exc:
+            raise OpenCodeTransientError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        try:
+            parsed: object = response.json()
+        except ValueError:
+            if response.is_success:
+                raise OpenCodePermanentError(
+                    f"{method} {path}: body is not JSON: {response.text:.200}"
+                ) from None
+            parsed = response.text
+        if response.is_success:
+            return parsed
+        raise classify_http_error(response.status_code, parsed, prompt=prompt)
+
+    @staticmethod
+    def _object(value: object, what: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise OpenCodePermanentError(f"{what}: expected an object, got {value!r:.200}")
+        return value
+
+    def _session(self, value: object, what: str) -> dict[str, Any]:
+        session = self._object(value, what)
+        if not isinstance(session.get("id"), str):
+            raise OpenCodePermanentError(f"{what}: session has no id")
+        return session
+
+    @staticmethod
+    def _path(session_id: str, suffix: str = "") -> str:
+        return f"/session/{quote(session_id, safe='')}{suffix}"
+
+    def health(self, *, timeout_s: float = 2.0) -> dict[str, Any]:
+        """``GET /global/health`` with a short timeout: a booting daemon can hang a probe."""
+        return self._object(
+            self._call("GET", "/global/health", timeout_s=timeout_s), "GET /global/health"
+        )
+
+    def wait_healthy(self, *, deadline_s: float, probe_timeout_s: float = 2.0) -> dict[str, Any]:
+        """Probe until the daemon says healthy; raise OpenCodeTimeout after ``deadline_s``.
+
+        Transient failures are retried; permanent ones (e.g. bad credentials) are not.
+        """
+        deadline = time.monotonic() + deadline_s
+        pause = 0.05
+        last: OpenCodeError | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise OpenCodeTimeout(f"OpenCode not healthy within {deadline_s}s (last: {last})")
+            try:
+                answer = self.health(timeout_s=min(probe_timeout_s, max(remaining, 0.05)))
+                if answer.get("healthy") is True:
+                    return answer
+                last = OpenCodeTransientError(f"health says {answer!r:.200}")
+            except OpenCodeTransientError as exc:
+                last = exc
+            time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
+            pause = min(pause * 2, 0.5)
+
+    def create_session(
+        self, *, directory: str, title: str, permission: list[dict[str, str]] | None = None
+    ) -> dict[str, Any]:
+        """``POST /session``; a title avoids the extra title-generation model call."""
+        body: dict[str, Any] = {"title": title}
+        if permission is not None:
+            body["permission"] = permission
+        return self._session(
+            self._call("POST", "/session", directory=directory, body=body), "POST /session"
+        )
+
+    def get_session(self, session_id: str, *, directory: str) -> dict[str, Any]:
+        """``GET /session/{id}``: includes the session's running cost and token totals."""
+        return self._session(
+            self._call("GET", self._path(session_id), directory=directory), "GET /session/{id}"
+        )
+
+    def session_children(self, session_id: str, *, directory: str) -> list[dict[str, Any]]:
+        """``GET /session/{id}/children``: sub-agent sessions the turn spawned."""
+        value = self._call("GET", self._path(session_id, "/children"), directory=directory)
+        if not isinstance(value, list) or not all(isinstance(s, dict) for s in value):
+            raise OpenCodePermanentError(f"GET children: not a list of objects: {value!r:.200}")
+        return value
+
+    def prompt(
+        self,
+        session_id: str,
+        *,
+        directory: str,
+        agent: str,
+        model: ModelRef,
+        text: str,
+        tools: dict[str, bool],
+        format: dict[str, Any] | None,
+        system: str | None = None,
+        timeout_s: float | None = None,
+    ) -> PromptReply:
+        """``POST /session/{id}/message``: blocks until the turn ends.
+
+        An ``info.error`` in the reply is raised as its mapped error with ``.reply`` set,
+        so the caller can still record what was billed.
+        """
+        body: dict[str, Any] = {
+            "agent": agent,
+            "model": model.to_json(),
+            "tools": tools,
+            "parts": [{"type": "text", "text": text}],
+        }
+        if format is not None:
+            body["format"] = format
+        if system is not None:
+            body["system"] = system
+        raw = self._call(
+            "POST",
+            self._path(session_id, "/message"),
+            directory=directory,
+            body=body,
+            timeout_s=timeout_s,
+            prompt=True,
+        )
+        reply = PromptReply.from_json(raw)
+        error = classify_info_error(reply.info)
+        if error is not None:
+            error.reply = reply
+            raise error
+        return reply
+
+    def abort(self, session_id: str, *, directory: str) -> bool:
+        """``POST /session/{id}/abort``: a blocked prompt then returns MessageAbortedError."""
+        value = self._call("POST", self._path(session_id, "/abort"), directory=directory)
+        if not isinstance(value, bool):
+            raise OpenCodePermanentError(f"POST /session/{{id}}/abort: not a bool: {value!r:.200}")
+        return value

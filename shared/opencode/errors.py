@@ -1,0 +1,145 @@
+"""What can go wrong talking to OpenCode, sorted by what the caller should do next.
+
+Transient errors may succeed on retry; permanent ones will not. Each class has a
+stable ``code`` for ledgers and logs. The daemon reports most model failures
+inside ``info.error`` of an HTTP 200 reply, so :func:`classify_info_error` maps
+that object onto the same tree as the HTTP-level failures.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from shared.opencode.client import PromptReply
+
+CONFIG_HINT = "unknown agent or model? check OC_PROVIDER_ID/OC_MODEL_ID and the agent name"
+"""Said with every HTTP 500 answered to a prompt: that is how the daemon rejects both."""
+
+
+class OpenCodeError(Exception):
+    """Any failure of an OpenCode call; ``reply`` is set when the daemon did answer."""
+
+    code: ClassVar[str] = "opencode_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        name: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.name = name
+        self.data: dict[str, Any] = data or {}
+        self.reply: PromptReply | None = None
+
+
+class OpenCodeTransientError(OpenCodeError):
+    """Worth retrying: the daemon or the model is busy, unreachable or was stopped."""
+
+    code = "opencode_transient"
+
+
+class OpenCodeUnreachable(OpenCodeTransientError):  # noqa: N818 - the name says the outcome
+    """The request never reached the daemon (connect failed), so nothing was billed."""
+
+    code = "opencode_unreachable"
+
+
+class OpenCodeTimeout(OpenCodeTransientError):  # noqa: N818 - the name says the outcome
+    """No answer in time; the daemon may still be working (abort the session)."""
+
+    code = "opencode_timeout"
+
+
+class OpenCodeAborted(OpenCodeTransientError):  # noqa: N818 - the name says the outcome
+    """The turn was aborted (``MessageAbortedError``)."""
+
+    code = "opencode_aborted"
+
+
+class OpenCodePermanentError(OpenCodeError):
+    """Retrying the same request will fail the same way."""
+
+    code = "opencode_permanent"
+
+
+class OpenCodeConfigError(OpenCodePermanentError):
+    """kodo's configuration does not match the daemon (model, agent, credentials)."""
+
+    code = "opencode_config"
+
+
+class StructuredOutputMissing(OpenCodePermanentError):  # noqa: N818 - the name says the outcome
+    """The model answered in prose instead of calling the StructuredOutput tool."""
+
+    code = "structured_output_missing"
+
+
+_PERMANENT_NAMES = frozenset(
+    {
+        "ProviderAuthError",
+        "ContextOverflowError",
+        "MessageOutputLengthError",
+        "ContentFilterError",
+        "UnknownError",
+    }
+)
+
+
+def _message(name: str, data: dict[str, Any]) -> str:
+    detail = data.get("message")
+    return f"{name}: {detail}" if isinstance(detail, str) and detail else name
+
+
+def classify_info_error(info: dict[str, Any]) -> OpenCodeError | None:
+    """Map an assistant message's ``info.error`` to an exception; ``None`` if absent.
+
+    An error that is present but unrecognised or malformed is permanent (fail closed).
+    """
+    raw = info.get("error")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+        return OpenCodePermanentError(f"malformed info.error: {raw!r:.200}")
+    name: str = raw["name"]
+    data_raw = raw.get("data")
+    data: dict[str, Any] = data_raw if isinstance(data_raw, dict) else {}
+    message = _message(name, data)
+    status = data.get("statusCode") if isinstance(data.get("statusCode"), int) else None
+    if name == "MessageAbortedError":
+        return OpenCodeAborted(message, status=status, name=name, data=data)
+    if name == "StructuredOutputError":
+        return StructuredOutputMissing(message, status=status, name=name, data=data)
+    if name == "APIError":
+        if data.get("isRetryable") is True:
+            return OpenCodeTransientError(message, status=status, name=name, data=data)
+        return OpenCodePermanentError(message, status=status, name=name, data=data)
+    if name in _PERMANENT_NAMES:
+        return OpenCodePermanentError(message, status=status, name=name, data=data)
+    return OpenCodePermanentError(f"unrecognised {message}", status=status, name=name, data=data)
+
+
+def classify_http_error(status: int, body: object, *, prompt: bool) -> OpenCodeError:
+    """Map a non-2xx answer (``body`` is parsed JSON, or the raw text) to an exception."""
+    name: str | None = None
+    data: dict[str, Any] = {}
+    if isinstance(body, dict) and isinstance(body.get("name"), str):
+        name = body["name"]
+        if isinstance(body.get("data"), dict):
+            data = body["data"]
+    detail = _message(name, data) if name else f"{str(body)[:200]!r}"
+    message = f"HTTP {status} {detail}"
+    if status in (401, 403):
+        return OpenCodeConfigError(
+            f"{message}: check OC_USERNAME/OC_PASSWORD", status=status, name=name, data=data
+        )
+    if status == 429 or status in (502, 503, 504):
+        return OpenCodeTransientError(message, status=status, name=name, data=data)
+    if status == 500 and prompt and name == "UnknownError":
+        return OpenCodeConfigError(f"{message}: {CONFIG_HINT}", status=status, name=name, data=data)
+    return OpenCodePermanentError(message, status=status, name=name, data=data)

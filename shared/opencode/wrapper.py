@@ -1,0 +1,277 @@
+"""OCWrapper: the only door to OpenCode. Only steps use it.
+
+``prompt_structured`` claims the call's op_key in ``app.opencode_calls`` in its own
+committed transaction *before* any HTTP, so a key is paid for at most once; a repeat
+returns the recorded answer (L1 memory, then L2 ledger) without reaching the server.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.clock import Clock
+from shared.db.engine import unit_of_work
+from shared.db.models import OpenCodeCall
+from shared.db.repos.ledger import LedgerRepo
+from shared.domain.contracts import ContractViolation, validate_answer
+from shared.hashing import op_key as make_op_key
+from shared.opencode.cache import LruCache
+from shared.opencode.client import ModelRef, OpenCodeClient, PromptReply
+from shared.opencode.errors import OpenCodeError, OpenCodeTimeout
+from shared.opencode.tools import forbidden_tool_uses, permission_rules, tools_map
+
+CacheLevel = Literal["miss", "l1", "l2"]
+
+
+@dataclass(frozen=True)
+class StructuredCall:
+    """One structured prompt of one step attempt; its fields make the op_key."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    agent: str
+    prompt: str
+    schema: dict[str, Any]
+    directory: str
+
+    @property
+    def op_key(self) -> str:
+        return make_op_key(self.run_id, self.step_id, self.attempt, self.prompt, self.schema)
+
+
+@dataclass(frozen=True)
+class StructuredResult:
+    op_key: str
+    answer: dict[str, Any]
+    cache: CacheLevel
+    usage: dict[str, Any]
+
+
+class CallFailed(Exception):
+    """A recorded provider call did not produce a valid answer (this attempt is spent)."""
+
+    def __init__(self, op_key: str, status: str, error: str) -> None:
+        super().__init__(f"provider call {op_key[:12]} {status}: {error}")
+        self.op_key = op_key
+        self.status = status
+        self.error = error
+
+
+class OutcomeUnknown(CallFailed):
+    """The call was claimed but never recorded (its worker died): never repeat blindly."""
+
+
+def usage_of(info: dict[str, Any]) -> dict[str, Any]:
+    """Normalise OpenCode's ``info.tokens``/``cost`` into the ledger's usage record."""
+    tokens = info.get("tokens")
+    tokens = tokens if isinstance(tokens, dict) else {}
+    cache = tokens.get("cache")
+    cache = cache if isinstance(cache, dict) else {}
+
+    def count(value: object) -> int:
+        return value if isinstance(value, int) and value >= 0 else 0
+
+    cost = info.get("cost")
+    return {
+        "total_tokens": count(tokens.get("total")),
+        "input_tokens": count(tokens.get("input")),
+        "output_tokens": count(tokens.get("output")),
+        "reasoning_tokens": count(tokens.get("reasoning")),
+        "cache_read_tokens": count(cache.get("read")),
+        "cache_write_tokens": count(cache.get("write")),
+        "cost_usd": float(cost) if isinstance(cost, int | float) else 0.0,
+    }
+
+
+class OCWrapper:
+    def __init__(
+        self,
+        client: OpenCodeClient,
+        sessions: sessionmaker[Session],
+        clock: Clock,
+        *,
+        model: ModelRef,
+        timeout_s: float,
+        l1: LruCache | None = None,
+        wait_poll_s: float = 0.05,
+    ) -> None:
+        self.client = client
+        self.sessions = sessions
+        self.clock = clock
+        self.model = model
+        self.timeout_s = timeout_s
+        self.l1 = l1 if l1 is not None else LruCache()
+        self.wait_poll_s = wait_poll_s
+
+    def prompt_structured(self, call: StructuredCall) -> StructuredResult:
+        """Answer ``call`` exactly once per op_key; raise CallFailed if it has no valid answer."""
+        key = call.op_key
+        hit = self.l1.get(key)
+        if hit is not None:
+            return StructuredResult(key, hit["answer"], "l1", hit["usage"])
+        with unit_of_work(self.sessions) as s:
+            won = LedgerRepo(s).claim(
+                op_key=key,
+                run_id=call.run_id,
+                step_id=call.step_id,
+                attempt=call.attempt,
+                agent=call.agent,
+                request=self._request_record(call),
+            )
+        if not won:
+            return self._recorded(key)
+        return self._call(call, key)
+
+    # -- the one path that reaches the server ---------------------------------------
+
+    def _call(self, call: StructuredCall, key: str) -> StructuredResult:
+        started = self.clock.monotonic()
+        session_id: str | None = None
+        try:
+            session = self.client.create_session(
+                directory=call.directory,
+                title=f"kodo {call.step_id} {call.run_id} #{call.attempt}",
+                permission=permission_rules(call.agent),
+            )
+            session_id = str(session["id"])
+            with unit_of_work(self.sessions) as s:
+                LedgerRepo(s).set_session(key, session_id)
+            reply = self.client.prompt(
+                session_id,
+                directory=call.directory,
+                agent=call.agent,
+                model=self.model,
+                text=call.prompt,
+                tools=tools_map(call.agent),
+                format={"type": "json_schema", "schema": call.schema, "retryCount": 1},
+                timeout_s=self.timeout_s,
+            )
+        except OpenCodeTimeout as exc:
+            if session_id is not None:
+                self._abort_quietly(session_id, call.directory)
+            raise self._fail(key, started, "timed_out", exc, None) from exc
+        except OpenCodeError as exc:
+            reply_obj = getattr(exc, "reply", None)
+            reply = reply_obj if isinstance(reply_obj, PromptReply) else None
+            status = "aborted" if exc.code == "aborted" else "failed"
+            raise self._fail(key, started, status, exc, reply) from exc
+        forbidden = forbidden_tool_uses(call.agent, reply.parts)
+        if forbidden:
+            error = f"ToolNotAllowed: agent {call.agent!r} used {', '.join(forbidden)}"
+            raise self._fail(key, started, "failed", RuntimeError(error), reply, message=error)
+        try:
+            answer = validate_answer(call.schema, reply.info.get("structured"))
+        except ContractViolation as exc:
+            message = f"ContractViolation: {exc}"
+            raise self._fail(key, started, "failed", exc, reply, message=message) from exc
+        usage = usage_of(reply.info)
+        with unit_of_work(self.sessions) as s:
+            LedgerRepo(s).finish(
+                key,
+                status="succeeded",
+                now=self.clock.now(),
+                duration_ms=self._elapsed_ms(started),
+                response=self._response_record(reply, usage),
+                usage=usage,
+            )
+        self.l1.put(key, {"answer": answer, "usage": usage})
+        return StructuredResult(key, answer, "miss", usage)
+
+    # -- a claim lost to an earlier (or concurrent) caller ---------------------------
+
+    def _recorded(self, key: str) -> StructuredResult:
+        """Return what the ledger recorded for ``key``, waiting out a live claim."""
+        deadline = time.monotonic() + self.timeout_s + 5.0
+        while True:
+            with unit_of_work(self.sessions) as s:
+                row = LedgerRepo(s).get(key)
+                if row is None:  # pragma: no cover - the claim conflict proves it exists
+                    raise CallFailed(key, "missing", "ledger row vanished")
+                if row.status != "claimed":
+                    return self._from_row(row)
+            if time.monotonic() > deadline:
+                return self._declare_unknown(key)
+            time.sleep(self.wait_poll_s)
+
+    def _from_row(self, row: OpenCodeCall) -> StructuredResult:
+        if row.status != "succeeded" or row.response is None:
+            raise CallFailed(row.op_key, row.status, row.error or "no answer recorded")
+        answer = row.response.get("structured")
+        if not isinstance(answer, dict):
+            raise CallFailed(row.op_key, row.status, "recorded answer is not an object")
+        usage = row.usage or {}
+        self.l1.put(row.op_key, {"answer": answer, "usage": usage})
+        return StructuredResult(row.op_key, answer, "l2", usage)
+
+    def _declare_unknown(self, key: str) -> StructuredResult:
+        with unit_of_work(self.sessions) as s:
+            LedgerRepo(s).finish(
+                key,
+                status="unknown",
+                now=self.clock.now(),
+                duration_ms=None,
+                error="claimed but never recorded: the calling worker stopped mid-call",
+            )
+            row = LedgerRepo(s).get(key)
+        if row is not None and row.status != "unknown":
+            return self._from_row(row)  # it finished while we declared
+        raise OutcomeUnknown(key, "unknown", "claimed but never recorded")
+
+    # -- records -------------------------------------------------------------------
+
+    def _fail(
+        self,
+        key: str,
+        started: float,
+        status: str,
+        exc: Exception,
+        reply: PromptReply | None,
+        *,
+        message: str | None = None,
+    ) -> CallFailed:
+        error = message or f"{type(exc).__name__}: {exc}"
+        usage = usage_of(reply.info) if reply is not None else None
+        with unit_of_work(self.sessions) as s:
+            LedgerRepo(s).finish(
+                key,
+                status=status,
+                now=self.clock.now(),
+                duration_ms=self._elapsed_ms(started),
+                response=self._response_record(reply, usage) if reply is not None else None,
+                usage=usage,
+                error=error,
+            )
+        return CallFailed(key, status, error)
+
+    def _abort_quietly(self, session_id: str, directory: str) -> None:
+        try:
+            self.client.abort(session_id, directory=directory)
+        except OpenCodeError:
+            pass  # the call is already recorded timed_out; a failed abort changes nothing
+
+    def _elapsed_ms(self, started: float) -> int:
+        return max(0, int((self.clock.monotonic() - started) * 1000))
+
+    def _request_record(self, call: StructuredCall) -> dict[str, Any]:
+        return {
+            "prompt": call.prompt,
+            "schema": call.schema,
+            "agent": call.agent,
+            "model": {"providerID": self.model.provider_id, "modelID": self.model.model_id},
+            "tools": tools_map(call.agent),
+            "directory": call.directory,
+        }
+
+    @staticmethod
+    def _response_record(reply: PromptReply, usage: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "info": reply.info,
+            "parts": reply.parts,
+            "structured": reply.info.get("structured"),
+            "usage": usage,
+        }

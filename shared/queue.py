@@ -1,0 +1,50 @@
+"""The Celery app factory both services use: the API only sends, the worker runs.
+
+Redis is a transport that may lose messages; nothing waits on results, so the
+result backend is off and every task is acked late.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from shared.config import Settings
+from shared.domain.run_machine import StepId
+
+QUEUE = "kodo"
+WATCH_APPROVALS = "kodo.watch_approvals"
+
+
+def task_name(step: StepId) -> str:
+    """Stable, readable task names (``kodo.CompileST``) for Flower and the celery CLI."""
+    return f"kodo.{step.value}"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("kodo", broker=settings.redis_url, set_as_current=False)
+    app.conf.update(
+        task_default_queue=QUEUE,
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": 1800},
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "watch-approvals": {"task": WATCH_APPROVALS, "schedule": settings.approval_poll_s}
+        },
+    )
+    return app
+
+
+def send_step(app: Celery, step: StepId, run_id: str) -> None:
+    """Enqueue a step by name; call only after the transaction that chose it commits."""
+    app.send_task(task_name(step), args=[run_id], queue=QUEUE)
+
+
+def nudge_watcher(app: Celery) -> None:
+    app.send_task(WATCH_APPROVALS, queue=QUEUE)

@@ -1,0 +1,168 @@
+"""Submitting intents, starting runs, deciding plans, dispatching approved runs."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from shared.db.models import Intent, PlanApproval, Run
+from shared.db.repos.approvals import ApprovalRepo
+from shared.db.repos.runs import IntentRepo, RunRepo
+from shared.domain.run_machine import (
+    IllegalTransition,
+    PlanApproved,
+    PlanRejected,
+    RunStatus,
+    Start,
+    StepId,
+    transition,
+)
+from shared.errors import Conflict, InvalidInput, NotFound, RepoNotAllowed
+from shared.hashing import canonical_json, sha256_hex
+
+
+def resolve_repo(repo_path: str, roots: tuple[Path, ...]) -> Path:
+    """The repository's real path, if it is a git work tree under an allowed root."""
+    if not roots:
+        raise RepoNotAllowed("no repository is allowed: set KODO_REPO_ROOTS")
+    path = Path(repo_path)
+    if not path.is_absolute():
+        raise InvalidInput("repo must be an absolute path", details={"repo": ["not absolute"]})
+    real = path.resolve()
+    if not any(real == root or real.is_relative_to(root) for root in roots):
+        raise RepoNotAllowed(f"{repo_path} is outside KODO_REPO_ROOTS")
+    if not (real / ".git").exists():
+        raise InvalidInput(f"{repo_path} is not a git repository", details={"repo": ["not git"]})
+    return real
+
+
+def ref_exists(repo: Path, ref: str) -> bool:
+    probe = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+        capture_output=True,
+        check=False,
+        timeout=10,
+    )
+    return probe.returncode == 0
+
+
+def submit_intent(
+    s: Session,
+    *,
+    repo: Path,
+    goal: str,
+    base_ref: str,
+    submitted_by: str | None,
+) -> Intent:
+    if not ref_exists(repo, base_ref):
+        raise InvalidInput(f"unknown base_ref {base_ref!r}", details={"base_ref": ["unknown ref"]})
+    request = {"repo": str(repo), "goal": goal, "base_ref": base_ref}
+    intent = Intent(
+        id=str(uuid.uuid4()),
+        repo_path=str(repo),
+        goal=goal,
+        base_ref=base_ref,
+        submitted_by=submitted_by,
+        request_sha256=sha256_hex(canonical_json(request)),
+    )
+    return IntentRepo(s).add(intent)
+
+
+@dataclass(frozen=True)
+class Started:
+    run: Run
+    created: bool
+    dispatch: StepId | None
+
+
+def start_run(s: Session, intent_id: str, *, app_version: str, now: datetime) -> Started:
+    """Create the intent's run (workflow id == intent id) once; repeats return it."""
+    if IntentRepo(s).get(intent_id) is None:
+        raise NotFound(f"intent {intent_id} not found")
+    runs = RunRepo(s)
+    run, created = runs.create_queued(intent_id, app_version)
+    if not created:
+        if RunStatus(run.status).is_terminal:
+            raise Conflict(
+                f"run {run.id} already ended ({run.status}); submit a new intent to run again"
+            )
+        return Started(run, created=False, dispatch=None)
+    move = transition(RunStatus.QUEUED, Start())
+    if not runs.apply(run.id, move, now):  # pragma: no cover - we just created it
+        raise Conflict(f"run {run.id} moved concurrently")
+    s.refresh(run)
+    return Started(run, created=True, dispatch=move.dispatch)
+
+
+def get_run(s: Session, run_id: str) -> Run:
+    run = RunRepo(s).get(run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    return run
+
+
+def decide_plan(
+    s: Session,
+    run_id: str,
+    *,
+    approve: bool,
+    approver: str,
+    now: datetime,
+    plan_sha256: str | None = None,
+    comment: str | None = None,
+) -> PlanApproval:
+    """Persist a decision on the run's current plan.
+
+    Approval only records the row; the watcher moves the run. Rejection ends the run
+    in the same transaction. A repeated identical decision is accepted again.
+    """
+    run = RunRepo(s).get_for_update(run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    approvals = ApprovalRepo(s)
+    decision = "approved" if approve else "rejected"
+    if run.plan_sha256 is not None:
+        if plan_sha256 is not None and plan_sha256 != run.plan_sha256:
+            raise Conflict(
+                "the plan changed: plan_sha256 does not match the current plan",
+                details={"current_plan_sha256": run.plan_sha256},
+            )
+        earlier = approvals.get(run.id, run.plan_sha256)
+        if earlier is not None:
+            if earlier.decision != decision:
+                raise Conflict(f"the plan was already {earlier.decision}")
+            return earlier
+    if run.status != RunStatus.WAITING_INPUT.value or run.plan_sha256 is None:
+        raise Conflict(f"run {run.id} is {run.status}, not waiting_input")
+    row = approvals.record(
+        run.id, run.plan_sha256, decision=decision, approver=approver, now=now, comment=comment
+    )
+    if not approve:
+        move = transition(RunStatus.WAITING_INPUT, PlanRejected())
+        RunRepo(s).apply(run.id, move, now)
+    return row
+
+
+def dispatch_approved(s: Session, *, now: datetime, limit: int = 100) -> list[str]:
+    """Move approved waiting runs to ``applying``; return the run ids to dispatch.
+
+    Rows are claimed with SKIP LOCKED and the run update is guarded, so two watchers
+    (beat and a nudge) can never both dispatch the same run.
+    """
+    dispatched: list[str] = []
+    runs = RunRepo(s)
+    approvals = ApprovalRepo(s)
+    for approval in approvals.claim_undispatched(limit):
+        try:
+            move = transition(RunStatus.WAITING_INPUT, PlanApproved())
+        except IllegalTransition:  # pragma: no cover - the machine allows it
+            continue
+        if runs.apply(approval.run_id, move, now):
+            approvals.mark_dispatched(approval.id, now)
+            dispatched.append(approval.run_id)
+    return dispatched

@@ -1,0 +1,69 @@
+"""The migrated schema guards the invariants itself."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tests.factories import OpenCodeCallFactory, PlanApprovalFactory, RunFactory
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_second_ledger_row_with_the_same_op_key_is_refused(db: Session) -> None:
+    first = OpenCodeCallFactory()
+    with pytest.raises(IntegrityError):
+        OpenCodeCallFactory(run=RunFactory(), op_key=first.op_key)
+
+
+def test_an_unknown_run_status_is_refused(db: Session) -> None:
+    with pytest.raises(IntegrityError):
+        RunFactory(status="almost_done")
+
+
+def test_a_run_id_must_equal_its_intent_id(db: Session) -> None:
+    with pytest.raises(IntegrityError):
+        RunFactory(id="not-the-intent")
+
+
+def test_an_approved_decision_must_carry_approved_at(db: Session) -> None:
+    with pytest.raises(IntegrityError):
+        PlanApprovalFactory(approved_at=None)
+
+
+def test_an_artifact_digest_must_match_its_content(db: Session) -> None:
+    run = RunFactory()
+    with pytest.raises(IntegrityError):
+        db.execute(
+            text(
+                "INSERT INTO app.artifacts (run_id, step_id, kind, name, media_type, sha256,"
+                " size, content) VALUES (:r, 'CompileST', 'plan_card', 'plan.json',"
+                " 'application/json', repeat('0', 64), 2, '{}')"
+            ),
+            {"r": run.id},
+        )
+
+
+def test_the_seeds_triage_queries_run_unchanged(db: Session) -> None:
+    run = RunFactory()
+    OpenCodeCallFactory(run=run, response={"usage": {"total_tokens": 1290}}, duration_ms=12)
+    status = db.execute(
+        text(
+            "SELECT status, last_step, retry_count, next_action FROM app.runs WHERE intent_id = :id"
+        ),
+        {"id": run.intent_id},
+    ).one()
+    assert status.status == "compiling"
+    ledger = db.execute(
+        text(
+            "SELECT step_id, agent, duration_ms,"
+            " (response->'usage'->>'total_tokens')::int as tokens"
+            " FROM app.opencode_calls WHERE run_id = :id"
+        ),
+        {"id": run.id},
+    ).all()
+    assert [(r.step_id, r.agent, r.duration_ms, r.tokens) for r in ledger] == [
+        ("CompileST", "plan", 12, 1290)
+    ]
