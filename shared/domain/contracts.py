@@ -51,7 +51,7 @@ PATCH_OUTPUT_SCHEMA: dict[str, Any] = {
 BUILD_OUTPUT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "next_action": {"type": "string", "enum": ["verify", "skip_verification"]},
+        "next_action": {"type": "string", "enum": ["verify"]},
         "argv": {
             "type": "array",
             "minItems": 1,

@@ -7,6 +7,7 @@ returns the recorded answer (L1 memory, then L2 ledger) without reaching the ser
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,7 +22,7 @@ from shared.domain.contracts import ContractViolation, validate_answer
 from shared.hashing import op_key as make_op_key
 from shared.opencode.cache import LruCache
 from shared.opencode.client import ModelRef, OpenCodeClient, PromptReply
-from shared.opencode.errors import OpenCodeError, OpenCodeTimeout
+from shared.opencode.errors import OpenCodeAborted, OpenCodeError, OpenCodeTimeout
 from shared.opencode.tools import forbidden_tool_uses, permission_rules, tools_map
 
 CacheLevel = Literal["miss", "l1", "l2"]
@@ -99,6 +100,7 @@ class OCWrapper:
         timeout_s: float,
         l1: LruCache | None = None,
         wait_poll_s: float = 0.05,
+        claim_grace_s: float = 5.0,
     ) -> None:
         self.client = client
         self.sessions = sessions
@@ -107,6 +109,7 @@ class OCWrapper:
         self.timeout_s = timeout_s
         self.l1 = l1 if l1 is not None else LruCache()
         self.wait_poll_s = wait_poll_s
+        self.claim_grace_s = claim_grace_s
 
     def prompt_structured(self, call: StructuredCall) -> StructuredResult:
         """Answer ``call`` exactly once per op_key; raise CallFailed if it has no valid answer."""
@@ -156,10 +159,8 @@ class OCWrapper:
                 self._abort_quietly(session_id, call.directory)
             raise self._fail(key, started, "timed_out", exc, None) from exc
         except OpenCodeError as exc:
-            reply_obj = getattr(exc, "reply", None)
-            reply = reply_obj if isinstance(reply_obj, PromptReply) else None
-            status = "aborted" if exc.code == "aborted" else "failed"
-            raise self._fail(key, started, status, exc, reply) from exc
+            status = "aborted" if isinstance(exc, OpenCodeAborted) else "failed"
+            raise self._fail(key, started, status, exc, exc.reply) from exc
         forbidden = forbidden_tool_uses(call.agent, reply.parts)
         if forbidden:
             error = f"ToolNotAllowed: agent {call.agent!r} used {', '.join(forbidden)}"
@@ -186,7 +187,7 @@ class OCWrapper:
 
     def _recorded(self, key: str) -> StructuredResult:
         """Return what the ledger recorded for ``key``, waiting out a live claim."""
-        deadline = time.monotonic() + self.timeout_s + 5.0
+        deadline = time.monotonic() + self.timeout_s + self.claim_grace_s
         while True:
             with unit_of_work(self.sessions) as s:
                 row = LedgerRepo(s).get(key)
@@ -249,10 +250,9 @@ class OCWrapper:
         return CallFailed(key, status, error)
 
     def _abort_quietly(self, session_id: str, directory: str) -> None:
-        try:
+        # The call is recorded timed_out either way; a failed abort changes nothing.
+        with contextlib.suppress(OpenCodeError):
             self.client.abort(session_id, directory=directory)
-        except OpenCodeError:
-            pass  # the call is already recorded timed_out; a failed abort changes nothing
 
     def _elapsed_ms(self, started: float) -> int:
         return max(0, int((self.clock.monotonic() - started) * 1000))

@@ -1,0 +1,190 @@
+"""Start and stop kodo's own processes (OpenCode-compatible server, worker, beat, API).
+
+Used by ``kodo demo`` and the end-to-end tests: real processes, loopback only, logs
+to files, SIGTERM then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if not self.alive():
+            return
+        os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+    def kill(self) -> None:
+        if self.alive():
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+
+@dataclass
+class Stack:
+    """The processes of one local kodo, with the environment they share."""
+
+    env: dict[str, str]
+    log_dir: Path
+    procs: list[Proc] = field(default_factory=list)
+    api_url: str = ""
+    oc_url: str = ""
+
+    def start(self, name: str, argv: list[str], extra_env: Mapping[str, str] | None = None) -> Proc:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        with log_path.open("ab") as log:
+            popen = subprocess.Popen(
+                argv,
+                env={**self.env, **(extra_env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        proc = Proc(name, popen, log_path)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+    def proc(self, name: str) -> Proc:
+        return next(p for p in self.procs if p.name == name)
+
+
+def celery_argv(*args: str) -> list[str]:
+    return [str(BIN / "celery"), "-A", "services.worker.celery_app:app", *args]
+
+
+def start_oc_compat(stack: Stack, seed: int) -> Proc:
+    port = free_port()
+    proc = stack.start(
+        "oc-compat",
+        [
+            str(BIN / "kodo"),
+            "oc-compat",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--seed",
+            str(seed),
+        ],
+    )
+    stack.oc_url = f"http://127.0.0.1:{port}"
+    stack.env["OC_BASE_URL"] = stack.oc_url
+    wait_http(f"{stack.oc_url}/global/health", proc)
+    return proc
+
+
+def start_worker(stack: Stack, name: str = "worker", concurrency: int = 2) -> Proc:
+    return stack.start(
+        name,
+        celery_argv(
+            "worker",
+            "-Q",
+            "kodo",
+            "-c",
+            str(concurrency),
+            "-l",
+            "INFO",
+            "-n",
+            f"{name}-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ),
+    )
+
+
+def start_beat(stack: Stack) -> Proc:
+    schedule = stack.log_dir / "celerybeat-schedule"
+    return stack.start("beat", celery_argv("beat", "-l", "INFO", "-s", str(schedule)))
+
+
+def start_api(stack: Stack) -> Proc:
+    port = free_port()
+    proc = stack.start(
+        "api",
+        [
+            str(BIN / "gunicorn"),
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            "2",
+            "--threads",
+            "4",
+            "--access-logfile",
+            "-",
+            "services.api.wsgi:app",
+        ],
+    )
+    stack.api_url = f"http://127.0.0.1:{port}"
+    wait_http(f"{stack.api_url}/healthz", proc)
+    return proc
+
+
+def wait_http(url: str, proc: Proc, deadline_s: float = 30.0) -> None:
+    """Poll ``url`` with short timeouts until it answers 200 (a boot-time probe can hang)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited early:\n{proc.log_tail()}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{proc.name} not ready at {url}:\n{proc.log_tail()}")
+
+
+def wait_worker_ready(proc: Proc, deadline_s: float = 30.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited early:\n{proc.log_tail()}")
+        if " ready." in proc.log_tail(200):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{proc.name} not ready:\n{proc.log_tail()}")

@@ -1,0 +1,137 @@
+"""Git worktrees and patches: the only code that changes a repository.
+
+Paths in a patch are confined to the worktree: no absolute paths, no ``..``, nothing
+under ``.git``. Everything runs as argv (no shell) with a timeout.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+GIT_TIMEOUT_S = 60
+_DIFF_PATH = re.compile(r"^(?:diff --git a/(\S+) b/(\S+)|--- (?:a/)?(\S+)|\+\+\+ (?:b/)?(\S+))")
+_IDENTITY = [
+    "-c",
+    "user.name=kodo",
+    "-c",
+    "user.email=kodo@localhost",
+    "-c",
+    "commit.gpgsign=false",
+]
+
+
+class GitError(RuntimeError):
+    pass
+
+
+class UnsafePatch(ValueError):
+    """A patch names a path outside the worktree."""
+
+
+@dataclass(frozen=True)
+class Worktree:
+    path: Path
+    branch: str
+
+
+def git(cwd: Path, *args: str, check: bool = True, stdin: bytes | None = None) -> str:
+    proc = subprocess.run(
+        ["git", *_IDENTITY, *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        timeout=GIT_TIMEOUT_S,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise GitError(f"git {' '.join(args)}: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout.decode(errors="replace")
+
+
+def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base_ref: str) -> Worktree:
+    """A worktree on branch ``kodo/<run_id>`` at ``base_ref``; reused if it exists."""
+    branch = f"kodo/{run_id}"
+    path = workspace_dir / run_id
+    if (path / ".git").exists():
+        current = git(path, "rev-parse", "--abbrev-ref", "HEAD").strip()
+        if current != branch:
+            raise GitError(f"{path} is on {current}, expected {branch}")
+        return Worktree(path, branch)
+    workspace_dir.mkdir(parents=True, exist_ok=True)
+    git(repo, "worktree", "prune")
+    has_branch = git(repo, "branch", "--list", branch).strip() != ""
+    if has_branch:
+        git(repo, "worktree", "add", str(path), branch)
+    else:
+        git(repo, "worktree", "add", "-b", branch, str(path), base_ref)
+    return Worktree(path, branch)
+
+
+def patch_paths(diff: str) -> list[str]:
+    """Every path a unified diff touches (``/dev/null`` excluded)."""
+    found: list[str] = []
+    for line in diff.splitlines():
+        match = _DIFF_PATH.match(line)
+        if match:
+            found += [p for p in match.groups() if p and p != "/dev/null"]
+    return sorted(set(found))
+
+
+def check_confined(diff: str) -> list[str]:
+    """The patch's paths, or UnsafePatch if any could leave the worktree."""
+    paths = patch_paths(diff)
+    if not paths:
+        raise UnsafePatch("the patch touches no file")
+    for raw in paths:
+        path = PurePosixPath(raw)
+        if path.is_absolute() or ".." in path.parts or ".git" in path.parts or "\\" in raw:
+            raise UnsafePatch(f"path {raw!r} is outside the worktree")
+    return paths
+
+
+def head_trailer(worktree: Path, key: str) -> str | None:
+    body = git(worktree, "log", "-1", "--format=%B")
+    for line in body.splitlines():
+        if line.startswith(f"{key}: "):
+            return line.split(": ", 1)[1].strip()
+    return None
+
+
+def reset_clean(worktree: Path) -> None:
+    """Drop any half-applied state left by a worker that died mid-apply."""
+    git(worktree, "reset", "--hard", "HEAD")
+    git(worktree, "clean", "-fdq")
+
+
+def apply_check(worktree: Path, diff: str) -> str | None:
+    """None if the patch applies cleanly, else git's reason."""
+    proc = subprocess.run(
+        ["git", "apply", "--check", "--whitespace=nowarn", "-"],
+        cwd=worktree,
+        input=diff.encode(),
+        capture_output=True,
+        timeout=GIT_TIMEOUT_S,
+        check=False,
+    )
+    return None if proc.returncode == 0 else proc.stderr.decode(errors="replace").strip()
+
+
+def apply_and_commit(worktree: Path, diff: str, message: str) -> str:
+    """Apply ``diff`` and commit it; return the new commit id."""
+    git(worktree, "apply", "--whitespace=nowarn", "-", stdin=diff.encode())
+    git(worktree, "add", "-A")
+    git(worktree, "commit", "-q", "-m", message)
+    return git(worktree, "rev-parse", "HEAD").strip()
+
+
+def has_symlink_escape(worktree: Path, paths: list[str]) -> str | None:
+    """A path whose existing parent resolves outside the worktree (through a symlink)."""
+    root = worktree.resolve()
+    for raw in paths:
+        target = (worktree / raw).parent.resolve()
+        if target != root and not target.is_relative_to(root):
+            return raw
+    return None

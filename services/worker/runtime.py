@@ -1,0 +1,75 @@
+"""Per-process resources of a worker, built once after fork (never at import).
+
+One engine pool, one httpx client and one L1 cache per worker process.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from celery import Celery
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.clock import Clock, SystemClock
+from shared.config import Settings
+from shared.db.engine import make_engine, make_session_factory
+from shared.opencode.client import ModelRef, OpenCodeClient
+from shared.opencode.wrapper import OCWrapper
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    clock: Clock
+    client: OpenCodeClient
+    oc: OCWrapper
+    celery: Celery
+
+    def close(self) -> None:
+        self.client.close()
+        self.engine.dispose()
+
+
+def build_runtime(settings: Settings, celery: Celery, clock: Clock | None = None) -> Runtime:
+    clock = clock or SystemClock()
+    engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+    timeout_s = settings.oc_timeout_ms / 1000
+    client = OpenCodeClient(
+        settings.oc_base_url,
+        timeout_s=timeout_s,
+        username=settings.oc_username,
+        password=settings.oc_password,
+    )
+    oc = OCWrapper(
+        client,
+        sessions,
+        clock,
+        model=ModelRef(settings.oc_provider_id, settings.oc_model_id),
+        timeout_s=timeout_s,
+    )
+    return Runtime(settings, engine, sessions, clock, client, oc, celery)
+
+
+_lock = threading.Lock()
+_current: Runtime | None = None
+
+
+def runtime(celery: Celery) -> Runtime:
+    """This process's runtime, built on first use from the environment."""
+    global _current
+    with _lock:
+        if _current is None:
+            _current = build_runtime(Settings.from_env(), celery)
+        return _current
+
+
+def reset_runtime() -> None:
+    """Forget the parent's resources in a freshly forked child."""
+    global _current
+    with _lock:
+        _current = None

@@ -1,0 +1,1 @@
+"""The steps: the only IO seams of a run (OpenCode, git, subprocess, artifacts)."""

@@ -1,0 +1,121 @@
+"""ApplyPatchST: the approved plan -> build agent -> a confined patch, applied and committed.
+
+Refuses to run without an approval row for the run's current plan digest: no code
+is modified before the plan's ``approved_at``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from shared.domain.contracts import PATCH_OUTPUT_SCHEMA
+from shared.domain.run_machine import StepId
+from shared.hashing import sha256_hex
+from shared.opencode.wrapper import CallFailed, StructuredCall
+from services.worker.git_ops import (
+    UnsafePatch,
+    apply_and_commit,
+    apply_check,
+    check_confined,
+    git,
+    has_symlink_escape,
+    head_trailer,
+    reset_clean,
+)
+from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, plan_block
+
+PATCH_TRAILER = "Kodo-Patch-Sha256"
+
+
+def apply_prompt(goal: str, plan_text: str, attempt: int, rejected: list[str]) -> str:
+    lines = [
+        "Implement the approved plan below. Answer with a unified git diff (paths relative to",
+        "the repository root, `diff --git a/... b/...` headers) and a one-line summary.",
+        "",
+        f"Intent: {goal}",
+        plan_text,
+        "",
+        f"kodo-attempt: {attempt}",
+    ]
+    if rejected:
+        lines += ["", "Your previous patches were rejected:", *(f"- {r}" for r in rejected)]
+    return "\n".join(lines)
+
+
+def _vet(worktree: Path, diff: str) -> str | None:
+    """None if the diff is safe and applies; else why not."""
+    try:
+        paths = check_confined(diff)
+    except UnsafePatch as exc:
+        return f"UnsafePatch: {exc}"
+    escaped = has_symlink_escape(worktree, paths)
+    if escaped is not None:
+        return f"UnsafePatch: {escaped!r} resolves outside the worktree"
+    reason = apply_check(worktree, diff)
+    return None if reason is None else f"PatchDoesNotApply: {reason}"
+
+
+def apply_patch_step(ctx: StepContext) -> StepOutcome:
+    if ctx.plan_sha256 is None or ctx.approved_at is None or ctx.plan is None:
+        return StepOutcome.failed(
+            "no approval for the current plan: refusing to modify code",
+            {"plan_sha256": ctx.plan_sha256, "approved_at": ctx.approved_at},
+        )
+    if ctx.worktree_path is None:
+        return StepOutcome.failed("the run has no worktree", {})
+    worktree = ctx.worktree_path
+    settings = ctx.rt.settings
+    attempts: list[dict[str, Any]] = []
+    rejected: list[str] = []
+    for attempt in range(1, settings.schema_retries + 1):
+        call = StructuredCall(
+            run_id=ctx.run_id,
+            step_id=StepId.APPLY_PATCH.value,
+            attempt=attempt,
+            agent="build",
+            prompt=apply_prompt(ctx.goal, plan_block(ctx.plan), attempt, rejected),
+            schema=PATCH_OUTPUT_SCHEMA,
+            directory=str(worktree),
+        )
+        try:
+            result = ctx.rt.oc.prompt_structured(call)
+        except CallFailed as exc:
+            attempts.append(
+                {"attempt": attempt, "op_key": exc.op_key, "status": exc.status, "error": exc.error}
+            )
+            rejected.append(exc.error)
+            continue
+        diff = result.answer["diff"]
+        patch_sha = sha256_hex(diff)
+        record = {
+            "attempt": attempt,
+            "op_key": result.op_key,
+            "cache": result.cache,
+            "patch_sha256": patch_sha,
+        }
+        if head_trailer(worktree, PATCH_TRAILER) == patch_sha:  # applied by an earlier delivery
+            commit = git(worktree, "rev-parse", "HEAD").strip()
+        else:
+            reset_clean(worktree)
+            problem = _vet(worktree, diff)
+            if problem is not None:
+                attempts.append({**record, "status": "rejected", "error": problem})
+                rejected.append(problem)
+                continue
+            message = (
+                f"kodo: {ctx.goal[:60]}\n\n{result.answer['summary']}\n\n"
+                f"Kodo-Run: {ctx.run_id}\nKodo-Plan-Sha256: {ctx.plan_sha256}\n"
+                f"Kodo-Approved-At: {ctx.approved_at}\n{PATCH_TRAILER}: {patch_sha}\n"
+            )
+            commit = apply_and_commit(worktree, diff, message)
+        attempts.append({**record, "status": "applied"})
+        return StepOutcome(
+            ok=True,
+            output={"commit": commit, "patch_sha256": patch_sha, "attempts": attempts},
+            artifacts=[ArtifactOut("patch", "patch.diff", diff.encode(), "text/x-diff")],
+        )
+    return StepOutcome.failed(
+        f"no applicable patch after {settings.schema_retries} attempts",
+        {"step": StepId.APPLY_PATCH.value, "attempts": attempts},
+    )

@@ -1,0 +1,202 @@
+"""What every step shares: its context in, its outcome out, and the runner between.
+
+The runner reloads the run, refuses stale deliveries, checkpoints the step, runs the
+step's body outside any transaction, then stores the outcome and the guarded
+transition in one transaction and dispatches the next step after commit.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from shared.db.engine import unit_of_work
+from shared.db.repos.approvals import ApprovalRepo
+from shared.db.repos.runs import IntentRepo, RunRepo
+from shared.db.repos.steps import ArtifactRepo, StepRunRepo
+from shared.domain.run_machine import (
+    STEP_STATUS,
+    RunStatus,
+    StepFailed,
+    StepId,
+    StepSucceeded,
+    Transition,
+    transition,
+)
+from shared.hashing import canonical_json
+from shared.queue import send_step
+from services.worker.runtime import Runtime
+
+log = structlog.get_logger("kodo.step")
+
+
+@dataclass(frozen=True)
+class ArtifactOut:
+    kind: str
+    name: str
+    content: bytes
+    media_type: str
+
+    @classmethod
+    def json(cls, kind: str, name: str, value: object) -> ArtifactOut:
+        body = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False).encode()
+        return cls(kind, name, body + b"\n", "application/json")
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """A snapshot of what a step may read, taken inside the entering transaction."""
+
+    run_id: str
+    step: StepId
+    goal: str
+    repo_path: Path
+    base_ref: str
+    plan_sha256: str | None
+    approved_at: str | None
+    branch: str | None
+    worktree_path: Path | None
+    outputs: dict[str, dict[str, Any]]
+    plan: dict[str, Any] | None
+    rt: Runtime
+
+
+@dataclass
+class StepOutcome:
+    ok: bool
+    output: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[ArtifactOut] = field(default_factory=list)
+    error: str | None = None
+    plan_sha256: str | None = None
+    workspace: tuple[str, str] | None = None  # (branch, worktree path)
+
+    @classmethod
+    def failed(cls, error: str, diagnostic: dict[str, Any]) -> StepOutcome:
+        """A terminal failure always carries a diagnostic.json artifact."""
+        body = {"error": error, **diagnostic}
+        return cls(
+            ok=False,
+            error=error,
+            artifacts=[ArtifactOut.json("diagnostic", "diagnostic.json", body)],
+        )
+
+
+StepBody = Callable[[StepContext], StepOutcome]
+
+
+def _context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
+    with unit_of_work(rt.sessions) as s:
+        run = RunRepo(s).get(run_id)
+        if run is None:
+            log.warning("step.unknown_run", run_id=run_id, step_id=step.value)
+            return None
+        if run.status != STEP_STATUS[step].value:
+            log.info("step.stale_delivery", run_id=run_id, step_id=step.value, status=run.status)
+            return None
+        intent = IntentRepo(s).get(run.intent_id)
+        if intent is None:  # pragma: no cover - foreign key
+            raise LookupError(run.intent_id)
+        steps = StepRunRepo(s)
+        steps.enter(run_id, step, rt.clock.now())
+        outputs = {
+            r.step_id: r.output or {} for r in steps.for_run(run_id) if r.status == "succeeded"
+        }
+        approval = (
+            ApprovalRepo(s).approved_for(run_id, run.plan_sha256) if run.plan_sha256 else None
+        )
+        plan_art = ArtifactRepo(s).get(run_id, StepId.COMPILE, "plan.json")
+        plan = json.loads(plan_art.content) if plan_art is not None else None
+        return StepContext(
+            run_id=run.id,
+            step=step,
+            goal=intent.goal,
+            repo_path=Path(intent.repo_path),
+            base_ref=intent.base_ref,
+            plan_sha256=run.plan_sha256,
+            approved_at=approval.approved_at.isoformat()
+            if approval and approval.approved_at
+            else None,
+            branch=run.branch,
+            worktree_path=Path(run.worktree_path) if run.worktree_path else None,
+            outputs=outputs,
+            plan=plan,
+            rt=rt,
+        )
+
+
+def run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
+    """Run ``body`` for ``run_id`` once; return what happened (for logs and tests)."""
+    bound = log.bind(run_id=run_id, step_id=step.value)
+    ctx = _context(rt, run_id, step)
+    if ctx is None:
+        return "skipped"
+    bound.info("step.started")
+    try:
+        outcome = body(ctx)
+    except Exception as exc:  # a bug or an unexpected environment: fail closed, keep the evidence
+        bound.exception("step.crashed")
+        outcome = StepOutcome.failed(
+            f"{type(exc).__name__}: {exc}", {"traceback": traceback.format_exc()}
+        )
+    now = rt.clock.now()
+    try:
+        move = _record(rt, step, run_id, outcome, now)
+    except _Superseded:
+        bound.warning("step.superseded")
+        return "superseded"
+    bound.info("step.finished", ok=outcome.ok, to_status=move.to_status.value)
+    if move.dispatch is not None:
+        send_step(rt.celery, move.dispatch, run_id)
+    return move.to_status.value
+
+
+class _Superseded(Exception):
+    """Another actor (a cancel) moved the run first: roll back this step's record."""
+
+
+def _record(
+    rt: Runtime, step: StepId, run_id: str, outcome: StepOutcome, now: datetime
+) -> Transition:
+    with unit_of_work(rt.sessions) as s:
+        for art in outcome.artifacts:
+            ArtifactRepo(s).put(
+                run_id,
+                step,
+                kind=art.kind,
+                name=art.name,
+                content=art.content,
+                media_type=art.media_type,
+            )
+        StepRunRepo(s).finish(
+            run_id,
+            step,
+            status="succeeded" if outcome.ok else "failed",
+            now=now,
+            output=outcome.output,
+            error=outcome.error,
+        )
+        if outcome.workspace is not None:
+            RunRepo(s).set_workspace(run_id, *outcome.workspace)
+        event = StepSucceeded(step) if outcome.ok else StepFailed(step)
+        move = transition(STEP_STATUS[step], event)
+        moved = RunRepo(s).apply(
+            run_id, move, now, step=step, error=outcome.error, plan_sha256=outcome.plan_sha256
+        )
+        if not moved:
+            raise _Superseded
+    return move
+
+
+def plan_block(plan: dict[str, Any]) -> str:
+    """The approved plan, embedded verbatim in later prompts."""
+    return f"--- plan.json ---\n{canonical_json(plan)}\n--- end plan.json ---"
+
+
+__all__ = ["ArtifactOut", "RunStatus", "StepContext", "StepOutcome", "plan_block", "run_step"]

@@ -1,0 +1,56 @@
+"""Thin tasks: a run id in, the step's runner called, nothing else.
+
+Names are stable (``kodo.CompileST``...) and args are ids only, so Flower and the
+celery CLI show what runs without prompts or secrets.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import OperationalError
+
+from shared.domain.run_machine import StepId
+from shared.queue import WATCH_APPROVALS, task_name
+from services.worker.celery_app import app
+from services.worker.runtime import runtime
+from services.worker.steps.apply_patch import apply_patch_step
+from services.worker.steps.base import StepBody, run_step
+from services.worker.steps.compile import compile_step
+from services.worker.steps.decide import decide_step
+from services.worker.steps.execute import execute_step
+from services.worker.watcher import watch_approvals
+
+BODIES: dict[StepId, StepBody] = {
+    StepId.COMPILE: compile_step,
+    StepId.APPLY_PATCH: apply_patch_step,
+    StepId.DECIDE: decide_step,
+    StepId.EXECUTE: execute_step,
+}
+
+_RETRY = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 30,
+    "max_retries": 8,
+}
+
+
+def _register(step: StepId) -> None:
+    body = BODIES[step]
+
+    @app.task(name=task_name(step), **_RETRY)  # type: ignore[untyped-decorator]
+    def step_task(run_id: str) -> str:
+        return run_step(runtime(app), step, run_id, body)
+
+    step_task.__doc__ = f"{step.value} for one run (id in, checkpointed, idempotent)."
+
+
+for _step in StepId:
+    _register(_step)
+
+
+@app.task(name=WATCH_APPROVALS, **_RETRY)  # type: ignore[untyped-decorator]
+def watch_approvals_task() -> int:
+    """Dispatch ApplyPatchST for approved runs (beat every APPROVAL_POLL_S, and nudges)."""
+    return len(watch_approvals(runtime(app)))

@@ -1,0 +1,22 @@
+"""The approval watcher: approved runs at waiting_input are moved and dispatched once."""
+
+from __future__ import annotations
+
+import structlog
+
+from shared.db.engine import unit_of_work
+from shared.domain.run_machine import StepId
+from shared.queue import send_step
+from shared.service.runs import dispatch_approved
+from services.worker.runtime import Runtime
+
+log = structlog.get_logger("kodo.watcher")
+
+
+def watch_approvals(rt: Runtime) -> list[str]:
+    with unit_of_work(rt.sessions) as s:
+        run_ids = dispatch_approved(s, now=rt.clock.now())
+    for run_id in run_ids:  # after commit: a worker never races ahead of the row
+        send_step(rt.celery, StepId.APPLY_PATCH, run_id)
+        log.info("watcher.dispatched", run_id=run_id, step_id=StepId.APPLY_PATCH.value)
+    return run_ids

@@ -1,0 +1,105 @@
+"""A whole local kodo per module: real oc-compat server, worker, beat and API processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from services.launcher import (
+    Stack,
+    start_api,
+    start_beat,
+    start_oc_compat,
+    start_worker,
+    wait_worker_ready,
+)
+from services.sample_repo import create_sample_repo
+
+E2E_REDIS_DB = 13
+TERMINAL = {"succeeded", "failed", "rejected", "cancelled"}
+
+
+def _with_db(url: str, db: int) -> str:
+    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+    return f"{base}/{db}"
+
+
+@pytest.fixture(scope="module")
+def stack(
+    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("e2e")
+    broker = _with_db(redis_url, E2E_REDIS_DB)
+    redis.Redis.from_url(broker).flushdb()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": broker,
+        "KODO_REPO_ROOTS": str(root / "repos"),
+        "KODO_WORKSPACE_DIR": str(root / "workspaces"),
+        "RANDOM_SEED": "7",
+        "APPROVAL_POLL_S": "0.5",
+        "OC_TIMEOUT_MS": "20000",
+        "KODO_SCHEMA_RETRIES": "3",
+    }
+    s = Stack(env=env, log_dir=root / "logs")
+    try:
+        start_oc_compat(s, seed=7)
+        wait_worker_ready(start_worker(s))
+        start_beat(s)
+        start_api(s)
+        yield s
+    finally:
+        s.stop()
+
+
+class Api:
+    """A tiny HTTP client for the tests: the same calls a user makes."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.http = httpx.Client(base_url=stack.api_url, timeout=10.0)
+
+    def submit(self, repo: Path, goal: str) -> str:
+        reply = self.http.post("/intents", json={"repo": str(repo), "goal": goal})
+        assert reply.status_code == 201, reply.text
+        intent_id: str = reply.json()["intentId"]
+        started = self.http.post(f"/intents/{intent_id}/run")
+        assert started.status_code == 202, started.text
+        assert started.json()["runId"] == intent_id
+        return intent_id
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        reply = self.http.get(f"/runs/{run_id}")
+        assert reply.status_code == 200, reply.text
+        body: dict[str, Any] = reply.json()
+        return body
+
+    def wait_for(self, run_id: str, statuses: set[str], deadline_s: float = 60.0) -> dict[str, Any]:
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            run = self.run(run_id)
+            if run["status"] in statuses:
+                return run
+            if run["status"] in TERMINAL:
+                pytest.fail(f"run ended {run['status']} ({run.get('error')}), wanted {statuses}")
+            time.sleep(0.1)
+        logs = "\n".join(f"== {p.name}\n{p.log_tail(30)}" for p in self.stack.procs)
+        pytest.fail(f"run {run_id} still {self.run(run_id)['status']}, wanted {statuses}\n{logs}")
+
+
+@pytest.fixture(scope="module")
+def api(stack: Stack) -> Api:
+    return Api(stack)
+
+
+@pytest.fixture
+def sample_repo(stack: Stack, tmp_path: Path) -> Path:
+    return create_sample_repo(Path(stack.env["KODO_REPO_ROOTS"]) / tmp_path.name)

@@ -1,0 +1,146 @@
+"""A run end to end over HTTP, through real worker, beat and OpenCode-compatible processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from shared.hashing import sha256_hex
+from tests.e2e.conftest import Api
+
+pytestmark = pytest.mark.e2e
+
+
+def _ledger(engine: Engine, run_id: str) -> list[tuple[str, int, str, str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT step_id, attempt, status, op_key FROM app.opencode_calls"
+                " WHERE run_id = :r ORDER BY id"
+            ),
+            {"r": run_id},
+        ).all()
+    return [(r.step_id, r.attempt, r.status, r.op_key) for r in rows]
+
+
+def _branch_log(repo: Path, run_id: str) -> list[str]:
+    out = subprocess.run(
+        ["git", "log", "--format=%s", f"main..kodo/{run_id}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.splitlines()
+
+
+def test_an_approved_plan_is_applied_verified_and_recorded(
+    api: Api, engine: Engine, sample_repo: Path
+) -> None:
+    run_id = api.submit(sample_repo, "Add a multiply function to calc.py with a test")
+    waiting = api.wait_for(run_id, {"waiting_input"})
+    assert waiting["nextAction"] == "await:approval"
+    assert _branch_log(sample_repo, run_id) == [], "no code may change before approval"
+
+    plan = api.http.get(f"/runs/{run_id}/plan").json()
+    assert plan["planSha256"] == waiting["planSha256"]
+    assert {"design", "files", "risks", "tests"} <= set(plan["plan"])
+
+    approved = api.http.post(
+        f"/runs/{run_id}/approve-plan",
+        json={"approver": "alice", "plan_sha256": plan["planSha256"]},
+    )
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["accepted"] is True
+
+    done = api.wait_for(run_id, {"succeeded"})
+    assert done["lastStep"] == "ExecuteST"
+    assert [s["stepId"] for s in done["steps"]] == [
+        "CompileST",
+        "ApplyPatchST",
+        "DecideST",
+        "ExecuteST",
+    ]
+    assert all(s["status"] == "succeeded" for s in done["steps"])
+
+    ledger = _ledger(engine, run_id)
+    assert [(step, attempt, status) for step, attempt, status, _ in ledger] == [
+        ("CompileST", 1, "succeeded"),
+        ("ApplyPatchST", 1, "succeeded"),
+        ("DecideST", 1, "succeeded"),
+    ]
+    assert len({key for *_, key in ledger}) == 3
+
+    commits = _branch_log(sample_repo, run_id)
+    assert len(commits) == 1 and commits[0].startswith("kodo: ")
+
+    artifacts = api.http.get(f"/runs/{run_id}/artifacts").json()
+    items = artifacts["artifacts"] if isinstance(artifacts, dict) else artifacts
+    names = {a["name"] for a in items}
+    assert {"plan.json", "patch.diff", "decision.json", "command-output.txt"} <= names
+    with engine.connect() as conn:
+        for row in conn.execute(
+            text("SELECT content, sha256 FROM app.artifacts WHERE run_id = :r"), {"r": run_id}
+        ):
+            assert sha256_hex(bytes(row.content)) == row.sha256
+        approval = conn.execute(
+            text(
+                "SELECT approver, approved_at, plan_sha256 FROM app.plan_approvals WHERE run_id = :r"
+            ),
+            {"r": run_id},
+        ).one()
+        first_change = conn.execute(
+            text(
+                "SELECT started_at FROM app.step_runs WHERE run_id = :r AND step_id = 'ApplyPatchST'"
+            ),
+            {"r": run_id},
+        ).scalar_one()
+    assert approval.approver == "alice"
+    assert approval.plan_sha256 == plan["planSha256"]
+    assert approval.approved_at <= first_change
+
+
+def test_a_rejected_plan_ends_the_run_and_changes_nothing(
+    api: Api, engine: Engine, sample_repo: Path
+) -> None:
+    run_id = api.submit(sample_repo, "Rename add to plus everywhere")
+    api.wait_for(run_id, {"waiting_input"})
+    rejected = api.http.post(f"/runs/{run_id}/reject-plan", json={"approver": "bob"})
+    assert rejected.status_code == 200, rejected.text
+    run = api.wait_for(run_id, {"rejected"})
+    assert run["finishedAt"] is not None
+    assert [step for step, *_ in _ledger(engine, run_id)] == ["CompileST"]
+    assert _branch_log(sample_repo, run_id) == []
+    late = api.http.post(f"/runs/{run_id}/approve-plan", json={"approver": "alice"})
+    assert late.status_code == 409
+
+
+def test_a_plan_that_never_validates_fails_with_a_diagnostic(
+    api: Api, engine: Engine, sample_repo: Path
+) -> None:
+    run_id = api.submit(sample_repo, "Make calc.py faster [oc:invalid]")
+    failed = api.wait_for(run_id, {"failed"})
+    assert "no valid plan after 3 attempts" in (failed["error"] or "")
+    ledger = _ledger(engine, run_id)
+    assert [(step, attempt, status) for step, attempt, status, _ in ledger] == [
+        ("CompileST", 1, "failed"),
+        ("CompileST", 2, "failed"),
+        ("CompileST", 3, "failed"),
+    ]
+    diagnostic = api.http.get(f"/runs/{run_id}/artifacts").json()
+    items = diagnostic["artifacts"] if isinstance(diagnostic, dict) else diagnostic
+    assert any(a["name"] == "diagnostic.json" and a["kind"] == "diagnostic" for a in items)
+    with engine.connect() as conn:
+        body = conn.execute(
+            text(
+                "SELECT content FROM app.artifacts WHERE run_id = :r AND name = 'diagnostic.json'"
+            ),
+            {"r": run_id},
+        ).scalar_one()
+    report = json.loads(bytes(body))
+    assert len(report["attempts"]) == 3
+    assert all("ContractViolation" in a["error"] for a in report["attempts"])

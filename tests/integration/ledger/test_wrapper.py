@@ -1,0 +1,168 @@
+"""OCWrapper against a real ledger and a real OpenCode-compatible server over HTTP."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.oc_compat import running_server
+from services.sample_repo import create_sample_repo
+from shared.clock import SystemClock
+from shared.db.models import OpenCodeCall
+from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
+from shared.opencode.cache import LruCache
+from shared.opencode.client import ModelRef, OpenCodeClient
+from shared.opencode.wrapper import CallFailed, OCWrapper, OutcomeUnknown, StructuredCall
+from tests.factories import OpenCodeCallFactory, RunFactory
+
+pytestmark = pytest.mark.integration
+MODEL = ModelRef("kodo", "kodo-scripted")
+
+
+@pytest.fixture(scope="module")
+def oc_url() -> Iterator[str]:
+    with running_server(seed=3) as url:
+        yield url
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return create_sample_repo(tmp_path / "repo")
+
+
+@pytest.fixture
+def run_id(db: Session) -> str:
+    run = RunFactory()
+    db.commit()
+    return run.id
+
+
+def _wrapper(oc_url: str, sessions: sessionmaker[Session], timeout_s: float = 10.0) -> OCWrapper:
+    client = OpenCodeClient(oc_url, timeout_s=timeout_s)
+    return OCWrapper(
+        client, sessions, SystemClock(), model=MODEL, timeout_s=timeout_s, l1=LruCache()
+    )
+
+
+def _call(run_id: str, repo: Path, prompt: str = "Add a docstring to calc.py") -> StructuredCall:
+    return StructuredCall(run_id, "CompileST", 1, "plan", prompt, PLAN_OUTPUT_SCHEMA, str(repo))
+
+
+def _prompts_at_server(oc_url: str) -> int:
+    stats: dict[str, Any] = httpx.get(f"{oc_url}/__kodo/stats").json()
+    count: int = stats["prompts"]
+    return count
+
+
+def _row(sessions: sessionmaker[Session], op_key: str) -> OpenCodeCall:
+    with sessions() as s:
+        return s.execute(select(OpenCodeCall).where(OpenCodeCall.op_key == op_key)).scalar_one()
+
+
+@pytest.fixture(autouse=True)
+def _reset_server(oc_url: str) -> None:
+    httpx.post(f"{oc_url}/__kodo/reset")
+
+
+def test_a_call_is_claimed_answered_and_recorded_with_usage(
+    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+) -> None:
+    result = _wrapper(oc_url, sessions).prompt_structured(_call(run_id, repo))
+    assert result.cache == "miss"
+    assert set(result.answer) == {"design", "files", "risks", "tests"}
+    row = _row(sessions, result.op_key)
+    assert row.status == "succeeded"
+    assert row.session_id and row.session_id.startswith("ses_")
+    assert row.duration_ms is not None and row.duration_ms >= 0
+    assert row.usage and row.usage["total_tokens"] > 0 and row.usage["cost_usd"] > 0
+    assert row.response and row.response["usage"]["total_tokens"] == row.usage["total_tokens"]
+    assert row.request["tools"]["bash"] is False and row.request["tools"]["read"] is True
+
+
+def test_a_repeated_op_key_is_served_from_l1_then_l2_without_reaching_the_server(
+    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+) -> None:
+    first = _wrapper(oc_url, sessions)
+    original = first.prompt_structured(_call(run_id, repo))
+    again = first.prompt_structured(_call(run_id, repo))
+    other_process = _wrapper(oc_url, sessions).prompt_structured(_call(run_id, repo))
+    assert (again.cache, other_process.cache) == ("l1", "l2")
+    assert again.answer == other_process.answer == original.answer
+    assert _prompts_at_server(oc_url) == 1
+
+
+def test_threads_racing_one_op_key_send_exactly_one_request(
+    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+) -> None:
+    call = _call(run_id, repo, "Add a docstring to calc.py [oc:slow=300]")
+    answers: list[dict[str, Any]] = []
+    barrier = threading.Barrier(8)
+
+    def race() -> None:
+        wrapper = _wrapper(oc_url, sessions)  # a separate L1 each: only the ledger can dedupe
+        barrier.wait()
+        answers.append(wrapper.prompt_structured(call).answer)
+
+    threads = [threading.Thread(target=race) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(answers) == 8 and all(a == answers[0] for a in answers)
+    assert _prompts_at_server(oc_url) == 1
+
+
+def test_an_answer_violating_the_schema_fails_closed_and_is_recorded(
+    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+) -> None:
+    call = _call(run_id, repo, "Plan it [oc:invalid]")
+    with pytest.raises(CallFailed, match="ContractViolation"):
+        _wrapper(oc_url, sessions).prompt_structured(call)
+    row = _row(sessions, call.op_key)
+    assert row.status == "failed"
+    assert row.error and "ContractViolation" in row.error
+    assert row.response is not None, "the invalid answer is kept as evidence"
+    with pytest.raises(CallFailed):
+        _wrapper(oc_url, sessions).prompt_structured(call)
+    assert _prompts_at_server(oc_url) == 1, "a failed op_key is never paid twice"
+
+
+def test_a_tool_outside_the_agents_allowlist_fails_the_call(
+    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+) -> None:
+    call = _call(run_id, repo, "Plan it [oc:tool=bash]")
+    with pytest.raises(CallFailed, match="ToolNotAllowed"):
+        _wrapper(oc_url, sessions).prompt_structured(call)
+    assert _row(sessions, call.op_key).status == "failed"
+
+
+def test_a_stalled_call_is_aborted_and_recorded_timed_out(
+    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+) -> None:
+    call = _call(run_id, repo, "Plan it [oc:slow=5000]")
+    with pytest.raises(CallFailed) as failure:
+        _wrapper(oc_url, sessions, timeout_s=0.5).prompt_structured(call)
+    assert failure.value.status == "timed_out"
+    assert _row(sessions, call.op_key).status == "timed_out"
+
+
+def test_a_claim_left_by_a_dead_worker_becomes_unknown_and_is_not_resent(
+    oc_url: str, sessions: sessionmaker[Session], db: Session, repo: Path
+) -> None:
+    run = RunFactory()
+    call = _call(run.id, repo)
+    OpenCodeCallFactory(
+        run=run, op_key=call.op_key, status="claimed", request={"prompt": call.prompt}
+    )
+    db.commit()
+    with pytest.raises(OutcomeUnknown):
+        _wrapper(oc_url, sessions, timeout_s=0.2).prompt_structured(call)
+    assert _row(sessions, call.op_key).status == "unknown"
+    assert _prompts_at_server(oc_url) == 0

@@ -1,0 +1,137 @@
+"""The run state machine, specified exhaustively: every legal move and every refusal."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from shared.domain.run_machine import (
+    ACTIVE,
+    TERMINAL,
+    Cancel,
+    Event,
+    IllegalTransition,
+    NextAction,
+    PlanApproved,
+    PlanRejected,
+    RunStatus,
+    Start,
+    StepFailed,
+    StepId,
+    StepSucceeded,
+    current_step,
+    transition,
+)
+
+S = RunStatus
+ALL_EVENTS: list[Event] = [
+    Start(),
+    PlanApproved(),
+    PlanRejected(),
+    Cancel(),
+    *(StepSucceeded(step) for step in StepId),
+    *(StepFailed(step) for step in StepId),
+]
+
+LEGAL: dict[tuple[RunStatus, Event], tuple[RunStatus, StepId | None, NextAction]] = {
+    (S.QUEUED, Start()): (S.COMPILING, StepId.COMPILE, NextAction.RUN_COMPILE),
+    (S.COMPILING, StepSucceeded(StepId.COMPILE)): (
+        S.WAITING_INPUT,
+        None,
+        NextAction.AWAIT_APPROVAL,
+    ),
+    (S.COMPILING, StepFailed(StepId.COMPILE)): (S.FAILED, None, NextAction.NONE),
+    (S.WAITING_INPUT, PlanApproved()): (S.APPLYING, StepId.APPLY_PATCH, NextAction.RUN_APPLY_PATCH),
+    (S.WAITING_INPUT, PlanRejected()): (S.REJECTED, None, NextAction.NONE),
+    (S.APPLYING, StepSucceeded(StepId.APPLY_PATCH)): (
+        S.DECIDING,
+        StepId.DECIDE,
+        NextAction.RUN_DECIDE,
+    ),
+    (S.APPLYING, StepFailed(StepId.APPLY_PATCH)): (S.FAILED, None, NextAction.NONE),
+    (S.DECIDING, StepSucceeded(StepId.DECIDE)): (
+        S.EXECUTING,
+        StepId.EXECUTE,
+        NextAction.RUN_EXECUTE,
+    ),
+    (S.DECIDING, StepFailed(StepId.DECIDE)): (S.FAILED, None, NextAction.NONE),
+    (S.EXECUTING, StepSucceeded(StepId.EXECUTE)): (S.SUCCEEDED, None, NextAction.NONE),
+    (S.EXECUTING, StepFailed(StepId.EXECUTE)): (S.FAILED, None, NextAction.NONE),
+    **{(status, Cancel()): (S.CANCELLED, None, NextAction.NONE) for status in ACTIVE},
+}
+
+
+@pytest.mark.parametrize(("status", "event"), list(LEGAL), ids=str)
+def test_each_legal_event_moves_the_run_and_names_what_to_dispatch(
+    status: RunStatus, event: Event
+) -> None:
+    move = transition(status, event)
+    assert (move.to_status, move.dispatch, move.next_action) == LEGAL[(status, event)]
+    assert move.from_status is status
+
+
+ILLEGAL = [
+    (status, event)
+    for status, event in itertools.product(RunStatus, ALL_EVENTS)
+    if (status, event) not in LEGAL
+]
+
+
+@pytest.mark.parametrize(("status", "event"), ILLEGAL, ids=str)
+def test_every_other_event_is_refused(status: RunStatus, event: Event) -> None:
+    with pytest.raises(IllegalTransition):
+        transition(status, event)
+
+
+def test_the_tables_cover_every_status_and_event_pair() -> None:
+    assert len(LEGAL) + len(ILLEGAL) == len(RunStatus) * len(ALL_EVENTS)
+
+
+@pytest.mark.parametrize("status", sorted(TERMINAL))
+def test_a_terminal_run_accepts_nothing_not_even_cancel(status: RunStatus) -> None:
+    assert status.is_terminal
+    with pytest.raises(IllegalTransition, match=status.value):
+        transition(status, Cancel())
+
+
+def test_no_step_runs_before_approval_except_compile() -> None:
+    reachable_before_approval = {S.QUEUED, S.COMPILING, S.WAITING_INPUT}
+    dispatched = {
+        LEGAL[key][1]
+        for key in LEGAL
+        if key[0] in reachable_before_approval and key[1] != PlanApproved()
+    }
+    assert dispatched <= {StepId.COMPILE, None}
+
+
+def test_the_happy_path_walks_every_step_in_order() -> None:
+    status, dispatched = S.QUEUED, []
+    for event in [
+        Start(),
+        StepSucceeded(StepId.COMPILE),
+        PlanApproved(),
+        StepSucceeded(StepId.APPLY_PATCH),
+        StepSucceeded(StepId.DECIDE),
+        StepSucceeded(StepId.EXECUTE),
+    ]:
+        move = transition(status, event)
+        status = move.to_status
+        if move.dispatch:
+            dispatched.append(move.dispatch)
+    assert status is S.SUCCEEDED
+    assert dispatched == list(StepId)
+
+
+@pytest.mark.parametrize("step", list(StepId))
+def test_each_step_has_exactly_one_running_status(step: StepId) -> None:
+    statuses = [s for s in RunStatus if current_step(s) is step]
+    assert len(statuses) == 1
+
+
+def test_statuses_without_a_step_report_none() -> None:
+    assert [s for s in RunStatus if current_step(s) is None] == [
+        S.QUEUED,
+        S.WAITING_INPUT,
+        *sorted(TERMINAL, key=list(RunStatus).index),
+    ]
