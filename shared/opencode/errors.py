@@ -44,19 +44,19 @@ class OpenCodeTransientError(OpenCodeError):
     code = "opencode_transient"
 
 
-class OpenCodeUnreachable(OpenCodeTransientError):  # noqa: N818 - the name says the outcome
+class OpenCodeUnreachable(OpenCodeTransientError):
     """The request never reached the daemon (connect failed), so nothing was billed."""
 
     code = "opencode_unreachable"
 
 
-class OpenCodeTimeout(OpenCodeTransientError):  # noqa: N818 - the name says the outcome
+class OpenCodeTimeout(OpenCodeTransientError):
     """No answer in time; the daemon may still be working (abort the session)."""
 
     code = "opencode_timeout"
 
 
-class OpenCodeAborted(OpenCodeTransientError):  # noqa: N818 - the name says the outcome
+class OpenCodeAborted(OpenCodeTransientError):
     """The turn was aborted (``MessageAbortedError``)."""
 
     code = "opencode_aborted"
@@ -74,7 +74,7 @@ class OpenCodeConfigError(OpenCodePermanentError):
     code = "opencode_config"
 
 
-class StructuredOutputMissing(OpenCodePermanentError):  # noqa: N818 - the name says the outcome
+class StructuredOutputMissing(OpenCodePermanentError):
     """The model answered in prose instead of calling the StructuredOutput tool."""
 
     code = "structured_output_missing"

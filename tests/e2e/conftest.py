@@ -96,8 +96,10 @@ class Api:
 
 
 @pytest.fixture(scope="module")
-def api(stack: Stack) -> Api:
-    return Api(stack)
+def api(stack: Stack) -> Iterator[Api]:
+    client = Api(stack)
+    yield client
+    client.http.close()
 
 
 @pytest.fixture

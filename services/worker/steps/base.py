@@ -91,7 +91,7 @@ class StepOutcome:
 StepBody = Callable[[StepContext], StepOutcome]
 
 
-def _context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
+def load_context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
     with unit_of_work(rt.sessions) as s:
         run = RunRepo(s).get(run_id)
         if run is None:
@@ -134,7 +134,7 @@ def _context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
 def run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
     """Run ``body`` for ``run_id`` once; return what happened (for logs and tests)."""
     bound = log.bind(run_id=run_id, step_id=step.value)
-    ctx = _context(rt, run_id, step)
+    ctx = load_context(rt, run_id, step)
     if ctx is None:
         return "skipped"
     bound.info("step.started")

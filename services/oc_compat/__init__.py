@@ -1,0 +1,34 @@
+"""oc_compat: an OpenCode-compatible HTTP server with a deterministic scripted model.
+
+OpenCode cannot reach a model on a machine without one, so demos and tests talk to
+this instead. It answers the daemon's endpoints with the daemon's JSON shapes
+(OpenCode 1.18.33): ``GET /global/health``, ``POST /session``, ``GET /session/{id}``,
+``GET /session/{id}/children``, ``POST /session/{id}/message``,
+``POST /session/{id}/abort``; plus ``GET /__kodo/stats`` and ``POST /__kodo/reset``,
+which the real daemon lacks, so tests can count calls at the server.
+
+Answers depend only on the seed, the prompt and the directory's working tree. With
+``format.type == "json_schema"`` the schema picks the script: a ``design`` property
+gets a PlanOutput, ``diff`` a PatchOutput (the plan between ``--- plan.json ---`` and
+``--- end plan.json ---`` lines), ``argv`` a BuildOutput, anything else a minimal
+instance of the schema. Without a format the answer is a text part.
+
+Directives in the prompt text script failures:
+
+* ``[oc:invalid]``: the structured answer violates the schema (still ``valid: true``).
+* ``[oc:invalid-attempts=K]``: invalid while the line ``kodo-attempt: N`` has N <= K
+  (no such line means N = 1).
+* ``[oc:no-structured]``: prose instead of the tool call, ``StructuredOutputError``.
+* ``[oc:api-error]``: ``APIError`` statusCode 400, isRetryable false, nothing billed;
+  ``[oc:api-error=retryable]``: statusCode 503, isRetryable true.
+* ``[oc:slow=MS]``: wait MS ms first; ``/abort`` ends the wait with
+  ``MessageAbortedError``.
+* ``[oc:http500]``: HTTP 500 ``UnknownError`` (how the daemon reports internal errors).
+* ``[oc:fail-verify]``: BuildOutput argv that prints "verification failed", exits 3.
+* ``[oc:tool=NAME]``: also a completed ``tool`` part for NAME (repeatable).
+"""
+
+from services.oc_compat.app import CompatConfig, CompatState, create_app
+from services.oc_compat.server import CompatServer, running_server
+
+__all__ = ["CompatConfig", "CompatServer", "CompatState", "create_app", "running_server"]

@@ -1,0 +1,65 @@
+"""Directives: bracketed tokens in a prompt's text that script the model's failures.
+
+See the package docstring for the list. Unknown directives are ignored, like any
+other prose, so a typo answers normally rather than failing mysteriously.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_DIRECTIVE = re.compile(r"\[oc:([a-z0-9-]+)(?:=([^\]\s]*))?\]")
+_ATTEMPT = re.compile(r"^\s*kodo-attempt:\s*(\d+)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Directives:
+    """The failure script of one prompt."""
+
+    invalid: bool = False
+    invalid_attempts: int | None = None
+    no_structured: bool = False
+    api_error: str | None = None  # "" = LLM HTTP 400 (not retryable); "retryable" = 503
+    slow_ms: int = 0
+    http500: bool = False
+    fail_verify: bool = False
+    tools: tuple[str, ...] = ()
+    attempt: int = 1
+
+    @property
+    def wants_invalid(self) -> bool:
+        """Answer off-schema on this attempt?"""
+        if self.invalid:
+            return True
+        return self.invalid_attempts is not None and self.attempt <= self.invalid_attempts
+
+
+def _int(raw: str | None, default: int) -> int:
+    return int(raw) if raw is not None and raw.isdigit() else default
+
+
+def parse(text: str) -> Directives:
+    """Read the directives and the ``kodo-attempt: N`` line from a prompt."""
+    found = _DIRECTIVE.findall(text)
+    flags = {name for name, _ in found}
+    values = {name: value for name, value in found}
+    attempt = _ATTEMPT.search(text)
+    return Directives(
+        invalid="invalid" in flags,
+        invalid_attempts=_int(values["invalid-attempts"], 0)
+        if "invalid-attempts" in values
+        else None,
+        no_structured="no-structured" in flags,
+        api_error=values.get("api-error"),
+        slow_ms=_int(values.get("slow"), 0),
+        http500="http500" in flags,
+        fail_verify="fail-verify" in flags,
+        tools=tuple(value for name, value in found if name == "tool" and value),
+        attempt=_int(attempt.group(1), 1) if attempt else 1,
+    )
+
+
+def strip(text: str) -> str:
+    """``text`` without directives, so echoing a prompt never re-arms them downstream."""
+    return _DIRECTIVE.sub("", text)

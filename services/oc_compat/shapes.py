@@ -1,0 +1,199 @@
+"""The daemon's JSON shapes (ids, sessions, assistant messages, parts, usage).
+
+Key order and field names follow captures of OpenCode 1.18.33, so a client that
+works here works there. Ids mix a per-process counter with seeded draws: unique
+within a server, repeatable across runs with the same seed.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from shared.hashing import sha256_hex
+from shared.rng import seeded_rng
+
+VERSION = "1.18.33"
+"""The OpenCode API version these shapes mirror."""
+
+SYSTEM_PROMPT_BYTES = 9600
+"""Size of OpenCode's built-in system prompt, billed as input on every call."""
+
+_ALPHABET = string.ascii_letters + string.digits
+_SLUG_WORDS = (
+    ("brave", "calm", "eager", "glowing", "quiet", "swift", "tidy", "witty"),
+    ("cactus", "canyon", "garden", "harbor", "lagoon", "meadow", "comet", "river"),
+)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class IdFactory:
+    """``ses_``/``msg_``/``prt_``/``call_`` ids: counter for order, seeded tail for looks."""
+
+    def __init__(self, seed: int) -> None:
+        self._seed = seed
+        self._counter = 0
+        self._lock = threading.Lock()
+
+    def new(self, prefix: str) -> str:
+        with self._lock:
+            self._counter += 1
+            counter = self._counter
+        rng = seeded_rng(self._seed, "id", prefix, str(counter))
+        if prefix == "call":
+            return f"call_{rng.getrandbits(32):08x}"
+        tail = "".join(rng.choice(_ALPHABET) for _ in range(14))
+        return f"{prefix}_{counter:012x}{tail}"
+
+
+def slug(seed: int, session_id: str) -> str:
+    rng = seeded_rng(seed, "slug", session_id)
+    return f"{rng.choice(_SLUG_WORDS[0])}-{rng.choice(_SLUG_WORDS[1])}"
+
+
+def zero_tokens() -> dict[str, Any]:
+    return {"input": 0, "output": 0, "reasoning": 0, "cache": {"read": 0, "write": 0}}
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One model call's tokens, mapped the way OpenCode maps provider usage."""
+
+    input: int
+    output: int
+    reasoning: int
+    cache_read: int
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.reasoning + self.cache_read
+
+    @property
+    def cost(self) -> float:
+        """USD at the configured rates: 1.0 in, 2.0 out (reasoning too), 0.1 cached, per 1M."""
+        billed = self.input * 1.0 + (self.output + self.reasoning) * 2.0 + self.cache_read * 0.1
+        return round(billed / 1e6, 9)
+
+    def tokens(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "input": self.input,
+            "output": self.output,
+            "reasoning": self.reasoning,
+            "cache": {"write": 0, "read": self.cache_read},
+        }
+
+
+def usage_for(seed: int, prompt: str, system: str, answer: str) -> Usage:
+    """Realistic usage: bytes/4 tokens, a seeded share of the prompt read from cache."""
+    rng = seeded_rng(seed, "usage", prompt, system)
+    prompt_bytes = SYSTEM_PROMPT_BYTES + len(prompt.encode()) + len(system.encode())
+    prompt_tokens = math.ceil(prompt_bytes / 4)
+    cached = min(prompt_tokens // 2, 64 * rng.randint(0, 8))
+    reasoning = rng.randint(3, 24)
+    output = max(1, math.ceil(len(answer.encode()) / 4))
+    return Usage(
+        input=prompt_tokens - cached, output=output, reasoning=reasoning, cache_read=cached
+    )
+
+
+def add_usage(session: dict[str, Any], usage: Usage) -> None:
+    """Grow a session's running totals (sessions carry no ``total``, like the daemon)."""
+    tokens = session["tokens"]
+    tokens["input"] += usage.input
+    tokens["output"] += usage.output
+    tokens["reasoning"] += usage.reasoning
+    tokens["cache"]["read"] += usage.cache_read
+    session["cost"] = round(session["cost"] + usage.cost, 9)
+
+
+def snapshot(seed: int, directory: str) -> str:
+    return sha256_hex(f"{seed}\x1f{directory}")[:40]
+
+
+@dataclass(frozen=True)
+class MessageContext:
+    """Who asked: the ids and settings every assistant message repeats."""
+
+    session_id: str
+    message_id: str
+    parent_id: str
+    agent: str
+    provider_id: str
+    model_id: str
+    directory: str
+    created_ms: int
+
+
+def part(ctx: MessageContext, part_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    return {**body, "id": part_id, "sessionID": ctx.session_id, "messageID": ctx.message_id}
+
+
+def info(
+    ctx: MessageContext,
+    *,
+    usage: Usage | None,
+    finish: str | None,
+    structured: Any = None,
+    error: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An AssistantMessage; ``usage=None`` means nothing was billed (aborted, API error)."""
+    body: dict[str, Any] = {
+        "parentID": ctx.parent_id,
+        "role": "assistant",
+        "mode": ctx.agent,
+        "agent": ctx.agent,
+        "path": {"cwd": ctx.directory, "root": ctx.directory},
+        "cost": usage.cost if usage else 0,
+        "tokens": usage.tokens() if usage else zero_tokens(),
+        "modelID": ctx.model_id,
+        "providerID": ctx.provider_id,
+        "time": {"created": ctx.created_ms, "completed": now_ms()},
+    }
+    if finish is not None:
+        body["finish"] = finish
+    if structured is not None:
+        body["structured"] = structured
+    if error is not None:
+        body["error"] = error
+    body["id"] = ctx.message_id
+    body["sessionID"] = ctx.session_id
+    return body
+
+
+def tool_part(call_id: str, tool: str, tool_input: Any, output: str, title: str) -> dict[str, Any]:
+    start = now_ms()
+    return {
+        "type": "tool",
+        "tool": tool,
+        "callID": call_id,
+        "state": {
+            "status": "completed",
+            "input": tool_input,
+            "output": output,
+            "metadata": {"valid": True} if tool == "StructuredOutput" else {},
+            "title": title,
+            "time": {"start": start, "end": now_ms()},
+        },
+    }
+
+
+def step_finish(reason: str, snap: str, usage: Usage) -> dict[str, Any]:
+    return {
+        "reason": reason,
+        "snapshot": snap,
+        "type": "step-finish",
+        "tokens": usage.tokens(),
+        "cost": usage.cost,
+    }
+
+
+def error_body(name: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "data": {"message": message, **extra}}

@@ -1,0 +1,51 @@
+"""Settings come from the environment in one place and refuse unusable values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.config import ConfigError, Settings
+
+
+def test_defaults_apply_when_nothing_is_set() -> None:
+    settings = Settings.from_env({})
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.oc_timeout_ms == 120000
+    assert settings.repo_roots == ()
+    assert "python3" in settings.exec_allowlist
+
+
+def test_values_are_parsed_and_paths_resolved(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "OC_TIMEOUT_MS": "500",
+            "RANDOM_SEED": "42",
+            "KODO_REPO_ROOTS": f"{tmp_path}/a:{tmp_path}/b",
+            "KODO_EXEC_ALLOWLIST": "make, pytest",
+            "APPROVAL_POLL_S": "0.25",
+            "OC_BASE_URL": "http://127.0.0.1:4096/",
+        }
+    )
+    assert settings.oc_timeout_ms == 500
+    assert settings.random_seed == 42
+    assert settings.repo_roots == (tmp_path / "a", tmp_path / "b")
+    assert settings.exec_allowlist == ("make", "pytest")
+    assert settings.approval_poll_s == 0.25
+    assert settings.oc_base_url == "http://127.0.0.1:4096"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("OC_TIMEOUT_MS", "soon"),
+        ("OC_TIMEOUT_MS", "0"),
+        ("KODO_SCHEMA_RETRIES", "0"),
+        ("APPROVAL_POLL_S", "-1"),
+        ("DATABASE_URL", "sqlite:///kodo.db"),
+    ],
+)
+def test_an_unusable_value_fails_at_start(key: str, value: str) -> None:
+    with pytest.raises(ConfigError):
+        Settings.from_env({key: value})

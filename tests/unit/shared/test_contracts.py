@@ -1,0 +1,58 @@
+"""Agent answers are validated against their contracts, failing closed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.domain.contracts import (
+    BUILD_OUTPUT_SCHEMA,
+    PATCH_OUTPUT_SCHEMA,
+    PLAN_OUTPUT_SCHEMA,
+    ContractViolation,
+    validate_answer,
+)
+
+PLAN: dict[str, Any] = {
+    "design": "Add multiply next to add.",
+    "files": [{"path": "calc.py", "change": "modify", "why": "home of add"}],
+    "risks": ["none"],
+    "tests": ["unittest"],
+}
+
+
+def test_a_complete_plan_is_accepted_as_is() -> None:
+    assert validate_answer(PLAN_OUTPUT_SCHEMA, PLAN) == PLAN
+
+
+@pytest.mark.parametrize(
+    ("answer", "complaint"),
+    [
+        ({k: v for k, v in PLAN.items() if k != "risks"}, "'risks' is a required property"),
+        ({**PLAN, "files": []}, "files"),
+        ({**PLAN, "files": [{"path": "a", "change": "rename", "why": ""}]}, "files/0/change"),
+        ({**PLAN, "extra": 1}, "Additional properties"),
+        ("a plan in prose", "<root>"),
+        (None, "<root>"),
+    ],
+)
+def test_a_plan_that_breaks_the_contract_is_refused_with_the_field_named(
+    answer: object, complaint: str
+) -> None:
+    with pytest.raises(ContractViolation, match=complaint):
+        validate_answer(PLAN_OUTPUT_SCHEMA, answer)
+
+
+def test_a_patch_needs_a_diff_and_a_summary() -> None:
+    with pytest.raises(ContractViolation, match="diff"):
+        validate_answer(PATCH_OUTPUT_SCHEMA, {"summary": "s"})
+
+
+def test_a_decision_must_be_verify_with_a_non_empty_argv() -> None:
+    good = {"next_action": "verify", "argv": ["python3", "-m", "unittest"], "reason": "tests"}
+    assert validate_answer(BUILD_OUTPUT_SCHEMA, good) == good
+    with pytest.raises(ContractViolation):
+        validate_answer(BUILD_OUTPUT_SCHEMA, {**good, "argv": []})
+    with pytest.raises(ContractViolation):
+        validate_answer(BUILD_OUTPUT_SCHEMA, {**good, "next_action": "skip"})
