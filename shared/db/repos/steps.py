@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from shared.db.models import Artifact, StepRun
 from shared.domain.run_machine import StepId
@@ -117,5 +117,26 @@ class ArtifactRepo:
         return list(
             self.session.execute(
                 select(Artifact).where(Artifact.run_id == run_id).order_by(Artifact.id)
+            ).scalars()
+        )
+
+    def catalog(self, run_id: str) -> list[Artifact]:
+        """A run's artifacts without their content (listings must not load blobs)."""
+        return list(
+            self.session.execute(
+                select(Artifact)
+                .where(Artifact.run_id == run_id)
+                .order_by(Artifact.id)
+                .options(defer(Artifact.content, raiseload=True))
+            ).scalars()
+        )
+
+    def named(self, run_id: str, name: str) -> list[Artifact]:
+        """Every step's artifact called ``name``: a name alone may match several steps."""
+        return list(
+            self.session.execute(
+                select(Artifact)
+                .where(Artifact.run_id == run_id, Artifact.name == name)
+                .order_by(Artifact.id)
             ).scalars()
         )

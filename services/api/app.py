@@ -1,0 +1,74 @@
+"""The Flask app factory: every connection is made here, nothing at import time."""
+
+from __future__ import annotations
+
+from celery import Celery
+from flask import Flask
+from flask.json.provider import DefaultJSONProvider
+from redis import Redis
+from sqlalchemy import make_url
+from werkzeug.routing import BaseConverter
+
+from shared.clock import Clock, SystemClock
+from shared.config import Settings
+from shared.db.engine import make_engine, make_session_factory
+from shared.queue import make_celery
+from shared.version import app_version
+
+from . import health, intents, outputs, runs
+from .errors import register_error_handlers
+from .state import EXTENSION, ApiState
+
+CONNECT_TIMEOUT_S = 5
+
+
+class JsonProvider(DefaultJSONProvider):
+    sort_keys = False  # keep the documented field order
+
+
+class IdConverter(BaseConverter):
+    """Ids as stored (uuids, at most 64 characters); anything else is a plain 404."""
+
+    regex = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+
+
+class ArtifactNameConverter(BaseConverter):
+    """Artifact names may contain ``/`` but never control characters."""
+
+    regex = r"[^\x00-\x1f\x7f]{1,255}"
+    part_isolating = False
+
+
+def _database_url(url: str) -> str:
+    """Bound connection attempts, so a request (or a health check) cannot hang on connect."""
+    parsed = make_url(url)
+    if "connect_timeout" in parsed.query:
+        return url
+    bounded = parsed.update_query_dict({"connect_timeout": str(CONNECT_TIMEOUT_S)})
+    return bounded.render_as_string(hide_password=False)
+
+
+def create_app(
+    settings: Settings, *, clock: Clock | None = None, celery: Celery | None = None
+) -> Flask:
+    """Build the API; pass ``celery`` to share an app, otherwise one is made (and owned)."""
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json = JsonProvider(app)
+    app.url_map.converters["kid"] = IdConverter
+    app.url_map.converters["artifact"] = ArtifactNameConverter
+    engine = make_engine(_database_url(settings.database_url))
+    app.extensions[EXTENSION] = ApiState(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        clock=clock or SystemClock(),
+        celery=celery if celery is not None else make_celery(settings),
+        redis=Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2),
+        app_version=app_version(),
+        owns_celery=celery is None,
+    )
+    register_error_handlers(app)
+    for blueprint in (intents.bp, runs.bp, outputs.bp, health.bp):
+        app.register_blueprint(blueprint)
+    return app

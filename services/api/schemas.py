@@ -1,0 +1,171 @@
+"""Request bodies and query strings, parsed by marshmallow into frozen dataclasses.
+
+Validation stops here anything Postgres, git or the filesystem would fail on
+(NUL characters, lone surrogates, over-long path components), so bad input is a 400,
+never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flask import request
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load
+from marshmallow.validate import Length, Regexp
+
+from shared.domain.run_machine import StepId
+from shared.errors import InvalidInput
+
+from .errors import MalformedJson, UnsupportedMediaType
+
+T = TypeVar("T")
+
+
+def clean_text(value: str) -> None:
+    """Text Postgres and argv can carry: valid UTF-8, no NUL."""
+    if "\x00" in value:
+        raise ValidationError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationError("must be valid UTF-8 text") from exc
+
+
+def not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("must not be blank")
+
+
+def short_path_parts(value: str) -> None:
+    """Each component fits a filename (255 bytes), so path checks cannot raise ENAMETOOLONG."""
+    if any(len(part.encode("utf-8", "replace")) > 255 for part in value.split("/")):
+        raise ValidationError("a path component is longer than 255 bytes")
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+@dataclass(frozen=True)
+class IntentIn:
+    repo: str
+    goal: str
+    base_ref: str
+    submitted_by: str | None
+
+
+class IntentSchema(_Strict):
+    repo = fields.String(required=True, validate=[Length(1, 4096), clean_text, short_path_parts])
+    goal = fields.String(required=True, validate=[Length(1, 4000), clean_text, not_blank])
+    base_ref = fields.String(
+        load_default="HEAD",
+        validate=[
+            Length(1, 255),
+            # no leading dash (git would read an option), no whitespace or control characters
+            Regexp(r"(?!-)[^\s\x00-\x1f\x7f]+\Z", error="not a valid git ref"),
+            clean_text,
+        ],
+    )
+    submitted_by = fields.String(
+        load_default=None, allow_none=True, validate=[Length(1, 255), clean_text]
+    )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> IntentIn:
+        return IntentIn(**data)
+
+
+@dataclass(frozen=True)
+class StartRunIn:
+    """No options yet; the empty schema still refuses unknown fields."""
+
+
+class StartRunSchema(_Strict):
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> StartRunIn:
+        return StartRunIn()
+
+
+@dataclass(frozen=True)
+class DecisionIn:
+    approver: str
+    plan_sha256: str | None
+    comment: str | None
+
+
+class DecisionSchema(_Strict):
+    approver = fields.String(load_default="anonymous", validate=[Length(1, 255), clean_text])
+    plan_sha256 = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=Regexp(r"[0-9a-fA-F]{64}\Z", error="must be 64 hex digits"),
+    )
+    comment = fields.String(
+        load_default=None, allow_none=True, validate=[Length(max=4000), clean_text]
+    )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> DecisionIn:
+        digest = data["plan_sha256"]
+        return DecisionIn(
+            approver=data["approver"],
+            plan_sha256=digest.lower() if digest is not None else None,
+            comment=data["comment"],
+        )
+
+
+@dataclass(frozen=True)
+class ArtifactQuery:
+    step: StepId | None
+
+
+class ArtifactQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    step = fields.Enum(StepId, by_value=True, load_default=None)
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> ArtifactQuery:
+        return ArtifactQuery(step=data["step"])
+
+
+def _load(schema: Schema, data: object, kind: type[T]) -> T:
+    if not isinstance(data, dict):
+        raise InvalidInput(
+            "the body must be a JSON object", details={"_schema": ["must be an object"]}
+        )
+    try:
+        loaded = schema.load(data)
+    except ValidationError as exc:
+        messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        raise InvalidInput("the request is invalid", details=messages) from exc
+    if not isinstance(loaded, kind):  # pragma: no cover - every schema's post_load makes one
+        raise TypeError(f"{type(schema).__name__} did not load a {kind.__name__}")
+    return loaded
+
+
+def parse_body(schema: Schema, kind: type[T], *, required: bool = True) -> T:
+    """The JSON body loaded by ``schema``; an optional body may be empty (read as ``{}``)."""
+    raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH: Werkzeug raises 413
+    if not raw and not required:
+        return _load(schema, {}, kind)
+    if not request.is_json:
+        raise UnsupportedMediaType(
+            "send the body as application/json",
+            details={"content_type": request.content_type},
+        )
+    if not raw:
+        raise InvalidInput("a JSON body is required")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 is a ValueError too
+        raise MalformedJson(f"the body is not valid JSON: {exc}") from exc
+    return _load(schema, data, kind)
+
+
+def parse_query(schema: Schema, kind: type[T]) -> T:
+    return _load(schema, request.args.to_dict(), kind)

@@ -1,0 +1,47 @@
+"""What a request needs, built once by ``create_app`` and stored on the Flask app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import Celery
+from flask import Flask, current_app
+from redis import Redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.clock import Clock
+from shared.config import Settings
+
+EXTENSION = "kodo"
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    clock: Clock
+    celery: Celery
+    redis: Redis
+    app_version: str
+    owns_celery: bool
+
+    def close(self) -> None:
+        """Release pools the factory opened; a Celery app passed in belongs to the caller."""
+        self.redis.close()
+        if self.owns_celery:
+            self.celery.close()
+        self.engine.dispose()
+
+
+def state_of(app: Flask) -> ApiState:
+    found = app.extensions.get(EXTENSION)
+    if not isinstance(found, ApiState):
+        raise RuntimeError("this Flask app was not built by services.api.app.create_app")
+    return found
+
+
+def api() -> ApiState:
+    """The state of the app serving the current request."""
+    return state_of(current_app)

@@ -1,0 +1,157 @@
+"""A run's plan, provider calls and artifacts, read back without side effects."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
+
+from shared.db.models import Run
+from shared.db.repos.steps import ArtifactRepo
+from shared.domain.run_machine import StepId
+from shared.hashing import sha256_hex
+from tests.factories import OpenCodeCallFactory, PlanApprovalFactory, RunFactory
+
+pytestmark = pytest.mark.integration
+
+PLAN = {"summary": "Add a docstring", "files": ["calc.py"]}
+
+
+def put_plan(db: Session, run: Run) -> None:
+    ArtifactRepo(db).put(
+        run.id,
+        StepId.COMPILE,
+        kind="plan_card",
+        name="plan.json",
+        content=json.dumps(PLAN).encode(),
+        media_type="application/json",
+    )
+
+
+def test_a_run_without_a_plan_yet_is_a_404_saying_so(client: FlaskClient, db: Session) -> None:
+    run = RunFactory()
+    db.commit()
+
+    response = client.get(f"/runs/{run.id}/plan")
+
+    assert response.status_code == 404
+    assert "no plan yet" in response.get_json()["error"]["message"]
+
+
+def test_the_plan_is_served_parsed_with_no_decision_yet(client: FlaskClient, db: Session) -> None:
+    run = RunFactory(waiting_input=True)
+    put_plan(db, run)
+    db.commit()
+
+    response = client.get(f"/runs/{run.id}/plan")
+
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "runId": run.id,
+        "planSha256": run.plan_sha256,
+        "plan": PLAN,
+        "approval": None,
+    }
+
+
+def test_the_plan_carries_its_approval(client: FlaskClient, db: Session) -> None:
+    run = RunFactory(waiting_input=True)
+    PlanApprovalFactory(run=run, approver="ann")
+    put_plan(db, run)
+    db.commit()
+
+    body = client.get(f"/runs/{run.id}/plan").get_json()
+
+    assert body["approval"]["decision"] == "approved"
+    assert body["approval"]["approver"] == "ann"
+
+
+def test_calls_are_listed_without_their_bodies(client: FlaskClient, db: Session) -> None:
+    call = OpenCodeCallFactory(usage={"total_tokens": 12}, duration_ms=40, response={"secret": "x"})
+    db.commit()
+
+    response = client.get(f"/runs/{call.run_id}/calls")
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["runId"] == call.run_id
+    [listed] = body["calls"]
+    assert listed["opKey"] == call.op_key
+    assert (listed["agent"], listed["usage"], listed["durationMs"]) == (
+        "plan",
+        {"total_tokens": 12},
+        40,
+    )
+    assert "request" not in listed
+    assert "response" not in listed
+
+
+def test_calls_of_an_unknown_run_are_a_404(client: FlaskClient) -> None:
+    assert client.get("/runs/no-such-run/calls").status_code == 404
+
+
+def test_artifacts_are_listed_and_served_raw_with_their_digest(
+    client: FlaskClient, db: Session
+) -> None:
+    run = RunFactory(waiting_input=True)
+    put_plan(db, run)
+    diff = b"--- a/calc.py\n+++ b/calc.py\n"
+    ArtifactRepo(db).put(
+        run.id,
+        StepId.APPLY_PATCH,
+        kind="patch",
+        name="out/patch.diff",
+        content=diff,
+        media_type="text/x-diff",
+    )
+    db.commit()
+
+    listing = client.get(f"/runs/{run.id}/artifacts").get_json()
+    raw = client.get(f"/runs/{run.id}/artifacts/out/patch.diff?step=ApplyPatchST")
+
+    assert [(a["stepId"], a["name"], a["kind"]) for a in listing] == [
+        ("CompileST", "plan.json", "plan_card"),
+        ("ApplyPatchST", "out/patch.diff", "patch"),
+    ]
+    assert listing[1]["size"] == len(diff)
+    assert raw.status_code == 200
+    assert raw.data == diff
+    assert raw.mimetype == "text/x-diff"
+    assert raw.headers["X-Content-SHA256"] == sha256_hex(diff) == listing[1]["sha256"]
+
+
+def test_an_artifact_name_that_several_steps_wrote_needs_a_step(
+    client: FlaskClient, db: Session
+) -> None:
+    run = RunFactory()
+    for step in (StepId.COMPILE, StepId.EXECUTE):
+        ArtifactRepo(db).put(
+            run.id,
+            step,
+            kind="log",
+            name="log.txt",
+            content=step.value.encode(),
+            media_type="text/plain",
+        )
+    db.commit()
+
+    ambiguous = client.get(f"/runs/{run.id}/artifacts/log.txt")
+    picked = client.get(f"/runs/{run.id}/artifacts/log.txt?step=ExecuteST")
+
+    assert ambiguous.status_code == 409
+    assert ambiguous.get_json()["error"]["details"] == {"steps": ["CompileST", "ExecuteST"]}
+    assert picked.data == b"ExecuteST"
+
+
+def test_an_unknown_artifact_or_step_is_a_4xx(client: FlaskClient, db: Session) -> None:
+    run = RunFactory()
+    db.commit()
+
+    missing = client.get(f"/runs/{run.id}/artifacts/nothing.txt")
+    bad_step = client.get(f"/runs/{run.id}/artifacts/nothing.txt?step=NoSuchST")
+
+    assert missing.status_code == 404
+    assert bad_step.status_code == 400
+    assert "step" in bad_step.get_json()["error"]["details"]

@@ -1,0 +1,139 @@
+"""Approving and rejecting a plan: recorded once, guarded by status and digest."""
+
+from __future__ import annotations
+
+import pytest
+from flask.testing import FlaskClient
+from redis import Redis
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.db.models import PlanApproval, Run
+from shared.hashing import sha256_hex
+from shared.queue import WATCH_APPROVALS
+from tests.factories import RunFactory
+
+from .conftest import NOW, Sent, sent_tasks
+
+pytestmark = pytest.mark.integration
+
+
+def approvals(db: Session, run_id: str) -> list[PlanApproval]:
+    db.expire_all()
+    return list(db.scalars(select(PlanApproval).where(PlanApproval.run_id == run_id)))
+
+
+def test_approving_a_waiting_plan_records_it_and_nudges_the_watcher(
+    client: FlaskClient, db: Session, broker: Redis
+) -> None:
+    run = RunFactory(waiting_input=True)
+    db.commit()
+
+    response = client.post(f"/runs/{run.id}/approve-plan", json={"approver": "ann"})
+
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "accepted": True,
+        "runId": run.id,
+        "planSha256": run.plan_sha256,
+        "approver": "ann",
+        "approvedAt": NOW.isoformat(),
+    }
+    [row] = approvals(db, run.id)
+    assert (row.decision, row.approver, row.plan_sha256) == ("approved", "ann", run.plan_sha256)
+    assert sent_tasks(broker) == [Sent(task=WATCH_APPROVALS, args=[])]
+
+
+def test_an_approval_without_a_body_is_by_anonymous(client: FlaskClient, db: Session) -> None:
+    run = RunFactory(waiting_input=True)
+    db.commit()
+
+    response = client.post(f"/runs/{run.id}/approve-plan")
+
+    assert response.status_code == 200
+    assert response.get_json()["approver"] == "anonymous"
+
+
+def test_approving_twice_is_accepted_twice_and_stored_once(
+    client: FlaskClient, db: Session
+) -> None:
+    run = RunFactory(waiting_input=True)
+    db.commit()
+    body = {"approver": "ann", "plan_sha256": run.plan_sha256}
+
+    first = client.post(f"/runs/{run.id}/approve-plan", json=body)
+    second = client.post(f"/runs/{run.id}/approve-plan", json=body)
+
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert second.get_json() == first.get_json()
+    assert len(approvals(db, run.id)) == 1
+
+
+def test_approving_a_different_digest_is_a_409_and_records_nothing(
+    client: FlaskClient, db: Session
+) -> None:
+    run = RunFactory(waiting_input=True)
+    db.commit()
+
+    response = client.post(
+        f"/runs/{run.id}/approve-plan", json={"plan_sha256": sha256_hex("another plan")}
+    )
+
+    assert response.status_code == 409
+    assert response.get_json()["error"]["details"] == {"current_plan_sha256": run.plan_sha256}
+    assert approvals(db, run.id) == []
+
+
+def test_a_digest_that_is_not_64_hex_digits_is_a_400(client: FlaskClient, db: Session) -> None:
+    run = RunFactory(waiting_input=True)
+    db.commit()
+
+    response = client.post(f"/runs/{run.id}/approve-plan", json={"plan_sha256": "abc"})
+
+    assert response.status_code == 400
+    assert "plan_sha256" in response.get_json()["error"]["details"]
+
+
+def test_approving_a_run_that_is_still_compiling_is_a_409(
+    client: FlaskClient, db: Session, broker: Redis
+) -> None:
+    run = RunFactory()
+    db.commit()
+
+    response = client.post(f"/runs/{run.id}/approve-plan", json={})
+
+    assert response.status_code == 409
+    assert approvals(db, run.id) == []
+    assert sent_tasks(broker) == []
+
+
+def test_approving_an_unknown_run_is_a_404(client: FlaskClient) -> None:
+    response = client.post("/runs/no-such-run/approve-plan", json={})
+
+    assert response.status_code == 404
+
+
+def test_rejecting_a_plan_ends_the_run_as_rejected(client: FlaskClient, db: Session) -> None:
+    run = RunFactory(waiting_input=True)
+    db.commit()
+
+    response = client.post(f"/runs/{run.id}/reject-plan", json={"comment": "too risky"})
+
+    assert response.status_code == 200
+    assert response.get_json() == {"accepted": True, "runId": run.id, "status": "rejected"}
+    db.expire_all()
+    stored = db.get(Run, run.id)
+    assert stored is not None
+    assert (stored.status, stored.finished_at) == ("rejected", NOW)
+    [row] = approvals(db, run.id)
+    assert (row.decision, row.comment, row.approved_at) == ("rejected", "too risky", None)
+
+
+def test_approving_after_a_rejection_is_a_409(client: FlaskClient, db: Session) -> None:
+    run = RunFactory(waiting_input=True)
+    db.commit()
+    client.post(f"/runs/{run.id}/reject-plan")
+
+    response = client.post(f"/runs/{run.id}/approve-plan")
+
+    assert response.status_code == 409

@@ -1,0 +1,136 @@
+"""Starting a run dispatches CompileST once, after commit; its status reads back as JSON."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from flask.testing import FlaskClient
+from redis import Redis
+from sqlalchemy.orm import Session
+
+from shared.db.models import StepRun
+from shared.version import app_version
+from tests.factories import IntentFactory, RunFactory
+
+from .conftest import NOW, Sent, sent_tasks
+
+pytestmark = pytest.mark.integration
+
+
+def test_starting_a_run_is_202_and_sends_one_compile_message(
+    client: FlaskClient, db: Session, broker: Redis
+) -> None:
+    intent = IntentFactory()
+    db.commit()
+
+    response = client.post(f"/intents/{intent.id}/run")
+
+    assert response.status_code == 202
+    assert response.get_json() == {"runId": intent.id, "status": "compiling"}
+    assert sent_tasks(broker) == [Sent(task="kodo.CompileST", args=[intent.id])]
+
+
+def test_starting_a_run_twice_returns_the_same_run_and_sends_nothing_more(
+    client: FlaskClient, db: Session, broker: Redis
+) -> None:
+    intent = IntentFactory()
+    db.commit()
+
+    first = client.post(f"/intents/{intent.id}/run", json={})
+    second = client.post(f"/intents/{intent.id}/run", json={})
+
+    assert second.status_code == 202
+    assert second.get_json()["runId"] == first.get_json()["runId"]
+    assert len(sent_tasks(broker)) == 1
+
+
+def test_starting_an_ended_run_again_is_a_409(
+    client: FlaskClient, db: Session, broker: Redis
+) -> None:
+    run = RunFactory(succeeded=True)
+    db.commit()
+
+    response = client.post(f"/intents/{run.intent_id}/run")
+
+    assert response.status_code == 409
+    assert sent_tasks(broker) == []
+
+
+def test_starting_a_run_for_an_unknown_intent_is_a_404(client: FlaskClient, broker: Redis) -> None:
+    response = client.post("/intents/no-such-intent/run")
+
+    assert response.status_code == 404
+    assert sent_tasks(broker) == []
+
+
+def test_starting_a_run_with_an_unknown_option_is_a_400(
+    client: FlaskClient, db: Session, broker: Redis
+) -> None:
+    intent = IntentFactory()
+    db.commit()
+
+    response = client.post(f"/intents/{intent.id}/run", json={"fast": True})
+
+    assert response.status_code == 400
+    assert sent_tasks(broker) == []
+
+
+def test_a_started_run_records_the_running_code_version(client: FlaskClient, db: Session) -> None:
+    intent = IntentFactory()
+    db.commit()
+    client.post(f"/intents/{intent.id}/run")
+
+    body = client.get(f"/runs/{intent.id}").get_json()
+
+    assert body["appVersion"] == app_version()
+    assert (body["status"], body["lastStep"], body["nextAction"]) == (
+        "compiling",
+        "CompileST",
+        "run:CompileST",
+    )
+
+
+def test_run_status_lists_the_run_and_its_steps(client: FlaskClient, db: Session) -> None:
+    run = RunFactory(waiting_input=True, branch="kodo/x", retry_count=1)
+    db.add(
+        StepRun(
+            run_id=run.id,
+            step_id="CompileST",
+            status="succeeded",
+            deliveries=2,
+            started_at=NOW,
+            finished_at=NOW + timedelta(seconds=3),
+            duration_ms=3000,
+        )
+    )
+    db.commit()
+
+    response = client.get(f"/runs/{run.id}")
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["runId"] == body["intentId"] == run.id
+    assert body["status"] == "waiting_input"
+    assert body["nextAction"] == "await:approval"
+    assert body["planSha256"] == run.plan_sha256
+    assert (body["branch"], body["retryCount"], body["finishedAt"]) == ("kodo/x", 1, None)
+    assert body["steps"] == [
+        {
+            "stepId": "CompileST",
+            "status": "succeeded",
+            "deliveries": 2,
+            "durationMs": 3000,
+            "startedAt": NOW.isoformat(),
+            "finishedAt": (NOW + timedelta(seconds=3)).isoformat(),
+            "error": None,
+        }
+    ]
+
+
+@pytest.mark.parametrize("run_id", ["no-such-run", "x" * 65, "bad%00id"])
+def test_an_unknown_or_malformed_run_id_is_a_404(client: FlaskClient, run_id: str) -> None:
+    response = client.get(f"/runs/{run_id}")
+
+    assert response.status_code == 404
+    assert "error" in response.get_json()
