@@ -12,3 +12,12 @@ def cli() -> None:
 
 
 # Subcommand registration (one line each; keep this block at the bottom).
+from services.devstack.cli import stack  # noqa: E402
+
+cli.add_command(stack)
+from services.oc_compat.cli import oc_compat  # noqa: E402
+
+cli.add_command(oc_compat)
+from services.cli.demo import demo  # noqa: E402
+
+cli.add_command(demo)

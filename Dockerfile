@@ -1,0 +1,25 @@
+# One image for every kodo process (api, worker, beat, flower, oc, migrate).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# git: workers clone and diff the repositories they run agents on.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends git \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 1000 kodo \
+    && mkdir -p /data/workspaces /repos \
+    && chown kodo:kodo /data/workspaces /repos
+
+WORKDIR /app
+COPY --chown=kodo:kodo . .
+# flower is only for the monitoring container; it is not a kodo dependency.
+RUN pip install -c constraints.txt . \
+    && pip install -c constraints.txt "flower>=2.0,<3"
+
+USER kodo
+EXPOSE 8000 4096 5555
+CMD ["gunicorn", "-b", "0.0.0.0:8000", "services.api.wsgi:app"]

@@ -1,0 +1,26 @@
+"""Find-or-start the Postgres and Redis that the demo, the tests and CI need.
+
+A server that really answers is reused and never touched; otherwise a private
+throwaway one is started on 127.0.0.1 and recorded, so ``down`` stops only that.
+"""
+
+from __future__ import annotations
+
+from services.devstack.database import ensure_database, migrate, recreate_database
+from services.devstack.handle import DevstackError, ServiceHandle, StackPaths
+from services.devstack.postgres_server import ensure_postgres
+from services.devstack.redis_server import ensure_redis
+from services.devstack.stack import down, status
+
+__all__ = [
+    "DevstackError",
+    "ServiceHandle",
+    "StackPaths",
+    "down",
+    "ensure_database",
+    "ensure_postgres",
+    "ensure_redis",
+    "migrate",
+    "recreate_database",
+    "status",
+]
