@@ -76,7 +76,8 @@ def _print_triage(database_url: str, run_id: str) -> None:
         click.secho(f"\n-- {RUN_TRIAGE.replace(':id', repr(run_id))}", fg="cyan")
         row = conn.execute(text(RUN_TRIAGE), {"id": run_id}).one()
         click.echo(
-            f"  status={row.status} last_step={row.last_step} retry_count={row.retry_count} next_action={row.next_action}"
+            f"  status={row.status} last_step={row.last_step}"
+            f" retry_count={row.retry_count} next_action={row.next_action}"
         )
         click.secho(f"\n-- {LEDGER_TRIAGE.replace(':id', repr(run_id))}", fg="cyan")
         click.echo(f"  {'step_id':<14}{'agent':<8}{'duration_ms':>12}{'tokens':>8}")

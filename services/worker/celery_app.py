@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from celery.signals import worker_process_init
 
+from services.worker.runtime import reset_runtime
 from shared.config import Settings
 from shared.queue import make_celery
-from services.worker.runtime import reset_runtime
 
 app = make_celery(Settings.from_env())
 app.conf.include = ["services.worker.tasks"]
 
 
-@worker_process_init.connect
+@worker_process_init.connect  # type: ignore[untyped-decorator]
 def _fresh_resources_after_fork(**_: object) -> None:
     reset_runtime()

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from sqlalchemy.exc import OperationalError
 
-from shared.domain.run_machine import StepId
-from shared.queue import WATCH_APPROVALS, task_name
 from services.worker.celery_app import app
 from services.worker.runtime import runtime
 from services.worker.steps.apply_patch import apply_patch_step
@@ -18,6 +16,8 @@ from services.worker.steps.compile import compile_step
 from services.worker.steps.decide import decide_step
 from services.worker.steps.execute import execute_step
 from services.worker.watcher import watch_approvals
+from shared.domain.run_machine import StepId
+from shared.queue import WATCH_APPROVALS, task_name
 
 BODIES: dict[StepId, StepBody] = {
     StepId.COMPILE: compile_step,

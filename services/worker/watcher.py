@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import structlog
 
+from services.worker.runtime import Runtime
 from shared.db.engine import unit_of_work
 from shared.domain.run_machine import StepId
 from shared.queue import send_step
 from shared.service.runs import dispatch_approved
-from services.worker.runtime import Runtime
 
 log = structlog.get_logger("kodo.watcher")
 

@@ -76,7 +76,8 @@ def test_an_approved_plan_is_applied_verified_and_recorded(
     assert len({key for *_, key in ledger}) == 3
 
     commits = _branch_log(sample_repo, run_id)
-    assert len(commits) == 1 and commits[0].startswith("kodo: ")
+    assert len(commits) == 1
+    assert commits[0].startswith("kodo: ")
 
     artifacts = api.http.get(f"/runs/{run_id}/artifacts").json()
     items = artifacts["artifacts"] if isinstance(artifacts, dict) else artifacts
@@ -89,13 +90,15 @@ def test_an_approved_plan_is_applied_verified_and_recorded(
             assert sha256_hex(bytes(row.content)) == row.sha256
         approval = conn.execute(
             text(
-                "SELECT approver, approved_at, plan_sha256 FROM app.plan_approvals WHERE run_id = :r"
+                "SELECT approver, approved_at, plan_sha256 FROM app.plan_approvals"
+                " WHERE run_id = :r"
             ),
             {"r": run_id},
         ).one()
         first_change = conn.execute(
             text(
-                "SELECT started_at FROM app.step_runs WHERE run_id = :r AND step_id = 'ApplyPatchST'"
+                "SELECT started_at FROM app.step_runs"
+                " WHERE run_id = :r AND step_id = 'ApplyPatchST'"
             ),
             {"r": run_id},
         ).scalar_one()

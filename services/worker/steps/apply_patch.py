@@ -9,10 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from shared.domain.contracts import PATCH_OUTPUT_SCHEMA
-from shared.domain.run_machine import StepId
-from shared.hashing import sha256_hex
-from shared.opencode.wrapper import CallFailed, StructuredCall
 from services.worker.git_ops import (
     UnsafePatch,
     apply_and_commit,
@@ -24,6 +20,10 @@ from services.worker.git_ops import (
     reset_clean,
 )
 from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, plan_block
+from shared.domain.contracts import PATCH_OUTPUT_SCHEMA
+from shared.domain.run_machine import StepId
+from shared.hashing import sha256_hex
+from shared.opencode.wrapper import CallFailed, StructuredCall
 
 PATCH_TRAILER = "Kodo-Patch-Sha256"
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import traceback
-from datetime import datetime
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from services.worker.runtime import Runtime
 from shared.db.engine import unit_of_work
 from shared.db.repos.approvals import ApprovalRepo
 from shared.db.repos.runs import IntentRepo, RunRepo
@@ -32,7 +33,6 @@ from shared.domain.run_machine import (
 )
 from shared.hashing import canonical_json
 from shared.queue import send_step
-from services.worker.runtime import Runtime
 
 log = structlog.get_logger("kodo.step")
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.worker.git_ops import ensure_worktree
+from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.domain.run_machine import StepId
 from shared.hashing import canonical_json, sha256_hex
 from shared.opencode.wrapper import CallFailed, StructuredCall
-from services.worker.git_ops import ensure_worktree
-from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome
 
 
 def compile_prompt(goal: str, attempt: int, rejected: list[str]) -> str:

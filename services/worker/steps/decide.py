@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from services.worker.git_ops import git
+from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, plan_block
 from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
 from shared.domain.run_machine import StepId
 from shared.opencode.wrapper import CallFailed, StructuredCall
-from services.worker.git_ops import git
-from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, plan_block
 
 
 def decide_prompt(
@@ -16,7 +16,8 @@ def decide_prompt(
 ) -> str:
     return "\n".join(
         [
-            "The approved plan below has been applied. Choose ONE command that verifies the change.",
+            "The approved plan below has been applied.",
+            "Choose ONE command that verifies the change.",
             "Answer via the schema: next_action 'verify', argv (a program and its arguments, no",
             f"shell), reason. Allowed programs: {', '.join(allowlist)}.",
             "",

@@ -10,8 +10,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.domain.run_machine import StepId
 from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome
+from shared.domain.run_machine import StepId
 
 PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYENV_ROOT", "TMPDIR")
 """The only variables a verification command inherits: no tokens, no keys."""

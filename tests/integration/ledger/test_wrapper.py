@@ -79,11 +79,17 @@ def test_a_call_is_claimed_answered_and_recorded_with_usage(
     assert set(result.answer) == {"design", "files", "risks", "tests"}
     row = _row(sessions, result.op_key)
     assert row.status == "succeeded"
-    assert row.session_id and row.session_id.startswith("ses_")
-    assert row.duration_ms is not None and row.duration_ms >= 0
-    assert row.usage and row.usage["total_tokens"] > 0 and row.usage["cost_usd"] > 0
-    assert row.response and row.response["usage"]["total_tokens"] == row.usage["total_tokens"]
-    assert row.request["tools"]["bash"] is False and row.request["tools"]["read"] is True
+    assert row.session_id
+    assert row.session_id.startswith("ses_")
+    assert row.duration_ms is not None
+    assert row.duration_ms >= 0
+    assert row.usage
+    assert row.usage["total_tokens"] > 0
+    assert row.usage["cost_usd"] > 0
+    assert row.response
+    assert row.response["usage"]["total_tokens"] == row.usage["total_tokens"]
+    assert row.request["tools"]["bash"] is False
+    assert row.request["tools"]["read"] is True
 
 
 def test_a_repeated_op_key_is_served_from_l1_then_l2_without_reaching_the_server(
@@ -115,7 +121,8 @@ def test_threads_racing_one_op_key_send_exactly_one_request(
         t.start()
     for t in threads:
         t.join(30)
-    assert len(answers) == 8 and all(a == answers[0] for a in answers)
+    assert len(answers) == 8
+    assert all(a == answers[0] for a in answers)
     assert _prompts_at_server(oc_url) == 1
 
 
@@ -127,7 +134,8 @@ def test_an_answer_violating_the_schema_fails_closed_and_is_recorded(
         _wrapper(oc_url, sessions).prompt_structured(call)
     row = _row(sessions, call.op_key)
     assert row.status == "failed"
-    assert row.error and "ContractViolation" in row.error
+    assert row.error
+    assert "ContractViolation" in row.error
     assert row.response is not None, "the invalid answer is kept as evidence"
     with pytest.raises(CallFailed):
         _wrapper(oc_url, sessions).prompt_structured(call)

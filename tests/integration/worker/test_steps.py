@@ -124,7 +124,8 @@ def test_apply_refuses_to_touch_code_without_an_approval(rt: Runtime, repo: Path
     assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "failed"
     with rt.sessions() as s:
         run = s.get(Run, run_id)
-        assert run is not None and "no approval" in (run.error or "")
+        assert run is not None
+        assert "no approval" in (run.error or "")
         agents = s.execute(
             select(OpenCodeCall.agent).where(OpenCodeCall.run_id == run_id)
         ).scalars()
@@ -143,7 +144,8 @@ def test_a_patch_applied_before_a_crash_is_not_applied_twice(rt: Runtime, repo: 
     with rt.sessions() as s:
         commit = s.execute(
             text(
-                "SELECT output->>'commit' FROM app.step_runs WHERE run_id = :r AND step_id = 'ApplyPatchST'"
+                "SELECT output->>'commit' FROM app.step_runs"
+                " WHERE run_id = :r AND step_id = 'ApplyPatchST'"
             ),
             {"r": run_id},
         ).scalar_one()

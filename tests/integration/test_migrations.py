@@ -1,0 +1,50 @@
+"""Migrations are tested code: they match the models and run both ways."""
+
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, make_url, text
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def _config(url: str) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def test_the_models_and_the_migrations_describe_the_same_schema(database_url: str) -> None:
+    command.check(_config(database_url))  # raises if autogenerate would emit anything
+
+
+def test_the_migrations_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
+    scratch = make_url(database_url).set(database="kodo_test_migrations")
+    admin = create_engine(scratch.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text('DROP DATABASE IF EXISTS "kodo_test_migrations" WITH (FORCE)'))
+        conn.execute(text('CREATE DATABASE "kodo_test_migrations"'))
+    url = scratch.render_as_string(hide_password=False)
+    try:
+        command.upgrade(_config(url), "head")
+        command.downgrade(_config(url), "base")
+        command.upgrade(_config(url), "head")
+        engine = create_engine(url)
+        with engine.connect() as conn:
+            unique = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_constraint WHERE conname = 'uq_opencode_calls_op_key'"
+                    " AND contype = 'u'"
+                )
+            ).scalar_one()
+        engine.dispose()
+        assert unique == 1
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text('DROP DATABASE IF EXISTS "kodo_test_migrations" WITH (FORCE)'))
+        admin.dispose()
