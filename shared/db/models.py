@@ -170,8 +170,10 @@ class OpenCodeCall(Base):
     usage: Mapped[dict[str, Any] | None]
     duration_ms: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
+    error_name: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
 
