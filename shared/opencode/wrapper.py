@@ -3,6 +3,8 @@
 ``prompt_structured`` claims the call's op_key in ``app.opencode_calls`` in its own
 committed transaction *before* any HTTP, so a key is paid for at most once; a repeat
 returns the recorded answer (L1 memory, then L2 ledger) without reaching the server.
+Every outcome is recorded: succeeded, failed (with the error kind), timed_out (the
+session is aborted), aborted, or unknown (claimed by a worker that never finished).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clock import Clock
@@ -22,10 +25,21 @@ from shared.domain.contracts import ContractViolation, validate_answer
 from shared.hashing import op_key as make_op_key
 from shared.opencode.cache import LruCache
 from shared.opencode.client import ModelRef, OpenCodeClient, PromptReply
-from shared.opencode.errors import OpenCodeAborted, OpenCodeError, OpenCodeTimeout
+from shared.opencode.errors import (
+    OpenCodeAborted,
+    OpenCodeConfigError,
+    OpenCodeError,
+    OpenCodePermanentError,
+    OpenCodeTimeout,
+    StructuredOutputMissing,
+)
 from shared.opencode.tools import forbidden_tool_uses, permission_rules, tools_map
+from shared.redact import redact
 
 CacheLevel = Literal["miss", "l1", "l2"]
+FailureKind = Literal["contract", "timeout", "transient", "permanent", "config", "unknown"]
+
+log = structlog.get_logger("kodo.oc")
 
 
 @dataclass(frozen=True)
@@ -54,13 +68,31 @@ class StructuredResult:
 
 
 class CallFailed(Exception):
-    """A recorded provider call did not produce a valid answer (this attempt is spent)."""
+    """A recorded provider call did not produce a valid answer (this attempt is spent).
 
-    def __init__(self, op_key: str, status: str, error: str) -> None:
+    ``kind`` tells the step what to do: ``config`` is hopeless (fail the step now);
+    every other kind may be retried under the next attempt's op_key.
+    """
+
+    def __init__(
+        self,
+        op_key: str,
+        status: str,
+        error: str,
+        *,
+        error_name: str = "Error",
+        kind: FailureKind = "permanent",
+    ) -> None:
         super().__init__(f"provider call {op_key[:12]} {status}: {error}")
         self.op_key = op_key
         self.status = status
         self.error = error
+        self.error_name = error_name
+        self.kind = kind
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind != "config"
 
 
 class OutcomeUnknown(CallFailed):
@@ -68,7 +100,7 @@ class OutcomeUnknown(CallFailed):
 
 
 def usage_of(info: dict[str, Any]) -> dict[str, Any]:
-    """Normalise OpenCode's ``info.tokens``/``cost`` into the ledger's usage record."""
+    """Normalise OpenCode's ``tokens``/``cost`` (of a message or a session) for the ledger."""
     tokens = info.get("tokens")
     tokens = tokens if isinstance(tokens, dict) else {}
     cache = tokens.get("cache")
@@ -78,15 +110,39 @@ def usage_of(info: dict[str, Any]) -> dict[str, Any]:
         return value if isinstance(value, int) and value >= 0 else 0
 
     cost = info.get("cost")
-    return {
-        "total_tokens": count(tokens.get("total")),
+    parts = {
         "input_tokens": count(tokens.get("input")),
         "output_tokens": count(tokens.get("output")),
         "reasoning_tokens": count(tokens.get("reasoning")),
         "cache_read_tokens": count(cache.get("read")),
         "cache_write_tokens": count(cache.get("write")),
+    }
+    total = count(tokens.get("total")) or sum(parts.values()) - parts["cache_write_tokens"]
+    return {
+        "total_tokens": total,
+        **parts,
         "cost_usd": float(cost) if isinstance(cost, int | float) else 0.0,
     }
+
+
+def _kind_of(exc: OpenCodeError) -> FailureKind:
+    if isinstance(exc, OpenCodeConfigError):
+        return "config"
+    if isinstance(exc, OpenCodeTimeout):
+        return "timeout"
+    if isinstance(exc, StructuredOutputMissing):
+        return "contract"
+    if isinstance(exc, OpenCodePermanentError):
+        return "permanent"
+    return "transient"
+
+
+class _Rejected(Exception):
+    """The daemon answered, but the answer breaks one of our rules."""
+
+    def __init__(self, error_name: str, message: str) -> None:
+        super().__init__(message)
+        self.error_name = error_name
 
 
 class OCWrapper:
@@ -114,8 +170,16 @@ class OCWrapper:
     def prompt_structured(self, call: StructuredCall) -> StructuredResult:
         """Answer ``call`` exactly once per op_key; raise CallFailed if it has no valid answer."""
         key = call.op_key
+        bound = log.bind(
+            run_id=call.run_id,
+            step_id=call.step_id,
+            op_key=key,
+            attempt=call.attempt,
+            agent=call.agent,
+        )
         hit = self.l1.get(key)
         if hit is not None:
+            bound.info("oc.cache_hit", cache="l1")
             return StructuredResult(key, hit["answer"], "l1", hit["usage"])
         with unit_of_work(self.sessions) as s:
             won = LedgerRepo(s).claim(
@@ -124,17 +188,22 @@ class OCWrapper:
                 step_id=call.step_id,
                 attempt=call.attempt,
                 agent=call.agent,
-                request=self._request_record(call),
+                request=redact(self._request_record(call)),
             )
         if not won:
-            return self._recorded(key)
-        return self._call(call, key)
+            result = self._recorded(key)
+            bound.info("oc.cache_hit", cache="l2")
+            return result
+        result = self._call(call, key)
+        bound.info("oc.call", cache="miss", tokens=result.usage.get("total_tokens"))
+        return result
 
     # -- the one path that reaches the server ---------------------------------------
 
     def _call(self, call: StructuredCall, key: str) -> StructuredResult:
         started = self.clock.monotonic()
         session_id: str | None = None
+        reply: PromptReply | None = None
         try:
             session = self.client.create_session(
                 directory=call.directory,
@@ -143,7 +212,7 @@ class OCWrapper:
             )
             session_id = str(session["id"])
             with unit_of_work(self.sessions) as s:
-                LedgerRepo(s).set_session(key, session_id)
+                LedgerRepo(s).mark_started(key, session_id, self.clock.now())
             reply = self.client.prompt(
                 session_id,
                 directory=call.directory,
@@ -154,34 +223,59 @@ class OCWrapper:
                 format={"type": "json_schema", "schema": call.schema, "retryCount": 1},
                 timeout_s=self.timeout_s,
             )
+            usage = self._session_usage(session_id, call.directory, reply)
+            self._assert_rules(call, session_id, reply)
+            answer = validate_answer(call.schema, reply.info.get("structured"))
         except OpenCodeTimeout as exc:
             if session_id is not None:
                 self._abort_quietly(session_id, call.directory)
-            raise self._fail(key, started, "timed_out", exc, None) from exc
+            raise self._fail(key, started, "timed_out", exc, None, kind="timeout") from exc
         except OpenCodeError as exc:
             status = "aborted" if isinstance(exc, OpenCodeAborted) else "failed"
-            raise self._fail(key, started, status, exc, exc.reply) from exc
-        forbidden = forbidden_tool_uses(call.agent, reply.parts)
-        if forbidden:
-            error = f"ToolNotAllowed: agent {call.agent!r} used {', '.join(forbidden)}"
-            raise self._fail(key, started, "failed", RuntimeError(error), reply, message=error)
-        try:
-            answer = validate_answer(call.schema, reply.info.get("structured"))
+            raise self._fail(key, started, status, exc, exc.reply, kind=_kind_of(exc)) from exc
         except ContractViolation as exc:
-            message = f"ContractViolation: {exc}"
-            raise self._fail(key, started, "failed", exc, reply, message=message) from exc
-        usage = usage_of(reply.info)
+            raise self._fail(
+                key, started, "failed", exc, reply, kind="contract", name="ContractViolation"
+            ) from exc
+        except _Rejected as exc:
+            raise self._fail(
+                key, started, "failed", exc, reply, kind="contract", name=exc.error_name
+            ) from exc
         with unit_of_work(self.sessions) as s:
             LedgerRepo(s).finish(
                 key,
                 status="succeeded",
                 now=self.clock.now(),
                 duration_ms=self._elapsed_ms(started),
-                response=self._response_record(reply, usage),
+                response=redact(self._response_record(reply, usage)),
                 usage=usage,
             )
         self.l1.put(key, {"answer": answer, "usage": usage})
         return StructuredResult(key, answer, "miss", usage)
+
+    def _session_usage(self, session_id: str, directory: str, reply: PromptReply) -> dict[str, Any]:
+        """The whole turn's usage: the fresh session's totals.
+
+        Only the last assistant message of a turn is returned, so its own usage
+        undercounts a turn with tool calls.
+        """
+        try:
+            totals = self.client.get_session(session_id, directory=directory)
+        except OpenCodeError:
+            return usage_of(
+                reply.info
+            )  # the answer is in hand; the last message's usage is a floor
+        usage = usage_of(totals)
+        return usage if usage["total_tokens"] else usage_of(reply.info)
+
+    def _assert_rules(self, call: StructuredCall, session_id: str, reply: PromptReply) -> None:
+        forbidden = forbidden_tool_uses(call.agent, reply.parts)
+        if forbidden:
+            raise _Rejected("ToolNotAllowed", f"agent {call.agent!r} used {', '.join(forbidden)}")
+        children = self.client.session_children(session_id, directory=call.directory)
+        if children:
+            ids = ", ".join(str(c.get("id")) for c in children)
+            raise _Rejected("ChildSessionForbidden", f"session {session_id} spawned {ids}")
 
     # -- a claim lost to an earlier (or concurrent) caller ---------------------------
 
@@ -192,7 +286,7 @@ class OCWrapper:
             with unit_of_work(self.sessions) as s:
                 row = LedgerRepo(s).get(key)
                 if row is None:  # pragma: no cover - the claim conflict proves it exists
-                    raise CallFailed(key, "missing", "ledger row vanished")
+                    raise CallFailed(key, "missing", "ledger row vanished", kind="unknown")
                 if row.status != "claimed":
                     return self._from_row(row)
             if time.monotonic() > deadline:
@@ -201,7 +295,22 @@ class OCWrapper:
 
     def _from_row(self, row: OpenCodeCall) -> StructuredResult:
         if row.status != "succeeded" or row.response is None:
-            raise CallFailed(row.op_key, row.status, row.error or "no answer recorded")
+            kind: FailureKind = "timeout" if row.status == "timed_out" else "contract"
+            if row.status == "unknown":
+                raise OutcomeUnknown(
+                    row.op_key,
+                    row.status,
+                    row.error or "",
+                    error_name="OutcomeUnknown",
+                    kind="unknown",
+                )
+            raise CallFailed(
+                row.op_key,
+                row.status,
+                row.error or "no answer recorded",
+                error_name=row.error_name or "Error",
+                kind="config" if row.error_name == "OpenCodeConfigError" else kind,
+            )
         answer = row.response.get("structured")
         if not isinstance(answer, dict):
             raise CallFailed(row.op_key, row.status, "recorded answer is not an object")
@@ -216,12 +325,19 @@ class OCWrapper:
                 status="unknown",
                 now=self.clock.now(),
                 duration_ms=None,
+                error_name="OutcomeUnknown",
                 error="claimed but never recorded: the calling worker stopped mid-call",
             )
             row = LedgerRepo(s).get(key)
         if row is not None and row.status != "unknown":
             return self._from_row(row)  # it finished while we declared
-        raise OutcomeUnknown(key, "unknown", "claimed but never recorded")
+        raise OutcomeUnknown(
+            key,
+            "unknown",
+            "claimed but never recorded",
+            error_name="OutcomeUnknown",
+            kind="unknown",
+        )
 
     # -- records -------------------------------------------------------------------
 
@@ -233,9 +349,11 @@ class OCWrapper:
         exc: Exception,
         reply: PromptReply | None,
         *,
-        message: str | None = None,
+        kind: FailureKind,
+        name: str | None = None,
     ) -> CallFailed:
-        error = message or f"{type(exc).__name__}: {exc}"
+        error_name = name or type(exc).__name__
+        error = f"{error_name}: {exc}"
         usage = usage_of(reply.info) if reply is not None else None
         with unit_of_work(self.sessions) as s:
             LedgerRepo(s).finish(
@@ -243,11 +361,13 @@ class OCWrapper:
                 status=status,
                 now=self.clock.now(),
                 duration_ms=self._elapsed_ms(started),
-                response=self._response_record(reply, usage) if reply is not None else None,
+                response=redact(self._response_record(reply, usage)) if reply is not None else None,
                 usage=usage,
+                error_name=error_name,
                 error=error,
             )
-        return CallFailed(key, status, error)
+        log.warning("oc.call_failed", op_key=key, status=status, error_name=error_name, kind=kind)
+        return CallFailed(key, status, error, error_name=error_name, kind=kind)
 
     def _abort_quietly(self, session_id: str, directory: str) -> None:
         # The call is recorded timed_out either way; a failed abort changes nothing.
@@ -264,6 +384,7 @@ class OCWrapper:
             "agent": call.agent,
             "model": {"providerID": self.model.provider_id, "modelID": self.model.model_id},
             "tools": tools_map(call.agent),
+            "permission": permission_rules(call.agent),
             "directory": call.directory,
         }
 

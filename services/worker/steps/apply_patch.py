@@ -7,7 +7,6 @@ is modified before the plan's ``approved_at``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from services.worker.git_ops import (
     UnsafePatch,
@@ -19,11 +18,11 @@ from services.worker.git_ops import (
     head_trailer,
     reset_clean,
 )
+from services.worker.steps.attempts import AttemptLoop
 from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, plan_block
 from shared.domain.contracts import PATCH_OUTPUT_SCHEMA
 from shared.domain.run_machine import StepId
 from shared.hashing import sha256_hex
-from shared.opencode.wrapper import CallFailed, StructuredCall
 
 PATCH_TRAILER = "Kodo-Patch-Sha256"
 
@@ -65,43 +64,19 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
     if ctx.worktree_path is None:
         return StepOutcome.failed("the run has no worktree", {})
     worktree = ctx.worktree_path
-    settings = ctx.rt.settings
-    attempts: list[dict[str, Any]] = []
-    rejected: list[str] = []
-    for attempt in range(1, settings.schema_retries + 1):
-        call = StructuredCall(
-            run_id=ctx.run_id,
-            step_id=StepId.APPLY_PATCH.value,
-            attempt=attempt,
-            agent="build",
-            prompt=apply_prompt(ctx.goal, plan_block(ctx.plan), attempt, rejected),
-            schema=PATCH_OUTPUT_SCHEMA,
-            directory=str(worktree),
-        )
-        try:
-            result = ctx.rt.oc.prompt_structured(call)
-        except CallFailed as exc:
-            attempts.append(
-                {"attempt": attempt, "op_key": exc.op_key, "status": exc.status, "error": exc.error}
-            )
-            rejected.append(exc.error)
-            continue
+    plan_text = plan_block(ctx.plan)
+    loop = AttemptLoop(ctx, StepId.APPLY_PATCH, "build", PATCH_OUTPUT_SCHEMA, str(worktree))
+    for result in loop.answers(lambda n, rejected: apply_prompt(ctx.goal, plan_text, n, rejected)):
         diff = result.answer["diff"]
         patch_sha = sha256_hex(diff)
-        record = {
-            "attempt": attempt,
-            "op_key": result.op_key,
-            "cache": result.cache,
-            "patch_sha256": patch_sha,
-        }
+        loop.records[-1]["patch_sha256"] = patch_sha
         if head_trailer(worktree, PATCH_TRAILER) == patch_sha:  # applied by an earlier delivery
             commit = git(worktree, "rev-parse", "HEAD").strip()
         else:
             reset_clean(worktree)
             problem = _vet(worktree, diff)
             if problem is not None:
-                attempts.append({**record, "status": "rejected", "error": problem})
-                rejected.append(problem)
+                loop.reject(problem)
                 continue
             message = (
                 f"kodo: {ctx.goal[:60]}\n\n{result.answer['summary']}\n\n"
@@ -109,13 +84,10 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
                 f"Kodo-Approved-At: {ctx.approved_at}\n{PATCH_TRAILER}: {patch_sha}\n"
             )
             commit = apply_and_commit(worktree, diff, message)
-        attempts.append({**record, "status": "applied"})
+        loop.records[-1]["status"] = "applied"
         return StepOutcome(
             ok=True,
-            output={"commit": commit, "patch_sha256": patch_sha, "attempts": attempts},
+            output={"commit": commit, "patch_sha256": patch_sha, "attempts": loop.records},
             artifacts=[ArtifactOut("patch", "patch.diff", diff.encode(), "text/x-diff")],
         )
-    return StepOutcome.failed(
-        f"no applicable patch after {settings.schema_retries} attempts",
-        {"step": StepId.APPLY_PATCH.value, "attempts": attempts},
-    )
+    return loop.failure("applicable patch")

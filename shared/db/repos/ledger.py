@@ -50,9 +50,12 @@ class LedgerRepo:
             .execution_options(populate_existing=True)
         ).scalar_one_or_none()
 
-    def set_session(self, op_key: str, session_id: str) -> None:
+    def mark_started(self, op_key: str, session_id: str, now: datetime) -> None:
+        """The HTTP call is about to leave: record its session and start time."""
         self.session.execute(
-            update(OpenCodeCall).where(OpenCodeCall.op_key == op_key).values(session_id=session_id)
+            update(OpenCodeCall)
+            .where(OpenCodeCall.op_key == op_key)
+            .values(session_id=session_id, started_at=now)
         )
 
     def finish(
@@ -64,6 +67,7 @@ class LedgerRepo:
         duration_ms: int | None,
         response: dict[str, Any] | None = None,
         usage: dict[str, Any] | None = None,
+        error_name: str | None = None,
         error: str | None = None,
         only_if_claimed: bool = True,
     ) -> bool:
@@ -78,6 +82,7 @@ class LedgerRepo:
                 duration_ms=duration_ms,
                 response=response,
                 usage=usage,
+                error_name=error_name,
                 error=error,
             ).returning(OpenCodeCall.id)
         ).scalar_one_or_none()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,3 +176,78 @@ def test_a_claim_left_by_a_dead_worker_becomes_unknown_and_is_not_resent(
         _wrapper(oc_url, sessions, timeout_s=0.2).prompt_structured(call)
     assert _row(sessions, call.op_key).status == "unknown"
     assert _prompts_at_server(oc_url) == 0
+
+
+def test_usage_is_the_sessions_total_and_the_call_start_is_recorded(
+    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+) -> None:
+    result = _wrapper(oc_url, sessions).prompt_structured(_call(run_id, repo))
+    row = _row(sessions, result.op_key)
+    assert row.session_id is not None
+    with OpenCodeClient(oc_url, timeout_s=5) as client:
+        session = client.get_session(row.session_id, directory=str(repo))
+    assert row.usage is not None
+    assert row.usage["cost_usd"] == pytest.approx(session["cost"])
+    assert row.usage["input_tokens"] == session["tokens"]["input"]
+    assert row.started_at is not None
+    assert row.finished_at is not None
+    assert row.created_at <= row.started_at <= row.finished_at
+
+
+def test_an_unknown_model_is_a_configuration_error_that_is_not_retried(
+    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+) -> None:
+    client = OpenCodeClient(oc_url, timeout_s=5)
+    wrapper = OCWrapper(
+        client, sessions, SystemClock(), model=ModelRef("kodo", "no-such-model"), timeout_s=5
+    )
+    call = _call(run_id, repo)
+    with pytest.raises(CallFailed) as failure:
+        wrapper.prompt_structured(call)
+    assert failure.value.kind == "config"
+    assert not failure.value.retryable
+    assert "OC_MODEL_ID" in failure.value.error
+    row = _row(sessions, call.op_key)
+    assert (row.status, row.error_name) == ("failed", "OpenCodeConfigError")
+
+
+def test_secrets_in_a_prompt_never_reach_the_ledger(
+    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+) -> None:
+    secret = "sk-live0123456789abcdefghijkl"  # noqa: S105 - a fake key the test must see redacted
+    call = _call(run_id, repo, f"Rotate the key {secret} in calc.py")
+    result = _wrapper(oc_url, sessions).prompt_structured(call)
+    row = _row(sessions, result.op_key)
+    assert secret not in json.dumps(row.request)
+    assert secret not in json.dumps(row.response)
+    assert "[REDACTED]" in row.request["prompt"]
+    assert result.op_key == call.op_key, "the key is made from the real prompt"
+
+
+def _race_in_process(oc_url: str, database_url: str, repo: str, run_id: str, queue: Any) -> None:
+    from shared.db.engine import make_engine, make_session_factory
+
+    engine = make_engine(database_url)
+    wrapper = _wrapper(oc_url, make_session_factory(engine))
+    call = _call(run_id, Path(repo), "Add a docstring to calc.py [oc:slow=300]")
+    queue.put(wrapper.prompt_structured(call).answer)
+    engine.dispose()
+
+
+def test_processes_racing_one_op_key_send_exactly_one_request(
+    oc_url: str, sessions: sessionmaker[Session], database_url: str, run_id: str, repo: Path
+) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=_race_in_process, args=(oc_url, database_url, str(repo), run_id, queue))
+        for _ in range(4)
+    ]
+    for p in procs:
+        p.start()
+    answers = [queue.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert all(a == answers[0] for a in answers)
+    assert _prompts_at_server(oc_url) == 1

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -36,24 +38,39 @@ def oc_url() -> Iterator[str]:
         yield url
 
 
+RuntimeFactory = Callable[..., Runtime]
+
+
 @pytest.fixture
-def rt(
+def make_rt(
     oc_url: str, database_url: str, redis_url: str, sessions: sessionmaker[Session], tmp_path: Path
-) -> Iterator[Runtime]:
+) -> Iterator[RuntimeFactory]:
     broker = f"{redis_url.rsplit('/', 1)[0]}/{BROKER_DB}"
     redis.Redis.from_url(broker).flushdb()
     httpx.post(f"{oc_url}/__kodo/reset")
-    settings = Settings(
-        database_url=database_url,
-        redis_url=broker,
-        oc_base_url=oc_url,
-        oc_timeout_ms=10000,
-        repo_roots=(tmp_path,),
-        workspace_dir=tmp_path / "ws",
-    )
-    runtime = build_runtime(settings, make_celery(settings))
-    yield runtime
-    runtime.close()
+    made: list[Runtime] = []
+
+    def make(**overrides: Any) -> Runtime:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "redis_url": broker,
+            "oc_base_url": oc_url,
+            "oc_timeout_ms": 10000,
+            "repo_roots": (tmp_path,),
+            "workspace_dir": tmp_path / "ws",
+        }
+        settings = Settings(**{**values, **overrides})
+        made.append(build_runtime(settings, make_celery(settings)))
+        return made[-1]
+
+    yield make
+    for runtime in made:
+        runtime.close()
+
+
+@pytest.fixture
+def rt(make_rt: RuntimeFactory) -> Runtime:
+    return make_rt()
 
 
 def _new_run(rt: Runtime, repo: Path, goal: str = "Add multiply to calc.py") -> str:
@@ -174,3 +191,42 @@ def test_two_watchers_racing_dispatch_an_approved_run_once(rt: Runtime, repo: Pa
     assert sorted(won, key=len) == [[], [], [], [run_id]]
     messages = redis.Redis.from_url(rt.settings.redis_url).llen("kodo")
     assert messages == 0, "dispatch_approved only decides; the caller enqueues after commit"
+
+
+def _diagnostic(rt: Runtime, run_id: str) -> dict[str, Any]:
+    with rt.sessions() as s:
+        body = s.execute(
+            text(
+                "SELECT content FROM app.artifacts WHERE run_id = :r AND name = 'diagnostic.json'"
+            ),
+            {"r": run_id},
+        ).scalar_one()
+    report: dict[str, Any] = json.loads(bytes(body))
+    return report
+
+
+def test_a_configuration_error_fails_the_step_at_once_without_retries(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    rt = make_rt(oc_model_id="no-such-model")
+    run_id = _new_run(rt, repo)
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "failed"
+    report = _diagnostic(rt, run_id)
+    assert report["error"].startswith("configuration error, not retried")
+    assert [a["error_name"] for a in report["attempts"]] == ["OpenCodeConfigError"]
+
+
+def test_stalled_calls_are_retried_under_new_attempts_then_fail_with_a_diagnostic(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    rt = make_rt(oc_timeout_ms=300, schema_retries=2)
+    run_id = _new_run(rt, repo, goal="Add multiply to calc.py [oc:slow=5000]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "failed"
+    report = _diagnostic(rt, run_id)
+    assert report["error"] == "no valid plan after 2 attempts"
+    assert [(a["attempt"], a["status"]) for a in report["attempts"]] == [
+        (1, "timed_out"),
+        (2, "timed_out"),
+    ]
+    stats = httpx.get(f"{rt.settings.oc_base_url}/__kodo/stats").json()
+    assert stats["aborts"] >= 2, "each stalled call's session was aborted"

@@ -1,0 +1,82 @@
+"""Asking an agent until it gives a usable answer, one ledger row per attempt.
+
+Each attempt has its own op_key, so a redelivered step replays recorded attempts
+from the ledger (no new calls) and continues where the dead worker stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from services.worker.steps.base import StepContext, StepOutcome
+from shared.domain.run_machine import StepId
+from shared.opencode.wrapper import CallFailed, StructuredCall, StructuredResult
+
+PromptFor = Callable[[int, list[str]], str]
+"""Build the prompt of attempt N from the reasons earlier answers were rejected."""
+
+
+class AttemptLoop:
+    def __init__(
+        self, ctx: StepContext, step: StepId, agent: str, schema: dict[str, Any], directory: str
+    ) -> None:
+        self.ctx = ctx
+        self.step = step
+        self.agent = agent
+        self.schema = schema
+        self.directory = directory
+        self.limit = ctx.rt.settings.schema_retries
+        self.records: list[dict[str, Any]] = []
+        self.rejected: list[str] = []
+        self.fatal: str | None = None
+
+    def answers(self, prompt_for: PromptFor) -> Iterator[StructuredResult]:
+        """Yield each schema-valid answer; the caller returns on the one it accepts."""
+        for attempt in range(1, self.limit + 1):
+            call = StructuredCall(
+                run_id=self.ctx.run_id,
+                step_id=self.step.value,
+                attempt=attempt,
+                agent=self.agent,
+                prompt=prompt_for(attempt, list(self.rejected)),
+                schema=self.schema,
+                directory=self.directory,
+            )
+            try:
+                result = self.ctx.rt.oc.prompt_structured(call)
+            except CallFailed as exc:
+                self.records.append(
+                    {
+                        "attempt": attempt,
+                        "op_key": exc.op_key,
+                        "status": exc.status,
+                        "error_name": exc.error_name,
+                        "error": exc.error,
+                    }
+                )
+                self.rejected.append(exc.error)
+                if not exc.retryable:
+                    self.fatal = f"configuration error, not retried: {exc.error}"
+                    return
+                continue
+            self.records.append(
+                {
+                    "attempt": attempt,
+                    "op_key": result.op_key,
+                    "status": "succeeded",
+                    "cache": result.cache,
+                }
+            )
+            yield result
+
+    def reject(self, reason: str) -> None:
+        """The last answer was valid JSON but unusable (e.g. a patch that does not apply)."""
+        self.records[-1].update(status="rejected", error=reason)
+        self.rejected.append(reason)
+
+    def failure(self, what: str, **diagnostic: Any) -> StepOutcome:
+        error = self.fatal or f"no {what} after {self.limit} attempts"
+        return StepOutcome.failed(
+            error, {"step": self.step.value, "attempts": self.records, **diagnostic}
+        )

@@ -1,0 +1,47 @@
+"""Secrets never reach the ledger or the logs: redact them on the way in.
+
+Keys that name a credential are blanked whatever their value; values that look like
+a credential (API keys, bearer tokens, private keys) are blanked wherever they sit.
+Token *counts* (``tokens``, ``total_tokens``) are not secrets and are kept.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+REDACTED = "[REDACTED]"
+
+_SECRET_KEY = re.compile(
+    r"(^|[_\-.])(api[_\-]?key|apikey|secret|password|passwd|authorization|cookie|"
+    r"auth[_\-]?token|access[_\-]?token|refresh[_\-]?token|session[_\-]?token|"
+    r"private[_\-]?key|client[_\-]?secret|bearer)$",
+    re.IGNORECASE,
+)
+_SECRET_VALUE = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{16,}"  # OpenAI-style keys
+    r"|sk-ant-[A-Za-z0-9_\-]{16,}"
+    r"|gh[pousr]_[A-Za-z0-9]{20,}"  # GitHub tokens
+    r"|xox[abpr]-[A-Za-z0-9\-]{10,}"  # Slack tokens
+    r"|AKIA[0-9A-Z]{16}"  # AWS access key ids
+    r"|(?i:bearer)\s+[A-Za-z0-9._\-+/=]{16,}"
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----)"
+)
+
+
+def redact_text(text: str) -> str:
+    return _SECRET_VALUE.sub(REDACTED, text)
+
+
+def redact(value: Any) -> Any:
+    """A copy of ``value`` (JSON-like) with credentials replaced by ``[REDACTED]``."""
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
