@@ -29,6 +29,9 @@ DEFAULTS: dict[str, str] = {
     "KODO_SCHEMA_RETRIES": "3",
     "KODO_MAX_BODY_BYTES": "65536",
     "APPROVAL_POLL_S": "2.0",
+    "KODO_STEP_LEASE_S": "900",
+    "KODO_REDISPATCH_AFTER_S": "30",
+    "KODO_RECONCILE_S": "10",
 }
 
 
@@ -80,6 +83,9 @@ class Settings:
     schema_retries: int = int(DEFAULTS["KODO_SCHEMA_RETRIES"])
     max_body_bytes: int = int(DEFAULTS["KODO_MAX_BODY_BYTES"])
     approval_poll_s: float = float(DEFAULTS["APPROVAL_POLL_S"])
+    step_lease_s: float = float(DEFAULTS["KODO_STEP_LEASE_S"])
+    redispatch_after_s: float = float(DEFAULTS["KODO_REDISPATCH_AFTER_S"])
+    reconcile_s: float = float(DEFAULTS["KODO_RECONCILE_S"])
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -105,6 +111,9 @@ class Settings:
             schema_retries=_int(env, "KODO_SCHEMA_RETRIES"),
             max_body_bytes=_int(env, "KODO_MAX_BODY_BYTES"),
             approval_poll_s=_float(env, "APPROVAL_POLL_S"),
+            step_lease_s=_float(env, "KODO_STEP_LEASE_S"),
+            redispatch_after_s=_float(env, "KODO_REDISPATCH_AFTER_S"),
+            reconcile_s=_float(env, "KODO_RECONCILE_S"),
         )
         settings.validate()
         return settings
@@ -115,7 +124,13 @@ class Settings:
             raise ConfigError("OC_TIMEOUT_MS must be positive")
         if self.schema_retries < 1:
             raise ConfigError("KODO_SCHEMA_RETRIES must be at least 1")
-        if self.approval_poll_s <= 0:
-            raise ConfigError("APPROVAL_POLL_S must be positive")
+        for name, value in (
+            ("APPROVAL_POLL_S", self.approval_poll_s),
+            ("KODO_STEP_LEASE_S", self.step_lease_s),
+            ("KODO_REDISPATCH_AFTER_S", self.redispatch_after_s),
+            ("KODO_RECONCILE_S", self.reconcile_s),
+        ):
+            if value <= 0:
+                raise ConfigError(f"{name} must be positive")
         if not self.database_url.startswith("postgresql"):
             raise ConfigError("DATABASE_URL must be a PostgreSQL URL")

@@ -13,6 +13,7 @@ from shared.domain.run_machine import StepId
 
 QUEUE = "kodo"
 WATCH_APPROVALS = "kodo.watch_approvals"
+RECONCILE = "kodo.reconcile"
 
 
 def task_name(step: StepId) -> str:
@@ -35,7 +36,8 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": 1800},
         worker_hijack_root_logger=False,
         beat_schedule={
-            "watch-approvals": {"task": WATCH_APPROVALS, "schedule": settings.approval_poll_s}
+            "watch-approvals": {"task": WATCH_APPROVALS, "schedule": settings.approval_poll_s},
+            "reconcile": {"task": RECONCILE, "schedule": settings.reconcile_s},
         },
     )
     return app

@@ -6,11 +6,13 @@ are built on first use after fork (see runtime.py).
 
 from __future__ import annotations
 
-from celery.signals import worker_process_init
+from celery.signals import beat_init, worker_init, worker_process_init
 
 from services.worker.runtime import reset_runtime
 from shared.config import Settings
+from shared.db.engine import make_engine
 from shared.queue import make_celery
+from shared.service.processes import register_process
 
 app = make_celery(Settings.from_env())
 app.conf.include = ["services.worker.tasks"]
@@ -19,3 +21,22 @@ app.conf.include = ["services.worker.tasks"]
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _fresh_resources_after_fork(**_: object) -> None:
     reset_runtime()
+
+
+def _register(kind: str) -> None:
+    """Refuse to start against a database migrated to another head; record ourselves."""
+    engine = make_engine(Settings.from_env().database_url, pool_size=1)
+    try:
+        register_process(engine, kind)
+    finally:
+        engine.dispose()
+
+
+@worker_init.connect  # type: ignore[untyped-decorator]
+def _check_schema_worker(**_: object) -> None:
+    _register("worker")
+
+
+@beat_init.connect  # type: ignore[untyped-decorator]
+def _check_schema_beat(**_: object) -> None:
+    _register("beat")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy.exc import OperationalError
 
 from services.worker.celery_app import app
+from services.worker.reconciler import reconcile
 from services.worker.runtime import runtime
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import StepBody, run_step
@@ -17,7 +18,7 @@ from services.worker.steps.decide import decide_step
 from services.worker.steps.execute import execute_step
 from services.worker.watcher import watch_approvals
 from shared.domain.run_machine import StepId
-from shared.queue import WATCH_APPROVALS, task_name
+from shared.queue import RECONCILE, WATCH_APPROVALS, task_name
 
 BODIES: dict[StepId, StepBody] = {
     StepId.COMPILE: compile_step,
@@ -54,3 +55,9 @@ for _step in StepId:
 def watch_approvals_task() -> int:
     """Dispatch ApplyPatchST for approved runs (beat every APPROVAL_POLL_S, and nudges)."""
     return len(watch_approvals(runtime(app)))
+
+
+@app.task(name=RECONCILE, **_RETRY)  # type: ignore[untyped-decorator]
+def reconcile_task() -> int:
+    """Re-dispatch steps that stopped progressing (beat every KODO_RECONCILE_S)."""
+    return len(reconcile(runtime(app)))

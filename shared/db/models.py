@@ -122,6 +122,25 @@ class StepRun(Base):
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
     duration_ms: Mapped[int | None] = mapped_column(Integer)
+    fence: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[datetime | None]
+    app_version: Mapped[str | None] = mapped_column(String(64))
+
+
+class WorkerProcess(Base):
+    """Every API, worker and beat process says who it is at start: version truth in SQL."""
+
+    __tablename__ = "processes"
+    __table_args__ = (CheckConstraint(_in("kind", ("api", "worker", "beat", "cli")), name="kind"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    app_version: Mapped[str] = mapped_column(String(64))
+    migration_head: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
 class PlanApproval(Base):

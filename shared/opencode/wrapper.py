@@ -281,7 +281,8 @@ class OCWrapper:
 
     def _recorded(self, key: str) -> StructuredResult:
         """Return what the ledger recorded for ``key``, waiting out a live claim."""
-        deadline = time.monotonic() + self.timeout_s + self.claim_grace_s
+        patience = self.timeout_s + self.claim_grace_s
+        deadline = time.monotonic() + patience
         while True:
             with unit_of_work(self.sessions) as s:
                 row = LedgerRepo(s).get(key)
@@ -289,7 +290,10 @@ class OCWrapper:
                     raise CallFailed(key, "missing", "ledger row vanished", kind="unknown")
                 if row.status != "claimed":
                     return self._from_row(row)
-            if time.monotonic() > deadline:
+                claimed_at = row.started_at or row.created_at
+            # A claim older than any live call could be belongs to a dead worker.
+            age = (self.clock.now() - claimed_at).total_seconds()
+            if time.monotonic() > deadline or age > patience:
                 return self._declare_unknown(key)
             time.sleep(self.wait_poll_s)
 

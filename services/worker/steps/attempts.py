@@ -34,6 +34,7 @@ class AttemptLoop:
     def answers(self, prompt_for: PromptFor) -> Iterator[StructuredResult]:
         """Yield each schema-valid answer; the caller returns on the one it accepts."""
         for attempt in range(1, self.limit + 1):
+            self.ctx.keep_lease()  # stops here if the run was cancelled meanwhile
             call = StructuredCall(
                 run_id=self.ctx.run_id,
                 step_id=self.step.value,

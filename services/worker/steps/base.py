@@ -8,6 +8,8 @@ transition in one transaction and dispatches the next step after commit.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,8 +35,14 @@ from shared.domain.run_machine import (
 )
 from shared.hashing import canonical_json
 from shared.queue import send_step
+from shared.version import app_version
 
 log = structlog.get_logger("kodo.step")
+
+
+def worker_identity() -> str:
+    """The lease owner's name: host and pid of this (forked) worker process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,27 @@ class StepContext:
     worktree_path: Path | None
     outputs: dict[str, dict[str, Any]]
     plan: dict[str, Any] | None
+    fence: int
     rt: Runtime
+
+    def keep_lease(self) -> None:
+        """Renew this delivery's lease; stop if fenced off or the run moved (cancel)."""
+        with unit_of_work(self.rt.sessions) as s:
+            run = RunRepo(s).get(self.run_id)
+            if run is None or run.status != STEP_STATUS[self.step].value:
+                raise StepAbandoned(f"run is {run.status if run else 'gone'}")
+            if not StepRunRepo(s).renew(
+                self.run_id,
+                self.step,
+                self.fence,
+                self.rt.clock.now(),
+                self.rt.settings.step_lease_s,
+            ):
+                raise StepAbandoned("a newer delivery holds the step")
+
+
+class StepAbandoned(Exception):
+    """This delivery must stop: the run was cancelled or another delivery took over."""
 
 
 @dataclass
@@ -104,7 +132,25 @@ def load_context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
         if intent is None:  # pragma: no cover - foreign key
             raise LookupError(run.intent_id)
         steps = StepRunRepo(s)
-        steps.enter(run_id, step, rt.clock.now())
+        entered = steps.enter(
+            run_id,
+            step,
+            rt.clock.now(),
+            owner=worker_identity(),
+            lease_s=rt.settings.step_lease_s,
+            app_version=app_version(),
+        )
+        if entered is None:
+            log.info("step.busy", run_id=run_id, step_id=step.value)
+            return None
+        if entered.app_version and run.app_version != entered.app_version:
+            log.warning(
+                "step.version_mismatch",
+                run_id=run_id,
+                step_id=step.value,
+                run_version=run.app_version,
+                worker_version=entered.app_version,
+            )
         outputs = {
             r.step_id: r.output or {} for r in steps.for_run(run_id) if r.status == "succeeded"
         }
@@ -127,6 +173,7 @@ def load_context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
             worktree_path=Path(run.worktree_path) if run.worktree_path else None,
             outputs=outputs,
             plan=plan,
+            fence=entered.fence,
             rt=rt,
         )
 
@@ -140,6 +187,9 @@ def run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
     bound.info("step.started")
     try:
         outcome = body(ctx)
+    except StepAbandoned as exc:
+        bound.warning("step.abandoned", reason=str(exc))
+        return "superseded"
     except Exception as exc:  # a bug or an unexpected environment: fail closed, keep the evidence
         bound.exception("step.crashed")
         outcome = StepOutcome.failed(
@@ -147,7 +197,7 @@ def run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
         )
     now = rt.clock.now()
     try:
-        move = _record(rt, step, run_id, outcome, now)
+        move = _record(rt, step, run_id, outcome, now, ctx.fence)
     except _Superseded:
         bound.warning("step.superseded")
         return "superseded"
@@ -162,7 +212,7 @@ class _Superseded(Exception):
 
 
 def _record(
-    rt: Runtime, step: StepId, run_id: str, outcome: StepOutcome, now: datetime
+    rt: Runtime, step: StepId, run_id: str, outcome: StepOutcome, now: datetime, fence: int
 ) -> Transition:
     with unit_of_work(rt.sessions) as s:
         for art in outcome.artifacts:
@@ -174,14 +224,17 @@ def _record(
                 content=art.content,
                 media_type=art.media_type,
             )
-        StepRunRepo(s).finish(
+        recorded = StepRunRepo(s).finish(
             run_id,
             step,
             status="succeeded" if outcome.ok else "failed",
             now=now,
+            fence=fence,
             output=outcome.output,
             error=outcome.error,
         )
+        if not recorded:  # fenced off: a newer delivery owns the step now
+            raise _Superseded
         if outcome.workspace is not None:
             RunRepo(s).set_workspace(run_id, *outcome.workspace)
         event = StepSucceeded(step) if outcome.ok else StepFailed(step)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -13,25 +13,76 @@ from shared.db.models import Artifact, StepRun
 from shared.domain.run_machine import StepId
 from shared.hashing import sha256_hex
 
+RECONCILER = "reconciler"
+"""Lease owner written when the reconciler re-dispatches: the next delivery may take it."""
+
 
 class StepRunRepo:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def enter(self, run_id: str, step: StepId, now: datetime) -> StepRun:
-        """Create the checkpoint row, or count one more delivery of the same step."""
-        self.session.execute(
+    def enter(
+        self,
+        run_id: str,
+        step: StepId,
+        now: datetime,
+        *,
+        owner: str,
+        lease_s: float,
+        app_version: str,
+    ) -> StepRun | None:
+        """Take the step's lease for this delivery, with a new fencing token.
+
+        Returns None while another delivery holds a live lease (only a lease left by
+        the reconciler may be taken early): two deliveries never run a step at once.
+        """
+        expires = now + timedelta(seconds=lease_s)
+        row = self.session.execute(
             insert(StepRun)
-            .values(run_id=run_id, step_id=step.value, status="running", started_at=now)
+            .values(
+                run_id=run_id,
+                step_id=step.value,
+                status="running",
+                started_at=now,
+                fence=1,
+                lease_owner=owner,
+                lease_expires_at=expires,
+                app_version=app_version,
+            )
             .on_conflict_do_update(
                 index_elements=[StepRun.run_id, StepRun.step_id],
-                set_={"deliveries": StepRun.deliveries + 1},
+                set_={
+                    "deliveries": StepRun.deliveries + 1,
+                    "fence": StepRun.fence + 1,
+                    "lease_owner": owner,
+                    "lease_expires_at": expires,
+                    "app_version": app_version,
+                },
+                where=(StepRun.status == "running")
+                & (
+                    (StepRun.lease_expires_at.is_(None))
+                    | (StepRun.lease_expires_at < now)
+                    | (StepRun.lease_owner == RECONCILER)
+                ),
             )
-        )
-        row = self.get(run_id, step)
-        if row is None:  # pragma: no cover - the row exists after the upsert
-            raise LookupError((run_id, step))
-        return row
+            .returning(StepRun.id)
+        ).scalar_one_or_none()
+        return None if row is None else self.get(run_id, step)
+
+    def renew(self, run_id: str, step: StepId, fence: int, now: datetime, lease_s: float) -> bool:
+        """Extend our lease; False if a newer delivery fenced us off."""
+        renewed = self.session.execute(
+            update(StepRun)
+            .where(
+                StepRun.run_id == run_id,
+                StepRun.step_id == step.value,
+                StepRun.fence == fence,
+                StepRun.status == "running",
+            )
+            .values(lease_expires_at=now + timedelta(seconds=lease_s))
+            .returning(StepRun.id)
+        ).scalar_one_or_none()
+        return renewed is not None
 
     def get(self, run_id: str, step: StepId) -> StepRun | None:
         return self.session.execute(
@@ -47,20 +98,29 @@ class StepRunRepo:
         *,
         status: str,
         now: datetime,
+        fence: int,
         output: dict[str, Any] | None = None,
         error: str | None = None,
-    ) -> None:
+    ) -> bool:
+        """Record the outcome iff our fencing token is still current (else False)."""
         row = self.get(run_id, step)
         if row is None:
             raise LookupError((run_id, step))
         duration = int((now - row.started_at).total_seconds() * 1000)
-        self.session.execute(
+        done = self.session.execute(
             update(StepRun)
-            .where(StepRun.id == row.id)
+            .where(StepRun.id == row.id, StepRun.fence == fence, StepRun.status == "running")
             .values(
-                status=status, output=output, error=error, finished_at=now, duration_ms=duration
+                status=status,
+                output=output,
+                error=error,
+                finished_at=now,
+                duration_ms=duration,
+                lease_expires_at=None,
             )
-        )
+            .returning(StepRun.id)
+        ).scalar_one_or_none()
+        return done is not None
 
     def for_run(self, run_id: str) -> list[StepRun]:
         return list(

@@ -1,0 +1,31 @@
+"""The reconciler: re-dispatch stalled steps, decided from Postgres rows alone."""
+
+from __future__ import annotations
+
+import structlog
+
+from services.worker.runtime import Runtime
+from services.worker.watcher import watch_approvals
+from shared.db.engine import unit_of_work
+from shared.queue import send_step
+from shared.service.recovery import Redispatch, find_and_claim_stalled
+
+log = structlog.get_logger("kodo.reconciler")
+
+
+def reconcile(rt: Runtime) -> list[Redispatch]:
+    """One pass: stalled steps are re-sent; approved-but-undispatched runs are sent too."""
+    with unit_of_work(rt.sessions) as s:
+        stalled = find_and_claim_stalled(
+            s, now=rt.clock.now(), redispatch_after_s=rt.settings.redispatch_after_s
+        )
+    for item in stalled:  # after commit
+        send_step(rt.celery, item.step, item.run_id)
+        log.warning(
+            "reconciler.redispatched",
+            run_id=item.run_id,
+            step_id=item.step.value,
+            reason=item.reason,
+        )
+    watch_approvals(rt)
+    return stalled

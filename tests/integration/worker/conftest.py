@@ -1,0 +1,100 @@
+"""Fixtures for in-process step tests: a worker runtime on real services."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.oc_compat import running_server
+from services.sample_repo import create_sample_repo
+from services.worker.runtime import Runtime, build_runtime
+from shared.clock import Clock
+from shared.config import Settings
+from shared.db.engine import unit_of_work
+from shared.queue import make_celery
+from shared.service.runs import decide_plan, dispatch_approved, start_run, submit_intent
+
+BROKER_DB = 12
+
+
+@pytest.fixture(scope="module")
+def oc_url() -> Iterator[str]:
+    with running_server(seed=5) as url:
+        yield url
+
+
+RuntimeFactory = Callable[..., Runtime]
+
+
+@pytest.fixture
+def make_rt(
+    oc_url: str, database_url: str, redis_url: str, sessions: sessionmaker[Session], tmp_path: Path
+) -> Iterator[RuntimeFactory]:
+    broker = f"{redis_url.rsplit('/', 1)[0]}/{BROKER_DB}"
+    redis.Redis.from_url(broker).flushdb()
+    httpx.post(f"{oc_url}/__kodo/reset")
+    made: list[Runtime] = []
+
+    def make(clock: Clock | None = None, **overrides: Any) -> Runtime:
+        values: dict[str, Any] = {
+            "database_url": database_url,
+            "redis_url": broker,
+            "oc_base_url": oc_url,
+            "oc_timeout_ms": 10000,
+            "repo_roots": (tmp_path,),
+            "workspace_dir": tmp_path / "ws",
+        }
+        settings = Settings(**{**values, **overrides})
+        made.append(build_runtime(settings, make_celery(settings), clock))
+        return made[-1]
+
+    yield make
+    for runtime in made:
+        runtime.close()
+
+
+@pytest.fixture
+def rt(make_rt: RuntimeFactory) -> Runtime:
+    return make_rt()
+
+
+def new_run(rt: Runtime, repo: Path, goal: str = "Add multiply to calc.py") -> str:
+    with unit_of_work(rt.sessions) as s:
+        intent = submit_intent(s, repo=repo, goal=goal, base_ref="HEAD", submitted_by="t")
+        start_run(s, intent.id, app_version="test", now=rt.clock.now())
+        return intent.id
+
+
+def prompts_at_server(rt: Runtime) -> int:
+    count: int = httpx.get(f"{rt.settings.oc_base_url}/__kodo/stats").json()["prompts"]
+    return count
+
+
+def commits_on_branch(repo: Path, run_id: str) -> int:
+    out = subprocess.run(
+        ["git", "rev-list", "--count", f"main..kodo/{run_id}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout)
+
+
+def approve(rt: Runtime, run_id: str) -> None:
+    with unit_of_work(rt.sessions) as s:
+        decide_plan(s, run_id, approve=True, approver="alice", now=rt.clock.now())
+    with unit_of_work(rt.sessions) as s:
+        assert dispatch_approved(s, now=rt.clock.now()) == [run_id]
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return create_sample_repo(tmp_path / "calc")

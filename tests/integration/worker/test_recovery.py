@@ -1,0 +1,160 @@
+"""Recovery from Postgres alone: leases, fencing tokens, the reconciler, the DB guards."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import create_engine, make_url, text, update
+from sqlalchemy.exc import DBAPIError
+
+from services.worker.reconciler import reconcile
+from services.worker.runtime import Runtime
+from services.worker.steps.base import StepOutcome, load_context, run_step
+from services.worker.steps.compile import compile_step
+from shared.clock import FixedClock
+from shared.db.engine import unit_of_work
+from shared.db.models import Run, StepRun
+from shared.db.schema_version import EXPECTED_HEAD, SchemaMismatch, assert_schema_current
+from shared.domain.run_machine import StepId
+from shared.service.processes import register_process
+from tests.integration.worker.conftest import RuntimeFactory, new_run
+
+pytestmark = pytest.mark.integration
+
+
+def _queued_steps(rt: Runtime) -> list[str]:
+    raw = redis.Redis.from_url(rt.settings.redis_url).lrange("kodo", 0, -1)
+    return [json.loads(m)["headers"]["task"] for m in raw]
+
+
+def test_a_second_delivery_is_turned_away_while_the_first_holds_a_live_lease(
+    rt: Runtime, repo: Path
+) -> None:
+    run_id = new_run(rt, repo)
+    holder = load_context(rt, run_id, StepId.COMPILE)
+    assert holder is not None
+    assert load_context(rt, run_id, StepId.COMPILE) is None
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "skipped"
+
+
+def test_a_late_worker_is_fenced_off_and_cannot_overwrite_its_successor(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    rt = make_rt(step_lease_s=0.2)
+    run_id = new_run(rt, repo)
+    presumed_dead = load_context(rt, run_id, StepId.COMPILE)
+    assert presumed_dead is not None
+    time.sleep(0.3)
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+
+    def stale_body(_: object) -> StepOutcome:
+        return StepOutcome.failed("a stale worker's verdict", {})
+
+    # The dead worker wakes up and tries to record a failure with its old fence.
+    from services.worker.steps import base
+
+    with pytest.raises(base._Superseded):
+        base._record(
+            rt, StepId.COMPILE, run_id, stale_body(None), rt.clock.now(), presumed_dead.fence
+        )
+    with rt.sessions() as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        assert run.status == "waiting_input"
+
+
+def test_a_run_whose_dispatch_was_lost_is_redispatched_by_the_reconciler(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    clock = FixedClock(datetime.now(UTC))
+    rt = make_rt(clock=clock, redispatch_after_s=30)
+    run_id = new_run(rt, repo)  # compiling, but no message was ever sent
+    assert reconcile(rt) == []
+    clock.advance(31)
+    redone = reconcile(rt)
+    assert [(r.run_id, r.step, r.reason) for r in redone] == [
+        (run_id, StepId.COMPILE, "never entered")
+    ]
+    assert _queued_steps(rt) == ["kodo.CompileST"]
+    clock.advance(29)
+    assert reconcile(rt) == [], "a fresh re-dispatch is not repeated at once"
+    clock.advance(2)
+    assert len(reconcile(rt)) == 1, "but a lost re-dispatch is sent again"
+
+
+def test_a_step_whose_worker_died_is_handed_to_the_next_delivery(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    rt = make_rt(step_lease_s=0.2, redispatch_after_s=5)
+    run_id = new_run(rt, repo)
+    assert load_context(rt, run_id, StepId.COMPILE) is not None  # entered, then SIGKILLed
+    time.sleep(0.3)
+    redone = reconcile(rt)
+    assert len(redone) == 1
+    assert redone[0].reason.startswith("lease of ")
+    assert reconcile(rt) == [], "the hand-over is reserved until the next delivery"
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    with rt.sessions() as s:
+        row = s.execute(
+            text("SELECT fence, deliveries FROM app.step_runs WHERE run_id = :r"), {"r": run_id}
+        ).one()
+    assert (row.fence, row.deliveries) == (2, 2)
+
+
+def test_a_cancelled_run_stops_its_step_before_the_next_provider_call(
+    rt: Runtime, repo: Path
+) -> None:
+    run_id = new_run(rt, repo)
+    ctx = load_context(rt, run_id, StepId.COMPILE)
+    assert ctx is not None
+    with unit_of_work(rt.sessions) as s:
+        s.execute(update(Run).where(Run.id == run_id).values(status="cancelled"))
+    from services.worker.steps.base import StepAbandoned
+
+    with pytest.raises(StepAbandoned, match="cancelled"):
+        ctx.keep_lease()
+
+
+def test_the_database_refuses_an_applied_patch_without_an_approval(rt: Runtime, repo: Path) -> None:
+    run_id = new_run(rt, repo)
+    forged = StepRun(
+        run_id=run_id, step_id="ApplyPatchST", status="succeeded", started_at=rt.clock.now()
+    )
+    with rt.sessions() as s:
+        s.add(forged)
+        with pytest.raises(DBAPIError, match="without an approval"):
+            s.flush()
+
+
+def test_a_process_refuses_a_database_of_another_migration_head(database_url: str) -> None:
+    engine = create_engine(database_url)
+    assert assert_schema_current(engine) == EXPECTED_HEAD
+    assert register_process(engine, "cli") == EXPECTED_HEAD
+    scratch = make_url(database_url).set(database="kodo_test_unmigrated")
+    admin = create_engine(scratch.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text('DROP DATABASE IF EXISTS "kodo_test_unmigrated" WITH (FORCE)'))
+        conn.execute(text('CREATE DATABASE "kodo_test_unmigrated"'))
+    empty = create_engine(scratch)
+    try:
+        with pytest.raises(SchemaMismatch, match="needs 0003"):
+            register_process(empty, "worker")
+    finally:
+        empty.dispose()
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text('DROP DATABASE IF EXISTS "kodo_test_unmigrated" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_the_expected_head_is_the_migrations_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from tests.conftest import ROOT
+
+    assert ScriptDirectory(str(ROOT / "migrations")).get_current_head() == EXPECTED_HEAD
