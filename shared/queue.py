@@ -14,6 +14,7 @@ from shared.domain.run_machine import StepId
 QUEUE = "kodo"
 WATCH_APPROVALS = "kodo.watch_approvals"
 RECONCILE = "kodo.reconcile"
+ABORT_CALLS = "kodo.abort_calls"
 
 
 def task_name(step: StepId) -> str:
@@ -50,3 +51,8 @@ def send_step(app: Celery, step: StepId, run_id: str) -> None:
 
 def nudge_watcher(app: Celery) -> None:
     app.send_task(WATCH_APPROVALS, queue=QUEUE)
+
+
+def send_abort_calls(app: Celery, run_id: str) -> None:
+    """Ask a worker to abort the run's in-flight provider calls (after a cancel commits)."""
+    app.send_task(ABORT_CALLS, args=[run_id], queue=QUEUE)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy.exc import OperationalError
 
+from services.worker.cancel import abort_inflight_calls
 from services.worker.celery_app import app
 from services.worker.reconciler import reconcile
 from services.worker.runtime import runtime
@@ -18,7 +19,7 @@ from services.worker.steps.decide import decide_step
 from services.worker.steps.execute import execute_step
 from services.worker.watcher import watch_approvals
 from shared.domain.run_machine import StepId
-from shared.queue import RECONCILE, WATCH_APPROVALS, task_name
+from shared.queue import ABORT_CALLS, RECONCILE, WATCH_APPROVALS, task_name
 
 BODIES: dict[StepId, StepBody] = {
     StepId.COMPILE: compile_step,
@@ -61,3 +62,9 @@ def watch_approvals_task() -> int:
 def reconcile_task() -> int:
     """Re-dispatch steps that stopped progressing (beat every KODO_RECONCILE_S)."""
     return len(reconcile(runtime(app)))
+
+
+@app.task(name=ABORT_CALLS, **_RETRY)  # type: ignore[untyped-decorator]
+def abort_calls_task(run_id: str) -> int:
+    """Abort the in-flight provider calls of a run that was just cancelled."""
+    return len(abort_inflight_calls(runtime(app), run_id))

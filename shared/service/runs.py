@@ -14,6 +14,7 @@ from shared.db.models import Intent, PlanApproval, Run
 from shared.db.repos.approvals import ApprovalRepo
 from shared.db.repos.runs import IntentRepo, RunRepo
 from shared.domain.run_machine import (
+    Cancel,
     IllegalTransition,
     PlanApproved,
     PlanRejected,
@@ -166,3 +167,25 @@ def dispatch_approved(s: Session, *, now: datetime, limit: int = 100) -> list[st
             approvals.mark_dispatched(approval.id, now)
             dispatched.append(approval.run_id)
     return dispatched
+
+
+def cancel_run(s: Session, run_id: str, *, now: datetime) -> tuple[Run, bool]:
+    """Cancel a run in any active state; return (run, changed).
+
+    Takes the run's row lock, like approve and reject, so racing calls serialise
+    and leave one consistent outcome. Cancelling a cancelled run is a no-op; any
+    other ended run is a conflict. The step in flight sees the cancel before its
+    next provider call, and its open call is aborted by the worker (after commit).
+    """
+    runs = RunRepo(s)
+    run = runs.get_for_update(run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    status = RunStatus(run.status)
+    if status is RunStatus.CANCELLED:
+        return run, False
+    if status.is_terminal:
+        raise Conflict(f"run {run.id} already ended ({run.status})")
+    runs.apply(run.id, transition(status, Cancel()), now)
+    s.refresh(run)
+    return run, True

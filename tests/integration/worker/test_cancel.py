@@ -1,0 +1,115 @@
+"""Cancel takes effect before the next step and aborts the provider call in flight."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from services.worker.cancel import abort_inflight_calls
+from services.worker.runtime import Runtime
+from services.worker.steps.base import run_step
+from services.worker.steps.compile import compile_step
+from services.worker.steps.decide import decide_step
+from shared.db.engine import unit_of_work
+from shared.db.models import OpenCodeCall, PlanApproval, Run
+from shared.domain.run_machine import StepId
+from shared.errors import Conflict
+from shared.service.runs import cancel_run, decide_plan
+from tests.integration.worker.conftest import new_run
+
+pytestmark = pytest.mark.integration
+
+
+def _cancel(rt: Runtime, run_id: str) -> bool:
+    with unit_of_work(rt.sessions) as s:
+        return cancel_run(s, run_id, now=rt.clock.now())[1]
+
+
+def _call_statuses(rt: Runtime, run_id: str) -> list[str]:
+    with rt.sessions() as s:
+        return list(
+            s.execute(select(OpenCodeCall.status).where(OpenCodeCall.run_id == run_id)).scalars()
+        )
+
+
+def test_cancelling_mid_call_aborts_it_and_the_step_records_nothing(
+    rt: Runtime, repo: Path
+) -> None:
+    run_id = new_run(rt, repo, goal="Add multiply to calc.py [oc:slow=8000]")
+    outcome: list[str] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(run_step(rt, StepId.COMPILE, run_id, compile_step))
+    )
+    started = time.monotonic()
+    worker.start()
+    while _call_statuses(rt, run_id) != ["claimed"] and time.monotonic() - started < 5:
+        time.sleep(0.05)
+    time.sleep(0.2)  # the HTTP call is in flight
+    assert _cancel(rt, run_id) is True
+    assert abort_inflight_calls(rt, run_id) != []
+    worker.join(10)
+    assert outcome == ["superseded"]
+    assert time.monotonic() - started < 6, "the 8 s call was cut short"
+    assert _call_statuses(rt, run_id) == ["aborted"], "no second attempt after the cancel"
+    with rt.sessions() as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        assert run.status == "cancelled"
+        assert run.finished_at is not None
+
+
+def test_a_cancelled_run_runs_no_further_step(rt: Runtime, repo: Path) -> None:
+    run_id = new_run(rt, repo)
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    assert _cancel(rt, run_id) is True
+    assert _cancel(rt, run_id) is False, "cancelling twice is a no-op"
+    assert run_step(rt, StepId.DECIDE, run_id, decide_step) == "skipped"
+    with pytest.raises(Conflict), unit_of_work(rt.sessions) as s:
+        decide_plan(s, run_id, approve=True, approver="late", now=rt.clock.now())
+
+
+def test_racing_approve_reject_and_cancel_leave_one_consistent_outcome(
+    rt: Runtime, repo: Path
+) -> None:
+    run_id = new_run(rt, repo)
+    run_step(rt, StepId.COMPILE, run_id, compile_step)
+    barrier = threading.Barrier(3)
+    results: dict[str, str] = {}
+
+    def act(name: str) -> None:
+        barrier.wait()
+        try:
+            with unit_of_work(rt.sessions) as s:
+                if name == "cancel":
+                    cancel_run(s, run_id, now=rt.clock.now())
+                else:
+                    decide_plan(
+                        s, run_id, approve=name == "approve", approver=name, now=rt.clock.now()
+                    )
+            results[name] = "ok"
+        except Conflict:
+            results[name] = "conflict"
+
+    threads = [threading.Thread(target=act, args=(n,)) for n in ("approve", "reject", "cancel")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    with rt.sessions() as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        decisions = set(
+            s.execute(select(PlanApproval.decision).where(PlanApproval.run_id == run_id)).scalars()
+        )
+    # Cancel succeeds unless reject came first; whichever ended the run, the other lost.
+    assert run.status in {"rejected", "cancelled"}
+    assert [results["reject"], results["cancel"]].count("ok") == 1
+    if run.status == "rejected":
+        assert decisions == {"rejected"}
+        assert results["approve"] == "conflict"
+    else:
+        assert "rejected" not in decisions
