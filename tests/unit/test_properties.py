@@ -1,0 +1,125 @@
+"""Property tests: hostile or random input never corrupts state or escapes the error tree."""
+
+from __future__ import annotations
+
+import contextlib
+import string
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.worker.git_ops import UnsafePatch, check_confined
+from shared.config import ConfigError, Settings
+from shared.domain.contracts import PLAN_OUTPUT_SCHEMA, ContractViolation, validate_answer
+from shared.domain.run_machine import (
+    Cancel,
+    Event,
+    IllegalTransition,
+    PlanApproved,
+    PlanRejected,
+    RunStatus,
+    Start,
+    StepFailed,
+    StepId,
+    StepSucceeded,
+    transition,
+)
+from shared.redact import REDACTED, redact
+
+EVENTS = st.one_of(
+    st.just(Start()),
+    st.just(PlanApproved()),
+    st.just(PlanRejected()),
+    st.just(Cancel()),
+    st.sampled_from(list(StepId)).map(StepSucceeded),
+    st.sampled_from(list(StepId)).map(StepFailed),
+)
+
+
+@given(st.lists(EVENTS, max_size=40))
+def test_any_event_sequence_keeps_the_run_machine_sound(events: list[Event]) -> None:
+    status = RunStatus.QUEUED
+    approved = False
+    for event in events:
+        try:
+            move = transition(status, event)
+        except IllegalTransition:
+            continue
+        assert not status.is_terminal, "nothing moves an ended run"
+        if isinstance(event, PlanApproved):
+            approved = True
+        if move.dispatch in {StepId.APPLY_PATCH, StepId.DECIDE, StepId.EXECUTE}:
+            assert approved, "no code-changing step before approval"
+        if move.to_status is RunStatus.SUCCEEDED:
+            assert approved
+        status = move.to_status
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(JSONISH)
+def test_any_agent_answer_is_accepted_or_refused_with_a_contract_violation(answer: Any) -> None:
+    try:
+        accepted = validate_answer(PLAN_OUTPUT_SCHEMA, answer)
+    except ContractViolation as exc:
+        errors = exc.errors
+        assert errors, "a refusal names what is wrong"
+    else:
+        assert accepted == answer
+
+
+PATHY = st.text(alphabet=string.ascii_letters + "./\\-_ ", max_size=30)
+
+
+@given(PATHY, PATHY)
+def test_patch_paths_are_confined_or_refused_never_crashing(old: str, new: str) -> None:
+    diff = f"diff --git a/{old} b/{new}\n--- a/{old}\n+++ b/{new}\n"
+    try:
+        paths = check_confined(diff)
+    except UnsafePatch:
+        return
+    for path in paths:
+        assert not path.startswith("/")
+        assert ".." not in path.split("/")
+        assert ".git" not in path.split("/")
+
+
+@given(st.text(max_size=200))
+def test_arbitrary_text_as_a_patch_never_crashes_the_confinement_check(text: str) -> None:
+    with contextlib.suppress(UnsafePatch):
+        check_confined(text)
+
+
+@given(JSONISH)
+def test_redaction_is_idempotent_and_blanks_every_credential_key(value: Any) -> None:
+    once = redact({"payload": value, "api_key": value})
+    assert once["api_key"] == REDACTED
+    assert redact(once) == once
+
+
+@settings(max_examples=200)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "OC_TIMEOUT_MS",
+                "RANDOM_SEED",
+                "APPROVAL_POLL_S",
+                "KODO_SCHEMA_RETRIES",
+                "KODO_STEP_LEASE_S",
+            ]
+        ),
+        st.text(max_size=12),
+    )
+)
+def test_any_environment_gives_settings_or_a_config_error(env: dict[str, str]) -> None:
+    with contextlib.suppress(ConfigError):
+        Settings.from_env(env)
