@@ -1,11 +1,14 @@
-"""Start and stop kodo's own processes (OpenCode-compatible server, worker, beat, API).
+"""Start and stop kodo's own processes (OpenCode-compatible server, worker, beat, API, Flower).
 
-Used by ``kodo demo`` and the end-to-end tests: real processes, loopback only, logs
-to files, SIGTERM then SIGKILL after a grace period.
+Used by ``kodo demo``, ``kodo up`` and the end-to-end tests: real processes, loopback
+only, logs to files, SIGTERM then SIGKILL after a grace period. Every process leads
+its own session, so it outlives the command that started it (``kodo up`` records the
+pids and exits; ``kodo down`` signals each process group).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -68,6 +71,7 @@ class Stack:
     procs: list[Proc] = field(default_factory=list)
     api_url: str = ""
     oc_url: str = ""
+    flower_url: str = ""
 
     def start(self, name: str, argv: list[str], extra_env: Mapping[str, str] | None = None) -> Proc:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -97,8 +101,9 @@ def celery_argv(*args: str) -> list[str]:
     return [str(BIN / "celery"), "-A", "services.worker.celery_app:app", *args]
 
 
-def start_oc_compat(stack: Stack, seed: int) -> Proc:
-    port = free_port()
+def start_oc_compat(stack: Stack, seed: int, port: int | None = None) -> Proc:
+    """The OpenCode-compatible server on ``port`` (default: any free one)."""
+    port = port or free_port()
     proc = stack.start(
         "oc-compat",
         [
@@ -142,8 +147,9 @@ def start_beat(stack: Stack) -> Proc:
     return stack.start("beat", celery_argv("beat", "-l", "INFO", "-s", str(schedule)))
 
 
-def start_api(stack: Stack) -> Proc:
-    port = free_port()
+def start_api(stack: Stack, port: int | None = None) -> Proc:
+    """The API under gunicorn on ``port`` (default: any free one), ready at ``/healthz``."""
+    port = port or free_port()
     proc = stack.start(
         "api",
         [
@@ -161,6 +167,25 @@ def start_api(stack: Stack) -> Proc:
     )
     stack.api_url = f"http://127.0.0.1:{port}"
     wait_http(f"{stack.api_url}/healthz", proc)
+    return proc
+
+
+def start_flower(
+    stack: Stack, port: int | None = None, *, unauthenticated_api: bool = False
+) -> Proc:
+    """Flower on loopback; ``unauthenticated_api`` opens its ``/api/*`` (Flower closes it
+    by default) for scripts and tests: the UI is unauthenticated already, and both
+    listen on 127.0.0.1 only.
+    """
+    port = port or free_port()
+    extra = {"FLOWER_UNAUTHENTICATED_API": "true"} if unauthenticated_api else {}
+    proc = stack.start(
+        "flower",
+        celery_argv("flower", "--address=127.0.0.1", f"--port={port}"),
+        extra_env=extra,
+    )
+    stack.flower_url = f"http://127.0.0.1:{port}"
+    wait_http(f"{stack.flower_url}/healthcheck", proc)
     return proc
 
 
@@ -188,3 +213,55 @@ def wait_worker_ready(proc: Proc, deadline_s: float = 30.0) -> None:
             return
         time.sleep(0.1)
     raise TimeoutError(f"{proc.name} not ready:\n{proc.log_tail()}")
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks (/proc), to recognise it later despite pid reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    # fields[0] is the state (field 3 of stat); starttime is field 22.
+    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs and is not a zombie (detached processes are reaped by init)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def stop_group(pid: int, grace_s: float = 10.0) -> str:
+    """SIGTERM the process group ``pid`` leads, SIGKILL it after ``grace_s``; say what happened.
+
+    The processes of a detached stack lead their own sessions (see Stack.start), so the
+    group holds the gunicorn or celery children too.
+    """
+    if not pid_alive(pid):
+        return "already gone"
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return "already gone"
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return "stopped"
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not pid_alive(pid):
+            return "killed after grace"
+        time.sleep(0.05)
+    return "survived SIGKILL"

@@ -32,6 +32,9 @@ DEFAULTS: dict[str, str] = {
     "KODO_STEP_LEASE_S": "900",
     "KODO_REDISPATCH_AFTER_S": "30",
     "KODO_RECONCILE_S": "10",
+    # Test-only fault injection (the chaos suite): seconds ApplyPatchST sleeps right before
+    # `git apply`, so a test can SIGKILL the worker there. 0 (the default) means off.
+    "KODO_FAULT_PAUSE_BEFORE_APPLY_S": "0",
 }
 
 
@@ -86,6 +89,7 @@ class Settings:
     step_lease_s: float = float(DEFAULTS["KODO_STEP_LEASE_S"])
     redispatch_after_s: float = float(DEFAULTS["KODO_REDISPATCH_AFTER_S"])
     reconcile_s: float = float(DEFAULTS["KODO_RECONCILE_S"])
+    fault_pause_before_apply_s: float = 0.0  # test-only fault injection; see DEFAULTS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -114,6 +118,7 @@ class Settings:
             step_lease_s=_float(env, "KODO_STEP_LEASE_S"),
             redispatch_after_s=_float(env, "KODO_REDISPATCH_AFTER_S"),
             reconcile_s=_float(env, "KODO_RECONCILE_S"),
+            fault_pause_before_apply_s=_float(env, "KODO_FAULT_PAUSE_BEFORE_APPLY_S"),
         )
         settings.validate()
         return settings
@@ -132,5 +137,7 @@ class Settings:
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.fault_pause_before_apply_s < 0:
+            raise ConfigError("KODO_FAULT_PAUSE_BEFORE_APPLY_S must not be negative")
         if not self.database_url.startswith("postgresql"):
             raise ConfigError("DATABASE_URL must be a PostgreSQL URL")

@@ -12,11 +12,14 @@ from werkzeug.routing import BaseConverter
 from shared.clock import Clock, SystemClock
 from shared.config import Settings
 from shared.db.engine import make_engine, make_session_factory
+from shared.logging import configure_logging
 from shared.queue import make_celery
 from shared.version import app_version
 
-from . import health, intents, outputs, runs
+from . import health, intents, metrics, outputs, runs, ui
 from .errors import register_error_handlers
+from .events import events_bp
+from .openapi import docs_bp, document_events, make_api, register_routes
 from .state import EXTENSION, ApiState
 
 CONNECT_TIMEOUT_S = 5
@@ -52,6 +55,7 @@ def create_app(
     settings: Settings, *, clock: Clock | None = None, celery: Celery | None = None
 ) -> Flask:
     """Build the API; pass ``celery`` to share an app, otherwise one is made (and owned)."""
+    configure_logging(json=True)
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = JsonProvider(app)
@@ -68,7 +72,12 @@ def create_app(
         app_version=app_version(),
         owns_celery=celery is None,
     )
-    register_error_handlers(app)
-    for blueprint in (intents.bp, runs.bp, outputs.bp, health.bp):
-        app.register_blueprint(blueprint)
+    spec = make_api(app, version=app_version(), converters=(IdConverter, ArtifactNameConverter))
+    register_routes(
+        spec, intents.routes, runs.routes, outputs.routes, health.routes, metrics.routes, ui.routes
+    )
+    app.register_blueprint(events_bp)
+    document_events(spec, app)
+    app.register_blueprint(docs_bp)
+    register_error_handlers(app)  # after make_api: kodo's handlers replace flask-smorest's
     return app

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
-from flask.typing import ResponseReturnValue
+from typing import Any
+
 from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from .openapi import Routes
+from .responses import HealthSchema
 from .state import api
 
-bp = Blueprint("health", __name__)
+routes = Routes("health", __name__, description="Reachability of Postgres and Redis")
 
 TIMEOUT_MS = 2000
 
@@ -34,12 +36,14 @@ def redis_status(client: Redis) -> str:
     return "ok"
 
 
-@bp.get("/healthz")
-def healthz() -> ResponseReturnValue:
+@routes.route("/healthz", "GET")
+@routes.response(200, HealthSchema(), description="every dependency answered")
+@routes.alt_response(503, HealthSchema(), description="a dependency failed (named in failed)")
+def healthz() -> tuple[dict[str, Any], int]:
     ctx = api()
     checks = {"database": database_status(ctx.engine), "redis": redis_status(ctx.redis)}
     failed = sorted(name for name, status in checks.items() if status != "ok")
-    body = {"ok": not failed, **checks}
+    body: dict[str, Any] = {"ok": not failed, **checks}
     if failed:
         body["failed"] = failed
     return body, 503 if failed else 200

@@ -2,44 +2,57 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
-from flask.typing import ResponseReturnValue
+from typing import Any
 
-from . import reads, render
-from .schemas import ArtifactQuery, ArtifactQuerySchema, parse_query
+from flask import Response
+
+from shared.db.models import Artifact
+
+from . import reads
+from .openapi import Routes
+from .responses import ArtifactOutSchema, CallsSchema, PlanOutSchema
+from .schemas import ArtifactQuery, ArtifactQuerySchema
 from .state import api
 
-bp = Blueprint("outputs", __name__)
+routes = Routes("outputs", __name__, description="A run's plan, provider calls and artifacts")
 
 
-@bp.get("/runs/<kid:run_id>/plan")
-def read_plan(run_id: str) -> ResponseReturnValue:
+@routes.route("/runs/<kid:run_id>/plan", "GET")
+@routes.response(200, PlanOutSchema())
+@routes.errors(404, 500)
+def read_plan(run_id: str) -> reads.PlanView:
+    """The plan card CompileST stored, its digest, and the decision on it if any."""
     with api().sessions() as s:
-        view = reads.plan_of(s, run_id)
-        return {
-            "runId": view.run.id,
-            "planSha256": view.run.plan_sha256,
-            "plan": view.plan,
-            "approval": render.approval(view.approval),
-        }
+        return reads.plan_of(s, run_id)
 
 
-@bp.get("/runs/<kid:run_id>/calls")
-def list_calls(run_id: str) -> ResponseReturnValue:
+@routes.route("/runs/<kid:run_id>/calls", "GET")
+@routes.response(200, CallsSchema())
+@routes.errors(404)
+def list_calls(run_id: str) -> dict[str, Any]:
+    """The run's ledger rows (without request and response bodies)."""
     with api().sessions() as s:
-        return {"runId": run_id, "calls": [render.call(c) for c in reads.calls_of(s, run_id)]}
+        return {"run_id": run_id, "calls": reads.calls_of(s, run_id)}
 
 
-@bp.get("/runs/<kid:run_id>/artifacts")
-def list_artifacts(run_id: str) -> ResponseReturnValue:
+@routes.route("/runs/<kid:run_id>/artifacts", "GET")
+@routes.response(200, ArtifactOutSchema(many=True))
+@routes.errors(404)
+def list_artifacts(run_id: str) -> list[Artifact]:
     with api().sessions() as s:
-        return [render.artifact(a) for a in reads.artifacts_of(s, run_id)]
+        return reads.artifacts_of(s, run_id)
 
 
-@bp.get("/runs/<kid:run_id>/artifacts/<artifact:name>")
-def read_artifact(run_id: str, name: str) -> ResponseReturnValue:
+@routes.route("/runs/<kid:run_id>/artifacts/<artifact:name>", "GET")
+@routes.arguments(ArtifactQuerySchema(), location="query")
+@routes.response(
+    200,
+    content_type="application/octet-stream",
+    description="the raw bytes under their own media type; X-Content-SHA256 is their digest",
+)
+@routes.errors(400, 404, 409)
+def read_artifact(query: ArtifactQuery, run_id: str, name: str) -> Response:
     """The raw bytes under their own media type; ``?step=`` picks among same-named ones."""
-    query = parse_query(ArtifactQuerySchema(), ArtifactQuery)
     with api().sessions() as s:
         found = reads.artifact_named(s, run_id, name, query.step)
         return Response(

@@ -8,9 +8,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from shared.db.models import Artifact, OpenCodeCall, PlanApproval, Run, StepRun
+from shared.db.models import Artifact, Intent, OpenCodeCall, PlanApproval, Run, StepRun
 from shared.db.repos.approvals import ApprovalRepo
 from shared.db.repos.ledger import LedgerRepo
+from shared.db.repos.runs import IntentRepo
 from shared.db.repos.steps import ArtifactRepo, StepRunRepo
 from shared.domain.run_machine import StepId
 from shared.errors import Conflict, NotFound
@@ -23,8 +24,14 @@ PLAN_NAME = "plan.json"
 PLAN_KIND = "plan_card"
 
 
-def run_with_steps(s: Session, run_id: str) -> tuple[Run, list[StepRun]]:
-    return get_run(s, run_id), StepRunRepo(s).for_run(run_id)
+@dataclass(frozen=True)
+class RunView:
+    run: Run
+    steps: list[StepRun]
+
+
+def run_with_steps(s: Session, run_id: str) -> RunView:
+    return RunView(get_run(s, run_id), StepRunRepo(s).for_run(run_id))
 
 
 @dataclass(frozen=True)
@@ -78,3 +85,42 @@ def artifact_named(s: Session, run_id: str, name: str, step: StepId | None) -> A
             details={"steps": [m.step_id for m in matches]},
         )
     return matches[0]
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """Everything an approver looks at before deciding, read in one session."""
+
+    run: Run
+    intent: Intent
+    plan: Any
+    approval: PlanApproval | None
+    calls: list[OpenCodeCall]
+    tokens: int
+    cost_usd: float
+
+
+def _usage_number(usage: dict[str, Any] | None, key: str) -> float:
+    value = (usage or {}).get(key)
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def run_page(s: Session, run_id: str) -> RunPage:
+    run = get_run(s, run_id)
+    intent = IntentRepo(s).get(run.intent_id)
+    if intent is None:  # pragma: no cover - foreign key
+        raise NotFound(f"intent {run.intent_id} not found")
+    try:
+        view: PlanView | None = plan_of(s, run_id)
+    except NotFound:  # the run exists (read above): it has no plan yet
+        view = None
+    calls = LedgerRepo(s).for_run(run_id)
+    return RunPage(
+        run=run,
+        intent=intent,
+        plan=view.plan if view is not None else None,
+        approval=view.approval if view is not None else None,
+        calls=calls,
+        tokens=int(sum(_usage_number(c.usage, "total_tokens") for c in calls)),
+        cost_usd=sum(_usage_number(c.usage, "cost_usd") for c in calls),
+    )

@@ -2,31 +2,37 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
-from flask.typing import ResponseReturnValue
-
 from shared.db.engine import unit_of_work
+from shared.db.models import PlanApproval
 from shared.queue import nudge_watcher
 from shared.service.runs import decide_plan
 
-from . import reads, render
-from .schemas import DecisionIn, DecisionSchema, parse_body
+from . import reads
+from .openapi import Routes
+from .responses import ApprovedSchema, RejectedSchema, RunOutSchema
+from .schemas import DecisionIn, DecisionSchema
 from .state import api
 
-bp = Blueprint("runs", __name__)
+routes = Routes("runs", __name__, description="Runs and the decision on their plan")
 
 
-@bp.get("/runs/<kid:run_id>")
-def read_run(run_id: str) -> ResponseReturnValue:
+@routes.route("/runs/<kid:run_id>", "GET")
+@routes.response(200, RunOutSchema())
+@routes.errors(404)
+def read_run(run_id: str) -> reads.RunView:
     with api().sessions() as s:
-        run, steps = reads.run_with_steps(s, run_id)
-        return render.run(run, steps)
+        return reads.run_with_steps(s, run_id)
 
 
-@bp.post("/runs/<kid:run_id>/approve-plan")
-def approve_plan(run_id: str) -> ResponseReturnValue:
-    """Record the approval; the watcher (nudged after commit) moves the run on."""
-    body = parse_body(DecisionSchema(), DecisionIn, required=False)
+@routes.route("/runs/<kid:run_id>/approve-plan", "POST")
+@routes.arguments(DecisionSchema())
+@routes.response(200, ApprovedSchema())
+@routes.errors(400, 404, 409, 415)
+def approve_plan(body: DecisionIn, run_id: str) -> PlanApproval:
+    """Record the approval; the watcher (nudged after commit) moves the run on.
+
+    409 unless the run waits for approval, or if ``plan_sha256`` is not the current plan's.
+    """
     ctx = api()
     with unit_of_work(ctx.sessions) as s:
         row = decide_plan(
@@ -39,22 +45,18 @@ def approve_plan(run_id: str) -> ResponseReturnValue:
             comment=body.comment,
         )
     nudge_watcher(ctx.celery)
-    return {
-        "accepted": True,
-        "runId": row.run_id,
-        "planSha256": row.plan_sha256,
-        "approver": row.approver,
-        "approvedAt": render.iso(row.approved_at),
-    }
+    return row
 
 
-@bp.post("/runs/<kid:run_id>/reject-plan")
-def reject_plan(run_id: str) -> ResponseReturnValue:
+@routes.route("/runs/<kid:run_id>/reject-plan", "POST")
+@routes.arguments(DecisionSchema())
+@routes.response(200, RejectedSchema())
+@routes.errors(400, 404, 409, 415)
+def reject_plan(body: DecisionIn, run_id: str) -> PlanApproval:
     """Reject the plan; the run ends as ``rejected`` in the same transaction."""
-    body = parse_body(DecisionSchema(), DecisionIn, required=False)
     ctx = api()
     with unit_of_work(ctx.sessions) as s:
-        row = decide_plan(
+        return decide_plan(
             s,
             run_id,
             approve=False,
@@ -63,4 +65,3 @@ def reject_plan(run_id: str) -> ResponseReturnValue:
             plan_sha256=body.plan_sha256,
             comment=body.comment,
         )
-    return {"accepted": True, "runId": row.run_id, "status": row.decision}

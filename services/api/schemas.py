@@ -1,4 +1,7 @@
-"""Request bodies and query strings, parsed by marshmallow into frozen dataclasses.
+"""Request bodies and query strings, loaded by marshmallow into frozen dataclasses.
+
+``@arguments`` (services.api.parsing) feeds them the request; the OpenAPI spec
+documents them from these same classes.
 
 Validation stops here anything Postgres, git or the filesystem would fail on
 (NUL characters, lone surrogates, over-long path components), so bad input is a 400,
@@ -7,20 +10,15 @@ never a 500.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from flask import request
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load
 from marshmallow.validate import Length, Regexp
 
 from shared.domain.run_machine import StepId
-from shared.errors import InvalidInput
 
-from .errors import MalformedJson, UnsupportedMediaType
-
-T = TypeVar("T")
+from .parsing import BodySchema
 
 
 def clean_text(value: str) -> None:
@@ -44,9 +42,8 @@ def short_path_parts(value: str) -> None:
         raise ValidationError("a path component is longer than 255 bytes")
 
 
-class _Strict(Schema):
-    class Meta:
-        unknown = RAISE
+class _Strict(BodySchema):
+    """A JSON body whose unknown fields are refused."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +81,8 @@ class StartRunIn:
 
 
 class StartRunSchema(_Strict):
+    body_required = False
+
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> StartRunIn:
         return StartRunIn()
@@ -97,6 +96,8 @@ class DecisionIn:
 
 
 class DecisionSchema(_Strict):
+    body_required = False
+
     approver = fields.String(load_default="anonymous", validate=[Length(1, 255), clean_text])
     plan_sha256 = fields.String(
         load_default=None,
@@ -131,41 +132,3 @@ class ArtifactQuerySchema(Schema):
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> ArtifactQuery:
         return ArtifactQuery(step=data["step"])
-
-
-def _load(schema: Schema, data: object, kind: type[T]) -> T:
-    if not isinstance(data, dict):
-        raise InvalidInput(
-            "the body must be a JSON object", details={"_schema": ["must be an object"]}
-        )
-    try:
-        loaded = schema.load(data)
-    except ValidationError as exc:
-        messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
-        raise InvalidInput("the request is invalid", details=messages) from exc
-    if not isinstance(loaded, kind):  # pragma: no cover - every schema's post_load makes one
-        raise TypeError(f"{type(schema).__name__} did not load a {kind.__name__}")
-    return loaded
-
-
-def parse_body(schema: Schema, kind: type[T], *, required: bool = True) -> T:
-    """The JSON body loaded by ``schema``; an optional body may be empty (read as ``{}``)."""
-    raw = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH: Werkzeug raises 413
-    if not raw and not required:
-        return _load(schema, {}, kind)
-    if not request.is_json:
-        raise UnsupportedMediaType(
-            "send the body as application/json",
-            details={"content_type": request.content_type},
-        )
-    if not raw:
-        raise InvalidInput("a JSON body is required")
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # bad UTF-8 is a ValueError too
-        raise MalformedJson(f"the body is not valid JSON: {exc}") from exc
-    return _load(schema, data, kind)
-
-
-def parse_query(schema: Schema, kind: type[T]) -> T:
-    return _load(schema, request.args.to_dict(), kind)

@@ -21,3 +21,21 @@ cli.add_command(oc_compat)
 from services.cli.demo import demo  # noqa: E402
 
 cli.add_command(demo)
+from services.oc_daemon.cli import oc  # noqa: E402
+
+cli.add_command(oc)
+from services.cli.local import down, up  # noqa: E402
+
+cli.add_command(up)
+cli.add_command(down)
+from services.cli.doctor import doctor  # noqa: E402
+
+cli.add_command(doctor)
+from services.cli.runs import calls, intent, run  # noqa: E402
+
+cli.add_command(intent)
+cli.add_command(run)
+cli.add_command(calls)
+from services.cli.db import db  # noqa: E402
+
+cli.add_command(db)

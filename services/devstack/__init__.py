@@ -10,7 +10,7 @@ from services.devstack.database import ensure_database, migrate, recreate_databa
 from services.devstack.handle import DevstackError, ServiceHandle, StackPaths
 from services.devstack.postgres_server import ensure_postgres
 from services.devstack.redis_server import ensure_redis
-from services.devstack.stack import down, status
+from services.devstack.stack import down, restart, status
 
 __all__ = [
     "DevstackError",
@@ -22,5 +22,6 @@ __all__ = [
     "ensure_redis",
     "migrate",
     "recreate_database",
+    "restart",
     "status",
 ]

@@ -11,6 +11,7 @@ import pwd
 import shutil
 import stat
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 from services.devstack import pgurl, procs, state
@@ -43,10 +44,19 @@ def ensure_postgres(
         return handle
 
 
-def _start(url: str, paths: StackPaths, timeout_s: float, install_missing: bool) -> ServiceHandle:
+def start_again(handle: ServiceHandle, paths: StackPaths, *, timeout_s: float) -> ServiceHandle:
+    """Start a stopped server of ours again: the same port, the same data directory."""
+    port = pgurl.parse(handle.url).port
+    fresh = _start(handle.url, paths, timeout_s, install_missing=False, port=port)
+    return replace(fresh, requested_url=handle.requested_url)
+
+
+def _start(
+    url: str, paths: StackPaths, timeout_s: float, install_missing: bool, port: int | None = None
+) -> ServiceHandle:
     bin_dir = postgres_bin_dir(install_missing=install_missing)
     parsed = pgurl.parse(url)
-    port = procs.choose_port(parsed.host or "", parsed.port or 5432)
+    port = port or procs.choose_port(parsed.host or "", parsed.port or 5432)
     user = _server_user()
     data_dir = paths.data_root / f"postgres-{port}"
     log_file = paths.data_root / f"postgres-{port}.log"

@@ -143,6 +143,18 @@ def stop(pid: int, *, grace_s: float = 10.0, soften: signal.Signals | None = Non
     raise DevstackError(f"process {pid} survived SIGKILL")
 
 
+def kill(pid: int, sig: signal.Signals, *, grace_s: float = 10.0) -> None:
+    """Send ``sig`` (e.g. SIGKILL, or Postgres's SIGQUIT) and wait until ``pid`` is gone."""
+    _signal(pid, sig)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            _SPAWNED.pop(pid, None)
+            return
+        time.sleep(0.02)
+    stop(pid, grace_s=0.0)
+
+
 def _signal(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)

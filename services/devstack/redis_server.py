@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -51,10 +52,19 @@ def ensure_redis(
         return handle
 
 
-def _start(url: str, paths: StackPaths, timeout_s: float, install_missing: bool) -> ServiceHandle:
+def start_again(handle: ServiceHandle, paths: StackPaths, *, timeout_s: float) -> ServiceHandle:
+    """Start a stopped server of ours again on the same port (it keeps no data)."""
+    port = urlsplit(handle.url).port
+    fresh = _start(handle.url, paths, timeout_s, install_missing=False, port=port)
+    return replace(fresh, requested_url=handle.requested_url)
+
+
+def _start(
+    url: str, paths: StackPaths, timeout_s: float, install_missing: bool, port: int | None = None
+) -> ServiceHandle:
     binary = redis_server_binary(install_missing=install_missing)
     parts = urlsplit(url)
-    port = procs.choose_port(parts.hostname or "", parts.port or 6379)
+    port = port or procs.choose_port(parts.hostname or "", parts.port or 6379)
     work_dir = paths.data_root / f"redis-{port}"
     work_dir.mkdir(parents=True, exist_ok=True)
     log_file = paths.data_root / f"redis-{port}.log"

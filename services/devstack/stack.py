@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import shutil
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from services.devstack import pgurl, procs, redis_server, state
+from services.devstack import pgurl, postgres_server, procs, redis_server, state
 from services.devstack.database import ensure_database, migrate
-from services.devstack.handle import ServiceHandle, StackPaths
+from services.devstack.handle import DevstackError, ServiceHandle, StackPaths
 from services.devstack.postgres_server import ensure_postgres
 from services.devstack.redis_server import ensure_redis
 
@@ -81,3 +82,43 @@ def down(
             state.forget(paths, handle)
             stopped.append(handle)
     return stopped
+
+
+_CRASH = {"postgres": signal.SIGQUIT, "redis": signal.SIGKILL}
+"""The signal that stops a server without any shutdown work: Postgres's "immediate"
+shutdown (its children die with it; the next start runs crash recovery), Redis's SIGKILL."""
+
+
+def restart(
+    handle: ServiceHandle,
+    *,
+    home: Path | None = None,
+    crash: bool = False,
+    down_s: float = 0.0,
+    timeout_s: float = 60.0,
+) -> ServiceHandle:
+    """Stop a server we started and start it again on the same port with the same data dir.
+
+    ``crash`` stops it the abrupt way (see ``_CRASH``) instead of the gentle one ``down``
+    uses; ``down_s`` is how long it stays down. Clients see their connections drop and must
+    reconnect (and fail meanwhile). Returns the new handle
+    (its pid differs), recorded in place of the old one.
+    """
+    if not handle.owned or handle.pid is None or handle.name not in _CRASH:
+        raise DevstackError(f"only a Postgres or Redis we started can be restarted: {handle}")
+    paths = StackPaths.default(home)
+    with state.locked(paths):
+        pid = handle.pid
+        if procs.alive(pid) and procs.looks_like(pid, handle.binary):
+            if crash:
+                procs.kill(pid, _CRASH[handle.name])
+            else:
+                soften = signal.SIGINT if handle.name == "postgres" else None
+                procs.stop(pid, soften=soften)
+        time.sleep(down_s)
+        again = (
+            postgres_server.start_again if handle.name == "postgres" else redis_server.start_again
+        )
+        fresh = again(handle, paths, timeout_s=timeout_s)
+        state.record(paths, fresh)
+        return fresh

@@ -4,14 +4,16 @@ OpenCode cannot reach a model on a machine without one, so demos and tests talk 
 this instead. It answers the daemon's endpoints with the daemon's JSON shapes
 (OpenCode 1.18.33): ``GET /global/health``, ``POST /session``, ``GET /session/{id}``,
 ``GET /session/{id}/children``, ``POST /session/{id}/message``,
-``POST /session/{id}/abort``; plus ``GET /__kodo/stats`` and ``POST /__kodo/reset``,
-which the real daemon lacks, so tests can count calls at the server.
+``POST /session/{id}/abort``, ``GET /session/status``; plus ``GET /__kodo/stats`` and
+``POST /__kodo/reset``, which the real daemon lacks, so tests can count calls at the server
+(``by_title`` counts prompts per session title: kodo titles one session per op_key).
 
 Answers depend only on the seed, the prompt and the directory's working tree. With
 ``format.type == "json_schema"`` the schema picks the script: a ``design`` property
 gets a PlanOutput, ``diff`` a PatchOutput (the plan between ``--- plan.json ---`` and
 ``--- end plan.json ---`` lines), ``argv`` a BuildOutput, anything else a minimal
-instance of the schema. Without a format the answer is a text part.
+instance of the schema. Without a format the answer is a text part. Parts carry no
+``snapshot`` (kodo's daemon config turns snapshots off).
 
 Directives in the prompt text script failures:
 
@@ -24,6 +26,9 @@ Directives in the prompt text script failures:
 * ``[oc:slow=MS]``: wait MS ms first; ``/abort`` ends the wait with
   ``MessageAbortedError``.
 * ``[oc:http500]``: HTTP 500 ``UnknownError`` (how the daemon reports internal errors).
+* ``[oc:garbage]``: HTTP 200 whose body is not JSON (as from a broken proxy).
+* ``[oc:llm500]``: the model answers HTTP 500 and the daemon retries with backoff: the
+  prompt blocks, ``GET /session/status`` says ``retry``, until ``/abort``.
 * ``[oc:fail-verify]``: BuildOutput argv that prints "verification failed", exits 3.
 * ``[oc:tool=NAME]``: also a completed ``tool`` part for NAME (repeatable).
 """

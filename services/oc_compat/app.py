@@ -12,8 +12,9 @@ import hmac
 import json
 import os
 import threading
+import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ class CompatConfig:
 class _Session:
     data: dict[str, Any]
     in_flight: set[threading.Event] = field(default_factory=set)
+    retry: dict[str, Any] | None = None
+    messages: list[dict[str, Any]] = field(default_factory=list)
 
 
 class BadRequest(ValueError):
@@ -64,6 +67,7 @@ class CompatState:
             self.aborts = 0
             self.by_session: Counter[str] = Counter()
             self.by_text: Counter[str] = Counter()
+            self.by_title: Counter[str] = Counter()
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -72,6 +76,7 @@ class CompatState:
                 "aborts": self.aborts,
                 "by_session": dict(self.by_session),
                 "by_text_sha256": dict(self.by_text),
+                "by_title": dict(self.by_title),
                 "in_flight": {
                     sid: len(s.in_flight) for sid, s in self.sessions.items() if s.in_flight
                 },
@@ -249,6 +254,18 @@ def create_app(state: CompatState) -> Flask:
             state.sessions[session_id] = _Session(data)
             return _json(data)
 
+    @app.get("/session/status")
+    def session_status() -> Response:
+        """Non-idle sessions only, like the daemon: ``busy``, or ``retry`` while it backs off."""
+        with state.lock:
+            return _json(
+                {
+                    sid: s.retry or {"type": "busy"}
+                    for sid, s in state.sessions.items()
+                    if s.in_flight and s.data["directory"] == _directory()
+                }
+            )
+
     @app.get("/session/<session_id>")
     def get_session(session_id: str) -> Response:
         with state.lock:
@@ -270,6 +287,28 @@ def create_app(state: CompatState) -> Flask:
             for event in session.in_flight:
                 event.set()
             return _json(True)
+
+    @app.get("/session/<session_id>/message")
+    def messages(session_id: str) -> Response:
+        """Like the daemon, including its bug: a range that holds a user message sent
+        with a ``format`` is answered 400 (API notes 5.1), so ``limit`` pages back
+        through a turn's assistant messages only."""
+        limit = request.args.get("limit", type=int)
+        with state.lock:
+            session = state.sessions.get(session_id)
+            if session is None:
+                return missing(session_id)
+            history = list(session.messages)
+        window = history[-limit:] if limit else history
+        for i, message in enumerate(window):
+            if message["info"]["role"] == "user" and "format" in message["info"]:
+                got = json.dumps(message["info"]["format"])[:80]
+                return _error(
+                    400,
+                    "BadRequest",
+                    f"Expected OutputFormatJsonSchema, got {got} at [{i}].info.format",
+                )
+        return _json(window)
 
     @app.post("/session/<session_id>/message")
     def prompt(session_id: str) -> Response:
@@ -298,7 +337,17 @@ def create_app(state: CompatState) -> Flask:
     return app
 
 
-def _unknown_error(state: CompatState, message: str = "Unexpected server error") -> Response:
+UNEXPECTED = "Unexpected server error. Check server logs for details."
+"""The daemon's message for an HTTP 500 (unknown agent or model, internal failures)."""
+
+GARBAGE = "<html><body>502 Bad Gateway</body></html>"
+"""What ``[oc:garbage]`` answers with HTTP 200: a body that is not JSON (a broken proxy)."""
+
+RETRY_CAP_S = 600.0
+"""How long an ``[oc:llm500]`` prompt keeps "retrying" if nobody aborts it."""
+
+
+def _unknown_error(state: CompatState, message: str = UNEXPECTED) -> Response:
     return _error(500, "UnknownError", message, ref=state.ids.new("err"))
 
 
@@ -312,9 +361,9 @@ def _run_prompt(
         state.prompts += 1
         state.by_session[session_id] += 1
         state.by_text[sha256_hex(asked.text)] += 1
+        state.by_title[str(session.data["title"])] += 1
         session.in_flight.add(aborted)
-        session.data["agent"] = asked.agent
-        session.data["model"] = {"id": asked.model_id, "providerID": asked.provider_id}
+        shapes.prompted(session.data, asked.agent, asked.provider_id, asked.model_id)
     ctx = shapes.MessageContext(
         session_id=session_id,
         message_id=state.ids.new("msg"),
@@ -325,27 +374,62 @@ def _run_prompt(
         directory=directory,
         created_ms=shapes.now_ms(),
     )
-    snap = shapes.snapshot(config.seed, directory)
-    start = shapes.part(ctx, state.ids.new("prt"), {"snapshot": snap, "type": "step-start"})
+    with state.lock:
+        _remember_user(state, session, ctx, asked)
+    start = shapes.part(ctx, state.ids.new("prt"), {"type": "step-start"})
     try:
-        if directives.slow_ms and aborted.wait(directives.slow_ms / 1000):
+        if directives.llm500:
+            _retry_until_aborted(state, session, aborted)
+        if aborted.is_set() or (directives.slow_ms and aborted.wait(directives.slow_ms / 1000)):
             error = {"name": "MessageAbortedError", "data": {"message": "Aborted"}}
             info = shapes.info(ctx, usage=None, finish=None, error=error)
             return _json({"info": info, "parts": [start]})
         if directives.http500:
-            return _unknown_error(state, "Unexpected server error ([oc:http500])")
+            return _unknown_error(state, f"{UNEXPECTED} ([oc:http500])")
+        if directives.garbage:
+            return Response(GARBAGE, status=200, mimetype="application/json")
         reply = answers.answer(config.seed, Path(directory), asked.text, asked.fmt, directives)
     finally:
         with state.lock:
             session.in_flight.discard(aborted)
-    return _json(_reply(state, session, ctx, snap, asked, reply, start, directives.tools))
+            session.retry = None
+    return _json(_reply(state, session, ctx, asked, reply, start, directives.tools))
+
+
+def _remember_user(
+    state: CompatState, session: _Session, ctx: shapes.MessageContext, asked: _Prompt
+) -> None:
+    info: dict[str, Any] = {
+        "id": ctx.parent_id,
+        "sessionID": ctx.session_id,
+        "role": "user",
+        "time": {"created": ctx.created_ms},
+        "agent": asked.agent,
+        "model": {"providerID": asked.provider_id, "modelID": asked.model_id},
+    }
+    if asked.fmt is not None:
+        info["format"] = asked.fmt
+    text = {"type": "text", "text": asked.text}
+    session.messages.append({"info": info, "parts": [shapes.part(ctx, state.ids.new("prt"), text)]})
+
+
+def _retry_until_aborted(state: CompatState, session: _Session, aborted: threading.Event) -> None:
+    """Back off like the daemon does after an LLM HTTP 500 (about 5 s, then longer)."""
+    deadline = time.monotonic() + RETRY_CAP_S
+    attempt, pause = 1, 5.0
+    while not aborted.is_set() and time.monotonic() < deadline:
+        with state.lock:
+            session.retry = shapes.retry_status(attempt, shapes.now_ms() + int(pause * 1000))
+        if aborted.wait(pause):
+            return
+        attempt, pause = attempt + 1, pause * 1.6
+    aborted.set()  # gave up: answered as aborted, never as a made-up success
 
 
 def _reply(
     state: CompatState,
     session: _Session,
     ctx: shapes.MessageContext,
-    snap: str,
     asked: _Prompt,
     reply: answers.Answer,
     start: dict[str, Any],
@@ -355,10 +439,10 @@ def _reply(
     config = state.config
     if not reply.billed:
         return {"info": shapes.info(ctx, usage=None, finish=None, error=reply.error), "parts": []}
+    if tools:
+        _tool_step(state, session, ctx, asked, tools)
+        ctx = replace(ctx, message_id=state.ids.new("msg"), created_ms=shapes.now_ms())
     parts = [start]
-    for tool in tools:
-        body = shapes.tool_part(state.ids.new("call"), tool, {}, f"{tool} done", tool)
-        parts.append(shapes.part(ctx, state.ids.new("prt"), body))
     if reply.structured is not None:
         body = shapes.tool_part(
             state.ids.new("call"),
@@ -377,11 +461,40 @@ def _reply(
         produced = text
     usage = shapes.usage_for(config.seed, asked.text, asked.system, produced)
     finish = reply.finish or "stop"
-    parts.append(shapes.part(ctx, state.ids.new("prt"), shapes.step_finish(finish, snap, usage)))
+    parts.append(shapes.part(ctx, state.ids.new("prt"), shapes.step_finish(finish, usage)))
     with state.lock:
         shapes.add_usage(session.data, usage)
         session.data["time"]["updated"] = shapes.now_ms()
     info = shapes.info(
         ctx, usage=usage, finish=finish, structured=reply.structured, error=reply.error
     )
+    with state.lock:
+        session.messages.append({"info": info, "parts": parts})
     return {"info": info, "parts": parts}
+
+
+def _tool_step(
+    state: CompatState,
+    session: _Session,
+    ctx: shapes.MessageContext,
+    asked: _Prompt,
+    tools: tuple[str, ...],
+) -> None:
+    """An earlier assistant message of the turn that calls ``tools`` (billed, not returned).
+
+    The daemon answers a prompt with the turn's LAST message only; tool calls made on
+    the way live in earlier messages, where the wrapper must go and look.
+    """
+    step_ctx = replace(ctx, message_id=state.ids.new("msg"))
+    parts = [shapes.part(step_ctx, state.ids.new("prt"), {"type": "step-start"})]
+    for tool in tools:
+        body = shapes.tool_part(state.ids.new("call"), tool, {}, f"{tool} done", tool)
+        parts.append(shapes.part(step_ctx, state.ids.new("prt"), body))
+    usage = shapes.usage_for(state.config.seed, asked.text, asked.system, ",".join(tools))
+    parts.append(
+        shapes.part(step_ctx, state.ids.new("prt"), shapes.step_finish("tool-calls", usage))
+    )
+    info = shapes.info(step_ctx, usage=usage, finish="tool-calls")
+    with state.lock:
+        shapes.add_usage(session.data, usage)
+        session.messages.append({"info": info, "parts": parts})

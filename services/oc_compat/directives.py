@@ -23,6 +23,8 @@ class Directives:
     api_error: str | None = None  # "" = LLM HTTP 400 (not retryable); "retryable" = 503
     slow_ms: int = 0
     http500: bool = False
+    garbage: bool = False
+    llm500: bool = False
     fail_verify: bool = False
     tools: tuple[str, ...] = ()
     attempt: int = 1
@@ -54,6 +56,8 @@ def parse(text: str) -> Directives:
         api_error=values.get("api-error"),
         slow_ms=_int(values.get("slow"), 0),
         http500="http500" in flags,
+        garbage="garbage" in flags,
+        llm500="llm500" in flags,
         fail_verify="fail-verify" in flags,
         tools=tuple(value for name, value in found if name == "tool" and value),
         attempt=_int(attempt.group(1), 1) if attempt else 1,

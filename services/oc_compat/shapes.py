@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from shared.hashing import sha256_hex
 from shared.rng import seeded_rng
 
 VERSION = "1.18.33"
@@ -114,8 +113,44 @@ def add_usage(session: dict[str, Any], usage: Usage) -> None:
     session["cost"] = round(session["cost"] + usage.cost, 9)
 
 
-def snapshot(seed: int, directory: str) -> str:
-    return sha256_hex(f"{seed}\x1f{directory}")[:40]
+SESSION_KEY_ORDER = (
+    "id",
+    "slug",
+    "projectID",
+    "directory",
+    "path",
+    "summary",
+    "cost",
+    "tokens",
+    "title",
+    "agent",
+    "model",
+    "version",
+    "time",
+    "permission",
+)
+"""The daemon's key order of a Session (``agent``/``model``/``summary`` after a prompt)."""
+
+
+def prompted(session: dict[str, Any], agent: str, provider_id: str, model_id: str) -> None:
+    """What the daemon adds to a session on its first prompt, in the daemon's key order."""
+    session.setdefault("summary", {"additions": 0, "deletions": 0, "files": 0})
+    session["agent"] = agent
+    session["model"] = {"id": model_id, "providerID": provider_id, "variant": "default"}
+    ordered = {k: session[k] for k in SESSION_KEY_ORDER if k in session}
+    ordered.update({k: v for k, v in session.items() if k not in ordered})
+    session.clear()
+    session.update(ordered)
+
+
+def retry_status(attempt: int, next_ms: int) -> dict[str, Any]:
+    """``GET /session/status`` of a session whose model call the daemon is retrying."""
+    return {
+        "type": "retry",
+        "attempt": attempt,
+        "message": "scripted server error",
+        "next": next_ms,
+    }
 
 
 @dataclass(frozen=True)
@@ -185,10 +220,10 @@ def tool_part(call_id: str, tool: str, tool_input: Any, output: str, title: str)
     }
 
 
-def step_finish(reason: str, snap: str, usage: Usage) -> dict[str, Any]:
+def step_finish(reason: str, usage: Usage) -> dict[str, Any]:
+    """No ``snapshot`` key: kodo's daemon config has ``snapshot: false`` (conformance)."""
     return {
         "reason": reason,
-        "snapshot": snap,
         "type": "step-finish",
         "tokens": usage.tokens(),
         "cost": usage.cost,

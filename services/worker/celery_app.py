@@ -6,16 +6,23 @@ are built on first use after fork (see runtime.py).
 
 from __future__ import annotations
 
-from celery.signals import beat_init, worker_init, worker_process_init
+from celery.signals import beat_init, setup_logging, worker_init, worker_process_init
 
 from services.worker.runtime import reset_runtime
 from shared.config import Settings
 from shared.db.engine import make_engine
+from shared.logging import configure_logging
 from shared.queue import make_celery
 from shared.service.processes import register_process
 
 app = make_celery(Settings.from_env())
 app.conf.include = ["services.worker.tasks"]
+
+
+@setup_logging.connect  # type: ignore[untyped-decorator]
+def _structured_logs(loglevel: int | str | None = None, **_: object) -> None:
+    """JSON log lines (a receiver here also stops Celery configuring logging its own way)."""
+    configure_logging(json=True, level=loglevel or "INFO")
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]

@@ -178,9 +178,11 @@ class OpenCodeClient:
         body: dict[str, Any] | None = None,
         timeout_s: float | None = None,
         prompt: bool = False,
+        query: dict[str, str] | None = None,
     ) -> object:
         """Send one request and return its parsed JSON body, or raise an OpenCodeError."""
-        params = {"directory": directory} if directory is not None else None
+        params = {"directory": directory} if directory is not None else {}
+        params.update(query or {})
         timeout = self._timeout(timeout_s) if timeout_s is not None else self._http.timeout
         try:
             response = self._http.request(method, path, params=params, json=body, timeout=timeout)
@@ -269,6 +271,40 @@ class OpenCodeClient:
         if not isinstance(value, list) or not all(isinstance(s, dict) for s in value):
             raise OpenCodePermanentError(f"GET children: not a list of objects: {value!r:.200}")
         return value
+
+    def turn_messages(
+        self, session_id: str, *, directory: str, max_steps: int = 50
+    ) -> list[dict[str, Any]]:
+        """The assistant messages of the session's last turn, oldest first.
+
+        A prompt's reply is only the turn's LAST message; tool calls made on the way
+        live in earlier ones. The daemon answers 400 to any message range holding a
+        user message sent with a ``format`` (API notes 5.1), so this pages back with
+        ``limit=1, 2, ...`` until that 400 or a user message marks the turn's start.
+        """
+        turn: list[dict[str, Any]] = []
+        for limit in range(1, max_steps + 1):
+            try:
+                page = self._call(
+                    "GET",
+                    self._path(session_id, "/message"),
+                    directory=directory,
+                    query={"limit": str(limit)},
+                )
+            except OpenCodePermanentError as exc:
+                if exc.status == 400 and limit > 1:
+                    return turn  # the range reached the turn's user message
+                raise
+            if not isinstance(page, list) or not all(isinstance(m, dict) for m in page):
+                raise OpenCodePermanentError(f"GET messages: not a list of objects: {page!r:.200}")
+            roles = [_dict(m.get("info")).get("role") for m in page]
+            if "user" in roles:
+                last_user = len(roles) - 1 - roles[::-1].index("user")
+                return page[last_user + 1 :]
+            turn = page
+            if len(page) < limit:
+                return turn  # the whole session is this turn
+        raise OpenCodePermanentError(f"a turn of more than {max_steps} steps: refusing to trust it")
 
     def prompt(
         self,

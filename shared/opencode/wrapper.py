@@ -269,7 +269,16 @@ class OCWrapper:
         return usage if usage["total_tokens"] else usage_of(reply.info)
 
     def _assert_rules(self, call: StructuredCall, session_id: str, reply: PromptReply) -> None:
-        forbidden = forbidden_tool_uses(call.agent, reply.parts)
+        """Fail closed on any tool use outside the allowlist anywhere in the turn, and on
+        any child session."""
+        try:
+            turn = self.client.turn_messages(session_id, directory=call.directory)
+        except OpenCodeError as exc:
+            raise _Rejected(
+                "TurnNotInspectable", f"cannot read the turn's messages: {exc}"
+            ) from exc
+        parts = [p for m in turn for p in m.get("parts", []) if isinstance(p, dict)] + reply.parts
+        forbidden = forbidden_tool_uses(call.agent, parts)
         if forbidden:
             raise _Rejected("ToolNotAllowed", f"agent {call.agent!r} used {', '.join(forbidden)}")
         children = self.client.session_children(session_id, directory=call.directory)

@@ -6,6 +6,7 @@ is modified before the plan's ``approved_at``.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from services.worker.git_ops import (
@@ -83,6 +84,8 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
                 f"Kodo-Run: {ctx.run_id}\nKodo-Plan-Sha256: {ctx.plan_sha256}\n"
                 f"Kodo-Approved-At: {ctx.approved_at}\n{PATCH_TRAILER}: {patch_sha}\n"
             )
+            if ctx.rt.settings.fault_pause_before_apply_s:  # test-only fault injection
+                time.sleep(ctx.rt.settings.fault_pause_before_apply_s)
             commit = apply_and_commit(worktree, diff, message)
         loop.records[-1]["status"] = "applied"
         return StepOutcome(

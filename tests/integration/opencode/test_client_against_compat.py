@@ -342,11 +342,24 @@ def test_api_error_directives_map_by_retryability(
     assert caught.value.reply.parts == []
 
 
-def test_the_tool_directive_adds_a_completed_tool_part(
+def test_a_tool_call_lives_in_an_earlier_message_of_the_turn_like_on_the_daemon(
     client: OpenCodeClient, session: str, repo: Path
 ) -> None:
     reply = ask(client, session, repo, "[oc:tool=bash] plan it", PLAN_OUTPUT_SCHEMA)
-    assert reply.tool_names == ["bash", "StructuredOutput"]
+    assert reply.tool_names == ["StructuredOutput"], "the reply is only the turn's last message"
+    turn = client.turn_messages(session, directory=str(repo))
+    tools = [p["tool"] for m in turn for p in m["parts"] if p["type"] == "tool"]
+    assert tools == ["bash", "StructuredOutput"]
+    assert [m["info"]["role"] for m in turn] == ["assistant", "assistant"]
+
+
+def test_a_single_step_turn_is_read_back_as_one_message(
+    client: OpenCodeClient, session: str, repo: Path
+) -> None:
+    ask(client, session, repo, "plan it", PLAN_OUTPUT_SCHEMA)
+    ask(client, session, repo, "plan it again", PLAN_OUTPUT_SCHEMA)
+    turn = client.turn_messages(session, directory=str(repo))
+    assert len(turn) == 1, "paging stops at the daemon's 400 for the user message"
 
 
 def test_the_stats_endpoint_counts_prompts_by_session_and_text(

@@ -1,0 +1,138 @@
+"""``GET /runs/<id>/events``: wait for a run's state changes without polling (SSE).
+
+The stream subscribes to the process's LISTEN hub *before* reading the run, so no
+change can fall between the first event and the next. Every notification triggers a
+re-read of the row: the events carry what Postgres holds, not what a payload said.
+The stream ends after a terminal status, or after any status named in ``?until=``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, request, stream_with_context
+from flask.typing import ResponseReturnValue
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db.events import RunEventHub, Subscription, conninfo_of
+from shared.db.repos.runs import RunRepo
+from shared.domain.run_machine import RunStatus
+from shared.errors import InvalidInput, NotFound
+
+from .state import api
+
+events_bp = Blueprint("events", __name__)
+
+HUB_EXTENSION = "kodo.run_events"
+KEEPALIVE_S = 15.0
+TERMINAL = frozenset(s.value for s in RunStatus if s.is_terminal)
+_hub_lock = threading.Lock()
+
+Snapshot = dict[str, Any]
+
+
+def hub_of(app: Flask) -> RunEventHub:
+    """This process's hub, started on first use (after a fork, a new one: threads don't fork)."""
+    with _hub_lock:
+        found = app.extensions.get(HUB_EXTENSION)
+        if isinstance(found, tuple) and found[0] == os.getpid():
+            hub: RunEventHub = found[1]
+            return hub
+        hub = RunEventHub(conninfo_of(api().settings.database_url))
+        app.extensions[HUB_EXTENSION] = (os.getpid(), hub)
+    hub.start()
+    return hub
+
+
+def close_events(app: Flask) -> None:
+    """Stop the app's hub, if one was started (tests build many apps in one process)."""
+    with _hub_lock:
+        found = app.extensions.pop(HUB_EXTENSION, None)
+    if isinstance(found, tuple) and isinstance(found[1], RunEventHub):
+        found[1].close()
+
+
+def parse_until(raw: str | None) -> frozenset[str]:
+    names = [part.strip() for part in (raw or "").split(",") if part.strip()]
+    known = {s.value for s in RunStatus}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise InvalidInput(
+            "until names unknown statuses",
+            details={"until": [f"unknown status {n!r}" for n in unknown]},
+        )
+    return frozenset(names)
+
+
+def read_snapshot(sessions: sessionmaker[Session], run_id: str) -> Snapshot | None:
+    with sessions() as s:
+        run = RunRepo(s).get(run_id)
+        if run is None:
+            return None
+        return {
+            "runId": run.id,
+            "status": run.status,
+            "lastStep": run.last_step,
+            "nextAction": run.next_action,
+        }
+
+
+def frame(snapshot: Snapshot) -> str:
+    return f"event: run\ndata: {json.dumps(snapshot)}\n\n"
+
+
+def stream(
+    sub: Subscription,
+    first: Snapshot,
+    read: Callable[[], Snapshot | None],
+    until: frozenset[str],
+    keepalive_s: float,
+) -> Iterator[str]:
+    """The SSE body; the subscription is released however the stream ends."""
+    try:
+        last = first
+        yield frame(first)
+        stop = TERMINAL | until
+        if first["status"] in stop:
+            return
+        while True:
+            woke = sub.wait(keepalive_s)
+            if not woke.changed:
+                yield ": keepalive\n\n"
+            current = read()  # also on a keepalive: a safety net for a lost notification
+            if current is None:  # the run was deleted
+                return
+            if current != last:
+                yield frame(current)
+                last = current
+            # A fast run can pass an ``until`` status between two reads: the payload proves it.
+            passed = any(e.status in until for e in woke.events)
+            if current["status"] in stop or passed:
+                return
+    finally:
+        sub.close()
+
+
+@events_bp.get("/runs/<kid:run_id>/events")
+def run_events(run_id: str) -> ResponseReturnValue:
+    until = parse_until(request.args.get("until"))
+    sessions = api().sessions
+    sub = hub_of(current_app).subscribe(run_id)  # before the first read: nothing is missed
+    try:
+        first = read_snapshot(sessions, run_id)
+    except BaseException:
+        sub.close()
+        raise
+    if first is None:
+        sub.close()
+        raise NotFound(f"run {run_id} not found")
+    body = stream(sub, first, lambda: read_snapshot(sessions, run_id), until, KEEPALIVE_S)
+    return Response(
+        stream_with_context(body),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,143 @@
+"""The API's response shapes, as marshmallow schemas that dump rows and read models.
+
+The same classes render every response (``@response`` dumps the view's return value)
+and document it in the OpenAPI spec, so the spec cannot drift from what is sent.
+Field order is the documented order (the JSON provider does not sort keys).
+"""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields
+
+ISO = "iso"  # datetime.isoformat(), offset included
+
+
+def _dt(data_key: str, attribute: str | None = None) -> fields.DateTime:
+    return fields.DateTime(format=ISO, data_key=data_key, attribute=attribute, allow_none=True)
+
+
+class ErrorBodySchema(Schema):
+    code = fields.String(metadata={"description": "stable, machine-readable error code"})
+    message = fields.String(metadata={"description": "what went wrong, for a human"})
+    details = fields.Dict(metadata={"description": "per-field messages or other context"})
+
+
+class ErrorSchema(Schema):
+    """Every 4xx and 5xx: ``{"error": {"code", "message", "details"}}``."""
+
+    error = fields.Nested(ErrorBodySchema)
+
+
+class IntentOutSchema(Schema):
+    intent_id = fields.String(data_key="intentId", attribute="id")
+    repo = fields.String(attribute="repo_path")
+    goal = fields.String()
+    base_ref = fields.String()
+    submitted_by = fields.String(allow_none=True)
+    created_at = _dt("createdAt")
+
+
+class StartedSchema(Schema):
+    """A run row, as ``POST /intents/<id>/run`` reports it."""
+
+    run_id = fields.String(data_key="runId", attribute="id")
+    status = fields.String()
+
+
+class StepOutSchema(Schema):
+    step_id = fields.String(data_key="stepId")
+    status = fields.String()
+    deliveries = fields.Integer()
+    duration_ms = fields.Integer(data_key="durationMs", allow_none=True)
+    started_at = _dt("startedAt")
+    finished_at = _dt("finishedAt")
+    error = fields.String(allow_none=True)
+
+
+class RunOutSchema(Schema):
+    """A ``reads.RunView``: the run row and its step checkpoints."""
+
+    run_id = fields.String(data_key="runId", attribute="run.id")
+    intent_id = fields.String(data_key="intentId", attribute="run.intent_id")
+    status = fields.String(attribute="run.status")
+    last_step = fields.String(data_key="lastStep", attribute="run.last_step", allow_none=True)
+    retry_count = fields.Integer(data_key="retryCount", attribute="run.retry_count")
+    next_action = fields.String(data_key="nextAction", attribute="run.next_action")
+    app_version = fields.String(data_key="appVersion", attribute="run.app_version")
+    plan_sha256 = fields.String(data_key="planSha256", attribute="run.plan_sha256", allow_none=True)
+    branch = fields.String(attribute="run.branch", allow_none=True)
+    error = fields.String(attribute="run.error", allow_none=True)
+    created_at = _dt("createdAt", attribute="run.created_at")
+    updated_at = _dt("updatedAt", attribute="run.updated_at")
+    finished_at = _dt("finishedAt", attribute="run.finished_at")
+    steps = fields.List(fields.Nested(StepOutSchema))
+
+
+class ApprovalOutSchema(Schema):
+    decision = fields.String()
+    approver = fields.String()
+    approved_at = _dt("approvedAt")
+
+
+class PlanOutSchema(Schema):
+    """A ``reads.PlanView``: the plan card as CompileST stored it, and its digest."""
+
+    run_id = fields.String(data_key="runId", attribute="run.id")
+    plan_sha256 = fields.String(data_key="planSha256", attribute="run.plan_sha256", allow_none=True)
+    plan = fields.Raw(metadata={"description": "the plan card (design, files, risks, tests)"})
+    approval = fields.Nested(ApprovalOutSchema, allow_none=True)
+
+
+class ApprovedSchema(Schema):
+    """The recorded approval (a repeat returns the first record)."""
+
+    accepted = fields.Constant(True)
+    run_id = fields.String(data_key="runId")
+    plan_sha256 = fields.String(data_key="planSha256")
+    approver = fields.String()
+    approved_at = _dt("approvedAt")
+
+
+class RejectedSchema(Schema):
+    accepted = fields.Constant(True)
+    run_id = fields.String(data_key="runId")
+    status = fields.String(attribute="decision")
+
+
+class CallOutSchema(Schema):
+    """A ledger row without its request and response bodies (those can be large)."""
+
+    op_key = fields.String(data_key="opKey")
+    step_id = fields.String(data_key="stepId")
+    attempt = fields.Integer()
+    agent = fields.String()
+    session_id = fields.String(data_key="sessionId", allow_none=True)
+    status = fields.String()
+    duration_ms = fields.Integer(data_key="durationMs", allow_none=True)
+    usage = fields.Dict(allow_none=True)
+    error = fields.String(allow_none=True)
+    created_at = _dt("createdAt")
+    finished_at = _dt("finishedAt")
+
+
+class CallsSchema(Schema):
+    run_id = fields.String(data_key="runId")
+    calls = fields.List(fields.Nested(CallOutSchema))
+
+
+class ArtifactOutSchema(Schema):
+    id = fields.Integer()
+    step_id = fields.String(data_key="stepId")
+    kind = fields.String()
+    name = fields.String()
+    media_type = fields.String(data_key="mediaType")
+    sha256 = fields.String()
+    size = fields.Integer()
+    created_at = _dt("createdAt")
+
+
+class HealthSchema(Schema):
+    ok = fields.Boolean()
+    database = fields.String(metadata={"description": '"ok" or "failed: <reason>"'})
+    redis = fields.String(metadata={"description": '"ok" or "failed: <reason>"'})
+    failed = fields.List(fields.String(), metadata={"description": "only when something failed"})

@@ -1,0 +1,139 @@
+"""The JSON API as the CLI sees it: one httpx client, errors turned into exit code 1.
+
+The CLI never reads the database for run commands: what it shows is what any other
+API client would see, so the API stays the only door (and auth, when it arrives,
+covers the CLI too: ``--token`` is already sent as a Bearer header).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import httpx
+
+from services.cli.context import api_url_for, home_option
+
+TIMEOUT_S = 10.0
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ApiError(click.ClickException):
+    """The API answered with an error (or not at all); exit code 1 with its message."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def api_options(func: F) -> F:
+    """``--api-url``, ``--token`` and ``--home`` on every command that talks to the API."""
+    func = click.option(
+        "--token",
+        envvar="KODO_API_TOKEN",
+        default=None,
+        help="Bearer token sent with every request (env KODO_API_TOKEN).",
+    )(func)
+    func = click.option(
+        "--api-url",
+        envvar="KODO_API_URL",
+        default=None,
+        help="API base URL (env KODO_API_URL; else the one `kodo up` recorded; "
+        "else http://127.0.0.1:8000).",
+    )(func)
+    return home_option(func)
+
+
+class ApiClient:
+    """Thin typed calls; each returns the decoded JSON object or raises ApiError."""
+
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.base_url = base_url
+        self.http = httpx.Client(base_url=base_url, timeout=TIMEOUT_S, headers=headers)
+
+    @classmethod
+    def from_options(cls, api_url: str | None, token: str | None, home: Path | None) -> ApiClient:
+        return cls(api_url_for(api_url, home), token)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def request(
+        self, method: str, path: str, *, json: dict[str, Any] | None = None
+    ) -> httpx.Response:
+        """Send one request; an unreachable API is an ApiError naming the URL."""
+        try:
+            return self.http.request(method, path, json=json)
+        except httpx.HTTPError as exc:
+            raise ApiError(
+                f"cannot reach the API at {self.base_url} ({type(exc).__name__}: {exc}); "
+                "is it running (`kodo up`), or pass --api-url / KODO_API_URL"
+            ) from exc
+
+    def call(self, method: str, path: str, *, json: dict[str, Any] | None = None) -> Any:
+        """The decoded body of a 2xx answer; anything else raises with the API's own message."""
+        reply = self.request(method, path, json=json)
+        if reply.is_success:
+            return decode(reply)
+        raise error_of(method, path, reply)
+
+    def get(self, path: str) -> dict[str, Any]:
+        return as_object(self.call("GET", path), path)
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        return as_object(self.call("POST", path, json=body), path)
+
+
+def decode(reply: httpx.Response) -> Any:
+    try:
+        return reply.json()
+    except ValueError as exc:
+        raise ApiError(
+            f"{reply.request.method} {reply.request.url.path}: answered {reply.status_code} "
+            "with a body that is not JSON",
+            status=reply.status_code,
+        ) from exc
+
+
+def as_object(body: Any, path: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(f"{path}: expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def error_of(method: str, path: str, reply: httpx.Response) -> ApiError:
+    """The API's ``{"error": {"code", "message", "details"}}`` as one readable line."""
+    code = None
+    message = reply.text.strip()[:500] or reply.reason_phrase
+    try:
+        body = reply.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        err = body["error"]
+        code = err.get("code") if isinstance(err.get("code"), str) else None
+        message = str(err.get("message", message))
+        details = err.get("details")
+        if details:
+            message += f" {details}"
+    label = f"{code}: " if code else ""
+    return ApiError(
+        f"{method} {path} -> {reply.status_code} {label}{message}",
+        status=reply.status_code,
+        code=code,
+    )

@@ -1,0 +1,119 @@
+"""``kodo db migrate|reset``: the schema to head, and the seed's ``db:sys:reset``.
+
+``reset`` is the nuclear option for a local stack whose state went stale: it purges the
+Celery queue ``kodo`` (messages pointing at runs about to vanish) and truncates the run
+tables. It keeps ``app.alembic_version`` (the schema stays migrated) and
+``app.processes`` (the registrations of processes still running, which ``kodo doctor``
+reads to vouch for worker versions). It asks first; without a terminal it refuses
+unless ``--yes`` is given, so a stray script cannot wipe a database.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from services.cli.context import home_option, settings_for
+from services.devstack.database import migrate
+from services.devstack.handle import DevstackError
+from shared.queue import make_celery
+
+KEPT_TABLES = ("alembic_version", "processes")
+
+
+@click.group("db")
+def db() -> None:
+    """Migrate or reset the database named by DATABASE_URL (or the one `kodo up` used)."""
+
+
+@db.command("migrate")
+@home_option
+def migrate_cmd(home: Path | None) -> None:
+    """`alembic upgrade head` on DATABASE_URL (the database must exist: `kodo stack migrate`
+    also creates it)."""
+    url = settings_for(home).database_url
+    try:
+        migrate(url)
+    except (DevstackError, SQLAlchemyError) as exc:
+        raise click.ClickException(f"migration failed: {exc}") from exc
+    click.echo(f"migrated to head: {make_url(url).render_as_string(hide_password=True)}")
+
+
+def run_tables(database_url: str) -> list[str]:
+    """Every table of schema ``app`` except the ones a reset keeps."""
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            names = conn.execute(
+                text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'app'"
+                    " AND tablename <> ALL(:kept) ORDER BY tablename"
+                ),
+                {"kept": list(KEPT_TABLES)},
+            ).scalars()
+            return [str(n) for n in names]
+    finally:
+        engine.dispose()
+
+
+def truncate(database_url: str, tables: list[str]) -> None:
+    if not tables:
+        return
+    engine = create_engine(database_url, poolclass=NullPool)
+    quoted = ", ".join(f'app."{t}"' for t in tables)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+    finally:
+        engine.dispose()
+
+
+@db.command("reset")
+@click.option("--yes", is_flag=True, help="Do not ask (required without a terminal).")
+@home_option
+def reset_cmd(yes: bool, home: Path | None) -> None:
+    """Purge the `kodo` queue in Redis and truncate the run tables (asks first)."""
+    settings = settings_for(home)
+    shown = make_url(settings.database_url).render_as_string(hide_password=True)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("refusing to reset without a terminal to confirm: pass --yes")
+        click.confirm(
+            f"Purge the Celery queue at {settings.redis_url} and delete every run in {shown}?",
+            abort=True,
+        )
+    try:
+        tables = run_tables(settings.database_url)
+    except SQLAlchemyError as exc:
+        raise click.ClickException(f"cannot read the schema of {shown}: {exc}") from exc
+    probe = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        probe.ping()  # kombu would retry an unreachable broker for a long time
+    except (RedisError, OSError) as exc:
+        raise click.ClickException(
+            f"cannot reach the broker at {settings.redis_url}: {exc}"
+        ) from exc
+    finally:
+        probe.close()
+    celery = make_celery(settings)
+    try:
+        purged = celery.control.purge()
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot purge the queue at {settings.redis_url}: {exc}"
+        ) from exc
+    finally:
+        celery.close()
+    try:
+        truncate(settings.database_url, tables)
+    except SQLAlchemyError as exc:
+        raise click.ClickException(f"cannot truncate the run tables: {exc}") from exc
+    click.echo(f"purged {purged} queued message(s) from {settings.redis_url}")
+    click.echo(f"truncated {', '.join(tables) or 'nothing'} in {shown}")

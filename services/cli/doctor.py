@@ -1,0 +1,325 @@
+"""``kodo doctor``: the seed's triage (§5, §9) as one command, one line per check.
+
+Checks, each with a short timeout so a dead dependency is reported, not waited on:
+
+- postgres: a real login and ``SELECT current_user``;
+- redis: ``PING`` on the broker;
+- migrations: the database's ``app.alembic_version`` against the code's alembic head;
+- opencode: ``GET {OC_BASE_URL}/global/health``; when it fails, whether anything else
+  listens on that port (a port collision) or nothing does (a dead daemon);
+- workers: ``inspect().stats()`` over the broker. Versions are read honestly from
+  ``app.processes``, where every worker records its ``app_version`` at start: a live
+  worker is matched by the (hostname, pid) its stats report, and compared with this
+  code's ``shared.version.app_version()``. A worker without such a row is red, since
+  its version cannot be vouched for;
+- stuck runs: non-terminal runs not updated for more than ``--stuck-minutes``, by
+  status (``waiting_input`` waits for a human: listed, never red);
+- unknown calls: ledger rows whose outcome is ``unknown`` (never retried silently).
+
+Exit code 0 when every check is green, 1 when any is red.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+import httpx
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from services.cli.context import home_option, settings_for
+from services.devstack.handle import repo_root
+from shared.config import Settings
+from shared.queue import make_celery
+from shared.version import app_version
+
+TERMINAL = ("succeeded", "failed", "rejected", "cancelled")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def code_head() -> str | None:
+    """The head revision of the checkout's migrations (what this code expects)."""
+    config = Config(str(repo_root() / "alembic.ini"))
+    config.set_main_option("script_location", str(repo_root() / "migrations"))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def _engine(url: str, timeout_s: float) -> Engine:
+    return create_engine(
+        url,
+        poolclass=NullPool,
+        connect_args={"connect_timeout": max(1, int(timeout_s))},
+    )
+
+
+def check_postgres(engine: Engine, url: str) -> Check:
+    shown = make_url(url).render_as_string(hide_password=True)
+    try:
+        with engine.connect() as conn:
+            user = conn.execute(text("SELECT current_user")).scalar()
+    except SQLAlchemyError as exc:
+        return Check("postgres", False, f"cannot log in at {shown}: {_first_line(exc)}")
+    return Check("postgres", True, f"logged in as {user} at {shown}")
+
+
+def check_redis(url: str, timeout_s: float) -> Check:
+    client = Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        client.ping()
+    except (RedisError, OSError) as exc:
+        return Check("redis", False, f"no PING answer at {url}: {type(exc).__name__}")
+    finally:
+        client.close()
+    return Check("redis", True, f"PONG from {url}")
+
+
+def database_head(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        if conn.execute(text("SELECT to_regclass('app.alembic_version')")).scalar() is None:
+            return None
+        head = conn.execute(text("SELECT version_num FROM app.alembic_version")).scalar()
+    return None if head is None else str(head)
+
+
+def check_migrations(engine: Engine) -> Check:
+    expected = code_head()
+    try:
+        found = database_head(engine)
+    except SQLAlchemyError as exc:
+        return Check("migrations", False, f"cannot read app.alembic_version: {_first_line(exc)}")
+    data = {"database": found, "code": expected}
+    if found != expected:
+        return Check(
+            "migrations",
+            False,
+            f"database at {found or 'nothing (not migrated)'}, code at {expected}: "
+            "run `kodo db migrate`",
+            data,
+        )
+    return Check("migrations", True, f"database at head {found}", data)
+
+
+def port_listens(host: str, port: int, timeout_s: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def check_opencode(base_url: str, timeout_s: float) -> Check:
+    """§9: "90% it's a dead daemon or a port collision (4096)": say which."""
+    url = f"{base_url}/global/health"
+    parts = urlsplit(base_url)
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        reply = httpx.get(url, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        if port_listens(host, port, timeout_s):
+            why = (
+                f"something listens on {host}:{port} but does not answer as OpenCode "
+                f"({type(exc).__name__}): port collision, or a daemon still booting"
+            )
+        else:
+            why = f"nothing listens on {host}:{port}: dead daemon (start it: `kodo up`)"
+        return Check("opencode", False, f"{url}: {why}", {"url": url, "listening": False})
+    body: Any = None
+    try:
+        body = reply.json()
+    except ValueError:
+        body = None
+    healthy = reply.status_code == 200 and isinstance(body, dict) and body.get("healthy") is True
+    if not healthy:
+        return Check(
+            "opencode",
+            False,
+            f"{url} answered {reply.status_code} but not as an OpenCode daemon: "
+            f"port collision on {port}?",
+            {"url": url, "listening": True, "status": reply.status_code},
+        )
+    version = body.get("version") if isinstance(body, dict) else None
+    return Check("opencode", True, f"healthy at {base_url} (version {version})", {"url": url})
+
+
+def _registered_versions(engine: Engine) -> dict[tuple[str, int], str]:
+    """(hostname, pid) -> app_version of every worker that registered (latest wins)."""
+    sql = text(
+        "SELECT DISTINCT ON (hostname, pid) hostname, pid, app_version FROM app.processes"
+        " WHERE kind = 'worker' ORDER BY hostname, pid, started_at DESC"
+    )
+    with engine.connect() as conn:
+        return {(r.hostname, int(r.pid)): str(r.app_version) for r in conn.execute(sql)}
+
+
+def check_workers(settings: Settings, engine: Engine, timeout_s: float) -> Check:
+    celery = make_celery(settings)
+    try:
+        stats = celery.control.inspect(timeout=timeout_s).stats() or {}
+    except (OSError, RedisError) as exc:
+        return Check("workers", False, f"cannot ask workers over the broker: {exc}")
+    finally:
+        celery.close()
+    if not stats:
+        return Check(
+            "workers",
+            False,
+            f"no worker answered over {settings.redis_url} within {timeout_s:g}s "
+            "(start one: `kodo up`)",
+        )
+    mine = app_version()
+    try:
+        versions = _registered_versions(engine)
+    except SQLAlchemyError as exc:
+        versions = {}
+        note = f"; versions unreadable: {_first_line(exc)}"
+    else:
+        note = ""
+    workers, bad = [], []
+    for node, info in sorted(stats.items()):
+        pid = info.get("pid") if isinstance(info, dict) else None
+        host = node.partition("@")[2]
+        version = versions.get((host, pid)) if isinstance(pid, int) else None
+        workers.append({"node": node, "pid": pid, "version": version})
+        if version != mine:
+            bad.append(f"{node} runs {version or 'an unregistered version'}")
+    data = {"workers": workers, "code_version": mine}
+    if bad:
+        return Check(
+            "workers",
+            False,
+            f"version mismatch with this code ({mine}): {'; '.join(bad)}{note}",
+            data,
+        )
+    names = ", ".join(w["node"] for w in workers)
+    return Check("workers", True, f"{len(workers)} live, all at {mine}: {names}", data)
+
+
+def check_stuck(engine: Engine, minutes: int) -> Check:
+    sql = text(
+        "SELECT status, count(*) AS n, min(updated_at) AS oldest FROM app.runs"
+        " WHERE status <> ALL(:terminal)"
+        " AND updated_at < now() - make_interval(mins => :minutes)"
+        " GROUP BY status ORDER BY status"
+    )
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sql, {"terminal": list(TERMINAL), "minutes": minutes}).all()
+    except SQLAlchemyError as exc:
+        return Check("stuck runs", False, f"cannot read app.runs: {_first_line(exc)}")
+    by_status = {str(r.status): int(r.n) for r in rows}
+    waiting = by_status.pop("waiting_input", 0)
+    aside = f" ({waiting} waiting for approval, not counted)" if waiting else ""
+    data = {"minutes": minutes, "by_status": by_status, "waiting_input": waiting}
+    if by_status:
+        listed = ", ".join(f"{status}: {n}" for status, n in by_status.items())
+        return Check(
+            "stuck runs",
+            False,
+            f"not updated for > {minutes} min: {listed}{aside}",
+            data,
+        )
+    return Check("stuck runs", True, f"none older than {minutes} min{aside}", data)
+
+
+def check_unknown_calls(engine: Engine) -> Check:
+    sql = text(
+        "SELECT run_id, count(*) AS n FROM app.opencode_calls WHERE status = 'unknown'"
+        " GROUP BY run_id ORDER BY run_id"
+    )
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sql).all()
+    except SQLAlchemyError as exc:
+        return Check("unknown calls", False, f"cannot read app.opencode_calls: {_first_line(exc)}")
+    runs = {str(r.run_id): int(r.n) for r in rows}
+    if runs:
+        shown = ", ".join(list(runs)[:5]) + (" ..." if len(runs) > 5 else "")
+        return Check(
+            "unknown calls",
+            False,
+            f"{sum(runs.values())} call(s) with unknown outcome in {len(runs)} run(s): {shown}"
+            " (check the provider's side before retrying)",
+            {"runs": runs},
+        )
+    return Check("unknown calls", True, "none", {"runs": {}})
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def run_checks(settings: Settings, *, timeout_s: float, stuck_minutes: int) -> list[Check]:
+    engine = _engine(settings.database_url, timeout_s)
+    try:
+        checks = [check_postgres(engine, settings.database_url)]
+        db_ok = checks[0].ok
+        checks.append(check_redis(settings.redis_url, timeout_s))
+        if db_ok:
+            checks.append(check_migrations(engine))
+        else:
+            checks.append(Check("migrations", False, "skipped: postgres unreachable"))
+        checks.append(check_opencode(settings.oc_base_url, timeout_s))
+        if checks[1].ok:
+            checks.append(check_workers(settings, engine, timeout_s))
+        else:
+            checks.append(Check("workers", False, "skipped: the broker (redis) is unreachable"))
+        if db_ok:
+            checks.append(check_stuck(engine, stuck_minutes))
+            checks.append(check_unknown_calls(engine))
+        else:
+            checks.append(Check("stuck runs", False, "skipped: postgres unreachable"))
+            checks.append(Check("unknown calls", False, "skipped: postgres unreachable"))
+    finally:
+        engine.dispose()
+    return checks
+
+
+@click.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.option("--timeout", "timeout_s", default=2.0, show_default=True, help="Seconds per probe.")
+@click.option(
+    "--stuck-minutes",
+    default=15,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="A non-terminal run not updated for longer is stuck.",
+)
+@click.option("--oc-url", default=None, help="OpenCode base URL (default: OC_BASE_URL).")
+@home_option
+def doctor(
+    as_json: bool, timeout_s: float, stuck_minutes: int, oc_url: str | None, home: Path | None
+) -> None:
+    """Check Postgres, Redis, migrations, OpenCode, workers, stuck runs and unknown calls."""
+    settings = settings_for(home)
+    if oc_url:
+        settings = replace(settings, oc_base_url=oc_url.rstrip("/"))
+    checks = run_checks(settings, timeout_s=timeout_s, stuck_minutes=stuck_minutes)
+    healthy = all(c.ok for c in checks)
+    if as_json:
+        click.echo(json.dumps({"ok": healthy, "checks": [asdict(c) for c in checks]}, indent=2))
+    else:
+        width = max(len(c.name) for c in checks)
+        for c in checks:
+            mark = click.style("ok  " if c.ok else "FAIL", fg="green" if c.ok else "red", bold=True)
+            click.echo(f"{mark} {c.name:<{width}}  {c.detail}")
+    if not healthy:
+        raise SystemExit(1)

@@ -1,0 +1,240 @@
+"""``kodo up`` / ``kodo down``: the whole local kodo as detached background processes.
+
+``up`` finds or starts Postgres and Redis (services.devstack), migrates, then starts
+the OpenCode-compatible server, a worker, beat, the API and Flower, each in its own
+session so it outlives this command. Pids, ports, URLs and log paths go to
+``.kodo/up.json``; ``down`` stops exactly those process groups (SIGTERM, SIGKILL after
+the grace period), plus Postgres/Redis only if this ``up`` started them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import click
+
+from services.cli import upstate
+from services.cli.context import home_option
+from services.devstack import stack as devstack
+from services.devstack.handle import DevstackError
+from services.devstack.procs import port_is_free
+from services.launcher import (
+    Proc,
+    Stack,
+    pid_alive,
+    start_api,
+    start_beat,
+    start_flower,
+    start_oc_compat,
+    start_ticks,
+    start_worker,
+    stop_group,
+    wait_worker_ready,
+)
+from shared.config import ConfigError, Settings
+
+API_PORT = 8000
+FLOWER_PORT = 5555
+BEAT_READY_LINE = "beat: Starting"
+
+
+def pick_port(wanted: int, what: str) -> int | None:
+    """``wanted`` when free; 0 means "any"; a busy port is announced and replaced."""
+    if wanted == 0:
+        return None
+    if port_is_free(wanted):
+        return wanted
+    click.echo(f"{what}: port {wanted} is taken; using a free one")
+    return None
+
+
+def wait_beat(proc: Proc, deadline_s: float = 20.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if not proc.alive():
+            raise RuntimeError(f"beat exited early:\n{proc.log_tail()}")
+        if BEAT_READY_LINE in proc.log_tail(200):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"beat did not start:\n{proc.log_tail()}")
+
+
+def _ready(name: str, where: str, began: float) -> None:
+    took = (time.monotonic() - began) * 1000
+    click.echo(f"{click.style('ready', fg='green')} {name:<9} {where}  in {took:.0f} ms")
+
+
+def _timed(name: str, start: Callable[[], tuple[Proc, str]]) -> Proc:
+    began = time.monotonic()
+    proc, where = start()
+    _ready(name, f"{where} (pid {proc.popen.pid})", began)
+    return proc
+
+
+def _running(state: upstate.UpState) -> list[upstate.ProcEntry]:
+    return [p for p in state.procs if pid_alive(p.pid) and start_ticks(p.pid) == p.start_ticks]
+
+
+@click.command("up")
+@click.option("--api-port", default=API_PORT, show_default=True, help="0 picks a free port.")
+@click.option(
+    "--oc-port",
+    default=None,
+    type=int,
+    help="Port of the OpenCode-compatible server (default: OC_BASE_URL's; 0 picks a free one).",
+)
+@click.option("--flower-port", default=FLOWER_PORT, show_default=True, help="0: a free port.")
+@click.option(
+    "--oc-compat/--no-oc-compat",
+    default=True,
+    show_default=True,
+    help="Start the OpenCode-compatible server, or use the daemon at OC_BASE_URL as is.",
+)
+@click.option(
+    "--repo-root",
+    "repo_roots",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Where intents' repositories may lie (repeatable; default: KODO_REPO_ROOTS).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the state file's content at the end.")
+@home_option
+def up(
+    api_port: int,
+    oc_port: int | None,
+    flower_port: int,
+    oc_compat: bool,
+    repo_roots: tuple[Path, ...],
+    as_json: bool,
+    home: Path | None,
+) -> None:
+    """Start Postgres/Redis (found or started), migrations, OpenCode, worker, beat, API, Flower."""
+    home = (home or upstate.default_home()).resolve()
+    existing = upstate.load(home)
+    if existing is not None and _running(existing):
+        raise click.ClickException(
+            f"kodo is already up (API {existing.api_url}); `kodo down` first"
+        )
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+    began = time.monotonic()
+    try:
+        services = devstack.up(settings.database_url, settings.redis_url, home=home)
+    except DevstackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for handle in (services.postgres, services.redis):
+        _ready(handle.name, f"{handle.kind} {handle.url}", began)
+    click.echo(f"migrations: {services.postgres.url} at head")
+
+    roots = [str(r.resolve()) for r in repo_roots] or [str(r) for r in settings.repo_roots]
+    if not roots:
+        click.echo("note: no --repo-root nor KODO_REPO_ROOTS: the API will refuse every intent")
+    env = {
+        **os.environ,
+        "DATABASE_URL": services.postgres.url,
+        "REDIS_URL": services.redis.url,
+        "OC_BASE_URL": settings.oc_base_url,
+        "KODO_REPO_ROOTS": os.pathsep.join(roots),
+        "KODO_WORKSPACE_DIR": os.environ.get("KODO_WORKSPACE_DIR", str(home / "workspaces")),
+    }
+    stack = Stack(env=env, log_dir=home / "up" / "logs")
+    stack.oc_url = settings.oc_base_url
+    try:
+        if oc_compat:
+            default = urlsplit(settings.oc_base_url).port or 4096
+            port = pick_port(default if oc_port is None else oc_port, "oc-compat")
+
+            def _oc() -> tuple[Proc, str]:
+                proc = start_oc_compat(stack, seed=settings.random_seed, port=port)
+                return proc, stack.oc_url
+
+            _timed("oc-compat", _oc)
+        _timed("worker", lambda: (_worker(stack), "celery worker -Q kodo"))
+        _timed("beat", lambda: (_beat(stack), "celery beat"))
+        api_at = pick_port(api_port, "api")
+        _timed("api", lambda: (start_api(stack, port=api_at), stack.api_url))
+        flower_at = pick_port(flower_port, "flower")
+        _timed(
+            "flower",
+            lambda: (
+                start_flower(stack, port=flower_at, unauthenticated_api=True),
+                stack.flower_url,
+            ),
+        )
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        stack.stop()
+        raise click.ClickException(f"kodo up failed, stopped what it started: {exc}") from exc
+
+    urls = {"oc-compat": stack.oc_url, "api": stack.api_url, "flower": stack.flower_url}
+    state = upstate.UpState(
+        api_url=stack.api_url,
+        oc_url=stack.oc_url,
+        flower_url=stack.flower_url,
+        database_url=services.postgres.url,
+        redis_url=services.redis.url,
+        log_dir=str(stack.log_dir),
+        procs=[
+            upstate.ProcEntry(
+                p.name, p.popen.pid, str(p.log_path), urls.get(p.name), start_ticks(p.popen.pid)
+            )
+            for p in stack.procs
+        ],
+        services_started=[
+            h.name for h in (services.postgres, services.redis) if h.kind == "started"
+        ],
+    )
+    path = upstate.save(state, home)
+    if as_json:
+        click.echo(json.dumps(state.to_json(), indent=2))
+        return
+    click.echo(f"\nkodo is up in {time.monotonic() - began:.1f}s (state: {path})")
+    click.echo(f"API:    {stack.api_url}")
+    click.echo(f"Flower: {stack.flower_url}")
+    click.echo(f"logs:   {stack.log_dir}")
+
+
+def _worker(stack: Stack) -> Proc:
+    proc = start_worker(stack)
+    wait_worker_ready(proc)
+    return proc
+
+
+def _beat(stack: Stack) -> Proc:
+    proc = start_beat(stack)
+    wait_beat(proc)
+    return proc
+
+
+@click.command("down")
+@click.option("--grace", "grace_s", default=10.0, show_default=True, help="Seconds before SIGKILL.")
+@home_option
+def down(grace_s: float, home: Path | None) -> None:
+    """Stop exactly what `kodo up` recorded (and Postgres/Redis only if it started them)."""
+    home = (home or upstate.default_home()).resolve()
+    state = upstate.load(home)
+    if state is None:
+        click.echo("nothing to stop (no up.json: `kodo up` was not run here)")
+        return
+    failed = False
+    for entry in reversed(state.procs):
+        if pid_alive(entry.pid) and start_ticks(entry.pid) != entry.start_ticks:
+            click.echo(f"{entry.name}: pid {entry.pid} now belongs to another process; left alone")
+            continue
+        outcome = stop_group(entry.pid, grace_s)
+        failed = failed or outcome == "survived SIGKILL"
+        click.echo(f"{entry.name}: {outcome} (pid {entry.pid})")
+    if state.services_started:
+        names = tuple(state.services_started)
+        for handle in devstack.down(home=home, names=names, grace_s=grace_s):
+            click.echo(f"{handle.name}: stopped {handle.url} (pid {handle.pid})")
+    if failed:
+        raise click.ClickException("some processes survived SIGKILL; up.json kept")
+    upstate.clear(home)

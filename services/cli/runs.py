@@ -1,0 +1,240 @@
+"""``kodo intent`` / ``kodo run`` / ``kodo calls``: the user's and approver's commands.
+
+Everything goes through the JSON API (see client.py). Exit codes: 0 when the API
+accepted the request, 1 when it refused or could not be reached, 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from services.cli.client import ApiClient, ApiError, api_options, decode, error_of
+from services.cli.views import cache_levels, calls_table, run_view
+from services.cli.watch import watch
+
+_json = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
+
+
+def _echo_json(body: object) -> None:
+    click.echo(json.dumps(body, indent=2, sort_keys=False))
+
+
+def _default_approver() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry in some containers
+        return "anonymous"
+
+
+@click.group("intent")
+def intent() -> None:
+    """Submit a goal against a git repository."""
+
+
+@intent.command("submit")
+@click.option(
+    "--repo",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The git repository (must lie under the API's KODO_REPO_ROOTS).",
+)
+@click.option("--goal", required=True, help="The change you want, in words.")
+@click.option("--base-ref", default="HEAD", show_default=True, help="Git ref to branch from.")
+@click.option("--submitted-by", default=None, help="Who asks (recorded on the intent).")
+@click.option("--run/--no-run", "start", default=True, show_default=True, help="Start its run.")
+@_json
+@api_options
+def submit(
+    repo: Path,
+    goal: str,
+    base_ref: str,
+    submitted_by: str | None,
+    start: bool,
+    as_json: bool,
+    api_url: str | None,
+    token: str | None,
+    home: Path | None,
+) -> None:
+    """Submit an intent (and by default start its run); prints the id to watch."""
+    body: dict[str, Any] = {"repo": str(repo.resolve()), "goal": goal, "base_ref": base_ref}
+    if submitted_by:
+        body["submitted_by"] = submitted_by
+    with ApiClient.from_options(api_url, token, home) as api:
+        created = api.post("/intents", body)
+        intent_id = str(created["intentId"])
+        started = api.post(f"/intents/{intent_id}/run") if start else None
+    if as_json:
+        _echo_json({"intent": created, "run": started})
+        return
+    click.echo(f"intent {intent_id}")
+    if started is not None:
+        click.echo(f"run {started['runId']} {started['status']}")
+        click.echo(f"next: kodo run watch {started['runId']}")
+    else:
+        click.echo(f"next: kodo run start {intent_id}")
+
+
+@click.group("run")
+def run() -> None:
+    """Start, inspect, watch and decide on runs (a run's id is its intent's id)."""
+
+
+run.add_command(watch)
+
+
+@run.command("start")
+@click.argument("run_id")
+@_json
+@api_options
+def start_cmd(
+    run_id: str, as_json: bool, api_url: str | None, token: str | None, home: Path | None
+) -> None:
+    """Start the run of an intent; repeating it is harmless (the API is idempotent)."""
+    with ApiClient.from_options(api_url, token, home) as api:
+        started = api.post(f"/intents/{run_id}/run")
+    if as_json:
+        _echo_json(started)
+        return
+    click.echo(f"run {started['runId']} {started['status']}")
+
+
+@run.command("status")
+@click.argument("run_id")
+@_json
+@api_options
+def status_cmd(
+    run_id: str, as_json: bool, api_url: str | None, token: str | None, home: Path | None
+) -> None:
+    """A run's status and steps. Exits 0 whatever the run's status (see `run watch`)."""
+    with ApiClient.from_options(api_url, token, home) as api:
+        current = api.get(f"/runs/{run_id}")
+    if as_json:
+        _echo_json(current)
+        return
+    Console().print(run_view(current))
+
+
+_approver = click.option(
+    "--approver",
+    default=None,
+    help="Who decides (default: the login name).",
+)
+_comment = click.option("--comment", default=None, help="Recorded with the decision.")
+
+
+@run.command("approve")
+@click.argument("run_id")
+@click.option(
+    "--plan-sha256",
+    default=None,
+    help="Approve only this exact plan (default: the digest of the plan shown now).",
+)
+@_approver
+@_comment
+@_json
+@api_options
+def approve_cmd(
+    run_id: str,
+    plan_sha256: str | None,
+    approver: str | None,
+    comment: str | None,
+    as_json: bool,
+    api_url: str | None,
+    token: str | None,
+    home: Path | None,
+) -> None:
+    """Approve the run's plan. The digest is always sent, so a plan that changed is refused."""
+    with ApiClient.from_options(api_url, token, home) as api:
+        if plan_sha256 is None:
+            plan_sha256 = str(api.get(f"/runs/{run_id}/plan")["planSha256"])
+        body = {"approver": approver or _default_approver(), "plan_sha256": plan_sha256}
+        if comment:
+            body["comment"] = comment
+        decided = api.post(f"/runs/{run_id}/approve-plan", body)
+    if as_json:
+        _echo_json(decided)
+        return
+    click.echo(f"approved plan {plan_sha256} of run {run_id} as {decided.get('approver')}")
+    click.echo(f"next: kodo run watch {run_id}")
+
+
+@run.command("reject")
+@click.argument("run_id")
+@_approver
+@_comment
+@_json
+@api_options
+def reject_cmd(
+    run_id: str,
+    approver: str | None,
+    comment: str | None,
+    as_json: bool,
+    api_url: str | None,
+    token: str | None,
+    home: Path | None,
+) -> None:
+    """Reject the run's plan; the run ends `rejected`."""
+    body = {"approver": approver or _default_approver()}
+    if comment:
+        body["comment"] = comment
+    with ApiClient.from_options(api_url, token, home) as api:
+        decided = api.post(f"/runs/{run_id}/reject-plan", body)
+    if as_json:
+        _echo_json(decided)
+        return
+    click.echo(f"rejected the plan of run {run_id} as {body['approver']}")
+
+
+@run.command("cancel")
+@click.argument("run_id")
+@_json
+@api_options
+def cancel_cmd(
+    run_id: str, as_json: bool, api_url: str | None, token: str | None, home: Path | None
+) -> None:
+    """Cancel a run (POST /runs/{id}/cancel); says so plainly if the API lacks the endpoint."""
+    with ApiClient.from_options(api_url, token, home) as api:
+        api.get(f"/runs/{run_id}")  # a missing run is its own 404, told apart from a missing route
+        reply = api.request("POST", f"/runs/{run_id}/cancel")
+        if reply.status_code in (404, 405):
+            raise ApiError(
+                f"the API at {api.base_url} does not offer POST /runs/{{id}}/cancel "
+                f"(answered {reply.status_code}); it needs a newer kodo API",
+                status=reply.status_code,
+            )
+        if not reply.is_success:
+            raise error_of("POST", f"/runs/{run_id}/cancel", reply)
+        body = decode(reply)
+    if as_json:
+        _echo_json(body)
+        return
+    status = body.get("status", "cancelled") if isinstance(body, dict) else "cancelled"
+    click.echo(f"run {run_id} {status}")
+
+
+@click.command("calls")
+@click.argument("run_id")
+@_json
+@api_options
+def calls(
+    run_id: str, as_json: bool, api_url: str | None, token: str | None, home: Path | None
+) -> None:
+    """The run's provider ledger: step, agent, attempt, status, duration, tokens, cost."""
+    with ApiClient.from_options(api_url, token, home) as api:
+        ledger = api.get(f"/runs/{run_id}/calls")
+        current = api.get(f"/runs/{run_id}")
+    rows = [c for c in ledger.get("calls") or [] if isinstance(c, dict)]
+    if as_json:
+        _echo_json(ledger)
+        return
+    Console().print(calls_table(rows, cache_levels(current)))
+    tokens = sum(
+        int(c["usage"].get("total_tokens") or 0) for c in rows if isinstance(c.get("usage"), dict)
+    )
+    click.echo(f"{len(rows)} call(s), {tokens} tokens")

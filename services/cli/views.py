@@ -1,0 +1,159 @@
+"""How the CLI draws API answers: the plan card, a run's steps, the ledger table.
+
+Pure functions from JSON to rich renderables or text, so the commands stay short
+and the same drawing serves the live display and the final print.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+STEP_ORDER = ("CompileST", "approval", "ApplyPatchST", "DecideST", "ExecuteST")
+TERMINAL = frozenset({"succeeded", "failed", "rejected", "cancelled"})
+_AFTER_APPROVAL = frozenset({"applying", "deciding", "executing", "succeeded"})
+_MARK = {
+    "succeeded": ("✓", "green"),
+    "running": ("…", "yellow"),
+    "waiting": ("?", "magenta"),
+    "failed": ("✗", "red"),
+    "rejected": ("✗", "red"),
+    "pending": ("·", "dim"),
+}
+
+
+def _text(value: object, default: str = "-") -> str:
+    return default if value is None else str(value)
+
+
+def plan_card_lines(card: dict[str, Any]) -> list[str]:
+    """The plan a human approves, one fact per line (the digest first: it is what is signed)."""
+    raw = card.get("plan")
+    plan: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    lines = [f"Plan card (sha256 {_text(card.get('planSha256'))})"]
+    lines.append(f"  design: {_text(plan.get('design'))}")
+    for f in plan.get("files") or []:
+        if isinstance(f, dict):
+            change, path, why = f.get("change"), f.get("path"), f.get("why")
+            lines.append(f"  file:   {_text(change):<6} {_text(path)}  ({_text(why)})")
+    lines.extend(f"  risk:   {r}" for r in plan.get("risks") or [])
+    lines.extend(f"  test:   {t}" for t in plan.get("tests") or [])
+    approval = card.get("approval")
+    if isinstance(approval, dict):
+        lines.append(
+            f"  decision: {_text(approval.get('decision'))} by {_text(approval.get('approver'))}"
+        )
+    return lines
+
+
+def step_states(run: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(step, state, detail) per step in run order, from the run's status and step rows."""
+    status = str(run.get("status", ""))
+    rows = {str(s.get("stepId")): s for s in run.get("steps") or [] if isinstance(s, dict)}
+    out = []
+    for step in STEP_ORDER:
+        if step == "approval":
+            if status == "waiting_input":
+                out.append((step, "waiting", "awaiting a human decision"))
+            elif status == "rejected":
+                out.append((step, "rejected", "plan rejected"))
+            elif status in _AFTER_APPROVAL or "ApplyPatchST" in rows:
+                out.append((step, "succeeded", "approved"))
+            else:
+                out.append((step, "pending", ""))
+            continue
+        row = rows.get(step)
+        if row is None:
+            out.append((step, "pending", ""))
+            continue
+        state = str(row.get("status", "pending"))
+        detail = f"{row['durationMs']} ms" if row.get("durationMs") is not None else ""
+        if row.get("deliveries", 1) not in (None, 1):
+            detail += f" ({row['deliveries']} deliveries)"
+        if row.get("error"):
+            detail += f" {row['error']}"
+        out.append((step, state, detail.strip()))
+    return out
+
+
+def run_header(run: dict[str, Any]) -> str:
+    return (
+        f"run {_text(run.get('runId'))}  status={_text(run.get('status'))}"
+        f"  lastStep={_text(run.get('lastStep'))}  next={_text(run.get('nextAction'))}"
+    )
+
+
+def run_view(run: dict[str, Any]) -> Group:
+    """Header plus one line per step: the live display and ``kodo run status`` share it."""
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("", width=1)
+    table.add_column("step")
+    table.add_column("state")
+    table.add_column("detail", overflow="fold")
+    for step, state, detail in step_states(run):
+        mark, style = _MARK.get(state, ("·", "dim"))
+        table.add_row(Text(mark, style=style), step, Text(state, style=style), detail)
+    parts: list[Any] = [Text(run_header(run), style="bold"), table]
+    if run.get("error"):
+        parts.append(Text(f"error: {run['error']}", style="red"))
+    if run.get("branch"):
+        parts.append(Text(f"branch: {run['branch']}"))
+    return Group(*parts)
+
+
+def cache_levels(run: dict[str, Any] | None) -> dict[tuple[str, int], str]:
+    """(step, attempt) -> cache level, when the API's step rows report attempts; else empty."""
+    found: dict[tuple[str, int], str] = {}
+    for step in (run or {}).get("steps") or []:
+        if not isinstance(step, dict):
+            continue
+        for attempt in step.get("attempts") or []:
+            if not isinstance(attempt, dict):
+                continue
+            number, cache = attempt.get("attempt"), attempt.get("cache")
+            if isinstance(number, int) and isinstance(cache, str):
+                found[(str(step.get("stepId")), number)] = cache
+    return found
+
+
+def _usage(call: dict[str, Any], key: str) -> object:
+    usage = call.get("usage")
+    return usage.get(key) if isinstance(usage, dict) else None
+
+
+def calls_table(calls: list[dict[str, Any]], caches: dict[tuple[str, int], str]) -> Table:
+    """The ledger: one row per paid call. Cache hits are not calls: a column only if known."""
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for name, justify in (
+        ("step", "left"),
+        ("agent", "left"),
+        ("attempt", "right"),
+        ("status", "left"),
+        ("duration", "right"),
+        ("tokens", "right"),
+        ("cost", "right"),
+    ):
+        table.add_column(name, justify="right" if justify == "right" else "left")
+    if caches:
+        table.add_column("cache")
+    for call in calls:
+        duration = call.get("durationMs")
+        cost = _usage(call, "cost_usd")
+        row = [
+            _text(call.get("stepId")),
+            _text(call.get("agent")),
+            _text(call.get("attempt")),
+            _text(call.get("status")),
+            f"{duration} ms" if duration is not None else "-",
+            _text(_usage(call, "total_tokens")),
+            f"${cost:.4f}" if isinstance(cost, int | float) else "-",
+        ]
+        if caches:
+            attempt = call.get("attempt")
+            key = (str(call.get("stepId")), attempt if isinstance(attempt, int) else -1)
+            row.append(caches.get(key, "-"))
+        table.add_row(*row)
+    return table

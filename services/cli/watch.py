@@ -1,0 +1,170 @@
+"""``kodo run watch``: follow a run until it ends or waits for a human.
+
+Fed by the API's server-sent events (``GET /runs/{id}/events``) when it offers them;
+against an API without that endpoint (404/405) or after the stream drops, it polls
+``GET /runs/{id}`` every 0.5 s. Either way each change re-reads the run, so the display
+shows what Postgres holds. A run at ``waiting_input`` whose plan is already approved
+is followed on (the watcher has not moved it yet); otherwise the plan card is printed
+and the command exits 0 with the approve hint.
+
+Exit codes: 0 for ``succeeded`` or an undecided ``waiting_input``; 1 for ``failed``,
+``rejected``, ``cancelled``, a timeout, or an API error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from rich.console import Console
+from rich.live import Live
+
+from services.cli.client import ApiClient, ApiError, api_options
+from services.cli.views import TERMINAL, plan_card_lines, run_header, run_view
+
+POLL_S = 0.5
+STREAM_READ_TIMEOUT_S = 45.0  # above the server's 15 s keepalive
+
+
+class StreamUnavailable(Exception):
+    """The API has no events endpoint (or the stream broke): poll instead."""
+
+
+def sse_events(api: ApiClient, run_id: str) -> Iterator[dict[str, Any]]:
+    """Yield each ``event: run`` payload; raise StreamUnavailable on 404/405 or a drop."""
+    timeout = httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_S)
+    try:
+        with api.http.stream(
+            "GET",
+            f"/runs/{run_id}/events",
+            headers={"Accept": "text/event-stream"},
+            timeout=timeout,
+        ) as reply:
+            if reply.status_code in (404, 405):
+                raise StreamUnavailable(f"events endpoint answered {reply.status_code}")
+            if not reply.is_success:
+                raise StreamUnavailable(f"events endpoint answered {reply.status_code}")
+            event = "message"
+            data: list[str] = []
+            for line in reply.iter_lines():
+                if line.startswith(":"):
+                    yield {}  # a keepalive: lets the caller check its deadline
+                    continue
+                if line == "":
+                    if data and event == "run":
+                        payload = json.loads("\n".join(data))
+                        if isinstance(payload, dict):
+                            yield payload
+                    event, data = "message", []
+                elif line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].lstrip())
+    except (httpx.HTTPError, ValueError) as exc:
+        raise StreamUnavailable(f"event stream failed: {type(exc).__name__}") from exc
+
+
+def poll_events(api: ApiClient, run_id: str) -> Iterator[dict[str, Any]]:
+    """The fallback: a snapshot every POLL_S seconds, forever (the caller decides when to stop)."""
+    while True:
+        yield api.get(f"/runs/{run_id}")
+        time.sleep(POLL_S)
+
+
+class Watcher:
+    """Keeps the latest run read, decides when to stop, and draws it."""
+
+    def __init__(self, api: ApiClient, run_id: str, deadline: float) -> None:
+        self.api = api
+        self.run_id = run_id
+        self.deadline = deadline
+        self.run: dict[str, Any] = api.get(f"/runs/{run_id}")
+        self.plan: dict[str, Any] | None = None
+
+    def refresh(self) -> None:
+        self.run = self.api.get(f"/runs/{self.run_id}")
+
+    def done(self) -> bool:
+        status = self.run.get("status")
+        if status in TERMINAL:
+            return True
+        if status == "waiting_input":
+            self.plan = self.api.get(f"/runs/{self.run_id}/plan")
+            return self.plan.get("approval") is None  # approved: the watcher will move it on
+        return False
+
+    def follow(self, source: Iterator[dict[str, Any]], on_change: Any) -> bool:
+        """Consume ``source`` until done (True) or past the deadline (False)."""
+        if self.done():
+            return True
+        last = None
+        for _event in source:
+            self.refresh()
+            snapshot = (self.run.get("status"), self.run.get("lastStep"), len(self.run["steps"]))
+            if snapshot != last:
+                on_change(self.run)
+                last = snapshot
+            if self.done():
+                return True
+            if time.monotonic() > self.deadline:
+                return False
+        return self.done()
+
+
+def _follow_any(w: Watcher, on_change: Any, notes: list[str]) -> bool:
+    try:
+        return w.follow(sse_events(w.api, w.run_id), on_change)
+    except StreamUnavailable as exc:
+        notes.append(f"{exc}; polling GET /runs/{w.run_id} every {POLL_S}s")
+        return w.follow(poll_events(w.api, w.run_id), on_change)
+
+
+@click.command("watch")
+@click.argument("run_id")
+@click.option("--timeout", "timeout_s", default=900.0, show_default=True, help="Give up after S.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per change, then the last.")
+@api_options
+def watch(
+    run_id: str,
+    timeout_s: float,
+    as_json: bool,
+    api_url: str | None,
+    token: str | None,
+    home: Path | None,
+) -> None:
+    """Follow a run live until it ends, or stops for approval (then print the plan card)."""
+    console = Console()
+    notes: list[str] = []
+    with ApiClient.from_options(api_url, token, home) as api:
+        w = Watcher(api, run_id, time.monotonic() + timeout_s)
+        if as_json:
+            click.echo(json.dumps(w.run))
+            finished = _follow_any(w, lambda r: click.echo(json.dumps(r)), notes)
+        elif console.is_terminal:
+            with Live(run_view(w.run), console=console, refresh_per_second=8) as live:
+                finished = _follow_any(w, lambda r: live.update(run_view(r)), notes)
+        else:
+            click.echo(run_header(w.run))
+            finished = _follow_any(w, lambda r: click.echo(run_header(r)), notes)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    if not finished:
+        raise ApiError(f"run {run_id} still {w.run.get('status')} after {timeout_s:.0f}s")
+    status = w.run.get("status")
+    if status == "waiting_input" and w.plan is not None:
+        if not as_json:
+            click.echo("")
+            for line in plan_card_lines(w.plan):
+                click.echo(line)
+            click.echo(f"\nwaiting for approval: kodo run approve {run_id}  (or: kodo run reject)")
+        return
+    if status == "succeeded":
+        if not as_json:
+            click.secho(f"run {run_id} succeeded (branch {w.run.get('branch')})", fg="green")
+        return
+    raise ApiError(f"run {run_id} ended {status}: {w.run.get('error') or 'no error recorded'}")

@@ -1,0 +1,202 @@
+"""Run state changes from Postgres LISTEN/NOTIFY, fanned out to waiters by run id.
+
+The ``runs_notify_event`` trigger (migration 0002) announces every change of a run's
+status or step on ``kodo_run_events``. A process keeps ONE dedicated autocommit
+connection listening there and hands each notification to the subscribers of that
+run: a connection per waiting client would run Postgres out of connections long
+before a few hundred clients wait at once.
+
+Notifications are a wake-up signal, not the record: a notification sent while the
+listener was reconnecting is lost, so after every (re)connect each subscriber is told
+to re-read (``Wakeup.resync``). Readers re-read the row; Postgres stays the truth.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import psycopg
+from sqlalchemy import make_url
+
+CHANNEL = "kodo_run_events"
+CONNECT_TIMEOUT_S = 5
+
+log = logging.getLogger(__name__)
+
+
+class ListenerUnavailable(RuntimeError):
+    """The listening connection could not be opened in time."""
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One notification: the run's status and step at the moment it committed."""
+
+    run_id: str
+    status: str
+    last_step: str | None
+
+
+@dataclass(frozen=True)
+class Wakeup:
+    """What arrived for one subscriber while it waited (nothing, on a timeout)."""
+
+    events: tuple[RunEvent, ...] = ()
+    resync: bool = False  # the listener reconnected: changes may have been missed
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.events) or self.resync
+
+
+def parse_payload(payload: str) -> RunEvent | None:
+    """The trigger's JSON, or None if it is not that shape (ignored, never guessed at)."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    run_id, status, step = data.get("run_id"), data.get("status"), data.get("last_step")
+    if not isinstance(run_id, str) or not isinstance(status, str):
+        return None
+    return RunEvent(run_id, status, step if isinstance(step, str) else None)
+
+
+def conninfo_of(database_url: str) -> str:
+    """A libpq URL from a SQLAlchemy one (``postgresql+psycopg://`` -> ``postgresql://``)."""
+    url = make_url(database_url).set(drivername="postgresql")
+    if "connect_timeout" not in url.query:
+        url = url.update_query_dict({"connect_timeout": str(CONNECT_TIMEOUT_S)})
+    return url.render_as_string(hide_password=False)
+
+
+_RESYNC = None  # queued to every subscriber after a (re)connect
+
+
+class Subscription:
+    """The notifications of one run, from :meth:`RunEventHub.subscribe` until closed."""
+
+    def __init__(self, hub: RunEventHub, run_id: str) -> None:
+        self.hub = hub
+        self.run_id = run_id
+        self._inbox: queue.SimpleQueue[RunEvent | None] = queue.SimpleQueue()
+
+    def deliver(self, item: RunEvent | None) -> None:
+        self._inbox.put(item)
+
+    def wait(self, timeout_s: float) -> Wakeup:
+        """Block until something arrives (or ``timeout_s``); return everything pending."""
+        try:
+            items = [self._inbox.get(timeout=timeout_s)]
+        except queue.Empty:
+            return Wakeup()
+        while True:  # coalesce a burst into one wake-up: the reader re-reads once
+            try:
+                items.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        events = tuple(i for i in items if i is not None)
+        return Wakeup(events=events, resync=len(events) != len(items))
+
+    def close(self) -> None:
+        self.hub.unsubscribe(self)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _exc: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class RunEventHub:
+    """One listening connection per process, on a daemon thread; many subscribers.
+
+    ``start`` returns once ``LISTEN`` is in effect, so a caller that subscribes and
+    then reads the run's row cannot miss a change committed after that read.
+    """
+
+    def __init__(self, conninfo: str, *, poll_s: float = 0.5, reconnect_s: float = 1.0) -> None:
+        self.conninfo = conninfo
+        self.poll_s = poll_s
+        self.reconnect_s = reconnect_s
+        self._subs: dict[str, set[Subscription]] = {}
+        self._lock = threading.Lock()
+        self._listening = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="kodo-run-events", daemon=True)
+            self._thread.start()
+        if not self._listening.wait(timeout_s):
+            raise ListenerUnavailable(f"no LISTEN {CHANNEL} connection after {timeout_s}s")
+
+    def subscribe(self, run_id: str) -> Subscription:
+        sub = Subscription(self, run_id)
+        with self._lock:
+            self._subs.setdefault(run_id, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            subs = self._subs.get(sub.run_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[sub.run_id]
+
+    def subscriber_count(self) -> int:
+        with self._lock:
+            return sum(len(s) for s in self._subs.values())
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    # -- the listening thread ------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._listen()
+            except psycopg.Error as exc:
+                log.warning("run events: listener connection lost (%s); reconnecting", exc)
+            self._listening.clear()
+            self._stopping.wait(self.reconnect_s)
+
+    def _listen(self) -> None:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute(f"LISTEN {CHANNEL}")
+            self._listening.set()
+            self._broadcast_resync()
+            while not self._stopping.is_set():
+                for note in conn.notifies(timeout=self.poll_s):
+                    event = parse_payload(note.payload)
+                    if event is not None:
+                        self._dispatch(event)
+
+    def _dispatch(self, event: RunEvent) -> None:
+        with self._lock:
+            targets = list(self._subs.get(event.run_id, ()))
+        for sub in targets:
+            sub.deliver(event)
+
+    def _broadcast_resync(self) -> None:
+        with self._lock:
+            targets = [sub for subs in self._subs.values() for sub in subs]
+        for sub in targets:
+            sub.deliver(_RESYNC)

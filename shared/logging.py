@@ -1,0 +1,69 @@
+"""One log format for every process: JSON lines that carry the ids of what is running.
+
+structlog and the stdlib ``logging`` module (Celery, SQLAlchemy, gunicorn's app logs)
+share one handler on the root logger, so a line is JSON whoever wrote it. Context
+bound with :func:`structlog.contextvars.bind_contextvars` (the step runner binds
+``run_id`` and ``step_id``) is merged into every line, stdlib ones included: a
+triager greps one run's lines across API and workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+import structlog
+from structlog.typing import Processor
+
+_HANDLER_NAME = "kodo-structured"
+
+
+def _shared_processors() -> list[Processor]:
+    """What every line gets before it is rendered, from structlog or from stdlib."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+
+
+def configure_logging(
+    json: bool = True, level: str | int = "INFO", stream: TextIO | None = None
+) -> None:
+    """Route structlog and stdlib logging through one handler on the root logger.
+
+    Idempotent: a second call replaces our handler and nothing else, so handlers other
+    code installed (pytest's capture, gunicorn's own loggers) keep working.
+    """
+    renderer: Processor = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            *_shared_processors(),
+            structlog.processors.format_exc_info,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(),
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)

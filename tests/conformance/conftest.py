@@ -1,0 +1,131 @@
+"""Two backends for one suite: the real ``opencode serve`` 1.18.33 and our compat server.
+
+The real daemon runs against kodo's scripted LLM (:mod:`services.scripted_llm`) with
+the same seed as the compat server, so both give the same answers and every case
+can assert the same things of both. The npm package is installed once into the
+cache (``KODO_OPENCODE_CACHE``); if npm or the registry fails, the suite fails
+loudly: a conformance suite that skips silently proves nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.launcher import free_port
+from services.oc_compat import running_server
+from services.oc_daemon import daemon, install
+from services.oc_daemon.daemon import DaemonState
+from services.oc_daemon.install import InstallError
+from services.sample_repo import create_sample_repo
+from services.scripted_llm import running_llm
+from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
+from shared.opencode.client import ModelRef, OpenCodeClient
+from shared.opencode.tools import permission_rules, tools_map
+
+SEED = 5
+PASSWORD = "conformance-secret"  # noqa: S105 - a throwaway daemon on loopback
+MODEL = ModelRef("kodo", "kodo-scripted")
+BACKENDS = ["real", "compat"]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One server to conform: its URL, credentials and a repository it has already seen."""
+
+    name: str
+    url: str
+    password: str
+    repo: Path
+
+    def client(self, timeout_s: float = 30.0) -> OpenCodeClient:
+        return OpenCodeClient(self.url, timeout_s=timeout_s, password=self.password)
+
+
+@pytest.fixture(scope="session")
+def opencode_binary() -> Path:
+    try:
+        return install.install()
+    except InstallError as exc:
+        pytest.fail(
+            "CONFORMANCE CANNOT RUN: the real OpenCode could not be installed"
+            f" (npm registry unreachable?): {exc}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def scripted_llm() -> Iterator[str]:
+    with running_llm(seed=SEED) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def real_daemon(
+    opencode_binary: Path, scripted_llm: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DaemonState]:
+    state_dir = tmp_path_factory.mktemp("opencode-state")
+    state = daemon.start(
+        opencode_binary,
+        state_dir=state_dir,
+        port=free_port(),
+        llm_url=scripted_llm,
+        password=PASSWORD,
+    )
+    try:
+        yield state
+    finally:
+        daemon.stop(state_dir)
+
+
+@pytest.fixture(scope="session")
+def compat_server() -> Iterator[str]:
+    with running_server(seed=SEED) as url:
+        yield url
+
+
+def _warm(url: str, password: str, repo: Path) -> None:
+    """One plan prompt, so the daemon's per-directory bootstrap (1-3 s) is behind us."""
+    with OpenCodeClient(url, timeout_s=60.0, password=password) as client:
+        session = client.create_session(
+            directory=str(repo),
+            title="kodo conformance warm-up",
+            permission=permission_rules("plan"),
+        )
+        client.prompt(
+            str(session["id"]),
+            directory=str(repo),
+            agent="plan",
+            model=MODEL,
+            text="Warm up on README.md",
+            tools=tools_map("plan"),
+            format={"type": "json_schema", "schema": PLAN_OUTPUT_SCHEMA, "retryCount": 1},
+        )
+
+
+@pytest.fixture(scope="session")
+def backends(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Backend]:
+    """Backends started so far (each on first use), keyed by name."""
+    return {}
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(
+    request: pytest.FixtureRequest,
+    backends: dict[str, Backend],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Backend:
+    name: str = request.param
+    if name not in backends:
+        if name == "real":
+            state: DaemonState = request.getfixturevalue("real_daemon")
+            url, password = state.url, state.password
+        else:
+            url, password = request.getfixturevalue("compat_server"), ""
+        repo = create_sample_repo(tmp_path_factory.mktemp(f"repo-{name}") / "calc")
+        _warm(url, password, repo)
+        backends[name] = Backend(name, url, password, repo)
+    return backends[name]

@@ -1,0 +1,326 @@
+"""Our client and wrapper against the real daemon and the compat server, same assertions.
+
+Every case runs once per backend (``real``: ``opencode serve`` 1.18.33 over kodo's
+scripted LLM; ``compat``: services.oc_compat). A case that passes on one and fails
+on the other is a shape where our compat server, client or wrapper is wrong about
+the real daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.scripted_llm.script import TOOL_MARKER
+from shared.clock import SystemClock
+from shared.db.models import OpenCodeCall
+from shared.domain.contracts import PATCH_OUTPUT_SCHEMA, PLAN_OUTPUT_SCHEMA, validate_answer
+from shared.opencode.cache import LruCache
+from shared.opencode.client import ModelRef, OpenCodeClient
+from shared.opencode.errors import CONFIG_HINT, OpenCodeConfigError
+from shared.opencode.tools import permission_rules, tools_map
+from shared.opencode.wrapper import CallFailed, OCWrapper, StructuredCall, StructuredResult
+from tests.conformance.conftest import MODEL, Backend
+from tests.factories import RunFactory
+from tests.unit.opencode.captures import capture
+
+pytestmark = pytest.mark.conformance
+
+ABORT_GRACE_S = 3.0
+"""How long past the wrapper's timeout a stalled call may take to be recorded."""
+
+
+@pytest.fixture
+def run_id(db: Session) -> str:
+    run = RunFactory()
+    db.commit()
+    return str(run.id)
+
+
+class Wrappers:
+    """Makes OCWrappers over fresh clients, and closes every client at the end of a test."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self.clients: list[OpenCodeClient] = []
+
+    def __call__(
+        self, backend: Backend, *, timeout_s: float = 30.0, model: ModelRef = MODEL
+    ) -> OCWrapper:
+        client = backend.client(timeout_s)
+        self.clients.append(client)
+        return OCWrapper(
+            client, self.sessions, SystemClock(), model=model, timeout_s=timeout_s, l1=LruCache()
+        )
+
+
+@pytest.fixture
+def wrapper(sessions: sessionmaker[Session]) -> Iterator[Wrappers]:
+    made = Wrappers(sessions)
+    yield made
+    for client in made.clients:
+        client.close()
+
+
+def _plan_call(run_id: str, backend: Backend, prompt: str) -> StructuredCall:
+    return StructuredCall(
+        run_id, "CompileST", 1, "plan", prompt, PLAN_OUTPUT_SCHEMA, str(backend.repo)
+    )
+
+
+def _row(sessions: sessionmaker[Session], op_key: str) -> OpenCodeCall:
+    with sessions() as s:
+        return s.execute(select(OpenCodeCall).where(OpenCodeCall.op_key == op_key)).scalar_one()
+
+
+def _statuses(backend: Backend) -> dict[str, Any]:
+    """``GET /session/status`` of the backend's repository: non-idle sessions only."""
+    auth = ("opencode", backend.password) if backend.password else None
+    reply = httpx.get(
+        f"{backend.url}/session/status",
+        params={"directory": str(backend.repo)},
+        auth=auth,
+        timeout=5.0,
+    )
+    assert reply.status_code == 200, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+def _wait_idle(backend: Backend, session_id: str, deadline_s: float = 3.0) -> dict[str, Any]:
+    end = time.monotonic() + deadline_s
+    statuses = _statuses(backend)
+    while session_id in statuses and time.monotonic() < end:
+        time.sleep(0.05)
+        statuses = _statuses(backend)
+    return statuses
+
+
+def test_health_says_healthy_with_the_daemons_version(backend: Backend) -> None:
+    with backend.client() as client:
+        assert client.health() == {"healthy": True, "version": "1.18.33"}
+
+
+def test_a_new_session_has_the_captured_keys_and_no_parent(backend: Backend) -> None:
+    rules = permission_rules("plan")
+    with backend.client() as client:
+        created = client.create_session(
+            directory=str(backend.repo), title="kodo conformance", permission=rules
+        )
+        children = client.session_children(str(created["id"]), directory=str(backend.repo))
+    assert set(created) == set(capture("session.create.response.json")) | {"permission"}
+    assert "parentID" not in created
+    assert created["permission"] == rules
+    assert created["title"] == "kodo conformance"
+    assert (created["cost"], created["directory"]) == (0, str(backend.repo))
+    assert children == []
+
+
+def test_a_plan_answer_validates_and_is_recorded_succeeded_with_tokens_and_cost(
+    backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str
+) -> None:
+    call = _plan_call(run_id, backend, "Add a docstring to calc.py")
+    result = wrapper(backend).prompt_structured(call)
+    assert validate_answer(PLAN_OUTPUT_SCHEMA, result.answer) == result.answer
+    assert result.answer["files"][0]["path"] == "calc.py"
+    row = _row(sessions, call.op_key)
+    assert row.status == "succeeded"
+    assert row.usage is not None
+    assert row.usage["total_tokens"] > 0
+    assert row.usage["cost_usd"] > 0
+    assert row.response is not None
+    info, parts = row.response["info"], row.response["parts"]
+    assert set(info) == set(capture("prompt.structured.response.json")["info"])
+    assert (info["agent"], info["finish"]) == ("plan", "tool-calls")
+    assert [p["type"] for p in parts] == ["step-start", "tool", "step-finish"]
+    assert all("snapshot" not in p for p in parts), "kodo's daemon config has snapshot: false"
+    assert parts[1]["state"]["metadata"] == {"valid": True}
+
+
+def test_a_session_after_a_prompt_has_the_captured_keys_and_the_calls_totals(
+    backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str
+) -> None:
+    call = _plan_call(run_id, backend, "Explain calc.py")
+    result = wrapper(backend).prompt_structured(call)
+    row = _row(sessions, result.op_key)
+    assert row.session_id is not None
+    with backend.client() as client:
+        session = client.get_session(row.session_id, directory=str(backend.repo))
+    assert set(session) == set(capture("session.get.response.json")) | {"permission"}
+    assert session["model"] == {"id": "kodo-scripted", "providerID": "kodo", "variant": "default"}
+    assert session["agent"] == "plan"
+    assert session["cost"] == pytest.approx(result.usage["cost_usd"])
+    assert session["tokens"]["input"] == result.usage["input_tokens"]
+
+
+def test_a_build_patch_answer_applies_to_the_worktree(
+    backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str
+) -> None:
+    plan = {"files": [{"path": "calc.py", "change": "modify", "why": "asked"}]}
+    prompt = (
+        f"Apply the approved plan.\n--- plan.json ---\n{json.dumps(plan)}\n--- end plan.json ---"
+    )
+    call = StructuredCall(
+        run_id, "ApplyPatchST", 1, "build", prompt, PATCH_OUTPUT_SCHEMA, str(backend.repo)
+    )
+    result: StructuredResult = wrapper(backend).prompt_structured(call)
+    assert "calc.py" in result.answer["diff"]
+    checked = subprocess.run(
+        ["git", "apply", "--check", "-"],
+        cwd=backend.repo,
+        input=result.answer["diff"],
+        text=True,
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert _row(sessions, call.op_key).request["agent"] == "build"
+
+
+def test_an_answer_violating_the_schema_is_rejected_and_recorded_failed(
+    backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str
+) -> None:
+    call = _plan_call(run_id, backend, "Plan it [oc:invalid]")
+    with pytest.raises(CallFailed, match="ContractViolation") as failure:
+        wrapper(backend).prompt_structured(call)
+    assert failure.value.status == "failed"
+    row = _row(sessions, call.op_key)
+    assert row.status == "failed"
+    assert row.error is not None
+    assert row.error.startswith("ContractViolation")
+    assert row.response is not None, "the invalid answer is kept as evidence"
+    assert row.response["structured"] is not None
+
+
+def test_a_plain_text_answer_is_a_structured_output_error_recorded_failed(
+    backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str
+) -> None:
+    call = _plan_call(run_id, backend, "Plan it [oc:no-structured]")
+    with pytest.raises(CallFailed, match="StructuredOutputError"):
+        wrapper(backend).prompt_structured(call)
+    row = _row(sessions, call.op_key)
+    assert row.status == "failed"
+    assert row.response is not None
+    assert row.response["info"]["error"]["name"] == "StructuredOutputError"
+    assert row.usage is not None
+    assert row.usage["total_tokens"] > 0, "prose is billed too"
+
+
+def test_a_forbidden_tool_call_never_runs_and_fails_the_call_closed(
+    backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str
+) -> None:
+    marker = backend.repo / TOOL_MARKER
+    call = _plan_call(run_id, backend, "Plan it [oc:tool=bash]")
+    with pytest.raises(CallFailed) as failure:
+        wrapper(backend).prompt_structured(call)
+    # The daemon denies bash (its part reads "invalid"); compat shows "bash": both are
+    # outside the plan agent's allowlist, found in an earlier message of the turn.
+    assert failure.value.error_name == "ToolNotAllowed"
+    assert not marker.exists(), "bash is denied to the plan agent: it must never run"
+    row = _row(sessions, call.op_key)
+    assert row.status == "failed"
+    assert row.error_name == "ToolNotAllowed"
+    assert row.session_id is not None
+
+
+def test_a_stalled_answer_is_aborted_recorded_timed_out_and_the_session_goes_idle(
+    backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str
+) -> None:
+    call = _plan_call(run_id, backend, "Plan it [oc:slow=8000]")
+    began = time.monotonic()
+    with pytest.raises(CallFailed) as failure:
+        wrapper(backend, timeout_s=1.5).prompt_structured(call)
+    assert failure.value.status == "timed_out"
+    assert time.monotonic() - began < 1.5 + ABORT_GRACE_S
+    row = _row(sessions, call.op_key)
+    assert row.status == "timed_out"
+    assert row.session_id is not None
+    assert row.session_id not in _wait_idle(backend, row.session_id)
+
+
+def test_an_llm_500_is_retried_by_the_daemon_but_our_timeout_still_holds(
+    backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str
+) -> None:
+    call = _plan_call(run_id, backend, "Plan it [oc:llm500]")
+    seen: list[dict[str, Any]] = []
+    failures: list[CallFailed] = []
+
+    def ask() -> None:
+        try:
+            wrapper(backend, timeout_s=2.5).prompt_structured(call)
+        except CallFailed as exc:
+            failures.append(exc)
+
+    began = time.monotonic()
+    worker = threading.Thread(target=ask)
+    worker.start()
+    while worker.is_alive() and not seen:
+        seen += [s for s in _statuses(backend).values() if s.get("type") == "retry"]
+        time.sleep(0.1)
+    worker.join(2.5 + ABORT_GRACE_S + 5)
+    assert seen, "the daemon reports it is retrying the model"
+    assert {"attempt", "message", "next"} <= set(seen[0])
+    assert [f.status for f in failures] == ["timed_out"]
+    assert time.monotonic() - began < 2.5 + ABORT_GRACE_S
+    row = _row(sessions, call.op_key)
+    assert row.status == "timed_out"
+    assert row.session_id is not None
+    assert row.session_id not in _wait_idle(backend, row.session_id)
+
+
+def test_an_unknown_model_is_a_config_error_with_the_hint(
+    backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str
+) -> None:
+    wrong = ModelRef("kodo", "no-such-model")
+    call = _plan_call(run_id, backend, "Plan with a model the daemon lacks")
+    with pytest.raises(CallFailed) as failure:
+        wrapper(backend, model=wrong).prompt_structured(call)
+    assert CONFIG_HINT in failure.value.error
+    assert _row(sessions, call.op_key).status == "failed"
+    with backend.client() as client:
+        session = client.create_session(directory=str(backend.repo), title="kodo wrong model")
+        with pytest.raises(OpenCodeConfigError) as raised:
+            client.prompt(
+                str(session["id"]),
+                directory=str(backend.repo),
+                agent="plan",
+                model=wrong,
+                text="hello",
+                tools=tools_map("plan"),
+                format=None,
+            )
+    assert (raised.value.status, raised.value.name) == (500, "UnknownError")
+
+
+def test_both_backends_give_the_same_plan_with_the_same_tokens(
+    request: pytest.FixtureRequest, wrapper: Wrappers, db: Session
+) -> None:
+    """The scripted LLM and the compat server share answer builders: same seed, same answer."""
+    results: dict[str, StructuredResult] = {}
+    for name in ("real", "compat"):
+        backend = _backend(request, name)
+        run = RunFactory()
+        db.commit()
+        call = _plan_call(str(run.id), backend, "Teach calc.py to subtract")
+        results[name] = wrapper(backend).prompt_structured(call)
+    real, compat = results["real"], results["compat"]
+    assert real.answer == compat.answer
+    keys = ("input_tokens", "output_tokens", "reasoning_tokens", "cache_read_tokens", "cost_usd")
+    assert {k: real.usage[k] for k in keys} == {k: compat.usage[k] for k in keys}
+
+
+def _backend(request: pytest.FixtureRequest, name: str) -> Backend:
+    backends: dict[str, Backend] = request.getfixturevalue("backends")
+    if name not in backends:
+        pytest.fail(f"backend {name} was not started by an earlier case")
+    return backends[name]

@@ -1,0 +1,78 @@
+"""``kodo oc up|health|down`` run the real daemon isolated, and stop only what they started."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.launcher import free_port
+from services.oc_daemon import daemon
+from services.oc_daemon.config import global_config
+from tests.conformance.conftest import PASSWORD
+
+pytestmark = pytest.mark.conformance
+
+KODO = str(Path(sys.executable).parent / "kodo")
+
+
+def _kodo(*args: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KODO_OC_STATE_DIR": str(state_dir)}
+    return subprocess.run(
+        [KODO, "oc", *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_the_daemon_environment_turns_every_switch_on_and_drops_inherited_settings(
+    tmp_path: Path,
+) -> None:
+    env = daemon.daemon_env(
+        {"PATH": "/bin", "OPENCODE_PERMISSION": '{"bash":"allow"}', "XDG_CONFIG_HOME": "/x"},
+        home=tmp_path,
+        config_path=tmp_path / "c.json",
+        password=PASSWORD,
+    )
+    assert {k: env[k] for k in daemon.DISABLE_SWITCHES} == dict.fromkeys(
+        daemon.DISABLE_SWITCHES, "1"
+    )
+    assert "OPENCODE_PERMISSION" not in env
+    assert env["XDG_CONFIG_HOME"] == str(tmp_path / ".config")
+    assert (env["HOME"], env["OPENCODE_SERVER_PASSWORD"]) == (str(tmp_path), PASSWORD)
+
+
+def test_the_global_config_denies_what_a_headless_call_must_never_do() -> None:
+    config = global_config("http://127.0.0.1:1/v1")
+    model = config["provider"]["kodo"]["models"]["kodo-scripted"]
+    assert model["tool_call"] is True
+    assert model["cost"] == {"input": 1.0, "output": 2.0, "cache_read": 0.1, "cache_write": 0}
+    assert set(config["permission"].values()) == {"deny"}
+    assert config["agent"]["plan"]["permission"] == {"edit": "deny", "bash": "deny", "task": "deny"}
+    assert (config["snapshot"], config["lsp"], config["share"]) == (False, False, "disabled")
+
+
+def test_up_health_down_start_probe_and_stop_the_daemon(
+    opencode_binary: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    up = _kodo("up", "--port", str(port), "--scripted-llm", state_dir=tmp_path)
+    assert up.returncode == 0, up.stdout + up.stderr
+    state = daemon.read_state(tmp_path)
+    assert state is not None
+    try:
+        assert state.url == f"http://127.0.0.1:{port}"
+        assert f"OC_BASE_URL={state.url}" in up.stdout
+        healthy = _kodo("health", state_dir=tmp_path)
+        assert healthy.returncode == 0, healthy.stderr
+        assert json.loads(healthy.stdout) == {"healthy": True, "version": "1.18.33"}
+        assert daemon.is_running(state.pid)
+    finally:
+        down = _kodo("down", state_dir=tmp_path)
+    assert down.returncode == 0, down.stderr
+    assert not daemon.is_running(state.pid)
+    assert state.llm_pid is not None
+    assert not daemon.is_running(state.llm_pid)
+    assert _kodo("health", state_dir=tmp_path).returncode != 0

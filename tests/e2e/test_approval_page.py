@@ -1,0 +1,98 @@
+"""The approval page end to end: a person opens it in a browser, reads the plan and its
+digest, types a name, clicks Approve, and watches the run reach ``succeeded``.
+
+Headless Debian Chromium driven by Playwright (never ``playwright install``); the
+whole stack is real (worker, beat, API, OpenCode-compatible server).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+from sqlalchemy import Engine, text
+
+from services.launcher import Stack
+from tests.e2e.conftest import Api
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# A fixed path the lead looks at after a run (the brief asks for exactly this one).
+SHARED_SCREENSHOT = Path("/tmp/kodo-approval-page.png")  # noqa: S108
+APPROVER = "grace (approval page e2e)"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail("Debian chromium is missing: apt-get install -y chromium")
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+def test_an_approver_approves_a_plan_on_the_page_and_sees_it_succeed(
+    api: Api, stack: Stack, engine: Engine, sample_repo: Path, page: Page, tmp_path: Path
+) -> None:
+    goal = "Add a multiply function to calc.py with a test"
+    run_id = api.submit(sample_repo, goal)
+    waiting = api.wait_for(run_id, {"waiting_input"})
+
+    page.goto(f"{stack.api_url}/ui/approvals")
+    page.get_by_role("link", name=goal).click()
+    page.wait_for_url(f"**/ui/runs/{run_id}")
+
+    assert page.locator("#plan-sha256").inner_text() == waiting["planSha256"]
+    assert page.locator("#status").inner_text() == "waiting_input"
+    assert page.locator("#plan pre.design").inner_text().strip()
+    assert page.locator("#plan tbody tr").count() >= 1  # the files the plan changes
+
+    page.fill("#approver", APPROVER)
+    page.click("#approve")
+    page.wait_for_function(
+        "document.getElementById('status').textContent === 'succeeded'", timeout=60_000
+    )
+    assert "Approved by" in page.locator("#message").inner_text()
+
+    shot = tmp_path / "approval-page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    shutil.copyfile(shot, SHARED_SCREENSHOT)
+
+    with engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT decision, approver, plan_sha256 FROM app.plan_approvals WHERE run_id = :r"
+            ),
+            {"r": run_id},
+        ).one()
+    assert (row.decision, row.approver, row.plan_sha256) == (
+        "approved",
+        APPROVER,
+        waiting["planSha256"],
+    )
+    assert api.run(run_id)["status"] == "succeeded"

@@ -1,0 +1,218 @@
+"""``GET /runs/<id>/events``: the run's state as server-sent events, fed by LISTEN/NOTIFY.
+
+Changes are committed from another session, exactly as a worker would: the trigger
+notifies, the API's listener wakes the stream, the stream re-reads the row.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.test import TestResponse
+
+from services.api import events
+from services.api.events import close_events, hub_of
+from shared.db.events import parse_payload
+from shared.db.models import Run
+from tests.factories import RunFactory
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _stop_listener(app: Flask) -> Iterator[None]:
+    yield
+    close_events(app)
+
+
+class Sse:
+    """Reads one streamed response frame by frame (each a blank-line-terminated block)."""
+
+    def __init__(self, response: TestResponse) -> None:
+        self.response = response
+        self.chunks = response.iter_encoded()
+        self.buffer = ""
+
+    def next_frame(self) -> str:
+        while "\n\n" not in self.buffer:
+            self.buffer += next(self.chunks).decode()
+        frame, self.buffer = self.buffer.split("\n\n", 1)
+        return frame
+
+    def next_event(self) -> dict[str, Any]:
+        frame = self.next_frame()
+        lines = frame.split("\n")
+        assert lines[0] == "event: run", frame
+        assert lines[1].startswith("data: "), frame
+        data: dict[str, Any] = json.loads(lines[1].removeprefix("data: "))
+        return data
+
+    def ended(self) -> bool:
+        if self.buffer:
+            return False
+        try:
+            self.buffer += next(self.chunks).decode()
+        except StopIteration:
+            return True
+        return False
+
+
+def open_stream(client: FlaskClient, url: str) -> Sse:
+    response = client.get(url, buffered=False)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "text/event-stream"
+    assert response.headers["Cache-Control"] == "no-cache"
+    return Sse(response)
+
+
+def move(sessions: sessionmaker[Session], run_id: str, status: str, step: str | None) -> None:
+    """Commit a status change in a transaction of its own (another actor, as a worker is)."""
+    with sessions() as s, s.begin():
+        s.execute(update(Run).where(Run.id == run_id).values(status=status, last_step=step))
+
+
+def test_the_first_event_is_the_current_state_of_the_run(client: FlaskClient, db: Session) -> None:
+    run = RunFactory(waiting_input=True)
+    db.commit()
+
+    sse = open_stream(client, f"/runs/{run.id}/events")
+
+    assert sse.next_event() == {
+        "runId": run.id,
+        "status": "waiting_input",
+        "lastStep": "CompileST",
+        "nextAction": "await:approval",
+    }
+    sse.response.close()
+
+
+def test_a_change_committed_elsewhere_arrives_as_the_next_event(
+    client: FlaskClient, db: Session, sessions: sessionmaker[Session]
+) -> None:
+    run = RunFactory()
+    db.commit()
+    sse = open_stream(client, f"/runs/{run.id}/events")
+    assert sse.next_event()["status"] == "compiling"
+
+    move(sessions, run.id, "waiting_input", "CompileST")
+
+    assert sse.next_event()["status"] == "waiting_input"
+    move(sessions, run.id, "applying", "ApplyPatchST")
+    assert sse.next_event()["lastStep"] == "ApplyPatchST"
+    sse.response.close()
+
+
+def test_the_stream_ends_after_a_terminal_status(
+    client: FlaskClient, db: Session, sessions: sessionmaker[Session]
+) -> None:
+    run = RunFactory(status="executing", last_step="ExecuteST")
+    db.commit()
+    sse = open_stream(client, f"/runs/{run.id}/events")
+    assert sse.next_event()["status"] == "executing"
+
+    move(sessions, run.id, "succeeded", "ExecuteST")
+
+    assert sse.next_event()["status"] == "succeeded"
+    assert sse.ended()
+
+
+def test_a_run_already_finished_gets_one_event_and_the_end(
+    client: FlaskClient, db: Session
+) -> None:
+    run = RunFactory(succeeded=True)
+    db.commit()
+
+    sse = open_stream(client, f"/runs/{run.id}/events")
+
+    assert sse.next_event()["status"] == "succeeded"
+    assert sse.ended()
+
+
+def test_until_ends_the_stream_at_one_of_the_named_statuses(
+    client: FlaskClient, db: Session, sessions: sessionmaker[Session]
+) -> None:
+    run = RunFactory()
+    db.commit()
+    sse = open_stream(client, f"/runs/{run.id}/events?until=waiting_input,deciding")
+    assert sse.next_event()["status"] == "compiling"
+
+    move(sessions, run.id, "waiting_input", "CompileST")
+
+    assert sse.next_event()["status"] == "waiting_input"
+    assert sse.ended()
+
+
+def test_until_a_status_the_run_is_already_in_ends_after_the_first_event(
+    client: FlaskClient, db: Session
+) -> None:
+    run = RunFactory(waiting_input=True)
+    db.commit()
+
+    sse = open_stream(client, f"/runs/{run.id}/events?until=waiting_input")
+
+    assert sse.next_event()["status"] == "waiting_input"
+    assert sse.ended()
+
+
+def test_an_unknown_run_is_a_json_404_and_holds_no_subscription(
+    app: Flask, client: FlaskClient
+) -> None:
+    response = client.get("/runs/no-such-run/events")
+
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"
+    with app.app_context():
+        assert hub_of(app).subscriber_count() == 0
+
+
+def test_an_unknown_status_in_until_is_a_400(client: FlaskClient, db: Session) -> None:
+    run = RunFactory()
+    db.commit()
+
+    response = client.get(f"/runs/{run.id}/events?until=waiting_input,nonsense")
+
+    assert response.status_code == 400
+    assert response.get_json()["error"]["details"] == {"until": ["unknown status 'nonsense'"]}
+
+
+def test_a_quiet_stream_sends_keepalive_comments(
+    client: FlaskClient, db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "KEEPALIVE_S", 0.05)
+    run = RunFactory(waiting_input=True)
+    db.commit()
+    sse = open_stream(client, f"/runs/{run.id}/events")
+    sse.next_event()
+
+    assert sse.next_frame() == ": keepalive"
+    sse.response.close()
+
+
+def test_closing_the_stream_releases_its_subscription(
+    app: Flask, client: FlaskClient, db: Session
+) -> None:
+    run = RunFactory(waiting_input=True)
+    db.commit()
+    sse = open_stream(client, f"/runs/{run.id}/events")
+    sse.next_event()
+    with app.app_context():
+        assert hub_of(app).subscriber_count() == 1
+
+    sse.response.close()
+
+    with app.app_context():
+        assert hub_of(app).subscriber_count() == 0
+
+
+def test_payloads_that_are_not_the_triggers_shape_are_ignored() -> None:
+    assert parse_payload('{"run_id": "r", "status": "applying", "last_step": null}') is not None
+    assert parse_payload("not json") is None
+    assert parse_payload('["r", "applying"]') is None
+    assert parse_payload('{"run_id": 1, "status": "applying"}') is None

@@ -1,0 +1,110 @@
+"""``/metrics``: Prometheus text computed from the tables at scrape time."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.orm import Session
+
+from shared.db.models import Run, StepRun
+from tests.factories import OpenCodeCallFactory, PlanApprovalFactory, RunFactory
+
+from .conftest import NOW
+
+pytestmark = pytest.mark.integration
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(client: FlaskClient) -> Samples:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    samples: Samples = {}
+    for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def step_run(db: Session, run: Run, step_id: str, duration_ms: int, caches: list[str]) -> None:
+    attempts: list[dict[str, Any]] = [
+        {"attempt": i + 1, "status": "succeeded", "cache": c} for i, c in enumerate(caches)
+    ]
+    db.add(
+        StepRun(
+            run_id=run.id,
+            step_id=step_id,
+            status="succeeded",
+            started_at=NOW,
+            finished_at=NOW + timedelta(milliseconds=duration_ms),
+            duration_ms=duration_ms,
+            output={"attempts": attempts},
+        )
+    )
+    db.flush()
+
+
+def test_an_empty_database_reports_zeros_and_that_it_answered(client: FlaskClient) -> None:
+    samples = scrape(client)
+
+    assert value(samples, "kodo_metrics_database_up") == 1
+    assert value(samples, "kodo_runs", status="waiting_input") == 0
+    assert value(samples, "kodo_approvals_waiting") == 0
+    assert value(samples, "kodo_provider_calls_unknown") == 0
+
+
+def test_metrics_are_derived_from_the_rows(client: FlaskClient, db: Session) -> None:
+    RunFactory(waiting_input=True)
+    RunFactory(waiting_input=True)
+    RunFactory(succeeded=True)
+    RunFactory(updated_at=NOW - timedelta(hours=1))  # compiling, untouched for an hour
+    RunFactory(updated_at=NOW - timedelta(minutes=1))  # compiling, recently moved
+    done = RunFactory(succeeded=True)
+    step_run(db, done, "CompileST", 1500, ["miss", "l2"])
+    step_run(db, done, "DecideST", 300, ["l1"])
+    OpenCodeCallFactory(run=done, duration_ms=2000, usage={"total_tokens": 100, "cost_usd": 0.25})
+    OpenCodeCallFactory(run=done, duration_ms=400, usage={"total_tokens": 20, "cost_usd": 0.05})
+    OpenCodeCallFactory(run=done, status="unknown", agent="build", step_id="ApplyPatchST")
+    PlanApprovalFactory(approved_at=NOW, decided_at=NOW, dispatched_at=NOW + timedelta(seconds=3))
+    db.commit()
+
+    samples = scrape(client)
+
+    assert value(samples, "kodo_runs", status="waiting_input") == 3  # + the approval's run
+    assert value(samples, "kodo_runs", status="succeeded") == 2
+    assert value(samples, "kodo_runs", status="compiling") == 2
+    assert value(samples, "kodo_approvals_waiting") == 3
+    assert value(samples, "kodo_runs_stuck", status="compiling") == 1
+
+    compile_ = {"step_id": "CompileST"}
+    assert value(samples, "kodo_step_duration_seconds_count", **compile_) == 1
+    assert value(samples, "kodo_step_duration_seconds_sum", **compile_) == pytest.approx(1.5)
+    assert value(samples, "kodo_step_duration_seconds_bucket", **compile_, le="1.0") == 0
+    assert value(samples, "kodo_step_duration_seconds_bucket", **compile_, le="2.5") == 1
+
+    plan = {"agent": "plan", "step_id": "CompileST"}
+    assert value(samples, "kodo_provider_call_duration_seconds_count", **plan) == 2
+    assert value(samples, "kodo_provider_call_duration_seconds_sum", **plan) == pytest.approx(2.4)
+    assert value(samples, "kodo_provider_call_duration_seconds_bucket", **plan, le="0.5") == 1
+    assert value(samples, "kodo_provider_tokens_total", **plan) == 120
+    assert value(samples, "kodo_provider_cost_usd_total", **plan) == pytest.approx(0.30)
+    assert value(samples, "kodo_provider_calls_total", **plan, status="succeeded") == 2
+    assert value(samples, "kodo_provider_calls_unknown") == 1
+
+    assert value(samples, "kodo_cache_hits_total", level="l1") == 1
+    assert value(samples, "kodo_cache_hits_total", level="l2") == 1
+    assert value(samples, "kodo_cache_misses_total") == 1
+
+    assert value(samples, "kodo_approval_dispatch_latency_seconds_count") == 1
+    assert value(samples, "kodo_approval_dispatch_latency_seconds_sum") == pytest.approx(3.0)
+    assert value(samples, "kodo_approval_dispatch_latency_seconds_bucket", le="2.0") == 0
+    assert value(samples, "kodo_approval_dispatch_latency_seconds_bucket", le="5.0") == 1

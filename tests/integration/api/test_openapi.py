@@ -1,0 +1,148 @@
+"""The OpenAPI spec: valid OpenAPI 3, and complete (every route with its methods).
+
+Validation uses ``openapi-spec-validator`` when it is installed; otherwise a structural
+check: the document's skeleton against a JSON Schema of the OpenAPI 3.0 essentials, and
+every ``$ref`` resolving inside the document.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from openapi_spec_validator import validate
+
+pytestmark = pytest.mark.integration
+
+NOT_IN_SPEC = {"api-docs.openapi_json", "docs.docs_page"}
+IGNORED_METHODS = {"HEAD", "OPTIONS"}
+
+OPERATION = {
+    "type": "object",
+    "required": ["responses"],
+    "properties": {
+        "responses": {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": r"^([1-5][0-9X]{2}|default)$"},
+            "additionalProperties": {
+                "type": "object",
+                "anyOf": [{"required": ["$ref"]}, {"required": ["description"]}],
+            },
+        },
+        "parameters": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "anyOf": [
+                    {"required": ["$ref"]},
+                    {
+                        "required": ["name", "in"],
+                        "properties": {"in": {"enum": ["path", "query", "header", "cookie"]}},
+                    },
+                ],
+            },
+        },
+    },
+}
+
+
+def refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from refs(item)
+
+
+def resolve(spec: dict[str, Any], ref: str) -> Any:
+    assert ref.startswith("#/"), f"external $ref {ref}"
+    node: Any = spec
+    for part in ref[2:].split("/"):
+        assert isinstance(node, dict), f"$ref {ref} goes through a non-object"
+        assert part in node, f"dangling $ref {ref}"
+        node = node[part]
+    return node
+
+
+@pytest.fixture
+def spec(client: FlaskClient) -> dict[str, Any]:
+    response = client.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    body: dict[str, Any] = response.get_json()
+    return body
+
+
+def test_the_spec_is_valid_openapi_3(spec: dict[str, Any]) -> None:
+    validate(spec)  # openapi-spec-validator: the full OpenAPI 3 meta-schema
+    for ref in refs(spec):
+        resolve(spec, ref)
+
+
+def test_every_route_of_the_app_is_in_the_spec_with_its_methods(
+    app: Flask, spec: dict[str, Any]
+) -> None:
+    documented = {
+        path: {m.upper() for m in item if m in {"get", "post", "put", "patch", "delete"}}
+        for path, item in spec["paths"].items()
+    }
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in NOT_IN_SPEC:
+            continue
+        path = rule.rule.replace("<", "{").replace(">", "}")
+        path = "/".join(
+            "{" + part.split(":")[-1] if part.startswith("{") else part for part in path.split("/")
+        )
+        methods = set(rule.methods or ()) - IGNORED_METHODS
+        assert path in documented, f"{rule.rule} is not documented"
+        assert methods <= documented[path], f"{rule.rule}: {methods} vs {documented[path]}"
+
+
+def test_path_parameters_are_declared_for_every_operation(spec: dict[str, Any]) -> None:
+    for path, item in spec["paths"].items():
+        names = {part[1:-1] for part in path.split("/") if part.startswith("{")}
+        shared = {p["name"] for p in item.get("parameters", []) if p["in"] == "path"}
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            own = {p["name"] for p in op.get("parameters", []) if p.get("in") == "path"}
+            assert names == shared | own, f"{method.upper()} {path}"
+
+
+def test_errors_are_documented_in_kodos_error_shape(spec: dict[str, Any]) -> None:
+    error = spec["components"]["schemas"]["Error"]
+    assert set(error["properties"]) == {"error"}
+    body = resolve(spec, error["properties"]["error"]["$ref"])
+    assert set(body["properties"]) == {"code", "message", "details"}
+    create = spec["paths"]["/intents"]["post"]
+    assert create["responses"]["415"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"
+    }
+    assert create["requestBody"]["required"] is True
+    approve = spec["paths"]["/runs/{run_id}/approve-plan"]["post"]
+    assert approve["requestBody"]["required"] is False
+
+
+def test_flask_smorest_does_not_replace_kodos_error_handler(client: FlaskClient) -> None:
+    response = client.get("/nowhere")
+
+    assert response.status_code == 404
+    assert set(response.get_json()) == {"error"}
+    assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_the_docs_page_renders_the_local_spec_without_scripts(client: FlaskClient) -> None:
+    response = client.get("/docs")
+
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert "/runs/{run_id}/approve-plan" in page
+    assert "<script" not in page

@@ -1,0 +1,81 @@
+"""The approval pages render what is stored, escaped, with the digest the buttons send."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
+
+from shared.db.repos.steps import ArtifactRepo
+from shared.domain.run_machine import StepId
+from tests.factories import IntentFactory, OpenCodeCallFactory, RunFactory
+
+pytestmark = pytest.mark.integration
+
+HOSTILE = "<script>alert(1)</script>"
+PLAN = {
+    "design": f"Add multiply {HOSTILE}",
+    "files": [{"path": "calc.py", "change": "modify", "why": "add multiply"}],
+    "risks": ["none really"],
+    "tests": ["test_multiply"],
+}
+
+
+def test_the_inbox_lists_only_runs_waiting_for_approval(client: FlaskClient, db: Session) -> None:
+    RunFactory(waiting_input=True, intent=IntentFactory(goal=f"waiting {HOSTILE}"))
+    RunFactory(succeeded=True, intent=IntentFactory(goal="already done"))
+    db.commit()
+
+    page = client.get("/ui/approvals")
+
+    assert page.status_code == 200
+    assert page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert "waiting &lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert HOSTILE not in html
+    assert "already done" not in html
+
+
+def test_a_run_page_shows_the_plan_card_digest_and_ledger_totals(
+    client: FlaskClient, db: Session
+) -> None:
+    run = RunFactory(waiting_input=True)
+    ArtifactRepo(db).put(
+        run.id,
+        StepId.COMPILE,
+        kind="plan_card",
+        name="plan.json",
+        content=json.dumps(PLAN).encode(),
+        media_type="application/json",
+    )
+    OpenCodeCallFactory(run=run, usage={"total_tokens": 70, "cost_usd": 0.5})
+    OpenCodeCallFactory(run=run, usage={"total_tokens": 30, "cost_usd": 0.25}, attempt=2)
+    db.commit()
+
+    html = client.get(f"/ui/runs/{run.id}").get_data(as_text=True)
+
+    assert f'data-plan-sha256="{run.plan_sha256}"' in html
+    assert run.plan_sha256 in html
+    assert "Add multiply &lt;script&gt;" in html
+    assert HOSTILE not in html
+    assert "calc.py" in html
+    assert "add multiply" in html
+    assert '<strong id="total-tokens">100</strong>' in html
+    assert "$0.7500" in html
+    assert 'id="approve"' in html
+
+
+def test_a_decided_run_has_no_buttons(client: FlaskClient, db: Session) -> None:
+    run = RunFactory(succeeded=True)
+    db.commit()
+
+    html = client.get(f"/ui/runs/{run.id}").get_data(as_text=True)
+
+    assert 'id="approve"' not in html
+    assert "No plan yet" in html
+
+
+def test_an_unknown_run_page_is_a_404(client: FlaskClient) -> None:
+    assert client.get("/ui/runs/no-such-run").status_code == 404

@@ -1,0 +1,126 @@
+"""`kodo intent|run|calls` against a real API: output, and exit codes scripts rely on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.cli.conftest import Kodo
+
+pytestmark = pytest.mark.integration
+
+GOAL = "Add a multiply function to calc.py with a test"
+
+
+def submit(kodo: Kodo, name: str) -> str:
+    result = kodo(
+        "intent", "submit", "--repo", str(kodo.sample_repo(name)), "--goal", GOAL, "--json"
+    )
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.output)
+    assert body["run"]["runId"] == body["intent"]["intentId"]
+    run_id: str = body["intent"]["intentId"]
+    return run_id
+
+
+def test_a_run_is_submitted_watched_to_its_plan_approved_and_watched_to_success(
+    kodo: Kodo,
+) -> None:
+    run_id = submit(kodo, "happy")
+
+    waiting = kodo("run", "watch", run_id, "--timeout", "60")
+    assert waiting.exit_code == 0, waiting.output
+    assert "Plan card (sha256 " in waiting.output
+    assert f"kodo run approve {run_id}" in waiting.output
+
+    approved = kodo("run", "approve", run_id, "--approver", "alice")
+    assert approved.exit_code == 0, approved.output
+    assert "as alice" in approved.output
+
+    done = kodo("run", "watch", run_id, "--timeout", "60")
+    assert done.exit_code == 0, done.output
+    assert f"run {run_id} succeeded" in done.output
+
+    status = kodo("run", "status", run_id, "--json")
+    assert status.exit_code == 0
+    assert json.loads(status.output)["status"] == "succeeded"
+    table = kodo("run", "status", run_id)
+    assert "ExecuteST" in table.output
+    assert "succeeded" in table.output
+
+    calls = kodo("calls", run_id)
+    assert calls.exit_code == 0, calls.output
+    for step in ("CompileST", "ApplyPatchST", "DecideST"):
+        assert step in calls.output
+    assert "tokens" in calls.output
+    ledger = json.loads(kodo("calls", run_id, "--json").output)
+    assert {c["stepId"] for c in ledger["calls"]} == {"CompileST", "ApplyPatchST", "DecideST"}
+
+
+def test_a_rejected_plan_ends_the_run_and_watch_exits_1(kodo: Kodo) -> None:
+    run_id = submit(kodo, "rejected")
+    assert kodo("run", "watch", run_id, "--timeout", "60").exit_code == 0
+
+    rejected = kodo("run", "reject", run_id, "--approver", "bob", "--comment", "too risky")
+    assert rejected.exit_code == 0, rejected.output
+
+    watched = kodo("run", "watch", run_id, "--timeout", "30")
+    assert watched.exit_code == 1
+    assert "ended rejected" in watched.output
+
+
+def test_approving_a_digest_that_is_not_the_plan_is_refused_with_exit_1(kodo: Kodo) -> None:
+    run_id = submit(kodo, "digest")
+    assert kodo("run", "watch", run_id, "--timeout", "60").exit_code == 0
+
+    refused = kodo("run", "approve", run_id, "--plan-sha256", "0" * 64)
+    assert refused.exit_code == 1
+    assert "409" in refused.output
+
+
+def test_no_run_start_leaves_the_intent_unstarted_until_run_start(kodo: Kodo) -> None:
+    repo = kodo.sample_repo("later")
+    created = kodo("intent", "submit", "--repo", str(repo), "--goal", GOAL, "--no-run")
+    assert created.exit_code == 0, created.output
+    intent_id = created.output.split()[1]
+    assert "kodo run start" in created.output
+
+    started = kodo("run", "start", intent_id)
+    assert started.exit_code == 0, started.output
+    assert started.output.startswith(f"run {intent_id} ")
+
+
+def test_cancel_reports_plainly_when_the_api_has_no_cancel_endpoint(kodo: Kodo) -> None:
+    run_id = submit(kodo, "cancel")
+    result = kodo("run", "cancel", run_id)
+    if result.exit_code == 1:
+        assert "does not offer POST /runs/{id}/cancel" in result.output
+    else:  # the endpoint exists (another issue adds it)
+        assert result.exit_code == 0, result.output
+        assert run_id in result.output
+
+
+def test_an_unknown_run_is_exit_1_with_the_apis_message(kodo: Kodo) -> None:
+    result = kodo("run", "status", "no-such-run")
+    assert result.exit_code == 1
+    assert "404" in result.output
+    assert "no-such-run" in result.output
+
+
+def test_an_unreachable_api_is_exit_1_naming_the_url(kodo: Kodo) -> None:
+    result = kodo("run", "status", "x", "--api-url", "http://127.0.0.1:1")
+    assert result.exit_code == 1
+    assert "cannot reach the API at http://127.0.0.1:1" in result.output
+
+
+def test_a_missing_option_is_a_usage_error_exit_2(kodo: Kodo) -> None:
+    result = kodo("intent", "submit", "--repo", str(kodo.repo_root))
+    assert result.exit_code == 2
+    assert "--goal" in result.output
+
+
+def test_the_token_is_sent_as_a_bearer_header_and_ignored_until_auth_exists(kodo: Kodo) -> None:
+    result = kodo("run", "status", "no-such-run", "--token", "s3cret")
+    assert result.exit_code == 1
+    assert "404" in result.output

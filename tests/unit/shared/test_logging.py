@@ -1,0 +1,47 @@
+"""``configure_logging``: JSON lines, from structlog and stdlib alike, with bound ids."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from shared.logging import configure_logging
+
+
+@pytest.fixture
+def out() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    configure_logging(json=True, level="INFO", stream=stream)
+    yield stream
+    configure_logging(json=True, level="INFO")  # back to stderr
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_structlog_and_stdlib_lines_are_json_carrying_the_bound_ids(out: io.StringIO) -> None:
+    with structlog.contextvars.bound_contextvars(run_id="r1", step_id="CompileST"):
+        structlog.get_logger("kodo.test").info("step.started", attempt=2)
+        logging.getLogger("celery.test").warning("from %s", "stdlib")
+
+    first, second = lines(out)
+    assert first["event"] == "step.started"
+    assert (first["run_id"], first["step_id"], first["attempt"]) == ("r1", "CompileST", 2)
+    assert (first["level"], first["logger"]) == ("info", "kodo.test")
+    assert second["event"] == "from stdlib"
+    assert (second["run_id"], second["level"]) == ("r1", "warning")
+    assert "timestamp" in second
+
+
+def test_configuring_twice_keeps_one_handler(out: io.StringIO) -> None:
+    configure_logging(json=True, stream=out)
+
+    logging.getLogger("x").info("once")
+
+    assert [line["event"] for line in lines(out)] == ["once"]
