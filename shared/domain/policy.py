@@ -38,6 +38,18 @@ class Policy:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Policy:
+        """Rebuild the snapshot a step stored (CompileST fixes the run's policy)."""
+        allow = raw.get("exec_allowlist")
+        return cls(
+            forbidden_paths=tuple(raw["forbidden_paths"]),
+            max_files=int(raw["max_files"]),
+            max_lines=int(raw["max_lines"]),
+            exec_allowlist=tuple(allow) if allow is not None else None,
+            source=str(raw.get("source", "stored")),
+        )
+
 
 @dataclass(frozen=True)
 class Violation:

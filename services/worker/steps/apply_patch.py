@@ -7,6 +7,7 @@ is modified before the plan's ``approved_at``.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from services.worker.git_ops import (
@@ -20,8 +21,15 @@ from services.worker.git_ops import (
     reset_clean,
 )
 from services.worker.steps.attempts import AttemptLoop
-from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, plan_block
+from services.worker.steps.base import (
+    ArtifactOut,
+    StepContext,
+    StepOutcome,
+    plan_block,
+    run_policy,
+)
 from shared.domain.contracts import PATCH_OUTPUT_SCHEMA
+from shared.domain.policy import check_patch, diff_stats
 from shared.domain.run_machine import StepId
 from shared.hashing import sha256_hex
 
@@ -65,10 +73,23 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
     if ctx.worktree_path is None:
         return StepOutcome.failed("the run has no worktree", {})
     worktree = ctx.worktree_path
+    policy = run_policy(ctx)
     plan_text = plan_block(ctx.plan)
     loop = AttemptLoop(ctx, StepId.APPLY_PATCH, "build", PATCH_OUTPUT_SCHEMA, str(worktree))
     for result in loop.answers(lambda n, rejected: apply_prompt(ctx.goal, plan_text, n, rejected)):
         diff = result.answer["diff"]
+        violations = check_patch(policy, diff_stats(diff))
+        if violations:  # a policy breach is not retried: fail closed with the evidence
+            return StepOutcome.failed(
+                "the patch violates the repository policy: "
+                + "; ".join(f"{v.rule}: {v.detail}" for v in violations),
+                {
+                    "violations": [asdict(v) for v in violations],
+                    "policy": policy.to_json(),
+                    "attempts": loop.records,
+                    "patch_sha256": sha256_hex(diff),
+                },
+            )
         patch_sha = sha256_hex(diff)
         loop.records[-1]["patch_sha256"] = patch_sha
         if head_trailer(worktree, PATCH_TRAILER) == patch_sha:  # applied by an earlier delivery

@@ -24,6 +24,7 @@ from shared.db.engine import unit_of_work
 from shared.db.repos.approvals import ApprovalRepo
 from shared.db.repos.runs import IntentRepo, RunRepo
 from shared.db.repos.steps import ArtifactRepo, StepRunRepo
+from shared.domain.policy import Policy
 from shared.domain.run_machine import (
     STEP_STATUS,
     RunStatus,
@@ -251,6 +252,12 @@ def _record(
         if not moved:
             raise _Superseded
     return move
+
+
+def run_policy(ctx: StepContext) -> Policy:
+    """The policy CompileST fixed for this run (the default one for older runs)."""
+    stored = ctx.outputs.get(StepId.COMPILE.value, {}).get("policy")
+    return Policy.from_json(stored) if isinstance(stored, dict) else Policy()
 
 
 def plan_block(plan: dict[str, Any]) -> str:
