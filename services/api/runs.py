@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from shared.db.engine import unit_of_work
-from shared.db.models import PlanApproval
-from shared.queue import nudge_watcher
-from shared.service.runs import decide_plan
+from shared.db.models import PlanApproval, Run
+from shared.queue import nudge_watcher, send_abort_calls
+from shared.service.runs import cancel_run, decide_plan
 
 from . import reads
 from .openapi import Routes
-from .responses import ApprovedSchema, RejectedSchema, RunOutSchema
-from .schemas import DecisionIn, DecisionSchema
+from .responses import ApprovedSchema, RejectedSchema, RunOutSchema, StartedSchema
+from .schemas import DecisionIn, DecisionSchema, NoOptionsIn, NoOptionsSchema
 from .state import api
 
 routes = Routes("runs", __name__, description="Runs and the decision on their plan")
@@ -65,3 +65,21 @@ def reject_plan(body: DecisionIn, run_id: str) -> PlanApproval:
             plan_sha256=body.plan_sha256,
             comment=body.comment,
         )
+
+
+@routes.route("/runs/<kid:run_id>/cancel", "POST")
+@routes.arguments(NoOptionsSchema())
+@routes.response(200, StartedSchema())
+@routes.errors(400, 404, 409, 415)
+def cancel(_: NoOptionsIn, run_id: str) -> Run:
+    """Cancel the run from any active state (idempotent); 409 if it already ended otherwise.
+
+    The step in flight stops before its next provider call; its open call is aborted
+    by a worker, asked after commit.
+    """
+    ctx = api()
+    with unit_of_work(ctx.sessions) as s:
+        run, changed = cancel_run(s, run_id, now=ctx.clock.now())
+    if changed:
+        send_abort_calls(ctx.celery, run_id)
+    return run

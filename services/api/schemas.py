@@ -89,6 +89,19 @@ class StartRunSchema(_Strict):
 
 
 @dataclass(frozen=True)
+class NoOptionsIn:
+    """A command without options (cancel); unknown fields are still refused."""
+
+
+class NoOptionsSchema(_Strict):
+    body_required = False
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> NoOptionsIn:
+        return NoOptionsIn()
+
+
+@dataclass(frozen=True)
 class DecisionIn:
     approver: str
     plan_sha256: str | None
