@@ -17,9 +17,13 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+
+from shared.db.engine import make_engine, make_session_factory, unit_of_work
+from shared.service.tokens import Role, fresh_token
 
 BIN = Path(sys.executable).parent
 
@@ -265,3 +269,13 @@ def stop_group(pid: int, grace_s: float = 10.0) -> str:
             return "killed after grace"
         time.sleep(0.05)
     return "survived SIGKILL"
+
+
+def issue_token(database_url: str, name: str, role: str) -> str:
+    """A fresh API token for a scripted stack (demo, tests): revokes NAME's old one first."""
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with unit_of_work(make_session_factory(engine)) as s:
+            return fresh_token(s, name, Role(role), now=datetime.now(UTC))
+    finally:
+        engine.dispose()

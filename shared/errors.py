@@ -33,3 +33,13 @@ class Conflict(KodoError):
 class RepoNotAllowed(KodoError):
     code = "repo_not_allowed"
     http_status = 422
+
+
+class Unauthorized(KodoError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(KodoError):
+    code = "forbidden"
+    http_status = 403

@@ -17,6 +17,7 @@ from shared.queue import make_celery
 from shared.version import app_version
 
 from . import health, intents, metrics, outputs, runs, ui
+from .auth import install_auth
 from .errors import register_error_handlers
 from .events import events_bp
 from .openapi import docs_bp, document_events, make_api, register_routes
@@ -72,11 +73,13 @@ def create_app(
         app_version=app_version(),
         owns_celery=celery is None,
     )
+    install_auth(app)
     spec = make_api(app, version=app_version(), converters=(IdConverter, ArtifactNameConverter))
     register_routes(
         spec, intents.routes, runs.routes, outputs.routes, health.routes, metrics.routes, ui.routes
     )
     app.register_blueprint(events_bp)
+    app.register_blueprint(ui.login_bp)
     document_events(spec, app)
     app.register_blueprint(docs_bp)
     register_error_handlers(app)  # after make_api: kodo's handlers replace flask-smorest's

@@ -5,14 +5,24 @@ from __future__ import annotations
 from shared.db.engine import unit_of_work
 from shared.db.models import Intent, Run
 from shared.db.repos.runs import IntentRepo
-from shared.errors import NotFound
+from shared.errors import Forbidden, NotFound
 from shared.queue import send_step
 from shared.service.runs import resolve_repo, start_run, submit_intent
 
+from .auth import current_principal
 from .openapi import Routes
 from .responses import IntentOutSchema, StartedSchema
 from .schemas import IntentIn, IntentSchema, StartRunIn, StartRunSchema
 from .state import api
+
+
+def _submitter(body: IntentIn) -> str:
+    """Who submitted is the token's name; a body naming someone else is refused."""
+    principal = current_principal()
+    if body.submitted_by is not None and body.submitted_by != principal.name:
+        raise Forbidden(f"you are authenticated as {principal.name!r}, not {body.submitted_by!r}")
+    return principal.name
+
 
 routes = Routes("intents", __name__, description="Submit intents and start their runs")
 
@@ -27,7 +37,11 @@ def create_intent(body: IntentIn) -> Intent:
     repo = resolve_repo(body.repo, ctx.settings.repo_roots)
     with unit_of_work(ctx.sessions) as s:
         row = submit_intent(
-            s, repo=repo, goal=body.goal, base_ref=body.base_ref, submitted_by=body.submitted_by
+            s,
+            repo=repo,
+            goal=body.goal,
+            base_ref=body.base_ref,
+            submitted_by=_submitter(body),
         )
         s.refresh(row, ["created_at"])  # a server default: read it before the session ends
     return row

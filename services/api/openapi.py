@@ -138,8 +138,12 @@ def make_api(app: Flask, *, version: str, converters: tuple[type[BaseConverter],
         API_SPEC_OPTIONS={
             "info": {
                 "description": "A durable, approval-gated orchestrator for AI coding-agent "
-                'runs. Every error is {"error": {"code", "message", "details"}}.'
-            }
+                'runs. Every error is {"error": {"code", "message", "details"}}. Every '
+                "endpoint but /healthz needs `Authorization: Bearer <token>` "
+                "(kodo token create NAME --role submitter|approver|admin)."
+            },
+            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+            "security": [{"bearer": []}],
         },
     )
     api = Api(spec_kwargs={})

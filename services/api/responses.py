@@ -102,6 +102,7 @@ class RejectedSchema(Schema):
     accepted = fields.Constant(True)
     run_id = fields.String(data_key="runId")
     status = fields.String(attribute="decision")
+    approver = fields.String()
 
 
 class CallOutSchema(Schema):

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 from shared.db.engine import unit_of_work
 from shared.db.models import PlanApproval, Run
+from shared.errors import Forbidden
 from shared.queue import nudge_watcher, send_abort_calls
 from shared.service.runs import cancel_run, decide_plan
 
 from . import reads
+from .auth import current_principal
 from .openapi import Routes
 from .responses import ApprovedSchema, RejectedSchema, RunOutSchema, StartedSchema
 from .schemas import DecisionIn, DecisionSchema, NoOptionsIn, NoOptionsSchema
 from .state import api
 
 routes = Routes("runs", __name__, description="Runs and the decision on their plan")
+
+
+def _approver(body: DecisionIn) -> str:
+    """Who decided is the token's name; a body naming someone else is refused."""
+    principal = current_principal()
+    if body.approver is not None and body.approver != principal.name:
+        raise Forbidden(
+            f"you are authenticated as {principal.name!r}, not {body.approver!r}",
+            details={"approver": [principal.name]},
+        )
+    return principal.name
 
 
 @routes.route("/runs/<kid:run_id>", "GET")
@@ -39,7 +52,7 @@ def approve_plan(body: DecisionIn, run_id: str) -> PlanApproval:
             s,
             run_id,
             approve=True,
-            approver=body.approver,
+            approver=_approver(body),
             now=ctx.clock.now(),
             plan_sha256=body.plan_sha256,
             comment=body.comment,
@@ -60,7 +73,7 @@ def reject_plan(body: DecisionIn, run_id: str) -> PlanApproval:
             s,
             run_id,
             approve=False,
-            approver=body.approver,
+            approver=_approver(body),
             now=ctx.clock.now(),
             plan_sha256=body.plan_sha256,
             comment=body.comment,

@@ -103,7 +103,7 @@ class NoOptionsSchema(_Strict):
 
 @dataclass(frozen=True)
 class DecisionIn:
-    approver: str
+    approver: str | None
     plan_sha256: str | None
     comment: str | None
 
@@ -111,7 +111,9 @@ class DecisionIn:
 class DecisionSchema(_Strict):
     body_required = False
 
-    approver = fields.String(load_default="anonymous", validate=[Length(1, 255), clean_text])
+    approver = fields.String(
+        load_default=None, allow_none=True, validate=[Length(1, 255), clean_text]
+    )
     plan_sha256 = fields.String(
         load_default=None,
         allow_none=True,

@@ -8,11 +8,14 @@ holds no authority of its own: an optional API token is sent as a bearer token.
 
 from __future__ import annotations
 
-from flask import Response, render_template
+from flask import Blueprint, Response, redirect, render_template, request
+from werkzeug.wrappers import Response as BaseResponse
 
 from shared.db.repos.inbox import InboxRepo
+from shared.service.tokens import authenticate
 
 from . import reads
+from .auth import COOKIE
 from .openapi import Routes
 from .state import api
 
@@ -39,3 +42,34 @@ def approvals_page() -> Response:
 def run_page(run_id: str) -> Response:
     with api().sessions() as s:
         return _page("run.html", page=reads.run_page(s, run_id))
+
+
+login_bp = Blueprint("ui_login", __name__)
+"""The sign-in page: plain Flask (a form post, not JSON), outside the OpenAPI spec."""
+
+
+def _safe_next(raw: str | None) -> str:
+    """Only same-site UI paths: never an open redirect."""
+    return raw if raw and raw.startswith("/ui/") and "//" not in raw else "/ui/approvals"
+
+
+@login_bp.get("/ui/login")
+def login_page() -> Response:
+    return _page("login.html", next=_safe_next(request.args.get("next")), error=None)
+
+
+@login_bp.post("/ui/login")
+def login() -> BaseResponse:
+    token = (request.form.get("token") or "").strip()
+    target = _safe_next(request.form.get("next"))
+    with api().sessions() as s:
+        principal = authenticate(s, token) if token else None
+    if principal is None:
+        page = _page("login.html", next=target, error="Unknown or revoked token.")
+        page.status_code = 401
+        return page
+    response = redirect(target, code=303)
+    response.set_cookie(
+        COOKIE, token, httponly=True, samesite="Strict", secure=request.is_secure, path="/"
+    )
+    return response

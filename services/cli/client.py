@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 import httpx
 
-from services.cli.context import api_url_for, home_option
+from services.cli.context import api_url_for, home_option, token_for
 
 TIMEOUT_S = 10.0
 
@@ -62,7 +62,7 @@ class ApiClient:
 
     @classmethod
     def from_options(cls, api_url: str | None, token: str | None, home: Path | None) -> ApiClient:
-        return cls(api_url_for(api_url, home), token)
+        return cls(api_url_for(api_url, home), token_for(token, home))
 
     def close(self) -> None:
         self.http.close()

@@ -61,3 +61,27 @@ def api_url_for(explicit: str | None, home: Path | None) -> str:
     if state is not None and state.api_url:
         return state.api_url
     return DEFAULT_API_URL
+
+
+TOKEN_FILE = "token"  # noqa: S105 - a file name, not a secret
+"""Where ``kodo up`` keeps the local admin token it made (mode 0600), beside up.json."""
+
+
+def token_for(explicit: str | None, home: Path | None) -> str | None:
+    """``--token``/``KODO_API_TOKEN``, else the local admin token ``kodo up`` made."""
+    if explicit:
+        return explicit
+    path = (home or upstate.default_home()) / TOKEN_FILE
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def save_local_token(token: str, home: Path | None) -> Path:
+    path = (home or upstate.default_home()) / TOKEN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(token + "\n")
+    return path

@@ -25,7 +25,7 @@ from services.devstack.database import migrate
 from services.devstack.handle import DevstackError
 from shared.queue import make_celery
 
-KEPT_TABLES = ("alembic_version", "processes")
+KEPT_TABLES = ("alembic_version", "processes", "api_tokens")
 
 
 @click.group("db")

@@ -22,6 +22,7 @@ from services.devstack import stack as devstack
 from services.devstack.handle import repo_root
 from services.launcher import (
     Stack,
+    issue_token,
     start_api,
     start_beat,
     start_oc_compat,
@@ -132,7 +133,15 @@ def demo(goal: str, keep: bool, timeout_s: float) -> None:
         click.echo("beat: started")
         start_api(procs)
         click.echo(f"api: {procs.api_url}   (logs in {procs.log_dir})")
-        http = httpx.Client(base_url=procs.api_url, timeout=10.0)
+        submitter_token = issue_token(services.postgres.url, "demo-submitter", "submitter")
+        approver_token = issue_token(services.postgres.url, "demo-approver", "approver")
+        click.echo("tokens: demo-submitter (submitter), demo-approver (approver)")
+        http = httpx.Client(
+            base_url=procs.api_url,
+            timeout=10.0,
+            headers={"Authorization": f"Bearer {submitter_token}"},
+        )
+        approver = {"Authorization": f"Bearer {approver_token}"}
 
         click.secho(f"\nIntent: {goal}\nRepository: {repo}", bold=True)
         intent = http.post("/intents", json={"repo": str(repo), "goal": goal})
@@ -147,10 +156,11 @@ def demo(goal: str, keep: bool, timeout_s: float) -> None:
         _wait(http, run_id, {"waiting_input"}, timeout_s)
         card = http.get(f"/runs/{run_id}/plan").json()
         _print_plan(card)
-        click.echo("\nApproving the plan as 'demo' ...")
+        click.echo("\nApproving the plan as demo-approver (the submitter may not) ...")
         approved = http.post(
             f"/runs/{run_id}/approve-plan",
-            json={"approver": "demo", "plan_sha256": card["planSha256"]},
+            json={"plan_sha256": card["planSha256"]},
+            headers=approver,
         )
         click.echo(f"  {approved.status_code} {json.dumps(approved.json())}")
         run = _wait(http, run_id, {"succeeded"}, timeout_s)

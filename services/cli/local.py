@@ -19,13 +19,14 @@ from urllib.parse import urlsplit
 import click
 
 from services.cli import upstate
-from services.cli.context import home_option
+from services.cli.context import TOKEN_FILE, home_option, save_local_token
 from services.devstack import stack as devstack
 from services.devstack.handle import DevstackError
 from services.devstack.procs import port_is_free
 from services.launcher import (
     Proc,
     Stack,
+    issue_token,
     pid_alive,
     start_api,
     start_beat,
@@ -192,11 +193,12 @@ def up(
         ],
     )
     path = upstate.save(state, home)
+    token_path = save_local_token(issue_token(services.postgres.url, "local-admin", "admin"), home)
     if as_json:
         click.echo(json.dumps(state.to_json(), indent=2))
         return
     click.echo(f"\nkodo is up in {time.monotonic() - began:.1f}s (state: {path})")
-    click.echo(f"API:    {stack.api_url}")
+    click.echo(f"API:    {stack.api_url}   (admin token for local use: {token_path})")
     click.echo(f"Flower: {stack.flower_url}")
     click.echo(f"logs:   {stack.log_dir}")
 
@@ -238,3 +240,4 @@ def down(grace_s: float, home: Path | None) -> None:
     if failed:
         raise click.ClickException("some processes survived SIGKILL; up.json kept")
     upstate.clear(home)
+    (home / TOKEN_FILE).unlink(missing_ok=True)  # `up` revokes and replaces it next time

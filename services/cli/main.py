@@ -39,3 +39,6 @@ cli.add_command(calls)
 from services.cli.db import db  # noqa: E402
 
 cli.add_command(db)
+from services.cli.tokens import token  # noqa: E402
+
+cli.add_command(token)

@@ -6,7 +6,6 @@ accepted the request, 1 when it refused or could not be reached, 2 for usage err
 
 from __future__ import annotations
 
-import getpass
 import json
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,6 @@ _json = click.option("--json", "as_json", is_flag=True, help="Print the API's JS
 
 def _echo_json(body: object) -> None:
     click.echo(json.dumps(body, indent=2, sort_keys=False))
-
-
-def _default_approver() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry in some containers
-        return "anonymous"
 
 
 @click.group("intent")
@@ -123,7 +115,7 @@ def status_cmd(
 _approver = click.option(
     "--approver",
     default=None,
-    help="Who decides (default: the login name).",
+    help="Assert who decides: the API refuses it unless it is the token's name.",
 )
 _comment = click.option("--comment", default=None, help="Recorded with the decision.")
 
@@ -153,7 +145,9 @@ def approve_cmd(
     with ApiClient.from_options(api_url, token, home) as api:
         if plan_sha256 is None:
             plan_sha256 = str(api.get(f"/runs/{run_id}/plan")["planSha256"])
-        body = {"approver": approver or _default_approver(), "plan_sha256": plan_sha256}
+        body = {"plan_sha256": plan_sha256}
+        if approver:
+            body["approver"] = approver
         if comment:
             body["comment"] = comment
         decided = api.post(f"/runs/{run_id}/approve-plan", body)
@@ -180,7 +174,7 @@ def reject_cmd(
     home: Path | None,
 ) -> None:
     """Reject the run's plan; the run ends `rejected`."""
-    body = {"approver": approver or _default_approver()}
+    body = {"approver": approver} if approver else {}
     if comment:
         body["comment"] = comment
     with ApiClient.from_options(api_url, token, home) as api:
@@ -188,7 +182,7 @@ def reject_cmd(
     if as_json:
         _echo_json(decided)
         return
-    click.echo(f"rejected the plan of run {run_id} as {body['approver']}")
+    click.echo(f"rejected the plan of run {run_id} as {decided.get('approver')}")
 
 
 @run.command("cancel")

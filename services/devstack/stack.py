@@ -101,8 +101,8 @@ def restart(
 
     ``crash`` stops it the abrupt way (see ``_CRASH``) instead of the gentle one ``down``
     uses; ``down_s`` is how long it stays down. Clients see their connections drop and must
-    reconnect (and fail meanwhile). Returns the new handle
-    (its pid differs), recorded in place of the old one.
+    reconnect (and fail meanwhile). Returns the new handle (its pid differs), recorded in
+    place of the old one.
     """
     if not handle.owned or handle.pid is None or handle.name not in _CRASH:
         raise DevstackError(f"only a Postgres or Redis we started can be restarted: {handle}")

@@ -143,6 +143,27 @@ class WorkerProcess(Base):
     started_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+ROLES = ("submitter", "approver", "admin")
+
+
+class ApiToken(Base):
+    """A bearer token, stored only as its sha256; the name is who acted."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        UniqueConstraint("name"),
+        UniqueConstraint("token_sha256"),
+        CheckConstraint(_in("role", ROLES), name="role"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    token_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    revoked_at: Mapped[datetime | None]
+
+
 class PlanApproval(Base):
     """A human decision on one exact plan (by digest) of one run."""
 

@@ -17,7 +17,14 @@ import httpx
 import pytest
 import redis
 
-from services.launcher import Stack, start_api, start_beat, start_worker, wait_worker_ready
+from services.launcher import (
+    Stack,
+    issue_token,
+    start_api,
+    start_beat,
+    start_worker,
+    wait_worker_ready,
+)
 from services.sample_repo import create_sample_repo
 from tests.conformance.conftest import SEED, Backend
 
@@ -74,7 +81,9 @@ def _wait(http: httpx.Client, stack: Stack, run_id: str, wanted: str) -> dict[st
 
 def test_an_intent_is_planned_approved_patched_and_verified(stack: Stack, tmp_path: Path) -> None:
     repo = create_sample_repo(tmp_path / "repos" / "calc")
-    with httpx.Client(base_url=stack.api_url, timeout=10.0) as http:
+    token = issue_token(stack.env["DATABASE_URL"], "conformance", "admin")
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=stack.api_url, timeout=10.0, headers=auth) as http:
         intent = http.post(
             "/intents", json={"repo": str(repo), "goal": "Add a multiply function to calc.py"}
         )
@@ -86,7 +95,7 @@ def test_an_intent_is_planned_approved_patched_and_verified(stack: Stack, tmp_pa
         assert card["plan"]["files"][0]["path"] == "calc.py"
         approved = http.post(
             f"/runs/{run_id}/approve-plan",
-            json={"approver": "conformance", "plan_sha256": card["planSha256"]},
+            json={"plan_sha256": card["planSha256"]},
         )
         assert approved.status_code == 200, approved.text
         run = _wait(http, stack, run_id, "succeeded")

@@ -14,6 +14,7 @@ import redis
 
 from services.launcher import (
     Stack,
+    issue_token,
     start_api,
     start_beat,
     start_oc_compat,
@@ -65,7 +66,15 @@ class Api:
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
-        self.http = httpx.Client(base_url=stack.api_url, timeout=10.0)
+        token = issue_token(stack.env["DATABASE_URL"], "e2e-admin", "admin")
+        self.http = httpx.Client(
+            base_url=stack.api_url, timeout=10.0, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    def bearer(self, name: str, role: str) -> dict[str, str]:
+        """Headers authenticating as a fresh token for ``name`` with ``role``."""
+        token = issue_token(self.stack.env["DATABASE_URL"], name, role)
+        return {"Authorization": f"Bearer {token}"}
 
     def submit(self, repo: Path, goal: str) -> str:
         reply = self.http.post("/intents", json={"repo": str(repo), "goal": goal})

@@ -52,7 +52,8 @@ def test_an_approved_plan_is_applied_verified_and_recorded(
 
     approved = api.http.post(
         f"/runs/{run_id}/approve-plan",
-        json={"approver": "alice", "plan_sha256": plan["planSha256"]},
+        json={"plan_sha256": plan["planSha256"]},
+        headers=api.bearer("alice", "approver"),
     )
     assert approved.status_code == 200, approved.text
     assert approved.json()["accepted"] is True
@@ -112,13 +113,13 @@ def test_a_rejected_plan_ends_the_run_and_changes_nothing(
 ) -> None:
     run_id = api.submit(sample_repo, "Rename add to plus everywhere")
     api.wait_for(run_id, {"waiting_input"})
-    rejected = api.http.post(f"/runs/{run_id}/reject-plan", json={"approver": "bob"})
+    rejected = api.http.post(f"/runs/{run_id}/reject-plan", headers=api.bearer("bob", "approver"))
     assert rejected.status_code == 200, rejected.text
     run = api.wait_for(run_id, {"rejected"})
     assert run["finishedAt"] is not None
     assert [step for step, *_ in _ledger(engine, run_id)] == ["CompileST"]
     assert _branch_log(sample_repo, run_id) == []
-    late = api.http.post(f"/runs/{run_id}/approve-plan", json={"approver": "alice"})
+    late = api.http.post(f"/runs/{run_id}/approve-plan", headers=api.bearer("alice", "approver"))
     assert late.status_code == 409
 
 

@@ -24,7 +24,9 @@ from services.api.app import create_app
 from services.api.state import state_of
 from shared.clock import FixedClock
 from shared.config import Settings
+from shared.db.engine import unit_of_work
 from shared.queue import QUEUE
+from shared.service.tokens import Role, create_token
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 API_REDIS_DB = 14
@@ -101,6 +103,21 @@ def app(settings: Settings, sessions: sessionmaker[Session], broker: Redis) -> I
     state_of(built).close()
 
 
+def issue_token(sessions: sessionmaker[Session], name: str, role: Role) -> str:
+    with unit_of_work(sessions) as s:
+        return create_token(s, name, role)
+
+
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
+def anonymous(app: Flask) -> FlaskClient:
+    """A client that presents no token."""
     return app.test_client()
+
+
+@pytest.fixture
+def client(app: Flask, sessions: sessionmaker[Session]) -> FlaskClient:
+    """A client authenticated as ``ann``, an admin (every permission)."""
+    authed = app.test_client()
+    token = issue_token(sessions, "ann", Role.ADMIN)
+    authed.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return authed

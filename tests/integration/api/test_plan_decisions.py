@@ -44,14 +44,16 @@ def test_approving_a_waiting_plan_records_it_and_nudges_the_watcher(
     assert sent_tasks(broker) == [Sent(task=WATCH_APPROVALS, args=[])]
 
 
-def test_an_approval_without_a_body_is_by_anonymous(client: FlaskClient, db: Session) -> None:
+def test_an_approval_without_a_body_is_by_the_tokens_owner(
+    client: FlaskClient, db: Session
+) -> None:
     run = RunFactory(waiting_input=True)
     db.commit()
 
     response = client.post(f"/runs/{run.id}/approve-plan")
 
     assert response.status_code == 200
-    assert response.get_json()["approver"] == "anonymous"
+    assert response.get_json()["approver"] == "ann"
 
 
 def test_approving_twice_is_accepted_twice_and_stored_once(

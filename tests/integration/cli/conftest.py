@@ -8,6 +8,7 @@ worker, beat, API, Flower and OpenCode-compatible server.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -59,6 +60,14 @@ class Kodo:
     def __call__(self, *args: str) -> Result:
         runner = CliRunner()
         return runner.invoke(cli, [*args], env=self.env, catch_exceptions=False)
+
+    def token(self, name: str, role: str) -> str:
+        """A token made the operator's way: `kodo token create NAME --role ROLE`."""
+        self("token", "revoke", name)  # a name left by an earlier run of the suite
+        made = self("token", "create", name, "--role", role, "--json")
+        assert made.exit_code == 0, made.output
+        token: str = json.loads(made.output)["token"]
+        return token
 
     @property
     def repo_root(self) -> Path:

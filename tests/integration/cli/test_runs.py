@@ -34,7 +34,8 @@ def test_a_run_is_submitted_watched_to_its_plan_approved_and_watched_to_success(
     assert "Plan card (sha256 " in waiting.output
     assert f"kodo run approve {run_id}" in waiting.output
 
-    approved = kodo("run", "approve", run_id, "--approver", "alice")
+    alice = kodo.token("alice", "approver")
+    approved = kodo("run", "approve", run_id, "--token", alice, "--approver", "alice")
     assert approved.exit_code == 0, approved.output
     assert "as alice" in approved.output
 
@@ -62,8 +63,10 @@ def test_a_rejected_plan_ends_the_run_and_watch_exits_1(kodo: Kodo) -> None:
     run_id = submit(kodo, "rejected")
     assert kodo("run", "watch", run_id, "--timeout", "60").exit_code == 0
 
-    rejected = kodo("run", "reject", run_id, "--approver", "bob", "--comment", "too risky")
+    bob = kodo.token("bob", "approver")
+    rejected = kodo("run", "reject", run_id, "--token", bob, "--comment", "too risky")
     assert rejected.exit_code == 0, rejected.output
+    assert "as bob" in rejected.output
 
     watched = kodo("run", "watch", run_id, "--timeout", "30")
     assert watched.exit_code == 1
@@ -91,14 +94,16 @@ def test_no_run_start_leaves_the_intent_unstarted_until_run_start(kodo: Kodo) ->
     assert started.output.startswith(f"run {intent_id} ")
 
 
-def test_cancel_reports_plainly_when_the_api_has_no_cancel_endpoint(kodo: Kodo) -> None:
+def test_cancel_ends_the_run_and_only_an_approver_may(kodo: Kodo) -> None:
     run_id = submit(kodo, "cancel")
-    result = kodo("run", "cancel", run_id)
-    if result.exit_code == 1:
-        assert "does not offer POST /runs/{id}/cancel" in result.output
-    else:  # the endpoint exists (another issue adds it)
-        assert result.exit_code == 0, result.output
-        assert run_id in result.output
+    submitter = kodo.token("sue", "submitter")
+    refused = kodo("run", "cancel", run_id, "--token", submitter)
+    assert refused.exit_code == 1
+    assert "403" in refused.output
+    result = kodo("run", "cancel", run_id)  # the local admin token `kodo up` made
+    assert result.exit_code == 0, result.output
+    assert run_id in result.output
+    assert "cancelled" in kodo("run", "status", run_id).output
 
 
 def test_an_unknown_run_is_exit_1_with_the_apis_message(kodo: Kodo) -> None:
@@ -120,7 +125,7 @@ def test_a_missing_option_is_a_usage_error_exit_2(kodo: Kodo) -> None:
     assert "--goal" in result.output
 
 
-def test_the_token_is_sent_as_a_bearer_header_and_ignored_until_auth_exists(kodo: Kodo) -> None:
+def test_a_bad_token_is_exit_1_with_the_apis_401(kodo: Kodo) -> None:
     result = kodo("run", "status", "no-such-run", "--token", "s3cret")
     assert result.exit_code == 1
-    assert "404" in result.output
+    assert "401" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from flask.testing import FlaskClient
@@ -30,7 +31,7 @@ def _prompt(client: FlaskClient, title: str, text: str, directory: str) -> Any:
     )
 
 
-def test_stats_count_prompts_per_session_title(tmp_path: Any) -> None:
+def test_stats_count_prompts_per_session_title(tmp_path: Path) -> None:
     client = _client()
     _prompt(client, "kodo CompileST r1 #1", "Intent: a", str(tmp_path))
     _prompt(client, "kodo CompileST r1 #1", "Intent: a", str(tmp_path))
@@ -41,7 +42,7 @@ def test_stats_count_prompts_per_session_title(tmp_path: Any) -> None:
     assert client.get("/__kodo/stats").get_json()["by_title"] == {}
 
 
-def test_the_garbage_directive_answers_200_with_a_body_that_is_not_json(tmp_path: Any) -> None:
+def test_the_garbage_directive_answers_200_with_a_body_that_is_not_json(tmp_path: Path) -> None:
     reply = _prompt(
         client := _client(), "kodo CompileST r2 #1", "Intent: b [oc:garbage]", str(tmp_path)
     )

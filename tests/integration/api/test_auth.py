@@ -1,0 +1,128 @@
+"""Every endpoint but health needs a live bearer token with the right role."""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db.engine import unit_of_work
+from shared.db.models import ApiToken, PlanApproval
+from shared.hashing import sha256_hex
+from shared.service.tokens import Role, revoke_token
+from tests.factories import RunFactory
+from tests.integration.api.conftest import NOW, issue_token
+
+pytestmark = pytest.mark.integration
+
+
+def _as(app: Flask, token: str) -> FlaskClient:
+    authed = app.test_client()
+    authed.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return authed
+
+
+def test_health_is_public_and_everything_else_needs_a_token(
+    anonymous: FlaskClient, db: Session
+) -> None:
+    run = RunFactory()
+    db.commit()
+    assert anonymous.get("/healthz").status_code in {200, 503}
+    for method, path in [
+        ("get", f"/runs/{run.id}"),
+        ("get", "/metrics"),
+        ("get", "/openapi.json"),
+        ("post", "/intents"),
+        ("post", f"/runs/{run.id}/approve-plan"),
+    ]:
+        reply = getattr(anonymous, method)(path)
+        assert reply.status_code == 401, (method, path)
+        assert reply.headers["WWW-Authenticate"] == 'Bearer realm="kodo"'
+        assert reply.get_json()["error"]["code"] == "unauthorized"
+    page = anonymous.get(f"/ui/runs/{run.id}")
+    assert page.status_code == 303, "a browser is sent to sign in instead"
+    assert page.headers["Location"] == f"/ui/login?next=/ui/runs/{run.id}"
+
+
+def test_signing_in_sets_a_read_only_cookie_and_refuses_bad_tokens(
+    app: Flask, sessions: sessionmaker[Session]
+) -> None:
+    browser = app.test_client()
+    assert browser.post("/ui/login", data={"token": "kodo_wrong"}).status_code == 401
+    token = issue_token(sessions, "ava", Role.APPROVER)
+    signed_in = browser.post("/ui/login", data={"token": token, "next": "https://evil.example/"})
+    assert signed_in.status_code == 303
+    assert signed_in.headers["Location"] == "/ui/approvals", "never an open redirect"
+    cookie = signed_in.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Strict" in cookie
+    assert browser.get("/ui/approvals").status_code == 200
+
+
+def test_an_unknown_malformed_or_revoked_token_is_refused(
+    app: Flask, sessions: sessionmaker[Session], db: Session
+) -> None:
+    run = RunFactory()
+    db.commit()
+    token = issue_token(sessions, "bob", Role.SUBMITTER)
+    assert _as(app, token).get(f"/runs/{run.id}").status_code == 200
+    assert _as(app, "kodo_not-a-real-token").get(f"/runs/{run.id}").status_code == 401
+    basic = app.test_client()
+    basic.environ_base["HTTP_AUTHORIZATION"] = "Basic Ym9iOng="
+    assert basic.get(f"/runs/{run.id}").status_code == 401
+    with unit_of_work(sessions) as s:
+        revoke_token(s, "bob", now=NOW)
+    assert _as(app, token).get(f"/runs/{run.id}").status_code == 401
+
+
+def test_a_submitter_may_not_decide_and_an_approver_may_not_submit(
+    app: Flask, sessions: sessionmaker[Session], db: Session
+) -> None:
+    run = RunFactory(waiting_input=True)
+    db.commit()
+    submitter = _as(app, issue_token(sessions, "sam", Role.SUBMITTER))
+    approver = _as(app, issue_token(sessions, "ava", Role.APPROVER))
+    denied = submitter.post(f"/runs/{run.id}/approve-plan")
+    assert denied.status_code == 403
+    assert denied.get_json()["error"]["code"] == "forbidden"
+    assert submitter.post(f"/runs/{run.id}/cancel").status_code == 403
+    assert approver.post("/intents", json={"repo": "/x", "goal": "g"}).status_code == 403
+    assert approver.post(f"/intents/{run.id}/run").status_code == 403
+    assert approver.post(f"/runs/{run.id}/approve-plan").status_code == 200
+
+
+def test_the_approval_records_the_tokens_owner_and_refuses_an_impostor_name(
+    app: Flask, sessions: sessionmaker[Session], db: Session
+) -> None:
+    run = RunFactory(waiting_input=True)
+    db.commit()
+    approver = _as(app, issue_token(sessions, "ava", Role.APPROVER))
+    impostor = approver.post(f"/runs/{run.id}/approve-plan", json={"approver": "the-cto"})
+    assert impostor.status_code == 403
+    assert (
+        approver.post(f"/runs/{run.id}/approve-plan", json={"approver": "ava"}).status_code == 200
+    )
+    db.expire_all()
+    row = db.execute(select(PlanApproval).where(PlanApproval.run_id == run.id)).scalar_one()
+    assert row.approver == "ava"
+
+
+def test_tokens_are_stored_only_as_digests(sessions: sessionmaker[Session], db: Session) -> None:
+    token = issue_token(sessions, "dora", Role.ADMIN)
+    stored = db.execute(select(ApiToken).where(ApiToken.name == "dora")).scalar_one()
+    assert stored.token_sha256 == sha256_hex(token)
+    assert token not in repr(stored.__dict__)
+
+
+def test_the_ui_cookie_reads_but_never_changes_state(
+    app: Flask, sessions: sessionmaker[Session], db: Session
+) -> None:
+    run = RunFactory(waiting_input=True)
+    db.commit()
+    token = issue_token(sessions, "ava", Role.APPROVER)
+    browser = app.test_client()
+    browser.set_cookie("kodo_token", token)
+    assert browser.get(f"/ui/runs/{run.id}").status_code == 200
+    assert browser.post(f"/runs/{run.id}/approve-plan").status_code == 401
