@@ -1,0 +1,263 @@
+"""``python -m bench``: start a private stack, measure kodo and bare Celery, print one table."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import structlog
+from sqlalchemy import make_url
+
+from services.devstack.handle import repo_root
+from shared.config import Settings
+from shared.db.engine import make_engine, make_session_factory
+
+from . import phases
+from .report import Row, at_least, at_most, table, write_json
+from .stack import prepare, start_kodo_services
+from .stats import percentile
+
+BENCH_DB = "kodo_bench"
+
+
+def _p(values: list[float] | None, q: float) -> float | None:
+    return percentile(list(values or []), q)
+
+
+def _median_diff(a: list[float], b: list[float]) -> float | None:
+    """Median of pairwise differences (orchestration = end-to-end minus step bodies)."""
+    return percentile([x - y for x, y in zip(a, b, strict=False)], 50) if a and b else None
+
+
+def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
+    first, bfirst = kodo[0].figures, base[0].figures
+    lat = first["latency"]
+    counts = first["throughput_counts_per_run"]
+    exact = first["latency_counts_per_run"]  # sequential, complete runs: exact per-run counts
+    calls = first["calls"]
+    beat = first["beat_approve_to_applying_ms"]
+    sql_worker = exact["sql"]["worker"]
+    sql_api = exact["sql"]["api"]
+    rows = [
+        Row(
+            "submit->waiting p50",
+            _p(lat["submit_to_waiting_ms"], 50),
+            _p(bfirst["submit_to_waiting_ms"], 50),
+            "<= 12",
+            at_most(_p(lat["submit_to_waiting_ms"], 50), 12),
+        ),
+        Row(
+            "submit->waiting p95",
+            _p(lat["submit_to_waiting_ms"], 95),
+            _p(bfirst["submit_to_waiting_ms"], 95),
+        ),
+        Row(
+            "approve->done p50",
+            _p(lat["approve_to_done_ms"], 50),
+            _p(bfirst["approve_to_done_ms"], 50),
+            "<= 12",
+            at_most(_p(lat["approve_to_done_ms"], 50), 12),
+        ),
+        Row(
+            "approve->done p95",
+            _p(lat["approve_to_done_ms"], 95),
+            _p(bfirst["approve_to_done_ms"], 95),
+        ),
+        Row(
+            "  of which outside step bodies p50",
+            _median_diff(lat["approve_to_done_ms"], lat["apply_decide_execute_steps_ms"]),
+        ),
+        Row(
+            "  submit->waiting outside CompileST p50",
+            _median_diff(lat["submit_to_waiting_ms"], lat["compile_step_ms"]),
+        ),
+        Row("approve->applying (nudge, SSE) p50", _p(lat["approve_to_applying_ms"], 50)),
+        Row(
+            "approve->ApplyPatchST started (DB) p50",
+            _p(first["approve_to_apply_started_db_ms"], 50),
+        ),
+        Row(
+            "  approve->watcher dispatched (DB) p50",
+            _p(first["approve_to_dispatched_db_ms"], 50),
+        ),
+        Row("approve->applying (beat only) p50", _p(beat, 50)),
+        Row("approve->applying (beat only) max", _p(beat, 100)),
+    ]
+    for k, b in zip(kodo, base, strict=True):
+        n = k.workers
+        rows.append(
+            Row(
+                f"runs/s, {k.figures['in_flight']} at once, {n} workers",
+                k.figures["runs_per_s"],
+                b.figures["runs_per_s"],
+                ">= 90" if n == 2 else "",
+                at_least(k.figures["runs_per_s"], 90) if n == 2 else None,
+                unit="runs/s",
+            )
+        )
+        rows.append(
+            Row(
+                f"  step progress in runs/s ({k.figures['completed']} finished)",
+                k.figures["run_equivalents_per_s"],
+                unit="runs/s",
+            )
+        )
+    rows += [
+        Row("provider call, raw client p50", calls["raw_ms"]),
+        Row("provider call, through ledger p50", calls["wrapped_ms"]),
+        Row("provider-call overhead (claim+record)", calls["overhead_ms"]),
+        Row("cache hit L1 p50", calls["l1_us"], unit="us"),
+        Row("cache hit L2 (ledger) p50", calls["l2_ms"]),
+    ]
+    for k, b in zip(kodo, base, strict=True):
+        rss = k.figures["rss_mb"][0]
+        rows.append(
+            Row(
+                f"worker peak RSS, largest process ({k.workers} workers)",
+                rss,
+                b.figures["rss_mb"][0],
+                "<= 200",
+                at_most(rss, 200),
+                unit="MB",
+            )
+        )
+    cpu = first["cpu_ms_per_run"]
+    total_cpu = sum(cpu.values())
+    rows += [
+        Row("CPU per run, all processes", total_cpu),
+        *(Row(f"  CPU per run, {role}", ms) for role, ms in cpu.items() if ms >= 1),
+        Row(
+            "runs/s a quiet 2-core machine allows",
+            2000 / total_cpu if total_cpu else None,
+            target=">= 90",
+            met=at_least(2000 / total_cpu if total_cpu else None, 90),
+            unit="runs/s",
+        ),
+        Row("SQL statements per run (workers)", sql_worker.get("statements"), unit="count"),
+        Row("SQL statements per run (API)", sql_api.get("statements"), unit="count"),
+        Row(
+            "SQL transactions per run (all)",
+            sql_worker.get("commits", 0)
+            + sql_worker.get("rollbacks", 0)
+            + sql_api.get("commits", 0)
+            + sql_api.get("rollbacks", 0),
+            unit="count",
+        ),
+        Row(
+            "pool checkouts (pings) per run",
+            sql_worker.get("checkouts", 0) + sql_api.get("checkouts", 0),
+            unit="count",
+        ),
+        Row(
+            "Redis commands per run",
+            sum(counts["redis"].values()),
+            base[-1].figures["redis_per_run"],
+            unit="count",
+        ),
+    ]
+    return rows
+
+
+@click.command()
+@click.option("--runs", default=300, show_default=True, help="Runs in flight at once.")
+@click.option("--workers", default="2", show_default=True, help="Worker counts, e.g. 2,4.")
+@click.option(
+    "--pool",
+    type=click.Choice(["solo", "prefork"]),
+    default="solo",
+    show_default=True,
+    help="solo: N single-process workers; prefork: one worker with N children.",
+)
+@click.option("--latency-runs", default=20, show_default=True, help="Sequential timed runs.")
+@click.option("--beat-runs", default=4, show_default=True, help="Runs approved without nudge.")
+@click.option("--database-url", default=None, help=f"Postgres [DATABASE_URL, db {BENCH_DB}].")
+@click.option("--redis-url", default=None, help="Use this Redis instead of a private one.")
+@click.option("--approval-poll", default=2.0, show_default=True, help="APPROVAL_POLL_S.")
+@click.option(
+    "--json", "json_path", default="bench/results/latest.json", show_default=True, type=Path
+)
+@click.option(
+    "--deadline", default=75.0, show_default=True, help="Seconds the throughput phase may take."
+)
+@click.option("--keep", is_flag=True, help="Keep logs and workspaces under .kodo/bench.")
+def main(
+    runs: int,
+    workers: str,
+    pool: str,
+    latency_runs: int,
+    beat_runs: int,
+    database_url: str | None,
+    redis_url: str | None,
+    approval_poll: float,
+    json_path: Path,
+    deadline: float,
+    keep: bool,
+) -> None:
+    """Benchmark kodo end to end against a bare-Celery chain of the same four tasks."""
+    began = time.monotonic()
+    # The provider-call phase runs the wrapper in this process: keep its info logs quiet.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    counts = [int(n) for n in workers.split(",") if n.strip()]
+    settings = Settings.from_env()
+    url = database_url or make_url(settings.database_url).set(database=BENCH_DB).render_as_string(
+        hide_password=False
+    )
+    root = repo_root() / ".kodo" / "bench" / time.strftime("%Y%m%d-%H%M%S")
+    bench = prepare(root, url, redis_url, approval_poll)
+    click.echo(f"bench: database {BENCH_DB}, redis {bench.redis_url}, logs {bench.stack.log_dir}")
+    engine = make_engine(url)
+    base: list[phases.Phase] = []
+    kodo: list[phases.Phase] = []
+    try:
+        for n in counts:
+            click.echo(f"bare celery, {n} workers ...")
+            base.append(phases.baseline(bench, n, runs, latency_runs, pool))
+        # Connections are not spread evenly over gunicorn workers: either one may hold them all.
+        start_kodo_services(bench, api_threads=2 * runs + 64)
+        run_settings = Settings.from_env(bench.stack.env)
+        for i, n in enumerate(counts):
+            click.echo(f"kodo, {n} workers ...")
+            kodo.append(
+                phases.kodo(
+                    bench,
+                    make_session_factory(engine),
+                    run_settings,
+                    workers=n,
+                    runs=runs,
+                    latency_runs=latency_runs,
+                    beat_runs=beat_runs,
+                    pool=pool,
+                    full=i == 0,
+                    deadline_s=deadline,
+                )
+            )
+    finally:
+        engine.dispose()
+        bench.stack.stop()
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    rows = build_rows(kodo, base)
+    elapsed = time.monotonic() - began
+    click.echo("")
+    click.echo(table(rows))
+    failures = [f for k in kodo for f in k.figures.get("failures", [])]
+    if failures:
+        click.secho(f"\n{len(failures)} runs did not succeed: {failures[:5]}", fg="red")
+    details: dict[str, Any] = {
+        "elapsed_s": round(elapsed, 1),
+        "runs": runs,
+        "pool": pool,
+        "approval_poll_s": approval_poll,
+        "kodo": [{"workers": k.workers, **k.figures} for k in kodo],
+        "baseline": [{"workers": b.workers, **b.figures} for b in base],
+    }
+    write_json(json_path, rows, details)
+    click.echo(f"\n{elapsed:.0f}s; JSON in {json_path}")
+
+
+if __name__ == "__main__":
+    main()

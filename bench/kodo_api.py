@@ -1,0 +1,11 @@
+"""The API with SQL counting: ``gunicorn 'bench.kodo_api:app'`` (one counter per worker)."""
+
+from __future__ import annotations
+
+from bench import sqlcount
+
+sqlcount.install_from_env("api")
+
+from services.api.wsgi import app  # noqa: E402  (the counters must exist before the engine)
+
+__all__ = ["app"]

@@ -1,0 +1,212 @@
+"""Driving kodo through its public HTTP API, waiting on SSE instead of polling.
+
+One run: ``POST /intents``, ``POST /intents/{id}/run`` (the clock starts when that
+request is sent), one ``GET /runs/{id}/events`` stream read until a terminal status;
+on ``waiting_input`` the plan is approved at once (auto-approval) while the stream
+stays open, so approve->done is timed from the approve request to the terminal event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterable
+from contextlib import aclosing
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db.engine import unit_of_work
+from shared.service.runs import decide_plan
+
+from .sse import run_events
+
+TERMINAL = frozenset({"succeeded", "failed", "rejected", "cancelled"})
+GOAL = "Add a multiply function to calc.py with a test"
+
+
+@dataclass
+class Timing:
+    run_id: str
+    submitted: float
+    status: str = ""
+    waiting: float | None = None
+    approved: float | None = None
+    applying: float | None = None
+    done: float | None = None
+
+    @staticmethod
+    def span_ms(start: float | None, end: float | None) -> float | None:
+        return None if start is None or end is None else (end - start) * 1000
+
+    @property
+    def submit_to_waiting_ms(self) -> float | None:
+        return self.span_ms(self.submitted, self.waiting)
+
+    @property
+    def approve_to_done_ms(self) -> float | None:
+        return self.span_ms(self.approved, self.done)
+
+    @property
+    def approve_to_applying_ms(self) -> float | None:
+        return self.span_ms(self.approved, self.applying)
+
+
+Approver = str  # "api": POST approve-plan (nudges the watcher); "silent": no nudge (beat only)
+
+
+class Driver:
+    """An asyncio HTTP client with room for one stream and one request per run in flight."""
+
+    def __init__(
+        self,
+        api_url: str,
+        repos: Iterable[Path],
+        *,
+        connections: int,
+        sessions: sessionmaker[Session],
+        token: str,
+    ) -> None:
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        self.http = httpx.AsyncClient(
+            base_url=api_url,
+            timeout=60.0,
+            limits=limits,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        self.repos = itertools.cycle(list(repos))
+        self.resets = 0  # connections the server closed under a request (then retried)
+        self.sessions = sessions
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def submit(self) -> tuple[str, float]:
+        body = {"repo": str(next(self.repos)), "goal": GOAL}
+        intent = await self.http.post("/intents", json=body)
+        if intent.status_code != 201:
+            raise RuntimeError(f"POST /intents: {intent.status_code} {intent.text}")
+        run_id: str = intent.json()["intentId"]
+        began = time.perf_counter()
+        started = await self.http.post(f"/intents/{run_id}/run")
+        if started.status_code != 202:
+            raise RuntimeError(f"POST /intents/{run_id}/run: {started.status_code} {started.text}")
+        return run_id, began
+
+    async def _approve_api(self, run_id: str) -> None:
+        """Approve; a repeated identical decision is accepted, so a reset connection is retried."""
+        url = f"/runs/{run_id}/approve-plan"
+        try:
+            reply = await self.http.post(url, json={"approver": "bench"})
+        except httpx.TransportError:
+            self.resets += 1
+            reply = await self.http.post(url, json={"approver": "bench"})
+        if reply.status_code != 200:
+            raise RuntimeError(f"approve {run_id}: {reply.status_code} {reply.text}")
+
+    def _approve_silently(self, run_id: str) -> None:
+        """The same decision the endpoint records, minus its nudge: only beat will notice."""
+        with unit_of_work(self.sessions) as s:
+            decide_plan(s, run_id, approve=True, approver="bench-beat", now=datetime.now(UTC))
+
+    async def run_once(self, approver: Approver = "api") -> Timing:
+        run_id, began = await self.submit()
+        timing = Timing(run_id, submitted=began)
+        approval: asyncio.Task[None] | None = None
+        async with aclosing(run_events(self.http, run_id)) as events:
+            async for event in events:
+                now = time.perf_counter()
+                timing.status = event["status"]
+                if timing.status == "waiting_input" and timing.waiting is None:
+                    timing.waiting = now
+                    timing.approved = time.perf_counter()
+                    if approver == "api":
+                        approval = asyncio.create_task(self._approve_api(run_id))
+                    else:
+                        approval = asyncio.create_task(
+                            asyncio.to_thread(self._approve_silently, run_id)
+                        )
+                elif timing.status == "applying" and timing.applying is None:
+                    timing.applying = now
+                if timing.status in TERMINAL:
+                    timing.done = now
+                    break
+        if approval is not None:
+            await approval
+        return timing
+
+    async def many(self, n: int, approver: Approver = "api") -> list[Timing | BaseException]:
+        runs = (self.run_once(approver) for _ in range(n))
+        return await asyncio.gather(*runs, return_exceptions=True)
+
+    async def many_within(
+        self, n: int, deadline_s: float
+    ) -> tuple[list[Timing | BaseException], float]:
+        """``n`` runs at once; those unfinished at the deadline are abandoned (and counted)."""
+        began = time.perf_counter()
+        tasks = [asyncio.create_task(self.run_once()) for _ in range(n)]
+        done, pending = await asyncio.wait(tasks, timeout=deadline_s)
+        finished = [t.result() if t.exception() is None else t.exception() for t in done]
+        last = max((t.done for t in finished if isinstance(t, Timing) and t.done), default=None)
+        elapsed = (last if last is not None and not pending else time.perf_counter()) - began
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        late: list[Timing | BaseException] = [TimeoutError("unfinished at the deadline")] * len(
+            pending
+        )
+        return [*(f for f in finished if f is not None), *late], elapsed
+
+    async def sequential(self, n: int, approver: Approver = "api") -> list[Timing]:
+        return [await self.run_once(approver) for _ in range(n)]
+
+
+FINISHED_STEPS = text("SELECT count(*) FROM app.step_runs WHERE finished_at IS NOT NULL")
+
+
+def finished_steps(sessions: sessionmaker[Session]) -> int:
+    """Steps recorded so far: progress of runs the deadline cut short counts too."""
+    with sessions() as s:
+        return int(s.execute(FINISHED_STEPS).scalar_one())
+
+
+STEP_TIMES = text(
+    """
+    SELECT s.run_id, s.step_id, s.duration_ms,
+           extract(epoch FROM s.started_at - a.approved_at) * 1000 AS after_approval_ms,
+           extract(epoch FROM a.dispatched_at - a.approved_at) * 1000 AS to_dispatch_ms
+    FROM app.step_runs s
+    LEFT JOIN app.plan_approvals a ON a.run_id = s.run_id AND a.decision = 'approved'
+    WHERE s.run_id = ANY(:ids)
+    """
+)
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """Per run, from the database: step body durations and approve -> ApplyPatchST start."""
+
+    body_ms: dict[str, dict[str, float]]
+    apply_started_ms: dict[str, float]
+    dispatched_ms: dict[str, float]
+
+
+def step_times(sessions: sessionmaker[Session], run_ids: list[str]) -> StepTimes:
+    body: dict[str, dict[str, float]] = {}
+    started: dict[str, float] = {}
+    dispatched: dict[str, float] = {}
+    with sessions() as s:
+        rows: list[Any] = list(s.execute(STEP_TIMES, {"ids": run_ids}))
+    for row in rows:
+        body.setdefault(row.run_id, {})[row.step_id] = float(row.duration_ms or 0)
+        if row.step_id == "ApplyPatchST" and row.after_approval_ms is not None:
+            started[row.run_id] = float(row.after_approval_ms)
+        if row.to_dispatch_ms is not None:
+            dispatched[row.run_id] = float(row.to_dispatch_ms)
+    return StepTimes(body, started, dispatched)

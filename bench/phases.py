@@ -1,0 +1,274 @@
+"""The benchmark's phases, each returning plain figures (milliseconds, counts)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery
+from redis import Redis
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.config import Settings
+
+from . import baseline_phase, sqlcount
+from .baseline_app import make_app
+from .calls import measure_calls
+from .kodo_phase import Driver, Timing, finished_steps, step_times
+from .stack import Bench, start_workers, stop_workers
+from .stats import cpu_ms, descendants, peak_rss_mb, percentile
+
+WARMUP_RUNS = 3
+
+
+def redis_commands(client: Redis) -> Counter[str]:
+    stats = client.info("commandstats")
+    return Counter(
+        {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items() if "calls" in v}
+    )
+
+
+def p(values: list[float], q: float) -> float | None:
+    return percentile(values, q)
+
+
+def worker_rss(bench: Bench) -> tuple[float, float]:
+    """Peak RSS of the celery processes (git and test subprocesses excluded)."""
+    pids = [
+        pid
+        for proc in bench.workers
+        for pid in descendants(proc.popen.pid)
+        if b"celery" in _cmdline(pid)
+    ]
+    return peak_rss_mb(pids)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def cpu_by_role(bench: Bench, sessions: sessionmaker[Session]) -> defaultdict[str, float]:
+    """CPU milliseconds so far of each kind of process, Postgres backends included."""
+    used: defaultdict[str, float] = defaultdict(float)
+    for proc in bench.stack.procs:
+        role = proc.name.rsplit("-", 1)[0] if proc.name[-1].isdigit() else proc.name
+        for pid in descendants(proc.popen.pid):
+            own, children = cpu_ms(pid)
+            used[role] += own
+            if children and role == "kodo_worker":
+                used["kodo_worker subprocesses"] += children
+            else:
+                used[role] += children
+    with sessions() as s:
+        pids = s.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ).scalars()
+        used["postgres"] += sum(sum(cpu_ms(int(pid))) for pid in pids)
+    return used
+
+
+@dataclass
+class Counts:
+    """SQL (per role) and Redis command totals at one moment."""
+
+    sql: dict[str, Counter[str]]
+    redis: Counter[str]
+
+    @classmethod
+    def take(cls, bench: Bench) -> Counts:
+        time.sleep(sqlcount.FLUSH_S * 2.5)  # let every process publish its latest totals
+        return cls(
+            sql={r: sqlcount.collect(bench.sql_dir, r) for r in ("worker", "api")},
+            redis=redis_commands(bench.redis()),
+        )
+
+    def per_run(self, later: Counts, runs: int) -> dict[str, Any]:
+        def delta(a: Counter[str], b: Counter[str]) -> dict[str, float]:
+            keys = sorted(set(a) | set(b))
+            return {k: round((b[k] - a[k]) / runs, 2) for k in keys if b[k] != a[k]}
+
+        return {
+            "sql": {r: delta(self.sql[r], later.sql[r]) for r in self.sql},
+            "redis": delta(self.redis, later.redis),
+        }
+
+
+@dataclass
+class Phase:
+    """Figures of one worker count."""
+
+    workers: int
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+_baseline_apps: dict[str, Celery] = {}  # one per process: task names are registered once
+
+
+def baseline(bench: Bench, workers: int, runs: int, latency_runs: int, pool: str) -> Phase:
+    phase = Phase(workers)
+    app_path = "bench.baseline_worker:app"
+    start_workers(bench, app=app_path, queue="baseline", count=workers, pool=pool)
+    if bench.baseline_redis_url not in _baseline_apps:
+        _baseline_apps[bench.baseline_redis_url] = make_app(bench.baseline_redis_url)
+    app = _baseline_apps[bench.baseline_redis_url]
+    try:
+        baseline_phase.latency(app, WARMUP_RUNS)
+        lat = baseline_phase.latency(app, latency_runs)
+        client = Redis.from_url(bench.baseline_redis_url)
+        before = redis_commands(client)
+        phase.figures["runs_per_s"] = baseline_phase.throughput(app, runs)
+        after = redis_commands(client)
+        phase.figures["redis_per_run"] = round(
+            sum(after.values()) / runs - sum(before.values()) / runs, 1
+        )
+        phase.figures["submit_to_waiting_ms"] = lat.submit_to_waiting_ms
+        phase.figures["approve_to_done_ms"] = lat.approve_to_done_ms
+        phase.figures["rss_mb"] = worker_rss(bench)
+    finally:
+        stop_workers(bench)
+    return phase
+
+
+def _describe(exc: BaseException) -> str:
+    """The error and, for an HTTP error, the request it broke."""
+    request = getattr(exc, "_request", None)
+    where = f" on {request.method} {request.url.path}" if request is not None else ""
+    return f"{exc!r}{where}"
+
+
+def _ok(results: list[Timing | BaseException]) -> tuple[list[Timing], list[str]]:
+    good = [r for r in results if isinstance(r, Timing) and r.status == "succeeded"]
+    bad = [
+        _describe(r) if isinstance(r, BaseException) else f"{r.run_id}: {r.status}"
+        for r in results
+        if not (isinstance(r, Timing) and r.status == "succeeded")
+    ]
+    return good, bad
+
+
+def kodo(
+    bench: Bench,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    *,
+    workers: int,
+    runs: int,
+    latency_runs: int,
+    beat_runs: int,
+    pool: str,
+    full: bool,
+    deadline_s: float,
+) -> Phase:
+    """Latency, the beat-only path and the provider-call figures (``full``), then throughput."""
+    phase = Phase(workers)
+    start_workers(bench, app="bench.kodo_worker:app", queue="kodo", count=workers, pool=pool)
+    try:
+        asyncio.run(
+            _kodo(bench, sessions, settings, phase, runs, latency_runs, beat_runs, full, deadline_s)
+        )
+        phase.figures["rss_mb"] = worker_rss(bench)
+    finally:
+        stop_workers(bench)
+    return phase
+
+
+async def _kodo(
+    bench: Bench,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    phase: Phase,
+    runs: int,
+    latency_runs: int,
+    beat_runs: int,
+    full: bool,
+    deadline_s: float,
+) -> None:
+    driver = Driver(
+        bench.stack.api_url,
+        bench.repos,
+        connections=2 * runs + 16,
+        sessions=sessions,
+        token=bench.token,
+    )
+    failures: list[str] = []
+    try:
+        await driver.sequential(WARMUP_RUNS)
+        if full:
+            before = Counts.take(bench)
+            timed, bad = _ok(list(await driver.sequential(latency_runs)))
+            failures += bad
+            phase.figures["latency_counts_per_run"] = before.per_run(
+                Counts.take(bench), max(1, len(timed))
+            )
+            steps = step_times(sessions, [t.run_id for t in timed])
+            phase.figures["latency"] = _latency_figures(timed, steps.body_ms)
+            phase.figures["approve_to_apply_started_db_ms"] = list(steps.apply_started_ms.values())
+            phase.figures["approve_to_dispatched_db_ms"] = list(steps.dispatched_ms.values())
+            beat, bad = _ok(await driver.many(beat_runs, approver="silent"))
+            failures += bad
+            phase.figures["beat_approve_to_applying_ms"] = [
+                t.approve_to_applying_ms for t in beat if t.approve_to_applying_ms is not None
+            ]
+            calls = await asyncio.to_thread(
+                measure_calls, settings, timed[0].run_id, bench.repos[0]
+            )
+            phase.figures["calls"] = {
+                "raw_ms": calls.raw_ms,
+                "wrapped_ms": calls.wrapped_ms,
+                "overhead_ms": calls.overhead_ms,
+                "l1_us": calls.l1_us,
+                "l2_ms": calls.l2_ms,
+            }
+        before = Counts.take(bench)
+        cpu_before = cpu_by_role(bench, sessions)
+        steps_before = finished_steps(sessions)
+        results, elapsed = await driver.many_within(runs, deadline_s)
+        done, bad = _ok(results)
+        failures += [b for b in bad if "deadline" not in b]
+        cpu_after = cpu_by_role(bench, sessions)
+        # Four steps make a run: runs the deadline cut short count for the steps they did.
+        equivalents = max(1.0, (finished_steps(sessions) - steps_before) / 4)
+        phase.figures["runs_per_s"] = len(done) / elapsed
+        phase.figures["run_equivalents_per_s"] = equivalents / elapsed
+        phase.figures["in_flight"] = runs
+        phase.figures["completed"] = len(done)
+        phase.figures["unfinished_at_deadline"] = runs - len(done)
+        phase.figures["cpu_ms_per_run"] = {
+            role: round((cpu_after[role] - cpu_before[role]) / equivalents, 1)
+            for role in sorted(cpu_after)
+        }
+        phase.figures["throughput_counts_per_run"] = before.per_run(
+            Counts.take(bench), round(equivalents)
+        )
+        phase.figures["throughput_latency"] = _latency_figures(done, {})
+    finally:
+        phase.figures["failures"] = failures
+        phase.figures["connection_resets_retried"] = driver.resets
+        await driver.close()
+
+
+def _latency_figures(timed: list[Timing], body_ms: dict[str, dict[str, float]]) -> dict[str, Any]:
+    waits = [t.submit_to_waiting_ms for t in timed if t.submit_to_waiting_ms is not None]
+    dones = [t.approve_to_done_ms for t in timed if t.approve_to_done_ms is not None]
+    applying = [t.approve_to_applying_ms for t in timed if t.approve_to_applying_ms is not None]
+    compile_body = [body_ms[t.run_id].get("CompileST", 0.0) for t in timed if t.run_id in body_ms]
+    after_body = [
+        sum(v for k, v in body_ms[t.run_id].items() if k != "CompileST")
+        for t in timed
+        if t.run_id in body_ms
+    ]
+    return {
+        "submit_to_waiting_ms": waits,
+        "approve_to_done_ms": dones,
+        "approve_to_applying_ms": applying,
+        "compile_step_ms": compile_body,
+        "apply_decide_execute_steps_ms": after_body,
+    }

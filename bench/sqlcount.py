@@ -1,0 +1,115 @@
+"""Per-process SQL round-trip counters for the benchmark (``KODO_COUNT_SQL=1``).
+
+Class-level SQLAlchemy listeners count every statement, transaction and pool
+checkout (each checkout pings: ``pool_pre_ping``) of every engine in the process,
+so the product code is unchanged. A daemon thread writes the running totals to
+``$KODO_SQL_COUNT_DIR/<role>-<pid>.json``; the bench sums the files before and after
+a phase. Counting costs a dict increment per statement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.pool import Pool
+
+ENABLE = "KODO_COUNT_SQL"
+DIRECTORY = "KODO_SQL_COUNT_DIR"
+FLUSH_S = 0.2
+
+_SHAPE = re.compile(
+    r"^\s*(?P<verb>SELECT|INSERT INTO|UPDATE|DELETE FROM|WITH|SET|LISTEN|SHOW)\b"
+    r"(?:.*?\bFROM\s+|\s+)?(?P<table>[a-z_]+\.[a-z_]+)?",
+    re.IGNORECASE | re.DOTALL,
+)
+
+_counts: Counter[str] = Counter()
+_lock = threading.Lock()
+_state: dict[str, int] = {"listening": 0, "publisher_pid": 0}
+
+
+def shape(statement: str) -> str:
+    """``INSERT INTO app.step_runs``-like label: the verb and the first table named."""
+    match = _SHAPE.match(statement)
+    if match is None:
+        return statement.strip().split(None, 1)[0].upper() if statement.strip() else "?"
+    verb = match.group("verb").upper()
+    table = match.group("table")
+    return f"{verb} {table}" if table else verb
+
+
+def _bump(key: str) -> None:
+    with _lock:
+        _counts[key] += 1
+
+
+def _on_statement(
+    _conn: Any, _cursor: Any, statement: str, _params: Any, _context: Any, _many: bool
+) -> None:
+    _bump("statements")
+    _bump(f"stmt:{shape(statement)}")
+
+
+def snapshot() -> dict[str, int]:
+    with _lock:
+        return dict(_counts)
+
+
+def _flush_forever(path: Path) -> None:
+    last: dict[str, int] = {}
+    stop = threading.Event()
+    while not stop.wait(FLUSH_S):
+        now = snapshot()
+        if now != last:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(now))
+            tmp.replace(path)
+            last = now
+
+
+def install(directory: Path, role: str) -> None:
+    """Count from now on in this process and publish the totals under ``directory``.
+
+    Listeners survive a fork (registered once); a forked child starts from zero and
+    publishes under its own pid.
+    """
+    if not _state["listening"]:
+        event.listen(Engine, "before_cursor_execute", _on_statement)
+        event.listen(Engine, "begin", lambda _c: _bump("begins"))
+        event.listen(Engine, "commit", lambda _c: _bump("commits"))
+        event.listen(Engine, "rollback", lambda _c: _bump("rollbacks"))
+        event.listen(Pool, "checkout", lambda *_a: _bump("checkouts"))
+        event.listen(Pool, "connect", lambda *_a: _bump("connects"))
+        _state["listening"] = 1
+    if _state["publisher_pid"] == os.getpid():
+        return
+    with _lock:
+        _counts.clear()
+    _state["publisher_pid"] = os.getpid()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{role}-{os.getpid()}.json"
+    threading.Thread(target=_flush_forever, args=(path,), daemon=True, name="sqlcount").start()
+
+
+def install_from_env(role: str) -> None:
+    """Install iff ``KODO_COUNT_SQL=1``; each (forked) process counts under its own pid."""
+    if os.environ.get(ENABLE) == "1" and os.environ.get(DIRECTORY):
+        install(Path(os.environ[DIRECTORY]), role)
+
+
+def collect(directory: Path, role_prefix: str = "") -> Counter[str]:
+    """The sum over every process's latest totals (roles starting with ``role_prefix``)."""
+    total: Counter[str] = Counter()
+    for path in directory.glob(f"{role_prefix}*.json"):
+        try:
+            total.update(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return total

@@ -1,0 +1,188 @@
+"""The benchmark's processes: its own Redis, oc-compat, workers, beat and the API.
+
+Everything binds 127.0.0.1 on free ports. Postgres is the one already answering at
+``--database-url`` (a fresh ``kodo_bench`` database on it, migrated to head); Redis is
+private by default, so ``INFO commandstats`` counts only the benchmark's traffic.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from services.devstack.database import migrate, recreate_database
+from services.launcher import (
+    BIN,
+    Proc,
+    Stack,
+    free_port,
+    start_beat,
+    start_oc_compat,
+    wait_http,
+    wait_worker_ready,
+)
+from services.sample_repo import create_sample_repo
+from shared.db.engine import make_engine, make_session_factory, unit_of_work
+from shared.service.tokens import Role, create_token
+
+KODO_REDIS_DB = 10
+BASELINE_REDIS_DB = 11
+REPOS = 16  # runs spread over several repositories: no git lock contention between workers
+
+
+def with_redis_db(url: str, db: int) -> str:
+    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+    return f"{base}/{db}"
+
+
+@dataclass
+class Bench:
+    """One benchmark's stack and the places it writes to."""
+
+    stack: Stack
+    root: Path
+    database_url: str
+    redis_url: str  # kodo's broker
+    baseline_redis_url: str  # the bare-Celery broker and result backend
+    sql_dir: Path
+    token: str
+    repos: list[Path] = field(default_factory=list)
+    workers: list[Proc] = field(default_factory=list)
+
+    def redis(self) -> Redis:
+        return Redis.from_url(self.redis_url)
+
+
+def start_redis(stack: Stack) -> str:
+    """A private redis-server (no persistence) on a free loopback port."""
+    port = free_port()
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server not found: pass --redis-url to use a running Redis")
+    stack.start(
+        "redis",
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = Redis.from_url(url)
+    end = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return url
+        except RedisError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.05)
+
+
+def prepare(root: Path, database_url: str, redis_url: str | None, approval_poll_s: float) -> Bench:
+    """Fresh database and Redis, sample repositories, environment; no kodo process yet."""
+    root.mkdir(parents=True, exist_ok=True)
+    recreate_database(database_url)
+    migrate(database_url)
+    engine = make_engine(database_url, pool_size=1)
+    with unit_of_work(make_session_factory(engine)) as s:
+        token = create_token(s, "bench", Role.ADMIN)  # submits and approves
+    engine.dispose()
+    repo_root = root / "repos"
+    sql_dir = root / "sqlcount"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "KODO_REPO_ROOTS": str(repo_root),
+        "KODO_WORKSPACE_DIR": str(root / "workspaces"),
+        "RANDOM_SEED": "0",
+        "APPROVAL_POLL_S": str(approval_poll_s),
+        "OC_TIMEOUT_MS": "30000",
+        "KODO_COUNT_SQL": "1",
+        # Verification commands (``python3 -m unittest``) find the venv's interpreter first,
+        # not a version-manager shim that costs a shell script per start.
+        "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),
+        "KODO_SQL_COUNT_DIR": str(sql_dir),
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(Path.cwd()), os.environ.get("PYTHONPATH", "")) if p
+        ),
+    }
+    stack = Stack(env=env, log_dir=root / "logs")
+    base = redis_url or start_redis(stack)
+    kodo_redis = with_redis_db(base, KODO_REDIS_DB)
+    baseline_redis = with_redis_db(base, BASELINE_REDIS_DB)
+    for url in (kodo_redis, baseline_redis):
+        Redis.from_url(url).flushdb()
+    env["REDIS_URL"] = kodo_redis
+    env["BENCH_BASELINE_REDIS_URL"] = baseline_redis
+    repos = [create_sample_repo(repo_root / f"calc{i}") for i in range(REPOS)]
+    return Bench(stack, root, database_url, kodo_redis, baseline_redis, sql_dir, token, repos)
+
+
+def start_workers(bench: Bench, *, app: str, queue: str, count: int, pool: str) -> list[Proc]:
+    """``count`` single-process solo workers, or one prefork worker with ``count`` children."""
+    procs = []
+    shape = [("solo", "1")] * count if pool == "solo" else [("prefork", str(count))]
+    for i, (kind, concurrency) in enumerate(shape):
+        name = f"{app.split('.')[-1].split(':')[0]}-{i}"
+        argv = [
+            str(BIN / "celery"),
+            "-A",
+            app,
+            "worker",
+            "-Q",
+            queue,
+            "-P",
+            kind,
+            "-c",
+            concurrency,
+            "-l",
+            "INFO",
+            "-n",
+            f"{name}-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+        procs.append(bench.stack.start(name, argv))
+    for proc in procs:
+        wait_worker_ready(proc, deadline_s=60)
+    bench.workers = procs
+    return procs
+
+
+def stop_workers(bench: Bench) -> None:
+    for proc in bench.workers:
+        proc.stop()
+    bench.workers = []
+
+
+def start_kodo_services(bench: Bench, *, api_threads: int) -> None:
+    """oc-compat (no think time), beat and the API (gthread: an SSE stream holds a thread)."""
+    start_oc_compat(bench.stack, seed=0)
+    start_beat(bench.stack)
+    port = free_port()
+    proc = bench.stack.start(
+        "api",
+        [
+            str(BIN / "gunicorn"),
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            "2",
+            "--threads",
+            str(api_threads),
+            "--backlog",
+            "2048",
+            # Longer than the client's idle-connection expiry (httpx: 5 s): with gunicorn's
+            # 2 s default, a pooled connection is reused just as the server closes it.
+            "--keep-alive",
+            "30",
+            "bench.kodo_api:app",
+        ],
+    )
+    bench.stack.api_url = f"http://127.0.0.1:{port}"
+    wait_http(f"{bench.stack.api_url}/healthz", proc)

@@ -1,0 +1,64 @@
+"""Percentiles and process probes (peak RSS from /proc, Redis command counts)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from redis import Redis
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (``q`` in 0..100); None for no samples."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (prefork children, git and python grandchildren)."""
+    found = [pid]
+    for current in found:
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                found += [int(c) for c in task.read_text().split()]
+            except OSError:
+                continue
+    return found
+
+
+def vm_hwm_kb(pid: int) -> int:
+    """Peak resident set size of a process (kB), 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def peak_rss_mb(pids: list[int]) -> tuple[float, float]:
+    """(largest single process, sum over processes) peak RSS in MB."""
+    peaks = [vm_hwm_kb(p) for p in pids]
+    return (max(peaks, default=0) / 1024, sum(peaks) / 1024)
+
+
+def redis_calls(client: Redis) -> int:
+    """Commands the server has executed since its last stats reset (INFO commandstats)."""
+    stats = client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if isinstance(v, dict) and "calls" in v)
+
+
+def cpu_ms(pid: int) -> tuple[float, float]:
+    """(own, reaped children's) CPU time of a process in ms; children are git, tests."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return (0.0, 0.0)
+    fields = [int(f) for f in raw.rsplit(")", 1)[1].split()[11:15]]  # utime stime cutime cstime
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    return ((fields[0] + fields[1]) * tick_ms, (fields[2] + fields[3]) * tick_ms)
