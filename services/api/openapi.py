@@ -31,6 +31,8 @@ OPENAPI_VERSION = "3.0.3"
 PARSER = KodoParser()
 ERROR_DESCRIPTIONS = {
     400: "invalid input (field errors in details), malformed JSON",
+    401: "no bearer token, or an unknown or revoked one",
+    403: "the token's role does not allow this, or the body names someone else",
     404: "no such resource",
     409: "the request conflicts with the run's state",
     413: "the request body is too large",
@@ -101,10 +103,14 @@ class Routes:
         return wrap
 
     def errors(self, *statuses: int) -> Decorator:
-        """Document the error responses a view can give, all in kodo's error shape."""
+        """Document the error responses a view can give, all in kodo's error shape.
+
+        401 and 403 are added to every operation: only /healthz is public, and it does
+        not document errors this way.
+        """
 
         def wrap(view: View) -> View:
-            for status in statuses:
+            for status in sorted({*statuses, 401, 403}):
                 view = self.blueprint.alt_response(
                     status, schema=ErrorSchema, description=ERROR_DESCRIPTIONS[status]
                 )(view)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from shared.db.engine import unit_of_work
 from shared.db.models import PlanApproval, Run
+from shared.domain.run_machine import StepId
 from shared.errors import Forbidden
-from shared.queue import nudge_watcher, send_abort_calls
-from shared.service.runs import cancel_run, decide_plan
+from shared.queue import send_abort_calls, send_step
+from shared.service.runs import cancel_run, decide_plan, dispatch_approved
 
 from . import reads
 from .auth import current_principal
@@ -42,9 +43,10 @@ def read_run(run_id: str) -> reads.RunView:
 @routes.response(200, ApprovedSchema())
 @routes.errors(400, 404, 409, 415)
 def approve_plan(body: DecisionIn, run_id: str) -> PlanApproval:
-    """Record the approval; the watcher (nudged after commit) moves the run on.
-
-    409 unless the run waits for approval, or if ``plan_sha256`` is not the current plan's.
+    """Record the approval and, in the same transaction, move the run to ``applying``;
+    ApplyPatchST is sent after commit. The beat watcher stays the safety net for a
+    dispatch that Redis lost. 409 unless the run waits for approval, or if
+    ``plan_sha256`` is not the current plan's.
     """
     ctx = api()
     with unit_of_work(ctx.sessions) as s:
@@ -57,7 +59,9 @@ def approve_plan(body: DecisionIn, run_id: str) -> PlanApproval:
             plan_sha256=body.plan_sha256,
             comment=body.comment,
         )
-    nudge_watcher(ctx.celery)
+        dispatched = dispatch_approved(s, now=ctx.clock.now(), run_id=run_id)
+    for moved in dispatched:
+        send_step(ctx.celery, StepId.APPLY_PATCH, moved)
     return row
 
 

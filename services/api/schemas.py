@@ -10,6 +10,7 @@ never a 500.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,21 @@ class _Strict(BodySchema):
     """A JSON body whose unknown fields are refused."""
 
 
+class FullMatch(Regexp):
+    """The whole value must match: Python checks ``re.fullmatch``, while the OpenAPI spec
+    gets an ECMA-262 ``^...$`` pattern (``\\Z`` is Python-only and would make the spec
+    invalid)."""
+
+    def __init__(self, pattern: str, *, error: str) -> None:
+        super().__init__(f"^(?:{pattern})$", error=error)
+        self._full = re.compile(pattern)
+
+    def __call__(self, value: Any) -> Any:
+        if not isinstance(value, str) or self._full.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
 @dataclass(frozen=True)
 class IntentIn:
     repo: str
@@ -62,7 +78,7 @@ class IntentSchema(_Strict):
         validate=[
             Length(1, 255),
             # no leading dash (git would read an option), no whitespace or control characters
-            Regexp(r"(?!-)[^\s\x00-\x1f\x7f]+\Z", error="not a valid git ref"),
+            FullMatch(r"(?!-)[^\s\x00-\x1f\x7f]+", error="not a valid git ref"),
             clean_text,
         ],
     )
@@ -117,7 +133,7 @@ class DecisionSchema(_Strict):
     plan_sha256 = fields.String(
         load_default=None,
         allow_none=True,
-        validate=Regexp(r"[0-9a-fA-F]{64}\Z", error="must be 64 hex digits"),
+        validate=FullMatch(r"[0-9a-fA-F]{64}", error="must be 64 hex digits"),
     )
     comment = fields.String(
         load_default=None, allow_none=True, validate=[Length(max=4000), clean_text]

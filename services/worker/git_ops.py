@@ -6,10 +6,15 @@ under ``.git``. Everything runs as argv (no shell) with a timeout.
 
 from __future__ import annotations
 
+import fcntl
 import re
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from shared.hashing import sha256_hex
 
 GIT_TIMEOUT_S = 60
 _DIFF_PATH = re.compile(r"^(?:diff --git a/(\S+) b/(\S+)|--- (?:a/)?(\S+)|\+\+\+ (?:b/)?(\S+))")
@@ -51,6 +56,24 @@ def git(cwd: Path, *args: str, check: bool = True, stdin: bytes | None = None) -
     return proc.stdout.decode(errors="replace")
 
 
+@contextmanager
+def repo_lock(workspace_dir: Path, repo: Path) -> Iterator[None]:
+    """Serialise worktree bookkeeping per repository across worker processes.
+
+    ``git worktree add/prune`` edit the repository's shared ``.git/worktrees``;
+    concurrent runs on one repository would otherwise race ("failed to read
+    .git/worktrees/..."). The lock file lives in our workspace, not the user's repo.
+    """
+    locks = workspace_dir / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with (locks / f"{sha256_hex(str(repo.resolve()))[:16]}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base_ref: str) -> Worktree:
     """A worktree on branch ``kodo/<run_id>`` at ``base_ref``; reused if it exists."""
     branch = f"kodo/{run_id}"
@@ -61,12 +84,13 @@ def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base_ref: str)
             raise GitError(f"{path} is on {current}, expected {branch}")
         return Worktree(path, branch)
     workspace_dir.mkdir(parents=True, exist_ok=True)
-    git(repo, "worktree", "prune")
-    has_branch = git(repo, "branch", "--list", branch).strip() != ""
-    if has_branch:
-        git(repo, "worktree", "add", str(path), branch)
-    else:
-        git(repo, "worktree", "add", "-b", branch, str(path), base_ref)
+    with repo_lock(workspace_dir, repo):
+        git(repo, "worktree", "prune")
+        has_branch = git(repo, "branch", "--list", branch).strip() != ""
+        if has_branch:
+            git(repo, "worktree", "add", str(path), branch)
+        else:
+            git(repo, "worktree", "add", "-b", branch, str(path), base_ref)
     return Worktree(path, branch)
 
 

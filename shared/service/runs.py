@@ -149,7 +149,9 @@ def decide_plan(
     return row
 
 
-def dispatch_approved(s: Session, *, now: datetime, limit: int = 100) -> list[str]:
+def dispatch_approved(
+    s: Session, *, now: datetime, limit: int = 100, run_id: str | None = None
+) -> list[str]:
     """Move approved waiting runs to ``applying``; return the run ids to dispatch.
 
     Rows are claimed with SKIP LOCKED and the run update is guarded, so two watchers
@@ -158,7 +160,7 @@ def dispatch_approved(s: Session, *, now: datetime, limit: int = 100) -> list[st
     dispatched: list[str] = []
     runs = RunRepo(s)
     approvals = ApprovalRepo(s)
-    for approval in approvals.claim_undispatched(limit):
+    for approval in approvals.claim_undispatched(limit, run_id=run_id):
         try:
             move = transition(RunStatus.WAITING_INPUT, PlanApproved())
         except IllegalTransition:  # pragma: no cover - the machine allows it

@@ -56,19 +56,23 @@ class ApprovalRepo:
         row = self.get(run_id, plan_sha256)
         return row if row is not None and row.decision == "approved" else None
 
-    def claim_undispatched(self, limit: int = 100) -> list[PlanApproval]:
+    def claim_undispatched(self, limit: int = 100, run_id: str | None = None) -> list[PlanApproval]:
         """Approved plans of runs still at waiting_input, locked so two watchers never share."""
+        query = (
+            select(PlanApproval)
+            .join(Run, Run.id == PlanApproval.run_id)
+            .where(
+                PlanApproval.decision == "approved",
+                PlanApproval.dispatched_at.is_(None),
+                PlanApproval.plan_sha256 == Run.plan_sha256,
+                Run.status == RunStatus.WAITING_INPUT.value,
+            )
+        )
+        if run_id is not None:
+            query = query.where(PlanApproval.run_id == run_id)
         return list(
             self.session.execute(
-                select(PlanApproval)
-                .join(Run, Run.id == PlanApproval.run_id)
-                .where(
-                    PlanApproval.decision == "approved",
-                    PlanApproval.dispatched_at.is_(None),
-                    PlanApproval.plan_sha256 == Run.plan_sha256,
-                    Run.status == RunStatus.WAITING_INPUT.value,
-                )
-                .order_by(PlanApproval.id)
+                query.order_by(PlanApproval.id)
                 .limit(limit)
                 .with_for_update(of=PlanApproval, skip_locked=True)
             ).scalars()

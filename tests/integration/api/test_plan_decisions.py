@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from shared.db.models import PlanApproval, Run
 from shared.hashing import sha256_hex
-from shared.queue import WATCH_APPROVALS
 from tests.factories import RunFactory
 
 from .conftest import NOW, Sent, sent_tasks
@@ -23,7 +22,7 @@ def approvals(db: Session, run_id: str) -> list[PlanApproval]:
     return list(db.scalars(select(PlanApproval).where(PlanApproval.run_id == run_id)))
 
 
-def test_approving_a_waiting_plan_records_it_and_nudges_the_watcher(
+def test_approving_a_waiting_plan_records_it_and_dispatches_apply_once(
     client: FlaskClient, db: Session, broker: Redis
 ) -> None:
     run = RunFactory(waiting_input=True)
@@ -41,7 +40,15 @@ def test_approving_a_waiting_plan_records_it_and_nudges_the_watcher(
     }
     [row] = approvals(db, run.id)
     assert (row.decision, row.approver, row.plan_sha256) == ("approved", "ann", run.plan_sha256)
-    assert sent_tasks(broker) == [Sent(task=WATCH_APPROVALS, args=[])]
+    assert sent_tasks(broker) == [Sent(task="kodo.ApplyPatchST", args=[run.id])]
+    db.expire_all()
+    moved = db.get(Run, run.id)
+    assert moved is not None
+    assert moved.status == "applying"
+    assert row.dispatched_at is not None
+    again = client.post(f"/runs/{run.id}/approve-plan")
+    assert again.status_code == 200, "a repeated approval is accepted again"
+    assert len(sent_tasks(broker)) == 1, "and dispatches nothing more"
 
 
 def test_an_approval_without_a_body_is_by_the_tokens_owner(
@@ -122,7 +129,12 @@ def test_rejecting_a_plan_ends_the_run_as_rejected(client: FlaskClient, db: Sess
     response = client.post(f"/runs/{run.id}/reject-plan", json={"comment": "too risky"})
 
     assert response.status_code == 200
-    assert response.get_json() == {"accepted": True, "runId": run.id, "status": "rejected"}
+    assert response.get_json() == {
+        "accepted": True,
+        "runId": run.id,
+        "status": "rejected",
+        "approver": "ann",
+    }
     db.expire_all()
     stored = db.get(Run, run.id)
     assert stored is not None

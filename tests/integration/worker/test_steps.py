@@ -160,3 +160,25 @@ def test_stalled_calls_are_retried_under_new_attempts_then_fail_with_a_diagnosti
     ]
     stats = httpx.get(f"{rt.settings.oc_base_url}/__kodo/stats").json()
     assert stats["aborts"] >= 2, "each stalled call's session was aborted"
+
+
+def test_concurrent_runs_on_one_repository_each_get_their_worktree(rt: Runtime, repo: Path) -> None:
+    from services.worker.git_ops import ensure_worktree
+
+    errors: list[Exception] = []
+    barrier = threading.Barrier(16)
+
+    def make(i: int) -> None:
+        barrier.wait()
+        try:
+            ensure_worktree(repo, rt.settings.workspace_dir, f"race-{i}", "HEAD")
+        except Exception as exc:  # collected: the test shows every failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=make, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert all((rt.settings.workspace_dir / f"race-{i}" / ".git").exists() for i in range(16))
