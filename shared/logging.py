@@ -14,7 +14,9 @@ import sys
 from typing import TextIO
 
 import structlog
-from structlog.typing import Processor
+from structlog.typing import EventDict, Processor
+
+from shared.redact import redact
 
 _HANDLER_NAME = "kodo-structured"
 
@@ -28,6 +30,14 @@ def _shared_processors() -> list[Processor]:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
+
+
+def _redact_secrets(
+    _: object, __: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Last step before rendering: no credential reaches a log line, whoever logged it."""
+    redacted: EventDict = redact(dict(event))
+    return redacted
 
 
 def configure_logging(
@@ -56,6 +66,7 @@ def configure_logging(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
+            _redact_secrets,
             renderer,
         ],
     )

@@ -45,3 +45,14 @@ def test_configuring_twice_keeps_one_handler(out: io.StringIO) -> None:
     logging.getLogger("x").info("once")
 
     assert [line["event"] for line in lines(out)] == ["once"]
+
+
+def test_secrets_are_redacted_from_every_line_whoever_logs_them(out: io.StringIO) -> None:
+    key = "sk-" + "a1b2c3d4e5f6g7h8i9j0k1l2"
+    structlog.get_logger("kodo.test").info("calling", api_key="plain", prompt=f"use {key}")
+    logging.getLogger("celery.test").warning("header Authorization: Bearer %s", "x" * 24)
+
+    first, second = lines(out)
+    assert first["api_key"] == "[REDACTED]"
+    assert key not in json.dumps(first)
+    assert "x" * 24 not in second["event"]
