@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.oc_compat import running_server
@@ -98,3 +100,16 @@ def approve(rt: Runtime, run_id: str) -> None:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     return create_sample_repo(tmp_path / "calc")
+
+
+def diagnostic(rt: Runtime, run_id: str) -> dict[str, Any]:
+    """The run's diagnostic.json, parsed."""
+    with rt.sessions() as s:
+        body = s.execute(
+            text(
+                "SELECT content FROM app.artifacts WHERE run_id = :r AND name = 'diagnostic.json'"
+            ),
+            {"r": run_id},
+        ).scalar_one()
+    report: dict[str, Any] = json.loads(bytes(body))
+    return report

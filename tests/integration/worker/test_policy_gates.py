@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from services.worker.runtime import Runtime
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import run_step
 from services.worker.steps.compile import compile_step
 from shared.domain.run_machine import StepId
-from tests.integration.worker.conftest import approve, new_run
+from tests.integration.worker.conftest import approve, diagnostic, new_run
 
 pytestmark = pytest.mark.integration
 
@@ -30,25 +27,13 @@ def _commit_policy(repo: Path, toml: str) -> None:
     )
 
 
-def _diagnostic(rt: Runtime, run_id: str) -> dict[str, Any]:
-    with rt.sessions() as s:
-        body = s.execute(
-            text(
-                "SELECT content FROM app.artifacts WHERE run_id = :r AND name = 'diagnostic.json'"
-            ),
-            {"r": run_id},
-        ).scalar_one()
-    report: dict[str, Any] = json.loads(bytes(body))
-    return report
-
-
 def test_a_plan_touching_a_forbidden_path_is_never_shown_for_approval(
     rt: Runtime, repo: Path
 ) -> None:
     _commit_policy(repo, '[policy]\nextra_forbidden_paths = ["calc.py"]\n')
     run_id = new_run(rt, repo, goal="Add multiply to calc.py")
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "failed"
-    report = _diagnostic(rt, run_id)
+    report = diagnostic(rt, run_id)
     assert report["violations"] == [{"rule": "forbidden_path", "detail": "calc.py matches calc.py"}]
     assert report["policy"]["source"] == "HEAD:.kodo/policy.toml"
 
@@ -61,7 +46,7 @@ def test_a_patch_over_the_line_budget_fails_closed_before_git_apply(
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
     approve(rt, run_id)
     assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "failed"
-    report = _diagnostic(rt, run_id)
+    report = diagnostic(rt, run_id)
     assert [v["rule"] for v in report["violations"]] == ["max_lines"]
     log = subprocess.run(
         ["git", "rev-list", "--count", f"main..kodo/{run_id}"],
@@ -79,4 +64,4 @@ def test_a_malformed_policy_file_fails_the_run_rather_than_being_ignored(
     _commit_policy(repo, "[policy]\nmax_lines = 'lots'\n")
     run_id = new_run(rt, repo)
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "failed"
-    assert _diagnostic(rt, run_id)["error"].startswith("PolicyError: max_lines")
+    assert diagnostic(rt, run_id)["error"].startswith("PolicyError: max_lines")

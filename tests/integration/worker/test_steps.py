@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +23,7 @@ from tests.integration.worker.conftest import (
     RuntimeFactory,
     approve,
     commits_on_branch,
+    diagnostic,
     new_run,
     prompts_at_server,
 )
@@ -123,36 +122,24 @@ def test_two_watchers_racing_dispatch_an_approved_run_once(rt: Runtime, repo: Pa
     assert messages == 0, "dispatch_approved only decides; the caller enqueues after commit"
 
 
-def _diagnostic(rt: Runtime, run_id: str) -> dict[str, Any]:
-    with rt.sessions() as s:
-        body = s.execute(
-            text(
-                "SELECT content FROM app.artifacts WHERE run_id = :r AND name = 'diagnostic.json'"
-            ),
-            {"r": run_id},
-        ).scalar_one()
-    report: dict[str, Any] = json.loads(bytes(body))
-    return report
-
-
 def test_a_configuration_error_fails_the_step_at_once_without_retries(
     make_rt: RuntimeFactory, repo: Path
 ) -> None:
     rt = make_rt(oc_model_id="no-such-model")
     run_id = new_run(rt, repo)
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "failed"
-    report = _diagnostic(rt, run_id)
+    report = diagnostic(rt, run_id)
     assert report["error"].startswith("configuration error, not retried")
     assert [a["error_name"] for a in report["attempts"]] == ["OpenCodeConfigError"]
 
 
-def test_stalled_calls_are_retried_under_new_attempts_then_fail_with_a_diagnostic(
+def test_stalled_calls_are_retried_under_new_attempts_then_fail_with_adiagnostic(
     make_rt: RuntimeFactory, repo: Path
 ) -> None:
     rt = make_rt(oc_timeout_ms=300, schema_retries=2)
     run_id = new_run(rt, repo, goal="Add multiply to calc.py [oc:slow=5000]")
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "failed"
-    report = _diagnostic(rt, run_id)
+    report = diagnostic(rt, run_id)
     assert report["error"] == "no valid plan after 2 attempts"
     assert [(a["attempt"], a["status"]) for a in report["attempts"]] == [
         (1, "timed_out"),
