@@ -95,6 +95,12 @@ class CallFailed(Exception):
         return self.kind != "config"
 
 
+UNKNOWN_ERROR = "claimed but never recorded: the calling worker stopped mid-call"
+"""Both the ledger's error and the raised one: the next attempt's prompt quotes the reason,
+so the worker that declares a call unknown and one that reads it later must word it alike,
+or they would build different prompts (op_keys) for the same attempt and both call."""
+
+
 class OutcomeUnknown(CallFailed):
     """The call was claimed but never recorded (its worker died): never repeat blindly."""
 
@@ -339,7 +345,7 @@ class OCWrapper:
                 now=self.clock.now(),
                 duration_ms=None,
                 error_name="OutcomeUnknown",
-                error="claimed but never recorded: the calling worker stopped mid-call",
+                error=UNKNOWN_ERROR,
             )
             row = LedgerRepo(s).get(key)
         if row is not None and row.status != "unknown":
@@ -347,7 +353,7 @@ class OCWrapper:
         raise OutcomeUnknown(
             key,
             "unknown",
-            "claimed but never recorded",
+            UNKNOWN_ERROR,  # the recorded text: the next attempt's prompt (op_key) quotes it
             error_name="OutcomeUnknown",
             kind="unknown",
         )

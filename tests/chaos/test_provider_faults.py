@@ -1,0 +1,101 @@
+"""The OpenCode-compatible server misbehaves: every run still ends, failing closed.
+
+A stalled call times out (and is aborted), an HTTP 500 is a configuration error (not
+retried), a body that is not JSON is a failed attempt, and a server that dies mid-call
+leaves a failed attempt; none is ever sent twice under one op_key.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.chaos.conftest import Scenario
+from tests.chaos.harness import Chaos, branch_commits, title
+
+pytestmark = pytest.mark.chaos
+
+
+def _diagnostic(chaos: Chaos, run_id: str) -> dict[str, object]:
+    body = chaos.artifact(run_id, "diagnostic.json")
+    assert body is not None, "a failed run carries diagnostic.json"
+    report: dict[str, object] = json.loads(body)
+    return report
+
+
+def test_a_stalled_server_times_out_every_attempt_and_the_run_fails_with_a_diagnostic(
+    chaos: Chaos, scenario: Scenario
+) -> None:
+    scenario.name = "oc-compat stalls (timeout)"
+    run_id = chaos.submit("Add a note to README.md [oc:slow=60000]")
+    scenario.track(run_id)
+    chaos.wait_status(run_id, {"failed"}, deadline_s=45)
+    calls = [(c.attempt, c.status) for c in chaos.ledger(run_id, "CompileST")]
+    assert calls == [(1, "timed_out"), (2, "timed_out"), (3, "timed_out")], chaos.explain([run_id])
+    assert "no valid plan after 3 attempts" in (chaos.run_row(run_id).error or "")
+    assert len(_diagnostic(chaos, run_id)["attempts"]) == 3  # type: ignore[arg-type]
+    assert chaos.oc_stats()["aborts"] >= 3, "each timed-out session is aborted"
+    chaos.assert_exactly_once([run_id])
+
+
+def test_an_http_500_is_a_configuration_error_and_fails_the_run_at_once(
+    chaos: Chaos, scenario: Scenario
+) -> None:
+    scenario.name = "oc-compat answers HTTP 500"
+    run_id = chaos.submit("Add a note to README.md [oc:http500]")
+    scenario.track(run_id)
+    chaos.wait_status(run_id, {"failed"}, deadline_s=30)
+    calls = [(c.attempt, c.status, c.error_name) for c in chaos.ledger(run_id)]
+    assert calls == [(1, "failed", "OpenCodeConfigError")], "not retried"
+    assert "configuration error" in (chaos.run_row(run_id).error or "")
+    _diagnostic(chaos, run_id)
+    chaos.assert_exactly_once([run_id])
+
+
+def test_a_reply_that_is_not_json_is_a_failed_attempt_and_the_run_fails_closed(
+    chaos: Chaos, scenario: Scenario
+) -> None:
+    scenario.name = "oc-compat answers invalid JSON"
+    run_id = chaos.submit("Add a note to README.md [oc:garbage]")
+    scenario.track(run_id)
+    chaos.wait_status(run_id, {"failed"}, deadline_s=30)
+    calls = [(c.attempt, c.status) for c in chaos.ledger(run_id)]
+    assert calls == [(1, "failed"), (2, "failed"), (3, "failed")], chaos.explain([run_id])
+    assert all("not JSON" in (c.error or "") for c in chaos.ledger(run_id))
+    assert "no valid plan after 3 attempts" in (chaos.run_row(run_id).error or "")
+    _diagnostic(chaos, run_id)
+    chaos.assert_exactly_once([run_id])
+
+
+def test_a_server_killed_mid_call_and_restarted_leaves_the_run_ended_and_explained(
+    chaos: Chaos, scenario: Scenario
+) -> None:
+    scenario.name = "oc-compat dies mid-call"
+    run_id = chaos.submit("Add a note to README.md [oc:slow=2000]")
+    scenario.track(run_id)
+    first = title("CompileST", run_id, 1)
+    end = time.monotonic() + 20
+    while not chaos.prompts_by_title()[first]:
+        assert time.monotonic() < end, chaos.logs()
+        time.sleep(0.05)
+    time.sleep(0.3)
+    chaos.kill_oc()
+    chaos.start_oc()
+
+    final = chaos.drive([run_id], 45)[run_id]
+    calls = chaos.ledger(run_id, "CompileST")
+    assert calls[0].status == "failed", "the cut connection fails the call in flight"
+    assert calls[0].error_name in ("OpenCodeTransientError", "OpenCodeUnreachable")
+    if final == "succeeded":
+        # the next attempt reached the restarted server, under its own op_key
+        assert calls[-1].status == "succeeded"
+        assert len(branch_commits(chaos.repo_of(run_id), run_id)) == 1
+    else:
+        # every attempt was spent while the server was still down: fail closed
+        assert final == "failed", chaos.explain([run_id])
+        assert "no valid plan after 3 attempts" in (chaos.run_row(run_id).error or "")
+        _diagnostic(chaos, run_id)
+    scenario.note = f"{final}: CompileST calls {[(c.attempt, c.status) for c in calls]}"
+    chaos.assert_exactly_once([run_id])

@@ -1,0 +1,76 @@
+"""A worker SIGKILLed mid-step is replaced, and its run finishes without a paid-twice call."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.chaos.conftest import Scenario
+from tests.chaos.harness import BASE_WORKER, Chaos, branch_commits, title
+
+pytestmark = pytest.mark.chaos
+
+
+def _wait_prompted(chaos: Chaos, session_title: str, deadline_s: float = 20.0) -> None:
+    """Until oc-compat has received the prompt of that session (the call is in flight)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if chaos.prompts_by_title()[session_title]:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{session_title!r} never reached oc-compat\n{chaos.logs()}")
+
+
+def test_a_worker_killed_during_compile_s_provider_call_leaves_an_unknown_call_and_a_retry(
+    chaos: Chaos, scenario: Scenario
+) -> None:
+    scenario.name = "SIGKILL worker during CompileST call"
+    run_id = chaos.submit("Add a note to README.md [oc:slow=3000]")
+    scenario.track(run_id)
+    _wait_prompted(chaos, title("CompileST", run_id, 1))
+    time.sleep(0.5)
+    chaos.kill_worker()
+    chaos.start_worker(BASE_WORKER)
+
+    chaos.wait_status(run_id, {"waiting_input"}, deadline_s=45)
+    compile_calls = [(c.attempt, c.status) for c in chaos.ledger(run_id, "CompileST")]
+    assert compile_calls == [(1, "unknown"), (2, "succeeded")], chaos.explain([run_id])
+    assert branch_commits(chaos.repo_of(run_id), run_id) == [], "no code before approval"
+
+    assert chaos.approve(run_id).status_code == 200
+    chaos.wait_status(run_id, {"succeeded"}, deadline_s=45)
+    assert len(branch_commits(chaos.repo_of(run_id), run_id)) == 1
+    chaos.assert_exactly_once([run_id])
+
+
+def test_a_worker_killed_during_apply_patch_s_git_apply_commits_the_patch_once(
+    chaos: Chaos, scenario: Scenario
+) -> None:
+    scenario.name = "SIGKILL worker during ApplyPatchST git apply"
+    chaos.stop_worker(BASE_WORKER)
+    chaos.start_worker("paused", env={"KODO_FAULT_PAUSE_BEFORE_APPLY_S": "4"})
+    run_id = chaos.submit("Add a note to README.md")
+    scenario.track(run_id)
+    chaos.wait_status(run_id, {"waiting_input"}, deadline_s=30)
+    assert chaos.approve(run_id).status_code == 200
+    end = time.monotonic() + 30
+    while not [c for c in chaos.ledger(run_id, "ApplyPatchST") if c.status == "succeeded"]:
+        assert time.monotonic() < end, chaos.explain([run_id])
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside the pause, right before `git apply`
+    chaos.kill_worker("paused")
+    repo = chaos.repo_of(run_id)
+    assert branch_commits(repo, run_id) == [], "killed before the commit"
+    chaos.start_worker(BASE_WORKER)
+
+    chaos.wait_status(run_id, {"succeeded"}, deadline_s=45)
+    commits = branch_commits(repo, run_id)
+    assert len(commits) == 1, commits
+    assert commits[0].startswith("kodo: ")
+    apply_calls = [(c.attempt, c.status) for c in chaos.ledger(run_id, "ApplyPatchST")]
+    assert apply_calls == [(1, "succeeded")], "the recorded patch is replayed, not asked again"
+    apply_step = chaos.step_run(run_id, "ApplyPatchST")
+    assert apply_step.status == "succeeded"
+    assert apply_step.deliveries >= 2, "the killed delivery and the one that finished"
+    chaos.assert_exactly_once([run_id])
