@@ -12,6 +12,8 @@ class Clock(Protocol):
 
     def monotonic(self) -> float: ...
 
+    def sleep(self, seconds: float) -> None: ...
+
 
 class SystemClock:
     """The real clock; the only place that reads wall time."""
@@ -21,6 +23,9 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 class FixedClock:
@@ -35,6 +40,9 @@ class FixedClock:
 
     def monotonic(self) -> float:
         return self._mono
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
 
     def advance(self, seconds: float) -> None:
         self._now += timedelta(seconds=seconds)

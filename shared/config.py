@@ -32,6 +32,7 @@ DEFAULTS: dict[str, str] = {
     "KODO_STEP_LEASE_S": "900",
     "KODO_REDISPATCH_AFTER_S": "30",
     "KODO_RECONCILE_S": "10",
+    "KODO_RETRY_BACKOFF_S": "1.0",
     # Test-only fault injection (the chaos suite): seconds ApplyPatchST sleeps right before
     # `git apply`, so a test can SIGKILL the worker there. 0 (the default) means off.
     "KODO_FAULT_PAUSE_BEFORE_APPLY_S": "0",
@@ -89,6 +90,7 @@ class Settings:
     step_lease_s: float = float(DEFAULTS["KODO_STEP_LEASE_S"])
     redispatch_after_s: float = float(DEFAULTS["KODO_REDISPATCH_AFTER_S"])
     reconcile_s: float = float(DEFAULTS["KODO_RECONCILE_S"])
+    retry_backoff_s: float = float(DEFAULTS["KODO_RETRY_BACKOFF_S"])
     fault_pause_before_apply_s: float = 0.0  # test-only fault injection; see DEFAULTS
 
     @classmethod
@@ -118,6 +120,7 @@ class Settings:
             step_lease_s=_float(env, "KODO_STEP_LEASE_S"),
             redispatch_after_s=_float(env, "KODO_REDISPATCH_AFTER_S"),
             reconcile_s=_float(env, "KODO_RECONCILE_S"),
+            retry_backoff_s=_float(env, "KODO_RETRY_BACKOFF_S"),
             fault_pause_before_apply_s=_float(env, "KODO_FAULT_PAUSE_BEFORE_APPLY_S"),
         )
         settings.validate()
@@ -134,6 +137,7 @@ class Settings:
             ("KODO_STEP_LEASE_S", self.step_lease_s),
             ("KODO_REDISPATCH_AFTER_S", self.redispatch_after_s),
             ("KODO_RECONCILE_S", self.reconcile_s),
+            ("KODO_RETRY_BACKOFF_S", self.retry_backoff_s),
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be positive")

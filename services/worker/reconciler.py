@@ -3,21 +3,38 @@
 from __future__ import annotations
 
 import structlog
+from redis import Redis
+from redis.exceptions import RedisError
 
 from services.worker.runtime import Runtime
 from services.worker.watcher import watch_approvals
 from shared.db.engine import unit_of_work
-from shared.queue import send_step
+from shared.queue import QUEUE, send_step
 from shared.service.recovery import Redispatch, find_and_claim_stalled
 
 log = structlog.get_logger("kodo.reconciler")
 
 
+def broker_backlog(redis_url: str) -> int:
+    """Messages waiting in the ``kodo`` queue; 0 if Redis cannot say (it may be down)."""
+    client = Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return int(client.llen(QUEUE))
+    except RedisError:
+        return 0
+    finally:
+        client.close()
+
+
 def reconcile(rt: Runtime) -> list[Redispatch]:
     """One pass: stalled steps are re-sent; approved-but-undispatched runs are sent too."""
+    backlog = broker_backlog(rt.settings.redis_url)
     with unit_of_work(rt.sessions) as s:
         stalled = find_and_claim_stalled(
-            s, now=rt.clock.now(), redispatch_after_s=rt.settings.redispatch_after_s
+            s,
+            now=rt.clock.now(),
+            redispatch_after_s=rt.settings.redispatch_after_s,
+            broker_backlog=backlog,
         )
     for item in stalled:  # after commit
         send_step(rt.celery, item.step, item.run_id)

@@ -82,6 +82,7 @@ class CallFailed(Exception):
         *,
         error_name: str = "Error",
         kind: FailureKind = "permanent",
+        replayed: bool = False,
     ) -> None:
         super().__init__(f"provider call {op_key[:12]} {status}: {error}")
         self.op_key = op_key
@@ -89,6 +90,7 @@ class CallFailed(Exception):
         self.error = error
         self.error_name = error_name
         self.kind = kind
+        self.replayed = replayed  # read back from the ledger, not a fresh failure
 
     @property
     def retryable(self) -> bool:
@@ -329,6 +331,7 @@ class OCWrapper:
                 row.error or "no answer recorded",
                 error_name=row.error_name or "Error",
                 kind="config" if row.error_name == "OpenCodeConfigError" else kind,
+                replayed=True,
             )
         answer = row.response.get("structured")
         if not isinstance(answer, dict):

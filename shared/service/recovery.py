@@ -27,11 +27,29 @@ class Redispatch:
     reason: str
 
 
+HARD_CAP_FACTOR = 10
+"""A never-entered step is re-sent despite a broker backlog once it waited this many
+times ``redispatch_after_s``: the backlog is only a hint, Postgres decides."""
+
+
 def find_and_claim_stalled(
-    s: Session, *, now: datetime, redispatch_after_s: float, limit: int = 500
+    s: Session,
+    *,
+    now: datetime,
+    redispatch_after_s: float,
+    broker_backlog: int = 0,
+    limit: int = 500,
 ) -> list[Redispatch]:
-    """Pick stalled steps (locking their runs) and mark them handed to the next delivery."""
-    cutoff = now - timedelta(seconds=redispatch_after_s)
+    """Pick stalled steps (locking their runs) and mark them handed to the next delivery.
+
+    A step nobody entered may simply wait in a busy queue: while the broker reports a
+    backlog, such a step is re-sent only after ``HARD_CAP_FACTOR`` times the usual
+    wait, so a long queue is not flooded with copies. A step whose lease expired was
+    entered by a worker that died: it is re-sent whatever the backlog.
+    """
+    cutoff = now - timedelta(
+        seconds=redispatch_after_s * (HARD_CAP_FACTOR if broker_backlog > 0 else 1)
+    )
     found: list[Redispatch] = []
     for step, status in STEP_STATUS.items():
         checkpoint = aliased(StepRun)

@@ -28,12 +28,6 @@ def _queued_copies(client: redis.Redis) -> Counter[tuple[str, str]]:
     return copies
 
 
-@pytest.mark.xfail(
-    strict=False,  # timing decides how many copies pile up in 30 runs; 200 runs collapse
-    reason="known bug: recovery.find_and_claim_stalled re-sends a 'never entered' step every "
-    "KODO_REDISPATCH_AFTER_S while its message still waits in a busy broker (200 runs at 2 s: "
-    "~11,800 re-sends, 0 runs finished in 200 s)",
-)
 def test_a_backlog_longer_than_the_redispatch_delay_is_not_re_sent_again_and_again(
     chaos: Chaos, scenario: Scenario
 ) -> None:
@@ -52,7 +46,7 @@ def test_a_backlog_longer_than_the_redispatch_delay_is_not_re_sent_again_and_aga
     final = chaos.drive(run_ids, 60)
     assert all(final.get(r) == "succeeded" for r in run_ids), chaos.explain(run_ids)
     chaos.assert_exactly_once(run_ids)
-    piled = {key: n for key, n in worst.items() if n > 2}
+    piled = {key: n for key, n in worst.items() if n > 1}
     scenario.note = f"max {max(worst.values(), default=0)} queued copies of one step"
     assert piled == {}, (
         f"the reconciler re-sent steps still waiting in the broker ({len(piled)} piled up): "

@@ -13,6 +13,10 @@ from services.worker.steps.base import StepContext, StepOutcome
 from shared.domain.run_machine import StepId
 from shared.opencode.wrapper import CallFailed, StructuredCall, StructuredResult
 
+BACKOFF_KINDS = frozenset({"transient", "timeout", "unknown"})
+"""Failures of the provider, not of the answer: wait before the next attempt. A
+contract failure is retried at once, with the reasons quoted in the next prompt."""
+
 PromptFor = Callable[[int, list[str]], str]
 """Build the prompt of attempt N from the reasons earlier answers were rejected."""
 
@@ -60,6 +64,8 @@ class AttemptLoop:
                 if not exc.retryable:
                     self.fatal = f"configuration error, not retried: {exc.error}"
                     return
+                if exc.kind in BACKOFF_KINDS and not exc.replayed and attempt < self.limit:
+                    self.ctx.rt.clock.sleep(self._backoff(attempt))
                 continue
             self.records.append(
                 {
@@ -70,6 +76,10 @@ class AttemptLoop:
                 }
             )
             yield result
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential, capped: a daemon that restarts gets time to come back."""
+        return float(min(self.ctx.rt.settings.retry_backoff_s * 2 ** (attempt - 1), 30.0))
 
     def reject(self, reason: str) -> None:
         """The last answer was valid JSON but unusable (e.g. a patch that does not apply)."""

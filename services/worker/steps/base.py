@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import OperationalError
 
 from services.worker.runtime import Runtime
 from shared.db.engine import unit_of_work
@@ -95,6 +97,46 @@ class StepContext:
 
 class StepAbandoned(Exception):
     """This delivery must stop: the run was cancelled or another delivery took over."""
+
+
+class LeaseKeeper:
+    """Renew the step's lease in the background while the body runs.
+
+    A provider call may block for up to OC_TIMEOUT_MS, and waiting out another
+    worker's claim longer still; the lease must outlive both, whatever KODO_STEP_LEASE_S
+    is. If a renewal finds the fence moved on, the body's next ``keep_lease`` stops it.
+    """
+
+    def __init__(self, ctx: StepContext) -> None:
+        self.ctx = ctx
+        self.every_s = max(0.05, ctx.rt.settings.step_lease_s / 3)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="kodo-lease", daemon=True)
+
+    def _beat(self) -> None:
+        rt = self.ctx.rt
+        while not self._stop.wait(self.every_s):
+            try:
+                with unit_of_work(rt.sessions) as s:
+                    kept = StepRunRepo(s).renew(
+                        self.ctx.run_id,
+                        self.ctx.step,
+                        self.ctx.fence,
+                        rt.clock.now(),
+                        rt.settings.step_lease_s,
+                    )
+            except OperationalError:
+                continue  # the database is away: try again at the next beat
+            if not kept:
+                return
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 @dataclass
@@ -193,10 +235,16 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
         return "skipped"
     bound.info("step.started")
     try:
-        outcome = body(ctx)
+        with LeaseKeeper(ctx):
+            outcome = body(ctx)
     except StepAbandoned as exc:
         bound.warning("step.abandoned", reason=str(exc))
         return "superseded"
+    except OperationalError:
+        # The database is down, not the step: let the task retry with backoff (the
+        # lease lapses and the next delivery resumes from the ledger), never fail the run.
+        bound.warning("step.database_unavailable")
+        raise
     except Exception as exc:  # a bug or an unexpected environment: fail closed, keep the evidence
         bound.exception("step.crashed")
         outcome = StepOutcome.failed(

@@ -81,10 +81,23 @@ def test_a_run_whose_dispatch_was_lost_is_redispatched_by_the_reconciler(
         (run_id, StepId.COMPILE, "never entered")
     ]
     assert _queued_steps(rt) == ["kodo.CompileST"]
-    clock.advance(29)
-    assert reconcile(rt) == [], "a fresh re-dispatch is not repeated at once"
-    clock.advance(2)
-    assert len(reconcile(rt)) == 1, "but a lost re-dispatch is sent again"
+    clock.advance(31)
+    assert reconcile(rt) == [], "while its message waits in the queue, no copy is added"
+    redis.Redis.from_url(rt.settings.redis_url).delete("kodo")  # Redis loses it
+    assert len(reconcile(rt)) == 1, "a lost re-dispatch is sent again"
+
+
+def test_a_long_backlog_is_not_flooded_but_never_waits_forever(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    clock = FixedClock(datetime.now(UTC))
+    rt = make_rt(clock=clock, redispatch_after_s=30)
+    run_id = new_run(rt, repo)
+    redis.Redis.from_url(rt.settings.redis_url).rpush("kodo", b"someone else's message")
+    clock.advance(31)
+    assert reconcile(rt) == [], "a backlog: the step may just be waiting its turn"
+    clock.advance(30 * 10)
+    assert [r.run_id for r in reconcile(rt)] == [run_id], "the hard cap still recovers it"
 
 
 def test_a_step_whose_worker_died_is_handed_to_the_next_delivery(
