@@ -30,6 +30,7 @@ Directives in the prompt text script failures:
 * ``[oc:llm500]``: the model answers HTTP 500 and the daemon retries with backoff: the
   prompt blocks, ``GET /session/status`` says ``retry``, until ``/abort``.
 * ``[oc:fail-verify]``: BuildOutput argv that prints "verification failed", exits 3.
+* ``[oc:child]``: the turn spawns a child session (``GET /session/{id}/children``).
 * ``[oc:tool=NAME]``: also a completed ``tool`` part for NAME (repeatable).
 """
 

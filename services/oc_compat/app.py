@@ -42,6 +42,7 @@ class CompatConfig:
 @dataclass
 class _Session:
     data: dict[str, Any]
+    children: list[dict[str, Any]] = field(default_factory=list)
     in_flight: set[threading.Event] = field(default_factory=set)
     retry: dict[str, Any] | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)
@@ -275,7 +276,8 @@ def create_app(state: CompatState) -> Flask:
     @app.get("/session/<session_id>/children")
     def children(session_id: str) -> Response:
         with state.lock:
-            return _json([]) if session_id in state.sessions else missing(session_id)
+            session = state.sessions.get(session_id)
+            return _json(session.children) if session else missing(session_id)
 
     @app.post("/session/<session_id>/abort")
     def abort(session_id: str) -> Response:
@@ -376,6 +378,10 @@ def _run_prompt(
     )
     with state.lock:
         _remember_user(state, session, ctx, asked)
+        if directives.child:  # the turn spawned a sub-agent (as the `task` tool would)
+            child = {**session.data, "id": state.ids.new("ses"), "parentID": session_id}
+            child["title"] = "subagent"
+            session.children.append(child)
     start = shapes.part(ctx, state.ids.new("prt"), {"type": "step-start"})
     try:
         if directives.llm500:

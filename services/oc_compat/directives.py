@@ -26,6 +26,7 @@ class Directives:
     garbage: bool = False
     llm500: bool = False
     fail_verify: bool = False
+    child: bool = False
     tools: tuple[str, ...] = ()
     attempt: int = 1
 
@@ -59,6 +60,7 @@ def parse(text: str) -> Directives:
         garbage="garbage" in flags,
         llm500="llm500" in flags,
         fail_verify="fail-verify" in flags,
+        child="child" in flags,
         tools=tuple(value for name, value in found if name == "tool" and value),
         attempt=_int(attempt.group(1), 1) if attempt else 1,
     )

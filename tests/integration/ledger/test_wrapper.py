@@ -251,3 +251,14 @@ def test_processes_racing_one_op_key_send_exactly_one_request(
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     assert all(a == answers[0] for a in answers)
     assert _prompts_at_server(oc_url) == 1
+
+
+def test_a_turn_that_spawned_a_child_session_fails_closed(
+    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+) -> None:
+    call = _call(run_id, repo, "Plan it [oc:child]")
+    with pytest.raises(CallFailed) as failure:
+        _wrapper(oc_url, sessions).prompt_structured(call)
+    assert failure.value.error_name == "ChildSessionForbidden"
+    row = _row(sessions, call.op_key)
+    assert (row.status, row.error_name) == ("failed", "ChildSessionForbidden")

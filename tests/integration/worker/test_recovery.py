@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import redis
+import structlog
+import structlog.testing
 from sqlalchemy import create_engine, make_url, text, update
 from sqlalchemy.exc import DBAPIError
 
@@ -22,6 +24,7 @@ from shared.db.models import Run, StepRun
 from shared.db.schema_version import EXPECTED_HEAD, SchemaMismatch, assert_schema_current
 from shared.domain.run_machine import StepId
 from shared.service.processes import register_process
+from shared.version import app_version
 from tests.integration.worker.conftest import RuntimeFactory, new_run
 
 pytestmark = pytest.mark.integration
@@ -171,3 +174,25 @@ def test_the_expected_head_is_the_migrations_head() -> None:
     from tests.conftest import ROOT
 
     assert ScriptDirectory(str(ROOT / "migrations")).get_current_head() == EXPECTED_HEAD
+
+
+def test_a_run_picked_up_by_another_version_is_logged_and_visible_in_sql(
+    rt: Runtime, repo: Path
+) -> None:
+    run_id = new_run(rt, repo)
+    with unit_of_work(rt.sessions) as s:
+        s.execute(update(Run).where(Run.id == run_id).values(app_version="0.0.1-old"))
+    with structlog.testing.capture_logs() as logs:
+        assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    mismatches = [e for e in logs if e["event"] == "step.version_mismatch"]
+    assert mismatches[0]["run_version"] == "0.0.1-old"
+    with rt.sessions() as s:
+        row = s.execute(
+            text(
+                "SELECT r.app_version AS run_version, s.app_version AS step_version"
+                " FROM app.runs r JOIN app.step_runs s ON s.run_id = r.id WHERE r.id = :r"
+            ),
+            {"r": run_id},
+        ).one()
+    assert row.run_version == "0.0.1-old"
+    assert row.step_version == app_version()
