@@ -272,18 +272,19 @@ class OpenCodeClient:
             raise OpenCodePermanentError(f"GET children: not a list of objects: {value!r:.200}")
         return value
 
-    def turn_messages(
+    def earlier_turn_messages(
         self, session_id: str, *, directory: str, max_steps: int = 50
     ) -> list[dict[str, Any]]:
-        """The assistant messages of the session's last turn, oldest first.
+        """The assistant messages of the last turn BEFORE its last one, oldest first.
 
-        A prompt's reply is only the turn's LAST message; tool calls made on the way
-        live in earlier ones. The daemon answers 400 to any message range holding a
-        user message sent with a ``format`` (API notes 5.1), so this pages back with
-        ``limit=1, 2, ...`` until that 400 or a user message marks the turn's start.
+        A prompt's reply is only the turn's last message; tool calls made on the way
+        live in earlier ones (the caller has the last one already). The daemon answers
+        400 to any message range holding a user message sent with a ``format`` (API
+        notes 5.1), so this pages back with ``limit=2, 3, ...`` until that 400 or a
+        user message marks the turn's start: a one-step turn costs one request.
         """
-        turn: list[dict[str, Any]] = []
-        for limit in range(1, max_steps + 1):
+        turn: list[dict[str, Any]] = []  # limit=1 would only repeat the reply itself
+        for limit in range(2, max_steps + 1):
             try:
                 page = self._call(
                     "GET",
@@ -292,7 +293,7 @@ class OpenCodeClient:
                     query={"limit": str(limit)},
                 )
             except OpenCodePermanentError as exc:
-                if exc.status == 400 and limit > 1:
+                if exc.status == 400:
                     return turn  # the range reached the turn's user message
                 raise
             if not isinstance(page, list) or not all(isinstance(m, dict) for m in page):
@@ -300,8 +301,8 @@ class OpenCodeClient:
             roles = [_dict(m.get("info")).get("role") for m in page]
             if "user" in roles:
                 last_user = len(roles) - 1 - roles[::-1].index("user")
-                return page[last_user + 1 :]
-            turn = page
+                return page[last_user + 1 : -1]
+            turn = page[:-1]
             if len(page) < limit:
                 return turn  # the whole session is this turn
         raise OpenCodePermanentError(f"a turn of more than {max_steps} steps: refusing to trust it")

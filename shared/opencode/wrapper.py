@@ -280,7 +280,7 @@ class OCWrapper:
         """Fail closed on any tool use outside the allowlist anywhere in the turn, and on
         any child session."""
         try:
-            turn = self.client.turn_messages(session_id, directory=call.directory)
+            turn = self.client.earlier_turn_messages(session_id, directory=call.directory)
         except OpenCodeError as exc:
             raise _Rejected(
                 "TurnNotInspectable", f"cannot read the turn's messages: {exc}"

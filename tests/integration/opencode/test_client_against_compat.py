@@ -347,19 +347,19 @@ def test_a_tool_call_lives_in_an_earlier_message_of_the_turn_like_on_the_daemon(
 ) -> None:
     reply = ask(client, session, repo, "[oc:tool=bash] plan it", PLAN_OUTPUT_SCHEMA)
     assert reply.tool_names == ["StructuredOutput"], "the reply is only the turn's last message"
-    turn = client.turn_messages(session, directory=str(repo))
-    tools = [p["tool"] for m in turn for p in m["parts"] if p["type"] == "tool"]
-    assert tools == ["bash", "StructuredOutput"]
-    assert [m["info"]["role"] for m in turn] == ["assistant", "assistant"]
+    earlier = client.earlier_turn_messages(session, directory=str(repo))
+    tools = [p["tool"] for m in earlier for p in m["parts"] if p["type"] == "tool"]
+    assert tools == ["bash"]
+    assert [m["info"]["role"] for m in earlier] == ["assistant"]
 
 
-def test_a_single_step_turn_is_read_back_as_one_message(
+def test_a_single_step_turn_has_no_earlier_messages(
     client: OpenCodeClient, session: str, repo: Path
 ) -> None:
     ask(client, session, repo, "plan it", PLAN_OUTPUT_SCHEMA)
     ask(client, session, repo, "plan it again", PLAN_OUTPUT_SCHEMA)
-    turn = client.turn_messages(session, directory=str(repo))
-    assert len(turn) == 1, "paging stops at the daemon's 400 for the user message"
+    earlier = client.earlier_turn_messages(session, directory=str(repo))
+    assert earlier == [], "paging stops at the daemon's 400 for the user message"
 
 
 def test_the_stats_endpoint_counts_prompts_by_session_and_text(
