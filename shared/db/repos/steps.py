@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Integer, cast, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, defer
 
@@ -37,7 +37,7 @@ class StepRunRepo:
         the reconciler may be taken early): two deliveries never run a step at once.
         """
         expires = now + timedelta(seconds=lease_s)
-        row = self.session.execute(
+        row = self.session.scalars(
             insert(StepRun)
             .values(
                 run_id=run_id,
@@ -65,9 +65,10 @@ class StepRunRepo:
                     | (StepRun.lease_owner == RECONCILER)
                 ),
             )
-            .returning(StepRun.id)
-        ).scalar_one_or_none()
-        return None if row is None else self.get(run_id, step)
+            .returning(StepRun)
+            .execution_options(populate_existing=True)
+        )
+        return row.one_or_none()
 
     def renew(self, run_id: str, step: StepId, fence: int, now: datetime, lease_s: float) -> bool:
         """Extend our lease; False if a newer delivery fenced us off."""
@@ -102,20 +103,25 @@ class StepRunRepo:
         output: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> bool:
-        """Record the outcome iff our fencing token is still current (else False)."""
-        row = self.get(run_id, step)
-        if row is None:
-            raise LookupError((run_id, step))
-        duration = int((now - row.started_at).total_seconds() * 1000)
+        """Record the outcome iff our fencing token is still current (else False).
+
+        One statement: the duration is computed from the stored start in SQL.
+        """
+        elapsed_ms = func.floor(func.extract("epoch", now - StepRun.started_at) * 1000)
         done = self.session.execute(
             update(StepRun)
-            .where(StepRun.id == row.id, StepRun.fence == fence, StepRun.status == "running")
+            .where(
+                StepRun.run_id == run_id,
+                StepRun.step_id == step.value,
+                StepRun.fence == fence,
+                StepRun.status == "running",
+            )
             .values(
                 status=status,
                 output=output,
                 error=error,
                 finished_at=now,
-                duration_ms=duration,
+                duration_ms=cast(elapsed_ms, Integer),
                 lease_expires_at=None,
             )
             .returning(StepRun.id)
@@ -143,8 +149,9 @@ class ArtifactRepo:
         name: str,
         content: bytes,
         media_type: str,
-    ) -> Artifact:
-        """Store an artifact once; a redelivered step finds the one it wrote before."""
+    ) -> str:
+        """Store an artifact once (a redelivered step keeps the first); return its sha256."""
+        digest = sha256_hex(content)
         self.session.execute(
             insert(Artifact)
             .values(
@@ -155,16 +162,13 @@ class ArtifactRepo:
                 media_type=media_type,
                 content=content,
                 size=len(content),
-                sha256=sha256_hex(content),
+                sha256=digest,
             )
             .on_conflict_do_nothing(
                 index_elements=[Artifact.run_id, Artifact.step_id, Artifact.name]
             )
         )
-        found = self.get(run_id, step, name)
-        if found is None:  # pragma: no cover
-            raise LookupError((run_id, step, name))
-        return found
+        return digest
 
     def get(self, run_id: str, step: StepId, name: str) -> Artifact | None:
         return self.session.execute(
