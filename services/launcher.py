@@ -127,7 +127,15 @@ def start_oc_compat(stack: Stack, seed: int, port: int | None = None) -> Proc:
     return proc
 
 
-def start_worker(stack: Stack, name: str = "worker", concurrency: int = 2) -> Proc:
+def start_worker(
+    stack: Stack,
+    name: str = "worker",
+    concurrency: int = 2,
+    *,
+    node: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> Proc:
+    """A Celery worker on the ``kodo`` queue; ``node`` defaults to a per-process name."""
     return stack.start(
         name,
         celery_argv(
@@ -139,10 +147,11 @@ def start_worker(stack: Stack, name: str = "worker", concurrency: int = 2) -> Pr
             "-l",
             "INFO",
             "-n",
-            f"{name}-{os.getpid()}@%h",
+            node or f"{name}-{os.getpid()}@%h",
             "--without-gossip",
             "--without-mingle",
         ),
+        extra_env=extra_env,
     )
 
 

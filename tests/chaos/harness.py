@@ -27,12 +27,12 @@ from services.devstack import ServiceHandle, restart
 from services.launcher import (
     Proc,
     Stack,
-    celery_argv,
     free_port,
     issue_token,
     start_api,
     start_beat,
     start_oc_compat,
+    start_worker,
     wait_worker_ready,
 )
 from shared.db.engine import make_engine
@@ -167,23 +167,8 @@ class Chaos:
     ) -> Proc:
         """A Celery worker process (its own log per start, so readiness is never stale)."""
         self._started += 1
-        proc = self.stack.start(
-            f"{name}-{self._started}",
-            celery_argv(
-                "worker",
-                "-Q",
-                "kodo",
-                "-c",
-                str(concurrency),
-                "-l",
-                "INFO",
-                "-n",
-                f"{name}-{self._started}@%h",
-                "--without-gossip",
-                "--without-mingle",
-            ),
-            extra_env=env,
-        )
+        label = f"{name}-{self._started}"
+        proc = start_worker(self.stack, label, concurrency, node=f"{label}@%h", extra_env=env)
         wait_worker_ready(proc)
         self.workers[name] = proc
         if env:
