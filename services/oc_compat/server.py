@@ -1,26 +1,23 @@
-"""Serving the compat app: a threaded werkzeug server, in the foreground or for a test."""
+"""Serving the compat app on cheroot: threaded, HTTP/1.1 keep-alive, like the real daemon.
+
+werkzeug's development server closes every connection after one response, so each
+request paid a TCP connect and a new thread; the real daemon (Bun) keeps connections
+alive, and so does this server, which keeps the wrapper's overhead honest to measure.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from cheroot import wsgi
 
 from services.oc_compat.app import CompatConfig, CompatState, create_app
 
-
-class _QuietHandler(WSGIRequestHandler):
-    """No access log: tests and demos read the stats endpoint instead."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        return None
-
-    def log(self, type: str, message: str, *args: Any) -> None:
-        if type == "error":
-            super().log(type, message, *args)
+THREADS = 64
+"""Prompts held by ``[oc:slow]`` or an abort each block a thread; idle keep-alive
+connections do not (cheroot parks them in a selector)."""
 
 
 class CompatServer:
@@ -28,17 +25,17 @@ class CompatServer:
 
     def __init__(self, config: CompatConfig, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.state = CompatState(config)
-        self._server: BaseWSGIServer = make_server(
-            host, port, create_app(self.state), threaded=True, request_handler=_QuietHandler
-        )
+        self._server = wsgi.Server((host, port), create_app(self.state), numthreads=THREADS)
+        self._server.prepare()  # binds now, so the port is known before serving
         self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://{self._server.host}:{self._server.server_port}"
+        host, port = self._server.bind_addr[:2]
+        return f"http://{host}:{port}"
 
     def serve_forever(self) -> None:
-        self._server.serve_forever(poll_interval=0.1)
+        self._server.serve()
 
     def start(self) -> None:
         """Serve from a daemon thread."""
@@ -48,8 +45,7 @@ class CompatServer:
     def stop(self) -> None:
         """Release in-flight prompts, stop accepting, close the socket."""
         self.state.abort_all()
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
         if self._thread is not None:
             self._thread.join(timeout=5)
 

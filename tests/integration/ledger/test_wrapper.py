@@ -46,8 +46,20 @@ def run_id(db: Session) -> str:
     return run.id
 
 
+_CLIENTS: list[OpenCodeClient] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """The server keeps connections alive: every client a test made is closed after it."""
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
+
+
 def _wrapper(oc_url: str, sessions: sessionmaker[Session], timeout_s: float = 10.0) -> OCWrapper:
     client = OpenCodeClient(oc_url, timeout_s=timeout_s)
+    _CLIENTS.append(client)
     return OCWrapper(
         client, sessions, SystemClock(), model=MODEL, timeout_s=timeout_s, l1=LruCache()
     )
@@ -198,6 +210,7 @@ def test_an_unknown_model_is_a_configuration_error_that_is_not_retried(
     oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
 ) -> None:
     client = OpenCodeClient(oc_url, timeout_s=5)
+    _CLIENTS.append(client)
     wrapper = OCWrapper(
         client, sessions, SystemClock(), model=ModelRef("kodo", "no-such-model"), timeout_s=5
     )
