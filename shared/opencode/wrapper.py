@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,6 +38,7 @@ from shared.opencode.tools import forbidden_tool_uses, permission_rules, tools_m
 from shared.redact import redact
 
 CacheLevel = Literal["miss", "l1", "l2"]
+ClaimGuard = Callable[[Session], None]
 FailureKind = Literal["contract", "timeout", "transient", "permanent", "config", "unknown"]
 
 log = structlog.get_logger("kodo.oc")
@@ -175,8 +177,14 @@ class OCWrapper:
         self.wait_poll_s = wait_poll_s
         self.claim_grace_s = claim_grace_s
 
-    def prompt_structured(self, call: StructuredCall) -> StructuredResult:
-        """Answer ``call`` exactly once per op_key; raise CallFailed if it has no valid answer."""
+    def prompt_structured(
+        self, call: StructuredCall, *, guard: ClaimGuard | None = None
+    ) -> StructuredResult:
+        """Answer ``call`` exactly once per op_key; raise CallFailed if it has no valid answer.
+
+        ``guard`` runs inside the claim's transaction, before the claim; whatever it
+        raises rolls the claim back and propagates (nothing is called or recorded).
+        """
         key = call.op_key
         bound = log.bind(
             run_id=call.run_id,
@@ -190,6 +198,8 @@ class OCWrapper:
             bound.info("oc.cache_hit", cache="l1")
             return StructuredResult(key, hit["answer"], "l1", hit["usage"])
         with unit_of_work(self.sessions) as s:
+            if guard is not None:
+                guard(s)
             won = LedgerRepo(s).claim(
                 op_key=key,
                 run_id=call.run_id,

@@ -38,7 +38,6 @@ class AttemptLoop:
     def answers(self, prompt_for: PromptFor) -> Iterator[StructuredResult]:
         """Yield each schema-valid answer; the caller returns on the one it accepts."""
         for attempt in range(1, self.limit + 1):
-            self.ctx.keep_lease()  # stops here if the run was cancelled meanwhile
             call = StructuredCall(
                 run_id=self.ctx.run_id,
                 step_id=self.step.value,
@@ -49,7 +48,9 @@ class AttemptLoop:
                 directory=self.directory,
             )
             try:
-                result = self.ctx.rt.oc.prompt_structured(call)
+                # The claim checks the lease in its own transaction: a run cancelled
+                # meanwhile stops here (StepAbandoned) before anything is paid for.
+                result = self.ctx.rt.oc.prompt_structured(call, guard=self.ctx.hold_lease)
             except CallFailed as exc:
                 self.records.append(
                     {

@@ -20,11 +20,12 @@ from typing import Any
 
 import structlog
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from services.worker.runtime import Runtime
 from shared.db.engine import unit_of_work
-from shared.db.repos.approvals import ApprovalRepo
-from shared.db.repos.runs import IntentRepo, RunRepo
+from shared.db.repos.runs import RunRepo
+from shared.db.repos.snapshots import run_snapshot
 from shared.db.repos.steps import ArtifactRepo, StepRunRepo
 from shared.domain.policy import Policy
 from shared.domain.run_machine import (
@@ -82,17 +83,25 @@ class StepContext:
     def keep_lease(self) -> None:
         """Renew this delivery's lease; stop if fenced off or the run moved (cancel)."""
         with unit_of_work(self.rt.sessions) as s:
-            run = RunRepo(s).get(self.run_id)
-            if run is None or run.status != STEP_STATUS[self.step].value:
-                raise StepAbandoned(f"run is {run.status if run else 'gone'}")
-            if not StepRunRepo(s).renew(
-                self.run_id,
-                self.step,
-                self.fence,
-                self.rt.clock.now(),
-                self.rt.settings.step_lease_s,
-            ):
-                raise StepAbandoned("a newer delivery holds the step")
+            self.hold_lease(s)
+
+    def hold_lease(self, s: Session) -> None:
+        """Inside the caller's transaction: renew the lease or raise StepAbandoned.
+
+        Passed to the wrapper as its claim guard, so the check and the ledger claim
+        commit together: a cancelled or fenced-off delivery never claims a call.
+        """
+        run = RunRepo(s).get(self.run_id)
+        if run is None or run.status != STEP_STATUS[self.step].value:
+            raise StepAbandoned(f"run is {run.status if run else 'gone'}")
+        if not StepRunRepo(s).renew(
+            self.run_id,
+            self.step,
+            self.fence,
+            self.rt.clock.now(),
+            self.rt.settings.step_lease_s,
+        ):
+            raise StepAbandoned("a newer delivery holds the step")
 
 
 class StepAbandoned(Exception):
@@ -104,7 +113,7 @@ class LeaseKeeper:
 
     A provider call may block for up to OC_TIMEOUT_MS, and waiting out another
     worker's claim longer still; the lease must outlive both, whatever KODO_STEP_LEASE_S
-    is. If a renewal finds the fence moved on, the body's next ``keep_lease`` stops it.
+    is. If a renewal finds the fence moved on, the body's next claim (its guard) stops it.
     """
 
     def __init__(self, ctx: StepContext) -> None:
@@ -163,19 +172,16 @@ StepBody = Callable[[StepContext], StepOutcome]
 
 
 def load_context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
+    """Snapshot the run and take the step's lease: two statements, one transaction."""
     with unit_of_work(rt.sessions) as s:
-        run = RunRepo(s).get(run_id)
+        run = run_snapshot(s, run_id)
         if run is None:
             log.warning("step.unknown_run", run_id=run_id, step_id=step.value)
             return None
         if run.status != STEP_STATUS[step].value:
             log.info("step.stale_delivery", run_id=run_id, step_id=step.value, status=run.status)
             return None
-        intent = IntentRepo(s).get(run.intent_id)
-        if intent is None:  # pragma: no cover - foreign key
-            raise LookupError(run.intent_id)
-        steps = StepRunRepo(s)
-        entered = steps.enter(
+        entered = StepRunRepo(s).enter(
             run_id,
             step,
             rt.clock.now(),
@@ -194,28 +200,18 @@ def load_context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
                 run_version=run.app_version,
                 worker_version=entered.app_version,
             )
-        outputs = {
-            r.step_id: r.output or {} for r in steps.for_run(run_id) if r.status == "succeeded"
-        }
-        approval = (
-            ApprovalRepo(s).approved_for(run_id, run.plan_sha256) if run.plan_sha256 else None
-        )
-        plan_art = ArtifactRepo(s).get(run_id, StepId.COMPILE, "plan.json")
-        plan = json.loads(plan_art.content) if plan_art is not None else None
         return StepContext(
-            run_id=run.id,
+            run_id=run.run_id,
             step=step,
-            goal=intent.goal,
-            repo_path=Path(intent.repo_path),
-            base_ref=intent.base_ref,
+            goal=run.goal,
+            repo_path=Path(run.repo_path),
+            base_ref=run.base_ref,
             plan_sha256=run.plan_sha256,
-            approved_at=approval.approved_at.isoformat()
-            if approval and approval.approved_at
-            else None,
+            approved_at=run.approved_at.isoformat() if run.approved_at else None,
             branch=run.branch,
             worktree_path=Path(run.worktree_path) if run.worktree_path else None,
-            outputs=outputs,
-            plan=plan,
+            outputs=run.outputs,
+            plan=run.plan,
             fence=entered.fence,
             rt=rt,
         )
@@ -290,12 +286,16 @@ def _record(
         )
         if not recorded:  # fenced off: a newer delivery owns the step now
             raise _Superseded
-        if outcome.workspace is not None:
-            RunRepo(s).set_workspace(run_id, *outcome.workspace)
         event = StepSucceeded(step) if outcome.ok else StepFailed(step)
         move = transition(STEP_STATUS[step], event)
         moved = RunRepo(s).apply(
-            run_id, move, now, step=step, error=outcome.error, plan_sha256=outcome.plan_sha256
+            run_id,
+            move,
+            now,
+            step=step,
+            error=outcome.error,
+            plan_sha256=outcome.plan_sha256,
+            workspace=outcome.workspace,
         )
         if not moved:
             raise _Superseded

@@ -67,8 +67,11 @@ class RunRepo:
         step: StepId | None = None,
         error: str | None = None,
         plan_sha256: str | None = None,
+        workspace: tuple[str, str] | None = None,
     ) -> bool:
         """Store ``move`` iff the run is still in ``move.from_status``.
+
+        ``workspace`` (branch, worktree path) is stored by the same UPDATE.
 
         False means another actor moved the run first (a cancel, a second watcher):
         the caller must treat its own work as superseded.
@@ -88,6 +91,8 @@ class RunRepo:
             values["error"] = error
         if plan_sha256 is not None:
             values["plan_sha256"] = plan_sha256
+        if workspace is not None:
+            values["branch"], values["worktree_path"] = workspace
         moved = self.session.execute(
             update(Run)
             .where(Run.id == run_id, Run.status == move.from_status.value)
@@ -95,11 +100,6 @@ class RunRepo:
             .returning(Run.id)
         ).scalar_one_or_none()
         return moved is not None
-
-    def set_workspace(self, run_id: str, branch: str, worktree_path: str) -> None:
-        self.session.execute(
-            update(Run).where(Run.id == run_id).values(branch=branch, worktree_path=worktree_path)
-        )
 
     def bump_retry_count(self, run_id: str) -> None:
         self.session.execute(

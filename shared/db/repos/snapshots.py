@@ -1,0 +1,103 @@
+"""What a step reads about its run, in one statement.
+
+A step used to read the run, its intent, the succeeded steps' outputs, the approval of
+the current plan and the plan artifact in five round trips; this is one SELECT with
+scalar subqueries, read in the same transaction that takes the step's lease.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, literal_column, select
+from sqlalchemy.orm import Session
+
+from shared.db.models import Artifact, Intent, PlanApproval, Run, StepRun
+from shared.domain.run_machine import StepId
+
+PLAN_ARTIFACT = "plan.json"
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    run_id: str
+    status: str
+    app_version: str
+    plan_sha256: str | None
+    branch: str | None
+    worktree_path: str | None
+    goal: str
+    repo_path: str
+    base_ref: str
+    approved_at: datetime | None  # of the run's current plan digest, if approved
+    plan: dict[str, Any] | None
+    outputs: dict[str, dict[str, Any]]  # succeeded steps only
+
+
+def run_snapshot(s: Session, run_id: str) -> RunSnapshot | None:
+    approved_at = (
+        select(PlanApproval.approved_at)
+        .where(
+            PlanApproval.run_id == Run.id,
+            PlanApproval.plan_sha256 == Run.plan_sha256,
+            PlanApproval.decision == "approved",
+        )
+        .scalar_subquery()
+    )
+    plan = (
+        select(Artifact.content)
+        .where(
+            Artifact.run_id == Run.id,
+            Artifact.step_id == StepId.COMPILE.value,
+            Artifact.name == PLAN_ARTIFACT,
+        )
+        .scalar_subquery()
+    )
+    empty: ColumnElement[Any] = literal_column("'{}'::jsonb")
+    outputs = (
+        select(
+            func.coalesce(
+                func.jsonb_object_agg(StepRun.step_id, func.coalesce(StepRun.output, empty)),
+                empty,
+            )
+        )
+        .where(StepRun.run_id == Run.id, StepRun.status == "succeeded")
+        .scalar_subquery()
+    )
+    row = s.execute(
+        select(
+            Run.id,
+            Run.status,
+            Run.app_version,
+            Run.plan_sha256,
+            Run.branch,
+            Run.worktree_path,
+            Intent.goal,
+            Intent.repo_path,
+            Intent.base_ref,
+            approved_at.label("approved_at"),
+            plan.label("plan"),
+            outputs.label("outputs"),
+        )
+        .join(Intent, Intent.id == Run.intent_id)
+        .where(Run.id == run_id)
+    ).one_or_none()
+    if row is None:
+        return None
+    return RunSnapshot(
+        run_id=row.id,
+        status=row.status,
+        app_version=row.app_version,
+        plan_sha256=row.plan_sha256,
+        branch=row.branch,
+        worktree_path=row.worktree_path,
+        goal=row.goal,
+        repo_path=row.repo_path,
+        base_ref=row.base_ref,
+        approved_at=row.approved_at,
+        plan=json.loads(row.plan) if row.plan is not None else None,
+        outputs=dict(row.outputs or {}),
+    )
