@@ -75,7 +75,11 @@ def repo_lock(workspace_dir: Path, repo: Path) -> Iterator[None]:
 
 
 def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base_ref: str) -> Worktree:
-    """A worktree on branch ``kodo/<run_id>`` at ``base_ref``; reused if it exists."""
+    """A worktree on branch ``kodo/<run_id>`` at ``base_ref``; reused if it exists.
+
+    The usual case (no branch, no stale registration) is one ``git worktree add``; only
+    when that fails are stale registrations pruned and an existing branch reused.
+    """
     branch = f"kodo/{run_id}"
     path = workspace_dir / run_id
     if (path / ".git").exists():
@@ -85,12 +89,14 @@ def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base_ref: str)
         return Worktree(path, branch)
     workspace_dir.mkdir(parents=True, exist_ok=True)
     with repo_lock(workspace_dir, repo):
-        git(repo, "worktree", "prune")
-        has_branch = git(repo, "branch", "--list", branch).strip() != ""
-        if has_branch:
-            git(repo, "worktree", "add", str(path), branch)
-        else:
-            git(repo, "worktree", "add", "-b", branch, str(path), base_ref)
+        try:
+            git(repo, "worktree", "add", "-q", "-b", branch, str(path), base_ref)
+        except GitError:  # an earlier delivery made the branch, or left a registration
+            git(repo, "worktree", "prune")
+            if git(repo, "branch", "--list", branch).strip():
+                git(repo, "worktree", "add", "-q", str(path), branch)
+            else:
+                git(repo, "worktree", "add", "-q", "-b", branch, str(path), base_ref)
     return Worktree(path, branch)
 
 
@@ -124,16 +130,24 @@ def head_trailer(worktree: Path, key: str) -> str | None:
     return None
 
 
-def reset_clean(worktree: Path) -> None:
-    """Drop any half-applied state left by a worker that died mid-apply."""
-    git(worktree, "reset", "--hard", "HEAD")
-    git(worktree, "clean", "-fdq")
+def ensure_clean(worktree: Path) -> None:
+    """Drop anything left in the worktree (an agent's edits, a half-finished apply).
+
+    One ``git status`` in the usual, clean case; reset and clean only when needed.
+    """
+    if git(worktree, "status", "--porcelain", "--untracked-files=all").strip():
+        git(worktree, "reset", "-q", "--hard", "HEAD")
+        git(worktree, "clean", "-fdq")
 
 
-def apply_check(worktree: Path, diff: str) -> str | None:
-    """None if the patch applies cleanly, else git's reason."""
+def try_apply(worktree: Path, diff: str) -> str | None:
+    """Apply ``diff`` to the index and the files; None on success, else git's reason.
+
+    ``git apply`` is atomic: a patch that fails leaves every file as it was, so no
+    separate ``--check`` pass is needed.
+    """
     proc = subprocess.run(
-        ["git", "apply", "--check", "--whitespace=nowarn", "-"],
+        ["git", "apply", "--index", "--whitespace=nowarn", "-"],
         cwd=worktree,
         input=diff.encode(),
         capture_output=True,
@@ -143,10 +157,8 @@ def apply_check(worktree: Path, diff: str) -> str | None:
     return None if proc.returncode == 0 else proc.stderr.decode(errors="replace").strip()
 
 
-def apply_and_commit(worktree: Path, diff: str, message: str) -> str:
-    """Apply ``diff`` and commit it; return the new commit id."""
-    git(worktree, "apply", "--whitespace=nowarn", "-", stdin=diff.encode())
-    git(worktree, "add", "-A")
+def commit_index(worktree: Path, message: str) -> str:
+    """Commit what the index holds; return the new commit id."""
     git(worktree, "commit", "-q", "-m", message)
     return git(worktree, "rev-parse", "HEAD").strip()
 

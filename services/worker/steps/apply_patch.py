@@ -12,13 +12,13 @@ from pathlib import Path
 
 from services.worker.git_ops import (
     UnsafePatch,
-    apply_and_commit,
-    apply_check,
     check_confined,
+    commit_index,
+    ensure_clean,
     git,
     has_symlink_escape,
     head_trailer,
-    reset_clean,
+    try_apply,
 )
 from services.worker.steps.attempts import AttemptLoop
 from services.worker.steps.base import (
@@ -52,7 +52,7 @@ def apply_prompt(goal: str, plan_text: str, attempt: int, rejected: list[str]) -
 
 
 def _vet(worktree: Path, diff: str) -> str | None:
-    """None if the diff is safe and applies; else why not."""
+    """None if the diff only touches paths inside the worktree; else why not."""
     try:
         paths = check_confined(diff)
     except UnsafePatch as exc:
@@ -60,8 +60,7 @@ def _vet(worktree: Path, diff: str) -> str | None:
     escaped = has_symlink_escape(worktree, paths)
     if escaped is not None:
         return f"UnsafePatch: {escaped!r} resolves outside the worktree"
-    reason = apply_check(worktree, diff)
-    return None if reason is None else f"PatchDoesNotApply: {reason}"
+    return None
 
 
 def apply_patch_step(ctx: StepContext) -> StepOutcome:
@@ -95,19 +94,23 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
         if head_trailer(worktree, PATCH_TRAILER) == patch_sha:  # applied by an earlier delivery
             commit = git(worktree, "rev-parse", "HEAD").strip()
         else:
-            reset_clean(worktree)
+            ensure_clean(worktree)
             problem = _vet(worktree, diff)
             if problem is not None:
                 loop.reject(problem)
+                continue
+            if ctx.rt.settings.fault_pause_before_apply_s:  # test-only fault injection
+                time.sleep(ctx.rt.settings.fault_pause_before_apply_s)
+            reason = try_apply(worktree, diff)
+            if reason is not None:
+                loop.reject(f"PatchDoesNotApply: {reason}")
                 continue
             message = (
                 f"kodo: {ctx.goal[:60]}\n\n{result.answer['summary']}\n\n"
                 f"Kodo-Run: {ctx.run_id}\nKodo-Plan-Sha256: {ctx.plan_sha256}\n"
                 f"Kodo-Approved-At: {ctx.approved_at}\n{PATCH_TRAILER}: {patch_sha}\n"
             )
-            if ctx.rt.settings.fault_pause_before_apply_s:  # test-only fault injection
-                time.sleep(ctx.rt.settings.fault_pause_before_apply_s)
-            commit = apply_and_commit(worktree, diff, message)
+            commit = commit_index(worktree, message)
         loop.records[-1]["status"] = "applied"
         return StepOutcome(
             ok=True,
