@@ -30,6 +30,7 @@ class Runtime:
     celery: Celery
 
     def close(self) -> None:
+        self.oc.close()
         self.client.close()
         self.engine.dispose()
 

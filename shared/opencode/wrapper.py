@@ -10,8 +10,10 @@ session is aborted), aborted, or unknown (claimed by a worker that never finishe
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -147,6 +149,13 @@ def _kind_of(exc: OpenCodeError) -> FailureKind:
     return "transient"
 
 
+@dataclass(frozen=True)
+class _Turn:
+    session: dict[str, Any] | None  # None: the totals could not be read
+    earlier: list[dict[str, Any]] | OpenCodeError  # the error: the turn is not inspectable
+    children: list[dict[str, Any]]
+
+
 class _Rejected(Exception):
     """The daemon answered, but the answer breaks one of our rules."""
 
@@ -176,6 +185,21 @@ class OCWrapper:
         self.l1 = l1 if l1 is not None else LruCache()
         self.wait_poll_s = wait_poll_s
         self.claim_grace_s = claim_grace_s
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+
+    def _reader_pool(self) -> ThreadPoolExecutor:
+        """Threads for reads sent beside the caller's own; a forked child makes its own
+        (an executor inherited across fork has no live threads)."""
+        if self._pool is None or self._pool_pid != os.getpid():
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kodo-oc-read")
+            self._pool_pid = os.getpid()
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None and self._pool_pid == os.getpid():
+            self._pool.shutdown(wait=False)
+        self._pool = None
 
     def prompt_structured(
         self, call: StructuredCall, *, guard: ClaimGuard | None = None
@@ -241,8 +265,9 @@ class OCWrapper:
                 format={"type": "json_schema", "schema": call.schema, "retryCount": 1},
                 timeout_s=self.timeout_s,
             )
-            usage = self._session_usage(session_id, call.directory, reply)
-            self._assert_rules(call, session_id, reply)
+            turn = self._inspect_turn(session_id, call.directory)
+            usage = self._usage(turn, reply)
+            self._assert_rules(call, session_id, reply, turn)
             answer = validate_answer(call.schema, reply.info.get("structured"))
         except OpenCodeTimeout as exc:
             if session_id is not None:
@@ -271,37 +296,56 @@ class OCWrapper:
         self.l1.put(key, {"answer": answer, "usage": usage})
         return StructuredResult(key, answer, "miss", usage)
 
-    def _session_usage(self, session_id: str, directory: str, reply: PromptReply) -> dict[str, Any]:
+    def _inspect_turn(self, session_id: str, directory: str) -> _Turn:
+        """Read what the answer alone does not tell, three requests in flight at once.
+
+        The session's totals (usage), the turn's earlier messages (tool uses) and the
+        session's children are independent reads; sent together they cost one round
+        trip instead of three.
+        """
+        pool = self._reader_pool()
+        totals = pool.submit(self.client.get_session, session_id, directory=directory)
+        children = pool.submit(self.client.session_children, session_id, directory=directory)
+        try:
+            earlier: list[dict[str, Any]] | OpenCodeError = self.client.earlier_turn_messages(
+                session_id, directory=directory
+            )
+        except OpenCodeError as exc:
+            earlier = exc
+        try:
+            session: dict[str, Any] | None = totals.result()
+        except OpenCodeError:
+            session = None
+        return _Turn(session, earlier, children.result())  # a failed children read raises
+
+    @staticmethod
+    def _usage(turn: _Turn, reply: PromptReply) -> dict[str, Any]:
         """The whole turn's usage: the fresh session's totals.
 
         Only the last assistant message of a turn is returned, so its own usage
-        undercounts a turn with tool calls.
+        undercounts a turn with tool calls; it is the floor when totals are unreadable.
         """
-        try:
-            totals = self.client.get_session(session_id, directory=directory)
-        except OpenCodeError:
-            return usage_of(
-                reply.info
-            )  # the answer is in hand; the last message's usage is a floor
-        usage = usage_of(totals)
+        if turn.session is None:
+            return usage_of(reply.info)
+        usage = usage_of(turn.session)
         return usage if usage["total_tokens"] else usage_of(reply.info)
 
-    def _assert_rules(self, call: StructuredCall, session_id: str, reply: PromptReply) -> None:
+    @staticmethod
+    def _assert_rules(
+        call: StructuredCall, session_id: str, reply: PromptReply, turn: _Turn
+    ) -> None:
         """Fail closed on any tool use outside the allowlist anywhere in the turn, and on
         any child session."""
-        try:
-            turn = self.client.earlier_turn_messages(session_id, directory=call.directory)
-        except OpenCodeError as exc:
+        if isinstance(turn.earlier, OpenCodeError):
             raise _Rejected(
-                "TurnNotInspectable", f"cannot read the turn's messages: {exc}"
-            ) from exc
-        parts = [p for m in turn for p in m.get("parts", []) if isinstance(p, dict)] + reply.parts
-        forbidden = forbidden_tool_uses(call.agent, parts)
+                "TurnNotInspectable", f"cannot read the turn's messages: {turn.earlier}"
+            ) from turn.earlier
+        parts = [p for m in turn.earlier for p in m.get("parts", []) if isinstance(p, dict)]
+        forbidden = forbidden_tool_uses(call.agent, parts + reply.parts)
         if forbidden:
             raise _Rejected("ToolNotAllowed", f"agent {call.agent!r} used {', '.join(forbidden)}")
-        children = self.client.session_children(session_id, directory=call.directory)
-        if children:
-            ids = ", ".join(str(c.get("id")) for c in children)
+        if turn.children:
+            ids = ", ".join(str(c.get("id")) for c in turn.children)
             raise _Rejected("ChildSessionForbidden", f"session {session_id} spawned {ids}")
 
     # -- a claim lost to an earlier (or concurrent) caller ---------------------------

@@ -46,12 +46,12 @@ def run_id(db: Session) -> str:
     return run.id
 
 
-_CLIENTS: list[OpenCodeClient] = []
+_CLIENTS: list[OpenCodeClient | OCWrapper] = []
 
 
 @pytest.fixture(autouse=True)
 def _close_clients() -> Iterator[None]:
-    """The server keeps connections alive: every client a test made is closed after it."""
+    """The server keeps connections alive: every client (and wrapper) a test made is closed."""
     yield
     while _CLIENTS:
         _CLIENTS.pop().close()
@@ -59,10 +59,11 @@ def _close_clients() -> Iterator[None]:
 
 def _wrapper(oc_url: str, sessions: sessionmaker[Session], timeout_s: float = 10.0) -> OCWrapper:
     client = OpenCodeClient(oc_url, timeout_s=timeout_s)
-    _CLIENTS.append(client)
-    return OCWrapper(
+    wrapper = OCWrapper(
         client, sessions, SystemClock(), model=MODEL, timeout_s=timeout_s, l1=LruCache()
     )
+    _CLIENTS.extend([client, wrapper])
+    return wrapper
 
 
 def _call(run_id: str, repo: Path, prompt: str = "Add a docstring to calc.py") -> StructuredCall:
