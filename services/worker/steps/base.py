@@ -91,9 +91,9 @@ class StepContext:
         Passed to the wrapper as its claim guard, so the check and the ledger claim
         commit together: a cancelled or fenced-off delivery never claims a call.
         """
-        run = RunRepo(s).get(self.run_id)
-        if run is None or run.status != STEP_STATUS[self.step].value:
-            raise StepAbandoned(f"run is {run.status if run else 'gone'}")
+        status = RunRepo(s).status_of(self.run_id)
+        if status != STEP_STATUS[self.step].value:
+            raise StepAbandoned(f"run is {status or 'gone'}")
         if not StepRunRepo(s).renew(
             self.run_id,
             self.step,

@@ -5,11 +5,54 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from shared.db.models import OpenCodeCall
+from shared.db.models import OpenCodeCall, table_of
+
+_CALLS = table_of(OpenCodeCall)
+# Hot-path statements are built once: constructing one costs more CPU than running it.
+_CLAIM = (
+    insert(_CALLS)
+    .values(
+        op_key=bindparam("op_key"),
+        run_id=bindparam("run_id"),
+        step_id=bindparam("step_id"),
+        attempt=bindparam("attempt"),
+        agent=bindparam("agent"),
+        request=bindparam("request"),
+        status="claimed",
+    )
+    .on_conflict_do_nothing(index_elements=[_CALLS.c.op_key])
+    .returning(_CALLS.c.id)
+)
+_MARK_STARTED = (
+    update(_CALLS)
+    .where(_CALLS.c.op_key == bindparam("key"))
+    .values(session_id=bindparam("session_id"), started_at=bindparam("now"))
+)
+_FINISH_VALUES: dict[str, Any] = {
+    "status": bindparam("status"),
+    "finished_at": bindparam("now"),
+    "duration_ms": bindparam("duration_ms"),
+    "response": bindparam("response"),
+    "usage": bindparam("usage"),
+    "error_name": bindparam("error_name"),
+    "error": bindparam("error"),
+}
+_FINISH_ANY = (
+    update(_CALLS)
+    .where(_CALLS.c.op_key == bindparam("key"))
+    .values(**_FINISH_VALUES)
+    .returning(_CALLS.c.id)
+)
+_FINISH_CLAIMED = (
+    update(_CALLS)
+    .where(_CALLS.c.op_key == bindparam("key"), _CALLS.c.status == "claimed")
+    .values(**_FINISH_VALUES)
+    .returning(_CALLS.c.id)
+)
 
 
 class LedgerRepo:
@@ -28,18 +71,15 @@ class LedgerRepo:
     ) -> bool:
         """Insert the ``claimed`` row; False if the op_key was claimed before (never call)."""
         won = self.session.execute(
-            insert(OpenCodeCall)
-            .values(
-                op_key=op_key,
-                run_id=run_id,
-                step_id=step_id,
-                attempt=attempt,
-                agent=agent,
-                request=request,
-                status="claimed",
-            )
-            .on_conflict_do_nothing(index_elements=[OpenCodeCall.op_key])
-            .returning(OpenCodeCall.id)
+            _CLAIM,
+            {
+                "op_key": op_key,
+                "run_id": run_id,
+                "step_id": step_id,
+                "attempt": attempt,
+                "agent": agent,
+                "request": request,
+            },
         ).scalar_one_or_none()
         return won is not None
 
@@ -52,11 +92,7 @@ class LedgerRepo:
 
     def mark_started(self, op_key: str, session_id: str, now: datetime) -> None:
         """The HTTP call is about to leave: record its session and start time."""
-        self.session.execute(
-            update(OpenCodeCall)
-            .where(OpenCodeCall.op_key == op_key)
-            .values(session_id=session_id, started_at=now)
-        )
+        self.session.execute(_MARK_STARTED, {"key": op_key, "session_id": session_id, "now": now})
 
     def finish(
         self,
@@ -72,19 +108,18 @@ class LedgerRepo:
         only_if_claimed: bool = True,
     ) -> bool:
         """Record the outcome; by default only a still-``claimed`` row may be finished."""
-        stmt = update(OpenCodeCall).where(OpenCodeCall.op_key == op_key)
-        if only_if_claimed:
-            stmt = stmt.where(OpenCodeCall.status == "claimed")
         done = self.session.execute(
-            stmt.values(
-                status=status,
-                finished_at=now,
-                duration_ms=duration_ms,
-                response=response,
-                usage=usage,
-                error_name=error_name,
-                error=error,
-            ).returning(OpenCodeCall.id)
+            _FINISH_CLAIMED if only_if_claimed else _FINISH_ANY,
+            {
+                "key": op_key,
+                "status": status,
+                "now": now,
+                "duration_ms": duration_ms,
+                "response": response,
+                "usage": usage,
+                "error_name": error_name,
+                "error": error,
+            },
         ).scalar_one_or_none()
         return done is not None
 

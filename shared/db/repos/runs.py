@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningUpdate
 
-from shared.db.models import Intent, Run
+from shared.db.models import Intent, Run, table_of
 from shared.domain.run_machine import NextAction, RunStatus, StepId, Transition
+
+_RUNS = table_of(Run)
+_STATUS_OF = select(_RUNS.c.status).where(_RUNS.c.id == bindparam("run_id"))
+
+
+@cache
+def _apply_statement(keys: frozenset[str]) -> ReturningUpdate[tuple[str]]:
+    """The guarded run UPDATE for one set of changed columns, built once per set."""
+    columns = sorted(keys - {"run_id", "from_status"})
+    return (
+        update(_RUNS)
+        .where(_RUNS.c.id == bindparam("run_id"), _RUNS.c.status == bindparam("from_status"))
+        .values({c: bindparam(c) for c in columns})
+        .returning(_RUNS.c.id)
+    )
 
 
 class IntentRepo:
@@ -31,6 +48,13 @@ class RunRepo:
 
     def get(self, run_id: str) -> Run | None:
         return self.session.get(Run, run_id)
+
+    def status_of(self, run_id: str) -> str | None:
+        """Only the status (no ORM object): the per-attempt lease check reads just this."""
+        status: str | None = self.session.execute(
+            _STATUS_OF, {"run_id": run_id}
+        ).scalar_one_or_none()
+        return status
 
     def get_for_update(self, run_id: str) -> Run | None:
         """Lock the run row for the rest of the transaction."""
@@ -93,11 +117,9 @@ class RunRepo:
             values["plan_sha256"] = plan_sha256
         if workspace is not None:
             values["branch"], values["worktree_path"] = workspace
+        values["run_id"], values["from_status"] = run_id, move.from_status.value
         moved = self.session.execute(
-            update(Run)
-            .where(Run.id == run_id, Run.status == move.from_status.value)
-            .values(**values)
-            .returning(Run.id)
+            _apply_statement(frozenset(values)), values
         ).scalar_one_or_none()
         return moved is not None
 

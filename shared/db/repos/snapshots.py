@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal_column, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from shared.db.models import Artifact, Intent, PlanApproval, Run, StepRun
@@ -37,7 +37,8 @@ class RunSnapshot:
     outputs: dict[str, dict[str, Any]]  # succeeded steps only
 
 
-def run_snapshot(s: Session, run_id: str) -> RunSnapshot | None:
+def _snapshot_query() -> Select[*tuple[Any, ...]]:
+    """Built once: constructing a statement costs more CPU than running it here."""
     approved_at = (
         select(PlanApproval.approved_at)
         .where(
@@ -67,7 +68,7 @@ def run_snapshot(s: Session, run_id: str) -> RunSnapshot | None:
         .where(StepRun.run_id == Run.id, StepRun.status == "succeeded")
         .scalar_subquery()
     )
-    row = s.execute(
+    return (
         select(
             Run.id,
             Run.status,
@@ -83,8 +84,15 @@ def run_snapshot(s: Session, run_id: str) -> RunSnapshot | None:
             outputs.label("outputs"),
         )
         .join(Intent, Intent.id == Run.intent_id)
-        .where(Run.id == run_id)
-    ).one_or_none()
+        .where(Run.id == bindparam("run_id"))
+    )
+
+
+_SNAPSHOT = _snapshot_query()
+
+
+def run_snapshot(s: Session, run_id: str) -> RunSnapshot | None:
+    row = s.execute(_SNAPSHOT, {"run_id": run_id}).one_or_none()
     if row is None:
         return None
     return RunSnapshot(

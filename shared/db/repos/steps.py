@@ -2,19 +2,135 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, cast, func, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Integer,
+    and_,
+    bindparam,
+    cast,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, defer
+from sqlalchemy.sql.dml import ReturningInsert
 
-from shared.db.models import Artifact, StepRun
+from shared.db.models import Artifact, StepRun, table_of
 from shared.domain.run_machine import StepId
 from shared.hashing import sha256_hex
 
 RECONCILER = "reconciler"
 """Lease owner written when the reconciler re-dispatches: the next delivery may take it."""
+
+
+_STEPS = table_of(StepRun)
+_ARTIFACTS = table_of(Artifact)
+
+
+def _enter_statement() -> ReturningInsert[tuple[int, str | None]]:
+    t = _STEPS.c
+    now: BindParameter[Any] = bindparam("now")
+    expires: BindParameter[Any] = bindparam("expires")
+    owner: BindParameter[Any] = bindparam("owner")
+    version: BindParameter[Any] = bindparam("app_version")
+    return (
+        insert(_STEPS)
+        .values(
+            run_id=bindparam("run_id"),
+            step_id=bindparam("step_id"),
+            status="running",
+            started_at=now,
+            fence=1,
+            deliveries=1,
+            lease_owner=owner,
+            lease_expires_at=expires,
+            app_version=version,
+        )
+        .on_conflict_do_update(
+            index_elements=[t.run_id, t.step_id],
+            set_={
+                "deliveries": t.deliveries + 1,
+                "fence": t.fence + 1,
+                "lease_owner": owner,
+                "lease_expires_at": expires,
+                "app_version": version,
+            },
+            where=(t.status == "running")
+            & (
+                (t.lease_expires_at.is_(None))
+                | (t.lease_expires_at < now)
+                | (t.lease_owner == RECONCILER)
+            ),
+        )
+        .returning(t.fence, t.app_version)
+    )
+
+
+def _ours() -> ColumnElement[bool]:
+    """The step row of this delivery: its run, its step, its fence, still running."""
+    t = _STEPS.c
+    # Not named like a column: an UPDATE reserves column names for its SET clause.
+    return and_(
+        t.run_id == bindparam("w_run_id"),
+        t.step_id == bindparam("w_step_id"),
+        t.fence == bindparam("w_fence"),
+        t.status == "running",
+    )
+
+
+# Hot-path statements are built once: constructing one costs more CPU than running it.
+_ENTER = _enter_statement()
+_RENEW = (
+    update(_STEPS)
+    .where(_ours())
+    .values(lease_expires_at=bindparam("expires"))
+    .returning(_STEPS.c.id)
+)
+_FINISH = (
+    update(_STEPS)
+    .where(_ours())
+    .values(
+        status=bindparam("status"),
+        output=bindparam("output"),
+        error=bindparam("error"),
+        finished_at=bindparam("now"),
+        # One statement: the duration is computed from the stored start in SQL.
+        duration_ms=cast(
+            func.floor(func.extract("epoch", bindparam("now") - _STEPS.c.started_at) * 1000),
+            Integer,
+        ),
+        lease_expires_at=None,
+    )
+    .returning(_STEPS.c.id)
+)
+_PUT_ARTIFACT = (
+    insert(_ARTIFACTS)
+    .values(
+        run_id=bindparam("run_id"),
+        step_id=bindparam("step_id"),
+        kind=bindparam("kind"),
+        name=bindparam("name"),
+        media_type=bindparam("media_type"),
+        content=bindparam("content"),
+        size=bindparam("size"),
+        sha256=bindparam("sha256"),
+    )
+    .on_conflict_do_nothing(
+        index_elements=[_ARTIFACTS.c.run_id, _ARTIFACTS.c.step_id, _ARTIFACTS.c.name]
+    )
+)
+
+
+@dataclass(frozen=True)
+class Entered:
+    fence: int
+    app_version: str | None
 
 
 class StepRunRepo:
@@ -30,60 +146,34 @@ class StepRunRepo:
         owner: str,
         lease_s: float,
         app_version: str,
-    ) -> StepRun | None:
+    ) -> Entered | None:
         """Take the step's lease for this delivery, with a new fencing token.
 
         Returns None while another delivery holds a live lease (only a lease left by
         the reconciler may be taken early): two deliveries never run a step at once.
         """
-        expires = now + timedelta(seconds=lease_s)
-        row = self.session.scalars(
-            insert(StepRun)
-            .values(
-                run_id=run_id,
-                step_id=step.value,
-                status="running",
-                started_at=now,
-                fence=1,
-                lease_owner=owner,
-                lease_expires_at=expires,
-                app_version=app_version,
-            )
-            .on_conflict_do_update(
-                index_elements=[StepRun.run_id, StepRun.step_id],
-                set_={
-                    "deliveries": StepRun.deliveries + 1,
-                    "fence": StepRun.fence + 1,
-                    "lease_owner": owner,
-                    "lease_expires_at": expires,
-                    "app_version": app_version,
-                },
-                where=(StepRun.status == "running")
-                & (
-                    (StepRun.lease_expires_at.is_(None))
-                    | (StepRun.lease_expires_at < now)
-                    | (StepRun.lease_owner == RECONCILER)
-                ),
-            )
-            .returning(StepRun)
-            .execution_options(populate_existing=True)
-        )
-        return row.one_or_none()
+        row = self.session.execute(
+            _ENTER,
+            {
+                "run_id": run_id,
+                "step_id": step.value,
+                "now": now,
+                "expires": now + timedelta(seconds=lease_s),
+                "owner": owner,
+                "app_version": app_version,
+            },
+        ).one_or_none()
+        return None if row is None else Entered(row.fence, row.app_version)
 
     def renew(self, run_id: str, step: StepId, fence: int, now: datetime, lease_s: float) -> bool:
         """Extend our lease; False if a newer delivery fenced us off."""
-        renewed = self.session.execute(
-            update(StepRun)
-            .where(
-                StepRun.run_id == run_id,
-                StepRun.step_id == step.value,
-                StepRun.fence == fence,
-                StepRun.status == "running",
-            )
-            .values(lease_expires_at=now + timedelta(seconds=lease_s))
-            .returning(StepRun.id)
-        ).scalar_one_or_none()
-        return renewed is not None
+        params = {
+            "w_run_id": run_id,
+            "w_step_id": step.value,
+            "w_fence": fence,
+            "expires": now + timedelta(seconds=lease_s),
+        }
+        return self.session.execute(_RENEW, params).scalar_one_or_none() is not None
 
     def get(self, run_id: str, step: StepId) -> StepRun | None:
         return self.session.execute(
@@ -103,30 +193,17 @@ class StepRunRepo:
         output: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> bool:
-        """Record the outcome iff our fencing token is still current (else False).
-
-        One statement: the duration is computed from the stored start in SQL.
-        """
-        elapsed_ms = func.floor(func.extract("epoch", now - StepRun.started_at) * 1000)
-        done = self.session.execute(
-            update(StepRun)
-            .where(
-                StepRun.run_id == run_id,
-                StepRun.step_id == step.value,
-                StepRun.fence == fence,
-                StepRun.status == "running",
-            )
-            .values(
-                status=status,
-                output=output,
-                error=error,
-                finished_at=now,
-                duration_ms=cast(elapsed_ms, Integer),
-                lease_expires_at=None,
-            )
-            .returning(StepRun.id)
-        ).scalar_one_or_none()
-        return done is not None
+        """Record the outcome iff our fencing token is still current (else False)."""
+        params = {
+            "w_run_id": run_id,
+            "w_step_id": step.value,
+            "w_fence": fence,
+            "status": status,
+            "output": output,
+            "error": error,
+            "now": now,
+        }
+        return self.session.execute(_FINISH, params).scalar_one_or_none() is not None
 
     def for_run(self, run_id: str) -> list[StepRun]:
         return list(
@@ -153,20 +230,17 @@ class ArtifactRepo:
         """Store an artifact once (a redelivered step keeps the first); return its sha256."""
         digest = sha256_hex(content)
         self.session.execute(
-            insert(Artifact)
-            .values(
-                run_id=run_id,
-                step_id=step.value,
-                kind=kind,
-                name=name,
-                media_type=media_type,
-                content=content,
-                size=len(content),
-                sha256=digest,
-            )
-            .on_conflict_do_nothing(
-                index_elements=[Artifact.run_id, Artifact.step_id, Artifact.name]
-            )
+            _PUT_ARTIFACT,
+            {
+                "run_id": run_id,
+                "step_id": step.value,
+                "kind": kind,
+                "name": name,
+                "media_type": media_type,
+                "content": content,
+                "size": len(content),
+                "sha256": digest,
+            },
         )
         return digest
 
