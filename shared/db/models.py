@@ -55,7 +55,8 @@ STEP_ID_VALUES = tuple(s.value for s in StepId)
 class Base(DeclarativeBase):
     metadata = MetaData(schema=SCHEMA, naming_convention=NAMING)
     type_annotation_map: ClassVar[dict[Any, Any]] = {
-        dict[str, Any]: JSONB,
+        # None is SQL NULL (not JSON null), so ``WHERE response IS NULL`` tells the truth.
+        dict[str, Any]: JSONB(none_as_null=True),
         datetime: DateTime(timezone=True),
     }
 

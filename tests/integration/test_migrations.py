@@ -48,3 +48,38 @@ def test_the_migrations_downgrade_to_base_and_upgrade_again(database_url: str) -
         with admin.connect() as conn:
             conn.execute(text('DROP DATABASE IF EXISTS "kodo_test_migrations" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_0005_turns_json_null_written_by_older_code_into_sql_null(database_url: str) -> None:
+    scratch = make_url(database_url).set(database="kodo_test_migrations_0005")
+    admin = create_engine(scratch.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text('DROP DATABASE IF EXISTS "kodo_test_migrations_0005" WITH (FORCE)'))
+        conn.execute(text('CREATE DATABASE "kodo_test_migrations_0005"'))
+    url = scratch.render_as_string(hide_password=False)
+    engine = create_engine(url)
+    try:
+        command.upgrade(_config(url), "0004")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO app.intents (id, repo_path, goal, base_ref, request_sha256)"
+                    " VALUES ('r1', '/r', 'g', 'HEAD', 'x');"
+                    "INSERT INTO app.runs (id, intent_id, status, next_action, retry_count,"
+                    " app_version) VALUES ('r1', 'r1', 'failed', 'none', 0, 'v');"
+                    "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt, agent,"
+                    " request, response, usage, status) VALUES ('k', 'r1', 'CompileST', 1,"
+                    " 'plan', '{}', 'null', '{\"total_tokens\": 3}', 'failed')"
+                )
+            )
+        command.upgrade(_config(url), "head")
+        with engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT response IS NULL, usage IS NULL FROM app.opencode_calls")
+            ).one()
+        assert tuple(row) == (True, False), "only the JSON null became SQL NULL"
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text('DROP DATABASE IF EXISTS "kodo_test_migrations_0005" WITH (FORCE)'))
+        admin.dispose()

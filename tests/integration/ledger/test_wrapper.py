@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.oc_compat import running_server
@@ -223,6 +223,12 @@ def test_an_unknown_model_is_a_configuration_error_that_is_not_retried(
     assert "OC_MODEL_ID" in failure.value.error
     row = _row(sessions, call.op_key)
     assert (row.status, row.error_name) == ("failed", "OpenCodeConfigError")
+    with sessions() as s:  # no answer is SQL NULL, so the triage query finds the row
+        unanswered = s.execute(
+            text("SELECT count(*) FROM app.opencode_calls WHERE op_key = :k AND response IS NULL"),
+            {"k": call.op_key},
+        ).scalar_one()
+    assert unanswered == 1
 
 
 def test_secrets_in_a_prompt_never_reach_the_ledger(
