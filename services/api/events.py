@@ -1,9 +1,11 @@
 """``GET /runs/<id>/events``: wait for a run's state changes without polling (SSE).
 
 The stream subscribes to the process's LISTEN hub *before* reading the run, so no
-change can fall between the first event and the next. Every notification triggers a
-re-read of the row: the events carry what Postgres holds, not what a payload said.
-The stream ends after a terminal status, or after any status named in ``?until=``.
+change can fall between the first event and the next. A notification is built by the
+trigger from the committed row (migration 0006), in commit order, so it is forwarded
+as is; the row is re-read only after the listener reconnects (notifications may have
+been lost) and on a quiet keepalive interval. The stream ends after a terminal status,
+or after any status named in ``?until=``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from flask import Blueprint, Flask, Response, current_app, request, stream_with_
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db.events import RunEventHub, Subscription, conninfo_of
+from shared.db.events import RunEvent, RunEventHub, Subscription, Wakeup, conninfo_of
 from shared.db.repos.runs import RunRepo
 from shared.domain.run_machine import RunStatus
 from shared.errors import InvalidInput, NotFound
@@ -85,6 +87,29 @@ def frame(snapshot: Snapshot) -> str:
     return f"event: run\ndata: {json.dumps(snapshot)}\n\n"
 
 
+def snapshot_of(event: RunEvent) -> Snapshot | None:
+    """The snapshot a full event describes, or None if it lacks a field (re-read then)."""
+    if event.next_action is None:
+        return None
+    return {
+        "runId": event.run_id,
+        "status": event.status,
+        "lastStep": event.last_step,
+        "nextAction": event.next_action,
+    }
+
+
+def _changes(woke: Wakeup, read: Callable[[], Snapshot | None]) -> list[Snapshot] | None:
+    """What happened, in commit order: the events themselves when they are complete;
+    one fresh read after a reconnect, a partial payload or a quiet keepalive interval
+    (a safety net for a lost notification). None if the run is gone."""
+    snapshots = [snapshot_of(e) for e in woke.events]
+    if woke.events and not woke.resync and all(s is not None for s in snapshots):
+        return [s for s in snapshots if s is not None]
+    current = read()
+    return None if current is None else [current]
+
+
 def stream(
     sub: Subscription,
     first: Snapshot,
@@ -92,7 +117,12 @@ def stream(
     until: frozenset[str],
     keepalive_s: float,
 ) -> Iterator[str]:
-    """The SSE body; the subscription is released however the stream ends."""
+    """The SSE body; the subscription is released however the stream ends.
+
+    Every committed change is forwarded in order (a fast run's ``deciding`` is seen
+    even if ``executing`` follows a millisecond later); the stream ends at a terminal
+    status or one named in ``until``.
+    """
     try:
         last = first
         yield frame(first)
@@ -103,15 +133,17 @@ def stream(
             woke = sub.wait(keepalive_s)
             if not woke.changed:
                 yield ": keepalive\n\n"
-            current = read()  # also on a keepalive: a safety net for a lost notification
-            if current is None:  # the run was deleted
+            changes = _changes(woke, read)
+            if changes is None:  # the run was deleted
                 return
-            if current != last:
-                yield frame(current)
-                last = current
+            for current in changes:
+                if current != last:
+                    yield frame(current)
+                    last = current
+                if current["status"] in stop:
+                    return
             # A fast run can pass an ``until`` status between two reads: the payload proves it.
-            passed = any(e.status in until for e in woke.events)
-            if current["status"] in stop or passed:
+            if any(e.status in until for e in woke.events):
                 return
     finally:
         sub.close()

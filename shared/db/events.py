@@ -36,11 +36,17 @@ class ListenerUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class RunEvent:
-    """One notification: the run's status and step at the moment it committed."""
+    """One notification: the run's public state at the moment it committed.
+
+    The trigger builds it from the committed row inside the committing transaction,
+    and notifications arrive in commit order, so an event is as good as a read.
+    ``next_action`` is None only in a payload from an older trigger (then re-read).
+    """
 
     run_id: str
     status: str
     last_step: str | None
+    next_action: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,13 @@ def parse_payload(payload: str) -> RunEvent | None:
     run_id, status, step = data.get("run_id"), data.get("status"), data.get("last_step")
     if not isinstance(run_id, str) or not isinstance(status, str):
         return None
-    return RunEvent(run_id, status, step if isinstance(step, str) else None)
+    action = data.get("next_action")
+    return RunEvent(
+        run_id,
+        status,
+        step if isinstance(step, str) else None,
+        action if isinstance(action, str) else None,
+    )
 
 
 def conninfo_of(database_url: str) -> str:

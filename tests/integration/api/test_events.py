@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
 from services.api import events
-from services.api.events import close_events, hub_of
-from shared.db.events import parse_payload
+from services.api.events import close_events, hub_of, stream
+from shared.db.events import RunEvent, RunEventHub, parse_payload
 from shared.db.models import Run
 from tests.factories import RunFactory
 
@@ -216,3 +216,58 @@ def test_payloads_that_are_not_the_triggers_shape_are_ignored() -> None:
     assert parse_payload("not json") is None
     assert parse_payload('["r", "applying"]') is None
     assert parse_payload('{"run_id": 1, "status": "applying"}') is None
+
+
+def test_a_burst_of_changes_arrives_as_every_state_in_commit_order(
+    client: FlaskClient, db: Session, sessions: sessionmaker[Session]
+) -> None:
+    run = RunFactory(status="applying", last_step="ApplyPatchST")
+    db.commit()
+    sse = open_stream(client, f"/runs/{run.id}/events")
+    assert sse.next_event()["status"] == "applying"
+
+    move(sessions, run.id, "deciding", "DecideST")  # both commit before the stream reads
+    move(sessions, run.id, "executing", "ExecuteST")
+    move(sessions, run.id, "succeeded", "ExecuteST")
+
+    assert [sse.next_event()["status"] for _ in range(3)] == ["deciding", "executing", "succeeded"]
+    assert sse.ended()
+
+
+def test_complete_notifications_are_forwarded_without_reading_the_row() -> None:
+    hub = RunEventHub("postgresql://unused")  # never started: events are delivered by hand
+    sub = hub.subscribe("r1")
+    reads: list[str] = []
+
+    def read() -> dict[str, Any]:
+        reads.append("read")
+        return {"runId": "r1", "status": "deciding", "lastStep": "DecideST", "nextAction": "x"}
+
+    first = {"runId": "r1", "status": "applying", "lastStep": "ApplyPatchST", "nextAction": "a"}
+    body = stream(sub, first, read, frozenset(), keepalive_s=5)
+    assert "applying" in next(body)
+    sub.deliver(RunEvent("r1", "deciding", "DecideST", "run:DecideST"))
+    sub.deliver(RunEvent("r1", "succeeded", "ExecuteST", "none"))
+
+    frames = list(body)
+
+    assert ['"deciding"' in frames[0], '"succeeded"' in frames[1]] == [True, True]
+    assert reads == [], "a complete payload is the committed state: no re-read"
+
+
+def test_a_reconnect_or_a_payload_without_next_action_falls_back_to_one_read() -> None:
+    hub = RunEventHub("postgresql://unused")
+    sub = hub.subscribe("r1")
+    reads: list[str] = []
+
+    def read() -> dict[str, Any]:
+        reads.append("read")
+        return {"runId": "r1", "status": "succeeded", "lastStep": "ExecuteST", "nextAction": "none"}
+
+    first = {"runId": "r1", "status": "applying", "lastStep": "ApplyPatchST", "nextAction": "a"}
+    body = stream(sub, first, read, frozenset(), keepalive_s=5)
+    next(body)
+    sub.deliver(RunEvent("r1", "succeeded", "ExecuteST"))  # an older trigger's payload
+
+    assert ['"succeeded"' in f for f in body] == [True]
+    assert reads == ["read"]

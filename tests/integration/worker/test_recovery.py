@@ -158,7 +158,7 @@ def test_a_process_refuses_a_database_of_another_migration_head(database_url: st
         conn.execute(text('CREATE DATABASE "kodo_test_unmigrated"'))
     empty = create_engine(scratch)
     try:
-        with pytest.raises(SchemaMismatch, match="needs 0005"):
+        with pytest.raises(SchemaMismatch, match="needs 0006"):
             register_process(empty, "worker")
     finally:
         empty.dispose()
