@@ -91,7 +91,8 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
             )
         patch_sha = sha256_hex(diff)
         loop.records[-1]["patch_sha256"] = patch_sha
-        if head_trailer(worktree, PATCH_TRAILER) == patch_sha:  # applied by an earlier delivery
+        if not ctx.first_delivery and head_trailer(worktree, PATCH_TRAILER) == patch_sha:
+            # applied and committed by an earlier delivery that died before recording
             commit = git(worktree, "rev-parse", "HEAD").strip()
         else:
             ensure_clean(worktree)

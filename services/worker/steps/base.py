@@ -78,6 +78,7 @@ class StepContext:
     outputs: dict[str, dict[str, Any]]
     plan: dict[str, Any] | None
     fence: int
+    first_delivery: bool  # no earlier delivery of this step can have left work behind
     rt: Runtime
 
     def keep_lease(self) -> None:
@@ -213,6 +214,7 @@ def load_context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
             outputs=run.outputs,
             plan=run.plan,
             fence=entered.fence,
+            first_delivery=entered.deliveries == 1,
             rt=rt,
         )
 

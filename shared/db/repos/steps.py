@@ -33,7 +33,7 @@ _STEPS = table_of(StepRun)
 _ARTIFACTS = table_of(Artifact)
 
 
-def _enter_statement() -> ReturningInsert[tuple[int, str | None]]:
+def _enter_statement() -> ReturningInsert[tuple[int, int, str | None]]:
     t = _STEPS.c
     now: BindParameter[Any] = bindparam("now")
     expires: BindParameter[Any] = bindparam("expires")
@@ -68,7 +68,7 @@ def _enter_statement() -> ReturningInsert[tuple[int, str | None]]:
                 | (t.lease_owner == RECONCILER)
             ),
         )
-        .returning(t.fence, t.app_version)
+        .returning(t.fence, t.deliveries, t.app_version)
     )
 
 
@@ -130,6 +130,7 @@ _PUT_ARTIFACT = (
 @dataclass(frozen=True)
 class Entered:
     fence: int
+    deliveries: int  # 1 on the first delivery of this step: nothing of it ran before
     app_version: str | None
 
 
@@ -163,7 +164,7 @@ class StepRunRepo:
                 "app_version": app_version,
             },
         ).one_or_none()
-        return None if row is None else Entered(row.fence, row.app_version)
+        return None if row is None else Entered(row.fence, row.deliveries, row.app_version)
 
     def renew(self, run_id: str, step: StepId, fence: int, now: datetime, lease_s: float) -> bool:
         """Extend our lease; False if a newer delivery fenced us off."""
