@@ -194,7 +194,7 @@ async def _kodo(
     driver = Driver(
         bench.stack.api_url,
         bench.repos,
-        connections=2 * runs + 16,
+        runs=runs,
         sessions=sessions,
         token=bench.token,
     )
