@@ -194,6 +194,8 @@ def finished_steps(sessions: sessionmaker[Session]) -> int:
 STEP_TIMES = text(
     """
     SELECT s.run_id, s.step_id, s.duration_ms,
+           coalesce((s.output->>'git_ms')::int, 0)
+             + coalesce((s.output->>'command_ms')::int, 0) AS work_ms,
            extract(epoch FROM s.started_at - a.approved_at) * 1000 AS after_approval_ms,
            extract(epoch FROM a.dispatched_at - a.approved_at) * 1000 AS to_dispatch_ms
     FROM app.step_runs s
@@ -205,23 +207,27 @@ STEP_TIMES = text(
 
 @dataclass(frozen=True)
 class StepTimes:
-    """Per run, from the database: step body durations and approve -> ApplyPatchST start."""
+    """Per run, from the database: step body durations, the part of each spent in git or
+    the verification command, and approve -> ApplyPatchST start."""
 
     body_ms: dict[str, dict[str, float]]
+    work_ms: dict[str, dict[str, float]]
     apply_started_ms: dict[str, float]
     dispatched_ms: dict[str, float]
 
 
 def step_times(sessions: sessionmaker[Session], run_ids: list[str]) -> StepTimes:
     body: dict[str, dict[str, float]] = {}
+    work: dict[str, dict[str, float]] = {}
     started: dict[str, float] = {}
     dispatched: dict[str, float] = {}
     with sessions() as s:
         rows: list[Any] = list(s.execute(STEP_TIMES, {"ids": run_ids}))
     for row in rows:
         body.setdefault(row.run_id, {})[row.step_id] = float(row.duration_ms or 0)
+        work.setdefault(row.run_id, {})[row.step_id] = float(row.work_ms or 0)
         if row.step_id == "ApplyPatchST" and row.after_approval_ms is not None:
             started[row.run_id] = float(row.after_approval_ms)
         if row.to_dispatch_ms is not None:
             dispatched[row.run_id] = float(row.to_dispatch_ms)
-    return StepTimes(body, started, dispatched)
+    return StepTimes(body, work, started, dispatched)

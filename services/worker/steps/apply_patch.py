@@ -7,7 +7,7 @@ is modified before the plan's ``approved_at``.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from services.worker.git_ops import (
@@ -25,6 +25,7 @@ from services.worker.steps.base import (
     ArtifactOut,
     StepContext,
     StepOutcome,
+    Stopwatch,
     plan_block,
     run_policy,
 )
@@ -63,6 +64,35 @@ def _vet(worktree: Path, diff: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Rejected:
+    reason: str
+
+
+def _commit_patch(
+    ctx: StepContext, worktree: Path, diff: str, patch_sha: str, summary: str
+) -> str | _Rejected:
+    """Apply and commit the patch (or find an earlier delivery's commit of it)."""
+    if not ctx.first_delivery and head_trailer(worktree, PATCH_TRAILER) == patch_sha:
+        # applied and committed by an earlier delivery that died before recording
+        return git(worktree, "rev-parse", "HEAD").strip()
+    ensure_clean(worktree)
+    problem = _vet(worktree, diff)
+    if problem is not None:
+        return _Rejected(problem)
+    if ctx.rt.settings.fault_pause_before_apply_s:  # test-only fault injection
+        time.sleep(ctx.rt.settings.fault_pause_before_apply_s)
+    reason = try_apply(worktree, diff)
+    if reason is not None:
+        return _Rejected(f"PatchDoesNotApply: {reason}")
+    message = (
+        f"kodo: {ctx.goal[:60]}\n\n{summary}\n\n"
+        f"Kodo-Run: {ctx.run_id}\nKodo-Plan-Sha256: {ctx.plan_sha256}\n"
+        f"Kodo-Approved-At: {ctx.approved_at}\n{PATCH_TRAILER}: {patch_sha}\n"
+    )
+    return commit_index(worktree, message)
+
+
 def apply_patch_step(ctx: StepContext) -> StepOutcome:
     if ctx.plan_sha256 is None or ctx.approved_at is None or ctx.plan is None:
         return StepOutcome.failed(
@@ -75,6 +105,7 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
     policy = run_policy(ctx)
     plan_text = plan_block(ctx.plan)
     loop = AttemptLoop(ctx, StepId.APPLY_PATCH, "build", PATCH_OUTPUT_SCHEMA, str(worktree))
+    git_time = Stopwatch(ctx)
     for result in loop.answers(lambda n, rejected: apply_prompt(ctx.goal, plan_text, n, rejected)):
         diff = result.answer["diff"]
         violations = check_patch(policy, diff_stats(diff))
@@ -91,31 +122,21 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
             )
         patch_sha = sha256_hex(diff)
         loop.records[-1]["patch_sha256"] = patch_sha
-        if not ctx.first_delivery and head_trailer(worktree, PATCH_TRAILER) == patch_sha:
-            # applied and committed by an earlier delivery that died before recording
-            commit = git(worktree, "rev-parse", "HEAD").strip()
-        else:
-            ensure_clean(worktree)
-            problem = _vet(worktree, diff)
-            if problem is not None:
-                loop.reject(problem)
-                continue
-            if ctx.rt.settings.fault_pause_before_apply_s:  # test-only fault injection
-                time.sleep(ctx.rt.settings.fault_pause_before_apply_s)
-            reason = try_apply(worktree, diff)
-            if reason is not None:
-                loop.reject(f"PatchDoesNotApply: {reason}")
-                continue
-            message = (
-                f"kodo: {ctx.goal[:60]}\n\n{result.answer['summary']}\n\n"
-                f"Kodo-Run: {ctx.run_id}\nKodo-Plan-Sha256: {ctx.plan_sha256}\n"
-                f"Kodo-Approved-At: {ctx.approved_at}\n{PATCH_TRAILER}: {patch_sha}\n"
-            )
-            commit = commit_index(worktree, message)
+        with git_time.measure():
+            applied = _commit_patch(ctx, worktree, diff, patch_sha, result.answer["summary"])
+        if isinstance(applied, _Rejected):
+            loop.reject(applied.reason)
+            continue
+        commit = applied
         loop.records[-1]["status"] = "applied"
         return StepOutcome(
             ok=True,
-            output={"commit": commit, "patch_sha256": patch_sha, "attempts": loop.records},
+            output={
+                "commit": commit,
+                "patch_sha256": patch_sha,
+                "attempts": loop.records,
+                "git_ms": git_time.ms,
+            },
             artifacts=[ArtifactOut("patch", "patch.diff", diff.encode(), "text/x-diff")],
         )
     return loop.failure("applicable patch")

@@ -12,7 +12,8 @@ import os
 import socket
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -103,6 +104,26 @@ class StepContext:
             self.rt.settings.step_lease_s,
         ):
             raise StepAbandoned("a newer delivery holds the step")
+
+
+class Stopwatch:
+    """Milliseconds a step spent in outside work (git, the verification command).
+
+    Recorded in the step's output (``git_ms``, ``command_ms``), so SQL alone tells how
+    much of a step was the repository's work and how much was kodo's.
+    """
+
+    def __init__(self, ctx: StepContext) -> None:
+        self.clock = ctx.rt.clock
+        self.ms = 0
+
+    @contextmanager
+    def measure(self) -> Iterator[None]:
+        began = self.clock.monotonic()
+        try:
+            yield
+        finally:
+            self.ms += max(0, round((self.clock.monotonic() - began) * 1000))
 
 
 class StepAbandoned(Exception):
@@ -315,4 +336,12 @@ def plan_block(plan: dict[str, Any]) -> str:
     return f"--- plan.json ---\n{canonical_json(plan)}\n--- end plan.json ---"
 
 
-__all__ = ["ArtifactOut", "RunStatus", "StepContext", "StepOutcome", "plan_block", "run_step"]
+__all__ = [
+    "ArtifactOut",
+    "RunStatus",
+    "StepContext",
+    "StepOutcome",
+    "Stopwatch",
+    "plan_block",
+    "run_step",
+]

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from services.worker.git_ops import ensure_worktree
 from services.worker.policy_loader import load_policy
 from services.worker.steps.attempts import AttemptLoop
-from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome
+from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, Stopwatch
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.domain.policy import PolicyError, check_plan
 from shared.domain.run_machine import StepId
@@ -31,11 +31,14 @@ def compile_prompt(goal: str, attempt: int, rejected: list[str]) -> str:
 
 def compile_step(ctx: StepContext) -> StepOutcome:
     settings = ctx.rt.settings
+    git = Stopwatch(ctx)
     try:
-        policy = load_policy(ctx.repo_path, ctx.base_ref)
+        with git.measure():
+            policy = load_policy(ctx.repo_path, ctx.base_ref)
     except PolicyError as exc:
         return StepOutcome.failed(f"PolicyError: {exc}", {"step": StepId.COMPILE.value})
-    worktree = ensure_worktree(ctx.repo_path, settings.workspace_dir, ctx.run_id, ctx.base_ref)
+    with git.measure():
+        worktree = ensure_worktree(ctx.repo_path, settings.workspace_dir, ctx.run_id, ctx.base_ref)
     loop = AttemptLoop(ctx, StepId.COMPILE, "plan", PLAN_OUTPUT_SCHEMA, str(worktree.path))
     for result in loop.answers(lambda n, rejected: compile_prompt(ctx.goal, n, rejected)):
         plan = result.answer
@@ -58,6 +61,7 @@ def compile_step(ctx: StepContext) -> StepOutcome:
                 "attempts": loop.records,
                 "branch": worktree.branch,
                 "policy": policy.to_json(),
+                "git_ms": git.ms,
             },
             artifacts=[ArtifactOut.json("plan_card", "plan.json", plan)],
             plan_sha256=plan_sha,

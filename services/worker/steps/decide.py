@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from services.worker.git_ops import git
 from services.worker.steps.attempts import AttemptLoop
-from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, plan_block
+from services.worker.steps.base import (
+    ArtifactOut,
+    StepContext,
+    StepOutcome,
+    Stopwatch,
+    plan_block,
+)
 from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
 from shared.domain.run_machine import StepId
 
@@ -33,7 +39,9 @@ def decide_step(ctx: StepContext) -> StepOutcome:
     if ctx.plan is None or ctx.approved_at is None or ctx.worktree_path is None:
         return StepOutcome.failed("decide needs an approved plan and a worktree", {})
     settings = ctx.rt.settings
-    diffstat = git(ctx.worktree_path, "diff", "--stat", "HEAD~1", "HEAD")
+    watch = Stopwatch(ctx)
+    with watch.measure():
+        diffstat = git(ctx.worktree_path, "diff", "--stat", "HEAD~1", "HEAD")
     plan_text = plan_block(ctx.plan)
     loop = AttemptLoop(ctx, StepId.DECIDE, "plan", BUILD_OUTPUT_SCHEMA, str(ctx.worktree_path))
     for result in loop.answers(
@@ -46,6 +54,7 @@ def decide_step(ctx: StepContext) -> StepOutcome:
                 "argv": decision["argv"],
                 "next_action": decision["next_action"],
                 "attempts": loop.records,
+                "git_ms": watch.ms,
             },
             artifacts=[ArtifactOut.json("decision", "decision.json", decision)],
         )

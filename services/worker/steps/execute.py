@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome
+from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, Stopwatch
 from shared.domain.run_machine import StepId
 
 PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYENV_ROOT", "TMPDIR")
@@ -78,15 +78,18 @@ def execute_step(ctx: StepContext) -> StepOutcome:
         return StepOutcome.failed(
             refusal, {"argv": argv, "allowlist": list(settings.exec_allowlist)}
         )
-    done = run_capped(
-        argv,
-        ctx.worktree_path,
-        timeout_s=settings.exec_timeout_s,
-        cap=settings.exec_output_cap,
-        env=scrubbed_env(dict(os.environ)),
-    )
+    watch = Stopwatch(ctx)
+    with watch.measure():
+        done = run_capped(
+            argv,
+            ctx.worktree_path,
+            timeout_s=settings.exec_timeout_s,
+            cap=settings.exec_output_cap,
+            env=scrubbed_env(dict(os.environ)),
+        )
     output = {
         "argv": argv,
+        "command_ms": watch.ms,
         "exit_code": done.exit_code,
         "timed_out": done.timed_out,
         "truncated": done.truncated,

@@ -15,6 +15,8 @@ from services.worker.runtime import Runtime
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import load_context, run_step
 from services.worker.steps.compile import compile_step
+from services.worker.steps.decide import decide_step
+from services.worker.steps.execute import execute_step
 from shared.db.engine import unit_of_work
 from shared.db.models import OpenCodeCall, Run
 from shared.domain.run_machine import StepId
@@ -169,3 +171,35 @@ def test_concurrent_runs_on_one_repository_each_get_their_worktree(rt: Runtime, 
         t.join(30)
     assert errors == []
     assert all((rt.settings.workspace_dir / f"race-{i}" / ".git").exists() for i in range(16))
+
+
+def test_each_step_records_how_long_its_git_or_verification_work_took(
+    rt: Runtime, repo: Path
+) -> None:
+    run_id = new_run(rt, repo)
+    run_step(rt, StepId.COMPILE, run_id, compile_step)
+    approve(rt, run_id)
+    for step, body in (
+        (StepId.APPLY_PATCH, apply_patch_step),
+        (StepId.DECIDE, decide_step),
+        (StepId.EXECUTE, execute_step),
+    ):
+        run_step(rt, step, run_id, body)
+    with rt.sessions() as s:
+        rows = s.execute(
+            text(
+                "SELECT step_id, (output->>'git_ms')::int AS git, (output->>'command_ms')::int"
+                " AS command, duration_ms FROM app.step_runs WHERE run_id = :r"
+            ),
+            {"r": run_id},
+        ).all()
+    timing = {r.step_id: (r.git, r.command, r.duration_ms) for r in rows}
+
+    assert set(timing) == {"CompileST", "ApplyPatchST", "DecideST", "ExecuteST"}
+    for step in ("CompileST", "ApplyPatchST", "DecideST"):
+        git_ms, _, duration = timing[step]
+        assert git_ms is not None, step
+        assert 0 < git_ms <= duration, (step, timing[step])
+    _, command_ms, duration = timing["ExecuteST"]
+    assert command_ms is not None
+    assert 0 < command_ms <= duration
