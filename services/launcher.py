@@ -130,18 +130,26 @@ def start_oc_compat(stack: Stack, seed: int, port: int | None = None) -> Proc:
 def start_worker(
     stack: Stack,
     name: str = "worker",
-    concurrency: int = 2,
+    concurrency: int = 4,
     *,
     node: str | None = None,
     extra_env: Mapping[str, str] | None = None,
 ) -> Proc:
-    """A Celery worker on the ``kodo`` queue; ``node`` defaults to a per-process name."""
+    """A Celery worker on the ``kodo`` queue; ``node`` defaults to a per-process name.
+
+    One process running ``concurrency`` steps at once on threads: a step mostly waits
+    (on the provider, Postgres, git), so threads overlap those waits at a fraction of
+    the memory of prefork children, and every per-process resource (engine pool, httpx
+    client, L1 cache) is shared by the steps.
+    """
     return stack.start(
         name,
         celery_argv(
             "worker",
             "-Q",
             "kodo",
+            "-P",
+            "threads",
             "-c",
             str(concurrency),
             "-l",

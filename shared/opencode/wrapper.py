@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -187,14 +188,16 @@ class OCWrapper:
         self.claim_grace_s = claim_grace_s
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
+        self._pool_lock = threading.Lock()
 
     def _reader_pool(self) -> ThreadPoolExecutor:
         """Threads for reads sent beside the caller's own; a forked child makes its own
         (an executor inherited across fork has no live threads)."""
-        if self._pool is None or self._pool_pid != os.getpid():
-            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kodo-oc-read")
-            self._pool_pid = os.getpid()
-        return self._pool
+        with self._pool_lock:  # steps on a threads pool share this wrapper
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kodo-oc-read")
+                self._pool_pid = os.getpid()
+            return self._pool
 
     def close(self) -> None:
         if self._pool is not None and self._pool_pid == os.getpid():
