@@ -196,10 +196,11 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
 @click.option("--workers", default="2", show_default=True, help="Worker counts, e.g. 2,4.")
 @click.option(
     "--pool",
-    type=click.Choice(["solo", "prefork"]),
-    default="solo",
+    type=click.Choice(["solo", "threads", "prefork"]),
+    default="threads",
     show_default=True,
-    help="solo: N single-process workers; prefork: one worker with N children.",
+    help="solo: N single-task worker processes; threads: N processes running 4 tasks each"
+    " (threads); prefork: one worker with N children.",
 )
 @click.option("--latency-runs", default=20, show_default=True, help="Sequential timed runs.")
 @click.option("--beat-runs", default=4, show_default=True, help="Runs approved without nudge.")

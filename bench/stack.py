@@ -122,10 +122,21 @@ def prepare(root: Path, database_url: str, redis_url: str | None, approval_poll_
     return Bench(stack, root, database_url, kodo_redis, baseline_redis, sql_dir, token, repos)
 
 
+THREADS_PER_WORKER = 4
+"""``--pool threads``: each worker process runs this many tasks at once, so one step's
+waits (Postgres, the provider, git) overlap another's work."""
+
+
 def start_workers(bench: Bench, *, app: str, queue: str, count: int, pool: str) -> list[Proc]:
-    """``count`` single-process solo workers, or one prefork worker with ``count`` children."""
+    """``count`` worker processes: solo (one task at a time) or with a thread pool each;
+    or one prefork worker with ``count`` children."""
     procs = []
-    shape = [("solo", "1")] * count if pool == "solo" else [("prefork", str(count))]
+    if pool == "prefork":
+        shape = [("prefork", str(count))]
+    elif pool == "threads":
+        shape = [("threads", str(THREADS_PER_WORKER))] * count
+    else:
+        shape = [("solo", "1")] * count
     for i, (kind, concurrency) in enumerate(shape):
         name = f"{app.split('.')[-1].split(':')[0]}-{i}"
         argv = [
