@@ -47,6 +47,9 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
     beat = first["beat_approve_to_applying_ms"]
     sql_worker = exact["sql"]["worker"]
     sql_api = exact["sql"]["api"]
+    # Comparable with the reference, whose steps are stubs: minus the run's git and tests.
+    waiting_no_git = _median_diff(lat["submit_to_waiting_ms"], lat["compile_work_ms"])
+    done_no_work = _median_diff(lat["approve_to_done_ms"], lat["after_approval_work_ms"])
     rows = [
         Row(
             "submit->waiting p50",
@@ -57,9 +60,9 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
         ),
         Row(
             "  without git (like the reference's stub steps) p50",
-            _median_diff(lat["submit_to_waiting_ms"], lat["compile_work_ms"]),
+            waiting_no_git,
             target="<= 12",
-            met=at_most(_median_diff(lat["submit_to_waiting_ms"], lat["compile_work_ms"]), 12),
+            met=at_most(waiting_no_git, 12),
         ),
         Row(
             "submit->waiting p95",
@@ -75,9 +78,9 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
         ),
         Row(
             "  without git and verification (like the reference) p50",
-            _median_diff(lat["approve_to_done_ms"], lat["after_approval_work_ms"]),
+            done_no_work,
             target="<= 12",
-            met=at_most(_median_diff(lat["approve_to_done_ms"], lat["after_approval_work_ms"]), 12),
+            met=at_most(done_no_work, 12),
         ),
         Row(
             "approve->done p95",

@@ -12,6 +12,7 @@ from shared.db.models import Artifact, Intent, OpenCodeCall, PlanApproval, Run, 
 from shared.db.repos.approvals import ApprovalRepo
 from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.runs import IntentRepo
+from shared.db.repos.snapshots import PLAN_ARTIFACT
 from shared.db.repos.steps import ArtifactRepo, StepRunRepo
 from shared.domain.run_machine import StepId
 from shared.errors import Conflict, NotFound
@@ -20,7 +21,7 @@ from shared.service.runs import get_run
 from .errors import Unreadable
 
 PLAN_STEP = StepId.COMPILE
-PLAN_NAME = "plan.json"
+PLAN_NAME = PLAN_ARTIFACT
 PLAN_KIND = "plan_card"
 
 

@@ -8,6 +8,7 @@ from services.worker.git_ops import ensure_worktree
 from services.worker.policy_loader import load_policy
 from services.worker.steps.attempts import AttemptLoop
 from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, Stopwatch
+from shared.db.repos.snapshots import PLAN_ARTIFACT
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.domain.policy import PolicyError, check_plan
 from shared.domain.run_machine import StepId
@@ -63,7 +64,7 @@ def compile_step(ctx: StepContext) -> StepOutcome:
                 "policy": policy.to_json(),
                 "git_ms": git.ms,
             },
-            artifacts=[ArtifactOut.json("plan_card", "plan.json", plan)],
+            artifacts=[ArtifactOut.json("plan_card", PLAN_ARTIFACT, plan)],
             plan_sha256=plan_sha,
             workspace=(worktree.branch, str(worktree.path)),
         )

@@ -52,10 +52,6 @@ class ApprovalRepo:
             .execution_options(populate_existing=True)
         ).scalar_one_or_none()
 
-    def approved_for(self, run_id: str, plan_sha256: str) -> PlanApproval | None:
-        row = self.get(run_id, plan_sha256)
-        return row if row is not None and row.decision == "approved" else None
-
     def claim_undispatched(self, limit: int = 100, run_id: str | None = None) -> list[PlanApproval]:
         """Approved plans of runs still at waiting_input, locked so two watchers never share."""
         query = (

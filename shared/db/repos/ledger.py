@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from shared.db.models import OpenCodeCall, table_of
 
@@ -32,27 +33,29 @@ _MARK_STARTED = (
     .where(_CALLS.c.op_key == bindparam("key"))
     .values(session_id=bindparam("session_id"), started_at=bindparam("now"))
 )
-_FINISH_VALUES: dict[str, Any] = {
-    "status": bindparam("status"),
-    "finished_at": bindparam("now"),
-    "duration_ms": bindparam("duration_ms"),
-    "response": bindparam("response"),
-    "usage": bindparam("usage"),
-    "error_name": bindparam("error_name"),
-    "error": bindparam("error"),
-}
-_FINISH_ANY = (
-    update(_CALLS)
-    .where(_CALLS.c.op_key == bindparam("key"))
-    .values(**_FINISH_VALUES)
-    .returning(_CALLS.c.id)
-)
-_FINISH_CLAIMED = (
-    update(_CALLS)
-    .where(_CALLS.c.op_key == bindparam("key"), _CALLS.c.status == "claimed")
-    .values(**_FINISH_VALUES)
-    .returning(_CALLS.c.id)
-)
+
+
+def _finish_statement(*, only_if_claimed: bool) -> ReturningUpdate[tuple[int]]:
+    where = [_CALLS.c.op_key == bindparam("key")]
+    if only_if_claimed:
+        where.append(_CALLS.c.status == "claimed")
+    return (
+        update(_CALLS)
+        .where(*where)
+        .values(
+            status=bindparam("status"),
+            finished_at=bindparam("now"),
+            duration_ms=bindparam("duration_ms"),
+            response=bindparam("response"),
+            usage=bindparam("usage"),
+            error_name=bindparam("error_name"),
+            error=bindparam("error"),
+        )
+        .returning(_CALLS.c.id)
+    )
+
+
+_FINISH = {flag: _finish_statement(only_if_claimed=flag) for flag in (True, False)}
 
 
 class LedgerRepo:
@@ -109,7 +112,7 @@ class LedgerRepo:
     ) -> bool:
         """Record the outcome; by default only a still-``claimed`` row may be finished."""
         done = self.session.execute(
-            _FINISH_CLAIMED if only_if_claimed else _FINISH_ANY,
+            _FINISH[only_if_claimed],
             {
                 "key": op_key,
                 "status": status,

@@ -19,6 +19,7 @@ from shared.db.models import Artifact, Intent, PlanApproval, Run, StepRun
 from shared.domain.run_machine import StepId
 
 PLAN_ARTIFACT = "plan.json"
+"""CompileST's plan card: what the approval digest is taken over."""
 
 
 @dataclass(frozen=True)
