@@ -27,6 +27,7 @@ APP_TABLES = (
     "app.step_runs",
     "app.runs",
     "app.intents",
+    "app.ui_sessions",
     "app.api_tokens",
 )
 

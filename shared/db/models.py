@@ -71,6 +71,12 @@ class Intent(Base):
     submitted_by: Mapped[str | None] = mapped_column(String(255))
     request_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Pinned at submit (migration 0007): the commit base_ref named then, the repository's
+    # identity, and the policy from the trusted ref combined with base_ref's.
+    base_commit: Mapped[str | None] = mapped_column(String(64))
+    repo_device: Mapped[int | None] = mapped_column(BigInteger)
+    repo_inode: Mapped[int | None] = mapped_column(BigInteger)
+    policy: Mapped[dict[str, Any] | None]
 
 
 class Run(Base):
@@ -164,6 +170,21 @@ class ApiToken(Base):
     token_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     revoked_at: Mapped[datetime | None]
+
+
+class UiSession(Base):
+    """A web sign-in: the cookie holds a random id (stored as its sha256), never the token."""
+
+    __tablename__ = "ui_sessions"
+    __table_args__ = (UniqueConstraint("session_sha256"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    session_sha256: Mapped[str] = mapped_column(String(64))
+    token_id: Mapped[int] = mapped_column(ForeignKey("api_tokens.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
 
 
 class PlanApproval(Base):
