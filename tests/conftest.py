@@ -1,12 +1,15 @@
 """Shared fixtures: a real, migrated Postgres database and a real Redis.
 
-``KODO_TEST_DATABASE_URL`` names the test database (created and migrated if
-missing); ``REDIS_URL`` the Redis server. Nothing here mocks a service.
+``KODO_TEST_DATABASE_URL`` names the Postgres server and the stem of this session's
+own database; Redis is a private server per session. Nothing here mocks a service.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +19,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.devstack import down, ensure_redis
+from services.launcher import free_port
 from shared.db.engine import make_engine, make_session_factory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,16 +37,14 @@ APP_TABLES = (
 )
 
 
-def _ensure_database(url: str) -> None:
-    parsed = make_url(url)
-    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        exists = conn.execute(
-            text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": parsed.database}
-        ).scalar()
-        if not exists:
-            conn.execute(text(f'CREATE DATABASE "{parsed.database}"'))
-    admin.dispose()
+def _admin(url: str) -> Engine:
+    return create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+
+
+def scratch_database_url(database_url: str, purpose: str) -> str:
+    """A database name of this test session's own, for a test that needs a second one."""
+    parsed = make_url(database_url)
+    return parsed.set(database=f"{parsed.database}_{purpose}").render_as_string(hide_password=False)
 
 
 def migrate(url: str) -> None:
@@ -52,16 +55,43 @@ def migrate(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> str:
-    url = os.environ.get("KODO_TEST_DATABASE_URL", DEFAULT_TEST_DB)
-    _ensure_database(url)
-    migrate(url)
-    return url
+def database_url() -> Iterator[str]:
+    """A fresh database for this session alone, dropped at its end.
+
+    Its name is ``KODO_TEST_DATABASE_URL``'s plus a random suffix, so two test runs on
+    one machine (or one Postgres) never see each other's rows.
+    """
+    base = make_url(os.environ.get("KODO_TEST_DATABASE_URL", DEFAULT_TEST_DB))
+    url = base.set(database=f"{base.database}_{secrets.token_hex(4)}")
+    rendered = url.render_as_string(hide_password=False)
+    admin = _admin(rendered)
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{url.database}"'))
+    try:
+        migrate(rendered)
+        yield rendered
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+def redis_url() -> Iterator[str]:
+    """A Redis server of this session's own (free loopback port, nothing on disk).
+
+    Suites use fixed DB numbers on it and FLUSHDB them; on a private server that
+    touches no other test run's (or user's) data.
+    """
+    home = Path(tempfile.mkdtemp(prefix="kodo-test-redis-"))
+    try:
+        handle = ensure_redis(f"redis://127.0.0.1:{free_port()}/0", home=home)
+        if handle.kind != "started":  # pragma: no cover - a free port answered PING
+            raise RuntimeError(f"expected a private Redis, got {handle.describe()}")
+        yield handle.url
+    finally:
+        down(home=home, grace_s=5.0)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

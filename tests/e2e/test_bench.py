@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import make_url
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, scratch_database_url
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +37,7 @@ ROWS = (
 def test_a_small_benchmark_prints_its_table_and_writes_json(
     database_url: str, tmp_path: Path
 ) -> None:
-    bench_db = make_url(database_url).set(database="kodo_test_bench")
+    bench_db = make_url(scratch_database_url(database_url, "bench"))
     out = tmp_path / "bench.json"
     argv = [sys.executable, "-m", "bench", "--runs", "4", "--latency-runs", "2"]
     argv += ["--beat-runs", "1", "--approval-poll", "0.5", "--deadline", "90"]

@@ -7,7 +7,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, make_url, text
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, scratch_database_url
 
 pytestmark = pytest.mark.integration
 
@@ -24,11 +24,11 @@ def test_the_models_and_the_migrations_describe_the_same_schema(database_url: st
 
 
 def test_the_migrations_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
-    scratch = make_url(database_url).set(database="kodo_test_migrations")
+    scratch = make_url(scratch_database_url(database_url, "migrations"))
     admin = create_engine(scratch.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text('DROP DATABASE IF EXISTS "kodo_test_migrations" WITH (FORCE)'))
-        conn.execute(text('CREATE DATABASE "kodo_test_migrations"'))
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{scratch.database}"'))
     url = scratch.render_as_string(hide_password=False)
     try:
         command.upgrade(_config(url), "head")
@@ -46,16 +46,16 @@ def test_the_migrations_downgrade_to_base_and_upgrade_again(database_url: str) -
         assert unique == 1
     finally:
         with admin.connect() as conn:
-            conn.execute(text('DROP DATABASE IF EXISTS "kodo_test_migrations" WITH (FORCE)'))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
         admin.dispose()
 
 
 def test_0005_turns_json_null_written_by_older_code_into_sql_null(database_url: str) -> None:
-    scratch = make_url(database_url).set(database="kodo_test_migrations_0005")
+    scratch = make_url(scratch_database_url(database_url, "m0005"))
     admin = create_engine(scratch.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text('DROP DATABASE IF EXISTS "kodo_test_migrations_0005" WITH (FORCE)'))
-        conn.execute(text('CREATE DATABASE "kodo_test_migrations_0005"'))
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{scratch.database}"'))
     url = scratch.render_as_string(hide_password=False)
     engine = create_engine(url)
     try:
@@ -81,5 +81,5 @@ def test_0005_turns_json_null_written_by_older_code_into_sql_null(database_url: 
     finally:
         engine.dispose()
         with admin.connect() as conn:
-            conn.execute(text('DROP DATABASE IF EXISTS "kodo_test_migrations_0005" WITH (FORCE)'))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
         admin.dispose()

@@ -25,6 +25,7 @@ from shared.db.schema_version import EXPECTED_HEAD, SchemaMismatch, assert_schem
 from shared.domain.run_machine import StepId
 from shared.service.processes import register_process
 from shared.version import app_version
+from tests.conftest import scratch_database_url
 from tests.integration.worker.conftest import RuntimeFactory, new_run
 
 pytestmark = pytest.mark.integration
@@ -151,20 +152,20 @@ def test_a_process_refuses_a_database_of_another_migration_head(database_url: st
     engine = create_engine(database_url)
     assert assert_schema_current(engine) == EXPECTED_HEAD
     assert register_process(engine, "cli") == EXPECTED_HEAD
-    scratch = make_url(database_url).set(database="kodo_test_unmigrated")
+    scratch = make_url(scratch_database_url(database_url, "unmigrated"))
     admin = create_engine(scratch.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text('DROP DATABASE IF EXISTS "kodo_test_unmigrated" WITH (FORCE)'))
-        conn.execute(text('CREATE DATABASE "kodo_test_unmigrated"'))
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{scratch.database}"'))
     empty = create_engine(scratch)
     try:
-        with pytest.raises(SchemaMismatch, match="needs 0006"):
+        with pytest.raises(SchemaMismatch, match=f"needs {EXPECTED_HEAD}"):
             register_process(empty, "worker")
     finally:
         empty.dispose()
         engine.dispose()
         with admin.connect() as conn:
-            conn.execute(text('DROP DATABASE IF EXISTS "kodo_test_unmigrated" WITH (FORCE)'))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
         admin.dispose()
 
 
