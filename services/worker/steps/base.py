@@ -24,6 +24,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from services.worker.runtime import Runtime
+from services.worker.worktree_guard import worktree_gitdir_problem
 from shared.db.engine import unit_of_work
 from shared.db.repos.runs import RunRepo
 from shared.db.repos.snapshots import run_snapshot
@@ -255,7 +256,7 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
     bound.info("step.started")
     try:
         with LeaseKeeper(ctx):
-            outcome = body(ctx)
+            outcome = _guarded(ctx, body)
     except StepAbandoned as exc:
         bound.warning("step.abandoned", reason=str(exc))
         return "superseded"
@@ -279,6 +280,15 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
     if move.dispatch is not None:
         send_step(rt.celery, move.dispatch, run_id)
     return move.to_status.value
+
+
+def _guarded(ctx: StepContext, body: StepBody) -> StepOutcome:
+    """Run ``body`` unless the run's worktree pointer was tampered with (see worktree_guard)."""
+    if ctx.worktree_path is not None and ctx.step is not StepId.COMPILE:
+        problem = worktree_gitdir_problem(ctx.worktree_path, ctx.repo_path)
+        if problem is not None:
+            return StepOutcome.failed(problem, {"rule": "worktree_gitdir"})
+    return body(ctx)
 
 
 class _Superseded(Exception):

@@ -1,0 +1,93 @@
+"""A worktree whose ``.git`` pointer was rewritten is refused before git runs there."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from services.sample_repo import create_sample_repo
+from services.worker.git_ops import ensure_worktree
+from services.worker.runtime import Runtime
+from services.worker.steps.apply_patch import apply_patch_step
+from services.worker.steps.base import run_step
+from services.worker.steps.compile import compile_step
+from services.worker.worktree_guard import worktree_gitdir_problem
+from shared.db.models import Run
+from shared.domain.run_machine import StepId
+from tests.integration.worker.conftest import approve, commits_on_branch, diagnostic, new_run
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> tuple[Path, Path]:
+    repo = create_sample_repo(tmp_path / "repo")
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    return repo, tree.path
+
+
+def test_the_pointer_git_wrote_is_accepted(checkout: tuple[Path, Path]) -> None:
+    repo, worktree = checkout
+    assert worktree_gitdir_problem(worktree, repo) is None
+
+
+def test_a_pointer_to_a_gitdir_planted_inside_the_worktree_is_refused(
+    checkout: tuple[Path, Path],
+) -> None:
+    repo, worktree = checkout
+    planted = worktree / "evil"
+    subprocess.run(["git", "init", "-q", str(planted)], check=True)
+    (planted / ".git" / "config").write_text("[core]\n\tfsmonitor = touch /tmp/pwned\n")
+    (worktree / ".git").write_text(f"gitdir: {planted / '.git'}\n")
+    problem = worktree_gitdir_problem(worktree, repo)
+    assert problem is not None
+    assert problem.startswith("worktree_gitdir:")
+
+
+def test_a_pointer_to_another_runs_admin_dir_is_refused(
+    checkout: tuple[Path, Path], tmp_path: Path
+) -> None:
+    repo, worktree = checkout
+    other = ensure_worktree(repo, tmp_path / "ws", "run-2", "HEAD").path
+    (worktree / ".git").write_text((other / ".git").read_text())
+    problem = worktree_gitdir_problem(worktree, repo)
+    assert problem is not None
+    assert "another worktree" in problem
+
+
+def test_a_dotgit_replaced_by_a_directory_or_symlink_is_refused(
+    checkout: tuple[Path, Path], tmp_path: Path
+) -> None:
+    repo, worktree = checkout
+    (worktree / ".git").unlink()
+    (worktree / ".git").symlink_to(repo / ".git")
+    assert worktree_gitdir_problem(worktree, repo) is not None
+    (worktree / ".git").unlink()
+    (worktree / ".git").mkdir()
+    assert worktree_gitdir_problem(worktree, repo) is not None
+
+
+def test_apply_fails_closed_when_the_agent_rewrote_the_worktree_pointer(
+    rt: Runtime, repo: Path, tmp_path: Path
+) -> None:
+    run_id = new_run(rt, repo)
+    run_step(rt, StepId.COMPILE, run_id, compile_step)
+    approve(rt, run_id)
+    with rt.sessions() as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        assert run.worktree_path is not None
+        worktree = Path(run.worktree_path)
+    planted = worktree / "evil"
+    subprocess.run(["git", "init", "-q", str(planted)], check=True)
+    marker = tmp_path / "fsmonitor-ran"
+    (planted / ".git" / "config").write_text(f"[core]\n\tfsmonitor = touch {marker}\n")
+    (worktree / ".git").write_text(f"gitdir: {planted / '.git'}\n")
+
+    assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "failed"
+
+    assert diagnostic(rt, run_id)["rule"] == "worktree_gitdir"
+    assert not marker.exists()
+    assert commits_on_branch(repo, run_id) == 0
