@@ -33,6 +33,9 @@ DEFAULTS: dict[str, str] = {
     "KODO_REDISPATCH_AFTER_S": "30",
     "KODO_RECONCILE_S": "10",
     "KODO_RETRY_BACKOFF_S": "1.0",
+    # The ref a repository's trusted .kodo/policy.toml is read from at submit; empty means
+    # the branch the source repository's HEAD names (its default branch).
+    "KODO_POLICY_REF": "",
     # Test-only fault injection (the chaos suite): seconds ApplyPatchST sleeps right before
     # `git apply`, so a test can SIGKILL the worker there. 0 (the default) means off.
     "KODO_FAULT_PAUSE_BEFORE_APPLY_S": "0",
@@ -92,6 +95,7 @@ class Settings:
     reconcile_s: float = float(DEFAULTS["KODO_RECONCILE_S"])
     retry_backoff_s: float = float(DEFAULTS["KODO_RETRY_BACKOFF_S"])
     fault_pause_before_apply_s: float = 0.0  # test-only fault injection; see DEFAULTS
+    policy_ref: str = DEFAULTS["KODO_POLICY_REF"]  # empty: the repository's default branch
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -122,6 +126,7 @@ class Settings:
             reconcile_s=_float(env, "KODO_RECONCILE_S"),
             retry_backoff_s=_float(env, "KODO_RETRY_BACKOFF_S"),
             fault_pause_before_apply_s=_float(env, "KODO_FAULT_PAUSE_BEFORE_APPLY_S"),
+            policy_ref=env.get("KODO_POLICY_REF", DEFAULTS["KODO_POLICY_REF"]).strip(),
         )
         settings.validate()
         return settings
@@ -143,5 +148,7 @@ class Settings:
                 raise ConfigError(f"{name} must be positive")
         if self.fault_pause_before_apply_s < 0:
             raise ConfigError("KODO_FAULT_PAUSE_BEFORE_APPLY_S must not be negative")
+        if self.policy_ref.startswith("-"):
+            raise ConfigError("KODO_POLICY_REF must be a git ref, not an option")
         if not self.database_url.startswith("postgresql"):
             raise ConfigError("DATABASE_URL must be a PostgreSQL URL")

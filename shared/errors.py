@@ -35,6 +35,13 @@ class RepoNotAllowed(KodoError):
     http_status = 422
 
 
+class InvalidPolicy(KodoError):
+    """A repository's ``.kodo/policy.toml`` (at the trusted ref or base_ref) is unusable."""
+
+    code = "invalid_policy"
+    http_status = 422
+
+
 class Unauthorized(KodoError):
     code = "unauthorized"
     http_status = 401

@@ -32,7 +32,11 @@ routes = Routes("intents", __name__, description="Submit intents and start their
 @routes.response(201, IntentOutSchema())
 @routes.errors(400, 413, 415, 422)
 def create_intent(body: IntentIn) -> Intent:
-    """Store an intent; its repository must be a git work tree under KODO_REPO_ROOTS."""
+    """Store an intent pinned to its repository, base commit and policy.
+
+    The repository must be a git work tree under KODO_REPO_ROOTS; a malformed
+    ``.kodo/policy.toml`` at the trusted ref or at base_ref is refused (422).
+    """
     ctx = api()
     repo = resolve_repo(body.repo, ctx.settings.repo_roots)
     with unit_of_work(ctx.sessions) as s:
@@ -42,6 +46,7 @@ def create_intent(body: IntentIn) -> Intent:
             goal=body.goal,
             base_ref=body.base_ref,
             submitted_by=_submitter(body),
+            policy_ref=ctx.settings.policy_ref or None,
         )
         s.refresh(row, ["created_at"])  # a server default: read it before the session ends
     return row

@@ -102,7 +102,8 @@ def plan_output(seed: int, directory: Path, prompt: str) -> dict[str, Any]:
     }
 
 
-def _planned_changes(prompt: str) -> list[tuple[str, str]]:
+def _planned_changes(prompt: str) -> list[tuple[str, str, str | None]]:
+    """(path, change, rename source) for each file of the plan embedded in the prompt."""
     start, end = prompt.find(PLAN_BEGIN), prompt.find(PLAN_END)
     if start < 0 or end < start:
         return []
@@ -111,12 +112,12 @@ def _planned_changes(prompt: str) -> list[tuple[str, str]]:
     except ValueError:
         return []
     files = plan.get("files") if isinstance(plan, dict) else None
-    changes: list[tuple[str, str]] = []
+    changes: list[tuple[str, str, str | None]] = []
     for entry in files if isinstance(files, list) else []:
         if isinstance(entry, dict):
-            path, change = entry.get("path"), entry.get("change")
-            if isinstance(path, str) and change in ("add", "modify", "delete"):
-                changes.append((path, str(change)))
+            path, change, source = entry.get("path"), entry.get("change"), entry.get("from")
+            if isinstance(path, str) and change in ("add", "modify", "delete", "rename"):
+                changes.append((path, str(change), source if isinstance(source, str) else None))
     return changes
 
 
@@ -140,23 +141,36 @@ def note_lines(seed: int, path: str, context: str) -> tuple[str, ...]:
 
 
 def patch_output(seed: int, directory: Path, prompt: str) -> dict[str, Any]:
-    """A PatchOutput whose diff applies to the working tree as it is now."""
-    context = canonical_json(_planned_changes(prompt))
+    """A PatchOutput whose diff applies to the working tree as it is now.
+
+    With a plan in the prompt, the diff touches exactly the planned paths with the
+    planned kinds of change (a change it cannot make is left out, never replaced by
+    another); only a prompt without a plan gets the README (or notes file) fallback.
+    """
+    planned = _planned_changes(prompt)
+    context = canonical_json([[p, c] + ([s] if s else []) for p, c, s in planned])
     changes: list[repo.FileChange] = []
-    for raw_path, change in _planned_changes(prompt):
+    for raw_path, change, raw_source in planned:
         path = repo.safe_relative(directory, raw_path)
-        if path is not None and all(c.path != path for c in changes):
-            lines = () if change == "delete" else note_lines(seed, path, context)
-            changes.append(repo.FileChange(path, change, lines))
+        source = repo.safe_relative(directory, raw_source) if raw_source is not None else None
+        if path is None or any(c.path == path for c in changes):
+            continue
+        if change == "rename":
+            if source is not None:
+                changes.append(repo.FileChange(path, change, (), source))
+            continue
+        lines = () if change == "delete" else note_lines(seed, path, context)
+        changes.append(repo.FileChange(path, change, lines))
     diff = repo.tree_diff(directory, changes)
-    if not diff:
+    if not planned:
         fallback = "README.md" if repo.read_text(directory, "README.md") is not None else None
         path = fallback or repo.NOTES_FILE
-        changes = [repo.FileChange(path, "modify", note_lines(seed, path, context))]
+        change = "modify" if fallback else "add"
+        changes = [repo.FileChange(path, change, note_lines(seed, path, context))]
         diff = repo.tree_diff(directory, changes)
-    verbs = {"add": "add", "modify": "append to", "delete": "delete"}
+    verbs = {"add": "add", "modify": "append to", "delete": "delete", "rename": "rename"}
     summary = "; ".join(f"{verbs.get(c.change, c.change)} {c.path}" for c in changes)
-    return {"summary": f"Scripted patch: {summary}.", "diff": diff}
+    return {"summary": f"Scripted patch: {summary or 'nothing to change'}.", "diff": diff}
 
 
 def build_output(directory: Path, directives: Directives) -> dict[str, Any]:

@@ -67,11 +67,13 @@ def has_unittest_files(directory: Path) -> bool:
 
 @dataclass(frozen=True)
 class FileChange:
-    """One planned change: ``add`` or ``modify`` appends ``lines``; ``delete`` removes."""
+    """One planned change: ``add`` or ``modify`` appends ``lines``; ``delete`` removes;
+    ``rename`` moves ``source`` to ``path`` unchanged."""
 
     path: str
     change: str
     lines: tuple[str, ...] = ()
+    source: str | None = None
 
 
 def _file_mode(path: Path) -> str:
@@ -102,25 +104,47 @@ def _appended(old: str, lines: tuple[str, ...]) -> str:
     return old + glue + "".join(f"{line}\n" for line in lines)
 
 
+def _rename_diff(directory: Path, change: FileChange) -> str:
+    source = change.source
+    if source is None or read_text(directory, source) is None:
+        return ""
+    if (directory / change.path).exists() or os.path.lexists(directory / change.path):
+        return ""
+    return (
+        f"diff --git a/{source} b/{change.path}\nsimilarity index 100%\n"
+        f"rename from {source}\nrename to {change.path}\n"
+    )
+
+
 def file_diff(directory: Path, change: FileChange) -> str:
-    """A git-style diff for one change against the current working tree ('' if none)."""
+    """A git-style diff for one change against the current working tree ('' if none).
+
+    The diff does exactly the kind of change named, or nothing: ``modify`` never
+    creates a file and ``add`` never edits one, so a patch agrees with its plan.
+    """
+    if change.change == "rename":
+        return _rename_diff(directory, change)
     old = read_text(directory, change.path)
-    exists = (directory / change.path).exists()
+    exists = os.path.lexists(directory / change.path)
     a, b = f"a/{change.path}", f"b/{change.path}"
     if change.change == "delete":
-        if old is None or old == "":
+        if old is None:
             return ""
         mode = _file_mode(directory / change.path)
-        head = f"diff --git {a} {b}\ndeleted file mode {mode}\n--- {a}\n+++ /dev/null\n"
-        return head + "".join(_hunks(old, ""))
-    if old is None:
-        if exists:  # binary, symlink or unreadable: leave it alone
+        head = f"diff --git {a} {b}\ndeleted file mode {mode}\n"
+        if old == "":
+            return head
+        return head + f"--- {a}\n+++ /dev/null\n" + "".join(_hunks(old, ""))
+    if change.change == "add":
+        if exists:  # the plan says add: never edit what is there
             return ""
         head = f"diff --git {a} {b}\nnew file mode 100644\n--- /dev/null\n+++ {b}\n"
         lines = tuple(change.lines)
         while lines and not lines[0]:
             lines = lines[1:]  # a new file starts with content, not spacing
         return head + "".join(_hunks("", _appended("", lines)))
+    if old is None or change.change != "modify":  # missing, binary, symlink: leave it alone
+        return ""
     head = f"diff --git {a} {b}\n--- {a}\n+++ {b}\n"
     return head + "".join(_hunks(old, _appended(old, change.lines)))
 

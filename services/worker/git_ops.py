@@ -1,23 +1,31 @@
 """Git worktrees and patches: the only code that changes a repository.
 
-Paths in a patch are confined to the worktree: no absolute paths, no ``..``, nothing
-under ``.git``. Everything runs as argv (no shell) with a timeout.
+A patch's text is never parsed for paths here: ``git apply`` refuses some paths itself
+(a first line only), and what a patch changed is read back from the index
+(:func:`staged_changes`) and judged by :mod:`shared.domain.change_check`. Everything
+runs as argv (no shell) with a timeout.
 """
 
 from __future__ import annotations
 
 import fcntl
-import re
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass, replace
+from pathlib import Path
 
+from shared.domain.change_check import (
+    SYMLINK,
+    IndexChange,
+    parse_numstat,
+    parse_raw,
+    with_counts,
+)
 from shared.hashing import sha256_hex
 
 GIT_TIMEOUT_S = 60
-_DIFF_PATH = re.compile(r"^(?:diff --git a/(\S+) b/(\S+)|--- (?:a/)?(\S+)|\+\+\+ (?:b/)?(\S+))")
 _IDENTITY = [
     "-c",
     "user.name=kodo",
@@ -30,10 +38,6 @@ _IDENTITY = [
 
 class GitError(RuntimeError):
     pass
-
-
-class UnsafePatch(ValueError):
-    """A patch names a path outside the worktree."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,8 @@ def repo_lock(workspace_dir: Path, repo: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base_ref: str) -> Worktree:
-    """A worktree on branch ``kodo/<run_id>`` at ``base_ref``; reused if it exists.
+def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base: str) -> Worktree:
+    """A worktree on branch ``kodo/<run_id>`` at ``base`` (a commit); reused if it exists.
 
     The usual case (no branch, no stale registration) is one ``git worktree add``; only
     when that fails are stale registrations pruned and an existing branch reused.
@@ -90,36 +94,14 @@ def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base_ref: str)
     workspace_dir.mkdir(parents=True, exist_ok=True)
     with repo_lock(workspace_dir, repo):
         try:
-            git(repo, "worktree", "add", "-q", "-b", branch, str(path), base_ref)
+            git(repo, "worktree", "add", "-q", "-b", branch, str(path), base)
         except GitError:  # an earlier delivery made the branch, or left a registration
             git(repo, "worktree", "prune")
             if git(repo, "branch", "--list", branch).strip():
                 git(repo, "worktree", "add", "-q", str(path), branch)
             else:
-                git(repo, "worktree", "add", "-q", "-b", branch, str(path), base_ref)
+                git(repo, "worktree", "add", "-q", "-b", branch, str(path), base)
     return Worktree(path, branch)
-
-
-def patch_paths(diff: str) -> list[str]:
-    """Every path a unified diff touches (``/dev/null`` excluded)."""
-    found: list[str] = []
-    for line in diff.splitlines():
-        match = _DIFF_PATH.match(line)
-        if match:
-            found += [p for p in match.groups() if p and p != "/dev/null"]
-    return sorted(set(found))
-
-
-def check_confined(diff: str) -> list[str]:
-    """The patch's paths, or UnsafePatch if any could leave the worktree."""
-    paths = patch_paths(diff)
-    if not paths:
-        raise UnsafePatch("the patch touches no file")
-    for raw in paths:
-        path = PurePosixPath(raw)
-        if path.is_absolute() or ".." in path.parts or ".git" in path.parts or "\\" in raw:
-            raise UnsafePatch(f"path {raw!r} is outside the worktree")
-    return paths
 
 
 def head_trailer(worktree: Path, key: str) -> str | None:
@@ -163,11 +145,35 @@ def commit_index(worktree: Path, message: str) -> str:
     return git(worktree, "rev-parse", "HEAD").strip()
 
 
-def has_symlink_escape(worktree: Path, paths: list[str]) -> str | None:
-    """A path whose existing parent resolves outside the worktree (through a symlink)."""
+_CHANGES = ("diff", "--no-ext-diff", "--no-textconv", "--no-abbrev", "-M", "-C", "-z")
+
+
+def staged_changes(worktree: Path) -> list[IndexChange]:
+    """What the index changes against HEAD, as git itself reports it.
+
+    Status, both paths of renames and copies, old and new modes, line counts; for a
+    symlink, its target read from the index blob and where the filesystem resolves it.
+    """
+    return _changes(worktree, "--cached", "HEAD")
+
+
+def committed_changes(worktree: Path) -> list[IndexChange]:
+    """What the worktree's last commit changed (a redelivery re-judges its own commit)."""
+    return _changes(worktree, "HEAD~1", "HEAD")
+
+
+def _changes(worktree: Path, *spec: str) -> list[IndexChange]:
+    raw = parse_raw(git(worktree, *_CHANGES, "--raw", *spec))
+    counts = parse_numstat(git(worktree, *_CHANGES, "--numstat", *spec))
+    return [
+        _with_link(worktree, change) if change.new_mode == SYMLINK else change
+        for change in with_counts(raw, counts)
+    ]
+
+
+def _with_link(worktree: Path, change: IndexChange) -> IndexChange:
+    target = git(worktree, "cat-file", "blob", change.new_blob)
     root = worktree.resolve()
-    for raw in paths:
-        target = (worktree / raw).parent.resolve()
-        if target != root and not target.is_relative_to(root):
-            return raw
-    return None
+    resolved = Path(os.path.realpath(worktree / change.path))
+    inside = resolved == root or resolved.is_relative_to(root)
+    return replace(change, link_target=target, link_inside=inside)

@@ -22,11 +22,16 @@ PLAN_OUTPUT_SCHEMA: dict[str, Any] = {
                 "type": "object",
                 "properties": {
                     "path": {"type": "string", "minLength": 1, "maxLength": 500},
-                    "change": {"type": "string", "enum": ["add", "modify", "delete"]},
+                    "change": {"type": "string", "enum": ["add", "modify", "delete", "rename"]},
+                    "from": {"type": "string", "minLength": 1, "maxLength": 500},
                     "why": {"type": "string", "maxLength": 2000},
                 },
                 "required": ["path", "change", "why"],
                 "additionalProperties": False,
+                # a rename names its old path in `from`; no other change may carry one
+                "if": {"properties": {"change": {"const": "rename"}}, "required": ["change"]},
+                "then": {"required": ["from"]},
+                "else": {"not": {"required": ["from"]}},
             },
         },
         "risks": {"type": "array", "items": {"type": "string", "maxLength": 2000}},
@@ -35,7 +40,10 @@ PLAN_OUTPUT_SCHEMA: dict[str, Any] = {
     "required": ["design", "files", "risks", "tests"],
     "additionalProperties": False,
 }
-"""PlanOutput: what the plan agent must answer (design, files, risks, tests)."""
+"""PlanOutput: what the plan agent must answer (design, files, risks, tests).
+
+Each file entry is the binding promise ApplyPatchST holds the patch to: its path and
+kind of change (add, modify, delete, or rename from ``from``)."""
 
 PATCH_OUTPUT_SCHEMA: dict[str, Any] = {
     "type": "object",

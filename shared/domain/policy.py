@@ -1,9 +1,13 @@
-"""Run-time policy gates on plans and patches, per repository. Pure: no IO.
+"""Run-time policy gates on plans, per repository, and the policy itself. Pure: no IO.
 
-A repository's policy (``.kodo/policy.toml`` at the run's base ref, so a patch can
-never loosen the policy it is judged by) names forbidden paths, the most files and
-changed lines a patch may have, and which programs may verify it. A violation fails
-the run closed, with a diagnostic.
+A repository's policy (``.kodo/policy.toml``) names forbidden paths, the most files and
+changed lines a patch may have, whether symlinks and new executables may be added, and
+which programs may verify it. It is read at submit time from a trusted ref (the
+repository's default branch or an operator-set ref) and at ``base_ref``, and the
+strictest combination of the two is the run's policy: a submitter cannot pick an older,
+weaker file, and a patch can never loosen the policy it is judged by. A violation fails
+the run closed, with a diagnostic. What a patch *did* is judged by
+:mod:`shared.domain.change_check`.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class Policy:
     max_files: int = 50
     max_lines: int = 2000
     exec_allowlist: tuple[str, ...] | None = None
+    allow_symlinks: bool = False
+    allow_new_executables: bool = True
     source: str = "default"
 
     def to_json(self) -> dict[str, Any]:
@@ -47,19 +53,26 @@ class Policy:
             max_files=int(raw["max_files"]),
             max_lines=int(raw["max_lines"]),
             exec_allowlist=tuple(allow) if allow is not None else None,
+            allow_symlinks=raw.get("allow_symlinks") is True,
+            allow_new_executables=raw.get("allow_new_executables", True) is True,
             source=str(raw.get("source", "stored")),
         )
 
 
 @dataclass(frozen=True)
 class Violation:
+    """One broken rule: its name, a sentence for a human, and the paths involved."""
+
     rule: str
     detail: str
+    paths: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rule": self.rule, "detail": self.detail, "paths": list(self.paths)}
 
 
 @dataclass(frozen=True)
 class DiffStats:
-    paths: tuple[str, ...]
     added: int
     removed: int
 
@@ -74,6 +87,12 @@ def _strings(raw: object, key: str) -> tuple[str, ...]:
     return tuple(raw)
 
 
+def _flag(raw: object, key: str) -> bool:
+    if not isinstance(raw, bool):
+        raise PolicyError(f"{key} must be true or false")
+    return raw
+
+
 def _positive(raw: object, key: str) -> int:
     if not isinstance(raw, int) or isinstance(raw, bool) or raw < 1:
         raise PolicyError(f"{key} must be a positive integer")
@@ -82,7 +101,15 @@ def _positive(raw: object, key: str) -> int:
 
 def policy_from_mapping(raw: dict[str, Any], source: str) -> Policy:
     """Build a Policy from a parsed ``[policy]`` table; unknown keys are errors."""
-    known = {"forbidden_paths", "extra_forbidden_paths", "max_files", "max_lines", "exec_allowlist"}
+    known = {
+        "forbidden_paths",
+        "extra_forbidden_paths",
+        "max_files",
+        "max_lines",
+        "exec_allowlist",
+        "allow_symlinks",
+        "allow_new_executables",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
         raise PolicyError(f"unknown policy keys: {', '.join(unknown)}")
@@ -100,7 +127,33 @@ def policy_from_mapping(raw: dict[str, Any], source: str) -> Policy:
         exec_allowlist=_strings(raw["exec_allowlist"], "exec_allowlist")
         if "exec_allowlist" in raw
         else None,
+        allow_symlinks=_flag(raw.get("allow_symlinks", False), "allow_symlinks"),
+        allow_new_executables=_flag(
+            raw.get("allow_new_executables", True), "allow_new_executables"
+        ),
         source=source,
+    )
+
+
+def strictest(a: Policy, b: Policy) -> Policy:
+    """The combination of two policies that is at least as strict as each.
+
+    Forbidden paths are united, limits take the minimum, allowlists intersect (no list
+    means no narrowing), and a permission holds only if both grant it.
+    """
+    allow: tuple[str, ...] | None
+    if a.exec_allowlist is None or b.exec_allowlist is None:
+        allow = a.exec_allowlist if b.exec_allowlist is None else b.exec_allowlist
+    else:
+        allow = tuple(p for p in a.exec_allowlist if p in b.exec_allowlist)
+    return Policy(
+        forbidden_paths=tuple(dict.fromkeys(a.forbidden_paths + b.forbidden_paths)),
+        max_files=min(a.max_files, b.max_files),
+        max_lines=min(a.max_lines, b.max_lines),
+        exec_allowlist=allow,
+        allow_symlinks=a.allow_symlinks and b.allow_symlinks,
+        allow_new_executables=a.allow_new_executables and b.allow_new_executables,
+        source=a.source if a.source == b.source else f"{a.source} + {b.source}",
     )
 
 
@@ -112,61 +165,43 @@ def forbidden(path: str, patterns: tuple[str, ...]) -> str | None:
     return None
 
 
-def check_plan(policy: Policy, plan: dict[str, Any]) -> list[Violation]:
-    files = [
-        f["path"]
-        for f in plan.get("files", [])
-        if isinstance(f, dict) and isinstance(f.get("path"), str)
-    ]
-    found = [
-        Violation("forbidden_path", f"{path} matches {pattern}")
-        for path in files
-        if (pattern := forbidden(path, policy.forbidden_paths)) is not None
-    ]
-    if len(files) > policy.max_files:
-        found.append(
-            Violation("max_files", f"the plan touches {len(files)} files (max {policy.max_files})")
-        )
-    return found
+def unconfined(path: str) -> str | None:
+    """Why ``path`` could leave the worktree or reach git's own state, if it could.
+
+    Absolute paths, ``..``, ``.git`` in any component (any case: some filesystems fold
+    it), backslashes and empty or ``.`` components are all refused.
+    """
+    if not path:
+        return "the path is empty"
+    if path.startswith("/"):
+        return "the path is absolute"
+    if "\\" in path:
+        return "the path holds a backslash"
+    parts = path.split("/")
+    if ".." in parts:
+        return "the path climbs out with .."
+    if any(part.casefold() == ".git" for part in parts):
+        return "the path reaches into .git"
+    if any(part in ("", ".") for part in parts):
+        return "the path has an empty or . component"
+    return None
 
 
 def diff_stats(diff: str) -> DiffStats:
-    """Paths and changed-line counts of a unified diff (hunk lines, not headers)."""
-    paths: list[str] = []
+    """Changed-line counts of a unified diff, for display only.
+
+    Never a policy input: what a patch changes is what git says it changed after
+    applying it (:mod:`shared.domain.change_check`), not what its text claims.
+    """
     added = removed = 0
     for line in diff.splitlines():
-        if line.startswith("diff --git "):
-            parts = line.split(" b/", 1)
-            if len(parts) == 2:
-                paths.append(parts[1])
-        elif line.startswith("+++") or line.startswith("---"):
+        if line.startswith("+++") or line.startswith("---"):
             continue
-        elif line.startswith("+"):
+        if line.startswith("+"):
             added += 1
         elif line.startswith("-"):
             removed += 1
-    return DiffStats(tuple(dict.fromkeys(paths)), added, removed)
-
-
-def check_patch(policy: Policy, stats: DiffStats) -> list[Violation]:
-    found = [
-        Violation("forbidden_path", f"{path} matches {pattern}")
-        for path in stats.paths
-        if (pattern := forbidden(path, policy.forbidden_paths)) is not None
-    ]
-    if len(stats.paths) > policy.max_files:
-        found.append(
-            Violation(
-                "max_files", f"the patch touches {len(stats.paths)} files (max {policy.max_files})"
-            )
-        )
-    if stats.lines > policy.max_lines:
-        found.append(
-            Violation(
-                "max_lines", f"the patch changes {stats.lines} lines (max {policy.max_lines})"
-            )
-        )
-    return found
+    return DiffStats(added, removed)
 
 
 def effective_allowlist(policy: Policy, operator: tuple[str, ...]) -> tuple[str, ...]:

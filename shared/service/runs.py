@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +12,7 @@ from sqlalchemy.orm import Session
 from shared.db.models import Intent, PlanApproval, Run
 from shared.db.repos.approvals import ApprovalRepo
 from shared.db.repos.runs import IntentRepo, RunRepo
+from shared.domain.policy import PolicyError
 from shared.domain.run_machine import (
     Cancel,
     IllegalTransition,
@@ -23,8 +23,9 @@ from shared.domain.run_machine import (
     StepId,
     transition,
 )
-from shared.errors import Conflict, InvalidInput, NotFound, RepoNotAllowed
+from shared.errors import Conflict, InvalidInput, InvalidPolicy, NotFound, RepoNotAllowed
 from shared.hashing import canonical_json, sha256_hex
+from shared.service.repo_pin import observe_repo, resolve_commit, run_policy_at_submit
 
 
 def resolve_repo(repo_path: str, roots: tuple[Path, ...]) -> Path:
@@ -42,16 +43,6 @@ def resolve_repo(repo_path: str, roots: tuple[Path, ...]) -> Path:
     return real
 
 
-def ref_exists(repo: Path, ref: str) -> bool:
-    probe = subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
-        capture_output=True,
-        check=False,
-        timeout=10,
-    )
-    return probe.returncode == 0
-
-
 def submit_intent(
     s: Session,
     *,
@@ -59,17 +50,37 @@ def submit_intent(
     goal: str,
     base_ref: str,
     submitted_by: str | None,
+    policy_ref: str | None = None,
 ) -> Intent:
-    if not ref_exists(repo, base_ref):
+    """Store an intent pinned to what it names now.
+
+    Records the repository's real path and device/inode, the commit ``base_ref``
+    resolves to, and the strictest combination of the policy at the trusted ref
+    (``policy_ref``, else the repository's default branch) and at ``base_ref``.
+    """
+    pin = observe_repo(repo)
+    if pin is None:
+        raise InvalidInput(f"{repo} is gone", details={"repo": ["not found"]})
+    real = Path(pin.path)
+    base_commit = resolve_commit(real, base_ref)
+    if base_commit is None:
         raise InvalidInput(f"unknown base_ref {base_ref!r}", details={"base_ref": ["unknown ref"]})
-    request = {"repo": str(repo), "goal": goal, "base_ref": base_ref}
+    try:
+        policy = run_policy_at_submit(real, base_ref, base_commit, policy_ref)
+    except PolicyError as exc:
+        raise InvalidPolicy(str(exc), details={"policy": [str(exc)]}) from exc
+    request = {"repo": pin.path, "goal": goal, "base_ref": base_ref}
     intent = Intent(
         id=str(uuid.uuid4()),
-        repo_path=str(repo),
+        repo_path=pin.path,
         goal=goal,
         base_ref=base_ref,
         submitted_by=submitted_by,
         request_sha256=sha256_hex(canonical_json(request)),
+        base_commit=base_commit,
+        repo_device=pin.device,
+        repo_inode=pin.inode,
+        policy=policy.to_json(),
     )
     return IntentRepo(s).add(intent)
 

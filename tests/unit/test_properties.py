@@ -9,9 +9,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.worker.git_ops import UnsafePatch, check_confined
 from shared.config import ConfigError, Settings
+from shared.domain.change_check import IndexChange, check_changes, parse_numstat, parse_raw
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA, ContractViolation, validate_answer
+from shared.domain.policy import Policy
 from shared.domain.run_machine import (
     Cancel,
     Event,
@@ -80,22 +81,24 @@ PATHY = st.text(alphabet=string.ascii_letters + "./\\-_ ", max_size=30)
 
 
 @given(PATHY, PATHY)
-def test_patch_paths_are_confined_or_refused_never_crashing(old: str, new: str) -> None:
-    diff = f"diff --git a/{old} b/{new}\n--- a/{old}\n+++ b/{new}\n"
-    try:
-        paths = check_confined(diff)
-    except UnsafePatch:
-        return
-    for path in paths:
+def test_a_change_is_confined_or_refused_never_crashing(old: str, new: str) -> None:
+    change = IndexChange("R", new, "100644", "100644", "0" * 40, old)
+    approved = {"files": [{"path": new, "change": "rename", "from": old, "why": ""}]}
+    report = check_changes([change], approved, Policy(forbidden_paths=()))
+    refused = {p for v in report.violations if v.rule == "confinement" for p in v.paths}
+    for path in {old, new} - refused:
+        assert path
         assert not path.startswith("/")
         assert ".." not in path.split("/")
-        assert ".git" not in path.split("/")
+        assert ".git" not in [part.casefold() for part in path.split("/")]
 
 
 @given(st.text(max_size=200))
-def test_arbitrary_text_as_a_patch_never_crashes_the_confinement_check(text: str) -> None:
-    with contextlib.suppress(UnsafePatch):
-        check_confined(text)
+def test_arbitrary_text_as_gits_answer_never_crashes_the_parsers(text: str) -> None:
+    with contextlib.suppress(ValueError, IndexError):
+        parse_raw(text)
+    with contextlib.suppress(ValueError, IndexError):
+        parse_numstat(text)
 
 
 @given(JSONISH)

@@ -1,23 +1,30 @@
-"""ApplyPatchST: the approved plan -> build agent -> a confined patch, applied and committed.
+"""ApplyPatchST: the approved plan -> build agent -> a patch, applied, judged, committed.
 
 Refuses to run without an approval row for the run's current plan digest: no code
 is modified before the plan's ``approved_at``.
+
+The patch text is not what is judged: it is applied to the index (``git apply
+--index``, which refuses some paths itself, a first line only), then git is asked what
+actually changed and :func:`shared.domain.change_check.check_changes` judges that
+against the approved plan and the run's policy. A patch that does not apply is
+retried; a patch whose effect breaks the plan or the policy is undone and fails the
+step closed (not retried, not sent back for a new approval): the approver signed one
+plan, and an agent that reaches beyond it is not given another try at doing so.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from services.worker.git_ops import (
-    UnsafePatch,
-    check_confined,
     commit_index,
+    committed_changes,
     ensure_clean,
     git,
-    has_symlink_escape,
     head_trailer,
+    staged_changes,
     try_apply,
 )
 from services.worker.steps.attempts import AttemptLoop
@@ -29,8 +36,9 @@ from services.worker.steps.base import (
     plan_block,
     run_policy,
 )
+from shared.domain.change_check import ChangeReport, IndexChange, check_changes
 from shared.domain.contracts import PATCH_OUTPUT_SCHEMA
-from shared.domain.policy import check_patch, diff_stats
+from shared.domain.policy import Policy, diff_stats
 from shared.domain.run_machine import StepId
 from shared.hashing import sha256_hex
 
@@ -41,6 +49,8 @@ def apply_prompt(goal: str, plan_text: str, attempt: int, rejected: list[str]) -
     lines = [
         "Implement the approved plan below. Answer with a unified git diff (paths relative to",
         "the repository root, `diff --git a/... b/...` headers) and a one-line summary.",
+        "Touch only the files the plan lists, each with the kind of change it names:",
+        "any other path, or another kind of change, fails the run.",
         "",
         f"Intent: {goal}",
         plan_text,
@@ -52,45 +62,61 @@ def apply_prompt(goal: str, plan_text: str, attempt: int, rejected: list[str]) -
     return "\n".join(lines)
 
 
-def _vet(worktree: Path, diff: str) -> str | None:
-    """None if the diff only touches paths inside the worktree; else why not."""
-    try:
-        paths = check_confined(diff)
-    except UnsafePatch as exc:
-        return f"UnsafePatch: {exc}"
-    escaped = has_symlink_escape(worktree, paths)
-    if escaped is not None:
-        return f"UnsafePatch: {escaped!r} resolves outside the worktree"
-    return None
-
-
 @dataclass(frozen=True)
 class _Rejected:
+    """The patch does not apply (or changes nothing): the agent may try again."""
+
     reason: str
 
 
+@dataclass(frozen=True)
+class _Refused:
+    """What the patch changed breaks the plan or the policy: undone, fail closed."""
+
+    report: ChangeReport
+    changes: list[IndexChange]
+
+
+@dataclass(frozen=True)
+class _Committed:
+    commit: str
+    report: ChangeReport
+    changes: list[IndexChange]
+
+
 def _commit_patch(
-    ctx: StepContext, worktree: Path, diff: str, patch_sha: str, summary: str
-) -> str | _Rejected:
-    """Apply and commit the patch (or find an earlier delivery's commit of it)."""
+    ctx: StepContext, worktree: Path, diff: str, patch_sha: str, summary: str, policy: Policy
+) -> _Committed | _Rejected | _Refused:
+    """Apply the patch, judge its effect, commit it (or find an earlier delivery's commit)."""
+    plan = ctx.plan or {}
     if not ctx.first_delivery and head_trailer(worktree, PATCH_TRAILER) == patch_sha:
-        # applied and committed by an earlier delivery that died before recording
-        return git(worktree, "rev-parse", "HEAD").strip()
+        # applied, judged and committed by an earlier delivery that died before recording
+        changes = committed_changes(worktree)
+        report = check_changes(changes, plan, policy)
+        if report.violations:  # never committed by this code; whatever made it goes
+            git(worktree, "reset", "-q", "--hard", "HEAD~1")
+            return _Refused(report, changes)
+        return _Committed(git(worktree, "rev-parse", "HEAD").strip(), report, changes)
     ensure_clean(worktree)
-    problem = _vet(worktree, diff)
-    if problem is not None:
-        return _Rejected(problem)
     if ctx.rt.settings.fault_pause_before_apply_s:  # test-only fault injection
         time.sleep(ctx.rt.settings.fault_pause_before_apply_s)
     reason = try_apply(worktree, diff)
     if reason is not None:
         return _Rejected(f"PatchDoesNotApply: {reason}")
+    changes = staged_changes(worktree)
+    if not changes:
+        ensure_clean(worktree)
+        return _Rejected("the patch changes nothing")
+    report = check_changes(changes, plan, policy)
+    if report.violations:
+        ensure_clean(worktree)  # undo it: nothing the plan did not allow stays on disk
+        return _Refused(report, changes)
     message = (
         f"kodo: {ctx.goal[:60]}\n\n{summary}\n\n"
         f"Kodo-Run: {ctx.run_id}\nKodo-Plan-Sha256: {ctx.plan_sha256}\n"
         f"Kodo-Approved-At: {ctx.approved_at}\n{PATCH_TRAILER}: {patch_sha}\n"
     )
-    return commit_index(worktree, message)
+    return _Committed(commit_index(worktree, message), report, changes)
 
 
 def apply_patch_step(ctx: StepContext) -> StepOutcome:
@@ -108,32 +134,40 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
     git_time = Stopwatch(ctx)
     for result in loop.answers(lambda n, rejected: apply_prompt(ctx.goal, plan_text, n, rejected)):
         diff = result.answer["diff"]
-        violations = check_patch(policy, diff_stats(diff))
-        if violations:  # a policy breach is not retried: fail closed with the evidence
-            return StepOutcome.failed(
-                "the patch violates the repository policy: "
-                + "; ".join(f"{v.rule}: {v.detail}" for v in violations),
-                {
-                    "violations": [asdict(v) for v in violations],
-                    "policy": policy.to_json(),
-                    "attempts": loop.records,
-                    "patch_sha256": sha256_hex(diff),
-                },
-            )
         patch_sha = sha256_hex(diff)
-        loop.records[-1]["patch_sha256"] = patch_sha
+        loop.records[-1].update(patch_sha256=patch_sha, patch_lines=diff_stats(diff).lines)
         with git_time.measure():
-            applied = _commit_patch(ctx, worktree, diff, patch_sha, result.answer["summary"])
+            applied = _commit_patch(
+                ctx, worktree, diff, patch_sha, result.answer["summary"], policy
+            )
         if isinstance(applied, _Rejected):
             loop.reject(applied.reason)
             continue
-        commit = applied
+        if isinstance(applied, _Refused):
+            loop.records[-1]["status"] = "refused"
+            violations = applied.report.violations
+            return StepOutcome.failed(
+                "the patch's effect breaks the approved plan or the repository policy: "
+                + "; ".join(f"{v.rule}: {v.detail}" for v in violations),
+                {
+                    **applied.report.to_json(),
+                    "changes": [c.to_json() for c in applied.changes],
+                    "policy": policy.to_json(),
+                    "attempts": loop.records,
+                    "patch_sha256": patch_sha,
+                },
+            )
         loop.records[-1]["status"] = "applied"
+        report = applied.report
         return StepOutcome(
             ok=True,
             output={
-                "commit": commit,
+                "commit": applied.commit,
                 "patch_sha256": patch_sha,
+                "changes": [c.to_json() for c in applied.changes],
+                "new_executables": list(report.executables),
+                "planned_but_untouched": list(report.untouched),
+                "lines": report.lines,
                 "attempts": loop.records,
                 "git_ms": git_time.ms,
             },

@@ -29,6 +29,7 @@ from shared.db.engine import unit_of_work
 from shared.db.repos.runs import RunRepo
 from shared.db.repos.snapshots import run_snapshot
 from shared.db.repos.steps import ArtifactRepo, StepRunRepo
+from shared.domain.pinning import RepoPin, pin_violation
 from shared.domain.policy import Policy
 from shared.domain.run_machine import (
     STEP_STATUS,
@@ -41,6 +42,7 @@ from shared.domain.run_machine import (
 )
 from shared.hashing import canonical_json
 from shared.queue import send_step
+from shared.service.repo_pin import observe_repo
 from shared.version import app_version
 
 log = structlog.get_logger("kodo.step")
@@ -73,6 +75,9 @@ class StepContext:
     goal: str
     repo_path: Path
     base_ref: str
+    base_commit: str | None  # what base_ref named at submit: steps use this, not the ref
+    repo_pin: RepoPin | None  # the repository's identity at submit
+    intent_policy: dict[str, Any] | None  # the strictest policy, fixed at submit
     plan_sha256: str | None
     approved_at: str | None
     branch: str | None
@@ -229,6 +234,11 @@ def load_context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
             goal=run.goal,
             repo_path=Path(run.repo_path),
             base_ref=run.base_ref,
+            base_commit=run.base_commit,
+            repo_pin=RepoPin(run.repo_path, run.repo_device, run.repo_inode)
+            if run.repo_device is not None and run.repo_inode is not None
+            else None,
+            intent_policy=run.policy,
             plan_sha256=run.plan_sha256,
             approved_at=run.approved_at.isoformat() if run.approved_at else None,
             branch=run.branch,
@@ -283,7 +293,11 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
 
 
 def _guarded(ctx: StepContext, body: StepBody) -> StepOutcome:
-    """Run ``body`` unless the run's worktree pointer was tampered with (see worktree_guard)."""
+    """Run ``body`` unless the repository was swapped since submit (pinning) or the run's
+    worktree pointer was tampered with (see worktree_guard)."""
+    refused = _pin_refusal(ctx)
+    if refused is not None:
+        return refused
     if ctx.worktree_path is not None and ctx.step is not StepId.COMPILE:
         problem = worktree_gitdir_problem(ctx.worktree_path, ctx.repo_path)
         if problem is not None:
@@ -333,6 +347,18 @@ def _record(
         if not moved:
             raise _Superseded
     return move
+
+
+def _pin_refusal(ctx: StepContext) -> StepOutcome | None:
+    """Every step opens the repository (or a worktree whose git dir lives in it): first
+    check it is still the directory the intent was submitted against."""
+    violation = pin_violation(ctx.repo_pin, observe_repo(ctx.repo_path))
+    if violation is None:
+        return None
+    return StepOutcome.failed(
+        f"{violation.rule}: {violation.detail}",
+        {"violations": [violation.to_json()]},
+    )
 
 
 def run_policy(ctx: StepContext) -> Policy:

@@ -1,16 +1,18 @@
-"""CompileST: intent -> plan agent -> a validated PlanOutput (the plan card)."""
+"""CompileST: intent -> plan agent -> a validated PlanOutput (the plan card).
+
+The worktree is made at the commit pinned at submit and the plan is judged by the
+policy fixed at submit (trusted ref and base_ref, strictest), never re-read here.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from services.worker.git_ops import ensure_worktree
-from services.worker.policy_loader import load_policy
 from services.worker.steps.attempts import AttemptLoop
 from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, Stopwatch
 from shared.db.repos.snapshots import PLAN_ARTIFACT
+from shared.domain.change_check import check_plan
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
-from shared.domain.policy import PolicyError, check_plan
+from shared.domain.policy import Policy
 from shared.domain.run_machine import StepId
 from shared.hashing import canonical_json, sha256_hex
 
@@ -19,7 +21,10 @@ def compile_prompt(goal: str, attempt: int, rejected: list[str]) -> str:
     lines = [
         "You are planning a code change. Do not modify any file.",
         "Read the repository in the working directory and answer with the plan via the schema:",
-        "design (how), files (each path with change add|modify|delete and why), risks, tests.",
+        "design (how), files, risks, tests. Each file entry gives its path, its change",
+        "(add, modify, delete or rename; a rename also gives `from`, the old path) and why.",
+        "List every path the change will touch, with the exact kind of change: the patch",
+        "will be refused if it touches any other path or changes one in another way.",
         "",
         f"Intent: {goal}",
         "",
@@ -32,14 +37,17 @@ def compile_prompt(goal: str, attempt: int, rejected: list[str]) -> str:
 
 def compile_step(ctx: StepContext) -> StepOutcome:
     settings = ctx.rt.settings
+    if ctx.intent_policy is None or ctx.base_commit is None:
+        return StepOutcome.failed(
+            "the intent records no policy or base commit (submitted before pinning)",
+            {"step": StepId.COMPILE.value},
+        )
+    policy = Policy.from_json(ctx.intent_policy)
     git = Stopwatch(ctx)
-    try:
-        with git.measure():
-            policy = load_policy(ctx.repo_path, ctx.base_ref)
-    except PolicyError as exc:
-        return StepOutcome.failed(f"PolicyError: {exc}", {"step": StepId.COMPILE.value})
     with git.measure():
-        worktree = ensure_worktree(ctx.repo_path, settings.workspace_dir, ctx.run_id, ctx.base_ref)
+        worktree = ensure_worktree(
+            ctx.repo_path, settings.workspace_dir, ctx.run_id, ctx.base_commit
+        )
     loop = AttemptLoop(ctx, StepId.COMPILE, "plan", PLAN_OUTPUT_SCHEMA, str(worktree.path))
     for result in loop.answers(lambda n, rejected: compile_prompt(ctx.goal, n, rejected)):
         plan = result.answer
@@ -49,7 +57,7 @@ def compile_step(ctx: StepContext) -> StepOutcome:
                 "the plan violates the repository policy: "
                 + "; ".join(f"{v.rule}: {v.detail}" for v in violations),
                 {
-                    "violations": [asdict(v) for v in violations],
+                    "violations": [v.to_json() for v in violations],
                     "policy": policy.to_json(),
                     "plan": plan,
                 },
@@ -61,6 +69,7 @@ def compile_step(ctx: StepContext) -> StepOutcome:
                 "plan_sha256": plan_sha,
                 "attempts": loop.records,
                 "branch": worktree.branch,
+                "base_commit": ctx.base_commit,
                 "policy": policy.to_json(),
                 "git_ms": git.ms,
             },

@@ -1,4 +1,9 @@
-"""DecideST: plan + approval + applied diff -> BuildOutput (the argv that verifies it)."""
+"""DecideST: plan + approval + applied diff -> BuildOutput (the argv that verifies it).
+
+The agent is offered only the effective allowlist (the operator's, narrowed by the
+run's policy) and an answer whose program is outside it is rejected like an
+off-schema answer: retried with the reason, then the step fails.
+"""
 
 from __future__ import annotations
 
@@ -10,44 +15,62 @@ from services.worker.steps.base import (
     StepOutcome,
     Stopwatch,
     plan_block,
+    run_policy,
 )
 from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
+from shared.domain.policy import effective_allowlist
 from shared.domain.run_machine import StepId
 
 
 def decide_prompt(
-    goal: str, plan_text: str, diffstat: str, allowlist: tuple[str, ...], attempt: int
+    goal: str,
+    plan_text: str,
+    diffstat: str,
+    allowlist: tuple[str, ...],
+    attempt: int,
+    rejected: list[str] | None = None,
 ) -> str:
-    return "\n".join(
-        [
-            "The approved plan below has been applied.",
-            "Choose ONE command that verifies the change.",
-            "Answer via the schema: next_action 'verify', argv (a program and its arguments, no",
-            f"shell), reason. Allowed programs: {', '.join(allowlist)}.",
-            "",
-            f"Intent: {goal}",
-            plan_text,
-            "--- applied diffstat ---",
-            diffstat.strip(),
-            "",
-            f"kodo-attempt: {attempt}",
-        ]
-    )
+    lines = [
+        "The approved plan below has been applied.",
+        "Choose ONE command that verifies the change.",
+        "Answer via the schema: next_action 'verify', argv (a program and its arguments, no",
+        f"shell), reason. Allowed programs: {', '.join(allowlist)}.",
+        "",
+        f"Intent: {goal}",
+        plan_text,
+        "--- applied diffstat ---",
+        diffstat.strip(),
+        "",
+        f"kodo-attempt: {attempt}",
+    ]
+    if rejected:
+        lines += ["", "Your previous answers were rejected:", *(f"- {r}" for r in rejected)]
+    return "\n".join(lines)
 
 
 def decide_step(ctx: StepContext) -> StepOutcome:
     if ctx.plan is None or ctx.approved_at is None or ctx.worktree_path is None:
         return StepOutcome.failed("decide needs an approved plan and a worktree", {})
-    settings = ctx.rt.settings
+    allowlist = effective_allowlist(run_policy(ctx), ctx.rt.settings.exec_allowlist)
+    if not allowlist:
+        return StepOutcome.failed(
+            "no program may verify this run: the policy's exec_allowlist and the operator's"
+            " share none",
+            {"operator": list(ctx.rt.settings.exec_allowlist), "policy": run_policy(ctx).to_json()},
+        )
     watch = Stopwatch(ctx)
     with watch.measure():
         diffstat = git(ctx.worktree_path, "diff", "--stat", "HEAD~1", "HEAD")
     plan_text = plan_block(ctx.plan)
     loop = AttemptLoop(ctx, StepId.DECIDE, "plan", BUILD_OUTPUT_SCHEMA, str(ctx.worktree_path))
     for result in loop.answers(
-        lambda n, _: decide_prompt(ctx.goal, plan_text, diffstat, settings.exec_allowlist, n)
+        lambda n, rejected: decide_prompt(ctx.goal, plan_text, diffstat, allowlist, n, rejected)
     ):
         decision = result.answer
+        program = decision["argv"][0]
+        if program not in allowlist:
+            loop.reject(f"argv[0] {program!r} is not an allowed program ({', '.join(allowlist)})")
+            continue
         return StepOutcome(
             ok=True,
             output={
@@ -58,4 +81,4 @@ def decide_step(ctx: StepContext) -> StepOutcome:
             },
             artifacts=[ArtifactOut.json("decision", "decision.json", decision)],
         )
-    return loop.failure("valid decision")
+    return loop.failure("valid decision", allowlist=list(allowlist))

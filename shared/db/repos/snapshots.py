@@ -33,6 +33,10 @@ class RunSnapshot:
     goal: str
     repo_path: str
     base_ref: str
+    base_commit: str | None  # pinned at submit, with the repository's identity and policy
+    repo_device: int | None
+    repo_inode: int | None
+    policy: dict[str, Any] | None
     approved_at: datetime | None  # of the run's current plan digest, if approved
     plan: dict[str, Any] | None
     outputs: dict[str, dict[str, Any]]  # succeeded steps only
@@ -80,6 +84,10 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
             Intent.goal,
             Intent.repo_path,
             Intent.base_ref,
+            Intent.base_commit,
+            Intent.repo_device,
+            Intent.repo_inode,
+            Intent.policy,
             approved_at.label("approved_at"),
             plan.label("plan"),
             outputs.label("outputs"),
@@ -106,6 +114,10 @@ def run_snapshot(s: Session, run_id: str) -> RunSnapshot | None:
         goal=row.goal,
         repo_path=row.repo_path,
         base_ref=row.base_ref,
+        base_commit=row.base_commit,
+        repo_device=row.repo_device,
+        repo_inode=row.repo_inode,
+        policy=row.policy,
         approved_at=row.approved_at,
         plan=json.loads(row.plan) if row.plan is not None else None,
         outputs=dict(row.outputs or {}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,25 @@ def test_an_unknown_route_is_a_json_404(client: FlaskClient) -> None:
 
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_a_malformed_policy_at_the_trusted_ref_refuses_the_intent_with_a_422(
+    client: FlaskClient, git_repo: Path, db: Session
+) -> None:
+    (git_repo / ".kodo").mkdir()
+    (git_repo / ".kodo" / "policy.toml").write_text("[policy]\nmax_files = 0\n")
+    git = ["git", "-C", str(git_repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "a broken policy"], check=True)
+    branch = subprocess.run(
+        [*git, "symbolic-ref", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+    response = client.post("/intents", json={"repo": str(git_repo), "goal": "g"})
+
+    assert response.status_code == 422
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_policy"
+    assert f".kodo/policy.toml at {branch} (" in error["message"]
+    assert "max_files" in error["message"]
+    assert intent_count(db) == 0

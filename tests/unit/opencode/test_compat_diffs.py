@@ -93,8 +93,32 @@ def test_paths_outside_the_repository_are_never_patched(tree: Path) -> None:
     assert "escape" not in patch["diff"]
     assert "passwd" not in patch["diff"]
     assert ".git/config" not in patch["diff"]
-    assert "diff --git a/README.md b/README.md" in patch["diff"]
-    assert applies(tree, patch["diff"])
+    assert patch["diff"] == "", "nothing outside the plan is patched in their place either"
+
+
+def test_the_patch_makes_exactly_the_planned_kinds_of_change(tree: Path) -> None:
+    entries = [
+        {"path": "calc.py", "change": "modify"},
+        {"path": "empty.txt", "change": "delete"},
+        {"path": "docs/guide.md", "change": "add"},
+        {"path": "pkg/kept.cfg", "change": "rename", "from": "pkg/gone.cfg"},
+    ]
+    plan = {"design": "d", "files": [{**e, "why": "w"} for e in entries], "risks": [], "tests": []}
+    prompt = f"{answers.PLAN_BEGIN}\n{json.dumps(plan)}\n{answers.PLAN_END}\n"
+    patch = validate_answer(PATCH_OUTPUT_SCHEMA, answers.patch_output(0, tree, prompt))
+    assert git(tree, "apply", "--index", "-", stdin=patch["diff"]).returncode == 0
+    status = git(tree, "diff", "--cached", "-M", "--name-status", "HEAD").stdout.splitlines()
+    assert sorted(status) == sorted(
+        ["M\tcalc.py", "D\tempty.txt", "A\tdocs/guide.md", "R100\tpkg/gone.cfg\tpkg/kept.cfg"]
+    )
+
+
+def test_a_change_the_tree_does_not_allow_is_left_out_never_replaced_by_another(
+    tree: Path,
+) -> None:
+    missing = answers.patch_output(0, tree, patch_prompt(("nope.py", "modify")))
+    existing = answers.patch_output(0, tree, patch_prompt(("calc.py", "add")))
+    assert (missing["diff"], existing["diff"]) == ("", "")
 
 
 def test_without_a_plan_block_the_patch_adds_notes_when_there_is_no_readme(tmp_path: Path) -> None:

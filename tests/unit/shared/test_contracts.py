@@ -26,12 +26,23 @@ def test_a_complete_plan_is_accepted_as_is() -> None:
     assert validate_answer(PLAN_OUTPUT_SCHEMA, PLAN) == PLAN
 
 
+def test_a_rename_names_its_old_path_in_from() -> None:
+    entry = {"path": "new.py", "change": "rename", "from": "old.py", "why": "clearer name"}
+    renaming = {**PLAN, "files": [entry]}
+    assert validate_answer(PLAN_OUTPUT_SCHEMA, renaming) == renaming
+
+
 @pytest.mark.parametrize(
     ("answer", "complaint"),
     [
         ({k: v for k, v in PLAN.items() if k != "risks"}, "'risks' is a required property"),
         ({**PLAN, "files": []}, "files"),
-        ({**PLAN, "files": [{"path": "a", "change": "rename", "why": ""}]}, "files/0/change"),
+        ({**PLAN, "files": [{"path": "a", "change": "chmod", "why": ""}]}, "files/0/change"),
+        ({**PLAN, "files": [{"path": "a", "change": "rename", "why": ""}]}, "'from' is a required"),
+        (
+            {**PLAN, "files": [{"path": "a", "change": "modify", "from": "b", "why": ""}]},
+            "files/0",
+        ),
         ({**PLAN, "extra": 1}, "Additional properties"),
         ("a plan in prose", "<root>"),
         (None, "<root>"),

@@ -1,17 +1,19 @@
-"""Run-time policy gates, specified on plans and diffs without IO."""
+"""Run-time policy: parsing, the strictest combination, plan gates, diff counting. No IO."""
 
 from __future__ import annotations
 
 import pytest
 
+from shared.domain.change_check import check_plan
 from shared.domain.policy import (
+    DEFAULT_FORBIDDEN,
     Policy,
     PolicyError,
-    check_patch,
-    check_plan,
     diff_stats,
     effective_allowlist,
     policy_from_mapping,
+    strictest,
+    unconfined,
 )
 
 DIFF = (
@@ -29,12 +31,24 @@ def test_the_default_policy_forbids_workflows_env_files_and_kodo_itself() -> Non
     found = check_plan(
         Policy(), _plan("calc.py", ".github/workflows/ci.yml", "app/.env", ".kodo/policy.toml")
     )
-    assert [v.detail.split(" ")[0] for v in found] == [
-        ".github/workflows/ci.yml",
-        "app/.env",
-        ".kodo/policy.toml",
+    assert [v.paths for v in found] == [
+        (".github/workflows/ci.yml",),
+        ("app/.env",),
+        (".kodo/policy.toml",),
     ]
     assert {v.rule for v in found} == {"forbidden_path"}
+
+
+def test_a_plan_renaming_a_file_into_a_forbidden_path_is_refused_on_either_side() -> None:
+    into = {"files": [{"path": ".github/workflows/x.yml", "change": "rename", "from": "a.yml"}]}
+    out_of = {"files": [{"path": "public.txt", "change": "rename", "from": ".env"}]}
+    assert [v.paths for v in check_plan(Policy(), into)] == [(".github/workflows/x.yml",)]
+    assert [v.paths for v in check_plan(Policy(), out_of)] == [(".env",)]
+
+
+def test_a_plan_naming_a_path_outside_the_worktree_is_refused() -> None:
+    found = check_plan(Policy(forbidden_paths=()), _plan("../x.py", "/etc/passwd", "a/.git/hooks"))
+    assert [v.rule for v in found] == ["confinement"] * 3
 
 
 def test_a_plan_with_too_many_files_is_refused() -> None:
@@ -42,16 +56,29 @@ def test_a_plan_with_too_many_files_is_refused() -> None:
     assert [v.rule for v in found] == ["max_files"]
 
 
-def test_diff_stats_count_paths_and_changed_lines_not_headers() -> None:
+@pytest.mark.parametrize(
+    ("path", "refused"),
+    [
+        ("src/pkg/mod.py", False),
+        ("README.md", False),
+        ("../outside.py", True),
+        ("/etc/passwd", True),
+        (".git/hooks/pre-commit", True),
+        ("sub/.GIT/config", True),
+        ("src/../../x", True),
+        ("a\\b", True),
+        ("a//b", True),
+        ("./a", True),
+        ("", True),
+    ],
+)
+def test_a_path_that_could_leave_the_worktree_is_unconfined(path: str, refused: bool) -> None:
+    assert (unconfined(path) is not None) is refused
+
+
+def test_diff_stats_count_changed_lines_not_headers_for_display() -> None:
     stats = diff_stats(DIFF)
-    assert stats.paths == ("calc.py", ".github/workflows/ci.yml")
     assert (stats.added, stats.removed, stats.lines) == (3, 2, 5)
-
-
-def test_a_patch_is_checked_for_paths_files_and_lines() -> None:
-    rules = [v.rule for v in check_patch(Policy(max_files=1, max_lines=4), diff_stats(DIFF))]
-    assert rules == ["forbidden_path", "max_files", "max_lines"]
-    assert check_patch(Policy(forbidden_paths=()), diff_stats(DIFF)) == []
 
 
 def test_a_repository_may_narrow_the_operators_allowlist_but_never_widen_it() -> None:
@@ -62,12 +89,78 @@ def test_a_repository_may_narrow_the_operators_allowlist_but_never_widen_it() ->
 
 def test_a_policy_file_is_parsed_strictly() -> None:
     policy = policy_from_mapping(
-        {"extra_forbidden_paths": ["secrets/*"], "max_lines": 10, "exec_allowlist": ["make"]}, "t"
+        {
+            "extra_forbidden_paths": ["secrets/*"],
+            "max_lines": 10,
+            "exec_allowlist": ["make"],
+            "allow_symlinks": True,
+            "allow_new_executables": False,
+        },
+        "t",
     )
     assert "secrets/*" in policy.forbidden_paths
     assert ".env" in policy.forbidden_paths
     assert (policy.max_lines, policy.exec_allowlist) == (10, ("make",))
+    assert (policy.allow_symlinks, policy.allow_new_executables) == (True, False)
     assert Policy.from_json(policy.to_json()) == policy
-    for bad in ({"max_lines": 0}, {"max_files": "3"}, {"forbidden_paths": "x"}, {"typo": 1}):
+    bad_ones: list[dict[str, object]] = [
+        {"max_lines": 0},
+        {"max_files": "3"},
+        {"forbidden_paths": "x"},
+        {"typo": 1},
+        {"allow_symlinks": "yes"},
+    ]
+    for bad in bad_ones:
         with pytest.raises(PolicyError):
             policy_from_mapping(bad, "t")
+
+
+def test_symlinks_are_refused_unless_a_policy_allows_them() -> None:
+    assert Policy().allow_symlinks is False
+    assert Policy().allow_new_executables is True
+
+
+def test_a_stored_policy_from_before_the_new_knobs_reads_back_with_safe_defaults() -> None:
+    old = {"forbidden_paths": ["x"], "max_files": 3, "max_lines": 4, "exec_allowlist": None}
+    policy = Policy.from_json(old)
+    assert (policy.allow_symlinks, policy.allow_new_executables) == (False, True)
+
+
+def test_the_strictest_combination_unites_forbidden_paths_and_takes_the_smallest_limits() -> None:
+    trusted = Policy(forbidden_paths=("a/*",), max_files=5, max_lines=900, source="main")
+    weak = Policy(forbidden_paths=("b/*",), max_files=50, max_lines=100, source="HEAD~2")
+    both = strictest(trusted, weak)
+    assert both.forbidden_paths == ("a/*", "b/*")
+    assert (both.max_files, both.max_lines) == (5, 100)
+    assert both.source == "main + HEAD~2"
+    assert strictest(weak, trusted).forbidden_paths == ("b/*", "a/*")
+
+
+def test_the_strictest_combination_intersects_allowlists_where_both_narrow() -> None:
+    def allow(*names: str) -> Policy:
+        return Policy(exec_allowlist=names)
+
+    assert strictest(allow("make", "python3"), allow("python3", "bash")).exec_allowlist == (
+        "python3",
+    )
+    assert strictest(Policy(), allow("make")).exec_allowlist == ("make",)
+    assert strictest(allow("make"), Policy()).exec_allowlist == ("make",)
+    assert strictest(Policy(), Policy()).exec_allowlist is None
+    assert strictest(allow("make"), allow("bash")).exec_allowlist == ()
+
+
+def test_the_strictest_combination_grants_a_permission_only_if_both_do() -> None:
+    yes = Policy(allow_symlinks=True, allow_new_executables=True)
+    no = Policy(allow_symlinks=False, allow_new_executables=False)
+    assert (strictest(yes, yes).allow_symlinks, strictest(yes, yes).allow_new_executables) == (
+        True,
+        True,
+    )
+    for a, b in ((yes, no), (no, yes), (no, no)):
+        combined = strictest(a, b)
+        assert (combined.allow_symlinks, combined.allow_new_executables) == (False, False)
+
+
+def test_combining_two_default_policies_changes_nothing() -> None:
+    assert strictest(Policy(), Policy()) == Policy()
+    assert strictest(Policy(), Policy()).forbidden_paths == DEFAULT_FORBIDDEN

@@ -1,0 +1,338 @@
+"""Is what a patch actually changed what the approved plan said? Pure: no IO.
+
+The patch text is never trusted: a diff without ``diff --git`` headers, ``rename
+from/to`` lines or a mode line says something else than a header scan sees. ApplyPatchST
+applies the patch to the index and asks git what changed (``git diff --cached -M -C
+--raw -z`` and ``--numstat -z``); this module parses git's answer and judges it against
+the plan and the policy. Every violation names its rule:
+
+- ``outside_plan``: a path the plan does not list, or another kind of change than the
+  plan says (a rename is judged as the deletion of its source and the addition of its
+  target, so a plan's rename matches git's rename, or a delete and an add);
+- ``forbidden_path``: either side of a rename or copy matches a forbidden pattern;
+- ``confinement``: a path that is absolute, climbs out with ``..`` or reaches ``.git``;
+- ``symlink``: a symlink (mode 120000), unless the policy allows symlinks and its target
+  stays inside the worktree;
+- ``submodule``: a gitlink (mode 160000) on either side;
+- ``executable``: a new executable (mode 100755), when the policy refuses them (they
+  are always reported);
+- ``unknown_change``: a status git should never report here (unmerged, unknown);
+- ``max_files`` and ``max_lines``.
+
+A patch may leave planned paths alone (they are reported, not refused): the plan
+bounds what may change, it does not force every change.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, replace
+from typing import Any
+
+from shared.domain.policy import Policy, Violation, forbidden, unconfined
+
+PLAN_KINDS = ("add", "modify", "delete", "rename")
+SYMLINK = "120000"
+GITLINK = "160000"
+EXECUTABLE = "100755"
+_KNOWN_STATUS = frozenset("AMDRCT")
+
+
+@dataclass(frozen=True)
+class PlannedChange:
+    """One file entry of an approved plan; ``source`` is a rename's ``from``."""
+
+    path: str
+    change: str
+    source: str | None = None
+
+
+def planned_changes(plan: dict[str, Any]) -> list[PlannedChange]:
+    """The plan's file entries (a validated plan; anything malformed is skipped)."""
+    found: list[PlannedChange] = []
+    files = plan.get("files")
+    for entry in files if isinstance(files, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        path, change, source = entry.get("path"), entry.get("change"), entry.get("from")
+        if isinstance(path, str) and change in PLAN_KINDS:
+            found.append(
+                PlannedChange(path, str(change), source if isinstance(source, str) else None)
+            )
+    return found
+
+
+def _named_paths(planned: PlannedChange) -> list[str]:
+    return [planned.path] + ([planned.source] if planned.source is not None else [])
+
+
+def check_plan(policy: Policy, plan: dict[str, Any]) -> list[Violation]:
+    """A plan is never shown for approval if a path it names breaks the policy."""
+    entries = planned_changes(plan)
+    found: list[Violation] = []
+    for entry in entries:
+        for path in _named_paths(entry):
+            why = unconfined(path)
+            if why is not None:
+                found.append(Violation("confinement", f"{path}: {why}", (path,)))
+            elif (pattern := forbidden(path, policy.forbidden_paths)) is not None:
+                found.append(Violation("forbidden_path", f"{path} matches {pattern}", (path,)))
+    if len(entries) > policy.max_files:
+        found.append(
+            Violation(
+                "max_files", f"the plan touches {len(entries)} files (max {policy.max_files})"
+            )
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class IndexChange:
+    """One entry of ``git diff --cached --raw``: what git says a patch changed.
+
+    ``source`` is the old path of a rename (R) or copy (C). Counts are None for a
+    binary file. ``link_target`` is the blob of a new symlink, read from the index, and
+    ``link_inside`` what the filesystem said about where it resolves (None: not asked).
+    """
+
+    status: str
+    path: str
+    old_mode: str
+    new_mode: str
+    new_blob: str = ""
+    source: str | None = None
+    added: int | None = 0
+    removed: int | None = 0
+    link_target: str | None = None
+    link_inside: bool | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "path": self.path,
+            "from": self.source,
+            "old_mode": self.old_mode,
+            "new_mode": self.new_mode,
+            "added": self.added,
+            "removed": self.removed,
+        }
+
+
+def parse_raw(out: str) -> list[IndexChange]:
+    """Parse ``git diff --raw -z`` (``:old new oldsha newsha S\\0path\\0[path\\0]``)."""
+    tokens = out.split("\0")
+    changes: list[IndexChange] = []
+    i = 0
+    while i < len(tokens):
+        head = tokens[i]
+        i += 1
+        if not head.startswith(":"):
+            continue
+        fields = head[1:].split(" ")
+        if len(fields) < 5 or not fields[4]:
+            raise ValueError(f"unexpected git --raw record {head!r}")
+        old_mode, new_mode, _old_blob, new_blob, status = fields[:5]
+        letter = status[0]
+        source: str | None = None
+        if letter in "RC":
+            source, path = tokens[i], tokens[i + 1]
+            i += 2
+        else:
+            path = tokens[i]
+            i += 1
+        changes.append(IndexChange(letter, path, old_mode, new_mode, new_blob, source))
+    return changes
+
+
+def parse_numstat(out: str) -> dict[str, tuple[int | None, int | None]]:
+    """Parse ``git diff --numstat -z`` into (added, removed) per path; None = binary."""
+    tokens = out.split("\0")
+    counts: dict[str, tuple[int | None, int | None]] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        i += 1
+        if not token:
+            continue
+        added, removed, path = token.split("\t", 2)
+        if path == "":  # a rename or copy: the two paths follow
+            path = tokens[i + 1]
+            i += 2
+        counts[path] = (
+            int(added) if added.isdigit() else None,
+            int(removed) if removed.isdigit() else None,
+        )
+    return counts
+
+
+def with_counts(
+    changes: list[IndexChange], counts: dict[str, tuple[int | None, int | None]]
+) -> list[IndexChange]:
+    """Each change with its line counts from ``--numstat`` (0 when git listed none)."""
+    return [
+        replace(change, added=pair[0], removed=pair[1])
+        for change in changes
+        for pair in [counts.get(change.path, (0, 0))]
+    ]
+
+
+@dataclass(frozen=True)
+class ChangeReport:
+    """The verdict on what a patch changed, and what the step reports either way."""
+
+    violations: list[Violation]
+    executables: tuple[str, ...]
+    untouched: tuple[str, ...]  # planned paths the patch left alone
+    lines: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "violations": [v.to_json() for v in self.violations],
+            "new_executables": list(self.executables),
+            "planned_but_untouched": list(self.untouched),
+            "lines": self.lines,
+        }
+
+
+def _effects(change: IndexChange) -> list[tuple[str, str]]:
+    """(path, add|modify|delete) pairs: what the change did to each path."""
+    if change.status == "A":
+        return [(change.path, "add")]
+    if change.status == "D":
+        return [(change.path, "delete")]
+    if change.status == "R" and change.source is not None:
+        return [(change.source, "delete"), (change.path, "add")]
+    if change.status == "C":
+        return [(change.path, "add")]
+    return [(change.path, "modify")]  # M, T (a type change modifies the path)
+
+
+def _planned_effects(plan: list[PlannedChange]) -> dict[str, set[str]]:
+    allowed: dict[str, set[str]] = {}
+    for entry in plan:
+        if entry.change == "rename":
+            if entry.source is not None:
+                allowed.setdefault(entry.source, set()).add("delete")
+            allowed.setdefault(entry.path, set()).add("add")
+        else:
+            allowed.setdefault(entry.path, set()).add(entry.change)
+    return allowed
+
+
+def _outside_plan(changes: list[IndexChange], plan: list[PlannedChange]) -> list[Violation]:
+    allowed = _planned_effects(plan)
+    unlisted: list[str] = []
+    found: list[Violation] = []
+    for change in changes:
+        for path, effect in _effects(change):
+            kinds = allowed.get(path)
+            if kinds is None:
+                unlisted.append(path)
+            elif effect not in kinds:
+                said = "/".join(sorted(kinds))
+                found.append(
+                    Violation(
+                        "outside_plan",
+                        f"{path}: the plan says {said}, the patch did {effect}",
+                        (path,),
+                    )
+                )
+    if unlisted:
+        paths = tuple(dict.fromkeys(unlisted))
+        found.insert(
+            0,
+            Violation(
+                "outside_plan",
+                "the patch changes paths the approved plan does not list: " + ", ".join(paths),
+                paths,
+            ),
+        )
+    return found
+
+
+def link_stays_inside(path: str, target: str) -> bool:
+    """Does a symlink at ``path`` pointing to ``target`` resolve inside the worktree?
+
+    Lexical: the adapter also asks the filesystem (``link_inside``), which sees through
+    any other symlink on the way.
+    """
+    if not target or target.startswith("/") or "\0" in target:
+        return False
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    if joined == ".":
+        return True
+    return unconfined(joined) is None
+
+
+def _path_rules(change: IndexChange, policy: Policy) -> list[Violation]:
+    found: list[Violation] = []
+    for path in [change.path] + ([change.source] if change.source is not None else []):
+        why = unconfined(path)
+        if why is not None:
+            found.append(Violation("confinement", f"{path}: {why}", (path,)))
+        elif (pattern := forbidden(path, policy.forbidden_paths)) is not None:
+            found.append(Violation("forbidden_path", f"{path} matches {pattern}", (path,)))
+    return found
+
+
+def _mode_rules(change: IndexChange, policy: Policy) -> list[Violation]:
+    path = change.path
+    if change.status not in _KNOWN_STATUS:
+        return [Violation("unknown_change", f"{path}: git reports status {change.status}", (path,))]
+    if GITLINK in (change.old_mode, change.new_mode):
+        return [Violation("submodule", f"{path} is a submodule (mode {GITLINK})", (path,))]
+    if change.new_mode != SYMLINK:
+        return []
+    target = change.link_target
+    if not policy.allow_symlinks:
+        return [
+            Violation(
+                "symlink",
+                f"{path} is a symlink to {target!r}; the policy does not allow symlinks",
+                (path,),
+            )
+        ]
+    if target is None or not link_stays_inside(path, target) or change.link_inside is False:
+        return [
+            Violation(
+                "symlink", f"{path} is a symlink to {target!r}, outside the worktree", (path,)
+            )
+        ]
+    return []
+
+
+def new_executables(changes: list[IndexChange]) -> tuple[str, ...]:
+    """Paths that are executable now and were not before (added, or chmod +x)."""
+    return tuple(c.path for c in changes if c.new_mode == EXECUTABLE and c.old_mode != EXECUTABLE)
+
+
+def check_changes(changes: list[IndexChange], plan: dict[str, Any], policy: Policy) -> ChangeReport:
+    """Judge what git says a patch changed against the approved plan and the policy."""
+    planned = planned_changes(plan)
+    found = _outside_plan(changes, planned)
+    for change in changes:
+        found += _path_rules(change, policy)
+        found += _mode_rules(change, policy)
+    executables = new_executables(changes)
+    if executables and not policy.allow_new_executables:
+        found.append(
+            Violation(
+                "executable",
+                "the policy refuses new executables: " + ", ".join(executables),
+                executables,
+            )
+        )
+    if len(changes) > policy.max_files:
+        found.append(
+            Violation(
+                "max_files", f"the patch touches {len(changes)} files (max {policy.max_files})"
+            )
+        )
+    lines = sum((c.added or 0) + (c.removed or 0) for c in changes)
+    if lines > policy.max_lines:
+        found.append(
+            Violation("max_lines", f"the patch changes {lines} lines (max {policy.max_lines})")
+        )
+    touched = {path for c in changes for path, _ in _effects(c)}
+    untouched = tuple(p for entry in planned for p in _named_paths(entry) if p not in touched)
+    return ChangeReport(found, executables, tuple(dict.fromkeys(untouched)), lines)

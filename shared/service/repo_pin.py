@@ -1,0 +1,106 @@
+"""What an intent pins at submit: the repository's identity, the base commit, the policy.
+
+The submitter names ``base_ref``; the policy is also read from a trusted ref (the
+operator's ``KODO_POLICY_REF``, else the branch the source repository's HEAD names)
+and the strictest combination of the two is recorded on the intent. Later steps use the
+recorded commit and policy, never the moving ref names.
+
+Every git call here is read-only plumbing (``rev-parse``, ``symbolic-ref``,
+``ls-tree``, ``cat-file``): none runs hooks, filters or textconv drivers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tomllib
+from pathlib import Path
+
+from shared.domain.pinning import RepoPin
+from shared.domain.policy import Policy, PolicyError, policy_from_mapping, strictest
+
+POLICY_PATH = ".kodo/policy.toml"
+POLICY_MAX_BYTES = 64 * 1024
+GIT_TIMEOUT_S = 30
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args],
+        capture_output=True,
+        timeout=GIT_TIMEOUT_S,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def observe_repo(path: str | Path) -> RepoPin | None:
+    """The path's real location and the identity of the directory there (None: gone)."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except OSError:
+        return None
+    return RepoPin(real, st.st_dev, st.st_ino)
+
+
+def resolve_commit(repo: Path, ref: str) -> str | None:
+    """The commit ``ref`` names now, or None."""
+    done = _git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
+    out = done.stdout.decode(errors="replace").strip()
+    return out if done.returncode == 0 and out else None
+
+
+def default_branch(repo: Path) -> str:
+    """The branch the source repository's HEAD names (``HEAD`` itself if detached)."""
+    done = _git(repo, "symbolic-ref", "-q", "HEAD")
+    name = done.stdout.decode(errors="replace").strip()
+    return name if done.returncode == 0 and name else "HEAD"
+
+
+def read_policy(repo: Path, commit: str, ref: str) -> Policy:
+    """``.kodo/policy.toml`` at ``commit`` (the default policy if there is none).
+
+    Raises PolicyError naming the file and the ref when it is not a regular file, too
+    large, not TOML, or not a valid ``[policy]`` table.
+    """
+    where = f"{POLICY_PATH} at {ref} ({commit[:12]})"
+    listed = _git(repo, "ls-tree", "-z", "--full-tree", commit, "--", POLICY_PATH)
+    if listed.returncode != 0:
+        raise PolicyError(f"cannot read {where}: {listed.stderr.decode(errors='replace')}")
+    entry = listed.stdout.decode(errors="replace").rstrip("\0")
+    if not entry:
+        return Policy()
+    meta = entry.partition("\t")[0].split(" ")
+    if len(meta) != 3 or meta[1] != "blob" or meta[0] not in ("100644", "100755"):
+        raise PolicyError(f"{where} is not a regular file ({meta[0]})")
+    blob = meta[2]
+    shown = _git(repo, "cat-file", "blob", blob)
+    if shown.returncode != 0:
+        raise PolicyError(f"cannot read {where}: {shown.stderr.decode(errors='replace')}")
+    if len(shown.stdout) > POLICY_MAX_BYTES:
+        raise PolicyError(f"{where} is larger than {POLICY_MAX_BYTES} bytes")
+    try:
+        parsed = tomllib.loads(shown.stdout.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"{where} is not valid TOML: {exc}") from exc
+    table = parsed.get("policy", {})
+    if not isinstance(table, dict) or set(parsed) - {"policy"}:
+        raise PolicyError(f"{where} must hold one [policy] table")
+    try:
+        return policy_from_mapping(table, source=f"{ref}@{commit[:12]}:{POLICY_PATH}")
+    except PolicyError as exc:
+        raise PolicyError(f"{where}: {exc}") from exc
+
+
+def run_policy_at_submit(
+    repo: Path, base_ref: str, base_commit: str, policy_ref: str | None
+) -> Policy:
+    """The strictest combination of the trusted ref's policy and ``base_ref``'s."""
+    trusted_ref = policy_ref or default_branch(repo)
+    trusted_commit = resolve_commit(repo, trusted_ref)
+    if trusted_commit is None:
+        raise PolicyError(f"the trusted policy ref {trusted_ref!r} names no commit in {repo}")
+    trusted = read_policy(repo, trusted_commit, trusted_ref)
+    at_base = read_policy(repo, base_commit, base_ref)
+    return strictest(trusted, at_base)

@@ -1,0 +1,70 @@
+"""A hostile model for in-process step tests: it answers chosen steps with chosen answers.
+
+Stands in front of the real wrapper (ledger, compat server) and answers the steps it
+has a script for itself (keyed by step id), after the step's claim guard ran, as a
+prompt-injected model would: a plan that looks harmless, then a patch reaching beyond it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from services.worker.runtime import Runtime
+from shared.db.engine import unit_of_work
+from shared.opencode.wrapper import OCWrapper, StructuredCall, StructuredResult
+
+IDENT = ["-c", "user.name=t", "-c", "user.email=t@localhost", "-c", "commit.gpgsign=false"]
+
+
+class HostileModel:
+    def __init__(self, real: OCWrapper, rt: Runtime) -> None:
+        self.real = real
+        self.rt = rt
+        self.scripts: dict[str, dict[str, Any]] = {}
+        self.prompts: list[StructuredCall] = []
+
+    def prompt_structured(self, call: StructuredCall, *, guard: Any = None) -> StructuredResult:
+        self.prompts.append(call)
+        answer = self.scripts.get(call.step_id)
+        if answer is None:
+            return self.real.prompt_structured(call, guard=guard)
+        if guard is not None:
+            with unit_of_work(self.rt.sessions) as s:
+                guard(s)
+        return StructuredResult(call.op_key, answer, "miss", {})
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def hostile(rt: Runtime) -> HostileModel:
+    """Put a hostile model in front of ``rt``'s wrapper (once); script it via ``.scripts``."""
+    if isinstance(rt.oc, HostileModel):
+        return rt.oc
+    model = HostileModel(rt.oc, rt)
+    rt.oc = model  # type: ignore[assignment]
+    return model
+
+
+def plan_of(*entries: dict[str, str]) -> dict[str, Any]:
+    files = [{"why": "the intent needs it", **e} for e in entries]
+    return {"design": "A small change.", "files": files, "risks": [], "tests": []}
+
+
+def patch_of(diff: str) -> dict[str, Any]:
+    return {"summary": "A small change.", "diff": diff}
+
+
+def commit_all(repo: Path, message: str) -> str:
+    subprocess.run(["git", *IDENT, "add", "-A"], cwd=repo, check=True, capture_output=True)
+    subprocess.run(
+        ["git", *IDENT, "commit", "-qm", message], cwd=repo, check=True, capture_output=True
+    )
+    return git_out(repo, "rev-parse", "HEAD")
+
+
+def git_out(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True)
+    return done.stdout.strip()

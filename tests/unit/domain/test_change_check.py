@@ -1,0 +1,261 @@
+"""What a patch changed (as git reports it) is judged against the plan and the policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.domain.change_check import (
+    IndexChange,
+    check_changes,
+    link_stays_inside,
+    parse_numstat,
+    parse_raw,
+    planned_changes,
+    with_counts,
+)
+from shared.domain.policy import Policy
+
+Z40 = "0" * 40
+BLOB = "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+
+
+def plan(*entries: tuple[str, str] | tuple[str, str, str]) -> dict[str, Any]:
+    files: list[dict[str, str]] = []
+    for entry in entries:
+        item = {"path": entry[0], "change": entry[1], "why": ""}
+        if len(entry) == 3:
+            item["from"] = entry[2]
+        files.append(item)
+    return {"design": "d", "files": files, "risks": [], "tests": []}
+
+
+def added(path: str, mode: str = "100644", **kw: Any) -> IndexChange:
+    return IndexChange("A", path, "000000", mode, BLOB, **kw)
+
+
+def modified(path: str, old: str = "100644", new: str = "100644") -> IndexChange:
+    return IndexChange("M", path, old, new, BLOB)
+
+
+def deleted(path: str) -> IndexChange:
+    return IndexChange("D", path, "100644", "000000", Z40)
+
+
+def renamed(source: str, path: str) -> IndexChange:
+    return IndexChange("R", path, "100644", "100644", BLOB, source)
+
+
+def copied(source: str, path: str) -> IndexChange:
+    return IndexChange("C", path, "100644", "100644", BLOB, source)
+
+
+DEFAULT = Policy()
+
+
+def rules(
+    changes: list[IndexChange], approved: dict[str, Any], policy: Policy = DEFAULT
+) -> list[str]:
+    return [v.rule for v in check_changes(changes, approved, policy).violations]
+
+
+def test_a_patch_that_does_exactly_what_the_plan_says_passes() -> None:
+    approved = plan(("calc.py", "modify"), ("test_calc.py", "add"), ("old.md", "delete"))
+    changes = [modified("calc.py"), added("test_calc.py"), deleted("old.md")]
+    report = check_changes(changes, approved, Policy())
+    assert report.violations == []
+    assert report.untouched == ()
+
+
+def test_a_patch_touching_a_path_the_plan_does_not_name_is_outside_the_plan() -> None:
+    approved = plan(("README.md", "modify"))
+    report = check_changes(
+        [modified("README.md"), modified("calc.py"), added("test_evil.py")], approved, Policy()
+    )
+    [violation] = report.violations
+    assert violation.rule == "outside_plan"
+    assert violation.paths == ("calc.py", "test_evil.py")
+    assert "calc.py, test_evil.py" in violation.detail
+
+
+def test_a_patch_deleting_what_the_plan_says_to_modify_is_outside_the_plan() -> None:
+    report = check_changes([deleted("calc.py")], plan(("calc.py", "modify")), Policy())
+    [violation] = report.violations
+    assert violation.rule == "outside_plan"
+    assert violation.detail == "calc.py: the plan says modify, the patch did delete"
+
+
+@pytest.mark.parametrize(
+    ("said", "did"),
+    [
+        ("add", modified("x.py")),
+        ("modify", added("x.py")),
+        ("delete", added("x.py")),
+        ("add", deleted("x.py")),
+    ],
+)
+def test_every_kind_mismatch_is_outside_the_plan(said: str, did: IndexChange) -> None:
+    assert rules([did], plan(("x.py", said))) == ["outside_plan"]
+
+
+def test_a_planned_rename_matches_gits_rename_or_a_delete_and_an_add() -> None:
+    approved = plan(("new.py", "rename", "old.py"))
+    assert rules([renamed("old.py", "new.py")], approved) == []
+    assert rules([deleted("old.py"), added("new.py")], approved) == []
+
+
+def test_a_rename_matches_a_plan_that_deletes_the_source_and_adds_the_target() -> None:
+    approved = plan(("old.py", "delete"), ("new.py", "add"))
+    assert rules([renamed("old.py", "new.py")], approved) == []
+
+
+def test_a_rename_the_plan_called_a_modification_is_outside_the_plan() -> None:
+    report = check_changes([renamed("a.py", "b.py")], plan(("b.py", "modify")), Policy())
+    assert [(v.rule, v.paths) for v in report.violations] == [
+        ("outside_plan", ("a.py",)),
+        ("outside_plan", ("b.py",)),
+    ]
+
+
+def test_a_rename_into_a_forbidden_path_is_caught_on_the_target_side() -> None:
+    move = renamed("ci.yml", ".github/workflows/ci.yml")
+    approved = plan((".github/workflows/ci.yml", "rename", "ci.yml"))
+    report = check_changes([move], approved, Policy())
+    assert [(v.rule, v.paths) for v in report.violations] == [
+        ("forbidden_path", (".github/workflows/ci.yml",))
+    ]
+
+
+def test_a_rename_out_of_a_forbidden_path_is_caught_on_the_source_side() -> None:
+    report = check_changes(
+        [renamed(".env", "leak.txt")], plan(("leak.txt", "rename", ".env")), Policy()
+    )
+    assert [(v.rule, v.paths) for v in report.violations] == [("forbidden_path", (".env",))]
+
+
+def test_a_copy_is_an_addition_and_both_its_sides_are_checked() -> None:
+    assert rules([copied("calc.py", "calc2.py")], plan(("calc2.py", "add"))) == []
+    assert rules([copied(".env", "env.txt")], plan(("env.txt", "add"))) == ["forbidden_path"]
+    assert rules([copied("a.py", "b.py")], plan(("b.py", "modify"))) == ["outside_plan"]
+
+
+def test_a_path_reaching_out_or_into_git_fails_confinement_before_anything_else() -> None:
+    approved = plan(("../x", "add"), (".git/hooks/post-checkout", "add"))
+    changes = [added("../x"), added(".git/hooks/post-checkout")]
+    assert rules(changes, approved, Policy(forbidden_paths=())) == ["confinement", "confinement"]
+
+
+def test_a_type_change_is_a_modification_and_a_new_symlink_is_judged_as_one() -> None:
+    to_link = IndexChange("T", "calc.py", "100644", "120000", BLOB, link_target="/etc/passwd")
+    assert rules([to_link], plan(("calc.py", "modify"))) == ["symlink"]
+    to_file = IndexChange("T", "link", "120000", "100644", BLOB)
+    assert rules([to_file], plan(("link", "modify"))) == []
+
+
+def test_a_symlink_is_refused_by_default_even_if_it_points_inside() -> None:
+    link = added("docs/link", "120000", link_target="../README.md", link_inside=True)
+    report = check_changes([link], plan(("docs/link", "add")), Policy())
+    [violation] = report.violations
+    assert (violation.rule, violation.paths) == ("symlink", ("docs/link",))
+    assert "does not allow symlinks" in violation.detail
+
+
+def test_a_symlink_inside_the_worktree_passes_when_the_policy_allows_symlinks() -> None:
+    link = added("docs/link", "120000", link_target="../README.md", link_inside=True)
+    assert rules([link], plan(("docs/link", "add")), Policy(allow_symlinks=True)) == []
+
+
+@pytest.mark.parametrize(
+    "target", ["/etc/passwd", "../../etc", "../..", "a/../../..", ".git/config", ""]
+)
+def test_a_symlink_leading_out_is_refused_even_when_symlinks_are_allowed(target: str) -> None:
+    link = added("link", "120000", link_target=target, link_inside=True)
+    assert rules([link], plan(("link", "add")), Policy(allow_symlinks=True)) == ["symlink"]
+
+
+def test_a_symlink_the_filesystem_resolves_outside_is_refused_whatever_its_text_says() -> None:
+    link = added("link", "120000", link_target="chain", link_inside=False)
+    assert rules([link], plan(("link", "add")), Policy(allow_symlinks=True)) == ["symlink"]
+
+
+def test_the_lexical_link_check_resolves_relative_to_the_links_directory() -> None:
+    assert link_stays_inside("a/b/link", "../c")
+    assert link_stays_inside("a/link", "..")
+    assert not link_stays_inside("a/link", "../..")
+    assert not link_stays_inside("link", "/var/lib")
+
+
+def test_a_submodule_gitlink_is_refused_on_either_side() -> None:
+    gitlink = added("vendor/lib", "160000")
+    assert rules([gitlink], plan(("vendor/lib", "add"))) == ["submodule"]
+    dropped = IndexChange("D", "vendor/lib", "160000", "000000", Z40)
+    assert rules([dropped], plan(("vendor/lib", "delete"))) == ["submodule"]
+
+
+def test_new_executables_are_reported_and_refused_only_when_the_policy_says_so() -> None:
+    changes = [
+        added("run.sh", "100755"),
+        modified("tool.py", "100644", "100755"),
+        modified("x", "100755", "100755"),
+    ]
+    approved = plan(("run.sh", "add"), ("tool.py", "modify"), ("x", "modify"))
+    report = check_changes(changes, approved, Policy())
+    assert report.violations == []
+    assert report.executables == ("run.sh", "tool.py")
+    strict = check_changes(changes, approved, Policy(allow_new_executables=False))
+    assert [(v.rule, v.paths) for v in strict.violations] == [("executable", ("run.sh", "tool.py"))]
+
+
+def test_the_file_and_line_budgets_count_what_git_reports() -> None:
+    changes = with_counts(
+        [modified("a.py"), modified("b.py")], {"a.py": (3, 1), "b.py": (None, None)}
+    )
+    approved = plan(("a.py", "modify"), ("b.py", "modify"))
+    report = check_changes(changes, approved, Policy(max_files=1, max_lines=3))
+    assert [v.rule for v in report.violations] == ["max_files", "max_lines"]
+    assert report.lines == 4
+
+
+def test_a_patch_may_leave_planned_paths_alone_and_they_are_reported() -> None:
+    approved = plan(("a.py", "modify"), ("b.py", "modify"), ("c.py", "rename", "d.py"))
+    report = check_changes([modified("a.py")], approved, Policy())
+    assert report.violations == []
+    assert report.untouched == ("b.py", "c.py", "d.py")
+
+
+def test_an_unexpected_git_status_fails_closed() -> None:
+    odd = IndexChange("U", "a.py", "100644", "100644", BLOB)
+    assert rules([odd], plan(("a.py", "modify"))) == ["unknown_change"]
+
+
+def test_the_plan_entries_carry_a_renames_source() -> None:
+    assert [(p.path, p.change, p.source) for p in planned_changes(plan(("b", "rename", "a")))] == [
+        ("b", "rename", "a")
+    ]
+
+
+def test_gits_raw_and_numstat_records_are_parsed_with_both_sides_of_renames() -> None:
+    raw = (
+        f":100644 100644 {BLOB} {BLOB} M\0calc.py\0"
+        f":100644 100644 {BLOB} {BLOB} R087\0ci.yml\0.github/workflows/ci.yml\0"
+        f":000000 120000 {Z40} {BLOB} A\0link\0"
+        f":100644 100644 {BLOB} {BLOB} C100\0a b.py\0c\tx.py\0"
+    )
+    changes = parse_raw(raw)
+    assert [(c.status, c.source, c.path, c.new_mode) for c in changes] == [
+        ("M", None, "calc.py", "100644"),
+        ("R", "ci.yml", ".github/workflows/ci.yml", "100644"),
+        ("A", None, "link", "120000"),
+        ("C", "a b.py", "c\tx.py", "100644"),
+    ]
+    numstat = "\x00".join(
+        ["2\t1\tcalc.py", "0\t0\t", "ci.yml", ".github/workflows/ci.yml", "-\t-\tlink", ""]
+    )
+    counts = parse_numstat(numstat)
+    assert counts == {"calc.py": (2, 1), ".github/workflows/ci.yml": (0, 0), "link": (None, None)}
+
+
+def test_an_empty_git_answer_is_no_change() -> None:
+    assert parse_raw("") == []
+    assert parse_numstat("") == {}
