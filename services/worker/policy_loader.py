@@ -6,23 +6,17 @@ never loosen the policy it is judged by.
 
 from __future__ import annotations
 
-import subprocess
 import tomllib
 from pathlib import Path
 
 from shared.domain.policy import Policy, PolicyError, policy_from_mapping
+from shared.gitcmd import run_git
 
 POLICY_PATH = ".kodo/policy.toml"
 
 
 def load_policy(repo: Path, base_ref: str) -> Policy:
-    shown = subprocess.run(
-        ["git", "show", f"{base_ref}:{POLICY_PATH}"],
-        cwd=repo,
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
+    shown = run_git(repo, ["show", f"{base_ref}:{POLICY_PATH}"], timeout_s=30)
     if shown.returncode != 0:
         stderr = shown.stderr.decode(errors="replace")
         if "does not exist" in stderr or "exists on disk, but not in" in stderr:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +23,7 @@ from shared.domain.run_machine import (
     transition,
 )
 from shared.errors import Conflict, InvalidInput, NotFound, RepoNotAllowed
+from shared.gitcmd import run_git
 from shared.hashing import canonical_json, sha256_hex
 
 
@@ -43,12 +43,12 @@ def resolve_repo(repo_path: str, roots: tuple[Path, ...]) -> Path:
 
 
 def ref_exists(repo: Path, ref: str) -> bool:
-    probe = subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
-        capture_output=True,
-        check=False,
-        timeout=10,
-    )
+    try:
+        probe = run_git(
+            repo, ["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], timeout_s=10
+        )
+    except OSError:  # no such directory
+        return False
     return probe.returncode == 0
 
 

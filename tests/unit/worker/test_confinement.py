@@ -52,4 +52,4 @@ def test_the_command_environment_carries_no_secrets() -> None:
     env = scrubbed_env(
         {"PATH": "/bin", "HOME": "/root", "OPENAI_API_KEY": "sk-x", "OC_PASSWORD": "p"}
     )
-    assert env == {"PATH": "/bin", "HOME": "/root", "PYTHONDONTWRITEBYTECODE": "1"}
+    assert env == {"PATH": "/bin", "HOME": "/nonexistent", "PYTHONDONTWRITEBYTECODE": "1"}
