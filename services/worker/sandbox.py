@@ -33,6 +33,8 @@ from pathlib import Path
 
 import structlog
 
+from shared.config import Settings
+
 log = structlog.get_logger("kodo.sandbox")
 
 INNER_UID = 65534
@@ -614,3 +616,34 @@ def run_unsandboxed(
         on_poll=on_poll,
         poll_s=poll_s,
     )
+
+
+def limits_of(settings: Settings) -> Limits:
+    return Limits(
+        cpu_s=settings.exec_cpu_s,
+        memory_bytes=settings.exec_memory_bytes,
+        nproc=settings.exec_nproc,
+        fsize_bytes=settings.exec_fsize_bytes,
+    )
+
+
+def sandbox_of(settings: Settings, environ: dict[str, str]) -> Sandbox:
+    return Sandbox(
+        bwrap=settings.sandbox_bwrap,
+        limits=limits_of(settings),
+        network=settings.sandbox_network,
+        tmp_bytes=settings.exec_tmp_bytes,
+        host_uid=settings.sandbox_uid,
+        search_path=environ.get("PATH", "/usr/bin:/bin"),
+        passed_env=environ,
+    )
+
+
+def sandbox_problem(settings: Settings, environ: dict[str, str]) -> str | None:
+    """For `kodo up` and `kodo doctor`: why ExecuteST would refuse (None: it would run)."""
+    if not settings.sandbox:
+        return None
+    why_not = sandbox_of(settings, environ).unavailable()
+    if why_not is None:
+        return None
+    return f"{why_not}: install bubblewrap (scripts/bootstrap does: apt-get install bubblewrap)"

@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from services.worker.sandbox import Finished, Limits, Sandbox, run_unsandboxed
+from services.worker.sandbox import Finished, limits_of, run_unsandboxed, sandbox_of
 from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, Stopwatch, run_policy
 from shared.config import Settings
 from shared.domain.policy import effective_allowlist
@@ -174,27 +174,6 @@ def scrubbed_env(source: dict[str, str]) -> dict[str, str]:
     env = {k: source[k] for k in PASSED_ENV if k in source}
     env.update({"PYTHONDONTWRITEBYTECODE": "1", "HOME": "/nonexistent"})
     return env
-
-
-def limits_of(settings: Settings) -> Limits:
-    return Limits(
-        cpu_s=settings.exec_cpu_s,
-        memory_bytes=settings.exec_memory_bytes,
-        nproc=settings.exec_nproc,
-        fsize_bytes=settings.exec_fsize_bytes,
-    )
-
-
-def sandbox_of(settings: Settings, environ: dict[str, str]) -> Sandbox:
-    return Sandbox(
-        bwrap=settings.sandbox_bwrap,
-        limits=limits_of(settings),
-        network=settings.sandbox_network,
-        tmp_bytes=settings.exec_tmp_bytes,
-        host_uid=settings.sandbox_uid,
-        search_path=environ.get("PATH", "/usr/bin:/bin"),
-        passed_env=environ,
-    )
 
 
 def announce_sandbox(settings: Settings, environ: dict[str, str]) -> None:

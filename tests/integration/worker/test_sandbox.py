@@ -19,8 +19,7 @@ import pytest
 
 from services.sample_repo import create_sample_repo
 from services.worker.git_ops import ensure_worktree
-from services.worker.sandbox import Finished
-from services.worker.steps.execute import sandbox_of
+from services.worker.sandbox import Finished, sandbox_of
 from shared.config import Settings
 
 pytestmark = pytest.mark.integration
