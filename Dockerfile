@@ -7,8 +7,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # git: workers clone and diff the repositories they run agents on.
+# bubblewrap: the sandbox for verification commands (prlimit/setpriv come with util-linux).
+# The worker container needs user namespaces: run it with a seccomp/AppArmor profile that
+# allows unshare(CLONE_NEWUSER), or `kodo doctor` reports "sandbox" failing and ExecuteST refuses.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git \
+    && apt-get install -y --no-install-recommends git bubblewrap \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 kodo \
     && mkdir -p /data/workspaces /repos \

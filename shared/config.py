@@ -23,9 +23,19 @@ DEFAULTS: dict[str, str] = {
     "RANDOM_SEED": "0",
     "KODO_REPO_ROOTS": "",
     "KODO_WORKSPACE_DIR": ".kodo/workspaces",
-    "KODO_EXEC_ALLOWLIST": "python,python3,pytest,git,make",
+    "KODO_EXEC_ALLOWLIST": "python,python3,pytest,make",
     "KODO_EXEC_TIMEOUT_S": "120",
     "KODO_EXEC_OUTPUT_CAP": "65536",
+    # The verification sandbox (services/worker/sandbox.py) and its per-command limits.
+    "KODO_SANDBOX": "on",
+    "KODO_SANDBOX_BWRAP": "bwrap",
+    "KODO_SANDBOX_NETWORK": "off",
+    "KODO_SANDBOX_UID": "65534",
+    "KODO_EXEC_CPU_S": "120",
+    "KODO_EXEC_MEMORY_BYTES": str(4 << 30),
+    "KODO_EXEC_NPROC": "256",
+    "KODO_EXEC_FSIZE_BYTES": str(256 << 20),
+    "KODO_EXEC_TMP_BYTES": str(256 << 20),
     "KODO_SCHEMA_RETRIES": "3",
     "KODO_MAX_BODY_BYTES": "65536",
     "APPROVAL_POLL_S": "2.0",
@@ -62,6 +72,17 @@ def _float(env: Mapping[str, str], key: str) -> float:
         raise ConfigError(f"{key} must be a number, got {raw!r}") from exc
 
 
+_ON = {"on": True, "true": True, "1": True, "yes": True}
+_OFF = {"off": False, "false": False, "0": False, "no": False}
+
+
+def _flag(env: Mapping[str, str], key: str) -> bool:
+    raw = env.get(key, DEFAULTS[key]).strip().lower()
+    if raw not in {**_ON, **_OFF}:
+        raise ConfigError(f"{key} must be on or off, got {raw!r}")
+    return {**_ON, **_OFF}[raw]
+
+
 def _list(env: Mapping[str, str], key: str, sep: str) -> tuple[str, ...]:
     raw = env.get(key, DEFAULTS[key])
     return tuple(part.strip() for part in raw.split(sep) if part.strip())
@@ -87,6 +108,15 @@ class Settings:
     )
     exec_timeout_s: int = int(DEFAULTS["KODO_EXEC_TIMEOUT_S"])
     exec_output_cap: int = int(DEFAULTS["KODO_EXEC_OUTPUT_CAP"])
+    sandbox: bool = True  # False only by the operator's explicit KODO_SANDBOX=off
+    sandbox_bwrap: str = DEFAULTS["KODO_SANDBOX_BWRAP"]
+    sandbox_network: bool = False
+    sandbox_uid: int = int(DEFAULTS["KODO_SANDBOX_UID"])
+    exec_cpu_s: int = int(DEFAULTS["KODO_EXEC_CPU_S"])
+    exec_memory_bytes: int = int(DEFAULTS["KODO_EXEC_MEMORY_BYTES"])
+    exec_nproc: int = int(DEFAULTS["KODO_EXEC_NPROC"])
+    exec_fsize_bytes: int = int(DEFAULTS["KODO_EXEC_FSIZE_BYTES"])
+    exec_tmp_bytes: int = int(DEFAULTS["KODO_EXEC_TMP_BYTES"])
     schema_retries: int = int(DEFAULTS["KODO_SCHEMA_RETRIES"])
     max_body_bytes: int = int(DEFAULTS["KODO_MAX_BODY_BYTES"])
     approval_poll_s: float = float(DEFAULTS["APPROVAL_POLL_S"])
@@ -118,6 +148,15 @@ class Settings:
             exec_allowlist=_list(env, "KODO_EXEC_ALLOWLIST", ","),
             exec_timeout_s=_int(env, "KODO_EXEC_TIMEOUT_S"),
             exec_output_cap=_int(env, "KODO_EXEC_OUTPUT_CAP"),
+            sandbox=_flag(env, "KODO_SANDBOX"),
+            sandbox_bwrap=env.get("KODO_SANDBOX_BWRAP", DEFAULTS["KODO_SANDBOX_BWRAP"]),
+            sandbox_network=_flag(env, "KODO_SANDBOX_NETWORK"),
+            sandbox_uid=_int(env, "KODO_SANDBOX_UID"),
+            exec_cpu_s=_int(env, "KODO_EXEC_CPU_S"),
+            exec_memory_bytes=_int(env, "KODO_EXEC_MEMORY_BYTES"),
+            exec_nproc=_int(env, "KODO_EXEC_NPROC"),
+            exec_fsize_bytes=_int(env, "KODO_EXEC_FSIZE_BYTES"),
+            exec_tmp_bytes=_int(env, "KODO_EXEC_TMP_BYTES"),
             schema_retries=_int(env, "KODO_SCHEMA_RETRIES"),
             max_body_bytes=_int(env, "KODO_MAX_BODY_BYTES"),
             approval_poll_s=_float(env, "APPROVAL_POLL_S"),
@@ -146,6 +185,19 @@ class Settings:
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be positive")
+        for name, limit in (
+            ("KODO_EXEC_TIMEOUT_S", self.exec_timeout_s),
+            ("KODO_EXEC_OUTPUT_CAP", self.exec_output_cap),
+            ("KODO_EXEC_CPU_S", self.exec_cpu_s),
+            ("KODO_EXEC_MEMORY_BYTES", self.exec_memory_bytes),
+            ("KODO_EXEC_NPROC", self.exec_nproc),
+            ("KODO_EXEC_FSIZE_BYTES", self.exec_fsize_bytes),
+            ("KODO_EXEC_TMP_BYTES", self.exec_tmp_bytes),
+        ):
+            if limit <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if not 0 < self.sandbox_uid < 2**32 - 1:
+            raise ConfigError("KODO_SANDBOX_UID must be a non-root uid")
         if self.fault_pause_before_apply_s < 0:
             raise ConfigError("KODO_FAULT_PAUSE_BEFORE_APPLY_S must not be negative")
         if self.policy_ref.startswith("-"):

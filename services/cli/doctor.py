@@ -22,6 +22,7 @@ Exit code 0 when every check is green, 1 when any is red.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -40,6 +41,7 @@ from sqlalchemy.pool import NullPool
 
 from services.cli.context import home_option, settings_for
 from services.devstack.handle import repo_root
+from services.worker.sandbox import sandbox_problem
 from shared.config import Settings
 from shared.queue import make_celery
 from shared.version import app_version
@@ -267,6 +269,16 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
+def check_sandbox(settings: Settings) -> Check:
+    """ExecuteST refuses to run commands without a working bubblewrap sandbox."""
+    if not settings.sandbox:
+        return Check("sandbox", False, "KODO_SANDBOX=off: agent commands run UNSANDBOXED")
+    problem = sandbox_problem(settings, dict(os.environ))
+    if problem is not None:
+        return Check("sandbox", False, problem)
+    return Check("sandbox", True, f"bubblewrap ({settings.sandbox_bwrap}) works")
+
+
 def run_checks(settings: Settings, *, timeout_s: float, stuck_minutes: int) -> list[Check]:
     engine = _engine(settings.database_url, timeout_s)
     try:
@@ -288,6 +300,7 @@ def run_checks(settings: Settings, *, timeout_s: float, stuck_minutes: int) -> l
         else:
             checks.append(Check("stuck runs", False, "skipped: postgres unreachable"))
             checks.append(Check("unknown calls", False, "skipped: postgres unreachable"))
+        checks.append(check_sandbox(settings))
     finally:
         engine.dispose()
     return checks

@@ -37,6 +37,7 @@ from services.launcher import (
     stop_group,
     wait_worker_ready,
 )
+from services.worker.sandbox import sandbox_problem
 from shared.config import ConfigError, Settings
 
 API_PORT = 8000
@@ -79,6 +80,22 @@ def _timed(name: str, start: Callable[[], tuple[Proc, str]]) -> Proc:
 
 def _running(state: upstate.UpState) -> list[upstate.ProcEntry]:
     return [p for p in state.procs if pid_alive(p.pid) and start_ticks(p.pid) == p.start_ticks]
+
+
+def _say_sandbox(settings: Settings) -> None:
+    """Verification commands only run sandboxed: say so now, not at the first run."""
+    if not settings.sandbox:
+        click.echo("WARNING: KODO_SANDBOX=off: agent commands will run UNSANDBOXED", err=True)
+        return
+    problem = sandbox_problem(settings, dict(os.environ))
+    if problem is None:
+        click.echo(f"sandbox: bubblewrap ({settings.sandbox_bwrap}) works")
+    else:
+        click.echo(
+            f"WARNING: no sandbox ({problem}); ExecuteST will refuse to run verification"
+            " commands until it works (or KODO_SANDBOX=off, unsandboxed)",
+            err=True,
+        )
 
 
 @click.command("up")
@@ -135,6 +152,7 @@ def up(
         _ready(handle.name, f"{handle.kind} {handle.url}", began)
     click.echo(f"migrations: {services.postgres.url} at head")
 
+    _say_sandbox(settings)
     roots = [str(r.resolve()) for r in repo_roots] or [str(r) for r in settings.repo_roots]
     if not roots:
         click.echo("note: no --repo-root nor KODO_REPO_ROOTS: the API will refuse every intent")

@@ -21,7 +21,8 @@ from shared.rng import seeded_rng
 PLAN_BEGIN = "--- plan.json ---"
 PLAN_END = "--- end plan.json ---"
 UNITTEST_ARGV = ["python3", "-m", "unittest", "discover", "-s", ".", "-p", "test_*.py"]
-FALLBACK_ARGV = ["git", "diff", "--stat", "HEAD~1", "HEAD"]
+# git is off the default exec allowlist (and the sandbox shows no .git): list the tree.
+FALLBACK_ARGV = ["python3", "-c", "import os; print(sorted(os.listdir('.')))"]
 FAIL_ARGV = ["python3", "-c", "import sys; print('verification failed'); sys.exit(3)"]
 
 _OPENINGS = (
@@ -179,7 +180,7 @@ def build_output(directory: Path, directives: Directives) -> dict[str, Any]:
         return {"next_action": "verify", "argv": FAIL_ARGV, "reason": "Scripted failure."}
     if repo.has_unittest_files(directory):
         return {"next_action": "verify", "argv": UNITTEST_ARGV, "reason": "Run the unit tests."}
-    return {"next_action": "verify", "argv": FALLBACK_ARGV, "reason": "No tests; show the diff."}
+    return {"next_action": "verify", "argv": FALLBACK_ARGV, "reason": "No tests; list the files."}
 
 
 def structured_answer(

@@ -6,9 +6,12 @@ are built on first use after fork (see runtime.py).
 
 from __future__ import annotations
 
+import os
+
 from celery.signals import beat_init, setup_logging, worker_init, worker_process_init
 
 from services.worker.runtime import reset_runtime
+from services.worker.steps.execute import announce_sandbox
 from shared.config import Settings
 from shared.db.engine import make_engine
 from shared.logging import configure_logging
@@ -42,6 +45,7 @@ def _register(kind: str) -> None:
 @worker_init.connect  # type: ignore[untyped-decorator]
 def _check_schema_worker(**_: object) -> None:
     _register("worker")
+    announce_sandbox(Settings.from_env(), dict(os.environ))
 
 
 @beat_init.connect  # type: ignore[untyped-decorator]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -23,17 +22,11 @@ from shared.domain.change_check import (
     parse_raw,
     with_counts,
 )
+from shared.gitcmd import run_git
 from shared.hashing import sha256_hex
 
 GIT_TIMEOUT_S = 60
-_IDENTITY = [
-    "-c",
-    "user.name=kodo",
-    "-c",
-    "user.email=kodo@localhost",
-    "-c",
-    "commit.gpgsign=false",
-]
+_IDENTITY = {"user.name": "kodo", "user.email": "kodo@localhost"}
 
 
 class GitError(RuntimeError):
@@ -47,14 +40,8 @@ class Worktree:
 
 
 def git(cwd: Path, *args: str, check: bool = True, stdin: bytes | None = None) -> str:
-    proc = subprocess.run(
-        ["git", *_IDENTITY, *args],
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        timeout=GIT_TIMEOUT_S,
-        check=False,
-    )
+    """Run hardened git (shared.gitcmd: no hooks, drivers or fsmonitor) as kodo."""
+    proc = run_git(cwd, args, stdin=stdin, timeout_s=GIT_TIMEOUT_S, config=_IDENTITY)
     if check and proc.returncode != 0:
         raise GitError(f"git {' '.join(args)}: {proc.stderr.decode(errors='replace').strip()}")
     return proc.stdout.decode(errors="replace")
@@ -128,13 +115,11 @@ def try_apply(worktree: Path, diff: str) -> str | None:
     ``git apply`` is atomic: a patch that fails leaves every file as it was, so no
     separate ``--check`` pass is needed.
     """
-    proc = subprocess.run(
-        ["git", "apply", "--index", "--whitespace=nowarn", "-"],
-        cwd=worktree,
-        input=diff.encode(),
-        capture_output=True,
-        timeout=GIT_TIMEOUT_S,
-        check=False,
+    proc = run_git(
+        worktree,
+        ["apply", "--index", "--whitespace=nowarn", "-"],
+        stdin=diff.encode(),
+        timeout_s=GIT_TIMEOUT_S,
     )
     return None if proc.returncode == 0 else proc.stderr.decode(errors="replace").strip()
 

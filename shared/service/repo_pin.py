@@ -6,7 +6,7 @@ and the strictest combination of the two is recorded on the intent. Later steps 
 recorded commit and policy, never the moving ref names.
 
 Every git call here is read-only plumbing (``rev-parse``, ``symbolic-ref``,
-``ls-tree``, ``cat-file``): none runs hooks, filters or textconv drivers.
+``ls-tree``, ``cat-file``) through the hardened runner (no hooks, drivers, fsmonitor).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from shared.domain.pinning import RepoPin
 from shared.domain.policy import Policy, PolicyError, policy_from_mapping, strictest
+from shared.gitcmd import run_git
 
 POLICY_PATH = ".kodo/policy.toml"
 POLICY_MAX_BYTES = 64 * 1024
@@ -25,13 +26,11 @@ GIT_TIMEOUT_S = 30
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args],
-        capture_output=True,
-        timeout=GIT_TIMEOUT_S,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    """Hardened git (shared.gitcmd); a repository that vanished answers like a failed git."""
+    try:
+        return run_git(repo, args, timeout_s=GIT_TIMEOUT_S)
+    except OSError as exc:  # no such directory
+        return subprocess.CompletedProcess(["git", *args], 128, b"", str(exc).encode())
 
 
 def observe_repo(path: str | Path) -> RepoPin | None:

@@ -1,28 +1,148 @@
-"""ExecuteST: run the decided argv without a shell, allowlisted, time- and output-capped.
+"""ExecuteST: run the decided argv, allowlisted, in the sandbox (services/worker/sandbox.py).
 
-The run succeeds iff the command exits 0; its output is an artifact either way.
+The run succeeds iff the command exits 0; its output (the first KODO_EXEC_OUTPUT_CAP
+bytes) is an artifact either way. Without a working sandbox the step refuses to run
+the command, unless the operator set KODO_SANDBOX=off (logged on every execution and
+recorded in the step's output). While the command runs the step checks its lease and
+the run's status every second: a cancel kills the whole sandbox.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, Stopwatch
+import structlog
+
+from services.worker.sandbox import Finished, limits_of, run_unsandboxed, sandbox_of
+from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, Stopwatch, run_policy
+from shared.config import Settings
+from shared.domain.policy import effective_allowlist
 from shared.domain.run_machine import StepId
 
-PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYENV_ROOT", "TMPDIR")
-"""The only variables a verification command inherits: no tokens, no keys."""
+log = structlog.get_logger("kodo.execute")
 
-
-@dataclass(frozen=True)
-class Completed:
-    exit_code: int | None
-    output: bytes
-    timed_out: bool
-    truncated: bool
+PASSED_ENV = ("PATH", "LANG", "LC_ALL")
+"""The only host variables an unsandboxed (opted-out) command inherits: no tokens, no keys."""
+POLL_S = 1.0
+"""How often a running command's step checks its lease (and so notices a cancel)."""
+GIT_GLOBAL_OPTIONS = frozenset(
+    {
+        "--no-pager",
+        "--no-replace-objects",
+        "--literal-pathspecs",
+        "--glob-pathspecs",
+        "--noglob-pathspecs",
+        "--icase-pathspecs",
+        "--no-optional-locks",
+    }
+)
+"""The only options allowed before a git subcommand (never -c, -C, --exec-path, ...)."""
+GIT_BUILTINS = frozenset(
+    (
+        "add",
+        "am",
+        "annotate",
+        "apply",
+        "archive",
+        "bisect",
+        "blame",
+        "branch",
+        "bundle",
+        "cat-file",
+        "check-attr",
+        "check-ignore",
+        "check-mailmap",
+        "check-ref-format",
+        "checkout",
+        "checkout-index",
+        "cherry",
+        "cherry-pick",
+        "clean",
+        "clone",
+        "column",
+        "commit",
+        "commit-graph",
+        "commit-tree",
+        "count-objects",
+        "describe",
+        "diff",
+        "diff-files",
+        "diff-index",
+        "diff-tree",
+        "fetch-pack",
+        "fmt-merge-msg",
+        "for-each-ref",
+        "format-patch",
+        "fsck",
+        "gc",
+        "grep",
+        "hash-object",
+        "help",
+        "index-pack",
+        "init",
+        "interpret-trailers",
+        "log",
+        "ls-files",
+        "ls-remote",
+        "ls-tree",
+        "mailinfo",
+        "mailsplit",
+        "merge",
+        "merge-base",
+        "merge-file",
+        "merge-tree",
+        "mktag",
+        "mktree",
+        "mv",
+        "name-rev",
+        "notes",
+        "pack-objects",
+        "pack-refs",
+        "patch-id",
+        "prune",
+        "prune-packed",
+        "range-diff",
+        "read-tree",
+        "rebase",
+        "reflog",
+        "remote",
+        "repack",
+        "replace",
+        "rerere",
+        "reset",
+        "restore",
+        "rev-list",
+        "rev-parse",
+        "revert",
+        "rm",
+        "shortlog",
+        "show",
+        "show-branch",
+        "show-index",
+        "show-ref",
+        "sparse-checkout",
+        "stash",
+        "status",
+        "stripspace",
+        "switch",
+        "symbolic-ref",
+        "tag",
+        "unpack-file",
+        "unpack-objects",
+        "update-index",
+        "update-ref",
+        "verify-commit",
+        "verify-pack",
+        "verify-tag",
+        "version",
+        "whatchanged",
+        "worktree",
+        "write-tree",
+    )
+)
+"""Subcommands git itself implements; anything else would be an alias or a git-* program."""
 
 
 def program_allowed(argv: list[str], allowlist: tuple[str, ...]) -> str | None:
@@ -32,39 +152,58 @@ def program_allowed(argv: list[str], allowlist: tuple[str, ...]) -> str | None:
         return f"program {program!r} must be a bare name from the allowlist"
     if program not in allowlist:
         return f"program {program!r} is not on the allowlist ({', '.join(allowlist)})"
+    if program == "git":
+        return git_refusal(argv[1:])
     return None
+
+
+def git_refusal(args: list[str]) -> str | None:
+    """Why a git argv may not run (config, paths or programs chosen by the agent)."""
+    for arg in args:
+        if arg.startswith("-"):
+            if arg not in GIT_GLOBAL_OPTIONS:
+                return f"git option {arg!r} is refused (git_options: no -c/-C/--exec-path/...)"
+            continue
+        if arg not in GIT_BUILTINS:
+            return f"git subcommand {arg!r} is not a git builtin (git_alias: aliases refused)"
+        return None
+    return "git needs a subcommand"
 
 
 def scrubbed_env(source: dict[str, str]) -> dict[str, str]:
     env = {k: source[k] for k in PASSED_ENV if k in source}
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update({"PYTHONDONTWRITEBYTECODE": "1", "HOME": "/nonexistent"})
     return env
 
 
-def run_capped(
-    argv: list[str], cwd: Path, *, timeout_s: int, cap: int, env: dict[str, str]
-) -> Completed:
-    try:
-        proc = subprocess.run(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            timeout=timeout_s,
-            check=False,
+def announce_sandbox(settings: Settings, environ: dict[str, str]) -> None:
+    """At worker start: say loudly if commands will run unsandboxed or not at all."""
+    if not settings.sandbox:
+        log.warning(
+            "sandbox.OFF",
+            detail="KODO_SANDBOX=off: agent-chosen commands run UNSANDBOXED on this host",
         )
-    except subprocess.TimeoutExpired as exc:
-        out = exc.output if isinstance(exc.output, bytes) else b""
-        return Completed(None, out[:cap], timed_out=True, truncated=len(out) > cap)
-    except OSError as exc:
-        return Completed(
-            127, f"cannot run {argv[0]}: {exc}".encode(), timed_out=False, truncated=False
-        )
-    return Completed(
-        proc.returncode, proc.stdout[:cap], timed_out=False, truncated=len(proc.stdout) > cap
-    )
+        return
+    why_not = sandbox_of(settings, environ).unavailable()
+    if why_not is not None:
+        log.error("sandbox.unavailable", reason=why_not, detail="ExecuteST will refuse to run")
+    else:
+        log.info("sandbox.ready", bwrap=settings.sandbox_bwrap, network=settings.sandbox_network)
+
+
+def protected_paths(ctx: StepContext) -> list[str]:
+    """Host paths no bind may expose (besides sandbox.ALWAYS_PROTECTED)."""
+    paths = [ctx.rt.settings.workspace_dir, ctx.repo_path, Path.home(), Path.cwd()]
+    return [str(p.resolve()) for p in paths]
+
+
+def _artifact(done: Finished, cap: int) -> ArtifactOut:
+    body = done.head
+    if done.truncated:
+        body += (
+            f"\n[kodo: output truncated: {done.total_bytes} bytes written, the first {cap} kept]\n"
+        ).encode()
+    return ArtifactOut("command_output", "command-output.txt", body, "text/plain; charset=utf-8")
 
 
 def execute_step(ctx: StepContext) -> StepOutcome:
@@ -73,30 +212,66 @@ def execute_step(ctx: StepContext) -> StepOutcome:
         return StepOutcome.failed("execute needs an approved, decided run with a worktree", {})
     argv = [str(a) for a in decided.get("argv", [])]
     settings = ctx.rt.settings
-    refusal = program_allowed(argv, settings.exec_allowlist)
+    allowlist = effective_allowlist(run_policy(ctx), settings.exec_allowlist)
+    refusal = program_allowed(argv, allowlist)
     if refusal is not None:
-        return StepOutcome.failed(
-            refusal, {"argv": argv, "allowlist": list(settings.exec_allowlist)}
-        )
+        return StepOutcome.failed(refusal, {"argv": argv, "allowlist": list(allowlist)})
+    environ = dict(os.environ)
     watch = Stopwatch(ctx)
-    with watch.measure():
-        done = run_capped(
-            argv,
-            ctx.worktree_path,
-            timeout_s=settings.exec_timeout_s,
-            cap=settings.exec_output_cap,
-            env=scrubbed_env(dict(os.environ)),
-        )
+    sandbox_note: dict[str, Any]
+    if settings.sandbox:
+        sandbox = sandbox_of(settings, environ)
+        why_not = sandbox.unavailable()
+        if why_not is not None:
+            return StepOutcome.failed(
+                f"sandbox_required: {why_not}; agent-chosen commands only run in a sandbox"
+                " (install bubblewrap: scripts/bootstrap does; or set KODO_SANDBOX=off to"
+                " run them unsandboxed)",
+                {"rule": "sandbox_required", "argv": argv, "bwrap": settings.sandbox_bwrap},
+            )
+        tools = sandbox.toolchain(allowlist, protected_paths(ctx))
+        program = tools.programs.get(argv[0])
+        if program is None:
+            return StepOutcome.failed(
+                f"sandbox_toolchain: no usable {argv[0]!r} for the sandbox",
+                {"argv": argv, "skipped": tools.skipped.get(argv[0], [])},
+            )
+        sandbox_note = {"mode": "bubblewrap", "network": settings.sandbox_network}
+        with watch.measure():
+            done = sandbox.run(
+                [program, *argv[1:]],
+                ctx.worktree_path,
+                timeout_s=settings.exec_timeout_s,
+                cap=settings.exec_output_cap,
+                protected=protected_paths(ctx),
+                toolchain=tools,
+                on_poll=ctx.keep_lease,
+                poll_s=POLL_S,
+            )
+    else:
+        log.warning("sandbox.OFF", run_id=ctx.run_id, argv=argv, detail="running UNSANDBOXED")
+        sandbox_note = {"mode": "off", "warning": "KODO_SANDBOX=off: ran UNSANDBOXED"}
+        with watch.measure():
+            done = run_unsandboxed(
+                argv,
+                ctx.worktree_path,
+                env=scrubbed_env(environ),
+                limits=limits_of(settings),
+                timeout_s=settings.exec_timeout_s,
+                cap=settings.exec_output_cap,
+                on_poll=ctx.keep_lease,
+                poll_s=POLL_S,
+            )
     output = {
         "argv": argv,
         "command_ms": watch.ms,
         "exit_code": done.exit_code,
         "timed_out": done.timed_out,
         "truncated": done.truncated,
+        "output_bytes": done.total_bytes,
+        "sandbox": sandbox_note,
     }
-    artifact = ArtifactOut(
-        "command_output", "command-output.txt", done.output, "text/plain; charset=utf-8"
-    )
+    artifact = _artifact(done, settings.exec_output_cap)
     if done.exit_code == 0:
         return StepOutcome(ok=True, output=output, artifacts=[artifact])
     reason = "timed out" if done.timed_out else f"exited {done.exit_code}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,16 @@ from tests.integration.cli.conftest import Kodo
 
 pytestmark = pytest.mark.integration
 
-CHECKS = ["postgres", "redis", "migrations", "opencode", "workers", "stuck runs", "unknown calls"]
+CHECKS = [
+    "postgres",
+    "redis",
+    "migrations",
+    "opencode",
+    "workers",
+    "stuck runs",
+    "unknown calls",
+    "sandbox",
+]
 
 
 def test_doctor_is_green_with_exit_0_on_a_healthy_stack(kodo: Kodo) -> None:
@@ -24,6 +34,16 @@ def test_doctor_is_green_with_exit_0_on_a_healthy_stack(kodo: Kodo) -> None:
     body = json.loads(kodo("doctor", "--json").output)
     assert body["ok"] is True
     assert [c["name"] for c in body["checks"]] == CHECKS
+
+
+def test_doctor_says_what_to_do_when_there_is_no_sandbox(
+    kodo: Kodo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KODO_SANDBOX_BWRAP", str(tmp_path / "no-bwrap"))
+    result = kodo("doctor")
+    assert result.exit_code == 1
+    assert "FAIL sandbox" in result.output
+    assert "apt-get install bubblewrap" in result.output
 
 
 def test_doctor_says_dead_daemon_when_nothing_listens_on_the_oc_port(kodo: Kodo) -> None:

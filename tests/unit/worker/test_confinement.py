@@ -29,4 +29,23 @@ def test_the_command_environment_carries_no_secrets() -> None:
     env = scrubbed_env(
         {"PATH": "/bin", "HOME": "/root", "OPENAI_API_KEY": "sk-x", "OC_PASSWORD": "p"}
     )
-    assert env == {"PATH": "/bin", "HOME": "/root", "PYTHONDONTWRITEBYTECODE": "1"}
+    assert env == {"PATH": "/bin", "HOME": "/nonexistent", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "allowed"),
+    [
+        (["git", "--no-pager", "log", "-C", "3"], True),  # -C after the subcommand is its own
+        (["git", "status"], True),
+        (["git", "-c", "core.pager=sh", "log"], False),
+        (["git", "--config-env=core.pager=X", "log"], False),
+        (["git", "--exec-path=/tmp", "status"], False),
+        (["git", "-C", "/", "status"], False),
+        (["git", "--git-dir=/x", "status"], False),
+        (["git", "--work-tree=/", "status"], False),
+        (["git", "my-alias"], False),
+        (["git"], False),
+    ],
+)
+def test_git_may_only_run_builtins_without_global_options(argv: list[str], allowed: bool) -> None:
+    assert (program_allowed(argv, ("git",)) is None) is allowed

@@ -1,0 +1,157 @@
+"""git never runs the repository's code: planted hooks, drivers and monitors stay inert.
+
+Each attack is planted in the source repository (as a hostile command or a hostile
+clone would), shown to fire under plain git, then driven through kodo's own path:
+ensure_worktree, try_apply, commit_index, the diffs later steps read, the policy read.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from services.sample_repo import create_sample_repo
+from services.worker.git_ops import commit_index, ensure_worktree, git, try_apply
+from shared.gitcmd import command_keys, hardened_args
+from shared.service.repo_pin import resolve_commit, run_policy_at_submit
+
+pytestmark = pytest.mark.integration
+
+PATCH = (
+    "diff --git a/calc.py b/calc.py\n--- a/calc.py\n+++ b/calc.py\n"
+    "@@ -3,3 +3,7 @@\n \n def add(a: int, b: int) -> int:\n     return a + b\n"
+    "+\n+\n+def sub(a: int, b: int) -> int:\n+    return a - b\n"
+)
+IDENT = ["-c", "user.name=t", "-c", "user.email=t@localhost"]
+
+
+def plain_git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """git as a user would run it: the repository's config and hooks apply."""
+    return subprocess.run(
+        ["git", *IDENT, *args], cwd=repo, capture_output=True, text=True, check=False
+    )
+
+
+def evil(tmp_path: Path, name: str) -> str:
+    """A command that leaves evidence (a file named ``name``) if it ever runs."""
+    return f"touch {tmp_path / 'ran' / name}"
+
+
+def ran(tmp_path: Path) -> list[str]:
+    return sorted(p.name for p in (tmp_path / "ran").iterdir())
+
+
+def kodo_path(repo: Path, workspace: Path, run_id: str = "run-1") -> Path:
+    """Everything kodo's steps do with git on a run, in order."""
+    wt = ensure_worktree(repo, workspace, run_id, "HEAD").path
+    assert try_apply(wt, PATCH) is None
+    commit_index(wt, "kodo: apply\n\nKodo-Run: run-1")
+    git(wt, "status", "--porcelain")
+    git(wt, "diff", "--stat", "HEAD~1", "HEAD")
+    git(wt, "log", "-p", "-1")
+    git(wt, "show", "HEAD")
+    head = resolve_commit(repo, "HEAD")
+    assert head is not None
+    run_policy_at_submit(repo, "HEAD", head, None)
+    return wt
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    (tmp_path / "ran").mkdir()
+    return create_sample_repo(tmp_path / "calc")
+
+
+HOOKS = ("post-checkout", "pre-commit", "post-commit", "reference-transaction", "pre-auto-gc")
+
+
+def test_planted_hooks_never_run(repo: Path, tmp_path: Path) -> None:
+    for hook in HOOKS:
+        script = repo / ".git" / "hooks" / hook
+        script.write_text(f"#!/bin/sh\n{evil(tmp_path, hook)}\n")
+        script.chmod(0o755)
+    plain_git(repo, "commit", "-q", "--allow-empty", "-m", "hooks fire for plain git")
+    assert {"pre-commit", "post-commit", "reference-transaction"} <= set(ran(tmp_path))
+    for stale in (tmp_path / "ran").iterdir():
+        stale.unlink()
+
+    kodo_path(repo, tmp_path / "ws")
+    assert ran(tmp_path) == []
+
+
+def test_a_hooks_path_set_in_the_repository_config_is_ignored(repo: Path, tmp_path: Path) -> None:
+    hooks = tmp_path / "elsewhere"
+    hooks.mkdir()
+    for hook in HOOKS:
+        (hooks / hook).write_text(f"#!/bin/sh\n{evil(tmp_path, hook)}\n")
+        (hooks / hook).chmod(0o755)
+    plain_git(repo, "config", "core.hooksPath", str(hooks))
+    kodo_path(repo, tmp_path / "ws")
+    assert ran(tmp_path) == []
+
+
+def test_filter_drivers_from_the_repository_config_never_run(repo: Path, tmp_path: Path) -> None:
+    (repo / ".gitattributes").write_text("* filter=evil diff=evil merge=evil\n")
+    plain_git(repo, "add", ".gitattributes")
+    plain_git(repo, "commit", "-q", "-m", "attributes")
+    for key, value in (
+        ("filter.evil.clean", evil(tmp_path, "clean")),
+        ("filter.evil.smudge", evil(tmp_path, "smudge")),
+        ("filter.evil.process", evil(tmp_path, "process")),
+        ("filter.evil.required", "true"),
+        ("diff.evil.textconv", evil(tmp_path, "textconv")),
+        ("diff.evil.command", evil(tmp_path, "diff-command")),
+        ("diff.external", evil(tmp_path, "external")),
+        ("merge.evil.driver", evil(tmp_path, "merge")),
+        ("core.fsmonitor", evil(tmp_path, "fsmonitor")),
+        ("core.pager", evil(tmp_path, "pager")),
+    ):
+        plain_git(repo, "config", key, value)
+    (repo / "new.txt").write_text("x\n")
+    plain_git(repo, "add", "new.txt")  # plain git runs the planted drivers
+    assert ran(tmp_path), "the planted drivers fire for plain git"
+    plain_git(repo, "reset", "-q", "--hard")
+    for stale in (tmp_path / "ran").iterdir():
+        stale.unlink()
+
+    kodo_path(repo, tmp_path / "ws")
+    assert ran(tmp_path) == []
+
+
+def test_config_keys_that_name_programs_are_recognised() -> None:
+    names = [
+        "core.bare",
+        "filter.lfs.clean",
+        "filter.a=b c.smudge",
+        "filter.x.process",
+        "diff.x.textconv",
+        "diff.x.command",
+        "merge.x.driver",
+        "alias.st",
+        "remote.origin.uploadpack",
+        "user.name",
+    ]
+    assert command_keys(names) == [
+        "filter.lfs.clean",
+        "filter.a=b c.smudge",
+        "filter.x.process",
+        "diff.x.textconv",
+        "diff.x.command",
+        "merge.x.driver",
+        "alias.st",
+        "remote.origin.uploadpack",
+    ]
+
+
+def test_diffing_commands_never_use_external_diff_or_textconv() -> None:
+    assert hardened_args(["diff", "--stat", "A", "B"]) == [
+        "diff",
+        "--no-ext-diff",
+        "--no-textconv",
+        "--stat",
+        "A",
+        "B",
+    ]
+    assert hardened_args(["status"]) == ["status"]

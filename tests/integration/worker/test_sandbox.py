@@ -1,0 +1,288 @@
+"""The sandbox attacked: real commands through bubblewrap, as ExecuteST runs them.
+
+Each test is an attack a hostile verification command would try; it asserts what the
+command saw and what it left on the host.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.sample_repo import create_sample_repo
+from services.worker.git_ops import ensure_worktree
+from services.worker.sandbox import Finished, sandbox_of
+from shared.config import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def run_python(
+    code: str,
+    worktree: Path,
+    *,
+    settings: Settings | None = None,
+    timeout_s: float = 30,
+    cap: int = 1 << 20,
+    protected: tuple[str, ...] = (),
+) -> Finished:
+    """``python3 -c code`` in the sandbox the worker would build from ``settings``."""
+    settings = settings or Settings()
+    box = sandbox_of(settings, dict(os.environ))
+    assert box.unavailable() is None, box.unavailable()
+    tools = box.toolchain(settings.exec_allowlist, protected)
+    return box.run(
+        [tools.programs["python3"], "-c", code],
+        worktree,
+        timeout_s=timeout_s,
+        cap=cap,
+        protected=protected,
+        toolchain=tools,
+    )
+
+
+def said(done: Finished) -> str:
+    return done.head.decode(errors="replace")
+
+
+def processes_with(marker: str) -> list[int]:
+    """Host pids whose command line carries ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker.encode() in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def worktree(tmp_path: Path) -> Path:
+    path = tmp_path / "ws" / "run-a"
+    path.mkdir(parents=True)
+    (path / "calc.py").write_text("x = 1\n")
+    return path
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    tag = f"{1000 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6}"
+    yield tag
+    for pid in processes_with(tag):  # never leave a stray behind, even when a test fails
+        os.kill(pid, 9)
+
+
+def test_the_parents_environment_is_not_readable_through_proc(
+    worktree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://kodo:hunter2@db/kodo")
+    done = run_python(
+        "import os\n"
+        "print('ENV', dict(os.environ))\n"
+        "for pid in (os.getppid(), 1):\n"
+        "    try: print(pid, open(f'/proc/{pid}/environ', 'rb').read())\n"
+        "    except OSError as e: print(pid, 'refused', e)\n"
+        "print('PIDS', sorted(p for p in os.listdir('/proc') if p.isdigit()))\n",
+        worktree,
+    )
+    assert done.exit_code == 0, said(done)
+    assert "hunter2" not in said(done)
+    assert "DATABASE_URL" not in said(done)
+    pids = said(done).split("PIDS", 1)[1]
+    assert str(os.getpid()) not in pids.split("'"), "the worker is invisible in a fresh /proc"
+
+
+def test_a_0600_token_file_outside_the_worktree_is_not_readable(
+    worktree: Path, tmp_path: Path
+) -> None:
+    token = tmp_path / "home" / ".kodo" / "token"
+    token.parent.mkdir(parents=True)
+    token.write_text("kodo_admin_SECRET")
+    token.chmod(0o600)
+    done = run_python(
+        f"import os\nfor p in ({str(token)!r}, '/root/.kodo/token', '/etc/shadow'):\n"
+        "    try: print(open(p).read())\n"
+        "    except OSError as e: print('refused', type(e).__name__)\n",
+        worktree,
+    )
+    assert "kodo_admin_SECRET" not in said(done)
+    assert said(done).count("refused") == 3, said(done)
+
+
+def test_no_network_reaches_postgres_or_a_local_socket(worktree: Path, tmp_path: Path) -> None:
+    abstract = f"\0kodo-test-{uuid.uuid4().hex}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(abstract)
+    listener.listen(1)
+    path_sock = tmp_path / "pg.sock"
+    on_disk = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    on_disk.bind(str(path_sock))
+    on_disk.listen(1)
+    try:
+        done = run_python(
+            "import socket\n"
+            "tries = [(socket.AF_INET, ('127.0.0.1', 5432)), (socket.AF_INET, ('127.0.0.1', 6379)),"
+            f" (socket.AF_UNIX, {abstract!r}), (socket.AF_UNIX, {str(path_sock)!r}),"
+            " (socket.AF_UNIX, '/var/run/postgresql/.s.PGSQL.5432'),"
+            " (socket.AF_UNIX, '/run/postgresql/.s.PGSQL.5432')]\n"
+            "for family, where in tries:\n"
+            "    s = socket.socket(family, socket.SOCK_STREAM); s.settimeout(2)\n"
+            "    try: s.connect(where); print('CONNECTED', where)\n"
+            "    except OSError as e: print('refused', type(e).__name__)\n",
+            worktree,
+        )
+    finally:
+        listener.close()
+        on_disk.close()
+    assert "CONNECTED" not in said(done)
+    assert said(done).count("refused") == 6, said(done)
+
+
+def test_nothing_outside_the_worktree_can_be_written(worktree: Path, tmp_path: Path) -> None:
+    host_tmp = Path("/tmp") / f"kodo-escape-{uuid.uuid4().hex}"  # noqa: S108 (the host's /tmp)
+    targets = [str(tmp_path / "outside.txt"), "/usr/kodo-escape", "/etc/kodo-escape"]
+    done = run_python(
+        "import os\n"
+        f"for p in {targets!r}:\n"
+        "    try: open(p, 'w').write('x'); print('WROTE', p)\n"
+        "    except OSError as e: print('refused', type(e).__name__)\n"
+        f"open({str(host_tmp)!r}, 'w').write('private tmp')\n"
+        "open('inside.txt', 'w').write('ok')\n",
+        worktree,
+    )
+    assert done.exit_code == 0, said(done)
+    assert "WROTE" not in said(done)
+    assert not (tmp_path / "outside.txt").exists()
+    assert not host_tmp.exists(), "the sandbox's /tmp is its own"
+    assert (worktree / "inside.txt").read_text() == "ok"
+
+
+def test_other_worktrees_and_the_source_repository_are_invisible(tmp_path: Path) -> None:
+    repo = create_sample_repo(tmp_path / "calc")
+    workspace = tmp_path / "ws"
+    mine = ensure_worktree(repo, workspace, "run-a", "HEAD").path
+    other = ensure_worktree(repo, workspace, "run-b", "HEAD").path
+    gitdir = (mine / ".git").read_text().split(":", 1)[1].strip()
+    done = run_python(
+        "import os\n"
+        f"for p in {[str(other), str(repo), str(repo / '.git'), gitdir]!r}:\n"
+        "    print(p, 'VISIBLE' if os.path.exists(p) else 'absent')\n"
+        "try: open('.git', 'w').write('gitdir: /tmp/evil'); print('REDIRECTED')\n"
+        "except OSError as e: print('git file', type(e).__name__)\n",
+        mine,
+        protected=(str(workspace), str(repo)),
+    )
+    assert "VISIBLE" not in said(done), said(done)
+    assert said(done).count("absent") == 4
+    assert "REDIRECTED" not in said(done)
+    assert (mine / ".git").read_text().strip() == f"gitdir: {gitdir}"
+
+
+def test_a_setsid_daemon_is_gone_when_the_command_ends(worktree: Path, marker: str) -> None:
+    done = run_python(
+        "import os, subprocess\n"
+        f"subprocess.Popen(['sleep', '{marker}'], start_new_session=True,"
+        " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "if os.fork() == 0:\n"  # and a classic double fork
+        "    os.setsid()\n"
+        f"    if os.fork() == 0: os.execvp('sleep', ['sleep', '{marker}'])\n"
+        "    os._exit(0)\n"
+        "print('daemons started')\n",
+        worktree,
+    )
+    assert done.exit_code == 0, said(done)
+    time.sleep(0.3)
+    assert processes_with(marker) == []
+
+
+def test_a_timeout_kills_the_whole_process_tree(worktree: Path, marker: str) -> None:
+    began = time.monotonic()
+    done = run_python(
+        "import subprocess, time\n"
+        f"for _ in range(3): subprocess.Popen(['sleep', '{marker}'])\n"
+        "print('tree up', flush=True)\n"
+        "time.sleep(600)\n",
+        worktree,
+        timeout_s=2,
+    )
+    assert done.timed_out
+    assert done.exit_code is None
+    assert time.monotonic() - began < 10
+    assert "tree up" in said(done)
+    time.sleep(0.3)
+    assert processes_with(marker) == []
+
+
+def test_a_fork_bomb_is_bounded_and_the_worker_keeps_working(worktree: Path) -> None:
+    done = run_python(
+        "import os, time\n"
+        "children = 0\n"
+        "try:\n"
+        "    while children < 5000:\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(5); os._exit(0)\n"
+        "        children += 1\n"
+        "except OSError as e: print('stopped', type(e).__name__)\n"
+        "print('children', children)\n",
+        worktree,
+        settings=Settings(exec_nproc=40),
+        timeout_s=20,
+    )
+    assert "stopped" in said(done), said(done)
+    children = int(said(done).split("children", 1)[1].split()[0])
+    assert children < 40
+    assert subprocess.run(["true"], check=False).returncode == 0, "the worker can still fork"
+
+
+def test_300_mb_of_output_neither_grows_the_worker_nor_the_artifact(worktree: Path) -> None:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    done = run_python(
+        "import sys\nblock = b'x' * (1 << 20)\n"
+        "for _ in range(300): sys.stdout.buffer.write(block)\n",
+        worktree,
+        cap=65536,
+        timeout_s=120,
+    )
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert done.exit_code == 0
+    assert done.total_bytes == 300 << 20
+    assert len(done.head) == 65536
+    assert done.truncated
+    assert grown_kib < 16 * 1024, f"the worker's peak RSS grew {grown_kib} KiB"
+
+
+def test_a_file_larger_than_the_size_limit_cannot_be_written(worktree: Path) -> None:
+    done = run_python(
+        "block = b'x' * (1 << 20)\n"
+        "with open('big.bin', 'wb') as f:\n"
+        "    for _ in range(8): f.write(block); f.flush()\n",
+        worktree,
+        settings=Settings(exec_fsize_bytes=2 << 20),
+    )
+    assert done.exit_code != 0
+    assert (worktree / "big.bin").stat().st_size <= 2 << 20
+
+
+def test_the_command_runs_unprivileged_without_capabilities(worktree: Path) -> None:
+    done = run_python(
+        "import os\nprint('uid', os.getuid(), os.geteuid())\n"
+        "print([l for l in open('/proc/self/status') if l.startswith('CapEff')])\n"
+        "print(sorted(os.listdir('/')))\n",
+        worktree,
+    )
+    assert "uid 65534 65534" in said(done)
+    assert "CapEff:\\t0000000000000000" in said(done)
+    shown = said(done).rsplit("[", 1)[1]
+    for hidden in ("'run'", "'var'", "'home'", "'opt'", "'srv'", "'mnt'"):
+        assert hidden not in shown, shown

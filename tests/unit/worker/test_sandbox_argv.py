@@ -1,0 +1,121 @@
+"""What the bubblewrap command line shows a command, read without running anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.worker.sandbox import (
+    HostSystem,
+    Layout,
+    Limits,
+    Toolchain,
+    bwrap_argv,
+    id_map,
+    sandbox_env,
+    unsafe_bind,
+)
+
+LIMITS = Limits(cpu_s=60, memory_bytes=1 << 30, nproc=64, fsize_bytes=1 << 20)
+TOOLS = Toolchain(
+    {"python3": "/opt/venv/bin/python3"},
+    ("/opt/venv", "/root/.pyenv/versions/3.11.7"),
+    ("/opt/venv/bin",),
+)
+
+
+def layout(*, network: bool = False, root_mode: bool = False) -> Layout:
+    return Layout(
+        worktree=Path("/data/ws/run-1"),
+        toolchain=TOOLS,
+        host=HostSystem((("/bin", "usr/bin"),), ("/lib64",), ("/etc/ld.so.cache", "/etc/ssl")),
+        private_etc=Path("/x/etc"),
+        network=network,
+        tmp_bytes=1 << 20,
+        root_mode=root_mode,
+    )
+
+
+def binds(argv: list[str]) -> list[tuple[str, str, str]]:
+    kinds = ("--bind", "--ro-bind", "--ro-bind-try")
+    return [(argv[i], argv[i + 1], argv[i + 2]) for i, a in enumerate(argv) if a in kinds]
+
+
+def test_every_namespace_is_new_and_the_sandbox_dies_with_the_worker() -> None:
+    argv = bwrap_argv("bwrap", layout(), {}, ["python3"], LIMITS)
+    for flag in ("--unshare-all", "--unshare-user", "--die-with-parent", "--new-session"):
+        assert flag in argv
+    assert "--share-net" not in argv
+    assert "--share-net" in bwrap_argv("bwrap", layout(network=True), {}, ["x"], LIMITS)
+
+
+def test_only_the_worktree_is_writable_and_its_git_file_is_read_only() -> None:
+    argv = bwrap_argv("bwrap", layout(), {}, ["python3"], LIMITS)
+    writable = [b for b in binds(argv) if b[0] == "--bind"]
+    assert writable == [("--bind", "/data/ws/run-1", "/data/ws/run-1")]
+    assert ("--ro-bind-try", "/data/ws/run-1/.git", "/data/ws/run-1/.git") in binds(argv)
+    assert binds(argv).index(writable[0]) < binds(argv).index(
+        ("--ro-bind-try", "/data/ws/run-1/.git", "/data/ws/run-1/.git")
+    )
+
+
+def test_nothing_of_the_host_is_mounted_but_the_system_and_the_toolchain() -> None:
+    argv = bwrap_argv("bwrap", layout(), {}, ["python3"], LIMITS)
+    sources = {b[1] for b in binds(argv)}
+    assert sources == {
+        "/usr",
+        "/lib64",
+        "/etc/ld.so.cache",
+        "/x/etc/passwd",
+        "/x/etc/group",
+        "/x/etc/hosts",
+        "/opt/venv",
+        "/root/.pyenv/versions/3.11.7",
+        "/data/ws/run-1",
+        "/data/ws/run-1/.git",
+    }
+    assert "/etc/ssl" not in sources, "certificates only come with the network"
+    assert argv[argv.index("--proc") : argv.index("--proc") + 2] == ["--proc", "/proc"]
+
+
+def test_the_command_runs_under_prlimit_and_as_root_drops_to_the_sandbox_uid() -> None:
+    plain = bwrap_argv("bwrap", layout(), {}, ["python3", "-V"], LIMITS)
+    tail = plain[plain.index("--") + 1 :]
+    assert tail[0] == "/usr/bin/prlimit"
+    assert "--nproc=64:64" in tail
+    assert tail[-2:] == ["python3", "-V"]
+    rooted = bwrap_argv(
+        "bwrap", layout(root_mode=True), {}, ["python3"], LIMITS, block_fd=5, info_fd=6
+    )
+    tail = rooted[rooted.index("--") + 1 :]
+    assert tail[:3] == ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534"]
+    assert "--bounding-set=-all" in tail
+    assert id_map(65534) == "0 0 1\n65534 65534 1\n"
+    with pytest.raises(ValueError, match="fds"):
+        bwrap_argv("bwrap", layout(root_mode=True), {}, ["python3"], LIMITS)
+
+
+def test_the_environment_is_built_not_inherited() -> None:
+    env = sandbox_env(TOOLS, {"DATABASE_URL": "postgresql://x", "LANG": "C.UTF-8"})
+    assert "DATABASE_URL" not in env
+    assert env["LANG"] == "C.UTF-8"
+    assert env["HOME"] == "/tmp"  # noqa: S108 (the sandbox's private tmpfs)
+    assert env["PATH"].startswith("/opt/venv/bin:")
+
+
+@pytest.mark.parametrize(
+    ("source", "exposed"),
+    [
+        ("/root", "/root"),
+        ("/home", "/home"),
+        ("/", "/"),
+        ("/srv/kodo", "/srv/kodo/.kodo"),
+        ("/root/.pyenv/versions/3.11.7", None),
+        ("/srv/kodo/.venv", None),
+    ],
+)
+def test_a_bind_that_would_expose_a_protected_path_is_refused(
+    source: str, exposed: str | None
+) -> None:
+    assert unsafe_bind(source, ["/srv/kodo/.kodo"]) == exposed
