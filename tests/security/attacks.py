@@ -119,7 +119,7 @@ def pg_query(sock, sql):
 def insert(how, connect):
     sock = connect()
     sql = ("INSERT INTO app.api_tokens (name, role, token_sha256) VALUES "
-           f"('pwned-{CFG['nonce']}-{how}', 'admin', md5('{how}') || md5('x'))")
+           f"('pwned-{CFG['nonce']}-{how}', 'admin', md5('{CFG['nonce']}{how}') || md5('x'))")
     pg_query(sock, sql)
     sock.close()
 
