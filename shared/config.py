@@ -21,6 +21,8 @@ DEFAULTS: dict[str, str] = {
     "OC_USERNAME": "opencode",
     "OC_PASSWORD": "",
     "RANDOM_SEED": "0",
+    # oc-compat only: the folder of NAME.json files that ``[oc:fixture=NAME]`` answers from.
+    "OC_COMPAT_FIXTURES_DIR": "",
     "KODO_REPO_ROOTS": "",
     "KODO_WORKSPACE_DIR": ".kodo/workspaces",
     "KODO_EXEC_ALLOWLIST": "python,python3,pytest,make",
@@ -88,6 +90,11 @@ def _list(env: Mapping[str, str], key: str, sep: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(sep) if part.strip())
 
 
+def _optional_path(env: Mapping[str, str], key: str) -> Path | None:
+    raw = env.get(key, DEFAULTS[key]).strip()
+    return Path(raw).resolve() if raw else None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob kodo has; see README "Configuration" for the meaning of each."""
@@ -101,6 +108,7 @@ class Settings:
     oc_username: str = DEFAULTS["OC_USERNAME"]
     oc_password: str = DEFAULTS["OC_PASSWORD"]
     random_seed: int = int(DEFAULTS["RANDOM_SEED"])
+    oc_compat_fixtures_dir: Path | None = None
     repo_roots: tuple[Path, ...] = ()
     workspace_dir: Path = Path(DEFAULTS["KODO_WORKSPACE_DIR"])
     exec_allowlist: tuple[str, ...] = field(
@@ -141,6 +149,7 @@ class Settings:
             oc_username=env.get("OC_USERNAME", DEFAULTS["OC_USERNAME"]),
             oc_password=env.get("OC_PASSWORD", DEFAULTS["OC_PASSWORD"]),
             random_seed=_int(env, "RANDOM_SEED"),
+            oc_compat_fixtures_dir=_optional_path(env, "OC_COMPAT_FIXTURES_DIR"),
             repo_roots=tuple(Path(p).resolve() for p in _list(env, "KODO_REPO_ROOTS", os.pathsep)),
             workspace_dir=Path(
                 env.get("KODO_WORKSPACE_DIR", DEFAULTS["KODO_WORKSPACE_DIR"])

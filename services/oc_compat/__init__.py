@@ -32,6 +32,10 @@ Directives in the prompt text script failures:
 * ``[oc:fail-verify]``: BuildOutput argv that prints "verification failed", exits 3.
 * ``[oc:child]``: the turn spawns a child session (``GET /session/{id}/children``).
 * ``[oc:tool=NAME]``: also a completed ``tool`` part for NAME (repeatable).
+* ``[oc:fixture=NAME]``: the plan, patch or build answer comes verbatim from ``NAME.json``
+  in the fixtures folder (``--fixtures-dir`` / ``OC_COMPAT_FIXTURES_DIR``), keyed
+  ``plan``/``patch``/``build``; a kind the file lacks is answered as usual. A bad name
+  or file is an HTTP 500 naming the problem (see fixtures.py).
 """
 
 from services.oc_compat.app import CompatConfig, CompatState, create_app

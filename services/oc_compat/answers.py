@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from services.oc_compat import repo
+from services.oc_compat import fixtures, repo
 from services.oc_compat.directives import Directives, strip
 from services.oc_compat.schema_instance import minimal_instance, violate
 from shared.hashing import canonical_json
@@ -225,9 +225,17 @@ _WORDS = re.compile(r"\S+")
 
 
 def answer(
-    seed: int, directory: Path, prompt: str, fmt: dict[str, Any] | None, directives: Directives
+    seed: int,
+    directory: Path,
+    prompt: str,
+    fmt: dict[str, Any] | None,
+    directives: Directives,
+    fixtures_dir: Path | None = None,
 ) -> Answer:
-    """The model's reply to one prompt, failures included as the directives script."""
+    """The model's reply to one prompt, failures included as the directives script.
+
+    Raises :class:`fixtures.FixtureError` when an ``[oc:fixture]`` cannot be honoured.
+    """
     if directives.api_error is not None:
         return Answer(error=api_error(directives.api_error), billed=False)
     if fmt is None or fmt.get("type") != "json_schema":
@@ -237,7 +245,13 @@ def answer(
             finish="stop",
         )
     schema = fmt["schema"]
-    value = structured_answer(seed, directory, prompt, schema, directives)
+    found, value = (
+        fixtures.scripted(fixtures_dir, directives.fixture, schema)
+        if directives.fixture is not None
+        else (False, None)
+    )
+    if not found:
+        value = structured_answer(seed, directory, prompt, schema, directives)
     if directives.no_structured:
         error = {
             "name": "StructuredOutputError",

@@ -11,6 +11,7 @@ import binascii
 import hmac
 import json
 import os
+import sys
 import threading
 import time
 from collections import Counter
@@ -22,6 +23,7 @@ from flask import Flask, Response, request
 
 from services.oc_compat import answers, shapes
 from services.oc_compat.directives import parse
+from services.oc_compat.fixtures import FixtureError
 from shared.hashing import sha256_hex
 
 KNOWN_AGENTS = frozenset({"plan", "build"})
@@ -37,6 +39,7 @@ class CompatConfig:
     username: str = "opencode"
     provider_id: str = "kodo"
     model_id: str = "kodo-scripted"
+    fixtures_dir: Path | None = None  # where ``[oc:fixture=NAME]`` finds NAME.json
 
 
 @dataclass
@@ -394,7 +397,18 @@ def _run_prompt(
             return _unknown_error(state, f"{UNEXPECTED} ([oc:http500])")
         if directives.garbage:
             return Response(GARBAGE, status=200, mimetype="application/json")
-        reply = answers.answer(config.seed, Path(directory), asked.text, asked.fmt, directives)
+        try:
+            reply = answers.answer(
+                config.seed,
+                Path(directory),
+                asked.text,
+                asked.fmt,
+                directives,
+                config.fixtures_dir,
+            )
+        except FixtureError as exc:  # loud: a broken script must never pass for an answer
+            print(f"oc-compat: [oc:fixture] {exc}", file=sys.stderr, flush=True)
+            return _unknown_error(state, f"[oc:fixture] {exc}")
     finally:
         with state.lock:
             session.in_flight.discard(aborted)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -18,7 +19,15 @@ from shared.config import Settings
 @click.option("--port", default=4096, show_default=True, type=int, help="Port (0 = any free).")
 @click.option("--seed", type=int, default=None, help="Answer seed [default: RANDOM_SEED].")
 @click.option("--password", default=None, help="Basic-auth password [default: OC_PASSWORD].")
-def oc_compat(host: str, port: int, seed: int | None, password: str | None) -> None:
+@click.option(
+    "--fixtures-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of NAME.json answers for [oc:fixture=NAME] [default: OC_COMPAT_FIXTURES_DIR].",
+)
+def oc_compat(
+    host: str, port: int, seed: int | None, password: str | None, fixtures_dir: Path | None
+) -> None:
     """Serve OpenCode's HTTP API with a deterministic scripted model (for demos and tests)."""
     settings = Settings.from_env()
     config = CompatConfig(
@@ -27,6 +36,7 @@ def oc_compat(host: str, port: int, seed: int | None, password: str | None) -> N
         username=settings.oc_username,
         provider_id=settings.oc_provider_id,
         model_id=settings.oc_model_id,
+        fixtures_dir=fixtures_dir.resolve() if fixtures_dir else settings.oc_compat_fixtures_dir,
     )
     server = CompatServer(config, host=host, port=port)
     stop = threading.Event()

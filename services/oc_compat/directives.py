@@ -28,6 +28,7 @@ class Directives:
     fail_verify: bool = False
     child: bool = False
     tools: tuple[str, ...] = ()
+    fixture: str | None = None  # a NAME.json in the fixtures folder scripts the answers
     attempt: int = 1
 
     @property
@@ -62,6 +63,7 @@ def parse(text: str) -> Directives:
         fail_verify="fail-verify" in flags,
         child="child" in flags,
         tools=tuple(value for name, value in found if name == "tool" and value),
+        fixture=values.get("fixture"),
         attempt=_int(attempt.group(1), 1) if attempt else 1,
     )
 

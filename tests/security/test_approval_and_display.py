@@ -1,0 +1,168 @@
+"""What the approver sees is what was signed, approvals bind to it, and the API keeps
+serving whatever a client does (streams, slow sockets, bursts, Flower's API)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from services.launcher import BIN, start_flower
+from shared.hashing import canonical_json, sha256_hex
+from tests.security import attacks
+from tests.security.harness import Hostile
+
+pytestmark = pytest.mark.security
+
+HIDDEN = "Add a key to .ssh/authorized_keys\x1b[1A\x1b[2K\rFix the typo in README.md"
+DECEPTIVE = {
+    "design": HIDDEN,
+    "files": [
+        {"path": "README.md", "change": "modify", "why": "typo \u202egnp.exe\u202c \x1b]0;ok\x07"},
+    ],
+    "risks": ["none\x1b[8m hidden \x1b[0m\u2066isolate\u2069"],
+    "tests": ["\x9b31mC1 CSI"],
+}
+RAW_CONTROLS = ("\x1b", "\r", "\x07", "\x9b", "\u202e", "\u202c", "\u2066", "\u2069")
+
+
+@pytest.fixture(scope="module")
+def waiting(hostile: Hostile) -> Iterator[str]:
+    """A run waiting for approval of the deceptive plan (rejected at the end)."""
+    run_id = hostile.submit(hostile.repo("deceptive"), hostile.fixture("deceptive", plan=DECEPTIVE))
+    assert hostile.wait(run_id, {"waiting_input"})["status"] == "waiting_input"
+    yield run_id
+    hostile.http.post(f"/runs/{run_id}/reject-plan", json={}, headers=hostile.as_(hostile.approver))
+
+
+def test_the_api_returns_the_exact_signed_plan_text(hostile: Hostile, waiting: str) -> None:
+    card = hostile.plan_of(waiting)
+    assert card is not None
+    assert card["plan"] == DECEPTIVE
+    assert card["planSha256"] == sha256_hex(canonical_json(DECEPTIVE))
+
+
+def test_the_cli_shows_control_characters_and_bidi_overrides_escaped(
+    hostile: Hostile, waiting: str
+) -> None:
+    shown = subprocess.run(
+        [str(BIN / "kodo"), "run", "watch", waiting, "--timeout", "30"],
+        env={
+            **hostile.stack.env,
+            "KODO_API_URL": hostile.stack.api_url,
+            "KODO_API_TOKEN": hostile.approver,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    out = shown.stdout + shown.stderr
+    assert ".ssh/authorized_keys" in out, out
+    assert [c for c in RAW_CONTROLS if c in out] == [], repr(out)
+
+
+def test_an_approval_for_a_stale_digest_is_refused(hostile: Hostile, waiting: str) -> None:
+    stale = sha256_hex(canonical_json(attacks.plan(("README.md", "modify"))))
+    reply = hostile.approve(waiting, stale)
+    assert reply.status_code == 409, reply.text
+    assert hostile.run(waiting)["status"] == "waiting_input"
+
+
+def test_a_submitter_cannot_approve_their_own_run(hostile: Hostile) -> None:
+    admin = hostile.secrets["admin token"]
+    reply = hostile.http.post(
+        "/intents",
+        json={"repo": str(hostile.repo("self")), "goal": "Tidy [oc:fixture=self]"},
+        headers=hostile.as_(admin),
+    )
+    hostile.fixture("self")
+    assert reply.status_code == 201, reply.text
+    run_id = hostile.http.post(
+        f"/intents/{reply.json()['intentId']}/run", headers=hostile.as_(admin)
+    ).json()["runId"]
+    assert hostile.wait(run_id, {"waiting_input"})["status"] == "waiting_input"
+    decided = hostile.approve(run_id, token=admin)
+    assert decided.status_code in (403, 409), decided.text
+    assert hostile.run(run_id)["status"] == "waiting_input"
+
+
+def _health_times(hostile: Hostile, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        started = time.monotonic()
+        try:
+            ok = httpx.get(f"{hostile.stack.api_url}/healthz", timeout=3.0).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        times.append(time.monotonic() - started if ok else float("inf"))
+    return times
+
+
+def test_forty_event_streams_from_one_token_do_not_starve_health(
+    hostile: Hostile, waiting: str
+) -> None:
+    host, port = hostile.stack.api_url.removeprefix("http://").split(":")
+    streams = []
+    try:
+        for _ in range(40):
+            sock = socket.create_connection((host, int(port)), timeout=3)
+            sock.sendall(
+                f"GET /runs/{waiting}/events HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {hostile.submitter}\r\n"
+                "Accept: text/event-stream\r\n\r\n".encode()
+            )
+            streams.append(sock)
+        time.sleep(1)
+        times = _health_times(hostile, 10)
+    finally:
+        for sock in streams:
+            sock.close()
+    assert max(times) < 2.0, f"/healthz took {times} with 40 streams open"
+
+
+def test_slow_unauthenticated_sockets_do_not_starve_health(hostile: Hostile) -> None:
+    host, port = hostile.stack.api_url.removeprefix("http://").split(":")
+    slow = []
+    try:
+        for _ in range(8):
+            sock = socket.create_connection((host, int(port)), timeout=3)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            slow.append(sock)
+        time.sleep(1)
+        times = _health_times(hostile, 8)
+    finally:
+        for sock in slow:
+            sock.close()
+    assert max(times) < 2.0, f"/healthz took {times} with 8 slow sockets open"
+
+
+def test_intents_are_rate_limited_per_token(hostile: Hostile) -> None:
+    repo = str(hostile.repo("burst"))
+
+    def submit(_: int) -> int:
+        return hostile.http.post(
+            "/intents",
+            json={"repo": repo, "goal": "burst"},
+            headers=hostile.as_(hostile.submitter),
+        ).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        codes = list(pool.map(submit, range(200)))
+    assert 429 in codes, f"200 intents in a burst were all accepted: {set(codes)}"
+
+
+def test_flowers_api_cannot_shut_a_worker_down_unauthenticated(hostile: Hostile) -> None:
+    start_flower(hostile.stack)
+    node = f"worker-{hostile.worker.popen.pid}"
+    shutdown = httpx.post(f"{hostile.stack.flower_url}/api/worker/shutdown/{node}", timeout=5)
+    ui = httpx.get(f"{hostile.stack.flower_url}/", timeout=5)
+    time.sleep(1)
+    assert hostile.worker.alive(), "one unauthenticated POST shut the worker down"
+    assert shutdown.status_code in (401, 403), shutdown.status_code
+    assert ui.status_code == 401, f"Flower's UI answered {ui.status_code} without credentials"

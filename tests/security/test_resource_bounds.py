@@ -1,0 +1,77 @@
+"""Bounded everything: output, answers, processes and time cannot exhaust the worker.
+
+Each memory test starts a fresh worker, so its high-water mark (VmHWM) measures that
+attack alone.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from services.sample_repo import FILES
+from tests.security import attacks
+from tests.security.harness import EXEC_TIMEOUT_S, MARK, Hostile, script_attack
+
+pytestmark = pytest.mark.security
+
+README = FILES["README.md"]
+MB = 1024 * 1024
+
+
+def test_300_mb_of_command_output_leaves_worker_memory_bounded(hostile: Hostile) -> None:
+    hostile.fresh_worker()
+    before = hostile.worker_peak_rss_mb()
+    fixture = hostile.fixture(
+        "flood",
+        plan=attacks.plan(("README.md", "modify")),
+        patch=attacks.patch(attacks.append_lines("README.md", README, ["", "More."])),
+        build=attacks.build(
+            "python3",
+            "-c",
+            "import sys\nfor _ in range(300): sys.stdout.buffer.write(b'y' * 2**20)",
+        ),
+    )
+    outcome = hostile.drive(hostile.repo("flood"), fixture)
+    grew = hostile.worker_peak_rss_mb() - before
+    assert grew < 100, f"the worker grew {grew:.0f} MB for 300 MB of output"
+    output = outcome.artifact("command-output.txt") or b""
+    assert len(output) <= MB, f"{len(output)} bytes of output kept"
+
+
+def test_a_30_mb_off_schema_plan_is_refused_with_memory_bounded(hostile: Hostile) -> None:
+    hostile.fresh_worker()
+    before = hostile.worker_peak_rss_mb()
+    huge = {"design": "x" * (30 * MB), "files": "everything", "risks": [], "tests": []}
+    outcome = hostile.drive(hostile.repo("huge-plan"), hostile.fixture("huge-plan", plan=huge))
+    grew = hostile.worker_peak_rss_mb() - before
+    assert outcome.status == "failed", outcome.describe()
+    assert grew < 150, f"the worker grew {grew:.0f} MB for a 30 MB answer"
+    diagnostic = outcome.artifact("diagnostic.json") or b""
+    assert len(diagnostic) <= MB, f"diagnostic.json holds {len(diagnostic)} bytes"
+
+
+def test_a_fork_bomb_is_stopped_and_leaves_nothing_running(hostile: Hostile) -> None:
+    marker = f"{MARK}-bomb-{hostile.nonce}"
+    started = time.monotonic()
+    outcome = script_attack(hostile, "bomb", attacks.FORK_BOMB, args=(marker,), forks=1500)
+    assert time.monotonic() - started < 90
+    output = outcome.command_output()
+    forked = [int(line.split()[1]) for line in output.splitlines() if line.startswith("FORKED")]
+    assert (forked and forked[0] < 1500) or "FORK-REFUSED" in output, outcome.describe()
+    deadline = time.monotonic() + 3
+    while hostile.attack_pids(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert hostile.attack_pids(marker) == [], "forked processes outlived the command"
+
+
+def test_a_command_that_never_ends_is_killed_with_its_whole_tree(hostile: Hostile) -> None:
+    marker = f"{MARK}-forever-{hostile.nonce}"
+    started = time.monotonic()
+    outcome = script_attack(hostile, "forever", attacks.NEVER_ENDS, marker=marker)
+    took = time.monotonic() - started
+    assert outcome.status == "failed", outcome.describe()
+    assert "timed out" in str(outcome.run.get("error")), outcome.describe()
+    assert took < EXEC_TIMEOUT_S + 30, f"the run took {took:.0f}s with a {EXEC_TIMEOUT_S}s timeout"
+    assert hostile.attack_pids(marker) == [], "the command's child outlived the timeout"

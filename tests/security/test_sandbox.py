@@ -1,0 +1,194 @@
+"""ExecuteST runs what the agent chose inside a sandbox: an approved, harmless-looking plan
+adds a check script, and the verification command runs it. Whatever the script tries,
+nothing of kodo's (environment, tokens, database, broker, other runs, the source
+repository) is reachable, nothing outside the worktree changes, nothing outlives it.
+
+The attacks run concurrently (one run each) when the module starts; each test then
+asserts the outcome of one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from tests.security import attacks
+from tests.security.harness import MARK, Hostile, Outcome, git, script_attack
+
+pytestmark = pytest.mark.security
+
+ATTACKS: dict[str, Callable[[Hostile], Outcome]] = {
+    "environ": lambda s: script_attack(s, "environ", attacks.READ_ENVIRON),
+    "home": lambda s: script_attack(s, "home", attacks.READ_HOME),
+    "postgres": lambda s: script_attack(s, "postgres", attacks.POSTGRES),
+    "outside": lambda s: script_attack(s, "outside", attacks.WRITE_OUTSIDE),
+    "daemon": lambda s: script_attack(
+        s, "daemon", attacks.DAEMON, marker=f"{MARK}-daemon-{s.nonce}"
+    ),
+    "siblings": lambda s: script_attack(s, "siblings", attacks.SIBLINGS),
+    "network": lambda s: script_attack(s, "network", attacks.NETWORK),
+}
+
+
+TOKENS_BEFORE = "tokens-before"
+
+
+@pytest.fixture(scope="module")
+def launched(hostile: Hostile) -> Iterator[dict[str, Future[Outcome]]]:
+    """Every attack of the module, started at once (the token rows counted before)."""
+    before: Future[Outcome] = Future()
+    before.set_result(Outcome(TOKENS_BEFORE, {"rows": hostile.api_token_rows()}, None, {}, {}))
+    with ThreadPoolExecutor(max_workers=len(ATTACKS)) as pool:
+        futures = {name: pool.submit(run, hostile) for name, run in ATTACKS.items()}
+        yield {TOKENS_BEFORE: before, **futures}
+
+
+def _outcome(launched: dict[str, Future[Outcome]], name: str) -> Outcome:
+    return launched[name].result(timeout=180)
+
+
+def _assert_no_leak(hostile: Hostile, outcome: Outcome) -> None:
+    leaked = hostile.leaks(outcome.evidence())
+    assert not leaked, f"{leaked} leaked into the run's artifacts\n{outcome.describe()}"
+
+
+def test_the_command_cannot_read_the_workers_environment(
+    hostile: Hostile, launched: dict[str, Future[Outcome]]
+) -> None:
+    outcome = _outcome(launched, "environ")
+    _assert_no_leak(hostile, outcome)
+    assert "STOLEN" not in outcome.command_output(), outcome.describe()
+
+
+def test_the_command_cannot_read_the_token_file_or_state_files(
+    hostile: Hostile, launched: dict[str, Future[Outcome]]
+) -> None:
+    outcome = _outcome(launched, "home")
+    _assert_no_leak(hostile, outcome)
+    assert "STOLEN" not in outcome.command_output(), outcome.describe()
+
+
+def test_the_command_cannot_reach_postgres_over_tcp_or_the_unix_socket(
+    hostile: Hostile, launched: dict[str, Future[Outcome]]
+) -> None:
+    outcome = _outcome(launched, "postgres")
+    with hostile.engine.connect() as conn:
+        planted = conn.execute(
+            text("SELECT name FROM app.api_tokens WHERE name LIKE :n"),
+            {"n": f"pwned-{hostile.nonce}%"},
+        ).all()
+    assert planted == [], f"the command inserted admin tokens {planted}\n{outcome.describe()}"
+    assert "DID postgres" not in outcome.command_output(), outcome.describe()
+
+
+def test_nothing_outside_the_worktree_is_written(
+    hostile: Hostile, launched: dict[str, Future[Outcome]]
+) -> None:
+    outcome = _outcome(launched, "outside")
+    repo = hostile.repos / "outside"
+    assert hostile.outside_changes() == [], outcome.describe()
+    assert git(repo, "status", "--porcelain") == "", "the source repository was written"
+    host_tmp = Path("/tmp") / f"kodo-hostile-{hostile.nonce}"  # noqa: S108 - the attack's target
+    assert not host_tmp.exists(), "the host /tmp was written"
+
+
+def test_a_setsid_daemon_does_not_outlive_the_command(
+    hostile: Hostile, launched: dict[str, Future[Outcome]]
+) -> None:
+    outcome = _outcome(launched, "daemon")
+    assert outcome.status in ("succeeded", "failed"), outcome.describe()
+    marker = f"{MARK}-daemon-{hostile.nonce}"
+    deadline = time.monotonic() + 3
+    while hostile.attack_pids(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert hostile.attack_pids(marker) == [], "a daemon the command started is still running"
+
+
+def test_other_runs_worktrees_are_invisible(
+    hostile: Hostile, launched: dict[str, Future[Outcome]]
+) -> None:
+    outcome = _outcome(launched, "siblings")
+    _assert_no_leak(hostile, outcome)
+
+
+def test_the_command_has_no_network_to_the_broker_or_the_api(
+    hostile: Hostile, launched: dict[str, Future[Outcome]]
+) -> None:
+    outcome = _outcome(launched, "network")
+    assert hostile.redis_keys(f"kodo-hostile-pwned-{hostile.nonce}") == [], outcome.describe()
+    assert "DID api-network" not in outcome.command_output(), outcome.describe()
+
+
+def test_no_attack_added_a_row_to_the_token_table(
+    hostile: Hostile, launched: dict[str, Future[Outcome]]
+) -> None:
+    for name in ATTACKS:
+        _outcome(launched, name)
+    assert hostile.api_token_rows() == _outcome(launched, TOKENS_BEFORE).run["rows"]
+
+
+def test_a_hook_planted_by_the_command_never_runs_in_a_later_run(hostile: Hostile) -> None:
+    marker = hostile.markers / "hook-ran.txt"
+    repo = hostile.repos / "hooked"
+    first = script_attack(hostile, "hooked", attacks.PLANT_HOOK, marker_file=str(marker))
+    hooks = repo / ".git" / "hooks"
+    planted = [p.name for p in hooks.iterdir() if not p.name.endswith(".sample")]
+    second = hostile.drive(repo, hostile.fixture("after-hook"))
+    assert not marker.exists(), (
+        f"a planted hook or fsmonitor ran: {marker.read_text()!r}\n{first.describe()}"
+    )
+    assert planted == [], f"the command wrote hooks into the source repository: {planted}"
+    assert second.status == "succeeded", second.describe()
+
+
+def test_git_aliases_cannot_run_a_shell(hostile: Hostile) -> None:
+    marker = hostile.markers / "alias-ran.txt"
+    repo = hostile.repo("alias")
+    readme = "# calc\n\nA tiny calculator used to demonstrate kodo.\n"
+    fixture = hostile.fixture(
+        "alias",
+        plan=attacks.plan(("README.md", "modify")),
+        patch=attacks.patch(attacks.append_lines("README.md", readme, ["", "More."])),
+        build=attacks.build("git", "-c", f"alias.x=!sh -c 'id > {marker}'", "x"),
+    )
+    outcome = hostile.drive(repo, fixture)
+    assert not marker.exists(), "git ran the alias's shell"
+    assert outcome.status == "failed", outcome.describe()
+    refused = "exec_allowlist" in outcome.rules() or "allowlist" in str(outcome.run.get("error"))
+    assert refused, outcome.describe()
+
+
+def test_shell_metacharacters_in_argv_are_just_text(hostile: Hostile) -> None:
+    marker = hostile.markers / "metachar-ran.txt"
+    repo = hostile.repo("metachar")
+    readme = "# calc\n\nA tiny calculator used to demonstrate kodo.\n"
+    fixture = hostile.fixture(
+        "metachar",
+        plan=attacks.plan(("README.md", "modify")),
+        patch=attacks.patch(attacks.append_lines("README.md", readme, ["", "More."])),
+        build=attacks.build("python3", f"test_calc.py; touch {marker}", f"$(touch {marker})"),
+    )
+    outcome = hostile.drive(repo, fixture)
+    assert outcome.status in ("succeeded", "failed"), outcome.describe()
+    assert not marker.exists(), "a shell interpreted the argv"
+
+
+def test_a_repository_policy_allowlist_narrows_what_may_run(hostile: Hostile) -> None:
+    repo = hostile.repo("narrow", [{".kodo/policy.toml": '[policy]\nexec_allowlist = ["make"]\n'}])
+    readme = "# calc\n\nA tiny calculator used to demonstrate kodo.\n"
+    fixture = hostile.fixture(
+        "narrow",
+        plan=attacks.plan(("README.md", "modify")),
+        patch=attacks.patch(attacks.append_lines("README.md", readme, ["", "More."])),
+        build=attacks.build("python3", "-c", "print('R' + 'AN-' + 'ANYWAY')"),
+    )
+    outcome = hostile.drive(repo, fixture)
+    assert "RAN-ANYWAY" not in outcome.command_output(), "python3 ran despite the policy"
+    assert outcome.status == "failed", outcome.describe()
+    refused = "exec_allowlist" in outcome.rules() or "allowlist" in str(outcome.run.get("error"))
+    assert refused, outcome.describe()
