@@ -32,6 +32,8 @@ Directives in the prompt text script failures:
 * ``[oc:fail-verify]``: BuildOutput argv that prints "verification failed", exits 3.
 * ``[oc:child]``: the turn spawns a child session (``GET /session/{id}/children``).
 * ``[oc:tool=NAME]``: also a completed ``tool`` part for NAME (repeatable).
+* ``[oc:huge=N]``: the structured answer's first string field (a plan's ``design``)
+  grows to N characters: an oversize, off-schema answer.
 """
 
 from services.oc_compat.app import CompatConfig, CompatState, create_app

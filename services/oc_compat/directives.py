@@ -28,6 +28,7 @@ class Directives:
     fail_verify: bool = False
     child: bool = False
     tools: tuple[str, ...] = ()
+    huge: int = 0  # grow the structured answer's first string field to this many characters
     attempt: int = 1
 
     @property
@@ -62,6 +63,7 @@ def parse(text: str) -> Directives:
         fail_verify="fail-verify" in flags,
         child="child" in flags,
         tools=tuple(value for name, value in found if name == "tool" and value),
+        huge=_int(values.get("huge"), 0),
         attempt=_int(attempt.group(1), 1) if attempt else 1,
     )
 
