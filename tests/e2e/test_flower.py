@@ -103,7 +103,8 @@ def test_flower_credentials_are_generated_once_and_kept_private(
     first = flower_auth(path)
     assert flower_auth(path) == first, "a second `kodo up` reuses the stored credentials"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert len(first.password) >= 24 and first != login, "each home gets its own password"
+    assert len(first.password) >= 24
+    assert first != login, "each home gets its own password"
 
 
 def test_without_credentials_flower_answers_401_and_the_worker_keeps_running(
