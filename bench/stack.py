@@ -21,6 +21,7 @@ from services.launcher import (
     BIN,
     Proc,
     Stack,
+    api_argv,
     free_port,
     start_beat,
     start_oc_compat,
@@ -172,28 +173,23 @@ def stop_workers(bench: Bench) -> None:
 
 
 def start_kodo_services(bench: Bench, *, api_threads: int) -> None:
-    """oc-compat (no think time), beat and the API (gthread: an SSE stream holds a thread)."""
+    """oc-compat (no think time), beat and the API in its deployed shape (gevent: an SSE
+    stream is a greenlet). ``api_threads`` is kept for callers; streams need no threads."""
+    del api_threads
     start_oc_compat(bench.stack, seed=0)
     start_beat(bench.stack)
     port = free_port()
     proc = bench.stack.start(
         "api",
-        [
-            str(BIN / "gunicorn"),
-            "-b",
-            f"127.0.0.1:{port}",
-            "-w",
-            "2",
-            "--threads",
-            str(api_threads),
-            "--backlog",
-            "2048",
-            # Longer than the client's idle-connection expiry (httpx: 5 s): with gunicorn's
-            # 2 s default, a pooled connection is reused just as the server closes it.
-            "--keep-alive",
-            "30",
-            "bench.kodo_api:app",
-        ],
+        api_argv(f"127.0.0.1:{port}", "bench.kodo_api:app"),
+        # The bench watches every run over SSE with one token: lift the per-token cap;
+        # keep-alive (the header deadline too) outlives httpx's 5 s idle expiry.
+        extra_env={
+            "KODO_SSE_PER_TOKEN": "100000",
+            "KODO_SSE_MAX_STREAMS": "100000",
+            "KODO_INTENT_RATE": "1000000/minute",
+            "KODO_HEADER_TIMEOUT_S": "30",
+        },
     )
     bench.stack.api_url = f"http://127.0.0.1:{port}"
     wait_http(f"{bench.stack.api_url}/healthz", proc)

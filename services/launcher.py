@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -168,45 +169,76 @@ def start_beat(stack: Stack) -> Proc:
     return stack.start("beat", celery_argv("beat", "-l", "INFO", "-s", str(schedule)))
 
 
-def start_api(stack: Stack, port: int | None = None) -> Proc:
+API_CONF = "python:services.api.gunicorn_conf"
+"""The one serving shape (gevent workers, header and body deadlines): compose, the bench
+and ``kodo up`` all start ``gunicorn -c API_CONF -b HOST:PORT services.api.wsgi:app``."""
+
+
+def api_argv(bind: str, app: str = "services.api.wsgi:app") -> list[str]:
+    return [str(BIN / "gunicorn"), "-c", API_CONF, "-b", bind, app]
+
+
+def start_api(
+    stack: Stack, port: int | None = None, extra_env: Mapping[str, str] | None = None
+) -> Proc:
     """The API under gunicorn on ``port`` (default: any free one), ready at ``/healthz``."""
     port = port or free_port()
-    proc = stack.start(
-        "api",
-        [
-            str(BIN / "gunicorn"),
-            "-b",
-            f"127.0.0.1:{port}",
-            "-w",
-            "2",
-            "--threads",
-            "4",
-            "--access-logfile",
-            "-",
-            "services.api.wsgi:app",
-        ],
-    )
+    proc = stack.start("api", api_argv(f"127.0.0.1:{port}"), extra_env=extra_env)
     stack.api_url = f"http://127.0.0.1:{port}"
     wait_http(f"{stack.api_url}/healthz", proc)
     return proc
 
 
-def start_flower(
-    stack: Stack, port: int | None = None, *, unauthenticated_api: bool = False
-) -> Proc:
-    """Flower on loopback; ``unauthenticated_api`` opens its ``/api/*`` (Flower closes it
-    by default) for scripts and tests: the UI is unauthenticated already, and both
-    listen on 127.0.0.1 only.
+@dataclass(frozen=True)
+class FlowerAuth:
+    """Flower's basic-auth credentials: its UI and API both refuse requests without them."""
+
+    user: str
+    password: str
+
+    @property
+    def basic(self) -> str:
+        return f"{self.user}:{self.password}"
+
+    @classmethod
+    def generate(cls) -> FlowerAuth:
+        return cls("kodo", secrets.token_urlsafe(24))
+
+
+def flower_auth(path: Path) -> FlowerAuth:
+    """The credentials stored at ``path`` (``user:password``, mode 0600), made on first use."""
+    try:
+        user, sep, password = path.read_text().strip().partition(":")
+        if sep and user and password:
+            path.chmod(0o600)
+            return FlowerAuth(user, password)
+    except FileNotFoundError:
+        pass
+    auth = FlowerAuth.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(auth.basic + "\n")
+    path.chmod(0o600)
+    return auth
+
+
+def start_flower(stack: Stack, auth: FlowerAuth, port: int | None = None) -> Proc:
+    """Flower on loopback behind basic auth (UI and ``/api/*`` alike).
+
+    The credentials go in through the environment (``FLOWER_BASIC_AUTH``), not argv,
+    where any local user could read them; ``FLOWER_UNAUTHENTICATED_API`` is removed
+    from what Flower inherits, so its API is never opened without them.
     """
     port = port or free_port()
-    extra = {"FLOWER_UNAUTHENTICATED_API": "true"} if unauthenticated_api else {}
+    stack.env.pop("FLOWER_UNAUTHENTICATED_API", None)
     proc = stack.start(
         "flower",
         celery_argv("flower", "--address=127.0.0.1", f"--port={port}"),
-        extra_env=extra,
+        extra_env={"FLOWER_BASIC_AUTH": auth.basic},
     )
     stack.flower_url = f"http://127.0.0.1:{port}"
-    wait_http(f"{stack.flower_url}/healthcheck", proc)
+    wait_http(f"{stack.flower_url}/healthcheck", proc)  # the one page open without credentials
     return proc
 
 

@@ -7,6 +7,7 @@ Nothing in the project reads ``os.environ`` elsewhere: entry points call
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,10 +49,24 @@ DEFAULTS: dict[str, str] = {
     # The ref a repository's trusted .kodo/policy.toml is read from at submit; empty means
     # the branch the source repository's HEAD names (its default branch).
     "KODO_POLICY_REF": "",
+    # Bounds on what a client or an agent can make kodo hold (issue 10, item 8).
+    "KODO_MAX_ANSWER_BYTES": "8388608",
+    "KODO_SSE_PER_TOKEN": "8",
+    "KODO_SSE_MAX_STREAMS": "1000",
+    "KODO_INTENT_RATE": "30/minute",
+    "KODO_HEADER_TIMEOUT_S": "10",
+    "KODO_BODY_TIMEOUT_S": "10",
+    "KODO_API_WORKERS": "2",
+    "KODO_API_CONNECTIONS": "2000",
+    "KODO_REDIS_KEY_PREFIX": "kodo",
     # Test-only fault injection (the chaos suite): seconds ApplyPatchST sleeps right before
     # `git apply`, so a test can SIGKILL the worker there. 0 (the default) means off.
     "KODO_FAULT_PAUSE_BEFORE_APPLY_S": "0",
 }
+
+
+_RATE = re.compile(r"^\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day)s?$")
+_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 class ConfigError(ValueError):
@@ -132,6 +147,15 @@ class Settings:
     redispatch_after_s: float = float(DEFAULTS["KODO_REDISPATCH_AFTER_S"])
     reconcile_s: float = float(DEFAULTS["KODO_RECONCILE_S"])
     retry_backoff_s: float = float(DEFAULTS["KODO_RETRY_BACKOFF_S"])
+    max_answer_bytes: int = int(DEFAULTS["KODO_MAX_ANSWER_BYTES"])
+    sse_per_token: int = int(DEFAULTS["KODO_SSE_PER_TOKEN"])
+    sse_max_streams: int = int(DEFAULTS["KODO_SSE_MAX_STREAMS"])
+    intent_rate: str = DEFAULTS["KODO_INTENT_RATE"]
+    header_timeout_s: float = float(DEFAULTS["KODO_HEADER_TIMEOUT_S"])
+    body_timeout_s: float = float(DEFAULTS["KODO_BODY_TIMEOUT_S"])
+    api_workers: int = int(DEFAULTS["KODO_API_WORKERS"])
+    api_connections: int = int(DEFAULTS["KODO_API_CONNECTIONS"])
+    redis_key_prefix: str = DEFAULTS["KODO_REDIS_KEY_PREFIX"]
     fault_pause_before_apply_s: float = 0.0  # test-only fault injection; see DEFAULTS
     policy_ref: str = DEFAULTS["KODO_POLICY_REF"]  # empty: the repository's default branch
 
@@ -173,6 +197,15 @@ class Settings:
             redispatch_after_s=_float(env, "KODO_REDISPATCH_AFTER_S"),
             reconcile_s=_float(env, "KODO_RECONCILE_S"),
             retry_backoff_s=_float(env, "KODO_RETRY_BACKOFF_S"),
+            max_answer_bytes=_int(env, "KODO_MAX_ANSWER_BYTES"),
+            sse_per_token=_int(env, "KODO_SSE_PER_TOKEN"),
+            sse_max_streams=_int(env, "KODO_SSE_MAX_STREAMS"),
+            intent_rate=env.get("KODO_INTENT_RATE", DEFAULTS["KODO_INTENT_RATE"]).strip(),
+            header_timeout_s=_float(env, "KODO_HEADER_TIMEOUT_S"),
+            body_timeout_s=_float(env, "KODO_BODY_TIMEOUT_S"),
+            api_workers=_int(env, "KODO_API_WORKERS"),
+            api_connections=_int(env, "KODO_API_CONNECTIONS"),
+            redis_key_prefix=env.get("KODO_REDIS_KEY_PREFIX", DEFAULTS["KODO_REDIS_KEY_PREFIX"]),
             fault_pause_before_apply_s=_float(env, "KODO_FAULT_PAUSE_BEFORE_APPLY_S"),
             policy_ref=env.get("KODO_POLICY_REF", DEFAULTS["KODO_POLICY_REF"]).strip(),
         )
@@ -191,6 +224,13 @@ class Settings:
             ("KODO_REDISPATCH_AFTER_S", self.redispatch_after_s),
             ("KODO_RECONCILE_S", self.reconcile_s),
             ("KODO_RETRY_BACKOFF_S", self.retry_backoff_s),
+            ("KODO_HEADER_TIMEOUT_S", self.header_timeout_s),
+            ("KODO_BODY_TIMEOUT_S", self.body_timeout_s),
+            ("KODO_MAX_ANSWER_BYTES", self.max_answer_bytes),
+            ("KODO_SSE_PER_TOKEN", self.sse_per_token),
+            ("KODO_SSE_MAX_STREAMS", self.sse_max_streams),
+            ("KODO_API_WORKERS", self.api_workers),
+            ("KODO_API_CONNECTIONS", self.api_connections),
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be positive")
@@ -207,6 +247,13 @@ class Settings:
                 raise ConfigError(f"{name} must be positive")
         if not 0 < self.sandbox_uid < 2**32 - 1:
             raise ConfigError("KODO_SANDBOX_UID must be a non-root uid")
+        if not _RATE.match(self.intent_rate):
+            raise ConfigError(
+                "KODO_INTENT_RATE must read like 30/minute or 5 per second, "
+                f"got {self.intent_rate!r}"
+            )
+        if not _PREFIX.match(self.redis_key_prefix):
+            raise ConfigError("KODO_REDIS_KEY_PREFIX must be 1-64 of A-Z a-z 0-9 _ . : -")
         if self.fault_pause_before_apply_s < 0:
             raise ConfigError("KODO_FAULT_PAUSE_BEFORE_APPLY_S must not be negative")
         if self.policy_ref.startswith("-"):

@@ -18,9 +18,11 @@ from shared.version import app_version
 
 from . import health, intents, metrics, outputs, runs, ui
 from .auth import install_auth
+from .body_deadline import BodyDeadline
 from .errors import register_error_handlers
 from .events import events_bp
 from .openapi import docs_bp, document_events, make_api, register_routes
+from .rate_limits import install_rate_limits
 from .state import EXTENSION, ApiState
 
 CONNECT_TIMEOUT_S = 5
@@ -83,4 +85,8 @@ def create_app(
     document_events(spec, app)
     app.register_blueprint(docs_bp)
     register_error_handlers(app)  # after make_api: kodo's handlers replace flask-smorest's
+    install_rate_limits(app, settings)
+    app.wsgi_app = BodyDeadline(  # type: ignore[method-assign]
+        app.wsgi_app, timeout_s=settings.body_timeout_s, max_bytes=settings.max_body_bytes
+    )
     return app

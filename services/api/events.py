@@ -25,11 +25,15 @@ from shared.db.repos.runs import RunRepo
 from shared.domain.run_machine import RunStatus
 from shared.errors import InvalidInput, NotFound
 
+from .auth import current_principal
+from .errors import error_response
 from .state import api
+from .stream_slots import RETRY_AFTER_S, Slot, StreamSlots, TooManyStreams
 
 events_bp = Blueprint("events", __name__)
 
 HUB_EXTENSION = "kodo.run_events"
+SLOTS_EXTENSION = "kodo.stream_slots"
 KEEPALIVE_S = 15.0
 TERMINAL = frozenset(s.value for s in RunStatus if s.is_terminal)
 _hub_lock = threading.Lock()
@@ -116,8 +120,9 @@ def stream(
     read: Callable[[], Snapshot | None],
     until: frozenset[str],
     keepalive_s: float,
+    slot: Slot | None = None,
 ) -> Iterator[str]:
-    """The SSE body; the subscription is released however the stream ends.
+    """The SSE body; the subscription and the stream's slot are released however it ends.
 
     Every committed change is forwarded in order (a fast run's ``deciding`` is seen
     even if ``executing`` follows a millisecond later); the stream ends at a terminal
@@ -130,6 +135,8 @@ def stream(
         if first["status"] in stop:
             return
         while True:
+            if slot is not None:
+                slot.refresh()
             woke = sub.wait(keepalive_s)
             if not woke.changed:
                 yield ": keepalive\n\n"
@@ -147,22 +154,58 @@ def stream(
                 return
     finally:
         sub.close()
+        if slot is not None:
+            slot.release()
+
+
+def slots_of(app: Flask) -> StreamSlots:
+    """The app's stream counter (Redis: the limits hold across every API process)."""
+    found = app.extensions.get(SLOTS_EXTENSION)
+    if isinstance(found, StreamSlots):
+        return found
+    ctx = api()
+    slots = StreamSlots(
+        ctx.redis,
+        prefix=ctx.settings.redis_key_prefix,
+        per_token=ctx.settings.sse_per_token,
+        total=ctx.settings.sse_max_streams,
+        stale_s=4 * KEEPALIVE_S,
+        refresh_s=KEEPALIVE_S / 2,
+    )
+    app.extensions[SLOTS_EXTENSION] = slots
+    return slots
+
+
+def _refused(exc: TooManyStreams) -> Response:
+    response = error_response(exc.http_status, exc.code, exc.message, exc.details)
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
 
 
 @events_bp.get("/runs/<kid:run_id>/events")
 def run_events(run_id: str) -> ResponseReturnValue:
     until = parse_until(request.args.get("until"))
     sessions = api().sessions
-    sub = hub_of(current_app).subscribe(run_id)  # before the first read: nothing is missed
+    try:
+        slot = slots_of(current_app).take(current_principal().name)
+    except TooManyStreams as exc:
+        return _refused(exc)
+    try:
+        sub = hub_of(current_app).subscribe(run_id)  # before the first read: nothing is missed
+    except BaseException:
+        slot.release()
+        raise
     try:
         first = read_snapshot(sessions, run_id)
     except BaseException:
         sub.close()
+        slot.release()
         raise
     if first is None:
         sub.close()
+        slot.release()
         raise NotFound(f"run {run_id} not found")
-    body = stream(sub, first, lambda: read_snapshot(sessions, run_id), until, KEEPALIVE_S)
+    body = stream(sub, first, lambda: read_snapshot(sessions, run_id), until, KEEPALIVE_S, slot)
     return Response(
         stream_with_context(body),
         mimetype="text/event-stream",

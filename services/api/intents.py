@@ -30,7 +30,7 @@ routes = Routes("intents", __name__, description="Submit intents and start their
 @routes.route("/intents", "POST")
 @routes.arguments(IntentSchema())
 @routes.response(201, IntentOutSchema())
-@routes.errors(400, 413, 415, 422)
+@routes.errors(400, 413, 415, 422, 429)
 def create_intent(body: IntentIn) -> Intent:
     """Store an intent pinned to its repository, base commit and policy.
 

@@ -38,6 +38,7 @@ ERROR_DESCRIPTIONS = {
     413: "the request body is too large",
     415: "the body is not application/json",
     422: "the repository is outside KODO_REPO_ROOTS",
+    429: "over a per-token limit (KODO_INTENT_RATE, KODO_SSE_PER_TOKEN): see Retry-After",
     500: "stored data could not be rendered",
     503: "a dependency is unreachable",
 }
@@ -201,7 +202,7 @@ def document_events(api: Any, app: Flask, endpoint: str = "events.run_events") -
                         "description": "an event stream",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
-                    **{str(status): _error_response(status) for status in (400, 404)},
+                    **{str(status): _error_response(status) for status in (400, 404, 429)},
                 },
             }
         },

@@ -26,6 +26,7 @@ from services.devstack.procs import port_is_free
 from services.launcher import (
     Proc,
     Stack,
+    flower_auth,
     issue_token,
     pid_alive,
     start_api,
@@ -42,6 +43,7 @@ from shared.config import ConfigError, Settings
 
 API_PORT = 8000
 FLOWER_PORT = 5555
+FLOWER_AUTH_FILE = "flower.auth"  # user:password for Flower's UI and API, mode 0600
 BEAT_READY_LINE = "beat: Starting"
 
 
@@ -181,12 +183,10 @@ def up(
         api_at = pick_port(api_port, "api")
         _timed("api", lambda: (start_api(stack, port=api_at), stack.api_url))
         flower_at = pick_port(flower_port, "flower")
+        flower_login = flower_auth(home / FLOWER_AUTH_FILE)
         _timed(
             "flower",
-            lambda: (
-                start_flower(stack, port=flower_at, unauthenticated_api=True),
-                stack.flower_url,
-            ),
+            lambda: (start_flower(stack, flower_login, port=flower_at), stack.flower_url),
         )
     except (RuntimeError, TimeoutError, OSError) as exc:
         stack.stop()
@@ -217,7 +217,10 @@ def up(
         return
     click.echo(f"\nkodo is up in {time.monotonic() - began:.1f}s (state: {path})")
     click.echo(f"API:    {stack.api_url}   (admin token for local use: {token_path})")
-    click.echo(f"Flower: {stack.flower_url}")
+    click.echo(
+        f"Flower: {stack.flower_url}   (user {flower_login.user}, password "
+        f"{flower_login.password}; kept in {home / FLOWER_AUTH_FILE})"
+    )
     click.echo(f"logs:   {stack.log_dir}")
 
 

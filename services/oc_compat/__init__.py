@@ -36,6 +36,8 @@ Directives in the prompt text script failures:
   in the fixtures folder (``--fixtures-dir`` / ``OC_COMPAT_FIXTURES_DIR``), keyed
   ``plan``/``patch``/``build``; a kind the file lacks is answered as usual. A bad name
   or file is an HTTP 500 naming the problem (see fixtures.py).
+* ``[oc:huge=N]``: the structured answer's first string field (a plan's ``design``)
+  grows to N characters: an oversize, off-schema answer.
 """
 
 from services.oc_compat.app import CompatConfig, CompatState, create_app

@@ -260,4 +260,17 @@ def answer(
         return Answer(text=json.dumps(value), error=error, finish="stop")
     if directives.wants_invalid:
         value = violate(schema, value)
+    if directives.huge:
+        value = inflate(value, directives.huge)
     return Answer(structured=value, finish="tool-calls")
+
+
+def inflate(value: Any, size: int) -> Any:
+    """``value`` with its first string field grown to ``size`` characters (``[oc:huge]``):
+    the oversize, off-schema answer a hostile model sends to exhaust the worker's memory."""
+    if not isinstance(value, dict):
+        return value
+    for key, field in value.items():
+        if isinstance(field, str):
+            return {**value, key: field + "x" * max(0, size - len(field))}
+    return {**value, "padding": "x" * size}

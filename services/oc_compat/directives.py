@@ -29,6 +29,7 @@ class Directives:
     child: bool = False
     tools: tuple[str, ...] = ()
     fixture: str | None = None  # a NAME.json in the fixtures folder scripts the answers
+    huge: int = 0  # grow the structured answer's first string field to this many characters
     attempt: int = 1
 
     @property
@@ -64,6 +65,7 @@ def parse(text: str) -> Directives:
         child="child" in flags,
         tools=tuple(value for name, value in found if name == "tool" and value),
         fixture=values.get("fixture"),
+        huge=_int(values.get("huge"), 0),
         attempt=_int(attempt.group(1), 1) if attempt else 1,
     )
 

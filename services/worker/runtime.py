@@ -45,6 +45,7 @@ def build_runtime(settings: Settings, celery: Celery, clock: Clock | None = None
         timeout_s=timeout_s,
         username=settings.oc_username,
         password=settings.oc_password,
+        max_answer_bytes=settings.max_answer_bytes,
     )
     oc = OCWrapper(
         client,

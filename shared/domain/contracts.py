@@ -34,8 +34,16 @@ PLAN_OUTPUT_SCHEMA: dict[str, Any] = {
                 "else": {"not": {"required": ["from"]}},
             },
         },
-        "risks": {"type": "array", "items": {"type": "string", "maxLength": 2000}},
-        "tests": {"type": "array", "items": {"type": "string", "maxLength": 2000}},
+        "risks": {
+            "type": "array",
+            "maxItems": 50,
+            "items": {"type": "string", "maxLength": 2000},
+        },
+        "tests": {
+            "type": "array",
+            "maxItems": 50,
+            "items": {"type": "string", "maxLength": 2000},
+        },
     },
     "required": ["design", "files", "risks", "tests"],
     "additionalProperties": False,
@@ -74,6 +82,21 @@ BUILD_OUTPUT_SCHEMA: dict[str, Any] = {
 """BuildOutput: DecideST's choice of the verification command (argv, no shell)."""
 
 
+MAX_ERRORS = 20
+MAX_PATH_CHARS = 200
+MAX_MESSAGE_CHARS = 300
+"""A violation message quotes the offending value: an oversize field would repeat itself
+into the ledger and the next prompt. Messages and their number are cut to these."""
+
+
+def _cut(message: str, rule: object, value: object) -> str:
+    """The message, or its start after the rule it broke (``maxLength 20000``) if too long."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    cut = message[:MAX_MESSAGE_CHARS]
+    return f"breaks {rule} {str(value)[:80]}: {cut}... ({len(message)} characters in all)"
+
+
 class ContractViolation(ValueError):
     """An agent answer does not satisfy its schema."""
 
@@ -87,9 +110,14 @@ def validate_answer(schema: dict[str, Any], answer: object) -> dict[str, Any]:
     validator = Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(answer), key=lambda e: list(e.absolute_path))
     if errors:
-        raise ContractViolation(
-            [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors]
-        )
+        shown = [
+            f"{'/'.join(map(str, e.absolute_path))[:MAX_PATH_CHARS] or '<root>'}: "
+            f"{_cut(e.message, e.validator, e.validator_value)}"
+            for e in errors[:MAX_ERRORS]
+        ]
+        if len(errors) > MAX_ERRORS:
+            shown.append(f"... and {len(errors) - MAX_ERRORS} more violations")
+        raise ContractViolation(shown)
     if not isinstance(answer, dict):  # unreachable for object schemas; narrows the type
         raise ContractViolation(["<root>: answer is not an object"])
     return answer

@@ -13,6 +13,7 @@ the run closed, with a diagnostic. What a patch *did* is judged by
 from __future__ import annotations
 
 import fnmatch
+import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -165,14 +166,21 @@ def forbidden(path: str, patterns: tuple[str, ...]) -> str | None:
     return None
 
 
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+"""Unicode categories that print as nothing or move the cursor: never in a path."""
+
+
 def unconfined(path: str) -> str | None:
     """Why ``path`` could leave the worktree or reach git's own state, if it could.
 
     Absolute paths, ``..``, ``.git`` in any component (any case: some filesystems fold
-    it), backslashes and empty or ``.`` components are all refused.
+    it), backslashes, empty or ``.`` components, and control or invisible characters
+    (a carriage return or a bidi override makes a name read as another) are all refused.
     """
     if not path:
         return "the path is empty"
+    if any(unicodedata.category(ch) in _HIDDEN_CATEGORIES for ch in path):
+        return "the path holds a control or invisible character"
     if path.startswith("/"):
         return "the path is absolute"
     if "\\" in path:

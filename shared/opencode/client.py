@@ -8,6 +8,7 @@ inside ``info.error`` of an HTTP 200 reply. It keeps no ledger; callers do.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, Self
@@ -25,9 +26,29 @@ from shared.opencode.errors import (
     classify_info_error,
 )
 
-__all__ = ["ModelRef", "OpenCodeClient", "PromptReply", "TokenUsage", "classify_info_error"]
+__all__ = [
+    "AnswerTooLarge",
+    "ModelRef",
+    "OpenCodeClient",
+    "PromptReply",
+    "TokenUsage",
+    "classify_info_error",
+]
 
 CONNECT_TIMEOUT_S = 5.0
+DEFAULT_MAX_ANSWER_BYTES = 8 * 1024 * 1024
+"""KODO_MAX_ANSWER_BYTES's default: a largest valid patch (1 MB diff), JSON-escaped and
+repeated in the tool part, fits with room to spare."""
+
+
+class AnswerTooLarge(OpenCodePermanentError):
+    """A response body over the byte cap: refused unread, before any parsing.
+
+    Every answer is written by an attacker (the model read a hostile repository);
+    reading and parsing a body of any size would let it choose the worker's memory.
+    """
+
+    code = "answer_too_large"
 
 
 @dataclass(frozen=True)
@@ -147,13 +168,17 @@ class OpenCodeClient:
         username: str = "opencode",
         password: str = "",
         transport: httpx.BaseTransport | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         self._timeout_s = timeout_s
+        self._max_answer_bytes = max_answer_bytes
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=self._timeout(timeout_s),
             auth=httpx.BasicAuth(username, password) if password else None,
             transport=transport,
+            # A compressed body could expand past the cap inside one chunk: ask for none.
+            headers={"Accept-Encoding": "identity"},
         )
 
     def __enter__(self) -> Self:
@@ -184,8 +209,13 @@ class OpenCodeClient:
         params = {"directory": directory} if directory is not None else {}
         params.update(query or {})
         timeout = self._timeout(timeout_s) if timeout_s is not None else self._http.timeout
+        request = self._http.build_request(method, path, params=params, json=body, timeout=timeout)
         try:
-            response = self._http.request(method, path, params=params, json=body, timeout=timeout)
+            response = self._http.send(request, stream=True)
+            try:
+                content = self._bounded_body(response, f"{method} {path}")
+            finally:
+                response.close()  # an unread remainder drops the connection, never buffered
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise OpenCodeUnreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         except httpx.TimeoutException as exc:
@@ -193,16 +223,37 @@ class OpenCodeClient:
         except httpx.TransportError as exc:
             raise OpenCodeTransientError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         try:
-            parsed: object = response.json()
+            parsed: object = json.loads(content)
         except ValueError:
+            text = content[:200].decode("utf-8", "replace")
             if response.is_success:
-                raise OpenCodePermanentError(
-                    f"{method} {path}: body is not JSON: {response.text:.200}"
-                ) from None
-            parsed = response.text
+                raise OpenCodePermanentError(f"{method} {path}: body is not JSON: {text}") from None
+            parsed = text
         if response.is_success:
             return parsed
         raise classify_http_error(response.status_code, parsed, prompt=prompt)
+
+    def _bounded_body(self, response: httpx.Response, what: str) -> bytes:
+        """The body, read until ``max_answer_bytes`` and no further (stream and stop)."""
+        cap = self._max_answer_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise self._too_large(what, f"declares {int(declared)} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise self._too_large(what, f"passed {cap} bytes and was cut off")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, what: str, how: str) -> AnswerTooLarge:
+        return AnswerTooLarge(
+            f"{what}: answer too large: the body {how}; "
+            f"KODO_MAX_ANSWER_BYTES={self._max_answer_bytes} (refused before parsing)",
+            name="AnswerTooLarge",
+        )
 
     @staticmethod
     def _object(value: object, what: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from shared.db.repos.ledger import LedgerRepo
 from shared.domain.contracts import ContractViolation, validate_answer
 from shared.hashing import op_key as make_op_key
 from shared.opencode.cache import LruCache
-from shared.opencode.client import ModelRef, OpenCodeClient, PromptReply
+from shared.opencode.client import AnswerTooLarge, ModelRef, OpenCodeClient, PromptReply
 from shared.opencode.errors import (
     OpenCodeAborted,
     OpenCodeConfigError,
@@ -138,7 +138,20 @@ def usage_of(info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+MAX_ERROR_CHARS = 4000
+"""An error is quoted in the ledger, the diagnostic and the next attempt's prompt; an
+agent's text inside it (a schema violation repeats the offending value) is cut here."""
+
+
+def bounded_error(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters cut]"
+
+
 def _kind_of(exc: OpenCodeError) -> FailureKind:
+    if isinstance(exc, AnswerTooLarge):
+        return "contract"  # the answer broke a rule: the next attempt is told which
     if isinstance(exc, OpenCodeConfigError):
         return "config"
     if isinstance(exc, OpenCodeTimeout):
@@ -432,7 +445,7 @@ class OCWrapper:
         name: str | None = None,
     ) -> CallFailed:
         error_name = name or type(exc).__name__
-        error = f"{error_name}: {exc}"
+        error = bounded_error(f"{error_name}: {exc}")
         usage = usage_of(reply.info) if reply is not None else None
         with unit_of_work(self.sessions) as s:
             LedgerRepo(s).finish(

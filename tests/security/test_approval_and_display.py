@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from services.launcher import BIN, start_flower
+from services.launcher import BIN, flower_auth, start_flower
 from shared.hashing import canonical_json, sha256_hex
 from tests.security import attacks
 from tests.security.harness import Hostile
@@ -158,7 +158,8 @@ def test_intents_are_rate_limited_per_token(hostile: Hostile) -> None:
 
 
 def test_flowers_api_cannot_shut_a_worker_down_unauthenticated(hostile: Hostile) -> None:
-    start_flower(hostile.stack)
+    auth = flower_auth(hostile.stack.log_dir / "flower.auth")
+    start_flower(hostile.stack, auth)
     node = f"worker-{hostile.worker.popen.pid}"
     shutdown = httpx.post(f"{hostile.stack.flower_url}/api/worker/shutdown/{node}", timeout=5)
     ui = httpx.get(f"{hostile.stack.flower_url}/", timeout=5)
@@ -166,3 +167,7 @@ def test_flowers_api_cannot_shut_a_worker_down_unauthenticated(hostile: Hostile)
     assert hostile.worker.alive(), "one unauthenticated POST shut the worker down"
     assert shutdown.status_code in (401, 403), shutdown.status_code
     assert ui.status_code == 401, f"Flower's UI answered {ui.status_code} without credentials"
+    authed = httpx.get(
+        f"{hostile.stack.flower_url}/api/workers", auth=(auth.user, auth.password), timeout=5
+    )
+    assert authed.status_code == 200, "the generated credentials must open Flower's API"

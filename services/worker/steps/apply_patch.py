@@ -7,9 +7,10 @@ The patch text is not what is judged: it is applied to the index (``git apply
 --index``, which refuses some paths itself, a first line only), then git is asked what
 actually changed and :func:`shared.domain.change_check.check_changes` judges that
 against the approved plan and the run's policy. A patch that does not apply is
-retried; a patch whose effect breaks the plan or the policy is undone and fails the
-step closed (not retried, not sent back for a new approval): the approver signed one
-plan, and an agent that reaches beyond it is not given another try at doing so.
+retried, unless git refused it for a path leaving the worktree or reaching .git (that
+is ``confinement``, not a typo). A patch whose effect breaks the plan or the policy is
+undone and fails the step closed (not retried, not sent back for a new approval): the
+approver signed one plan, and an agent that reaches beyond it gets no other try.
 """
 
 from __future__ import annotations
@@ -38,11 +39,20 @@ from services.worker.steps.base import (
 )
 from shared.domain.change_check import ChangeReport, IndexChange, check_changes
 from shared.domain.contracts import PATCH_OUTPUT_SCHEMA
-from shared.domain.policy import Policy, diff_stats
+from shared.domain.policy import Policy, Violation, diff_stats
 from shared.domain.run_machine import StepId
 from shared.hashing import sha256_hex
 
 PATCH_TRAILER = "Kodo-Patch-Sha256"
+GIT_CONFINEMENT_REFUSALS = ("invalid path", "beyond a symbolic link", "outside repository")
+"""What ``git apply`` says when a patch names a path outside the worktree or in .git."""
+
+
+def confinement_refusal(reason: str) -> Violation | None:
+    """A ``confinement`` violation if git refused the patch for where it writes."""
+    if any(marker in reason for marker in GIT_CONFINEMENT_REFUSALS):
+        return Violation("confinement", f"git apply refused the patch: {reason[:500]}")
+    return None
 
 
 def apply_prompt(goal: str, plan_text: str, attempt: int, rejected: list[str]) -> str:
@@ -102,6 +112,9 @@ def _commit_patch(
         time.sleep(ctx.rt.settings.fault_pause_before_apply_s)
     reason = try_apply(worktree, diff)
     if reason is not None:
+        refusal = confinement_refusal(reason)
+        if refusal is not None:  # git itself saw a path leaving the worktree: not a typo
+            return _Refused(ChangeReport([refusal], (), (), 0), [])
         return _Rejected(f"PatchDoesNotApply: {reason}")
     changes = staged_changes(worktree)
     if not changes:

@@ -29,6 +29,7 @@ from shared.db.engine import unit_of_work
 from shared.db.repos.runs import RunRepo
 from shared.db.repos.snapshots import run_snapshot
 from shared.db.repos.steps import ArtifactRepo, StepRunRepo
+from shared.domain.capping import cap_json
 from shared.domain.pinning import RepoPin, pin_violation
 from shared.domain.policy import Policy
 from shared.domain.run_machine import (
@@ -46,6 +47,10 @@ from shared.service.repo_pin import observe_repo
 from shared.version import app_version
 
 log = structlog.get_logger("kodo.step")
+
+DIAGNOSTIC_MAX_BYTES = 256 * 1024
+ERROR_MAX_CHARS = 4000
+MAX_CUTS_LISTED = 50
 
 
 def worker_identity() -> str:
@@ -187,8 +192,24 @@ class StepOutcome:
 
     @classmethod
     def failed(cls, error: str, diagnostic: dict[str, Any]) -> StepOutcome:
-        """A terminal failure always carries a diagnostic.json artifact."""
-        body = {"error": error, **diagnostic}
+        """A terminal failure always carries a diagnostic.json artifact, capped in size.
+
+        Its fields quote agent-written text; past DIAGNOSTIC_MAX_BYTES the largest are
+        cut and ``truncated`` says which (the error itself is kept to ERROR_MAX_CHARS).
+        """
+        if len(error) > ERROR_MAX_CHARS:
+            error = f"{error[:ERROR_MAX_CHARS]}... [cut: {len(error)} characters in all]"
+        body, cuts = cap_json({"error": error, **diagnostic}, DIAGNOSTIC_MAX_BYTES)
+        if cuts:
+            body = {
+                **body,
+                "error": body.get("error", error),
+                "truncated": {
+                    "rule": f"diagnostic.json is capped at {DIAGNOSTIC_MAX_BYTES} bytes",
+                    "cuts": [c.to_json() for c in cuts[:MAX_CUTS_LISTED]],
+                    "more_cuts": max(0, len(cuts) - MAX_CUTS_LISTED),
+                },
+            }
         return cls(
             ok=False,
             error=error,

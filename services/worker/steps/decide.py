@@ -1,8 +1,10 @@
 """DecideST: plan + approval + applied diff -> BuildOutput (the argv that verifies it).
 
 The agent is offered only the effective allowlist (the operator's, narrowed by the
-run's policy) and an answer whose program is outside it is rejected like an
-off-schema answer: retried with the reason, then the step fails.
+run's policy). An answer whose argv breaks a rule (:mod:`shared.domain.exec_rules`:
+a program off the allowlist, git options or aliases) fails the step closed at once,
+naming the rule: the prompt listed what may run, so an agent that answers otherwise
+is not given another try, as with a patch that reaches beyond the plan.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from services.worker.steps.base import (
     run_policy,
 )
 from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
+from shared.domain.exec_rules import argv_violation
 from shared.domain.policy import effective_allowlist
 from shared.domain.run_machine import StepId
 
@@ -67,10 +70,18 @@ def decide_step(ctx: StepContext) -> StepOutcome:
         lambda n, rejected: decide_prompt(ctx.goal, plan_text, diffstat, allowlist, n, rejected)
     ):
         decision = result.answer
-        program = decision["argv"][0]
-        if program not in allowlist:
-            loop.reject(f"argv[0] {program!r} is not an allowed program ({', '.join(allowlist)})")
-            continue
+        refused = argv_violation([str(a) for a in decision["argv"]], allowlist)
+        if refused is not None:
+            loop.records[-1]["status"] = "refused"
+            return StepOutcome.failed(
+                f"{refused.rule}: {refused.detail}",
+                {
+                    "rule": refused.rule,
+                    "argv": decision["argv"],
+                    "allowlist": list(allowlist),
+                    "attempts": loop.records,
+                },
+            )
         return StepOutcome(
             ok=True,
             output={

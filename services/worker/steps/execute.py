@@ -18,6 +18,7 @@ import structlog
 from services.worker.sandbox import Finished, limits_of, run_unsandboxed, sandbox_of
 from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, Stopwatch, run_policy
 from shared.config import Settings
+from shared.domain.exec_rules import argv_violation
 from shared.domain.policy import effective_allowlist
 from shared.domain.run_machine import StepId
 
@@ -27,147 +28,6 @@ PASSED_ENV = ("PATH", "LANG", "LC_ALL")
 """The only host variables an unsandboxed (opted-out) command inherits: no tokens, no keys."""
 POLL_S = 1.0
 """How often a running command's step checks its lease (and so notices a cancel)."""
-GIT_GLOBAL_OPTIONS = frozenset(
-    {
-        "--no-pager",
-        "--no-replace-objects",
-        "--literal-pathspecs",
-        "--glob-pathspecs",
-        "--noglob-pathspecs",
-        "--icase-pathspecs",
-        "--no-optional-locks",
-    }
-)
-"""The only options allowed before a git subcommand (never -c, -C, --exec-path, ...)."""
-GIT_BUILTINS = frozenset(
-    (
-        "add",
-        "am",
-        "annotate",
-        "apply",
-        "archive",
-        "bisect",
-        "blame",
-        "branch",
-        "bundle",
-        "cat-file",
-        "check-attr",
-        "check-ignore",
-        "check-mailmap",
-        "check-ref-format",
-        "checkout",
-        "checkout-index",
-        "cherry",
-        "cherry-pick",
-        "clean",
-        "clone",
-        "column",
-        "commit",
-        "commit-graph",
-        "commit-tree",
-        "count-objects",
-        "describe",
-        "diff",
-        "diff-files",
-        "diff-index",
-        "diff-tree",
-        "fetch-pack",
-        "fmt-merge-msg",
-        "for-each-ref",
-        "format-patch",
-        "fsck",
-        "gc",
-        "grep",
-        "hash-object",
-        "help",
-        "index-pack",
-        "init",
-        "interpret-trailers",
-        "log",
-        "ls-files",
-        "ls-remote",
-        "ls-tree",
-        "mailinfo",
-        "mailsplit",
-        "merge",
-        "merge-base",
-        "merge-file",
-        "merge-tree",
-        "mktag",
-        "mktree",
-        "mv",
-        "name-rev",
-        "notes",
-        "pack-objects",
-        "pack-refs",
-        "patch-id",
-        "prune",
-        "prune-packed",
-        "range-diff",
-        "read-tree",
-        "rebase",
-        "reflog",
-        "remote",
-        "repack",
-        "replace",
-        "rerere",
-        "reset",
-        "restore",
-        "rev-list",
-        "rev-parse",
-        "revert",
-        "rm",
-        "shortlog",
-        "show",
-        "show-branch",
-        "show-index",
-        "show-ref",
-        "sparse-checkout",
-        "stash",
-        "status",
-        "stripspace",
-        "switch",
-        "symbolic-ref",
-        "tag",
-        "unpack-file",
-        "unpack-objects",
-        "update-index",
-        "update-ref",
-        "verify-commit",
-        "verify-pack",
-        "verify-tag",
-        "version",
-        "whatchanged",
-        "worktree",
-        "write-tree",
-    )
-)
-"""Subcommands git itself implements; anything else would be an alias or a git-* program."""
-
-
-def program_allowed(argv: list[str], allowlist: tuple[str, ...]) -> str | None:
-    """None if argv[0] is a bare allowlisted program name, else why not."""
-    program = argv[0] if argv else ""
-    if not program or "/" in program or "\\" in program:
-        return f"program {program!r} must be a bare name from the allowlist"
-    if program not in allowlist:
-        return f"program {program!r} is not on the allowlist ({', '.join(allowlist)})"
-    if program == "git":
-        return git_refusal(argv[1:])
-    return None
-
-
-def git_refusal(args: list[str]) -> str | None:
-    """Why a git argv may not run (config, paths or programs chosen by the agent)."""
-    for arg in args:
-        if arg.startswith("-"):
-            if arg not in GIT_GLOBAL_OPTIONS:
-                return f"git option {arg!r} is refused (git_options: no -c/-C/--exec-path/...)"
-            continue
-        if arg not in GIT_BUILTINS:
-            return f"git subcommand {arg!r} is not a git builtin (git_alias: aliases refused)"
-        return None
-    return "git needs a subcommand"
 
 
 def scrubbed_env(source: dict[str, str]) -> dict[str, str]:
@@ -213,9 +73,12 @@ def execute_step(ctx: StepContext) -> StepOutcome:
     argv = [str(a) for a in decided.get("argv", [])]
     settings = ctx.rt.settings
     allowlist = effective_allowlist(run_policy(ctx), settings.exec_allowlist)
-    refusal = program_allowed(argv, allowlist)
-    if refusal is not None:
-        return StepOutcome.failed(refusal, {"argv": argv, "allowlist": list(allowlist)})
+    refused = argv_violation(argv, allowlist)
+    if refused is not None:
+        return StepOutcome.failed(
+            f"{refused.rule}: {refused.detail}",
+            {"rule": refused.rule, "argv": argv, "allowlist": list(allowlist)},
+        )
     environ = dict(os.environ)
     watch = Stopwatch(ctx)
     sandbox_note: dict[str, Any]

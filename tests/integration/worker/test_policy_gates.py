@@ -271,12 +271,13 @@ def test_a_policy_refusing_new_executables_fails_the_patch_that_adds_one(
     assert _rules(rt, run_id) == [("executable", ["run.sh"])]
 
 
-def test_git_apply_refusing_a_path_itself_is_retried_then_fails_and_writes_nothing(
+def test_git_apply_refusing_a_path_itself_fails_closed_as_confinement_and_writes_nothing(
     rt: Runtime, repo: Path
 ) -> None:
     escape = "--- /dev/null\n+++ b/../escaped.txt\n@@ -0,0 +1 @@\n+x\n"
     run_id, outcome = _applied(rt, repo, README_ONLY, escape)
     assert outcome == "failed"
+    assert [rule for rule, _ in _rules(rt, run_id)] == ["confinement"]
     assert not (rt.settings.workspace_dir / "escaped.txt").exists()
     assert commits_on_branch(repo, run_id) == 0
 
@@ -295,8 +296,9 @@ def test_decide_offers_only_the_policy_narrowed_allowlist_and_rejects_other_prog
     }
     assert run_step(rt, StepId.DECIDE, run_id, decide_step) == "failed"
     decide_prompts = [c.prompt for c in model.prompts if c.step_id == StepId.DECIDE.value]
-    assert decide_prompts
-    assert all("Allowed programs: make." in p for p in decide_prompts)
+    assert len(decide_prompts) == 1, "an answer outside the allowlist is not retried"
+    assert "Allowed programs: make." in decide_prompts[0]
     report = diagnostic(rt, run_id)
+    assert report["rule"] == "exec_allowlist"
     assert report["allowlist"] == ["make"]
-    assert all("not an allowed program" in a["error"] for a in report["attempts"])
+    assert "'python3' is not on the allowlist (make)" in report["error"]

@@ -70,6 +70,11 @@ def test_a_plan_with_too_many_files_is_refused() -> None:
         ("a//b", True),
         ("./a", True),
         ("", True),
+        ("notes\r.md", True),
+        ("evil\u202egnp.exe", True),
+        ("zero\u200bwidth.py", True),
+        ("bell\x07.md", True),
+        ("caf\u00e9/na\u00efve.py", False),
     ],
 )
 def test_a_path_that_could_leave_the_worktree_is_unconfined(path: str, refused: bool) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.worker.steps.execute import program_allowed, scrubbed_env
+from services.worker.steps.execute import scrubbed_env
+from shared.domain.exec_rules import program_allowed
 
 
 @pytest.mark.parametrize(

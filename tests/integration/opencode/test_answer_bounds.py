@@ -1,0 +1,133 @@
+"""An answer over KODO_MAX_ANSWER_BYTES is refused before parsing, and recorded as such.
+
+Every agent answer is written by an attacker: the body is read in chunks up to the cap
+and the connection dropped past it, so the size of what the model sends never decides
+the worker's memory. Off-schema answers within the cap are cut in the error text.
+"""
+
+from __future__ import annotations
+
+import threading
+import tracemalloc
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.oc_compat import running_server
+from services.sample_repo import create_sample_repo
+from shared.clock import SystemClock
+from shared.db.models import OpenCodeCall
+from shared.domain.contracts import PLAN_OUTPUT_SCHEMA, ContractViolation, validate_answer
+from shared.opencode.client import AnswerTooLarge, ModelRef, OpenCodeClient
+from shared.opencode.wrapper import CallFailed, OCWrapper, StructuredCall
+from tests.factories import RunFactory
+
+CAP = 256 * 1024
+
+
+class _Flood(BaseHTTPRequestHandler):
+    """``/global/health``: a Content-Length past the cap; anything else: 64 MB, chunked."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if self.path.startswith("/global/health"):
+            self.send_header("Content-Length", str(100 * 1024 * 1024))
+            self.end_headers()
+            self.wfile.write(b'{"healthy": true, "pad": "')
+            return
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        chunk = b"x" * 65536
+        try:
+            for _ in range(1024):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        except OSError:
+            return  # the client hung up at its cap: that is the point
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def flood_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Flood)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_body_declaring_more_than_the_cap_is_refused_unread(flood_url: str) -> None:
+    with (
+        OpenCodeClient(flood_url, timeout_s=5, max_answer_bytes=CAP) as client,
+        pytest.raises(AnswerTooLarge, match=f"KODO_MAX_ANSWER_BYTES={CAP}"),
+    ):
+        client.health()
+
+
+def test_an_endless_body_is_cut_off_at_the_cap_and_memory_stays_near_it(
+    flood_url: str, tmp_path: Path
+) -> None:
+    tracemalloc.start()
+    try:
+        with (
+            OpenCodeClient(flood_url, timeout_s=10, max_answer_bytes=CAP) as client,
+            pytest.raises(AnswerTooLarge, match="passed 262144 bytes"),
+        ):
+            client.get_session("ses_flood", directory=str(tmp_path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * CAP, f"reading a 64 MB body peaked at {peak} bytes"
+
+
+@pytest.mark.integration
+def test_an_oversize_plan_is_a_recorded_contract_failure_naming_the_rule(
+    sessions: sessionmaker[Session], db: Session, tmp_path: Path
+) -> None:
+    run = RunFactory()
+    db.commit()
+    repo = create_sample_repo(tmp_path / "repo")
+    prompt = "Add a docstring to calc.py [oc:huge=3000000]"
+    call = StructuredCall(run.id, "CompileST", 1, "plan", prompt, PLAN_OUTPUT_SCHEMA, str(repo))
+    with running_server(seed=5) as url:
+        client = OpenCodeClient(url, timeout_s=20, max_answer_bytes=CAP)
+        wrapper = OCWrapper(
+            client, sessions, SystemClock(), model=ModelRef("kodo", "kodo-scripted"), timeout_s=20
+        )
+        try:
+            with pytest.raises(CallFailed) as failed:
+                wrapper.prompt_structured(call)
+        finally:
+            wrapper.close()
+            client.close()
+    with sessions() as s:
+        row = s.execute(select(OpenCodeCall).where(OpenCodeCall.op_key == call.op_key)).scalar_one()
+
+    assert failed.value.kind == "contract", "the next attempt is told why; attempts are bounded"
+    assert failed.value.error_name == "AnswerTooLarge"
+    assert (row.status, row.error_name, row.response) == ("failed", "AnswerTooLarge", None)
+    assert row.error is not None
+    assert f"KODO_MAX_ANSWER_BYTES={CAP}" in row.error
+
+
+def test_a_schema_violation_quotes_the_rule_not_the_whole_oversize_value() -> None:
+    answer = {"design": "d" * 1_000_000, "files": [], "risks": ["r"] * 500, "tests": []}
+    with pytest.raises(ContractViolation) as violated:
+        validate_answer(PLAN_OUTPUT_SCHEMA, answer)
+    text = str(violated.value)
+
+    assert len(text) < 5_000
+    assert "breaks maxLength 20000" in text
+    assert "risks" in text
