@@ -33,6 +33,8 @@ DEFAULTS: dict[str, str] = {
     "KODO_REDISPATCH_AFTER_S": "30",
     "KODO_RECONCILE_S": "10",
     "KODO_RETRY_BACKOFF_S": "1.0",
+    "KODO_UI_SESSION_TTL_S": "28800",
+    "KODO_ALLOW_SELF_APPROVAL": "0",
     # Test-only fault injection (the chaos suite): seconds ApplyPatchST sleeps right before
     # `git apply`, so a test can SIGKILL the worker there. 0 (the default) means off.
     "KODO_FAULT_PAUSE_BEFORE_APPLY_S": "0",
@@ -57,6 +59,19 @@ def _float(env: Mapping[str, str], key: str) -> float:
         return float(raw)
     except ValueError as exc:
         raise ConfigError(f"{key} must be a number, got {raw!r}") from exc
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _bool(env: Mapping[str, str], key: str) -> bool:
+    raw = env.get(key, DEFAULTS[key]).strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{key} must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
 
 
 def _list(env: Mapping[str, str], key: str, sep: str) -> tuple[str, ...]:
@@ -92,6 +107,8 @@ class Settings:
     reconcile_s: float = float(DEFAULTS["KODO_RECONCILE_S"])
     retry_backoff_s: float = float(DEFAULTS["KODO_RETRY_BACKOFF_S"])
     fault_pause_before_apply_s: float = 0.0  # test-only fault injection; see DEFAULTS
+    ui_session_ttl_s: int = int(DEFAULTS["KODO_UI_SESSION_TTL_S"])
+    allow_self_approval: bool = False  # a token may approve what it submitted (off: refused)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -122,6 +139,8 @@ class Settings:
             reconcile_s=_float(env, "KODO_RECONCILE_S"),
             retry_backoff_s=_float(env, "KODO_RETRY_BACKOFF_S"),
             fault_pause_before_apply_s=_float(env, "KODO_FAULT_PAUSE_BEFORE_APPLY_S"),
+            ui_session_ttl_s=_int(env, "KODO_UI_SESSION_TTL_S"),
+            allow_self_approval=_bool(env, "KODO_ALLOW_SELF_APPROVAL"),
         )
         settings.validate()
         return settings
@@ -141,6 +160,8 @@ class Settings:
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.ui_session_ttl_s <= 0:
+            raise ConfigError("KODO_UI_SESSION_TTL_S must be positive")
         if self.fault_pause_before_apply_s < 0:
             raise ConfigError("KODO_FAULT_PAUSE_BEFORE_APPLY_S must not be negative")
         if not self.database_url.startswith("postgresql"):

@@ -95,16 +95,25 @@ def list_tokens(s: Session) -> list[ApiToken]:
     return list(s.execute(select(ApiToken).order_by(ApiToken.id)).scalars())
 
 
-def authenticate(s: Session, plaintext: str) -> Principal | None:
-    """The live token's principal, or None (unknown, malformed or revoked)."""
+def live_token(s: Session, plaintext: str) -> ApiToken | None:
+    """The live token row ``plaintext`` names, or None (unknown, malformed or revoked)."""
     if not plaintext.startswith(PREFIX) or len(plaintext) > 200:
         return None
-    row = s.execute(
+    return s.execute(
         select(ApiToken).where(
             ApiToken.token_sha256 == sha256_hex(plaintext), ApiToken.revoked_at.is_(None)
         )
     ).scalar_one_or_none()
-    return None if row is None else Principal(row.name, Role(row.role))
+
+
+def principal_of(row: ApiToken) -> Principal:
+    return Principal(row.name, Role(row.role))
+
+
+def authenticate(s: Session, plaintext: str) -> Principal | None:
+    """The live token's principal, or None (unknown, malformed or revoked)."""
+    row = live_token(s, plaintext)
+    return None if row is None else principal_of(row)
 
 
 def fresh_token(s: Session, name: str, role: Role, *, now: datetime) -> str:
