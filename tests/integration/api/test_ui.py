@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
-from tests.display.hostile import (
+from tests.api_process.hostile import (
     BIDI_CONTROLS,
     RLO,
     TRUE_PATH,

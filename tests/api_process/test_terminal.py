@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from services.cli.views import plan_card_lines
 from services.launcher import Stack
-from tests.display.hostile import (
+from tests.api_process.hostile import (
     FORGED_LINE,
     HOSTILE_PLAN,
     RLO,

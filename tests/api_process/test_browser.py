@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from sqlalchemy.orm import Session
 
 from services.launcher import Stack
-from tests.display.hostile import (
+from tests.api_process.hostile import (
     BIDI_CONTROLS,
     FORGED_LINE,
     GOAL,

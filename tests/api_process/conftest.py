@@ -1,4 +1,5 @@
-"""A real API process (gunicorn) on the test database, and the hostile run it serves."""
+"""Tests against a real API process (gunicorn) on the test database: what an approver
+sees of a hostile plan (terminal and browser), and what the access log keeps."""
 
 from __future__ import annotations
 
