@@ -70,7 +70,7 @@ def test_an_approver_approves_a_plan_on_the_page_and_sees_it_succeed(
     page.fill("#login-token", token)
     page.click("#sign-in")
     page.wait_for_url("**/ui/approvals")
-    page.get_by_role("link", name=goal).click()
+    page.locator(f"a[href='/ui/runs/{run_id}']", has_text=goal).click()  # this run's row
     page.wait_for_url(f"**/ui/runs/{run_id}")
 
     assert page.locator("#plan-sha256").inner_text() == waiting["planSha256"]
