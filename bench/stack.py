@@ -103,6 +103,7 @@ def prepare(root: Path, database_url: str, redis_url: str | None, approval_poll_
         "APPROVAL_POLL_S": str(approval_poll_s),
         "OC_TIMEOUT_MS": "30000",
         "KODO_COUNT_SQL": "1",
+        "KODO_ALLOW_SELF_APPROVAL": "1",  # the one bench token submits and approves
         # Verification commands (``python3 -m unittest``) find the venv's interpreter first,
         # not a version-manager shim that costs a shell script per start.
         "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),

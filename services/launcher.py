@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from services.devstack.procs import private_log
 from shared.db.engine import make_engine, make_session_factory, unit_of_work
 from shared.service.tokens import Role, fresh_token
 
@@ -79,9 +80,9 @@ class Stack:
     flower_url: str = ""
 
     def start(self, name: str, argv: list[str], extra_env: Mapping[str, str] | None = None) -> Proc:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
-        with log_path.open("ab") as log:
+        with private_log(log_path) as log:
             popen = subprocess.Popen(
                 argv,
                 env={**self.env, **(extra_env or {})},

@@ -59,6 +59,8 @@ DEFAULTS: dict[str, str] = {
     "KODO_API_WORKERS": "2",
     "KODO_API_CONNECTIONS": "2000",
     "KODO_REDIS_KEY_PREFIX": "kodo",
+    "KODO_UI_SESSION_TTL_S": "28800",
+    "KODO_ALLOW_SELF_APPROVAL": "0",
     # Test-only fault injection (the chaos suite): seconds ApplyPatchST sleeps right before
     # `git apply`, so a test can SIGKILL the worker there. 0 (the default) means off.
     "KODO_FAULT_PAUSE_BEFORE_APPLY_S": "0",
@@ -89,15 +91,18 @@ def _float(env: Mapping[str, str], key: str) -> float:
         raise ConfigError(f"{key} must be a number, got {raw!r}") from exc
 
 
-_ON = {"on": True, "true": True, "1": True, "yes": True}
-_OFF = {"off": False, "false": False, "0": False, "no": False}
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
-def _flag(env: Mapping[str, str], key: str) -> bool:
+def _bool(env: Mapping[str, str], key: str) -> bool:
+    """A yes/no setting; anything else (an empty value included) is an error, not a guess."""
     raw = env.get(key, DEFAULTS[key]).strip().lower()
-    if raw not in {**_ON, **_OFF}:
-        raise ConfigError(f"{key} must be on or off, got {raw!r}")
-    return {**_ON, **_OFF}[raw]
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{key} must be on or off (1/0, true/false, yes/no), got {raw!r}")
 
 
 def _list(env: Mapping[str, str], key: str, sep: str) -> tuple[str, ...]:
@@ -158,6 +163,8 @@ class Settings:
     redis_key_prefix: str = DEFAULTS["KODO_REDIS_KEY_PREFIX"]
     fault_pause_before_apply_s: float = 0.0  # test-only fault injection; see DEFAULTS
     policy_ref: str = DEFAULTS["KODO_POLICY_REF"]  # empty: the repository's default branch
+    ui_session_ttl_s: int = int(DEFAULTS["KODO_UI_SESSION_TTL_S"])
+    allow_self_approval: bool = False  # a token may approve what it submitted (off: refused)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -181,9 +188,9 @@ class Settings:
             exec_allowlist=_list(env, "KODO_EXEC_ALLOWLIST", ","),
             exec_timeout_s=_int(env, "KODO_EXEC_TIMEOUT_S"),
             exec_output_cap=_int(env, "KODO_EXEC_OUTPUT_CAP"),
-            sandbox=_flag(env, "KODO_SANDBOX"),
+            sandbox=_bool(env, "KODO_SANDBOX"),
             sandbox_bwrap=env.get("KODO_SANDBOX_BWRAP", DEFAULTS["KODO_SANDBOX_BWRAP"]),
-            sandbox_network=_flag(env, "KODO_SANDBOX_NETWORK"),
+            sandbox_network=_bool(env, "KODO_SANDBOX_NETWORK"),
             sandbox_uid=_int(env, "KODO_SANDBOX_UID"),
             exec_cpu_s=_int(env, "KODO_EXEC_CPU_S"),
             exec_memory_bytes=_int(env, "KODO_EXEC_MEMORY_BYTES"),
@@ -208,6 +215,8 @@ class Settings:
             redis_key_prefix=env.get("KODO_REDIS_KEY_PREFIX", DEFAULTS["KODO_REDIS_KEY_PREFIX"]),
             fault_pause_before_apply_s=_float(env, "KODO_FAULT_PAUSE_BEFORE_APPLY_S"),
             policy_ref=env.get("KODO_POLICY_REF", DEFAULTS["KODO_POLICY_REF"]).strip(),
+            ui_session_ttl_s=_int(env, "KODO_UI_SESSION_TTL_S"),
+            allow_self_approval=_bool(env, "KODO_ALLOW_SELF_APPROVAL"),
         )
         settings.validate()
         return settings
@@ -254,6 +263,8 @@ class Settings:
             )
         if not _PREFIX.match(self.redis_key_prefix):
             raise ConfigError("KODO_REDIS_KEY_PREFIX must be 1-64 of A-Z a-z 0-9 _ . : -")
+        if self.ui_session_ttl_s <= 0:
+            raise ConfigError("KODO_UI_SESSION_TTL_S must be positive")
         if self.fault_pause_before_apply_s < 0:
             raise ConfigError("KODO_FAULT_PAUSE_BEFORE_APPLY_S must not be negative")
         if self.policy_ref.startswith("-"):

@@ -1,8 +1,11 @@
 """Secrets never reach the ledger or the logs: redact them on the way in.
 
 Keys that name a credential are blanked whatever their value; values that look like
-a credential (API keys, bearer tokens, private keys) are blanked wherever they sit.
-Token *counts* (``tokens``, ``total_tokens``) are not secrets and are kept.
+a credential (API keys, kodo's own bearer tokens, private keys) are blanked wherever
+they sit; so are the password of a URL (``scheme://user:[REDACTED]@host``) and the
+value of a ``password=``/``passwd=``/``pwd=``/``token=`` pair (a query string, a DSN,
+a command line). Token *counts* (``tokens``, ``total_tokens``) are not secrets and are
+kept.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ REDACTED = "[REDACTED]"
 _SECRET_KEY = re.compile(
     r"(^|[_\-.])(api[_\-]?key|apikey|secret|password|passwd|authorization|cookie|"
     r"auth[_\-]?token|access[_\-]?token|refresh[_\-]?token|session[_\-]?token|"
-    r"private[_\-]?key|client[_\-]?secret|bearer)$",
+    r"private[_\-]?key|client[_\-]?secret|bearer|pwd|csrf[_\-]?token)$",
     re.IGNORECASE,
 )
 _SECRET_VALUE = re.compile(
@@ -24,13 +27,25 @@ _SECRET_VALUE = re.compile(
     r"|gh[pousr]_[A-Za-z0-9]{20,}"  # GitHub tokens
     r"|xox[abpr]-[A-Za-z0-9\-]{10,}"  # Slack tokens
     r"|AKIA[0-9A-Z]{16}"  # AWS access key ids
+    r"|kodo_[A-Za-z0-9_\-]{40,}"  # kodo's API tokens: PREFIX + token_urlsafe(32), 43 chars
     r"|(?i:bearer)\s+[A-Za-z0-9._\-+/=]{16,}"
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----)"
 )
 
 
+# scheme://user:PASSWORD@host: the user stays (it says whose), the password goes.
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s/?#@:]*:)[^\s/?#@]+(@)")
+# password=..., passwd=..., pwd=..., token=... (also access_token=, api_key=, secret=).
+_SECRET_PAIR = re.compile(
+    r"(?i)(?<![a-z0-9])((?:password|passwd|pwd|secret|(?:access_|auth_|api_)?token|api_?key)\s*=\s*)"
+    r"(\"[^\"]*\"|'[^']*'|[^\s&;,'\"]+)"
+)
+
+
 def redact_text(text: str) -> str:
-    return _SECRET_VALUE.sub(REDACTED, text)
+    text = _SECRET_VALUE.sub(REDACTED, text)
+    text = _URL_PASSWORD.sub(rf"\1{REDACTED}\2", text)
+    return _SECRET_PAIR.sub(rf"\1{REDACTED}", text)
 
 
 def redact(value: Any) -> Any:

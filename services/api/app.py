@@ -21,6 +21,7 @@ from .auth import install_auth
 from .body_deadline import BodyDeadline
 from .errors import register_error_handlers
 from .events import events_bp
+from .headers import install_security_headers
 from .openapi import docs_bp, document_events, make_api, register_routes
 from .rate_limits import install_rate_limits
 from .state import EXTENSION, ApiState
@@ -76,12 +77,13 @@ def create_app(
         owns_celery=celery is None,
     )
     install_auth(app)
+    install_security_headers(app)
     spec = make_api(app, version=app_version(), converters=(IdConverter, ArtifactNameConverter))
     register_routes(
         spec, intents.routes, runs.routes, outputs.routes, health.routes, metrics.routes, ui.routes
     )
     app.register_blueprint(events_bp)
-    app.register_blueprint(ui.login_bp)
+    ui.install_ui(app)
     document_events(spec, app)
     app.register_blueprint(docs_bp)
     register_error_handlers(app)  # after make_api: kodo's handlers replace flask-smorest's

@@ -1,14 +1,21 @@
-"""Bearer-token authentication and role checks, before any view runs.
+"""Authentication and role checks, before any view runs.
 
 Every endpoint but ``/healthz`` (and the UI's sign-in page) needs a live token.
 Reads need ``read``; creating intents and starting runs ``submit``; approving,
-rejecting and cancelling ``decide``. Safe (GET) requests may also carry the token
-in the UI's HttpOnly, SameSite=Strict cookie; a state change needs the header, so
-a cross-site form can never act for a signed-in browser.
+rejecting and cancelling ``decide``.
+
+Two ways in: an ``Authorization: Bearer`` header (the JSON API, the CLI), or the web
+page's session cookie (an HttpOnly, SameSite=Strict random id; see
+``shared.service.ui_sessions``). The cookie authenticates safe (GET) requests and the
+UI's own form posts, and each form post must carry the session's CSRF token; the JSON
+API's state changes need the header, so a cross-site request can never act for a
+signed-in browser. Either way the token is checked live on every request: revoking
+it ends its sessions' power at once.
 """
 
 from __future__ import annotations
 
+import hmac
 from urllib.parse import quote
 
 from flask import Flask, Response, g, redirect, request
@@ -16,12 +23,19 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from shared.errors import Forbidden, Unauthorized
 from shared.service.tokens import Permission, Principal, authenticate
+from shared.service.ui_sessions import SignedIn, signed_in
 
 from .state import api
 
-COOKIE = "kodo_token"
-PUBLIC_ENDPOINTS = frozenset({"health.healthz", "ui_login.login_page", "ui_login.login"})
-DECIDE_ENDPOINTS = frozenset({"runs.approve_plan", "runs.reject_plan", "runs.cancel"})
+SESSION_COOKIE = "kodo_session"
+CSRF_FIELD = "csrf_token"
+PUBLIC_ENDPOINTS = frozenset({"health.healthz", "ui_forms.login_page", "ui_forms.login"})
+# The UI's form posts: a session cookie plus the session's CSRF token, never a header.
+FORM_ENDPOINTS = frozenset({"ui_forms.approve", "ui_forms.reject", "ui_forms.logout"})
+DECIDE_ENDPOINTS = frozenset(
+    {"runs.approve_plan", "runs.reject_plan", "runs.cancel", "ui_forms.approve", "ui_forms.reject"}
+)
+READ_ONLY_POSTS = frozenset({"ui_forms.logout"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -29,21 +43,43 @@ def required_permission(endpoint: str, method: str) -> Permission | None:
     """What a request needs; None for the public endpoints."""
     if endpoint in PUBLIC_ENDPOINTS:
         return None
-    if method in SAFE_METHODS:
+    if method in SAFE_METHODS or endpoint in READ_ONLY_POSTS:
         return Permission.READ
     return Permission.DECIDE if endpoint in DECIDE_ENDPOINTS else Permission.SUBMIT
 
 
-def _presented_token() -> str | None:
+def _header_token() -> str | None:
     header = request.headers.get("Authorization", "")
-    if header:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            raise Unauthorized("use `Authorization: Bearer <token>`")
-        return value.strip()
-    if request.method in SAFE_METHODS:
-        return request.cookies.get(COOKIE)
-    return None
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Unauthorized("use `Authorization: Bearer <token>`")
+    return value.strip()
+
+
+def _session() -> SignedIn | None:
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if not session_id:
+        return None
+    ctx = api()
+    with ctx.sessions() as s:
+        return signed_in(s, session_id, now=ctx.clock.now())
+
+
+def _require_csrf(session: SignedIn) -> None:
+    presented = request.form.get(CSRF_FIELD, "")
+    if not hmac.compare_digest(presented.encode(), session.csrf_token.encode()):
+        raise Forbidden(
+            "the form's CSRF token is missing or wrong: reload the page and try again",
+            details={"rule": ["csrf"]},
+        )
+
+
+def _to_sign_in(after: str) -> BaseResponse:
+    """To the sign-in page, then back to ``after`` (a path: never the query string, which
+    could carry a secret into a Location header and the logs)."""
+    return redirect(f"/ui/login?next={quote(after)}", code=303)
 
 
 def _check() -> BaseResponse | None:
@@ -52,18 +88,32 @@ def _check() -> BaseResponse | None:
     needed = required_permission(request.endpoint, request.method)
     if needed is None:
         return None
-    token = _presented_token()
-    if token is None and request.method in SAFE_METHODS and request.path.startswith("/ui/"):
-        return redirect(f"/ui/login?next={quote(request.full_path.rstrip('?'))}", code=303)
-    if token is None:
-        raise Unauthorized("a bearer token is required (kodo token create NAME --role ROLE)")
-    with api().sessions() as s:
-        principal = authenticate(s, token)
+    session: SignedIn | None = None
+    principal: Principal | None = None
+    if request.endpoint in FORM_ENDPOINTS:
+        session = _session()
+        if session is None:
+            return _to_sign_in(request.path.rsplit("/", 1)[0])  # the page the form was on
+        _require_csrf(session)
+        principal = session.principal
+    else:
+        token = _header_token()
+        if token is not None:
+            with api().sessions() as s:
+                principal = authenticate(s, token)
+            if principal is None:
+                raise Unauthorized("unknown or revoked token")
+        elif request.method in SAFE_METHODS:
+            session = _session()
+            principal = session.principal if session is not None else None
     if principal is None:
-        raise Unauthorized("unknown or revoked token")
+        if request.method in SAFE_METHODS and request.path.startswith("/ui/"):
+            return _to_sign_in(request.path)
+        raise Unauthorized("a bearer token is required (kodo token create NAME --role ROLE)")
     if not principal.may(needed):
         raise Forbidden(f"{principal.name} ({principal.role.value}) may not {needed.value}")
     g.principal = principal
+    g.ui_session = session
     return None
 
 
@@ -72,6 +122,12 @@ def current_principal() -> Principal:
     if not isinstance(found, Principal):  # pragma: no cover - _check runs first
         raise Unauthorized("not authenticated")
     return found
+
+
+def current_session() -> SignedIn | None:
+    """The web session this request came with, if it came with one."""
+    found = g.get("ui_session")
+    return found if isinstance(found, SignedIn) else None
 
 
 def _challenge(response: Response) -> Response:

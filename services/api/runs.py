@@ -46,7 +46,8 @@ def approve_plan(body: DecisionIn, run_id: str) -> PlanApproval:
     """Record the approval and, in the same transaction, move the run to ``applying``;
     ApplyPatchST is sent after commit. The beat watcher stays the safety net for a
     dispatch that Redis lost. 409 unless the run waits for approval, or if
-    ``plan_sha256`` is not the current plan's.
+    ``plan_sha256`` is not the current plan's; 403 if the approver submitted the run
+    (unless the operator set ``KODO_ALLOW_SELF_APPROVAL=1``).
     """
     ctx = api()
     with unit_of_work(ctx.sessions) as s:
@@ -58,6 +59,7 @@ def approve_plan(body: DecisionIn, run_id: str) -> PlanApproval:
             now=ctx.clock.now(),
             plan_sha256=body.plan_sha256,
             comment=body.comment,
+            allow_self_approval=ctx.settings.allow_self_approval,
         )
         dispatched = dispatch_approved(s, now=ctx.clock.now(), run_id=run_id)
     for moved in dispatched:

@@ -1,31 +1,55 @@
 """The approval pages: server-rendered HTML (Jinja, autoescaped), no build step.
 
 ``/ui/approvals`` lists the runs waiting for a decision; ``/ui/runs/<id>`` shows one
-run's plan card, its digest and its ledger, with Approve / Reject buttons. The buttons
-call the JSON API (``POST /runs/<id>/approve-plan`` with the digest shown), so the page
-holds no authority of its own: an optional API token is sent as a bearer token.
+run's plan card, its digest and its ledger, with Approve / Reject buttons.
+
+Signing in (``POST /ui/login`` with a token) starts a server-side session: the
+browser's cookie holds a random session id, never the token. The buttons are forms
+posting to ``/ui/runs/<id>/approve|reject`` with the digest shown and the session's
+CSRF token; ``POST /ui/logout`` ends the session. The sign-in form itself carries a
+CSRF token bound to a short-lived cookie, so no other site can sign a browser in.
+
+Everything an agent or a submitter wrote is shown through :func:`visible` (the
+``shown`` and ``shown_block`` filters, and Jinja's ``finalize`` for every other
+expression): control characters, escape sequences and bidi overrides appear as
+visible escapes, on top of HTML autoescaping.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, redirect, render_template, request
+import hmac
+import secrets
+
+from flask import Blueprint, Flask, Response, redirect, render_template, request
+from markupsafe import Markup, escape
 from werkzeug.wrappers import Response as BaseResponse
 
+from shared.db.engine import unit_of_work
 from shared.db.repos.inbox import InboxRepo
-from shared.service.tokens import authenticate
+from shared.domain.display import visible
+from shared.domain.run_machine import StepId
+from shared.errors import InvalidInput, KodoError
+from shared.queue import send_step
+from shared.service.runs import decide_plan, dispatch_approved
+from shared.service.tokens import Permission
+from shared.service.ui_sessions import sign_in, sign_out
 
 from . import reads
-from .auth import COOKIE
+from .auth import CSRF_FIELD, SESSION_COOKIE, current_principal, current_session
 from .openapi import Routes
 from .state import api
 
 routes = Routes("ui", __name__, description="Server-rendered approval pages (HTML)")
 
 HTML = "text/html; charset=utf-8"
+LOGIN_CSRF_COOKIE = "kodo_login_csrf"
+LOGIN_FORM_TTL_S = 3600
+LEGACY_COOKIE = "kodo_token"  # held a raw token before sessions: always cleared
 
 
-def _page(template: str, **context: object) -> Response:
-    return Response(render_template(template, **context), content_type=HTML)
+def _page(template: str, status: int = 200, **context: object) -> Response:
+    body = render_template(template, signed_in=current_session(), **context)
+    return Response(body, status=status, content_type=HTML)
 
 
 @routes.route("/ui/approvals", "GET")
@@ -36,40 +60,156 @@ def approvals_page() -> Response:
         return _page("approvals.html", waiting=waiting)
 
 
+def _run_page(run_id: str, *, error: str | None = None, status: int = 200) -> Response:
+    principal = current_principal()
+    with api().sessions() as s:
+        return _page(
+            "run.html",
+            status,
+            page=reads.run_page(s, run_id),
+            error=error,
+            may_decide=principal.may(Permission.DECIDE),
+        )
+
+
 @routes.route("/ui/runs/<kid:run_id>", "GET")
 @routes.response(200, content_type="text/html", description="a run's plan card and ledger")
 @routes.errors(404)
 def run_page(run_id: str) -> Response:
-    with api().sessions() as s:
-        return _page("run.html", page=reads.run_page(s, run_id))
+    return _run_page(run_id)
 
 
-login_bp = Blueprint("ui_login", __name__)
-"""The sign-in page: plain Flask (a form post, not JSON), outside the OpenAPI spec."""
+forms_bp = Blueprint("ui_forms", __name__)
+"""The UI's form posts (and the sign-in page): plain Flask, outside the OpenAPI spec."""
 
 
 def _safe_next(raw: str | None) -> str:
     """Only same-site UI paths: never an open redirect."""
-    return raw if raw and raw.startswith("/ui/") and "//" not in raw else "/ui/approvals"
+    ok = raw and raw.startswith("/ui/") and "//" not in raw and "\\" not in raw
+    return raw if ok and raw is not None else "/ui/approvals"
 
 
-@login_bp.get("/ui/login")
+def _login_page(target: str, error: str | None, status: int) -> Response:
+    """The sign-in form with a fresh CSRF token, bound to this browser by a cookie."""
+    csrf = secrets.token_urlsafe(32)
+    page = _page("login.html", status, next=target, error=error, csrf_token=csrf)
+    page.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        csrf,
+        max_age=LOGIN_FORM_TTL_S,
+        httponly=True,
+        samesite="Strict",
+        secure=request.is_secure,
+        path="/ui/login",
+    )
+    return page
+
+
+@forms_bp.get("/ui/login")
 def login_page() -> Response:
-    return _page("login.html", next=_safe_next(request.args.get("next")), error=None)
+    return _login_page(_safe_next(request.args.get("next")), None, 200)
 
 
-@login_bp.post("/ui/login")
+@forms_bp.post("/ui/login")
 def login() -> BaseResponse:
-    token = (request.form.get("token") or "").strip()
     target = _safe_next(request.form.get("next"))
-    with api().sessions() as s:
-        principal = authenticate(s, token) if token else None
-    if principal is None:
-        page = _page("login.html", next=target, error="Unknown or revoked token.")
-        page.status_code = 401
-        return page
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    presented = request.form.get(CSRF_FIELD, "")
+    if not expected or not hmac.compare_digest(presented.encode(), expected.encode()):
+        return _login_page(target, "The sign-in form expired: please sign in again.", 403)
+    token = (request.form.get("token") or "").strip()
+    ctx = api()
+    with unit_of_work(ctx.sessions) as s:
+        started = (
+            sign_in(s, token, now=ctx.clock.now(), ttl_s=ctx.settings.ui_session_ttl_s)
+            if token
+            else None
+        )
+        earlier = request.cookies.get(SESSION_COOKIE)
+        if started is not None and earlier:
+            sign_out(s, earlier, now=ctx.clock.now())  # one browser, one session
+    if started is None:
+        return _login_page(target, "Unknown or revoked token.", 401)
+    session_id, _ = started
     response = redirect(target, code=303)
     response.set_cookie(
-        COOKIE, token, httponly=True, samesite="Strict", secure=request.is_secure, path="/"
+        SESSION_COOKIE,
+        session_id,
+        max_age=ctx.settings.ui_session_ttl_s,
+        httponly=True,
+        samesite="Strict",
+        secure=request.is_secure,
+        path="/",
     )
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/ui/login")
+    response.delete_cookie(LEGACY_COOKIE, path="/")
     return response
+
+
+@forms_bp.post("/ui/logout")
+def logout() -> BaseResponse:
+    ctx = api()
+    with unit_of_work(ctx.sessions) as s:
+        sign_out(s, request.cookies.get(SESSION_COOKIE, ""), now=ctx.clock.now())
+    response = redirect("/ui/login", code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="Strict")
+    response.delete_cookie(LEGACY_COOKIE, path="/")
+    return response
+
+
+def _decide(run_id: str, *, approve: bool) -> BaseResponse:
+    """Record the signed-in approver's decision on the digest the page showed."""
+    ctx = api()
+    digest = (request.form.get("plan_sha256") or "").strip()
+    try:
+        if not digest:
+            raise InvalidInput("the form carries no plan digest: reload the page")
+        with unit_of_work(ctx.sessions) as s:
+            decide_plan(
+                s,
+                run_id,
+                approve=approve,
+                approver=current_principal().name,
+                now=ctx.clock.now(),
+                plan_sha256=digest,
+                allow_self_approval=ctx.settings.allow_self_approval,
+            )
+            dispatched = dispatch_approved(s, now=ctx.clock.now(), run_id=run_id) if approve else []
+    except KodoError as exc:
+        return _run_page(run_id, error=exc.message, status=exc.http_status)
+    for moved in dispatched:
+        send_step(ctx.celery, StepId.APPLY_PATCH, moved)
+    return redirect(f"/ui/runs/{run_id}", code=303)
+
+
+@forms_bp.post("/ui/runs/<kid:run_id>/approve")
+def approve(run_id: str) -> BaseResponse:
+    return _decide(run_id, approve=True)
+
+
+@forms_bp.post("/ui/runs/<kid:run_id>/reject")
+def reject(run_id: str) -> BaseResponse:
+    return _decide(run_id, approve=False)
+
+
+def _shown(value: object) -> str:
+    """One line of untrusted text: every control, escape and bidi character escaped."""
+    return visible(value)
+
+
+def _shown_block(value: object) -> Markup:
+    """Untrusted multi-line text: newlines and tabs kept, everything else as ``_shown``."""
+    return escape(visible(value, multiline=True))
+
+
+def _finalize(value: object) -> object:
+    """Every ``{{ expression }}`` is shown safely, filtered or not (Markup is ours)."""
+    return value if isinstance(value, Markup) else visible(value)
+
+
+def install_ui(app: Flask) -> None:
+    """The form routes, and the filters every page renders untrusted text through."""
+    app.register_blueprint(forms_bp)
+    app.jinja_env.filters["shown"] = _shown
+    app.jinja_env.filters["shown_block"] = _shown_block
+    app.jinja_env.finalize = _finalize

@@ -15,6 +15,7 @@ import click
 import httpx
 
 from services.cli.context import api_url_for, home_option, token_for
+from shared.domain.display import visible
 
 TIMEOUT_S = 10.0
 
@@ -27,7 +28,7 @@ class ApiError(click.ClickException):
     exit_code = 1
 
     def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(visible(message))  # an API error may quote agent-written text
         self.status = status
         self.code = code
 

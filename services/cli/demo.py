@@ -18,6 +18,7 @@ import click
 import httpx
 from sqlalchemy import create_engine, text
 
+from services.cli.views import plan_card_lines
 from services.devstack import stack as devstack
 from services.devstack.handle import repo_root
 from services.launcher import (
@@ -60,15 +61,11 @@ def _wait(http: httpx.Client, run_id: str, wanted: set[str], deadline_s: float) 
 
 
 def _print_plan(card: dict[str, Any]) -> None:
-    plan = card["plan"]
-    click.secho(f"\nPlan card (sha256 {card['planSha256']})", bold=True)
-    click.echo(f"  design: {plan['design']}")
-    for f in plan["files"]:
-        click.echo(f"  file:   {f['change']:<6} {f['path']}  ({f['why']})")
-    for r in plan["risks"]:
-        click.echo(f"  risk:   {r}")
-    for t in plan["tests"]:
-        click.echo(f"  test:   {t}")
+    """The shared plan card drawing: agent text is shown escaped, never obeyed."""
+    title, *rest = plan_card_lines(card)
+    click.secho(f"\n{title}", bold=True)
+    for line in rest:
+        click.echo(line)
 
 
 def _print_triage(database_url: str, run_id: str) -> None:

@@ -43,6 +43,7 @@ from services.cli.context import home_option, settings_for
 from services.devstack.handle import repo_root
 from services.worker.sandbox import sandbox_problem
 from shared.config import Settings
+from shared.domain.display import visible
 from shared.queue import make_celery
 from shared.version import app_version
 
@@ -333,6 +334,6 @@ def doctor(
         width = max(len(c.name) for c in checks)
         for c in checks:
             mark = click.style("ok  " if c.ok else "FAIL", fg="green" if c.ok else "red", bold=True)
-            click.echo(f"{mark} {c.name:<{width}}  {c.detail}")
+            click.echo(f"{mark} {c.name:<{width}}  {visible(c.detail)}")  # may quote agent text
     if not healthy:
         raise SystemExit(1)

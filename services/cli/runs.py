@@ -16,6 +16,7 @@ from rich.console import Console
 from services.cli.client import ApiClient, api_options
 from services.cli.views import cache_levels, calls_table, run_view
 from services.cli.watch import watch
+from shared.domain.display import visible
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
 
@@ -64,12 +65,12 @@ def submit(
     if as_json:
         _echo_json({"intent": created, "run": started})
         return
-    click.echo(f"intent {intent_id}")
+    click.echo(f"intent {visible(intent_id)}")
     if started is not None:
-        click.echo(f"run {started['runId']} {started['status']}")
-        click.echo(f"next: kodo run watch {started['runId']}")
+        click.echo(f"run {visible(started['runId'])} {visible(started['status'])}")
+        click.echo(f"next: kodo run watch {visible(started['runId'])}")
     else:
-        click.echo(f"next: kodo run start {intent_id}")
+        click.echo(f"next: kodo run start {visible(intent_id)}")
 
 
 @click.group("run")
@@ -93,7 +94,7 @@ def start_cmd(
     if as_json:
         _echo_json(started)
         return
-    click.echo(f"run {started['runId']} {started['status']}")
+    click.echo(f"run {visible(started['runId'])} {visible(started['status'])}")
 
 
 @run.command("status")
@@ -154,8 +155,9 @@ def approve_cmd(
     if as_json:
         _echo_json(decided)
         return
-    click.echo(f"approved plan {plan_sha256} of run {run_id} as {decided.get('approver')}")
-    click.echo(f"next: kodo run watch {run_id}")
+    who = visible(decided.get("approver"))
+    click.echo(f"approved plan {visible(plan_sha256)} of run {visible(run_id)} as {who}")
+    click.echo(f"next: kodo run watch {visible(run_id)}")
 
 
 @run.command("reject")
@@ -182,7 +184,7 @@ def reject_cmd(
     if as_json:
         _echo_json(decided)
         return
-    click.echo(f"rejected the plan of run {run_id} as {decided.get('approver')}")
+    click.echo(f"rejected the plan of run {visible(run_id)} as {visible(decided.get('approver'))}")
 
 
 @run.command("cancel")
@@ -198,7 +200,7 @@ def cancel_cmd(
     if as_json:
         _echo_json(cancelled)
         return
-    click.echo(f"run {cancelled['runId']} {cancelled['status']}")
+    click.echo(f"run {visible(cancelled['runId'])} {visible(cancelled['status'])}")
 
 
 @click.command("calls")

@@ -115,11 +115,15 @@ def load(home: Path | None = None) -> UpState | None:
 
 
 def save(state: UpState, home: Path | None = None) -> Path:
-    """Write atomically, so a reader never sees half a file."""
+    """Write atomically, so a reader never sees half a file; mode 0600 from the first byte
+    (it names the database URL, which may carry a password)."""
     path = state_path(home)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(state.to_json(), indent=2) + "\n")
+    tmp.unlink(missing_ok=True)  # a leftover may have other modes or owners
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(state.to_json(), indent=2) + "\n")
     os.replace(tmp, path)
     return path
 

@@ -1,7 +1,10 @@
 """How the CLI draws API answers: the plan card, a run's steps, the ledger table.
 
 Pure functions from JSON to rich renderables or text, so the commands stay short
-and the same drawing serves the live display and the final print.
+and the same drawing serves the live display and the final print. Every value from
+the API may carry agent-written text, so each goes through :func:`visible` (escape
+sequences, carriage returns and bidi overrides shown escaped, never obeyed) and into
+rich only as a :class:`Text` (never parsed as rich markup).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+
+from shared.domain.display import visible
 
 STEP_ORDER = ("CompileST", "approval", "ApplyPatchST", "DecideST", "ExecuteST")
 TERMINAL = frozenset({"succeeded", "failed", "rejected", "cancelled"})
@@ -26,7 +31,13 @@ _MARK = {
 
 
 def _text(value: object, default: str = "-") -> str:
-    return default if value is None else str(value)
+    """One value on one line, safe to print: control and bidi characters escaped."""
+    return default if value is None else visible(value)
+
+
+def _cell(value: object, style: str = "") -> Text:
+    """A table cell that rich draws as plain text (``[red]`` in agent text stays literal)."""
+    return Text(_text(value), style=style)
 
 
 def plan_card_lines(card: dict[str, Any]) -> list[str]:
@@ -34,13 +45,16 @@ def plan_card_lines(card: dict[str, Any]) -> list[str]:
     raw = card.get("plan")
     plan: dict[str, Any] = raw if isinstance(raw, dict) else {}
     lines = [f"Plan card (sha256 {_text(card.get('planSha256'))})"]
-    lines.append(f"  design: {_text(plan.get('design'))}")
+    design = plan.get("design")
+    # Each line of the design carries the label, so no line of it can pose as a file line.
+    shown = "-" if design is None else visible(design, multiline=True).expandtabs(4)
+    lines.extend(f"  design: {line}" for line in shown.split("\n"))
     for f in plan.get("files") or []:
         if isinstance(f, dict):
             change, path, why = f.get("change"), f.get("path"), f.get("why")
             lines.append(f"  file:   {_text(change):<6} {_text(path)}  ({_text(why)})")
-    lines.extend(f"  risk:   {r}" for r in plan.get("risks") or [])
-    lines.extend(f"  test:   {t}" for t in plan.get("tests") or [])
+    lines.extend(f"  risk:   {_text(r)}" for r in plan.get("risks") or [])
+    lines.extend(f"  test:   {_text(t)}" for t in plan.get("tests") or [])
     approval = card.get("approval")
     if isinstance(approval, dict):
         lines.append(
@@ -74,7 +88,7 @@ def step_states(run: dict[str, Any]) -> list[tuple[str, str, str]]:
         if row.get("deliveries", 1) not in (None, 1):
             detail += f" ({row['deliveries']} deliveries)"
         if row.get("error"):
-            detail += f" {row['error']}"
+            detail += f" {_text(row['error'])}"
         out.append((step, state, detail.strip()))
     return out
 
@@ -95,12 +109,12 @@ def run_view(run: dict[str, Any]) -> Group:
     table.add_column("detail", overflow="fold")
     for step, state, detail in step_states(run):
         mark, style = _MARK.get(state, ("·", "dim"))
-        table.add_row(Text(mark, style=style), step, Text(state, style=style), detail)
+        table.add_row(Text(mark, style=style), _cell(step), _cell(state, style), _cell(detail))
     parts: list[Any] = [Text(run_header(run), style="bold"), table]
     if run.get("error"):
-        parts.append(Text(f"error: {run['error']}", style="red"))
+        parts.append(Text(f"error: {_text(run['error'])}", style="red"))
     if run.get("branch"):
-        parts.append(Text(f"branch: {run['branch']}"))
+        parts.append(Text(f"branch: {_text(run['branch'])}"))
     return Group(*parts)
 
 
@@ -143,17 +157,17 @@ def calls_table(calls: list[dict[str, Any]], caches: dict[tuple[str, int], str])
         duration = call.get("durationMs")
         cost = _usage(call, "cost_usd")
         row = [
-            _text(call.get("stepId")),
-            _text(call.get("agent")),
-            _text(call.get("attempt")),
-            _text(call.get("status")),
-            f"{duration} ms" if duration is not None else "-",
-            _text(_usage(call, "total_tokens")),
-            f"${cost:.4f}" if isinstance(cost, int | float) else "-",
+            _cell(call.get("stepId")),
+            _cell(call.get("agent")),
+            _cell(call.get("attempt")),
+            _cell(call.get("status")),
+            _cell(f"{duration} ms" if duration is not None else None),
+            _cell(_usage(call, "total_tokens")),
+            _cell(f"${cost:.4f}" if isinstance(cost, int | float) else None),
         ]
         if caches:
             attempt = call.get("attempt")
             key = (str(call.get("stepId")), attempt if isinstance(attempt, int) else -1)
-            row.append(caches.get(key, "-"))
+            row.append(_cell(caches.get(key)))
         table.add_row(*row)
     return table

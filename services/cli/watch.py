@@ -26,6 +26,7 @@ from rich.live import Live
 
 from services.cli.client import ApiClient, ApiError, api_options
 from services.cli.views import TERMINAL, plan_card_lines, run_header, run_view
+from shared.domain.display import visible
 
 POLL_S = 0.5
 STREAM_READ_TIMEOUT_S = 45.0  # above the server's 15 s keepalive
@@ -154,17 +155,23 @@ def watch(
     for note in notes:
         click.echo(f"note: {note}", err=True)
     if not finished:
-        raise ApiError(f"run {run_id} still {w.run.get('status')} after {timeout_s:.0f}s")
+        raise ApiError(
+            f"run {visible(run_id)} still {visible(w.run.get('status'))} after {timeout_s:.0f}s"
+        )
     status = w.run.get("status")
     if status == "waiting_input" and w.plan is not None:
         if not as_json:
             click.echo("")
             for line in plan_card_lines(w.plan):
                 click.echo(line)
-            click.echo(f"\nwaiting for approval: kodo run approve {run_id}  (or: kodo run reject)")
+            click.echo(
+                f"\nwaiting for approval: kodo run approve {visible(run_id)}  (or: kodo run reject)"
+            )
         return
     if status == "succeeded":
         if not as_json:
-            click.secho(f"run {run_id} succeeded (branch {w.run.get('branch')})", fg="green")
+            branch = visible(w.run.get("branch"))
+            click.secho(f"run {visible(run_id)} succeeded (branch {branch})", fg="green")
         return
-    raise ApiError(f"run {run_id} ended {status}: {w.run.get('error') or 'no error recorded'}")
+    error = w.run.get("error") or "no error recorded"
+    raise ApiError(f"run {visible(run_id)} ended {visible(status)}: {visible(error)}")

@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from services.devstack.handle import DevstackError
 
@@ -47,6 +48,14 @@ def choose_port(host: str, port: int) -> int:
     return free_port()
 
 
+def private_log(path: Path) -> BinaryIO:
+    """Open ``path`` for appending, readable by its owner only (0600, even if it existed):
+    a log may quote what a process was told, a URL with a password included."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
+
+
 def spawn(argv: Sequence[str], log_file: Path, *, user: str | None = None) -> int:
     """Start a server in its own session, output to ``log_file``, detached from our stdio.
 
@@ -54,7 +63,7 @@ def spawn(argv: Sequence[str], log_file: Path, *, user: str | None = None) -> in
     the server to close the pipe.
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as log:
+    with private_log(log_file) as log:
         proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,

@@ -23,7 +23,14 @@ from shared.domain.run_machine import (
     StepId,
     transition,
 )
-from shared.errors import Conflict, InvalidInput, InvalidPolicy, NotFound, RepoNotAllowed
+from shared.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    InvalidPolicy,
+    NotFound,
+    RepoNotAllowed,
+)
 from shared.hashing import canonical_json, sha256_hex
 from shared.service.repo_pin import observe_repo, resolve_commit, run_policy_at_submit
 
@@ -127,11 +134,14 @@ def decide_plan(
     now: datetime,
     plan_sha256: str | None = None,
     comment: str | None = None,
+    allow_self_approval: bool = False,
 ) -> PlanApproval:
     """Persist a decision on the run's current plan.
 
     Approval only records the row; the watcher moves the run. Rejection ends the run
-    in the same transaction. A repeated identical decision is accepted again.
+    in the same transaction. A repeated identical decision is accepted again. The
+    submitter may not approve their own run unless the operator allows it
+    (``KODO_ALLOW_SELF_APPROVAL``): two people stand between an intent and its change.
     """
     run = RunRepo(s).get_for_update(run_id)
     if run is None:
@@ -151,6 +161,14 @@ def decide_plan(
             return earlier
     if run.status != RunStatus.WAITING_INPUT.value or run.plan_sha256 is None:
         raise Conflict(f"run {run.id} is {run.status}, not waiting_input")
+    if approve and not allow_self_approval:
+        intent = IntentRepo(s).get(run.intent_id)
+        if intent is not None and intent.submitted_by == approver:
+            raise Forbidden(
+                f"self-approval is refused: {approver!r} submitted this run, so another"
+                " approver must approve it (the operator may allow it: KODO_ALLOW_SELF_APPROVAL=1)",
+                details={"rule": ["no_self_approval"]},
+            )
     row = approvals.record(
         run.id, run.plan_sha256, decision=decision, approver=approver, now=now, comment=comment
     )

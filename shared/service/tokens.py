@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import String, cast, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.db.models import ApiToken
+from shared.db.models import ApiToken, UiSession
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.hashing import sha256_hex
 
@@ -66,30 +66,54 @@ def create_token(s: Session, name: str, role: Role) -> str:
 
 
 def revoke_token(s: Session, name: str, *, now: datetime) -> None:
+    """End NAME's live token and every web session signed in with it.
+
+    The row keeps its history under ``NAME#revoked-<row id>``, which frees NAME for a
+    new token. The suffix is the row's own id, unique by construction (a timestamp
+    collided when one name was revoked twice in a second, and the failed rename left
+    the token live); a token name cannot contain ``#``, so no live name can clash.
+    """
     done = s.execute(
         update(ApiToken)
         .where(ApiToken.name == name, ApiToken.revoked_at.is_(None))
-        .values(revoked_at=now, name=f"{name}#revoked-{int(now.timestamp())}")
+        .values(
+            revoked_at=now,
+            name=ApiToken.name + "#revoked-" + cast(ApiToken.id, String),
+        )
         .returning(ApiToken.id)
     ).scalar_one_or_none()
     if done is None:
         raise NotFound(f"no live token named {name!r}")
+    s.execute(
+        update(UiSession)
+        .where(UiSession.token_id == done, UiSession.ended_at.is_(None))
+        .values(ended_at=now)
+    )
 
 
 def list_tokens(s: Session) -> list[ApiToken]:
     return list(s.execute(select(ApiToken).order_by(ApiToken.id)).scalars())
 
 
-def authenticate(s: Session, plaintext: str) -> Principal | None:
-    """The live token's principal, or None (unknown, malformed or revoked)."""
+def live_token(s: Session, plaintext: str) -> ApiToken | None:
+    """The live token row ``plaintext`` names, or None (unknown, malformed or revoked)."""
     if not plaintext.startswith(PREFIX) or len(plaintext) > 200:
         return None
-    row = s.execute(
+    return s.execute(
         select(ApiToken).where(
             ApiToken.token_sha256 == sha256_hex(plaintext), ApiToken.revoked_at.is_(None)
         )
     ).scalar_one_or_none()
-    return None if row is None else Principal(row.name, Role(row.role))
+
+
+def principal_of(row: ApiToken) -> Principal:
+    return Principal(row.name, Role(row.role))
+
+
+def authenticate(s: Session, plaintext: str) -> Principal | None:
+    """The live token's principal, or None (unknown, malformed or revoked)."""
+    row = live_token(s, plaintext)
+    return None if row is None else principal_of(row)
 
 
 def fresh_token(s: Session, name: str, role: Role, *, now: datetime) -> str:

@@ -115,6 +115,8 @@ class Chaos:
             "REDIS_URL": services.redis.url,
             "KODO_REPO_ROOTS": str(self.repos),
             "KODO_WORKSPACE_DIR": str(root / "workspaces"),
+            # One admin token submits and approves: the suite is about recovery, not roles.
+            "KODO_ALLOW_SELF_APPROVAL": "1",
             **FAST_RECOVERY,
         }
         self.stack = Stack(env=env, log_dir=root / "logs")

@@ -83,6 +83,7 @@ def test_an_intent_is_planned_approved_patched_and_verified(stack: Stack, tmp_pa
     repo = create_sample_repo(tmp_path / "repos" / "calc")
     token = issue_token(stack.env["DATABASE_URL"], "conformance", "admin")
     auth = {"Authorization": f"Bearer {token}"}
+    approver = issue_token(stack.env["DATABASE_URL"], "conformance-approver", "approver")
     with httpx.Client(base_url=stack.api_url, timeout=10.0, headers=auth) as http:
         intent = http.post(
             "/intents", json={"repo": str(repo), "goal": "Add a multiply function to calc.py"}
@@ -96,6 +97,7 @@ def test_an_intent_is_planned_approved_patched_and_verified(stack: Stack, tmp_pa
         approved = http.post(
             f"/runs/{run_id}/approve-plan",
             json={"plan_sha256": card["planSha256"]},
+            headers={"Authorization": f"Bearer {approver}"},  # not the submitter
         )
         assert approved.status_code == 200, approved.text
         run = _wait(http, stack, run_id, "succeeded")

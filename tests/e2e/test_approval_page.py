@@ -1,5 +1,6 @@
-"""The approval page end to end: a person opens it in a browser, reads the plan and its
-digest, types a name, clicks Approve, and watches the run reach ``succeeded``.
+"""The approval page end to end: a person signs in with a token, reads the plan and its
+digest, clicks Approve (the session acts, the token is not pasted again), and watches
+the run reach ``succeeded``; then signs out.
 
 Headless Debian Chromium driven by Playwright (never ``playwright install``); the
 whole stack is real (worker, beat, API, OpenCode-compatible server).
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import Engine, text
 
 from services.launcher import Stack
@@ -69,7 +70,7 @@ def test_an_approver_approves_a_plan_on_the_page_and_sees_it_succeed(
     page.fill("#login-token", token)
     page.click("#sign-in")
     page.wait_for_url("**/ui/approvals")
-    page.get_by_role("link", name=goal).click()
+    page.locator(f"a[href='/ui/runs/{run_id}']", has_text=goal).click()  # this run's row
     page.wait_for_url(f"**/ui/runs/{run_id}")
 
     assert page.locator("#plan-sha256").inner_text() == waiting["planSha256"]
@@ -77,16 +78,21 @@ def test_an_approver_approves_a_plan_on_the_page_and_sees_it_succeed(
     assert page.locator("#plan pre.design").inner_text().strip()
     assert page.locator("#plan tbody tr").count() >= 1  # the files the plan changes
 
-    page.fill("#token", token)
+    assert page.locator("#token").count() == 0, "signed in: the token is never asked again"
     page.click("#approve")
-    page.wait_for_function(
-        "document.getElementById('status').textContent === 'succeeded'", timeout=60_000
-    )
-    assert f"Approved by {APPROVER}." in page.locator("#message").inner_text()
+    page.wait_for_url(f"**/ui/runs/{run_id}")
+    assert page.locator("#decided-by").inner_text() == APPROVER
+    expect(page.locator("#status")).to_have_text("succeeded", timeout=60_000)  # the page polls
+    expect(page.locator("#message")).to_have_text("The run succeeded.")
 
     shot = tmp_path / "approval-page.png"
     page.screenshot(path=str(shot), full_page=True)
     shutil.copyfile(shot, SHARED_SCREENSHOT)
+
+    page.click("#sign-out")
+    page.wait_for_url("**/ui/login")
+    page.goto(f"{stack.api_url}/ui/approvals")
+    page.wait_for_url("**/ui/login?next=/ui/approvals")  # signed out: the session is over
 
     with engine.connect() as conn:
         row = conn.execute(

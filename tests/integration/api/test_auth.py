@@ -46,21 +46,6 @@ def test_health_is_public_and_everything_else_needs_a_token(
     assert page.headers["Location"] == f"/ui/login?next=/ui/runs/{run.id}"
 
 
-def test_signing_in_sets_a_read_only_cookie_and_refuses_bad_tokens(
-    app: Flask, sessions: sessionmaker[Session]
-) -> None:
-    browser = app.test_client()
-    assert browser.post("/ui/login", data={"token": "kodo_wrong"}).status_code == 401
-    token = issue_token(sessions, "ava", Role.APPROVER)
-    signed_in = browser.post("/ui/login", data={"token": token, "next": "https://evil.example/"})
-    assert signed_in.status_code == 303
-    assert signed_in.headers["Location"] == "/ui/approvals", "never an open redirect"
-    cookie = signed_in.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie
-    assert "SameSite=Strict" in cookie
-    assert browser.get("/ui/approvals").status_code == 200
-
-
 def test_an_unknown_malformed_or_revoked_token_is_refused(
     app: Flask, sessions: sessionmaker[Session], db: Session
 ) -> None:
@@ -116,13 +101,15 @@ def test_tokens_are_stored_only_as_digests(sessions: sessionmaker[Session], db: 
     assert token not in repr(stored.__dict__)
 
 
-def test_the_ui_cookie_reads_but_never_changes_state(
+def test_a_raw_token_in_a_cookie_authorises_nothing(
     app: Flask, sessions: sessionmaker[Session], db: Session
 ) -> None:
+    """The pre-session cookie held the bearer token itself: it is no credential any more."""
     run = RunFactory(waiting_input=True)
     db.commit()
     token = issue_token(sessions, "ava", Role.APPROVER)
     browser = app.test_client()
     browser.set_cookie("kodo_token", token)
-    assert browser.get(f"/ui/runs/{run.id}").status_code == 200
+    assert browser.get(f"/ui/runs/{run.id}").status_code == 303
+    assert browser.get(f"/runs/{run.id}").status_code == 401
     assert browser.post(f"/runs/{run.id}/approve-plan").status_code == 401

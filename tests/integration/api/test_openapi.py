@@ -20,8 +20,11 @@ pytestmark = pytest.mark.integration
 NOT_IN_SPEC = {
     "api-docs.openapi_json",
     "docs.docs_page",
-    "ui_login.login_page",
-    "ui_login.login",
+    "ui_forms.login_page",  # the UI's HTML forms: a browser's, not an API client's
+    "ui_forms.login",
+    "ui_forms.logout",
+    "ui_forms.approve",
+    "ui_forms.reject",
 }
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 

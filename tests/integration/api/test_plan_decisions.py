@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.models import PlanApproval, Run
 from shared.hashing import sha256_hex
-from tests.factories import RunFactory
+from tests.factories import IntentFactory, RunFactory
 
 from .conftest import NOW, Sent, sent_tasks
 
@@ -151,3 +151,24 @@ def test_approving_after_a_rejection_is_a_409(client: FlaskClient, db: Session) 
     response = client.post(f"/runs/{run.id}/approve-plan")
 
     assert response.status_code == 409
+
+
+def test_the_submitter_may_not_approve_their_own_run(client: FlaskClient, db: Session) -> None:
+    run = RunFactory(waiting_input=True, intent=IntentFactory(submitted_by="ann"))
+    db.commit()
+
+    refused = client.post(f"/runs/{run.id}/approve-plan", json={"plan_sha256": run.plan_sha256})
+
+    assert refused.status_code == 403
+    error = refused.get_json()["error"]
+    assert "self-approval is refused" in error["message"]
+    assert "KODO_ALLOW_SELF_APPROVAL" in error["message"]
+    assert error["details"] == {"rule": ["no_self_approval"]}
+    assert approvals(db, run.id) == []
+
+
+def test_the_submitter_may_still_reject_their_own_run(client: FlaskClient, db: Session) -> None:
+    run = RunFactory(waiting_input=True, intent=IntentFactory(submitted_by="ann"))
+    db.commit()
+
+    assert client.post(f"/runs/{run.id}/reject-plan").status_code == 200

@@ -10,6 +10,13 @@ from sqlalchemy.orm import Session
 
 from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
+from tests.api_process.hostile import (
+    BIDI_CONTROLS,
+    RLO,
+    TRUE_PATH,
+    VISIBLE_ESCAPES,
+    store_hostile_run,
+)
 from tests.factories import IntentFactory, OpenCodeCallFactory, RunFactory
 
 pytestmark = pytest.mark.integration
@@ -64,7 +71,7 @@ def test_a_run_page_shows_the_plan_card_digest_and_ledger_totals(
     assert "add multiply" in html
     assert '<strong id="total-tokens">100</strong>' in html
     assert "$0.7500" in html
-    assert 'id="approve"' in html
+    assert "Sign in</a> to approve or reject here" in html, "a bearer header has no session"
 
 
 def test_a_decided_run_has_no_buttons(client: FlaskClient, db: Session) -> None:
@@ -79,3 +86,30 @@ def test_a_decided_run_has_no_buttons(client: FlaskClient, db: Session) -> None:
 
 def test_an_unknown_run_page_is_a_404(client: FlaskClient) -> None:
     assert client.get("/ui/runs/no-such-run").status_code == 404
+
+
+def test_agent_text_on_the_run_page_is_shown_with_its_controls_escaped(
+    client: FlaskClient, db: Session
+) -> None:
+    run = store_hostile_run(db, error=f"{TRUE_PATH}\r\x1b[2Kall good {RLO}x")
+
+    html = client.get(f"/ui/runs/{run.id}").get_data(as_text=True)
+
+    assert TRUE_PATH in html
+    for escape in VISIBLE_ESCAPES:
+        assert escape in html, escape
+    assert "\x1b" not in html
+    assert "\r" not in html
+    assert "\b" not in html
+    assert not any(char in html for char in BIDI_CONTROLS), "no raw bidi control in the page"
+    assert f"{TRUE_PATH}\\r\\x1b[2Kall good \\u202ex" in html
+    assert "Fix the typo in README.md." in html
+
+
+def test_the_inbox_shows_a_hostile_goal_escaped(client: FlaskClient, db: Session) -> None:
+    store_hostile_run(db)
+
+    html = client.get("/ui/approvals").get_data(as_text=True)
+
+    assert "Fix the typo in README.md\\u202eyek_hss a dda\\u202c" in html
+    assert RLO not in html

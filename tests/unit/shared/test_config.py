@@ -49,3 +49,18 @@ def test_values_are_parsed_and_paths_resolved(tmp_path: Path) -> None:
 def test_an_unusable_value_fails_at_start(key: str, value: str) -> None:
     with pytest.raises(ConfigError):
         Settings.from_env({key: value})
+
+
+def test_self_approval_is_refused_unless_the_operator_allows_it() -> None:
+    assert Settings.from_env({}).allow_self_approval is False
+    assert Settings.from_env({"KODO_ALLOW_SELF_APPROVAL": "1"}).allow_self_approval is True
+    assert Settings.from_env({"KODO_ALLOW_SELF_APPROVAL": "off"}).allow_self_approval is False
+    with pytest.raises(ConfigError, match="KODO_ALLOW_SELF_APPROVAL"):
+        Settings.from_env({"KODO_ALLOW_SELF_APPROVAL": "maybe"})
+
+
+def test_web_sessions_expire_after_a_positive_time() -> None:
+    assert Settings.from_env({}).ui_session_ttl_s == 8 * 3600
+    assert Settings.from_env({"KODO_UI_SESSION_TTL_S": "60"}).ui_session_ttl_s == 60
+    with pytest.raises(ConfigError, match="KODO_UI_SESSION_TTL_S"):
+        Settings.from_env({"KODO_UI_SESSION_TTL_S": "0"})

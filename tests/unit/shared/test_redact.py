@@ -29,3 +29,57 @@ def test_credential_shaped_values_are_blanked_inside_text() -> None:
 def test_ordinary_text_is_left_alone() -> None:
     text = "Add a multiply function to calc.py; skip the risky bits"
     assert redact_text(text) == text
+
+
+def test_kodo_api_tokens_are_blanked_wherever_they_appear() -> None:
+    token = "kodo_" + "Ab3-_x" * 7 + "z"  # PREFIX + token_urlsafe(32): 43 characters
+    assert (
+        redact_text(f"auth failed for {token} at 12:00") == f"auth failed for {REDACTED} at 12:00"
+    )
+    assert redact({"note": f"GET /runs/1?x={token}"}) == {"note": f"GET /runs/1?x={REDACTED}"}
+    assert redact_text("kodo_test_ui") == "kodo_test_ui", "a database name is not a token"
+
+
+def test_the_password_of_a_url_is_blanked_and_the_rest_kept() -> None:
+    assert redact_text("postgresql+psycopg://kodo:s3cr3t@db:5432/kodo") == (
+        f"postgresql+psycopg://kodo:{REDACTED}@db:5432/kodo"
+    )
+    assert redact_text("redis://:hunter2@127.0.0.1:6379/0") == (
+        f"redis://:{REDACTED}@127.0.0.1:6379/0"
+    )
+    assert redact_text("see https://user:p%40ss@example.com/x and more") == (
+        f"see https://user:{REDACTED}@example.com/x and more"
+    )
+
+
+def test_urls_without_a_password_are_left_alone() -> None:
+    for url in (
+        "postgresql+psycopg://postgres@127.0.0.1:5432/kodo",
+        "http://127.0.0.1:8000/runs/1?until=waiting_input",
+        "http://host:8080/path@x",
+    ):
+        assert redact_text(url) == url
+
+
+def test_password_pairs_are_blanked_whatever_the_spelling() -> None:
+    line = "connect host=db password=hunter2 PASSWD='two words' pwd=\"x y\" DB_PASSWORD=abc"
+    assert redact_text(line) == (
+        f"connect host=db password={REDACTED} PASSWD={REDACTED} pwd={REDACTED}"
+        f" DB_PASSWORD={REDACTED}"
+    )
+
+
+def test_tokens_in_query_strings_are_blanked() -> None:
+    assert redact_text("GET /runs/1/events?token=abc123&until=done") == (
+        f"GET /runs/1/events?token={REDACTED}&until=done"
+    )
+    assert redact_text("/cb?access_token=xyz") == f"/cb?access_token={REDACTED}"
+    assert redact_text("total_tokens=120 tokens=5") == "total_tokens=120 tokens=5"
+
+
+def test_credential_keys_include_pwd_and_csrf_tokens() -> None:
+    assert redact({"pwd": "x", "csrf_token": "y", "total_tokens": 3}) == {
+        "pwd": REDACTED,
+        "csrf_token": REDACTED,
+        "total_tokens": 3,
+    }

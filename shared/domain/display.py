@@ -1,0 +1,79 @@
+"""What the approver sees is what was signed: agent-written text made safe to show. Pure.
+
+Every string an agent wrote (plan design, file paths, reasons, risks, tests, commands,
+errors) is attacker-controlled. Shown raw, a terminal obeys its escape sequences (move
+the cursor, erase a line, set the title, make a hyperlink), a carriage return or
+backspace overwrites what came before, and a bidi override makes
+``.ssh/authorized_keys`` read as something else, in a terminal and in a browser alike.
+
+:func:`visible` replaces each such character with a visible escape (``\\x1b``,
+``\\u202e``) rather than deleting it, so the approver sees that something was there and
+the text of an escape sequence (``[2J``, ``]8;;http://…``) is shown, inert, after it.
+Escaping one character at a time is enough: a sequence starts with ESC or a C1 control,
+and once those are escaped the rest is plain printable text.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+# Invisible or reordering characters whose Unicode category is not Cc/Cf/Zl/Zp.
+_INVISIBLE_LETTERS = frozenset(
+    {
+        "\u115f",  # HANGUL CHOSEONG FILLER
+        "\u1160",  # HANGUL JUNGSEONG FILLER
+        "\u3164",  # HANGUL FILLER
+        "\uffa0",  # HALFWIDTH HANGUL FILLER
+        "\u2800",  # BRAILLE PATTERN BLANK
+    }
+)
+# Cc: C0, DEL and C1 controls; Cf: bidi embeddings, overrides, isolates and marks,
+# zero-width characters, soft hyphen, tags; Zl/Zp: line and paragraph separators;
+# Cs: lone surrogates; Co: private use (glyphs no one agreed on); Cn: unassigned.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_MULTILINE_KEEPS = frozenset({"\n", "\t"})
+
+
+def is_unsafe(char: str) -> bool:
+    """True for a character that may not reach a screen as itself."""
+    return char in _INVISIBLE_LETTERS or unicodedata.category(char) in _UNSAFE_CATEGORIES
+
+
+def escape_char(char: str) -> str:
+    """The visible spelling of one character: ``\\n``, ``\\x1b``, ``\\u202e``, ``\\U000e0041``."""
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    point = ord(char)
+    if point <= 0xFF:
+        return f"\\x{point:02x}"
+    if point <= 0xFFFF:
+        return f"\\u{point:04x}"
+    return f"\\U{point:08x}"
+
+
+def visible(value: object, *, multiline: bool = False) -> str:
+    """``value`` as text with every unsafe character escaped visibly.
+
+    ``multiline`` keeps newlines and tabs (for a design shown as a block); everywhere
+    else (a path, a table cell, a one-line message) they are escaped too, so one field
+    can never pose as another line of the card.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable() and not any(c in _INVISIBLE_LETTERS for c in text):
+        return text  # the common case, and isprintable() is stricter than is_unsafe
+    keep = _MULTILINE_KEEPS if multiline else frozenset()
+    return "".join(c if c in keep or not is_unsafe(c) else escape_char(c) for c in text)
+
+
+def visible_data(value: Any) -> Any:
+    """A JSON-like value with every string (keys too) passed through :func:`visible`."""
+    if isinstance(value, dict):
+        return {visible(k): visible_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [visible_data(v) for v in value]
+    if isinstance(value, str):
+        return visible(value)
+    return value

@@ -1,0 +1,46 @@
+"""Tests against a real API process (gunicorn) on the test database: what an approver
+sees of a hostile plan (terminal and browser), and what the access log keeps."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.launcher import Stack, start_api
+from shared.db.engine import unit_of_work
+from shared.service.tokens import Role, create_token
+
+DISPLAY_REDIS_DB = 9  # nothing is sent: the API only pings Redis for /healthz
+
+
+@pytest.fixture(scope="module")
+def api_stack(
+    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("display")
+    base, _, _ = redis_url.rpartition("/")
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": f"{base}/{DISPLAY_REDIS_DB}"}
+    stack = Stack(env=env, log_dir=root / "logs")
+    try:
+        start_api(stack)
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def reader_token(sessions: sessionmaker[Session]) -> str:
+    with unit_of_work(sessions) as s:
+        return create_token(s, "rita", Role.APPROVER)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """An empty KODO_HOME: no up.json, so the CLI uses only what the test passes."""
+    made = tmp_path / "home"
+    made.mkdir()
+    return made
