@@ -117,6 +117,8 @@ class Chaos:
             "KODO_WORKSPACE_DIR": str(root / "workspaces"),
             # One admin token submits and approves: the suite is about recovery, not roles.
             "KODO_ALLOW_SELF_APPROVAL": "1",
+            # 200 runs at once from that one token: the limiter is tested elsewhere.
+            "KODO_INTENT_RATE": "100000/minute",
             **FAST_RECOVERY,
         }
         self.stack = Stack(env=env, log_dir=root / "logs")
