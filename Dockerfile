@@ -8,8 +8,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # git: workers clone and diff the repositories they run agents on.
 # bubblewrap: the sandbox for verification commands (prlimit/setpriv come with util-linux).
-# The worker container needs user namespaces: run it with a seccomp/AppArmor profile that
-# allows unshare(CLONE_NEWUSER), or `kodo doctor` reports "sandbox" failing and ExecuteST refuses.
+# The worker container needs user namespaces and a fresh /proc: docker-compose.yml gives
+# the worker (only) seccomp/apparmor/systempaths=unconfined; without them `kodo doctor`
+# reports "sandbox" failing and ExecuteST refuses to run commands.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends git bubblewrap \
     && rm -rf /var/lib/apt/lists/* \
@@ -25,4 +26,4 @@ RUN pip install -c constraints.txt . \
 
 USER kodo
 EXPOSE 8000 4096 5555
-CMD ["gunicorn", "-b", "0.0.0.0:8000", "services.api.wsgi:app"]
+CMD ["gunicorn", "-c", "python:services.api.gunicorn_conf", "-b", "0.0.0.0:8000", "services.api.wsgi:app"]
