@@ -1,6 +1,7 @@
 """A bubblewrap sandbox for every command an agent chose (see README "Security").
 
-The command gets its own PID, mount, network, IPC, UTS and user namespaces, an
+The command gets its own PID, mount, network, IPC, UTS and user namespaces (and may
+make no user namespace of its own), an
 unprivileged uid with no capabilities, a read-only system (``/usr`` and the prefixes of
 the allowlisted programs), a minimal ``/etc``, a fresh ``/proc``, a minimal ``/dev``, a
 private ``/tmp``, and the run's worktree as the only writable host directory (its
@@ -40,7 +41,9 @@ log = structlog.get_logger("kodo.sandbox")
 INNER_UID = 65534
 """The uid (and gid) the command has inside the sandbox."""
 PRLIMIT = "/usr/bin/prlimit"
+MAX_USERNS = "/proc/sys/user/max_user_namespaces"
 SETPRIV = "/usr/bin/setpriv"
+NSENTER = "/usr/bin/nsenter"
 SYSTEM_TOP = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_FILES = (
     "/etc/ld.so.cache",
@@ -166,6 +169,8 @@ def bwrap_argv(
     """The full bubblewrap command line for ``command`` (pure)."""
     wt = str(layout.worktree)
     argv = [bwrap, "--unshare-all", "--unshare-user"]
+    if not layout.root_mode:  # root mode forbids them itself (forbid_nested_userns)
+        argv.append("--disable-userns")
     if layout.network:
         argv.append("--share-net")
     argv += ["--die-with-parent", "--new-session", "--hostname", "kodo-sandbox"]
@@ -218,6 +223,26 @@ def id_map(host_id: int) -> str:
     """The root-mode user namespace map: inner 0 is host root (bubblewrap's own setup),
     the command's uid is ``host_id``."""
     return f"0 0 1\n{INNER_UID} {host_id} 1\n"
+
+
+def forbid_nested_userns(child: int) -> None:
+    """Root mode: the sandbox's user namespace may create no user namespace of its own.
+
+    A nested user namespace would give the command root over mounts of its own (an
+    unbounded tmpfs, namespace tricks). bubblewrap's ``--disable-userns`` does not combine
+    with ``--userns-block-fd``, so the worker (owner of the namespace) sets its
+    ``max_user_namespaces`` to 0 from inside it while bubblewrap still waits.
+    """
+    done = subprocess.run(
+        [NSENTER, "--user", f"--target={child}", "--", "/usr/bin/tee", MAX_USERNS],
+        input=b"0\n",
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )
+    if done.returncode != 0:
+        said = done.stderr.decode(errors="replace").strip()
+        raise SandboxUnavailable(f"cannot forbid nested user namespaces: {said}")
 
 
 # --- host discovery -------------------------------------------------------------------
@@ -473,7 +498,7 @@ class Sandbox:
     def _probe(self) -> str | None:
         if self.bwrap_path() is None:
             return f"bubblewrap ({self.bwrap}) is not installed"
-        for tool in (PRLIMIT, *((SETPRIV,) if self.root_mode else ())):
+        for tool in (PRLIMIT, *((SETPRIV, NSENTER) if self.root_mode else ())):
             if not os.access(tool, os.X_OK):
                 return f"{tool} (util-linux) is missing"
         with tempfile.TemporaryDirectory(prefix="kodo-probe-") as scratch:
@@ -574,6 +599,7 @@ class Sandbox:
             child = int(json.loads(info)["child-pid"])
             Path(f"/proc/{child}/uid_map").write_text(id_map(self.host_uid))
             Path(f"/proc/{child}/gid_map").write_text(id_map(self.host_uid))
+            forbid_nested_userns(child)
             os.write(block_w, b"1")
             close(block_w)
 

@@ -20,7 +20,8 @@ from shared.domain.pinning import RepoPin
 from shared.domain.policy import Policy, PolicyError, policy_from_mapping, strictest
 from shared.gitcmd import run_git
 
-POLICY_PATH = ".kodo/policy.toml"
+POLICY_DIR = ".kodo"
+POLICY_PATH = f"{POLICY_DIR}/policy.toml"
 POLICY_MAX_BYTES = 64 * 1024
 GIT_TIMEOUT_S = 30
 
@@ -57,6 +58,15 @@ def default_branch(repo: Path) -> str:
     return name if done.returncode == 0 and name else "HEAD"
 
 
+def _tree_entry(repo: Path, commit: str, path: str, where: str) -> list[str] | None:
+    """``[mode, type, object]`` of ``path`` at ``commit`` (None: no such entry)."""
+    listed = _git(repo, "ls-tree", "-z", "--full-tree", commit, "--", path)
+    if listed.returncode != 0:
+        raise PolicyError(f"cannot read {where}: {listed.stderr.decode(errors='replace')}")
+    entry = listed.stdout.decode(errors="replace").rstrip("\0")
+    return entry.partition("\t")[0].split(" ") if entry else None
+
+
 def read_policy(repo: Path, commit: str, ref: str) -> Policy:
     """``.kodo/policy.toml`` at ``commit`` (the default policy if there is none).
 
@@ -64,16 +74,19 @@ def read_policy(repo: Path, commit: str, ref: str) -> Policy:
     large, not TOML, or not a valid ``[policy]`` table.
     """
     where = f"{POLICY_PATH} at {ref} ({commit[:12]})"
-    listed = _git(repo, "ls-tree", "-z", "--full-tree", commit, "--", POLICY_PATH)
-    if listed.returncode != 0:
-        raise PolicyError(f"cannot read {where}: {listed.stderr.decode(errors='replace')}")
-    entry = listed.stdout.decode(errors="replace").rstrip("\0")
-    if not entry:
+    # A .kodo that is a symlink or a submodule hides the file from ls-tree: not "no policy".
+    folder = _tree_entry(repo, commit, POLICY_DIR, where)
+    if folder is not None and folder[:2] != ["040000", "tree"]:
+        raise PolicyError(f"{where}: {POLICY_DIR} is not a directory ({folder[0]})")
+    meta = _tree_entry(repo, commit, POLICY_PATH, where)
+    if meta is None:
         return Policy()
-    meta = entry.partition("\t")[0].split(" ")
     if len(meta) != 3 or meta[1] != "blob" or meta[0] not in ("100644", "100755"):
         raise PolicyError(f"{where} is not a regular file ({meta[0]})")
     blob = meta[2]
+    size = _git(repo, "cat-file", "-s", blob)  # never load a huge blob to learn its size
+    if size.returncode != 0 or int(size.stdout.strip() or 0) > POLICY_MAX_BYTES:
+        raise PolicyError(f"{where} is larger than {POLICY_MAX_BYTES} bytes (or unreadable)")
     shown = _git(repo, "cat-file", "blob", blob)
     if shown.returncode != 0:
         raise PolicyError(f"cannot read {where}: {shown.stderr.decode(errors='replace')}")

@@ -119,3 +119,13 @@ def test_a_bind_that_would_expose_a_protected_path_is_refused(
     source: str, exposed: str | None
 ) -> None:
     assert unsafe_bind(source, ["/srv/kodo/.kodo"]) == exposed
+
+
+def test_the_command_may_make_no_user_namespace_of_its_own() -> None:
+    argv = bwrap_argv("bwrap", layout(), {}, ["python3"], LIMITS)
+    assert "--disable-userns" in argv[: argv.index("--")]
+    # root mode cannot combine it with --userns-block-fd: the worker sets the limit itself
+    rooted = bwrap_argv(
+        "bwrap", layout(root_mode=True), {}, ["python3"], LIMITS, block_fd=5, info_fd=6
+    )
+    assert "--disable-userns" not in rooted
