@@ -186,6 +186,12 @@ def _refused(exc: TooManyStreams) -> Response:
 def run_events(run_id: str) -> ResponseReturnValue:
     until = parse_until(request.args.get("until"))
     sessions = api().sessions
+    if request.method == "HEAD":
+        # No body is ever written for HEAD, so a client that hung up is never noticed:
+        # a stream would hold its slot (and a greenlet) until the run ended.
+        if read_snapshot(sessions, run_id) is None:
+            raise NotFound(f"run {run_id} not found")
+        return Response(mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
     try:
         slot = slots_of(current_app).take(current_principal().name)
     except TooManyStreams as exc:

@@ -3,21 +3,46 @@
 flask-limiter's moving window on the Redis kodo already uses, so the limit holds across
 every API process. The key is the authenticated token's name (one live token per name);
 the check runs inside the view, after authentication. Over the limit is a 429 in
-kodo's error shape with ``Retry-After``.
+kodo's error shape with ``Retry-After``. Without Redis nothing can be counted, so the
+limited endpoints fail closed: a 503 naming the rule, never an uncounted intent.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, g, request
 from flask_limiter import Limiter
+from redis.exceptions import RedisError
 
 from shared.config import Settings
+from shared.errors import KodoError
 from shared.service.tokens import Principal
 
 LIMITED_ENDPOINTS = ("intents.create_intent",)
+
+
+class RateLimitsUnavailable(KodoError):
+    """Redis did not answer: the request is refused rather than admitted uncounted."""
+
+    code = "rate_limits_unavailable"
+    http_status = 503
+
+
+def _fail_closed(limited: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(limited)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return limited(*args, **kwargs)
+        except RedisError as exc:
+            raise RateLimitsUnavailable(
+                f"cannot count requests against KODO_INTENT_RATE (Redis: "
+                f"{type(exc).__name__}); try again shortly"
+            ) from exc
+
+    return guarded
 
 
 def token_key() -> str:
@@ -44,7 +69,7 @@ def install_rate_limits(app: Flask, settings: Settings) -> Limiter:
     )
     for endpoint in LIMITED_ENDPOINTS:
         view: Callable[..., Any] = app.view_functions[endpoint]
-        app.view_functions[endpoint] = limiter.limit(
-            settings.intent_rate, error_message=message, scope="intents"
-        )(view)
+        app.view_functions[endpoint] = _fail_closed(
+            limiter.limit(settings.intent_rate, error_message=message, scope="intents")(view)
+        )
     return limiter

@@ -28,6 +28,15 @@ _INVISIBLE_LETTERS = frozenset(
         "\u2800",  # BRAILLE PATTERN BLANK
     }
 )
+# Invisible combining marks (category Mn, Default_Ignorable_Code_Point): they draw
+# nothing, so ``calc.py`` and ``calc.py`` + a variation selector look the same.
+_INVISIBLE_MARKS = (
+    (0x034F, 0x034F),  # COMBINING GRAPHEME JOINER
+    (0x17B4, 0x17B5),  # KHMER VOWEL INHERENT AQ, AA
+    (0x180B, 0x180F),  # MONGOLIAN FREE VARIATION SELECTORS (and U+180E, Cf)
+    (0xFE00, 0xFE0F),  # VARIATION SELECTORS 1-16
+    (0xE0100, 0xE01EF),  # VARIATION SELECTORS 17-256
+)
 # Cc: C0, DEL and C1 controls; Cf: bidi embeddings, overrides, isolates and marks,
 # zero-width characters, soft hyphen, tags; Zl/Zp: line and paragraph separators;
 # Cs: lone surrogates; Co: private use (glyphs no one agreed on); Cn: unassigned.
@@ -36,9 +45,14 @@ _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 _MULTILINE_KEEPS = frozenset({"\n", "\t"})
 
 
+def _invisible(char: str) -> bool:
+    point = ord(char)
+    return char in _INVISIBLE_LETTERS or any(lo <= point <= hi for lo, hi in _INVISIBLE_MARKS)
+
+
 def is_unsafe(char: str) -> bool:
     """True for a character that may not reach a screen as itself."""
-    return char in _INVISIBLE_LETTERS or unicodedata.category(char) in _UNSAFE_CATEGORIES
+    return _invisible(char) or unicodedata.category(char) in _UNSAFE_CATEGORIES
 
 
 def escape_char(char: str) -> str:
@@ -62,7 +76,7 @@ def visible(value: object, *, multiline: bool = False) -> str:
     can never pose as another line of the card.
     """
     text = value if isinstance(value, str) else str(value)
-    if text.isprintable() and not any(c in _INVISIBLE_LETTERS for c in text):
+    if text.isprintable() and not any(_invisible(c) for c in text):
         return text  # the common case, and isprintable() is stricter than is_unsafe
     keep = _MULTILINE_KEEPS if multiline else frozenset()
     return "".join(c if c in keep or not is_unsafe(c) else escape_char(c) for c in text)

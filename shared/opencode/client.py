@@ -224,7 +224,7 @@ class OpenCodeClient:
             raise OpenCodeTransientError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         try:
             parsed: object = json.loads(content)
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting fits under any byte cap
             text = content[:200].decode("utf-8", "replace")
             if response.is_success:
                 raise OpenCodePermanentError(f"{method} {path}: body is not JSON: {text}") from None
@@ -239,9 +239,16 @@ class OpenCodeClient:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > cap:
             raise self._too_large(what, f"declares {int(declared)} bytes")
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            # httpx would inflate each chunk whole (and ``gzip, gzip`` nests): a few
+            # hundred bytes become gigabytes before any count. Identity was asked for.
+            raise self._too_large(
+                what, f"came compressed (Content-Encoding: {encoding[:40]}), unasked"
+            )
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_bytes():
+        for chunk in response.iter_raw():
             size += len(chunk)
             if size > cap:
                 raise self._too_large(what, f"passed {cap} bytes and was cut off")

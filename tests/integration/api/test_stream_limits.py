@@ -116,3 +116,20 @@ def test_a_slot_not_refreshed_lapses_so_a_killed_process_frees_its_streams(
     slots.take("ann").release()
     assert slots.count("ann") == 0
     redis.close()
+
+
+def test_a_head_request_takes_no_stream_slot_since_no_body_would_ever_notice_a_hang_up(
+    limited: Flask, sessions: sessionmaker[Session], db: Session
+) -> None:
+    """Attack: gunicorn writes nothing for HEAD, so a HEAD stream whose client left was
+    never noticed and held its slot until the run ended: a token locked out by HEADs."""
+    run = RunFactory(status="waiting_input")
+    db.commit()
+    bea = as_token(limited, sessions, "bea")
+    for _ in range(4):
+        head = bea.head(f"/runs/{run.id}/events")
+        assert head.status_code == 200
+        assert head.mimetype == "text/event-stream"
+        head.close()
+    assert same_slots(limited).count("bea") == 0
+    assert bea.head("/runs/no-such-run/events").status_code == 404

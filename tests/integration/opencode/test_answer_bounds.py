@@ -7,8 +7,10 @@ the worker's memory. Off-schema answers within the cap are cut in the error text
 
 from __future__ import annotations
 
+import gzip
 import threading
 import tracemalloc
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +25,7 @@ from shared.clock import SystemClock
 from shared.db.models import OpenCodeCall
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA, ContractViolation, validate_answer
 from shared.opencode.client import AnswerTooLarge, ModelRef, OpenCodeClient
+from shared.opencode.errors import OpenCodePermanentError
 from shared.opencode.wrapper import CallFailed, OCWrapper, StructuredCall
 from tests.factories import RunFactory
 
@@ -131,3 +134,77 @@ def test_a_schema_violation_quotes_the_rule_not_the_whole_oversize_value() -> No
     assert len(text) < 5_000
     assert "breaks maxLength 20000" in text
     assert "risks" in text
+
+
+def _gzip_bomb() -> bytes:
+    """~300 bytes that inflate to 256 MB through ``Content-Encoding: gzip, gzip``."""
+    inner = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1024 * 1024)
+    parts = [inner.compress(block) for _ in range(256)]
+    once = b"".join(parts) + inner.flush()
+    return gzip.compress(once, 9)
+
+
+class _Hostile(BaseHTTPRequestHandler):
+    """``/global/health``: a nested gzip bomb; anything else: JSON nested 100 000 deep."""
+
+    protocol_version = "HTTP/1.1"
+    bomb = b""
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/global/health"):
+            body, encoding = self.bomb, "gzip, gzip"
+        else:
+            body, encoding = b"[" * 100_000 + b"]" * 100_000, "identity"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Encoding", encoding)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def hostile_url() -> Iterator[str]:
+    _Hostile.bomb = _gzip_bomb()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_compressed_answer_is_refused_uninflated_so_a_nested_gzip_bomb_costs_nothing(
+    hostile_url: str,
+) -> None:
+    """Attack: 300 bytes under any cap, ``gzip, gzip``; httpx inflated each chunk whole."""
+    assert len(_Hostile.bomb) < 2_000
+    tracemalloc.start()
+    try:
+        with (
+            OpenCodeClient(hostile_url, timeout_s=10, max_answer_bytes=CAP) as client,
+            pytest.raises(AnswerTooLarge, match="came compressed"),
+        ):
+            client.health()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * CAP, f"a 300-byte answer peaked at {peak} bytes"
+
+
+def test_an_answer_nested_deeper_than_python_recurses_is_a_permanent_error_not_a_crash(
+    hostile_url: str, tmp_path: Path
+) -> None:
+    """Attack: 200 KB of ``[[[[...`` fits the cap; json raised RecursionError, uncaught."""
+    with (
+        OpenCodeClient(hostile_url, timeout_s=10, max_answer_bytes=CAP) as client,
+        pytest.raises(OpenCodePermanentError, match="not JSON"),
+    ):
+        client.get_session("ses_deep", directory=str(tmp_path))

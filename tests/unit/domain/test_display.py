@@ -61,6 +61,27 @@ def test_invisible_format_characters_are_escaped() -> None:
     assert visible("\u3164") == "\\u3164", "a Hangul filler is a blank letter"
 
 
+def test_invisible_combining_marks_are_escaped_so_two_paths_cannot_look_the_same() -> None:
+    """Attack: ``calc.py`` + a variation selector (or a grapheme joiner, a Khmer inherent
+    vowel) is another file that looks exactly like ``calc.py``: these marks draw nothing."""
+    assert visible("calc.py\ufe0f") == "calc.py\\ufe0f"
+    assert visible("ca\u034flc.py") == "ca\\u034flc.py"
+    assert visible("a\u17b4\u17b5b") == "a\\u17b4\\u17b5b"
+    assert visible("x\u180by\U000e0100") == "x\\u180by\\U000e0100"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="hole: combining marks are printable, so 'a' + 300 stacked marks (Zalgo) "
+    "passes visible() unchanged; a browser draws the tower over the plan card's "
+    "neighbouring lines (a terminal does not: marks take no cell). A cap on a run of "
+    "non-starters (e.g. UAX #15's 30) is a design choice for the lead",
+)
+def test_a_tower_of_combining_marks_cannot_draw_over_neighbouring_lines() -> None:
+    shown = visible("calc.py" + "\u0336\u0489" * 150)
+    assert "\\u0336" in shown or len(shown) < 60
+
+
 def test_newlines_and_tabs_are_kept_only_in_multiline_text() -> None:
     assert visible("one\ntwo\tthree") == "one\\ntwo\\tthree"
     assert visible("one\ntwo\tthree", multiline=True) == "one\ntwo\tthree"

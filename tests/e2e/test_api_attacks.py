@@ -1,0 +1,191 @@
+"""Red-team attacks on the API in its deployed shape (gunicorn + gevent), each asserting
+the safe outcome.
+
+The API runs alone (no worker: a started run stays ``queued``, which is all an event
+stream needs) on the test database and a Redis server of this module's own, so one
+test may stop that server to see what the API does without it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.devstack import down, ensure_redis
+from services.devstack.handle import StackPaths
+from services.devstack.redis_server import start_again
+from services.launcher import Stack, free_port, issue_token, start_api
+from services.sample_repo import create_sample_repo
+
+pytestmark = pytest.mark.e2e
+
+PER_TOKEN = 3
+
+
+@pytest.fixture(scope="module")
+def redis_home() -> Iterator[Path]:
+    home = Path(tempfile.mkdtemp(prefix="kodo-attack-redis-"))
+    try:
+        yield home
+    finally:
+        down(home=home, grace_s=5.0)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    database_url: str, redis_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("attacks")
+    redis = ensure_redis(f"redis://127.0.0.1:{free_port()}/0", home=redis_home)
+    assert redis.kind == "started"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis.url,
+        "KODO_REPO_ROOTS": str(root / "repos"),
+        "KODO_WORKSPACE_DIR": str(root / "workspaces"),
+        "KODO_SSE_PER_TOKEN": str(PER_TOKEN),
+        "KODO_INTENT_RATE": "100/minute",
+    }
+    s = Stack(env=env, log_dir=root / "logs")
+    try:
+        start_api(s)
+        yield s
+    finally:
+        s.stop()
+
+
+def bearer(stack: Stack, role: str = "admin") -> str:
+    return issue_token(stack.env["DATABASE_URL"], f"attack-{uuid.uuid4().hex[:10]}", role)
+
+
+def client(stack: Stack, token: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=stack.api_url, timeout=10.0, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+def address(stack: Stack) -> tuple[str, int]:
+    host, _, port = stack.api_url.removeprefix("http://").partition(":")
+    return host, int(port)
+
+
+def raw(
+    stack: Stack, request: bytes, *, wait_for: bytes = b"\r\n\r\n"
+) -> tuple[socket.socket, bytes]:
+    """Send ``request`` on a fresh socket; return it and what came back up to ``wait_for``."""
+    sock = socket.create_connection(address(stack), timeout=10)
+    sock.sendall(request)
+    got = b""
+    while wait_for not in got:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return sock, got
+
+
+@pytest.fixture(scope="module")
+def queued_run(stack: Stack) -> str:
+    """A started run no worker takes: it stays ``queued``, so its stream stays open."""
+    repo = create_sample_repo(Path(stack.env["KODO_REPO_ROOTS"]) / "queued")
+    with client(stack, bearer(stack)) as http:
+        made = http.post("/intents", json={"repo": str(repo), "goal": "Add a docstring"})
+        assert made.status_code == 201, made.text
+        started = http.post(f"/intents/{made.json()['intentId']}/run")
+        assert started.status_code == 202, started.text
+        run_id: str = started.json()["runId"]
+    return run_id
+
+
+def stream_status(
+    stack: Stack, token: str, run_id: str, method: str = "GET"
+) -> tuple[socket.socket, int]:
+    sock, head = raw(
+        stack,
+        f"{method} /runs/{run_id}/events HTTP/1.1\r\nHost: kodo\r\n"
+        f"Authorization: Bearer {token}\r\n\r\n".encode(),
+    )
+    return sock, int(head.split(b" ", 2)[1]) if head else 0
+
+
+def test_head_requests_on_an_event_stream_cannot_lock_a_token_out_of_its_streams(
+    stack: Stack, queued_run: str
+) -> None:
+    """Attack: gunicorn writes no body for HEAD, so a HEAD stream never noticed its client
+    had gone and kept its slot (refreshed) until the run ended; a few HEADs, then close."""
+    token = bearer(stack, "approver")
+    for _ in range(PER_TOKEN * 2):
+        sock, status = stream_status(stack, token, queued_run, "HEAD")
+        sock.close()
+        assert status == 200
+    time.sleep(0.5)
+    with ExitStack() as held:
+        opened = []
+        for _ in range(PER_TOKEN):
+            sock, status = stream_status(stack, token, queued_run)
+            held.callback(sock.close)
+            opened.append(status)
+    assert opened == [200] * PER_TOKEN, "HEAD requests left slots behind"
+
+
+def test_oversize_and_too_many_headers_are_refused_before_the_app(stack: Stack) -> None:
+    """Attack: a 64 KB header, 200 headers, an 8 KB request line: 400/431, never a 500
+    or a hang, and /healthz keeps answering."""
+    big_header = b"GET /healthz HTTP/1.1\r\nHost: kodo\r\nX-Big: " + b"a" * 65536 + b"\r\n\r\n"
+    many = (
+        b"GET /healthz HTTP/1.1\r\nHost: kodo\r\n"
+        + b"".join(b"X-H%d: v\r\n" % i for i in range(200))
+        + b"\r\n"
+    )
+    long_line = b"GET /healthz?" + b"q" * 8192 + b" HTTP/1.1\r\nHost: kodo\r\n\r\n"
+    for request in (big_header, many, long_line):
+        sock, head = raw(stack, request)
+        sock.close()
+        status = int(head.split(b" ", 2)[1]) if head else 0
+        assert status in (400, 414, 431), head[:200]
+    assert httpx.get(f"{stack.api_url}/healthz", timeout=5).status_code == 200
+
+
+def test_the_api_fails_closed_while_redis_is_gone_and_healthz_says_so(
+    stack: Stack, redis_home: Path, queued_run: str
+) -> None:
+    """Attack: take Redis away (it holds the rate limits and stream slots). Intents and
+    streams are refused (never admitted uncounted); /healthz answers fast, naming redis;
+    reads that need no Redis go on; when Redis returns, so does everything."""
+    token = bearer(stack)
+    repo = create_sample_repo(Path(stack.env["KODO_REPO_ROOTS"]) / "noredis")
+    body = {"repo": str(repo), "goal": "Add a docstring"}
+    (handle,) = down(home=redis_home, grace_s=5.0)
+    try:
+        with client(stack, token) as http:
+            began = time.monotonic()
+            health = http.get("/healthz")
+            health_s = time.monotonic() - began
+            intent = http.post("/intents", json=body)
+            stream = http.get(f"/runs/{queued_run}/events")
+            read = http.get(f"/runs/{queued_run}")
+    finally:
+        start_again(handle, StackPaths.default(redis_home), timeout_s=20)
+    assert health.status_code == 503
+    assert health.json()["failed"] == ["redis"]
+    assert health_s < 5
+    assert intent.status_code == 503, intent.text
+    assert intent.json()["error"]["code"] == "rate_limits_unavailable"
+    assert stream.status_code == 503
+    assert stream.json()["error"]["code"] == "stream_limits_unavailable"
+    assert read.status_code == 200
+    with client(stack, token) as http:
+        assert http.get("/healthz").status_code == 200
+        assert http.post("/intents", json=body).status_code == 201
