@@ -42,6 +42,11 @@ _INVISIBLE_MARKS = (
 # Cs: lone surrogates; Co: private use (glyphs no one agreed on); Cn: unassigned.
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_NON_SPACING = frozenset({"Mn", "Me"})
+MAX_STACKED_MARKS = 4
+"""Combining marks one character may carry before the rest are escaped. Real text
+stacks two or three (Vietnamese, Indic scripts); a tower of hundreds (Zalgo) draws, in a
+browser, over the lines above and below it: over another file of the plan card."""
 _MULTILINE_KEEPS = frozenset({"\n", "\t"})
 
 
@@ -76,10 +81,16 @@ def visible(value: object, *, multiline: bool = False) -> str:
     can never pose as another line of the card.
     """
     text = value if isinstance(value, str) else str(value)
-    if text.isprintable() and not any(_invisible(c) for c in text):
-        return text  # the common case, and isprintable() is stricter than is_unsafe
+    if text.isascii() and text.isprintable():
+        return text  # the common case: nothing to escape, no marks to count
     keep = _MULTILINE_KEEPS if multiline else frozenset()
-    return "".join(c if c in keep or not is_unsafe(c) else escape_char(c) for c in text)
+    shown: list[str] = []
+    stacked = 0
+    for c in text:
+        stacked = stacked + 1 if unicodedata.category(c) in _NON_SPACING else 0
+        safe = c in keep or (not is_unsafe(c) and stacked <= MAX_STACKED_MARKS)
+        shown.append(c if safe else escape_char(c))
+    return "".join(shown)
 
 
 def visible_data(value: Any) -> Any:
