@@ -146,7 +146,11 @@ def test_the_child_cgroup_is_gone_after_a_cancel(rt: Runtime, repo: Path) -> Non
     while not processes_with(tag) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_with(tag), "the command started"
-    assert any(exec_children()), "the command runs in a child cgroup"
+    children = exec_children()
+    assert children, "the command runs in a child cgroup"
+    members = {int(p) for c in children for p in (c / "cgroup.procs").read_text().split()}
+    assert members, "the sandbox's processes are in it"
+    assert os.getpid() not in members, "the worker itself never joins the child"
     with unit_of_work(rt.sessions) as s:
         cancel_run(s, run_id, now=rt.clock.now())
     worker.join(20)
