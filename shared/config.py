@@ -34,6 +34,7 @@ DEFAULTS: dict[str, str] = {
     "KODO_SANDBOX_BWRAP": "bwrap",
     "KODO_SANDBOX_NETWORK": "off",
     "KODO_SANDBOX_UID": "65534",
+    "KODO_SANDBOX_CGROUP": "auto",
     "KODO_EXEC_CPU_S": "120",
     "KODO_EXEC_MEMORY_BYTES": str(4 << 30),
     "KODO_EXEC_NPROC": "256",
@@ -140,6 +141,9 @@ class Settings:
     sandbox_bwrap: str = DEFAULTS["KODO_SANDBOX_BWRAP"]
     sandbox_network: bool = False
     sandbox_uid: int = int(DEFAULTS["KODO_SANDBOX_UID"])
+    sandbox_cgroup: str = DEFAULTS["KODO_SANDBOX_CGROUP"]  # auto | required | off
+    # Test-only (never read from the environment): where cgroup hierarchies are looked for.
+    sandbox_cgroup_mounts: Path = Path("/sys/fs/cgroup")
     exec_cpu_s: int = int(DEFAULTS["KODO_EXEC_CPU_S"])
     exec_memory_bytes: int = int(DEFAULTS["KODO_EXEC_MEMORY_BYTES"])
     exec_nproc: int = int(DEFAULTS["KODO_EXEC_NPROC"])
@@ -192,6 +196,9 @@ class Settings:
             sandbox_bwrap=env.get("KODO_SANDBOX_BWRAP", DEFAULTS["KODO_SANDBOX_BWRAP"]),
             sandbox_network=_bool(env, "KODO_SANDBOX_NETWORK"),
             sandbox_uid=_int(env, "KODO_SANDBOX_UID"),
+            sandbox_cgroup=env.get("KODO_SANDBOX_CGROUP", DEFAULTS["KODO_SANDBOX_CGROUP"])
+            .strip()
+            .lower(),
             exec_cpu_s=_int(env, "KODO_EXEC_CPU_S"),
             exec_memory_bytes=_int(env, "KODO_EXEC_MEMORY_BYTES"),
             exec_nproc=_int(env, "KODO_EXEC_NPROC"),
@@ -254,6 +261,8 @@ class Settings:
         ):
             if limit <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.sandbox_cgroup not in ("auto", "required", "off"):
+            raise ConfigError("KODO_SANDBOX_CGROUP must be auto, required or off")
         if not 0 < self.sandbox_uid < 2**32 - 1:
             raise ConfigError("KODO_SANDBOX_UID must be a non-root uid")
         if not _RATE.match(self.intent_rate):

@@ -41,7 +41,7 @@ from sqlalchemy.pool import NullPool
 
 from services.cli.context import home_option, settings_for
 from services.devstack.handle import repo_root
-from services.worker.sandbox import sandbox_problem
+from services.worker.sandbox import sandbox_cgroup_warning, sandbox_problem
 from shared.config import Settings
 from shared.domain.display import visible
 from shared.queue import make_celery
@@ -277,7 +277,13 @@ def check_sandbox(settings: Settings) -> Check:
     problem = sandbox_problem(settings, dict(os.environ))
     if problem is not None:
         return Check("sandbox", False, problem)
-    return Check("sandbox", True, f"bubblewrap ({settings.sandbox_bwrap}) works")
+    works = f"bubblewrap ({settings.sandbox_bwrap}) works"
+    warning = sandbox_cgroup_warning(settings, dict(os.environ))
+    if warning is not None:  # still green: ExecuteST runs (KODO_SANDBOX_CGROUP=auto)
+        return Check("sandbox", True, f"{works}; WARNING: {warning}", {"warning": warning})
+    if settings.sandbox_cgroup == "off":
+        return Check("sandbox", True, f"{works}; KODO_SANDBOX_CGROUP=off: no memory cgroup")
+    return Check("sandbox", True, f"{works}, in a memory and pids cgroup per command")
 
 
 def run_checks(settings: Settings, *, timeout_s: float, stuck_minutes: int) -> list[Check]:

@@ -7,8 +7,11 @@ the allowlisted programs), a minimal ``/etc``, a fresh ``/proc``, a minimal ``/d
 private ``/tmp``, and the run's worktree as the only writable host directory (its
 ``.git`` file read-only). Nothing else of the host is mounted: not ``/root``, ``/home``,
 ``/run``, ``/var``, kodo's state or workspace, other worktrees or the source repository.
-rlimits bound CPU time, address space, processes and file size; when the command ends
-(or is killed) the PID namespace's init dies and the kernel kills every process left.
+rlimits bound CPU time, address space, processes and file size; a child cgroup per
+execution (services/worker/sandbox_cgroup.py) bounds the whole tree's memory, shared
+memory and tmpfs included, and its process count. When the command ends (or is killed)
+the PID namespace's init dies and the kernel kills every process left; the cgroup is
+then emptied and removed.
 
 RLIMIT_NPROC never binds host uid 0, so a worker running as root maps the sandbox to
 ``KODO_SANDBOX_UID`` itself (bubblewrap's ``--userns-block-fd``), drops to it with
@@ -20,6 +23,7 @@ RLIMIT_NPROC never binds host uid 0, so a worker running as root maps the sandbo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -34,6 +38,8 @@ from pathlib import Path
 
 import structlog
 
+from services.worker.sandbox_cgroup import MOUNTS, CgroupUnavailable, ExecCgroup, join_argv
+from services.worker.sandbox_cgroup import create as create_cgroup
 from shared.config import Settings
 
 log = structlog.get_logger("kodo.sandbox")
@@ -382,10 +388,16 @@ class Finished:
     head: bytes  # the first ``cap`` bytes of stdout+stderr
     total_bytes: int
     timed_out: bool
+    memory_cgroup: dict[str, int] | str = "off"  # usage, or "off" / "unavailable: why"
 
     @property
     def truncated(self) -> bool:
         return self.total_bytes > len(self.head)
+
+    @property
+    def oom_killed(self) -> bool:
+        """The cgroup's memory limit killed a process of the command."""
+        return isinstance(self.memory_cgroup, dict) and self.memory_cgroup["oom_kills"] > 0
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -477,6 +489,8 @@ class Sandbox:
     host_uid: int  # the uid the command has on the host when the worker is root
     search_path: str
     passed_env: dict[str, str]
+    cgroup: str = "auto"  # KODO_SANDBOX_CGROUP: auto | required | off
+    cgroup_mounts: Path = MOUNTS  # where cgroup hierarchies are looked for (tests move it)
 
     @property
     def root_mode(self) -> bool:
@@ -505,13 +519,46 @@ class Sandbox:
             worktree = Path(scratch) / "wt"
             worktree.mkdir()
             try:
-                done = self.run(["/usr/bin/true"], worktree, timeout_s=30, cap=4096, protected=())
+                box = (
+                    self if self.cgroup != "required" else dataclasses.replace(self, cgroup="auto")
+                )
+                done = box.run(["/usr/bin/true"], worktree, timeout_s=30, cap=4096, protected=())
             except (OSError, SandboxUnavailable, ValueError) as exc:
                 return f"bubblewrap failed to start: {exc}"
         if done.exit_code != 0:
             said = done.head.decode(errors="replace").strip()
             return f"bubblewrap failed its probe (exit {done.exit_code}): {said}"
         return None
+
+    def cgroup_unavailable(self) -> str | None:
+        """Why no per-execution cgroup can be made here (None: it can, or mode off)."""
+        if self.cgroup == "off":
+            return None
+        try:
+            made = create_cgroup(
+                "probe", self.limits.memory_bytes, self.limits.nproc, self.cgroup_mounts
+            )
+        except CgroupUnavailable as exc:
+            return str(exc)
+        try:
+            made.destroy()
+        except OSError as exc:
+            return f"cannot remove a child cgroup: {exc}"
+        return None
+
+    def _make_cgroup(self, label: str) -> tuple[ExecCgroup | None, str]:
+        """The execution's cgroup and the note recorded when there is none."""
+        if self.cgroup == "off":
+            return None, "off"
+        try:
+            return create_cgroup(
+                label, self.limits.memory_bytes, self.limits.nproc, self.cgroup_mounts
+            ), ""
+        except CgroupUnavailable as exc:
+            if self.cgroup == "required":
+                raise
+            log.warning("sandbox.cgroup_unavailable", reason=str(exc), label=label)
+            return None, f"unavailable: {exc}"
 
     @contextlib.contextmanager
     def _layout(self, worktree: Path, toolchain: Toolchain) -> Iterator[Layout]:
@@ -541,25 +588,52 @@ class Sandbox:
         toolchain: Toolchain | None = None,
         on_poll: Callable[[], None] = lambda: None,
         poll_s: float = 1.0,
+        label: str = "probe",
     ) -> Finished:
-        """Run ``argv`` (argv[0] an absolute path) in the sandbox, on ``worktree``."""
+        """Run ``argv`` (argv[0] an absolute path) in the sandbox, on ``worktree``.
+
+        ``label`` (the run id) names the execution's cgroup. With KODO_SANDBOX_CGROUP
+        ``required`` and no cgroup, :class:`CgroupUnavailable` is raised, nothing runs.
+        """
         bwrap = self.bwrap_path()
         if bwrap is None:
             raise SandboxUnavailable(f"bubblewrap ({self.bwrap}) is not installed")
         tools = toolchain or Toolchain()
         env = sandbox_env(tools, self.passed_env)
-        with self._layout(worktree, tools) as layout:
-            if not layout.root_mode:
-                return stream_capped(
-                    bwrap_argv(bwrap, layout, env, argv, self.limits),
-                    env={},
-                    cwd=Path("/"),
-                    timeout_s=timeout_s,
-                    cap=cap,
-                    on_poll=on_poll,
-                    poll_s=poll_s,
-                )
-            return self._run_as_root(bwrap, layout, env, argv, timeout_s, cap, on_poll, poll_s)
+        cgroup, note = self._make_cgroup(label)
+        joined: Callable[[list[str]], list[str]] = (
+            (lambda command: command)
+            if cgroup is None
+            else (lambda command: join_argv(cgroup.procs_files, command))
+        )
+        try:
+            with self._layout(worktree, tools) as layout:
+                if not layout.root_mode:
+                    done = stream_capped(
+                        joined(bwrap_argv(bwrap, layout, env, argv, self.limits)),
+                        env={},
+                        cwd=Path("/"),
+                        timeout_s=timeout_s,
+                        cap=cap,
+                        on_poll=on_poll,
+                        poll_s=poll_s,
+                    )
+                else:
+                    done = self._run_as_root(
+                        bwrap, layout, env, argv, timeout_s, cap, on_poll, poll_s, joined
+                    )
+        finally:
+            usage = cgroup.usage() if cgroup is not None else None
+            if cgroup is not None:
+                cgroup.destroy()
+        if usage is None:
+            return dataclasses.replace(done, memory_cgroup=note)
+        report = {
+            "limit_bytes": self.limits.memory_bytes,
+            "pids_max": self.limits.nproc,
+            **usage.as_dict(),
+        }
+        return dataclasses.replace(done, memory_cgroup=report)
 
     def _run_as_root(
         self,
@@ -571,6 +645,7 @@ class Sandbox:
         cap: int,
         on_poll: Callable[[], None],
         poll_s: float,
+        joined: Callable[[list[str]], list[str]],
     ) -> Finished:
         block_r, block_w = os.pipe()
         info_r, info_w = os.pipe()
@@ -605,7 +680,7 @@ class Sandbox:
 
         try:
             return stream_capped(
-                command,
+                joined(command),
                 env={},
                 cwd=Path("/"),
                 timeout_s=timeout_s,
@@ -662,6 +737,8 @@ def sandbox_of(settings: Settings, environ: dict[str, str]) -> Sandbox:
         host_uid=settings.sandbox_uid,
         search_path=environ.get("PATH", "/usr/bin:/bin"),
         passed_env=environ,
+        cgroup=settings.sandbox_cgroup,
+        cgroup_mounts=settings.sandbox_cgroup_mounts,
     )
 
 
@@ -669,7 +746,25 @@ def sandbox_problem(settings: Settings, environ: dict[str, str]) -> str | None:
     """For `kodo up` and `kodo doctor`: why ExecuteST would refuse (None: it would run)."""
     if not settings.sandbox:
         return None
-    why_not = sandbox_of(settings, environ).unavailable()
-    if why_not is None:
+    box = sandbox_of(settings, environ)
+    why_not = box.unavailable()
+    if why_not is not None:
+        return f"{why_not}: install bubblewrap (scripts/bootstrap does: apt-get install bubblewrap)"
+    if settings.sandbox_cgroup == "required":
+        no_cgroup = box.cgroup_unavailable()
+        if no_cgroup is not None:
+            return f"sandbox_cgroup: KODO_SANDBOX_CGROUP=required but {no_cgroup}"
+    return None
+
+
+def sandbox_cgroup_warning(settings: Settings, environ: dict[str, str]) -> str | None:
+    """For `kodo doctor` and worker start: commands run without a memory cgroup (auto)."""
+    if not settings.sandbox or settings.sandbox_cgroup != "auto":
         return None
-    return f"{why_not}: install bubblewrap (scripts/bootstrap does: apt-get install bubblewrap)"
+    no_cgroup = sandbox_of(settings, environ).cgroup_unavailable()
+    if no_cgroup is None:
+        return None
+    return (
+        f"memory cgroup unavailable: {no_cgroup}; sandboxed commands are bounded by rlimits"
+        " only (shared memory and /tmp are not counted against KODO_EXEC_MEMORY_BYTES)"
+    )

@@ -15,7 +15,14 @@ from typing import Any
 
 import structlog
 
-from services.worker.sandbox import Finished, limits_of, run_unsandboxed, sandbox_of
+from services.worker.sandbox import (
+    Finished,
+    limits_of,
+    run_unsandboxed,
+    sandbox_cgroup_warning,
+    sandbox_of,
+)
+from services.worker.sandbox_cgroup import CgroupUnavailable
 from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, Stopwatch, run_policy
 from shared.config import Settings
 from shared.domain.exec_rules import argv_violation
@@ -47,8 +54,18 @@ def announce_sandbox(settings: Settings, environ: dict[str, str]) -> None:
     why_not = sandbox_of(settings, environ).unavailable()
     if why_not is not None:
         log.error("sandbox.unavailable", reason=why_not, detail="ExecuteST will refuse to run")
-    else:
-        log.info("sandbox.ready", bwrap=settings.sandbox_bwrap, network=settings.sandbox_network)
+        return
+    log.info("sandbox.ready", bwrap=settings.sandbox_bwrap, network=settings.sandbox_network)
+    if settings.sandbox_cgroup == "required":
+        no_cgroup = sandbox_of(settings, environ).cgroup_unavailable()
+        if no_cgroup is not None:
+            log.error(
+                "sandbox.cgroup_unavailable", reason=no_cgroup, detail="ExecuteST will refuse"
+            )
+        return
+    warning = sandbox_cgroup_warning(settings, environ)
+    if warning is not None:
+        log.warning("sandbox.CGROUP_UNAVAILABLE", detail=warning)
 
 
 def protected_paths(ctx: StepContext) -> list[str]:
@@ -64,6 +81,14 @@ def _artifact(done: Finished, cap: int) -> ArtifactOut:
             f"\n[kodo: output truncated: {done.total_bytes} bytes written, the first {cap} kept]\n"
         ).encode()
     return ArtifactOut("command_output", "command-output.txt", body, "text/plain; charset=utf-8")
+
+
+def _cgroup_refusal(argv: list[str], why: str) -> StepOutcome:
+    return StepOutcome.failed(
+        f"sandbox_cgroup: {why}; KODO_SANDBOX_CGROUP=required runs commands only in a"
+        " memory-bounded cgroup (delegate one to the worker, or set it to auto)",
+        {"rule": "sandbox_cgroup", "argv": argv, "memory_cgroup": f"unavailable: {why}"},
+    )
 
 
 def execute_step(ctx: StepContext) -> StepOutcome:
@@ -92,6 +117,10 @@ def execute_step(ctx: StepContext) -> StepOutcome:
                 " run them unsandboxed)",
                 {"rule": "sandbox_required", "argv": argv, "bwrap": settings.sandbox_bwrap},
             )
+        if settings.sandbox_cgroup == "required":
+            no_cgroup = sandbox.cgroup_unavailable()
+            if no_cgroup is not None:
+                return _cgroup_refusal(argv, no_cgroup)
         tools = sandbox.toolchain(allowlist, protected_paths(ctx))
         program = tools.programs.get(argv[0])
         if program is None:
@@ -100,17 +129,21 @@ def execute_step(ctx: StepContext) -> StepOutcome:
                 {"argv": argv, "skipped": tools.skipped.get(argv[0], [])},
             )
         sandbox_note = {"mode": "bubblewrap", "network": settings.sandbox_network}
-        with watch.measure():
-            done = sandbox.run(
-                [program, *argv[1:]],
-                ctx.worktree_path,
-                timeout_s=settings.exec_timeout_s,
-                cap=settings.exec_output_cap,
-                protected=protected_paths(ctx),
-                toolchain=tools,
-                on_poll=ctx.keep_lease,
-                poll_s=POLL_S,
-            )
+        try:
+            with watch.measure():
+                done = sandbox.run(
+                    [program, *argv[1:]],
+                    ctx.worktree_path,
+                    timeout_s=settings.exec_timeout_s,
+                    cap=settings.exec_output_cap,
+                    protected=protected_paths(ctx),
+                    toolchain=tools,
+                    on_poll=ctx.keep_lease,
+                    poll_s=POLL_S,
+                    label=str(ctx.run_id),
+                )
+        except CgroupUnavailable as exc:
+            return _cgroup_refusal(argv, str(exc))
     else:
         log.warning("sandbox.OFF", run_id=ctx.run_id, argv=argv, detail="running UNSANDBOXED")
         sandbox_note = {"mode": "off", "warning": "KODO_SANDBOX=off: ran UNSANDBOXED"}
@@ -133,11 +166,19 @@ def execute_step(ctx: StepContext) -> StepOutcome:
         "truncated": done.truncated,
         "output_bytes": done.total_bytes,
         "sandbox": sandbox_note,
+        "memory_cgroup": done.memory_cgroup,
     }
     artifact = _artifact(done, settings.exec_output_cap)
     if done.exit_code == 0:
         return StepOutcome(ok=True, output=output, artifacts=[artifact])
-    reason = "timed out" if done.timed_out else f"exited {done.exit_code}"
+    if done.timed_out:
+        reason = "timed out"
+    elif done.oom_killed:
+        reason = (
+            f"killed: memory limit ({settings.exec_memory_bytes} bytes, exited {done.exit_code})"
+        )
+    else:
+        reason = f"exited {done.exit_code}"
     failure = StepOutcome.failed(f"verification {reason}: {' '.join(argv)}", output)
     failure.output = output
     failure.artifacts.append(artifact)

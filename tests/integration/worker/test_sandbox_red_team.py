@@ -58,11 +58,6 @@ print("HELD-MB", total >> 20)
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: RLIMIT_AS does not count shared memory; memfds (each below RLIMIT_FSIZE)"
-    " hold any amount of RAM; bounding it needs a memory cgroup for the sandbox",
-)
 def test_memory_held_in_memfds_is_bounded_by_the_memory_limit(worktree: Path) -> None:  # noqa: F811
     limit = 128 << 20
     done = run_python(

@@ -44,6 +44,7 @@ def test_values_are_parsed_and_paths_resolved(tmp_path: Path) -> None:
         ("KODO_SCHEMA_RETRIES", "0"),
         ("APPROVAL_POLL_S", "-1"),
         ("DATABASE_URL", "sqlite:///kodo.db"),
+        ("KODO_SANDBOX_CGROUP", "maybe"),
     ],
 )
 def test_an_unusable_value_fails_at_start(key: str, value: str) -> None:
@@ -64,3 +65,9 @@ def test_web_sessions_expire_after_a_positive_time() -> None:
     assert Settings.from_env({"KODO_UI_SESSION_TTL_S": "60"}).ui_session_ttl_s == 60
     with pytest.raises(ConfigError, match="KODO_UI_SESSION_TTL_S"):
         Settings.from_env({"KODO_UI_SESSION_TTL_S": "0"})
+
+
+def test_the_sandbox_cgroup_mode_is_auto_unless_set() -> None:
+    assert Settings.from_env({}).sandbox_cgroup == "auto"
+    assert Settings.from_env({"KODO_SANDBOX_CGROUP": "Required"}).sandbox_cgroup == "required"
+    assert Settings.from_env({"KODO_SANDBOX_CGROUP": "off"}).sandbox_cgroup == "off"

@@ -1,0 +1,191 @@
+"""The sandbox's cgroup: memory (shared memory and /tmp included) and processes bounded
+for the whole command, the child cgroup gone afterwards, and its absence said out loud."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from services.worker.runtime import Runtime
+from services.worker.sandbox import Finished, sandbox_of
+from services.worker.sandbox_cgroup import CgroupUnavailable, locate
+from services.worker.steps.base import run_step
+from services.worker.steps.execute import execute_step
+from shared.config import Settings
+from shared.db.engine import unit_of_work
+from shared.domain.run_machine import StepId
+from shared.service.runs import cancel_run
+from tests.integration.worker.conftest import RuntimeFactory, diagnostic
+from tests.integration.worker.test_execute_step import decided, step_output
+from tests.integration.worker.test_sandbox import processes_with, run_python, said, worktree  # noqa: F401
+
+pytestmark = pytest.mark.integration
+
+LIMIT = 128 << 20
+NO_CGROUP = sandbox_of(Settings(), dict(os.environ)).cgroup_unavailable()
+needs_cgroup = pytest.mark.skipif(NO_CGROUP is not None, reason=f"no cgroup here: {NO_CGROUP}")
+
+
+def exec_children() -> set[Path]:
+    """Every per-execution child cgroup that exists now, in every hierarchy kodo uses."""
+    places = locate(Path("/proc/self/cgroup").read_text(), Path("/proc/self/mountinfo").read_text())
+    return {c for h in places for c in Path(h.directory).glob("kodo-exec-*")}
+
+
+def held_mb(done: Finished) -> int:
+    """The last ``HELD n`` line the command managed to print (MB it held at that point)."""
+    lines = [ln for ln in said(done).splitlines() if ln.startswith("HELD ")]
+    return int(lines[-1].split()[1]) if lines else 0
+
+
+TMP_AND_MEMFD = """
+import os
+chunk, held = b"\\1" * (1 << 20), 0
+for name in ("a", "b"):  # each file below RLIMIT_FSIZE, 100 MB of tmpfs in all
+    with open("/tmp/fill-" + name, "wb") as tmp:
+        for _ in range(50):
+            tmp.write(chunk); tmp.flush(); held += 1
+            print("HELD", held, flush=True)
+fds = []
+for _ in range(8):
+    fd = os.memfd_create("x"); fds.append(fd)
+    for _ in range(25):
+        os.write(fd, chunk); held += 1
+        print("HELD", held, flush=True)
+print("SURVIVED")
+"""
+
+
+@needs_cgroup
+def test_tmpfs_and_memfds_together_stay_within_the_memory_limit(worktree: Path) -> None:  # noqa: F811
+    settings = Settings(
+        exec_memory_bytes=LIMIT, exec_fsize_bytes=64 << 20, exec_tmp_bytes=256 << 20
+    )
+    done = run_python(TMP_AND_MEMFD, worktree, settings=settings)
+    assert "SURVIVED" not in said(done)
+    assert held_mb(done) << 20 <= LIMIT, f"held {held_mb(done)} MB under a 128 MB limit"
+    assert done.oom_killed, done.memory_cgroup
+
+
+@needs_cgroup
+def test_an_oom_killed_command_fails_the_step_with_the_memory_reason(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    rt = make_rt(exec_memory_bytes=LIMIT, exec_fsize_bytes=64 << 20)
+    hog = (  # memfds of 32 MB each (below RLIMIT_FSIZE), kept open, without end
+        "import os\nfds = []\nwhile True:\n    fds.append(os.memfd_create('x'))\n"
+        "    for _ in range(32): os.write(fds[-1], b'1' * (1 << 20))"
+    )
+    run_id = decided(rt, repo, ["python3", "-c", hog])
+    assert run_step(rt, StepId.EXECUTE, run_id, execute_step) == "failed"
+    assert "verification killed: memory limit" in diagnostic(rt, run_id)["error"]
+    report = step_output(rt, run_id)["memory_cgroup"]
+    assert report["oom_kills"] >= 1
+    assert report["limit_bytes"] == LIMIT
+    assert exec_children() == set()
+
+
+FORKS = """
+import os, time
+made = 0
+try:
+    for _ in range(60):
+        if os.fork() == 0:
+            time.sleep(30); os._exit(0)
+        made += 1
+except OSError as exc:
+    print("STOPPED", exc)
+print("FORKED", made, flush=True)
+"""
+
+
+@needs_cgroup
+def test_the_process_count_is_bounded_by_the_cgroup(worktree: Path) -> None:  # noqa: F811
+    done = run_python(FORKS, worktree, settings=Settings(exec_nproc=16), timeout_s=20)
+    assert "STOPPED" in said(done), said(done)
+    forked = int(said(done).split("FORKED", 1)[1].split()[0])
+    assert forked < 16
+    assert isinstance(done.memory_cgroup, dict)
+    assert done.memory_cgroup["pids_max"] == 16
+    assert done.memory_cgroup["pids_max_hits"] >= 1, "the cgroup, not only RLIMIT_NPROC, said no"
+
+
+@needs_cgroup
+def test_the_child_cgroup_is_gone_after_an_exit_and_after_a_timeout(worktree: Path) -> None:  # noqa: F811
+    before = exec_children()
+    done = run_python("print('hi')", worktree)
+    assert said(done).strip() == "hi"
+    assert isinstance(done.memory_cgroup, dict)
+    assert exec_children() == before
+    started = time.monotonic()
+    slow = run_python(
+        "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)",
+        worktree,
+        timeout_s=2,
+    )
+    assert slow.timed_out
+    assert time.monotonic() - started < 15
+    assert exec_children() == before
+
+
+@needs_cgroup
+def test_the_child_cgroup_is_gone_after_a_cancel(rt: Runtime, repo: Path) -> None:
+    tag = f"{3000 + time.time_ns() % 1000}.555"
+    code = f"import subprocess, time; subprocess.Popen(['sleep', '{tag}']); time.sleep(120)"
+    run_id = decided(rt, repo, ["python3", "-c", code])
+    result: list[str] = []
+    worker = threading.Thread(
+        target=lambda: result.append(run_step(rt, StepId.EXECUTE, run_id, execute_step))
+    )
+    worker.start()
+    deadline = time.monotonic() + 20
+    while not processes_with(tag) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_with(tag), "the command started"
+    children = exec_children()
+    assert children, "the command runs in a child cgroup"
+    members = {int(p) for c in children for p in (c / "cgroup.procs").read_text().split()}
+    assert members, "the sandbox's processes are in it"
+    assert os.getpid() not in members, "the worker itself never joins the child"
+    with unit_of_work(rt.sessions) as s:
+        cancel_run(s, run_id, now=rt.clock.now())
+    worker.join(20)
+    assert result == ["superseded"]
+    assert exec_children() == set()
+    assert processes_with(tag) == []
+
+
+def test_without_a_cgroup_auto_still_runs_and_records_why(worktree: Path, tmp_path: Path) -> None:  # noqa: F811
+    settings = Settings(sandbox_cgroup_mounts=tmp_path / "no-cgroups-here")
+    done = run_python("print('ran')", worktree, settings=settings)
+    assert said(done).strip() == "ran"
+    assert isinstance(done.memory_cgroup, str)
+    assert done.memory_cgroup.startswith("unavailable: no cgroup memory controller")
+
+
+def test_without_a_cgroup_required_refuses_and_names_the_rule(
+    make_rt: RuntimeFactory, repo: Path, tmp_path: Path
+) -> None:
+    rt = make_rt(sandbox_cgroup="required", sandbox_cgroup_mounts=tmp_path / "no-cgroups-here")
+    probe = "open('ran.txt', 'w').write('x')"
+    run_id = decided(rt, repo, ["python3", "-c", probe])
+    assert run_step(rt, StepId.EXECUTE, run_id, execute_step) == "failed"
+    report = diagnostic(rt, run_id)
+    assert report["rule"] == "sandbox_cgroup"
+    assert report["error"].startswith("sandbox_cgroup: no cgroup memory controller")
+    assert not (rt.settings.workspace_dir / run_id / "ran.txt").exists()
+    box = sandbox_of(rt.settings, dict(os.environ))
+    with pytest.raises(CgroupUnavailable):
+        box.run(["/usr/bin/true"], tmp_path, timeout_s=10, cap=100, protected=())
+
+
+def test_off_never_makes_a_cgroup(worktree: Path) -> None:  # noqa: F811
+    before = exec_children() if NO_CGROUP is None else set()
+    done = run_python("print('ran')", worktree, settings=Settings(sandbox_cgroup="off"))
+    assert said(done).strip() == "ran"
+    assert done.memory_cgroup == "off"
+    assert (exec_children() if NO_CGROUP is None else set()) == before

@@ -1,0 +1,130 @@
+"""The pure half of the sandbox's cgroup: where the worker's cgroups are, what to write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.worker.sandbox_cgroup import (
+    JOIN_SHIM,
+    SHELL,
+    Hierarchy,
+    child_name,
+    counter,
+    join_argv,
+    limit_writes,
+    locate,
+    parse_mountinfo,
+    parse_proc_cgroup,
+)
+
+V1_CGROUP = """9:name=systemd:/
+8:pids:/
+4:memory:/process_api/abc
+2:cpu,cpuacct:/
+0::/
+"""
+V1_MOUNTS = """31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+"""
+V2_CGROUP = "0::/system.slice/kodo.service\n"
+V2_MOUNTS = "25 20 0:22 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+
+
+def test_proc_cgroup_maps_each_controller_and_the_unified_entry() -> None:
+    found = parse_proc_cgroup(V1_CGROUP)
+    assert found["memory"] == "/process_api/abc"
+    assert found["cpuacct"] == "/"
+    assert found["pids"] == "/"
+    assert found[""] == "/"
+
+
+def test_mountinfo_keeps_only_cgroup_mounts_with_their_controllers() -> None:
+    mounts = parse_mountinfo(V1_MOUNTS)
+    assert [m.point for m in mounts] == [
+        "/sys/fs/cgroup/cpu,cpuacct",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/unified",
+    ]
+    assert mounts[1].controllers == {"memory"}
+    assert mounts[3].fstype == "cgroup2"
+
+
+def test_v1_uses_the_memory_and_pids_hierarchies_at_the_workers_own_cgroups() -> None:
+    assert locate(V1_CGROUP, V1_MOUNTS) == [
+        Hierarchy(1, "/sys/fs/cgroup/memory/process_api/abc", frozenset({"memory"})),
+        Hierarchy(1, "/sys/fs/cgroup/pids", frozenset({"pids"})),
+    ]
+
+
+def test_v2_uses_the_workers_unified_cgroup() -> None:
+    assert locate(V2_CGROUP, V2_MOUNTS) == [
+        Hierarchy(2, "/sys/fs/cgroup/system.slice/kodo.service", frozenset({"memory", "pids"}))
+    ]
+
+
+def test_a_container_mount_showing_a_sub_root_maps_paths_relative_to_it() -> None:
+    mounts = "35 31 0:32 /docker/x /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+    assert locate("4:memory:/docker/x/sub\n", mounts) == [
+        Hierarchy(1, "/sys/fs/cgroup/memory/sub", frozenset({"memory"}))
+    ]
+
+
+def test_nothing_is_found_under_another_mount_root() -> None:
+    assert locate(V1_CGROUP, V1_MOUNTS, Path("/nonexistent")) == []
+    assert locate(V2_CGROUP, V2_MOUNTS, Path("/nonexistent")) == []
+
+
+def test_v1_limits_memory_with_swap_when_the_kernel_counts_it() -> None:
+    files = {"memory.limit_in_bytes", "memory.memsw.limit_in_bytes"}
+    assert limit_writes(1, frozenset({"memory"}), 128, 16, files) == [
+        ("memory.limit_in_bytes", "128"),
+        ("memory.memsw.limit_in_bytes", "128"),
+    ]
+    assert limit_writes(1, frozenset({"memory"}), 128, 16, {"memory.limit_in_bytes"}) == [
+        ("memory.limit_in_bytes", "128")
+    ]
+    assert limit_writes(1, frozenset({"pids"}), 128, 16, set()) == [("pids.max", "16")]
+
+
+def test_v2_limits_memory_forbids_swap_and_kills_the_group_together() -> None:
+    files = {"memory.max", "memory.swap.max", "memory.oom.group", "pids.max"}
+    assert limit_writes(2, frozenset({"memory", "pids"}), 128, 16, files) == [
+        ("memory.max", "128"),
+        ("memory.swap.max", "0"),
+        ("memory.oom.group", "1"),
+        ("pids.max", "16"),
+    ]
+
+
+def test_a_child_name_carries_the_run_id_and_nothing_that_walks_paths() -> None:
+    assert child_name("0b7e-run", "ab12") == "kodo-exec-0b7e-run-ab12"
+    assert child_name("../../etc", "ab12") == "kodo-exec-______etc-ab12"
+    assert "/" not in child_name("a/b\nc", "x")
+
+
+def test_counters_are_read_from_flat_keyed_files() -> None:
+    assert counter("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", "oom_kill") == 3
+    assert counter("low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n", "max") == 2
+    assert counter("", "oom_kill") == 0
+
+
+def test_the_join_shim_passes_the_command_verbatim_after_its_own_files() -> None:
+    argv = join_argv(["/cg/m/cgroup.procs", "/cg/p/cgroup.procs"], ["bwrap", "--", "$(x)", "--"])
+    assert argv[:3] == [SHELL, "-c", JOIN_SHIM]
+    assert argv[4:] == [
+        "/cg/m/cgroup.procs",
+        "/cg/p/cgroup.procs",
+        "--",
+        "bwrap",
+        "--",
+        "$(x)",
+        "--",
+    ]
+    with pytest.raises(ValueError, match="cannot be --"):
+        join_argv(["--"], ["x"])
