@@ -11,6 +11,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,12 @@ from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.devstack import down, ensure_redis
+from services.devstack.handle import ServiceHandle
 from services.launcher import free_port
 from shared.db.engine import make_engine, make_session_factory
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.browser"]  # browser and page fixtures (Debian Chromium)
 DEFAULT_TEST_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/kodo_test"
 APP_TABLES = (
     "app.artifacts",
@@ -76,6 +79,21 @@ def database_url() -> Iterator[str]:
         admin.dispose()
 
 
+@contextmanager
+def own_redis(prefix: str) -> Iterator[tuple[ServiceHandle, Path]]:
+    """A redis-server of the caller's own on a free loopback port (nothing on disk), and
+    its devstack home (to stop or restart it); stopped and removed at the end."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        handle = ensure_redis(f"redis://127.0.0.1:{free_port()}/0", home=home)
+        if handle.kind != "started":  # pragma: no cover - a free port answered PING
+            raise RuntimeError(f"expected a private Redis, got {handle.describe()}")
+        yield handle, home
+    finally:
+        down(home=home, grace_s=5.0)
+        shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A Redis server of this session's own (free loopback port, nothing on disk).
@@ -83,15 +101,8 @@ def redis_url() -> Iterator[str]:
     Suites use fixed DB numbers on it and FLUSHDB them; on a private server that
     touches no other test run's (or user's) data.
     """
-    home = Path(tempfile.mkdtemp(prefix="kodo-test-redis-"))
-    try:
-        handle = ensure_redis(f"redis://127.0.0.1:{free_port()}/0", home=home)
-        if handle.kind != "started":  # pragma: no cover - a free port answered PING
-            raise RuntimeError(f"expected a private Redis, got {handle.describe()}")
+    with own_redis("kodo-test-redis-") as (handle, _home):
         yield handle.url
-    finally:
-        down(home=home, grace_s=5.0)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

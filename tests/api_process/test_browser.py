@@ -7,11 +7,10 @@ page's rendered text (``innerText``), with every bidi override gone from the DOM
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Page
 from sqlalchemy.orm import Session
 
 from services.launcher import Stack
@@ -23,29 +22,8 @@ from tests.api_process.hostile import (
     VISIBLE_ESCAPES,
     store_hostile_run,
 )
-from tests.e2e.test_approval_page import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail("Debian chromium is missing: apt-get install -y chromium")
-    with sync_playwright() as pw:
-        launched = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    opened = context.new_page()
-    yield opened
-    context.close()
 
 
 def sign_in(page: Page, api_url: str, token: str, then: str) -> None:

@@ -9,9 +9,7 @@ test may stop that server to see what the API does without it.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,11 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.devstack import down, ensure_redis
-from services.devstack.handle import StackPaths
+from services.devstack import down
+from services.devstack.handle import ServiceHandle, StackPaths
 from services.devstack.redis_server import start_again
-from services.launcher import Stack, free_port, issue_token, start_api
+from services.launcher import Stack, issue_token, start_api
 from services.sample_repo import create_sample_repo
+from tests.conftest import own_redis
 
 pytestmark = pytest.mark.e2e
 
@@ -33,22 +32,23 @@ PER_TOKEN = 3
 
 
 @pytest.fixture(scope="module")
-def redis_home() -> Iterator[Path]:
-    home = Path(tempfile.mkdtemp(prefix="kodo-attack-redis-"))
-    try:
-        yield home
-    finally:
-        down(home=home, grace_s=5.0)
-        shutil.rmtree(home, ignore_errors=True)
+def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceHandle, Path]]:
+    """A Redis of this module's own: a test stops it mid-run."""
+    with own_redis("kodo-attack-redis-") as handle_and_home:
+        yield handle_and_home
+
+
+@pytest.fixture(scope="module")
+def redis_home(own: tuple[ServiceHandle, Path]) -> Path:
+    return own[1]
 
 
 @pytest.fixture(scope="module")
 def stack(
-    database_url: str, redis_home: Path, tmp_path_factory: pytest.TempPathFactory
+    database_url: str, own: tuple[ServiceHandle, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("attacks")
-    redis = ensure_redis(f"redis://127.0.0.1:{free_port()}/0", home=redis_home)
-    assert redis.kind == "started"
+    redis = own[0]
     env = {
         **os.environ,
         "DATABASE_URL": database_url,

@@ -7,37 +7,26 @@ test database (``database_url``). After every test the stack must still serve.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from services.devstack import down, ensure_redis
-from services.launcher import free_port
 from tests.security.harness import Hostile
 
-
-@pytest.fixture(scope="package")
-def private_redis() -> Iterator[str]:
-    home = Path(tempfile.mkdtemp(prefix="kodo-security-redis-"))
-    try:
-        handle = ensure_redis(f"redis://127.0.0.1:{free_port()}/0", home=home)
-        assert handle.kind == "started", "the security suite needs a Redis of its own"
-        yield handle.url
-    finally:
-        down(home=home, grace_s=5.0)
-        shutil.rmtree(home, ignore_errors=True)
+SECURITY_REDIS_DB = 5  # of the session's own Redis: this suite's broker alone
 
 
 @pytest.fixture(scope="module")
 def hostile(
-    database_url: str, private_redis: str, tmp_path_factory: pytest.TempPathFactory
+    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Hostile]:
     root = tmp_path_factory.mktemp("hostile")
     root.chmod(0o755)  # a sandbox's unprivileged uid must reach the worktrees
-    stack = Hostile(root=root, database_url=database_url, redis_url=private_redis)
+    stack = Hostile(
+        root=root,
+        database_url=database_url,
+        redis_url=f"{redis_url.rpartition('/')[0]}/{SECURITY_REDIS_DB}",
+    )
     try:
         stack.start()
         yield stack
