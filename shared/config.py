@@ -29,7 +29,7 @@ DEFAULTS: dict[str, str] = {
     "KODO_EXEC_ALLOWLIST": "python,python3,pytest,make",
     "KODO_EXEC_TIMEOUT_S": "120",
     "KODO_EXEC_OUTPUT_CAP": "65536",
-    # The verification sandbox (services/worker/sandbox.py) and its per-command limits.
+    # The verification sandbox (services/worker/sandbox/) and its per-command limits.
     "KODO_SANDBOX": "on",
     "KODO_SANDBOX_BWRAP": "bwrap",
     "KODO_SANDBOX_NETWORK": "off",

@@ -1,4 +1,4 @@
-"""ExecuteST: run the decided argv, allowlisted, in the sandbox (services/worker/sandbox.py).
+"""ExecuteST: run the decided argv, allowlisted, in the sandbox (services/worker/sandbox/).
 
 The run succeeds iff the command exits 0; its output (the first KODO_EXEC_OUTPUT_CAP
 bytes) is an artifact either way. Without a working sandbox the step refuses to run
@@ -22,7 +22,7 @@ from services.worker.sandbox import (
     sandbox_cgroup_warning,
     sandbox_of,
 )
-from services.worker.sandbox_cgroup import CgroupUnavailable
+from services.worker.sandbox.cgroup import CgroupUnavailable
 from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, Stopwatch, run_policy
 from shared.config import Settings
 from shared.domain.exec_rules import argv_violation
@@ -69,7 +69,7 @@ def announce_sandbox(settings: Settings, environ: dict[str, str]) -> None:
 
 
 def protected_paths(ctx: StepContext) -> list[str]:
-    """Host paths no bind may expose (besides sandbox.ALWAYS_PROTECTED)."""
+    """Host paths no bind may expose (besides sandbox.layout.ALWAYS_PROTECTED)."""
     paths = [ctx.rt.settings.workspace_dir, ctx.repo_path, Path.home(), Path.cwd()]
     return [str(p.resolve()) for p in paths]
 

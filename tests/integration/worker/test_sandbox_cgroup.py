@@ -12,7 +12,8 @@ import pytest
 
 from services.worker.runtime import Runtime
 from services.worker.sandbox import Finished, sandbox_of
-from services.worker.sandbox_cgroup import CgroupUnavailable, locate
+from services.worker.sandbox.cgroup import CgroupUnavailable
+from services.worker.sandbox.cgroup_plan import locate
 from services.worker.steps.base import run_step
 from services.worker.steps.execute import execute_step
 from shared.config import Settings

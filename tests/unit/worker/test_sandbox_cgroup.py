@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.worker.sandbox_cgroup import (
+from services.worker.sandbox.cgroup_plan import (
     JOIN_SHIM,
     SHELL,
     Hierarchy,

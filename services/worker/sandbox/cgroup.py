@@ -8,8 +8,9 @@ made for one execution, bounds both for the whole process tree: ``memory`` (v1
 before bubblewrap starts, so no agent code ever runs outside it; the worker never joins.
 At the end anything left in it is killed and the child removed.
 
-The top half is pure (parsing ``/proc/self/cgroup`` and mountinfo, choosing files and
-values); :func:`create` and :class:`ExecCgroup` do the IO.
+The pure part (parsing ``/proc/self/cgroup`` and mountinfo, choosing files and
+values) is :mod:`services.worker.sandbox.cgroup_plan`; :func:`create` and
+:class:`ExecCgroup` here do the IO.
 """
 
 from __future__ import annotations
@@ -17,165 +18,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import secrets
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-MOUNTS = Path("/sys/fs/cgroup")
-"""Where cgroup hierarchies are looked for (a test points it at a nonexistent directory)."""
-SHELL = "/bin/sh"
-JOIN_SHIM = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@"'
-"""Writes its own pid to each ``cgroup.procs`` named before ``--``, then execs the rest
-unchanged (arguments are never re-parsed). Exit 125: it could not join, nothing ran."""
-JOIN_FAILED = 125
+from services.worker.sandbox.cgroup_plan import MOUNTS, child_name, counter, limit_writes, locate
 
 
 class CgroupUnavailable(RuntimeError):
     """No writable cgroup for the sandbox here; the message says why."""
-
-
-# --- pure ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Mount:
-    point: str  # where it is mounted
-    root: str  # the cgroup path shown at that mount point
-    fstype: str  # cgroup or cgroup2
-    controllers: frozenset[str]  # v1: from the super options; v2: empty (read at IO time)
-
-
-@dataclass(frozen=True)
-class Hierarchy:
-    """One place to make execution children: a directory and the controllers it bounds."""
-
-    version: int  # 1 or 2
-    directory: str  # the worker's own cgroup directory in this hierarchy
-    controllers: frozenset[str]  # of {"memory", "pids"}
-
-
-def parse_proc_cgroup(text: str) -> dict[str, str]:
-    """``/proc/self/cgroup`` as controller -> path; the v2 entry (``0::/x``) is key ``""``."""
-    found: dict[str, str] = {}
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, names, path = parts
-        if names == "":
-            found[""] = path
-        for name in names.split(","):
-            if name:
-                found[name] = path
-    return found
-
-
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def parse_mountinfo(text: str) -> list[Mount]:
-    """The cgroup and cgroup2 mounts of a ``/proc/self/mountinfo`` text."""
-    mounts: list[Mount] = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
-            continue
-        options = set(tail[2].split(","))
-        controllers = (
-            frozenset(options & {"memory", "pids"}) if tail[0] == "cgroup" else frozenset()
-        )
-        mounts.append(Mount(_unescape(fields[4]), _unescape(fields[3]), tail[0], controllers))
-    return mounts
-
-
-def _under(point: str, base: Path) -> bool:
-    return Path(point) == base or Path(point).is_relative_to(base)
-
-
-def _join(mount: Mount, path: str) -> str | None:
-    """The directory of cgroup ``path`` under ``mount`` (None: outside what it shows)."""
-    rel = Path(path)
-    root = Path(mount.root)
-    if not (rel == root or rel.is_relative_to(root)):
-        return None
-    return str(Path(mount.point) / rel.relative_to(root))
-
-
-def locate(proc_cgroup: str, mountinfo: str, mounts_under: Path = MOUNTS) -> list[Hierarchy]:
-    """Where the worker's own cgroups are: v1 memory and pids hierarchies if mounted
-    (memory in v1 means v2 cannot have it), else the v2 unified hierarchy."""
-    mine = parse_proc_cgroup(proc_cgroup)
-    mounts = [m for m in parse_mountinfo(mountinfo) if _under(m.point, mounts_under)]
-    found: list[Hierarchy] = []
-    for mount in mounts:
-        if mount.fstype != "cgroup":
-            continue
-        for controller in sorted(mount.controllers):
-            if controller in mine and not any(controller in h.controllers for h in found):
-                directory = _join(mount, mine[controller])
-                if directory is not None:
-                    found.append(Hierarchy(1, directory, frozenset({controller})))
-    if any("memory" in h.controllers for h in found):
-        return found
-    for mount in mounts:
-        if mount.fstype == "cgroup2" and "" in mine:
-            directory = _join(mount, mine[""])
-            if directory is not None:
-                return [Hierarchy(2, directory, frozenset({"memory", "pids"}))]
-    return found
-
-
-def limit_writes(
-    version: int, controllers: frozenset[str], memory_bytes: int, nproc: int, files: set[str]
-) -> list[tuple[str, str]]:
-    """(file, value) to write in a fresh child, in order; optional files only if present."""
-    writes: list[tuple[str, str]] = []
-    if "memory" in controllers:
-        if version == 1:
-            writes.append(("memory.limit_in_bytes", str(memory_bytes)))
-            if "memory.memsw.limit_in_bytes" in files:
-                writes.append(("memory.memsw.limit_in_bytes", str(memory_bytes)))
-        else:
-            writes.append(("memory.max", str(memory_bytes)))
-            if "memory.swap.max" in files:
-                writes.append(("memory.swap.max", "0"))
-            if "memory.oom.group" in files:
-                writes.append(("memory.oom.group", "1"))
-    if "pids" in controllers:
-        writes.append(("pids.max", str(nproc)))
-    return writes
-
-
-def child_name(label: str, suffix: str) -> str:
-    """A cgroup directory name from a run id (anything else replaced) and a random suffix."""
-    safe = re.sub(r"[^A-Za-z0-9_-]", "_", label)[:64] or "exec"
-    return f"kodo-exec-{safe}-{suffix}"
-
-
-def counter(text: str, key: str) -> int:
-    """``key N`` from a flat-keyed cgroup file (memory.events, memory.oom_control)."""
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name == key and value.strip().isdigit():
-            return int(value)
-    return 0
-
-
-def join_argv(procs_files: list[str], argv: list[str]) -> list[str]:
-    """``argv`` started through the join shim (pure; ``procs_files`` are kodo's paths)."""
-    if any(f == "--" for f in procs_files):
-        raise ValueError("a cgroup.procs path cannot be --")
-    return [SHELL, "-c", JOIN_SHIM, "kodo-cgroup-join", *procs_files, "--", *argv]
-
-
-# --- IO -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,109 @@
+"""Running a process with its output read in capped chunks, under a deadline.
+
+The worker never holds more than the cap plus one read of a command's output, however
+much it writes; a timeout or a failing lease check kills the whole process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Finished:
+    exit_code: int | None  # None: killed at the timeout
+    head: bytes  # the first ``cap`` bytes of stdout+stderr
+    total_bytes: int
+    timed_out: bool
+    memory_cgroup: dict[str, int] | str = "off"  # usage, or "off" / "unavailable: why"
+
+    @property
+    def truncated(self) -> bool:
+        return self.total_bytes > len(self.head)
+
+    @property
+    def oom_killed(self) -> bool:
+        """The cgroup's memory limit killed a process of the command."""
+        return isinstance(self.memory_cgroup, dict) and self.memory_cgroup["oom_kills"] > 0
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the sandbox's process group: bwrap dies, its PID namespace with it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+
+
+def stream_capped(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    timeout_s: float,
+    cap: int,
+    on_poll: Callable[[], None] = lambda: None,
+    poll_s: float = 1.0,
+    pass_fds: Sequence[int] = (),
+    started: Callable[[subprocess.Popen[bytes]], None] = lambda _: None,
+) -> Finished:
+    """Run ``argv``; keep the first ``cap`` bytes of its output, count and drop the rest.
+
+    The worker never holds more than ``cap`` bytes plus one read. ``on_poll`` runs every
+    ``poll_s`` while the command runs (the step's lease check): if it raises, the
+    process group is killed and the exception propagates.
+    """
+    proc = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        pass_fds=tuple(pass_fds),
+    )
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    head = bytearray()
+    total = 0
+    timed_out = False
+    deadline = time.monotonic() + timeout_s
+    next_poll = time.monotonic() + poll_s
+    try:
+        started(proc)
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                timed_out = True
+                kill(proc)
+                break
+            if now >= next_poll:
+                on_poll()
+                next_poll = now + poll_s
+            wait = max(0.0, min(deadline, next_poll) - now)
+            ready, _, _ = select.select([fd], [], [], wait)
+            if not ready:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break  # every writer is gone: the sandbox's processes are dead
+            total += len(chunk)
+            if len(head) < cap:
+                head += chunk[: cap - len(head)]
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except BaseException:
+        kill(proc)
+        proc.wait()
+        raise
+    finally:
+        proc.stdout.close()
+    return Finished(None if timed_out else code, bytes(head), total, timed_out)

@@ -1,0 +1,201 @@
+"""What the sandbox shows a command, as bubblewrap's command line (pure: no IO).
+
+:func:`bwrap_argv` turns a :class:`Layout` (the worktree, the allowlisted programs, the
+host's system directories, the private ``/etc``) and the :class:`Limits` into the argv
+that runs the command; tested without bubblewrap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+INNER_UID = 65534
+"""The uid (and gid) the command has inside the sandbox."""
+PRLIMIT = "/usr/bin/prlimit"
+SETPRIV = "/usr/bin/setpriv"
+ETC_FILES = (
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/alternatives",
+    "/etc/localtime",
+    "/etc/nsswitch.conf",
+    "/etc/protocols",
+    "/etc/services",
+    "/etc/mime.types",
+)
+"""Host files programs need to start; everything else of /etc stays out."""
+NETWORK_ETC = ("/etc/resolv.conf", "/etc/ssl", "/etc/ca-certificates", "/etc/gai.conf")
+"""Added only when the operator allows the network."""
+ALWAYS_PROTECTED = ("/", "/root", "/home", "/etc", "/var", "/run", "/tmp", "/proc", "/sys")  # noqa: S108
+"""No bind source may be one of these or contain one (nor contain a run-specific one)."""
+TMP = "/tmp"  # noqa: S108 (inside the sandbox: its own private tmpfs, never the host's)
+PASSED_ENV = ("LANG", "LC_ALL")
+"""Host variables a command inherits; everything else is set here, never copied."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    cpu_s: int
+    memory_bytes: int
+    nproc: int
+    fsize_bytes: int
+
+    def prlimit_argv(self) -> list[str]:
+        """``prlimit`` applies them to the command (and its children) only, not the worker."""
+        return [
+            PRLIMIT,
+            f"--cpu={self.cpu_s}:{self.cpu_s}",
+            f"--as={self.memory_bytes}:{self.memory_bytes}",
+            f"--nproc={self.nproc}:{self.nproc}",
+            f"--fsize={self.fsize_bytes}:{self.fsize_bytes}",
+            "--core=0:0",
+            "--",
+        ]
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """Where the allowlisted programs live: the PATH inside and what must be bound."""
+
+    programs: dict[str, str] = field(default_factory=dict)  # name -> absolute path
+    binds: tuple[str, ...] = ()  # read-only prefixes outside /usr
+    path: tuple[str, ...] = ()
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # name -> why not usable
+
+
+@dataclass(frozen=True)
+class HostSystem:
+    """What the host's root looks like: /bin etc. as symlinks or dirs; which /etc exists."""
+
+    links: tuple[tuple[str, str], ...]  # (path, target) of merged-/usr symlinks
+    dirs: tuple[str, ...]  # top-level system dirs that are real directories
+    etc: tuple[str, ...]  # host /etc entries present (ETC_FILES, NETWORK_ETC)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Everything the sandbox shows the command."""
+
+    worktree: Path
+    toolchain: Toolchain
+    host: HostSystem
+    private_etc: Path  # holds passwd, group, hosts written for the sandbox
+    network: bool
+    tmp_bytes: int
+    root_mode: bool  # the worker is root: map the sandbox uid itself and drop with setpriv
+
+
+def sandbox_env(toolchain: Toolchain, passed: dict[str, str]) -> dict[str, str]:
+    path = [*toolchain.path, "/usr/local/bin", "/usr/bin", "/bin"]
+    env = {k: passed[k] for k in PASSED_ENV if k in passed}
+    env.update(
+        {
+            "PATH": ":".join(dict.fromkeys(path)),
+            "HOME": TMP,
+            "TMPDIR": TMP,
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": "/dev/null",
+            "GIT_TERMINAL_PROMPT": "0",
+        }
+    )
+    return env
+
+
+def _ancestors(path: str) -> list[str]:
+    parts = Path(path).parents
+    return [str(p) for p in reversed(list(parts)) if str(p) != "/"]
+
+
+def _made_dirs(destinations: Sequence[str]) -> list[str]:
+    """Directories to create (0755) so the command may walk to every bind."""
+    made: list[str] = []
+    for dest in destinations:
+        for parent in _ancestors(dest):
+            if parent in (TMP, "/usr") or parent.startswith(("/usr/", "/proc/", "/dev/")):
+                continue
+            if parent not in made:
+                made.append(parent)
+    return made
+
+
+def bwrap_argv(
+    bwrap: str,
+    layout: Layout,
+    env: dict[str, str],
+    command: Sequence[str],
+    limits: Limits,
+    *,
+    block_fd: int | None = None,
+    info_fd: int | None = None,
+) -> list[str]:
+    """The full bubblewrap command line for ``command`` (pure)."""
+    wt = str(layout.worktree)
+    argv = [bwrap, "--unshare-all", "--unshare-user"]
+    if not layout.root_mode:  # root mode forbids them itself (forbid_nested_userns)
+        argv.append("--disable-userns")
+    if layout.network:
+        argv.append("--share-net")
+    argv += ["--die-with-parent", "--new-session", "--hostname", "kodo-sandbox"]
+    if layout.root_mode:
+        if block_fd is None or info_fd is None:
+            raise ValueError("root mode maps the user namespace itself: needs block/info fds")
+        argv += ["--userns-block-fd", str(block_fd), "--info-fd", str(info_fd)]
+    else:
+        argv += ["--uid", str(INNER_UID), "--gid", str(INNER_UID)]
+    argv += ["--ro-bind", "/usr", "/usr"]
+    for path, target in layout.host.links:
+        argv += ["--symlink", target, path]
+    for path in layout.host.dirs:
+        argv += ["--ro-bind", path, path]
+    argv += ["--perms", "0755", "--dir", "/etc"]
+    wanted_etc = ETC_FILES + (NETWORK_ETC if layout.network else ())
+    for path in layout.host.etc:
+        if path in wanted_etc:
+            argv += ["--ro-bind", path, path]
+    for name in ("passwd", "group", "hosts"):
+        argv += ["--ro-bind", str(layout.private_etc / name), f"/etc/{name}"]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    argv += ["--perms", "1777", "--size", str(layout.tmp_bytes), "--tmpfs", TMP]
+    for made in _made_dirs([*layout.toolchain.binds, wt]):
+        argv += ["--perms", "0755", "--dir", made]
+    for prefix in layout.toolchain.binds:
+        argv += ["--ro-bind", prefix, prefix]
+    argv += ["--bind", wt, wt]
+    # The .git file points kodo's later git at the source repository's gitdir: read-only.
+    argv += ["--ro-bind-try", f"{wt}/.git", f"{wt}/.git", "--chdir", wt, "--clearenv"]
+    for key, value in sorted(env.items()):
+        argv += ["--setenv", key, value]
+    if layout.root_mode:
+        argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--"]
+        argv += [
+            SETPRIV,
+            f"--reuid={INNER_UID}",
+            f"--regid={INNER_UID}",
+            "--clear-groups",
+            "--bounding-set=-all",
+            "--inh-caps=-all",
+            "--",
+        ]
+    else:
+        argv.append("--")
+    return argv + limits.prlimit_argv() + list(command)
+
+
+def id_map(host_id: int) -> str:
+    """The root-mode user namespace map: inner 0 is host root (bubblewrap's own setup),
+    the command's uid is ``host_id``."""
+    return f"0 0 1\n{INNER_UID} {host_id} 1\n"
+
+
+def unsafe_bind(source: str, protected: Sequence[str]) -> str | None:
+    """The protected path ``source`` would expose (it is it, or contains it), if any."""
+    src = Path(source)
+    for raw in (*ALWAYS_PROTECTED, *protected):
+        guarded = Path(raw)
+        if src == guarded or guarded.is_relative_to(src):
+            return raw
+    return None

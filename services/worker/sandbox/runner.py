@@ -1,0 +1,382 @@
+"""The sandbox as the worker's settings describe it: probe it, run a command in it.
+
+:class:`Sandbox` puts the pieces together (a cgroup, the layout, the capped run); as
+root it maps the sandbox's uid itself, forbids nested user namespaces and lends the
+worktree to that uid for the command's lifetime. The ``*_of`` and ``sandbox_*``
+functions adapt :class:`~shared.config.Settings` for ExecuteST, `kodo up` and `kodo doctor`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from services.worker.sandbox.capture import Finished, stream_capped
+from services.worker.sandbox.cgroup import CgroupUnavailable, ExecCgroup
+from services.worker.sandbox.cgroup import create as create_cgroup
+from services.worker.sandbox.cgroup_plan import MOUNTS, join_argv
+from services.worker.sandbox.layout import (
+    PRLIMIT,
+    SETPRIV,
+    Layout,
+    Limits,
+    Toolchain,
+    bwrap_argv,
+    id_map,
+    sandbox_env,
+)
+from services.worker.sandbox.toolchain import (
+    host_system,
+    resolve_toolchain,
+    which,
+    write_private_etc,
+)
+from shared.config import Settings
+
+log = structlog.get_logger("kodo.sandbox")
+
+MAX_USERNS = "/proc/sys/user/max_user_namespaces"
+NSENTER = "/usr/bin/nsenter"
+
+
+class SandboxUnavailable(RuntimeError):
+    """No sandbox can be made here (missing or failing bubblewrap)."""
+
+
+def forbid_nested_userns(child: int) -> None:
+    """Root mode: the sandbox's user namespace may create no user namespace of its own.
+
+    A nested user namespace would give the command root over mounts of its own (an
+    unbounded tmpfs, namespace tricks). bubblewrap's ``--disable-userns`` does not combine
+    with ``--userns-block-fd``, so the worker (owner of the namespace) sets its
+    ``max_user_namespaces`` to 0 from inside it while bubblewrap still waits.
+    """
+    done = subprocess.run(
+        [NSENTER, "--user", f"--target={child}", "--", "/usr/bin/tee", MAX_USERNS],
+        input=b"0\n",
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )
+    if done.returncode != 0:
+        said = done.stderr.decode(errors="replace").strip()
+        raise SandboxUnavailable(f"cannot forbid nested user namespaces: {said}")
+
+
+def lend_tree(root: Path, uid: int, gid: int, *, keep: Sequence[Path] = ()) -> None:
+    """Give every entry under ``root`` (itself included) to uid:gid; never follow links."""
+    kept = {str(p) for p in keep}
+    if str(root) not in kept:
+        os.lchown(root, uid, gid)
+    for parent, dirs, files in os.walk(root, followlinks=False):
+        for name in (*dirs, *files):
+            path = os.path.join(parent, name)
+            if path not in kept:
+                with contextlib.suppress(FileNotFoundError):
+                    os.lchown(path, uid, gid)
+
+
+_probe_lock = threading.Lock()
+_probed: dict[tuple[str, bool, int], str | None] = {}
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """The sandbox as the worker's settings describe it."""
+
+    bwrap: str
+    limits: Limits
+    network: bool
+    tmp_bytes: int
+    host_uid: int  # the uid the command has on the host when the worker is root
+    search_path: str
+    passed_env: dict[str, str]
+    cgroup: str = "auto"  # KODO_SANDBOX_CGROUP: auto | required | off
+    cgroup_mounts: Path = MOUNTS  # where cgroup hierarchies are looked for (tests move it)
+
+    @property
+    def root_mode(self) -> bool:
+        return os.geteuid() == 0
+
+    def bwrap_path(self) -> str | None:
+        if "/" in self.bwrap:
+            return self.bwrap if os.access(self.bwrap, os.X_OK) else None
+        return which(self.bwrap, self.search_path.split(os.pathsep))
+
+    def unavailable(self) -> str | None:
+        """Why no sandbox can be made here (None: it can); probed once per process."""
+        key = (self.bwrap, self.root_mode, self.host_uid)
+        with _probe_lock:
+            if key not in _probed:
+                _probed[key] = self._probe()
+            return _probed[key]
+
+    def _probe(self) -> str | None:
+        if self.bwrap_path() is None:
+            return f"bubblewrap ({self.bwrap}) is not installed"
+        for tool in (PRLIMIT, *((SETPRIV, NSENTER) if self.root_mode else ())):
+            if not os.access(tool, os.X_OK):
+                return f"{tool} (util-linux) is missing"
+        with tempfile.TemporaryDirectory(prefix="kodo-probe-") as scratch:
+            worktree = Path(scratch) / "wt"
+            worktree.mkdir()
+            try:
+                box = (
+                    self if self.cgroup != "required" else dataclasses.replace(self, cgroup="auto")
+                )
+                done = box.run(["/usr/bin/true"], worktree, timeout_s=30, cap=4096, protected=())
+            except (OSError, SandboxUnavailable, ValueError) as exc:
+                return f"bubblewrap failed to start: {exc}"
+        if done.exit_code != 0:
+            said = done.head.decode(errors="replace").strip()
+            return f"bubblewrap failed its probe (exit {done.exit_code}): {said}"
+        return None
+
+    def cgroup_unavailable(self) -> str | None:
+        """Why no per-execution cgroup can be made here (None: it can, or mode off)."""
+        if self.cgroup == "off":
+            return None
+        try:
+            made = create_cgroup(
+                "probe", self.limits.memory_bytes, self.limits.nproc, self.cgroup_mounts
+            )
+        except CgroupUnavailable as exc:
+            return str(exc)
+        try:
+            made.destroy()
+        except OSError as exc:
+            return f"cannot remove a child cgroup: {exc}"
+        return None
+
+    def _make_cgroup(self, label: str) -> tuple[ExecCgroup | None, str]:
+        """The execution's cgroup and the note recorded when there is none."""
+        if self.cgroup == "off":
+            return None, "off"
+        try:
+            return create_cgroup(
+                label, self.limits.memory_bytes, self.limits.nproc, self.cgroup_mounts
+            ), ""
+        except CgroupUnavailable as exc:
+            if self.cgroup == "required":
+                raise
+            log.warning("sandbox.cgroup_unavailable", reason=str(exc), label=label)
+            return None, f"unavailable: {exc}"
+
+    @contextlib.contextmanager
+    def _layout(self, worktree: Path, toolchain: Toolchain) -> Iterator[Layout]:
+        with tempfile.TemporaryDirectory(prefix="kodo-sandbox-etc-") as etc:
+            write_private_etc(Path(etc))
+            yield Layout(
+                worktree=worktree.resolve(),
+                toolchain=toolchain,
+                host=host_system(),
+                private_etc=Path(etc),
+                network=self.network,
+                tmp_bytes=self.tmp_bytes,
+                root_mode=self.root_mode,
+            )
+
+    def toolchain(self, programs: Sequence[str], protected: Sequence[str]) -> Toolchain:
+        return resolve_toolchain(programs, self.search_path, protected)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        worktree: Path,
+        *,
+        timeout_s: float,
+        cap: int,
+        protected: Sequence[str],
+        toolchain: Toolchain | None = None,
+        on_poll: Callable[[], None] = lambda: None,
+        poll_s: float = 1.0,
+        label: str = "probe",
+    ) -> Finished:
+        """Run ``argv`` (argv[0] an absolute path) in the sandbox, on ``worktree``.
+
+        ``label`` (the run id) names the execution's cgroup. With KODO_SANDBOX_CGROUP
+        ``required`` and no cgroup, :class:`CgroupUnavailable` is raised, nothing runs.
+        """
+        bwrap = self.bwrap_path()
+        if bwrap is None:
+            raise SandboxUnavailable(f"bubblewrap ({self.bwrap}) is not installed")
+        tools = toolchain or Toolchain()
+        env = sandbox_env(tools, self.passed_env)
+        cgroup, note = self._make_cgroup(label)
+        joined: Callable[[list[str]], list[str]] = (
+            (lambda command: command)
+            if cgroup is None
+            else (lambda command: join_argv(cgroup.procs_files, command))
+        )
+        try:
+            with self._layout(worktree, tools) as layout:
+                if not layout.root_mode:
+                    done = stream_capped(
+                        joined(bwrap_argv(bwrap, layout, env, argv, self.limits)),
+                        env={},
+                        cwd=Path("/"),
+                        timeout_s=timeout_s,
+                        cap=cap,
+                        on_poll=on_poll,
+                        poll_s=poll_s,
+                    )
+                else:
+                    done = self._run_as_root(
+                        bwrap, layout, env, argv, timeout_s, cap, on_poll, poll_s, joined
+                    )
+        finally:
+            usage = cgroup.usage() if cgroup is not None else None
+            if cgroup is not None:
+                cgroup.destroy()
+        if usage is None:
+            return dataclasses.replace(done, memory_cgroup=note)
+        report = {
+            "limit_bytes": self.limits.memory_bytes,
+            "pids_max": self.limits.nproc,
+            **usage.as_dict(),
+        }
+        return dataclasses.replace(done, memory_cgroup=report)
+
+    def _run_as_root(
+        self,
+        bwrap: str,
+        layout: Layout,
+        env: dict[str, str],
+        argv: Sequence[str],
+        timeout_s: float,
+        cap: int,
+        on_poll: Callable[[], None],
+        poll_s: float,
+        joined: Callable[[list[str]], list[str]],
+    ) -> Finished:
+        block_r, block_w = os.pipe()
+        info_r, info_w = os.pipe()
+        open_fds = {block_r, block_w, info_r, info_w}
+
+        def close(fd: int) -> None:
+            if fd in open_fds:  # never close a number twice: another thread may reuse it
+                open_fds.discard(fd)
+                os.close(fd)
+
+        command = bwrap_argv(
+            bwrap, layout, env, argv, self.limits, block_fd=block_r, info_fd=info_w
+        )
+        wt = layout.worktree
+        owner = os.stat(wt)
+        lend_tree(wt, self.host_uid, self.host_uid, keep=[wt / ".git"])
+
+        def map_ids(_: subprocess.Popen[bytes]) -> None:
+            close(block_r)
+            close(info_w)
+            info = b""
+            while chunk := os.read(info_r, 4096):
+                info += chunk
+            if not info:
+                return  # bubblewrap failed before its namespace existed: its output says why
+            child = int(json.loads(info)["child-pid"])
+            Path(f"/proc/{child}/uid_map").write_text(id_map(self.host_uid))
+            Path(f"/proc/{child}/gid_map").write_text(id_map(self.host_uid))
+            forbid_nested_userns(child)
+            os.write(block_w, b"1")
+            close(block_w)
+
+        try:
+            return stream_capped(
+                joined(command),
+                env={},
+                cwd=Path("/"),
+                timeout_s=timeout_s,
+                cap=cap,
+                on_poll=on_poll,
+                poll_s=poll_s,
+                pass_fds=(block_r, info_w),
+                started=map_ids,
+            )
+        finally:
+            for fd in list(open_fds):
+                close(fd)
+            lend_tree(wt, owner.st_uid, owner.st_gid, keep=[wt / ".git"])
+
+
+def run_unsandboxed(
+    argv: Sequence[str],
+    worktree: Path,
+    *,
+    env: dict[str, str],
+    limits: Limits,
+    timeout_s: float,
+    cap: int,
+    on_poll: Callable[[], None] = lambda: None,
+    poll_s: float = 1.0,
+) -> Finished:
+    """The operator's opt-out (KODO_SANDBOX=off): rlimits and a process group, no more."""
+    return stream_capped(
+        [*limits.prlimit_argv(), *argv],
+        env=env,
+        cwd=worktree,
+        timeout_s=timeout_s,
+        cap=cap,
+        on_poll=on_poll,
+        poll_s=poll_s,
+    )
+
+
+def limits_of(settings: Settings) -> Limits:
+    return Limits(
+        cpu_s=settings.exec_cpu_s,
+        memory_bytes=settings.exec_memory_bytes,
+        nproc=settings.exec_nproc,
+        fsize_bytes=settings.exec_fsize_bytes,
+    )
+
+
+def sandbox_of(settings: Settings, environ: dict[str, str]) -> Sandbox:
+    return Sandbox(
+        bwrap=settings.sandbox_bwrap,
+        limits=limits_of(settings),
+        network=settings.sandbox_network,
+        tmp_bytes=settings.exec_tmp_bytes,
+        host_uid=settings.sandbox_uid,
+        search_path=environ.get("PATH", "/usr/bin:/bin"),
+        passed_env=environ,
+        cgroup=settings.sandbox_cgroup,
+        cgroup_mounts=settings.sandbox_cgroup_mounts,
+    )
+
+
+def sandbox_problem(settings: Settings, environ: dict[str, str]) -> str | None:
+    """For `kodo up` and `kodo doctor`: why ExecuteST would refuse (None: it would run)."""
+    if not settings.sandbox:
+        return None
+    box = sandbox_of(settings, environ)
+    why_not = box.unavailable()
+    if why_not is not None:
+        return f"{why_not}: install bubblewrap (scripts/bootstrap does: apt-get install bubblewrap)"
+    if settings.sandbox_cgroup == "required":
+        no_cgroup = box.cgroup_unavailable()
+        if no_cgroup is not None:
+            return f"sandbox_cgroup: KODO_SANDBOX_CGROUP=required but {no_cgroup}"
+    return None
+
+
+def sandbox_cgroup_warning(settings: Settings, environ: dict[str, str]) -> str | None:
+    """For `kodo doctor` and worker start: commands run without a memory cgroup (auto)."""
+    if not settings.sandbox or settings.sandbox_cgroup != "auto":
+        return None
+    no_cgroup = sandbox_of(settings, environ).cgroup_unavailable()
+    if no_cgroup is None:
+        return None
+    return (
+        f"memory cgroup unavailable: {no_cgroup}; sandboxed commands are bounded by rlimits"
+        " only (shared memory and /tmp are not counted against KODO_EXEC_MEMORY_BYTES)"
+    )
