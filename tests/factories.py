@@ -48,7 +48,6 @@ class RunFactory(_Base):
     intent_id = factory.LazyAttribute(lambda o: o.intent.id)
     status = RunStatus.COMPILING.value
     last_step = "CompileST"
-    retry_count = 0
     next_action = NextAction.RUN_COMPILE.value
     app_version = "test"
     plan_sha256 = None

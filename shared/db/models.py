@@ -98,6 +98,10 @@ class Run(Base):
     )
     status: Mapped[str] = mapped_column(String(32))
     last_step: Mapped[str | None] = mapped_column(String(32))
+    # Every time kodo tried something again for this run: each provider attempt after a
+    # step's first (a ledger row with attempt > 1) plus each delivery of a step after its
+    # first (step_runs.deliveries - 1: a Celery retry, a broker redelivery, a reconciler
+    # re-dispatch). Written by the statement that claims the attempt or enters the step.
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     next_action: Mapped[str] = mapped_column(String(64))
     app_version: Mapped[str] = mapped_column(String(64))

@@ -10,11 +10,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate
 
-from shared.db.models import OpenCodeCall, table_of
+from shared.db.models import OpenCodeCall, Run, table_of
 
 _CALLS = table_of(OpenCodeCall)
+_RUNS = table_of(Run)
 # Hot-path statements are built once: constructing one costs more CPU than running it.
-_CLAIM = (
+_CLAIMED = (
     insert(_CALLS)
     .values(
         op_key=bindparam("op_key"),
@@ -26,8 +27,19 @@ _CLAIM = (
         status="claimed",
     )
     .on_conflict_do_nothing(index_elements=[_CALLS.c.op_key])
-    .returning(_CALLS.c.id)
+    .returning(_CALLS.c.id, _CALLS.c.run_id, _CALLS.c.attempt)
+    .cte("claimed")
 )
+_COUNT_RETRY = (
+    update(_RUNS)
+    .where(_RUNS.c.id == _CLAIMED.c.run_id, _CLAIMED.c.attempt > 1)
+    .values(retry_count=_RUNS.c.retry_count + 1)
+    .cte("counted_retry")
+)
+_CLAIM = select(_CLAIMED.c.id).add_cte(_COUNT_RETRY)
+"""One statement: the claim, and a retried attempt (attempt > 1) counted on its run.
+A repeated claim inserts nothing, so a replayed attempt is never counted twice. Its
+parameters must not be named like a column of app.runs: the UPDATE would SET them."""
 _MARK_STARTED = (
     update(_CALLS)
     .where(_CALLS.c.op_key == bindparam("key"))
@@ -72,7 +84,10 @@ class LedgerRepo:
         agent: str,
         request: dict[str, Any],
     ) -> bool:
-        """Insert the ``claimed`` row; False if the op_key was claimed before (never call)."""
+        """Insert the ``claimed`` row; False if the op_key was claimed before (never call).
+
+        A won claim of attempt 2 or later also adds one to ``runs.retry_count``.
+        """
         won = self.session.execute(
             _CLAIM,
             {

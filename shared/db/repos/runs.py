@@ -122,8 +122,3 @@ class RunRepo:
             _apply_statement(frozenset(values)), values
         ).scalar_one_or_none()
         return moved is not None
-
-    def bump_retry_count(self, run_id: str) -> None:
-        self.session.execute(
-            update(Run).where(Run.id == run_id).values(retry_count=Run.retry_count + 1)
-        )

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Integer,
+    Select,
     and_,
     bindparam,
     cast,
@@ -19,9 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, defer
-from sqlalchemy.sql.dml import ReturningInsert
 
-from shared.db.models import Artifact, StepRun, table_of
+from shared.db.models import Artifact, Run, StepRun, table_of
 from shared.domain.run_machine import StepId
 from shared.hashing import sha256_hex
 
@@ -30,16 +30,23 @@ RECONCILER = "reconciler"
 
 
 _STEPS = table_of(StepRun)
+_RUNS = table_of(Run)
 _ARTIFACTS = table_of(Artifact)
 
 
-def _enter_statement() -> ReturningInsert[tuple[int, int, str | None]]:
+def _enter_statement() -> Select[tuple[int, int, str | None]]:
+    """Take the step's lease; a delivery after the first also counts a retry on its run.
+
+    One statement: the upsert (as a CTE) and the ``runs.retry_count`` increment commit
+    together, and a delivery turned away (no row returned) counts nothing.
+    """
     t = _STEPS.c
     now: BindParameter[Any] = bindparam("now")
     expires: BindParameter[Any] = bindparam("expires")
     owner: BindParameter[Any] = bindparam("owner")
-    version: BindParameter[Any] = bindparam("app_version")
-    return (
+    # Not named like a column of app.runs: the UPDATE in the CTE would SET it.
+    version: BindParameter[Any] = bindparam("worker_version")
+    entered = (
         insert(_STEPS)
         .values(
             run_id=bindparam("run_id"),
@@ -68,8 +75,16 @@ def _enter_statement() -> ReturningInsert[tuple[int, int, str | None]]:
                 | (t.lease_owner == RECONCILER)
             ),
         )
-        .returning(t.fence, t.deliveries, t.app_version)
+        .returning(t.run_id, t.fence, t.deliveries, t.app_version)
+        .cte("entered")
     )
+    count_retry = (
+        update(_RUNS)
+        .where(_RUNS.c.id == entered.c.run_id, entered.c.deliveries > 1)
+        .values(retry_count=_RUNS.c.retry_count + 1)
+        .cte("counted_retry")
+    )
+    return select(entered.c.fence, entered.c.deliveries, entered.c.app_version).add_cte(count_retry)
 
 
 def _ours() -> ColumnElement[bool]:
@@ -161,7 +176,7 @@ class StepRunRepo:
                 "now": now,
                 "expires": now + timedelta(seconds=lease_s),
                 "owner": owner,
-                "app_version": app_version,
+                "worker_version": app_version,
             },
         ).one_or_none()
         return None if row is None else Entered(row.fence, row.deliveries, row.app_version)
