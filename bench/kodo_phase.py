@@ -58,7 +58,7 @@ class Timing:
         return self.span_ms(self.approved, self.applying)
 
 
-Approver = str  # "api": POST approve-plan (nudges the watcher); "silent": no nudge (beat only)
+Approver = str  # "api": POST approve-plan (dispatches at once); "silent": beat's watcher only
 
 
 RUNS_PER_CLIENT = 16
@@ -125,7 +125,7 @@ class Driver:
             raise RuntimeError(f"approve {run_id}: {reply.status_code} {reply.text}")
 
     def _approve_silently(self, run_id: str) -> None:
-        """The same decision the endpoint records, minus its nudge: only beat will notice."""
+        """The same decision the endpoint records, minus its dispatch: only beat will notice."""
         with unit_of_work(self.sessions) as s:
             decide_plan(s, run_id, approve=True, approver="bench-beat", now=datetime.now(UTC))
 

@@ -49,10 +49,6 @@ def send_step(app: Celery, step: StepId, run_id: str) -> None:
     app.send_task(task_name(step), args=[run_id], queue=QUEUE)
 
 
-def nudge_watcher(app: Celery) -> None:
-    app.send_task(WATCH_APPROVALS, queue=QUEUE)
-
-
 def send_abort_calls(app: Celery, run_id: str) -> None:
     """Ask a worker to abort the run's in-flight provider calls (after a cancel commits)."""
     app.send_task(ABORT_CALLS, args=[run_id], queue=QUEUE)

@@ -44,10 +44,10 @@ def read_run(run_id: str) -> reads.RunView:
 @routes.errors(400, 404, 409, 415)
 def approve_plan(body: DecisionIn, run_id: str) -> PlanApproval:
     """Record the approval and, in the same transaction, move the run to ``applying``;
-    ApplyPatchST is sent after commit. The beat watcher stays the safety net for a
-    dispatch that Redis lost. 409 unless the run waits for approval, or if
-    ``plan_sha256`` is not the current plan's; 403 if the approver submitted the run
-    (unless the operator set ``KODO_ALLOW_SELF_APPROVAL=1``).
+    ApplyPatchST is sent after commit (a message Redis lost is re-sent by the reconciler;
+    the beat watcher dispatches approvals recorded without this). 409 unless the run
+    waits for approval, or if ``plan_sha256`` is not the current plan's; 403 if the
+    approver submitted the run (unless the operator set ``KODO_ALLOW_SELF_APPROVAL=1``).
     """
     ctx = api()
     with unit_of_work(ctx.sessions) as s:

@@ -54,7 +54,7 @@ for _step in StepId:
 
 @app.task(name=WATCH_APPROVALS, **_RETRY)  # type: ignore[untyped-decorator]
 def watch_approvals_task() -> int:
-    """Dispatch ApplyPatchST for approved runs (beat every APPROVAL_POLL_S, and nudges)."""
+    """Safety net: dispatch approved runs the approve endpoint did not (beat, APPROVAL_POLL_S)."""
     return len(watch_approvals(runtime(app)))
 
 

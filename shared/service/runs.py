@@ -183,8 +183,8 @@ def dispatch_approved(
 ) -> list[str]:
     """Move approved waiting runs to ``applying``; return the run ids to dispatch.
 
-    Rows are claimed with SKIP LOCKED and the run update is guarded, so two watchers
-    (beat and a nudge) can never both dispatch the same run.
+    Rows are claimed with SKIP LOCKED and the run update is guarded, so the approve
+    endpoint and the beat watcher (its safety net) can never both dispatch the same run.
     """
     dispatched: list[str] = []
     runs = RunRepo(s)
