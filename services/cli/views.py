@@ -94,9 +94,11 @@ def step_states(run: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def run_header(run: dict[str, Any]) -> str:
+    """One line: the run's status, last step, next action and how often kodo retried."""
     return (
         f"run {_text(run.get('runId'))}  status={_text(run.get('status'))}"
         f"  lastStep={_text(run.get('lastStep'))}  next={_text(run.get('nextAction'))}"
+        f"  retries={_text(run.get('retryCount'))}"
     )
 
 
