@@ -25,7 +25,10 @@ Directives in the prompt text script failures:
   ``[oc:api-error=retryable]``: statusCode 503, isRetryable true.
 * ``[oc:slow=MS]``: wait MS ms first; ``/abort`` ends the wait with
   ``MessageAbortedError``.
-* ``[oc:http500]``: HTTP 500 ``UnknownError`` (how the daemon reports internal errors).
+* ``[oc:http500]``: HTTP 500 ``UnknownError`` with the daemon's exact message, the answer
+  it gives an internal failure (and an unknown agent or model; ``GET /agent`` and
+  ``GET /config/providers`` tell them apart).
+* ``[oc:http500-attempts=K]``: that HTTP 500 while ``kodo-attempt: N`` has N <= K.
 * ``[oc:garbage]``: HTTP 200 whose body is not JSON (as from a broken proxy).
 * ``[oc:llm500]``: the model answers HTTP 500 and the daemon retries with backoff: the
   prompt blocks, ``GET /session/status`` says ``retry``, until ``/abort``.

@@ -231,6 +231,14 @@ def create_app(state: CompatState) -> Flask:
     def health() -> Response:
         return _json({"healthy": True, "version": shapes.VERSION})
 
+    @app.get("/agent")
+    def agents() -> Response:
+        return _json([shapes.agent(name) for name in sorted(KNOWN_AGENTS)])
+
+    @app.get("/config/providers")
+    def providers() -> Response:
+        return _json(shapes.providers(config.provider_id, config.model_id))
+
     @app.post("/session")
     def create_session() -> Response:
         body = _body()
@@ -393,8 +401,8 @@ def _run_prompt(
             error = {"name": "MessageAbortedError", "data": {"message": "Aborted"}}
             info = shapes.info(ctx, usage=None, finish=None, error=error)
             return _json({"info": info, "parts": [start]})
-        if directives.http500:
-            return _unknown_error(state, f"{UNEXPECTED} ([oc:http500])")
+        if directives.wants_http500:
+            return _unknown_error(state)
         if directives.garbage:
             return Response(GARBAGE, status=200, mimetype="application/json")
         try:

@@ -23,6 +23,7 @@ class Directives:
     api_error: str | None = None  # "" = LLM HTTP 400 (not retryable); "retryable" = 503
     slow_ms: int = 0
     http500: bool = False
+    http500_attempts: int | None = None
     garbage: bool = False
     llm500: bool = False
     fail_verify: bool = False
@@ -38,6 +39,13 @@ class Directives:
         if self.invalid:
             return True
         return self.invalid_attempts is not None and self.attempt <= self.invalid_attempts
+
+    @property
+    def wants_http500(self) -> bool:
+        """Answer HTTP 500 ``UnknownError`` on this attempt?"""
+        if self.http500:
+            return True
+        return self.http500_attempts is not None and self.attempt <= self.http500_attempts
 
 
 def _int(raw: str | None, default: int) -> int:
@@ -59,6 +67,9 @@ def parse(text: str) -> Directives:
         api_error=values.get("api-error"),
         slow_ms=_int(values.get("slow"), 0),
         http500="http500" in flags,
+        http500_attempts=_int(values["http500-attempts"], 0)
+        if "http500-attempts" in values
+        else None,
         garbage="garbage" in flags,
         llm500="llm500" in flags,
         fail_verify="fail-verify" in flags,

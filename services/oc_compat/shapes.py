@@ -232,3 +232,40 @@ def step_finish(reason: str, usage: Usage) -> dict[str, Any]:
 
 def error_body(name: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "data": {"message": message, **extra}}
+
+
+_AGENT_DESCRIPTIONS = {
+    "build": "The default agent. Executes tools based on configured permissions.",
+    "plan": "Plan mode. Disallows all edit tools.",
+}
+
+
+def agent(name: str) -> dict[str, Any]:
+    """One entry of ``GET /agent`` (the daemon's keys; no prompt or permission rules)."""
+    return {
+        "name": name,
+        "description": _AGENT_DESCRIPTIONS.get(name, ""),
+        "mode": "primary",
+        "native": True,
+        "hidden": None,
+        "options": {},
+        "steps": None,
+    }
+
+
+def providers(provider_id: str, model_id: str) -> dict[str, Any]:
+    """``GET /config/providers``: the one configured provider offering the one model."""
+    model = {"id": model_id, "providerID": provider_id, "name": model_id, "status": "active"}
+    return {
+        "providers": [
+            {
+                "id": provider_id,
+                "name": provider_id,
+                "source": "config",
+                "env": [],
+                "options": {},
+                "models": {model_id: model},
+            }
+        ],
+        "default": {provider_id: model_id},
+    }

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
+from shared.opencode.diagnosis import DaemonCatalogue, diagnose_server_error, may_be_configuration
 from shared.opencode.errors import (
     OpenCodeError,
     OpenCodePermanentError,
@@ -202,7 +203,6 @@ class OpenCodeClient:
         directory: str | None = None,
         body: dict[str, Any] | None = None,
         timeout_s: float | None = None,
-        prompt: bool = False,
         query: dict[str, str] | None = None,
     ) -> object:
         """Send one request and return its parsed JSON body, or raise an OpenCodeError."""
@@ -231,7 +231,7 @@ class OpenCodeClient:
             parsed = text
         if response.is_success:
             return parsed
-        raise classify_http_error(response.status_code, parsed, prompt=prompt)
+        raise classify_http_error(response.status_code, parsed)
 
     def _bounded_body(self, response: httpx.Response, what: str) -> bytes:
         """The body, read until ``max_answer_bytes`` and no further (stream and stop)."""
@@ -393,20 +393,52 @@ class OpenCodeClient:
             body["format"] = format
         if system is not None:
             body["system"] = system
-        raw = self._call(
-            "POST",
-            self._path(session_id, "/message"),
-            directory=directory,
-            body=body,
-            timeout_s=timeout_s,
-            prompt=True,
-        )
+        try:
+            raw = self._call(
+                "POST",
+                self._path(session_id, "/message"),
+                directory=directory,
+                body=body,
+                timeout_s=timeout_s,
+            )
+        except OpenCodeError as exc:
+            diagnosed = self._diagnosed(exc, directory, agent, model)
+            if diagnosed is exc:
+                raise
+            raise diagnosed from exc
         reply = PromptReply.from_json(raw)
         error = classify_info_error(reply.info)
         if error is not None:
             error.reply = reply
             raise error
         return reply
+
+    def catalogue(self, *, directory: str) -> DaemonCatalogue | None:
+        """The agents (``GET /agent``) and models (``GET /config/providers``) the daemon
+        offers in ``directory``; ``None`` if either answer has another shape."""
+        agents = self._call("GET", "/agent", directory=directory)
+        providers = self._call("GET", "/config/providers", directory=directory)
+        return DaemonCatalogue.from_json(agents, providers)
+
+    def _diagnosed(
+        self, error: OpenCodeError, directory: str, agent: str, model: ModelRef
+    ) -> OpenCodeError:
+        """``error`` as a configuration error if it is the daemon's answer to an unknown
+        agent or model and the daemon's lists lack ours.
+
+        A 500 we cannot diagnose stays what it was (transient): retrying a daemon that
+        failed inside is right, and the attempt budget bounds it.
+        """
+        if not may_be_configuration(error):
+            return error
+        try:
+            catalogue = self.catalogue(directory=directory)
+        except OpenCodeError as probe:
+            said = f"{error.message} (agents and models unreadable: {probe})"
+            return type(error)(said, status=error.status, name=error.name, data=error.data)
+        if catalogue is None:
+            return error
+        return diagnose_server_error(error, agent, (model.provider_id, model.model_id), catalogue)
 
     def abort(self, session_id: str, *, directory: str) -> bool:
         """``POST /session/{id}/abort``: a blocked prompt then returns MessageAbortedError."""

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from shared.opencode.client import PromptReply
 
-CONFIG_HINT = "unknown agent or model? check OC_PROVIDER_ID/OC_MODEL_ID and the agent name"
-"""Said with every HTTP 500 answered to a prompt: that is how the daemon rejects both."""
+CONFIG_HINT = "check OC_PROVIDER_ID/OC_MODEL_ID and the agent name"
+"""Said with every configuration error diagnosed from an HTTP 500 (see diagnosis.py)."""
 
 
 class OpenCodeError(Exception):
@@ -48,6 +48,13 @@ class OpenCodeUnreachable(OpenCodeTransientError):
     """The request never reached the daemon (connect failed), so nothing was billed."""
 
     code = "opencode_unreachable"
+
+
+class OpenCodeServerError(OpenCodeTransientError):
+    """HTTP 500: the daemon failed inside. Transient unless :mod:`shared.opencode.diagnosis`
+    proves it is an unknown agent or model (the daemon answers both with this same 500)."""
+
+    code = "opencode_server_error"
 
 
 class OpenCodeTimeout(OpenCodeTransientError):
@@ -124,7 +131,7 @@ def classify_info_error(info: dict[str, Any]) -> OpenCodeError | None:
     return OpenCodePermanentError(f"unrecognised {message}", status=status, name=name, data=data)
 
 
-def classify_http_error(status: int, body: object, *, prompt: bool) -> OpenCodeError:
+def classify_http_error(status: int, body: object) -> OpenCodeError:
     """Map a non-2xx answer (``body`` is parsed JSON, or the raw text) to an exception."""
     name: str | None = None
     data: dict[str, Any] = {}
@@ -140,6 +147,6 @@ def classify_http_error(status: int, body: object, *, prompt: bool) -> OpenCodeE
         )
     if status == 429 or status in (502, 503, 504):
         return OpenCodeTransientError(message, status=status, name=name, data=data)
-    if status == 500 and prompt and name == "UnknownError":
-        return OpenCodeConfigError(f"{message}: {CONFIG_HINT}", status=status, name=name, data=data)
+    if status == 500:
+        return OpenCodeServerError(message, status=status, name=name, data=data)
     return OpenCodePermanentError(message, status=status, name=name, data=data)

@@ -34,7 +34,10 @@ from shared.opencode.errors import (
     OpenCodeConfigError,
     OpenCodeError,
     OpenCodePermanentError,
+    OpenCodeServerError,
     OpenCodeTimeout,
+    OpenCodeTransientError,
+    OpenCodeUnreachable,
     StructuredOutputMissing,
 )
 from shared.opencode.tools import forbidden_tool_uses, permission_rules, tools_map
@@ -161,6 +164,29 @@ def _kind_of(exc: OpenCodeError) -> FailureKind:
     if isinstance(exc, OpenCodePermanentError):
         return "permanent"
     return "transient"
+
+
+_RECORDED_CLASSES: dict[str, type[OpenCodeError]] = {
+    cls.__name__: cls
+    for cls in (
+        OpenCodeError,
+        OpenCodeTransientError,
+        OpenCodeUnreachable,
+        OpenCodeServerError,
+        OpenCodeAborted,
+        OpenCodePermanentError,
+        OpenCodeConfigError,
+        StructuredOutputMissing,
+    )
+}
+
+
+def _recorded_kind(status: str, error_name: str | None) -> FailureKind:
+    """The kind of a failure read back from the ledger: the same as when it happened."""
+    if status == "timed_out":
+        return "timeout"
+    cls = _RECORDED_CLASSES.get(error_name or "")
+    return _kind_of(cls(error_name or "")) if cls is not None else "contract"
 
 
 @dataclass(frozen=True)
@@ -386,7 +412,6 @@ class OCWrapper:
 
     def _from_row(self, row: OpenCodeCall) -> StructuredResult:
         if row.status != "succeeded" or row.response is None:
-            kind: FailureKind = "timeout" if row.status == "timed_out" else "contract"
             if row.status == "unknown":
                 raise OutcomeUnknown(
                     row.op_key,
@@ -400,7 +425,7 @@ class OCWrapper:
                 row.status,
                 row.error or "no answer recorded",
                 error_name=row.error_name or "Error",
-                kind="config" if row.error_name == "OpenCodeConfigError" else kind,
+                kind=_recorded_kind(row.status, row.error_name),
                 replayed=True,
             )
         answer = row.response.get("structured")

@@ -1,8 +1,9 @@
 """The OpenCode-compatible server misbehaves: every run still ends, failing closed.
 
-A stalled call times out (and is aborted), an HTTP 500 is a configuration error (not
-retried), a body that is not JSON is a failed attempt, and a server that dies mid-call
-leaves a failed attempt; none is ever sent twice under one op_key.
+A stalled call times out (and is aborted), an HTTP 500 is transient (retried with
+backoff; a daemon that answers it to every attempt spends the budget), a body that is
+not JSON is a failed attempt, and a server that dies mid-call leaves a failed attempt;
+none is ever sent twice under one op_key.
 """
 
 from __future__ import annotations
@@ -40,17 +41,37 @@ def test_a_stalled_server_times_out_every_attempt_and_the_run_fails_with_a_diagn
     chaos.assert_exactly_once([run_id])
 
 
-def test_an_http_500_is_a_configuration_error_and_fails_the_run_at_once(
+def test_an_http_500_on_every_attempt_spends_the_budget_and_fails_the_run_saying_so(
     chaos: Chaos, scenario: Scenario
 ) -> None:
-    scenario.name = "oc-compat answers HTTP 500"
+    scenario.name = "oc-compat answers HTTP 500 every time"
     run_id = chaos.submit("Add a note to README.md [oc:http500]")
     scenario.track(run_id)
-    chaos.wait_status(run_id, {"failed"}, deadline_s=30)
+    chaos.wait_status(run_id, {"failed"}, deadline_s=60)
     calls = [(c.attempt, c.status, c.error_name) for c in chaos.ledger(run_id)]
-    assert calls == [(1, "failed", "OpenCodeConfigError")], "not retried"
-    assert "configuration error" in (chaos.run_row(run_id).error or "")
-    _diagnostic(chaos, run_id)
+    assert calls == [(n, "failed", "OpenCodeServerError") for n in (1, 2, 3)], chaos.explain(
+        [run_id]
+    )
+    error = chaos.run_row(run_id).error or ""
+    assert "no valid plan after 3 attempts: the provider failed every attempt" in error
+    assert "HTTP 500 UnknownError" in error
+    attempts = _diagnostic(chaos, run_id)["attempts"]
+    assert isinstance(attempts, list)
+    assert [a["kind"] for a in attempts] == ["transient"] * 3
+    chaos.assert_exactly_once([run_id])
+
+
+def test_an_http_500_on_one_attempt_is_retried_and_the_run_succeeds(
+    chaos: Chaos, scenario: Scenario
+) -> None:
+    scenario.name = "oc-compat answers HTTP 500 once"
+    run_id = chaos.submit("Add a note to README.md [oc:http500-attempts=1]")
+    scenario.track(run_id)
+    final = chaos.drive([run_id], 60)[run_id]
+    assert final == "succeeded", chaos.explain([run_id])
+    calls = [(c.attempt, c.status, c.error_name) for c in chaos.ledger(run_id, "CompileST")]
+    assert calls == [(1, "failed", "OpenCodeServerError"), (2, "succeeded", None)]
+    assert len(branch_commits(chaos.repo_of(run_id), run_id)) == 1
     chaos.assert_exactly_once([run_id])
 
 

@@ -26,6 +26,7 @@ from shared.db.models import OpenCodeCall
 from shared.domain.contracts import PATCH_OUTPUT_SCHEMA, PLAN_OUTPUT_SCHEMA, validate_answer
 from shared.opencode.cache import LruCache
 from shared.opencode.client import ModelRef, OpenCodeClient
+from shared.opencode.diagnosis import DAEMON_UNEXPECTED
 from shared.opencode.errors import CONFIG_HINT, OpenCodeConfigError
 from shared.opencode.tools import permission_rules, tools_map
 from shared.opencode.wrapper import CallFailed, OCWrapper, StructuredCall, StructuredResult
@@ -278,28 +279,53 @@ def test_an_llm_500_is_retried_by_the_daemon_but_our_timeout_still_holds(
     assert row.session_id not in _wait_idle(backend, row.session_id)
 
 
-def test_an_unknown_model_is_a_config_error_with_the_hint(
-    backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str
+@pytest.mark.parametrize(
+    ("agent", "model", "named"),
+    [
+        ("plan", ModelRef("kodo", "no-such-model"), "no model 'kodo/no-such-model'"),
+        ("no-such-agent", MODEL, "no agent 'no-such-agent'"),
+    ],
+)
+def test_an_unknown_model_or_agent_is_a_config_error_that_names_it(
+    backend: Backend, agent: str, model: ModelRef, named: str
 ) -> None:
-    wrong = ModelRef("kodo", "no-such-model")
-    call = _plan_call(run_id, backend, "Plan with a model the daemon lacks")
-    with pytest.raises(CallFailed) as failure:
-        wrapper(backend, model=wrong).prompt_structured(call)
-    assert CONFIG_HINT in failure.value.error
-    assert _row(sessions, call.op_key).status == "failed"
+    """Both daemons answer the same 500 as for an internal failure; their lists tell."""
     with backend.client() as client:
-        session = client.create_session(directory=str(backend.repo), title="kodo wrong model")
+        session = client.create_session(directory=str(backend.repo), title="kodo wrong config")
         with pytest.raises(OpenCodeConfigError) as raised:
             client.prompt(
                 str(session["id"]),
                 directory=str(backend.repo),
-                agent="plan",
-                model=wrong,
+                agent=agent,
+                model=model,
                 text="hello",
                 tools=tools_map("plan"),
                 format=None,
             )
     assert (raised.value.status, raised.value.name) == (500, "UnknownError")
+    assert raised.value.data["message"] == DAEMON_UNEXPECTED
+    assert named in str(raised.value)
+    assert CONFIG_HINT in str(raised.value)
+
+
+def test_an_unknown_model_fails_the_call_at_once_with_the_hint(
+    backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str
+) -> None:
+    call = _plan_call(run_id, backend, "Plan with a model the daemon lacks")
+    with pytest.raises(CallFailed) as failure:
+        wrapper(backend, model=ModelRef("kodo", "no-such-model")).prompt_structured(call)
+    assert (failure.value.kind, failure.value.retryable) == ("config", False)
+    assert CONFIG_HINT in failure.value.error
+    row = _row(sessions, call.op_key)
+    assert (row.status, row.error_name) == ("failed", "OpenCodeConfigError")
+
+
+def test_the_daemons_agents_and_models_read_the_same_on_both(backend: Backend) -> None:
+    with backend.client() as client:
+        catalogue = client.catalogue(directory=str(backend.repo))
+    assert catalogue is not None
+    assert {"plan", "build"} <= catalogue.agents
+    assert (MODEL.provider_id, MODEL.model_id) in catalogue.models
 
 
 def test_both_backends_give_the_same_plan_with_the_same_tokens(

@@ -11,11 +11,14 @@ from typing import Any
 
 from services.worker.steps.base import StepContext, StepOutcome
 from shared.domain.run_machine import StepId
-from shared.opencode.wrapper import CallFailed, StructuredCall, StructuredResult
+from shared.opencode.wrapper import CallFailed, StructuredCall, StructuredResult, bounded_error
 
 BACKOFF_KINDS = frozenset({"transient", "timeout", "unknown"})
 """Failures of the provider, not of the answer: wait before the next attempt. A
 contract failure is retried at once, with the reasons quoted in the next prompt."""
+
+LAST_ERROR_CHARS = 300
+"""How much of the last provider failure the run's error quotes (the diagnostic has all)."""
 
 PromptFor = Callable[[int, list[str]], str]
 """Build the prompt of attempt N from the reasons earlier answers were rejected."""
@@ -58,6 +61,7 @@ class AttemptLoop:
                         "op_key": exc.op_key,
                         "status": exc.status,
                         "error_name": exc.error_name,
+                        "kind": exc.kind,
                         "error": exc.error,
                     }
                 )
@@ -82,13 +86,22 @@ class AttemptLoop:
         """Exponential, capped: a daemon that restarts gets time to come back."""
         return float(min(self.ctx.rt.settings.retry_backoff_s * 2 ** (attempt - 1), 30.0))
 
+    def _exhausted(self, what: str) -> str:
+        """Say whether the provider, not the answers, used up the budget (e.g. a daemon
+        answering HTTP 500 to every attempt), quoting the last failure."""
+        said = f"no {what} after {self.limit} attempts"
+        if self.records and all(r.get("kind") in BACKOFF_KINDS for r in self.records):
+            last = bounded_error(str(self.records[-1]["error"]), LAST_ERROR_CHARS)
+            return f"{said}: the provider failed every attempt (last: {last})"
+        return said
+
     def reject(self, reason: str) -> None:
         """The last answer was valid JSON but unusable (e.g. a patch that does not apply)."""
         self.records[-1].update(status="rejected", error=reason)
         self.rejected.append(reason)
 
     def failure(self, what: str, **diagnostic: Any) -> StepOutcome:
-        error = self.fatal or f"no {what} after {self.limit} attempts"
+        error = self.fatal or self._exhausted(what)
         return StepOutcome.failed(
             error, {"step": self.step.value, "attempts": self.records, **diagnostic}
         )

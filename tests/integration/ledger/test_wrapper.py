@@ -231,6 +231,23 @@ def test_an_unknown_model_is_a_configuration_error_that_is_not_retried(
     assert unanswered == 1
 
 
+def test_a_daemon_http_500_is_a_transient_failure_recorded_and_replayed_as_one(
+    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+) -> None:
+    call = _call(run_id, repo, "Add a docstring to calc.py [oc:http500]")
+    with pytest.raises(CallFailed) as failure:
+        _wrapper(oc_url, sessions).prompt_structured(call)
+    assert (failure.value.kind, failure.value.retryable) == ("transient", True)
+    row = _row(sessions, call.op_key)
+    assert (row.status, row.error_name) == ("failed", "OpenCodeServerError")
+    assert "HTTP 500 UnknownError" in (row.error or "")
+    with pytest.raises(CallFailed) as replayed:  # a fresh worker reads the ledger, no resend
+        _wrapper(oc_url, sessions).prompt_structured(call)
+    assert (replayed.value.kind, replayed.value.replayed) == ("transient", True)
+    assert replayed.value.error == failure.value.error
+    assert _prompts_at_server(oc_url) == 1
+
+
 def test_secrets_in_a_prompt_never_reach_the_ledger(
     oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
 ) -> None:

@@ -23,12 +23,14 @@ from shared.domain.contracts import (
 )
 from shared.hashing import sha256_hex
 from shared.opencode.client import ModelRef, OpenCodeClient, PromptReply
+from shared.opencode.diagnosis import DAEMON_UNEXPECTED
 from shared.opencode.errors import (
     CONFIG_HINT,
     OpenCodeAborted,
     OpenCodeConfigError,
     OpenCodeError,
     OpenCodePermanentError,
+    OpenCodeServerError,
     OpenCodeTransientError,
     StructuredOutputMissing,
 )
@@ -252,24 +254,51 @@ def test_a_malformed_body_is_a_permanent_bad_request(base_url: str, session: str
 
 
 @pytest.mark.parametrize(
-    ("agent", "model"),
-    [("reviewer", MODEL), ("plan", ModelRef("kodo", "other-model"))],
+    ("agent", "model", "named"),
+    [
+        ("reviewer", MODEL, "no agent 'reviewer'"),
+        ("plan", ModelRef("kodo", "other-model"), "no model 'kodo/other-model'"),
+    ],
 )
-def test_an_unknown_agent_or_model_is_a_config_error_with_a_hint(
-    client: OpenCodeClient, session: str, repo: Path, agent: str, model: ModelRef
+def test_an_unknown_agent_or_model_is_a_config_error_that_names_it(
+    client: OpenCodeClient, session: str, repo: Path, agent: str, model: ModelRef, named: str
 ) -> None:
     with pytest.raises(OpenCodeConfigError) as caught:
         ask(client, session, repo, "hello", agent=agent, model=model)
-    assert caught.value.status == 500
+    assert (caught.value.status, caught.value.name) == (500, "UnknownError")
+    assert named in str(caught.value)
     assert CONFIG_HINT in str(caught.value)
 
 
-def test_the_http500_directive_is_a_permanent_error(
+def test_the_daemons_agents_and_models_are_listed_like_the_real_ones(
+    client: OpenCodeClient, repo: Path
+) -> None:
+    catalogue = client.catalogue(directory=str(repo))
+    assert catalogue is not None
+    assert {"plan", "build"} <= catalogue.agents
+    assert catalogue.models == frozenset({(MODEL.provider_id, MODEL.model_id)})
+
+
+def test_the_http500_directive_is_a_transient_server_error_not_a_config_error(
     client: OpenCodeClient, session: str, repo: Path
 ) -> None:
-    with pytest.raises(OpenCodePermanentError) as caught:
+    """The same 500 the daemon gives an unknown model, but agent and model exist."""
+    with pytest.raises(OpenCodeServerError) as caught:
         ask(client, session, repo, "[oc:http500]", PLAN_OUTPUT_SCHEMA)
-    assert caught.value.status == 500
+    assert (caught.value.status, caught.value.name) == (500, "UnknownError")
+    assert caught.value.data["message"] == DAEMON_UNEXPECTED
+    assert isinstance(caught.value, OpenCodeTransientError)
+    assert not isinstance(caught.value, OpenCodeConfigError)
+
+
+def test_http500_attempts_fail_the_named_attempts_then_answer(
+    client: OpenCodeClient, session: str, repo: Path
+) -> None:
+    text = "[oc:http500-attempts=1] plan it\nkodo-attempt: {n}"
+    with pytest.raises(OpenCodeServerError):
+        ask(client, session, repo, text.format(n=1), PLAN_OUTPUT_SCHEMA)
+    reply = ask(client, session, repo, text.format(n=2), PLAN_OUTPUT_SCHEMA)
+    assert isinstance(reply.structured, dict)
 
 
 SECRET = "s3cret"  # noqa: S105 - a throwaway test server's password

@@ -17,6 +17,7 @@ from services.worker.steps.base import load_context, run_step
 from services.worker.steps.compile import compile_step
 from services.worker.steps.decide import decide_step
 from services.worker.steps.execute import execute_step
+from shared.clock import SystemClock
 from shared.db.engine import unit_of_work
 from shared.db.models import OpenCodeCall, Run
 from shared.domain.run_machine import StepId
@@ -135,6 +136,56 @@ def test_a_configuration_error_fails_the_step_at_once_without_retries(
     assert [a["error_name"] for a in report["attempts"]] == ["OpenCodeConfigError"]
 
 
+class SleepLog(SystemClock):
+    """The real clock, except that a backoff is written down instead of waited out."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+def _ledger(rt: Runtime, run_id: str) -> list[tuple[int, str, str | None]]:
+    with rt.sessions() as s:
+        rows = s.execute(
+            select(OpenCodeCall.attempt, OpenCodeCall.status, OpenCodeCall.error_name)
+            .where(OpenCodeCall.run_id == run_id)
+            .order_by(OpenCodeCall.attempt)
+        ).all()
+    return [(a, st, name) for a, st, name in rows]
+
+
+def test_a_daemon_http_500_is_retried_after_a_backoff_and_the_plan_still_arrives(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    clock = SleepLog()
+    rt = make_rt(clock, retry_backoff_s=2.0)
+    run_id = new_run(rt, repo, goal="Add multiply to calc.py [oc:http500-attempts=1]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    assert _ledger(rt, run_id) == [(1, "failed", "OpenCodeServerError"), (2, "succeeded", None)]
+    assert clock.slept == [2.0]
+
+
+def test_a_daemon_that_answers_http_500_every_time_spends_the_budget_and_says_so(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    clock = SleepLog()
+    rt = make_rt(clock, retry_backoff_s=1.0, schema_retries=3)
+    run_id = new_run(rt, repo, goal="Add multiply to calc.py [oc:http500]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "failed"
+    report = diagnostic(rt, run_id)
+    assert report["error"].startswith(
+        "no valid plan after 3 attempts: the provider failed every attempt"
+    )
+    assert "HTTP 500 UnknownError" in report["error"]
+    assert [
+        (a["attempt"], a["status"], a["error_name"], a["kind"]) for a in report["attempts"]
+    ] == [(n, "failed", "OpenCodeServerError", "transient") for n in (1, 2, 3)]
+    assert _ledger(rt, run_id) == [(n, "failed", "OpenCodeServerError") for n in (1, 2, 3)]
+    assert clock.slept == [1.0, 2.0]
+
+
 def test_stalled_calls_are_retried_under_new_attempts_then_fail_with_adiagnostic(
     make_rt: RuntimeFactory, repo: Path
 ) -> None:
@@ -142,7 +193,7 @@ def test_stalled_calls_are_retried_under_new_attempts_then_fail_with_adiagnostic
     run_id = new_run(rt, repo, goal="Add multiply to calc.py [oc:slow=5000]")
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "failed"
     report = diagnostic(rt, run_id)
-    assert report["error"] == "no valid plan after 2 attempts"
+    assert report["error"].startswith("no valid plan after 2 attempts: the provider failed")
     assert [(a["attempt"], a["status"]) for a in report["attempts"]] == [
         (1, "timed_out"),
         (2, "timed_out"),

@@ -19,6 +19,14 @@ def test_invalid_attempts_stop_after_the_named_attempt() -> None:
     assert not parse("[oc:invalid-attempts=2]\nkodo-attempt: 3").wants_invalid
 
 
+def test_http500_attempts_answer_500_up_to_the_named_attempt_only() -> None:
+    assert parse("[oc:http500-attempts=2]\nkodo-attempt: 1").wants_http500
+    assert parse("[oc:http500-attempts=2]\nkodo-attempt: 2").wants_http500
+    assert not parse("[oc:http500-attempts=2]\nkodo-attempt: 3").wants_http500
+    assert parse("[oc:http500]\nkodo-attempt: 9").wants_http500
+    assert not parse("plain\nkodo-attempt: 1").wants_http500
+
+
 def test_every_directive_is_read() -> None:
     directives = parse(
         "[oc:invalid] [oc:no-structured] [oc:api-error=retryable] [oc:slow=250] "

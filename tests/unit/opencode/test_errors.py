@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from shared.opencode.errors import (
-    CONFIG_HINT,
     OpenCodeAborted,
     OpenCodeConfigError,
     OpenCodeError,
     OpenCodePermanentError,
+    OpenCodeServerError,
     OpenCodeTransientError,
     StructuredOutputMissing,
     classify_http_error,
@@ -83,23 +81,29 @@ def test_a_malformed_error_object_fails_closed_as_permanent(raw: object) -> None
         (400, OpenCodePermanentError),
         (404, OpenCodePermanentError),
         (401, OpenCodeConfigError),
-        (500, OpenCodePermanentError),
+        (500, OpenCodeServerError),
     ],
 )
 def test_http_statuses_map_to_retry_or_not(status: int, expected: type[OpenCodeError]) -> None:
-    assert type(classify_http_error(status, {"name": "X", "data": {}}, prompt=False)) is expected
+    assert type(classify_http_error(status, {"name": "X", "data": {}})) is expected
 
 
-def test_http_500_unknown_error_to_a_prompt_points_at_the_agent_and_model_settings() -> None:
-    body: dict[str, Any] = {"name": "UnknownError", "data": {"message": "Unexpected", "ref": "e"}}
-    error = classify_http_error(500, body, prompt=True)
-    assert isinstance(error, OpenCodeConfigError)
-    assert CONFIG_HINT in str(error)
-    assert "OC_PROVIDER_ID/OC_MODEL_ID" in str(error)
+def test_an_http_500_is_a_transient_server_error_whatever_it_answered() -> None:
+    """The daemon answers an unknown model with the same 500 as any internal failure
+    (captured): the status alone never makes a configuration error."""
+    body = capture("prompt.unknown-model.http500.response.json")
+    error = classify_http_error(500, body)
+    assert type(error) is OpenCodeServerError
+    assert isinstance(error, OpenCodeTransientError)
+    assert (error.status, error.name) == (500, "UnknownError")
+    assert (
+        str(error)
+        == "HTTP 500 UnknownError: Unexpected server error. Check server logs for details."
+    )
 
 
 def test_a_non_json_error_body_still_maps_by_status() -> None:
-    error = classify_http_error(503, "<html>bad gateway</html>", prompt=True)
+    error = classify_http_error(503, "<html>bad gateway</html>")
     assert type(error) is OpenCodeTransientError
     assert "bad gateway" in str(error)
 
@@ -111,6 +115,7 @@ def test_every_error_class_has_its_own_stable_code() -> None:
         OpenCodeAborted,
         OpenCodePermanentError,
         OpenCodeConfigError,
+        OpenCodeServerError,
         StructuredOutputMissing,
     ]
     assert len({cls.code for cls in classes}) == len(classes)
