@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -19,7 +20,10 @@ from services.worker.steps.decide import decide_step
 from services.worker.steps.execute import execute_step
 from shared.db.engine import unit_of_work
 from shared.db.models import OpenCodeCall, Run
+from shared.db.repos.snapshots import PLAN_ARTIFACT
+from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
+from shared.hashing import canonical_bytes, sha256_hex
 from shared.service.runs import decide_plan, dispatch_approved
 from tests.integration.worker.conftest import (
     RuntimeFactory,
@@ -40,6 +44,22 @@ def test_compile_reaches_waiting_input_and_a_redelivery_does_nothing(
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "skipped"
     assert prompts_at_server(rt) == 1
+
+
+def test_compile_stores_the_plan_as_the_exact_bytes_its_digest_is_taken_over(
+    rt: Runtime, repo: Path
+) -> None:
+    run_id = new_run(rt, repo, goal="Add a naïve multiply to calc.py — für alle")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    with rt.sessions() as s:
+        digest = s.execute(select(Run.plan_sha256).where(Run.id == run_id)).scalar_one()
+        plan = ArtifactRepo(s).get(run_id, StepId.COMPILE, PLAN_ARTIFACT)
+    assert plan is not None
+    assert plan.kind == "plan_card"
+    assert digest is not None
+    assert sha256_hex(plan.content) == plan.sha256 == digest
+    assert plan.content == canonical_bytes(json.loads(plan.content))
+    assert "naïve".encode() in plan.content  # UTF-8 as is, not \u escapes
 
 
 def test_a_step_redelivered_after_its_provider_call_reuses_the_recorded_answer(
