@@ -97,6 +97,26 @@ def test_apply_refuses_to_touch_code_without_an_approval(rt: Runtime, repo: Path
     assert commits_on_branch(repo, run_id) == 0
 
 
+def test_apply_refuses_a_plan_json_whose_bytes_are_not_the_approved_digest(
+    rt: Runtime, repo: Path
+) -> None:
+    run_id = new_run(rt, repo)
+    run_step(rt, StepId.COMPILE, run_id, compile_step)
+    approve(rt, run_id)
+    with unit_of_work(rt.sessions) as s:  # the same plan, re-serialised: other bytes
+        stored = ArtifactRepo(s).get(run_id, StepId.COMPILE, PLAN_ARTIFACT)
+        assert stored is not None
+        pretty = json.dumps(json.loads(stored.content), indent=2).encode()
+        stored.content, stored.size, stored.sha256 = pretty, len(pretty), sha256_hex(pretty)
+
+    assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "failed"
+    assert (
+        "plan_matches_digest: the stored plan.json does not hash" in diagnostic(rt, run_id)["error"]
+    )
+    assert commits_on_branch(repo, run_id) == 0
+    assert prompts_at_server(rt) == 1, "the build agent was never asked"
+
+
 def test_a_patch_applied_before_a_crash_is_not_applied_twice(
     make_rt: RuntimeFactory, repo: Path
 ) -> None:
