@@ -12,6 +12,15 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def canonical_bytes(value: Any) -> bytes:
+    """The signed form of a JSON value: ``canonical_json`` encoded as UTF-8.
+
+    A digest a human approves is taken over exactly these bytes, and these bytes are
+    what is stored and served, so ``sha256sum`` of the download is the digest.
+    """
+    return canonical_json(value).encode("utf-8")
+
+
 def sha256_hex(data: bytes | str) -> str:
     """Hex sha256 of ``data`` (text is encoded as UTF-8)."""
     if isinstance(data, str):

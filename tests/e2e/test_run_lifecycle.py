@@ -148,3 +148,37 @@ def test_a_plan_that_never_validates_fails_with_a_diagnostic(
     report = json.loads(bytes(body))
     assert len(report["attempts"]) == 3
     assert all("ContractViolation" in a["error"] for a in report["attempts"])
+
+
+def test_the_downloaded_plan_json_hashes_to_the_digest_an_approver_approves(
+    api: Api, engine: Engine, sample_repo: Path
+) -> None:
+    """`sha256sum plan.json` is planSha256: one digest, over the bytes anyone downloads
+    (UTF-8 text included), so an approver may approve the digest of the file they read."""
+    run_id = api.submit(sample_repo, "Add a naïve multiply function to calc.py — für alle")
+    waiting = api.wait_for(run_id, {"waiting_input"})
+    digest = waiting["planSha256"]
+
+    download = api.http.get(f"/runs/{run_id}/artifacts/plan.json", params={"step": "CompileST"})
+    assert download.status_code == 200, download.text
+    assert sha256_hex(download.content) == digest
+    assert download.headers["X-Content-SHA256"] == digest
+    assert "naïve" in json.loads(download.content)["design"]
+    catalog = api.http.get(f"/runs/{run_id}/artifacts").json()
+    [listed] = [a for a in catalog if a["name"] == "plan.json"]
+    assert listed["sha256"] == digest
+    with engine.connect() as conn:
+        stored = conn.execute(
+            text("SELECT sha256 FROM app.artifacts WHERE run_id = :r AND name = 'plan.json'"),
+            {"r": run_id},
+        ).scalar_one()
+    assert stored == digest
+
+    approved = api.http.post(
+        f"/runs/{run_id}/approve-plan",
+        json={"plan_sha256": sha256_hex(download.content)},
+        headers=api.bearer("carol", "approver"),
+    )
+    assert approved.status_code == 200, approved.text
+    assert approved.json()["accepted"] is True
+    api.wait_for(run_id, {"succeeded"})

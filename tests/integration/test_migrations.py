@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, make_url, text
 
+from shared.hashing import canonical_bytes, sha256_hex
 from tests.conftest import ROOT, scratch_database_url
 
 pytestmark = pytest.mark.integration
@@ -78,6 +81,57 @@ def test_0005_turns_json_null_written_by_older_code_into_sql_null(database_url: 
                 text("SELECT response IS NULL, usage IS NULL FROM app.opencode_calls")
             ).one()
         assert tuple(row) == (True, False), "only the JSON null became SQL NULL"
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_0008_stores_older_pretty_plans_as_the_bytes_their_digest_is_over(
+    database_url: str,
+) -> None:
+    scratch = make_url(scratch_database_url(database_url, "m0008"))
+    admin = create_engine(scratch.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{scratch.database}"'))
+    url = scratch.render_as_string(hide_password=False)
+    engine = create_engine(url)
+    plan = {"design": "naïve ✓", "files": [{"path": "a.py", "change": "add", "why": "é"}]}
+    pretty = json.dumps(plan, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
+    other = json.dumps({"design": "not the digested plan"}, indent=2).encode()
+    try:
+        command.upgrade(_config(url), "0007")
+        with engine.begin() as conn:
+            for run_id, content in (("r1", pretty), ("r2", other)):
+                values = {
+                    "r": run_id,
+                    "digest": sha256_hex(canonical_bytes(plan)),
+                    "content": content,
+                    "size": len(content),
+                    "sha": sha256_hex(content),
+                }
+                for statement in (
+                    "INSERT INTO app.intents (id, repo_path, goal, base_ref, request_sha256)"
+                    " VALUES (:r, '/r', 'g', 'HEAD', 'x')",
+                    "INSERT INTO app.runs (id, intent_id, status, next_action, retry_count,"
+                    " app_version, plan_sha256) VALUES (:r, :r, 'waiting_input',"
+                    " 'await:approval', 0, 'v', :digest)",
+                    "INSERT INTO app.artifacts (run_id, step_id, kind, name, media_type,"
+                    " content, size, sha256) VALUES (:r, 'CompileST', 'plan_card',"
+                    " 'plan.json', 'application/json', :content, :size, :sha)",
+                ):
+                    conn.execute(text(statement), values)
+        command.upgrade(_config(url), "head")
+        with engine.connect() as conn:
+            stored = dict(
+                conn.execute(
+                    text("SELECT run_id, content FROM app.artifacts ORDER BY run_id")
+                ).all()
+            )
+        assert bytes(stored["r1"]) == canonical_bytes(plan)
+        assert bytes(stored["r2"]) == other, "a plan whose canonical form is not the digest stays"
     finally:
         engine.dispose()
         with admin.connect() as conn:

@@ -133,6 +133,12 @@ def _commit_patch(
 
 
 def apply_patch_step(ctx: StepContext) -> StepOutcome:
+    if ctx.plan_sha256 is not None and ctx.approved_at is not None and ctx.plan is None:
+        return StepOutcome.failed(
+            "plan_matches_digest: the stored plan.json does not hash to the approved digest:"
+            " refusing to modify code",
+            {"plan_sha256": ctx.plan_sha256, "approved_at": ctx.approved_at},
+        )
     if ctx.plan_sha256 is None or ctx.approved_at is None or ctx.plan is None:
         return StepOutcome.failed(
             "no approval for the current plan: refusing to modify code",

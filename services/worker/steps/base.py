@@ -70,6 +70,12 @@ class ArtifactOut:
         body = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False).encode()
         return cls(kind, name, body + b"\n", "application/json")
 
+    @classmethod
+    def signed_json(cls, kind: str, name: str, body: bytes) -> ArtifactOut:
+        """A JSON artifact whose bytes are the ones a digest was taken over (from
+        ``canonical_bytes``): stored verbatim, never re-serialised or pretty-printed."""
+        return cls(kind, name, body, "application/json")
+
 
 @dataclass(frozen=True)
 class StepContext:

@@ -14,7 +14,7 @@ from shared.domain.change_check import check_plan
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.domain.policy import Policy
 from shared.domain.run_machine import StepId
-from shared.hashing import canonical_json, sha256_hex
+from shared.hashing import canonical_bytes, sha256_hex
 
 
 def compile_prompt(goal: str, attempt: int, rejected: list[str]) -> str:
@@ -62,7 +62,8 @@ def compile_step(ctx: StepContext) -> StepOutcome:
                     "plan": plan,
                 },
             )
-        plan_sha = sha256_hex(canonical_json(plan))
+        signed = canonical_bytes(plan)  # plan.json is these bytes; the digest is theirs
+        plan_sha = sha256_hex(signed)
         return StepOutcome(
             ok=True,
             output={
@@ -73,7 +74,7 @@ def compile_step(ctx: StepContext) -> StepOutcome:
                 "policy": policy.to_json(),
                 "git_ms": git.ms,
             },
-            artifacts=[ArtifactOut.json("plan_card", PLAN_ARTIFACT, plan)],
+            artifacts=[ArtifactOut.signed_json("plan_card", PLAN_ARTIFACT, signed)],
             plan_sha256=plan_sha,
             workspace=(worktree.branch, str(worktree.path)),
         )

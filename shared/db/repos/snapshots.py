@@ -19,7 +19,7 @@ from shared.db.models import Artifact, Intent, PlanApproval, Run, StepRun
 from shared.domain.run_machine import StepId
 
 PLAN_ARTIFACT = "plan.json"
-"""CompileST's plan card: what the approval digest is taken over."""
+"""CompileST's plan card: its bytes are what the approval digest is taken over."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class RunSnapshot:
     repo_inode: int | None
     policy: dict[str, Any] | None
     approved_at: datetime | None  # of the run's current plan digest, if approved
-    plan: dict[str, Any] | None
+    plan: dict[str, Any] | None  # None unless plan.json's sha256 is plan_sha256
     outputs: dict[str, dict[str, Any]]  # succeeded steps only
 
 
@@ -53,12 +53,14 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
         )
         .scalar_subquery()
     )
+    # Only the bytes the run's digest is over: a step never reads a plan nobody approved.
     plan = (
         select(Artifact.content)
         .where(
             Artifact.run_id == Run.id,
             Artifact.step_id == StepId.COMPILE.value,
             Artifact.name == PLAN_ARTIFACT,
+            Artifact.sha256 == Run.plan_sha256,
         )
         .scalar_subquery()
     )

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
+from shared.hashing import canonical_bytes, sha256_hex
 from tests.api_process.hostile import (
     BIDI_CONTROLS,
     RLO,
@@ -72,6 +73,31 @@ def test_a_run_page_shows_the_plan_card_digest_and_ledger_totals(
     assert '<strong id="total-tokens">100</strong>' in html
     assert "$0.7500" in html
     assert "Sign in</a> to approve or reject here" in html, "a bearer header has no session"
+
+
+def test_the_run_page_links_the_plan_json_whose_sha256_is_the_digest_shown(
+    client: FlaskClient, db: Session
+) -> None:
+    signed = canonical_bytes(PLAN)
+    run = RunFactory(waiting_input=True, plan_sha256=sha256_hex(signed))
+    ArtifactRepo(db).put(
+        run.id,
+        StepId.COMPILE,
+        kind="plan_card",
+        name="plan.json",
+        content=signed,
+        media_type="application/json",
+    )
+    db.commit()
+
+    html = client.get(f"/ui/runs/{run.id}").get_data(as_text=True)
+    link = f"/runs/{run.id}/artifacts/plan.json?step=CompileST"
+    assert f'<a id="plan-download" href="{link}" download="plan.json">' in html
+    downloaded = client.get(link)
+
+    assert downloaded.status_code == 200
+    assert sha256_hex(downloaded.get_data()) == run.plan_sha256
+    assert f'<span id="plan-sha256" class="mono digest">{run.plan_sha256}</span>' in html
 
 
 def test_a_decided_run_has_no_buttons(client: FlaskClient, db: Session) -> None:

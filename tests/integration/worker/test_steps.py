@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,10 @@ from services.worker.steps.execute import execute_step
 from shared.clock import SystemClock
 from shared.db.engine import unit_of_work
 from shared.db.models import OpenCodeCall, Run
+from shared.db.repos.snapshots import PLAN_ARTIFACT
+from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
+from shared.hashing import canonical_bytes, sha256_hex
 from shared.service.runs import decide_plan, dispatch_approved
 from tests.integration.worker.conftest import (
     RuntimeFactory,
@@ -41,6 +45,22 @@ def test_compile_reaches_waiting_input_and_a_redelivery_does_nothing(
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "skipped"
     assert prompts_at_server(rt) == 1
+
+
+def test_compile_stores_the_plan_as_the_exact_bytes_its_digest_is_taken_over(
+    rt: Runtime, repo: Path
+) -> None:
+    run_id = new_run(rt, repo, goal="Add a naïve multiply to calc.py — für alle")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    with rt.sessions() as s:
+        digest = s.execute(select(Run.plan_sha256).where(Run.id == run_id)).scalar_one()
+        plan = ArtifactRepo(s).get(run_id, StepId.COMPILE, PLAN_ARTIFACT)
+    assert plan is not None
+    assert plan.kind == "plan_card"
+    assert digest is not None
+    assert sha256_hex(plan.content) == plan.sha256 == digest
+    assert plan.content == canonical_bytes(json.loads(plan.content))
+    assert "naïve".encode() in plan.content  # UTF-8 as is, not \u escapes
 
 
 def test_a_step_redelivered_after_its_provider_call_reuses_the_recorded_answer(
@@ -76,6 +96,26 @@ def test_apply_refuses_to_touch_code_without_an_approval(rt: Runtime, repo: Path
         ).scalars()
         assert list(agents) == ["plan"]
     assert commits_on_branch(repo, run_id) == 0
+
+
+def test_apply_refuses_a_plan_json_whose_bytes_are_not_the_approved_digest(
+    rt: Runtime, repo: Path
+) -> None:
+    run_id = new_run(rt, repo)
+    run_step(rt, StepId.COMPILE, run_id, compile_step)
+    approve(rt, run_id)
+    with unit_of_work(rt.sessions) as s:  # the same plan, re-serialised: other bytes
+        stored = ArtifactRepo(s).get(run_id, StepId.COMPILE, PLAN_ARTIFACT)
+        assert stored is not None
+        pretty = json.dumps(json.loads(stored.content), indent=2).encode()
+        stored.content, stored.size, stored.sha256 = pretty, len(pretty), sha256_hex(pretty)
+
+    assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "failed"
+    assert (
+        "plan_matches_digest: the stored plan.json does not hash" in diagnostic(rt, run_id)["error"]
+    )
+    assert commits_on_branch(repo, run_id) == 0
+    assert prompts_at_server(rt) == 1, "the build agent was never asked"
 
 
 def test_a_patch_applied_before_a_crash_is_not_applied_twice(

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from shared.hashing import canonical_json, op_key, sha256_hex
+from shared.hashing import canonical_bytes, canonical_json, op_key, sha256_hex
 from shared.rng import seeded_rng
 
 
 def test_canonical_json_ignores_key_order_and_whitespace() -> None:
     assert canonical_json({"b": 1, "a": [1, 2]}) == canonical_json({"a": [1, 2], "b": 1})
     assert canonical_json({"a": 1}) == '{"a":1}'
+
+
+def test_the_signed_bytes_are_sorted_compact_json_with_non_ascii_as_raw_utf8() -> None:
+    plan = {"tests": ["ok"], "design": 'naïve — "quoted"\n', "files": [{"why": "é", "path": "a"}]}
+    expected = r'{"design":"naïve — \"quoted\"\n","files":[{"path":"a","why":"é"}],"tests":["ok"]}'
+    assert canonical_bytes(plan) == expected.encode()
+    assert canonical_bytes(plan) == canonical_json(plan).encode("utf-8")
+    assert sha256_hex(canonical_bytes(plan)) == sha256_hex(canonical_json(plan))
 
 
 def test_sha256_of_text_is_that_of_its_utf8_bytes() -> None:
