@@ -103,8 +103,13 @@ class Stack:
         return next(p for p in self.procs if p.name == name)
 
 
-def celery_argv(*args: str) -> list[str]:
-    return [str(BIN / "celery"), "-A", "services.worker.celery_app:app", *args]
+WORKER_APP = "services.worker.celery_app:app"
+"""kodo's Celery app. A module that imports it and adds to it (``bench.kodo_worker``
+counts SQL) may run in its place: ``start_worker(..., app="pkg.module:app")``."""
+
+
+def celery_argv(*args: str, app: str = WORKER_APP) -> list[str]:
+    return [str(BIN / "celery"), "-A", app, *args]
 
 
 def start_oc_compat(stack: Stack, seed: int, port: int | None = None) -> Proc:
@@ -136,6 +141,7 @@ def start_worker(
     *,
     node: str | None = None,
     extra_env: Mapping[str, str] | None = None,
+    app: str = WORKER_APP,
 ) -> Proc:
     """A Celery worker on the ``kodo`` queue; ``node`` defaults to a per-process name.
 
@@ -160,6 +166,7 @@ def start_worker(
             node or f"{name}-{os.getpid()}@%h",
             "--without-gossip",
             "--without-mingle",
+            app=app,
         ),
         extra_env=extra_env,
     )

@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 
 from services.devstack import ServiceHandle, restart
 from services.launcher import (
+    WORKER_APP,
     Proc,
     Stack,
     free_port,
@@ -37,6 +38,7 @@ from services.launcher import (
 )
 from shared.db.engine import make_engine
 from shared.service.runs import cancel_run
+from tests.chaos.faulty_worker import HOLD_MARKER_ENV
 
 TERMINAL = frozenset({"succeeded", "failed", "rejected", "cancelled"})
 REACHED_SERVER = ("succeeded", "failed", "timed_out", "aborted", "unknown")
@@ -167,19 +169,39 @@ class Chaos:
         return self.oc_gone_titles + self._live_titles()
 
     def start_worker(
-        self, name: str = BASE_WORKER, *, concurrency: int = 2, env: Mapping[str, str] | None = None
+        self,
+        name: str = BASE_WORKER,
+        *,
+        concurrency: int = 2,
+        env: Mapping[str, str] | None = None,
+        app: str = WORKER_APP,
     ) -> Proc:
         """A Celery worker process (its own log per start, so readiness is never stale)."""
         self._started += 1
         label = f"{name}-{self._started}"
-        proc = start_worker(self.stack, label, concurrency, node=f"{label}@%h", extra_env=env)
+        proc = start_worker(
+            self.stack, label, concurrency, node=f"{label}@%h", extra_env=env, app=app
+        )
         wait_worker_ready(proc)
         self.workers[name] = proc
-        if env:
+        if env or app != WORKER_APP:
             self.customised.add(name)
         else:
             self.customised.discard(name)
         return proc
+
+    def start_worker_held_before_apply(self, name: str) -> Path:
+        """A worker that stops right before ApplyPatchST's ``git apply`` (until killed).
+
+        It runs ``tests.chaos.faulty_worker``: kodo's app plus a test-side hold. Returns
+        the file it writes, holding the worktree's path, once a step reaches that point.
+        """
+        self._started += 1
+        marker = self.root / f"held-before-apply-{self._started}"
+        self.start_worker(
+            name, env={HOLD_MARKER_ENV: str(marker)}, app="tests.chaos.faulty_worker:app"
+        )
+        return marker
 
     def kill_worker(self, name: str = BASE_WORKER) -> None:
         """SIGKILL the worker's whole process group: the main process and its children."""

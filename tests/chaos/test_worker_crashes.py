@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +22,27 @@ def _wait_prompted(chaos: Chaos, session_title: str, deadline_s: float = 20.0) -
             return
         time.sleep(0.05)
     raise AssertionError(f"{session_title!r} never reached oc-compat\n{chaos.logs()}")
+
+
+def _wait_file(chaos: Chaos, path: Path, deadline_s: float) -> str:
+    """The text of ``path`` once it exists (a held worker writes it at its hold)."""
+    end = time.monotonic() + deadline_s
+    while not path.exists():
+        assert time.monotonic() < end, f"{path.name} never written\n{chaos.logs()}"
+        time.sleep(0.05)
+    return path.read_text()
+
+
+def staged(worktree: Path) -> str:
+    """``git diff --cached --name-only`` in ``worktree``: what is in its index."""
+    return subprocess.run(
+        ["git", "diff", "--cached", "--name-only"],
+        cwd=worktree,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
 
 
 def test_a_worker_killed_during_compile_s_provider_call_leaves_an_unknown_call_and_a_retry(
@@ -49,19 +72,18 @@ def test_a_worker_killed_during_apply_patch_s_git_apply_commits_the_patch_once(
 ) -> None:
     scenario.name = "SIGKILL worker during ApplyPatchST git apply"
     chaos.stop_worker(BASE_WORKER)
-    chaos.start_worker("paused", env={"KODO_FAULT_PAUSE_BEFORE_APPLY_S": "4"})
+    held = chaos.start_worker_held_before_apply("held")
     run_id = chaos.submit("Add a note to README.md")
     scenario.track(run_id)
     chaos.wait_status(run_id, {"waiting_input"}, deadline_s=30)
     assert chaos.approve(run_id).status_code == 200
-    end = time.monotonic() + 30
-    while not [c for c in chaos.ledger(run_id, "ApplyPatchST") if c.status == "succeeded"]:
-        assert time.monotonic() < end, chaos.explain([run_id])
-        time.sleep(0.05)
-    time.sleep(0.5)  # inside the pause, right before `git apply`
-    chaos.kill_worker("paused")
+    worktree = Path(_wait_file(chaos, held, deadline_s=30))
+    applied = [c for c in chaos.ledger(run_id, "ApplyPatchST") if c.status == "succeeded"]
+    assert len(applied) == 1, "the patch was paid for before the hold"
+    chaos.kill_worker("held")
     repo = chaos.repo_of(run_id)
     assert branch_commits(repo, run_id) == [], "killed before the commit"
+    assert staged(worktree) == "", "killed before `git apply` touched the index"
     chaos.start_worker(BASE_WORKER)
 
     chaos.wait_status(run_id, {"succeeded"}, deadline_s=45)

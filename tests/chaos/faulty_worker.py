@@ -1,0 +1,50 @@
+"""kodo's worker with a hold right before ApplyPatchST's ``git apply``, for the chaos suite.
+
+Run as the Celery app module (``celery -A tests.chaos.faulty_worker:app worker``, see
+:meth:`tests.chaos.harness.Chaos.start_worker`): the app is kodo's own, unchanged, and
+the product holds no fault switch. With ``HOLD_MARKER_ENV`` naming a file, every
+``git apply`` of ApplyPatchST first writes that file (the worktree's path: the test now
+knows the step is there) and then waits up to ``HOLD_S`` for the test to SIGKILL the
+worker. Without it the module is kodo's worker and nothing more.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from services.worker import git_ops
+from services.worker.celery_app import app
+from services.worker.steps import apply_patch
+
+HOLD_MARKER_ENV = "KODO_CHAOS_HOLD_BEFORE_APPLY"
+"""The file a held worker writes when it reaches ``git apply`` (unset: no hold)."""
+
+HOLD_S = 60.0
+"""Longest hold: past it the apply goes on, so a test that never kills cannot hang."""
+
+Apply = Callable[[Path, str], str | None]
+
+
+def held_before(apply: Apply, marker: Path) -> Apply:
+    """``apply``, preceded by announcing the worktree in ``marker`` and holding."""
+
+    def held_apply(worktree: Path, diff: str) -> str | None:
+        marker.write_text(str(worktree))
+        time.sleep(HOLD_S)
+        return apply(worktree, diff)
+
+    return held_apply
+
+
+_marker = os.environ.get(HOLD_MARKER_ENV)
+if _marker:  # for the life of this worker process; raises if ApplyPatchST stops using it
+    pytest.MonkeyPatch().setattr(
+        apply_patch, "try_apply", held_before(git_ops.try_apply, Path(_marker))
+    )
+
+__all__ = ["app"]
