@@ -62,9 +62,6 @@ DEFAULTS: dict[str, str] = {
     "KODO_REDIS_KEY_PREFIX": "kodo",
     "KODO_UI_SESSION_TTL_S": "28800",
     "KODO_ALLOW_SELF_APPROVAL": "0",
-    # Test-only fault injection (the chaos suite): seconds ApplyPatchST sleeps right before
-    # `git apply`, so a test can SIGKILL the worker there. 0 (the default) means off.
-    "KODO_FAULT_PAUSE_BEFORE_APPLY_S": "0",
 }
 
 
@@ -165,7 +162,6 @@ class Settings:
     api_workers: int = int(DEFAULTS["KODO_API_WORKERS"])
     api_connections: int = int(DEFAULTS["KODO_API_CONNECTIONS"])
     redis_key_prefix: str = DEFAULTS["KODO_REDIS_KEY_PREFIX"]
-    fault_pause_before_apply_s: float = 0.0  # test-only fault injection; see DEFAULTS
     policy_ref: str = DEFAULTS["KODO_POLICY_REF"]  # empty: the repository's default branch
     ui_session_ttl_s: int = int(DEFAULTS["KODO_UI_SESSION_TTL_S"])
     allow_self_approval: bool = False  # a token may approve what it submitted (off: refused)
@@ -220,7 +216,6 @@ class Settings:
             api_workers=_int(env, "KODO_API_WORKERS"),
             api_connections=_int(env, "KODO_API_CONNECTIONS"),
             redis_key_prefix=env.get("KODO_REDIS_KEY_PREFIX", DEFAULTS["KODO_REDIS_KEY_PREFIX"]),
-            fault_pause_before_apply_s=_float(env, "KODO_FAULT_PAUSE_BEFORE_APPLY_S"),
             policy_ref=env.get("KODO_POLICY_REF", DEFAULTS["KODO_POLICY_REF"]).strip(),
             ui_session_ttl_s=_int(env, "KODO_UI_SESSION_TTL_S"),
             allow_self_approval=_bool(env, "KODO_ALLOW_SELF_APPROVAL"),
@@ -274,8 +269,6 @@ class Settings:
             raise ConfigError("KODO_REDIS_KEY_PREFIX must be 1-64 of A-Z a-z 0-9 _ . : -")
         if self.ui_session_ttl_s <= 0:
             raise ConfigError("KODO_UI_SESSION_TTL_S must be positive")
-        if self.fault_pause_before_apply_s < 0:
-            raise ConfigError("KODO_FAULT_PAUSE_BEFORE_APPLY_S must not be negative")
         if self.policy_ref.startswith("-"):
             raise ConfigError("KODO_POLICY_REF must be a git ref, not an option")
         if not self.database_url.startswith("postgresql"):

@@ -15,7 +15,6 @@ approver signed one plan, and an agent that reaches beyond it gets no other try.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,8 +107,6 @@ def _commit_patch(
             return _Refused(report, changes)
         return _Committed(git(worktree, "rev-parse", "HEAD").strip(), report, changes)
     ensure_clean(worktree)
-    if ctx.rt.settings.fault_pause_before_apply_s:  # test-only fault injection
-        time.sleep(ctx.rt.settings.fault_pause_before_apply_s)
     reason = try_apply(worktree, diff)
     if reason is not None:
         refusal = confinement_refusal(reason)

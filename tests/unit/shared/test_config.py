@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import ConfigError, Settings
+from shared.config import DEFAULTS, ConfigError, Settings
 
 
 def test_defaults_apply_when_nothing_is_set() -> None:
@@ -71,3 +71,11 @@ def test_the_sandbox_cgroup_mode_is_auto_unless_set() -> None:
     assert Settings.from_env({}).sandbox_cgroup == "auto"
     assert Settings.from_env({"KODO_SANDBOX_CGROUP": "Required"}).sandbox_cgroup == "required"
     assert Settings.from_env({"KODO_SANDBOX_CGROUP": "off"}).sandbox_cgroup == "off"
+
+
+def test_the_product_holds_no_fault_injection_switch() -> None:
+    """Chaos tests break workers from their own side (tests/chaos/faulty_worker.py)."""
+    assert not [key for key in DEFAULTS if "FAULT" in key]
+    assert not [name for name in vars(Settings.from_env({})) if "fault" in name]
+    held = {"KODO_FAULT_PAUSE_BEFORE_APPLY_S": "4"}
+    assert Settings.from_env(held) == Settings.from_env({}), "the old variable means nothing"
