@@ -1,11 +1,11 @@
 """kodo's worker with a hold right before ApplyPatchST's ``git apply``, for the chaos suite.
 
 Run as the Celery app module (``celery -A tests.chaos.faulty_worker:app worker``, see
-:meth:`tests.chaos.harness.Chaos.start_worker`): the app is kodo's own, unchanged, and
-the product holds no fault switch. With ``HOLD_MARKER_ENV`` naming a file, every
-``git apply`` of ApplyPatchST first writes that file (the worktree's path: the test now
-knows the step is there) and then waits up to ``HOLD_S`` for the test to SIGKILL the
-worker. Without it the module is kodo's worker and nothing more.
+:meth:`tests.chaos.harness.Chaos.start_worker_held_before_apply`): the app is kodo's
+own, unchanged, and the product holds no fault switch. With ``HOLD_MARKER_ENV`` naming a
+file, every ``git apply`` of ApplyPatchST first writes that file (the worktree's path:
+the test now knows the step is there) and then waits up to ``HOLD_S`` for the test to
+SIGKILL the worker. Without it the module is kodo's worker and nothing more.
 """
 
 from __future__ import annotations
