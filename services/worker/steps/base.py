@@ -114,11 +114,7 @@ class StepContext:
         if status != STEP_STATUS[self.step].value:
             raise StepAbandoned(f"run is {status or 'gone'}")
         if not StepRunRepo(s).renew(
-            self.run_id,
-            self.step,
-            self.fence,
-            self.rt.clock.now(),
-            self.rt.settings.step_lease_s,
+            self.run_id, self.step, self.fence, self.rt.settings.step_lease_s
         ):
             raise StepAbandoned("a newer delivery holds the step")
 
@@ -167,11 +163,7 @@ class LeaseKeeper:
             try:
                 with unit_of_work(rt.sessions) as s:
                     kept = StepRunRepo(s).renew(
-                        self.ctx.run_id,
-                        self.ctx.step,
-                        self.ctx.fence,
-                        rt.clock.now(),
-                        rt.settings.step_lease_s,
+                        self.ctx.run_id, self.ctx.step, self.ctx.fence, rt.settings.step_lease_s
                     )
             except OperationalError:
                 continue  # the database is away: try again at the next beat
@@ -239,7 +231,6 @@ def load_context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
         entered = StepRunRepo(s).enter(
             run_id,
             step,
-            rt.clock.now(),
             owner=worker_identity(),
             lease_s=rt.settings.step_lease_s,
             app_version=app_version(),
@@ -353,7 +344,6 @@ def _record(
             run_id,
             step,
             status="succeeded" if outcome.ok else "failed",
-            now=now,
             fence=fence,
             output=outcome.output,
             error=outcome.error,
