@@ -12,20 +12,22 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import delete, text
 
 from services.worker.reconciler import reconcile
 from services.worker.runtime import Runtime
 from services.worker.steps.apply_patch import apply_patch_step
-from services.worker.steps.base import load_context, run_step
+from services.worker.steps.base import StepContext, StepOutcome, load_context, run_step
 from services.worker.steps.compile import compile_step
 from shared.clock import SystemClock
-from shared.db.models import Run, StepRun
+from shared.db.engine import unit_of_work
+from shared.db.models import PlanApproval, Run, StepRun
 from shared.domain.run_machine import StepId
 from tests.integration.worker.conftest import (
     RuntimeFactory,
     approve,
     commits_on_branch,
+    diagnostic,
     new_run,
 )
 
@@ -121,3 +123,45 @@ def test_a_reconciler_whose_clock_is_ahead_leaves_a_live_lease_alone(
     assert load_context(worker, run_id, StepId.COMPILE) is not None
     assert reconcile(beat) == []
     assert _step_row(worker, run_id, StepId.COMPILE).lease_owner != "reconciler"
+
+
+def test_a_record_refused_after_the_git_work_fails_the_step_with_a_diagnostic(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    run_id = _approved_on_the_api_host(make_rt, repo)
+    worker = make_rt()
+
+    def apply_then_lose_the_approval(ctx: StepContext) -> StepOutcome:
+        outcome = apply_patch_step(ctx)  # the patch is committed in git
+        with unit_of_work(worker.sessions) as s:  # and the gate's row is gone
+            s.execute(delete(PlanApproval).where(PlanApproval.run_id == run_id))
+        return outcome
+
+    assert run_step(worker, StepId.APPLY_PATCH, run_id, apply_then_lose_the_approval) == "failed"
+    assert commits_on_branch(repo, run_id) == 1, "the commit is kept as evidence"
+    step = _step_row(worker, run_id, StepId.APPLY_PATCH)
+    assert step.status == "failed"
+    assert step.lease_expires_at is None
+    run = _run(worker, run_id)
+    assert run.status == "failed"
+    report = diagnostic(worker, run_id)
+    assert report["rule"] == "record_refused"
+    assert "without an approval" in report["error"]
+    assert report["refused_outcome"]["ok"] is True
+    assert report["refused_outcome"]["output"]["commit"]
+    assert run_step(worker, StepId.APPLY_PATCH, run_id, apply_patch_step) == "skipped"
+
+
+def test_an_outcome_the_database_cannot_store_still_ends_the_step_failed(
+    rt: Runtime, repo: Path
+) -> None:
+    run_id = new_run(rt, repo)
+
+    def answer_with_a_nul_byte(_: StepContext) -> StepOutcome:  # text columns refuse NUL
+        return StepOutcome(ok=True, output={"summary": "agent text\x00 with a NUL byte"})
+
+    assert run_step(rt, StepId.COMPILE, run_id, answer_with_a_nul_byte) == "failed"
+    assert _step_row(rt, run_id, StepId.COMPILE).status == "failed"
+    report = diagnostic(rt, run_id)
+    assert report["rule"] == "record_refused"
+    assert report["refused_outcome"]["output"] == {"summary": "agent text\x00 with a NUL byte"}
