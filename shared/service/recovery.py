@@ -16,7 +16,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from shared.db.models import Run, StepRun
-from shared.db.repos.steps import RECONCILER
+from shared.db.repos.steps import RECONCILER, db_now
 from shared.domain.run_machine import STEP_STATUS, StepId
 
 
@@ -63,7 +63,8 @@ def find_and_claim_stalled(
                 Run.status == status.value,
                 or_(
                     and_(checkpoint.id.is_(None), Run.updated_at < cutoff),
-                    and_(checkpoint.status == "running", checkpoint.lease_expires_at < now),
+                    # Leases are database times (see repos.steps): so is their deadline.
+                    and_(checkpoint.status == "running", checkpoint.lease_expires_at < db_now()),
                 ),
             )
             .order_by(Run.updated_at)
@@ -80,7 +81,7 @@ def find_and_claim_stalled(
                     .where(StepRun.id == checkpoint_id)
                     .values(
                         lease_owner=RECONCILER,
-                        lease_expires_at=now + timedelta(seconds=redispatch_after_s),
+                        lease_expires_at=db_now() + timedelta(seconds=redispatch_after_s),
                     )
                 )
             found.append(Redispatch(run_id, step, reason))

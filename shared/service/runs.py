@@ -170,7 +170,7 @@ def decide_plan(
                 details={"rule": ["no_self_approval"]},
             )
     row = approvals.record(
-        run.id, run.plan_sha256, decision=decision, approver=approver, now=now, comment=comment
+        run.id, run.plan_sha256, decision=decision, approver=approver, comment=comment
     )
     if not approve:
         move = transition(RunStatus.WAITING_INPUT, PlanRejected())
@@ -195,7 +195,7 @@ def dispatch_approved(
         except IllegalTransition:  # pragma: no cover - the machine allows it
             continue
         if runs.apply(approval.run_id, move, now):
-            approvals.mark_dispatched(approval.id, now)
+            approvals.mark_dispatched(approval.id)
             dispatched.append(approval.run_id)
     return dispatched
 

@@ -19,8 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import structlog
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from services.worker.runtime import Runtime
@@ -41,7 +42,7 @@ from shared.domain.run_machine import (
     Transition,
     transition,
 )
-from shared.hashing import canonical_json
+from shared.hashing import canonical_json, sha256_hex
 from shared.queue import send_step
 from shared.service.repo_pin import observe_repo
 from shared.version import app_version
@@ -114,11 +115,7 @@ class StepContext:
         if status != STEP_STATUS[self.step].value:
             raise StepAbandoned(f"run is {status or 'gone'}")
         if not StepRunRepo(s).renew(
-            self.run_id,
-            self.step,
-            self.fence,
-            self.rt.clock.now(),
-            self.rt.settings.step_lease_s,
+            self.run_id, self.step, self.fence, self.rt.settings.step_lease_s
         ):
             raise StepAbandoned("a newer delivery holds the step")
 
@@ -167,11 +164,7 @@ class LeaseKeeper:
             try:
                 with unit_of_work(rt.sessions) as s:
                     kept = StepRunRepo(s).renew(
-                        self.ctx.run_id,
-                        self.ctx.step,
-                        self.ctx.fence,
-                        rt.clock.now(),
-                        rt.settings.step_lease_s,
+                        self.ctx.run_id, self.ctx.step, self.ctx.fence, rt.settings.step_lease_s
                     )
             except OperationalError:
                 continue  # the database is away: try again at the next beat
@@ -239,7 +232,6 @@ def load_context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
         entered = StepRunRepo(s).enter(
             run_id,
             step,
-            rt.clock.now(),
             owner=worker_identity(),
             lease_s=rt.settings.step_lease_s,
             app_version=app_version(),
@@ -307,9 +299,8 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
         outcome = StepOutcome.failed(
             f"{type(exc).__name__}: {exc}", {"traceback": traceback.format_exc()}
         )
-    now = rt.clock.now()
     try:
-        move = _record(rt, step, run_id, outcome, now, ctx.fence)
+        move, outcome = _record_or_refusal(rt, step, run_id, outcome, ctx.fence)
     except _Superseded:
         bound.warning("step.superseded")
         return "superseded"
@@ -336,6 +327,52 @@ class _Superseded(Exception):
     """Another actor (a cancel) moved the run first: roll back this step's record."""
 
 
+def _record_or_refusal(
+    rt: Runtime, step: StepId, run_id: str, outcome: StepOutcome, fence: int
+) -> tuple[Transition, StepOutcome]:
+    """Record the outcome; if the database refuses it (a rule), record a failure instead.
+
+    The step's work is done by now (for ApplyPatchST, a commit on the run's branch). A
+    refusal simply raised would leave the step running, and every redelivery would do
+    the work again and be refused the same way: a wedged run. A refusal is not an
+    outage (those still raise, and the task retries), so the step fails closed with a
+    diagnostic naming what the database said and what it refused.
+    """
+    try:
+        return _record(rt, step, run_id, outcome, rt.clock.now(), fence), outcome
+    except (OperationalError, InterfaceError):
+        raise
+    except DBAPIError as exc:
+        refused = exc
+    log.error("step.record_refused", error=str(refused.orig))
+    failure = _refusal(outcome, refused)
+    return _record(rt, step, run_id, failure, rt.clock.now(), fence), failure
+
+
+def _refusal(outcome: StepOutcome, refused: DBAPIError) -> StepOutcome:
+    """The failure recorded when the database refused ``outcome``; it quotes the outcome
+    in diagnostic.json (bytes), never in a column that may have refused it."""
+    cause = refused.orig
+    sqlstate = cause.sqlstate if isinstance(cause, psycopg.Error) else None
+    message = str(cause if cause is not None else refused).replace("\x00", "")
+    return StepOutcome.failed(
+        f"record_refused: the database refused to record this step's outcome: {message}",
+        {
+            "rule": "record_refused",
+            "sqlstate": sqlstate,
+            "refused_outcome": {
+                "ok": outcome.ok,
+                "error": outcome.error,
+                "output": outcome.output,
+                "artifacts": [
+                    {"name": a.name, "kind": a.kind, "sha256": sha256_hex(a.content)}
+                    for a in outcome.artifacts
+                ],
+            },
+        },
+    )
+
+
 def _record(
     rt: Runtime, step: StepId, run_id: str, outcome: StepOutcome, now: datetime, fence: int
 ) -> Transition:
@@ -353,7 +390,6 @@ def _record(
             run_id,
             step,
             status="succeeded" if outcome.ok else "failed",
-            now=now,
             fence=fence,
             output=outcome.output,
             error=outcome.error,

@@ -1,10 +1,12 @@
-"""Plan approvals: the persisted gate between CompileST and ApplyPatchST."""
+"""Plan approvals: the persisted gate between CompileST and ApplyPatchST.
+
+Their times are the database's (``now()``), not the API host's clock: the gate's
+trigger compares ``approved_at`` with a step's database-assigned start.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -23,7 +25,6 @@ class ApprovalRepo:
         *,
         decision: str,
         approver: str,
-        now: datetime,
         comment: str | None = None,
     ) -> PlanApproval:
         """Insert the decision for (run, plan) once; a repeat returns the first one."""
@@ -35,8 +36,8 @@ class ApprovalRepo:
                 decision=decision,
                 approver=approver,
                 comment=comment,
-                decided_at=now,
-                approved_at=now if decision == "approved" else None,
+                decided_at=func.now(),
+                approved_at=func.now() if decision == "approved" else None,
             )
             .on_conflict_do_nothing(index_elements=[PlanApproval.run_id, PlanApproval.plan_sha256])
         )
@@ -74,7 +75,9 @@ class ApprovalRepo:
             ).scalars()
         )
 
-    def mark_dispatched(self, approval_id: int, now: datetime) -> None:
+    def mark_dispatched(self, approval_id: int) -> None:
         self.session.execute(
-            update(PlanApproval).where(PlanApproval.id == approval_id).values(dispatched_at=now)
+            update(PlanApproval)
+            .where(PlanApproval.id == approval_id)
+            .values(dispatched_at=func.now())
         )

@@ -1,15 +1,23 @@
-"""Step checkpoints (``step_runs``) and artifacts."""
+"""Step checkpoints (``step_runs``) and artifacts.
+
+Every time on a step row (its start, its end, its lease's expiry) is Postgres'
+``statement_timestamp()``, never a worker host's clock: the approval gate and the lease
+rules compare these times with others the database assigned, so a worker whose clock
+runs behind or ahead decides nothing differently.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
+    DateTime,
     Integer,
+    Interval,
     Select,
     and_,
     bindparam,
@@ -34,6 +42,15 @@ _RUNS = table_of(Run)
 _ARTIFACTS = table_of(Artifact)
 
 
+def db_now() -> ColumnElement[Any]:
+    """The database's time when this statement began: one clock for every host."""
+    return func.statement_timestamp(type_=DateTime(timezone=True))
+
+
+def _lease_expiry() -> ColumnElement[Any]:
+    return db_now() + bindparam("lease", type_=Interval)
+
+
 def _enter_statement() -> Select[tuple[int, int, str | None]]:
     """Take the step's lease; a delivery after the first also counts a retry on its run.
 
@@ -41,8 +58,7 @@ def _enter_statement() -> Select[tuple[int, int, str | None]]:
     together, and a delivery turned away (no row returned) counts nothing.
     """
     t = _STEPS.c
-    now: BindParameter[Any] = bindparam("now")
-    expires: BindParameter[Any] = bindparam("expires")
+    expires = _lease_expiry()
     owner: BindParameter[Any] = bindparam("owner")
     # Not named like a column of app.runs: the UPDATE in the CTE would SET it.
     version: BindParameter[Any] = bindparam("worker_version")
@@ -52,7 +68,7 @@ def _enter_statement() -> Select[tuple[int, int, str | None]]:
             run_id=bindparam("run_id"),
             step_id=bindparam("step_id"),
             status="running",
-            started_at=now,
+            started_at=db_now(),
             fence=1,
             deliveries=1,
             lease_owner=owner,
@@ -71,7 +87,7 @@ def _enter_statement() -> Select[tuple[int, int, str | None]]:
             where=(t.status == "running")
             & (
                 (t.lease_expires_at.is_(None))
-                | (t.lease_expires_at < now)
+                | (t.lease_expires_at < db_now())
                 | (t.lease_owner == RECONCILER)
             ),
         )
@@ -102,10 +118,7 @@ def _ours() -> ColumnElement[bool]:
 # Hot-path statements are built once: constructing one costs more CPU than running it.
 _ENTER = _enter_statement()
 _RENEW = (
-    update(_STEPS)
-    .where(_ours())
-    .values(lease_expires_at=bindparam("expires"))
-    .returning(_STEPS.c.id)
+    update(_STEPS).where(_ours()).values(lease_expires_at=_lease_expiry()).returning(_STEPS.c.id)
 )
 _FINISH = (
     update(_STEPS)
@@ -114,10 +127,10 @@ _FINISH = (
         status=bindparam("status"),
         output=bindparam("output"),
         error=bindparam("error"),
-        finished_at=bindparam("now"),
+        finished_at=db_now(),
         # One statement: the duration is computed from the stored start in SQL.
         duration_ms=cast(
-            func.floor(func.extract("epoch", bindparam("now") - _STEPS.c.started_at) * 1000),
+            func.floor(func.extract("epoch", db_now() - _STEPS.c.started_at) * 1000),
             Integer,
         ),
         lease_expires_at=None,
@@ -157,7 +170,6 @@ class StepRunRepo:
         self,
         run_id: str,
         step: StepId,
-        now: datetime,
         *,
         owner: str,
         lease_s: float,
@@ -173,21 +185,20 @@ class StepRunRepo:
             {
                 "run_id": run_id,
                 "step_id": step.value,
-                "now": now,
-                "expires": now + timedelta(seconds=lease_s),
+                "lease": timedelta(seconds=lease_s),
                 "owner": owner,
                 "worker_version": app_version,
             },
         ).one_or_none()
         return None if row is None else Entered(row.fence, row.deliveries, row.app_version)
 
-    def renew(self, run_id: str, step: StepId, fence: int, now: datetime, lease_s: float) -> bool:
+    def renew(self, run_id: str, step: StepId, fence: int, lease_s: float) -> bool:
         """Extend our lease; False if a newer delivery fenced us off."""
         params = {
             "w_run_id": run_id,
             "w_step_id": step.value,
             "w_fence": fence,
-            "expires": now + timedelta(seconds=lease_s),
+            "lease": timedelta(seconds=lease_s),
         }
         return self.session.execute(_RENEW, params).scalar_one_or_none() is not None
 
@@ -204,7 +215,6 @@ class StepRunRepo:
         step: StepId,
         *,
         status: str,
-        now: datetime,
         fence: int,
         output: dict[str, Any] | None = None,
         error: str | None = None,
@@ -217,7 +227,6 @@ class StepRunRepo:
             "status": status,
             "output": output,
             "error": error,
-            "now": now,
         }
         return self.session.execute(_FINISH, params).scalar_one_or_none() is not None
 

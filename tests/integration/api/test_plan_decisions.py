@@ -31,15 +31,17 @@ def test_approving_a_waiting_plan_records_it_and_dispatches_apply_once(
     response = client.post(f"/runs/{run.id}/approve-plan", json={"approver": "ann"})
 
     assert response.status_code == 200
+    [row] = approvals(db, run.id)
+    assert (row.decision, row.approver, row.plan_sha256) == ("approved", "ann", run.plan_sha256)
+    assert row.approved_at is not None
     assert response.get_json() == {
         "accepted": True,
         "runId": run.id,
         "planSha256": run.plan_sha256,
         "approver": "ann",
-        "approvedAt": NOW.isoformat(),
+        "approvedAt": row.approved_at.isoformat(),
     }
-    [row] = approvals(db, run.id)
-    assert (row.decision, row.approver, row.plan_sha256) == ("approved", "ann", run.plan_sha256)
+    assert row.approved_at != NOW, "the database's time, not the API host's clock"
     assert sent_tasks(broker) == [Sent(task="kodo.ApplyPatchST", args=[run.id])]
     db.expire_all()
     moved = db.get(Run, run.id)
