@@ -296,7 +296,7 @@ class OCWrapper:
             )
             session_id = str(session["id"])
             with unit_of_work(self.sessions) as s:
-                LedgerRepo(s).mark_started(key, session_id, self.clock.now())
+                LedgerRepo(s).mark_started(key, session_id)
             reply = self.client.prompt(
                 session_id,
                 directory=call.directory,
@@ -398,14 +398,15 @@ class OCWrapper:
         deadline = time.monotonic() + patience
         while True:
             with unit_of_work(self.sessions) as s:
-                row = LedgerRepo(s).get(key)
+                ledger = LedgerRepo(s)
+                row = ledger.get(key)
                 if row is None:  # pragma: no cover - the claim conflict proves it exists
                     raise CallFailed(key, "missing", "ledger row vanished", kind="unknown")
                 if row.status != "claimed":
                     return self._from_row(row)
-                claimed_at = row.started_at or row.created_at
+                # Aged by the database's clock: the claim was written by another host.
+                age = ledger.claim_age_s(key) or 0.0
             # A claim older than any live call could be belongs to a dead worker.
-            age = (self.clock.now() - claimed_at).total_seconds()
             if time.monotonic() > deadline or age > patience:
                 return self._declare_unknown(key)
             time.sleep(self.wait_poll_s)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, extract, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate
@@ -43,8 +43,16 @@ parameters must not be named like a column of app.runs: the UPDATE would SET the
 _MARK_STARTED = (
     update(_CALLS)
     .where(_CALLS.c.op_key == bindparam("key"))
-    .values(session_id=bindparam("session_id"), started_at=bindparam("now"))
+    .values(session_id=bindparam("session_id"), started_at=func.statement_timestamp())
 )
+_CLAIM_AGE = select(
+    extract(
+        "epoch",
+        func.statement_timestamp() - func.coalesce(_CALLS.c.started_at, _CALLS.c.created_at),
+    )
+).where(_CALLS.c.op_key == bindparam("key"))
+"""How long ago the call was claimed (or sent), by the database's clock alone: a rule
+that compares a time written by one host with another host's clock breaks under skew."""
 
 
 def _finish_statement(*, only_if_claimed: bool) -> ReturningUpdate[tuple[int]]:
@@ -108,9 +116,14 @@ class LedgerRepo:
             .execution_options(populate_existing=True)
         ).scalar_one_or_none()
 
-    def mark_started(self, op_key: str, session_id: str, now: datetime) -> None:
-        """The HTTP call is about to leave: record its session and start time."""
-        self.session.execute(_MARK_STARTED, {"key": op_key, "session_id": session_id, "now": now})
+    def mark_started(self, op_key: str, session_id: str) -> None:
+        """The HTTP call is about to leave: record its session and (the database's) time."""
+        self.session.execute(_MARK_STARTED, {"key": op_key, "session_id": session_id})
+
+    def claim_age_s(self, op_key: str) -> float | None:
+        """Seconds since the call was claimed or sent, by the database's clock."""
+        age = self.session.execute(_CLAIM_AGE, {"key": op_key}).scalar_one_or_none()
+        return None if age is None else float(age)
 
     def finish(
         self,

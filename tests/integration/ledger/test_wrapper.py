@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import threading
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.oc_compat import running_server
 from services.sample_repo import create_sample_repo
 from shared.clock import SystemClock
+from shared.db.engine import unit_of_work
 from shared.db.models import OpenCodeCall
+from shared.db.repos.ledger import LedgerRepo
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.opencode.cache import LruCache
 from shared.opencode.client import ModelRef, OpenCodeClient
@@ -299,3 +303,50 @@ def test_a_turn_that_spawned_a_child_session_fails_closed(
     assert failure.value.error_name == "ChildSessionForbidden"
     row = _row(sessions, call.op_key)
     assert (row.status, row.error_name) == ("failed", "ChildSessionForbidden")
+
+
+class _HourAhead(SystemClock):
+    """The clock of a worker host an hour ahead of the one that claimed the call."""
+
+    def now(self) -> datetime:
+        return super().now() + timedelta(hours=1)
+
+
+def test_a_live_claim_is_aged_by_the_databases_clock_not_a_skewed_workers(
+    oc_url: str, sessions: sessionmaker[Session], db: Session, repo: Path
+) -> None:
+    run = RunFactory()
+    call = _call(run.id, repo)
+    OpenCodeCallFactory(
+        run=run, op_key=call.op_key, status="claimed", request={"prompt": call.prompt}
+    )
+    db.commit()
+    client = OpenCodeClient(oc_url, timeout_s=10)
+    wrapper = OCWrapper(client, sessions, _HourAhead(), model=MODEL, timeout_s=10, l1=LruCache())
+    _CLIENTS.extend([client, wrapper])
+    outcome: list[BaseException] = []
+    waiting = threading.Thread(target=_outcome, args=(wrapper, call, outcome), daemon=True)
+    waiting.start()
+    time.sleep(1.0)  # a skewed clock would have declared the fresh claim unknown at once
+    assert _row(sessions, call.op_key).status == "claimed"
+    with unit_of_work(sessions) as s:
+        LedgerRepo(s).finish(
+            call.op_key,
+            status="failed",
+            now=datetime.now(UTC),
+            duration_ms=1,
+            error_name="Stopped",
+            error="finished by the live claimant",
+        )
+    waiting.join(timeout=10)
+    assert not waiting.is_alive()
+    assert [type(e) for e in outcome] == [CallFailed], "the recorded failure, not unknown"
+    assert _row(sessions, call.op_key).status == "failed"
+    assert _prompts_at_server(oc_url) == 0
+
+
+def _outcome(wrapper: OCWrapper, call: StructuredCall, into: list[BaseException]) -> None:
+    try:
+        wrapper.prompt_structured(call)
+    except CallFailed as exc:
+        into.append(exc)
