@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import make_url
+from sqlalchemy import create_engine, make_url, text
 
 from tests.conftest import ROOT, scratch_database_url
 
@@ -43,9 +43,15 @@ def test_a_small_benchmark_prints_its_table_and_writes_json(
     argv += ["--beat-runs", "1", "--approval-poll", "0.5", "--deadline", "90"]
     argv += ["--database-url", bench_db.render_as_string(hide_password=False), "--json", str(out)]
 
-    done = subprocess.run(
-        argv, cwd=ROOT, env=os.environ, capture_output=True, text=True, timeout=240
-    )
+    try:
+        done = subprocess.run(
+            argv, cwd=ROOT, env=os.environ, capture_output=True, text=True, timeout=240
+        )
+    finally:  # the bench recreates its database and leaves it: this session's goes too
+        admin = create_engine(bench_db.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{bench_db.database}" WITH (FORCE)'))
+        admin.dispose()
 
     assert done.returncode == 0, done.stdout + done.stderr
     for row in ROWS:
