@@ -3,6 +3,7 @@ serving whatever a client does (streams, slow sockets, bursts, Flower's API)."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import time
@@ -65,6 +66,26 @@ def test_the_cli_shows_control_characters_and_bidi_overrides_escaped(
     out = shown.stdout + shown.stderr
     assert ".ssh/authorized_keys" in out, out
     assert [c for c in RAW_CONTROLS if c in out] == [], repr(out)
+
+
+def test_the_web_pages_show_the_hostile_plan_escaped(hostile: Hostile, waiting: str) -> None:
+    """The approver's browser pages, fetched as a signed-in session, carry no raw control,
+    escape or bidi character of the plan: only their visible escapes and the true path."""
+    with httpx.Client(base_url=hostile.stack.api_url, timeout=10) as browser:
+        form = browser.get("/ui/login")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+        assert csrf is not None
+        signed_in = browser.post(
+            "/ui/login", data={"token": hostile.approver, "csrf_token": csrf.group(1)}
+        )
+        assert signed_in.status_code in (200, 303), signed_in.text
+        for path in (f"/ui/runs/{waiting}", "/ui/approvals"):
+            page = browser.get(path)
+            assert page.status_code == 200, path
+            assert [c for c in RAW_CONTROLS if c in page.text] == [], path
+        run_page = browser.get(f"/ui/runs/{waiting}").text
+        assert "\\u202e" in run_page
+        assert ".ssh/authorized_keys" in run_page
 
 
 def test_an_approval_for_a_stale_digest_is_refused(hostile: Hostile, waiting: str) -> None:
