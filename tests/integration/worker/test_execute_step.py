@@ -157,8 +157,10 @@ def test_the_artifact_keeps_the_first_bytes_and_says_it_was_cut(
     assert out["output_bytes"] == 50001
 
 
-def test_cancelling_a_run_kills_its_running_sandbox(rt: Runtime, repo: Path) -> None:
-    tag = f"{2000 + time.time_ns() % 1000}.777"
+def executing_in_background(
+    rt: Runtime, repo: Path, tag: str
+) -> tuple[str, threading.Thread, list[str]]:
+    """A run whose ExecuteST runs on a thread, its command holding a ``sleep <tag>`` child."""
     code = f"import subprocess, time; subprocess.Popen(['sleep', '{tag}']); time.sleep(120)"
     run_id = decided(rt, repo, ["python3", "-c", code])
     result: list[str] = []
@@ -170,6 +172,12 @@ def test_cancelling_a_run_kills_its_running_sandbox(rt: Runtime, repo: Path) -> 
     while not processes_with(tag) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_with(tag), "the command started"
+    return run_id, worker, result
+
+
+def test_cancelling_a_run_kills_its_running_sandbox(rt: Runtime, repo: Path) -> None:
+    tag = f"{2000 + time.time_ns() % 1000}.777"
+    run_id, worker, result = executing_in_background(rt, repo, tag)
     with unit_of_work(rt.sessions) as s:
         cancel_run(s, run_id, now=rt.clock.now())
     began = time.monotonic()

@@ -4,7 +4,6 @@ for the whole command, the child cgroup gone afterwards, and its absence said ou
 from __future__ import annotations
 
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -21,7 +20,11 @@ from shared.db.engine import unit_of_work
 from shared.domain.run_machine import StepId
 from shared.service.runs import cancel_run
 from tests.integration.worker.conftest import RuntimeFactory, diagnostic
-from tests.integration.worker.test_execute_step import decided, step_output
+from tests.integration.worker.test_execute_step import (
+    decided,
+    executing_in_background,
+    step_output,
+)
 from tests.integration.worker.test_sandbox import processes_with, run_python, said, worktree  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -136,17 +139,7 @@ def test_the_child_cgroup_is_gone_after_an_exit_and_after_a_timeout(worktree: Pa
 @needs_cgroup
 def test_the_child_cgroup_is_gone_after_a_cancel(rt: Runtime, repo: Path) -> None:
     tag = f"{3000 + time.time_ns() % 1000}.555"
-    code = f"import subprocess, time; subprocess.Popen(['sleep', '{tag}']); time.sleep(120)"
-    run_id = decided(rt, repo, ["python3", "-c", code])
-    result: list[str] = []
-    worker = threading.Thread(
-        target=lambda: result.append(run_step(rt, StepId.EXECUTE, run_id, execute_step))
-    )
-    worker.start()
-    deadline = time.monotonic() + 20
-    while not processes_with(tag) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert processes_with(tag), "the command started"
+    run_id, worker, result = executing_in_background(rt, repo, tag)
     children = exec_children()
     assert children, "the command runs in a child cgroup"
     members = {int(p) for c in children for p in (c / "cgroup.procs").read_text().split()}
