@@ -12,7 +12,7 @@ import click
 import structlog
 from sqlalchemy import make_url
 
-from services.devstack.handle import repo_root
+from devstack.handle import repo_root
 from shared.config import Settings
 from shared.db.engine import make_engine, make_session_factory
 

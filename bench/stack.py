@@ -16,8 +16,8 @@ from pathlib import Path
 from redis import Redis
 from redis.exceptions import RedisError
 
-from services.devstack.database import migrate, recreate_database
-from services.launcher import (
+from devstack.database import migrate, recreate_database
+from devstack.launcher import (
     BIN,
     Proc,
     Stack,
@@ -28,7 +28,7 @@ from services.launcher import (
     wait_http,
     wait_worker_ready,
 )
-from services.sample_repo import create_sample_repo
+from devstack.sample_repo import create_sample_repo
 from shared.db.engine import make_engine, make_session_factory, unit_of_work
 from shared.service.tokens import Role, create_token
 

@@ -20,9 +20,9 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.devstack import down, ensure_redis
-from services.devstack.handle import ServiceHandle
-from services.launcher import free_port
+from devstack import down, ensure_redis
+from devstack.handle import ServiceHandle
+from devstack.launcher import free_port
 from shared.db.engine import make_engine, make_session_factory
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,9 +20,9 @@ from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from devstack.database import migrate
+from devstack.handle import DevstackError
 from services.cli.context import home_option, settings_for
-from services.devstack.database import migrate
-from services.devstack.handle import DevstackError
 from shared.queue import make_celery
 
 KEPT_TABLES = ("alembic_version", "processes", "api_tokens")

@@ -18,10 +18,9 @@ import click
 import httpx
 from sqlalchemy import create_engine, text
 
-from services.cli.views import plan_card_lines
-from services.devstack import stack as devstack
-from services.devstack.handle import repo_root
-from services.launcher import (
+from devstack import stack as devstack
+from devstack.handle import repo_root
+from devstack.launcher import (
     Stack,
     issue_token,
     start_api,
@@ -30,7 +29,8 @@ from services.launcher import (
     start_worker,
     wait_worker_ready,
 )
-from services.sample_repo import create_sample_repo
+from devstack.sample_repo import create_sample_repo
+from services.cli.views import plan_card_lines
 from shared.config import Settings
 
 TERMINAL = {"succeeded", "failed", "rejected", "cancelled"}

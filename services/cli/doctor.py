@@ -39,8 +39,8 @@ from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from devstack.handle import repo_root
 from services.cli.context import home_option, settings_for
-from services.devstack.handle import repo_root
 from services.worker.sandbox import sandbox_cgroup_warning, sandbox_problem
 from shared.config import Settings
 from shared.domain.display import visible

@@ -1,6 +1,6 @@
 """``kodo up`` / ``kodo down``: the whole local kodo as detached background processes.
 
-``up`` finds or starts Postgres and Redis (services.devstack), migrates, then starts
+``up`` finds or starts Postgres and Redis (devstack), migrates, then starts
 the OpenCode-compatible server, a worker, beat, the API and Flower, each in its own
 session so it outlives this command. Pids, ports, URLs and log paths go to
 ``.kodo/up.json``; ``down`` stops exactly those process groups (SIGTERM, SIGKILL after
@@ -18,12 +18,9 @@ from urllib.parse import urlsplit
 
 import click
 
-from services.cli import upstate
-from services.cli.context import TOKEN_FILE, home_option, save_local_token
-from services.devstack import stack as devstack
-from services.devstack.handle import DevstackError
-from services.devstack.procs import port_is_free
-from services.launcher import (
+from devstack import stack as devstack
+from devstack.handle import DevstackError
+from devstack.launcher import (
     Proc,
     Stack,
     flower_auth,
@@ -38,6 +35,9 @@ from services.launcher import (
     stop_group,
     wait_worker_ready,
 )
+from devstack.procs import port_is_free
+from services.cli import upstate
+from services.cli.context import TOKEN_FILE, home_option, save_local_token
 from services.worker.sandbox import sandbox_problem
 from shared.config import ConfigError, Settings
 

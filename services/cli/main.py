@@ -12,18 +12,13 @@ def cli() -> None:
 
 
 # Subcommand registration (one line each; keep this block at the bottom).
-from services.devstack.cli import stack  # noqa: E402
+from devstack.commands import COMMANDS  # noqa: E402
 
-cli.add_command(stack)
-from services.oc_compat.cli import oc_compat  # noqa: E402
-
-cli.add_command(oc_compat)
+for command in COMMANDS:
+    cli.add_command(command)
 from services.cli.demo import demo  # noqa: E402
 
 cli.add_command(demo)
-from services.oc_daemon.cli import oc  # noqa: E402
-
-cli.add_command(oc)
 from services.cli.local import down, up  # noqa: E402
 
 cli.add_command(up)

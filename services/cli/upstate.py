@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.devstack.handle import repo_root
+from devstack.handle import repo_root
 
 STATE_NAME = "up.json"
 

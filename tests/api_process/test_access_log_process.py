@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from services.launcher import Stack
+from devstack.launcher import Stack
 
 pytestmark = pytest.mark.integration
 

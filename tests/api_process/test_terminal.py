@@ -20,8 +20,8 @@ import pyte
 import pytest
 from sqlalchemy.orm import Session
 
+from devstack.launcher import Stack
 from services.cli.views import plan_card_lines
-from services.launcher import Stack
 from tests.api_process.hostile import (
     FORGED_LINE,
     HOSTILE_PLAN,

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from services.devstack import down, ensure_database, ensure_postgres, ensure_redis, migrate
-from services.launcher import free_port
+from devstack import down, ensure_database, ensure_postgres, ensure_redis, migrate
+from devstack.launcher import free_port
 from tests.chaos.harness import TERMINAL, Chaos, Services
 
 

@@ -1,8 +1,8 @@
 """The chaos harness: one private kodo (its own Postgres, Redis and processes) to break.
 
-Everything is real: Postgres and Redis started by ``services.devstack`` on free
+Everything is real: Postgres and Redis started by ``devstack`` on free
 loopback ports, and the oc-compat server, Celery workers, beat and the API started by
-``services.launcher``. The harness can SIGKILL, restart or flush any of them, drive
+``devstack.launcher``. The harness can SIGKILL, restart or flush any of them, drive
 runs over HTTP like a user (approving plans as they come), and read the truth from SQL.
 """
 
@@ -23,8 +23,8 @@ import redis
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from services.devstack import ServiceHandle, restart
-from services.launcher import (
+from devstack import ServiceHandle, restart
+from devstack.launcher import (
     WORKER_APP,
     Proc,
     Stack,
@@ -237,8 +237,8 @@ class Chaos:
 
     def baseline(self) -> None:
         """Before each scenario: every service up, one worker, no run of an earlier one active."""
-        from services.devstack.pgurl import answers as pg_answers
-        from services.devstack.redis_server import answers as redis_answers
+        from devstack.pgurl import answers as pg_answers
+        from devstack.redis_server import answers as redis_answers
 
         if not pg_answers(self.services.postgres.url):
             self.restart_postgres()

@@ -1,6 +1,6 @@
 """Two backends for one suite: the real ``opencode serve`` 1.18.33 and our compat server.
 
-The real daemon runs against kodo's scripted LLM (:mod:`services.scripted_llm`) with
+The real daemon runs against kodo's scripted LLM (:mod:`standins.scripted_llm`) with
 the same seed as the compat server, so both give the same answers and every case
 can assert the same things of both. The npm package is installed once into the
 cache (``KODO_OPENCODE_CACHE``); if npm or the registry fails, the suite fails
@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from services.launcher import free_port
-from services.oc_compat import running_server
-from services.oc_daemon import daemon, install
-from services.oc_daemon.daemon import DaemonState
-from services.oc_daemon.install import InstallError
-from services.sample_repo import create_sample_repo
-from services.scripted_llm import running_llm
+from devstack.launcher import free_port
+from devstack.oc_daemon import daemon, install
+from devstack.oc_daemon.daemon import DaemonState
+from devstack.oc_daemon.install import InstallError
+from devstack.sample_repo import create_sample_repo
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.opencode.client import ModelRef, OpenCodeClient
 from shared.opencode.tools import permission_rules, tools_map
+from standins.oc_compat import running_server
+from standins.scripted_llm import running_llm
 
 SEED = 5
 PASSWORD = "conformance-secret"  # noqa: S105 - a throwaway daemon on loopback

@@ -1,7 +1,7 @@
 """Our client and wrapper against the real daemon and the compat server, same assertions.
 
 Every case runs once per backend (``real``: ``opencode serve`` 1.18.33 over kodo's
-scripted LLM; ``compat``: services.oc_compat). A case that passes on one and fails
+scripted LLM; ``compat``: standins.oc_compat). A case that passes on one and fails
 on the other is a shape where our compat server, client or wrapper is wrong about
 the real daemon.
 """
@@ -20,7 +20,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.scripted_llm.script import TOOL_MARKER
 from shared.clock import SystemClock
 from shared.db.models import OpenCodeCall
 from shared.domain.contracts import PATCH_OUTPUT_SCHEMA, PLAN_OUTPUT_SCHEMA, validate_answer
@@ -30,6 +29,7 @@ from shared.opencode.diagnosis import DAEMON_UNEXPECTED
 from shared.opencode.errors import CONFIG_HINT, OpenCodeConfigError
 from shared.opencode.tools import permission_rules, tools_map
 from shared.opencode.wrapper import CallFailed, OCWrapper, StructuredCall, StructuredResult
+from standins.scripted_llm.script import TOOL_MARKER
 from tests.conformance.conftest import MODEL, Backend
 from tests.factories import RunFactory
 from tests.unit.opencode.captures import capture

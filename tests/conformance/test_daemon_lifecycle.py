@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from services.launcher import free_port
-from services.oc_daemon import daemon
-from services.oc_daemon.config import global_config
+from devstack.launcher import free_port
+from devstack.oc_daemon import daemon
+from devstack.oc_daemon.config import global_config
 from tests.conformance.conftest import PASSWORD
 
 pytestmark = pytest.mark.conformance

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import redis
 
-from services.launcher import (
+from devstack.launcher import (
     Stack,
     issue_token,
     start_api,
@@ -25,7 +25,7 @@ from services.launcher import (
     start_worker,
     wait_worker_ready,
 )
-from services.sample_repo import create_sample_repo
+from devstack.sample_repo import create_sample_repo
 from tests.conformance.conftest import SEED, Backend
 
 pytestmark = pytest.mark.conformance

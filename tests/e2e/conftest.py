@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from services.launcher import (
+from devstack.launcher import (
     Stack,
     issue_token,
     start_api,
@@ -21,7 +21,7 @@ from services.launcher import (
     start_worker,
     wait_worker_ready,
 )
-from services.sample_repo import create_sample_repo
+from devstack.sample_repo import create_sample_repo
 
 E2E_REDIS_DB = 13
 TERMINAL = {"succeeded", "failed", "rejected", "cancelled"}

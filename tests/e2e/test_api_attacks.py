@@ -19,11 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.devstack import down
-from services.devstack.handle import ServiceHandle, StackPaths
-from services.devstack.redis_server import start_again
-from services.launcher import Stack, issue_token, start_api
-from services.sample_repo import create_sample_repo
+from devstack import down
+from devstack.handle import ServiceHandle, StackPaths
+from devstack.launcher import Stack, issue_token, start_api
+from devstack.redis_server import start_again
+from devstack.sample_repo import create_sample_repo
 from tests.conftest import own_redis
 
 pytestmark = pytest.mark.e2e

@@ -23,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from services.launcher import (
+from devstack.launcher import (
     API_CONF,
     Stack,
     issue_token,
@@ -32,7 +32,7 @@ from services.launcher import (
     start_worker,
     wait_worker_ready,
 )
-from services.sample_repo import create_sample_repo
+from devstack.sample_repo import create_sample_repo
 
 pytestmark = pytest.mark.e2e
 

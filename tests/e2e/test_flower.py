@@ -17,7 +17,7 @@ import httpx
 import pytest
 from redis import Redis
 
-from services.launcher import (
+from devstack.launcher import (
     FlowerAuth,
     Stack,
     flower_auth,

@@ -1,6 +1,6 @@
 """The security suite's fixtures: a private Redis for the package, a hostile stack per module.
 
-Redis is our own (started by services.devstack on a free port), so an attack on the
+Redis is our own (started by devstack on a free port), so an attack on the
 broker, or a flush between modules, can never touch anyone else's. Postgres is the
 test database (``database_url``). After every test the stack must still serve.
 """

@@ -31,7 +31,7 @@ import httpx
 import redis
 from sqlalchemy import Engine, text
 
-from services.launcher import (
+from devstack.launcher import (
     Proc,
     Stack,
     issue_token,
@@ -41,7 +41,7 @@ from services.launcher import (
     start_worker,
     wait_worker_ready,
 )
-from services.sample_repo import FILES as SAMPLE_FILES
+from devstack.sample_repo import FILES as SAMPLE_FILES
 from shared.db.engine import make_engine
 from tests.security import attacks
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from services.sample_repo import FILES
+from devstack.sample_repo import FILES
 from tests.security import attacks
 from tests.security.harness import Campaign, Hostile, Outcome, assert_fails_closed, campaign
 

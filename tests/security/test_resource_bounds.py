@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from services.sample_repo import FILES
+from devstack.sample_repo import FILES
 from tests.security import attacks
 from tests.security.harness import EXEC_TIMEOUT_S, MARK, Hostile, script_attack
 

@@ -21,9 +21,9 @@ from click.testing import CliRunner, Result
 from redis import Redis
 from sqlalchemy import Engine, text
 
+from devstack.sample_repo import create_sample_repo
 from services.cli import upstate
 from services.cli.main import cli
-from services.sample_repo import create_sample_repo
 
 CLI_REDIS_DB = 9
 KODO = Path(sys.executable).parent / "kodo"

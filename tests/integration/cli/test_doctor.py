@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.launcher import stop_group
+from devstack.launcher import stop_group
 from tests.integration.cli.conftest import Kodo
 
 pytestmark = pytest.mark.integration

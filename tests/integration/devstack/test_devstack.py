@@ -15,7 +15,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from services.devstack import (
+from devstack import (
     DevstackError,
     StackPaths,
     binaries,
@@ -30,7 +30,7 @@ from services.devstack import (
     state,
     status,
 )
-from services.devstack.cli import stack
+from devstack.cli import stack
 from shared.config import Settings
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.oc_compat import running_server
-from services.sample_repo import create_sample_repo
+from devstack.sample_repo import create_sample_repo
 from shared.clock import SystemClock
 from shared.db.engine import unit_of_work
 from shared.db.models import OpenCodeCall
@@ -26,6 +25,7 @@ from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.opencode.cache import LruCache
 from shared.opencode.client import ModelRef, OpenCodeClient
 from shared.opencode.wrapper import CallFailed, OCWrapper, OutcomeUnknown, StructuredCall
+from standins.oc_compat import running_server
 from tests.factories import OpenCodeCallFactory, RunFactory
 
 pytestmark = pytest.mark.integration

@@ -19,14 +19,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.oc_compat import running_server
-from services.sample_repo import create_sample_repo
+from devstack.sample_repo import create_sample_repo
 from shared.clock import SystemClock
 from shared.db.models import OpenCodeCall
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA, ContractViolation, validate_answer
 from shared.opencode.client import AnswerTooLarge, ModelRef, OpenCodeClient
 from shared.opencode.errors import OpenCodePermanentError
 from shared.opencode.wrapper import CallFailed, OCWrapper, StructuredCall
+from standins.oc_compat import running_server
 from tests.factories import RunFactory
 
 CAP = 256 * 1024

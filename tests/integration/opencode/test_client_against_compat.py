@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 
-from services.oc_compat import running_server
 from shared.domain.contracts import (
     BUILD_OUTPUT_SCHEMA,
     PATCH_OUTPUT_SCHEMA,
@@ -34,6 +33,7 @@ from shared.opencode.errors import (
     OpenCodeTransientError,
     StructuredOutputMissing,
 )
+from standins.oc_compat import running_server
 from tests.unit.opencode.captures import capture
 
 MODEL = ModelRef("kodo", "kodo-scripted")

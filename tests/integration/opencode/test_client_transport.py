@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from services.oc_compat import running_server
 from shared.opencode.client import ModelRef, OpenCodeClient
 from shared.opencode.errors import (
     OpenCodePermanentError,
     OpenCodeTimeout,
     OpenCodeUnreachable,
 )
+from standins.oc_compat import running_server
 
 
 def free_port() -> int:

@@ -14,14 +14,14 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.oc_compat import running_server
-from services.sample_repo import create_sample_repo
+from devstack.sample_repo import create_sample_repo
 from services.worker.runtime import Runtime, build_runtime
 from shared.clock import Clock
 from shared.config import Settings
 from shared.db.engine import unit_of_work
 from shared.queue import make_celery
 from shared.service.runs import decide_plan, dispatch_approved, start_run, submit_intent
+from standins.oc_compat import running_server
 
 BROKER_DB = 12
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.sample_repo import create_sample_repo
+from devstack.sample_repo import create_sample_repo
 from services.worker.git_ops import commit_index, ensure_worktree, git, try_apply
 from shared.gitcmd import command_keys, hardened_args
 from shared.service.repo_pin import resolve_commit, run_policy_at_submit

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from services.sample_repo import create_sample_repo
+from devstack.sample_repo import create_sample_repo
 from services.worker.git_ops import ensure_worktree
 from services.worker.sandbox import Finished, sandbox_of
 from shared.config import Settings

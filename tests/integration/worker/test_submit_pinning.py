@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.sample_repo import create_sample_repo
+from devstack.sample_repo import create_sample_repo
 from services.worker.runtime import Runtime
 from services.worker.steps.base import run_step
 from services.worker.steps.compile import compile_step

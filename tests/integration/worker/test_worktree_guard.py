@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.sample_repo import create_sample_repo
+from devstack.sample_repo import create_sample_repo
 from services.worker.git_ops import ensure_worktree
 from services.worker.runtime import Runtime
 from services.worker.steps.apply_patch import apply_patch_step

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack.launcher import Stack
+from devstack.procs import private_log
 from services.cli import upstate
-from services.devstack.procs import private_log
-from services.launcher import Stack
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from services.oc_compat.app import GARBAGE, CompatConfig, CompatState, create_app
+from standins.oc_compat.app import GARBAGE, CompatConfig, CompatState, create_app
 
 PLAN_SCHEMA = {"type": "object", "properties": {"design": {"type": "string"}}}
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from services.oc_compat import answers, repo
-from services.oc_compat.directives import parse
 from shared.domain.contracts import BUILD_OUTPUT_SCHEMA, PATCH_OUTPUT_SCHEMA, validate_answer
+from standins.oc_compat import answers, repo
+from standins.oc_compat.directives import parse
 
 
 def git(cwd: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

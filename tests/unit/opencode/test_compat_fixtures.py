@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from services.oc_compat.app import CompatConfig, CompatState, create_app
-from services.oc_compat.directives import parse
-from services.oc_compat.fixtures import FixtureError, fixture_path, kind_of, load_fixture
+from standins.oc_compat.app import CompatConfig, CompatState, create_app
+from standins.oc_compat.directives import parse
+from standins.oc_compat.fixtures import FixtureError, fixture_path, kind_of, load_fixture
 
 PLAN_SCHEMA = {"type": "object", "properties": {"design": {"type": "string"}}}
 PATCH_SCHEMA = {"type": "object", "properties": {"diff": {"type": "string"}}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.oc_compat.shapes import SYSTEM_PROMPT_BYTES, Usage, usage_for
+from standins.oc_compat.shapes import SYSTEM_PROMPT_BYTES, Usage, usage_for
 
 
 def test_the_capture_usage_costs_what_the_daemon_charged() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.oc_compat.directives import parse, strip
+from standins.oc_compat.directives import parse, strip
 
 
 def test_a_plain_prompt_has_no_directives_and_is_attempt_one() -> None:

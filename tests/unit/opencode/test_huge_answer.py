@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.oc_compat import answers
-from services.oc_compat.directives import parse
-from services.sample_repo import create_sample_repo
+from devstack.sample_repo import create_sample_repo
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
+from standins.oc_compat import answers
+from standins.oc_compat.directives import parse
 
 
 def test_huge_grows_the_plan_s_design_to_the_asked_size(tmp_path: Path) -> None:

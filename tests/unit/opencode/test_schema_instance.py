@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from services.oc_compat.schema_instance import minimal_instance, violate
 from shared.domain.contracts import BUILD_OUTPUT_SCHEMA, PATCH_OUTPUT_SCHEMA, PLAN_OUTPUT_SCHEMA
+from standins.oc_compat.schema_instance import minimal_instance, violate
 from tests.unit.opencode.captures import capture
 
 CAPTURE_SCHEMA: dict[str, Any] = capture("prompt.structured.request.json")["format"]["schema"]

@@ -1,0 +1,338 @@
+"""Start and stop kodo's own processes (OpenCode-compatible server, worker, beat, API, Flower).
+
+Used by ``kodo demo``, ``kodo up`` and the end-to-end tests: real processes, loopback
+only, logs to files, SIGTERM then SIGKILL after a grace period. Every process leads
+its own session, so it outlives the command that started it (``kodo up`` records the
+pids and exits; ``kodo down`` signals each process group).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from devstack.procs import private_log
+from shared.db.engine import make_engine, make_session_factory, unit_of_work
+from shared.service.tokens import Role, fresh_token
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if not self.alive():
+            return
+        os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+    def kill(self) -> None:
+        if self.alive():
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+
+@dataclass
+class Stack:
+    """The processes of one local kodo, with the environment they share."""
+
+    env: dict[str, str]
+    log_dir: Path
+    procs: list[Proc] = field(default_factory=list)
+    api_url: str = ""
+    oc_url: str = ""
+    flower_url: str = ""
+
+    def start(self, name: str, argv: list[str], extra_env: Mapping[str, str] | None = None) -> Proc:
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        with private_log(log_path) as log:
+            popen = subprocess.Popen(
+                argv,
+                env={**self.env, **(extra_env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        proc = Proc(name, popen, log_path)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+    def proc(self, name: str) -> Proc:
+        return next(p for p in self.procs if p.name == name)
+
+
+WORKER_APP = "services.worker.celery_app:app"
+"""kodo's Celery app. A module that imports it and adds to it (``bench.kodo_worker``
+counts SQL) may run in its place: ``start_worker(..., app="pkg.module:app")``."""
+
+
+def celery_argv(*args: str, app: str = WORKER_APP) -> list[str]:
+    return [str(BIN / "celery"), "-A", app, *args]
+
+
+def start_oc_compat(stack: Stack, seed: int, port: int | None = None) -> Proc:
+    """The OpenCode-compatible server on ``port`` (default: any free one)."""
+    port = port or free_port()
+    proc = stack.start(
+        "oc-compat",
+        [
+            str(BIN / "kodo"),
+            "oc-compat",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--seed",
+            str(seed),
+        ],
+    )
+    stack.oc_url = f"http://127.0.0.1:{port}"
+    stack.env["OC_BASE_URL"] = stack.oc_url
+    wait_http(f"{stack.oc_url}/global/health", proc)
+    return proc
+
+
+def start_worker(
+    stack: Stack,
+    name: str = "worker",
+    concurrency: int = 4,
+    *,
+    node: str | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    app: str = WORKER_APP,
+) -> Proc:
+    """A Celery worker on the ``kodo`` queue; ``node`` defaults to a per-process name.
+
+    One process running ``concurrency`` steps at once on threads: a step mostly waits
+    (on the provider, Postgres, git), so threads overlap those waits at a fraction of
+    the memory of prefork children, and every per-process resource (engine pool, httpx
+    client, L1 cache) is shared by the steps.
+    """
+    return stack.start(
+        name,
+        celery_argv(
+            "worker",
+            "-Q",
+            "kodo",
+            "-P",
+            "threads",
+            "-c",
+            str(concurrency),
+            "-l",
+            "INFO",
+            "-n",
+            node or f"{name}-{os.getpid()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            app=app,
+        ),
+        extra_env=extra_env,
+    )
+
+
+def start_beat(stack: Stack) -> Proc:
+    schedule = stack.log_dir / "celerybeat-schedule"
+    return stack.start("beat", celery_argv("beat", "-l", "INFO", "-s", str(schedule)))
+
+
+API_CONF = "python:services.api.gunicorn_conf"
+"""The one serving shape (gevent workers, header and body deadlines): compose, the bench
+and ``kodo up`` all start ``gunicorn -c API_CONF -b HOST:PORT services.api.wsgi:app``."""
+
+
+def api_argv(bind: str, app: str = "services.api.wsgi:app") -> list[str]:
+    return [str(BIN / "gunicorn"), "-c", API_CONF, "-b", bind, app]
+
+
+def start_api(
+    stack: Stack, port: int | None = None, extra_env: Mapping[str, str] | None = None
+) -> Proc:
+    """The API under gunicorn on ``port`` (default: any free one), ready at ``/healthz``."""
+    port = port or free_port()
+    proc = stack.start("api", api_argv(f"127.0.0.1:{port}"), extra_env=extra_env)
+    stack.api_url = f"http://127.0.0.1:{port}"
+    wait_http(f"{stack.api_url}/healthz", proc)
+    return proc
+
+
+@dataclass(frozen=True)
+class FlowerAuth:
+    """Flower's basic-auth credentials: its UI and API both refuse requests without them."""
+
+    user: str
+    password: str
+
+    @property
+    def basic(self) -> str:
+        return f"{self.user}:{self.password}"
+
+    @classmethod
+    def generate(cls) -> FlowerAuth:
+        return cls("kodo", secrets.token_urlsafe(24))
+
+
+def flower_auth(path: Path) -> FlowerAuth:
+    """The credentials stored at ``path`` (``user:password``, mode 0600), made on first use."""
+    try:
+        user, sep, password = path.read_text().strip().partition(":")
+        if sep and user and password:
+            path.chmod(0o600)
+            return FlowerAuth(user, password)
+    except FileNotFoundError:
+        pass
+    auth = FlowerAuth.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(auth.basic + "\n")
+    path.chmod(0o600)
+    return auth
+
+
+def start_flower(stack: Stack, auth: FlowerAuth, port: int | None = None) -> Proc:
+    """Flower on loopback behind basic auth (UI and ``/api/*`` alike).
+
+    The credentials go in through the environment (``FLOWER_BASIC_AUTH``), not argv,
+    where any local user could read them; ``FLOWER_UNAUTHENTICATED_API`` is removed
+    from what Flower inherits, so its API is never opened without them.
+    """
+    port = port or free_port()
+    stack.env.pop("FLOWER_UNAUTHENTICATED_API", None)
+    proc = stack.start(
+        "flower",
+        celery_argv("flower", "--address=127.0.0.1", f"--port={port}"),
+        extra_env={"FLOWER_BASIC_AUTH": auth.basic},
+    )
+    stack.flower_url = f"http://127.0.0.1:{port}"
+    wait_http(f"{stack.flower_url}/healthcheck", proc)  # the one page open without credentials
+    return proc
+
+
+def wait_http(url: str, proc: Proc, deadline_s: float = 30.0) -> None:
+    """Poll ``url`` with short timeouts until it answers 200 (a boot-time probe can hang)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited early:\n{proc.log_tail()}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{proc.name} not ready at {url}:\n{proc.log_tail()}")
+
+
+def wait_worker_ready(proc: Proc, deadline_s: float = 30.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited early:\n{proc.log_tail()}")
+        if " ready." in proc.log_tail(200):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{proc.name} not ready:\n{proc.log_tail()}")
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks (/proc), to recognise it later despite pid reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    # fields[0] is the state (field 3 of stat); starttime is field 22.
+    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs and is not a zombie (detached processes are reaped by init)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def stop_group(pid: int, grace_s: float = 10.0) -> str:
+    """SIGTERM the process group ``pid`` leads, SIGKILL it after ``grace_s``; say what happened.
+
+    The processes of a detached stack lead their own sessions (see Stack.start), so the
+    group holds the gunicorn or celery children too.
+    """
+    if not pid_alive(pid):
+        return "already gone"
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return "already gone"
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return "stopped"
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not pid_alive(pid):
+            return "killed after grace"
+        time.sleep(0.05)
+    return "survived SIGKILL"
+
+
+def issue_token(database_url: str, name: str, role: str) -> str:
+    """A fresh API token for a scripted stack (demo, tests): revokes NAME's old one first."""
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with unit_of_work(make_session_factory(engine)) as s:
+            return fresh_token(s, name, Role(role), now=datetime.now(UTC))
+    finally:
+        engine.dispose()

@@ -1,0 +1,295 @@
+"""Start, probe and stop one isolated ``opencode serve``, remembered in a state file.
+
+Isolation: its own HOME (and XDG dirs) under the state directory, so its database,
+logs and caches never mix with a user's; the global config via ``OPENCODE_CONFIG``;
+every ``OPENCODE_DISABLE_*`` switch on, so it never fetches, updates, shares or reads
+a target repository's ``opencode.json``; basic auth; bound to 127.0.0.1 only.
+
+A probe of ``/global/health`` sent while the daemon boots can hang for minutes
+(OpenCode notes §5.2), so every probe has a short timeout and is retried. Stopping
+sends SIGTERM to its process group, then SIGKILL after a grace period (§5.3: it once
+ignored SIGTERM).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from devstack.oc_daemon.config import global_config, write_config
+from shared.opencode.client import OpenCodeClient
+from shared.opencode.errors import OpenCodeError
+
+STATE_FILE = "daemon.json"
+USERNAME = "opencode"
+PROBE_TIMEOUT_S = 1.0
+BOOT_DEADLINE_S = 60.0
+STOP_GRACE_S = 5.0
+
+DISABLE_SWITCHES = (
+    "OPENCODE_DISABLE_AUTOUPDATE",
+    "OPENCODE_DISABLE_MODELS_FETCH",
+    "OPENCODE_DISABLE_LSP_DOWNLOAD",
+    "OPENCODE_DISABLE_SHARE",
+    "OPENCODE_DISABLE_DEFAULT_PLUGINS",
+    "OPENCODE_DISABLE_PROJECT_CONFIG",
+)
+_DROPPED_PREFIXES = ("OPENCODE_", "XDG_")
+
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+"""Daemons this process started, kept so they are reaped (not warned about) when stopped."""
+
+
+class DaemonError(RuntimeError):
+    """The daemon did not start, is not ours, or is not healthy."""
+
+
+@dataclass(frozen=True)
+class DaemonState:
+    """What ``kodo oc up`` started; ``kodo oc down|health`` read it back."""
+
+    pid: int
+    url: str
+    username: str
+    password: str
+    home: str
+    log_path: str
+    llm_url: str
+    llm_pid: int | None = None
+
+    @classmethod
+    def from_json(cls, raw: object) -> DaemonState:
+        if not isinstance(raw, dict):
+            raise DaemonError("daemon state is not an object")
+        try:
+            llm_pid = raw.get("llm_pid")
+            return cls(
+                pid=int(raw["pid"]),
+                url=str(raw["url"]),
+                username=str(raw["username"]),
+                password=str(raw["password"]),
+                home=str(raw["home"]),
+                log_path=str(raw["log_path"]),
+                llm_url=str(raw["llm_url"]),
+                llm_pid=int(llm_pid) if llm_pid is not None else None,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DaemonError(f"daemon state is malformed: {exc}") from exc
+
+
+def daemon_env(
+    base: Mapping[str, str], *, home: Path, config_path: Path, password: str
+) -> dict[str, str]:
+    """The daemon's environment: ``base`` minus any OPENCODE_/XDG_ setting, plus ours."""
+    env = {k: v for k, v in base.items() if not k.startswith(_DROPPED_PREFIXES)}
+    env.update(
+        {
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_DATA_HOME": str(home / ".local" / "share"),
+            "XDG_STATE_HOME": str(home / ".local" / "state"),
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "OPENCODE_CONFIG": str(config_path),
+            "OPENCODE_SERVER_USERNAME": USERNAME,
+            "OPENCODE_SERVER_PASSWORD": password,
+        }
+    )
+    env.update({switch: "1" for switch in DISABLE_SWITCHES})
+    return env
+
+
+def read_state(state_dir: Path) -> DaemonState | None:
+    path = state_dir / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        return DaemonState.from_json(json.loads(path.read_text()))
+    except ValueError as exc:
+        raise DaemonError(f"{path}: {exc}") from exc
+
+
+def _write_state(state_dir: Path, state: DaemonState) -> None:
+    path = state_dir / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(state), indent=2) + "\n")
+    os.chmod(tmp, 0o600)  # it holds the daemon's password
+    tmp.replace(path)
+
+
+def _client(url: str, username: str, password: str) -> OpenCodeClient:
+    return OpenCodeClient(url, timeout_s=PROBE_TIMEOUT_S, username=username, password=password)
+
+
+def probe(url: str, *, username: str = USERNAME, password: str = "") -> dict[str, Any]:
+    """One ``GET /global/health`` with a short timeout; raises OpenCodeError if unhealthy."""
+    with _client(url, username, password) as client:
+        answer = client.health(timeout_s=PROBE_TIMEOUT_S)
+    if answer.get("healthy") is not True:
+        raise DaemonError(f"{url} says it is not healthy: {answer!r:.200}")
+    return answer
+
+
+def _log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _wait_healthy(
+    popen: subprocess.Popen[bytes], url: str, password: str, log: Path, deadline_s: float
+) -> None:
+    end = time.monotonic() + deadline_s
+    last = "no probe answered"
+    while time.monotonic() < end:
+        if popen.poll() is not None:
+            raise DaemonError(
+                f"opencode exited {popen.returncode} while booting:\n{_log_tail(log)}"
+            )
+        try:
+            probe(url, password=password)
+            return
+        except (OpenCodeError, DaemonError) as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise DaemonError(f"opencode not healthy at {url} within {deadline_s}s ({last})")
+
+
+def start(
+    binary: Path,
+    *,
+    state_dir: Path,
+    port: int,
+    llm_url: str,
+    password: str | None = None,
+    llm_pid: int | None = None,
+    env: Mapping[str, str] | None = None,
+    deadline_s: float = BOOT_DEADLINE_S,
+) -> DaemonState:
+    """Start ``opencode serve`` on 127.0.0.1:``port``, wait until healthy, record it."""
+    state_dir = state_dir.resolve()
+    existing = read_state(state_dir)
+    if existing is not None and is_running(existing.pid):
+        raise DaemonError(f"a daemon is already up at {existing.url} (pid {existing.pid})")
+    home = state_dir / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    config_path = write_config(state_dir / "opencode.global.json", global_config(llm_url))
+    secret = password or secrets.token_urlsafe(24)
+    log_path = state_dir / "opencode.log"
+    url = f"http://127.0.0.1:{port}"
+    argv = [str(binary), "serve", "--hostname", "127.0.0.1", "--port", str(port)]
+    with log_path.open("ab") as log:
+        popen = subprocess.Popen(
+            argv,
+            cwd=home,
+            env=daemon_env(
+                os.environ if env is None else env,
+                home=home,
+                config_path=config_path,
+                password=secret,
+            ),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    _CHILDREN[popen.pid] = popen
+    state = DaemonState(
+        pid=popen.pid,
+        url=url,
+        username=USERNAME,
+        password=secret,
+        home=str(home),
+        log_path=str(log_path),
+        llm_url=llm_url,
+        llm_pid=llm_pid,
+    )
+    _write_state(state_dir, state)
+    try:
+        _wait_healthy(popen, url, secret, log_path, deadline_s)
+    except BaseException:
+        stop_pid(popen.pid)
+        raise
+    return state
+
+
+def _stat_state(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[0]
+
+
+def _reap(pid: int) -> None:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _CHILDREN[pid]
+        return
+    with contextlib.suppress(ChildProcessError):  # not our child: its parent reaps it
+        os.waitpid(pid, os.WNOHANG)
+
+
+def is_running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie child of ours is reaped on the way)."""
+    _reap(pid)
+    state = _stat_state(pid)
+    return state is not None and state not in ("Z", "X")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def stop_pid(pid: int, *, grace_s: float = STOP_GRACE_S, expect: str = "") -> bool:
+    """SIGTERM ``pid``'s process group, SIGKILL after ``grace_s``; False if it was not up.
+
+    ``expect`` must appear in its command line, so a recycled pid is never signalled.
+    """
+    if not is_running(pid) or (expect and expect not in _cmdline(pid)):
+        return False
+    _signal_group(pid, signal.SIGTERM)
+    end = time.monotonic() + grace_s
+    while time.monotonic() < end:
+        if not is_running(pid):
+            return True
+        time.sleep(0.05)
+    _signal_group(pid, signal.SIGKILL)
+    end = time.monotonic() + 5.0
+    while is_running(pid) and time.monotonic() < end:
+        time.sleep(0.05)
+    return True
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        os.kill(pid, sig)
+
+
+def stop(state_dir: Path, *, grace_s: float = STOP_GRACE_S) -> DaemonState | None:
+    """Stop what ``start`` recorded in ``state_dir`` (and its scripted LLM); forget it."""
+    state = read_state(state_dir)
+    if state is None:
+        return None
+    stop_pid(state.pid, grace_s=grace_s, expect="opencode")
+    if state.llm_pid is not None:
+        stop_pid(state.llm_pid, grace_s=grace_s, expect="scripted_llm")
+    (state_dir / STATE_FILE).unlink(missing_ok=True)
+    return state

@@ -1,0 +1,78 @@
+"""The state file: what this checkout started, so ``down`` stops exactly that."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+from devstack.handle import DevstackError, ServiceHandle, StackPaths
+from devstack.procs import alive, looks_like
+
+
+@contextmanager
+def locked(paths: StackPaths) -> Iterator[None]:
+    """Serialise find-or-start across processes, so two ``up``s never start two servers."""
+    paths.home.mkdir(parents=True, exist_ok=True)
+    with paths.lock_file.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def load(paths: StackPaths) -> list[ServiceHandle]:
+    """Entries of services we started; an absent file means none."""
+    try:
+        raw = json.loads(paths.state_file.read_text())
+    except FileNotFoundError:
+        return []
+    except json.JSONDecodeError as exc:
+        raise DevstackError(
+            f"{paths.state_file} is not JSON ({exc}); inspect or delete it"
+        ) from exc
+    services = raw.get("services") if isinstance(raw, dict) else None
+    if not isinstance(services, list):
+        raise DevstackError(f"{paths.state_file} has no 'services' list")
+    return [ServiceHandle.from_json(entry) for entry in services]
+
+
+def save(paths: StackPaths, handles: list[ServiceHandle]) -> None:
+    """Write atomically; only owned services are ever recorded."""
+    paths.home.mkdir(parents=True, exist_ok=True)
+    entries = [replace(h, kind="started").to_json() for h in handles if h.owned]
+    tmp = paths.state_file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"version": 1, "services": entries}, indent=2) + "\n")
+    os.replace(tmp, paths.state_file)
+
+
+def record(paths: StackPaths, handle: ServiceHandle) -> None:
+    """Add or replace the entry for ``handle``'s requested URL (a no-op for reused ones)."""
+    if not handle.owned:
+        return
+    others = [
+        h
+        for h in load(paths)
+        if not (h.name == handle.name and h.requested_url == handle.requested_url)
+    ]
+    save(paths, [*others, handle])
+
+
+def forget(paths: StackPaths, gone: ServiceHandle) -> None:
+    save(paths, [h for h in load(paths) if h != gone])
+
+
+def find_kept(
+    paths: StackPaths, name: str, requested_url: str, answers: Callable[[str], bool]
+) -> ServiceHandle | None:
+    """The server an earlier ``up`` started for this request, if it still runs and answers."""
+    for entry in load(paths):
+        if entry.name != name or entry.requested_url != requested_url or entry.pid is None:
+            continue
+        if alive(entry.pid) and looks_like(entry.pid, entry.binary) and answers(entry.url):
+            return replace(entry, kind="kept")
+    return None

@@ -1,0 +1,49 @@
+"""oc_compat: an OpenCode-compatible HTTP server with a deterministic scripted model.
+
+OpenCode cannot reach a model on a machine without one, so demos and tests talk to
+this instead. It answers the daemon's endpoints with the daemon's JSON shapes
+(OpenCode 1.18.33): ``GET /global/health``, ``POST /session``, ``GET /session/{id}``,
+``GET /session/{id}/children``, ``POST /session/{id}/message``,
+``POST /session/{id}/abort``, ``GET /session/status``; plus ``GET /__kodo/stats`` and
+``POST /__kodo/reset``, which the real daemon lacks, so tests can count calls at the server
+(``by_title`` counts prompts per session title: kodo titles one session per op_key).
+
+Answers depend only on the seed, the prompt and the directory's working tree. With
+``format.type == "json_schema"`` the schema picks the script: a ``design`` property
+gets a PlanOutput, ``diff`` a PatchOutput (the plan between ``--- plan.json ---`` and
+``--- end plan.json ---`` lines), ``argv`` a BuildOutput, anything else a minimal
+instance of the schema. Without a format the answer is a text part. Parts carry no
+``snapshot`` (kodo's daemon config turns snapshots off).
+
+Directives in the prompt text script failures:
+
+* ``[oc:invalid]``: the structured answer violates the schema (still ``valid: true``).
+* ``[oc:invalid-attempts=K]``: invalid while the line ``kodo-attempt: N`` has N <= K
+  (no such line means N = 1).
+* ``[oc:no-structured]``: prose instead of the tool call, ``StructuredOutputError``.
+* ``[oc:api-error]``: ``APIError`` statusCode 400, isRetryable false, nothing billed;
+  ``[oc:api-error=retryable]``: statusCode 503, isRetryable true.
+* ``[oc:slow=MS]``: wait MS ms first; ``/abort`` ends the wait with
+  ``MessageAbortedError``.
+* ``[oc:http500]``: HTTP 500 ``UnknownError`` with the daemon's exact message, the answer
+  it gives an internal failure (and an unknown agent or model; ``GET /agent`` and
+  ``GET /config/providers`` tell them apart).
+* ``[oc:http500-attempts=K]``: that HTTP 500 while ``kodo-attempt: N`` has N <= K.
+* ``[oc:garbage]``: HTTP 200 whose body is not JSON (as from a broken proxy).
+* ``[oc:llm500]``: the model answers HTTP 500 and the daemon retries with backoff: the
+  prompt blocks, ``GET /session/status`` says ``retry``, until ``/abort``.
+* ``[oc:fail-verify]``: BuildOutput argv that prints "verification failed", exits 3.
+* ``[oc:child]``: the turn spawns a child session (``GET /session/{id}/children``).
+* ``[oc:tool=NAME]``: also a completed ``tool`` part for NAME (repeatable).
+* ``[oc:fixture=NAME]``: the plan, patch or build answer comes verbatim from ``NAME.json``
+  in the fixtures folder (``--fixtures-dir`` / ``OC_COMPAT_FIXTURES_DIR``), keyed
+  ``plan``/``patch``/``build``; a kind the file lacks is answered as usual. A bad name
+  or file is an HTTP 500 naming the problem (see fixtures.py).
+* ``[oc:huge=N]``: the structured answer's first string field (a plan's ``design``)
+  grows to N characters: an oversize, off-schema answer.
+"""
+
+from standins.oc_compat.app import CompatConfig, CompatState, create_app
+from standins.oc_compat.server import CompatServer, running_server
+
+__all__ = ["CompatConfig", "CompatServer", "CompatState", "create_app", "running_server"]

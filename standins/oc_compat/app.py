@@ -1,0 +1,528 @@
+"""The Flask app: OpenCode's session and prompt endpoints over in-memory state.
+
+State lives in one :class:`CompatState` guarded by a lock; prompts run outside the
+lock so a slow prompt never blocks ``/abort`` or other sessions.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, request
+
+from shared.hashing import sha256_hex
+from standins.oc_compat import answers, shapes
+from standins.oc_compat.directives import parse
+from standins.oc_compat.fixtures import FixtureError
+
+KNOWN_AGENTS = frozenset({"plan", "build"})
+_PERMISSION_ACTIONS = frozenset({"allow", "deny", "ask"})
+
+
+@dataclass(frozen=True)
+class CompatConfig:
+    """What the server pretends to be configured with."""
+
+    seed: int = 0
+    password: str = ""
+    username: str = "opencode"
+    provider_id: str = "kodo"
+    model_id: str = "kodo-scripted"
+    fixtures_dir: Path | None = None  # where ``[oc:fixture=NAME]`` finds NAME.json
+
+
+@dataclass
+class _Session:
+    data: dict[str, Any]
+    children: list[dict[str, Any]] = field(default_factory=list)
+    in_flight: set[threading.Event] = field(default_factory=set)
+    retry: dict[str, Any] | None = None
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+
+class BadRequest(ValueError):
+    """The request body does not have the shape the endpoint needs."""
+
+
+class CompatState:
+    """Sessions, in-flight prompts and call counters of one server."""
+
+    def __init__(self, config: CompatConfig) -> None:
+        self.config = config
+        self.ids = shapes.IdFactory(config.seed)
+        self.lock = threading.Lock()
+        self.sessions: dict[str, _Session] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.prompts = 0
+            self.aborts = 0
+            self.by_session: Counter[str] = Counter()
+            self.by_text: Counter[str] = Counter()
+            self.by_title: Counter[str] = Counter()
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "prompts": self.prompts,
+                "aborts": self.aborts,
+                "by_session": dict(self.by_session),
+                "by_text_sha256": dict(self.by_text),
+                "by_title": dict(self.by_title),
+                "in_flight": {
+                    sid: len(s.in_flight) for sid, s in self.sessions.items() if s.in_flight
+                },
+            }
+
+    def abort_all(self) -> None:
+        """Release every in-flight prompt (used on shutdown)."""
+        with self.lock:
+            for session in self.sessions.values():
+                for event in session.in_flight:
+                    event.set()
+
+
+def _json(value: object, status: int = 200) -> Response:
+    return Response(json.dumps(value), status=status, mimetype="application/json")
+
+
+def _error(status: int, name: str, message: str, **extra: Any) -> Response:
+    return _json(shapes.error_body(name, message, **extra), status)
+
+
+def _body() -> dict[str, Any]:
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest(f"body is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BadRequest("body must be a JSON object")
+    return value
+
+
+def _directory() -> str:
+    raw = request.args.get("directory") or request.headers.get("x-opencode-directory") or ""
+    return str(Path(raw or os.getcwd()).resolve())
+
+
+def _authorized(config: CompatConfig) -> bool:
+    if not config.password:
+        return True
+    header = request.headers.get("Authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        user, _, password = base64.b64decode(encoded).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return hmac.compare_digest(user, config.username) and hmac.compare_digest(
+        password, config.password
+    )
+
+
+def _check_permission(value: object) -> list[dict[str, str]]:
+    if not isinstance(value, list):
+        raise BadRequest("permission must be a list")
+    rules: list[dict[str, str]] = []
+    for rule in value:
+        if not isinstance(rule, dict) or not all(
+            isinstance(rule.get(k), str) for k in ("permission", "pattern", "action")
+        ):
+            raise BadRequest("permission rules need permission, pattern and action strings")
+        if rule["action"] not in _PERMISSION_ACTIONS:
+            raise BadRequest(f"permission action must be one of {sorted(_PERMISSION_ACTIONS)}")
+        rules.append({k: rule[k] for k in ("permission", "pattern", "action")})
+    return rules
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    agent: str
+    provider_id: str
+    model_id: str
+    text: str
+    system: str
+    fmt: dict[str, Any] | None
+
+
+def _check_prompt(body: dict[str, Any], config: CompatConfig) -> _Prompt:
+    """Validate a prompt body like the daemon does; unknown top-level keys are dropped."""
+    parts = body.get("parts")
+    if not isinstance(parts, list) or not parts:
+        raise BadRequest("parts must be a non-empty list")
+    texts: list[str] = []
+    for item in parts:
+        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+            raise BadRequest("each part needs a type")
+        if item["type"] == "text":
+            if not isinstance(item.get("text"), str):
+                raise BadRequest("a text part needs text")
+            texts.append(item["text"])
+        elif item["type"] not in ("file", "agent", "subtask"):
+            raise BadRequest(f"unknown part type {item['type']!r}")
+    agent = body.get("agent", "build")
+    model = body.get("model", {"providerID": config.provider_id, "modelID": config.model_id})
+    if not isinstance(agent, str):
+        raise BadRequest("agent must be a string")
+    if not isinstance(model, dict) or not all(
+        isinstance(model.get(k), str) for k in ("providerID", "modelID")
+    ):
+        raise BadRequest("model needs providerID and modelID strings")
+    system = body.get("system", "")
+    if not isinstance(system, str):
+        raise BadRequest("system must be a string")
+    tools = body.get("tools", {})
+    if not isinstance(tools, dict) or not all(isinstance(v, bool) for v in tools.values()):
+        raise BadRequest("tools must map names to booleans")
+    fmt = body.get("format")
+    if fmt is not None:
+        if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_schema"):
+            raise BadRequest("format.type must be text or json_schema")
+        if fmt["type"] == "json_schema" and not isinstance(fmt.get("schema"), dict):
+            raise BadRequest("a json_schema format needs a schema object")
+    return _Prompt(agent, model["providerID"], model["modelID"], "\n".join(texts), system, fmt)
+
+
+def create_app(state: CompatState) -> Flask:
+    """The WSGI app over ``state``; see the package docstring for the endpoints."""
+    app = Flask("oc_compat")
+    config = state.config
+
+    @app.before_request
+    def _auth() -> Response | None:
+        if _authorized(config):
+            return None
+        response = _error(401, "UnauthorizedError", "Unauthorized")
+        response.headers["WWW-Authenticate"] = 'Basic realm="opencode"'
+        return response
+
+    @app.errorhandler(BadRequest)
+    def _bad_request(exc: BadRequest) -> Response:
+        return _error(400, "BadRequest", str(exc), kind="Payload")
+
+    @app.errorhandler(404)
+    def _not_found(_exc: Exception) -> Response:
+        return _error(404, "NotFoundError", f"No route {request.method} {request.path}")
+
+    @app.errorhandler(405)
+    def _not_allowed(_exc: Exception) -> Response:
+        return _error(405, "BadRequest", f"{request.method} not allowed on {request.path}")
+
+    def missing(session_id: str) -> Response:
+        return _error(404, "NotFoundError", f"Session not found: {session_id}")
+
+    @app.get("/global/health")
+    def health() -> Response:
+        return _json({"healthy": True, "version": shapes.VERSION})
+
+    @app.get("/agent")
+    def agents() -> Response:
+        return _json([shapes.agent(name) for name in sorted(KNOWN_AGENTS)])
+
+    @app.get("/config/providers")
+    def providers() -> Response:
+        return _json(shapes.providers(config.provider_id, config.model_id))
+
+    @app.post("/session")
+    def create_session() -> Response:
+        body = _body()
+        title = body.get("title", "New session")
+        if not isinstance(title, str):
+            raise BadRequest("title must be a string")
+        permission = _check_permission(body["permission"]) if "permission" in body else None
+        session_id = state.ids.new("ses")
+        created = shapes.now_ms()
+        data: dict[str, Any] = {
+            "id": session_id,
+            "slug": shapes.slug(config.seed, session_id),
+            "projectID": sha256_hex(_directory())[:40],
+            "directory": _directory(),
+            "path": "",
+            "cost": 0,
+            "tokens": shapes.zero_tokens(),
+            "title": title,
+            "version": shapes.VERSION,
+            "time": {"created": created, "updated": created},
+        }
+        if permission is not None:
+            data["permission"] = permission
+        with state.lock:
+            state.sessions[session_id] = _Session(data)
+            return _json(data)
+
+    @app.get("/session/status")
+    def session_status() -> Response:
+        """Non-idle sessions only, like the daemon: ``busy``, or ``retry`` while it backs off."""
+        with state.lock:
+            return _json(
+                {
+                    sid: s.retry or {"type": "busy"}
+                    for sid, s in state.sessions.items()
+                    if s.in_flight and s.data["directory"] == _directory()
+                }
+            )
+
+    @app.get("/session/<session_id>")
+    def get_session(session_id: str) -> Response:
+        with state.lock:
+            session = state.sessions.get(session_id)
+            return _json(session.data) if session else missing(session_id)
+
+    @app.get("/session/<session_id>/children")
+    def children(session_id: str) -> Response:
+        with state.lock:
+            session = state.sessions.get(session_id)
+            return _json(session.children) if session else missing(session_id)
+
+    @app.post("/session/<session_id>/abort")
+    def abort(session_id: str) -> Response:
+        with state.lock:
+            session = state.sessions.get(session_id)
+            if session is None:
+                return missing(session_id)
+            state.aborts += 1
+            for event in session.in_flight:
+                event.set()
+            return _json(True)
+
+    @app.get("/session/<session_id>/message")
+    def messages(session_id: str) -> Response:
+        """Like the daemon, including its bug: a range that holds a user message sent
+        with a ``format`` is answered 400 (API notes 5.1), so ``limit`` pages back
+        through a turn's assistant messages only."""
+        limit = request.args.get("limit", type=int)
+        with state.lock:
+            session = state.sessions.get(session_id)
+            if session is None:
+                return missing(session_id)
+            history = list(session.messages)
+        window = history[-limit:] if limit else history
+        for i, message in enumerate(window):
+            if message["info"]["role"] == "user" and "format" in message["info"]:
+                got = json.dumps(message["info"]["format"])[:80]
+                return _error(
+                    400,
+                    "BadRequest",
+                    f"Expected OutputFormatJsonSchema, got {got} at [{i}].info.format",
+                )
+        return _json(window)
+
+    @app.post("/session/<session_id>/message")
+    def prompt(session_id: str) -> Response:
+        asked = _check_prompt(_body(), config)
+        with state.lock:
+            session = state.sessions.get(session_id)
+            if session is None:
+                return missing(session_id)
+            directory = str(session.data["directory"])
+        if asked.agent not in KNOWN_AGENTS or (asked.provider_id, asked.model_id) != (
+            config.provider_id,
+            config.model_id,
+        ):
+            return _unknown_error(state)
+        return _run_prompt(state, session, session_id, directory, asked)
+
+    @app.get("/__kodo/stats")
+    def stats() -> Response:
+        return _json(state.stats())
+
+    @app.post("/__kodo/reset")
+    def reset() -> Response:
+        state.reset()
+        return _json(True)
+
+    return app
+
+
+UNEXPECTED = "Unexpected server error. Check server logs for details."
+"""The daemon's message for an HTTP 500 (unknown agent or model, internal failures)."""
+
+GARBAGE = "<html><body>502 Bad Gateway</body></html>"
+"""What ``[oc:garbage]`` answers with HTTP 200: a body that is not JSON (a broken proxy)."""
+
+RETRY_CAP_S = 600.0
+"""How long an ``[oc:llm500]`` prompt keeps "retrying" if nobody aborts it."""
+
+
+def _unknown_error(state: CompatState, message: str = UNEXPECTED) -> Response:
+    return _error(500, "UnknownError", message, ref=state.ids.new("err"))
+
+
+def _run_prompt(
+    state: CompatState, session: _Session, session_id: str, directory: str, asked: _Prompt
+) -> Response:
+    config = state.config
+    directives = parse(asked.text)
+    aborted = threading.Event()
+    with state.lock:
+        state.prompts += 1
+        state.by_session[session_id] += 1
+        state.by_text[sha256_hex(asked.text)] += 1
+        state.by_title[str(session.data["title"])] += 1
+        session.in_flight.add(aborted)
+        shapes.prompted(session.data, asked.agent, asked.provider_id, asked.model_id)
+    ctx = shapes.MessageContext(
+        session_id=session_id,
+        message_id=state.ids.new("msg"),
+        parent_id=state.ids.new("msg"),
+        agent=asked.agent,
+        provider_id=asked.provider_id,
+        model_id=asked.model_id,
+        directory=directory,
+        created_ms=shapes.now_ms(),
+    )
+    with state.lock:
+        _remember_user(state, session, ctx, asked)
+        if directives.child:  # the turn spawned a sub-agent (as the `task` tool would)
+            child = {**session.data, "id": state.ids.new("ses"), "parentID": session_id}
+            child["title"] = "subagent"
+            session.children.append(child)
+    start = shapes.part(ctx, state.ids.new("prt"), {"type": "step-start"})
+    try:
+        if directives.llm500:
+            _retry_until_aborted(state, session, aborted)
+        if aborted.is_set() or (directives.slow_ms and aborted.wait(directives.slow_ms / 1000)):
+            error = {"name": "MessageAbortedError", "data": {"message": "Aborted"}}
+            info = shapes.info(ctx, usage=None, finish=None, error=error)
+            return _json({"info": info, "parts": [start]})
+        if directives.wants_http500:
+            return _unknown_error(state)
+        if directives.garbage:
+            return Response(GARBAGE, status=200, mimetype="application/json")
+        try:
+            reply = answers.answer(
+                config.seed,
+                Path(directory),
+                asked.text,
+                asked.fmt,
+                directives,
+                config.fixtures_dir,
+            )
+        except FixtureError as exc:  # loud: a broken script must never pass for an answer
+            print(f"oc-compat: [oc:fixture] {exc}", file=sys.stderr, flush=True)
+            return _unknown_error(state, f"[oc:fixture] {exc}")
+    finally:
+        with state.lock:
+            session.in_flight.discard(aborted)
+            session.retry = None
+    return _json(_reply(state, session, ctx, asked, reply, start, directives.tools))
+
+
+def _remember_user(
+    state: CompatState, session: _Session, ctx: shapes.MessageContext, asked: _Prompt
+) -> None:
+    info: dict[str, Any] = {
+        "id": ctx.parent_id,
+        "sessionID": ctx.session_id,
+        "role": "user",
+        "time": {"created": ctx.created_ms},
+        "agent": asked.agent,
+        "model": {"providerID": asked.provider_id, "modelID": asked.model_id},
+    }
+    if asked.fmt is not None:
+        info["format"] = asked.fmt
+    text = {"type": "text", "text": asked.text}
+    session.messages.append({"info": info, "parts": [shapes.part(ctx, state.ids.new("prt"), text)]})
+
+
+def _retry_until_aborted(state: CompatState, session: _Session, aborted: threading.Event) -> None:
+    """Back off like the daemon does after an LLM HTTP 500 (about 5 s, then longer)."""
+    deadline = time.monotonic() + RETRY_CAP_S
+    attempt, pause = 1, 5.0
+    while not aborted.is_set() and time.monotonic() < deadline:
+        with state.lock:
+            session.retry = shapes.retry_status(attempt, shapes.now_ms() + int(pause * 1000))
+        if aborted.wait(pause):
+            return
+        attempt, pause = attempt + 1, pause * 1.6
+    aborted.set()  # gave up: answered as aborted, never as a made-up success
+
+
+def _reply(
+    state: CompatState,
+    session: _Session,
+    ctx: shapes.MessageContext,
+    asked: _Prompt,
+    reply: answers.Answer,
+    start: dict[str, Any],
+    tools: tuple[str, ...],
+) -> dict[str, Any]:
+    """The ``{info, parts}`` body; bills the session for what the model produced."""
+    config = state.config
+    if not reply.billed:
+        return {"info": shapes.info(ctx, usage=None, finish=None, error=reply.error), "parts": []}
+    if tools:
+        _tool_step(state, session, ctx, asked, tools)
+        ctx = replace(ctx, message_id=state.ids.new("msg"), created_ms=shapes.now_ms())
+    parts = [start]
+    if reply.structured is not None:
+        body = shapes.tool_part(
+            state.ids.new("call"),
+            "StructuredOutput",
+            reply.structured,
+            "Structured output captured successfully.",
+            "Structured Output",
+        )
+        parts.append(shapes.part(ctx, state.ids.new("prt"), body))
+        produced = json.dumps(reply.structured)
+    else:
+        text = reply.text or ""
+        now = shapes.now_ms()
+        body = {"type": "text", "text": text, "time": {"start": now, "end": now}}
+        parts.append(shapes.part(ctx, state.ids.new("prt"), body))
+        produced = text
+    usage = shapes.usage_for(config.seed, asked.text, asked.system, produced)
+    finish = reply.finish or "stop"
+    parts.append(shapes.part(ctx, state.ids.new("prt"), shapes.step_finish(finish, usage)))
+    with state.lock:
+        shapes.add_usage(session.data, usage)
+        session.data["time"]["updated"] = shapes.now_ms()
+    info = shapes.info(
+        ctx, usage=usage, finish=finish, structured=reply.structured, error=reply.error
+    )
+    with state.lock:
+        session.messages.append({"info": info, "parts": parts})
+    return {"info": info, "parts": parts}
+
+
+def _tool_step(
+    state: CompatState,
+    session: _Session,
+    ctx: shapes.MessageContext,
+    asked: _Prompt,
+    tools: tuple[str, ...],
+) -> None:
+    """An earlier assistant message of the turn that calls ``tools`` (billed, not returned).
+
+    The daemon answers a prompt with the turn's LAST message only; tool calls made on
+    the way live in earlier messages, where the wrapper must go and look.
+    """
+    step_ctx = replace(ctx, message_id=state.ids.new("msg"))
+    parts = [shapes.part(step_ctx, state.ids.new("prt"), {"type": "step-start"})]
+    for tool in tools:
+        body = shapes.tool_part(state.ids.new("call"), tool, {}, f"{tool} done", tool)
+        parts.append(shapes.part(step_ctx, state.ids.new("prt"), body))
+    usage = shapes.usage_for(state.config.seed, asked.text, asked.system, ",".join(tools))
+    parts.append(
+        shapes.part(step_ctx, state.ids.new("prt"), shapes.step_finish("tool-calls", usage))
+    )
+    info = shapes.info(step_ctx, usage=usage, finish="tool-calls")
+    with state.lock:
+        shapes.add_usage(session.data, usage)
+        session.messages.append({"info": info, "parts": parts})

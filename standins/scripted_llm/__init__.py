@@ -1,0 +1,30 @@
+"""scripted_llm: an OpenAI-compatible chat-completions server that the tests control.
+
+The real ``opencode serve`` needs a model to talk to; this is one, on loopback, with
+no network. It gives THE SAME answers as :mod:`standins.oc_compat` for the same
+prompt and working tree (it reuses that package's answer builders and directive
+parser), so one conformance suite can run against both servers and any shape where
+ours differs from the real daemon's fails a test.
+
+``POST /v1/chat/completions`` (``stream: true``) answers as server-sent events: a
+role chunk, content or ``delta.tool_calls`` chunks, a ``finish_reason`` chunk, a usage
+chunk (``choices: []``) and ``data: [DONE]``. When the request offers the
+``StructuredOutput`` tool, the answer is a call of it built from the tool's
+``parameters`` schema. Directives in the user's text script failures:
+
+* ``[oc:invalid]`` / ``[oc:invalid-attempts=K]``: off-schema arguments.
+* ``[oc:no-structured]``: plain text, ``finish_reason: stop`` (the daemon then reports
+  ``StructuredOutputError``).
+* ``[oc:tool=NAME]``: call NAME first with plausible arguments; after its result comes
+  back, answer normally.
+* ``[oc:slow=MS]``: keep the stream open MS ms before answering.
+* ``[oc:llm500]``: HTTP 500 on every request (the daemon retries with backoff).
+* ``[oc:api-error]``: HTTP 400 (the daemon reports ``APIError``, not retryable);
+  ``[oc:api-error=retryable]``: HTTP 503.
+
+``GET /__kodo/stats`` counts the chat requests; ``POST /__kodo/reset`` zeroes them.
+"""
+
+from standins.scripted_llm.server import ScriptedLLM, running_llm
+
+__all__ = ["ScriptedLLM", "running_llm"]

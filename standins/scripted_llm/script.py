@@ -1,0 +1,103 @@
+"""What the scripted model replies: oc_compat's answers, put the way an LLM says them.
+
+The decision is pure given (seed, request, working tree): the same builders as the
+compat server (:func:`standins.oc_compat.answers.answer`) make the content, and the
+same usage formula (:func:`standins.oc_compat.shapes.usage_for`) the token counts,
+so the real daemon and the compat server report the same answer, tokens and cost.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.hashing import sha256_hex
+from standins.oc_compat import answers, shapes
+from standins.oc_compat.directives import Directives, parse
+from standins.scripted_llm.request import STRUCTURED_TOOL, ChatRequest
+
+TOOL_MARKER = "kodo-tool-ran.txt"
+"""The file a scripted bash/write call would create: its absence proves a denial held."""
+
+TITLE = "kodo scripted session"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One model turn: text, or one tool call, or an HTTP error instead of a stream."""
+
+    text: str | None = None
+    tool: str | None = None
+    arguments: str = "{}"
+    http_status: int = 200
+    error_message: str = ""
+    usage: shapes.Usage | None = None
+    slow_ms: int = 0
+
+    @property
+    def finish_reason(self) -> str:
+        return "tool_calls" if self.tool is not None else "stop"
+
+    def call_id(self, seed: int, nth: int) -> str:
+        return f"call_{sha256_hex(f'{seed}:{nth}:{self.tool}:{self.arguments}')[:8]}"
+
+
+def tool_arguments(name: str, directory: Path) -> dict[str, Any]:
+    """Plausible arguments for one of OpenCode's tools (a bash or write leaves a marker)."""
+    marker = str(directory / TOOL_MARKER)
+    plausible: dict[str, dict[str, Any]] = {
+        "bash": {"command": f"touch {marker} && ls", "description": "list the files"},
+        "write": {"filePath": marker, "content": "written by the scripted model\n"},
+        "edit": {"filePath": str(directory / "README.md"), "oldString": "", "newString": "x"},
+        "read": {"filePath": str(directory / "README.md")},
+        "glob": {"pattern": "*"},
+        "grep": {"pattern": "def "},
+        "list": {"path": str(directory)},
+        "webfetch": {"url": "http://127.0.0.1:9/", "format": "text"},
+        "task": {"description": "look around", "prompt": "List files.", "subagent_type": "general"},
+    }
+    return plausible.get(name, {})
+
+
+def _usage(seed: int, prompt: str, produced: str) -> shapes.Usage:
+    # kodo sends no extra ``system`` text, so the compat server sees "" there too.
+    return shapes.usage_for(seed, prompt, "", produced)
+
+
+_ERRORS = {"": (400, "scripted bad request"), "retryable": (503, "scripted overload")}
+
+
+def _scripted_failure(directives: Directives, llm500: bool) -> Reply | None:
+    if llm500:
+        return Reply(http_status=500, error_message="scripted server error")
+    if directives.api_error is not None:
+        status, message = _ERRORS.get(directives.api_error, _ERRORS[""])
+        return Reply(http_status=status, error_message=message)
+    return None
+
+
+def decide(seed: int, request: ChatRequest) -> Reply:
+    """The reply to ``request``: see the package docstring for the directives."""
+    if request.is_title_request:
+        return Reply(text=TITLE, usage=_usage(seed, request.prompt, TITLE))
+    directives = parse(request.prompt)
+    failure = _scripted_failure(directives, "[oc:llm500]" in request.prompt)
+    if failure is not None:
+        return failure
+    slow = directives.slow_ms if request.calls_this_turn == 0 else 0
+    if request.calls_this_turn < len(directives.tools):
+        name = directives.tools[request.calls_this_turn]
+        arguments = json.dumps(tool_arguments(name, request.directory))
+        usage = _usage(seed, request.prompt, arguments)
+        return Reply(tool=name, arguments=arguments, usage=usage, slow_ms=slow)
+    schema = request.structured_schema
+    fmt = {"type": "json_schema", "schema": schema} if schema is not None else None
+    answer = answers.answer(seed, request.directory, request.prompt, fmt, directives)
+    if answer.structured is not None:
+        arguments = json.dumps(answer.structured)
+        usage = _usage(seed, request.prompt, arguments)
+        return Reply(tool=STRUCTURED_TOOL, arguments=arguments, usage=usage, slow_ms=slow)
+    text = answer.text or ""
+    return Reply(text=text, usage=_usage(seed, request.prompt, text), slow_ms=slow)
