@@ -1,7 +1,7 @@
 """Provider-call overhead: the ledger's claim and record around one stubbed call.
 
 Measured in the bench process against the same oc-compat server and database the
-workers use: the raw client (session + prompt) against ``OCWrapper.prompt_structured``
+workers use: the raw client (session + prompt) against ``ExactlyOnceCalls.prompt_structured``
 (claim, session, prompt, record) for distinct op_keys, then the same keys again from
 the L1 memory cache and, through a second runtime with an empty L1, from the ledger (L2).
 """
@@ -16,8 +16,9 @@ from services.worker.runtime import build_runtime
 from services.worker.steps.compile import compile_prompt
 from shared.config import Settings
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
+from shared.opencode.calls import StructuredCall
+from shared.opencode.messages import ModelRef
 from shared.opencode.tools import permission_rules, tools_map
-from shared.opencode.wrapper import StructuredCall
 from shared.queue import make_celery
 
 from .stats import percentile
@@ -70,7 +71,7 @@ def measure_calls(settings: Settings, run_id: str, directory: Path, n: int = 40)
                 str(session["id"]),
                 directory=call.directory,
                 agent="plan",
-                model=rt.oc.model,
+                model=ModelRef(settings.oc_provider_id, settings.oc_model_id),
                 text=call.prompt,
                 tools=tools_map("plan"),
                 format={"type": "json_schema", "schema": call.schema, "retryCount": 1},

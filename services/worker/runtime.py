@@ -1,6 +1,7 @@
 """Per-process resources of a worker, built once after fork (never at import).
 
-One engine pool, one httpx client and one L1 cache per worker process.
+One engine pool, one httpx client and one L1 cache per worker process. This is the
+one place that wires the agent port to its httpx adapter and the call ledger to Postgres.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.clock import Clock, SystemClock
 from shared.config import Settings
 from shared.db.engine import make_engine, make_session_factory
-from shared.opencode.client import ModelRef, OpenCodeClient
-from shared.opencode.wrapper import OCWrapper
+from shared.opencode.call_ledger import PostgresCallLedger
+from shared.opencode.client import OpenCodeClient
+from shared.opencode.exactly_once import ExactlyOnceCalls
+from shared.opencode.messages import ModelRef
+from shared.opencode.ports import AgentClient, StructuredCalls
 
 
 @dataclass
@@ -25,8 +29,8 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     clock: Clock
-    client: OpenCodeClient
-    oc: OCWrapper
+    client: AgentClient
+    oc: StructuredCalls
     celery: Celery
 
     def close(self) -> None:
@@ -47,9 +51,9 @@ def build_runtime(settings: Settings, celery: Celery, clock: Clock | None = None
         password=settings.oc_password,
         max_answer_bytes=settings.max_answer_bytes,
     )
-    oc = OCWrapper(
+    oc = ExactlyOnceCalls(
         client,
-        sessions,
+        PostgresCallLedger(sessions),
         clock,
         model=ModelRef(settings.oc_provider_id, settings.oc_model_id),
         timeout_s=timeout_s,

@@ -164,6 +164,15 @@ def transition(status: RunStatus, event: Event) -> Transition:
     raise IllegalTransition(status, event)
 
 
+def next_step(status: RunStatus, event: Event) -> StepId | None:
+    """The step to dispatch once ``event`` is stored for a run in ``status`` (None: none).
+
+    Callers that send work ask this instead of naming a step: the order of steps, and
+    the approval gate between CompileST and ApplyPatchST, live in :func:`transition` alone.
+    """
+    return transition(status, event).dispatch
+
+
 def current_step(status: RunStatus) -> StepId | None:
     """The step a run in ``status`` is executing, if any."""
     for step, step_status in STEP_STATUS.items():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import quote
 
@@ -26,6 +25,13 @@ from shared.opencode.errors import (
     classify_http_error,
     classify_info_error,
 )
+from shared.opencode.messages import (
+    DEFAULT_MAX_ANSWER_BYTES,
+    AnswerTooLarge,
+    ModelRef,
+    PromptReply,
+    TokenUsage,
+)
 
 __all__ = [
     "AnswerTooLarge",
@@ -35,127 +41,14 @@ __all__ = [
     "TokenUsage",
     "classify_info_error",
 ]
+# The message types live in shared.opencode.messages (no transport); re-exported here
+# for the callers that speak to this adapter directly.
 
 CONNECT_TIMEOUT_S = 5.0
-DEFAULT_MAX_ANSWER_BYTES = 8 * 1024 * 1024
-"""KODO_MAX_ANSWER_BYTES's default: a largest valid patch (1 MB diff), JSON-escaped and
-repeated in the tool part, fits with room to spare."""
-
-
-class AnswerTooLarge(OpenCodePermanentError):
-    """A response body over the byte cap: refused unread, before any parsing.
-
-    Every answer is written by an attacker (the model read a hostile repository);
-    reading and parsing a body of any size would let it choose the worker's memory.
-    """
-
-    code = "answer_too_large"
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """Which provider/model answers a prompt; always sent, the default is a trap."""
-
-    provider_id: str
-    model_id: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"providerID": self.provider_id, "modelID": self.model_id}
-
-
-@dataclass(frozen=True)
-class TokenUsage:
-    """One call's usage as the daemon reports it (cache reads are not in ``input``)."""
-
-    input: int
-    output: int
-    reasoning: int
-    cache_read: int
-    cache_write: int
-
-    @property
-    def total(self) -> int:
-        return self.input + self.output + self.reasoning + self.cache_read
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _usage(tokens: object) -> TokenUsage:
-    raw = _dict(tokens)
-    cache = _dict(raw.get("cache"))
-    return TokenUsage(
-        input=_int(raw.get("input")),
-        output=_int(raw.get("output")),
-        reasoning=_int(raw.get("reasoning")),
-        cache_read=_int(cache.get("read")),
-        cache_write=_int(cache.get("write")),
-    )
-
-
-@dataclass(frozen=True)
-class PromptReply:
-    """The last assistant message of a turn: ``info`` and its ``parts``."""
-
-    info: dict[str, Any]
-    parts: list[dict[str, Any]]
-
-    @classmethod
-    def from_json(cls, body: object) -> PromptReply:
-        """Check the shape of a ``POST /session/{id}/message`` body (fail closed)."""
-        if not isinstance(body, dict):
-            raise OpenCodePermanentError(f"prompt reply is not an object: {body!r:.200}")
-        info, parts = body.get("info"), body.get("parts")
-        if not isinstance(info, dict):
-            raise OpenCodePermanentError("prompt reply has no info object")
-        if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
-            raise OpenCodePermanentError("prompt reply parts is not a list of objects")
-        return cls(info=info, parts=parts)
-
-    @property
-    def structured(self) -> Any:
-        """The StructuredOutput tool's arguments, unvalidated (OpenCode never checks them)."""
-        return self.info.get("structured")
-
-    @property
-    def error_name(self) -> str | None:
-        error = self.info.get("error")
-        name = error.get("name") if isinstance(error, dict) else None
-        return name if isinstance(name, str) else None
-
-    @property
-    def message_id(self) -> str | None:
-        value = self.info.get("id")
-        return value if isinstance(value, str) else None
-
-    @property
-    def tokens(self) -> TokenUsage:
-        return _usage(self.info.get("tokens"))
-
-    @property
-    def cost(self) -> float:
-        """USD billed for this message; 0.0 when absent or not a number."""
-        value = self.info.get("cost")
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return 0.0
-        return float(value)
-
-    @property
-    def text(self) -> str:
-        """The concatenated text parts (a prose answer, or partial text when aborted)."""
-        texts = (p.get("text") for p in self.parts if p.get("type") == "text")
-        return "".join(t for t in texts if isinstance(t, str))
-
-    @property
-    def tool_names(self) -> list[str]:
-        """Every tool the message called, in order, for allowlist checks."""
-        tools = (p.get("tool") for p in self.parts if p.get("type") == "tool")
-        return [t for t in tools if isinstance(t, str)]
 
 
 class OpenCodeClient:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from shared.opencode.client import PromptReply
+    from shared.opencode.messages import PromptReply
 
 CONFIG_HINT = "check OC_PROVIDER_ID/OC_MODEL_ID and the agent name"
 """Said with every configuration error diagnosed from an HTTP 500 (see diagnosis.py)."""

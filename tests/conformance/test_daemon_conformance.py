@@ -24,11 +24,13 @@ from shared.clock import SystemClock
 from shared.db.models import OpenCodeCall
 from shared.domain.contracts import PATCH_OUTPUT_SCHEMA, PLAN_OUTPUT_SCHEMA, validate_answer
 from shared.opencode.cache import LruCache
+from shared.opencode.call_ledger import PostgresCallLedger
+from shared.opencode.calls import CallFailed, StructuredCall, StructuredResult
 from shared.opencode.client import ModelRef, OpenCodeClient
 from shared.opencode.diagnosis import DAEMON_UNEXPECTED
 from shared.opencode.errors import CONFIG_HINT, OpenCodeConfigError
+from shared.opencode.exactly_once import ExactlyOnceCalls
 from shared.opencode.tools import permission_rules, tools_map
-from shared.opencode.wrapper import CallFailed, OCWrapper, StructuredCall, StructuredResult
 from standins.scripted_llm.script import TOOL_MARKER
 from tests.conformance.conftest import MODEL, Backend
 from tests.factories import RunFactory
@@ -48,7 +50,7 @@ def run_id(db: Session) -> str:
 
 
 class Wrappers:
-    """Makes OCWrappers over fresh clients, and closes every client at the end of a test."""
+    """Makes ExactlyOnceCallss over fresh clients, and closes every client at the end of a test."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
@@ -56,11 +58,16 @@ class Wrappers:
 
     def __call__(
         self, backend: Backend, *, timeout_s: float = 30.0, model: ModelRef = MODEL
-    ) -> OCWrapper:
+    ) -> ExactlyOnceCalls:
         client = backend.client(timeout_s)
         self.clients.append(client)
-        return OCWrapper(
-            client, self.sessions, SystemClock(), model=model, timeout_s=timeout_s, l1=LruCache()
+        return ExactlyOnceCalls(
+            client,
+            PostgresCallLedger(self.sessions),
+            SystemClock(),
+            model=model,
+            timeout_s=timeout_s,
+            l1=LruCache(),
         )
 
 

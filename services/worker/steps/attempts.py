@@ -11,7 +11,7 @@ from typing import Any
 
 from services.worker.steps.base import StepContext, StepOutcome
 from shared.domain.run_machine import StepId
-from shared.opencode.wrapper import CallFailed, StructuredCall, StructuredResult, bounded_error
+from shared.opencode.calls import CallFailed, StructuredCall, StructuredResult, bounded_error
 
 BACKOFF_KINDS = frozenset({"transient", "timeout", "unknown"})
 """Failures of the provider, not of the answer: wait before the next attempt. A
@@ -53,7 +53,7 @@ class AttemptLoop:
             try:
                 # The claim checks the lease in its own transaction: a run cancelled
                 # meanwhile stops here (StepAbandoned) before anything is paid for.
-                result = self.ctx.rt.oc.prompt_structured(call, guard=self.ctx.hold_lease)
+                result = self.ctx.rt.oc.prompt_structured(call, lease=self.ctx.lease)
             except CallFailed as exc:
                 self.records.append(
                     {

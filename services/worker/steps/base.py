@@ -7,51 +7,44 @@ transition in one transaction and dispatches the next step after commit.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import psycopg
 import structlog
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.orm import Session
 
 from services.worker.runtime import Runtime
 from services.worker.worktree_guard import worktree_gitdir_problem
+from shared.clock import Clock
+from shared.config import Settings
 from shared.db.engine import unit_of_work
-from shared.db.repos.runs import RunRepo
-from shared.db.repos.snapshots import run_snapshot
-from shared.db.repos.steps import ArtifactRepo, StepRunRepo
-from shared.domain.capping import cap_json
 from shared.domain.pinning import RepoPin, pin_violation
 from shared.domain.policy import Policy
-from shared.domain.run_machine import (
-    STEP_STATUS,
-    RunStatus,
-    StepFailed,
-    StepId,
-    StepSucceeded,
-    Transition,
-    transition,
-)
-from shared.hashing import canonical_json, sha256_hex
+from shared.domain.run_machine import RunStatus, StepId, Transition
+from shared.domain.step_lease import StepAbandoned, StepLease
+from shared.domain.step_outcome import ArtifactOut, StepOutcome
+from shared.hashing import canonical_json
+from shared.opencode.ports import StructuredCalls
 from shared.queue import send_step
 from shared.service.repo_pin import observe_repo
+from shared.service.steps import (
+    EnteredStep,
+    StepLeases,
+    StepSuperseded,
+    enter_step,
+    record_outcome,
+    refused_outcome,
+)
 from shared.version import app_version
 
 log = structlog.get_logger("kodo.step")
-
-DIAGNOSTIC_MAX_BYTES = 256 * 1024
-ERROR_MAX_CHARS = 4000
-MAX_CUTS_LISTED = 50
 
 
 def worker_identity() -> str:
@@ -59,23 +52,22 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-@dataclass(frozen=True)
-class ArtifactOut:
-    kind: str
-    name: str
-    content: bytes
-    media_type: str
+class StepPorts(Protocol):
+    """What a step's body may use besides its snapshot; the worker's Runtime is one."""
 
-    @classmethod
-    def json(cls, kind: str, name: str, value: object) -> ArtifactOut:
-        body = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False).encode()
-        return cls(kind, name, body + b"\n", "application/json")
+    settings: Settings
+    clock: Clock
+    oc: StructuredCalls
 
-    @classmethod
-    def signed_json(cls, kind: str, name: str, body: bytes) -> ArtifactOut:
-        """A JSON artifact whose bytes are the ones a digest was taken over (from
-        ``canonical_bytes``): stored verbatim, never re-serialised or pretty-printed."""
-        return cls(kind, name, body, "application/json")
+
+class LeaseHolder(Protocol):
+    """Renews a step's lease (see :class:`shared.service.steps.StepLeases`)."""
+
+    def hold(self, lease: StepLease) -> None:
+        """Renew ``lease`` or raise StepAbandoned."""
+        ...
+
+    def renew(self, lease: StepLease) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -96,28 +88,42 @@ class StepContext:
     worktree_path: Path | None
     outputs: dict[str, dict[str, Any]]
     plan: dict[str, Any] | None
-    fence: int
+    lease: StepLease
     first_delivery: bool  # no earlier delivery of this step can have left work behind
-    rt: Runtime
+    rt: StepPorts
+    leases: LeaseHolder
+
+    @classmethod
+    def entered(cls, step: EnteredStep, rt: StepPorts, leases: LeaseHolder) -> StepContext:
+        return cls(
+            run_id=step.run_id,
+            step=step.step,
+            goal=step.goal,
+            repo_path=step.repo_path,
+            base_ref=step.base_ref,
+            base_commit=step.base_commit,
+            repo_pin=step.repo_pin,
+            intent_policy=step.intent_policy,
+            plan_sha256=step.plan_sha256,
+            approved_at=step.approved_at,
+            branch=step.branch,
+            worktree_path=step.worktree_path,
+            outputs=step.outputs,
+            plan=step.plan,
+            lease=step.lease,
+            first_delivery=step.first_delivery,
+            rt=rt,
+            leases=leases,
+        )
+
+    @property
+    def fence(self) -> int:
+        return self.lease.fence
 
     def keep_lease(self) -> None:
-        """Renew this delivery's lease; stop if fenced off or the run moved (cancel)."""
-        with unit_of_work(self.rt.sessions) as s:
-            self.hold_lease(s)
-
-    def hold_lease(self, s: Session) -> None:
-        """Inside the caller's transaction: renew the lease or raise StepAbandoned.
-
-        Passed to the wrapper as its claim guard, so the check and the ledger claim
-        commit together: a cancelled or fenced-off delivery never claims a call.
-        """
-        status = RunRepo(s).status_of(self.run_id)
-        if status != STEP_STATUS[self.step].value:
-            raise StepAbandoned(f"run is {status or 'gone'}")
-        if not StepRunRepo(s).renew(
-            self.run_id, self.step, self.fence, self.rt.settings.step_lease_s
-        ):
-            raise StepAbandoned("a newer delivery holds the step")
+        """Renew this delivery's lease; raise StepAbandoned if fenced off or the run
+        moved (a cancel)."""
+        self.leases.hold(self.lease)
 
 
 class Stopwatch:
@@ -140,10 +146,6 @@ class Stopwatch:
             self.ms += max(0, round((self.clock.monotonic() - began) * 1000))
 
 
-class StepAbandoned(Exception):
-    """This delivery must stop: the run was cancelled or another delivery took over."""
-
-
 class LeaseKeeper:
     """Renew the step's lease in the background while the body runs.
 
@@ -154,18 +156,14 @@ class LeaseKeeper:
 
     def __init__(self, ctx: StepContext) -> None:
         self.ctx = ctx
-        self.every_s = max(0.05, ctx.rt.settings.step_lease_s / 3)
+        self.every_s = max(0.05, ctx.lease.lease_s / 3)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="kodo-lease", daemon=True)
 
     def _beat(self) -> None:
-        rt = self.ctx.rt
         while not self._stop.wait(self.every_s):
             try:
-                with unit_of_work(rt.sessions) as s:
-                    kept = StepRunRepo(s).renew(
-                        self.ctx.run_id, self.ctx.step, self.ctx.fence, rt.settings.step_lease_s
-                    )
+                kept = self.ctx.leases.renew(self.ctx.lease)
             except OperationalError:
                 continue  # the database is away: try again at the next beat
             if not kept:
@@ -180,94 +178,21 @@ class LeaseKeeper:
         self._thread.join(timeout=5)
 
 
-@dataclass
-class StepOutcome:
-    ok: bool
-    output: dict[str, Any] = field(default_factory=dict)
-    artifacts: list[ArtifactOut] = field(default_factory=list)
-    error: str | None = None
-    plan_sha256: str | None = None
-    workspace: tuple[str, str] | None = None  # (branch, worktree path)
-
-    @classmethod
-    def failed(cls, error: str, diagnostic: dict[str, Any]) -> StepOutcome:
-        """A terminal failure always carries a diagnostic.json artifact, capped in size.
-
-        Its fields quote agent-written text; past DIAGNOSTIC_MAX_BYTES the largest are
-        cut and ``truncated`` says which (the error itself is kept to ERROR_MAX_CHARS).
-        """
-        if len(error) > ERROR_MAX_CHARS:
-            error = f"{error[:ERROR_MAX_CHARS]}... [cut: {len(error)} characters in all]"
-        body, cuts = cap_json({"error": error, **diagnostic}, DIAGNOSTIC_MAX_BYTES)
-        if cuts:
-            body = {
-                **body,
-                "error": body.get("error", error),
-                "truncated": {
-                    "rule": f"diagnostic.json is capped at {DIAGNOSTIC_MAX_BYTES} bytes",
-                    "cuts": [c.to_json() for c in cuts[:MAX_CUTS_LISTED]],
-                    "more_cuts": max(0, len(cuts) - MAX_CUTS_LISTED),
-                },
-            }
-        return cls(
-            ok=False,
-            error=error,
-            artifacts=[ArtifactOut.json("diagnostic", "diagnostic.json", body)],
-        )
-
-
 StepBody = Callable[[StepContext], StepOutcome]
 
 
 def load_context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
-    """Snapshot the run and take the step's lease: two statements, one transaction."""
+    """Snapshot the run and take the step's lease (one transaction); None: nothing to do."""
     with unit_of_work(rt.sessions) as s:
-        run = run_snapshot(s, run_id)
-        if run is None:
-            log.warning("step.unknown_run", run_id=run_id, step_id=step.value)
-            return None
-        if run.status != STEP_STATUS[step].value:
-            log.info("step.stale_delivery", run_id=run_id, step_id=step.value, status=run.status)
-            return None
-        entered = StepRunRepo(s).enter(
+        entered = enter_step(
+            s,
             run_id,
             step,
             owner=worker_identity(),
             lease_s=rt.settings.step_lease_s,
             app_version=app_version(),
         )
-        if entered is None:
-            log.info("step.busy", run_id=run_id, step_id=step.value)
-            return None
-        if entered.app_version and run.app_version != entered.app_version:
-            log.warning(
-                "step.version_mismatch",
-                run_id=run_id,
-                step_id=step.value,
-                run_version=run.app_version,
-                worker_version=entered.app_version,
-            )
-        return StepContext(
-            run_id=run.run_id,
-            step=step,
-            goal=run.goal,
-            repo_path=Path(run.repo_path),
-            base_ref=run.base_ref,
-            base_commit=run.base_commit,
-            repo_pin=RepoPin(run.repo_path, run.repo_device, run.repo_inode)
-            if run.repo_device is not None and run.repo_inode is not None
-            else None,
-            intent_policy=run.policy,
-            plan_sha256=run.plan_sha256,
-            approved_at=run.approved_at.isoformat() if run.approved_at else None,
-            branch=run.branch,
-            worktree_path=Path(run.worktree_path) if run.worktree_path else None,
-            outputs=run.outputs,
-            plan=run.plan,
-            fence=entered.fence,
-            first_delivery=entered.deliveries == 1,
-            rt=rt,
-        )
+    return None if entered is None else StepContext.entered(entered, rt, StepLeases(rt.sessions))
 
 
 def run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
@@ -300,8 +225,8 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
             f"{type(exc).__name__}: {exc}", {"traceback": traceback.format_exc()}
         )
     try:
-        move, outcome = _record_or_refusal(rt, step, run_id, outcome, ctx.fence)
-    except _Superseded:
+        move, outcome = _record_or_refusal(rt, ctx.lease, outcome)
+    except StepSuperseded:
         bound.warning("step.superseded")
         return "superseded"
     bound.info("step.finished", ok=outcome.ok, to_status=move.to_status.value)
@@ -323,12 +248,8 @@ def _guarded(ctx: StepContext, body: StepBody) -> StepOutcome:
     return body(ctx)
 
 
-class _Superseded(Exception):
-    """Another actor (a cancel) moved the run first: roll back this step's record."""
-
-
 def _record_or_refusal(
-    rt: Runtime, step: StepId, run_id: str, outcome: StepOutcome, fence: int
+    rt: Runtime, lease: StepLease, outcome: StepOutcome
 ) -> tuple[Transition, StepOutcome]:
     """Record the outcome; if the database refuses it (a rule), record a failure instead.
 
@@ -339,77 +260,16 @@ def _record_or_refusal(
     diagnostic naming what the database said and what it refused.
     """
     try:
-        return _record(rt, step, run_id, outcome, rt.clock.now(), fence), outcome
+        with unit_of_work(rt.sessions) as s:
+            return record_outcome(s, lease, outcome, rt.clock.now()), outcome
     except (OperationalError, InterfaceError):
         raise
     except DBAPIError as exc:
         refused = exc
     log.error("step.record_refused", error=str(refused.orig))
-    failure = _refusal(outcome, refused)
-    return _record(rt, step, run_id, failure, rt.clock.now(), fence), failure
-
-
-def _refusal(outcome: StepOutcome, refused: DBAPIError) -> StepOutcome:
-    """The failure recorded when the database refused ``outcome``; it quotes the outcome
-    in diagnostic.json (bytes), never in a column that may have refused it."""
-    cause = refused.orig
-    sqlstate = cause.sqlstate if isinstance(cause, psycopg.Error) else None
-    message = str(cause if cause is not None else refused).replace("\x00", "")
-    return StepOutcome.failed(
-        f"record_refused: the database refused to record this step's outcome: {message}",
-        {
-            "rule": "record_refused",
-            "sqlstate": sqlstate,
-            "refused_outcome": {
-                "ok": outcome.ok,
-                "error": outcome.error,
-                "output": outcome.output,
-                "artifacts": [
-                    {"name": a.name, "kind": a.kind, "sha256": sha256_hex(a.content)}
-                    for a in outcome.artifacts
-                ],
-            },
-        },
-    )
-
-
-def _record(
-    rt: Runtime, step: StepId, run_id: str, outcome: StepOutcome, now: datetime, fence: int
-) -> Transition:
+    failure = refused_outcome(outcome, refused)
     with unit_of_work(rt.sessions) as s:
-        for art in outcome.artifacts:
-            ArtifactRepo(s).put(
-                run_id,
-                step,
-                kind=art.kind,
-                name=art.name,
-                content=art.content,
-                media_type=art.media_type,
-            )
-        recorded = StepRunRepo(s).finish(
-            run_id,
-            step,
-            status="succeeded" if outcome.ok else "failed",
-            fence=fence,
-            output=outcome.output,
-            error=outcome.error,
-        )
-        if not recorded:  # fenced off: a newer delivery owns the step now
-            raise _Superseded
-        event = StepSucceeded(step) if outcome.ok else StepFailed(step)
-        move = transition(STEP_STATUS[step], event)
-        moved = RunRepo(s).apply(
-            run_id,
-            move,
-            now,
-            step=step,
-            error=outcome.error,
-            plan_sha256=outcome.plan_sha256,
-            workspace=outcome.workspace,
-        )
-        if not moved:
-            raise _Superseded
-    return move
+        return record_outcome(s, lease, failure, rt.clock.now()), failure
 
 
 def _pin_refusal(ctx: StepContext) -> StepOutcome | None:
@@ -438,6 +298,7 @@ def plan_block(plan: dict[str, Any]) -> str:
 __all__ = [
     "ArtifactOut",
     "RunStatus",
+    "StepAbandoned",
     "StepContext",
     "StepOutcome",
     "Stopwatch",

@@ -1,4 +1,4 @@
-"""OCWrapper against a real ledger and a real OpenCode-compatible server over HTTP."""
+"""ExactlyOnceCalls against a real ledger and a real OpenCode-compatible server over HTTP."""
 
 from __future__ import annotations
 
@@ -23,8 +23,10 @@ from shared.db.models import OpenCodeCall
 from shared.db.repos.ledger import LedgerRepo
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.opencode.cache import LruCache
+from shared.opencode.call_ledger import PostgresCallLedger
+from shared.opencode.calls import CallFailed, OutcomeUnknown, StructuredCall
 from shared.opencode.client import ModelRef, OpenCodeClient
-from shared.opencode.wrapper import CallFailed, OCWrapper, OutcomeUnknown, StructuredCall
+from shared.opencode.exactly_once import ExactlyOnceCalls
 from standins.oc_compat import running_server
 from tests.factories import OpenCodeCallFactory, RunFactory
 
@@ -50,7 +52,7 @@ def run_id(db: Session) -> str:
     return run.id
 
 
-_CLIENTS: list[OpenCodeClient | OCWrapper] = []
+_CLIENTS: list[OpenCodeClient | ExactlyOnceCalls] = []
 
 
 @pytest.fixture(autouse=True)
@@ -61,10 +63,17 @@ def _close_clients() -> Iterator[None]:
         _CLIENTS.pop().close()
 
 
-def _wrapper(oc_url: str, sessions: sessionmaker[Session], timeout_s: float = 10.0) -> OCWrapper:
+def _wrapper(
+    oc_url: str, sessions: sessionmaker[Session], timeout_s: float = 10.0
+) -> ExactlyOnceCalls:
     client = OpenCodeClient(oc_url, timeout_s=timeout_s)
-    wrapper = OCWrapper(
-        client, sessions, SystemClock(), model=MODEL, timeout_s=timeout_s, l1=LruCache()
+    wrapper = ExactlyOnceCalls(
+        client,
+        PostgresCallLedger(sessions),
+        SystemClock(),
+        model=MODEL,
+        timeout_s=timeout_s,
+        l1=LruCache(),
     )
     _CLIENTS.extend([client, wrapper])
     return wrapper
@@ -216,8 +225,12 @@ def test_an_unknown_model_is_a_configuration_error_that_is_not_retried(
 ) -> None:
     client = OpenCodeClient(oc_url, timeout_s=5)
     _CLIENTS.append(client)
-    wrapper = OCWrapper(
-        client, sessions, SystemClock(), model=ModelRef("kodo", "no-such-model"), timeout_s=5
+    wrapper = ExactlyOnceCalls(
+        client,
+        PostgresCallLedger(sessions),
+        SystemClock(),
+        model=ModelRef("kodo", "no-such-model"),
+        timeout_s=5,
     )
     call = _call(run_id, repo)
     with pytest.raises(CallFailed) as failure:
@@ -322,7 +335,9 @@ def test_a_live_claim_is_aged_by_the_databases_clock_not_a_skewed_workers(
     )
     db.commit()
     client = OpenCodeClient(oc_url, timeout_s=10)
-    wrapper = OCWrapper(client, sessions, _HourAhead(), model=MODEL, timeout_s=10, l1=LruCache())
+    wrapper = ExactlyOnceCalls(
+        client, PostgresCallLedger(sessions), _HourAhead(), model=MODEL, timeout_s=10, l1=LruCache()
+    )
     _CLIENTS.extend([client, wrapper])
     outcome: list[BaseException] = []
     waiting = threading.Thread(target=_outcome, args=(wrapper, call, outcome), daemon=True)
@@ -345,7 +360,7 @@ def test_a_live_claim_is_aged_by_the_databases_clock_not_a_skewed_workers(
     assert _prompts_at_server(oc_url) == 0
 
 
-def _outcome(wrapper: OCWrapper, call: StructuredCall, into: list[BaseException]) -> None:
+def _outcome(wrapper: ExactlyOnceCalls, call: StructuredCall, into: list[BaseException]) -> None:
     try:
         wrapper.prompt_structured(call)
     except CallFailed as exc:

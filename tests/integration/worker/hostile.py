@@ -1,7 +1,7 @@
 """A hostile model for in-process step tests: it answers chosen steps with chosen answers.
 
-Stands in front of the real wrapper (ledger, compat server) and answers the steps it
-has a script for itself (keyed by step id), after the step's claim guard ran, as a
+Stands in front of the real call protocol (ledger, compat server) and answers the steps it
+has a script for itself (keyed by step id), after the step's lease was held, as a
 prompt-injected model would: a plan that looks harmless, then a patch reaching beyond it.
 """
 
@@ -12,27 +12,30 @@ from pathlib import Path
 from typing import Any
 
 from services.worker.runtime import Runtime
-from shared.db.engine import unit_of_work
-from shared.opencode.wrapper import OCWrapper, StructuredCall, StructuredResult
+from shared.domain.step_lease import StepLease
+from shared.opencode.calls import StructuredCall, StructuredResult
+from shared.opencode.ports import StructuredCalls
+from shared.service.steps import StepLeases
 
 IDENT = ["-c", "user.name=t", "-c", "user.email=t@localhost", "-c", "commit.gpgsign=false"]
 
 
 class HostileModel:
-    def __init__(self, real: OCWrapper, rt: Runtime) -> None:
+    def __init__(self, real: StructuredCalls, rt: Runtime) -> None:
         self.real = real
         self.rt = rt
         self.scripts: dict[str, dict[str, Any]] = {}
         self.prompts: list[StructuredCall] = []
 
-    def prompt_structured(self, call: StructuredCall, *, guard: Any = None) -> StructuredResult:
+    def prompt_structured(
+        self, call: StructuredCall, *, lease: StepLease | None = None
+    ) -> StructuredResult:
         self.prompts.append(call)
         answer = self.scripts.get(call.step_id)
         if answer is None:
-            return self.real.prompt_structured(call, guard=guard)
-        if guard is not None:
-            with unit_of_work(self.rt.sessions) as s:
-                guard(s)
+            return self.real.prompt_structured(call, lease=lease)
+        if lease is not None:  # held as the real claim would, before answering
+            StepLeases(self.rt.sessions).hold(lease)
         return StructuredResult(call.op_key, answer, "miss", {})
 
     def close(self) -> None:
@@ -40,11 +43,11 @@ class HostileModel:
 
 
 def hostile(rt: Runtime) -> HostileModel:
-    """Put a hostile model in front of ``rt``'s wrapper (once); script it via ``.scripts``."""
+    """Put a hostile model in front of ``rt``'s calls (once); script it via ``.scripts``."""
     if isinstance(rt.oc, HostileModel):
         return rt.oc
     model = HostileModel(rt.oc, rt)
-    rt.oc = model  # type: ignore[assignment]
+    rt.oc = model
     return model
 
 

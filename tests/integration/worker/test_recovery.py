@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 
 from services.worker.reconciler import reconcile
 from services.worker.runtime import Runtime
-from services.worker.steps.base import StepOutcome, load_context, run_step
+from services.worker.steps.base import StepAbandoned, StepOutcome, load_context, run_step
 from services.worker.steps.compile import compile_step
 from shared.clock import FixedClock
 from shared.db.engine import unit_of_work
@@ -24,6 +24,7 @@ from shared.db.models import Run, StepRun
 from shared.db.schema_version import EXPECTED_HEAD, SchemaMismatch, assert_schema_current
 from shared.domain.run_machine import StepId
 from shared.service.processes import register_process
+from shared.service.steps import StepSuperseded, record_outcome
 from shared.version import app_version
 from tests.conftest import scratch_database_url
 from tests.integration.worker.conftest import RuntimeFactory, new_run
@@ -60,12 +61,8 @@ def test_a_late_worker_is_fenced_off_and_cannot_overwrite_its_successor(
         return StepOutcome.failed("a stale worker's verdict", {})
 
     # The dead worker wakes up and tries to record a failure with its old fence.
-    from services.worker.steps import base
-
-    with pytest.raises(base._Superseded):
-        base._record(
-            rt, StepId.COMPILE, run_id, stale_body(None), rt.clock.now(), presumed_dead.fence
-        )
+    with pytest.raises(StepSuperseded), unit_of_work(rt.sessions) as s:
+        record_outcome(s, presumed_dead.lease, stale_body(None), rt.clock.now())
     with rt.sessions() as s:
         run = s.get(Run, run_id)
         assert run is not None
@@ -131,8 +128,6 @@ def test_a_cancelled_run_stops_its_step_before_the_next_provider_call(
     assert ctx is not None
     with unit_of_work(rt.sessions) as s:
         s.execute(update(Run).where(Run.id == run_id).values(status="cancelled"))
-    from services.worker.steps.base import StepAbandoned
-
     with pytest.raises(StepAbandoned, match="cancelled"):
         ctx.keep_lease()
 

@@ -21,6 +21,7 @@ from shared.domain.run_machine import (
     StepId,
     StepSucceeded,
     current_step,
+    next_step,
     transition,
 )
 
@@ -135,3 +136,16 @@ def test_statuses_without_a_step_report_none() -> None:
         S.WAITING_INPUT,
         *sorted(TERMINAL, key=list(RunStatus).index),
     ]
+
+
+@pytest.mark.parametrize(("status", "event"), list(LEGAL), ids=str)
+def test_the_next_step_to_send_is_the_one_the_machine_names(
+    status: RunStatus, event: Event
+) -> None:
+    assert next_step(status, event) == LEGAL[(status, event)][1]
+
+
+def test_an_approved_plan_sends_the_step_after_the_gate_and_no_other() -> None:
+    assert next_step(S.WAITING_INPUT, PlanApproved()) is StepId.APPLY_PATCH
+    with pytest.raises(IllegalTransition):
+        next_step(S.APPLYING, PlanApproved())  # nothing is sent for an illegal event

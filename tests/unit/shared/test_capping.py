@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from services.worker.steps.base import DIAGNOSTIC_MAX_BYTES, ERROR_MAX_CHARS, StepOutcome
 from shared.domain.capping import cap_json, encoded_size
+from shared.domain.step_outcome import DIAGNOSTIC_MAX_BYTES, ERROR_MAX_CHARS, StepOutcome
 
 
 def test_a_document_under_the_cap_is_returned_unchanged() -> None:

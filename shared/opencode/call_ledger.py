@@ -1,0 +1,84 @@
+"""The call ledger on Postgres (``app.opencode_calls`` through LedgerRepo): one
+transaction per method, as the exactly-once protocol needs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db.engine import unit_of_work
+from shared.db.repos.ledger import LedgerRepo
+from shared.domain.step_lease import StepLease
+from shared.opencode.calls import StructuredCall
+from shared.opencode.ports import CallRecord
+from shared.service.steps import hold_lease
+
+
+class PostgresCallLedger:
+    """:class:`shared.opencode.ports.CallLedger` on the real database."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def claim(
+        self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
+    ) -> bool:
+        with unit_of_work(self.sessions) as s:
+            if lease is not None:
+                hold_lease(s, lease)  # raises StepAbandoned: the claim rolls back with it
+            return LedgerRepo(s).claim(
+                op_key=call.op_key,
+                run_id=call.run_id,
+                step_id=call.step_id,
+                attempt=call.attempt,
+                agent=call.agent,
+                request=request,
+            )
+
+    def mark_started(self, op_key: str, session_id: str) -> None:
+        with unit_of_work(self.sessions) as s:
+            LedgerRepo(s).mark_started(op_key, session_id)
+
+    def read(self, op_key: str) -> tuple[CallRecord, float] | None:
+        with unit_of_work(self.sessions) as s:
+            ledger = LedgerRepo(s)
+            row = ledger.get(op_key)
+            if row is None:
+                return None
+            record = CallRecord(
+                op_key=row.op_key,
+                status=row.status,
+                response=row.response,
+                usage=row.usage,
+                error_name=row.error_name,
+                error=row.error,
+            )
+            if row.status != "claimed":
+                return record, 0.0  # only a live claim is aged (one query saved per replay)
+            return record, ledger.claim_age_s(op_key) or 0.0
+
+    def finish(
+        self,
+        op_key: str,
+        *,
+        status: str,
+        now: datetime,
+        duration_ms: int | None,
+        response: dict[str, Any] | None = None,
+        usage: dict[str, Any] | None = None,
+        error_name: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        with unit_of_work(self.sessions) as s:
+            return LedgerRepo(s).finish(
+                op_key,
+                status=status,
+                now=now,
+                duration_ms=duration_ms,
+                response=response,
+                usage=usage,
+                error_name=error_name,
+                error=error,
+            )

@@ -1,0 +1,91 @@
+"""One structured prompt of one step attempt, its answer, and how it can fail (pure types).
+
+The step side (the attempt loop) and the call protocol (:mod:`shared.opencode.exactly_once`)
+both speak these; neither the daemon nor the ledger is reached from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from shared.hashing import op_key as make_op_key
+
+CacheLevel = Literal["miss", "l1", "l2"]
+FailureKind = Literal["contract", "timeout", "transient", "permanent", "config", "unknown"]
+
+
+@dataclass(frozen=True)
+class StructuredCall:
+    """One structured prompt of one step attempt; its fields make the op_key."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    agent: str
+    prompt: str
+    schema: dict[str, Any]
+    directory: str
+
+    @property
+    def op_key(self) -> str:
+        return make_op_key(self.run_id, self.step_id, self.attempt, self.prompt, self.schema)
+
+
+@dataclass(frozen=True)
+class StructuredResult:
+    op_key: str
+    answer: dict[str, Any]
+    cache: CacheLevel
+    usage: dict[str, Any]
+
+
+class CallFailed(Exception):
+    """A recorded provider call did not produce a valid answer (this attempt is spent).
+
+    ``kind`` tells the step what to do: ``config`` is hopeless (fail the step now);
+    every other kind may be retried under the next attempt's op_key.
+    """
+
+    def __init__(
+        self,
+        op_key: str,
+        status: str,
+        error: str,
+        *,
+        error_name: str = "Error",
+        kind: FailureKind = "permanent",
+        replayed: bool = False,
+    ) -> None:
+        super().__init__(f"provider call {op_key[:12]} {status}: {error}")
+        self.op_key = op_key
+        self.status = status
+        self.error = error
+        self.error_name = error_name
+        self.kind = kind
+        self.replayed = replayed  # read back from the ledger, not a fresh failure
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind != "config"
+
+
+UNKNOWN_ERROR = "claimed but never recorded: the calling worker stopped mid-call"
+"""Both the ledger's error and the raised one: the next attempt's prompt quotes the reason,
+so the worker that declares a call unknown and one that reads it later must word it alike,
+or they would build different prompts (op_keys) for the same attempt and both call."""
+
+
+class OutcomeUnknown(CallFailed):
+    """The call was claimed but never recorded (its worker died): never repeat blindly."""
+
+
+MAX_ERROR_CHARS = 4000
+"""An error is quoted in the ledger, the diagnostic and the next attempt's prompt; an
+agent's text inside it (a schema violation repeats the offending value) is cut here."""
+
+
+def bounded_error(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters cut]"

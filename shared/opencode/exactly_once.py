@@ -1,0 +1,326 @@
+"""The exactly-once call protocol: claim the op_key, send, record, cache.
+
+``prompt_structured`` claims the call's op_key in the ledger in its own committed
+transaction *before* any request, so a key is paid for at most once; a repeat returns
+the recorded answer (L1 memory, then the L2 ledger) without reaching the daemon.
+Every outcome is recorded: succeeded, failed (with the error kind), timed_out (the
+session is aborted), aborted, or unknown (claimed by a worker that never finished).
+
+The daemon and the ledger are ports (:mod:`shared.opencode.ports`); what the turn did
+besides answering is judged by :mod:`shared.opencode.turn_inspection`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import structlog
+
+from shared.clock import Clock
+from shared.domain.contracts import ContractViolation, validate_answer
+from shared.domain.step_lease import StepLease
+from shared.opencode.cache import LruCache
+from shared.opencode.calls import (
+    UNKNOWN_ERROR,
+    CallFailed,
+    FailureKind,
+    OutcomeUnknown,
+    StructuredCall,
+    StructuredResult,
+    bounded_error,
+)
+from shared.opencode.errors import (
+    OpenCodeAborted,
+    OpenCodeConfigError,
+    OpenCodeError,
+    OpenCodePermanentError,
+    OpenCodeServerError,
+    OpenCodeTimeout,
+    OpenCodeTransientError,
+    OpenCodeUnreachable,
+    StructuredOutputMissing,
+)
+from shared.opencode.messages import AnswerTooLarge, ModelRef, PromptReply
+from shared.opencode.ports import AgentClient, CallLedger, CallRecord
+from shared.opencode.tools import permission_rules, tools_map
+from shared.opencode.turn_inspection import (
+    TurnInspector,
+    TurnRejected,
+    assert_turn_rules,
+    turn_usage,
+    usage_of,
+)
+from shared.redact import redact
+
+log = structlog.get_logger("kodo.oc")
+
+
+def _kind_of(exc: OpenCodeError) -> FailureKind:
+    if isinstance(exc, AnswerTooLarge):
+        return "contract"  # the answer broke a rule: the next attempt is told which
+    if isinstance(exc, OpenCodeConfigError):
+        return "config"
+    if isinstance(exc, OpenCodeTimeout):
+        return "timeout"
+    if isinstance(exc, StructuredOutputMissing):
+        return "contract"
+    if isinstance(exc, OpenCodePermanentError):
+        return "permanent"
+    return "transient"
+
+
+_RECORDED_CLASSES: dict[str, type[OpenCodeError]] = {
+    cls.__name__: cls
+    for cls in (
+        OpenCodeError,
+        OpenCodeTransientError,
+        OpenCodeUnreachable,
+        OpenCodeServerError,
+        OpenCodeAborted,
+        OpenCodePermanentError,
+        OpenCodeConfigError,
+        StructuredOutputMissing,
+    )
+}
+
+
+def _recorded_kind(status: str, error_name: str | None) -> FailureKind:
+    """The kind of a failure read back from the ledger: the same as when it happened."""
+    if status == "timed_out":
+        return "timeout"
+    cls = _RECORDED_CLASSES.get(error_name or "")
+    return _kind_of(cls(error_name or "")) if cls is not None else "contract"
+
+
+class ExactlyOnceCalls:
+    """Structured prompts to the daemon, each op_key paid for at most once."""
+
+    def __init__(
+        self,
+        client: AgentClient,
+        ledger: CallLedger,
+        clock: Clock,
+        *,
+        model: ModelRef,
+        timeout_s: float,
+        l1: LruCache | None = None,
+        wait_poll_s: float = 0.05,
+        claim_grace_s: float = 5.0,
+    ) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.clock = clock
+        self.model = model
+        self.timeout_s = timeout_s
+        self.l1 = l1 if l1 is not None else LruCache()
+        self.wait_poll_s = wait_poll_s
+        self.claim_grace_s = claim_grace_s
+        self.turns = TurnInspector(client)
+
+    def close(self) -> None:
+        self.turns.close()
+
+    def prompt_structured(
+        self, call: StructuredCall, *, lease: StepLease | None = None
+    ) -> StructuredResult:
+        """Answer ``call`` exactly once per op_key; raise CallFailed if it has no valid answer.
+
+        With ``lease``, the step's lease is held in the claim's transaction; if the
+        delivery was abandoned, StepAbandoned propagates and nothing is called or recorded.
+        """
+        key = call.op_key
+        bound = log.bind(
+            run_id=call.run_id,
+            step_id=call.step_id,
+            op_key=key,
+            attempt=call.attempt,
+            agent=call.agent,
+        )
+        hit = self.l1.get(key)
+        if hit is not None:
+            bound.info("oc.cache_hit", cache="l1")
+            return StructuredResult(key, hit["answer"], "l1", hit["usage"])
+        won = self.ledger.claim(call, redact(self._request_record(call)), lease=lease)
+        if not won:
+            result = self._recorded(key)
+            bound.info("oc.cache_hit", cache="l2")
+            return result
+        result = self._call(call, key)
+        bound.info("oc.call", cache="miss", tokens=result.usage.get("total_tokens"))
+        return result
+
+    # -- the one path that reaches the daemon ----------------------------------------
+
+    def _call(self, call: StructuredCall, key: str) -> StructuredResult:
+        started = self.clock.monotonic()
+        session_id: str | None = None
+        reply: PromptReply | None = None
+        try:
+            session = self.client.create_session(
+                directory=call.directory,
+                title=f"kodo {call.step_id} {call.run_id} #{call.attempt}",
+                permission=permission_rules(call.agent),
+            )
+            session_id = str(session["id"])
+            self.ledger.mark_started(key, session_id)
+            reply = self.client.prompt(
+                session_id,
+                directory=call.directory,
+                agent=call.agent,
+                model=self.model,
+                text=call.prompt,
+                tools=tools_map(call.agent),
+                format={"type": "json_schema", "schema": call.schema, "retryCount": 1},
+                timeout_s=self.timeout_s,
+            )
+            turn = self.turns.inspect(session_id, call.directory)
+            usage = turn_usage(turn, reply)
+            assert_turn_rules(call.agent, session_id, reply, turn)
+            answer = validate_answer(call.schema, reply.info.get("structured"))
+        except OpenCodeTimeout as exc:
+            if session_id is not None:
+                self._abort_quietly(session_id, call.directory)
+            raise self._fail(key, started, "timed_out", exc, None, kind="timeout") from exc
+        except OpenCodeError as exc:
+            status = "aborted" if isinstance(exc, OpenCodeAborted) else "failed"
+            raise self._fail(key, started, status, exc, exc.reply, kind=_kind_of(exc)) from exc
+        except ContractViolation as exc:
+            raise self._fail(
+                key, started, "failed", exc, reply, kind="contract", name="ContractViolation"
+            ) from exc
+        except TurnRejected as exc:
+            raise self._fail(
+                key, started, "failed", exc, reply, kind="contract", name=exc.error_name
+            ) from exc
+        self.ledger.finish(
+            key,
+            status="succeeded",
+            now=self.clock.now(),
+            duration_ms=self._elapsed_ms(started),
+            response=redact(self._response_record(reply, usage)),
+            usage=usage,
+        )
+        self.l1.put(key, {"answer": answer, "usage": usage})
+        return StructuredResult(key, answer, "miss", usage)
+
+    # -- a claim lost to an earlier (or concurrent) caller ---------------------------
+
+    def _recorded(self, key: str) -> StructuredResult:
+        """Return what the ledger recorded for ``key``, waiting out a live claim."""
+        patience = self.timeout_s + self.claim_grace_s
+        deadline = time.monotonic() + patience
+        while True:
+            found = self.ledger.read(key)
+            if found is None:  # pragma: no cover - the claim conflict proves it exists
+                raise CallFailed(key, "missing", "ledger row vanished", kind="unknown")
+            row, age = found  # aged by the ledger's clock: another host wrote the claim
+            if row.status != "claimed":
+                return self._from_record(row)
+            # A claim older than any live call could be belongs to a dead worker.
+            if time.monotonic() > deadline or age > patience:
+                return self._declare_unknown(key)
+            time.sleep(self.wait_poll_s)
+
+    def _from_record(self, row: CallRecord) -> StructuredResult:
+        if row.status != "succeeded" or row.response is None:
+            if row.status == "unknown":
+                raise OutcomeUnknown(
+                    row.op_key,
+                    row.status,
+                    row.error or "",
+                    error_name="OutcomeUnknown",
+                    kind="unknown",
+                )
+            raise CallFailed(
+                row.op_key,
+                row.status,
+                row.error or "no answer recorded",
+                error_name=row.error_name or "Error",
+                kind=_recorded_kind(row.status, row.error_name),
+                replayed=True,
+            )
+        answer = row.response.get("structured")
+        if not isinstance(answer, dict):
+            raise CallFailed(row.op_key, row.status, "recorded answer is not an object")
+        usage = row.usage or {}
+        self.l1.put(row.op_key, {"answer": answer, "usage": usage})
+        return StructuredResult(row.op_key, answer, "l2", usage)
+
+    def _declare_unknown(self, key: str) -> StructuredResult:
+        self.ledger.finish(
+            key,
+            status="unknown",
+            now=self.clock.now(),
+            duration_ms=None,
+            error_name="OutcomeUnknown",
+            error=UNKNOWN_ERROR,
+        )
+        found = self.ledger.read(key)
+        if found is not None and found[0].status != "unknown":
+            return self._from_record(found[0])  # it finished while we declared
+        raise OutcomeUnknown(
+            key,
+            "unknown",
+            UNKNOWN_ERROR,  # the recorded text: the next attempt's prompt (op_key) quotes it
+            error_name="OutcomeUnknown",
+            kind="unknown",
+        )
+
+    # -- records -------------------------------------------------------------------
+
+    def _fail(
+        self,
+        key: str,
+        started: float,
+        status: str,
+        exc: Exception,
+        reply: PromptReply | None,
+        *,
+        kind: FailureKind,
+        name: str | None = None,
+    ) -> CallFailed:
+        error_name = name or type(exc).__name__
+        error = bounded_error(f"{error_name}: {exc}")
+        usage = usage_of(reply.info) if reply is not None else None
+        self.ledger.finish(
+            key,
+            status=status,
+            now=self.clock.now(),
+            duration_ms=self._elapsed_ms(started),
+            response=redact(self._response_record(reply, usage)) if reply is not None else None,
+            usage=usage,
+            error_name=error_name,
+            error=error,
+        )
+        log.warning("oc.call_failed", op_key=key, status=status, error_name=error_name, kind=kind)
+        return CallFailed(key, status, error, error_name=error_name, kind=kind)
+
+    def _abort_quietly(self, session_id: str, directory: str) -> None:
+        # The call is recorded timed_out either way; a failed abort changes nothing.
+        with contextlib.suppress(OpenCodeError):
+            self.client.abort(session_id, directory=directory)
+
+    def _elapsed_ms(self, started: float) -> int:
+        return max(0, int((self.clock.monotonic() - started) * 1000))
+
+    def _request_record(self, call: StructuredCall) -> dict[str, Any]:
+        return {
+            "prompt": call.prompt,
+            "schema": call.schema,
+            "agent": call.agent,
+            "model": {"providerID": self.model.provider_id, "modelID": self.model.model_id},
+            "tools": tools_map(call.agent),
+            "permission": permission_rules(call.agent),
+            "directory": call.directory,
+        }
+
+    @staticmethod
+    def _response_record(reply: PromptReply, usage: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "info": reply.info,
+            "parts": reply.parts,
+            "structured": reply.info.get("structured"),
+            "usage": usage,
+        }

@@ -1,0 +1,116 @@
+"""The ports of the agent side: what the call protocol needs from the daemon and the ledger,
+and what a step needs from the call protocol.
+
+Adapters: the daemon is :class:`shared.opencode.client.OpenCodeClient` (httpx) or the
+in-memory fake (tests/fakes/agent.py); the ledger is
+:class:`shared.opencode.call_ledger.PostgresCallLedger` or the in-memory one
+(tests/fakes/ledger.py). Nothing here imports a transport or a driver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from shared.domain.step_lease import StepLease
+from shared.opencode.calls import StructuredCall, StructuredResult
+from shared.opencode.messages import ModelRef, PromptReply
+
+
+class AgentClient(Protocol):
+    """The OpenCode daemon, as the call protocol and the worker use it.
+
+    Every method raises an :class:`~shared.opencode.errors.OpenCodeError` on failure.
+    """
+
+    def health(self, *, timeout_s: float = 2.0) -> dict[str, Any]: ...
+
+    def create_session(
+        self, *, directory: str, title: str, permission: list[dict[str, str]] | None = None
+    ) -> dict[str, Any]: ...
+
+    def prompt(
+        self,
+        session_id: str,
+        *,
+        directory: str,
+        agent: str,
+        model: ModelRef,
+        text: str,
+        tools: dict[str, bool],
+        format: dict[str, Any] | None,
+        system: str | None = None,
+        timeout_s: float | None = None,
+    ) -> PromptReply:
+        """Send one turn and block until it ends; the reply is its last message."""
+        ...
+
+    def get_session(self, session_id: str, *, directory: str) -> dict[str, Any]: ...
+
+    def session_children(self, session_id: str, *, directory: str) -> list[dict[str, Any]]: ...
+
+    def earlier_turn_messages(
+        self, session_id: str, *, directory: str, max_steps: int = 50
+    ) -> list[dict[str, Any]]: ...
+
+    def abort(self, session_id: str, *, directory: str) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One ledger row as the call protocol reads it back."""
+
+    op_key: str
+    status: str
+    response: dict[str, Any] | None
+    usage: dict[str, Any] | None
+    error_name: str | None
+    error: str | None
+
+
+class CallLedger(Protocol):
+    """The provider-call ledger, keyed by op_key; each method is one transaction."""
+
+    def claim(
+        self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
+    ) -> bool:
+        """Insert the ``claimed`` row; False if the op_key was claimed before.
+
+        With ``lease``, the step's lease is held in the same transaction (raising
+        StepAbandoned and claiming nothing if the delivery was cancelled or fenced off).
+        """
+        ...
+
+    def mark_started(self, op_key: str, session_id: str) -> None: ...
+
+    def read(self, op_key: str) -> tuple[CallRecord, float] | None:
+        """The row and the seconds since it was claimed or sent, by the ledger's clock."""
+        ...
+
+    def finish(
+        self,
+        op_key: str,
+        *,
+        status: str,
+        now: datetime,
+        duration_ms: int | None,
+        response: dict[str, Any] | None = None,
+        usage: dict[str, Any] | None = None,
+        error_name: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Record the outcome of a still-``claimed`` row; False if it was finished before."""
+        ...
+
+
+class StructuredCalls(Protocol):
+    """What a step needs: one schema-valid answer per call, paid for at most once."""
+
+    def prompt_structured(
+        self, call: StructuredCall, *, lease: StepLease | None = None
+    ) -> StructuredResult: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,134 @@
+"""What a finished turn did besides answering: tools it used, sessions it spawned, usage.
+
+A prompt's reply is only the turn's last message. The call protocol reads the rest
+here and fails closed on any tool outside the agent's allowlist and on any child
+session; the whole turn's usage is what the ledger records.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from shared.opencode.errors import OpenCodeError
+from shared.opencode.messages import PromptReply
+from shared.opencode.ports import AgentClient
+from shared.opencode.tools import forbidden_tool_uses
+
+
+def usage_of(info: dict[str, Any]) -> dict[str, Any]:
+    """Normalise OpenCode's ``tokens``/``cost`` (of a message or a session) for the ledger."""
+    tokens = info.get("tokens")
+    tokens = tokens if isinstance(tokens, dict) else {}
+    cache = tokens.get("cache")
+    cache = cache if isinstance(cache, dict) else {}
+
+    def count(value: object) -> int:
+        return value if isinstance(value, int) and value >= 0 else 0
+
+    cost = info.get("cost")
+    parts = {
+        "input_tokens": count(tokens.get("input")),
+        "output_tokens": count(tokens.get("output")),
+        "reasoning_tokens": count(tokens.get("reasoning")),
+        "cache_read_tokens": count(cache.get("read")),
+        "cache_write_tokens": count(cache.get("write")),
+    }
+    total = count(tokens.get("total")) or sum(parts.values()) - parts["cache_write_tokens"]
+    return {
+        "total_tokens": total,
+        **parts,
+        "cost_usd": float(cost) if isinstance(cost, int | float) else 0.0,
+    }
+
+
+@dataclass(frozen=True)
+class Turn:
+    session: dict[str, Any] | None  # None: the totals could not be read
+    earlier: list[dict[str, Any]] | OpenCodeError  # the error: the turn is not inspectable
+    children: list[dict[str, Any]]
+
+
+class TurnRejected(Exception):
+    """The daemon answered, but the turn breaks one of our rules."""
+
+    def __init__(self, error_name: str, message: str) -> None:
+        super().__init__(message)
+        self.error_name = error_name
+
+
+def turn_usage(turn: Turn, reply: PromptReply) -> dict[str, Any]:
+    """The whole turn's usage: the fresh session's totals.
+
+    Only the last assistant message of a turn is returned, so its own usage
+    undercounts a turn with tool calls; it is the floor when totals are unreadable.
+    """
+    if turn.session is None:
+        return usage_of(reply.info)
+    usage = usage_of(turn.session)
+    return usage if usage["total_tokens"] else usage_of(reply.info)
+
+
+def assert_turn_rules(agent: str, session_id: str, reply: PromptReply, turn: Turn) -> None:
+    """Raise TurnRejected on any tool use outside the allowlist anywhere in the turn, and on
+    any child session."""
+    if isinstance(turn.earlier, OpenCodeError):
+        raise TurnRejected(
+            "TurnNotInspectable", f"cannot read the turn's messages: {turn.earlier}"
+        ) from turn.earlier
+    parts = [p for m in turn.earlier for p in m.get("parts", []) if isinstance(p, dict)]
+    forbidden = forbidden_tool_uses(agent, parts + reply.parts)
+    if forbidden:
+        raise TurnRejected("ToolNotAllowed", f"agent {agent!r} used {', '.join(forbidden)}")
+    if turn.children:
+        ids = ", ".join(str(c.get("id")) for c in turn.children)
+        raise TurnRejected("ChildSessionForbidden", f"session {session_id} spawned {ids}")
+
+
+class TurnInspector:
+    """Reads a finished turn, three requests in flight at once."""
+
+    def __init__(self, client: AgentClient) -> None:
+        self.client = client
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        self._pool_lock = threading.Lock()
+
+    def _reader_pool(self) -> ThreadPoolExecutor:
+        """Threads for reads sent beside the caller's own; a forked child makes its own
+        (an executor inherited across fork has no live threads)."""
+        with self._pool_lock:  # steps on a threads pool share this inspector
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kodo-oc-read")
+                self._pool_pid = os.getpid()
+            return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None and self._pool_pid == os.getpid():
+            self._pool.shutdown(wait=False)
+        self._pool = None
+
+    def inspect(self, session_id: str, directory: str) -> Turn:
+        """Read what the answer alone does not tell.
+
+        The session's totals (usage), the turn's earlier messages (tool uses) and the
+        session's children are independent reads; sent together they cost one round
+        trip instead of three.
+        """
+        pool = self._reader_pool()
+        totals = pool.submit(self.client.get_session, session_id, directory=directory)
+        children = pool.submit(self.client.session_children, session_id, directory=directory)
+        try:
+            earlier: list[dict[str, Any]] | OpenCodeError = self.client.earlier_turn_messages(
+                session_id, directory=directory
+            )
+        except OpenCodeError as exc:
+            earlier = exc
+        try:
+            session: dict[str, Any] | None = totals.result()
+        except OpenCodeError:
+            session = None
+        return Turn(session, earlier, children.result())  # a failed children read raises

@@ -1,0 +1,216 @@
+"""The step runner's persistence: enter a step, hold its lease, record its outcome.
+
+Each function runs inside the caller's transaction (the runner in
+services/worker/steps/base.py owns it); none commits. The runner keeps the control:
+when to enter, when to run the body, when to dispatch what the machine names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import structlog
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db.engine import unit_of_work
+from shared.db.repos.runs import RunRepo
+from shared.db.repos.snapshots import run_snapshot
+from shared.db.repos.steps import ArtifactRepo, StepRunRepo
+from shared.domain.pinning import RepoPin
+from shared.domain.run_machine import (
+    STEP_STATUS,
+    StepFailed,
+    StepId,
+    StepSucceeded,
+    Transition,
+    transition,
+)
+from shared.domain.step_lease import StepAbandoned, StepLease
+from shared.domain.step_outcome import StepOutcome
+from shared.hashing import sha256_hex
+
+log = structlog.get_logger("kodo.step")
+
+
+@dataclass(frozen=True)
+class EnteredStep:
+    """What a step may read, snapshotted in the transaction that took its lease."""
+
+    run_id: str
+    step: StepId
+    goal: str
+    repo_path: Path
+    base_ref: str
+    base_commit: str | None  # what base_ref named at submit: steps use this, not the ref
+    repo_pin: RepoPin | None  # the repository's identity at submit
+    intent_policy: dict[str, Any] | None  # the strictest policy, fixed at submit
+    plan_sha256: str | None
+    approved_at: str | None
+    branch: str | None
+    worktree_path: Path | None
+    outputs: dict[str, dict[str, Any]]
+    plan: dict[str, Any] | None
+    lease: StepLease
+    first_delivery: bool  # no earlier delivery of this step can have left work behind
+
+
+def enter_step(
+    s: Session, run_id: str, step: StepId, *, owner: str, lease_s: float, app_version: str
+) -> EnteredStep | None:
+    """Snapshot the run and take the step's lease; None if this delivery has nothing to do
+    (unknown run, a run that moved on, or a live lease held by another delivery)."""
+    run = run_snapshot(s, run_id)
+    if run is None:
+        log.warning("step.unknown_run", run_id=run_id, step_id=step.value)
+        return None
+    if run.status != STEP_STATUS[step].value:
+        log.info("step.stale_delivery", run_id=run_id, step_id=step.value, status=run.status)
+        return None
+    entered = StepRunRepo(s).enter(
+        run_id, step, owner=owner, lease_s=lease_s, app_version=app_version
+    )
+    if entered is None:
+        log.info("step.busy", run_id=run_id, step_id=step.value)
+        return None
+    if entered.app_version and run.app_version != entered.app_version:
+        log.warning(
+            "step.version_mismatch",
+            run_id=run_id,
+            step_id=step.value,
+            run_version=run.app_version,
+            worker_version=entered.app_version,
+        )
+    pin = (
+        RepoPin(run.repo_path, run.repo_device, run.repo_inode)
+        if run.repo_device is not None and run.repo_inode is not None
+        else None
+    )
+    return EnteredStep(
+        run_id=run.run_id,
+        step=step,
+        goal=run.goal,
+        repo_path=Path(run.repo_path),
+        base_ref=run.base_ref,
+        base_commit=run.base_commit,
+        repo_pin=pin,
+        intent_policy=run.policy,
+        plan_sha256=run.plan_sha256,
+        approved_at=run.approved_at.isoformat() if run.approved_at else None,
+        branch=run.branch,
+        worktree_path=Path(run.worktree_path) if run.worktree_path else None,
+        outputs=run.outputs,
+        plan=run.plan,
+        lease=StepLease(run.run_id, step, entered.fence, lease_s),
+        first_delivery=entered.deliveries == 1,
+    )
+
+
+def hold_lease(s: Session, lease: StepLease) -> None:
+    """Renew ``lease`` or raise StepAbandoned (the run moved, or a newer delivery holds it).
+
+    Run inside the ledger claim's transaction too, so the check and the claim commit
+    together: a cancelled or fenced-off delivery never claims a provider call.
+    """
+    status = RunRepo(s).status_of(lease.run_id)
+    if status != STEP_STATUS[lease.step].value:
+        raise StepAbandoned(f"run is {status or 'gone'}")
+    if not renew_lease(s, lease):
+        raise StepAbandoned("a newer delivery holds the step")
+
+
+def renew_lease(s: Session, lease: StepLease) -> bool:
+    """Push the lease's expiry forward; False if another delivery's fence replaced ours."""
+    return StepRunRepo(s).renew(lease.run_id, lease.step, lease.fence, lease.lease_s)
+
+
+class StepSuperseded(Exception):
+    """Another actor (a cancel, a newer delivery) moved first: roll back this record."""
+
+
+def record_outcome(s: Session, lease: StepLease, outcome: StepOutcome, now: datetime) -> Transition:
+    """Store the outcome and its artifacts and move the run as the machine says.
+
+    Raises StepSuperseded if the fence or the run moved on (the caller rolls back).
+    """
+    for art in outcome.artifacts:
+        ArtifactRepo(s).put(
+            lease.run_id,
+            lease.step,
+            kind=art.kind,
+            name=art.name,
+            content=art.content,
+            media_type=art.media_type,
+        )
+    recorded = StepRunRepo(s).finish(
+        lease.run_id,
+        lease.step,
+        status="succeeded" if outcome.ok else "failed",
+        fence=lease.fence,
+        output=outcome.output,
+        error=outcome.error,
+    )
+    if not recorded:  # fenced off: a newer delivery owns the step now
+        raise StepSuperseded
+    event = StepSucceeded(lease.step) if outcome.ok else StepFailed(lease.step)
+    move = transition(STEP_STATUS[lease.step], event)
+    moved = RunRepo(s).apply(
+        lease.run_id,
+        move,
+        now,
+        step=lease.step,
+        error=outcome.error,
+        plan_sha256=outcome.plan_sha256,
+        workspace=outcome.workspace,
+    )
+    if not moved:
+        raise StepSuperseded
+    return move
+
+
+def refused_outcome(outcome: StepOutcome, refused: DBAPIError) -> StepOutcome:
+    """The failure recorded when the database refused ``outcome`` (a rule, not an outage).
+
+    It quotes the outcome in diagnostic.json (bytes), never in a column that may have
+    refused it.
+    """
+    cause = refused.orig
+    sqlstate = cause.sqlstate if isinstance(cause, psycopg.Error) else None
+    message = str(cause if cause is not None else refused).replace("\x00", "")
+    return StepOutcome.failed(
+        f"record_refused: the database refused to record this step's outcome: {message}",
+        {
+            "rule": "record_refused",
+            "sqlstate": sqlstate,
+            "refused_outcome": {
+                "ok": outcome.ok,
+                "error": outcome.error,
+                "output": outcome.output,
+                "artifacts": [
+                    {"name": a.name, "kind": a.kind, "sha256": sha256_hex(a.content)}
+                    for a in outcome.artifacts
+                ],
+            },
+        },
+    )
+
+
+class StepLeases:
+    """The lease heartbeat on Postgres: each call is its own short transaction (a renewal
+    must commit while the step's body runs, outside any transaction of its own)."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def hold(self, lease: StepLease) -> None:
+        """Renew ``lease`` or raise StepAbandoned (see :func:`hold_lease`)."""
+        with unit_of_work(self.sessions) as s:
+            hold_lease(s, lease)
+
+    def renew(self, lease: StepLease) -> bool:
+        with unit_of_work(self.sessions) as s:
+            return renew_lease(s, lease)

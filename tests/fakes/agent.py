@@ -1,0 +1,162 @@
+"""An in-memory OpenCode daemon: the :class:`shared.opencode.ports.AgentClient` fake.
+
+Script each turn it will answer, in order: a structured answer (with the tool parts,
+earlier messages, child sessions and usage the turn should show) or an error raised
+from ``prompt`` (an HTTP 500, a configuration error, a timeout). It records what was
+sent, so a test can say how many prompts reached "the daemon".
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.opencode.diagnosis import DAEMON_UNEXPECTED
+from shared.opencode.errors import (
+    OpenCodeConfigError,
+    OpenCodeError,
+    OpenCodeServerError,
+    OpenCodeTimeout,
+)
+from shared.opencode.messages import ModelRef, PromptReply
+
+
+def tokens(total: int, *, input: int = 0, output: int = 0) -> dict[str, Any]:
+    """OpenCode's ``tokens`` object."""
+    return {"total": total, "input": input, "output": output, "reasoning": 0, "cache": {}}
+
+
+def http_500() -> OpenCodeServerError:
+    """The daemon failed inside (transient): the 500 it also gives unknown agents."""
+    return OpenCodeServerError(
+        f"HTTP 500 UnknownError: {DAEMON_UNEXPECTED}",
+        status=500,
+        name="UnknownError",
+        data={"message": DAEMON_UNEXPECTED},
+    )
+
+
+def unknown_model() -> OpenCodeConfigError:
+    """A 500 diagnosed against the daemon's lists: kodo names a model it lacks."""
+    return OpenCodeConfigError(
+        "HTTP 500 UnknownError: the daemon has no model 'kodo/missing'",
+        status=500,
+        name="UnknownError",
+    )
+
+
+def no_answer_in_time() -> OpenCodeTimeout:
+    return OpenCodeTimeout("POST /session/{id}/message: no answer in time (fake)")
+
+
+@dataclass
+class ScriptedTurn:
+    """One turn the fake daemon will play: ``error`` is raised, else ``answer`` is given."""
+
+    answer: dict[str, Any] | None = None
+    error: OpenCodeError | None = None
+    tools: list[str] = field(default_factory=list)  # tool parts in the last message
+    earlier_tools: list[str] = field(default_factory=list)  # tools of earlier messages
+    children: list[dict[str, Any]] = field(default_factory=list)
+    session_tokens: dict[str, Any] | None = None  # the session's totals (None: unreadable)
+    message_tokens: dict[str, Any] = field(default_factory=lambda: tokens(10))
+    cost: float = 0.0
+
+
+def _tool_part(name: str) -> dict[str, Any]:
+    return {"type": "tool", "tool": name, "state": {"status": "completed"}}
+
+
+@dataclass
+class SentPrompt:
+    session_id: str
+    agent: str
+    model: ModelRef
+    text: str
+    tools: dict[str, bool]
+    format: dict[str, Any] | None
+
+
+class FakeAgent:
+    """:class:`shared.opencode.ports.AgentClient` in memory, scripted turn by turn."""
+
+    def __init__(self, *turns: ScriptedTurn) -> None:
+        self.script: deque[ScriptedTurn] = deque(turns)
+        self.sent: list[SentPrompt] = []
+        self.aborted: list[str] = []
+        self.sessions: dict[str, ScriptedTurn | None] = {}
+        self.closed = False
+
+    def will(self, *turns: ScriptedTurn) -> FakeAgent:
+        self.script.extend(turns)
+        return self
+
+    def health(self, *, timeout_s: float = 2.0) -> dict[str, Any]:
+        return {"healthy": True, "version": "fake"}
+
+    def create_session(
+        self, *, directory: str, title: str, permission: list[dict[str, str]] | None = None
+    ) -> dict[str, Any]:
+        session_id = f"ses_fake{len(self.sessions) + 1}"
+        self.sessions[session_id] = None
+        return {"id": session_id, "title": title, "directory": directory}
+
+    def prompt(
+        self,
+        session_id: str,
+        *,
+        directory: str,
+        agent: str,
+        model: ModelRef,
+        text: str,
+        tools: dict[str, bool],
+        format: dict[str, Any] | None,
+        system: str | None = None,
+        timeout_s: float | None = None,
+    ) -> PromptReply:
+        self.sent.append(SentPrompt(session_id, agent, model, text, tools, format))
+        if not self.script:
+            raise AssertionError(
+                f"the fake daemon has no turn scripted for prompt {len(self.sent)}"
+            )
+        turn = self.script.popleft()
+        self.sessions[session_id] = turn
+        if turn.error is not None:
+            raise turn.error
+        info = {
+            "role": "assistant",
+            "structured": turn.answer,
+            "tokens": turn.message_tokens,
+            "cost": turn.cost,
+        }
+        parts = [_tool_part(t) for t in turn.tools] + [_tool_part("StructuredOutput")]
+        return PromptReply(info=info, parts=parts)
+
+    def _turn(self, session_id: str) -> ScriptedTurn:
+        turn = self.sessions.get(session_id)
+        if turn is None:
+            raise AssertionError(f"{session_id} played no turn")
+        return turn
+
+    def get_session(self, session_id: str, *, directory: str) -> dict[str, Any]:
+        turn = self._turn(session_id)
+        if turn.session_tokens is None:
+            raise OpenCodeServerError("HTTP 500 (fake): totals unreadable", status=500)
+        return {"id": session_id, "tokens": turn.session_tokens, "cost": turn.cost}
+
+    def session_children(self, session_id: str, *, directory: str) -> list[dict[str, Any]]:
+        return list(self._turn(session_id).children)
+
+    def earlier_turn_messages(
+        self, session_id: str, *, directory: str, max_steps: int = 50
+    ) -> list[dict[str, Any]]:
+        tools = self._turn(session_id).earlier_tools
+        return [{"info": {"role": "assistant"}, "parts": [_tool_part(t)]} for t in tools]
+
+    def abort(self, session_id: str, *, directory: str) -> bool:
+        self.aborted.append(session_id)
+        return True
+
+    def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,85 @@
+"""An in-memory call ledger: the :class:`shared.opencode.ports.CallLedger` fake.
+
+It keeps the one rule the real ledger's unique op_key keeps (a key is claimed once;
+only a ``claimed`` row is finished) and holds leases like the real claim: a lease
+named in ``abandoned`` raises StepAbandoned and claims nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from shared.domain.step_lease import StepAbandoned, StepLease
+from shared.opencode.calls import StructuredCall
+from shared.opencode.ports import CallRecord
+
+
+@dataclass
+class LedgerRow:
+    record: CallRecord
+    attempt: int
+    request: dict[str, Any]
+    session_id: str | None = None
+    age_s: float = 0.0
+
+
+@dataclass
+class InMemoryLedger:
+    rows: dict[str, LedgerRow] = field(default_factory=dict)
+    abandoned: dict[StepLease, str] = field(default_factory=dict)  # lease -> why it is lost
+    leases_held: list[StepLease] = field(default_factory=list)
+
+    def claim(
+        self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
+    ) -> bool:
+        if lease is not None:
+            if lease in self.abandoned:
+                raise StepAbandoned(self.abandoned[lease])
+            self.leases_held.append(lease)
+        if call.op_key in self.rows:
+            return False
+        record = CallRecord(call.op_key, "claimed", None, None, None, None)
+        self.rows[call.op_key] = LedgerRow(record, call.attempt, request)
+        return True
+
+    def claimed_by_a_dead_worker(self, call: StructuredCall, age_s: float) -> None:
+        """A row a worker claimed ``age_s`` ago and never finished."""
+        record = CallRecord(call.op_key, "claimed", None, None, None, None)
+        self.rows[call.op_key] = LedgerRow(record, call.attempt, {}, age_s=age_s)
+
+    def mark_started(self, op_key: str, session_id: str) -> None:
+        self.rows[op_key].session_id = session_id
+
+    def read(self, op_key: str) -> tuple[CallRecord, float] | None:
+        row = self.rows.get(op_key)
+        return None if row is None else (row.record, row.age_s)
+
+    def finish(
+        self,
+        op_key: str,
+        *,
+        status: str,
+        now: datetime,
+        duration_ms: int | None,
+        response: dict[str, Any] | None = None,
+        usage: dict[str, Any] | None = None,
+        error_name: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        row = self.rows.get(op_key)
+        if row is None or row.record.status != "claimed":
+            return False
+        row.record = replace(
+            row.record,
+            status=status,
+            response=response,
+            usage=usage,
+            error_name=error_name,
+            error=error,
+        )
+        return True
+
+    def status(self, op_key: str) -> str:
+        return self.rows[op_key].record.status

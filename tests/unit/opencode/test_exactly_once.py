@@ -1,0 +1,156 @@
+"""The exactly-once call protocol against the fake daemon and the in-memory ledger."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from shared.clock import FixedClock
+from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
+from shared.domain.run_machine import StepId
+from shared.domain.step_lease import StepAbandoned, StepLease
+from shared.opencode.cache import LruCache
+from shared.opencode.calls import UNKNOWN_ERROR, CallFailed, OutcomeUnknown, StructuredCall
+from shared.opencode.exactly_once import ExactlyOnceCalls
+from shared.opencode.messages import ModelRef
+from tests.fakes.agent import (
+    FakeAgent,
+    ScriptedTurn,
+    http_500,
+    no_answer_in_time,
+    tokens,
+    unknown_model,
+)
+from tests.fakes.ledger import InMemoryLedger
+
+ANSWER: dict[str, Any] = {"next_action": "verify", "argv": ["pytest", "-q"], "reason": "tests"}
+MODEL = ModelRef("kodo", "kodo-scripted")
+
+
+def _calls(agent: FakeAgent, ledger: InMemoryLedger, timeout_s: float = 5.0) -> ExactlyOnceCalls:
+    clock = FixedClock(datetime(2026, 1, 1, tzinfo=UTC))
+    return ExactlyOnceCalls(agent, ledger, clock, model=MODEL, timeout_s=timeout_s, l1=LruCache())
+
+
+def _call(attempt: int = 1, prompt: str = "choose a command") -> StructuredCall:
+    return StructuredCall("run-1", "DecideST", attempt, "plan", prompt, BUILD_OUTPUT_SCHEMA, "/w")
+
+
+def test_a_call_is_claimed_sent_once_and_recorded_with_the_turns_usage() -> None:
+    agent = FakeAgent(ScriptedTurn(answer=ANSWER, session_tokens=tokens(120, input=100)))
+    ledger = InMemoryLedger()
+    result = _calls(agent, ledger).prompt_structured(_call())
+    assert (result.answer, result.cache) == (ANSWER, "miss")
+    assert result.usage["total_tokens"] == 120  # the session's totals, not the last message's
+    assert len(agent.sent) == 1
+    assert agent.sent[0].model == MODEL
+    row = ledger.rows[result.op_key]
+    assert row.record.status == "succeeded"
+    assert row.session_id == "ses_fake1"
+    assert row.record.response is not None
+    assert row.record.response["structured"] == ANSWER
+    assert row.request["agent"] == "plan"
+    assert row.request["tools"]["edit"] is False
+
+
+def test_a_repeated_call_is_answered_from_memory_then_from_the_ledger_never_sent_again() -> None:
+    agent = FakeAgent(ScriptedTurn(answer=ANSWER, session_tokens=tokens(50)))
+    ledger = InMemoryLedger()
+    first = _calls(agent, ledger)
+    assert first.prompt_structured(_call()).cache == "miss"
+    assert first.prompt_structured(_call()).cache == "l1"
+    other_worker = _calls(agent, ledger)  # its own L1: only the ledger knows the answer
+    replayed = other_worker.prompt_structured(_call())
+    assert (replayed.cache, replayed.answer, replayed.usage["total_tokens"]) == ("l2", ANSWER, 50)
+    assert len(agent.sent) == 1
+
+
+def test_an_http_500_is_recorded_as_a_transient_failure_and_the_next_attempt_may_call() -> None:
+    agent = FakeAgent(ScriptedTurn(error=http_500()), ScriptedTurn(answer=ANSWER))
+    ledger = InMemoryLedger()
+    calls = _calls(agent, ledger)
+    with pytest.raises(CallFailed) as failed:
+        calls.prompt_structured(_call(1))
+    assert (failed.value.kind, failed.value.retryable) == ("transient", True)
+    assert ledger.status(failed.value.op_key) == "failed"
+    assert calls.prompt_structured(_call(2)).answer == ANSWER
+    assert len(agent.sent) == 2
+
+
+def test_a_recorded_failure_replays_with_its_kind_and_is_not_sent_again() -> None:
+    agent = FakeAgent(ScriptedTurn(error=http_500()))
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed):
+        _calls(agent, ledger).prompt_structured(_call())
+    with pytest.raises(CallFailed) as replayed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert (replayed.value.kind, replayed.value.replayed) == ("transient", True)
+    assert len(agent.sent) == 1
+
+
+def test_a_configuration_error_is_terminal() -> None:
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(FakeAgent(ScriptedTurn(error=unknown_model())), ledger).prompt_structured(_call())
+    assert (failed.value.kind, failed.value.retryable) == ("config", False)
+    assert ledger.rows[failed.value.op_key].record.error_name == "OpenCodeConfigError"
+
+
+def test_a_timeout_is_recorded_timed_out_and_the_session_aborted() -> None:
+    agent = FakeAgent(ScriptedTurn(error=no_answer_in_time()))
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert (failed.value.kind, failed.value.status) == ("timeout", "timed_out")
+    assert ledger.status(failed.value.op_key) == "timed_out"
+    assert agent.aborted == ["ses_fake1"]
+
+
+def test_a_claim_older_than_any_live_call_is_declared_unknown_and_never_sent() -> None:
+    agent = FakeAgent()
+    ledger = InMemoryLedger()
+    call = _call()
+    ledger.claimed_by_a_dead_worker(call, age_s=3600)
+    with pytest.raises(OutcomeUnknown) as unknown:
+        _calls(agent, ledger, timeout_s=1).prompt_structured(call)
+    assert (unknown.value.kind, unknown.value.error) == ("unknown", UNKNOWN_ERROR)
+    assert ledger.status(call.op_key) == "unknown"
+    assert agent.sent == []
+
+
+@pytest.mark.parametrize(
+    ("turn", "rule"),
+    [
+        (ScriptedTurn(answer=ANSWER, tools=["bash"]), "ToolNotAllowed"),
+        (ScriptedTurn(answer=ANSWER, earlier_tools=["write"]), "ToolNotAllowed"),
+        (ScriptedTurn(answer=ANSWER, children=[{"id": "ses_child"}]), "ChildSessionForbidden"),
+        (ScriptedTurn(answer={"argv": "rm -rf /"}), "ContractViolation"),
+    ],
+    ids=["tool-in-answer", "tool-earlier-in-turn", "child-session", "schema"],
+)
+def test_a_turn_that_breaks_a_rule_is_recorded_failed_as_a_contract_failure(
+    turn: ScriptedTurn, rule: str
+) -> None:
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(FakeAgent(turn), ledger).prompt_structured(_call())
+    assert (failed.value.kind, failed.value.error_name) == ("contract", rule)
+    assert ledger.rows[failed.value.op_key].record.usage is not None  # what was billed
+
+
+def test_unreadable_session_totals_fall_back_to_the_answers_own_usage() -> None:
+    turn = ScriptedTurn(answer=ANSWER, session_tokens=None, message_tokens=tokens(7))
+    result = _calls(FakeAgent(turn), InMemoryLedger()).prompt_structured(_call())
+    assert result.usage["total_tokens"] == 7
+
+
+def test_an_abandoned_delivery_claims_nothing_and_sends_nothing() -> None:
+    agent = FakeAgent(ScriptedTurn(answer=ANSWER))
+    lease = StepLease("run-1", StepId.DECIDE, fence=1, lease_s=60)
+    ledger = InMemoryLedger(abandoned={lease: "run is cancelled"})
+    with pytest.raises(StepAbandoned, match="cancelled"):
+        _calls(agent, ledger).prompt_structured(_call(), lease=lease)
+    assert ledger.rows == {}
+    assert agent.sent == []
