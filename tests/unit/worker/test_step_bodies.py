@@ -1,0 +1,227 @@
+"""The step bodies against the fake daemon: what each answer makes of the step.
+
+The agent and the ledger are in memory; git runs for real on a small repository in
+``tmp_path`` (a step's work is git's work).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.worker.git_ops import git
+from services.worker.steps.apply_patch import apply_patch_step
+from services.worker.steps.compile import compile_step
+from services.worker.steps.decide import decide_step
+from services.worker.steps.execute import execute_step
+from shared.domain.policy import Policy
+from shared.domain.run_machine import StepId
+from shared.hashing import canonical_bytes, sha256_hex
+from tests.fakes.agent import FakeAgent, ScriptedTurn, unknown_model
+from tests.fakes.steps import StepWorld
+
+CALC = "def add(a, b):\n    return a + b\n"
+PLAN: dict[str, Any] = {
+    "design": "Document add().",
+    "files": [{"path": "calc.py", "change": "modify", "why": "the docstring"}],
+    "risks": [],
+    "tests": [],
+}
+DIFF = """diff --git a/calc.py b/calc.py
+--- a/calc.py
++++ b/calc.py
+@@ -1,2 +1,3 @@
+ def add(a, b):
++    \"\"\"Add two numbers.\"\"\"
+     return a + b
+"""
+APPROVED = {
+    "plan": PLAN,
+    "plan_sha256": sha256_hex(canonical_bytes(PLAN)),
+    "approved_at": "2026-01-01T00:00:00+00:00",
+}
+
+
+NOWHERE = Path("/nonexistent/kodo-unit")
+"""The repository of a step refused before it opens one."""
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "repo"
+    path.mkdir()
+    git(path, "init", "-q", "-b", "main")
+    (path / "calc.py").write_text(CALC)
+    git(path, "add", "calc.py")
+    git(path, "commit", "-q", "-m", "calc")
+    return path
+
+
+@pytest.fixture
+def repo(template: Path, tmp_path: Path) -> Path:
+    """A repository of this test's own, copied (``git init`` runs once per module)."""
+    path = Path(shutil.copytree(template, tmp_path / "repo", symlinks=True))
+    git(path, "update-index", "-q", "--refresh")  # the copy's files have new inodes
+    return path
+
+
+def _head(repo: Path) -> str:
+    return git(repo, "rev-parse", "HEAD").strip()
+
+
+def _compile_world(tmp_path: Path, *turns: ScriptedTurn) -> StepWorld:
+    world = StepWorld(FakeAgent(*turns))
+    world.settings = type(world.settings)(workspace_dir=tmp_path / "ws", retry_backoff_s=0.5)
+    return world
+
+
+def test_compile_turns_a_valid_plan_into_the_signed_plan_card(repo: Path, tmp_path: Path) -> None:
+    world = _compile_world(tmp_path, ScriptedTurn(answer=PLAN))
+    ctx = world.context(
+        StepId.COMPILE, repo, base_commit=_head(repo), intent_policy=Policy().to_json()
+    )
+    outcome = compile_step(ctx)
+    assert outcome.ok, outcome.error
+    assert outcome.plan_sha256 == APPROVED["plan_sha256"]
+    assert [a.content for a in outcome.artifacts] == [canonical_bytes(PLAN)]
+    assert outcome.workspace == ("kodo/run-1", str(tmp_path / "ws" / "run-1"))
+    assert "Intent: Add a docstring to calc.py" in world.agent.sent[0].text
+
+
+def test_compile_fails_closed_on_a_plan_that_names_a_forbidden_path(
+    repo: Path, tmp_path: Path
+) -> None:
+    hostile = {**PLAN, "files": [{"path": ".env", "change": "add", "why": "secrets"}]}
+    world = _compile_world(tmp_path, ScriptedTurn(answer=hostile))
+    ctx = world.context(
+        StepId.COMPILE, repo, base_commit=_head(repo), intent_policy=Policy().to_json()
+    )
+    outcome = compile_step(ctx)
+    assert not outcome.ok
+    assert outcome.error is not None
+    assert outcome.error.startswith("the plan violates the repository policy")
+    assert [a.name for a in outcome.artifacts] == ["diagnostic.json"]
+
+
+def test_compile_stops_at_a_configuration_error_without_retrying(
+    repo: Path, tmp_path: Path
+) -> None:
+    world = _compile_world(tmp_path, ScriptedTurn(error=unknown_model()))
+    ctx = world.context(
+        StepId.COMPILE, repo, base_commit=_head(repo), intent_policy=Policy().to_json()
+    )
+    outcome = compile_step(ctx)
+    assert outcome.error is not None
+    assert outcome.error.startswith("configuration error, not retried")
+    assert len(world.agent.sent) == 1
+
+
+def test_compile_refuses_an_intent_without_a_pinned_policy() -> None:
+    world = StepWorld(FakeAgent())
+    outcome = compile_step(world.context(StepId.COMPILE, NOWHERE))
+    assert outcome.error is not None
+    assert "no policy or base commit" in outcome.error
+    assert world.agent.sent == []
+
+
+def test_apply_patch_refuses_to_modify_code_without_an_approval() -> None:
+    world = StepWorld(FakeAgent())
+    outcome = apply_patch_step(world.context(StepId.APPLY_PATCH, NOWHERE, worktree_path=NOWHERE))
+    assert outcome.error == "no approval for the current plan: refusing to modify code"
+    assert world.agent.sent == []
+
+
+def test_apply_patch_refuses_a_plan_that_does_not_hash_to_its_approved_digest() -> None:
+    world = StepWorld(FakeAgent())
+    snapshot = {**APPROVED, "plan": None, "worktree_path": NOWHERE}
+    outcome = apply_patch_step(world.context(StepId.APPLY_PATCH, NOWHERE, **snapshot))
+    assert outcome.error is not None
+    assert outcome.error.startswith("plan_matches_digest")
+
+
+def test_apply_patch_commits_an_approved_patch_after_retrying_one_that_does_not_apply(
+    repo: Path,
+) -> None:
+    broken = {"summary": "s", "diff": DIFF.replace("return a + b", "return a - b")}
+    world = StepWorld(
+        FakeAgent(ScriptedTurn(answer=broken), ScriptedTurn(answer={"summary": "s", "diff": DIFF}))
+    )
+    before = _head(repo)
+    ctx = world.context(StepId.APPLY_PATCH, repo, worktree_path=repo, **APPROVED)
+    outcome = apply_patch_step(ctx)
+    assert outcome.ok, outcome.error
+    assert [r["status"] for r in outcome.output["attempts"]] == ["rejected", "applied"]
+    assert "PatchDoesNotApply" in world.agent.sent[1].text
+    assert git(repo, "rev-parse", "HEAD~1").strip() == before
+    assert '"""Add two numbers."""' in (repo / "calc.py").read_text()
+
+
+def test_apply_patch_undoes_a_patch_reaching_beyond_the_plan(repo: Path) -> None:
+    beyond = (
+        "diff --git a/other.py b/other.py\nnew file mode 100644\n--- /dev/null\n"
+        "+++ b/other.py\n@@ -0,0 +1 @@\n+x = 1\n"
+    )
+    world = StepWorld(FakeAgent(ScriptedTurn(answer={"summary": "s", "diff": beyond})))
+    before = _head(repo)
+    outcome = apply_patch_step(
+        world.context(StepId.APPLY_PATCH, repo, worktree_path=repo, **APPROVED)
+    )
+    assert outcome.error is not None
+    assert outcome.error.startswith("the patch's effect breaks the approved plan")
+    assert _head(repo) == before
+    assert not (repo / "other.py").exists()
+
+
+def test_decide_refuses_to_run_without_an_approved_plan() -> None:
+    world = StepWorld(FakeAgent())
+    outcome = decide_step(world.context(StepId.DECIDE, NOWHERE, worktree_path=NOWHERE))
+    assert outcome.error == "decide needs an approved plan and a worktree"
+    assert world.agent.sent == []
+
+
+def _applied(repo: Path) -> None:
+    (repo / "calc.py").write_text(CALC + "\n# applied\n")
+    git(repo, "commit", "-q", "-am", "applied")
+
+
+def test_decide_records_an_allowlisted_command(repo: Path) -> None:
+    _applied(repo)
+    decision = {"next_action": "verify", "argv": ["pytest", "-q"], "reason": "tests"}
+    world = StepWorld(FakeAgent(ScriptedTurn(answer=decision)))
+    outcome = decide_step(world.context(StepId.DECIDE, repo, worktree_path=repo, **APPROVED))
+    assert outcome.ok, outcome.error
+    assert outcome.output["argv"] == ["pytest", "-q"]
+    assert "calc.py" in world.agent.sent[0].text  # the applied diffstat is in the prompt
+
+
+def test_decide_fails_closed_on_a_command_off_the_allowlist_without_another_try(
+    repo: Path,
+) -> None:
+    _applied(repo)
+    decision = {"next_action": "verify", "argv": ["rm", "-rf", "/"], "reason": "clean"}
+    world = StepWorld(FakeAgent(ScriptedTurn(answer=decision)))
+    outcome = decide_step(world.context(StepId.DECIDE, repo, worktree_path=repo, **APPROVED))
+    assert outcome.error is not None
+    assert "rm" in outcome.error
+    assert len(world.agent.sent) == 1
+
+
+def test_execute_refuses_to_run_without_a_decision() -> None:
+    world = StepWorld(FakeAgent())
+    outcome = execute_step(
+        world.context(StepId.EXECUTE, NOWHERE, worktree_path=NOWHERE, **APPROVED)
+    )
+    assert outcome.error == "execute needs an approved, decided run with a worktree"
+
+
+def test_execute_refuses_a_decided_command_the_allowlist_no_longer_allows() -> None:
+    world = StepWorld(FakeAgent())
+    outputs = {StepId.DECIDE.value: {"argv": ["curl", "http://example.invalid"]}}
+    ctx = world.context(StepId.EXECUTE, NOWHERE, worktree_path=NOWHERE, outputs=outputs, **APPROVED)
+    outcome = execute_step(ctx)
+    assert outcome.error is not None
+    assert "curl" in outcome.error
+    assert [a.name for a in outcome.artifacts] == ["diagnostic.json"]
