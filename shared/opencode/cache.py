@@ -8,7 +8,7 @@ from typing import Any
 
 
 class LruCache:
-    """Holds only answers whose ledger row is ``succeeded`` (the wrapper's rule)."""
+    """Holds only answers whose ledger row is ``succeeded`` (the call protocol's rule)."""
 
     def __init__(self, capacity: int = 1024) -> None:
         if capacity < 1:

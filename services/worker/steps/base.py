@@ -197,7 +197,7 @@ def load_context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
 
 def run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
     """Run ``body`` for ``run_id`` once; return what happened (for logs and tests)."""
-    # Every line logged inside the step (wrapper, git, stdlib loggers) carries the ids.
+    # Every line logged inside the step (call protocol, git, stdlib loggers) carries the ids.
     with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=step.value):
         return _run_step(rt, step, run_id, body)
 
