@@ -13,8 +13,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 import structlog
@@ -25,7 +24,7 @@ from services.worker.worktree_guard import worktree_gitdir_problem
 from shared.clock import Clock
 from shared.config import Settings
 from shared.db.engine import unit_of_work
-from shared.domain.pinning import RepoPin, pin_violation
+from shared.domain.pinning import pin_violation
 from shared.domain.policy import Policy
 from shared.domain.run_machine import RunStatus, StepId, Transition
 from shared.domain.step_lease import StepAbandoned, StepLease
@@ -71,50 +70,16 @@ class LeaseHolder(Protocol):
 
 
 @dataclass(frozen=True)
-class StepContext:
-    """A snapshot of what a step may read, taken inside the entering transaction."""
+class StepContext(EnteredStep):
+    """What a step may read (its snapshot, taken when it entered) and use (its ports)."""
 
-    run_id: str
-    step: StepId
-    goal: str
-    repo_path: Path
-    base_ref: str
-    base_commit: str | None  # what base_ref named at submit: steps use this, not the ref
-    repo_pin: RepoPin | None  # the repository's identity at submit
-    intent_policy: dict[str, Any] | None  # the strictest policy, fixed at submit
-    plan_sha256: str | None
-    approved_at: str | None
-    branch: str | None
-    worktree_path: Path | None
-    outputs: dict[str, dict[str, Any]]
-    plan: dict[str, Any] | None
-    lease: StepLease
-    first_delivery: bool  # no earlier delivery of this step can have left work behind
     rt: StepPorts
     leases: LeaseHolder
 
     @classmethod
     def entered(cls, step: EnteredStep, rt: StepPorts, leases: LeaseHolder) -> StepContext:
-        return cls(
-            run_id=step.run_id,
-            step=step.step,
-            goal=step.goal,
-            repo_path=step.repo_path,
-            base_ref=step.base_ref,
-            base_commit=step.base_commit,
-            repo_pin=step.repo_pin,
-            intent_policy=step.intent_policy,
-            plan_sha256=step.plan_sha256,
-            approved_at=step.approved_at,
-            branch=step.branch,
-            worktree_path=step.worktree_path,
-            outputs=step.outputs,
-            plan=step.plan,
-            lease=step.lease,
-            first_delivery=step.first_delivery,
-            rt=rt,
-            leases=leases,
-        )
+        snapshot = {f.name: getattr(step, f.name) for f in fields(EnteredStep)}
+        return cls(**snapshot, rt=rt, leases=leases)
 
     @property
     def fence(self) -> int:
