@@ -12,9 +12,9 @@ from shared.db.models import Artifact, Intent, OpenCodeCall, PlanApproval, Run, 
 from shared.db.repos.approvals import ApprovalRepo
 from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.runs import IntentRepo
-from shared.db.repos.snapshots import PLAN_ARTIFACT
 from shared.db.repos.steps import ArtifactRepo, StepRunRepo
 from shared.domain.run_machine import StepId
+from shared.domain.step_outcome import PLAN_ARTIFACT
 from shared.errors import Conflict, NotFound
 from shared.service.runs import get_run
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from shared.domain.capping import cap_json
 
+PLAN_ARTIFACT = "plan.json"
+"""CompileST's plan card: the exact bytes whose sha256 an approver approves."""
 DIAGNOSTIC_MAX_BYTES = 256 * 1024
 ERROR_MAX_CHARS = 4000
 MAX_CUTS_LISTED = 50

@@ -9,11 +9,11 @@ from __future__ import annotations
 from services.worker.git_ops import ensure_worktree
 from services.worker.steps.attempts import AttemptLoop
 from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, Stopwatch
-from shared.db.repos.snapshots import PLAN_ARTIFACT
 from shared.domain.change_check import check_plan
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.domain.policy import Policy
 from shared.domain.run_machine import StepId
+from shared.domain.step_outcome import PLAN_ARTIFACT
 from shared.hashing import canonical_bytes, sha256_hex
 
 

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from shared.db.models import Artifact, Intent, PlanApproval, Run, StepRun
 from shared.domain.run_machine import StepId
+from shared.domain.step_outcome import PLAN_ARTIFACT
 
-PLAN_ARTIFACT = "plan.json"
 """CompileST's plan card: its bytes are what the approval digest is taken over."""
 
 

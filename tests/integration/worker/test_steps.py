@@ -21,9 +21,9 @@ from services.worker.steps.execute import execute_step
 from shared.clock import SystemClock
 from shared.db.engine import unit_of_work
 from shared.db.models import OpenCodeCall, Run
-from shared.db.repos.snapshots import PLAN_ARTIFACT
 from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
+from shared.domain.step_outcome import PLAN_ARTIFACT
 from shared.hashing import canonical_bytes, sha256_hex
 from shared.service.runs import decide_plan, dispatch_approved
 from tests.integration.worker.conftest import (
