@@ -13,7 +13,6 @@ besides answering is judged by :mod:`shared.opencode.turn_inspection`.
 from __future__ import annotations
 
 import contextlib
-import time
 from typing import Any
 
 import structlog
@@ -210,7 +209,7 @@ class ExactlyOnceCalls:
     def _recorded(self, key: str) -> StructuredResult:
         """Return what the ledger recorded for ``key``, waiting out a live claim."""
         patience = self.timeout_s + self.claim_grace_s
-        deadline = time.monotonic() + patience
+        deadline = self.clock.monotonic() + patience
         while True:
             found = self.ledger.read(key)
             if found is None:  # pragma: no cover - the claim conflict proves it exists
@@ -219,9 +218,9 @@ class ExactlyOnceCalls:
             if row.status != "claimed":
                 return self._from_record(row)
             # A claim older than any live call could be belongs to a dead worker.
-            if time.monotonic() > deadline or age > patience:
+            if self.clock.monotonic() > deadline or age > patience:
                 return self._declare_unknown(key)
-            time.sleep(self.wait_poll_s)
+            self.clock.sleep(self.wait_poll_s)
 
     def _from_record(self, row: CallRecord) -> StructuredResult:
         if row.status != "succeeded" or row.response is None:

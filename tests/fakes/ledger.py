@@ -44,8 +44,8 @@ class InMemoryLedger:
         self.rows[call.op_key] = LedgerRow(record, call.attempt, request)
         return True
 
-    def claimed_by_a_dead_worker(self, call: StructuredCall, age_s: float) -> None:
-        """A row a worker claimed ``age_s`` ago and never finished."""
+    def claimed_elsewhere(self, call: StructuredCall, age_s: float) -> None:
+        """A row another worker claimed ``age_s`` ago (by the ledger's clock), not yet finished."""
         record = CallRecord(call.op_key, "claimed", None, None, None, None)
         self.rows[call.op_key] = LedgerRow(record, call.attempt, {}, age_s=age_s)
 

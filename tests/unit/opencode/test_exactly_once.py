@@ -15,6 +15,7 @@ from shared.opencode.cache import LruCache
 from shared.opencode.calls import UNKNOWN_ERROR, CallFailed, OutcomeUnknown, StructuredCall
 from shared.opencode.exactly_once import ExactlyOnceCalls
 from shared.opencode.messages import ModelRef
+from shared.opencode.ports import CallRecord
 from tests.fakes.agent import (
     FakeAgent,
     ScriptedTurn,
@@ -27,10 +28,11 @@ from tests.fakes.ledger import InMemoryLedger
 
 ANSWER: dict[str, Any] = {"next_action": "verify", "argv": ["pytest", "-q"], "reason": "tests"}
 MODEL = ModelRef("kodo", "kodo-scripted")
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _calls(agent: FakeAgent, ledger: InMemoryLedger, timeout_s: float = 5.0) -> ExactlyOnceCalls:
-    clock = FixedClock(datetime(2026, 1, 1, tzinfo=UTC))
+    clock = FixedClock(NOW)
     return ExactlyOnceCalls(agent, ledger, clock, model=MODEL, timeout_s=timeout_s, l1=LruCache())
 
 
@@ -112,7 +114,7 @@ def test_a_claim_older_than_any_live_call_is_declared_unknown_and_never_sent() -
     agent = FakeAgent()
     ledger = InMemoryLedger()
     call = _call()
-    ledger.claimed_by_a_dead_worker(call, age_s=3600)
+    ledger.claimed_elsewhere(call, age_s=3600)
     with pytest.raises(OutcomeUnknown) as unknown:
         _calls(agent, ledger, timeout_s=1).prompt_structured(call)
     assert (unknown.value.kind, unknown.value.error) == ("unknown", UNKNOWN_ERROR)
@@ -154,3 +156,41 @@ def test_an_abandoned_delivery_claims_nothing_and_sends_nothing() -> None:
         _calls(agent, ledger).prompt_structured(_call(), lease=lease)
     assert ledger.rows == {}
     assert agent.sent == []
+
+
+class _AnsweredMeanwhile(InMemoryLedger):
+    """A ledger whose live claim its (other) claimant finishes after a few looks."""
+
+    def __init__(self, looks: int) -> None:
+        super().__init__()
+        self.looks = looks
+
+    def read(self, op_key: str) -> tuple[CallRecord, float] | None:
+        self.looks -= 1
+        if self.looks == 0:
+            response = {"structured": ANSWER}
+            self.finish(op_key, status="succeeded", now=NOW, duration_ms=1, response=response)
+        return super().read(op_key)
+
+
+def test_a_live_claim_is_waited_out_and_its_recorded_answer_returned() -> None:
+    agent = FakeAgent()
+    ledger = _AnsweredMeanwhile(looks=3)
+    call = _call()
+    ledger.claimed_elsewhere(call, age_s=0)  # young: another worker is calling
+    calls = _calls(agent, ledger)
+    result = calls.prompt_structured(call)
+    assert (result.cache, result.answer) == ("l2", ANSWER)
+    assert calls.clock.monotonic() == pytest.approx(2 * calls.wait_poll_s)  # two polls
+    assert agent.sent == []
+
+
+def test_a_claim_that_outlives_the_callers_patience_is_declared_unknown() -> None:
+    ledger = InMemoryLedger()
+    call = _call()
+    ledger.claimed_elsewhere(call, age_s=0)  # young, but its worker never finishes
+    calls = _calls(FakeAgent(), ledger, timeout_s=1)
+    with pytest.raises(OutcomeUnknown):
+        calls.prompt_structured(call)
+    assert calls.clock.monotonic() > calls.timeout_s + calls.claim_grace_s
+    assert ledger.status(call.op_key) == "unknown"
