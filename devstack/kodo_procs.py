@@ -41,7 +41,6 @@ class Stack:
     def start(
         self, name: str, argv: list[str], extra_env: Mapping[str, str] | None = None
     ) -> Child:
-        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         env = {**self.env, **(extra_env or {})}
         child = spawn(name, argv, self.log_dir / f"{name}.log", env=env)
         self.procs.append(child)
