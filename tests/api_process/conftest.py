@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from devstack.launcher import Stack, start_api
+from devstack.kodo_procs import Stack, start_api
 from shared.db.engine import unit_of_work
 from shared.service.tokens import Role, create_token
 
