@@ -43,6 +43,7 @@ from shared.domain.run_machine import (
     transition,
 )
 from shared.hashing import canonical_json, sha256_hex
+from shared.opencode.wrapper import CallSuperseded
 from shared.queue import send_step
 from shared.service.repo_pin import observe_repo
 from shared.version import app_version
@@ -286,7 +287,7 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
     try:
         with LeaseKeeper(ctx):
             outcome = _guarded(ctx, body)
-    except StepAbandoned as exc:
+    except (StepAbandoned, CallSuperseded) as exc:
         bound.warning("step.abandoned", reason=str(exc))
         return "superseded"
     except OperationalError:
