@@ -5,12 +5,11 @@ Postgres is the only source of truth; the reconciler re-dispatches from it alone
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.chaos.conftest import Scenario
 from tests.chaos.harness import Chaos
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -25,11 +24,12 @@ def _submit_and_wait_for_compiling(chaos: Chaos, scenario: Scenario) -> list[str
         chaos.submit(f"Add a note to README.md, number {n} [oc:slow=1000]") for n in range(RUNS)
     ]
     scenario.track(*run_ids)
-    end = time.monotonic() + 20
-    while "compiling" not in chaos.statuses(run_ids).values():
-        assert time.monotonic() < end, chaos.explain(run_ids)
-        time.sleep(0.05)
-    time.sleep(0.3)  # a call or two in flight, messages still waiting in Redis
+    wait_until(
+        lambda: chaos.in_flight_at_oc() and "queued" in chaos.statuses(run_ids).values(),
+        20,
+        "a call in flight at oc-compat while other runs still wait in Redis",
+        detail=lambda: chaos.explain(run_ids),
+    )
     return run_ids
 
 
