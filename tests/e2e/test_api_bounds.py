@@ -1,4 +1,5 @@
-"""Bounded everything (issue 10, item 8), against real processes in the deployed shape.
+"""The API's bounds (streams, rates, header and body deadlines, plan size) hold against
+real processes in the deployed shape.
 
 The API runs as ``kodo up`` and compose run it (gunicorn, ``services.api.gunicorn_conf``:
 gevent workers), beside a real worker and oc-compat, on the test database and a Redis
