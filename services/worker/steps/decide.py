@@ -54,7 +54,10 @@ def decide_prompt(
 
 def decide_step(ctx: StepContext) -> StepOutcome:
     if ctx.plan is None or ctx.approved_at is None or ctx.worktree_path is None:
-        return StepOutcome.failed("decide needs an approved plan and a worktree", {})
+        return StepOutcome.failed(
+            "approved_plan_required: decide needs an approved plan and a worktree",
+            {"rule": "approved_plan_required", "plan_sha256": ctx.plan_sha256},
+        )
     allowlist = effective_allowlist(run_policy(ctx), ctx.rt.settings.exec_allowlist)
     if not allowlist:
         return StepOutcome.failed(
