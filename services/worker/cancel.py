@@ -9,6 +9,8 @@ from sqlalchemy import select
 
 from services.worker.runtime import Runtime
 from shared.db.models import OpenCodeCall, Run
+from shared.domain.run_machine import RunStatus
+from shared.domain.vocab import CallStatus
 from shared.opencode.errors import OpenCodeError
 
 log = structlog.get_logger("kodo.cancel")
@@ -18,12 +20,12 @@ def abort_inflight_calls(rt: Runtime, run_id: str) -> list[str]:
     """Abort the OpenCode session of every still-claimed call of a cancelled run."""
     with rt.sessions() as s:
         run = s.get(Run, run_id)
-        if run is None or run.status != "cancelled":
+        if run is None or run.status != RunStatus.CANCELLED:
             return []
         rows = s.execute(
             select(OpenCodeCall.session_id, OpenCodeCall.request["directory"].as_string()).where(
                 OpenCodeCall.run_id == run_id,
-                OpenCodeCall.status == "claimed",
+                OpenCodeCall.status == CallStatus.CLAIMED.value,
                 OpenCodeCall.session_id.is_not(None),
             )
         ).all()

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.domain.capping import cap_json
+from shared.domain.vocab import ArtifactKind
 
 PLAN_ARTIFACT = "plan.json"
-"""CompileST's plan card: the exact bytes whose sha256 an approver approves."""
+"""CompileST's plan card: its bytes are what the approval digest is taken over."""
 DIAGNOSTIC_MAX_BYTES = 256 * 1024
 ERROR_MAX_CHARS = 4000
 MAX_CUTS_LISTED = 50
@@ -21,18 +22,18 @@ MAX_CUTS_LISTED = 50
 
 @dataclass(frozen=True)
 class ArtifactOut:
-    kind: str
+    kind: ArtifactKind
     name: str
     content: bytes
     media_type: str
 
     @classmethod
-    def json(cls, kind: str, name: str, value: object) -> ArtifactOut:
+    def json(cls, kind: ArtifactKind, name: str, value: object) -> ArtifactOut:
         body = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False).encode()
         return cls(kind, name, body + b"\n", "application/json")
 
     @classmethod
-    def signed_json(cls, kind: str, name: str, body: bytes) -> ArtifactOut:
+    def signed_json(cls, kind: ArtifactKind, name: str, body: bytes) -> ArtifactOut:
         """A JSON artifact whose bytes are the ones a digest was taken over (from
         ``canonical_bytes``): stored verbatim, never re-serialised or pretty-printed."""
         return cls(kind, name, body, "application/json")
@@ -70,5 +71,5 @@ class StepOutcome:
         return cls(
             ok=False,
             error=error,
-            artifacts=[ArtifactOut.json("diagnostic", "diagnostic.json", body)],
+            artifacts=[ArtifactOut.json(ArtifactKind.DIAGNOSTIC, "diagnostic.json", body)],
         )

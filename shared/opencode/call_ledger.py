@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.db.engine import unit_of_work
 from shared.db.repos.ledger import LedgerRepo
 from shared.domain.step_lease import StepLease
+from shared.domain.vocab import CallStatus
 from shared.opencode.calls import StructuredCall
 from shared.opencode.ports import CallRecord
 from shared.service.steps import hold_lease
@@ -55,7 +56,7 @@ class PostgresCallLedger:
                 error_name=row.error_name,
                 error=row.error,
             )
-            if row.status != "claimed":
+            if row.status != CallStatus.CLAIMED:
                 return record, 0.0  # only a live claim is aged (one query saved per replay)
             return record, ledger.claim_age_s(op_key) or 0.0
 
@@ -63,13 +64,14 @@ class PostgresCallLedger:
         self,
         op_key: str,
         *,
-        status: str,
+        status: CallStatus,
         now: datetime,
         duration_ms: int | None,
         response: dict[str, Any] | None = None,
         usage: dict[str, Any] | None = None,
         error_name: str | None = None,
         error: str | None = None,
+        from_status: CallStatus = CallStatus.CLAIMED,
     ) -> bool:
         with unit_of_work(self.sessions) as s:
             return LedgerRepo(s).finish(
@@ -81,4 +83,5 @@ class PostgresCallLedger:
                 usage=usage,
                 error_name=error_name,
                 error=error,
+                from_status=from_status,
             )

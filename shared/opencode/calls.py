@@ -80,6 +80,14 @@ class OutcomeUnknown(CallFailed):
     """The call was claimed but never recorded (its worker died): never repeat blindly."""
 
 
+class CallSuperseded(Exception):
+    """This delivery's call finished after another delivery declared it unknown.
+
+    The outcome is recorded on the row (``succeeded_late``, ``failed_late``), but the
+    run went on without it: the step stops here, as one that lost its lease does.
+    """
+
+
 MAX_ERROR_CHARS = 4000
 """An error is quoted in the ledger, the diagnostic and the next attempt's prompt; an
 agent's text inside it (a schema violation repeats the offending value) is cut here."""

@@ -4,7 +4,10 @@
 transaction *before* any request, so a key is paid for at most once; a repeat returns
 the recorded answer (L1 memory, then the L2 ledger) without reaching the daemon.
 Every outcome is recorded: succeeded, failed (with the error kind), timed_out (the
-session is aborted), aborted, or unknown (claimed by a worker that never finished).
+session is aborted), aborted, or unknown (claimed by a worker that never finished). A
+claimant that finishes after another delivery declared its call unknown records what
+it learned (succeeded_late, failed_late) and stops (CallSuperseded): the run went on
+without the call.
 
 The daemon and the ledger are ports (:mod:`shared.opencode.ports`); what the turn did
 besides answering is judged by :mod:`shared.opencode.turn_inspection`.
@@ -20,10 +23,12 @@ import structlog
 from shared.clock import Clock
 from shared.domain.contracts import ContractViolation, validate_answer
 from shared.domain.step_lease import StepLease
+from shared.domain.vocab import CallStatus
 from shared.opencode.cache import LruCache
 from shared.opencode.calls import (
     UNKNOWN_ERROR,
     CallFailed,
+    CallSuperseded,
     FailureKind,
     OutcomeUnknown,
     StructuredCall,
@@ -87,7 +92,7 @@ _RECORDED_CLASSES: dict[str, type[OpenCodeError]] = {
 
 def _recorded_kind(status: str, error_name: str | None) -> FailureKind:
     """The kind of a failure read back from the ledger: the same as when it happened."""
-    if status == "timed_out":
+    if status == CallStatus.TIMED_OUT:
         return "timeout"
     cls = _RECORDED_CLASSES.get(error_name or "")
     return _kind_of(cls(error_name or "")) if cls is not None else "contract"
@@ -181,23 +186,28 @@ class ExactlyOnceCalls:
         except OpenCodeTimeout as exc:
             if session_id is not None:
                 self._abort_quietly(session_id, call.directory)
-            raise self._fail(key, started, "timed_out", exc, None, kind="timeout") from exc
+            raise self._fail(key, started, CallStatus.TIMED_OUT, exc, None, kind="timeout") from exc
         except OpenCodeError as exc:
-            status = "aborted" if isinstance(exc, OpenCodeAborted) else "failed"
+            status = CallStatus.ABORTED if isinstance(exc, OpenCodeAborted) else CallStatus.FAILED
             raise self._fail(key, started, status, exc, exc.reply, kind=_kind_of(exc)) from exc
         except ContractViolation as exc:
             raise self._fail(
-                key, started, "failed", exc, reply, kind="contract", name="ContractViolation"
+                key,
+                started,
+                CallStatus.FAILED,
+                exc,
+                reply,
+                kind="contract",
+                name="ContractViolation",
             ) from exc
         except TurnRejected as exc:
             raise self._fail(
-                key, started, "failed", exc, reply, kind="contract", name=exc.error_name
+                key, started, CallStatus.FAILED, exc, reply, kind="contract", name=exc.error_name
             ) from exc
-        self.ledger.finish(
+        self._record(
             key,
-            status="succeeded",
-            now=self.clock.now(),
-            duration_ms=self._elapsed_ms(started),
+            CallStatus.SUCCEEDED,
+            started,
             response=redact(self._response_record(reply, usage)),
             usage=usage,
         )
@@ -215,7 +225,7 @@ class ExactlyOnceCalls:
             if found is None:  # pragma: no cover - the claim conflict proves it exists
                 raise CallFailed(key, "missing", "ledger row vanished", kind="unknown")
             row, age = found  # aged by the ledger's clock: another host wrote the claim
-            if row.status != "claimed":
+            if row.status != CallStatus.CLAIMED:
                 return self._from_record(row)
             # A claim older than any live call could be belongs to a dead worker.
             if self.clock.monotonic() > deadline or age > patience:
@@ -223,12 +233,15 @@ class ExactlyOnceCalls:
             self.clock.sleep(self.wait_poll_s)
 
     def _from_record(self, row: CallRecord) -> StructuredResult:
-        if row.status != "succeeded" or row.response is None:
-            if row.status == "unknown":
+        if row.status != CallStatus.SUCCEEDED or row.response is None:
+            if row.status == CallStatus.UNKNOWN or CallStatus(row.status).is_late:
+                # A late row holds its own outcome, but the run acted on the declaration:
+                # it reads back as that, worded alike, so the next attempt's prompt (its
+                # op_key) is the one the declaring delivery built.
                 raise OutcomeUnknown(
                     row.op_key,
                     row.status,
-                    row.error or "",
+                    UNKNOWN_ERROR,
                     error_name="OutcomeUnknown",
                     kind="unknown",
                 )
@@ -250,18 +263,18 @@ class ExactlyOnceCalls:
     def _declare_unknown(self, key: str) -> StructuredResult:
         self.ledger.finish(
             key,
-            status="unknown",
+            status=CallStatus.UNKNOWN,
             now=self.clock.now(),
             duration_ms=None,
             error_name="OutcomeUnknown",
             error=UNKNOWN_ERROR,
         )
         found = self.ledger.read(key)
-        if found is not None and found[0].status != "unknown":
+        if found is not None and found[0].status != CallStatus.UNKNOWN:
             return self._from_record(found[0])  # it finished while we declared
         raise OutcomeUnknown(
             key,
-            "unknown",
+            CallStatus.UNKNOWN,
             UNKNOWN_ERROR,  # the recorded text: the next attempt's prompt (op_key) quotes it
             error_name="OutcomeUnknown",
             kind="unknown",
@@ -273,7 +286,7 @@ class ExactlyOnceCalls:
         self,
         key: str,
         started: float,
-        status: str,
+        status: CallStatus,
         exc: Exception,
         reply: PromptReply | None,
         *,
@@ -283,11 +296,10 @@ class ExactlyOnceCalls:
         error_name = name or type(exc).__name__
         error = bounded_error(f"{error_name}: {exc}")
         usage = usage_of(reply.info) if reply is not None else None
-        self.ledger.finish(
+        self._record(
             key,
-            status=status,
-            now=self.clock.now(),
-            duration_ms=self._elapsed_ms(started),
+            status,
+            started,
             response=redact(self._response_record(reply, usage)) if reply is not None else None,
             usage=usage,
             error_name=error_name,
@@ -295,6 +307,52 @@ class ExactlyOnceCalls:
         )
         log.warning("oc.call_failed", op_key=key, status=status, error_name=error_name, kind=kind)
         return CallFailed(key, status, error, error_name=error_name, kind=kind)
+
+    def _record(
+        self,
+        key: str,
+        status: CallStatus,
+        started: float,
+        *,
+        response: dict[str, Any] | None,
+        usage: dict[str, Any] | None,
+        error_name: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record the claimant's outcome, or raise CallSuperseded if it came too late.
+
+        A row another delivery declared ``unknown`` meanwhile gets the outcome as
+        ``succeeded_late`` or ``failed_late`` (the call was paid: its answer and usage
+        are kept), and this delivery stops without using it.
+        """
+        late = (
+            CallStatus.SUCCEEDED_LATE if status is CallStatus.SUCCEEDED else CallStatus.FAILED_LATE
+        )
+        now = self.clock.now()
+        duration_ms = self._elapsed_ms(started)
+        outcome: dict[str, Any] = {
+            "response": response,
+            "usage": usage,
+            "error_name": error_name,
+            "error": error,
+        }
+        if self.ledger.finish(key, status=status, now=now, duration_ms=duration_ms, **outcome):
+            return
+        recorded = self.ledger.finish(
+            key,
+            status=late,
+            now=now,
+            duration_ms=duration_ms,
+            from_status=CallStatus.UNKNOWN,
+            **outcome,
+        )
+        found_row = self.ledger.read(key)
+        found = found_row[0].status if found_row is not None else "gone"
+        log.warning("oc.call_late", op_key=key, status=status.value, recorded=recorded, row=found)
+        raise CallSuperseded(
+            f"provider call {key[:12]} finished ({status}) after another delivery declared it"
+            f" unknown: recorded {found}, not used (rule: a run acts on one outcome per op_key)"
+        )
 
     def _abort_quietly(self, session_id: str, directory: str) -> None:
         # The call is recorded timed_out either way; a failed abort changes nothing.

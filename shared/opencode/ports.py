@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from shared.domain.step_lease import StepLease
+from shared.domain.vocab import CallStatus
 from shared.opencode.calls import StructuredCall, StructuredResult
 from shared.opencode.messages import ModelRef, PromptReply
 
@@ -94,15 +95,16 @@ class CallLedger(Protocol):
         self,
         op_key: str,
         *,
-        status: str,
+        status: CallStatus,
         now: datetime,
         duration_ms: int | None,
         response: dict[str, Any] | None = None,
         usage: dict[str, Any] | None = None,
         error_name: str | None = None,
         error: str | None = None,
+        from_status: CallStatus = CallStatus.CLAIMED,
     ) -> bool:
-        """Record the outcome of a still-``claimed`` row; False if it was finished before."""
+        """Record the outcome if the row is still ``from_status``; False if it is not."""
         ...
 
 

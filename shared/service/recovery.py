@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, aliased
 from shared.db.models import Run, StepRun
 from shared.db.repos.steps import RECONCILER, db_now
 from shared.domain.run_machine import STEP_STATUS, StepId
+from shared.domain.vocab import StepRunStatus
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,10 @@ def find_and_claim_stalled(
                 or_(
                     and_(checkpoint.id.is_(None), Run.updated_at < cutoff),
                     # Leases are database times (see repos.steps): so is their deadline.
-                    and_(checkpoint.status == "running", checkpoint.lease_expires_at < db_now()),
+                    and_(
+                        checkpoint.status == StepRunStatus.RUNNING.value,
+                        checkpoint.lease_expires_at < db_now(),
+                    ),
                 ),
             )
             .order_by(Run.updated_at)

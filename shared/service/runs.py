@@ -23,6 +23,7 @@ from shared.domain.run_machine import (
     StepId,
     transition,
 )
+from shared.domain.vocab import Decision
 from shared.errors import (
     Conflict,
     Forbidden,
@@ -147,7 +148,7 @@ def decide_plan(
     if run is None:
         raise NotFound(f"run {run_id} not found")
     approvals = ApprovalRepo(s)
-    decision = "approved" if approve else "rejected"
+    decision = Decision.APPROVED if approve else Decision.REJECTED
     if run.plan_sha256 is not None:
         if plan_sha256 is not None and plan_sha256 != run.plan_sha256:
             raise Conflict(

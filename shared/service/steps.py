@@ -32,6 +32,7 @@ from shared.domain.run_machine import (
 )
 from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.domain.step_outcome import StepOutcome
+from shared.domain.vocab import StepRunStatus
 from shared.hashing import sha256_hex
 
 log = structlog.get_logger("kodo.step")
@@ -149,7 +150,7 @@ def record_outcome(s: Session, lease: StepLease, outcome: StepOutcome, now: date
     recorded = StepRunRepo(s).finish(
         lease.run_id,
         lease.step,
-        status="succeeded" if outcome.ok else "failed",
+        status=StepRunStatus.SUCCEEDED if outcome.ok else StepRunStatus.FAILED,
         fence=lease.fence,
         output=outcome.output,
         error=outcome.error,

@@ -1,7 +1,7 @@
 """An in-memory call ledger: the :class:`shared.opencode.ports.CallLedger` fake.
 
-It keeps the one rule the real ledger's unique op_key keeps (a key is claimed once;
-only a ``claimed`` row is finished) and holds leases like the real claim: a lease
+It keeps the rules the real ledger keeps (a key is claimed once; a row is finished
+only from the status the caller names) and holds leases like the real claim: a lease
 named in ``abandoned`` raises StepAbandoned and claims nothing.
 """
 
@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.domain.step_lease import StepAbandoned, StepLease
+from shared.domain.vocab import CallStatus
 from shared.opencode.calls import StructuredCall
 from shared.opencode.ports import CallRecord
 
@@ -40,13 +41,13 @@ class InMemoryLedger:
             self.leases_held.append(lease)
         if call.op_key in self.rows:
             return False
-        record = CallRecord(call.op_key, "claimed", None, None, None, None)
+        record = CallRecord(call.op_key, CallStatus.CLAIMED, None, None, None, None)
         self.rows[call.op_key] = LedgerRow(record, call.attempt, request)
         return True
 
     def claimed_elsewhere(self, call: StructuredCall, age_s: float) -> None:
         """A row another worker claimed ``age_s`` ago (by the ledger's clock), not yet finished."""
-        record = CallRecord(call.op_key, "claimed", None, None, None, None)
+        record = CallRecord(call.op_key, CallStatus.CLAIMED, None, None, None, None)
         self.rows[call.op_key] = LedgerRow(record, call.attempt, {}, age_s=age_s)
 
     def mark_started(self, op_key: str, session_id: str) -> None:
@@ -60,16 +61,17 @@ class InMemoryLedger:
         self,
         op_key: str,
         *,
-        status: str,
+        status: CallStatus,
         now: datetime,
         duration_ms: int | None,
         response: dict[str, Any] | None = None,
         usage: dict[str, Any] | None = None,
         error_name: str | None = None,
         error: str | None = None,
+        from_status: CallStatus = CallStatus.CLAIMED,
     ) -> bool:
         row = self.rows.get(op_key)
-        if row is None or row.record.status != "claimed":
+        if row is None or row.record.status != from_status:
             return False
         row.record = replace(
             row.record,

@@ -45,6 +45,7 @@ from shared.domain.change_check import (
 from shared.domain.contracts import PATCH_OUTPUT_SCHEMA
 from shared.domain.policy import Policy, diff_stats
 from shared.domain.run_machine import StepId
+from shared.domain.vocab import ArtifactKind
 from shared.hashing import sha256_hex
 
 PATCH_TRAILER = "Kodo-Patch-Sha256"
@@ -183,6 +184,6 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
                 "attempts": loop.records,
                 "git_ms": git_time.ms,
             },
-            artifacts=[ArtifactOut("patch", "patch.diff", diff.encode(), "text/x-diff")],
+            artifacts=[ArtifactOut(ArtifactKind.PATCH, "patch.diff", diff.encode(), "text/x-diff")],
         )
     return loop.failure("applicable patch")

@@ -30,6 +30,7 @@ from shared.domain.run_machine import RunStatus, StepId, Transition
 from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.domain.step_outcome import ArtifactOut, StepOutcome
 from shared.hashing import canonical_json
+from shared.opencode.calls import CallSuperseded
 from shared.opencode.ports import StructuredCalls
 from shared.queue import send_step
 from shared.service.repo_pin import observe_repo
@@ -176,7 +177,7 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
     try:
         with LeaseKeeper(ctx):
             outcome = _guarded(ctx, body)
-    except StepAbandoned as exc:
+    except (StepAbandoned, CallSuperseded) as exc:
         bound.warning("step.abandoned", reason=str(exc))
         return "superseded"
     except OperationalError:

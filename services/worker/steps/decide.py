@@ -23,6 +23,7 @@ from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
 from shared.domain.exec_rules import argv_violation
 from shared.domain.policy import effective_allowlist
 from shared.domain.run_machine import StepId
+from shared.domain.vocab import ArtifactKind
 
 
 def decide_prompt(
@@ -53,7 +54,10 @@ def decide_prompt(
 
 def decide_step(ctx: StepContext) -> StepOutcome:
     if ctx.plan is None or ctx.approved_at is None or ctx.worktree_path is None:
-        return StepOutcome.failed("decide needs an approved plan and a worktree", {})
+        return StepOutcome.failed(
+            "approved_plan_required: decide needs an approved plan and a worktree",
+            {"rule": "approved_plan_required", "plan_sha256": ctx.plan_sha256},
+        )
     allowlist = effective_allowlist(run_policy(ctx), ctx.rt.settings.exec_allowlist)
     if not allowlist:
         return StepOutcome.failed(
@@ -90,6 +94,6 @@ def decide_step(ctx: StepContext) -> StepOutcome:
                 "attempts": loop.records,
                 "git_ms": watch.ms,
             },
-            artifacts=[ArtifactOut.json("decision", "decision.json", decision)],
+            artifacts=[ArtifactOut.json(ArtifactKind.DECISION, "decision.json", decision)],
         )
     return loop.failure("valid decision", allowlist=list(allowlist))

@@ -28,6 +28,7 @@ from shared.config import Settings
 from shared.domain.exec_rules import argv_violation
 from shared.domain.policy import effective_allowlist
 from shared.domain.run_machine import StepId
+from shared.domain.vocab import ArtifactKind
 
 log = structlog.get_logger("kodo.execute")
 
@@ -80,7 +81,9 @@ def _artifact(done: Finished, cap: int) -> ArtifactOut:
         body += (
             f"\n[kodo: output truncated: {done.total_bytes} bytes written, the first {cap} kept]\n"
         ).encode()
-    return ArtifactOut("command_output", "command-output.txt", body, "text/plain; charset=utf-8")
+    return ArtifactOut(
+        ArtifactKind.COMMAND_OUTPUT, "command-output.txt", body, "text/plain; charset=utf-8"
+    )
 
 
 def _cgroup_refusal(argv: list[str], why: str) -> StepOutcome:
@@ -94,7 +97,10 @@ def _cgroup_refusal(argv: list[str], why: str) -> StepOutcome:
 def execute_step(ctx: StepContext) -> StepOutcome:
     decided = ctx.outputs.get(StepId.DECIDE.value)
     if ctx.worktree_path is None or decided is None or ctx.approved_at is None:
-        return StepOutcome.failed("execute needs an approved, decided run with a worktree", {})
+        return StepOutcome.failed(
+            "approved_plan_required: execute needs an approved, decided run with a worktree",
+            {"rule": "approved_plan_required", "plan_sha256": ctx.plan_sha256},
+        )
     argv = [str(a) for a in decided.get("argv", [])]
     settings = ctx.rt.settings
     allowlist = effective_allowlist(run_policy(ctx), settings.exec_allowlist)

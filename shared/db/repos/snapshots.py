@@ -18,8 +18,7 @@ from sqlalchemy.orm import Session
 from shared.db.models import Artifact, Intent, PlanApproval, Run, StepRun
 from shared.domain.run_machine import StepId
 from shared.domain.step_outcome import PLAN_ARTIFACT
-
-"""CompileST's plan card: its bytes are what the approval digest is taken over."""
+from shared.domain.vocab import Decision, StepRunStatus
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
         .where(
             PlanApproval.run_id == Run.id,
             PlanApproval.plan_sha256 == Run.plan_sha256,
-            PlanApproval.decision == "approved",
+            PlanApproval.decision == Decision.APPROVED.value,
         )
         .scalar_subquery()
     )
@@ -72,7 +71,7 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
                 empty,
             )
         )
-        .where(StepRun.run_id == Run.id, StepRun.status == "succeeded")
+        .where(StepRun.run_id == Run.id, StepRun.status == StepRunStatus.SUCCEEDED.value)
         .scalar_subquery()
     )
     return (

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, defer
 
 from shared.db.models import Artifact, Run, StepRun, table_of
 from shared.domain.run_machine import StepId
+from shared.domain.vocab import ArtifactKind, StepRunStatus
 from shared.hashing import sha256_hex
 
 RECONCILER = "reconciler"
@@ -67,7 +68,7 @@ def _enter_statement() -> Select[tuple[int, int, str | None]]:
         .values(
             run_id=bindparam("run_id"),
             step_id=bindparam("step_id"),
-            status="running",
+            status=StepRunStatus.RUNNING.value,
             started_at=db_now(),
             fence=1,
             deliveries=1,
@@ -84,7 +85,7 @@ def _enter_statement() -> Select[tuple[int, int, str | None]]:
                 "lease_expires_at": expires,
                 "app_version": version,
             },
-            where=(t.status == "running")
+            where=(t.status == StepRunStatus.RUNNING.value)
             & (
                 (t.lease_expires_at.is_(None))
                 | (t.lease_expires_at < db_now())
@@ -111,7 +112,7 @@ def _ours() -> ColumnElement[bool]:
         t.run_id == bindparam("w_run_id"),
         t.step_id == bindparam("w_step_id"),
         t.fence == bindparam("w_fence"),
-        t.status == "running",
+        t.status == StepRunStatus.RUNNING.value,
     )
 
 
@@ -214,7 +215,7 @@ class StepRunRepo:
         run_id: str,
         step: StepId,
         *,
-        status: str,
+        status: StepRunStatus,
         fence: int,
         output: dict[str, Any] | None = None,
         error: str | None = None,
@@ -224,7 +225,7 @@ class StepRunRepo:
             "w_run_id": run_id,
             "w_step_id": step.value,
             "w_fence": fence,
-            "status": status,
+            "status": status.value,
             "output": output,
             "error": error,
         }
@@ -247,7 +248,7 @@ class ArtifactRepo:
         run_id: str,
         step: StepId,
         *,
-        kind: str,
+        kind: ArtifactKind,
         name: str,
         content: bytes,
         media_type: str,
@@ -259,7 +260,7 @@ class ArtifactRepo:
             {
                 "run_id": run_id,
                 "step_id": step.value,
-                "kind": kind,
+                "kind": kind.value,
                 "name": name,
                 "media_type": media_type,
                 "content": content,

@@ -11,8 +11,15 @@ from shared.clock import FixedClock
 from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
 from shared.domain.run_machine import StepId
 from shared.domain.step_lease import StepAbandoned, StepLease
+from shared.domain.vocab import CallStatus
 from shared.opencode.cache import LruCache
-from shared.opencode.calls import UNKNOWN_ERROR, CallFailed, OutcomeUnknown, StructuredCall
+from shared.opencode.calls import (
+    UNKNOWN_ERROR,
+    CallFailed,
+    CallSuperseded,
+    OutcomeUnknown,
+    StructuredCall,
+)
 from shared.opencode.exactly_once import ExactlyOnceCalls
 from shared.opencode.messages import ModelRef
 from shared.opencode.ports import CallRecord
@@ -169,7 +176,9 @@ class _AnsweredMeanwhile(InMemoryLedger):
         self.looks -= 1
         if self.looks == 0:
             response = {"structured": ANSWER}
-            self.finish(op_key, status="succeeded", now=NOW, duration_ms=1, response=response)
+            self.finish(
+                op_key, status=CallStatus.SUCCEEDED, now=NOW, duration_ms=1, response=response
+            )
         return super().read(op_key)
 
 
@@ -194,3 +203,24 @@ def test_a_claim_that_outlives_the_callers_patience_is_declared_unknown() -> Non
         calls.prompt_structured(call)
     assert calls.clock.monotonic() > calls.timeout_s + calls.claim_grace_s
     assert ledger.status(call.op_key) == "unknown"
+
+
+class _DeclaredUnknownMeanwhile(InMemoryLedger):
+    """Another delivery declares the call unknown while its claimant waits for the daemon."""
+
+    def mark_started(self, op_key: str, session_id: str) -> None:
+        super().mark_started(op_key, session_id)
+        self.finish(op_key, status=CallStatus.UNKNOWN, now=NOW, duration_ms=None)
+
+
+def test_an_answer_that_comes_after_the_call_was_declared_unknown_is_kept_but_not_used() -> None:
+    ledger = _DeclaredUnknownMeanwhile()
+    turn = ScriptedTurn(answer=ANSWER, session_tokens=tokens(40))
+    with pytest.raises(CallSuperseded, match="succeeded_late"):
+        _calls(FakeAgent(turn), ledger).prompt_structured(_call())
+    row = ledger.rows[_call().op_key].record
+    assert row.status == CallStatus.SUCCEEDED_LATE
+    assert row.usage is not None
+    assert row.usage["total_tokens"] == 40  # what was paid is on the row
+    with pytest.raises(OutcomeUnknown):  # a later reader acts on the declaration
+        _calls(FakeAgent(), ledger).prompt_structured(_call())

@@ -178,7 +178,7 @@ def test_apply_patch_undoes_a_patch_reaching_beyond_the_plan(repo: Path) -> None
 def test_decide_refuses_to_run_without_an_approved_plan() -> None:
     world = StepWorld(FakeAgent())
     outcome = decide_step(world.context(StepId.DECIDE, NOWHERE, worktree_path=NOWHERE))
-    assert outcome.error == "decide needs an approved plan and a worktree"
+    assert outcome.error == "approved_plan_required: decide needs an approved plan and a worktree"
     assert world.agent.sent == []
 
 
@@ -214,7 +214,8 @@ def test_execute_refuses_to_run_without_a_decision() -> None:
     outcome = execute_step(
         world.context(StepId.EXECUTE, NOWHERE, worktree_path=NOWHERE, **APPROVED)
     )
-    assert outcome.error == "execute needs an approved, decided run with a worktree"
+    assert outcome.error is not None
+    assert outcome.error.endswith("execute needs an approved, decided run with a worktree")
 
 
 def test_execute_refuses_a_decided_command_the_allowlist_no_longer_allows() -> None:
