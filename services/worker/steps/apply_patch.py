@@ -33,12 +33,12 @@ from services.worker.steps.base import (
     StepContext,
     StepOutcome,
     Stopwatch,
-    plan_block,
     run_policy,
 )
 from shared.domain.change_check import ChangeReport, IndexChange, check_changes
 from shared.domain.contracts import PATCH_OUTPUT_SCHEMA
 from shared.domain.policy import Policy, Violation, diff_stats
+from shared.domain.prompts import apply_prompt, plan_block
 from shared.domain.run_machine import StepId
 from shared.hashing import sha256_hex
 
@@ -52,23 +52,6 @@ def confinement_refusal(reason: str) -> Violation | None:
     if any(marker in reason for marker in GIT_CONFINEMENT_REFUSALS):
         return Violation("confinement", f"git apply refused the patch: {reason[:500]}")
     return None
-
-
-def apply_prompt(goal: str, plan_text: str, attempt: int, rejected: list[str]) -> str:
-    lines = [
-        "Implement the approved plan below. Answer with a unified git diff (paths relative to",
-        "the repository root, `diff --git a/... b/...` headers) and a one-line summary.",
-        "Touch only the files the plan lists, each with the kind of change it names:",
-        "any other path, or another kind of change, fails the run.",
-        "",
-        f"Intent: {goal}",
-        plan_text,
-        "",
-        f"kodo-attempt: {attempt}",
-    ]
-    if rejected:
-        lines += ["", "Your previous patches were rejected:", *(f"- {r}" for r in rejected)]
-    return "\n".join(lines)
 
 
 @dataclass(frozen=True)

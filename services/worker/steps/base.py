@@ -33,6 +33,7 @@ from shared.db.repos.steps import ArtifactRepo, StepRunRepo
 from shared.domain.capping import cap_json
 from shared.domain.pinning import RepoPin, pin_violation
 from shared.domain.policy import Policy
+from shared.domain.prompts import plan_block
 from shared.domain.run_machine import (
     STEP_STATUS,
     RunStatus,
@@ -42,7 +43,7 @@ from shared.domain.run_machine import (
     Transition,
     transition,
 )
-from shared.hashing import canonical_json, sha256_hex
+from shared.hashing import sha256_hex
 from shared.queue import send_step
 from shared.service.repo_pin import observe_repo
 from shared.version import app_version
@@ -428,11 +429,6 @@ def run_policy(ctx: StepContext) -> Policy:
     """The policy CompileST fixed for this run (the default one for older runs)."""
     stored = ctx.outputs.get(StepId.COMPILE.value, {}).get("policy")
     return Policy.from_json(stored) if isinstance(stored, dict) else Policy()
-
-
-def plan_block(plan: dict[str, Any]) -> str:
-    """The approved plan, embedded verbatim in later prompts."""
-    return f"--- plan.json ---\n{canonical_json(plan)}\n--- end plan.json ---"
 
 
 __all__ = [
