@@ -43,8 +43,10 @@ from shared.domain.run_machine import (
     Transition,
     transition,
 )
+from shared.domain.step_contract import step_contract_version
 from shared.hashing import sha256_hex
 from shared.queue import send_step
+from shared.service.contract import RULE, park_on_contract_mismatch_in
 from shared.service.repo_pin import observe_repo
 from shared.version import app_version
 
@@ -239,6 +241,25 @@ def load_context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
         )
         if entered is None:
             log.info("step.busy", run_id=run_id, step_id=step.value)
+            return None
+        parked = park_on_contract_mismatch_in(
+            s,
+            run_id,
+            step,
+            run_contract=run.contract_version,
+            worker_contract=step_contract_version(),
+            fence=entered.fence,
+            now=rt.clock.now(),
+        )
+        if parked is not None:
+            log.warning(
+                "step.parked",
+                rule=RULE,
+                run_contract=parked.run_contract,
+                worker_contract=parked.worker_contract,
+                run_id=run_id,
+                step_id=step.value,
+            )
             return None
         if entered.app_version and run.app_version != entered.app_version:
             log.warning(

@@ -72,7 +72,9 @@ def test_metrics_are_derived_from_the_rows(client: FlaskClient, db: Session) -> 
     step_run(db, done, "CompileST", 1500, ["miss", "l2"])
     step_run(db, done, "DecideST", 300, ["l1"])
     OpenCodeCallFactory(run=done, duration_ms=2000, usage={"total_tokens": 100, "cost_usd": 0.25})
-    OpenCodeCallFactory(run=done, duration_ms=400, usage={"total_tokens": 20, "cost_usd": 0.05})
+    OpenCodeCallFactory(
+        run=done, attempt=2, duration_ms=400, usage={"total_tokens": 20, "cost_usd": 0.05}
+    )
     OpenCodeCallFactory(run=done, status="unknown", agent="build", step_id="ApplyPatchST")
     PlanApprovalFactory(approved_at=NOW, decided_at=NOW, dispatched_at=NOW + timedelta(seconds=3))
     db.commit()
