@@ -20,6 +20,7 @@ CHECKS = [
     "workers",
     "stuck runs",
     "unknown calls",
+    "waiting upgrade",
     "sandbox",
 ]
 
