@@ -114,3 +114,25 @@ def test_a_run_started_before_contract_versions_takes_the_first_steps_contract(
     _started_under(rt, run_id, None)
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
     assert _run(rt, run_id).contract_version == step_contract_version()
+
+
+def test_a_step_whose_attempt_is_in_the_ledger_under_another_prompt_fails_closed_unpaid(
+    rt: Runtime, repo: Path
+) -> None:
+    run_id = new_run(rt, repo)
+    with unit_of_work(rt.sessions) as s:  # attempt 1, asked in other words by another build
+        s.execute(
+            text(
+                "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt, agent,"
+                " request, status) VALUES (:k, :r, 'CompileST', 1, 'plan', '{}', 'succeeded')"
+            ),
+            {"k": "f" * 64, "r": run_id},
+        )
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "failed"
+    run = _run(rt, run_id)
+    assert run.error is not None
+    assert "ledger_attempt_unique" in run.error
+    assert prompts_at_server(rt) == 0, "the changed prompt was never sent"
+    with rt.sessions() as s:
+        calls = s.execute(text("SELECT count(*) FROM app.opencode_calls")).scalar_one()
+    assert calls == 1
