@@ -106,7 +106,7 @@ class Run(Base):
     next_action: Mapped[str] = mapped_column(String(64))
     app_version: Mapped[str] = mapped_column(String(64))
     # The step contract the run was started under (shared.domain.step_contract); NULL for
-    # runs started before migration 0010 (the first step to enter records its own).
+    # runs started before migration 0011 (the first step to enter records its own).
     contract_version: Mapped[str | None] = mapped_column(String(64))
     plan_sha256: Mapped[str | None] = mapped_column(String(64))
     branch: Mapped[str | None] = mapped_column(String(255))

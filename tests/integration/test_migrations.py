@@ -139,10 +139,10 @@ def test_0008_stores_older_pretty_plans_as_the_bytes_their_digest_is_over(
         admin.dispose()
 
 
-def test_0010_refuses_duplicate_attempts_by_name_and_its_downgrade_resumes_parked_runs(
+def test_0011_refuses_duplicate_attempts_by_name_and_its_downgrade_resumes_parked_runs(
     database_url: str,
 ) -> None:
-    scratch = make_url(scratch_database_url(database_url, "m0010"))
+    scratch = make_url(scratch_database_url(database_url, "m0011"))
     admin = create_engine(scratch.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
@@ -150,7 +150,7 @@ def test_0010_refuses_duplicate_attempts_by_name_and_its_downgrade_resumes_parke
     url = scratch.render_as_string(hide_password=False)
     engine = create_engine(url)
     try:
-        command.upgrade(_config(url), "0009")
+        command.upgrade(_config(url), "0010")
         with engine.begin() as conn:
             conn.execute(
                 text(
@@ -176,7 +176,7 @@ def test_0010_refuses_duplicate_attempts_by_name_and_its_downgrade_resumes_parke
                     " 'await:upgrade', contract_version = 'old' WHERE id = 'r1'"
                 )
             )
-        command.downgrade(_config(url), "0009")
+        command.downgrade(_config(url), "0010")
         with engine.connect() as conn:
             row = conn.execute(text("SELECT status, next_action FROM app.runs")).one()
         assert tuple(row) == ("applying", "run:ApplyPatchST"), "back at the step it was parked at"
