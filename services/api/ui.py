@@ -28,6 +28,7 @@ from shared.db.engine import unit_of_work
 from shared.db.repos.inbox import InboxRepo
 from shared.domain.display import visible
 from shared.domain.run_machine import StepId
+from shared.domain.step_contract import step_contract_version
 from shared.errors import InvalidInput, KodoError
 from shared.queue import send_step
 from shared.service.runs import decide_plan, dispatch_approved
@@ -69,6 +70,7 @@ def _run_page(run_id: str, *, error: str | None = None, status: int = 200) -> Re
             page=reads.run_page(s, run_id),
             error=error,
             may_decide=principal.may(Permission.DECIDE),
+            code_contract=step_contract_version(),
         )
 
 

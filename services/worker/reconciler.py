@@ -1,4 +1,9 @@
-"""The reconciler: re-dispatch stalled steps, decided from Postgres rows alone."""
+"""The reconciler: re-dispatch stalled steps, decided from Postgres rows alone.
+
+It also resumes runs parked at ``waiting_upgrade`` for this worker's step contract
+(``shared.service.contract``): after an upgrade, the new workers' reconciler picks up
+the runs the old workers could not run.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,9 @@ from redis.exceptions import RedisError
 from services.worker.runtime import Runtime
 from services.worker.watcher import watch_approvals
 from shared.db.engine import unit_of_work
+from shared.domain.step_contract import step_contract_version
 from shared.queue import QUEUE, send_step
+from shared.service.contract import resume_parked
 from shared.service.recovery import Redispatch, find_and_claim_stalled
 
 log = structlog.get_logger("kodo.reconciler")
@@ -44,5 +51,10 @@ def reconcile(rt: Runtime) -> list[Redispatch]:
             step_id=item.step.value,
             reason=item.reason,
         )
+    with unit_of_work(rt.sessions) as s:
+        resumed = resume_parked(s, worker_contract=step_contract_version(), now=rt.clock.now())
+    for parked in resumed:  # after commit
+        send_step(rt.celery, parked.step, parked.run_id)
+        log.info("reconciler.resumed", run_id=parked.run_id, step_id=parked.step.value)
     watch_approvals(rt)
     return stalled

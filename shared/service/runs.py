@@ -23,6 +23,7 @@ from shared.domain.run_machine import (
     StepId,
     transition,
 )
+from shared.domain.step_contract import step_contract_version
 from shared.domain.vocab import Decision
 from shared.errors import (
     Conflict,
@@ -101,11 +102,15 @@ class Started:
 
 
 def start_run(s: Session, intent_id: str, *, app_version: str, now: datetime) -> Started:
-    """Create the intent's run (workflow id == intent id) once; repeats return it."""
+    """Create the intent's run (workflow id == intent id) once; repeats return it.
+
+    The run records this code's step contract: every step compares its own with it
+    before it enters (``shared.service.contract``).
+    """
     if IntentRepo(s).get(intent_id) is None:
         raise NotFound(f"intent {intent_id} not found")
     runs = RunRepo(s)
-    run, created = runs.create_queued(intent_id, app_version)
+    run, created = runs.create_queued(intent_id, app_version, step_contract_version())
     if not created:
         if RunStatus(run.status).is_terminal:
             raise Conflict(

@@ -34,6 +34,7 @@ from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.domain.step_outcome import StepOutcome
 from shared.domain.vocab import StepRunStatus
 from shared.hashing import sha256_hex
+from shared.service.contract import RULE, park_on_contract_mismatch_in
 
 log = structlog.get_logger("kodo.step")
 
@@ -61,10 +62,19 @@ class EnteredStep:
 
 
 def enter_step(
-    s: Session, run_id: str, step: StepId, *, owner: str, lease_s: float, app_version: str
+    s: Session,
+    run_id: str,
+    step: StepId,
+    *,
+    owner: str,
+    lease_s: float,
+    app_version: str,
+    worker_contract: str,
+    now: datetime,
 ) -> EnteredStep | None:
     """Snapshot the run and take the step's lease; None if this delivery has nothing to do
-    (unknown run, a run that moved on, or a live lease held by another delivery)."""
+    (unknown run, a run that moved on, a live lease held by another delivery, or a run
+    of another step contract, which is parked at waiting_upgrade here)."""
     run = run_snapshot(s, run_id)
     if run is None:
         log.warning("step.unknown_run", run_id=run_id, step_id=step.value)
@@ -77,6 +87,25 @@ def enter_step(
     )
     if entered is None:
         log.info("step.busy", run_id=run_id, step_id=step.value)
+        return None
+    parked = park_on_contract_mismatch_in(
+        s,
+        run_id,
+        step,
+        run_contract=run.contract_version,
+        worker_contract=worker_contract,
+        fence=entered.fence,
+        now=now,
+    )
+    if parked is not None:
+        log.warning(
+            "step.parked",
+            rule=RULE,
+            run_contract=parked.run_contract,
+            worker_contract=parked.worker_contract,
+            run_id=run_id,
+            step_id=step.value,
+        )
         return None
     if entered.app_version and run.app_version != entered.app_version:
         log.warning(

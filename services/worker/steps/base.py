@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -26,10 +26,11 @@ from shared.config import Settings
 from shared.db.engine import unit_of_work
 from shared.domain.pinning import pin_violation
 from shared.domain.policy import Policy
+from shared.domain.prompts import plan_block
 from shared.domain.run_machine import RunStatus, StepId, Transition
+from shared.domain.step_contract import step_contract_version
 from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.domain.step_outcome import ArtifactOut, StepOutcome
-from shared.hashing import canonical_json
 from shared.opencode.calls import CallSuperseded
 from shared.opencode.ports import StructuredCalls
 from shared.queue import send_step
@@ -157,6 +158,8 @@ def load_context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
             owner=worker_identity(),
             lease_s=rt.settings.step_lease_s,
             app_version=app_version(),
+            worker_contract=step_contract_version(),
+            now=rt.clock.now(),
         )
     return None if entered is None else StepContext.entered(entered, rt, StepLeases(rt.sessions))
 
@@ -254,11 +257,6 @@ def run_policy(ctx: StepContext) -> Policy:
     """The policy CompileST fixed for this run (the default one for older runs)."""
     stored = ctx.outputs.get(StepId.COMPILE.value, {}).get("policy")
     return Policy.from_json(stored) if isinstance(stored, dict) else Policy()
-
-
-def plan_block(plan: dict[str, Any]) -> str:
-    """The approved plan, embedded verbatim in later prompts."""
-    return f"--- plan.json ---\n{canonical_json(plan)}\n--- end plan.json ---"
 
 
 __all__ = [

@@ -28,6 +28,7 @@ CHECKS = [
     "workers",
     "stuck runs",
     "unknown calls",
+    "waiting upgrade",
     "sandbox",
 ]
 
