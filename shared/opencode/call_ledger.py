@@ -3,7 +3,6 @@ transaction per method, as the exactly-once protocol needs."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,7 +11,7 @@ from shared.db.engine import unit_of_work
 from shared.db.repos.ledger import LedgerRepo
 from shared.domain.step_lease import StepLease
 from shared.domain.vocab import CallStatus
-from shared.opencode.calls import StructuredCall
+from shared.opencode.calls import CallOutcome, StructuredCall
 from shared.opencode.ports import CallRecord
 from shared.service.steps import hold_lease
 
@@ -61,27 +60,17 @@ class PostgresCallLedger:
             return record, ledger.claim_age_s(op_key) or 0.0
 
     def finish(
-        self,
-        op_key: str,
-        *,
-        status: CallStatus,
-        now: datetime,
-        duration_ms: int | None,
-        response: dict[str, Any] | None = None,
-        usage: dict[str, Any] | None = None,
-        error_name: str | None = None,
-        error: str | None = None,
-        from_status: CallStatus = CallStatus.CLAIMED,
+        self, op_key: str, outcome: CallOutcome, *, from_status: CallStatus = CallStatus.CLAIMED
     ) -> bool:
         with unit_of_work(self.sessions) as s:
             return LedgerRepo(s).finish(
                 op_key,
-                status=status,
-                now=now,
-                duration_ms=duration_ms,
-                response=response,
-                usage=usage,
-                error_name=error_name,
-                error=error,
+                status=outcome.status,
+                now=outcome.now,
+                duration_ms=outcome.duration_ms,
+                response=outcome.response,
+                usage=outcome.usage,
+                error_name=outcome.error_name,
+                error=outcome.error,
                 from_status=from_status,
             )

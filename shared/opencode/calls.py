@@ -7,8 +7,10 @@ both speak these; neither the daemon nor the ledger is reached from here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
+from shared.domain.vocab import CallStatus
 from shared.hashing import op_key as make_op_key
 
 CacheLevel = Literal["miss", "l1", "l2"]
@@ -38,6 +40,19 @@ class StructuredResult:
     answer: dict[str, Any]
     cache: CacheLevel
     usage: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """What the ledger records when a call ends (its row's status and what it learned)."""
+
+    status: CallStatus
+    now: datetime
+    duration_ms: int | None
+    response: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None
+    error_name: str | None = None
+    error: str | None = None
 
 
 class CallFailed(Exception):

@@ -16,6 +16,7 @@ besides answering is judged by :mod:`shared.opencode.turn_inspection`.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -28,6 +29,7 @@ from shared.opencode.cache import LruCache
 from shared.opencode.calls import (
     UNKNOWN_ERROR,
     CallFailed,
+    CallOutcome,
     CallSuperseded,
     FailureKind,
     OutcomeUnknown,
@@ -261,14 +263,14 @@ class ExactlyOnceCalls:
         return StructuredResult(row.op_key, answer, "l2", usage)
 
     def _declare_unknown(self, key: str) -> StructuredResult:
-        self.ledger.finish(
-            key,
-            status=CallStatus.UNKNOWN,
-            now=self.clock.now(),
+        declared = CallOutcome(
+            CallStatus.UNKNOWN,
+            self.clock.now(),
             duration_ms=None,
             error_name="OutcomeUnknown",
             error=UNKNOWN_ERROR,
         )
+        self.ledger.finish(key, declared)
         found = self.ledger.read(key)
         if found is not None and found[0].status != CallStatus.UNKNOWN:
             return self._from_record(found[0])  # it finished while we declared
@@ -328,23 +330,19 @@ class ExactlyOnceCalls:
         late = (
             CallStatus.SUCCEEDED_LATE if status is CallStatus.SUCCEEDED else CallStatus.FAILED_LATE
         )
-        now = self.clock.now()
-        duration_ms = self._elapsed_ms(started)
-        outcome: dict[str, Any] = {
-            "response": response,
-            "usage": usage,
-            "error_name": error_name,
-            "error": error,
-        }
-        if self.ledger.finish(key, status=status, now=now, duration_ms=duration_ms, **outcome):
+        outcome = CallOutcome(
+            status,
+            self.clock.now(),
+            self._elapsed_ms(started),
+            response=response,
+            usage=usage,
+            error_name=error_name,
+            error=error,
+        )
+        if self.ledger.finish(key, outcome):
             return
         recorded = self.ledger.finish(
-            key,
-            status=late,
-            now=now,
-            duration_ms=duration_ms,
-            from_status=CallStatus.UNKNOWN,
-            **outcome,
+            key, replace(outcome, status=late), from_status=CallStatus.UNKNOWN
         )
         found_row = self.ledger.read(key)
         found = found_row[0].status if found_row is not None else "gone"

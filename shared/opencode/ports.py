@@ -10,12 +10,11 @@ in-memory fake (tests/fakes/agent.py); the ledger is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol
 
 from shared.domain.step_lease import StepLease
 from shared.domain.vocab import CallStatus
-from shared.opencode.calls import StructuredCall, StructuredResult
+from shared.opencode.calls import CallOutcome, StructuredCall, StructuredResult
 from shared.opencode.messages import ModelRef, PromptReply
 
 
@@ -92,19 +91,9 @@ class CallLedger(Protocol):
         ...
 
     def finish(
-        self,
-        op_key: str,
-        *,
-        status: CallStatus,
-        now: datetime,
-        duration_ms: int | None,
-        response: dict[str, Any] | None = None,
-        usage: dict[str, Any] | None = None,
-        error_name: str | None = None,
-        error: str | None = None,
-        from_status: CallStatus = CallStatus.CLAIMED,
+        self, op_key: str, outcome: CallOutcome, *, from_status: CallStatus = CallStatus.CLAIMED
     ) -> bool:
-        """Record the outcome if the row is still ``from_status``; False if it is not."""
+        """Record ``outcome`` if the row is still ``from_status``; False if it is not."""
         ...
 
 

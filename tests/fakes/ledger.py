@@ -8,12 +8,11 @@ named in ``abandoned`` raises StepAbandoned and claims nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any
 
 from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.domain.vocab import CallStatus
-from shared.opencode.calls import StructuredCall
+from shared.opencode.calls import CallOutcome, StructuredCall
 from shared.opencode.ports import CallRecord
 
 
@@ -58,28 +57,18 @@ class InMemoryLedger:
         return None if row is None else (row.record, row.age_s)
 
     def finish(
-        self,
-        op_key: str,
-        *,
-        status: CallStatus,
-        now: datetime,
-        duration_ms: int | None,
-        response: dict[str, Any] | None = None,
-        usage: dict[str, Any] | None = None,
-        error_name: str | None = None,
-        error: str | None = None,
-        from_status: CallStatus = CallStatus.CLAIMED,
+        self, op_key: str, outcome: CallOutcome, *, from_status: CallStatus = CallStatus.CLAIMED
     ) -> bool:
         row = self.rows.get(op_key)
         if row is None or row.record.status != from_status:
             return False
         row.record = replace(
             row.record,
-            status=status,
-            response=response,
-            usage=usage,
-            error_name=error_name,
-            error=error,
+            status=outcome.status,
+            response=outcome.response,
+            usage=outcome.usage,
+            error_name=outcome.error_name,
+            error=outcome.error,
         )
         return True
 

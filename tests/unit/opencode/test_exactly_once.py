@@ -16,6 +16,7 @@ from shared.opencode.cache import LruCache
 from shared.opencode.calls import (
     UNKNOWN_ERROR,
     CallFailed,
+    CallOutcome,
     CallSuperseded,
     OutcomeUnknown,
     StructuredCall,
@@ -175,10 +176,8 @@ class _AnsweredMeanwhile(InMemoryLedger):
     def read(self, op_key: str) -> tuple[CallRecord, float] | None:
         self.looks -= 1
         if self.looks == 0:
-            response = {"structured": ANSWER}
-            self.finish(
-                op_key, status=CallStatus.SUCCEEDED, now=NOW, duration_ms=1, response=response
-            )
+            answered = CallOutcome(CallStatus.SUCCEEDED, NOW, 1, response={"structured": ANSWER})
+            self.finish(op_key, answered)
         return super().read(op_key)
 
 
@@ -210,7 +209,7 @@ class _DeclaredUnknownMeanwhile(InMemoryLedger):
 
     def mark_started(self, op_key: str, session_id: str) -> None:
         super().mark_started(op_key, session_id)
-        self.finish(op_key, status=CallStatus.UNKNOWN, now=NOW, duration_ms=None)
+        self.finish(op_key, CallOutcome(CallStatus.UNKNOWN, NOW, duration_ms=None))
 
 
 def test_an_answer_that_comes_after_the_call_was_declared_unknown_is_kept_but_not_used() -> None:
