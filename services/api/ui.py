@@ -27,10 +27,8 @@ from werkzeug.wrappers import Response as BaseResponse
 from shared.db.engine import unit_of_work
 from shared.db.repos.inbox import InboxRepo
 from shared.domain.display import visible
-from shared.domain.run_machine import StepId
 from shared.errors import InvalidInput, KodoError
-from shared.queue import send_step
-from shared.service.runs import decide_plan, dispatch_approved
+from shared.service.runs import approve_plan, reject_plan
 from shared.service.tokens import Permission
 from shared.service.ui_sessions import sign_in, sign_out
 
@@ -164,21 +162,21 @@ def _decide(run_id: str, *, approve: bool) -> BaseResponse:
     try:
         if not digest:
             raise InvalidInput("the form carries no plan digest: reload the page")
-        with unit_of_work(ctx.sessions) as s:
-            decide_plan(
-                s,
-                run_id,
-                approve=approve,
-                approver=current_principal().name,
-                now=ctx.clock.now(),
-                plan_sha256=digest,
-                allow_self_approval=ctx.settings.allow_self_approval,
-            )
-            dispatched = dispatch_approved(s, now=ctx.clock.now(), run_id=run_id) if approve else []
+        approver = current_principal().name
+        with ctx.uow() as uow:
+            if approve:
+                approve_plan(
+                    uow,
+                    run_id,
+                    approver=approver,
+                    now=ctx.clock.now(),
+                    plan_sha256=digest,
+                    allow_self_approval=ctx.settings.allow_self_approval,
+                )
+            else:
+                reject_plan(uow, run_id, approver=approver, now=ctx.clock.now(), plan_sha256=digest)
     except KodoError as exc:
         return _run_page(run_id, error=exc.message, status=exc.http_status)
-    for moved in dispatched:
-        send_step(ctx.celery, StepId.APPLY_PATCH, moved)
     return redirect(f"/ui/runs/{run_id}", code=303)
 
 

@@ -8,9 +8,8 @@ from redis.exceptions import RedisError
 
 from services.worker.runtime import Runtime
 from services.worker.watcher import watch_approvals
-from shared.db.engine import unit_of_work
-from shared.queue import QUEUE, send_step
-from shared.service.recovery import Redispatch, find_and_claim_stalled
+from shared.queue import QUEUE
+from shared.service.recovery import Redispatch, redispatch_stalled
 
 log = structlog.get_logger("kodo.reconciler")
 
@@ -29,15 +28,14 @@ def broker_backlog(redis_url: str) -> int:
 def reconcile(rt: Runtime) -> list[Redispatch]:
     """One pass: stalled steps are re-sent; approved-but-undispatched runs are sent too."""
     backlog = broker_backlog(rt.settings.redis_url)
-    with unit_of_work(rt.sessions) as s:
-        stalled = find_and_claim_stalled(
-            s,
+    with rt.uow() as uow:  # the steps are re-sent after commit
+        stalled = redispatch_stalled(
+            uow,
             now=rt.clock.now(),
             redispatch_after_s=rt.settings.redispatch_after_s,
             broker_backlog=backlog,
         )
-    for item in stalled:  # after commit
-        send_step(rt.celery, item.step, item.run_id)
+    for item in stalled:
         log.warning(
             "reconciler.redispatched",
             run_id=item.run_id,

@@ -17,6 +17,8 @@ from shared.config import Settings
 from shared.db.engine import make_engine, make_session_factory
 from shared.opencode.client import ModelRef, OpenCodeClient
 from shared.opencode.wrapper import OCWrapper
+from shared.queue import CelerySender
+from shared.service.uow import UnitOfWork
 
 
 @dataclass
@@ -28,6 +30,10 @@ class Runtime:
     client: OpenCodeClient
     oc: OCWrapper
     celery: Celery
+
+    def uow(self) -> UnitOfWork:
+        """One task's transaction; its messages go to the broker after it commits."""
+        return UnitOfWork(self.sessions, CelerySender(self.celery))
 
     def close(self) -> None:
         self.oc.close()

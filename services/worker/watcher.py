@@ -1,22 +1,24 @@
-"""The approval watcher: approved runs at waiting_input are moved and dispatched once."""
+"""The approval watcher: the safety net that dispatches approvals recorded without a move.
+
+The approve command moves its run and sends ApplyPatchST itself; this pass (beat every
+``APPROVAL_POLL_S``, and each reconciler pass) finds an approved run still waiting and
+does the same, through the same command, so a run is moved and sent once.
+"""
 
 from __future__ import annotations
 
 import structlog
 
 from services.worker.runtime import Runtime
-from shared.db.engine import unit_of_work
 from shared.domain.run_machine import StepId
-from shared.queue import send_step
 from shared.service.runs import dispatch_approved
 
 log = structlog.get_logger("kodo.watcher")
 
 
 def watch_approvals(rt: Runtime) -> list[str]:
-    with unit_of_work(rt.sessions) as s:
-        run_ids = dispatch_approved(s, now=rt.clock.now())
-    for run_id in run_ids:  # after commit: a worker never races ahead of the row
-        send_step(rt.celery, StepId.APPLY_PATCH, run_id)
+    with rt.uow() as uow:  # ApplyPatchST leaves after commit: no worker races the row
+        run_ids = dispatch_approved(uow, now=rt.clock.now())
+    for run_id in run_ids:
         log.info("watcher.dispatched", run_id=run_id, step_id=StepId.APPLY_PATCH.value)
     return run_ids

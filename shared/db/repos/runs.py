@@ -62,6 +62,10 @@ class RunRepo:
             select(Run).where(Run.id == run_id).with_for_update()
         ).scalar_one_or_none()
 
+    def touch(self, run_id: str, now: datetime) -> None:
+        """Restart the run's never-entered clock (the reconciler just re-sent its step)."""
+        self.session.execute(update(Run).where(Run.id == run_id).values(updated_at=now))
+
     def create_queued(self, intent_id: str, app_version: str) -> tuple[Run, bool]:
         """Insert the run of an intent once; return (run, created)."""
         inserted = self.session.execute(
