@@ -24,7 +24,6 @@ from flask import Blueprint, Flask, Response, redirect, render_template, request
 from markupsafe import Markup, escape
 from werkzeug.wrappers import Response as BaseResponse
 
-from shared.db.engine import unit_of_work
 from shared.db.repos.inbox import InboxRepo
 from shared.domain.display import visible
 from shared.errors import InvalidInput, KodoError
@@ -117,15 +116,15 @@ def login() -> BaseResponse:
         return _login_page(target, "The sign-in form expired: please sign in again.", 403)
     token = (request.form.get("token") or "").strip()
     ctx = api()
-    with unit_of_work(ctx.sessions) as s:
+    with ctx.uow() as uow:
         started = (
-            sign_in(s, token, now=ctx.clock.now(), ttl_s=ctx.settings.ui_session_ttl_s)
+            sign_in(uow, token, now=ctx.clock.now(), ttl_s=ctx.settings.ui_session_ttl_s)
             if token
             else None
         )
         earlier = request.cookies.get(SESSION_COOKIE)
         if started is not None and earlier:
-            sign_out(s, earlier, now=ctx.clock.now())  # one browser, one session
+            sign_out(uow, earlier, now=ctx.clock.now())  # one browser, one session
     if started is None:
         return _login_page(target, "Unknown or revoked token.", 401)
     session_id, _ = started
@@ -147,8 +146,8 @@ def login() -> BaseResponse:
 @forms_bp.post("/ui/logout")
 def logout() -> BaseResponse:
     ctx = api()
-    with unit_of_work(ctx.sessions) as s:
-        sign_out(s, request.cookies.get(SESSION_COOKIE, ""), now=ctx.clock.now())
+    with ctx.uow() as uow:
+        sign_out(uow, request.cookies.get(SESSION_COOKIE, ""), now=ctx.clock.now())
     response = redirect("/ui/login", code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="Strict")
     response.delete_cookie(LEGACY_COOKIE, path="/")
