@@ -32,6 +32,15 @@ log = structlog.get_logger("kodo.outbox")
 class UnitOfWork:
     """``with UnitOfWork(sessions, sender) as uow:`` one transaction, committed on success."""
 
+    # The repositories, bound to the transaction's session once it is entered.
+    intents: IntentRepo
+    runs: RunRepo
+    approvals: ApprovalRepo
+    steps: StepRunRepo
+    ledger: LedgerRepo
+    tokens: TokenRepo
+    ui_sessions: UiSessionRepo
+
     def __init__(self, sessions: sessionmaker[Session], sender: Sender | None = None) -> None:
         """``sender`` may be left out by entry points whose commands send nothing (tokens)."""
         self._sessions = sessions
