@@ -17,18 +17,17 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from devstack.database import migrate, recreate_database
-from devstack.launcher import (
+from devstack.kodo_procs import (
     BIN,
-    Proc,
     Stack,
     api_argv,
-    free_port,
     start_beat,
     start_oc_compat,
     wait_http,
     wait_worker_ready,
 )
 from devstack.sample_repo import create_sample_repo
+from devstack.supervisor import Child, free_port
 from shared.db.engine import make_engine, make_session_factory
 from shared.service.tokens import Role, create_token
 from shared.service.uow import UnitOfWork
@@ -55,7 +54,7 @@ class Bench:
     sql_dir: Path
     token: str
     repos: list[Path] = field(default_factory=list)
-    workers: list[Proc] = field(default_factory=list)
+    workers: list[Child] = field(default_factory=list)
 
     def redis(self) -> Redis:
         return Redis.from_url(self.redis_url)
@@ -130,7 +129,7 @@ THREADS_PER_WORKER = 4
 waits (Postgres, the provider, git) overlap another's work."""
 
 
-def start_workers(bench: Bench, *, app: str, queue: str, count: int, pool: str) -> list[Proc]:
+def start_workers(bench: Bench, *, app: str, queue: str, count: int, pool: str) -> list[Child]:
     """``count`` worker processes: solo (one task at a time) or with a thread pool each;
     or one prefork worker with ``count`` children."""
     procs = []

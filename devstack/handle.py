@@ -56,6 +56,7 @@ class ServiceHandle:
     url: str
     requested_url: str
     pid: int | None = None
+    start_ticks: int | None = None  # /proc start time: a reused pid is never signalled
     binary: str | None = None
     data_dir: str | None = None
     log_file: str | None = None
@@ -80,11 +81,12 @@ class ServiceHandle:
         if not isinstance(raw, dict):
             raise DevstackError(f"bad state entry: {raw!r}")
         name, kind, url, req = (raw.get(k) for k in ("name", "kind", "url", "requested_url"))
-        pid = raw.get("pid")
+        pid, ticks = raw.get("pid"), raw.get("start_ticks")
         if not (isinstance(name, str) and isinstance(url, str) and isinstance(req, str)):
             raise DevstackError(f"bad state entry: {raw!r}")
         kind_ok = next((k for k in KINDS if k == kind), None)
-        if kind_ok is None or not (pid is None or isinstance(pid, int)):
+        ints_ok = all(v is None or isinstance(v, int) for v in (pid, ticks))
+        if kind_ok is None or not ints_ok:
             raise DevstackError(f"bad state entry: {raw!r}")
         return cls(
             name=name,
@@ -92,6 +94,7 @@ class ServiceHandle:
             url=url,
             requested_url=req,
             pid=pid,
+            start_ticks=ticks,
             binary=_opt_str(raw.get("binary")),
             data_dir=_opt_str(raw.get("data_dir")),
             log_file=_opt_str(raw.get("log_file")),

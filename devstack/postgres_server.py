@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-from devstack import pgurl, procs, state
+from devstack import pgurl, state, supervisor
 from devstack.binaries import postgres_bin_dir
 from devstack.handle import DevstackError, ServiceHandle, StackPaths
 
@@ -35,7 +35,7 @@ def ensure_postgres(
         if reason is None:
             return ServiceHandle(name="postgres", kind="reused", url=url, requested_url=url)
         host = pgurl.parse(url).host or ""
-        if host not in procs.LOCAL_HOSTS:
+        if host not in supervisor.LOCAL_HOSTS:
             raise DevstackError(
                 f"no Postgres answers at {host} ({reason}); it is not local, so none is started"
             )
@@ -56,7 +56,7 @@ def _start(
 ) -> ServiceHandle:
     bin_dir = postgres_bin_dir(install_missing=install_missing)
     parsed = pgurl.parse(url)
-    port = port or procs.choose_port(parsed.host or "", parsed.port or 5432)
+    port = port or supervisor.choose_port(parsed.host or "", parsed.port or 5432)
     user = _server_user()
     data_dir = paths.data_root / f"postgres-{port}"
     log_file = paths.data_root / f"postgres-{port}.log"
@@ -64,19 +64,20 @@ def _start(
     _init_cluster(bin_dir, data_dir, parsed.username or "postgres", user)
     sock_dir = str(data_dir) if len(str(data_dir)) < _SOCKET_PATH_MAX - 20 else ""
     binary = bin_dir / "postgres"
-    argv = [str(binary), "-D", str(data_dir), "-h", procs.LOOPBACK, "-p", str(port)]
+    argv = [str(binary), "-D", str(data_dir), "-h", supervisor.LOOPBACK, "-p", str(port)]
     argv += ["-k", sock_dir, "-c", "fsync=off", "-c", "full_page_writes=off"]
-    pid = procs.spawn(argv, log_file, user=user)
-    new_url = pgurl.with_host_port(url, procs.LOOPBACK, port)
-    procs.wait_until(
-        lambda: pgurl.answers(new_url, timeout_s=1.0), pid, log_file, timeout_s, "postgres"
+    child = supervisor.spawn("postgres", argv, log_file, user=user)
+    new_url = pgurl.with_host_port(url, supervisor.LOOPBACK, port)
+    supervisor.wait_until(
+        lambda: pgurl.answers(new_url, timeout_s=1.0), child, timeout_s, "postgres"
     )
     return ServiceHandle(
         name="postgres",
         kind="started",
         url=new_url,
         requested_url=url,
-        pid=pid,
+        pid=child.pid,
+        start_ticks=child.ticks,
         binary=str(binary),
         data_dir=str(data_dir),
         log_file=str(log_file),

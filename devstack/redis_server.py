@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from devstack import procs, state
+from devstack import state, supervisor
 from devstack.binaries import redis_server_binary
 from devstack.handle import DevstackError, ServiceHandle, StackPaths
 
@@ -43,7 +43,7 @@ def ensure_redis(
             return ServiceHandle(name="redis", kind="reused", url=url, requested_url=url)
         parts = urlsplit(url)
         host = parts.hostname or ""
-        if host not in procs.LOCAL_HOSTS:
+        if host not in supervisor.LOCAL_HOSTS:
             raise DevstackError(
                 f"no Redis answers at {host} ({reason}); it is not local, so none is started"
             )
@@ -64,22 +64,25 @@ def _start(
 ) -> ServiceHandle:
     binary = redis_server_binary(install_missing=install_missing)
     parts = urlsplit(url)
-    port = port or procs.choose_port(parts.hostname or "", parts.port or 6379)
+    port = port or supervisor.choose_port(parts.hostname or "", parts.port or 6379)
     work_dir = paths.data_root / f"redis-{port}"
     work_dir.mkdir(parents=True, exist_ok=True)
     log_file = paths.data_root / f"redis-{port}.log"
-    argv = [str(binary), "--bind", procs.LOOPBACK, "--port", str(port), "--save", ""]
+    argv = [str(binary), "--bind", supervisor.LOOPBACK, "--port", str(port), "--save", ""]
     argv += ["--appendonly", "no", "--daemonize", "no", "--dir", str(work_dir)]
-    pid = procs.spawn(argv, log_file)
+    child = supervisor.spawn("redis", argv, log_file)
     # Our server has no password: drop credentials, keep scheme, db and query.
-    new_url = urlunsplit((parts.scheme, f"{procs.LOOPBACK}:{port}", parts.path, parts.query, ""))
-    procs.wait_until(lambda: answers(new_url), pid, log_file, timeout_s, "redis")
+    new_url = urlunsplit(
+        (parts.scheme, f"{supervisor.LOOPBACK}:{port}", parts.path, parts.query, "")
+    )
+    supervisor.wait_until(lambda: answers(new_url), child, timeout_s, "redis")
     return ServiceHandle(
         name="redis",
         kind="started",
         url=new_url,
         requested_url=url,
-        pid=pid,
+        pid=child.pid,
+        start_ticks=child.ticks,
         binary=str(binary),
         data_dir=str(work_dir),
         log_file=str(log_file),

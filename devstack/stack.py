@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from devstack import pgurl, postgres_server, procs, redis_server, state
+from devstack import pgurl, postgres_server, redis_server, state, supervisor
 from devstack.database import ensure_database, migrate
 from devstack.handle import DevstackError, ServiceHandle, StackPaths
 from devstack.postgres_server import ensure_postgres
@@ -48,7 +48,7 @@ def status(*, home: Path | None = None) -> list[Entry]:
     """What the state file says we started, and whether each still runs and answers."""
     entries = []
     for handle in state.load(StackPaths.default(home)):
-        running = handle.pid is not None and procs.alive(handle.pid)
+        running = state.runs(handle)
         probe = _PROBES.get(handle.name)
         answering = running and probe is not None and probe(handle.url)
         entries.append(Entry(replace(handle, kind="kept"), running, answering))
@@ -73,10 +73,8 @@ def down(
         for handle in state.load(paths):
             if names and handle.name not in names:
                 continue
-            pid = handle.pid
-            if pid is not None and procs.alive(pid) and procs.looks_like(pid, handle.binary):
-                soften = signal.SIGINT if handle.name == "postgres" else None
-                procs.stop(pid, grace_s=grace_s, soften=soften)
+            if handle.pid is not None and state.runs(handle):
+                _stop(handle.pid, handle.name, grace_s=grace_s)
             if purge and handle.data_dir:
                 shutil.rmtree(handle.data_dir, ignore_errors=True)
             state.forget(paths, handle)
@@ -108,13 +106,8 @@ def restart(
         raise DevstackError(f"only a Postgres or Redis we started can be restarted: {handle}")
     paths = StackPaths.default(home)
     with state.locked(paths):
-        pid = handle.pid
-        if procs.alive(pid) and procs.looks_like(pid, handle.binary):
-            if crash:
-                procs.kill(pid, _CRASH[handle.name])
-            else:
-                soften = signal.SIGINT if handle.name == "postgres" else None
-                procs.stop(pid, soften=soften)
+        if state.runs(handle):
+            _stop(handle.pid, handle.name, crash=crash)
         time.sleep(down_s)
         again = (
             postgres_server.start_again if handle.name == "postgres" else redis_server.start_again
@@ -122,3 +115,17 @@ def restart(
         fresh = again(handle, paths, timeout_s=timeout_s)
         state.record(paths, fresh)
         return fresh
+
+
+def _stop(pid: int, name: str, *, grace_s: float = 10.0, crash: bool = False) -> None:
+    """Stop one server of ours by signalling it alone (Postgres stops its own children).
+
+    Gently: SIGTERM, then for Postgres SIGINT ("fast" shutdown: SIGTERM alone waits for
+    every client to leave), then SIGKILL at the end of the grace period. ``crash``: the
+    signal of ``_CRASH`` first.
+    """
+    soften = signal.SIGINT if name == "postgres" and not crash else None
+    first = _CRASH[name] if crash else signal.SIGTERM
+    outcome = supervisor.stop(pid, grace_s=grace_s, group=False, soften=soften, first=first)
+    if outcome == supervisor.SURVIVED:
+        raise DevstackError(f"{name} (pid {pid}) survived SIGKILL")

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from devstack.handle import DevstackError, ServiceHandle, StackPaths
-from devstack.procs import alive, looks_like
+from devstack.supervisor import alive, looks_like
 
 
 @contextmanager
@@ -73,6 +73,13 @@ def find_kept(
     for entry in load(paths):
         if entry.name != name or entry.requested_url != requested_url or entry.pid is None:
             continue
-        if alive(entry.pid) and looks_like(entry.pid, entry.binary) and answers(entry.url):
+        if runs(entry) and answers(entry.url):
             return replace(entry, kind="kept")
     return None
+
+
+def runs(handle: ServiceHandle) -> bool:
+    """Whether the server ``handle`` recorded still runs: the same pid, started at the same
+    time (when recorded), running the same binary; a reused pid is someone else's."""
+    pid = handle.pid
+    return pid is not None and alive(pid, handle.start_ticks) and looks_like(pid, handle.binary)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from devstack import down, ensure_redis
 from devstack.handle import ServiceHandle
-from devstack.launcher import free_port
+from devstack.supervisor import free_port
 from shared.db.engine import make_engine, make_session_factory
 
 ROOT = Path(__file__).resolve().parent.parent

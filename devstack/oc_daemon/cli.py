@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,10 +19,10 @@ import click
 import httpx
 
 from devstack.handle import repo_root
-from devstack.launcher import free_port
 from devstack.oc_daemon import daemon, install
 from devstack.oc_daemon.daemon import DaemonError
 from devstack.oc_daemon.install import InstallError
+from devstack.supervisor import Child, free_port, spawn
 from shared.opencode.errors import OpenCodeError
 
 STATE_ENV = "KODO_OC_STATE_DIR"
@@ -41,31 +40,24 @@ def _install() -> Path:
         raise click.ClickException(str(exc)) from exc
 
 
-def _start_scripted_llm(state_dir: Path, seed: int) -> tuple[str, int]:
-    """Run ``python -m standins.scripted_llm`` detached; return its base URL and pid."""
+def _start_scripted_llm(state_dir: Path, seed: int) -> tuple[str, Child]:
+    """Run ``python -m standins.scripted_llm`` detached; return its base URL and process."""
     port = free_port()
     state_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "standins.scripted_llm", "--port", str(port)]
-    with (state_dir / "scripted-llm.log").open("ab") as log:
-        popen = subprocess.Popen(
-            [*argv, "--seed", str(seed)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    child = spawn("scripted-llm", [*argv, "--seed", str(seed)], state_dir / "scripted-llm.log")
     base = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 15
     while time.monotonic() < end:
-        if popen.poll() is not None:
-            raise click.ClickException(f"scripted LLM exited {popen.returncode}")
+        if not child.alive():
+            raise click.ClickException(f"scripted LLM exited {child.popen.returncode}")
         try:
             if httpx.get(f"{base}/__kodo/stats", timeout=1.0).status_code == 200:
-                return f"{base}/v1", popen.pid
+                return f"{base}/v1", child
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    daemon.stop_pid(popen.pid, expect="scripted_llm")
+    child.stop(daemon.STOP_GRACE_S)
     raise click.ClickException("scripted LLM did not start within 15s")
 
 
@@ -100,9 +92,9 @@ def up(
         raise click.UsageError("give exactly one of --llm-url URL or --scripted-llm")
     binary = _install()
     where = _state_dir(state_dir)
-    llm_pid: int | None = None
+    llm: Child | None = None
     if scripted_llm:
-        llm_url, llm_pid = _start_scripted_llm(where, seed)
+        llm_url, llm = _start_scripted_llm(where, seed)
     if llm_url is None:  # pragma: no cover - excluded by the usage check above
         raise click.UsageError("no LLM URL")
     try:
@@ -112,11 +104,12 @@ def up(
             port=port,
             llm_url=llm_url,
             password=password or secrets.token_urlsafe(24),
-            llm_pid=llm_pid,
+            llm_pid=None if llm is None else llm.pid,
+            llm_start_ticks=None if llm is None else llm.ticks,
         )
     except DaemonError as exc:
-        if llm_pid is not None:
-            daemon.stop_pid(llm_pid, expect="scripted_llm")
+        if llm is not None:
+            llm.stop(daemon.STOP_GRACE_S)
         raise click.ClickException(str(exc)) from exc
     click.echo(f"opencode: {state.url} (pid {state.pid}, LLM {state.llm_url})")
     click.echo(f"logs: {state.log_path}")

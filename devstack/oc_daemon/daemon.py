@@ -6,19 +6,17 @@ every ``OPENCODE_DISABLE_*`` switch on, so it never fetches, updates, shares or 
 a target repository's ``opencode.json``; basic auth; bound to 127.0.0.1 only.
 
 A probe of ``/global/health`` sent while the daemon boots can hang for minutes
-(OpenCode notes §5.2), so every probe has a short timeout and is retried. Stopping
-sends SIGTERM to its process group, then SIGKILL after a grace period (§5.3: it once
-ignored SIGTERM).
+(OpenCode notes §5.2), so every probe has a short timeout and is retried. It runs under
+:mod:`devstack.supervisor`: stopping sends SIGTERM to its process group, then SIGKILL
+after a grace period (§5.3: it once ignored SIGTERM), and only to the process started
+at the recorded time (a reused pid is left alone).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
-import signal
-import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -26,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from devstack.oc_daemon.config import global_config, write_config
+from devstack.supervisor import Child, alive, spawn
+from devstack.supervisor import stop as stop_process
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.errors import OpenCodeError
 
@@ -45,8 +45,7 @@ DISABLE_SWITCHES = (
 )
 _DROPPED_PREFIXES = ("OPENCODE_", "XDG_")
 
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-"""Daemons this process started, kept so they are reaped (not warned about) when stopped."""
+_OPTIONAL_INTS = ("llm_pid", "start_ticks", "llm_start_ticks")
 
 
 class DaemonError(RuntimeError):
@@ -65,13 +64,15 @@ class DaemonState:
     log_path: str
     llm_url: str
     llm_pid: int | None = None
+    start_ticks: int | None = None  # /proc start times: a reused pid is never signalled
+    llm_start_ticks: int | None = None
 
     @classmethod
     def from_json(cls, raw: object) -> DaemonState:
         if not isinstance(raw, dict):
             raise DaemonError("daemon state is not an object")
         try:
-            llm_pid = raw.get("llm_pid")
+            llm_pid, ticks, llm_ticks = (raw.get(k) for k in _OPTIONAL_INTS)
             return cls(
                 pid=int(raw["pid"]),
                 url=str(raw["url"]),
@@ -81,6 +82,8 @@ class DaemonState:
                 log_path=str(raw["log_path"]),
                 llm_url=str(raw["llm_url"]),
                 llm_pid=int(llm_pid) if llm_pid is not None else None,
+                start_ticks=int(ticks) if ticks is not None else None,
+                llm_start_ticks=int(llm_ticks) if llm_ticks is not None else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DaemonError(f"daemon state is malformed: {exc}") from exc
@@ -138,22 +141,13 @@ def probe(url: str, *, username: str = USERNAME, password: str = "") -> dict[str
     return answer
 
 
-def _log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _wait_healthy(
-    popen: subprocess.Popen[bytes], url: str, password: str, log: Path, deadline_s: float
-) -> None:
+def _wait_healthy(child: Child, url: str, password: str, deadline_s: float) -> None:
     end = time.monotonic() + deadline_s
     last = "no probe answered"
     while time.monotonic() < end:
-        if popen.poll() is not None:
+        if not child.alive():
             raise DaemonError(
-                f"opencode exited {popen.returncode} while booting:\n{_log_tail(log)}"
+                f"opencode exited {child.popen.returncode} while booting:\n{child.log_tail(30)}"
             )
         try:
             probe(url, password=password)
@@ -172,13 +166,14 @@ def start(
     llm_url: str,
     password: str | None = None,
     llm_pid: int | None = None,
+    llm_start_ticks: int | None = None,
     env: Mapping[str, str] | None = None,
     deadline_s: float = BOOT_DEADLINE_S,
 ) -> DaemonState:
     """Start ``opencode serve`` on 127.0.0.1:``port``, wait until healthy, record it."""
     state_dir = state_dir.resolve()
     existing = read_state(state_dir)
-    if existing is not None and is_running(existing.pid):
+    if existing is not None and alive(existing.pid, existing.start_ticks):
         raise DaemonError(f"a daemon is already up at {existing.url} (pid {existing.pid})")
     home = state_dir / "home"
     home.mkdir(parents=True, exist_ok=True)
@@ -187,24 +182,16 @@ def start(
     log_path = state_dir / "opencode.log"
     url = f"http://127.0.0.1:{port}"
     argv = [str(binary), "serve", "--hostname", "127.0.0.1", "--port", str(port)]
-    with log_path.open("ab") as log:
-        popen = subprocess.Popen(
-            argv,
-            cwd=home,
-            env=daemon_env(
-                os.environ if env is None else env,
-                home=home,
-                config_path=config_path,
-                password=secret,
-            ),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    _CHILDREN[popen.pid] = popen
+    environ = os.environ if env is None else env
+    child = spawn(
+        "opencode",
+        argv,
+        log_path,
+        cwd=home,
+        env=daemon_env(environ, home=home, config_path=config_path, password=secret),
+    )
     state = DaemonState(
-        pid=popen.pid,
+        pid=child.pid,
         url=url,
         username=USERNAME,
         password=secret,
@@ -212,75 +199,16 @@ def start(
         log_path=str(log_path),
         llm_url=llm_url,
         llm_pid=llm_pid,
+        start_ticks=child.ticks,
+        llm_start_ticks=llm_start_ticks,
     )
     _write_state(state_dir, state)
     try:
-        _wait_healthy(popen, url, secret, log_path, deadline_s)
+        _wait_healthy(child, url, secret, deadline_s)
     except BaseException:
-        stop_pid(popen.pid)
+        child.stop(STOP_GRACE_S)
         raise
     return state
-
-
-def _stat_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[-1].split()[0]
-
-
-def _reap(pid: int) -> None:
-    child = _CHILDREN.get(pid)
-    if child is not None:
-        if child.poll() is not None:
-            del _CHILDREN[pid]
-        return
-    with contextlib.suppress(ChildProcessError):  # not our child: its parent reaps it
-        os.waitpid(pid, os.WNOHANG)
-
-
-def is_running(pid: int) -> bool:
-    """Alive and not a zombie (a zombie child of ours is reaped on the way)."""
-    _reap(pid)
-    state = _stat_state(pid)
-    return state is not None and state not in ("Z", "X")
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def stop_pid(pid: int, *, grace_s: float = STOP_GRACE_S, expect: str = "") -> bool:
-    """SIGTERM ``pid``'s process group, SIGKILL after ``grace_s``; False if it was not up.
-
-    ``expect`` must appear in its command line, so a recycled pid is never signalled.
-    """
-    if not is_running(pid) or (expect and expect not in _cmdline(pid)):
-        return False
-    _signal_group(pid, signal.SIGTERM)
-    end = time.monotonic() + grace_s
-    while time.monotonic() < end:
-        if not is_running(pid):
-            return True
-        time.sleep(0.05)
-    _signal_group(pid, signal.SIGKILL)
-    end = time.monotonic() + 5.0
-    while is_running(pid) and time.monotonic() < end:
-        time.sleep(0.05)
-    return True
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        return
-    except PermissionError:
-        os.kill(pid, sig)
 
 
 def stop(state_dir: Path, *, grace_s: float = STOP_GRACE_S) -> DaemonState | None:
@@ -288,8 +216,17 @@ def stop(state_dir: Path, *, grace_s: float = STOP_GRACE_S) -> DaemonState | Non
     state = read_state(state_dir)
     if state is None:
         return None
-    stop_pid(state.pid, grace_s=grace_s, expect="opencode")
+    stop_pid(state.pid, state.start_ticks, grace_s=grace_s)
     if state.llm_pid is not None:
-        stop_pid(state.llm_pid, grace_s=grace_s, expect="scripted_llm")
+        stop_pid(state.llm_pid, state.llm_start_ticks, grace_s=grace_s)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return state
+
+
+def stop_pid(pid: int, ticks: int | None, *, grace_s: float = STOP_GRACE_S) -> bool:
+    """Stop the process ``pid`` started at ``ticks`` (its group: SIGTERM, SIGKILL after
+    ``grace_s``); False if it was not up (or the pid is now another process's)."""
+    if not alive(pid, ticks):
+        return False
+    stop_process(pid, grace_s=grace_s)
+    return True

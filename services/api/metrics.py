@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clock import Clock
 from shared.db.repos.metrics import Histogram, MetricsRepo
+from shared.domain.vocab import CallStatus
 
 from .openapi import Routes
 from .state import api
@@ -119,7 +120,7 @@ class KodoCollector(Collector):
             call_count.add_metric([u.agent, u.step_id, u.status], u.calls)
             t, c = token_sums.get((u.agent, u.step_id), (0, 0.0))
             token_sums[(u.agent, u.step_id)] = (t + u.tokens, c + u.cost_usd)
-            unknown += u.calls if u.status == "unknown" else 0
+            unknown += u.calls if u.status == CallStatus.UNKNOWN else 0
         for (agent, step_id), (t, c) in token_sums.items():
             tokens.add_metric([agent, step_id], t)
             cost.add_metric([agent, step_id], c)

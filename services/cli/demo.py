@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 
 from devstack import stack as devstack
 from devstack.handle import repo_root
-from devstack.launcher import (
+from devstack.kodo_procs import (
     Stack,
     issue_token,
     start_api,

@@ -20,22 +20,18 @@ import click
 
 from devstack import stack as devstack
 from devstack.handle import DevstackError
-from devstack.launcher import (
-    Proc,
+from devstack.kodo_procs import (
     Stack,
     flower_auth,
     issue_token,
-    pid_alive,
     start_api,
     start_beat,
     start_flower,
     start_oc_compat,
-    start_ticks,
     start_worker,
-    stop_group,
     wait_worker_ready,
 )
-from devstack.procs import port_is_free
+from devstack.supervisor import SURVIVED, Child, alive, port_is_free, stop
 from services.cli import upstate
 from services.cli.context import TOKEN_FILE, home_option, save_local_token
 from services.worker.sandbox import sandbox_problem
@@ -57,7 +53,7 @@ def pick_port(wanted: int, what: str) -> int | None:
     return None
 
 
-def wait_beat(proc: Proc, deadline_s: float = 20.0) -> None:
+def wait_beat(proc: Child, deadline_s: float = 20.0) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if not proc.alive():
@@ -73,15 +69,15 @@ def _ready(name: str, where: str, began: float) -> None:
     click.echo(f"{click.style('ready', fg='green')} {name:<9} {where}  in {took:.0f} ms")
 
 
-def _timed(name: str, start: Callable[[], tuple[Proc, str]]) -> Proc:
+def _timed(name: str, start: Callable[[], tuple[Child, str]]) -> Child:
     began = time.monotonic()
     proc, where = start()
-    _ready(name, f"{where} (pid {proc.popen.pid})", began)
+    _ready(name, f"{where} (pid {proc.pid})", began)
     return proc
 
 
 def _running(state: upstate.UpState) -> list[upstate.ProcEntry]:
-    return [p for p in state.procs if pid_alive(p.pid) and start_ticks(p.pid) == p.start_ticks]
+    return [p for p in state.procs if alive(p.pid, p.start_ticks)]
 
 
 def _say_sandbox(settings: Settings) -> None:
@@ -173,7 +169,7 @@ def up(
             default = urlsplit(settings.oc_base_url).port or 4096
             port = pick_port(default if oc_port is None else oc_port, "oc-compat")
 
-            def _oc() -> tuple[Proc, str]:
+            def _oc() -> tuple[Child, str]:
                 proc = start_oc_compat(stack, seed=settings.random_seed, port=port)
                 return proc, stack.oc_url
 
@@ -201,9 +197,7 @@ def up(
         redis_url=services.redis.url,
         log_dir=str(stack.log_dir),
         procs=[
-            upstate.ProcEntry(
-                p.name, p.popen.pid, str(p.log_path), urls.get(p.name), start_ticks(p.popen.pid)
-            )
+            upstate.ProcEntry(p.name, p.pid, str(p.log_path), urls.get(p.name), p.ticks)
             for p in stack.procs
         ],
         services_started=[
@@ -224,13 +218,13 @@ def up(
     click.echo(f"logs:   {stack.log_dir}")
 
 
-def _worker(stack: Stack) -> Proc:
+def _worker(stack: Stack) -> Child:
     proc = start_worker(stack)
     wait_worker_ready(proc)
     return proc
 
 
-def _beat(stack: Stack) -> Proc:
+def _beat(stack: Stack) -> Child:
     proc = start_beat(stack)
     wait_beat(proc)
     return proc
@@ -248,11 +242,11 @@ def down(grace_s: float, home: Path | None) -> None:
         return
     failed = False
     for entry in reversed(state.procs):
-        if pid_alive(entry.pid) and start_ticks(entry.pid) != entry.start_ticks:
+        if alive(entry.pid) and not alive(entry.pid, entry.start_ticks):
             click.echo(f"{entry.name}: pid {entry.pid} now belongs to another process; left alone")
             continue
-        outcome = stop_group(entry.pid, grace_s)
-        failed = failed or outcome == "survived SIGKILL"
+        outcome = stop(entry.pid, grace_s=grace_s)
+        failed = failed or outcome == SURVIVED
         click.echo(f"{entry.name}: {outcome} (pid {entry.pid})")
     if state.services_started:
         names = tuple(state.services_started)

@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.domain.run_machine import RunStatus, StepId
+from shared.domain.vocab import ArtifactKind, CallStatus, Decision, StepRunStatus, values
 
 SCHEMA = "app"
 
@@ -38,9 +39,10 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-CALL_STATUSES = ("claimed", "succeeded", "failed", "timed_out", "aborted", "unknown")
-STEP_RUN_STATUSES = ("running", "succeeded", "failed")
-DECISIONS = ("approved", "rejected")
+CALL_STATUSES = values(CallStatus)
+STEP_RUN_STATUSES = values(StepRunStatus)
+DECISIONS = values(Decision)
+ARTIFACT_KINDS = values(ArtifactKind)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -48,8 +50,8 @@ def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({quoted})"
 
 
-RUN_STATUS_VALUES = tuple(s.value for s in RunStatus)
-STEP_ID_VALUES = tuple(s.value for s in StepId)
+RUN_STATUS_VALUES = values(RunStatus)
+STEP_ID_VALUES = values(StepId)
 
 
 class Base(DeclarativeBase):
@@ -250,6 +252,8 @@ class Artifact(Base):
     __tablename__ = "artifacts"
     __table_args__ = (
         UniqueConstraint("run_id", "step_id", "name"),
+        CheckConstraint(_in("kind", ARTIFACT_KINDS), name="kind"),
+        CheckConstraint(_in("step_id", STEP_ID_VALUES), name="step_id"),
         CheckConstraint("size = octet_length(content)", name="size_matches"),
         CheckConstraint("sha256 = encode(sha256(content), 'hex')", name="sha256_matches"),
     )

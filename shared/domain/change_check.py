@@ -10,7 +10,8 @@ the plan and the policy. Every violation names its rule:
   plan says (a rename is judged as the deletion of its source and the addition of its
   target, so a plan's rename matches git's rename, or a delete and an add);
 - ``forbidden_path``: either side of a rename or copy matches a forbidden pattern;
-- ``confinement``: a path that is absolute, climbs out with ``..`` or reaches ``.git``;
+- ``confinement``: a path that is absolute, climbs out with ``..`` or reaches ``.git``,
+  or one ``git apply`` refused to write (:func:`confinement_refusal`);
 - ``symlink``: a symlink (mode 120000), unless the policy allows symlinks and its target
   stays inside the worktree;
 - ``submodule``: a gitlink (mode 160000) on either side;
@@ -299,6 +300,21 @@ def _mode_rules(change: IndexChange, policy: Policy) -> list[Violation]:
             )
         ]
     return []
+
+
+GIT_CONFINEMENT_REFUSALS = ("invalid path", "beyond a symbolic link", "outside repository")
+"""What ``git apply`` says when a patch names a path outside the worktree or in .git."""
+
+
+def confinement_refusal(reason: str) -> Violation | None:
+    """A ``confinement`` violation if git refused the patch for where it writes.
+
+    ``git apply`` checks paths before it writes anything; a refusal for where a patch
+    writes is not a typo to retry but the same rule as a path that climbs out.
+    """
+    if any(marker in reason for marker in GIT_CONFINEMENT_REFUSALS):
+        return Violation("confinement", f"git apply refused the patch: {reason[:500]}")
+    return None
 
 
 def new_executables(changes: list[IndexChange]) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ the run closed, with a diagnostic. What a patch *did* is judged by
 from __future__ import annotations
 
 import fnmatch
+import re
 import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -195,20 +196,34 @@ def unconfined(path: str) -> str | None:
     return None
 
 
+_HUNK = re.compile(r"@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
+
+
 def diff_stats(diff: str) -> DiffStats:
     """Changed-line counts of a unified diff, for display only.
+
+    Only lines inside a hunk count, as many as its ``@@ -a,b +c,d @@`` header says:
+    a removed ``-- comment`` reads ``--- comment`` and is still a changed line, not a
+    header. Lines end at ``\\n`` alone (``str.splitlines`` would also split inside a
+    line, at form feeds and Unicode separators).
 
     Never a policy input: what a patch changes is what git says it changed after
     applying it (:mod:`shared.domain.change_check`), not what its text claims.
     """
     added = removed = 0
-    for line in diff.splitlines():
-        if line.startswith("+++") or line.startswith("---"):
+    old_left = new_left = 0
+    for line in diff.split("\n"):
+        if old_left > 0 or new_left > 0:
+            if line.startswith("+"):
+                added, new_left = added + 1, new_left - 1
+            elif line.startswith("-"):
+                removed, old_left = removed + 1, old_left - 1
+            elif not line.startswith("\\"):  # "\ No newline at end of file"
+                old_left, new_left = old_left - 1, new_left - 1
             continue
-        if line.startswith("+"):
-            added += 1
-        elif line.startswith("-"):
-            removed += 1
+        hunk = _HUNK.match(line)
+        if hunk is not None:
+            old_left, new_left = (int(n) if n is not None else 1 for n in hunk.groups())
     return DiffStats(added, removed)
 
 

@@ -4,7 +4,10 @@
 committed transaction *before* any HTTP, so a key is paid for at most once; a repeat
 returns the recorded answer (L1 memory, then L2 ledger) without reaching the server.
 Every outcome is recorded: succeeded, failed (with the error kind), timed_out (the
-session is aborted), aborted, or unknown (claimed by a worker that never finished).
+session is aborted), aborted, or unknown (claimed by a worker that never finished). A
+claimant that finishes after another delivery declared its call unknown records what
+it learned (succeeded_late, failed_late) and stops (CallSuperseded): the run went on
+without the call.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from shared.db.engine import unit_of_work
 from shared.db.models import OpenCodeCall
 from shared.db.repos.ledger import LedgerRepo
 from shared.domain.contracts import ContractViolation, validate_answer
+from shared.domain.vocab import CallStatus
 from shared.hashing import op_key as make_op_key
 from shared.opencode.cache import LruCache
 from shared.opencode.client import AnswerTooLarge, ModelRef, OpenCodeClient, PromptReply
@@ -115,6 +119,14 @@ class OutcomeUnknown(CallFailed):
     """The call was claimed but never recorded (its worker died): never repeat blindly."""
 
 
+class CallSuperseded(Exception):
+    """This delivery's call finished after another delivery declared it unknown.
+
+    The outcome is recorded on the row (``succeeded_late``, ``failed_late``), but the
+    run went on without it: the step stops here, as one that lost its lease does.
+    """
+
+
 def usage_of(info: dict[str, Any]) -> dict[str, Any]:
     """Normalise OpenCode's ``tokens``/``cost`` (of a message or a session) for the ledger."""
     tokens = info.get("tokens")
@@ -183,7 +195,7 @@ _RECORDED_CLASSES: dict[str, type[OpenCodeError]] = {
 
 def _recorded_kind(status: str, error_name: str | None) -> FailureKind:
     """The kind of a failure read back from the ledger: the same as when it happened."""
-    if status == "timed_out":
+    if status == CallStatus.TIMED_OUT:
         return "timeout"
     cls = _RECORDED_CLASSES.get(error_name or "")
     return _kind_of(cls(error_name or "")) if cls is not None else "contract"
@@ -314,27 +326,31 @@ class OCWrapper:
         except OpenCodeTimeout as exc:
             if session_id is not None:
                 self._abort_quietly(session_id, call.directory)
-            raise self._fail(key, started, "timed_out", exc, None, kind="timeout") from exc
+            raise self._fail(key, started, CallStatus.TIMED_OUT, exc, None, kind="timeout") from exc
         except OpenCodeError as exc:
-            status = "aborted" if isinstance(exc, OpenCodeAborted) else "failed"
+            status = CallStatus.ABORTED if isinstance(exc, OpenCodeAborted) else CallStatus.FAILED
             raise self._fail(key, started, status, exc, exc.reply, kind=_kind_of(exc)) from exc
         except ContractViolation as exc:
             raise self._fail(
-                key, started, "failed", exc, reply, kind="contract", name="ContractViolation"
+                key,
+                started,
+                CallStatus.FAILED,
+                exc,
+                reply,
+                kind="contract",
+                name="ContractViolation",
             ) from exc
         except _Rejected as exc:
             raise self._fail(
-                key, started, "failed", exc, reply, kind="contract", name=exc.error_name
+                key, started, CallStatus.FAILED, exc, reply, kind="contract", name=exc.error_name
             ) from exc
-        with unit_of_work(self.sessions) as s:
-            LedgerRepo(s).finish(
-                key,
-                status="succeeded",
-                now=self.clock.now(),
-                duration_ms=self._elapsed_ms(started),
-                response=redact(self._response_record(reply, usage)),
-                usage=usage,
-            )
+        self._record(
+            key,
+            CallStatus.SUCCEEDED,
+            started,
+            response=redact(self._response_record(reply, usage)),
+            usage=usage,
+        )
         self.l1.put(key, {"answer": answer, "usage": usage})
         return StructuredResult(key, answer, "miss", usage)
 
@@ -402,7 +418,7 @@ class OCWrapper:
                 row = ledger.get(key)
                 if row is None:  # pragma: no cover - the claim conflict proves it exists
                     raise CallFailed(key, "missing", "ledger row vanished", kind="unknown")
-                if row.status != "claimed":
+                if row.status != CallStatus.CLAIMED:
                     return self._from_row(row)
                 # Aged by the database's clock: the claim was written by another host.
                 age = ledger.claim_age_s(key) or 0.0
@@ -412,12 +428,15 @@ class OCWrapper:
             time.sleep(self.wait_poll_s)
 
     def _from_row(self, row: OpenCodeCall) -> StructuredResult:
-        if row.status != "succeeded" or row.response is None:
-            if row.status == "unknown":
+        if row.status != CallStatus.SUCCEEDED or row.response is None:
+            if row.status == CallStatus.UNKNOWN or CallStatus(row.status).is_late:
+                # A late row holds its own outcome, but the run acted on the declaration:
+                # it reads back as that, worded alike, so the next attempt's prompt (its
+                # op_key) is the one the declaring delivery built.
                 raise OutcomeUnknown(
                     row.op_key,
                     row.status,
-                    row.error or "",
+                    UNKNOWN_ERROR,
                     error_name="OutcomeUnknown",
                     kind="unknown",
                 )
@@ -440,18 +459,18 @@ class OCWrapper:
         with unit_of_work(self.sessions) as s:
             LedgerRepo(s).finish(
                 key,
-                status="unknown",
+                status=CallStatus.UNKNOWN,
                 now=self.clock.now(),
                 duration_ms=None,
                 error_name="OutcomeUnknown",
                 error=UNKNOWN_ERROR,
             )
             row = LedgerRepo(s).get(key)
-        if row is not None and row.status != "unknown":
+        if row is not None and row.status != CallStatus.UNKNOWN:
             return self._from_row(row)  # it finished while we declared
         raise OutcomeUnknown(
             key,
-            "unknown",
+            CallStatus.UNKNOWN,
             UNKNOWN_ERROR,  # the recorded text: the next attempt's prompt (op_key) quotes it
             error_name="OutcomeUnknown",
             kind="unknown",
@@ -463,7 +482,7 @@ class OCWrapper:
         self,
         key: str,
         started: float,
-        status: str,
+        status: CallStatus,
         exc: Exception,
         reply: PromptReply | None,
         *,
@@ -473,19 +492,58 @@ class OCWrapper:
         error_name = name or type(exc).__name__
         error = bounded_error(f"{error_name}: {exc}")
         usage = usage_of(reply.info) if reply is not None else None
-        with unit_of_work(self.sessions) as s:
-            LedgerRepo(s).finish(
-                key,
-                status=status,
-                now=self.clock.now(),
-                duration_ms=self._elapsed_ms(started),
-                response=redact(self._response_record(reply, usage)) if reply is not None else None,
-                usage=usage,
-                error_name=error_name,
-                error=error,
-            )
+        self._record(
+            key,
+            status,
+            started,
+            response=redact(self._response_record(reply, usage)) if reply is not None else None,
+            usage=usage,
+            error_name=error_name,
+            error=error,
+        )
         log.warning("oc.call_failed", op_key=key, status=status, error_name=error_name, kind=kind)
         return CallFailed(key, status, error, error_name=error_name, kind=kind)
+
+    def _record(
+        self,
+        key: str,
+        status: CallStatus,
+        started: float,
+        *,
+        response: dict[str, Any] | None,
+        usage: dict[str, Any] | None,
+        error_name: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record the claimant's outcome, or raise CallSuperseded if it came too late.
+
+        A row another delivery declared ``unknown`` meanwhile gets the outcome as
+        ``succeeded_late`` or ``failed_late`` (the call was paid: its answer and usage
+        are kept), and this delivery stops without using it.
+        """
+        late = (
+            CallStatus.SUCCEEDED_LATE if status is CallStatus.SUCCEEDED else CallStatus.FAILED_LATE
+        )
+        outcome: dict[str, Any] = {
+            "now": self.clock.now(),
+            "duration_ms": self._elapsed_ms(started),
+            "response": response,
+            "usage": usage,
+            "error_name": error_name,
+            "error": error,
+        }
+        with unit_of_work(self.sessions) as s:
+            ledger = LedgerRepo(s)
+            if ledger.finish(key, status=status, **outcome):
+                return
+            recorded = ledger.finish(key, status=late, from_status=CallStatus.UNKNOWN, **outcome)
+            row = ledger.get(key)
+        found = row.status if row is not None else "gone"
+        log.warning("oc.call_late", op_key=key, status=status.value, recorded=recorded, row=found)
+        raise CallSuperseded(
+            f"provider call {key[:12]} finished ({status}) after another delivery declared it"
+            f" unknown: recorded {found}, not used (rule: a run acts on one outcome per op_key)"
+        )
 
     def _abort_quietly(self, session_id: str, directory: str) -> None:
         # The call is recorded timed_out either way; a failed abort changes nothing.

@@ -26,6 +26,7 @@ from shared.domain.run_machine import (
     Start,
     transition,
 )
+from shared.domain.vocab import Decision
 from shared.errors import (
     Conflict,
     Forbidden,
@@ -203,7 +204,7 @@ def _decide(
     run = uow.runs.get_for_update(run_id)
     if run is None:
         raise NotFound(f"run {run_id} not found")
-    decision = "approved" if approve else "rejected"
+    decision = Decision.APPROVED if approve else Decision.REJECTED
     if run.plan_sha256 is not None:
         if plan_sha256 is not None and plan_sha256 != run.plan_sha256:
             raise Conflict(

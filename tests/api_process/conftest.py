@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from devstack.launcher import Stack, start_api
+from devstack.kodo_procs import Stack, start_api
 from shared.service.tokens import Role, create_token
 from shared.service.uow import UnitOfWork
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from shared.db.models import Run
 from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
+from shared.domain.vocab import ArtifactKind
 from tests.factories import IntentFactory, RunFactory
 
 TRUE_PATH = ".ssh/authorized_keys"
@@ -71,7 +72,7 @@ def store_hostile_run(db: Session, *, error: str | None = None, **traits: Any) -
     ArtifactRepo(db).put(
         run.id,
         StepId.COMPILE,
-        kind="plan_card",
+        kind=ArtifactKind.PLAN_CARD,
         name="plan.json",
         content=json.dumps(HOSTILE_PLAN).encode(),
         media_type="application/json",

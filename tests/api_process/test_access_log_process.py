@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from devstack.launcher import Stack
+from devstack.kodo_procs import Stack
 
 pytestmark = pytest.mark.integration
 

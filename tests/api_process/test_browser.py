@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Page
 from sqlalchemy.orm import Session
 
-from devstack.launcher import Stack
+from devstack.kodo_procs import Stack
 from tests.api_process.hostile import (
     BIDI_CONTROLS,
     FORGED_LINE,

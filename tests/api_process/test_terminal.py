@@ -20,7 +20,7 @@ import pyte
 import pytest
 from sqlalchemy.orm import Session
 
-from devstack.launcher import Stack
+from devstack.kodo_procs import Stack
 from services.cli.views import plan_card_lines
 from tests.api_process.hostile import (
     FORGED_LINE,

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy.exc import DBAPIError
 
 from devstack import down, ensure_database, ensure_postgres, ensure_redis, migrate
-from devstack.launcher import free_port
+from devstack.supervisor import free_port
 from tests.chaos.harness import TERMINAL, Chaos, Services
 
 

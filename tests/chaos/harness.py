@@ -2,7 +2,7 @@
 
 Everything is real: Postgres and Redis started by ``devstack`` on free
 loopback ports, and the oc-compat server, Celery workers, beat and the API started by
-``devstack.launcher``. The harness can SIGKILL, restart or flush any of them, drive
+``devstack.kodo_procs``. The harness can SIGKILL, restart or flush any of them, drive
 runs over HTTP like a user (approving plans as they come), and read the truth from SQL.
 """
 
@@ -24,11 +24,9 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from devstack import ServiceHandle, restart
-from devstack.launcher import (
+from devstack.kodo_procs import (
     WORKER_APP,
-    Proc,
     Stack,
-    free_port,
     issue_token,
     start_api,
     start_beat,
@@ -36,6 +34,7 @@ from devstack.launcher import (
     start_worker,
     wait_worker_ready,
 )
+from devstack.supervisor import Child, free_port
 from shared.db.engine import make_engine
 from shared.service.runs import cancel_run
 from tests.chaos.faulty_worker import HOLD_MARKER_ENV
@@ -127,10 +126,10 @@ class Chaos:
         self.engine: Engine = make_engine(services.postgres.url)
         self.oc_port = free_port()
         self.api_port = free_port()
-        self.oc: Proc | None = None
-        self.api: Proc | None = None
-        self.beat: Proc | None = None
-        self.workers: dict[str, Proc] = {}
+        self.oc: Child | None = None
+        self.api: Child | None = None
+        self.beat: Child | None = None
+        self.workers: dict[str, Child] = {}
         self.customised: set[str] = set()  # workers started with settings of their own
         self.oc_gone_titles: Counter[str] = Counter()
         self._started = 0
@@ -175,7 +174,7 @@ class Chaos:
         concurrency: int = 2,
         env: Mapping[str, str] | None = None,
         app: str = WORKER_APP,
-    ) -> Proc:
+    ) -> Child:
         """A Celery worker process (its own log per start, so readiness is never stale)."""
         self._started += 1
         label = f"{name}-{self._started}"

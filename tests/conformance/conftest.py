@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from devstack.launcher import free_port
 from devstack.oc_daemon import daemon, install
 from devstack.oc_daemon.daemon import DaemonState
 from devstack.oc_daemon.install import InstallError
 from devstack.sample_repo import create_sample_repo
+from devstack.supervisor import free_port
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.opencode.client import ModelRef, OpenCodeClient
 from shared.opencode.tools import permission_rules, tools_map

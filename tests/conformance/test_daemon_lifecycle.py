@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from devstack.launcher import free_port
 from devstack.oc_daemon import daemon
 from devstack.oc_daemon.config import global_config
+from devstack.supervisor import alive, free_port
 from tests.conformance.conftest import PASSWORD
 
 pytestmark = pytest.mark.conformance
@@ -68,11 +68,15 @@ def test_up_health_down_start_probe_and_stop_the_daemon(
         healthy = _kodo("health", state_dir=tmp_path)
         assert healthy.returncode == 0, healthy.stderr
         assert json.loads(healthy.stdout) == {"healthy": True, "version": "1.18.33"}
-        assert daemon.is_running(state.pid)
+        assert state.start_ticks is not None
+        assert state.llm_start_ticks is not None
+        assert alive(state.pid, state.start_ticks)
+        assert state.llm_pid is not None
+        assert alive(state.llm_pid, state.llm_start_ticks)
     finally:
         down = _kodo("down", state_dir=tmp_path)
     assert down.returncode == 0, down.stderr
-    assert not daemon.is_running(state.pid)
+    assert not alive(state.pid)
     assert state.llm_pid is not None
-    assert not daemon.is_running(state.llm_pid)
+    assert not alive(state.llm_pid)
     assert _kodo("health", state_dir=tmp_path).returncode != 0

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from devstack.launcher import (
+from devstack.kodo_procs import (
     Stack,
     issue_token,
     start_api,

@@ -21,7 +21,7 @@ import pytest
 
 from devstack import down
 from devstack.handle import ServiceHandle, StackPaths
-from devstack.launcher import Stack, issue_token, start_api
+from devstack.kodo_procs import Stack, issue_token, start_api
 from devstack.redis_server import start_again
 from devstack.sample_repo import create_sample_repo
 from tests.conftest import own_redis

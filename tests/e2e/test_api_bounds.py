@@ -23,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from devstack.launcher import (
+from devstack.kodo_procs import (
     API_CONF,
     Stack,
     issue_token,

@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import Engine, text
 
-from devstack.launcher import Stack
+from devstack.kodo_procs import Stack
 from tests.e2e.conftest import Api
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from redis import Redis
 
-from devstack.launcher import (
+from devstack.kodo_procs import (
     FlowerAuth,
     Stack,
     flower_auth,

@@ -10,6 +10,7 @@ from alembic.config import Config
 from sqlalchemy import create_engine, make_url, text
 
 from shared.hashing import canonical_bytes, sha256_hex
+from shared.opencode.wrapper import UNKNOWN_ERROR
 from tests.conftest import ROOT, scratch_database_url
 
 pytestmark = pytest.mark.integration
@@ -132,6 +133,44 @@ def test_0008_stores_older_pretty_plans_as_the_bytes_their_digest_is_over(
             )
         assert bytes(stored["r1"]) == canonical_bytes(plan)
         assert bytes(stored["r2"]) == other, "a plan whose canonical form is not the digest stays"
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_0010_downgraded_turns_a_late_call_back_into_the_unknown_it_was_declared(
+    database_url: str,
+) -> None:
+    scratch = make_url(scratch_database_url(database_url, "m0010"))
+    admin = create_engine(scratch.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{scratch.database}"'))
+    url = scratch.render_as_string(hide_password=False)
+    engine = create_engine(url)
+    try:
+        command.upgrade(_config(url), "0010")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO app.intents (id, repo_path, goal, base_ref, request_sha256)"
+                    " VALUES ('r1', '/r', 'g', 'HEAD', 'x');"
+                    "INSERT INTO app.runs (id, intent_id, status, next_action, retry_count,"
+                    " app_version) VALUES ('r1', 'r1', 'failed', 'none', 0, 'v');"
+                    "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt, agent,"
+                    " request, response, usage, status) VALUES ('k', 'r1', 'CompileST', 1,"
+                    " 'plan', '{}', '{\"structured\": {}}', '{\"total_tokens\": 3}',"
+                    " 'succeeded_late')"
+                )
+            )
+        command.downgrade(_config(url), "0009")
+        with engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT status, error_name, error, usage FROM app.opencode_calls")
+            ).one()
+        assert tuple(row) == ("unknown", "OutcomeUnknown", UNKNOWN_ERROR, {"total_tokens": 3})
     finally:
         engine.dispose()
         with admin.connect() as conn:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from enum import StrEnum
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared.domain.run_machine import RunStatus, StepId
+from shared.domain.vocab import ArtifactKind, CallStatus, Decision, StepRunStatus
 from tests.factories import OpenCodeCallFactory, PlanApprovalFactory, RunFactory
 
 pytestmark = pytest.mark.integration
@@ -67,3 +72,45 @@ def test_the_seeds_triage_queries_run_unchanged(db: Session) -> None:
     assert [(r.step_id, r.agent, r.duration_ms, r.tokens) for r in ledger] == [
         ("CompileST", "plan", 12, 1290)
     ]
+
+
+VOCABULARIES: list[tuple[str, type[StrEnum]]] = [
+    ("ck_runs_status", RunStatus),
+    ("ck_runs_last_step", StepId),
+    ("ck_step_runs_status", StepRunStatus),
+    ("ck_step_runs_step_id", StepId),
+    ("ck_opencode_calls_status", CallStatus),
+    ("ck_opencode_calls_step_id", StepId),
+    ("ck_plan_approvals_decision", Decision),
+    ("ck_artifacts_kind", ArtifactKind),
+    ("ck_artifacts_step_id", StepId),
+]
+
+
+@pytest.mark.parametrize(("constraint", "vocabulary"), VOCABULARIES, ids=lambda v: str(v))
+def test_each_stored_vocabulary_is_checked_by_the_database_with_its_enums_values(
+    db: Session, constraint: str, vocabulary: type[StrEnum]
+) -> None:
+    definition = db.execute(
+        text(
+            "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c"
+            " JOIN pg_namespace n ON n.oid = c.connamespace"
+            " WHERE n.nspname = 'app' AND c.conname = :name AND c.contype = 'c'"
+        ),
+        {"name": constraint},
+    ).scalar_one()
+    allowed = set(re.findall(r"'([^']*)'::", definition))
+    assert allowed == {member.value for member in vocabulary}, definition
+
+
+def test_an_artifact_of_an_unknown_kind_is_refused(db: Session) -> None:
+    run = RunFactory()
+    with pytest.raises(IntegrityError, match="ck_artifacts_kind"):
+        db.execute(
+            text(
+                "INSERT INTO app.artifacts (run_id, step_id, kind, name, media_type, sha256,"
+                " size, content) VALUES (:r, 'CompileST', 'screenshot', 'shot.png',"
+                " 'image/png', encode(sha256('x'), 'hex'), 1, 'x')"
+            ),
+            {"r": run.id},
+        )

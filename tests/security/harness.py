@@ -31,8 +31,7 @@ import httpx
 import redis
 from sqlalchemy import Engine, text
 
-from devstack.launcher import (
-    Proc,
+from devstack.kodo_procs import (
     Stack,
     issue_token,
     start_api,
@@ -42,6 +41,7 @@ from devstack.launcher import (
     wait_worker_ready,
 )
 from devstack.sample_repo import FILES as SAMPLE_FILES
+from devstack.supervisor import Child
 from shared.db.engine import make_engine
 from tests.security import attacks
 
@@ -214,7 +214,7 @@ class Hostile:
         start_api(self.stack)
         self.http = httpx.Client(base_url=self.stack.api_url, timeout=15.0)
 
-    def fresh_worker(self) -> Proc:
+    def fresh_worker(self) -> Child:
         """Replace the worker with a new process (a clean memory high-water mark)."""
         self.worker.stop()
         self.stack.procs.remove(self.worker)

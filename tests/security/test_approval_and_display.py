@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from devstack.launcher import BIN, flower_auth, start_flower
+from devstack.kodo_procs import BIN, flower_auth, start_flower
 from shared.hashing import canonical_json, sha256_hex
 from tests.security import attacks
 from tests.security.harness import Hostile

@@ -36,22 +36,19 @@ from services.worker.steps.base import (
     plan_block,
     run_policy,
 )
-from shared.domain.change_check import ChangeReport, IndexChange, check_changes
+from shared.domain.change_check import (
+    ChangeReport,
+    IndexChange,
+    check_changes,
+    confinement_refusal,
+)
 from shared.domain.contracts import PATCH_OUTPUT_SCHEMA
-from shared.domain.policy import Policy, Violation, diff_stats
+from shared.domain.policy import Policy, diff_stats
 from shared.domain.run_machine import StepId
+from shared.domain.vocab import ArtifactKind
 from shared.hashing import sha256_hex
 
 PATCH_TRAILER = "Kodo-Patch-Sha256"
-GIT_CONFINEMENT_REFUSALS = ("invalid path", "beyond a symbolic link", "outside repository")
-"""What ``git apply`` says when a patch names a path outside the worktree or in .git."""
-
-
-def confinement_refusal(reason: str) -> Violation | None:
-    """A ``confinement`` violation if git refused the patch for where it writes."""
-    if any(marker in reason for marker in GIT_CONFINEMENT_REFUSALS):
-        return Violation("confinement", f"git apply refused the patch: {reason[:500]}")
-    return None
 
 
 def apply_prompt(goal: str, plan_text: str, attempt: int, rejected: list[str]) -> str:
@@ -187,6 +184,6 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
                 "attempts": loop.records,
                 "git_ms": git_time.ms,
             },
-            artifacts=[ArtifactOut("patch", "patch.diff", diff.encode(), "text/x-diff")],
+            artifacts=[ArtifactOut(ArtifactKind.PATCH, "patch.diff", diff.encode(), "text/x-diff")],
         )
     return loop.failure("applicable patch")

@@ -42,7 +42,9 @@ from shared.domain.run_machine import (
     Transition,
     transition,
 )
+from shared.domain.vocab import ArtifactKind, StepRunStatus
 from shared.hashing import canonical_json, sha256_hex
+from shared.opencode.wrapper import CallSuperseded
 from shared.queue import send_step
 from shared.service.repo_pin import observe_repo
 from shared.version import app_version
@@ -61,18 +63,18 @@ def worker_identity() -> str:
 
 @dataclass(frozen=True)
 class ArtifactOut:
-    kind: str
+    kind: ArtifactKind
     name: str
     content: bytes
     media_type: str
 
     @classmethod
-    def json(cls, kind: str, name: str, value: object) -> ArtifactOut:
+    def json(cls, kind: ArtifactKind, name: str, value: object) -> ArtifactOut:
         body = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False).encode()
         return cls(kind, name, body + b"\n", "application/json")
 
     @classmethod
-    def signed_json(cls, kind: str, name: str, body: bytes) -> ArtifactOut:
+    def signed_json(cls, kind: ArtifactKind, name: str, body: bytes) -> ArtifactOut:
         """A JSON artifact whose bytes are the ones a digest was taken over (from
         ``canonical_bytes``): stored verbatim, never re-serialised or pretty-printed."""
         return cls(kind, name, body, "application/json")
@@ -212,7 +214,7 @@ class StepOutcome:
         return cls(
             ok=False,
             error=error,
-            artifacts=[ArtifactOut.json("diagnostic", "diagnostic.json", body)],
+            artifacts=[ArtifactOut.json(ArtifactKind.DIAGNOSTIC, "diagnostic.json", body)],
         )
 
 
@@ -286,7 +288,7 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
     try:
         with LeaseKeeper(ctx):
             outcome = _guarded(ctx, body)
-    except StepAbandoned as exc:
+    except (StepAbandoned, CallSuperseded) as exc:
         bound.warning("step.abandoned", reason=str(exc))
         return "superseded"
     except OperationalError:
@@ -389,7 +391,7 @@ def _record(
         recorded = StepRunRepo(s).finish(
             run_id,
             step,
-            status="succeeded" if outcome.ok else "failed",
+            status=StepRunStatus.SUCCEEDED if outcome.ok else StepRunStatus.FAILED,
             fence=fence,
             output=outcome.output,
             error=outcome.error,

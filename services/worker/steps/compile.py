@@ -14,6 +14,7 @@ from shared.domain.change_check import check_plan
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.domain.policy import Policy
 from shared.domain.run_machine import StepId
+from shared.domain.vocab import ArtifactKind
 from shared.hashing import canonical_bytes, sha256_hex
 
 
@@ -74,7 +75,7 @@ def compile_step(ctx: StepContext) -> StepOutcome:
                 "policy": policy.to_json(),
                 "git_ms": git.ms,
             },
-            artifacts=[ArtifactOut.signed_json("plan_card", PLAN_ARTIFACT, signed)],
+            artifacts=[ArtifactOut.signed_json(ArtifactKind.PLAN_CARD, PLAN_ARTIFACT, signed)],
             plan_sha256=plan_sha,
             workspace=(worktree.branch, str(worktree.path)),
         )

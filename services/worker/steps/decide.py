@@ -23,6 +23,7 @@ from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
 from shared.domain.exec_rules import argv_violation
 from shared.domain.policy import effective_allowlist
 from shared.domain.run_machine import StepId
+from shared.domain.vocab import ArtifactKind
 
 
 def decide_prompt(
@@ -90,6 +91,6 @@ def decide_step(ctx: StepContext) -> StepOutcome:
                 "attempts": loop.records,
                 "git_ms": watch.ms,
             },
-            artifacts=[ArtifactOut.json("decision", "decision.json", decision)],
+            artifacts=[ArtifactOut.json(ArtifactKind.DECISION, "decision.json", decision)],
         )
     return loop.failure("valid decision", allowlist=list(allowlist))

@@ -28,6 +28,7 @@ from shared.config import Settings
 from shared.domain.exec_rules import argv_violation
 from shared.domain.policy import effective_allowlist
 from shared.domain.run_machine import StepId
+from shared.domain.vocab import ArtifactKind
 
 log = structlog.get_logger("kodo.execute")
 
@@ -80,7 +81,9 @@ def _artifact(done: Finished, cap: int) -> ArtifactOut:
         body += (
             f"\n[kodo: output truncated: {done.total_bytes} bytes written, the first {cap} kept]\n"
         ).encode()
-    return ArtifactOut("command_output", "command-output.txt", body, "text/plain; charset=utf-8")
+    return ArtifactOut(
+        ArtifactKind.COMMAND_OUTPUT, "command-output.txt", body, "text/plain; charset=utf-8"
+    )
 
 
 def _cgroup_refusal(argv: list[str], why: str) -> StepOutcome:

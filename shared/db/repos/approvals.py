@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.models import PlanApproval, Run
 from shared.domain.run_machine import RunStatus
+from shared.domain.vocab import Decision
 
 
 class ApprovalRepo:
@@ -23,7 +24,7 @@ class ApprovalRepo:
         run_id: str,
         plan_sha256: str,
         *,
-        decision: str,
+        decision: Decision,
         approver: str,
         comment: str | None = None,
     ) -> PlanApproval:
@@ -33,11 +34,11 @@ class ApprovalRepo:
             .values(
                 run_id=run_id,
                 plan_sha256=plan_sha256,
-                decision=decision,
+                decision=decision.value,
                 approver=approver,
                 comment=comment,
                 decided_at=func.now(),
-                approved_at=func.now() if decision == "approved" else None,
+                approved_at=func.now() if decision is Decision.APPROVED else None,
             )
             .on_conflict_do_nothing(index_elements=[PlanApproval.run_id, PlanApproval.plan_sha256])
         )
@@ -59,7 +60,7 @@ class ApprovalRepo:
             select(PlanApproval)
             .join(Run, Run.id == PlanApproval.run_id)
             .where(
-                PlanApproval.decision == "approved",
+                PlanApproval.decision == Decision.APPROVED.value,
                 PlanApproval.dispatched_at.is_(None),
                 PlanApproval.plan_sha256 == Run.plan_sha256,
                 Run.status == RunStatus.WAITING_INPUT.value,

@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import bindparam, extract, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.dml import ReturningUpdate
 
 from shared.db.models import OpenCodeCall, Run, table_of
+from shared.domain.vocab import CallStatus
 
 _CALLS = table_of(OpenCodeCall)
 _RUNS = table_of(Run)
@@ -24,7 +24,7 @@ _CLAIMED = (
         attempt=bindparam("attempt"),
         agent=bindparam("agent"),
         request=bindparam("request"),
-        status="claimed",
+        status=CallStatus.CLAIMED.value,
     )
     .on_conflict_do_nothing(index_elements=[_CALLS.c.op_key])
     .returning(_CALLS.c.id, _CALLS.c.run_id, _CALLS.c.attempt)
@@ -55,27 +55,20 @@ _CLAIM_AGE = select(
 that compares a time written by one host with another host's clock breaks under skew."""
 
 
-def _finish_statement(*, only_if_claimed: bool) -> ReturningUpdate[tuple[int]]:
-    where = [_CALLS.c.op_key == bindparam("key")]
-    if only_if_claimed:
-        where.append(_CALLS.c.status == "claimed")
-    return (
-        update(_CALLS)
-        .where(*where)
-        .values(
-            status=bindparam("status"),
-            finished_at=bindparam("now"),
-            duration_ms=bindparam("duration_ms"),
-            response=bindparam("response"),
-            usage=bindparam("usage"),
-            error_name=bindparam("error_name"),
-            error=bindparam("error"),
-        )
-        .returning(_CALLS.c.id)
+_FINISH = (
+    update(_CALLS)
+    .where(_CALLS.c.op_key == bindparam("key"), _CALLS.c.status == bindparam("from_status"))
+    .values(
+        status=bindparam("status"),
+        finished_at=bindparam("now"),
+        duration_ms=bindparam("duration_ms"),
+        response=bindparam("response"),
+        usage=bindparam("usage"),
+        error_name=bindparam("error_name"),
+        error=bindparam("error"),
     )
-
-
-_FINISH = {flag: _finish_statement(only_if_claimed=flag) for flag in (True, False)}
+    .returning(_CALLS.c.id)
+)
 
 
 class LedgerRepo:
@@ -129,21 +122,26 @@ class LedgerRepo:
         self,
         op_key: str,
         *,
-        status: str,
+        status: CallStatus,
         now: datetime,
         duration_ms: int | None,
         response: dict[str, Any] | None = None,
         usage: dict[str, Any] | None = None,
         error_name: str | None = None,
         error: str | None = None,
-        only_if_claimed: bool = True,
+        from_status: CallStatus = CallStatus.CLAIMED,
     ) -> bool:
-        """Record the outcome; by default only a still-``claimed`` row may be finished."""
+        """Record the outcome if the row is still ``from_status``; False if it is not.
+
+        Only the claimant finishes a ``claimed`` row; a row another delivery declared
+        ``unknown`` meanwhile is finished ``from_status=UNKNOWN`` with a late status.
+        """
         done = self.session.execute(
-            _FINISH[only_if_claimed],
+            _FINISH,
             {
                 "key": op_key,
-                "status": status,
+                "from_status": from_status.value,
+                "status": status.value,
                 "now": now,
                 "duration_ms": duration_ms,
                 "response": response,
@@ -166,7 +164,7 @@ class LedgerRepo:
         rows = self.session.execute(
             select(OpenCodeCall.session_id, OpenCodeCall.request["directory"].as_string()).where(
                 OpenCodeCall.run_id == run_id,
-                OpenCodeCall.status == "claimed",
+                OpenCodeCall.status == CallStatus.CLAIMED.value,
                 OpenCodeCall.session_id.is_not(None),
             )
         ).all()

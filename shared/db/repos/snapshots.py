@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.models import Artifact, Intent, PlanApproval, Run, StepRun
 from shared.domain.run_machine import StepId
+from shared.domain.vocab import Decision, StepRunStatus
 
 PLAN_ARTIFACT = "plan.json"
 """CompileST's plan card: its bytes are what the approval digest is taken over."""
@@ -49,7 +50,7 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
         .where(
             PlanApproval.run_id == Run.id,
             PlanApproval.plan_sha256 == Run.plan_sha256,
-            PlanApproval.decision == "approved",
+            PlanApproval.decision == Decision.APPROVED.value,
         )
         .scalar_subquery()
     )
@@ -72,7 +73,7 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
                 empty,
             )
         )
-        .where(StepRun.run_id == Run.id, StepRun.status == "succeeded")
+        .where(StepRun.run_id == Run.id, StepRun.status == StepRunStatus.SUCCEEDED.value)
         .scalar_subquery()
     )
     return (

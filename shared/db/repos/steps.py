@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, aliased, defer
 
 from shared.db.models import Artifact, Run, StepRun, table_of
 from shared.domain.run_machine import StepId
+from shared.domain.vocab import ArtifactKind, StepRunStatus
 from shared.hashing import sha256_hex
 
 RECONCILER = "reconciler"
@@ -68,7 +69,7 @@ def _enter_statement() -> Select[tuple[int, int, str | None]]:
         .values(
             run_id=bindparam("run_id"),
             step_id=bindparam("step_id"),
-            status="running",
+            status=StepRunStatus.RUNNING.value,
             started_at=db_now(),
             fence=1,
             deliveries=1,
@@ -85,7 +86,7 @@ def _enter_statement() -> Select[tuple[int, int, str | None]]:
                 "lease_expires_at": expires,
                 "app_version": version,
             },
-            where=(t.status == "running")
+            where=(t.status == StepRunStatus.RUNNING.value)
             & (
                 (t.lease_expires_at.is_(None))
                 | (t.lease_expires_at < db_now())
@@ -112,7 +113,7 @@ def _ours() -> ColumnElement[bool]:
         t.run_id == bindparam("w_run_id"),
         t.step_id == bindparam("w_step_id"),
         t.fence == bindparam("w_fence"),
-        t.status == "running",
+        t.status == StepRunStatus.RUNNING.value,
     )
 
 
@@ -222,7 +223,7 @@ class StepRunRepo:
         run_id: str,
         step: StepId,
         *,
-        status: str,
+        status: StepRunStatus,
         fence: int,
         output: dict[str, Any] | None = None,
         error: str | None = None,
@@ -232,7 +233,7 @@ class StepRunRepo:
             "w_run_id": run_id,
             "w_step_id": step.value,
             "w_fence": fence,
-            "status": status,
+            "status": status.value,
             "output": output,
             "error": error,
         }
@@ -264,7 +265,11 @@ class StepRunRepo:
                 Run.status == status,
                 or_(
                     and_(checkpoint.id.is_(None), Run.updated_at < never_entered_before),
-                    and_(checkpoint.status == "running", checkpoint.lease_expires_at < db_now()),
+                    # Leases are database times: so is their deadline.
+                    and_(
+                        checkpoint.status == StepRunStatus.RUNNING.value,
+                        checkpoint.lease_expires_at < db_now(),
+                    ),
                 ),
             )
             .order_by(Run.updated_at)
@@ -291,7 +296,7 @@ class ArtifactRepo:
         run_id: str,
         step: StepId,
         *,
-        kind: str,
+        kind: ArtifactKind,
         name: str,
         content: bytes,
         media_type: str,
@@ -303,7 +308,7 @@ class ArtifactRepo:
             {
                 "run_id": run_id,
                 "step_id": step.value,
-                "kind": kind,
+                "kind": kind.value,
                 "name": name,
                 "media_type": media_type,
                 "content": content,

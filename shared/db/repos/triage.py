@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.models import OpenCodeCall, Run, WorkerProcess
 from shared.domain.run_machine import RunStatus
+from shared.domain.vocab import CallStatus
 
 
 class TriageRepo:
@@ -42,7 +43,7 @@ class TriageRepo:
         """Provider calls claimed but never recorded (declared ``unknown``), per run."""
         rows = self.session.execute(
             select(OpenCodeCall.run_id, func.count())
-            .where(OpenCodeCall.status == "unknown")
+            .where(OpenCodeCall.status == CallStatus.UNKNOWN.value)
             .group_by(OpenCodeCall.run_id)
             .order_by(OpenCodeCall.run_id)
         ).all()

@@ -74,6 +74,8 @@ def test_metrics_are_derived_from_the_rows(client: FlaskClient, db: Session) -> 
     OpenCodeCallFactory(run=done, duration_ms=2000, usage={"total_tokens": 100, "cost_usd": 0.25})
     OpenCodeCallFactory(run=done, duration_ms=400, usage={"total_tokens": 20, "cost_usd": 0.05})
     OpenCodeCallFactory(run=done, status="unknown", agent="build", step_id="ApplyPatchST")
+    late = {"status": "succeeded_late", "agent": "build", "step_id": "ApplyPatchST"}
+    OpenCodeCallFactory(run=done, **late, usage={"total_tokens": 7, "cost_usd": 0.5})
     PlanApprovalFactory(approved_at=NOW, decided_at=NOW, dispatched_at=NOW + timedelta(seconds=3))
     db.commit()
 
@@ -98,7 +100,10 @@ def test_metrics_are_derived_from_the_rows(client: FlaskClient, db: Session) -> 
     assert value(samples, "kodo_provider_tokens_total", **plan) == 120
     assert value(samples, "kodo_provider_cost_usd_total", **plan) == pytest.approx(0.30)
     assert value(samples, "kodo_provider_calls_total", **plan, status="succeeded") == 2
-    assert value(samples, "kodo_provider_calls_unknown") == 1
+    assert value(samples, "kodo_provider_calls_unknown") == 1, "a late answer is known"
+    assert value(samples, "kodo_provider_calls_total", **late) == 1
+    build = {"agent": "build", "step_id": "ApplyPatchST"}
+    assert value(samples, "kodo_provider_cost_usd_total", **build) == pytest.approx(0.5)
 
     assert value(samples, "kodo_cache_hits_total", level="l1") == 1
     assert value(samples, "kodo_cache_hits_total", level="l2") == 1

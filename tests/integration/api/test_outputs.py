@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from shared.db.models import Run
 from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
+from shared.domain.vocab import ArtifactKind
 from shared.hashing import sha256_hex
 from tests.factories import OpenCodeCallFactory, PlanApprovalFactory, RunFactory
 
@@ -23,7 +24,7 @@ def put_plan(db: Session, run: Run) -> None:
     ArtifactRepo(db).put(
         run.id,
         StepId.COMPILE,
-        kind="plan_card",
+        kind=ArtifactKind.PLAN_CARD,
         name="plan.json",
         content=json.dumps(PLAN).encode(),
         media_type="application/json",
@@ -101,7 +102,7 @@ def test_artifacts_are_listed_and_served_raw_with_their_digest(
     ArtifactRepo(db).put(
         run.id,
         StepId.APPLY_PATCH,
-        kind="patch",
+        kind=ArtifactKind.PATCH,
         name="out/patch.diff",
         content=diff,
         media_type="text/x-diff",
@@ -130,19 +131,19 @@ def test_an_artifact_name_that_several_steps_wrote_needs_a_step(
         ArtifactRepo(db).put(
             run.id,
             step,
-            kind="log",
-            name="log.txt",
-            content=step.value.encode(),
-            media_type="text/plain",
+            kind=ArtifactKind.DIAGNOSTIC,
+            name="diagnostic.json",
+            content=json.dumps({"step": step.value}).encode(),
+            media_type="application/json",
         )
     db.commit()
 
-    ambiguous = client.get(f"/runs/{run.id}/artifacts/log.txt")
-    picked = client.get(f"/runs/{run.id}/artifacts/log.txt?step=ExecuteST")
+    ambiguous = client.get(f"/runs/{run.id}/artifacts/diagnostic.json")
+    picked = client.get(f"/runs/{run.id}/artifacts/diagnostic.json?step=ExecuteST")
 
     assert ambiguous.status_code == 409
     assert ambiguous.get_json()["error"]["details"] == {"steps": ["CompileST", "ExecuteST"]}
-    assert picked.data == b"ExecuteST"
+    assert picked.get_json() == {"step": "ExecuteST"}
 
 
 def test_an_unknown_artifact_or_step_is_a_4xx(client: FlaskClient, db: Session) -> None:

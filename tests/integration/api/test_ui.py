@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
+from shared.domain.vocab import ArtifactKind
 from shared.hashing import canonical_bytes, sha256_hex
 from tests.api_process.hostile import (
     BIDI_CONTROLS,
@@ -53,7 +54,7 @@ def test_a_run_page_shows_the_plan_card_digest_and_ledger_totals(
     ArtifactRepo(db).put(
         run.id,
         StepId.COMPILE,
-        kind="plan_card",
+        kind=ArtifactKind.PLAN_CARD,
         name="plan.json",
         content=json.dumps(PLAN).encode(),
         media_type="application/json",
@@ -83,7 +84,7 @@ def test_the_run_page_links_the_plan_json_whose_sha256_is_the_digest_shown(
     ArtifactRepo(db).put(
         run.id,
         StepId.COMPILE,
-        kind="plan_card",
+        kind=ArtifactKind.PLAN_CARD,
         name="plan.json",
         content=signed,
         media_type="application/json",

@@ -28,6 +28,7 @@ from shared.db.engine import unit_of_work
 from shared.db.models import ApiToken, PlanApproval, Run, UiSession
 from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
+from shared.domain.vocab import ArtifactKind
 from shared.hashing import sha256_hex
 from shared.service.tokens import Role, revoke_token
 from shared.service.uow import UnitOfWork
@@ -63,7 +64,7 @@ def with_plan(db: Session, run: Run) -> Run:
     ArtifactRepo(db).put(
         run.id,
         StepId.COMPILE,
-        kind="plan_card",
+        kind=ArtifactKind.PLAN_CARD,
         name="plan.json",
         content=json.dumps({"design": "d", "files": [], "risks": [], "tests": []}).encode(),
         media_type="application/json",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.launcher import stop_group
+from devstack.supervisor import stop
 from tests.integration.cli.conftest import Kodo
 
 pytestmark = pytest.mark.integration
@@ -61,7 +61,7 @@ def test_doctor_says_port_collision_when_something_else_answers(kodo: Kodo) -> N
 
 def test_doctor_is_red_with_exit_1_once_the_worker_is_stopped(kodo: Kodo) -> None:
     worker = next(p for p in kodo.state.procs if p.name == "worker")
-    assert stop_group(worker.pid, grace_s=10) in {"stopped", "killed after grace"}
+    assert stop(worker.pid, grace_s=10) in {"stopped", "killed after grace"}
     result = kodo("doctor")
     print(result.output)
     assert result.exit_code == 1

@@ -25,10 +25,10 @@ from devstack import (
     ensure_redis,
     migrate,
     pgurl,
-    procs,
     recreate_database,
     state,
     status,
+    supervisor,
 )
 from devstack.cli import stack
 from shared.config import Settings
@@ -89,7 +89,7 @@ def test_live_servers_are_reused_and_nothing_is_started(home: Path) -> None:
 
 
 def test_private_redis_starts_answers_and_stops(home: Path) -> None:
-    port = procs.free_port()
+    port = supervisor.free_port()
     url = f"redis://127.0.0.1:{port}/0"
 
     started = ensure_redis(url, home=home)
@@ -107,14 +107,34 @@ def test_private_redis_starts_answers_and_stops(home: Path) -> None:
     assert (entry.handle.pid, entry.running, entry.answering) == (started.pid, True, True)
 
     assert [h.pid for h in down(home=home)] == [started.pid]
-    assert not procs.alive(started.pid)
+    assert not supervisor.alive(started.pid)
     assert _ping(LIVE.redis_url), "the reused server must be untouched"
     assert state.load(StackPaths(home)) == []
 
 
+def test_a_recorded_pid_started_at_another_time_is_never_signalled(home: Path) -> None:
+    url = f"redis://127.0.0.1:{supervisor.free_port()}/0"
+    started = ensure_redis(url, home=home)
+    assert started.pid is not None
+    assert started.start_ticks == supervisor.start_ticks(started.pid)
+    saved = json.loads(StackPaths(home).state_file.read_text())
+    assert [e["start_ticks"] for e in saved["services"]] == [started.start_ticks]
+    # Pretend the pid was reused: the recorded start time no longer matches.
+    saved["services"][0]["start_ticks"] = (started.start_ticks or 0) + 1
+    StackPaths(home).state_file.write_text(json.dumps(saved))
+    try:
+        [entry] = status(home=home)
+        assert (entry.running, entry.answering) == (False, False)
+        down(home=home)
+        assert supervisor.alive(started.pid, started.start_ticks), "someone else's: left alone"
+        assert _ping(url)
+    finally:
+        supervisor.stop(started.pid, group=False)
+
+
 def test_state_file_records_only_what_was_started(home: Path) -> None:
     ensure_redis(LIVE.redis_url, home=home)
-    private = ensure_redis(f"redis://127.0.0.1:{procs.free_port()}/0", home=home)
+    private = ensure_redis(f"redis://127.0.0.1:{supervisor.free_port()}/0", home=home)
 
     saved = json.loads(StackPaths(home).state_file.read_text())
     assert [(e["name"], e["pid"], e["url"]) for e in saved["services"]] == [
@@ -134,7 +154,7 @@ def test_busy_port_that_is_not_redis_gets_a_private_server_elsewhere(home: Path)
 @pytest.mark.timeout(90)
 @pytest.mark.skipif(binaries.system_postgres_dir() is None, reason="no system Postgres binaries")
 def test_private_postgres_from_system_binaries(home: Path) -> None:
-    port = procs.free_port()
+    port = supervisor.free_port()
     url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/kodo"
 
     started = ensure_postgres(url, home=home, install_missing=False)
@@ -149,7 +169,7 @@ def test_private_postgres_from_system_binaries(home: Path) -> None:
 
     assert ensure_postgres(url, home=home).kind == "kept"
     down(home=home)
-    assert not procs.alive(started.pid)
+    assert not supervisor.alive(started.pid)
     assert not pgurl.answers(url, timeout_s=1.0)
     assert _select_one(LIVE.database_url) == 1, "the reused server must be untouched"
 

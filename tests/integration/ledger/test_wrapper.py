@@ -19,12 +19,20 @@ from sqlalchemy.orm import Session, sessionmaker
 from devstack.sample_repo import create_sample_repo
 from shared.clock import SystemClock
 from shared.db.engine import unit_of_work
-from shared.db.models import OpenCodeCall
+from shared.db.models import OpenCodeCall, Run
 from shared.db.repos.ledger import LedgerRepo
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
+from shared.domain.vocab import CallStatus
 from shared.opencode.cache import LruCache
 from shared.opencode.client import ModelRef, OpenCodeClient
-from shared.opencode.wrapper import CallFailed, OCWrapper, OutcomeUnknown, StructuredCall
+from shared.opencode.wrapper import (
+    UNKNOWN_ERROR,
+    CallFailed,
+    CallSuperseded,
+    OCWrapper,
+    OutcomeUnknown,
+    StructuredCall,
+)
 from standins.oc_compat import running_server
 from tests.factories import OpenCodeCallFactory, RunFactory
 
@@ -332,7 +340,7 @@ def test_a_live_claim_is_aged_by_the_databases_clock_not_a_skewed_workers(
     with unit_of_work(sessions) as s:
         LedgerRepo(s).finish(
             call.op_key,
-            status="failed",
+            status=CallStatus.FAILED,
             now=datetime.now(UTC),
             duration_ms=1,
             error_name="Stopped",
@@ -350,3 +358,96 @@ def _outcome(wrapper: OCWrapper, call: StructuredCall, into: list[BaseException]
         wrapper.prompt_structured(call)
     except CallFailed as exc:
         into.append(exc)
+
+
+def _wait_until_sent(sessions: sessionmaker[Session], op_key: str) -> None:
+    """Until the claimant has recorded its session: the prompt is on its way."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with sessions() as s:
+            sent = s.execute(
+                select(OpenCodeCall.started_at).where(OpenCodeCall.op_key == op_key)
+            ).scalar_one_or_none()
+        if sent is not None:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"call {op_key[:12]} was never sent")
+
+
+def _impatient(oc_url: str, sessions: sessionmaker[Session]) -> OCWrapper:
+    """A second delivery that waits out a live claim for 0.1 s, then declares it unknown."""
+    client = OpenCodeClient(oc_url, timeout_s=5)
+    wrapper = OCWrapper(
+        client, sessions, SystemClock(), model=MODEL, timeout_s=0.1, claim_grace_s=0.0
+    )
+    _CLIENTS.extend([client, wrapper])
+    return wrapper
+
+
+def _declared_unknown_while_in_flight(
+    oc_url: str, sessions: sessionmaker[Session], call: StructuredCall
+) -> list[BaseException]:
+    """The claimant sends ``call``; a second delivery declares it unknown meanwhile;
+    return what the claimant's prompt_structured raised once the late answer came."""
+    outcome: list[BaseException] = []
+    claimant = threading.Thread(
+        target=_outcome_of, args=(_wrapper(oc_url, sessions), call, outcome), daemon=True
+    )
+    claimant.start()
+    _wait_until_sent(sessions, call.op_key)
+    with pytest.raises(OutcomeUnknown):
+        _impatient(oc_url, sessions).prompt_structured(call)
+    assert _row(sessions, call.op_key).status == "unknown"
+    claimant.join(timeout=20)
+    assert not claimant.is_alive()
+    return outcome
+
+
+def _outcome_of(wrapper: OCWrapper, call: StructuredCall, into: list[BaseException]) -> None:
+    try:
+        wrapper.prompt_structured(call)
+    except Exception as exc:  # any: the test asserts which one
+        into.append(exc)
+
+
+def test_a_call_answered_after_it_was_declared_unknown_is_recorded_succeeded_late_and_unused(
+    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+) -> None:
+    with sessions() as s:
+        before = s.execute(select(Run.status, Run.updated_at).where(Run.id == run_id)).one()
+    call = _call(run_id, repo, "Add a docstring to calc.py [oc:slow=1500]")
+    outcome = _declared_unknown_while_in_flight(oc_url, sessions, call)
+    row = _row(sessions, call.op_key)
+    assert row.status == "succeeded_late", "the paid answer is on the row, not lost"
+    assert row.response is not None
+    assert isinstance(row.response["structured"], dict)
+    assert row.usage is not None
+    assert row.usage["total_tokens"] > 0
+    assert row.usage["cost_usd"] > 0
+    assert (row.error_name, row.error) == (None, None)
+    assert row.duration_ms is not None
+    assert row.duration_ms >= 1000
+    assert [type(e) for e in outcome] == [CallSuperseded], "the late answer is not used"
+    with pytest.raises(OutcomeUnknown) as replayed:  # read back as what the run acted on
+        _wrapper(oc_url, sessions).prompt_structured(call)
+    assert replayed.value.error == UNKNOWN_ERROR
+    assert _prompts_at_server(oc_url) == 1
+    with sessions() as s:
+        after = s.execute(select(Run.status, Run.updated_at).where(Run.id == run_id)).one()
+    assert after == before, "the late delivery did not move the run"
+
+
+def test_a_call_failing_after_it_was_declared_unknown_is_recorded_failed_late(
+    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+) -> None:
+    call = _call(run_id, repo, "Plan it [oc:slow=1500] [oc:invalid]")
+    outcome = _declared_unknown_while_in_flight(oc_url, sessions, call)
+    row = _row(sessions, call.op_key)
+    assert (row.status, row.error_name) == ("failed_late", "ContractViolation")
+    assert row.response is not None, "the invalid answer is kept as evidence"
+    assert row.usage is not None
+    assert row.usage["total_tokens"] > 0
+    assert [type(e) for e in outcome] == [CallSuperseded], "no retry from the late delivery"
+    with pytest.raises(OutcomeUnknown) as replayed:
+        _wrapper(oc_url, sessions).prompt_structured(call)
+    assert replayed.value.error == UNKNOWN_ERROR

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from devstack.launcher import Stack
-from devstack.procs import private_log
+from devstack.kodo_procs import Stack
+from devstack.supervisor import private_log
 from services.cli import upstate
 
 
@@ -66,7 +66,7 @@ def test_a_log_file_is_created_0600_and_an_old_one_is_tightened(tmp_path: Path) 
     assert old.read_text() == "before\nafter\n", "appended, never truncated"
 
 
-def test_the_launchers_process_logs_are_private(tmp_path: Path) -> None:
+def test_kodo_process_logs_are_private(tmp_path: Path) -> None:
     stack = Stack(env=dict(os.environ), log_dir=tmp_path / "logs")
     proc = stack.start("echo", [sys.executable, "-c", "print('hello')"])
     proc.popen.wait(10)

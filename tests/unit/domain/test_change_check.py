@@ -9,6 +9,7 @@ import pytest
 from shared.domain.change_check import (
     IndexChange,
     check_changes,
+    confinement_refusal,
     link_stays_inside,
     parse_numstat,
     parse_raw,
@@ -259,3 +260,71 @@ def test_gits_raw_and_numstat_records_are_parsed_with_both_sides_of_renames() ->
 def test_an_empty_git_answer_is_no_change() -> None:
     assert parse_raw("") == []
     assert parse_numstat("") == {}
+
+
+def test_hostile_paths_pass_through_the_nul_separated_records_verbatim() -> None:
+    """With -z git neither quotes nor escapes: spaces, quotes, tabs, newlines, backslashes
+    that look like octal escapes, a leading colon and a path named like /dev/null arrive
+    as they are, and each record keeps its own paths."""
+    hostile = ['a "quoted" name.py', "new\nline.txt", "caf\\303\\251.txt", ":colon", "dev/null"]
+    raw = "".join(f":000000 100644 {Z40} {BLOB} A\0{p}\0" for p in hostile)
+    raw += f":100644 100644 {BLOB} {BLOB} R100\0tab\there.py\0{hostile[0]}x\0"
+    changes = parse_raw(raw)
+    assert [(c.status, c.source, c.path) for c in changes] == [
+        *[("A", None, p) for p in hostile],
+        ("R", "tab\there.py", f"{hostile[0]}x"),
+    ]
+    numstat = "\0".join(
+        [f"1\t0\t{hostile[0]}", "3\t2\tx\ty.py", "0\t0\t", "tab\there.py", f"{hostile[0]}x", ""]
+    )
+    assert parse_numstat(numstat) == {
+        hostile[0]: (1, 0),
+        "x\ty.py": (3, 2),
+        f"{hostile[0]}x": (0, 0),
+    }
+
+
+def test_a_mode_change_and_a_binary_file_are_parsed_and_judged() -> None:
+    raw = (
+        f":100644 100755 {BLOB} {BLOB} M\0run.sh\0"
+        f":000000 100644 {Z40} {BLOB} A\0logo.png\0"
+        f":100644 120000 {BLOB} {BLOB} T\0docs\0"
+    )
+    counts = parse_numstat("\0".join(["0\t0\trun.sh", "-\t-\tlogo.png", "1\t0\tdocs", ""]))
+    changes = with_counts(parse_raw(raw), counts)
+    assert [(c.path, c.old_mode, c.new_mode, c.added) for c in changes] == [
+        ("run.sh", "100644", "100755", 0),
+        ("logo.png", "000000", "100644", None),
+        ("docs", "100644", "120000", 1),
+    ]
+    approved = plan(("run.sh", "modify"), ("logo.png", "add"), ("docs", "modify"))
+    report = check_changes(changes, approved, Policy(allow_new_executables=False))
+    assert sorted(v.rule for v in report.violations) == ["executable", "symlink"]
+    assert report.executables == ("run.sh",)
+
+
+def test_a_record_without_a_status_fails_closed() -> None:
+    with pytest.raises(ValueError, match="unexpected git --raw record"):
+        parse_raw(f":100644 100644 {BLOB} {BLOB}\0x.py\0")
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "error: invalid path '../escape.txt'",
+        "error: affected file 'link/x' is beyond a symbolic link",
+        "error: /etc/passwd: outside repository",
+    ],
+)
+def test_git_refusing_where_a_patch_writes_is_a_confinement_violation(reason: str) -> None:
+    found = confinement_refusal(reason)
+    assert found is not None
+    assert found.rule == "confinement"
+    assert reason in found.detail
+
+
+def test_a_patch_that_merely_does_not_apply_is_no_confinement_violation() -> None:
+    assert (
+        confinement_refusal("error: patch failed: calc.py:3\nerror: calc.py: patch does not apply")
+        is None
+    )

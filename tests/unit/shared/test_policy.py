@@ -86,6 +86,23 @@ def test_diff_stats_count_changed_lines_not_headers_for_display() -> None:
     assert (stats.added, stats.removed, stats.lines) == (3, 2, 5)
 
 
+def test_diff_stats_count_hunk_lines_that_look_like_file_headers() -> None:
+    """A removed SQL comment (``-- x``) reads ``--- x``; an added ``++i`` reads ``+++i``:
+    inside a hunk they are changed lines, not headers. No newline markers, binary and
+    rename-only sections, and ``/dev/null`` sides count nothing of their own."""
+    diff = (
+        'diff --git "a/my file.sql" "b/my file.sql"\n--- "a/my file.sql"\n+++ "b/my file.sql"\n'
+        "@@ -1,3 +1,3 @@\n--- old\u2028comment\n+++i;\n keep\n--- gone\n+-- new comment\n"
+        "\\ No newline at end of file\n"
+        "diff --git a/new.txt b/new.txt\nnew file mode 100644\n--- /dev/null\n+++ b/new.txt\n"
+        "@@ -0,0 +1 @@\n+hello\n"
+        "diff --git a/a.bin b/a.bin\nGIT binary patch\nliteral 2\nJcmZ?d00001\n\n"
+        "diff --git a/x b/y\nsimilarity index 100%\nrename from x\nrename to y\n"
+    )
+    stats = diff_stats(diff)
+    assert (stats.added, stats.removed) == (3, 2)
+
+
 def test_a_repository_may_narrow_the_operators_allowlist_but_never_widen_it() -> None:
     operator = ("python3", "git")
     assert effective_allowlist(Policy(), operator) == operator

@@ -1,19 +1,16 @@
-"""Start and stop kodo's own processes (OpenCode-compatible server, worker, beat, API, Flower).
+"""Start kodo's own processes (OpenCode-compatible server, worker, beat, API, Flower).
 
-Used by ``kodo demo``, ``kodo up`` and the end-to-end tests: real processes, loopback
-only, logs to files, SIGTERM then SIGKILL after a grace period. Every process leads
-its own session, so it outlives the command that started it (``kodo up`` records the
-pids and exits; ``kodo down`` signals each process group).
+Used by ``kodo demo``, ``kodo up``, the bench and the end-to-end tests: real processes,
+loopback only, logs to files. Each is spawned, watched and stopped by
+:mod:`devstack.supervisor` (its own session, so it outlives the command that started it:
+``kodo up`` records the pids and their start times and exits; ``kodo down`` signals each
+process group, SIGTERM then SIGKILL after a grace period).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -23,50 +20,12 @@ from pathlib import Path
 
 import httpx
 
-from devstack.procs import private_log
+from devstack.supervisor import Child, free_port, spawn
 from shared.db.engine import make_engine, make_session_factory
 from shared.service.tokens import Role, fresh_token
 from shared.service.uow import UnitOfWork
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self, grace_s: float = 10.0) -> None:
-        if not self.alive():
-            return
-        os.killpg(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(5)
-
-    def kill(self) -> None:
-        if self.alive():
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(5)
 
 
 @dataclass
@@ -75,32 +34,24 @@ class Stack:
 
     env: dict[str, str]
     log_dir: Path
-    procs: list[Proc] = field(default_factory=list)
+    procs: list[Child] = field(default_factory=list)
     api_url: str = ""
     oc_url: str = ""
     flower_url: str = ""
 
-    def start(self, name: str, argv: list[str], extra_env: Mapping[str, str] | None = None) -> Proc:
-        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{name}.log"
-        with private_log(log_path) as log:
-            popen = subprocess.Popen(
-                argv,
-                env={**self.env, **(extra_env or {})},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        proc = Proc(name, popen, log_path)
-        self.procs.append(proc)
-        return proc
+    def start(
+        self, name: str, argv: list[str], extra_env: Mapping[str, str] | None = None
+    ) -> Child:
+        env = {**self.env, **(extra_env or {})}
+        child = spawn(name, argv, self.log_dir / f"{name}.log", env=env)
+        self.procs.append(child)
+        return child
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
 
-    def proc(self, name: str) -> Proc:
+    def proc(self, name: str) -> Child:
         return next(p for p in self.procs if p.name == name)
 
 
@@ -113,7 +64,7 @@ def celery_argv(*args: str, app: str = WORKER_APP) -> list[str]:
     return [str(BIN / "celery"), "-A", app, *args]
 
 
-def start_oc_compat(stack: Stack, seed: int, port: int | None = None) -> Proc:
+def start_oc_compat(stack: Stack, seed: int, port: int | None = None) -> Child:
     """The OpenCode-compatible server on ``port`` (default: any free one)."""
     port = port or free_port()
     proc = stack.start(
@@ -143,7 +94,7 @@ def start_worker(
     node: str | None = None,
     extra_env: Mapping[str, str] | None = None,
     app: str = WORKER_APP,
-) -> Proc:
+) -> Child:
     """A Celery worker on the ``kodo`` queue; ``node`` defaults to a per-process name.
 
     One process running ``concurrency`` steps at once on threads: a step mostly waits
@@ -173,7 +124,7 @@ def start_worker(
     )
 
 
-def start_beat(stack: Stack) -> Proc:
+def start_beat(stack: Stack) -> Child:
     schedule = stack.log_dir / "celerybeat-schedule"
     return stack.start("beat", celery_argv("beat", "-l", "INFO", "-s", str(schedule)))
 
@@ -189,7 +140,7 @@ def api_argv(bind: str, app: str = "services.api.wsgi:app") -> list[str]:
 
 def start_api(
     stack: Stack, port: int | None = None, extra_env: Mapping[str, str] | None = None
-) -> Proc:
+) -> Child:
     """The API under gunicorn on ``port`` (default: any free one), ready at ``/healthz``."""
     port = port or free_port()
     proc = stack.start("api", api_argv(f"127.0.0.1:{port}"), extra_env=extra_env)
@@ -232,7 +183,7 @@ def flower_auth(path: Path) -> FlowerAuth:
     return auth
 
 
-def start_flower(stack: Stack, auth: FlowerAuth, port: int | None = None) -> Proc:
+def start_flower(stack: Stack, auth: FlowerAuth, port: int | None = None) -> Child:
     """Flower on loopback behind basic auth (UI and ``/api/*`` alike).
 
     The credentials go in through the environment (``FLOWER_BASIC_AUTH``), not argv,
@@ -251,7 +202,7 @@ def start_flower(stack: Stack, auth: FlowerAuth, port: int | None = None) -> Pro
     return proc
 
 
-def wait_http(url: str, proc: Proc, deadline_s: float = 30.0) -> None:
+def wait_http(url: str, proc: Child, deadline_s: float = 30.0) -> None:
     """Poll ``url`` with short timeouts until it answers 200 (a boot-time probe can hang)."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
@@ -266,7 +217,7 @@ def wait_http(url: str, proc: Proc, deadline_s: float = 30.0) -> None:
     raise TimeoutError(f"{proc.name} not ready at {url}:\n{proc.log_tail()}")
 
 
-def wait_worker_ready(proc: Proc, deadline_s: float = 30.0) -> None:
+def wait_worker_ready(proc: Child, deadline_s: float = 30.0) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if not proc.alive():
@@ -275,58 +226,6 @@ def wait_worker_ready(proc: Proc, deadline_s: float = 30.0) -> None:
             return
         time.sleep(0.1)
     raise TimeoutError(f"{proc.name} not ready:\n{proc.log_tail()}")
-
-
-def start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks (/proc), to recognise it later despite pid reuse."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()
-    # fields[0] is the state (field 3 of stat); starttime is field 22.
-    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs and is not a zombie (detached processes are reaped by init)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
-
-
-def stop_group(pid: int, grace_s: float = 10.0) -> str:
-    """SIGTERM the process group ``pid`` leads, SIGKILL it after ``grace_s``; say what happened.
-
-    The processes of a detached stack lead their own sessions (see Stack.start), so the
-    group holds the gunicorn or celery children too.
-    """
-    if not pid_alive(pid):
-        return "already gone"
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return "already gone"
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return "stopped"
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    for _ in range(100):
-        if not pid_alive(pid):
-            return "killed after grace"
-        time.sleep(0.05)
-    return "survived SIGKILL"
 
 
 def issue_token(database_url: str, name: str, role: str) -> str:

@@ -1,0 +1,62 @@
+"""The stored vocabularies besides the run's status: what a ledger call, a step's
+checkpoint, an approval decision and an artifact may say.
+
+Each is an enum; the database checks the same values (``shared.db.models`` builds
+its CHECK constraints from these), and a schema test compares the two.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class CallStatus(StrEnum):
+    """A provider call's row in the ledger (``app.opencode_calls.status``)."""
+
+    CLAIMED = "claimed"  # the op_key is taken; the call is in flight (or its worker died)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"  # the session was aborted after OC_TIMEOUT_MS
+    ABORTED = "aborted"
+    UNKNOWN = "unknown"  # claimed, never recorded: declared by a delivery that waited it out
+    SUCCEEDED_LATE = "succeeded_late"  # answered (and paid) after it was declared unknown
+    FAILED_LATE = "failed_late"  # failed after it was declared unknown
+
+    @property
+    def is_late(self) -> bool:
+        """Recorded by the claimant after another delivery declared the call unknown:
+        the run went on without it, so it reads back as unknown (never as an answer)."""
+        return self in LATE
+
+
+LATE = frozenset({CallStatus.SUCCEEDED_LATE, CallStatus.FAILED_LATE})
+
+
+class StepRunStatus(StrEnum):
+    """A step's checkpoint (``app.step_runs.status``)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Decision(StrEnum):
+    """A human's decision on one plan digest (``app.plan_approvals.decision``)."""
+
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class ArtifactKind(StrEnum):
+    """What a stored artifact is (``app.artifacts.kind``)."""
+
+    PLAN_CARD = "plan_card"  # plan.json, the exact bytes the approver's digest is over
+    PATCH = "patch"
+    DECISION = "decision"
+    COMMAND_OUTPUT = "command_output"
+    DIAGNOSTIC = "diagnostic"
+
+
+def values(vocabulary: type[StrEnum]) -> tuple[str, ...]:
+    """The stored spellings, in declaration order (for CHECK constraints)."""
+    return tuple(member.value for member in vocabulary)

@@ -1,0 +1,83 @@
+"""The one supervisor: spawn detached, recognise a process by pid and start time, stop it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from devstack.supervisor import alive, spawn, start_ticks, stop
+
+pytestmark = pytest.mark.integration
+
+# A parent that starts a child in its own group, says both pids, and (optionally)
+# ignores SIGTERM; both then wait on stdin-free sleeps until signalled.
+FAMILY = """
+import os, signal, subprocess, sys, time
+if sys.argv[1] == "stubborn":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print(os.getpid(), child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def family(tmp_path: Path, mode: str) -> tuple[int, int, int | None]:
+    log = tmp_path / f"{mode}.log"
+    child = spawn(mode, [sys.executable, "-c", FAMILY, mode], log)
+    while not log.read_text().strip():
+        assert child.alive(), child.log_tail()
+    parent, grandchild = (int(x) for x in log.read_text().split())
+    assert parent == child.pid
+    return parent, grandchild, child.ticks
+
+
+def gone(pid: int, within_s: float = 5.0) -> bool:
+    """Whether ``pid`` ends within ``within_s`` (a signalled group member dies when it
+    is next scheduled, a moment after its leader may have)."""
+    end = time.monotonic() + within_s
+    while alive(pid):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_pid_is_recognised_only_with_its_start_time(tmp_path: Path) -> None:
+    pid, grandchild, ticks = family(tmp_path, "gentle")
+    assert ticks is not None
+    assert ticks == start_ticks(pid)
+    assert alive(pid)
+    assert alive(pid, ticks)
+    assert not alive(pid, ticks + 1), "the same pid started at another time is another process"
+    assert os.getpgid(pid) == pid, "every spawned process leads its own group"
+    assert stop(pid, grace_s=10) == "stopped"
+    assert not alive(pid)
+    assert gone(grandchild), "SIGTERM went to the whole group"
+    assert stop(pid) == "already gone"
+
+
+def test_a_process_that_ignores_sigterm_is_killed_after_grace(tmp_path: Path) -> None:
+    pid, grandchild, _ = family(tmp_path, "stubborn")
+    assert stop(pid, grace_s=0.5) == "killed after grace"
+    assert not alive(pid)
+    assert gone(grandchild)
+
+
+def test_stopping_without_the_group_leaves_the_children_to_the_parent(tmp_path: Path) -> None:
+    pid, grandchild, _ = family(tmp_path, "gentle")
+    try:
+        assert stop(pid, grace_s=10, group=False) == "stopped"
+        assert alive(grandchild), "only the parent was signalled"
+    finally:
+        os.kill(grandchild, signal.SIGKILL)
+
+
+def test_pids_that_name_a_group_or_every_process_are_never_alive() -> None:
+    assert not alive(0)
+    assert not alive(-1)
+    assert stop(0) == "already gone"

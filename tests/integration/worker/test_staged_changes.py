@@ -1,0 +1,90 @@
+"""What git says a hostile patch changed, end to end: a real patch, applied by kodo's
+``try_apply``, read back by ``staged_changes`` (the one parser, in shared/domain).
+
+The patch text carries what a header scan gets wrong: quoted paths with spaces and
+octal escapes, ``/dev/null`` sides, a rename, a binary file, a mode change. The
+answer must name every path as it is on disk, with both sides of the rename.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from devstack.sample_repo import create_sample_repo
+from services.worker.git_ops import ensure_worktree, staged_changes, try_apply
+from shared.domain.change_check import check_changes, confinement_refusal
+from shared.domain.policy import Policy
+
+pytestmark = pytest.mark.integration
+
+IDENT = ["-c", "user.name=t", "-c", "user.email=t@localhost", "-c", "core.quotepath=true"]
+SPACED = 'my "notes" file.txt'
+ACCENTED = "café.txt"
+
+
+def plain_git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", *IDENT, *args], cwd=repo, capture_output=True, check=True)
+    return done.stdout.decode()
+
+
+def hostile_patch(tmp_path: Path, repo: Path) -> str:
+    """The diff a scratch clone shows after hostile edits (binary, with renames)."""
+    scratch = tmp_path / "scratch"
+    shutil.copytree(repo, scratch)
+    (scratch / SPACED).write_text("spaces and quotes\n")
+    (scratch / ACCENTED).write_text("octal-escaped in the header\n")
+    (scratch / "logo.bin").write_bytes(bytes(range(256)))
+    plain_git(scratch, "mv", "README.md", "docs guide.md")
+    (scratch / "test_calc.py").unlink()
+    (scratch / "calc.py").chmod(0o755)
+    plain_git(scratch, "add", "-A")
+    return plain_git(scratch, "diff", "--cached", "--binary", "-M", "HEAD")
+
+
+def test_a_hostile_patch_is_read_back_path_by_path(tmp_path: Path) -> None:
+    repo = create_sample_repo(tmp_path / "calc")
+    patch = hostile_patch(tmp_path, repo)
+    for header in ('"a/caf\\303\\251.txt"', "--- /dev/null", "GIT binary patch", "rename from"):
+        assert header in patch
+    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    assert try_apply(wt, patch) is None
+
+    changes = {c.path: c for c in staged_changes(wt)}
+    assert sorted(changes) == sorted(
+        [SPACED, ACCENTED, "logo.bin", "docs guide.md", "test_calc.py", "calc.py"]
+    )
+    assert (changes["docs guide.md"].status, changes["docs guide.md"].source) == ("R", "README.md")
+    assert changes["test_calc.py"].status == "D"
+    assert (changes["calc.py"].old_mode, changes["calc.py"].new_mode) == ("100644", "100755")
+    assert (changes["logo.bin"].added, changes["logo.bin"].removed) == (None, None)
+    assert (changes[SPACED].added, changes[ACCENTED].added) == (1, 1)
+
+    files = [{"path": p, "change": "add", "why": ""} for p in (SPACED, ACCENTED, "logo.bin")]
+    files += [
+        {"path": "docs guide.md", "change": "rename", "from": "README.md", "why": ""},
+        {"path": "test_calc.py", "change": "delete", "why": ""},
+        {"path": "calc.py", "change": "modify", "why": ""},
+    ]
+    approved = {"design": "d", "files": files, "risks": [], "tests": []}
+    report = check_changes(list(changes.values()), approved, Policy())
+    assert report.violations == []
+    assert report.executables == ("calc.py",)
+
+
+def test_git_refusing_a_path_out_of_the_worktree_is_read_as_confinement(tmp_path: Path) -> None:
+    repo = create_sample_repo(tmp_path / "calc")
+    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    patch = (
+        "diff --git a/../escape.txt b/../escape.txt\nnew file mode 100644\n"
+        "--- /dev/null\n+++ b/../escape.txt\n@@ -0,0 +1 @@\n+out\n"
+    )
+    reason = try_apply(wt, patch)
+    assert reason is not None
+    refusal = confinement_refusal(reason)
+    assert refusal is not None
+    assert refusal.rule == "confinement"
+    assert not (tmp_path / "ws" / "escape.txt").exists()
