@@ -38,7 +38,7 @@ def create_intent(body: IntentIn) -> Intent:
     ctx = api()
     repo = resolve_repo(body.repo, ctx.settings.repo_roots)
     with ctx.uow() as uow:
-        row = submit_intent(
+        return submit_intent(
             uow,
             repo=repo,
             goal=body.goal,
@@ -46,10 +46,6 @@ def create_intent(body: IntentIn) -> Intent:
             submitted_by=_submitter(body),
             policy_ref=ctx.settings.policy_ref or None,
         )
-        uow.session.refresh(
-            row, ["created_at"]
-        )  # a server default: read it before the session ends
-    return row
 
 
 @routes.route("/intents/<kid:intent_id>", "GET")

@@ -121,7 +121,7 @@ def start_run(uow: UnitOfWork, intent_id: str, *, app_version: str, now: datetim
     move = transition(RunStatus.QUEUED, Start())
     if not uow.runs.apply(run.id, move, now):  # pragma: no cover - we just created it
         raise Conflict(f"run {run.id} moved concurrently")
-    uow.session.refresh(run)
+    uow.runs.reload(run)
     if move.dispatch is not None:
         uow.send_after_commit(RunStep(move.dispatch, run.id))
     return Started(run, created=True)
@@ -273,6 +273,6 @@ def cancel_run(uow: UnitOfWork, run_id: str, *, now: datetime) -> tuple[Run, boo
     if status.is_terminal:
         raise Conflict(f"run {run.id} already ended ({run.status})")
     uow.runs.apply(run.id, transition(status, Cancel()), now)
-    uow.session.refresh(run)
+    uow.runs.reload(run)
     uow.send_after_commit(AbortCalls(run.id))
     return run, True

@@ -34,8 +34,10 @@ class IntentRepo:
         self.session = session
 
     def add(self, intent: Intent) -> Intent:
+        """Insert the intent; its server default (``created_at``) is read back at once."""
         self.session.add(intent)
         self.session.flush()
+        self.session.refresh(intent, ["created_at"])
         return intent
 
     def get(self, intent_id: str) -> Intent | None:
@@ -55,6 +57,10 @@ class RunRepo:
             _STATUS_OF, {"run_id": run_id}
         ).scalar_one_or_none()
         return status
+
+    def reload(self, run: Run) -> None:
+        """Read the row again after a guarded UPDATE changed it behind the ORM's back."""
+        self.session.refresh(run)
 
     def get_for_update(self, run_id: str) -> Run | None:
         """Lock the run row for the rest of the transaction."""
