@@ -18,6 +18,11 @@ RUN apt-get update \
     && mkdir -p /data/workspaces /repos \
     && chown kodo:kodo /data/workspaces /repos
 
+# The build's identity (the tree is copied without .git): app_version() is
+# 0.1.0+$KODO_BUILD_ID, or 0.1.0+unknown without it. See shared/version.py.
+ARG KODO_BUILD_ID=""
+ENV KODO_BUILD_ID=${KODO_BUILD_ID}
+
 WORKDIR /app
 COPY --chown=kodo:kodo . .
 # flower is only for the monitoring container; it is not a kodo dependency.

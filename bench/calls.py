@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.worker.runtime import build_runtime
-from services.worker.steps.compile import compile_prompt
 from shared.config import Settings
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
+from shared.domain.prompts import compile_prompt
 from shared.opencode.tools import permission_rules, tools_map
 from shared.opencode.wrapper import StructuredCall
 from shared.queue import make_celery

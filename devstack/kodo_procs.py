@@ -202,8 +202,11 @@ def start_flower(stack: Stack, auth: FlowerAuth, port: int | None = None) -> Chi
     return proc
 
 
-def wait_http(url: str, proc: Child, deadline_s: float = 30.0) -> None:
-    """Poll ``url`` with short timeouts until it answers 200 (a boot-time probe can hang)."""
+def wait_http(url: str, proc: Child, deadline_s: float = 90.0) -> None:
+    """Poll ``url`` with short timeouts until it answers 200 (a boot-time probe can hang).
+
+    The deadline is generous: on a loaded two-core host a gevent API has taken 29 s to
+    answer its first request; a process that exits is reported at once."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if not proc.alive():
@@ -217,7 +220,7 @@ def wait_http(url: str, proc: Child, deadline_s: float = 30.0) -> None:
     raise TimeoutError(f"{proc.name} not ready at {url}:\n{proc.log_tail()}")
 
 
-def wait_worker_ready(proc: Child, deadline_s: float = 30.0) -> None:
+def wait_worker_ready(proc: Child, deadline_s: float = 90.0) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if not proc.alive():

@@ -14,20 +14,22 @@ url = config.get_main_option("sqlalchemy.url") or Settings.from_env().database_u
 
 def run_migrations_online() -> None:
     engine = create_engine(url)
-    with engine.connect() as connection:
-        connection.execute(text("SET lock_timeout = '10s'"))
-        connection.execute(text("SET statement_timeout = '60s'"))
-        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
-        connection.commit()
-        context.configure(
-            connection=connection,
-            target_metadata=Base.metadata,
-            version_table_schema=SCHEMA,
-            include_schemas=True,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
-    engine.dispose()
+    try:  # a migration that refuses (raises) must not leave its pooled connection open
+        with engine.connect() as connection:
+            connection.execute(text("SET lock_timeout = '10s'"))
+            connection.execute(text("SET statement_timeout = '60s'"))
+            connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
+            connection.commit()
+            context.configure(
+                connection=connection,
+                target_metadata=Base.metadata,
+                version_table_schema=SCHEMA,
+                include_schemas=True,
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()
 
 
 if context.is_offline_mode():

@@ -62,6 +62,12 @@ class RunFactory(_Base):
         queued = factory.Trait(
             status=RunStatus.QUEUED.value, last_step=None, next_action=NextAction.RUN_COMPILE.value
         )
+        waiting_upgrade = factory.Trait(
+            status=RunStatus.WAITING_UPGRADE.value,
+            next_action=NextAction.AWAIT_UPGRADE.value,
+            contract_version="0123456789abcdef",
+            error="step_contract: the run was started under step contract 0123456789abcdef",
+        )
         succeeded = factory.Trait(
             status=RunStatus.SUCCEEDED.value, last_step="ExecuteST", next_action="none"
         )

@@ -28,3 +28,7 @@ limit_request_line = 4094
 limit_request_fields = 50
 limit_request_field_size = 8190
 accesslog = "-"
+# gunicorn's control socket (reload, shutdown, worker count) sits at one per-user path by
+# default, so every API on the host would bind the same one and the last started would
+# answer for all; kodo never uses it.
+control_socket_disable = True

@@ -95,9 +95,14 @@ class KodoCollector(Collector):
             "kodo_approvals_waiting", "Runs waiting for a human decision on their plan"
         )
         waiting.add_metric([], by_status.get("waiting_input", 0))
+        parked = GaugeMetricFamily(
+            "kodo_runs_waiting_upgrade",
+            "Runs parked by a worker of another step contract, waiting for a worker of theirs",
+        )
+        parked.add_metric([], by_status.get("waiting_upgrade", 0))
         stuck_runs = GaugeMetricFamily(
             "kodo_runs_stuck",
-            f"Runs neither terminal nor waiting for approval, not updated for over "
+            f"Runs neither terminal nor waiting for approval or an upgrade, not updated for over "
             f"{int(self.stuck_after.total_seconds())}s",
             labels=["status"],
         )
@@ -141,6 +146,7 @@ class KodoCollector(Collector):
         return [
             runs,
             waiting,
+            parked,
             stuck_runs,
             _histogram(
                 "kodo_step_duration_seconds",

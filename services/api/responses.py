@@ -64,6 +64,9 @@ class RunOutSchema(Schema):
     retry_count = fields.Integer(data_key="retryCount", attribute="run.retry_count")
     next_action = fields.String(data_key="nextAction", attribute="run.next_action")
     app_version = fields.String(data_key="appVersion", attribute="run.app_version")
+    contract_version = fields.String(
+        data_key="contractVersion", attribute="run.contract_version", allow_none=True
+    )
     plan_sha256 = fields.String(data_key="planSha256", attribute="run.plan_sha256", allow_none=True)
     branch = fields.String(attribute="run.branch", allow_none=True)
     error = fields.String(attribute="run.error", allow_none=True)

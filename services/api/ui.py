@@ -26,6 +26,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from shared.db.repos.inbox import InboxRepo
 from shared.domain.display import visible
+from shared.domain.step_contract import step_contract_version
 from shared.errors import InvalidInput, KodoError
 from shared.service.runs import approve_plan, reject_plan
 from shared.service.tokens import Permission
@@ -66,6 +67,7 @@ def _run_page(run_id: str, *, error: str | None = None, status: int = 200) -> Re
             page=reads.run_page(s, run_id),
             error=error,
             may_decide=principal.may(Permission.DECIDE),
+            code_contract=step_contract_version(),
         )
 
 

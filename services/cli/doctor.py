@@ -14,7 +14,11 @@ Checks, each with a short timeout so a dead dependency is reported, not waited o
   its version cannot be vouched for;
 - stuck runs: non-terminal runs not updated for more than ``--stuck-minutes``, by
   status (``waiting_input`` waits for a human: listed, never red);
-- unknown calls: ledger rows whose outcome is ``unknown`` (never retried silently).
+- unknown calls: ledger rows whose outcome is ``unknown`` (never retried silently);
+- waiting upgrade: runs a worker of another step contract parked (``waiting_upgrade``),
+  by the contract they wait for. Red when it is not this code's contract (no worker of
+  this code can resume them: run a worker of that contract, or cancel them); a warning
+  when it is (this code's reconciler resumes them at its next pass).
 
 Exit code 0 when every check is green, 1 when any is red.
 """
@@ -47,8 +51,12 @@ from shared.config import Settings
 from shared.db.repos.triage import TriageRepo
 from shared.db.schema_version import database_head
 from shared.domain.display import visible
+from shared.domain.run_machine import RunStatus
+from shared.domain.step_contract import step_contract_version
 from shared.queue import make_celery
 from shared.version import app_version
+
+PARKED = RunStatus.WAITING_UPGRADE.value
 
 
 @dataclass
@@ -210,6 +218,7 @@ def check_stuck(engine: Engine, minutes: int) -> Check:
             by_status = TriageRepo(s).active_runs_idle_for(minutes)
     except SQLAlchemyError as exc:
         return Check("stuck runs", False, f"cannot read app.runs: {_first_line(exc)}")
+    by_status.pop(PARKED, None)  # not stuck: waiting for an upgrade (its own check)
     waiting = by_status.pop("waiting_input", 0)
     aside = f" ({waiting} waiting for approval, not counted)" if waiting else ""
     data = {"minutes": minutes, "by_status": by_status, "waiting_input": waiting}
@@ -240,6 +249,31 @@ def check_unknown_calls(engine: Engine) -> Check:
             {"runs": runs},
         )
     return Check("unknown calls", True, "none", {"runs": {}})
+
+
+def check_waiting_upgrade(engine: Engine) -> Check:
+    try:
+        with Session(engine) as s:
+            by_contract = TriageRepo(s).parked_by_contract()
+    except SQLAlchemyError as exc:
+        return Check("waiting upgrade", False, f"cannot read app.runs: {_first_line(exc)}")
+    mine = step_contract_version()
+    data = {"by_contract": by_contract, "code_contract": mine}
+    if not by_contract:
+        return Check("waiting upgrade", True, "none", data)
+    listed = ", ".join(f"{c}: {n}" for c, n in by_contract.items())
+    said = (
+        f"{sum(by_contract.values())} run(s) waiting_upgrade, by the step contract they"
+        f" wait for ({listed}); this code's contract is {mine}"
+    )
+    if set(by_contract) == {mine}:
+        return Check("waiting upgrade", True, f"WARNING: {said}: the reconciler resumes them", data)
+    return Check(
+        "waiting upgrade",
+        False,
+        f"{said}: run a worker of that contract, or cancel them (rule step_contract)",
+        data,
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -280,9 +314,11 @@ def run_checks(settings: Settings, *, timeout_s: float, stuck_minutes: int) -> l
         if db_ok:
             checks.append(check_stuck(engine, stuck_minutes))
             checks.append(check_unknown_calls(engine))
+            checks.append(check_waiting_upgrade(engine))
         else:
             checks.append(Check("stuck runs", False, "skipped: postgres unreachable"))
             checks.append(Check("unknown calls", False, "skipped: postgres unreachable"))
+            checks.append(Check("waiting upgrade", False, "skipped: postgres unreachable"))
         checks.append(check_sandbox(settings))
     finally:
         engine.dispose()
@@ -304,7 +340,8 @@ def run_checks(settings: Settings, *, timeout_s: float, stuck_minutes: int) -> l
 def doctor(
     as_json: bool, timeout_s: float, stuck_minutes: int, oc_url: str | None, home: Path | None
 ) -> None:
-    """Check Postgres, Redis, migrations, OpenCode, workers, stuck runs and unknown calls."""
+    """Check Postgres, Redis, migrations, OpenCode, workers, stuck runs, unknown calls, runs
+    waiting for an upgrade and the sandbox."""
     settings = settings_for(home)
     if oc_url:
         settings = replace(settings, oc_base_url=oc_url.rstrip("/"))

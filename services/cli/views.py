@@ -79,6 +79,9 @@ def step_states(run: dict[str, Any]) -> list[tuple[str, str, str]]:
             else:
                 out.append((step, "pending", ""))
             continue
+        if status == "waiting_upgrade" and step == run.get("lastStep"):  # its row says running
+            out.append((step, "waiting", "parked: waiting for a worker of the run's step contract"))
+            continue
         row = rows.get(step)
         if row is None:
             out.append((step, "pending", ""))

@@ -1,4 +1,9 @@
-"""The reconciler: re-dispatch stalled steps, decided from Postgres rows alone."""
+"""The reconciler: re-dispatch stalled steps, decided from Postgres rows alone.
+
+It also resumes runs parked at ``waiting_upgrade`` for this worker's step contract
+(``shared.service.contract``): after an upgrade, the new workers' reconciler picks up
+the runs the old workers could not run.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from redis.exceptions import RedisError
 
 from services.worker.runtime import Runtime
 from services.worker.watcher import watch_approvals
+from shared.domain.step_contract import step_contract_version
 from shared.queue import QUEUE
+from shared.service.contract import resume_parked
 from shared.service.recovery import Redispatch, redispatch_stalled
 
 log = structlog.get_logger("kodo.reconciler")
@@ -26,9 +33,10 @@ def broker_backlog(redis_url: str) -> int:
 
 
 def reconcile(rt: Runtime) -> list[Redispatch]:
-    """One pass: stalled steps are re-sent; approved-but-undispatched runs are sent too."""
+    """One pass: stalled steps are re-sent, parked runs of this contract resumed, and
+    approved-but-undispatched runs sent; each unit of work sends after its commit."""
     backlog = broker_backlog(rt.settings.redis_url)
-    with rt.uow() as uow:  # the steps are re-sent after commit
+    with rt.uow() as uow:
         stalled = redispatch_stalled(
             uow,
             now=rt.clock.now(),
@@ -42,5 +50,9 @@ def reconcile(rt: Runtime) -> list[Redispatch]:
             step_id=item.step.value,
             reason=item.reason,
         )
+    with rt.uow() as uow:
+        resumed = resume_parked(uow, worker_contract=step_contract_version(), now=rt.clock.now())
+    for parked in resumed:
+        log.info("reconciler.resumed", run_id=parked.run_id, step_id=parked.step.value)
     watch_approvals(rt)
     return stalled

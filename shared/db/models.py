@@ -107,6 +107,9 @@ class Run(Base):
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     next_action: Mapped[str] = mapped_column(String(64))
     app_version: Mapped[str] = mapped_column(String(64))
+    # The step contract the run was started under (shared.domain.step_contract); NULL for
+    # runs started before migration 0011 (the first step to enter records its own).
+    contract_version: Mapped[str | None] = mapped_column(String(64))
     plan_sha256: Mapped[str | None] = mapped_column(String(64))
     branch: Mapped[str | None] = mapped_column(String(255))
     worktree_path: Mapped[str | None] = mapped_column(Text)
@@ -222,6 +225,9 @@ class OpenCodeCall(Base):
     __tablename__ = "opencode_calls"
     __table_args__ = (
         UniqueConstraint("op_key"),
+        # One row per attempt: a changed prompt (a new op_key) for an attempt already
+        # claimed is refused, never a second payment (rule ledger_attempt_unique).
+        UniqueConstraint("run_id", "step_id", "attempt"),
         CheckConstraint(_in("status", CALL_STATUSES), name="status"),
         CheckConstraint(_in("step_id", STEP_ID_VALUES), name="step_id"),
         CheckConstraint("attempt >= 1", name="attempt"),

@@ -18,6 +18,7 @@ class RunStatus(StrEnum):
     APPLYING = "applying"
     DECIDING = "deciding"
     EXECUTING = "executing"
+    WAITING_UPGRADE = "waiting_upgrade"  # parked: its step contract is not this worker's
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     REJECTED = "rejected"
@@ -51,6 +52,7 @@ class NextAction(StrEnum):
     RUN_APPLY_PATCH = "run:ApplyPatchST"
     RUN_DECIDE = "run:DecideST"
     RUN_EXECUTE = "run:ExecuteST"
+    AWAIT_UPGRADE = "await:upgrade"  # a worker of the run's step contract (runs.last_step)
     NONE = "none"
 
 
@@ -109,7 +111,32 @@ class Cancel:
     pass
 
 
-Event = Start | StepSucceeded | StepFailed | PlanApproved | PlanRejected | Cancel
+@dataclass(frozen=True)
+class ContractMismatch:
+    """The worker about to run ``step`` builds prompts under another step contract than
+    the one the run was started with: it must not pay for a different prompt."""
+
+    step: StepId
+
+
+@dataclass(frozen=True)
+class Upgraded:
+    """A worker of the run's step contract resumes ``step``, the one the run was parked
+    at (the caller reads it from ``runs.last_step``, written by the parking update)."""
+
+    step: StepId
+
+
+Event = (
+    Start
+    | StepSucceeded
+    | StepFailed
+    | PlanApproved
+    | PlanRejected
+    | Cancel
+    | ContractMismatch
+    | Upgraded
+)
 
 
 @dataclass(frozen=True)
@@ -161,6 +188,10 @@ def transition(status: RunStatus, event: Event) -> Transition:
             return _run(status, following)
         case StepFailed(step=step) if STEP_STATUS[step] is status:
             return _end(status, RunStatus.FAILED)
+        case ContractMismatch(step=step) if STEP_STATUS[step] is status:
+            return Transition(status, RunStatus.WAITING_UPGRADE, None, NextAction.AWAIT_UPGRADE)
+        case Upgraded(step=step) if status is RunStatus.WAITING_UPGRADE:
+            return _run(status, step)
     raise IllegalTransition(status, event)
 
 

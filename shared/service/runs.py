@@ -26,6 +26,7 @@ from shared.domain.run_machine import (
     Start,
     transition,
 )
+from shared.domain.step_contract import step_contract_version
 from shared.domain.vocab import Decision
 from shared.errors import (
     Conflict,
@@ -107,11 +108,13 @@ class Started:
 def start_run(uow: UnitOfWork, intent_id: str, *, app_version: str, now: datetime) -> Started:
     """Create the intent's run (workflow id == intent id) once and send its first step.
 
-    A repeat returns the run and sends nothing; an ended run is a conflict.
+    A repeat returns the run and sends nothing; an ended run is a conflict. The run
+    records this code's step contract: every step compares its own with it before it
+    enters (``shared.service.contract``).
     """
     if uow.intents.get(intent_id) is None:
         raise NotFound(f"intent {intent_id} not found")
-    run, created = uow.runs.create_queued(intent_id, app_version)
+    run, created = uow.runs.create_queued(intent_id, app_version, step_contract_version())
     if not created:
         if RunStatus(run.status).is_terminal:
             raise Conflict(

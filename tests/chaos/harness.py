@@ -163,6 +163,12 @@ class Chaos:
             return Counter()
         return Counter(self.oc_stats()["by_title"])
 
+    def in_flight_at_oc(self) -> int:
+        """Prompts oc-compat holds open right now: a worker is waiting on its answer."""
+        if self.oc is None or not self.oc.alive():
+            return 0
+        return sum(self.oc_stats()["in_flight"].values())
+
     def prompts_by_title(self) -> Counter[str]:
         """Prompts that reached oc-compat, per session title, over all its lifetimes."""
         return self.oc_gone_titles + self._live_titles()

@@ -5,12 +5,11 @@ Postgres is the only source of truth; the reconciler re-dispatches from it alone
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.chaos.conftest import Scenario
-from tests.chaos.harness import Chaos
+from tests.chaos.harness import BASE_WORKER, Chaos
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -20,16 +19,28 @@ DOWN_S = 3.0
 
 
 def _submit_and_wait_for_compiling(chaos: Chaos, scenario: Scenario) -> list[str]:
-    """Submit RUNS slow runs; return once some compile while the others are still queued."""
+    """Submit RUNS slow runs; return once a call is in flight while others wait their turn.
+
+    The worker is down while they are submitted, so every message waits in Redis; once it
+    is back (two at a time), some calls are in flight while the other runs still wait.
+    """
+    chaos.stop_worker(BASE_WORKER)
     run_ids = [
         chaos.submit(f"Add a note to README.md, number {n} [oc:slow=1000]") for n in range(RUNS)
     ]
     scenario.track(*run_ids)
-    end = time.monotonic() + 20
-    while "compiling" not in chaos.statuses(run_ids).values():
-        assert time.monotonic() < end, chaos.explain(run_ids)
-        time.sleep(0.05)
-    time.sleep(0.3)  # a call or two in flight, messages still waiting in Redis
+    chaos.start_worker(BASE_WORKER)
+
+    def in_flight_with_some_waiting() -> bool:
+        entered = [r for r in run_ids if chaos.step_run(r, "CompileST") is not None]
+        return bool(chaos.in_flight_at_oc()) and len(entered) < len(run_ids)
+
+    wait_until(
+        in_flight_with_some_waiting,
+        20,
+        "a call in flight at oc-compat while other runs' CompileST messages wait in Redis",
+        detail=lambda: chaos.explain(run_ids),
+    )
     return run_ids
 
 

@@ -9,12 +9,12 @@ none is ever sent twice under one op_key.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from tests.chaos.conftest import Scenario
 from tests.chaos.harness import Chaos, branch_commits, title
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -97,11 +97,8 @@ def test_a_server_killed_mid_call_and_restarted_leaves_the_run_ended_and_explain
     run_id = chaos.submit("Add a note to README.md [oc:slow=2000]")
     scenario.track(run_id)
     first = title("CompileST", run_id, 1)
-    end = time.monotonic() + 20
-    while not chaos.prompts_by_title()[first]:
-        assert time.monotonic() < end, chaos.logs()
-        time.sleep(0.05)
-    time.sleep(0.3)
+    wait_until(lambda: chaos.prompts_by_title()[first], 20, f"{first!r} to reach oc-compat")
+    wait_until(chaos.in_flight_at_oc, 5, "the prompt to be held open", detail=chaos.logs)
     chaos.kill_oc()
     chaos.start_oc()
 

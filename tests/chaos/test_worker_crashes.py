@@ -3,33 +3,30 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.chaos.conftest import Scenario
 from tests.chaos.harness import BASE_WORKER, Chaos, branch_commits, title
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.chaos
 
 
 def _wait_prompted(chaos: Chaos, session_title: str, deadline_s: float = 20.0) -> None:
     """Until oc-compat has received the prompt of that session (the call is in flight)."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if chaos.prompts_by_title()[session_title]:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{session_title!r} never reached oc-compat\n{chaos.logs()}")
+    wait_until(
+        lambda: chaos.prompts_by_title()[session_title],
+        deadline_s,
+        f"{session_title!r} to reach oc-compat",
+        detail=chaos.logs,
+    )
 
 
 def _wait_file(chaos: Chaos, path: Path, deadline_s: float) -> str:
     """The text of ``path`` once it exists (a held worker writes it at its hold)."""
-    end = time.monotonic() + deadline_s
-    while not path.exists():
-        assert time.monotonic() < end, f"{path.name} never written\n{chaos.logs()}"
-        time.sleep(0.05)
+    wait_until(path.exists, deadline_s, f"{path.name} to be written", detail=chaos.logs)
     return path.read_text()
 
 
@@ -52,7 +49,7 @@ def test_a_worker_killed_during_compile_s_provider_call_leaves_an_unknown_call_a
     run_id = chaos.submit("Add a note to README.md [oc:slow=3000]")
     scenario.track(run_id)
     _wait_prompted(chaos, title("CompileST", run_id, 1))
-    time.sleep(0.5)
+    wait_until(chaos.in_flight_at_oc, 5, "the prompt to be held open", detail=chaos.logs)
     chaos.kill_worker()
     chaos.start_worker(BASE_WORKER)
 

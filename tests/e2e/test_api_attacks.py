@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis import Redis
 
 from devstack import down
 from devstack.handle import ServiceHandle, StackPaths
@@ -25,6 +26,7 @@ from devstack.kodo_procs import Stack, issue_token, start_api
 from devstack.redis_server import start_again
 from devstack.sample_repo import create_sample_repo
 from tests.conftest import own_redis
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -120,17 +122,28 @@ def stream_status(
     return sock, int(head.split(b" ", 2)[1]) if head else 0
 
 
+def streams_held(own: tuple[ServiceHandle, Path], name: str) -> int:
+    """Event-stream slots the API holds in its Redis right now for the token ``name``."""
+    client = Redis.from_url(own[0].url)
+    try:
+        keys = client.scan_iter(match=f"*:sse:token:{name}")
+        return sum(int(client.zcard(key)) for key in keys)
+    finally:
+        client.close()
+
+
 def test_head_requests_on_an_event_stream_cannot_lock_a_token_out_of_its_streams(
-    stack: Stack, queued_run: str
+    stack: Stack, queued_run: str, own: tuple[ServiceHandle, Path]
 ) -> None:
     """Attack: gunicorn writes no body for HEAD, so a HEAD stream never noticed its client
     had gone and kept its slot (refreshed) until the run ended; a few HEADs, then close."""
-    token = bearer(stack, "approver")
+    name = f"attack-{uuid.uuid4().hex[:10]}"
+    token = issue_token(stack.env["DATABASE_URL"], name, "approver")
     for _ in range(PER_TOKEN * 2):
         sock, status = stream_status(stack, token, queued_run, "HEAD")
         sock.close()
         assert status == 200
-    time.sleep(0.5)
+    wait_until(lambda: streams_held(own, name) == 0, 5, "the API to hold no slot of the token")
     with ExitStack() as held:
         opened = []
         for _ in range(PER_TOKEN):

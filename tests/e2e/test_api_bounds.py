@@ -1,4 +1,5 @@
-"""Bounded everything (issue 10, item 8), against real processes in the deployed shape.
+"""The API's bounds (streams, rates, header and body deadlines, plan size) hold against
+real processes in the deployed shape.
 
 The API runs as ``kodo up`` and compose run it (gunicorn, ``services.api.gunicorn_conf``:
 gevent workers), beside a real worker and oc-compat, on the test database and a Redis
@@ -228,10 +229,10 @@ def test_slowloris_sockets_cost_no_capacity_and_are_closed_after_the_header_dead
         with httpx.Client(base_url=stack.api_url, timeout=5.0) as http:
             healthz = timed_get(http, "/healthz", 30)
         print(f"\n64 slowloris sockets: /healthz p99 {p(healthz, 0.99):.1f} ms")
-        time.sleep(HEADER_TIMEOUT_S + 1.5)
+        deadline = time.monotonic() + HEADER_TIMEOUT_S + 5.0
         closed = 0
-        for sock in socks:
-            sock.settimeout(2)
+        for sock in socks:  # each read ends when the server closes it (or at the deadline)
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
             try:
                 closed += sock.recv(1) == b""
             except ConnectionResetError:

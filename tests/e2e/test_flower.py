@@ -25,6 +25,8 @@ from devstack.kodo_procs import (
     start_worker,
     wait_worker_ready,
 )
+from shared.config import Settings
+from shared.queue import make_celery
 
 pytestmark = pytest.mark.e2e
 
@@ -126,5 +128,11 @@ def test_without_credentials_flower_answers_401_and_the_worker_keeps_running(
         401,
         401,
     ]
-    time.sleep(1.0)
+    # A worker takes control messages in order: answering a later ping, it got no shutdown.
+    celery = make_celery(Settings.from_env(flower.env))
+    try:
+        answered = [node for reply in celery.control.ping(timeout=3.0) for node in reply]
+    finally:
+        celery.close()
+    assert name in answered, f"{name} does not answer after the POSTs: {answered}"
     assert flower.proc("flowerworker").alive(), "an unauthenticated POST stopped the worker"

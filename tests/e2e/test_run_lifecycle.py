@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
 
+from shared.db.engine import make_session_factory
 from shared.hashing import sha256_hex
+from shared.service.runs import approve_plan
+from shared.service.uow import UnitOfWork
 from tests.e2e.conftest import Api
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -182,3 +188,85 @@ def test_the_downloaded_plan_json_hashes_to_the_digest_an_approver_approves(
     assert approved.status_code == 200, approved.text
     assert approved.json()["accepted"] is True
     api.wait_for(run_id, {"succeeded"})
+
+
+def test_a_verification_that_fails_ends_the_run_failed_with_its_output_and_a_diagnostic(
+    api: Api, engine: Engine, sample_repo: Path
+) -> None:
+    run_id = api.submit(sample_repo, "Add a note to README.md [oc:fail-verify]")
+    waiting = api.wait_for(run_id, {"waiting_input"})
+    approved = api.http.post(
+        f"/runs/{run_id}/approve-plan",
+        json={"plan_sha256": waiting["planSha256"]},
+        headers=api.bearer("alice", "approver"),
+    )
+    assert approved.status_code == 200, approved.text
+
+    failed = api.wait_for(run_id, {"failed"})
+
+    assert failed["lastStep"] == "ExecuteST"
+    assert (failed["error"] or "").startswith("verification exited 3: python3 -c ")
+    assert [(s["stepId"], s["status"]) for s in failed["steps"]] == [
+        ("CompileST", "succeeded"),
+        ("ApplyPatchST", "succeeded"),
+        ("DecideST", "succeeded"),
+        ("ExecuteST", "failed"),
+    ]
+    assert len(_branch_log(sample_repo, run_id)) == 1, "the applied patch stays on its branch"
+    with engine.connect() as conn:
+        found = {
+            row.name: bytes(row.content)
+            for row in conn.execute(
+                text("SELECT name, content FROM app.artifacts WHERE run_id = :r"), {"r": run_id}
+            )
+        }
+    assert b"verification failed" in found["command-output.txt"]
+    report = json.loads(found["diagnostic.json"])
+    assert report["exit_code"] == 3
+    assert report["error"] == failed["error"]
+
+
+WATCHER_SLACK_S = 5.0
+"""Beyond one watcher period: beat's tick, the worker picking the task up, two commits."""
+
+
+def test_an_approval_recorded_without_the_endpoint_is_dispatched_by_the_watcher_within_its_period(
+    api: Api, engine: Engine, sample_repo: Path
+) -> None:
+    """No endpoint dispatches this approval, so only beat's approval watcher can move it."""
+    period_s = float(api.stack.env["APPROVAL_POLL_S"])
+    bound_s = period_s + WATCHER_SLACK_S
+    run_id = api.submit(sample_repo, "Add a divide function to calc.py")
+    waiting = api.wait_for(run_id, {"waiting_input"})
+
+    with UnitOfWork(make_session_factory(engine)) as uow:  # sends nothing: dispatch=False
+        approve_plan(
+            uow,
+            run_id,
+            approver="carol",
+            plan_sha256=waiting["planSha256"],
+            now=datetime.now(UTC),
+            dispatch=False,
+        )
+    recorded = time.monotonic()
+    wait_until(
+        lambda: api.run(run_id)["status"] != "waiting_input",
+        bound_s,
+        f"the watcher (every {period_s:g}s) to dispatch the approved run",
+    )
+    waited_s = time.monotonic() - recorded
+    print(f"dispatched by the watcher {waited_s:.2f}s after the approval")
+
+    assert waited_s < bound_s
+    with engine.connect() as conn:
+        approval = conn.execute(
+            text(
+                "SELECT approver, EXTRACT(EPOCH FROM dispatched_at - approved_at) AS lag_s"
+                " FROM app.plan_approvals WHERE run_id = :r"
+            ),
+            {"r": run_id},
+        ).one()
+    assert approval.approver == "carol"
+    assert 0 <= float(approval.lag_s) < bound_s, "by the database's clock too"
+    done = api.wait_for(run_id, {"succeeded"})
+    assert done["lastStep"] == "ExecuteST"

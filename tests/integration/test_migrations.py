@@ -42,12 +42,12 @@ def test_the_migrations_downgrade_to_base_and_upgrade_again(database_url: str) -
         with engine.connect() as conn:
             unique = conn.execute(
                 text(
-                    "SELECT count(*) FROM pg_constraint WHERE conname = 'uq_opencode_calls_op_key'"
-                    " AND contype = 'u'"
+                    "SELECT count(*) FROM pg_constraint WHERE contype = 'u' AND conname IN"
+                    " ('uq_opencode_calls_op_key', 'uq_opencode_calls_run_id_step_id_attempt')"
                 )
             ).scalar_one()
         engine.dispose()
-        assert unique == 1
+        assert unique == 2
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
@@ -171,6 +171,54 @@ def test_0010_downgraded_turns_a_late_call_back_into_the_unknown_it_was_declared
                 text("SELECT status, error_name, error, usage FROM app.opencode_calls")
             ).one()
         assert tuple(row) == ("unknown", "OutcomeUnknown", UNKNOWN_ERROR, {"total_tokens": 3})
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_0011_refuses_duplicate_attempts_by_name_and_its_downgrade_resumes_parked_runs(
+    database_url: str,
+) -> None:
+    scratch = make_url(scratch_database_url(database_url, "m0011"))
+    admin = create_engine(scratch.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{scratch.database}"'))
+    url = scratch.render_as_string(hide_password=False)
+    engine = create_engine(url)
+    try:
+        command.upgrade(_config(url), "0010")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO app.intents (id, repo_path, goal, base_ref, request_sha256)"
+                    " VALUES ('r1', '/r', 'g', 'HEAD', 'x');"
+                    "INSERT INTO app.runs (id, intent_id, status, next_action, retry_count,"
+                    " app_version, last_step) VALUES ('r1', 'r1', 'applying',"
+                    " 'run:ApplyPatchST', 0, 'v', 'ApplyPatchST');"
+                    "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt, agent,"
+                    " request, status) VALUES ('k1', 'r1', 'CompileST', 1, 'plan', '{}',"
+                    " 'succeeded'), ('k2', 'r1', 'CompileST', 1, 'plan', '{}', 'succeeded')"
+                )
+            )
+        with pytest.raises(RuntimeError, match="ledger_attempt_unique"):
+            command.upgrade(_config(url), "head")
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM app.opencode_calls WHERE op_key = 'k2'"))
+        command.upgrade(_config(url), "head")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE app.runs SET status = 'waiting_upgrade', next_action ="
+                    " 'await:upgrade', contract_version = 'old' WHERE id = 'r1'"
+                )
+            )
+        command.downgrade(_config(url), "0010")
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT status, next_action FROM app.runs")).one()
+        assert tuple(row) == ("applying", "run:ApplyPatchST"), "back at the step it was parked at"
     finally:
         engine.dispose()
         with admin.connect() as conn:

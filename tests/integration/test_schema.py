@@ -23,6 +23,21 @@ def test_a_second_ledger_row_with_the_same_op_key_is_refused(db: Session) -> Non
         OpenCodeCallFactory(run=RunFactory(), op_key=first.op_key)
 
 
+def test_a_second_ledger_row_for_the_same_run_step_and_attempt_is_refused(db: Session) -> None:
+    """A changed prompt for one attempt is a new op_key: the database refuses the row."""
+    first = OpenCodeCallFactory(attempt=1)
+    with pytest.raises(IntegrityError, match="uq_opencode_calls_run_id_step_id_attempt"):
+        OpenCodeCallFactory(run_id=first.run_id, step_id=first.step_id, attempt=1)
+
+
+def test_a_parked_run_status_is_accepted(db: Session) -> None:
+    run = RunFactory(status="waiting_upgrade", next_action="await:upgrade", contract_version="x")
+    db.flush()
+    assert db.execute(
+        text("SELECT status FROM app.runs WHERE id = :r"), {"r": run.id}
+    ).scalar() == ("waiting_upgrade")
+
+
 def test_an_unknown_run_status_is_refused(db: Session) -> None:
     with pytest.raises(IntegrityError):
         RunFactory(status="almost_done")

@@ -14,9 +14,12 @@ import httpx
 import pytest
 
 from devstack.kodo_procs import BIN, flower_auth, start_flower
+from shared.config import Settings
 from shared.hashing import canonical_json, sha256_hex
+from shared.queue import make_celery
 from tests.security import attacks
 from tests.security.harness import Hostile
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.security
 
@@ -139,7 +142,8 @@ def test_forty_event_streams_from_one_token_do_not_starve_health(
                 "Accept: text/event-stream\r\n\r\n".encode()
             )
             streams.append(sock)
-        time.sleep(1)
+        for sock in streams:  # each answered: its stream open, or refused past the limit
+            assert sock.recv(64).startswith(b"HTTP/1.1 "), "the API answered every stream"
         times = _health_times(hostile, 10)
     finally:
         for sock in streams:
@@ -178,17 +182,28 @@ def test_intents_are_rate_limited_per_token(hostile: Hostile) -> None:
     assert 429 in codes, f"200 intents in a burst were all accepted: {set(codes)}"
 
 
+def _workers_answering(hostile: Hostile) -> list[str]:
+    """Worker nodes that answer a ping sent now over the stack's broker."""
+    celery = make_celery(Settings.from_env(hostile.stack.env))
+    try:
+        replies = celery.control.ping(timeout=3.0)
+    finally:
+        celery.close()
+    return sorted(node for reply in replies for node in reply)
+
+
 def test_flowers_api_cannot_shut_a_worker_down_unauthenticated(hostile: Hostile) -> None:
     auth = flower_auth(hostile.stack.log_dir / "flower.auth")
     start_flower(hostile.stack, auth)
-    node = f"worker-{hostile.worker.popen.pid}"
+    node = wait_until(lambda: _workers_answering(hostile), 30, "the worker to answer a ping")[0]
     shutdown = httpx.post(f"{hostile.stack.flower_url}/api/worker/shutdown/{node}", timeout=5)
     ui = httpx.get(f"{hostile.stack.flower_url}/", timeout=5)
-    time.sleep(1)
-    assert hostile.worker.alive(), "one unauthenticated POST shut the worker down"
-    assert shutdown.status_code in (401, 403), shutdown.status_code
-    assert ui.status_code == 401, f"Flower's UI answered {ui.status_code} without credentials"
     authed = httpx.get(
         f"{hostile.stack.flower_url}/api/workers", auth=(auth.user, auth.password), timeout=5
     )
+    assert shutdown.status_code in (401, 403), shutdown.status_code
+    assert ui.status_code == 401, f"Flower's UI answered {ui.status_code} without credentials"
     assert authed.status_code == 200, "the generated credentials must open Flower's API"
+    # A worker takes control messages in order: answering a later ping, it got no shutdown.
+    assert node in _workers_answering(hostile), "the worker answers after the POST"
+    assert hostile.worker.alive(), "one unauthenticated POST shut the worker down"

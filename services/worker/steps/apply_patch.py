@@ -33,7 +33,6 @@ from services.worker.steps.base import (
     StepContext,
     StepOutcome,
     Stopwatch,
-    plan_block,
     run_policy,
 )
 from shared.domain.change_check import (
@@ -44,28 +43,12 @@ from shared.domain.change_check import (
 )
 from shared.domain.contracts import PATCH_OUTPUT_SCHEMA
 from shared.domain.policy import Policy, diff_stats
+from shared.domain.prompts import apply_prompt, plan_block
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind
 from shared.hashing import sha256_hex
 
 PATCH_TRAILER = "Kodo-Patch-Sha256"
-
-
-def apply_prompt(goal: str, plan_text: str, attempt: int, rejected: list[str]) -> str:
-    lines = [
-        "Implement the approved plan below. Answer with a unified git diff (paths relative to",
-        "the repository root, `diff --git a/... b/...` headers) and a one-line summary.",
-        "Touch only the files the plan lists, each with the kind of change it names:",
-        "any other path, or another kind of change, fails the run.",
-        "",
-        f"Intent: {goal}",
-        plan_text,
-        "",
-        f"kodo-attempt: {attempt}",
-    ]
-    if rejected:
-        lines += ["", "Your previous patches were rejected:", *(f"- {r}" for r in rejected)]
-    return "\n".join(lines)
 
 
 @dataclass(frozen=True)

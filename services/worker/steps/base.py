@@ -33,6 +33,7 @@ from shared.db.repos.steps import ArtifactRepo, StepRunRepo
 from shared.domain.capping import cap_json
 from shared.domain.pinning import RepoPin, pin_violation
 from shared.domain.policy import Policy
+from shared.domain.prompts import plan_block
 from shared.domain.run_machine import (
     STEP_STATUS,
     RunStatus,
@@ -42,10 +43,12 @@ from shared.domain.run_machine import (
     Transition,
     transition,
 )
+from shared.domain.step_contract import step_contract_version
 from shared.domain.vocab import ArtifactKind, StepRunStatus
-from shared.hashing import canonical_json, sha256_hex
+from shared.hashing import sha256_hex
 from shared.opencode.wrapper import CallSuperseded
 from shared.queue import send_step
+from shared.service.contract import RULE, park_on_contract_mismatch_in
 from shared.service.repo_pin import observe_repo
 from shared.version import app_version
 
@@ -241,6 +244,25 @@ def load_context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
         if entered is None:
             log.info("step.busy", run_id=run_id, step_id=step.value)
             return None
+        parked = park_on_contract_mismatch_in(
+            s,
+            run_id,
+            step,
+            run_contract=run.contract_version,
+            worker_contract=step_contract_version(),
+            fence=entered.fence,
+            now=rt.clock.now(),
+        )
+        if parked is not None:
+            log.warning(
+                "step.parked",
+                rule=RULE,
+                run_contract=parked.run_contract,
+                worker_contract=parked.worker_contract,
+                run_id=run_id,
+                step_id=step.value,
+            )
+            return None
         if entered.app_version and run.app_version != entered.app_version:
             log.warning(
                 "step.version_mismatch",
@@ -430,11 +452,6 @@ def run_policy(ctx: StepContext) -> Policy:
     """The policy CompileST fixed for this run (the default one for older runs)."""
     stored = ctx.outputs.get(StepId.COMPILE.value, {}).get("policy")
     return Policy.from_json(stored) if isinstance(stored, dict) else Policy()
-
-
-def plan_block(plan: dict[str, Any]) -> str:
-    """The approved plan, embedded verbatim in later prompts."""
-    return f"--- plan.json ---\n{canonical_json(plan)}\n--- end plan.json ---"
 
 
 __all__ = [

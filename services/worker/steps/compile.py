@@ -13,27 +13,10 @@ from shared.db.repos.snapshots import PLAN_ARTIFACT
 from shared.domain.change_check import check_plan
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.domain.policy import Policy
+from shared.domain.prompts import compile_prompt
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind
 from shared.hashing import canonical_bytes, sha256_hex
-
-
-def compile_prompt(goal: str, attempt: int, rejected: list[str]) -> str:
-    lines = [
-        "You are planning a code change. Do not modify any file.",
-        "Read the repository in the working directory and answer with the plan via the schema:",
-        "design (how), files, risks, tests. Each file entry gives its path, its change",
-        "(add, modify, delete or rename; a rename also gives `from`, the old path) and why.",
-        "List every path the change will touch, with the exact kind of change: the patch",
-        "will be refused if it touches any other path or changes one in another way.",
-        "",
-        f"Intent: {goal}",
-        "",
-        f"kodo-attempt: {attempt}",
-    ]
-    if rejected:
-        lines += ["", "Your previous answers were rejected:", *(f"- {r}" for r in rejected)]
-    return "\n".join(lines)
 
 
 def compile_step(ctx: StepContext) -> StepOutcome:

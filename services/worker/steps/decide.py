@@ -16,45 +16,22 @@ from services.worker.steps.base import (
     StepContext,
     StepOutcome,
     Stopwatch,
-    plan_block,
     run_policy,
 )
 from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
 from shared.domain.exec_rules import argv_violation
 from shared.domain.policy import effective_allowlist
+from shared.domain.prompts import decide_prompt, plan_block
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind
 
 
-def decide_prompt(
-    goal: str,
-    plan_text: str,
-    diffstat: str,
-    allowlist: tuple[str, ...],
-    attempt: int,
-    rejected: list[str] | None = None,
-) -> str:
-    lines = [
-        "The approved plan below has been applied.",
-        "Choose ONE command that verifies the change.",
-        "Answer via the schema: next_action 'verify', argv (a program and its arguments, no",
-        f"shell), reason. Allowed programs: {', '.join(allowlist)}.",
-        "",
-        f"Intent: {goal}",
-        plan_text,
-        "--- applied diffstat ---",
-        diffstat.strip(),
-        "",
-        f"kodo-attempt: {attempt}",
-    ]
-    if rejected:
-        lines += ["", "Your previous answers were rejected:", *(f"- {r}" for r in rejected)]
-    return "\n".join(lines)
-
-
 def decide_step(ctx: StepContext) -> StepOutcome:
     if ctx.plan is None or ctx.approved_at is None or ctx.worktree_path is None:
-        return StepOutcome.failed("decide needs an approved plan and a worktree", {})
+        return StepOutcome.failed(
+            "approved_plan_required: decide needs an approved plan and a worktree",
+            {"rule": "approved_plan_required", "plan_sha256": ctx.plan_sha256},
+        )
     allowlist = effective_allowlist(run_policy(ctx), ctx.rt.settings.exec_allowlist)
     if not allowlist:
         return StepOutcome.failed(

@@ -97,7 +97,10 @@ def _cgroup_refusal(argv: list[str], why: str) -> StepOutcome:
 def execute_step(ctx: StepContext) -> StepOutcome:
     decided = ctx.outputs.get(StepId.DECIDE.value)
     if ctx.worktree_path is None or decided is None or ctx.approved_at is None:
-        return StepOutcome.failed("execute needs an approved, decided run with a worktree", {})
+        return StepOutcome.failed(
+            "approved_plan_required: execute needs an approved, decided run with a worktree",
+            {"rule": "approved_plan_required", "plan_sha256": ctx.plan_sha256},
+        )
     argv = [str(a) for a in decided.get("argv", [])]
     settings = ctx.rt.settings
     allowlist = effective_allowlist(run_policy(ctx), settings.exec_allowlist)

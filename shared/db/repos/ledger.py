@@ -1,4 +1,9 @@
-"""The provider-call ledger (``app.opencode_calls``), keyed by the unique op_key."""
+"""The provider-call ledger (``app.opencode_calls``), keyed by the unique op_key.
+
+One row per attempt, too (``UNIQUE (run_id, step_id, attempt)``): a claim whose op_key
+is new for an attempt already claimed (its prompt or schema changed) is refused with
+:class:`AttemptPromptChanged`, so the changed prompt is never sent, never paid twice.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, extract, func, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.db.models import OpenCodeCall, Run, table_of
@@ -71,6 +77,33 @@ _FINISH = (
 )
 
 
+ATTEMPT_UNIQUE = "uq_opencode_calls_run_id_step_id_attempt"
+
+
+class AttemptPromptChanged(Exception):
+    """An attempt already in the ledger was asked again in other words: refused, unsent."""
+
+    rule = "ledger_attempt_unique"
+
+    def __init__(self, run_id: str, step_id: str, attempt: int, op_key: str) -> None:
+        super().__init__(
+            f"{self.rule}: run {run_id} {step_id} attempt {attempt} is already in the ledger"
+            f" under another prompt; this one (op_key {op_key[:12]}) is refused and not sent."
+            " The prompt of an attempt changed between deliveries: a worker of another step"
+            " contract, or a prompt built from something that is not recorded"
+        )
+        self.run_id = run_id
+        self.step_id = step_id
+        self.attempt = attempt
+        self.op_key = op_key
+
+
+def _constraint_of(exc: IntegrityError) -> str | None:
+    diag = getattr(exc.orig, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    return name if isinstance(name, str) else None
+
+
 class LedgerRepo:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -87,19 +120,26 @@ class LedgerRepo:
     ) -> bool:
         """Insert the ``claimed`` row; False if the op_key was claimed before (never call).
 
-        A won claim of attempt 2 or later also adds one to ``runs.retry_count``.
+        A won claim of attempt 2 or later also adds one to ``runs.retry_count``. Raises
+        AttemptPromptChanged if the attempt is in the ledger under another op_key (the
+        caller's transaction is then spent: roll it back).
         """
-        won = self.session.execute(
-            _CLAIM,
-            {
-                "op_key": op_key,
-                "run_id": run_id,
-                "step_id": step_id,
-                "attempt": attempt,
-                "agent": agent,
-                "request": request,
-            },
-        ).scalar_one_or_none()
+        try:
+            won = self.session.execute(
+                _CLAIM,
+                {
+                    "op_key": op_key,
+                    "run_id": run_id,
+                    "step_id": step_id,
+                    "attempt": attempt,
+                    "agent": agent,
+                    "request": request,
+                },
+            ).scalar_one_or_none()
+        except IntegrityError as exc:
+            if _constraint_of(exc) == ATTEMPT_UNIQUE:
+                raise AttemptPromptChanged(run_id, step_id, attempt, op_key) from exc
+            raise
         return won is not None
 
     def get(self, op_key: str) -> OpenCodeCall | None:

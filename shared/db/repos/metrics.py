@@ -84,8 +84,13 @@ class MetricsRepo:
         return counts
 
     def stuck_runs(self, updated_before: datetime) -> dict[str, int]:
-        """Runs the system should be moving (not terminal, not waiting for a human) but isn't."""
-        idle = [RunStatus.WAITING_INPUT.value, *(st.value for st in RunStatus if st.is_terminal)]
+        """Runs the system should be moving (not terminal, not waiting for a human or for
+        an upgrade) but isn't."""
+        idle = [
+            RunStatus.WAITING_INPUT.value,
+            RunStatus.WAITING_UPGRADE.value,
+            *(st.value for st in RunStatus if st.is_terminal),
+        ]
         rows = self.session.execute(
             select(Run.status, func.count())
             .where(Run.status.not_in(idle), Run.updated_at < updated_before)

@@ -72,7 +72,9 @@ class RunRepo:
         """Restart the run's never-entered clock (the reconciler just re-sent its step)."""
         self.session.execute(update(Run).where(Run.id == run_id).values(updated_at=now))
 
-    def create_queued(self, intent_id: str, app_version: str) -> tuple[Run, bool]:
+    def create_queued(
+        self, intent_id: str, app_version: str, contract_version: str
+    ) -> tuple[Run, bool]:
         """Insert the run of an intent once; return (run, created)."""
         inserted = self.session.execute(
             insert(Run)
@@ -83,6 +85,7 @@ class RunRepo:
                 next_action=NextAction.RUN_COMPILE.value,
                 retry_count=0,
                 app_version=app_version,
+                contract_version=contract_version,
             )
             .on_conflict_do_nothing(index_elements=[Run.id])
             .returning(Run.id)
@@ -91,6 +94,30 @@ class RunRepo:
         if run is None:  # pragma: no cover - the row exists after the upsert
             raise LookupError(intent_id)
         return run, inserted is not None
+
+    def adopt_contract(self, run_id: str, contract_version: str) -> None:
+        """A run started before runs recorded a contract takes the first step's."""
+        self.session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.contract_version.is_(None))
+            .values(contract_version=contract_version)
+        )
+
+    def claim_parked(self, contract_version: str, limit: int) -> list[tuple[str, StepId]]:
+        """Lock (SKIP LOCKED) runs waiting for a worker of ``contract_version``: each
+        with the step it was parked at."""
+        rows = self.session.execute(
+            select(Run.id, Run.last_step)
+            .where(
+                Run.status == RunStatus.WAITING_UPGRADE.value,
+                Run.contract_version == contract_version,
+                Run.last_step.is_not(None),
+            )
+            .order_by(Run.updated_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        return [(str(run_id), StepId(str(step))) for run_id, step in rows]
 
     def apply(
         self,
@@ -102,10 +129,12 @@ class RunRepo:
         error: str | None = None,
         plan_sha256: str | None = None,
         workspace: tuple[str, str] | None = None,
+        clear_error: bool = False,
     ) -> bool:
         """Store ``move`` iff the run is still in ``move.from_status``.
 
-        ``workspace`` (branch, worktree path) is stored by the same UPDATE.
+        ``workspace`` (branch, worktree path) is stored by the same UPDATE;
+        ``clear_error`` empties ``error`` (a resumed run's parking diagnostic).
 
         False means another actor moved the run first (a cancel, a second watcher):
         the caller must treat its own work as superseded.
@@ -123,6 +152,8 @@ class RunRepo:
             values["finished_at"] = now
         if error is not None:
             values["error"] = error
+        elif clear_error:
+            values["error"] = None
         if plan_sha256 is not None:
             values["plan_sha256"] = plan_sha256
         if workspace is not None:

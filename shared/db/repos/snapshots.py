@@ -28,6 +28,7 @@ class RunSnapshot:
     run_id: str
     status: str
     app_version: str
+    contract_version: str | None  # the step contract the run was started under
     plan_sha256: str | None
     branch: str | None
     worktree_path: str | None
@@ -81,6 +82,7 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
             Run.id,
             Run.status,
             Run.app_version,
+            Run.contract_version,
             Run.plan_sha256,
             Run.branch,
             Run.worktree_path,
@@ -111,6 +113,7 @@ def run_snapshot(s: Session, run_id: str) -> RunSnapshot | None:
         run_id=row.id,
         status=row.status,
         app_version=row.app_version,
+        contract_version=row.contract_version,
         plan_sha256=row.plan_sha256,
         branch=row.branch,
         worktree_path=row.worktree_path,

@@ -139,6 +139,7 @@ _FINISH = (
     )
     .returning(_STEPS.c.id)
 )
+_RELEASE = update(_STEPS).where(_ours()).values(lease_expires_at=None).returning(_STEPS.c.id)
 _PUT_ARTIFACT = (
     insert(_ARTIFACTS)
     .values(
@@ -200,6 +201,11 @@ class StepRunRepo:
             },
         ).one_or_none()
         return None if row is None else Entered(row.fence, row.deliveries, row.app_version)
+
+    def release(self, run_id: str, step: StepId, fence: int) -> bool:
+        """Give up our lease without an outcome: the next delivery may enter at once."""
+        params = {"w_run_id": run_id, "w_step_id": step.value, "w_fence": fence}
+        return self.session.execute(_RELEASE, params).scalar_one_or_none() is not None
 
     def renew(self, run_id: str, step: StepId, fence: int, lease_s: float) -> bool:
         """Extend our lease; False if a newer delivery fenced us off."""

@@ -39,6 +39,17 @@ class TriageRepo:
         ).all()
         return {str(status): int(n) for status, n in rows}
 
+    def parked_by_contract(self) -> dict[str, int]:
+        """Runs at ``waiting_upgrade``, by the step contract they wait for (``?``: none)."""
+        contract = func.coalesce(Run.contract_version, "?")
+        rows = self.session.execute(
+            select(contract, func.count())
+            .where(Run.status == RunStatus.WAITING_UPGRADE.value)
+            .group_by(contract)
+            .order_by(contract)
+        ).all()
+        return {str(c): int(n) for c, n in rows}
+
     def unknown_calls_by_run(self) -> dict[str, int]:
         """Provider calls claimed but never recorded (declared ``unknown``), per run."""
         rows = self.session.execute(

@@ -60,6 +60,21 @@ def test_an_empty_database_reports_zeros_and_that_it_answered(client: FlaskClien
     assert value(samples, "kodo_runs", status="waiting_input") == 0
     assert value(samples, "kodo_approvals_waiting") == 0
     assert value(samples, "kodo_provider_calls_unknown") == 0
+    assert value(samples, "kodo_runs", status="waiting_upgrade") == 0
+    assert value(samples, "kodo_runs_waiting_upgrade") == 0
+
+
+def test_runs_parked_for_an_upgrade_are_counted_and_not_called_stuck(
+    client: FlaskClient, db: Session
+) -> None:
+    RunFactory(waiting_upgrade=True, updated_at=NOW - timedelta(hours=1))
+    db.commit()
+
+    samples = scrape(client)
+
+    assert value(samples, "kodo_runs", status="waiting_upgrade") == 1
+    assert value(samples, "kodo_runs_waiting_upgrade") == 1
+    assert ("kodo_runs_stuck", (("status", "waiting_upgrade"),)) not in samples
 
 
 def test_metrics_are_derived_from_the_rows(client: FlaskClient, db: Session) -> None:
@@ -72,7 +87,9 @@ def test_metrics_are_derived_from_the_rows(client: FlaskClient, db: Session) -> 
     step_run(db, done, "CompileST", 1500, ["miss", "l2"])
     step_run(db, done, "DecideST", 300, ["l1"])
     OpenCodeCallFactory(run=done, duration_ms=2000, usage={"total_tokens": 100, "cost_usd": 0.25})
-    OpenCodeCallFactory(run=done, duration_ms=400, usage={"total_tokens": 20, "cost_usd": 0.05})
+    OpenCodeCallFactory(
+        run=done, attempt=2, duration_ms=400, usage={"total_tokens": 20, "cost_usd": 0.05}
+    )
     OpenCodeCallFactory(run=done, status="unknown", agent="build", step_id="ApplyPatchST")
     late = {"status": "succeeded_late", "agent": "build", "step_id": "ApplyPatchST"}
     OpenCodeCallFactory(run=done, **late, usage={"total_tokens": 7, "cost_usd": 0.5})

@@ -10,6 +10,7 @@ from redis import Redis
 from sqlalchemy.orm import Session
 
 from shared.db.models import StepRun
+from shared.domain.step_contract import step_contract_version
 from shared.version import app_version
 from tests.factories import IntentFactory, RunFactory
 
@@ -76,7 +77,9 @@ def test_starting_a_run_with_an_unknown_option_is_a_400(
     assert sent_tasks(broker) == []
 
 
-def test_a_started_run_records_the_running_code_version(client: FlaskClient, db: Session) -> None:
+def test_a_started_run_records_the_running_code_version_and_step_contract(
+    client: FlaskClient, db: Session
+) -> None:
     intent = IntentFactory()
     db.commit()
     client.post(f"/intents/{intent.id}/run")
@@ -84,6 +87,8 @@ def test_a_started_run_records_the_running_code_version(client: FlaskClient, db:
     body = client.get(f"/runs/{intent.id}").get_json()
 
     assert body["appVersion"] == app_version()
+    assert "+" in body["appVersion"], "the build, not just the package version"
+    assert body["contractVersion"] == step_contract_version()
     assert (body["status"], body["lastStep"], body["nextAction"]) == (
         "compiling",
         "CompileST",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -22,6 +21,7 @@ from shared.config import Settings
 from shared.service.tokens import Role
 from tests.factories import RunFactory
 from tests.integration.api.conftest import NOW, issue_token
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +112,7 @@ def test_a_slot_not_refreshed_lapses_so_a_killed_process_frees_its_streams(
     slots.take("ann")
     with pytest.raises(TooManyStreams):
         slots.take("ann")
-    time.sleep(0.6)
+    wait_until(lambda: slots.count("ann") == 0, 5, "ann's unrefreshed slot to lapse")
     slots.take("ann").release()
     assert slots.count("ann") == 0
     redis.close()

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
+from shared.domain.step_contract import step_contract_version
 from shared.domain.vocab import ArtifactKind
 from shared.hashing import canonical_bytes, sha256_hex
 from tests.api_process.hostile import (
@@ -109,6 +110,20 @@ def test_a_decided_run_has_no_buttons(client: FlaskClient, db: Session) -> None:
 
     assert 'id="approve"' not in html
     assert "No plan yet" in html
+
+
+def test_a_parked_run_page_says_it_waits_for_an_upgrade_and_for_which_contract(
+    client: FlaskClient, db: Session
+) -> None:
+    run = RunFactory(waiting_upgrade=True)
+    db.commit()
+
+    html = client.get(f"/ui/runs/{run.id}").get_data(as_text=True)
+
+    assert 'class="badge waiting_upgrade">waiting_upgrade<' in html
+    assert 'id="waiting-upgrade"' in html
+    assert "0123456789abcdef" in html
+    assert step_contract_version() in html, "and the contract of the code serving the page"
 
 
 def test_an_unknown_run_page_is_a_404(client: FlaskClient) -> None:

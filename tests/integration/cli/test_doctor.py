@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, delete, text
+from sqlalchemy.orm import Session
 
 from devstack.supervisor import stop
+from shared.db.models import Intent
+from shared.version import app_version
+from tests import factories
+from tests.factories import OpenCodeCallFactory, RunFactory
 from tests.integration.cli.conftest import Kodo
 
 pytestmark = pytest.mark.integration
@@ -20,6 +28,7 @@ CHECKS = [
     "workers",
     "stuck runs",
     "unknown calls",
+    "waiting upgrade",
     "sandbox",
 ]
 
@@ -57,6 +66,84 @@ def test_doctor_says_port_collision_when_something_else_answers(kodo: Kodo) -> N
     result = kodo("doctor", "--oc-url", kodo.state.api_url)
     assert result.exit_code == 1
     assert "port collision" in result.output
+
+
+FACTORY_SUBMITTER = "tests"  # IntentFactory's submitted_by; the stack's runs have a token's
+
+
+@pytest.fixture
+def arrange(engine: Engine) -> Iterator[Session]:
+    """A session for factory-made rows (the test commits them for doctor to see). The
+    factories' intents are deleted afterwards, with their runs and calls: the module's
+    tests share one stack, and the ones after this one expect it green."""
+    with Session(engine) as session:
+        factories.bind(session)
+        yield session
+        session.rollback()
+    with engine.begin() as conn:
+        conn.execute(delete(Intent).where(Intent.submitted_by == FACTORY_SUBMITTER))
+
+
+def test_doctor_is_red_naming_the_workers_whose_version_differs_from_this_code(
+    kodo: Kodo, engine: Engine
+) -> None:
+    with engine.begin() as conn:  # each live worker re-registers, as another build would
+        added = list(
+            conn.execute(
+                text(
+                    "INSERT INTO app.processes (kind, hostname, pid, app_version, migration_head)"
+                    " SELECT DISTINCT ON (hostname, pid) kind, hostname, pid,"
+                    " '0.0.1+elsewhere', migration_head FROM app.processes"
+                    " WHERE kind = 'worker' ORDER BY hostname, pid, started_at DESC"
+                    " RETURNING id"
+                )
+            ).scalars()
+        )
+    try:
+        result = kodo("doctor")
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM app.processes WHERE id = ANY(:ids)"), {"ids": added})
+    assert added, "the stack's worker registered itself"
+    assert result.exit_code == 1, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("FAIL workers"))
+    assert f"version mismatch with this code ({app_version()})" in line
+    assert "runs 0.0.1+elsewhere" in line
+    assert kodo("doctor").exit_code == 0, "green again once the versions agree"
+
+
+def test_doctor_is_red_naming_the_runs_not_updated_for_longer_than_the_bound(
+    kodo: Kodo, arrange: Session
+) -> None:
+    long_ago = datetime.now(UTC) - timedelta(minutes=20)
+    RunFactory(updated_at=long_ago)  # compiling, and nobody touched it for 20 minutes
+    RunFactory(waiting_input=True, updated_at=long_ago)  # waits for a human: not stuck
+    RunFactory()  # compiling, updated just now
+    arrange.commit()
+
+    result = kodo("doctor", "--stuck-minutes", "15")
+
+    assert result.exit_code == 1, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("FAIL stuck runs"))
+    assert "not updated for > 15 min: compiling: 1 (1 waiting for approval, not counted)" in line
+    assert kodo("doctor", "--stuck-minutes", "30").exit_code == 0, "none is 30 minutes old"
+
+
+def test_doctor_is_red_naming_the_runs_with_a_call_of_unknown_outcome(
+    kodo: Kodo, arrange: Session
+) -> None:
+    run = RunFactory(succeeded=True)
+    OpenCodeCallFactory(run=run, status="unknown")
+    OpenCodeCallFactory(run=run, attempt=2)  # a succeeded call is no concern
+    arrange.commit()
+
+    result = kodo("doctor")
+
+    assert result.exit_code == 1, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("FAIL unknown calls"))
+    assert f"1 call(s) with unknown outcome in 1 run(s): {run.id}" in line
+    assert "check the provider's side before retrying" in line
+    assert "ok   stuck runs" in result.output, "the stuck run of the test before is gone"
 
 
 def test_doctor_is_red_with_exit_1_once_the_worker_is_stopped(kodo: Kodo) -> None:

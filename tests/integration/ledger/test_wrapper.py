@@ -20,7 +20,7 @@ from devstack.sample_repo import create_sample_repo
 from shared.clock import SystemClock
 from shared.db.engine import unit_of_work
 from shared.db.models import OpenCodeCall, Run
-from shared.db.repos.ledger import LedgerRepo
+from shared.db.repos.ledger import AttemptPromptChanged, LedgerRepo
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.domain.vocab import CallStatus
 from shared.opencode.cache import LruCache
@@ -129,6 +129,21 @@ def test_a_repeated_op_key_is_served_from_l1_then_l2_without_reaching_the_server
     assert (again.cache, other_process.cache) == ("l1", "l2")
     assert again.answer == other_process.answer == original.answer
     assert _prompts_at_server(oc_url) == 1
+
+
+def test_a_changed_prompt_for_a_claimed_attempt_is_refused_and_never_paid_twice(
+    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+) -> None:
+    wrapper = _wrapper(oc_url, sessions)
+    wrapper.prompt_structured(_call(run_id, repo, prompt="Add a docstring to calc.py"))
+    changed = _call(run_id, repo, prompt="Add a docstring to calc.py, in other words")
+    with pytest.raises(AttemptPromptChanged, match="ledger_attempt_unique") as refused:
+        _wrapper(oc_url, sessions).prompt_structured(changed)
+    assert "CompileST attempt 1" in str(refused.value)
+    assert _prompts_at_server(oc_url) == 1, "the changed prompt never reached the server"
+    with sessions() as s:
+        rows = s.execute(select(OpenCodeCall.op_key).where(OpenCodeCall.run_id == run_id)).all()
+    assert [r.op_key for r in rows] == [_call(run_id, repo).op_key]
 
 
 def test_threads_racing_one_op_key_send_exactly_one_request(

@@ -24,6 +24,7 @@ from shared.service.messages import InMemorySender, RunStep
 from shared.service.runs import approve_plan, start_run, submit_intent
 from shared.service.uow import UnitOfWork
 from standins.oc_compat import running_server
+from tests.waiting import wait_until
 
 BROKER_DB = 12
 
@@ -107,6 +108,25 @@ def approve(rt: Runtime, run_id: str) -> None:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     return create_sample_repo(tmp_path / "calc")
+
+
+def wait_lease_lapsed(rt: Runtime, run_id: str, step_id: StepId) -> None:
+    """Until the database's clock is past the lease of ``step_id``'s checkpoint (as
+    the runner judges it), so a "dead" holder's step may be taken over."""
+
+    def lapsed() -> bool:
+        with rt.sessions() as s:
+            return bool(
+                s.execute(
+                    text(
+                        "SELECT lease_expires_at < now() FROM app.step_runs"
+                        " WHERE run_id = :r AND step_id = :s"
+                    ),
+                    {"r": run_id, "s": step_id.value},
+                ).scalar_one()
+            )
+
+    wait_until(lapsed, 10, f"the lease of {step_id} to lapse")
 
 
 def diagnostic(rt: Runtime, run_id: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -19,6 +20,7 @@ from shared.domain.run_machine import StepId
 from shared.errors import Conflict
 from shared.service.runs import approve_plan, cancel_run, reject_plan
 from tests.integration.worker.conftest import new_run, uow
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +37,12 @@ def _call_statuses(rt: Runtime, run_id: str) -> list[str]:
         )
 
 
+def _in_flight_at_server(rt: Runtime) -> int:
+    """Prompts oc-compat holds open right now (its own count, over all sessions)."""
+    stats = httpx.get(f"{rt.settings.oc_base_url}/__kodo/stats").json()
+    return sum(stats["in_flight"].values())
+
+
 def test_cancelling_mid_call_aborts_it_and_the_step_records_nothing(
     rt: Runtime, repo: Path
 ) -> None:
@@ -45,9 +53,8 @@ def test_cancelling_mid_call_aborts_it_and_the_step_records_nothing(
     )
     started = time.monotonic()
     worker.start()
-    while _call_statuses(rt, run_id) != ["claimed"] and time.monotonic() - started < 5:
-        time.sleep(0.05)
-    time.sleep(0.2)  # the HTTP call is in flight
+    wait_until(lambda: _call_statuses(rt, run_id) == ["claimed"], 5, "the call to be claimed")
+    wait_until(lambda: _in_flight_at_server(rt), 5, "the prompt to be in flight at oc-compat")
     assert _cancel(rt, run_id) is True
     assert abort_inflight_calls(rt, run_id) != []
     worker.join(10)

@@ -28,6 +28,7 @@ from tests.integration.worker.conftest import (
     uow,
 )
 from tests.integration.worker.test_sandbox import processes_with
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -174,10 +175,7 @@ def executing_in_background(
         target=lambda: result.append(run_step(rt, StepId.EXECUTE, run_id, execute_step))
     )
     worker.start()
-    deadline = time.monotonic() + 20
-    while not processes_with(tag) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert processes_with(tag), "the command started"
+    wait_until(lambda: processes_with(tag), 20, f"the command's `sleep {tag}` to start")
     return run_id, worker, result
 
 
@@ -190,5 +188,4 @@ def test_cancelling_a_run_kills_its_running_sandbox(rt: Runtime, repo: Path) -> 
     worker.join(20)
     assert result == ["superseded"]
     assert time.monotonic() - began < 5
-    time.sleep(0.3)
-    assert processes_with(tag) == []
+    wait_until(lambda: processes_with(tag) == [], 5, f"every `sleep {tag}` to be gone")

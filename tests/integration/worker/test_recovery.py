@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from shared.domain.run_machine import StepId
 from shared.service.processes import register_process
 from shared.version import app_version
 from tests.conftest import scratch_database_url
-from tests.integration.worker.conftest import RuntimeFactory, new_run
+from tests.integration.worker.conftest import RuntimeFactory, new_run, wait_lease_lapsed
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +52,7 @@ def test_a_late_worker_is_fenced_off_and_cannot_overwrite_its_successor(
     run_id = new_run(rt, repo)
     presumed_dead = load_context(rt, run_id, StepId.COMPILE)
     assert presumed_dead is not None
-    time.sleep(0.3)
+    wait_lease_lapsed(rt, run_id, StepId.COMPILE)
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
 
     def stale_body(_: object) -> StepOutcome:
@@ -110,7 +109,7 @@ def test_a_step_whose_worker_died_is_handed_to_the_next_delivery(
     rt = make_rt(step_lease_s=0.2, redispatch_after_s=5)
     run_id = new_run(rt, repo)
     assert load_context(rt, run_id, StepId.COMPILE) is not None  # entered, then SIGKILLed
-    time.sleep(0.3)
+    wait_lease_lapsed(rt, run_id, StepId.COMPILE)
     redone = reconcile(rt)
     assert len(redone) == 1
     assert redone[0].reason.startswith("lease of ")

@@ -9,7 +9,6 @@ with the ledger and the checkpoints.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,12 @@ from services.worker.steps.compile import compile_step
 from shared.domain.run_machine import StepId
 from shared.service.tokens import Role, create_token
 from shared.service.uow import UnitOfWork
-from tests.integration.worker.conftest import RuntimeFactory, new_run, prompts_at_server
+from tests.integration.worker.conftest import (
+    RuntimeFactory,
+    new_run,
+    prompts_at_server,
+    wait_lease_lapsed,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +92,7 @@ def test_a_redelivered_step_counts_one_retry_and_its_replayed_attempts_count_not
     assert ctx is not None
     compile_step(ctx)  # both attempts are recorded; the worker "dies" before the step is
     assert retries(rt, run_id) == (1, 1)
-    time.sleep(0.3)  # its lease runs out
+    wait_lease_lapsed(rt, run_id, StepId.COMPILE)
 
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
 

@@ -21,6 +21,7 @@ from devstack.sample_repo import create_sample_repo
 from services.worker.git_ops import ensure_worktree
 from services.worker.sandbox import Finished, sandbox_of
 from shared.config import Settings
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -202,8 +203,7 @@ def test_a_setsid_daemon_is_gone_when_the_command_ends(worktree: Path, marker: s
         worktree,
     )
     assert done.exit_code == 0, said(done)
-    time.sleep(0.3)
-    assert processes_with(marker) == []
+    wait_until(lambda: processes_with(marker) == [], 5, f"every `sleep {marker}` to be gone")
 
 
 def test_a_timeout_kills_the_whole_process_tree(worktree: Path, marker: str) -> None:
@@ -220,8 +220,7 @@ def test_a_timeout_kills_the_whole_process_tree(worktree: Path, marker: str) -> 
     assert done.exit_code is None
     assert time.monotonic() - began < 10
     assert "tree up" in said(done)
-    time.sleep(0.3)
-    assert processes_with(marker) == []
+    wait_until(lambda: processes_with(marker) == [], 5, f"every `sleep {marker}` to be gone")
 
 
 def test_a_fork_bomb_is_bounded_and_the_worker_keeps_working(worktree: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -34,6 +33,7 @@ from tests.integration.worker.conftest import (
     new_run,
     prompts_at_server,
     uow,
+    wait_lease_lapsed,
 )
 
 pytestmark = pytest.mark.integration
@@ -72,7 +72,7 @@ def test_a_step_redelivered_after_its_provider_call_reuses_the_recorded_answer(
     ctx = load_context(rt, run_id, StepId.COMPILE)
     assert ctx is not None
     compile_step(ctx)  # the worker "dies" here: the call is recorded, the step is not
-    time.sleep(0.3)  # its lease runs out
+    wait_lease_lapsed(rt, run_id, StepId.COMPILE)
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
     assert prompts_at_server(rt) == 1
     with rt.sessions() as s:
@@ -129,7 +129,7 @@ def test_a_patch_applied_before_a_crash_is_not_applied_twice(
     ctx = load_context(rt, run_id, StepId.APPLY_PATCH)
     assert ctx is not None
     first = apply_patch_step(ctx)  # committed in git, never recorded in Postgres
-    time.sleep(0.3)
+    wait_lease_lapsed(rt, run_id, StepId.APPLY_PATCH)
     assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "deciding"
     with rt.sessions() as s:
         commit = s.execute(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.cli.views import run_header
+from services.cli.views import run_header, step_states
 
 
 def test_the_run_header_shows_how_often_kodo_retried() -> None:
@@ -21,3 +21,16 @@ def test_the_run_header_shows_how_often_kodo_retried() -> None:
 
 def test_a_run_header_without_a_retry_count_says_so_with_a_dash() -> None:
     assert run_header({"runId": "r1"}).endswith("retries=-")
+
+
+def test_a_parked_run_shows_its_step_waiting_for_an_upgrade_not_running() -> None:
+    run = {
+        "status": "waiting_upgrade",
+        "lastStep": "CompileST",
+        "steps": [{"stepId": "CompileST", "status": "running", "deliveries": 1}],
+    }
+    assert step_states(run)[0] == (
+        "CompileST",
+        "waiting",
+        "parked: waiting for a worker of the run's step contract",
+    )

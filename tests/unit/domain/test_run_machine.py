@@ -8,8 +8,10 @@ import pytest
 
 from shared.domain.run_machine import (
     ACTIVE,
+    STEP_STATUS,
     TERMINAL,
     Cancel,
+    ContractMismatch,
     Event,
     IllegalTransition,
     NextAction,
@@ -20,11 +22,18 @@ from shared.domain.run_machine import (
     StepFailed,
     StepId,
     StepSucceeded,
+    Upgraded,
     current_step,
     transition,
 )
 
 S = RunStatus
+RUN_ACTION = {
+    StepId.COMPILE: NextAction.RUN_COMPILE,
+    StepId.APPLY_PATCH: NextAction.RUN_APPLY_PATCH,
+    StepId.DECIDE: NextAction.RUN_DECIDE,
+    StepId.EXECUTE: NextAction.RUN_EXECUTE,
+}
 ALL_EVENTS: list[Event] = [
     Start(),
     PlanApproved(),
@@ -32,6 +41,8 @@ ALL_EVENTS: list[Event] = [
     Cancel(),
     *(StepSucceeded(step) for step in StepId),
     *(StepFailed(step) for step in StepId),
+    *(ContractMismatch(step) for step in StepId),
+    *(Upgraded(step) for step in StepId),
 ]
 
 LEGAL: dict[tuple[RunStatus, Event], tuple[RunStatus, StepId | None, NextAction]] = {
@@ -59,6 +70,19 @@ LEGAL: dict[tuple[RunStatus, Event], tuple[RunStatus, StepId | None, NextAction]
     (S.EXECUTING, StepSucceeded(StepId.EXECUTE)): (S.SUCCEEDED, None, NextAction.NONE),
     (S.EXECUTING, StepFailed(StepId.EXECUTE)): (S.FAILED, None, NextAction.NONE),
     **{(status, Cancel()): (S.CANCELLED, None, NextAction.NONE) for status in ACTIVE},
+    # A step whose contract differs from the run's parks it; a matching worker resumes it.
+    **{
+        (S(STEP_STATUS[step]), ContractMismatch(step)): (
+            S.WAITING_UPGRADE,
+            None,
+            NextAction.AWAIT_UPGRADE,
+        )
+        for step in StepId
+    },
+    **{
+        (S.WAITING_UPGRADE, Upgraded(step)): (STEP_STATUS[step], step, RUN_ACTION[step])
+        for step in StepId
+    },
 }
 
 
@@ -107,14 +131,15 @@ def test_no_step_runs_before_approval_except_compile() -> None:
 
 def test_the_happy_path_walks_every_step_in_order() -> None:
     status, dispatched = S.QUEUED, []
-    for event in [
+    path: list[Event] = [
         Start(),
         StepSucceeded(StepId.COMPILE),
         PlanApproved(),
         StepSucceeded(StepId.APPLY_PATCH),
         StepSucceeded(StepId.DECIDE),
         StepSucceeded(StepId.EXECUTE),
-    ]:
+    ]
+    for event in path:
         move = transition(status, event)
         status = move.to_status
         if move.dispatch:
@@ -129,9 +154,20 @@ def test_each_step_has_exactly_one_running_status(step: StepId) -> None:
     assert len(statuses) == 1
 
 
+def test_a_parked_run_resumes_the_step_it_was_parked_at_and_may_be_cancelled() -> None:
+    parked = transition(S.APPLYING, ContractMismatch(StepId.APPLY_PATCH))
+    assert parked.to_status is S.WAITING_UPGRADE
+    assert parked.dispatch is None, "nothing runs until a worker of the run's contract comes"
+    assert not S.WAITING_UPGRADE.is_terminal
+    resumed = transition(parked.to_status, Upgraded(StepId.APPLY_PATCH))
+    assert (resumed.to_status, resumed.dispatch) == (S.APPLYING, StepId.APPLY_PATCH)
+    assert transition(S.WAITING_UPGRADE, Cancel()).to_status is S.CANCELLED
+
+
 def test_statuses_without_a_step_report_none() -> None:
     assert [s for s in RunStatus if current_step(s) is None] == [
         S.QUEUED,
         S.WAITING_INPUT,
+        S.WAITING_UPGRADE,
         *sorted(TERMINAL, key=list(RunStatus).index),
     ]

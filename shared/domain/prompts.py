@@ -1,0 +1,78 @@
+"""The prompts kodo pays for: pure text builders, one per step that asks an agent.
+
+Their output (with the answer schemas and the op_key recipe) is the step contract
+(:mod:`shared.domain.step_contract`): change a word here and the contract version
+changes, so a run started under the old wording is parked, never re-asked in new words.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.hashing import canonical_json
+
+
+def plan_block(plan: dict[str, Any]) -> str:
+    """The approved plan, embedded verbatim in later prompts."""
+    return f"--- plan.json ---\n{canonical_json(plan)}\n--- end plan.json ---"
+
+
+def compile_prompt(goal: str, attempt: int, rejected: list[str]) -> str:
+    lines = [
+        "You are planning a code change. Do not modify any file.",
+        "Read the repository in the working directory and answer with the plan via the schema:",
+        "design (how), files, risks, tests. Each file entry gives its path, its change",
+        "(add, modify, delete or rename; a rename also gives `from`, the old path) and why.",
+        "List every path the change will touch, with the exact kind of change: the patch",
+        "will be refused if it touches any other path or changes one in another way.",
+        "",
+        f"Intent: {goal}",
+        "",
+        f"kodo-attempt: {attempt}",
+    ]
+    if rejected:
+        lines += ["", "Your previous answers were rejected:", *(f"- {r}" for r in rejected)]
+    return "\n".join(lines)
+
+
+def apply_prompt(goal: str, plan_text: str, attempt: int, rejected: list[str]) -> str:
+    lines = [
+        "Implement the approved plan below. Answer with a unified git diff (paths relative to",
+        "the repository root, `diff --git a/... b/...` headers) and a one-line summary.",
+        "Touch only the files the plan lists, each with the kind of change it names:",
+        "any other path, or another kind of change, fails the run.",
+        "",
+        f"Intent: {goal}",
+        plan_text,
+        "",
+        f"kodo-attempt: {attempt}",
+    ]
+    if rejected:
+        lines += ["", "Your previous patches were rejected:", *(f"- {r}" for r in rejected)]
+    return "\n".join(lines)
+
+
+def decide_prompt(
+    goal: str,
+    plan_text: str,
+    diffstat: str,
+    allowlist: tuple[str, ...],
+    attempt: int,
+    rejected: list[str] | None = None,
+) -> str:
+    lines = [
+        "The approved plan below has been applied.",
+        "Choose ONE command that verifies the change.",
+        "Answer via the schema: next_action 'verify', argv (a program and its arguments, no",
+        f"shell), reason. Allowed programs: {', '.join(allowlist)}.",
+        "",
+        f"Intent: {goal}",
+        plan_text,
+        "--- applied diffstat ---",
+        diffstat.strip(),
+        "",
+        f"kodo-attempt: {attempt}",
+    ]
+    if rejected:
+        lines += ["", "Your previous answers were rejected:", *(f"- {r}" for r in rejected)]
+    return "\n".join(lines)
