@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from shared.hashing import canonical_bytes, sha256_hex
 from shared.opencode.wrapper import UNKNOWN_ERROR
 from tests.conftest import ROOT, scratch_database_url
 
 pytestmark = pytest.mark.integration
+
+ONE_RUN = (
+    "INSERT INTO app.intents (id, repo_path, goal, base_ref, request_sha256)"
+    " VALUES ('r1', '/r', 'g', 'HEAD', 'x');"
+    "INSERT INTO app.runs (id, intent_id, status, next_action, retry_count, app_version)"
+    " VALUES ('r1', 'r1', 'failed', 'none', 0, 'v');"
+)
+"""An intent and its failed run, ``r1``, in every revision's schema."""
 
 
 def _config(url: str) -> Config:
@@ -23,204 +33,162 @@ def _config(url: str) -> Config:
     return config
 
 
+@dataclass
+class Scratch:
+    """An empty database of this session's, migrated only as far as the test says."""
+
+    url: str
+    engine: Engine
+
+    def upgrade(self, revision: str) -> None:
+        command.upgrade(_config(self.url), revision)
+
+    def downgrade(self, revision: str) -> None:
+        command.downgrade(_config(self.url), revision)
+
+
+@pytest.fixture
+def scratch(database_url: str, request: pytest.FixtureRequest) -> Iterator[Scratch]:
+    name = make_url(scratch_database_url(database_url, f"m{request.node.name[5:9]}"))
+    admin = create_engine(name.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    drop = text(f'DROP DATABASE IF EXISTS "{name.database}" WITH (FORCE)')
+    with admin.connect() as conn:
+        conn.execute(drop)
+        conn.execute(text(f'CREATE DATABASE "{name.database}"'))
+    url = name.render_as_string(hide_password=False)
+    engine = create_engine(url)
+    try:
+        yield Scratch(url, engine)
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(drop)
+        admin.dispose()
+
+
 def test_the_models_and_the_migrations_describe_the_same_schema(database_url: str) -> None:
     command.check(_config(database_url))  # raises if autogenerate would emit anything
 
 
-def test_the_migrations_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
-    scratch = make_url(scratch_database_url(database_url, "migrations"))
-    admin = create_engine(scratch.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{scratch.database}"'))
-    url = scratch.render_as_string(hide_password=False)
-    try:
-        command.upgrade(_config(url), "head")
-        command.downgrade(_config(url), "base")
-        command.upgrade(_config(url), "head")
-        engine = create_engine(url)
-        with engine.connect() as conn:
-            unique = conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_constraint WHERE contype = 'u' AND conname IN"
-                    " ('uq_opencode_calls_op_key', 'uq_opencode_calls_run_id_step_id_attempt')"
-                )
-            ).scalar_one()
-        engine.dispose()
-        assert unique == 2
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def test_0005_turns_json_null_written_by_older_code_into_sql_null(database_url: str) -> None:
-    scratch = make_url(scratch_database_url(database_url, "m0005"))
-    admin = create_engine(scratch.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{scratch.database}"'))
-    url = scratch.render_as_string(hide_password=False)
-    engine = create_engine(url)
-    try:
-        command.upgrade(_config(url), "0004")
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO app.intents (id, repo_path, goal, base_ref, request_sha256)"
-                    " VALUES ('r1', '/r', 'g', 'HEAD', 'x');"
-                    "INSERT INTO app.runs (id, intent_id, status, next_action, retry_count,"
-                    " app_version) VALUES ('r1', 'r1', 'failed', 'none', 0, 'v');"
-                    "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt, agent,"
-                    " request, response, usage, status) VALUES ('k', 'r1', 'CompileST', 1,"
-                    " 'plan', '{}', 'null', '{\"total_tokens\": 3}', 'failed')"
-                )
+def test_the_migrations_downgrade_to_base_and_upgrade_again(scratch: Scratch) -> None:
+    scratch.upgrade("head")
+    scratch.downgrade("base")
+    scratch.upgrade("head")
+    with scratch.engine.connect() as conn:
+        unique = conn.execute(
+            text(
+                "SELECT count(*) FROM pg_constraint WHERE contype = 'u' AND conname IN"
+                " ('uq_opencode_calls_op_key', 'uq_opencode_calls_run_id_step_id_attempt')"
             )
-        command.upgrade(_config(url), "head")
-        with engine.connect() as conn:
-            row = conn.execute(
-                text("SELECT response IS NULL, usage IS NULL FROM app.opencode_calls")
-            ).one()
-        assert tuple(row) == (True, False), "only the JSON null became SQL NULL"
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
-        admin.dispose()
+        ).scalar_one()
+    assert unique == 2
+
+
+def test_0005_turns_json_null_written_by_older_code_into_sql_null(scratch: Scratch) -> None:
+    scratch.upgrade("0004")
+    with scratch.engine.begin() as conn:
+        conn.execute(text(ONE_RUN))
+        conn.execute(
+            text(
+                "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt,"
+                " agent, request, response, usage, status) VALUES ('k', 'r1', 'CompileST', 1,"
+                " 'plan', '{}', 'null', '{\"total_tokens\": 3}', 'failed')"
+            )
+        )
+    scratch.upgrade("head")
+    with scratch.engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT response IS NULL, usage IS NULL FROM app.opencode_calls")
+        ).one()
+    assert tuple(row) == (True, False), "only the JSON null became SQL NULL"
 
 
 def test_0008_stores_older_pretty_plans_as_the_bytes_their_digest_is_over(
-    database_url: str,
+    scratch: Scratch,
 ) -> None:
-    scratch = make_url(scratch_database_url(database_url, "m0008"))
-    admin = create_engine(scratch.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{scratch.database}"'))
-    url = scratch.render_as_string(hide_password=False)
-    engine = create_engine(url)
     plan = {"design": "naïve ✓", "files": [{"path": "a.py", "change": "add", "why": "é"}]}
     pretty = json.dumps(plan, indent=2, sort_keys=True, ensure_ascii=False).encode() + b"\n"
     other = json.dumps({"design": "not the digested plan"}, indent=2).encode()
-    try:
-        command.upgrade(_config(url), "0007")
-        with engine.begin() as conn:
-            for run_id, content in (("r1", pretty), ("r2", other)):
-                values = {
-                    "r": run_id,
-                    "digest": sha256_hex(canonical_bytes(plan)),
-                    "content": content,
-                    "size": len(content),
-                    "sha": sha256_hex(content),
-                }
-                for statement in (
-                    "INSERT INTO app.intents (id, repo_path, goal, base_ref, request_sha256)"
-                    " VALUES (:r, '/r', 'g', 'HEAD', 'x')",
-                    "INSERT INTO app.runs (id, intent_id, status, next_action, retry_count,"
-                    " app_version, plan_sha256) VALUES (:r, :r, 'waiting_input',"
-                    " 'await:approval', 0, 'v', :digest)",
-                    "INSERT INTO app.artifacts (run_id, step_id, kind, name, media_type,"
-                    " content, size, sha256) VALUES (:r, 'CompileST', 'plan_card',"
-                    " 'plan.json', 'application/json', :content, :size, :sha)",
-                ):
-                    conn.execute(text(statement), values)
-        command.upgrade(_config(url), "head")
-        with engine.connect() as conn:
-            stored = dict(
-                conn.execute(
-                    text("SELECT run_id, content FROM app.artifacts ORDER BY run_id")
-                ).all()
-            )
-        assert bytes(stored["r1"]) == canonical_bytes(plan)
-        assert bytes(stored["r2"]) == other, "a plan whose canonical form is not the digest stays"
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
-        admin.dispose()
+    scratch.upgrade("0007")
+    with scratch.engine.begin() as conn:
+        for run_id, content in (("r1", pretty), ("r2", other)):
+            values = {
+                "r": run_id,
+                "digest": sha256_hex(canonical_bytes(plan)),
+                "content": content,
+                "size": len(content),
+                "sha": sha256_hex(content),
+            }
+            for statement in (
+                "INSERT INTO app.intents (id, repo_path, goal, base_ref, request_sha256)"
+                " VALUES (:r, '/r', 'g', 'HEAD', 'x')",
+                "INSERT INTO app.runs (id, intent_id, status, next_action, retry_count,"
+                " app_version, plan_sha256) VALUES (:r, :r, 'waiting_input',"
+                " 'await:approval', 0, 'v', :digest)",
+                "INSERT INTO app.artifacts (run_id, step_id, kind, name, media_type,"
+                " content, size, sha256) VALUES (:r, 'CompileST', 'plan_card',"
+                " 'plan.json', 'application/json', :content, :size, :sha)",
+            ):
+                conn.execute(text(statement), values)
+    scratch.upgrade("head")
+    with scratch.engine.connect() as conn:
+        stored = dict(
+            conn.execute(text("SELECT run_id, content FROM app.artifacts ORDER BY run_id")).all()
+        )
+    assert bytes(stored["r1"]) == canonical_bytes(plan)
+    assert bytes(stored["r2"]) == other, "a plan whose canonical form is not the digest stays"
 
 
 def test_0010_downgraded_turns_a_late_call_back_into_the_unknown_it_was_declared(
-    database_url: str,
+    scratch: Scratch,
 ) -> None:
-    scratch = make_url(scratch_database_url(database_url, "m0010"))
-    admin = create_engine(scratch.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{scratch.database}"'))
-    url = scratch.render_as_string(hide_password=False)
-    engine = create_engine(url)
-    try:
-        command.upgrade(_config(url), "0010")
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO app.intents (id, repo_path, goal, base_ref, request_sha256)"
-                    " VALUES ('r1', '/r', 'g', 'HEAD', 'x');"
-                    "INSERT INTO app.runs (id, intent_id, status, next_action, retry_count,"
-                    " app_version) VALUES ('r1', 'r1', 'failed', 'none', 0, 'v');"
-                    "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt, agent,"
-                    " request, response, usage, status) VALUES ('k', 'r1', 'CompileST', 1,"
-                    " 'plan', '{}', '{\"structured\": {}}', '{\"total_tokens\": 3}',"
-                    " 'succeeded_late')"
-                )
+    scratch.upgrade("0010")
+    with scratch.engine.begin() as conn:
+        conn.execute(text(ONE_RUN))
+        conn.execute(
+            text(
+                "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt,"
+                " agent, request, response, usage, status) VALUES ('k', 'r1', 'CompileST', 1,"
+                " 'plan', '{}', '{\"structured\": {}}', '{\"total_tokens\": 3}',"
+                " 'succeeded_late')"
             )
-        command.downgrade(_config(url), "0009")
-        with engine.connect() as conn:
-            row = conn.execute(
-                text("SELECT status, error_name, error, usage FROM app.opencode_calls")
-            ).one()
-        assert tuple(row) == ("unknown", "OutcomeUnknown", UNKNOWN_ERROR, {"total_tokens": 3})
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
-        admin.dispose()
+        )
+    scratch.downgrade("0009")
+    with scratch.engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT status, error_name, error, usage FROM app.opencode_calls")
+        ).one()
+    assert tuple(row) == ("unknown", "OutcomeUnknown", UNKNOWN_ERROR, {"total_tokens": 3})
 
 
 def test_0011_refuses_duplicate_attempts_by_name_and_its_downgrade_resumes_parked_runs(
-    database_url: str,
+    scratch: Scratch,
 ) -> None:
-    scratch = make_url(scratch_database_url(database_url, "m0011"))
-    admin = create_engine(scratch.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{scratch.database}"'))
-    url = scratch.render_as_string(hide_password=False)
-    engine = create_engine(url)
-    try:
-        command.upgrade(_config(url), "0010")
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "INSERT INTO app.intents (id, repo_path, goal, base_ref, request_sha256)"
-                    " VALUES ('r1', '/r', 'g', 'HEAD', 'x');"
-                    "INSERT INTO app.runs (id, intent_id, status, next_action, retry_count,"
-                    " app_version, last_step) VALUES ('r1', 'r1', 'applying',"
-                    " 'run:ApplyPatchST', 0, 'v', 'ApplyPatchST');"
-                    "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt, agent,"
-                    " request, status) VALUES ('k1', 'r1', 'CompileST', 1, 'plan', '{}',"
-                    " 'succeeded'), ('k2', 'r1', 'CompileST', 1, 'plan', '{}', 'succeeded')"
-                )
+    scratch.upgrade("0010")
+    with scratch.engine.begin() as conn:
+        conn.execute(text(ONE_RUN))
+        conn.execute(
+            text(
+                "UPDATE app.runs SET status = 'applying', next_action ="
+                " 'run:ApplyPatchST', last_step = 'ApplyPatchST' WHERE id = 'r1';"
+                "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt, agent,"
+                " request, status) VALUES ('k1', 'r1', 'CompileST', 1, 'plan', '{}',"
+                " 'succeeded'), ('k2', 'r1', 'CompileST', 1, 'plan', '{}', 'succeeded')"
             )
-        with pytest.raises(RuntimeError, match="ledger_attempt_unique"):
-            command.upgrade(_config(url), "head")
-        with engine.begin() as conn:
-            conn.execute(text("DELETE FROM app.opencode_calls WHERE op_key = 'k2'"))
-        command.upgrade(_config(url), "head")
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "UPDATE app.runs SET status = 'waiting_upgrade', next_action ="
-                    " 'await:upgrade', contract_version = 'old' WHERE id = 'r1'"
-                )
+        )
+    with pytest.raises(RuntimeError, match="ledger_attempt_unique"):
+        scratch.upgrade("head")
+    with scratch.engine.begin() as conn:
+        conn.execute(text("DELETE FROM app.opencode_calls WHERE op_key = 'k2'"))
+    scratch.upgrade("head")
+    with scratch.engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE app.runs SET status = 'waiting_upgrade', next_action ="
+                " 'await:upgrade', contract_version = 'old' WHERE id = 'r1'"
             )
-        command.downgrade(_config(url), "0010")
-        with engine.connect() as conn:
-            row = conn.execute(text("SELECT status, next_action FROM app.runs")).one()
-        assert tuple(row) == ("applying", "run:ApplyPatchST"), "back at the step it was parked at"
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch.database}" WITH (FORCE)'))
-        admin.dispose()
+        )
+    scratch.downgrade("0010")
+    with scratch.engine.connect() as conn:
+        row = conn.execute(text("SELECT status, next_action FROM app.runs")).one()
+    assert tuple(row) == ("applying", "run:ApplyPatchST"), "back at the step it was parked at"

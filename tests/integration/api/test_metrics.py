@@ -92,7 +92,7 @@ def test_metrics_are_derived_from_the_rows(client: FlaskClient, db: Session) -> 
     )
     OpenCodeCallFactory(run=done, status="unknown", agent="build", step_id="ApplyPatchST")
     late = {"status": "succeeded_late", "agent": "build", "step_id": "ApplyPatchST"}
-    OpenCodeCallFactory(run=done, **late, usage={"total_tokens": 7, "cost_usd": 0.5})
+    OpenCodeCallFactory(run=done, **late, attempt=2, usage={"total_tokens": 7, "cost_usd": 0.5})
     PlanApprovalFactory(approved_at=NOW, decided_at=NOW, dispatched_at=NOW + timedelta(seconds=3))
     db.commit()
 
