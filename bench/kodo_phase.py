@@ -22,8 +22,8 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db.engine import unit_of_work
-from shared.service.runs import decide_plan
+from shared.service.runs import approve_plan
+from shared.service.uow import UnitOfWork
 
 from .sse import run_events
 
@@ -126,8 +126,8 @@ class Driver:
 
     def _approve_silently(self, run_id: str) -> None:
         """The same decision the endpoint records, minus its dispatch: only beat will notice."""
-        with unit_of_work(self.sessions) as s:
-            decide_plan(s, run_id, approve=True, approver="bench-beat", now=datetime.now(UTC))
+        with UnitOfWork(self.sessions) as uow:
+            approve_plan(uow, run_id, approver="bench-beat", now=datetime.now(UTC), dispatch=False)
 
     async def run_once(self, approver: Approver = "api") -> Timing:
         http = next(self._shard)

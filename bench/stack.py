@@ -28,8 +28,9 @@ from devstack.kodo_procs import (
 )
 from devstack.sample_repo import create_sample_repo
 from devstack.supervisor import Child, free_port
-from shared.db.engine import make_engine, make_session_factory, unit_of_work
+from shared.db.engine import make_engine, make_session_factory
 from shared.service.tokens import Role, create_token
+from shared.service.uow import UnitOfWork
 
 KODO_REDIS_DB = 10
 BASELINE_REDIS_DB = 11
@@ -88,8 +89,8 @@ def prepare(root: Path, database_url: str, redis_url: str | None, approval_poll_
     recreate_database(database_url)
     migrate(database_url)
     engine = make_engine(database_url, pool_size=1)
-    with unit_of_work(make_session_factory(engine)) as s:
-        token = create_token(s, "bench", Role.ADMIN)  # submits and approves
+    with UnitOfWork(make_session_factory(engine)) as uow:
+        token = create_token(uow, "bench", Role.ADMIN)  # submits and approves
     engine.dispose()
     repo_root = root / "repos"
     sql_dir = root / "sqlcount"

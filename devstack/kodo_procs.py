@@ -21,8 +21,9 @@ from pathlib import Path
 import httpx
 
 from devstack.supervisor import Child, free_port, spawn
-from shared.db.engine import make_engine, make_session_factory, unit_of_work
+from shared.db.engine import make_engine, make_session_factory
 from shared.service.tokens import Role, fresh_token
+from shared.service.uow import UnitOfWork
 
 BIN = Path(sys.executable).parent
 
@@ -234,7 +235,7 @@ def issue_token(database_url: str, name: str, role: str) -> str:
     """A fresh API token for a scripted stack (demo, tests): revokes NAME's old one first."""
     engine = make_engine(database_url, pool_size=1)
     try:
-        with unit_of_work(make_session_factory(engine)) as s:
-            return fresh_token(s, name, Role(role), now=datetime.now(UTC))
+        with UnitOfWork(make_session_factory(engine)) as uow:
+            return fresh_token(uow, name, Role(role), now=datetime.now(UTC))
     finally:
         engine.dispose()

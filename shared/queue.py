@@ -10,6 +10,7 @@ from celery import Celery
 
 from shared.config import Settings
 from shared.domain.run_machine import StepId
+from shared.service.messages import AbortCalls, Message, RunStep
 
 QUEUE = "kodo"
 WATCH_APPROVALS = "kodo.watch_approvals"
@@ -52,3 +53,17 @@ def send_step(app: Celery, step: StepId, run_id: str) -> None:
 def send_abort_calls(app: Celery, run_id: str) -> None:
     """Ask a worker to abort the run's in-flight provider calls (after a cancel commits)."""
     app.send_task(ABORT_CALLS, args=[run_id], queue=QUEUE)
+
+
+class CelerySender:
+    """The outbox's Celery adapter: each message becomes one task, by its stable name."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def send(self, message: Message) -> None:
+        match message:
+            case RunStep(step=step, run_id=run_id):
+                send_step(self.app, step, run_id)
+            case AbortCalls(run_id=run_id):
+                send_abort_calls(self.app, run_id)

@@ -6,7 +6,8 @@ The contracts live in the repository's ``pyproject.toml`` ``[tool.importlinter]`
 OpenCode's protocol); ``shared.domain`` imports no framework, driver or client; the
 service layer imports no web framework or task queue; deployed code imports neither the
 local runtime (``devstack``) nor the model stand-ins (``standins``), which only the CLI
-and the local runtime reach. A fixture is a tree with its own packages, checked against
+and the local runtime reach; the views, the watcher and the token CLI import no task
+queue (their unit of work sends). A fixture is a tree with its own packages, checked against
 the *same* contracts (``--config`` points at the repository's file), with the target
 first on the import path so its packages shadow the installed ones. Exit 0 when every
 contract is kept, 1 when one is broken or the check cannot run (fail closed).

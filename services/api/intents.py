@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from shared.db.engine import unit_of_work
 from shared.db.models import Intent, Run
 from shared.db.repos.runs import IntentRepo
 from shared.errors import Forbidden, NotFound
-from shared.queue import send_step
 from shared.service.runs import resolve_repo, start_run, submit_intent
 
 from .auth import current_principal
@@ -39,17 +37,15 @@ def create_intent(body: IntentIn) -> Intent:
     """
     ctx = api()
     repo = resolve_repo(body.repo, ctx.settings.repo_roots)
-    with unit_of_work(ctx.sessions) as s:
-        row = submit_intent(
-            s,
+    with ctx.uow() as uow:
+        return submit_intent(
+            uow,
             repo=repo,
             goal=body.goal,
             base_ref=body.base_ref,
             submitted_by=_submitter(body),
             policy_ref=ctx.settings.policy_ref or None,
         )
-        s.refresh(row, ["created_at"])  # a server default: read it before the session ends
-    return row
 
 
 @routes.route("/intents/<kid:intent_id>", "GET")
@@ -70,8 +66,6 @@ def read_intent(intent_id: str) -> Intent:
 def run_intent(_body: StartRunIn, intent_id: str) -> tuple[Run, int]:
     """Start the intent's single run; a repeat returns it without a second dispatch."""
     ctx = api()
-    with unit_of_work(ctx.sessions) as s:
-        started = start_run(s, intent_id, app_version=ctx.app_version, now=ctx.clock.now())
-    if started.dispatch is not None:
-        send_step(ctx.celery, started.dispatch, started.run.id)
+    with ctx.uow() as uow:
+        started = start_run(uow, intent_id, app_version=ctx.app_version, now=ctx.clock.now())
     return started.run, 202

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from shared.db.engine import unit_of_work
 from shared.db.models import PlanApproval, Run
-from shared.domain.run_machine import StepId
 from shared.errors import Forbidden
-from shared.queue import send_abort_calls, send_step
-from shared.service.runs import cancel_run, decide_plan, dispatch_approved
+from shared.service import runs as commands
 
 from . import reads
 from .auth import current_principal
@@ -50,21 +47,16 @@ def approve_plan(body: DecisionIn, run_id: str) -> PlanApproval:
     approver submitted the run (unless the operator set ``KODO_ALLOW_SELF_APPROVAL=1``).
     """
     ctx = api()
-    with unit_of_work(ctx.sessions) as s:
-        row = decide_plan(
-            s,
+    with ctx.uow() as uow:
+        return commands.approve_plan(
+            uow,
             run_id,
-            approve=True,
             approver=_approver(body),
             now=ctx.clock.now(),
             plan_sha256=body.plan_sha256,
             comment=body.comment,
             allow_self_approval=ctx.settings.allow_self_approval,
         )
-        dispatched = dispatch_approved(s, now=ctx.clock.now(), run_id=run_id)
-    for moved in dispatched:
-        send_step(ctx.celery, StepId.APPLY_PATCH, moved)
-    return row
 
 
 @routes.route("/runs/<kid:run_id>/reject-plan", "POST")
@@ -74,11 +66,10 @@ def approve_plan(body: DecisionIn, run_id: str) -> PlanApproval:
 def reject_plan(body: DecisionIn, run_id: str) -> PlanApproval:
     """Reject the plan; the run ends as ``rejected`` in the same transaction."""
     ctx = api()
-    with unit_of_work(ctx.sessions) as s:
-        return decide_plan(
-            s,
+    with ctx.uow() as uow:
+        return commands.reject_plan(
+            uow,
             run_id,
-            approve=False,
             approver=_approver(body),
             now=ctx.clock.now(),
             plan_sha256=body.plan_sha256,
@@ -97,8 +88,6 @@ def cancel(_: NoOptionsIn, run_id: str) -> Run:
     by a worker, asked after commit.
     """
     ctx = api()
-    with unit_of_work(ctx.sessions) as s:
-        run, changed = cancel_run(s, run_id, now=ctx.clock.now())
-    if changed:
-        send_abort_calls(ctx.celery, run_id)
+    with ctx.uow() as uow:
+        run, _changed = commands.cancel_run(uow, run_id, now=ctx.clock.now())
     return run

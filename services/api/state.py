@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clock import Clock
 from shared.config import Settings
+from shared.queue import CelerySender
+from shared.service.uow import UnitOfWork
 
 EXTENSION = "kodo"
 
@@ -26,6 +28,10 @@ class ApiState:
     redis: Redis
     app_version: str
     owns_celery: bool
+
+    def uow(self) -> UnitOfWork:
+        """One request's transaction; its messages go to the broker after it commits."""
+        return UnitOfWork(self.sessions, CelerySender(self.celery))
 
     def close(self) -> None:
         """Release pools the factory opened; a Celery app passed in belongs to the caller."""

@@ -24,14 +24,11 @@ from flask import Blueprint, Flask, Response, redirect, render_template, request
 from markupsafe import Markup, escape
 from werkzeug.wrappers import Response as BaseResponse
 
-from shared.db.engine import unit_of_work
 from shared.db.repos.inbox import InboxRepo
 from shared.domain.display import visible
-from shared.domain.run_machine import StepId
 from shared.domain.step_contract import step_contract_version
 from shared.errors import InvalidInput, KodoError
-from shared.queue import send_step
-from shared.service.runs import decide_plan, dispatch_approved
+from shared.service.runs import approve_plan, reject_plan
 from shared.service.tokens import Permission
 from shared.service.ui_sessions import sign_in, sign_out
 
@@ -121,15 +118,15 @@ def login() -> BaseResponse:
         return _login_page(target, "The sign-in form expired: please sign in again.", 403)
     token = (request.form.get("token") or "").strip()
     ctx = api()
-    with unit_of_work(ctx.sessions) as s:
+    with ctx.uow() as uow:
         started = (
-            sign_in(s, token, now=ctx.clock.now(), ttl_s=ctx.settings.ui_session_ttl_s)
+            sign_in(uow, token, now=ctx.clock.now(), ttl_s=ctx.settings.ui_session_ttl_s)
             if token
             else None
         )
         earlier = request.cookies.get(SESSION_COOKIE)
         if started is not None and earlier:
-            sign_out(s, earlier, now=ctx.clock.now())  # one browser, one session
+            sign_out(uow, earlier, now=ctx.clock.now())  # one browser, one session
     if started is None:
         return _login_page(target, "Unknown or revoked token.", 401)
     session_id, _ = started
@@ -151,8 +148,8 @@ def login() -> BaseResponse:
 @forms_bp.post("/ui/logout")
 def logout() -> BaseResponse:
     ctx = api()
-    with unit_of_work(ctx.sessions) as s:
-        sign_out(s, request.cookies.get(SESSION_COOKIE, ""), now=ctx.clock.now())
+    with ctx.uow() as uow:
+        sign_out(uow, request.cookies.get(SESSION_COOKIE, ""), now=ctx.clock.now())
     response = redirect("/ui/login", code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="Strict")
     response.delete_cookie(LEGACY_COOKIE, path="/")
@@ -166,21 +163,21 @@ def _decide(run_id: str, *, approve: bool) -> BaseResponse:
     try:
         if not digest:
             raise InvalidInput("the form carries no plan digest: reload the page")
-        with unit_of_work(ctx.sessions) as s:
-            decide_plan(
-                s,
-                run_id,
-                approve=approve,
-                approver=current_principal().name,
-                now=ctx.clock.now(),
-                plan_sha256=digest,
-                allow_self_approval=ctx.settings.allow_self_approval,
-            )
-            dispatched = dispatch_approved(s, now=ctx.clock.now(), run_id=run_id) if approve else []
+        approver = current_principal().name
+        with ctx.uow() as uow:
+            if approve:
+                approve_plan(
+                    uow,
+                    run_id,
+                    approver=approver,
+                    now=ctx.clock.now(),
+                    plan_sha256=digest,
+                    allow_self_approval=ctx.settings.allow_self_approval,
+                )
+            else:
+                reject_plan(uow, run_id, approver=approver, now=ctx.clock.now(), plan_sha256=digest)
     except KodoError as exc:
         return _run_page(run_id, error=exc.message, status=exc.http_status)
-    for moved in dispatched:
-        send_step(ctx.celery, StepId.APPLY_PATCH, moved)
     return redirect(f"/ui/runs/{run_id}", code=303)
 
 

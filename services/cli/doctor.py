@@ -41,19 +41,22 @@ from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from devstack.handle import repo_root
 from services.cli.context import home_option, settings_for
 from services.worker.sandbox import sandbox_cgroup_warning, sandbox_problem
 from shared.config import Settings
+from shared.db.repos.triage import TriageRepo
+from shared.db.schema_version import database_head
 from shared.domain.display import visible
+from shared.domain.run_machine import RunStatus
 from shared.domain.step_contract import step_contract_version
 from shared.queue import make_celery
 from shared.version import app_version
 
-TERMINAL = ("succeeded", "failed", "rejected", "cancelled")
-PARKED = "waiting_upgrade"
+PARKED = RunStatus.WAITING_UPGRADE.value
 
 
 @dataclass
@@ -98,14 +101,6 @@ def check_redis(url: str, timeout_s: float) -> Check:
     finally:
         client.close()
     return Check("redis", True, f"PONG from {url}")
-
-
-def database_head(engine: Engine) -> str | None:
-    with engine.connect() as conn:
-        if conn.execute(text("SELECT to_regclass('app.alembic_version')")).scalar() is None:
-            return None
-        head = conn.execute(text("SELECT version_num FROM app.alembic_version")).scalar()
-    return None if head is None else str(head)
 
 
 def check_migrations(engine: Engine) -> Check:
@@ -170,13 +165,8 @@ def check_opencode(base_url: str, timeout_s: float) -> Check:
 
 
 def _registered_versions(engine: Engine) -> dict[tuple[str, int], str]:
-    """(hostname, pid) -> app_version of every worker that registered (latest wins)."""
-    sql = text(
-        "SELECT DISTINCT ON (hostname, pid) hostname, pid, app_version FROM app.processes"
-        " WHERE kind = 'worker' ORDER BY hostname, pid, started_at DESC"
-    )
-    with engine.connect() as conn:
-        return {(r.hostname, int(r.pid)): str(r.app_version) for r in conn.execute(sql)}
+    with Session(engine) as s:
+        return TriageRepo(s).worker_versions()
 
 
 def check_workers(settings: Settings, engine: Engine, timeout_s: float) -> Check:
@@ -223,18 +213,11 @@ def check_workers(settings: Settings, engine: Engine, timeout_s: float) -> Check
 
 
 def check_stuck(engine: Engine, minutes: int) -> Check:
-    sql = text(
-        "SELECT status, count(*) AS n, min(updated_at) AS oldest FROM app.runs"
-        " WHERE status <> ALL(:terminal)"
-        " AND updated_at < now() - make_interval(mins => :minutes)"
-        " GROUP BY status ORDER BY status"
-    )
     try:
-        with engine.connect() as conn:
-            rows = conn.execute(sql, {"terminal": list(TERMINAL), "minutes": minutes}).all()
+        with Session(engine) as s:
+            by_status = TriageRepo(s).active_runs_idle_for(minutes)
     except SQLAlchemyError as exc:
         return Check("stuck runs", False, f"cannot read app.runs: {_first_line(exc)}")
-    by_status = {str(r.status): int(r.n) for r in rows}
     by_status.pop(PARKED, None)  # not stuck: waiting for an upgrade (its own check)
     waiting = by_status.pop("waiting_input", 0)
     aside = f" ({waiting} waiting for approval, not counted)" if waiting else ""
@@ -251,16 +234,11 @@ def check_stuck(engine: Engine, minutes: int) -> Check:
 
 
 def check_unknown_calls(engine: Engine) -> Check:
-    sql = text(
-        "SELECT run_id, count(*) AS n FROM app.opencode_calls WHERE status = 'unknown'"
-        " GROUP BY run_id ORDER BY run_id"
-    )
     try:
-        with engine.connect() as conn:
-            rows = conn.execute(sql).all()
+        with Session(engine) as s:
+            runs = TriageRepo(s).unknown_calls_by_run()
     except SQLAlchemyError as exc:
         return Check("unknown calls", False, f"cannot read app.opencode_calls: {_first_line(exc)}")
-    runs = {str(r.run_id): int(r.n) for r in rows}
     if runs:
         shown = ", ".join(list(runs)[:5]) + (" ..." if len(runs) > 5 else "")
         return Check(
@@ -274,16 +252,11 @@ def check_unknown_calls(engine: Engine) -> Check:
 
 
 def check_waiting_upgrade(engine: Engine) -> Check:
-    sql = text(
-        "SELECT coalesce(contract_version, '?') AS contract, count(*) AS n FROM app.runs"
-        " WHERE status = :parked GROUP BY 1 ORDER BY 1"
-    )
     try:
-        with engine.connect() as conn:
-            rows = conn.execute(sql, {"parked": PARKED}).all()
+        with Session(engine) as s:
+            by_contract = TriageRepo(s).parked_by_contract()
     except SQLAlchemyError as exc:
         return Check("waiting upgrade", False, f"cannot read app.runs: {_first_line(exc)}")
-    by_contract = {str(r.contract): int(r.n) for r in rows}
     mine = step_contract_version()
     data = {"by_contract": by_contract, "code_contract": mine}
     if not by_contract:

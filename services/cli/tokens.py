@@ -17,9 +17,10 @@ import click
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.cli.context import home_option, settings_for
-from shared.db.engine import make_engine, make_session_factory, unit_of_work
+from shared.db.engine import make_engine, make_session_factory
 from shared.errors import KodoError
 from shared.service.tokens import Role, create_token, list_tokens, revoke_token
+from shared.service.uow import UnitOfWork
 
 
 @click.group("token")
@@ -44,8 +45,8 @@ def _sessions(home: Path | None) -> Iterator[sessionmaker[Session]]:
 def create(name: str, role: str, as_json: bool, home: Path | None) -> None:
     """Create a token for NAME (the name approvals and intents record). Shown once."""
     try:
-        with _sessions(home) as sessions, unit_of_work(sessions) as s:
-            plaintext = create_token(s, name, Role(role))
+        with _sessions(home) as sessions, UnitOfWork(sessions) as uow:
+            plaintext = create_token(uow, name, Role(role))
     except KodoError as exc:
         raise click.ClickException(exc.message) from exc
     if as_json:
@@ -63,8 +64,8 @@ def create(name: str, role: str, as_json: bool, home: Path | None) -> None:
 def revoke(name: str, home: Path | None) -> None:
     """Revoke NAME's token at once; its requests get 401 from now on."""
     try:
-        with _sessions(home) as sessions, unit_of_work(sessions) as s:
-            revoke_token(s, name, now=datetime.now(UTC))
+        with _sessions(home) as sessions, UnitOfWork(sessions) as uow:
+            revoke_token(uow, name, now=datetime.now(UTC))
     except KodoError as exc:
         raise click.ClickException(exc.message) from exc
     click.echo(f"revoked {name}")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 
 import structlog
-from sqlalchemy import select
 
 from services.worker.runtime import Runtime
-from shared.db.models import OpenCodeCall, Run
+from shared.db.repos.ledger import LedgerRepo
+from shared.db.repos.runs import RunRepo
 from shared.domain.run_machine import RunStatus
-from shared.domain.vocab import CallStatus
 from shared.opencode.errors import OpenCodeError
 
 log = structlog.get_logger("kodo.cancel")
@@ -19,20 +18,11 @@ log = structlog.get_logger("kodo.cancel")
 def abort_inflight_calls(rt: Runtime, run_id: str) -> list[str]:
     """Abort the OpenCode session of every still-claimed call of a cancelled run."""
     with rt.sessions() as s:
-        run = s.get(Run, run_id)
-        if run is None or run.status != RunStatus.CANCELLED:
+        if RunRepo(s).status_of(run_id) != RunStatus.CANCELLED.value:
             return []
-        rows = s.execute(
-            select(OpenCodeCall.session_id, OpenCodeCall.request["directory"].as_string()).where(
-                OpenCodeCall.run_id == run_id,
-                OpenCodeCall.status == CallStatus.CLAIMED.value,
-                OpenCodeCall.session_id.is_not(None),
-            )
-        ).all()
+        open_sessions = LedgerRepo(s).open_sessions_of(run_id)
     aborted: list[str] = []
-    for session_id, directory in rows:
-        if session_id is None or directory is None:
-            continue
+    for session_id, directory in open_sessions:
         with contextlib.suppress(OpenCodeError):  # an ended session needs no abort
             rt.client.abort(session_id, directory=directory)
             aborted.append(session_id)

@@ -13,11 +13,10 @@ from redis.exceptions import RedisError
 
 from services.worker.runtime import Runtime
 from services.worker.watcher import watch_approvals
-from shared.db.engine import unit_of_work
 from shared.domain.step_contract import step_contract_version
-from shared.queue import QUEUE, send_step
+from shared.queue import QUEUE
 from shared.service.contract import resume_parked
-from shared.service.recovery import Redispatch, find_and_claim_stalled
+from shared.service.recovery import Redispatch, redispatch_stalled
 
 log = structlog.get_logger("kodo.reconciler")
 
@@ -34,27 +33,26 @@ def broker_backlog(redis_url: str) -> int:
 
 
 def reconcile(rt: Runtime) -> list[Redispatch]:
-    """One pass: stalled steps are re-sent; approved-but-undispatched runs are sent too."""
+    """One pass: stalled steps are re-sent, parked runs of this contract resumed, and
+    approved-but-undispatched runs sent; each unit of work sends after its commit."""
     backlog = broker_backlog(rt.settings.redis_url)
-    with unit_of_work(rt.sessions) as s:
-        stalled = find_and_claim_stalled(
-            s,
+    with rt.uow() as uow:
+        stalled = redispatch_stalled(
+            uow,
             now=rt.clock.now(),
             redispatch_after_s=rt.settings.redispatch_after_s,
             broker_backlog=backlog,
         )
-    for item in stalled:  # after commit
-        send_step(rt.celery, item.step, item.run_id)
+    for item in stalled:
         log.warning(
             "reconciler.redispatched",
             run_id=item.run_id,
             step_id=item.step.value,
             reason=item.reason,
         )
-    with unit_of_work(rt.sessions) as s:
-        resumed = resume_parked(s, worker_contract=step_contract_version(), now=rt.clock.now())
-    for parked in resumed:  # after commit
-        send_step(rt.celery, parked.step, parked.run_id)
+    with rt.uow() as uow:
+        resumed = resume_parked(uow, worker_contract=step_contract_version(), now=rt.clock.now())
+    for parked in resumed:
         log.info("reconciler.resumed", run_id=parked.run_id, step_id=parked.step.value)
     watch_approvals(rt)
     return stalled

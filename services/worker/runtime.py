@@ -21,6 +21,8 @@ from shared.opencode.client import OpenCodeClient
 from shared.opencode.exactly_once import ExactlyOnceCalls
 from shared.opencode.messages import ModelRef
 from shared.opencode.ports import AgentClient, StructuredCalls
+from shared.queue import CelerySender
+from shared.service.uow import UnitOfWork
 
 
 @dataclass
@@ -32,6 +34,10 @@ class Runtime:
     client: AgentClient
     oc: StructuredCalls
     celery: Celery
+
+    def uow(self) -> UnitOfWork:
+        """One task's transaction; its messages go to the broker after it commits."""
+        return UnitOfWork(self.sessions, CelerySender(self.celery))
 
     def close(self) -> None:
         self.oc.close()

@@ -1,2 +1,5 @@
-"""Use cases shared by the API and the worker. They take a session and never commit:
-the entry point (request, task) owns the transaction and dispatches after commit."""
+"""Commands shared by the API, the worker, the CLI and the bench: one function each.
+
+A command takes an open :class:`shared.service.uow.UnitOfWork` and never commits; the
+entry point (request, task, CLI command) opens the unit of work, which commits and then
+sends the messages the command queued."""

@@ -26,6 +26,8 @@ from shared.domain.run_machine import (
     Upgraded,
     transition,
 )
+from shared.service.messages import RunStep
+from shared.service.uow import UnitOfWork
 
 RULE = "step_contract"
 
@@ -81,14 +83,14 @@ class Resumed:
 
 
 def resume_parked(
-    s: Session, *, worker_contract: str, now: datetime, limit: int = 100
+    uow: UnitOfWork, *, worker_contract: str, now: datetime, limit: int = 100
 ) -> list[Resumed]:
-    """Move runs parked for ``worker_contract`` back to their step; the caller
-    dispatches each returned step after commit."""
-    runs = RunRepo(s)
+    """Move runs parked for ``worker_contract`` back to their step and send each step
+    after commit (the reconciler's command)."""
     resumed = []
-    for run_id, step in runs.claim_parked(worker_contract, limit):
+    for run_id, step in uow.runs.claim_parked(worker_contract, limit):
         move = transition(RunStatus.WAITING_UPGRADE, Upgraded(step))
-        if runs.apply(run_id, move, now, clear_error=True):
+        if uow.runs.apply(run_id, move, now, clear_error=True):
+            uow.send_after_commit(RunStep(step, run_id))
             resumed.append(Resumed(run_id, step))
     return resumed

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import socket
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
-from shared.db.models import WorkerProcess
+from shared.db.repos.processes import ProcessRepo
 from shared.db.schema_version import assert_schema_current
 from shared.version import app_version
 
@@ -15,14 +16,12 @@ from shared.version import app_version
 def register_process(engine: Engine, kind: str) -> str:
     """Check the migration head (raises SchemaMismatch) and record this process."""
     head = assert_schema_current(engine)
-    with engine.begin() as conn:
-        conn.execute(
-            insert(WorkerProcess).values(
-                kind=kind,
-                hostname=socket.gethostname(),
-                pid=os.getpid(),
-                app_version=app_version(),
-                migration_head=head,
-            )
+    with Session(engine) as s, s.begin():
+        ProcessRepo(s).record(
+            kind=kind,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            app_version=app_version(),
+            migration_head=head,
         )
     return head

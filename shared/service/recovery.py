@@ -12,13 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session, aliased
-
-from shared.db.models import Run, StepRun
-from shared.db.repos.steps import RECONCILER, db_now
 from shared.domain.run_machine import STEP_STATUS, StepId
-from shared.domain.vocab import StepRunStatus
+from shared.service.messages import RunStep
+from shared.service.uow import UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -33,60 +29,37 @@ HARD_CAP_FACTOR = 10
 times ``redispatch_after_s``: the backlog is only a hint, Postgres decides."""
 
 
-def find_and_claim_stalled(
-    s: Session,
+def redispatch_stalled(
+    uow: UnitOfWork,
     *,
     now: datetime,
     redispatch_after_s: float,
     broker_backlog: int = 0,
     limit: int = 500,
 ) -> list[Redispatch]:
-    """Pick stalled steps (locking their runs) and mark them handed to the next delivery.
+    """Claim stalled steps (locking their runs) and re-send each after commit.
 
     A step nobody entered may simply wait in a busy queue: while the broker reports a
     backlog, such a step is re-sent only after ``HARD_CAP_FACTOR`` times the usual
     wait, so a long queue is not flooded with copies. A step whose lease expired was
-    entered by a worker that died: it is re-sent whatever the backlog.
+    entered by a worker that died: it is re-sent whatever the backlog, and its lease
+    handed to the next delivery.
     """
     cutoff = now - timedelta(
         seconds=redispatch_after_s * (HARD_CAP_FACTOR if broker_backlog > 0 else 1)
     )
     found: list[Redispatch] = []
     for step, status in STEP_STATUS.items():
-        checkpoint = aliased(StepRun)
-        rows = s.execute(
-            select(Run.id, checkpoint.id, checkpoint.lease_owner)
-            .outerjoin(
-                checkpoint,
-                and_(checkpoint.run_id == Run.id, checkpoint.step_id == step.value),
-            )
-            .where(
-                Run.status == status.value,
-                or_(
-                    and_(checkpoint.id.is_(None), Run.updated_at < cutoff),
-                    # Leases are database times (see repos.steps): so is their deadline.
-                    and_(
-                        checkpoint.status == StepRunStatus.RUNNING.value,
-                        checkpoint.lease_expires_at < db_now(),
-                    ),
-                ),
-            )
-            .order_by(Run.updated_at)
-            .limit(limit)
-            .with_for_update(of=Run, skip_locked=True)
-        ).all()
-        for run_id, checkpoint_id, owner in rows:
-            reason = "never entered" if checkpoint_id is None else f"lease of {owner} expired"
-            if checkpoint_id is None:
-                s.execute(update(Run).where(Run.id == run_id).values(updated_at=now))
+        stalled = uow.steps.lock_stalled(
+            step, status.value, never_entered_before=cutoff, limit=limit
+        )
+        for item in stalled:
+            if item.checkpoint_id is None:
+                reason = "never entered"
+                uow.runs.touch(item.run_id, now)
             else:
-                s.execute(
-                    update(StepRun)
-                    .where(StepRun.id == checkpoint_id)
-                    .values(
-                        lease_owner=RECONCILER,
-                        lease_expires_at=db_now() + timedelta(seconds=redispatch_after_s),
-                    )
-                )
-            found.append(Redispatch(run_id, step, reason))
+                reason = f"lease of {item.lease_owner} expired"
+                uow.steps.hand_lease_to_next_delivery(item.checkpoint_id, redispatch_after_s)
+            uow.send_after_commit(RunStep(step, item.run_id))
+            found.append(Redispatch(item.run_id, step, reason))
     return found

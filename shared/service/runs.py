@@ -1,4 +1,9 @@
-"""Submitting intents, starting runs, deciding plans, dispatching approved runs."""
+"""The run commands: one function per thing a person or a timer asks of a run.
+
+Each takes an open :class:`~shared.service.uow.UnitOfWork`, changes rows through its
+repositories and queues what must be sent (a step, an abort) in its outbox; the entry
+point's unit of work commits, then sends. Views, tasks, the CLI, the bench and tests
+call these functions, never the repositories or the queue themselves."""
 
 from __future__ import annotations
 
@@ -10,8 +15,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from shared.db.models import Intent, PlanApproval, Run
-from shared.db.repos.approvals import ApprovalRepo
-from shared.db.repos.runs import IntentRepo, RunRepo
+from shared.db.repos.runs import RunRepo
 from shared.domain.policy import PolicyError
 from shared.domain.run_machine import (
     Cancel,
@@ -20,7 +24,6 @@ from shared.domain.run_machine import (
     PlanRejected,
     RunStatus,
     Start,
-    StepId,
     transition,
 )
 from shared.domain.step_contract import step_contract_version
@@ -34,7 +37,9 @@ from shared.errors import (
     RepoNotAllowed,
 )
 from shared.hashing import canonical_json, sha256_hex
+from shared.service.messages import AbortCalls, RunStep
 from shared.service.repo_pin import observe_repo, resolve_commit, run_policy_at_submit
+from shared.service.uow import UnitOfWork
 
 
 def resolve_repo(repo_path: str, roots: tuple[Path, ...]) -> Path:
@@ -53,7 +58,7 @@ def resolve_repo(repo_path: str, roots: tuple[Path, ...]) -> Path:
 
 
 def submit_intent(
-    s: Session,
+    uow: UnitOfWork,
     *,
     repo: Path,
     goal: str,
@@ -61,7 +66,7 @@ def submit_intent(
     submitted_by: str | None,
     policy_ref: str | None = None,
 ) -> Intent:
-    """Store an intent pinned to what it names now.
+    """Store an intent pinned to what it names now; sends nothing.
 
     Records the repository's real path and device/inode, the commit ``base_ref``
     resolves to, and the strictest combination of the policy at the trusted ref
@@ -91,68 +96,117 @@ def submit_intent(
         repo_inode=pin.inode,
         policy=policy.to_json(),
     )
-    return IntentRepo(s).add(intent)
+    return uow.intents.add(intent)
 
 
 @dataclass(frozen=True)
 class Started:
     run: Run
     created: bool
-    dispatch: StepId | None
 
 
-def start_run(s: Session, intent_id: str, *, app_version: str, now: datetime) -> Started:
-    """Create the intent's run (workflow id == intent id) once; repeats return it.
+def start_run(uow: UnitOfWork, intent_id: str, *, app_version: str, now: datetime) -> Started:
+    """Create the intent's run (workflow id == intent id) once and send its first step.
 
-    The run records this code's step contract: every step compares its own with it
-    before it enters (``shared.service.contract``).
+    A repeat returns the run and sends nothing; an ended run is a conflict. The run
+    records this code's step contract: every step compares its own with it before it
+    enters (``shared.service.contract``).
     """
-    if IntentRepo(s).get(intent_id) is None:
+    if uow.intents.get(intent_id) is None:
         raise NotFound(f"intent {intent_id} not found")
-    runs = RunRepo(s)
-    run, created = runs.create_queued(intent_id, app_version, step_contract_version())
+    run, created = uow.runs.create_queued(intent_id, app_version, step_contract_version())
     if not created:
         if RunStatus(run.status).is_terminal:
             raise Conflict(
                 f"run {run.id} already ended ({run.status}); submit a new intent to run again"
             )
-        return Started(run, created=False, dispatch=None)
+        return Started(run, created=False)
     move = transition(RunStatus.QUEUED, Start())
-    if not runs.apply(run.id, move, now):  # pragma: no cover - we just created it
+    if not uow.runs.apply(run.id, move, now):  # pragma: no cover - we just created it
         raise Conflict(f"run {run.id} moved concurrently")
-    s.refresh(run)
-    return Started(run, created=True, dispatch=move.dispatch)
+    uow.runs.reload(run)
+    if move.dispatch is not None:
+        uow.send_after_commit(RunStep(move.dispatch, run.id))
+    return Started(run, created=True)
 
 
 def get_run(s: Session, run_id: str) -> Run:
+    """The run, or NotFound (a read: no unit of work needed)."""
     run = RunRepo(s).get(run_id)
     if run is None:
         raise NotFound(f"run {run_id} not found")
     return run
 
 
-def decide_plan(
-    s: Session,
+def approve_plan(
+    uow: UnitOfWork,
     run_id: str,
     *,
-    approve: bool,
     approver: str,
     now: datetime,
     plan_sha256: str | None = None,
     comment: str | None = None,
     allow_self_approval: bool = False,
+    dispatch: bool = True,
 ) -> PlanApproval:
-    """Persist a decision on the run's current plan.
+    """Approve the run's current plan, move the run to ``applying`` and send ApplyPatchST.
 
-    Approval only records the row; the watcher moves the run. Rejection ends the run
-    in the same transaction. A repeated identical decision is accepted again. The
+    One transaction records the approval and moves the run; ApplyPatchST leaves after
+    commit. ``dispatch=False`` records the approval alone and leaves the move and the
+    send to the approval watcher (the bench's beat-only path, and tests of that safety
+    net). A repeated identical approval is accepted again and sends nothing new. The
     submitter may not approve their own run unless the operator allows it
     (``KODO_ALLOW_SELF_APPROVAL``): two people stand between an intent and its change.
     """
-    run = RunRepo(s).get_for_update(run_id)
+    row, _ = _decide(
+        uow,
+        run_id,
+        approve=True,
+        approver=approver,
+        plan_sha256=plan_sha256,
+        comment=comment,
+        allow_self_approval=allow_self_approval,
+    )
+    if dispatch:
+        dispatch_approved(uow, now=now, run_id=run_id)
+    return row
+
+
+def reject_plan(
+    uow: UnitOfWork,
+    run_id: str,
+    *,
+    approver: str,
+    now: datetime,
+    plan_sha256: str | None = None,
+    comment: str | None = None,
+) -> PlanApproval:
+    """Reject the run's current plan; the run ends ``rejected`` in the same transaction.
+
+    Sends nothing. A repeated identical rejection is accepted again.
+    """
+    row, new = _decide(
+        uow, run_id, approve=False, approver=approver, plan_sha256=plan_sha256, comment=comment
+    )
+    if new:
+        uow.runs.apply(run_id, transition(RunStatus.WAITING_INPUT, PlanRejected()), now)
+    return row
+
+
+def _decide(
+    uow: UnitOfWork,
+    run_id: str,
+    *,
+    approve: bool,
+    approver: str,
+    plan_sha256: str | None,
+    comment: str | None,
+    allow_self_approval: bool = False,
+) -> tuple[PlanApproval, bool]:
+    """Record a decision on the run's current plan under the run's row lock; (row, new)."""
+    run = uow.runs.get_for_update(run_id)
     if run is None:
         raise NotFound(f"run {run_id} not found")
-    approvals = ApprovalRepo(s)
     decision = Decision.APPROVED if approve else Decision.REJECTED
     if run.plan_sha256 is not None:
         if plan_sha256 is not None and plan_sha256 != run.plan_sha256:
@@ -160,62 +214,60 @@ def decide_plan(
                 "the plan changed: plan_sha256 does not match the current plan",
                 details={"current_plan_sha256": run.plan_sha256},
             )
-        earlier = approvals.get(run.id, run.plan_sha256)
+        earlier = uow.approvals.get(run.id, run.plan_sha256)
         if earlier is not None:
             if earlier.decision != decision:
                 raise Conflict(f"the plan was already {earlier.decision}")
-            return earlier
+            return earlier, False
     if run.status != RunStatus.WAITING_INPUT.value or run.plan_sha256 is None:
         raise Conflict(f"run {run.id} is {run.status}, not waiting_input")
     if approve and not allow_self_approval:
-        intent = IntentRepo(s).get(run.intent_id)
+        intent = uow.intents.get(run.intent_id)
         if intent is not None and intent.submitted_by == approver:
             raise Forbidden(
                 f"self-approval is refused: {approver!r} submitted this run, so another"
                 " approver must approve it (the operator may allow it: KODO_ALLOW_SELF_APPROVAL=1)",
                 details={"rule": ["no_self_approval"]},
             )
-    row = approvals.record(
+    row = uow.approvals.record(
         run.id, run.plan_sha256, decision=decision, approver=approver, comment=comment
     )
-    if not approve:
-        move = transition(RunStatus.WAITING_INPUT, PlanRejected())
-        RunRepo(s).apply(run.id, move, now)
-    return row
+    return row, True
 
 
 def dispatch_approved(
-    s: Session, *, now: datetime, limit: int = 100, run_id: str | None = None
+    uow: UnitOfWork, *, now: datetime, limit: int = 100, run_id: str | None = None
 ) -> list[str]:
-    """Move approved waiting runs to ``applying``; return the run ids to dispatch.
+    """Move approved waiting runs to ``applying`` and send their ApplyPatchST after commit.
 
-    Rows are claimed with SKIP LOCKED and the run update is guarded, so the approve
-    endpoint and the beat watcher (its safety net) can never both dispatch the same run.
+    The approve command calls it for its own run; the approval watcher (beat, and each
+    reconciler pass) calls it for all, as the safety net for an approval recorded
+    without a dispatch. Rows are claimed with SKIP LOCKED and the run update is guarded,
+    so the two never both move (or send) the same run. Returns the runs moved.
     """
-    dispatched: list[str] = []
-    runs = RunRepo(s)
-    approvals = ApprovalRepo(s)
-    for approval in approvals.claim_undispatched(limit, run_id=run_id):
+    moved: list[str] = []
+    for approval in uow.approvals.claim_undispatched(limit, run_id=run_id):
         try:
             move = transition(RunStatus.WAITING_INPUT, PlanApproved())
         except IllegalTransition:  # pragma: no cover - the machine allows it
             continue
-        if runs.apply(approval.run_id, move, now):
-            approvals.mark_dispatched(approval.id)
-            dispatched.append(approval.run_id)
-    return dispatched
+        if uow.runs.apply(approval.run_id, move, now):
+            uow.approvals.mark_dispatched(approval.id)
+            if move.dispatch is not None:
+                uow.send_after_commit(RunStep(move.dispatch, approval.run_id))
+            moved.append(approval.run_id)
+    return moved
 
 
-def cancel_run(s: Session, run_id: str, *, now: datetime) -> tuple[Run, bool]:
-    """Cancel a run in any active state; return (run, changed).
+def cancel_run(uow: UnitOfWork, run_id: str, *, now: datetime) -> tuple[Run, bool]:
+    """Cancel a run in any active state and send AbortCalls after commit; (run, changed).
 
     Takes the run's row lock, like approve and reject, so racing calls serialise
-    and leave one consistent outcome. Cancelling a cancelled run is a no-op; any
-    other ended run is a conflict. The step in flight sees the cancel before its
-    next provider call, and its open call is aborted by the worker (after commit).
+    and leave one consistent outcome. Cancelling a cancelled run is a no-op that
+    sends nothing; any other ended run is a conflict. The step in flight sees the
+    cancel before its next provider call; its open call is aborted by a worker.
     """
-    runs = RunRepo(s)
-    run = runs.get_for_update(run_id)
+    run = uow.runs.get_for_update(run_id)
     if run is None:
         raise NotFound(f"run {run_id} not found")
     status = RunStatus(run.status)
@@ -223,6 +275,7 @@ def cancel_run(s: Session, run_id: str, *, now: datetime) -> tuple[Run, bool]:
         return run, False
     if status.is_terminal:
         raise Conflict(f"run {run.id} already ended ({run.status})")
-    runs.apply(run.id, transition(status, Cancel()), now)
-    s.refresh(run)
+    uow.runs.apply(run.id, transition(status, Cancel()), now)
+    uow.runs.reload(run)
+    uow.send_after_commit(AbortCalls(run.id))
     return run, True

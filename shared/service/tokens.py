@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import String, cast, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.db.models import ApiToken, UiSession
+from shared.db.models import ApiToken
+from shared.db.repos.tokens import TokenRepo
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.hashing import sha256_hex
+from shared.service.uow import UnitOfWork
 
 PREFIX = "kodo_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
@@ -52,20 +52,17 @@ class Principal:
         return permission in GRANTS[self.role]
 
 
-def create_token(s: Session, name: str, role: Role) -> str:
+def create_token(uow: UnitOfWork, name: str, role: Role) -> str:
     """Store a new token for ``name``; return the plaintext (the only time it exists)."""
     if not _NAME.match(name):
         raise InvalidInput("a token name is 1-128 of A-Z a-z 0-9 _ . @ -", details={"name": [name]})
     plaintext = PREFIX + secrets.token_urlsafe(32)
-    try:
-        with s.begin_nested():
-            s.add(ApiToken(name=name, role=role.value, token_sha256=sha256_hex(plaintext)))
-    except IntegrityError as exc:
-        raise Conflict(f"a token named {name!r} exists; revoke it first") from exc
+    if uow.tokens.add(name, role.value, sha256_hex(plaintext)) is None:
+        raise Conflict(f"a token named {name!r} exists; revoke it first")
     return plaintext
 
 
-def revoke_token(s: Session, name: str, *, now: datetime) -> None:
+def revoke_token(uow: UnitOfWork, name: str, *, now: datetime) -> None:
     """End NAME's live token and every web session signed in with it.
 
     The row keeps its history under ``NAME#revoked-<row id>``, which frees NAME for a
@@ -73,37 +70,22 @@ def revoke_token(s: Session, name: str, *, now: datetime) -> None:
     collided when one name was revoked twice in a second, and the failed rename left
     the token live); a token name cannot contain ``#``, so no live name can clash.
     """
-    done = s.execute(
-        update(ApiToken)
-        .where(ApiToken.name == name, ApiToken.revoked_at.is_(None))
-        .values(
-            revoked_at=now,
-            name=ApiToken.name + "#revoked-" + cast(ApiToken.id, String),
-        )
-        .returning(ApiToken.id)
-    ).scalar_one_or_none()
-    if done is None:
+    revoked = uow.tokens.revoke_live(name, now=now)
+    if revoked is None:
         raise NotFound(f"no live token named {name!r}")
-    s.execute(
-        update(UiSession)
-        .where(UiSession.token_id == done, UiSession.ended_at.is_(None))
-        .values(ended_at=now)
-    )
+    uow.ui_sessions.end_all_of_token(revoked, now=now)
 
 
 def list_tokens(s: Session) -> list[ApiToken]:
-    return list(s.execute(select(ApiToken).order_by(ApiToken.id)).scalars())
+    """Every token ever made, oldest first (a read)."""
+    return TokenRepo(s).all()
 
 
 def live_token(s: Session, plaintext: str) -> ApiToken | None:
     """The live token row ``plaintext`` names, or None (unknown, malformed or revoked)."""
     if not plaintext.startswith(PREFIX) or len(plaintext) > 200:
         return None
-    return s.execute(
-        select(ApiToken).where(
-            ApiToken.token_sha256 == sha256_hex(plaintext), ApiToken.revoked_at.is_(None)
-        )
-    ).scalar_one_or_none()
+    return TokenRepo(s).live_by_digest(sha256_hex(plaintext))
 
 
 def principal_of(row: ApiToken) -> Principal:
@@ -116,11 +98,8 @@ def authenticate(s: Session, plaintext: str) -> Principal | None:
     return None if row is None else principal_of(row)
 
 
-def fresh_token(s: Session, name: str, role: Role, *, now: datetime) -> str:
+def fresh_token(uow: UnitOfWork, name: str, role: Role, *, now: datetime) -> str:
     """Revoke NAME's live token if any, then create a new one (for scripted stacks)."""
-    live = s.execute(
-        select(ApiToken.id).where(ApiToken.name == name, ApiToken.revoked_at.is_(None))
-    ).scalar_one_or_none()
-    if live is not None:
-        revoke_token(s, name, now=now)
-    return create_token(s, name, role)
+    if uow.tokens.has_live(name):
+        revoke_token(uow, name, now=now)
+    return create_token(uow, name, role)

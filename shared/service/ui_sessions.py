@@ -12,12 +12,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from shared.db.models import ApiToken, UiSession
+from shared.db.models import UiSession
+from shared.db.repos.tokens import UiSessionRepo
 from shared.hashing import sha256_hex
 from shared.service.tokens import Principal, live_token, principal_of
+from shared.service.uow import UnitOfWork
 
 ID_BYTES = 32  # 256 bits from the OS CSPRNG
 _MAX_ID_LENGTH = 100
@@ -32,15 +33,17 @@ class SignedIn:
     expires_at: datetime
 
 
-def sign_in(s: Session, token: str, *, now: datetime, ttl_s: int) -> tuple[str, SignedIn] | None:
+def sign_in(
+    uow: UnitOfWork, token: str, *, now: datetime, ttl_s: int
+) -> tuple[str, SignedIn] | None:
     """A new session for a live ``token``: (the id for the cookie, the session); else None."""
-    row = live_token(s, token)
+    row = live_token(uow.session, token)
     if row is None:
         return None
     session_id = secrets.token_urlsafe(ID_BYTES)
     csrf = secrets.token_urlsafe(ID_BYTES)
     expires = now + timedelta(seconds=ttl_s)
-    s.add(
+    uow.ui_sessions.add(
         UiSession(
             session_sha256=sha256_hex(session_id),
             token_id=row.id,
@@ -48,7 +51,6 @@ def sign_in(s: Session, token: str, *, now: datetime, ttl_s: int) -> tuple[str, 
             expires_at=expires,
         )
     )
-    s.flush()
     return session_id, SignedIn(principal_of(row), csrf, expires)
 
 
@@ -56,28 +58,15 @@ def signed_in(s: Session, session_id: str, *, now: datetime) -> SignedIn | None:
     """The session ``session_id`` names, if it has not ended or expired and its token lives."""
     if not session_id or len(session_id) > _MAX_ID_LENGTH:
         return None
-    found = s.execute(
-        select(UiSession, ApiToken)
-        .join(ApiToken, UiSession.token_id == ApiToken.id)
-        .where(
-            UiSession.session_sha256 == sha256_hex(session_id),
-            UiSession.ended_at.is_(None),
-            UiSession.expires_at > now,
-            ApiToken.revoked_at.is_(None),
-        )
-    ).one_or_none()
+    found = UiSessionRepo(s).live_with_token(sha256_hex(session_id), now=now)
     if found is None:
         return None
     session, token = found
     return SignedIn(principal_of(token), session.csrf_token, session.expires_at)
 
 
-def sign_out(s: Session, session_id: str, *, now: datetime) -> None:
+def sign_out(uow: UnitOfWork, session_id: str, *, now: datetime) -> None:
     """End the session (idempotent: an unknown or ended id changes nothing)."""
     if not session_id or len(session_id) > _MAX_ID_LENGTH:
         return
-    s.execute(
-        update(UiSession)
-        .where(UiSession.session_sha256 == sha256_hex(session_id), UiSession.ended_at.is_(None))
-        .values(ended_at=now)
-    )
+    uow.ui_sessions.end(sha256_hex(session_id), now=now)

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from devstack.kodo_procs import Stack, start_api
-from shared.db.engine import unit_of_work
 from shared.service.tokens import Role, create_token
+from shared.service.uow import UnitOfWork
 
 DISPLAY_REDIS_DB = 9  # nothing is sent: the API only pings Redis for /healthz
 
@@ -34,8 +34,8 @@ def api_stack(
 
 @pytest.fixture
 def reader_token(sessions: sessionmaker[Session]) -> str:
-    with unit_of_work(sessions) as s:
-        return create_token(s, "rita", Role.APPROVER)
+    with UnitOfWork(sessions) as uow:
+        return create_token(uow, "rita", Role.APPROVER)
 
 
 @pytest.fixture

@@ -271,12 +271,14 @@ class Chaos:
             ).scalars()
             leftovers = list(ids)
         from shared.clock import SystemClock
-        from shared.db.engine import make_session_factory, unit_of_work
+        from shared.db.engine import make_session_factory
+        from shared.service.messages import InMemorySender
+        from shared.service.uow import UnitOfWork
 
         sessions = make_session_factory(self.engine)
-        for run_id in leftovers:
-            with unit_of_work(sessions) as s:
-                cancel_run(s, run_id, now=SystemClock().now())
+        for run_id in leftovers:  # the stack stops next: the abort messages are not sent
+            with UnitOfWork(sessions, InMemorySender()) as uow:
+                cancel_run(uow, run_id, now=SystemClock().now())
 
     def close(self) -> None:
         self.http.close()

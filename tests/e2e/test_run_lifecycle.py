@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from shared.db.engine import make_session_factory, unit_of_work
+from shared.db.engine import make_session_factory
 from shared.hashing import sha256_hex
-from shared.service.runs import decide_plan
+from shared.service.runs import approve_plan
+from shared.service.uow import UnitOfWork
 from tests.e2e.conftest import Api
 from tests.waiting import wait_until
 
@@ -238,14 +239,14 @@ def test_an_approval_recorded_without_the_endpoint_is_dispatched_by_the_watcher_
     run_id = api.submit(sample_repo, "Add a divide function to calc.py")
     waiting = api.wait_for(run_id, {"waiting_input"})
 
-    with unit_of_work(make_session_factory(engine)) as s:
-        decide_plan(
-            s,
+    with UnitOfWork(make_session_factory(engine)) as uow:  # sends nothing: dispatch=False
+        approve_plan(
+            uow,
             run_id,
-            approve=True,
             approver="carol",
             plan_sha256=waiting["planSha256"],
             now=datetime.now(UTC),
+            dispatch=False,
         )
     recorded = time.monotonic()
     wait_until(

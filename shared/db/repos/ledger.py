@@ -198,3 +198,14 @@ class LedgerRepo:
                 select(OpenCodeCall).where(OpenCodeCall.run_id == run_id).order_by(OpenCodeCall.id)
             ).scalars()
         )
+
+    def open_sessions_of(self, run_id: str) -> list[tuple[str, str]]:
+        """(OpenCode session id, directory) of the run's calls still claimed and started."""
+        rows = self.session.execute(
+            select(OpenCodeCall.session_id, OpenCodeCall.request["directory"].as_string()).where(
+                OpenCodeCall.run_id == run_id,
+                OpenCodeCall.status == CallStatus.CLAIMED.value,
+                OpenCodeCall.session_id.is_not(None),
+            )
+        ).all()
+        return [(sid, directory) for sid, directory in rows if sid is not None and directory]

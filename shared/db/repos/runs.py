@@ -34,8 +34,10 @@ class IntentRepo:
         self.session = session
 
     def add(self, intent: Intent) -> Intent:
+        """Insert the intent; its server default (``created_at``) is read back at once."""
         self.session.add(intent)
         self.session.flush()
+        self.session.refresh(intent, ["created_at"])
         return intent
 
     def get(self, intent_id: str) -> Intent | None:
@@ -56,11 +58,19 @@ class RunRepo:
         ).scalar_one_or_none()
         return status
 
+    def reload(self, run: Run) -> None:
+        """Read the row again after a guarded UPDATE changed it behind the ORM's back."""
+        self.session.refresh(run)
+
     def get_for_update(self, run_id: str) -> Run | None:
         """Lock the run row for the rest of the transaction."""
         return self.session.execute(
             select(Run).where(Run.id == run_id).with_for_update()
         ).scalar_one_or_none()
+
+    def touch(self, run_id: str, now: datetime) -> None:
+        """Restart the run's never-entered clock (the reconciler just re-sent its step)."""
+        self.session.execute(update(Run).where(Run.id == run_id).values(updated_at=now))
 
     def create_queued(
         self, intent_id: str, app_version: str, contract_version: str

@@ -9,7 +9,7 @@ runs behind or ahead decides nothing differently.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -23,11 +23,12 @@ from sqlalchemy import (
     bindparam,
     cast,
     func,
+    or_,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session, aliased, defer
 
 from shared.db.models import Artifact, Run, StepRun, table_of
 from shared.domain.run_machine import StepId
@@ -164,6 +165,13 @@ class Entered:
     app_version: str | None
 
 
+@dataclass(frozen=True)
+class Stalled:
+    run_id: str
+    checkpoint_id: int | None  # None: no delivery ever entered the step
+    lease_owner: str | None
+
+
 class StepRunRepo:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -242,6 +250,46 @@ class StepRunRepo:
             self.session.execute(
                 select(StepRun).where(StepRun.run_id == run_id).order_by(StepRun.id)
             ).scalars()
+        )
+
+    def lock_stalled(
+        self, step: StepId, status: str, *, never_entered_before: datetime, limit: int
+    ) -> list[Stalled]:
+        """Runs at ``status`` whose ``step`` is not progressing, their rows locked (SKIP LOCKED).
+
+        Not progressing: no checkpoint and the run unmoved since ``never_entered_before``,
+        or a running checkpoint whose lease (a database time) has expired.
+        """
+        checkpoint = aliased(StepRun)
+        rows = self.session.execute(
+            select(Run.id, checkpoint.id, checkpoint.lease_owner)
+            .outerjoin(
+                checkpoint,
+                and_(checkpoint.run_id == Run.id, checkpoint.step_id == step.value),
+            )
+            .where(
+                Run.status == status,
+                or_(
+                    and_(checkpoint.id.is_(None), Run.updated_at < never_entered_before),
+                    # Leases are database times: so is their deadline.
+                    and_(
+                        checkpoint.status == StepRunStatus.RUNNING.value,
+                        checkpoint.lease_expires_at < db_now(),
+                    ),
+                ),
+            )
+            .order_by(Run.updated_at)
+            .limit(limit)
+            .with_for_update(of=Run, skip_locked=True)
+        ).all()
+        return [Stalled(run_id, checkpoint_id, owner) for run_id, checkpoint_id, owner in rows]
+
+    def hand_lease_to_next_delivery(self, checkpoint_id: int, lease_s: float) -> None:
+        """Give an expired lease to the reconciler, whose re-sent delivery may take it."""
+        self.session.execute(
+            update(StepRun)
+            .where(StepRun.id == checkpoint_id)
+            .values(lease_owner=RECONCILER, lease_expires_at=db_now() + timedelta(seconds=lease_s))
         )
 
 

@@ -24,9 +24,9 @@ from services.api.app import create_app
 from services.api.state import state_of
 from shared.clock import FixedClock
 from shared.config import Settings
-from shared.db.engine import unit_of_work
 from shared.queue import QUEUE
 from shared.service.tokens import Role, create_token
+from shared.service.uow import UnitOfWork
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 API_REDIS_DB = 14
@@ -104,8 +104,8 @@ def app(settings: Settings, sessions: sessionmaker[Session], broker: Redis) -> I
 
 
 def issue_token(sessions: sessionmaker[Session], name: str, role: Role) -> str:
-    with unit_of_work(sessions) as s:
-        return create_token(s, name, role)
+    with UnitOfWork(sessions) as uow:
+        return create_token(uow, name, role)
 
 
 @pytest.fixture

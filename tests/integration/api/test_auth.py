@@ -8,10 +8,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db.engine import unit_of_work
 from shared.db.models import ApiToken, PlanApproval
 from shared.hashing import sha256_hex
 from shared.service.tokens import Role, revoke_token
+from shared.service.uow import UnitOfWork
 from tests.factories import RunFactory
 from tests.integration.api.conftest import NOW, issue_token
 
@@ -57,8 +57,8 @@ def test_an_unknown_malformed_or_revoked_token_is_refused(
     basic = app.test_client()
     basic.environ_base["HTTP_AUTHORIZATION"] = "Basic Ym9iOng="
     assert basic.get(f"/runs/{run.id}").status_code == 401
-    with unit_of_work(sessions) as s:
-        revoke_token(s, "bob", now=NOW)
+    with UnitOfWork(sessions) as uow:
+        revoke_token(uow, "bob", now=NOW)
     assert _as(app, token).get(f"/runs/{run.id}").status_code == 401
 
 

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from devstack.supervisor import free_port
+from services.api.app import create_app
+from services.api.state import state_of
+from shared.clock import FixedClock
+from shared.config import Settings
 from shared.db.models import PlanApproval, Run
 from shared.hashing import sha256_hex
+from shared.queue import make_celery
+from shared.service.tokens import Role
 from tests.factories import IntentFactory, RunFactory
 
-from .conftest import NOW, Sent, sent_tasks
+from .conftest import NOW, Sent, issue_token, sent_tasks
 
 pytestmark = pytest.mark.integration
 
@@ -174,3 +183,27 @@ def test_the_submitter_may_still_reject_their_own_run(client: FlaskClient, db: S
     db.commit()
 
     assert client.post(f"/runs/{run.id}/reject-plan").status_code == 200
+
+
+def test_an_approval_whose_send_fails_is_still_accepted_and_left_to_the_reconciler(
+    settings: Settings, sessions: sessionmaker[Session], db: Session
+) -> None:
+    run = RunFactory(waiting_input=True)
+    db.commit()
+    broker_away = make_celery(replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    app = create_app(settings, clock=FixedClock(NOW), celery=broker_away)
+    approver = app.test_client()
+    token = issue_token(sessions, "ann", Role.ADMIN)
+    try:
+        response = approver.post(
+            f"/runs/{run.id}/approve-plan", headers={"Authorization": f"Bearer {token}"}
+        )
+    finally:
+        state_of(app).close()
+        broker_away.close()
+
+    assert response.status_code == 200, "the approval committed: the request succeeded"
+    db.expire_all()
+    moved = db.get(Run, run.id)
+    assert moved is not None
+    assert moved.status == "applying", "moved, and the reconciler re-sends a step never entered"

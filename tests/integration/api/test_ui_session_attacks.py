@@ -9,8 +9,8 @@ import pytest
 from flask import Flask
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db.engine import unit_of_work
 from shared.service.tokens import Role, create_token, revoke_token
+from shared.service.uow import UnitOfWork
 from tests.factories import IntentFactory, RunFactory
 from tests.integration.api.conftest import NOW, issue_token
 from tests.integration.api.test_ui_sessions import approvals, csrf_in, session_cookie, signed_in
@@ -60,9 +60,9 @@ def test_a_session_dies_with_its_token_even_if_the_name_returns_with_another_rol
     db.commit()
     browser = signed_in(app, issue_token(sessions, "rita", Role.SUBMITTER))
     page = browser.get(f"/ui/runs/{run.id}")
-    with unit_of_work(sessions) as s:
-        revoke_token(s, "rita", now=NOW)
-        create_token(s, "rita", Role.ADMIN)
+    with UnitOfWork(sessions) as uow:
+        revoke_token(uow, "rita", now=NOW)
+        create_token(uow, "rita", Role.ADMIN)
 
     late = browser.post(
         f"/ui/runs/{run.id}/approve",

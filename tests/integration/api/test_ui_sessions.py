@@ -31,6 +31,7 @@ from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind
 from shared.hashing import sha256_hex
 from shared.service.tokens import Role, revoke_token
+from shared.service.uow import UnitOfWork
 from tests.factories import IntentFactory, RunFactory
 from tests.integration.api.conftest import NOW, Sent, issue_token, sent_tasks
 
@@ -240,8 +241,8 @@ def test_revoking_the_token_ends_its_sessions_power(
     browser = signed_in(app, issue_token(sessions, "ava", Role.APPROVER))
     page = browser.get(f"/ui/runs/{run.id}")
 
-    with unit_of_work(sessions) as s:
-        revoke_token(s, "ava", now=NOW)
+    with UnitOfWork(sessions) as uow:
+        revoke_token(uow, "ava", now=NOW)
 
     assert browser.get(f"/ui/runs/{run.id}").status_code == 303
     assert browser.get(f"/runs/{run.id}").status_code == 401

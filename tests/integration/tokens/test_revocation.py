@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db.engine import unit_of_work
 from shared.service.tokens import Role, authenticate, create_token, fresh_token, revoke_token
+from shared.service.uow import UnitOfWork
 
 pytestmark = pytest.mark.integration
 
@@ -23,14 +23,14 @@ def _live(sessions: sessionmaker[Session], token: str) -> bool:
 def test_one_name_revoked_twice_in_the_same_second_leaves_neither_token_live(
     sessions: sessionmaker[Session],
 ) -> None:
-    with unit_of_work(sessions) as s:
-        first = create_token(s, "carol", Role.APPROVER)
-    with unit_of_work(sessions) as s:
-        revoke_token(s, "carol", now=NOW)
-    with unit_of_work(sessions) as s:
-        second = create_token(s, "carol", Role.APPROVER)
-    with unit_of_work(sessions) as s:
-        revoke_token(s, "carol", now=NOW + timedelta(milliseconds=500))
+    with UnitOfWork(sessions) as uow:
+        first = create_token(uow, "carol", Role.APPROVER)
+    with UnitOfWork(sessions) as uow:
+        revoke_token(uow, "carol", now=NOW)
+    with UnitOfWork(sessions) as uow:
+        second = create_token(uow, "carol", Role.APPROVER)
+    with UnitOfWork(sessions) as uow:
+        revoke_token(uow, "carol", now=NOW + timedelta(milliseconds=500))
 
     assert not _live(sessions, first)
     assert not _live(sessions, second)
@@ -41,6 +41,6 @@ def test_a_fresh_token_twice_in_a_second_revokes_each_predecessor(
 ) -> None:
     made = []
     for _ in range(3):
-        with unit_of_work(sessions) as s:
-            made.append(fresh_token(s, "local-admin", Role.ADMIN, now=NOW))
+        with UnitOfWork(sessions) as uow:
+            made.append(fresh_token(uow, "local-admin", Role.ADMIN, now=NOW))
     assert [_live(sessions, t) for t in made] == [False, False, True]

@@ -18,10 +18,11 @@ from devstack.sample_repo import create_sample_repo
 from services.worker.runtime import Runtime, build_runtime
 from shared.clock import Clock
 from shared.config import Settings
-from shared.db.engine import unit_of_work
 from shared.domain.run_machine import StepId
 from shared.queue import make_celery
-from shared.service.runs import decide_plan, dispatch_approved, start_run, submit_intent
+from shared.service.messages import InMemorySender, RunStep
+from shared.service.runs import approve_plan, start_run, submit_intent
+from shared.service.uow import UnitOfWork
 from standins.oc_compat import running_server
 from tests.waiting import wait_until
 
@@ -69,10 +70,15 @@ def rt(make_rt: RuntimeFactory) -> Runtime:
     return make_rt()
 
 
+def uow(rt: Runtime, sender: InMemorySender | None = None) -> UnitOfWork:
+    """A unit of work whose messages stay in memory: these tests run the steps in-process."""
+    return UnitOfWork(rt.sessions, sender if sender is not None else InMemorySender())
+
+
 def new_run(rt: Runtime, repo: Path, goal: str = "Add multiply to calc.py") -> str:
-    with unit_of_work(rt.sessions) as s:
-        intent = submit_intent(s, repo=repo, goal=goal, base_ref="HEAD", submitted_by="t")
-        start_run(s, intent.id, app_version="test", now=rt.clock.now())
+    with uow(rt) as work:
+        intent = submit_intent(work, repo=repo, goal=goal, base_ref="HEAD", submitted_by="t")
+        start_run(work, intent.id, app_version="test", now=rt.clock.now())
         return intent.id
 
 
@@ -93,10 +99,10 @@ def commits_on_branch(repo: Path, run_id: str) -> int:
 
 
 def approve(rt: Runtime, run_id: str) -> None:
-    with unit_of_work(rt.sessions) as s:
-        decide_plan(s, run_id, approve=True, approver="alice", now=rt.clock.now())
-    with unit_of_work(rt.sessions) as s:
-        assert dispatch_approved(s, now=rt.clock.now()) == [run_id]
+    sender = InMemorySender()
+    with uow(rt, sender) as work:
+        approve_plan(work, run_id, approver="alice", now=rt.clock.now())
+    assert sender.sent == [RunStep(StepId.APPLY_PATCH, run_id)]
 
 
 @pytest.fixture

@@ -15,20 +15,19 @@ from services.worker.runtime import Runtime
 from services.worker.steps.base import run_step
 from services.worker.steps.compile import compile_step
 from services.worker.steps.decide import decide_step
-from shared.db.engine import unit_of_work
 from shared.db.models import OpenCodeCall, PlanApproval, Run
 from shared.domain.run_machine import StepId
 from shared.errors import Conflict
-from shared.service.runs import cancel_run, decide_plan
-from tests.integration.worker.conftest import new_run
+from shared.service.runs import approve_plan, cancel_run, reject_plan
+from tests.integration.worker.conftest import new_run, uow
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 
 def _cancel(rt: Runtime, run_id: str) -> bool:
-    with unit_of_work(rt.sessions) as s:
-        return cancel_run(s, run_id, now=rt.clock.now())[1]
+    with uow(rt) as work:
+        return cancel_run(work, run_id, now=rt.clock.now())[1]
 
 
 def _call_statuses(rt: Runtime, run_id: str) -> list[str]:
@@ -75,8 +74,8 @@ def test_a_cancelled_run_runs_no_further_step(rt: Runtime, repo: Path) -> None:
     assert _cancel(rt, run_id) is True
     assert _cancel(rt, run_id) is False, "cancelling twice is a no-op"
     assert run_step(rt, StepId.DECIDE, run_id, decide_step) == "skipped"
-    with pytest.raises(Conflict), unit_of_work(rt.sessions) as s:
-        decide_plan(s, run_id, approve=True, approver="late", now=rt.clock.now())
+    with pytest.raises(Conflict), uow(rt) as work:
+        approve_plan(work, run_id, approver="late", now=rt.clock.now())
 
 
 def test_racing_approve_reject_and_cancel_leave_one_consistent_outcome(
@@ -90,13 +89,13 @@ def test_racing_approve_reject_and_cancel_leave_one_consistent_outcome(
     def act(name: str) -> None:
         barrier.wait()
         try:
-            with unit_of_work(rt.sessions) as s:
+            with uow(rt) as work:
                 if name == "cancel":
-                    cancel_run(s, run_id, now=rt.clock.now())
+                    cancel_run(work, run_id, now=rt.clock.now())
+                elif name == "approve":
+                    approve_plan(work, run_id, approver=name, now=rt.clock.now())
                 else:
-                    decide_plan(
-                        s, run_id, approve=name == "approve", approver=name, now=rt.clock.now()
-                    )
+                    reject_plan(work, run_id, approver=name, now=rt.clock.now())
             results[name] = "ok"
         except Conflict:
             results[name] = "conflict"

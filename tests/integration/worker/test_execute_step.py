@@ -20,7 +20,13 @@ from services.worker.steps.execute import execute_step
 from shared.db.engine import unit_of_work
 from shared.domain.run_machine import StepId
 from shared.service.runs import cancel_run
-from tests.integration.worker.conftest import RuntimeFactory, approve, diagnostic, new_run
+from tests.integration.worker.conftest import (
+    RuntimeFactory,
+    approve,
+    diagnostic,
+    new_run,
+    uow,
+)
 from tests.integration.worker.test_sandbox import processes_with
 from tests.waiting import wait_until
 
@@ -176,8 +182,8 @@ def executing_in_background(
 def test_cancelling_a_run_kills_its_running_sandbox(rt: Runtime, repo: Path) -> None:
     tag = f"{2000 + time.time_ns() % 1000}.777"
     run_id, worker, result = executing_in_background(rt, repo, tag)
-    with unit_of_work(rt.sessions) as s:
-        cancel_run(s, run_id, now=rt.clock.now())
+    with uow(rt) as work:
+        cancel_run(work, run_id, now=rt.clock.now())
     began = time.monotonic()
     worker.join(20)
     assert result == ["superseded"]

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from services.worker.runtime import Runtime
-from shared.db.engine import unit_of_work
 from shared.errors import InvalidPolicy
 from shared.service.runs import submit_intent
+from tests.integration.worker.conftest import uow
 from tests.integration.worker.hostile import commit_all, git_out
 
 pytestmark = pytest.mark.integration
@@ -22,8 +22,8 @@ STRICT = '[policy]\nexec_allowlist = ["make"]\nmax_files = 2\n'
 
 
 def _submit(rt: Runtime, repo: Path) -> None:
-    with unit_of_work(rt.sessions) as s:
-        submit_intent(s, repo=repo, goal="Add multiply", base_ref="HEAD", submitted_by="t")
+    with uow(rt) as work:
+        submit_intent(work, repo=repo, goal="Add multiply", base_ref="HEAD", submitted_by="t")
 
 
 def test_a_kodo_folder_that_is_a_symlink_refuses_the_submit(rt: Runtime, repo: Path) -> None:

@@ -19,9 +19,9 @@ from services.api.state import state_of
 from services.worker.runtime import Runtime
 from services.worker.steps.base import load_context, run_step
 from services.worker.steps.compile import compile_step
-from shared.db.engine import unit_of_work
 from shared.domain.run_machine import StepId
 from shared.service.tokens import Role, create_token
+from shared.service.uow import UnitOfWork
 from tests.integration.worker.conftest import (
     RuntimeFactory,
     new_run,
@@ -50,8 +50,8 @@ def retries(rt: Runtime, run_id: str) -> tuple[int, int]:
 def retry_count_from_api(rt: Runtime, run_id: str) -> int:
     app = create_app(rt.settings)
     try:
-        with unit_of_work(rt.sessions) as s:
-            token = create_token(s, f"reader-{run_id[:8]}", Role.ADMIN)
+        with UnitOfWork(rt.sessions) as uow:
+            token = create_token(uow, f"reader-{run_id[:8]}", Role.ADMIN)
         response = app.test_client().get(
             f"/runs/{run_id}", headers={"Authorization": f"Bearer {token}"}
         )

@@ -16,10 +16,9 @@ from services.worker.sandbox.cgroup_plan import locate
 from services.worker.steps.base import run_step
 from services.worker.steps.execute import execute_step
 from shared.config import Settings
-from shared.db.engine import unit_of_work
 from shared.domain.run_machine import StepId
 from shared.service.runs import cancel_run
-from tests.integration.worker.conftest import RuntimeFactory, diagnostic
+from tests.integration.worker.conftest import RuntimeFactory, diagnostic, uow
 from tests.integration.worker.test_execute_step import (
     decided,
     executing_in_background,
@@ -145,8 +144,8 @@ def test_the_child_cgroup_is_gone_after_a_cancel(rt: Runtime, repo: Path) -> Non
     members = {int(p) for c in children for p in (c / "cgroup.procs").read_text().split()}
     assert members, "the sandbox's processes are in it"
     assert os.getpid() not in members, "the worker itself never joins the child"
-    with unit_of_work(rt.sessions) as s:
-        cancel_run(s, run_id, now=rt.clock.now())
+    with uow(rt) as work:
+        cancel_run(work, run_id, now=rt.clock.now())
     worker.join(20)
     assert result == ["superseded"]
     assert exec_children() == set()

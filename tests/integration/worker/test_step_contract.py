@@ -18,7 +18,8 @@ from shared.db.models import Run
 from shared.domain.run_machine import StepId
 from shared.domain.step_contract import step_contract_version
 from shared.service.contract import resume_parked
-from tests.integration.worker.conftest import approve, new_run, prompts_at_server
+from shared.service.messages import InMemorySender, RunStep
+from tests.integration.worker.conftest import approve, new_run, prompts_at_server, uow
 
 pytestmark = pytest.mark.integration
 
@@ -82,9 +83,11 @@ def test_only_a_worker_of_the_runs_contract_resumes_it_at_the_step_it_was_parked
     assert reconcile(rt) == []
     assert _run(rt, run_id).status == "waiting_upgrade", "this worker's contract is another"
     assert _queued(rt) == []
-    with unit_of_work(rt.sessions) as s:  # a worker of the run's contract, e.g. the upgrade
-        resumed = resume_parked(s, worker_contract="0123456789abcdef", now=rt.clock.now())
+    sender = InMemorySender()
+    with uow(rt, sender) as work:  # a worker of the run's contract, e.g. the upgrade
+        resumed = resume_parked(work, worker_contract="0123456789abcdef", now=rt.clock.now())
     assert [(r.run_id, r.step.value) for r in resumed] == [(run_id, "CompileST")]
+    assert sender.sent == [RunStep(StepId.COMPILE, run_id)], "sent after the commit"
     run = _run(rt, run_id)
     assert (run.status, run.next_action, run.error) == ("compiling", "run:CompileST", None)
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from sqlalchemy import select, text, update
 
 from services.worker.runtime import Runtime
@@ -24,7 +23,8 @@ from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
 from shared.domain.step_outcome import PLAN_ARTIFACT
 from shared.hashing import canonical_bytes, sha256_hex
-from shared.service.runs import decide_plan, dispatch_approved
+from shared.service.messages import InMemorySender, RunStep
+from shared.service.runs import approve_plan, dispatch_approved
 from tests.integration.worker.conftest import (
     RuntimeFactory,
     approve,
@@ -32,6 +32,7 @@ from tests.integration.worker.conftest import (
     diagnostic,
     new_run,
     prompts_at_server,
+    uow,
     wait_lease_lapsed,
 )
 
@@ -145,15 +146,16 @@ def test_a_patch_applied_before_a_crash_is_not_applied_twice(
 def test_two_watchers_racing_dispatch_an_approved_run_once(rt: Runtime, repo: Path) -> None:
     run_id = new_run(rt, repo)
     run_step(rt, StepId.COMPILE, run_id, compile_step)
-    with unit_of_work(rt.sessions) as s:
-        decide_plan(s, run_id, approve=True, approver="alice", now=rt.clock.now())
+    with uow(rt) as work:  # recorded without the move: only the watchers will see it
+        approve_plan(work, run_id, approver="alice", now=rt.clock.now(), dispatch=False)
     won: list[list[str]] = []
+    sender = InMemorySender()
     barrier = threading.Barrier(4)
 
     def watch() -> None:
         barrier.wait()
-        with unit_of_work(rt.sessions) as s:
-            won.append(dispatch_approved(s, now=rt.clock.now()))
+        with uow(rt, sender) as work:
+            won.append(dispatch_approved(work, now=rt.clock.now()))
 
     threads = [threading.Thread(target=watch) for _ in range(4)]
     for t in threads:
@@ -161,8 +163,7 @@ def test_two_watchers_racing_dispatch_an_approved_run_once(rt: Runtime, repo: Pa
     for t in threads:
         t.join(10)
     assert sorted(won, key=len) == [[], [], [], [run_id]]
-    messages = redis.Redis.from_url(rt.settings.redis_url).llen("kodo")
-    assert messages == 0, "dispatch_approved only decides; the caller enqueues after commit"
+    assert sender.sent == [RunStep(StepId.APPLY_PATCH, run_id)], "one send, by the winner"
 
 
 def test_a_configuration_error_fails_the_step_at_once_without_retries(

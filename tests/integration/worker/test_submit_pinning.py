@@ -12,13 +12,12 @@ from devstack.sample_repo import create_sample_repo
 from services.worker.runtime import Runtime
 from services.worker.steps.base import run_step
 from services.worker.steps.compile import compile_step
-from shared.db.engine import unit_of_work
 from shared.db.models import Intent
 from shared.domain.policy import DEFAULT_FORBIDDEN, Policy
 from shared.domain.run_machine import StepId
 from shared.errors import InvalidInput, InvalidPolicy
 from shared.service.runs import resolve_repo, start_run, submit_intent
-from tests.integration.worker.conftest import diagnostic
+from tests.integration.worker.conftest import diagnostic, uow
 from tests.integration.worker.hostile import commit_all, git_out
 
 pytestmark = pytest.mark.integration
@@ -36,17 +35,22 @@ def _policy(repo: Path, toml: str | None, message: str) -> str:
 
 
 def _submit(rt: Runtime, repo: Path, base_ref: str = "HEAD", **kw: str) -> Intent:
-    with unit_of_work(rt.sessions) as s:
+    with uow(rt) as work:
         intent = submit_intent(
-            s, repo=repo, goal="Add multiply to calc.py", base_ref=base_ref, submitted_by="t", **kw
+            work,
+            repo=repo,
+            goal="Add multiply to calc.py",
+            base_ref=base_ref,
+            submitted_by="t",
+            **kw,
         )
-        s.expunge(intent)
+        work.session.expunge(intent)
         return intent
 
 
 def _start(rt: Runtime, intent_id: str) -> None:
-    with unit_of_work(rt.sessions) as s:
-        start_run(s, intent_id, app_version="test", now=rt.clock.now())
+    with uow(rt) as work:
+        start_run(work, intent_id, app_version="test", now=rt.clock.now())
 
 
 def test_an_older_weaker_policy_at_base_ref_is_combined_with_the_default_branchs(

@@ -1,0 +1,61 @@
+"""What an operator's health check (``kodo doctor``) reads: versions, idle runs, unknown calls."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy.orm import Session
+
+from shared.db.models import OpenCodeCall, Run, WorkerProcess
+from shared.domain.run_machine import RunStatus
+from shared.domain.vocab import CallStatus
+
+
+class TriageRepo:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def worker_versions(self) -> dict[tuple[str, int], str]:
+        """(hostname, pid) -> app_version of every worker that registered (latest wins)."""
+        rows = self.session.execute(
+            select(WorkerProcess.hostname, WorkerProcess.pid, WorkerProcess.app_version)
+            .where(WorkerProcess.kind == "worker")
+            .ext(distinct_on(WorkerProcess.hostname, WorkerProcess.pid))
+            .order_by(WorkerProcess.hostname, WorkerProcess.pid, WorkerProcess.started_at.desc())
+        ).all()
+        return {(host, int(pid)): str(version) for host, pid, version in rows}
+
+    def active_runs_idle_for(self, minutes: int) -> dict[str, int]:
+        """Runs not ended and not updated for ``minutes`` (the database's clock), by status."""
+        ended = [s.value for s in RunStatus if s.is_terminal]
+        rows = self.session.execute(
+            select(Run.status, func.count())
+            .where(
+                Run.status.not_in(ended),
+                Run.updated_at < func.now() - func.make_interval(0, 0, 0, 0, 0, minutes),
+            )
+            .group_by(Run.status)
+            .order_by(Run.status)
+        ).all()
+        return {str(status): int(n) for status, n in rows}
+
+    def parked_by_contract(self) -> dict[str, int]:
+        """Runs at ``waiting_upgrade``, by the step contract they wait for (``?``: none)."""
+        contract = func.coalesce(Run.contract_version, "?")
+        rows = self.session.execute(
+            select(contract, func.count())
+            .where(Run.status == RunStatus.WAITING_UPGRADE.value)
+            .group_by(contract)
+            .order_by(contract)
+        ).all()
+        return {str(c): int(n) for c, n in rows}
+
+    def unknown_calls_by_run(self) -> dict[str, int]:
+        """Provider calls claimed but never recorded (declared ``unknown``), per run."""
+        rows = self.session.execute(
+            select(OpenCodeCall.run_id, func.count())
+            .where(OpenCodeCall.status == CallStatus.UNKNOWN.value)
+            .group_by(OpenCodeCall.run_id)
+            .order_by(OpenCodeCall.run_id)
+        ).all()
+        return {str(run_id): int(n) for run_id, n in rows}
