@@ -2,7 +2,7 @@
 
 The runner reloads the run, refuses stale deliveries, checkpoints the step, runs the
 step's body outside any transaction, then stores the outcome and the guarded
-transition in one transaction and dispatches the next step after commit.
+transition in one unit of work whose outbox sends the next step after commit.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.domain.step_outcome import ArtifactOut, StepOutcome
 from shared.opencode.calls import CallSuperseded
 from shared.opencode.ports import StructuredCalls
-from shared.queue import send_step
+from shared.service.messages import RunStep
 from shared.service.repo_pin import observe_repo
 from shared.service.steps import (
     EnteredStep,
@@ -199,8 +199,6 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
         bound.warning("step.superseded")
         return "superseded"
     bound.info("step.finished", ok=outcome.ok, to_status=move.to_status.value)
-    if move.dispatch is not None:
-        send_step(rt.celery, move.dispatch, run_id)
     return move.to_status.value
 
 
@@ -229,16 +227,24 @@ def _record_or_refusal(
     diagnostic naming what the database said and what it refused.
     """
     try:
-        with unit_of_work(rt.sessions) as s:
-            return record_outcome(s, lease, outcome, rt.clock.now()), outcome
+        return _record(rt, lease, outcome), outcome
     except (OperationalError, InterfaceError):
         raise
     except DBAPIError as exc:
         refused = exc
     log.error("step.record_refused", error=str(refused.orig))
     failure = refused_outcome(outcome, refused)
-    with unit_of_work(rt.sessions) as s:
-        return record_outcome(s, lease, failure, rt.clock.now()), failure
+    return _record(rt, lease, failure), failure
+
+
+def _record(rt: Runtime, lease: StepLease, outcome: StepOutcome) -> Transition:
+    """Record ``outcome`` in one unit of work; the step the machine names next is sent
+    only after it commits (a lost send is re-sent by the reconciler, from the rows)."""
+    with rt.uow() as uow:
+        move = record_outcome(uow.session, lease, outcome, rt.clock.now())
+        if move.dispatch is not None:
+            uow.send_after_commit(RunStep(move.dispatch, lease.run_id))
+        return move
 
 
 def _pin_refusal(ctx: StepContext) -> StepOutcome | None:
