@@ -46,6 +46,19 @@ class Scratch:
     def downgrade(self, revision: str) -> None:
         command.downgrade(_config(self.url), revision)
 
+    def one_call(self, status: str, *, response: str) -> None:
+        """ONE_RUN and one CompileST call of it (op_key ``k``, 3 tokens), as stored then."""
+        with self.engine.begin() as conn:
+            conn.execute(text(ONE_RUN))
+            conn.execute(
+                text(
+                    "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt, agent,"
+                    " request, response, usage, status) VALUES ('k', 'r1', 'CompileST', 1,"
+                    " 'plan', '{}', CAST(:response AS jsonb), '{\"total_tokens\": 3}', :status)"
+                ),
+                {"response": response, "status": status},
+            )
+
 
 @pytest.fixture
 def scratch(database_url: str, request: pytest.FixtureRequest) -> Iterator[Scratch]:
@@ -86,15 +99,7 @@ def test_the_migrations_downgrade_to_base_and_upgrade_again(scratch: Scratch) ->
 
 def test_0005_turns_json_null_written_by_older_code_into_sql_null(scratch: Scratch) -> None:
     scratch.upgrade("0004")
-    with scratch.engine.begin() as conn:
-        conn.execute(text(ONE_RUN))
-        conn.execute(
-            text(
-                "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt,"
-                " agent, request, response, usage, status) VALUES ('k', 'r1', 'CompileST', 1,"
-                " 'plan', '{}', 'null', '{\"total_tokens\": 3}', 'failed')"
-            )
-        )
+    scratch.one_call("failed", response="null")
     scratch.upgrade("head")
     with scratch.engine.connect() as conn:
         row = conn.execute(
@@ -143,16 +148,7 @@ def test_0010_downgraded_turns_a_late_call_back_into_the_unknown_it_was_declared
     scratch: Scratch,
 ) -> None:
     scratch.upgrade("0010")
-    with scratch.engine.begin() as conn:
-        conn.execute(text(ONE_RUN))
-        conn.execute(
-            text(
-                "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt,"
-                " agent, request, response, usage, status) VALUES ('k', 'r1', 'CompileST', 1,"
-                " 'plan', '{}', '{\"structured\": {}}', '{\"total_tokens\": 3}',"
-                " 'succeeded_late')"
-            )
-        )
+    scratch.one_call("succeeded_late", response='{"structured": {}}')
     scratch.downgrade("0009")
     with scratch.engine.connect() as conn:
         row = conn.execute(

@@ -18,6 +18,7 @@ from devstack.sample_repo import create_sample_repo
 from services.worker.runtime import Runtime, build_runtime
 from shared.clock import Clock
 from shared.config import Settings
+from shared.db.models import Run
 from shared.domain.run_machine import StepId
 from shared.queue import make_celery
 from shared.service.messages import InMemorySender, RunStep
@@ -80,6 +81,15 @@ def new_run(rt: Runtime, repo: Path, goal: str = "Add multiply to calc.py") -> s
         intent = submit_intent(work, repo=repo, goal=goal, base_ref="HEAD", submitted_by="t")
         start_run(work, intent.id, app_version="test", now=rt.clock.now())
         return intent.id
+
+
+def read_run(rt: Runtime, run_id: str) -> Run:
+    """The run's row as the database has it now, detached from its session."""
+    with rt.sessions() as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        s.expunge(run)
+        return run
 
 
 def prompts_at_server(rt: Runtime) -> int:

@@ -21,7 +21,7 @@ from services.worker.steps.base import StepContext, StepOutcome, load_context, r
 from services.worker.steps.compile import compile_step
 from shared.clock import SystemClock
 from shared.db.engine import unit_of_work
-from shared.db.models import PlanApproval, Run, StepRun
+from shared.db.models import PlanApproval, StepRun
 from shared.domain.run_machine import StepId
 from tests.integration.worker.conftest import (
     RuntimeFactory,
@@ -29,6 +29,7 @@ from tests.integration.worker.conftest import (
     commits_on_branch,
     diagnostic,
     new_run,
+    read_run,
 )
 
 pytestmark = pytest.mark.integration
@@ -51,14 +52,6 @@ def _step_row(rt: Runtime, run_id: str, step: StepId) -> StepRun:
         row = s.query(StepRun).filter_by(run_id=run_id, step_id=step.value).one()
         s.expunge(row)
         return row
-
-
-def _run(rt: Runtime, run_id: str) -> Run:
-    with rt.sessions() as s:
-        run = s.get(Run, run_id)
-        assert run is not None
-        s.expunge(run)
-        return run
 
 
 def _approved_on_the_api_host(make_rt: RuntimeFactory, repo: Path) -> str:
@@ -142,7 +135,7 @@ def test_a_record_refused_after_the_git_work_fails_the_step_with_a_diagnostic(
     step = _step_row(worker, run_id, StepId.APPLY_PATCH)
     assert step.status == "failed"
     assert step.lease_expires_at is None
-    run = _run(worker, run_id)
+    run = read_run(worker, run_id)
     assert run.status == "failed"
     report = diagnostic(worker, run_id)
     assert report["rule"] == "record_refused"

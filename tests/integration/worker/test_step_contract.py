@@ -19,17 +19,9 @@ from shared.domain.run_machine import StepId
 from shared.domain.step_contract import step_contract_version
 from shared.service.contract import resume_parked
 from shared.service.messages import InMemorySender, RunStep
-from tests.integration.worker.conftest import approve, new_run, prompts_at_server, uow
+from tests.integration.worker.conftest import approve, new_run, prompts_at_server, read_run, uow
 
 pytestmark = pytest.mark.integration
-
-
-def _run(rt: Runtime, run_id: str) -> Run:
-    with rt.sessions() as s:
-        run = s.get(Run, run_id)
-        assert run is not None
-        s.expunge(run)
-        return run
 
 
 def _started_under(rt: Runtime, run_id: str, contract: str | None) -> None:
@@ -44,7 +36,7 @@ def _queued(rt: Runtime) -> list[str]:
 
 def test_a_run_records_the_step_contract_it_was_started_under(rt: Runtime, repo: Path) -> None:
     run_id = new_run(rt, repo)
-    assert _run(rt, run_id).contract_version == step_contract_version()
+    assert read_run(rt, run_id).contract_version == step_contract_version()
 
 
 def test_a_worker_of_another_contract_parks_the_run_visibly_and_pays_nothing(
@@ -53,7 +45,7 @@ def test_a_worker_of_another_contract_parks_the_run_visibly_and_pays_nothing(
     run_id = new_run(rt, repo)
     _started_under(rt, run_id, "0123456789abcdef")
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "skipped"
-    run = _run(rt, run_id)
+    run = read_run(rt, run_id)
     assert (run.status, run.next_action, run.last_step) == (
         "waiting_upgrade",
         "await:upgrade",
@@ -81,14 +73,14 @@ def test_only_a_worker_of_the_runs_contract_resumes_it_at_the_step_it_was_parked
     _started_under(rt, run_id, "0123456789abcdef")
     run_step(rt, StepId.COMPILE, run_id, compile_step)
     assert reconcile(rt) == []
-    assert _run(rt, run_id).status == "waiting_upgrade", "this worker's contract is another"
+    assert read_run(rt, run_id).status == "waiting_upgrade", "this worker's contract is another"
     assert _queued(rt) == []
     sender = InMemorySender()
     with uow(rt, sender) as work:  # a worker of the run's contract, e.g. the upgrade
         resumed = resume_parked(work, worker_contract="0123456789abcdef", now=rt.clock.now())
     assert [(r.run_id, r.step.value) for r in resumed] == [(run_id, "CompileST")]
     assert sender.sent == [RunStep(StepId.COMPILE, run_id)], "sent after the commit"
-    run = _run(rt, run_id)
+    run = read_run(rt, run_id)
     assert (run.status, run.next_action, run.error) == ("compiling", "run:CompileST", None)
 
 
@@ -105,7 +97,7 @@ def test_the_reconciler_of_a_matching_worker_resumes_and_dispatches_the_parked_s
             .values(status="waiting_upgrade", next_action="await:upgrade", error="step_contract")
         )
     reconcile(rt)
-    run = _run(rt, run_id)
+    run = read_run(rt, run_id)
     assert (run.status, run.next_action, run.error) == ("applying", "run:ApplyPatchST", None)
     assert _queued(rt) == ["kodo.ApplyPatchST"]
 
@@ -116,7 +108,7 @@ def test_a_run_started_before_contract_versions_takes_the_first_steps_contract(
     run_id = new_run(rt, repo)
     _started_under(rt, run_id, None)
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
-    assert _run(rt, run_id).contract_version == step_contract_version()
+    assert read_run(rt, run_id).contract_version == step_contract_version()
 
 
 def test_a_step_whose_attempt_is_in_the_ledger_under_another_prompt_fails_closed_unpaid(
@@ -132,7 +124,7 @@ def test_a_step_whose_attempt_is_in_the_ledger_under_another_prompt_fails_closed
             {"k": "f" * 64, "r": run_id},
         )
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "failed"
-    run = _run(rt, run_id)
+    run = read_run(rt, run_id)
     assert run.error is not None
     assert "ledger_attempt_unique" in run.error
     assert prompts_at_server(rt) == 0, "the changed prompt was never sent"
