@@ -12,7 +12,7 @@ from sqlalchemy import Engine, delete, text
 from sqlalchemy.orm import Session
 
 from devstack.supervisor import stop
-from shared.db.models import Intent
+from shared.db.models import Intent, StepRun
 from shared.version import app_version
 from tests import factories
 from tests.factories import OpenCodeCallFactory, RunFactory
@@ -116,7 +116,20 @@ def test_doctor_is_red_naming_the_runs_not_updated_for_longer_than_the_bound(
     kodo: Kodo, arrange: Session
 ) -> None:
     long_ago = datetime.now(UTC) - timedelta(minutes=20)
-    RunFactory(updated_at=long_ago)  # compiling, and nobody touched it for 20 minutes
+    stuck = RunFactory(updated_at=long_ago)  # compiling, and nobody touched it for 20 minutes
+    # ...while its step holds a live lease (a call that hangs, its lease still renewed), so
+    # the stack's reconciler leaves it alone: a run with no checkpoint would be re-sent,
+    # and its worker would touch it before doctor looked.
+    arrange.add(
+        StepRun(
+            run_id=stuck.id,
+            step_id="CompileST",
+            status="running",
+            started_at=long_ago,
+            lease_owner="a-hung-worker",
+            lease_expires_at=datetime.now(UTC) + timedelta(hours=1),
+        )
+    )
     RunFactory(waiting_input=True, updated_at=long_ago)  # waits for a human: not stuck
     RunFactory()  # compiling, updated just now
     arrange.commit()
