@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
+    BindParameter,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -282,3 +284,9 @@ def table_of(model: type[Base]) -> Table:
     if not isinstance(table, Table):  # pragma: no cover - every model maps one table
         raise TypeError(f"{model.__name__} is not mapped to a single table")
     return table
+
+
+def bound(*columns: str) -> dict[str, BindParameter[Any]]:
+    """``column=bindparam(column)`` for each column: the values of a prebuilt statement whose
+    parameters are named after the columns they fill."""
+    return {column: bindparam(column) for column in columns}

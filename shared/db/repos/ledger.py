@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.db.models import OpenCodeCall, Run, table_of
+from shared.db.models import OpenCodeCall, Run, bound, table_of
 from shared.domain.vocab import CallStatus
 
 _CALLS = table_of(OpenCodeCall)
@@ -24,12 +24,7 @@ _RUNS = table_of(Run)
 _CLAIMED = (
     insert(_CALLS)
     .values(
-        op_key=bindparam("op_key"),
-        run_id=bindparam("run_id"),
-        step_id=bindparam("step_id"),
-        attempt=bindparam("attempt"),
-        agent=bindparam("agent"),
-        request=bindparam("request"),
+        **bound("op_key", "run_id", "step_id", "attempt", "agent", "request"),
         status=CallStatus.CLAIMED.value,
     )
     .on_conflict_do_nothing(index_elements=[_CALLS.c.op_key])
@@ -65,13 +60,8 @@ _FINISH = (
     update(_CALLS)
     .where(_CALLS.c.op_key == bindparam("key"), _CALLS.c.status == bindparam("from_status"))
     .values(
-        status=bindparam("status"),
+        **bound("status", "duration_ms", "response", "usage", "error_name", "error"),
         finished_at=bindparam("now"),
-        duration_ms=bindparam("duration_ms"),
-        response=bindparam("response"),
-        usage=bindparam("usage"),
-        error_name=bindparam("error_name"),
-        error=bindparam("error"),
     )
     .returning(_CALLS.c.id)
 )

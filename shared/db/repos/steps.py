@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased, defer
 
-from shared.db.models import Artifact, Run, StepRun, table_of
+from shared.db.models import Artifact, Run, StepRun, bound, table_of
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind, StepRunStatus
 from shared.hashing import sha256_hex
@@ -142,16 +142,7 @@ _FINISH = (
 _RELEASE = update(_STEPS).where(_ours()).values(lease_expires_at=None).returning(_STEPS.c.id)
 _PUT_ARTIFACT = (
     insert(_ARTIFACTS)
-    .values(
-        run_id=bindparam("run_id"),
-        step_id=bindparam("step_id"),
-        kind=bindparam("kind"),
-        name=bindparam("name"),
-        media_type=bindparam("media_type"),
-        content=bindparam("content"),
-        size=bindparam("size"),
-        sha256=bindparam("sha256"),
-    )
+    .values(**bound("run_id", "step_id", "kind", "name", "media_type", "content", "size", "sha256"))
     .on_conflict_do_nothing(
         index_elements=[_ARTIFACTS.c.run_id, _ARTIFACTS.c.step_id, _ARTIFACTS.c.name]
     )
