@@ -20,6 +20,13 @@ ERROR_MAX_CHARS = 4000
 MAX_CUTS_LISTED = 50
 
 
+class RuleRefusal(Exception):
+    """An error that names the rule it enforces. A step that ends on one fails closed with
+    the rule in its diagnostic, like any refusal the step itself makes."""
+
+    rule: str
+
+
 @dataclass(frozen=True)
 class ArtifactOut:
     kind: ArtifactKind

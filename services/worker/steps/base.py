@@ -30,7 +30,7 @@ from shared.domain.prompts import plan_block
 from shared.domain.run_machine import RunStatus, StepId, Transition
 from shared.domain.step_contract import step_contract_version
 from shared.domain.step_lease import StepAbandoned, StepLease
-from shared.domain.step_outcome import ArtifactOut, StepOutcome
+from shared.domain.step_outcome import ArtifactOut, RuleRefusal, StepOutcome
 from shared.opencode.calls import CallSuperseded
 from shared.opencode.ports import StructuredCalls
 from shared.service.messages import RunStep
@@ -188,6 +188,9 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
         # lease lapses and the next delivery resumes from the ledger), never fail the run.
         bound.warning("step.database_unavailable")
         raise
+    except RuleRefusal as exc:  # a rule below the step (the ledger's, say) refused it
+        bound.warning("step.refused", rule=exc.rule)
+        outcome = StepOutcome.failed(str(exc), {"rule": exc.rule})
     except Exception as exc:  # a bug or an unexpected environment: fail closed, keep the evidence
         bound.exception("step.crashed")
         outcome = StepOutcome.failed(

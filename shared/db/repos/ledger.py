@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.db.models import OpenCodeCall, Run, bound, table_of
+from shared.domain.step_outcome import RuleRefusal
 from shared.domain.vocab import CallStatus
 
 _CALLS = table_of(OpenCodeCall)
@@ -70,7 +71,7 @@ _FINISH = (
 ATTEMPT_UNIQUE = "uq_opencode_calls_run_id_step_id_attempt"
 
 
-class AttemptPromptChanged(Exception):
+class AttemptPromptChanged(RuleRefusal):
     """An attempt already in the ledger was asked again in other words: refused, unsent."""
 
     rule = "ledger_attempt_unique"

@@ -19,7 +19,14 @@ from shared.domain.run_machine import StepId
 from shared.domain.step_contract import step_contract_version
 from shared.service.contract import resume_parked
 from shared.service.messages import InMemorySender, RunStep
-from tests.integration.worker.conftest import approve, new_run, prompts_at_server, read_run, uow
+from tests.integration.worker.conftest import (
+    approve,
+    diagnostic,
+    new_run,
+    prompts_at_server,
+    read_run,
+    uow,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -127,6 +134,7 @@ def test_a_step_whose_attempt_is_in_the_ledger_under_another_prompt_fails_closed
     run = read_run(rt, run_id)
     assert run.error is not None
     assert "ledger_attempt_unique" in run.error
+    assert diagnostic(rt, run_id)["rule"] == "ledger_attempt_unique", "the triage names it too"
     assert prompts_at_server(rt) == 0, "the changed prompt was never sent"
     with rt.sessions() as s:
         calls = s.execute(text("SELECT count(*) FROM app.opencode_calls")).scalar_one()
