@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from alembic import command
@@ -45,6 +46,17 @@ class Scratch:
 
     def downgrade(self, revision: str) -> None:
         command.downgrade(_config(self.url), revision)
+
+    def execute(self, *statements: str) -> None:
+        """Run ``statements`` in one transaction."""
+        with self.engine.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+
+    def row(self, query: str) -> tuple[Any, ...]:
+        """The one row ``query`` selects."""
+        with self.engine.connect() as conn:
+            return tuple(conn.execute(text(query)).one())
 
     def one_call(self, status: str, *, response: str) -> None:
         """ONE_RUN and one CompileST call of it (op_key ``k``, 3 tokens), as stored then."""
@@ -87,25 +99,19 @@ def test_the_migrations_downgrade_to_base_and_upgrade_again(scratch: Scratch) ->
     scratch.upgrade("head")
     scratch.downgrade("base")
     scratch.upgrade("head")
-    with scratch.engine.connect() as conn:
-        unique = conn.execute(
-            text(
-                "SELECT count(*) FROM pg_constraint WHERE contype = 'u' AND conname IN"
-                " ('uq_opencode_calls_op_key', 'uq_opencode_calls_run_id_step_id_attempt')"
-            )
-        ).scalar_one()
-    assert unique == 2
+    unique = scratch.row(
+        "SELECT count(*) FROM pg_constraint WHERE contype = 'u' AND conname IN"
+        " ('uq_opencode_calls_op_key', 'uq_opencode_calls_run_id_step_id_attempt')"
+    )
+    assert unique == (2,)
 
 
 def test_0005_turns_json_null_written_by_older_code_into_sql_null(scratch: Scratch) -> None:
     scratch.upgrade("0004")
     scratch.one_call("failed", response="null")
     scratch.upgrade("head")
-    with scratch.engine.connect() as conn:
-        row = conn.execute(
-            text("SELECT response IS NULL, usage IS NULL FROM app.opencode_calls")
-        ).one()
-    assert tuple(row) == (True, False), "only the JSON null became SQL NULL"
+    row = scratch.row("SELECT response IS NULL, usage IS NULL FROM app.opencode_calls")
+    assert row == (True, False), "only the JSON null became SQL NULL"
 
 
 def test_0008_stores_older_pretty_plans_as_the_bytes_their_digest_is_over(
@@ -150,41 +156,30 @@ def test_0010_downgraded_turns_a_late_call_back_into_the_unknown_it_was_declared
     scratch.upgrade("0010")
     scratch.one_call("succeeded_late", response='{"structured": {}}')
     scratch.downgrade("0009")
-    with scratch.engine.connect() as conn:
-        row = conn.execute(
-            text("SELECT status, error_name, error, usage FROM app.opencode_calls")
-        ).one()
-    assert tuple(row) == ("unknown", "OutcomeUnknown", UNKNOWN_ERROR, {"total_tokens": 3})
+    row = scratch.row("SELECT status, error_name, error, usage FROM app.opencode_calls")
+    assert row == ("unknown", "OutcomeUnknown", UNKNOWN_ERROR, {"total_tokens": 3})
 
 
 def test_0011_refuses_duplicate_attempts_by_name_and_its_downgrade_resumes_parked_runs(
     scratch: Scratch,
 ) -> None:
     scratch.upgrade("0010")
-    with scratch.engine.begin() as conn:
-        conn.execute(text(ONE_RUN))
-        conn.execute(
-            text(
-                "UPDATE app.runs SET status = 'applying', next_action ="
-                " 'run:ApplyPatchST', last_step = 'ApplyPatchST' WHERE id = 'r1';"
-                "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt, agent,"
-                " request, status) VALUES ('k1', 'r1', 'CompileST', 1, 'plan', '{}',"
-                " 'succeeded'), ('k2', 'r1', 'CompileST', 1, 'plan', '{}', 'succeeded')"
-            )
-        )
+    scratch.execute(
+        ONE_RUN,
+        "UPDATE app.runs SET status = 'applying', next_action ="
+        " 'run:ApplyPatchST', last_step = 'ApplyPatchST' WHERE id = 'r1';"
+        "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt, agent,"
+        " request, status) VALUES ('k1', 'r1', 'CompileST', 1, 'plan', '{}',"
+        " 'succeeded'), ('k2', 'r1', 'CompileST', 1, 'plan', '{}', 'succeeded')",
+    )
     with pytest.raises(RuntimeError, match="ledger_attempt_unique"):
         scratch.upgrade("head")
-    with scratch.engine.begin() as conn:
-        conn.execute(text("DELETE FROM app.opencode_calls WHERE op_key = 'k2'"))
+    scratch.execute("DELETE FROM app.opencode_calls WHERE op_key = 'k2'")
     scratch.upgrade("head")
-    with scratch.engine.begin() as conn:
-        conn.execute(
-            text(
-                "UPDATE app.runs SET status = 'waiting_upgrade', next_action ="
-                " 'await:upgrade', contract_version = 'old' WHERE id = 'r1'"
-            )
-        )
+    scratch.execute(
+        "UPDATE app.runs SET status = 'waiting_upgrade', next_action ="
+        " 'await:upgrade', contract_version = 'old' WHERE id = 'r1'"
+    )
     scratch.downgrade("0010")
-    with scratch.engine.connect() as conn:
-        row = conn.execute(text("SELECT status, next_action FROM app.runs")).one()
-    assert tuple(row) == ("applying", "run:ApplyPatchST"), "back at the step it was parked at"
+    row = scratch.row("SELECT status, next_action FROM app.runs")
+    assert row == ("applying", "run:ApplyPatchST"), "back at the step it was parked at"
