@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from devstack.sample_repo import create_sample_repo
 from services.worker.runtime import Runtime, build_runtime
+from services.worker.steps.base import StepBody, run_step
 from shared.clock import Clock
 from shared.config import Settings
 from shared.db.models import Run
@@ -81,6 +83,16 @@ def new_run(rt: Runtime, repo: Path, goal: str = "Add multiply to calc.py") -> s
         intent = submit_intent(work, repo=repo, goal=goal, base_ref="HEAD", submitted_by="t")
         start_run(work, intent.id, app_version="test", now=rt.clock.now())
         return intent.id
+
+
+def step_in_background(
+    rt: Runtime, step: StepId, run_id: str, body: StepBody
+) -> tuple[threading.Thread, list[str]]:
+    """``run_step`` on a started thread, and the list its outcome is appended to (join first)."""
+    outcome: list[str] = []
+    worker = threading.Thread(target=lambda: outcome.append(run_step(rt, step, run_id, body)))
+    worker.start()
+    return worker, outcome
 
 
 def read_run(rt: Runtime, run_id: str) -> Run:

@@ -19,7 +19,7 @@ from shared.db.models import OpenCodeCall, PlanApproval, Run
 from shared.domain.run_machine import StepId
 from shared.errors import Conflict
 from shared.service.runs import approve_plan, cancel_run, reject_plan
-from tests.integration.worker.conftest import new_run, uow
+from tests.integration.worker.conftest import new_run, step_in_background, uow
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -47,12 +47,8 @@ def test_cancelling_mid_call_aborts_it_and_the_step_records_nothing(
     rt: Runtime, repo: Path
 ) -> None:
     run_id = new_run(rt, repo, goal="Add multiply to calc.py [oc:slow=8000]")
-    outcome: list[str] = []
-    worker = threading.Thread(
-        target=lambda: outcome.append(run_step(rt, StepId.COMPILE, run_id, compile_step))
-    )
     started = time.monotonic()
-    worker.start()
+    worker, outcome = step_in_background(rt, StepId.COMPILE, run_id, compile_step)
     wait_until(lambda: _call_statuses(rt, run_id) == ["claimed"], 5, "the call to be claimed")
     wait_until(lambda: _in_flight_at_server(rt), 5, "the prompt to be in flight at oc-compat")
     assert _cancel(rt, run_id) is True

@@ -25,6 +25,7 @@ from tests.integration.worker.conftest import (
     approve,
     diagnostic,
     new_run,
+    step_in_background,
     uow,
 )
 from tests.integration.worker.test_sandbox import processes_with
@@ -170,11 +171,7 @@ def executing_in_background(
     """A run whose ExecuteST runs on a thread, its command holding a ``sleep <tag>`` child."""
     code = f"import subprocess, time; subprocess.Popen(['sleep', '{tag}']); time.sleep(120)"
     run_id = decided(rt, repo, ["python3", "-c", code])
-    result: list[str] = []
-    worker = threading.Thread(
-        target=lambda: result.append(run_step(rt, StepId.EXECUTE, run_id, execute_step))
-    )
-    worker.start()
+    worker, result = step_in_background(rt, StepId.EXECUTE, run_id, execute_step)
     wait_until(lambda: processes_with(tag), 20, f"the command's `sleep {tag}` to start")
     return run_id, worker, result
 

@@ -3,7 +3,6 @@ late answer: the ledger keeps it, the run does not move."""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import pytest
 from sqlalchemy import select
 
 from services.worker.runtime import Runtime
-from services.worker.steps.base import run_step
 from services.worker.steps.compile import compile_step
 from shared.db.models import Artifact, OpenCodeCall, Run, StepRun
 from shared.domain.run_machine import StepId
@@ -19,7 +17,7 @@ from shared.opencode.call_ledger import PostgresCallLedger
 from shared.opencode.calls import OutcomeUnknown, StructuredCall
 from shared.opencode.exactly_once import ExactlyOnceCalls
 from shared.opencode.messages import ModelRef
-from tests.integration.worker.conftest import new_run
+from tests.integration.worker.conftest import new_run, step_in_background
 
 pytestmark = pytest.mark.integration
 
@@ -44,11 +42,7 @@ def test_a_step_whose_call_was_declared_unknown_meanwhile_stops_and_the_run_stay
     rt: Runtime, repo: Path
 ) -> None:
     run_id = new_run(rt, repo, goal="Add multiply to calc.py [oc:slow=1500]")
-    outcome: list[str] = []
-    first = threading.Thread(
-        target=lambda: outcome.append(run_step(rt, StepId.COMPILE, run_id, compile_step))
-    )
-    first.start()
+    first, outcome = step_in_background(rt, StepId.COMPILE, run_id, compile_step)
     row = _sent_call(rt, run_id)
     # A second delivery of the same attempt waits the live claim out and declares it.
     impatient = ExactlyOnceCalls(
