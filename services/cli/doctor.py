@@ -28,9 +28,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
@@ -57,6 +58,7 @@ from shared.queue import make_celery
 from shared.version import app_version
 
 PARKED = RunStatus.WAITING_UPGRADE.value
+Found = TypeVar("Found")
 
 
 @dataclass
@@ -212,12 +214,35 @@ def check_workers(settings: Settings, engine: Engine, timeout_s: float) -> Check
     return Check("workers", True, f"{len(workers)} live, all at {mine}: {names}", data)
 
 
-def check_stuck(engine: Engine, minutes: int) -> Check:
+def _triage(
+    engine: Engine,
+    name: str,
+    table: str,
+    query: Callable[[TriageRepo], Found],
+    judge: Callable[[Found], Check],
+) -> Check:
+    """Check ``name``: ``judge`` what ``query`` reads; red, naming ``table``, if it cannot."""
     try:
         with Session(engine) as s:
-            by_status = TriageRepo(s).active_runs_idle_for(minutes)
+            found = query(TriageRepo(s))
     except SQLAlchemyError as exc:
-        return Check("stuck runs", False, f"cannot read app.runs: {_first_line(exc)}")
+        return Check(name, False, f"cannot read {table}: {_first_line(exc)}")
+    return judge(found)
+
+
+def check_stuck(engine: Engine, minutes: int) -> Check:
+    return _triage(
+        engine,
+        "stuck runs",
+        "app.runs",
+        lambda triage: triage.active_runs_idle_for(minutes),
+        lambda by_status: judge_stuck(by_status, minutes),
+    )
+
+
+def judge_stuck(idle_by_status: dict[str, int], minutes: int) -> Check:
+    """Runs not updated for ``minutes``, by status: red unless none but approvals wait."""
+    by_status = dict(idle_by_status)
     by_status.pop(PARKED, None)  # not stuck: waiting for an upgrade (its own check)
     waiting = by_status.pop("waiting_input", 0)
     aside = f" ({waiting} waiting for approval, not counted)" if waiting else ""
@@ -234,11 +259,17 @@ def check_stuck(engine: Engine, minutes: int) -> Check:
 
 
 def check_unknown_calls(engine: Engine) -> Check:
-    try:
-        with Session(engine) as s:
-            runs = TriageRepo(s).unknown_calls_by_run()
-    except SQLAlchemyError as exc:
-        return Check("unknown calls", False, f"cannot read app.opencode_calls: {_first_line(exc)}")
+    return _triage(
+        engine,
+        "unknown calls",
+        "app.opencode_calls",
+        TriageRepo.unknown_calls_by_run,
+        judge_unknown_calls,
+    )
+
+
+def judge_unknown_calls(runs: dict[str, int]) -> Check:
+    """Ledger rows of unknown outcome, counted by run: red if there is any."""
     if runs:
         shown = ", ".join(list(runs)[:5]) + (" ..." if len(runs) > 5 else "")
         return Check(
@@ -252,12 +283,17 @@ def check_unknown_calls(engine: Engine) -> Check:
 
 
 def check_waiting_upgrade(engine: Engine) -> Check:
-    try:
-        with Session(engine) as s:
-            by_contract = TriageRepo(s).parked_by_contract()
-    except SQLAlchemyError as exc:
-        return Check("waiting upgrade", False, f"cannot read app.runs: {_first_line(exc)}")
-    mine = step_contract_version()
+    return _triage(
+        engine,
+        "waiting upgrade",
+        "app.runs",
+        TriageRepo.parked_by_contract,
+        lambda by_contract: judge_waiting_upgrade(by_contract, step_contract_version()),
+    )
+
+
+def judge_waiting_upgrade(by_contract: dict[str, int], mine: str) -> Check:
+    """Parked runs by the contract they wait for: a warning if ``mine`` resumes them all."""
     data = {"by_contract": by_contract, "code_contract": mine}
     if not by_contract:
         return Check("waiting upgrade", True, "none", data)

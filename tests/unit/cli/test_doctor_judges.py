@@ -1,0 +1,38 @@
+"""Doctor's triage judges are pure: what a check says about the counts it was given."""
+
+from __future__ import annotations
+
+from services.cli.doctor import judge_stuck, judge_unknown_calls, judge_waiting_upgrade
+
+
+def test_stuck_sets_approvals_and_parked_runs_aside_and_leaves_its_input_alone() -> None:
+    found = {"compiling": 2, "waiting_input": 1, "waiting_upgrade": 3}
+    check = judge_stuck(found, 30)
+    assert (check.ok, check.data["by_status"], check.data["waiting_input"]) == (
+        False,
+        {"compiling": 2},
+        1,
+    )
+    assert (
+        check.detail
+        == "not updated for > 30 min: compiling: 2 (1 waiting for approval, not counted)"
+    )
+    assert found == {"compiling": 2, "waiting_input": 1, "waiting_upgrade": 3}
+    assert judge_stuck({"waiting_input": 1}, 30).ok
+
+
+def test_unknown_calls_are_red_and_name_at_most_five_runs() -> None:
+    assert judge_unknown_calls({}).ok
+    check = judge_unknown_calls({f"r{i}": 1 for i in range(7)})
+    assert not check.ok
+    assert check.detail.startswith(
+        "7 call(s) with unknown outcome in 7 run(s): r0, r1, r2, r3, r4 ..."
+    )
+
+
+def test_waiting_upgrade_is_a_warning_only_when_this_contract_resumes_them_all() -> None:
+    assert judge_waiting_upgrade({}, "mine").detail == "none"
+    assert judge_waiting_upgrade({"mine": 2}, "mine").detail.startswith("WARNING: 2 run(s)")
+    check = judge_waiting_upgrade({"mine": 1, "old": 1}, "mine")
+    assert not check.ok
+    assert check.detail.endswith("(rule step_contract)")
