@@ -3,6 +3,8 @@ transaction per method, as the exactly-once protocol needs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,13 +24,20 @@ class PostgresCallLedger:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
 
+    @contextmanager
+    def _ledger(self) -> Iterator[LedgerRepo]:
+        """The ledger in a transaction of its own: one per method."""
+        with unit_of_work(self.sessions) as s:
+            yield LedgerRepo(s)
+
     def claim(
         self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
     ) -> bool:
-        with unit_of_work(self.sessions) as s:
+        with self._ledger() as ledger:
             if lease is not None:
-                hold_lease(s, lease)  # raises StepAbandoned: the claim rolls back with it
-            return LedgerRepo(s).claim(
+                # raises StepAbandoned: the claim rolls back with it
+                hold_lease(ledger.session, lease)
+            return ledger.claim(
                 op_key=call.op_key,
                 run_id=call.run_id,
                 step_id=call.step_id,
@@ -38,12 +47,11 @@ class PostgresCallLedger:
             )
 
     def mark_started(self, op_key: str, session_id: str) -> None:
-        with unit_of_work(self.sessions) as s:
-            LedgerRepo(s).mark_started(op_key, session_id)
+        with self._ledger() as ledger:
+            ledger.mark_started(op_key, session_id)
 
     def read(self, op_key: str) -> tuple[CallRecord, float] | None:
-        with unit_of_work(self.sessions) as s:
-            ledger = LedgerRepo(s)
+        with self._ledger() as ledger:
             row = ledger.get(op_key)
             if row is None:
                 return None
@@ -62,8 +70,8 @@ class PostgresCallLedger:
     def finish(
         self, op_key: str, outcome: CallOutcome, *, from_status: CallStatus = CallStatus.CLAIMED
     ) -> bool:
-        with unit_of_work(self.sessions) as s:
-            return LedgerRepo(s).finish(
+        with self._ledger() as ledger:
+            return ledger.finish(
                 op_key,
                 status=outcome.status,
                 now=outcome.now,
