@@ -100,6 +100,11 @@ def _recorded_kind(status: str, error_name: str | None) -> FailureKind:
     return _kind_of(cls(error_name or "")) if cls is not None else "contract"
 
 
+CLAIM_GRACE_S = 5.0
+"""How much longer than its own timeout a delivery waits out another's live claim
+before it declares the call unknown."""
+
+
 class ExactlyOnceCalls:
     """Structured prompts to the daemon, each op_key paid for at most once."""
 
@@ -113,7 +118,7 @@ class ExactlyOnceCalls:
         timeout_s: float,
         l1: LruCache | None = None,
         wait_poll_s: float = 0.05,
-        claim_grace_s: float = 5.0,
+        claim_grace_s: float = CLAIM_GRACE_S,
     ) -> None:
         self.client = client
         self.ledger = ledger

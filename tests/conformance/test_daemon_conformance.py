@@ -20,11 +20,8 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.clock import SystemClock
 from shared.db.models import OpenCodeCall
 from shared.domain.contracts import PATCH_OUTPUT_SCHEMA, PLAN_OUTPUT_SCHEMA, validate_answer
-from shared.opencode.cache import LruCache
-from shared.opencode.call_ledger import PostgresCallLedger
 from shared.opencode.calls import CallFailed, StructuredCall, StructuredResult
 from shared.opencode.client import ModelRef, OpenCodeClient
 from shared.opencode.diagnosis import DAEMON_UNEXPECTED
@@ -34,6 +31,7 @@ from shared.opencode.tools import permission_rules, tools_map
 from standins.scripted_llm.script import TOOL_MARKER
 from tests.conformance.conftest import MODEL, Backend
 from tests.factories import RunFactory
+from tests.postgres_calls import calls_on_postgres
 from tests.unit.opencode.captures import capture
 
 pytestmark = pytest.mark.conformance
@@ -61,14 +59,7 @@ class Wrappers:
     ) -> ExactlyOnceCalls:
         client = backend.client(timeout_s)
         self.clients.append(client)
-        return ExactlyOnceCalls(
-            client,
-            PostgresCallLedger(self.sessions),
-            SystemClock(),
-            model=model,
-            timeout_s=timeout_s,
-            l1=LruCache(),
-        )
+        return calls_on_postgres(client, self.sessions, timeout_s=timeout_s, model=model)
 
 
 @pytest.fixture

@@ -23,8 +23,6 @@ from shared.db.models import OpenCodeCall, Run
 from shared.db.repos.ledger import AttemptPromptChanged, LedgerRepo
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.domain.vocab import CallStatus
-from shared.opencode.cache import LruCache
-from shared.opencode.call_ledger import PostgresCallLedger
 from shared.opencode.calls import (
     UNKNOWN_ERROR,
     CallFailed,
@@ -36,9 +34,9 @@ from shared.opencode.client import ModelRef, OpenCodeClient
 from shared.opencode.exactly_once import ExactlyOnceCalls
 from standins.oc_compat import running_server
 from tests.factories import OpenCodeCallFactory, RunFactory
+from tests.postgres_calls import calls_on_postgres
 
 pytestmark = pytest.mark.integration
-MODEL = ModelRef("kodo", "kodo-scripted")
 
 
 @pytest.fixture(scope="module")
@@ -74,20 +72,24 @@ def _wrapper(
     oc_url: str, sessions: sessionmaker[Session], timeout_s: float = 10.0
 ) -> ExactlyOnceCalls:
     client = OpenCodeClient(oc_url, timeout_s=timeout_s)
-    wrapper = ExactlyOnceCalls(
-        client,
-        PostgresCallLedger(sessions),
-        SystemClock(),
-        model=MODEL,
-        timeout_s=timeout_s,
-        l1=LruCache(),
-    )
+    wrapper = calls_on_postgres(client, sessions, timeout_s=timeout_s)
     _CLIENTS.extend([client, wrapper])
     return wrapper
 
 
 def _call(run_id: str, repo: Path, prompt: str = "Add a docstring to calc.py") -> StructuredCall:
     return StructuredCall(run_id, "CompileST", 1, "plan", prompt, PLAN_OUTPUT_SCHEMA, str(repo))
+
+
+def _claimed_by_a_dead_worker(db: Session, repo: Path) -> StructuredCall:
+    """A call of a new run, claimed in the ledger by a worker that never finishes it."""
+    run = RunFactory()
+    call = _call(run.id, repo)
+    OpenCodeCallFactory(
+        run=run, op_key=call.op_key, status="claimed", request={"prompt": call.prompt}
+    )
+    db.commit()
+    return call
 
 
 def _prompts_at_server(oc_url: str) -> int:
@@ -214,12 +216,7 @@ def test_a_stalled_call_is_aborted_and_recorded_timed_out(
 def test_a_claim_left_by_a_dead_worker_becomes_unknown_and_is_not_resent(
     oc_url: str, sessions: sessionmaker[Session], db: Session, repo: Path
 ) -> None:
-    run = RunFactory()
-    call = _call(run.id, repo)
-    OpenCodeCallFactory(
-        run=run, op_key=call.op_key, status="claimed", request={"prompt": call.prompt}
-    )
-    db.commit()
+    call = _claimed_by_a_dead_worker(db, repo)
     with pytest.raises(OutcomeUnknown):
         _wrapper(oc_url, sessions, timeout_s=0.2).prompt_structured(call)
     assert _row(sessions, call.op_key).status == "unknown"
@@ -247,12 +244,8 @@ def test_an_unknown_model_is_a_configuration_error_that_is_not_retried(
 ) -> None:
     client = OpenCodeClient(oc_url, timeout_s=5)
     _CLIENTS.append(client)
-    wrapper = ExactlyOnceCalls(
-        client,
-        PostgresCallLedger(sessions),
-        SystemClock(),
-        model=ModelRef("kodo", "no-such-model"),
-        timeout_s=5,
+    wrapper = calls_on_postgres(
+        client, sessions, timeout_s=5, model=ModelRef("kodo", "no-such-model")
     )
     call = _call(run_id, repo)
     with pytest.raises(CallFailed) as failure:
@@ -350,19 +343,12 @@ class _HourAhead(SystemClock):
 def test_a_live_claim_is_aged_by_the_databases_clock_not_a_skewed_workers(
     oc_url: str, sessions: sessionmaker[Session], db: Session, repo: Path
 ) -> None:
-    run = RunFactory()
-    call = _call(run.id, repo)
-    OpenCodeCallFactory(
-        run=run, op_key=call.op_key, status="claimed", request={"prompt": call.prompt}
-    )
-    db.commit()
+    call = _claimed_by_a_dead_worker(db, repo)
     client = OpenCodeClient(oc_url, timeout_s=10)
-    wrapper = ExactlyOnceCalls(
-        client, PostgresCallLedger(sessions), _HourAhead(), model=MODEL, timeout_s=10, l1=LruCache()
-    )
+    wrapper = calls_on_postgres(client, sessions, timeout_s=10, clock=_HourAhead())
     _CLIENTS.extend([client, wrapper])
     outcome: list[BaseException] = []
-    waiting = threading.Thread(target=_outcome, args=(wrapper, call, outcome), daemon=True)
+    waiting = threading.Thread(target=_outcome_of, args=(wrapper, call, outcome), daemon=True)
     waiting.start()
     time.sleep(1.0)  # a skewed clock would have declared the fresh claim unknown at once
     assert _row(sessions, call.op_key).status == "claimed"
@@ -382,13 +368,6 @@ def test_a_live_claim_is_aged_by_the_databases_clock_not_a_skewed_workers(
     assert _prompts_at_server(oc_url) == 0
 
 
-def _outcome(wrapper: ExactlyOnceCalls, call: StructuredCall, into: list[BaseException]) -> None:
-    try:
-        wrapper.prompt_structured(call)
-    except CallFailed as exc:
-        into.append(exc)
-
-
 def _wait_until_sent(sessions: sessionmaker[Session], op_key: str) -> None:
     """Until the claimant has recorded its session: the prompt is on its way."""
     deadline = time.monotonic() + 10
@@ -406,14 +385,7 @@ def _wait_until_sent(sessions: sessionmaker[Session], op_key: str) -> None:
 def _impatient(oc_url: str, sessions: sessionmaker[Session]) -> ExactlyOnceCalls:
     """A second delivery that waits out a live claim for 0.1 s, then declares it unknown."""
     client = OpenCodeClient(oc_url, timeout_s=5)
-    wrapper = ExactlyOnceCalls(
-        client,
-        PostgresCallLedger(sessions),
-        SystemClock(),
-        model=MODEL,
-        timeout_s=0.1,
-        claim_grace_s=0.0,
-    )
+    wrapper = calls_on_postgres(client, sessions, timeout_s=0.1, claim_grace_s=0.0)
     _CLIENTS.extend([client, wrapper])
     return wrapper
 

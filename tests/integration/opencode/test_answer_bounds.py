@@ -20,16 +20,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from devstack.sample_repo import create_sample_repo
-from shared.clock import SystemClock
 from shared.db.models import OpenCodeCall
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA, ContractViolation, validate_answer
-from shared.opencode.call_ledger import PostgresCallLedger
 from shared.opencode.calls import CallFailed, StructuredCall
-from shared.opencode.client import AnswerTooLarge, ModelRef, OpenCodeClient
+from shared.opencode.client import AnswerTooLarge, OpenCodeClient
 from shared.opencode.errors import OpenCodePermanentError
-from shared.opencode.exactly_once import ExactlyOnceCalls
 from standins.oc_compat import running_server
 from tests.factories import RunFactory
+from tests.postgres_calls import calls_on_postgres
 
 CAP = 256 * 1024
 
@@ -108,13 +106,7 @@ def test_an_oversize_plan_is_a_recorded_contract_failure_naming_the_rule(
     call = StructuredCall(run.id, "CompileST", 1, "plan", prompt, PLAN_OUTPUT_SCHEMA, str(repo))
     with running_server(seed=5) as url:
         client = OpenCodeClient(url, timeout_s=20, max_answer_bytes=CAP)
-        wrapper = ExactlyOnceCalls(
-            client,
-            PostgresCallLedger(sessions),
-            SystemClock(),
-            model=ModelRef("kodo", "kodo-scripted"),
-            timeout_s=20,
-        )
+        wrapper = calls_on_postgres(client, sessions, timeout_s=20)
         try:
             with pytest.raises(CallFailed) as failed:
                 wrapper.prompt_structured(call)

@@ -13,11 +13,10 @@ from services.worker.runtime import Runtime
 from services.worker.steps.compile import compile_step
 from shared.db.models import Artifact, OpenCodeCall, Run, StepRun
 from shared.domain.run_machine import StepId
-from shared.opencode.call_ledger import PostgresCallLedger
 from shared.opencode.calls import OutcomeUnknown, StructuredCall
-from shared.opencode.exactly_once import ExactlyOnceCalls
 from shared.opencode.messages import ModelRef
 from tests.integration.worker.conftest import new_run, step_in_background
+from tests.postgres_calls import calls_on_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -45,12 +44,12 @@ def test_a_step_whose_call_was_declared_unknown_meanwhile_stops_and_the_run_stay
     first, outcome = step_in_background(rt, StepId.COMPILE, run_id, compile_step)
     row = _sent_call(rt, run_id)
     # A second delivery of the same attempt waits the live claim out and declares it.
-    impatient = ExactlyOnceCalls(
+    impatient = calls_on_postgres(
         rt.client,
-        PostgresCallLedger(rt.sessions),
-        rt.clock,
-        model=ModelRef(rt.settings.oc_provider_id, rt.settings.oc_model_id),
+        rt.sessions,
         timeout_s=0.1,
+        model=ModelRef(rt.settings.oc_provider_id, rt.settings.oc_model_id),
+        clock=rt.clock,
         claim_grace_s=0.0,
     )
     same = StructuredCall(
