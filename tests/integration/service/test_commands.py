@@ -51,11 +51,13 @@ class BrokerAway:
         raise ConnectionError(f"the broker is away: {message!r} not sent")
 
 
-def waiting_run(db: Session) -> str:
+@pytest.fixture
+def run_id(db: Session) -> str:
+    """A run waiting for its plan's approval."""
     run = RunFactory(waiting_input=True)
     db.commit()
-    run_id: str = run.id
-    return run_id
+    waiting: str = run.id
+    return waiting
 
 
 def run_status(sessions: sessionmaker[Session], run_id: str) -> str:
@@ -86,9 +88,8 @@ def test_submit_then_start_sends_the_first_step_once_and_a_repeat_sends_nothing(
 
 
 def test_approve_sends_exactly_one_apply_after_its_commit(
-    db: Session, sessions: sessionmaker[Session]
+    run_id: str, sessions: sessionmaker[Session]
 ) -> None:
-    run_id = waiting_run(db)
     sender = StatusAtSend(sessions)
     with UnitOfWork(sessions, sender) as uow:
         approve_plan(uow, run_id, approver="alice", now=NOW)
@@ -102,9 +103,8 @@ def test_approve_sends_exactly_one_apply_after_its_commit(
 
 
 def test_a_rolled_back_approve_sends_nothing_and_records_nothing(
-    db: Session, sessions: sessionmaker[Session]
+    run_id: str, sessions: sessionmaker[Session]
 ) -> None:
-    run_id = waiting_run(db)
     sender = InMemorySender()
     pending: list[tuple[Message, ...]] = []
 
@@ -123,9 +123,8 @@ def test_a_rolled_back_approve_sends_nothing_and_records_nothing(
 
 
 def test_reject_ends_the_run_and_sends_nothing(
-    db: Session, sessions: sessionmaker[Session]
+    run_id: str, sessions: sessionmaker[Session]
 ) -> None:
-    run_id = waiting_run(db)
     sender = InMemorySender()
     with UnitOfWork(sessions, sender) as uow:
         reject_plan(uow, run_id, approver="bob", now=NOW)
@@ -137,9 +136,8 @@ def test_reject_ends_the_run_and_sends_nothing(
 
 
 def test_cancel_sends_one_abort_and_a_second_cancel_sends_nothing(
-    db: Session, sessions: sessionmaker[Session]
+    run_id: str, sessions: sessionmaker[Session]
 ) -> None:
-    run_id = waiting_run(db)
     sender = StatusAtSend(sessions)
     for _ in range(2):
         with UnitOfWork(sessions, sender) as uow:
@@ -148,9 +146,8 @@ def test_cancel_sends_one_abort_and_a_second_cancel_sends_nothing(
 
 
 def test_an_approval_recorded_without_a_dispatch_is_sent_once_by_the_watcher(
-    db: Session, sessions: sessionmaker[Session]
+    run_id: str, sessions: sessionmaker[Session]
 ) -> None:
-    run_id = waiting_run(db)
     sender = InMemorySender()
     with UnitOfWork(sessions, sender) as uow:
         approve_plan(uow, run_id, approver="alice", now=NOW, dispatch=False)
@@ -163,9 +160,8 @@ def test_an_approval_recorded_without_a_dispatch_is_sent_once_by_the_watcher(
 
 
 def test_a_send_that_fails_after_commit_keeps_the_approval_and_the_reconciler_resends(
-    db: Session, sessions: sessionmaker[Session]
+    run_id: str, sessions: sessionmaker[Session]
 ) -> None:
-    run_id = waiting_run(db)
     with UnitOfWork(sessions, BrokerAway()) as uow:
         approve_plan(uow, run_id, approver="alice", now=NOW)
     assert uow.unsent == [RunStep(APPLY, run_id)]
