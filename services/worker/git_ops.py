@@ -1,8 +1,8 @@
 """Git worktrees and patches: the only code that changes a repository.
 
-A patch's text is never parsed for paths here: ``git apply`` refuses some paths itself
-(a first line only), and what a patch changed is read back from the index
-(:func:`staged_changes`) and judged by :mod:`shared.domain.change_check`. Everything
+The build agent edits a worktree with its tools; what it changed is staged and read
+back from the index (:func:`stage_edits`) and judged by :mod:`shared.domain.change_check`;
+nothing an agent says about paths is parsed here. Everything
 runs as argv (no shell) with a timeout.
 """
 
@@ -99,21 +99,24 @@ def head_trailer(worktree: Path, key: str) -> str | None:
     return None
 
 
-def ensure_clean(worktree: Path) -> None:
-    """Drop anything left in the worktree (an agent's edits, a half-finished apply).
+def reset_worktree(worktree: Path) -> None:
+    """Drop everything HEAD does not hold: an agent's edits, its new files, ignored ones too.
 
-    One ``git status`` in the usual, clean case; reset and clean only when needed.
+    One ``git status`` in the usual, clean case; reset and clean only when needed. Never
+    called while a call may still be editing the worktree (see ApplyPatchST).
     """
-    if git(worktree, "status", "--porcelain", "--untracked-files=all").strip():
+    status = git(worktree, "status", "--porcelain", "--untracked-files=all", "--ignored")
+    if status.strip():
         git(worktree, "reset", "-q", "--hard", "HEAD")
-        git(worktree, "clean", "-fdq")
+        git(worktree, "clean", "-ffdqx")  # -ff: nested repositories too
 
 
 def try_apply(worktree: Path, diff: str) -> str | None:
     """Apply ``diff`` to the index and the files; None on success, else git's reason.
 
-    ``git apply`` is atomic: a patch that fails leaves every file as it was, so no
-    separate ``--check`` pass is needed.
+    ``git apply`` is atomic: a patch that fails leaves every file as it was. kodo itself
+    no longer applies typed diffs (the agent edits, kodo stages); tests use this to put
+    a change in a worktree the way git would.
     """
     proc = run_git(
         worktree,
@@ -122,6 +125,37 @@ def try_apply(worktree: Path, diff: str) -> str | None:
         timeout_s=GIT_TIMEOUT_S,
     )
     return None if proc.returncode == 0 else proc.stderr.decode(errors="replace").strip()
+
+
+def stage_edits(worktree: Path) -> list[IndexChange]:
+    """Stage everything the agent left in the worktree and return what git says changed.
+
+    ``--force`` stages ignored files too: a file the agent wrote is judged against the
+    plan whether or not a ``.gitignore`` would hide it (a fresh worktree holds none).
+    """
+    git(worktree, "add", "--all", "--force", "--", ".")
+    return staged_changes(worktree)
+
+
+def _patch_bytes(worktree: Path, *spec: str) -> bytes:
+    proc = run_git(
+        worktree,
+        ["diff", "--no-ext-diff", "--no-textconv", "--binary", "--full-index", "-M", *spec],
+        timeout_s=GIT_TIMEOUT_S,
+    )
+    if proc.returncode != 0:
+        raise GitError(f"git diff {' '.join(spec)}: {proc.stderr.decode(errors='replace')}")
+    return proc.stdout
+
+
+def staged_patch(worktree: Path) -> bytes:
+    """The staged change as a patch (``git apply`` can replay it): ``patch.diff``."""
+    return _patch_bytes(worktree, "--cached", "HEAD")
+
+
+def committed_patch(worktree: Path) -> bytes:
+    """The last commit's change, byte for byte what :func:`staged_patch` gave before it."""
+    return _patch_bytes(worktree, "HEAD~1", "HEAD")
 
 
 def commit_index(worktree: Path, message: str) -> str:

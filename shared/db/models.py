@@ -233,6 +233,7 @@ class OpenCodeCall(Base):
         CheckConstraint(_in("status", CALL_STATUSES), name="status"),
         CheckConstraint(_in("step_id", STEP_ID_VALUES), name="step_id"),
         CheckConstraint("attempt >= 1", name="attempt"),
+        CheckConstraint("rejected IS NULL OR status = 'succeeded'", name="rejected_only_succeeded"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -249,6 +250,7 @@ class OpenCodeCall(Base):
     status: Mapped[str] = mapped_column(String(16))
     error_name: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
+    rejected: Mapped[str | None] = mapped_column(Text)  # why kodo did not use the answer
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

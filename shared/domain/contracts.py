@@ -53,16 +53,23 @@ PLAN_OUTPUT_SCHEMA: dict[str, Any] = {
 Each file entry is the binding promise ApplyPatchST holds the patch to: its path and
 kind of change (add, modify, delete, or rename from ``from``)."""
 
-PATCH_OUTPUT_SCHEMA: dict[str, Any] = {
+EDIT_REPORT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "summary": {"type": "string", "minLength": 1, "maxLength": 2000},
-        "diff": {"type": "string", "minLength": 1, "maxLength": 1_000_000},
+        "files": {
+            "type": "array",
+            "maxItems": 200,
+            "items": {"type": "string", "minLength": 1, "maxLength": 500},
+        },
     },
-    "required": ["summary", "diff"],
+    "required": ["summary", "files"],
     "additionalProperties": False,
 }
-"""PatchOutput: the build agent's unified diff for the approved plan."""
+"""EditReport: what the build agent says it did after editing the worktree with its tools.
+
+The edits themselves are read from git, never from this answer; ``files`` (the paths the
+agent says it changed, relative to the repository root) is checked against git's view."""
 
 BUILD_OUTPUT_SCHEMA: dict[str, Any] = {
     "type": "object",

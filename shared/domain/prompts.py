@@ -35,20 +35,35 @@ def compile_prompt(goal: str, attempt: int, rejected: list[str]) -> str:
     return "\n".join(lines)
 
 
+def plan_brief(plan: dict[str, Any]) -> str:
+    """The approved plan as a reader sees it (design, then each file and why), followed
+    by the exact signed JSON: the build agent starts from the plan, not from the repo."""
+    lines = ["Approved design:", str(plan.get("design", "")), "", "Files to change:"]
+    files = plan.get("files")
+    for entry in files if isinstance(files, list) else []:
+        if isinstance(entry, dict):
+            source = f" (from {entry['from']})" if "from" in entry else ""
+            lines.append(f"- {entry.get('change')} {entry.get('path')}{source}: {entry.get('why')}")
+    return "\n".join([*lines, "", plan_block(plan)])
+
+
 def apply_prompt(goal: str, plan_text: str, attempt: int, rejected: list[str]) -> str:
     lines = [
-        "Implement the approved plan below. Answer with a unified git diff (paths relative to",
-        "the repository root, `diff --git a/... b/...` headers) and a one-line summary.",
-        "Touch only the files the plan lists, each with the kind of change it names:",
-        "any other path, or another kind of change, fails the run.",
+        "Implement the approved plan below by editing the files in the working directory",
+        "with your edit and write tools. Change only the files the plan lists, each with the",
+        "kind of change it names: any other path, or another kind of change, fails the run.",
+        "Do not type a diff: kodo reads what you changed from git. When the files are",
+        "changed, answer via the schema: a one-line summary, and files, the paths you",
+        "changed (relative to the repository root).",
         "",
         f"Intent: {goal}",
+        "",
         plan_text,
         "",
         f"kodo-attempt: {attempt}",
     ]
     if rejected:
-        lines += ["", "Your previous patches were rejected:", *(f"- {r}" for r in rejected)]
+        lines += ["", "Your previous attempts were rejected:", *(f"- {r}" for r in rejected)]
     return "\n".join(lines)
 
 

@@ -18,8 +18,14 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from shared.domain.contracts import BUILD_OUTPUT_SCHEMA, PATCH_OUTPUT_SCHEMA, PLAN_OUTPUT_SCHEMA
-from shared.domain.prompts import apply_prompt, compile_prompt, decide_prompt, plan_block
+from shared.domain.contracts import BUILD_OUTPUT_SCHEMA, EDIT_REPORT_SCHEMA, PLAN_OUTPUT_SCHEMA
+from shared.domain.prompts import (
+    apply_prompt,
+    compile_prompt,
+    decide_prompt,
+    plan_block,
+    plan_brief,
+)
 from shared.domain.run_machine import StepId
 from shared.hashing import canonical_json, op_key, sha256_hex
 
@@ -47,8 +53,8 @@ def contract_material() -> dict[str, Any]:
                 compile_prompt(SAMPLE_GOAL, 2, retry),
             ],
             StepId.APPLY_PATCH.value: [
-                apply_prompt(SAMPLE_GOAL, plan_text, 1, []),
-                apply_prompt(SAMPLE_GOAL, plan_text, 2, retry),
+                apply_prompt(SAMPLE_GOAL, plan_brief(SAMPLE_PLAN), 1, []),
+                apply_prompt(SAMPLE_GOAL, plan_brief(SAMPLE_PLAN), 2, retry),
             ],
             StepId.DECIDE.value: [
                 decide_prompt(SAMPLE_GOAL, plan_text, SAMPLE_DIFFSTAT, SAMPLE_ALLOWLIST, 1),
@@ -57,7 +63,7 @@ def contract_material() -> dict[str, Any]:
         },
         "schemas": {
             StepId.COMPILE.value: PLAN_OUTPUT_SCHEMA,
-            StepId.APPLY_PATCH.value: PATCH_OUTPUT_SCHEMA,
+            StepId.APPLY_PATCH.value: EDIT_REPORT_SCHEMA,
             StepId.DECIDE.value: BUILD_OUTPUT_SCHEMA,
         },
         "op_key": op_key("run", StepId.COMPILE.value, 1, "prompt", {"type": "object"}),

@@ -50,6 +50,14 @@ class PostgresCallLedger:
         with self._ledger() as ledger:
             ledger.mark_started(op_key, session_id)
 
+    def note_rejected(self, op_key: str, reason: str) -> None:
+        with self._ledger() as ledger:
+            ledger.note_rejected(op_key, reason)
+
+    def sessions_in_doubt(self, run_id: str, step_id: str) -> list[str]:
+        with self._ledger() as ledger:
+            return ledger.sessions_in_doubt(run_id, step_id)
+
     def read(self, op_key: str) -> tuple[CallRecord, float] | None:
         with self._ledger() as ledger:
             row = ledger.get(op_key)
@@ -62,6 +70,7 @@ class PostgresCallLedger:
                 usage=row.usage,
                 error_name=row.error_name,
                 error=row.error,
+                rejected=row.rejected,
             )
             if row.status != CallStatus.CLAIMED:
                 return record, 0.0  # only a live claim is aged (one query saved per replay)

@@ -40,6 +40,7 @@ class StructuredResult:
     answer: dict[str, Any]
     cache: CacheLevel
     usage: dict[str, Any]
+    rejected: str | None = None  # an earlier delivery did not use this answer: why
 
 
 @dataclass(frozen=True)

@@ -339,3 +339,9 @@ class OpenCodeClient:
         if not isinstance(value, bool):
             raise OpenCodePermanentError(f"POST /session/{{id}}/abort: not a bool: {value!r:.200}")
         return value
+
+    def busy_sessions(self, *, directory: str) -> dict[str, Any]:
+        """``GET /session/status``: ``{sessionID: {type: busy|retry}}`` for the directory's
+        sessions that are not idle (an idle session is absent)."""
+        value = self._call("GET", "/session/status", directory=directory)
+        return self._object(value, "GET /session/status")

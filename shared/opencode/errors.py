@@ -44,6 +44,13 @@ class OpenCodeTransientError(OpenCodeError):
     code = "opencode_transient"
 
 
+class WorktreeBusy(OpenCodeTransientError):
+    """An earlier call of the step may still be editing the worktree, so it is not reset
+    and nothing is sent (rule ``worktree_quiet``); the next attempt waits and looks again."""
+
+    code = "worktree_busy"
+
+
 class OpenCodeUnreachable(OpenCodeTransientError):
     """The request never reached the daemon (connect failed), so nothing was billed."""
 

@@ -16,6 +16,7 @@ besides answering is judged by :mod:`shared.opencode.turn_inspection`.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -47,6 +48,7 @@ from shared.opencode.errors import (
     OpenCodeTransientError,
     OpenCodeUnreachable,
     StructuredOutputMissing,
+    WorktreeBusy,
 )
 from shared.opencode.messages import AnswerTooLarge, ModelRef, PromptReply
 from shared.opencode.ports import AgentClient, CallLedger, CallRecord
@@ -88,6 +90,7 @@ _RECORDED_CLASSES: dict[str, type[OpenCodeError]] = {
         OpenCodePermanentError,
         OpenCodeConfigError,
         StructuredOutputMissing,
+        WorktreeBusy,
     )
 }
 
@@ -119,6 +122,7 @@ class ExactlyOnceCalls:
         l1: LruCache | None = None,
         wait_poll_s: float = 0.05,
         claim_grace_s: float = CLAIM_GRACE_S,
+        quiesce_s: float = 10.0,
     ) -> None:
         self.client = client
         self.ledger = ledger
@@ -128,18 +132,25 @@ class ExactlyOnceCalls:
         self.l1 = l1 if l1 is not None else LruCache()
         self.wait_poll_s = wait_poll_s
         self.claim_grace_s = claim_grace_s
+        self.quiesce_s = quiesce_s
         self.turns = TurnInspector(client)
 
     def close(self) -> None:
         self.turns.close()
 
     def prompt_structured(
-        self, call: StructuredCall, *, lease: StepLease | None = None
+        self,
+        call: StructuredCall,
+        *,
+        lease: StepLease | None = None,
+        prepare: Callable[[], None] | None = None,
     ) -> StructuredResult:
         """Answer ``call`` exactly once per op_key; raise CallFailed if it has no valid answer.
 
         With ``lease``, the step's lease is held in the claim's transaction; if the
         delivery was abandoned, StepAbandoned propagates and nothing is called or recorded.
+        ``prepare`` runs only if this delivery won the claim, before the session is made
+        (a replay never runs it); an OpenCodeError it raises is the call's recorded failure.
         """
         key = call.op_key
         bound = log.bind(
@@ -152,23 +163,27 @@ class ExactlyOnceCalls:
         hit = self.l1.get(key)
         if hit is not None:
             bound.info("oc.cache_hit", cache="l1")
-            return StructuredResult(key, hit["answer"], "l1", hit["usage"])
+            return StructuredResult(key, hit["answer"], "l1", hit["usage"], hit.get("rejected"))
         won = self.ledger.claim(call, redact(self._request_record(call)), lease=lease)
         if not won:
             result = self._recorded(key)
             bound.info("oc.cache_hit", cache="l2")
             return result
-        result = self._call(call, key)
+        result = self._call(call, key, prepare)
         bound.info("oc.call", cache="miss", tokens=result.usage.get("total_tokens"))
         return result
 
     # -- the one path that reaches the daemon ----------------------------------------
 
-    def _call(self, call: StructuredCall, key: str) -> StructuredResult:
+    def _call(
+        self, call: StructuredCall, key: str, prepare: Callable[[], None] | None
+    ) -> StructuredResult:
         started = self.clock.monotonic()
         session_id: str | None = None
         reply: PromptReply | None = None
         try:
+            if prepare is not None:
+                prepare()
             session = self.client.create_session(
                 directory=call.directory,
                 title=f"kodo {call.step_id} {call.run_id} #{call.attempt}",
@@ -221,6 +236,39 @@ class ExactlyOnceCalls:
         self.l1.put(key, {"answer": answer, "usage": usage})
         return StructuredResult(key, answer, "miss", usage)
 
+    def reject(self, op_key: str, reason: str) -> None:
+        """Record why the step did not use the answer; a replay reads the same verdict back
+        (it is quoted in the next attempt's prompt, so it must not be recomputed)."""
+        self.ledger.note_rejected(op_key, reason)
+        hit = self.l1.get(op_key)
+        if hit is not None:
+            self.l1.put(op_key, {**hit, "rejected": reason})
+
+    def quiesce(self, run_id: str, step_id: str, directory: str) -> None:
+        """Return once no earlier call of the step is running on ``directory``.
+
+        The sessions the ledger cannot vouch for (claimed elsewhere, unknown, timed out)
+        are aborted, then ``GET /session/status`` is polled until none is busy; one still
+        busy after ``quiesce_s`` raises WorktreeBusy (rule ``worktree_quiet``): a
+        worktree is never reset under a daemon that may still be editing it.
+        """
+        doubtful = set(self.ledger.sessions_in_doubt(run_id, step_id))
+        if not doubtful:
+            return
+        for session_id in sorted(doubtful):
+            self._abort_quietly(session_id, directory)
+        deadline = self.clock.monotonic() + self.quiesce_s
+        while True:
+            busy = sorted(doubtful & set(self.client.busy_sessions(directory=directory)))
+            if not busy:
+                return
+            if self.clock.monotonic() > deadline:
+                raise WorktreeBusy(
+                    f"worktree_quiet: session {', '.join(busy)} of an earlier call is still"
+                    f" busy on {directory} after abort; not resetting it"
+                )
+            self.clock.sleep(self.wait_poll_s)
+
     # -- a claim lost to an earlier (or concurrent) caller ---------------------------
 
     def _recorded(self, key: str) -> StructuredResult:
@@ -264,8 +312,8 @@ class ExactlyOnceCalls:
         if not isinstance(answer, dict):
             raise CallFailed(row.op_key, row.status, "recorded answer is not an object")
         usage = row.usage or {}
-        self.l1.put(row.op_key, {"answer": answer, "usage": usage})
-        return StructuredResult(row.op_key, answer, "l2", usage)
+        self.l1.put(row.op_key, {"answer": answer, "usage": usage, "rejected": row.rejected})
+        return StructuredResult(row.op_key, answer, "l2", usage, row.rejected)
 
     def _declare_unknown(self, key: str) -> StructuredResult:
         declared = CallOutcome(

@@ -9,6 +9,7 @@ in-memory fake (tests/fakes/agent.py); the ledger is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,6 +57,10 @@ class AgentClient(Protocol):
 
     def abort(self, session_id: str, *, directory: str) -> bool: ...
 
+    def busy_sessions(self, *, directory: str) -> dict[str, Any]:
+        """``GET /session/status``: the directory's sessions that are not idle."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -69,6 +74,7 @@ class CallRecord:
     usage: dict[str, Any] | None
     error_name: str | None
     error: str | None
+    rejected: str | None = None  # why kodo did not use a succeeded answer
 
 
 class CallLedger(Protocol):
@@ -86,6 +92,14 @@ class CallLedger(Protocol):
 
     def mark_started(self, op_key: str, session_id: str) -> None: ...
 
+    def sessions_in_doubt(self, run_id: str, step_id: str) -> list[str]:
+        """Daemon sessions of the step's calls that may still be running."""
+        ...
+
+    def note_rejected(self, op_key: str, reason: str) -> None:
+        """Record why the succeeded answer of ``op_key`` was not used."""
+        ...
+
     def read(self, op_key: str) -> tuple[CallRecord, float] | None:
         """The row and the seconds since it was claimed or sent, by the ledger's clock."""
         ...
@@ -101,7 +115,23 @@ class StructuredCalls(Protocol):
     """What a step needs: one schema-valid answer per call, paid for at most once."""
 
     def prompt_structured(
-        self, call: StructuredCall, *, lease: StepLease | None = None
-    ) -> StructuredResult: ...
+        self,
+        call: StructuredCall,
+        *,
+        lease: StepLease | None = None,
+        prepare: Callable[[], None] | None = None,
+    ) -> StructuredResult:
+        """``prepare`` runs only when this delivery is about to send the call (the claim
+        is won), before the session is made; an OpenCodeError it raises fails the call."""
+        ...
+
+    def reject(self, op_key: str, reason: str) -> None:
+        """The step did not use this answer, for ``reason``: a replay reads it back."""
+        ...
+
+    def quiesce(self, run_id: str, step_id: str, directory: str) -> None:
+        """Return once no earlier call of the step is running on ``directory``; abort
+        what is; raise WorktreeBusy if one stays busy."""
+        ...
 
     def close(self) -> None: ...

@@ -14,7 +14,7 @@ from typing import Any
 
 from shared.hashing import canonical_json
 from shared.rng import seeded_rng
-from standins.oc_compat import fixtures, repo
+from standins.oc_compat import edits, fixtures, recipes, repo
 from standins.oc_compat.directives import Directives, strip
 from standins.oc_compat.schema_instance import minimal_instance, violate
 
@@ -65,6 +65,7 @@ class Answer:
     error: dict[str, Any] | None = None
     finish: str | None = None
     billed: bool = True
+    diff: str | None = None  # the build agent's edits, performed on the directory
 
 
 def _request_line(prompt: str) -> str:
@@ -79,8 +80,40 @@ def _request_line(prompt: str) -> str:
     return "(empty request)"
 
 
+def _recipe(directory: Path, prompt: str) -> recipes.Recipe | None:
+    return recipes.recipe_for(
+        _request_line(prompt),
+        lambda p: (
+            repo.safe_relative(directory, p) is not None
+            and repo.read_text(directory, p) is not None
+        ),
+    )
+
+
+def recipe_plan(recipe: recipes.Recipe, directory: Path) -> dict[str, Any]:
+    """The plan of a recipe: the function in its module, its test beside it."""
+    name, module, tests = recipe.op.name, recipe.module, recipe.test_module
+    test_change = "modify" if repo.read_text(directory, tests) is not None else "add"
+    return {
+        "design": (
+            f"Add {name}(a, b) to {module}, returning {recipe.op.expression}, and a unittest"
+            f" case for it in {tests}."
+        ),
+        "files": [
+            {"path": module, "change": "modify", "why": f"Define {name}(a, b)."},
+            {"path": tests, "change": test_change, "why": f"Test {name} with a known value."},
+        ],
+        "risks": [f"Callers may expect {name} to accept floats as well as ints."],
+        "tests": ["python3 -m unittest discover passes"],
+    }
+
+
 def plan_output(seed: int, directory: Path, prompt: str) -> dict[str, Any]:
-    """A PlanOutput: modify the files the prompt names, else README.md, else add notes."""
+    """A PlanOutput: a recipe's plan if the intent asks for one (see recipes.py); else
+    modify the files the prompt names, else README.md, else add notes."""
+    recipe = _recipe(directory, prompt)
+    if recipe is not None:
+        return recipe_plan(recipe, directory)
     clean = strip(prompt)
     named = repo.named_files(directory, clean)
     files: list[dict[str, str]]
@@ -141,14 +174,16 @@ def note_lines(seed: int, path: str, context: str) -> tuple[str, ...]:
     return ("", template.format(note))
 
 
-def patch_output(seed: int, directory: Path, prompt: str) -> dict[str, Any]:
-    """A PatchOutput whose diff applies to the working tree as it is now.
+def scripted_changes(seed: int, directory: Path, prompt: str) -> list[repo.FileChange]:
+    """The changes the scripted build agent makes, one per planned file.
 
-    With a plan in the prompt, the diff touches exactly the planned paths with the
-    planned kinds of change (a change it cannot make is left out, never replaced by
-    another); only a prompt without a plan gets the README (or notes file) fallback.
+    With a plan in the prompt, they touch exactly the planned paths with the planned
+    kinds of change (a change it cannot make is left out, never replaced by another); a
+    recipe's files get the recipe's edits (see recipes.py), others a visible note. Only
+    a prompt without a plan gets the README (or notes file) fallback.
     """
     planned = _planned_changes(prompt)
+    recipe = _recipe(directory, prompt)
     context = canonical_json([[p, c] + ([s] if s else []) for p, c, s in planned])
     changes: list[repo.FileChange] = []
     for raw_path, change, raw_source in planned:
@@ -160,18 +195,33 @@ def patch_output(seed: int, directory: Path, prompt: str) -> dict[str, Any]:
             if source is not None:
                 changes.append(repo.FileChange(path, change, (), source))
             continue
+        rewrite = None if recipe is None else recipe.edits().get(path)
+        if rewrite is not None and change in ("modify", "add"):
+            changes.append(repo.FileChange(path, change, rewrite=rewrite))
+            continue
         lines = () if change == "delete" else note_lines(seed, path, context)
         changes.append(repo.FileChange(path, change, lines))
-    diff = repo.tree_diff(directory, changes)
     if not planned:
         fallback = "README.md" if repo.read_text(directory, "README.md") is not None else None
         path = fallback or repo.NOTES_FILE
         change = "modify" if fallback else "add"
         changes = [repo.FileChange(path, change, note_lines(seed, path, context))]
-        diff = repo.tree_diff(directory, changes)
+    return changes
+
+
+def scripted_patch(seed: int, directory: Path, prompt: str) -> dict[str, Any]:
+    """The scripted build agent's change as ``{summary, diff}``: a diff that applies to
+    the working tree as it is now (oc-compat performs it as tool edits)."""
+    changes = scripted_changes(seed, directory, prompt)
+    return {"summary": scripted_patch_summary(changes), "diff": repo.tree_diff(directory, changes)}
+
+
+def scripted_patch_summary(changes: list[repo.FileChange]) -> str:
     verbs = {"add": "add", "modify": "append to", "delete": "delete", "rename": "rename"}
-    summary = "; ".join(f"{verbs.get(c.change, c.change)} {c.path}" for c in changes)
-    return {"summary": f"Scripted patch: {summary or 'nothing to change'}.", "diff": diff}
+    said = "; ".join(
+        f"{'edit' if c.rewrite else verbs.get(c.change, c.change)} {c.path}" for c in changes
+    )
+    return f"Scripted patch: {said or 'nothing to change'}."
 
 
 def build_output(directory: Path, directives: Directives) -> dict[str, Any]:
@@ -191,8 +241,6 @@ def structured_answer(
     names = props if isinstance(props, dict) else {}
     if "design" in names:
         return plan_output(seed, directory, prompt)
-    if "diff" in names:
-        return patch_output(seed, directory, prompt)
     if "argv" in names:
         return build_output(directory, directives)
     return minimal_instance(schema)
@@ -250,19 +298,35 @@ def answer(
         if directives.fixture is not None
         else (False, None)
     )
-    if not found:
+    diff: str | None = None
+    if fixtures.kind_of(schema) == "patch":  # the build agent edits, then reports
+        patch = value if found else scripted_patch(seed, directory, prompt)
+        diff, value = edit_report(patch)
+    elif not found:
         value = structured_answer(seed, directory, prompt, schema, directives)
     if directives.no_structured:
         error = {
             "name": "StructuredOutputError",
             "data": {"message": "Model did not produce structured output", "retries": 0},
         }
-        return Answer(text=json.dumps(value), error=error, finish="stop")
+        return Answer(text=json.dumps(value), error=error, finish="stop", diff=diff)
     if directives.wants_invalid:
         value = violate(schema, value)
     if directives.huge:
         value = inflate(value, directives.huge)
-    return Answer(structured=value, finish="tool-calls")
+    return Answer(structured=value, finish="tool-calls", diff=diff)
+
+
+def edit_report(patch: Any) -> tuple[str, Any]:
+    """(the diff to perform, the EditReport to answer) from a ``{summary, diff}`` patch; a
+    fixture may add ``files`` to report other files than it edits (a lying agent)."""
+    if not isinstance(patch, dict) or not isinstance(patch.get("diff"), str):
+        return "", patch  # an off-schema fixture answer: no edits, answered verbatim
+    diff = patch["diff"]
+    files = patch.get("files")
+    if files is None:
+        files = [edits.chunk_paths(chunk)[0] for chunk in edits.split_diff(diff)]
+    return diff, {"summary": patch.get("summary", ""), "files": files}
 
 
 def inflate(value: Any, size: int) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 from flask import Flask, Response, request
 
 from shared.hashing import sha256_hex
-from standins.oc_compat import answers, shapes
+from standins.oc_compat import answers, edits, shapes
 from standins.oc_compat.directives import parse
 from standins.oc_compat.fixtures import FixtureError
 
@@ -417,11 +417,19 @@ def _run_prompt(
         except FixtureError as exc:  # loud: a broken script must never pass for an answer
             print(f"oc-compat: [oc:fixture] {exc}", file=sys.stderr, flush=True)
             return _unknown_error(state, f"[oc:fixture] {exc}")
+        uses: list[edits.ToolUse] = []
+        if reply.diff:  # the build agent edits the directory with its tools, file by file
+            pause_s = directives.slow_edit_ms / 1000
+            uses = edits.perform(Path(directory), reply.diff, lambda _i: aborted.wait(pause_s))
+            if aborted.is_set():  # aborted mid-edit: the files edited so far stay edited
+                error = {"name": "MessageAbortedError", "data": {"message": "Aborted"}}
+                info = shapes.info(ctx, usage=None, finish=None, error=error)
+                return _json({"info": info, "parts": [start]})
     finally:
         with state.lock:
             session.in_flight.discard(aborted)
             session.retry = None
-    return _json(_reply(state, session, ctx, asked, reply, start, directives.tools))
+    return _json(_reply(state, session, ctx, asked, reply, start, directives.tools, uses))
 
 
 def _remember_user(
@@ -462,13 +470,14 @@ def _reply(
     reply: answers.Answer,
     start: dict[str, Any],
     tools: tuple[str, ...],
+    uses: list[edits.ToolUse],
 ) -> dict[str, Any]:
     """The ``{info, parts}`` body; bills the session for what the model produced."""
     config = state.config
     if not reply.billed:
         return {"info": shapes.info(ctx, usage=None, finish=None, error=reply.error), "parts": []}
-    if tools:
-        _tool_step(state, session, ctx, asked, tools)
+    if tools or uses:
+        _tool_step(state, session, ctx, asked, tools, uses)
         ctx = replace(ctx, message_id=state.ids.new("msg"), created_ms=shapes.now_ms())
     parts = [start]
     if reply.structured is not None:
@@ -507,8 +516,10 @@ def _tool_step(
     ctx: shapes.MessageContext,
     asked: _Prompt,
     tools: tuple[str, ...],
+    uses: list[edits.ToolUse],
 ) -> None:
-    """An earlier assistant message of the turn that calls ``tools`` (billed, not returned).
+    """An earlier assistant message of the turn that calls ``tools`` and makes the edits
+    ``uses`` (billed, not returned).
 
     The daemon answers a prompt with the turn's LAST message only; tool calls made on
     the way live in earlier messages, where the wrapper must go and look.
@@ -518,7 +529,11 @@ def _tool_step(
     for tool in tools:
         body = shapes.tool_part(state.ids.new("call"), tool, {}, f"{tool} done", tool)
         parts.append(shapes.part(step_ctx, state.ids.new("prt"), body))
-    usage = shapes.usage_for(state.config.seed, asked.text, asked.system, ",".join(tools))
+    for use in uses:
+        body = shapes.edit_part(state.ids.new("call"), use.tool, use.path, use.ok, use.output)
+        parts.append(shapes.part(step_ctx, state.ids.new("prt"), body))
+    said = ",".join([*tools, *(f"{u.tool}:{u.path}" for u in uses)])
+    usage = shapes.usage_for(state.config.seed, asked.text, asked.system, said)
     parts.append(
         shapes.part(step_ctx, state.ids.new("prt"), shapes.step_finish("tool-calls", usage))
     )

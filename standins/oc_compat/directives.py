@@ -22,6 +22,7 @@ class Directives:
     no_structured: bool = False
     api_error: str | None = None  # "" = LLM HTTP 400 (not retryable); "retryable" = 503
     slow_ms: int = 0
+    slow_edit_ms: int = 0  # the build agent pauses this long between files (abortable)
     http500: bool = False
     http500_attempts: int | None = None
     garbage: bool = False
@@ -66,6 +67,7 @@ def parse(text: str) -> Directives:
         no_structured="no-structured" in flags,
         api_error=values.get("api-error"),
         slow_ms=_int(values.get("slow"), 0),
+        slow_edit_ms=_int(values.get("slow-edit"), 0),
         http500="http500" in flags,
         http500_attempts=_int(values["http500-attempts"], 0)
         if "http500-attempts" in values

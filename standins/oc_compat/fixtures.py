@@ -31,7 +31,7 @@ def kind_of(schema: dict[str, Any]) -> str | None:
     names = props if isinstance(props, dict) else {}
     if "design" in names:
         return "plan"
-    if "diff" in names:
+    if set(names) == {"summary", "files"}:  # the EditReport: a fixture's "patch" is edited
         return "patch"
     if "argv" in names:
         return "build"

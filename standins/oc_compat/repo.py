@@ -11,6 +11,7 @@ import difflib
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -67,13 +68,26 @@ def has_unittest_files(directory: Path) -> bool:
 
 @dataclass(frozen=True)
 class FileChange:
-    """One planned change: ``add`` or ``modify`` appends ``lines``; ``delete`` removes;
-    ``rename`` moves ``source`` to ``path`` unchanged."""
+    """One planned change: ``add`` or ``modify`` appends ``lines`` (or applies ``rewrite``
+    to the old text); ``delete`` removes; ``rename`` moves ``source`` to ``path`` unchanged.
+
+    A change already made is no change: ``modify`` leaves a file that already ends with
+    its lines (or that ``rewrite`` leaves alone), so an agent taking its edits one tool
+    call at a time can ask what remains."""
 
     path: str
     change: str
     lines: tuple[str, ...] = ()
     source: str | None = None
+    rewrite: Callable[[str], str] | None = None
+
+    def new_text(self, old: str) -> str:
+        if self.rewrite is not None:
+            return self.rewrite(old)
+        block = "".join(f"{line}\n" for line in self.lines)
+        if self.change == "modify" and block and old.endswith(block):
+            return old
+        return _appended(old, self.lines)
 
 
 def _file_mode(path: Path) -> str:
@@ -139,14 +153,24 @@ def file_diff(directory: Path, change: FileChange) -> str:
         if exists:  # the plan says add: never edit what is there
             return ""
         head = f"diff --git {a} {b}\nnew file mode 100644\n--- /dev/null\n+++ {b}\n"
-        lines = tuple(change.lines)
-        while lines and not lines[0]:
-            lines = lines[1:]  # a new file starts with content, not spacing
-        return head + "".join(_hunks("", _appended("", lines)))
+        return head + "".join(_hunks("", new_file_text(change)))
     if old is None or change.change != "modify":  # missing, binary, symlink: leave it alone
         return ""
+    new = change.new_text(old)
+    if new == old:
+        return ""
     head = f"diff --git {a} {b}\n--- {a}\n+++ {b}\n"
-    return head + "".join(_hunks(old, _appended(old, change.lines)))
+    return head + "".join(_hunks(old, new))
+
+
+def new_file_text(change: FileChange) -> str:
+    """The content an ``add`` creates (a new file starts with content, not spacing)."""
+    if change.rewrite is not None:
+        return change.rewrite("")
+    lines = tuple(change.lines)
+    while lines and not lines[0]:
+        lines = lines[1:]
+    return _appended("", lines)
 
 
 def tree_diff(directory: Path, changes: list[FileChange]) -> str:

@@ -220,6 +220,27 @@ def tool_part(call_id: str, tool: str, tool_input: Any, output: str, title: str)
     }
 
 
+def edit_part(call_id: str, tool: str, path: str, ok: bool, output: str) -> dict[str, Any]:
+    """An edit tool's part as the daemon records it: ``completed`` with its output, or
+    ``error`` (a denied or failed edit) with the error; either way it names its path."""
+    if ok:
+        part = tool_part(call_id, tool, {"filePath": path}, output, path.rsplit("/", 1)[-1])
+        part["state"]["metadata"] = {"filepath": path, "diagnostics": {}}
+        return part
+    start = now_ms()
+    return {
+        "type": "tool",
+        "tool": tool,
+        "callID": call_id,
+        "state": {
+            "status": "error",
+            "input": {"filePath": path},
+            "error": output,
+            "time": {"start": start, "end": now_ms()},
+        },
+    }
+
+
 def step_finish(reason: str, usage: Usage) -> dict[str, Any]:
     """No ``snapshot`` key: kodo's daemon config has ``snapshot: false`` (conformance)."""
     return {

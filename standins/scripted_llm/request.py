@@ -47,6 +47,7 @@ class ChatRequest:
     tool_choice: str
     calls_this_turn: int
     stream: bool
+    turn_calls: tuple[tuple[str, str], ...] = ()  # (tool, arguments JSON) made this turn
 
     @property
     def directory(self) -> Path:
@@ -98,6 +99,15 @@ def parse_chat_request(body: object) -> ChatRequest:
     calls = sum(
         1 for m in messages[last_user + 1 :] if m.get("role") == "assistant" and m.get("tool_calls")
     )
+    made = tuple(
+        (str(fn.get("name")), str(fn.get("arguments", "")))
+        for m in messages[last_user + 1 :]
+        if m.get("role") == "assistant" and isinstance(m.get("tool_calls"), list)
+        for call in m["tool_calls"]
+        if isinstance(call, dict)
+        for fn in [call.get("function")]
+        if isinstance(fn, dict)
+    )
     choice = body.get("tool_choice", "auto")
     model = body.get("model", "")
     return ChatRequest(
@@ -108,4 +118,5 @@ def parse_chat_request(body: object) -> ChatRequest:
         tool_choice=choice if isinstance(choice, str) else "auto",
         calls_this_turn=calls,
         stream=body.get("stream") is True,
+        turn_calls=made,
     )

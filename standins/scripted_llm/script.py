@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.hashing import sha256_hex
-from standins.oc_compat import answers, shapes
+from standins.oc_compat import answers, fixtures, repo, shapes
 from standins.oc_compat.directives import Directives, parse
 from standins.scripted_llm.request import STRUCTURED_TOOL, ChatRequest
 
@@ -78,6 +78,56 @@ def _scripted_failure(directives: Directives, llm500: bool) -> Reply | None:
     return None
 
 
+def _called_path(arguments: str) -> str:
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return ""
+    path = value.get("filePath") if isinstance(value, dict) else None
+    return path if isinstance(path, str) else ""
+
+
+def _edit_call(directory: Path, change: repo.FileChange) -> tuple[str, dict[str, Any]] | None:
+    """The tool call that makes ``change`` (None if it is made already, or is a delete or a
+    rename, which the scripted model leaves to oc-compat's tests)."""
+    path = str(directory / change.path)
+    old = repo.read_text(directory, change.path)
+    if change.change == "add" and old is None and not (directory / change.path).exists():
+        return "write", {"filePath": path, "content": repo.new_file_text(change)}
+    if change.change != "modify" or not old:
+        return None
+    new = change.new_text(old)
+    if new == old:
+        return None
+    return "edit", {"filePath": path, "oldString": old, "newString": new}
+
+
+def edit_turn(seed: int, request: ChatRequest) -> Reply:
+    """The build agent's turn, one tool call per request, as a real model edits: read a
+    file, edit it, on to the next; then the EditReport naming the files it changed.
+
+    Stateless: what remains is read from the working tree (a change already made is no
+    change, see repo.FileChange), and a call already made this turn is not made again
+    (a denied edit is reported, never retried in a loop)."""
+    directory = request.directory
+    made = {(tool, _called_path(args)) for tool, args in request.turn_calls}
+    changes = answers.scripted_changes(seed, directory, request.prompt)
+    for change in changes:
+        step = _edit_call(directory, change)
+        if step is None or (step[0], step[1]["filePath"]) in made:
+            continue
+        tool, arguments = step
+        if tool == "edit" and ("read", arguments["filePath"]) not in made:
+            tool, arguments = "read", {"filePath": arguments["filePath"]}
+        said = json.dumps(arguments)
+        return Reply(tool=tool, arguments=said, usage=_usage(seed, request.prompt, said))
+    edited = {path for tool, path in made if tool in ("edit", "write")}
+    files = [c.path for c in changes if str(directory / c.path) in edited]
+    report = {"summary": answers.scripted_patch_summary(changes), "files": files}
+    said = json.dumps(report)
+    return Reply(tool=STRUCTURED_TOOL, arguments=said, usage=_usage(seed, request.prompt, said))
+
+
 def decide(seed: int, request: ChatRequest) -> Reply:
     """The reply to ``request``: see the package docstring for the directives."""
     if request.is_title_request:
@@ -93,6 +143,8 @@ def decide(seed: int, request: ChatRequest) -> Reply:
         usage = _usage(seed, request.prompt, arguments)
         return Reply(tool=name, arguments=arguments, usage=usage, slow_ms=slow)
     schema = request.structured_schema
+    if schema is not None and fixtures.kind_of(schema) == "patch" and not directives.wants_invalid:
+        return edit_turn(seed, request)
     fmt = {"type": "json_schema", "schema": schema} if schema is not None else None
     answer = answers.answer(seed, request.directory, request.prompt, fmt, directives)
     if answer.structured is not None:

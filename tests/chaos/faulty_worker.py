@@ -1,11 +1,13 @@
-"""kodo's worker with a hold right before ApplyPatchST's ``git apply``, for the chaos suite.
+"""kodo's worker with a hold right before ApplyPatchST stages the agent's edits, for chaos.
 
 Run as the Celery app module (``celery -A tests.chaos.faulty_worker:app worker``, see
 :meth:`tests.chaos.harness.Chaos.start_worker_held_before_apply`): the app is kodo's
 own, unchanged, and the product holds no fault switch. With ``HOLD_MARKER_ENV`` naming a
-file, every ``git apply`` of ApplyPatchST first writes that file (the worktree's path:
+file, every staging of ApplyPatchST first writes that file (the worktree's path:
 the test now knows the step is there) and then waits up to ``HOLD_S`` for the test to
-SIGKILL the worker. Without it the module is kodo's worker and nothing more.
+SIGKILL the worker. Without it the module is kodo's worker and nothing more. (Held
+there, the agent's call has finished and its edits lie in the worktree, uncommitted:
+the redelivery must take them as they lie and commit them once.)
 """
 
 from __future__ import annotations
@@ -20,31 +22,32 @@ import pytest
 from services.worker import git_ops
 from services.worker.celery_app import app
 from services.worker.steps import apply_patch
+from shared.domain.change_check import IndexChange
 
 HOLD_MARKER_ENV = "KODO_CHAOS_HOLD_BEFORE_APPLY"
-"""The file a held worker writes when it reaches ``git apply`` (unset: no hold)."""
+"""The file a held worker writes when it reaches the staging (unset: no hold)."""
 
 HOLD_S = 60.0
 """Longest hold: past it the apply goes on, so a test that never kills cannot hang."""
 
-Apply = Callable[[Path, str], str | None]
+Stage = Callable[[Path], list[IndexChange]]
 
 
-def held_before(apply: Apply, marker: Path) -> Apply:
-    """``apply``, preceded by announcing the worktree in ``marker`` and holding."""
+def held_before(stage: Stage, marker: Path) -> Stage:
+    """``stage``, preceded by announcing the worktree in ``marker`` and holding."""
 
-    def held_apply(worktree: Path, diff: str) -> str | None:
+    def held_stage(worktree: Path) -> list[IndexChange]:
         marker.write_text(str(worktree))
         time.sleep(HOLD_S)
-        return apply(worktree, diff)
+        return stage(worktree)
 
-    return held_apply
+    return held_stage
 
 
 _marker = os.environ.get(HOLD_MARKER_ENV)
 if _marker:  # for the life of this worker process; raises if ApplyPatchST stops using it
     pytest.MonkeyPatch().setattr(
-        apply_patch, "try_apply", held_before(git_ops.try_apply, Path(_marker))
+        apply_patch, "stage_edits", held_before(git_ops.stage_edits, Path(_marker))
     )
 
 __all__ = ["app"]

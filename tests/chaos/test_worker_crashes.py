@@ -30,16 +30,25 @@ def _wait_file(chaos: Chaos, path: Path, deadline_s: float) -> str:
     return path.read_text()
 
 
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+
+
 def staged(worktree: Path) -> str:
     """``git diff --cached --name-only`` in ``worktree``: what is in its index."""
-    return subprocess.run(
-        ["git", "diff", "--cached", "--name-only"],
-        cwd=worktree,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
+    return _git(worktree, "diff", "--cached", "--name-only")
+
+
+def unstaged(worktree: Path) -> list[str]:
+    """Paths the worktree changes against HEAD, not staged (the agent's edits)."""
+    return [line[3:] for line in _git(worktree, "status", "--porcelain").splitlines()]
+
+
+def committed_files(repo: Path, run_id: str) -> list[str]:
+    """Paths the run's branch changes against ``main``."""
+    return _git(repo, "diff", "--name-only", f"main...kodo/{run_id}").splitlines()
 
 
 def test_a_worker_killed_during_compile_s_provider_call_leaves_an_unknown_call_and_a_retry(
@@ -64,10 +73,10 @@ def test_a_worker_killed_during_compile_s_provider_call_leaves_an_unknown_call_a
     chaos.assert_exactly_once([run_id])
 
 
-def test_a_worker_killed_during_apply_patch_s_git_apply_commits_the_patch_once(
+def test_a_worker_killed_after_the_agents_edits_commits_them_once_as_they_lie(
     chaos: Chaos, scenario: Scenario
 ) -> None:
-    scenario.name = "SIGKILL worker during ApplyPatchST git apply"
+    scenario.name = "SIGKILL worker between the agent's edits and ApplyPatchST's commit"
     chaos.stop_worker(BASE_WORKER)
     held = chaos.start_worker_held_before_apply("held")
     run_id = chaos.submit("Add a note to README.md")
@@ -80,7 +89,9 @@ def test_a_worker_killed_during_apply_patch_s_git_apply_commits_the_patch_once(
     chaos.kill_worker("held")
     repo = chaos.repo_of(run_id)
     assert branch_commits(repo, run_id) == [], "killed before the commit"
-    assert staged(worktree) == "", "killed before `git apply` touched the index"
+    assert staged(worktree) == "", "killed before staging"
+    edited = unstaged(worktree)
+    assert edited, "the agent's edits lie in the worktree"
     chaos.start_worker(BASE_WORKER)
 
     chaos.wait_status(run_id, {"succeeded"}, deadline_s=45)
@@ -88,7 +99,8 @@ def test_a_worker_killed_during_apply_patch_s_git_apply_commits_the_patch_once(
     assert len(commits) == 1, commits
     assert commits[0].startswith("kodo: ")
     apply_calls = [(c.attempt, c.status) for c in chaos.ledger(run_id, "ApplyPatchST")]
-    assert apply_calls == [(1, "succeeded")], "the recorded patch is replayed, not asked again"
+    assert apply_calls == [(1, "succeeded")], "the recorded answer is replayed, not asked again"
+    assert sorted(committed_files(repo, run_id)) == sorted(edited), "taken as they lay"
     apply_step = chaos.step_run(run_id, "ApplyPatchST")
     assert apply_step.status == "succeeded"
     assert apply_step.deliveries >= 2, "the killed delivery and the one that finished"

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.models import OpenCodeCall
-from shared.domain.contracts import PATCH_OUTPUT_SCHEMA, PLAN_OUTPUT_SCHEMA, validate_answer
+from shared.domain.contracts import EDIT_REPORT_SCHEMA, PLAN_OUTPUT_SCHEMA, validate_answer
 from shared.opencode.calls import CallFailed, StructuredCall, StructuredResult
 from shared.opencode.client import ModelRef, OpenCodeClient
 from shared.opencode.diagnosis import DAEMON_UNEXPECTED
@@ -161,29 +161,35 @@ def test_a_session_after_a_prompt_has_the_captured_keys_and_the_calls_totals(
     assert session["tokens"]["input"] == result.usage["input_tokens"]
 
 
-def test_a_build_patch_answer_applies_to_the_worktree(
+def test_the_build_agent_edits_the_worktree_with_its_tools_and_reports_the_files(
     backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str
 ) -> None:
+    """The change is made by edit tool calls in the session's directory (read, then edit,
+    on the real daemon), and the answer names the file git shows changed."""
     plan = {"files": [{"path": "calc.py", "change": "modify", "why": "asked"}]}
     prompt = (
         f"Apply the approved plan.\n--- plan.json ---\n{json.dumps(plan)}\n--- end plan.json ---"
     )
     call = StructuredCall(
-        run_id, "ApplyPatchST", 1, "build", prompt, PATCH_OUTPUT_SCHEMA, str(backend.repo)
+        run_id, "ApplyPatchST", 1, "build", prompt, EDIT_REPORT_SCHEMA, str(backend.repo)
     )
-    result: StructuredResult = wrapper(backend).prompt_structured(call)
-    assert "calc.py" in result.answer["diff"]
-    checked = subprocess.run(
-        ["git", "apply", "--check", "-"],
-        cwd=backend.repo,
-        input=result.answer["diff"],
-        text=True,
-        capture_output=True,
-        check=False,
-        timeout=30,
-    )
-    assert checked.returncode == 0, checked.stderr
-    assert _row(sessions, call.op_key).request["agent"] == "build"
+    try:
+        result: StructuredResult = wrapper(backend).prompt_structured(call)
+        changed = subprocess.run(
+            ["git", "status", "--porcelain"],
+            cwd=backend.repo,
+            text=True,
+            capture_output=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        assert changed == " M calc.py\n"
+        assert result.answer["files"] == ["calc.py"]
+        row = _row(sessions, call.op_key)
+        assert row.request["agent"] == "build"
+        assert row.status == "succeeded"
+    finally:
+        subprocess.run(["git", "checkout", "--", "."], cwd=backend.repo, check=True, timeout=30)
 
 
 def test_an_answer_violating_the_schema_is_rejected_and_recorded_failed(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from shared.opencode.diagnosis import DAEMON_UNEXPECTED
@@ -62,6 +63,7 @@ class ScriptedTurn:
     session_tokens: dict[str, Any] | None = None  # the session's totals (None: unreadable)
     message_tokens: dict[str, Any] = field(default_factory=lambda: tokens(10))
     cost: float = 0.0
+    edits: dict[str, str | None] = field(default_factory=dict)  # path -> content (None: delete)
 
 
 def _tool_part(name: str) -> dict[str, Any]:
@@ -86,6 +88,8 @@ class FakeAgent:
         self.sent: list[SentPrompt] = []
         self.aborted: list[str] = []
         self.sessions: dict[str, ScriptedTurn | None] = {}
+        self.busy: set[str] = set()  # sessions GET /session/status reports busy
+        self.stubborn: set[str] = set()  # busy sessions an abort does not stop
         self.closed = False
 
     def will(self, *turns: ScriptedTurn) -> FakeAgent:
@@ -122,6 +126,13 @@ class FakeAgent:
             )
         turn = self.script.popleft()
         self.sessions[session_id] = turn
+        for path, content in turn.edits.items():  # what the agent's edit tools would do
+            target = Path(directory) / path
+            if content is None:
+                target.unlink()
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(content)
         if turn.error is not None:
             raise turn.error
         info = {
@@ -156,7 +167,12 @@ class FakeAgent:
 
     def abort(self, session_id: str, *, directory: str) -> bool:
         self.aborted.append(session_id)
+        if session_id not in self.stubborn:
+            self.busy.discard(session_id)
         return True
+
+    def busy_sessions(self, *, directory: str) -> dict[str, Any]:
+        return {sid: {"type": "busy"} for sid in sorted(self.busy)}
 
     def close(self) -> None:
         self.closed = True

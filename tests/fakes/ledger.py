@@ -23,6 +23,7 @@ class LedgerRow:
     request: dict[str, Any]
     session_id: str | None = None
     age_s: float = 0.0
+    step: tuple[str, str] = ("", "")  # (run_id, step_id)
 
 
 @dataclass
@@ -41,13 +42,17 @@ class InMemoryLedger:
         if call.op_key in self.rows:
             return False
         record = CallRecord(call.op_key, CallStatus.CLAIMED, None, None, None, None)
-        self.rows[call.op_key] = LedgerRow(record, call.attempt, request)
+        self.rows[call.op_key] = LedgerRow(
+            record, call.attempt, request, step=(call.run_id, call.step_id)
+        )
         return True
 
     def claimed_elsewhere(self, call: StructuredCall, age_s: float) -> None:
         """A row another worker claimed ``age_s`` ago (by the ledger's clock), not yet finished."""
         record = CallRecord(call.op_key, CallStatus.CLAIMED, None, None, None, None)
-        self.rows[call.op_key] = LedgerRow(record, call.attempt, {}, age_s=age_s)
+        self.rows[call.op_key] = LedgerRow(
+            record, call.attempt, {}, age_s=age_s, step=(call.run_id, call.step_id)
+        )
 
     def mark_started(self, op_key: str, session_id: str) -> None:
         self.rows[op_key].session_id = session_id
@@ -71,6 +76,21 @@ class InMemoryLedger:
             error=outcome.error,
         )
         return True
+
+    def sessions_in_doubt(self, run_id: str, step_id: str) -> list[str]:
+        doubtful = (CallStatus.CLAIMED, CallStatus.UNKNOWN, CallStatus.TIMED_OUT)
+        return [
+            row.session_id
+            for row in self.rows.values()
+            if row.step == (run_id, step_id)
+            and row.record.status in doubtful
+            and row.session_id is not None
+        ]
+
+    def note_rejected(self, op_key: str, reason: str) -> None:
+        row = self.rows[op_key]
+        if row.record.status == CallStatus.SUCCEEDED and row.record.rejected is None:
+            row.record = replace(row.record, rejected=reason)
 
     def status(self, op_key: str) -> str:
         return self.rows[op_key].record.status

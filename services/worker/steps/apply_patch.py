@@ -1,31 +1,47 @@
-"""ApplyPatchST: the approved plan -> build agent -> a patch, applied, judged, committed.
+"""ApplyPatchST: the approved plan -> the build agent edits the worktree -> kodo commits.
 
 Refuses to run without an approval row for the run's current plan digest: no code
 is modified before the plan's ``approved_at``.
 
-The patch text is not what is judged: it is applied to the index (``git apply
---index``, which refuses some paths itself, a first line only), then git is asked what
-actually changed and :func:`shared.domain.change_check.check_changes` judges that
-against the approved plan and the run's policy. A patch that does not apply is
-retried, unless git refused it for a path leaving the worktree or reaching .git (that
-is ``confinement``, not a typo). A patch whose effect breaks the plan or the policy is
-undone and fails the step closed (not retried, not sent back for a new approval): the
-approver signed one plan, and an agent that reaches beyond it gets no other try.
+The agent changes files with its allowlisted tools (edit, write, patch) in the run's
+worktree and answers with a summary and the files it says it changed. kodo never
+takes its word for the change: it stages everything the agent left (ignored files
+too), asks git what changed, and :func:`shared.domain.change_check.check_changes`
+judges that against the approved plan and the run's policy. A change that breaks the
+plan or the policy fails the step closed (not retried: the approver signed one plan,
+and an agent that reaches beyond it gets no other try) and is undone; the verdict is
+recorded on the call's ledger row first, so a redelivery fails the same way. An answer
+whose file list disagrees with git, or an attempt that changed nothing, is retried with
+the reason (also recorded on the row: a replay reaches the same verdict).
+
+Recovery (a worker may die anywhere, and a daemon may still be editing after its
+worker died):
+
+- before this delivery sends an attempt's call, earlier calls of the step that the
+  ledger cannot vouch for are aborted and must be idle at the daemon (else the attempt
+  fails ``worktree_quiet`` and is retried later); only then is the worktree reset to
+  HEAD, so a failed or abandoned attempt's edits never mix with the next one's;
+- a replayed attempt (its call finished before) takes the worktree as it lies: its
+  edits are what that call left;
+- a commit carries the attempt's op_key as a trailer, so a redelivery after the
+  commit re-judges that commit instead of committing twice.
 """
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.worker.git_ops import (
     commit_index,
     committed_changes,
-    ensure_clean,
+    committed_patch,
     git,
     head_trailer,
-    staged_changes,
-    try_apply,
+    reset_worktree,
+    stage_edits,
+    staged_patch,
 )
 from services.worker.steps.attempts import AttemptLoop
 from services.worker.steps.base import (
@@ -35,32 +51,31 @@ from services.worker.steps.base import (
     Stopwatch,
     run_policy,
 )
-from shared.domain.change_check import (
-    ChangeReport,
-    IndexChange,
-    check_changes,
-    confinement_refusal,
-)
-from shared.domain.contracts import PATCH_OUTPUT_SCHEMA
-from shared.domain.policy import Policy, diff_stats
-from shared.domain.prompts import apply_prompt, plan_block
+from services.worker.worktree_guard import worktree_gitdir_problem
+from shared.domain.change_check import ChangeReport, IndexChange, check_changes
+from shared.domain.contracts import EDIT_REPORT_SCHEMA
+from shared.domain.policy import Policy
+from shared.domain.prompts import apply_prompt, plan_brief
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind
 from shared.hashing import sha256_hex
+from shared.opencode.calls import StructuredResult
+from shared.opencode.errors import WorktreeBusy
 
 PATCH_TRAILER = "Kodo-Patch-Sha256"
+OP_KEY_TRAILER = "Kodo-Op-Key"
 
 
 @dataclass(frozen=True)
 class _Rejected:
-    """The patch does not apply (or changes nothing): the agent may try again."""
+    """The attempt is unusable (changed nothing, or said it changed other files)."""
 
     reason: str
 
 
 @dataclass(frozen=True)
 class _Refused:
-    """What the patch changed breaks the plan or the policy: undone, fail closed."""
+    """What the agent changed breaks the plan or the policy: fail closed."""
 
     report: ChangeReport
     changes: list[IndexChange]
@@ -71,42 +86,77 @@ class _Committed:
     commit: str
     report: ChangeReport
     changes: list[IndexChange]
+    patch: bytes
 
 
-def _commit_patch(
-    ctx: StepContext, worktree: Path, diff: str, patch_sha: str, summary: str, policy: Policy
+def _touched(changes: list[IndexChange]) -> set[str]:
+    return {c.path for c in changes} | {c.source for c in changes if c.source and c.status == "R"}
+
+
+def _claimed(worktree: Path, files: list[str]) -> set[str]:
+    """The agent's file list as repository paths (absolute paths under the worktree too)."""
+    root = str(worktree.resolve())
+    paths = set()
+    for raw in files:
+        path = raw[len(root) + 1 :] if raw.startswith(root + "/") else raw
+        paths.add(posixpath.normpath(path.removeprefix("./")))
+    return paths
+
+
+def files_mismatch(worktree: Path, changes: list[IndexChange], files: list[str]) -> str | None:
+    """Why the answer's ``files`` disagree with git, or None (a rename's source may be
+    named or not)."""
+    claimed, touched = _claimed(worktree, files), _touched(changes)
+    unsaid = sorted({c.path for c in changes} - claimed)
+    phantom = sorted(claimed - touched)
+    if not unsaid and not phantom:
+        return None
+    said = []
+    if unsaid:
+        said.append(f"git shows changes to {', '.join(unsaid)} that the answer does not list")
+    if phantom:
+        said.append(f"the answer lists {', '.join(phantom)}, which git shows unchanged")
+    return "files_mismatch: " + "; ".join(said)
+
+
+def _take_edits(
+    ctx: StepContext, worktree: Path, result: StructuredResult, policy: Policy
 ) -> _Committed | _Rejected | _Refused:
-    """Apply the patch, judge its effect, commit it (or find an earlier delivery's commit)."""
+    """Judge and commit what the attempt's call left in the worktree (or find the commit
+    an earlier delivery made of it)."""
     plan = ctx.plan or {}
-    if not ctx.first_delivery and head_trailer(worktree, PATCH_TRAILER) == patch_sha:
-        # applied, judged and committed by an earlier delivery that died before recording
+    if not ctx.first_delivery and head_trailer(worktree, OP_KEY_TRAILER) == result.op_key:
+        # judged and committed by an earlier delivery that died before recording
         changes = committed_changes(worktree)
         report = check_changes(changes, plan, policy)
-        if report.violations:  # never committed by this code; whatever made it goes
-            git(worktree, "reset", "-q", "--hard", "HEAD~1")
-            return _Refused(report, changes)
-        return _Committed(git(worktree, "rev-parse", "HEAD").strip(), report, changes)
-    ensure_clean(worktree)
-    reason = try_apply(worktree, diff)
-    if reason is not None:
-        refusal = confinement_refusal(reason)
-        if refusal is not None:  # git itself saw a path leaving the worktree: not a typo
-            return _Refused(ChangeReport([refusal], (), (), 0), [])
-        return _Rejected(f"PatchDoesNotApply: {reason}")
-    changes = staged_changes(worktree)
+        head = git(worktree, "rev-parse", "HEAD").strip()
+        return _Committed(head, report, changes, committed_patch(worktree))
+    changes = stage_edits(worktree)
     if not changes:
-        ensure_clean(worktree)
-        return _Rejected("the patch changes nothing")
+        return _Rejected("the attempt changed nothing in the worktree")
     report = check_changes(changes, plan, policy)
     if report.violations:
-        ensure_clean(worktree)  # undo it: nothing the plan did not allow stays on disk
         return _Refused(report, changes)
+    mismatch = files_mismatch(worktree, changes, list(result.answer["files"]))
+    if mismatch is not None:
+        return _Rejected(mismatch)
+    patch = staged_patch(worktree)
     message = (
-        f"kodo: {ctx.goal[:60]}\n\n{summary}\n\n"
+        f"kodo: {ctx.goal[:60]}\n\n{result.answer['summary']}\n\n"
         f"Kodo-Run: {ctx.run_id}\nKodo-Plan-Sha256: {ctx.plan_sha256}\n"
-        f"Kodo-Approved-At: {ctx.approved_at}\n{PATCH_TRAILER}: {patch_sha}\n"
+        f"Kodo-Approved-At: {ctx.approved_at}\n{PATCH_TRAILER}: {sha256_hex(patch)}\n"
+        f"{OP_KEY_TRAILER}: {result.op_key}\n"
     )
-    return _Committed(commit_index(worktree, message), report, changes)
+    return _Committed(commit_index(worktree, message), report, changes, patch)
+
+
+def _quiet_and_clean(ctx: StepContext, worktree: Path) -> None:
+    """Before a new attempt's call: no earlier call still editing, then back to HEAD."""
+    ctx.rt.oc.quiesce(ctx.run_id, StepId.APPLY_PATCH.value, str(worktree))
+    problem = worktree_gitdir_problem(worktree, ctx.repo_path)
+    if problem is not None:  # never run git in a worktree whose .git was rewritten
+        raise WorktreeBusy(problem)
+    reset_worktree(worktree)
 
 
 def apply_patch_step(ctx: StepContext) -> StepOutcome:
@@ -125,48 +175,57 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
         return StepOutcome.failed("the run has no worktree", {})
     worktree = ctx.worktree_path
     policy = run_policy(ctx)
-    plan_text = plan_block(ctx.plan)
-    loop = AttemptLoop(ctx, StepId.APPLY_PATCH, "build", PATCH_OUTPUT_SCHEMA, str(worktree))
+    plan_text = plan_brief(ctx.plan)
+    loop = AttemptLoop(ctx, StepId.APPLY_PATCH, "build", EDIT_REPORT_SCHEMA, str(worktree))
     git_time = Stopwatch(ctx)
-    for result in loop.answers(lambda n, rejected: apply_prompt(ctx.goal, plan_text, n, rejected)):
-        diff = result.answer["diff"]
-        patch_sha = sha256_hex(diff)
-        loop.records[-1].update(patch_sha256=patch_sha, patch_lines=diff_stats(diff).lines)
-        with git_time.measure():
-            applied = _commit_patch(
-                ctx, worktree, diff, patch_sha, result.answer["summary"], policy
-            )
-        if isinstance(applied, _Rejected):
-            loop.reject(applied.reason)
-            continue
-        if isinstance(applied, _Refused):
+    answers = loop.answers(
+        lambda n, rejected: apply_prompt(ctx.goal, plan_text, n, rejected),
+        prepare=lambda: _quiet_and_clean(ctx, worktree),
+    )
+    for result in answers:
+        problem = worktree_gitdir_problem(worktree, ctx.repo_path)
+        if problem is not None:  # the agent rewrote .git: no git may run there now
             loop.records[-1]["status"] = "refused"
-            violations = applied.report.violations
             return StepOutcome.failed(
-                "the patch's effect breaks the approved plan or the repository policy: "
-                + "; ".join(f"{v.rule}: {v.detail}" for v in violations),
+                problem, {"rule": "worktree_gitdir", "attempts": loop.records}
+            )
+        with git_time.measure():
+            taken = _take_edits(ctx, worktree, result, policy)
+        if isinstance(taken, _Rejected):
+            loop.reject(taken.reason)
+            continue
+        if isinstance(taken, _Refused):
+            violations = taken.report.violations
+            error = "the agent's change breaks the approved plan or the repository policy: " + (
+                "; ".join(f"{v.rule}: {v.detail}" for v in violations)
+            )
+            loop.refuse(error)  # recorded first: a redelivery fails on it, never retries
+            reset_worktree(worktree)  # nothing the plan did not allow stays on disk
+            return StepOutcome.failed(
+                error,
                 {
-                    **applied.report.to_json(),
-                    "changes": [c.to_json() for c in applied.changes],
+                    **taken.report.to_json(),
+                    "changes": [c.to_json() for c in taken.changes],
                     "policy": policy.to_json(),
                     "attempts": loop.records,
-                    "patch_sha256": patch_sha,
                 },
             )
-        loop.records[-1]["status"] = "applied"
-        report = applied.report
+        patch_sha = sha256_hex(taken.patch)
+        loop.records[-1].update(status="applied", patch_sha256=patch_sha)
+        report = taken.report
         return StepOutcome(
             ok=True,
             output={
-                "commit": applied.commit,
+                "commit": taken.commit,
                 "patch_sha256": patch_sha,
-                "changes": [c.to_json() for c in applied.changes],
+                "summary": result.answer["summary"],
+                "changes": [c.to_json() for c in taken.changes],
                 "new_executables": list(report.executables),
                 "planned_but_untouched": list(report.untouched),
                 "lines": report.lines,
                 "attempts": loop.records,
                 "git_ms": git_time.ms,
             },
-            artifacts=[ArtifactOut(ArtifactKind.PATCH, "patch.diff", diff.encode(), "text/x-diff")],
+            artifacts=[ArtifactOut(ArtifactKind.PATCH, "patch.diff", taken.patch, "text/x-diff")],
         )
-    return loop.failure("applicable patch")
+    return loop.failure("usable edit")

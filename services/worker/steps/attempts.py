@@ -20,6 +20,9 @@ contract failure is retried at once, with the reasons quoted in the next prompt.
 LAST_ERROR_CHARS = 300
 """How much of the last provider failure the run's error quotes (the diagnostic has all)."""
 
+REFUSED = "refused: "
+"""Marks a recorded verdict that failed the step (not retried), as opposed to a rejection."""
+
 PromptFor = Callable[[int, list[str]], str]
 """Build the prompt of attempt N from the reasons earlier answers were rejected."""
 
@@ -37,9 +40,15 @@ class AttemptLoop:
         self.records: list[dict[str, Any]] = []
         self.rejected: list[str] = []
         self.fatal: str | None = None
+        self.refused: str | None = None  # an earlier delivery refused an answer: why
 
-    def answers(self, prompt_for: PromptFor) -> Iterator[StructuredResult]:
-        """Yield each schema-valid answer; the caller returns on the one it accepts."""
+    def answers(
+        self, prompt_for: PromptFor, *, prepare: Callable[[], None] | None = None
+    ) -> Iterator[StructuredResult]:
+        """Yield each schema-valid answer; the caller returns on the one it accepts.
+
+        ``prepare`` runs before each call this delivery sends (never before a replay).
+        """
         for attempt in range(1, self.limit + 1):
             call = StructuredCall(
                 run_id=self.ctx.run_id,
@@ -53,7 +62,9 @@ class AttemptLoop:
             try:
                 # The claim checks the lease in its own transaction: a run cancelled
                 # meanwhile stops here (StepAbandoned) before anything is paid for.
-                result = self.ctx.rt.oc.prompt_structured(call, lease=self.ctx.lease)
+                result = self.ctx.rt.oc.prompt_structured(
+                    call, lease=self.ctx.lease, prepare=prepare
+                )
             except CallFailed as exc:
                 self.records.append(
                     {
@@ -80,6 +91,14 @@ class AttemptLoop:
                     "cache": result.cache,
                 }
             )
+            if result.rejected is not None:  # an earlier delivery judged it: same verdict
+                if result.rejected.startswith(REFUSED):
+                    self.records[-1].update(status="refused", error=result.rejected)
+                    self.refused = result.rejected.removeprefix(REFUSED)
+                    return
+                self.records[-1].update(status="rejected", error=result.rejected)
+                self.rejected.append(result.rejected)
+                continue
             yield result
 
     def _backoff(self, attempt: int) -> float:
@@ -96,12 +115,19 @@ class AttemptLoop:
         return said
 
     def reject(self, reason: str) -> None:
-        """The last answer was valid JSON but unusable (e.g. a patch that does not apply)."""
+        """The last answer was valid JSON but unusable (e.g. an edit that changed nothing);
+        the verdict is recorded on its ledger row, so a replay reaches the same one."""
         self.records[-1].update(status="rejected", error=reason)
         self.rejected.append(reason)
+        self.ctx.rt.oc.reject(str(self.records[-1]["op_key"]), reason)
+
+    def refuse(self, reason: str) -> None:
+        """The last answer broke a rule: the step fails closed on it, now and on replay."""
+        self.records[-1].update(status="refused")
+        self.ctx.rt.oc.reject(str(self.records[-1]["op_key"]), REFUSED + reason)
 
     def failure(self, what: str, **diagnostic: Any) -> StepOutcome:
-        error = self.fatal or self._exhausted(what)
+        error = self.refused or self.fatal or self._exhausted(what)
         return StepOutcome.failed(
             error, {"step": self.step.value, "attempts": self.records, **diagnostic}
         )

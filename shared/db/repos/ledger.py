@@ -95,6 +95,10 @@ def _constraint_of(exc: IntegrityError) -> str | None:
     return name if isinstance(name, str) else None
 
 
+IN_DOUBT = (CallStatus.CLAIMED.value, CallStatus.UNKNOWN.value, CallStatus.TIMED_OUT.value)
+"""Call states whose daemon session may still be working."""
+
+
 class LedgerRepo:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -143,6 +147,20 @@ class LedgerRepo:
     def mark_started(self, op_key: str, session_id: str) -> None:
         """The HTTP call is about to leave: record its session and (the database's) time."""
         self.session.execute(_MARK_STARTED, {"key": op_key, "session_id": session_id})
+
+    def note_rejected(self, op_key: str, reason: str) -> bool:
+        """Record why a succeeded answer was not used (once; a replay reads it back)."""
+        done = self.session.execute(
+            update(OpenCodeCall)
+            .where(
+                OpenCodeCall.op_key == op_key,
+                OpenCodeCall.status == CallStatus.SUCCEEDED.value,
+                OpenCodeCall.rejected.is_(None),
+            )
+            .values(rejected=reason)
+            .returning(OpenCodeCall.id)
+        ).scalar_one_or_none()
+        return done is not None
 
     def claim_age_s(self, op_key: str) -> float | None:
         """Seconds since the call was claimed or sent, by the database's clock."""
@@ -200,3 +218,17 @@ class LedgerRepo:
             )
         ).all()
         return [(sid, directory) for sid, directory in rows if sid is not None and directory]
+
+    def sessions_in_doubt(self, run_id: str, step_id: str) -> list[str]:
+        """Session ids of the step's calls that may still be running at the daemon:
+        claimed by another delivery, declared unknown, or timed out (the abort may have
+        failed). A worktree is never reset while one of them is busy."""
+        rows = self.session.execute(
+            select(OpenCodeCall.session_id).where(
+                OpenCodeCall.run_id == run_id,
+                OpenCodeCall.step_id == step_id,
+                OpenCodeCall.status.in_(IN_DOUBT),
+                OpenCodeCall.session_id.is_not(None),
+            )
+        ).scalars()
+        return [sid for sid in rows if sid]

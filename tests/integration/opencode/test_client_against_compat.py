@@ -15,7 +15,7 @@ import pytest
 
 from shared.domain.contracts import (
     BUILD_OUTPUT_SCHEMA,
-    PATCH_OUTPUT_SCHEMA,
+    EDIT_REPORT_SCHEMA,
     PLAN_OUTPUT_SCHEMA,
     ContractViolation,
     validate_answer,
@@ -165,7 +165,7 @@ def test_session_totals_grow_by_each_calls_cost_and_tokens(
     assert two.text.startswith("kodo-scripted")
 
 
-def test_a_patch_prompt_returns_a_diff_that_git_applies(
+def test_the_build_agent_edits_the_directory_and_reports_the_files_it_changed(
     client: OpenCodeClient, session: str, repo: Path
 ) -> None:
     plan = validate_answer(
@@ -174,11 +174,32 @@ def test_a_patch_prompt_returns_a_diff_that_git_applies(
     )
     plan["files"].append({"path": "notes/CHANGES.md", "change": "add", "why": "log it"})
     text = f"Implement the plan.\n--- plan.json ---\n{json.dumps(plan)}\n--- end plan.json ---\n"
-    reply = ask(client, session, repo, text, PATCH_OUTPUT_SCHEMA, agent="build")
-    patch = validate_answer(PATCH_OUTPUT_SCHEMA, reply.structured)
-    check = git(repo, "apply", "--check", "-", stdin=patch["diff"])
-    assert check.returncode == 0, check.stderr
-    assert "+++ b/notes/CHANGES.md" in patch["diff"]
+    reply = ask(client, session, repo, text, EDIT_REPORT_SCHEMA, agent="build")
+    report = validate_answer(EDIT_REPORT_SCHEMA, reply.structured)
+    assert sorted(report["files"]) == ["calc.py", "notes/CHANGES.md"]
+    changed = git(repo, "status", "--porcelain", "--untracked-files=all").stdout
+    assert " M calc.py" in changed
+    assert "?? notes/CHANGES.md" in changed
+    edits = [
+        p
+        for m in client.earlier_turn_messages(session, directory=str(repo))
+        for p in m["parts"]
+        if p.get("type") == "tool"
+    ]
+    assert {(p["tool"], p["state"]["status"], p["state"]["input"]["filePath"]) for p in edits} == {
+        ("edit", "completed", f"{repo}/calc.py"),
+        ("write", "completed", f"{repo}/notes/CHANGES.md"),
+    }
+
+
+def test_the_scripted_agent_never_edits_outside_the_directory(
+    client: OpenCodeClient, session: str, repo: Path
+) -> None:
+    plan = {"files": [{"path": "../escape.txt", "change": "add", "why": "x"}]}
+    text = f"Implement.\n--- plan.json ---\n{json.dumps(plan)}\n--- end plan.json ---\n"
+    reply = ask(client, session, repo, text, EDIT_REPORT_SCHEMA, agent="build")
+    assert validate_answer(EDIT_REPORT_SCHEMA, reply.structured)["files"] == []
+    assert not (repo.parent / "escape.txt").exists()
 
 
 def test_decide_returns_an_argv_for_the_repository(

@@ -8,6 +8,7 @@ prompt-injected model would: a plan that looks harmless, then a patch reaching b
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from shared.domain.step_lease import StepLease
 from shared.opencode.calls import StructuredCall, StructuredResult
 from shared.opencode.ports import StructuredCalls
 from shared.service.steps import StepLeases
+from standins.oc_compat import edits
+from standins.oc_compat.answers import edit_report
 
 IDENT = ["-c", "user.name=t", "-c", "user.email=t@localhost", "-c", "commit.gpgsign=false"]
 
@@ -25,18 +28,37 @@ class HostileModel:
         self.real = real
         self.rt = rt
         self.scripts: dict[str, dict[str, Any]] = {}
+        self.actions: dict[str, Callable[[Path], None]] = {}  # what else it does on disk
         self.prompts: list[StructuredCall] = []
 
     def prompt_structured(
-        self, call: StructuredCall, *, lease: StepLease | None = None
+        self,
+        call: StructuredCall,
+        *,
+        lease: StepLease | None = None,
+        prepare: Callable[[], None] | None = None,
     ) -> StructuredResult:
         self.prompts.append(call)
         answer = self.scripts.get(call.step_id)
         if answer is None:
-            return self.real.prompt_structured(call, lease=lease)
+            return self.real.prompt_structured(call, lease=lease, prepare=prepare)
         if lease is not None:  # held as the real claim would, before answering
             StepLeases(self.rt.sessions).hold(lease)
+        if prepare is not None:
+            prepare()
+        if call.step_id == "ApplyPatchST":  # the build agent edits, then reports
+            diff, answer = edit_report(answer)
+            edits.perform(Path(call.directory), diff)
+        action = self.actions.get(call.step_id)
+        if action is not None:  # as a daemon that ignored its rules could
+            action(Path(call.directory))
         return StructuredResult(call.op_key, answer, "miss", {})
+
+    def reject(self, op_key: str, reason: str) -> None:
+        return None  # its answers never reach the ledger: nothing to record a verdict on
+
+    def quiesce(self, run_id: str, step_id: str, directory: str) -> None:
+        self.real.quiesce(run_id, step_id, directory)
 
     def close(self) -> None:
         self.real.close()
@@ -56,8 +78,11 @@ def plan_of(*entries: dict[str, str]) -> dict[str, Any]:
     return {"design": "A small change.", "files": files, "risks": [], "tests": []}
 
 
-def patch_of(diff: str) -> dict[str, Any]:
-    return {"summary": "A small change.", "diff": diff}
+def patch_of(diff: str, files: list[str] | None = None) -> dict[str, Any]:
+    """What the build agent does: ``diff`` is performed on the worktree as tool edits; it
+    reports ``files`` (default: the files the diff names)."""
+    said = {} if files is None else {"files": files}
+    return {"summary": "A small change.", "diff": diff, **said}
 
 
 def commit_all(repo: Path, message: str) -> str:

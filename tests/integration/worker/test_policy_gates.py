@@ -31,12 +31,17 @@ def _commit_policy(repo: Path, toml: str) -> None:
 
 
 def _applied(
-    rt: Runtime, repo: Path, plan: dict[str, Any], diff: str, goal: str = "Tidy the docs"
+    rt: Runtime,
+    repo: Path,
+    plan: dict[str, Any],
+    diff: str,
+    goal: str = "Tidy the docs",
+    files: list[str] | None = None,
 ) -> tuple[str, str]:
-    """Compile the scripted plan, approve it, apply the scripted patch: (run id, outcome)."""
+    """Compile the scripted plan, approve it, let the agent edit: (run id, outcome)."""
     model = hostile(rt)
     model.scripts[StepId.COMPILE.value] = plan
-    model.scripts[StepId.APPLY_PATCH.value] = patch_of(diff)
+    model.scripts[StepId.APPLY_PATCH.value] = patch_of(diff, files)
     run_id = new_run(rt, repo, goal=goal)
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
     approve(rt, run_id)
@@ -171,14 +176,19 @@ def test_a_symlink_inside_the_worktree_is_committed_when_the_policy_allows_symli
     assert commits_on_branch(repo, run_id) == 1
 
 
+def _nested_repository(directory: Path) -> None:
+    """A repository of its own inside the worktree: staged, git records a gitlink."""
+    vendor = directory / "vendor"
+    vendor.mkdir()
+    (vendor / "lib.py").write_text("x = 1\n")
+    git_out(vendor, "init", "-q")
+    commit_all(vendor, "vendored")
+
+
 def test_a_submodule_gitlink_is_refused(rt: Runtime, repo: Path) -> None:
-    head = git_out(repo, "rev-parse", "HEAD")
-    gitlink = (
-        f"diff --git a/vendor b/vendor\nnew file mode 160000\nindex 0000000..{head}\n"
-        f"--- /dev/null\n+++ b/vendor\n@@ -0,0 +1 @@\n+Subproject commit {head}\n"
-    )
     plan = plan_of({"path": "vendor", "change": "add"})
-    run_id, outcome = _applied(rt, repo, plan, gitlink)
+    hostile(rt).actions[StepId.APPLY_PATCH.value] = _nested_repository
+    run_id, outcome = _applied(rt, repo, plan, "", files=["vendor"])
     assert outcome == "failed"
     assert _rules(rt, run_id) == [("submodule", ["vendor"])]
     _assert_nothing_applied(rt, repo, run_id)
@@ -271,14 +281,18 @@ def test_a_policy_refusing_new_executables_fails_the_patch_that_adds_one(
     assert _rules(rt, run_id) == [("executable", ["run.sh"])]
 
 
-def test_git_apply_refusing_a_path_itself_fails_closed_as_confinement_and_writes_nothing(
+def _redirect_gitdir(directory: Path) -> None:
+    (directory / ".git").write_text("gitdir: /tmp/kodo-attacker-gitdir\n")
+
+
+def test_an_agent_rewriting_the_worktrees_git_pointer_fails_closed_before_git_runs(
     rt: Runtime, repo: Path
 ) -> None:
-    escape = "--- /dev/null\n+++ b/../escaped.txt\n@@ -0,0 +1 @@\n+x\n"
-    run_id, outcome = _applied(rt, repo, README_ONLY, escape)
+    hostile(rt).actions[StepId.APPLY_PATCH.value] = _redirect_gitdir
+    run_id, outcome = _applied(rt, repo, README_ONLY, README_EDIT)
     assert outcome == "failed"
-    assert [rule for rule, _ in _rules(rt, run_id)] == ["confinement"]
-    assert not (rt.settings.workspace_dir / "escaped.txt").exists()
+    report = diagnostic(rt, run_id)
+    assert report["rule"] == "worktree_gitdir"
     assert commits_on_branch(repo, run_id) == 0
 
 

@@ -51,7 +51,7 @@ def test_compile_reaches_waiting_input_and_a_redelivery_does_nothing(
 def test_compile_stores_the_plan_as_the_exact_bytes_its_digest_is_taken_over(
     rt: Runtime, repo: Path
 ) -> None:
-    run_id = new_run(rt, repo, goal="Add a naïve multiply to calc.py — für alle")
+    run_id = new_run(rt, repo, goal="Document a naïve reading of calc.py — für alle")
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
     with rt.sessions() as s:
         digest = s.execute(select(Run.plan_sha256).where(Run.id == run_id)).scalar_one()

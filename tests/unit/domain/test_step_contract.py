@@ -7,8 +7,14 @@ from typing import Any
 
 import pytest
 
-from shared.domain.contracts import BUILD_OUTPUT_SCHEMA, PATCH_OUTPUT_SCHEMA, PLAN_OUTPUT_SCHEMA
-from shared.domain.prompts import apply_prompt, compile_prompt, decide_prompt, plan_block
+from shared.domain.contracts import BUILD_OUTPUT_SCHEMA, EDIT_REPORT_SCHEMA, PLAN_OUTPUT_SCHEMA
+from shared.domain.prompts import (
+    apply_prompt,
+    compile_prompt,
+    decide_prompt,
+    plan_block,
+    plan_brief,
+)
 from shared.domain.step_contract import (
     SAMPLE_ALLOWLIST,
     SAMPLE_DIFFSTAT,
@@ -34,13 +40,13 @@ def test_the_material_is_each_step_prompt_builders_real_output_and_its_schema() 
     material = contract_material()
     assert material["schemas"] == {
         "CompileST": PLAN_OUTPUT_SCHEMA,
-        "ApplyPatchST": PATCH_OUTPUT_SCHEMA,
+        "ApplyPatchST": EDIT_REPORT_SCHEMA,
         "DecideST": BUILD_OUTPUT_SCHEMA,
     }
     prompts = material["prompts"]
     assert compile_prompt(SAMPLE_GOAL, 2, [SAMPLE_REJECTION]) in prompts["CompileST"]
     assert (
-        apply_prompt(SAMPLE_GOAL, plan_block(SAMPLE_PLAN), 2, [SAMPLE_REJECTION])
+        apply_prompt(SAMPLE_GOAL, plan_brief(SAMPLE_PLAN), 2, [SAMPLE_REJECTION])
         in prompts["ApplyPatchST"]
     )
     decide = decide_prompt(

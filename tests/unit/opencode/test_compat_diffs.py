@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.domain.contracts import BUILD_OUTPUT_SCHEMA, PATCH_OUTPUT_SCHEMA, validate_answer
+from shared.domain.contracts import BUILD_OUTPUT_SCHEMA, validate_answer
 from standins.oc_compat import answers, repo
 from standins.oc_compat.directives import parse
 
@@ -62,7 +62,7 @@ def test_a_patch_for_every_kind_of_change_applies_cleanly(tree: Path) -> None:
         ("pkg/gone.cfg", "delete"),
         ("src/new_module.py", "add"),
     )
-    patch = validate_answer(PATCH_OUTPUT_SCHEMA, answers.patch_output(0, tree, prompt))
+    patch = answers.scripted_patch(0, tree, prompt)
     assert applies(tree, patch["diff"])
     for path in ("README.md", "calc.py", "empty.txt", "pkg/gone.cfg", "src/new_module.py"):
         assert f"diff --git a/{path} b/{path}" in patch["diff"]
@@ -74,22 +74,22 @@ def test_a_patch_for_every_kind_of_change_applies_cleanly(tree: Path) -> None:
 
 def test_the_patch_follows_the_working_tree_not_head(tree: Path) -> None:
     (tree / "calc.py").write_text("def add(a, b):\n    return b + a\n")
-    patch = answers.patch_output(0, tree, patch_prompt(("calc.py", "modify")))
+    patch = answers.scripted_patch(0, tree, patch_prompt(("calc.py", "modify")))
     assert applies(tree, patch["diff"])
 
 
 def test_the_same_seed_and_tree_give_the_same_patch_and_another_seed_does_not(tree: Path) -> None:
     prompt = patch_prompt(("calc.py", "modify"))
-    first = answers.patch_output(7, tree, prompt)
-    assert answers.patch_output(7, tree, prompt) == first
-    assert answers.patch_output(8, tree, prompt) != first
+    first = answers.scripted_patch(7, tree, prompt)
+    assert answers.scripted_patch(7, tree, prompt) == first
+    assert answers.scripted_patch(8, tree, prompt) != first
 
 
 def test_paths_outside_the_repository_are_never_patched(tree: Path) -> None:
     prompt = patch_prompt(
         ("../escape.txt", "add"), ("/etc/passwd", "modify"), (".git/config", "modify")
     )
-    patch = answers.patch_output(0, tree, prompt)
+    patch = answers.scripted_patch(0, tree, prompt)
     assert "escape" not in patch["diff"]
     assert "passwd" not in patch["diff"]
     assert ".git/config" not in patch["diff"]
@@ -105,7 +105,7 @@ def test_the_patch_makes_exactly_the_planned_kinds_of_change(tree: Path) -> None
     ]
     plan = {"design": "d", "files": [{**e, "why": "w"} for e in entries], "risks": [], "tests": []}
     prompt = f"{answers.PLAN_BEGIN}\n{json.dumps(plan)}\n{answers.PLAN_END}\n"
-    patch = validate_answer(PATCH_OUTPUT_SCHEMA, answers.patch_output(0, tree, prompt))
+    patch = answers.scripted_patch(0, tree, prompt)
     assert git(tree, "apply", "--index", "-", stdin=patch["diff"]).returncode == 0
     status = git(tree, "diff", "--cached", "-M", "--name-status", "HEAD").stdout.splitlines()
     assert sorted(status) == sorted(
@@ -116,14 +116,14 @@ def test_the_patch_makes_exactly_the_planned_kinds_of_change(tree: Path) -> None
 def test_a_change_the_tree_does_not_allow_is_left_out_never_replaced_by_another(
     tree: Path,
 ) -> None:
-    missing = answers.patch_output(0, tree, patch_prompt(("nope.py", "modify")))
-    existing = answers.patch_output(0, tree, patch_prompt(("calc.py", "add")))
+    missing = answers.scripted_patch(0, tree, patch_prompt(("nope.py", "modify")))
+    existing = answers.scripted_patch(0, tree, patch_prompt(("calc.py", "add")))
     assert (missing["diff"], existing["diff"]) == ("", "")
 
 
 def test_without_a_plan_block_the_patch_adds_notes_when_there_is_no_readme(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q")
-    patch = answers.patch_output(0, tmp_path, "just do something")
+    patch = answers.scripted_patch(0, tmp_path, "just do something")
     assert f"+++ b/{repo.NOTES_FILE}" in patch["diff"]
     assert applies(tmp_path, patch["diff"])
 

@@ -14,7 +14,8 @@ from standins.oc_compat.directives import parse
 from standins.oc_compat.fixtures import FixtureError, fixture_path, kind_of, load_fixture
 
 PLAN_SCHEMA = {"type": "object", "properties": {"design": {"type": "string"}}}
-PATCH_SCHEMA = {"type": "object", "properties": {"diff": {"type": "string"}}}
+PATCH_SCHEMA = {"type": "object", "properties": {"summary": {}, "files": {}}}
+"""The EditReport: a fixture's ``patch`` is what the build agent edits, then reports."""
 BUILD_SCHEMA = {"type": "object", "properties": {"argv": {"type": "array"}}}
 OFF_SCHEMA_PLAN = {"design": 42, "files": "everything", "extra": ["\x1b[2K"]}
 
@@ -97,7 +98,8 @@ def test_each_step_kind_is_answered_verbatim_from_the_fixture(tmp_path: Path) ->
     client = _client(fixtures)
     text = "Intent: harmless [oc:fixture=all]"
     assert _structured(_ask(client, text, PLAN_SCHEMA, tmp_path)) == OFF_SCHEMA_PLAN
-    assert _structured(_ask(client, text, PATCH_SCHEMA, tmp_path)) == patch
+    report = {"summary": "s", "files": ["x"]}  # the files its diff edits
+    assert _structured(_ask(client, text, PATCH_SCHEMA, tmp_path)) == report
     assert _structured(_ask(client, text, BUILD_SCHEMA, tmp_path)) == build
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from shared.domain.contracts import BUILD_OUTPUT_SCHEMA, PATCH_OUTPUT_SCHEMA, PLAN_OUTPUT_SCHEMA
+from shared.domain.contracts import BUILD_OUTPUT_SCHEMA, EDIT_REPORT_SCHEMA, PLAN_OUTPUT_SCHEMA
 from standins.oc_compat.schema_instance import minimal_instance, violate
 from tests.unit.opencode.captures import capture
 
@@ -16,7 +16,7 @@ CAPTURE_SCHEMA: dict[str, Any] = capture("prompt.structured.request.json")["form
 SCHEMAS: list[dict[str, Any]] = [
     CAPTURE_SCHEMA,
     PLAN_OUTPUT_SCHEMA,
-    PATCH_OUTPUT_SCHEMA,
+    EDIT_REPORT_SCHEMA,
     BUILD_OUTPUT_SCHEMA,
     {
         "type": "object",

@@ -8,7 +8,7 @@ import pytest
 
 from shared.domain.contracts import (
     BUILD_OUTPUT_SCHEMA,
-    PATCH_OUTPUT_SCHEMA,
+    EDIT_REPORT_SCHEMA,
     PLAN_OUTPUT_SCHEMA,
     ContractViolation,
     validate_answer,
@@ -55,9 +55,12 @@ def test_a_plan_that_breaks_the_contract_is_refused_with_the_field_named(
         validate_answer(PLAN_OUTPUT_SCHEMA, answer)
 
 
-def test_a_patch_needs_a_diff_and_a_summary() -> None:
+def test_an_edit_report_names_the_changed_files_and_carries_no_diff() -> None:
+    with pytest.raises(ContractViolation, match="files"):
+        validate_answer(EDIT_REPORT_SCHEMA, {"summary": "s"})
     with pytest.raises(ContractViolation, match="diff"):
-        validate_answer(PATCH_OUTPUT_SCHEMA, {"summary": "s"})
+        validate_answer(EDIT_REPORT_SCHEMA, {"summary": "s", "files": [], "diff": "--- a/x"})
+    assert validate_answer(EDIT_REPORT_SCHEMA, {"summary": "s", "files": ["calc.py"]})
 
 
 def test_a_decision_must_be_verify_with_a_non_empty_argv() -> None:
