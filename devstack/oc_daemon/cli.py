@@ -4,6 +4,12 @@
 ``.kodo/oc``, or ``KODO_OC_STATE_DIR``) against an OpenAI-compatible LLM: a URL you
 give, or kodo's scripted LLM started beside it. It prints the ``OC_BASE_URL`` and
 ``OC_PASSWORD`` to export. ``down`` stops only what ``up`` recorded.
+
+The daemon runs in a bubblewrap sandbox (:mod:`devstack.oc_daemon.sandbox`) where only
+the workspaces folder (``KODO_WORKSPACE_DIR``) and its own HOME are writable, the
+repository roots (``KODO_REPO_ROOTS``) read-only and kodo's ``.kodo`` out of sight.
+Without bubblewrap ``up`` refuses, naming the rule; ``--no-sandbox`` is the explicit,
+unsafe way out.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ import httpx
 
 from devstack.handle import repo_root
 from devstack.oc_daemon import daemon, install
-from devstack.oc_daemon.daemon import DaemonError
+from devstack.oc_daemon.daemon import Confinement, DaemonError
 from devstack.oc_daemon.install import InstallError
 from devstack.supervisor import Child, free_port, spawn
+from shared.config import DEFAULTS
 from shared.opencode.errors import OpenCodeError
 
 STATE_ENV = "KODO_OC_STATE_DIR"
@@ -31,6 +38,18 @@ STATE_ENV = "KODO_OC_STATE_DIR"
 def _state_dir(given: str | None) -> Path:
     raw = given or os.environ.get(STATE_ENV, "").strip()
     return Path(raw).resolve() if raw else repo_root() / ".kodo" / "oc"
+
+
+def _confinement(workspaces: str | None) -> Confinement:
+    """The sandbox as kodo's settings describe it: the workspaces folder writable, the
+    repository roots read-only, kodo's state dirs hidden."""
+    env = os.environ
+    where = workspaces or env.get("KODO_WORKSPACE_DIR") or DEFAULTS["KODO_WORKSPACE_DIR"]
+    roots = [Path(p).resolve() for p in env.get("KODO_REPO_ROOTS", "").split(os.pathsep) if p]
+    hidden = [repo_root() / ".kodo"]
+    if env.get("KODO_HOME", "").strip():
+        hidden.append(Path(env["KODO_HOME"]).resolve())
+    return Confinement(Path(where).resolve(), tuple(roots), tuple(hidden))
 
 
 def _install() -> Path:
@@ -79,6 +98,16 @@ def install_cmd() -> None:
 @click.option("--password", default=None, help="Basic-auth password [default: random].")
 @click.option("--seed", default=0, show_default=True, type=int, help="Scripted LLM seed.")
 @click.option("--state-dir", default=None, help=f"State directory [default: ${STATE_ENV}].")
+@click.option(
+    "--workspaces",
+    default=None,
+    help="The one folder the daemon may write [default: $KODO_WORKSPACE_DIR or .kodo/workspaces].",
+)
+@click.option(
+    "--no-sandbox",
+    is_flag=True,
+    help="UNSAFE: run the daemon without bubblewrap; it may then write anywhere kodo can.",
+)
 def up(
     port: int,
     llm_url: str | None,
@@ -86,8 +115,10 @@ def up(
     password: str | None,
     seed: int,
     state_dir: str | None,
+    workspaces: str | None,
+    no_sandbox: bool,
 ) -> None:
-    """Start opencode serve against an LLM and wait until it is healthy."""
+    """Start opencode serve (in its bubblewrap sandbox) against an LLM; wait until healthy."""
     if (llm_url is None) == (not scripted_llm):
         raise click.UsageError("give exactly one of --llm-url URL or --scripted-llm")
     binary = _install()
@@ -106,12 +137,15 @@ def up(
             password=password or secrets.token_urlsafe(24),
             llm_pid=None if llm is None else llm.pid,
             llm_start_ticks=None if llm is None else llm.ticks,
+            confinement=None if no_sandbox else _confinement(workspaces),
         )
     except DaemonError as exc:
         if llm is not None:
             llm.stop(daemon.STOP_GRACE_S)
         raise click.ClickException(str(exc)) from exc
     click.echo(f"opencode: {state.url} (pid {state.pid}, LLM {state.llm_url})")
+    if no_sandbox:
+        click.echo("WARNING: no sandbox (--no-sandbox): the daemon can write anywhere", err=True)
     click.echo(f"logs: {state.log_path}")
     click.echo(f"export OC_BASE_URL={state.url} OC_USERNAME={state.username}")
     click.echo(f"export OC_PASSWORD={state.password}")

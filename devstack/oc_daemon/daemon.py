@@ -3,7 +3,10 @@
 Isolation: its own HOME (and XDG dirs) under the state directory, so its database,
 logs and caches never mix with a user's; the global config via ``OPENCODE_CONFIG``;
 every ``OPENCODE_DISABLE_*`` switch on, so it never fetches, updates, shares or reads
-a target repository's ``opencode.json``; basic auth; bound to 127.0.0.1 only.
+a target repository's ``opencode.json``; an environment built from an allowlist (no
+database URL, token or other secret of the caller's); basic auth; bound to 127.0.0.1
+only; and, given a :class:`Confinement`, inside the bubblewrap sandbox of
+:mod:`devstack.oc_daemon.sandbox` (only the workspaces folder and its HOME writable).
 
 A probe of ``/global/health`` sent while the daemon boots can hang for minutes
 (OpenCode notes §5.2), so every probe has a short timeout and is retried. It runs under
@@ -23,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from devstack.oc_daemon import sandbox
 from devstack.oc_daemon.config import global_config, write_config
 from devstack.supervisor import Child, alive, spawn
 from devstack.supervisor import stop as stop_process
@@ -43,13 +47,41 @@ DISABLE_SWITCHES = (
     "OPENCODE_DISABLE_DEFAULT_PLUGINS",
     "OPENCODE_DISABLE_PROJECT_CONFIG",
 )
-_DROPPED_PREFIXES = ("OPENCODE_", "XDG_")
+PASSED_ENV = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "NODE_EXTRA_CA_CERTS",
+)
+"""What the daemon inherits from the caller; everything else (DATABASE_URL, tokens, any
+OPENCODE_/XDG_ setting) stays out."""
 
 _OPTIONAL_INTS = ("llm_pid", "start_ticks", "llm_start_ticks")
 
 
 class DaemonError(RuntimeError):
     """The daemon did not start, is not ours, or is not healthy."""
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """Where a sandboxed daemon may write (``workspaces``) and read (``repo_roots``), and
+    kodo's state it must never see (``hidden``); see :mod:`devstack.oc_daemon.sandbox`."""
+
+    workspaces: Path
+    repo_roots: tuple[Path, ...] = ()
+    hidden: tuple[Path, ...] = ()
+    bwrap: str = "bwrap"
 
 
 @dataclass(frozen=True)
@@ -66,6 +98,7 @@ class DaemonState:
     llm_pid: int | None = None
     start_ticks: int | None = None  # /proc start times: a reused pid is never signalled
     llm_start_ticks: int | None = None
+    sandboxed: bool = False
 
     @classmethod
     def from_json(cls, raw: object) -> DaemonState:
@@ -84,6 +117,7 @@ class DaemonState:
                 llm_pid=int(llm_pid) if llm_pid is not None else None,
                 start_ticks=int(ticks) if ticks is not None else None,
                 llm_start_ticks=int(llm_ticks) if llm_ticks is not None else None,
+                sandboxed=raw.get("sandboxed") is True,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DaemonError(f"daemon state is malformed: {exc}") from exc
@@ -92,8 +126,8 @@ class DaemonState:
 def daemon_env(
     base: Mapping[str, str], *, home: Path, config_path: Path, password: str
 ) -> dict[str, str]:
-    """The daemon's environment: ``base`` minus any OPENCODE_/XDG_ setting, plus ours."""
-    env = {k: v for k, v in base.items() if not k.startswith(_DROPPED_PREFIXES)}
+    """The daemon's environment: the :data:`PASSED_ENV` of ``base``, plus ours."""
+    env = {k: base[k] for k in PASSED_ENV if k in base}
     env.update(
         {
             "HOME": str(home),
@@ -169,8 +203,14 @@ def start(
     llm_start_ticks: int | None = None,
     env: Mapping[str, str] | None = None,
     deadline_s: float = BOOT_DEADLINE_S,
+    confinement: Confinement | None = None,
 ) -> DaemonState:
-    """Start ``opencode serve`` on 127.0.0.1:``port``, wait until healthy, record it."""
+    """Start ``opencode serve`` on 127.0.0.1:``port``, wait until healthy, record it.
+
+    With ``confinement`` it runs in the bubblewrap sandbox (bubblewrap missing: a
+    DaemonError naming the rule); ``None`` runs it unconfined, which only an explicit
+    caller choice may ask for.
+    """
     state_dir = state_dir.resolve()
     existing = read_state(state_dir)
     if existing is not None and alive(existing.pid, existing.start_ticks):
@@ -183,13 +223,10 @@ def start(
     url = f"http://127.0.0.1:{port}"
     argv = [str(binary), "serve", "--hostname", "127.0.0.1", "--port", str(port)]
     environ = os.environ if env is None else env
-    child = spawn(
-        "opencode",
-        argv,
-        log_path,
-        cwd=home,
-        env=daemon_env(environ, home=home, config_path=config_path, password=secret),
-    )
+    child_env = daemon_env(environ, home=home, config_path=config_path, password=secret)
+    if confinement is not None:
+        argv = confined_argv(confinement, binary, home, config_path, state_dir, argv, child_env)
+    child = spawn("opencode", argv, log_path, cwd=home, env=child_env)
     state = DaemonState(
         pid=child.pid,
         url=url,
@@ -201,6 +238,7 @@ def start(
         llm_pid=llm_pid,
         start_ticks=child.ticks,
         llm_start_ticks=llm_start_ticks,
+        sandboxed=confinement is not None,
     )
     _write_state(state_dir, state)
     try:
@@ -209,6 +247,32 @@ def start(
         child.stop(STOP_GRACE_S)
         raise
     return state
+
+
+def confined_argv(
+    confinement: Confinement,
+    binary: Path,
+    home: Path,
+    config_path: Path,
+    state_dir: Path,
+    argv: list[str],
+    env: Mapping[str, str],
+) -> list[str]:
+    """``argv`` inside the daemon's sandbox; the state directory is always hidden."""
+    try:
+        box = sandbox.DaemonSandbox(
+            bwrap=sandbox.find_bwrap(confinement.bwrap, env.get("PATH")),
+            binary=binary.resolve(),
+            home=home,
+            config=config_path,
+            workspaces=confinement.workspaces.resolve(),
+            repo_roots=tuple(p.resolve() for p in confinement.repo_roots),
+            hidden=tuple(dict.fromkeys(p.resolve() for p in (*confinement.hidden, state_dir))),
+        )
+        box.workspaces.mkdir(parents=True, exist_ok=True)
+        return sandbox.sandboxed(box, argv, env)
+    except sandbox.SandboxRefused as exc:
+        raise DaemonError(str(exc)) from exc
 
 
 def stop(state_dir: Path, *, grace_s: float = STOP_GRACE_S) -> DaemonState | None:

@@ -203,7 +203,7 @@ class ExactlyOnceCalls:
             )
             turn = self.turns.inspect(session_id, call.directory)
             usage = turn_usage(turn, reply)
-            assert_turn_rules(call.agent, session_id, reply, turn)
+            assert_turn_rules(call.agent, session_id, reply, turn, directory=call.directory)
             answer = validate_answer(call.schema, reply.info.get("structured"))
         except OpenCodeTimeout as exc:
             if session_id is not None:

@@ -1,8 +1,10 @@
 """What a finished turn did besides answering: tools it used, sessions it spawned, usage.
 
 A prompt's reply is only the turn's last message. The call protocol reads the rest
-here and fails closed on any tool outside the agent's allowlist and on any child
-session; the whole turn's usage is what the ledger records.
+here and fails closed on any tool outside the agent's allowlist, on any tool part that
+names a path outside the session's directory or in a ``.git``
+(:mod:`shared.opencode.confinement`) and on any child session; the whole turn's usage
+is what the ledger records.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from shared.opencode.confinement import violations
 from shared.opencode.errors import OpenCodeError
 from shared.opencode.messages import PromptReply
 from shared.opencode.ports import AgentClient
@@ -72,9 +75,12 @@ def turn_usage(turn: Turn, reply: PromptReply) -> dict[str, Any]:
     return usage if usage["total_tokens"] else usage_of(reply.info)
 
 
-def assert_turn_rules(agent: str, session_id: str, reply: PromptReply, turn: Turn) -> None:
-    """Raise TurnRejected on any tool use outside the allowlist anywhere in the turn, and on
-    any child session."""
+def assert_turn_rules(
+    agent: str, session_id: str, reply: PromptReply, turn: Turn, *, directory: str
+) -> None:
+    """Raise TurnRejected on any tool use outside the allowlist anywhere in the turn, on
+    any tool part naming a path outside ``directory`` (the session's worktree) or in a
+    ``.git``, whatever its status, and on any child session."""
     if isinstance(turn.earlier, OpenCodeError):
         raise TurnRejected(
             "TurnNotInspectable", f"cannot read the turn's messages: {turn.earlier}"
@@ -83,6 +89,10 @@ def assert_turn_rules(agent: str, session_id: str, reply: PromptReply, turn: Tur
     forbidden = forbidden_tool_uses(agent, parts + reply.parts)
     if forbidden:
         raise TurnRejected("ToolNotAllowed", f"agent {agent!r} used {', '.join(forbidden)}")
+    escapes = violations(directory, parts + reply.parts)
+    if escapes:
+        said = "; ".join(v.describe() for v in escapes)
+        raise TurnRejected(escapes[0].rule, f"session {session_id} outside {directory}: {said}")
     if turn.children:
         ids = ", ".join(str(c.get("id")) for c in turn.children)
         raise TurnRejected("ChildSessionForbidden", f"session {session_id} spawned {ids}")

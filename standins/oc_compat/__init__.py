@@ -34,7 +34,8 @@ Directives in the prompt text script failures:
   prompt blocks, ``GET /session/status`` says ``retry``, until ``/abort``.
 * ``[oc:fail-verify]``: BuildOutput argv that prints "verification failed", exits 3.
 * ``[oc:child]``: the turn spawns a child session (``GET /session/{id}/children``).
-* ``[oc:tool=NAME]``: also a completed ``tool`` part for NAME (repeatable).
+* ``[oc:tool=NAME]``: also a completed ``tool`` part for NAME (repeatable);
+  ``[oc:tool=NAME@PATH]``: a write/edit/read part whose input names PATH.
 * ``[oc:fixture=NAME]``: the plan, patch or build answer comes verbatim from ``NAME.json``
   in the fixtures folder (``--fixtures-dir`` / ``OC_COMPAT_FIXTURES_DIR``), keyed
   ``plan``/``patch``/``build``; a kind the file lacks is answered as usual. A bad name

@@ -526,8 +526,11 @@ def _tool_step(
     """
     step_ctx = replace(ctx, message_id=state.ids.new("msg"))
     parts = [shapes.part(step_ctx, state.ids.new("prt"), {"type": "step-start"})]
-    for tool in tools:
-        body = shapes.tool_part(state.ids.new("call"), tool, {}, f"{tool} done", tool)
+    directory = str(session.data["directory"])
+    for spec in tools:
+        tool, _, target = spec.partition("@")
+        tool_input = shapes.tool_input(tool, directory, target)
+        body = shapes.tool_part(state.ids.new("call"), tool, tool_input, f"{tool} done", tool)
         parts.append(shapes.part(step_ctx, state.ids.new("prt"), body))
     for use in uses:
         body = shapes.edit_part(state.ids.new("call"), use.tool, use.path, use.ok, use.output)

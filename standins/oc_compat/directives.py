@@ -35,6 +35,13 @@ class Directives:
     attempt: int = 1
 
     @property
+    def tool_calls(self) -> tuple[tuple[str, str | None], ...]:
+        """``[oc:tool=NAME@PATH]`` aims NAME (write, edit, read...) at PATH: relative to
+        the working directory, or absolute; plain ``NAME`` uses plausible arguments."""
+        calls = (tool.partition("@") for tool in self.tools)
+        return tuple((name, target if sep else None) for name, sep, target in calls)
+
+    @property
     def wants_invalid(self) -> bool:
         """Answer off-schema on this attempt?"""
         if self.invalid:

@@ -8,6 +8,7 @@ within a server, repeatable across runs with the same seed.
 from __future__ import annotations
 
 import math
+import os
 import string
 import threading
 import time
@@ -201,6 +202,14 @@ def info(
     body["id"] = ctx.message_id
     body["sessionID"] = ctx.session_id
     return body
+
+
+def tool_input(tool: str, directory: str, target: str) -> dict[str, Any]:
+    """What a compat tool part says it was given: a file tool names ``target`` (joined to
+    ``directory`` as the scripted model does, ``..`` kept) or a marker file in it."""
+    if tool not in ("write", "edit", "read"):
+        return {}
+    return {"filePath": os.path.join(directory, target or "kodo-tool-ran.txt")}
 
 
 def tool_part(call_id: str, tool: str, tool_input: Any, output: str, title: str) -> dict[str, Any]:

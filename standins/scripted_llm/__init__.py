@@ -16,7 +16,8 @@ chunk (``choices: []``) and ``data: [DONE]``. When the request offers the
 * ``[oc:no-structured]``: plain text, ``finish_reason: stop`` (the daemon then reports
   ``StructuredOutputError``).
 * ``[oc:tool=NAME]``: call NAME first with plausible arguments; after its result comes
-  back, answer normally.
+  back, answer normally. ``[oc:tool=NAME@PATH]`` aims a write, edit, read or list at
+  PATH (relative to the working directory, ``..`` kept, or absolute).
 * ``[oc:slow=MS]``: keep the stream open MS ms before answering.
 * ``[oc:llm500]``: HTTP 500 on every request (the daemon retries with backoff).
 * ``[oc:api-error]``: HTTP 400 (the daemon reports ``APIError``, not retryable);

@@ -9,6 +9,7 @@ so the real daemon and the compat server report the same answer, tokens and cost
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,17 +45,33 @@ class Reply:
         return f"call_{sha256_hex(f'{seed}:{nth}:{self.tool}:{self.arguments}')[:8]}"
 
 
-def tool_arguments(name: str, directory: Path) -> dict[str, Any]:
-    """Plausible arguments for one of OpenCode's tools (a bash or write leaves a marker)."""
-    marker = str(directory / TOOL_MARKER)
+def _first_line(path: str) -> str:
+    """An edit replaces the file's first line, as read now ("" for a missing file: create)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().rstrip("\n")
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def tool_arguments(name: str, directory: Path, target: str | None = None) -> dict[str, Any]:
+    """Plausible arguments for one of OpenCode's tools (a bash or write leaves a marker).
+
+    ``target`` (from ``[oc:tool=NAME@PATH]``) aims a write, edit or read at PATH, taken
+    relative to ``directory`` unless absolute and never normalised: ``../x`` stays as said.
+    """
+    aimed = None if target is None else os.path.join(directory, target)
+    marker = aimed or str(directory / TOOL_MARKER)
+    edited = aimed or str(directory / "README.md")
+    first = _first_line(edited)
     plausible: dict[str, dict[str, Any]] = {
         "bash": {"command": f"touch {marker} && ls", "description": "list the files"},
         "write": {"filePath": marker, "content": "written by the scripted model\n"},
-        "edit": {"filePath": str(directory / "README.md"), "oldString": "", "newString": "x"},
-        "read": {"filePath": str(directory / "README.md")},
+        "edit": {"filePath": edited, "oldString": first, "newString": f"{first} (edited)"},
+        "read": {"filePath": edited},
         "glob": {"pattern": "*"},
         "grep": {"pattern": "def "},
-        "list": {"path": str(directory)},
+        "list": {"path": aimed or str(directory)},
         "webfetch": {"url": "http://127.0.0.1:9/", "format": "text"},
         "task": {"description": "look around", "prompt": "List files.", "subagent_type": "general"},
     }
@@ -138,8 +155,8 @@ def decide(seed: int, request: ChatRequest) -> Reply:
         return failure
     slow = directives.slow_ms if request.calls_this_turn == 0 else 0
     if request.calls_this_turn < len(directives.tools):
-        name = directives.tools[request.calls_this_turn]
-        arguments = json.dumps(tool_arguments(name, request.directory))
+        name, target = directives.tool_calls[request.calls_this_turn]
+        arguments = json.dumps(tool_arguments(name, request.directory, target))
         usage = _usage(seed, request.prompt, arguments)
         return Reply(tool=name, arguments=arguments, usage=usage, slow_ms=slow)
     schema = request.structured_schema

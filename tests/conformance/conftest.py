@@ -2,7 +2,9 @@
 
 The real daemon runs against kodo's scripted LLM (:mod:`standins.scripted_llm`) with
 the same seed as the compat server, so both give the same answers and every case
-can assert the same things of both. The npm package is installed once into the
+can assert the same things of both. It runs in its bubblewrap sandbox, as ``kodo oc
+up`` runs it: only the session's ``workspaces`` folder is writable, ``repos`` (the
+source repositories of the worktrees there) read-only. The npm package is installed once into the
 cache (``KODO_OPENCODE_CACHE``); if npm or the registry fails, the suite fails
 loudly: a conformance suite that skips silently proves nothing.
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from devstack.oc_daemon import daemon, install
-from devstack.oc_daemon.daemon import DaemonState
+from devstack.oc_daemon.daemon import Confinement, DaemonState
 from devstack.oc_daemon.install import InstallError
 from devstack.sample_repo import create_sample_repo
 from devstack.supervisor import free_port
@@ -63,9 +65,23 @@ def scripted_llm() -> Iterator[str]:
         yield url
 
 
+@dataclass(frozen=True)
+class SandboxDirs:
+    workspaces: Path  # writable by the daemon
+    repos: Path  # read-only to it
+
+
+@pytest.fixture(scope="session")
+def sandbox_dirs(tmp_path_factory: pytest.TempPathFactory) -> SandboxDirs:
+    return SandboxDirs(tmp_path_factory.mktemp("workspaces"), tmp_path_factory.mktemp("repos"))
+
+
 @pytest.fixture(scope="session")
 def real_daemon(
-    opencode_binary: Path, scripted_llm: str, tmp_path_factory: pytest.TempPathFactory
+    opencode_binary: Path,
+    scripted_llm: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    sandbox_dirs: SandboxDirs,
 ) -> Iterator[DaemonState]:
     state_dir = tmp_path_factory.mktemp("opencode-state")
     state = daemon.start(
@@ -74,6 +90,7 @@ def real_daemon(
         port=free_port(),
         llm_url=scripted_llm,
         password=PASSWORD,
+        confinement=Confinement(sandbox_dirs.workspaces, (sandbox_dirs.repos,)),
     )
     try:
         yield state
@@ -123,9 +140,11 @@ def backend(
         if name == "real":
             state: DaemonState = request.getfixturevalue("real_daemon")
             url, password = state.url, state.password
+            dirs: SandboxDirs = request.getfixturevalue("sandbox_dirs")
+            repo = create_sample_repo(dirs.workspaces / "calc")
         else:
             url, password = request.getfixturevalue("compat_server"), ""
-        repo = create_sample_repo(tmp_path_factory.mktemp(f"repo-{name}") / "calc")
+            repo = create_sample_repo(tmp_path_factory.mktemp(f"repo-{name}") / "calc")
         _warm(url, password, repo)
         backends[name] = Backend(name, url, password, repo)
     return backends[name]

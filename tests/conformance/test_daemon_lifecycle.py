@@ -21,7 +21,11 @@ KODO = str(Path(sys.executable).parent / "kodo")
 
 
 def _kodo(*args: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KODO_OC_STATE_DIR": str(state_dir)}
+    env = {
+        **os.environ,
+        "KODO_OC_STATE_DIR": str(state_dir),
+        "KODO_WORKSPACE_DIR": str(state_dir / "workspaces"),
+    }
     return subprocess.run(
         [KODO, "oc", *args], env=env, capture_output=True, text=True, timeout=120, check=False
     )
@@ -31,7 +35,13 @@ def test_the_daemon_environment_turns_every_switch_on_and_drops_inherited_settin
     tmp_path: Path,
 ) -> None:
     env = daemon.daemon_env(
-        {"PATH": "/bin", "OPENCODE_PERMISSION": '{"bash":"allow"}', "XDG_CONFIG_HOME": "/x"},
+        {
+            "PATH": "/bin",
+            "OPENCODE_PERMISSION": '{"bash":"allow"}',
+            "XDG_CONFIG_HOME": "/x",
+            "DATABASE_URL": "postgresql://kodo:secret@db/kodo",
+            "KODO_API_TOKEN": "kodo_secret",
+        },
         home=tmp_path,
         config_path=tmp_path / "c.json",
         password=PASSWORD,
@@ -40,6 +50,8 @@ def test_the_daemon_environment_turns_every_switch_on_and_drops_inherited_settin
         daemon.DISABLE_SWITCHES, "1"
     )
     assert "OPENCODE_PERMISSION" not in env
+    assert set(env) & {"DATABASE_URL", "KODO_API_TOKEN"} == set(), "an allowlist, not a denylist"
+    assert env["PATH"] == "/bin"
     assert env["XDG_CONFIG_HOME"] == str(tmp_path / ".config")
     assert (env["HOME"], env["OPENCODE_SERVER_PASSWORD"]) == (str(tmp_path), PASSWORD)
 
@@ -63,6 +75,7 @@ def test_up_health_down_start_probe_and_stop_the_daemon(
     state = daemon.read_state(tmp_path)
     assert state is not None
     try:
+        assert state.sandboxed, "`kodo oc up` sandboxes the daemon by default"
         assert state.url == f"http://127.0.0.1:{port}"
         assert f"OC_BASE_URL={state.url}" in up.stdout
         healthy = _kodo("health", state_dir=tmp_path)

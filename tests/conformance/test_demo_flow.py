@@ -26,7 +26,7 @@ from devstack.kodo_procs import (
     wait_worker_ready,
 )
 from devstack.sample_repo import create_sample_repo
-from tests.conformance.conftest import SEED, Backend
+from tests.conformance.conftest import SEED, Backend, SandboxDirs
 
 pytestmark = pytest.mark.conformance
 
@@ -40,7 +40,23 @@ def _broker(redis_url: str) -> str:
 
 
 @pytest.fixture
-def stack(backend: Backend, database_url: str, redis_url: str, tmp_path: Path) -> Iterator[Stack]:
+def places(backend: Backend, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, Path]:
+    """The stack's repository root and workspaces: on the real backend, inside what the
+    sandboxed daemon sees (repositories read-only, workspaces writable)."""
+    if backend.name != "real":
+        return tmp_path / "repos", tmp_path / "workspaces"
+    dirs: SandboxDirs = request.getfixturevalue("sandbox_dirs")
+    return dirs.repos / tmp_path.name, dirs.workspaces / tmp_path.name
+
+
+@pytest.fixture
+def stack(
+    backend: Backend,
+    database_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    places: tuple[Path, Path],
+) -> Iterator[Stack]:
     broker = _broker(redis_url)
     redis.Redis.from_url(broker).flushdb()
     env = {
@@ -50,8 +66,8 @@ def stack(backend: Backend, database_url: str, redis_url: str, tmp_path: Path) -
         "OC_BASE_URL": backend.url,
         "OC_PASSWORD": backend.password,
         "OC_TIMEOUT_MS": "30000",
-        "KODO_REPO_ROOTS": str(tmp_path / "repos"),
-        "KODO_WORKSPACE_DIR": str(tmp_path / "workspaces"),
+        "KODO_REPO_ROOTS": str(places[0]),
+        "KODO_WORKSPACE_DIR": str(places[1]),
         "RANDOM_SEED": str(SEED),
         "APPROVAL_POLL_S": "0.5",
     }
@@ -79,8 +95,8 @@ def _wait(http: httpx.Client, stack: Stack, run_id: str, wanted: str) -> dict[st
     pytest.fail(f"run is {run.get('status')} ({run.get('error')}), wanted {wanted}\n{logs}")
 
 
-def test_an_intent_is_planned_approved_patched_and_verified(stack: Stack, tmp_path: Path) -> None:
-    repo = create_sample_repo(tmp_path / "repos" / "calc")
+def test_an_intent_is_planned_approved_patched_and_verified(stack: Stack) -> None:
+    repo = create_sample_repo(Path(stack.env["KODO_REPO_ROOTS"]) / "calc")
     token = issue_token(stack.env["DATABASE_URL"], "conformance", "admin")
     auth = {"Authorization": f"Bearer {token}"}
     approver = issue_token(stack.env["DATABASE_URL"], "conformance-approver", "approver")

@@ -1,0 +1,118 @@
+"""Path confinement of a turn: every file a tool part names must lie in the session's worktree.
+
+The daemon's ``external_directory`` rule is not trusted alone (``docs/opencode-confinement.md``):
+1.18.33 writes through a symlink inside the worktree to anywhere the symlink points,
+always lets the build agent write into its own ``tool-output`` folder, and its tracker
+reports more bypasses. So the call protocol reads every tool part of the turn, whatever
+its status says (a denied escape is still an attempted escape), resolves the path it
+names the way the filesystem would (symlinks followed, ``..`` collapsed, relative to
+the session's directory) and fails the call closed:
+
+* ``PathOutsideWorktree``: the path resolves outside the directory (another run's
+  worktree, the source repository, the daemon's HOME...);
+* ``GitMetadataForbidden``: the path goes into a ``.git`` (hooks and config there run
+  code in kodo's later git commands);
+* ``ToolPathUnreadable``: a writing tool's part names no path we can read.
+
+Reading tools (read, list, glob, grep) are held to the same rules: what lies outside
+the worktree (kodo's state, other runs) is not the agent's to see either.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+WRITING_TOOLS: Mapping[str, tuple[str, ...]] = {
+    "edit": ("filePath",),
+    "write": ("filePath",),
+    "multiedit": ("filePath",),
+}
+PATCH_TOOLS = frozenset({"patch", "apply_patch"})
+READING_TOOLS: Mapping[str, tuple[str, ...]] = {
+    "read": ("filePath",),
+    "list": ("path",),
+    "glob": ("path",),
+    "grep": ("path",),
+}
+_PATCH_HEADERS = ("*** Add File:", "*** Update File:", "*** Delete File:", "*** Move to:")
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str  # PathOutsideWorktree | GitMetadataForbidden | ToolPathUnreadable
+    tool: str
+    path: str
+    status: str
+
+    def describe(self) -> str:
+        return f"{self.tool} ({self.status}) {self.path!r}"
+
+
+def patch_paths(text: str) -> list[str]:
+    """The files an ``apply_patch`` text adds, updates, deletes or moves to."""
+    found = []
+    for line in text.splitlines():
+        for header in _PATCH_HEADERS:
+            if line.startswith(header):
+                found.append(line[len(header) :].strip())
+    return found
+
+
+def _named_paths(tool: str, given: object) -> list[str] | None:
+    """The paths a tool part names (None: a writing tool whose input names none)."""
+    tool_input = given if isinstance(given, dict) else {}
+    if tool in PATCH_TOOLS:
+        text = tool_input.get("patchText", tool_input.get("patch"))
+        paths = patch_paths(text) if isinstance(text, str) else []
+        return paths or None
+    if tool in WRITING_TOOLS:
+        named = [tool_input.get(key) for key in WRITING_TOOLS[tool]]
+        paths = [p for p in named if isinstance(p, str) and p]
+        return paths if len(paths) == len(named) else None
+    keys = READING_TOOLS.get(tool, ())
+    paths = [p for p in (tool_input.get(k) for k in keys) if isinstance(p, str) and p]
+    pattern = tool_input.get("pattern") if tool == "glob" else None
+    if isinstance(pattern, str) and (os.path.isabs(pattern) or ".." in pattern.split("/")):
+        paths.append(pattern)
+    return paths
+
+
+def _judge(root: str, raw: str, resolve: Callable[[str], str]) -> str | None:
+    joined = raw if os.path.isabs(raw) else os.path.join(root, raw)
+    resolved = resolve(joined)
+    if resolved != root and not resolved.startswith(root.rstrip(os.sep) + os.sep):
+        return "PathOutsideWorktree"
+    if ".git" in os.path.relpath(resolved, root).split(os.sep):
+        return "GitMetadataForbidden"
+    return None
+
+
+def violations(
+    directory: str,
+    parts: Iterable[Mapping[str, object]],
+    *,
+    resolve: Callable[[str], str] = os.path.realpath,
+) -> list[Violation]:
+    """Every tool part of ``parts`` that names a path outside ``directory`` or in a
+    ``.git``, or a writing tool's part that names none; ``resolve`` maps a path to what
+    the filesystem would open (symlinks followed)."""
+    root = resolve(directory)
+    found = []
+    for part in parts:
+        tool = part.get("tool")
+        if part.get("type") != "tool" or not isinstance(tool, str):
+            continue
+        state = part.get("state")
+        state = state if isinstance(state, dict) else {}
+        status = str(state.get("status", "?"))
+        paths = _named_paths(tool, state.get("input"))
+        if paths is None:
+            found.append(Violation("ToolPathUnreadable", tool, "", status))
+            continue
+        for raw in paths:
+            rule = _judge(root, raw, resolve)
+            if rule is not None:
+                found.append(Violation(rule, tool, raw, status))
+    return found

@@ -1,0 +1,178 @@
+"""The daemon's bubblewrap sandbox holds even if the daemon's own rules were bypassed.
+
+A shell started by the very argv that runs ``opencode serve`` (same binds, same
+environment) tries what an escaped tool call would: write kodo's state, read its
+tokens and database URL, write a source repository. Only the workspaces folder and
+the daemon's HOME take writes. The conformance daemon itself runs in this sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devstack.oc_daemon import daemon, sandbox
+from devstack.oc_daemon.daemon import DaemonState
+from devstack.supervisor import free_port
+from tests.conformance.conftest import PASSWORD
+
+pytestmark = pytest.mark.conformance
+
+SECRET_URL = "postgresql+psycopg://kodo:hunter2@127.0.0.1:5432/kodo"  # noqa: S105 (fake)
+WRITES = {
+    "workspace": "{ws}/run1/ok.txt",
+    "home": "{home}/ok.txt",
+    "repo": "{repos}/calc/planted.txt",
+    "state-dir": "{state}/planted.txt",
+    "kodo-state": "{kodo}/planted.txt",
+    "host-tmp": "{tmp}/planted.txt",
+    "the-roots-tmpfs": "/planted.txt",
+}
+"""Where an escaped tool call would write; only the first two may land on the host."""
+READS = {
+    "repo": "{repos}/calc/README.md",
+    "daemon-password": "{state}/daemon.json",
+    "kodo-up-json": "{kodo}/up.json",
+    "tokens-under-a-bound-root": "{repos}/checkout/.kodo/tokens.json",
+    "etc-shadow": "/etc/shadow",
+}
+"""What it would read; only the source repository is there to read."""
+
+
+@pytest.fixture
+def layout(tmp_path: Path, opencode_binary: Path) -> dict[str, Path]:
+    where = {name: tmp_path / name for name in ("ws", "repos", "state", "kodo", "tmp")}
+    for path in where.values():
+        path.mkdir()
+    (where["ws"] / "run1").mkdir()
+    (where["repos"] / "calc").mkdir()
+    (where["repos"] / "calc" / "README.md").write_text("# calc\n")
+    (where["repos"] / "checkout" / ".kodo").mkdir(parents=True)
+    (where["repos"] / "checkout" / ".kodo" / "tokens.json").write_text('{"token": "kodo_t"}')
+    (where["kodo"] / "up.json").write_text(f'{{"database_url": "{SECRET_URL}"}}')
+    (where["state"] / "daemon.json").write_text(f'{{"password": "{PASSWORD}"}}')
+    (where["state"] / "home").mkdir()
+    (where["state"] / "opencode.global.json").write_text("{}")
+    where["home"] = where["state"] / "home"
+    where["binary"] = opencode_binary
+    return where
+
+
+def _box(where: dict[str, Path]) -> sandbox.DaemonSandbox:
+    return sandbox.DaemonSandbox(
+        bwrap=sandbox.find_bwrap(),
+        binary=where["binary"],
+        home=where["home"],
+        config=where["state"] / "opencode.global.json",
+        workspaces=where["ws"],
+        repo_roots=(where["repos"],),
+        hidden=(where["kodo"], where["state"], where["repos"] / "checkout" / ".kodo"),
+    )
+
+
+def _in_sandbox(where: dict[str, Path], script: str) -> subprocess.CompletedProcess[str]:
+    env = daemon.daemon_env(
+        {**os.environ, "DATABASE_URL": SECRET_URL, "KODO_TOKEN": "kodo_t"},
+        home=where["home"],
+        config_path=where["state"] / "opencode.global.json",
+        password=PASSWORD,
+    )
+    argv = sandbox.sandboxed(_box(where), ["/bin/sh", "-c", script], env)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_only_the_workspaces_and_the_daemons_home_take_writes_and_kodos_state_is_unseen(
+    layout: dict[str, Path],
+) -> None:
+    names = {k: str(v) for k, v in layout.items()}
+    landed = {}
+    for name, raw in WRITES.items():
+        path = raw.format(**names)
+        _in_sandbox(layout, f"echo planted > {path}")
+        landed[name] = Path(path).exists()
+    read = {}
+    for name, raw in READS.items():
+        done = _in_sandbox(layout, f"cat {raw.format(**names)}")
+        read[name] = done.returncode == 0 and done.stdout != ""
+    assert landed == {
+        "workspace": True,
+        "home": True,
+        "repo": False,
+        "state-dir": False,
+        "kodo-state": False,
+        "host-tmp": False,
+        "the-roots-tmpfs": False,
+    }
+    assert read == {
+        "repo": True,
+        "daemon-password": False,
+        "kodo-up-json": False,
+        "tokens-under-a-bound-root": False,
+        "etc-shadow": False,
+    }
+
+
+def test_the_root_and_the_source_repositories_are_read_only_inside(
+    layout: dict[str, Path],
+) -> None:
+    """Outside the private /tmp, a write the host would not see is refused outright."""
+    repo = layout["repos"] / "calc" / "README.md"
+    for target in ("/planted.txt", "/usr/planted.txt", str(repo)):
+        done = _in_sandbox(layout, f"echo planted > {target}")
+        assert done.returncode != 0, target
+        assert "Read-only file system" in done.stderr, done.stderr
+    assert repo.read_text() == "# calc\n"
+
+
+def test_no_secret_is_in_the_environment_no_capability_is_held_no_host_process_is_seen(
+    layout: dict[str, Path],
+) -> None:
+    done = _in_sandbox(layout, "env; grep CapEff /proc/self/status; ls /proc | grep -c '^[0-9]'")
+    assert done.returncode == 0, done.stderr
+    assert SECRET_URL not in done.stdout
+    assert "DATABASE_URL" not in done.stdout
+    assert "kodo_t" not in done.stdout
+    assert "CapEff:\t0000000000000000" in done.stdout
+    assert int(done.stdout.strip().splitlines()[-1]) <= 4, "its own PID namespace"
+
+
+def test_a_workspaces_folder_holding_kodos_state_is_refused_naming_the_rule(
+    layout: dict[str, Path],
+) -> None:
+    box = _box(layout)
+    unsafe = sandbox.DaemonSandbox(**{**box.__dict__, "workspaces": layout["kodo"].parent})
+    with pytest.raises(sandbox.SandboxRefused, match=sandbox.RULE):
+        sandbox.sandboxed(unsafe, ["/bin/true"], {})
+
+
+def test_the_conformance_daemon_runs_sandboxed(real_daemon: DaemonState) -> None:
+    assert real_daemon.sandboxed
+
+
+def test_oc_up_without_bubblewrap_fails_closed_naming_the_rule_and_the_fix(
+    opencode_binary: Path, tmp_path: Path
+) -> None:
+    kodo = str(Path(sys.executable).parent / "kodo")
+    env = {
+        **os.environ,
+        "KODO_OC_STATE_DIR": str(tmp_path / "state"),
+        "KODO_WORKSPACE_DIR": str(tmp_path / "ws"),
+        "PATH": str(Path(sys.executable).parent),  # no bwrap there
+    }
+    done = subprocess.run(
+        [kodo, "oc", "up", "--scripted-llm", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert sandbox.RULE in done.stderr
+    assert "apt-get install bubblewrap" in done.stderr
+    assert "--no-sandbox" in done.stderr
+    assert daemon.read_state(tmp_path / "state") is None or not daemon.stop(tmp_path / "state")

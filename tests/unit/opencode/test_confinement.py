@@ -1,0 +1,153 @@
+"""Path confinement: a turn whose tool parts name a path outside the worktree fails closed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.opencode.confinement import patch_paths, violations
+from shared.opencode.messages import PromptReply
+from shared.opencode.turn_inspection import Turn, TurnRejected, assert_turn_rules
+
+
+def _part(tool: str, status: str = "completed", **given: Any) -> dict[str, Any]:
+    return {"type": "tool", "tool": tool, "state": {"status": status, "input": given}}
+
+
+@pytest.fixture
+def worktrees(tmp_path: Path) -> tuple[Path, Path]:
+    """Two runs' worktrees side by side; run1 holds a symlink into run2."""
+    run1, run2 = tmp_path / "ws" / "run1", tmp_path / "ws" / "run2"
+    run1.mkdir(parents=True)
+    run2.mkdir()
+    os.symlink(run2, run1 / "link2")
+    (run1 / ".git").write_text("gitdir: /elsewhere\n")
+    return run1, run2
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["calc.py", "sub/new.py", "{wt}/README.md", "./a/../b.txt", "{wt}"],
+    ids=["relative", "new-subdir", "absolute", "dots-inside", "the-root"],
+)
+def test_paths_inside_the_worktree_pass(worktrees: tuple[Path, Path], path: str) -> None:
+    run1, _ = worktrees
+    given = path.format(wt=run1)
+    parts = [_part("write", filePath=given, content="x"), _part("read", filePath=given)]
+    assert violations(str(run1), parts) == []
+
+
+@pytest.mark.parametrize(
+    ("tool", "given", "rule"),
+    [
+        ("write", {"filePath": "../run2/escape.txt"}, "PathOutsideWorktree"),
+        ("edit", {"filePath": "{wt}/../run2/README.md"}, "PathOutsideWorktree"),
+        ("write", {"filePath": "/etc/passwd"}, "PathOutsideWorktree"),
+        ("write", {"filePath": "link2/via_link.txt"}, "PathOutsideWorktree"),
+        ("write", {"filePath": "{wt}2/sibling-prefix.txt"}, "PathOutsideWorktree"),
+        ("write", {"filePath": ".git/hooks/pre-commit"}, "GitMetadataForbidden"),
+        ("edit", {"filePath": "sub/.git/config"}, "GitMetadataForbidden"),
+        ("read", {"filePath": "../../secret.txt"}, "PathOutsideWorktree"),
+        ("list", {"path": "/"}, "PathOutsideWorktree"),
+        ("glob", {"pattern": "../**/*.json"}, "PathOutsideWorktree"),
+        ("grep", {"pattern": "x", "path": "link2"}, "PathOutsideWorktree"),
+        ("write", {"content": "no path"}, "ToolPathUnreadable"),
+        ("edit", {"filePath": 7}, "ToolPathUnreadable"),
+        ("apply_patch", {"patchText": "*** Begin Patch\n*** End Patch"}, "ToolPathUnreadable"),
+        (
+            "apply_patch",
+            {"patchText": "*** Begin Patch\n*** Add File: ../run2/x.py\n+x\n*** End Patch"},
+            "PathOutsideWorktree",
+        ),
+    ],
+    ids=[
+        "dotdot-into-another-run",
+        "absolute-dotdot",
+        "absolute-elsewhere",
+        "through-a-symlink",
+        "a-sibling-sharing-the-prefix",
+        "into-dot-git",
+        "into-a-nested-dot-git",
+        "read-outside",
+        "list-root",
+        "glob-climbing-out",
+        "grep-through-a-symlink",
+        "write-without-path",
+        "edit-with-a-non-string-path",
+        "patch-naming-no-file",
+        "patch-adding-outside",
+    ],
+)
+def test_a_tool_part_naming_a_path_outside_or_in_git_breaks_a_named_rule(
+    worktrees: tuple[Path, Path], tool: str, given: dict[str, Any], rule: str
+) -> None:
+    run1, _ = worktrees
+    given = {k: v.format(wt=run1) if isinstance(v, str) else v for k, v in given.items()}
+    found = violations(str(run1), [_part(tool, **given)])
+    assert [v.rule for v in found] == [rule]
+
+
+@pytest.mark.parametrize("status", ["completed", "error", "running", "pending"])
+def test_the_parts_status_does_not_matter_a_denied_escape_is_still_one(
+    worktrees: tuple[Path, Path], status: str
+) -> None:
+    run1, _ = worktrees
+    found = violations(str(run1), [_part("write", status, filePath="/tmp/x")])  # noqa: S108
+    assert [(v.rule, v.status) for v in found] == [("PathOutsideWorktree", status)]
+
+
+def test_tools_without_paths_and_text_parts_are_not_judged(worktrees: tuple[Path, Path]) -> None:
+    run1, _ = worktrees
+    parts = [
+        {"type": "text", "text": "../../etc/passwd"},
+        _part("StructuredOutput", files=[{"path": "../x"}]),
+        {"type": "tool", "tool": "invalid", "state": {"input": {"tool": "bash"}}},
+        _part("glob", pattern="**/*.py"),
+    ]
+    assert violations(str(run1), parts) == []
+
+
+def test_patch_paths_reads_every_header_of_an_apply_patch_text() -> None:
+    text = (
+        "*** Begin Patch\n*** Add File: a.py\n+x\n*** Update File: b.py\n*** Move to: c.py\n"
+        "@@\n-x\n+y\n*** Delete File: d.py\n*** End Patch\n"
+    )
+    assert patch_paths(text) == ["a.py", "b.py", "c.py", "d.py"]
+
+
+def _reply(*parts: dict[str, Any]) -> PromptReply:
+    return PromptReply(info={"id": "msg_1"}, parts=list(parts))
+
+
+def test_the_call_wrapper_rule_fails_a_turn_that_wrote_outside_in_an_earlier_message(
+    worktrees: tuple[Path, Path],
+) -> None:
+    run1, run2 = worktrees
+    escape = {"parts": [_part("write", "error", filePath=str(run2 / "x.txt"))]}
+    turn = Turn(session={}, earlier=[escape], children=[])
+    with pytest.raises(TurnRejected) as rejected:
+        assert_turn_rules("build", "ses_1", _reply(), turn, directory=str(run1))
+    assert rejected.value.error_name == "PathOutsideWorktree"
+    assert str(run2 / "x.txt") in str(rejected.value)
+
+
+def test_the_call_wrapper_rule_passes_a_turn_that_edited_inside(
+    worktrees: tuple[Path, Path],
+) -> None:
+    run1, _ = worktrees
+    edit = {"parts": [_part("edit", filePath=str(run1 / "calc.py"), oldString="a")]}
+    turn = Turn(session={}, earlier=[edit], children=[])
+    assert_turn_rules("build", "ses_1", _reply(), turn, directory=str(run1))
+
+
+def test_an_agent_without_the_tool_is_told_so_before_its_path_is_judged(
+    worktrees: tuple[Path, Path],
+) -> None:
+    run1, _ = worktrees
+    turn = Turn(session={}, earlier=[{"parts": [_part("write", filePath="/x")]}], children=[])
+    with pytest.raises(TurnRejected) as rejected:
+        assert_turn_rules("plan", "ses_1", _reply(), turn, directory=str(run1))
+    assert rejected.value.error_name == "ToolNotAllowed"
