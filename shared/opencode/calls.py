@@ -14,7 +14,11 @@ from shared.domain.vocab import CallStatus
 from shared.hashing import op_key as make_op_key
 
 CacheLevel = Literal["miss", "l1", "l2"]
-FailureKind = Literal["contract", "timeout", "transient", "permanent", "config", "unknown"]
+FailureKind = Literal[
+    "contract", "timeout", "transient", "permanent", "config", "unknown", "refused"
+]
+"""``refused``: the turn broke a containment rule (a path outside the worktree): the agent
+gets no other try."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,9 @@ class CallOutcome:
 class CallFailed(Exception):
     """A recorded provider call did not produce a valid answer (this attempt is spent).
 
-    ``kind`` tells the step what to do: ``config`` is hopeless (fail the step now);
-    every other kind may be retried under the next attempt's op_key.
+    ``kind`` tells the step what to do: ``config`` is hopeless and ``refused`` broke a
+    containment rule (fail the step now); every other kind may be retried under the
+    next attempt's op_key.
     """
 
     def __init__(
@@ -83,7 +88,7 @@ class CallFailed(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.kind != "config"
+        return self.kind not in ("config", "refused")
 
 
 UNKNOWN_ERROR = "claimed but never recorded: the calling worker stopped mid-call"

@@ -36,6 +36,9 @@ READING_TOOLS: Mapping[str, tuple[str, ...]] = {
     "glob": ("path",),
     "grep": ("path",),
 }
+RULES = frozenset({"PathOutsideWorktree", "GitMetadataForbidden", "ToolPathUnreadable"})
+"""The violations of rule ``confinement``: the call is refused, never retried."""
+
 _PATCH_HEADERS = ("*** Add File:", "*** Update File:", "*** Delete File:", "*** Move to:")
 
 

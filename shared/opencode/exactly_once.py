@@ -38,6 +38,7 @@ from shared.opencode.calls import (
     StructuredResult,
     bounded_error,
 )
+from shared.opencode.confinement import RULES as CONFINEMENT_RULES
 from shared.opencode.errors import (
     OpenCodeAborted,
     OpenCodeConfigError,
@@ -99,6 +100,8 @@ def _recorded_kind(status: str, error_name: str | None) -> FailureKind:
     """The kind of a failure read back from the ledger: the same as when it happened."""
     if status == CallStatus.TIMED_OUT:
         return "timeout"
+    if error_name in CONFINEMENT_RULES:
+        return "refused"
     cls = _RECORDED_CLASSES.get(error_name or "")
     return _kind_of(cls(error_name or "")) if cls is not None else "contract"
 
@@ -223,8 +226,9 @@ class ExactlyOnceCalls:
                 name="ContractViolation",
             ) from exc
         except TurnRejected as exc:
+            kind: FailureKind = "refused" if exc.error_name in CONFINEMENT_RULES else "contract"
             raise self._fail(
-                key, started, CallStatus.FAILED, exc, reply, kind="contract", name=exc.error_name
+                key, started, CallStatus.FAILED, exc, reply, kind=kind, name=exc.error_name
             ) from exc
         self._record(
             key,

@@ -10,7 +10,7 @@ KNOWN_TOOLS = (
     "bash",
     "edit",
     "write",
-    "patch",
+    "apply_patch",
     "read",
     "grep",
     "glob",
@@ -29,7 +29,7 @@ READ_ONLY = frozenset({"read", "grep", "glob", "list"})
 
 ALLOWLISTS: dict[str, frozenset[str]] = {
     "plan": READ_ONLY,
-    "build": READ_ONLY | {"edit", "write", "patch"},
+    "build": READ_ONLY | {"edit", "write", "apply_patch"},
 }
 
 ALWAYS_ALLOWED = frozenset({"StructuredOutput"})

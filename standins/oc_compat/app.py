@@ -533,7 +533,9 @@ def _tool_step(
         body = shapes.tool_part(state.ids.new("call"), tool, tool_input, f"{tool} done", tool)
         parts.append(shapes.part(step_ctx, state.ids.new("prt"), body))
     for use in uses:
-        body = shapes.edit_part(state.ids.new("call"), use.tool, use.path, use.ok, use.output)
+        body = shapes.edit_part(
+            state.ids.new("call"), use.tool, use.tool_input, use.path, use.ok, use.output
+        )
         parts.append(shapes.part(step_ctx, state.ids.new("prt"), body))
     said = ",".join([*tools, *(f"{u.tool}:{u.path}" for u in uses)])
     usage = shapes.usage_for(state.config.seed, asked.text, asked.system, said)

@@ -28,10 +28,23 @@ GIT_TIMEOUT_S = 30
 class ToolUse:
     """One edit tool call of the turn: what it named, whether it landed, what it said."""
 
-    tool: str  # "write" (a new file), "edit" (a change), "patch" (delete, rename, mode)
+    tool: str  # "write" (a new file), "edit" (a change), "apply_patch" (delete, rename, mode)
     path: str  # as the agent named it: the directory joined with the diff's path
     ok: bool
     output: str
+    source: str | None = None  # a rename's old path, named like ``path``
+    verb: str = "Update"  # apply_patch's header: Delete for a deletion
+
+    @property
+    def tool_input(self) -> dict[str, str]:
+        """The part's ``input`` as the daemon records it for this tool."""
+        if self.tool != "apply_patch":
+            return {"filePath": self.path}
+        if self.source is not None:
+            body = f"*** Update File: {self.source}\n*** Move to: {self.path}"
+        else:
+            body = f"*** {self.verb} File: {self.path}"
+        return {"patchText": f"*** Begin Patch\n{body}\n*** End Patch"}
 
 
 def split_diff(diff: str) -> list[str]:
@@ -65,8 +78,25 @@ def _tool_of(chunk: str) -> str:
     if "new file mode" in chunk:
         return "write"
     if any(k in chunk for k in ("deleted file mode", "rename from", "old mode", "copy from")):
-        return "patch"
+        return "apply_patch"
     return "edit"
+
+
+def _nested_repository(directory: Path, path: str) -> ToolUse:
+    """What an agent ignoring its rules writes to make a submodule: a ``.git`` of its own
+    (git stages the folder as a gitlink). Refused paths leave nothing."""
+    target = directory / path
+    head = f"{target}/.git/HEAD"
+    try:
+        target.resolve().relative_to(directory.resolve())
+        target.mkdir(parents=True, exist_ok=False)
+    except (OSError, ValueError) as exc:
+        return ToolUse("write", head, False, f"Error: {exc}")
+    for args in (["init", "-q"], ["commit", "-q", "--allow-empty", "-m", "vendored"]):
+        run_git(
+            target, args, timeout_s=GIT_TIMEOUT_S, config={"user.name": "x", "user.email": "x@x"}
+        )
+    return ToolUse("write", head, True, "Wrote file successfully.")
 
 
 def perform(
@@ -78,6 +108,9 @@ def perform(
     for i, chunk in enumerate(split_diff(diff)):
         if i and pause is not None and pause(i):
             break
+        if "new file mode 160000" in chunk:  # a gitlink: plant a repository of its own
+            uses.append(_nested_repository(directory, chunk_paths(chunk)[0]))
+            continue
         proc = run_git(
             directory,
             ["apply", "--whitespace=nowarn", "-"],
@@ -87,6 +120,8 @@ def perform(
         said = proc.stderr.decode(errors="replace").strip()
         ok = proc.returncode == 0
         output = "Edit applied successfully." if ok else f"Error: {said or 'edit refused'}"
-        for path in chunk_paths(chunk)[:1]:
-            uses.append(ToolUse(_tool_of(chunk), f"{directory}/{path}", ok, output))
+        paths = [f"{directory}/{path}" for path in chunk_paths(chunk)]
+        source = paths[1] if len(paths) > 1 else None
+        verb = "Delete" if "deleted file mode" in chunk else "Update"
+        uses.append(ToolUse(_tool_of(chunk), paths[0], ok, output, source, verb))
     return uses

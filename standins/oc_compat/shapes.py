@@ -229,11 +229,13 @@ def tool_part(call_id: str, tool: str, tool_input: Any, output: str, title: str)
     }
 
 
-def edit_part(call_id: str, tool: str, path: str, ok: bool, output: str) -> dict[str, Any]:
+def edit_part(
+    call_id: str, tool: str, tool_input: dict[str, str], path: str, ok: bool, output: str
+) -> dict[str, Any]:
     """An edit tool's part as the daemon records it: ``completed`` with its output, or
     ``error`` (a denied or failed edit) with the error; either way it names its path."""
     if ok:
-        part = tool_part(call_id, tool, {"filePath": path}, output, path.rsplit("/", 1)[-1])
+        part = tool_part(call_id, tool, tool_input, output, path.rsplit("/", 1)[-1])
         part["state"]["metadata"] = {"filepath": path, "diagnostics": {}}
         return part
     start = now_ms()
@@ -243,7 +245,7 @@ def edit_part(call_id: str, tool: str, path: str, ok: bool, output: str) -> dict
         "callID": call_id,
         "state": {
             "status": "error",
-            "input": {"filePath": path},
+            "input": tool_input,
             "error": output,
             "time": {"start": start, "end": now_ms()},
         },

@@ -223,7 +223,7 @@ def test_a_committed_symlink_pointing_outside_the_worktree_is_refused(
     hostile: Hostile, launched: Campaign
 ) -> None:
     outcome = launched.outcome("symlink-out")
-    assert_fails_closed(outcome, "symlink")
+    assert_fails_closed(outcome, "symlink", "confinement")  # the turn names the link
     files = hostile.branch_files(hostile.repos / "symlink-out", outcome.run_id)
     assert files.get("link") != "120000", outcome.describe()
 
@@ -238,7 +238,7 @@ def test_a_patch_cannot_write_through_a_symlinked_directory(
 
 def test_a_submodule_is_refused(hostile: Hostile, launched: Campaign) -> None:
     outcome = launched.outcome("submodule")
-    assert_fails_closed(outcome, "submodule")
+    assert_fails_closed(outcome, "submodule", "confinement")  # its .git is named
     files = hostile.branch_files(hostile.repos / "submodule", outcome.run_id)
     assert "160000" not in files.values(), outcome.describe()
 

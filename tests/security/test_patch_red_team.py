@@ -122,7 +122,7 @@ def test_a_planned_modify_cannot_turn_the_file_into_a_symlink_out(
     hostile: Hostile, launched: Campaign
 ) -> None:
     outcome = launched.outcome("type-change")
-    assert_fails_closed(outcome, "symlink")
+    assert_fails_closed(outcome, "symlink", "confinement")  # the turn names the link
     files = hostile.branch_files(hostile.repos / "type-change", outcome.run_id)
     assert files.get("README.md") != "120000", outcome.describe()
 

@@ -228,4 +228,14 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
             },
             artifacts=[ArtifactOut(ArtifactKind.PATCH, "patch.diff", taken.patch, "text/x-diff")],
         )
-    return loop.failure("usable edit")
+    return loop.failure("usable edit", worktree=_undo(ctx, worktree))
+
+
+def _undo(ctx: StepContext, worktree: Path) -> str:
+    """A failed step leaves nothing of the agent's on disk, unless a call may still be
+    editing (then it is left as it is, and the diagnostic says so)."""
+    try:
+        _quiet_and_clean(ctx, worktree)
+    except WorktreeBusy as exc:
+        return f"left as it is: {exc}"
+    return "reset to HEAD"

@@ -77,6 +77,9 @@ class AttemptLoop:
                     }
                 )
                 self.rejected.append(exc.error)
+                if exc.kind == "refused":
+                    self.fatal = f"confinement: the agent's turn was refused: {exc.error}"
+                    return
                 if not exc.retryable:
                     self.fatal = f"configuration error, not retried: {exc.error}"
                     return
@@ -128,6 +131,7 @@ class AttemptLoop:
 
     def failure(self, what: str, **diagnostic: Any) -> StepOutcome:
         error = self.refused or self.fatal or self._exhausted(what)
+        rule = {"rule": "confinement"} if error.startswith("confinement:") else {}
         return StepOutcome.failed(
-            error, {"step": self.step.value, "attempts": self.records, **diagnostic}
+            error, {"step": self.step.value, **rule, "attempts": self.records, **diagnostic}
         )

@@ -22,7 +22,7 @@ def test_the_plan_agent_may_only_read() -> None:
 
 def test_the_build_agent_may_also_edit_but_never_run_bash_or_spawn_tasks() -> None:
     allowed = {tool for tool, on in tools_map("build").items() if on}
-    assert allowed == {"read", "grep", "glob", "list", "edit", "write", "patch"}
+    assert allowed == {"read", "grep", "glob", "list", "edit", "write", "apply_patch"}
 
 
 def test_session_rules_deny_everything_not_allowed_and_never_ask() -> None:
