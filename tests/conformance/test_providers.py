@@ -41,6 +41,7 @@ from shared.opencode.tools import permission_rules, tools_map
 from standins.scripted_llm import running_llm
 from tests.conformance.conftest import MODEL, PASSWORD, SEED
 from tests.factories import RunFactory
+from tests.integration.cli.conftest import with_db
 
 pytestmark = pytest.mark.conformance
 
@@ -49,6 +50,7 @@ KEY = "sk-kodo-conformance-key-7f3e9a"  # what the scripted LLM insists on
 PRICES = Prices(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75)
 ANTHROPIC = ModelRef("anthropic", "claude-kodo-scripted")
 KODO = str(Path(sys.executable).parent / "kodo")
+UP_REDIS_DB = 15  # the session's own Redis; no other suite uses this db
 
 
 def _env() -> dict[str, str]:
@@ -298,3 +300,43 @@ def test_both_wires_give_the_same_answer_and_tokens_for_the_same_prompt(
     assert messages["cache"]["read"] == chat["cache"]["read"]
     assert messages["output"] == chat["output"] + chat["reasoning"]
     assert messages["total"] == chat["total"]
+
+
+def test_kodo_up_runs_against_an_external_daemon_and_says_which_model(
+    anthropic_daemon: DaemonState, database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": with_db(redis_url, UP_REDIS_DB),
+        "OC_PASSWORD": PASSWORD,
+        "OC_PROVIDER_ID": ANTHROPIC.provider_id,
+        "OC_MODEL_ID": ANTHROPIC.model_id,
+    }
+    env.pop("OC_BASE_URL", None)
+    home = tmp_path / "home"
+    argv = [KODO, "up", "--home", str(home), "--api-port", "0", "--flower-port", "0"]
+    argv += ["--opencode", anthropic_daemon.url]
+
+    def kodo(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            list(args), env={**env, **extra}, capture_output=True, text=True, timeout=180
+        )
+
+    refused = kodo(*argv, OC_MODEL_ID="no-such-model")
+    assert refused.returncode != 0
+    assert "anthropic/no-such-model: the daemon does not offer it" in refused.stderr
+    started = kodo(*argv)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert "ready oc-compat" not in started.stdout
+        said = "model:    anthropic/claude-kodo-scripted via @ai-sdk/anthropic, USD per 1M"
+        assert said in started.stdout
+        assert "STAND-IN" not in started.stdout
+        doctor = kodo(KODO, "doctor", "--home", str(home))
+        line = next(x for x in doctor.stdout.splitlines() if " model " in f" {x} ")
+        assert line.startswith("ok"), doctor.stdout
+        assert "anthropic/claude-kodo-scripted via @ai-sdk/anthropic" in line
+    finally:
+        kodo(KODO, "down", "--home", str(home), "--grace", "5")
+    assert KEY not in started.stdout + started.stderr + doctor.stdout
