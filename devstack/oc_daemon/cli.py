@@ -24,6 +24,7 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -39,7 +40,9 @@ from devstack.oc_daemon.config import (
     ProviderConfigError,
     ProviderKind,
     ProviderSpec,
+    global_config,
     scripted_provider,
+    write_config,
 )
 from devstack.oc_daemon.daemon import DaemonError
 from devstack.oc_daemon.install import InstallError
@@ -154,36 +157,50 @@ def provider_spec(
     )
 
 
+_PROVIDER_OPTIONS = (
+    click.option("--scripted-llm", is_flag=True, help="Start kodo's scripted LLM beside it."),
+    click.option(
+        "--llm-url", default=None, help="A scripted LLM already up (base URL, ends in /v1)."
+    ),
+    click.option(
+        "--provider",
+        "kind",
+        type=click.Choice([k.value for k in ProviderKind]),
+        default=None,
+        callback=lambda _ctx, _param, value: None if value is None else ProviderKind(value),
+        help="A real provider's kind (or the scripted stand-in's wire).",
+    ),
+    click.option("--model", default=None, help="The model id the provider knows."),
+    click.option("--provider-id", default=None, help="Provider id [default: the kind's name]."),
+    click.option(
+        "--api-key-env",
+        default=None,
+        metavar="VAR",
+        help="The environment variable holding the key (the daemon reads it; never the key).",
+    ),
+    click.option("--base-url", default=None, help="The provider's base URL [default: the SDK's]."),
+    click.option(
+        "--price",
+        "prices",
+        multiple=True,
+        metavar="KEY=USD",
+        help=f"USD per million tokens, once for each of {', '.join(PRICE_KEYS)}.",
+    ),
+    click.option("--context-limit", default=CONTEXT_LIMIT, show_default=True, type=int),
+    click.option("--output-limit", default=OUTPUT_LIMIT, show_default=True, type=int),
+)
+
+
+def provider_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options that say which model the daemon is configured with."""
+    for option in reversed(_PROVIDER_OPTIONS):
+        command = option(command)
+    return command
+
+
 @oc.command("up")
 @click.option("--port", default=4096, show_default=True, type=int, help="Port on 127.0.0.1.")
-@click.option("--scripted-llm", is_flag=True, help="Start kodo's scripted LLM beside it.")
-@click.option("--llm-url", default=None, help="A scripted LLM already up (base URL, ends in /v1).")
-@click.option(
-    "--provider",
-    "kind",
-    type=click.Choice([k.value for k in ProviderKind]),
-    default=None,
-    callback=lambda _ctx, _param, value: None if value is None else ProviderKind(value),
-    help="A real provider's kind (or the scripted stand-in's wire).",
-)
-@click.option("--model", default=None, help="The model id the provider knows.")
-@click.option("--provider-id", default=None, help="Provider id [default: the kind's name].")
-@click.option(
-    "--api-key-env",
-    default=None,
-    metavar="VAR",
-    help="The environment variable holding the key (the daemon reads it; never the key).",
-)
-@click.option("--base-url", default=None, help="The provider's base URL [default: the SDK's].")
-@click.option(
-    "--price",
-    "prices",
-    multiple=True,
-    metavar="KEY=USD",
-    help=f"USD per million tokens, once for each of {', '.join(PRICE_KEYS)}.",
-)
-@click.option("--context-limit", default=CONTEXT_LIMIT, show_default=True, type=int)
-@click.option("--output-limit", default=OUTPUT_LIMIT, show_default=True, type=int)
+@provider_options
 @click.option("--password", default=None, help="Basic-auth password [default: random].")
 @click.option("--seed", default=0, show_default=True, type=int, help="Scripted LLM seed.")
 @click.option("--state-dir", default=None, help=f"State directory [default: ${STATE_ENV}].")
@@ -247,6 +264,58 @@ def up(
     click.echo(f"export OC_BASE_URL={state.url} OC_USERNAME={state.username}")
     click.echo(f"export OC_PASSWORD={state.password}")
     click.echo(f"export OC_PROVIDER_ID={state.provider_id} OC_MODEL_ID={state.model_id}")
+
+
+@oc.command("config")
+@provider_options
+@click.option(
+    "--write",
+    "out",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the config here (mode 0600) instead of printing it.",
+)
+def config_cmd(
+    scripted_llm: bool,
+    llm_url: str | None,
+    kind: ProviderKind | None,
+    model: str | None,
+    provider_id: str | None,
+    api_key_env: str | None,
+    base_url: str | None,
+    prices: tuple[str, ...],
+    context_limit: int,
+    output_limit: int,
+    out: Path | None,
+) -> None:
+    """Print (or write) the daemon config `up` would use, for a daemon run elsewhere
+    (the compose profile runs `opencode serve` on it). The key stays a {env:VAR}."""
+    if scripted_llm:
+        raise click.UsageError("--scripted-llm starts a process: give its --llm-url instead")
+    spec = provider_spec(
+        scripted=False,
+        llm_url=llm_url,
+        kind=kind,
+        model=model,
+        provider_id=provider_id,
+        api_key_env=api_key_env,
+        base_url=base_url,
+        prices=prices,
+        context_limit=context_limit,
+        output_limit=output_limit,
+    )
+    if spec is None:  # pragma: no cover - only --scripted-llm yields None
+        raise click.UsageError("no model given")
+    try:
+        spec.check(os.environ)
+    except ProviderConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    config = global_config(spec)
+    if out is None:
+        click.echo(json.dumps(config, indent=2))
+        return
+    write_config(out, config)
+    click.echo(f"{out}: {spec.describe()}", err=True)
 
 
 @oc.command("down")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from click.testing import CliRunner
 
+from devstack.oc_daemon.cli import oc
 from devstack.oc_daemon.config import (
     NPM,
     SCRIPTED_PRICES,
@@ -140,3 +142,23 @@ def test_prices_are_all_four_each_once_and_never_negative() -> None:
 def test_cost_is_prices_times_tokens_with_reasoning_billed_as_output() -> None:
     cost = PRICES.cost(input=1000, output=200, reasoning=50, cache_read=400, cache_write=100)
     assert cost == pytest.approx((1000 * 3 + 250 * 15 + 400 * 0.3 + 100 * 3.75) / 1e6)
+
+
+def test_kodo_oc_config_prints_the_config_naming_the_key_variable_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(KEY_VAR, KEY)
+    argv = ["config", "--provider", "anthropic", "--model", "claude-x", "--api-key-env", KEY_VAR]
+    argv += [f"--price={k}={v}" for k, v in PRICES.as_config().items()]
+    result = CliRunner().invoke(oc, argv)
+    assert result.exit_code == 0, result.output
+    config = json.loads(result.output)
+    assert config["provider"]["anthropic"]["options"]["apiKey"] == "{env:" + KEY_VAR + "}"
+    assert KEY not in result.output
+    monkeypatch.delenv(KEY_VAR)
+    unset = CliRunner().invoke(oc, argv)
+    assert unset.exit_code == 2
+    assert f"--api-key-env {KEY_VAR}: that variable is not set" in unset.output
+    mixed = CliRunner().invoke(oc, ["config", "--llm-url", "http://127.0.0.1:1/v1", *argv[3:5]])
+    assert mixed.exit_code == 2
+    assert "--model: for a real provider, not the scripted stand-in" in mixed.output
