@@ -1,9 +1,20 @@
 """``kodo oc install|up|down|health``: the real OpenCode daemon's lifecycle.
 
 ``up`` starts ``opencode serve`` isolated under a state directory (default
-``.kodo/oc``, or ``KODO_OC_STATE_DIR``) against an OpenAI-compatible LLM: a URL you
-give, or kodo's scripted LLM started beside it. It prints the ``OC_BASE_URL`` and
-``OC_PASSWORD`` to export. ``down`` stops only what ``up`` recorded.
+``.kodo/oc``, or ``KODO_OC_STATE_DIR``) against one model:
+
+* kodo's scripted stand-in: ``--scripted-llm`` starts it beside the daemon,
+  ``--llm-url URL`` names one already running; ``--provider anthropic`` makes the
+  daemon speak the Messages API to it instead of chat completions;
+* or a real provider you bring: ``--provider KIND --model ID --api-key-env VAR
+  [--base-url URL] --price input=.. --price output=.. --price cache_read=..
+  --price cache_write=..`` (USD per million tokens). The key is read by the daemon from
+  ``$VAR``; it is never on a command line, in the config file or in our output.
+
+The generated config is proven by the daemon itself: ``up`` fails unless
+``GET /config/providers`` offers the model at those prices. It prints the
+``OC_BASE_URL``, ``OC_PASSWORD``, ``OC_PROVIDER_ID`` and ``OC_MODEL_ID`` to export.
+``down`` stops only what ``up`` recorded.
 
 The daemon runs in a bubblewrap sandbox (:mod:`devstack.oc_daemon.sandbox`) where only
 the workspaces folder (``KODO_WORKSPACE_DIR``) and its own HOME are writable, the
@@ -19,6 +30,7 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -26,6 +38,18 @@ import httpx
 
 from devstack.handle import repo_root
 from devstack.oc_daemon import daemon, install
+from devstack.oc_daemon.config import (
+    CONTEXT_LIMIT,
+    OUTPUT_LIMIT,
+    PRICE_KEYS,
+    Prices,
+    ProviderConfigError,
+    ProviderKind,
+    ProviderSpec,
+    global_config,
+    scripted_provider,
+    write_config,
+)
 from devstack.oc_daemon.daemon import Confinement, DaemonError
 from devstack.oc_daemon.install import InstallError
 from devstack.supervisor import Child, free_port, spawn
@@ -91,10 +115,111 @@ def install_cmd() -> None:
     click.echo(str(_install()))
 
 
+SCRIPTED_WIRES = (ProviderKind.OPENAI_COMPATIBLE, ProviderKind.ANTHROPIC)
+
+
+def provider_spec(
+    *,
+    scripted: bool,
+    llm_url: str | None,
+    kind: ProviderKind | None,
+    model: str | None,
+    provider_id: str | None,
+    api_key_env: str | None,
+    base_url: str | None,
+    prices: tuple[str, ...],
+    context_limit: int,
+    output_limit: int,
+) -> ProviderSpec | None:
+    """The spec ``up``'s options describe; ``None`` when it is the scripted LLM that
+    ``up`` starts itself (its URL is known only then). UsageError for a mixed bag."""
+    if scripted and llm_url is not None:
+        raise click.UsageError("give --scripted-llm or --llm-url, not both")
+    if scripted or llm_url is not None:
+        real_only = {
+            "--model": model,
+            "--provider-id": provider_id,
+            "--api-key-env": api_key_env,
+            "--base-url": base_url,
+            "--price": prices or None,
+        }
+        given = [name for name, value in real_only.items() if value is not None]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)}: for a real provider, not the scripted stand-in"
+            )
+        if kind is not None and kind not in SCRIPTED_WIRES:
+            raise click.UsageError(
+                "the scripted stand-in speaks --provider openai-compatible or anthropic only"
+            )
+        if llm_url is None:
+            return None
+        return scripted_provider(llm_url, kind=kind or ProviderKind.OPENAI_COMPATIBLE)
+    if kind is None or model is None:
+        raise click.UsageError(
+            "say which model: --scripted-llm, --llm-url URL (a scripted LLM), or"
+            " --provider KIND --model ID (a real one)"
+        )
+    try:
+        price = Prices.parse(prices)
+    except ProviderConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    return ProviderSpec(
+        kind=kind,
+        model_id=model,
+        prices=price,
+        provider_id=provider_id or "",
+        base_url=base_url,
+        api_key_env=api_key_env,
+        context_limit=context_limit,
+        output_limit=output_limit,
+    )
+
+
+_PROVIDER_OPTIONS = (
+    click.option("--scripted-llm", is_flag=True, help="Start kodo's scripted LLM beside it."),
+    click.option(
+        "--llm-url", default=None, help="A scripted LLM already up (base URL, ends in /v1)."
+    ),
+    click.option(
+        "--provider",
+        "kind",
+        type=click.Choice([k.value for k in ProviderKind]),
+        default=None,
+        callback=lambda _ctx, _param, value: None if value is None else ProviderKind(value),
+        help="A real provider's kind (or the scripted stand-in's wire).",
+    ),
+    click.option("--model", default=None, help="The model id the provider knows."),
+    click.option("--provider-id", default=None, help="Provider id [default: the kind's name]."),
+    click.option(
+        "--api-key-env",
+        default=None,
+        metavar="VAR",
+        help="The environment variable holding the key (the daemon reads it; never the key).",
+    ),
+    click.option("--base-url", default=None, help="The provider's base URL [default: the SDK's]."),
+    click.option(
+        "--price",
+        "prices",
+        multiple=True,
+        metavar="KEY=USD",
+        help=f"USD per million tokens, once for each of {', '.join(PRICE_KEYS)}.",
+    ),
+    click.option("--context-limit", default=CONTEXT_LIMIT, show_default=True, type=int),
+    click.option("--output-limit", default=OUTPUT_LIMIT, show_default=True, type=int),
+)
+
+
+def provider_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options that say which model the daemon is configured with."""
+    for option in reversed(_PROVIDER_OPTIONS):
+        command = option(command)
+    return command
+
+
 @oc.command("up")
 @click.option("--port", default=4096, show_default=True, type=int, help="Port on 127.0.0.1.")
-@click.option("--llm-url", default=None, help="OpenAI-compatible base URL (ends in /v1).")
-@click.option("--scripted-llm", is_flag=True, help="Start kodo's scripted LLM beside it.")
+@provider_options
 @click.option("--password", default=None, help="Basic-auth password [default: random].")
 @click.option("--seed", default=0, show_default=True, type=int, help="Scripted LLM seed.")
 @click.option("--state-dir", default=None, help=f"State directory [default: ${STATE_ENV}].")
@@ -110,30 +235,53 @@ def install_cmd() -> None:
 )
 def up(
     port: int,
-    llm_url: str | None,
     scripted_llm: bool,
+    llm_url: str | None,
+    kind: ProviderKind | None,
+    model: str | None,
+    provider_id: str | None,
+    api_key_env: str | None,
+    base_url: str | None,
+    prices: tuple[str, ...],
+    context_limit: int,
+    output_limit: int,
     password: str | None,
     seed: int,
     state_dir: str | None,
     workspaces: str | None,
     no_sandbox: bool,
 ) -> None:
-    """Start opencode serve (in its bubblewrap sandbox) against an LLM; wait until healthy."""
-    if (llm_url is None) == (not scripted_llm):
-        raise click.UsageError("give exactly one of --llm-url URL or --scripted-llm")
+    """Start opencode serve (in its bubblewrap sandbox) against one model; wait until it is
+    healthy and offers it."""
+    spec = provider_spec(
+        scripted=scripted_llm,
+        llm_url=llm_url,
+        kind=kind,
+        model=model,
+        provider_id=provider_id,
+        api_key_env=api_key_env,
+        base_url=base_url,
+        prices=prices,
+        context_limit=context_limit,
+        output_limit=output_limit,
+    )
+    if spec is not None:
+        try:
+            spec.check(os.environ)
+        except ProviderConfigError as exc:
+            raise click.UsageError(str(exc)) from exc
     binary = _install()
     where = _state_dir(state_dir)
     llm: Child | None = None
-    if scripted_llm:
-        llm_url, llm = _start_scripted_llm(where, seed)
-    if llm_url is None:  # pragma: no cover - excluded by the usage check above
-        raise click.UsageError("no LLM URL")
+    if spec is None:
+        url, llm = _start_scripted_llm(where, seed)
+        spec = scripted_provider(url, kind=kind or ProviderKind.OPENAI_COMPATIBLE)
     try:
         state = daemon.start(
             binary,
             state_dir=where,
             port=port,
-            llm_url=llm_url,
+            provider=spec,
             password=password or secrets.token_urlsafe(24),
             llm_pid=None if llm is None else llm.pid,
             llm_start_ticks=None if llm is None else llm.ticks,
@@ -143,12 +291,66 @@ def up(
         if llm is not None:
             llm.stop(daemon.STOP_GRACE_S)
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"opencode: {state.url} (pid {state.pid}, LLM {state.llm_url})")
+    click.echo(f"opencode: {state.url} (pid {state.pid})")
+    click.echo(f"model: {spec.describe()}")
     if no_sandbox:
         click.echo("WARNING: no sandbox (--no-sandbox): the daemon can write anywhere", err=True)
     click.echo(f"logs: {state.log_path}")
     click.echo(f"export OC_BASE_URL={state.url} OC_USERNAME={state.username}")
     click.echo(f"export OC_PASSWORD={state.password}")
+    click.echo(f"export OC_PROVIDER_ID={state.provider_id} OC_MODEL_ID={state.model_id}")
+
+
+@oc.command("config")
+@provider_options
+@click.option(
+    "--write",
+    "out",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the config here (mode 0600) instead of printing it.",
+)
+def config_cmd(
+    scripted_llm: bool,
+    llm_url: str | None,
+    kind: ProviderKind | None,
+    model: str | None,
+    provider_id: str | None,
+    api_key_env: str | None,
+    base_url: str | None,
+    prices: tuple[str, ...],
+    context_limit: int,
+    output_limit: int,
+    out: Path | None,
+) -> None:
+    """Print (or write) the daemon config `up` would use, for a daemon run elsewhere
+    (the compose profile runs `opencode serve` on it). The key stays a {env:VAR}."""
+    if scripted_llm:
+        raise click.UsageError("--scripted-llm starts a process: give its --llm-url instead")
+    spec = provider_spec(
+        scripted=False,
+        llm_url=llm_url,
+        kind=kind,
+        model=model,
+        provider_id=provider_id,
+        api_key_env=api_key_env,
+        base_url=base_url,
+        prices=prices,
+        context_limit=context_limit,
+        output_limit=output_limit,
+    )
+    if spec is None:  # pragma: no cover - only --scripted-llm yields None
+        raise click.UsageError("no model given")
+    try:
+        spec.check(os.environ)
+    except ProviderConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    config = global_config(spec)
+    if out is None:
+        click.echo(json.dumps(config, indent=2))
+        return
+    write_config(out, config)
+    click.echo(f"{out}: {spec.describe()}", err=True)
 
 
 @oc.command("down")

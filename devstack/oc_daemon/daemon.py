@@ -8,6 +8,13 @@ database URL, token or other secret of the caller's); basic auth; bound to 127.0
 only; and, given a :class:`Confinement`, inside the bubblewrap sandbox of
 :mod:`devstack.oc_daemon.sandbox` (only the workspaces folder and its HOME writable).
 
+Provider: one :class:`~devstack.oc_daemon.config.ProviderSpec` (kodo's scripted LLM, or
+a real provider whose key the daemon reads from the environment variable the spec
+names). ``start`` checks the spec first, and once the daemon is healthy reads
+``GET /config/providers`` back: the daemon must offer the configured model at the
+configured prices, or it is stopped and the difference reported (the key it echoes
+there is never printed).
+
 A probe of ``/global/health`` sent while the daemon boots can hang for minutes
 (OpenCode notes §5.2), so every probe has a short timeout and is retried. It runs under
 :mod:`devstack.supervisor`: stopping sends SIGTERM to its process group, then SIGKILL
@@ -26,10 +33,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from devstack.oc_daemon import sandbox
-from devstack.oc_daemon.config import global_config, write_config
+from devstack.oc_daemon.config import (
+    MODEL_ID,
+    PROVIDER_ID,
+    ProviderConfigError,
+    ProviderKind,
+    ProviderSpec,
+    global_config,
+    write_config,
+)
 from devstack.supervisor import Child, alive, spawn
 from devstack.supervisor import stop as stop_process
+from shared.model_in_use import OfferedModel, offered
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.errors import OpenCodeError
 
@@ -94,11 +112,20 @@ class DaemonState:
     password: str
     home: str
     log_path: str
-    llm_url: str
+    llm_url: str  # the provider's base URL; "" when it is the SDK's own endpoint
     llm_pid: int | None = None
     start_ticks: int | None = None  # /proc start times: a reused pid is never signalled
     llm_start_ticks: int | None = None
     sandboxed: bool = False
+    provider_kind: str = ProviderKind.OPENAI_COMPATIBLE.value
+    provider_id: str = PROVIDER_ID
+    model_id: str = MODEL_ID
+    stand_in: bool = True
+    api_key_env: str | None = None  # the variable's name, never the key
+
+    @property
+    def model(self) -> str:
+        return f"{self.provider_id}/{self.model_id}"
 
     @classmethod
     def from_json(cls, raw: object) -> DaemonState:
@@ -106,6 +133,7 @@ class DaemonState:
             raise DaemonError("daemon state is not an object")
         try:
             llm_pid, ticks, llm_ticks = (raw.get(k) for k in _OPTIONAL_INTS)
+            key_env = raw.get("api_key_env")
             return cls(
                 pid=int(raw["pid"]),
                 url=str(raw["url"]),
@@ -118,16 +146,28 @@ class DaemonState:
                 start_ticks=int(ticks) if ticks is not None else None,
                 llm_start_ticks=int(llm_ticks) if llm_ticks is not None else None,
                 sandboxed=raw.get("sandboxed") is True,
+                provider_kind=str(raw.get("provider_kind", ProviderKind.OPENAI_COMPATIBLE)),
+                provider_id=str(raw.get("provider_id", PROVIDER_ID)),
+                model_id=str(raw.get("model_id", MODEL_ID)),
+                stand_in=raw.get("stand_in", True) is True,
+                api_key_env=str(key_env) if key_env is not None else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DaemonError(f"daemon state is malformed: {exc}") from exc
 
 
 def daemon_env(
-    base: Mapping[str, str], *, home: Path, config_path: Path, password: str
+    base: Mapping[str, str],
+    *,
+    home: Path,
+    config_path: Path,
+    password: str,
+    key_env: str | None = None,
 ) -> dict[str, str]:
-    """The daemon's environment: the :data:`PASSED_ENV` of ``base``, plus ours."""
-    env = {k: base[k] for k in PASSED_ENV if k in base}
+    """The daemon's environment: the :data:`PASSED_ENV` of ``base``, the provider key's
+    variable ``key_env`` (the config names it as ``{env:VAR}``), plus ours."""
+    passed = (*PASSED_ENV, key_env) if key_env else PASSED_ENV
+    env = {k: base[k] for k in passed if k in base}
     env.update(
         {
             "HOME": str(home),
@@ -192,12 +232,46 @@ def _wait_healthy(child: Child, url: str, password: str, deadline_s: float) -> N
     raise DaemonError(f"opencode not healthy at {url} within {deadline_s}s ({last})")
 
 
+def read_providers(url: str, *, username: str = USERNAME, password: str = "") -> object:
+    """``GET /config/providers`` (its ``options`` hold the provider's key: never print it)."""
+    try:
+        reply = httpx.get(f"{url}/config/providers", auth=(username, password), timeout=10.0)
+    except httpx.HTTPError as exc:
+        raise DaemonError(f"GET /config/providers: {type(exc).__name__}: {exc}") from exc
+    if reply.status_code != 200:
+        raise DaemonError(f"GET /config/providers answered {reply.status_code}")
+    try:
+        answer: object = reply.json()
+    except ValueError as exc:
+        raise DaemonError("GET /config/providers: not JSON") from exc
+    return answer
+
+
+def verify_offered(providers: object, spec: ProviderSpec) -> OfferedModel:
+    """The daemon's entry for ``spec``'s model; DaemonError unless it is the configured
+    model of the configured package at the configured prices."""
+    found = offered(providers, spec.provider, spec.model_id)
+    rule = "the daemon must offer exactly the configured model"
+    if found is None:
+        raise DaemonError(
+            f"{rule}: GET /config/providers has no {spec.provider}/{spec.model_id}"
+            " (see the daemon's log for why it dropped the provider)"
+        )
+    if found.npm != spec.npm:
+        raise DaemonError(f"{rule}: it serves {found.model_id} via {found.npm}, not {spec.npm}")
+    if found.cost != spec.prices.as_config():
+        raise DaemonError(
+            f"{rule}: it prices {found.model_id} at {found.cost}, not {spec.prices.as_config()}"
+        )
+    return found
+
+
 def start(
     binary: Path,
     *,
     state_dir: Path,
     port: int,
-    llm_url: str,
+    provider: ProviderSpec,
     password: str | None = None,
     llm_pid: int | None = None,
     llm_start_ticks: int | None = None,
@@ -205,25 +279,36 @@ def start(
     deadline_s: float = BOOT_DEADLINE_S,
     confinement: Confinement | None = None,
 ) -> DaemonState:
-    """Start ``opencode serve`` on 127.0.0.1:``port``, wait until healthy, record it.
+    """Start ``opencode serve`` on 127.0.0.1:``port`` for ``provider``, wait until it is
+    healthy and offers the configured model at the configured prices, record it.
 
     With ``confinement`` it runs in the bubblewrap sandbox (bubblewrap missing: a
     DaemonError naming the rule); ``None`` runs it unconfined, which only an explicit
     caller choice may ask for.
     """
+    environ = os.environ if env is None else env
+    try:
+        provider.check(environ)
+    except ProviderConfigError as exc:
+        raise DaemonError(str(exc)) from exc
     state_dir = state_dir.resolve()
     existing = read_state(state_dir)
     if existing is not None and alive(existing.pid, existing.start_ticks):
         raise DaemonError(f"a daemon is already up at {existing.url} (pid {existing.pid})")
     home = state_dir / "home"
     home.mkdir(parents=True, exist_ok=True)
-    config_path = write_config(state_dir / "opencode.global.json", global_config(llm_url))
+    config_path = write_config(state_dir / "opencode.global.json", global_config(provider))
     secret = password or secrets.token_urlsafe(24)
     log_path = state_dir / "opencode.log"
     url = f"http://127.0.0.1:{port}"
     argv = [str(binary), "serve", "--hostname", "127.0.0.1", "--port", str(port)]
-    environ = os.environ if env is None else env
-    child_env = daemon_env(environ, home=home, config_path=config_path, password=secret)
+    child_env = daemon_env(
+        environ,
+        home=home,
+        config_path=config_path,
+        password=secret,
+        key_env=provider.api_key_env,
+    )
     if confinement is not None:
         argv = confined_argv(confinement, binary, home, config_path, state_dir, argv, child_env)
     child = spawn("opencode", argv, log_path, cwd=home, env=child_env)
@@ -234,15 +319,21 @@ def start(
         password=secret,
         home=str(home),
         log_path=str(log_path),
-        llm_url=llm_url,
+        llm_url=provider.effective_base_url or "",
         llm_pid=llm_pid,
         start_ticks=child.ticks,
         llm_start_ticks=llm_start_ticks,
         sandboxed=confinement is not None,
+        provider_kind=provider.kind.value,
+        provider_id=provider.provider,
+        model_id=provider.model_id,
+        stand_in=provider.stand_in,
+        api_key_env=provider.api_key_env,
     )
     _write_state(state_dir, state)
     try:
         _wait_healthy(child, url, secret, deadline_s)
+        verify_offered(read_providers(url, password=secret), provider)
     except BaseException:
         child.stop(STOP_GRACE_S)
         raise

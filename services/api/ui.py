@@ -28,6 +28,7 @@ from shared.db.repos.inbox import InboxRepo
 from shared.domain.display import visible
 from shared.domain.step_contract import step_contract_version
 from shared.errors import InvalidInput, KodoError
+from shared.model_in_use import describe_ids, is_stand_in_id
 from shared.service.runs import approve_plan, reject_plan
 from shared.service.tokens import Permission
 from shared.service.ui_sessions import sign_in, sign_out
@@ -46,7 +47,15 @@ LEGACY_COOKIE = "kodo_token"  # held a raw token before sessions: always cleared
 
 
 def _page(template: str, status: int = 200, **context: object) -> Response:
-    body = render_template(template, signed_in=current_session(), **context)
+    # The header names the model the agents are configured to run on (OC_PROVIDER_ID/
+    # OC_MODEL_ID, as the workers send it), and says plainly when it is the stand-in;
+    # whether the daemon offers it is `kodo doctor`'s check, not a page render's.
+    settings = api().settings
+    model = describe_ids(settings.oc_provider_id, settings.oc_model_id)
+    stand_in = is_stand_in_id(settings.oc_provider_id)
+    body = render_template(
+        template, signed_in=current_session(), model_in_use=model, stand_in=stand_in, **context
+    )
     return Response(body, status=status, content_type=HTML)
 
 

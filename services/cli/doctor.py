@@ -7,6 +7,10 @@ Checks, each with a short timeout so a dead dependency is reported, not waited o
 - migrations: the database's ``app.alembic_version`` against the code's alembic head;
 - opencode: ``GET {OC_BASE_URL}/global/health``; when it fails, whether anything else
   listens on that port (a port collision) or nothing does (a dead daemon);
+- model: ``GET {OC_BASE_URL}/config/providers`` must offer ``OC_PROVIDER_ID/OC_MODEL_ID``;
+  the line names the provider, the model, its package and prices, and says plainly when
+  it is kodo's scripted stand-in (the answer's provider options, which hold the
+  provider's key, are never read or printed);
 - workers: ``inspect().stats()`` over the broker. Versions are read honestly from
   ``app.processes``, where every worker records its ``app_version`` at start: a live
   worker is matched by the (hostname, pid) its stats report, and compared with this
@@ -54,6 +58,7 @@ from shared.db.schema_version import database_head
 from shared.domain.display import visible
 from shared.domain.run_machine import RunStatus
 from shared.domain.step_contract import step_contract_version
+from shared.model_in_use import describe_ids, offered
 from shared.queue import make_celery
 from shared.version import app_version
 
@@ -131,14 +136,19 @@ def port_listens(host: str, port: int, timeout_s: float) -> bool:
         return False
 
 
-def check_opencode(base_url: str, timeout_s: float) -> Check:
+def oc_auth(settings: Settings) -> tuple[str, str] | None:
+    """Basic auth for the daemon when a password is set (``kodo oc up`` always sets one)."""
+    return (settings.oc_username, settings.oc_password) if settings.oc_password else None
+
+
+def check_opencode(base_url: str, timeout_s: float, auth: tuple[str, str] | None = None) -> Check:
     """§9: "90% it's a dead daemon or a port collision (4096)": say which."""
     url = f"{base_url}/global/health"
     parts = urlsplit(base_url)
     host = parts.hostname or "127.0.0.1"
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        reply = httpx.get(url, timeout=timeout_s)
+        reply = httpx.get(url, timeout=timeout_s, auth=auth)
     except httpx.HTTPError as exc:
         if port_listens(host, port, timeout_s):
             why = (
@@ -154,6 +164,14 @@ def check_opencode(base_url: str, timeout_s: float) -> Check:
     except ValueError:
         body = None
     healthy = reply.status_code == 200 and isinstance(body, dict) and body.get("healthy") is True
+    if reply.status_code == 401:
+        return Check(
+            "opencode",
+            False,
+            f"{url} answered 401: OC_USERNAME/OC_PASSWORD are not the daemon's"
+            " (`kodo oc up` prints them)",
+            {"url": url, "listening": True, "status": 401},
+        )
     if not healthy:
         return Check(
             "opencode",
@@ -164,6 +182,30 @@ def check_opencode(base_url: str, timeout_s: float) -> Check:
         )
     version = body.get("version") if isinstance(body, dict) else None
     return Check("opencode", True, f"healthy at {base_url} (version {version})", {"url": url})
+
+
+def check_model(settings: Settings, timeout_s: float) -> Check:
+    """The model the agents run on, as the daemon states it (the stand-in said plainly)."""
+    asked = describe_ids(settings.oc_provider_id, settings.oc_model_id)
+    url = f"{settings.oc_base_url}/config/providers"
+    try:
+        reply = httpx.get(url, auth=oc_auth(settings), timeout=timeout_s)
+        body: Any = reply.json() if reply.status_code == 200 else None
+    except (httpx.HTTPError, ValueError) as exc:
+        return Check("model", False, f"{asked}: cannot read {url}: {type(exc).__name__}")
+    if body is None:
+        return Check("model", False, f"{asked}: {url} answered {reply.status_code}")
+    found = offered(body, settings.oc_provider_id, settings.oc_model_id)
+    data = {"provider": settings.oc_provider_id, "model": settings.oc_model_id}
+    if found is None:
+        return Check(
+            "model",
+            False,
+            f"{asked}: the daemon does not offer it (check OC_PROVIDER_ID/OC_MODEL_ID against"
+            " the daemon's config: `kodo oc up` prints both)",
+            data,
+        )
+    return Check("model", True, found.describe(), {**data, "stand_in": found.stand_in})
 
 
 def _registered_versions(engine: Engine) -> dict[tuple[str, int], str]:
@@ -342,7 +384,11 @@ def run_checks(settings: Settings, *, timeout_s: float, stuck_minutes: int) -> l
             checks.append(check_migrations(engine))
         else:
             checks.append(Check("migrations", False, "skipped: postgres unreachable"))
-        checks.append(check_opencode(settings.oc_base_url, timeout_s))
+        checks.append(check_opencode(settings.oc_base_url, timeout_s, oc_auth(settings)))
+        if checks[-1].ok:
+            checks.append(check_model(settings, timeout_s))
+        else:
+            checks.append(Check("model", False, "skipped: opencode unreachable"))
         if checks[1].ok:
             checks.append(check_workers(settings, engine, timeout_s))
         else:

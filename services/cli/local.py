@@ -1,8 +1,12 @@
 """``kodo up`` / ``kodo down``: the whole local kodo as detached background processes.
 
 ``up`` finds or starts Postgres and Redis (devstack), migrates, then starts
-the OpenCode-compatible server, a worker, beat, the API and Flower, each in its own
-session so it outlives this command. Pids, ports, URLs and log paths go to
+the OpenCode-compatible server (or, with ``--opencode URL``, uses the daemon there,
+e.g. one ``kodo oc up`` started against a real provider), a worker, beat, the API and
+Flower, each in its own session so it outlives this command. Before the workers start
+it asks the daemon for the model the agents will use (``OC_PROVIDER_ID/OC_MODEL_ID``)
+and prints it, saying plainly when it is the scripted stand-in; a daemon that does not
+offer it stops ``up`` (every run would fail otherwise). Pids, ports, URLs and log paths go to
 ``.kodo/up.json``; ``down`` stops exactly those process groups (SIGTERM, SIGKILL after
 the grace period), plus Postgres/Redis only if this ``up`` started them.
 """
@@ -13,6 +17,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,6 +39,7 @@ from devstack.kodo_procs import (
 from devstack.supervisor import SURVIVED, Child, alive, port_is_free, stop
 from services.cli import upstate
 from services.cli.context import TOKEN_FILE, home_option, save_local_token
+from services.cli.doctor import check_model
 from services.worker.sandbox import sandbox_problem
 from shared.config import ConfigError, Settings
 
@@ -96,6 +102,21 @@ def _say_sandbox(settings: Settings) -> None:
         )
 
 
+class ModelProblem(RuntimeError):
+    """The daemon does not offer the model the agents would ask for."""
+
+
+def _say_model(settings: Settings, oc_url: str) -> None:
+    """Print the model in use as the daemon states it; ModelProblem if it is not there."""
+    check = check_model(replace(settings, oc_base_url=oc_url), timeout_s=10.0)
+    if not check.ok:
+        raise ModelProblem(f"model: {check.detail}")
+    if check.data.get("stand_in") is True:
+        click.echo(click.style(f"model:    {check.detail}", fg="yellow"))
+    else:
+        click.echo(f"model:    {check.detail}")
+
+
 @click.command("up")
 @click.option("--api-port", default=API_PORT, show_default=True, help="0 picks a free port.")
 @click.option(
@@ -112,6 +133,14 @@ def _say_sandbox(settings: Settings) -> None:
     help="Start the OpenCode-compatible server, or use the daemon at OC_BASE_URL as is.",
 )
 @click.option(
+    "--opencode",
+    "opencode_url",
+    default=None,
+    metavar="URL",
+    help="Run against the OpenCode daemon at URL (implies --no-oc-compat; OC_PASSWORD,"
+    " OC_PROVIDER_ID and OC_MODEL_ID from the environment, as `kodo oc up` prints them).",
+)
+@click.option(
     "--repo-root",
     "repo_roots",
     multiple=True,
@@ -125,6 +154,7 @@ def up(
     oc_port: int | None,
     flower_port: int,
     oc_compat: bool,
+    opencode_url: str | None,
     repo_roots: tuple[Path, ...],
     as_json: bool,
     home: Path | None,
@@ -140,6 +170,11 @@ def up(
         settings = Settings.from_env()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    if opencode_url is not None:
+        if not opencode_url.startswith(("http://", "https://")):
+            raise click.UsageError(f"--opencode {opencode_url!r}: not an http(s) URL")
+        settings = replace(settings, oc_base_url=opencode_url.rstrip("/"))
+        oc_compat = False
 
     began = time.monotonic()
     try:
@@ -174,6 +209,7 @@ def up(
                 return proc, stack.oc_url
 
             _timed("oc-compat", _oc)
+        _say_model(settings, stack.oc_url)
         _timed("worker", lambda: (_worker(stack), "celery worker -Q kodo"))
         _timed("beat", lambda: (_beat(stack), "celery beat"))
         api_at = pick_port(api_port, "api")
@@ -184,7 +220,7 @@ def up(
             "flower",
             lambda: (start_flower(stack, flower_login, port=flower_at), stack.flower_url),
         )
-    except (RuntimeError, TimeoutError, OSError) as exc:
+    except (RuntimeError, TimeoutError, OSError, ModelProblem) as exc:
         stack.stop()
         raise click.ClickException(f"kodo up failed, stopped what it started: {exc}") from exc
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from shared.model_in_use import STAND_IN_PROVIDER_NAME
 from shared.rng import seeded_rng
 
 VERSION = "1.18.33"
@@ -292,7 +293,7 @@ def providers(provider_id: str, model_id: str) -> dict[str, Any]:
         "providers": [
             {
                 "id": provider_id,
-                "name": provider_id,
+                "name": STAND_IN_PROVIDER_NAME,
                 "source": "config",
                 "env": [],
                 "options": {},

@@ -23,7 +23,16 @@ chunk (``choices: []``) and ``data: [DONE]``. When the request offers the
 * ``[oc:api-error]``: HTTP 400 (the daemon reports ``APIError``, not retryable);
   ``[oc:api-error=retryable]``: HTTP 503.
 
-``GET /__kodo/stats`` counts the chat requests; ``POST /__kodo/reset`` zeroes them.
+``POST /v1/messages`` speaks the Anthropic Messages API instead (see
+:mod:`standins.scripted_llm.anthropic`): the same script, so the daemon's anthropic
+provider gets the same answers, tool calls, tokens and cost.
+
+Started with an ``api_key``, the server refuses (401) a request that does not carry it
+(``Authorization: Bearer`` or ``x-api-key``): proof that a key the daemon reads from
+its environment arrives.
+
+``GET /__kodo/stats`` counts the model requests (by reply kind and by wire), sums the
+usage it reported, and counts refused keys; ``POST /__kodo/reset`` zeroes them.
 """
 
 from standins.scripted_llm.server import ScriptedLLM, running_llm

@@ -17,7 +17,7 @@ STRUCTURED_TOOL = "StructuredOutput"
 """OpenCode's tool for ``format: json_schema`` prompts (sent with ``tool_choice: required``)."""
 
 _WORKDIR = re.compile(r"^\s*Working directory:\s*(.+?)\s*$", re.MULTILINE)
-_REMINDER = "<system-reminder>"
+REMINDER = "<system-reminder>"
 NO_DIRECTORY = Path("/nonexistent/kodo-scripted-llm")
 """Used when the system prompt names no directory: answers then assume an empty tree."""
 
@@ -26,7 +26,7 @@ class BadChatRequest(ValueError):
     """The body is not a chat-completions request this server can answer."""
 
 
-def _text_of(content: object) -> list[str]:
+def text_of(content: object) -> list[str]:
     """The text parts of a message's content (a string, or a list of typed parts)."""
     if isinstance(content, str):
         return [content]
@@ -89,13 +89,13 @@ def parse_chat_request(body: object) -> ChatRequest:
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise BadChatRequest("messages must be a list of objects")
     system = "\n".join(
-        t for m in messages if m.get("role") == "system" for t in _text_of(m.get("content"))
+        t for m in messages if m.get("role") == "system" for t in text_of(m.get("content"))
     )
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
     prompt = ""
     if last_user >= 0:
-        texts = _text_of(messages[last_user].get("content"))
-        prompt = "\n".join(t for t in texts if not t.lstrip().startswith(_REMINDER))
+        texts = text_of(messages[last_user].get("content"))
+        prompt = "\n".join(t for t in texts if not t.lstrip().startswith(REMINDER))
     calls = sum(
         1 for m in messages[last_user + 1 :] if m.get("role") == "assistant" and m.get("tool_calls")
     )

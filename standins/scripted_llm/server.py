@@ -19,8 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
 
-from standins.scripted_llm import stream
-from standins.scripted_llm.request import BadChatRequest, parse_chat_request
+from standins.scripted_llm import anthropic, stream
+from standins.scripted_llm.request import BadChatRequest, ChatRequest, parse_chat_request
 from standins.scripted_llm.script import Reply, decide
 
 TRICKLE_S = 0.1
@@ -33,29 +33,55 @@ class _Stats:
         self.lock = threading.Lock()
         self.chat_requests = 0
         self.replies: Counter[str] = Counter()
+        self.wires: Counter[str] = Counter()
+        self.usage: Counter[str] = Counter()
+        self.refused_keys = 0
 
-    def count(self, kind: str) -> int:
+    def count(self, reply: Reply, wire: str) -> int:
         with self.lock:
             self.chat_requests += 1
-            self.replies[kind] += 1
+            self.replies[_kind(reply)] += 1
+            self.wires[wire] += 1
+            if reply.usage is not None and reply.http_status == 200:
+                used = reply.usage
+                self.usage.update(
+                    input=used.input,
+                    output=used.output,
+                    reasoning=used.reasoning,
+                    cache_read=used.cache_read,
+                )
             return self.chat_requests
+
+    def refused(self) -> None:
+        with self.lock:
+            self.refused_keys += 1
 
     def reset(self) -> None:
         with self.lock:
             self.chat_requests = 0
             self.replies.clear()
+            self.wires.clear()
+            self.usage.clear()
+            self.refused_keys = 0
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            return {"chat_requests": self.chat_requests, "replies": dict(self.replies)}
+            return {
+                "chat_requests": self.chat_requests,
+                "replies": dict(self.replies),
+                "wires": dict(self.wires),
+                "usage": {k: self.usage[k] for k in ("input", "output", "reasoning", "cache_read")},
+                "refused_keys": self.refused_keys,
+            }
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], seed: int) -> None:
+    def __init__(self, address: tuple[str, int], seed: int, api_key: str | None) -> None:
         super().__init__(address, _Handler)
         self.seed = seed
+        self.api_key = api_key
         self.stats = _Stats()
 
 
@@ -81,7 +107,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _error(self, status: int, message: str, kind: str) -> None:
+        if self.path.rstrip("/") == anthropic.PATH:
+            self._json(status, anthropic.error_body(status, message))
+            return
         self._json(status, {"error": {"message": message, "type": kind, "code": None}})
+
+    def _key_ok(self, wire: str) -> bool:
+        """When the server was given a key, each request must carry it the wire's way."""
+        expected = self.server.api_key
+        if expected is None:
+            return True
+        if wire == "messages":
+            given = self.headers.get("x-api-key")
+        else:
+            given = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        if given == expected:
+            return True
+        self.server.stats.refused()
+        self._error(401, "scripted LLM: wrong or missing API key", "authentication_error")
+        return False
 
     def do_GET(self) -> None:
         if self.path == "/__kodo/stats":
@@ -96,37 +140,69 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.stats.reset()
             self._json(200, True)
             return
-        if self.path.rstrip("/") != "/v1/chat/completions":
+        route = self.path.rstrip("/")
+        if route == "/v1/chat/completions":
+            wire, parse = "chat", parse_chat_request
+        elif route == anthropic.PATH:
+            wire, parse = "messages", anthropic.parse_messages_request
+        else:
             self._error(404, f"no route POST {self.path}", "not_found")
             return
         length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length)
+        if not self._key_ok(wire):
+            return
         try:
-            request = parse_chat_request(json.loads(self.rfile.read(length) or b"null"))
+            request: ChatRequest = parse(json.loads(body or b"null"))
         except (ValueError, BadChatRequest) as exc:
             self._error(400, f"bad request: {exc}", "invalid_request_error")
             return
         reply = decide(self.server.seed, request)
-        nth = self.server.stats.count(_kind(reply))
+        nth = self.server.stats.count(reply, wire)
         if reply.http_status != 200:
             kind = "server_error" if reply.http_status >= 500 else "invalid_request_error"
             self._error(reply.http_status, reply.error_message, kind)
             return
-        self._stream(reply, nth, request.model)
+        if wire == "messages":
+            self._stream_messages(reply, nth, request.model)
+        else:
+            self._stream(reply, nth, request.model)
 
-    def _stream(self, reply: Reply, nth: int, model: str) -> None:
-        completion_id = f"chatcmpl-kodo-{nth}"
+    def _start_events(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.end_headers()
+
+    def _linger(self, reply: Reply, keepalive: bytes) -> None:
+        """Hold a slow answer back, writing ``keepalive`` (a hang-up raises here)."""
+        deadline = time.monotonic() + reply.slow_ms / 1000
+        while time.monotonic() < deadline:
+            time.sleep(min(TRICKLE_S, max(0.0, deadline - time.monotonic())))
+            self.wfile.write(keepalive)
+            self.wfile.flush()
+
+    def _stream_messages(self, reply: Reply, nth: int, model: str) -> None:
+        self._start_events()
+        try:
+            start = anthropic.message_start(reply, message_id=f"msg_kodo_{nth}", model=model)
+            self.wfile.write(start)
+            self.wfile.flush()
+            self._linger(reply, anthropic.PING)
+            tool_use_id = anthropic.call_id(reply, self.server.seed, nth)
+            for data in anthropic.events(reply, tool_use_id=tool_use_id):
+                self.wfile.write(data)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the daemon hung up (an abort): nothing more to say
+
+    def _stream(self, reply: Reply, nth: int, model: str) -> None:
+        completion_id = f"chatcmpl-kodo-{nth}"
+        self._start_events()
         try:
             self.wfile.write(stream.role_chunk(completion_id=completion_id, model=model))
             self.wfile.flush()
-            deadline = time.monotonic() + reply.slow_ms / 1000
-            while time.monotonic() < deadline:
-                time.sleep(min(TRICKLE_S, max(0.0, deadline - time.monotonic())))
-                self.wfile.write(stream.KEEPALIVE)
-                self.wfile.flush()
+            self._linger(reply, stream.KEEPALIVE)
             call_id = reply.call_id(self.server.seed, nth)
             for data in stream.chunks(
                 reply, completion_id=completion_id, model=model, call_id=call_id
@@ -140,8 +216,15 @@ class _Handler(BaseHTTPRequestHandler):
 class ScriptedLLM:
     """One bound server (port 0 picks a free port)."""
 
-    def __init__(self, *, seed: int = 0, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = _Server((host, port), seed)
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+    ) -> None:
+        self._server = _Server((host, port), seed, api_key)
         self._thread: threading.Thread | None = None
 
     @property
@@ -149,6 +232,10 @@ class ScriptedLLM:
         """The OpenAI-style base URL (ends in ``/v1``), as a provider's ``baseURL``."""
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}/v1"
+
+    def stats(self) -> dict[str, Any]:
+        """What ``GET /__kodo/stats`` answers."""
+        return self._server.stats.snapshot()
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -164,9 +251,12 @@ class ScriptedLLM:
 
 
 @contextmanager
-def running_llm(seed: int = 0) -> Iterator[str]:
-    """Run a scripted LLM on a free 127.0.0.1 port for the ``with`` block; yield its base URL."""
-    server = ScriptedLLM(seed=seed)
+def running_llm(seed: int = 0, api_key: str | None = None) -> Iterator[str]:
+    """Run a scripted LLM on a free 127.0.0.1 port for the ``with`` block; yield its base URL.
+
+    With ``api_key``, a request without that key (``Authorization: Bearer`` on chat
+    completions, ``x-api-key`` on messages) is refused with 401."""
+    server = ScriptedLLM(seed=seed, api_key=api_key)
     server.start()
     try:
         yield server.base_url

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from devstack.oc_daemon import daemon, install
+from devstack.oc_daemon.config import scripted_provider
 from devstack.oc_daemon.daemon import Confinement, DaemonState
 from devstack.oc_daemon.install import InstallError
 from devstack.sample_repo import create_sample_repo
@@ -88,7 +89,7 @@ def real_daemon(
         opencode_binary,
         state_dir=state_dir,
         port=free_port(),
-        llm_url=scripted_llm,
+        provider=scripted_provider(scripted_llm),
         password=PASSWORD,
         confinement=Confinement(sandbox_dirs.workspaces, (sandbox_dirs.repos,)),
     )

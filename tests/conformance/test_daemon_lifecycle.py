@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from devstack.oc_daemon import daemon
-from devstack.oc_daemon.config import global_config
+from devstack.oc_daemon.config import global_config, scripted_provider
 from devstack.supervisor import alive, free_port
 from tests.conformance.conftest import PASSWORD
 
@@ -57,7 +57,7 @@ def test_the_daemon_environment_turns_every_switch_on_and_drops_inherited_settin
 
 
 def test_the_global_config_denies_what_a_headless_call_must_never_do() -> None:
-    config = global_config("http://127.0.0.1:1/v1")
+    config = global_config(scripted_provider("http://127.0.0.1:1/v1"))
     model = config["provider"]["kodo"]["models"]["kodo-scripted"]
     assert model["tool_call"] is True
     assert model["cost"] == {"input": 1.0, "output": 2.0, "cache_read": 0.1, "cache_write": 0}

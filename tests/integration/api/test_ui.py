@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy.orm import Session
+from redis import Redis
+from sqlalchemy.orm import Session, sessionmaker
 
+from services.api.app import create_app
+from services.api.state import state_of
+from shared.clock import FixedClock
+from shared.config import Settings
 from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
 from shared.domain.step_contract import step_contract_version
 from shared.domain.vocab import ArtifactKind
 from shared.hashing import canonical_bytes, sha256_hex
+from shared.service.tokens import Role
 from tests.api_process.hostile import (
     BIDI_CONTROLS,
     RLO,
@@ -21,6 +28,7 @@ from tests.api_process.hostile import (
     store_hostile_run,
 )
 from tests.factories import IntentFactory, OpenCodeCallFactory, RunFactory
+from tests.integration.api.conftest import NOW, issue_token
 
 pytestmark = pytest.mark.integration
 
@@ -155,3 +163,29 @@ def test_the_inbox_shows_a_hostile_goal_escaped(client: FlaskClient, db: Session
 
     assert "Fix the typo in README.md\\u202eyek_hss a dda\\u202c" in html
     assert RLO not in html
+
+
+def test_the_header_names_the_model_and_says_plainly_when_it_is_the_stand_in(
+    client: FlaskClient,
+) -> None:
+    html = client.get("/ui/approvals").get_data(as_text=True)
+    assert (
+        '<span id="model-in-use" class="stand-in">model: kodo/kodo-scripted'
+        " (the SCRIPTED STAND-IN, not a real model)</span>"
+    ) in html
+
+
+def test_the_header_names_a_real_model_without_the_stand_in_warning(
+    settings: Settings, sessions: sessionmaker[Session], broker: Redis
+) -> None:
+    real = replace(settings, oc_provider_id="anthropic", oc_model_id="claude-x")
+    app = create_app(real, clock=FixedClock(NOW))
+    try:
+        browser = app.test_client()
+        token = issue_token(sessions, "ann", Role.ADMIN)
+        browser.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+        html = browser.get("/ui/approvals").get_data(as_text=True)
+    finally:
+        state_of(app).close()
+    assert '<span id="model-in-use">model: anthropic/claude-x</span>' in html
+    assert "STAND-IN" not in html

@@ -25,6 +25,7 @@ CHECKS = [
     "redis",
     "migrations",
     "opencode",
+    "model",
     "workers",
     "stuck runs",
     "unknown calls",
@@ -43,6 +44,19 @@ def test_doctor_is_green_with_exit_0_on_a_healthy_stack(kodo: Kodo) -> None:
     body = json.loads(kodo("doctor", "--json").output)
     assert body["ok"] is True
     assert [c["name"] for c in body["checks"]] == CHECKS
+    model = next(line for line in lines if line.split()[:2] == ["ok", "model"])
+    assert "kodo/kodo-scripted (the SCRIPTED STAND-IN, not a real model)" in model
+
+
+def test_doctor_is_red_when_the_daemon_does_not_offer_the_configured_model(
+    kodo: Kodo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OC_MODEL_ID", "no-such-model")
+    result = kodo("doctor")
+    assert result.exit_code == 1
+    line = next(x for x in result.output.splitlines() if x.split()[:2] == ["FAIL", "model"])
+    assert "kodo/no-such-model" in line
+    assert "does not offer it" in line
 
 
 def test_doctor_says_what_to_do_when_there_is_no_sandbox(

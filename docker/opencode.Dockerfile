@@ -1,0 +1,25 @@
+# The real OpenCode daemon for the compose profile `opencode`: opencode-ai@1.18.33 from
+# npm (its binary bundles the provider SDKs, so nothing is fetched at run time), plus
+# kodo, whose `kodo oc config` writes the daemon's config (one provider, one model,
+# prices, deny-by-default permissions; the key stays an {env:VAR} reference).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends git nodejs npm ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && npm install -g --no-fund --no-audit opencode-ai@1.18.33 \
+    && useradd --create-home --uid 1000 kodo \
+    && mkdir -p /data/workspaces /repos \
+    && chown kodo:kodo /data/workspaces /repos
+
+WORKDIR /app
+COPY --chown=kodo:kodo . .
+RUN pip install -c constraints.txt .
+
+USER kodo
+EXPOSE 4096
