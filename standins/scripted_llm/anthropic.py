@@ -94,6 +94,13 @@ def parse_messages_request(body: object) -> ChatRequest:
         if m.get("role") == "assistant"
         and any(b.get("type") == "tool_use" for b in _blocks(m.get("content")))
     )
+    made = tuple(
+        (str(b.get("name")), json.dumps(b.get("input", {})))
+        for m in messages[last_user + 1 :]
+        if m.get("role") == "assistant"
+        for b in _blocks(m.get("content"))
+        if b.get("type") == "tool_use"
+    )
     choice = body.get("tool_choice")
     kind = choice.get("type") if isinstance(choice, dict) else None
     model = body.get("model", "")
@@ -105,6 +112,7 @@ def parse_messages_request(body: object) -> ChatRequest:
         tool_choice=_CHOICES.get(kind, "auto") if isinstance(kind, str) else "auto",
         calls_this_turn=calls,
         stream=body.get("stream") is True,
+        turn_calls=made,
     )
 
 

@@ -115,3 +115,43 @@ def test_errors_have_the_messages_api_shape() -> None:
         "type": "error",
         "error": {"type": "overloaded_error", "message": "busy"},
     }
+
+
+def test_the_calls_made_this_turn_read_alike_on_both_wires() -> None:
+    """The build agent's edit turn decides what remains from them (script.edit_turn)."""
+    arguments = {"filePath": "/srv/kodo-repo/calc.py"}
+    request = parse_messages_request(
+        _messages_body(
+            _user("Edit calc.py"),
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "t1", "name": "read", "input": arguments}],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "x"}],
+            },
+        )
+    )
+    chat = parse_chat_request(
+        {
+            "model": "claude-x",
+            "messages": [
+                {"role": "system", "content": SYSTEM},
+                _user("Edit calc.py"),
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": "t1",
+                            "type": "function",
+                            "function": {"name": "read", "arguments": json.dumps(arguments)},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "t1", "content": "x"},
+            ],
+        }
+    )
+    assert [(t, json.loads(a)) for t, a in request.turn_calls] == [("read", arguments)]
+    assert [(t, json.loads(a)) for t, a in chat.turn_calls] == [("read", arguments)]
