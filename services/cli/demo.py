@@ -2,7 +2,14 @@
 
 Find or start Postgres and Redis, migrate, start the OpenCode-compatible server, a
 worker, beat and the API, then submit an intent against a sample repository, show
-the plan card, approve it, wait for ``succeeded`` and print the SQL triage.
+the plan card, approve it, wait for ``succeeded`` and print the SQL triage and the
+diff the agent's edits made.
+
+``--opencode URL --model PROVIDER/MODEL`` runs the same demo against a daemon you
+started (``kodo oc up --provider ...``, its ``OC_PASSWORD`` exported): no stand-in is
+started, the model is checked with the daemon first, and the sample repository and the
+worktrees go where that daemon's sandbox can see them (the first of ``KODO_REPO_ROOTS``
+and ``KODO_WORKSPACE_DIR``, the same settings ``kodo oc up`` read).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import json
 import os
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +38,7 @@ from devstack.kodo_procs import (
     wait_worker_ready,
 )
 from devstack.sample_repo import create_sample_repo
+from services.cli.doctor import check_model
 from services.cli.views import plan_card_lines
 from shared.config import Settings
 
@@ -40,6 +49,12 @@ RUN_TRIAGE = (
 )
 LEDGER_TRIAGE = (
     "SELECT step_id, agent, duration_ms, (response->'usage'->>'total_tokens')::int as tokens"
+    " FROM app.opencode_calls WHERE run_id = :id"
+)
+
+
+COST_TRIAGE = (
+    "SELECT sum((usage->>'cost_usd')::numeric), sum((usage->>'total_tokens')::int)"
     " FROM app.opencode_calls WHERE run_id = :id"
 )
 
@@ -97,33 +112,107 @@ def _print_branch(repo: Path, branch: str) -> None:
     click.echo(shown.stdout)
 
 
+def _daemon_settings(
+    settings: Settings, opencode_url: str | None, model: str | None
+) -> dict[str, str] | None:
+    """The environment that points the stack at ``--opencode URL`` (None: the stand-in)."""
+    if opencode_url is None:
+        if model is not None:
+            raise click.UsageError("--model needs --opencode URL (the stand-in has one model)")
+        return None
+    if not opencode_url.startswith(("http://", "https://")):
+        raise click.UsageError(f"--opencode {opencode_url!r}: not an http(s) URL")
+    provider, model_id = settings.oc_provider_id, settings.oc_model_id
+    if model is not None:
+        provider, _, model_id = model.partition("/")
+        if not provider or not model_id:
+            raise click.UsageError(f"--model {model!r}: give PROVIDER/MODEL")
+    return {
+        "OC_BASE_URL": opencode_url.rstrip("/"),
+        "OC_PROVIDER_ID": provider,
+        "OC_MODEL_ID": model_id,
+    }
+
+
+def _say_model(settings: Settings, env: dict[str, str]) -> None:
+    """Name the model the run will use, as the daemon states it; stop if it lacks it."""
+    daemon = replace(
+        settings,
+        oc_base_url=env.get("OC_BASE_URL", settings.oc_base_url),
+        oc_provider_id=env.get("OC_PROVIDER_ID", settings.oc_provider_id),
+        oc_model_id=env.get("OC_MODEL_ID", settings.oc_model_id),
+    )
+    check = check_model(daemon, timeout_s=10.0)
+    if not check.ok:
+        raise click.ClickException(f"model: {check.detail}")
+    click.echo(f"model: {check.detail}")
+
+
+def _print_cost(database_url: str, run_id: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            cost, tokens = conn.execute(text(COST_TRIAGE), {"id": run_id}).one()
+    finally:
+        engine.dispose()
+    click.echo(f"provider calls: {tokens or 0} tokens, ${float(cost or 0):.6f} in all")
+
+
 @click.command("demo")
 @click.option("--goal", default="Add a multiply function to calc.py with a test", show_default=True)
 @click.option("--keep", is_flag=True, help="Leave the processes running after the run.")
 @click.option("--timeout", "timeout_s", default=120.0, show_default=True, help="Seconds per wait.")
-def demo(goal: str, keep: bool, timeout_s: float) -> None:
-    """Run one intent end to end: plan, approval, patch, verification, triage."""
+@click.option(
+    "--opencode",
+    "opencode_url",
+    default=None,
+    metavar="URL",
+    help="Run against the OpenCode daemon at URL (OC_PASSWORD from the environment).",
+)
+@click.option(
+    "--model",
+    default=None,
+    metavar="PROVIDER/MODEL",
+    help="With --opencode: the model to use [default: $OC_PROVIDER_ID/$OC_MODEL_ID].",
+)
+def demo(
+    goal: str, keep: bool, timeout_s: float, opencode_url: str | None, model: str | None
+) -> None:
+    """Run one intent end to end: plan, approval, edits, verification, triage."""
     began = time.monotonic()
     settings = Settings.from_env()
     home = repo_root() / ".kodo"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = home / "demo" / stamp
+    daemon = _daemon_settings(settings, opencode_url, model)
     services = devstack.up(settings.database_url, settings.redis_url)
     click.echo(services.postgres.describe())
     click.echo(services.redis.describe())
-    run_dir = home / "demo" / time.strftime("%Y%m%d-%H%M%S")
-    repo = create_sample_repo(run_dir / "repos" / "calc")
+    if daemon is None:
+        repos, workspaces = run_dir / "repos", run_dir / "workspaces"
+    else:  # where the daemon's sandbox can see them
+        roots = [r for r in os.environ.get("KODO_REPO_ROOTS", "").split(os.pathsep) if r]
+        repos = Path(roots[0]).resolve() / f"kodo-demo-{stamp}" if roots else run_dir / "repos"
+        workspaces = settings.workspace_dir.resolve()
+    repo = create_sample_repo(repos / "calc")
     env = {
         **os.environ,
         "DATABASE_URL": services.postgres.url,
         "REDIS_URL": services.redis.url,
         "KODO_REPO_ROOTS": str(repo.parent),
-        "KODO_WORKSPACE_DIR": str(run_dir / "workspaces"),
+        "KODO_WORKSPACE_DIR": str(workspaces),
         "RANDOM_SEED": str(settings.random_seed),
         "APPROVAL_POLL_S": str(settings.approval_poll_s),
+        **(daemon or {}),
     }
     procs = Stack(env=env, log_dir=run_dir / "logs")
     try:
-        start_oc_compat(procs, seed=settings.random_seed)
-        click.echo(f"oc-compat: {procs.oc_url}")
+        if daemon is None:
+            start_oc_compat(procs, seed=settings.random_seed)
+            click.echo(f"oc-compat: {procs.oc_url}")
+        else:
+            procs.oc_url = daemon["OC_BASE_URL"]
+        _say_model(settings, env)
         wait_worker_ready(start_worker(procs))
         click.echo("worker: ready")
         start_beat(procs)
@@ -163,6 +252,7 @@ def demo(goal: str, keep: bool, timeout_s: float) -> None:
         run = _wait(http, run_id, {"succeeded"}, timeout_s)
         _print_triage(services.postgres.url, run_id)
         _print_branch(repo, run["branch"])
+        _print_cost(services.postgres.url, run_id)
         click.secho(
             f"Demo finished in {time.monotonic() - began:.1f}s: run {run_id} succeeded.", fg="green"
         )

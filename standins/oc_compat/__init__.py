@@ -10,10 +10,11 @@ this instead. It answers the daemon's endpoints with the daemon's JSON shapes
 
 Answers depend only on the seed, the prompt and the directory's working tree. With
 ``format.type == "json_schema"`` the schema picks the script: a ``design`` property
-gets a PlanOutput, ``diff`` a PatchOutput (the plan between ``--- plan.json ---`` and
-``--- end plan.json ---`` lines), ``argv`` a BuildOutput, anything else a minimal
-instance of the schema. Without a format the answer is a text part. Parts carry no
-``snapshot`` (kodo's daemon config turns snapshots off).
+gets a PlanOutput, ``summary`` and ``files`` alone an EditReport (the build agent first
+edits the directory as planned between ``--- plan.json ---`` and ``--- end plan.json ---``
+lines, reporting each edit as a tool part; see edits.py), ``argv`` a BuildOutput,
+anything else a minimal instance of the schema. Without a format the answer is a text
+part. Parts carry no ``snapshot`` (kodo's daemon config turns snapshots off).
 
 Directives in the prompt text script failures:
 
@@ -25,6 +26,9 @@ Directives in the prompt text script failures:
   ``[oc:api-error=retryable]``: statusCode 503, isRetryable true.
 * ``[oc:slow=MS]``: wait MS ms first; ``/abort`` ends the wait with
   ``MessageAbortedError``.
+* ``[oc:slow-edit=MS]``: on attempt 1 the build agent pauses MS ms between the files it
+  edits; ``/abort`` ends the pause (the files edited so far stay edited): a half-edited
+  worktree, as a daemon leaves it when its caller died mid-edit.
 * ``[oc:http500]``: HTTP 500 ``UnknownError`` with the daemon's exact message, the answer
   it gives an internal failure (and an unknown agent or model; ``GET /agent`` and
   ``GET /config/providers`` tell them apart).

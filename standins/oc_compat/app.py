@@ -419,7 +419,7 @@ def _run_prompt(
             return _unknown_error(state, f"[oc:fixture] {exc}")
         uses: list[edits.ToolUse] = []
         if reply.diff:  # the build agent edits the directory with its tools, file by file
-            pause_s = directives.slow_edit_ms / 1000
+            pause_s = directives.slow_edit_ms / 1000 if directives.attempt == 1 else 0.0
             uses = edits.perform(Path(directory), reply.diff, lambda _i: aborted.wait(pause_s))
             if aborted.is_set():  # aborted mid-edit: the files edited so far stay edited
                 error = {"name": "MessageAbortedError", "data": {"message": "Aborted"}}

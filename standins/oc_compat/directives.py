@@ -22,7 +22,7 @@ class Directives:
     no_structured: bool = False
     api_error: str | None = None  # "" = LLM HTTP 400 (not retryable); "retryable" = 503
     slow_ms: int = 0
-    slow_edit_ms: int = 0  # the build agent pauses this long between files (abortable)
+    slow_edit_ms: int = 0  # on attempt 1 the build agent pauses between files (abortable)
     http500: bool = False
     http500_attempts: int | None = None
     garbage: bool = False

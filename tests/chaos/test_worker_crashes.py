@@ -105,3 +105,37 @@ def test_a_worker_killed_after_the_agents_edits_commits_them_once_as_they_lie(
     assert apply_step.status == "succeeded"
     assert apply_step.deliveries >= 2, "the killed delivery and the one that finished"
     chaos.assert_exactly_once([run_id])
+
+
+def test_a_worker_killed_mid_edit_never_commits_the_half_edited_tree(
+    chaos: Chaos, scenario: Scenario
+) -> None:
+    """The worker dies while the daemon is between two files; the daemon goes on. The next
+    delivery declares the call unknown, aborts its session and sees it idle before it
+    resets the worktree; attempt 2 edits from HEAD and is committed once."""
+    scenario.name = "SIGKILL worker while the agent is mid-edit (daemon still editing)"
+    run_id = chaos.submit("Add a multiply function to calc.py with a test [oc:slow-edit=30000]")
+    scenario.track(run_id)
+    chaos.wait_status(run_id, {"waiting_input"}, deadline_s=30)
+    assert chaos.approve(run_id).status_code == 200
+    worktree = chaos.root / "workspaces" / run_id
+    wait_until(
+        lambda: worktree.exists() and unstaged(worktree) == ["calc.py"],
+        30,
+        "the agent to have edited calc.py, not yet test_calc.py",
+        detail=chaos.logs,
+    )
+    chaos.kill_worker()
+    assert chaos.in_flight_at_oc() == 1, "the daemon is still editing"
+    chaos.start_worker(BASE_WORKER)
+
+    chaos.wait_status(run_id, {"succeeded"}, deadline_s=60)
+    repo = chaos.repo_of(run_id)
+    assert len(branch_commits(repo, run_id)) == 1
+    assert sorted(committed_files(repo, run_id)) == ["calc.py", "test_calc.py"]
+    calc = _git(repo, "show", f"kodo/{run_id}:calc.py")
+    assert calc.count("def multiply(") == 1, calc
+    apply_calls = [(c.attempt, c.status) for c in chaos.ledger(run_id, "ApplyPatchST")]
+    assert apply_calls == [(1, "unknown"), (2, "succeeded")], chaos.explain([run_id])
+    assert chaos.oc_stats()["aborts"] >= 1, "the abandoned session was aborted"
+    chaos.assert_exactly_once([run_id])

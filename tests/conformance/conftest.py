@@ -11,6 +11,7 @@ loudly: a conformance suite that skips silently proves nothing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from devstack.oc_daemon import daemon, install
-from devstack.oc_daemon.config import scripted_provider
+from devstack.oc_daemon.config import Prices, ProviderKind, ProviderSpec, scripted_provider
 from devstack.oc_daemon.daemon import Confinement, DaemonState
 from devstack.oc_daemon.install import InstallError
 from devstack.sample_repo import create_sample_repo
@@ -97,6 +98,60 @@ def real_daemon(
         yield state
     finally:
         daemon.stop(state_dir)
+
+
+KEY_VAR = "KODO_CONFORMANCE_PROVIDER_KEY"
+KEY = "sk-kodo-conformance-key-7f3e9a"  # what the Messages-API scripted LLM insists on
+PRICES = Prices(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75)
+ANTHROPIC = ModelRef("anthropic", "claude-kodo-scripted")
+
+
+def key_env() -> dict[str, str]:
+    return {**os.environ, KEY_VAR: KEY}
+
+
+@pytest.fixture(scope="session")
+def messages_llm() -> Iterator[str]:
+    """A scripted LLM (same seed as the suite's) that refuses requests without KEY."""
+    with running_llm(seed=SEED, api_key=KEY) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def anthropic_daemon(
+    opencode_binary: Path,
+    messages_llm: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    sandbox_dirs: SandboxDirs,
+) -> Iterator[DaemonState]:
+    """The real daemon's ``@ai-sdk/anthropic`` provider against the scripted LLM, at
+    PRICES, the key from KEY_VAR, in the same sandbox as the suite's daemon."""
+    state_dir = tmp_path_factory.mktemp("opencode-anthropic")
+    spec = ProviderSpec(
+        kind=ProviderKind.ANTHROPIC,
+        model_id=ANTHROPIC.model_id,
+        prices=PRICES,
+        base_url=messages_llm,
+        api_key_env=KEY_VAR,
+    )
+    state = daemon.start(
+        opencode_binary,
+        state_dir=state_dir,
+        port=free_port(),
+        provider=spec,
+        password=PASSWORD,
+        env=key_env(),
+        confinement=Confinement(sandbox_dirs.workspaces, (sandbox_dirs.repos,)),
+    )
+    try:
+        yield state
+    finally:
+        daemon.stop(state_dir)
+
+
+@pytest.fixture(scope="session")
+def anthropic_repo(sandbox_dirs: SandboxDirs) -> Path:
+    return create_sample_repo(sandbox_dirs.workspaces / "repo-anthropic" / "calc")
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from devstack.oc_daemon.daemon import DaemonState
 from devstack.sample_repo import create_sample_repo
 from shared.clock import SystemClock
 from shared.db.models import OpenCodeCall
-from shared.domain.contracts import PATCH_OUTPUT_SCHEMA
+from shared.domain.contracts import EDIT_REPORT_SCHEMA
 from shared.opencode.cache import LruCache
 from shared.opencode.call_ledger import PostgresCallLedger
 from shared.opencode.calls import CallFailed, StructuredCall, StructuredResult
@@ -103,7 +103,7 @@ def call_in(db: Session, sessions: sessionmaker[Session], backend: Backend) -> I
             f"--- plan.json ---\n{json.dumps(plan)}\n--- end plan.json ---"
         )
         asked = StructuredCall(
-            str(run.id), "ApplyPatchST", 1, "build", prompt, PATCH_OUTPUT_SCHEMA, str(runs.run1)
+            str(run.id), "ApplyPatchST", 1, "build", prompt, EDIT_REPORT_SCHEMA, str(runs.run1)
         )
         client = backend.client(30.0)
         clients.append(client)
@@ -164,7 +164,8 @@ def test_a_write_or_edit_outside_is_denied_and_fails_the_call_closed(
     target = runs.run1.parent / effect.format(source=runs.source)
     before = target.read_text() if target.exists() else None
     failure = _failed(call_in, runs, f"[oc:tool={aimed.format(source=runs.source)}]")
-    assert (failure.kind, failure.error_name) == ("contract", "PathOutsideWorktree")
+    assert (failure.kind, failure.error_name) == ("refused", "PathOutsideWorktree")
+    assert not failure.retryable, "an escape attempt gets no other try"
     assert _recorded(sessions, failure.op_key).error_name == "PathOutsideWorktree"
     after = target.read_text() if target.exists() else None
     assert after == before, f"the daemon's external_directory deny must hold for {effect}"
@@ -188,13 +189,12 @@ def test_a_write_into_dot_git_fails_the_call_closed(
     assert failure.error_name == "GitMetadataForbidden"
 
 
+@pytest.mark.parametrize("backend", ["real"], indirect=True)  # the daemon's own HOME
 def test_the_build_agent_may_write_the_daemons_tool_output_folder_but_the_call_fails_closed(
     request: pytest.FixtureRequest, backend: Backend, runs: Runs, call_in: CallIn
 ) -> None:
     """1.18.33 appends an ``external_directory`` allow for its own ``tool-output`` folder
     after every configured rule: a config cannot deny it; kodo's rule does."""
-    if backend.name != "real":
-        pytest.skip("the daemon's HOME exists only on the real backend")
     state: DaemonState = request.getfixturevalue("real_daemon")
     planted = Path(state.home) / ".local/share/opencode/tool-output/planted.txt"
     failure = _failed(call_in, runs, f"[oc:tool=write@{planted}]")

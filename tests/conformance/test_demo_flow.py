@@ -1,21 +1,30 @@
-"""The whole demo flow (submit, plan, approve, patch, verify) with OC_BASE_URL at each backend.
+"""A whole kodo run (submit, plan, approve, edits by tool calls, diff from git, verify)
+with OC_BASE_URL at the real ``opencode serve`` over each provider wire, and at oc-compat.
 
-Real worker, beat and API processes, as in tests/e2e, but the provider is the real
-``opencode serve`` (or, for comparison, the compat server): what a user gets by
-pointing OC_BASE_URL/OC_PASSWORD at a daemon, with no code change.
+Real worker, beat and API processes, as in tests/e2e; the provider is the real daemon in
+its bubblewrap sandbox, driving kodo's scripted LLM over chat completions
+(``openai-compatible``) or the Anthropic Messages API (``@ai-sdk/anthropic``), or, for
+comparison, the compat server: what a user gets by pointing OC_BASE_URL/OC_PASSWORD and
+OC_PROVIDER_ID/OC_MODEL_ID at a daemon, with no code change. The demo's goal must end with
+a real ``multiply`` and its test, made by the agent's edit tool calls; every ledger row's
+cost must be the configured prices times its tokens.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
+from sqlalchemy import create_engine, text
 
 from devstack.kodo_procs import (
     Stack,
@@ -25,13 +34,16 @@ from devstack.kodo_procs import (
     start_worker,
     wait_worker_ready,
 )
+from devstack.oc_daemon.config import SCRIPTED_PRICES, Prices
+from devstack.oc_daemon.daemon import DaemonState
 from devstack.sample_repo import create_sample_repo
-from tests.conformance.conftest import SEED, Backend, SandboxDirs
+from tests.conformance.conftest import MODEL, PRICES, SEED, SandboxDirs
 
 pytestmark = pytest.mark.conformance
 
-BROKER_DB = 11
+BROKER_DB = 11  # on the session's own Redis server (tests/conftest.py), flushed per test
 TERMINAL = {"succeeded", "failed", "rejected", "cancelled"}
+GOAL = "Add a multiply function to calc.py with a test"
 
 
 def _broker(redis_url: str) -> str:
@@ -39,11 +51,61 @@ def _broker(redis_url: str) -> str:
     return f"{base}/{BROKER_DB}"
 
 
+@dataclass(frozen=True)
+class Target:
+    """A daemon to run against: where, which model, at what prices."""
+
+    name: str
+    url: str
+    password: str
+    provider_id: str
+    model_id: str
+    prices: Prices
+    sandboxed: bool
+    llm_url: str | None = None  # the scripted LLM behind a real daemon
+    edits_before: int = 0  # edit tool calls it had answered before this test
+
+
+def _llm_stats(llm_url: str) -> dict[str, Any]:
+    base = llm_url.removesuffix("/v1")
+    stats: dict[str, Any] = httpx.get(f"{base}/__kodo/stats", timeout=5.0).json()
+    return stats
+
+
+def _real(name: str, state: DaemonState, prices: Prices, llm_url: str) -> Target:
+    edits = _llm_stats(llm_url)["replies"].get("tool:edit", 0)
+    return Target(
+        name,
+        state.url,
+        state.password,
+        state.provider_id,
+        state.model_id,
+        prices,
+        sandboxed=True,
+        llm_url=llm_url,
+        edits_before=edits,
+    )
+
+
+@pytest.fixture(params=["real-chat", "real-anthropic", "compat"])
+def target(request: pytest.FixtureRequest) -> Target:
+    if request.param == "real-chat":
+        state = request.getfixturevalue("real_daemon")
+        return _real(request.param, state, SCRIPTED_PRICES, request.getfixturevalue("scripted_llm"))
+    if request.param == "real-anthropic":
+        state = request.getfixturevalue("anthropic_daemon")
+        return _real(request.param, state, PRICES, request.getfixturevalue("messages_llm"))
+    url: str = request.getfixturevalue("compat_server")
+    return Target(
+        "compat", url, "", MODEL.provider_id, MODEL.model_id, SCRIPTED_PRICES, sandboxed=False
+    )
+
+
 @pytest.fixture
-def places(backend: Backend, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, Path]:
-    """The stack's repository root and workspaces: on the real backend, inside what the
-    sandboxed daemon sees (repositories read-only, workspaces writable)."""
-    if backend.name != "real":
+def places(target: Target, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, Path]:
+    """The stack's repository root and workspaces: for a real daemon, inside what its
+    sandbox sees (repositories read-only, workspaces writable)."""
+    if not target.sandboxed:
         return tmp_path / "repos", tmp_path / "workspaces"
     dirs: SandboxDirs = request.getfixturevalue("sandbox_dirs")
     return dirs.repos / tmp_path.name, dirs.workspaces / tmp_path.name
@@ -51,7 +113,7 @@ def places(backend: Backend, request: pytest.FixtureRequest, tmp_path: Path) -> 
 
 @pytest.fixture
 def stack(
-    backend: Backend,
+    target: Target,
     database_url: str,
     redis_url: str,
     tmp_path: Path,
@@ -63,8 +125,10 @@ def stack(
         **os.environ,
         "DATABASE_URL": database_url,
         "REDIS_URL": broker,
-        "OC_BASE_URL": backend.url,
-        "OC_PASSWORD": backend.password,
+        "OC_BASE_URL": target.url,
+        "OC_PASSWORD": target.password,
+        "OC_PROVIDER_ID": target.provider_id,
+        "OC_MODEL_ID": target.model_id,
         "OC_TIMEOUT_MS": "30000",
         "KODO_REPO_ROOTS": str(places[0]),
         "KODO_WORKSPACE_DIR": str(places[1]),
@@ -95,21 +159,38 @@ def _wait(http: httpx.Client, stack: Stack, run_id: str, wanted: str) -> dict[st
     pytest.fail(f"run is {run.get('status')} ({run.get('error')}), wanted {wanted}\n{logs}")
 
 
-def test_an_intent_is_planned_approved_patched_and_verified(stack: Stack) -> None:
+def _cost(usage: dict[str, Any], prices: Prices) -> float:
+    """What OpenCode bills for a turn's tokens at ``prices`` (USD per million tokens)."""
+    billed = (
+        usage["input_tokens"] * prices.input
+        + (usage["output_tokens"] + usage["reasoning_tokens"]) * prices.output
+        + usage["cache_read_tokens"] * prices.cache_read
+        + usage["cache_write_tokens"] * prices.cache_write
+    )
+    return billed / 1_000_000
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+
+
+def test_the_demo_goal_is_planned_approved_edited_by_tools_verified_and_priced(
+    stack: Stack, target: Target
+) -> None:
     repo = create_sample_repo(Path(stack.env["KODO_REPO_ROOTS"]) / "calc")
     token = issue_token(stack.env["DATABASE_URL"], "conformance", "admin")
     auth = {"Authorization": f"Bearer {token}"}
     approver = issue_token(stack.env["DATABASE_URL"], "conformance-approver", "approver")
     with httpx.Client(base_url=stack.api_url, timeout=10.0, headers=auth) as http:
-        intent = http.post(
-            "/intents", json={"repo": str(repo), "goal": "Add a multiply function to calc.py"}
-        )
+        intent = http.post("/intents", json={"repo": str(repo), "goal": GOAL})
         assert intent.status_code == 201, intent.text
         run_id = intent.json()["intentId"]
         assert http.post(f"/intents/{run_id}/run").status_code == 202
         _wait(http, stack, run_id, "waiting_input")
         card = http.get(f"/runs/{run_id}/plan").json()
-        assert card["plan"]["files"][0]["path"] == "calc.py"
+        assert [f["path"] for f in card["plan"]["files"]] == ["calc.py", "test_calc.py"]
         approved = http.post(
             f"/runs/{run_id}/approve-plan",
             json={"plan_sha256": card["planSha256"]},
@@ -117,8 +198,43 @@ def test_an_intent_is_planned_approved_patched_and_verified(stack: Stack) -> Non
         )
         assert approved.status_code == 200, approved.text
         run = _wait(http, stack, run_id, "succeeded")
-        calls = http.get(f"/runs/{run_id}/calls").json()
     assert run["branch"] == f"kodo/{run_id}"
-    rows = calls if isinstance(calls, list) else calls.get("calls", [])
-    assert {r["status"] for r in rows} == {"succeeded"}
-    assert len(rows) >= 3
+    diff = _git(repo, "diff", f"main...kodo/{run_id}")
+    assert "+def multiply(a: int, b: int) -> int:" in diff
+    assert "+    return a * b" in diff
+    assert "+        self.assertEqual(multiply(3, 4), 12)" in diff
+    engine = create_engine(stack.env["DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT step_id, status, usage, response FROM app.opencode_calls"
+                    " WHERE run_id = :id ORDER BY id"
+                ),
+                {"id": run_id},
+            ).all()
+            artifact = conn.execute(
+                text(
+                    "SELECT content, sha256 FROM app.artifacts WHERE run_id = :id"
+                    " AND name = 'patch.diff'"
+                ),
+                {"id": run_id},
+            ).one()
+    finally:
+        engine.dispose()
+    assert [(r.step_id, r.status) for r in rows] == [
+        ("CompileST", "succeeded"),
+        ("ApplyPatchST", "succeeded"),
+        ("DecideST", "succeeded"),
+    ]
+    for row in rows:
+        assert row.usage["total_tokens"] > 0
+        assert row.usage["cost_usd"] == pytest.approx(_cost(row.usage, target.prices), rel=1e-6)
+    patch = bytes(artifact.content)
+    assert patch.decode() == _git(
+        repo, "diff", "--binary", "--full-index", "-M", "main", run["branch"]
+    )
+    assert artifact.sha256 == hashlib.sha256(patch).hexdigest()
+    if target.llm_url is not None:  # the daemon made the change with the agent's tool calls
+        replies = _llm_stats(target.llm_url)["replies"]
+        assert replies.get("tool:edit", 0) - target.edits_before == 2, replies

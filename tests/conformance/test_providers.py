@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from devstack.oc_daemon import daemon
-from devstack.oc_daemon.config import Prices, ProviderKind, ProviderSpec
+from devstack.oc_daemon.config import ProviderKind, ProviderSpec
 from devstack.oc_daemon.daemon import DaemonState
 from devstack.sample_repo import create_sample_repo
 from devstack.supervisor import free_port
@@ -35,26 +34,30 @@ from shared.model_in_use import offered
 from shared.opencode.cache import LruCache
 from shared.opencode.call_ledger import PostgresCallLedger
 from shared.opencode.calls import StructuredCall
-from shared.opencode.client import ModelRef, OpenCodeClient, PromptReply
+from shared.opencode.client import OpenCodeClient, PromptReply
 from shared.opencode.exactly_once import ExactlyOnceCalls
 from shared.opencode.tools import permission_rules, tools_map
-from standins.scripted_llm import running_llm
-from tests.conformance.conftest import MODEL, PASSWORD, SEED
+from tests.conformance.conftest import (
+    ANTHROPIC,
+    KEY,
+    KEY_VAR,
+    MODEL,
+    PASSWORD,
+    PRICES,
+    SandboxDirs,
+    key_env,
+)
 from tests.factories import RunFactory
 from tests.integration.cli.conftest import with_db
 
 pytestmark = pytest.mark.conformance
 
-KEY_VAR = "KODO_CONFORMANCE_PROVIDER_KEY"
-KEY = "sk-kodo-conformance-key-7f3e9a"  # what the scripted LLM insists on
-PRICES = Prices(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75)
-ANTHROPIC = ModelRef("anthropic", "claude-kodo-scripted")
 KODO = str(Path(sys.executable).parent / "kodo")
 UP_REDIS_DB = 15  # the session's own Redis; no other suite uses this db
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, KEY_VAR: KEY}
+    return key_env()
 
 
 def _files_with_key(root: Path) -> list[str]:
@@ -119,44 +122,6 @@ def test_kodo_oc_up_takes_a_provider_by_its_key_variable_and_never_prints_the_ke
     missing = kodo(*argv[:-4])
     assert missing.returncode != 0
     assert "give --price input=USD output=USD cache_read=USD cache_write=USD" in missing.stderr
-
-
-@pytest.fixture(scope="module")
-def messages_llm() -> Iterator[str]:
-    """A scripted LLM (same seed as the suite's) that refuses requests without KEY."""
-    with running_llm(seed=SEED, api_key=KEY) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def anthropic_daemon(
-    opencode_binary: Path, messages_llm: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[DaemonState]:
-    state_dir = tmp_path_factory.mktemp("opencode-anthropic")
-    spec = ProviderSpec(
-        kind=ProviderKind.ANTHROPIC,
-        model_id=ANTHROPIC.model_id,
-        prices=PRICES,
-        base_url=messages_llm,
-        api_key_env=KEY_VAR,
-    )
-    state = daemon.start(
-        opencode_binary,
-        state_dir=state_dir,
-        port=free_port(),
-        provider=spec,
-        password=PASSWORD,
-        env=_env(),
-    )
-    try:
-        yield state
-    finally:
-        daemon.stop(state_dir)
-
-
-@pytest.fixture(scope="module")
-def anthropic_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return create_sample_repo(tmp_path_factory.mktemp("repo-anthropic") / "calc")
 
 
 def _llm(url: str, what: str) -> dict[str, Any]:
@@ -274,13 +239,14 @@ def test_both_wires_give_the_same_answer_and_tokens_for_the_same_prompt(
     anthropic_repo: Path,
     real_daemon: DaemonState,
     scripted_llm: str,
+    sandbox_dirs: SandboxDirs,
     tmp_path: Path,
 ) -> None:
     """Chat completions (the suite's daemon) and the Messages API: one script, one answer."""
     prompt = "Teach calc.py to multiply"
     _llm(messages_llm, "reset")
     over_messages, _ = _plan(anthropic_daemon, anthropic_repo, prompt)
-    repo = create_sample_repo(tmp_path / "calc")
+    repo = create_sample_repo(sandbox_dirs.workspaces / tmp_path.name / "calc")  # in its sight
     with OpenCodeClient(real_daemon.url, timeout_s=60.0, password=real_daemon.password) as client:
         session = client.create_session(
             directory=str(repo), title="kodo chat", permission=permission_rules("plan")

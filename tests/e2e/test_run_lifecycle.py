@@ -161,7 +161,7 @@ def test_the_downloaded_plan_json_hashes_to_the_digest_an_approver_approves(
 ) -> None:
     """`sha256sum plan.json` is planSha256: one digest, over the bytes anyone downloads
     (UTF-8 text included), so an approver may approve the digest of the file they read."""
-    run_id = api.submit(sample_repo, "Add a naïve multiply function to calc.py — für alle")
+    run_id = api.submit(sample_repo, "Document the naïve reading of calc.py — für alle")
     waiting = api.wait_for(run_id, {"waiting_input"})
     digest = waiting["planSha256"]
 
