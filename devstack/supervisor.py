@@ -216,26 +216,41 @@ def stop(
     ``group`` signals the process group ``pid`` leads (every spawned process leads one);
     without it only ``pid`` is signalled, for a server that stops its own children.
     """
-    if not alive(pid):
+
+    def running() -> bool:
+        return alive(pid) or (group and _group_lives(pid))
+
+    if not running():
         return "already gone"
     _send(pid, first, group)
     deadline = time.monotonic() + grace_s
     soften_at = time.monotonic() + min(2.0, grace_s / 2)
     while time.monotonic() < deadline:
-        if not alive(pid):
+        if not running():
             return "stopped"
         if soften is not None and time.monotonic() >= soften_at:
             _send(pid, soften, group)
             soften = None
         time.sleep(0.05)
-    if not alive(pid):
+    if not running():
         return "stopped"
     _send(pid, signal.SIGKILL, group)
     for _ in range(100):
-        if not alive(pid):
+        if not running():
             return "killed after grace"
         time.sleep(0.05)
     return SURVIVED
+
+
+def _group_lives(pgid: int) -> bool:
+    """Whether any process of the group ``pgid`` leads still runs (the leader may be gone:
+    a sandbox's outer bubblewrap dies on SIGTERM while its PID-namespace init, which
+    ignores SIGTERM, and the daemon under it live on)."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def _send(pid: int, sig: signal.Signals, group: bool) -> None:

@@ -1,7 +1,8 @@
 # The real OpenCode daemon for the compose profile `opencode`: opencode-ai@1.18.33 from
 # npm (its binary bundles the provider SDKs, so nothing is fetched at run time), plus
-# kodo, whose `kodo oc config` writes the daemon's config (one provider, one model,
-# prices, deny-by-default permissions; the key stays an {env:VAR} reference).
+# kodo, whose `kodo oc serve` writes the daemon's config (one provider, one model,
+# prices, deny-by-default permissions; the key stays an {env:VAR} reference) and execs
+# it in bubblewrap (from Debian) where only the workspaces volume is writable.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -10,9 +11,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git nodejs npm ca-certificates \
+    && apt-get install -y --no-install-recommends git nodejs npm ca-certificates bubblewrap \
     && rm -rf /var/lib/apt/lists/* \
-    && npm install -g --no-fund --no-audit opencode-ai@1.18.33 \
     && useradd --create-home --uid 1000 kodo \
     && mkdir -p /data/workspaces /repos \
     && chown kodo:kodo /data/workspaces /repos
@@ -20,6 +20,9 @@ RUN apt-get update \
 WORKDIR /app
 COPY --chown=kodo:kodo . .
 RUN pip install -c constraints.txt .
+# opencode-ai@1.18.33 where `kodo oc serve` looks for it (one install, at build time).
+ENV KODO_OPENCODE_CACHE=/opt/kodo-opencode
+RUN kodo oc install
 
 USER kodo
 EXPOSE 4096

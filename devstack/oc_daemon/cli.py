@@ -373,3 +373,78 @@ def health(state_dir: str | None) -> None:
     except (DaemonError, OpenCodeError) as exc:
         raise click.ClickException(f"unhealthy: {exc}") from exc
     click.echo(json.dumps(answer))
+
+
+@oc.command("serve")
+@provider_options
+@click.option("--hostname", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=4096, show_default=True, type=int, help="Port to bind.")
+@click.option("--state-dir", default=None, help=f"State directory [default: ${STATE_ENV}].")
+@click.option(
+    "--workspaces",
+    default=None,
+    help="The one folder the daemon may write [default: $KODO_WORKSPACE_DIR or .kodo/workspaces].",
+)
+@click.option(
+    "--no-sandbox",
+    is_flag=True,
+    help="UNSAFE: run the daemon without bubblewrap; it may then write anywhere kodo can.",
+)
+def serve(
+    scripted_llm: bool,
+    llm_url: str | None,
+    kind: ProviderKind | None,
+    model: str | None,
+    provider_id: str | None,
+    api_key_env: str | None,
+    base_url: str | None,
+    prices: tuple[str, ...],
+    context_limit: int,
+    output_limit: int,
+    hostname: str,
+    port: int,
+    state_dir: str | None,
+    workspaces: str | None,
+    no_sandbox: bool,
+) -> None:
+    """Become the daemon: `opencode serve` in its bubblewrap sandbox, in the foreground.
+
+    For a container's process (the compose profile `opencode`): the same config,
+    environment allowlist and sandbox as `up`, but exec'd, with nothing recorded or
+    supervised. The basic-auth password comes from $OC_PASSWORD, never from argv.
+    """
+    if scripted_llm:
+        raise click.UsageError("--scripted-llm starts a process: give its --llm-url instead")
+    spec = provider_spec(
+        scripted=False,
+        llm_url=llm_url,
+        kind=kind,
+        model=model,
+        provider_id=provider_id,
+        api_key_env=api_key_env,
+        base_url=base_url,
+        prices=prices,
+        context_limit=context_limit,
+        output_limit=output_limit,
+    )
+    password = os.environ.get("OC_PASSWORD", "")
+    if spec is None or not password:
+        raise click.UsageError("give the model's options and export OC_PASSWORD")
+    try:
+        spec.check(os.environ)
+        launch = daemon.prepare(
+            _install(),
+            state_dir=_state_dir(state_dir),
+            bind=(hostname, port),
+            provider=spec,
+            password=password,
+            environ=os.environ,
+            confinement=None if no_sandbox else _confinement(workspaces),
+        )
+    except (ProviderConfigError, DaemonError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"opencode serve on {hostname}:{port}: {spec.describe()}", err=True)
+    if no_sandbox:
+        click.echo("WARNING: no sandbox (--no-sandbox): the daemon can write anywhere", err=True)
+    os.chdir(launch.home)
+    os.execve(launch.argv[0], launch.argv, launch.env)  # noqa: S606 - our argv, no shell

@@ -266,6 +266,44 @@ def verify_offered(providers: object, spec: ProviderSpec) -> OfferedModel:
     return found
 
 
+@dataclass(frozen=True)
+class Launch:
+    """How to run the daemon: its argv (bwrap's, when confined), environment and HOME."""
+
+    argv: list[str]
+    env: dict[str, str]
+    home: Path
+
+
+def prepare(
+    binary: Path,
+    *,
+    state_dir: Path,
+    bind: tuple[str, int],
+    provider: ProviderSpec,
+    password: str,
+    environ: Mapping[str, str],
+    confinement: Confinement | None,
+) -> Launch:
+    """Write the config under ``state_dir`` and say how to run ``opencode serve`` there:
+    ``start`` supervises it, ``kodo oc serve`` (a container's process) execs it."""
+    home = state_dir / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    config_path = write_config(state_dir / "opencode.global.json", global_config(provider))
+    host, port = bind
+    argv = [str(binary), "serve", "--hostname", host, "--port", str(port)]
+    child_env = daemon_env(
+        environ,
+        home=home,
+        config_path=config_path,
+        password=password,
+        key_env=provider.api_key_env,
+    )
+    if confinement is not None:
+        argv = confined_argv(confinement, binary, home, config_path, state_dir, argv, child_env)
+    return Launch(argv, child_env, home)
+
+
 def start(
     binary: Path,
     *,
@@ -295,22 +333,19 @@ def start(
     existing = read_state(state_dir)
     if existing is not None and alive(existing.pid, existing.start_ticks):
         raise DaemonError(f"a daemon is already up at {existing.url} (pid {existing.pid})")
-    home = state_dir / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    config_path = write_config(state_dir / "opencode.global.json", global_config(provider))
     secret = password or secrets.token_urlsafe(24)
     log_path = state_dir / "opencode.log"
     url = f"http://127.0.0.1:{port}"
-    argv = [str(binary), "serve", "--hostname", "127.0.0.1", "--port", str(port)]
-    child_env = daemon_env(
-        environ,
-        home=home,
-        config_path=config_path,
+    launch = prepare(
+        binary,
+        state_dir=state_dir,
+        bind=("127.0.0.1", port),
+        provider=provider,
         password=secret,
-        key_env=provider.api_key_env,
+        environ=environ,
+        confinement=confinement,
     )
-    if confinement is not None:
-        argv = confined_argv(confinement, binary, home, config_path, state_dir, argv, child_env)
+    argv, child_env, home = launch.argv, launch.env, launch.home
     child = spawn("opencode", argv, log_path, cwd=home, env=child_env)
     state = DaemonState(
         pid=child.pid,
@@ -361,7 +396,7 @@ def confined_argv(
             hidden=tuple(dict.fromkeys(p.resolve() for p in (*confinement.hidden, state_dir))),
         )
         box.workspaces.mkdir(parents=True, exist_ok=True)
-        return sandbox.sandboxed(box, argv, env)
+        return sandbox.sandboxed(box, argv)
     except sandbox.SandboxRefused as exc:
         raise DaemonError(str(exc)) from exc
 

@@ -117,7 +117,6 @@ def _mounts(box: DaemonSandbox) -> list[tuple[str, str]]:
 def bwrap_argv(
     box: DaemonSandbox,
     command: Sequence[str],
-    env: Mapping[str, str],
     *,
     links: Mapping[str, str],
     system_dirs: Sequence[str],
@@ -145,9 +144,10 @@ def bwrap_argv(
             argv += ["--bind" if kind == "rw" else "--ro-bind", path, path]
     # The root is bubblewrap's own tmpfs, holding the directories it made for the binds:
     # read-only, so nothing is written anywhere but the writable binds.
-    argv += ["--remount-ro", "/", "--chdir", str(box.home), "--clearenv"]
-    for key, value in sorted(env.items()):
-        argv += ["--setenv", key, value]
+    # No --setenv: the environment (an allowlist, daemon_env) is bubblewrap's own, which
+    # it hands to the command; a value on its argv (the daemon's password, the provider's
+    # key) would be readable in /proc/<pid>/cmdline by every process on the host.
+    argv += ["--remount-ro", "/", "--chdir", str(box.home)]
     return [*argv, "--", *command]
 
 
@@ -164,7 +164,8 @@ def host_layout() -> tuple[dict[str, str], list[str], list[str]]:
     return links, dirs, etc
 
 
-def sandboxed(box: DaemonSandbox, command: Sequence[str], env: Mapping[str, str]) -> list[str]:
-    """``command`` wrapped for this host."""
+def sandboxed(box: DaemonSandbox, command: Sequence[str]) -> list[str]:
+    """``command`` wrapped for this host; run it with the daemon's environment (bwrap
+    passes its own on)."""
     links, dirs, etc = host_layout()
-    return bwrap_argv(box, command, env, links=links, system_dirs=dirs, etc=etc)
+    return bwrap_argv(box, command, links=links, system_dirs=dirs, etc=etc)

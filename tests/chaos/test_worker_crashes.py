@@ -46,6 +46,21 @@ def unstaged(worktree: Path) -> list[str]:
     return [line[3:] for line in _git(worktree, "status", "--porcelain").splitlines()]
 
 
+def _edited_so_far(worktree: Path) -> list[str] | None:
+    """The agent's edits, or None while the worktree is still being made."""
+    done = subprocess.run(
+        ["git", "status", "--porcelain"],
+        cwd=worktree if worktree.exists() else None,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if not worktree.exists() or done.returncode != 0:
+        return None
+    return [line[3:] for line in done.stdout.splitlines()]
+
+
 def committed_files(repo: Path, run_id: str) -> list[str]:
     """Paths the run's branch changes against ``main``."""
     return _git(repo, "diff", "--name-only", f"main...kodo/{run_id}").splitlines()
@@ -114,15 +129,15 @@ def test_a_worker_killed_mid_edit_never_commits_the_half_edited_tree(
     delivery declares the call unknown, aborts its session and sees it idle before it
     resets the worktree; attempt 2 edits from HEAD and is committed once."""
     scenario.name = "SIGKILL worker while the agent is mid-edit (daemon still editing)"
-    run_id = chaos.submit("Add a multiply function to calc.py with a test [oc:slow-edit=30000]")
+    run_id = chaos.submit("Add a note to README.md and notes.md [oc:slow-edit=30000]")
     scenario.track(run_id)
     chaos.wait_status(run_id, {"waiting_input"}, deadline_s=30)
     assert chaos.approve(run_id).status_code == 200
     worktree = chaos.root / "workspaces" / run_id
     wait_until(
-        lambda: worktree.exists() and unstaged(worktree) == ["calc.py"],
+        lambda: _edited_so_far(worktree) == ["README.md"],
         30,
-        "the agent to have edited calc.py, not yet test_calc.py",
+        "the agent to have edited README.md, not yet notes.md",
         detail=chaos.logs,
     )
     chaos.kill_worker()
@@ -132,9 +147,9 @@ def test_a_worker_killed_mid_edit_never_commits_the_half_edited_tree(
     chaos.wait_status(run_id, {"succeeded"}, deadline_s=60)
     repo = chaos.repo_of(run_id)
     assert len(branch_commits(repo, run_id)) == 1
-    assert sorted(committed_files(repo, run_id)) == ["calc.py", "test_calc.py"]
-    calc = _git(repo, "show", f"kodo/{run_id}:calc.py")
-    assert calc.count("def multiply(") == 1, calc
+    assert sorted(committed_files(repo, run_id)) == ["README.md", "notes.md"]
+    readme = _git(repo, "show", f"kodo/{run_id}:README.md")
+    assert readme.count("kodo note") == 1, readme
     apply_calls = [(c.attempt, c.status) for c in chaos.ledger(run_id, "ApplyPatchST")]
     assert apply_calls == [(1, "unknown"), (2, "succeeded")], chaos.explain([run_id])
     assert chaos.oc_stats()["aborts"] >= 1, "the abandoned session was aborted"

@@ -90,6 +90,23 @@ def test_up_health_down_start_probe_and_stop_the_daemon(
         down = _kodo("down", state_dir=tmp_path)
     assert down.returncode == 0, down.stderr
     assert not alive(state.pid)
+    assert _group_members(state.pid) == [], "the sandbox's init and the daemon under it too"
     assert state.llm_pid is not None
     assert not alive(state.llm_pid)
     assert _kodo("health", state_dir=tmp_path).returncode != 0
+
+
+def _group_members(pgid: int) -> list[str]:
+    """Processes still in the process group ``pgid`` (the sandbox's outer bubblewrap leads
+    it; its PID-namespace init ignores SIGTERM, so only the whole group's end counts)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            found.append(proc.name)
+    return found

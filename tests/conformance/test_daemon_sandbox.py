@@ -17,8 +17,10 @@ import pytest
 
 from devstack.oc_daemon import daemon, sandbox
 from devstack.oc_daemon.daemon import DaemonState
-from devstack.supervisor import free_port
+from devstack.supervisor import free_port, stop
+from shared.opencode.errors import OpenCodeError
 from tests.conformance.conftest import PASSWORD
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.conformance
 
@@ -81,8 +83,8 @@ def _in_sandbox(where: dict[str, Path], script: str) -> subprocess.CompletedProc
         config_path=where["state"] / "opencode.global.json",
         password=PASSWORD,
     )
-    argv = sandbox.sandboxed(_box(where), ["/bin/sh", "-c", script], env)
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    argv = sandbox.sandboxed(_box(where), ["/bin/sh", "-c", script])
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_only_the_workspaces_and_the_daemons_home_take_writes_and_kodos_state_is_unseen(
@@ -146,7 +148,7 @@ def test_a_workspaces_folder_holding_kodos_state_is_refused_naming_the_rule(
     box = _box(layout)
     unsafe = sandbox.DaemonSandbox(**{**box.__dict__, "workspaces": layout["kodo"].parent})
     with pytest.raises(sandbox.SandboxRefused, match=sandbox.RULE):
-        sandbox.sandboxed(unsafe, ["/bin/true"], {})
+        sandbox.sandboxed(unsafe, ["/bin/true"])
 
 
 def test_the_conformance_daemon_runs_sandboxed(real_daemon: DaemonState) -> None:
@@ -176,3 +178,46 @@ def test_oc_up_without_bubblewrap_fails_closed_naming_the_rule_and_the_fix(
     assert "apt-get install bubblewrap" in done.stderr
     assert "--no-sandbox" in done.stderr
     assert daemon.read_state(tmp_path / "state") is None or not daemon.stop(tmp_path / "state")
+
+
+def test_oc_serve_becomes_the_sandboxed_daemon_in_the_foreground(
+    opencode_binary: Path, scripted_llm: str, tmp_path: Path
+) -> None:
+    """What the compose profile runs: the process is bubblewrap (exec'd, not a child of a
+    supervisor), serving the daemon with the password from the environment only."""
+    kodo = str(Path(sys.executable).parent / "kodo")
+    port = free_port()
+    env = {
+        **os.environ,
+        "KODO_OC_STATE_DIR": str(tmp_path / "state"),
+        "KODO_WORKSPACE_DIR": str(tmp_path / "ws"),
+        "OC_PASSWORD": PASSWORD,
+    }
+    argv = [kodo, "oc", "serve", "--llm-url", scripted_llm, "--port", str(port)]
+    served = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        wait_until(
+            lambda: _healthy(f"http://127.0.0.1:{port}"),
+            60,
+            "kodo oc serve to answer",
+            detail=lambda: f"exit {served.poll()}",
+        )
+        exe = Path(f"/proc/{served.pid}/exe").resolve()
+        assert exe.name == "bwrap", exe
+        assert PASSWORD not in Path(f"/proc/{served.pid}/cmdline").read_bytes().decode()
+        assert (tmp_path / "ws").is_dir(), "the one writable folder is made"
+    finally:
+        outcome = stop(served.pid, grace_s=10.0)  # the whole group: bwrap's init and all
+        served.communicate(timeout=30)
+    assert outcome in ("stopped", "killed after grace"), outcome
+    assert daemon.read_state(tmp_path / "state") is None, "serve records nothing"
+
+
+def _healthy(url: str) -> bool:
+    try:
+        daemon.probe(url, password=PASSWORD)
+    except (OpenCodeError, daemon.DaemonError):
+        return False
+    return True

@@ -306,3 +306,20 @@ def test_kodo_up_runs_against_an_external_daemon_and_says_which_model(
     finally:
         kodo(KODO, "down", "--home", str(home), "--grace", "5")
     assert KEY not in started.stdout + started.stderr + doctor.stdout
+
+
+def test_no_process_on_the_host_has_the_key_on_its_command_line(
+    anthropic_daemon: DaemonState,
+) -> None:
+    """The sandboxed daemon gets the key in its environment (bubblewrap's own), never as
+    an argument a `ps` could show."""
+    assert anthropic_daemon.sandboxed
+    shown = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if KEY.encode() in (proc / "cmdline").read_bytes():
+                    shown.append(proc.name)
+            except OSError:
+                continue  # gone meanwhile
+    assert shown == []
