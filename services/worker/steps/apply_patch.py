@@ -51,7 +51,11 @@ from services.worker.steps.base import (
     Stopwatch,
     run_policy,
 )
-from services.worker.worktree_guard import worktree_gitdir_problem
+from services.worker.worktree_guard import (
+    SPECIAL_RULE,
+    special_files_problem,
+    worktree_gitdir_problem,
+)
 from shared.domain.change_check import ChangeReport, IndexChange, check_changes
 from shared.domain.contracts import EDIT_REPORT_SCHEMA
 from shared.domain.policy import Policy
@@ -188,6 +192,14 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
             loop.records[-1]["status"] = "refused"
             return StepOutcome.failed(
                 problem, {"rule": "worktree_gitdir", "attempts": loop.records}
+            )
+        special = special_files_problem(worktree)
+        if special is not None:  # git would neither judge nor undo them
+            error, paths = special
+            loop.refuse(error)
+            reset_worktree(worktree)
+            return StepOutcome.failed(
+                error, {"rule": SPECIAL_RULE, "paths": paths, "attempts": loop.records}
             )
         with git_time.measure():
             taken = _take_edits(ctx, worktree, result, policy)
