@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from services.worker.worktree_guard import remove_special_files
 from shared.domain.change_check import (
     SYMLINK,
     IndexChange,
@@ -22,7 +23,6 @@ from shared.domain.change_check import (
     parse_raw,
     with_counts,
 )
-from services.worker.worktree_guard import remove_special_files
 from shared.gitcmd import run_git
 from shared.hashing import sha256_hex
 
