@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.worker.git_ops import (
+    GitError,
     commit_index,
     committed_changes,
     committed_patch,
@@ -56,7 +57,12 @@ from services.worker.worktree_guard import (
     special_files_problem,
     worktree_gitdir_problem,
 )
-from shared.domain.change_check import ChangeReport, IndexChange, check_changes
+from shared.domain.change_check import (
+    ChangeReport,
+    IndexChange,
+    check_changes,
+    confinement_refusal,
+)
 from shared.domain.contracts import EDIT_REPORT_SCHEMA
 from shared.domain.policy import Policy
 from shared.domain.prompts import apply_prompt, plan_brief
@@ -135,7 +141,13 @@ def _take_edits(
         report = check_changes(changes, plan, policy)
         head = git(worktree, "rev-parse", "HEAD").strip()
         return _Committed(head, report, changes, committed_patch(worktree))
-    changes = stage_edits(worktree)
+    try:
+        changes = stage_edits(worktree)
+    except GitError as exc:  # a path git refuses to index (e.g. a '.GIT' folder)
+        refusal = confinement_refusal(str(exc))
+        if refusal is None:
+            raise
+        return _Refused(ChangeReport([refusal], (), (), 0), [])
     if not changes:
         return _Rejected("the attempt changed nothing in the worktree")
     report = check_changes(changes, plan, policy)

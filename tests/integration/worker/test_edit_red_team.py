@@ -177,3 +177,20 @@ def test_a_file_written_after_the_commit_is_never_what_the_verification_runs(
     assert report["rule"] == "worktree_matches_commit"
     assert "calc.py" in report["error"]
     assert "late.py" in report["error"]
+
+
+def _case_folded_git_folder(directory: Path) -> None:
+    (directory / "docs" / ".GIT").mkdir(parents=True)
+    (directory / "docs" / ".GIT" / "conftest.py").write_text("import os\n")
+
+
+def test_a_case_folded_git_folder_git_refuses_to_stage_fails_closed_as_confinement(
+    rt: Runtime, repo: Path
+) -> None:
+    """``git add`` refuses ``docs/.GIT/...`` (invalid path): the step must fail naming the
+    rule, not crash, and leave nothing of it on disk."""
+    run_id, outcome = _applied(rt, repo, README_ONLY, README_EDIT, _case_folded_git_folder)
+    assert outcome == "failed"
+    assert _rules(rt, run_id) == ["confinement"]
+    assert commits_on_branch(repo, run_id) == 0
+    assert _leftovers(rt.settings.workspace_dir / run_id) == []
