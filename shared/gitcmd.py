@@ -9,6 +9,11 @@ filter/diff/merge driver, a pager, an editor, an ssh command). Every call here:
 * blanks every command-valued key the repository's config sets (listed with
   ``git config --list`` first), so no filter/diff/merge driver can start;
 * passes ``--no-ext-diff --no-textconv`` to the commands that diff;
+* passes ``--ignore-submodules=dirty`` to the commands that diff and to ``status``: a
+  nested repository's commit is still compared (a gitlink a ``.gitmodules`` marks
+  ``ignore = all`` is never hidden from what kodo judges), but git never looks inside its
+  work tree, which would start a ``git status`` there under that repository's own config
+  (its filter drivers are not among the keys blanked here);
 * allows no protocol but ``file``, never prompts, never pages, never opens an editor.
 
 Overrides travel as ``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n`` (command-line scope, the
@@ -65,6 +70,8 @@ _COMMAND_KEYS = re.compile(
 _DIFFING = frozenset(
     {"diff", "log", "show", "diff-tree", "diff-index", "diff-files", "format-patch"}
 )
+SUBMODULES = "--ignore-submodules=dirty"
+"""Compare a nested repository's commit, never look into its work tree (see above)."""
 
 ENV: dict[str, str] = {
     "GIT_CONFIG_NOSYSTEM": "1",
@@ -100,9 +107,13 @@ def config_env(overrides: Mapping[str, str]) -> dict[str, str]:
 
 
 def hardened_args(args: Sequence[str]) -> list[str]:
-    """``args`` with ``--no-ext-diff --no-textconv`` after a diffing subcommand."""
+    """``args`` with ``--no-ext-diff --no-textconv`` after a diffing subcommand, and
+    :data:`SUBMODULES` after it and after ``status`` (the command line wins over any
+    ``diff.ignoreSubmodules`` or ``submodule.<name>.ignore``)."""
     if args and args[0] in _DIFFING:
-        return [args[0], "--no-ext-diff", "--no-textconv", *args[1:]]
+        return [args[0], "--no-ext-diff", "--no-textconv", SUBMODULES, *args[1:]]
+    if args and args[0] == "status":
+        return [args[0], SUBMODULES, *args[1:]]
     return list(args)
 
 

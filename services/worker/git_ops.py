@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from services.worker.worktree_guard import remove_special_files
 from shared.domain.change_check import (
     SYMLINK,
     IndexChange,
@@ -105,6 +106,7 @@ def reset_worktree(worktree: Path) -> None:
     One ``git status`` in the usual, clean case; reset and clean only when needed. Never
     called while a call may still be editing the worktree (see ApplyPatchST).
     """
+    remove_special_files(worktree)  # a FIFO or socket: git would neither see nor clean it
     status = git(worktree, "status", "--porcelain", "--untracked-files=all", "--ignored")
     if status.strip():
         git(worktree, "reset", "-q", "--hard", "HEAD")

@@ -6,13 +6,66 @@ files in the worktree; if it rewrote ``.git`` to point at a directory of its own
 next git kodo runs there would read that directory's config (fsmonitor, hooks, filter
 drivers). So before git runs in a worktree, the pointer is checked both ways: it names
 the repository's own admin directory, and that directory names this worktree back.
+
+git also sees only regular files, directories and symlinks: a FIFO, a socket or a device
+node is neither staged (so never judged) nor removed by ``git clean`` (so it would stay,
+where a verification command opens it and blocks). :func:`special_files` finds them,
+:func:`remove_special_files` drops them.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 RULE = "worktree_gitdir"
+SPECIAL_RULE = "special_file"
+
+
+def _shown(path: str) -> str:
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def special_files(worktree: Path) -> list[str]:
+    """Entries under ``worktree`` that are not regular files, directories or symlinks
+    (symlinks are not followed), and directories kodo cannot read; relative, sorted."""
+    found: list[str] = []
+    pending = [str(worktree)]
+    while pending:
+        folder = pending.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.is_symlink() or entry.is_file(follow_symlinks=False):
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                    else:
+                        found.append(os.path.relpath(entry.path, worktree))
+        except OSError:
+            found.append(os.path.relpath(folder, worktree))
+    return sorted(found)
+
+
+def special_files_problem(worktree: Path) -> tuple[str, list[str]] | None:
+    """The ``special_file`` diagnostic and the paths, or None."""
+    found = special_files(worktree)
+    if not found:
+        return None
+    shown = ", ".join(_shown(p) for p in found[:20]) + (" ..." if len(found) > 20 else "")
+    return (
+        f"{SPECIAL_RULE}: the worktree holds entries git can neither judge nor undo"
+        f" (FIFO, socket, device node, unreadable folder): {shown}",
+        [_shown(p) for p in found[:200]],
+    )
+
+
+def remove_special_files(worktree: Path) -> None:
+    """Unlink every special entry :func:`special_files` finds (folders are git's to clean)."""
+    for path in special_files(worktree):
+        target = worktree / path
+        if not target.is_dir():
+            target.unlink(missing_ok=True)
 
 
 def worktree_gitdir_problem(worktree: Path, repo: Path) -> str | None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.worker.git_ops import (
+    GitError,
     commit_index,
     committed_changes,
     committed_patch,
@@ -51,8 +52,17 @@ from services.worker.steps.base import (
     Stopwatch,
     run_policy,
 )
-from services.worker.worktree_guard import worktree_gitdir_problem
-from shared.domain.change_check import ChangeReport, IndexChange, check_changes
+from services.worker.worktree_guard import (
+    SPECIAL_RULE,
+    special_files_problem,
+    worktree_gitdir_problem,
+)
+from shared.domain.change_check import (
+    ChangeReport,
+    IndexChange,
+    check_changes,
+    confinement_refusal,
+)
 from shared.domain.contracts import EDIT_REPORT_SCHEMA
 from shared.domain.policy import Policy
 from shared.domain.prompts import apply_prompt, plan_brief
@@ -131,7 +141,13 @@ def _take_edits(
         report = check_changes(changes, plan, policy)
         head = git(worktree, "rev-parse", "HEAD").strip()
         return _Committed(head, report, changes, committed_patch(worktree))
-    changes = stage_edits(worktree)
+    try:
+        changes = stage_edits(worktree)
+    except GitError as exc:  # a path git refuses to index (e.g. a '.GIT' folder)
+        refusal = confinement_refusal(str(exc))
+        if refusal is None:
+            raise
+        return _Refused(ChangeReport([refusal], (), (), 0), [])
     if not changes:
         return _Rejected("the attempt changed nothing in the worktree")
     report = check_changes(changes, plan, policy)
@@ -188,6 +204,14 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
             loop.records[-1]["status"] = "refused"
             return StepOutcome.failed(
                 problem, {"rule": "worktree_gitdir", "attempts": loop.records}
+            )
+        special = special_files_problem(worktree)
+        if special is not None:  # git would neither judge nor undo them
+            error, paths = special
+            loop.refuse(error)
+            reset_worktree(worktree)
+            return StepOutcome.failed(
+                error, {"rule": SPECIAL_RULE, "paths": paths, "attempts": loop.records}
             )
         with git_time.measure():
             taken = _take_edits(ctx, worktree, result, policy)

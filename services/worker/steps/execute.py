@@ -5,6 +5,13 @@ bytes) is an artifact either way. Without a working sandbox the step refuses to 
 the command, unless the operator set KODO_SANDBOX=off (logged on every execution and
 recorded in the step's output). While the command runs the step checks its lease and
 the run's status every second: a cancel kills the whole sandbox.
+
+The command runs on the commit ApplyPatchST judged, nothing else (rule
+``worktree_matches_commit``): every worktree lies in the daemon's one writable folder, so
+a daemon still writing after its answer, or another run's agent, may have changed it
+since. On the first delivery the worktree must be HEAD exactly (else the step fails
+naming what differs); a redelivery resets it to HEAD first, since the earlier
+delivery's command may have left its own files.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from services.worker.git_ops import git, reset_worktree
 from services.worker.sandbox import (
     Finished,
     limits_of,
@@ -24,6 +32,7 @@ from services.worker.sandbox import (
 )
 from services.worker.sandbox.cgroup import CgroupUnavailable
 from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, Stopwatch, run_policy
+from services.worker.worktree_guard import special_files_problem
 from shared.config import Settings
 from shared.domain.exec_rules import argv_violation
 from shared.domain.policy import effective_allowlist
@@ -94,6 +103,27 @@ def _cgroup_refusal(argv: list[str], why: str) -> StepOutcome:
     )
 
 
+WORKTREE_RULE = "worktree_matches_commit"
+
+
+def worktree_problem(ctx: StepContext, worktree: Path) -> str | None:
+    """Why ``worktree`` is not exactly the commit ApplyPatchST judged, or None."""
+    commit = ctx.outputs.get(StepId.APPLY_PATCH.value, {}).get("commit")
+    head = git(worktree, "rev-parse", "HEAD").strip()
+    if not isinstance(commit, str) or head != commit:
+        return f"{WORKTREE_RULE}: the worktree is at {head}, the judged commit is {commit}"
+    if not ctx.first_delivery:
+        reset_worktree(worktree)  # an earlier delivery's command may have left files
+    special = special_files_problem(worktree)
+    if special is not None:
+        return f"{WORKTREE_RULE}: {special[0]}"
+    status = git(worktree, "status", "--porcelain", "--untracked-files=all", "--ignored")
+    if status.strip():
+        changed = ", ".join(line[3:] for line in status.splitlines()[:20])
+        return f"{WORKTREE_RULE}: the worktree differs from the judged commit: {changed}"
+    return None
+
+
 def execute_step(ctx: StepContext) -> StepOutcome:
     decided = ctx.outputs.get(StepId.DECIDE.value)
     if ctx.worktree_path is None or decided is None or ctx.approved_at is None:
@@ -102,6 +132,9 @@ def execute_step(ctx: StepContext) -> StepOutcome:
             {"rule": "approved_plan_required", "plan_sha256": ctx.plan_sha256},
         )
     argv = [str(a) for a in decided.get("argv", [])]
+    tampered = worktree_problem(ctx, ctx.worktree_path)
+    if tampered is not None:
+        return StepOutcome.failed(tampered, {"rule": WORKTREE_RULE, "argv": argv})
     settings = ctx.rt.settings
     allowlist = effective_allowlist(run_policy(ctx), settings.exec_allowlist)
     refused = argv_violation(argv, allowlist)

@@ -150,8 +150,9 @@ def test_diffing_commands_never_use_external_diff_or_textconv() -> None:
         "diff",
         "--no-ext-diff",
         "--no-textconv",
+        "--ignore-submodules=dirty",
         "--stat",
         "A",
         "B",
     ]
-    assert hardened_args(["status"]) == ["status"]
+    assert hardened_args(["status"]) == ["status", "--ignore-submodules=dirty"]
