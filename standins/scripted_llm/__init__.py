@@ -32,7 +32,10 @@ Started with an ``api_key``, the server refuses (401) a request that does not ca
 its environment arrives.
 
 ``GET /__kodo/stats`` counts the model requests (by reply kind and by wire), sums the
-usage it reported, and counts refused keys; ``POST /__kodo/reset`` zeroes them.
+usage it reported and the bytes of the request bodies it was sent, and counts refused
+keys; ``POST /__kodo/reset`` zeroes them. The usage reads only the last user text (as
+the compat server's does): a history the daemon re-sends shows in ``request_bytes``,
+never in the tokens.
 """
 
 from standins.scripted_llm.server import ScriptedLLM, running_llm

@@ -35,11 +35,13 @@ class _Stats:
         self.replies: Counter[str] = Counter()
         self.wires: Counter[str] = Counter()
         self.usage: Counter[str] = Counter()
+        self.request_bytes = 0  # a real provider bills these: the usage formula sees less
         self.refused_keys = 0
 
-    def count(self, reply: Reply, wire: str) -> int:
+    def count(self, reply: Reply, wire: str, body_bytes: int) -> int:
         with self.lock:
             self.chat_requests += 1
+            self.request_bytes += body_bytes
             self.replies[_kind(reply)] += 1
             self.wires[wire] += 1
             if reply.usage is not None and reply.http_status == 200:
@@ -62,6 +64,7 @@ class _Stats:
             self.replies.clear()
             self.wires.clear()
             self.usage.clear()
+            self.request_bytes = 0
             self.refused_keys = 0
 
     def snapshot(self) -> dict[str, Any]:
@@ -71,6 +74,7 @@ class _Stats:
                 "replies": dict(self.replies),
                 "wires": dict(self.wires),
                 "usage": {k: self.usage[k] for k in ("input", "output", "reasoning", "cache_read")},
+                "request_bytes": self.request_bytes,
                 "refused_keys": self.refused_keys,
             }
 
@@ -158,7 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, f"bad request: {exc}", "invalid_request_error")
             return
         reply = decide(self.server.seed, request)
-        nth = self.server.stats.count(reply, wire)
+        nth = self.server.stats.count(reply, wire, len(body))
         if reply.http_status != 200:
             kind = "server_error" if reply.http_status >= 500 else "invalid_request_error"
             self._error(reply.http_status, reply.error_message, kind)
