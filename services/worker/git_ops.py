@@ -48,15 +48,23 @@ def git(cwd: Path, *args: str, check: bool = True, stdin: bytes | None = None) -
     return proc.stdout.decode(errors="replace")
 
 
+def lock_dir(workspace_dir: Path) -> Path:
+    """``<workspaces>.locks``: a sibling of the workspaces folder, outside the daemon's reach."""
+    resolved = workspace_dir.resolve()
+    return resolved.with_name(f"{resolved.name}.locks")
+
+
 @contextmanager
 def repo_lock(workspace_dir: Path, repo: Path) -> Iterator[None]:
     """Serialise worktree bookkeeping per repository across worker processes.
 
     ``git worktree add/prune`` edit the repository's shared ``.git/worktrees``;
     concurrent runs on one repository would otherwise race ("failed to read
-    .git/worktrees/..."). The lock file lives in our workspace, not the user's repo.
+    .git/worktrees/..."). The lock files live beside the workspaces folder, not in it
+    (the daemon may write there: an agent holding a lock would stall every run on the
+    repository) nor in the user's repository.
     """
-    locks = workspace_dir / ".locks"
+    locks = lock_dir(workspace_dir)
     locks.mkdir(parents=True, exist_ok=True)
     with (locks / f"{sha256_hex(str(repo.resolve()))[:16]}.lock").open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -132,9 +132,6 @@ def execute_step(ctx: StepContext) -> StepOutcome:
             {"rule": "approved_plan_required", "plan_sha256": ctx.plan_sha256},
         )
     argv = [str(a) for a in decided.get("argv", [])]
-    tampered = worktree_problem(ctx, ctx.worktree_path)
-    if tampered is not None:
-        return StepOutcome.failed(tampered, {"rule": WORKTREE_RULE, "argv": argv})
     settings = ctx.rt.settings
     allowlist = effective_allowlist(run_policy(ctx), settings.exec_allowlist)
     refused = argv_violation(argv, allowlist)
@@ -143,6 +140,9 @@ def execute_step(ctx: StepContext) -> StepOutcome:
             f"{refused.rule}: {refused.detail}",
             {"rule": refused.rule, "argv": argv, "allowlist": list(allowlist)},
         )
+    tampered = worktree_problem(ctx, ctx.worktree_path)
+    if tampered is not None:
+        return StepOutcome.failed(tampered, {"rule": WORKTREE_RULE, "argv": argv})
     environ = dict(os.environ)
     watch = Stopwatch(ctx)
     sandbox_note: dict[str, Any]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from services.worker.git_ops import Worktree, ensure_worktree, git, head_trailer
+from services.worker.git_ops import Worktree, ensure_worktree, git, head_trailer, lock_dir
 from services.worker.steps.apply_patch import OP_KEY_TRAILER, PATCH_TRAILER, apply_patch_step
 from shared.domain.contracts import EDIT_REPORT_SCHEMA
 from shared.domain.prompts import apply_prompt, plan_brief
@@ -238,3 +238,11 @@ def test_an_abandoned_call_is_aborted_then_its_half_edit_is_reset(worktree: Work
     assert (worktree.path / "calc.py").read_text() == DOCUMENTED
     assert not (worktree.path / "stray.txt").exists()
     assert "half-edited" not in outcome.artifacts[0].content.decode()
+
+
+def test_the_worktree_locks_lie_outside_the_folder_the_daemon_may_write(tmp_path: Path) -> None:
+    """An agent holding a lock file would stall every run on the repository."""
+    workspaces = tmp_path / "workspaces"
+    locks = lock_dir(workspaces)
+    assert locks.parent == workspaces.resolve().parent
+    assert not locks.is_relative_to(workspaces.resolve())
