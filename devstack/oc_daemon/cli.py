@@ -25,13 +25,16 @@ unsafe way out.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import click
 import httpx
@@ -210,11 +213,69 @@ _PROVIDER_OPTIONS = (
 )
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """What the provider options said; one object for every command that takes them."""
+
+    scripted_llm: bool
+    llm_url: str | None
+    kind: ProviderKind | None
+    model: str | None
+    provider_id: str | None
+    api_key_env: str | None
+    base_url: str | None
+    prices: tuple[str, ...]
+    context_limit: int
+    output_limit: int
+
+    def spec(self) -> ProviderSpec | None:
+        """The provider spec, checked against this environment (a UsageError names what is
+        wrong); None for ``--scripted-llm``, whose URL is known once it is started."""
+        spec = provider_spec(
+            scripted=self.scripted_llm,
+            llm_url=self.llm_url,
+            kind=self.kind,
+            model=self.model,
+            provider_id=self.provider_id,
+            api_key_env=self.api_key_env,
+            base_url=self.base_url,
+            prices=self.prices,
+            context_limit=self.context_limit,
+            output_limit=self.output_limit,
+        )
+        if spec is not None:
+            try:
+                spec.check(os.environ)
+            except ProviderConfigError as exc:
+                raise click.UsageError(str(exc)) from exc
+        return spec
+
+    def running_spec(self) -> ProviderSpec:
+        """The spec of a daemon that starts no scripted LLM itself (config, serve)."""
+        if self.scripted_llm:
+            raise click.UsageError("--scripted-llm starts a process: give its --llm-url instead")
+        spec = self.spec()
+        if spec is None:  # pragma: no cover - only --scripted-llm yields None
+            raise click.UsageError("no model given")
+        return spec
+
+
+_CHOICE_FIELDS = tuple(f.name for f in fields(ModelChoice))
+
+
 def provider_options(command: Callable[..., None]) -> Callable[..., None]:
-    """The options that say which model the daemon is configured with."""
+    """The options that say which model the daemon is configured with, handed to the
+    command as one ``choice: ModelChoice``."""
+
+    @functools.wraps(command)
+    def with_choice(**given: Any) -> None:
+        choice = ModelChoice(**{name: given.pop(name) for name in _CHOICE_FIELDS})
+        command(choice=choice, **given)
+
+    wrapped: Callable[..., None] = with_choice
     for option in reversed(_PROVIDER_OPTIONS):
-        command = option(command)
-    return command
+        wrapped = option(wrapped)
+    return wrapped
 
 
 @oc.command("up")
@@ -235,16 +296,7 @@ def provider_options(command: Callable[..., None]) -> Callable[..., None]:
 )
 def up(
     port: int,
-    scripted_llm: bool,
-    llm_url: str | None,
-    kind: ProviderKind | None,
-    model: str | None,
-    provider_id: str | None,
-    api_key_env: str | None,
-    base_url: str | None,
-    prices: tuple[str, ...],
-    context_limit: int,
-    output_limit: int,
+    choice: ModelChoice,
     password: str | None,
     seed: int,
     state_dir: str | None,
@@ -253,29 +305,13 @@ def up(
 ) -> None:
     """Start opencode serve (in its bubblewrap sandbox) against one model; wait until it is
     healthy and offers it."""
-    spec = provider_spec(
-        scripted=scripted_llm,
-        llm_url=llm_url,
-        kind=kind,
-        model=model,
-        provider_id=provider_id,
-        api_key_env=api_key_env,
-        base_url=base_url,
-        prices=prices,
-        context_limit=context_limit,
-        output_limit=output_limit,
-    )
-    if spec is not None:
-        try:
-            spec.check(os.environ)
-        except ProviderConfigError as exc:
-            raise click.UsageError(str(exc)) from exc
+    spec = choice.spec()
     binary = _install()
     where = _state_dir(state_dir)
     llm: Child | None = None
     if spec is None:
         url, llm = _start_scripted_llm(where, seed)
-        spec = scripted_provider(url, kind=kind or ProviderKind.OPENAI_COMPATIBLE)
+        spec = scripted_provider(url, kind=choice.kind or ProviderKind.OPENAI_COMPATIBLE)
     try:
         state = daemon.start(
             binary,
@@ -311,40 +347,12 @@ def up(
     help="Write the config here (mode 0600) instead of printing it.",
 )
 def config_cmd(
-    scripted_llm: bool,
-    llm_url: str | None,
-    kind: ProviderKind | None,
-    model: str | None,
-    provider_id: str | None,
-    api_key_env: str | None,
-    base_url: str | None,
-    prices: tuple[str, ...],
-    context_limit: int,
-    output_limit: int,
+    choice: ModelChoice,
     out: Path | None,
 ) -> None:
     """Print (or write) the daemon config `up` would use, for a daemon run elsewhere
     (the compose profile runs `opencode serve` on it). The key stays a {env:VAR}."""
-    if scripted_llm:
-        raise click.UsageError("--scripted-llm starts a process: give its --llm-url instead")
-    spec = provider_spec(
-        scripted=False,
-        llm_url=llm_url,
-        kind=kind,
-        model=model,
-        provider_id=provider_id,
-        api_key_env=api_key_env,
-        base_url=base_url,
-        prices=prices,
-        context_limit=context_limit,
-        output_limit=output_limit,
-    )
-    if spec is None:  # pragma: no cover - only --scripted-llm yields None
-        raise click.UsageError("no model given")
-    try:
-        spec.check(os.environ)
-    except ProviderConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
+    spec = choice.running_spec()
     config = global_config(spec)
     if out is None:
         click.echo(json.dumps(config, indent=2))
@@ -391,16 +399,7 @@ def health(state_dir: str | None) -> None:
     help="UNSAFE: run the daemon without bubblewrap; it may then write anywhere kodo can.",
 )
 def serve(
-    scripted_llm: bool,
-    llm_url: str | None,
-    kind: ProviderKind | None,
-    model: str | None,
-    provider_id: str | None,
-    api_key_env: str | None,
-    base_url: str | None,
-    prices: tuple[str, ...],
-    context_limit: int,
-    output_limit: int,
+    choice: ModelChoice,
     hostname: str,
     port: int,
     state_dir: str | None,
@@ -413,25 +412,11 @@ def serve(
     environment allowlist and sandbox as `up`, but exec'd, with nothing recorded or
     supervised. The basic-auth password comes from $OC_PASSWORD, never from argv.
     """
-    if scripted_llm:
-        raise click.UsageError("--scripted-llm starts a process: give its --llm-url instead")
-    spec = provider_spec(
-        scripted=False,
-        llm_url=llm_url,
-        kind=kind,
-        model=model,
-        provider_id=provider_id,
-        api_key_env=api_key_env,
-        base_url=base_url,
-        prices=prices,
-        context_limit=context_limit,
-        output_limit=output_limit,
-    )
+    spec = choice.running_spec()
     password = os.environ.get("OC_PASSWORD", "")
-    if spec is None or not password:
-        raise click.UsageError("give the model's options and export OC_PASSWORD")
+    if not password:
+        raise click.UsageError("export OC_PASSWORD: the daemon's password is never an argument")
     try:
-        spec.check(os.environ)
         launch = daemon.prepare(
             _install(),
             state_dir=_state_dir(state_dir),
@@ -441,7 +426,7 @@ def serve(
             environ=os.environ,
             confinement=None if no_sandbox else _confinement(workspaces),
         )
-    except (ProviderConfigError, DaemonError) as exc:
+    except DaemonError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"opencode serve on {hostname}:{port}: {spec.describe()}", err=True)
     if no_sandbox:

@@ -8,7 +8,6 @@ behind the real call protocol on the in-memory ledger; git and the worktree are 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,8 @@ from shared.hashing import canonical_bytes, sha256_hex
 from shared.opencode.calls import StructuredCall
 from tests.fakes.agent import FakeAgent, ScriptedTurn
 from tests.fakes.steps import StepWorld
+from tests.unit.worker.conftest import CALC
 
-CALC = "def add(a, b):\n    return a + b\n"
 DOCUMENTED = 'def add(a, b):\n    """Add two numbers."""\n    return a + b\n'
 PLAN: dict[str, Any] = {
     "design": "Document add().",
@@ -45,20 +44,8 @@ def said(files: list[str], summary: str = "Document add().") -> dict[str, Any]:
     return {"summary": summary, "files": files}
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "repo"
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    (path / "calc.py").write_text(CALC)
-    git(path, "add", "calc.py")
-    git(path, "commit", "-q", "-m", "calc")
-    return path
-
-
 @pytest.fixture
-def worktree(template: Path, tmp_path: Path) -> Worktree:
-    repo = Path(shutil.copytree(template, tmp_path / "repo", symlinks=True))
+def worktree(repo: Path, tmp_path: Path) -> Worktree:
     return ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
 
 

@@ -6,11 +6,8 @@ The agent and the ledger are in memory; git runs for real on a small repository 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from services.worker.git_ops import git
 from services.worker.steps.apply_patch import apply_patch_step
@@ -22,8 +19,8 @@ from shared.domain.run_machine import StepId
 from shared.hashing import canonical_bytes, sha256_hex
 from tests.fakes.agent import FakeAgent, ScriptedTurn, unknown_model
 from tests.fakes.steps import StepWorld
+from tests.unit.worker.conftest import CALC
 
-CALC = "def add(a, b):\n    return a + b\n"
 PLAN: dict[str, Any] = {
     "design": "Document add().",
     "files": [{"path": "calc.py", "change": "modify", "why": "the docstring"}],
@@ -39,25 +36,6 @@ APPROVED = {
 
 NOWHERE = Path("/nonexistent/kodo-unit")
 """The repository of a step refused before it opens one."""
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "repo"
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    (path / "calc.py").write_text(CALC)
-    git(path, "add", "calc.py")
-    git(path, "commit", "-q", "-m", "calc")
-    return path
-
-
-@pytest.fixture
-def repo(template: Path, tmp_path: Path) -> Path:
-    """A repository of this test's own, copied (``git init`` runs once per module)."""
-    path = Path(shutil.copytree(template, tmp_path / "repo", symlinks=True))
-    git(path, "update-index", "-q", "--refresh")  # the copy's files have new inodes
-    return path
 
 
 def _head(repo: Path) -> str:
