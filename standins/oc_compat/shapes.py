@@ -213,44 +213,34 @@ def tool_input(tool: str, directory: str, target: str) -> dict[str, Any]:
     return {"filePath": os.path.join(directory, target or "kodo-tool-ran.txt")}
 
 
-def tool_part(call_id: str, tool: str, tool_input: Any, output: str, title: str) -> dict[str, Any]:
+def tool_part(
+    call_id: str, tool: str, tool_input: Any, output: str, title: str, *, failed: bool = False
+) -> dict[str, Any]:
+    """A tool part as the daemon records it: ``completed`` with its output and title, or
+    (``failed``) ``error`` with ``output`` as the error."""
     start = now_ms()
-    return {
-        "type": "tool",
-        "tool": tool,
-        "callID": call_id,
-        "state": {
+    state: dict[str, Any] = {"status": "error", "input": tool_input, "error": output}
+    if not failed:
+        state = {
             "status": "completed",
             "input": tool_input,
             "output": output,
             "metadata": {"valid": True} if tool == "StructuredOutput" else {},
             "title": title,
-            "time": {"start": start, "end": now_ms()},
-        },
-    }
+        }
+    state["time"] = {"start": start, "end": now_ms()}
+    return {"type": "tool", "tool": tool, "callID": call_id, "state": state}
 
 
 def edit_part(
     call_id: str, tool: str, tool_input: dict[str, str], path: str, ok: bool, output: str
 ) -> dict[str, Any]:
-    """An edit tool's part as the daemon records it: ``completed`` with its output, or
-    ``error`` (a denied or failed edit) with the error; either way it names its path."""
+    """An edit tool's part: ``completed`` (naming the file in its metadata, as the daemon
+    does) or ``error`` (a denied or failed edit); either way its input names the path."""
+    part = tool_part(call_id, tool, tool_input, output, path.rsplit("/", 1)[-1], failed=not ok)
     if ok:
-        part = tool_part(call_id, tool, tool_input, output, path.rsplit("/", 1)[-1])
         part["state"]["metadata"] = {"filepath": path, "diagnostics": {}}
-        return part
-    start = now_ms()
-    return {
-        "type": "tool",
-        "tool": tool,
-        "callID": call_id,
-        "state": {
-            "status": "error",
-            "input": tool_input,
-            "error": output,
-            "time": {"start": start, "end": now_ms()},
-        },
-    }
+    return part
 
 
 def step_finish(reason: str, usage: Usage) -> dict[str, Any]:
