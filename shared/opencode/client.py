@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any, Self
 from urllib.parse import quote
 
@@ -25,6 +27,7 @@ from shared.opencode.errors import (
     classify_http_error,
     classify_info_error,
 )
+from shared.opencode.events import DEFAULT_MAX_EVENT_BYTES, OcEvent, SseDecoder
 from shared.opencode.messages import (
     DEFAULT_MAX_ANSWER_BYTES,
     AnswerTooLarge,
@@ -36,8 +39,10 @@ from shared.opencode.messages import (
 __all__ = [
     "AnswerTooLarge",
     "ModelRef",
+    "OcEvent",
     "OpenCodeClient",
     "PromptReply",
+    "SseEventStream",
     "TokenUsage",
     "classify_info_error",
 ]
@@ -115,6 +120,8 @@ class OpenCodeClient:
             raise OpenCodeTimeout(f"{method} {path}: no answer in time ({exc})") from exc
         except httpx.TransportError as exc:
             raise OpenCodeTransientError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code == 204 and not content:
+            return None  # No Content (prompt_async); every caller checks the shape it needs
         try:
             parsed: object = json.loads(content)
         except (ValueError, RecursionError):  # deep nesting fits under any byte cap
@@ -258,6 +265,27 @@ class OpenCodeClient:
                 return turn  # the whole session is this turn
         raise OpenCodePermanentError(f"a turn of more than {max_steps} steps: refusing to trust it")
 
+    @staticmethod
+    def _prompt_body(
+        agent: str,
+        model: ModelRef,
+        text: str,
+        tools: dict[str, bool],
+        format: dict[str, Any] | None,
+        system: str | None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "agent": agent,
+            "model": model.to_json(),
+            "tools": tools,
+            "parts": [{"type": "text", "text": text}],
+        }
+        if format is not None:
+            body["format"] = format
+        if system is not None:
+            body["system"] = system
+        return body
+
     def prompt(
         self,
         session_id: str,
@@ -276,16 +304,7 @@ class OpenCodeClient:
         An ``info.error`` in the reply is raised as its mapped error with ``.reply`` set,
         so the caller can still record what was billed.
         """
-        body: dict[str, Any] = {
-            "agent": agent,
-            "model": model.to_json(),
-            "tools": tools,
-            "parts": [{"type": "text", "text": text}],
-        }
-        if format is not None:
-            body["format"] = format
-        if system is not None:
-            body["system"] = system
+        body = self._prompt_body(agent, model, text, tools, format, system)
         try:
             raw = self._call(
                 "POST",
@@ -305,6 +324,107 @@ class OpenCodeClient:
             error.reply = reply
             raise error
         return reply
+
+    def prompt_async(
+        self,
+        session_id: str,
+        *,
+        directory: str,
+        agent: str,
+        model: ModelRef,
+        text: str,
+        tools: dict[str, bool],
+        format: dict[str, Any] | None,
+        system: str | None = None,
+    ) -> None:
+        """``POST /session/{id}/prompt_async``: start the turn and return (204) at once.
+
+        The turn's end is told by the event stream (``session.idle``, or
+        ``session.error`` alone for a turn refused before it started: an unknown agent
+        or model is a 204 here, then an ``UnknownError`` event) and by
+        ``GET /session/status``; its answer is :meth:`last_message`. HTTP failures
+        raise what :meth:`prompt` raises (404 unknown session, 400 bad body...); any
+        answer but an empty 204 is refused.
+        """
+        body = self._prompt_body(agent, model, text, tools, format, system)
+        try:
+            raw = self._call(
+                "POST", self._path(session_id, "/prompt_async"), directory=directory, body=body
+            )
+        except OpenCodeError as exc:
+            diagnosed = self._diagnosed(exc, directory, agent, model)
+            if diagnosed is exc:
+                raise
+            raise diagnosed from exc
+        if raw is not None:
+            raise OpenCodePermanentError(
+                f"POST /session/{{id}}/prompt_async: expected 204 No Content, got {raw!r:.200}"
+            )
+
+    def last_message(self, session_id: str, *, directory: str) -> PromptReply | None:
+        """``GET /session/{id}/message?limit=1``: the session's newest message (the answer
+        of its last turn once ``session.idle`` came), or None for a session without
+        messages. ``limit=1`` keeps clear of the daemon's 400 on a range holding a user
+        message sent with ``format`` (API notes 5.1), unless that message is the newest:
+        a turn that never answered (that 400 is raised as it is).
+
+        The message is returned unjudged: the caller checks ``role``,
+        ``time.completed``, ``info.error`` and the answer, as for :meth:`prompt`.
+        """
+        page = self._call(
+            "GET", self._path(session_id, "/message"), directory=directory, query={"limit": "1"}
+        )
+        if not isinstance(page, list) or len(page) > 1:
+            raise OpenCodePermanentError(
+                f"GET messages?limit=1: not a list of at most one: {page!r:.200}"
+            )
+        return PromptReply.from_json(page[0]) if page else None
+
+    def events(
+        self,
+        *,
+        directory: str | None = None,
+        timeout_s: float,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> SseEventStream:
+        """Open the event stream: ``GET /event?directory=`` for one directory's events, or
+        ``GET /global/event`` (``directory=None``) for every directory's, each naming
+        its directory. ``timeout_s`` bounds the wait for each chunk (the daemon sends a
+        heartbeat every 10 s, so give more). Close it (or use ``with``)."""
+        if directory is not None:
+            request = self._http.build_request(
+                "GET", "/event", params={"directory": directory}, timeout=self._timeout(timeout_s)
+            )
+        else:
+            request = self._http.build_request(
+                "GET", "/global/event", timeout=self._timeout(timeout_s)
+            )
+        what = f"GET {request.url.path}"
+        try:
+            response = self._http.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise OpenCodeUnreachable(f"{what}: {type(exc).__name__}: {exc}") from exc
+        except httpx.TimeoutException as exc:
+            raise OpenCodeTimeout(f"{what}: no answer in time ({exc})") from exc
+        except httpx.TransportError as exc:
+            raise OpenCodeTransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if not response.is_success or kind != "text/event-stream":
+            try:
+                content = self._bounded_body(response, what)
+            finally:
+                response.close()
+            try:
+                parsed: object = json.loads(content)
+            except (ValueError, RecursionError):
+                parsed = content[:200].decode("utf-8", "replace")
+            if response.is_success:
+                raise OpenCodePermanentError(
+                    f"{what}: not an event stream ({kind!r}): {parsed!r:.200}"
+                )
+            raise classify_http_error(response.status_code, parsed)
+        decoder = SseDecoder(wrapped=directory is None, max_event_bytes=max_event_bytes)
+        return SseEventStream(response, decoder, what)
 
     def catalogue(self, *, directory: str) -> DaemonCatalogue | None:
         """The agents (``GET /agent``) and models (``GET /config/providers``) the daemon
@@ -345,3 +465,48 @@ class OpenCodeClient:
         sessions that are not idle (an idle session is absent)."""
         value = self._call("GET", "/session/status", directory=directory)
         return self._object(value, "GET /session/status")
+
+
+class SseEventStream:
+    """An open event stream: iterate it for :class:`OcEvent` records, then close it.
+
+    Iteration ends when the daemon ends the stream cleanly; a broken stream raises
+    OpenCodeTransientError, a silence longer than the read timeout OpenCodeTimeout
+    (either way: reconnect, and reconcile what was missed). Events of another shape
+    are skipped and counted in :attr:`skipped`, never guessed at.
+    """
+
+    def __init__(self, response: httpx.Response, decoder: SseDecoder, what: str) -> None:
+        self._response = response
+        self._decoder = decoder
+        self._what = what
+
+    @property
+    def skipped(self) -> Counter[str]:
+        return self._decoder.skipped
+
+    @property
+    def parsed(self) -> int:
+        return self._decoder.parsed
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._response.close()
+
+    def __iter__(self) -> Iterator[OcEvent]:
+        try:
+            for chunk in self._response.iter_raw():
+                yield from self._decoder.feed(chunk)
+        except httpx.TimeoutException as exc:
+            raise OpenCodeTimeout(f"{self._what}: no event or heartbeat in time ({exc})") from exc
+        except httpx.TransportError as exc:
+            if self._response.is_closed:
+                return  # closed by us
+            raise OpenCodeTransientError(
+                f"{self._what}: stream broke: {type(exc).__name__}: {exc}"
+            ) from exc

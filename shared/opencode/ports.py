@@ -9,14 +9,35 @@ in-memory fake (tests/fakes/agent.py); the ledger is
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from shared.domain.step_lease import StepLease
 from shared.domain.vocab import CallStatus
 from shared.opencode.calls import CallOutcome, StructuredCall, StructuredResult
+from shared.opencode.events import OcEvent
 from shared.opencode.messages import ModelRef, PromptReply
+
+
+class EventStream(Protocol):
+    """An open ``/event`` or ``/global/event`` stream of the daemon; close it.
+
+    Iterating yields the events that parse; the others are counted in ``skipped`` by
+    reason. It ends when the daemon ends the stream, and raises OpenCodeTimeout after
+    a silence longer than its read timeout or OpenCodeTransientError if it breaks.
+    """
+
+    @property
+    def skipped(self) -> Mapping[str, int]: ...
+
+    def __iter__(self) -> Iterator[OcEvent]: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *_exc: object) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class AgentClient(Protocol):
@@ -45,6 +66,30 @@ class AgentClient(Protocol):
         timeout_s: float | None = None,
     ) -> PromptReply:
         """Send one turn and block until it ends; the reply is its last message."""
+        ...
+
+    def prompt_async(
+        self,
+        session_id: str,
+        *,
+        directory: str,
+        agent: str,
+        model: ModelRef,
+        text: str,
+        tools: dict[str, bool],
+        format: dict[str, Any] | None,
+        system: str | None = None,
+    ) -> None:
+        """Start one turn and return at once; its end is told by :meth:`events` and
+        :meth:`busy_sessions`, its answer by :meth:`last_message`."""
+        ...
+
+    def last_message(self, session_id: str, *, directory: str) -> PromptReply | None:
+        """The session's newest message, unjudged; None if it has none."""
+        ...
+
+    def events(self, *, directory: str | None = None, timeout_s: float) -> EventStream:
+        """The directory's events, or every directory's (``None``), each naming it."""
         ...
 
     def get_session(self, session_id: str, *, directory: str) -> dict[str, Any]: ...

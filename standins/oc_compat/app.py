@@ -1,7 +1,11 @@
 """The Flask app: OpenCode's session and prompt endpoints over in-memory state.
 
 State lives in one :class:`CompatState` guarded by a lock; prompts run outside the
-lock so a slow prompt never blocks ``/abort`` or other sessions.
+lock so a slow prompt never blocks ``/abort`` or other sessions. ``prompt_async``
+answers 204 once the turn is registered (``GET /session/status`` says busy from then)
+and plays it on a thread of its own; both kinds of prompt publish the daemon's events
+(see events.py) in the daemon's order, the session leaving ``/session/status`` before
+its ``session.idle`` is sent and after its answer is readable.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +28,8 @@ from flask import Flask, Response, request
 
 from shared.hashing import sha256_hex
 from standins.oc_compat import answers, edits, shapes
-from standins.oc_compat.directives import parse
+from standins.oc_compat.directives import Directives, parse
+from standins.oc_compat.events import HEARTBEAT_S, EventBus
 from standins.oc_compat.fixtures import FixtureError
 
 KNOWN_AGENTS = frozenset({"plan", "build"})
@@ -40,6 +46,7 @@ class CompatConfig:
     provider_id: str = "kodo"
     model_id: str = "kodo-scripted"
     fixtures_dir: Path | None = None  # where ``[oc:fixture=NAME]`` finds NAME.json
+    heartbeat_s: float = HEARTBEAT_S  # ``server.heartbeat`` after this much silence
 
 
 @dataclass
@@ -63,7 +70,14 @@ class CompatState:
         self.ids = shapes.IdFactory(config.seed)
         self.lock = threading.Lock()
         self.sessions: dict[str, _Session] = {}
+        self.bus = EventBus(self.ids, config.heartbeat_s)
         self.reset()
+
+    def publish(self, session: _Session, kind: str, **properties: Any) -> None:
+        """Send ``kind`` about ``session`` to the streams of its directory and the global ones."""
+        data = session.data
+        props = {"sessionID": data["id"], **properties}
+        self.bus.publish(str(data["directory"]), str(data["projectID"]), kind, props)
 
     def reset(self) -> None:
         with self.lock:
@@ -84,14 +98,16 @@ class CompatState:
                 "in_flight": {
                     sid: len(s.in_flight) for sid, s in self.sessions.items() if s.in_flight
                 },
+                "event_streams": self.bus.open_streams,
             }
 
     def abort_all(self) -> None:
-        """Release every in-flight prompt (used on shutdown)."""
+        """Release every in-flight prompt and end every event stream (used on shutdown)."""
         with self.lock:
             for session in self.sessions.values():
                 for event in session.in_flight:
                     event.set()
+        self.bus.close_all()
 
 
 def _json(value: object, status: int = 200) -> Response:
@@ -262,9 +278,22 @@ def create_app(state: CompatState) -> Flask:
         }
         if permission is not None:
             data["permission"] = permission
+        session = _Session(data)
         with state.lock:
-            state.sessions[session_id] = _Session(data)
-            return _json(data)
+            state.sessions[session_id] = session
+            encoded = json.dumps(data)
+        state.publish(session, "session.created", info=json.loads(encoded))
+        return Response(encoded, mimetype="application/json")
+
+    @app.get("/event")
+    def event_stream() -> Response:
+        """This directory's events, unwrapped."""
+        return _sse(state.bus.stream(_directory()))
+
+    @app.get("/global/event")
+    def global_event_stream() -> Response:
+        """Every directory's events, each wrapped with its directory and project."""
+        return _sse(state.bus.stream(None))
 
     @app.get("/session/status")
     def session_status() -> Response:
@@ -330,13 +359,30 @@ def create_app(state: CompatState) -> Flask:
             session = state.sessions.get(session_id)
             if session is None:
                 return missing(session_id)
-            directory = str(session.data["directory"])
-        if asked.agent not in KNOWN_AGENTS or (asked.provider_id, asked.model_id) != (
-            config.provider_id,
-            config.model_id,
-        ):
+        if _unknown(asked, config) is not None:
             return _unknown_error(state)
-        return _run_prompt(state, session, session_id, directory, asked)
+        return _play(state, _begin(state, session, asked))
+
+    @app.post("/session/<session_id>/prompt_async")
+    def prompt_async(session_id: str) -> Response:
+        """204 at once; the turn plays on its own thread. An unknown agent or model is
+        a 204 too, then a ``session.error`` (UnknownError) and no ``session.idle``, as
+        on the daemon."""
+        asked = _check_prompt(_body(), config)
+        with state.lock:
+            session = state.sessions.get(session_id)
+            if session is None:
+                return missing(session_id)
+        refused = _unknown(asked, config)
+        if refused is not None:
+            error = {"name": "UnknownError", "data": {"message": refused}}
+            state.publish(session, "session.error", error=error)
+            return Response(status=204)
+        turn = _begin(state, session, asked)
+        threading.Thread(
+            target=_play, args=(state, turn), name=f"oc-compat-{session_id}", daemon=True
+        ).start()
+        return Response(status=204)
 
     @app.get("/__kodo/stats")
     def stats() -> Response:
@@ -364,10 +410,39 @@ def _unknown_error(state: CompatState, message: str = UNEXPECTED) -> Response:
     return _error(500, "UnknownError", message, ref=state.ids.new("err"))
 
 
-def _run_prompt(
-    state: CompatState, session: _Session, session_id: str, directory: str, asked: _Prompt
-) -> Response:
-    config = state.config
+def _sse(frames: Iterator[bytes]) -> Response:
+    headers = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
+    return Response(frames, mimetype="text/event-stream", headers=headers)
+
+
+def _unknown(asked: _Prompt, config: CompatConfig) -> str | None:
+    """Why the daemon would refuse this agent or model (its message), or None."""
+    if asked.agent not in KNOWN_AGENTS:
+        known = ", ".join(sorted(KNOWN_AGENTS))
+        return f'Agent not found: "{asked.agent}". Available agents: {known}'
+    if (asked.provider_id, asked.model_id) != (config.provider_id, config.model_id):
+        return f"Model not found: {asked.provider_id}/{asked.model_id}"
+    return None
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """A registered prompt: counted, in flight, its user message stored."""
+
+    session: _Session
+    asked: _Prompt
+    directives: Directives
+    aborted: threading.Event
+    ctx: shapes.MessageContext
+
+
+_Events = list[tuple[str, dict[str, Any]]]
+_ABORTED = {"name": "MessageAbortedError", "data": {"message": "Aborted"}}
+
+
+def _begin(state: CompatState, session: _Session, asked: _Prompt) -> _Turn:
+    """Count the prompt, mark the session busy, store the user message, say so."""
+    session_id = str(session.data["id"])
     directives = parse(asked.text)
     aborted = threading.Event()
     with state.lock:
@@ -377,6 +452,7 @@ def _run_prompt(
         state.by_title[str(session.data["title"])] += 1
         session.in_flight.add(aborted)
         shapes.prompted(session.data, asked.agent, asked.provider_id, asked.model_id)
+        directory = str(session.data["directory"])
     ctx = shapes.MessageContext(
         session_id=session_id,
         message_id=state.ids.new("msg"),
@@ -388,53 +464,105 @@ def _run_prompt(
         created_ms=shapes.now_ms(),
     )
     with state.lock:
-        _remember_user(state, session, ctx, asked)
+        user = _remember_user(state, session, ctx, asked)
         if directives.child:  # the turn spawned a sub-agent (as the `task` tool would)
             child = {**session.data, "id": state.ids.new("ses"), "parentID": session_id}
             child["title"] = "subagent"
             session.children.append(child)
-    start = shapes.part(ctx, state.ids.new("prt"), {"type": "step-start"})
+    state.publish(session, "message.updated", info=user)
+    state.publish(session, "session.status", status={"type": "busy"})
+    return _Turn(session, asked, directives, aborted, ctx)
+
+
+def _play(state: CompatState, turn: _Turn) -> Response:
+    """Play a registered turn to its end: the reply, then (out of flight) its events."""
     try:
-        if directives.llm500:
-            _retry_until_aborted(state, session, aborted)
-        if aborted.is_set() or (directives.slow_ms and aborted.wait(directives.slow_ms / 1000)):
-            error = {"name": "MessageAbortedError", "data": {"message": "Aborted"}}
-            info = shapes.info(ctx, usage=None, finish=None, error=error)
-            return _json({"info": info, "parts": [start]})
-        if directives.wants_http500:
-            return _unknown_error(state)
-        if directives.garbage:
-            return Response(GARBAGE, status=200, mimetype="application/json")
-        try:
-            reply = answers.answer(
-                config.seed,
-                Path(directory),
-                asked.text,
-                asked.fmt,
-                directives,
-                config.fixtures_dir,
-            )
-        except FixtureError as exc:  # loud: a broken script must never pass for an answer
-            print(f"oc-compat: [oc:fixture] {exc}", file=sys.stderr, flush=True)
-            return _unknown_error(state, f"[oc:fixture] {exc}")
-        uses: list[edits.ToolUse] = []
-        if reply.diff:  # the build agent edits the directory with its tools, file by file
-            pause_s = directives.slow_edit_ms / 1000 if directives.attempt == 1 else 0.0
-            uses = edits.perform(Path(directory), reply.diff, lambda _i: aborted.wait(pause_s))
-            if aborted.is_set():  # aborted mid-edit: the files edited so far stay edited
-                error = {"name": "MessageAbortedError", "data": {"message": "Aborted"}}
-                info = shapes.info(ctx, usage=None, finish=None, error=error)
-                return _json({"info": info, "parts": [start]})
+        response, events = _outcome(state, turn)
     finally:
         with state.lock:
-            session.in_flight.discard(aborted)
-            session.retry = None
-    return _json(_reply(state, session, ctx, asked, reply, start, directives.tools, uses))
+            turn.session.in_flight.discard(turn.aborted)
+            turn.session.retry = None
+    for kind, properties in events:
+        state.publish(turn.session, kind, **properties)
+    return response
+
+
+def _idle() -> _Events:
+    return [("session.status", {"status": {"type": "idle"}}), ("session.idle", {})]
+
+
+def _ended(state: CompatState, turn: _Turn, info: dict[str, Any]) -> _Events:
+    """Store the turn's last message; the events of its end (error first, as the daemon)."""
+    with state.lock:
+        turn.session.messages.append({"info": info, "parts": []})
+    error = info.get("error")
+    if error is not None and error.get("name") == "MessageAbortedError":
+        # the daemon goes idle, then updates the message, then goes idle again
+        return [
+            ("session.error", {"error": error}),
+            *_idle(),
+            ("message.updated", {"info": info}),
+            *_idle(),
+        ]
+    said: _Events = [("session.error", {"error": error})] if error is not None else []
+    return [*said, ("message.updated", {"info": info}), *_idle()]
+
+
+def _outcome(state: CompatState, turn: _Turn) -> tuple[Response, _Events]:
+    config = state.config
+    directives, aborted, ctx, asked, session = (
+        turn.directives,
+        turn.aborted,
+        turn.ctx,
+        turn.asked,
+        turn.session,
+    )
+    directory = ctx.directory
+    start = shapes.part(ctx, state.ids.new("prt"), {"type": "step-start"})
+    if directives.llm500:
+        _retry_until_aborted(state, session, aborted)
+    if aborted.is_set() or (directives.slow_ms and aborted.wait(directives.slow_ms / 1000)):
+        info = shapes.info(ctx, usage=None, finish=None, error=_ABORTED)
+        return _json({"info": info, "parts": [start]}), _ended(state, turn, info)
+    if directives.wants_http500:
+        return _unknown_error(state), [_failed(UNEXPECTED)]
+    if directives.garbage:  # the answer is unreadable: the turn ends without one
+        return Response(GARBAGE, status=200, mimetype="application/json"), _idle()
+    try:
+        reply = answers.answer(
+            config.seed,
+            Path(directory),
+            asked.text,
+            asked.fmt,
+            directives,
+            config.fixtures_dir,
+        )
+    except FixtureError as exc:  # loud: a broken script must never pass for an answer
+        print(f"oc-compat: [oc:fixture] {exc}", file=sys.stderr, flush=True)
+        return _unknown_error(state, f"[oc:fixture] {exc}"), [_failed(f"[oc:fixture] {exc}")]
+    uses: list[edits.ToolUse] = []
+    if reply.diff:  # the build agent edits the directory with its tools, file by file
+        pause_s = directives.slow_edit_ms / 1000 if directives.attempt == 1 else 0.0
+        uses = edits.perform(Path(directory), reply.diff, lambda _i: aborted.wait(pause_s))
+        if aborted.is_set():  # aborted mid-edit: the files edited so far stay edited
+            info = shapes.info(ctx, usage=None, finish=None, error=_ABORTED)
+            return _json({"info": info, "parts": [start]}), _ended(state, turn, info)
+    body = _reply(state, session, ctx, asked, reply, start, directives.tools, uses)
+    if not reply.billed:  # nothing billed: the daemon keeps the errored message anyway
+        return _json(body), _ended(state, turn, body["info"])
+    error = body["info"].get("error")
+    said: _Events = [("session.error", {"error": error})] if error is not None else []
+    return _json(body), [*said, ("message.updated", {"info": body["info"]}), *_idle()]
+
+
+def _failed(message: str) -> tuple[str, dict[str, Any]]:
+    """A turn the daemon failed inside: ``session.error`` UnknownError, and no idle."""
+    return ("session.error", {"error": {"name": "UnknownError", "data": {"message": message}}})
 
 
 def _remember_user(
     state: CompatState, session: _Session, ctx: shapes.MessageContext, asked: _Prompt
-) -> None:
+) -> dict[str, Any]:
     info: dict[str, Any] = {
         "id": ctx.parent_id,
         "sessionID": ctx.session_id,
@@ -447,6 +575,7 @@ def _remember_user(
         info["format"] = asked.fmt
     text = {"type": "text", "text": asked.text}
     session.messages.append({"info": info, "parts": [shapes.part(ctx, state.ids.new("prt"), text)]})
+    return info
 
 
 def _retry_until_aborted(state: CompatState, session: _Session, aborted: threading.Event) -> None:
@@ -454,8 +583,10 @@ def _retry_until_aborted(state: CompatState, session: _Session, aborted: threadi
     deadline = time.monotonic() + RETRY_CAP_S
     attempt, pause = 1, 5.0
     while not aborted.is_set() and time.monotonic() < deadline:
+        status = shapes.retry_status(attempt, shapes.now_ms() + int(pause * 1000))
         with state.lock:
-            session.retry = shapes.retry_status(attempt, shapes.now_ms() + int(pause * 1000))
+            session.retry = status
+        state.publish(session, "session.status", status=status)
         if aborted.wait(pause):
             return
         attempt, pause = attempt + 1, pause * 1.6

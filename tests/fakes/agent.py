@@ -4,14 +4,21 @@ Script each turn it will answer, in order: a structured answer (with the tool pa
 earlier messages, child sessions and usage the turn should show) or an error raised
 from ``prompt`` (an HTTP 500, a configuration error, a timeout). It records what was
 sent, so a test can say how many prompts reached "the daemon".
+
+``prompt_async`` plays the same script without blocking: the turn's answer becomes the
+session's :meth:`FakeAgent.last_message` and its events (``session.status`` busy,
+``message.updated``, ``session.status`` idle, ``session.idle``, as the real daemon
+sends them) are logged for :meth:`FakeAgent.events`. With ``hold_async`` set the turn
+stays busy until :meth:`FakeAgent.release` (or an abort) ends it.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from shared.opencode.diagnosis import DAEMON_UNEXPECTED
 from shared.opencode.errors import (
@@ -20,6 +27,7 @@ from shared.opencode.errors import (
     OpenCodeServerError,
     OpenCodeTimeout,
 )
+from shared.opencode.events import OcEvent
 from shared.opencode.messages import ModelRef, PromptReply
 
 
@@ -80,6 +88,30 @@ class SentPrompt:
     format: dict[str, Any] | None
 
 
+class FakeEventStream:
+    """A snapshot of the fake daemon's event log, as an open stream that then ends."""
+
+    def __init__(self, events: list[OcEvent]) -> None:
+        self._events = events
+        self.skipped: Counter[str] = Counter()
+        self.closed = False
+
+    def __iter__(self) -> Iterator[OcEvent]:
+        for event in self._events:
+            if self.closed:
+                return
+            yield event
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class FakeAgent:
     """:class:`shared.opencode.ports.AgentClient` in memory, scripted turn by turn."""
 
@@ -91,6 +123,10 @@ class FakeAgent:
         self.busy: set[str] = set()  # sessions GET /session/status reports busy
         self.stubborn: set[str] = set()  # busy sessions an abort does not stop
         self.closed = False
+        self.hold_async = False  # prompt_async turns stay busy until release()
+        self.held: dict[str, tuple[str, PromptReply]] = {}  # session -> (directory, reply)
+        self.replies: dict[str, PromptReply] = {}  # the newest message of each session
+        self.event_log: list[OcEvent] = []
 
     def will(self, *turns: ScriptedTurn) -> FakeAgent:
         self.script.extend(turns)
@@ -144,6 +180,73 @@ class FakeAgent:
         parts = [_tool_part(t) for t in turn.tools] + [_tool_part("StructuredOutput")]
         return PromptReply(info=info, parts=parts)
 
+    def prompt_async(
+        self,
+        session_id: str,
+        *,
+        directory: str,
+        agent: str,
+        model: ModelRef,
+        text: str,
+        tools: dict[str, bool],
+        format: dict[str, Any] | None,
+        system: str | None = None,
+    ) -> None:
+        """The scripted turn, played without blocking; a scripted error is raised as the
+        HTTP failure it stands for (the same classes as :meth:`prompt`)."""
+        reply = self.prompt(
+            session_id,
+            directory=directory,
+            agent=agent,
+            model=model,
+            text=text,
+            tools=tools,
+            format=format,
+            system=system,
+        )
+        reply.info.setdefault("id", f"msg_fake{len(self.sent)}")
+        reply.info.setdefault("sessionID", session_id)
+        reply.info.setdefault("time", {"created": len(self.sent), "completed": len(self.sent)})
+        self._emit(directory, "session.status", session_id, status={"type": "busy"})
+        if self.hold_async:
+            self.busy.add(session_id)
+            self.held[session_id] = (directory, reply)
+            return
+        self._finish(session_id, directory, reply)
+
+    def release(self, session_id: str) -> None:
+        """End a held ``prompt_async`` turn with its scripted answer."""
+        directory, reply = self.held.pop(session_id)
+        self.busy.discard(session_id)
+        self._finish(session_id, directory, reply)
+
+    def _finish(self, session_id: str, directory: str, reply: PromptReply) -> None:
+        self.replies[session_id] = reply
+        error = reply.info.get("error")
+        if isinstance(error, dict):
+            self._emit(directory, "session.error", session_id, error=error)
+        self._emit(directory, "message.updated", session_id, info=reply.info)
+        self._emit(directory, "session.status", session_id, status={"type": "idle"})
+        self._emit(directory, "session.idle", session_id)
+
+    def _emit(self, directory: str, kind: str, session_id: str, **properties: Any) -> None:
+        event_id = f"evt_fake{len(self.event_log) + 1}"
+        props = {"sessionID": session_id, **properties}
+        self.event_log.append(OcEvent(kind, props, event_id, directory))
+
+    def last_message(self, session_id: str, *, directory: str) -> PromptReply | None:
+        return self.replies.get(session_id)
+
+    def events(self, *, directory: str | None = None, timeout_s: float) -> FakeEventStream:
+        """What was logged so far, after ``server.connected``; ``directory=None`` is the
+        global stream (every event names its directory), else that directory's events
+        without it, as the daemon sends them."""
+        connected = OcEvent("server.connected", {}, "evt_fake0")
+        if directory is None:
+            return FakeEventStream([connected, *self.event_log])
+        mine = [e for e in self.event_log if e.directory == directory]
+        return FakeEventStream([connected, *(OcEvent(e.type, e.properties, e.id) for e in mine)])
+
     def _turn(self, session_id: str) -> ScriptedTurn:
         turn = self.sessions.get(session_id)
         if turn is None:
@@ -167,8 +270,14 @@ class FakeAgent:
 
     def abort(self, session_id: str, *, directory: str) -> bool:
         self.aborted.append(session_id)
-        if session_id not in self.stubborn:
-            self.busy.discard(session_id)
+        if session_id in self.stubborn:
+            return True
+        self.busy.discard(session_id)
+        held = self.held.pop(session_id, None)
+        if held is not None:  # a held async turn ends aborted, as on the daemon
+            error = {"name": "MessageAbortedError", "data": {"message": "Aborted"}}
+            info = {**held[1].info, "error": error, "structured": None}
+            self._finish(session_id, held[0], PromptReply(info=info, parts=[]))
         return True
 
     def busy_sessions(self, *, directory: str) -> dict[str, Any]:
