@@ -278,22 +278,35 @@ def provider_options(command: Callable[..., None]) -> Callable[..., None]:
     return wrapped
 
 
+_PLACEMENT_OPTIONS = (
+    click.option("--state-dir", default=None, help=f"State directory [default: ${STATE_ENV}]."),
+    click.option(
+        "--workspaces",
+        default=None,
+        help="The one folder the daemon may write"
+        " [default: $KODO_WORKSPACE_DIR or .kodo/workspaces].",
+    ),
+    click.option(
+        "--no-sandbox",
+        is_flag=True,
+        help="UNSAFE: run the daemon without bubblewrap; it may then write anywhere kodo can.",
+    ),
+)
+
+
+def placement_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Where the daemon keeps its state and what its sandbox lets it write."""
+    for option in reversed(_PLACEMENT_OPTIONS):
+        command = option(command)
+    return command
+
+
 @oc.command("up")
 @click.option("--port", default=4096, show_default=True, type=int, help="Port on 127.0.0.1.")
 @provider_options
 @click.option("--password", default=None, help="Basic-auth password [default: random].")
 @click.option("--seed", default=0, show_default=True, type=int, help="Scripted LLM seed.")
-@click.option("--state-dir", default=None, help=f"State directory [default: ${STATE_ENV}].")
-@click.option(
-    "--workspaces",
-    default=None,
-    help="The one folder the daemon may write [default: $KODO_WORKSPACE_DIR or .kodo/workspaces].",
-)
-@click.option(
-    "--no-sandbox",
-    is_flag=True,
-    help="UNSAFE: run the daemon without bubblewrap; it may then write anywhere kodo can.",
-)
+@placement_options
 def up(
     port: int,
     choice: ModelChoice,
@@ -387,17 +400,7 @@ def health(state_dir: str | None) -> None:
 @provider_options
 @click.option("--hostname", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=4096, show_default=True, type=int, help="Port to bind.")
-@click.option("--state-dir", default=None, help=f"State directory [default: ${STATE_ENV}].")
-@click.option(
-    "--workspaces",
-    default=None,
-    help="The one folder the daemon may write [default: $KODO_WORKSPACE_DIR or .kodo/workspaces].",
-)
-@click.option(
-    "--no-sandbox",
-    is_flag=True,
-    help="UNSAFE: run the daemon without bubblewrap; it may then write anywhere kodo can.",
-)
+@placement_options
 def serve(
     choice: ModelChoice,
     hostname: str,

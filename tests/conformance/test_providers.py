@@ -34,7 +34,7 @@ from shared.model_in_use import offered
 from shared.opencode.cache import LruCache
 from shared.opencode.call_ledger import PostgresCallLedger
 from shared.opencode.calls import StructuredCall
-from shared.opencode.client import OpenCodeClient, PromptReply
+from shared.opencode.client import ModelRef, OpenCodeClient, PromptReply
 from shared.opencode.exactly_once import ExactlyOnceCalls
 from shared.opencode.tools import permission_rules, tools_map
 from tests.conformance.conftest import (
@@ -133,16 +133,19 @@ def _llm(url: str, what: str) -> dict[str, Any]:
     return answer
 
 
-def _plan(state: DaemonState, repo: Path, text: str) -> tuple[PromptReply, dict[str, Any]]:
+def _plan(
+    state: DaemonState, repo: Path, text: str, model: ModelRef = ANTHROPIC
+) -> tuple[PromptReply, dict[str, Any]]:
+    """One structured plan prompt to ``state``'s daemon: the reply and the session's totals."""
     with OpenCodeClient(state.url, timeout_s=60.0, password=state.password) as client:
         session = client.create_session(
-            directory=str(repo), title="kodo anthropic", permission=permission_rules("plan")
+            directory=str(repo), title="kodo plan", permission=permission_rules("plan")
         )
         reply = client.prompt(
             str(session["id"]),
             directory=str(repo),
             agent="plan",
-            model=ANTHROPIC,
+            model=model,
             text=text,
             tools=tools_map("plan"),
             format={"type": "json_schema", "schema": PLAN_OUTPUT_SCHEMA, "retryCount": 1},
@@ -247,19 +250,7 @@ def test_both_wires_give_the_same_answer_and_tokens_for_the_same_prompt(
     _llm(messages_llm, "reset")
     over_messages, _ = _plan(anthropic_daemon, anthropic_repo, prompt)
     repo = create_sample_repo(sandbox_dirs.workspaces / tmp_path.name / "calc")  # in its sight
-    with OpenCodeClient(real_daemon.url, timeout_s=60.0, password=real_daemon.password) as client:
-        session = client.create_session(
-            directory=str(repo), title="kodo chat", permission=permission_rules("plan")
-        )
-        over_chat = client.prompt(
-            str(session["id"]),
-            directory=str(repo),
-            agent="plan",
-            model=MODEL,
-            text=prompt,
-            tools=tools_map("plan"),
-            format={"type": "json_schema", "schema": PLAN_OUTPUT_SCHEMA, "retryCount": 1},
-        )
+    over_chat, _ = _plan(real_daemon, repo, prompt, MODEL)
     assert over_messages.info["structured"] == over_chat.info["structured"]
     chat, messages = over_chat.info["tokens"], over_messages.info["tokens"]
     assert messages["input"] == chat["input"]
