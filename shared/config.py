@@ -21,6 +21,9 @@ DEFAULTS: dict[str, str] = {
     "OC_MODEL_ID": "kodo-scripted",
     "OC_USERNAME": "opencode",
     "OC_PASSWORD": "",
+    # 1: keep each call's daemon session after its outcome is recorded (debugging); by
+    # default it is deleted, since the daemon's memory grows with every session it holds.
+    "OC_KEEP_SESSIONS": "0",
     "RANDOM_SEED": "0",
     # oc-compat only: the folder of NAME.json files that ``[oc:fixture=NAME]`` answers from.
     "OC_COMPAT_FIXTURES_DIR": "",
@@ -121,6 +124,7 @@ class Settings:
     redis_url: str = DEFAULTS["REDIS_URL"]
     oc_base_url: str = DEFAULTS["OC_BASE_URL"]
     oc_timeout_ms: int = int(DEFAULTS["OC_TIMEOUT_MS"])
+    oc_keep_sessions: bool = False
     oc_provider_id: str = DEFAULTS["OC_PROVIDER_ID"]
     oc_model_id: str = DEFAULTS["OC_MODEL_ID"]
     oc_username: str = DEFAULTS["OC_USERNAME"]
@@ -175,6 +179,7 @@ class Settings:
             redis_url=env.get("REDIS_URL", DEFAULTS["REDIS_URL"]),
             oc_base_url=env.get("OC_BASE_URL", DEFAULTS["OC_BASE_URL"]).rstrip("/"),
             oc_timeout_ms=_int(env, "OC_TIMEOUT_MS"),
+            oc_keep_sessions=_bool(env, "OC_KEEP_SESSIONS"),
             oc_provider_id=env.get("OC_PROVIDER_ID", DEFAULTS["OC_PROVIDER_ID"]),
             oc_model_id=env.get("OC_MODEL_ID", DEFAULTS["OC_MODEL_ID"]),
             oc_username=env.get("OC_USERNAME", DEFAULTS["OC_USERNAME"]),

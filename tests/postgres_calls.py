@@ -23,6 +23,7 @@ def calls_on_postgres(
     model: ModelRef = SCRIPTED,
     clock: Clock | None = None,
     claim_grace_s: float = CLAIM_GRACE_S,
+    keep_sessions: bool = False,
 ) -> ExactlyOnceCalls:
     """Calls over ``client`` recorded in the ledger of ``sessions``, with a fresh L1 cache;
     on the system clock unless ``clock`` is given."""
@@ -33,4 +34,5 @@ def calls_on_postgres(
         model=model,
         timeout_s=timeout_s,
         claim_grace_s=claim_grace_s,
+        keep_sessions=keep_sessions,
     )

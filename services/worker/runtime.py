@@ -63,6 +63,7 @@ def build_runtime(settings: Settings, celery: Celery, clock: Clock | None = None
         clock,
         model=ModelRef(settings.oc_provider_id, settings.oc_model_id),
         timeout_s=timeout_s,
+        keep_sessions=settings.oc_keep_sessions,
     )
     return Runtime(settings, engine, sessions, clock, client, oc, celery)
 

@@ -223,6 +223,13 @@ class OpenCodeClient:
             self._call("GET", self._path(session_id), directory=directory), "GET /session/{id}"
         )
 
+    def delete_session(self, session_id: str, *, directory: str) -> bool:
+        """``DELETE /session/{id}``: the session and its messages are gone from the daemon."""
+        value = self._call("DELETE", self._path(session_id), directory=directory)
+        if not isinstance(value, bool):
+            raise OpenCodePermanentError(f"DELETE /session/{{id}}: not a bool: {value!r:.200}")
+        return value
+
     def session_children(self, session_id: str, *, directory: str) -> list[dict[str, Any]]:
         """``GET /session/{id}/children``: sub-agent sessions the turn spawned."""
         value = self._call("GET", self._path(session_id, "/children"), directory=directory)

@@ -82,6 +82,21 @@ def _named_paths(tool: str, given: object) -> list[str] | None:
     return paths
 
 
+def tool_uses(parts: Iterable[Mapping[str, object]]) -> list[tuple[str, str, list[str]]]:
+    """(tool, status, the paths it names) for every tool part (StructuredOutput aside)."""
+    found = []
+    for part in parts:
+        tool = part.get("tool")
+        if part.get("type") != "tool" or not isinstance(tool, str) or tool == "StructuredOutput":
+            continue
+        state = part.get("state")
+        state = state if isinstance(state, dict) else {}
+        found.append(
+            (tool, str(state.get("status", "?")), _named_paths(tool, state.get("input")) or [])
+        )
+    return found
+
+
 def _judge(root: str, raw: str, resolve: Callable[[str], str]) -> str | None:
     joined = raw if os.path.isabs(raw) else os.path.join(root, raw)
     resolved = resolve(joined)

@@ -58,6 +58,7 @@ from shared.opencode.turn_inspection import (
     TurnInspector,
     TurnRejected,
     assert_turn_rules,
+    tool_trail,
     turn_usage,
     usage_of,
 )
@@ -126,6 +127,7 @@ class ExactlyOnceCalls:
         wait_poll_s: float = 0.05,
         claim_grace_s: float = CLAIM_GRACE_S,
         quiesce_s: float = 10.0,
+        keep_sessions: bool = False,
     ) -> None:
         self.client = client
         self.ledger = ledger
@@ -136,6 +138,7 @@ class ExactlyOnceCalls:
         self.wait_poll_s = wait_poll_s
         self.claim_grace_s = claim_grace_s
         self.quiesce_s = quiesce_s
+        self.keep_sessions = keep_sessions
         self.turns = TurnInspector(client)
 
     def close(self) -> None:
@@ -184,6 +187,7 @@ class ExactlyOnceCalls:
         started = self.clock.monotonic()
         session_id: str | None = None
         reply: PromptReply | None = None
+        trail: list[dict[str, Any]] | None = None
         try:
             if prepare is not None:
                 prepare()
@@ -205,6 +209,7 @@ class ExactlyOnceCalls:
                 timeout_s=self.timeout_s,
             )
             turn = self.turns.inspect(session_id, call.directory)
+            trail = tool_trail(turn, reply)
             usage = turn_usage(turn, reply)
             assert_turn_rules(call.agent, session_id, reply, turn, directory=call.directory)
             answer = validate_answer(call.schema, reply.info.get("structured"))
@@ -214,9 +219,11 @@ class ExactlyOnceCalls:
             raise self._fail(key, started, CallStatus.TIMED_OUT, exc, None, kind="timeout") from exc
         except OpenCodeError as exc:
             status = CallStatus.ABORTED if isinstance(exc, OpenCodeAborted) else CallStatus.FAILED
-            raise self._fail(key, started, status, exc, exc.reply, kind=_kind_of(exc)) from exc
+            failed = self._fail(key, started, status, exc, exc.reply, kind=_kind_of(exc))
+            self._forget(session_id, call.directory)
+            raise failed from exc
         except ContractViolation as exc:
-            raise self._fail(
+            failed = self._fail(
                 key,
                 started,
                 CallStatus.FAILED,
@@ -224,21 +231,45 @@ class ExactlyOnceCalls:
                 reply,
                 kind="contract",
                 name="ContractViolation",
-            ) from exc
+                trail=trail,
+            )
+            self._forget(session_id, call.directory)
+            raise failed from exc
         except TurnRejected as exc:
             kind: FailureKind = "refused" if exc.error_name in CONFINEMENT_RULES else "contract"
-            raise self._fail(
-                key, started, CallStatus.FAILED, exc, reply, kind=kind, name=exc.error_name
-            ) from exc
+            failed = self._fail(
+                key,
+                started,
+                CallStatus.FAILED,
+                exc,
+                reply,
+                kind=kind,
+                name=exc.error_name,
+                trail=trail,
+            )
+            self._forget(session_id, call.directory)
+            raise failed from exc
         self._record(
             key,
             CallStatus.SUCCEEDED,
             started,
-            response=redact(self._response_record(reply, usage)),
+            response=redact(self._response_record(reply, usage, trail)),
             usage=usage,
         )
+        self._forget(session_id, call.directory)
         self.l1.put(key, {"answer": answer, "usage": usage})
         return StructuredResult(key, answer, "miss", usage)
+
+    def _forget(self, session_id: str | None, directory: str) -> None:
+        """Delete a finished call's session from the daemon (its memory grows with every
+        session it holds); the ledger keeps what triage needs. Best effort: a session
+        left behind costs memory, never correctness."""
+        if session_id is None or self.keep_sessions:
+            return
+        try:
+            self.client.delete_session(session_id, directory=directory)
+        except OpenCodeError as exc:
+            log.info("oc.session_kept", session_id=session_id, error=str(exc)[:200])
 
     def reject(self, op_key: str, reason: str) -> None:
         """Record why the step did not use the answer; a replay reads the same verdict back
@@ -351,15 +382,17 @@ class ExactlyOnceCalls:
         *,
         kind: FailureKind,
         name: str | None = None,
+        trail: list[dict[str, Any]] | None = None,
     ) -> CallFailed:
         error_name = name or type(exc).__name__
         error = bounded_error(f"{error_name}: {exc}")
         usage = usage_of(reply.info) if reply is not None else None
+        recorded = self._response_record(reply, usage, trail) if reply is not None else None
         self._record(
             key,
             status,
             started,
-            response=redact(self._response_record(reply, usage)) if reply is not None else None,
+            response=redact(recorded) if recorded is not None else None,
             usage=usage,
             error_name=error_name,
             error=error,
@@ -429,10 +462,15 @@ class ExactlyOnceCalls:
         }
 
     @staticmethod
-    def _response_record(reply: PromptReply, usage: dict[str, Any] | None) -> dict[str, Any]:
-        return {
+    def _response_record(
+        reply: PromptReply, usage: dict[str, Any] | None, trail: list[dict[str, Any]] | None
+    ) -> dict[str, Any]:
+        """What the ledger keeps of an answered call; ``tools`` is every tool use of the
+        turn (tool, status, the paths it named), since its session is deleted after."""
+        record = {
             "info": reply.info,
             "parts": reply.parts,
             "structured": reply.info.get("structured"),
             "usage": usage,
         }
+        return record if trail is None else {**record, "tools": trail}

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from shared.opencode.confinement import violations
+from shared.opencode.confinement import tool_uses, violations
 from shared.opencode.errors import OpenCodeError
 from shared.opencode.messages import PromptReply
 from shared.opencode.ports import AgentClient
@@ -73,6 +73,17 @@ def turn_usage(turn: Turn, reply: PromptReply) -> dict[str, Any]:
         return usage_of(reply.info)
     usage = usage_of(turn.session)
     return usage if usage["total_tokens"] else usage_of(reply.info)
+
+
+def tool_trail(turn: Turn, reply: PromptReply) -> list[dict[str, Any]]:
+    """Every tool use of the turn as the ledger keeps it: tool, status and the paths it
+    named (never a tool's content: a write's text is in the worktree, and in patch.diff)."""
+    earlier = turn.earlier if isinstance(turn.earlier, list) else []
+    parts = [p for m in earlier for p in m.get("parts", []) if isinstance(p, dict)]
+    return [
+        {"tool": tool, "status": status, "paths": paths}
+        for tool, status, paths in tool_uses(parts + reply.parts)
+    ]
 
 
 def assert_turn_rules(

@@ -83,6 +83,7 @@ class CompatState:
         with self.lock:
             self.prompts = 0
             self.aborts = 0
+            self.deleted = 0
             self.by_session: Counter[str] = Counter()
             self.by_text: Counter[str] = Counter()
             self.by_title: Counter[str] = Counter()
@@ -92,6 +93,8 @@ class CompatState:
             return {
                 "prompts": self.prompts,
                 "aborts": self.aborts,
+                "deleted": self.deleted,
+                "sessions": len(self.sessions),
                 "by_session": dict(self.by_session),
                 "by_text_sha256": dict(self.by_text),
                 "by_title": dict(self.by_title),
@@ -306,6 +309,18 @@ def create_app(state: CompatState) -> Flask:
                     if s.in_flight and s.data["directory"] == _directory()
                 }
             )
+
+    @app.delete("/session/<session_id>")
+    def delete_session(session_id: str) -> Response:
+        """Like the daemon: the session and its messages are gone (404 if unknown)."""
+        with state.lock:
+            session = state.sessions.pop(session_id, None)
+            if session is None:
+                return missing(session_id)
+            for event in session.in_flight:
+                event.set()
+            state.deleted += 1
+            return _json(True)
 
     @app.get("/session/<session_id>")
     def get_session(session_id: str) -> Response:

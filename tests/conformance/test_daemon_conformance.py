@@ -25,7 +25,7 @@ from shared.domain.contracts import EDIT_REPORT_SCHEMA, PLAN_OUTPUT_SCHEMA, vali
 from shared.opencode.calls import CallFailed, StructuredCall, StructuredResult
 from shared.opencode.client import ModelRef, OpenCodeClient
 from shared.opencode.diagnosis import DAEMON_UNEXPECTED
-from shared.opencode.errors import CONFIG_HINT, OpenCodeConfigError
+from shared.opencode.errors import CONFIG_HINT, OpenCodeConfigError, OpenCodeError
 from shared.opencode.exactly_once import ExactlyOnceCalls
 from shared.opencode.tools import permission_rules, tools_map
 from standins.scripted_llm.script import TOOL_MARKER
@@ -55,11 +55,18 @@ class Wrappers:
         self.clients: list[OpenCodeClient] = []
 
     def __call__(
-        self, backend: Backend, *, timeout_s: float = 30.0, model: ModelRef = MODEL
+        self,
+        backend: Backend,
+        *,
+        timeout_s: float = 30.0,
+        model: ModelRef = MODEL,
+        keep_sessions: bool = False,
     ) -> ExactlyOnceCalls:
         client = backend.client(timeout_s)
         self.clients.append(client)
-        return calls_on_postgres(client, self.sessions, timeout_s=timeout_s, model=model)
+        return calls_on_postgres(
+            client, self.sessions, timeout_s=timeout_s, model=model, keep_sessions=keep_sessions
+        )
 
 
 @pytest.fixture
@@ -149,7 +156,7 @@ def test_a_session_after_a_prompt_has_the_captured_keys_and_the_calls_totals(
     backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str
 ) -> None:
     call = _plan_call(run_id, backend, "Explain calc.py")
-    result = wrapper(backend).prompt_structured(call)
+    result = wrapper(backend, keep_sessions=True).prompt_structured(call)
     row = _row(sessions, result.op_key)
     assert row.session_id is not None
     with backend.client() as client:
@@ -188,6 +195,14 @@ def test_the_build_agent_edits_the_worktree_with_its_tools_and_reports_the_files
         row = _row(sessions, call.op_key)
         assert row.request["agent"] == "build"
         assert row.status == "succeeded"
+        assert row.response is not None
+        edits = [t for t in row.response["tools"] if t["tool"] == "edit"]
+        assert [(t["status"], t["paths"]) for t in edits] == [
+            ("completed", [str(backend.repo / "calc.py")])
+        ], "the ledger keeps the turn's tool uses: its session is deleted"
+        with backend.client() as client, pytest.raises(OpenCodeError) as gone:
+            client.get_session(str(row.session_id), directory=str(backend.repo))
+        assert gone.value.status == 404
     finally:
         subprocess.run(["git", "checkout", "--", "."], cwd=backend.repo, check=True, timeout=30)
 

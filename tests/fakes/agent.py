@@ -119,6 +119,7 @@ class FakeAgent:
         self.script: deque[ScriptedTurn] = deque(turns)
         self.sent: list[SentPrompt] = []
         self.aborted: list[str] = []
+        self.deleted: list[str] = []
         self.sessions: dict[str, ScriptedTurn | None] = {}
         self.busy: set[str] = set()  # sessions GET /session/status reports busy
         self.stubborn: set[str] = set()  # busy sessions an abort does not stop
@@ -258,6 +259,10 @@ class FakeAgent:
         if turn.session_tokens is None:
             raise OpenCodeServerError("HTTP 500 (fake): totals unreadable", status=500)
         return {"id": session_id, "tokens": turn.session_tokens, "cost": turn.cost}
+
+    def delete_session(self, session_id: str, *, directory: str) -> bool:
+        self.deleted.append(session_id)
+        return True
 
     def session_children(self, session_id: str, *, directory: str) -> list[dict[str, Any]]:
         return list(self._turn(session_id).children)

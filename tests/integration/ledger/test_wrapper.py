@@ -69,10 +69,14 @@ def _close_clients() -> Iterator[None]:
 
 
 def _wrapper(
-    oc_url: str, sessions: sessionmaker[Session], timeout_s: float = 10.0
+    oc_url: str,
+    sessions: sessionmaker[Session],
+    timeout_s: float = 10.0,
+    *,
+    keep_sessions: bool = False,
 ) -> ExactlyOnceCalls:
     client = OpenCodeClient(oc_url, timeout_s=timeout_s)
-    wrapper = calls_on_postgres(client, sessions, timeout_s=timeout_s)
+    wrapper = calls_on_postgres(client, sessions, timeout_s=timeout_s, keep_sessions=keep_sessions)
     _CLIENTS.extend([client, wrapper])
     return wrapper
 
@@ -226,7 +230,8 @@ def test_a_claim_left_by_a_dead_worker_becomes_unknown_and_is_not_resent(
 def test_usage_is_the_sessions_total_and_the_call_start_is_recorded(
     oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
 ) -> None:
-    result = _wrapper(oc_url, sessions).prompt_structured(_call(run_id, repo))
+    kept = _wrapper(oc_url, sessions, keep_sessions=True)
+    result = kept.prompt_structured(_call(run_id, repo))
     row = _row(sessions, result.op_key)
     assert row.session_id is not None
     with OpenCodeClient(oc_url, timeout_s=5) as client:

@@ -223,3 +223,42 @@ def test_an_answer_that_comes_after_the_call_was_declared_unknown_is_kept_but_no
     assert row.usage["total_tokens"] == 40  # what was paid is on the row
     with pytest.raises(OutcomeUnknown):  # a later reader acts on the declaration
         _calls(FakeAgent(), ledger).prompt_structured(_call())
+
+
+def test_a_recorded_calls_session_is_deleted_from_the_daemon_unless_kept() -> None:
+    """The daemon's memory grows with every session; the ledger keeps what triage needs."""
+    agent = FakeAgent(ScriptedTurn(answer=ANSWER), ScriptedTurn(answer=ANSWER))
+    ledger = InMemoryLedger()
+    _calls(agent, ledger).prompt_structured(_call())
+    assert agent.deleted == ["ses_fake1"]
+    kept = ExactlyOnceCalls(
+        agent, ledger, FixedClock(NOW), model=MODEL, timeout_s=5.0, keep_sessions=True
+    )
+    kept.prompt_structured(_call(attempt=2))
+    assert agent.deleted == ["ses_fake1"], "OC_KEEP_SESSIONS keeps them"
+
+
+def test_a_failed_calls_session_is_deleted_but_a_timed_out_one_is_kept_for_the_abort() -> None:
+    agent = FakeAgent(ScriptedTurn(answer={"wrong": True}), ScriptedTurn(error=no_answer_in_time()))
+    ledger = InMemoryLedger()
+    calls = _calls(agent, ledger)
+    with pytest.raises(CallFailed):
+        calls.prompt_structured(_call())
+    with pytest.raises(CallFailed):
+        calls.prompt_structured(_call(attempt=2))
+    assert agent.deleted == ["ses_fake1"], (
+        "the contract failure's turn is over; the timeout's may not be"
+    )
+    assert agent.aborted == ["ses_fake2"]
+
+
+def test_the_ledger_keeps_every_tool_use_of_the_turn_with_the_paths_it_named() -> None:
+    agent = FakeAgent(ScriptedTurn(answer=ANSWER, earlier_tools=["read"], tools=["grep"]))
+    ledger = InMemoryLedger()
+    result = _calls(agent, ledger).prompt_structured(_call())
+    response = ledger.rows[result.op_key].record.response
+    assert response is not None
+    assert [(t["tool"], t["status"]) for t in response["tools"]] == [
+        ("read", "completed"),
+        ("grep", "completed"),
+    ]
