@@ -246,6 +246,8 @@ def _group_lives(pgid: int) -> bool:
     """Whether any process of the group ``pgid`` leads still runs (the leader may be gone:
     a sandbox's outer bubblewrap dies on SIGTERM while its PID-namespace init, which
     ignores SIGTERM, and the daemon under it live on)."""
+    if pgid <= 0:  # 0 is our own group; never probe, let alone signal, it
+        return False
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
