@@ -18,6 +18,7 @@ patched behind the back of its database driver, broker client and threads.
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 from collections.abc import Callable
 
@@ -57,16 +58,20 @@ def serve(config: CompatConfig, host: str, port: int, on_listening: Callable[[st
             "unpatched, every held prompt would block the one event loop"
         )
     state = CompatState(config)
+    listener = socket.create_server((host, port), backlog=BACKLOG)  # bound: the port is known
+    # pywsgi sends a response's headers and body in two writes; with Nagle on, the body
+    # waits for the client's delayed ACK (40 ms a request on keep-alive). Accepted
+    # sockets inherit this from the listener, as under gunicorn.
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     server = WSGIServer(
-        (host, port),
+        listener,
         create_app(state),
-        backlog=BACKLOG,
         log=None,
         error_log=sys.stderr,
         # named, so the server never asks the resolver (a thread pool) for its own name
         environ={"SERVER_NAME": host},
     )
-    server.start()  # binds now: the port is known before the first request
+    server.start()
     stop = gevent.event.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, stop.set)
