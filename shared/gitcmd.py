@@ -27,6 +27,7 @@ import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 HARDENED: dict[str, str] = {
     "core.hooksPath": "/dev/null",
@@ -156,16 +157,18 @@ def run_git(
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``git <args>`` in ``cwd``, hardened; never raises on git's own failure."""
     env = {**base_env(), **config_env(overrides_for(cwd, config or {}, timeout_s))}
+    # ``input`` or ``stdin``, never both named: gevent's subprocess.run (a patched
+    # process, e.g. oc-compat) refuses a ``stdin`` keyword beside ``input`` even if None
+    feed: dict[str, Any] = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
     try:
         return subprocess.run(
             ["git", *hardened_args(args)],
             cwd=cwd,
             env=env,
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
             capture_output=True,
             timeout=timeout_s,
             check=False,
+            **feed,
         )
     except subprocess.TimeoutExpired as exc:
         raise GitTimeout(f"git {' '.join(args)} took longer than {timeout_s}s") from exc

@@ -4,12 +4,16 @@ OpenCode cannot reach a model on a machine without one, so demos and tests talk 
 this instead. It answers the daemon's endpoints with the daemon's JSON shapes
 (OpenCode 1.18.33): ``GET /global/health``, ``POST /session``, ``GET /session/{id}``,
 ``GET /session/{id}/children``, ``POST /session/{id}/message``,
-``POST /session/{id}/prompt_async`` (204 at once, the turn plays on a thread),
+``POST /session/{id}/prompt_async`` (204 at once, the turn plays on its own),
 ``GET /session/{id}/message``, ``POST /session/{id}/abort``, ``GET /session/status``,
 ``GET /event`` and ``GET /global/event`` (the daemon's SSE framing and event order,
 see events.py); plus ``GET /__kodo/stats`` and
 ``POST /__kodo/reset``, which the real daemon lacks, so tests can count calls at the server
 (``by_title`` counts prompts per session title: kodo titles one session per op_key).
+
+``kodo oc-compat`` serves it as a process on gevent (green.py): held prompts, async
+turns and event streams are greenlets, thousands at once on one OS thread;
+:func:`running_server` serves it inside a test process on cheroot's threads (server.py).
 
 Answers depend only on the seed, the prompt and the directory's working tree. With
 ``format.type == "json_schema"`` the schema picks the script: a ``design`` property

@@ -6,6 +6,11 @@ answers 204 once the turn is registered (``GET /session/status`` says busy from 
 and plays it on a thread of its own; both kinds of prompt publish the daemon's events
 (see events.py) in the daemon's order, the session leaving ``/session/status`` before
 its ``session.idle`` is sent and after its answer is readable.
+
+``threading`` and ``queue`` are used by module attribute at call time, never imported
+by name: in the ``kodo oc-compat`` process they are gevent's (green.py), so that "thread"
+is a greenlet, a held prompt waits on a gevent event that ``/abort`` sets, and the
+lock is a gevent lock. No lock is held across a wait.
 """
 
 from __future__ import annotations

@@ -1,17 +1,19 @@
-"""``kodo oc-compat``: serve the OpenCode-compatible scripted model until signalled."""
+"""``kodo oc-compat``: serve the OpenCode-compatible scripted model until signalled.
+
+The process is monkey-patched for gevent first thing (see green.py): every held prompt
+and event stream is a greenlet, not a thread. Never invoke this command inside a test
+process; start it as a process (``devstack.kodo_procs.start_oc_compat``).
+"""
 
 from __future__ import annotations
 
-import signal
-import threading
 from pathlib import Path
-from types import FrameType
 
 import click
 
 from shared.config import Settings
+from standins.oc_compat import green
 from standins.oc_compat.app import CompatConfig
-from standins.oc_compat.server import CompatServer
 
 
 @click.command("oc-compat")
@@ -29,6 +31,7 @@ def oc_compat(
     host: str, port: int, seed: int | None, password: str | None, fixtures_dir: Path | None
 ) -> None:
     """Serve OpenCode's HTTP API with a deterministic scripted model (for demos and tests)."""
+    green.patch()
     settings = Settings.from_env()
     config = CompatConfig(
         seed=settings.random_seed if seed is None else seed,
@@ -38,16 +41,4 @@ def oc_compat(
         model_id=settings.oc_model_id,
         fixtures_dir=fixtures_dir.resolve() if fixtures_dir else settings.oc_compat_fixtures_dir,
     )
-    server = CompatServer(config, host=host, port=port)
-    stop = threading.Event()
-
-    def _on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    server.start()
-    click.echo(f"oc-compat listening on {server.base_url}")
-    while not stop.wait(0.5):
-        pass
-    server.stop()
+    green.serve(config, host, port, lambda url: click.echo(f"oc-compat listening on {url}"))

@@ -8,7 +8,9 @@ shared/opencode/events.py and tests/fixtures/opencode/*events*.sse.txt): one
 ``{directory, project, payload}`` (the server events without ``directory``). The
 daemon's duplicate ``sync`` payloads are not sent.
 
-Threaded for now: each open stream holds one server thread, parked on its queue.
+An open stream is parked on its queue: a thread on cheroot (server.py), a greenlet in
+the ``kodo oc-compat`` process (green.py). The queue and lock are looked up on their
+modules when made, so the patched process gets gevent's.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ HEARTBEAT_S = 10.0
 @dataclass(eq=False)
 class _Subscriber:
     directory: str | None  # None: the global stream
-    inbox: queue.SimpleQueue[bytes | None] = field(default_factory=queue.SimpleQueue)
+    inbox: queue.SimpleQueue[bytes | None] = field(default_factory=lambda: queue.SimpleQueue())
 
 
 def _frame(value: dict[str, Any]) -> bytes:

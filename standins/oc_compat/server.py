@@ -1,4 +1,12 @@
-"""Serving the compat app on cheroot: threaded, HTTP/1.1 keep-alive, like the real daemon.
+"""Serving the compat app in-process on cheroot: threaded, HTTP/1.1 keep-alive.
+
+This is :func:`running_server`, for tests that want a compat server inside the test
+process. The ``kodo oc-compat`` process (``kodo up``, the demo, chaos, e2e, the bench)
+serves the same app on gevent instead (green.py), where a held prompt or an event
+stream is a greenlet and thousands are held at once. In-process stays threaded because
+gevent's monkey-patching is process-wide and must come first: patching a test process
+would turn its psycopg, Celery, httpx and threads cooperative behind their backs. The
+tests that use this hold a few prompts; a test that needs many starts the process.
 
 werkzeug's development server closes every connection after one response, so each
 request paid a TCP connect and a new thread; the real daemon (Bun) keeps connections
@@ -16,8 +24,8 @@ from cheroot import wsgi
 from standins.oc_compat.app import CompatConfig, CompatState, create_app
 
 THREADS = 64
-"""Prompts held by ``[oc:slow]`` or an abort each block a thread; idle keep-alive
-connections do not (cheroot parks them in a selector)."""
+"""Prompts held by ``[oc:slow]`` and open event streams each block a thread here (not in
+the gevent process); idle keep-alive connections do not (cheroot parks them in a selector)."""
 
 
 class CompatServer:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.kodo_procs import Stack, start_oc_compat
 from devstack.oc_daemon import daemon, install
 from devstack.oc_daemon.config import Prices, ProviderKind, ProviderSpec, scripted_provider
 from devstack.oc_daemon.daemon import Confinement, DaemonState
@@ -27,7 +28,6 @@ from devstack.supervisor import free_port
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.opencode.client import ModelRef, OpenCodeClient
 from shared.opencode.tools import permission_rules, tools_map
-from standins.oc_compat import running_server
 from standins.scripted_llm import running_llm
 
 SEED = 5
@@ -155,9 +155,15 @@ def anthropic_repo(sandbox_dirs: SandboxDirs) -> Path:
 
 
 @pytest.fixture(scope="session")
-def compat_server() -> Iterator[str]:
-    with running_server(seed=SEED) as url:
-        yield url
+def compat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``kodo oc-compat`` as a process, started as ``kodo up`` starts it (its gevent
+    server, not the in-process threaded one), so the suite proves what is deployed."""
+    stack = Stack(env=dict(os.environ), log_dir=tmp_path_factory.mktemp("oc-compat-logs"))
+    start_oc_compat(stack, seed=SEED)
+    try:
+        yield stack.oc_url
+    finally:
+        stack.stop()
 
 
 def _warm(url: str, password: str, repo: Path) -> None:
