@@ -114,7 +114,9 @@ def test_kodos_plan_session_cannot_be_forked_except_empty(
         run_id, "CompileST", 1, "plan", prompt, PLAN_OUTPUT_SCHEMA, str(backend.repo)
     )
     with backend.client(60.0) as client:
-        wrapper = calls_on_postgres(client, sessions, timeout_s=60.0, model=MODEL)
+        wrapper = calls_on_postgres(
+            client, sessions, timeout_s=60.0, model=MODEL, keep_sessions=True
+        )
         try:
             wrapper.prompt_structured(call)
         finally:
@@ -220,7 +222,7 @@ def test_a_fork_of_an_unstructured_plan_session_costs_more_than_a_fresh_session(
     fresh_call = StructuredCall(
         run_id, "ApplyPatchST", 1, "build", prompt, EDIT_REPORT_SCHEMA, directory
     )
-    wrapper = calls_on_postgres(client, sessions, timeout_s=60.0, model=MODEL)
+    wrapper = calls_on_postgres(client, sessions, timeout_s=60.0, model=MODEL, keep_sessions=True)
     try:
         fresh = wrapper.prompt_structured(fresh_call)
     finally:

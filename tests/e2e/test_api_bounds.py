@@ -331,12 +331,16 @@ def test_compose_runs_the_api_in_the_same_shape_and_flower_needs_credentials() -
     assert "FLOWER_BASIC_AUTH" in services["flower"]["environment"]
 
 
-def test_compose_lets_only_the_worker_make_the_sandboxs_namespaces() -> None:
+def test_compose_lets_only_the_sandboxed_services_make_the_sandboxs_namespaces() -> None:
+    """The worker (verification commands) and the real daemon (`kodo oc serve`) run
+    bubblewrap; nothing else gets the relaxation."""
     services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
     relaxed = {name for name, svc in services.items() if svc.get("security_opt")}
-    assert relaxed == {"worker"}
-    assert set(services["worker"]["security_opt"]) == {
-        "seccomp=unconfined",
-        "apparmor=unconfined",
-        "systempaths=unconfined",
-    }
+    assert relaxed == {"worker", "opencode"}
+    for name in relaxed:
+        assert set(services[name]["security_opt"]) == {
+            "seccomp=unconfined",
+            "apparmor=unconfined",
+            "systempaths=unconfined",
+        }
+    assert "kodo oc serve" in " ".join(services["opencode"]["command"])
