@@ -222,30 +222,11 @@ class ExactlyOnceCalls:
             failed = self._fail(key, started, status, exc, exc.reply, kind=_kind_of(exc))
             self._forget(session_id, call.directory)
             raise failed from exc
-        except ContractViolation as exc:
+        except (ContractViolation, TurnRejected) as exc:  # answered, but against a rule
+            name = exc.error_name if isinstance(exc, TurnRejected) else "ContractViolation"
+            kind: FailureKind = "refused" if name in CONFINEMENT_RULES else "contract"
             failed = self._fail(
-                key,
-                started,
-                CallStatus.FAILED,
-                exc,
-                reply,
-                kind="contract",
-                name="ContractViolation",
-                trail=trail,
-            )
-            self._forget(session_id, call.directory)
-            raise failed from exc
-        except TurnRejected as exc:
-            kind: FailureKind = "refused" if exc.error_name in CONFINEMENT_RULES else "contract"
-            failed = self._fail(
-                key,
-                started,
-                CallStatus.FAILED,
-                exc,
-                reply,
-                kind=kind,
-                name=exc.error_name,
-                trail=trail,
+                key, started, CallStatus.FAILED, exc, reply, kind=kind, name=name, trail=trail
             )
             self._forget(session_id, call.directory)
             raise failed from exc
