@@ -121,22 +121,6 @@ def reset_worktree(worktree: Path) -> None:
         git(worktree, "clean", "-ffdqx")  # -ff: nested repositories too
 
 
-def try_apply(worktree: Path, diff: str) -> str | None:
-    """Apply ``diff`` to the index and the files; None on success, else git's reason.
-
-    ``git apply`` is atomic: a patch that fails leaves every file as it was. kodo itself
-    no longer applies typed diffs (the agent edits, kodo stages); tests use this to put
-    a change in a worktree the way git would.
-    """
-    proc = run_git(
-        worktree,
-        ["apply", "--index", "--whitespace=nowarn", "-"],
-        stdin=diff.encode(),
-        timeout_s=GIT_TIMEOUT_S,
-    )
-    return None if proc.returncode == 0 else proc.stderr.decode(errors="replace").strip()
-
-
 def stage_edits(worktree: Path) -> list[IndexChange]:
     """Stage everything the agent left in the worktree and return what git says changed.
 

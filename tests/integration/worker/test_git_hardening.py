@@ -2,7 +2,8 @@
 
 Each attack is planted in the source repository (as a hostile command or a hostile
 clone would), shown to fire under plain git, then driven through kodo's own path:
-ensure_worktree, try_apply, commit_index, the diffs later steps read, the policy read.
+ensure_worktree, a git apply (tests/integration/worker/patching.py), commit_index, the
+diffs later steps read, the policy read.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from devstack.sample_repo import create_sample_repo
-from services.worker.git_ops import commit_index, ensure_worktree, git, try_apply
+from services.worker.git_ops import commit_index, ensure_worktree, git
 from shared.gitcmd import command_keys, hardened_args
 from shared.service.repo_pin import resolve_commit, run_policy_at_submit
+from tests.integration.worker.patching import try_apply
 
 pytestmark = pytest.mark.integration
 

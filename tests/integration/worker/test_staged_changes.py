@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from devstack.sample_repo import create_sample_repo
-from services.worker.git_ops import ensure_worktree, staged_changes, try_apply
+from services.worker.git_ops import ensure_worktree, staged_changes
 from shared.domain.change_check import check_changes, confinement_refusal
 from shared.domain.policy import Policy
+from tests.integration.worker.patching import try_apply
 
 pytestmark = pytest.mark.integration
 
