@@ -30,6 +30,7 @@ from standins.scripted_llm.request import (
     REMINDER,
     BadChatRequest,
     ChatRequest,
+    named_tools,
     text_of,
 )
 from standins.scripted_llm.script import Reply
@@ -54,21 +55,6 @@ def _blocks(content: object) -> list[dict[str, Any]]:
 
 def _has_text(message: dict[str, Any]) -> bool:
     return any(b.get("type") == "text" for b in _blocks(message.get("content")))
-
-
-def _tools(raw: object) -> dict[str, dict[str, Any]]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, list):
-        raise BadChatRequest("tools must be a list")
-    tools: dict[str, dict[str, Any]] = {}
-    for tool in raw:
-        name = tool.get("name") if isinstance(tool, dict) else None
-        if not isinstance(tool, dict) or not isinstance(name, str):
-            raise BadChatRequest("each tool needs a name")
-        schema = tool.get("input_schema")
-        tools[name] = schema if isinstance(schema, dict) else {}
-    return tools
 
 
 def parse_messages_request(body: object) -> ChatRequest:
@@ -108,7 +94,7 @@ def parse_messages_request(body: object) -> ChatRequest:
         model=model if isinstance(model, str) else "",
         system=system,
         prompt=prompt,
-        tools=_tools(body.get("tools")),
+        tools=named_tools(body.get("tools"), within=None, schema_key="input_schema"),
         tool_choice=_CHOICES.get(kind, "auto") if isinstance(kind, str) else "auto",
         calls_this_turn=calls,
         stream=body.get("stream") is True,

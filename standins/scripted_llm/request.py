@@ -65,19 +65,22 @@ class ChatRequest:
         return not self.tools
 
 
-def _tools(raw: object) -> dict[str, dict[str, Any]]:
+def named_tools(raw: object, *, within: str | None, schema_key: str) -> dict[str, dict[str, Any]]:
+    """The offered tools by name with their input schemas: each entry is an object whose
+    ``within`` member (chat completions: ``function``; the Messages API: the entry itself)
+    holds a ``name`` and the schema under ``schema_key``."""
     if raw is None:
         return {}
     if not isinstance(raw, list):
         raise BadChatRequest("tools must be a list")
     tools: dict[str, dict[str, Any]] = {}
     for tool in raw:
-        function = tool.get("function") if isinstance(tool, dict) else None
-        name = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(function, dict) or not isinstance(name, str):
-            raise BadChatRequest("each tool needs function.name")
-        params = function.get("parameters")
-        tools[name] = params if isinstance(params, dict) else {}
+        holder = tool.get(within) if within is not None and isinstance(tool, dict) else tool
+        name = holder.get("name") if isinstance(holder, dict) else None
+        if not isinstance(holder, dict) or not isinstance(name, str):
+            raise BadChatRequest(f"each tool needs {f'{within}.name' if within else 'a name'}")
+        schema = holder.get(schema_key)
+        tools[name] = schema if isinstance(schema, dict) else {}
     return tools
 
 
@@ -114,7 +117,7 @@ def parse_chat_request(body: object) -> ChatRequest:
         model=model if isinstance(model, str) else "",
         system=system,
         prompt=prompt,
-        tools=_tools(body.get("tools")),
+        tools=named_tools(body.get("tools"), within="function", schema_key="parameters"),
         tool_choice=choice if isinstance(choice, str) else "auto",
         calls_this_turn=calls,
         stream=body.get("stream") is True,
