@@ -22,6 +22,7 @@ from devstack.kodo_procs import (
     Stack,
     api_argv,
     start_beat,
+    start_collector,
     start_oc_compat,
     wait_http,
     wait_worker_ready,
@@ -179,6 +180,7 @@ def start_kodo_services(bench: Bench, *, api_threads: int) -> None:
     del api_threads
     start_oc_compat(bench.stack, seed=0)
     start_beat(bench.stack)
+    start_collector(bench.stack)
     port = free_port()
     proc = bench.stack.start(
         "api",

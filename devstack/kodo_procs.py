@@ -1,4 +1,5 @@
-"""Start kodo's own processes (OpenCode-compatible server, worker, beat, API, Flower).
+"""Start kodo's own processes (OpenCode-compatible server, worker, beat, collector, API,
+Flower).
 
 Used by ``kodo demo``, ``kodo up``, the bench and the end-to-end tests: real processes,
 loopback only, logs to files. Each is spawned, watched and stopped by
@@ -127,6 +128,27 @@ def start_worker(
 def start_beat(stack: Stack) -> Child:
     schedule = stack.log_dir / "celerybeat-schedule"
     return stack.start("beat", celery_argv("beat", "-l", "INFO", "-s", str(schedule)))
+
+
+def start_collector(stack: Stack, *, wait: bool = True) -> Child:
+    """The collector (services.worker.collector): wakes steps parked on sent calls.
+    With ``wait``, returns once it followed the daemon's event stream and reconciled."""
+    proc = stack.start("collector", [sys.executable, "-m", "services.worker.collector"])
+    if wait:
+        wait_log_line(proc, "collector.connected", what="collector")
+    return proc
+
+
+def wait_log_line(proc: Child, needle: str, *, what: str, deadline_s: float = 60.0) -> None:
+    """Until ``proc``'s log holds ``needle``; raise if it exits or time runs out."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.log_path.exists() and needle in proc.log_path.read_text(errors="replace"):
+            return
+        if not proc.alive():
+            raise RuntimeError(f"{what} exited early:\n{proc.log_tail()}")
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not ready in {deadline_s:g}s:\n{proc.log_tail()}")
 
 
 API_CONF = "python:services.api.gunicorn_conf"

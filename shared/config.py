@@ -24,6 +24,9 @@ DEFAULTS: dict[str, str] = {
     # 1: keep each call's daemon session after its outcome is recorded (debugging); by
     # default it is deleted, since the daemon's memory grows with every session it holds.
     "OC_KEEP_SESSIONS": "0",
+    # 1: prompts are sent with prompt_async and no worker thread waits on the model (the
+    # collector wakes the step when the session ends); 0: each call blocks its thread.
+    "OC_ASYNC": "1",
     "RANDOM_SEED": "0",
     # oc-compat only: the folder of NAME.json files that ``[oc:fixture=NAME]`` answers from.
     "OC_COMPAT_FIXTURES_DIR": "",
@@ -125,6 +128,7 @@ class Settings:
     oc_base_url: str = DEFAULTS["OC_BASE_URL"]
     oc_timeout_ms: int = int(DEFAULTS["OC_TIMEOUT_MS"])
     oc_keep_sessions: bool = False
+    oc_async: bool = True
     oc_provider_id: str = DEFAULTS["OC_PROVIDER_ID"]
     oc_model_id: str = DEFAULTS["OC_MODEL_ID"]
     oc_username: str = DEFAULTS["OC_USERNAME"]
@@ -170,6 +174,11 @@ class Settings:
     ui_session_ttl_s: int = int(DEFAULTS["KODO_UI_SESSION_TTL_S"])
     allow_self_approval: bool = False  # a token may approve what it submitted (off: refused)
 
+    @property
+    def oc_base_urls(self) -> tuple[str, ...]:
+        """Every daemon the collectors follow (one today: ``OC_BASE_URL``)."""
+        return (self.oc_base_url,)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``env`` (default: the process environment)."""
@@ -180,6 +189,7 @@ class Settings:
             oc_base_url=env.get("OC_BASE_URL", DEFAULTS["OC_BASE_URL"]).rstrip("/"),
             oc_timeout_ms=_int(env, "OC_TIMEOUT_MS"),
             oc_keep_sessions=_bool(env, "OC_KEEP_SESSIONS"),
+            oc_async=_bool(env, "OC_ASYNC"),
             oc_provider_id=env.get("OC_PROVIDER_ID", DEFAULTS["OC_PROVIDER_ID"]),
             oc_model_id=env.get("OC_MODEL_ID", DEFAULTS["OC_MODEL_ID"]),
             oc_username=env.get("OC_USERNAME", DEFAULTS["OC_USERNAME"]),

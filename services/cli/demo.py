@@ -33,6 +33,7 @@ from devstack.kodo_procs import (
     issue_token,
     start_api,
     start_beat,
+    start_collector,
     start_oc_compat,
     start_worker,
     wait_worker_ready,
@@ -217,6 +218,8 @@ def demo(
         click.echo("worker: ready")
         start_beat(procs)
         click.echo("beat: started")
+        start_collector(procs)
+        click.echo("collector: following the daemon's events")
         start_api(procs)
         click.echo(f"api: {procs.api_url}   (logs in {procs.log_dir})")
         submitter_token = issue_token(services.postgres.url, "demo-submitter", "submitter")

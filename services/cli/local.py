@@ -31,6 +31,7 @@ from devstack.kodo_procs import (
     issue_token,
     start_api,
     start_beat,
+    start_collector,
     start_flower,
     start_oc_compat,
     start_worker,
@@ -212,6 +213,7 @@ def up(
         _say_model(settings, stack.oc_url)
         _timed("worker", lambda: (_worker(stack), "celery worker -Q kodo"))
         _timed("beat", lambda: (_beat(stack), "celery beat"))
+        _timed("collector", lambda: (start_collector(stack), "python -m services.worker.collector"))
         api_at = pick_port(api_port, "api")
         _timed("api", lambda: (start_api(stack, port=api_at), stack.api_url))
         flower_at = pick_port(flower_port, "flower")

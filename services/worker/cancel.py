@@ -16,7 +16,8 @@ log = structlog.get_logger("kodo.cancel")
 
 
 def abort_inflight_calls(rt: Runtime, run_id: str) -> list[str]:
-    """Abort the OpenCode session of every still-claimed call of a cancelled run."""
+    """Abort the OpenCode session of every claimed or sent call of a cancelled run; the
+    sent ones are recorded ``aborted`` (claimed ones are recorded by their claimant)."""
     with rt.sessions() as s:
         if RunRepo(s).status_of(run_id) != RunStatus.CANCELLED.value:
             return []
@@ -27,4 +28,6 @@ def abort_inflight_calls(rt: Runtime, run_id: str) -> list[str]:
             rt.client.abort(session_id, directory=directory)
             aborted.append(session_id)
             log.info("cancel.aborted_call", run_id=run_id, session_id=session_id)
+    with rt.uow() as uow:
+        LedgerRepo(uow.session).abort_sent_of(run_id, rt.clock.now())
     return aborted

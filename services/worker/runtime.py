@@ -64,6 +64,8 @@ def build_runtime(settings: Settings, celery: Celery, clock: Clock | None = None
         model=ModelRef(settings.oc_provider_id, settings.oc_model_id),
         timeout_s=timeout_s,
         keep_sessions=settings.oc_keep_sessions,
+        async_calls=settings.oc_async,
+        daemon=client.base_url,
     )
     return Runtime(settings, engine, sessions, clock, client, oc, celery)
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     bindparam,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -145,6 +147,8 @@ class StepRun(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     lease_expires_at: Mapped[datetime | None]
     app_version: Mapped[str | None] = mapped_column(String(64))
+    # The op_key of the sent call this step is parked on (no worker holds it meanwhile).
+    parked_on: Mapped[str | None] = mapped_column(String(64))
 
 
 class WorkerProcess(Base):
@@ -234,6 +238,11 @@ class OpenCodeCall(Base):
         CheckConstraint(_in("step_id", STEP_ID_VALUES), name="step_id"),
         CheckConstraint("attempt >= 1", name="attempt"),
         CheckConstraint("rejected IS NULL OR status = 'succeeded'", name="rejected_only_succeeded"),
+        Index(
+            "ix_opencode_calls_sent_session",
+            "session_id",
+            postgresql_where=text("status = 'sent'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -252,8 +261,10 @@ class OpenCodeCall(Base):
     error: Mapped[str | None] = mapped_column(Text)
     rejected: Mapped[str | None] = mapped_column(Text)  # why kodo did not use the answer
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    started_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]  # the prompt is about to leave (sent_at once sent)
     finished_at: Mapped[datetime | None]
+    idle_at: Mapped[datetime | None]  # the collector saw the sent call's session end
+    daemon: Mapped[str | None] = mapped_column(Text)  # base URL of the daemon holding it
 
 
 class Artifact(Base):

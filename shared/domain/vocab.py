@@ -21,6 +21,7 @@ class CallStatus(StrEnum):
     UNKNOWN = "unknown"  # claimed, never recorded: declared by a delivery that waited it out
     SUCCEEDED_LATE = "succeeded_late"  # answered (and paid) after it was declared unknown
     FAILED_LATE = "failed_late"  # failed after it was declared unknown
+    SENT = "sent"  # prompted with prompt_async; the answer is collected when the session ends
 
     @property
     def is_late(self) -> bool:

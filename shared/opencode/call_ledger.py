@@ -46,9 +46,17 @@ class PostgresCallLedger:
                 request=request,
             )
 
-    def mark_started(self, op_key: str, session_id: str) -> None:
+    def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
         with self._ledger() as ledger:
-            ledger.mark_started(op_key, session_id)
+            ledger.mark_started(op_key, session_id, daemon)
+
+    def mark_sent(self, op_key: str) -> bool:
+        with self._ledger() as ledger:
+            return ledger.mark_sent(op_key)
+
+    def awaits_collection(self, op_key: str) -> bool:
+        with self._ledger() as ledger:
+            return ledger.awaits_collection(op_key)
 
     def note_rejected(self, op_key: str, reason: str) -> None:
         with self._ledger() as ledger:
@@ -71,9 +79,11 @@ class PostgresCallLedger:
                 error_name=row.error_name,
                 error=row.error,
                 rejected=row.rejected,
+                session_id=row.session_id,
+                woken=row.idle_at is not None,
             )
-            if row.status != CallStatus.CLAIMED:
-                return record, 0.0  # only a live claim is aged (one query saved per replay)
+            if row.status not in (CallStatus.CLAIMED, CallStatus.SENT):
+                return record, 0.0  # only a live call is aged (one query saved per replay)
             return record, ledger.claim_age_s(op_key) or 0.0
 
     def finish(

@@ -101,6 +101,24 @@ class OutcomeUnknown(CallFailed):
     """The call was claimed but never recorded (its worker died): never repeat blindly."""
 
 
+class CallPending(Exception):
+    """The call was sent (``prompt_async``) and its answer is not in yet: the step parks.
+
+    Nothing waits on the model: the runner frees the worker's thread and parks the
+    step until ``hold_s`` from now (the call's deadline). The collector wakes it when
+    the session ends; the reconciler's sweep wakes it at the deadline if nothing did.
+    ``woken``: a wake-up was already recorded for the call (a parked step then waits
+    for the next one instead of waking itself).
+    """
+
+    def __init__(self, op_key: str, session_id: str, hold_s: float, *, woken: bool) -> None:
+        super().__init__(f"provider call {op_key[:12]} sent (session {session_id}); awaiting")
+        self.op_key = op_key
+        self.session_id = session_id
+        self.hold_s = max(0.0, hold_s)
+        self.woken = woken
+
+
 class CallSuperseded(Exception):
     """This delivery's call finished after another delivery declared it unknown.
 

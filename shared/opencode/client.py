@@ -69,6 +69,7 @@ class OpenCodeClient:
         transport: httpx.BaseTransport | None = None,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
+        self.base_url = base_url.rstrip("/")
         self._timeout_s = timeout_s
         self._max_answer_bytes = max_answer_bytes
         self._http = httpx.Client(
@@ -321,7 +322,7 @@ class OpenCodeClient:
                 timeout_s=timeout_s,
             )
         except OpenCodeError as exc:
-            diagnosed = self._diagnosed(exc, directory, agent, model)
+            diagnosed = self.diagnose(exc, directory=directory, agent=agent, model=model)
             if diagnosed is exc:
                 raise
             raise diagnosed from exc
@@ -359,7 +360,7 @@ class OpenCodeClient:
                 "POST", self._path(session_id, "/prompt_async"), directory=directory, body=body
             )
         except OpenCodeError as exc:
-            diagnosed = self._diagnosed(exc, directory, agent, model)
+            diagnosed = self.diagnose(exc, directory=directory, agent=agent, model=model)
             if diagnosed is exc:
                 raise
             raise diagnosed from exc
@@ -440,8 +441,8 @@ class OpenCodeClient:
         providers = self._call("GET", "/config/providers", directory=directory)
         return DaemonCatalogue.from_json(agents, providers)
 
-    def _diagnosed(
-        self, error: OpenCodeError, directory: str, agent: str, model: ModelRef
+    def diagnose(
+        self, error: OpenCodeError, *, directory: str, agent: str, model: ModelRef
     ) -> OpenCodeError:
         """``error`` as a configuration error if it is the daemon's answer to an unknown
         agent or model and the daemon's lists lack ours.

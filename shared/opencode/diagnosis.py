@@ -13,7 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.opencode.errors import CONFIG_HINT, OpenCodeConfigError, OpenCodeError
+from shared.opencode.errors import (
+    CONFIG_HINT,
+    OpenCodeConfigError,
+    OpenCodeError,
+    TurnUnanswered,
+)
 
 DAEMON_UNEXPECTED = "Unexpected server error. Check server logs for details."
 """The daemon's message for an unknown model, provider or agent (and internal failures)."""
@@ -23,7 +28,10 @@ MAX_LISTED = 20
 
 
 def may_be_configuration(error: OpenCodeError) -> bool:
-    """Is this the 500 the daemon gives an unknown agent or model (worth a look)?"""
+    """Is this the 500 the daemon gives an unknown agent or model (worth a look), or a
+    sent turn that ended unanswered (what ``prompt_async`` gives them)?"""
+    if isinstance(error, TurnUnanswered):
+        return True
     return (
         error.status == 500
         and error.name == "UnknownError"

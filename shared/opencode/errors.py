@@ -110,6 +110,12 @@ def _message(name: str, data: dict[str, Any]) -> str:
     return f"{name}: {detail}" if isinstance(detail, str) and detail else name
 
 
+class TurnUnanswered(OpenCodePermanentError):
+    """A sent turn ended (its session idle or errored) without an assistant answer: the
+    daemon refused it before it began (an unknown agent or model is a 204 to
+    ``prompt_async``, then a ``session.error`` event only)."""
+
+
 def classify_info_error(info: dict[str, Any]) -> OpenCodeError | None:
     """Map an assistant message's ``info.error`` to an exception; ``None`` if absent.
 

@@ -9,6 +9,12 @@ claimant that finishes after another delivery declared its call unknown records 
 it learned (succeeded_late, failed_late) and stops (CallSuperseded): the run went on
 without the call.
 
+With ``async_calls`` the daemon is prompted with ``prompt_async`` and no thread waits
+on the model: the row becomes ``sent`` and CallPending parks the step; a later delivery
+(woken by the collector when the session ends, or by the deadline sweep) collects the
+answer from the session's last message and judges and records it exactly as a blocking
+call's. Past ``timeout_s`` from sending, a sent call is aborted and ``timed_out``.
+
 The daemon and the ledger are ports (:mod:`shared.opencode.ports`); what the turn did
 besides answering is judged by :mod:`shared.opencode.turn_inspection`.
 """
@@ -31,6 +37,7 @@ from shared.opencode.calls import (
     UNKNOWN_ERROR,
     CallFailed,
     CallOutcome,
+    CallPending,
     CallSuperseded,
     FailureKind,
     OutcomeUnknown,
@@ -49,7 +56,9 @@ from shared.opencode.errors import (
     OpenCodeTransientError,
     OpenCodeUnreachable,
     StructuredOutputMissing,
+    TurnUnanswered,
     WorktreeBusy,
+    classify_info_error,
 )
 from shared.opencode.messages import AnswerTooLarge, ModelRef, PromptReply
 from shared.opencode.ports import AgentClient, CallLedger, CallRecord
@@ -112,6 +121,15 @@ CLAIM_GRACE_S = 5.0
 before it declares the call unknown."""
 
 
+class _CollectedElsewhere(Exception):
+    """Another delivery recorded the sent call's outcome first: read it back."""
+
+
+WOKEN_SETTLE_S = 5.0
+"""How long a delivery woken by ``session.error`` waits for the session to go idle
+(the daemon sends the error, then the idle) before it parks again."""
+
+
 class ExactlyOnceCalls:
     """Structured prompts to the daemon, each op_key paid for at most once."""
 
@@ -128,6 +146,8 @@ class ExactlyOnceCalls:
         claim_grace_s: float = CLAIM_GRACE_S,
         quiesce_s: float = 10.0,
         keep_sessions: bool = False,
+        async_calls: bool = False,
+        daemon: str | None = None,
     ) -> None:
         self.client = client
         self.ledger = ledger
@@ -139,6 +159,8 @@ class ExactlyOnceCalls:
         self.claim_grace_s = claim_grace_s
         self.quiesce_s = quiesce_s
         self.keep_sessions = keep_sessions
+        self.async_calls = async_calls
+        self.daemon = daemon
         self.turns = TurnInspector(client)
 
     def close(self) -> None:
@@ -155,6 +177,7 @@ class ExactlyOnceCalls:
 
         With ``lease``, the step's lease is held in the claim's transaction; if the
         delivery was abandoned, StepAbandoned propagates and nothing is called or recorded.
+        In asynchronous mode CallPending is raised while the answer is not in.
         ``prepare`` runs only if this delivery won the claim, before the session is made
         (a replay never runs it); an OpenCodeError it raises is the call's recorded failure.
         """
@@ -172,7 +195,7 @@ class ExactlyOnceCalls:
             return StructuredResult(key, hit["answer"], "l1", hit["usage"], hit.get("rejected"))
         won = self.ledger.claim(call, redact(self._request_record(call)), lease=lease)
         if not won:
-            result = self._recorded(key)
+            result = self._recorded(call)
             bound.info("oc.cache_hit", cache="l2")
             return result
         result = self._call(call, key, prepare)
@@ -186,8 +209,6 @@ class ExactlyOnceCalls:
     ) -> StructuredResult:
         started = self.clock.monotonic()
         session_id: str | None = None
-        reply: PromptReply | None = None
-        trail: list[dict[str, Any]] | None = None
         try:
             if prepare is not None:
                 prepare()
@@ -197,7 +218,20 @@ class ExactlyOnceCalls:
                 permission=permission_rules(call.agent),
             )
             session_id = str(session["id"])
-            self.ledger.mark_started(key, session_id)
+            self.ledger.mark_started(key, session_id, self.daemon)
+            answer_format = {"type": "json_schema", "schema": call.schema, "retryCount": 1}
+            if self.async_calls:
+                self.client.prompt_async(
+                    session_id,
+                    directory=call.directory,
+                    agent=call.agent,
+                    model=self.model,
+                    text=call.prompt,
+                    tools=tools_map(call.agent),
+                    format=answer_format,
+                )
+                self.ledger.mark_sent(key)
+                raise CallPending(key, session_id, self.timeout_s, woken=False)
             reply = self.client.prompt(
                 session_id,
                 directory=call.directory,
@@ -205,14 +239,9 @@ class ExactlyOnceCalls:
                 model=self.model,
                 text=call.prompt,
                 tools=tools_map(call.agent),
-                format={"type": "json_schema", "schema": call.schema, "retryCount": 1},
+                format=answer_format,
                 timeout_s=self.timeout_s,
             )
-            turn = self.turns.inspect(session_id, call.directory)
-            trail = tool_trail(turn, reply)
-            usage = turn_usage(turn, reply)
-            assert_turn_rules(call.agent, session_id, reply, turn, directory=call.directory)
-            answer = validate_answer(call.schema, reply.info.get("structured"))
         except OpenCodeTimeout as exc:
             if session_id is not None:
                 self._abort_quietly(session_id, call.directory)
@@ -222,11 +251,49 @@ class ExactlyOnceCalls:
             failed = self._fail(key, started, status, exc, exc.reply, kind=_kind_of(exc))
             self._forget(session_id, call.directory)
             raise failed from exc
+        return self._judge(call, key, session_id, reply, started, CallStatus.CLAIMED)
+
+    def _judge(
+        self,
+        call: StructuredCall,
+        key: str,
+        session_id: str,
+        reply: PromptReply,
+        started: float,
+        from_status: CallStatus,
+    ) -> StructuredResult:
+        """Judge the turn that ended with ``reply`` and record the outcome (once)."""
+        trail: list[dict[str, Any]] | None = None
+        try:
+            error = classify_info_error(reply.info)
+            if error is not None:
+                error.reply = reply
+                raise error
+            turn = self.turns.inspect(session_id, call.directory)
+            trail = tool_trail(turn, reply)
+            usage = turn_usage(turn, reply)
+            assert_turn_rules(call.agent, session_id, reply, turn, directory=call.directory)
+            answer = validate_answer(call.schema, reply.info.get("structured"))
+        except OpenCodeError as exc:
+            status = CallStatus.ABORTED if isinstance(exc, OpenCodeAborted) else CallStatus.FAILED
+            failed = self._fail(
+                key, started, status, exc, exc.reply, kind=_kind_of(exc), from_status=from_status
+            )
+            self._forget(session_id, call.directory)
+            raise failed from exc
         except (ContractViolation, TurnRejected) as exc:  # answered, but against a rule
             name = exc.error_name if isinstance(exc, TurnRejected) else "ContractViolation"
             kind: FailureKind = "refused" if name in CONFINEMENT_RULES else "contract"
             failed = self._fail(
-                key, started, CallStatus.FAILED, exc, reply, kind=kind, name=name, trail=trail
+                key,
+                started,
+                CallStatus.FAILED,
+                exc,
+                reply,
+                kind=kind,
+                name=name,
+                trail=trail,
+                from_status=from_status,
             )
             self._forget(session_id, call.directory)
             raise failed from exc
@@ -236,10 +303,96 @@ class ExactlyOnceCalls:
             started,
             response=redact(self._response_record(reply, usage, trail)),
             usage=usage,
+            from_status=from_status,
         )
         self._forget(session_id, call.directory)
         self.l1.put(key, {"answer": answer, "usage": usage})
         return StructuredResult(key, answer, "miss", usage)
+
+    # -- a sent call: collect its answer, or park until it comes ----------------------
+
+    def _collect(self, call: StructuredCall, row: CallRecord, age: float) -> StructuredResult:
+        """The answer of a ``sent`` call if its turn ended; else CallPending (park), or
+        ``timed_out`` (aborted) once ``timeout_s`` passed since it was sent."""
+        key = call.op_key
+        session_id = row.session_id
+        if session_id is None:  # pragma: no cover - mark_started precedes mark_sent
+            raise CallFailed(key, row.status, "sent call without a session", kind="unknown")
+        started = self.clock.monotonic() - age
+        try:
+            try:
+                return self._collected(call, row, session_id, age, started)
+            except OpenCodeError as exc:
+                # The daemon cannot say (unreachable, restarting): wait for the deadline.
+                if age < self.timeout_s:
+                    log.info("oc.collect_deferred", op_key=key, error=str(exc)[:200])
+                    raise CallPending(key, session_id, self.timeout_s - age, woken=False) from exc
+                self._abort_quietly(session_id, call.directory)
+                timeout = OpenCodeTimeout(
+                    f"no answer collected within {self.timeout_s:g}s of sending (last: {exc})"
+                )
+                raise self._fail(
+                    key,
+                    started,
+                    CallStatus.TIMED_OUT,
+                    timeout,
+                    None,
+                    kind="timeout",
+                    from_status=CallStatus.SENT,
+                ) from exc
+        except _CollectedElsewhere:
+            found = self.ledger.read(key)
+            if found is None:  # pragma: no cover - rows are never deleted mid-run
+                raise CallFailed(key, "missing", "ledger row vanished", kind="unknown") from None
+            return self._from_record(found[0])
+
+    def _collected(
+        self, call: StructuredCall, row: CallRecord, session_id: str, age: float, started: float
+    ) -> StructuredResult:
+        directory = call.directory
+        busy = not row.woken and self._busy(session_id, directory)
+        if row.woken and self._busy(session_id, directory):
+            # Woken by session.error: the idle follows at once; past that, the next
+            # event (or the deadline) wakes the step again.
+            settle = self.clock.monotonic() + WOKEN_SETTLE_S
+            while (busy := self._busy(session_id, directory)) and self.clock.monotonic() < settle:
+                self.clock.sleep(self.wait_poll_s)
+        if busy:
+            if age < self.timeout_s:
+                raise CallPending(call.op_key, session_id, self.timeout_s - age, woken=row.woken)
+            self._abort_quietly(session_id, directory)
+            timeout = OpenCodeTimeout(f"no answer within {self.timeout_s:g}s of sending")
+            raise self._fail(
+                call.op_key,
+                started,
+                CallStatus.TIMED_OUT,
+                timeout,
+                None,
+                kind="timeout",
+                from_status=CallStatus.SENT,
+            )
+        reply = self.client.last_message(session_id, directory=directory)
+        if reply is None or reply.info.get("role") != "assistant":
+            unanswered: OpenCodeError = TurnUnanswered(
+                "the sent turn ended without an assistant answer (the daemon refused it"
+                " before it began, or it was aborted)"
+            )
+            unanswered = self.client.diagnose(
+                unanswered, directory=directory, agent=call.agent, model=self.model
+            )
+            raise self._fail(
+                call.op_key,
+                started,
+                CallStatus.FAILED,
+                unanswered,
+                None,
+                kind=_kind_of(unanswered),
+                from_status=CallStatus.SENT,
+            )
+        return self._judge(call, call.op_key, session_id, reply, started, CallStatus.SENT)
+
+    def _busy(self, session_id: str, directory: str) -> bool:
+        return session_id in self.client.busy_sessions(directory=directory)
 
     def _forget(self, session_id: str | None, directory: str) -> None:
         """Delete a finished call's session from the daemon (its memory grows with every
@@ -287,8 +440,10 @@ class ExactlyOnceCalls:
 
     # -- a claim lost to an earlier (or concurrent) caller ---------------------------
 
-    def _recorded(self, key: str) -> StructuredResult:
-        """Return what the ledger recorded for ``key``, waiting out a live claim."""
+    def _recorded(self, call: StructuredCall) -> StructuredResult:
+        """Return what the ledger recorded for the call, waiting out a live claim and
+        collecting a sent call's answer."""
+        key = call.op_key
         patience = self.timeout_s + self.claim_grace_s
         deadline = self.clock.monotonic() + patience
         while True:
@@ -296,6 +451,8 @@ class ExactlyOnceCalls:
             if found is None:  # pragma: no cover - the claim conflict proves it exists
                 raise CallFailed(key, "missing", "ledger row vanished", kind="unknown")
             row, age = found  # aged by the ledger's clock: another host wrote the claim
+            if row.status == CallStatus.SENT:
+                return self._collect(call, row, age)
             if row.status != CallStatus.CLAIMED:
                 return self._from_record(row)
             # A claim older than any live call could be belongs to a dead worker.
@@ -364,6 +521,7 @@ class ExactlyOnceCalls:
         kind: FailureKind,
         name: str | None = None,
         trail: list[dict[str, Any]] | None = None,
+        from_status: CallStatus = CallStatus.CLAIMED,
     ) -> CallFailed:
         error_name = name or type(exc).__name__
         error = bounded_error(f"{error_name}: {exc}")
@@ -377,6 +535,7 @@ class ExactlyOnceCalls:
             usage=usage,
             error_name=error_name,
             error=error,
+            from_status=from_status,
         )
         log.warning("oc.call_failed", op_key=key, status=status, error_name=error_name, kind=kind)
         return CallFailed(key, status, error, error_name=error_name, kind=kind)
@@ -391,8 +550,12 @@ class ExactlyOnceCalls:
         usage: dict[str, Any] | None,
         error_name: str | None = None,
         error: str | None = None,
+        from_status: CallStatus = CallStatus.CLAIMED,
     ) -> None:
         """Record the claimant's outcome, or raise CallSuperseded if it came too late.
+
+        A sent call's outcome is recorded by whichever delivery collects it first; a
+        second collector raises _CollectedElsewhere and reads the first one's back.
 
         A row another delivery declared ``unknown`` meanwhile gets the outcome as
         ``succeeded_late`` or ``failed_late`` (the call was paid: its answer and usage
@@ -410,8 +573,10 @@ class ExactlyOnceCalls:
             error_name=error_name,
             error=error,
         )
-        if self.ledger.finish(key, outcome):
+        if self.ledger.finish(key, outcome, from_status=from_status):
             return
+        if from_status is CallStatus.SENT:
+            raise _CollectedElsewhere(key)
         recorded = self.ledger.finish(
             key, replace(outcome, status=late), from_status=CallStatus.UNKNOWN
         )

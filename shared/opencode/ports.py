@@ -16,6 +16,7 @@ from typing import Any, Protocol, Self
 from shared.domain.step_lease import StepLease
 from shared.domain.vocab import CallStatus
 from shared.opencode.calls import CallOutcome, StructuredCall, StructuredResult
+from shared.opencode.errors import OpenCodeError
 from shared.opencode.events import OcEvent
 from shared.opencode.messages import ModelRef, PromptReply
 
@@ -84,6 +85,13 @@ class AgentClient(Protocol):
         :meth:`busy_sessions`, its answer by :meth:`last_message`."""
         ...
 
+    def diagnose(
+        self, error: OpenCodeError, *, directory: str, agent: str, model: ModelRef
+    ) -> OpenCodeError:
+        """``error`` as a configuration error if the daemon lacks ``agent`` or ``model``
+        (it may answer those with a generic 500, or an unanswered sent turn)."""
+        ...
+
     def last_message(self, session_id: str, *, directory: str) -> PromptReply | None:
         """The session's newest message, unjudged; None if it has none."""
         ...
@@ -122,6 +130,8 @@ class CallRecord:
     error_name: str | None
     error: str | None
     rejected: str | None = None  # why kodo did not use a succeeded answer
+    session_id: str | None = None
+    woken: bool = False  # a sent call whose session the collector saw end
 
 
 class CallLedger(Protocol):
@@ -137,7 +147,17 @@ class CallLedger(Protocol):
         """
         ...
 
-    def mark_started(self, op_key: str, session_id: str) -> None: ...
+    def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
+        """The call's session was made (at ``daemon``); its prompt is about to leave."""
+        ...
+
+    def mark_sent(self, op_key: str) -> bool:
+        """The daemon took the prompt (prompt_async): ``claimed`` becomes ``sent``."""
+        ...
+
+    def awaits_collection(self, op_key: str) -> bool:
+        """The call is still ``sent`` and no wake-up was recorded for it."""
+        ...
 
     def sessions_in_doubt(self, run_id: str, step_id: str) -> list[str]:
         """Daemon sessions of the step's calls that may still be running."""
@@ -148,7 +168,8 @@ class CallLedger(Protocol):
         ...
 
     def read(self, op_key: str) -> tuple[CallRecord, float] | None:
-        """The row and the seconds since it was claimed or sent, by the ledger's clock."""
+        """The row and the seconds since it was claimed or sent, by the ledger's clock
+        (0.0 for a row that is neither claimed nor sent)."""
         ...
 
     def finish(

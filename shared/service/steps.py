@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 import structlog
@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.engine import unit_of_work
+from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.runs import RunRepo
 from shared.db.repos.snapshots import run_snapshot
 from shared.db.repos.steps import ArtifactRepo, StepRunRepo
@@ -156,6 +157,23 @@ def hold_lease(s: Session, lease: StepLease) -> None:
 def renew_lease(s: Session, lease: StepLease) -> bool:
     """Push the lease's expiry forward; False if another delivery's fence replaced ours."""
     return StepRunRepo(s).renew(lease.run_id, lease.step, lease.fence, lease.lease_s)
+
+
+def park_on_call(
+    s: Session, lease: StepLease, *, op_key: str, hold_s: float, check_woken: bool
+) -> Literal["superseded", "parked", "wake"]:
+    """Hand the step's lease to the sent call ``op_key`` for ``hold_s``.
+
+    ``wake``: parked, but the collector already saw the call's session end (its
+    wake-up may have been turned away while the lease was still ours), so the caller
+    sends the step again after commit. Each side commits its mark, then reads the
+    other's: no wake-up is lost.
+    """
+    if not StepRunRepo(s).park(lease.run_id, lease.step, lease.fence, op_key=op_key, hold_s=hold_s):
+        return "superseded"
+    if check_woken and not LedgerRepo(s).awaits_collection(op_key):
+        return "wake"
+    return "parked"
 
 
 class StepSuperseded(Exception):

@@ -30,6 +30,7 @@ from devstack.kodo_procs import (
     issue_token,
     start_api,
     start_beat,
+    start_collector,
     start_oc_compat,
     start_worker,
     wait_worker_ready,
@@ -129,6 +130,7 @@ class Chaos:
         self.oc: Child | None = None
         self.api: Child | None = None
         self.beat: Child | None = None
+        self.collector: Child | None = None
         self.workers: dict[str, Child] = {}
         self.customised: set[str] = set()  # workers started with settings of their own
         self.oc_gone_titles: Counter[str] = Counter()
@@ -217,6 +219,8 @@ class Chaos:
 
     def start_beat(self) -> None:
         self.beat = start_beat(self.stack)
+        if self.collector is None or not self.collector.alive():
+            self.collector = start_collector(self.stack)
 
     def start_api(self) -> None:
         self.api = start_api(self.stack, port=self.api_port)
@@ -286,7 +290,9 @@ class Chaos:
         self.engine.dispose()
 
     def logs(self, lines: int = 25) -> str:
-        procs = [p for p in (self.oc, self.api, self.beat, *self.workers.values()) if p]
+        procs = [
+            p for p in (self.oc, self.api, self.beat, self.collector, *self.workers.values()) if p
+        ]
         return "\n".join(f"== {p.name}\n{p.log_tail(lines)}" for p in procs)
 
     # -- a user over HTTP --------------------------------------------------------------

@@ -31,6 +31,7 @@ from devstack.kodo_procs import (
     issue_token,
     start_api,
     start_beat,
+    start_collector,
     start_worker,
     wait_worker_ready,
 )
@@ -139,6 +140,7 @@ def stack(
     try:
         wait_worker_ready(start_worker(started))
         start_beat(started)
+        start_collector(started)
         start_api(started)
         yield started
     finally:

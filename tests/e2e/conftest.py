@@ -17,6 +17,7 @@ from devstack.kodo_procs import (
     issue_token,
     start_api,
     start_beat,
+    start_collector,
     start_oc_compat,
     start_worker,
     wait_worker_ready,
@@ -55,6 +56,7 @@ def stack(
         start_oc_compat(s, seed=7)
         wait_worker_ready(start_worker(s))
         start_beat(s)
+        start_collector(s)
         start_api(s)
         yield s
     finally:

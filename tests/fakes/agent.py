@@ -238,6 +238,12 @@ class FakeAgent:
     def last_message(self, session_id: str, *, directory: str) -> PromptReply | None:
         return self.replies.get(session_id)
 
+    def diagnose(
+        self, error: OpenCodeError, *, directory: str, agent: str, model: ModelRef
+    ) -> OpenCodeError:
+        """The fake offers every agent and model: no error is a configuration error."""
+        return error
+
     def events(self, *, directory: str | None = None, timeout_s: float) -> FakeEventStream:
         """What was logged so far, after ``server.connected``; ``directory=None`` is the
         global stream (every event names its directory), else that directory's events

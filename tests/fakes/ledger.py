@@ -24,6 +24,8 @@ class LedgerRow:
     session_id: str | None = None
     age_s: float = 0.0
     step: tuple[str, str] = ("", "")  # (run_id, step_id)
+    daemon: str | None = None
+    woken: bool = False
 
 
 @dataclass
@@ -54,12 +56,34 @@ class InMemoryLedger:
             record, call.attempt, {}, age_s=age_s, step=(call.run_id, call.step_id)
         )
 
-    def mark_started(self, op_key: str, session_id: str) -> None:
-        self.rows[op_key].session_id = session_id
+    def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
+        row = self.rows[op_key]
+        row.session_id = session_id
+        row.daemon = daemon
+
+    def mark_sent(self, op_key: str) -> bool:
+        row = self.rows[op_key]
+        if row.record.status != CallStatus.CLAIMED:
+            return False
+        row.record = replace(row.record, status=CallStatus.SENT)
+        return True
+
+    def wake(self, session_id: str) -> None:
+        """What the collector records when it sees the session end."""
+        for row in self.rows.values():
+            if row.session_id == session_id and row.record.status == CallStatus.SENT:
+                row.woken = True
+
+    def awaits_collection(self, op_key: str) -> bool:
+        row = self.rows[op_key]
+        return row.record.status == CallStatus.SENT and not row.woken
 
     def read(self, op_key: str) -> tuple[CallRecord, float] | None:
         row = self.rows.get(op_key)
-        return None if row is None else (row.record, row.age_s)
+        if row is None:
+            return None
+        record = replace(row.record, session_id=row.session_id, woken=row.woken)
+        return record, row.age_s
 
     def finish(
         self, op_key: str, outcome: CallOutcome, *, from_status: CallStatus = CallStatus.CLAIMED
@@ -78,7 +102,7 @@ class InMemoryLedger:
         return True
 
     def sessions_in_doubt(self, run_id: str, step_id: str) -> list[str]:
-        doubtful = (CallStatus.CLAIMED, CallStatus.UNKNOWN, CallStatus.TIMED_OUT)
+        doubtful = (CallStatus.CLAIMED, CallStatus.SENT, CallStatus.UNKNOWN, CallStatus.TIMED_OUT)
         return [
             row.session_id
             for row in self.rows.values()

@@ -36,6 +36,7 @@ from devstack.kodo_procs import (
     issue_token,
     start_api,
     start_beat,
+    start_collector,
     start_oc_compat,
     start_worker,
     wait_worker_ready,
@@ -211,6 +212,7 @@ class Hostile:
         self.worker = start_worker(self.stack, "worker", 4)
         wait_worker_ready(self.worker)
         start_beat(self.stack)
+        start_collector(self.stack)
         start_api(self.stack)
         self.http = httpx.Client(base_url=self.stack.api_url, timeout=15.0)
 

@@ -31,7 +31,7 @@ from shared.domain.run_machine import RunStatus, StepId, Transition
 from shared.domain.step_contract import step_contract_version
 from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.domain.step_outcome import ArtifactOut, RuleRefusal, StepOutcome
-from shared.opencode.calls import CallSuperseded
+from shared.opencode.calls import CallPending, CallSuperseded
 from shared.opencode.ports import StructuredCalls
 from shared.service.messages import RunStep
 from shared.service.repo_pin import observe_repo
@@ -40,6 +40,7 @@ from shared.service.steps import (
     StepLeases,
     StepSuperseded,
     enter_step,
+    park_on_call,
     record_outcome,
     refused_outcome,
 )
@@ -180,6 +181,8 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
     try:
         with LeaseKeeper(ctx):
             outcome = _guarded(ctx, body)
+    except CallPending as pending:
+        return _park(rt, ctx.lease, pending)
     except (StepAbandoned, CallSuperseded) as exc:
         bound.warning("step.abandoned", reason=str(exc))
         return "superseded"
@@ -203,6 +206,40 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
         return "superseded"
     bound.info("step.finished", ok=outcome.ok, to_status=move.to_status.value)
     return move.to_status.value
+
+
+PARK_GRACE_S = 5.0
+"""A parked step's lease outlives its call's deadline by this much, so the sweep that
+resumes it after the deadline finds the call overdue (and aborts it)."""
+
+
+def _park(rt: Runtime, lease: StepLease, pending: CallPending) -> str:
+    """Free this worker's thread while the model thinks: hand the step's lease to the
+    sent call until its deadline. If the collector saw the session end before the
+    park committed (its wake-up found the lease still ours and was turned away), the
+    step is woken here: each side commits its mark, then reads the other's."""
+    with rt.uow() as uow:
+        parked = park_on_call(
+            uow.session,
+            lease,
+            op_key=pending.op_key,
+            hold_s=pending.hold_s + PARK_GRACE_S,
+            check_woken=not pending.woken,
+        )
+        if parked == "superseded":
+            log.warning("step.superseded_while_sending", run_id=lease.run_id, op_key=pending.op_key)
+            return "superseded"
+        if parked == "wake":
+            uow.send_after_commit(RunStep(lease.step, lease.run_id))
+    log.info(
+        "step.parked_on_call",
+        run_id=lease.run_id,
+        step_id=lease.step.value,
+        op_key=pending.op_key,
+        session_id=pending.session_id,
+        hold_s=round(pending.hold_s, 1),
+    )
+    return "parked"
 
 
 def _guarded(ctx: StepContext, body: StepBody) -> StepOutcome:

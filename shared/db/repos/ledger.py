@@ -7,6 +7,7 @@ is new for an attempt already claimed (its prompt or schema changed) is refused 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -45,8 +46,29 @@ parameters must not be named like a column of app.runs: the UPDATE would SET the
 _MARK_STARTED = (
     update(_CALLS)
     .where(_CALLS.c.op_key == bindparam("key"))
-    .values(session_id=bindparam("session_id"), started_at=func.statement_timestamp())
+    .values(
+        session_id=bindparam("session_id"),
+        daemon=bindparam("daemon"),
+        started_at=func.statement_timestamp(),
+    )
 )
+_MARK_SENT = (
+    update(_CALLS)
+    .where(_CALLS.c.op_key == bindparam("key"), _CALLS.c.status == CallStatus.CLAIMED.value)
+    .values(status=CallStatus.SENT.value)
+    .returning(_CALLS.c.id)
+)
+_WAKE = (
+    update(_CALLS)
+    .where(
+        _CALLS.c.session_id.in_(bindparam("sessions", expanding=True)),
+        _CALLS.c.status.in_((CallStatus.CLAIMED.value, CallStatus.SENT.value)),
+    )
+    .values(idle_at=func.coalesce(_CALLS.c.idle_at, func.statement_timestamp()))
+    .returning(_CALLS.c.run_id, _CALLS.c.step_id, _CALLS.c.status)
+)
+"""The collector's one statement per batch of ended sessions: mark them idle (the flag a
+parking step reads after it parks) and name the steps to wake."""
 _CLAIM_AGE = select(
     extract(
         "epoch",
@@ -95,8 +117,26 @@ def _constraint_of(exc: IntegrityError) -> str | None:
     return name if isinstance(name, str) else None
 
 
-IN_DOUBT = (CallStatus.CLAIMED.value, CallStatus.UNKNOWN.value, CallStatus.TIMED_OUT.value)
+IN_DOUBT = (
+    CallStatus.CLAIMED.value,
+    CallStatus.SENT.value,
+    CallStatus.UNKNOWN.value,
+    CallStatus.TIMED_OUT.value,
+)
+OPEN = (CallStatus.CLAIMED.value, CallStatus.SENT.value)
+"""Call states whose answer is still awaited (a cancel aborts their sessions)."""
 """Call states whose daemon session may still be working."""
+
+
+@dataclass(frozen=True)
+class SentCall:
+    """A call awaiting collection, as the collector reconciles it."""
+
+    session_id: str
+    directory: str
+    run_id: str
+    step_id: str
+    daemon: str | None
 
 
 class LedgerRepo:
@@ -144,9 +184,53 @@ class LedgerRepo:
             .execution_options(populate_existing=True)
         ).scalar_one_or_none()
 
-    def mark_started(self, op_key: str, session_id: str) -> None:
-        """The HTTP call is about to leave: record its session and (the database's) time."""
-        self.session.execute(_MARK_STARTED, {"key": op_key, "session_id": session_id})
+    def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
+        """The HTTP call is about to leave: record its session, its daemon and (the
+        database's) time."""
+        self.session.execute(
+            _MARK_STARTED, {"key": op_key, "session_id": session_id, "daemon": daemon}
+        )
+
+    def mark_sent(self, op_key: str) -> bool:
+        """The daemon took the prompt (prompt_async): ``claimed`` becomes ``sent``."""
+        return self.session.execute(_MARK_SENT, {"key": op_key}).first() is not None
+
+    def wake(self, session_ids: list[str]) -> list[tuple[str, str]]:
+        """Mark the calls of these ended sessions idle; the (run_id, step_id) of the sent
+        ones (a step parked on each)."""
+        if not session_ids:
+            return []
+        rows = self.session.execute(_WAKE, {"sessions": session_ids}).all()
+        # A call still ``claimed`` ended before its sender marked it sent: the sender
+        # reads the mark when it parks and wakes its own step (its lease is still held).
+        return sorted(
+            {(run_id, step_id) for run_id, step_id, status in rows if status == CallStatus.SENT}
+        )
+
+    def sent_calls(self, daemon: str | None = None) -> list[SentCall]:
+        """Every call awaiting collection (of ``daemon``, or of any daemon)."""
+        query = select(
+            OpenCodeCall.session_id,
+            OpenCodeCall.request["directory"].as_string(),
+            OpenCodeCall.run_id,
+            OpenCodeCall.step_id,
+            OpenCodeCall.daemon,
+        ).where(OpenCodeCall.status == CallStatus.SENT.value)
+        if daemon is not None:
+            query = query.where(OpenCodeCall.daemon == daemon)
+        return [
+            SentCall(sid, directory, run_id, step_id, where)
+            for sid, directory, run_id, step_id, where in self.session.execute(query).all()
+            if sid and directory
+        ]
+
+    def awaits_collection(self, op_key: str) -> bool:
+        """True while the call is ``sent`` and no collector has seen its session end
+        (before or after it was marked sent)."""
+        found = self.session.execute(
+            select(OpenCodeCall.status, OpenCodeCall.idle_at).where(OpenCodeCall.op_key == op_key)
+        ).first()
+        return found is not None and found[0] == CallStatus.SENT.value and found[1] is None
 
     def note_rejected(self, op_key: str, reason: str) -> bool:
         """Record why a succeeded answer was not used (once; a replay reads it back)."""
@@ -209,15 +293,32 @@ class LedgerRepo:
         )
 
     def open_sessions_of(self, run_id: str) -> list[tuple[str, str]]:
-        """(OpenCode session id, directory) of the run's calls still claimed and started."""
+        """(OpenCode session id, directory) of the run's calls still claimed (or sent) and
+        started."""
         rows = self.session.execute(
             select(OpenCodeCall.session_id, OpenCodeCall.request["directory"].as_string()).where(
                 OpenCodeCall.run_id == run_id,
-                OpenCodeCall.status == CallStatus.CLAIMED.value,
+                OpenCodeCall.status.in_(OPEN),
                 OpenCodeCall.session_id.is_not(None),
             )
         ).all()
         return [(sid, directory) for sid, directory in rows if sid is not None and directory]
+
+    def abort_sent_of(self, run_id: str, now: datetime) -> int:
+        """Record the run's sent calls ``aborted`` (its cancel aborted their sessions):
+        no answer of a cancelled run is collected."""
+        rows = self.session.execute(
+            update(OpenCodeCall)
+            .where(OpenCodeCall.run_id == run_id, OpenCodeCall.status == CallStatus.SENT.value)
+            .values(
+                status=CallStatus.ABORTED.value,
+                finished_at=now,
+                error_name="RunCancelled",
+                error="the run was cancelled while the call was in flight; its session was aborted",
+            )
+            .returning(OpenCodeCall.id)
+        ).all()
+        return len(rows)
 
     def sessions_in_doubt(self, run_id: str, step_id: str) -> list[str]:
         """Session ids of the step's calls that may still be running at the daemon:

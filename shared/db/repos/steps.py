@@ -37,6 +37,8 @@ from shared.hashing import sha256_hex
 
 RECONCILER = "reconciler"
 """Lease owner written when the reconciler re-dispatches: the next delivery may take it."""
+PARKED = "parked"
+"""Lease owner of a step parked on a sent provider call until the call's deadline."""
 
 
 _STEPS = table_of(StepRun)
@@ -85,6 +87,7 @@ def _enter_statement() -> Select[tuple[int, int, str | None]]:
                 "lease_owner": owner,
                 "lease_expires_at": expires,
                 "app_version": version,
+                "parked_on": None,
             },
             where=(t.status == StepRunStatus.RUNNING.value)
             & (
@@ -139,6 +142,32 @@ _FINISH = (
     )
     .returning(_STEPS.c.id)
 )
+_PARK = (
+    update(_STEPS)
+    .where(_ours())
+    .values(parked_on=bindparam("op_key"), lease_owner=PARKED, lease_expires_at=_lease_expiry())
+    .returning(_STEPS.c.id)
+)
+_RESUME = (
+    update(_STEPS)
+    .where(
+        # Not named like a column: an UPDATE reserves column names for its SET clause.
+        _STEPS.c.run_id == bindparam("w_run_id"),
+        _STEPS.c.step_id == bindparam("w_step_id"),
+        _STEPS.c.status == StepRunStatus.RUNNING.value,
+        _STEPS.c.parked_on.is_not(None),
+    )
+    .values(
+        fence=_STEPS.c.fence + 1,
+        lease_owner=bindparam("owner"),
+        lease_expires_at=_lease_expiry(),
+        app_version=bindparam("worker_version"),
+        parked_on=None,
+    )
+    .returning(_STEPS.c.fence, _STEPS.c.deliveries, _STEPS.c.app_version)
+)
+"""A parked step taken up by the delivery its wake-up sent: a new fence, the same
+delivery count (a resumed step is not a redelivery, and counts no retry)."""
 _RELEASE = update(_STEPS).where(_ours()).values(lease_expires_at=None).returning(_STEPS.c.id)
 _PUT_ARTIFACT = (
     insert(_ARTIFACTS)
@@ -179,19 +208,34 @@ class StepRunRepo:
         """Take the step's lease for this delivery, with a new fencing token.
 
         Returns None while another delivery holds a live lease (only a lease left by
-        the reconciler may be taken early): two deliveries never run a step at once.
+        the reconciler, or by a step parked on a sent call, may be taken early): two
+        deliveries never run a step at once.
         """
-        row = self.session.execute(
-            _ENTER,
-            {
-                "run_id": run_id,
-                "step_id": step.value,
-                "lease": timedelta(seconds=lease_s),
-                "owner": owner,
-                "worker_version": app_version,
-            },
-        ).one_or_none()
+        params = {
+            "run_id": run_id,
+            "step_id": step.value,
+            "lease": timedelta(seconds=lease_s),
+            "owner": owner,
+            "worker_version": app_version,
+        }
+        row = self.session.execute(_ENTER, params).one_or_none()
+        if row is None:
+            resume = {**params, "w_run_id": run_id, "w_step_id": step.value}
+            del resume["run_id"], resume["step_id"]
+            row = self.session.execute(_RESUME, resume).one_or_none()
         return None if row is None else Entered(row.fence, row.deliveries, row.app_version)
+
+    def park(self, run_id: str, step: StepId, fence: int, *, op_key: str, hold_s: float) -> bool:
+        """Hand our lease to the sent call ``op_key`` for ``hold_s`` (its deadline): the
+        worker's thread is free, and the first wake-up (or the sweep) resumes the step."""
+        params = {
+            "w_run_id": run_id,
+            "w_step_id": step.value,
+            "w_fence": fence,
+            "op_key": op_key,
+            "lease": timedelta(seconds=hold_s),
+        }
+        return self.session.execute(_PARK, params).scalar_one_or_none() is not None
 
     def release(self, run_id: str, step: StepId, fence: int) -> bool:
         """Give up our lease without an outcome: the next delivery may enter at once."""

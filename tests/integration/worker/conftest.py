@@ -56,6 +56,10 @@ def make_rt(
             "redis_url": broker,
             "oc_base_url": oc_url,
             "oc_timeout_ms": 10000,
+            # In-process steps block on their calls here (OC_ASYNC=0); the parked,
+            # collected path has its own tests (test_async_calls.py) and runs in every
+            # end-to-end test.
+            "oc_async": False,
             "repo_roots": (tmp_path,),
             "workspace_dir": tmp_path / "ws",
         }

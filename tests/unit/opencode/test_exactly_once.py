@@ -207,8 +207,8 @@ def test_a_claim_that_outlives_the_callers_patience_is_declared_unknown() -> Non
 class _DeclaredUnknownMeanwhile(InMemoryLedger):
     """Another delivery declares the call unknown while its claimant waits for the daemon."""
 
-    def mark_started(self, op_key: str, session_id: str) -> None:
-        super().mark_started(op_key, session_id)
+    def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
+        super().mark_started(op_key, session_id, daemon)
         self.finish(op_key, CallOutcome(CallStatus.UNKNOWN, NOW, duration_ms=None))
 
 

@@ -1,0 +1,172 @@
+"""The collector: follows a daemon's event stream and wakes the steps whose sent calls
+ended, so no worker thread waits while a model thinks.
+
+One thread per daemon reads ``GET /global/event``. On ``session.idle`` or
+``session.error`` of a session holding a ``sent`` call, it records the wake-up and
+sends the call's step again (the step collects, judges and records the answer). On
+every connect, after the stream is open (so nothing ends unseen in between), it
+reconciles: each sent call of that daemon whose session ``GET /session/status`` no
+longer lists as busy is woken too, so a completion missed while the stream was down
+is still collected. A call nothing wakes is swept at its deadline by the reconciler
+(the parked step's lease expires then).
+
+Run it with ``python -m services.worker.collector`` (kodo up, the demo, compose and
+the tests do); it reconnects on its own and never exits on a daemon or database error.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.opencode.errors import OpenCodeError
+from shared.opencode.events import OcEvent
+from shared.opencode.ports import AgentClient
+from shared.service.collection import sent_calls, wake_steps
+from shared.service.messages import RunStep, Sender
+from shared.service.uow import UnitOfWork
+
+log = structlog.get_logger("kodo.collector")
+
+ENDED = frozenset({"session.idle", "session.error"})
+"""Events that end a turn. An unknown agent or model is a 204 to prompt_async and then
+a ``session.error`` only (no idle): both wake the step."""
+
+STREAM_READ_TIMEOUT_S = 35.0
+"""The daemon sends a heartbeat every 10 s: a silence this long is a dead stream."""
+
+
+@dataclass
+class Collector:
+    """Wakes the steps of one daemon's ended sessions."""
+
+    client: AgentClient
+    sessions: sessionmaker[Session]
+    sender: Sender
+    daemon: str
+    reconnect_s: float = 1.0
+    woken: int = 0
+    connects: int = 0
+    _ready: threading.Event = field(default_factory=threading.Event)
+
+    def reconcile(self) -> list[RunStep]:
+        """Wake every sent call of this daemon whose session is no longer busy."""
+        with self.sessions() as s:
+            calls = sent_calls(s, self.daemon)
+        by_directory: dict[str, list[str]] = defaultdict(list)
+        for call in calls:
+            by_directory[call.directory].append(call.session_id)
+        ended: list[str] = []
+        for directory, session_ids in sorted(by_directory.items()):
+            busy = self.client.busy_sessions(directory=directory)
+            ended.extend(sid for sid in session_ids if sid not in busy)
+        return self.wake(ended)
+
+    def wake(self, session_ids: Iterable[str]) -> list[RunStep]:
+        ids = sorted(set(session_ids))
+        if not ids:
+            return []
+        with UnitOfWork(self.sessions, self.sender) as uow:
+            woken = wake_steps(uow, ids)
+        self.woken += len(woken)
+        for message in woken:
+            log.info("collector.woke", run_id=message.run_id, step_id=message.step.value)
+        return woken
+
+    def follow(self, stop: threading.Event) -> None:
+        """Connect, reconcile, and wake on ended sessions until ``stop``; reconnect on
+        any failure of the daemon or the database (logged), never return early."""
+        while not stop.is_set():
+            try:
+                self._follow_once(stop)
+            except (OpenCodeError, SQLAlchemyError) as exc:
+                log.warning("collector.stream_lost", daemon=self.daemon, error=str(exc)[:300])
+            stop.wait(self.reconnect_s)
+
+    def _follow_once(self, stop: threading.Event) -> None:
+        with self.client.events(directory=None, timeout_s=STREAM_READ_TIMEOUT_S) as stream:
+            self.connects += 1
+            reconciled = self.reconcile()
+            log.info(
+                "collector.connected",
+                daemon=self.daemon,
+                connects=self.connects,
+                reconciled=len(reconciled),
+            )
+            self._ready.set()
+            for event in stream:
+                if stop.is_set():
+                    return
+                session_id = ended_session(event)
+                if session_id is not None:
+                    self.wake([session_id])
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """True once the first connect reconciled (tests wait for it)."""
+        return self._ready.wait(timeout_s)
+
+
+def ended_session(event: OcEvent) -> str | None:
+    """The session whose turn ``event`` ends, if it ends one."""
+    if event.type not in ENDED:
+        return None
+    session_id = event.properties.get("sessionID")
+    return session_id if isinstance(session_id, str) and session_id else None
+
+
+def run_collectors(collectors: list[Collector], stop: threading.Event) -> list[threading.Thread]:
+    threads = [
+        threading.Thread(target=c.follow, args=(stop,), name=f"collector-{i}", daemon=True)
+        for i, c in enumerate(collectors)
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def main(install_signals: Callable[..., object] = signal.signal) -> int:
+    """``python -m services.worker.collector``: one collector per configured daemon."""
+    from shared.config import Settings
+    from shared.db.engine import make_engine, make_session_factory
+    from shared.logging import configure_logging
+    from shared.opencode.client import OpenCodeClient
+    from shared.queue import CelerySender, make_celery
+
+    settings = Settings.from_env()
+    configure_logging(json=True)
+    engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+    sender = CelerySender(make_celery(settings))
+    stop = threading.Event()
+    install_signals(signal.SIGTERM, lambda *_: stop.set())
+    install_signals(signal.SIGINT, lambda *_: stop.set())
+    clients = [
+        OpenCodeClient(
+            url,
+            timeout_s=settings.oc_timeout_ms / 1000,
+            username=settings.oc_username,
+            password=settings.oc_password,
+            max_answer_bytes=settings.max_answer_bytes,
+        )
+        for url in settings.oc_base_urls
+    ]
+    collectors = [Collector(client, sessions, sender, daemon=client.base_url) for client in clients]
+    log.info("collector.started", daemons=[c.daemon for c in collectors])
+    run_collectors(collectors, stop)
+    stop.wait()
+    log.info("collector.stopped", woken=sum(c.woken for c in collectors))
+    for client in clients:
+        client.close()
+    engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

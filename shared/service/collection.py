@@ -1,0 +1,30 @@
+"""What the collector reads and writes: the sent calls, and their wake-ups.
+
+A wake-up is one statement (mark the ended sessions' sent calls idle, naming their
+steps) and one RunStep per step, sent after commit by the unit of work's outbox.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from shared.db.repos.ledger import LedgerRepo, SentCall
+from shared.domain.run_machine import StepId
+from shared.service.messages import RunStep
+from shared.service.uow import UnitOfWork
+
+
+def wake_steps(uow: UnitOfWork, session_ids: list[str]) -> list[RunStep]:
+    """Mark the sent calls of these ended sessions idle and send their steps again."""
+    woken = [
+        RunStep(StepId(step_id), run_id)
+        for run_id, step_id in LedgerRepo(uow.session).wake(session_ids)
+    ]
+    for message in woken:
+        uow.send_after_commit(message)
+    return woken
+
+
+def sent_calls(s: Session, daemon: str | None) -> list[SentCall]:
+    """The calls awaiting collection at ``daemon`` (all of them for ``None``)."""
+    return LedgerRepo(s).sent_calls(daemon)

@@ -1,0 +1,228 @@
+"""The exactly-once protocol in asynchronous mode: send, park, collect, or time out.
+
+No thread waits on the model: the sending delivery raises CallPending once the daemon
+took the prompt; a later delivery collects the answer from the session's last message
+and judges and records it as a blocking call's would be.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from shared.clock import FixedClock
+from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
+from shared.domain.vocab import CallStatus
+from shared.opencode.cache import LruCache
+from shared.opencode.calls import CallFailed, CallPending, StructuredCall
+from shared.opencode.exactly_once import ExactlyOnceCalls
+from shared.opencode.messages import ModelRef, PromptReply
+from tests.fakes.agent import FakeAgent, ScriptedTurn, tokens
+from tests.fakes.ledger import InMemoryLedger
+
+ANSWER: dict[str, Any] = {"next_action": "verify", "argv": ["pytest", "-q"], "reason": "tests"}
+MODEL = ModelRef("kodo", "kodo-scripted")
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+TIMEOUT_S = 60.0
+
+
+def _calls(agent: FakeAgent, ledger: InMemoryLedger) -> ExactlyOnceCalls:
+    """A worker's protocol in asynchronous mode (each has its own L1)."""
+    return ExactlyOnceCalls(
+        agent,
+        ledger,
+        FixedClock(NOW),
+        model=MODEL,
+        timeout_s=TIMEOUT_S,
+        l1=LruCache(),
+        async_calls=True,
+        daemon="http://oc-1",
+        wait_poll_s=0.0,
+    )
+
+
+def _call(attempt: int = 1) -> StructuredCall:
+    return StructuredCall("run-1", "DecideST", attempt, "plan", "choose", BUILD_OUTPUT_SCHEMA, "/w")
+
+
+def _held(turn: ScriptedTurn) -> FakeAgent:
+    agent = FakeAgent(turn)
+    agent.hold_async = True
+    return agent
+
+
+def _send(agent: FakeAgent, ledger: InMemoryLedger) -> CallPending:
+    with pytest.raises(CallPending) as pending:
+        _calls(agent, ledger).prompt_structured(_call())
+    return pending.value
+
+
+def test_a_sent_call_parks_the_step_with_its_session_and_the_time_left() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    row = ledger.rows[_call().op_key]
+    assert row.record.status == CallStatus.SENT
+    assert (row.session_id, row.daemon) == (pending.session_id, "http://oc-1")
+    assert pending.hold_s == TIMEOUT_S
+    assert not pending.woken
+    assert len(agent.sent) == 1
+
+
+def test_a_delivery_before_the_turn_ends_parks_again_without_sending() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = InMemoryLedger()
+    _send(agent, ledger)
+    ledger.rows[_call().op_key].age_s = 20.0
+    with pytest.raises(CallPending) as again:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert again.value.hold_s == TIMEOUT_S - 20.0
+    assert len(agent.sent) == 1
+    assert ledger.status(_call().op_key) == CallStatus.SENT
+
+
+def test_the_answer_is_collected_judged_and_recorded_once_the_session_ends() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.release(pending.session_id)
+    ledger.wake(pending.session_id)
+    woken = _calls(agent, ledger)  # another worker: nothing of the call in its memory
+    result = woken.prompt_structured(_call())
+    assert (result.answer, result.usage["total_tokens"]) == (ANSWER, 70)
+    row = ledger.rows[_call().op_key].record
+    assert row.status == CallStatus.SUCCEEDED
+    assert row.response is not None and row.response["structured"] == ANSWER
+    assert agent.deleted == [pending.session_id]  # forgotten once recorded
+    replay = _calls(agent, ledger).prompt_structured(_call())
+    assert (replay.cache, replay.answer) == ("l2", ANSWER)
+    assert len(agent.sent) == 1
+
+
+def test_a_missed_wake_up_is_collected_by_the_next_delivery_that_finds_the_session_idle() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.release(pending.session_id)  # no wake recorded: the collector was down
+    assert _calls(agent, ledger).prompt_structured(_call()).answer == ANSWER
+
+
+def test_an_answer_against_the_schema_is_recorded_failed_as_a_contract_failure() -> None:
+    agent = _held(ScriptedTurn(answer={"next_action": "nonsense"}, session_tokens=tokens(9)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.release(pending.session_id)
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert (failed.value.kind, failed.value.error_name) == ("contract", "ContractViolation")
+    assert ledger.status(_call().op_key) == CallStatus.FAILED
+
+
+def test_a_turn_that_ended_without_an_answer_fails_and_is_not_waited_for() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(9)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.held.pop(pending.session_id)  # refused by the daemon: no message, not busy
+    agent.busy.discard(pending.session_id)
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert failed.value.error_name == "TurnUnanswered"
+    assert ledger.status(_call().op_key) == CallStatus.FAILED
+
+
+def test_a_call_still_busy_past_its_deadline_is_aborted_and_timed_out() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(9)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    ledger.rows[_call().op_key].age_s = TIMEOUT_S + 1
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert failed.value.kind == "timeout"
+    assert ledger.status(_call().op_key) == CallStatus.TIMED_OUT
+    assert agent.aborted == [pending.session_id]
+
+
+def test_an_aborted_turn_collected_after_a_cancel_reads_back_as_aborted() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(9)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.abort(pending.session_id, directory="/w")
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert failed.value.status == CallStatus.ABORTED
+
+
+def test_two_deliveries_collecting_at_once_record_one_outcome_and_agree() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.release(pending.session_id)
+    first, second = _calls(agent, ledger), _calls(agent, ledger)
+    real_finish = ledger.finish
+    raced: list[bool] = []
+
+    def finish_after_the_other(op_key: str, outcome: Any, **kw: Any) -> bool:
+        if not raced:  # the other delivery records first, between our read and our write
+            raced.append(True)
+            assert second.prompt_structured(_call()).answer == ANSWER
+        return real_finish(op_key, outcome, **kw)
+
+    ledger.finish = finish_after_the_other  # type: ignore[method-assign]
+    assert first.prompt_structured(_call()).answer == ANSWER
+    assert ledger.status(_call().op_key) == CallStatus.SUCCEEDED
+
+
+def test_a_woken_delivery_waits_briefly_for_the_idle_that_follows_a_session_error() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    ledger.wake(pending.session_id)  # session.error seen; the session is still busy
+    polls: list[int] = []
+    real_busy = agent.busy_sessions
+
+    def busy_then_idle(*, directory: str) -> dict[str, Any]:
+        polls.append(1)
+        if len(polls) == 2:
+            agent.release(pending.session_id)
+        return real_busy(directory=directory)
+
+    agent.busy_sessions = busy_then_idle  # type: ignore[method-assign]
+    assert _calls(agent, ledger).prompt_structured(_call()).answer == ANSWER
+
+
+def test_a_daemon_that_cannot_be_asked_defers_collection_until_the_deadline() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = InMemoryLedger()
+    _send(agent, ledger)
+    from shared.opencode.errors import OpenCodeUnreachable
+
+    def unreachable(*, directory: str) -> dict[str, Any]:
+        raise OpenCodeUnreachable("connection refused")
+
+    agent.busy_sessions = unreachable  # type: ignore[method-assign]
+    with pytest.raises(CallPending):
+        _calls(agent, ledger).prompt_structured(_call())
+    ledger.rows[_call().op_key].age_s = TIMEOUT_S
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert failed.value.kind == "timeout"
+
+
+def test_the_collected_reply_is_the_one_judged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What last_message returns is what is recorded: a reply with an info.error is a
+    failure of its kind, exactly as a blocking prompt's reply would be."""
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.release(pending.session_id)
+    error = {"name": "APIError", "data": {"message": "overloaded", "isRetryable": True}}
+    monkeypatch.setitem(
+        agent.replies,
+        pending.session_id,
+        PromptReply(info={"role": "assistant", "error": error}, parts=[]),
+    )
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert failed.value.kind == "transient"
