@@ -94,7 +94,8 @@ def test_the_answer_is_collected_judged_and_recorded_once_the_session_ends() -> 
     assert (result.answer, result.usage["total_tokens"]) == (ANSWER, 70)
     row = ledger.rows[_call().op_key].record
     assert row.status == CallStatus.SUCCEEDED
-    assert row.response is not None and row.response["structured"] == ANSWER
+    assert row.response is not None
+    assert row.response["structured"] == ANSWER
     assert agent.deleted == [pending.session_id]  # forgotten once recorded
     replay = _calls(agent, ledger).prompt_structured(_call())
     assert (replay.cache, replay.answer) == ("l2", ANSWER)
