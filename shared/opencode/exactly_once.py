@@ -456,7 +456,17 @@ class ExactlyOnceCalls:
             if row.status != CallStatus.CLAIMED:
                 return self._from_record(row)
             # A claim older than any live call could be belongs to a dead worker.
-            if self.clock.monotonic() > deadline or age > patience:
+            overdue = self.clock.monotonic() > deadline or age > patience
+            if self.async_calls:
+                if not overdue:  # park, rather than hold a thread while it may finish
+                    raise CallPending(key, row.session_id or "", patience - age, woken=row.woken)
+                if row.session_id is not None and self.ledger.mark_sent(key):
+                    # Its claimant died after making the session, maybe after sending:
+                    # collect what the session holds (an answer, or a turn that never
+                    # came, which fails unpaid) instead of declaring the call unknown.
+                    log.warning("oc.claim_collected", op_key=key, session_id=row.session_id)
+                    continue
+            if overdue:
                 return self._declare_unknown(key)
             self.clock.sleep(self.wait_poll_s)
 

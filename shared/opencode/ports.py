@@ -156,7 +156,7 @@ class CallLedger(Protocol):
         ...
 
     def awaits_collection(self, op_key: str) -> bool:
-        """The call is still ``sent`` and no wake-up was recorded for it."""
+        """The call is still ``claimed`` or ``sent`` and no wake-up was recorded for it."""
         ...
 
     def sessions_in_doubt(self, run_id: str, step_id: str) -> list[str]:

@@ -219,8 +219,9 @@ class Chaos:
 
     def start_beat(self) -> None:
         self.beat = start_beat(self.stack)
-        if self.collector is None or not self.collector.alive():
-            self.collector = start_collector(self.stack)
+
+    def start_collector(self) -> None:
+        self.collector = start_collector(self.stack)
 
     def start_api(self) -> None:
         self.api = start_api(self.stack, port=self.api_port)
@@ -257,6 +258,8 @@ class Chaos:
             self.start_oc()
         if self.beat is None or not self.beat.alive():
             self.start_beat()
+        if self.collector is None or not self.collector.alive():
+            self.start_collector()
         if self.api is None or not self.api.alive():
             self.start_api()
         for name in [n for n in self.workers if n != BASE_WORKER]:

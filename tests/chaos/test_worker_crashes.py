@@ -66,16 +66,51 @@ def committed_files(repo: Path, run_id: str) -> list[str]:
     return _git(repo, "diff", "--name-only", f"main...kodo/{run_id}").splitlines()
 
 
-def test_a_worker_killed_during_compile_s_provider_call_leaves_an_unknown_call_and_a_retry(
+BLOCKING = {"OC_ASYNC": "0"}
+"""A worker whose provider calls block its thread (OC_ASYNC=0): killed mid-call, the
+call is unknown and the next attempt is paid."""
+
+
+def _blocking_worker(chaos: Chaos) -> str:
+    chaos.stop_worker(BASE_WORKER)
+    chaos.start_worker("blocking", env=BLOCKING)
+    return "blocking"
+
+
+def test_a_worker_killed_while_the_model_thinks_loses_nothing_the_answer_is_collected(
     chaos: Chaos, scenario: Scenario
 ) -> None:
-    scenario.name = "SIGKILL worker during CompileST call"
-    run_id = chaos.submit("Add a note to README.md [oc:slow=3000]")
+    scenario.name = "SIGKILL worker while CompileST's sent call is thinking (async)"
+    run_id = chaos.submit("Add a note to README.md [oc:slow=4000]")
     scenario.track(run_id)
     _wait_prompted(chaos, title("CompileST", run_id, 1))
     wait_until(chaos.in_flight_at_oc, 5, "the prompt to be held open", detail=chaos.logs)
     chaos.kill_worker()
+    assert chaos.in_flight_at_oc() == 1, "the model still thinks; no worker is alive"
     chaos.start_worker(BASE_WORKER)
+
+    chaos.wait_status(run_id, {"waiting_input"}, deadline_s=45)
+    compile_calls = [(c.attempt, c.status) for c in chaos.ledger(run_id, "CompileST")]
+    assert compile_calls == [(1, "succeeded")], chaos.explain([run_id])
+    assert chaos.prompts_by_title()[title("CompileST", run_id, 1)] == 1, "paid once"
+    assert chaos.prompts_by_title()[title("CompileST", run_id, 2)] == 0, "never asked again"
+    assert chaos.approve(run_id).status_code == 200
+    chaos.wait_status(run_id, {"succeeded"}, deadline_s=45)
+    assert len(branch_commits(chaos.repo_of(run_id), run_id)) == 1
+    chaos.assert_exactly_once([run_id])
+
+
+def test_a_worker_killed_during_compile_s_provider_call_leaves_an_unknown_call_and_a_retry(
+    chaos: Chaos, scenario: Scenario
+) -> None:
+    scenario.name = "SIGKILL worker during CompileST call (blocking calls, OC_ASYNC=0)"
+    worker = _blocking_worker(chaos)
+    run_id = chaos.submit("Add a note to README.md [oc:slow=3000]")
+    scenario.track(run_id)
+    _wait_prompted(chaos, title("CompileST", run_id, 1))
+    wait_until(chaos.in_flight_at_oc, 5, "the prompt to be held open", detail=chaos.logs)
+    chaos.kill_worker(worker)
+    chaos.start_worker(worker, env=BLOCKING)
 
     chaos.wait_status(run_id, {"waiting_input"}, deadline_s=45)
     compile_calls = [(c.attempt, c.status) for c in chaos.ledger(run_id, "CompileST")]
@@ -128,7 +163,8 @@ def test_a_worker_killed_mid_edit_never_commits_the_half_edited_tree(
     """The worker dies while the daemon is between two files; the daemon goes on. The next
     delivery declares the call unknown, aborts its session and sees it idle before it
     resets the worktree; attempt 2 edits from HEAD and is committed once."""
-    scenario.name = "SIGKILL worker while the agent is mid-edit (daemon still editing)"
+    scenario.name = "SIGKILL worker while the agent is mid-edit (blocking calls, OC_ASYNC=0)"
+    worker = _blocking_worker(chaos)
     run_id = chaos.submit("Add a note to README.md and notes.md [oc:slow-edit=30000]")
     scenario.track(run_id)
     chaos.wait_status(run_id, {"waiting_input"}, deadline_s=30)
@@ -140,9 +176,9 @@ def test_a_worker_killed_mid_edit_never_commits_the_half_edited_tree(
         "the agent to have edited README.md, not yet notes.md",
         detail=chaos.logs,
     )
-    chaos.kill_worker()
+    chaos.kill_worker(worker)
     assert chaos.in_flight_at_oc() == 1, "the daemon is still editing"
-    chaos.start_worker(BASE_WORKER)
+    chaos.start_worker(worker, env=BLOCKING)
 
     chaos.wait_status(run_id, {"succeeded"}, deadline_s=60)
     repo = chaos.repo_of(run_id)

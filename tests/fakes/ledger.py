@@ -71,12 +71,15 @@ class InMemoryLedger:
     def wake(self, session_id: str) -> None:
         """What the collector records when it sees the session end."""
         for row in self.rows.values():
-            if row.session_id == session_id and row.record.status == CallStatus.SENT:
+            if row.session_id == session_id and row.record.status in (
+                CallStatus.CLAIMED,
+                CallStatus.SENT,
+            ):
                 row.woken = True
 
     def awaits_collection(self, op_key: str) -> bool:
         row = self.rows[op_key]
-        return row.record.status == CallStatus.SENT and not row.woken
+        return row.record.status in (CallStatus.CLAIMED, CallStatus.SENT) and not row.woken
 
     def read(self, op_key: str) -> tuple[CallRecord, float] | None:
         row = self.rows.get(op_key)

@@ -225,12 +225,12 @@ class LedgerRepo:
         ]
 
     def awaits_collection(self, op_key: str) -> bool:
-        """True while the call is ``sent`` and no collector has seen its session end
-        (before or after it was marked sent)."""
+        """True while the call is ``claimed`` or ``sent`` and no collector has seen its
+        session end (before or after it was marked sent)."""
         found = self.session.execute(
             select(OpenCodeCall.status, OpenCodeCall.idle_at).where(OpenCodeCall.op_key == op_key)
         ).first()
-        return found is not None and found[0] == CallStatus.SENT.value and found[1] is None
+        return found is not None and found[0] in OPEN and found[1] is None
 
     def note_rejected(self, op_key: str, reason: str) -> bool:
         """Record why a succeeded answer was not used (once; a replay reads it back)."""

@@ -7,6 +7,7 @@ and judges and records it as a blocking call's would be.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -227,3 +228,55 @@ def test_the_collected_reply_is_the_one_judged(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(CallFailed) as failed:
         _calls(agent, ledger).prompt_structured(_call())
     assert failed.value.kind == "transient"
+
+
+def _died_before_marking_sent(ledger: InMemoryLedger, age_s: float) -> None:
+    """The claimant sent the prompt and died before recording ``sent``."""
+    row = ledger.rows[_call().op_key]
+    row.record = replace(row.record, status=CallStatus.CLAIMED)
+    row.age_s = age_s
+
+
+def test_a_live_claim_parks_the_delivery_instead_of_holding_its_thread() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = InMemoryLedger()
+    _send(agent, ledger)
+    _died_before_marking_sent(ledger, age_s=3.0)
+    with pytest.raises(CallPending) as parked:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert parked.value.hold_s == pytest.approx(TIMEOUT_S + 5.0 - 3.0)
+    assert ledger.status(_call().op_key) == CallStatus.CLAIMED
+
+
+def test_an_overdue_claim_whose_session_answered_is_collected_not_declared_unknown() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.release(pending.session_id)
+    _died_before_marking_sent(ledger, age_s=TIMEOUT_S + 6.0)
+    result = _calls(agent, ledger).prompt_structured(_call())
+    assert (result.answer, result.cache) == (ANSWER, "miss"), "the paid answer is used"
+    assert ledger.status(_call().op_key) == CallStatus.SUCCEEDED
+    assert len(agent.sent) == 1
+
+
+def test_an_overdue_claim_that_never_reached_the_daemon_fails_unpaid_and_is_retried() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.held.pop(pending.session_id)  # the prompt never arrived: no message, idle
+    agent.busy.discard(pending.session_id)
+    _died_before_marking_sent(ledger, age_s=TIMEOUT_S + 6.0)
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert failed.value.error_name == "TurnUnanswered"
+    assert failed.value.retryable
+    assert ledger.status(_call().op_key) == CallStatus.FAILED
+
+
+def test_an_overdue_claim_without_a_session_is_declared_unknown_as_before() -> None:
+    ledger = InMemoryLedger()
+    ledger.claimed_elsewhere(_call(), age_s=TIMEOUT_S + 6.0)
+    with pytest.raises(CallFailed) as unknown:
+        _calls(FakeAgent(), ledger).prompt_structured(_call())
+    assert unknown.value.kind == "unknown"

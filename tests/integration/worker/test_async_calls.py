@@ -1,0 +1,235 @@
+"""Parked steps and the collector, on real Postgres, Redis and oc-compat.
+
+A step sends its prompt with prompt_async, records the call ``sent`` and parks (its
+worker thread is free); the collector wakes it when the session ends; the resumed
+delivery collects, judges and records the answer. Nothing is lost: a wake-up that
+comes before the park is read back by the parker, a call nothing wakes is swept at
+its deadline, and a cancel aborts what was sent.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from services.worker.cancel import abort_inflight_calls
+from services.worker.collector import Collector
+from services.worker.reconciler import reconcile
+from services.worker.runtime import Runtime
+from services.worker.steps.base import run_step
+from services.worker.steps.compile import compile_step
+from shared.domain.run_machine import StepId
+from shared.domain.step_contract import step_contract_version
+from shared.domain.step_lease import StepLease
+from shared.opencode.call_ledger import PostgresCallLedger
+from shared.opencode.calls import StructuredCall
+from shared.opencode.client import OpenCodeClient
+from shared.service.collection import wake_steps
+from shared.service.messages import InMemorySender, RunStep
+from shared.service.runs import cancel_run
+from shared.service.steps import enter_step, park_on_call
+from shared.service.uow import UnitOfWork
+from tests.integration.worker.conftest import RuntimeFactory, new_run, uow, wait_lease_lapsed
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def async_rt(make_rt: RuntimeFactory) -> Runtime:
+    return make_rt(oc_async=True)
+
+
+@pytest.fixture
+def client(oc_url: str) -> Iterator[OpenCodeClient]:
+    with OpenCodeClient(oc_url, timeout_s=10) as c:
+        yield c
+
+
+def _collector(rt: Runtime, client: OpenCodeClient, sender: InMemorySender) -> Collector:
+    return Collector(client, rt.sessions, sender, daemon=client.base_url, reconnect_s=0.1)
+
+
+def _calls(rt: Runtime, run_id: str) -> list[dict[str, object]]:
+    with rt.sessions() as s:
+        rows = s.execute(
+            text(
+                "SELECT attempt, status, session_id, daemon, idle_at, op_key"
+                " FROM app.opencode_calls WHERE run_id = :r ORDER BY attempt"
+            ),
+            {"r": run_id},
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
+def _step_row(rt: Runtime, run_id: str) -> dict[str, object]:
+    with rt.sessions() as s:
+        row = s.execute(
+            text(
+                "SELECT parked_on, lease_owner, fence, deliveries, status FROM app.step_runs"
+                " WHERE run_id = :r AND step_id = 'CompileST'"
+            ),
+            {"r": run_id},
+        ).mappings()
+        return dict(row.one())
+
+
+def test_a_sent_call_parks_its_step_and_a_reconciling_collector_wakes_it(
+    async_rt: Runtime, client: OpenCodeClient, repo: Path
+) -> None:
+    rt = async_rt
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=1500]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+    [call] = _calls(rt, run_id)
+    assert (call["status"], call["daemon"]) == ("sent", client.base_url)
+    step = _step_row(rt, run_id)
+    assert (step["parked_on"], step["lease_owner"]) == (call["op_key"], "parked")
+
+    sender = InMemorySender()
+    collector = _collector(rt, client, sender)
+    assert collector.reconcile() == [], "still thinking: nothing to wake"
+    woken = wait_until(collector.reconcile, 10, "the turn to end")
+    assert woken == [RunStep(StepId.COMPILE, run_id)]
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    [call] = _calls(rt, run_id)
+    assert call["status"] == "succeeded"
+    assert call["idle_at"] is not None
+    step = _step_row(rt, run_id)
+    assert (step["status"], step["parked_on"], step["deliveries"]) == ("succeeded", None, 1)
+    with rt.sessions() as s:
+        retries = s.execute(text("SELECT retry_count FROM app.runs WHERE id = :r"), {"r": run_id})
+        assert retries.scalar_one() == 0, "a resumed step is not a retry"
+
+
+def test_the_collector_follows_the_event_stream_and_wakes_the_step_when_the_session_ends(
+    async_rt: Runtime, client: OpenCodeClient, repo: Path
+) -> None:
+    rt = async_rt
+    sender = InMemorySender()
+    collector = _collector(rt, client, sender)
+    stop = threading.Event()
+    follower = threading.Thread(target=collector.follow, args=(stop,), daemon=True)
+    follower.start()
+    try:
+        assert collector.wait_ready(10)
+        run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=500]")
+        assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+        wait_until(lambda: sender.sent, 10, "the collector to wake the step")
+        assert sender.sent == [RunStep(StepId.COMPILE, run_id)]
+        assert collector.connects == 1
+    finally:
+        stop.set()
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+
+
+def _claimed_call(rt: Runtime, run_id: str, session_id: str) -> tuple[str, StepLease]:
+    """A call of run_id's CompileST claimed and started by a delivery that holds the step."""
+    with uow(rt) as work:
+        entered = enter_step(
+            work.session,
+            run_id,
+            StepId.COMPILE,
+            owner="w",
+            lease_s=30,
+            app_version="t",
+            worker_contract=step_contract_version(),
+            now=rt.clock.now(),
+        )
+    assert entered is not None
+    ledger = PostgresCallLedger(rt.sessions)
+    call = StructuredCall(run_id, "CompileST", 1, "plan", "p", {"type": "object"}, "/w")
+    assert ledger.claim(call, {"directory": "/w"}, lease=None)
+    ledger.mark_started(call.op_key, session_id, "http://oc")
+    return call.op_key, entered.lease
+
+
+@pytest.mark.parametrize("woken_before", ["before it was marked sent", "after, before the park"])
+def test_a_session_that_ended_before_its_step_parked_is_woken_by_the_parker(
+    async_rt: Runtime, repo: Path, woken_before: str
+) -> None:
+    rt = async_rt
+    run_id = new_run(rt, repo)
+    op_key, lease = _claimed_call(rt, run_id, "ses_fast")
+    ledger = PostgresCallLedger(rt.sessions)
+    sender = InMemorySender()
+    if woken_before == "before it was marked sent":
+        with UnitOfWork(rt.sessions, sender) as work:
+            assert wake_steps(work, ["ses_fast"]) == [], "its step holds the lease: parker's job"
+        assert ledger.mark_sent(op_key)
+    else:
+        assert ledger.mark_sent(op_key)
+        with UnitOfWork(rt.sessions, sender) as work:
+            assert wake_steps(work, ["ses_fast"]) == [RunStep(StepId.COMPILE, run_id)]
+    with uow(rt) as work:
+        assert park_on_call(work.session, lease, op_key=op_key, hold_s=30, check_woken=True) == (
+            "wake"
+        )
+
+
+def test_a_step_parked_before_its_session_ended_waits_for_the_collector(
+    async_rt: Runtime, repo: Path
+) -> None:
+    rt = async_rt
+    run_id = new_run(rt, repo)
+    op_key, lease = _claimed_call(rt, run_id, "ses_slow")
+    assert PostgresCallLedger(rt.sessions).mark_sent(op_key)
+    with uow(rt) as work:
+        assert park_on_call(work.session, lease, op_key=op_key, hold_s=30, check_woken=True) == (
+            "parked"
+        )
+    with uow(rt) as work:  # the wake-up's delivery takes the parked step at once
+        resumed = enter_step(
+            work.session,
+            run_id,
+            StepId.COMPILE,
+            owner="w2",
+            lease_s=30,
+            app_version="t",
+            worker_contract=step_contract_version(),
+            now=rt.clock.now(),
+        )
+    assert resumed is not None
+    assert resumed.lease.fence == lease.fence + 1
+    assert resumed.first_delivery, "a resumed step is not a redelivery"
+    with uow(rt) as work:
+        assert park_on_call(work.session, lease, op_key=op_key, hold_s=30, check_woken=True) == (
+            "superseded"
+        ), "the fenced-off delivery cannot park the step again"
+
+
+def test_a_call_nothing_wakes_is_swept_at_its_deadline_aborted_and_timed_out(
+    make_rt: RuntimeFactory, oc_url: str, repo: Path
+) -> None:
+    rt = make_rt(oc_async=True, oc_timeout_ms=1000, redispatch_after_s=5)
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=60000]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+    wait_lease_lapsed(rt, run_id, StepId.COMPILE)
+    swept = reconcile(rt)
+    assert [(r.run_id, r.step) for r in swept] == [(run_id, StepId.COMPILE)]
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked", "attempt 2 sent"
+    assert [(c["attempt"], c["status"]) for c in _calls(rt, run_id)] == [
+        (1, "timed_out"),
+        (2, "sent"),
+    ]
+    assert httpx.get(f"{oc_url}/__kodo/stats").json()["aborts"] >= 1
+
+
+def test_a_cancel_aborts_the_sent_call_and_records_it(
+    async_rt: Runtime, oc_url: str, repo: Path
+) -> None:
+    rt = async_rt
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=60000]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+    with uow(rt) as work:
+        cancel_run(work, run_id, now=rt.clock.now())
+    [call] = _calls(rt, run_id)
+    assert abort_inflight_calls(rt, run_id) == [call["session_id"]]
+    [call] = _calls(rt, run_id)
+    assert call["status"] == "aborted"
+    assert httpx.get(f"{oc_url}/__kodo/stats").json()["aborts"] >= 1
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "skipped"
