@@ -9,7 +9,7 @@ the L1 memory cache and, through a second runtime with an empty L1, from the led
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from services.worker.runtime import build_runtime
@@ -44,6 +44,9 @@ def _median_ms(samples: list[float]) -> float:
 
 
 def measure_calls(settings: Settings, run_id: str, directory: Path, n: int = 40) -> CallFigures:
+    # The protocol's overhead is timed around a blocking call: a parked one (OC_ASYNC=1)
+    # has no round trip of its own to compare with.
+    settings = replace(settings, oc_async=False)
     celery = make_celery(settings)
     rt = build_runtime(settings, celery)
     cold = build_runtime(settings, celery)
@@ -64,10 +67,10 @@ def measure_calls(settings: Settings, run_id: str, directory: Path, n: int = 40)
         raw, wrapped, l1, l2 = [], [], [], []
         for i, call in enumerate(calls):
             began = time.perf_counter()
-            session = rt.client.create_session(
+            session = rt.daemons.first.client.create_session(
                 directory=call.directory, title=f"bench {i}", permission=permission_rules("plan")
             )
-            rt.client.prompt(
+            rt.daemons.first.client.prompt(
                 str(session["id"]),
                 directory=call.directory,
                 agent="plan",

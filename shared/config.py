@@ -27,6 +27,9 @@ DEFAULTS: dict[str, str] = {
     # 1: prompts are sent with prompt_async and no worker thread waits on the model (the
     # collector wakes the step when the session ends); 0: each call blocks its thread.
     "OC_ASYNC": "1",
+    # Seconds a daemon may refuse connections before its collector records its sent calls
+    # failed (DaemonLost) so their steps' next attempts go to the daemons that answer.
+    "OC_DAEMON_LOST_S": "60",
     "RANDOM_SEED": "0",
     # oc-compat only: the folder of NAME.json files that ``[oc:fixture=NAME]`` answers from.
     "OC_COMPAT_FIXTURES_DIR": "",
@@ -99,6 +102,17 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
+def _daemons(env: Mapping[str, str]) -> tuple[str, ...]:
+    """``OC_BASE_URL``: one daemon's base URL, or several separated by commas."""
+    raw = env.get("OC_BASE_URL", DEFAULTS["OC_BASE_URL"])
+    urls = tuple(part.strip().rstrip("/") for part in raw.split(","))
+    if not urls or any(not url for url in urls):
+        raise ConfigError(f"OC_BASE_URL must list daemon URLs separated by commas, got {raw!r}")
+    if len(set(urls)) != len(urls):
+        raise ConfigError(f"OC_BASE_URL names a daemon twice: {raw!r}")
+    return urls
+
+
 def _bool(env: Mapping[str, str], key: str) -> bool:
     """A yes/no setting; anything else (an empty value included) is an error, not a guess."""
     raw = env.get(key, DEFAULTS[key]).strip().lower()
@@ -125,10 +139,12 @@ class Settings:
 
     database_url: str = DEFAULTS["DATABASE_URL"]
     redis_url: str = DEFAULTS["REDIS_URL"]
-    oc_base_url: str = DEFAULTS["OC_BASE_URL"]
+    oc_base_url: str = DEFAULTS["OC_BASE_URL"]  # the first daemon of OC_BASE_URL
+    oc_more_daemons: tuple[str, ...] = ()  # the others (OC_BASE_URL is a comma list)
     oc_timeout_ms: int = int(DEFAULTS["OC_TIMEOUT_MS"])
     oc_keep_sessions: bool = False
     oc_async: bool = True
+    oc_daemon_lost_s: float = float(DEFAULTS["OC_DAEMON_LOST_S"])
     oc_provider_id: str = DEFAULTS["OC_PROVIDER_ID"]
     oc_model_id: str = DEFAULTS["OC_MODEL_ID"]
     oc_username: str = DEFAULTS["OC_USERNAME"]
@@ -176,20 +192,24 @@ class Settings:
 
     @property
     def oc_base_urls(self) -> tuple[str, ...]:
-        """Every daemon the collectors follow (one today: ``OC_BASE_URL``)."""
-        return (self.oc_base_url,)
+        """Every daemon of ``OC_BASE_URL``: calls are spread over them, one collector
+        follows each."""
+        return (self.oc_base_url, *self.oc_more_daemons)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``env`` (default: the process environment)."""
         env = os.environ if env is None else env
+        daemons = _daemons(env)
         settings = cls(
             database_url=env.get("DATABASE_URL", DEFAULTS["DATABASE_URL"]),
             redis_url=env.get("REDIS_URL", DEFAULTS["REDIS_URL"]),
-            oc_base_url=env.get("OC_BASE_URL", DEFAULTS["OC_BASE_URL"]).rstrip("/"),
+            oc_base_url=daemons[0],
+            oc_more_daemons=daemons[1:],
             oc_timeout_ms=_int(env, "OC_TIMEOUT_MS"),
             oc_keep_sessions=_bool(env, "OC_KEEP_SESSIONS"),
             oc_async=_bool(env, "OC_ASYNC"),
+            oc_daemon_lost_s=_float(env, "OC_DAEMON_LOST_S"),
             oc_provider_id=env.get("OC_PROVIDER_ID", DEFAULTS["OC_PROVIDER_ID"]),
             oc_model_id=env.get("OC_MODEL_ID", DEFAULTS["OC_MODEL_ID"]),
             oc_username=env.get("OC_USERNAME", DEFAULTS["OC_USERNAME"]),
@@ -257,6 +277,7 @@ class Settings:
             ("KODO_SSE_MAX_STREAMS", self.sse_max_streams),
             ("KODO_API_WORKERS", self.api_workers),
             ("KODO_API_CONNECTIONS", self.api_connections),
+            ("OC_DAEMON_LOST_S", self.oc_daemon_lost_s),
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be positive")

@@ -384,6 +384,8 @@ def run_checks(settings: Settings, *, timeout_s: float, stuck_minutes: int) -> l
             checks.append(check_migrations(engine))
         else:
             checks.append(Check("migrations", False, "skipped: postgres unreachable"))
+        for extra in settings.oc_more_daemons:  # every daemon calls may be spread over
+            checks.append(check_opencode(extra, timeout_s, oc_auth(settings)))
         checks.append(check_opencode(settings.oc_base_url, timeout_s, oc_auth(settings)))
         if checks[-1].ok:
             checks.append(check_model(settings, timeout_s))

@@ -194,7 +194,7 @@ def up(
         **os.environ,
         "DATABASE_URL": services.postgres.url,
         "REDIS_URL": services.redis.url,
-        "OC_BASE_URL": settings.oc_base_url,
+        "OC_BASE_URL": ",".join(settings.oc_base_urls),
         "KODO_REPO_ROOTS": os.pathsep.join(roots),
         "KODO_WORKSPACE_DIR": os.environ.get("KODO_WORKSPACE_DIR", str(home / "workspaces")),
     }

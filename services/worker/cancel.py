@@ -10,6 +10,7 @@ from services.worker.runtime import Runtime
 from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.runs import RunRepo
 from shared.domain.run_machine import RunStatus
+from shared.opencode.daemons import UnknownDaemon
 from shared.opencode.errors import OpenCodeError
 
 log = structlog.get_logger("kodo.cancel")
@@ -23,9 +24,9 @@ def abort_inflight_calls(rt: Runtime, run_id: str) -> list[str]:
             return []
         open_sessions = LedgerRepo(s).open_sessions_of(run_id)
     aborted: list[str] = []
-    for session_id, directory in open_sessions:
-        with contextlib.suppress(OpenCodeError):  # an ended session needs no abort
-            rt.client.abort(session_id, directory=directory)
+    for session_id, directory, daemon in open_sessions:
+        with contextlib.suppress(OpenCodeError, UnknownDaemon):  # an ended session: no abort
+            rt.daemons.of(daemon).client.abort(session_id, directory=directory)
             aborted.append(session_id)
             log.info("cancel.aborted_call", run_id=run_id, session_id=session_id)
     with rt.uow() as uow:

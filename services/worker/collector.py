@@ -8,7 +8,9 @@ every connect, after the stream is open (so nothing ends unseen in between), it
 reconciles: each sent call of that daemon whose session ``GET /session/status`` no
 longer lists as busy is woken too, so a completion missed while the stream was down
 is still collected. A call nothing wakes is swept at its deadline by the reconciler
-(the parked step's lease expires then).
+(the parked step's lease expires then). A daemon that refuses connections for
+OC_DAEMON_LOST_S is lost: its sent calls are recorded failed (``DaemonLost``) and their
+steps woken, so their next attempts go to the daemons that answer.
 
 Run it with ``python -m services.worker.collector`` (kodo up, the demo, compose and
 the tests do); it reconnects on its own and never exits on a daemon or database error.
@@ -26,10 +28,11 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.opencode.errors import OpenCodeError
+from shared.clock import Clock, SystemClock
+from shared.opencode.errors import OpenCodeError, OpenCodeUnreachable
 from shared.opencode.events import OcEvent
 from shared.opencode.ports import AgentClient
-from shared.service.collection import sent_calls, wake_steps
+from shared.service.collection import fail_lost_daemon_calls, sent_calls, wake_steps
 from shared.service.messages import RunStep, Sender
 from shared.service.uow import UnitOfWork
 
@@ -51,10 +54,15 @@ class Collector:
     sessions: sessionmaker[Session]
     sender: Sender
     daemon: str
+    clock: Clock = field(default_factory=SystemClock)
     reconnect_s: float = 1.0
+    lost_after_s: float = 60.0
     woken: int = 0
     connects: int = 0
+    lost_calls: int = 0
     _ready: threading.Event = field(default_factory=threading.Event)
+    _down_since: float | None = None
+    _declared_lost: bool = False
 
     def reconcile(self) -> list[RunStep]:
         """Wake every sent call of this daemon whose session is no longer busy."""
@@ -86,12 +94,36 @@ class Collector:
         while not stop.is_set():
             try:
                 self._follow_once(stop)
+            except OpenCodeUnreachable as exc:
+                log.warning(
+                    "collector.daemon_unreachable", daemon=self.daemon, error=str(exc)[:300]
+                )
+                self._unreachable()
             except (OpenCodeError, SQLAlchemyError) as exc:
                 log.warning("collector.stream_lost", daemon=self.daemon, error=str(exc)[:300])
             stop.wait(self.reconnect_s)
 
+    def _unreachable(self) -> None:
+        """Count how long the daemon refuses connections; past ``lost_after_s``, its sent
+        calls are recorded failed (DaemonLost) once per outage and their steps woken."""
+        now = self.clock.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+        down_s = now - self._down_since
+        if down_s < self.lost_after_s or self._declared_lost:
+            return
+        with UnitOfWork(self.sessions, self.sender) as uow:
+            woken = fail_lost_daemon_calls(uow, self.daemon, self.clock.now(), down_s)
+        self._declared_lost = True
+        self.lost_calls += len(woken)
+        log.error(
+            "collector.daemon_lost", daemon=self.daemon, down_s=round(down_s), calls=len(woken)
+        )
+
     def _follow_once(self, stop: threading.Event) -> None:
         with self.client.events(directory=None, timeout_s=STREAM_READ_TIMEOUT_S) as stream:
+            self._down_since = None
+            self._declared_lost = False
             self.connects += 1
             reconciled = self.reconcile()
             log.info(
@@ -157,7 +189,16 @@ def main(install_signals: Callable[..., object] = signal.signal) -> int:
         )
         for url in settings.oc_base_urls
     ]
-    collectors = [Collector(client, sessions, sender, daemon=client.base_url) for client in clients]
+    collectors = [
+        Collector(
+            client,
+            sessions,
+            sender,
+            daemon=client.base_url,
+            lost_after_s=settings.oc_daemon_lost_s,
+        )
+        for client in clients
+    ]
     log.info("collector.started", daemons=[c.daemon for c in collectors])
     run_collectors(collectors, stop)
     stop.wait()

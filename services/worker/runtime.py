@@ -18,6 +18,7 @@ from shared.config import Settings
 from shared.db.engine import make_engine, make_session_factory
 from shared.opencode.call_ledger import PostgresCallLedger
 from shared.opencode.client import OpenCodeClient
+from shared.opencode.daemons import DaemonPool
 from shared.opencode.exactly_once import ExactlyOnceCalls
 from shared.opencode.messages import ModelRef
 from shared.opencode.ports import AgentClient, StructuredCalls
@@ -31,7 +32,7 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     clock: Clock
-    client: AgentClient
+    daemons: DaemonPool
     oc: StructuredCalls
     celery: Celery
 
@@ -41,7 +42,8 @@ class Runtime:
 
     def close(self) -> None:
         self.oc.close()
-        self.client.close()
+        for daemon in self.daemons.daemons:
+            daemon.client.close()
         self.engine.dispose()
 
 
@@ -50,24 +52,27 @@ def build_runtime(settings: Settings, celery: Celery, clock: Clock | None = None
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     timeout_s = settings.oc_timeout_ms / 1000
-    client = OpenCodeClient(
-        settings.oc_base_url,
-        timeout_s=timeout_s,
-        username=settings.oc_username,
-        password=settings.oc_password,
-        max_answer_bytes=settings.max_answer_bytes,
-    )
+    clients: dict[str, AgentClient] = {
+        url: OpenCodeClient(
+            url,
+            timeout_s=timeout_s,
+            username=settings.oc_username,
+            password=settings.oc_password,
+            max_answer_bytes=settings.max_answer_bytes,
+        )
+        for url in settings.oc_base_urls
+    }
+    daemons = DaemonPool(clients, clock)
     oc = ExactlyOnceCalls(
-        client,
+        daemons,
         PostgresCallLedger(sessions),
         clock,
         model=ModelRef(settings.oc_provider_id, settings.oc_model_id),
         timeout_s=timeout_s,
         keep_sessions=settings.oc_keep_sessions,
         async_calls=settings.oc_async,
-        daemon=client.base_url,
     )
-    return Runtime(settings, engine, sessions, clock, client, oc, celery)
+    return Runtime(settings, engine, sessions, clock, daemons, oc, celery)
 
 
 _lock = threading.Lock()

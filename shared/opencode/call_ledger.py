@@ -62,7 +62,7 @@ class PostgresCallLedger:
         with self._ledger() as ledger:
             ledger.note_rejected(op_key, reason)
 
-    def sessions_in_doubt(self, run_id: str, step_id: str) -> list[str]:
+    def sessions_in_doubt(self, run_id: str, step_id: str) -> list[tuple[str, str | None]]:
         with self._ledger() as ledger:
             return ledger.sessions_in_doubt(run_id, step_id)
 
@@ -81,6 +81,7 @@ class PostgresCallLedger:
                 rejected=row.rejected,
                 session_id=row.session_id,
                 woken=row.idle_at is not None,
+                daemon=row.daemon,
             )
             if row.status not in (CallStatus.CLAIMED, CallStatus.SENT):
                 return record, 0.0  # only a live call is aged (one query saved per replay)

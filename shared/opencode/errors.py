@@ -110,6 +110,12 @@ def _message(name: str, data: dict[str, Any]) -> str:
     return f"{name}: {detail}" if isinstance(detail, str) and detail else name
 
 
+class DaemonLost(OpenCodeUnreachable):
+    """The daemon holding a sent call stayed unreachable past OC_DAEMON_LOST_S: the
+    collector recorded the call failed (it may have been billed) so the step's next
+    attempt goes to a daemon that answers."""
+
+
 class TurnUnanswered(OpenCodePermanentError):
     """A sent turn ended (its session idle or errored) without an assistant answer: the
     daemon refused it before it began (an unknown agent or model is a 204 to

@@ -46,7 +46,9 @@ from shared.opencode.calls import (
     bounded_error,
 )
 from shared.opencode.confinement import RULES as CONFINEMENT_RULES
+from shared.opencode.daemons import Daemon, DaemonPool
 from shared.opencode.errors import (
+    DaemonLost,
     OpenCodeAborted,
     OpenCodeConfigError,
     OpenCodeError,
@@ -64,7 +66,6 @@ from shared.opencode.messages import AnswerTooLarge, ModelRef, PromptReply
 from shared.opencode.ports import AgentClient, CallLedger, CallRecord
 from shared.opencode.tools import permission_rules, tools_map
 from shared.opencode.turn_inspection import (
-    TurnInspector,
     TurnRejected,
     assert_turn_rules,
     tool_trail,
@@ -102,6 +103,8 @@ _RECORDED_CLASSES: dict[str, type[OpenCodeError]] = {
         OpenCodeConfigError,
         StructuredOutputMissing,
         WorktreeBusy,
+        DaemonLost,
+        TurnUnanswered,
     )
 }
 
@@ -135,7 +138,7 @@ class ExactlyOnceCalls:
 
     def __init__(
         self,
-        client: AgentClient,
+        client: AgentClient | DaemonPool,
         ledger: CallLedger,
         clock: Clock,
         *,
@@ -149,7 +152,11 @@ class ExactlyOnceCalls:
         async_calls: bool = False,
         daemon: str | None = None,
     ) -> None:
-        self.client = client
+        # One client, or several daemons (OC_BASE_URL as a list): a new call goes to the
+        # pool's pick, a recorded one to the daemon its row names.
+        self.pool = (
+            client if isinstance(client, DaemonPool) else DaemonPool({daemon or "": client}, clock)
+        )
         self.ledger = ledger
         self.clock = clock
         self.model = model
@@ -160,11 +167,9 @@ class ExactlyOnceCalls:
         self.quiesce_s = quiesce_s
         self.keep_sessions = keep_sessions
         self.async_calls = async_calls
-        self.daemon = daemon
-        self.turns = TurnInspector(client)
 
     def close(self) -> None:
-        self.turns.close()
+        self.pool.close()
 
     def prompt_structured(
         self,
@@ -209,19 +214,17 @@ class ExactlyOnceCalls:
     ) -> StructuredResult:
         started = self.clock.monotonic()
         session_id: str | None = None
+        daemon = self.pool.first
         try:
             if prepare is not None:
                 prepare()
-            session = self.client.create_session(
-                directory=call.directory,
-                title=f"kodo {call.step_id} {call.run_id} #{call.attempt}",
-                permission=permission_rules(call.agent),
-            )
+            daemon, session = self._new_session(call, key)
             session_id = str(session["id"])
-            self.ledger.mark_started(key, session_id, self.daemon)
+            self.ledger.mark_started(key, session_id, daemon.url or None)
+            client = daemon.client
             answer_format = {"type": "json_schema", "schema": call.schema, "retryCount": 1}
             if self.async_calls:
-                self.client.prompt_async(
+                client.prompt_async(
                     session_id,
                     directory=call.directory,
                     agent=call.agent,
@@ -232,7 +235,7 @@ class ExactlyOnceCalls:
                 )
                 self.ledger.mark_sent(key)
                 raise CallPending(key, session_id, self.timeout_s, woken=False)
-            reply = self.client.prompt(
+            reply = client.prompt(
                 session_id,
                 directory=call.directory,
                 agent=call.agent,
@@ -244,19 +247,41 @@ class ExactlyOnceCalls:
             )
         except OpenCodeTimeout as exc:
             if session_id is not None:
-                self._abort_quietly(session_id, call.directory)
+                self._abort_quietly(daemon, session_id, call.directory)
             raise self._fail(key, started, CallStatus.TIMED_OUT, exc, None, kind="timeout") from exc
         except OpenCodeError as exc:
             status = CallStatus.ABORTED if isinstance(exc, OpenCodeAborted) else CallStatus.FAILED
             failed = self._fail(key, started, status, exc, exc.reply, kind=_kind_of(exc))
-            self._forget(session_id, call.directory)
+            self._forget(daemon, session_id, call.directory)
             raise failed from exc
-        return self._judge(call, key, session_id, reply, started, CallStatus.CLAIMED)
+        return self._judge(call, key, daemon, session_id, reply, started, CallStatus.CLAIMED)
+
+    def _new_session(self, call: StructuredCall, key: str) -> tuple[Daemon, dict[str, Any]]:
+        """A session on the first daemon (in the pool's order for ``key``) that accepts a
+        connection: nothing was sent to one that refused it, so the next one is tried
+        for the same call, and the refuser is passed over for a while."""
+        refused: OpenCodeUnreachable | None = None
+        for daemon in self.pool.order(key):
+            try:
+                session = daemon.client.create_session(
+                    directory=call.directory,
+                    title=f"kodo {call.step_id} {call.run_id} #{call.attempt}",
+                    permission=permission_rules(call.agent),
+                )
+            except OpenCodeUnreachable as exc:
+                log.warning("oc.daemon_unreachable", daemon=daemon.url, error=str(exc)[:200])
+                self.pool.mark_down(daemon.url)
+                refused = exc
+                continue
+            return daemon, session
+        assert refused is not None  # the pool is never empty
+        raise refused
 
     def _judge(
         self,
         call: StructuredCall,
         key: str,
+        daemon: Daemon,
         session_id: str,
         reply: PromptReply,
         started: float,
@@ -269,7 +294,7 @@ class ExactlyOnceCalls:
             if error is not None:
                 error.reply = reply
                 raise error
-            turn = self.turns.inspect(session_id, call.directory)
+            turn = daemon.turns.inspect(session_id, call.directory)
             trail = tool_trail(turn, reply)
             usage = turn_usage(turn, reply)
             assert_turn_rules(call.agent, session_id, reply, turn, directory=call.directory)
@@ -279,7 +304,7 @@ class ExactlyOnceCalls:
             failed = self._fail(
                 key, started, status, exc, exc.reply, kind=_kind_of(exc), from_status=from_status
             )
-            self._forget(session_id, call.directory)
+            self._forget(daemon, session_id, call.directory)
             raise failed from exc
         except (ContractViolation, TurnRejected) as exc:  # answered, but against a rule
             name = exc.error_name if isinstance(exc, TurnRejected) else "ContractViolation"
@@ -295,7 +320,7 @@ class ExactlyOnceCalls:
                 trail=trail,
                 from_status=from_status,
             )
-            self._forget(session_id, call.directory)
+            self._forget(daemon, session_id, call.directory)
             raise failed from exc
         self._record(
             key,
@@ -305,7 +330,7 @@ class ExactlyOnceCalls:
             usage=usage,
             from_status=from_status,
         )
-        self._forget(session_id, call.directory)
+        self._forget(daemon, session_id, call.directory)
         self.l1.put(key, {"answer": answer, "usage": usage})
         return StructuredResult(key, answer, "miss", usage)
 
@@ -319,15 +344,16 @@ class ExactlyOnceCalls:
         if session_id is None:  # pragma: no cover - mark_started precedes mark_sent
             raise CallFailed(key, row.status, "sent call without a session", kind="unknown")
         started = self.clock.monotonic() - age
+        daemon = self.pool.of(row.daemon)
         try:
             try:
-                return self._collected(call, row, session_id, age, started)
+                return self._collected(call, row, daemon, session_id, age, started)
             except OpenCodeError as exc:
                 # The daemon cannot say (unreachable, restarting): wait for the deadline.
                 if age < self.timeout_s:
                     log.info("oc.collect_deferred", op_key=key, error=str(exc)[:200])
                     raise CallPending(key, session_id, self.timeout_s - age, woken=False) from exc
-                self._abort_quietly(session_id, call.directory)
+                self._abort_quietly(daemon, session_id, call.directory)
                 timeout = OpenCodeTimeout(
                     f"no answer collected within {self.timeout_s:g}s of sending (last: {exc})"
                 )
@@ -347,20 +373,31 @@ class ExactlyOnceCalls:
             return self._from_record(found[0])
 
     def _collected(
-        self, call: StructuredCall, row: CallRecord, session_id: str, age: float, started: float
+        self,
+        call: StructuredCall,
+        row: CallRecord,
+        daemon: Daemon,
+        session_id: str,
+        age: float,
+        started: float,
     ) -> StructuredResult:
         directory = call.directory
-        busy = not row.woken and self._busy(session_id, directory)
-        if row.woken and self._busy(session_id, directory):
+        client = daemon.client
+
+        def still_busy() -> bool:
+            return session_id in client.busy_sessions(directory=directory)
+
+        busy = not row.woken and still_busy()
+        if row.woken and still_busy():
             # Woken by session.error: the idle follows at once; past that, the next
             # event (or the deadline) wakes the step again.
             settle = self.clock.monotonic() + WOKEN_SETTLE_S
-            while (busy := self._busy(session_id, directory)) and self.clock.monotonic() < settle:
+            while (busy := still_busy()) and self.clock.monotonic() < settle:
                 self.clock.sleep(self.wait_poll_s)
         if busy:
             if age < self.timeout_s:
                 raise CallPending(call.op_key, session_id, self.timeout_s - age, woken=row.woken)
-            self._abort_quietly(session_id, directory)
+            self._abort_quietly(daemon, session_id, directory)
             timeout = OpenCodeTimeout(f"no answer within {self.timeout_s:g}s of sending")
             raise self._fail(
                 call.op_key,
@@ -371,13 +408,13 @@ class ExactlyOnceCalls:
                 kind="timeout",
                 from_status=CallStatus.SENT,
             )
-        reply = self.client.last_message(session_id, directory=directory)
+        reply = client.last_message(session_id, directory=directory)
         if reply is None or reply.info.get("role") != "assistant":
             unanswered: OpenCodeError = TurnUnanswered(
                 "the sent turn ended without an assistant answer (the daemon refused it"
                 " before it began, or it was aborted)"
             )
-            unanswered = self.client.diagnose(
+            unanswered = client.diagnose(
                 unanswered, directory=directory, agent=call.agent, model=self.model
             )
             raise self._fail(
@@ -389,19 +426,16 @@ class ExactlyOnceCalls:
                 kind=_kind_of(unanswered),
                 from_status=CallStatus.SENT,
             )
-        return self._judge(call, call.op_key, session_id, reply, started, CallStatus.SENT)
+        return self._judge(call, call.op_key, daemon, session_id, reply, started, CallStatus.SENT)
 
-    def _busy(self, session_id: str, directory: str) -> bool:
-        return session_id in self.client.busy_sessions(directory=directory)
-
-    def _forget(self, session_id: str | None, directory: str) -> None:
+    def _forget(self, daemon: Daemon, session_id: str | None, directory: str) -> None:
         """Delete a finished call's session from the daemon (its memory grows with every
         session it holds); the ledger keeps what triage needs. Best effort: a session
         left behind costs memory, never correctness."""
         if session_id is None or self.keep_sessions:
             return
         try:
-            self.client.delete_session(session_id, directory=directory)
+            daemon.client.delete_session(session_id, directory=directory)
         except OpenCodeError as exc:
             log.info("oc.session_kept", session_id=session_id, error=str(exc)[:200])
 
@@ -421,14 +455,23 @@ class ExactlyOnceCalls:
         busy after ``quiesce_s`` raises WorktreeBusy (rule ``worktree_quiet``): a
         worktree is never reset under a daemon that may still be editing it.
         """
-        doubtful = set(self.ledger.sessions_in_doubt(run_id, step_id))
+        doubtful = sorted(set(self.ledger.sessions_in_doubt(run_id, step_id)), key=str)
         if not doubtful:
             return
-        for session_id in sorted(doubtful):
-            self._abort_quietly(session_id, directory)
+        daemons = {self.pool.of(url).url: self.pool.of(url) for _, url in doubtful}
+        for session_id, url in doubtful:
+            self._abort_quietly(self.pool.of(url), session_id, directory)
+        ids = {session_id for session_id, _ in doubtful}
         deadline = self.clock.monotonic() + self.quiesce_s
         while True:
-            busy = sorted(doubtful & set(self.client.busy_sessions(directory=directory)))
+            busy = sorted(
+                ids
+                & {
+                    sid
+                    for daemon in daemons.values()
+                    for sid in daemon.client.busy_sessions(directory=directory)
+                }
+            )
             if not busy:
                 return
             if self.clock.monotonic() > deadline:
@@ -598,10 +641,10 @@ class ExactlyOnceCalls:
             f" unknown: recorded {found}, not used (rule: a run acts on one outcome per op_key)"
         )
 
-    def _abort_quietly(self, session_id: str, directory: str) -> None:
+    def _abort_quietly(self, daemon: Daemon, session_id: str, directory: str) -> None:
         # The call is recorded timed_out either way; a failed abort changes nothing.
         with contextlib.suppress(OpenCodeError):
-            self.client.abort(session_id, directory=directory)
+            daemon.client.abort(session_id, directory=directory)
 
     def _elapsed_ms(self, started: float) -> int:
         return max(0, int((self.clock.monotonic() - started) * 1000))

@@ -132,6 +132,7 @@ class CallRecord:
     rejected: str | None = None  # why kodo did not use a succeeded answer
     session_id: str | None = None
     woken: bool = False  # a sent call whose session the collector saw end
+    daemon: str | None = None  # the base URL of the daemon holding its session
 
 
 class CallLedger(Protocol):
@@ -159,8 +160,8 @@ class CallLedger(Protocol):
         """The call is still ``claimed`` or ``sent`` and no wake-up was recorded for it."""
         ...
 
-    def sessions_in_doubt(self, run_id: str, step_id: str) -> list[str]:
-        """Daemon sessions of the step's calls that may still be running."""
+    def sessions_in_doubt(self, run_id: str, step_id: str) -> list[tuple[str, str | None]]:
+        """(session id, daemon) of the step's calls that may still be running."""
         ...
 
     def note_rejected(self, op_key: str, reason: str) -> None:

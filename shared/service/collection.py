@@ -6,6 +6,8 @@ steps) and one RunStep per step, sent after commit by the unit of work's outbox.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy.orm import Session
 
 from shared.db.repos.ledger import LedgerRepo, SentCall
@@ -19,6 +21,25 @@ def wake_steps(uow: UnitOfWork, session_ids: list[str]) -> list[RunStep]:
     woken = [
         RunStep(StepId(step_id), run_id)
         for run_id, step_id in LedgerRepo(uow.session).wake(session_ids)
+    ]
+    for message in woken:
+        uow.send_after_commit(message)
+    return woken
+
+
+def fail_lost_daemon_calls(
+    uow: UnitOfWork, daemon: str, now: datetime, down_s: float
+) -> list[RunStep]:
+    """Record the sent calls of a daemon unreachable for ``down_s`` failed and wake their
+    steps: the next attempt goes to a daemon that answers (this one may have billed)."""
+    error = (
+        f"DaemonLost: the daemon {daemon} holding the call's session was unreachable for"
+        f" {down_s:.0f}s; the call is recorded failed (it may have been billed) and the"
+        " next attempt goes to another daemon"
+    )
+    woken = [
+        RunStep(StepId(step_id), run_id)
+        for run_id, step_id in LedgerRepo(uow.session).fail_sent_at(daemon, now, error)
     ]
     for message in woken:
         uow.send_after_commit(message)

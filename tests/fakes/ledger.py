@@ -85,7 +85,7 @@ class InMemoryLedger:
         row = self.rows.get(op_key)
         if row is None:
             return None
-        record = replace(row.record, session_id=row.session_id, woken=row.woken)
+        record = replace(row.record, session_id=row.session_id, woken=row.woken, daemon=row.daemon)
         return record, row.age_s
 
     def finish(
@@ -104,10 +104,10 @@ class InMemoryLedger:
         )
         return True
 
-    def sessions_in_doubt(self, run_id: str, step_id: str) -> list[str]:
+    def sessions_in_doubt(self, run_id: str, step_id: str) -> list[tuple[str, str | None]]:
         doubtful = (CallStatus.CLAIMED, CallStatus.SENT, CallStatus.UNKNOWN, CallStatus.TIMED_OUT)
         return [
-            row.session_id
+            (row.session_id, row.daemon)
             for row in self.rows.values()
             if row.step == (run_id, step_id)
             and row.record.status in doubtful

@@ -292,17 +292,40 @@ class LedgerRepo:
             ).scalars()
         )
 
-    def open_sessions_of(self, run_id: str) -> list[tuple[str, str]]:
-        """(OpenCode session id, directory) of the run's calls still claimed (or sent) and
-        started."""
+    def open_sessions_of(self, run_id: str) -> list[tuple[str, str, str | None]]:
+        """(OpenCode session id, directory, daemon) of the run's calls still claimed (or
+        sent) and started."""
         rows = self.session.execute(
-            select(OpenCodeCall.session_id, OpenCodeCall.request["directory"].as_string()).where(
+            select(
+                OpenCodeCall.session_id,
+                OpenCodeCall.request["directory"].as_string(),
+                OpenCodeCall.daemon,
+            ).where(
                 OpenCodeCall.run_id == run_id,
                 OpenCodeCall.status.in_(OPEN),
                 OpenCodeCall.session_id.is_not(None),
             )
         ).all()
-        return [(sid, directory) for sid, directory in rows if sid is not None and directory]
+        return [
+            (sid, directory, daemon)
+            for sid, directory, daemon in rows
+            if sid is not None and directory
+        ]
+
+    def fail_sent_at(self, daemon: str, now: datetime, error: str) -> list[tuple[str, str]]:
+        """Record every sent call of ``daemon`` failed (``DaemonLost``); their steps."""
+        rows = self.session.execute(
+            update(OpenCodeCall)
+            .where(OpenCodeCall.daemon == daemon, OpenCodeCall.status == CallStatus.SENT.value)
+            .values(
+                status=CallStatus.FAILED.value,
+                finished_at=now,
+                error_name="DaemonLost",
+                error=error,
+            )
+            .returning(OpenCodeCall.run_id, OpenCodeCall.step_id)
+        ).all()
+        return sorted({(run_id, step_id) for run_id, step_id in rows})
 
     def abort_sent_of(self, run_id: str, now: datetime) -> int:
         """Record the run's sent calls ``aborted`` (its cancel aborted their sessions):
@@ -320,16 +343,16 @@ class LedgerRepo:
         ).all()
         return len(rows)
 
-    def sessions_in_doubt(self, run_id: str, step_id: str) -> list[str]:
-        """Session ids of the step's calls that may still be running at the daemon:
-        claimed by another delivery, declared unknown, or timed out (the abort may have
-        failed). A worktree is never reset while one of them is busy."""
+    def sessions_in_doubt(self, run_id: str, step_id: str) -> list[tuple[str, str | None]]:
+        """(session id, daemon) of the step's calls that may still be running at their
+        daemon: claimed by another delivery, sent, declared unknown, or timed out (the
+        abort may have failed). A worktree is never reset while one of them is busy."""
         rows = self.session.execute(
-            select(OpenCodeCall.session_id).where(
+            select(OpenCodeCall.session_id, OpenCodeCall.daemon).where(
                 OpenCodeCall.run_id == run_id,
                 OpenCodeCall.step_id == step_id,
                 OpenCodeCall.status.in_(IN_DOUBT),
                 OpenCodeCall.session_id.is_not(None),
             )
-        ).scalars()
-        return [sid for sid in rows if sid]
+        ).all()
+        return [(sid, daemon) for sid, daemon in rows if sid]

@@ -45,7 +45,7 @@ def test_a_step_whose_call_was_declared_unknown_meanwhile_stops_and_the_run_stay
     row = _sent_call(rt, run_id)
     # A second delivery of the same attempt waits the live claim out and declares it.
     impatient = calls_on_postgres(
-        rt.client,
+        rt.daemons.first.client,
         rt.sessions,
         timeout_s=0.1,
         model=ModelRef(rt.settings.oc_provider_id, rt.settings.oc_model_id),

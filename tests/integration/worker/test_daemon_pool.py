@@ -1,0 +1,110 @@
+"""Calls spread over two oc-compat daemons, each collected by its own collector; a
+daemon that dies is declared lost and its calls go again to the one that answers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from services.worker.collector import Collector
+from services.worker.runtime import Runtime
+from services.worker.steps.base import run_step
+from services.worker.steps.compile import compile_step
+from shared.clock import SystemClock
+from shared.domain.run_machine import StepId
+from shared.opencode.client import OpenCodeClient
+from shared.service.messages import InMemorySender, RunStep
+from standins.oc_compat.server import CompatConfig, CompatServer, running_server
+from tests.integration.worker.conftest import RuntimeFactory, new_run
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def second_daemon() -> Iterator[str]:
+    with running_server(seed=6) as url:
+        yield url
+
+
+def _calls(rt: Runtime, run_id: str) -> list[tuple[int, str, str | None, str | None]]:
+    with rt.sessions() as s:
+        rows = s.execute(
+            text(
+                "SELECT attempt, status, daemon, error_name FROM app.opencode_calls"
+                " WHERE run_id = :r ORDER BY attempt"
+            ),
+            {"r": run_id},
+        ).all()
+    return [(a, st, d, e) for a, st, d, e in rows]
+
+
+def test_runs_are_spread_over_both_daemons_and_each_call_is_collected_from_its_own(
+    make_rt: RuntimeFactory, oc_url: str, second_daemon: str, repo: Path
+) -> None:
+    rt = make_rt(oc_async=True, oc_base_url=oc_url, oc_more_daemons=(second_daemon,))
+    runs = [new_run(rt, repo, f"Add multiply to calc.py, variant {i}") for i in range(8)]
+    for run_id in runs:
+        assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+    used = {_calls(rt, run_id)[0][2] for run_id in runs}
+    assert used == {oc_url, second_daemon}, "eight calls, both daemons used"
+    sender = InMemorySender()
+    with OpenCodeClient(oc_url, timeout_s=5) as a, OpenCodeClient(second_daemon, timeout_s=5) as b:
+        collectors = [Collector(c, rt.sessions, sender, daemon=c.base_url) for c in (a, b)]
+        for collector in collectors:
+            collector.reconcile()
+    assert sorted(m.run_id for m in sender.sent) == sorted(runs)
+    for run_id in runs:
+        assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+        [(attempt, status, _, _)] = _calls(rt, run_id)
+        assert (attempt, status) == (1, "succeeded")
+
+
+def test_a_daemon_that_dies_with_a_call_is_declared_lost_and_the_next_attempt_goes_elsewhere(
+    make_rt: RuntimeFactory, oc_url: str, repo: Path
+) -> None:
+    doomed = CompatServer(CompatConfig(seed=8))
+    doomed.start()
+    try:
+        rt = make_rt(oc_async=True, oc_base_url=doomed.base_url, oc_more_daemons=(oc_url,))
+        # A goal whose first attempt the pool sends to the doomed daemon.
+        run_id = ""
+        for i in range(40):
+            run_id = new_run(rt, repo, f"Add multiply to calc.py [oc:slow=60000] #{i}")
+            assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+            if _calls(rt, run_id)[0][2] == doomed.base_url:
+                break
+        assert _calls(rt, run_id)[0][2] == doomed.base_url
+    finally:
+        doomed.stop()
+    sender = InMemorySender()
+    with OpenCodeClient(doomed.base_url, timeout_s=2) as client:
+        collector = Collector(
+            client,
+            rt.sessions,
+            sender,
+            daemon=client.base_url,
+            clock=SystemClock(),
+            lost_after_s=0.5,
+            reconnect_s=0.1,
+        )
+        import threading
+
+        stop = threading.Event()
+        follower = threading.Thread(target=collector.follow, args=(stop,), daemon=True)
+        follower.start()
+        try:
+            wait_until(lambda: collector.lost_calls, 15, "the collector to declare the daemon lost")
+        finally:
+            stop.set()
+    assert RunStep(StepId.COMPILE, run_id) in sender.sent
+    lost = _calls(rt, run_id)[0]
+    assert (lost[1], lost[3]) == ("failed", "DaemonLost")
+    # The woken step reads the failure (transient, retried) and sends attempt 2 to the
+    # daemon that answers; the dead one is passed over for the same process.
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+    second = _calls(rt, run_id)[1]
+    assert (second[0], second[1], second[2]) == (2, "sent", oc_url)
