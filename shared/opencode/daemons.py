@@ -75,9 +75,10 @@ class DaemonPool:
             return self.first
         found = self._by_url.get(url)
         if found is None:
+            configured = ", ".join(self._by_url)
             raise UnknownDaemon(
-                f"daemon_configured: the call's daemon {url} is not in OC_BASE_URL ({', '.join(self._by_url)}):"
-                " its session cannot be reached from this worker"
+                f"daemon_configured: the call's daemon {url} is not in OC_BASE_URL"
+                f" ({configured}): its session cannot be reached from this worker"
             )
         return found
 
