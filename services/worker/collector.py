@@ -29,10 +29,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clock import Clock, SystemClock
+from shared.opencode.calls import bounded_error
 from shared.opencode.errors import OpenCodeError, OpenCodeUnreachable
 from shared.opencode.events import OcEvent
 from shared.opencode.ports import AgentClient
-from shared.service.collection import fail_lost_daemon_calls, sent_calls, wake_steps
+from shared.service.collection import (
+    fail_lost_daemon_calls,
+    sent_calls,
+    wake_errored_step,
+    wake_steps,
+)
 from shared.service.messages import RunStep, Sender
 from shared.service.uow import UnitOfWork
 
@@ -88,6 +94,14 @@ class Collector:
             log.info("collector.woke", run_id=message.run_id, step_id=message.step.value)
         return woken
 
+    def wake_errored(self, session_id: str, error: str) -> list[RunStep]:
+        with UnitOfWork(self.sessions, self.sender) as uow:
+            woken = wake_errored_step(uow, session_id, error)
+        self.woken += len(woken)
+        for message in woken:
+            log.info("collector.woke", run_id=message.run_id, step_id=message.step.value)
+        return woken
+
     def follow(self, stop: threading.Event) -> None:
         """Connect, reconcile, and wake on ended sessions until ``stop``; reconnect on
         any failure of the daemon or the database (logged), never return early."""
@@ -137,8 +151,13 @@ class Collector:
                 if stop.is_set():
                     return
                 session_id = ended_session(event)
-                if session_id is not None:
+                if session_id is None:
+                    continue
+                error = session_error(event)
+                if error is None:
                     self.wake([session_id])
+                else:
+                    self.wake_errored(session_id, error)
 
     def wait_ready(self, timeout_s: float) -> bool:
         """True once the first connect reconciled (tests wait for it)."""
@@ -151,6 +170,18 @@ def ended_session(event: OcEvent) -> str | None:
         return None
     session_id = event.properties.get("sessionID")
     return session_id if isinstance(session_id, str) and session_id else None
+
+
+def session_error(event: OcEvent) -> str | None:
+    """The daemon's error of a ``session.error`` event, bounded ("Name: message")."""
+    if event.type != "session.error":
+        return None
+    raw = event.properties.get("error")
+    if not isinstance(raw, dict):
+        return bounded_error(f"session.error: {raw!r}")
+    data = raw.get("data")
+    message = data.get("message") if isinstance(data, dict) else None
+    return bounded_error(f"{raw.get('name', 'Error')}: {message if message is not None else data}")
 
 
 def run_collectors(collectors: list[Collector], stop: threading.Event) -> list[threading.Thread]:

@@ -116,10 +116,16 @@ class DaemonLost(OpenCodeUnreachable):
     attempt goes to a daemon that answers."""
 
 
-class TurnUnanswered(OpenCodePermanentError):
+class TurnUnanswered(OpenCodeTransientError):
     """A sent turn ended (its session idle or errored) without an assistant answer: the
-    daemon refused it before it began (an unknown agent or model is a 204 to
-    ``prompt_async``, then a ``session.error`` event only)."""
+    daemon failed inside the turn, or refused it before it began (an unknown agent or
+    model is a 204 to ``prompt_async``, then a ``session.error`` event only; diagnosed
+    as a configuration error). A provider failure: retried with backoff."""
+
+
+class SessionLost(OpenCodeTransientError):
+    """The daemon no longer knows a sent call's session (it restarted, losing its state):
+    the answer cannot be collected; the next attempt asks again."""
 
 
 def classify_info_error(info: dict[str, Any]) -> OpenCodeError | None:

@@ -57,6 +57,7 @@ from shared.opencode.errors import (
     OpenCodeTimeout,
     OpenCodeTransientError,
     OpenCodeUnreachable,
+    SessionLost,
     StructuredOutputMissing,
     TurnUnanswered,
     WorktreeBusy,
@@ -105,6 +106,7 @@ _RECORDED_CLASSES: dict[str, type[OpenCodeError]] = {
         WorktreeBusy,
         DaemonLost,
         TurnUnanswered,
+        SessionLost,
     )
 }
 
@@ -408,11 +410,28 @@ class ExactlyOnceCalls:
                 kind="timeout",
                 from_status=CallStatus.SENT,
             )
-        reply = client.last_message(session_id, directory=directory)
+        try:
+            reply = client.last_message(session_id, directory=directory)
+        except OpenCodeError as exc:
+            if exc.status == 404:  # the daemon restarted without it: nothing to collect
+                lost = SessionLost(f"the call's session is gone from its daemon: {exc}")
+                raise self._fail(
+                    call.op_key,
+                    started,
+                    CallStatus.FAILED,
+                    lost,
+                    None,
+                    kind="transient",
+                    from_status=CallStatus.SENT,
+                ) from exc
+            if exc.status != 400:
+                raise
+            reply = None  # the daemon's 400 for a range whose newest message is the prompt
         if reply is None or reply.info.get("role") != "assistant":
+            said = f"; the daemon said: {row.error}" if row.error else ""
             unanswered: OpenCodeError = TurnUnanswered(
-                "the sent turn ended without an assistant answer (the daemon refused it"
-                " before it began, or it was aborted)"
+                "the sent turn ended without an assistant answer (the daemon failed inside"
+                f" it or refused it before it began){said}"
             )
             unanswered = client.diagnose(
                 unanswered, directory=directory, agent=call.agent, model=self.model

@@ -27,6 +27,18 @@ def wake_steps(uow: UnitOfWork, session_ids: list[str]) -> list[RunStep]:
     return woken
 
 
+def wake_errored_step(uow: UnitOfWork, session_id: str, error: str) -> list[RunStep]:
+    """As :func:`wake_steps` for a session that ended with ``session.error``; the daemon's
+    error is kept on the call's row for the step that collects it."""
+    woken = [
+        RunStep(StepId(step_id), run_id)
+        for run_id, step_id in LedgerRepo(uow.session).wake_with_error(session_id, error)
+    ]
+    for message in woken:
+        uow.send_after_commit(message)
+    return woken
+
+
 def fail_lost_daemon_calls(
     uow: UnitOfWork, daemon: str, now: datetime, down_s: float
 ) -> list[RunStep]:

@@ -387,7 +387,9 @@ def create_app(state: CompatState) -> Flask:
     def prompt_async(session_id: str) -> Response:
         """204 at once; the turn plays on its own thread. An unknown agent or model is
         a 204 too, then a ``session.error`` (UnknownError) and no ``session.idle``, as
-        on the daemon."""
+        on the daemon; so is ``[oc:http500]`` (the daemon failing inside the turn), with
+        its idle. ``[oc:garbage]`` plays the turn but answers the POST with a body that
+        is not JSON, as a broken proxy in front of the daemon would."""
         asked = _check_prompt(_body(), config)
         with state.lock:
             session = state.sessions.get(session_id)
@@ -402,6 +404,8 @@ def create_app(state: CompatState) -> Flask:
         threading.Thread(
             target=_play, args=(state, turn), name=f"oc-compat-{session_id}", daemon=True
         ).start()
+        if turn.directives.garbage:  # the daemon took it; a broken proxy garbled the 204
+            return Response(GARBAGE, status=200, mimetype="application/json")
         return Response(status=204)
 
     @app.get("/__kodo/stats")

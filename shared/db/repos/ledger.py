@@ -207,6 +207,22 @@ class LedgerRepo:
             {(run_id, step_id) for run_id, step_id, status in rows if status == CallStatus.SENT}
         )
 
+    def wake_with_error(self, session_id: str, error: str) -> list[tuple[str, str]]:
+        """As :meth:`wake` for one session that ended with ``session.error``, keeping the
+        daemon's error on the row (the collecting step quotes it; the outcome replaces it)."""
+        rows = self.session.execute(
+            update(OpenCodeCall)
+            .where(OpenCodeCall.session_id == session_id, OpenCodeCall.status.in_(OPEN))
+            .values(
+                idle_at=func.coalesce(OpenCodeCall.idle_at, func.statement_timestamp()),
+                error=error,
+            )
+            .returning(OpenCodeCall.run_id, OpenCodeCall.step_id, OpenCodeCall.status)
+        ).all()
+        return sorted(
+            {(run_id, step_id) for run_id, step_id, status in rows if status == CallStatus.SENT}
+        )
+
     def sent_calls(self, daemon: str | None = None) -> list[SentCall]:
         """Every call awaiting collection (of ``daemon``, or of any daemon)."""
         query = select(
