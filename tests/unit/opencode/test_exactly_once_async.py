@@ -280,3 +280,43 @@ def test_an_overdue_claim_without_a_session_is_declared_unknown_as_before() -> N
     with pytest.raises(CallFailed) as unknown:
         _calls(FakeAgent(), ledger).prompt_structured(_call())
     assert unknown.value.kind == "unknown"
+
+
+def test_the_daemons_400_for_an_unanswered_turn_fails_it_quoting_the_session_error() -> None:
+    from shared.opencode.errors import OpenCodePermanentError
+
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(9)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.held.pop(pending.session_id)
+    agent.busy.discard(pending.session_id)
+    row = ledger.rows[_call().op_key]
+    row.record = replace(row.record, error="UnknownError: Unexpected server error")
+    row.woken = True
+
+    def newest_is_the_prompt(session_id: str, *, directory: str) -> PromptReply | None:
+        raise OpenCodePermanentError("HTTP 400 BadRequest: Expected OutputFormat", status=400)
+
+    agent.last_message = newest_is_the_prompt  # type: ignore[method-assign]
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert (failed.value.error_name, failed.value.kind) == ("TurnUnanswered", "transient")
+    assert "the daemon said: UnknownError: Unexpected server error" in failed.value.error
+
+
+def test_a_session_its_restarted_daemon_forgot_fails_as_lost_not_at_the_deadline() -> None:
+    from shared.opencode.errors import OpenCodePermanentError
+
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(9)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.busy.discard(pending.session_id)
+
+    def not_found(session_id: str, *, directory: str) -> PromptReply | None:
+        raise OpenCodePermanentError("HTTP 404 NotFoundError: Session not found", status=404)
+
+    agent.last_message = not_found  # type: ignore[method-assign]
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert (failed.value.error_name, failed.value.kind) == ("SessionLost", "transient")
+    assert ledger.status(_call().op_key) == CallStatus.FAILED
