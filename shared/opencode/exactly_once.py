@@ -424,8 +424,18 @@ class ExactlyOnceCalls:
                     kind="transient",
                     from_status=CallStatus.SENT,
                 ) from exc
-            if exc.status != 400:
-                raise
+            if isinstance(exc, OpenCodeTransientError | OpenCodeTimeout):
+                raise  # the daemon cannot say now: collect later (or at the deadline)
+            if exc.status != 400:  # an answer kodo refuses to read (too large, not JSON)
+                raise self._fail(
+                    call.op_key,
+                    started,
+                    CallStatus.FAILED,
+                    exc,
+                    None,
+                    kind=_kind_of(exc),
+                    from_status=CallStatus.SENT,
+                ) from exc
             reply = None  # the daemon's 400 for a range whose newest message is the prompt
         if reply is None or reply.info.get("role") != "assistant":
             said = f"; the daemon said: {row.error}" if row.error else ""

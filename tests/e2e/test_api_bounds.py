@@ -29,6 +29,7 @@ from devstack.kodo_procs import (
     Stack,
     issue_token,
     start_api,
+    start_collector,
     start_oc_compat,
     start_worker,
     wait_worker_ready,
@@ -71,6 +72,7 @@ def stack(
     try:
         start_oc_compat(s, seed=11)
         wait_worker_ready(start_worker(s, name="boundsworker"))
+        start_collector(s)
         start_api(s)
         yield s
     finally:

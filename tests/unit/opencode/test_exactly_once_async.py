@@ -320,3 +320,21 @@ def test_a_session_its_restarted_daemon_forgot_fails_as_lost_not_at_the_deadline
         _calls(agent, ledger).prompt_structured(_call())
     assert (failed.value.error_name, failed.value.kind) == ("SessionLost", "transient")
     assert ledger.status(_call().op_key) == CallStatus.FAILED
+
+
+def test_an_answer_too_large_to_read_fails_the_call_now_as_a_contract_failure() -> None:
+    from shared.opencode.messages import AnswerTooLarge
+
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(9)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.release(pending.session_id)
+
+    def too_large(session_id: str, *, directory: str) -> PromptReply | None:
+        raise AnswerTooLarge("GET messages: passed 65536 bytes (KODO_MAX_ANSWER_BYTES=65536)")
+
+    agent.last_message = too_large  # type: ignore[method-assign]
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert (failed.value.error_name, failed.value.kind) == ("AnswerTooLarge", "contract")
+    assert ledger.status(_call().op_key) == CallStatus.FAILED
