@@ -79,6 +79,7 @@ class Driver:
         runs: int,
         sessions: sessionmaker[Session],
         token: str,
+        goal: str = GOAL,
     ) -> None:
         shards = max(1, -(-runs // RUNS_PER_CLIENT))
         per_client = 2 * -(-runs // shards) + 4
@@ -96,13 +97,14 @@ class Driver:
         self.repos = itertools.cycle(list(repos))
         self.resets = 0  # connections the server closed under a request (then retried)
         self.sessions = sessions
+        self.goal = goal  # the think-time phase adds ``[oc:slow=T]``: every call held T ms
 
     async def close(self) -> None:
         for client in self.clients:
             await client.aclose()
 
     async def submit(self, http: httpx.AsyncClient) -> tuple[str, float]:
-        body = {"repo": str(next(self.repos)), "goal": GOAL}
+        body = {"repo": str(next(self.repos)), "goal": self.goal}
         intent = await http.post("/intents", json=body)
         if intent.status_code != 201:
             raise RuntimeError(f"POST /intents: {intent.status_code} {intent.text}")
