@@ -283,6 +283,12 @@ def _base(
     type=float,
     help="Seconds the think-time phase may take [3 x think time + 600].",
 )
+@click.option(
+    "--think-submit-limit",
+    default=0,
+    show_default=True,
+    help="Think-time phase: at most this many runs being submitted at once (0: all at once).",
+)
 @click.option("--watchers", default=1000, show_default=True, help="SSE phase: open watchers.")
 @click.option(
     "--peers",
@@ -307,6 +313,7 @@ def main(
     think_runs: int,
     think_ms: int,
     think_deadline: float | None,
+    think_submit_limit: int,
     watchers: int,
     peers_dir: Path | None,
     keep: bool,
@@ -357,6 +364,7 @@ def main(
                 runs=think_runs,
                 think_ms=think_ms,
                 deadline_s=think_deadline or 3 * think_ms / 1000 + 600,
+                submit_limit=think_submit_limit,
             )
         if "sse" in chosen:
             click.echo(f"sse, {watchers} watchers ...")
