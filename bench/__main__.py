@@ -402,9 +402,10 @@ def main(
         shown = think_rows(think_figures)
         click.echo(f"\nthink time: {think_runs} runs at once, every call held {think_ms} ms")
         click.echo(table(shown, baseline=None))
-        if think_figures["failures"]:
-            bad = think_figures["failures"]
-            click.secho(f"\n{think_figures['failed']} runs did not succeed: {bad[:5]}", fg="red")
+        if think_figures["failed"]:
+            click.secho(f"\n{think_figures['failed']} runs did not succeed:", fg="red")
+            for kind, count in think_figures["failure_kinds"].items():
+                click.secho(f"  {count} x {kind}", fg="red")
         details["think"] = {"rows": rows_json(shown), **think_figures}
     if sse_figures is not None:
         shown = sse_rows(sse_figures)

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.service.runs import approve_plan
 from shared.service.uow import UnitOfWork
 
-from .sse import run_events
+from .sse import StreamError, run_events
 
 TERMINAL = frozenset({"succeeded", "failed", "rejected", "cancelled"})
 GOAL = "Add a multiply function to calc.py with a test"
@@ -204,6 +204,8 @@ class Driver:
                 if timing.status in TERMINAL:
                     timing.done = now
                     break
+        if timing.done is None:  # the server closed it (a broken stream): say so
+            raise StreamError(f"events of {timing.run_id} ended at {timing.status!r}, not terminal")
 
     async def many(self, n: int, approver: Approver = "api") -> list[Timing | BaseException]:
         runs = (self.run_once(approver) for _ in range(n))

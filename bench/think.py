@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +42,14 @@ KODO_ROLES = ("api", "worker", "beat", "collector", "oc-compat")
 RSS_BUDGET_MB = 1024.0  # all kodo processes together, oc-compat excluded (issue 11)
 WALL_FACTOR = 1.5  # target: wall <= 1.5 x 3T (90 s for 3 x 20 s)
 PEAK_SHARE = 0.9  # target: >= 900 of 1,000 runs' calls in flight at once
+
+
+_IDS = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def failure_kind(failure: str) -> str:
+    """A failure without its run id, cut short: what many runs failed of, counted once."""
+    return _IDS.sub("<id>", failure)[:160]
 
 
 def cores() -> int:
@@ -146,6 +156,7 @@ def think(
     finally:
         stop_workers(bench)
     done, failures = split_ok(result.timings)
+    failures.sort(key=lambda f: f.startswith("SubmitError"))  # the rarer kinds first
     cpu = {role: cpu_after[role] - cpu_before[role] for role in sorted(cpu_after)}
     work_ms = sum(cpu.get(role, 0.0) for role in WORK_ROLES)
     return {
@@ -159,6 +170,7 @@ def think(
         "not_submitted": sum(isinstance(t, SubmitError) for t in result.timings),
         "submit_limit": submit_limit,
         "failures": failures[:20],
+        "failure_kinds": dict(Counter(failure_kind(f) for f in failures).most_common(10)),
         "peak_in_flight": oc_stats["in_flight_peak"],
         "provider_calls": oc_stats["prompts"],
         "cpu_ms": {role: round(ms, 1) for role, ms in cpu.items()},
@@ -188,6 +200,11 @@ def think_rows(f: dict[str, Any]) -> list[Row]:
     kodo_rss = sum(mb for role, mb in rss.items() if role != "oc-compat")
     peak_target = PEAK_SHARE * runs
     accepted = runs - f["not_submitted"]
+
+    def per(total_ms: float) -> float | None:
+        """Per run the API accepted (the refused ones cost the API too: counted in)."""
+        return total_ms / accepted if accepted else None
+
     since = "over the phase" if f["peak_rss_reset"] else "since start (reset refused)"
     at_once = "all at once" if not f["submit_limit"] else f"at most {f['submit_limit']} at once"
     rows = [
@@ -228,12 +245,9 @@ def think_rows(f: dict[str, Any]) -> list[Row]:
             f["not_submitted"],
             unit="count",
         ),
-        Row("CPU per run, all processes", total_cpu / runs if runs else None),
-        Row(
-            "  of which kodo itself (API, workers, Postgres, Redis)",
-            own_cpu / runs if runs else None,
-        ),
-        Row("  of which the run's own work", f["work_cpu_ms"] / runs if runs else None),
+        Row("CPU per accepted run, all processes", per(total_cpu)),
+        Row("  of which kodo itself (API, workers, Postgres, Redis)", per(own_cpu)),
+        Row("  of which the run's own work", per(f["work_cpu_ms"])),
         *(Row(f"peak RSS {since}, {role}", rss[role], unit="MB") for role in KODO_ROLES),
         Row(
             "peak RSS, kodo processes together (oc-compat excluded)",
