@@ -1,4 +1,11 @@
-"""``python -m bench``: start a private stack, measure kodo and bare Celery, print one table."""
+"""``python -m bench``: start a private stack, measure kodo, print a table per phase.
+
+Phases (``--phases``, all by default): ``base``, kodo against bare Celery running the
+same four tasks (latency, throughput, CPU, SQL and Redis per run); ``think``, N runs at
+once with every provider call held T ms (bench/think.py); ``sse``, W open watchers
+while other requests are timed (bench/watchers.py). ``--peers DIR`` adds the base
+rows' ratio to the durable-execution reference (bench/peers.py).
+"""
 
 from __future__ import annotations
 
@@ -10,18 +17,22 @@ from typing import Any
 
 import click
 import structlog
-from sqlalchemy import make_url
+from sqlalchemy import Engine, make_url
 
 from devstack.handle import repo_root
 from shared.config import Settings
 from shared.db.engine import make_engine, make_session_factory
 
 from . import phases
-from .report import Row, at_least, at_most, table, write_json
-from .stack import prepare, start_kodo_services
+from .peers import Peer, PeerError, describe, peer_rows
+from .report import Row, at_least, at_most, rows_json, table, write_json
+from .stack import Bench, prepare, start_kodo_services
 from .stats import percentile
+from .think import think, think_rows
+from .watchers import sse, sse_rows
 
 BENCH_DB = "kodo_bench"
+PHASES = ("base", "think", "sse")
 
 
 def _p(values: list[float] | None, q: float) -> float | None:
@@ -194,7 +205,53 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
     return rows
 
 
+def _phases(raw: str) -> list[str]:
+    chosen = [p.strip() for p in raw.split(",") if p.strip()]
+    unknown = [p for p in chosen if p not in PHASES]
+    if unknown or not chosen:
+        raise click.BadParameter(f"choose among {','.join(PHASES)}: got {raw!r}")
+    return [p for p in PHASES if p in chosen]
+
+
+def _base(
+    bench: Bench,
+    engine: Engine,
+    counts: list[int],
+    kodo: list[phases.Phase],
+    runs: int,
+    latency_runs: int,
+    beat_runs: int,
+    pool: str,
+    deadline: float,
+) -> None:
+    """kodo's side of the base phase, once per worker count."""
+    run_settings = Settings.from_env(bench.stack.env)
+    for i, n in enumerate(counts):
+        click.echo(f"kodo, {n} workers ...")
+        kodo.append(
+            phases.kodo(
+                bench,
+                make_session_factory(engine),
+                run_settings,
+                workers=n,
+                runs=runs,
+                latency_runs=latency_runs,
+                beat_runs=beat_runs,
+                pool=pool,
+                full=i == 0,
+                deadline_s=deadline,
+            )
+        )
+
+
 @click.command()
+@click.option(
+    "--phases",
+    "phase_list",
+    default=",".join(PHASES),
+    show_default=True,
+    help="Phases to run: base (kodo vs bare Celery), think (held provider calls), sse.",
+)
 @click.option("--runs", default=300, show_default=True, help="Runs in flight at once.")
 @click.option("--workers", default="2", show_default=True, help="Worker counts, e.g. 2,4.")
 @click.option(
@@ -216,8 +273,33 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
 @click.option(
     "--deadline", default=75.0, show_default=True, help="Seconds the throughput phase may take."
 )
+@click.option("--think-runs", default=1000, show_default=True, help="Think-time phase: runs.")
+@click.option(
+    "--think-ms", default=20000, show_default=True, help="Think-time phase: ms each call is held."
+)
+@click.option(
+    "--think-deadline",
+    default=None,
+    type=float,
+    help="Seconds the think-time phase may take [3 x think time + 600].",
+)
+@click.option(
+    "--think-submit-limit",
+    default=0,
+    show_default=True,
+    help="Think-time phase: at most this many runs being submitted at once (0: all at once).",
+)
+@click.option("--watchers", default=1000, show_default=True, help="SSE phase: open watchers.")
+@click.option(
+    "--peers",
+    "peers_dir",
+    default=None,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A ../shared/peers/run_all.sh result folder: print kodo/DBOS for comparable rows.",
+)
 @click.option("--keep", is_flag=True, help="Keep logs and workspaces under .kodo/bench.")
 def main(
+    phase_list: str,
     runs: int,
     workers: str,
     pool: str,
@@ -228,10 +310,26 @@ def main(
     approval_poll: float,
     json_path: Path,
     deadline: float,
+    think_runs: int,
+    think_ms: int,
+    think_deadline: float | None,
+    think_submit_limit: int,
+    watchers: int,
+    peers_dir: Path | None,
     keep: bool,
 ) -> None:
-    """Benchmark kodo end to end against a bare-Celery chain of the same four tasks."""
+    """Benchmark kodo end to end: against a bare-Celery chain of the same four tasks, with
+    provider calls held, and with open SSE watchers."""
     began = time.monotonic()
+    chosen = _phases(phase_list)
+    peer: Peer | None = None
+    if peers_dir is not None:
+        if "base" not in chosen:
+            raise click.UsageError("--peers compares the base rows: include base in --phases")
+        try:
+            peer = Peer.load(peers_dir)
+        except PeerError as exc:
+            raise click.UsageError(str(exc)) from exc
     # The provider-call phase runs the wrapper in this process: keep its info logs quiet.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     counts = [int(n) for n in workers.split(",") if n.strip()]
@@ -240,54 +338,82 @@ def main(
         hide_password=False
     )
     root = repo_root() / ".kodo" / "bench" / time.strftime("%Y%m%d-%H%M%S")
-    bench = prepare(root, url, redis_url, approval_poll)
-    click.echo(f"bench: database {BENCH_DB}, redis {bench.redis_url}, logs {bench.stack.log_dir}")
+    # A sent call waits for its answer past any think time held here (never timed out).
+    bench = prepare(root, url, redis_url, approval_poll, oc_timeout_ms=max(30000, think_ms + 30000))
+    where = make_url(url).database
+    click.echo(f"bench: database {where}, redis {bench.redis_url}, logs {bench.stack.log_dir}")
     engine = make_engine(url)
     base: list[phases.Phase] = []
     kodo: list[phases.Phase] = []
+    think_figures: dict[str, Any] | None = None
+    sse_figures: dict[str, Any] | None = None
     try:
-        for n in counts:
-            click.echo(f"bare celery, {n} workers ...")
-            base.append(phases.baseline(bench, n, runs, latency_runs, pool))
+        if "base" in chosen:
+            for n in counts:
+                click.echo(f"bare celery, {n} workers ...")
+                base.append(phases.baseline(bench, n, runs, latency_runs, pool))
         # Connections are not spread evenly over gunicorn workers: either one may hold them all.
         start_kodo_services(bench, api_threads=2 * runs + 64)
-        run_settings = Settings.from_env(bench.stack.env)
-        for i, n in enumerate(counts):
-            click.echo(f"kodo, {n} workers ...")
-            kodo.append(
-                phases.kodo(
-                    bench,
-                    make_session_factory(engine),
-                    run_settings,
-                    workers=n,
-                    runs=runs,
-                    latency_runs=latency_runs,
-                    beat_runs=beat_runs,
-                    pool=pool,
-                    full=i == 0,
-                    deadline_s=deadline,
-                )
+        if "base" in chosen:
+            _base(bench, engine, counts, kodo, runs, latency_runs, beat_runs, pool, deadline)
+        if "think" in chosen:
+            click.echo(f"think time, {think_runs} runs x 3 calls x {think_ms} ms ...")
+            think_figures = think(
+                bench,
+                make_session_factory(engine),
+                runs=think_runs,
+                think_ms=think_ms,
+                deadline_s=think_deadline or 3 * think_ms / 1000 + 600,
+                submit_limit=think_submit_limit,
             )
+        if "sse" in chosen:
+            click.echo(f"sse, {watchers} watchers ...")
+            sse_figures = sse(bench, make_session_factory(engine), watchers=watchers)
     finally:
         engine.dispose()
         bench.stack.stop()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
-    rows = build_rows(kodo, base)
     elapsed = time.monotonic() - began
-    click.echo("")
-    click.echo(table(rows))
-    failures = [f for k in kodo for f in k.figures.get("failures", [])]
-    if failures:
-        click.secho(f"\n{len(failures)} runs did not succeed: {failures[:5]}", fg="red")
     details: dict[str, Any] = {
         "elapsed_s": round(elapsed, 1),
+        "phases": chosen,
         "runs": runs,
         "pool": pool,
         "approval_poll_s": approval_poll,
-        "kodo": [{"workers": k.workers, **k.figures} for k in kodo],
-        "baseline": [{"workers": b.workers, **b.figures} for b in base],
     }
+    rows: list[Row] = []
+    if "base" in chosen:
+        rows = build_rows(kodo, base)
+        click.echo("")
+        click.echo(table(rows))
+        failures = [f for k in kodo for f in k.figures.get("failures", [])]
+        if failures:
+            click.secho(f"\n{len(failures)} runs did not succeed: {failures[:5]}", fg="red")
+        details["kodo"] = [{"workers": k.workers, **k.figures} for k in kodo]
+        details["baseline"] = [{"workers": b.workers, **b.figures} for b in base]
+    if peer is not None:
+        compared = peer_rows(rows, peer)
+        other = "-" if peer.other_load_pct is None else f"{peer.other_load_pct:g}%"
+        click.echo(f"\nkodo against DBOS ({peer.path}; other load during its run: {other})")
+        click.echo(table(compared, baseline="DBOS"))
+        details["peers"] = {"dbos": describe(peer), "rows": rows_json(compared)}
+    if think_figures is not None:
+        shown = think_rows(think_figures)
+        click.echo(f"\nthink time: {think_runs} runs at once, every call held {think_ms} ms")
+        click.echo(table(shown, baseline=None))
+        if think_figures["failed"]:
+            click.secho(f"\n{think_figures['failed']} runs did not succeed:", fg="red")
+            for kind, count in think_figures["failure_kinds"].items():
+                click.secho(f"  {count} x {kind}", fg="red")
+        details["think"] = {"rows": rows_json(shown), **think_figures}
+    if sse_figures is not None:
+        shown = sse_rows(sse_figures)
+        click.echo(f"\nSSE: {watchers} open watchers while other requests are timed")
+        click.echo(table(shown, baseline=None))
+        if sse_figures["errors"]:
+            click.secho(f"\nwatchers refused or broken: {sse_figures['errors'][:5]}", fg="red")
+        details["sse"] = {"rows": rows_json(shown), **sse_figures}
     write_json(json_path, rows, details)
     click.echo(f"\n{elapsed:.0f}s; JSON in {json_path}")
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.service.runs import approve_plan
 from shared.service.uow import UnitOfWork
 
-from .sse import run_events
+from .sse import StreamError, run_events
 
 TERMINAL = frozenset({"succeeded", "failed", "rejected", "cancelled"})
 GOAL = "Add a multiply function to calc.py with a test"
@@ -58,6 +58,10 @@ class Timing:
         return self.span_ms(self.approved, self.applying)
 
 
+class SubmitError(RuntimeError):
+    """The API did not accept a run: ``POST /intents`` or its ``/run`` failed."""
+
+
 Approver = str  # "api": POST approve-plan (dispatches at once); "silent": beat's watcher only
 
 
@@ -79,6 +83,8 @@ class Driver:
         runs: int,
         sessions: sessionmaker[Session],
         token: str,
+        goal: str = GOAL,
+        submit_limit: int = 0,
     ) -> None:
         shards = max(1, -(-runs // RUNS_PER_CLIENT))
         per_client = 2 * -(-runs // shards) + 4
@@ -96,21 +102,39 @@ class Driver:
         self.repos = itertools.cycle(list(repos))
         self.resets = 0  # connections the server closed under a request (then retried)
         self.sessions = sessions
+        self.goal = goal  # the think-time phase adds ``[oc:slow=T]``: every call held T ms
+        # At most this many runs being submitted at once (0: no bound, every run at once).
+        self.submit_gate = asyncio.Semaphore(submit_limit) if submit_limit > 0 else None
 
     async def close(self) -> None:
         for client in self.clients:
             await client.aclose()
 
     async def submit(self, http: httpx.AsyncClient) -> tuple[str, float]:
-        body = {"repo": str(next(self.repos)), "goal": GOAL}
-        intent = await http.post("/intents", json=body)
+        """``POST /intents`` then ``/run``: the run id and when its run was asked for."""
+        if self.submit_gate is None:
+            return await self._submit(http)
+        async with self.submit_gate:
+            return await self._submit(http)
+
+    async def _submit(self, http: httpx.AsyncClient) -> tuple[str, float]:
+        body = {"repo": str(next(self.repos)), "goal": self.goal}
+        try:
+            intent = await http.post("/intents", json=body)
+        except httpx.HTTPError as exc:
+            raise SubmitError(f"POST /intents: {exc!r}") from exc
         if intent.status_code != 201:
-            raise RuntimeError(f"POST /intents: {intent.status_code} {intent.text}")
+            raise SubmitError(f"POST /intents: {intent.status_code} {intent.text[:300]}")
         run_id: str = intent.json()["intentId"]
         began = time.perf_counter()
-        started = await http.post(f"/intents/{run_id}/run")
+        try:
+            started = await http.post(f"/intents/{run_id}/run")
+        except httpx.HTTPError as exc:
+            raise SubmitError(f"POST /intents/{run_id}/run: {exc!r}") from exc
         if started.status_code != 202:
-            raise RuntimeError(f"POST /intents/{run_id}/run: {started.status_code} {started.text}")
+            raise SubmitError(
+                f"POST /intents/{run_id}/run: {started.status_code} {started.text[:300]}"
+            )
         return run_id, began
 
     async def _approve_api(self, http: httpx.AsyncClient, run_id: str) -> None:
@@ -133,8 +157,34 @@ class Driver:
         http = next(self._shard)
         run_id, began = await self.submit(http)
         timing = Timing(run_id, submitted=began)
-        approval: asyncio.Task[None] | None = None
-        async with aclosing(run_events(http, run_id)) as events:
+        approvals: list[asyncio.Task[None]] = []
+        follow = asyncio.create_task(self._follow(http, timing, approver, approvals))
+        try:
+            await follow
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is None or me.cancelling():
+                raise  # this run was cancelled (the deadline), not stopped by its approval
+        for approval in approvals:
+            await approval  # a failed approval is this run's failure
+        return timing
+
+    async def _follow(
+        self,
+        http: httpx.AsyncClient,
+        timing: Timing,
+        approver: Approver,
+        approvals: list[asyncio.Task[None]],
+    ) -> None:
+        """Read the run's events to a terminal one, approving at ``waiting_input``. A failed
+        approval stops the reading: the run would wait for it until the deadline."""
+        me = asyncio.current_task()
+
+        def stop_if_failed(task: asyncio.Task[None]) -> None:
+            if me is not None and not task.cancelled() and task.exception() is not None:
+                me.cancel()
+
+        async with aclosing(run_events(http, timing.run_id)) as events:
             async for event in events:
                 now = time.perf_counter()
                 timing.status = event["status"]
@@ -142,19 +192,20 @@ class Driver:
                     timing.waiting = now
                     timing.approved = time.perf_counter()
                     if approver == "api":
-                        approval = asyncio.create_task(self._approve_api(http, run_id))
+                        approval = asyncio.create_task(self._approve_api(http, timing.run_id))
                     else:
                         approval = asyncio.create_task(
-                            asyncio.to_thread(self._approve_silently, run_id)
+                            asyncio.to_thread(self._approve_silently, timing.run_id)
                         )
+                    approval.add_done_callback(stop_if_failed)
+                    approvals.append(approval)
                 elif timing.status == "applying" and timing.applying is None:
                     timing.applying = now
                 if timing.status in TERMINAL:
                     timing.done = now
                     break
-        if approval is not None:
-            await approval
-        return timing
+        if timing.done is None:  # the server closed it (a broken stream): say so
+            raise StreamError(f"events of {timing.run_id} ended at {timing.status!r}, not terminal")
 
     async def many(self, n: int, approver: Approver = "api") -> list[Timing | BaseException]:
         runs = (self.run_once(approver) for _ in range(n))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,12 +43,12 @@ def worker_rss(bench: Bench) -> tuple[float, float]:
         pid
         for proc in bench.workers
         for pid in descendants(proc.popen.pid)
-        if b"celery" in _cmdline(pid)
+        if b"celery" in cmdline(pid)
     ]
     return peak_rss_mb(pids)
 
 
-def _cmdline(pid: int) -> bytes:
+def cmdline(pid: int) -> bytes:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return f.read()
@@ -144,7 +145,7 @@ def _describe(exc: BaseException) -> str:
     return f"{exc!r}{where}"
 
 
-def _ok(results: list[Timing | BaseException]) -> tuple[list[Timing], list[str]]:
+def split_ok(results: Sequence[Timing | BaseException]) -> tuple[list[Timing], list[str]]:
     good = [r for r in results if isinstance(r, Timing) and r.status == "succeeded"]
     bad = [
         _describe(r) if isinstance(r, BaseException) else f"{r.run_id}: {r.status}"
@@ -203,7 +204,7 @@ async def _kodo(
         await driver.sequential(WARMUP_RUNS)
         if full:
             before = Counts.take(bench)
-            timed, bad = _ok(list(await driver.sequential(latency_runs)))
+            timed, bad = split_ok(list(await driver.sequential(latency_runs)))
             failures += bad
             phase.figures["latency_counts_per_run"] = before.per_run(
                 Counts.take(bench), max(1, len(timed))
@@ -212,7 +213,7 @@ async def _kodo(
             phase.figures["latency"] = _latency_figures(timed, steps.body_ms, steps.work_ms)
             phase.figures["approve_to_apply_started_db_ms"] = list(steps.apply_started_ms.values())
             phase.figures["approve_to_dispatched_db_ms"] = list(steps.dispatched_ms.values())
-            beat, bad = _ok(await driver.many(beat_runs, approver="silent"))
+            beat, bad = split_ok(await driver.many(beat_runs, approver="silent"))
             failures += bad
             phase.figures["beat_approve_to_applying_ms"] = [
                 t.approve_to_applying_ms for t in beat if t.approve_to_applying_ms is not None
@@ -231,7 +232,7 @@ async def _kodo(
         cpu_before = cpu_by_role(bench, sessions)
         steps_before = finished_steps(sessions)
         results, elapsed = await driver.many_within(runs, deadline_s)
-        done, bad = _ok(results)
+        done, bad = split_ok(results)
         failures += [b for b in bad if "deadline" not in b]
         cpu_after = cpu_by_role(bench, sessions)
         # Four steps make a run: runs the deadline cut short count for the steps they did.

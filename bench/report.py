@@ -27,25 +27,34 @@ class Row:
 def _num(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
-    if unit == "us" or abs(value) >= 100:
+    if unit == "us" or abs(value) >= 100 or (unit == "count" and value == int(value)):
         return f"{value:.0f}"
     return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
 
 
-def table(rows: list[Row]) -> str:
-    header = ("metric", "unit", "kodo", "bare celery", "ratio", "target", "met?")
-    lines = [
-        (
-            r.metric,
-            r.unit,
-            _num(r.ours, r.unit),
-            _num(r.baseline, r.unit),
-            "-" if r.ratio is None else f"{r.ratio:.1f}x",
-            r.target or "-",
-            "-" if r.met is None else ("yes" if r.met else "NO"),
+def table(rows: list[Row], baseline: str | None = "bare celery") -> str:
+    """Rows beside their baseline figure (the ratio is kodo's over the baseline's); a
+    phase with nothing to compare with (``baseline=None``) has neither column."""
+    header: tuple[str, ...] = ("metric", "unit", "kodo", "target", "met?")
+    if baseline is not None:
+        header = (*header[:3], baseline, "ratio", *header[3:])
+    lines = []
+    for r in rows:
+        compared = (
+            (_num(r.baseline, r.unit), "-" if r.ratio is None else f"{r.ratio:.1f}x")
+            if baseline is not None
+            else ()
         )
-        for r in rows
-    ]
+        lines.append(
+            (
+                r.metric,
+                r.unit or "-",
+                _num(r.ours, r.unit),
+                *compared,
+                r.target or "-",
+                "-" if r.met is None else ("yes" if r.met else "NO"),
+            )
+        )
     widths = [max(len(str(x[i])) for x in [header, *lines]) for i in range(len(header))]
 
     def fmt(cells: tuple[str, ...]) -> str:
@@ -65,21 +74,22 @@ def at_least(value: float | None, limit: float) -> bool | None:
     return None if value is None else value >= limit
 
 
+def rows_json(rows: list[Row]) -> list[dict[str, Any]]:
+    return [
+        {
+            "metric": r.metric,
+            "unit": r.unit,
+            "kodo": r.ours,
+            "baseline": r.baseline,
+            "ratio": r.ratio,
+            "target": r.target or None,
+            "met": r.met,
+        }
+        for r in rows
+    ]
+
+
 def write_json(path: Path, rows: list[Row], details: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = {
-        "rows": [
-            {
-                "metric": r.metric,
-                "unit": r.unit,
-                "kodo": r.ours,
-                "baseline": r.baseline,
-                "ratio": r.ratio,
-                "target": r.target or None,
-                "met": r.met,
-            }
-            for r in rows
-        ],
-        **details,
-    }
+    body = {"rows": rows_json(rows), **details}
     path.write_text(json.dumps(body, indent=2, sort_keys=False) + "\n")

@@ -84,8 +84,18 @@ def start_redis(stack: Stack) -> str:
             time.sleep(0.05)
 
 
-def prepare(root: Path, database_url: str, redis_url: str | None, approval_poll_s: float) -> Bench:
-    """Fresh database and Redis, sample repositories, environment; no kodo process yet."""
+def prepare(
+    root: Path,
+    database_url: str,
+    redis_url: str | None,
+    approval_poll_s: float,
+    oc_timeout_ms: int = 30000,
+) -> Bench:
+    """Fresh database and Redis, sample repositories, environment; no kodo process yet.
+
+    ``oc_timeout_ms`` bounds a sent call's wait for its answer: longer than any think
+    time the bench holds calls for, so a held call is never timed out (issue 11's
+    think-time phase measures throughput, not the deadline)."""
     root.mkdir(parents=True, exist_ok=True)
     recreate_database(database_url)
     migrate(database_url)
@@ -102,7 +112,7 @@ def prepare(root: Path, database_url: str, redis_url: str | None, approval_poll_
         "KODO_WORKSPACE_DIR": str(root / "workspaces"),
         "RANDOM_SEED": "0",
         "APPROVAL_POLL_S": str(approval_poll_s),
-        "OC_TIMEOUT_MS": "30000",
+        "OC_TIMEOUT_MS": str(oc_timeout_ms),
         "KODO_COUNT_SQL": "1",
         "KODO_ALLOW_SELF_APPROVAL": "1",  # the one bench token submits and approves
         # Verification commands (``python3 -m unittest``) find the venv's interpreter first,

@@ -41,6 +41,16 @@ def vm_hwm_kb(pid: int) -> int:
     return 0
 
 
+def reset_peak_rss(pid: int) -> bool:
+    """Set a process's peak RSS (VmHWM) back to its current RSS, so the next reading is the
+    peak of what follows (``/proc/PID/clear_refs``, value 5); False if the kernel refused."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def peak_rss_mb(pids: list[int]) -> tuple[float, float]:
     """(largest single process, sum over processes) peak RSS in MB."""
     peaks = [vm_hwm_kb(p) for p in pids]

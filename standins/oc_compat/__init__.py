@@ -9,7 +9,9 @@ this instead. It answers the daemon's endpoints with the daemon's JSON shapes
 ``GET /event`` and ``GET /global/event`` (the daemon's SSE framing and event order,
 see events.py); plus ``GET /__kodo/stats`` and
 ``POST /__kodo/reset``, which the real daemon lacks, so tests can count calls at the server
-(``by_title`` counts prompts per session title: kodo titles one session per op_key).
+(``by_title`` counts prompts per session title: kodo titles one session per op_key;
+``in_flight_total`` is the prompts held now, ``in_flight_peak`` the most held at once
+since the last reset).
 
 ``kodo oc-compat`` serves it as a process on gevent (green.py): held prompts, async
 turns and event streams are greenlets, thousands at once on one OS thread;

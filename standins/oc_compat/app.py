@@ -76,6 +76,7 @@ class CompatState:
         self.lock = threading.Lock()
         self.sessions: dict[str, _Session] = {}
         self.bus = EventBus(self.ids, config.heartbeat_s)
+        self.held = 0  # prompts in flight now, over every session
         self.reset()
 
     def publish(self, session: _Session, kind: str, **properties: Any) -> None:
@@ -92,6 +93,9 @@ class CompatState:
             self.by_session: Counter[str] = Counter()
             self.by_text: Counter[str] = Counter()
             self.by_title: Counter[str] = Counter()
+            # The most prompts held at once since the reset: a poller of ``in_flight``
+            # can miss a peak, the server cannot (the bench's think-time phase reads it).
+            self.held_peak = self.held
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -106,6 +110,8 @@ class CompatState:
                 "in_flight": {
                     sid: len(s.in_flight) for sid, s in self.sessions.items() if s.in_flight
                 },
+                "in_flight_total": self.held,
+                "in_flight_peak": self.held_peak,
                 "event_streams": self.bus.open_streams,
             }
 
@@ -475,6 +481,8 @@ def _begin(state: CompatState, session: _Session, asked: _Prompt) -> _Turn:
         state.by_text[sha256_hex(asked.text)] += 1
         state.by_title[str(session.data["title"])] += 1
         session.in_flight.add(aborted)
+        state.held += 1
+        state.held_peak = max(state.held_peak, state.held)
         shapes.prompted(session.data, asked.agent, asked.provider_id, asked.model_id)
         directory = str(session.data["directory"])
     ctx = shapes.MessageContext(
@@ -505,6 +513,7 @@ def _play(state: CompatState, turn: _Turn) -> Response:
     finally:
         with state.lock:
             turn.session.in_flight.discard(turn.aborted)
+            state.held -= 1
             turn.session.retry = None
     for kind, properties in events:
         state.publish(turn.session, kind, **properties)

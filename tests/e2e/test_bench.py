@@ -1,7 +1,9 @@
 """The benchmark command keeps working: a small run prints every row and writes JSON.
 
 Timings are never asserted here (they live in the benchmark's table); this only
-specifies that ``python -m bench`` runs end to end and reports what the issue asks for.
+specifies that ``python -m bench`` runs end to end and reports what the issue asks for:
+every phase (base, think time, SSE watchers) run small, and the ratio to a DBOS result
+file (one written here in the peers' format: its figures are not measured).
 """
 
 from __future__ import annotations
@@ -32,20 +34,63 @@ ROWS = (
     "SQL statements per run (workers)",
     "Redis commands per run",
 )
+THINK_RUNS = 20
+THINK_ROWS = (
+    "wall, first submit to last terminal (20 runs x 3 x 1 s)",
+    "ideal: 3T + CPU floor (run's own work CPU / 2 cores)",
+    "efficiency (ideal / wall)",
+    "peak provider calls in flight (oc-compat)",
+    "failed runs (not succeeded)",
+    "peak RSS over the phase, api",
+    "peak RSS over the phase, worker",
+    "peak RSS over the phase, beat",
+    "peak RSS over the phase, collector",
+    "peak RSS over the phase, oc-compat",
+    "peak RSS, kodo processes together (oc-compat excluded)",
+)
+WATCHERS = 50
+SSE_ROWS = (
+    "watchers open (first event received), of 50",
+    "  still open after the timed requests",
+    "/healthz p50, 50 watchers",
+    "/healthz p99, 50 watchers",
+    "GET /runs/{id} p50, 50 watchers",
+    "GET /runs/{id} p99, 50 watchers",
+)
+PEER_ROWS = (
+    "submit->waiting p50",
+    "  without git p50",
+    "approve->done p50",
+    "  without git and verification p50",
+    "runs/s, 4 at once, 2 workers (DBOS: 300 at once)",
+    "CPU per run, kodo itself vs DBOS all-in",
+)
+DBOS_RESULT = {  # the shape ../shared/peers/dbos_peer.py writes; figures from issue 11
+    "peer": "dbos",
+    "latency_ms": {"submit_to_waiting": {"p50": 16.7}, "approve_to_done": {"p50": 16.7}},
+    "throughput": {"n": 300, "done": 300, "runs_per_s": 27.8, "cpu_ms_per_run": {"total": 46.0}},
+    "peak_rss_mb": {"driver_and_workers": 133.0},
+}
 
 
+@pytest.mark.timeout(540)  # the bench's own subprocess timeout (480 s) fires first
 def test_a_small_benchmark_prints_its_table_and_writes_json(
     database_url: str, tmp_path: Path
 ) -> None:
     bench_db = make_url(scratch_database_url(database_url, "bench"))
     out = tmp_path / "bench.json"
+    peers = tmp_path / "peers"
+    peers.mkdir()
+    (peers / "dbos.json").write_text(json.dumps(DBOS_RESULT))
     argv = [sys.executable, "-m", "bench", "--runs", "4", "--latency-runs", "2"]
+    argv += ["--think-runs", str(THINK_RUNS), "--think-ms", "1000", "--watchers", str(WATCHERS)]
+    argv += ["--peers", str(peers)]
     argv += ["--beat-runs", "1", "--approval-poll", "0.5", "--deadline", "90"]
     argv += ["--database-url", bench_db.render_as_string(hide_password=False), "--json", str(out)]
 
     try:
         done = subprocess.run(
-            argv, cwd=ROOT, env=os.environ, capture_output=True, text=True, timeout=240
+            argv, cwd=ROOT, env=os.environ, capture_output=True, text=True, timeout=480
         )
     finally:  # the bench recreates its database and leaves it: this session's goes too
         admin = create_engine(bench_db.set(database="postgres"), isolation_level="AUTOCOMMIT")
@@ -64,3 +109,29 @@ def test_a_small_benchmark_prints_its_table_and_writes_json(
     assert figures["submit->waiting p50"]["baseline"] > 0
     assert figures["SQL statements per run (workers)"]["kodo"] > 0
     assert [k["completed"] for k in body["kodo"]] == [4], "every run in flight finished"
+
+    peer_rows = {r["metric"]: r for r in body["peers"]["rows"]}
+    assert set(PEER_ROWS) <= set(peer_rows)
+    for metric in PEER_ROWS:
+        assert peer_rows[metric]["ratio"] is not None, f"no kodo/DBOS ratio for {metric!r}"
+
+    think = body["think"]
+    assert {r["metric"] for r in think["rows"]} >= set(THINK_ROWS)
+    for row in THINK_ROWS:
+        assert row in done.stdout, f"missing think-time row {row!r}"
+    assert think["failed"] == 0, think["failures"]
+    assert think["succeeded"] == THINK_RUNS
+    assert think["provider_calls"] == 3 * THINK_RUNS, "one held call per step, none paid twice"
+    assert think["peak_in_flight"] >= 1
+    assert think["wall_s"] > 0
+    assert set(think["peak_rss_mb"]) == {"api", "worker", "beat", "collector", "oc-compat"}
+    assert all(mb > 0 for mb in think["peak_rss_mb"].values())
+
+    sse = body["sse"]
+    for row in SSE_ROWS:
+        assert row in done.stdout, f"missing SSE row {row!r}"
+    assert sse["opened"] == WATCHERS, sse["errors"]
+    assert sse["still_open"] == WATCHERS, "a watcher of a waiting run was closed"
+    assert sse["error_count"] == 0
+    assert sse["shape"]["default_holds"] is True
+    assert all(ms is not None for ms in sse["loaded"].values())

@@ -424,3 +424,35 @@ def test_the_stats_endpoint_counts_prompts_by_session_and_text(
     assert stats["by_session"] == {session: 3}
     assert stats["by_text_sha256"][sha256_hex("count me")] == 2
     assert stats["by_text_sha256"][sha256_hex("and me")] == 1
+
+
+def test_the_stats_endpoint_keeps_the_peak_of_prompts_held_at_once(
+    client: OpenCodeClient, base_url: str, repo: Path
+) -> None:
+    assert httpx.post(f"{base_url}/__kodo/reset").json() is True
+    sessions = [
+        str(client.create_session(directory=str(repo), title=f"held-{i}")["id"]) for i in range(3)
+    ]
+    for sid in sessions:
+        client.prompt_async(
+            sid,
+            directory=str(repo),
+            agent="plan",
+            model=MODEL,
+            text="[oc:slow=60000] hold me",
+            tools=NO_TOOLS,
+            format=None,
+        )
+    held = httpx.get(f"{base_url}/__kodo/stats").json()
+    assert held["in_flight_total"] == 3
+    assert held["in_flight_peak"] == 3
+    for sid in sessions:
+        assert client.abort(sid, directory=str(repo)) is True
+    started = time.monotonic()
+    while httpx.get(f"{base_url}/__kodo/stats").json()["in_flight_total"]:
+        assert time.monotonic() - started < 10, "an aborted prompt stayed in flight"
+        time.sleep(0.01)
+    released = httpx.get(f"{base_url}/__kodo/stats").json()
+    assert released["in_flight_peak"] == 3, "the peak outlives the prompts"
+    assert httpx.post(f"{base_url}/__kodo/reset").json() is True
+    assert httpx.get(f"{base_url}/__kodo/stats").json()["in_flight_peak"] == 0

@@ -1,0 +1,260 @@
+"""The think-time phase: N runs at once, every provider call held T ms by oc-compat.
+
+It measures what issue 11 asks of async provider calls: with the default ``kodo up``
+shape (one worker process of 4 threads, beat, collector, API, oc-compat), are the
+runs' calls in flight together (the peak oc-compat saw), and how close is the wall
+time to the ideal? The ideal is the three held calls of a run back to back (3T) plus
+the CPU floor: the CPU the phase's runs spent on their own work (git and the
+verification command in the worker's subprocesses, and the stub provider, oc-compat)
+divided by the machine's cores, which no orchestration can go under, since that work
+sits between a run's calls. kodo's own CPU (API, worker, beat, collector, Postgres,
+Redis) is not in the ideal: it is what the efficiency shows the cost of.
+
+Peak RSS is each kodo process's own high-water mark over the phase (reset at its start
+through ``/proc/PID/clear_refs``), git and test subprocesses excluded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy.orm import Session, sessionmaker
+
+from .kodo_phase import GOAL, Driver, SubmitError, Timing
+from .phases import WARMUP_RUNS, cmdline, cpu_by_role, split_ok
+from .report import Row, at_least, at_most
+from .stack import Bench, start_workers, stop_workers
+from .stats import descendants, percentile, reset_peak_rss, vm_hwm_kb
+
+CALLS_PER_RUN = 3  # CompileST, ApplyPatchST, DecideST: each holds T ms
+WORK_ROLES = ("kodo_worker subprocesses", "oc-compat")
+"""CPU that is the run's own work (git, verification, the stub provider), as in the
+base phase's "if git, tests and provider were the only cost" row."""
+
+KODO_ROLES = ("api", "worker", "beat", "collector", "oc-compat")
+RSS_BUDGET_MB = 1024.0  # all kodo processes together, oc-compat excluded (issue 11)
+WALL_FACTOR = 1.5  # target: wall <= 1.5 x 3T (90 s for 3 x 20 s)
+PEAK_SHARE = 0.9  # target: >= 900 of 1,000 runs' calls in flight at once
+
+
+_IDS = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def failure_kind(failure: str) -> str:
+    """A failure without its run id, cut short: what many runs failed of, counted once."""
+    return _IDS.sub("<id>", failure)[:160]
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def kodo_pids(bench: Bench) -> dict[str, list[int]]:
+    """Each kodo role's processes: the API's gunicorn master and workers, the worker's
+    celery process (its git and test children excluded), beat, collector, oc-compat."""
+    found: dict[str, list[int]] = {role: [] for role in KODO_ROLES}
+    for proc in bench.stack.procs:
+        if not proc.alive():
+            continue
+        role = "worker" if proc.name.startswith("kodo_worker") else proc.name
+        if role not in found:
+            continue
+        pids = descendants(proc.pid)
+        if role == "worker":
+            pids = [pid for pid in pids if b"celery" in cmdline(pid)]
+        found[role] += pids
+    missing = [role for role, pids in found.items() if not pids]
+    if missing:
+        raise RuntimeError(f"no running process for {missing}: the stack is not the kodo up shape")
+    return found
+
+
+@dataclass(frozen=True)
+class ThinkResult:
+    timings: list[Timing | BaseException]
+    wall_s: float
+    submitted_within_s: float | None
+
+
+async def _warm(bench: Bench, sessions: sessionmaker[Session]) -> None:
+    """A few runs without think time: the new worker's imports, pools and caches."""
+    warm = Driver(bench.stack.api_url, bench.repos, runs=1, sessions=sessions, token=bench.token)
+    try:
+        _, bad = split_ok(await warm.sequential(WARMUP_RUNS))
+    finally:
+        await warm.close()
+    if bad:
+        raise RuntimeError(f"warm-up runs failed: {bad}")
+
+
+async def _drive(
+    bench: Bench,
+    sessions: sessionmaker[Session],
+    runs: int,
+    think_ms: int,
+    deadline_s: float,
+    submit_limit: int,
+) -> ThinkResult:
+    driver = Driver(
+        bench.stack.api_url,
+        bench.repos,
+        runs=runs,
+        sessions=sessions,
+        token=bench.token,
+        goal=f"{GOAL} [oc:slow={think_ms}]",
+        submit_limit=submit_limit,
+    )
+    try:
+        began = time.perf_counter()
+        results, elapsed = await driver.many_within(runs, deadline_s)
+    finally:
+        await driver.close()
+    last_submit = max((t.submitted for t in results if isinstance(t, Timing)), default=None)
+    return ThinkResult(results, elapsed, None if last_submit is None else last_submit - began)
+
+
+def _oc(bench: Bench, method: str, path: str) -> dict[str, Any]:
+    reply = httpx.request(method, f"{bench.stack.oc_url}{path}", timeout=30.0)
+    reply.raise_for_status()
+    body = reply.json()
+    return body if isinstance(body, dict) else {"ok": body}
+
+
+def think(
+    bench: Bench,
+    sessions: sessionmaker[Session],
+    *,
+    runs: int,
+    think_ms: int,
+    deadline_s: float,
+    submit_limit: int = 0,
+) -> dict[str, Any]:
+    """Run the phase on one worker process of 4 threads; its figures (ms, MB, counts).
+
+    ``submit_limit``: at most this many runs being submitted at once (0: all at once,
+    as the issue asks; a bound shows the rest of the path when the API's intake is
+    what fails)."""
+    start_workers(bench, app="bench.kodo_worker:app", queue="kodo", count=1, pool="threads")
+    try:
+        asyncio.run(_warm(bench, sessions))
+        pids = kodo_pids(bench)
+        reset = all(reset_peak_rss(pid) for group in pids.values() for pid in group)
+        _oc(bench, "POST", "/__kodo/reset")
+        cpu_before = cpu_by_role(bench, sessions)
+        result = asyncio.run(_drive(bench, sessions, runs, think_ms, deadline_s, submit_limit))
+        cpu_after = cpu_by_role(bench, sessions)
+        oc_stats = _oc(bench, "GET", "/__kodo/stats")
+        # Processes that restarted mid-phase (a gunicorn worker) count with their peak too.
+        rss = {role: sum(vm_hwm_kb(p) for p in group) / 1024 for role, group in pids.items()}
+    finally:
+        stop_workers(bench)
+    done, failures = split_ok(result.timings)
+    failures.sort(key=lambda f: f.startswith("SubmitError"))  # the rarer kinds first
+    cpu = {role: cpu_after[role] - cpu_before[role] for role in sorted(cpu_after)}
+    work_ms = sum(cpu.get(role, 0.0) for role in WORK_ROLES)
+    return {
+        "runs": runs,
+        "think_ms": think_ms,
+        "cores": cores(),
+        "wall_s": result.wall_s,
+        "submitted_within_s": result.submitted_within_s,
+        "succeeded": len(done),
+        "failed": runs - len(done),
+        "not_submitted": sum(isinstance(t, SubmitError) for t in result.timings),
+        "submit_limit": submit_limit,
+        "failures": failures[:20],
+        "failure_kinds": dict(Counter(failure_kind(f) for f in failures).most_common(10)),
+        "peak_in_flight": oc_stats["in_flight_peak"],
+        "provider_calls": oc_stats["prompts"],
+        "cpu_ms": {role: round(ms, 1) for role, ms in cpu.items()},
+        "work_cpu_ms": work_ms,
+        "peak_rss_mb": {role: round(mb, 1) for role, mb in rss.items()},
+        "peak_rss_reset": reset,
+        "submit_to_waiting_p50_ms": percentile(
+            [t.submit_to_waiting_ms for t in done if t.submit_to_waiting_ms is not None], 50
+        ),
+        "approve_to_done_p50_ms": percentile(
+            [t.approve_to_done_ms for t in done if t.approve_to_done_ms is not None], 50
+        ),
+    }
+
+
+def think_rows(f: dict[str, Any]) -> list[Row]:
+    """The phase's table: wall against the ideal, calls in flight, failures, RSS."""
+    runs, t_s, n_cores = f["runs"], f["think_ms"] / 1000, f["cores"]
+    floor_s = f["work_cpu_ms"] / 1000 / n_cores
+    ideal_s = CALLS_PER_RUN * t_s + floor_s
+    wall_s = f["wall_s"]
+    limit_s = WALL_FACTOR * CALLS_PER_RUN * t_s
+    cpu = f["cpu_ms"]
+    total_cpu = sum(cpu.values())
+    own_cpu = total_cpu - f["work_cpu_ms"]
+    rss = f["peak_rss_mb"]
+    kodo_rss = sum(mb for role, mb in rss.items() if role != "oc-compat")
+    peak_target = PEAK_SHARE * runs
+    accepted = runs - f["not_submitted"]
+
+    def per(total_ms: float) -> float | None:
+        """Per run the API accepted (the refused ones cost the API too: counted in)."""
+        return total_ms / accepted if accepted else None
+
+    since = "over the phase" if f["peak_rss_reset"] else "since start (reset refused)"
+    at_once = "all at once" if not f["submit_limit"] else f"at most {f['submit_limit']} at once"
+    rows = [
+        Row(
+            f"wall, first submit to last terminal ({runs} runs x {CALLS_PER_RUN} x {t_s:g} s)",
+            wall_s,
+            target=f"<= {limit_s:g} ({WALL_FACTOR:g} x 3T)",
+            met=at_most(wall_s, limit_s),
+            unit="s",
+        ),
+        Row(f"  runs submitted ({at_once}) within", f["submitted_within_s"], unit="s"),
+        Row(f"ideal: 3T + CPU floor (run's own work CPU / {n_cores} cores)", ideal_s, unit="s"),
+        Row("  CPU floor (git, verification, stub provider)", floor_s, unit="s"),
+        Row("efficiency (ideal / wall)", ideal_s / wall_s if wall_s else None, unit="ratio"),
+        Row(
+            "peak provider calls in flight (oc-compat)",
+            f["peak_in_flight"],
+            target=f">= {peak_target:g}",
+            met=at_least(f["peak_in_flight"], peak_target),
+            unit="count",
+        ),
+        Row("submit->waiting p50 (one held call: T)", f["submit_to_waiting_p50_ms"]),
+        Row("approve->done p50 (two held calls: 2T)", f["approve_to_done_p50_ms"]),
+        Row(
+            "  provider calls per accepted run",
+            f["provider_calls"] / accepted if accepted else None,
+            unit="count",
+        ),
+        Row(
+            "failed runs (not succeeded)",
+            f["failed"],
+            target="0",
+            met=f["failed"] == 0,
+            unit="count",
+        ),
+        Row(
+            "  of which the API did not accept (POST /intents or /run failed)",
+            f["not_submitted"],
+            unit="count",
+        ),
+        Row("CPU per accepted run, all processes", per(total_cpu)),
+        Row("  of which kodo itself (API, workers, Postgres, Redis)", per(own_cpu)),
+        Row("  of which the run's own work", per(f["work_cpu_ms"])),
+        *(Row(f"peak RSS {since}, {role}", rss[role], unit="MB") for role in KODO_ROLES),
+        Row(
+            "peak RSS, kodo processes together (oc-compat excluded)",
+            kodo_rss,
+            target=f"<= {RSS_BUDGET_MB:g}",
+            met=at_most(kodo_rss, RSS_BUDGET_MB),
+            unit="MB",
+        ),
+    ]
+    return rows
