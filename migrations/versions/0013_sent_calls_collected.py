@@ -12,6 +12,9 @@ collected, no worker thread waiting on it.
   serve one deployment), so the collector of that daemon finds it;
 - a partial index on ``session_id`` of sent calls: the collector's lookup per event.
 
+``app.processes.kind`` gains ``collector``: the collector records itself at start and
+refuses a database of another head, as workers and beat do.
+
 ``app.step_runs`` gains ``parked_on``: the op_key of the sent call a step waits for,
 its lease (owner ``parked``) lasting until the call's deadline. A wake-up resumes the
 step under a new fence without counting a redelivery; the deadline sweep is the
@@ -62,8 +65,19 @@ def _set_call_statuses(allowed: tuple[str, ...]) -> None:
     )
 
 
+_PROCESS_KINDS_0003 = ("api", "worker", "beat", "cli")
+
+
+def _set_process_kinds(allowed: tuple[str, ...]) -> None:
+    op.drop_constraint(op.f("ck_processes_kind"), "processes", schema="app", type_="check")
+    op.create_check_constraint(
+        op.f("ck_processes_kind"), "processes", _in("kind", allowed), schema="app"
+    )
+
+
 def upgrade() -> None:
     _set_call_statuses(_CALL_STATUSES)
+    _set_process_kinds((*_PROCESS_KINDS_0003, "collector"))
     op.add_column("opencode_calls", sa.Column("idle_at", sa.DateTime(timezone=True)), schema="app")
     op.add_column("opencode_calls", sa.Column("daemon", sa.Text()), schema="app")
     op.add_column("step_runs", sa.Column("parked_on", sa.String(64)), schema="app")
@@ -77,6 +91,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute(sa.text("DELETE FROM app.processes WHERE kind = 'collector'"))
+    _set_process_kinds(_PROCESS_KINDS_0003)
     op.execute(
         sa.text(
             "UPDATE app.opencode_calls SET status = 'unknown', error_name = 'OutcomeUnknown',"

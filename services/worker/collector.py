@@ -201,10 +201,12 @@ def main(install_signals: Callable[..., object] = signal.signal) -> int:
     from shared.logging import configure_logging
     from shared.opencode.client import OpenCodeClient
     from shared.queue import CelerySender, make_celery
+    from shared.service.processes import register_process
 
     settings = Settings.from_env()
     configure_logging(json=True)
     engine = make_engine(settings.database_url)
+    register_process(engine, "collector")  # refuses a database of another migration head
     sessions = make_session_factory(engine)
     sender = CelerySender(make_celery(settings))
     stop = threading.Event()

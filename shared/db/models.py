@@ -155,7 +155,9 @@ class WorkerProcess(Base):
     """Every API, worker and beat process says who it is at start: version truth in SQL."""
 
     __tablename__ = "processes"
-    __table_args__ = (CheckConstraint(_in("kind", ("api", "worker", "beat", "cli")), name="kind"),)
+    __table_args__ = (
+        CheckConstraint(_in("kind", ("api", "worker", "beat", "cli", "collector")), name="kind"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
