@@ -18,6 +18,7 @@ the tests do); it reconnects on its own and never exits on a daemon or database 
 
 from __future__ import annotations
 
+import queue
 import signal
 import threading
 from collections import defaultdict
@@ -30,9 +31,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clock import Clock, SystemClock
 from shared.opencode.calls import bounded_error
-from shared.opencode.errors import OpenCodeError, OpenCodeUnreachable
+from shared.opencode.errors import OpenCodeError, OpenCodeTransientError, OpenCodeUnreachable
 from shared.opencode.events import OcEvent
-from shared.opencode.ports import AgentClient
+from shared.opencode.ports import AgentClient, EventStream
 from shared.service.collection import (
     fail_lost_daemon_calls,
     sent_calls,
@@ -115,6 +116,8 @@ class Collector:
                 self._unreachable()
             except (OpenCodeError, SQLAlchemyError) as exc:
                 log.warning("collector.stream_lost", daemon=self.daemon, error=str(exc)[:300])
+            except Exception:  # a bug must not stop the wake-ups: log it, reconnect
+                log.exception("collector.crashed", daemon=self.daemon)
             stop.wait(self.reconnect_s)
 
     def _unreachable(self) -> None:
@@ -147,17 +150,41 @@ class Collector:
                 reconciled=len(reconciled),
             )
             self._ready.set()
-            for event in stream:
-                if stop.is_set():
-                    return
-                session_id = ended_session(event)
-                if session_id is None:
+            ended: queue.Queue[_Ended] = queue.Queue()
+            reader = threading.Thread(
+                target=_read_ended, args=(stream, ended), name="collector-read", daemon=True
+            )
+            reader.start()
+            while not stop.is_set():
+                try:
+                    batch = [ended.get(timeout=0.5)]
+                except queue.Empty:
                     continue
-                error = session_error(event)
-                if error is None:
-                    self.wake([session_id])
-                else:
-                    self.wake_errored(session_id, error)
+                while len(batch) < WAKE_BATCH:  # what else already ended: one transaction
+                    try:
+                        batch.append(ended.get_nowait())
+                    except queue.Empty:
+                        break
+                if not self._wake_batch(batch):
+                    return  # the daemon ended the stream: reconnect (and reconcile)
+
+    def _wake_batch(self, batch: list[_Ended]) -> bool:
+        """Wake the batch's sessions (errored ones first, keeping the daemon's error);
+        False if the stream ended, raising what broke it."""
+        idle: list[str] = []
+        for item in batch:
+            if isinstance(item, BaseException):
+                raise item
+            if item is None:
+                self.wake(idle)
+                return False
+            session_id, error = item
+            if error is None:
+                idle.append(session_id)
+            else:
+                self.wake_errored(session_id, error)
+        self.wake(idle)
+        return True
 
     def wait_ready(self, timeout_s: float) -> bool:
         """True once the first connect reconciled (tests wait for it)."""
@@ -182,6 +209,31 @@ def session_error(event: OcEvent) -> str | None:
     data = raw.get("data")
     message = data.get("message") if isinstance(data, dict) else None
     return bounded_error(f"{raw.get('name', 'Error')}: {message if message is not None else data}")
+
+
+_Ended = tuple[str, str | None] | BaseException | None
+"""A session that ended (and its session.error, if any), what broke the stream, or
+None when the daemon ended it."""
+
+WAKE_BATCH = 500
+"""Ended sessions woken in one transaction when many end at once."""
+
+
+def _read_ended(stream: EventStream, ended: queue.Queue[_Ended]) -> None:
+    """Feed the ended sessions of ``stream`` to ``ended`` (its own thread: the follower
+    drains what piled up and wakes it in one transaction)."""
+    try:
+        for event in stream:
+            session_id = ended_session(event)
+            if session_id is not None:
+                ended.put((session_id, session_error(event)))
+    except OpenCodeError as exc:
+        ended.put(exc)
+        return
+    except OSError as exc:  # the socket, closed under us (a stop) or broken
+        ended.put(OpenCodeTransientError(f"event stream broke: {type(exc).__name__}: {exc}"))
+        return
+    ended.put(None)
 
 
 def run_collectors(collectors: list[Collector], stop: threading.Event) -> list[threading.Thread]:

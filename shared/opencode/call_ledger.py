@@ -46,6 +46,22 @@ class PostgresCallLedger:
                 request=request,
             )
 
+    def claim_or_read(
+        self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
+    ) -> tuple[bool, tuple[CallRecord, float] | None]:
+        with self._ledger() as ledger:
+            if lease is not None:
+                hold_lease(ledger.session, lease)  # raises StepAbandoned: nothing claimed
+            won = ledger.claim(
+                op_key=call.op_key,
+                run_id=call.run_id,
+                step_id=call.step_id,
+                attempt=call.attempt,
+                agent=call.agent,
+                request=request,
+            )
+            return won, None if won else _record_of(ledger, call.op_key)
+
     def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
         with self._ledger() as ledger:
             ledger.mark_started(op_key, session_id, daemon)
@@ -68,24 +84,7 @@ class PostgresCallLedger:
 
     def read(self, op_key: str) -> tuple[CallRecord, float] | None:
         with self._ledger() as ledger:
-            row = ledger.get(op_key)
-            if row is None:
-                return None
-            record = CallRecord(
-                op_key=row.op_key,
-                status=row.status,
-                response=row.response,
-                usage=row.usage,
-                error_name=row.error_name,
-                error=row.error,
-                rejected=row.rejected,
-                session_id=row.session_id,
-                woken=row.idle_at is not None,
-                daemon=row.daemon,
-            )
-            if row.status not in (CallStatus.CLAIMED, CallStatus.SENT):
-                return record, 0.0  # only a live call is aged (one query saved per replay)
-            return record, ledger.claim_age_s(op_key) or 0.0
+            return _record_of(ledger, op_key)
 
     def finish(
         self, op_key: str, outcome: CallOutcome, *, from_status: CallStatus = CallStatus.CLAIMED
@@ -102,3 +101,25 @@ class PostgresCallLedger:
                 error=outcome.error,
                 from_status=from_status,
             )
+
+
+def _record_of(ledger: LedgerRepo, op_key: str) -> tuple[CallRecord, float] | None:
+    """The row as the protocol reads it, and its age if it is still claimed or sent."""
+    row = ledger.get(op_key)
+    if row is None:
+        return None
+    record = CallRecord(
+        op_key=row.op_key,
+        status=row.status,
+        response=row.response,
+        usage=row.usage,
+        error_name=row.error_name,
+        error=row.error,
+        rejected=row.rejected,
+        session_id=row.session_id,
+        woken=row.idle_at is not None,
+        daemon=row.daemon,
+    )
+    if row.status not in (CallStatus.CLAIMED, CallStatus.SENT):
+        return record, 0.0  # only a live call is aged (one query saved per replay)
+    return record, ledger.claim_age_s(op_key) or 0.0

@@ -200,9 +200,11 @@ class ExactlyOnceCalls:
         if hit is not None:
             bound.info("oc.cache_hit", cache="l1")
             return StructuredResult(key, hit["answer"], "l1", hit["usage"], hit.get("rejected"))
-        won = self.ledger.claim(call, redact(self._request_record(call)), lease=lease)
+        won, recorded = self.ledger.claim_or_read(
+            call, redact(self._request_record(call)), lease=lease
+        )
         if not won:
-            result = self._recorded(call)
+            result = self._recorded(call, recorded)
             bound.info("oc.cache_hit", cache="l2")
             return result
         result = self._call(call, key, prepare)
@@ -512,14 +514,16 @@ class ExactlyOnceCalls:
 
     # -- a claim lost to an earlier (or concurrent) caller ---------------------------
 
-    def _recorded(self, call: StructuredCall) -> StructuredResult:
+    def _recorded(
+        self, call: StructuredCall, first: tuple[CallRecord, float] | None = None
+    ) -> StructuredResult:
         """Return what the ledger recorded for the call, waiting out a live claim and
-        collecting a sent call's answer."""
+        collecting a sent call's answer (``first``: the row the lost claim read)."""
         key = call.op_key
         patience = self.timeout_s + self.claim_grace_s
         deadline = self.clock.monotonic() + patience
         while True:
-            found = self.ledger.read(key)
+            found, first = first or self.ledger.read(key), None
             if found is None:  # pragma: no cover - the claim conflict proves it exists
                 raise CallFailed(key, "missing", "ledger row vanished", kind="unknown")
             row, age = found  # aged by the ledger's clock: another host wrote the claim

@@ -148,6 +148,13 @@ class CallLedger(Protocol):
         """
         ...
 
+    def claim_or_read(
+        self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
+    ) -> tuple[bool, tuple[CallRecord, float] | None]:
+        """:meth:`claim`, and when the claim is lost, :meth:`read` in the same
+        transaction (one round trip for a replayed or resumed call)."""
+        ...
+
     def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
         """The call's session was made (at ``daemon``); its prompt is about to leave."""
         ...

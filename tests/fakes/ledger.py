@@ -49,6 +49,12 @@ class InMemoryLedger:
         )
         return True
 
+    def claim_or_read(
+        self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
+    ) -> tuple[bool, tuple[CallRecord, float] | None]:
+        won = self.claim(call, request, lease=lease)
+        return won, None if won else self.read(call.op_key)
+
     def claimed_elsewhere(self, call: StructuredCall, age_s: float) -> None:
         """A row another worker claimed ``age_s`` ago (by the ledger's clock), not yet finished."""
         record = CallRecord(call.op_key, CallStatus.CLAIMED, None, None, None, None)
