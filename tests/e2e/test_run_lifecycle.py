@@ -270,3 +270,32 @@ def test_an_approval_recorded_without_the_endpoint_is_dispatched_by_the_watcher_
     assert 0 <= float(approval.lag_s) < bound_s, "by the database's clock too"
     done = api.wait_for(run_id, {"succeeded"})
     assert done["lastStep"] == "ExecuteST"
+
+
+def test_a_run_cancelled_while_its_sent_call_thinks_aborts_the_call_and_records_it(
+    api: Api, engine: Engine, sample_repo: Path
+) -> None:
+    """No worker holds the call (it was sent with prompt_async and the step parked): the
+    cancel's abort task finds the sent call in the ledger, aborts its session at the
+    daemon and records it aborted; nothing of the run is collected or asked again."""
+    run_id = api.submit(sample_repo, "Add multiply to calc.py [oc:slow=60000]")
+    wait_until(
+        lambda: [c for c in _ledger(engine, run_id) if c[2] == "sent"],
+        30,
+        "CompileST's call to be sent",
+    )
+    reply = api.http.post(f"/runs/{run_id}/cancel", json={})
+    assert reply.status_code in (200, 202), reply.text
+    api.wait_for(run_id, {"cancelled"})
+    wait_until(
+        lambda: _ledger(engine, run_id)[0][2] == "aborted",
+        30,
+        "the sent call to be recorded aborted",
+    )
+    [(step, attempt, status, _)] = _ledger(engine, run_id)
+    assert (step, attempt, status) == ("CompileST", 1, "aborted")
+    with engine.connect() as conn:
+        error_name = conn.execute(
+            text("SELECT error_name FROM app.opencode_calls WHERE run_id = :r"), {"r": run_id}
+        ).scalar_one()
+    assert error_name == "RunCancelled"
