@@ -365,8 +365,11 @@ def main(
         hide_password=False
     )
     root = repo_root() / ".kodo" / "bench" / time.strftime("%Y%m%d-%H%M%S")
-    # A sent call waits for its answer past any think time held here (never timed out).
-    bench = prepare(root, url, redis_url, approval_poll, oc_timeout_ms=max(30000, think_ms + 30000))
+    # A sent call waits for its answer past any think time held here (never timed out);
+    # a real daemon first bootstraps each new worktree (seconds of CPU, one at a time):
+    # its queue may take the phase's own deadline, not a timeout's.
+    queued_ms = 30000 if opencode == "compat" else 600000
+    bench = prepare(root, url, redis_url, approval_poll, oc_timeout_ms=think_ms + queued_ms)
     where = make_url(url).database
     click.echo(f"bench: database {where}, redis {bench.redis_url}, logs {bench.stack.log_dir}")
     engine = make_engine(url)
@@ -447,6 +450,16 @@ def main(
             click.echo(f"\nthe {daemons} opencode daemons and the scripted LLM over the phase")
             click.echo(table(per_daemon, baseline=None))
             details["think"]["daemon_rows"] = rows_json(per_daemon)
+            for d in think_figures["daemons"]:
+                if d["sessions_check_error"]:
+                    click.secho(f"daemon {d['daemon']}: {d['sessions_check_error']}", fg="red")
+                if d["maps"] >= real_daemons.MAPS_SHARE * think_figures["max_map_count"]:
+                    click.secho(
+                        f"daemon {d['daemon']}: {d['maps']} memory mappings, at the kernel's"
+                        f" vm.max_map_count ({think_figures['max_map_count']}): it livelocks"
+                        " there (fewer worktrees per daemon, or a higher limit)",
+                        fg="red",
+                    )
     if sse_figures is not None:
         shown = sse_rows(sse_figures)
         click.echo(f"\nSSE: {watchers} open watchers while other requests are timed")

@@ -14,7 +14,15 @@ Per daemon, over the phase: its CPU (the whole process tree, bubblewrap included
 in their ``daemon`` column), the most it held at once (ledger rows' sent..recorded
 spans overlapping), and the sessions still on it afterwards (kodo deletes each once its
 answer is recorded). From those: daemon CPU ms per prompt, and MB of RSS per held
-prompt ((peak - before) / most held at once).
+prompt ((peak - before) / most held at once). Each run works in a worktree of its own,
+and a daemon boots an instance for every directory new to it (about 2 s of CPU, and
+memory it keeps after the sessions are deleted), so the worktrees each daemon saw are
+counted too, and the RSS growth per worktree beside the growth per held prompt.
+
+Its memory mappings are counted as well: they grow with every worktree (its heap
+splits into ever more mappings, which disposing an instance does not give back), and
+at ``vm.max_map_count`` (65,530 by default) the daemon livelocks, its main thread
+spinning on a refused ``madvise``: measured here after about 90 new worktrees.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +53,9 @@ from .stats import cpu_ms, descendants, reset_peak_rss, vm_hwm_kb
 LLM_SEED = 0
 DAEMON_ROLE = "opencode daemons"  # their CPU, beside the stack's roles
 LLM_ROLE = "scripted-llm"  # the stack process's name, so cpu_by_role counts it
+MAPS_SHARE = 0.95
+"""A daemon holding this share of ``vm.max_map_count`` mappings is at the wall: opencode
+1.18.33's allocator then spins on a refused ``madvise`` (EAGAIN) and answers nothing."""
 
 
 class NotInstalled(RuntimeError):
@@ -85,6 +97,22 @@ def _tree_rss_mb(pid: int) -> float:
 
 def _tree_peak_mb(pid: int) -> float:
     return sum(vm_hwm_kb(p) for p in descendants(pid)) / 1024
+
+
+def _most_maps(pid: int) -> int:
+    """The most memory mappings one process of the tree holds (the kernel caps each
+    process at ``vm.max_map_count``)."""
+    counts = [0]
+    for p in descendants(pid):
+        try:
+            counts.append(Path(f"/proc/{p}/maps").read_bytes().count(b"\n"))
+        except OSError:
+            continue
+    return max(counts)
+
+
+def max_map_count() -> int:
+    return int(Path("/proc/sys/vm/max_map_count").read_text())
 
 
 @dataclass(frozen=True)
@@ -138,7 +166,7 @@ class RealDaemons:
         with sessions() as s:
             rows = s.execute(
                 text(
-                    "SELECT daemon, session_id, request, started_at,"
+                    "SELECT daemon, session_id, request, status, started_at,"
                     " coalesce(finished_at, now()) AS ended"
                     " FROM app.opencode_calls WHERE id > :after AND session_id IS NOT NULL"
                 ),
@@ -146,10 +174,14 @@ class RealDaemons:
             ).all()
         figures = []
         for i, d in enumerate(self.daemons):
+            recorded = [r for r in rows if r.daemon == d.url and r.status == "succeeded"]
+            left, check_error = self._sessions_left(d, recorded)
             mine = [r for r in rows if r.daemon == d.url]
             spent = _tree_cpu_ms(d.pid) - before.cpu_ms[d.url]
             peak = _tree_peak_mb(d.pid)
             held = most_at_once([(r.started_at, r.ended) for r in mine if r.started_at])
+            grown = peak - before.rss_mb[d.url]
+            places = len({_directory(r.request) for r in mine})
             figures.append(
                 {
                     "daemon": i,
@@ -161,16 +193,20 @@ class RealDaemons:
                     "peak_rss_mb": round(peak, 1),
                     "rss_after_mb": round(_tree_rss_mb(d.pid), 1),
                     "peak_held": held,
-                    "rss_mb_per_held": round((peak - before.rss_mb[d.url]) / held, 2)
-                    if held
-                    else None,
-                    "sessions_left": self._sessions_left(d, mine),
+                    "rss_mb_per_held": round(grown / held, 2) if held else None,
+                    "directories": places,
+                    "rss_mb_per_directory": round(grown / places, 2) if places else None,
+                    "calls_by_status": dict(Counter(r.status for r in mine)),
+                    "maps": _most_maps(d.pid),
+                    "sessions_left": left,
+                    "sessions_check_error": check_error,
                 }
             )
         unknown = sorted({str(r.daemon) for r in rows} - {d.url for d in self.daemons})
         return {
             "daemons": figures,
             "peak_rss_reset": before.peak_reset,
+            "max_map_count": max_map_count(),
             "prompts": len(rows),
             "prompts_on_unknown_daemons": unknown,
             "scripted_llm": {
@@ -180,23 +216,31 @@ class RealDaemons:
             },
         }
 
-    def _sessions_left(self, d: DaemonState, rows: list[Any]) -> int:
-        """How many of the phase's sessions the daemon still has (``GET /session/{id}``
-        answers 200): kodo deletes each once its answer is recorded."""
+    def _sessions_left(self, d: DaemonState, rows: list[Any]) -> tuple[int | None, str | None]:
+        """How many sessions of the phase's recorded answers the daemon still has (``GET
+        /session/{id}`` answers 200; 404 once deleted): kodo deletes each once its answer
+        is recorded. ``(None, why)`` when the daemon does not say (still busy with a
+        backlog the phase's deadline left behind): the figures measured so far stand."""
         left = 0
-        with httpx.Client(base_url=d.url, auth=(d.username, d.password), timeout=30.0) as client:
+        with httpx.Client(base_url=d.url, auth=(d.username, d.password), timeout=120.0) as client:
             for row in rows:
-                directory = row.request.get("directory") if isinstance(row.request, dict) else None
-                params = {"directory": directory} if isinstance(directory, str) else {}
-                reply = client.get(f"/session/{row.session_id}", params=params)
+                directory = _directory(row.request)
+                params = {"directory": directory} if directory else {}
+                try:
+                    reply = client.get(f"/session/{row.session_id}", params=params)
+                except httpx.HTTPError as exc:
+                    return None, f"GET /session/{{id}}: {type(exc).__name__}: {exc}"
                 if reply.status_code == 200:
                     left += 1
                 elif reply.status_code != 404:
-                    raise RuntimeError(
-                        f"GET /session/{row.session_id} on {d.url} answered"
-                        f" {reply.status_code}: {reply.text[:200]}"
-                    )
-        return left
+                    return None, f"GET /session/{{id}} answered {reply.status_code}"
+        return left, None
+
+
+def _directory(request: object) -> str:
+    """The worktree a ledger row's call ran in ("" if the request does not say)."""
+    found = request.get("directory") if isinstance(request, dict) else None
+    return found if isinstance(found, str) else ""
 
 
 def most_at_once(spans: list[tuple[datetime, datetime]]) -> int:
@@ -264,11 +308,30 @@ def daemon_rows(f: dict[str, Any], cpu: dict[str, float]) -> list[Row]:
             Row("  prompts held at once, peak (ledger)", d["peak_held"], unit="count"),
             Row("  RSS per held prompt ((peak - before) / held)", d["rss_mb_per_held"], unit="MB"),
             Row(
-                "  sessions of the phase still on the daemon",
+                "  memory mappings after the phase",
+                d["maps"],
+                target=f"< {f['max_map_count']} (vm.max_map_count)",
+                met=d["maps"] < MAPS_SHARE * f["max_map_count"],
+                unit="count",
+            ),
+            Row(
+                "  worktrees it saw (a new one: an instance booted)", d["directories"], unit="count"
+            ),
+            Row(
+                "  RSS per worktree ((peak - before) / worktrees)",
+                d["rss_mb_per_directory"],
+                unit="MB",
+            ),
+            Row(
+                "  sessions of recorded answers still on the daemon",
                 d["sessions_left"],
                 target="0",
                 met=at_most(d["sessions_left"], 0),
                 unit="count",
+            ),
+            *(
+                Row(f"  calls {status}", n, unit="count")
+                for status, n in sorted(d["calls_by_status"].items())
             ),
         ]
     prompts = sum(d["prompts"] for d in f["daemons"])

@@ -34,11 +34,14 @@ DAEMON_FIGURES = (
     "peak_rss_mb",
     "rss_after_mb",
     "rss_mb_per_held",
+    "directories",
+    "rss_mb_per_directory",
 )
 DAEMON_ROWS = (
     "  CPU per prompt",
     "  RSS per held prompt ((peak - before) / held)",
-    "  sessions of the phase still on the daemon",
+    "  sessions of recorded answers still on the daemon",
+    "  memory mappings after the phase",
     "scripted LLM: model requests",
     "  answers held at once, peak",
 )
@@ -85,6 +88,7 @@ def test_the_think_phase_runs_against_two_real_daemons_and_prints_their_cost(
             assert d[name] is not None, f"daemon {d['url']} has no {name}"
         assert d["cpu_ms"] > 0
         assert d["peak_rss_mb"] > 0
+        assert 0 < d["maps"] < think["max_map_count"]
     llm = think["scripted_llm"]
     assert llm["held_peak"] >= 1, "the think time is held by the scripted LLM"
     assert llm["requests"] >= 3 * RUNS
