@@ -4,7 +4,8 @@ Phases (``--phases``, all by default): ``base``, kodo against bare Celery runnin
 same four tasks (latency, throughput, CPU, SQL and Redis per run); ``think``, N runs at
 once with every provider call held T ms (bench/think.py); ``sse``, W open watchers
 while other requests are timed (bench/watchers.py). ``--peers DIR`` adds the base
-rows' ratio to the durable-execution reference (bench/peers.py).
+rows' ratio to the durable-execution reference (bench/peers.py). ``--opencode real
+--daemons N`` runs the think phase against N real daemons (bench/real_daemons.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from devstack.handle import repo_root
 from shared.config import Settings
 from shared.db.engine import make_engine, make_session_factory
 
-from . import phases
+from . import phases, real_daemons
 from .peers import Peer, PeerError, describe, peer_rows
 from .report import Row, at_least, at_most, rows_json, table, write_json
 from .stack import Bench, prepare, start_kodo_services
@@ -289,6 +290,21 @@ def _base(
     show_default=True,
     help="Think-time phase: at most this many runs being submitted at once (0: all at once).",
 )
+@click.option(
+    "--opencode",
+    type=click.Choice(["compat", "real"]),
+    default="compat",
+    show_default=True,
+    help="The think phase's provider: oc-compat, or real `opencode serve` daemons (each in"
+    " its sandbox) driving the scripted LLM, which holds the think time.",
+)
+@click.option(
+    "--daemons",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="With --opencode real: how many daemons (OC_BASE_URL lists them all).",
+)
 @click.option("--watchers", default=1000, show_default=True, help="SSE phase: open watchers.")
 @click.option(
     "--peers",
@@ -314,6 +330,8 @@ def main(
     think_ms: int,
     think_deadline: float | None,
     think_submit_limit: int,
+    opencode: str,
+    daemons: int,
     watchers: int,
     peers_dir: Path | None,
     keep: bool,
@@ -322,6 +340,15 @@ def main(
     provider calls held, and with open SSE watchers."""
     began = time.monotonic()
     chosen = _phases(phase_list)
+    if opencode == "real" and chosen != ["think"]:
+        raise click.UsageError("--opencode real runs the think phase only: pass --phases think")
+    if opencode == "compat" and daemons != 1:
+        raise click.UsageError("--daemons is for --opencode real (oc-compat is one server)")
+    if opencode == "real":
+        try:
+            real_daemons.opencode_binary()
+        except real_daemons.NotInstalled as exc:
+            raise click.ClickException(str(exc)) from exc
     peer: Peer | None = None
     if peers_dir is not None:
         if "base" not in chosen:
@@ -338,8 +365,11 @@ def main(
         hide_password=False
     )
     root = repo_root() / ".kodo" / "bench" / time.strftime("%Y%m%d-%H%M%S")
-    # A sent call waits for its answer past any think time held here (never timed out).
-    bench = prepare(root, url, redis_url, approval_poll, oc_timeout_ms=max(30000, think_ms + 30000))
+    # A sent call waits for its answer past any think time held here (never timed out);
+    # a real daemon first bootstraps each new worktree (seconds of CPU, one at a time):
+    # its queue may take the phase's own deadline, not a timeout's.
+    queued_ms = 30000 if opencode == "compat" else 600000
+    bench = prepare(root, url, redis_url, approval_poll, oc_timeout_ms=think_ms + queued_ms)
     where = make_url(url).database
     click.echo(f"bench: database {where}, redis {bench.redis_url}, logs {bench.stack.log_dir}")
     engine = make_engine(url)
@@ -347,17 +377,22 @@ def main(
     kodo: list[phases.Phase] = []
     think_figures: dict[str, Any] | None = None
     sse_figures: dict[str, Any] | None = None
+    real: real_daemons.RealDaemons | None = None
     try:
+        if opencode == "real":
+            click.echo(f"starting the scripted LLM and {daemons} opencode daemons ...")
+            real = real_daemons.start(bench, daemons)
         if "base" in chosen:
             for n in counts:
                 click.echo(f"bare celery, {n} workers ...")
                 base.append(phases.baseline(bench, n, runs, latency_runs, pool))
         # Connections are not spread evenly over gunicorn workers: either one may hold them all.
-        start_kodo_services(bench, api_threads=2 * runs + 64)
+        start_kodo_services(bench, api_threads=2 * runs + 64, oc_compat=real is None)
         if "base" in chosen:
             _base(bench, engine, counts, kodo, runs, latency_runs, beat_runs, pool, deadline)
         if "think" in chosen:
-            click.echo(f"think time, {think_runs} runs x 3 calls x {think_ms} ms ...")
+            against = "oc-compat" if real is None else f"{daemons} opencode daemons"
+            click.echo(f"think time, {think_runs} runs x 3 calls x {think_ms} ms, {against} ...")
             think_figures = think(
                 bench,
                 make_session_factory(engine),
@@ -365,6 +400,7 @@ def main(
                 think_ms=think_ms,
                 deadline_s=think_deadline or 3 * think_ms / 1000 + 600,
                 submit_limit=think_submit_limit,
+                real=real,
             )
         if "sse" in chosen:
             click.echo(f"sse, {watchers} watchers ...")
@@ -372,6 +408,8 @@ def main(
     finally:
         engine.dispose()
         bench.stack.stop()
+        if real is not None:
+            real.stop()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)
     elapsed = time.monotonic() - began
@@ -407,6 +445,21 @@ def main(
             for kind, count in think_figures["failure_kinds"].items():
                 click.secho(f"  {count} x {kind}", fg="red")
         details["think"] = {"rows": rows_json(shown), **think_figures}
+        if real is not None:
+            per_daemon = real_daemons.daemon_rows(think_figures, think_figures["cpu_ms"])
+            click.echo(f"\nthe {daemons} opencode daemons and the scripted LLM over the phase")
+            click.echo(table(per_daemon, baseline=None))
+            details["think"]["daemon_rows"] = rows_json(per_daemon)
+            for d in think_figures["daemons"]:
+                if d["sessions_check_error"]:
+                    click.secho(f"daemon {d['daemon']}: {d['sessions_check_error']}", fg="red")
+                if d["maps"] >= real_daemons.MAPS_SHARE * think_figures["max_map_count"]:
+                    click.secho(
+                        f"daemon {d['daemon']}: {d['maps']} memory mappings, at the kernel's"
+                        f" vm.max_map_count ({think_figures['max_map_count']}): it livelocks"
+                        " there (fewer worktrees per daemon, or a higher limit)",
+                        fg="red",
+                    )
     if sse_figures is not None:
         shown = sse_rows(sse_figures)
         click.echo(f"\nSSE: {watchers} open watchers while other requests are timed")

@@ -184,11 +184,13 @@ def stop_workers(bench: Bench) -> None:
     bench.workers = []
 
 
-def start_kodo_services(bench: Bench, *, api_threads: int) -> None:
+def start_kodo_services(bench: Bench, *, api_threads: int, oc_compat: bool = True) -> None:
     """oc-compat (no think time), beat and the API in its deployed shape (gevent: an SSE
-    stream is a greenlet). ``api_threads`` is kept for callers; streams need no threads."""
+    stream is a greenlet). ``api_threads`` is kept for callers; streams need no threads.
+    ``oc_compat=False``: the environment already points at real daemons."""
     del api_threads
-    start_oc_compat(bench.stack, seed=0)
+    if oc_compat:
+        start_oc_compat(bench.stack, seed=0)
     start_beat(bench.stack)
     start_collector(bench.stack)
     port = free_port()

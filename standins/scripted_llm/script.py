@@ -119,13 +119,14 @@ def _edit_call(directory: Path, change: repo.FileChange) -> tuple[str, dict[str,
     return "edit", {"filePath": path, "oldString": old, "newString": new}
 
 
-def edit_turn(seed: int, request: ChatRequest) -> Reply:
+def edit_turn(seed: int, request: ChatRequest, slow_ms: int = 0) -> Reply:
     """The build agent's turn, one tool call per request, as a real model edits: read a
     file, edit it, on to the next; then the EditReport naming the files it changed.
 
     Stateless: what remains is read from the working tree (a change already made is no
     change, see repo.FileChange), and a call already made this turn is not made again
-    (a denied edit is reported, never retried in a loop)."""
+    (a denied edit is reported, never retried in a loop). ``slow_ms`` holds the reply
+    back (``[oc:slow]``: the caller passes it for the turn's first request only)."""
     directory = request.directory
     made = {(tool, _called_path(args)) for tool, args in request.turn_calls}
     changes = answers.scripted_changes(seed, directory, request.prompt)
@@ -137,12 +138,14 @@ def edit_turn(seed: int, request: ChatRequest) -> Reply:
         if tool == "edit" and ("read", arguments["filePath"]) not in made:
             tool, arguments = "read", {"filePath": arguments["filePath"]}
         said = json.dumps(arguments)
-        return Reply(tool=tool, arguments=said, usage=_usage(seed, request.prompt, said))
+        usage = _usage(seed, request.prompt, said)
+        return Reply(tool=tool, arguments=said, usage=usage, slow_ms=slow_ms)
     edited = {path for tool, path in made if tool in ("edit", "write")}
     files = [c.path for c in changes if str(directory / c.path) in edited]
     report = {"summary": answers.scripted_patch_summary(changes), "files": files}
     said = json.dumps(report)
-    return Reply(tool=STRUCTURED_TOOL, arguments=said, usage=_usage(seed, request.prompt, said))
+    usage = _usage(seed, request.prompt, said)
+    return Reply(tool=STRUCTURED_TOOL, arguments=said, usage=usage, slow_ms=slow_ms)
 
 
 def decide(seed: int, request: ChatRequest) -> Reply:
@@ -161,7 +164,7 @@ def decide(seed: int, request: ChatRequest) -> Reply:
         return Reply(tool=name, arguments=arguments, usage=usage, slow_ms=slow)
     schema = request.structured_schema
     if schema is not None and fixtures.kind_of(schema) == "patch" and not directives.wants_invalid:
-        return edit_turn(seed, request)
+        return edit_turn(seed, request, slow)
     fmt = {"type": "json_schema", "schema": schema} if schema is not None else None
     answer = answers.answer(seed, request.directory, request.prompt, fmt, directives)
     if answer.structured is not None:

@@ -3,6 +3,11 @@
 Stdlib on purpose: the body is a stream written as the answer is decided (a slow
 answer trickles keep-alive comments, and a failed write is how an abort by the
 daemon is noticed), which a plain ``http.server`` handler does directly.
+
+One thread per connection: a held (``[oc:slow]``) answer keeps its thread asleep
+between keep-alives, which is cheap enough for the few hundred held at once the
+bench's real-daemon runs need (``held_peak`` in the stats shows how many); the
+listen backlog is raised so a burst of that many connections is not refused.
 """
 
 from __future__ import annotations
@@ -37,6 +42,13 @@ class _Stats:
         self.usage: Counter[str] = Counter()
         self.request_bytes = 0  # a real provider bills these: the usage formula sees less
         self.refused_keys = 0
+        self.held = 0  # answers being held back ([oc:slow]) right now
+        self.held_peak = 0
+
+    def hold(self, delta: int) -> None:
+        with self.lock:
+            self.held += delta
+            self.held_peak = max(self.held_peak, self.held)
 
     def count(self, reply: Reply, wire: str, body_bytes: int) -> int:
         with self.lock:
@@ -66,6 +78,7 @@ class _Stats:
             self.usage.clear()
             self.request_bytes = 0
             self.refused_keys = 0
+            self.held_peak = self.held
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -76,11 +89,14 @@ class _Stats:
                 "usage": {k: self.usage[k] for k in ("input", "output", "reasoning", "cache_read")},
                 "request_bytes": self.request_bytes,
                 "refused_keys": self.refused_keys,
+                "held": self.held,
+                "held_peak": self.held_peak,
             }
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # a daemon opens its held streams in bursts
 
     def __init__(self, address: tuple[str, int], seed: int, api_key: str | None) -> None:
         super().__init__(address, _Handler)
@@ -180,11 +196,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _linger(self, reply: Reply, keepalive: bytes) -> None:
         """Hold a slow answer back, writing ``keepalive`` (a hang-up raises here)."""
+        if reply.slow_ms <= 0:
+            return
         deadline = time.monotonic() + reply.slow_ms / 1000
-        while time.monotonic() < deadline:
-            time.sleep(min(TRICKLE_S, max(0.0, deadline - time.monotonic())))
-            self.wfile.write(keepalive)
-            self.wfile.flush()
+        self.server.stats.hold(1)
+        try:
+            while time.monotonic() < deadline:
+                time.sleep(min(TRICKLE_S, max(0.0, deadline - time.monotonic())))
+                self.wfile.write(keepalive)
+                self.wfile.flush()
+        finally:
+            self.server.stats.hold(-1)
 
     def _stream_messages(self, reply: Reply, nth: int, model: str) -> None:
         self._start_events()

@@ -81,3 +81,22 @@ def test_a_denied_edit_is_not_retried_in_a_loop(tmp_path: Path) -> None:
         made.append((reply.tool, reply.arguments))
     assert len(made) == 4
     assert json.loads(reply.arguments)["files"] == ["calc.py", "test_calc.py"]
+
+
+def test_a_slow_edit_turn_holds_its_first_request_only(tmp_path: Path) -> None:
+    """``[oc:slow=MS]`` holds the build agent's turn as it holds any other: the think
+    time is spent once, on the turn's first model request, not on each tool call."""
+    repo = create_sample_repo(tmp_path / "calc")
+    plan = answers.plan_output(0, repo, f"Intent: {GOAL}")
+    prompt = apply_prompt(f"{GOAL} [oc:slow=1500]", plan_brief(plan), 1, [])
+    made: list[tuple[str, str]] = []
+    held = []
+    for _ in range(10):
+        reply = decide(0, _request(repo, prompt, made))
+        held.append(reply.slow_ms)
+        assert reply.tool is not None
+        if reply.tool == STRUCTURED_TOOL:
+            break
+        _carry_out(reply.tool, json.loads(reply.arguments))
+        made.append((reply.tool, reply.arguments))
+    assert held == [1500, 0, 0, 0, 0]

@@ -9,6 +9,7 @@ session's, say) that the scripted usage cannot show.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -72,3 +73,30 @@ def test_the_same_last_user_text_is_billed_alike_whatever_history_precedes_it() 
             ).raise_for_status()
             usages.append(httpx.get(f"{root}/__kodo/stats", timeout=5.0).json()["usage"])
         assert usages[0] == usages[1]
+
+
+def test_stats_count_the_answers_held_back_at_once() -> None:
+    """``held_peak``: how many ``[oc:slow]`` answers were held at the same time, which is
+    how the bench sees that a real daemon's held prompts reached the model together."""
+    body = json.loads(_chat({"role": "user", "content": "Say hello [oc:slow=600]"}))
+    # A request with tools (one without is OpenCode's title request, never held).
+    body["tools"] = [{"type": "function", "function": {"name": "read", "parameters": {}}}]
+    held = json.dumps(body).encode()
+    with running_llm(seed=1) as url:
+        root = url.removesuffix("/v1")
+
+        def send(_: int) -> int:
+            return httpx.post(
+                f"{url}/chat/completions",
+                content=held,
+                headers={"Content-Type": "application/json"},
+                timeout=10.0,
+            ).status_code
+
+        with ThreadPoolExecutor(3) as pool:
+            assert list(pool.map(send, range(3))) == [200, 200, 200]
+        stats = httpx.get(f"{root}/__kodo/stats", timeout=5.0).json()
+        assert stats["held"] == 0
+        assert 1 <= stats["held_peak"] <= 3
+        httpx.post(f"{root}/__kodo/reset", timeout=5.0).raise_for_status()
+        assert httpx.get(f"{root}/__kodo/stats", timeout=5.0).json()["held_peak"] == 0

@@ -1,0 +1,356 @@
+"""``--opencode real --daemons N``: the think-time phase against real ``opencode serve``.
+
+Issue 11 calls the real daemon the heavier side: this measures how heavy, per prompt.
+The bench starts kodo's scripted LLM (its own process, so its CPU is its own) and N
+daemons as ``kodo oc up`` does (each in its bubblewrap sandbox with its own port, HOME
+and state directory; the runs' worktrees writable, their repositories read-only), and
+points the stack at them: ``OC_BASE_URL`` lists the daemons, with their password,
+provider and model. The think time is held by the scripted LLM (``[oc:slow=T]`` in the
+goal reaches it through the daemon, once per kodo call), so a held prompt is a live
+session on the daemon with a model request open, as with a real model.
+
+Per daemon, over the phase: its CPU (the whole process tree, bubblewrap included, from
+/proc), its RSS before, at peak and after, the prompts it served (ledger rows naming it
+in their ``daemon`` column), the most it held at once (ledger rows' sent..recorded
+spans overlapping), and the sessions still on it afterwards (kodo deletes each once its
+answer is recorded). From those: daemon CPU ms per prompt, and MB of RSS per held
+prompt ((peak - before) / most held at once). Each run works in a worktree of its own,
+and a daemon boots an instance for every directory new to it (about 2 s of CPU, and
+memory it keeps after the sessions are deleted), so the worktrees each daemon saw are
+counted too, and the RSS growth per worktree beside the growth per held prompt.
+
+Its memory mappings are counted as well: they grow with every worktree (its heap
+splits into ever more mappings, which disposing an instance does not give back), and
+at ``vm.max_map_count`` (65,530 by default) the daemon livelocks, its main thread
+spinning on a refused ``madvise``: measured here after about 90 new worktrees.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+
+from devstack.kodo_procs import wait_http
+from devstack.oc_daemon import daemon, install
+from devstack.oc_daemon.config import scripted_provider
+from devstack.oc_daemon.daemon import Confinement, DaemonState
+from devstack.supervisor import free_port
+
+from .report import Row, at_most
+from .stack import Bench
+from .stats import cpu_ms, descendants, reset_peak_rss, vm_hwm_kb
+
+LLM_SEED = 0
+DAEMON_ROLE = "opencode daemons"  # their CPU, beside the stack's roles
+LLM_ROLE = "scripted-llm"  # the stack process's name, so cpu_by_role counts it
+MAPS_SHARE = 0.95
+"""A daemon holding this share of ``vm.max_map_count`` mappings is at the wall: opencode
+1.18.33's allocator then spins on a refused ``madvise`` (EAGAIN) and answers nothing."""
+
+
+class NotInstalled(RuntimeError):
+    """The real OpenCode is not installed where ``kodo oc install`` puts it."""
+
+
+def opencode_binary() -> Path:
+    """The installed ``opencode`` 1.18.33; NotInstalled (saying how to install) if absent.
+
+    The bench never installs it itself: that is a ~350 MB download, ``kodo oc install``'s
+    job, not a side effect of a measurement."""
+    where = install.cache_dir()
+    found = install.find_binary(where)
+    if found is None:
+        raise NotInstalled(
+            f"--opencode real needs opencode {install.VERSION}, which is not installed in"
+            f" {where}: run `kodo oc install` (or set {install.CACHE_ENV} to where it is)"
+        )
+    return found
+
+
+def _status_kb(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
+    except OSError:
+        return 0
+    return 0
+
+
+def _tree_cpu_ms(pid: int) -> float:
+    return sum(sum(cpu_ms(p)) for p in descendants(pid))
+
+
+def _tree_rss_mb(pid: int) -> float:
+    return sum(_status_kb(p, "VmRSS") for p in descendants(pid)) / 1024
+
+
+def _tree_peak_mb(pid: int) -> float:
+    return sum(vm_hwm_kb(p) for p in descendants(pid)) / 1024
+
+
+def _most_maps(pid: int) -> int:
+    """The most memory mappings one process of the tree holds (the kernel caps each
+    process at ``vm.max_map_count``)."""
+    counts = [0]
+    for p in descendants(pid):
+        try:
+            counts.append(Path(f"/proc/{p}/maps").read_bytes().count(b"\n"))
+        except OSError:
+            continue
+    return max(counts)
+
+
+def max_map_count() -> int:
+    return int(Path("/proc/sys/vm/max_map_count").read_text())
+
+
+@dataclass(frozen=True)
+class Before:
+    """What the daemons and the ledger looked like as the phase began."""
+
+    cpu_ms: dict[str, float]
+    rss_mb: dict[str, float]
+    peak_reset: bool
+    ledger_id: int
+
+
+@dataclass
+class RealDaemons:
+    """The scripted LLM and the daemons the bench started, and how to measure them."""
+
+    llm_root: str  # the scripted LLM's address, without /v1
+    daemons: list[DaemonState] = field(default_factory=list)
+    state_dirs: list[Path] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop every daemon started (the scripted LLM is a stack process: it stops with
+        the stack)."""
+        for state_dir in self.state_dirs:
+            daemon.stop(state_dir)
+
+    def _llm(self, method: str, path: str) -> dict[str, Any]:
+        reply = httpx.request(method, f"{self.llm_root}{path}", timeout=30.0)
+        reply.raise_for_status()
+        body = reply.json()
+        return body if isinstance(body, dict) else {"ok": body}
+
+    def begin(self, sessions: sessionmaker[Session]) -> Before:
+        """Zero the scripted LLM's counts and the daemons' peak RSS; note CPU, RSS and the
+        ledger's last row, so the phase's figures are its own (warm-up runs excluded)."""
+        self._llm("POST", "/__kodo/reset")
+        reset = all(reset_peak_rss(p) for d in self.daemons for p in descendants(d.pid))
+        with sessions() as s:
+            last = s.execute(text("SELECT coalesce(max(id), 0) FROM app.opencode_calls")).scalar()
+        return Before(
+            cpu_ms={d.url: _tree_cpu_ms(d.pid) for d in self.daemons},
+            rss_mb={d.url: _tree_rss_mb(d.pid) for d in self.daemons},
+            peak_reset=reset,
+            ledger_id=int(last or 0),
+        )
+
+    def end(self, sessions: sessionmaker[Session], before: Before) -> dict[str, Any]:
+        """The phase's figures per daemon and for the scripted LLM (its CPU is the stack's
+        ``scripted-llm`` role, added by the caller)."""
+        llm = self._llm("GET", "/__kodo/stats")
+        with sessions() as s:
+            rows = s.execute(
+                text(
+                    "SELECT daemon, session_id, request, status, started_at,"
+                    " coalesce(finished_at, now()) AS ended"
+                    " FROM app.opencode_calls WHERE id > :after AND session_id IS NOT NULL"
+                ),
+                {"after": before.ledger_id},
+            ).all()
+        figures = []
+        for i, d in enumerate(self.daemons):
+            recorded = [r for r in rows if r.daemon == d.url and r.status == "succeeded"]
+            left, check_error = self._sessions_left(d, recorded)
+            mine = [r for r in rows if r.daemon == d.url]
+            spent = _tree_cpu_ms(d.pid) - before.cpu_ms[d.url]
+            peak = _tree_peak_mb(d.pid)
+            held = most_at_once([(r.started_at, r.ended) for r in mine if r.started_at])
+            grown = peak - before.rss_mb[d.url]
+            places = len({_directory(r.request) for r in mine})
+            figures.append(
+                {
+                    "daemon": i,
+                    "url": d.url,
+                    "prompts": len(mine),
+                    "cpu_ms": round(spent, 1),
+                    "cpu_ms_per_prompt": round(spent / len(mine), 1) if mine else None,
+                    "rss_before_mb": round(before.rss_mb[d.url], 1),
+                    "peak_rss_mb": round(peak, 1),
+                    "rss_after_mb": round(_tree_rss_mb(d.pid), 1),
+                    "peak_held": held,
+                    "rss_mb_per_held": round(grown / held, 2) if held else None,
+                    "directories": places,
+                    "rss_mb_per_directory": round(grown / places, 2) if places else None,
+                    "calls_by_status": dict(Counter(r.status for r in mine)),
+                    "maps": _most_maps(d.pid),
+                    "sessions_left": left,
+                    "sessions_check_error": check_error,
+                }
+            )
+        unknown = sorted({str(r.daemon) for r in rows} - {d.url for d in self.daemons})
+        return {
+            "daemons": figures,
+            "peak_rss_reset": before.peak_reset,
+            "max_map_count": max_map_count(),
+            "prompts": len(rows),
+            "prompts_on_unknown_daemons": unknown,
+            "scripted_llm": {
+                "requests": llm["chat_requests"],
+                "held_peak": llm["held_peak"],
+                "replies": llm["replies"],
+            },
+        }
+
+    def _sessions_left(self, d: DaemonState, rows: list[Any]) -> tuple[int | None, str | None]:
+        """How many sessions of the phase's recorded answers the daemon still has (``GET
+        /session/{id}`` answers 200; 404 once deleted): kodo deletes each once its answer
+        is recorded. ``(None, why)`` when the daemon does not say (still busy with a
+        backlog the phase's deadline left behind): the figures measured so far stand."""
+        left = 0
+        with httpx.Client(base_url=d.url, auth=(d.username, d.password), timeout=120.0) as client:
+            for row in rows:
+                directory = _directory(row.request)
+                params = {"directory": directory} if directory else {}
+                try:
+                    reply = client.get(f"/session/{row.session_id}", params=params)
+                except httpx.HTTPError as exc:
+                    return None, f"GET /session/{{id}}: {type(exc).__name__}: {exc}"
+                if reply.status_code == 200:
+                    left += 1
+                elif reply.status_code != 404:
+                    return None, f"GET /session/{{id}} answered {reply.status_code}"
+        return left, None
+
+
+def _directory(request: object) -> str:
+    """The worktree a ledger row's call ran in ("" if the request does not say)."""
+    found = request.get("directory") if isinstance(request, dict) else None
+    return found if isinstance(found, str) else ""
+
+
+def most_at_once(spans: list[tuple[datetime, datetime]]) -> int:
+    """The most spans open at one instant (an end before a start at the same instant)."""
+    edges = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    held = peak = 0
+    for _, step in edges:
+        held += step
+        peak = max(peak, held)
+    return peak
+
+
+def start(bench: Bench, count: int) -> RealDaemons:
+    """The scripted LLM (a stack process) and ``count`` sandboxed daemons driving it; the
+    stack's environment then points kodo at them (set before kodo's processes start)."""
+    binary = opencode_binary()
+    port = free_port()
+    argv = [sys.executable, "-m", "standins.scripted_llm", "--port", str(port)]
+    llm = bench.stack.start(LLM_ROLE, [*argv, "--seed", str(LLM_SEED)])
+    real = RealDaemons(f"http://127.0.0.1:{port}")
+    wait_http(f"{real.llm_root}/__kodo/stats", llm)
+    env = bench.stack.env
+    workspaces = Path(env["KODO_WORKSPACE_DIR"])
+    roots = tuple(Path(p) for p in env["KODO_REPO_ROOTS"].split(os.pathsep) if p)
+    confinement = Confinement(workspaces, roots)
+    password = secrets.token_urlsafe(24)  # one for all: kodo has one OC_PASSWORD
+    try:
+        for i in range(count):
+            state_dir = bench.root / "oc" / f"daemon-{i}"
+            real.state_dirs.append(state_dir)
+            real.daemons.append(
+                daemon.start(
+                    binary,
+                    state_dir=state_dir,
+                    port=free_port(),
+                    provider=scripted_provider(f"{real.llm_root}/v1"),
+                    password=password,
+                    confinement=confinement,
+                )
+            )
+    except BaseException:
+        real.stop()
+        raise
+    first = real.daemons[0]
+    env["OC_BASE_URL"] = ",".join(d.url for d in real.daemons)
+    env["OC_PASSWORD"] = password
+    env["OC_PROVIDER_ID"] = first.provider_id
+    env["OC_MODEL_ID"] = first.model_id
+    return real
+
+
+def daemon_rows(f: dict[str, Any], cpu: dict[str, float]) -> list[Row]:
+    """The daemons' table: per daemon and together, CPU per prompt and RSS per held
+    prompt; the scripted LLM's requests and CPU. ``cpu``: the phase's CPU by role."""
+    since = "over the phase" if f["peak_rss_reset"] else "since start (reset refused)"
+    rows: list[Row] = []
+    for d in f["daemons"]:
+        rows += [
+            Row(f"daemon {d['daemon']} ({d['url']}): prompts served", d["prompts"], unit="count"),
+            Row("  CPU, process tree", d["cpu_ms"]),
+            Row("  CPU per prompt", d["cpu_ms_per_prompt"]),
+            Row("  RSS before the phase", d["rss_before_mb"], unit="MB"),
+            Row(f"  peak RSS {since}", d["peak_rss_mb"], unit="MB"),
+            Row("  RSS after the phase (sessions deleted)", d["rss_after_mb"], unit="MB"),
+            Row("  prompts held at once, peak (ledger)", d["peak_held"], unit="count"),
+            Row("  RSS per held prompt ((peak - before) / held)", d["rss_mb_per_held"], unit="MB"),
+            Row(
+                "  memory mappings after the phase",
+                d["maps"],
+                target=f"< {f['max_map_count']} (vm.max_map_count)",
+                met=d["maps"] < MAPS_SHARE * f["max_map_count"],
+                unit="count",
+            ),
+            Row(
+                "  worktrees it saw (a new one: an instance booted)", d["directories"], unit="count"
+            ),
+            Row(
+                "  RSS per worktree ((peak - before) / worktrees)",
+                d["rss_mb_per_directory"],
+                unit="MB",
+            ),
+            Row(
+                "  sessions of recorded answers still on the daemon",
+                d["sessions_left"],
+                target="0",
+                met=at_most(d["sessions_left"], 0),
+                unit="count",
+            ),
+            *(
+                Row(f"  calls {status}", n, unit="count")
+                for status, n in sorted(d["calls_by_status"].items())
+            ),
+        ]
+    prompts = sum(d["prompts"] for d in f["daemons"])
+    daemon_cpu = sum(d["cpu_ms"] for d in f["daemons"])
+    grown = sum(d["peak_rss_mb"] - d["rss_before_mb"] for d in f["daemons"])
+    held = sum(d["peak_held"] for d in f["daemons"])
+    llm = f["scripted_llm"]
+    llm_cpu = cpu.get(LLM_ROLE, 0.0)
+    rows += [
+        Row(f"daemons together ({len(f['daemons'])}): prompts", prompts, unit="count"),
+        Row("  CPU per prompt", daemon_cpu / prompts if prompts else None),
+        Row(
+            "  RSS per held prompt (sum of growths / sum of peaks held)",
+            grown / held if held else None,
+            unit="MB",
+        ),
+        Row("scripted LLM: model requests", llm["requests"], unit="count"),
+        Row("  answers held at once, peak", llm["held_peak"], unit="count"),
+        Row("  CPU", llm_cpu),
+        Row("  CPU per prompt", llm_cpu / prompts if prompts else None),
+    ]
+    return rows
