@@ -261,11 +261,11 @@ class ExactlyOnceCalls:
         return self._judge(call, key, daemon, session_id, reply, started, CallStatus.CLAIMED)
 
     def _new_session(self, call: StructuredCall, key: str) -> tuple[Daemon, dict[str, Any]]:
-        """A session on the first daemon (in the pool's order for ``key``) that accepts a
+        """A session on the first daemon (in the pool's order for the call's run) that accepts a
         connection: nothing was sent to one that refused it, so the next one is tried
         for the same call, and the refuser is passed over for a while."""
         refused: OpenCodeUnreachable | None = None
-        for daemon in self.pool.order(key):
+        for daemon in self.pool.order(call.run_id):  # a run's calls share its daemon
             try:
                 session = daemon.client.create_session(
                     directory=call.directory,

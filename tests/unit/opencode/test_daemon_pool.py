@@ -57,7 +57,7 @@ def _turn() -> ScriptedTurn:
     return ScriptedTurn(answer=ANSWER, session_tokens=tokens(10))
 
 
-def test_keys_are_spread_over_the_daemons_each_with_a_stable_first_choice() -> None:
+def test_runs_are_spread_over_the_daemons_each_with_a_stable_first_choice() -> None:
     pool = _pool(FakeAgent(), FakeAgent())
     firsts = Counter(pool.order(f"key-{i}")[0].url for i in range(1000))
     assert set(firsts) == {A, B}
@@ -91,7 +91,7 @@ def test_a_call_is_sent_to_its_daemon_recorded_and_collected_there() -> None:
     row = ledger.rows[_call().op_key]
     chosen = a if row.daemon == A else b
     other = b if chosen is a else a
-    assert row.daemon == pool.order(_call().op_key)[0].url
+    assert row.daemon == pool.order(_call().run_id)[0].url
     assert (len(chosen.sent), len(other.sent)) == (1, 0)
     assert row.session_id is not None
     chosen.release(row.session_id)
@@ -106,7 +106,7 @@ def test_a_daemon_that_refuses_the_connection_sends_the_same_call_to_the_next_on
     ledger = InMemoryLedger()
     probe = _pool(FakeAgent(), FakeAgent())
     key = _call().op_key
-    down_first = probe.order(key)[0].url
+    down_first = probe.order(_call().run_id)[0].url
     agents = {down_first: RefusingAgent(), (B if down_first == A else A): up}
     pool = DaemonPool(agents, FixedClock(NOW))
     with pytest.raises(CallPending):
@@ -123,3 +123,15 @@ def test_when_every_daemon_refuses_the_call_fails_as_transient_and_unsent() -> N
         _calls(pool, ledger).prompt_structured(_call())
     assert failed.value.kind == "transient"
     assert ledger.status(_call().op_key) == CallStatus.FAILED
+
+
+def test_every_call_of_a_run_goes_to_the_daemon_that_already_knows_its_worktree() -> None:
+    a, b = FakeAgent(*[_turn()] * 3), FakeAgent(*[_turn()] * 3)
+    a.hold_async = b.hold_async = True
+    pool = _pool(a, b)
+    ledger = InMemoryLedger()
+    for attempt in (1, 2, 3):
+        with pytest.raises(CallPending):
+            _calls(pool, ledger).prompt_structured(_call(attempt))
+    daemons = {ledger.rows[_call(n).op_key].daemon for n in (1, 2, 3)}
+    assert daemons == {pool.order("run-1")[0].url}
