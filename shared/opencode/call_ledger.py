@@ -34,32 +34,13 @@ class PostgresCallLedger:
         self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
     ) -> bool:
         with self._ledger() as ledger:
-            if lease is not None:
-                # raises StepAbandoned: the claim rolls back with it
-                hold_lease(ledger.session, lease)
-            return ledger.claim(
-                op_key=call.op_key,
-                run_id=call.run_id,
-                step_id=call.step_id,
-                attempt=call.attempt,
-                agent=call.agent,
-                request=request,
-            )
+            return _claim_in(ledger, call, request, lease)
 
     def claim_or_read(
         self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
     ) -> tuple[bool, tuple[CallRecord, float] | None]:
         with self._ledger() as ledger:
-            if lease is not None:
-                hold_lease(ledger.session, lease)  # raises StepAbandoned: nothing claimed
-            won = ledger.claim(
-                op_key=call.op_key,
-                run_id=call.run_id,
-                step_id=call.step_id,
-                attempt=call.attempt,
-                agent=call.agent,
-                request=request,
-            )
+            won = _claim_in(ledger, call, request, lease)
             return won, None if won else _record_of(ledger, call.op_key)
 
     def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
@@ -123,3 +104,20 @@ def _record_of(ledger: LedgerRepo, op_key: str) -> tuple[CallRecord, float] | No
     if row.status not in (CallStatus.CLAIMED, CallStatus.SENT):
         return record, 0.0  # only a live call is aged (one query saved per replay)
     return record, ledger.claim_age_s(op_key) or 0.0
+
+
+def _claim_in(
+    ledger: LedgerRepo, call: StructuredCall, request: dict[str, Any], lease: StepLease | None
+) -> bool:
+    """The claim, with the step's lease held in the same transaction (StepAbandoned rolls
+    both back: a cancelled or fenced-off delivery claims nothing)."""
+    if lease is not None:
+        hold_lease(ledger.session, lease)
+    return ledger.claim(
+        op_key=call.op_key,
+        run_id=call.run_id,
+        step_id=call.step_id,
+        attempt=call.attempt,
+        agent=call.agent,
+        request=request,
+    )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import structlog
@@ -225,30 +226,10 @@ class ExactlyOnceCalls:
             daemon, session = self._new_session(call, key)
             session_id = str(session["id"])
             self.ledger.mark_started(key, session_id, daemon.url or None)
-            client = daemon.client
-            answer_format = {"type": "json_schema", "schema": call.schema, "retryCount": 1}
-            if self.async_calls:
-                client.prompt_async(
-                    session_id,
-                    directory=call.directory,
-                    agent=call.agent,
-                    model=self.model,
-                    text=call.prompt,
-                    tools=tools_map(call.agent),
-                    format=answer_format,
-                )
+            reply = self._send(daemon.client, session_id, call)
+            if reply is None:  # sent with prompt_async: its answer is collected later
                 self.ledger.mark_sent(key)
                 raise CallPending(key, session_id, self.timeout_s, woken=False)
-            reply = client.prompt(
-                session_id,
-                directory=call.directory,
-                agent=call.agent,
-                model=self.model,
-                text=call.prompt,
-                tools=tools_map(call.agent),
-                format=answer_format,
-                timeout_s=self.timeout_s,
-            )
         except OpenCodeTimeout as exc:
             if session_id is not None:
                 self._abort_quietly(daemon, session_id, call.directory)
@@ -259,6 +240,26 @@ class ExactlyOnceCalls:
             self._forget(daemon, session_id, call.directory)
             raise failed from exc
         return self._judge(call, key, daemon, session_id, reply, started, CallStatus.CLAIMED)
+
+    def _send(
+        self, client: AgentClient, session_id: str, call: StructuredCall
+    ) -> PromptReply | None:
+        """Send the prompt: with ``prompt_async`` (None: the turn runs on), or blocking
+        until the turn ends (its last message)."""
+        send: Callable[..., PromptReply | None] = (
+            client.prompt_async
+            if self.async_calls
+            else partial(client.prompt, timeout_s=self.timeout_s)
+        )
+        return send(
+            session_id,
+            directory=call.directory,
+            agent=call.agent,
+            model=self.model,
+            text=call.prompt,
+            tools=tools_map(call.agent),
+            format={"type": "json_schema", "schema": call.schema, "retryCount": 1},
+        )
 
     def _new_session(self, call: StructuredCall, key: str) -> tuple[Daemon, dict[str, Any]]:
         """A session on the first daemon (in the pool's order for the call's run) that accepts a

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, extract, func, select, update
+from sqlalchemy import ColumnElement, bindparam, extract, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -330,34 +330,36 @@ class LedgerRepo:
 
     def fail_sent_at(self, daemon: str, now: datetime, error: str) -> list[tuple[str, str]]:
         """Record every sent call of ``daemon`` failed (``DaemonLost``); their steps."""
-        rows = self.session.execute(
-            update(OpenCodeCall)
-            .where(OpenCodeCall.daemon == daemon, OpenCodeCall.status == CallStatus.SENT.value)
-            .values(
-                status=CallStatus.FAILED.value,
-                finished_at=now,
-                error_name="DaemonLost",
-                error=error,
-            )
-            .returning(OpenCodeCall.run_id, OpenCodeCall.step_id)
-        ).all()
-        return sorted({(run_id, step_id) for run_id, step_id in rows})
+        ended = self._end_sent(
+            OpenCodeCall.daemon == daemon, CallStatus.FAILED, now, "DaemonLost", error
+        )
+        return sorted(set(ended))
 
     def abort_sent_of(self, run_id: str, now: datetime) -> int:
         """Record the run's sent calls ``aborted`` (its cancel aborted their sessions):
         no answer of a cancelled run is collected."""
+        said = "the run was cancelled while the call was in flight; its session was aborted"
+        ended = self._end_sent(
+            OpenCodeCall.run_id == run_id, CallStatus.ABORTED, now, "RunCancelled", said
+        )
+        return len(ended)
+
+    def _end_sent(
+        self,
+        which: ColumnElement[bool],
+        status: CallStatus,
+        now: datetime,
+        error_name: str,
+        error: str,
+    ) -> list[tuple[str, str]]:
+        """End the sent calls ``which`` selects with ``status``; (run_id, step_id) each."""
         rows = self.session.execute(
             update(OpenCodeCall)
-            .where(OpenCodeCall.run_id == run_id, OpenCodeCall.status == CallStatus.SENT.value)
-            .values(
-                status=CallStatus.ABORTED.value,
-                finished_at=now,
-                error_name="RunCancelled",
-                error="the run was cancelled while the call was in flight; its session was aborted",
-            )
-            .returning(OpenCodeCall.id)
+            .where(which, OpenCodeCall.status == CallStatus.SENT.value)
+            .values(status=status.value, finished_at=now, error_name=error_name, error=error)
+            .returning(OpenCodeCall.run_id, OpenCodeCall.step_id)
         ).all()
-        return len(rows)
+        return [(run_id, step_id) for run_id, step_id in rows]
 
     def sessions_in_doubt(self, run_id: str, step_id: str) -> list[tuple[str, str | None]]:
         """(session id, daemon) of the step's calls that may still be running at their
