@@ -14,20 +14,30 @@ filter/diff/merge driver, a pager, an editor, an ssh command). Every call here:
   ``ignore = all`` is never hidden from what kodo judges), but git never looks inside its
   work tree, which would start a ``git status`` there under that repository's own config
   (its filter drivers are not among the keys blanked here);
-* allows no protocol but ``file``, never prompts, never pages, never opens an editor.
+* allows no protocol but ``file``, never prompts, never pages, never opens an editor;
+* ignores replace objects (``GIT_NO_REPLACE_OBJECTS``): a ``refs/replace/`` ref would
+  let a repository show other content under a commit's, tree's or blob's own name, and
+  change it later, so a pinned commit would no longer pin what kodo read and checks out
+  (grafts, the other history rewrite, change parents only, never a commit's tree).
 
 Overrides travel as ``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_n`` (command-line scope, the
 highest precedence), so a key with ``=`` or spaces in its subsection stays one key.
+:class:`HardenedGit` lists the repository's config once for several calls in a row (one
+request's), which is what :func:`run_git` does for a single call. In a gevent-patched
+process git is started with ``posix_spawn`` (``shared.cospawn``), never by forking it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from shared import cospawn
 
 HARDENED: dict[str, str] = {
     "core.hooksPath": "/dev/null",
@@ -84,6 +94,7 @@ ENV: dict[str, str] = {
     "GIT_ASKPASS": "false",
     "SSH_ASKPASS": "false",
     "GIT_OPTIONAL_LOCKS": "0",
+    "GIT_NO_REPLACE_OBJECTS": "1",
     "LC_ALL": "C",
 }
 """The environment of every git call (plus PATH); nothing else of the caller's leaks in."""
@@ -122,17 +133,37 @@ def base_env() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent", **ENV}
 
 
-def _listed_names(cwd: Path, timeout_s: float) -> list[str]:
-    env = {**base_env(), **config_env(HARDENED)}
-    proc = subprocess.run(
-        ["git", "config", "--list", "--name-only", "-z"],
+def _git_process(
+    cwd: Path, args: Sequence[str], env: Mapping[str, str], stdin: bytes | None, timeout_s: float
+) -> subprocess.CompletedProcess[bytes]:
+    """``git <args>`` in ``cwd``, to its end (``subprocess.run``'s errors and timeout).
+
+    In a gevent-patched process (the API, oc-compat) git is started with
+    ``posix_spawn`` (:mod:`shared.cospawn`), never a fork of the whole process; the
+    working directory then travels as ``git -C``, which git enters before anything else.
+    """
+    if cospawn.cooperative():
+        if not cwd.is_dir():  # as subprocess.run(cwd=...) would say
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(cwd))
+        argv = ["git", "-C", str(cwd), *args]
+        return cospawn.run(argv, env=env, stdin=stdin, timeout_s=timeout_s)
+    # ``input`` or ``stdin``, never both named: gevent's subprocess.run refuses a
+    # ``stdin`` keyword beside ``input`` even if None
+    feed: dict[str, Any] = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+    return subprocess.run(
+        ["git", *args],
         cwd=cwd,
         env=env,
-        stdin=subprocess.DEVNULL,
         capture_output=True,
         timeout=timeout_s,
         check=False,
+        **feed,
     )
+
+
+def _listed_names(cwd: Path, timeout_s: float) -> list[str]:
+    env = {**base_env(), **config_env(HARDENED)}
+    proc = _git_process(cwd, ["config", "--list", "--name-only", "-z"], env, None, timeout_s)
     if proc.returncode != 0:
         return []  # outside a repository there is no repository config to neutralise
     return [n for n in proc.stdout.decode(errors="surrogateescape").split("\0") if n]
@@ -147,6 +178,32 @@ def overrides_for(cwd: Path, extra: Mapping[str, str], timeout_s: float) -> dict
     return {**blanked, **HARDENED, **extra}
 
 
+class HardenedGit:
+    """Hardened git calls in one repository, its config listed once for all of them.
+
+    Each call otherwise lists the repository's config first (a process of its own);
+    calls made together (one request's plumbing) share that listing, which is no older
+    for the last of them than a single call's listing is for itself by the time git
+    reads the config again.
+    """
+
+    def __init__(
+        self, cwd: Path, *, timeout_s: float = 60, config: Mapping[str, str] | None = None
+    ) -> None:
+        self.cwd = cwd
+        self.timeout_s = timeout_s
+        self._env = {**base_env(), **config_env(overrides_for(cwd, config or {}, timeout_s))}
+
+    def run(
+        self, args: Sequence[str], *, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run ``git <args>``; never raises on git's own failure."""
+        try:
+            return _git_process(self.cwd, hardened_args(args), self._env, stdin, self.timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            raise GitTimeout(f"git {' '.join(args)} took longer than {self.timeout_s}s") from exc
+
+
 def run_git(
     cwd: Path,
     args: Sequence[str],
@@ -156,19 +213,4 @@ def run_git(
     config: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``git <args>`` in ``cwd``, hardened; never raises on git's own failure."""
-    env = {**base_env(), **config_env(overrides_for(cwd, config or {}, timeout_s))}
-    # ``input`` or ``stdin``, never both named: gevent's subprocess.run (a patched
-    # process, e.g. oc-compat) refuses a ``stdin`` keyword beside ``input`` even if None
-    feed: dict[str, Any] = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
-    try:
-        return subprocess.run(
-            ["git", *hardened_args(args)],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            timeout=timeout_s,
-            check=False,
-            **feed,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise GitTimeout(f"git {' '.join(args)} took longer than {timeout_s}s") from exc
+    return HardenedGit(cwd, timeout_s=timeout_s, config=config).run(args, stdin=stdin)

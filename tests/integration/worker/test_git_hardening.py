@@ -16,7 +16,7 @@ import pytest
 from devstack.sample_repo import create_sample_repo
 from services.worker.git_ops import commit_index, ensure_worktree, git
 from shared.gitcmd import command_keys, hardened_args
-from shared.service.repo_pin import resolve_commit, run_policy_at_submit
+from shared.service.repo_pin import PolicyCache, observe_repo, pin_submission
 from tests.integration.worker.patching import try_apply
 
 pytestmark = pytest.mark.integration
@@ -54,9 +54,9 @@ def kodo_path(repo: Path, workspace: Path, run_id: str = "run-1") -> Path:
     git(wt, "diff", "--stat", "HEAD~1", "HEAD")
     git(wt, "log", "-p", "-1")
     git(wt, "show", "HEAD")
-    head = resolve_commit(repo, "HEAD")
-    assert head is not None
-    run_policy_at_submit(repo, "HEAD", head, None)
+    pin = observe_repo(repo)
+    assert pin is not None
+    pin_submission(pin, "HEAD", None, cache=PolicyCache())  # a fresh cache: git reads it
     return wt
 
 
