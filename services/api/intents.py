@@ -5,7 +5,7 @@ from __future__ import annotations
 from shared.db.models import Intent, Run
 from shared.db.repos.runs import IntentRepo
 from shared.errors import Forbidden, NotFound
-from shared.service.runs import resolve_repo, start_run, submit_intent
+from shared.service.runs import pin_intent, record_intent, resolve_repo, start_run
 
 from .auth import current_principal
 from .openapi import Routes
@@ -37,15 +37,11 @@ def create_intent(body: IntentIn) -> Intent:
     """
     ctx = api()
     repo = resolve_repo(body.repo, ctx.settings.repo_roots)
+    submitter = _submitter(body)
+    # git first, then the transaction: no pooled connection is held while git runs
+    pinned = pin_intent(repo, base_ref=body.base_ref, policy_ref=ctx.settings.policy_ref or None)
     with ctx.uow() as uow:
-        return submit_intent(
-            uow,
-            repo=repo,
-            goal=body.goal,
-            base_ref=body.base_ref,
-            submitted_by=_submitter(body),
-            policy_ref=ctx.settings.policy_ref or None,
-        )
+        return record_intent(uow, pinned, goal=body.goal, submitted_by=submitter)
 
 
 @routes.route("/intents/<kid:intent_id>", "GET")

@@ -5,33 +5,65 @@ operator's ``KODO_POLICY_REF``, else the branch the source repository's HEAD nam
 and the strictest combination of the two is recorded on the intent. Later steps use the
 recorded commit and policy, never the moving ref names.
 
-Every git call here is read-only plumbing (``rev-parse``, ``symbolic-ref``,
-``ls-tree``, ``cat-file``) through the hardened runner (no hooks, drivers, fsmonitor).
+Every git call here is read-only plumbing (``symbolic-ref``, ``cat-file``, ``ls-tree``,
+``rev-parse``) through the hardened runner (no hooks, drivers, fsmonitor, replace
+objects), the repository's config listed once per submit.
+
+Refs move, so they are resolved on every submit (both in one ``cat-file`` process). What
+a commit holds does not: the policy read at a commit of a repository is kept in a
+bounded in-process cache (:class:`PolicyCache`), keyed by the repository's identity (real
+path, device, inode) and the commit's full object name. Replace objects are ignored by
+every kodo git call, so nothing can make a commit show other content later; a policy
+that fails to read is never kept (read again, and refused again, on each submit).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import threading
 import tomllib
+from collections import OrderedDict
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from shared.domain.pinning import RepoPin
 from shared.domain.policy import Policy, PolicyError, policy_from_mapping, strictest
-from shared.gitcmd import run_git
+from shared.gitcmd import HardenedGit
 
 POLICY_DIR = ".kodo"
 POLICY_PATH = f"{POLICY_DIR}/policy.toml"
 POLICY_MAX_BYTES = 64 * 1024
 GIT_TIMEOUT_S = 30
+POLICY_CACHE_ENTRIES = 1024
+
+_COMMIT_LINE = re.compile(r"([0-9a-f]{40}|[0-9a-f]{64}) commit")
+_NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f]")
+"""A name ``cat-file --batch-check`` would read otherwise than ``rev-parse`` (a line
+break splits it, a NUL cuts it, a trailing CR is dropped): never sent as a batch line."""
 
 
-def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    """Hardened git (shared.gitcmd); a repository that vanished answers like a failed git."""
-    try:
-        return run_git(repo, args, timeout_s=GIT_TIMEOUT_S)
-    except OSError as exc:  # no such directory
-        return subprocess.CompletedProcess(["git", *args], 128, b"", str(exc).encode())
+class _Git:
+    """The submit's hardened git in one repository; a vanished repository answers like a
+    failed git (exit 128), never an exception."""
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+        try:
+            self._git: HardenedGit | None = HardenedGit(repo, timeout_s=GIT_TIMEOUT_S)
+        except OSError:  # no such directory
+            self._git = None
+
+    def __call__(
+        self, *args: str, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        if self._git is not None:
+            try:
+                return self._git.run(args, stdin=stdin)
+            except OSError as exc:
+                return subprocess.CompletedProcess(["git", *args], 128, b"", str(exc).encode())
+        return subprocess.CompletedProcess(["git", *args], 128, b"", b"no such directory")
 
 
 def observe_repo(path: str | Path) -> RepoPin | None:
@@ -44,50 +76,136 @@ def observe_repo(path: str | Path) -> RepoPin | None:
     return RepoPin(real, st.st_dev, st.st_ino)
 
 
-def resolve_commit(repo: Path, ref: str) -> str | None:
-    """The commit ``ref`` names now, or None."""
-    done = _git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
+def _resolve_one(git: _Git, ref: str) -> str | None:
+    done = git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}")
     out = done.stdout.decode(errors="replace").strip()
     return out if done.returncode == 0 and out else None
 
 
-def default_branch(repo: Path) -> str:
+def _resolve(git: _Git, refs: tuple[str, ...]) -> list[str | None]:
+    """The commit each ref names now (None: none), as ``rev-parse --verify`` of
+    ``REF^{commit}`` answers, in one ``cat-file --batch-check`` process.
+
+    Both read a name with the same resolver. A name the batch cannot carry, or one the
+    batch did not answer (a name that makes git die, such as ``@{upstream}`` without an
+    upstream, ends the batch), is asked of ``rev-parse`` alone.
+    """
+    batchable = [ref for ref in refs if not _NOT_ONE_LINE.search(ref)]
+    answered: dict[str, str | None] = {}
+    if batchable:
+        lines = "".join(f"{ref}^{{commit}}\n" for ref in batchable).encode()
+        done = git("cat-file", "--batch-check=%(objectname) %(objecttype)", stdin=lines)
+        replies = done.stdout.decode(errors="replace").split("\n")
+        for ref, reply in zip(batchable, replies, strict=False):
+            found = _COMMIT_LINE.fullmatch(reply)
+            if found is not None:
+                answered[ref] = found.group(1)
+            elif reply.endswith((" missing", " ambiguous")):
+                answered[ref] = None
+    return [answered[ref] if ref in answered else _resolve_one(git, ref) for ref in refs]
+
+
+def _default_branch(git: _Git) -> str:
     """The branch the source repository's HEAD names (``HEAD`` itself if detached)."""
-    done = _git(repo, "symbolic-ref", "-q", "HEAD")
+    done = git("symbolic-ref", "-q", "HEAD")
     name = done.stdout.decode(errors="replace").strip()
     return name if done.returncode == 0 and name else "HEAD"
 
 
-def _tree_entry(repo: Path, commit: str, path: str, where: str) -> list[str] | None:
+PolicyKey = tuple[str, int, int, str]
+"""(real path, device, inode, commit): a repository's identity and a full object name."""
+
+
+@dataclass(frozen=True)
+class PolicyAt:
+    """What a commit's ``.kodo/policy.toml`` says: ``policy`` is None if there is none."""
+
+    policy: Policy | None
+
+
+class PolicyCache:
+    """Policies read at a commit, per repository identity, least recently used dropped.
+
+    A commit's content never changes (replace objects are off for every kodo git call),
+    so an entry is never stale; a new commit is a new key, read afresh. Refs are never
+    cached. Thread- and greenlet-safe (one lock around a dict operation).
+    """
+
+    def __init__(self, max_entries: int = POLICY_CACHE_ENTRIES) -> None:
+        if max_entries < 1:
+            raise ValueError("a policy cache holds at least one entry")
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[PolicyKey, PolicyAt] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: PolicyKey) -> PolicyAt | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return found
+
+    def put(self, key: PolicyKey, value: PolicyAt) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.hits = self.misses = 0
+
+
+POLICY_CACHE = PolicyCache()
+"""This process's cache (each API and worker process has its own)."""
+
+
+def _tree_entry(git: _Git, commit: str, path: str, where: str) -> list[str] | None:
     """``[mode, type, object]`` of ``path`` at ``commit`` (None: no such entry)."""
-    listed = _git(repo, "ls-tree", "-z", "--full-tree", commit, "--", path)
+    listed = git("ls-tree", "-z", "--full-tree", commit, "--", path)
     if listed.returncode != 0:
         raise PolicyError(f"cannot read {where}: {listed.stderr.decode(errors='replace')}")
     entry = listed.stdout.decode(errors="replace").rstrip("\0")
     return entry.partition("\t")[0].split(" ") if entry else None
 
 
-def read_policy(repo: Path, commit: str, ref: str) -> Policy:
-    """``.kodo/policy.toml`` at ``commit`` (the default policy if there is none).
+def _where(ref: str, commit: str) -> str:
+    return f"{POLICY_PATH} at {ref} ({commit[:12]})"
 
-    Raises PolicyError naming the file and the ref when it is not a regular file, too
-    large, not TOML, or not a valid ``[policy]`` table.
-    """
-    where = f"{POLICY_PATH} at {ref} ({commit[:12]})"
+
+def _source(ref: str, commit: str) -> str:
+    return f"{ref}@{commit[:12]}:{POLICY_PATH}"
+
+
+def _read_policy_file(git: _Git, commit: str, ref: str) -> PolicyAt:
+    """``.kodo/policy.toml`` at ``commit``, read with git; raises PolicyError naming the
+    file and the ref when it is not a regular file, too large, not TOML, or not a valid
+    ``[policy]`` table."""
+    where = _where(ref, commit)
     # A .kodo that is a symlink or a submodule hides the file from ls-tree: not "no policy".
-    folder = _tree_entry(repo, commit, POLICY_DIR, where)
+    folder = _tree_entry(git, commit, POLICY_DIR, where)
     if folder is not None and folder[:2] != ["040000", "tree"]:
         raise PolicyError(f"{where}: {POLICY_DIR} is not a directory ({folder[0]})")
-    meta = _tree_entry(repo, commit, POLICY_PATH, where)
+    meta = _tree_entry(git, commit, POLICY_PATH, where)
     if meta is None:
-        return Policy()
+        return PolicyAt(None)
     if len(meta) != 3 or meta[1] != "blob" or meta[0] not in ("100644", "100755"):
         raise PolicyError(f"{where} is not a regular file ({meta[0]})")
     blob = meta[2]
-    size = _git(repo, "cat-file", "-s", blob)  # never load a huge blob to learn its size
+    size = git("cat-file", "-s", blob)  # never load a huge blob to learn its size
     if size.returncode != 0 or int(size.stdout.strip() or 0) > POLICY_MAX_BYTES:
         raise PolicyError(f"{where} is larger than {POLICY_MAX_BYTES} bytes (or unreadable)")
-    shown = _git(repo, "cat-file", "blob", blob)
+    shown = git("cat-file", "blob", blob)
     if shown.returncode != 0:
         raise PolicyError(f"cannot read {where}: {shown.stderr.decode(errors='replace')}")
     if len(shown.stdout) > POLICY_MAX_BYTES:
@@ -100,19 +218,58 @@ def read_policy(repo: Path, commit: str, ref: str) -> Policy:
     if not isinstance(table, dict) or set(parsed) - {"policy"}:
         raise PolicyError(f"{where} must hold one [policy] table")
     try:
-        return policy_from_mapping(table, source=f"{ref}@{commit[:12]}:{POLICY_PATH}")
+        return PolicyAt(policy_from_mapping(table, source=_source(ref, commit)))
     except PolicyError as exc:
         raise PolicyError(f"{where}: {exc}") from exc
 
 
-def run_policy_at_submit(
-    repo: Path, base_ref: str, base_commit: str, policy_ref: str | None
-) -> Policy:
-    """The strictest combination of the trusted ref's policy and ``base_ref``'s."""
-    trusted_ref = policy_ref or default_branch(repo)
-    trusted_commit = resolve_commit(repo, trusted_ref)
+def _policy_at(git: _Git, pin: RepoPin, commit: str, ref: str, cache: PolicyCache) -> Policy:
+    """The policy at ``commit`` (read through ``cache``), its source naming ``ref``."""
+    key: PolicyKey = (pin.path, pin.device, pin.inode, commit)
+    found = cache.get(key)
+    if found is None:
+        found = _read_policy_file(git, commit, ref)
+        cache.put(key, found)
+    if found.policy is None:
+        return Policy()
+    return replace(found.policy, source=_source(ref, commit))
+
+
+class UnknownBaseRef(ValueError):
+    """``base_ref`` names no commit in the repository."""
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """What a submit records: the repository's identity, the base commit, the policy."""
+
+    repo: RepoPin
+    base_ref: str
+    base_commit: str
+    policy: Policy
+
+
+def pin_submission(
+    pin: RepoPin,
+    base_ref: str,
+    policy_ref: str | None,
+    *,
+    cache: PolicyCache = POLICY_CACHE,
+) -> Pinned:
+    """Resolve ``base_ref`` and the trusted ref now and combine their policies.
+
+    Raises UnknownBaseRef, or PolicyError when the trusted ref names no commit or
+    either policy is malformed. Touches git only (no database): callers pin before
+    they open their transaction. Three git processes when both policies are cached
+    (the config listing, ``symbolic-ref``, one ``cat-file``; two with ``policy_ref``).
+    """
+    git = _Git(Path(pin.path))
+    trusted_ref = policy_ref or _default_branch(git)
+    base_commit, trusted_commit = _resolve(git, (base_ref, trusted_ref))
+    if base_commit is None:
+        raise UnknownBaseRef(f"unknown base_ref {base_ref!r}")
     if trusted_commit is None:
-        raise PolicyError(f"the trusted policy ref {trusted_ref!r} names no commit in {repo}")
-    trusted = read_policy(repo, trusted_commit, trusted_ref)
-    at_base = read_policy(repo, base_commit, base_ref)
-    return strictest(trusted, at_base)
+        raise PolicyError(f"the trusted policy ref {trusted_ref!r} names no commit in {pin.path}")
+    trusted = _policy_at(git, pin, trusted_commit, trusted_ref, cache)
+    at_base = _policy_at(git, pin, base_commit, base_ref, cache)
+    return Pinned(pin, base_ref, base_commit, strictest(trusted, at_base))

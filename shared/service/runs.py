@@ -38,7 +38,7 @@ from shared.errors import (
 )
 from shared.hashing import canonical_json, sha256_hex
 from shared.service.messages import AbortCalls, RunStep
-from shared.service.repo_pin import observe_repo, resolve_commit, run_policy_at_submit
+from shared.service.repo_pin import Pinned, UnknownBaseRef, observe_repo, pin_submission
 from shared.service.uow import UnitOfWork
 
 
@@ -57,6 +57,45 @@ def resolve_repo(repo_path: str, roots: tuple[Path, ...]) -> Path:
     return real
 
 
+def pin_intent(repo: Path, *, base_ref: str, policy_ref: str | None = None) -> Pinned:
+    """What an intent on ``repo`` pins now (git only, no database: pin before opening
+    the transaction, so no connection waits on git).
+
+    The repository's real path and device/inode, the commit ``base_ref`` resolves to,
+    and the strictest combination of the policy at the trusted ref (``policy_ref``, else
+    the repository's default branch) and at ``base_ref``.
+    """
+    pin = observe_repo(repo)
+    if pin is None:
+        raise InvalidInput(f"{repo} is gone", details={"repo": ["not found"]})
+    try:
+        return pin_submission(pin, base_ref, policy_ref)
+    except UnknownBaseRef as exc:
+        raise InvalidInput(str(exc), details={"base_ref": ["unknown ref"]}) from exc
+    except PolicyError as exc:
+        raise InvalidPolicy(str(exc), details={"policy": [str(exc)]}) from exc
+
+
+def record_intent(
+    uow: UnitOfWork, pinned: Pinned, *, goal: str, submitted_by: str | None
+) -> Intent:
+    """Store an intent pinned by :func:`pin_intent`; sends nothing."""
+    request = {"repo": pinned.repo.path, "goal": goal, "base_ref": pinned.base_ref}
+    intent = Intent(
+        id=str(uuid.uuid4()),
+        repo_path=pinned.repo.path,
+        goal=goal,
+        base_ref=pinned.base_ref,
+        submitted_by=submitted_by,
+        request_sha256=sha256_hex(canonical_json(request)),
+        base_commit=pinned.base_commit,
+        repo_device=pinned.repo.device,
+        repo_inode=pinned.repo.inode,
+        policy=pinned.policy.to_json(),
+    )
+    return uow.intents.add(intent)
+
+
 def submit_intent(
     uow: UnitOfWork,
     *,
@@ -66,37 +105,9 @@ def submit_intent(
     submitted_by: str | None,
     policy_ref: str | None = None,
 ) -> Intent:
-    """Store an intent pinned to what it names now; sends nothing.
-
-    Records the repository's real path and device/inode, the commit ``base_ref``
-    resolves to, and the strictest combination of the policy at the trusted ref
-    (``policy_ref``, else the repository's default branch) and at ``base_ref``.
-    """
-    pin = observe_repo(repo)
-    if pin is None:
-        raise InvalidInput(f"{repo} is gone", details={"repo": ["not found"]})
-    real = Path(pin.path)
-    base_commit = resolve_commit(real, base_ref)
-    if base_commit is None:
-        raise InvalidInput(f"unknown base_ref {base_ref!r}", details={"base_ref": ["unknown ref"]})
-    try:
-        policy = run_policy_at_submit(real, base_ref, base_commit, policy_ref)
-    except PolicyError as exc:
-        raise InvalidPolicy(str(exc), details={"policy": [str(exc)]}) from exc
-    request = {"repo": pin.path, "goal": goal, "base_ref": base_ref}
-    intent = Intent(
-        id=str(uuid.uuid4()),
-        repo_path=pin.path,
-        goal=goal,
-        base_ref=base_ref,
-        submitted_by=submitted_by,
-        request_sha256=sha256_hex(canonical_json(request)),
-        base_commit=base_commit,
-        repo_device=pin.device,
-        repo_inode=pin.inode,
-        policy=policy.to_json(),
-    )
-    return uow.intents.add(intent)
+    """:func:`pin_intent` then :func:`record_intent`; sends nothing."""
+    pinned = pin_intent(repo, base_ref=base_ref, policy_ref=policy_ref)
+    return record_intent(uow, pinned, goal=goal, submitted_by=submitted_by)
 
 
 @dataclass(frozen=True)
