@@ -68,6 +68,14 @@ DEFAULTS: dict[str, str] = {
     "KODO_BODY_TIMEOUT_S": "10",
     "KODO_API_WORKERS": "2",
     "KODO_API_CONNECTIONS": "2000",
+    # Each API worker's database pool: connections kept, more opened under load, and how
+    # long a request waits for a free one before it is answered 503 with Retry-After.
+    "KODO_API_DB_POOL": "5",
+    "KODO_API_DB_OVERFLOW": "10",
+    "KODO_API_DB_WAIT_S": "10",
+    # Requests one API worker handles at once (the rest queue), and how long one may queue.
+    "KODO_API_ACTIVE": "16",
+    "KODO_API_QUEUE_S": "30",
     "KODO_REDIS_KEY_PREFIX": "kodo",
     "KODO_UI_SESSION_TTL_S": "28800",
     "KODO_ALLOW_SELF_APPROVAL": "0",
@@ -185,6 +193,11 @@ class Settings:
     body_timeout_s: float = float(DEFAULTS["KODO_BODY_TIMEOUT_S"])
     api_workers: int = int(DEFAULTS["KODO_API_WORKERS"])
     api_connections: int = int(DEFAULTS["KODO_API_CONNECTIONS"])
+    api_db_pool: int = int(DEFAULTS["KODO_API_DB_POOL"])
+    api_db_overflow: int = int(DEFAULTS["KODO_API_DB_OVERFLOW"])
+    api_db_wait_s: float = float(DEFAULTS["KODO_API_DB_WAIT_S"])
+    api_active: int = int(DEFAULTS["KODO_API_ACTIVE"])
+    api_queue_s: float = float(DEFAULTS["KODO_API_QUEUE_S"])
     redis_key_prefix: str = DEFAULTS["KODO_REDIS_KEY_PREFIX"]
     policy_ref: str = DEFAULTS["KODO_POLICY_REF"]  # empty: the repository's default branch
     ui_session_ttl_s: int = int(DEFAULTS["KODO_UI_SESSION_TTL_S"])
@@ -250,6 +263,11 @@ class Settings:
             body_timeout_s=_float(env, "KODO_BODY_TIMEOUT_S"),
             api_workers=_int(env, "KODO_API_WORKERS"),
             api_connections=_int(env, "KODO_API_CONNECTIONS"),
+            api_db_pool=_int(env, "KODO_API_DB_POOL"),
+            api_db_overflow=_int(env, "KODO_API_DB_OVERFLOW"),
+            api_db_wait_s=_float(env, "KODO_API_DB_WAIT_S"),
+            api_active=_int(env, "KODO_API_ACTIVE"),
+            api_queue_s=_float(env, "KODO_API_QUEUE_S"),
             redis_key_prefix=env.get("KODO_REDIS_KEY_PREFIX", DEFAULTS["KODO_REDIS_KEY_PREFIX"]),
             policy_ref=env.get("KODO_POLICY_REF", DEFAULTS["KODO_POLICY_REF"]).strip(),
             ui_session_ttl_s=_int(env, "KODO_UI_SESSION_TTL_S"),
@@ -277,6 +295,10 @@ class Settings:
             ("KODO_SSE_MAX_STREAMS", self.sse_max_streams),
             ("KODO_API_WORKERS", self.api_workers),
             ("KODO_API_CONNECTIONS", self.api_connections),
+            ("KODO_API_DB_POOL", self.api_db_pool),
+            ("KODO_API_DB_WAIT_S", self.api_db_wait_s),
+            ("KODO_API_ACTIVE", self.api_active),
+            ("KODO_API_QUEUE_S", self.api_queue_s),
             ("OC_DAEMON_LOST_S", self.oc_daemon_lost_s),
         ):
             if value <= 0:
@@ -305,6 +327,8 @@ class Settings:
             raise ConfigError("KODO_REDIS_KEY_PREFIX must be 1-64 of A-Z a-z 0-9 _ . : -")
         if self.ui_session_ttl_s <= 0:
             raise ConfigError("KODO_UI_SESSION_TTL_S must be positive")
+        if self.api_db_overflow < 0:
+            raise ConfigError("KODO_API_DB_OVERFLOW must be 0 or more")
         if self.policy_ref.startswith("-"):
             raise ConfigError("KODO_POLICY_REF must be a git ref, not an option")
         if not self.database_url.startswith("postgresql"):

@@ -17,6 +17,7 @@ from shared.queue import make_celery
 from shared.version import app_version
 
 from . import health, intents, metrics, outputs, runs, ui
+from .admission import Admission
 from .auth import install_auth
 from .body_deadline import BodyDeadline
 from .errors import register_error_handlers
@@ -65,7 +66,12 @@ def create_app(
     app.json = JsonProvider(app)
     app.url_map.converters["kid"] = IdConverter
     app.url_map.converters["artifact"] = ArtifactNameConverter
-    engine = make_engine(_database_url(settings.database_url))
+    engine = make_engine(
+        _database_url(settings.database_url),
+        pool_size=settings.api_db_pool,
+        max_overflow=settings.api_db_overflow,
+        pool_timeout_s=settings.api_db_wait_s,
+    )
     app.extensions[EXTENSION] = ApiState(
         settings=settings,
         engine=engine,
@@ -88,7 +94,9 @@ def create_app(
     app.register_blueprint(docs_bp)
     register_error_handlers(app)  # after make_api: kodo's handlers replace flask-smorest's
     install_rate_limits(app, settings)
+    # The body is read first, then the request waits for its turn: a slow client holds none.
+    admitted = Admission(app.wsgi_app, active=settings.api_active, wait_s=settings.api_queue_s)
     app.wsgi_app = BodyDeadline(  # type: ignore[method-assign]
-        app.wsgi_app, timeout_s=settings.body_timeout_s, max_bytes=settings.max_body_bytes
+        admitted, timeout_s=settings.body_timeout_s, max_bytes=settings.max_body_bytes
     )
     return app

@@ -1,7 +1,9 @@
 """Every failure leaves as ``{"error": {"code", "message", "details"}}``.
 
 Expected outcomes are KodoErrors (one handler renders them all); HTTP errors raised by
-routing or Werkzeug (404, 405, 413) get the same shape; anything else is a logged 500.
+routing or Werkzeug (404, 405, 413) get the same shape; a request that found no free
+database connection in time is a 503 with ``Retry-After`` (the API is busy, nothing was
+done); anything else is a logged 500.
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ import re
 from typing import Any
 
 from flask import Flask, Response, jsonify
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared.errors import InvalidInput, KodoError
 
 log = logging.getLogger(__name__)
+
+DB_BUSY_RETRY_AFTER_S = 5
+"""What a refused request is told to wait: a burst drains in seconds, not minutes."""
 
 
 class UnsupportedMediaType(KodoError):
@@ -59,6 +65,23 @@ def _http_error(exc: HTTPException) -> Response:
     return response
 
 
+def _database_busy(exc: PoolTimeout) -> Response:
+    """No pooled connection came free within KODO_API_DB_WAIT_S: refused, nothing done.
+
+    Raised at a checkout, before any statement of the request's transaction ran (the
+    one that failed to start rolls back), so the client may simply send it again."""
+    log.warning("database pool exhausted: %s", exc)
+    response = error_response(
+        503,
+        "database_busy",
+        "no database connection came free in time (KODO_API_DB_WAIT_S): the API is busy;"
+        f" nothing was done, retry after {DB_BUSY_RETRY_AFTER_S} seconds",
+        {"rule": ["db_pool_wait"]},
+    )
+    response.headers["Retry-After"] = str(DB_BUSY_RETRY_AFTER_S)
+    return response
+
+
 def _unexpected(exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal_error", "internal server error")
@@ -67,4 +90,5 @@ def _unexpected(exc: Exception) -> Response:
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(KodoError, _kodo_error)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(PoolTimeout, _database_busy)
     app.register_error_handler(Exception, _unexpected)

@@ -5,12 +5,14 @@ change can fall between the first event and the next. A notification is built by
 trigger from the committed row (migration 0006), in commit order, so it is forwarded
 as is; the row is re-read only after the listener reconnects (notifications may have
 been lost) and on a quiet keepalive interval. The stream ends after a terminal status,
-or after any status named in ``?until=``.
+or after any status named in ``?until=``. A re-read that finds the database pool
+exhausted does not end the stream: it is owed, and made on the next wake-up.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -18,6 +20,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request, stream_with_context
 from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.events import RunEvent, RunEventHub, Subscription, Wakeup, conninfo_of
@@ -31,10 +34,12 @@ from .state import api
 from .stream_slots import RETRY_AFTER_S, Slot, StreamSlots, TooManyStreams
 
 events_bp = Blueprint("events", __name__)
+log = logging.getLogger(__name__)
 
 HUB_EXTENSION = "kodo.run_events"
 SLOTS_EXTENSION = "kodo.stream_slots"
 KEEPALIVE_S = 15.0
+OWED_READ_S = 1.0  # how soon a re-read the pool could not serve is tried again
 TERMINAL = frozenset(s.value for s in RunStatus if s.is_terminal)
 _hub_lock = threading.Lock()
 
@@ -103,12 +108,15 @@ def snapshot_of(event: RunEvent) -> Snapshot | None:
     }
 
 
-def _changes(woke: Wakeup, read: Callable[[], Snapshot | None]) -> list[Snapshot] | None:
+def _changes(
+    woke: Wakeup, read: Callable[[], Snapshot | None], *, owed: bool = False
+) -> list[Snapshot] | None:
     """What happened, in commit order: the events themselves when they are complete;
-    one fresh read after a reconnect, a partial payload or a quiet keepalive interval
-    (a safety net for a lost notification). None if the run is gone."""
+    one fresh read after a reconnect, a partial payload, a quiet keepalive interval (a
+    safety net for a lost notification) or when an earlier read is ``owed``. None if
+    the run is gone."""
     snapshots = [snapshot_of(e) for e in woke.events]
-    if woke.events and not woke.resync and all(s is not None for s in snapshots):
+    if not owed and woke.events and not woke.resync and all(s is not None for s in snapshots):
         return [s for s in snapshots if s is not None]
     current = read()
     return None if current is None else [current]
@@ -126,7 +134,8 @@ def stream(
 
     Every committed change is forwarded in order (a fast run's ``deciding`` is seen
     even if ``executing`` follows a millisecond later); the stream ends at a terminal
-    status or one named in ``until``.
+    status or one named in ``until``. A re-read the exhausted pool refused is owed: the
+    next wake-up (at most ``OWED_READ_S`` later) reads the row, whatever it brings.
     """
     try:
         last = first
@@ -134,13 +143,23 @@ def stream(
         stop = TERMINAL | until
         if first["status"] in stop:
             return
+        owed = False
+        passed_until = False
         while True:
             if slot is not None:
                 slot.refresh()
-            woke = sub.wait(keepalive_s)
+            woke = sub.wait(min(keepalive_s, OWED_READ_S) if owed else keepalive_s)
             if not woke.changed:
                 yield ": keepalive\n\n"
-            changes = _changes(woke, read)
+            # A fast run can pass an ``until`` status between two reads: the payload proves it.
+            passed_until = passed_until or any(e.status in until for e in woke.events)
+            try:
+                changes = _changes(woke, read, owed=owed)
+            except PoolTimeout as exc:
+                log.warning("event stream re-read owed: the database pool is exhausted (%s)", exc)
+                owed = True
+                continue
+            owed = False
             if changes is None:  # the run was deleted
                 return
             for current in changes:
@@ -149,8 +168,7 @@ def stream(
                     last = current
                 if current["status"] in stop:
                     return
-            # A fast run can pass an ``until`` status between two reads: the payload proves it.
-            if any(e.status in until for e in woke.events):
+            if passed_until:
                 return
     finally:
         sub.close()

@@ -40,7 +40,9 @@ ERROR_DESCRIPTIONS = {
     422: "the repository is outside KODO_REPO_ROOTS",
     429: "over a per-token limit (KODO_INTENT_RATE, KODO_SSE_PER_TOKEN): see Retry-After",
     500: "stored data could not be rendered",
-    503: "a dependency is unreachable",
+    503: "busy or a dependency unreachable: database_busy (no database connection came free"
+    " within KODO_API_DB_WAIT_S; nothing was done, send it again after Retry-After), or a"
+    " limit store that cannot count (Redis)",
 }
 
 
@@ -106,12 +108,13 @@ class Routes:
     def errors(self, *statuses: int) -> Decorator:
         """Document the error responses a view can give, all in kodo's error shape.
 
-        401 and 403 are added to every operation: only /healthz is public, and it does
-        not document errors this way.
+        401, 403 and 503 are added to every operation: only /healthz is public, and it
+        does not document errors this way; every other request reads its token from the
+        database, so any of them may find the pool busy.
         """
 
         def wrap(view: View) -> View:
-            for status in sorted({*statuses, 401, 403}):
+            for status in sorted({*statuses, 401, 403, 503}):
                 view = self.blueprint.alt_response(
                     status, schema=ErrorSchema, description=ERROR_DESCRIPTIONS[status]
                 )(view)
@@ -202,7 +205,7 @@ def document_events(api: Any, app: Flask, endpoint: str = "events.run_events") -
                         "description": "an event stream",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
-                    **{str(status): _error_response(status) for status in (400, 404, 429)},
+                    **{str(status): _error_response(status) for status in (400, 404, 429, 503)},
                 },
             }
         },

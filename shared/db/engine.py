@@ -9,9 +9,19 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
-    """A pooled engine; each connection gets statement and lock timeouts."""
-    engine = create_engine(database_url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+def make_engine(
+    database_url: str, *, pool_size: int = 5, max_overflow: int = 10, pool_timeout_s: float = 30
+) -> Engine:
+    """A pooled engine; each connection gets statement and lock timeouts. A checkout
+    that finds no connection free within ``pool_timeout_s`` raises
+    ``sqlalchemy.exc.TimeoutError`` (the API answers it 503)."""
+    engine = create_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout_s,
+        pool_pre_ping=True,
+    )
 
     @event.listens_for(engine, "connect")
     def _timeouts(dbapi_conn, _record):  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
@@ -271,3 +272,28 @@ def test_a_reconnect_or_a_payload_without_next_action_falls_back_to_one_read() -
 
     assert ['"succeeded"' in f for f in body] == [True]
     assert reads == ["read"]
+
+
+def test_a_re_read_the_exhausted_pool_refuses_is_owed_not_the_end_of_the_stream() -> None:
+    """The keepalive or resync re-read meets the pool's timeout: the stream stays open and
+    reads on its next wake-up, so the change the lost notification carried still arrives."""
+    hub = RunEventHub("postgresql://unused")
+    sub = hub.subscribe("r1")
+    reads: list[str] = []
+
+    def read() -> dict[str, Any]:
+        reads.append("read")
+        if len(reads) == 1:
+            raise PoolTimeout("QueuePool limit of size 1 overflow 0 reached")
+        return {"runId": "r1", "status": "succeeded", "lastStep": "ExecuteST", "nextAction": "none"}
+
+    first = {"runId": "r1", "status": "applying", "lastStep": "ApplyPatchST", "nextAction": "a"}
+    body = stream(sub, first, read, frozenset(), keepalive_s=0.05)
+    next(body)
+    sub.deliver(RunEvent("r1", "succeeded", "ExecuteST"))  # partial: needs a read
+
+    frames = list(body)
+
+    assert frames[-1].startswith("event: run")
+    assert '"succeeded"' in frames[-1]
+    assert reads == ["read", "read"]

@@ -45,11 +45,33 @@ def test_values_are_parsed_and_paths_resolved(tmp_path: Path) -> None:
         ("APPROVAL_POLL_S", "-1"),
         ("DATABASE_URL", "sqlite:///kodo.db"),
         ("KODO_SANDBOX_CGROUP", "maybe"),
+        ("KODO_API_DB_POOL", "0"),
+        ("KODO_API_DB_OVERFLOW", "-1"),
+        ("KODO_API_DB_WAIT_S", "0"),
+        ("KODO_API_ACTIVE", "0"),
+        ("KODO_API_QUEUE_S", "-1"),
     ],
 )
 def test_an_unusable_value_fails_at_start(key: str, value: str) -> None:
     with pytest.raises(ConfigError):
         Settings.from_env({key: value})
+
+
+def test_the_api_database_pool_and_its_admission_are_sized_by_settings() -> None:
+    plain = Settings.from_env({})
+    assert (plain.api_db_pool, plain.api_db_overflow, plain.api_db_wait_s) == (5, 10, 10.0)
+    assert (plain.api_active, plain.api_queue_s) == (16, 30.0)
+    tuned = Settings.from_env(
+        {
+            "KODO_API_DB_POOL": "20",
+            "KODO_API_DB_OVERFLOW": "0",
+            "KODO_API_DB_WAIT_S": "2.5",
+            "KODO_API_ACTIVE": "4",
+            "KODO_API_QUEUE_S": "1",
+        }
+    )
+    assert (tuned.api_db_pool, tuned.api_db_overflow, tuned.api_db_wait_s) == (20, 0, 2.5)
+    assert (tuned.api_active, tuned.api_queue_s) == (4, 1.0)
 
 
 def test_self_approval_is_refused_unless_the_operator_allows_it() -> None:
