@@ -440,6 +440,10 @@ def main(
         shown = think_rows(think_figures)
         click.echo(f"\nthink time: {think_runs} runs at once, every call held {think_ms} ms")
         click.echo(table(shown, baseline=None))
+        if think_figures["retried"]:
+            click.echo("\nrequests the API refused with Retry-After, sent again:")
+            for kind, count in think_figures["retried"].items():
+                click.echo(f"  {count} x {kind}")
         if think_figures["failed"]:
             click.secho(f"\n{think_figures['failed']} runs did not succeed:", fg="red")
             for kind, count in think_figures["failure_kinds"].items():

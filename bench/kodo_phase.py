@@ -4,6 +4,11 @@ One run: ``POST /intents``, ``POST /intents/{id}/run`` (the clock starts when th
 request is sent), one ``GET /runs/{id}/events`` stream read until a terminal status;
 on ``waiting_input`` the plan is approved at once (auto-approval) while the stream
 stays open, so approve->done is timed from the approve request to the terminal event.
+
+A well-behaved client: a request the API refuses with 503 or 429 and ``Retry-After``
+(busy, over a limit; nothing was done) is sent again after that wait, at most
+``MAX_RETRIES`` times; every retry is counted, and a request still refused is the
+run's failure.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import Counter
 from collections.abc import Iterable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -25,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.service.runs import approve_plan
 from shared.service.uow import UnitOfWork
 
-from .sse import StreamError, run_events
+from .sse import MAX_RETRIES, StreamError, back_off, refusal, retry_after_s, run_events
 
 TERMINAL = frozenset({"succeeded", "failed", "rejected", "cancelled"})
 GOAL = "Add a multiply function to calc.py with a test"
@@ -101,6 +107,7 @@ class Driver:
         self._shard = itertools.cycle(self.clients)
         self.repos = itertools.cycle(list(repos))
         self.resets = 0  # connections the server closed under a request (then retried)
+        self.retried: Counter[str] = Counter()  # requests sent again after Retry-After, by kind
         self.sessions = sessions
         self.goal = goal  # the think-time phase adds ``[oc:slow=T]``: every call held T ms
         # At most this many runs being submitted at once (0: no bound, every run at once).
@@ -117,10 +124,25 @@ class Driver:
         async with self.submit_gate:
             return await self._submit(http)
 
+    async def post(
+        self, http: httpx.AsyncClient, url: str, kind: str, json: Any = None
+    ) -> httpx.Response:
+        """POST, sent again after ``Retry-After`` while the API refuses it with 503 or 429
+        (each retry counted under ``kind``); the last answer otherwise."""
+        retries = 0
+        while True:
+            reply = await http.post(url, json=json)
+            wait_s = retry_after_s(reply)
+            if wait_s is None or retries == MAX_RETRIES:
+                return reply
+            retries += 1
+            self.retried[f"{kind} {refusal(reply)}"] += 1
+            await back_off(wait_s)
+
     async def _submit(self, http: httpx.AsyncClient) -> tuple[str, float]:
         body = {"repo": str(next(self.repos)), "goal": self.goal}
         try:
-            intent = await http.post("/intents", json=body)
+            intent = await self.post(http, "/intents", "POST /intents", json=body)
         except httpx.HTTPError as exc:
             raise SubmitError(f"POST /intents: {exc!r}") from exc
         if intent.status_code != 201:
@@ -128,7 +150,7 @@ class Driver:
         run_id: str = intent.json()["intentId"]
         began = time.perf_counter()
         try:
-            started = await http.post(f"/intents/{run_id}/run")
+            started = await self.post(http, f"/intents/{run_id}/run", "POST /intents/<id>/run")
         except httpx.HTTPError as exc:
             raise SubmitError(f"POST /intents/{run_id}/run: {exc!r}") from exc
         if started.status_code != 202:
@@ -139,12 +161,12 @@ class Driver:
 
     async def _approve_api(self, http: httpx.AsyncClient, run_id: str) -> None:
         """Approve; a repeated identical decision is accepted, so a reset connection is retried."""
-        url = f"/runs/{run_id}/approve-plan"
+        url, kind = f"/runs/{run_id}/approve-plan", "POST /runs/<id>/approve-plan"
         try:
-            reply = await http.post(url, json={"approver": "bench"})
+            reply = await self.post(http, url, kind, json={"approver": "bench"})
         except httpx.TransportError:
             self.resets += 1
-            reply = await http.post(url, json={"approver": "bench"})
+            reply = await self.post(http, url, kind, json={"approver": "bench"})
         if reply.status_code != 200:
             raise RuntimeError(f"approve {run_id}: {reply.status_code} {reply.text}")
 
@@ -184,7 +206,7 @@ class Driver:
             if me is not None and not task.cancelled() and task.exception() is not None:
                 me.cancel()
 
-        async with aclosing(run_events(http, timing.run_id)) as events:
+        async with aclosing(run_events(http, timing.run_id, retried=self.retried)) as events:
             async for event in events:
                 now = time.perf_counter()
                 timing.status = event["status"]

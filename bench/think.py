@@ -88,6 +88,7 @@ class ThinkResult:
     timings: list[Timing | BaseException]
     wall_s: float
     submitted_within_s: float | None
+    retried: dict[str, int]  # requests sent again after a 503/429 with Retry-After, by kind
 
 
 async def _warm(bench: Bench, sessions: sessionmaker[Session]) -> None:
@@ -124,7 +125,12 @@ async def _drive(
     finally:
         await driver.close()
     last_submit = max((t.submitted for t in results if isinstance(t, Timing)), default=None)
-    return ThinkResult(results, elapsed, None if last_submit is None else last_submit - began)
+    return ThinkResult(
+        results,
+        elapsed,
+        None if last_submit is None else last_submit - began,
+        dict(driver.retried.most_common()),
+    )
 
 
 def _oc(bench: Bench, method: str, path: str) -> dict[str, Any]:
@@ -189,6 +195,7 @@ def think(
         "succeeded": len(done),
         "failed": runs - len(done),
         "not_submitted": sum(isinstance(t, SubmitError) for t in result.timings),
+        "retried": result.retried,
         "submit_limit": submit_limit,
         "failures": failures[:20],
         "failure_kinds": dict(Counter(failure_kind(f) for f in failures).most_common(10)),
@@ -282,6 +289,11 @@ def think_rows(f: dict[str, Any]) -> list[Row]:
         Row(
             "  of which the API did not accept (POST /intents or /run failed)",
             f["not_submitted"],
+            unit="count",
+        ),
+        Row(
+            "requests sent again after 503/429 + Retry-After (all kinds)",
+            sum(f["retried"].values()),
             unit="count",
         ),
         Row("CPU per accepted run, all processes", per(total_cpu)),

@@ -41,6 +41,7 @@ THINK_ROWS = (
     "efficiency (ideal / wall)",
     "peak provider calls in flight (oc-compat)",
     "failed runs (not succeeded)",
+    "requests sent again after 503/429 + Retry-After (all kinds)",
     "peak RSS over the phase, api",
     "peak RSS over the phase, worker",
     "peak RSS over the phase, beat",
@@ -121,6 +122,7 @@ def test_a_small_benchmark_prints_its_table_and_writes_json(
         assert row in done.stdout, f"missing think-time row {row!r}"
     assert think["failed"] == 0, think["failures"]
     assert think["succeeded"] == THINK_RUNS
+    assert all(count > 0 for count in think["retried"].values()), think["retried"]
     assert think["provider_calls"] == 3 * THINK_RUNS, "one held call per step, none paid twice"
     assert think["peak_in_flight"] >= 1
     assert think["wall_s"] > 0

@@ -64,6 +64,7 @@ def _think_figures(provider: str, cpu_ms: dict[str, float]) -> dict[str, Any]:
         "provider_calls": 30,
         "failed": 0,
         "not_submitted": 0,
+        "retried": {},  # requests sent again after a 503 or 429 (none here)
         "submit_to_waiting_p50_ms": 1000.0,
         "approve_to_done_p50_ms": 2000.0,
         "provider": provider,
