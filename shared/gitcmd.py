@@ -33,6 +33,7 @@ import errno
 import os
 import re
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -162,11 +163,77 @@ def _git_process(
 
 
 def _listed_names(cwd: Path, timeout_s: float) -> list[str]:
+    """The names in the repository config git reads for a call in ``cwd``.
+
+    Listing them is a git process of its own, as costly as the call it protects, so a
+    listing is reused while every file it came from is unchanged (see
+    :func:`_config_identity`); a config that includes other files is listed every time.
+    """
+    identity = _config_identity(cwd)
+    if identity is not None:
+        with _LISTINGS_LOCK:
+            cached = _LISTINGS.get(identity)
+        if cached is not None:
+            return list(cached)
     env = {**base_env(), **config_env(HARDENED)}
     proc = _git_process(cwd, ["config", "--list", "--name-only", "-z"], env, None, timeout_s)
     if proc.returncode != 0:
         return []  # outside a repository there is no repository config to neutralise
-    return [n for n in proc.stdout.decode(errors="surrogateescape").split("\0") if n]
+    names = [n for n in proc.stdout.decode(errors="surrogateescape").split("\0") if n]
+    if identity is not None and not any(_INCLUDES.match(name) for name in names):
+        with _LISTINGS_LOCK:
+            if len(_LISTINGS) >= _LISTINGS_MAX:
+                _LISTINGS.pop(next(iter(_LISTINGS)))
+            _LISTINGS[identity] = tuple(names)
+    return names
+
+
+_LISTINGS: dict[tuple[object, ...], tuple[str, ...]] = {}
+_LISTINGS_LOCK = threading.Lock()
+_LISTINGS_MAX = 512
+_INCLUDES = re.compile(r"^include(?:if)?\.", re.IGNORECASE)
+
+
+def _config_identity(cwd: Path) -> tuple[object, ...] | None:
+    """What identifies the repository config a git call in ``cwd`` reads, or None when
+    kodo cannot tell (no ``.git`` in ``cwd`` itself: a bare repository, a subfolder).
+
+    System and global config are off (:data:`ENV`), so git reads ``<common dir>/config``
+    and ``<git dir>/config.worktree``; a worktree's ``.git`` file names its git dir, whose
+    ``commondir`` names the common one. Each file counts by device, inode, size, mtime
+    and ctime (nanoseconds): git rewrites a config by renaming a new file over it (a new
+    inode), and any other write moves its ctime, which no user can set. Taken before the
+    listing, so a change racing with it is seen at the next call.
+    """
+    dotgit = cwd / ".git"
+    try:
+        if dotgit.is_symlink():
+            return None
+        if dotgit.is_dir():
+            gitdir = dotgit
+        elif dotgit.is_file():
+            line = dotgit.read_text(errors="surrogateescape")
+            if not line.startswith("gitdir: ") or "\n" in line.rstrip("\n"):
+                return None
+            gitdir = cwd / line.removeprefix("gitdir: ").rstrip("\n")
+        else:
+            return None
+        common = gitdir
+        pointer = gitdir / "commondir"
+        if pointer.exists():
+            common = gitdir / pointer.read_text(errors="surrogateescape").rstrip("\n")
+        files = (common / "config", gitdir / "config.worktree")
+        return (str(cwd), *(_file_identity(f) for f in files))
+    except OSError:
+        return None
+
+
+def _file_identity(path: Path) -> tuple[object, ...]:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return (str(path), None)
+    return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def overrides_for(cwd: Path, extra: Mapping[str, str], timeout_s: float) -> dict[str, str]:

@@ -15,6 +15,7 @@ import pytest
 
 from devstack.sample_repo import create_sample_repo
 from services.worker.git_ops import commit_index, ensure_worktree, git
+from shared import gitcmd
 from shared.gitcmd import command_keys, hardened_args
 from shared.service.repo_pin import PolicyCache, observe_repo, pin_submission
 from tests.integration.worker.patching import try_apply
@@ -158,3 +159,73 @@ def test_diffing_commands_never_use_external_diff_or_textconv() -> None:
         "B",
     ]
     assert hardened_args(["status"]) == ["status", "--ignore-submodules=dirty"]
+
+
+def _evil_filter(repo: Path, tmp_path: Path) -> None:
+    """Make every file pass through a filter named ``evil`` (not yet configured)."""
+    (repo / ".gitattributes").write_text("* filter=evil\n")
+    plain_git(repo, "add", ".gitattributes")
+    plain_git(repo, "commit", "-q", "-m", "attributes")
+
+
+def _stage_new_file(wt: Path, name: str) -> None:
+    (wt / name).write_text("x\n")
+    git(wt, "add", name)
+
+
+def test_a_command_key_added_after_a_listing_was_reused_is_still_blanked(
+    repo: Path, tmp_path: Path
+) -> None:
+    """kodo reuses a config listing while the config files are unchanged; git writes
+    its config by renaming a new file over it, so the next call lists it again."""
+    _evil_filter(repo, tmp_path)
+    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    _stage_new_file(wt, "a.txt")  # listed: no filter configured yet
+    plain_git(repo, "config", "filter.evil.clean", evil(tmp_path, "clean"))
+    _stage_new_file(wt, "b.txt")
+    assert ran(tmp_path) == []
+
+
+def test_a_config_written_in_place_is_listed_again(repo: Path, tmp_path: Path) -> None:
+    """An editor that rewrites the file in place keeps its inode; its ctime moves."""
+    _evil_filter(repo, tmp_path)
+    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    _stage_new_file(wt, "a.txt")
+    with (repo / ".git" / "config").open("a") as config:
+        config.write(f'[filter "evil"]\n\tclean = {evil(tmp_path, "clean")}\n')
+    _stage_new_file(wt, "b.txt")
+    assert ran(tmp_path) == []
+
+
+def test_a_config_that_includes_another_file_is_listed_every_time(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The included file is not among those kodo watches: no listing is reused."""
+    _evil_filter(repo, tmp_path)
+    included = tmp_path / "included.cfg"
+    included.write_text("")
+    plain_git(repo, "config", "include.path", str(included))
+    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    _stage_new_file(wt, "a.txt")
+    included.write_text(f'[filter "evil"]\n\tclean = {evil(tmp_path, "clean")}\n')
+    _stage_new_file(wt, "b.txt")
+    assert ran(tmp_path) == []
+
+
+def test_an_unchanged_config_is_listed_once(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Consecutive calls in one worktree start one git process each, not two."""
+    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    git(wt, "status", "--porcelain")  # lists the config once
+    started: list[list[str]] = []
+    spawn = gitcmd._git_process
+
+    def counting(cwd: Path, args: list[str], *rest: object) -> object:
+        started.append(list(args))
+        return spawn(cwd, args, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gitcmd, "_git_process", counting)
+    for _ in range(3):
+        git(wt, "status", "--porcelain")
+    assert [args[0] for args in started] == ["status", "status", "status"]
