@@ -23,6 +23,7 @@ from services.worker.runtime import Runtime, build_runtime
 from shared.config import Settings
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.domain.prompts import compile_prompt
+from shared.opencode.call_ledger import PostgresCallLedger
 from shared.opencode.calls import CallPending, StructuredCall, StructuredResult
 from shared.opencode.messages import ModelRef
 from shared.opencode.ports import AgentClient
@@ -107,6 +108,8 @@ def _wrapped_call(rt: Runtime, call: StructuredCall) -> tuple[StructuredResult, 
     try:
         return rt.oc.prompt_structured(call), time.perf_counter() - began
     except CallPending as pending:
+        if pending.unrecorded:
+            PostgresCallLedger(rt.sessions).mark_sent(pending.op_key)  # as the runner does
         spent = time.perf_counter() - began
         session_id = pending.session_id
     _until_idle(rt.daemons.first.client, session_id, call.directory)

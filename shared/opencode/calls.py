@@ -108,15 +108,20 @@ class CallPending(Exception):
     step until ``hold_s`` from now (the call's deadline). The collector wakes it when
     the session ends; the reconciler's sweep wakes it at the deadline if nothing did.
     ``woken``: a wake-up was already recorded for the call (a parked step then waits
-    for the next one instead of waking itself).
+    for the next one instead of waking itself). ``unrecorded``: the daemon took the
+    prompt but its row still says ``claimed``; whoever catches this records it ``sent``
+    (the runner does it in the transaction that parks the step: one commit, not two).
     """
 
-    def __init__(self, op_key: str, session_id: str, hold_s: float, *, woken: bool) -> None:
+    def __init__(
+        self, op_key: str, session_id: str, hold_s: float, *, woken: bool, unrecorded: bool = False
+    ) -> None:
         super().__init__(f"provider call {op_key[:12]} sent (session {session_id}); awaiting")
         self.op_key = op_key
         self.session_id = session_id
         self.hold_s = max(0.0, hold_s)
         self.woken = woken
+        self.unrecorded = unrecorded
 
 
 class CallSuperseded(Exception):

@@ -228,8 +228,9 @@ class ExactlyOnceCalls:
             self.ledger.mark_started(key, session_id, daemon.url or None)
             reply = self._send(daemon.client, session_id, call)
             if reply is None:  # sent with prompt_async: its answer is collected later
-                self.ledger.mark_sent(key)
-                raise CallPending(key, session_id, self.timeout_s, woken=False)
+                # recorded ``sent`` by whoever parks (with the park, one commit); if
+                # this worker dies first, the claim with its session is collected later
+                raise CallPending(key, session_id, self.timeout_s, woken=False, unrecorded=True)
         except OpenCodeTimeout as exc:
             if session_id is not None:
                 self._abort_quietly(daemon, session_id, call.directory)
@@ -392,8 +393,11 @@ class ExactlyOnceCalls:
         def still_busy() -> bool:
             return session_id in client.busy_sessions(directory=directory)
 
+        # Woken by session.idle (no error recorded), the turn has ended: kodo sends one
+        # prompt per session, so nothing can start another. Asked only otherwise.
+        ended = row.woken and row.error is None
         busy = not row.woken and still_busy()
-        if row.woken and still_busy():
+        if row.woken and not ended and still_busy():
             # Woken by session.error: the idle follows at once; past that, the next
             # event (or the deadline) wakes the step again.
             settle = self.clock.monotonic() + WOKEN_SETTLE_S

@@ -160,15 +160,25 @@ def renew_lease(s: Session, lease: StepLease) -> bool:
 
 
 def park_on_call(
-    s: Session, lease: StepLease, *, op_key: str, hold_s: float, check_woken: bool
+    s: Session,
+    lease: StepLease,
+    *,
+    op_key: str,
+    hold_s: float,
+    check_woken: bool,
+    mark_sent: bool = False,
 ) -> Literal["superseded", "parked", "wake"]:
-    """Hand the step's lease to the sent call ``op_key`` for ``hold_s``.
+    """Hand the step's lease to the sent call ``op_key`` for ``hold_s``; with
+    ``mark_sent``, record the call ``sent`` first, in the same transaction (even when
+    the step was superseded meanwhile: the daemon has the prompt either way).
 
     ``wake``: parked, but the collector already saw the call's session end (its
     wake-up may have been turned away while the lease was still ours), so the caller
     sends the step again after commit. Each side commits its mark, then reads the
     other's: no wake-up is lost.
     """
+    if mark_sent:
+        LedgerRepo(s).mark_sent(op_key)
     if not StepRunRepo(s).park(lease.run_id, lease.step, lease.fence, op_key=op_key, hold_s=hold_s):
         return "superseded"
     if check_woken and not LedgerRepo(s).awaits_collection(op_key):

@@ -74,14 +74,17 @@ class InMemoryLedger:
         row.record = replace(row.record, status=CallStatus.SENT)
         return True
 
-    def wake(self, session_id: str) -> None:
-        """What the collector records when it sees the session end."""
+    def wake(self, session_id: str, error: str | None = None) -> None:
+        """What the collector records when it sees the session end (``error``: it saw
+        ``session.error`` saying so)."""
         for row in self.rows.values():
             if row.session_id == session_id and row.record.status in (
                 CallStatus.CLAIMED,
                 CallStatus.SENT,
             ):
                 row.woken = True
+                if error is not None:
+                    row.record = replace(row.record, error=error)
 
     def awaits_collection(self, op_key: str) -> bool:
         row = self.rows[op_key]

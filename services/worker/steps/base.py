@@ -225,6 +225,7 @@ def _park(rt: Runtime, lease: StepLease, pending: CallPending) -> str:
             op_key=pending.op_key,
             hold_s=pending.hold_s + PARK_GRACE_S,
             check_woken=not pending.woken,
+            mark_sent=pending.unrecorded,
         )
         if parked == "superseded":
             log.warning("step.superseded_while_sending", run_id=lease.run_id, op_key=pending.op_key)

@@ -86,8 +86,9 @@ def test_a_call_is_sent_to_its_daemon_recorded_and_collected_there() -> None:
     a.hold_async = b.hold_async = True
     pool = _pool(a, b)
     ledger = InMemoryLedger()
-    with pytest.raises(CallPending):
+    with pytest.raises(CallPending) as pending:
         _calls(pool, ledger).prompt_structured(_call())
+    assert ledger.mark_sent(pending.value.op_key)  # as the runner does when it parks
     row = ledger.rows[_call().op_key]
     chosen = a if row.daemon == A else b
     other = b if chosen is a else a

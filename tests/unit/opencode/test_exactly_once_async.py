@@ -55,8 +55,11 @@ def _held(turn: ScriptedTurn) -> FakeAgent:
 
 
 def _send(agent: FakeAgent, ledger: InMemoryLedger) -> CallPending:
+    """Send the call and record it sent, as the runner does when it parks the step."""
     with pytest.raises(CallPending) as pending:
         _calls(agent, ledger).prompt_structured(_call())
+    assert pending.value.unrecorded
+    assert ledger.mark_sent(pending.value.op_key)
     return pending.value
 
 
@@ -180,7 +183,7 @@ def test_a_woken_delivery_waits_briefly_for_the_idle_that_follows_a_session_erro
     agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
-    ledger.wake(pending.session_id)  # session.error seen; the session is still busy
+    ledger.wake(pending.session_id, "UnknownError: boom")  # session.error; still busy
     polls: list[int] = []
     real_busy = agent.busy_sessions
 
@@ -192,6 +195,25 @@ def test_a_woken_delivery_waits_briefly_for_the_idle_that_follows_a_session_erro
 
     agent.busy_sessions = busy_then_idle  # type: ignore[method-assign]
     assert _calls(agent, ledger).prompt_structured(_call()).answer == ANSWER
+
+
+def test_a_delivery_woken_by_session_idle_reads_the_answer_without_asking_status() -> None:
+    """session.idle ended the turn (one prompt per session): no GET /session/status."""
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.release(pending.session_id)
+    ledger.wake(pending.session_id)
+    asked: list[str] = []
+    real_busy = agent.busy_sessions
+
+    def counted(*, directory: str) -> dict[str, Any]:
+        asked.append(directory)
+        return real_busy(directory=directory)
+
+    agent.busy_sessions = counted  # type: ignore[method-assign]
+    assert _calls(agent, ledger).prompt_structured(_call()).answer == ANSWER
+    assert asked == []
 
 
 def test_a_daemon_that_cannot_be_asked_defers_collection_until_the_deadline() -> None:
