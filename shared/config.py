@@ -73,6 +73,7 @@ DEFAULTS: dict[str, str] = {
     "KODO_API_DB_POOL": "5",
     "KODO_API_DB_OVERFLOW": "10",
     "KODO_API_DB_WAIT_S": "10",
+    "KODO_DB_PING_IDLE_S": "1",
     # Requests one API worker handles at once (the rest queue), and how long one may queue.
     "KODO_API_ACTIVE": "16",
     "KODO_API_QUEUE_S": "30",
@@ -196,6 +197,7 @@ class Settings:
     api_db_pool: int = int(DEFAULTS["KODO_API_DB_POOL"])
     api_db_overflow: int = int(DEFAULTS["KODO_API_DB_OVERFLOW"])
     api_db_wait_s: float = float(DEFAULTS["KODO_API_DB_WAIT_S"])
+    db_ping_idle_s: float = float(DEFAULTS["KODO_DB_PING_IDLE_S"])  # 0: ping every checkout
     api_active: int = int(DEFAULTS["KODO_API_ACTIVE"])
     api_queue_s: float = float(DEFAULTS["KODO_API_QUEUE_S"])
     redis_key_prefix: str = DEFAULTS["KODO_REDIS_KEY_PREFIX"]
@@ -266,6 +268,7 @@ class Settings:
             api_db_pool=_int(env, "KODO_API_DB_POOL"),
             api_db_overflow=_int(env, "KODO_API_DB_OVERFLOW"),
             api_db_wait_s=_float(env, "KODO_API_DB_WAIT_S"),
+            db_ping_idle_s=_float(env, "KODO_DB_PING_IDLE_S"),
             api_active=_int(env, "KODO_API_ACTIVE"),
             api_queue_s=_float(env, "KODO_API_QUEUE_S"),
             redis_key_prefix=env.get("KODO_REDIS_KEY_PREFIX", DEFAULTS["KODO_REDIS_KEY_PREFIX"]),
@@ -303,6 +306,8 @@ class Settings:
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.db_ping_idle_s < 0:
+            raise ConfigError("KODO_DB_PING_IDLE_S must not be negative")
         for name, limit in (
             ("KODO_EXEC_TIMEOUT_S", self.exec_timeout_s),
             ("KODO_EXEC_OUTPUT_CAP", self.exec_output_cap),

@@ -71,6 +71,7 @@ def create_app(
         pool_size=settings.api_db_pool,
         max_overflow=settings.api_db_overflow,
         pool_timeout_s=settings.api_db_wait_s,
+        ping_idle_s=settings.db_ping_idle_s,
     )
     app.extensions[EXTENSION] = ApiState(
         settings=settings,

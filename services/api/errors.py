@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from flask import Flask, Response, jsonify
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -82,6 +83,23 @@ def _database_busy(exc: PoolTimeout) -> Response:
     return response
 
 
+def _database_unavailable(exc: OperationalError) -> Response:
+    """The database refused a connection or dropped one mid-request (a restart, a
+    failover): a 503 with ``Retry-After``, never a 500. The request's transaction did
+    not commit unless the connection was lost during its COMMIT; repeating an approval,
+    rejection or cancel is safe (an identical repeat is accepted), so is a read."""
+    log.warning("database unavailable: %s", exc)
+    response = error_response(
+        503,
+        "database_unavailable",
+        "the database connection failed (restarting or unreachable); retry after"
+        f" {DB_BUSY_RETRY_AFTER_S} seconds",
+        {"rule": ["database_reachable"]},
+    )
+    response.headers["Retry-After"] = str(DB_BUSY_RETRY_AFTER_S)
+    return response
+
+
 def _unexpected(exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal_error", "internal server error")
@@ -91,4 +109,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(KodoError, _kodo_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(PoolTimeout, _database_busy)
+    app.register_error_handler(OperationalError, _database_unavailable)
     app.register_error_handler(Exception, _unexpected)

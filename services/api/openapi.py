@@ -41,8 +41,9 @@ ERROR_DESCRIPTIONS = {
     429: "over a per-token limit (KODO_INTENT_RATE, KODO_SSE_PER_TOKEN): see Retry-After",
     500: "stored data could not be rendered",
     503: "busy or a dependency unreachable: database_busy (no database connection came free"
-    " within KODO_API_DB_WAIT_S; nothing was done, send it again after Retry-After), or a"
-    " limit store that cannot count (Redis)",
+    " within KODO_API_DB_WAIT_S; nothing was done, send it again after Retry-After),"
+    " database_unavailable (the database refused or dropped the connection; retry after"
+    " Retry-After), or a limit store that cannot count (Redis)",
 }
 
 

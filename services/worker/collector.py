@@ -257,7 +257,7 @@ def main(install_signals: Callable[..., object] = signal.signal) -> int:
 
     settings = Settings.from_env()
     configure_logging(json=True)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, ping_idle_s=settings.db_ping_idle_s)
     register_process(engine, "collector")  # refuses a database of another migration head
     sessions = make_session_factory(engine)
     sender = CelerySender(make_celery(settings))

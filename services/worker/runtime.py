@@ -49,7 +49,7 @@ class Runtime:
 
 def build_runtime(settings: Settings, celery: Celery, clock: Clock | None = None) -> Runtime:
     clock = clock or SystemClock()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, ping_idle_s=settings.db_ping_idle_s)
     sessions = make_session_factory(engine)
     timeout_s = settings.oc_timeout_ms / 1000
     clients: dict[str, AgentClient] = {

@@ -107,3 +107,57 @@ def test_a_request_finding_the_pool_exhausted_is_a_503_naming_the_rule(
     log = tiny_pool.proc("api").log_tail(400)
     assert "database pool exhausted" in log
     assert "unhandled error" not in log
+
+
+@pytest.fixture(scope="module")
+def never_pinged(
+    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """An API whose pooled connection is never pinged, tagged so the test can drop it."""
+    root: Path = tmp_path_factory.mktemp("dbgone")
+    base, _, _ = redis_url.rpartition("/")
+    sep = "&" if "?" in database_url else "?"
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"{database_url}{sep}application_name={DROPPED}",
+        "REDIS_URL": f"{base}/{DISPLAY_REDIS_DB}",
+        "KODO_REDIS_KEY_PREFIX": f"kodo-test-{uuid.uuid4().hex[:12]}",
+        "KODO_API_WORKERS": "1",
+        "KODO_API_DB_POOL": "1",
+        "KODO_API_DB_OVERFLOW": "0",
+        "KODO_DB_PING_IDLE_S": "3600",
+    }
+    stack = Stack(env=env, log_dir=root / "logs")
+    try:
+        start_api(stack)
+        yield stack
+    finally:
+        stack.stop()
+
+
+DROPPED = "kodo-test-dropped-api"
+
+
+def test_a_database_connection_lost_mid_request_is_a_503_then_the_pool_recovers(
+    never_pinged: Stack, engine: Engine, sessions: sessionmaker[Session]
+) -> None:
+    with UnitOfWork(sessions) as uow:
+        token = create_token(uow, "reader", Role.SUBMITTER)
+    headers = {"Authorization": f"Bearer {token}"}
+    missing = f"/runs/{uuid.uuid4()}"
+    with httpx.Client(base_url=never_pinged.api_url, headers=headers, timeout=10) as http:
+        assert http.get(missing).status_code == 404  # the pool's connection is open
+        with engine.connect() as conn:
+            dropped = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = :name"
+                ),
+                {"name": DROPPED},
+            ).scalar_one()
+        assert dropped == 1
+        lost = http.get(missing)
+        assert lost.status_code == 503, lost.text
+        assert lost.json()["error"]["code"] == "database_unavailable"
+        assert lost.headers["Retry-After"].isdigit()
+        assert http.get(missing).status_code == 404  # a fresh connection
