@@ -147,10 +147,10 @@ def hold_lease(s: Session, lease: StepLease) -> None:
     Run inside the ledger claim's transaction too, so the check and the claim commit
     together: a cancelled or fenced-off delivery never claims a provider call.
     """
-    status = RunRepo(s).status_of(lease.run_id)
-    if status != STEP_STATUS[lease.step].value:
+    status, renewed = StepRunRepo(s).hold(lease.run_id, lease.step, lease.fence, lease.lease_s)
+    if status != STEP_STATUS[lease.step].value:  # the renewal rolls back with the raise
         raise StepAbandoned(f"run is {status or 'gone'}")
-    if not renew_lease(s, lease):
+    if not renewed:
         raise StepAbandoned("a newer delivery holds the step")
 
 

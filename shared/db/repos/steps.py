@@ -125,6 +125,18 @@ _ENTER = _enter_statement()
 _RENEW = (
     update(_STEPS).where(_ours()).values(lease_expires_at=_lease_expiry()).returning(_STEPS.c.id)
 )
+
+
+def _hold_statement() -> Select[Any]:
+    """Renew the lease and read the run's status, in one round trip (the caller raises,
+    rolling the renewal back, when the status is not the step's)."""
+    renewed = _RENEW.cte("renewed")
+    status = select(_RUNS.c.status).where(_RUNS.c.id == bindparam("w_run_id")).scalar_subquery()
+    held = select(func.count()).select_from(renewed).scalar_subquery()
+    return select(status.label("status"), held.label("renewed"))
+
+
+_HOLD = _hold_statement()
 _FINISH = (
     update(_STEPS)
     .where(_ours())
@@ -251,6 +263,21 @@ class StepRunRepo:
             "lease": timedelta(seconds=lease_s),
         }
         return self.session.execute(_RENEW, params).scalar_one_or_none() is not None
+
+    def hold(
+        self, run_id: str, step: StepId, fence: int, lease_s: float
+    ) -> tuple[str | None, bool]:
+        """Extend our lease and read the run's status in one statement: (the status,
+        None if the run is gone; whether our fence still held the lease)."""
+        params = {
+            "w_run_id": run_id,
+            "w_step_id": step.value,
+            "w_fence": fence,
+            "lease": timedelta(seconds=lease_s),
+        }
+        row = self.session.execute(_HOLD, params).one()
+        status: str | None = row.status
+        return status, bool(row.renewed)
 
     def get(self, run_id: str, step: StepId) -> StepRun | None:
         return self.session.execute(

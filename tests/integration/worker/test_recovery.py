@@ -131,6 +131,21 @@ def test_a_cancelled_run_stops_its_step_before_the_next_provider_call(
         ctx.keep_lease()
 
 
+def test_a_fenced_off_delivery_cannot_hold_the_lease_its_successor_holds(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    rt = make_rt(step_lease_s=0.2)
+    run_id = new_run(rt, repo)
+    first = load_context(rt, run_id, StepId.COMPILE)
+    assert first is not None
+    wait_lease_lapsed(rt, run_id, StepId.COMPILE)
+    second = load_context(rt, run_id, StepId.COMPILE)
+    assert second is not None
+    with pytest.raises(StepAbandoned, match="newer delivery"):
+        first.keep_lease()
+    second.keep_lease()  # the successor's own fence holds
+
+
 def test_the_database_refuses_an_applied_patch_without_an_approval(rt: Runtime, repo: Path) -> None:
     run_id = new_run(rt, repo)
     forged = StepRun(
