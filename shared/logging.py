@@ -80,5 +80,8 @@ def configure_logging(
     root.setLevel(level.upper() if isinstance(level, str) else level)
     # httpx logs every request at INFO: five lines per provider call, each rendered and
     # redacted. The ledger records the calls; its warnings (and ours) still pass.
-    for chatty in ("httpx", "httpcore"):
+    # Celery logs each task's receipt and success at INFO: two lines per delivery that
+    # kodo's own step.started / step.finished / step.parked_on_call already tell, with
+    # the run and step ids. Failures (ERROR) still pass.
+    for chatty in ("httpx", "httpcore", "celery.worker.strategy", "celery.app.trace"):
         logging.getLogger(chatty).setLevel(logging.WARNING)

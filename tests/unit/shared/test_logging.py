@@ -56,3 +56,13 @@ def test_secrets_are_redacted_from_every_line_whoever_logs_them(out: io.StringIO
     assert first["api_key"] == "[REDACTED]"
     assert key not in json.dumps(first)
     assert "x" * 24 not in second["event"]
+
+
+def test_per_delivery_chatter_is_dropped_and_failures_still_pass(out: io.StringIO) -> None:
+    """Celery's receipt and success lines and httpx's request lines repeat what kodo's
+    step and ledger lines say; their errors are kept."""
+    for name in ("celery.worker.strategy", "celery.app.trace", "httpx"):
+        logging.getLogger(name).info("chatter")
+    logging.getLogger("celery.app.trace").error("Task kodo.CompileST raised")
+
+    assert [line["event"] for line in lines(out)] == ["Task kodo.CompileST raised"]
