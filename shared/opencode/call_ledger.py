@@ -86,9 +86,10 @@ class PostgresCallLedger:
 
 def _record_of(ledger: LedgerRepo, op_key: str) -> tuple[CallRecord, float] | None:
     """The row as the protocol reads it, and its age if it is still claimed or sent."""
-    row = ledger.get(op_key)
-    if row is None:
+    found = ledger.get_aged(op_key)
+    if found is None:
         return None
+    row, age = found
     record = CallRecord(
         op_key=row.op_key,
         status=row.status,
@@ -102,8 +103,8 @@ def _record_of(ledger: LedgerRepo, op_key: str) -> tuple[CallRecord, float] | No
         daemon=row.daemon,
     )
     if row.status not in (CallStatus.CLAIMED, CallStatus.SENT):
-        return record, 0.0  # only a live call is aged (one query saved per replay)
-    return record, ledger.claim_age_s(op_key) or 0.0
+        return record, 0.0  # only a live call is aged
+    return record, age
 
 
 def _claim_in(

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, bindparam, extract, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from shared.db.models import OpenCodeCall, Run, bound, table_of
 from shared.domain.step_outcome import RuleRefusal
@@ -69,12 +69,10 @@ _WAKE = (
 )
 """The collector's one statement per batch of ended sessions: mark them idle (the flag a
 parking step reads after it parks) and name the steps to wake."""
-_CLAIM_AGE = select(
-    extract(
-        "epoch",
-        func.statement_timestamp() - func.coalesce(_CALLS.c.started_at, _CALLS.c.created_at),
-    )
-).where(_CALLS.c.op_key == bindparam("key"))
+_AGE = extract(
+    "epoch", func.statement_timestamp() - func.coalesce(_CALLS.c.started_at, _CALLS.c.created_at)
+)
+_CLAIM_AGE = select(_AGE).where(_CALLS.c.op_key == bindparam("key"))
 """How long ago the call was claimed (or sent), by the database's clock alone: a rule
 that compares a time written by one host with another host's clock breaks under skew."""
 
@@ -183,6 +181,17 @@ class LedgerRepo:
             .where(OpenCodeCall.op_key == op_key)
             .execution_options(populate_existing=True)
         ).scalar_one_or_none()
+
+    def get_aged(self, op_key: str) -> tuple[OpenCodeCall, float] | None:
+        """The row without its request (the prompt: the protocol never reads it back)
+        and its age by the database's clock (see :meth:`claim_age_s`), in one statement."""
+        found = self.session.execute(
+            select(OpenCodeCall, _AGE)
+            .where(OpenCodeCall.op_key == op_key)
+            .options(defer(OpenCodeCall.request))
+            .execution_options(populate_existing=True)
+        ).one_or_none()
+        return None if found is None else (found[0], float(found[1]))
 
     def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
         """The HTTP call is about to leave: record its session, its daemon and (the
