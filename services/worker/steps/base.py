@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -120,30 +121,85 @@ class LeaseKeeper:
     A provider call may block for up to OC_TIMEOUT_MS, and waiting out another
     worker's claim longer still; the lease must outlive both, whatever KODO_STEP_LEASE_S
     is. If a renewal finds the fence moved on, the body's next claim (its guard) stops it.
+    One renewer thread per process serves every delivery in it (a thread started and
+    joined per delivery cost more than the step's own bookkeeping).
     """
 
     def __init__(self, ctx: StepContext) -> None:
         self.ctx = ctx
         self.every_s = max(0.05, ctx.lease.lease_s / 3)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="kodo-lease", daemon=True)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.every_s):
-            try:
-                kept = self.ctx.leases.renew(self.ctx.lease)
-            except OperationalError:
-                continue  # the database is away: try again at the next beat
-            if not kept:
-                return
 
     def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
+        _renewer().add(self)
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        _renewer().remove(self)
+
+    def beat(self) -> bool:
+        """Renew once; False once the lease is lost (the keeper is then dropped)."""
+        try:
+            return self.ctx.leases.renew(self.ctx.lease)
+        except OperationalError:
+            return True  # the database is away: try again at the next beat
+
+
+class _Renewer:
+    """The process's lease renewer: each keeper beats every ``every_s`` until removed."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: dict[LeaseKeeper, float] = {}
+        self._beating: set[LeaseKeeper] = set()
+        self._thread = threading.Thread(target=self._run, name="kodo-lease", daemon=True)
+        self._thread.start()
+
+    def add(self, keeper: LeaseKeeper) -> None:
+        with self._cond:
+            self._due[keeper] = time.monotonic() + keeper.every_s
+            self._cond.notify_all()
+
+    def remove(self, keeper: LeaseKeeper) -> None:
+        """Stop beating ``keeper``; returns once no beat of it is under way (the step
+        may park next, and a late renewal would stretch the parked lease)."""
+        with self._cond:
+            self._due.pop(keeper, None)
+            while keeper in self._beating:
+                self._cond.wait()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [k for k, at in self._due.items() if at <= now]
+                if not due:
+                    soonest = min(self._due.values(), default=now + 3600)
+                    self._cond.wait(timeout=soonest - now)
+                    continue
+                for keeper in due:
+                    self._due[keeper] = now + keeper.every_s
+                self._beating.update(due)
+            for keeper in due:  # outside the lock: a renewal is a transaction
+                kept = keeper.beat()
+                with self._cond:
+                    self._beating.discard(keeper)
+                    if not kept:
+                        self._due.pop(keeper, None)
+                    self._cond.notify_all()
+
+
+_RENEWERS: dict[int, _Renewer] = {}
+_RENEWERS_LOCK = threading.Lock()
+
+
+def _renewer() -> _Renewer:
+    """This process's renewer (a forked child starts its own: threads do not survive fork)."""
+    pid = os.getpid()
+    with _RENEWERS_LOCK:
+        if pid not in _RENEWERS:
+            _RENEWERS.clear()
+            _RENEWERS[pid] = _Renewer()
+        return _RENEWERS[pid]
 
 
 StepBody = Callable[[StepContext], StepOutcome]

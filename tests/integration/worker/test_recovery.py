@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -144,6 +145,24 @@ def test_a_fenced_off_delivery_cannot_hold_the_lease_its_successor_holds(
     with pytest.raises(StepAbandoned, match="newer delivery"):
         first.keep_lease()
     second.keep_lease()  # the successor's own fence holds
+
+
+def test_a_body_running_longer_than_its_lease_keeps_it_renewed(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    """The renewer beats every lease_s / 3: another delivery is turned away throughout."""
+    rt = make_rt(step_lease_s=0.3)
+    run_id = new_run(rt, repo)
+    turned_away: list[bool] = []
+
+    def long_body(_: object) -> StepOutcome:
+        for _ in range(10):  # a second of work, three leases long
+            turned_away.append(load_context(rt, run_id, StepId.COMPILE) is None)
+            time.sleep(0.1)
+        return StepOutcome.failed("the body's own verdict", {})
+
+    assert run_step(rt, StepId.COMPILE, run_id, long_body) == "failed"
+    assert turned_away == [True] * 10
 
 
 def test_the_database_refuses_an_applied_patch_without_an_approval(rt: Runtime, repo: Path) -> None:
