@@ -169,7 +169,7 @@ def approve_plan(
     submitter may not approve their own run unless the operator allows it
     (``KODO_ALLOW_SELF_APPROVAL``): two people stand between an intent and its change.
     """
-    row, _ = _decide(
+    row, new = _decide(
         uow,
         run_id,
         approve=True,
@@ -177,8 +177,16 @@ def approve_plan(
         plan_sha256=plan_sha256,
         comment=comment,
         allow_self_approval=allow_self_approval,
+        dispatched=dispatch,
     )
-    if dispatch:
+    if dispatch and new:
+        # the run's row is locked and waits on this very plan (_decide checked both)
+        move = transition(RunStatus.WAITING_INPUT, PlanApproved())
+        if not uow.runs.apply(run_id, move, now):  # pragma: no cover - checked under lock
+            raise Conflict(f"run {run_id} moved while its approval was recorded")
+        if move.dispatch is not None:
+            uow.send_after_commit(RunStep(move.dispatch, run_id))
+    elif dispatch:  # a repeat: an earlier approval recorded without a dispatch goes now
         dispatch_approved(uow, now=now, run_id=run_id)
     return row
 
@@ -213,6 +221,7 @@ def _decide(
     plan_sha256: str | None,
     comment: str | None,
     allow_self_approval: bool = False,
+    dispatched: bool = False,
 ) -> tuple[PlanApproval, bool]:
     """Record a decision on the run's current plan under the run's row lock; (row, new)."""
     run = uow.runs.get_for_update(run_id)
@@ -240,10 +249,14 @@ def _decide(
                 " approver must approve it (the operator may allow it: KODO_ALLOW_SELF_APPROVAL=1)",
                 details={"rule": ["no_self_approval"]},
             )
-    row = uow.approvals.record(
-        run.id, run.plan_sha256, decision=decision, approver=approver, comment=comment
+    return uow.approvals.record(
+        run.id,
+        run.plan_sha256,
+        decision=decision,
+        approver=approver,
+        comment=comment,
+        dispatched=dispatched and approve,
     )
-    return row, True
 
 
 def dispatch_approved(

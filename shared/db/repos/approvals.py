@@ -27,9 +27,12 @@ class ApprovalRepo:
         decision: Decision,
         approver: str,
         comment: str | None = None,
-    ) -> PlanApproval:
-        """Insert the decision for (run, plan) once; a repeat returns the first one."""
-        self.session.execute(
+        dispatched: bool = False,
+    ) -> tuple[PlanApproval, bool]:
+        """Insert the decision for (run, plan) once; (the row, whether this inserted it).
+        A repeat returns the first one. ``dispatched``: the caller moves the run in the
+        same transaction, so the row is born dispatched (the watcher never takes it)."""
+        inserted = self.session.scalars(
             insert(PlanApproval)
             .values(
                 run_id=run_id,
@@ -39,13 +42,17 @@ class ApprovalRepo:
                 comment=comment,
                 decided_at=func.now(),
                 approved_at=func.now() if decision is Decision.APPROVED else None,
+                dispatched_at=func.now() if dispatched else None,
             )
             .on_conflict_do_nothing(index_elements=[PlanApproval.run_id, PlanApproval.plan_sha256])
-        )
+            .returning(PlanApproval)
+        ).one_or_none()
+        if inserted is not None:
+            return inserted, True
         found = self.get(run_id, plan_sha256)
         if found is None:  # pragma: no cover
             raise LookupError((run_id, plan_sha256))
-        return found
+        return found, False
 
     def get(self, run_id: str, plan_sha256: str) -> PlanApproval | None:
         return self.session.execute(

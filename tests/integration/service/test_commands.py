@@ -102,6 +102,22 @@ def test_approve_sends_exactly_one_apply_after_its_commit(
     assert len(sender.seen) == 1, "a repeated approval sends nothing new"
 
 
+def test_repeating_an_approval_recorded_without_dispatch_dispatches_it_once(
+    run_id: str, sessions: sessionmaker[Session]
+) -> None:
+    sender = InMemorySender()
+    with UnitOfWork(sessions, sender) as uow:  # the beat-only path: recorded, not moved
+        approve_plan(uow, run_id, approver="alice", now=NOW, dispatch=False)
+    assert sender.sent == []
+    assert run_status(sessions, run_id) == "waiting_input"
+    with UnitOfWork(sessions, sender) as uow:
+        approve_plan(uow, run_id, approver="alice", now=NOW)
+    assert sender.sent == [RunStep(APPLY, run_id)]
+    assert run_status(sessions, run_id) == "applying"
+    [row] = approvals(sessions, run_id)
+    assert row.dispatched_at is not None
+
+
 def test_a_rolled_back_approve_sends_nothing_and_records_nothing(
     run_id: str, sessions: sessionmaker[Session]
 ) -> None:
