@@ -99,7 +99,7 @@ def _check() -> BaseResponse | None:
     else:
         token = _header_token()
         if token is not None:
-            with api().sessions() as s:
+            with api().single_read() as s:  # one SELECT: no transaction around it
                 principal = authenticate(s, token)
             if principal is None:
                 raise Unauthorized("unknown or revoked token")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from celery import Celery
 from flask import Flask, current_app
@@ -28,6 +28,16 @@ class ApiState:
     redis: Redis
     app_version: str
     owns_celery: bool
+    _autocommit: Engine = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def single_read(self) -> Session:
+        """A session for ONE read-only statement, outside any transaction: no BEGIN and
+        ROLLBACK round trips around it (the pool is the same). Never for several
+        statements that must agree with each other: each would see its own snapshot."""
+        return Session(self._autocommit)
 
     def uow(self) -> UnitOfWork:
         """One request's transaction; its messages go to the broker after it commits."""
