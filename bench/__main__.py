@@ -192,7 +192,7 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
             unit="count",
         ),
         Row(
-            "pool checkouts (pings) per run",
+            "pool checkouts per run",
             sql_worker.get("checkouts", 0) + sql_api.get("checkouts", 0),
             unit="count",
         ),

@@ -1,7 +1,7 @@
 """Per-process SQL round-trip counters for the benchmark (``KODO_COUNT_SQL=1``).
 
 Class-level SQLAlchemy listeners count every statement, transaction and pool
-checkout (each checkout pings: ``pool_pre_ping``) of every engine in the process,
+checkout (a ping only after KODO_DB_PING_IDLE_S idle) of every engine in the process,
 so the product code is unchanged. A daemon thread writes the running totals to
 ``$KODO_SQL_COUNT_DIR/<role>-<pid>.json``; the bench sums the files before and after
 a phase. Counting costs a dict increment per statement.
