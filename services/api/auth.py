@@ -22,7 +22,7 @@ from flask import Flask, Response, g, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from shared.errors import Forbidden, Unauthorized
-from shared.service.tokens import Permission, Principal, authenticate
+from shared.service.tokens import Permission, Principal, principal_for
 from shared.service.ui_sessions import SignedIn, signed_in
 
 from .state import api
@@ -99,8 +99,8 @@ def _check() -> BaseResponse | None:
     else:
         token = _header_token()
         if token is not None:
-            with api().single_read() as s:  # one SELECT: no transaction around it
-                principal = authenticate(s, token)
+            with api().single_read() as conn:  # one SELECT: no transaction around it
+                principal = principal_for(conn, token)
             if principal is None:
                 raise Unauthorized("unknown or revoked token")
         elif request.method in SAFE_METHODS:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from celery import Celery
 from flask import Flask, current_app
 from redis import Redis
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clock import Clock
@@ -33,11 +33,11 @@ class ApiState:
     def __post_init__(self) -> None:
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    def single_read(self) -> Session:
-        """A session for ONE read-only statement, outside any transaction: no BEGIN and
-        ROLLBACK round trips around it (the pool is the same). Never for several
+    def single_read(self) -> Connection:
+        """A connection for ONE read-only statement, outside any transaction: no BEGIN
+        and ROLLBACK round trips around it (the pool is the same). Never for several
         statements that must agree with each other: each would see its own snapshot."""
-        return Session(self._autocommit)
+        return self._autocommit.connect()
 
     def uow(self) -> UnitOfWork:
         """One request's transaction; its messages go to the broker after it commits."""

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from shared.db.models import ApiToken
-from shared.db.repos.tokens import TokenRepo
+from shared.db.repos.tokens import TokenRepo, live_name_and_role
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.hashing import sha256_hex
 from shared.service.uow import UnitOfWork
@@ -96,6 +97,14 @@ def authenticate(s: Session, plaintext: str) -> Principal | None:
     """The live token's principal, or None (unknown, malformed or revoked)."""
     row = live_token(s, plaintext)
     return None if row is None else principal_of(row)
+
+
+def principal_for(conn: Connection, plaintext: str) -> Principal | None:
+    """As :func:`authenticate`, on a bare connection (one Core statement, no session)."""
+    if not plaintext.startswith(PREFIX) or len(plaintext) > 200:
+        return None
+    found = live_name_and_role(conn, sha256_hex(plaintext))
+    return None if found is None else Principal(found[0], Role(found[1]))
 
 
 def fresh_token(uow: UnitOfWork, name: str, role: Role, *, now: datetime) -> str:

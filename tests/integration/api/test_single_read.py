@@ -15,9 +15,9 @@ pytestmark = pytest.mark.integration
 
 def test_a_single_read_opens_no_transaction(app: Flask) -> None:
     state = state_of(app)
-    with state.single_read() as s:
-        assert s.execute(text("SELECT 1")).scalar_one() == 1
-        raw = s.connection().connection.dbapi_connection
+    with state.single_read() as conn:
+        assert conn.execute(text("SELECT 1")).scalar_one() == 1
+        raw = conn.connection.dbapi_connection
         assert isinstance(raw, Connection)
         assert raw.info.transaction_status is TransactionStatus.IDLE  # autocommit: no BEGIN
     with state.sessions() as s:  # the request's own sessions still run in a transaction

@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.service.tokens import Role, authenticate, create_token, fresh_token, revoke_token
+from shared.service.tokens import (
+    Role,
+    authenticate,
+    create_token,
+    fresh_token,
+    principal_for,
+    revoke_token,
+)
 from shared.service.uow import UnitOfWork
 
 pytestmark = pytest.mark.integration
@@ -16,8 +23,13 @@ NOW = datetime(2026, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)
 
 
 def _live(sessions: sessionmaker[Session], token: str) -> bool:
+    """Whether the token is live, asked both ways: the ORM path (web sign-in) and the
+    API's per-request Core statement must always agree."""
     with sessions() as s:
-        return authenticate(s, token) is not None
+        by_session = authenticate(s, token)
+        by_statement = principal_for(s.connection(), token)
+    assert by_session == by_statement
+    return by_session is not None
 
 
 def test_one_name_revoked_twice_in_the_same_second_leaves_neither_token_live(
