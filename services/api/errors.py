@@ -66,21 +66,25 @@ def _http_error(exc: HTTPException) -> Response:
     return response
 
 
+def _retry_later(code: str, message: str, rule: str) -> Response:
+    """A 503 the client should send again after ``Retry-After``."""
+    response = error_response(503, code, message, {"rule": [rule]})
+    response.headers["Retry-After"] = str(DB_BUSY_RETRY_AFTER_S)
+    return response
+
+
 def _database_busy(exc: PoolTimeout) -> Response:
     """No pooled connection came free within KODO_API_DB_WAIT_S: refused, nothing done.
 
     Raised at a checkout, before any statement of the request's transaction ran (the
     one that failed to start rolls back), so the client may simply send it again."""
     log.warning("database pool exhausted: %s", exc)
-    response = error_response(
-        503,
+    return _retry_later(
         "database_busy",
         "no database connection came free in time (KODO_API_DB_WAIT_S): the API is busy;"
         f" nothing was done, retry after {DB_BUSY_RETRY_AFTER_S} seconds",
-        {"rule": ["db_pool_wait"]},
+        "db_pool_wait",
     )
-    response.headers["Retry-After"] = str(DB_BUSY_RETRY_AFTER_S)
-    return response
 
 
 def _database_unavailable(exc: OperationalError) -> Response:
@@ -89,15 +93,12 @@ def _database_unavailable(exc: OperationalError) -> Response:
     not commit unless the connection was lost during its COMMIT; repeating an approval,
     rejection or cancel is safe (an identical repeat is accepted), so is a read."""
     log.warning("database unavailable: %s", exc)
-    response = error_response(
-        503,
+    return _retry_later(
         "database_unavailable",
         "the database connection failed (restarting or unreachable); retry after"
         f" {DB_BUSY_RETRY_AFTER_S} seconds",
-        {"rule": ["database_reachable"]},
+        "database_reachable",
     )
-    response.headers["Retry-After"] = str(DB_BUSY_RETRY_AFTER_S)
-    return response
 
 
 def _unexpected(exc: Exception) -> Response:

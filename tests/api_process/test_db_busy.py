@@ -8,24 +8,22 @@ It is refused with the rule named, never a 500, and answered once the lock is go
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from devstack.kodo_procs import Stack, start_api
+from devstack.kodo_procs import Stack
 from shared.service.tokens import Role, create_token
 from shared.service.uow import UnitOfWork
 from tests.factories import RunFactory
 
-from .conftest import DISPLAY_REDIS_DB
+from .conftest import api_process
 
 pytestmark = pytest.mark.integration
 
@@ -39,24 +37,17 @@ WAITING_ON_A_LOCK = text(
 def tiny_pool(
     database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    root: Path = tmp_path_factory.mktemp("dbbusy")
-    base, _, _ = redis_url.rpartition("/")
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": f"{base}/{DISPLAY_REDIS_DB}",
-        "KODO_REDIS_KEY_PREFIX": f"kodo-test-{uuid.uuid4().hex[:12]}",
-        "KODO_API_WORKERS": "1",
-        "KODO_API_DB_POOL": "1",
-        "KODO_API_DB_OVERFLOW": "0",
-        "KODO_API_DB_WAIT_S": "1",
-    }
-    stack = Stack(env=env, log_dir=root / "logs")
-    try:
-        start_api(stack)
+    with api_process(
+        tmp_path_factory.mktemp("dbbusy"),
+        database_url,
+        redis_url,
+        KODO_REDIS_KEY_PREFIX=f"kodo-test-{uuid.uuid4().hex[:12]}",
+        KODO_API_WORKERS="1",
+        KODO_API_DB_POOL="1",
+        KODO_API_DB_OVERFLOW="0",
+        KODO_API_DB_WAIT_S="1",
+    ) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def _wait_for_lock_waiter(engine: Engine, deadline_s: float = 20) -> None:
@@ -114,25 +105,18 @@ def never_pinged(
     database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     """An API whose pooled connection is never pinged, tagged so the test can drop it."""
-    root: Path = tmp_path_factory.mktemp("dbgone")
-    base, _, _ = redis_url.rpartition("/")
     sep = "&" if "?" in database_url else "?"
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"{database_url}{sep}application_name={DROPPED}",
-        "REDIS_URL": f"{base}/{DISPLAY_REDIS_DB}",
-        "KODO_REDIS_KEY_PREFIX": f"kodo-test-{uuid.uuid4().hex[:12]}",
-        "KODO_API_WORKERS": "1",
-        "KODO_API_DB_POOL": "1",
-        "KODO_API_DB_OVERFLOW": "0",
-        "KODO_DB_PING_IDLE_S": "3600",
-    }
-    stack = Stack(env=env, log_dir=root / "logs")
-    try:
-        start_api(stack)
+    with api_process(
+        tmp_path_factory.mktemp("dbgone"),
+        f"{database_url}{sep}application_name={DROPPED}",
+        redis_url,
+        KODO_REDIS_KEY_PREFIX=f"kodo-test-{uuid.uuid4().hex[:12]}",
+        KODO_API_WORKERS="1",
+        KODO_API_DB_POOL="1",
+        KODO_API_DB_OVERFLOW="0",
+        KODO_DB_PING_IDLE_S="3600",
+    ) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 DROPPED = "kodo-test-dropped-api"
