@@ -188,21 +188,23 @@ def _listed_names(cwd: Path, timeout_s: float) -> list[str]:
     return names
 
 
-_LISTINGS: dict[tuple[object, ...], tuple[str, ...]] = {}
+_LISTINGS: dict[tuple[tuple[int, ...] | None, ...], tuple[str, ...]] = {}
 _LISTINGS_LOCK = threading.Lock()
 _LISTINGS_MAX = 512
 _INCLUDES = re.compile(r"^include(?:if)?\.", re.IGNORECASE)
 
 
-def _config_identity(cwd: Path) -> tuple[object, ...] | None:
+def _config_identity(cwd: Path) -> tuple[tuple[int, ...] | None, ...] | None:
     """What identifies the repository config a git call in ``cwd`` reads, or None when
     kodo cannot tell (no ``.git`` in ``cwd`` itself: a bare repository, a subfolder).
 
     System and global config are off (:data:`ENV`), so git reads ``<common dir>/config``
-    and ``<git dir>/config.worktree``; a worktree's ``.git`` file names its git dir, whose
-    ``commondir`` names the common one. Each file counts by device, inode, size, mtime
-    and ctime (nanoseconds): git rewrites a config by renaming a new file over it (a new
-    inode), and any other write moves its ctime, which no user can set. Taken before the
+    and ``<git dir>/config.worktree``, and nothing else: two calls that read the same
+    files list the same names, whatever their folder (a repository's worktrees share a
+    listing). A worktree's ``.git`` file names its git dir, whose ``commondir`` names
+    the common one. Each file counts by device, inode, size, mtime and ctime
+    (nanoseconds): git rewrites a config by renaming a new file over it (a new inode),
+    and any other write moves its ctime, which no user can set. Taken before the
     listing, so a change racing with it is seen at the next call.
     """
     dotgit = cwd / ".git"
@@ -223,17 +225,19 @@ def _config_identity(cwd: Path) -> tuple[object, ...] | None:
         if pointer.exists():
             common = gitdir / pointer.read_text(errors="surrogateescape").rstrip("\n")
         files = (common / "config", gitdir / "config.worktree")
-        return (str(cwd), *(_file_identity(f) for f in files))
+        return tuple(_file_identity(f) for f in files)
     except OSError:
         return None
 
 
-def _file_identity(path: Path) -> tuple[object, ...]:
+def _file_identity(path: Path) -> tuple[int, ...] | None:
+    """The file itself, however its path is spelled (a worktree reaches the common
+    config through ``../..``); None when it does not exist (it contributes nothing)."""
     try:
         st = path.stat()
     except FileNotFoundError:
-        return (str(path), None)
-    return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def overrides_for(cwd: Path, extra: Mapping[str, str], timeout_s: float) -> dict[str, str]:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from services.worker.worktree_guard import remove_special_files
+from services.worker.worktree_guard import remove_special_files, worktree_gitdir_problem
 from shared.domain.change_check import (
     SYMLINK,
     IndexChange,
@@ -83,6 +83,8 @@ def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base: str) -> 
     branch = f"kodo/{run_id}"
     path = workspace_dir / run_id
     if (path / ".git").exists():
+        if _head_branch(path, repo) == branch:  # a later delivery: no git process
+            return Worktree(path, branch)
         current = git(path, "rev-parse", "--abbrev-ref", "HEAD").strip()
         if current != branch:
             raise GitError(f"{path} is on {current}, expected {branch}")
@@ -98,6 +100,23 @@ def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base: str) -> 
             else:
                 git(repo, "worktree", "add", "-q", "-b", branch, str(path), base)
     return Worktree(path, branch)
+
+
+def _head_branch(worktree: Path, repo: Path) -> str | None:
+    """The branch the worktree's HEAD names, read from its admin directory, when its
+    ``.git`` is git's own pointer into ``repo`` (worktree_guard) and HEAD a plain
+    symbolic ref; None otherwise (the caller asks git)."""
+    if worktree_gitdir_problem(worktree, repo) is not None:
+        return None
+    admin = Path((worktree / ".git").read_text(encoding="utf-8").removeprefix("gitdir: ").strip())
+    try:
+        head = (admin / "HEAD").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    first, _, rest = head.partition("\n")
+    if not first.startswith("ref: refs/heads/") or rest.strip():
+        return None
+    return first.removeprefix("ref: refs/heads/")
 
 
 def head_trailer(worktree: Path, key: str) -> str | None:

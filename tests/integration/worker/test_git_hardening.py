@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from devstack.sample_repo import create_sample_repo
-from services.worker.git_ops import commit_index, ensure_worktree, git
+from services.worker.git_ops import GitError, commit_index, ensure_worktree, git
 from shared import gitcmd
 from shared.gitcmd import command_keys, hardened_args
 from shared.service.repo_pin import PolicyCache, observe_repo, pin_submission
@@ -212,6 +212,25 @@ def test_a_config_that_includes_another_file_is_listed_every_time(
     assert ran(tmp_path) == []
 
 
+def test_the_worktrees_of_one_repository_share_its_config_listing(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """They read the same config file (reached through ``../..``): one listing serves all."""
+    first = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    git(first, "status", "--porcelain")  # lists the common config
+    second = ensure_worktree(repo, tmp_path / "ws", "run-2", "HEAD").path
+    started: list[list[str]] = []
+    spawn = gitcmd._git_process
+
+    def counting(cwd: Path, args: list[str], *rest: object) -> object:
+        started.append(list(args))
+        return spawn(cwd, args, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gitcmd, "_git_process", counting)
+    git(second, "status", "--porcelain")
+    assert [args[0] for args in started] == ["status"]
+
+
 def test_an_unchanged_config_is_listed_once(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -229,3 +248,43 @@ def test_an_unchanged_config_is_listed_once(
     for _ in range(3):
         git(wt, "status", "--porcelain")
     assert [args[0] for args in started] == ["status", "status", "status"]
+
+
+def test_a_later_delivery_reuses_its_worktree_without_asking_git(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    started: list[list[str]] = []
+    spawn = gitcmd._git_process
+
+    def counting(cwd: Path, args: list[str], *rest: object) -> object:
+        started.append(list(args))
+        return spawn(cwd, args, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gitcmd, "_git_process", counting)
+    again = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    assert again == made
+    assert started == []
+
+
+def test_a_worktree_moved_to_another_branch_is_refused(repo: Path, tmp_path: Path) -> None:
+    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    plain_git(wt, "checkout", "-q", "-b", "elsewhere")
+    with pytest.raises(GitError, match="is on elsewhere, expected kodo/run-1"):
+        ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+
+
+def test_a_worktree_whose_pointer_was_rewritten_is_judged_by_git_not_by_its_files(
+    repo: Path, tmp_path: Path
+) -> None:
+    """A .git pointer that is not git's own is never read for the fast path."""
+    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    fake = tmp_path / "fake-admin"
+    fake.mkdir()
+    (fake / "HEAD").write_text("ref: refs/heads/kodo/run-1\n")
+    plain_git(wt, "checkout", "-q", "-b", "elsewhere")
+    real = (wt / ".git").read_text()
+    (wt / ".git").write_text(f"gitdir: {fake}\n")
+    with pytest.raises(GitError):  # git itself finds no repository there
+        ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    (wt / ".git").write_text(real)
