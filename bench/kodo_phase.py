@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable
 from contextlib import aclosing
@@ -125,13 +126,18 @@ class Driver:
             return await self._submit(http)
 
     async def post(
-        self, http: httpx.AsyncClient, url: str, kind: str, json: Any = None
+        self,
+        http: httpx.AsyncClient,
+        url: str,
+        kind: str,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """POST, sent again after ``Retry-After`` while the API refuses it with 503 or 429
         (each retry counted under ``kind``); the last answer otherwise."""
         retries = 0
         while True:
-            reply = await http.post(url, json=json)
+            reply = await http.post(url, json=json, headers=headers)
             wait_s = retry_after_s(reply)
             if wait_s is None or retries == MAX_RETRIES:
                 return reply
@@ -142,7 +148,9 @@ class Driver:
     async def _submit(self, http: httpx.AsyncClient) -> tuple[str, float]:
         body = {"repo": str(next(self.repos)), "goal": self.goal}
         try:
-            intent = await self.post(http, "/intents", "POST /intents", json=body)
+            # a key per submit: sent again after a 503, it can never make a second intent
+            key = {"Idempotency-Key": f"bench-{uuid.uuid4().hex}"}
+            intent = await self.post(http, "/intents", "POST /intents", json=body, headers=key)
         except httpx.HTTPError as exc:
             raise SubmitError(f"POST /intents: {exc!r}") from exc
         if intent.status_code != 201:

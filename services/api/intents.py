@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from shared.db.models import Intent, Run
+import re
+
+from flask import request
+from sqlalchemy.exc import IntegrityError
+
+from shared.db.models import IDEMPOTENCY_KEY_PATTERN, Intent, Run
 from shared.db.repos.runs import IntentRepo
-from shared.errors import Forbidden, NotFound
-from shared.service.runs import pin_intent, record_intent, resolve_repo, start_run
+from shared.errors import Forbidden, InvalidInput, NotFound
+from shared.service.runs import (
+    intent_request_sha256,
+    pin_intent,
+    record_intent,
+    replayed_intent,
+    resolve_repo,
+    start_run,
+)
 
 from .auth import current_principal
 from .openapi import Routes
@@ -25,23 +37,74 @@ def _submitter(body: IntentIn) -> str:
 routes = Routes("intents", __name__, description="Submit intents and start their runs")
 
 
+IDEMPOTENCY_KEY = "Idempotency-Key"
+REPLAYED = "Idempotent-Replayed"
+
+
+def _idempotency_key() -> str | None:
+    """The request's ``Idempotency-Key`` (1-200 printable ASCII characters), or None."""
+    key = request.headers.get(IDEMPOTENCY_KEY)
+    if key is None:
+        return None
+    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
+        raise InvalidInput(
+            "Idempotency-Key must be 1 to 200 printable ASCII characters without spaces",
+            details={IDEMPOTENCY_KEY: ["not a valid key"]},
+        )
+    return key
+
+
 @routes.route("/intents", "POST")
+@routes.header(
+    IDEMPOTENCY_KEY,
+    description="Send the same request again with the same key (after a timeout or a 503)"
+    " and get the intent the first one made (Idempotent-Replayed: true); the same key"
+    " with another request is a 409 idempotency_key_reused. Keys are per token name.",
+    pattern=IDEMPOTENCY_KEY_PATTERN,
+)
 @routes.arguments(IntentSchema())
 @routes.response(201, IntentOutSchema())
-@routes.errors(400, 413, 415, 422, 429)
-def create_intent(body: IntentIn) -> Intent:
+@routes.errors(400, 409, 413, 415, 422, 429)
+def create_intent(body: IntentIn) -> tuple[Intent, int, dict[str, str]]:
     """Store an intent pinned to its repository, base commit and policy.
 
     The repository must be a git work tree under KODO_REPO_ROOTS; a malformed
-    ``.kodo/policy.toml`` at the trusted ref or at base_ref is refused (422).
+    ``.kodo/policy.toml`` at the trusted ref or at base_ref is refused (422). With an
+    ``Idempotency-Key`` header (1-200 printable ASCII characters), sending the same
+    request again (after a timeout or a 503) returns the intent the first one made,
+    with ``Idempotent-Replayed: true``; the same key with another request is a 409.
     """
     ctx = api()
     repo = resolve_repo(body.repo, ctx.settings.repo_roots)
     submitter = _submitter(body)
+    key = _idempotency_key()
     # git first, then the transaction: no pooled connection is held while git runs
     pinned = pin_intent(repo, base_ref=body.base_ref, policy_ref=ctx.settings.policy_ref or None)
-    with ctx.uow() as uow:
-        return record_intent(uow, pinned, goal=body.goal, submitted_by=submitter)
+    if key is not None:
+        earlier = _replayed(submitter, key, intent_request_sha256(pinned, body.goal))
+        if earlier is not None:
+            return earlier, 201, {REPLAYED: "true"}
+    try:
+        with ctx.uow() as uow:
+            made = record_intent(
+                uow, pinned, goal=body.goal, submitted_by=submitter, idempotency_key=key
+            )
+    except IntegrityError:
+        if key is None:
+            raise
+        # the same key's other request committed between our look and our insert
+        earlier = _replayed(submitter, key, intent_request_sha256(pinned, body.goal))
+        if earlier is None:
+            raise
+        return earlier, 201, {REPLAYED: "true"}
+    return made, 201, {}
+
+
+def _replayed(submitter: str, key: str, request_sha256: str) -> Intent | None:
+    with api().sessions() as s:
+        return replayed_intent(
+            s, submitted_by=submitter, idempotency_key=key, request_sha256=request_sha256
+        )
 
 
 @routes.route("/intents/<kid:intent_id>", "GET")

@@ -95,6 +95,22 @@ class Routes:
 
         return wrap
 
+    def header(self, name: str, *, description: str, pattern: str) -> Decorator:
+        """Document an optional request header the view reads itself."""
+        parameter = {
+            "in": "header",
+            "name": name,
+            "required": False,
+            "description": description,
+            "schema": {"type": "string", "pattern": pattern},
+        }
+
+        def wrap(view: View) -> View:
+            wrapped: View = self.blueprint.doc(parameters=[parameter])(view)
+            return wrapped
+
+        return wrap
+
     def alt_response(self, status: int, schema: Schema, *, description: str) -> Decorator:
         """Document another shape the view returns (with its status), not kodo's error one."""
 

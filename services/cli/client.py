@@ -7,6 +7,8 @@ covers the CLI too: ``--token`` is already sent as a Bearer header).
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -75,20 +77,44 @@ class ApiClient:
         self.close()
 
     def request(
-        self, method: str, path: str, *, json: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        """Send one request; an unreachable API is an ApiError naming the URL."""
-        try:
-            return self.http.request(method, path, json=json)
-        except httpx.HTTPError as exc:
-            raise ApiError(
-                f"cannot reach the API at {self.base_url} ({type(exc).__name__}: {exc}); "
-                "is it running (`kodo up`), or pass --api-url / KODO_API_URL"
-            ) from exc
+        """Send the request; an unreachable API is an ApiError naming the URL.
 
-    def call(self, method: str, path: str, *, json: dict[str, Any] | None = None) -> Any:
+        A 503 or 429 with ``Retry-After`` (the API is busy, or the database restarting)
+        is sent again after the wait asked for, at most :data:`RETRIES` times, when
+        sending it twice is harmless: a read, a request carrying an Idempotency-Key, or
+        one the API documents as idempotent (starting a run, deciding, cancelling).
+        """
+        for attempt in range(RETRIES + 1):
+            try:
+                reply = self.http.request(method, path, json=json, headers=headers)
+            except httpx.HTTPError as exc:
+                raise ApiError(
+                    f"cannot reach the API at {self.base_url} ({type(exc).__name__}: {exc}); "
+                    "is it running (`kodo up`), or pass --api-url / KODO_API_URL"
+                ) from exc
+            wait_s = _retry_after_s(reply)
+            if wait_s is None or attempt == RETRIES or not _repeatable(method, path, headers):
+                return reply
+            time.sleep(wait_s)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         """The decoded body of a 2xx answer; anything else raises with the API's own message."""
-        reply = self.request(method, path, json=json)
+        reply = self.request(method, path, json=json, headers=headers)
         if reply.is_success:
             return decode(reply)
         raise error_of(method, path, reply)
@@ -96,8 +122,35 @@ class ApiClient:
     def get(self, path: str) -> dict[str, Any]:
         return as_object(self.call("GET", path), path)
 
-    def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        return as_object(self.call("POST", path, json=body), path)
+    def post(
+        self, path: str, body: dict[str, Any] | None = None, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return as_object(self.call("POST", path, json=body, headers=headers), path)
+
+
+RETRIES = 3
+MAX_RETRY_AFTER_S = 30.0
+_IDEMPOTENT_POSTS = re.compile(
+    r"^/(?:intents/[^/]+/run|runs/[^/]+/(?:approve-plan|reject-plan|cancel))$"
+)
+"""POSTs the API documents as safe to repeat (an identical repeat changes nothing)."""
+
+
+def _retry_after_s(reply: httpx.Response) -> float | None:
+    """The wait a 503 or 429 asked for, or None (not such an answer, or no wait given)."""
+    if reply.status_code not in (429, 503):
+        return None
+    raw = reply.headers.get("Retry-After", "").strip()
+    return min(float(raw), MAX_RETRY_AFTER_S) if raw.isdigit() else None
+
+
+def _repeatable(method: str, path: str, headers: dict[str, str] | None) -> bool:
+    if method in ("GET", "HEAD"):
+        return True
+    if headers and headers.get("Idempotency-Key"):
+        return True
+    return method == "POST" and _IDEMPOTENT_POSTS.match(path) is not None
 
 
 def decode(reply: httpx.Response) -> Any:

@@ -7,6 +7,7 @@ accepted the request, 1 when it refused or could not be reached, 2 for usage err
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ def submit(
     if submitted_by:
         body["submitted_by"] = submitted_by
     with ApiClient.from_options(api_url, token, home) as api:
-        created = api.post("/intents", body)
+        # one key per submit: a retry after a 503 cannot make a second intent
+        created = api.post("/intents", body, idempotency_key=f"cli-{uuid.uuid4().hex}")
         intent_id = str(created["intentId"])
         started = api.post(f"/intents/{intent_id}/run") if start else None
     if as_json:

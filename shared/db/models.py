@@ -67,8 +67,25 @@ class Base(DeclarativeBase):
     }
 
 
+IDEMPOTENCY_KEY_PATTERN = "^[!-~]{1,200}$"
+"""An Idempotency-Key: 1 to 200 printable ASCII characters, no spaces."""
+
+
 class Intent(Base):
     __tablename__ = "intents"
+    __table_args__ = (
+        CheckConstraint(
+            f"idempotency_key ~ '{IDEMPOTENCY_KEY_PATTERN}'", name="idempotency_key_printable"
+        ),
+        # A client's retry of POST /intents with its Idempotency-Key finds the first one.
+        Index(
+            "ix_intents_submitter_idempotency_key",
+            "submitted_by",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     repo_path: Mapped[str] = mapped_column(Text)
@@ -83,6 +100,7 @@ class Intent(Base):
     repo_device: Mapped[int | None] = mapped_column(BigInteger)
     repo_inode: Mapped[int | None] = mapped_column(BigInteger)
     policy: Mapped[dict[str, Any] | None]
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))  # migration 0014
 
 
 class Run(Base):

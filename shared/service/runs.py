@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from shared.db.models import Intent, PlanApproval, Run
-from shared.db.repos.runs import RunRepo
+from shared.db.repos.runs import IntentRepo, RunRepo
 from shared.domain.policy import PolicyError
 from shared.domain.run_machine import (
     Cancel,
@@ -76,18 +76,46 @@ def pin_intent(repo: Path, *, base_ref: str, policy_ref: str | None = None) -> P
         raise InvalidPolicy(str(exc), details={"policy": [str(exc)]}) from exc
 
 
+def intent_request_sha256(pinned: Pinned, goal: str) -> str:
+    """The digest of what a submit asked for (the repository's real path, goal, base_ref)."""
+    request = {"repo": pinned.repo.path, "goal": goal, "base_ref": pinned.base_ref}
+    return sha256_hex(canonical_json(request))
+
+
+def replayed_intent(
+    s: Session, *, submitted_by: str, idempotency_key: str, request_sha256: str
+) -> Intent | None:
+    """The intent an earlier submit with this key made, or None; Conflict if that
+    submit asked for something else (a key names one request, never two)."""
+    earlier = IntentRepo(s).by_idempotency_key(submitted_by, idempotency_key)
+    if earlier is None:
+        return None
+    if earlier.request_sha256 != request_sha256:
+        raise Conflict(
+            "this Idempotency-Key was used for another request (another repository, goal or"
+            " base_ref): use a new key for a new request",
+            details={"rule": ["idempotency_key_reused"], "intent_id": [earlier.id]},
+        )
+    return earlier
+
+
 def record_intent(
-    uow: UnitOfWork, pinned: Pinned, *, goal: str, submitted_by: str | None
+    uow: UnitOfWork,
+    pinned: Pinned,
+    *,
+    goal: str,
+    submitted_by: str | None,
+    idempotency_key: str | None = None,
 ) -> Intent:
     """Store an intent pinned by :func:`pin_intent`; sends nothing."""
-    request = {"repo": pinned.repo.path, "goal": goal, "base_ref": pinned.base_ref}
     intent = Intent(
         id=str(uuid.uuid4()),
         repo_path=pinned.repo.path,
         goal=goal,
         base_ref=pinned.base_ref,
         submitted_by=submitted_by,
-        request_sha256=sha256_hex(canonical_json(request)),
+        idempotency_key=idempotency_key,
+        request_sha256=intent_request_sha256(pinned, goal),
         base_commit=pinned.base_commit,
         repo_device=pinned.repo.device,
         repo_inode=pinned.repo.inode,

@@ -43,6 +43,12 @@ class IntentRepo:
     def get(self, intent_id: str) -> Intent | None:
         return self.session.get(Intent, intent_id)
 
+    def by_idempotency_key(self, submitted_by: str, key: str) -> Intent | None:
+        """The intent this submitter made with this Idempotency-Key, if any."""
+        return self.session.execute(
+            select(Intent).where(Intent.submitted_by == submitted_by, Intent.idempotency_key == key)
+        ).scalar_one_or_none()
+
 
 class RunRepo:
     def __init__(self, session: Session) -> None:

@@ -159,3 +159,11 @@ def test_the_docs_page_renders_the_local_spec_without_scripts(client: FlaskClien
 def test_the_spec_declares_bearer_authentication_for_every_operation(spec: dict[str, Any]) -> None:
     assert spec["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
     assert spec["security"] == [{"bearer": []}]
+
+
+def test_the_submit_documents_its_idempotency_key(spec: dict[str, Any]) -> None:
+    submit = spec["paths"]["/intents"]["post"]
+    [header] = [p for p in submit.get("parameters", []) if p["in"] == "header"]
+    assert header["name"] == "Idempotency-Key"
+    assert not header["required"]
+    assert "409" in submit["responses"]
