@@ -161,6 +161,19 @@ def test_diffing_commands_never_use_external_diff_or_textconv() -> None:
     assert hardened_args(["status"]) == ["status", "--ignore-submodules=dirty"]
 
 
+def count_git(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """From now on, the argv of every git process kodo starts (config listings too)."""
+    started: list[list[str]] = []
+    spawn = gitcmd._git_process
+
+    def counting(cwd: Path, args: list[str], *rest: object) -> object:
+        started.append(list(args))
+        return spawn(cwd, args, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gitcmd, "_git_process", counting)
+    return started
+
+
 def _evil_filter(repo: Path, tmp_path: Path) -> None:
     """Make every file pass through a filter named ``evil`` (not yet configured)."""
     (repo / ".gitattributes").write_text("* filter=evil\n")
@@ -219,14 +232,7 @@ def test_the_worktrees_of_one_repository_share_its_config_listing(
     first = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
     git(first, "status", "--porcelain")  # lists the common config
     second = ensure_worktree(repo, tmp_path / "ws", "run-2", "HEAD").path
-    started: list[list[str]] = []
-    spawn = gitcmd._git_process
-
-    def counting(cwd: Path, args: list[str], *rest: object) -> object:
-        started.append(list(args))
-        return spawn(cwd, args, *rest)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(gitcmd, "_git_process", counting)
+    started = count_git(monkeypatch)
     git(second, "status", "--porcelain")
     assert [args[0] for args in started] == ["status"]
 
@@ -237,14 +243,7 @@ def test_an_unchanged_config_is_listed_once(
     """Consecutive calls in one worktree start one git process each, not two."""
     wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
     git(wt, "status", "--porcelain")  # lists the config once
-    started: list[list[str]] = []
-    spawn = gitcmd._git_process
-
-    def counting(cwd: Path, args: list[str], *rest: object) -> object:
-        started.append(list(args))
-        return spawn(cwd, args, *rest)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(gitcmd, "_git_process", counting)
+    started = count_git(monkeypatch)
     for _ in range(3):
         git(wt, "status", "--porcelain")
     assert [args[0] for args in started] == ["status", "status", "status"]
@@ -254,14 +253,7 @@ def test_a_later_delivery_reuses_its_worktree_without_asking_git(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     made = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
-    started: list[list[str]] = []
-    spawn = gitcmd._git_process
-
-    def counting(cwd: Path, args: list[str], *rest: object) -> object:
-        started.append(list(args))
-        return spawn(cwd, args, *rest)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(gitcmd, "_git_process", counting)
+    started = count_git(monkeypatch)
     again = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
     assert again == made
     assert started == []
