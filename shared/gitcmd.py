@@ -206,6 +206,10 @@ def _config_identity(cwd: Path) -> tuple[tuple[int, ...] | None, ...] | None:
     (nanoseconds): git rewrites a config by renaming a new file over it (a new inode),
     and any other write moves its ctime, which no user can set. Taken before the
     listing, so a change racing with it is seen at the next call.
+
+    Where kodo's reading of the pointers could differ from git's, or the common config
+    is missing (a real repository always has one), nothing is cached: a listing keyed
+    by the wrong files could leave the right file's command keys unblanked.
     """
     dotgit = cwd / ".git"
     try:
@@ -214,20 +218,38 @@ def _config_identity(cwd: Path) -> tuple[tuple[int, ...] | None, ...] | None:
         if dotgit.is_dir():
             gitdir = dotgit
         elif dotgit.is_file():
-            line = dotgit.read_text(errors="surrogateescape")
-            if not line.startswith("gitdir: ") or "\n" in line.rstrip("\n"):
+            pointed = _gitfile_target(dotgit.read_bytes())
+            if pointed is None:
                 return None
-            gitdir = cwd / line.removeprefix("gitdir: ").rstrip("\n")
+            gitdir = cwd / pointed
         else:
             return None
         common = gitdir
         pointer = gitdir / "commondir"
         if pointer.exists():
-            common = gitdir / pointer.read_text(errors="surrogateescape").rstrip("\n")
-        files = (common / "config", gitdir / "config.worktree")
-        return tuple(_file_identity(f) for f in files)
+            # git trims trailing whitespace (strbuf_rtrim); a path git could read
+            # otherwise than kodo (a control character, an empty one) is not cached
+            named = pointer.read_bytes().rstrip(b" \t\n\v\f\r")
+            if not named or any(b < 0x20 or b == 0x7F for b in named):
+                return None
+            common = gitdir / os.fsdecode(named)
+        config = common / "config"
+        if gitdir.is_symlink() or not gitdir.is_dir() or not config.is_file():
+            return None
+        return (_file_identity(config), _file_identity(gitdir / "config.worktree"))
     except OSError:
         return None
+
+
+def _gitfile_target(content: bytes) -> str | None:
+    """The path a ``.git`` file names, read as git reads it (``gitdir: `` then the rest,
+    trailing CR and LF dropped); None for anything git might read otherwise."""
+    if not content.startswith(b"gitdir: "):
+        return None
+    path = content[len(b"gitdir: ") :].rstrip(b"\r\n")
+    if not path or any(b < 0x20 or b == 0x7F for b in path):
+        return None
+    return os.fsdecode(path)
 
 
 def _file_identity(path: Path) -> tuple[int, ...] | None:

@@ -280,3 +280,33 @@ def test_a_worktree_whose_pointer_was_rewritten_is_judged_by_git_not_by_its_file
     with pytest.raises(GitError):  # git itself finds no repository there
         ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
     (wt / ".git").write_text(real)
+
+
+def test_pointers_are_read_as_git_reads_them_or_not_cached(repo: Path, tmp_path: Path) -> None:
+    """The listing cache keys on the files git will read: where kodo's reading of a
+    ``.git`` file or a ``commondir`` could differ from git's, nothing is cached."""
+    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    clean = gitcmd._config_identity(wt)
+    assert clean is not None
+    assert clean[0] is not None
+    pointer = (wt / ".git").read_text()
+    admin = Path(pointer.removeprefix("gitdir: ").strip())
+
+    (wt / ".git").write_text(pointer.rstrip("\n") + "\r\n")  # git drops CR and LF
+    assert gitcmd._config_identity(wt) == clean
+    (wt / ".git").write_text(pointer.rstrip("\n") + " \n")  # git keeps the space
+    assert gitcmd._config_identity(wt) is None
+    (wt / ".git").write_text(pointer.rstrip("\n") + "\nsecond line\n")
+    assert gitcmd._config_identity(wt) is None
+    (wt / ".git").write_text(pointer)
+
+    commondir = (admin / "commondir").read_text()
+    (admin / "commondir").write_text(commondir.rstrip("\n") + "  \t\n")  # git trims it all
+    assert gitcmd._config_identity(wt) == clean
+    (admin / "commondir").write_text("\n")
+    assert gitcmd._config_identity(wt) is None
+    (admin / "commondir").write_text(commondir)
+
+    (repo / ".git" / "config").rename(tmp_path / "config.away")  # no common config
+    assert gitcmd._config_identity(wt) is None
+    assert gitcmd._config_identity(repo) is None
