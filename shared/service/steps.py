@@ -76,7 +76,7 @@ def enter_step(
     """Snapshot the run and take the step's lease; None if this delivery has nothing to do
     (unknown run, a run that moved on, a live lease held by another delivery, or a run
     of another step contract, which is parked at waiting_upgrade here)."""
-    run = run_snapshot(s, run_id)
+    run = run_snapshot(s, run_id, step)
     if run is None:
         log.warning("step.unknown_run", run_id=run_id, step_id=step.value)
         return None
@@ -84,7 +84,7 @@ def enter_step(
         log.info("step.stale_delivery", run_id=run_id, step_id=step.value, status=run.status)
         return None
     entered = StepRunRepo(s).enter(
-        run_id, step, owner=owner, lease_s=lease_s, app_version=app_version
+        run_id, step, owner=owner, lease_s=lease_s, app_version=app_version, parked=run.parked
     )
     if entered is None:
         log.info("step.busy", run_id=run_id, step_id=step.value)

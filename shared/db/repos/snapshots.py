@@ -40,6 +40,7 @@ class RunSnapshot:
     approved_at: datetime | None  # of the run's current plan digest, if approved
     plan: dict[str, Any] | None  # None unless plan.json's sha256 is plan_sha256
     outputs: dict[str, dict[str, Any]]  # succeeded steps only
+    parked: bool = False  # the step asked about is parked on a call, its lease live
 
 
 def _snapshot_query() -> Select[*tuple[Any, ...]]:
@@ -75,6 +76,19 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
         .where(StepRun.run_id == Run.id, StepRun.status == StepRunStatus.SUCCEEDED.value)
         .scalar_subquery()
     )
+    # A hint only (the statements that take the lease decide): which of them to try first.
+    parked = (
+        select(
+            (StepRun.parked_on.is_not(None))
+            & (StepRun.lease_expires_at >= func.statement_timestamp())
+        )
+        .where(
+            StepRun.run_id == Run.id,
+            StepRun.step_id == bindparam("step_id"),
+            StepRun.status == StepRunStatus.RUNNING.value,
+        )
+        .scalar_subquery()
+    )
     return (
         select(
             Run.id,
@@ -94,6 +108,7 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
             approved_at.label("approved_at"),
             plan.label("plan"),
             outputs.label("outputs"),
+            parked.label("parked"),
         )
         .join(Intent, Intent.id == Run.intent_id)
         .where(Run.id == bindparam("run_id"))
@@ -103,8 +118,10 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
 _SNAPSHOT = _snapshot_query()
 
 
-def run_snapshot(s: Session, run_id: str) -> RunSnapshot | None:
-    row = s.execute(_SNAPSHOT, {"run_id": run_id}).one_or_none()
+def run_snapshot(s: Session, run_id: str, step: StepId | None = None) -> RunSnapshot | None:
+    """The run as a step sees it; with ``step``, whether that step is parked on a call."""
+    params = {"run_id": run_id, "step_id": step.value if step is not None else None}
+    row = s.execute(_SNAPSHOT, params).one_or_none()
     if row is None:
         return None
     return RunSnapshot(
@@ -125,4 +142,5 @@ def run_snapshot(s: Session, run_id: str) -> RunSnapshot | None:
         approved_at=row.approved_at,
         plan=json.loads(row.plan) if row.plan is not None else None,
         outputs=dict(row.outputs or {}),
+        parked=bool(row.parked),
     )

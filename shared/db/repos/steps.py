@@ -216,12 +216,15 @@ class StepRunRepo:
         owner: str,
         lease_s: float,
         app_version: str,
+        parked: bool = False,
     ) -> Entered | None:
         """Take the step's lease for this delivery, with a new fencing token.
 
         Returns None while another delivery holds a live lease (only a lease left by
         the reconciler, or by a step parked on a sent call, may be taken early): two
-        deliveries never run a step at once.
+        deliveries never run a step at once. ``parked`` (the snapshot saw the step
+        parked, its lease live): try the resume first, which is then the one that
+        succeeds (one statement instead of two); the outcome is the same either way.
         """
         params = {
             "run_id": run_id,
@@ -230,11 +233,12 @@ class StepRunRepo:
             "owner": owner,
             "worker_version": app_version,
         }
-        row = self.session.execute(_ENTER, params).one_or_none()
+        resume = {**params, "w_run_id": run_id, "w_step_id": step.value}
+        del resume["run_id"], resume["step_id"]
+        first, then = (_RESUME, _ENTER) if parked else (_ENTER, _RESUME)
+        row = self.session.execute(first, resume if parked else params).one_or_none()
         if row is None:
-            resume = {**params, "w_run_id": run_id, "w_step_id": step.value}
-            del resume["run_id"], resume["step_id"]
-            row = self.session.execute(_RESUME, resume).one_or_none()
+            row = self.session.execute(then, params if parked else resume).one_or_none()
         return None if row is None else Entered(row.fence, row.deliveries, row.app_version)
 
     def park(self, run_id: str, step: StepId, fence: int, *, op_key: str, hold_s: float) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.event import listen, remove
 
 from services.worker.cancel import abort_inflight_calls
 from services.worker.collector import Collector
@@ -146,6 +147,39 @@ def _claimed_call(rt: Runtime, run_id: str, session_id: str) -> tuple[str, StepL
     assert ledger.claim(call, {"directory": "/w"}, lease=None)
     ledger.mark_started(call.op_key, session_id, "http://oc")
     return call.op_key, entered.lease
+
+
+def test_a_woken_step_takes_its_parked_lease_in_one_statement(
+    async_rt: Runtime, client: OpenCodeClient, repo: Path
+) -> None:
+    """The snapshot says the step is parked: the resume is tried first and succeeds."""
+    rt = async_rt
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=300]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+    wait_until(_collector(rt, client, InMemorySender()).reconcile, 10, "the turn to end")
+    step_writes: list[str] = []
+
+    def seen(_c: object, _cur: object, statement: str, *_rest: object) -> None:
+        if "app.step_runs" in statement and not statement.lstrip().startswith("SELECT"):
+            step_writes.append(statement.split(None, 1)[0])
+
+    listen(rt.engine, "before_cursor_execute", seen)
+    try:
+        with uow(rt) as work:
+            entered = enter_step(
+                work.session,
+                run_id,
+                StepId.COMPILE,
+                owner="test",
+                lease_s=60,
+                app_version="test",
+                worker_contract=step_contract_version(),
+                now=rt.clock.now(),
+            )
+    finally:
+        remove(rt.engine, "before_cursor_execute", seen)
+    assert entered is not None
+    assert step_writes == ["UPDATE"], "the resume alone, no failed upsert before it"
 
 
 @pytest.mark.parametrize("woken_before", ["before it was marked sent", "after, before the park"])
