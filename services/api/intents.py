@@ -80,10 +80,6 @@ def create_intent(body: IntentIn) -> tuple[Intent, int, dict[str, str]]:
     key = _idempotency_key()
     # git first, then the transaction: no pooled connection is held while git runs
     pinned = pin_intent(repo, base_ref=body.base_ref, policy_ref=ctx.settings.policy_ref or None)
-    if key is not None:
-        earlier = _replayed(submitter, key, intent_request_sha256(pinned, body.goal))
-        if earlier is not None:
-            return earlier, 201, {REPLAYED: "true"}
     try:
         with ctx.uow() as uow:
             made = record_intent(
@@ -92,7 +88,8 @@ def create_intent(body: IntentIn) -> tuple[Intent, int, dict[str, str]]:
     except IntegrityError:
         if key is None:
             raise
-        # the same key's other request committed between our look and our insert
+        # the key was used before (a retry, or a racing twin): the insert is refused by
+        # the unique index, so a first send pays no lookup
         earlier = _replayed(submitter, key, intent_request_sha256(pinned, body.goal))
         if earlier is None:
             raise
