@@ -186,6 +186,46 @@ attempt("plant-hooks", hook)
 attempt("plant-fsmonitor", config)
 """
 
+REDIRECT_GITDIR = """
+def fake_admin():
+    # A git dir of the command's own, whose HEAD names the run's branch and whose common
+    # config runs a program: what kodo's later git would read if it followed the pointer.
+    admin = os.path.abspath(".fake-admin")
+    common = os.path.abspath(".fake-common")
+    os.makedirs(admin, exist_ok=True)
+    os.makedirs(common, exist_ok=True)
+    branch = open(".git").read().strip().rsplit("/", 1)[-1]
+    open(os.path.join(admin, "HEAD"), "w").write("ref: refs/heads/kodo/" + branch + "\\n")
+    open(os.path.join(admin, "commondir"), "w").write(common + "\\n")
+    open(os.path.join(admin, "gitdir"), "w").write(os.path.abspath(".git") + "\\n")
+    open(os.path.join(common, "config"), "w").write(
+        "[core]\\n\\tfsmonitor = echo ran >> " + CFG["marker_file"] + "; false\\n"
+        "[filter \\"evil\\"]\\n\\tclean = echo ran >> " + CFG["marker_file"] + "\\n"
+    )
+    return admin
+
+def repoint():
+    admin = fake_admin()
+    with open(".git", "w") as handle:
+        handle.write("gitdir: " + admin + "\\n")
+
+def replace_pointer():
+    admin = fake_admin()
+    os.rename(".git", ".git-old")
+    with open(".git", "w") as handle:
+        handle.write("gitdir: " + admin + "\\n")
+
+def poison_common_config():
+    pointer = open(".git").read().strip().removeprefix("gitdir: ")
+    common = os.path.dirname(os.path.dirname(pointer))
+    with open(os.path.join(common, "config"), "a") as handle:
+        handle.write("[filter \\"evil\\"]\\n\\tclean = echo ran >> " + CFG["marker_file"] + "\\n")
+
+attempt("repoint-gitdir", repoint)
+attempt("replace-gitdir", replace_pointer)
+attempt("poison-common-config", poison_common_config)
+"""
+
 SIBLINGS = """
 def siblings():
     root = os.path.dirname(os.getcwd())

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from services.worker.git_ops import ensure_worktree, stage_edits
+from services.worker.worktree_guard import worktree_gitdir_problem
 from tests.security import attacks
 from tests.security.harness import MARK, Hostile, Outcome, git, script_attack
 
@@ -144,6 +146,31 @@ def test_a_hook_planted_by_the_command_never_runs_in_a_later_run(hostile: Hostil
     )
     assert planted == [], f"the command wrote hooks into the source repository: {planted}"
     assert second.status == "succeeded", second.describe()
+
+
+def test_a_command_cannot_redirect_its_worktrees_git_or_poison_the_config_kodo_lists(
+    hostile: Hostile,
+) -> None:
+    """The verification command points the worktree's .git at a git dir of its own (whose
+    HEAD names the run's branch, whose config runs a program) and appends a filter
+    driver to the source repository's config. A later delivery reuses the worktree
+    (reading its branch from HEAD) and runs git there (through the config listing kodo
+    reuses while the config files are unchanged): nothing the command wrote is trusted
+    or run."""
+    marker = hostile.markers / "gitdir-ran.txt"
+    repo = hostile.repos / "redirected"
+    outcome = script_attack(hostile, "redirected", attacks.REDIRECT_GITDIR, marker_file=str(marker))
+    said = outcome.command_output()
+    for label in ("repoint-gitdir", "replace-gitdir", "poison-common-config"):
+        assert f"BLOCKED {label}" in said, f"{label} was not refused:\n{said}\n{outcome.describe()}"
+    worktree = hostile.workspaces / outcome.run_id
+    assert worktree_gitdir_problem(worktree, repo) is None, "the .git pointer changed"
+    base = git(repo, "rev-parse", "HEAD").strip()
+    again = ensure_worktree(repo, hostile.workspaces, outcome.run_id, base)  # a later delivery
+    assert again.branch == f"kodo/{outcome.run_id}"
+    (again.path / "new.txt").write_text("x\n")
+    stage_edits(again.path)  # git add and diff: listings, drivers, fsmonitor
+    assert not marker.exists(), f"a planted program ran: {marker.read_text()!r}"
 
 
 def test_git_aliases_cannot_run_a_shell(hostile: Hostile) -> None:
