@@ -29,10 +29,11 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.cli.client import retry_after_s
 from shared.service.runs import approve_plan
 from shared.service.uow import UnitOfWork
 
-from .sse import MAX_RETRIES, StreamError, back_off, refusal, retry_after_s, run_events
+from .sse import MAX_RETRIES, StreamError, back_off, refusal, run_events
 
 TERMINAL = frozenset({"succeeded", "failed", "rejected", "cancelled"})
 GOAL = "Add a multiply function to calc.py with a test"

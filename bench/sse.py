@@ -11,21 +11,10 @@ from typing import Any
 
 import httpx
 
-RETRY_STATUSES = frozenset({429, 503})
+# How long a 503/429 asked to wait: read as kodo's own CLI reads it.
+from services.cli.client import retry_after_s
+
 MAX_RETRIES = 8
-MAX_RETRY_AFTER_S = 30.0
-
-
-def retry_after_s(response: httpx.Response) -> float | None:
-    """How long the API asked us to wait (``Retry-After`` in seconds) before sending the
-    same request again, or None: not a refusal it asked to be retried (a 503 or 429
-    without ``Retry-After`` is final)."""
-    if response.status_code not in RETRY_STATUSES:
-        return None
-    raw = response.headers.get("Retry-After", "").strip()
-    if not raw.isdigit():
-        return None
-    return min(float(raw), MAX_RETRY_AFTER_S)
 
 
 def refusal(response: httpx.Response) -> str:

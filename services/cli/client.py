@@ -99,7 +99,7 @@ class ApiClient:
                     f"cannot reach the API at {self.base_url} ({type(exc).__name__}: {exc}); "
                     "is it running (`kodo up`), or pass --api-url / KODO_API_URL"
                 ) from exc
-            wait_s = _retry_after_s(reply)
+            wait_s = retry_after_s(reply)
             if wait_s is None or attempt == RETRIES or not _repeatable(method, path, headers):
                 return reply
             time.sleep(wait_s)
@@ -137,8 +137,10 @@ _IDEMPOTENT_POSTS = re.compile(
 """POSTs the API documents as safe to repeat (an identical repeat changes nothing)."""
 
 
-def _retry_after_s(reply: httpx.Response) -> float | None:
-    """The wait a 503 or 429 asked for, or None (not such an answer, or no wait given)."""
+def retry_after_s(reply: httpx.Response) -> float | None:
+    """How long a 503 or 429 asked the client to wait (``Retry-After`` in seconds, at
+    most MAX_RETRY_AFTER_S) before sending the same request again, or None: not such an
+    answer, or one without a wait in seconds (final)."""
     if reply.status_code not in (429, 503):
         return None
     raw = reply.headers.get("Retry-After", "").strip()

@@ -84,9 +84,15 @@ def list_tokens(s: Session) -> list[ApiToken]:
 
 def live_token(s: Session, plaintext: str) -> ApiToken | None:
     """The live token row ``plaintext`` names, or None (unknown, malformed or revoked)."""
+    digest = _digest(plaintext)
+    return None if digest is None else TokenRepo(s).live_by_digest(digest)
+
+
+def _digest(plaintext: str) -> str | None:
+    """The stored digest a presented token would have; None if it is not one of ours."""
     if not plaintext.startswith(PREFIX) or len(plaintext) > 200:
         return None
-    return TokenRepo(s).live_by_digest(sha256_hex(plaintext))
+    return sha256_hex(plaintext)
 
 
 def principal_of(row: ApiToken) -> Principal:
@@ -101,9 +107,8 @@ def authenticate(s: Session, plaintext: str) -> Principal | None:
 
 def principal_for(conn: Connection, plaintext: str) -> Principal | None:
     """As :func:`authenticate`, on a bare connection (one Core statement, no session)."""
-    if not plaintext.startswith(PREFIX) or len(plaintext) > 200:
-        return None
-    found = live_name_and_role(conn, sha256_hex(plaintext))
+    digest = _digest(plaintext)
+    found = None if digest is None else live_name_and_role(conn, digest)
     return None if found is None else Principal(found[0], Role(found[1]))
 
 

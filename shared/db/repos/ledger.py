@@ -72,7 +72,6 @@ parking step reads after it parks) and name the steps to wake."""
 _AGE = extract(
     "epoch", func.statement_timestamp() - func.coalesce(_CALLS.c.started_at, _CALLS.c.created_at)
 )
-_CLAIM_AGE = select(_AGE).where(_CALLS.c.op_key == bindparam("key"))
 """How long ago the call was claimed (or sent), by the database's clock alone: a rule
 that compares a time written by one host with another host's clock breaks under skew."""
 
@@ -184,7 +183,8 @@ class LedgerRepo:
 
     def get_aged(self, op_key: str) -> tuple[OpenCodeCall, float] | None:
         """The row without its request (the prompt: the protocol never reads it back)
-        and its age by the database's clock (see :meth:`claim_age_s`), in one statement."""
+        and its age (seconds since it was claimed or sent) by the database's clock alone,
+        in one statement."""
         found = self.session.execute(
             select(OpenCodeCall, _AGE)
             .where(OpenCodeCall.op_key == op_key)
@@ -270,11 +270,6 @@ class LedgerRepo:
             .returning(OpenCodeCall.id)
         ).scalar_one_or_none()
         return done is not None
-
-    def claim_age_s(self, op_key: str) -> float | None:
-        """Seconds since the call was claimed or sent, by the database's clock."""
-        age = self.session.execute(_CLAIM_AGE, {"key": op_key}).scalar_one_or_none()
-        return None if age is None else float(age)
 
     def finish(
         self,

@@ -33,7 +33,7 @@ from shared.opencode.client import OpenCodeClient
 from shared.service.collection import wake_steps
 from shared.service.messages import InMemorySender, RunStep
 from shared.service.runs import cancel_run
-from shared.service.steps import enter_step, park_on_call
+from shared.service.steps import EnteredStep, enter_step, park_on_call
 from shared.service.uow import UnitOfWork
 from tests.integration.worker.conftest import RuntimeFactory, new_run, uow, wait_lease_lapsed
 from tests.waiting import wait_until
@@ -128,19 +128,24 @@ def test_the_collector_follows_the_event_stream_and_wakes_the_step_when_the_sess
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
 
 
-def _claimed_call(rt: Runtime, run_id: str, session_id: str) -> tuple[str, StepLease]:
-    """A call of run_id's CompileST claimed and started by a delivery that holds the step."""
+def _enter(rt: Runtime, run_id: str, owner: str) -> EnteredStep | None:
+    """Take run_id's CompileST as a delivery of ``owner`` would (one transaction)."""
     with uow(rt) as work:
-        entered = enter_step(
+        return enter_step(
             work.session,
             run_id,
             StepId.COMPILE,
-            owner="w",
+            owner=owner,
             lease_s=30,
             app_version="t",
             worker_contract=step_contract_version(),
             now=rt.clock.now(),
         )
+
+
+def _claimed_call(rt: Runtime, run_id: str, session_id: str) -> tuple[str, StepLease]:
+    """A call of run_id's CompileST claimed and started by a delivery that holds the step."""
+    entered = _enter(rt, run_id, "w")
     assert entered is not None
     ledger = PostgresCallLedger(rt.sessions)
     call = StructuredCall(run_id, "CompileST", 1, "plan", "p", {"type": "object"}, "/w")
@@ -165,17 +170,7 @@ def test_a_woken_step_takes_its_parked_lease_in_one_statement(
 
     listen(rt.engine, "before_cursor_execute", seen)
     try:
-        with uow(rt) as work:
-            entered = enter_step(
-                work.session,
-                run_id,
-                StepId.COMPILE,
-                owner="test",
-                lease_s=60,
-                app_version="test",
-                worker_contract=step_contract_version(),
-                now=rt.clock.now(),
-            )
+        entered = _enter(rt, run_id, "test")
     finally:
         remove(rt.engine, "before_cursor_execute", seen)
     assert entered is not None
@@ -216,17 +211,7 @@ def test_a_step_parked_before_its_session_ended_waits_for_the_collector(
         assert park_on_call(work.session, lease, op_key=op_key, hold_s=30, check_woken=True) == (
             "parked"
         )
-    with uow(rt) as work:  # the wake-up's delivery takes the parked step at once
-        resumed = enter_step(
-            work.session,
-            run_id,
-            StepId.COMPILE,
-            owner="w2",
-            lease_s=30,
-            app_version="t",
-            worker_contract=step_contract_version(),
-            now=rt.clock.now(),
-        )
+    resumed = _enter(rt, run_id, "w2")  # the wake-up's delivery takes the parked step at once
     assert resumed is not None
     assert resumed.lease.fence == lease.fence + 1
     assert resumed.first_delivery, "a resumed step is not a redelivery"

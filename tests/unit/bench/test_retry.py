@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from bench.sse import MAX_RETRY_AFTER_S, refusal, retry_after_s
+from bench.sse import refusal
+from services.cli.client import MAX_RETRY_AFTER_S, retry_after_s
 
 
 def reply(status: int, retry_after: str | None = None, code: str = "api_busy") -> httpx.Response:
