@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.engine import unit_of_work
+from shared.db.models import OpenCodeCall
 from shared.db.repos.ledger import LedgerRepo
 from shared.domain.step_lease import StepLease
 from shared.domain.vocab import CallStatus
@@ -34,14 +35,14 @@ class PostgresCallLedger:
         self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
     ) -> bool:
         with self._ledger() as ledger:
-            return _claim_in(ledger, call, request, lease)
+            return _claim_in(ledger, call, request, lease) is None
 
     def claim_or_read(
         self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
     ) -> tuple[bool, tuple[CallRecord, float] | None]:
         with self._ledger() as ledger:
-            won = _claim_in(ledger, call, request, lease)
-            return won, None if won else _record_of(ledger, call.op_key)
+            found = _claim_in(ledger, call, request, lease)
+            return found is None, None if found is None else _as_record(*found)
 
     def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
         with self._ledger() as ledger:
@@ -65,7 +66,8 @@ class PostgresCallLedger:
 
     def read(self, op_key: str) -> tuple[CallRecord, float] | None:
         with self._ledger() as ledger:
-            return _record_of(ledger, op_key)
+            found = ledger.get_aged(op_key)
+            return None if found is None else _as_record(*found)
 
     def finish(
         self, op_key: str, outcome: CallOutcome, *, from_status: CallStatus = CallStatus.CLAIMED
@@ -84,12 +86,8 @@ class PostgresCallLedger:
             )
 
 
-def _record_of(ledger: LedgerRepo, op_key: str) -> tuple[CallRecord, float] | None:
+def _as_record(row: OpenCodeCall, age: float) -> tuple[CallRecord, float]:
     """The row as the protocol reads it, and its age if it is still claimed or sent."""
-    found = ledger.get_aged(op_key)
-    if found is None:
-        return None
-    row, age = found
     record = CallRecord(
         op_key=row.op_key,
         status=row.status,
@@ -109,9 +107,10 @@ def _record_of(ledger: LedgerRepo, op_key: str) -> tuple[CallRecord, float] | No
 
 def _claim_in(
     ledger: LedgerRepo, call: StructuredCall, request: dict[str, Any], lease: StepLease | None
-) -> bool:
-    """The claim, with the step's lease held in the same transaction (StepAbandoned rolls
-    both back: a cancelled or fenced-off delivery claims nothing)."""
+) -> tuple[OpenCodeCall, float] | None:
+    """The claim (None: won; else the row that won before), with the step's lease held in
+    the same transaction (StepAbandoned rolls both back: a cancelled or fenced-off
+    delivery claims nothing)."""
     if lease is not None:
         hold_lease(ledger.session, lease)
     return ledger.claim(

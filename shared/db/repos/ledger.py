@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, extract, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
 from shared.db.models import OpenCodeCall, Run, bound, table_of
@@ -29,7 +28,10 @@ _CLAIMED = (
         **bound("op_key", "run_id", "step_id", "attempt", "agent", "request"),
         status=CallStatus.CLAIMED.value,
     )
-    .on_conflict_do_nothing(index_elements=[_CALLS.c.op_key])
+    # No conflict target: a racing twin (same op_key, so the same run, step and attempt)
+    # may meet either unique index first; with a target, meeting the other one raised a
+    # unique violation instead of yielding to the twin.
+    .on_conflict_do_nothing()
     .returning(_CALLS.c.id, _CALLS.c.run_id, _CALLS.c.attempt)
     .cte("claimed")
 )
@@ -87,9 +89,6 @@ _FINISH = (
 )
 
 
-ATTEMPT_UNIQUE = "uq_opencode_calls_run_id_step_id_attempt"
-
-
 class AttemptPromptChanged(RuleRefusal):
     """An attempt already in the ledger was asked again in other words: refused, unsent."""
 
@@ -106,12 +105,6 @@ class AttemptPromptChanged(RuleRefusal):
         self.step_id = step_id
         self.attempt = attempt
         self.op_key = op_key
-
-
-def _constraint_of(exc: IntegrityError) -> str | None:
-    diag = getattr(exc.orig, "diag", None)
-    name = getattr(diag, "constraint_name", None)
-    return name if isinstance(name, str) else None
 
 
 IN_DOUBT = (
@@ -149,30 +142,32 @@ class LedgerRepo:
         attempt: int,
         agent: str,
         request: dict[str, Any],
-    ) -> bool:
-        """Insert the ``claimed`` row; False if the op_key was claimed before (never call).
+    ) -> tuple[OpenCodeCall, float] | None:
+        """Insert the ``claimed`` row: None if this claim won (call now); else the row
+        that holds the op_key and its age (never call: read it).
 
         A won claim of attempt 2 or later also adds one to ``runs.retry_count``. Raises
-        AttemptPromptChanged if the attempt is in the ledger under another op_key (the
-        caller's transaction is then spent: roll it back).
+        AttemptPromptChanged if the attempt is in the ledger under another op_key.
         """
-        try:
-            won = self.session.execute(
-                _CLAIM,
-                {
-                    "op_key": op_key,
-                    "run_id": run_id,
-                    "step_id": step_id,
-                    "attempt": attempt,
-                    "agent": agent,
-                    "request": request,
-                },
-            ).scalar_one_or_none()
-        except IntegrityError as exc:
-            if _constraint_of(exc) == ATTEMPT_UNIQUE:
-                raise AttemptPromptChanged(run_id, step_id, attempt, op_key) from exc
-            raise
-        return won is not None
+        won = self.session.execute(
+            _CLAIM,
+            {
+                "op_key": op_key,
+                "run_id": run_id,
+                "step_id": step_id,
+                "attempt": attempt,
+                "agent": agent,
+                "request": request,
+            },
+        ).scalar_one_or_none()
+        if won is not None:
+            return None
+        # A statement of its own (a new snapshot): it sees a twin that committed while
+        # the insert waited on it.
+        found = self.get_aged(op_key)
+        if found is None:
+            raise AttemptPromptChanged(run_id, step_id, attempt, op_key)
+        return found
 
     def get(self, op_key: str) -> OpenCodeCall | None:
         return self.session.execute(
