@@ -50,6 +50,8 @@ DEFAULTS: dict[str, str] = {
     "KODO_EXEC_FSIZE_BYTES": str(256 << 20),
     "KODO_EXEC_TMP_BYTES": str(256 << 20),
     "KODO_SCHEMA_RETRIES": "3",
+    # Plans a run may have: the first and each revision an approver asks for.
+    "KODO_MAX_REVISIONS": "5",
     "KODO_MAX_BODY_BYTES": "65536",
     "APPROVAL_POLL_S": "2.0",
     "KODO_STEP_LEASE_S": "900",
@@ -180,6 +182,7 @@ class Settings:
     exec_fsize_bytes: int = int(DEFAULTS["KODO_EXEC_FSIZE_BYTES"])
     exec_tmp_bytes: int = int(DEFAULTS["KODO_EXEC_TMP_BYTES"])
     schema_retries: int = int(DEFAULTS["KODO_SCHEMA_RETRIES"])
+    max_revisions: int = int(DEFAULTS["KODO_MAX_REVISIONS"])
     max_body_bytes: int = int(DEFAULTS["KODO_MAX_BODY_BYTES"])
     approval_poll_s: float = float(DEFAULTS["APPROVAL_POLL_S"])
     step_lease_s: float = float(DEFAULTS["KODO_STEP_LEASE_S"])
@@ -251,6 +254,7 @@ class Settings:
             exec_fsize_bytes=_int(env, "KODO_EXEC_FSIZE_BYTES"),
             exec_tmp_bytes=_int(env, "KODO_EXEC_TMP_BYTES"),
             schema_retries=_int(env, "KODO_SCHEMA_RETRIES"),
+            max_revisions=_int(env, "KODO_MAX_REVISIONS"),
             max_body_bytes=_int(env, "KODO_MAX_BODY_BYTES"),
             approval_poll_s=_float(env, "APPROVAL_POLL_S"),
             step_lease_s=_float(env, "KODO_STEP_LEASE_S"),
@@ -285,6 +289,8 @@ class Settings:
             raise ConfigError("OC_TIMEOUT_MS must be positive")
         if self.schema_retries < 1:
             raise ConfigError("KODO_SCHEMA_RETRIES must be at least 1")
+        if self.max_revisions < 1:
+            raise ConfigError("KODO_MAX_REVISIONS must be at least 1 (the first plan)")
         for name, value in (
             ("APPROVAL_POLL_S", self.approval_poll_s),
             ("KODO_STEP_LEASE_S", self.step_lease_s),

@@ -2,7 +2,8 @@
 
 Every endpoint but ``/healthz`` (and the UI's sign-in page) needs a live token.
 Reads need ``read``; creating intents and starting runs ``submit``; approving,
-rejecting and cancelling ``decide``.
+rejecting, requesting changes and cancelling ``decide``; retrying a failed run
+``operate`` (admins only).
 
 Two ways in: an ``Authorization: Bearer`` header (the JSON API, the CLI), or the web
 page's session cookie (an HttpOnly, SameSite=Strict random id; see
@@ -31,10 +32,21 @@ SESSION_COOKIE = "kodo_session"
 CSRF_FIELD = "csrf_token"
 PUBLIC_ENDPOINTS = frozenset({"health.healthz", "ui_forms.login_page", "ui_forms.login"})
 # The UI's form posts: a session cookie plus the session's CSRF token, never a header.
-FORM_ENDPOINTS = frozenset({"ui_forms.approve", "ui_forms.reject", "ui_forms.logout"})
-DECIDE_ENDPOINTS = frozenset(
-    {"runs.approve_plan", "runs.reject_plan", "runs.cancel", "ui_forms.approve", "ui_forms.reject"}
+FORM_ENDPOINTS = frozenset(
+    {"ui_forms.approve", "ui_forms.reject", "ui_forms.request_changes_form", "ui_forms.logout"}
 )
+DECIDE_ENDPOINTS = frozenset(
+    {
+        "runs.approve_plan",
+        "runs.reject_plan",
+        "runs.request_changes",
+        "runs.cancel",
+        "ui_forms.approve",
+        "ui_forms.reject",
+        "ui_forms.request_changes_form",
+    }
+)
+OPERATE_ENDPOINTS = frozenset({"runs.retry"})
 READ_ONLY_POSTS = frozenset({"ui_forms.logout"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -45,6 +57,8 @@ def required_permission(endpoint: str, method: str) -> Permission | None:
         return None
     if method in SAFE_METHODS or endpoint in READ_ONLY_POSTS:
         return Permission.READ
+    if endpoint in OPERATE_ENDPOINTS:
+        return Permission.OPERATE
     return Permission.DECIDE if endpoint in DECIDE_ENDPOINTS else Permission.SUBMIT
 
 

@@ -10,7 +10,7 @@ from shared.db.models import Artifact
 
 from . import reads
 from .openapi import Routes
-from .responses import ArtifactOutSchema, CallsSchema, PlanOutSchema
+from .responses import ArtifactOutSchema, CallsSchema, PlanOutSchema, RevisionsSchema
 from .schemas import ArtifactQuery, ArtifactQuerySchema
 from .state import api
 
@@ -24,6 +24,17 @@ def read_plan(run_id: str) -> reads.PlanView:
     """The plan card CompileST stored, its digest, and the decision on it if any."""
     with api().sessions() as s:
         return reads.plan_of(s, run_id)
+
+
+@routes.route("/runs/<kid:run_id>/plans", "GET")
+@routes.response(200, RevisionsSchema())
+@routes.errors(404, 500)
+def list_plans(run_id: str) -> reads.RevisionsView:
+    """Every plan revision of the run, oldest first, each with its digest and the human
+    decision on it (``changes_requested`` carries the reviewer's comment)."""
+    ctx = api()
+    with ctx.sessions() as s:
+        return reads.plan_revisions(s, run_id, max_revisions=ctx.settings.max_revisions)
 
 
 @routes.route("/runs/<kid:run_id>/calls", "GET")

@@ -13,15 +13,13 @@ from shared.db.repos.approvals import ApprovalRepo
 from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.runs import IntentRepo
 from shared.db.repos.steps import ArtifactRepo, StepRunRepo
+from shared.domain.plan_diff import DiffLine, plan_diff
 from shared.domain.run_machine import StepId
-from shared.domain.step_outcome import PLAN_ARTIFACT
 from shared.errors import Conflict, NotFound
 from shared.service.runs import get_run
 
 from .errors import Unreadable
 
-PLAN_STEP = StepId.COMPILE
-PLAN_NAME = PLAN_ARTIFACT
 PLAN_KIND = "plan_card"
 
 
@@ -43,9 +41,13 @@ class PlanView:
 
 
 def plan_of(s: Session, run_id: str) -> PlanView:
-    """The plan CompileST wrote, with the decision on the run's current digest if any."""
+    """The run's current plan (the revision whose digest the run holds), with the
+    decision on it if any."""
     run = get_run(s, run_id)
-    found = ArtifactRepo(s).get(run_id, PLAN_STEP, PLAN_NAME)
+    cards = ArtifactRepo(s).plan_revisions(run_id)
+    found = next((a for a in cards if a.sha256 == run.plan_sha256), None)
+    if found is None and cards:  # fail closed: never show a plan the digest is not over
+        raise Unreadable(f"run {run_id}'s plan digest {run.plan_sha256} is none of its plan cards'")
     if found is None or found.kind != PLAN_KIND:
         raise NotFound(
             f"run {run_id} has no plan yet (status {run.status})", details={"status": run.status}
@@ -56,6 +58,37 @@ def plan_of(s: Session, run_id: str) -> PlanView:
         raise Unreadable(f"the plan artifact of run {run_id} is not valid JSON") from exc
     decided = ApprovalRepo(s).get(run_id, run.plan_sha256) if run.plan_sha256 else None
     return PlanView(run=run, plan=plan, approval=decided)
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One plan of a run: its card, its digest, and the human decision on it, if any."""
+
+    revision: int
+    artifact: Artifact
+    plan: Any
+    decision: PlanApproval | None
+
+
+@dataclass(frozen=True)
+class RevisionsView:
+    run: Run
+    revisions: list[Revision]
+    max_revisions: int
+
+
+def plan_revisions(s: Session, run_id: str, *, max_revisions: int) -> RevisionsView:
+    """Every plan the run has had, oldest first: revision N is CompileST's round N."""
+    run = get_run(s, run_id)
+    approvals = ApprovalRepo(s)
+    revisions: list[Revision] = []
+    for number, card in enumerate(ArtifactRepo(s).plan_revisions(run_id), start=1):
+        try:
+            plan = json.loads(card.content)
+        except ValueError as exc:
+            raise Unreadable(f"plan revision {number} of run {run_id} is not valid JSON") from exc
+        revisions.append(Revision(number, card, plan, approvals.get(run_id, card.sha256)))
+    return RevisionsView(run, revisions, max_revisions)
 
 
 def calls_of(s: Session, run_id: str) -> list[OpenCodeCall]:
@@ -99,6 +132,19 @@ class RunPage:
     calls: list[OpenCodeCall]
     tokens: int
     cost_usd: float
+    revisions: list[Revision]  # every plan of the run, oldest first
+    max_revisions: int
+
+    @property
+    def plan_artifact(self) -> str | None:
+        """The artifact name of the current plan (``plan.json``, ``plan.r2.json``, ...)."""
+        found = [r for r in self.revisions if r.artifact.sha256 == self.run.plan_sha256]
+        return found[-1].artifact.name if found else None
+
+    def changes(self) -> list[tuple[Revision, list[DiffLine]]]:
+        """Each revision after the first with its diff from the one before, newest first."""
+        pairs = zip(self.revisions, self.revisions[1:], strict=False)
+        return [(new, plan_diff(old.plan, new.plan)) for old, new in pairs][::-1]
 
 
 def _usage_number(usage: dict[str, Any] | None, key: str) -> float:
@@ -106,7 +152,7 @@ def _usage_number(usage: dict[str, Any] | None, key: str) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
-def run_page(s: Session, run_id: str) -> RunPage:
+def run_page(s: Session, run_id: str, *, max_revisions: int) -> RunPage:
     run = get_run(s, run_id)
     intent = IntentRepo(s).get(run.intent_id)
     if intent is None:  # pragma: no cover - foreign key
@@ -124,4 +170,6 @@ def run_page(s: Session, run_id: str) -> RunPage:
         calls=calls,
         tokens=int(sum(_usage_number(c.usage, "total_tokens") for c in calls)),
         cost_usd=sum(_usage_number(c.usage, "cost_usd") for c in calls),
+        revisions=plan_revisions(s, run_id, max_revisions=max_revisions).revisions,
+        max_revisions=max_revisions,
     )

@@ -47,6 +47,9 @@ class StartedSchema(Schema):
 class StepOutSchema(Schema):
     step_id = fields.String(data_key="stepId")
     status = fields.String()
+    round = fields.Integer(
+        metadata={"description": "1, then one more per plan revision or retry of the step"}
+    )
     deliveries = fields.Integer()
     duration_ms = fields.Integer(data_key="durationMs", allow_none=True)
     started_at = _dt("startedAt")
@@ -89,6 +92,63 @@ class PlanOutSchema(Schema):
     plan_sha256 = fields.String(data_key="planSha256", attribute="run.plan_sha256", allow_none=True)
     plan = fields.Raw(metadata={"description": "the plan card (design, files, risks, tests)"})
     approval = fields.Nested(ApprovalOutSchema, allow_none=True)
+
+
+class DecisionOutSchema(Schema):
+    """A human decision on one plan digest: approved, rejected or changes_requested."""
+
+    decision = fields.String()
+    approver = fields.String()
+    comment = fields.String(allow_none=True)
+    decided_at = _dt("decidedAt")
+
+
+class RevisionOutSchema(Schema):
+    """A ``reads.Revision``: one plan the run has had."""
+
+    revision = fields.Integer(
+        metadata={"description": "1 for the first plan, N for CompileST's round N"}
+    )
+    plan_sha256 = fields.String(data_key="planSha256", attribute="artifact.sha256")
+    artifact = fields.String(attribute="artifact.name")
+    created_at = _dt("createdAt", attribute="artifact.created_at")
+    plan = fields.Raw(metadata={"description": "the plan card (design, files, risks, tests)"})
+    decision = fields.Nested(DecisionOutSchema, allow_none=True)
+
+
+class RevisionsSchema(Schema):
+    """A ``reads.RevisionsView``: every plan of the run, oldest first."""
+
+    run_id = fields.String(data_key="runId", attribute="run.id")
+    status = fields.String(attribute="run.status")
+    current_plan_sha256 = fields.String(
+        data_key="currentPlanSha256", attribute="run.plan_sha256", allow_none=True
+    )
+    max_revisions = fields.Integer(data_key="maxRevisions")
+    revisions = fields.List(fields.Nested(RevisionOutSchema))
+
+
+class ChangesRequestedSchema(Schema):
+    """A ``shared.service.runs.Revising``: the request recorded, the revision compiling."""
+
+    accepted = fields.Constant(True)
+    run_id = fields.String(data_key="runId", attribute="decision.run_id")
+    status = fields.String(attribute="decision.decision")
+    plan_sha256 = fields.String(data_key="planSha256", attribute="decision.plan_sha256")
+    approver = fields.String(attribute="decision.approver")
+    comment = fields.String(attribute="decision.comment")
+    revision = fields.Integer(metadata={"description": "the plan revision now compiling"})
+
+
+class RetriedSchema(Schema):
+    """A ``shared.service.runs.Retrying``: the run running again, and where."""
+
+    accepted = fields.Constant(True)
+    run_id = fields.String(data_key="runId", attribute="run.id")
+    status = fields.String(attribute="run.status")
+    step_id = fields.String(data_key="stepId", attribute="step")
+    round = fields.Integer(metadata={"description": "the step's round: 2 for its first retry"})
+    retry_count = fields.Integer(data_key="retryCount", attribute="run.retry_count")
 
 
 class ApprovedSchema(Schema):

@@ -9,14 +9,28 @@ from shared.service import runs as commands
 from . import reads
 from .auth import current_principal
 from .openapi import Routes
-from .responses import ApprovedSchema, RejectedSchema, RunOutSchema, StartedSchema
-from .schemas import DecisionIn, DecisionSchema, NoOptionsIn, NoOptionsSchema
+from .responses import (
+    ApprovedSchema,
+    ChangesRequestedSchema,
+    RejectedSchema,
+    RetriedSchema,
+    RunOutSchema,
+    StartedSchema,
+)
+from .schemas import (
+    ChangesIn,
+    ChangesSchema,
+    DecisionIn,
+    DecisionSchema,
+    NoOptionsIn,
+    NoOptionsSchema,
+)
 from .state import api
 
 routes = Routes("runs", __name__, description="Runs and the decision on their plan")
 
 
-def _approver(body: DecisionIn) -> str:
+def _approver(body: DecisionIn | ChangesIn) -> str:
     """Who decided is the token's name; a body naming someone else is refused."""
     principal = current_principal()
     if body.approver is not None and body.approver != principal.name:
@@ -74,6 +88,52 @@ def reject_plan(body: DecisionIn, run_id: str) -> PlanApproval:
             now=ctx.clock.now(),
             plan_sha256=body.plan_sha256,
             comment=body.comment,
+        )
+
+
+@routes.route("/runs/<kid:run_id>/request-changes", "POST")
+@routes.arguments(ChangesSchema())
+@routes.response(200, ChangesRequestedSchema())
+@routes.errors(400, 404, 409, 415)
+def request_changes(body: ChangesIn, run_id: str) -> commands.Revising:
+    """Send the plan back to CompileST with the comment; the run is ``compiling`` its next
+    revision when this answers, and CompileST is sent after commit. The earlier plan can
+    no longer be approved. 409 unless the run waits for approval, if ``plan_sha256`` is
+    not the current plan's, or past ``KODO_MAX_REVISIONS`` plans (rule revision_limit).
+    A repeated request on the same plan is accepted again and starts nothing.
+    """
+    ctx = api()
+    with ctx.uow() as uow:
+        return commands.request_changes(
+            uow,
+            run_id,
+            approver=_approver(body),
+            comment=body.comment,
+            now=ctx.clock.now(),
+            max_revisions=ctx.settings.max_revisions,
+            lease_s=ctx.settings.redispatch_after_s,
+            plan_sha256=body.plan_sha256,
+        )
+
+
+@routes.route("/runs/<kid:run_id>/retry", "POST")
+@routes.arguments(NoOptionsSchema())
+@routes.response(200, RetriedSchema())
+@routes.errors(400, 404, 409, 415)
+def retry(_: NoOptionsIn, run_id: str) -> commands.Retrying:
+    """Resume a ``failed`` run at the step that failed it (an admin's call), under that
+    step's next attempt numbers: nothing paid for before is paid again. ``retryCount``
+    counts it. 409 unless the run failed (a run's one way to go again after a failure:
+    one run per intent).
+    """
+    ctx = api()
+    with ctx.uow() as uow:
+        return commands.retry_run(
+            uow,
+            run_id,
+            operator=current_principal().name,
+            now=ctx.clock.now(),
+            lease_s=ctx.settings.redispatch_after_s,
         )
 
 

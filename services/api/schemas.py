@@ -17,6 +17,7 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load
 from marshmallow.validate import Length, Regexp
 
+from shared.domain.rounds import COMMENT_MAX_CHARS
 from shared.domain.run_machine import StepId
 
 from .parsing import BodySchema
@@ -115,6 +116,38 @@ class NoOptionsSchema(_Strict):
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> NoOptionsIn:
         return NoOptionsIn()
+
+
+@dataclass(frozen=True)
+class ChangesIn:
+    approver: str | None
+    plan_sha256: str | None
+    comment: str
+
+
+class ChangesSchema(_Strict):
+    """``POST /runs/{id}/request-changes``: the comment is what the next plan must do."""
+
+    approver = fields.String(
+        load_default=None, allow_none=True, validate=[Length(1, 255), clean_text]
+    )
+    plan_sha256 = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=FullMatch(r"[0-9a-fA-F]{64}", error="must be 64 hex digits"),
+    )
+    comment = fields.String(
+        required=True, validate=[Length(1, COMMENT_MAX_CHARS), clean_text, not_blank]
+    )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> ChangesIn:
+        digest = data["plan_sha256"]
+        return ChangesIn(
+            approver=data["approver"],
+            plan_sha256=digest.lower() if digest is not None else None,
+            comment=data["comment"],
+        )
 
 
 @dataclass(frozen=True)

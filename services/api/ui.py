@@ -29,7 +29,7 @@ from shared.domain.display import visible
 from shared.domain.step_contract import step_contract_version
 from shared.errors import InvalidInput, KodoError
 from shared.model_in_use import describe_ids, is_stand_in_id
-from shared.service.runs import approve_plan, reject_plan
+from shared.service.runs import approve_plan, reject_plan, request_changes
 from shared.service.tokens import Permission
 from shared.service.ui_sessions import sign_in, sign_out
 
@@ -73,7 +73,7 @@ def _run_page(run_id: str, *, error: str | None = None, status: int = 200) -> Re
         return _page(
             "run.html",
             status,
-            page=reads.run_page(s, run_id),
+            page=reads.run_page(s, run_id, max_revisions=api().settings.max_revisions),
             error=error,
             may_decide=principal.may(Permission.DECIDE),
             code_contract=step_contract_version(),
@@ -185,6 +185,30 @@ def _decide(run_id: str, *, approve: bool) -> BaseResponse:
                 )
             else:
                 reject_plan(uow, run_id, approver=approver, now=ctx.clock.now(), plan_sha256=digest)
+    except KodoError as exc:
+        return _run_page(run_id, error=exc.message, status=exc.http_status)
+    return redirect(f"/ui/runs/{run_id}", code=303)
+
+
+@forms_bp.post("/ui/runs/<kid:run_id>/request-changes")
+def request_changes_form(run_id: str) -> BaseResponse:
+    """Send the plan the page showed back to CompileST with the form's comment."""
+    ctx = api()
+    digest = (request.form.get("plan_sha256") or "").strip()
+    try:
+        if not digest:
+            raise InvalidInput("the form carries no plan digest: reload the page")
+        with ctx.uow() as uow:
+            request_changes(
+                uow,
+                run_id,
+                approver=current_principal().name,
+                comment=request.form.get("comment"),
+                now=ctx.clock.now(),
+                max_revisions=ctx.settings.max_revisions,
+                lease_s=ctx.settings.redispatch_after_s,
+                plan_sha256=digest,
+            )
     except KodoError as exc:
         return _run_page(run_id, error=exc.message, status=exc.http_status)
     return redirect(f"/ui/runs/{run_id}", code=303)

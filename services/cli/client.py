@@ -132,7 +132,7 @@ class ApiClient:
 RETRIES = 3
 MAX_RETRY_AFTER_S = 30.0
 _IDEMPOTENT_POSTS = re.compile(
-    r"^/(?:intents/[^/]+/run|runs/[^/]+/(?:approve-plan|reject-plan|cancel))$"
+    r"^/(?:intents/[^/]+/run|runs/[^/]+/(?:approve-plan|reject-plan|request-changes|cancel))$"
 )
 """POSTs the API documents as safe to repeat (an identical repeat changes nothing)."""
 

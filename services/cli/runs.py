@@ -15,7 +15,7 @@ import click
 from rich.console import Console
 
 from services.cli.client import ApiClient, api_options
-from services.cli.views import cache_levels, calls_table, run_view
+from services.cli.views import cache_levels, calls_table, revisions_view, run_view
 from services.cli.watch import watch
 from shared.domain.display import visible
 
@@ -187,6 +187,88 @@ def reject_cmd(
         _echo_json(decided)
         return
     click.echo(f"rejected the plan of run {visible(run_id)} as {visible(decided.get('approver'))}")
+
+
+@run.command("request-changes")
+@click.argument("run_id")
+@click.option("-m", "--message", "comment", required=True, help="What the next plan must change.")
+@click.option(
+    "--plan-sha256",
+    default=None,
+    help="Send back only this exact plan (default: the digest of the plan shown now).",
+)
+@_approver
+@_json
+@api_options
+def request_changes_cmd(
+    run_id: str,
+    comment: str,
+    plan_sha256: str | None,
+    approver: str | None,
+    as_json: bool,
+    api_url: str | None,
+    token: str | None,
+    home: Path | None,
+) -> None:
+    """Send the plan back to the plan agent with a comment; the run compiles a revision.
+
+    The plan you sent back can no longer be approved: approve (or send back) the
+    revision once the run is `waiting_input` again (`kodo run plans` lists them all).
+    """
+    with ApiClient.from_options(api_url, token, home) as api:
+        if plan_sha256 is None:
+            plan_sha256 = str(api.get(f"/runs/{run_id}/plan")["planSha256"])
+        body = {"plan_sha256": plan_sha256, "comment": comment}
+        if approver:
+            body["approver"] = approver
+        asked = api.post(f"/runs/{run_id}/request-changes", body)
+    if as_json:
+        _echo_json(asked)
+        return
+    click.echo(
+        f"requested changes to plan {visible(plan_sha256)} of run {visible(run_id)};"
+        f" revision {asked.get('revision')} is compiling"
+    )
+    click.echo(f"next: kodo run watch {visible(run_id)}")
+
+
+@run.command("plans")
+@click.argument("run_id")
+@_json
+@api_options
+def plans_cmd(
+    run_id: str, as_json: bool, api_url: str | None, token: str | None, home: Path | None
+) -> None:
+    """Every plan revision of a run, oldest first, with the decision on each."""
+    with ApiClient.from_options(api_url, token, home) as api:
+        listed = api.get(f"/runs/{run_id}/plans")
+    if as_json:
+        _echo_json(listed)
+        return
+    Console().print(revisions_view(listed))
+
+
+@run.command("retry")
+@click.argument("run_id")
+@_json
+@api_options
+def retry_cmd(
+    run_id: str, as_json: bool, api_url: str | None, token: str | None, home: Path | None
+) -> None:
+    """Resume a failed run at the step that failed it (an admin's token).
+
+    Its calls get new attempt numbers: nothing paid for before is paid again.
+    """
+    with ApiClient.from_options(api_url, token, home) as api:
+        resumed = api.post(f"/runs/{run_id}/retry")
+    if as_json:
+        _echo_json(resumed)
+        return
+    click.echo(
+        f"run {visible(run_id)} resumed at {visible(resumed.get('stepId'))}"
+        f" (round {resumed.get('round')}, retry count {resumed.get('retryCount')})"
+    )
+    click.echo(f"next: kodo run watch {visible(run_id)}")
 
 
 @run.command("cancel")

@@ -176,3 +176,36 @@ def calls_table(calls: list[dict[str, Any]], caches: dict[tuple[str, int], str])
             row.append(_cell(caches.get(key)))
         table.add_row(*row)
     return table
+
+
+def revisions_view(listed: dict[str, Any]) -> Group:
+    """Every plan of a run, oldest first: its digest, its files and the decision on it
+    (a reviewer's comment is shown as written, one labelled line per line)."""
+    current = listed.get("currentPlanSha256")
+    parts: list[Text] = [
+        Text(
+            f"run {_text(listed.get('runId'))} ({_text(listed.get('status'))}): "
+            f"{len(listed.get('revisions') or [])} of at most {_text(listed.get('maxRevisions'))}"
+            " plan revisions"
+        )
+    ]
+    for revision in listed.get("revisions") or []:
+        if not isinstance(revision, dict):
+            continue
+        digest = revision.get("planSha256")
+        mark = "  (current)" if digest == current else ""
+        lines = [f"revision {_text(revision.get('revision'))}: sha256 {_text(digest)}{mark}"]
+        plan = revision.get("plan")
+        for f in (plan.get("files") or []) if isinstance(plan, dict) else []:
+            if isinstance(f, dict):
+                lines.append(f"  file:     {_text(f.get('change')):<6} {_text(f.get('path'))}")
+        decision = revision.get("decision")
+        if isinstance(decision, dict):
+            who = _text(decision.get("approver"))
+            lines.append(f"  decision: {_text(decision.get('decision'))} by {who}")
+            comment = decision.get("comment")
+            if comment is not None:
+                shown = visible(comment, multiline=True).expandtabs(4)
+                lines.extend(f"  comment:  {line}" for line in shown.split("\n"))
+        parts.append(Text("\n".join(lines)))
+    return Group(*parts)

@@ -149,6 +149,7 @@ class StepRun(Base):
         UniqueConstraint("run_id", "step_id"),
         CheckConstraint(_in("step_id", STEP_ID_VALUES), name="step_id"),
         CheckConstraint(_in("status", STEP_RUN_STATUSES), name="status"),
+        CheckConstraint('"round" >= 1 AND attempt_base >= 0', name="round"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -167,6 +168,33 @@ class StepRun(Base):
     app_version: Mapped[str | None] = mapped_column(String(64))
     # The op_key of the sent call this step is parked on (no worker holds it meanwhile).
     parked_on: Mapped[str | None] = mapped_column(String(64))
+    # Migration 0015: the step's round (CompileST's round N makes plan revision N), the
+    # ledger attempt its first call follows, and what the round was asked.
+    round: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    attempt_base: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    round_input: Mapped[dict[str, Any] | None]
+
+
+class StepRound(Base):
+    """An ended round of a step, as its checkpoint stood when the next round began
+    (migration 0015): the current round is the ``step_runs`` row itself."""
+
+    __tablename__ = "step_rounds"
+    __table_args__ = (UniqueConstraint("run_id", "step_id", "round"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    step_id: Mapped[str] = mapped_column(String(32))
+    round: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    deliveries: Mapped[int] = mapped_column(Integer)
+    attempt_base: Mapped[int] = mapped_column(Integer)
+    round_input: Mapped[dict[str, Any] | None]
+    output: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
 
 
 class WorkerProcess(Base):
@@ -237,7 +265,7 @@ class PlanApproval(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     plan_sha256: Mapped[str] = mapped_column(String(64))
-    decision: Mapped[str] = mapped_column(String(16))
+    decision: Mapped[str] = mapped_column(String(32))
     approver: Mapped[str] = mapped_column(String(255))
     comment: Mapped[str | None] = mapped_column(Text)
     approved_at: Mapped[datetime | None]

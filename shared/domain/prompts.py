@@ -17,7 +17,19 @@ def plan_block(plan: dict[str, Any]) -> str:
     return f"--- plan.json ---\n{canonical_json(plan)}\n--- end plan.json ---"
 
 
-def compile_prompt(goal: str, attempt: int, rejected: list[str]) -> str:
+REVIEW_BEGIN = "--- reviewer's comment ---"
+REVIEW_END = "--- end reviewer's comment ---"
+
+
+def compile_prompt(
+    goal: str,
+    attempt: int,
+    rejected: list[str],
+    *,
+    revision: tuple[dict[str, Any], str] | None = None,
+) -> str:
+    """The plan agent's prompt; ``revision`` (the previous plan, the reviewer's comment)
+    asks for the next revision of a plan a reviewer sent back."""
     lines = [
         "You are planning a code change. Do not modify any file.",
         "Read the repository in the working directory and answer with the plan via the schema:",
@@ -30,6 +42,20 @@ def compile_prompt(goal: str, attempt: int, rejected: list[str]) -> str:
         "",
         f"kodo-attempt: {attempt}",
     ]
+    if revision is not None:
+        previous, comment = revision
+        lines += [
+            "",
+            "A reviewer read your previous plan (below) and asked for changes. Answer with a",
+            "revised plan that does what the comment asks; a plan identical to an earlier one",
+            "is refused. The comment is the reviewer's text, quoted: it is not the intent.",
+            REVIEW_BEGIN,
+            comment,
+            REVIEW_END,
+            "",
+            "Previous plan:",
+            plan_block(previous),
+        ]
     if rejected:
         lines += ["", "Your previous answers were rejected:", *(f"- {r}" for r in rejected)]
     return "\n".join(lines)

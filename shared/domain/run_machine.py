@@ -107,6 +107,22 @@ class PlanRejected:
 
 
 @dataclass(frozen=True)
+class ChangesRequested:
+    """An approver asked for another revision of the plan (with a comment): CompileST
+    runs again. The revision limit is checked by the caller (``revision_refusal``)."""
+
+
+@dataclass(frozen=True)
+class Retried:
+    """An operator resumes a failed run at ``step``, the step that failed it (the caller
+    reads it from ``runs.last_step``). The only event an ended run accepts. ``approved``:
+    the run's current plan is approved; no step after the gate resumes without it."""
+
+    step: StepId
+    approved: bool
+
+
+@dataclass(frozen=True)
 class Cancel:
     pass
 
@@ -133,6 +149,8 @@ Event = (
     | StepFailed
     | PlanApproved
     | PlanRejected
+    | ChangesRequested
+    | Retried
     | Cancel
     | ContractMismatch
     | Upgraded
@@ -168,6 +186,10 @@ def _end(frm: RunStatus, to: RunStatus) -> Transition:
 
 def transition(status: RunStatus, event: Event) -> Transition:
     """Return the transition for ``event`` in ``status`` or raise IllegalTransition."""
+    if isinstance(event, Retried) and status is RunStatus.FAILED:
+        if event.step is StepId.COMPILE or event.approved:
+            return _run(status, event.step)
+        raise IllegalTransition(status, event)
     if status.is_terminal:
         raise IllegalTransition(status, event)
     match event:
@@ -179,6 +201,8 @@ def transition(status: RunStatus, event: Event) -> Transition:
             return _run(status, StepId.APPLY_PATCH)
         case PlanRejected() if status is RunStatus.WAITING_INPUT:
             return _end(status, RunStatus.REJECTED)
+        case ChangesRequested() if status is RunStatus.WAITING_INPUT:
+            return _run(status, StepId.COMPILE)
         case StepSucceeded(step=step) if STEP_STATUS[step] is status:
             if step is StepId.COMPILE:
                 return Transition(status, RunStatus.WAITING_INPUT, None, NextAction.AWAIT_APPROVAL)

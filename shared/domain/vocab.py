@@ -46,6 +46,7 @@ class Decision(StrEnum):
 
     APPROVED = "approved"
     REJECTED = "rejected"
+    CHANGES_REQUESTED = "changes_requested"  # the plan goes back to CompileST, with a comment
 
 
 class ArtifactKind(StrEnum):

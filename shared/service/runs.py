@@ -17,13 +17,22 @@ from sqlalchemy.orm import Session
 from shared.db.models import Intent, PlanApproval, Run
 from shared.db.repos.runs import IntentRepo, RunRepo
 from shared.domain.policy import PolicyError
+from shared.domain.rounds import (
+    ChangeRequest,
+    comment_refusal,
+    retry_input,
+    revision_refusal,
+)
 from shared.domain.run_machine import (
     Cancel,
+    ChangesRequested,
     IllegalTransition,
     PlanApproved,
     PlanRejected,
+    Retried,
     RunStatus,
     Start,
+    StepId,
     transition,
 )
 from shared.domain.step_contract import step_contract_version
@@ -157,7 +166,8 @@ def start_run(uow: UnitOfWork, intent_id: str, *, app_version: str, now: datetim
     if not created:
         if RunStatus(run.status).is_terminal:
             raise Conflict(
-                f"run {run.id} already ended ({run.status}); submit a new intent to run again"
+                going_again(run.id, RunStatus(run.status)),
+                details={"rule": ["one_run_per_intent"], "status": [run.status]},
             )
         return Started(run, created=False)
     move = transition(RunStatus.QUEUED, Start())
@@ -167,6 +177,18 @@ def start_run(uow: UnitOfWork, intent_id: str, *, app_version: str, now: datetim
     if move.dispatch is not None:
         uow.send_after_commit(RunStep(move.dispatch, run.id))
     return Started(run, created=True)
+
+
+def going_again(run_id: str, status: RunStatus) -> str:
+    """What to do instead of starting an intent's run again (one run per intent: the
+    workflow id is the intent id, so its ledger and branch are the run's alone)."""
+    said = f"run {run_id} already ended ({status.value}); an intent has one run (its id)."
+    if status is RunStatus.FAILED:
+        return (
+            f"{said} Resume it at the step that failed: POST /runs/{run_id}/retry (an admin;"
+            f" `kodo run retry {run_id}`), or submit a new intent"
+        )
+    return f"{said} To go again, submit a new intent (POST /intents)"
 
 
 def get_run(s: Session, run_id: str) -> Run:
@@ -200,7 +222,7 @@ def approve_plan(
     row, new = _decide(
         uow,
         run_id,
-        approve=True,
+        decision=Decision.APPROVED,
         approver=approver,
         plan_sha256=plan_sha256,
         comment=comment,
@@ -233,18 +255,96 @@ def reject_plan(
     Sends nothing. A repeated identical rejection is accepted again.
     """
     row, new = _decide(
-        uow, run_id, approve=False, approver=approver, plan_sha256=plan_sha256, comment=comment
+        uow,
+        run_id,
+        decision=Decision.REJECTED,
+        approver=approver,
+        plan_sha256=plan_sha256,
+        comment=comment,
     )
     if new:
         uow.runs.apply(run_id, transition(RunStatus.WAITING_INPUT, PlanRejected()), now)
     return row
 
 
+@dataclass(frozen=True)
+class Revising:
+    """A request for changes recorded: the decision row and the revision now compiling."""
+
+    decision: PlanApproval
+    revision: int
+    new: bool
+
+
+def request_changes(
+    uow: UnitOfWork,
+    run_id: str,
+    *,
+    approver: str,
+    comment: str | None,
+    now: datetime,
+    max_revisions: int,
+    lease_s: float,
+    plan_sha256: str | None = None,
+) -> Revising:
+    """Send the run's current plan back to CompileST with the reviewer's comment.
+
+    One transaction, under the run's row lock: the decision on this exact digest
+    (``changes_requested``, which no approval can follow), CompileST's next round with
+    its input (the comment, the plan it revises, every earlier digest), and the move to
+    ``compiling``; CompileST leaves after commit. A repeat of the same request is
+    accepted again and starts nothing. Refused (409) past ``max_revisions`` plans.
+    """
+    refused = comment_refusal(comment)
+    if refused is not None or comment is None:
+        raise InvalidInput(refused or "", details={"comment": [refused or "missing"]})
+    run = uow.runs.get_for_update(run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    earlier = tuple(uow.artifacts.plan_digests(run_id))
+    revisions = len(earlier)
+    if run.status == RunStatus.WAITING_INPUT.value:  # a repeat is answered by _decide
+        limit = revision_refusal(revisions, max_revisions)
+        if limit is not None:
+            raise Conflict(limit, details={"rule": ["revision_limit"], "revisions": [revisions]})
+    previous = run.plan_sha256
+    row, new = _decide(
+        uow,
+        run_id,
+        decision=Decision.CHANGES_REQUESTED,
+        approver=approver,
+        plan_sha256=plan_sha256,
+        comment=comment,
+    )
+    if not new:  # the revision this request started is compiling (or has landed)
+        return Revising(row, revisions + 1, new=False)
+    if previous is None:  # pragma: no cover - _decide refuses a run without a plan
+        raise Conflict(f"run {run_id} has no plan")
+    request = ChangeRequest(
+        revision=revisions + 1,
+        comment=comment,
+        requested_by=approver,
+        previous_plan_sha256=previous,
+        earlier_plans=earlier,
+    )
+    started = uow.steps.new_round(
+        run_id, StepId.COMPILE, round_input=request.to_json(), lease_s=lease_s
+    )
+    if started is None:  # pragma: no cover - a run waiting on a plan compiled it
+        raise Conflict(f"run {run_id}: CompileST has no ended checkpoint to start again")
+    move = transition(RunStatus.WAITING_INPUT, ChangesRequested())
+    if not uow.runs.apply(run_id, move, now, clear_error=True):  # pragma: no cover - locked
+        raise Conflict(f"run {run_id} moved while changes were requested")
+    if move.dispatch is not None:
+        uow.send_after_commit(RunStep(move.dispatch, run_id))
+    return Revising(row, request.revision, new=True)
+
+
 def _decide(
     uow: UnitOfWork,
     run_id: str,
     *,
-    approve: bool,
+    decision: Decision,
     approver: str,
     plan_sha256: str | None,
     comment: str | None,
@@ -255,7 +355,7 @@ def _decide(
     run = uow.runs.get_for_update(run_id)
     if run is None:
         raise NotFound(f"run {run_id} not found")
-    decision = Decision.APPROVED if approve else Decision.REJECTED
+    approve = decision is Decision.APPROVED
     if run.plan_sha256 is not None:
         if plan_sha256 is not None and plan_sha256 != run.plan_sha256:
             raise Conflict(
@@ -264,6 +364,12 @@ def _decide(
             )
         earlier = uow.approvals.get(run.id, run.plan_sha256)
         if earlier is not None:
+            if earlier.decision == Decision.CHANGES_REQUESTED and decision != earlier.decision:
+                raise Conflict(
+                    f"changes were requested on this plan; the run is {run.status}: decide on"
+                    " the revised plan once the run is waiting_input again",
+                    details={"rule": ["plan_superseded"], "status": [run.status]},
+                )
             if earlier.decision != decision:
                 raise Conflict(f"the plan was already {earlier.decision}")
             return earlier, False
@@ -285,6 +391,67 @@ def _decide(
         comment=comment,
         dispatched=dispatched and approve,
     )
+
+
+@dataclass(frozen=True)
+class Retrying:
+    """A failed run resumed: the step it resumes at and that step's round."""
+
+    run: Run
+    step: StepId
+    round: int
+
+
+def retry_run(
+    uow: UnitOfWork, run_id: str, *, operator: str, now: datetime, lease_s: float
+) -> Retrying:
+    """Resume a failed run at the step that failed it, under that step's next round.
+
+    One transaction under the run's row lock: the step's checkpoint starts its next
+    round (new attempt numbers, so every call is a new op_key and nothing paid before
+    is paid again), ``retry_count`` counts the retry, and the run moves back to the
+    step's status; the step is sent after commit. A step after the approval gate
+    resumes only with the run's current plan approved (the gate's trigger holds too).
+    409 unless the run failed; a repeat while it runs again is a 409 saying so.
+    """
+    run = uow.runs.get_for_update(run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    if run.status != RunStatus.FAILED.value:
+        raise Conflict(
+            f"run {run_id} is {run.status}: only a failed run can be retried",
+            details={"rule": ["retry_failed_only"], "status": [run.status]},
+        )
+    step = StepId(run.last_step) if run.last_step in set(StepId) else None
+    if step is None:  # pragma: no cover - a run fails only through a step's outcome
+        raise Conflict(f"run {run_id} failed at no known step ({run.last_step})")
+    decided = uow.approvals.get(run_id, run.plan_sha256) if run.plan_sha256 else None
+    approved = decided is not None and decided.decision == Decision.APPROVED.value
+    try:
+        move = transition(RunStatus.FAILED, Retried(step, approved=approved))
+    except IllegalTransition as exc:
+        raise Conflict(
+            f"run {run_id} failed at {step.value} without an approved plan: it cannot resume",
+            details={"rule": ["approval_gate"]},
+        ) from exc
+    checkpoint = uow.steps.get(run_id, step)
+    started = uow.steps.new_round(
+        run_id,
+        step,
+        round_input=retry_input(
+            operator, run.error, checkpoint.round_input if checkpoint is not None else None
+        ),
+        lease_s=lease_s,
+    )
+    if started is None:  # pragma: no cover - a failed run's step ended failed
+        raise Conflict(f"run {run_id}: {step.value} has no ended checkpoint to resume")
+    if not uow.runs.apply(run_id, move, now, clear_error=True):  # pragma: no cover - locked
+        raise Conflict(f"run {run_id} moved while it was retried")
+    uow.runs.count_retry(run_id)
+    uow.runs.reload(run)
+    if move.dispatch is not None:
+        uow.send_after_commit(RunStep(move.dispatch, run_id))
+    return Retrying(run, step, started)
 
 
 def dispatch_approved(

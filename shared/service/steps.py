@@ -23,6 +23,7 @@ from shared.db.repos.runs import RunRepo
 from shared.db.repos.snapshots import run_snapshot
 from shared.db.repos.steps import ArtifactRepo, StepRunRepo
 from shared.domain.pinning import RepoPin
+from shared.domain.rounds import artifact_name
 from shared.domain.run_machine import (
     STEP_STATUS,
     StepFailed,
@@ -60,6 +61,9 @@ class EnteredStep:
     plan: dict[str, Any] | None
     lease: StepLease
     first_delivery: bool  # no earlier delivery of this step can have left work behind
+    round: int  # the step's round (shared.domain.rounds): 2 and on ran it again
+    attempt_base: int  # the round's attempt N is ledger attempt attempt_base + N
+    round_input: dict[str, Any] | None  # what the round was asked (None: round 1)
 
 
 def enter_step(
@@ -137,7 +141,11 @@ def enter_step(
         outputs=run.outputs,
         plan=run.plan,
         lease=StepLease(run.run_id, step, entered.fence, lease_s),
-        first_delivery=entered.deliveries == 1,
+        # A later round may find an earlier round's work (a commit, a dirty worktree).
+        first_delivery=entered.deliveries == 1 and run.round == 1,
+        round=run.round,
+        attempt_base=run.attempt_base,
+        round_input=run.round_input,
     )
 
 
@@ -190,9 +198,13 @@ class StepSuperseded(Exception):
     """Another actor (a cancel, a newer delivery) moved first: roll back this record."""
 
 
-def record_outcome(s: Session, lease: StepLease, outcome: StepOutcome, now: datetime) -> Transition:
+def record_outcome(
+    s: Session, lease: StepLease, outcome: StepOutcome, now: datetime, *, round_: int = 1
+) -> Transition:
     """Store the outcome and its artifacts and move the run as the machine says.
 
+    The artifacts of round N > 1 carry the round in their name (``plan.r2.json``): no
+    round's evidence is dropped as a repeat of an earlier round's.
     Raises StepSuperseded if the fence or the run moved on (the caller rolls back).
     """
     for art in outcome.artifacts:
@@ -200,7 +212,7 @@ def record_outcome(s: Session, lease: StepLease, outcome: StepOutcome, now: date
             lease.run_id,
             lease.step,
             kind=art.kind,
-            name=art.name,
+            name=artifact_name(art.name, round_),
             content=art.content,
             media_type=art.media_type,
         )

@@ -34,7 +34,8 @@ class Role(StrEnum):
 class Permission(StrEnum):
     READ = "read"
     SUBMIT = "submit"  # create intents, start runs
-    DECIDE = "decide"  # approve, reject, cancel
+    DECIDE = "decide"  # approve, reject, request changes, cancel
+    OPERATE = "operate"  # retry a failed run (an operator's call: admin only)
 
 
 GRANTS: dict[Role, frozenset[Permission]] = {

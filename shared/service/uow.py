@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from shared.db.repos.approvals import ApprovalRepo
 from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.runs import IntentRepo, RunRepo
-from shared.db.repos.steps import StepRunRepo
+from shared.db.repos.steps import ArtifactRepo, StepRunRepo
 from shared.db.repos.tokens import TokenRepo, UiSessionRepo
 from shared.service.messages import Message, Sender
 
@@ -61,6 +61,7 @@ class UnitOfWork:
         self.runs = RunRepo(s)
         self.approvals = ApprovalRepo(s)
         self.steps = StepRunRepo(s)
+        self.artifacts = ArtifactRepo(s)
         self.ledger = LedgerRepo(s)
         self.tokens = TokenRepo(s)
         self.ui_sessions = UiSessionRepo(s)

@@ -20,6 +20,8 @@ from standins.oc_compat.schema_instance import minimal_instance, violate
 
 PLAN_BEGIN = "--- plan.json ---"
 PLAN_END = "--- end plan.json ---"
+REVIEW_BEGIN = "--- reviewer's comment ---"
+REVIEW_END = "--- end reviewer's comment ---"
 UNITTEST_ARGV = ["python3", "-m", "unittest", "discover", "-s", ".", "-p", "test_*.py"]
 # git is off the default exec allowlist (and the sandbox shows no .git): list the tree.
 FALLBACK_ARGV = ["python3", "-c", "import os; print(sorted(os.listdir('.')))"]
@@ -108,9 +110,38 @@ def recipe_plan(recipe: recipes.Recipe, directory: Path) -> dict[str, Any]:
     }
 
 
+def review_comment(prompt: str) -> str | None:
+    """The reviewer's comment kodo quotes when it asks for a revised plan, if any."""
+    start, end = prompt.find(REVIEW_BEGIN), prompt.find(REVIEW_END)
+    if start < 0 or end < start:
+        return None
+    return prompt[start + len(REVIEW_BEGIN) : end].strip()
+
+
+def revised(plan: dict[str, Any], comment: str, directory: Path) -> dict[str, Any]:
+    """The plan as the scripted model revises it: the design says what the reviewer
+    asked, and every existing file the comment names joins the plan."""
+    listed = {f["path"] for f in plan["files"]}
+    added = [
+        {"path": p, "change": "modify", "why": "The reviewer asked for it."}
+        for p in repo.named_files(directory, comment)
+        if p not in listed
+    ]
+    return {
+        **plan,
+        "design": f"{plan['design']} Revised after review: {comment[:300]}",
+        "files": [*plan["files"], *added],
+    }
+
+
 def plan_output(seed: int, directory: Path, prompt: str) -> dict[str, Any]:
     """A PlanOutput: a recipe's plan if the intent asks for one (see recipes.py); else
-    modify the files the prompt names, else README.md, else add notes."""
+    modify the files the prompt names, else README.md, else add notes. A prompt quoting
+    a reviewer's comment gets that plan revised as the comment asks."""
+    comment = review_comment(prompt)
+    if comment is not None:
+        first = prompt[: prompt.find(REVIEW_BEGIN)]
+        return revised(plan_output(seed, directory, first), comment, directory)
     recipe = _recipe(directory, prompt)
     if recipe is not None:
         return recipe_plan(recipe, directory)

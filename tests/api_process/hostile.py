@@ -18,6 +18,7 @@ from shared.db.models import Run
 from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind
+from shared.hashing import sha256_hex
 from tests.factories import IntentFactory, RunFactory
 
 TRUE_PATH = ".ssh/authorized_keys"
@@ -68,13 +69,15 @@ def store_hostile_run(db: Session, *, error: str | None = None, **traits: Any) -
         traits = {"status": "failed", "error": error, **traits}
     else:
         traits = {"waiting_input": True, **traits}
+    content = json.dumps(HOSTILE_PLAN).encode()
+    traits = {"plan_sha256": sha256_hex(content), **traits}
     run: Run = RunFactory(intent=IntentFactory(goal=GOAL), **traits)
     ArtifactRepo(db).put(
         run.id,
         StepId.COMPILE,
         kind=ArtifactKind.PLAN_CARD,
         name="plan.json",
-        content=json.dumps(HOSTILE_PLAN).encode(),
+        content=content,
         media_type="application/json",
     )
     db.commit()

@@ -407,7 +407,7 @@ class Chaos:
     def run_row(self, run_id: str) -> Any:
         with self.engine.connect() as conn:
             return conn.execute(
-                text("SELECT status, last_step, error FROM app.runs WHERE id = :r"),
+                text("SELECT status, last_step, error, retry_count FROM app.runs WHERE id = :r"),
                 {"r": run_id},
             ).one()
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from sqlalchemy import text
 
 from tests.chaos.conftest import Scenario
 from tests.chaos.harness import Chaos, branch_commits, title
+from tests.triage import RETRIES_EXPLAINED
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.chaos
@@ -119,3 +121,41 @@ def test_a_server_killed_mid_call_and_restarted_leaves_the_run_ended_and_explain
         _diagnostic(chaos, run_id)
     scenario.note = f"{final}: CompileST calls {[(c.attempt, c.status) for c in calls]}"
     chaos.assert_exactly_once([run_id])
+
+
+def test_a_run_failed_by_a_daemon_outage_is_retried_by_the_operator_and_succeeds(
+    chaos: Chaos, scenario: Scenario
+) -> None:
+    scenario.name = "daemon down past every attempt, then the operator retries"
+    chaos.kill_oc()  # down before the run starts, and longer than every attempt takes
+    run_id = chaos.submit("Add a note to README.md")
+    scenario.track(run_id)
+    chaos.wait_status(run_id, {"failed"}, deadline_s=60)
+    down = [(c.attempt, c.status) for c in chaos.ledger(run_id, "CompileST")]
+    assert [a for a, _ in down] == [1, 2, 3], chaos.explain([run_id])
+    assert all(status == "failed" for _, status in down)
+    assert "the provider failed every attempt" in (chaos.run_row(run_id).error or "")
+
+    refused = chaos.http.post(f"/runs/{run_id}/retry")  # still down: fails again, fine
+    assert refused.status_code == 200, refused.text
+    chaos.wait_status(run_id, {"failed"}, deadline_s=60)
+
+    chaos.start_oc()  # the daemon is back
+    resumed = chaos.http.post(f"/runs/{run_id}/retry")
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["stepId"] == "CompileST"
+    assert resumed.json()["round"] == 3
+    final = chaos.drive([run_id], 60)[run_id]
+    assert final == "succeeded", chaos.explain([run_id])
+
+    calls = chaos.ledger(run_id, "CompileST")
+    assert [c.attempt for c in calls] == [1, 2, 3, 4, 5, 6, 7], "each retry: new attempts"
+    assert calls[-1].status == "succeeded"
+    row = chaos.run_row(run_id)
+    assert row.error is None
+    with chaos.engine.connect() as conn:
+        counted = conn.execute(text(RETRIES_EXPLAINED), {"r": run_id}).one()
+    assert counted.retry_count == counted.explained, "the triage query explains every retry"
+    assert counted.retry_count >= 2, "both operator retries are counted"
+    chaos.assert_exactly_once([run_id])
+    scenario.note = f"CompileST calls {[(c.attempt, c.status) for c in calls]}"

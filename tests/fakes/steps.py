@@ -88,6 +88,9 @@ class StepWorld:
             "outputs": {},
             "plan": None,
             "first_delivery": True,
+            "round": 1,
+            "attempt_base": 0,
+            "round_input": None,
             **snapshot,
         }
         return StepContext(

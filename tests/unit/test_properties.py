@@ -15,10 +15,12 @@ from shared.domain.contracts import PLAN_OUTPUT_SCHEMA, ContractViolation, valid
 from shared.domain.policy import Policy
 from shared.domain.run_machine import (
     Cancel,
+    ChangesRequested,
     Event,
     IllegalTransition,
     PlanApproved,
     PlanRejected,
+    Retried,
     RunStatus,
     Start,
     StepFailed,
@@ -32,9 +34,11 @@ EVENTS = st.one_of(
     st.just(Start()),
     st.just(PlanApproved()),
     st.just(PlanRejected()),
+    st.just(ChangesRequested()),
     st.just(Cancel()),
     st.sampled_from(list(StepId)).map(StepSucceeded),
     st.sampled_from(list(StepId)).map(StepFailed),
+    st.sampled_from(list(StepId)).map(lambda step: Retried(step, approved=False)),
 )
 
 
@@ -43,13 +47,20 @@ def test_any_event_sequence_keeps_the_run_machine_sound(events: list[Event]) -> 
     status = RunStatus.QUEUED
     approved = False
     for event in events:
+        if isinstance(event, Retried):  # the caller says truthfully whether it was approved
+            event = Retried(event.step, approved=approved)
         try:
             move = transition(status, event)
         except IllegalTransition:
             continue
-        assert not status.is_terminal, "nothing moves an ended run"
+        assert not status.is_terminal or (
+            isinstance(event, Retried) and status is RunStatus.FAILED
+        ), "nothing moves an ended run but an operator's retry of a failed one"
         if isinstance(event, PlanApproved):
             approved = True
+        if isinstance(event, ChangesRequested):
+            assert move.dispatch is StepId.COMPILE, "a revision is compiled, never applied"
+            approved = False  # the next plan needs an approval of its own
         if move.dispatch in {StepId.APPLY_PATCH, StepId.DECIDE, StepId.EXECUTE}:
             assert approved, "no code-changing step before approval"
         if move.to_status is RunStatus.SUCCEEDED:

@@ -49,11 +49,14 @@ class AttemptLoop:
 
         ``prepare`` runs before each call this delivery sends (never before a replay).
         """
+        # A round after the first continues the ledger's numbering: new op_keys, and an
+        # earlier round's answers are never replayed as this round's.
+        base = self.ctx.attempt_base
         for attempt in range(1, self.limit + 1):
             call = StructuredCall(
                 run_id=self.ctx.run_id,
                 step_id=self.step.value,
-                attempt=attempt,
+                attempt=base + attempt,
                 agent=self.agent,
                 prompt=prompt_for(attempt, list(self.rejected)),
                 schema=self.schema,
@@ -68,7 +71,7 @@ class AttemptLoop:
             except CallFailed as exc:
                 self.records.append(
                     {
-                        "attempt": attempt,
+                        "attempt": base + attempt,
                         "op_key": exc.op_key,
                         "status": exc.status,
                         "error_name": exc.error_name,
@@ -88,7 +91,7 @@ class AttemptLoop:
                 continue
             self.records.append(
                 {
-                    "attempt": attempt,
+                    "attempt": base + attempt,
                     "op_key": result.op_key,
                     "status": "succeeded",
                     "cache": result.cache,

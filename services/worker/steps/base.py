@@ -256,7 +256,7 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
             f"{type(exc).__name__}: {exc}", {"traceback": traceback.format_exc()}
         )
     try:
-        move, outcome = _record_or_refusal(rt, ctx.lease, outcome)
+        move, outcome = _record_or_refusal(rt, ctx.lease, outcome, ctx.round)
     except StepSuperseded:
         bound.warning("step.superseded")
         return "superseded"
@@ -313,7 +313,7 @@ def _guarded(ctx: StepContext, body: StepBody) -> StepOutcome:
 
 
 def _record_or_refusal(
-    rt: Runtime, lease: StepLease, outcome: StepOutcome
+    rt: Runtime, lease: StepLease, outcome: StepOutcome, round_: int
 ) -> tuple[Transition, StepOutcome]:
     """Record the outcome; if the database refuses it (a rule), record a failure instead.
 
@@ -324,21 +324,21 @@ def _record_or_refusal(
     diagnostic naming what the database said and what it refused.
     """
     try:
-        return _record(rt, lease, outcome), outcome
+        return _record(rt, lease, outcome, round_), outcome
     except (OperationalError, InterfaceError):
         raise
     except DBAPIError as exc:
         refused = exc
     log.error("step.record_refused", error=str(refused.orig))
     failure = refused_outcome(outcome, refused)
-    return _record(rt, lease, failure), failure
+    return _record(rt, lease, failure, round_), failure
 
 
-def _record(rt: Runtime, lease: StepLease, outcome: StepOutcome) -> Transition:
+def _record(rt: Runtime, lease: StepLease, outcome: StepOutcome, round_: int) -> Transition:
     """Record ``outcome`` in one unit of work; the step the machine names next is sent
     only after it commits (a lost send is re-sent by the reconciler, from the rows)."""
     with rt.uow() as uow:
-        move = record_outcome(uow.session, lease, outcome, rt.clock.now())
+        move = record_outcome(uow.session, lease, outcome, rt.clock.now(), round_=round_)
         if move.dispatch is not None:
             uow.send_after_commit(RunStep(move.dispatch, lease.run_id))
         return move

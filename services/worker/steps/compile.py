@@ -13,6 +13,7 @@ from shared.domain.change_check import check_plan
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.domain.policy import Policy
 from shared.domain.prompts import compile_prompt
+from shared.domain.rounds import ChangeRequest, RoundInputError, effective_input
 from shared.domain.run_machine import StepId
 from shared.domain.step_outcome import PLAN_ARTIFACT
 from shared.domain.vocab import ArtifactKind
@@ -32,9 +33,25 @@ def compile_step(ctx: StepContext) -> StepOutcome:
         worktree = ensure_worktree(
             ctx.repo_path, settings.workspace_dir, ctx.run_id, ctx.base_commit
         )
+    try:
+        request = _change_request(ctx)
+    except (RoundInputError, ValueError) as exc:
+        return StepOutcome.failed(
+            f"round_input: {exc}", {"rule": "round_input", "round": ctx.round}
+        )
+    revision = None if request is None or ctx.plan is None else (ctx.plan, request.comment)
     loop = AttemptLoop(ctx, StepId.COMPILE, "plan", PLAN_OUTPUT_SCHEMA, str(worktree.path))
-    for result in loop.answers(lambda n, rejected: compile_prompt(ctx.goal, n, rejected)):
+    for result in loop.answers(
+        lambda n, rejected: compile_prompt(ctx.goal, n, rejected, revision=revision)
+    ):
         plan = result.answer
+        signed = canonical_bytes(plan)  # plan.json is these bytes; the digest is theirs
+        plan_sha = sha256_hex(signed)
+        if request is not None and plan_sha in request.earlier_plans:
+            loop.reject(
+                "the plan is identical to an earlier revision: the reviewer asked for changes"
+            )
+            continue
         violations = check_plan(policy, plan)
         if violations:  # never shown for approval: the plan breaks the repository's policy
             return StepOutcome.failed(
@@ -46,12 +63,11 @@ def compile_step(ctx: StepContext) -> StepOutcome:
                     "plan": plan,
                 },
             )
-        signed = canonical_bytes(plan)  # plan.json is these bytes; the digest is theirs
-        plan_sha = sha256_hex(signed)
         return StepOutcome(
             ok=True,
             output={
                 "plan_sha256": plan_sha,
+                "revision": request.revision if request is not None else 1,
                 "attempts": loop.records,
                 "branch": worktree.branch,
                 "base_commit": ctx.base_commit,
@@ -63,3 +79,19 @@ def compile_step(ctx: StepContext) -> StepOutcome:
             workspace=(worktree.branch, str(worktree.path)),
         )
     return loop.failure("valid plan", schema=PLAN_OUTPUT_SCHEMA)
+
+
+def _change_request(ctx: StepContext) -> ChangeRequest | None:
+    """The first plan comes from the intent alone; a revision revises the run's current
+    plan as the reviewer asked, and must have that very plan to quote (else fail
+    closed). A retried round is asked what the round it resumes was asked."""
+    asked = effective_input(ctx.round_input)
+    if asked is None:
+        return None
+    request = ChangeRequest.from_json(asked)
+    if ctx.plan is None or ctx.plan_sha256 != request.previous_plan_sha256:
+        raise ValueError(
+            "the plan the reviewer commented on is not the run's current plan"
+            f" ({request.previous_plan_sha256} vs {ctx.plan_sha256})"
+        )
+    return request

@@ -15,12 +15,13 @@ from sqlalchemy import ColumnElement, bindparam, extract, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, defer
 
-from shared.db.models import OpenCodeCall, Run, bound, table_of
+from shared.db.models import OpenCodeCall, Run, StepRun, bound, table_of
 from shared.domain.step_outcome import RuleRefusal
 from shared.domain.vocab import CallStatus
 
 _CALLS = table_of(OpenCodeCall)
 _RUNS = table_of(Run)
+_STEPS = table_of(StepRun)
 # Hot-path statements are built once: constructing one costs more CPU than running it.
 _CLAIMED = (
     insert(_CALLS)
@@ -35,14 +36,24 @@ _CLAIMED = (
     .returning(_CALLS.c.id, _CALLS.c.run_id, _CALLS.c.attempt)
     .cte("claimed")
 )
+_ROUND_FIRST_ATTEMPT = (
+    func.coalesce(
+        select(_STEPS.c.attempt_base)
+        .where(_STEPS.c.run_id == _CLAIMED.c.run_id, _STEPS.c.step_id == bindparam("step_id"))
+        .scalar_subquery(),
+        0,
+    )
+    + 1
+)
+"""The first attempt of the step's current round (a revision's first call is no retry)."""
 _COUNT_RETRY = (
     update(_RUNS)
-    .where(_RUNS.c.id == _CLAIMED.c.run_id, _CLAIMED.c.attempt > 1)
+    .where(_RUNS.c.id == _CLAIMED.c.run_id, _CLAIMED.c.attempt > _ROUND_FIRST_ATTEMPT)
     .values(retry_count=_RUNS.c.retry_count + 1)
     .cte("counted_retry")
 )
 _CLAIM = select(_CLAIMED.c.id).add_cte(_COUNT_RETRY)
-"""One statement: the claim, and a retried attempt (attempt > 1) counted on its run.
+"""One statement: the claim, and a retried attempt (after its round's first) counted on its run.
 A repeated claim inserts nothing, so a replayed attempt is never counted twice. Its
 parameters must not be named like a column of app.runs: the UPDATE would SET them."""
 _MARK_STARTED = (
@@ -146,7 +157,7 @@ class LedgerRepo:
         """Insert the ``claimed`` row: None if this claim won (call now); else the row
         that holds the op_key and its age (never call: read it).
 
-        A won claim of attempt 2 or later also adds one to ``runs.retry_count``. Raises
+        A won claim after its round's first attempt also adds one to ``runs.retry_count``. Raises
         AttemptPromptChanged if the attempt is in the ledger under another op_key.
         """
         won = self.session.execute(

@@ -74,6 +74,12 @@ class RunRepo:
             select(Run).where(Run.id == run_id).with_for_update()
         ).scalar_one_or_none()
 
+    def count_retry(self, run_id: str) -> None:
+        """One more time kodo tried something again for this run (an operator's retry)."""
+        self.session.execute(
+            update(Run).where(Run.id == run_id).values(retry_count=Run.retry_count + 1)
+        )
+
     def touch(self, run_id: str, now: datetime) -> None:
         """Restart the run's never-entered clock (the reconciler just re-sent its step)."""
         self.session.execute(update(Run).where(Run.id == run_id).values(updated_at=now))
@@ -156,6 +162,8 @@ class RunRepo:
             values["last_step"] = step.value
         if move.to_status.is_terminal:
             values["finished_at"] = now
+        elif move.from_status.is_terminal:  # a retried run is running again
+            values["finished_at"] = None
         if error is not None:
             values["error"] = error
         elif clear_error:

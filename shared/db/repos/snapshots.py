@@ -17,8 +17,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.models import Artifact, Intent, PlanApproval, Run, StepRun
 from shared.domain.run_machine import StepId
-from shared.domain.step_outcome import PLAN_ARTIFACT
-from shared.domain.vocab import Decision, StepRunStatus
+from shared.domain.vocab import ArtifactKind, Decision, StepRunStatus
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,9 @@ class RunSnapshot:
     plan: dict[str, Any] | None  # None unless plan.json's sha256 is plan_sha256
     outputs: dict[str, dict[str, Any]]  # succeeded steps only
     parked: bool = False  # the step asked about is parked on a call, its lease live
+    round: int = 1  # the step asked about: its round (see shared.domain.rounds)
+    attempt_base: int = 0  # the ledger attempt the round's first call follows
+    round_input: dict[str, Any] | None = None  # what the round was asked
 
 
 def _snapshot_query() -> Select[*tuple[Any, ...]]:
@@ -54,15 +56,18 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
         )
         .scalar_subquery()
     )
-    # Only the bytes the run's digest is over: a step never reads a plan nobody approved.
+    # Only the bytes the run's digest is over (whichever revision's plan card they are):
+    # a step never reads a plan other than the one the approval gate judges.
     plan = (
         select(Artifact.content)
         .where(
             Artifact.run_id == Run.id,
             Artifact.step_id == StepId.COMPILE.value,
-            Artifact.name == PLAN_ARTIFACT,
+            Artifact.kind == ArtifactKind.PLAN_CARD.value,
             Artifact.sha256 == Run.plan_sha256,
         )
+        .order_by(Artifact.id)
+        .limit(1)
         .scalar_subquery()
     )
     empty: ColumnElement[Any] = literal_column("'{}'::jsonb")
@@ -89,6 +94,12 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
         )
         .scalar_subquery()
     )
+    # The asked step's round, as one value (a statement per field would cost more).
+    round_info = (
+        select(func.jsonb_build_array(StepRun.round, StepRun.attempt_base, StepRun.round_input))
+        .where(StepRun.run_id == Run.id, StepRun.step_id == bindparam("step_id"))
+        .scalar_subquery()
+    )
     return (
         select(
             Run.id,
@@ -109,6 +120,7 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
             plan.label("plan"),
             outputs.label("outputs"),
             parked.label("parked"),
+            round_info.label("round_info"),
         )
         .join(Intent, Intent.id == Run.intent_id)
         .where(Run.id == bindparam("run_id"))
@@ -124,6 +136,7 @@ def run_snapshot(s: Session, run_id: str, step: StepId | None = None) -> RunSnap
     row = s.execute(_SNAPSHOT, params).one_or_none()
     if row is None:
         return None
+    round_, attempt_base, round_input = row.round_info or (1, 0, None)
     return RunSnapshot(
         run_id=row.id,
         status=row.status,
@@ -143,4 +156,7 @@ def run_snapshot(s: Session, run_id: str, step: StepId | None = None) -> RunSnap
         plan=json.loads(row.plan) if row.plan is not None else None,
         outputs=dict(row.outputs or {}),
         parked=bool(row.parked),
+        round=int(round_),
+        attempt_base=int(attempt_base),
+        round_input=round_input if isinstance(round_input, dict) else None,
     )

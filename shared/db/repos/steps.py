@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased, defer
 
-from shared.db.models import Artifact, Run, StepRun, bound, table_of
+from shared.db.models import Artifact, OpenCodeCall, Run, StepRound, StepRun, bound, table_of
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind, StepRunStatus
 from shared.hashing import sha256_hex
@@ -350,6 +350,60 @@ class StepRunRepo:
         ).all()
         return [Stalled(run_id, checkpoint_id, owner) for run_id, checkpoint_id, owner in rows]
 
+    def new_round(
+        self, run_id: str, step: StepId, *, round_input: dict[str, Any], lease_s: float
+    ) -> int | None:
+        """Start the step's next round on its ended checkpoint; return the round (None:
+        the step has no ended checkpoint to start again).
+
+        The ended round is kept in ``step_rounds`` first. The row is then running again
+        with no delivery yet (the next one enters as a first delivery, counting no
+        retry), a new fence (no delivery of an earlier round can record into this one),
+        and a lease handed to the next delivery (if the send is lost, the reconciler
+        re-sends once it lapses). Its attempts follow the ledger's last for the step:
+        every call of the round is a new op_key.
+        """
+        ended = (
+            StepRun.run_id == run_id,
+            StepRun.step_id == step.value,
+            StepRun.status.in_([StepRunStatus.SUCCEEDED.value, StepRunStatus.FAILED.value]),
+        )
+        kept = (
+            "run_id", "step_id", "round", "status", "deliveries", "attempt_base",
+            "round_input", "output", "error", "started_at", "finished_at", "duration_ms",
+        )  # fmt: skip
+        self.session.execute(
+            insert(StepRound).from_select(
+                list(kept), select(*(getattr(StepRun, c) for c in kept)).where(*ended)
+            )
+        )
+        last_attempt = (
+            select(func.coalesce(func.max(OpenCodeCall.attempt), 0))
+            .where(OpenCodeCall.run_id == run_id, OpenCodeCall.step_id == step.value)
+            .scalar_subquery()
+        )
+        return self.session.execute(
+            update(StepRun)
+            .where(*ended)
+            .values(
+                round=StepRun.round + 1,
+                attempt_base=last_attempt,
+                round_input=round_input,
+                status=StepRunStatus.RUNNING.value,
+                deliveries=0,
+                fence=StepRun.fence + 1,
+                lease_owner=RECONCILER,
+                lease_expires_at=db_now() + timedelta(seconds=lease_s),
+                output=None,
+                error=None,
+                started_at=db_now(),
+                finished_at=None,
+                duration_ms=None,
+                parked_on=None,
+            )
+            .returning(StepRun.round)
+        ).scalar_one_or_none()
+
     def hand_lease_to_next_delivery(self, checkpoint_id: int, lease_s: float) -> None:
         """Give an expired lease to the reconciler, whose re-sent delivery may take it."""
         self.session.execute(
@@ -412,6 +466,34 @@ class ArtifactRepo:
                 .where(Artifact.run_id == run_id)
                 .order_by(Artifact.id)
                 .options(defer(Artifact.content, raiseload=True))
+            ).scalars()
+        )
+
+    def plan_digests(self, run_id: str) -> list[str]:
+        """The digest of every plan revision of the run, oldest first."""
+        return list(
+            self.session.execute(
+                select(Artifact.sha256)
+                .where(
+                    Artifact.run_id == run_id,
+                    Artifact.step_id == StepId.COMPILE.value,
+                    Artifact.kind == ArtifactKind.PLAN_CARD.value,
+                )
+                .order_by(Artifact.id)
+            ).scalars()
+        )
+
+    def plan_revisions(self, run_id: str) -> list[Artifact]:
+        """Every plan card of the run (one per revision), oldest first."""
+        return list(
+            self.session.execute(
+                select(Artifact)
+                .where(
+                    Artifact.run_id == run_id,
+                    Artifact.step_id == StepId.COMPILE.value,
+                    Artifact.kind == ArtifactKind.PLAN_CARD.value,
+                )
+                .order_by(Artifact.id)
             ).scalars()
         )
 

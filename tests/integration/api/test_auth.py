@@ -113,3 +113,23 @@ def test_a_raw_token_in_a_cookie_authorises_nothing(
     assert browser.get(f"/ui/runs/{run.id}").status_code == 303
     assert browser.get(f"/runs/{run.id}").status_code == 401
     assert browser.post(f"/runs/{run.id}/approve-plan").status_code == 401
+
+
+def test_only_an_approver_may_request_changes_and_only_an_admin_may_retry(
+    app: Flask, sessions: sessionmaker[Session], db: Session
+) -> None:
+    run = RunFactory(waiting_input=True)
+    failed = RunFactory(status="failed", last_step="CompileST", next_action="none")
+    db.commit()
+    submitter = _as(app, issue_token(sessions, "sam", Role.SUBMITTER))
+    approver = _as(app, issue_token(sessions, "ava", Role.APPROVER))
+    admin = _as(app, issue_token(sessions, "ada", Role.ADMIN))
+    changes = {"comment": "smaller, please"}
+    assert submitter.post(f"/runs/{run.id}/request-changes", json=changes).status_code == 403
+    assert submitter.post(f"/runs/{failed.id}/retry").status_code == 403
+    refused = approver.post(f"/runs/{failed.id}/retry")
+    assert refused.status_code == 403
+    assert "may not operate" in refused.get_json()["error"]["message"]
+    # Past the role check, the command itself answers (this failed row has no checkpoint).
+    assert admin.post(f"/runs/{failed.id}/retry").status_code == 409
+    assert approver.post(f"/runs/{run.id}/request-changes", json={}).status_code == 400

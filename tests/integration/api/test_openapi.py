@@ -25,6 +25,7 @@ NOT_IN_SPEC = {
     "ui_forms.logout",
     "ui_forms.approve",
     "ui_forms.reject",
+    "ui_forms.request_changes_form",
 }
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 

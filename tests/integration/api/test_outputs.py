@@ -21,14 +21,18 @@ PLAN = {"summary": "Add a docstring", "files": ["calc.py"]}
 
 
 def put_plan(db: Session, run: Run) -> None:
+    """Store PLAN as the run's plan card; the run's digest becomes its bytes' sha256."""
+    content = json.dumps(PLAN).encode()
     ArtifactRepo(db).put(
         run.id,
         StepId.COMPILE,
         kind=ArtifactKind.PLAN_CARD,
         name="plan.json",
-        content=json.dumps(PLAN).encode(),
+        content=content,
         media_type="application/json",
     )
+    run.plan_sha256 = sha256_hex(content)
+    db.flush()
 
 
 def test_a_run_without_a_plan_yet_is_a_404_saying_so(client: FlaskClient, db: Session) -> None:
@@ -59,8 +63,8 @@ def test_the_plan_is_served_parsed_with_no_decision_yet(client: FlaskClient, db:
 
 def test_the_plan_carries_its_approval(client: FlaskClient, db: Session) -> None:
     run = RunFactory(waiting_input=True)
-    PlanApprovalFactory(run=run, approver="ann")
     put_plan(db, run)
+    PlanApprovalFactory(run=run, approver="ann")
     db.commit()
 
     body = client.get(f"/runs/{run.id}/plan").get_json()

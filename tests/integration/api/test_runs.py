@@ -125,6 +125,7 @@ def test_run_status_lists_the_run_and_its_steps(client: FlaskClient, db: Session
         {
             "stepId": "CompileST",
             "status": "succeeded",
+            "round": 1,
             "deliveries": 2,
             "durationMs": 3000,
             "startedAt": NOW.isoformat(),

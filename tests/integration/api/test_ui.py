@@ -59,7 +59,7 @@ def test_the_inbox_lists_only_runs_waiting_for_approval(client: FlaskClient, db:
 def test_a_run_page_shows_the_plan_card_digest_and_ledger_totals(
     client: FlaskClient, db: Session
 ) -> None:
-    run = RunFactory(waiting_input=True)
+    run = RunFactory(waiting_input=True, plan_sha256=sha256_hex(json.dumps(PLAN).encode()))
     ArtifactRepo(db).put(
         run.id,
         StepId.COMPILE,

@@ -61,14 +61,17 @@ def signed_in(app: Flask, token: str) -> FlaskClient:
 
 
 def with_plan(db: Session, run: Run) -> Run:
+    """Store a plan card as the run's plan: the run's digest becomes its bytes' sha256."""
+    content = json.dumps({"design": "d", "files": [], "risks": [], "tests": []}).encode()
     ArtifactRepo(db).put(
         run.id,
         StepId.COMPILE,
         kind=ArtifactKind.PLAN_CARD,
         name="plan.json",
-        content=json.dumps({"design": "d", "files": [], "risks": [], "tests": []}).encode(),
+        content=content,
         media_type="application/json",
     )
+    run.plan_sha256 = sha256_hex(content)
     db.commit()
     return run
 

@@ -129,3 +129,31 @@ def test_a_bad_token_is_exit_1_with_the_apis_401(kodo: Kodo) -> None:
     result = kodo("run", "status", "no-such-run", "--token", "s3cret")
     assert result.exit_code == 1
     assert "401" in result.output
+
+
+def test_request_changes_sends_the_plan_back_and_plans_lists_both_revisions(kodo: Kodo) -> None:
+    run_id = submit(kodo, "revise")
+    assert kodo("run", "watch", run_id, "--timeout", "60").exit_code == 0
+    first = json.loads(kodo("run", "status", run_id, "--json").output)["planSha256"]
+
+    submitter = kodo.token("sam", "submitter")
+    refused = kodo("run", "request-changes", run_id, "-m", "smaller", "--token", submitter)
+    assert refused.exit_code == 1
+    assert "403" in refused.output, "deciding is an approver's"
+
+    rita = kodo.token("rita", "approver")
+    asked = kodo("run", "request-changes", run_id, "-m", "Also update README.md", "--token", rita)
+    assert asked.exit_code == 0, asked.output
+    assert "revision 2 is compiling" in asked.output
+
+    assert kodo("run", "watch", run_id, "--timeout", "60").exit_code == 0
+    listed = kodo("run", "plans", run_id)
+    assert listed.exit_code == 0, listed.output
+    assert f"revision 1: sha256 {first}" in listed.output
+    assert "decision: changes_requested by rita" in listed.output
+    assert "comment:  Also update README.md" in listed.output
+    assert "revision 2: sha256 " in listed.output
+    assert "(current)" in listed.output
+    plans = json.loads(kodo("run", "plans", run_id, "--json").output)
+    assert [r["revision"] for r in plans["revisions"]] == [1, 2]
+    assert plans["currentPlanSha256"] == plans["revisions"][1]["planSha256"] != first

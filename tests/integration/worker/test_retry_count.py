@@ -1,8 +1,8 @@
 """``runs.retry_count``: every time kodo tried something again for a run.
 
-It counts each provider attempt after a step's first (a ledger row with attempt > 1)
-and each delivery of a step after its first (``step_runs.deliveries`` beyond 1: a
-Celery task retry, a broker redelivery, a reconciler re-dispatch). It is written by
+It counts each provider attempt after its round's first, each delivery of a step after
+its round's first (``deliveries`` beyond 1: a Celery task retry, a broker redelivery, a
+reconciler re-dispatch) and each operator's retry of a failed run. It is written by
 the statement that records the retried attempt or delivery, so it can never disagree
 with the ledger and the checkpoints.
 """
@@ -20,6 +20,8 @@ from services.worker.runtime import Runtime
 from services.worker.steps.base import load_context, run_step
 from services.worker.steps.compile import compile_step
 from shared.domain.run_machine import StepId
+from shared.service.messages import InMemorySender
+from shared.service.runs import request_changes
 from shared.service.tokens import Role, create_token
 from shared.service.uow import UnitOfWork
 from tests.integration.worker.conftest import (
@@ -28,16 +30,9 @@ from tests.integration.worker.conftest import (
     prompts_at_server,
     wait_lease_lapsed,
 )
+from tests.triage import RETRIES_EXPLAINED
 
 pytestmark = pytest.mark.integration
-
-RETRIES_EXPLAINED = """
-SELECT r.retry_count,
-       (SELECT coalesce(sum(deliveries - 1), 0) FROM app.step_runs WHERE run_id = r.id)
-     + (SELECT count(*) FROM app.opencode_calls WHERE run_id = r.id AND attempt > 1)
-       AS explained
-FROM app.runs r WHERE r.id = :r
-"""
 
 
 def retries(rt: Runtime, run_id: str) -> tuple[int, int]:
@@ -107,3 +102,29 @@ def test_a_delivery_turned_away_by_a_live_lease_is_not_a_retry(rt: Runtime, repo
     assert load_context(rt, run_id, StepId.COMPILE) is None
 
     assert retries(rt, run_id) == (0, 0)
+
+
+def test_a_revision_keeps_the_count_explained_by_the_rounds(rt: Runtime, repo: Path) -> None:
+    run_id = new_run(rt, repo, goal="Add multiply to calc.py [oc:invalid-attempts=1]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    assert retries(rt, run_id) == (1, 1)
+    with UnitOfWork(rt.sessions, InMemorySender()) as work:
+        request_changes(
+            work,
+            run_id,
+            approver="rita",
+            comment="Also update README.md",
+            now=rt.clock.now(),
+            max_revisions=5,
+            lease_s=30,
+        )
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    revised, explained = retries(rt, run_id)
+    assert revised == explained, "a revision's first attempt is no retry, its second is"
+    with rt.sessions() as s:
+        kept = s.execute(
+            text("SELECT round, status, attempt_base FROM app.step_rounds WHERE run_id = :r"),
+            {"r": run_id},
+        ).all()
+    assert [tuple(k) for k in kept] == [(1, "succeeded", 0)], "round 1 as it ended"
+    assert retry_count_from_api(rt, run_id) == revised

@@ -11,12 +11,14 @@ from shared.domain.run_machine import (
     STEP_STATUS,
     TERMINAL,
     Cancel,
+    ChangesRequested,
     ContractMismatch,
     Event,
     IllegalTransition,
     NextAction,
     PlanApproved,
     PlanRejected,
+    Retried,
     RunStatus,
     Start,
     StepFailed,
@@ -39,11 +41,13 @@ ALL_EVENTS: list[Event] = [
     Start(),
     PlanApproved(),
     PlanRejected(),
+    ChangesRequested(),
     Cancel(),
     *(StepSucceeded(step) for step in StepId),
     *(StepFailed(step) for step in StepId),
     *(ContractMismatch(step) for step in StepId),
     *(Upgraded(step) for step in StepId),
+    *(Retried(step, approved) for step in StepId for approved in (True, False)),
 ]
 
 LEGAL: dict[tuple[RunStatus, Event], tuple[RunStatus, StepId | None, NextAction]] = {
@@ -56,6 +60,8 @@ LEGAL: dict[tuple[RunStatus, Event], tuple[RunStatus, StepId | None, NextAction]
     (S.COMPILING, StepFailed(StepId.COMPILE)): (S.FAILED, None, NextAction.NONE),
     (S.WAITING_INPUT, PlanApproved()): (S.APPLYING, StepId.APPLY_PATCH, NextAction.RUN_APPLY_PATCH),
     (S.WAITING_INPUT, PlanRejected()): (S.REJECTED, None, NextAction.NONE),
+    # Request changes: the plan goes back to CompileST for another revision.
+    (S.WAITING_INPUT, ChangesRequested()): (S.COMPILING, StepId.COMPILE, NextAction.RUN_COMPILE),
     (S.APPLYING, StepSucceeded(StepId.APPLY_PATCH)): (
         S.DECIDING,
         StepId.DECIDE,
@@ -84,6 +90,16 @@ LEGAL: dict[tuple[RunStatus, Event], tuple[RunStatus, StepId | None, NextAction]
         (S.WAITING_UPGRADE, Upgraded(step)): (STEP_STATUS[step], step, RUN_ACTION[step])
         for step in StepId
     },
+    # An operator resumes a failed run at the step that failed it.
+    **{
+        (S.FAILED, Retried(step, approved=True)): (STEP_STATUS[step], step, RUN_ACTION[step])
+        for step in StepId
+    },
+    (S.FAILED, Retried(StepId.COMPILE, approved=False)): (
+        S.COMPILING,
+        StepId.COMPILE,
+        NextAction.RUN_COMPILE,
+    ),
 }
 
 
@@ -118,6 +134,18 @@ def test_a_terminal_run_accepts_nothing_not_even_cancel(status: RunStatus) -> No
     assert status.is_terminal
     with pytest.raises(IllegalTransition, match=status.value):
         transition(status, Cancel())
+
+
+@pytest.mark.parametrize("status", sorted(TERMINAL - {S.FAILED}))
+def test_only_a_failed_run_can_be_retried(status: RunStatus) -> None:
+    with pytest.raises(IllegalTransition):
+        transition(status, Retried(StepId.EXECUTE, approved=True))
+
+
+@pytest.mark.parametrize("step", [StepId.APPLY_PATCH, StepId.DECIDE, StepId.EXECUTE])
+def test_a_retry_never_takes_an_unapproved_run_past_the_gate(step: StepId) -> None:
+    with pytest.raises(IllegalTransition):
+        transition(S.FAILED, Retried(step, approved=False))
 
 
 def test_no_step_runs_before_approval_except_compile() -> None:

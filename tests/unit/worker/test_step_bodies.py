@@ -15,6 +15,7 @@ from services.worker.steps.compile import compile_step
 from services.worker.steps.decide import decide_step
 from services.worker.steps.execute import execute_step
 from shared.domain.policy import Policy
+from shared.domain.rounds import ChangeRequest, retry_input
 from shared.domain.run_machine import StepId
 from shared.hashing import canonical_bytes, sha256_hex
 from tests.fakes.agent import FakeAgent, ScriptedTurn, unknown_model
@@ -163,3 +164,104 @@ def test_execute_refuses_a_decided_command_the_allowlist_no_longer_allows() -> N
     assert outcome.error is not None
     assert "curl" in outcome.error
     assert [a.name for a in outcome.artifacts] == ["diagnostic.json"]
+
+
+REVISED = {**PLAN, "design": "Document add() and its edge cases."}
+
+
+def _revision_context(world: StepWorld, repo: Path, **overrides: Any) -> Any:
+    """CompileST's round 2: the reviewer sent PLAN back with a comment."""
+    request = ChangeRequest(
+        revision=2,
+        comment="Cover the edge cases too.",
+        requested_by="rita",
+        previous_plan_sha256=APPROVED["plan_sha256"],
+        earlier_plans=(APPROVED["plan_sha256"],),
+    )
+    fields: dict[str, Any] = {
+        "base_commit": _head(repo),
+        "intent_policy": Policy().to_json(),
+        "plan": PLAN,
+        "plan_sha256": APPROVED["plan_sha256"],
+        "round": 2,
+        "attempt_base": 3,
+        "round_input": request.to_json(),
+        **overrides,
+    }
+    return world.context(StepId.COMPILE, repo, **fields)
+
+
+def test_a_revision_quotes_the_comment_and_the_previous_plan_under_new_attempt_numbers(
+    repo: Path, tmp_path: Path
+) -> None:
+    world = _compile_world(tmp_path, ScriptedTurn(answer=REVISED))
+    outcome = compile_step(_revision_context(world, repo))
+    assert outcome.ok, outcome.error
+    assert outcome.plan_sha256 == sha256_hex(canonical_bytes(REVISED))
+    assert outcome.output["revision"] == 2
+    prompt = world.agent.sent[0].text
+    assert "Cover the edge cases too." in prompt
+    assert '"design":"Document add()."' in prompt, "the plan being revised, as signed"
+    assert [r["attempt"] for r in outcome.output["attempts"]] == [4], "after the ledger's 3"
+
+
+def test_a_revision_identical_to_an_earlier_plan_is_rejected_and_asked_again(
+    repo: Path, tmp_path: Path
+) -> None:
+    world = _compile_world(tmp_path, ScriptedTurn(answer=PLAN), ScriptedTurn(answer=REVISED))
+    outcome = compile_step(_revision_context(world, repo))
+    assert outcome.ok, outcome.error
+    assert outcome.plan_sha256 == sha256_hex(canonical_bytes(REVISED))
+    assert [(r["attempt"], r["status"]) for r in outcome.output["attempts"]] == [
+        (4, "rejected"),
+        (5, "succeeded"),
+    ]
+    assert "identical to an earlier revision" in world.agent.sent[1].text
+
+
+def test_a_revision_whose_plan_is_not_the_one_commented_on_fails_closed(
+    repo: Path, tmp_path: Path
+) -> None:
+    world = _compile_world(tmp_path, ScriptedTurn(answer=REVISED))
+    outcome = compile_step(_revision_context(world, repo, plan_sha256="f" * 64))
+    assert outcome.error is not None
+    assert outcome.error.startswith("round_input:")
+    assert world.agent.sent == [], "nothing is paid for on a round that does not add up"
+
+
+def test_a_revision_without_a_readable_request_fails_closed(repo: Path, tmp_path: Path) -> None:
+    world = _compile_world(tmp_path, ScriptedTurn(answer=REVISED))
+    outcome = compile_step(_revision_context(world, repo, round_input={"kind": "other"}))
+    assert outcome.error is not None
+    assert "not a change request" in outcome.error
+    assert world.agent.sent == []
+
+
+def test_a_retried_revision_is_still_the_revision(repo: Path, tmp_path: Path) -> None:
+    world = _compile_world(tmp_path, ScriptedTurn(answer=REVISED))
+    request = _revision_context(world, repo).round_input
+    ctx = _revision_context(
+        world, repo, round=3, attempt_base=6, round_input=retry_input("ops", "down", request)
+    )
+    outcome = compile_step(ctx)
+    assert outcome.ok, outcome.error
+    assert outcome.output["revision"] == 2
+    assert "Cover the edge cases too." in world.agent.sent[0].text
+    assert [r["attempt"] for r in outcome.output["attempts"]] == [7]
+
+
+def test_a_retried_first_plan_is_planned_from_the_intent_alone(repo: Path, tmp_path: Path) -> None:
+    world = _compile_world(tmp_path, ScriptedTurn(answer=PLAN))
+    ctx = world.context(
+        StepId.COMPILE,
+        repo,
+        base_commit=_head(repo),
+        intent_policy=Policy().to_json(),
+        round=2,
+        attempt_base=3,
+        round_input=retry_input("ops", "the daemon was down", None),
+    )
+    outcome = compile_step(ctx)
+    assert outcome.ok, outcome.error
+    assert outcome.output["revision"] == 1
+    assert "reviewer" not in world.agent.sent[0].text

@@ -1,0 +1,141 @@
+"""Rounds of a step and plan revisions: names, stored inputs and limits (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shared.domain.plan_diff import plan_diff, plan_lines
+from shared.domain.rounds import (
+    COMMENT_MAX_CHARS,
+    ChangeRequest,
+    RoundInputError,
+    artifact_name,
+    comment_refusal,
+    effective_input,
+    retry_input,
+    revision_refusal,
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "round_", "stored"),
+    [
+        ("plan.json", 1, "plan.json"),
+        ("plan.json", 2, "plan.r2.json"),
+        ("diagnostic.json", 7, "diagnostic.r7.json"),
+        ("patch.diff", 3, "patch.r3.diff"),
+        ("output", 2, "output.r2"),
+        (".hidden", 2, ".hidden.r2"),
+    ],
+)
+def test_round_n_artifacts_carry_the_round_so_none_overwrites_another(
+    name: str, round_: int, stored: str
+) -> None:
+    assert artifact_name(name, round_) == stored
+
+
+def test_rounds_count_from_one() -> None:
+    with pytest.raises(ValueError, match="count from 1"):
+        artifact_name("plan.json", 0)
+
+
+REQUEST = ChangeRequest(
+    revision=2,
+    comment="Split it.",
+    requested_by="rita",
+    previous_plan_sha256="a" * 64,
+    earlier_plans=("a" * 64,),
+)
+
+
+def test_a_change_request_reads_back_as_stored() -> None:
+    assert ChangeRequest.from_json(REQUEST.to_json()) == REQUEST
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        None,
+        [],
+        {"kind": "repair"},
+        {**REQUEST.to_json(), "revision": 1},
+        {**REQUEST.to_json(), "revision": "2"},
+        {**REQUEST.to_json(), "comment": None},
+        {**REQUEST.to_json(), "earlier_plans": "a"},
+        {**REQUEST.to_json(), "earlier_plans": [1]},
+        {k: v for k, v in REQUEST.to_json().items() if k != "previous_plan_sha256"},
+    ],
+)
+def test_a_malformed_stored_request_is_refused_never_guessed(stored: Any) -> None:
+    with pytest.raises(RoundInputError):
+        ChangeRequest.from_json(stored)
+
+
+def test_the_revision_limit_counts_every_plan_including_the_first() -> None:
+    assert revision_refusal(4, 5) is None
+    refused = revision_refusal(5, 5)
+    assert refused is not None
+    assert refused.startswith("revision_limit:")
+    assert "KODO_MAX_REVISIONS=5" in refused
+
+
+@pytest.mark.parametrize("comment", [None, "", " \n\t"])
+def test_a_request_needs_a_comment(comment: str | None) -> None:
+    assert comment_refusal(comment) is not None
+
+
+def test_a_comment_is_bounded() -> None:
+    assert comment_refusal("x" * COMMENT_MAX_CHARS) is None
+    assert comment_refusal("x" * (COMMENT_MAX_CHARS + 1)) is not None
+
+
+FIRST = {
+    "design": "Add multiply.",
+    "files": [{"path": "calc.py", "change": "modify", "why": "define it"}],
+    "risks": ["floats"],
+    "tests": ["unittest"],
+}
+
+
+def test_a_plan_reads_as_labelled_lines() -> None:
+    assert plan_lines(FIRST) == [
+        "design: Add multiply.",
+        "file: modify calc.py: define it",
+        "risk: floats",
+        "test: unittest",
+    ]
+
+
+def test_the_diff_marks_what_the_revision_added_and_removed() -> None:
+    second = {
+        **FIRST,
+        "files": [*FIRST["files"], {"path": "README.md", "change": "modify", "why": "docs"}],
+        "risks": [],
+    }
+    diff = [(line.sign, line.text) for line in plan_diff(FIRST, second)]
+    assert diff == [
+        (" ", "design: Add multiply."),
+        (" ", "file: modify calc.py: define it"),
+        ("-", "risk: floats"),
+        ("+", "file: modify README.md: docs"),
+        (" ", "test: unittest"),
+    ]
+
+
+def test_anything_that_is_not_a_plan_still_diffs_as_one_line() -> None:
+    assert next(line.kind for line in plan_diff(["odd"], FIRST)) == "removed"
+
+
+def test_a_retried_round_is_asked_what_the_round_it_resumes_was_asked() -> None:
+    once = retry_input("ops", "boom", REQUEST.to_json())
+    twice = retry_input("ops", "boom again", once)
+    assert effective_input(twice) == REQUEST.to_json()
+    assert effective_input(retry_input("ops", None, None)) is None
+    assert effective_input(None) is None
+
+
+def test_a_retry_input_resuming_something_unreadable_is_refused() -> None:
+    with pytest.raises(RoundInputError):
+        effective_input({"kind": "retry", "resumes": "plan"})
