@@ -52,6 +52,8 @@ DEFAULTS: dict[str, str] = {
     "KODO_SCHEMA_RETRIES": "3",
     # Plans a run may have: the first and each revision an approver asks for.
     "KODO_MAX_REVISIONS": "5",
+    # Times a failed verification goes back to the build agent before the run fails.
+    "KODO_MAX_REPAIRS": "2",
     "KODO_MAX_BODY_BYTES": "65536",
     "APPROVAL_POLL_S": "2.0",
     "KODO_STEP_LEASE_S": "900",
@@ -183,6 +185,7 @@ class Settings:
     exec_tmp_bytes: int = int(DEFAULTS["KODO_EXEC_TMP_BYTES"])
     schema_retries: int = int(DEFAULTS["KODO_SCHEMA_RETRIES"])
     max_revisions: int = int(DEFAULTS["KODO_MAX_REVISIONS"])
+    max_repairs: int = int(DEFAULTS["KODO_MAX_REPAIRS"])
     max_body_bytes: int = int(DEFAULTS["KODO_MAX_BODY_BYTES"])
     approval_poll_s: float = float(DEFAULTS["APPROVAL_POLL_S"])
     step_lease_s: float = float(DEFAULTS["KODO_STEP_LEASE_S"])
@@ -255,6 +258,7 @@ class Settings:
             exec_tmp_bytes=_int(env, "KODO_EXEC_TMP_BYTES"),
             schema_retries=_int(env, "KODO_SCHEMA_RETRIES"),
             max_revisions=_int(env, "KODO_MAX_REVISIONS"),
+            max_repairs=_int(env, "KODO_MAX_REPAIRS"),
             max_body_bytes=_int(env, "KODO_MAX_BODY_BYTES"),
             approval_poll_s=_float(env, "APPROVAL_POLL_S"),
             step_lease_s=_float(env, "KODO_STEP_LEASE_S"),
@@ -291,6 +295,8 @@ class Settings:
             raise ConfigError("KODO_SCHEMA_RETRIES must be at least 1")
         if self.max_revisions < 1:
             raise ConfigError("KODO_MAX_REVISIONS must be at least 1 (the first plan)")
+        if self.max_repairs < 0:
+            raise ConfigError("KODO_MAX_REPAIRS must be 0 (no repairs) or more")
         for name, value in (
             ("APPROVAL_POLL_S", self.approval_poll_s),
             ("KODO_STEP_LEASE_S", self.step_lease_s),

@@ -33,17 +33,25 @@ CSRF_FIELD = "csrf_token"
 PUBLIC_ENDPOINTS = frozenset({"health.healthz", "ui_forms.login_page", "ui_forms.login"})
 # The UI's form posts: a session cookie plus the session's CSRF token, never a header.
 FORM_ENDPOINTS = frozenset(
-    {"ui_forms.approve", "ui_forms.reject", "ui_forms.request_changes_form", "ui_forms.logout"}
+    {
+        "ui_forms.approve",
+        "ui_forms.reject",
+        "ui_forms.request_changes_form",
+        "ui_forms.answer_form",
+        "ui_forms.logout",
+    }
 )
 DECIDE_ENDPOINTS = frozenset(
     {
         "runs.approve_plan",
         "runs.reject_plan",
         "runs.request_changes",
+        "runs.answer",
         "runs.cancel",
         "ui_forms.approve",
         "ui_forms.reject",
         "ui_forms.request_changes_form",
+        "ui_forms.answer_form",
     }
 )
 OPERATE_ENDPOINTS = frozenset({"runs.retry"})

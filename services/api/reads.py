@@ -14,7 +14,7 @@ from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.runs import IntentRepo
 from shared.db.repos.steps import ArtifactRepo, StepRunRepo
 from shared.domain.plan_diff import DiffLine, plan_diff
-from shared.domain.run_machine import StepId
+from shared.domain.run_machine import NextAction, StepId
 from shared.errors import Conflict, NotFound
 from shared.service.runs import get_run
 
@@ -27,6 +27,19 @@ PLAN_KIND = "plan_card"
 class RunView:
     run: Run
     steps: list[StepRun]
+
+    @property
+    def question(self) -> str | None:
+        """DecideST's question, while the run waits for the approver's answer."""
+        return waiting_question(self.run, self.steps)
+
+
+def waiting_question(run: Run, steps: list[StepRun]) -> str | None:
+    if run.next_action != NextAction.AWAIT_ANSWER.value:
+        return None
+    decide = next((s for s in steps if s.step_id == StepId.DECIDE.value), None)
+    question = (decide.output or {}).get("question") if decide is not None else None
+    return question if isinstance(question, str) else None
 
 
 def run_with_steps(s: Session, run_id: str) -> RunView:
@@ -134,6 +147,7 @@ class RunPage:
     cost_usd: float
     revisions: list[Revision]  # every plan of the run, oldest first
     max_revisions: int
+    question: str | None = None  # DecideST's, while the run waits for an answer
 
     @property
     def plan_artifact(self) -> str | None:
@@ -172,4 +186,5 @@ def run_page(s: Session, run_id: str, *, max_revisions: int) -> RunPage:
         cost_usd=sum(_usage_number(c.usage, "cost_usd") for c in calls),
         revisions=plan_revisions(s, run_id, max_revisions=max_revisions).revisions,
         max_revisions=max_revisions,
+        question=waiting_question(run, StepRunRepo(s).for_run(run_id)),
     )

@@ -76,6 +76,10 @@ class RunOutSchema(Schema):
     created_at = _dt("createdAt", attribute="run.created_at")
     updated_at = _dt("updatedAt", attribute="run.updated_at")
     finished_at = _dt("finishedAt", attribute="run.finished_at")
+    question = fields.String(
+        allow_none=True,
+        metadata={"description": "DecideST's question while nextAction is await:answer"},
+    )
     steps = fields.List(fields.Nested(StepOutSchema))
 
 
@@ -149,6 +153,17 @@ class RetriedSchema(Schema):
     step_id = fields.String(data_key="stepId", attribute="step")
     round = fields.Integer(metadata={"description": "the step's round: 2 for its first retry"})
     retry_count = fields.Integer(data_key="retryCount", attribute="run.retry_count")
+
+
+class AnsweredSchema(Schema):
+    """A ``shared.service.runs.Answering``: the answer recorded, the run deciding again."""
+
+    accepted = fields.Constant(True)
+    run_id = fields.String(data_key="runId", attribute="run.id")
+    status = fields.String(attribute="run.status")
+    question = fields.String()
+    answer = fields.String()
+    answered_by = fields.String(data_key="answeredBy")
 
 
 class ApprovedSchema(Schema):

@@ -10,6 +10,7 @@ from . import reads
 from .auth import current_principal
 from .openapi import Routes
 from .responses import (
+    AnsweredSchema,
     ApprovedSchema,
     ChangesRequestedSchema,
     RejectedSchema,
@@ -113,6 +114,27 @@ def request_changes(body: ChangesIn, run_id: str) -> commands.Revising:
             max_revisions=ctx.settings.max_revisions,
             lease_s=ctx.settings.redispatch_after_s,
             plan_sha256=body.plan_sha256,
+        )
+
+
+@routes.route("/runs/<kid:run_id>/answer", "POST")
+@routes.arguments(ChangesSchema())
+@routes.response(200, AnsweredSchema())
+@routes.errors(400, 404, 409, 415)
+def answer(body: ChangesIn, run_id: str) -> commands.Answering:
+    """Answer the question DecideST escalated (``comment`` is the answer); DecideST
+    decides again with it, sent after commit. 409 unless ``nextAction`` is
+    ``await:answer``.
+    """
+    ctx = api()
+    with ctx.uow() as uow:
+        return commands.answer_question(
+            uow,
+            run_id,
+            approver=_approver(body),
+            answer=body.comment,
+            now=ctx.clock.now(),
+            lease_s=ctx.settings.redispatch_after_s,
         )
 
 

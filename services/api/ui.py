@@ -29,7 +29,7 @@ from shared.domain.display import visible
 from shared.domain.step_contract import step_contract_version
 from shared.errors import InvalidInput, KodoError
 from shared.model_in_use import describe_ids, is_stand_in_id
-from shared.service.runs import approve_plan, reject_plan, request_changes
+from shared.service.runs import answer_question, approve_plan, reject_plan, request_changes
 from shared.service.tokens import Permission
 from shared.service.ui_sessions import sign_in, sign_out
 
@@ -208,6 +208,25 @@ def request_changes_form(run_id: str) -> BaseResponse:
                 max_revisions=ctx.settings.max_revisions,
                 lease_s=ctx.settings.redispatch_after_s,
                 plan_sha256=digest,
+            )
+    except KodoError as exc:
+        return _run_page(run_id, error=exc.message, status=exc.http_status)
+    return redirect(f"/ui/runs/{run_id}", code=303)
+
+
+@forms_bp.post("/ui/runs/<kid:run_id>/answer")
+def answer_form(run_id: str) -> BaseResponse:
+    """Answer DecideST's question from the page."""
+    ctx = api()
+    try:
+        with ctx.uow() as uow:
+            answer_question(
+                uow,
+                run_id,
+                approver=current_principal().name,
+                answer=request.form.get("comment"),
+                now=ctx.clock.now(),
+                lease_s=ctx.settings.redispatch_after_s,
             )
     except KodoError as exc:
         return _run_page(run_id, error=exc.message, status=exc.http_status)

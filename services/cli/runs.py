@@ -232,6 +232,32 @@ def request_changes_cmd(
     click.echo(f"next: kodo run watch {visible(run_id)}")
 
 
+@run.command("answer")
+@click.argument("run_id")
+@click.option("-m", "--message", "answer", required=True, help="Your answer to the question.")
+@_approver
+@_json
+@api_options
+def answer_cmd(
+    run_id: str,
+    answer: str,
+    approver: str | None,
+    as_json: bool,
+    api_url: str | None,
+    token: str | None,
+    home: Path | None,
+) -> None:
+    """Answer the question DecideST asked (`kodo run status` shows it); it decides again."""
+    body = {"comment": answer, **({"approver": approver} if approver else {})}
+    with ApiClient.from_options(api_url, token, home) as api:
+        answered = api.post(f"/runs/{run_id}/answer", body)
+    if as_json:
+        _echo_json(answered)
+        return
+    click.echo(f"answered; run {visible(run_id)} is {visible(answered.get('status'))}")
+    click.echo(f"next: kodo run watch {visible(run_id)}")
+
+
 @run.command("plans")
 @click.argument("run_id")
 @_json

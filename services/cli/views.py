@@ -120,6 +120,10 @@ def run_view(run: dict[str, Any]) -> Group:
         parts.append(Text(f"error: {_text(run['error'])}", style="red"))
     if run.get("branch"):
         parts.append(Text(f"branch: {_text(run['branch'])}"))
+    if run.get("question"):
+        asked = visible(run["question"], multiline=True).expandtabs(4)
+        parts.append(Text("\n".join(f"question: {line}" for line in asked.split("\n"))))
+        parts.append(Text(f"answer it: kodo run answer {_text(run.get('runId'))} -m TEXT"))
     return Group(*parts)
 
 

@@ -194,6 +194,12 @@ def committed_changes(worktree: Path) -> list[IndexChange]:
     return _changes(worktree, "HEAD~1", "HEAD")
 
 
+def changes_since(worktree: Path, commit: str, *, staged: bool) -> list[IndexChange]:
+    """What the index (``staged``) or HEAD changes against ``commit``: a repair's change is
+    judged whole, from the commit the plan was approved against."""
+    return _changes(worktree, "--cached", commit) if staged else _changes(worktree, commit, "HEAD")
+
+
 def _changes(worktree: Path, *spec: str) -> list[IndexChange]:
     raw = parse_raw(git(worktree, *_CHANGES, "--raw", *spec))
     counts = parse_numstat(git(worktree, *_CHANGES, "--numstat", *spec))

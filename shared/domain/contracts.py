@@ -74,19 +74,21 @@ agent says it changed, relative to the repository root) is checked against git's
 BUILD_OUTPUT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "next_action": {"type": "string", "enum": ["verify"]},
+        "next_action": {"type": "string", "enum": ["verify", "done", "escalate"]},
         "argv": {
             "type": "array",
-            "minItems": 1,
             "maxItems": 64,
             "items": {"type": "string", "minLength": 1, "maxLength": 1000},
         },
         "reason": {"type": "string", "maxLength": 2000},
+        "question": {"type": "string", "maxLength": 2000},
     },
     "required": ["next_action", "argv", "reason"],
     "additionalProperties": False,
 }
-"""BuildOutput: DecideST's choice of the verification command (argv, no shell)."""
+"""BuildOutput: DecideST's route. ``verify`` with the command that verifies the change
+(argv, no shell); ``done``: nothing to verify (only where the policy allows it);
+``escalate``: a ``question`` for the approver, who answers before the run goes on."""
 
 
 MAX_ERRORS = 20

@@ -41,6 +41,8 @@ class Policy:
     exec_allowlist: tuple[str, ...] | None = None
     allow_symlinks: bool = False
     allow_new_executables: bool = True
+    # False: DecideST may answer "done" (nothing to verify) and the run succeeds unverified.
+    require_verification: bool = True
     source: str = "default"
 
     def to_json(self) -> dict[str, Any]:
@@ -57,6 +59,7 @@ class Policy:
             exec_allowlist=tuple(allow) if allow is not None else None,
             allow_symlinks=raw.get("allow_symlinks") is True,
             allow_new_executables=raw.get("allow_new_executables", True) is True,
+            require_verification=raw.get("require_verification", True) is not False,
             source=str(raw.get("source", "stored")),
         )
 
@@ -111,6 +114,7 @@ def policy_from_mapping(raw: dict[str, Any], source: str) -> Policy:
         "exec_allowlist",
         "allow_symlinks",
         "allow_new_executables",
+        "require_verification",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -133,6 +137,7 @@ def policy_from_mapping(raw: dict[str, Any], source: str) -> Policy:
         allow_new_executables=_flag(
             raw.get("allow_new_executables", True), "allow_new_executables"
         ),
+        require_verification=_flag(raw.get("require_verification", True), "require_verification"),
         source=source,
     )
 
@@ -155,6 +160,7 @@ def strictest(a: Policy, b: Policy) -> Policy:
         exec_allowlist=allow,
         allow_symlinks=a.allow_symlinks and b.allow_symlinks,
         allow_new_executables=a.allow_new_executables and b.allow_new_executables,
+        require_verification=a.require_verification or b.require_verification,
         source=a.source if a.source == b.source else f"{a.source} + {b.source}",
     )
 

@@ -78,6 +78,107 @@ class ChangeRequest:
         return cls(revision, comment, by, previous, tuple(earlier))
 
 
+REPAIR_OUTPUT_CHARS = 8000
+"""How much of a failed verification's output a repair prompt quotes (its end: where a
+test runner prints the failures and the summary)."""
+
+
+@dataclass(frozen=True)
+class RepairRequest:
+    """What ApplyPatchST's repair round N is asked: make the failing verification pass."""
+
+    repair: int  # 1 for the first repair of the run
+    argv: tuple[str, ...]
+    exit_code: int | None
+    timed_out: bool
+    output: str  # the command's output, its last REPAIR_OUTPUT_CHARS characters
+
+    KIND = "repair"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.KIND,
+            "repair": self.repair,
+            "argv": list(self.argv),
+            "exit_code": self.exit_code,
+            "timed_out": self.timed_out,
+            "output": self.output,
+        }
+
+    @classmethod
+    def from_json(cls, value: object) -> RepairRequest:
+        if not isinstance(value, dict) or value.get("kind") != cls.KIND:
+            raise RoundInputError(f"not a repair request: {value!r:.200}")
+        repair, argv, code = value.get("repair"), value.get("argv"), value.get("exit_code")
+        timed_out, output = value.get("timed_out"), value.get("output")
+        if not (
+            isinstance(repair, int)
+            and repair >= 1
+            and isinstance(argv, list)
+            and all(isinstance(a, str) for a in argv)
+            and (code is None or isinstance(code, int))
+            and isinstance(timed_out, bool)
+            and isinstance(output, str)
+        ):
+            raise RoundInputError(f"malformed repair request: {value!r:.200}")
+        return cls(repair, tuple(argv), code, timed_out, output)
+
+
+def repairs_done(round_input: dict[str, Any] | None) -> int:
+    """How many repairs the run's ApplyPatchST has made, from its current round's input."""
+    asked = effective_input(round_input)
+    if asked is None or asked.get("kind") != RepairRequest.KIND:
+        return 0
+    return RepairRequest.from_json(asked).repair
+
+
+def quoted_output(output: bytes) -> str:
+    """The end of a command's output as text for a prompt (never more than the cap)."""
+    text = output.decode("utf-8", errors="replace")
+    if len(text) <= REPAIR_OUTPUT_CHARS:
+        return text
+    return (
+        f"[... {len(text) - REPAIR_OUTPUT_CHARS} characters cut ...]\n"
+        + text[-REPAIR_OUTPUT_CHARS:]
+    )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What DecideST's round after an escalation is told: every question it asked the
+    approver so far, with the answer, oldest first."""
+
+    exchanges: tuple[tuple[str, str], ...]  # (question, answer)
+    answered_by: str
+
+    KIND = "answer"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.KIND,
+            "answered_by": self.answered_by,
+            "exchanges": [{"question": q, "answer": a} for q, a in self.exchanges],
+        }
+
+    @classmethod
+    def from_json(cls, value: object) -> Answer:
+        if not isinstance(value, dict) or value.get("kind") != cls.KIND:
+            raise RoundInputError(f"not an answer: {value!r:.200}")
+        by, raw = value.get("answered_by"), value.get("exchanges")
+        if not isinstance(by, str) or not isinstance(raw, list) or not raw:
+            raise RoundInputError(f"malformed answer: {value!r:.200}")
+        exchanges = []
+        for item in raw:
+            if not (
+                isinstance(item, dict)
+                and isinstance(item.get("question"), str)
+                and isinstance(item.get("answer"), str)
+            ):
+                raise RoundInputError(f"malformed answer: {value!r:.200}")
+            exchanges.append((item["question"], item["answer"]))
+        return cls(tuple(exchanges), by)
+
+
 RETRY = "retry"
 
 

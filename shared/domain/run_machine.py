@@ -52,6 +52,7 @@ class NextAction(StrEnum):
     RUN_APPLY_PATCH = "run:ApplyPatchST"
     RUN_DECIDE = "run:DecideST"
     RUN_EXECUTE = "run:ExecuteST"
+    AWAIT_ANSWER = "await:answer"  # DecideST asked the approver a question
     AWAIT_UPGRADE = "await:upgrade"  # a worker of the run's step contract (runs.last_step)
     NONE = "none"
 
@@ -94,6 +95,40 @@ class StepFailed:
     """A step ended for good (retries inside the step are already spent)."""
 
     step: StepId
+
+
+@dataclass(frozen=True)
+class VerificationFailed:
+    """ExecuteST's command failed (a non-zero exit, a timeout, the memory limit): the
+    router sends the run back to the build agent with the output while repairs are
+    left (``KODO_MAX_REPAIRS``), else the run fails."""
+
+    repairs_left: bool
+
+
+@dataclass(frozen=True)
+class Repaired:
+    """A repair round of ApplyPatchST committed its fix: verify again with the command
+    DecideST already chose (no new decision is asked for)."""
+
+
+@dataclass(frozen=True)
+class NothingToVerify:
+    """DecideST answered ``done`` where the run's policy allows it: the run succeeds
+    without running a command."""
+
+
+@dataclass(frozen=True)
+class Escalated:
+    """DecideST asked the approver a question: the run waits for the answer."""
+
+
+@dataclass(frozen=True)
+class Answered:
+    """The approver answered DecideST's question: DecideST decides again, with it.
+    ``approved``: the run's plan is approved (a question is only asked after the gate)."""
+
+    approved: bool
 
 
 @dataclass(frozen=True)
@@ -147,6 +182,11 @@ Event = (
     Start
     | StepSucceeded
     | StepFailed
+    | VerificationFailed
+    | Repaired
+    | NothingToVerify
+    | Escalated
+    | Answered
     | PlanApproved
     | PlanRejected
     | ChangesRequested
@@ -212,6 +252,18 @@ def transition(status: RunStatus, event: Event) -> Transition:
             return _run(status, following)
         case StepFailed(step=step) if STEP_STATUS[step] is status:
             return _end(status, RunStatus.FAILED)
+        case VerificationFailed(repairs_left=True) if status is RunStatus.EXECUTING:
+            return _run(status, StepId.APPLY_PATCH)
+        case VerificationFailed(repairs_left=False) if status is RunStatus.EXECUTING:
+            return _end(status, RunStatus.FAILED)
+        case Repaired() if status is RunStatus.APPLYING:
+            return _run(status, StepId.EXECUTE)
+        case NothingToVerify() if status is RunStatus.DECIDING:
+            return _end(status, RunStatus.SUCCEEDED)
+        case Escalated() if status is RunStatus.DECIDING:
+            return Transition(status, RunStatus.WAITING_INPUT, None, NextAction.AWAIT_ANSWER)
+        case Answered(approved=True) if status is RunStatus.WAITING_INPUT:
+            return _run(status, StepId.DECIDE)
         case ContractMismatch(step=step) if STEP_STATUS[step] is status:
             return Transition(status, RunStatus.WAITING_UPGRADE, None, NextAction.AWAIT_UPGRADE)
         case Upgraded(step=step) if status is RunStatus.WAITING_UPGRADE:

@@ -54,6 +54,8 @@ class StepOutcome:
     error: str | None = None
     plan_sha256: str | None = None
     workspace: tuple[str, str] | None = None  # (branch, worktree path)
+    # ExecuteST's command ran and failed (not a refusal): the run may go back for a repair.
+    verification_failed: bool = False
 
     @classmethod
     def failed(cls, error: str, diagnostic: dict[str, Any]) -> StepOutcome:

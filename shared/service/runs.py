@@ -18,15 +18,19 @@ from shared.db.models import Intent, PlanApproval, Run
 from shared.db.repos.runs import IntentRepo, RunRepo
 from shared.domain.policy import PolicyError
 from shared.domain.rounds import (
+    Answer,
     ChangeRequest,
     comment_refusal,
+    effective_input,
     retry_input,
     revision_refusal,
 )
 from shared.domain.run_machine import (
+    Answered,
     Cancel,
     ChangesRequested,
     IllegalTransition,
+    NextAction,
     PlanApproved,
     PlanRejected,
     Retried,
@@ -355,6 +359,12 @@ def _decide(
     run = uow.runs.get_for_update(run_id)
     if run is None:
         raise NotFound(f"run {run_id} not found")
+    if run.next_action == NextAction.AWAIT_ANSWER.value:
+        raise Conflict(
+            f"run {run_id} waits for an answer to DecideST's question, not a decision on its"
+            f" plan: answer it (POST /runs/{run_id}/answer) or cancel the run",
+            details={"rule": ["question_waiting"]},
+        )
     approve = decision is Decision.APPROVED
     if run.plan_sha256 is not None:
         if plan_sha256 is not None and plan_sha256 != run.plan_sha256:
@@ -391,6 +401,73 @@ def _decide(
         comment=comment,
         dispatched=dispatched and approve,
     )
+
+
+@dataclass(frozen=True)
+class Answering:
+    """An answer recorded: the run deciding again with it."""
+
+    run: Run
+    question: str
+    answer: str
+    answered_by: str
+
+
+def answer_question(
+    uow: UnitOfWork,
+    run_id: str,
+    *,
+    approver: str,
+    answer: str | None,
+    now: datetime,
+    lease_s: float,
+) -> Answering:
+    """Answer the question DecideST escalated; DecideST decides again with every answer.
+
+    Under the run's row lock: DecideST's next round quotes the questions and answers so
+    far, and the run moves from ``waiting_input`` (next action ``await:answer``) back to
+    ``deciding``; DecideST is sent after commit. 409 unless the run waits for an answer.
+    """
+    refused = comment_refusal(answer)
+    if refused is not None or answer is None:
+        raise InvalidInput(
+            (refused or "").replace("comment", "answer"), details={"comment": [refused or ""]}
+        )
+    run = uow.runs.get_for_update(run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    if run.next_action != NextAction.AWAIT_ANSWER.value:
+        raise Conflict(
+            f"run {run_id} is {run.status} ({run.next_action}): no question waits for an answer",
+            details={"rule": ["no_question"], "next_action": [run.next_action]},
+        )
+    decide = uow.steps.get(run_id, StepId.DECIDE)
+    question = (decide.output or {}).get("question") if decide is not None else None
+    if not isinstance(question, str):  # pragma: no cover - Escalated needs a question
+        raise Conflict(f"run {run_id} records no question")
+    decided = uow.approvals.get(run_id, run.plan_sha256) if run.plan_sha256 else None
+    approved = decided is not None and decided.decision == Decision.APPROVED.value
+    move = transition(RunStatus.WAITING_INPUT, Answered(approved=approved))
+    earlier = effective_input(decide.round_input if decide is not None else None)
+    before = (
+        Answer.from_json(earlier).exchanges
+        if earlier and earlier.get("kind") == Answer.KIND
+        else ()
+    )
+    started = uow.steps.new_round(
+        run_id,
+        StepId.DECIDE,
+        round_input=Answer((*before, (question, answer)), approver).to_json(),
+        lease_s=lease_s,
+    )
+    if started is None:  # pragma: no cover - an escalated DecideST ended
+        raise Conflict(f"run {run_id}: DecideST has no ended checkpoint to start again")
+    if not uow.runs.apply(run_id, move, now):  # pragma: no cover - locked
+        raise Conflict(f"run {run_id} moved while it was answered")
+    uow.runs.reload(run)
+    if move.dispatch is not None:
+        uow.send_after_commit(RunStep(move.dispatch, run_id))
+    return Answering(run, question, answer, approver)
 
 
 @dataclass(frozen=True)

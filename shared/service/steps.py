@@ -23,18 +23,23 @@ from shared.db.repos.runs import RunRepo
 from shared.db.repos.snapshots import run_snapshot
 from shared.db.repos.steps import ArtifactRepo, StepRunRepo
 from shared.domain.pinning import RepoPin
-from shared.domain.rounds import artifact_name
+from shared.domain.rounds import RepairRequest, artifact_name, quoted_output, repairs_done
 from shared.domain.run_machine import (
     STEP_STATUS,
+    Escalated,
+    Event,
+    NothingToVerify,
+    Repaired,
     StepFailed,
     StepId,
     StepSucceeded,
     Transition,
+    VerificationFailed,
     transition,
 )
 from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.domain.step_outcome import StepOutcome
-from shared.domain.vocab import StepRunStatus
+from shared.domain.vocab import ArtifactKind, StepRunStatus
 from shared.hashing import sha256_hex
 from shared.service.contract import RULE, park_on_contract_mismatch_in
 
@@ -198,15 +203,76 @@ class StepSuperseded(Exception):
     """Another actor (a cancel, a newer delivery) moved first: roll back this record."""
 
 
+@dataclass(frozen=True)
+class Routing:
+    """What the router needs besides the outcome: the round the step ran and the
+    operator's repair limit (and how long a re-sent step's lease is held for)."""
+
+    round: int = 1
+    round_input: dict[str, Any] | None = None
+    max_repairs: int = 0
+    redispatch_s: float = 30.0
+
+
+def _event(s: Session, lease: StepLease, outcome: StepOutcome, routing: Routing) -> Event:
+    """The machine's event for this outcome (the router's part of DecideST, kept pure in
+    the machine: a failed verification goes back for a repair while repairs are left)."""
+    if outcome.ok:
+        if lease.step is StepId.APPLY_PATCH and repairs_done(routing.round_input) > 0:
+            return Repaired()
+        if lease.step is StepId.DECIDE:
+            route = outcome.output.get("next_action")
+            if route == "done":
+                return NothingToVerify()
+            if route == "escalate":
+                return Escalated()
+        return StepSucceeded(lease.step)
+    if lease.step is StepId.EXECUTE and outcome.verification_failed:
+        apply = StepRunRepo(s).get(lease.run_id, StepId.APPLY_PATCH)
+        done = repairs_done(apply.round_input if apply is not None else None)
+        return VerificationFailed(repairs_left=done < routing.max_repairs)
+    return StepFailed(lease.step)
+
+
+def _next_round_input(
+    s: Session, lease: StepLease, outcome: StepOutcome, dispatch: StepId
+) -> dict[str, Any]:
+    """What the step the run goes back to is asked in its next round."""
+    if dispatch is StepId.APPLY_PATCH:  # a repair: the failed command and its output
+        apply = StepRunRepo(s).get(lease.run_id, StepId.APPLY_PATCH)
+        done = repairs_done(apply.round_input if apply is not None else None)
+        shown = next(
+            (a.content for a in outcome.artifacts if a.kind is ArtifactKind.COMMAND_OUTPUT), b""
+        )
+        exit_code = outcome.output.get("exit_code")
+        return RepairRequest(
+            repair=done + 1,
+            argv=tuple(str(a) for a in outcome.output.get("argv", [])),
+            exit_code=exit_code if isinstance(exit_code, int) else None,
+            timed_out=outcome.output.get("timed_out") is True,
+            output=quoted_output(shown),
+        ).to_json()
+    return {"kind": "after", "step": lease.step.value}
+
+
 def record_outcome(
-    s: Session, lease: StepLease, outcome: StepOutcome, now: datetime, *, round_: int = 1
+    s: Session,
+    lease: StepLease,
+    outcome: StepOutcome,
+    now: datetime,
+    *,
+    round_: int = 1,
+    routing: Routing | None = None,
 ) -> Transition:
     """Store the outcome and its artifacts and move the run as the machine says.
 
     The artifacts of round N > 1 carry the round in their name (``plan.r2.json``): no
-    round's evidence is dropped as a repeat of an earlier round's.
-    Raises StepSuperseded if the fence or the run moved on (the caller rolls back).
+    round's evidence is dropped as a repeat of an earlier round's. A step the run goes
+    back to (a repair) or on to again (verifying a repair) starts its next round here,
+    in the same transaction. Raises StepSuperseded if the fence or the run moved on
+    (the caller rolls back).
     """
+    routing = routing or Routing(round=round_)
     for art in outcome.artifacts:
         ArtifactRepo(s).put(
             lease.run_id,
@@ -226,7 +292,7 @@ def record_outcome(
     )
     if not recorded:  # fenced off: a newer delivery owns the step now
         raise StepSuperseded
-    event = StepSucceeded(lease.step) if outcome.ok else StepFailed(lease.step)
+    event = _event(s, lease, outcome, routing)
     move = transition(STEP_STATUS[lease.step], event)
     moved = RunRepo(s).apply(
         lease.run_id,
@@ -239,6 +305,14 @@ def record_outcome(
     )
     if not moved:
         raise StepSuperseded
+    if move.dispatch is not None and isinstance(event, VerificationFailed | Repaired):
+        # The run goes back (or on again) to a step that already ran: its next round.
+        StepRunRepo(s).new_round(
+            lease.run_id,
+            move.dispatch,
+            round_input=_next_round_input(s, lease, outcome, move.dispatch),
+            lease_s=routing.redispatch_s,
+        )
     return move
 
 

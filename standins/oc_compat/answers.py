@@ -6,6 +6,7 @@ same request against the same working tree always gets the same answer.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -15,11 +16,13 @@ from typing import Any
 from shared.hashing import canonical_json
 from shared.rng import seeded_rng
 from standins.oc_compat import edits, fixtures, recipes, repo
-from standins.oc_compat.directives import Directives, strip
+from standins.oc_compat.directives import Directives, parse, strip
 from standins.oc_compat.schema_instance import minimal_instance, violate
 
 PLAN_BEGIN = "--- plan.json ---"
 PLAN_END = "--- end plan.json ---"
+REPAIR_BEGIN = "--- verification output ---"
+ANSWER_BEGIN = "--- the approver's answer ---"
 REVIEW_BEGIN = "--- reviewer's comment ---"
 REVIEW_END = "--- end reviewer's comment ---"
 UNITTEST_ARGV = ["python3", "-m", "unittest", "discover", "-s", ".", "-p", "test_*.py"]
@@ -215,7 +218,11 @@ def scripted_changes(seed: int, directory: Path, prompt: str) -> list[repo.FileC
     """
     planned = _planned_changes(prompt)
     recipe = _recipe(directory, prompt)
+    if recipe is not None and parse(prompt).buggy and REPAIR_BEGIN not in prompt:
+        recipe = dataclasses.replace(recipe, buggy=True)  # right only once asked to repair
     context = canonical_json([[p, c] + ([s] if s else []) for p, c, s in planned])
+    if REPAIR_BEGIN in prompt:  # a repair adds a note of its own: the tree it starts from
+        context += canonical_json([repo.read_text(directory, p) for p, _, _ in planned])
     changes: list[repo.FileChange] = []
     for raw_path, change, raw_source in planned:
         path = repo.safe_relative(directory, raw_path)
@@ -255,8 +262,16 @@ def scripted_patch_summary(changes: list[repo.FileChange]) -> str:
     return f"Scripted patch: {said or 'nothing to change'}."
 
 
-def build_output(directory: Path, directives: Directives) -> dict[str, Any]:
-    """A BuildOutput: run the unittest suite if there is one, else show the diff stat."""
+QUESTION = "Should the change also cover negative numbers?"
+
+
+def build_output(directory: Path, directives: Directives, prompt: str = "") -> dict[str, Any]:
+    """A BuildOutput: run the unittest suite if there is one, else show the diff stat;
+    ``[oc:escalate]`` asks the approver first, ``[oc:nothing-to-verify]`` answers done."""
+    if directives.escalate and ANSWER_BEGIN not in prompt:
+        return {"next_action": "escalate", "argv": [], "reason": "Unsure.", "question": QUESTION}
+    if directives.nothing_to_verify:
+        return {"next_action": "done", "argv": [], "reason": "Nothing here can be run."}
     if directives.fail_verify:
         return {"next_action": "verify", "argv": FAIL_ARGV, "reason": "Scripted failure."}
     if repo.has_unittest_files(directory):
@@ -273,7 +288,7 @@ def structured_answer(
     if "design" in names:
         return plan_output(seed, directory, prompt)
     if "argv" in names:
-        return build_output(directory, directives)
+        return build_output(directory, directives, prompt)
     return minimal_instance(schema)
 
 

@@ -28,6 +28,9 @@ class Directives:
     garbage: bool = False
     llm500: bool = False
     fail_verify: bool = False
+    buggy: bool = False  # a recipe's first edit is wrong; a repair prompt fixes it
+    escalate: bool = False  # DecideST asks the approver a question until answered
+    nothing_to_verify: bool = False  # DecideST answers "done"
     child: bool = False
     tools: tuple[str, ...] = ()
     fixture: str | None = None  # a NAME.json in the fixtures folder scripts the answers
@@ -82,6 +85,9 @@ def parse(text: str) -> Directives:
         garbage="garbage" in flags,
         llm500="llm500" in flags,
         fail_verify="fail-verify" in flags,
+        buggy="buggy" in flags,
+        escalate="escalate" in flags,
+        nothing_to_verify="nothing-to-verify" in flags,
         child="child" in flags,
         tools=tuple(value for name, value in found if name == "tool" and value),
         fixture=values.get("fixture"),

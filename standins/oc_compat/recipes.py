@@ -30,6 +30,8 @@ OPERATIONS = {
         Operation("power", "a**b", (2, 5, 32)),
     )
 }
+WRONG = "a + b"
+"""The body a buggy recipe writes: wrong for every operation's example."""
 _ASKED = re.compile(r"\b(?:add|write|implement)\b.*?\b(" + "|".join(OPERATIONS) + r")\b", re.I)
 _MODULE = re.compile(r"\b([A-Za-z_][A-Za-z0-9_/]*\.py)\b")
 
@@ -41,14 +43,20 @@ class Recipe:
     op: Operation
     module: str
     test_module: str
+    buggy: bool = False  # ``[oc:buggy]``: the body is wrong until a repair prompt fixes it
 
     @property
     def function(self) -> str:
+        body = WRONG if self.buggy else self.op.expression
         return (
             f"\n\ndef {self.op.name}(a: int, b: int) -> int:\n"
             f'    """Return {self.op.expression}."""\n'
-            f"    return {self.op.expression}\n"
+            f"    return {body}\n"
         )
+
+    @property
+    def _wrong_body(self) -> str:
+        return f'    """Return {self.op.expression}."""\n    return {WRONG}\n'
 
     @property
     def import_name(self) -> str:
@@ -66,6 +74,9 @@ class Recipe:
 
     def edit_module(self, old: str) -> str:
         if f"def {self.op.name}(" in old:
+            if not self.buggy and self._wrong_body in old:  # a repair: fix the body
+                right = f'    """Return {self.op.expression}."""\n    return {self.op.expression}\n'
+                return old.replace(self._wrong_body, right, 1)
             return old  # done already: the recipe never repeats itself
         return old.rstrip("\n") + "\n" + self.function
 

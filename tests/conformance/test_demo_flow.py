@@ -240,3 +240,69 @@ def test_the_demo_goal_is_planned_approved_edited_by_tools_verified_and_priced(
     if target.llm_url is not None:  # the daemon made the change with the agent's tool calls
         replies = _llm_stats(target.llm_url)["replies"]
         assert replies.get("tool:edit", 0) - target.edits_before == 2, replies
+
+
+@pytest.mark.parametrize("target", ["real-chat", "compat"], indirect=True)
+def test_a_request_changes_round_and_a_repair_round_go_through_the_daemon(
+    stack: Stack, target: Target
+) -> None:
+    """The review loop against the daemon: the reviewer's comment reaches the plan agent,
+    whose revision is approved; the build agent's first edit fails its test, and the
+    repair round (shown the failing output) fixes it with the agent's tool calls."""
+    repo = create_sample_repo(Path(stack.env["KODO_REPO_ROOTS"]) / "calc")
+    token = issue_token(stack.env["DATABASE_URL"], "conformance", "admin")
+    approver = {
+        "Authorization": "Bearer "
+        + issue_token(stack.env["DATABASE_URL"], "conformance-reviewer", "approver")
+    }
+    with httpx.Client(
+        base_url=stack.api_url, timeout=10.0, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
+        intent = http.post("/intents", json={"repo": str(repo), "goal": f"{GOAL} [oc:buggy]"})
+        assert intent.status_code == 201, intent.text
+        run_id = intent.json()["intentId"]
+        assert http.post(f"/intents/{run_id}/run").status_code == 202
+        first = _wait(http, stack, run_id, "waiting_input")["planSha256"]
+        asked = http.post(
+            f"/runs/{run_id}/request-changes",
+            json={"comment": "Also document it in README.md", "plan_sha256": first},
+            headers=approver,
+        )
+        assert asked.status_code == 200, asked.text
+        second = _wait(http, stack, run_id, "waiting_input")["planSha256"]
+        assert second != first
+        card = http.get(f"/runs/{run_id}/plan").json()
+        assert [f["path"] for f in card["plan"]["files"]] == [
+            "calc.py",
+            "test_calc.py",
+            "README.md",
+        ]
+        approved = http.post(
+            f"/runs/{run_id}/approve-plan", json={"plan_sha256": second}, headers=approver
+        )
+        assert approved.status_code == 200, approved.text
+        run = _wait(http, stack, run_id, "succeeded")
+    rounds = {s["stepId"]: s["round"] for s in run["steps"]}
+    assert rounds == {"CompileST": 2, "ApplyPatchST": 2, "DecideST": 1, "ExecuteST": 2}
+    diff = _git(repo, "diff", f"main...kodo/{run_id}")
+    assert "+    return a * b" in diff, "the repair fixed the body the test caught"
+    assert "+    return a + b" not in diff
+    engine = create_engine(stack.env["DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT step_id, attempt, status FROM app.opencode_calls"
+                    " WHERE run_id = :id ORDER BY id"
+                ),
+                {"id": run_id},
+            ).all()
+    finally:
+        engine.dispose()
+    assert [(r.step_id, r.attempt, r.status) for r in rows] == [
+        ("CompileST", 1, "succeeded"),
+        ("CompileST", 2, "succeeded"),
+        ("ApplyPatchST", 1, "succeeded"),
+        ("DecideST", 1, "succeeded"),
+        ("ApplyPatchST", 2, "succeeded"),
+    ]

@@ -206,13 +206,13 @@ def test_a_verification_that_fails_ends_the_run_failed_with_its_output_and_a_dia
 
     assert failed["lastStep"] == "ExecuteST"
     assert (failed["error"] or "").startswith("verification exited 3: python3 -c ")
-    assert [(s["stepId"], s["status"]) for s in failed["steps"]] == [
-        ("CompileST", "succeeded"),
-        ("ApplyPatchST", "succeeded"),
-        ("DecideST", "succeeded"),
-        ("ExecuteST", "failed"),
+    assert [(s["stepId"], s["status"], s["round"]) for s in failed["steps"]] == [
+        ("CompileST", "succeeded", 1),
+        ("ApplyPatchST", "succeeded", 3),  # the build and its two repairs (KODO_MAX_REPAIRS)
+        ("DecideST", "succeeded", 1),
+        ("ExecuteST", "failed", 3),
     ]
-    assert len(_branch_log(sample_repo, run_id)) == 1, "the applied patch stays on its branch"
+    assert len(_branch_log(sample_repo, run_id)) == 3, "the applied patches stay on the branch"
     with engine.connect() as conn:
         found = {
             row.name: bytes(row.content)

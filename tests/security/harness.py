@@ -201,6 +201,9 @@ class Hostile:
             "OC_TIMEOUT_MS": "30000",
             "KODO_SCHEMA_RETRIES": "2",
             "KODO_EXEC_TIMEOUT_S": str(EXEC_TIMEOUT_S),
+            # Each attack's command fails the run as it is; a repair round (whose edits
+            # are judged like any build's) is attacked in tests/integration/worker.
+            "KODO_MAX_REPAIRS": "0",
         }
         self.stack = Stack(env=env, log_dir=self.root / "logs")
         self.http = httpx.Client(timeout=15.0)

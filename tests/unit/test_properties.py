@@ -14,18 +14,23 @@ from shared.domain.change_check import IndexChange, check_changes, parse_numstat
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA, ContractViolation, validate_answer
 from shared.domain.policy import Policy
 from shared.domain.run_machine import (
+    Answered,
     Cancel,
     ChangesRequested,
+    Escalated,
     Event,
     IllegalTransition,
+    NothingToVerify,
     PlanApproved,
     PlanRejected,
+    Repaired,
     Retried,
     RunStatus,
     Start,
     StepFailed,
     StepId,
     StepSucceeded,
+    VerificationFailed,
     transition,
 )
 from shared.redact import REDACTED, redact
@@ -35,6 +40,11 @@ EVENTS = st.one_of(
     st.just(PlanApproved()),
     st.just(PlanRejected()),
     st.just(ChangesRequested()),
+    st.booleans().map(VerificationFailed),
+    st.just(Repaired()),
+    st.just(NothingToVerify()),
+    st.just(Escalated()),
+    st.just(Answered(approved=False)),
     st.just(Cancel()),
     st.sampled_from(list(StepId)).map(StepSucceeded),
     st.sampled_from(list(StepId)).map(StepFailed),
@@ -49,6 +59,8 @@ def test_any_event_sequence_keeps_the_run_machine_sound(events: list[Event]) -> 
     for event in events:
         if isinstance(event, Retried):  # the caller says truthfully whether it was approved
             event = Retried(event.step, approved=approved)
+        if isinstance(event, Answered):
+            event = Answered(approved=approved)
         try:
             move = transition(status, event)
         except IllegalTransition:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from services.worker.git_ops import (
     GitError,
+    changes_since,
     commit_index,
     committed_changes,
     committed_patch,
@@ -66,6 +67,7 @@ from shared.domain.change_check import (
 from shared.domain.contracts import EDIT_REPORT_SCHEMA
 from shared.domain.policy import Policy
 from shared.domain.prompts import apply_prompt, plan_brief
+from shared.domain.rounds import RepairRequest, RoundInputError, effective_input
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind
 from shared.hashing import sha256_hex
@@ -129,8 +131,21 @@ def files_mismatch(worktree: Path, changes: list[IndexChange], files: list[str])
     return "files_mismatch: " + "; ".join(said)
 
 
+def _judged(
+    ctx: StepContext, worktree: Path, changes: list[IndexChange], *, staged: bool, repair: bool
+) -> list[IndexChange]:
+    """The change the plan and the policy judge: the attempt's own, or for a repair the
+    whole change since the commit the plan was approved against (a repair edits a file
+    the first build added; judged alone, that would read as a modify, not the planned add)."""
+    if not repair:
+        return changes
+    if ctx.base_commit is None:
+        raise GitError("a repair needs the run's base commit to judge its change whole")
+    return changes_since(worktree, ctx.base_commit, staged=staged)
+
+
 def _take_edits(
-    ctx: StepContext, worktree: Path, result: StructuredResult, policy: Policy
+    ctx: StepContext, worktree: Path, result: StructuredResult, policy: Policy, *, repair: bool
 ) -> _Committed | _Rejected | _Refused:
     """Judge and commit what the attempt's call left in the worktree (or find the commit
     an earlier delivery made of it)."""
@@ -138,7 +153,8 @@ def _take_edits(
     if not ctx.first_delivery and head_trailer(worktree, OP_KEY_TRAILER) == result.op_key:
         # judged and committed by an earlier delivery that died before recording
         changes = committed_changes(worktree)
-        report = check_changes(changes, plan, policy)
+        judged = _judged(ctx, worktree, changes, staged=False, repair=repair)
+        report = check_changes(judged, plan, policy)
         head = git(worktree, "rev-parse", "HEAD").strip()
         return _Committed(head, report, changes, committed_patch(worktree))
     try:
@@ -150,9 +166,10 @@ def _take_edits(
         return _Refused(ChangeReport([refusal], (), (), 0), [])
     if not changes:
         return _Rejected("the attempt changed nothing in the worktree")
-    report = check_changes(changes, plan, policy)
+    judged = _judged(ctx, worktree, changes, staged=True, repair=repair)
+    report = check_changes(judged, plan, policy)
     if report.violations:
-        return _Refused(report, changes)
+        return _Refused(report, judged)
     mismatch = files_mismatch(worktree, changes, list(result.answer["files"]))
     if mismatch is not None:
         return _Rejected(mismatch)
@@ -194,8 +211,13 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
     plan_text = plan_brief(ctx.plan)
     loop = AttemptLoop(ctx, StepId.APPLY_PATCH, "build", EDIT_REPORT_SCHEMA, str(worktree))
     git_time = Stopwatch(ctx)
+    try:
+        repair = _repair_request(ctx)
+    except RoundInputError as exc:
+        return StepOutcome.failed(f"round_input: {exc}", {"rule": "round_input"})
+    shown = None if repair is None else (list(repair.argv), _how(repair), repair.output)
     answers = loop.answers(
-        lambda n, rejected: apply_prompt(ctx.goal, plan_text, n, rejected),
+        lambda n, rejected: apply_prompt(ctx.goal, plan_text, n, rejected, repair=shown),
         prepare=lambda: _quiet_and_clean(ctx, worktree),
     )
     for result in answers:
@@ -214,7 +236,7 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
                 error, {"rule": SPECIAL_RULE, "paths": paths, "attempts": loop.records}
             )
         with git_time.measure():
-            taken = _take_edits(ctx, worktree, result, policy)
+            taken = _take_edits(ctx, worktree, result, policy, repair=repair is not None)
         if isinstance(taken, _Rejected):
             loop.reject(taken.reason)
             continue
@@ -247,12 +269,27 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
                 "new_executables": list(report.executables),
                 "planned_but_untouched": list(report.untouched),
                 "lines": report.lines,
+                "repair": repair.repair if repair is not None else 0,
                 "attempts": loop.records,
                 "git_ms": git_time.ms,
             },
             artifacts=[ArtifactOut(ArtifactKind.PATCH, "patch.diff", taken.patch, "text/x-diff")],
         )
     return loop.failure("usable edit", worktree=_undo(ctx, worktree))
+
+
+def _repair_request(ctx: StepContext) -> RepairRequest | None:
+    """A repair round is asked to fix the committed change (None: the first build)."""
+    asked = effective_input(ctx.round_input)
+    if asked is None or asked.get("kind") != RepairRequest.KIND:
+        return None
+    return RepairRequest.from_json(asked)
+
+
+def _how(repair: RepairRequest) -> str:
+    if repair.timed_out:
+        return "timed out"
+    return f"exited {repair.exit_code}" if repair.exit_code is not None else "failed"
 
 
 def _undo(ctx: StepContext, worktree: Path) -> str:

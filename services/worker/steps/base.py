@@ -38,6 +38,7 @@ from shared.service.messages import RunStep
 from shared.service.repo_pin import observe_repo
 from shared.service.steps import (
     EnteredStep,
+    Routing,
     StepLeases,
     StepSuperseded,
     enter_step,
@@ -256,7 +257,7 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
             f"{type(exc).__name__}: {exc}", {"traceback": traceback.format_exc()}
         )
     try:
-        move, outcome = _record_or_refusal(rt, ctx.lease, outcome, ctx.round)
+        move, outcome = _record_or_refusal(rt, ctx.lease, outcome, _routing(ctx))
     except StepSuperseded:
         bound.warning("step.superseded")
         return "superseded"
@@ -312,8 +313,18 @@ def _guarded(ctx: StepContext, body: StepBody) -> StepOutcome:
     return body(ctx)
 
 
+def _routing(ctx: StepContext) -> Routing:
+    settings = ctx.rt.settings
+    return Routing(
+        round=ctx.round,
+        round_input=ctx.round_input,
+        max_repairs=settings.max_repairs,
+        redispatch_s=settings.redispatch_after_s,
+    )
+
+
 def _record_or_refusal(
-    rt: Runtime, lease: StepLease, outcome: StepOutcome, round_: int
+    rt: Runtime, lease: StepLease, outcome: StepOutcome, routing: Routing
 ) -> tuple[Transition, StepOutcome]:
     """Record the outcome; if the database refuses it (a rule), record a failure instead.
 
@@ -324,21 +335,23 @@ def _record_or_refusal(
     diagnostic naming what the database said and what it refused.
     """
     try:
-        return _record(rt, lease, outcome, round_), outcome
+        return _record(rt, lease, outcome, routing), outcome
     except (OperationalError, InterfaceError):
         raise
     except DBAPIError as exc:
         refused = exc
     log.error("step.record_refused", error=str(refused.orig))
     failure = refused_outcome(outcome, refused)
-    return _record(rt, lease, failure, round_), failure
+    return _record(rt, lease, failure, routing), failure
 
 
-def _record(rt: Runtime, lease: StepLease, outcome: StepOutcome, round_: int) -> Transition:
+def _record(rt: Runtime, lease: StepLease, outcome: StepOutcome, routing: Routing) -> Transition:
     """Record ``outcome`` in one unit of work; the step the machine names next is sent
     only after it commits (a lost send is re-sent by the reconciler, from the rows)."""
     with rt.uow() as uow:
-        move = record_outcome(uow.session, lease, outcome, rt.clock.now(), round_=round_)
+        move = record_outcome(
+            uow.session, lease, outcome, rt.clock.now(), round_=routing.round, routing=routing
+        )
         if move.dispatch is not None:
             uow.send_after_commit(RunStep(move.dispatch, lease.run_id))
         return move

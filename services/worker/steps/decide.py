@@ -1,4 +1,7 @@
-"""DecideST: plan + approval + applied diff -> BuildOutput (the argv that verifies it).
+"""DecideST: plan + approval + applied diff -> BuildOutput, the run's route after the build:
+``verify`` with the argv that verifies it, ``done`` (nothing to verify, only where the
+run's policy sets ``require_verification = false``), or ``escalate`` with a question the
+approver answers before DecideST decides again (the answers are quoted in its prompt).
 
 The agent is offered only the effective allowlist (the operator's, narrowed by the
 run's policy). An answer whose argv breaks a rule (:mod:`shared.domain.exec_rules`:
@@ -22,6 +25,7 @@ from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
 from shared.domain.exec_rules import argv_violation
 from shared.domain.policy import effective_allowlist
 from shared.domain.prompts import decide_prompt, plan_block
+from shared.domain.rounds import Answer, RoundInputError, effective_input
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind
 
@@ -43,31 +47,71 @@ def decide_step(ctx: StepContext) -> StepOutcome:
     with watch.measure():
         diffstat = git(ctx.worktree_path, "diff", "--stat", "HEAD~1", "HEAD")
     plan_text = plan_block(ctx.plan)
+    policy = run_policy(ctx)
+    try:
+        exchanges = _exchanges(ctx)
+    except RoundInputError as exc:
+        return StepOutcome.failed(f"round_input: {exc}", {"rule": "round_input"})
     loop = AttemptLoop(ctx, StepId.DECIDE, "plan", BUILD_OUTPUT_SCHEMA, str(ctx.worktree_path))
     for result in loop.answers(
-        lambda n, rejected: decide_prompt(ctx.goal, plan_text, diffstat, allowlist, n, rejected)
+        lambda n, rejected: decide_prompt(
+            ctx.goal,
+            plan_text,
+            diffstat,
+            allowlist,
+            n,
+            rejected,
+            may_skip=not policy.require_verification,
+            exchanges=exchanges,
+        )
     ):
         decision = result.answer
-        refused = argv_violation([str(a) for a in decision["argv"]], allowlist)
-        if refused is not None:
-            loop.records[-1]["status"] = "refused"
-            return StepOutcome.failed(
-                f"{refused.rule}: {refused.detail}",
-                {
-                    "rule": refused.rule,
-                    "argv": decision["argv"],
-                    "allowlist": list(allowlist),
-                    "attempts": loop.records,
-                },
+        route = decision["next_action"]
+        argv = [str(a) for a in decision["argv"]]
+        if route == "done" and policy.require_verification:
+            loop.reject(
+                "require_verification: this repository's policy requires a verification"
+                " command; answer verify with one"
             )
+            continue
+        if route == "escalate" and not str(decision.get("question", "")).strip():
+            loop.reject("an escalation needs a question for the approver in `question`")
+            continue
+        if route == "verify":
+            if not argv:
+                loop.reject("verify needs argv: the program and its arguments")
+                continue
+            refused = argv_violation(argv, allowlist)
+            if refused is not None:
+                loop.records[-1]["status"] = "refused"
+                return StepOutcome.failed(
+                    f"{refused.rule}: {refused.detail}",
+                    {
+                        "rule": refused.rule,
+                        "argv": decision["argv"],
+                        "allowlist": list(allowlist),
+                        "attempts": loop.records,
+                    },
+                )
+        output = {
+            "argv": argv if route == "verify" else [],
+            "next_action": route,
+            "attempts": loop.records,
+            "git_ms": watch.ms,
+        }
+        if route == "escalate":
+            output["question"] = str(decision["question"]).strip()
         return StepOutcome(
             ok=True,
-            output={
-                "argv": decision["argv"],
-                "next_action": decision["next_action"],
-                "attempts": loop.records,
-                "git_ms": watch.ms,
-            },
+            output=output,
             artifacts=[ArtifactOut.json(ArtifactKind.DECISION, "decision.json", decision)],
         )
     return loop.failure("valid decision", allowlist=list(allowlist))
+
+
+def _exchanges(ctx: StepContext) -> tuple[tuple[str, str], ...]:
+    """The questions asked and answered so far (a round after an escalation)."""
+    asked = effective_input(ctx.round_input)
+    if asked is None or asked.get("kind") != Answer.KIND:
+        return ()
+    return Answer.from_json(asked).exchanges

@@ -221,4 +221,5 @@ def execute_step(ctx: StepContext) -> StepOutcome:
     failure = StepOutcome.failed(f"verification {reason}: {' '.join(argv)}", output)
     failure.output = output
     failure.artifacts.append(artifact)
+    failure.verification_failed = True  # the router may send it back for a repair
     return failure

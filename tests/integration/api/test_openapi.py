@@ -26,6 +26,7 @@ NOT_IN_SPEC = {
     "ui_forms.approve",
     "ui_forms.reject",
     "ui_forms.request_changes_form",
+    "ui_forms.answer_form",
 }
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 

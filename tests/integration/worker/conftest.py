@@ -60,6 +60,9 @@ def make_rt(
             # collected path has its own tests (test_async_calls.py) and runs in every
             # end-to-end test.
             "oc_async": False,
+            # A failed verification ends the run here, as each step test expects; the
+            # repair route has its own tests (test_repair_route.py, tests/e2e/test_repair.py).
+            "max_repairs": 0,
             "repo_roots": (tmp_path,),
             "workspace_dir": tmp_path / "ws",
         }

@@ -9,11 +9,15 @@ import pytest
 from shared.domain.plan_diff import plan_diff, plan_lines
 from shared.domain.rounds import (
     COMMENT_MAX_CHARS,
+    REPAIR_OUTPUT_CHARS,
     ChangeRequest,
+    RepairRequest,
     RoundInputError,
     artifact_name,
     comment_refusal,
     effective_input,
+    quoted_output,
+    repairs_done,
     retry_input,
     revision_refusal,
 )
@@ -139,3 +143,40 @@ def test_a_retried_round_is_asked_what_the_round_it_resumes_was_asked() -> None:
 def test_a_retry_input_resuming_something_unreadable_is_refused() -> None:
     with pytest.raises(RoundInputError):
         effective_input({"kind": "retry", "resumes": "plan"})
+
+
+REPAIR = RepairRequest(
+    repair=1, argv=("python3", "-m", "unittest"), exit_code=1, timed_out=False, output="FAILED"
+)
+
+
+def test_a_repair_request_reads_back_and_counts_the_repairs_made() -> None:
+    assert RepairRequest.from_json(REPAIR.to_json()) == REPAIR
+    assert repairs_done(None) == 0
+    assert repairs_done(REPAIR.to_json()) == 1
+    assert repairs_done(retry_input("ops", "x", REPAIR.to_json())) == 1, "a retried repair"
+    assert repairs_done(REQUEST.to_json()) == 0
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {**REPAIR.to_json(), "repair": 0},
+        {**REPAIR.to_json(), "argv": "python3"},
+        {**REPAIR.to_json(), "exit_code": "1"},
+        {**REPAIR.to_json(), "timed_out": None},
+        {**REPAIR.to_json(), "output": b"x"},
+    ],
+)
+def test_a_malformed_repair_request_is_refused(stored: Any) -> None:
+    with pytest.raises(RoundInputError):
+        RepairRequest.from_json(stored)
+
+
+def test_a_repair_quotes_the_end_of_the_output_where_the_failures_are() -> None:
+    assert quoted_output(b"short") == "short"
+    long = b"x" * REPAIR_OUTPUT_CHARS + b"FAILED (failures=1)"
+    quoted = quoted_output(long)
+    assert quoted.endswith("FAILED (failures=1)")
+    assert quoted.startswith("[... 19 characters cut ...]")
+    assert quoted_output(b"\xff\xfe bad utf-8") == "\ufffd\ufffd bad utf-8"

@@ -10,14 +10,18 @@ from shared.domain.run_machine import (
     ACTIVE,
     STEP_STATUS,
     TERMINAL,
+    Answered,
     Cancel,
     ChangesRequested,
     ContractMismatch,
+    Escalated,
     Event,
     IllegalTransition,
     NextAction,
+    NothingToVerify,
     PlanApproved,
     PlanRejected,
+    Repaired,
     Retried,
     RunStatus,
     Start,
@@ -25,6 +29,7 @@ from shared.domain.run_machine import (
     StepId,
     StepSucceeded,
     Upgraded,
+    VerificationFailed,
     current_step,
     next_step,
     transition,
@@ -42,6 +47,13 @@ ALL_EVENTS: list[Event] = [
     PlanApproved(),
     PlanRejected(),
     ChangesRequested(),
+    VerificationFailed(repairs_left=True),
+    VerificationFailed(repairs_left=False),
+    Repaired(),
+    NothingToVerify(),
+    Escalated(),
+    Answered(approved=True),
+    Answered(approved=False),
     Cancel(),
     *(StepSucceeded(step) for step in StepId),
     *(StepFailed(step) for step in StepId),
@@ -76,6 +88,19 @@ LEGAL: dict[tuple[RunStatus, Event], tuple[RunStatus, StepId | None, NextAction]
     (S.DECIDING, StepFailed(StepId.DECIDE)): (S.FAILED, None, NextAction.NONE),
     (S.EXECUTING, StepSucceeded(StepId.EXECUTE)): (S.SUCCEEDED, None, NextAction.NONE),
     (S.EXECUTING, StepFailed(StepId.EXECUTE)): (S.FAILED, None, NextAction.NONE),
+    # A failed verification goes back to the build agent while repairs are left; a repair
+    # is verified again with the command already decided.
+    (S.EXECUTING, VerificationFailed(repairs_left=True)): (
+        S.APPLYING,
+        StepId.APPLY_PATCH,
+        NextAction.RUN_APPLY_PATCH,
+    ),
+    (S.EXECUTING, VerificationFailed(repairs_left=False)): (S.FAILED, None, NextAction.NONE),
+    (S.APPLYING, Repaired()): (S.EXECUTING, StepId.EXECUTE, NextAction.RUN_EXECUTE),
+    # DecideST's other routes: nothing to verify (where policy allows), or a question.
+    (S.DECIDING, NothingToVerify()): (S.SUCCEEDED, None, NextAction.NONE),
+    (S.DECIDING, Escalated()): (S.WAITING_INPUT, None, NextAction.AWAIT_ANSWER),
+    (S.WAITING_INPUT, Answered(approved=True)): (S.DECIDING, StepId.DECIDE, NextAction.RUN_DECIDE),
     **{(status, Cancel()): (S.CANCELLED, None, NextAction.NONE) for status in ACTIVE},
     # A step whose contract differs from the run's parks it; a matching worker resumes it.
     **{
@@ -153,7 +178,8 @@ def test_no_step_runs_before_approval_except_compile() -> None:
     dispatched = {
         LEGAL[key][1]
         for key in LEGAL
-        if key[0] in reachable_before_approval and key[1] != PlanApproved()
+        if key[0] in reachable_before_approval
+        and key[1] not in (PlanApproved(), Answered(approved=True))  # both say: approved
     }
     assert dispatched <= {StepId.COMPILE, None}
 
@@ -213,3 +239,17 @@ def test_an_approved_plan_sends_the_step_after_the_gate_and_no_other() -> None:
     assert next_step(S.WAITING_INPUT, PlanApproved()) is StepId.APPLY_PATCH
     with pytest.raises(IllegalTransition):
         next_step(S.APPLYING, PlanApproved())  # nothing is sent for an illegal event
+
+
+def test_a_failing_verification_is_repaired_then_verified_again_until_repairs_run_out() -> None:
+    status = S.EXECUTING
+    walked = []
+    for left in (True, True, False):
+        back = transition(status, VerificationFailed(repairs_left=left))
+        walked.append(back.to_status)
+        if not left:
+            break
+        verify = transition(back.to_status, Repaired())
+        walked.append(verify.to_status)
+        status = verify.to_status
+    assert walked == [S.APPLYING, S.EXECUTING, S.APPLYING, S.EXECUTING, S.FAILED]

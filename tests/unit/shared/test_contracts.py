@@ -63,10 +63,18 @@ def test_an_edit_report_names_the_changed_files_and_carries_no_diff() -> None:
     assert validate_answer(EDIT_REPORT_SCHEMA, {"summary": "s", "files": ["calc.py"]})
 
 
-def test_a_decision_must_be_verify_with_a_non_empty_argv() -> None:
+def test_a_decision_is_verify_done_or_escalate_and_nothing_else() -> None:
+    """The schema admits the three routes; DecideST itself refuses a verify without argv,
+    an escalation without a question and a done the policy does not allow."""
     good = {"next_action": "verify", "argv": ["python3", "-m", "unittest"], "reason": "tests"}
     assert validate_answer(BUILD_OUTPUT_SCHEMA, good) == good
-    with pytest.raises(ContractViolation):
-        validate_answer(BUILD_OUTPUT_SCHEMA, {**good, "argv": []})
+    asking = {"next_action": "escalate", "argv": [], "reason": "unsure", "question": "Which?"}
+    assert validate_answer(BUILD_OUTPUT_SCHEMA, asking) == asking
+    done = {"next_action": "done", "argv": [], "reason": "docs only"}
+    assert validate_answer(BUILD_OUTPUT_SCHEMA, done) == done
     with pytest.raises(ContractViolation):
         validate_answer(BUILD_OUTPUT_SCHEMA, {**good, "next_action": "skip"})
+    with pytest.raises(ContractViolation):
+        validate_answer(BUILD_OUTPUT_SCHEMA, {**good, "argv": [""]})
+    with pytest.raises(ContractViolation):
+        validate_answer(BUILD_OUTPUT_SCHEMA, {**good, "question": "x" * 2001})

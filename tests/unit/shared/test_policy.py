@@ -117,9 +117,11 @@ def test_a_policy_file_is_parsed_strictly() -> None:
             "exec_allowlist": ["make"],
             "allow_symlinks": True,
             "allow_new_executables": False,
+            "require_verification": False,
         },
         "t",
     )
+    assert policy.require_verification is False
     assert "secrets/*" in policy.forbidden_paths
     assert ".env" in policy.forbidden_paths
     assert (policy.max_lines, policy.exec_allowlist) == (10, ("make",))
@@ -131,6 +133,7 @@ def test_a_policy_file_is_parsed_strictly() -> None:
         {"forbidden_paths": "x"},
         {"typo": 1},
         {"allow_symlinks": "yes"},
+        {"require_verification": "no"},
     ]
     for bad in bad_ones:
         with pytest.raises(PolicyError):
@@ -186,3 +189,15 @@ def test_the_strictest_combination_grants_a_permission_only_if_both_do() -> None
 def test_combining_two_default_policies_changes_nothing() -> None:
     assert strictest(Policy(), Policy()) == Policy()
     assert strictest(Policy(), Policy()).forbidden_paths == DEFAULT_FORBIDDEN
+
+
+def test_verification_is_required_unless_both_refs_waive_it() -> None:
+    waived = Policy(require_verification=False)
+    assert Policy().require_verification, "by default every run is verified"
+    assert not strictest(waived, waived).require_verification
+    assert strictest(waived, Policy()).require_verification
+    assert strictest(Policy(), waived).require_verification
+    assert Policy.from_json(waived.to_json()) == waived
+    assert Policy.from_json(
+        {**Policy().to_json(), "require_verification": None}
+    ).require_verification
