@@ -54,6 +54,13 @@ DEFAULTS: dict[str, str] = {
     "KODO_MAX_REVISIONS": "5",
     # Times a failed verification goes back to the build agent before the run fails.
     "KODO_MAX_REPAIRS": "2",
+    # Budgets: each provider call reserves KODO_CALL_TOKEN_BOUND tokens at the model's
+    # price (USD per million tokens) before it is sent; an intent without a budget of its
+    # own gets these (empty: no budget).
+    "KODO_CALL_TOKEN_BOUND": "200000",
+    "KODO_PRICE_USD_PER_MTOK": "15",
+    "KODO_BUDGET_USD": "",
+    "KODO_BUDGET_TOKENS": "",
     "KODO_MAX_BODY_BYTES": "65536",
     "APPROVAL_POLL_S": "2.0",
     "KODO_STEP_LEASE_S": "900",
@@ -101,6 +108,31 @@ def _int(env: Mapping[str, str], key: str) -> int:
         return int(raw)
     except ValueError as exc:
         raise ConfigError(f"{key} must be an integer, got {raw!r}") from exc
+
+
+def _optional(env: Mapping[str, str], key: str) -> str | None:
+    raw = env.get(key, DEFAULTS[key]).strip()
+    return raw or None
+
+
+def _optional_int(env: Mapping[str, str], key: str) -> int | None:
+    raw = _optional(env, key)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key} must be an integer or empty, got {raw!r}") from exc
+
+
+def _optional_float(env: Mapping[str, str], key: str) -> float | None:
+    raw = _optional(env, key)
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{key} must be a number or empty, got {raw!r}") from exc
 
 
 def _float(env: Mapping[str, str], key: str) -> float:
@@ -186,6 +218,10 @@ class Settings:
     schema_retries: int = int(DEFAULTS["KODO_SCHEMA_RETRIES"])
     max_revisions: int = int(DEFAULTS["KODO_MAX_REVISIONS"])
     max_repairs: int = int(DEFAULTS["KODO_MAX_REPAIRS"])
+    call_token_bound: int = int(DEFAULTS["KODO_CALL_TOKEN_BOUND"])
+    price_usd_per_mtok: float = float(DEFAULTS["KODO_PRICE_USD_PER_MTOK"])
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
     max_body_bytes: int = int(DEFAULTS["KODO_MAX_BODY_BYTES"])
     approval_poll_s: float = float(DEFAULTS["APPROVAL_POLL_S"])
     step_lease_s: float = float(DEFAULTS["KODO_STEP_LEASE_S"])
@@ -259,6 +295,10 @@ class Settings:
             schema_retries=_int(env, "KODO_SCHEMA_RETRIES"),
             max_revisions=_int(env, "KODO_MAX_REVISIONS"),
             max_repairs=_int(env, "KODO_MAX_REPAIRS"),
+            call_token_bound=_int(env, "KODO_CALL_TOKEN_BOUND"),
+            price_usd_per_mtok=_float(env, "KODO_PRICE_USD_PER_MTOK"),
+            budget_usd=_optional_float(env, "KODO_BUDGET_USD"),
+            budget_tokens=_optional_int(env, "KODO_BUDGET_TOKENS"),
             max_body_bytes=_int(env, "KODO_MAX_BODY_BYTES"),
             approval_poll_s=_float(env, "APPROVAL_POLL_S"),
             step_lease_s=_float(env, "KODO_STEP_LEASE_S"),
@@ -297,6 +337,14 @@ class Settings:
             raise ConfigError("KODO_MAX_REVISIONS must be at least 1 (the first plan)")
         if self.max_repairs < 0:
             raise ConfigError("KODO_MAX_REPAIRS must be 0 (no repairs) or more")
+        if self.call_token_bound < 1:
+            raise ConfigError("KODO_CALL_TOKEN_BOUND must be at least 1")
+        if not 0 <= self.price_usd_per_mtok < 1e6:
+            raise ConfigError("KODO_PRICE_USD_PER_MTOK must be a price, 0 or more")
+        if self.budget_usd is not None and not 0 <= self.budget_usd <= 1e9:
+            raise ConfigError("KODO_BUDGET_USD must be empty or an amount, 0 or more")
+        if self.budget_tokens is not None and self.budget_tokens < 0:
+            raise ConfigError("KODO_BUDGET_TOKENS must be empty or 0 or more")
         for name, value in (
             ("APPROVAL_POLL_S", self.approval_poll_s),
             ("KODO_STEP_LEASE_S", self.step_lease_s),

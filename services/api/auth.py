@@ -38,6 +38,7 @@ FORM_ENDPOINTS = frozenset(
         "ui_forms.reject",
         "ui_forms.request_changes_form",
         "ui_forms.answer_form",
+        "ui_forms.budget_form",
         "ui_forms.logout",
     }
 )
@@ -47,11 +48,13 @@ DECIDE_ENDPOINTS = frozenset(
         "runs.reject_plan",
         "runs.request_changes",
         "runs.answer",
+        "runs.set_budget",
         "runs.cancel",
         "ui_forms.approve",
         "ui_forms.reject",
         "ui_forms.request_changes_form",
         "ui_forms.answer_form",
+        "ui_forms.budget_form",
     }
 )
 OPERATE_ENDPOINTS = frozenset({"runs.retry"})

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from shared.db.models import IDEMPOTENCY_KEY_PATTERN, Intent, Run
 from shared.db.repos.runs import IntentRepo
+from shared.domain.budget import usd_to_micro
 from shared.errors import Forbidden, InvalidInput, NotFound
 from shared.service.runs import (
     intent_request_sha256,
@@ -83,7 +84,12 @@ def create_intent(body: IntentIn) -> tuple[Intent, int, dict[str, str]]:
     try:
         with ctx.uow() as uow:
             made = record_intent(
-                uow, pinned, goal=body.goal, submitted_by=submitter, idempotency_key=key
+                uow,
+                pinned,
+                goal=body.goal,
+                submitted_by=submitter,
+                idempotency_key=key,
+                budget=_budget(body),
             )
     except IntegrityError:
         if key is None:
@@ -95,6 +101,14 @@ def create_intent(body: IntentIn) -> tuple[Intent, int, dict[str, str]]:
             raise
         return earlier, 201, {REPLAYED: "true"}
     return made, 201, {}
+
+
+def _budget(body: IntentIn) -> tuple[int | None, int | None]:
+    """The intent's budget: its own, else the operator's default (micro-dollars, tokens)."""
+    settings = api().settings
+    usd = body.budget_usd if body.budget_usd is not None else settings.budget_usd
+    tokens = body.budget_tokens if body.budget_tokens is not None else settings.budget_tokens
+    return (None if usd is None else usd_to_micro(usd)), tokens
 
 
 def _replayed(submitter: str, key: str, request_sha256: str) -> Intent | None:

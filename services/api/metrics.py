@@ -87,6 +87,7 @@ class KodoCollector(Collector):
             usage = repo.call_usage()
             sources = repo.answer_sources()
             dispatch = repo.approval_dispatch_latency(DISPATCH_BUCKETS_S)
+            budgets = repo.budgets()
 
         runs = GaugeMetricFamily("kodo_runs", "Runs by status", labels=["status"])
         for status, n in by_status.items():
@@ -143,10 +144,29 @@ class KodoCollector(Collector):
             "kodo_cache_misses", "Step attempts that made a (paid) provider call"
         )
         misses.add_metric([], sources.get("miss", 0))
+        spent = CounterMetricFamily(
+            "kodo_budget_spent", "What settled provider calls spent", labels=["unit"]
+        )
+        spent.add_metric(["usd"], budgets.spent_usd)
+        spent.add_metric(["tokens"], budgets.spent_tokens)
+        reserved = GaugeMetricFamily(
+            "kodo_budget_reserved",
+            "Reserved on active runs' budgets by provider calls in flight",
+            labels=["unit"],
+        )
+        reserved.add_metric(["usd"], budgets.reserved_usd)
+        reserved.add_metric(["tokens"], budgets.reserved_tokens)
+        stopped = GaugeMetricFamily(
+            "kodo_runs_waiting_budget", "Runs whose next call would pass their budget"
+        )
+        stopped.add_metric([], budgets.waiting)
         return [
             runs,
             waiting,
             parked,
+            spent,
+            reserved,
+            stopped,
             stuck_runs,
             _histogram(
                 "kodo_step_duration_seconds",

@@ -16,7 +16,7 @@ from shared.db.repos.steps import ArtifactRepo, StepRunRepo
 from shared.domain.plan_diff import DiffLine, plan_diff
 from shared.domain.run_machine import NextAction, StepId
 from shared.errors import Conflict, NotFound
-from shared.service.runs import get_run
+from shared.service.runs import get_run, run_budget
 
 from .errors import Unreadable
 
@@ -32,6 +32,10 @@ class RunView:
     def question(self) -> str | None:
         """DecideST's question, while the run waits for the approver's answer."""
         return waiting_question(self.run, self.steps)
+
+    @property
+    def budget(self) -> dict[str, Any]:
+        return run_budget(self.run).to_json()
 
 
 def waiting_question(run: Run, steps: list[StepRun]) -> str | None:
@@ -148,6 +152,11 @@ class RunPage:
     revisions: list[Revision]  # every plan of the run, oldest first
     max_revisions: int
     question: str | None = None  # DecideST's, while the run waits for an answer
+
+    @property
+    def budget(self) -> dict[str, Any]:
+        """Spent, reserved and remaining (USD and tokens), as GET /runs/{id} shows them."""
+        return run_budget(self.run).to_json()
 
     @property
     def plan_artifact(self) -> str | None:

@@ -7,6 +7,8 @@ Field order is the documented order (the JSON provider does not sort keys).
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import Schema, fields
 
 ISO = "iso"  # datetime.isoformat(), offset included
@@ -79,6 +81,12 @@ class RunOutSchema(Schema):
     question = fields.String(
         allow_none=True,
         metadata={"description": "DecideST's question while nextAction is await:answer"},
+    )
+    budget = fields.Dict(
+        metadata={
+            "description": "usd and tokens: limit (null: none), spent (settled calls),"
+            " reserved (calls in flight) and remaining"
+        }
     )
     steps = fields.List(fields.Nested(StepOutSchema))
 
@@ -153,6 +161,19 @@ class RetriedSchema(Schema):
     step_id = fields.String(data_key="stepId", attribute="step")
     round = fields.Integer(metadata={"description": "the step's round: 2 for its first retry"})
     retry_count = fields.Integer(data_key="retryCount", attribute="run.retry_count")
+
+
+class BudgetedSchema(Schema):
+    """A ``shared.service.runs.Budgeted``: the run's budget now, and the step it resumed."""
+
+    run_id = fields.String(data_key="runId", attribute="run.id")
+    status = fields.String(attribute="run.status")
+    resumed = fields.String(allow_none=True, metadata={"description": "the step resumed"})
+    budget = fields.Method("_budget")
+
+    def _budget(self, budgeted: object) -> dict[str, Any]:
+        found = getattr(budgeted, "budget", None)
+        return found.to_json() if found is not None else {}
 
 
 class AnsweredSchema(Schema):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared.db.models import PlanApproval, Run
+from shared.domain.budget import call_estimate, usd_to_micro
 from shared.errors import Forbidden
 from shared.service import runs as commands
 
@@ -12,6 +13,7 @@ from .openapi import Routes
 from .responses import (
     AnsweredSchema,
     ApprovedSchema,
+    BudgetedSchema,
     ChangesRequestedSchema,
     RejectedSchema,
     RetriedSchema,
@@ -19,6 +21,8 @@ from .responses import (
     StartedSchema,
 )
 from .schemas import (
+    BudgetIn,
+    BudgetSchema,
     ChangesIn,
     ChangesSchema,
     DecisionIn,
@@ -135,6 +139,30 @@ def answer(body: ChangesIn, run_id: str) -> commands.Answering:
             answer=body.comment,
             now=ctx.clock.now(),
             lease_s=ctx.settings.redispatch_after_s,
+        )
+
+
+@routes.route("/runs/<kid:run_id>/budget", "POST")
+@routes.arguments(BudgetSchema())
+@routes.response(200, BudgetedSchema())
+@routes.errors(400, 404, 409, 415)
+def set_budget(body: BudgetIn, run_id: str) -> commands.Budgeted:
+    """Set the run's budget (``budget_usd``, ``budget_tokens``; an omitted one stays).
+    A run waiting at ``await:budget`` resumes its step if the next call now fits (409 if
+    it still would not). 409 for an ended run.
+    """
+    ctx = api()
+    settings = ctx.settings
+    with ctx.uow() as uow:
+        return commands.set_budget(
+            uow,
+            run_id,
+            approver=current_principal().name,
+            usd_micro=None if body.budget_usd is None else usd_to_micro(body.budget_usd),
+            tokens=body.budget_tokens,
+            estimate=call_estimate(settings.call_token_bound, settings.price_usd_per_mtok),
+            now=ctx.clock.now(),
+            lease_s=settings.redispatch_after_s,
         )
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load
-from marshmallow.validate import Length, Regexp
+from marshmallow.validate import Length, Range, Regexp
 
 from shared.domain.rounds import COMMENT_MAX_CHARS
 from shared.domain.run_machine import StepId
@@ -69,6 +69,8 @@ class IntentIn:
     goal: str
     base_ref: str
     submitted_by: str | None
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
 
 
 class IntentSchema(_Strict):
@@ -86,10 +88,47 @@ class IntentSchema(_Strict):
     submitted_by = fields.String(
         load_default=None, allow_none=True, validate=[Length(1, 255), clean_text]
     )
+    budget_usd = fields.Float(
+        load_default=None,
+        allow_none=True,
+        allow_nan=False,
+        validate=Range(0, 1e9),
+        metadata={"description": "what the run may spend, USD (default: KODO_BUDGET_USD)"},
+    )
+    budget_tokens = fields.Integer(
+        load_default=None,
+        allow_none=True,
+        strict=True,
+        validate=Range(0, 10**15),
+        metadata={"description": "what the run may spend, tokens (default: KODO_BUDGET_TOKENS)"},
+    )
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> IntentIn:
         return IntentIn(**data)
+
+
+@dataclass(frozen=True)
+class BudgetIn:
+    budget_usd: float | None
+    budget_tokens: int | None
+
+
+class BudgetSchema(_Strict):
+    """``POST /runs/{id}/budget``: the run's new limits (an omitted one stays as it is)."""
+
+    budget_usd = fields.Float(
+        load_default=None, allow_none=True, allow_nan=False, validate=Range(0, 1e9)
+    )
+    budget_tokens = fields.Integer(
+        load_default=None, allow_none=True, strict=True, validate=Range(0, 10**15)
+    )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> BudgetIn:
+        if data["budget_usd"] is None and data["budget_tokens"] is None:
+            raise ValidationError("name budget_usd, budget_tokens or both", "_schema")
+        return BudgetIn(**data)
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,18 @@ from markupsafe import Markup, escape
 from werkzeug.wrappers import Response as BaseResponse
 
 from shared.db.repos.inbox import InboxRepo
+from shared.domain.budget import call_estimate, usd_to_micro
 from shared.domain.display import visible
 from shared.domain.step_contract import step_contract_version
 from shared.errors import InvalidInput, KodoError
 from shared.model_in_use import describe_ids, is_stand_in_id
-from shared.service.runs import answer_question, approve_plan, reject_plan, request_changes
+from shared.service.runs import (
+    answer_question,
+    approve_plan,
+    reject_plan,
+    request_changes,
+    set_budget,
+)
 from shared.service.tokens import Permission
 from shared.service.ui_sessions import sign_in, sign_out
 
@@ -231,6 +238,45 @@ def answer_form(run_id: str) -> BaseResponse:
     except KodoError as exc:
         return _run_page(run_id, error=exc.message, status=exc.http_status)
     return redirect(f"/ui/runs/{run_id}", code=303)
+
+
+@forms_bp.post("/ui/runs/<kid:run_id>/budget")
+def budget_form(run_id: str) -> BaseResponse:
+    """Raise the run's budget from the page (an empty field leaves that limit)."""
+    ctx = api()
+    settings = ctx.settings
+    try:
+        usd = _amount(request.form.get("budget_usd"), "budget_usd", float)
+        tokens = _amount(request.form.get("budget_tokens"), "budget_tokens", int)
+        if usd is None and tokens is None:
+            raise InvalidInput("name a new USD budget, a new token budget or both")
+        with ctx.uow() as uow:
+            set_budget(
+                uow,
+                run_id,
+                approver=current_principal().name,
+                usd_micro=None if usd is None else usd_to_micro(float(usd)),
+                tokens=None if tokens is None else int(tokens),
+                estimate=call_estimate(settings.call_token_bound, settings.price_usd_per_mtok),
+                now=ctx.clock.now(),
+                lease_s=settings.redispatch_after_s,
+            )
+    except KodoError as exc:
+        return _run_page(run_id, error=exc.message, status=exc.http_status)
+    return redirect(f"/ui/runs/{run_id}", code=303)
+
+
+def _amount(raw: str | None, name: str, kind: type[int] | type[float]) -> int | float | None:
+    """A form's number (empty: not given); anything else is a 400 naming the field."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = kind(raw.strip())
+    except ValueError as exc:
+        raise InvalidInput(f"{name} must be a number", details={name: ["not a number"]}) from exc
+    if not 0 <= value <= 1e15 or value != value:
+        raise InvalidInput(f"{name} must be 0 or more", details={name: ["out of range"]})
+    return value
 
 
 @forms_bp.post("/ui/runs/<kid:run_id>/approve")

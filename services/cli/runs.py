@@ -15,7 +15,7 @@ import click
 from rich.console import Console
 
 from services.cli.client import ApiClient, api_options
-from services.cli.views import cache_levels, calls_table, revisions_view, run_view
+from services.cli.views import budget_line, cache_levels, calls_table, revisions_view, run_view
 from services.cli.watch import watch
 from shared.domain.display import visible
 
@@ -42,6 +42,10 @@ def intent() -> None:
 @click.option("--base-ref", default="HEAD", show_default=True, help="Git ref to branch from.")
 @click.option("--submitted-by", default=None, help="Who asks (recorded on the intent).")
 @click.option("--run/--no-run", "start", default=True, show_default=True, help="Start its run.")
+@click.option(
+    "--budget-usd", type=click.FloatRange(min=0), default=None, help="At most this spend."
+)
+@click.option("--budget-tokens", type=click.IntRange(min=0), default=None, help="At most these.")
 @_json
 @api_options
 def submit(
@@ -50,6 +54,8 @@ def submit(
     base_ref: str,
     submitted_by: str | None,
     start: bool,
+    budget_usd: float | None,
+    budget_tokens: int | None,
     as_json: bool,
     api_url: str | None,
     token: str | None,
@@ -59,6 +65,10 @@ def submit(
     body: dict[str, Any] = {"repo": str(repo.resolve()), "goal": goal, "base_ref": base_ref}
     if submitted_by:
         body["submitted_by"] = submitted_by
+    if budget_usd is not None:
+        body["budget_usd"] = budget_usd
+    if budget_tokens is not None:
+        body["budget_tokens"] = budget_tokens
     with ApiClient.from_options(api_url, token, home) as api:
         # one key per submit: a retry after a 503 cannot make a second intent
         created = api.post("/intents", body, idempotency_key=f"cli-{uuid.uuid4().hex}")
@@ -272,6 +282,39 @@ def plans_cmd(
         _echo_json(listed)
         return
     Console().print(revisions_view(listed))
+
+
+@run.command("budget")
+@click.argument("run_id")
+@click.option("--usd", type=click.FloatRange(min=0), default=None, help="The new USD budget.")
+@click.option("--tokens", type=click.IntRange(min=0), default=None, help="The new token budget.")
+@_json
+@api_options
+def budget_cmd(
+    run_id: str,
+    usd: float | None,
+    tokens: int | None,
+    as_json: bool,
+    api_url: str | None,
+    token: str | None,
+    home: Path | None,
+) -> None:
+    """Set a run's budget (an approver); a run stopped on its budget resumes if it fits."""
+    if usd is None and tokens is None:
+        raise click.UsageError("name --usd, --tokens or both")
+    body: dict[str, Any] = {}
+    if usd is not None:
+        body["budget_usd"] = usd
+    if tokens is not None:
+        body["budget_tokens"] = tokens
+    with ApiClient.from_options(api_url, token, home) as api:
+        done = api.post(f"/runs/{run_id}/budget", body)
+    if as_json:
+        _echo_json(done)
+        return
+    click.echo(budget_line(done.get("budget") or {}))
+    if done.get("resumed"):
+        click.echo(f"resumed at {visible(done['resumed'])}; next: kodo run watch {visible(run_id)}")
 
 
 @run.command("retry")

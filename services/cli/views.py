@@ -120,6 +120,8 @@ def run_view(run: dict[str, Any]) -> Group:
         parts.append(Text(f"error: {_text(run['error'])}", style="red"))
     if run.get("branch"):
         parts.append(Text(f"branch: {_text(run['branch'])}"))
+    if isinstance(run.get("budget"), dict):
+        parts.append(Text(budget_line(run["budget"])))
     if run.get("question"):
         asked = visible(run["question"], multiline=True).expandtabs(4)
         parts.append(Text("\n".join(f"question: {line}" for line in asked.split("\n"))))
@@ -213,3 +215,20 @@ def revisions_view(listed: dict[str, Any]) -> Group:
                 lines.extend(f"  comment:  {line}" for line in shown.split("\n"))
         parts.append(Text("\n".join(lines)))
     return Group(*parts)
+
+
+def budget_line(budget: dict[str, Any]) -> str:
+    """``budget: $spent spent + $reserved reserved of $limit (remaining)``, per dimension."""
+
+    def one(name: str, fmt: str) -> str | None:
+        part = budget.get(name)
+        if not isinstance(part, dict):
+            return None
+        spent, reserved, limit = part.get("spent"), part.get("reserved"), part.get("limit")
+        said = f"{fmt.format(spent or 0)} spent + {fmt.format(reserved or 0)} reserved"
+        if limit is None:
+            return f"{said} (no {name} budget)"
+        return f"{said} of {fmt.format(limit)} ({fmt.format(part.get('remaining') or 0)} left)"
+
+    parts = [p for p in (one("usd", "${:.4f}"), one("tokens", "{} tokens")) if p]
+    return "budget: " + "; ".join(parts)

@@ -77,6 +77,10 @@ class Intent(Base):
         CheckConstraint(
             f"idempotency_key ~ '{IDEMPOTENCY_KEY_PATTERN}'", name="idempotency_key_printable"
         ),
+        CheckConstraint(
+            "coalesce(budget_usd_micro, 0) >= 0 AND coalesce(budget_tokens, 0) >= 0",
+            name="budget",
+        ),
         # A client's retry of POST /intents with its Idempotency-Key finds the first one.
         Index(
             "ix_intents_submitter_idempotency_key",
@@ -101,6 +105,9 @@ class Intent(Base):
     repo_inode: Mapped[int | None] = mapped_column(BigInteger)
     policy: Mapped[dict[str, Any] | None]
     idempotency_key: Mapped[str | None] = mapped_column(String(200))  # migration 0014
+    # Migration 0016: what the intent's run may spend (NULL: no budget in that dimension).
+    budget_usd_micro: Mapped[int | None] = mapped_column(BigInteger)
+    budget_tokens: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Run(Base):
@@ -114,6 +121,12 @@ class Run(Base):
         ),
         CheckConstraint("id = intent_id", name="workflow_id_is_intent_id"),
         CheckConstraint("retry_count >= 0", name="retry_count"),
+        CheckConstraint(
+            "coalesce(budget_usd_micro, 0) >= 0 AND coalesce(budget_tokens, 0) >= 0"
+            " AND spent_usd_micro >= 0 AND spent_tokens >= 0"
+            " AND reserved_usd_micro >= 0 AND reserved_tokens >= 0",
+            name="budget",
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -139,6 +152,14 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
     finished_at: Mapped[datetime | None]
+    # Migration 0016: the budget (NULL: none), what settled calls spent, what calls in
+    # flight hold reserved; micro-dollars and tokens. Settled by app.settle_call.
+    budget_usd_micro: Mapped[int | None] = mapped_column(BigInteger)
+    budget_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    spent_usd_micro: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    spent_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    reserved_usd_micro: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    reserved_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class StepRun(Base):
@@ -313,6 +334,11 @@ class OpenCodeCall(Base):
     finished_at: Mapped[datetime | None]
     idle_at: Mapped[datetime | None]  # the collector saw the sent call's session end
     daemon: Mapped[str | None] = mapped_column(Text)  # base URL of the daemon holding it
+    # Migration 0016: the reservation this call holds on its run's budget, and when the
+    # database settled it (released, and its usage spent).
+    reserved_usd_micro: Mapped[int | None] = mapped_column(BigInteger)
+    reserved_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    settled_at: Mapped[datetime | None]
 
 
 class Artifact(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, text
 
-EXPECTED_HEAD = "0015"
+EXPECTED_HEAD = "0016"
 
 
 class SchemaMismatch(RuntimeError):

@@ -53,6 +53,7 @@ class NextAction(StrEnum):
     RUN_DECIDE = "run:DecideST"
     RUN_EXECUTE = "run:ExecuteST"
     AWAIT_ANSWER = "await:answer"  # DecideST asked the approver a question
+    AWAIT_BUDGET = "await:budget"  # the next call would pass the run's budget
     AWAIT_UPGRADE = "await:upgrade"  # a worker of the run's step contract (runs.last_step)
     NONE = "none"
 
@@ -132,6 +133,23 @@ class Answered:
 
 
 @dataclass(frozen=True)
+class BudgetExhausted:
+    """``step``'s next provider call would pass the run's budget: it was not sent, and
+    the run waits for an approver to raise the budget (or cancel)."""
+
+    step: StepId
+
+
+@dataclass(frozen=True)
+class BudgetRaised:
+    """The budget was raised: ``step`` resumes (its next round). ``approved``: the plan
+    is approved (no step past the gate resumes without it)."""
+
+    step: StepId
+    approved: bool
+
+
+@dataclass(frozen=True)
 class PlanApproved:
     pass
 
@@ -187,6 +205,8 @@ Event = (
     | NothingToVerify
     | Escalated
     | Answered
+    | BudgetExhausted
+    | BudgetRaised
     | PlanApproved
     | PlanRejected
     | ChangesRequested
@@ -264,6 +284,11 @@ def transition(status: RunStatus, event: Event) -> Transition:
             return Transition(status, RunStatus.WAITING_INPUT, None, NextAction.AWAIT_ANSWER)
         case Answered(approved=True) if status is RunStatus.WAITING_INPUT:
             return _run(status, StepId.DECIDE)
+        case BudgetExhausted(step=step) if STEP_STATUS[step] is status:
+            return Transition(status, RunStatus.WAITING_INPUT, None, NextAction.AWAIT_BUDGET)
+        case BudgetRaised(step=step, approved=approved) if status is RunStatus.WAITING_INPUT:
+            if step is StepId.COMPILE or approved:
+                return _run(status, step)
         case ContractMismatch(step=step) if STEP_STATUS[step] is status:
             return Transition(status, RunStatus.WAITING_UPGRADE, None, NextAction.AWAIT_UPGRADE)
         case Upgraded(step=step) if status is RunStatus.WAITING_UPGRADE:

@@ -56,6 +56,8 @@ class StepOutcome:
     workspace: tuple[str, str] | None = None  # (branch, worktree path)
     # ExecuteST's command ran and failed (not a refusal): the run may go back for a repair.
     verification_failed: bool = False
+    # The step's next call would have passed the run's budget (not sent): the run waits.
+    budget_stop: bool = False
 
     @classmethod
     def failed(cls, error: str, diagnostic: dict[str, Any]) -> StepOutcome:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.db.engine import unit_of_work
 from shared.db.models import OpenCodeCall
 from shared.db.repos.ledger import LedgerRepo
+from shared.domain.budget import Estimate
 from shared.domain.step_lease import StepLease
 from shared.domain.vocab import CallStatus
 from shared.opencode.calls import CallOutcome, StructuredCall
@@ -22,8 +23,9 @@ from shared.service.steps import hold_lease
 class PostgresCallLedger:
     """:class:`shared.opencode.ports.CallLedger` on the real database."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], estimate: Estimate | None = None) -> None:
         self.sessions = sessions
+        self.estimate = estimate  # reserved on the run's budget by every won claim
 
     @contextmanager
     def _ledger(self) -> Iterator[LedgerRepo]:
@@ -35,13 +37,13 @@ class PostgresCallLedger:
         self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
     ) -> bool:
         with self._ledger() as ledger:
-            return _claim_in(ledger, call, request, lease) is None
+            return _claim_in(ledger, call, request, lease, self.estimate) is None
 
     def claim_or_read(
         self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
     ) -> tuple[bool, tuple[CallRecord, float] | None]:
         with self._ledger() as ledger:
-            found = _claim_in(ledger, call, request, lease)
+            found = _claim_in(ledger, call, request, lease, self.estimate)
             return found is None, None if found is None else _as_record(*found)
 
     def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
@@ -106,11 +108,16 @@ def _as_record(row: OpenCodeCall, age: float) -> tuple[CallRecord, float]:
 
 
 def _claim_in(
-    ledger: LedgerRepo, call: StructuredCall, request: dict[str, Any], lease: StepLease | None
+    ledger: LedgerRepo,
+    call: StructuredCall,
+    request: dict[str, Any],
+    lease: StepLease | None,
+    estimate: Estimate | None,
 ) -> tuple[OpenCodeCall, float] | None:
     """The claim (None: won; else the row that won before), with the step's lease held in
     the same transaction (StepAbandoned rolls both back: a cancelled or fenced-off
-    delivery claims nothing)."""
+    delivery claims nothing) and, for a won claim, the call's estimate reserved on the
+    run's budget (BudgetExceeded rolls the claim back: the call is never sent)."""
     if lease is not None:
         hold_lease(ledger.session, lease)
     return ledger.claim(
@@ -120,4 +127,5 @@ def _claim_in(
         attempt=call.attempt,
         agent=call.agent,
         request=request,
+        estimate=estimate,
     )

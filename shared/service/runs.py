@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.models import Intent, PlanApproval, Run
 from shared.db.repos.runs import IntentRepo, RunRepo
+from shared.domain.budget import Budget, Estimate, Ledger
 from shared.domain.policy import PolicyError
 from shared.domain.rounds import (
     Answer,
@@ -27,6 +28,7 @@ from shared.domain.rounds import (
 )
 from shared.domain.run_machine import (
     Answered,
+    BudgetRaised,
     Cancel,
     ChangesRequested,
     IllegalTransition,
@@ -119,8 +121,10 @@ def record_intent(
     goal: str,
     submitted_by: str | None,
     idempotency_key: str | None = None,
+    budget: tuple[int | None, int | None] = (None, None),
 ) -> Intent:
-    """Store an intent pinned by :func:`pin_intent`; sends nothing."""
+    """Store an intent pinned by :func:`pin_intent`; sends nothing. ``budget`` is what
+    its run may spend (micro-dollars, tokens; None: no budget in that dimension)."""
     intent = Intent(
         id=str(uuid.uuid4()),
         repo_path=pinned.repo.path,
@@ -133,6 +137,8 @@ def record_intent(
         repo_device=pinned.repo.device,
         repo_inode=pinned.repo.inode,
         policy=pinned.policy.to_json(),
+        budget_usd_micro=budget[0],
+        budget_tokens=budget[1],
     )
     return uow.intents.add(intent)
 
@@ -359,6 +365,12 @@ def _decide(
     run = uow.runs.get_for_update(run_id)
     if run is None:
         raise NotFound(f"run {run_id} not found")
+    if run.next_action == NextAction.AWAIT_BUDGET.value:
+        raise Conflict(
+            f"run {run_id} waits for a larger budget, not a decision on its plan: raise it"
+            f" (POST /runs/{run_id}/budget) or cancel the run",
+            details={"rule": ["budget_waiting"]},
+        )
     if run.next_action == NextAction.AWAIT_ANSWER.value:
         raise Conflict(
             f"run {run_id} waits for an answer to DecideST's question, not a decision on its"
@@ -468,6 +480,86 @@ def answer_question(
     if move.dispatch is not None:
         uow.send_after_commit(RunStep(move.dispatch, run_id))
     return Answering(run, question, answer, approver)
+
+
+def run_budget(run: Run) -> Budget:
+    """The run's budget as the pure core reads it."""
+    return Budget(
+        Ledger(run.budget_usd_micro, run.spent_usd_micro, run.reserved_usd_micro),
+        Ledger(run.budget_tokens, run.spent_tokens, run.reserved_tokens),
+    )
+
+
+@dataclass(frozen=True)
+class Budgeted:
+    """A run's budget after a change, and the step it resumed (None: it was not waiting)."""
+
+    run: Run
+    resumed: StepId | None
+
+    @property
+    def budget(self) -> Budget:
+        return run_budget(self.run)
+
+
+def set_budget(
+    uow: UnitOfWork,
+    run_id: str,
+    *,
+    approver: str,
+    usd_micro: int | None,
+    tokens: int | None,
+    estimate: Estimate,
+    now: datetime,
+    lease_s: float,
+) -> Budgeted:
+    """Set the run's budget (an omitted dimension stays as it is); a run stopped on its
+    budget resumes its step (the step's next round) if the next call now fits.
+
+    Under the run's row lock, with the reservations of calls in flight counted. 409 for
+    an ended run, and for a stopped run whose next call would still not fit.
+    """
+    run = uow.runs.get_for_update(run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} not found")
+    if RunStatus(run.status).is_terminal:
+        raise Conflict(f"run {run_id} already ended ({run.status})")
+    if usd_micro is not None:
+        run.budget_usd_micro = usd_micro
+    if tokens is not None:
+        run.budget_tokens = tokens
+    uow.session.flush()
+    if run.next_action != NextAction.AWAIT_BUDGET.value:
+        return Budgeted(run, None)
+    budget = run_budget(run)
+    if not budget.admits(estimate):
+        raise Conflict(
+            budget.refusal(estimate).replace("was not sent", "still would not fit"),
+            details={"rule": ["budget"], "budget": [budget.to_json()]},
+        )
+    step = StepId(run.last_step) if run.last_step in set(StepId) else None
+    if step is None:  # pragma: no cover - a budget stop records its step
+        raise Conflict(f"run {run_id} stopped at no known step ({run.last_step})")
+    decided = uow.approvals.get(run_id, run.plan_sha256) if run.plan_sha256 else None
+    approved = decided is not None and decided.decision == Decision.APPROVED.value
+    move = transition(RunStatus.WAITING_INPUT, BudgetRaised(step, approved=approved))
+    checkpoint = uow.steps.get(run_id, step)
+    started = uow.steps.new_round(
+        run_id,
+        step,
+        round_input=retry_input(
+            approver, run.error, checkpoint.round_input if checkpoint is not None else None
+        ),
+        lease_s=lease_s,
+    )
+    if started is None:  # pragma: no cover - a budget stop ends the step's checkpoint
+        raise Conflict(f"run {run_id}: {step.value} has no ended checkpoint to resume")
+    if not uow.runs.apply(run_id, move, now, clear_error=True):  # pragma: no cover - locked
+        raise Conflict(f"run {run_id} moved while its budget was raised")
+    uow.runs.reload(run)
+    if move.dispatch is not None:
+        uow.send_after_commit(RunStep(move.dispatch, run_id))
+    return Budgeted(run, step)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from shared.domain.pinning import RepoPin
 from shared.domain.rounds import RepairRequest, artifact_name, quoted_output, repairs_done
 from shared.domain.run_machine import (
     STEP_STATUS,
+    BudgetExhausted,
     Escalated,
     Event,
     NothingToVerify,
@@ -227,6 +228,8 @@ def _event(s: Session, lease: StepLease, outcome: StepOutcome, routing: Routing)
             if route == "escalate":
                 return Escalated()
         return StepSucceeded(lease.step)
+    if outcome.budget_stop:
+        return BudgetExhausted(lease.step)
     if lease.step is StepId.EXECUTE and outcome.verification_failed:
         apply = StepRunRepo(s).get(lease.run_id, StepId.APPLY_PATCH)
         done = repairs_done(apply.round_input if apply is not None else None)

@@ -15,6 +15,8 @@ from shared.domain.contracts import PLAN_OUTPUT_SCHEMA, ContractViolation, valid
 from shared.domain.policy import Policy
 from shared.domain.run_machine import (
     Answered,
+    BudgetExhausted,
+    BudgetRaised,
     Cancel,
     ChangesRequested,
     Escalated,
@@ -45,6 +47,8 @@ EVENTS = st.one_of(
     st.just(NothingToVerify()),
     st.just(Escalated()),
     st.just(Answered(approved=False)),
+    st.sampled_from(list(StepId)).map(BudgetExhausted),
+    st.sampled_from(list(StepId)).map(lambda step: BudgetRaised(step, approved=False)),
     st.just(Cancel()),
     st.sampled_from(list(StepId)).map(StepSucceeded),
     st.sampled_from(list(StepId)).map(StepFailed),
@@ -61,6 +65,8 @@ def test_any_event_sequence_keeps_the_run_machine_sound(events: list[Event]) -> 
             event = Retried(event.step, approved=approved)
         if isinstance(event, Answered):
             event = Answered(approved=approved)
+        if isinstance(event, BudgetRaised):
+            event = BudgetRaised(event.step, approved=approved)
         try:
             move = transition(status, event)
         except IllegalTransition:

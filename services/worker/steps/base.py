@@ -25,6 +25,7 @@ from services.worker.worktree_guard import worktree_gitdir_problem
 from shared.clock import Clock
 from shared.config import Settings
 from shared.db.engine import unit_of_work
+from shared.domain.budget import BudgetExceeded
 from shared.domain.pinning import pin_violation
 from shared.domain.policy import Policy
 from shared.domain.prompts import plan_block
@@ -248,6 +249,10 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
         # lease lapses and the next delivery resumes from the ledger), never fail the run.
         bound.warning("step.database_unavailable")
         raise
+    except BudgetExceeded as exc:  # the next call was not sent: the run waits for budget
+        bound.warning("step.budget_stop", detail=exc.detail)
+        outcome = StepOutcome.failed(exc.detail, {"rule": exc.rule})
+        outcome.budget_stop = True
     except RuleRefusal as exc:  # a rule below the step (the ledger's, say) refused it
         bound.warning("step.refused", rule=exc.rule)
         outcome = StepOutcome.failed(str(exc), {"rule": exc.rule})

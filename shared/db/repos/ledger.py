@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, defer
 
 from shared.db.models import OpenCodeCall, Run, StepRun, bound, table_of
+from shared.domain.budget import Budget, BudgetExceeded, Estimate, Ledger
 from shared.domain.step_outcome import RuleRefusal
 from shared.domain.vocab import CallStatus
 
@@ -27,6 +28,9 @@ _CLAIMED = (
     insert(_CALLS)
     .values(
         **bound("op_key", "run_id", "step_id", "attempt", "agent", "request"),
+        # Not named like the columns: app.runs has them too, and its UPDATE would SET them.
+        reserved_usd_micro=bindparam("call_usd"),
+        reserved_tokens=bindparam("call_tok"),
         status=CallStatus.CLAIMED.value,
     )
     # No conflict target: a racing twin (same op_key, so the same run, step and attempt)
@@ -56,6 +60,38 @@ _CLAIM = select(_CLAIMED.c.id).add_cte(_COUNT_RETRY)
 """One statement: the claim, and a retried attempt (after its round's first) counted on its run.
 A repeated claim inserts nothing, so a replayed attempt is never counted twice. Its
 parameters must not be named like a column of app.runs: the UPDATE would SET them."""
+_RESERVE = (
+    update(_RUNS)
+    .where(
+        _RUNS.c.id == bindparam("w_run_id"),
+        (_RUNS.c.budget_usd_micro.is_(None))
+        | (
+            _RUNS.c.spent_usd_micro + _RUNS.c.reserved_usd_micro + bindparam("usd")
+            <= _RUNS.c.budget_usd_micro
+        ),
+        (_RUNS.c.budget_tokens.is_(None))
+        | (
+            _RUNS.c.spent_tokens + _RUNS.c.reserved_tokens + bindparam("tok")
+            <= _RUNS.c.budget_tokens
+        ),
+    )
+    .values(
+        reserved_usd_micro=_RUNS.c.reserved_usd_micro + bindparam("usd"),
+        reserved_tokens=_RUNS.c.reserved_tokens + bindparam("tok"),
+    )
+    .returning(_RUNS.c.id)
+)
+"""Reserve a call's estimate on its run, iff spent + reserved + estimate stays within each
+budget. The UPDATE takes the run's row lock, and Postgres re-checks the condition on the
+row as the lock-holder before it left it: racing reservations serialise, none overshoots."""
+_BUDGET_OF = select(
+    _RUNS.c.budget_usd_micro,
+    _RUNS.c.spent_usd_micro,
+    _RUNS.c.reserved_usd_micro,
+    _RUNS.c.budget_tokens,
+    _RUNS.c.spent_tokens,
+    _RUNS.c.reserved_tokens,
+).where(_RUNS.c.id == bindparam("w_run_id"))
 _MARK_STARTED = (
     update(_CALLS)
     .where(_CALLS.c.op_key == bindparam("key"))
@@ -153,6 +189,7 @@ class LedgerRepo:
         attempt: int,
         agent: str,
         request: dict[str, Any],
+        estimate: Estimate | None = None,
     ) -> tuple[OpenCodeCall, float] | None:
         """Insert the ``claimed`` row: None if this claim won (call now); else the row
         that holds the op_key and its age (never call: read it).
@@ -169,9 +206,13 @@ class LedgerRepo:
                 "attempt": attempt,
                 "agent": agent,
                 "request": request,
+                "call_usd": estimate.usd_micro if estimate else None,
+                "call_tok": estimate.tokens if estimate else None,
             },
         ).scalar_one_or_none()
         if won is not None:
+            if estimate is not None:
+                self._reserve(run_id, estimate)
             return None
         # A statement of its own (a new snapshot): it sees a twin that committed while
         # the insert waited on it.
@@ -179,6 +220,19 @@ class LedgerRepo:
         if found is None:
             raise AttemptPromptChanged(run_id, step_id, attempt, op_key)
         return found
+
+    def _reserve(self, run_id: str, estimate: Estimate) -> None:
+        """Reserve the won claim's estimate on its run, or raise BudgetExceeded (the
+        caller's transaction rolls back: the claim goes with it, nothing is sent)."""
+        params = {"w_run_id": run_id, "usd": estimate.usd_micro, "tok": estimate.tokens}
+        if self.session.execute(_RESERVE, params).scalar_one_or_none() is not None:
+            return
+        row = self.session.execute(_BUDGET_OF, {"w_run_id": run_id}).one()
+        budget = Budget(
+            Ledger(row.budget_usd_micro, row.spent_usd_micro, row.reserved_usd_micro),
+            Ledger(row.budget_tokens, row.spent_tokens, row.reserved_tokens),
+        )
+        raise BudgetExceeded(budget.refusal(estimate))
 
     def get(self, op_key: str) -> OpenCodeCall | None:
         return self.session.execute(

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from shared.db.models import OpenCodeCall, PlanApproval, Run, StepRun
-from shared.domain.run_machine import RunStatus
+from shared.domain.run_machine import NextAction, RunStatus
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,15 @@ class Histogram:
     buckets: tuple[int, ...]
     count: int
     total: float
+
+
+@dataclass(frozen=True)
+class BudgetTotals:
+    spent_usd: float
+    spent_tokens: int
+    reserved_usd: float
+    reserved_tokens: int
+    waiting: int  # runs stopped on their budget
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,27 @@ class MetricsRepo:
             CallUsage(str(a), str(st), str(status), int(n), int(t), float(c))
             for a, st, status, n, t, c in rows
         ]
+
+    def budgets(self) -> BudgetTotals:
+        """Over the runs still active: reserved by calls in flight, spent, and how many
+        wait for a larger budget; over all runs: what settled calls spent."""
+        active = Run.status.not_in([s.value for s in RunStatus if s.is_terminal])
+        row = self.session.execute(
+            select(
+                func.coalesce(func.sum(Run.spent_usd_micro), 0),
+                func.coalesce(func.sum(Run.spent_tokens), 0),
+                func.coalesce(func.sum(Run.reserved_usd_micro).filter(active), 0),
+                func.coalesce(func.sum(Run.reserved_tokens).filter(active), 0),
+                func.count().filter(Run.next_action == NextAction.AWAIT_BUDGET.value),
+            )
+        ).one()
+        return BudgetTotals(
+            spent_usd=int(row[0]) / 1_000_000,
+            spent_tokens=int(row[1]),
+            reserved_usd=int(row[2]) / 1_000_000,
+            reserved_tokens=int(row[3]),
+            waiting=int(row[4]),
+        )
 
     def answer_sources(self) -> dict[str, int]:
         """How step attempts got their answer: ``miss`` (a paid call), ``l1`` or ``l2``.

@@ -98,6 +98,13 @@ class RunRepo:
                 retry_count=0,
                 app_version=app_version,
                 contract_version=contract_version,
+                # the run's budget starts as its intent's (raising it changes the run's)
+                budget_usd_micro=select(Intent.budget_usd_micro)
+                .where(Intent.id == intent_id)
+                .scalar_subquery(),
+                budget_tokens=select(Intent.budget_tokens)
+                .where(Intent.id == intent_id)
+                .scalar_subquery(),
             )
             .on_conflict_do_nothing(index_elements=[Run.id])
             .returning(Run.id)

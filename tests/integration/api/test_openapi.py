@@ -27,6 +27,7 @@ NOT_IN_SPEC = {
     "ui_forms.reject",
     "ui_forms.request_changes_form",
     "ui_forms.answer_form",
+    "ui_forms.budget_form",
 }
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 

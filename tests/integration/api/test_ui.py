@@ -27,7 +27,7 @@ from tests.api_process.hostile import (
     VISIBLE_ESCAPES,
     store_hostile_run,
 )
-from tests.factories import IntentFactory, OpenCodeCallFactory, RunFactory
+from tests.factories import IntentFactory, OpenCodeCallFactory, PlanApprovalFactory, RunFactory
 from tests.integration.api.conftest import NOW, issue_token
 
 pytestmark = pytest.mark.integration
@@ -189,3 +189,35 @@ def test_the_header_names_a_real_model_without_the_stand_in_warning(
         state_of(app).close()
     assert '<span id="model-in-use">model: anthropic/claude-x</span>' in html
     assert "STAND-IN" not in html
+
+
+def test_a_plan_sent_back_shows_the_comment_while_the_revision_compiles(
+    client: FlaskClient, db: Session
+) -> None:
+    signed = canonical_bytes(PLAN)
+    run = RunFactory(status="compiling", plan_sha256=sha256_hex(signed))
+    ArtifactRepo(db).put(
+        run.id,
+        StepId.COMPILE,
+        kind=ArtifactKind.PLAN_CARD,
+        name="plan.json",
+        content=signed,
+        media_type="application/json",
+    )
+    PlanApprovalFactory(
+        run=run,
+        decision="changes_requested",
+        approved_at=None,
+        approver="iris",
+        comment="Split it <b>please</b>",
+    )
+    db.commit()
+
+    html = client.get(f"/ui/runs/{run.id}").get_data(as_text=True)
+
+    assert 'class="badge changes_requested">changes_requested<' in html
+    assert (
+        '<pre class="design" id="decided-comment">Split it &lt;b&gt;please&lt;/b&gt;</pre>' in html
+    )
+    assert "writing revision 2" in html
+    assert 'id="approve"' not in html, "a plan sent back is never approvable"

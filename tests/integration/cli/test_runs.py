@@ -157,3 +157,27 @@ def test_request_changes_sends_the_plan_back_and_plans_lists_both_revisions(kodo
     plans = json.loads(kodo("run", "plans", run_id, "--json").output)
     assert [r["revision"] for r in plans["revisions"]] == [1, 2]
     assert plans["currentPlanSha256"] == plans["revisions"][1]["planSha256"] != first
+
+
+def test_a_budget_is_given_at_submit_shown_by_status_and_raised_by_an_approver(
+    kodo: Kodo,
+) -> None:
+    repo = kodo.sample_repo("budget")
+    made = kodo(
+        "intent", "submit", "--repo", str(repo), "--goal", GOAL, "--budget-usd", "3.001", "--json"
+    )
+    assert made.exit_code == 0, made.output
+    run_id = json.loads(made.output)["intent"]["intentId"]
+    assert kodo("run", "watch", run_id, "--timeout", "60").exit_code == 0
+    status = kodo("run", "status", run_id)
+    assert "budget: $0.00" in status.output
+    assert "of $3.0010" in status.output
+
+    refused = kodo("run", "budget", run_id)
+    assert refused.exit_code == 2, "name a new limit"
+    rita = kodo.token("rita-budget", "approver")
+    raised = kodo("run", "budget", run_id, "--usd", "7.5", "--tokens", "900000", "--token", rita)
+    assert raised.exit_code == 0, raised.output
+    assert "of $7.5000" in raised.output
+    assert "of 900000 tokens" in raised.output
+    assert "resumed" not in raised.output, "the run was not stopped on its budget"

@@ -11,6 +11,8 @@ from shared.domain.run_machine import (
     STEP_STATUS,
     TERMINAL,
     Answered,
+    BudgetExhausted,
+    BudgetRaised,
     Cancel,
     ChangesRequested,
     ContractMismatch,
@@ -60,6 +62,8 @@ ALL_EVENTS: list[Event] = [
     *(ContractMismatch(step) for step in StepId),
     *(Upgraded(step) for step in StepId),
     *(Retried(step, approved) for step in StepId for approved in (True, False)),
+    *(BudgetExhausted(step) for step in StepId),
+    *(BudgetRaised(step, approved) for step in StepId for approved in (True, False)),
 ]
 
 LEGAL: dict[tuple[RunStatus, Event], tuple[RunStatus, StepId | None, NextAction]] = {
@@ -120,6 +124,28 @@ LEGAL: dict[tuple[RunStatus, Event], tuple[RunStatus, StepId | None, NextAction]
         (S.FAILED, Retried(step, approved=True)): (STEP_STATUS[step], step, RUN_ACTION[step])
         for step in StepId
     },
+    # A call that would pass the budget is not sent: the run waits; raising it resumes.
+    **{
+        (STEP_STATUS[step], BudgetExhausted(step)): (
+            S.WAITING_INPUT,
+            None,
+            NextAction.AWAIT_BUDGET,
+        )
+        for step in StepId
+    },
+    **{
+        (S.WAITING_INPUT, BudgetRaised(step, approved=True)): (
+            STEP_STATUS[step],
+            step,
+            RUN_ACTION[step],
+        )
+        for step in StepId
+    },
+    (S.WAITING_INPUT, BudgetRaised(StepId.COMPILE, approved=False)): (
+        S.COMPILING,
+        StepId.COMPILE,
+        NextAction.RUN_COMPILE,
+    ),
     (S.FAILED, Retried(StepId.COMPILE, approved=False)): (
         S.COMPILING,
         StepId.COMPILE,
@@ -180,6 +206,7 @@ def test_no_step_runs_before_approval_except_compile() -> None:
         for key in LEGAL
         if key[0] in reachable_before_approval
         and key[1] not in (PlanApproved(), Answered(approved=True))  # both say: approved
+        and not (isinstance(key[1], BudgetRaised) and key[1].approved)
     }
     assert dispatched <= {StepId.COMPILE, None}
 

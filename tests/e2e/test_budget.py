@@ -1,0 +1,72 @@
+"""A budget stop end to end: the next call would pass the run's budget, so it is not sent;
+the run waits, an approver raises the budget, and the run goes on to the end (real API,
+worker, beat, collector and oc-compat processes; each call reserves KODO_CALL_TOKEN_BOUND
+tokens at KODO_PRICE_USD_PER_MTOK: 200,000 x $15 per million = $3.00)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from tests.e2e.conftest import Api
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_call_past_the_budget_is_not_sent_until_an_approver_raises_it(
+    api: Api, engine: Engine, sample_repo: Path
+) -> None:
+    created = api.http.post(
+        "/intents",
+        json={"repo": str(sample_repo), "goal": "Add a note to README.md", "budget_usd": 3.001},
+    )
+    assert created.status_code == 201, created.text
+    run_id = created.json()["intentId"]
+    assert api.http.post(f"/intents/{run_id}/run").status_code == 202
+    plan = api.wait_for(run_id, {"waiting_input"})
+    assert plan["budget"]["usd"]["limit"] == pytest.approx(3.001)
+    assert 0 < plan["budget"]["usd"]["spent"] < 0.01, "CompileST's call, settled"
+    assert plan["budget"]["usd"]["reserved"] == 0
+    alice = api.bearer("alice", "approver")
+    approved = api.http.post(
+        f"/runs/{run_id}/approve-plan", json={"plan_sha256": plan["planSha256"]}, headers=alice
+    )
+    assert approved.status_code == 200, approved.text
+
+    stopped = api.wait_for(run_id, {"waiting_input"})  # applying, then the budget stop
+    assert stopped["nextAction"] == "await:budget"
+    assert stopped["lastStep"] == "ApplyPatchST"
+    assert stopped["error"].startswith("budget: the next provider call was not sent")
+    with engine.connect() as conn:
+        applies = conn.execute(
+            text(
+                "SELECT count(*) FROM app.opencode_calls"
+                " WHERE run_id = :r AND step_id = 'ApplyPatchST'"
+            ),
+            {"r": run_id},
+        ).scalar_one()
+    assert applies == 0, "the call past the budget was never claimed, so never sent"
+    short = api.http.post(f"/runs/{run_id}/budget", json={"budget_usd": 3.002}, headers=alice)
+    assert short.status_code == 409, "still too little for the next call"
+
+    raised = api.http.post(f"/runs/{run_id}/budget", json={"budget_usd": 10}, headers=alice)
+    assert raised.status_code == 200, raised.text
+    assert raised.json()["resumed"] == "ApplyPatchST"
+
+    done = api.wait_for(run_id, {"succeeded"})
+    budget = done["budget"]["usd"]
+    assert budget["reserved"] == 0
+    assert budget["spent"] <= budget["limit"] == 10
+    with engine.connect() as conn:
+        settled = conn.execute(
+            text(
+                "SELECT sum(ceil((usage->>'cost_usd')::numeric * 1000000)) AS usd,"
+                " count(*) FILTER (WHERE settled_at IS NULL) AS open"
+                " FROM app.opencode_calls WHERE run_id = :r"
+            ),
+            {"r": run_id},
+        ).one()
+    assert settled.open == 0
+    assert budget["spent"] == pytest.approx(float(settled.usd) / 1_000_000)
