@@ -61,6 +61,15 @@ DEFAULTS: dict[str, str] = {
     "KODO_PRICE_USD_PER_MTOK": "15",
     "KODO_BUDGET_USD": "",
     "KODO_BUDGET_TOKENS": "",
+    # Delivery: a succeeded run's branch kodo/<run id> is pushed to this remote of its
+    # source repository (a name in the repository's git config; empty: no delivery),
+    # over these protocols only.
+    "KODO_DELIVER_REMOTE": "",
+    "KODO_DELIVER_PROTOCOLS": "file",
+    # Cleanup: finished runs' worktrees are removed this long after they ended; the
+    # branches of rejected, cancelled and failed runs too, unless kept.
+    "KODO_WORKTREE_GRACE_S": "86400",
+    "KODO_KEEP_BRANCHES": "0",
     "KODO_MAX_BODY_BYTES": "65536",
     "APPROVAL_POLL_S": "2.0",
     "KODO_STEP_LEASE_S": "900",
@@ -222,6 +231,10 @@ class Settings:
     price_usd_per_mtok: float = float(DEFAULTS["KODO_PRICE_USD_PER_MTOK"])
     budget_usd: float | None = None
     budget_tokens: int | None = None
+    deliver_remote: str = ""
+    deliver_protocols: tuple[str, ...] = ("file",)
+    worktree_grace_s: float = float(DEFAULTS["KODO_WORKTREE_GRACE_S"])
+    keep_branches: bool = False
     max_body_bytes: int = int(DEFAULTS["KODO_MAX_BODY_BYTES"])
     approval_poll_s: float = float(DEFAULTS["APPROVAL_POLL_S"])
     step_lease_s: float = float(DEFAULTS["KODO_STEP_LEASE_S"])
@@ -299,6 +312,16 @@ class Settings:
             price_usd_per_mtok=_float(env, "KODO_PRICE_USD_PER_MTOK"),
             budget_usd=_optional_float(env, "KODO_BUDGET_USD"),
             budget_tokens=_optional_int(env, "KODO_BUDGET_TOKENS"),
+            deliver_remote=env.get("KODO_DELIVER_REMOTE", DEFAULTS["KODO_DELIVER_REMOTE"]).strip(),
+            deliver_protocols=tuple(
+                p.strip()
+                for p in env.get(
+                    "KODO_DELIVER_PROTOCOLS", DEFAULTS["KODO_DELIVER_PROTOCOLS"]
+                ).split(",")
+                if p.strip()
+            ),
+            worktree_grace_s=_float(env, "KODO_WORKTREE_GRACE_S"),
+            keep_branches=_bool(env, "KODO_KEEP_BRANCHES"),
             max_body_bytes=_int(env, "KODO_MAX_BODY_BYTES"),
             approval_poll_s=_float(env, "APPROVAL_POLL_S"),
             step_lease_s=_float(env, "KODO_STEP_LEASE_S"),
@@ -345,6 +368,15 @@ class Settings:
             raise ConfigError("KODO_BUDGET_USD must be empty or an amount, 0 or more")
         if self.budget_tokens is not None and self.budget_tokens < 0:
             raise ConfigError("KODO_BUDGET_TOKENS must be empty or 0 or more")
+        if self.deliver_remote and not re.fullmatch(
+            r"[A-Za-z0-9][A-Za-z0-9._-]*", self.deliver_remote
+        ):
+            raise ConfigError("KODO_DELIVER_REMOTE must name a remote (letters, digits, . _ -)")
+        unknown = set(self.deliver_protocols) - {"file", "https", "ssh", "git", "http"}
+        if unknown:
+            raise ConfigError(f"KODO_DELIVER_PROTOCOLS names unknown protocols: {sorted(unknown)}")
+        if self.worktree_grace_s < 0:
+            raise ConfigError("KODO_WORKTREE_GRACE_S must be 0 or more")
         for name, value in (
             ("APPROVAL_POLL_S", self.approval_poll_s),
             ("KODO_STEP_LEASE_S", self.step_lease_s),

@@ -10,12 +10,13 @@ from celery import Celery
 
 from shared.config import Settings
 from shared.domain.run_machine import StepId
-from shared.service.messages import AbortCalls, Message, RunStep
+from shared.service.messages import AbortCalls, Deliver, Message, RunStep
 
 QUEUE = "kodo"
 WATCH_APPROVALS = "kodo.watch_approvals"
 RECONCILE = "kodo.reconcile"
 ABORT_CALLS = "kodo.abort_calls"
+DELIVER = "kodo.deliver"
 
 
 def task_name(step: StepId) -> str:
@@ -55,6 +56,11 @@ def send_abort_calls(app: Celery, run_id: str) -> None:
     app.send_task(ABORT_CALLS, args=[run_id], queue=QUEUE)
 
 
+def send_deliver(app: Celery, run_id: str) -> None:
+    """Ask a worker to push the run's branch (after its success commits)."""
+    app.send_task(DELIVER, args=[run_id], queue=QUEUE)
+
+
 class CelerySender:
     """The outbox's Celery adapter: each message becomes one task, by its stable name."""
 
@@ -67,3 +73,5 @@ class CelerySender:
                 send_step(self.app, step, run_id)
             case AbortCalls(run_id=run_id):
                 send_abort_calls(self.app, run_id)
+            case Deliver(run_id=run_id):
+                send_deliver(self.app, run_id)

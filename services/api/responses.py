@@ -82,6 +82,16 @@ class RunOutSchema(Schema):
         allow_none=True,
         metadata={"description": "DecideST's question while nextAction is await:answer"},
     )
+    delivered_sha = fields.String(
+        data_key="deliveredSha",
+        attribute="run.delivered_sha",
+        allow_none=True,
+        metadata={"description": "the commit pushed to the delivery remote (KODO_DELIVER_REMOTE)"},
+    )
+    delivered_at = _dt("deliveredAt", attribute="run.delivered_at")
+    delivery_error = fields.String(
+        data_key="deliveryError", attribute="run.delivery_error", allow_none=True
+    )
     budget = fields.Dict(
         metadata={
             "description": "usd and tokens: limit (null: none), spent (settled calls),"

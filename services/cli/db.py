@@ -23,6 +23,7 @@ from sqlalchemy.pool import NullPool
 from devstack.database import migrate
 from devstack.handle import DevstackError
 from services.cli.context import home_option, settings_for
+from services.worker.git_ops import GitError, git, remove_worktree_dir
 from shared.queue import make_celery
 
 KEPT_TABLES = ("alembic_version", "processes", "api_tokens")
@@ -63,6 +64,40 @@ def run_tables(database_url: str) -> list[str]:
         engine.dispose()
 
 
+def run_worktrees(database_url: str) -> list[tuple[str, str]]:
+    """(repository, worktree) of every run that still has a worktree."""
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT i.repo_path, r.worktree_path FROM app.runs r"
+                    " JOIN app.intents i ON i.id = r.intent_id"
+                    " WHERE r.worktree_path IS NOT NULL AND r.worktree_removed_at IS NULL"
+                )
+            ).all()
+        return [(str(repo), str(tree)) for repo, tree in rows]
+    finally:
+        engine.dispose()
+
+
+def remove_worktrees(worktrees: list[tuple[str, str]], workspaces: Path) -> int:
+    """Delete the runs' worktree folders (only under the workspaces folder) and let each
+    repository forget them; the branches stay (they are the runs' results)."""
+    removed = 0
+    for tree in {t for _, t in worktrees}:
+        try:
+            remove_worktree_dir(Path(tree), workspaces)
+        except (GitError, OSError) as exc:
+            click.echo(f"kept {tree}: {exc}", err=True)
+            continue
+        removed += 1
+    for repo in {r for r, _ in worktrees}:
+        if Path(repo).is_dir():
+            git(Path(repo), "worktree", "prune", check=False)
+    return removed
+
+
 def truncate(database_url: str, tables: list[str]) -> None:
     if not tables:
         return
@@ -79,7 +114,8 @@ def truncate(database_url: str, tables: list[str]) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask (required without a terminal).")
 @home_option
 def reset_cmd(yes: bool, home: Path | None) -> None:
-    """Purge the `kodo` queue in Redis and truncate the run tables (asks first)."""
+    """Purge the `kodo` queue in Redis, truncate the run tables and remove the runs'
+    worktrees (asks first)."""
     settings = settings_for(home)
     shown = make_url(settings.database_url).render_as_string(hide_password=True)
     if not yes:
@@ -112,8 +148,11 @@ def reset_cmd(yes: bool, home: Path | None) -> None:
     finally:
         celery.close()
     try:
+        worktrees = run_worktrees(settings.database_url)
         truncate(settings.database_url, tables)
     except SQLAlchemyError as exc:
         raise click.ClickException(f"cannot truncate the run tables: {exc}") from exc
+    removed = remove_worktrees(worktrees, settings.workspace_dir)
     click.echo(f"purged {purged} queued message(s) from {settings.redis_url}")
     click.echo(f"truncated {', '.join(tables) or 'nothing'} in {shown}")
+    click.echo(f"removed {removed} worktree(s) under {settings.workspace_dir}")

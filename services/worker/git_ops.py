@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -215,3 +216,18 @@ def _with_link(worktree: Path, change: IndexChange) -> IndexChange:
     resolved = Path(os.path.realpath(worktree / change.path))
     inside = resolved == root or resolved.is_relative_to(root)
     return replace(change, link_target=target, link_inside=inside)
+
+
+def remove_worktree_dir(path: Path, workspaces: Path) -> None:
+    """Delete a run's worktree folder without following anything the agent left in it: a
+    symlink in its place is unlinked, a folder outside the workspaces is refused, and
+    ``shutil.rmtree`` never follows the links inside (no ``git worktree remove``, which
+    would read the worktree's own ``.git``)."""
+    if path.is_symlink():
+        path.unlink()
+        return
+    if not path.exists():
+        return
+    if not path.resolve().is_relative_to(workspaces.resolve()):
+        raise GitError(f"refusing to remove {path}: it is not under {workspaces}")
+    shutil.rmtree(path)

@@ -11,6 +11,7 @@ import structlog
 from redis import Redis
 from redis.exceptions import RedisError
 
+from services.worker.delivery import clean, deliver
 from services.worker.runtime import Runtime
 from services.worker.watcher import watch_approvals
 from shared.domain.step_contract import step_contract_version
@@ -55,4 +56,6 @@ def reconcile(rt: Runtime) -> list[Redispatch]:
     for parked in resumed:
         log.info("reconciler.resumed", run_id=parked.run_id, step_id=parked.step.value)
     watch_approvals(rt)
+    deliver(rt)  # a push that failed (or whose message was lost) is tried again
+    clean(rt)
     return stalled

@@ -10,6 +10,7 @@ from sqlalchemy.exc import OperationalError
 
 from services.worker.cancel import abort_inflight_calls
 from services.worker.celery_app import app
+from services.worker.delivery import deliver
 from services.worker.reconciler import reconcile
 from services.worker.runtime import runtime
 from services.worker.steps.apply_patch import apply_patch_step
@@ -19,7 +20,7 @@ from services.worker.steps.decide import decide_step
 from services.worker.steps.execute import execute_step
 from services.worker.watcher import watch_approvals
 from shared.domain.run_machine import StepId
-from shared.queue import ABORT_CALLS, RECONCILE, WATCH_APPROVALS, task_name
+from shared.queue import ABORT_CALLS, DELIVER, RECONCILE, WATCH_APPROVALS, task_name
 
 BODIES: dict[StepId, StepBody] = {
     StepId.COMPILE: compile_step,
@@ -62,6 +63,12 @@ def watch_approvals_task() -> int:
 def reconcile_task() -> int:
     """Re-dispatch steps that stopped progressing (beat every KODO_RECONCILE_S)."""
     return len(reconcile(runtime(app)))
+
+
+@app.task(name=DELIVER, **_RETRY)  # type: ignore[untyped-decorator]
+def deliver_task(run_id: str) -> int:
+    """Push a succeeded run's branch to its repository's delivery remote."""
+    return len(deliver(runtime(app), run_id))
 
 
 @app.task(name=ABORT_CALLS, **_RETRY)  # type: ignore[untyped-decorator]

@@ -160,6 +160,14 @@ class Run(Base):
     spent_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     reserved_usd_micro: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     reserved_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Migration 0017: the succeeded run's branch pushed to its delivery remote, and the
+    # reconciler's cleanup of finished runs.
+    delivered_sha: Mapped[str | None] = mapped_column(String(64))
+    delivered_at: Mapped[datetime | None]
+    delivery_error: Mapped[str | None] = mapped_column(Text)
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    worktree_removed_at: Mapped[datetime | None]
+    branch_removed_at: Mapped[datetime | None]
 
 
 class StepRun(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, text
 
-EXPECTED_HEAD = "0016"
+EXPECTED_HEAD = "0017"
 
 
 class SchemaMismatch(RuntimeError):

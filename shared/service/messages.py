@@ -28,7 +28,14 @@ class AbortCalls:
     run_id: str
 
 
-Message = RunStep | AbortCalls
+@dataclass(frozen=True)
+class Deliver:
+    """Ask a worker to push a succeeded run's branch to its delivery remote."""
+
+    run_id: str
+
+
+Message = RunStep | AbortCalls | Deliver
 
 
 class Sender(Protocol):

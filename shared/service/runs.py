@@ -594,6 +594,12 @@ def retry_run(
     step = StepId(run.last_step) if run.last_step in set(StepId) else None
     if step is None:  # pragma: no cover - a run fails only through a step's outcome
         raise Conflict(f"run {run_id} failed at no known step ({run.last_step})")
+    if run.worktree_removed_at is not None:
+        raise Conflict(
+            f"run {run_id}'s worktree was removed (KODO_WORKTREE_GRACE_S after it failed):"
+            " it cannot resume; submit a new intent",
+            details={"rule": ["worktree_removed"]},
+        )
     decided = uow.approvals.get(run_id, run.plan_sha256) if run.plan_sha256 else None
     approved = decided is not None and decided.decision == Decision.APPROVED.value
     try:

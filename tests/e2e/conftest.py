@@ -50,6 +50,9 @@ def stack(
         "APPROVAL_POLL_S": "0.5",
         "OC_TIMEOUT_MS": "20000",
         "KODO_SCHEMA_RETRIES": "3",
+        # A succeeded run is pushed to its repository's "origin" (test_delivery.py gives
+        # its repository one; elsewhere the failed push is only recorded).
+        "KODO_DELIVER_REMOTE": "origin",
     }
     s = Stack(env=env, log_dir=root / "logs")
     try:

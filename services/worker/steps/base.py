@@ -35,7 +35,7 @@ from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.domain.step_outcome import ArtifactOut, RuleRefusal, StepOutcome
 from shared.opencode.calls import CallPending, CallSuperseded
 from shared.opencode.ports import StructuredCalls
-from shared.service.messages import RunStep
+from shared.service.messages import Deliver, RunStep
 from shared.service.repo_pin import observe_repo
 from shared.service.steps import (
     EnteredStep,
@@ -359,6 +359,8 @@ def _record(rt: Runtime, lease: StepLease, outcome: StepOutcome, routing: Routin
         )
         if move.dispatch is not None:
             uow.send_after_commit(RunStep(move.dispatch, lease.run_id))
+        if move.to_status is RunStatus.SUCCEEDED and rt.settings.deliver_remote:
+            uow.send_after_commit(Deliver(lease.run_id))
         return move
 
 

@@ -6,7 +6,7 @@ policy fixed at submit (trusted ref and base_ref, strictest), never re-read here
 
 from __future__ import annotations
 
-from services.worker.git_ops import ensure_worktree
+from services.worker.git_ops import Worktree, ensure_worktree
 from services.worker.steps.attempts import AttemptLoop
 from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, Stopwatch
 from shared.domain.change_check import check_plan
@@ -33,6 +33,13 @@ def compile_step(ctx: StepContext) -> StepOutcome:
         worktree = ensure_worktree(
             ctx.repo_path, settings.workspace_dir, ctx.run_id, ctx.base_commit
         )
+    outcome = _plan(ctx, policy, worktree, git)
+    # recorded whatever the outcome: a failed run's worktree is cleaned up like any other
+    outcome.workspace = (worktree.branch, str(worktree.path))
+    return outcome
+
+
+def _plan(ctx: StepContext, policy: Policy, worktree: Worktree, git: Stopwatch) -> StepOutcome:
     try:
         request = _change_request(ctx)
     except (RoundInputError, ValueError) as exc:
@@ -76,7 +83,6 @@ def compile_step(ctx: StepContext) -> StepOutcome:
             },
             artifacts=[ArtifactOut.signed_json(ArtifactKind.PLAN_CARD, PLAN_ARTIFACT, signed)],
             plan_sha256=plan_sha,
-            workspace=(worktree.branch, str(worktree.path)),
         )
     return loop.failure("valid plan", schema=PLAN_OUTPUT_SCHEMA)
 

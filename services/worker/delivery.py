@@ -1,0 +1,112 @@
+"""Delivery and cleanup, the git side: push a succeeded run's branch to its repository's
+delivery remote, and remove finished runs' worktrees (and the branches of runs that
+produced nothing to keep) once their grace period is over.
+
+Both run from the reconciler's pass (so a lost message or a failed push is tried again
+from the rows alone); delivery is also sent right after a run succeeds. git runs
+hardened (shared.gitcmd), allowing only the protocols the operator lists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+
+from services.worker.git_ops import GitError, git, remove_worktree_dir, repo_lock
+from services.worker.runtime import Runtime
+from shared.db.engine import unit_of_work
+from shared.domain.run_machine import RunStatus
+from shared.gitcmd import run_git
+from shared.service.delivery import (
+    Cleanup,
+    Delivery,
+    due_cleanups,
+    due_deliveries,
+    record_cleanup,
+    record_delivery,
+)
+
+log = structlog.get_logger("kodo.delivery")
+
+PUSH_TIMEOUT_S = 120
+DISPOSABLE = frozenset({RunStatus.REJECTED, RunStatus.CANCELLED, RunStatus.FAILED})
+"""Runs whose branch holds nothing anyone asked to keep (removed unless KODO_KEEP_BRANCHES)."""
+
+
+def deliver(rt: Runtime, run_id: str | None = None) -> list[str]:
+    """Push the branch of each succeeded, undelivered run (or just ``run_id``); return the
+    runs delivered. Nothing to do when no delivery remote is configured."""
+    remote = rt.settings.deliver_remote
+    if not remote:
+        return []
+    with unit_of_work(rt.sessions) as s:
+        due = due_deliveries(s, run_id=run_id)
+    delivered = []
+    for item in due:
+        sha, error = _push(rt, item, remote)
+        with unit_of_work(rt.sessions) as s:
+            record_delivery(s, item.run_id, sha=sha, error=error)
+        if sha is not None:
+            delivered.append(item.run_id)
+            log.info("delivery.pushed", run_id=item.run_id, remote=remote, sha=sha)
+        else:
+            log.warning("delivery.failed", run_id=item.run_id, remote=remote, error=error)
+    return delivered
+
+
+def _push(rt: Runtime, item: Delivery, remote: str) -> tuple[str | None, str | None]:
+    """(the sha the remote's branch now has, None) or (None, why the push failed)."""
+    repo = Path(item.repo_path)
+    ref = f"refs/heads/{item.branch}"
+    allowed = {f"protocol.{p}.allow": "always" for p in rt.settings.deliver_protocols}
+    try:
+        sha = git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}").strip()
+    except GitError as exc:
+        return None, f"the branch {item.branch} is gone from {repo}: {exc}"
+    pushed = run_git(
+        repo,
+        ["push", "--porcelain", "--", remote, f"{sha}:{ref}"],
+        timeout_s=PUSH_TIMEOUT_S,
+        config=allowed,
+    )
+    if pushed.returncode != 0:
+        said = (pushed.stderr or pushed.stdout).decode(errors="replace").strip()
+        return None, f"git push {remote} {item.branch}: {said}"
+    return sha, None
+
+
+def clean(rt: Runtime) -> list[str]:
+    """Remove the worktrees of runs finished longer than KODO_WORKTREE_GRACE_S ago, and
+    the branches of rejected, cancelled and failed ones (unless KODO_KEEP_BRANCHES);
+    return the runs cleaned."""
+    settings = rt.settings
+    with unit_of_work(rt.sessions) as s:
+        due = due_cleanups(s, now=rt.clock.now(), grace_s=settings.worktree_grace_s)
+    cleaned = []
+    for item in due:
+        try:
+            branch_removed = _remove(rt, item)
+        except GitError as exc:
+            log.warning("cleanup.failed", run_id=item.run_id, error=str(exc))
+            continue
+        with unit_of_work(rt.sessions) as s:
+            record_cleanup(s, item.run_id, branch_removed=branch_removed)
+        cleaned.append(item.run_id)
+        log.info("cleanup.done", run_id=item.run_id, branch_removed=branch_removed)
+    return cleaned
+
+
+def _remove(rt: Runtime, item: Cleanup) -> bool:
+    """Remove the run's worktree (and its branch, if disposable): whether the branch went."""
+    repo = Path(item.repo_path)
+    with repo_lock(rt.settings.workspace_dir, repo):
+        if item.worktree_path is not None:
+            remove_worktree_dir(Path(item.worktree_path), rt.settings.workspace_dir)
+        git(repo, "worktree", "prune")  # git forgets the worktree whose folder is gone
+        drop = RunStatus(item.status) in DISPOSABLE and not rt.settings.keep_branches
+        if drop and item.branch is not None:
+            present = git(repo, "branch", "--list", item.branch).strip()
+            if present:
+                git(repo, "branch", "-D", item.branch)
+        return drop

@@ -1,0 +1,92 @@
+"""Delivery and cleanup, in rows: which finished runs still need their branch pushed or
+their worktree removed, and what happened when a worker tried (SQL-first triage).
+
+The git work itself is the worker's (services/worker/delivery.py); these functions only
+read and write ``app.runs`` inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from shared.db.models import Intent, Run
+from shared.domain.run_machine import TERMINAL, RunStatus
+
+MAX_DELIVERY_ATTEMPTS = 5
+"""A push that keeps failing (no such remote, a refused update) is tried this often."""
+
+DELIVERY_ERROR_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class Delivery:
+    run_id: str
+    repo_path: str
+    branch: str
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    run_id: str
+    status: str
+    repo_path: str
+    worktree_path: str | None
+    branch: str | None
+
+
+def due_deliveries(s: Session, *, limit: int = 20, run_id: str | None = None) -> list[Delivery]:
+    """Succeeded runs whose branch is not pushed yet (attempts left), oldest first."""
+    query = (
+        select(Run.id, Intent.repo_path, Run.branch)
+        .join(Intent, Intent.id == Run.intent_id)
+        .where(
+            Run.status == RunStatus.SUCCEEDED.value,
+            Run.delivered_sha.is_(None),
+            Run.branch.is_not(None),
+            Run.branch_removed_at.is_(None),
+            Run.delivery_attempts < MAX_DELIVERY_ATTEMPTS,
+        )
+        .order_by(Run.finished_at)
+        .limit(limit)
+    )
+    if run_id is not None:
+        query = query.where(Run.id == run_id)
+    return [Delivery(r, repo, branch) for r, repo, branch in s.execute(query).all() if branch]
+
+
+def record_delivery(s: Session, run_id: str, *, sha: str | None, error: str | None) -> None:
+    """The push's outcome: the sha the remote now has, or why it failed (one more try)."""
+    values: dict[str, object] = {"delivery_attempts": Run.delivery_attempts + 1}
+    if sha is not None:
+        values.update(delivered_sha=sha, delivered_at=func.now(), delivery_error=None)
+    else:
+        values.update(delivery_error=(error or "unknown")[:DELIVERY_ERROR_CHARS])
+    s.execute(update(Run).where(Run.id == run_id).values(**values))
+
+
+def due_cleanups(s: Session, *, now: datetime, grace_s: float, limit: int = 20) -> list[Cleanup]:
+    """Finished runs whose worktree outlived the grace period, oldest first."""
+    rows = s.execute(
+        select(Run.id, Run.status, Intent.repo_path, Run.worktree_path, Run.branch)
+        .join(Intent, Intent.id == Run.intent_id)
+        .where(
+            Run.status.in_([status.value for status in TERMINAL]),
+            Run.finished_at < now - timedelta(seconds=grace_s),
+            Run.worktree_removed_at.is_(None),
+            Run.worktree_path.is_not(None),
+        )
+        .order_by(Run.finished_at)
+        .limit(limit)
+    ).all()
+    return [Cleanup(*row) for row in rows]
+
+
+def record_cleanup(s: Session, run_id: str, *, branch_removed: bool) -> None:
+    values: dict[str, object] = {"worktree_removed_at": func.now()}
+    if branch_removed:
+        values["branch_removed_at"] = func.now()
+    s.execute(update(Run).where(Run.id == run_id).values(**values))

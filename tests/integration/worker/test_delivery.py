@@ -1,0 +1,161 @@
+"""Delivery and cleanup on real git and Postgres: a succeeded run's branch is pushed to its
+repository's delivery remote (a local bare repository), a failing push is recorded and
+retried a bounded number of times, and finished runs' worktrees (and the branches of runs
+with nothing to keep) are removed after the grace period, never following a link."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from services.worker.delivery import clean, deliver
+from services.worker.runtime import Runtime
+from services.worker.steps.apply_patch import apply_patch_step
+from services.worker.steps.base import run_step
+from services.worker.steps.compile import compile_step
+from services.worker.steps.decide import decide_step
+from services.worker.steps.execute import execute_step
+from shared.domain.run_machine import StepId
+from shared.errors import Conflict
+from shared.service.delivery import MAX_DELIVERY_ATTEMPTS
+from shared.service.messages import InMemorySender
+from shared.service.runs import cancel_run, retry_run
+from tests.integration.worker.conftest import RuntimeFactory, approve, new_run, read_run, uow
+
+pytestmark = pytest.mark.integration
+
+
+def git_out(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def with_origin(repo: Path, tmp_path: Path) -> Path:
+    bare = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    git_out(repo, "remote", "add", "origin", str(bare))
+    return bare
+
+
+def succeeded(rt: Runtime, repo: Path) -> str:
+    run_id = new_run(rt, repo, goal="Add a note to README.md")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    approve(rt, run_id)
+    assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "deciding"
+    assert run_step(rt, StepId.DECIDE, run_id, decide_step) == "executing"
+    assert run_step(rt, StepId.EXECUTE, run_id, execute_step) == "succeeded"
+    return run_id
+
+
+def test_a_succeeded_runs_branch_is_pushed_to_the_remote_and_its_sha_recorded(
+    make_rt: RuntimeFactory, repo: Path, tmp_path: Path
+) -> None:
+    rt = make_rt(deliver_remote="origin")
+    bare = with_origin(repo, tmp_path)
+    run_id = succeeded(rt, repo)
+
+    assert deliver(rt) == [run_id]
+
+    branch = f"kodo/{run_id}"
+    local = git_out(repo, "rev-parse", branch)
+    assert git_out(bare, "rev-parse", branch) == local, "the remote has the run's commit"
+    run = read_run(rt, run_id)
+    assert (run.delivered_sha, run.delivery_error, run.delivery_attempts) == (local, None, 1)
+    assert run.delivered_at is not None
+    assert deliver(rt) == [], "a delivered run is not pushed again"
+
+
+def test_a_failing_push_is_recorded_and_tried_a_bounded_number_of_times(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    rt = make_rt(deliver_remote="origin")  # the repository has no remote "origin"
+    run_id = succeeded(rt, repo)
+
+    for _ in range(MAX_DELIVERY_ATTEMPTS + 2):
+        assert deliver(rt) == []
+
+    run = read_run(rt, run_id)
+    assert run.delivered_sha is None
+    assert run.delivery_attempts == MAX_DELIVERY_ATTEMPTS
+    assert run.delivery_error is not None
+    assert "git push origin" in run.delivery_error
+
+
+def test_nothing_is_pushed_without_a_delivery_remote(
+    rt: Runtime, repo: Path, tmp_path: Path
+) -> None:
+    bare = with_origin(repo, tmp_path)
+    succeeded(rt, repo)
+    assert deliver(rt) == []
+    assert git_out(bare, "branch", "--list") == ""
+
+
+def worktrees(repo: Path) -> str:
+    return git_out(repo, "worktree", "list", "--porcelain")
+
+
+def test_finished_worktrees_go_after_the_grace_and_disposable_branches_with_them(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    rt = make_rt(worktree_grace_s=0)
+    done = succeeded(rt, repo)
+    dropped = new_run(rt, repo, goal="Add a note to README.md")
+    assert run_step(rt, StepId.COMPILE, dropped, compile_step) == "waiting_input"
+    with uow(rt, InMemorySender()) as work:
+        cancel_run(work, dropped, now=rt.clock.now())
+    kept_tree = Path(read_run(rt, done).worktree_path or "")
+    dropped_tree = Path(read_run(rt, dropped).worktree_path or "")
+    assert kept_tree.is_dir()
+    assert dropped_tree.is_dir()
+
+    assert sorted(clean(rt)) == sorted([done, dropped])
+
+    assert not kept_tree.exists()
+    assert not dropped_tree.exists()
+    assert str(kept_tree) not in worktrees(repo)
+    assert git_out(repo, "branch", "--list", f"kodo/{done}"), "a succeeded run's branch stays"
+    assert git_out(repo, "branch", "--list", f"kodo/{dropped}") == "", "a cancelled one goes"
+    assert read_run(rt, done).worktree_removed_at is not None
+    assert read_run(rt, dropped).branch_removed_at is not None
+    assert clean(rt) == [], "cleaned once"
+
+
+def test_the_grace_period_keeps_a_fresh_worktree(make_rt: RuntimeFactory, repo: Path) -> None:
+    rt = make_rt(worktree_grace_s=3600)
+    run_id = succeeded(rt, repo)
+    assert clean(rt) == []
+    assert Path(read_run(rt, run_id).worktree_path or "").is_dir()
+
+
+def test_a_link_left_in_the_worktrees_place_is_removed_never_followed(
+    make_rt: RuntimeFactory, repo: Path, tmp_path: Path
+) -> None:
+    rt = make_rt(worktree_grace_s=0, keep_branches=True)
+    run_id = succeeded(rt, repo)
+    tree = Path(read_run(rt, run_id).worktree_path or "")
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("mine")
+    subprocess.run(["rm", "-rf", str(tree)], check=True)
+    tree.symlink_to(precious)
+
+    assert clean(rt) == [run_id]
+
+    assert not tree.is_symlink()
+    assert (precious / "keep.txt").read_text() == "mine", "the link's target is untouched"
+
+
+def test_a_failed_run_whose_worktree_was_removed_cannot_resume(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    rt = make_rt(worktree_grace_s=0)
+    run_id = new_run(rt, repo, goal="Add a note to README.md [oc:invalid]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "failed"
+    tree = Path(read_run(rt, run_id).worktree_path or "")
+    assert tree.is_dir(), "a failed compile records the worktree it made, for the cleanup"
+    assert clean(rt) == [run_id]
+    assert not tree.exists()
+    with pytest.raises(Conflict, match="worktree was removed"), uow(rt, InMemorySender()) as work:
+        retry_run(work, run_id, operator="ops", now=rt.clock.now(), lease_s=30)
