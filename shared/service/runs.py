@@ -39,6 +39,7 @@ from shared.domain.run_machine import (
     RunStatus,
     Start,
     StepId,
+    Transition,
     transition,
 )
 from shared.domain.step_contract import step_contract_version
@@ -457,9 +458,7 @@ def answer_question(
     question = (decide.output or {}).get("question") if decide is not None else None
     if not isinstance(question, str):  # pragma: no cover - Escalated needs a question
         raise Conflict(f"run {run_id} records no question")
-    decided = uow.approvals.get(run_id, run.plan_sha256) if run.plan_sha256 else None
-    approved = decided is not None and decided.decision == Decision.APPROVED.value
-    move = transition(RunStatus.WAITING_INPUT, Answered(approved=approved))
+    move = transition(RunStatus.WAITING_INPUT, Answered(approved=_plan_approved(uow, run)))
     earlier = effective_input(decide.round_input if decide is not None else None)
     before = (
         Answer.from_json(earlier).exchanges
@@ -480,6 +479,50 @@ def answer_question(
     if move.dispatch is not None:
         uow.send_after_commit(RunStep(move.dispatch, run_id))
     return Answering(run, question, answer, approver)
+
+
+def _plan_approved(uow: UnitOfWork, run: Run) -> bool:
+    """Whether the run's current plan digest is approved (steps past the gate need it)."""
+    decided = uow.approvals.get(run.id, run.plan_sha256) if run.plan_sha256 else None
+    return decided is not None and decided.decision == Decision.APPROVED.value
+
+
+def _stopped_step(run: Run) -> StepId:
+    """The step a stopped run (failed, or waiting on its budget) stopped at."""
+    step = StepId(run.last_step) if run.last_step in set(StepId) else None
+    if step is None:  # pragma: no cover - a run stops only through a step's outcome
+        raise Conflict(f"run {run.id} stopped at no known step ({run.last_step})")
+    return step
+
+
+def _resume(
+    uow: UnitOfWork,
+    run: Run,
+    step: StepId,
+    move: Transition,
+    *,
+    by: str,
+    now: datetime,
+    lease_s: float,
+) -> int:
+    """Start ``step``'s next round (asked what its last round was asked, through any
+    retries) and store ``move``; the step is sent after commit. Returns the round."""
+    checkpoint = uow.steps.get(run.id, step)
+    started = uow.steps.new_round(
+        run.id,
+        step,
+        round_input=retry_input(
+            by, run.error, checkpoint.round_input if checkpoint is not None else None
+        ),
+        lease_s=lease_s,
+    )
+    if started is None:  # pragma: no cover - a stopped run's step ended
+        raise Conflict(f"run {run.id}: {step.value} has no ended checkpoint to resume")
+    if not uow.runs.apply(run.id, move, now, clear_error=True):  # pragma: no cover - locked
+        raise Conflict(f"run {run.id} moved while it was resumed")
+    if move.dispatch is not None:
+        uow.send_after_commit(RunStep(move.dispatch, run.id))
+    return started
 
 
 def run_budget(run: Run) -> Budget:
@@ -537,28 +580,12 @@ def set_budget(
             budget.refusal(estimate).replace("was not sent", "still would not fit"),
             details={"rule": ["budget"], "budget": [budget.to_json()]},
         )
-    step = StepId(run.last_step) if run.last_step in set(StepId) else None
-    if step is None:  # pragma: no cover - a budget stop records its step
-        raise Conflict(f"run {run_id} stopped at no known step ({run.last_step})")
-    decided = uow.approvals.get(run_id, run.plan_sha256) if run.plan_sha256 else None
-    approved = decided is not None and decided.decision == Decision.APPROVED.value
-    move = transition(RunStatus.WAITING_INPUT, BudgetRaised(step, approved=approved))
-    checkpoint = uow.steps.get(run_id, step)
-    started = uow.steps.new_round(
-        run_id,
-        step,
-        round_input=retry_input(
-            approver, run.error, checkpoint.round_input if checkpoint is not None else None
-        ),
-        lease_s=lease_s,
+    step = _stopped_step(run)
+    move = transition(
+        RunStatus.WAITING_INPUT, BudgetRaised(step, approved=_plan_approved(uow, run))
     )
-    if started is None:  # pragma: no cover - a budget stop ends the step's checkpoint
-        raise Conflict(f"run {run_id}: {step.value} has no ended checkpoint to resume")
-    if not uow.runs.apply(run_id, move, now, clear_error=True):  # pragma: no cover - locked
-        raise Conflict(f"run {run_id} moved while its budget was raised")
+    _resume(uow, run, step, move, by=approver, now=now, lease_s=lease_s)
     uow.runs.reload(run)
-    if move.dispatch is not None:
-        uow.send_after_commit(RunStep(move.dispatch, run_id))
     return Budgeted(run, step)
 
 
@@ -591,41 +618,23 @@ def retry_run(
             f"run {run_id} is {run.status}: only a failed run can be retried",
             details={"rule": ["retry_failed_only"], "status": [run.status]},
         )
-    step = StepId(run.last_step) if run.last_step in set(StepId) else None
-    if step is None:  # pragma: no cover - a run fails only through a step's outcome
-        raise Conflict(f"run {run_id} failed at no known step ({run.last_step})")
+    step = _stopped_step(run)
     if run.worktree_removed_at is not None:
         raise Conflict(
             f"run {run_id}'s worktree was removed (KODO_WORKTREE_GRACE_S after it failed):"
             " it cannot resume; submit a new intent",
             details={"rule": ["worktree_removed"]},
         )
-    decided = uow.approvals.get(run_id, run.plan_sha256) if run.plan_sha256 else None
-    approved = decided is not None and decided.decision == Decision.APPROVED.value
     try:
-        move = transition(RunStatus.FAILED, Retried(step, approved=approved))
+        move = transition(RunStatus.FAILED, Retried(step, approved=_plan_approved(uow, run)))
     except IllegalTransition as exc:
         raise Conflict(
             f"run {run_id} failed at {step.value} without an approved plan: it cannot resume",
             details={"rule": ["approval_gate"]},
         ) from exc
-    checkpoint = uow.steps.get(run_id, step)
-    started = uow.steps.new_round(
-        run_id,
-        step,
-        round_input=retry_input(
-            operator, run.error, checkpoint.round_input if checkpoint is not None else None
-        ),
-        lease_s=lease_s,
-    )
-    if started is None:  # pragma: no cover - a failed run's step ended failed
-        raise Conflict(f"run {run_id}: {step.value} has no ended checkpoint to resume")
-    if not uow.runs.apply(run_id, move, now, clear_error=True):  # pragma: no cover - locked
-        raise Conflict(f"run {run_id} moved while it was retried")
+    started = _resume(uow, run, step, move, by=operator, now=now, lease_s=lease_s)
     uow.runs.count_retry(run_id)
     uow.runs.reload(run)
-    if move.dispatch is not None:
-        uow.send_after_commit(RunStep(move.dispatch, run_id))
     return Retrying(run, step, started)
 
 

@@ -413,6 +413,19 @@ class StepRunRepo:
         )
 
 
+def _plan_cards(what: Any, run_id: str) -> Select[Any]:
+    """``what`` of the run's plan cards (CompileST's, one per revision), oldest first."""
+    return (
+        select(what)
+        .where(
+            Artifact.run_id == run_id,
+            Artifact.step_id == StepId.COMPILE.value,
+            Artifact.kind == ArtifactKind.PLAN_CARD.value,
+        )
+        .order_by(Artifact.id)
+    )
+
+
 class ArtifactRepo:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -470,32 +483,12 @@ class ArtifactRepo:
         )
 
     def plan_digests(self, run_id: str) -> list[str]:
-        """The digest of every plan revision of the run, oldest first."""
-        return list(
-            self.session.execute(
-                select(Artifact.sha256)
-                .where(
-                    Artifact.run_id == run_id,
-                    Artifact.step_id == StepId.COMPILE.value,
-                    Artifact.kind == ArtifactKind.PLAN_CARD.value,
-                )
-                .order_by(Artifact.id)
-            ).scalars()
-        )
+        """The digest of every plan revision of the run, oldest first (no blobs read)."""
+        return list(self.session.execute(_plan_cards(Artifact.sha256, run_id)).scalars())
 
     def plan_revisions(self, run_id: str) -> list[Artifact]:
         """Every plan card of the run (one per revision), oldest first."""
-        return list(
-            self.session.execute(
-                select(Artifact)
-                .where(
-                    Artifact.run_id == run_id,
-                    Artifact.step_id == StepId.COMPILE.value,
-                    Artifact.kind == ArtifactKind.PLAN_CARD.value,
-                )
-                .order_by(Artifact.id)
-            ).scalars()
-        )
+        return list(self.session.execute(_plan_cards(Artifact, run_id)).scalars())
 
     def named(self, run_id: str, name: str) -> list[Artifact]:
         """Every step's artifact called ``name``: a name alone may match several steps."""

@@ -130,3 +130,25 @@ def test_metrics_are_derived_from_the_rows(client: FlaskClient, db: Session) -> 
     assert value(samples, "kodo_approval_dispatch_latency_seconds_sum") == pytest.approx(3.0)
     assert value(samples, "kodo_approval_dispatch_latency_seconds_bucket", le="2.0") == 0
     assert value(samples, "kodo_approval_dispatch_latency_seconds_bucket", le="5.0") == 1
+
+
+def test_budgets_show_what_was_spent_what_is_reserved_and_who_waits_for_more(
+    client: FlaskClient, db: Session
+) -> None:
+    RunFactory(spent_usd_micro=1_500_000, spent_tokens=30, reserved_usd_micro=3_000_000)
+    RunFactory(
+        status="waiting_input",
+        next_action="await:budget",
+        spent_usd_micro=500_000,
+        reserved_tokens=200,
+    )
+    RunFactory(succeeded=True, spent_usd_micro=1_000_000, reserved_usd_micro=9_000_000)
+    db.commit()
+
+    samples = scrape(client)
+
+    assert value(samples, "kodo_budget_spent_total", unit="usd") == 3.0, "every run's spend"
+    assert value(samples, "kodo_budget_spent_total", unit="tokens") == 30
+    assert value(samples, "kodo_budget_reserved", unit="usd") == 3.0, "active runs only"
+    assert value(samples, "kodo_budget_reserved", unit="tokens") == 200
+    assert value(samples, "kodo_runs_waiting_budget") == 1

@@ -25,14 +25,14 @@ from services.api.state import state_of
 from shared.clock import FixedClock
 from shared.config import Settings
 from shared.db.engine import unit_of_work
-from shared.db.models import ApiToken, PlanApproval, Run, UiSession
+from shared.db.models import ApiToken, PlanApproval, Run, StepRun, UiSession
 from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind
 from shared.hashing import sha256_hex
 from shared.service.tokens import Role, revoke_token
 from shared.service.uow import UnitOfWork
-from tests.factories import IntentFactory, RunFactory
+from tests.factories import IntentFactory, PlanApprovalFactory, RunFactory
 from tests.integration.api.conftest import NOW, Sent, issue_token, sent_tasks
 
 pytestmark = pytest.mark.integration
@@ -386,3 +386,85 @@ def test_self_approval_is_allowed_when_the_operator_says_so(
         assert [a.approver for a in approvals(db, run.id)] == ["ann"]
     finally:
         state_of(allowing).close()
+
+
+def test_a_signed_in_approver_raises_a_stopped_runs_budget_from_the_page(
+    app: Flask, sessions: sessionmaker[Session], db: Session, broker: Redis
+) -> None:
+    run = with_plan(
+        db,
+        RunFactory(
+            status="waiting_input",
+            next_action="await:budget",
+            last_step="CompileST",
+            budget_usd_micro=1_000,
+            error="budget: the next provider call was not sent",
+        ),
+    )
+    db.add(StepRun(run_id=run.id, step_id="CompileST", status="failed", started_at=NOW, fence=1))
+    db.commit()
+    browser = signed_in(app, issue_token(sessions, "ava", Role.APPROVER))
+    page = browser.get(f"/ui/runs/{run.id}")
+    html = page.get_data(as_text=True)
+    assert 'id="budget-stop"' in html
+    assert 'id="raise-budget"' in html
+
+    too_little = browser.post(
+        f"/ui/runs/{run.id}/budget", data={"csrf_token": csrf_in(page), "budget_usd": "0.5"}
+    )
+    assert too_little.status_code == 409
+    assert "still would not fit" in too_little.get_data(as_text=True)
+    junk = browser.post(
+        f"/ui/runs/{run.id}/budget", data={"csrf_token": csrf_in(page), "budget_usd": "lots"}
+    )
+    assert junk.status_code == 400
+    raised = browser.post(
+        f"/ui/runs/{run.id}/budget", data={"csrf_token": csrf_in(page), "budget_usd": "5"}
+    )
+
+    assert raised.status_code == 303
+    assert sent_tasks(broker) == [Sent(task="kodo.CompileST", args=[run.id])]
+    db.expire_all()
+    again = db.get(Run, run.id)
+    assert again is not None
+    assert (again.status, again.budget_usd_micro) == ("compiling", 5_000_000)
+
+
+def test_a_signed_in_approver_answers_the_agents_question_from_the_page(
+    app: Flask, sessions: sessionmaker[Session], db: Session, broker: Redis
+) -> None:
+    run = with_plan(
+        db, RunFactory(status="waiting_input", next_action="await:answer", last_step="DecideST")
+    )
+    PlanApprovalFactory(run=run, approver="ann")
+    db.add(
+        StepRun(
+            run_id=run.id,
+            step_id="DecideST",
+            status="succeeded",
+            started_at=NOW,
+            fence=1,
+            output={"next_action": "escalate", "question": "Cover <negatives>?", "argv": []},
+        )
+    )
+    db.commit()
+    browser = signed_in(app, issue_token(sessions, "ava", Role.APPROVER))
+    page = browser.get(f"/ui/runs/{run.id}")
+    assert '<pre class="design" id="question">Cover &lt;negatives&gt;?</pre>' in page.get_data(
+        as_text=True
+    )
+
+    reply = browser.post(
+        f"/ui/runs/{run.id}/answer", data={"csrf_token": csrf_in(page), "comment": "No."}
+    )
+
+    assert reply.status_code == 303
+    assert sent_tasks(broker) == [Sent(task="kodo.DecideST", args=[run.id])]
+    db.expire_all()
+    decide = db.execute(select(StepRun).where(StepRun.run_id == run.id)).scalar_one()
+    assert decide.round == 2
+    assert decide.round_input == {
+        "kind": "answer",
+        "answered_by": "ava",
+        "exchanges": [{"question": "Cover <negatives>?", "answer": "No."}],
+    }
