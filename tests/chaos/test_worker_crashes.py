@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.conftest import Scenario
-from tests.chaos.harness import BASE_WORKER, Chaos, branch_commits, title
+from tests.chaos.harness import BASE_WORKER, Chaos, branch_commits, new_repo, title
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.chaos
@@ -190,3 +190,38 @@ def test_a_worker_killed_mid_edit_never_commits_the_half_edited_tree(
     assert apply_calls == [(1, "unknown"), (2, "succeeded")], chaos.explain([run_id])
     assert chaos.oc_stats()["aborts"] >= 1, "the abandoned session was aborted"
     chaos.assert_exactly_once([run_id])
+
+
+def test_a_worker_killed_mid_call_leaks_no_reservation_and_the_budget_holds(
+    chaos: Chaos, scenario: Scenario
+) -> None:
+    """A budget with room for one call in flight at a time ($3.00 reserved per call, a few
+    tenths of a cent spent each): the killed worker's call is collected and settled once,
+    so every later call still fits; a leaked (or doubled) reservation would stop the run."""
+    scenario.name = "SIGKILL worker mid-call under a budget that fits one call at a time"
+    created = chaos.http.post(
+        "/intents",
+        json={
+            "repo": str(new_repo(chaos.repos)),
+            "goal": "Add a note to README.md [oc:slow=3000]",
+            "budget_usd": 3.05,
+        },
+    )
+    assert created.status_code == 201, created.text
+    run_id = created.json()["intentId"]
+    assert chaos.http.post(f"/intents/{run_id}/run").status_code == 202
+    scenario.track(run_id)
+    _wait_prompted(chaos, title("CompileST", run_id, 1))
+    wait_until(chaos.in_flight_at_oc, 5, "the prompt to be held open", detail=chaos.logs)
+    chaos.kill_worker()
+    chaos.start_worker(BASE_WORKER)
+
+    final = chaos.drive([run_id], 90)[run_id]
+
+    assert final == "succeeded", chaos.explain([run_id])
+    budget = chaos.http.get(f"/runs/{run_id}").json()["budget"]["usd"]
+    assert budget["reserved"] == 0
+    assert 0 < budget["spent"] <= budget["limit"] == 3.05
+    assert all(c.status == "succeeded" for c in chaos.ledger(run_id)), chaos.explain([run_id])
+    chaos.assert_exactly_once([run_id])
+    scenario.note = f"spent ${budget['spent']:.4f} of ${budget['limit']}"
