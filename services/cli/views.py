@@ -63,14 +63,25 @@ def plan_card_lines(card: dict[str, Any]) -> list[str]:
     return lines
 
 
+_WAITS_FOR = {
+    "await:budget": "waiting for a larger budget (kodo run budget)",
+    "await:answer": "waiting for the approver's answer (kodo run answer)",
+}
+"""What a run at waiting_input past the approval waits for, by its next action."""
+
+
 def step_states(run: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(step, state, detail) per step in run order, from the run's status and step rows."""
     status = str(run.get("status", ""))
+    waits_for = _WAITS_FOR.get(str(run.get("nextAction", "")))
     rows = {str(s.get("stepId")): s for s in run.get("steps") or [] if isinstance(s, dict)}
     out = []
     for step in STEP_ORDER:
+        if status == "waiting_input" and waits_for is not None and step == run.get("lastStep"):
+            out.append((step, "waiting", waits_for))  # its stopped round's row says why
+            continue
         if step == "approval":
-            if status == "waiting_input":
+            if status == "waiting_input" and waits_for is None:
                 out.append((step, "waiting", "awaiting a human decision"))
             elif status == "rejected":
                 out.append((step, "rejected", "plan rejected"))
@@ -88,6 +99,8 @@ def step_states(run: dict[str, Any]) -> list[tuple[str, str, str]]:
             continue
         state = str(row.get("status", "pending"))
         detail = f"{row['durationMs']} ms" if row.get("durationMs") is not None else ""
+        if row.get("round", 1) not in (None, 1):
+            detail += f" (round {row['round']})"
         if row.get("deliveries", 1) not in (None, 1):
             detail += f" ({row['deliveries']} deliveries)"
         if row.get("error"):

@@ -180,15 +180,25 @@ class Answer:
 
 
 RETRY = "retry"
+BUDGET = "budget"
+RESUMING = frozenset({RETRY, BUDGET})
+"""Kinds of round that resume the one before: an operator's retry of a failed step, and a
+step resumed after its budget was raised (a retry counts in retry_count; a raise not)."""
 
 
 def retry_input(
-    requested_by: str, previous_error: str | None, resumes: dict[str, Any] | None
+    requested_by: str,
+    previous_error: str | None,
+    resumes: dict[str, Any] | None,
+    *,
+    kind: str = RETRY,
 ) -> dict[str, Any]:
-    """The input of a round an operator's retry starts: who, why the last round ended,
+    """The input of a round that resumes a stopped step: who, why the last round ended,
     and the input of the round it resumes (a retried revision is still that revision)."""
+    if kind not in RESUMING:
+        raise ValueError(f"not a resuming round: {kind!r}")
     return {
-        "kind": RETRY,
+        "kind": kind,
         "requested_by": requested_by,
         "previous_error": (previous_error or "")[:2000],
         "resumes": resumes,
@@ -199,7 +209,7 @@ def effective_input(round_input: dict[str, Any] | None) -> dict[str, Any] | None
     """What the round was asked, through any retries: the input of the round the chain
     of retries resumes (None: the step's first round, asked nothing more)."""
     seen = 0
-    while isinstance(round_input, dict) and round_input.get("kind") == RETRY:
+    while isinstance(round_input, dict) and round_input.get("kind") in RESUMING:
         seen += 1
         if seen > 1000:  # pragma: no cover - a chain no retry count reaches
             raise RoundInputError("retry chain too long")

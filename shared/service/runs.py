@@ -19,6 +19,8 @@ from shared.db.repos.runs import IntentRepo, RunRepo
 from shared.domain.budget import Budget, Estimate, Ledger
 from shared.domain.policy import PolicyError
 from shared.domain.rounds import (
+    BUDGET,
+    RETRY,
     Answer,
     ChangeRequest,
     comment_refusal,
@@ -502,17 +504,22 @@ def _resume(
     move: Transition,
     *,
     by: str,
+    kind: str,
     now: datetime,
     lease_s: float,
 ) -> int:
     """Start ``step``'s next round (asked what its last round was asked, through any
-    retries) and store ``move``; the step is sent after commit. Returns the round."""
+    earlier resumptions; ``kind`` says why: a retry or a raised budget) and store
+    ``move``; the step is sent after commit. Returns the round."""
     checkpoint = uow.steps.get(run.id, step)
     started = uow.steps.new_round(
         run.id,
         step,
         round_input=retry_input(
-            by, run.error, checkpoint.round_input if checkpoint is not None else None
+            by,
+            run.error,
+            checkpoint.round_input if checkpoint is not None else None,
+            kind=kind,
         ),
         lease_s=lease_s,
     )
@@ -584,7 +591,7 @@ def set_budget(
     move = transition(
         RunStatus.WAITING_INPUT, BudgetRaised(step, approved=_plan_approved(uow, run))
     )
-    _resume(uow, run, step, move, by=approver, now=now, lease_s=lease_s)
+    _resume(uow, run, step, move, by=approver, kind=BUDGET, now=now, lease_s=lease_s)
     uow.runs.reload(run)
     return Budgeted(run, step)
 
@@ -632,7 +639,7 @@ def retry_run(
             f"run {run_id} failed at {step.value} without an approved plan: it cannot resume",
             details={"rule": ["approval_gate"]},
         ) from exc
-    started = _resume(uow, run, step, move, by=operator, now=now, lease_s=lease_s)
+    started = _resume(uow, run, step, move, by=operator, kind=RETRY, now=now, lease_s=lease_s)
     uow.runs.count_retry(run_id)
     uow.runs.reload(run)
     return Retrying(run, step, started)

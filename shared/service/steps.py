@@ -303,6 +303,7 @@ def record_outcome(
         now,
         step=lease.step,
         error=outcome.error,
+        clear_error=outcome.ok,  # a repaired run that succeeds carries no stale error
         plan_sha256=outcome.plan_sha256,
         workspace=outcome.workspace,
     )

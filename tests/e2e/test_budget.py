@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tests.e2e.conftest import Api
+from tests.triage import RETRIES_EXPLAINED
 
 pytestmark = pytest.mark.e2e
 
@@ -56,6 +57,7 @@ def test_a_call_past_the_budget_is_not_sent_until_an_approver_raises_it(
     assert raised.json()["resumed"] == "ApplyPatchST"
 
     done = api.wait_for(run_id, {"succeeded"})
+    assert done["error"] is None, "the budget stop's error went with the stop"
     budget = done["budget"]["usd"]
     assert budget["reserved"] == 0
     assert budget["spent"] <= budget["limit"] == 10
@@ -68,5 +70,7 @@ def test_a_call_past_the_budget_is_not_sent_until_an_approver_raises_it(
             ),
             {"r": run_id},
         ).one()
+        counted = conn.execute(text(RETRIES_EXPLAINED), {"r": run_id}).one()
     assert settled.open == 0
     assert budget["spent"] == pytest.approx(float(settled.usd) / 1_000_000)
+    assert counted.retry_count == counted.explained, "a raised budget is no retry"

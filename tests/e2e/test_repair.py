@@ -90,6 +90,7 @@ def test_a_failing_test_goes_back_to_the_build_agent_which_fixes_it_and_the_run_
         check=True,
     ).stdout
     assert "return a * b" in calc
+    assert done["error"] is None, "the failed verification's error went with the repair"
 
 
 def test_a_verification_that_keeps_failing_ends_the_run_after_the_last_repair(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.cli.views import run_header, step_states
+from services.cli.views import budget_line, run_header, step_states
 
 
 def test_the_run_header_shows_how_often_kodo_retried() -> None:
@@ -33,4 +33,34 @@ def test_a_parked_run_shows_its_step_waiting_for_an_upgrade_not_running() -> Non
         "CompileST",
         "waiting",
         "parked: waiting for a worker of the run's step contract",
+    )
+
+
+def test_a_run_stopped_past_the_approval_says_what_it_waits_for_at_its_step() -> None:
+    run = {
+        "status": "waiting_input",
+        "nextAction": "await:budget",
+        "lastStep": "DecideST",
+        "steps": [
+            {"stepId": "CompileST", "status": "succeeded", "round": 2, "durationMs": 70},
+            {"stepId": "ApplyPatchST", "status": "succeeded", "round": 1, "durationMs": 90},
+            {"stepId": "DecideST", "status": "failed", "round": 1, "error": "budget: ..."},
+        ],
+    }
+    states = step_states(run)
+    assert states[0] == ("CompileST", "succeeded", "70 ms (round 2)")
+    assert states[1] == ("approval", "succeeded", "approved"), "not waiting for a decision"
+    assert states[3] == ("DecideST", "waiting", "waiting for a larger budget (kodo run budget)")
+    asking = {**run, "nextAction": "await:answer"}
+    assert step_states(asking)[3][2] == "waiting for the approver's answer (kodo run answer)"
+
+
+def test_the_budget_line_reads_spent_reserved_and_what_is_left() -> None:
+    budget = {
+        "usd": {"limit": 3.01, "spent": 0.0104, "reserved": 0.0, "remaining": 2.9996},
+        "tokens": {"limit": None, "spent": 11158, "reserved": 0, "remaining": None},
+    }
+    assert budget_line(budget) == (
+        "budget: $0.0104 spent + $0.0000 reserved of $3.0100 ($2.9996 left);"
+        " 11158 tokens spent + 0 tokens reserved (no tokens budget)"
     )

@@ -180,3 +180,11 @@ def test_a_repair_quotes_the_end_of_the_output_where_the_failures_are() -> None:
     assert quoted.endswith("FAILED (failures=1)")
     assert quoted.startswith("[... 19 characters cut ...]")
     assert quoted_output(b"\xff\xfe bad utf-8") == "\ufffd\ufffd bad utf-8"
+
+
+def test_a_step_resumed_after_a_budget_raise_is_asked_what_it_was_asked() -> None:
+    raised = retry_input("rita", "budget: ...", REQUEST.to_json(), kind="budget")
+    assert raised["kind"] == "budget"
+    assert effective_input(raised) == REQUEST.to_json()
+    with pytest.raises(ValueError, match="not a resuming round"):
+        retry_input("rita", None, None, kind="repair")
