@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, extract, func, select, update
+from sqlalchemy import Boolean, ColumnElement, bindparam, case, extract, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, defer
 
@@ -50,40 +50,41 @@ _ROUND_FIRST_ATTEMPT = (
     + 1
 )
 """The first attempt of the step's current round (a revision's first call is no retry)."""
-_COUNT_RETRY = (
-    update(_RUNS)
-    .where(_RUNS.c.id == _CLAIMED.c.run_id, _CLAIMED.c.attempt > _ROUND_FIRST_ATTEMPT)
-    .values(retry_count=_RUNS.c.retry_count + 1)
-    .cte("counted_retry")
-)
-_CLAIM = select(_CLAIMED.c.id).add_cte(_COUNT_RETRY)
-"""One statement: the claim, and a retried attempt (after its round's first) counted on its run.
-A repeated claim inserts nothing, so a replayed attempt is never counted twice. Its
-parameters must not be named like a column of app.runs: the UPDATE would SET them."""
-_RESERVE = (
-    update(_RUNS)
-    .where(
-        _RUNS.c.id == bindparam("w_run_id"),
-        (_RUNS.c.budget_usd_micro.is_(None))
-        | (
-            _RUNS.c.spent_usd_micro + _RUNS.c.reserved_usd_micro + bindparam("usd")
-            <= _RUNS.c.budget_usd_micro
-        ),
-        (_RUNS.c.budget_tokens.is_(None))
-        | (
-            _RUNS.c.spent_tokens + _RUNS.c.reserved_tokens + bindparam("tok")
-            <= _RUNS.c.budget_tokens
-        ),
+_FITS = ~bindparam("budgeted", type_=Boolean) | (
+    (_RUNS.c.budget_usd_micro.is_(None))
+    | (
+        _RUNS.c.spent_usd_micro + _RUNS.c.reserved_usd_micro + bindparam("call_usd")
+        <= _RUNS.c.budget_usd_micro
     )
+) & (
+    (_RUNS.c.budget_tokens.is_(None))
+    | (
+        _RUNS.c.spent_tokens + _RUNS.c.reserved_tokens + bindparam("call_tok")
+        <= _RUNS.c.budget_tokens
+    )
+)
+"""The call's estimate fits the run's budget: spent + reserved + estimate within each limit."""
+_COUNTED = (
+    update(_RUNS)
+    .where(_RUNS.c.id == _CLAIMED.c.run_id, _FITS)
     .values(
-        reserved_usd_micro=_RUNS.c.reserved_usd_micro + bindparam("usd"),
-        reserved_tokens=_RUNS.c.reserved_tokens + bindparam("tok"),
+        retry_count=_RUNS.c.retry_count
+        + case((_CLAIMED.c.attempt > _ROUND_FIRST_ATTEMPT, 1), else_=0),
+        reserved_usd_micro=_RUNS.c.reserved_usd_micro + func.coalesce(bindparam("call_usd"), 0),
+        reserved_tokens=_RUNS.c.reserved_tokens + func.coalesce(bindparam("call_tok"), 0),
     )
     .returning(_RUNS.c.id)
+    .cte("counted")
 )
-"""Reserve a call's estimate on its run, iff spent + reserved + estimate stays within each
-budget. The UPDATE takes the run's row lock, and Postgres re-checks the condition on the
-row as the lock-holder before it left it: racing reservations serialise, none overshoots."""
+_CLAIM = select(
+    _CLAIMED.c.id, select(func.count()).select_from(_COUNTED).scalar_subquery().label("fits")
+).add_cte(_COUNTED)
+"""One statement: the claim; on its run, the call's estimate reserved iff it fits the
+budget, and a retried attempt (after its round's first) counted. The UPDATE takes the
+run's row lock and Postgres re-checks the condition on the row as the lock's last holder
+left it: racing reservations serialise, none overshoots. A claim that inserts nothing
+(a replay) reserves and counts nothing. Its parameters must not be named like a column
+of app.runs: the UPDATE would SET them."""
 _BUDGET_OF = select(
     _RUNS.c.budget_usd_micro,
     _RUNS.c.spent_usd_micro,
@@ -208,11 +209,12 @@ class LedgerRepo:
                 "request": request,
                 "call_usd": estimate.usd_micro if estimate else None,
                 "call_tok": estimate.tokens if estimate else None,
+                "budgeted": estimate is not None,
             },
-        ).scalar_one_or_none()
+        ).one_or_none()
         if won is not None:
-            if estimate is not None:
-                self._reserve(run_id, estimate)
+            if estimate is not None and not won.fits:
+                self._refuse(run_id, estimate)
             return None
         # A statement of its own (a new snapshot): it sees a twin that committed while
         # the insert waited on it.
@@ -221,12 +223,9 @@ class LedgerRepo:
             raise AttemptPromptChanged(run_id, step_id, attempt, op_key)
         return found
 
-    def _reserve(self, run_id: str, estimate: Estimate) -> None:
-        """Reserve the won claim's estimate on its run, or raise BudgetExceeded (the
-        caller's transaction rolls back: the claim goes with it, nothing is sent)."""
-        params = {"w_run_id": run_id, "usd": estimate.usd_micro, "tok": estimate.tokens}
-        if self.session.execute(_RESERVE, params).scalar_one_or_none() is not None:
-            return
+    def _refuse(self, run_id: str, estimate: Estimate) -> None:
+        """The won claim's estimate does not fit: raise BudgetExceeded, saying by how much
+        (the caller's transaction rolls back: the claim goes with it, nothing is sent)."""
         row = self.session.execute(_BUDGET_OF, {"w_run_id": run_id}).one()
         budget = Budget(
             Ledger(row.budget_usd_micro, row.spent_usd_micro, row.reserved_usd_micro),
