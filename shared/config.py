@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.domain.budget import Estimate, call_estimate
+
 DEFAULTS: dict[str, str] = {
     "DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/kodo",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
@@ -349,6 +351,10 @@ class Settings:
         )
         settings.validate()
         return settings
+
+    def call_estimate(self) -> Estimate:
+        """What each provider call reserves on its run's budget."""
+        return call_estimate(self.call_token_bound, self.price_usd_per_mtok)
 
     def validate(self) -> None:
         """Refuse settings that could only fail later, in the middle of a run."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from shared.db.models import PlanApproval, Run
-from shared.domain.budget import call_estimate, usd_to_micro
+from shared.domain.budget import usd_to_micro
 from shared.errors import Forbidden
 from shared.service import runs as commands
 
@@ -160,7 +160,7 @@ def set_budget(body: BudgetIn, run_id: str) -> commands.Budgeted:
             approver=current_principal().name,
             usd_micro=None if body.budget_usd is None else usd_to_micro(body.budget_usd),
             tokens=body.budget_tokens,
-            estimate=call_estimate(settings.call_token_bound, settings.price_usd_per_mtok),
+            estimate=settings.call_estimate(),
             now=ctx.clock.now(),
             lease_s=settings.redispatch_after_s,
         )

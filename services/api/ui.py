@@ -25,7 +25,7 @@ from markupsafe import Markup, escape
 from werkzeug.wrappers import Response as BaseResponse
 
 from shared.db.repos.inbox import InboxRepo
-from shared.domain.budget import call_estimate, usd_to_micro
+from shared.domain.budget import usd_to_micro
 from shared.domain.display import visible
 from shared.domain.step_contract import step_contract_version
 from shared.errors import InvalidInput, KodoError
@@ -257,7 +257,7 @@ def budget_form(run_id: str) -> BaseResponse:
                 approver=current_principal().name,
                 usd_micro=None if usd is None else usd_to_micro(float(usd)),
                 tokens=None if tokens is None else int(tokens),
-                estimate=call_estimate(settings.call_token_bound, settings.price_usd_per_mtok),
+                estimate=settings.call_estimate(),
                 now=ctx.clock.now(),
                 lease_s=settings.redispatch_after_s,
             )
@@ -274,7 +274,7 @@ def _amount(raw: str | None, name: str, kind: type[int] | type[float]) -> int | 
         value = kind(raw.strip())
     except ValueError as exc:
         raise InvalidInput(f"{name} must be a number", details={name: ["not a number"]}) from exc
-    if not 0 <= value <= 1e15 or value != value:
+    if not 0 <= value <= 1e15:  # NaN fails this too
         raise InvalidInput(f"{name} must be 0 or more", details={name: ["out of range"]})
     return value
 

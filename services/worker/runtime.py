@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.clock import Clock, SystemClock
 from shared.config import Settings
 from shared.db.engine import make_engine, make_session_factory
-from shared.domain.budget import call_estimate
 from shared.opencode.call_ledger import PostgresCallLedger
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.daemons import DaemonPool
@@ -66,9 +65,7 @@ def build_runtime(settings: Settings, celery: Celery, clock: Clock | None = None
     daemons = DaemonPool(clients, clock)
     oc = ExactlyOnceCalls(
         daemons,
-        PostgresCallLedger(
-            sessions, call_estimate(settings.call_token_bound, settings.price_usd_per_mtok)
-        ),
+        PostgresCallLedger(sessions, settings.call_estimate()),
         clock,
         model=ModelRef(settings.oc_provider_id, settings.oc_model_id),
         timeout_s=timeout_s,

@@ -15,8 +15,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from shared.db.models import Intent, PlanApproval, Run
-from shared.db.repos.runs import IntentRepo, RunRepo
-from shared.domain.budget import Budget, Estimate, Ledger
+from shared.db.repos.runs import IntentRepo, RunRepo, budget_of
+from shared.domain.budget import Budget, Estimate
 from shared.domain.policy import PolicyError
 from shared.domain.rounds import (
     BUDGET,
@@ -534,10 +534,7 @@ def _resume(
 
 def run_budget(run: Run) -> Budget:
     """The run's budget as the pure core reads it."""
-    return Budget(
-        Ledger(run.budget_usd_micro, run.spent_usd_micro, run.reserved_usd_micro),
-        Ledger(run.budget_tokens, run.spent_tokens, run.reserved_tokens),
-    )
+    return budget_of(run)
 
 
 @dataclass(frozen=True)

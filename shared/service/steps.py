@@ -215,9 +215,16 @@ class Routing:
     redispatch_s: float = 30.0
 
 
-def _event(s: Session, lease: StepLease, outcome: StepOutcome, routing: Routing) -> Event:
+def _repairs_made(s: Session, run_id: str) -> int:
+    """How many repairs the run's ApplyPatchST has made (its current round says)."""
+    apply = StepRunRepo(s).get(run_id, StepId.APPLY_PATCH)
+    return repairs_done(apply.round_input if apply is not None else None)
+
+
+def _event(lease: StepLease, outcome: StepOutcome, routing: Routing, repairs: int) -> Event:
     """The machine's event for this outcome (the router's part of DecideST, kept pure in
-    the machine: a failed verification goes back for a repair while repairs are left)."""
+    the machine: a failed verification goes back for a repair while repairs are left;
+    ``repairs``: how many the run has made)."""
     if outcome.ok:
         if lease.step is StepId.APPLY_PATCH and repairs_done(routing.round_input) > 0:
             return Repaired()
@@ -231,25 +238,21 @@ def _event(s: Session, lease: StepLease, outcome: StepOutcome, routing: Routing)
     if outcome.budget_stop:
         return BudgetExhausted(lease.step)
     if lease.step is StepId.EXECUTE and outcome.verification_failed:
-        apply = StepRunRepo(s).get(lease.run_id, StepId.APPLY_PATCH)
-        done = repairs_done(apply.round_input if apply is not None else None)
-        return VerificationFailed(repairs_left=done < routing.max_repairs)
+        return VerificationFailed(repairs_left=repairs < routing.max_repairs)
     return StepFailed(lease.step)
 
 
 def _next_round_input(
-    s: Session, lease: StepLease, outcome: StepOutcome, dispatch: StepId
+    lease: StepLease, outcome: StepOutcome, dispatch: StepId, repairs: int
 ) -> dict[str, Any]:
     """What the step the run goes back to is asked in its next round."""
     if dispatch is StepId.APPLY_PATCH:  # a repair: the failed command and its output
-        apply = StepRunRepo(s).get(lease.run_id, StepId.APPLY_PATCH)
-        done = repairs_done(apply.round_input if apply is not None else None)
         shown = next(
             (a.content for a in outcome.artifacts if a.kind is ArtifactKind.COMMAND_OUTPUT), b""
         )
         exit_code = outcome.output.get("exit_code")
         return RepairRequest(
-            repair=done + 1,
+            repair=repairs + 1,
             argv=tuple(str(a) for a in outcome.output.get("argv", [])),
             exit_code=exit_code if isinstance(exit_code, int) else None,
             timed_out=outcome.output.get("timed_out") is True,
@@ -263,9 +266,7 @@ def record_outcome(
     lease: StepLease,
     outcome: StepOutcome,
     now: datetime,
-    *,
-    round_: int = 1,
-    routing: Routing | None = None,
+    routing: Routing = Routing(),
 ) -> Transition:
     """Store the outcome and its artifacts and move the run as the machine says.
 
@@ -275,13 +276,12 @@ def record_outcome(
     in the same transaction. Raises StepSuperseded if the fence or the run moved on
     (the caller rolls back).
     """
-    routing = routing or Routing(round=round_)
     for art in outcome.artifacts:
         ArtifactRepo(s).put(
             lease.run_id,
             lease.step,
             kind=art.kind,
-            name=artifact_name(art.name, round_),
+            name=artifact_name(art.name, routing.round),
             content=art.content,
             media_type=art.media_type,
         )
@@ -295,7 +295,9 @@ def record_outcome(
     )
     if not recorded:  # fenced off: a newer delivery owns the step now
         raise StepSuperseded
-    event = _event(s, lease, outcome, routing)
+    verifying = lease.step is StepId.EXECUTE and outcome.verification_failed
+    repairs = _repairs_made(s, lease.run_id) if verifying else 0
+    event = _event(lease, outcome, routing, repairs)
     move = transition(STEP_STATUS[lease.step], event)
     moved = RunRepo(s).apply(
         lease.run_id,
@@ -314,7 +316,7 @@ def record_outcome(
         StepRunRepo(s).new_round(
             lease.run_id,
             move.dispatch,
-            round_input=_next_round_input(s, lease, outcome, move.dispatch),
+            round_input=_next_round_input(lease, outcome, move.dispatch, repairs),
             lease_s=routing.redispatch_s,
         )
     return move

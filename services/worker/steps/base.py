@@ -354,9 +354,7 @@ def _record(rt: Runtime, lease: StepLease, outcome: StepOutcome, routing: Routin
     """Record ``outcome`` in one unit of work; the step the machine names next is sent
     only after it commits (a lost send is re-sent by the reconciler, from the rows)."""
     with rt.uow() as uow:
-        move = record_outcome(
-            uow.session, lease, outcome, rt.clock.now(), round_=routing.round, routing=routing
-        )
+        move = record_outcome(uow.session, lease, outcome, rt.clock.now(), routing)
         if move.dispatch is not None:
             uow.send_after_commit(RunStep(move.dispatch, lease.run_id))
         if move.to_status is RunStatus.SUCCEEDED and rt.settings.deliver_remote:

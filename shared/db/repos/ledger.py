@@ -16,7 +16,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, defer
 
 from shared.db.models import OpenCodeCall, Run, StepRun, bound, table_of
-from shared.domain.budget import Budget, BudgetExceeded, Estimate, Ledger
+from shared.db.repos.runs import budget_of
+from shared.domain.budget import BudgetExceeded, Estimate
 from shared.domain.step_outcome import RuleRefusal
 from shared.domain.vocab import CallStatus
 
@@ -227,11 +228,7 @@ class LedgerRepo:
         """The won claim's estimate does not fit: raise BudgetExceeded, saying by how much
         (the caller's transaction rolls back: the claim goes with it, nothing is sent)."""
         row = self.session.execute(_BUDGET_OF, {"w_run_id": run_id}).one()
-        budget = Budget(
-            Ledger(row.budget_usd_micro, row.spent_usd_micro, row.reserved_usd_micro),
-            Ledger(row.budget_tokens, row.spent_tokens, row.reserved_tokens),
-        )
-        raise BudgetExceeded(budget.refusal(estimate))
+        raise BudgetExceeded(budget_of(row).refusal(estimate))
 
     def get(self, op_key: str) -> OpenCodeCall | None:
         return self.session.execute(

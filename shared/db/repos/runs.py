@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import cache
+from typing import Protocol
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from shared.db.models import Intent, Run, table_of
+from shared.domain.budget import Budget, Ledger
 from shared.domain.run_machine import NextAction, RunStatus, StepId, Transition
 
 _RUNS = table_of(Run)
@@ -48,6 +50,25 @@ class IntentRepo:
         return self.session.execute(
             select(Intent).where(Intent.submitted_by == submitted_by, Intent.idempotency_key == key)
         ).scalar_one_or_none()
+
+
+class BudgetColumns(Protocol):
+    """A run's budget columns: the ORM row, or a Core row selecting them."""
+
+    budget_usd_micro: int | None
+    spent_usd_micro: int
+    reserved_usd_micro: int
+    budget_tokens: int | None
+    spent_tokens: int
+    reserved_tokens: int
+
+
+def budget_of(run: BudgetColumns) -> Budget:
+    """The run's budget as the pure core reads it."""
+    return Budget(
+        Ledger(run.budget_usd_micro, run.spent_usd_micro, run.reserved_usd_micro),
+        Ledger(run.budget_tokens, run.spent_tokens, run.reserved_tokens),
+    )
 
 
 class RunRepo:
