@@ -14,6 +14,7 @@ from services.api.app import create_app
 from services.api.state import state_of
 from shared.clock import FixedClock
 from shared.config import Settings
+from shared.db.models import StepRun
 from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
 from shared.domain.step_contract import step_contract_version
@@ -22,6 +23,7 @@ from shared.hashing import canonical_bytes, sha256_hex
 from shared.service.tokens import Role
 from tests.api_process.hostile import (
     BIDI_CONTROLS,
+    HOSTILE_PLAN,
     RLO,
     TRUE_PATH,
     VISIBLE_ESCAPES,
@@ -221,3 +223,49 @@ def test_a_plan_sent_back_shows_the_comment_while_the_revision_compiles(
     )
     assert "writing revision 2" in html
     assert 'id="approve"' not in html, "a plan sent back is never approvable"
+
+
+def test_a_hostile_revision_and_question_are_shown_with_their_controls_escaped(
+    client: FlaskClient, db: Session
+) -> None:
+    """The plan agent writes the revisions the diff shows and the question an escalation
+    asks: an attacker's escapes, bidi overrides and markup read as what they are."""
+    first = canonical_bytes(PLAN)
+    second = canonical_bytes(HOSTILE_PLAN)
+    run = RunFactory(
+        status="waiting_input",
+        next_action="await:answer",
+        last_step="DecideST",
+        plan_sha256=sha256_hex(second),
+    )
+    for name, content in (("plan.json", first), ("plan.r2.json", second)):
+        ArtifactRepo(db).put(
+            run.id,
+            StepId.COMPILE,
+            kind=ArtifactKind.PLAN_CARD,
+            name=name,
+            content=content,
+            media_type="application/json",
+        )
+    db.add(
+        StepRun(
+            run_id=run.id,
+            step_id="DecideST",
+            status="succeeded",
+            started_at=NOW,
+            fence=1,
+            output={"next_action": "escalate", "question": f"<script>x</script>\r\x1b[2K{RLO}ok"},
+        )
+    )
+    db.commit()
+
+    html = client.get(f"/ui/runs/{run.id}").get_data(as_text=True)
+
+    diff = html[html.index('id="revision-2"') : html.index("</pre>", html.index('id="revision-2"'))]
+    assert f"+ file: create\\u202e {TRUE_PATH}" in diff, "the true path, the override visible"
+    for escape in VISIBLE_ESCAPES:
+        assert escape in diff, escape
+    assert not BIDI_CONTROLS & set(html), "no live bidi control anywhere on the page"
+    assert "\x1b" not in html
+    assert "&lt;script&gt;x&lt;/script&gt;\\r\\x1b[2K\\u202eok" in html
+    assert "<script>x</script>" not in html

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from services.cli.views import budget_line, run_header, step_states
+from rich.console import Console
+
+from services.cli.views import budget_line, revisions_view, run_header, run_view, step_states
+from tests.api_process.hostile import BIDI_CONTROLS, HOSTILE_PLAN, RLO, TRUE_PATH
 
 
 def test_the_run_header_shows_how_often_kodo_retried() -> None:
@@ -64,3 +67,30 @@ def test_the_budget_line_reads_spent_reserved_and_what_is_left() -> None:
         "budget: $0.0104 spent + $0.0000 reserved of $3.0100 ($2.9996 left);"
         " 11158 tokens spent + 0 tokens reserved (no tokens budget)"
     )
+
+
+def test_hostile_revisions_and_questions_print_with_their_controls_escaped() -> None:
+    listed = {
+        "runId": "r",
+        "status": "waiting_input",
+        "maxRevisions": 5,
+        "currentPlanSha256": "b",
+        "revisions": [
+            {"revision": 1, "planSha256": "a", "plan": {"files": []}, "decision": None},
+            {"revision": 2, "planSha256": "b", "plan": HOSTILE_PLAN, "decision": None},
+        ],
+    }
+    console = Console(record=True, width=200, color_system=None)
+    console.print(revisions_view(listed))
+    shown = console.export_text()
+    assert f"create\\u202e {TRUE_PATH}" in shown
+    assert "\x1b" not in shown
+    assert "\r" not in shown
+    assert not BIDI_CONTROLS & set(shown)
+
+    run = {"runId": "r", "status": "waiting_input", "question": f"ok?\r\x1b[2K{RLO}yes\nno"}
+    console = Console(record=True, width=200, color_system=None)
+    console.print(run_view(run))
+    said = console.export_text()
+    assert "question: ok?\\r\\x1b[2K\\u202eyes" in said
+    assert "question: no" in said, "each line of a question is labelled: none poses as output"
