@@ -81,6 +81,8 @@ class Intent(Base):
             "coalesce(budget_usd_micro, 0) >= 0 AND coalesce(budget_tokens, 0) >= 0",
             name="budget",
         ),
+        # GET /intents pages newest first by (created_at, id) (migration 0018).
+        Index("ix_intents_created", "created_at", "id"),
         # A client's retry of POST /intents with its Idempotency-Key finds the first one.
         Index(
             "ix_intents_submitter_idempotency_key",
@@ -121,6 +123,9 @@ class Run(Base):
         ),
         CheckConstraint("id = intent_id", name="workflow_id_is_intent_id"),
         CheckConstraint("retry_count >= 0", name="retry_count"),
+        # GET /runs pages newest first by (created_at, id), by status too (migration 0018).
+        Index("ix_runs_created", "created_at", "id"),
+        Index("ix_runs_status_created", "status", "created_at", "id"),
         CheckConstraint(
             "coalesce(budget_usd_micro, 0) >= 0 AND coalesce(budget_tokens, 0) >= 0"
             " AND spent_usd_micro >= 0 AND spent_tokens >= 0"
@@ -241,6 +246,7 @@ class WorkerProcess(Base):
     app_version: Mapped[str] = mapped_column(String(64))
     migration_head: Mapped[str] = mapped_column(String(64))
     started_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_seen_at: Mapped[datetime | None]  # migration 0018: stamped while the process works
 
 
 ROLES = ("submitter", "approver", "admin")
