@@ -20,10 +20,18 @@ from shared.service.runs import (
     start_run,
 )
 
+from . import reads
 from .auth import current_principal
 from .openapi import Routes
-from .responses import IntentOutSchema, StartedSchema
-from .schemas import IntentIn, IntentSchema, StartRunIn, StartRunSchema
+from .responses import IntentListSchema, IntentOutSchema, StartedSchema
+from .schemas import (
+    IntentIn,
+    IntentSchema,
+    IntentsQuery,
+    IntentsQuerySchema,
+    StartRunIn,
+    StartRunSchema,
+)
 from .state import api
 
 
@@ -115,6 +123,22 @@ def _replayed(submitter: str, key: str, request_sha256: str) -> Intent | None:
     with api().sessions() as s:
         return replayed_intent(
             s, submitted_by=submitter, idempotency_key=key, request_sha256=request_sha256
+        )
+
+
+@routes.route("/intents", "GET")
+@routes.arguments(IntentsQuerySchema(), location="query")
+@routes.response(200, IntentListSchema())
+@routes.errors(400)
+def list_intents(query: IntentsQuery) -> reads.IntentListing:
+    """Intents newest first, a keyset page at a time, each with its run's status."""
+    with api().sessions() as s:
+        return reads.list_intents(
+            s,
+            submitter=query.submitter,
+            repo=query.repo,
+            limit=query.limit,
+            cursor=query.cursor,
         )
 
 

@@ -9,13 +9,17 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from shared.db.models import Artifact, Intent, OpenCodeCall, PlanApproval, Run, StepRun
+from shared.db.repos import listings
 from shared.db.repos.approvals import ApprovalRepo
 from shared.db.repos.ledger import LedgerRepo
+from shared.db.repos.listings import RunFilter
 from shared.db.repos.runs import IntentRepo
 from shared.db.repos.steps import ArtifactRepo, StepRunRepo
+from shared.domain.budget import micro_to_usd
+from shared.domain.paging import DEFAULT_LIMIT, BadCursor, Position
 from shared.domain.plan_diff import DiffLine, plan_diff
 from shared.domain.run_machine import NextAction, StepId
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, InvalidInput, NotFound
 from shared.service.runs import get_run, run_budget
 
 from .errors import Unreadable
@@ -197,3 +201,69 @@ def run_page(s: Session, run_id: str, *, max_revisions: int) -> RunPage:
         max_revisions=max_revisions,
         question=waiting_question(run, StepRunRepo(s).for_run(run_id)),
     )
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A run as a list shows it: the row, its intent, and what it has spent so far."""
+
+    run: Run
+    intent: Intent
+
+    @property
+    def cost_usd(self) -> float:
+        return micro_to_usd(self.run.spent_usd_micro)
+
+    @property
+    def tokens(self) -> int:
+        return self.run.spent_tokens
+
+
+@dataclass(frozen=True)
+class RunListing:
+    runs: list[RunSummary]
+    next_cursor: str | None
+
+
+def _position(cursor: str | None) -> Position | None:
+    if cursor is None:
+        return None
+    try:
+        return Position.decode(cursor)
+    except BadCursor as exc:
+        raise InvalidInput(str(exc), details={"cursor": [str(exc)]}) from exc
+
+
+def list_runs(
+    s: Session, filters: RunFilter, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None
+) -> RunListing:
+    """Runs newest first, one keyset page; ``cursor`` is a previous page's ``next_cursor``."""
+    page = listings.run_page(s, filters, limit=limit, after=_position(cursor))
+    return RunListing([RunSummary(run, intent) for run, intent in page.items], page.next_cursor)
+
+
+@dataclass(frozen=True)
+class IntentSummary:
+    intent: Intent
+    run: Run | None
+
+
+@dataclass(frozen=True)
+class IntentListing:
+    intents: list[IntentSummary]
+    next_cursor: str | None
+
+
+def list_intents(
+    s: Session,
+    *,
+    submitter: str | None = None,
+    repo: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> IntentListing:
+    """Intents newest first, one keyset page, each with its run if it was started."""
+    page = listings.intent_page(
+        s, submitter=submitter, repo=repo, limit=limit, after=_position(cursor)
+    )
+    return IntentListing([IntentSummary(i, r) for i, r in page.items], page.next_cursor)

@@ -34,8 +34,13 @@ class IntentOutSchema(Schema):
     intent_id = fields.String(data_key="intentId", attribute="id")
     repo = fields.String(attribute="repo_path")
     goal = fields.String()
-    base_ref = fields.String()
-    submitted_by = fields.String(allow_none=True)
+    base_ref = fields.String(data_key="baseRef")
+    base_commit = fields.String(
+        data_key="baseCommit",
+        allow_none=True,
+        metadata={"description": "the commit baseRef named at submit (the run starts there)"},
+    )
+    submitted_by = fields.String(data_key="submittedBy", allow_none=True)
     created_at = _dt("createdAt")
 
 
@@ -251,3 +256,70 @@ class HealthSchema(Schema):
     database = fields.String(metadata={"description": '"ok" or "failed: <reason>"'})
     redis = fields.String(metadata={"description": '"ok" or "failed: <reason>"'})
     failed = fields.List(fields.String(), metadata={"description": "only when something failed"})
+
+
+class RunSummarySchema(Schema):
+    """A ``reads.RunSummary``: a run as a list shows it."""
+
+    run_id = fields.String(data_key="runId", attribute="run.id")
+    intent_id = fields.String(data_key="intentId", attribute="run.intent_id")
+    status = fields.String(attribute="run.status")
+    next_action = fields.String(data_key="nextAction", attribute="run.next_action")
+    last_step = fields.String(data_key="lastStep", attribute="run.last_step", allow_none=True)
+    goal = fields.String(attribute="intent.goal")
+    repo = fields.String(attribute="intent.repo_path")
+    base_ref = fields.String(data_key="baseRef", attribute="intent.base_ref")
+    base_commit = fields.String(
+        data_key="baseCommit", attribute="intent.base_commit", allow_none=True
+    )
+    submitted_by = fields.String(
+        data_key="submittedBy", attribute="intent.submitted_by", allow_none=True
+    )
+    plan_sha256 = fields.String(data_key="planSha256", attribute="run.plan_sha256", allow_none=True)
+    cost_usd = fields.Float(
+        data_key="costUsd", metadata={"description": "settled spend so far, USD"}
+    )
+    tokens = fields.Integer(metadata={"description": "settled tokens so far"})
+    created_at = _dt("createdAt", attribute="run.created_at")
+    updated_at = _dt("updatedAt", attribute="run.updated_at")
+    finished_at = _dt("finishedAt", attribute="run.finished_at")
+
+
+class RunListSchema(Schema):
+    """A ``reads.RunListing``: newest first; pass ``nextCursor`` as ``cursor`` for more."""
+
+    runs = fields.List(fields.Nested(RunSummarySchema))
+    next_cursor = fields.String(
+        data_key="nextCursor", allow_none=True, metadata={"description": "null: the last page"}
+    )
+
+
+class IntentSummarySchema(Schema):
+    """A ``reads.IntentSummary``: the intent and, once started, its run's status."""
+
+    intent_id = fields.String(data_key="intentId", attribute="intent.id")
+    repo = fields.String(attribute="intent.repo_path")
+    goal = fields.String(attribute="intent.goal")
+    base_ref = fields.String(data_key="baseRef", attribute="intent.base_ref")
+    base_commit = fields.String(
+        data_key="baseCommit", attribute="intent.base_commit", allow_none=True
+    )
+    submitted_by = fields.String(
+        data_key="submittedBy", attribute="intent.submitted_by", allow_none=True
+    )
+    created_at = _dt("createdAt", attribute="intent.created_at")
+    run_status = fields.Method(
+        "_run_status",
+        data_key="runStatus",
+        allow_none=True,
+        metadata={"type": "string", "description": "null until the intent's run is started"},
+    )
+
+    def _run_status(self, summary: object) -> str | None:
+        status = getattr(getattr(summary, "run", None), "status", None)
+        return status if isinstance(status, str) else None
+
+
+class IntentListSchema(Schema):
+    intents = fields.List(fields.Nested(IntentSummarySchema))
+    next_cursor = fields.String(data_key="nextCursor", allow_none=True)

@@ -17,6 +17,7 @@ from .responses import (
     ChangesRequestedSchema,
     RejectedSchema,
     RetriedSchema,
+    RunListSchema,
     RunOutSchema,
     StartedSchema,
 )
@@ -29,6 +30,8 @@ from .schemas import (
     DecisionSchema,
     NoOptionsIn,
     NoOptionsSchema,
+    RunsQuery,
+    RunsQuerySchema,
 )
 from .state import api
 
@@ -44,6 +47,16 @@ def _approver(body: DecisionIn | ChangesIn) -> str:
             details={"approver": [principal.name]},
         )
     return principal.name
+
+
+@routes.route("/runs", "GET")
+@routes.arguments(RunsQuerySchema(), location="query")
+@routes.response(200, RunListSchema())
+@routes.errors(400)
+def list_runs(query: RunsQuery) -> reads.RunListing:
+    """Runs newest first, a keyset page at a time, filtered by status, submitter, repo."""
+    with api().sessions() as s:
+        return reads.list_runs(s, query.filters, limit=query.limit, cursor=query.cursor)
 
 
 @routes.route("/runs/<kid:run_id>", "GET")

@@ -17,8 +17,10 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load
 from marshmallow.validate import Length, Range, Regexp
 
+from shared.db.repos.listings import RunFilter
+from shared.domain.paging import DEFAULT_LIMIT, MAX_LIMIT
 from shared.domain.rounds import COMMENT_MAX_CHARS
-from shared.domain.run_machine import StepId
+from shared.domain.run_machine import RunStatus, StepId
 
 from .parsing import BodySchema
 
@@ -235,3 +237,66 @@ class ArtifactQuerySchema(Schema):
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> ArtifactQuery:
         return ArtifactQuery(step=data["step"])
+
+
+class _ListQuery(Schema):
+    """A list's query string: filters, page size and the previous page's cursor."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    submitter = fields.String(
+        load_default=None, validate=[Length(1, 255), clean_text], metadata={"description": "exact"}
+    )
+    repo = fields.String(
+        load_default=None,
+        validate=[Length(1, 4096), clean_text],
+        metadata={"description": "the repository's path as submitted (exact)"},
+    )
+    limit = fields.Integer(
+        load_default=DEFAULT_LIMIT,
+        validate=Range(1, MAX_LIMIT),
+        metadata={"description": f"page size (default {DEFAULT_LIMIT}, at most {MAX_LIMIT})"},
+    )
+    cursor = fields.String(
+        load_default=None,
+        validate=Length(1, 400),
+        metadata={"description": "nextCursor of the previous page"},
+    )
+
+
+@dataclass(frozen=True)
+class RunsQuery:
+    filters: RunFilter
+    limit: int
+    cursor: str | None
+
+
+class RunsQuerySchema(_ListQuery):
+    status = fields.Enum(
+        RunStatus, by_value=True, load_default=None, metadata={"description": "one run status"}
+    )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> RunsQuery:
+        status = data["status"]
+        filters = RunFilter(
+            status=status.value if status is not None else None,
+            submitter=data["submitter"],
+            repo=data["repo"],
+        )
+        return RunsQuery(filters, data["limit"], data["cursor"])
+
+
+@dataclass(frozen=True)
+class IntentsQuery:
+    submitter: str | None
+    repo: str | None
+    limit: int
+    cursor: str | None
+
+
+class IntentsQuerySchema(_ListQuery):
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> IntentsQuery:
+        return IntentsQuery(data["submitter"], data["repo"], data["limit"], data["cursor"])

@@ -32,7 +32,11 @@ def test_a_valid_intent_is_created_and_stored(
     body = response.get_json()
     assert body["repo"] == str(git_repo)
     assert body["goal"] == "Add a docstring"
-    assert body["base_ref"] == "HEAD"
+    assert body["baseRef"] == "HEAD"
+    assert body["submittedBy"] == "ann"
+    assert body["baseCommit"] == subprocess.run(
+        ["git", "-C", str(git_repo), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     assert body["createdAt"]
     stored = db.get(Intent, body["intentId"])
     assert stored is not None
@@ -179,7 +183,7 @@ def test_a_relative_or_impossible_repo_path_is_a_4xx(
 
 
 def test_get_on_a_post_only_route_is_a_json_405(client: FlaskClient) -> None:
-    response = client.get("/intents")
+    response = client.get("/intents/some-intent/run")
 
     assert response.status_code == 405
     assert response.get_json()["error"]["code"] == "method_not_allowed"
