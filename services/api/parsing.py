@@ -23,12 +23,36 @@ from .errors import MalformedJson, UnsupportedMediaType
 
 
 class BodySchema(ma.Schema):
-    """A request body: unknown fields are refused; the body itself may be optional."""
+    """A request body: unknown fields are refused; the body itself may be optional.
+
+    Keys are camelCase, as in every response. The snake_case names of this API's first
+    release (``base_ref``, ``plan_sha256``, ...) are still accepted, for one release
+    (``SNAKE_CASE_UNTIL``): each is read as its camelCase key, and a body naming both
+    is refused rather than one silently winning.
+    """
 
     body_required = True
 
     class Meta:
         unknown = ma.RAISE
+
+    @ma.pre_load
+    def _accept_snake_case(self, data: Any, **_: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        renamed = dict(data)
+        for name, field in self.fields.items():
+            camel = field.data_key
+            if camel is None or camel == name or name not in renamed:
+                continue
+            if camel in renamed:
+                raise ma.ValidationError(f"give {camel} or {name} (deprecated), not both", name)
+            renamed[camel] = renamed.pop(name)
+        return renamed
+
+
+SNAKE_CASE_UNTIL = "0.2.0"
+"""The release that stops accepting snake_case request keys."""
 
 
 def body_required(schema: ma.Schema) -> bool:
@@ -53,7 +77,7 @@ class KodoParser(FlaskParser):
             return {}
         if not req.is_json:
             raise UnsupportedMediaType(
-                "send the body as application/json", details={"content_type": req.content_type}
+                "send the body as application/json", details={"contentType": req.content_type}
             )
         if not raw:
             raise InvalidInput("a JSON body is required")

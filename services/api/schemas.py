@@ -79,6 +79,7 @@ class IntentSchema(_Strict):
     repo = fields.String(required=True, validate=[Length(1, 4096), clean_text, short_path_parts])
     goal = fields.String(required=True, validate=[Length(1, 4000), clean_text, not_blank])
     base_ref = fields.String(
+        data_key="baseRef",
         load_default="HEAD",
         validate=[
             Length(1, 255),
@@ -88,9 +89,13 @@ class IntentSchema(_Strict):
         ],
     )
     submitted_by = fields.String(
-        load_default=None, allow_none=True, validate=[Length(1, 255), clean_text]
+        data_key="submittedBy",
+        load_default=None,
+        allow_none=True,
+        validate=[Length(1, 255), clean_text],
     )
     budget_usd = fields.Float(
+        data_key="budgetUsd",
         load_default=None,
         allow_none=True,
         allow_nan=False,
@@ -98,6 +103,7 @@ class IntentSchema(_Strict):
         metadata={"description": "what the run may spend, USD (default: KODO_BUDGET_USD)"},
     )
     budget_tokens = fields.Integer(
+        data_key="budgetTokens",
         load_default=None,
         allow_none=True,
         strict=True,
@@ -120,16 +126,24 @@ class BudgetSchema(_Strict):
     """``POST /runs/{id}/budget``: the run's new limits (an omitted one stays as it is)."""
 
     budget_usd = fields.Float(
-        load_default=None, allow_none=True, allow_nan=False, validate=Range(0, 1e9)
+        data_key="budgetUsd",
+        load_default=None,
+        allow_none=True,
+        allow_nan=False,
+        validate=Range(0, 1e9),
     )
     budget_tokens = fields.Integer(
-        load_default=None, allow_none=True, strict=True, validate=Range(0, 10**15)
+        data_key="budgetTokens",
+        load_default=None,
+        allow_none=True,
+        strict=True,
+        validate=Range(0, 10**15),
     )
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> BudgetIn:
         if data["budget_usd"] is None and data["budget_tokens"] is None:
-            raise ValidationError("name budget_usd, budget_tokens or both", "_schema")
+            raise ValidationError("name budgetUsd, budgetTokens or both", "_schema")
         return BudgetIn(**data)
 
 
@@ -173,6 +187,7 @@ class ChangesSchema(_Strict):
         load_default=None, allow_none=True, validate=[Length(1, 255), clean_text]
     )
     plan_sha256 = fields.String(
+        data_key="planSha256",
         load_default=None,
         allow_none=True,
         validate=FullMatch(r"[0-9a-fA-F]{64}", error="must be 64 hex digits"),
@@ -205,6 +220,7 @@ class DecisionSchema(_Strict):
         load_default=None, allow_none=True, validate=[Length(1, 255), clean_text]
     )
     plan_sha256 = fields.String(
+        data_key="planSha256",
         load_default=None,
         allow_none=True,
         validate=FullMatch(r"[0-9a-fA-F]{64}", error="must be 64 hex digits"),

@@ -89,7 +89,7 @@ def pin_intent(repo: Path, *, base_ref: str, policy_ref: str | None = None) -> P
     try:
         return pin_submission(pin, base_ref, policy_ref)
     except UnknownBaseRef as exc:
-        raise InvalidInput(str(exc), details={"base_ref": ["unknown ref"]}) from exc
+        raise InvalidInput(str(exc), details={"baseRef": ["unknown ref"]}) from exc
     except PolicyError as exc:
         raise InvalidPolicy(str(exc), details={"policy": [str(exc)]}) from exc
 
@@ -384,8 +384,8 @@ def _decide(
     if run.plan_sha256 is not None:
         if plan_sha256 is not None and plan_sha256 != run.plan_sha256:
             raise Conflict(
-                "the plan changed: plan_sha256 does not match the current plan",
-                details={"current_plan_sha256": run.plan_sha256},
+                "the plan changed: planSha256 does not match the current plan",
+                details={"currentPlanSha256": run.plan_sha256},
             )
         earlier = uow.approvals.get(run.id, run.plan_sha256)
         if earlier is not None:

@@ -34,9 +34,12 @@ def test_a_valid_intent_is_created_and_stored(
     assert body["goal"] == "Add a docstring"
     assert body["baseRef"] == "HEAD"
     assert body["submittedBy"] == "ann"
-    assert body["baseCommit"] == subprocess.run(
-        ["git", "-C", str(git_repo), "rev-parse", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    assert (
+        body["baseCommit"]
+        == subprocess.run(
+            ["git", "-C", str(git_repo), "rev-parse", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+    )
     assert body["createdAt"]
     stored = db.get(Intent, body["intentId"])
     assert stored is not None
@@ -101,7 +104,7 @@ def test_wrong_types_are_400s_listing_each_field(client: FlaskClient) -> None:
     response = client.post("/intents", json={"repo": 7, "goal": ["g"], "base_ref": None})
 
     assert response.status_code == 400
-    assert set(response.get_json()["error"]["details"]) == {"repo", "goal", "base_ref"}
+    assert set(response.get_json()["error"]["details"]) == {"repo", "goal", "baseRef"}
 
 
 @pytest.mark.parametrize(
@@ -126,7 +129,7 @@ def test_a_bad_or_unknown_base_ref_is_a_400(
     )
 
     assert response.status_code == 400
-    assert "base_ref" in response.get_json()["error"]["details"]
+    assert "baseRef" in response.get_json()["error"]["details"]
 
 
 def test_a_body_over_the_limit_is_a_413(client: FlaskClient, git_repo: Path) -> None:
@@ -217,3 +220,32 @@ def test_a_malformed_policy_at_the_trusted_ref_refuses_the_intent_with_a_422(
     assert f".kodo/policy.toml at {branch} (" in error["message"]
     assert "max_files" in error["message"]
     assert intent_count(db) == 0
+
+
+def test_request_keys_are_camel_case_and_the_first_release_snake_case_is_still_read(
+    client: FlaskClient, git_repo: Path
+) -> None:
+    camel = client.post(
+        "/intents",
+        json={"repo": str(git_repo), "goal": "camel", "baseRef": "HEAD", "budgetUsd": 2.5},
+    )
+    snake = client.post(
+        "/intents",
+        json={"repo": str(git_repo), "goal": "snake", "base_ref": "HEAD", "budget_tokens": 9},
+    )
+
+    assert (camel.status_code, snake.status_code) == (201, 201)
+    assert camel.get_json()["baseRef"] == snake.get_json()["baseRef"] == "HEAD"
+
+
+def test_a_body_naming_a_key_in_both_styles_is_refused_not_resolved(
+    client: FlaskClient, git_repo: Path
+) -> None:
+    response = client.post(
+        "/intents",
+        json={"repo": str(git_repo), "goal": "g", "baseRef": "HEAD", "base_ref": "main"},
+    )
+
+    assert response.status_code == 400
+    details = response.get_json()["error"]["details"]
+    assert details == {"base_ref": ["give baseRef or base_ref (deprecated), not both"]}

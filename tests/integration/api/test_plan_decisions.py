@@ -100,7 +100,7 @@ def test_approving_a_different_digest_is_a_409_and_records_nothing(
     )
 
     assert response.status_code == 409
-    assert response.get_json()["error"]["details"] == {"current_plan_sha256": run.plan_sha256}
+    assert response.get_json()["error"]["details"] == {"currentPlanSha256": run.plan_sha256}
     assert approvals(db, run.id) == []
 
 
@@ -111,7 +111,7 @@ def test_a_digest_that_is_not_64_hex_digits_is_a_400(client: FlaskClient, db: Se
     response = client.post(f"/runs/{run.id}/approve-plan", json={"plan_sha256": "abc"})
 
     assert response.status_code == 400
-    assert "plan_sha256" in response.get_json()["error"]["details"]
+    assert "planSha256" in response.get_json()["error"]["details"]
 
 
 def test_approving_a_run_that_is_still_compiling_is_a_409(
