@@ -83,6 +83,7 @@ class ApiClient:
         *,
         json: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
     ) -> httpx.Response:
         """Send the request; an unreachable API is an ApiError naming the URL.
 
@@ -93,7 +94,7 @@ class ApiClient:
         """
         for attempt in range(RETRIES + 1):
             try:
-                reply = self.http.request(method, path, json=json, headers=headers)
+                reply = self.http.request(method, path, json=json, headers=headers, params=params)
             except httpx.HTTPError as exc:
                 raise ApiError(
                     f"cannot reach the API at {self.base_url} ({type(exc).__name__}: {exc}); "
@@ -112,15 +113,30 @@ class ApiClient:
         *,
         json: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
     ) -> Any:
         """The decoded body of a 2xx answer; anything else raises with the API's own message."""
-        reply = self.request(method, path, json=json, headers=headers)
+        reply = self.request(method, path, json=json, headers=headers, params=params)
         if reply.is_success:
             return decode(reply)
         raise error_of(method, path, reply)
 
-    def get(self, path: str) -> dict[str, Any]:
-        return as_object(self.call("GET", path), path)
+    def get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        return as_object(self.call("GET", path, params=params), path)
+
+    def get_list(self, path: str) -> list[dict[str, Any]]:
+        """A JSON array of objects (``GET /runs/{id}/artifacts``); anything else raises."""
+        body = self.call("GET", path)
+        if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
+            raise ApiError(f"{path}: expected a JSON array of objects")
+        return body
+
+    def download(self, path: str, params: dict[str, str] | None = None) -> bytes:
+        """The raw bytes of a 2xx answer (an artifact); anything else raises."""
+        reply = self.request("GET", path, params=params)
+        if reply.is_success:
+            return reply.content
+        raise error_of("GET", path, reply)
 
     def post(
         self, path: str, body: dict[str, Any] | None = None, *, idempotency_key: str | None = None

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from services.cli.client import ApiClient, api_options
+from services.cli.run_list import list_cmd
+from services.cli.terminal import console
 from services.cli.views import budget_line, cache_levels, calls_table, revisions_view, run_view
 from services.cli.watch import watch
 from shared.domain.display import visible
@@ -91,6 +92,7 @@ def run() -> None:
 
 
 run.add_command(watch)
+run.add_command(list_cmd)
 
 
 @run.command("start")
@@ -122,7 +124,7 @@ def status_cmd(
     if as_json:
         _echo_json(current)
         return
-    Console().print(run_view(current))
+    console().print(run_view(current))
 
 
 _approver = click.option(
@@ -281,7 +283,7 @@ def plans_cmd(
     if as_json:
         _echo_json(listed)
         return
-    Console().print(revisions_view(listed))
+    console().print(revisions_view(listed))
 
 
 @run.command("budget")
@@ -371,7 +373,7 @@ def calls(
     if as_json:
         _echo_json(ledger)
         return
-    Console().print(calls_table(rows, cache_levels(current)))
+    console().print(calls_table(rows, cache_levels(current)))
     tokens = sum(
         int(c["usage"].get("total_tokens") or 0) for c in rows if isinstance(c.get("usage"), dict)
     )

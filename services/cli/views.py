@@ -30,21 +30,21 @@ _MARK = {
 }
 
 
-def _text(value: object, default: str = "-") -> str:
+def one_line(value: object, default: str = "-") -> str:
     """One value on one line, safe to print: control and bidi characters escaped."""
     return default if value is None else visible(value)
 
 
-def _cell(value: object, style: str = "") -> Text:
+def cell(value: object, style: str = "") -> Text:
     """A table cell that rich draws as plain text (``[red]`` in agent text stays literal)."""
-    return Text(_text(value), style=style)
+    return Text(one_line(value), style=style)
 
 
 def plan_card_lines(card: dict[str, Any]) -> list[str]:
     """The plan a human approves, one fact per line (the digest first: it is what is signed)."""
     raw = card.get("plan")
     plan: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    lines = [f"Plan card (sha256 {_text(card.get('planSha256'))})"]
+    lines = [f"Plan card (sha256 {one_line(card.get('planSha256'))})"]
     design = plan.get("design")
     # Each line of the design carries the label, so no line of it can pose as a file line.
     shown = "-" if design is None else visible(design, multiline=True).expandtabs(4)
@@ -52,14 +52,13 @@ def plan_card_lines(card: dict[str, Any]) -> list[str]:
     for f in plan.get("files") or []:
         if isinstance(f, dict):
             change, path, why = f.get("change"), f.get("path"), f.get("why")
-            lines.append(f"  file:   {_text(change):<6} {_text(path)}  ({_text(why)})")
-    lines.extend(f"  risk:   {_text(r)}" for r in plan.get("risks") or [])
-    lines.extend(f"  test:   {_text(t)}" for t in plan.get("tests") or [])
+            lines.append(f"  file:   {one_line(change):<6} {one_line(path)}  ({one_line(why)})")
+    lines.extend(f"  risk:   {one_line(r)}" for r in plan.get("risks") or [])
+    lines.extend(f"  test:   {one_line(t)}" for t in plan.get("tests") or [])
     approval = card.get("approval")
     if isinstance(approval, dict):
-        lines.append(
-            f"  decision: {_text(approval.get('decision'))} by {_text(approval.get('approver'))}"
-        )
+        decision, approver = approval.get("decision"), approval.get("approver")
+        lines.append(f"  decision: {one_line(decision)} by {one_line(approver)}")
     return lines
 
 
@@ -104,7 +103,7 @@ def step_states(run: dict[str, Any]) -> list[tuple[str, str, str]]:
         if row.get("deliveries", 1) not in (None, 1):
             detail += f" ({row['deliveries']} deliveries)"
         if row.get("error"):
-            detail += f" {_text(row['error'])}"
+            detail += f" {one_line(row['error'])}"
         out.append((step, state, detail.strip()))
     return out
 
@@ -112,9 +111,9 @@ def step_states(run: dict[str, Any]) -> list[tuple[str, str, str]]:
 def run_header(run: dict[str, Any]) -> str:
     """One line: the run's status, last step, next action and how often kodo retried."""
     return (
-        f"run {_text(run.get('runId'))}  status={_text(run.get('status'))}"
-        f"  lastStep={_text(run.get('lastStep'))}  next={_text(run.get('nextAction'))}"
-        f"  retries={_text(run.get('retryCount'))}"
+        f"run {one_line(run.get('runId'))}  status={one_line(run.get('status'))}"
+        f"  lastStep={one_line(run.get('lastStep'))}  next={one_line(run.get('nextAction'))}"
+        f"  retries={one_line(run.get('retryCount'))}"
     )
 
 
@@ -127,18 +126,18 @@ def run_view(run: dict[str, Any]) -> Group:
     table.add_column("detail", overflow="fold")
     for step, state, detail in step_states(run):
         mark, style = _MARK.get(state, ("·", "dim"))
-        table.add_row(Text(mark, style=style), _cell(step), _cell(state, style), _cell(detail))
+        table.add_row(Text(mark, style=style), cell(step), cell(state, style), cell(detail))
     parts: list[Any] = [Text(run_header(run), style="bold"), table]
     if run.get("error"):
-        parts.append(Text(f"error: {_text(run['error'])}", style="red"))
+        parts.append(Text(f"error: {one_line(run['error'])}", style="red"))
     if run.get("branch"):
-        parts.append(Text(f"branch: {_text(run['branch'])}"))
+        parts.append(Text(f"branch: {one_line(run['branch'])}"))
     if isinstance(run.get("budget"), dict):
         parts.append(Text(budget_line(run["budget"])))
     if run.get("question"):
         asked = visible(run["question"], multiline=True).expandtabs(4)
         parts.append(Text("\n".join(f"question: {line}" for line in asked.split("\n"))))
-        parts.append(Text(f"answer it: kodo run answer {_text(run.get('runId'))} -m TEXT"))
+        parts.append(Text(f"answer it: kodo run answer {one_line(run.get('runId'))} -m TEXT"))
     return Group(*parts)
 
 
@@ -181,18 +180,18 @@ def calls_table(calls: list[dict[str, Any]], caches: dict[tuple[str, int], str])
         duration = call.get("durationMs")
         cost = _usage(call, "cost_usd")
         row = [
-            _cell(call.get("stepId")),
-            _cell(call.get("agent")),
-            _cell(call.get("attempt")),
-            _cell(call.get("status")),
-            _cell(f"{duration} ms" if duration is not None else None),
-            _cell(_usage(call, "total_tokens")),
-            _cell(f"${cost:.4f}" if isinstance(cost, int | float) else None),
+            cell(call.get("stepId")),
+            cell(call.get("agent")),
+            cell(call.get("attempt")),
+            cell(call.get("status")),
+            cell(f"{duration} ms" if duration is not None else None),
+            cell(_usage(call, "total_tokens")),
+            cell(f"${cost:.4f}" if isinstance(cost, int | float) else None),
         ]
         if caches:
             attempt = call.get("attempt")
             key = (str(call.get("stepId")), attempt if isinstance(attempt, int) else -1)
-            row.append(_cell(caches.get(key)))
+            row.append(cell(caches.get(key)))
         table.add_row(*row)
     return table
 
@@ -203,9 +202,9 @@ def revisions_view(listed: dict[str, Any]) -> Group:
     current = listed.get("currentPlanSha256")
     parts: list[Text] = [
         Text(
-            f"run {_text(listed.get('runId'))} ({_text(listed.get('status'))}): "
-            f"{len(listed.get('revisions') or [])} of at most {_text(listed.get('maxRevisions'))}"
-            " plan revisions"
+            f"run {one_line(listed.get('runId'))} ({one_line(listed.get('status'))}): "
+            f"{len(listed.get('revisions') or [])} of at most"
+            f" {one_line(listed.get('maxRevisions'))} plan revisions"
         )
     ]
     for revision in listed.get("revisions") or []:
@@ -213,15 +212,16 @@ def revisions_view(listed: dict[str, Any]) -> Group:
             continue
         digest = revision.get("planSha256")
         mark = "  (current)" if digest == current else ""
-        lines = [f"revision {_text(revision.get('revision'))}: sha256 {_text(digest)}{mark}"]
+        lines = [f"revision {one_line(revision.get('revision'))}: sha256 {one_line(digest)}{mark}"]
         plan = revision.get("plan")
         for f in (plan.get("files") or []) if isinstance(plan, dict) else []:
             if isinstance(f, dict):
-                lines.append(f"  file:     {_text(f.get('change')):<6} {_text(f.get('path'))}")
+                change, path = one_line(f.get("change")), one_line(f.get("path"))
+                lines.append(f"  file:     {change:<6} {path}")
         decision = revision.get("decision")
         if isinstance(decision, dict):
-            who = _text(decision.get("approver"))
-            lines.append(f"  decision: {_text(decision.get('decision'))} by {who}")
+            who = one_line(decision.get("approver"))
+            lines.append(f"  decision: {one_line(decision.get('decision'))} by {who}")
             comment = decision.get("comment")
             if comment is not None:
                 shown = visible(comment, multiline=True).expandtabs(4)

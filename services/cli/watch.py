@@ -21,10 +21,10 @@ from typing import Any
 
 import click
 import httpx
-from rich.console import Console
 from rich.live import Live
 
 from services.cli.client import ApiClient, ApiError, api_options
+from services.cli.terminal import console as make_console
 from services.cli.views import TERMINAL, plan_card_lines, run_header, run_view
 from shared.domain.display import visible
 
@@ -139,7 +139,7 @@ def watch(
     home: Path | None,
 ) -> None:
     """Follow a run live until it ends, or stops for approval (then print the plan card)."""
-    console = Console()
+    console = make_console()
     notes: list[str] = []
     with ApiClient.from_options(api_url, token, home) as api:
         w = Watcher(api, run_id, time.monotonic() + timeout_s)

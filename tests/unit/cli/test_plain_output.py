@@ -1,0 +1,63 @@
+"""Piped output is plain: whole lines however long, no colour or cursor codes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from rich.text import Text
+
+from services.cli.run_list import age, runs_table, truncated
+from services.cli.terminal import console
+from services.cli.views import run_view
+
+
+def test_a_piped_console_prints_a_long_line_whole_and_without_colour(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    long = "x" * 300
+
+    console().print(Text(long, style="red bold"))
+
+    assert capsys.readouterr().out == long + "\n"
+
+
+def test_a_piped_run_status_keeps_a_long_step_error_on_its_row(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    error = "verification exited 1: " + "pytest -q tests/test_calc.py " * 10
+    run = {
+        "runId": "r1",
+        "status": "failed",
+        "steps": [{"stepId": "CompileST", "status": "failed", "error": error}],
+    }
+
+    console().print(run_view(run))
+
+    rows = capsys.readouterr().out.splitlines()
+    compile_row = next(r for r in rows if "CompileST" in r)
+    assert compile_row.rstrip().endswith(error.rstrip())
+
+
+def test_age_says_how_long_ago_in_its_largest_whole_unit() -> None:
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+    assert age((now - timedelta(seconds=45)).isoformat(), now) == "45s"
+    assert age((now - timedelta(minutes=12, seconds=5)).isoformat(), now) == "12m"
+    assert age((now - timedelta(hours=3, minutes=59)).isoformat(), now) == "3h"
+    assert age((now - timedelta(days=2, hours=1)).isoformat(), now) == "2d"
+    assert age(None, now) == "-"
+    assert age("yesterday", now) == "-"
+
+
+def test_a_long_goal_is_cut_with_an_ellipsis_after_it_is_escaped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    goal = "\x1b[2J" + "y" * 100
+    run = {"runId": "r1", "status": "queued", "goal": goal, "createdAt": None}
+
+    console().print(runs_table([run], datetime.now(UTC)))
+
+    row = capsys.readouterr().out.splitlines()[1]
+    assert row.rstrip().endswith("\\x1b[2J" + "y" * 52 + "…")
+    assert truncated("short") == "short"
