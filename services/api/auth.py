@@ -1,6 +1,7 @@
 """Authentication and role checks, before any view runs.
 
-Every endpoint but ``/healthz`` (and the UI's sign-in page) needs a live token.
+Every endpoint but ``/healthz``, the OpenAPI spec and its viewer (and the UI's sign-in
+page) needs a live token.
 Reads need ``read``; creating intents and starting runs ``submit``; approving,
 rejecting, requesting changes and cancelling ``decide``; retrying a failed run
 ``operate`` (admins only).
@@ -30,7 +31,17 @@ from .state import api
 
 SESSION_COOKIE = "kodo_session"
 CSRF_FIELD = "csrf_token"
-PUBLIC_ENDPOINTS = frozenset({"health.healthz", "ui_forms.login_page", "ui_forms.login"})
+# The spec and its viewer are public: they describe the API, they hold no data.
+PUBLIC_ENDPOINTS = frozenset(
+    {
+        "health.healthz",
+        "ui_forms.login_page",
+        "ui_forms.login",
+        "api-docs.openapi_json",
+        "docs.docs_page",
+        "docs.docs_asset",
+    }
+)
 # The UI's form posts: a session cookie plus the session's CSRF token, never a header.
 FORM_ENDPOINTS = frozenset(
     {

@@ -28,7 +28,13 @@ def csp_nonce() -> str:
     return nonce
 
 
-def content_security_policy(nonce: str | None) -> str:
+def allow_data_images() -> None:
+    """Let this response's page show ``data:`` images (the API docs' icons); no script
+    or style source changes."""
+    g.csp_data_images = True
+
+
+def content_security_policy(nonce: str | None, *, data_images: bool = False) -> str:
     own = f"'nonce-{nonce}'" if nonce else "'none'"
     return "; ".join(
         (
@@ -36,7 +42,7 @@ def content_security_policy(nonce: str | None) -> str:
             f"script-src {own}",
             f"style-src {own}",
             "connect-src 'self'",
-            "img-src 'self'",
+            "img-src 'self' data:" if data_images else "img-src 'self'",
             "form-action 'self'",
             "base-uri 'none'",
             "frame-ancestors 'none'",
@@ -49,7 +55,7 @@ def _secure(response: Response) -> Response:
         response.headers[name] = value
     nonce = g.get("csp_nonce")
     response.headers["Content-Security-Policy"] = content_security_policy(
-        nonce if isinstance(nonce, str) else None
+        nonce if isinstance(nonce, str) else None, data_images=g.get("csp_data_images") is True
     )
     if response.mimetype == "text/html":
         response.headers["Cache-Control"] = "no-store"  # pages carry CSRF tokens

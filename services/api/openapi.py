@@ -5,22 +5,29 @@ facade over its ``Blueprint``. Its error handler is overridden by ours (register
 after it in ``create_app``): every error keeps kodo's ``{"error": {...}}`` shape, and
 the spec documents that shape (:class:`ErrorSchema`) for every error response.
 
-``GET /openapi.json`` serves the spec; ``GET /docs`` renders it server-side into one
-HTML page (no script, nothing fetched from the internet).
+``GET /openapi.json`` serves the spec; ``GET /docs`` is Swagger UI over it, from the
+swagger-ui-bundle package's files served by kodo itself (nothing fetched from the
+internet). Both are public: they describe the API and hold no data.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import swagger_ui_bundle  # type: ignore[import-untyped]
 from flask import Blueprint as FlaskBlueprint
-from flask import Flask, current_app, render_template
+from flask import Flask, current_app, render_template, send_from_directory
 from flask.typing import ResponseReturnValue
 from flask_smorest import Api, Blueprint  # type: ignore[import-untyped]
 from marshmallow import Schema
 from werkzeug.routing import BaseConverter
 
+from shared.errors import NotFound
+
+from .auth import PUBLIC_ENDPOINTS
+from .headers import allow_data_images
 from .parsing import KodoParser, body_required
 from .responses import ErrorSchema
 
@@ -47,6 +54,13 @@ ERROR_DESCRIPTIONS = {
 }
 
 
+def operation_id(name: str) -> str:
+    """A view's operationId: its Python name in camelCase (clients generate method names
+    from it, so it is as stable as the view's name)."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
 class Routes:
     """A flask-smorest ``Blueprint`` behind typed decorators.
 
@@ -59,8 +73,15 @@ class Routes:
         self.blueprint.ARGUMENTS_PARSER = PARSER
 
     def route(self, rule: str, method: str) -> Decorator:
+        """Register ``view``; its operationId is its name in camelCase (``read_run`` ->
+        ``readRun``), and an endpoint auth leaves public is documented ``security: []``."""
+
         def register(view: View) -> View:
-            registered: View = self.blueprint.route(rule, methods=[method])(view)
+            doc: dict[str, Any] = {"operationId": operation_id(view.__name__)}
+            if f"{self.blueprint.name}.{view.__name__}" in PUBLIC_ENDPOINTS:
+                doc["security"] = []
+            documented: View = self.blueprint.doc(**doc)(view)
+            registered: View = self.blueprint.route(rule, methods=[method])(documented)
             return registered
 
         return register
@@ -166,8 +187,11 @@ def make_api(app: Flask, *, version: str, converters: tuple[type[BaseConverter],
             "info": {
                 "description": "A durable, approval-gated orchestrator for AI coding-agent "
                 'runs. Every error is {"error": {"code", "message", "details"}}. Every '
-                "endpoint but /healthz needs `Authorization: Bearer <token>` "
-                "(kodo token create NAME --role submitter|approver|admin)."
+                "operation needs `Authorization: Bearer <token>` (kodo token create NAME"
+                " --role submitter|approver|admin) except those marked `security: []`"
+                " (/healthz); this spec (/openapi.json) and its viewer (/docs) are public."
+                " Keys are camelCase; the first release's snake_case request keys are read"
+                " until 0.2.0."
             },
             "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
             "security": [{"bearer": []}],
@@ -204,6 +228,7 @@ def document_events(api: Any, app: Flask, endpoint: str = "events.run_events") -
         operations={
             "get": {
                 "tags": ["events"],
+                "operationId": "streamRunEvents",
                 "summary": "Stream the run's state changes as server-sent events",
                 "description": "Each `event: run` frame carries runId, status, lastStep and "
                 "nextAction as stored in Postgres. The stream ends after a terminal status "
@@ -230,10 +255,27 @@ def document_events(api: Any, app: Flask, endpoint: str = "events.run_events") -
 
 
 docs_bp = FlaskBlueprint("docs", __name__, template_folder="templates")
-HTTP_METHODS = ("get", "post", "put", "patch", "delete")
+STATIC_DIR = Path(__file__).parent / "static"
+DOCS_ASSETS = {
+    # name: (folder, media type): the only files /docs/assets serves
+    "swagger-ui.css": (Path(swagger_ui_bundle.swagger_ui_path), "text/css"),
+    "swagger-ui-bundle.js": (Path(swagger_ui_bundle.swagger_ui_path), "text/javascript"),
+    "docs-init.js": (STATIC_DIR, "text/javascript"),
+}
 
 
 @docs_bp.get("/docs")
 def docs_page() -> ResponseReturnValue:
-    spec: dict[str, Any] = current_app.extensions[API_EXTENSION].spec.to_dict()
-    return render_template("docs.html", spec=spec, methods=HTTP_METHODS)
+    """Swagger UI over ``/openapi.json``, from the packaged bundle (works offline)."""
+    allow_data_images()  # the bundle's icons are data: SVGs in its stylesheet
+    return render_template("docs.html", version=current_app.extensions[API_EXTENSION].spec.version)
+
+
+@docs_bp.get("/docs/assets/<name>")
+def docs_asset(name: str) -> ResponseReturnValue:
+    found = DOCS_ASSETS.get(name)
+    if found is None:
+        raise NotFound(f"no docs asset {name!r}")
+    folder, media_type = found
+    response = send_from_directory(folder, name, mimetype=media_type, max_age=3600)
+    return response

@@ -75,7 +75,7 @@ def approve_plan(body: DecisionIn, run_id: str) -> PlanApproval:
     """Record the approval and, in the same transaction, move the run to ``applying``;
     ApplyPatchST is sent after commit (a message Redis lost is re-sent by the reconciler;
     the beat watcher dispatches approvals recorded without this). 409 unless the run
-    waits for approval, or if ``plan_sha256`` is not the current plan's; 403 if the
+    waits for approval, or if ``planSha256`` is not the current plan's; 403 if the
     approver submitted the run (unless the operator set ``KODO_ALLOW_SELF_APPROVAL=1``).
     """
     ctx = api()

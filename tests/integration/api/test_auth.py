@@ -24,16 +24,19 @@ def _as(app: Flask, token: str) -> FlaskClient:
     return authed
 
 
-def test_health_is_public_and_everything_else_needs_a_token(
+def test_health_and_the_api_description_are_public_and_everything_else_needs_a_token(
     anonymous: FlaskClient, db: Session
 ) -> None:
     run = RunFactory()
     db.commit()
     assert anonymous.get("/healthz").status_code in {200, 503}
+    assert anonymous.get("/openapi.json").status_code == 200
+    assert anonymous.get("/docs").status_code == 200
     for method, path in [
         ("get", f"/runs/{run.id}"),
+        ("get", "/runs"),
+        ("get", "/intents"),
         ("get", "/metrics"),
-        ("get", "/openapi.json"),
         ("post", "/intents"),
         ("post", f"/runs/{run.id}/approve-plan"),
     ]:

@@ -7,6 +7,7 @@ themselves are pages, not API operations, so they are the only routes left out.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.integration
 NOT_IN_SPEC = {
     "api-docs.openapi_json",
     "docs.docs_page",
+    "docs.docs_asset",
     "ui_forms.login_page",  # the UI's HTML forms: a browser's, not an API client's
     "ui_forms.login",
     "ui_forms.logout",
@@ -30,6 +32,7 @@ NOT_IN_SPEC = {
     "ui_forms.budget_form",
 }
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
+METHODS = {"get", "post", "put", "patch", "delete"}
 
 OPERATION = {
     "type": "object",
@@ -150,13 +153,61 @@ def test_flask_smorest_does_not_replace_kodos_error_handler(client: FlaskClient)
     assert response.get_json()["error"]["code"] == "not_found"
 
 
-def test_the_docs_page_renders_the_local_spec_without_scripts(client: FlaskClient) -> None:
-    response = client.get("/docs")
+def test_the_docs_page_is_swagger_ui_from_kodos_own_assets(anonymous: FlaskClient) -> None:
+    response = anonymous.get("/docs")
 
     assert response.status_code == 200
     page = response.get_data(as_text=True)
-    assert "/runs/{run_id}/approve-plan" in page
-    assert "<script" not in page
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert sources, page
+    assert all(src.startswith("/docs/assets/") or src == "/openapi.json" for src in sources)
+    assert "http://" not in page  # nothing from elsewhere
+    assert "https://" not in page
+    for src in sources:
+        if src.startswith("/docs/assets/"):
+            with anonymous.get(src) as asset:
+                assert asset.status_code == 200, src
+                assert asset.mimetype in {"text/css", "text/javascript"}
+                assert len(asset.get_data()) > 100
+
+
+def test_the_docs_assets_serve_only_their_own_files(anonymous: FlaskClient) -> None:
+    for name in ("index.html", "..%2fopenapi.py", "swagger-ui.js.map", "docs.html"):
+        with anonymous.get(f"/docs/assets/{name}") as response:
+            assert response.status_code == 404, name
+
+
+def test_the_spec_and_its_viewer_are_public(anonymous: FlaskClient) -> None:
+    assert anonymous.get("/openapi.json").status_code == 200
+    assert anonymous.get("/docs").status_code == 200
+    assert anonymous.get("/runs").status_code == 401  # the data is not
+
+
+def test_every_operation_has_a_unique_operation_id(spec: dict[str, Any]) -> None:
+    ids = [
+        op.get("operationId")
+        for item in spec["paths"].values()
+        for method, op in item.items()
+        if method in METHODS
+    ]
+    assert all(isinstance(i, str) and re.fullmatch(r"[a-z][A-Za-z0-9]*", i) for i in ids), ids
+    assert len(ids) == len(set(ids))
+    assert {"createIntent", "listRuns", "readRun", "approvePlan", "streamRunEvents"} <= set(ids)
+
+
+def test_public_operations_say_so_and_only_they(
+    app: Flask, spec: dict[str, Any], anonymous: FlaskClient
+) -> None:
+    public = {
+        (path, method)
+        for path, item in spec["paths"].items()
+        for method, op in item.items()
+        if method in METHODS and op.get("security") == []
+    }
+    assert public == {("/healthz", "get")}
+    # and what the spec calls public answers without a token; what it doesn't, refuses
+    assert anonymous.get("/healthz").status_code in {200, 503}
+    assert anonymous.get("/metrics").status_code == 401
 
 
 def test_the_spec_declares_bearer_authentication_for_every_operation(spec: dict[str, Any]) -> None:
