@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from services.cli.client import ApiClient, api_options
+from services.cli.review import diff_cmd, logs_cmd, show_cmd
 from services.cli.run_list import list_cmd
 from services.cli.terminal import console
 from services.cli.views import budget_line, cache_levels, calls_table, revisions_view, run_view
@@ -93,6 +94,9 @@ def run() -> None:
 
 run.add_command(watch)
 run.add_command(list_cmd)
+run.add_command(show_cmd)
+run.add_command(diff_cmd)
+run.add_command(logs_cmd)
 
 
 @run.command("start")

@@ -1,0 +1,295 @@
+"""How the CLI draws what a run did: its patch, its verification, its whole story.
+
+Pure functions from API answers (and artifact bytes) to rich renderables. The patch,
+the command, its output and the diagnostic are all written by the agent, so every
+line goes through :func:`visible` and reaches rich only as a :class:`Text`: a diff line
+carrying ``\\x1b[2J`` or a bidi override shows the escape, it is never obeyed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from services.cli.run_list import usd
+from services.cli.views import budget_line, cell, one_line, step_states
+from shared.domain.display import visible
+
+
+def block_lines(text: str) -> list[str]:
+    """Agent text as lines safe to print: newlines kept, every other control escaped."""
+    return visible(text, multiline=True).expandtabs(4).split("\n")
+
+
+def bytes_text(content: bytes) -> str:
+    """Artifact bytes as text; bytes that are not UTF-8 show as U+FFFD, visibly."""
+    return content.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class FileStat:
+    path: str
+    added: int
+    removed: int
+
+
+def diffstat(patch: str) -> list[FileStat]:
+    """Lines added and removed per file of a unified diff (``diff --git`` or ``+++`` headers)."""
+    stats: list[FileStat] = []
+    path: str | None = None
+    added = removed = 0
+    for line in patch.split("\n"):
+        header = None
+        if line.startswith("diff --git "):
+            header = line.split(" b/", 1)[1] if " b/" in line else line[11:]
+        elif line.startswith("+++ ") and path is None:
+            header = line[4:].removeprefix("b/")
+        if header is not None:
+            if path is not None:
+                stats.append(FileStat(path, added, removed))
+            path, added, removed = header, 0, 0
+        elif line.startswith(("+++ ", "--- ")):
+            continue
+        elif line.startswith("+"):
+            added += 1
+        elif line.startswith("-"):
+            removed += 1
+    if path is not None:
+        stats.append(FileStat(path, added, removed))
+    return stats
+
+
+def diffstat_lines(stats: list[FileStat]) -> list[str]:
+    lines = [f" {one_line(s.path)} | +{s.added} -{s.removed}" for s in stats]
+    total_added = sum(s.added for s in stats)
+    total_removed = sum(s.removed for s in stats)
+    lines.append(f" {len(stats)} file(s) changed, +{total_added} -{total_removed}")
+    return lines
+
+
+_DIFF_STYLES = (
+    ("diff --git", "bold"),
+    ("+++", "bold"),
+    ("---", "bold"),
+    ("@@", "cyan"),
+    ("+", "green"),
+    ("-", "red"),
+)
+
+
+def diff_view(patch: str) -> Text:
+    """The patch, one escaped line per line, coloured by kind (a pipe drops the colour)."""
+    out = Text()
+    for line in patch.removesuffix("\n").split("\n"):  # only \n ends a line: a \r shows
+        style = next((s for prefix, s in _DIFF_STYLES if line.startswith(prefix)), "")
+        out.append(visible(line, multiline=True).expandtabs(4), style=style)
+        out.append("\n")
+    return out
+
+
+@dataclass
+class StepCost:
+    calls: int = 0
+    failed: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+
+def usage_number(call: dict[str, Any], key: str) -> float:
+    usage = call.get("usage")
+    value = usage.get(key) if isinstance(usage, dict) else None
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def costs_by_step(calls: list[dict[str, Any]]) -> dict[str, StepCost]:
+    """Each step's provider calls (paid attempts), failed calls, tokens and cost."""
+    found: dict[str, StepCost] = {}
+    for call in calls:
+        step = found.setdefault(str(call.get("stepId")), StepCost())
+        step.calls += 1
+        step.failed += call.get("status") == "failed"
+        step.tokens += int(usage_number(call, "total_tokens"))
+        step.cost_usd += usage_number(call, "cost_usd")
+    return found
+
+
+def timeline_table(run: dict[str, Any], calls: list[dict[str, Any]]) -> Table:
+    """One row per step: state, round, deliveries, duration, calls, tokens, cost, detail."""
+    rows = {str(s.get("stepId")): s for s in run.get("steps") or [] if isinstance(s, dict)}
+    costs = costs_by_step(calls)
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for name in ("step", "state", "round", "deliveries", "duration", "calls", "tokens", "cost"):
+        table.add_column(name, justify="left" if name in ("step", "state") else "right")
+    table.add_column("detail", overflow="fold")
+    for step, state, detail in step_states(run):
+        row = rows.get(step, {})
+        spent = costs.get(step, StepCost())
+        duration = row.get("durationMs")
+        table.add_row(
+            cell(step),
+            cell(state),
+            cell(row.get("round")),
+            cell(row.get("deliveries")),
+            cell(f"{duration} ms" if isinstance(duration, int) else None),
+            cell(f"{spent.calls} ({spent.failed} failed)" if spent.failed else spent.calls),
+            cell(spent.tokens),
+            cell(usd(spent.cost_usd)),
+            cell(detail or None),
+        )
+    return table
+
+
+@dataclass
+class RunStory:
+    """Everything ``kodo run show`` draws, as the API answered it."""
+
+    run: dict[str, Any]
+    intent: dict[str, Any]
+    revisions: dict[str, Any]
+    calls: list[dict[str, Any]]
+    artifacts: list[dict[str, Any]]
+    patch: str | None = None
+    decision: dict[str, Any] | None = None
+    diagnostic: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def latest(artifacts: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    """The newest artifact of a kind (a later round's patch replaces the earlier one)."""
+    found = [a for a in artifacts if a.get("kind") == kind and isinstance(a.get("id"), int)]
+    return max(found, key=lambda a: int(a["id"])) if found else None
+
+
+def current_revision(revisions: dict[str, Any]) -> dict[str, Any] | None:
+    current = revisions.get("currentPlanSha256")
+    listed = [r for r in revisions.get("revisions") or [] if isinstance(r, dict)]
+    matching = [r for r in listed if r.get("planSha256") == current]
+    return matching[-1] if matching else (listed[-1] if listed else None)
+
+
+def plan_lines(revision: dict[str, Any] | None) -> list[str]:
+    """The approved (or current) plan in brief: its digest, design's first line, files,
+    and the decision on it with the reviewer's comment."""
+    if revision is None:
+        return ["plan:       - (none compiled yet)"]
+    lines = [
+        f"plan:       revision {one_line(revision.get('revision'))}"
+        f"  sha256 {one_line(revision.get('planSha256'))}"
+    ]
+    raw = revision.get("plan")
+    plan: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    design = plan.get("design")
+    if design is not None:
+        first = block_lines(str(design))[0]
+        lines.append(f"  design:   {first}")
+    for f in plan.get("files") or []:
+        if isinstance(f, dict):
+            change, path = one_line(f.get("change")), one_line(f.get("path"))
+            lines.append(f"  file:     {change:<6} {path}")
+    decision = revision.get("decision")
+    if isinstance(decision, dict):
+        lines.append(
+            f"decision:   {one_line(decision.get('decision'))} by"
+            f" {one_line(decision.get('approver'))} at {one_line(decision.get('decidedAt'))}"
+        )
+        comment = decision.get("comment")
+        if comment is not None:
+            lines.extend(f"  comment:  {line}" for line in block_lines(str(comment)))
+    else:
+        lines.append("decision:   - (not decided)")
+    return lines
+
+
+def verification_lines(story: RunStory) -> list[str]:
+    """The command DecideST chose and how it exited (ExecuteST's diagnostic, or 0)."""
+    argv = (story.decision or {}).get("argv")
+    if not isinstance(argv, list) or not argv:
+        return ["verify:     - (no command chosen)"]
+    lines = [f"verify:     {one_line(' '.join(str(a) for a in argv))}"]
+    execute = next(
+        (
+            s
+            for s in story.run.get("steps") or []
+            if isinstance(s, dict) and s.get("stepId") == "ExecuteST"
+        ),
+        None,
+    )
+    if execute is None:
+        lines.append("  exit:     - (not run yet)")
+    elif execute.get("status") == "succeeded":
+        lines.append("  exit:     0")
+    elif story.diagnostic is not None and "exit_code" in story.diagnostic:
+        timed_out = " (timed out)" if story.diagnostic.get("timed_out") else ""
+        lines.append(f"  exit:     {one_line(story.diagnostic['exit_code'])}{timed_out}")
+    else:
+        lines.append(f"  exit:     - ({one_line(execute.get('status'))})")
+    return lines
+
+
+def artifact_table(artifacts: list[dict[str, Any]]) -> Table:
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for name in ("step", "name", "kind", "size", "sha256"):
+        table.add_column(name, justify="right" if name == "size" else "left", no_wrap=True)
+    for a in artifacts:
+        table.add_row(
+            cell(a.get("stepId")),
+            cell(a.get("name")),
+            cell(a.get("kind")),
+            cell(a.get("size")),
+            cell(a.get("sha256")),
+        )
+    return table
+
+
+def calls_summary(calls: list[dict[str, Any]]) -> str:
+    costs = costs_by_step(calls).values()
+    failed = sum(c.failed for c in costs)
+    tokens = sum(c.tokens for c in costs)
+    spent = sum(c.cost_usd for c in costs)
+    return f"calls:      {len(calls)} ({failed} failed), {tokens} tokens, {usd(spent)}"
+
+
+def show_view(story: RunStory) -> Group:
+    """``kodo run show``: who asked what, the plan and its decision, the steps, the calls,
+    the patch's diffstat, the verification, and every artifact with its digest."""
+    run, intent = story.run, story.intent
+    head = [
+        f"run {one_line(run.get('runId'))}  status={one_line(run.get('status'))}"
+        f"  next={one_line(run.get('nextAction'))}  retries={one_line(run.get('retryCount'))}",
+        f"goal:       {one_line(intent.get('goal'))}",
+        f"submitter:  {one_line(intent.get('submittedBy'))}",
+        f"repo:       {one_line(intent.get('repo'))}",
+        f"base:       {one_line(intent.get('baseRef'))} at {one_line(intent.get('baseCommit'))}",
+        f"created:    {one_line(run.get('createdAt'))}"
+        f"  finished: {one_line(run.get('finishedAt'))}",
+    ]
+    if run.get("branch"):
+        head.append(f"branch:     {one_line(run['branch'])}")
+    if run.get("error"):
+        head.append(f"error:      {one_line(run['error'])}")
+    if isinstance(run.get("budget"), dict):
+        head.append(budget_line(run["budget"]))
+    parts: list[RenderableType] = [Text("\n".join(head))]
+    parts.append(Text("\n".join(plan_lines(current_revision(story.revisions)))))
+    parts.append(Text("steps:", style="bold"))
+    parts.append(timeline_table(run, story.calls))
+    parts.append(Text(calls_summary(story.calls)))
+    if story.patch is not None:
+        parts.append(Text("diffstat:", style="bold"))
+        parts.append(Text("\n".join(diffstat_lines(diffstat(story.patch)))))
+    parts.append(Text("\n".join(verification_lines(story))))
+    parts.append(Text(f"artifacts: {len(story.artifacts)}", style="bold"))
+    if story.artifacts:
+        parts.append(artifact_table(story.artifacts))
+    parts.extend(Text(f"note: {one_line(note)}", style="yellow") for note in story.notes)
+    return Group(*parts)
+
+
+def json_lines(value: object) -> list[str]:
+    """A JSON value pretty-printed, then escaped: its strings' escapes show as text."""
+    return block_lines(json.dumps(value, indent=2, ensure_ascii=False))
