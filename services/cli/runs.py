@@ -17,7 +17,14 @@ from services.cli.client import ApiClient, api_options
 from services.cli.review import diff_cmd, logs_cmd, show_cmd
 from services.cli.run_list import list_cmd
 from services.cli.terminal import console
-from services.cli.views import budget_line, cache_levels, calls_table, revisions_view, run_view
+from services.cli.views import (
+    budget_line,
+    cache_levels,
+    calls_table,
+    calls_total,
+    revisions_view,
+    run_view,
+)
 from services.cli.watch import watch
 from shared.domain.display import visible
 
@@ -369,7 +376,8 @@ def cancel_cmd(
 def calls(
     run_id: str, as_json: bool, api_url: str | None, token: str | None, home: Path | None
 ) -> None:
-    """The run's provider ledger: step, agent, attempt, status, duration, tokens, cost."""
+    """The run's provider ledger: step, agent, attempt, status, duration, tokens, cost, and
+    why each failed call failed; then the total."""
     with ApiClient.from_options(api_url, token, home) as api:
         ledger = api.get(f"/runs/{run_id}/calls")
         current = api.get(f"/runs/{run_id}")
@@ -378,7 +386,4 @@ def calls(
         _echo_json(ledger)
         return
     console().print(calls_table(rows, cache_levels(current)))
-    tokens = sum(
-        int(c["usage"].get("total_tokens") or 0) for c in rows if isinstance(c.get("usage"), dict)
-    )
-    click.echo(f"{len(rows)} call(s), {tokens} tokens")
+    click.echo(calls_total(rows))

@@ -162,7 +162,8 @@ def _usage(call: dict[str, Any], key: str) -> object:
 
 
 def calls_table(calls: list[dict[str, Any]], caches: dict[tuple[str, int], str]) -> Table:
-    """The ledger: one row per paid call. Cache hits are not calls: a column only if known."""
+    """The ledger: one row per paid call. Cache hits are not calls: a column only if known;
+    an error column only when a call failed (its reason, escaped)."""
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for name, justify in (
         ("step", "left"),
@@ -176,6 +177,9 @@ def calls_table(calls: list[dict[str, Any]], caches: dict[tuple[str, int], str])
         table.add_column(name, justify="right" if justify == "right" else "left")
     if caches:
         table.add_column("cache")
+    failed = any(call.get("error") for call in calls)
+    if failed:
+        table.add_column("error", overflow="fold")  # why the call failed (agent-quoted text)
     for call in calls:
         duration = call.get("durationMs")
         cost = _usage(call, "cost_usd")
@@ -192,6 +196,8 @@ def calls_table(calls: list[dict[str, Any]], caches: dict[tuple[str, int], str])
             attempt = call.get("attempt")
             key = (str(call.get("stepId")), attempt if isinstance(attempt, int) else -1)
             row.append(cell(caches.get(key)))
+        if failed:
+            row.append(cell(call.get("error") or "", "red"))
         table.add_row(*row)
     return table
 
@@ -245,3 +251,11 @@ def budget_line(budget: dict[str, Any]) -> str:
 
     parts = [p for p in (one("usd", "${:.4f}"), one("tokens", "{} tokens")) if p]
     return "budget: " + "; ".join(parts)
+
+
+def calls_total(calls: list[dict[str, Any]]) -> str:
+    """``N call(s) (F failed), T tokens, $C``: what the ledger's calls cost in all."""
+    failed = sum(1 for c in calls if c.get("status") == "failed")
+    tokens = sum(int(n) for c in calls if isinstance(n := _usage(c, "total_tokens"), int | float))
+    cost = sum(float(n) for c in calls if isinstance(n := _usage(c, "cost_usd"), int | float))
+    return f"{len(calls)} call(s) ({failed} failed), {tokens} tokens, ${cost:.4f}"

@@ -248,3 +248,21 @@ def test_run_logs_and_diff_of_a_run_without_them_say_why_with_exit_1(
     assert "has no command output or diagnostic yet" in logs.stderr
     assert diff.returncode == 1
     assert "has no patch yet" in diff.stderr
+
+
+def test_calls_shows_why_a_call_failed_and_what_all_of_them_cost(
+    api_stack: Stack, reader_token: str, home: Path, db: Session
+) -> None:
+    stored = store_reviewed_run(db)
+
+    listed = piped(api_stack, reader_token, home, "calls", stored.run.id)
+
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert lines[0].split()[-1] == "error"
+    failed = next(
+        line for line in lines if line.split()[:4] == ["ApplyPatchST", "plan", "1", "failed"]
+    )
+    assert failed.rstrip().endswith("provider 500: overloaded\\x1b]0;x\\x07"), "escaped reason"
+    assert lines[-1] == "4 call(s) (1 failed), 3500 tokens, $0.0350"
+    assert "\x1b" not in listed.stdout

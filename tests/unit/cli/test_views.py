@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from services.cli.views import budget_line, revisions_view, run_header, run_view, step_states
+from services.cli.views import (
+    budget_line,
+    calls_table,
+    calls_total,
+    revisions_view,
+    run_header,
+    run_view,
+    step_states,
+)
 from tests.api_process.hostile import BIDI_CONTROLS, HOSTILE_PLAN, RLO, TRUE_PATH
 
 
@@ -94,3 +102,13 @@ def test_hostile_revisions_and_questions_print_with_their_controls_escaped() -> 
     said = console.export_text()
     assert "question: ok?\\r\\x1b[2K\\u202eyes" in said
     assert "question: no" in said, "each line of a question is labelled: none poses as output"
+
+
+def test_the_calls_table_has_no_error_column_when_no_call_failed() -> None:
+    calls = [{"stepId": "CompileST", "status": "succeeded", "usage": {"total_tokens": 7}}]
+    console = Console(width=200, color_system=None)
+    with console.capture() as captured:
+        console.print(calls_table(calls, {}))
+
+    assert "error" not in captured.get()
+    assert calls_total(calls) == "1 call(s) (0 failed), 7 tokens, $0.0000"
