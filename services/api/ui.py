@@ -1,7 +1,10 @@
 """The approval pages: server-rendered HTML (Jinja, autoescaped), no build step.
 
-``/ui/approvals`` lists the runs waiting for a decision; ``/ui/runs/<id>`` shows one
-run's plan card, its digest and its ledger, with Approve / Reject buttons.
+``/ui/runs`` lists every run (filtered by status, submitter and repository; the old
+``/ui/approvals`` redirects to its waiting ones); ``/ui/runs/<id>`` is the review: the
+plan card and its digest with Approve / Reject buttons, the decision and its comment,
+the diff, the verification command and its output, diagnostics, a step timeline, the
+ledger and every artifact with its sha256. The page follows the run over SSE.
 
 Signing in (``POST /ui/login`` with a token) starts a server-side session: the
 browser's cookie holds a random session id, never the token. The buttons are forms
@@ -19,14 +22,18 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from dataclasses import asdict
+from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, redirect, render_template, request
 from markupsafe import Markup, escape
 from werkzeug.wrappers import Response as BaseResponse
 
-from shared.db.repos.inbox import InboxRepo
+from shared.db.repos.listings import RunFilter
 from shared.domain.budget import usd_to_micro
 from shared.domain.display import visible
+from shared.domain.run_machine import RunStatus
 from shared.domain.step_contract import step_contract_version
 from shared.errors import InvalidInput, KodoError
 from shared.model_in_use import describe_ids, is_stand_in_id
@@ -40,7 +47,7 @@ from shared.service.runs import (
 from shared.service.tokens import Permission
 from shared.service.ui_sessions import sign_in, sign_out
 
-from . import reads
+from . import reads, run_review
 from .auth import CSRF_FIELD, SESSION_COOKIE, current_principal, current_session
 from .openapi import Routes
 from .state import api
@@ -66,12 +73,50 @@ def _page(template: str, status: int = 200, **context: object) -> Response:
     return Response(body, status=status, content_type=HTML)
 
 
+RUNS_PER_PAGE = 50
+STATUSES = tuple(status.value for status in RunStatus)
+
+
 @routes.route("/ui/approvals", "GET")
-@routes.response(200, content_type="text/html", description="runs waiting for approval")
-def approvals_page() -> Response:
-    with api().sessions() as s:
-        waiting = InboxRepo(s).waiting_for_approval()
-        return _page("approvals.html", waiting=waiting)
+@routes.response(303, description="to /ui/runs?status=waiting_input (the runs page)")
+def approvals_page() -> BaseResponse:
+    return redirect(f"/ui/runs?status={RunStatus.WAITING_INPUT.value}", code=303)
+
+
+def _filter_value(name: str) -> str | None:
+    raw = (request.args.get(name) or "").strip()
+    return raw or None
+
+
+@routes.route("/ui/runs", "GET")
+@routes.response(200, content_type="text/html", description="every run, newest first, filtered")
+def runs_page() -> Response:
+    """Every run with its id, submitter, cost so far and age; ``?status=``,
+    ``?submitter=``, ``?repo=`` filter it and ``?cursor=`` pages on."""
+    filters = RunFilter(
+        status=_filter_value("status"),
+        submitter=_filter_value("submitter"),
+        repo=_filter_value("repo"),
+    )
+    cursor = _filter_value("cursor")
+    ctx = api()
+
+    def shown(status: int, **context: object) -> Response:
+        now = ctx.clock.now()
+        return _page("runs.html", status, filters=filters, statuses=STATUSES, now=now, **context)
+
+    try:
+        if filters.status is not None and filters.status not in STATUSES:
+            raise InvalidInput(f"there is no run status {filters.status!r}")
+        with ctx.sessions() as s:
+            listing = reads.list_runs(s, filters, limit=RUNS_PER_PAGE, cursor=cursor)
+    except KodoError as exc:
+        return shown(exc.http_status, listing=None, error=exc.message)
+    more = None
+    if listing.next_cursor is not None:
+        kept = {k: v for k, v in asdict(filters).items() if v is not None}
+        more = urlencode({**kept, "cursor": listing.next_cursor})
+    return shown(200, listing=listing, more=more, paged=cursor is not None)
 
 
 def _run_page(run_id: str, *, error: str | None = None, status: int = 200) -> Response:
@@ -81,6 +126,7 @@ def _run_page(run_id: str, *, error: str | None = None, status: int = 200) -> Re
             "run.html",
             status,
             page=reads.run_page(s, run_id, max_revisions=api().settings.max_revisions),
+            review=run_review.review_of(s, run_id),
             error=error,
             may_decide=principal.may(Permission.DECIDE),
             code_contract=step_contract_version(),
@@ -101,7 +147,7 @@ forms_bp = Blueprint("ui_forms", __name__)
 def _safe_next(raw: str | None) -> str:
     """Only same-site UI paths: never an open redirect."""
     ok = raw and raw.startswith("/ui/") and "//" not in raw and "\\" not in raw
-    return raw if ok and raw is not None else "/ui/approvals"
+    return raw if ok and raw is not None else "/ui/runs"
 
 
 def _login_page(target: str, error: str | None, status: int) -> Response:
@@ -299,6 +345,41 @@ def _shown_block(value: object) -> Markup:
     return escape(visible(value, multiline=True))
 
 
+def _utc(value: datetime) -> datetime:
+    """Stored times are aware (timestamptz); a naive one is UTC, never local."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _when(value: datetime | None) -> Markup:
+    """A ``<time>`` the page's script rewrites in the browser's local time; without
+    script it reads as UTC to the second (never microseconds)."""
+    if value is None:
+        return Markup("\u2013")
+    at = _utc(value)
+    return Markup('<time datetime="{}">{}</time>').format(
+        at.strftime("%Y-%m-%dT%H:%M:%SZ"), at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    )
+
+
+def _age(value: datetime, now: datetime) -> str:
+    """How long ago, in the largest unit that is at least 1 (``45s``, ``12m``, ``3h``, ``2d``)."""
+    seconds = max(0, int((_utc(now) - _utc(value)).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _duration(ms: int | None) -> str:
+    if ms is None:
+        return "\u2013"
+    if ms < 1000:
+        return f"{ms} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
+    return f"{ms // 60_000} min {ms % 60_000 // 1000} s"
+
+
 def _finalize(value: object) -> object:
     """Every ``{{ expression }}`` is shown safely, filtered or not (Markup is ours)."""
     return value if isinstance(value, Markup) else visible(value)
@@ -309,4 +390,7 @@ def install_ui(app: Flask) -> None:
     app.register_blueprint(forms_bp)
     app.jinja_env.filters["shown"] = _shown
     app.jinja_env.filters["shown_block"] = _shown_block
+    app.jinja_env.filters["when"] = _when
+    app.jinja_env.filters["duration"] = _duration
+    app.jinja_env.globals["age"] = _age
     app.jinja_env.finalize = _finalize

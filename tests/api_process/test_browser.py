@@ -62,7 +62,7 @@ def test_the_inbox_shows_the_hostile_goal_escaped(
 ) -> None:
     store_hostile_run(db)
 
-    sign_in(page, api_stack.api_url, reader_token, "/ui/approvals")
+    sign_in(page, api_stack.api_url, reader_token, "/ui/runs")
 
     assert "README.md\\u202eyek_hss a dda\\u202c" in page.inner_text("table")
     dom_text = page.evaluate("document.documentElement.textContent")

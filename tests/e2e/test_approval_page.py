@@ -35,11 +35,11 @@ def test_an_approver_approves_a_plan_on_the_page_and_sees_it_succeed(
     waiting = api.wait_for(run_id, {"waiting_input"})
 
     token = api.bearer(APPROVER, "approver")["Authorization"].removeprefix("Bearer ")
-    page.goto(f"{stack.api_url}/ui/approvals")
+    page.goto(f"{stack.api_url}/ui/approvals")  # the old inbox: now the waiting runs
     page.wait_for_url("**/ui/login?next=/ui/approvals")  # signed out: asked to sign in
     page.fill("#login-token", token)
     page.click("#sign-in")
-    page.wait_for_url("**/ui/approvals")
+    page.wait_for_url("**/ui/runs?status=waiting_input")
     page.locator(f"a[href='/ui/runs/{run_id}']", has_text=goal).click()  # this run's row
     page.wait_for_url(f"**/ui/runs/{run_id}")
 
@@ -61,8 +61,8 @@ def test_an_approver_approves_a_plan_on_the_page_and_sees_it_succeed(
 
     page.click("#sign-out")
     page.wait_for_url("**/ui/login")
-    page.goto(f"{stack.api_url}/ui/approvals")
-    page.wait_for_url("**/ui/login?next=/ui/approvals")  # signed out: the session is over
+    page.goto(f"{stack.api_url}/ui/runs")
+    page.wait_for_url("**/ui/login?next=/ui/runs")  # signed out: the session is over
 
     with engine.connect() as conn:
         row = conn.execute(

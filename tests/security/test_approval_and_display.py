@@ -82,7 +82,7 @@ def test_the_web_pages_show_the_hostile_plan_escaped(hostile: Hostile, waiting: 
             "/ui/login", data={"token": hostile.approver, "csrf_token": csrf.group(1)}
         )
         assert signed_in.status_code in (200, 303), signed_in.text
-        for path in (f"/ui/runs/{waiting}", "/ui/approvals"):
+        for path in (f"/ui/runs/{waiting}", "/ui/runs?status=waiting_input"):
             page = browser.get(path)
             assert page.status_code == 200, path
             assert [c for c in RAW_CONTROLS if c in page.text] == [], path

@@ -48,7 +48,7 @@ def test_the_inbox_lists_only_runs_waiting_for_approval(client: FlaskClient, db:
     RunFactory(succeeded=True, intent=IntentFactory(goal="already done"))
     db.commit()
 
-    page = client.get("/ui/approvals")
+    page = client.get("/ui/runs?status=waiting_input")
 
     assert page.status_code == 200
     assert page.mimetype == "text/html"
@@ -161,7 +161,7 @@ def test_agent_text_on_the_run_page_is_shown_with_its_controls_escaped(
 def test_the_inbox_shows_a_hostile_goal_escaped(client: FlaskClient, db: Session) -> None:
     store_hostile_run(db)
 
-    html = client.get("/ui/approvals").get_data(as_text=True)
+    html = client.get("/ui/runs?status=waiting_input").get_data(as_text=True)
 
     assert "Fix the typo in README.md\\u202eyek_hss a dda\\u202c" in html
     assert RLO not in html
@@ -170,7 +170,7 @@ def test_the_inbox_shows_a_hostile_goal_escaped(client: FlaskClient, db: Session
 def test_the_header_names_the_model_and_says_plainly_when_it_is_the_stand_in(
     client: FlaskClient,
 ) -> None:
-    html = client.get("/ui/approvals").get_data(as_text=True)
+    html = client.get("/ui/runs?status=waiting_input").get_data(as_text=True)
     assert (
         '<span id="model-in-use" class="stand-in">model: kodo/kodo-scripted'
         " (the SCRIPTED STAND-IN, not a real model)</span>"
@@ -186,7 +186,7 @@ def test_the_header_names_a_real_model_without_the_stand_in_warning(
         browser = app.test_client()
         token = issue_token(sessions, "ann", Role.ADMIN)
         browser.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
-        html = browser.get("/ui/approvals").get_data(as_text=True)
+        html = browser.get("/ui/runs").get_data(as_text=True)
     finally:
         state_of(app).close()
     assert '<span id="model-in-use">model: anthropic/claude-x</span>' in html

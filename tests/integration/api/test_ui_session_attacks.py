@@ -32,7 +32,7 @@ def test_a_planted_session_cookie_is_replaced_at_sign_in_never_adopted(
     assert session_cookie(browser) not in (None, planted)
     attacker = app.test_client()
     attacker.set_cookie("kodo_session", planted)
-    assert attacker.get("/ui/approvals").status_code == 303, "the planted id signs no one in"
+    assert attacker.get("/ui/runs").status_code == 303, "the planted id signs no one in"
 
 
 def test_one_sessions_csrf_token_does_not_work_for_another_session(

@@ -93,7 +93,7 @@ def test_signing_in_keeps_a_random_session_id_in_the_cookie_never_the_token(
     )
 
     assert reply.status_code == 303
-    assert reply.headers["Location"] == "/ui/approvals", "never an open redirect"
+    assert reply.headers["Location"] == "/ui/runs", "never an open redirect"
     [cookie] = [c for c in reply.headers.getlist("Set-Cookie") if c.startswith("kodo_session=")]
     assert token not in cookie
     assert "HttpOnly" in cookie
@@ -106,7 +106,7 @@ def test_signing_in_keeps_a_random_session_id_in_the_cookie_never_the_token(
     assert row.session_sha256 == sha256_hex(session_id)
     assert session_id not in repr(row.__dict__)
     assert row.expires_at == NOW + timedelta(seconds=Settings().ui_session_ttl_s)
-    assert browser.get("/ui/approvals").status_code == 200
+    assert browser.get("/ui/runs").status_code == 200
 
 
 def test_the_session_cookie_is_secure_over_https(
@@ -220,7 +220,7 @@ def test_signing_out_ends_the_session_for_good(
     browser = signed_in(app, issue_token(sessions, "ava", Role.APPROVER))
     session_id = session_cookie(browser)
     assert session_id is not None
-    page = browser.get("/ui/approvals")
+    page = browser.get("/ui/runs")
     assert 'id="sign-out"' in page.get_data(as_text=True)
 
     assert browser.post("/ui/logout").status_code == 403, "sign-out needs the CSRF token too"
@@ -231,7 +231,7 @@ def test_signing_out_ends_the_session_for_good(
     assert session_cookie(browser) is None
     replayed = app.test_client()
     replayed.set_cookie("kodo_session", session_id)
-    assert replayed.get("/ui/approvals").status_code == 303, "the old id signs no one in"
+    assert replayed.get("/ui/runs").status_code == 303, "the old id signs no one in"
     [row] = db.scalars(select(UiSession)).all()
     assert row.ended_at == NOW
 
@@ -266,7 +266,7 @@ def test_a_revoked_token_loses_its_session_even_if_the_row_was_not_ended(
     with unit_of_work(sessions) as s:
         s.execute(update(UiSession).values(ended_at=None))
         s.execute(update(ApiToken).values(revoked_at=NOW))
-    assert browser.get("/ui/approvals").status_code == 303
+    assert browser.get("/ui/runs").status_code == 303
 
 
 def test_an_expired_session_signs_no_one_in(
@@ -275,7 +275,7 @@ def test_an_expired_session_signs_no_one_in(
     browser = signed_in(app, issue_token(sessions, "ava", Role.APPROVER))
     with unit_of_work(sessions) as s:
         s.execute(update(UiSession).values(expires_at=NOW - timedelta(seconds=1)))
-    assert browser.get("/ui/approvals").status_code == 303
+    assert browser.get("/ui/runs").status_code == 303
 
 
 def test_a_changed_plan_is_refused_on_the_page_with_the_reason(
@@ -339,7 +339,7 @@ def test_every_response_forbids_framing_sniffing_and_referrers(
     browser = signed_in(app, issue_token(sessions, "ava", Role.APPROVER))
     for reply in (
         browser.get(f"/ui/runs/{run.id}"),
-        browser.get("/ui/approvals"),
+        browser.get("/ui/runs"),
         app.test_client().get("/ui/login"),
         client.get(f"/runs/{run.id}"),
         client.get("/docs"),

@@ -1,0 +1,265 @@
+"""A run's patch as a reviewer reads it: per file, with a diffstat, highlighted lines.
+
+The patch (``patch.diff``, ``patch.r2.diff``, ...) is ``git diff`` text the agent's
+edits produced, so every byte of it is the attacker's. This module only splits it into
+files, hunks and lines and tags each line's tokens with a syntax class (Pygments, which
+``rich`` already brings); it never builds HTML. The page renders each token through the
+``shown_block`` filter, so escapes, bidi overrides and markup show as text.
+
+A patch that does not read as a git diff is not guessed at: :func:`parse_patch` says
+why (rule ``patch_unparsed``) and the page shows the text as it is, escaped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pygments.lexer import Lexer  # type: ignore[import-untyped]
+from pygments.lexers import get_lexer_for_filename  # type: ignore[import-untyped]
+from pygments.token import STANDARD_TYPES, Token  # type: ignore[import-untyped]
+from pygments.util import ClassNotFound  # type: ignore[import-untyped]
+
+from shared.domain.display import visible
+
+LineKind = Literal["add", "del", "ctx", "note"]
+
+HUNK_HEADER = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@(.*)$")
+GIT_HEADER = re.compile(r"^diff --git a/(.*) b/(.*)$")
+MAX_LINES_PER_FILE = 3000
+"""Lines shown per file; past it the page says so and links the whole artifact."""
+MAX_HIGHLIGHTED_CHARS = 400_000
+"""Characters one page lexes; past it lines are shown plain (still escaped)."""
+UNPARSED_RULE = "patch_unparsed"
+
+# The token families the page colours; any other token takes its nearest family's class.
+_FAMILIES = (
+    Token.Keyword,
+    Token.Name.Builtin,
+    Token.Name.Function,
+    Token.Name.Class,
+    Token.Name.Decorator,
+    Token.Literal.String,
+    Token.Literal.Number,
+    Token.Comment,
+    Token.Operator,
+)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A run of text in one syntax class ('' for none)."""
+
+    css: str
+    text: str
+
+
+@dataclass
+class Line:
+    kind: LineKind
+    old_no: int | None
+    new_no: int | None
+    text: str
+    pieces: list[Piece] = field(default_factory=list)
+
+
+@dataclass
+class Hunk:
+    header: str
+    lines: list[Line] = field(default_factory=list)
+
+
+@dataclass
+class FileDiff:
+    path: str
+    old_path: str
+    change: str  # modified, added, deleted, renamed, binary
+    added: int = 0
+    removed: int = 0
+    hunks: list[Hunk] = field(default_factory=list)
+    truncated: int = 0  # lines not shown (past MAX_LINES_PER_FILE)
+
+    @property
+    def shown_lines(self) -> int:
+        return sum(len(h.lines) for h in self.hunks)
+
+
+@dataclass(frozen=True)
+class ParsedPatch:
+    files: list[FileDiff]
+    unparsed: str | None = None  # why the text is not read as a git diff (then: files == [])
+
+    @property
+    def added(self) -> int:
+        return sum(f.added for f in self.files)
+
+    @property
+    def removed(self) -> int:
+        return sum(f.removed for f in self.files)
+
+
+class _Unparsed(ValueError):
+    pass
+
+
+def _css(kind: object) -> str:
+    for family in _FAMILIES:
+        if kind in family:
+            return f"tok-{STANDARD_TYPES[family]}"
+    return ""
+
+
+def _strip_prefix(raw: str, prefix: str) -> str:
+    return raw[len(prefix) :] if raw.startswith(prefix) else raw
+
+
+def _new_file(header: str) -> FileDiff:
+    found = GIT_HEADER.match(header)
+    if found is None:
+        raise _Unparsed(f"a file header is not `diff --git a/... b/...`: {header[:80]!r}")
+    return FileDiff(path=found.group(2), old_path=found.group(1), change="modified")
+
+
+def _meta(current: FileDiff, line: str) -> None:
+    """A line between a file header and its first hunk (mode, index, names, binary)."""
+    if line.startswith("new file mode"):
+        current.change = "added"
+    elif line.startswith("deleted file mode"):
+        current.change = "deleted"
+    elif line.startswith("rename to ") or line.startswith("rename from "):
+        current.change = "renamed"
+    elif line.startswith("Binary files"):
+        current.change = "binary"
+    elif line.startswith("--- ") and line != "--- /dev/null":
+        current.old_path = _strip_prefix(line[4:], "a/")
+    elif line.startswith("+++ ") and line != "+++ /dev/null":
+        current.path = _strip_prefix(line[4:], "b/")
+
+
+def _hunk(current: FileDiff, header: str, lines: Iterator[str]) -> None:
+    found = HUNK_HEADER.match(header)
+    if found is None:
+        raise _Unparsed(f"a hunk header is not `@@ -a,b +c,d @@`: {header[:80]!r}")
+    old_no, new_no = int(found.group(1)), int(found.group(3))
+    old_left = int(found.group(2)) if found.group(2) is not None else 1
+    new_left = int(found.group(4)) if found.group(4) is not None else 1
+    hunk = Hunk(header=header)
+    current.hunks.append(hunk)
+    while old_left > 0 or new_left > 0:
+        line = next(lines, None)
+        if line is None:
+            raise _Unparsed(f"a hunk of {current.path!r} ends before its counted lines")
+        sign, text = line[:1], line[1:]
+        if sign == "\\":
+            hunk.lines.append(Line("note", None, None, line))
+            continue
+        if sign == "+" and new_left > 0:
+            hunk.lines.append(Line("add", None, new_no, text))
+            new_no, new_left, current.added = new_no + 1, new_left - 1, current.added + 1
+        elif sign == "-" and old_left > 0:
+            hunk.lines.append(Line("del", old_no, None, text))
+            old_no, old_left, current.removed = old_no + 1, old_left - 1, current.removed + 1
+        elif sign == " " and old_left > 0 and new_left > 0:
+            hunk.lines.append(Line("ctx", old_no, new_no, text))
+            old_no, new_no, old_left, new_left = old_no + 1, new_no + 1, old_left - 1, new_left - 1
+        else:
+            raise _Unparsed(f"a line of {current.path!r} does not fit its hunk: {line[:80]!r}")
+
+
+def _parse(text: str) -> list[FileDiff]:
+    files: list[FileDiff] = []
+    current: FileDiff | None = None
+    lines = iter(text.split("\n"))
+    for line in lines:
+        if line.startswith("diff --git "):
+            current = _new_file(line)
+            files.append(current)
+        elif current is None:
+            if line.strip():
+                raise _Unparsed(f"text before the first `diff --git` header: {line[:80]!r}")
+        elif line.startswith("@@"):
+            _hunk(current, line, lines)
+        elif line.startswith("\\"):
+            continue  # "\ No newline at end of file" after a hunk's last counted line
+        elif line:
+            _meta(current, line)
+    return files
+
+
+def _cap(diff: FileDiff) -> None:
+    budget = MAX_LINES_PER_FILE
+    for hunk in diff.hunks:
+        if len(hunk.lines) > budget:
+            diff.truncated += len(hunk.lines) - budget
+            hunk.lines = hunk.lines[:budget]
+        budget -= len(hunk.lines)
+    diff.hunks = [h for h in diff.hunks if h.lines]
+
+
+def _lexer(path: str) -> Lexer | None:
+    try:
+        return get_lexer_for_filename(path, stripnl=False, stripall=False, ensurenl=False)
+    except ClassNotFound:
+        return None
+
+
+def _split_lines(lexer: Lexer, texts: list[str]) -> list[list[Piece]]:
+    """Tokens of ``texts`` lexed as one document (so a string spanning lines stays one),
+    cut back into the original lines."""
+    result: list[list[Piece]] = [[]]
+    for kind, value in lexer.get_tokens("\n".join(texts)):
+        parts = value.split("\n")
+        for index, part in enumerate(parts):
+            if index:
+                result.append([])
+            if not part:
+                continue
+            css, last = _css(kind), result[-1]
+            if last and last[-1].css == css:  # one span per run of a class
+                last[-1] = Piece(css, last[-1].text + part)
+            else:
+                last.append(Piece(css, part))
+    return result[: len(texts)] + [[] for _ in range(len(texts) - len(result))]
+
+
+def _highlight(diff: FileDiff, lexer: Lexer | None) -> None:
+    """Each line's pieces: the new side (context and additions) and the old side
+    (context and removals) are lexed apart, each as the text it reads as."""
+    for hunk in diff.hunks:
+        for line in hunk.lines:
+            line.pieces = [Piece("", line.text)]
+        if lexer is None:
+            continue
+        new_side = [ln for ln in hunk.lines if ln.kind in ("ctx", "add")]
+        old_side = [ln for ln in hunk.lines if ln.kind == "del"]
+        for side in (new_side, old_side):
+            # Lexed as shown: Pygments folds a CR into a newline, an escaped one is text.
+            shown = [visible(ln.text, multiline=True) for ln in side]
+            lexed = _split_lines(lexer, shown)
+            if any(
+                "".join(p.text for p in pieces) != text
+                for pieces, text in zip(lexed, shown, strict=True)
+            ):
+                continue  # the lexer changed the text: plain lines, never a different text
+            for line, pieces in zip(side, lexed, strict=True):
+                line.pieces = pieces
+
+
+def parse_patch(text: str) -> ParsedPatch:
+    """``text`` as files, hunks and highlighted lines, or the reason it is not a git diff."""
+    try:
+        files = _parse(text)
+    except _Unparsed as exc:
+        return ParsedPatch([], f"{UNPARSED_RULE}: {exc}; shown as text")
+    if not files and text.strip():
+        return ParsedPatch([], f"{UNPARSED_RULE}: no `diff --git` header; shown as text")
+    budget = MAX_HIGHLIGHTED_CHARS
+    for diff in files:
+        _cap(diff)
+        size = sum(len(ln.text) for h in diff.hunks for ln in h.lines)
+        fits = size <= budget
+        budget -= size if fits else 0
+        _highlight(diff, _lexer(diff.path) if fits else None)
+    return ParsedPatch(files)
