@@ -1,4 +1,5 @@
-"""Every failure leaves as ``{"error": {"code", "message", "details"}}``.
+"""Every failure leaves as ``{"error": {"code", "message", "details"}}``, or as an HTML
+page on the browser's routes (``/ui/...``, ``/docs``).
 
 Expected outcomes are KodoErrors (one handler renders them all); HTTP errors raised by
 routing or Werkzeug (404, 405, 413) get the same shape; a request that found no free
@@ -12,11 +13,12 @@ import logging
 import re
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, has_request_context, jsonify, render_template, request
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from shared.domain.display import visible, visible_data
 from shared.errors import InvalidInput, KodoError
 
 log = logging.getLogger(__name__)
@@ -41,12 +43,49 @@ class Unreadable(KodoError):
     http_status = 500
 
 
+BROWSER_PREFIXES = ("/ui/", "/docs")
+TITLES = {
+    400: "That request was not valid",
+    401: "Sign in first",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed here",
+    409: "That conflicts with the run's state",
+    413: "Too large",
+    429: "Too many requests",
+    500: "Something went wrong on our side",
+    503: "Busy, or a dependency is unreachable",
+}
+
+
+def for_browser() -> bool:
+    """A page a person opened (the UI, the docs): errors are pages, not JSON."""
+    return has_request_context() and request.path.startswith(BROWSER_PREFIXES)
+
+
 def error_response(
     status: int, code: str, message: str, details: dict[str, Any] | None = None
 ) -> Response:
+    if for_browser():
+        return _error_page(status, code, message, details or {})
     response = jsonify({"error": {"code": code, "message": message, "details": details or {}}})
     response.status_code = status
     return response
+
+
+def _error_page(status: int, code: str, message: str, details: dict[str, Any]) -> Response:
+    """The same error as a page; its text may quote what an agent wrote, so every
+    string is shown with its escapes visible (and Jinja escapes the markup)."""
+    shown = visible_data(details)
+    page = render_template(
+        "error.html",
+        status=status,
+        code=visible(code),
+        title=TITLES.get(status, "Error"),
+        message=visible(message, multiline=True),
+        details="\n".join(f"{k}: {v}" for k, v in shown.items()) if shown else "",
+    )
+    return Response(page, status=status, mimetype="text/html")
 
 
 def _kodo_error(exc: KodoError) -> Response:
