@@ -43,6 +43,7 @@ from services.cli.context import TOKEN_FILE, home_option, save_local_token
 from services.cli.doctor import check_model
 from services.worker.sandbox import sandbox_problem
 from shared.config import ConfigError, Settings
+from shared.domain.display import visible
 
 API_PORT = 8000
 FLOWER_PORT = 5555
@@ -107,15 +108,38 @@ class ModelProblem(RuntimeError):
     """The daemon does not offer the model the agents would ask for."""
 
 
-def _say_model(settings: Settings, oc_url: str) -> None:
-    """Print the model in use as the daemon states it; ModelProblem if it is not there."""
+def _say_model(settings: Settings, oc_url: str) -> str:
+    """Print the model in use as the daemon states it (and return that line);
+    ModelProblem if it is not there."""
     check = check_model(replace(settings, oc_base_url=oc_url), timeout_s=10.0)
     if not check.ok:
         raise ModelProblem(f"model: {check.detail}")
-    if check.data.get("stand_in") is True:
-        click.echo(click.style(f"model:    {check.detail}", fg="yellow"))
-    else:
-        click.echo(f"model:    {check.detail}")
+    line = f"model:    {visible(check.detail)}"
+    click.echo(click.style(line, fg="yellow") if check.data.get("stand_in") is True else line)
+    return line
+
+
+def repo_root_warning(roots: list[str]) -> str | None:
+    """Why every intent would be refused (no repository root), or None."""
+    if roots:
+        return None
+    return (
+        "WARNING: no repository root (--repo-root DIR or KODO_REPO_ROOTS): the API will"
+        " refuse every intent; run `kodo down`, then `kodo up --repo-root DIR`"
+    )
+
+
+def next_steps(roots: list[str]) -> list[str]:
+    """What to type after ``kodo up``: submit, follow, decide with an approver's token."""
+    repo = f"{roots[0]}/REPO" if roots else "REPO"
+    return [
+        "next:",
+        f'  kodo intent submit --repo {repo} --goal "what to change"',
+        "  kodo run watch --follow RUN_ID",
+        "  kodo token create NAME --role approver      (an approver's token, printed once)",
+        "  kodo run approve RUN_ID --token TOKEN       (without --token: the local admin decides)",
+        "  kodo run list --waiting                     (what waits for a decision)",
+    ]
 
 
 @click.command("up")
@@ -163,10 +187,17 @@ def up(
     """Start Postgres/Redis (found or started), migrations, OpenCode, worker, beat, API, Flower."""
     home = (home or upstate.default_home()).resolve()
     existing = upstate.load(home)
-    if existing is not None and _running(existing):
-        raise click.ClickException(
-            f"kodo is already up (API {existing.api_url}); `kodo down` first"
-        )
+    running = _running(existing) if existing is not None else []
+    if existing is not None and running:
+        stopped = [p.name for p in existing.procs if p not in running]
+        if stopped:
+            raise click.ClickException(
+                f"kodo is partly up (API {existing.api_url}; not running: {', '.join(stopped)});"
+                " `kodo down` first"
+            )
+        click.echo(f"kodo is already up (API {existing.api_url}): nothing started")
+        click.echo("(`kodo down` stops it; `kodo doctor` checks it)")
+        return
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -188,8 +219,9 @@ def up(
 
     _say_sandbox(settings)
     roots = [str(r.resolve()) for r in repo_roots] or [str(r) for r in settings.repo_roots]
-    if not roots:
-        click.echo("note: no --repo-root nor KODO_REPO_ROOTS: the API will refuse every intent")
+    no_root = repo_root_warning(roots)
+    if no_root is not None:
+        click.echo(no_root, err=True)
     env = {
         **os.environ,
         "DATABASE_URL": services.postgres.url,
@@ -210,7 +242,7 @@ def up(
                 return proc, stack.oc_url
 
             _timed("oc-compat", _oc)
-        _say_model(settings, stack.oc_url)
+        model = _say_model(settings, stack.oc_url)
         _timed("worker", lambda: (_worker(stack), "celery worker -Q kodo"))
         _timed("beat", lambda: (_beat(stack), "celery beat"))
         _timed("collector", lambda: (start_collector(stack), "python -m services.worker.collector"))
@@ -254,6 +286,10 @@ def up(
         f"{flower_login.password}; kept in {home / FLOWER_AUTH_FILE})"
     )
     click.echo(f"logs:   {stack.log_dir}")
+    click.echo(model)
+    if no_root is not None:
+        click.echo(no_root, err=True)
+    click.echo("\n".join(["", *next_steps(roots)]))
 
 
 def _worker(stack: Stack) -> Child:

@@ -90,6 +90,10 @@ def submit(
     if started is not None:
         click.echo(f"run {visible(started['runId'])} {visible(started['status'])}")
         click.echo(f"next: kodo run watch {visible(started['runId'])}")
+        click.echo(  # without --token the local admin token decides: the submitter's own
+            f"then: kodo run approve {visible(started['runId'])} --token APPROVER_TOKEN"
+            " (once its plan waits)"
+        )
     else:
         click.echo(f"next: kodo run start {visible(intent_id)}")
 

@@ -125,6 +125,18 @@ def _follow_any(w: Watcher, on_change: Any, notes: list[str]) -> bool:
         return w.follow(poll_events(w.api, w.run_id), on_change)
 
 
+def approve_hint(run_id: str) -> list[str]:
+    """How to decide, naming the approver's token: without ``--token`` the CLI sends the
+    local admin token ``kodo up`` made, and the submitter would approve its own run."""
+    shown = visible(run_id)
+    return [
+        "",
+        f"waiting for approval: kodo run approve {shown} --token APPROVER_TOKEN",
+        f"  (or: kodo run reject {shown} --token APPROVER_TOKEN;"
+        " make one with: kodo token create NAME --role approver)",
+    ]
+
+
 @click.command("watch")
 @click.argument("run_id")
 @click.option("--timeout", "timeout_s", default=900.0, show_default=True, help="Give up after S.")
@@ -164,9 +176,8 @@ def watch(
             click.echo("")
             for line in plan_card_lines(w.plan):
                 click.echo(line)
-            click.echo(
-                f"\nwaiting for approval: kodo run approve {visible(run_id)}  (or: kodo run reject)"
-            )
+            for line in approve_hint(run_id):
+                click.echo(line)
         return
     if status == "succeeded":
         if not as_json:

@@ -56,6 +56,8 @@ class Kodo:
     home: Path
     env: dict[str, str | None]
     state: upstate.UpState
+    up_output: str = ""
+    """What ``kodo up`` printed (stdout, then stderr)."""
 
     def __call__(self, *args: str) -> Result:
         runner = CliRunner()
@@ -115,7 +117,8 @@ def kodo(
         assert started.returncode == 0, started.stdout + started.stderr
         state = upstate.load(home)
         assert state is not None
-        yield Kodo(home, cli_env(home, database_url, cli_redis_url), state)
+        said = started.stdout + started.stderr
+        yield Kodo(home, cli_env(home, database_url, cli_redis_url), state, said)
     finally:
         subprocess.run(
             [str(KODO), "down", "--home", str(home), "--grace", "5"],

@@ -32,7 +32,7 @@ def test_a_run_is_submitted_watched_to_its_plan_approved_and_watched_to_success(
     waiting = kodo("run", "watch", run_id, "--timeout", "60")
     assert waiting.exit_code == 0, waiting.output
     assert "Plan card (sha256 " in waiting.output
-    assert f"kodo run approve {run_id}" in waiting.output
+    assert f"kodo run approve {run_id} --token APPROVER_TOKEN" in waiting.output
 
     alice = kodo.token("alice", "approver")
     approved = kodo("run", "approve", run_id, "--token", alice, "--approver", "alice")
