@@ -132,6 +132,8 @@ def _approved_run(db: Session, status: str, **traits: Any) -> Run:
         next_action="none",
         plan_sha256=sha256_hex(plan),
         created_at=STARTED,
+        spent_usd_micro=49_000,  # what the ledger's calls below settled
+        spent_tokens=4_900,
         **traits,
     )
     _artifact(
