@@ -171,7 +171,7 @@ def _hunk(current: FileDiff, header: str, lines: Iterator[str]) -> None:
 def _parse(text: str) -> list[FileDiff]:
     files: list[FileDiff] = []
     current: FileDiff | None = None
-    lines = iter(text.split("\n"))
+    lines = iter(text.removesuffix("\n").split("\n"))
     for line in lines:
         if line.startswith("diff --git "):
             current = _new_file(line)
@@ -181,8 +181,9 @@ def _parse(text: str) -> list[FileDiff]:
                 raise _Unparsed(f"text before the first `diff --git` header: {line[:80]!r}")
         elif line.startswith("@@"):
             _hunk(current, line, lines)
-        elif line.startswith("\\"):
-            continue  # "\ No newline at end of file" after a hunk's last counted line
+        elif line.startswith("\\") and current.hunks:
+            # "\ No newline at end of file" after a hunk's last counted line
+            current.hunks[-1].lines.append(Line("note", None, None, line))
         elif line:
             _meta(current, line)
     return files

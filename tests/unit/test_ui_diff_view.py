@@ -1,0 +1,110 @@
+"""The run page's diff: a git patch read as files, hunks and highlighted lines, never
+guessed at, and never a different text from the one stored."""
+
+from __future__ import annotations
+
+from services.api.diff_view import MAX_LINES_PER_FILE, UNPARSED_RULE, parse_patch
+from services.api.run_review import round_of
+
+PATCH = """diff --git a/calc.py b/calc.py
+index 3b18e51..c2d1f0a 100644
+--- a/calc.py
++++ b/calc.py
+@@ -1,3 +1,3 @@
+ def add(a, b):
+-    return a+b
++    return a + b
+ # end
+diff --git a/old.txt b/new.txt
+similarity index 90%
+rename from old.txt
+rename to new.txt
+diff --git a/logo.png b/logo.png
+new file mode 100644
+Binary files /dev/null and b/logo.png differ
+diff --git a/notes.md b/notes.md
+deleted file mode 100644
+--- a/notes.md
++++ /dev/null
+@@ -1 +0,0 @@
+--- a removed line that starts like a file header
+\\ No newline at end of file
+"""
+
+
+def test_a_patch_reads_as_files_with_their_change_counts_and_line_numbers() -> None:
+    parsed = parse_patch(PATCH)
+
+    assert parsed.unparsed is None
+    assert [(f.path, f.change, f.added, f.removed) for f in parsed.files] == [
+        ("calc.py", "modified", 1, 1),
+        ("new.txt", "renamed", 0, 0),
+        ("logo.png", "binary", 0, 0),
+        ("notes.md", "deleted", 0, 1),
+    ]
+    assert (parsed.added, parsed.removed) == (1, 2)
+    [hunk] = parsed.files[0].hunks
+    assert [(ln.kind, ln.old_no, ln.new_no) for ln in hunk.lines] == [
+        ("ctx", 1, 1),
+        ("del", 2, None),
+        ("add", None, 2),
+        ("ctx", 3, 3),
+    ]
+    assert parsed.files[1].old_path == "old.txt"
+    deleted = parsed.files[3].hunks[0].lines
+    assert [ln.kind for ln in deleted] == ["del", "note"]
+    assert deleted[0].text == "-- a removed line that starts like a file header"
+
+
+def test_highlighting_tags_tokens_without_changing_a_character() -> None:
+    parsed = parse_patch(PATCH)
+
+    for line in parsed.files[0].hunks[0].lines:
+        assert "".join(p.text for p in line.pieces) == line.text
+    first = parsed.files[0].hunks[0].lines[0].pieces
+    assert ("tok-k", "def") in [(p.css, p.text) for p in first]
+    assert ("tok-nf", "add") in [(p.css, p.text) for p in first]
+
+
+def test_control_characters_reach_the_pieces_as_visible_escapes() -> None:
+    patch = (
+        'diff --git a/a.py b/a.py\n--- a/a.py\n+++ b/a.py\n@@ -0,0 +1 @@\n+x = "\x1b[2J\u202e"\r\n'
+    )
+
+    [line] = parse_patch(patch).files[0].hunks[0].lines
+
+    assert "".join(p.text for p in line.pieces) == 'x = "\\x1b[2J\\u202e"\\r'
+
+
+def test_text_that_is_not_a_git_diff_is_refused_with_the_rule_not_guessed_at() -> None:
+    assert parse_patch("<b>hello</b>\n").unparsed == (
+        f"{UNPARSED_RULE}: text before the first `diff --git` header: '<b>hello</b>'; shown as text"
+    )
+    short_hunk = "diff --git a/a b/a\n--- a/a\n+++ b/a\n@@ -1,2 +1,2 @@\n x\n"
+    assert parse_patch(short_hunk).unparsed == (
+        f"{UNPARSED_RULE}: a hunk of 'a' ends before its counted lines; shown as text"
+    )
+    stray = "diff --git a/a b/a\n--- a/a\n+++ b/a\n@@ -1 +1 @@\n+x\n+y\n"
+    assert parse_patch(stray).unparsed is not None
+    assert parse_patch(stray).files == []
+
+
+def test_a_huge_file_is_cut_to_the_lines_shown_and_says_how_many_are_not() -> None:
+    lines = MAX_LINES_PER_FILE + 25
+    body = "".join(f"+line {n}\n" for n in range(lines))
+    header = "diff --git a/big.txt b/big.txt\n--- /dev/null\n+++ b/big.txt\n"
+    patch = f"{header}@@ -0,0 +1,{lines} @@\n{body}"
+
+    [big] = parse_patch(patch).files
+
+    assert big.added == lines
+    assert big.shown_lines == MAX_LINES_PER_FILE
+    assert big.truncated == 25
+
+
+def test_an_artifacts_round_is_read_from_its_name() -> None:
+    assert round_of("patch.diff", "patch.diff") == 1
+    assert round_of("patch.r3.diff", "patch.diff") == 3
+    assert round_of("command-output.r2.txt", "command-output.txt") == 2
+    assert round_of("patch.rx.diff", "patch.diff") is None
+    assert round_of("other.diff", "patch.diff") is None
