@@ -9,6 +9,7 @@ rich only as a :class:`Text` (never parsed as rich markup).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Group
@@ -69,8 +70,34 @@ _WAITS_FOR = {
 """What a run at waiting_input past the approval waits for, by its next action."""
 
 
-def step_states(run: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(step, state, detail) per step in run order, from the run's status and step rows."""
+ACTIVE_STEP = {
+    "compiling": "CompileST",
+    "applying": "ApplyPatchST",
+    "deciding": "DecideST",
+    "executing": "ExecuteST",
+}
+"""The step whose turn a run's status says it is."""
+
+
+def so_far(started: object, now: datetime | None) -> str:
+    """``4.2 s so far``: a running step's elapsed time (nothing without a clock or a start)."""
+    if now is None or not isinstance(started, str):
+        return ""
+    try:
+        began = datetime.fromisoformat(started)
+    except ValueError:
+        return ""
+    if began.tzinfo is None:
+        began = began.replace(tzinfo=UTC)
+    return f"{max(0.0, (now - began).total_seconds()):.1f} s so far"
+
+
+def step_states(run: dict[str, Any], now: datetime | None = None) -> list[tuple[str, str, str]]:
+    """(step, state, detail) per step in run order, from the run's status and step rows.
+
+    The step whose turn the run's status says it is shows ``running`` even before its
+    row is read (the run's events come from the run row, not the step rows); with
+    ``now``, a running step says how long it has run."""
     status = str(run.get("status", ""))
     waits_for = _WAITS_FOR.get(str(run.get("nextAction", "")))
     rows = {str(s.get("stepId")): s for s in run.get("steps") or [] if isinstance(s, dict)}
@@ -94,10 +121,15 @@ def step_states(run: dict[str, Any]) -> list[tuple[str, str, str]]:
             continue
         row = rows.get(step)
         if row is None:
-            out.append((step, "pending", ""))
+            if ACTIVE_STEP.get(status) == step:  # its turn: the row may not be written yet
+                out.append((step, "running", so_far(run.get("updatedAt"), now)))
+            else:
+                out.append((step, "pending", ""))
             continue
         state = str(row.get("status", "pending"))
         detail = f"{row['durationMs']} ms" if row.get("durationMs") is not None else ""
+        if state == "running":
+            detail = so_far(row.get("startedAt"), now)
         if row.get("round", 1) not in (None, 1):
             detail += f" (round {row['round']})"
         if row.get("deliveries", 1) not in (None, 1):
@@ -117,14 +149,15 @@ def run_header(run: dict[str, Any]) -> str:
     )
 
 
-def run_view(run: dict[str, Any]) -> Group:
-    """Header plus one line per step: the live display and ``kodo run status`` share it."""
+def run_view(run: dict[str, Any], now: datetime | None = None) -> Group:
+    """Header plus one line per step: the live display and ``kodo run status`` share it
+    (the live display passes ``now``, so a running step's time counts up)."""
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     table.add_column("", width=1)
     table.add_column("step")
     table.add_column("state")
     table.add_column("detail", overflow="fold")
-    for step, state, detail in step_states(run):
+    for step, state, detail in step_states(run, now):
         mark, style = _MARK.get(state, ("·", "dim"))
         table.add_row(Text(mark, style=style), cell(step), cell(state, style), cell(detail))
     parts: list[Any] = [Text(run_header(run), style="bold"), table]

@@ -5,9 +5,12 @@ against an API without that endpoint (404/405) or after the stream drops, it pol
 ``GET /runs/{id}`` every 0.5 s. Either way each change re-reads the run, so the display
 shows what Postgres holds. A run at ``waiting_input`` whose plan is already approved
 is followed on (the watcher has not moved it yet); otherwise the plan card is printed
-and the command exits 0 with the approve hint.
+and the command exits 0 with the approve hint. With ``--follow`` the plan card and the
+hint are printed and the watch goes on, through the approval, to the end. On a
+terminal the running step's elapsed time counts up between events.
 
-Exit codes: 0 for ``succeeded`` or an undecided ``waiting_input``; 1 for ``failed``,
+Exit codes: 0 for ``succeeded`` or (without ``--follow``) an undecided
+``waiting_input``; 1 for ``failed``,
 ``rejected``, ``cancelled``, a timeout, or an API error.
 """
 
@@ -15,13 +18,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 import httpx
+from rich.console import Group
 from rich.live import Live
+from rich.text import Text
 
 from services.cli.client import ApiClient, ApiError, api_options
 from services.cli.terminal import console as make_console
@@ -78,12 +84,26 @@ def poll_events(api: ApiClient, run_id: str) -> Iterator[dict[str, Any]]:
 
 
 class Watcher:
-    """Keeps the latest run read, decides when to stop, and draws it."""
+    """Keeps the latest run read, decides when to stop, and draws it.
 
-    def __init__(self, api: ApiClient, run_id: str, deadline: float) -> None:
+    Without ``follow`` it stops where a human must decide on the plan; with it, it
+    announces each plan that waits (``on_plan``, once per digest) and goes on to the end.
+    """
+
+    def __init__(
+        self,
+        api: ApiClient,
+        run_id: str,
+        deadline: float,
+        follow: bool = False,
+        on_plan: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.api = api
         self.run_id = run_id
         self.deadline = deadline
+        self.follow_on = follow
+        self.on_plan = on_plan
+        self.announced: set[object] = set()
         self.run: dict[str, Any] = api.get(f"/runs/{run_id}")
         self.plan: dict[str, Any] | None = None
 
@@ -96,7 +116,14 @@ class Watcher:
             return True
         if status == "waiting_input":
             self.plan = self.api.get(f"/runs/{self.run_id}/plan")
-            return self.plan.get("approval") is None  # approved: the watcher will move it on
+            undecided = self.plan.get("approval") is None  # approved: the watcher moves it on
+            if not self.follow_on:
+                return undecided
+            digest = self.plan.get("planSha256")
+            if undecided and digest not in self.announced:
+                self.announced.add(digest)
+                if self.on_plan is not None:
+                    self.on_plan(self.plan)
         return False
 
     def follow(self, source: Iterator[dict[str, Any]], on_change: Any) -> bool:
@@ -106,7 +133,12 @@ class Watcher:
         last = None
         for _event in source:
             self.refresh()
-            snapshot = (self.run.get("status"), self.run.get("lastStep"), len(self.run["steps"]))
+            steps = tuple(
+                (s.get("stepId"), s.get("status"), s.get("round"))
+                for s in self.run.get("steps") or []
+                if isinstance(s, dict)
+            )
+            snapshot = (self.run.get("status"), self.run.get("lastStep"), steps)
             if snapshot != last:
                 on_change(self.run)
                 last = snapshot
@@ -115,6 +147,17 @@ class Watcher:
             if time.monotonic() > self.deadline:
                 return False
         return self.done()
+
+
+class LiveRun:
+    """The watcher's latest run, drawn anew at each refresh of the live display, so the
+    running step's elapsed time counts up between events."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        self.watcher = watcher
+
+    def __rich__(self) -> Group:
+        return run_view(self.watcher.run, datetime.now(UTC))
 
 
 def _follow_any(w: Watcher, on_change: Any, notes: list[str]) -> bool:
@@ -140,27 +183,39 @@ def approve_hint(run_id: str) -> list[str]:
 @click.command("watch")
 @click.argument("run_id")
 @click.option("--timeout", "timeout_s", default=900.0, show_default=True, help="Give up after S.")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Go on through the approval (printing the plan and how to decide) to the end.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per change, then the last.")
 @api_options
 def watch(
     run_id: str,
     timeout_s: float,
+    follow: bool,
     as_json: bool,
     api_url: str | None,
     token: str | None,
     home: Path | None,
 ) -> None:
-    """Follow a run live until it ends, or stops for approval (then print the plan card)."""
+    """Follow a run live until it ends, or stops for approval (then print the plan card);
+    with --follow, through the approval to the end."""
     console = make_console()
     notes: list[str] = []
+
+    def plan_waits(plan: dict[str, Any]) -> None:
+        if not as_json:
+            console.print(Text("\n".join([*plan_card_lines(plan), *approve_hint(run_id)])))
+
     with ApiClient.from_options(api_url, token, home) as api:
-        w = Watcher(api, run_id, time.monotonic() + timeout_s)
+        w = Watcher(api, run_id, time.monotonic() + timeout_s, follow=follow, on_plan=plan_waits)
         if as_json:
             click.echo(json.dumps(w.run))
             finished = _follow_any(w, lambda r: click.echo(json.dumps(r)), notes)
         elif console.is_terminal:
-            with Live(run_view(w.run), console=console, refresh_per_second=8) as live:
-                finished = _follow_any(w, lambda r: live.update(run_view(r)), notes)
+            with Live(LiveRun(w), console=console, refresh_per_second=4):
+                finished = _follow_any(w, lambda _: None, notes)  # drawn at each refresh
         else:
             click.echo(run_header(w.run))
             finished = _follow_any(w, lambda r: click.echo(run_header(r)), notes)
@@ -171,7 +226,7 @@ def watch(
             f"run {visible(run_id)} still {visible(w.run.get('status'))} after {timeout_s:.0f}s"
         )
     status = w.run.get("status")
-    if status == "waiting_input" and w.plan is not None:
+    if status == "waiting_input" and w.plan is not None and not follow:
         if not as_json:
             click.echo("")
             for line in plan_card_lines(w.plan):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from rich.console import Console
 
 from services.cli.views import (
@@ -112,3 +114,35 @@ def test_the_calls_table_has_no_error_column_when_no_call_failed() -> None:
 
     assert "error" not in captured.get()
     assert calls_total(calls) == "1 call(s) (0 failed), 7 tokens, $0.0000"
+
+
+def test_the_step_whose_turn_it_is_shows_running_before_its_row_is_read() -> None:
+    """While DecideST ran, watch showed it pending: the run's event came before its row."""
+    run = {
+        "status": "deciding",
+        "updatedAt": "2026-11-30T12:00:00+00:00",
+        "steps": [
+            {"stepId": "CompileST", "status": "succeeded", "durationMs": 10},
+            {"stepId": "ApplyPatchST", "status": "succeeded", "durationMs": 20},
+        ],
+    }
+    now = datetime(2026, 11, 30, 12, 0, 4, tzinfo=UTC)
+
+    states = dict((step, (state, detail)) for step, state, detail in step_states(run, now))
+
+    assert states["DecideST"] == ("running", "4.0 s so far")
+    assert states["ExecuteST"] == ("pending", "")
+    assert step_states(run)[3] == ("DecideST", "running", ""), "no clock, no elapsed time"
+
+
+def test_a_running_step_counts_its_time_from_its_own_start() -> None:
+    run = {
+        "status": "executing",
+        "updatedAt": "2026-11-30T12:00:00+00:00",
+        "steps": [
+            {"stepId": "ExecuteST", "status": "running", "startedAt": "2026-11-30T12:00:01+00:00"}
+        ],
+    }
+    now = datetime(2026, 11, 30, 12, 0, 3, 500000, tzinfo=UTC)
+
+    assert step_states(run, now)[-1] == ("ExecuteST", "running", "2.5 s so far")

@@ -1,0 +1,112 @@
+"""``kodo run watch --follow`` on a real terminal: through the approval to the end.
+
+The CLI runs as a real process on a pseudo-terminal against the e2e stack (real
+oc-compat, worker, beat and API processes); what it writes is fed to pyte, a VT100
+emulator. The test approves the plan when the watch says it waits, as a person would
+from another terminal, and the same watch goes on to the run's end.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pyte
+import pytest
+
+from devstack.kodo_procs import Stack, issue_token
+from tests.e2e.conftest import Api
+
+pytestmark = pytest.mark.e2e
+
+KODO = Path(sys.executable).parent / "kodo"
+COLUMNS, LINES = 160, 60
+WAITING = b"waiting for approval: kodo run approve"
+DEADLINE_S = 120.0
+
+
+class Terminal:
+    """A process on a pseudo-terminal, read as it writes."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.leader, follower = pty.openpty()
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", LINES, COLUMNS, 0, 0))
+        self.proc = subprocess.Popen(
+            argv, env=env, stdin=follower, stdout=follower, stderr=follower
+        )
+        os.close(follower)
+        self.output = bytearray()
+
+    def read_until(self, wanted: bytes, deadline: float) -> bool:
+        """Read until ``wanted`` was written (True), the process closed the pty, or the deadline."""
+        while wanted not in self.output and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.leader], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(self.leader, 65536)
+            except OSError:  # EIO: the process closed its side
+                return wanted in self.output
+            if not chunk:
+                return wanted in self.output
+            self.output += chunk
+        return wanted in self.output
+
+    def finish(self, deadline: float) -> int:
+        self.read_until(b"\x00never written\x00", deadline)
+        os.close(self.leader)
+        return self.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+
+    def screen(self) -> pyte.Screen:
+        screen = pyte.Screen(COLUMNS, LINES)
+        pyte.ByteStream(screen).feed(bytes(self.output).replace(b"\n", b"\r\n"))
+        return screen
+
+
+def test_watch_follow_goes_through_the_approval_to_the_end_with_a_live_elapsed_time(
+    stack: Stack, api: Api, sample_repo: Path, tmp_path: Path
+) -> None:
+    run_id = api.submit(sample_repo, "Add a multiply function to calc.py with a test")
+    reader = issue_token(stack.env["DATABASE_URL"], "watcher", "approver")
+    env = {
+        **os.environ,
+        "TERM": "xterm-256color",
+        "COLUMNS": str(COLUMNS),
+        "LINES": str(LINES),
+        "KODO_API_URL": stack.api_url,
+        "KODO_API_TOKEN": reader,
+        "KODO_HOME": str(tmp_path / "home"),
+    }
+    deadline = time.monotonic() + DEADLINE_S
+    terminal = Terminal(
+        [str(KODO), "run", "watch", run_id, "--follow", "--timeout", str(DEADLINE_S)], env
+    )
+
+    assert terminal.read_until(WAITING, deadline), terminal.output.decode(errors="replace")
+    plan = api.http.get(f"/runs/{run_id}/plan").json()
+    approved = api.http.post(
+        f"/runs/{run_id}/approve-plan",
+        json={"plan_sha256": plan["planSha256"]},
+        headers=api.bearer("alice", "approver"),
+    )
+    assert approved.status_code == 200, approved.text
+    code = terminal.finish(deadline)
+
+    text = "\n".join(line.rstrip() for line in terminal.screen().display)
+    assert code == 0, text
+    assert f"Plan card (sha256 {plan['planSha256']})" in text
+    assert f"kodo run approve {run_id} --token APPROVER_TOKEN" in text
+    assert f"run {run_id} succeeded" in text, "the same watch saw the run to its end"
+    rows = [line.split()[:3] for line in text.splitlines()]
+    for step in ("CompileST", "ApplyPatchST", "DecideST", "ExecuteST"):
+        assert ["✓", step, "succeeded"] in rows, f"{step} succeeded on the final frame"
+    assert b" s so far" in terminal.output, "a running step's elapsed time was drawn live"
+    assert api.run(run_id)["status"] == "succeeded"
