@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from devstack.kodo_procs import Stack
+from shared.db.models import StepRun
 from tests.api_process.review_runs import (
     APPROVER,
     BASE_COMMIT,
@@ -79,20 +81,53 @@ def test_a_waiting_run_shows_who_asked_on_which_commit_and_follows_the_run_live(
     expect(tokyo.locator("#message")).to_have_text("Following the run live.")
     shot(tokyo, tmp_path, "1-waiting-for-approval.png")
 
-    with db.bind.connect() as conn:  # type: ignore[union-attr]
-        conn.execute(
-            text(
-                "UPDATE app.runs SET status = 'applying', last_step = 'ApplyPatchST',"
-                " next_action = 'run:ApplyPatchST' WHERE id = :id"
-            ),
-            {"id": run.id},
-        )
-        conn.commit()
+    start_applying(db, run.id)
 
     expect(tokyo.locator("#status")).to_have_text("applying")  # the page reloaded by itself
     expect(tokyo.locator("#last-step")).to_have_text("ApplyPatchST")
     assert tokyo.locator("#approve").count() == 0
+    applying = tokyo.locator("#timeline tr.step[data-step='ApplyPatchST']")
+    assert applying.locator(".duration").inner_text() == "running"
     shot(tokyo, tmp_path, "2-followed-live-to-applying.png")
+
+
+def test_a_page_refused_a_stream_follows_the_run_by_polling(
+    api_stack: Stack, reader_token: str, db: Session, tokyo: Page, tmp_path: Path
+) -> None:
+    run = store_waiting_run(db).run
+    tokyo.route(
+        "**/events",
+        lambda route: route.fulfill(status=429, content_type="application/json", body="{}"),
+    )
+
+    sign_in(tokyo, api_stack.api_url, reader_token, f"/ui/runs/{run.id}")
+
+    expect(tokyo.locator("#message")).to_have_text("Following the run (polling every 2 s).")
+    shot(tokyo, tmp_path, "10-stream-refused-polling.png")
+    start_applying(db, run.id)
+    expect(tokyo.locator("#status")).to_have_text("applying")
+    assert tokyo.locator("#approve").count() == 0
+
+
+def start_applying(db: Session, run_id: str) -> None:
+    """What the worker commits as ApplyPatchST starts: the run moves on, the step runs."""
+    db.add(
+        StepRun(
+            run_id=run_id,
+            step_id="ApplyPatchST",
+            status="running",
+            deliveries=1,
+            started_at=datetime.now(UTC),
+        )
+    )
+    db.execute(
+        text(
+            "UPDATE app.runs SET status = 'applying', last_step = 'ApplyPatchST',"
+            " next_action = 'run:ApplyPatchST' WHERE id = :id"
+        ),
+        {"id": run_id},
+    )
+    db.commit()
 
 
 def test_a_succeeded_run_shows_its_diff_verification_decision_timeline_and_artifacts(
