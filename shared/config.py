@@ -102,6 +102,8 @@ DEFAULTS: dict[str, str] = {
     "KODO_REDIS_KEY_PREFIX": "kodo",
     "KODO_UI_SESSION_TTL_S": "28800",
     "KODO_ALLOW_SELF_APPROVAL": "0",
+    # json: one JSON object a line (for machines, the default); console: for a person.
+    "KODO_LOG_FORMAT": "json",
 }
 
 
@@ -261,6 +263,7 @@ class Settings:
     policy_ref: str = DEFAULTS["KODO_POLICY_REF"]  # empty: the repository's default branch
     ui_session_ttl_s: int = int(DEFAULTS["KODO_UI_SESSION_TTL_S"])
     allow_self_approval: bool = False  # a token may approve what it submitted (off: refused)
+    log_format: str = DEFAULTS["KODO_LOG_FORMAT"]  # json or console
 
     @property
     def oc_base_urls(self) -> tuple[str, ...]:
@@ -348,9 +351,15 @@ class Settings:
             policy_ref=env.get("KODO_POLICY_REF", DEFAULTS["KODO_POLICY_REF"]).strip(),
             ui_session_ttl_s=_int(env, "KODO_UI_SESSION_TTL_S"),
             allow_self_approval=_bool(env, "KODO_ALLOW_SELF_APPROVAL"),
+            log_format=env.get("KODO_LOG_FORMAT", DEFAULTS["KODO_LOG_FORMAT"]).strip().lower(),
         )
         settings.validate()
         return settings
+
+    @property
+    def log_json(self) -> bool:
+        """Whether log lines are JSON (the default) rather than rendered for a person."""
+        return self.log_format == "json"
 
     def call_estimate(self) -> Estimate:
         """What each provider call reserves on its run's budget."""
@@ -434,5 +443,7 @@ class Settings:
             raise ConfigError("KODO_API_DB_OVERFLOW must be 0 or more")
         if self.policy_ref.startswith("-"):
             raise ConfigError("KODO_POLICY_REF must be a git ref, not an option")
+        if self.log_format not in ("json", "console"):
+            raise ConfigError("KODO_LOG_FORMAT must be json or console")
         if not self.database_url.startswith("postgresql"):
             raise ConfigError("DATABASE_URL must be a PostgreSQL URL")

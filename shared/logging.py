@@ -40,17 +40,39 @@ def _redact_secrets(
     return redacted
 
 
+class DemotedToDebug(logging.Filter):
+    """Rewrites a logger's INFO records as DEBUG, kept only when the root logs DEBUG.
+
+    httpx logs each request at INFO (``HTTP Request: GET ... "HTTP/1.1 400 BAD
+    REQUEST"``), including the 400 that ends the OpenCode client's intended paging of a
+    turn's messages (``earlier_turn_messages``): chatter at INFO, useful when debugging.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
+def _renderer(json: bool, stream: TextIO) -> Processor:
+    if json:
+        return structlog.processors.JSONRenderer()
+    return structlog.dev.ConsoleRenderer(colors=stream.isatty())
+
+
 def configure_logging(
     json: bool = True, level: str | int = "INFO", stream: TextIO | None = None
 ) -> None:
     """Route structlog and stdlib logging through one handler on the root logger.
 
+    ``json=False`` renders for a person at a terminal (``KODO_LOG_FORMAT=console``):
+    the same events and bound ids, aligned and coloured when the stream is a TTY.
     Idempotent: a second call replaces our handler and nothing else, so handlers other
     code installed (pytest's capture, gunicorn's own loggers) keep working.
     """
-    renderer: Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    out = stream if stream is not None else sys.stderr
+    renderer = _renderer(json, out)
     structlog.configure(
         processors=[
             *_shared_processors(),
@@ -70,7 +92,7 @@ def configure_logging(
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = logging.StreamHandler(out)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(formatter)
     root = logging.getLogger()
@@ -78,10 +100,15 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
-    # httpx logs every request at INFO: five lines per provider call, each rendered and
-    # redacted. The ledger records the calls; its warnings (and ours) still pass.
-    # Celery logs each task's receipt and success at INFO: two lines per delivery that
-    # kodo's own step.started / step.finished / step.parked_on_call already tell, with
-    # the run and step ids. Failures (ERROR) still pass.
-    for chatty in ("httpx", "httpcore", "celery.worker.strategy", "celery.app.trace"):
+    # httpx logs every request at INFO: five lines per provider call (one of them the
+    # intended 400 that ends a turn's paging). The ledger records the calls, so they go
+    # to DEBUG; httpcore's own DEBUG trace stays off. Celery logs each task's receipt and
+    # success at INFO: two lines per delivery that kodo's own step.started /
+    # step.finished / step.parked_on_call already tell, with the run and step ids.
+    # Failures (ERROR) still pass.
+    for chatty in ("httpcore", "celery.worker.strategy", "celery.app.trace"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    httpx = logging.getLogger("httpx")
+    httpx.setLevel(logging.NOTSET)
+    if not any(isinstance(f, DemotedToDebug) for f in httpx.filters):
+        httpx.addFilter(DemotedToDebug())

@@ -60,7 +60,7 @@ def create_app(
     settings: Settings, *, clock: Clock | None = None, celery: Celery | None = None
 ) -> Flask:
     """Build the API; pass ``celery`` to share an app, otherwise one is made (and owned)."""
-    configure_logging(json=True)
+    configure_logging(json=settings.log_json)
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json = JsonProvider(app)

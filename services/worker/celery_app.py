@@ -18,14 +18,16 @@ from shared.logging import configure_logging
 from shared.queue import make_celery
 from shared.service.processes import register_process
 
-app = make_celery(Settings.from_env())
+_settings = Settings.from_env()
+app = make_celery(_settings)
 app.conf.include = ["services.worker.tasks"]
 
 
 @setup_logging.connect  # type: ignore[untyped-decorator]
 def _structured_logs(loglevel: int | str | None = None, **_: object) -> None:
-    """JSON log lines (a receiver here also stops Celery configuring logging its own way)."""
-    configure_logging(json=True, level=loglevel or "INFO")
+    """JSON log lines, or ``KODO_LOG_FORMAT=console`` ones (a receiver here also stops
+    Celery configuring logging its own way)."""
+    configure_logging(json=_settings.log_json, level=loglevel or "INFO")
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
