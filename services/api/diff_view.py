@@ -30,6 +30,8 @@ HUNK_HEADER = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@(.*)$")
 GIT_HEADER = re.compile(r"^diff --git a/(.*) b/(.*)$")
 MAX_LINES_PER_FILE = 3000
 """Lines shown per file; past it the page says so and links the whole artifact."""
+MAX_LINES_PER_PATCH = 10_000
+"""Lines shown per patch (every file still has its diffstat line)."""
 MAX_HIGHLIGHTED_CHARS = 400_000
 """Characters one page lexes; past it lines are shown plain (still escaped)."""
 UNPARSED_RULE = "patch_unparsed"
@@ -79,7 +81,7 @@ class FileDiff:
     added: int = 0
     removed: int = 0
     hunks: list[Hunk] = field(default_factory=list)
-    truncated: int = 0  # lines not shown (past MAX_LINES_PER_FILE)
+    truncated: int = 0  # lines not shown (past MAX_LINES_PER_FILE or MAX_LINES_PER_PATCH)
 
     @property
     def shown_lines(self) -> int:
@@ -189,14 +191,18 @@ def _parse(text: str) -> list[FileDiff]:
     return files
 
 
-def _cap(diff: FileDiff) -> None:
-    budget = MAX_LINES_PER_FILE
+def _cap(diff: FileDiff, left: int) -> int:
+    """Cut ``diff`` to what is shown; returns the patch's lines ``left`` after it."""
+    budget = min(MAX_LINES_PER_FILE, left)
+    shown = 0
     for hunk in diff.hunks:
         if len(hunk.lines) > budget:
             diff.truncated += len(hunk.lines) - budget
             hunk.lines = hunk.lines[:budget]
         budget -= len(hunk.lines)
+        shown += len(hunk.lines)
     diff.hunks = [h for h in diff.hunks if h.lines]
+    return left - shown
 
 
 def _lexer(path: str) -> Lexer | None:
@@ -256,9 +262,9 @@ def parse_patch(text: str) -> ParsedPatch:
         return ParsedPatch([], f"{UNPARSED_RULE}: {exc}; shown as text")
     if not files and text.strip():
         return ParsedPatch([], f"{UNPARSED_RULE}: no `diff --git` header; shown as text")
-    budget = MAX_HIGHLIGHTED_CHARS
+    budget, lines_left = MAX_HIGHLIGHTED_CHARS, MAX_LINES_PER_PATCH
     for diff in files:
-        _cap(diff)
+        lines_left = _cap(diff, lines_left)
         size = sum(len(ln.text) for h in diff.hunks for ln in h.lines)
         fits = size <= budget
         budget -= size if fits else 0

@@ -87,8 +87,12 @@ class Review:
     artifacts: list[Artifact]
 
 
+def _text(artifact: Artifact) -> str:
+    return artifact.content.decode("utf-8", errors="replace")
+
+
 def _shown(artifact: Artifact) -> Shown:
-    text = artifact.content.decode("utf-8", errors="replace")
+    text = _text(artifact)
     cut = max(0, len(text) - MAX_SHOWN_CHARS)
     return Shown(artifact, text[:MAX_SHOWN_CHARS], cut)
 
@@ -216,10 +220,8 @@ def review_of(s: Session, run_id: str) -> Review:
     return Review(
         timeline=timeline(steps, rounds, calls),
         patches=[
-            Patch(number, shown, parse_patch(shown.text))
-            for number, shown in sorted(
-                ((n, _shown(a)) for n, a in patches.items()), key=lambda p: p[0], reverse=True
-            )
+            Patch(number, _shown(artifact), parse_patch(_text(artifact)))
+            for number, artifact in sorted(patches.items(), reverse=True)
         ],
         verifications=_verifications(execute, outputs),
         diagnostics=[_pretty(a) for a in artifacts if a.kind == ArtifactKind.DIAGNOSTIC.value],

@@ -3,7 +3,12 @@ guessed at, and never a different text from the one stored."""
 
 from __future__ import annotations
 
-from services.api.diff_view import MAX_LINES_PER_FILE, UNPARSED_RULE, parse_patch
+from services.api.diff_view import (
+    MAX_LINES_PER_FILE,
+    MAX_LINES_PER_PATCH,
+    UNPARSED_RULE,
+    parse_patch,
+)
 from services.api.run_review import round_of
 
 PATCH = """diff --git a/calc.py b/calc.py
@@ -100,6 +105,24 @@ def test_a_huge_file_is_cut_to_the_lines_shown_and_says_how_many_are_not() -> No
     assert big.added == lines
     assert big.shown_lines == MAX_LINES_PER_FILE
     assert big.truncated == 25
+
+
+def test_a_huge_patch_is_cut_to_the_lines_shown_but_every_file_keeps_its_counts() -> None:
+    per_file = MAX_LINES_PER_FILE
+    files = MAX_LINES_PER_PATCH // per_file + 2
+    body = "".join(f"+line {n}\n" for n in range(per_file))
+    patch = "".join(
+        f"diff --git a/f{i}.txt b/f{i}.txt\n--- /dev/null\n+++ b/f{i}.txt\n"
+        f"@@ -0,0 +1,{per_file} @@\n{body}"
+        for i in range(files)
+    )
+
+    parsed = parse_patch(patch)
+
+    assert [f.added for f in parsed.files] == [per_file] * files
+    assert sum(f.shown_lines for f in parsed.files) == MAX_LINES_PER_PATCH
+    assert parsed.files[-1].shown_lines == 0
+    assert parsed.files[-1].truncated == per_file
 
 
 def test_an_artifacts_round_is_read_from_its_name() -> None:

@@ -6,6 +6,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
+from services.api.diff_view import MAX_LINES_PER_FILE
+from services.api.run_review import MAX_SHOWN_CHARS
 from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind
@@ -152,3 +154,33 @@ def test_the_approvals_page_redirects_to_the_waiting_runs(client: FlaskClient) -
 
     assert reply.status_code == 303
     assert reply.headers["Location"] == "/ui/runs?status=waiting_input"
+
+
+def test_a_patch_longer_than_the_page_shows_is_still_read_as_a_diff_and_says_what_is_cut(
+    client: FlaskClient, db: Session
+) -> None:
+    stored = store_succeeded_run(db)
+    lines = 6000
+    body = "".join(f"+{'x' * 40} {n}\n" for n in range(lines))
+    patch = "".join(
+        f"diff --git a/f{i}.txt b/f{i}.txt\n--- /dev/null\n+++ b/f{i}.txt\n"
+        f"@@ -0,0 +1,{lines} @@\n{body}"
+        for i in range(2)
+    )
+    assert len(patch) > MAX_SHOWN_CHARS
+    ArtifactRepo(db).put(
+        stored.run.id,
+        StepId.APPLY_PATCH,
+        kind=ArtifactKind.PATCH,
+        name="patch.r2.diff",
+        content=patch.encode(),
+        media_type="text/x-diff",
+    )
+    db.commit()
+
+    html = client.get(f"/ui/runs/{stored.run.id}").get_data(as_text=True)
+
+    assert "patch_unparsed" not in html
+    assert "2 files changed" in html
+    assert f"+{2 * lines}" in html
+    assert f"{lines - MAX_LINES_PER_FILE} more lines not shown here" in html
