@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -65,7 +66,9 @@ def diffstat(patch: str) -> list[FileStat]:
 
 
 def diffstat_lines(stats: list[FileStat]) -> list[str]:
-    lines = [f" {one_line(s.path)} | +{s.added} -{s.removed}" for s in stats]
+    paths = [one_line(s.path) for s in stats]
+    width = max((len(p) for p in paths), default=0)
+    lines = [f" {p:<{width}} | +{s.added} -{s.removed}" for p, s in zip(paths, stats, strict=True)]
     total_added = sum(s.added for s in stats)
     total_removed = sum(s.removed for s in stats)
     lines.append(f" {len(stats)} file(s) changed, +{total_added} -{total_removed}")
@@ -128,17 +131,22 @@ def timeline_table(run: dict[str, Any], calls: list[dict[str, Any]]) -> Table:
     table.add_column("detail", overflow="fold")
     for step, state, detail in step_states(run):
         row = rows.get(step, {})
-        spent = costs.get(step, StepCost())
         duration = row.get("durationMs")
+        took = f"{duration} ms" if isinstance(duration, int) else None
+        if took is not None and detail.startswith(took):
+            detail = detail.removeprefix(took).strip()  # the duration has its own column
+        paid: list[Text] = [cell(None), cell(None), cell(None)]  # the approval is no step
+        if step in rows or step in costs:
+            spent = costs.get(step, StepCost())
+            calls_made = f"{spent.calls} ({spent.failed} failed)" if spent.failed else spent.calls
+            paid = [cell(calls_made), cell(spent.tokens), cell(usd(spent.cost_usd))]
         table.add_row(
             cell(step),
             cell(state),
             cell(row.get("round")),
             cell(row.get("deliveries")),
-            cell(f"{duration} ms" if isinstance(duration, int) else None),
-            cell(f"{spent.calls} ({spent.failed} failed)" if spent.failed else spent.calls),
-            cell(spent.tokens),
-            cell(usd(spent.cost_usd)),
+            cell(took),
+            *paid,
             cell(detail or None),
         )
     return table
@@ -195,7 +203,7 @@ def plan_lines(revision: dict[str, Any] | None) -> list[str]:
     if isinstance(decision, dict):
         lines.append(
             f"decision:   {one_line(decision.get('decision'))} by"
-            f" {one_line(decision.get('approver'))} at {one_line(decision.get('decidedAt'))}"
+            f" {one_line(decision.get('approver'))} at {local_time(decision.get('decidedAt'))}"
         )
         comment = decision.get("comment")
         if comment is not None:
@@ -254,6 +262,16 @@ def calls_summary(calls: list[dict[str, Any]]) -> str:
     return f"calls:      {len(calls)} ({failed} failed), {tokens} tokens, {usd(spent)}"
 
 
+def local_time(iso: object) -> str:
+    """An API time in this machine's zone, to the second (``2026-11-30 18:11:41 UTC``)."""
+    if not isinstance(iso, str):
+        return "-"
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    except ValueError:
+        return one_line(iso)
+
+
 def show_view(story: RunStory) -> Group:
     """``kodo run show``: who asked what, the plan and its decision, the steps, the calls,
     the patch's diffstat, the verification, and every artifact with its digest."""
@@ -265,8 +283,8 @@ def show_view(story: RunStory) -> Group:
         f"submitter:  {one_line(intent.get('submittedBy'))}",
         f"repo:       {one_line(intent.get('repo'))}",
         f"base:       {one_line(intent.get('baseRef'))} at {one_line(intent.get('baseCommit'))}",
-        f"created:    {one_line(run.get('createdAt'))}"
-        f"  finished: {one_line(run.get('finishedAt'))}",
+        f"created:    {local_time(run.get('createdAt'))}"
+        f"  finished: {local_time(run.get('finishedAt'))}",
     ]
     if run.get("branch"):
         head.append(f"branch:     {one_line(run['branch'])}")

@@ -157,7 +157,7 @@ def test_run_show_tells_the_whole_story_on_one_screen(
     assert apply_row[:5] == ["ApplyPatchST", "succeeded", "1", "1", "4001"]
     assert apply_row[6:11] == ["2", "(1", "failed)", "2000", "$0.0200"]
     assert "calls:      4 (1 failed), 3500 tokens, $0.0350" in lines
-    assert " calc.py | +3 -1" in lines, "a \\r does not end a line"
+    assert " calc.py      | +3 -1" in lines, "a \\r does not end a line"
     assert " test_calc.py | +1 -0" in lines
     assert "verify:     pytest -q" in lines
     assert "  exit:     0" in lines

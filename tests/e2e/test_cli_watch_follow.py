@@ -17,12 +17,14 @@ import subprocess
 import sys
 import termios
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyte
 import pytest
 
 from devstack.kodo_procs import Stack, issue_token
+from devstack.sample_repo import create_sample_repo
 from tests.e2e.conftest import Api
 
 pytestmark = pytest.mark.e2e
@@ -71,10 +73,23 @@ class Terminal:
         return screen
 
 
-def test_watch_follow_goes_through_the_approval_to_the_end_with_a_live_elapsed_time(
-    stack: Stack, api: Api, sample_repo: Path, tmp_path: Path
-) -> None:
-    run_id = api.submit(sample_repo, "Add a multiply function to calc.py with a test")
+@dataclass(frozen=True)
+class Followed:
+    """A run watched with --follow from submit to success, and what the watch wrote."""
+
+    run_id: str
+    plan_sha256: str
+    code: int
+    output: bytes
+    screen: str
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def followed(stack: Stack, api: Api, tmp_path_factory: pytest.TempPathFactory) -> Followed:
+    """Submit, watch --follow on a pty, approve when it says the plan waits, read to the end."""
+    repo = create_sample_repo(Path(stack.env["KODO_REPO_ROOTS"]) / "watch-follow")
+    run_id = api.submit(repo, "Add a multiply function to calc.py with a test")
     reader = issue_token(stack.env["DATABASE_URL"], "watcher", "approver")
     env = {
         **os.environ,
@@ -83,13 +98,12 @@ def test_watch_follow_goes_through_the_approval_to_the_end_with_a_live_elapsed_t
         "LINES": str(LINES),
         "KODO_API_URL": stack.api_url,
         "KODO_API_TOKEN": reader,
-        "KODO_HOME": str(tmp_path / "home"),
+        "KODO_HOME": str(tmp_path_factory.mktemp("home")),
     }
     deadline = time.monotonic() + DEADLINE_S
     terminal = Terminal(
         [str(KODO), "run", "watch", run_id, "--follow", "--timeout", str(DEADLINE_S)], env
     )
-
     assert terminal.read_until(WAITING, deadline), terminal.output.decode(errors="replace")
     plan = api.http.get(f"/runs/{run_id}/plan").json()
     approved = api.http.post(
@@ -99,14 +113,49 @@ def test_watch_follow_goes_through_the_approval_to_the_end_with_a_live_elapsed_t
     )
     assert approved.status_code == 200, approved.text
     code = terminal.finish(deadline)
+    screen = "\n".join(line.rstrip() for line in terminal.screen().display)
+    return Followed(run_id, plan["planSha256"], code, bytes(terminal.output), screen, env)
 
-    text = "\n".join(line.rstrip() for line in terminal.screen().display)
-    assert code == 0, text
-    assert f"Plan card (sha256 {plan['planSha256']})" in text
+
+def piped(followed: Followed, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(KODO), *args],
+        env={**followed.env, "COLUMNS": "80"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_watch_follow_goes_through_the_approval_to_the_end_with_a_live_elapsed_time(
+    followed: Followed, api: Api
+) -> None:
+    run_id, text = followed.run_id, followed.screen
+
+    assert followed.code == 0, text
+    assert f"Plan card (sha256 {followed.plan_sha256})" in text
     assert f"kodo run approve {run_id} --token APPROVER_TOKEN" in text
     assert f"run {run_id} succeeded" in text, "the same watch saw the run to its end"
     rows = [line.split()[:3] for line in text.splitlines()]
     for step in ("CompileST", "ApplyPatchST", "DecideST", "ExecuteST"):
         assert ["✓", step, "succeeded"] in rows, f"{step} succeeded on the final frame"
-    assert b" s so far" in terminal.output, "a running step's elapsed time was drawn live"
+    assert b" s so far" in followed.output, "a running step's elapsed time was drawn live"
     assert api.run(run_id)["status"] == "succeeded"
+
+
+def test_the_finished_run_is_shown_diffed_and_its_output_printed(followed: Followed) -> None:
+    shown = piped(followed, "run", "show", followed.run_id)
+    diff = piped(followed, "run", "diff", followed.run_id)
+    logs = piped(followed, "run", "logs", followed.run_id)
+
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert any(line.startswith("decision:   approved by alice at ") for line in lines)
+    assert any(line.split()[:2] == ["calc.py", "|"] for line in lines), "the patch's diffstat"
+    assert "  exit:     0" in lines
+    assert diff.returncode == 0, diff.stderr
+    assert diff.stdout.startswith("diff --git a/")
+    assert "+def multiply(" in diff.stdout
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout.startswith("== command-output.txt (sha256 ")

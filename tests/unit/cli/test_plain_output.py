@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from rich.text import Text
 
+from services.cli.review_views import timeline_table
 from services.cli.run_list import age, runs_table, truncated
 from services.cli.terminal import console
 from services.cli.views import run_view
@@ -61,3 +62,31 @@ def test_a_long_goal_is_cut_with_an_ellipsis_after_it_is_escaped(
     row = capsys.readouterr().out.splitlines()[1]
     assert row.rstrip().endswith("\\x1b[2J" + "y" * 52 + "…")
     assert truncated("short") == "short"
+
+
+def test_the_timeline_leaves_the_approval_without_calls_and_a_duration_in_its_column(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run = {
+        "status": "applying",
+        "steps": [{"stepId": "CompileST", "status": "succeeded", "round": 1, "durationMs": 412}],
+    }
+    calls = [{"stepId": "CompileST", "status": "succeeded", "usage": {"total_tokens": 9}}]
+
+    console().print(timeline_table(run, calls))
+
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
+    assert rows["CompileST"] == [
+        "CompileST",
+        "succeeded",
+        "1",
+        "-",
+        "412",
+        "ms",
+        "1",
+        "9",
+        "$0.0000",
+        "-",
+    ], "the duration once, in its column; no detail left"
+    assert rows["approval"] == ["approval", "succeeded", "-", "-", "-", "-", "-", "-", "approved"]
+    assert rows["ApplyPatchST"][:2] == ["ApplyPatchST", "running"]
