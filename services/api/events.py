@@ -1,5 +1,11 @@
 """``GET /runs/<id>/events``: wait for a run's state changes without polling (SSE).
 
+Each frame's ``id:`` is the run's ``event_seq`` (one more per state change, counted by
+the database: migration 0019). A client that reconnects with ``Last-Event-ID`` (as
+``EventSource`` does) is sent the run's current state only if it changed since that
+id: the stream carries states, not a log, so states passed while it was away are not
+replayed (``GET /runs/{id}`` has every step).
+
 The stream subscribes to the process's LISTEN hub *before* reading the run, so no
 change can fall between the first event and the next. A notification is built by the
 trigger from the committed row (migration 0006), in commit order, so it is forwarded
@@ -89,22 +95,40 @@ def read_snapshot(sessions: sessionmaker[Session], run_id: str) -> Snapshot | No
             "status": run.status,
             "lastStep": run.last_step,
             "nextAction": run.next_action,
+            "seq": run.event_seq,
         }
 
 
+RETRY_MS = 2000
+"""How long an ``EventSource`` waits before it reconnects (sent once per stream)."""
+
+
 def frame(snapshot: Snapshot) -> str:
-    return f"event: run\ndata: {json.dumps(snapshot)}\n\n"
+    return f"id: {snapshot['seq']}\nevent: run\ndata: {json.dumps(snapshot)}\n\n"
+
+
+def last_event_id(raw: str | None) -> int | None:
+    """The ``Last-Event-ID`` a reconnecting client sent: a seq this stream gave out."""
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise InvalidInput(
+            "Last-Event-ID must be the id of an event this stream sent (a number)",
+            details={"Last-Event-ID": ["not an event id"]},
+        )
+    return int(raw)
 
 
 def snapshot_of(event: RunEvent) -> Snapshot | None:
     """The snapshot a full event describes, or None if it lacks a field (re-read then)."""
-    if event.next_action is None:
+    if event.next_action is None or event.seq is None:
         return None
     return {
         "runId": event.run_id,
         "status": event.status,
         "lastStep": event.last_step,
         "nextAction": event.next_action,
+        "seq": event.seq,
     }
 
 
@@ -129,6 +153,7 @@ def stream(
     until: frozenset[str],
     keepalive_s: float,
     slot: Slot | None = None,
+    resumed_from: int | None = None,
 ) -> Iterator[str]:
     """The SSE body; the subscription and the stream's slot are released however it ends.
 
@@ -136,10 +161,13 @@ def stream(
     even if ``executing`` follows a millisecond later); the stream ends at a terminal
     status or one named in ``until``. A re-read the exhausted pool refused is owed: the
     next wake-up (at most ``OWED_READ_S`` later) reads the row, whatever it brings.
+    A client resuming at ``resumed_from`` is not sent the state it already has.
     """
     try:
         last = first
-        yield frame(first)
+        yield f"retry: {RETRY_MS}\n\n"
+        if first["seq"] != resumed_from:
+            yield frame(first)
         stop = TERMINAL | until
         if first["status"] in stop:
             return
@@ -203,6 +231,7 @@ def _refused(exc: TooManyStreams) -> Response:
 @events_bp.get("/runs/<kid:run_id>/events")
 def run_events(run_id: str) -> ResponseReturnValue:
     until = parse_until(request.args.get("until"))
+    resumed_from = last_event_id(request.headers.get("Last-Event-ID"))
     sessions = api().sessions
     if request.method == "HEAD":
         # No body is ever written for HEAD, so a client that hung up is never noticed:
@@ -229,7 +258,15 @@ def run_events(run_id: str) -> ResponseReturnValue:
         sub.close()
         slot.release()
         raise NotFound(f"run {run_id} not found")
-    body = stream(sub, first, lambda: read_snapshot(sessions, run_id), until, KEEPALIVE_S, slot)
+    body = stream(
+        sub,
+        first,
+        lambda: read_snapshot(sessions, run_id),
+        until,
+        KEEPALIVE_S,
+        slot,
+        resumed_from=resumed_from,
+    )
     return Response(
         stream_with_context(body),
         mimetype="text/event-stream",

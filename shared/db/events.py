@@ -40,13 +40,15 @@ class RunEvent:
 
     The trigger builds it from the committed row inside the committing transaction,
     and notifications arrive in commit order, so an event is as good as a read.
-    ``next_action`` is None only in a payload from an older trigger (then re-read).
+    ``next_action`` and ``seq`` are None only in a payload from an older trigger (then
+    re-read). ``seq`` numbers the run's state changes (migration 0019).
     """
 
     run_id: str
     status: str
     last_step: str | None
     next_action: str | None = None
+    seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -72,12 +74,13 @@ def parse_payload(payload: str) -> RunEvent | None:
     run_id, status, step = data.get("run_id"), data.get("status"), data.get("last_step")
     if not isinstance(run_id, str) or not isinstance(status, str):
         return None
-    action = data.get("next_action")
+    action, seq = data.get("next_action"), data.get("seq")
     return RunEvent(
         run_id,
         status,
         step if isinstance(step, str) else None,
         action if isinstance(action, str) else None,
+        seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
     )
 
 

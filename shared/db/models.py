@@ -157,6 +157,9 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
     finished_at: Mapped[datetime | None]
+    # Migration 0019: one more per change of status, last_step or next_action, counted by
+    # a trigger (SSE ids: a client resumes from the last one it saw).
+    event_seq: Mapped[int] = mapped_column(BigInteger, default=1, server_default="1")
     # Migration 0016: the budget (NULL: none), what settled calls spent, what calls in
     # flight hold reserved; micro-dollars and tokens. Settled by app.settle_call.
     budget_usd_micro: Mapped[int | None] = mapped_column(BigInteger)

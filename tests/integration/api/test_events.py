@@ -33,6 +33,16 @@ def _stop_listener(app: Flask) -> Iterator[None]:
     close_events(app)
 
 
+FIRST = {
+    "runId": "r1",
+    "status": "applying",
+    "lastStep": "ApplyPatchST",
+    "nextAction": "a",
+    "seq": 7,
+}
+SUCCEEDED = {"runId": "r1", "status": "succeeded", "lastStep": "ExecuteST", "nextAction": "none"}
+
+
 class Sse:
     """Reads one streamed response frame by frame (each a blank-line-terminated block)."""
 
@@ -48,11 +58,16 @@ class Sse:
         return frame
 
     def next_event(self) -> dict[str, Any]:
+        """The next ``run`` event; its ``id:`` must be the ``seq`` it carries."""
         frame = self.next_frame()
+        if frame.startswith("retry: "):  # the stream's first block: the reconnect delay
+            frame = self.next_frame()
         lines = frame.split("\n")
-        assert lines[0] == "event: run", frame
-        assert lines[1].startswith("data: "), frame
-        data: dict[str, Any] = json.loads(lines[1].removeprefix("data: "))
+        assert lines[0].startswith("id: "), frame
+        assert lines[1] == "event: run", frame
+        assert lines[2].startswith("data: "), frame
+        data: dict[str, Any] = json.loads(lines[2].removeprefix("data: "))
+        assert lines[0] == f"id: {data['seq']}", frame
         return data
 
     def ended(self) -> bool:
@@ -65,8 +80,9 @@ class Sse:
         return False
 
 
-def open_stream(client: FlaskClient, url: str) -> Sse:
-    response = client.get(url, buffered=False)
+def open_stream(client: FlaskClient, url: str, last_event_id: str | None = None) -> Sse:
+    headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
+    response = client.get(url, buffered=False, headers=headers)
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.mimetype == "text/event-stream"
     assert response.headers["Cache-Control"] == "no-cache"
@@ -90,6 +106,7 @@ def test_the_first_event_is_the_current_state_of_the_run(client: FlaskClient, db
         "status": "waiting_input",
         "lastStep": "CompileST",
         "nextAction": "await:approval",
+        "seq": 1,
     }
     sse.response.close()
 
@@ -244,15 +261,16 @@ def test_complete_notifications_are_forwarded_without_reading_the_row() -> None:
         reads.append("read")
         return {"runId": "r1", "status": "deciding", "lastStep": "DecideST", "nextAction": "x"}
 
-    first = {"runId": "r1", "status": "applying", "lastStep": "ApplyPatchST", "nextAction": "a"}
-    body = stream(sub, first, read, frozenset(), keepalive_s=5)
+    body = stream(sub, FIRST, read, frozenset(), keepalive_s=5)
+    assert next(body) == f"retry: {events.RETRY_MS}\n\n"
     assert "applying" in next(body)
-    sub.deliver(RunEvent("r1", "deciding", "DecideST", "run:DecideST"))
-    sub.deliver(RunEvent("r1", "succeeded", "ExecuteST", "none"))
+    sub.deliver(RunEvent("r1", "deciding", "DecideST", "run:DecideST", 8))
+    sub.deliver(RunEvent("r1", "succeeded", "ExecuteST", "none", 9))
 
     frames = list(body)
 
     assert ['"deciding"' in frames[0], '"succeeded"' in frames[1]] == [True, True]
+    assert [f.split("\n")[0] for f in frames] == ["id: 8", "id: 9"]
     assert reads == [], "a complete payload is the committed state: no re-read"
 
 
@@ -263,11 +281,10 @@ def test_a_reconnect_or_a_payload_without_next_action_falls_back_to_one_read() -
 
     def read() -> dict[str, Any]:
         reads.append("read")
-        return {"runId": "r1", "status": "succeeded", "lastStep": "ExecuteST", "nextAction": "none"}
+        return {**SUCCEEDED, "seq": 9}
 
-    first = {"runId": "r1", "status": "applying", "lastStep": "ApplyPatchST", "nextAction": "a"}
-    body = stream(sub, first, read, frozenset(), keepalive_s=5)
-    next(body)
+    body = stream(sub, FIRST, read, frozenset(), keepalive_s=5)
+    next(body), next(body)  # the retry block, the first state
     sub.deliver(RunEvent("r1", "succeeded", "ExecuteST"))  # an older trigger's payload
 
     assert ['"succeeded"' in f for f in body] == [True]
@@ -285,15 +302,81 @@ def test_a_re_read_the_exhausted_pool_refuses_is_owed_not_the_end_of_the_stream(
         reads.append("read")
         if len(reads) == 1:
             raise PoolTimeout("QueuePool limit of size 1 overflow 0 reached")
-        return {"runId": "r1", "status": "succeeded", "lastStep": "ExecuteST", "nextAction": "none"}
+        return {**SUCCEEDED, "seq": 9}
 
-    first = {"runId": "r1", "status": "applying", "lastStep": "ApplyPatchST", "nextAction": "a"}
-    body = stream(sub, first, read, frozenset(), keepalive_s=0.05)
-    next(body)
+    body = stream(sub, FIRST, read, frozenset(), keepalive_s=0.05)
+    next(body), next(body)  # the retry block, the first state
     sub.deliver(RunEvent("r1", "succeeded", "ExecuteST"))  # partial: needs a read
 
     frames = list(body)
 
-    assert frames[-1].startswith("event: run")
+    assert frames[-1].startswith("id: 9\nevent: run")
     assert '"succeeded"' in frames[-1]
     assert reads == ["read", "read"]
+
+
+def test_each_state_change_has_the_next_id_counted_by_the_database(
+    client: FlaskClient, db: Session, sessions: sessionmaker[Session]
+) -> None:
+    run = RunFactory()
+    db.commit()
+    sse = open_stream(client, f"/runs/{run.id}/events")
+    assert sse.next_event()["seq"] == 1
+
+    with sessions() as s, s.begin():  # no public field changes: no new id
+        s.execute(update(Run).where(Run.id == run.id).values(retry_count=3, event_seq=40))
+    move(sessions, run.id, "waiting_input", "CompileST")
+    move(sessions, run.id, "compiling", "CompileST")  # request changes: back again
+    move(sessions, run.id, "waiting_input", "CompileST")
+
+    assert [sse.next_event()["seq"] for _ in range(3)] == [2, 3, 4]
+    sse.response.close()
+
+
+def test_a_client_resuming_at_the_current_state_is_not_sent_it_again(
+    client: FlaskClient, db: Session, sessions: sessionmaker[Session]
+) -> None:
+    run = RunFactory()
+    db.commit()
+    move(sessions, run.id, "waiting_input", "CompileST")  # seq 2
+
+    sse = open_stream(client, f"/runs/{run.id}/events", last_event_id="2")
+    assert sse.next_frame() == f"retry: {events.RETRY_MS}"
+    move(sessions, run.id, "applying", "ApplyPatchST")
+
+    assert sse.next_event()["status"] == "applying"  # the first event is the next change
+    sse.response.close()
+
+
+def test_a_client_resuming_after_changes_gets_the_current_state(
+    client: FlaskClient, db: Session, sessions: sessionmaker[Session]
+) -> None:
+    run = RunFactory()
+    db.commit()
+    move(sessions, run.id, "waiting_input", "CompileST")  # seq 2: the client saw this
+    move(sessions, run.id, "compiling", "CompileST")
+    move(sessions, run.id, "waiting_input", "CompileST")  # same fields, a new plan: seq 4
+
+    sse = open_stream(client, f"/runs/{run.id}/events", last_event_id="2")
+
+    assert sse.next_event() == {
+        "runId": run.id,
+        "status": "waiting_input",
+        "lastStep": "CompileST",
+        "nextAction": run.next_action,
+        "seq": 4,
+    }
+    sse.response.close()
+
+
+@pytest.mark.parametrize("last", ["abc", "-1", "1e3", "9" * 19])
+def test_a_last_event_id_this_stream_never_sent_is_a_400(
+    client: FlaskClient, db: Session, last: str
+) -> None:
+    run = RunFactory()
+    db.commit()
+
+    response = client.get(f"/runs/{run.id}/events", headers={"Last-Event-ID": last})
+
+    assert response.status_code == 400
+    assert response.get_json()["error"]["details"] == {"Last-Event-ID": ["not an event id"]}
