@@ -350,6 +350,11 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _utc_text(value: datetime) -> str:
+    """UTC to the second, as a title or a fallback reads it."""
+    return _utc(value).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _when(value: datetime | None) -> Markup:
     """A ``<time>`` the page's script rewrites in the browser's local time; without
     script it reads as UTC to the second (never microseconds)."""
@@ -357,7 +362,7 @@ def _when(value: datetime | None) -> Markup:
         return Markup("\u2013")
     at = _utc(value)
     return Markup('<time datetime="{}">{}</time>').format(
-        at.strftime("%Y-%m-%dT%H:%M:%SZ"), at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        at.strftime("%Y-%m-%dT%H:%M:%SZ"), _utc_text(at)
     )
 
 
@@ -391,6 +396,7 @@ def install_ui(app: Flask) -> None:
     app.jinja_env.filters["shown"] = _shown
     app.jinja_env.filters["shown_block"] = _shown_block
     app.jinja_env.filters["when"] = _when
+    app.jinja_env.filters["utc"] = _utc_text
     app.jinja_env.filters["duration"] = _duration
     app.jinja_env.globals["age"] = _age
     app.jinja_env.finalize = _finalize

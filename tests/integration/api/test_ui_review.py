@@ -129,6 +129,7 @@ def test_the_runs_page_lists_every_run_with_id_submitter_cost_and_age(
     assert done.id in everything
     assert waiting.id in everything
     assert "&lt;i&gt;waiting&lt;/i&gt;" in everything
+    assert 'title="submitted 2026-03-01 12:00:00 UTC"' in everything, "to the second, in UTC"
     assert "$0.0125" in everything
     assert ">900<" in everything
     assert waiting.id in waiting_only
