@@ -230,9 +230,11 @@ def document_events(api: Any, app: Flask, endpoint: str = "events.run_events") -
                 "tags": ["events"],
                 "operationId": "streamRunEvents",
                 "summary": "Stream the run's state changes as server-sent events",
-                "description": "Each `event: run` frame carries runId, status, lastStep and "
-                "nextAction as stored in Postgres. The stream ends after a terminal status "
-                "or any status named in `until`.",
+                "description": "Each `event: run` frame carries runId, status, lastStep, "
+                "nextAction and seq as stored in Postgres; its `id:` is seq (one more per "
+                "state change). The stream ends after a terminal status or any status named "
+                "in `until`. A client reconnecting with `Last-Event-ID` gets the current "
+                "state only if it changed since that id (states, not a log).",
                 "parameters": [
                     {
                         "name": "until",
@@ -240,6 +242,13 @@ def document_events(api: Any, app: Flask, endpoint: str = "events.run_events") -
                         "required": False,
                         "description": "comma-separated statuses that end the stream",
                         "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "description": "the id of the last event received (resume)",
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
                     },
                 ],
                 "responses": {
