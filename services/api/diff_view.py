@@ -82,6 +82,7 @@ class FileDiff:
     removed: int = 0
     hunks: list[Hunk] = field(default_factory=list)
     truncated: int = 0  # lines not shown (past MAX_LINES_PER_FILE or MAX_LINES_PER_PATCH)
+    room: int = MAX_LINES_PER_FILE  # lines it may still keep while it is read
 
     @property
     def shown_lines(self) -> int:
@@ -140,6 +141,16 @@ def _meta(current: FileDiff, line: str) -> None:
         current.path = _strip_prefix(line[4:], "b/")
 
 
+def _keep(current: FileDiff, hunk: Hunk, line: Line) -> None:
+    """Keep ``line`` while the file has room (only counted past it: a huge patch is
+    read whole, never held whole)."""
+    if current.room > 0:
+        hunk.lines.append(line)
+        current.room -= 1
+    else:
+        current.truncated += 1
+
+
 def _hunk(current: FileDiff, header: str, lines: Iterator[str]) -> None:
     found = HUNK_HEADER.match(header)
     if found is None:
@@ -155,16 +166,16 @@ def _hunk(current: FileDiff, header: str, lines: Iterator[str]) -> None:
             raise _Unparsed(f"a hunk of {current.path!r} ends before its counted lines")
         sign, text = line[:1], line[1:]
         if sign == "\\":
-            hunk.lines.append(Line("note", None, None, line))
+            _keep(current, hunk, Line("note", None, None, line))
             continue
         if sign == "+" and new_left > 0:
-            hunk.lines.append(Line("add", None, new_no, text))
+            _keep(current, hunk, Line("add", None, new_no, text))
             new_no, new_left, current.added = new_no + 1, new_left - 1, current.added + 1
         elif sign == "-" and old_left > 0:
-            hunk.lines.append(Line("del", old_no, None, text))
+            _keep(current, hunk, Line("del", old_no, None, text))
             old_no, old_left, current.removed = old_no + 1, old_left - 1, current.removed + 1
         elif sign == " " and old_left > 0 and new_left > 0:
-            hunk.lines.append(Line("ctx", old_no, new_no, text))
+            _keep(current, hunk, Line("ctx", old_no, new_no, text))
             old_no, new_no, old_left, new_left = old_no + 1, new_no + 1, old_left - 1, new_left - 1
         else:
             raise _Unparsed(f"a line of {current.path!r} does not fit its hunk: {line[:80]!r}")
@@ -173,10 +184,14 @@ def _hunk(current: FileDiff, header: str, lines: Iterator[str]) -> None:
 def _parse(text: str) -> list[FileDiff]:
     files: list[FileDiff] = []
     current: FileDiff | None = None
+    patch_room = MAX_LINES_PER_PATCH
     lines = iter(text.removesuffix("\n").split("\n"))
     for line in lines:
         if line.startswith("diff --git "):
+            if current is not None:
+                patch_room -= current.shown_lines
             current = _new_file(line)
+            current.room = min(MAX_LINES_PER_FILE, patch_room)
             files.append(current)
         elif current is None:
             if line.strip():
@@ -185,24 +200,10 @@ def _parse(text: str) -> list[FileDiff]:
             _hunk(current, line, lines)
         elif line.startswith("\\") and current.hunks:
             # "\ No newline at end of file" after a hunk's last counted line
-            current.hunks[-1].lines.append(Line("note", None, None, line))
+            _keep(current, current.hunks[-1], Line("note", None, None, line))
         elif line:
             _meta(current, line)
     return files
-
-
-def _cap(diff: FileDiff, left: int) -> int:
-    """Cut ``diff`` to what is shown; returns the patch's lines ``left`` after it."""
-    budget = min(MAX_LINES_PER_FILE, left)
-    shown = 0
-    for hunk in diff.hunks:
-        if len(hunk.lines) > budget:
-            diff.truncated += len(hunk.lines) - budget
-            hunk.lines = hunk.lines[:budget]
-        budget -= len(hunk.lines)
-        shown += len(hunk.lines)
-    diff.hunks = [h for h in diff.hunks if h.lines]
-    return left - shown
 
 
 def _lexer(path: str) -> Lexer | None:
@@ -262,9 +263,9 @@ def parse_patch(text: str) -> ParsedPatch:
         return ParsedPatch([], f"{UNPARSED_RULE}: {exc}; shown as text")
     if not files and text.strip():
         return ParsedPatch([], f"{UNPARSED_RULE}: no `diff --git` header; shown as text")
-    budget, lines_left = MAX_HIGHLIGHTED_CHARS, MAX_LINES_PER_PATCH
+    budget = MAX_HIGHLIGHTED_CHARS
     for diff in files:
-        lines_left = _cap(diff, lines_left)
+        diff.hunks = [h for h in diff.hunks if h.lines]
         size = sum(len(ln.text) for h in diff.hunks for ln in h.lines)
         fits = size <= budget
         budget -= size if fits else 0
