@@ -248,7 +248,7 @@ def demo(
         click.echo("\nApproving the plan as demo-approver (the submitter may not) ...")
         approved = http.post(
             f"/runs/{run_id}/approve-plan",
-            json={"plan_sha256": card["planSha256"]},
+            json={"planSha256": card["planSha256"]},
             headers=approver,
         )
         click.echo(f"  {approved.status_code} {json.dumps(approved.json())}")

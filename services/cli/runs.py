@@ -71,13 +71,13 @@ def submit(
     home: Path | None,
 ) -> None:
     """Submit an intent (and by default start its run); prints the id to watch."""
-    body: dict[str, Any] = {"repo": str(repo.resolve()), "goal": goal, "base_ref": base_ref}
+    body: dict[str, Any] = {"repo": str(repo.resolve()), "goal": goal, "baseRef": base_ref}
     if submitted_by:
-        body["submitted_by"] = submitted_by
+        body["submittedBy"] = submitted_by
     if budget_usd is not None:
-        body["budget_usd"] = budget_usd
+        body["budgetUsd"] = budget_usd
     if budget_tokens is not None:
-        body["budget_tokens"] = budget_tokens
+        body["budgetTokens"] = budget_tokens
     with ApiClient.from_options(api_url, token, home) as api:
         # one key per submit: a retry after a 503 cannot make a second intent
         created = api.post("/intents", body, idempotency_key=f"cli-{uuid.uuid4().hex}")
@@ -175,7 +175,7 @@ def approve_cmd(
     with ApiClient.from_options(api_url, token, home) as api:
         if plan_sha256 is None:
             plan_sha256 = str(api.get(f"/runs/{run_id}/plan")["planSha256"])
-        body = {"plan_sha256": plan_sha256}
+        body = {"planSha256": plan_sha256}
         if approver:
             body["approver"] = approver
         if comment:
@@ -245,7 +245,7 @@ def request_changes_cmd(
     with ApiClient.from_options(api_url, token, home) as api:
         if plan_sha256 is None:
             plan_sha256 = str(api.get(f"/runs/{run_id}/plan")["planSha256"])
-        body = {"plan_sha256": plan_sha256, "comment": comment}
+        body = {"planSha256": plan_sha256, "comment": comment}
         if approver:
             body["approver"] = approver
         asked = api.post(f"/runs/{run_id}/request-changes", body)
@@ -321,9 +321,9 @@ def budget_cmd(
         raise click.UsageError("name --usd, --tokens or both")
     body: dict[str, Any] = {}
     if usd is not None:
-        body["budget_usd"] = usd
+        body["budgetUsd"] = usd
     if tokens is not None:
-        body["budget_tokens"] = tokens
+        body["budgetTokens"] = tokens
     with ApiClient.from_options(api_url, token, home) as api:
         done = api.post(f"/runs/{run_id}/budget", body)
     if as_json:
