@@ -266,3 +266,27 @@ def test_calls_shows_why_a_call_failed_and_what_all_of_them_cost(
     assert failed.rstrip().endswith("provider 500: overloaded\\x1b]0;x\\x07"), "escaped reason"
     assert lines[-1] == "4 call(s) (1 failed), 3500 tokens, $0.0350"
     assert "\x1b" not in listed.stdout
+
+
+def test_run_show_json_is_every_answer_it_draws(
+    api_stack: Stack, reader_token: str, home: Path, db: Session
+) -> None:
+    stored = store_reviewed_run(db, failed=True)
+
+    shown = piped(api_stack, reader_token, home, "run", "show", stored.run.id, "--json")
+
+    assert shown.returncode == 0, shown.stderr
+    story = json.loads(shown.stdout)
+    assert story["run"]["status"] == "failed"
+    assert story["intent"]["submittedBy"] == stored.submitter
+    assert story["plans"]["revisions"][0]["decision"]["comment"] == COMMENT
+    assert len(story["calls"]) == 4
+    assert {a["name"] for a in story["artifacts"]} == {
+        "plan.json",
+        "patch.diff",
+        "decision.json",
+        "command-output.txt",
+        "diagnostic.json",
+    }
+    assert story["decision"]["argv"] == ["pytest", "-q"]
+    assert story["diagnostic"]["exit_code"] == 1
