@@ -14,6 +14,16 @@ from marshmallow import Schema, fields
 ISO = "iso"  # datetime.isoformat(), offset included
 
 
+def camel_keys(value: dict[str, Any]) -> dict[str, Any]:
+    """A stored JSON object's keys as the API spells keys (``total_tokens`` -> ``totalTokens``)."""
+    return {_camel(k): v for k, v in value.items()}
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
 def _dt(data_key: str, attribute: str | None = None) -> fields.DateTime:
     return fields.DateTime(format=ISO, data_key=data_key, attribute=attribute, allow_none=True)
 
@@ -229,10 +239,22 @@ class CallOutSchema(Schema):
     session_id = fields.String(data_key="sessionId", allow_none=True)
     status = fields.String()
     duration_ms = fields.Integer(data_key="durationMs", allow_none=True)
-    usage = fields.Dict(allow_none=True)
+    usage = fields.Method(
+        "_usage",
+        allow_none=True,
+        metadata={
+            "type": "object",
+            "description": "totalTokens, inputTokens, outputTokens, reasoningTokens,"
+            " cacheReadTokens, cacheWriteTokens, costUsd (the ledger's usage, camelCase)",
+        },
+    )
     error = fields.String(allow_none=True)
     created_at = _dt("createdAt")
     finished_at = _dt("finishedAt")
+
+    def _usage(self, call: object) -> dict[str, Any] | None:
+        usage = getattr(call, "usage", None)
+        return camel_keys(usage) if isinstance(usage, dict) else None
 
 
 class CallsSchema(Schema):

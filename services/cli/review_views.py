@@ -116,8 +116,8 @@ def costs_by_step(calls: list[dict[str, Any]]) -> dict[str, StepCost]:
         step = found.setdefault(str(call.get("stepId")), StepCost())
         step.calls += 1
         step.failed += call.get("status") == "failed"
-        step.tokens += int(usage_number(call, "total_tokens"))
-        step.cost_usd += usage_number(call, "cost_usd")
+        step.tokens += int(usage_number(call, "totalTokens"))
+        step.cost_usd += usage_number(call, "costUsd")
     return found
 
 

@@ -215,14 +215,14 @@ def calls_table(calls: list[dict[str, Any]], caches: dict[tuple[str, int], str])
         table.add_column("error", overflow="fold")  # why the call failed (agent-quoted text)
     for call in calls:
         duration = call.get("durationMs")
-        cost = _usage(call, "cost_usd")
+        cost = _usage(call, "costUsd")
         row = [
             cell(call.get("stepId")),
             cell(call.get("agent")),
             cell(call.get("attempt")),
             cell(call.get("status")),
             cell(f"{duration} ms" if duration is not None else None),
-            cell(_usage(call, "total_tokens")),
+            cell(_usage(call, "totalTokens")),
             cell(f"${cost:.4f}" if isinstance(cost, int | float) else None),
         ]
         if caches:
@@ -289,6 +289,6 @@ def budget_line(budget: dict[str, Any]) -> str:
 def calls_total(calls: list[dict[str, Any]]) -> str:
     """``N call(s) (F failed), T tokens, $C``: what the ledger's calls cost in all."""
     failed = sum(1 for c in calls if c.get("status") == "failed")
-    tokens = sum(int(n) for c in calls if isinstance(n := _usage(c, "total_tokens"), int | float))
-    cost = sum(float(n) for c in calls if isinstance(n := _usage(c, "cost_usd"), int | float))
+    tokens = sum(int(n) for c in calls if isinstance(n := _usage(c, "totalTokens"), int | float))
+    cost = sum(float(n) for c in calls if isinstance(n := _usage(c, "costUsd"), int | float))
     return f"{len(calls)} call(s) ({failed} failed), {tokens} tokens, ${cost:.4f}"

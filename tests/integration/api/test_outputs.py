@@ -74,7 +74,7 @@ def test_the_plan_carries_its_approval(client: FlaskClient, db: Session) -> None
 
 
 def test_calls_are_listed_without_their_bodies(client: FlaskClient, db: Session) -> None:
-    call = OpenCodeCallFactory(usage={"total_tokens": 12}, duration_ms=40, response={"secret": "x"})
+    call = OpenCodeCallFactory(usage={"totalTokens": 12}, duration_ms=40, response={"secret": "x"})
     db.commit()
 
     response = client.get(f"/runs/{call.run_id}/calls")
@@ -86,7 +86,7 @@ def test_calls_are_listed_without_their_bodies(client: FlaskClient, db: Session)
     assert listed["opKey"] == call.op_key
     assert (listed["agent"], listed["usage"], listed["durationMs"]) == (
         "plan",
-        {"total_tokens": 12},
+        {"totalTokens": 12},
         40,
     )
     assert "request" not in listed

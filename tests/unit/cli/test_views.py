@@ -107,7 +107,7 @@ def test_hostile_revisions_and_questions_print_with_their_controls_escaped() -> 
 
 
 def test_the_calls_table_has_no_error_column_when_no_call_failed() -> None:
-    calls = [{"stepId": "CompileST", "status": "succeeded", "usage": {"total_tokens": 7}}]
+    calls = [{"stepId": "CompileST", "status": "succeeded", "usage": {"totalTokens": 7}}]
     console = Console(width=200, color_system=None)
     with console.capture() as captured:
         console.print(calls_table(calls, {}))
