@@ -72,6 +72,38 @@ class Hunk:
     header: str
     lines: list[Line] = field(default_factory=list)
 
+    def side_by_side(self) -> list[tuple[Line | None, Line | None]]:
+        """Rows of (old, new): context on both sides, each run of removals beside the
+        additions that follow it, a note under the side it belongs to."""
+        rows: list[tuple[Line | None, Line | None]] = []
+        removed: list[Line] = []
+        added: list[Line] = []
+
+        def flush() -> None:
+            for index in range(max(len(removed), len(added))):
+                left = removed[index] if index < len(removed) else None
+                right = added[index] if index < len(added) else None
+                rows.append((left, right))
+            removed.clear()
+            added.clear()
+
+        for line in self.lines:
+            if line.kind == "del" and not added:
+                removed.append(line)
+            elif line.kind == "add":
+                added.append(line)
+            elif line.kind == "note":
+                flush()
+                rows.append((None, line) if rows and rows[-1][1] is not None else (line, None))
+            else:
+                flush()
+                if line.kind == "del":
+                    removed.append(line)
+                else:
+                    rows.append((line, line))
+        flush()
+        return rows
+
 
 @dataclass
 class FileDiff:

@@ -127,6 +127,7 @@ def _run_page(run_id: str, *, error: str | None = None, status: int = 200) -> Re
             status,
             page=reads.run_page(s, run_id, max_revisions=api().settings.max_revisions),
             review=run_review.review_of(s, run_id),
+            split=request.args.get("diff") == "split",
             error=error,
             may_decide=principal.may(Permission.DECIDE),
             code_contract=step_contract_version(),

@@ -177,6 +177,15 @@ def test_a_succeeded_run_shows_its_diff_verification_decision_timeline_and_artif
     assert hashlib.sha256(served.body()).hexdigest() == stored.patch_sha256
     shot(tokyo, tmp_path, "3-succeeded-diff-and-verification.png")
 
+    tokyo.click("#diff-split")
+    tokyo.wait_for_url(f"**/ui/runs/{run.id}?diff=split#diff")
+    split = tokyo.locator("#patch-1 table.code.split").first
+    paired = split.locator("tr", has=tokyo.locator("td.src.add", has_text="def multiply(a, b):"))
+    assert paired.locator("td.empty").count() == 2, "an addition with nothing beside it"
+    context = split.locator("tr", has=tokyo.locator("td.src.ctx", has_text="def add(a, b):"))
+    assert context.locator("td.src.ctx").count() == 2, "context on both sides"
+    shot(tokyo, tmp_path, "3b-succeeded-diff-side-by-side.png")
+
 
 def test_a_failed_run_shows_its_diagnostic_and_both_verification_rounds(
     api_stack: Stack, reader_token: str, db: Session, tokyo: Page, tmp_path: Path

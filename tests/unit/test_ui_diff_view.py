@@ -61,6 +61,30 @@ def test_a_patch_reads_as_files_with_their_change_counts_and_line_numbers() -> N
     assert deleted[0].text == "-- a removed line that starts like a file header"
 
 
+def test_side_by_side_pairs_each_run_of_removals_with_the_additions_after_it() -> None:
+    patch = (
+        "diff --git a/a.txt b/a.txt\n--- a/a.txt\n+++ b/a.txt\n@@ -1,5 +1,5 @@\n"
+        " same\n-old one\n-old two\n+new one\n ctx\n-gone\n+added\n+more\n"
+        "\\ No newline at end of file\n"
+    )
+
+    [hunk] = parse_patch(patch).files[0].hunks
+    rows = [
+        (left.text if left else None, right.text if right else None)
+        for left, right in hunk.side_by_side()
+    ]
+
+    assert rows == [
+        ("same", "same"),
+        ("old one", "new one"),
+        ("old two", None),
+        ("ctx", "ctx"),
+        ("gone", "added"),
+        (None, "more"),
+        (None, "\\ No newline at end of file"),
+    ]
+
+
 def test_highlighting_tags_tokens_without_changing_a_character() -> None:
     parsed = parse_patch(PATCH)
 
