@@ -24,6 +24,10 @@ def task_name(step: StepId) -> str:
     return f"kodo.{step.value}"
 
 
+# Tasks whose first argument is a run id (their log lines carry it as ``run_id``).
+RUN_TASKS = frozenset({*(task_name(step) for step in StepId), DELIVER, ABORT_CALLS})
+
+
 def make_celery(settings: Settings) -> Celery:
     app = Celery("kodo", broker=settings.redis_url, set_as_current=False)
     app.conf.update(

@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import os
 
-from celery.signals import beat_init, setup_logging, worker_init, worker_process_init
+import structlog
+from celery import Task
+from celery.signals import (
+    beat_init,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+)
 
 from services.worker.runtime import reset_runtime
 from services.worker.steps.execute import announce_sandbox
 from shared.config import Settings
 from shared.db.engine import make_engine
 from shared.logging import configure_logging
-from shared.queue import make_celery
+from shared.queue import RUN_TASKS, make_celery
 from shared.service.processes import register_process
 
 _settings = Settings.from_env()
@@ -28,6 +37,31 @@ def _structured_logs(loglevel: int | str | None = None, **_: object) -> None:
     """JSON log lines, or ``KODO_LOG_FORMAT=console`` ones (a receiver here also stops
     Celery configuring logging its own way)."""
     configure_logging(json=_settings.log_json, level=loglevel or "INFO")
+
+
+_TASK_IDS = ("task_id", "task", "run_id")
+
+
+@task_prerun.connect  # type: ignore[untyped-decorator]
+def _bind_task_ids(
+    task_id: str | None = None,
+    task: Task | None = None,
+    args: tuple[object, ...] | None = None,
+    **_: object,
+) -> None:
+    """Every line of a delivery, Celery's own failure and retry lines included, carries
+    its task id and, for a run's task, the run id (steps add their step id)."""
+    structlog.contextvars.unbind_contextvars(*_TASK_IDS)
+    name = task.name if task is not None else None
+    run_id = args[0] if name in RUN_TASKS and args and isinstance(args[0], str) else None
+    ids = {"task_id": task_id, "task": name, "run_id": run_id}
+    structlog.contextvars.bind_contextvars(**{k: v for k, v in ids.items() if v is not None})
+
+
+@task_postrun.connect  # type: ignore[untyped-decorator]
+def _unbind_task_ids(**_: object) -> None:
+    """A thread's next delivery starts clean (the pool reuses threads)."""
+    structlog.contextvars.unbind_contextvars(*_TASK_IDS)
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
