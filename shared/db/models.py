@@ -32,6 +32,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.domain.run_machine import RunStatus, StepId
 from shared.domain.vocab import ArtifactKind, CallStatus, Decision, StepRunStatus, values
+from shared.domain.webhooks import AttemptOutcome, DeliveryStatus, WebhookEvent
 
 SCHEMA = "app"
 
@@ -380,6 +381,65 @@ class Artifact(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     content: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class WebhookDelivery(Base):
+    """A run event to announce (migration 0020): the outbox row, inserted in the
+    transaction that moved the run; its id is the stable ``X-Kodo-Delivery``."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint(_in("event", values(WebhookEvent)), name="event"),
+        CheckConstraint(_in("status", values(DeliveryStatus)), name="status"),
+        CheckConstraint("attempts >= 0", name="attempts"),
+        CheckConstraint(
+            "(status = 'pending') = (next_attempt_at IS NOT NULL)", name="pending_is_due"
+        ),
+        # The sender and the sweep find due rows by this partial index alone.
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)  # why it was skipped or given up
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    finished_at: Mapped[datetime | None]
+
+
+class WebhookAttempt(Base):
+    """One try at sending a delivery, kept whatever it ended in (migration 0020)."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (
+        UniqueConstraint("delivery_id", "attempt"),
+        CheckConstraint(_in("outcome", values(AttemptOutcome)), name="outcome"),
+        CheckConstraint("attempt >= 1 AND duration_ms >= 0", name="attempt"),
+        CheckConstraint(
+            "(outcome = 'retry') = (next_attempt_at IS NOT NULL)", name="retry_is_scheduled"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    target: Mapped[str] = mapped_column(Text)  # the endpoint's label and origin, no path
+    started_at: Mapped[datetime]
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(16))
+    next_attempt_at: Mapped[datetime | None]
 
 
 def table_of(model: type[Base]) -> Table:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, text
 
-EXPECTED_HEAD = "0019"
+EXPECTED_HEAD = "0020"
 
 
 class SchemaMismatch(RuntimeError):

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from shared.domain.run_machine import RunStatus, StepId
 from shared.domain.vocab import ArtifactKind, CallStatus, Decision, StepRunStatus
+from shared.domain.webhooks import AttemptOutcome, DeliveryStatus, WebhookEvent
 from tests.factories import OpenCodeCallFactory, PlanApprovalFactory, RunFactory
 
 pytestmark = pytest.mark.integration
@@ -99,6 +100,9 @@ VOCABULARIES: list[tuple[str, type[StrEnum]]] = [
     ("ck_plan_approvals_decision", Decision),
     ("ck_artifacts_kind", ArtifactKind),
     ("ck_artifacts_step_id", StepId),
+    ("ck_webhook_deliveries_event", WebhookEvent),
+    ("ck_webhook_deliveries_status", DeliveryStatus),
+    ("ck_webhook_attempts_outcome", AttemptOutcome),
 ]
 
 
@@ -126,6 +130,18 @@ def test_an_artifact_of_an_unknown_kind_is_refused(db: Session) -> None:
                 "INSERT INTO app.artifacts (run_id, step_id, kind, name, media_type, sha256,"
                 " size, content) VALUES (:r, 'CompileST', 'screenshot', 'shot.png',"
                 " 'image/png', encode(sha256('x'), 'hex'), 1, 'x')"
+            ),
+            {"r": run.id},
+        )
+
+
+def test_a_pending_webhook_delivery_must_say_when_it_is_due(db: Session) -> None:
+    run = RunFactory()
+    with pytest.raises(IntegrityError, match="ck_webhook_deliveries_pending_is_due"):
+        db.execute(
+            text(
+                "INSERT INTO app.webhook_deliveries (id, run_id, event, payload, status)"
+                " VALUES ('d1', :r, 'succeeded', '{}', 'pending')"
             ),
             {"r": run.id},
         )
