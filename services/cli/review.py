@@ -25,7 +25,7 @@ from services.cli.review_views import (
     latest,
     show_view,
 )
-from services.cli.terminal import console
+from services.cli.terminal import console, show
 from services.cli.views import one_line
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answers.")
@@ -97,7 +97,7 @@ def show_cmd(
             )
         )
         return
-    console().print(show_view(story))
+    show(show_view(story))
 
 
 @click.command("diff")

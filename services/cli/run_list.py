@@ -17,7 +17,7 @@ import click
 from rich.table import Table
 
 from services.cli.client import ApiClient, api_options
-from services.cli.terminal import console
+from services.cli.terminal import show
 from services.cli.views import cell, one_line
 
 GOAL_CHARS = 60
@@ -134,7 +134,7 @@ def list_cmd(
     if not runs:
         click.echo("no runs")
     else:
-        console().print(runs_table(runs, datetime.now(UTC)))
+        show(runs_table(runs, datetime.now(UTC)))
     next_cursor = page.get("nextCursor")
     if isinstance(next_cursor, str):
         click.echo(f"more: {next_page_hint(params, next_cursor)}")

@@ -16,7 +16,7 @@ import click
 from services.cli.client import ApiClient, api_options
 from services.cli.review import diff_cmd, logs_cmd, show_cmd
 from services.cli.run_list import list_cmd
-from services.cli.terminal import console
+from services.cli.terminal import show
 from services.cli.views import (
     budget_line,
     cache_levels,
@@ -139,7 +139,7 @@ def status_cmd(
     if as_json:
         _echo_json(current)
         return
-    console().print(run_view(current))
+    show(run_view(current))
 
 
 _approver = click.option(
@@ -298,7 +298,7 @@ def plans_cmd(
     if as_json:
         _echo_json(listed)
         return
-    console().print(revisions_view(listed))
+    show(revisions_view(listed))
 
 
 @run.command("budget")
@@ -389,5 +389,5 @@ def calls(
     if as_json:
         _echo_json(ledger)
         return
-    console().print(calls_table(rows, cache_levels(current)))
+    show(calls_table(rows, cache_levels(current)))
     click.echo(calls_total(rows))

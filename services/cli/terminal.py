@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 
 PIPE_WIDTH = 100_000
 """Wide enough that no line a command prints is folded when stdout is not a terminal."""
@@ -32,3 +32,15 @@ def console() -> Console:
         emoji=False,
         soft_wrap=True,
     )
+
+
+def show(renderable: RenderableType) -> None:
+    """Print on stdout: as rich draws it on a terminal; piped, each line without the
+    padding rich gives table cells (``cut`` and ``awk`` see no trailing blanks)."""
+    out = console()
+    if out.is_terminal:
+        out.print(renderable)
+        return
+    with out.capture() as captured:
+        out.print(renderable)
+    sys.stdout.write("".join(f"{line.rstrip()}\n" for line in captured.get().splitlines()))

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from services.cli.review_views import timeline_table
 from services.cli.run_list import age, runs_table, truncated
-from services.cli.terminal import console
+from services.cli.terminal import console, show
 from services.cli.views import run_view
 
 
@@ -90,3 +90,17 @@ def test_the_timeline_leaves_the_approval_without_calls_and_a_duration_in_its_co
     ], "the duration once, in its column; no detail left"
     assert rows["approval"] == ["approval", "succeeded", "-", "-", "-", "-", "-", "-", "approved"]
     assert rows["ApplyPatchST"][:2] == ["ApplyPatchST", "running"]
+
+
+def test_a_piped_table_has_no_trailing_blanks(capsys: pytest.CaptureFixture[str]) -> None:
+    runs = [
+        {"runId": "r1", "status": "queued", "goal": "a long goal " * 3, "submittedBy": "sam"},
+        {"runId": "r2", "status": "failed", "goal": "short", "submittedBy": "a-longer-name"},
+    ]
+
+    show(runs_table(runs, datetime.now(UTC)))
+
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    assert all(line == line.rstrip() for line in lines)
+    assert lines[2].endswith(" short")
