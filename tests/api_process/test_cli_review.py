@@ -290,3 +290,19 @@ def test_run_show_json_is_every_answer_it_draws(
     }
     assert story["decision"]["argv"] == ["pytest", "-q"]
     assert story["diagnostic"]["exit_code"] == 1
+
+
+def test_run_show_of_a_run_that_has_no_plan_yet_says_so(
+    api_stack: Stack, reader_token: str, home: Path, db: Session
+) -> None:
+    run: Run = RunFactory(queued=True)
+    db.commit()
+
+    shown = piped(api_stack, reader_token, home, "run", "show", run.id)
+
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert "plan:       - (none compiled yet)" in lines
+    assert "verify:     - (no command chosen)" in lines
+    assert "artifacts: 0" in lines
+    assert "calls:      0 (0 failed), 0 tokens, $0.0000" in lines
