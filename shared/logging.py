@@ -32,6 +32,11 @@ def _shared_processors() -> list[Processor]:
     ]
 
 
+def _foreign_processors() -> list[Processor]:
+    """Stdlib records also carry their ``extra=`` fields (audit lines, Celery's data)."""
+    return [*_shared_processors(), structlog.stdlib.ExtraAdder()]
+
+
 def _redact_secrets(
     _: object, __: str, event: structlog.typing.EventDict
 ) -> structlog.typing.EventDict:
@@ -84,7 +89,7 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_shared_processors(),
+        foreign_pre_chain=_foreign_processors(),
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,

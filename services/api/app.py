@@ -16,7 +16,7 @@ from shared.logging import configure_logging
 from shared.queue import make_celery
 from shared.version import app_version
 
-from . import health, intents, metrics, outputs, runs, ui
+from . import audit, health, intents, metrics, outputs, runs, ui
 from .admission import Admission
 from .auth import install_auth
 from .body_deadline import BodyDeadline
@@ -84,6 +84,7 @@ def create_app(
         owns_celery=celery is None,
     )
     install_auth(app)
+    audit.install_audit(app)
     install_security_headers(app)
     spec = make_api(app, version=app_version(), converters=(IdConverter, ArtifactNameConverter))
     register_routes(

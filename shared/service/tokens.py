@@ -6,6 +6,7 @@ seeded RNG that makes runs reproducible.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ from shared.hashing import sha256_hex
 from shared.service.uow import UnitOfWork
 
 PREFIX = "kodo_"
+# Token changes are made by whoever holds the database (the CLI, a bootstrap), not by a
+# principal; each writes one audit line, JSON where the process configured logging.
+audit_log = logging.getLogger("kodo.audit")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 
 
@@ -61,6 +65,9 @@ def create_token(uow: UnitOfWork, name: str, role: Role) -> str:
     plaintext = PREFIX + secrets.token_urlsafe(32)
     if uow.tokens.add(name, role.value, sha256_hex(plaintext)) is None:
         raise Conflict(f"a token named {name!r} exists; revoke it first")
+    audit_log.info(
+        "audit", extra={"action": "token.create", "token_name": name, "role": role.value}
+    )
     return plaintext
 
 
@@ -76,6 +83,7 @@ def revoke_token(uow: UnitOfWork, name: str, *, now: datetime) -> None:
     if revoked is None:
         raise NotFound(f"no live token named {name!r}")
     uow.ui_sessions.end_all_of_token(revoked, now=now)
+    audit_log.info("audit", extra={"action": "token.revoke", "token_name": name})
 
 
 def list_tokens(s: Session) -> list[ApiToken]:

@@ -1,0 +1,131 @@
+"""Every decision made through the API writes one JSON audit line: who and what.
+
+The real app on the test database; the lines are read as the process writes them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.logging import configure_logging
+from shared.service.tokens import create_token, revoke_token
+from shared.service.uow import UnitOfWork
+from tests.factories import RunFactory
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def out(client: FlaskClient) -> Iterator[io.StringIO]:
+    """The app's log stream (configured after the app was built, as a process would be)."""
+    stream = io.StringIO()
+    configure_logging(json=True, level="INFO", stream=stream)
+    yield stream
+    configure_logging(json=True, level="INFO")
+
+
+def audit_lines(stream: io.StringIO) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    return [line for line in lines if line["event"] == "audit"]
+
+
+def test_submitting_and_starting_write_who_and_what(
+    client: FlaskClient, git_repo: Path, out: io.StringIO
+) -> None:
+    intent = client.post("/intents", json={"repo": str(git_repo), "goal": "g"}).get_json()
+    run = client.post(f"/intents/{intent['intentId']}/run").get_json()
+
+    created, started = audit_lines(out)
+    assert created["action"] == "intent.create"
+    assert (created["principal"], created["role"]) == ("ann", "admin")
+    assert created["intent_id"] == intent["intentId"]
+    assert (created["status"], created["outcome"], created["via"]) == (201, "done", "api")
+    assert created["logger"] == "kodo.audit"
+    assert started["action"] == "run.start"
+    assert (started["intent_id"], started["run_id"]) == (intent["intentId"], run["runId"])
+    assert started["status"] == 202
+
+
+def test_an_approval_names_the_approver_the_run_and_the_plan_digest(
+    client: FlaskClient, db: Session, out: io.StringIO
+) -> None:
+    run = RunFactory(waiting_input=True)
+    db.commit()
+
+    assert client.post(f"/runs/{run.id}/approve-plan").status_code == 200
+
+    (line,) = audit_lines(out)
+    assert line["action"] == "plan.approve"
+    assert (line["principal"], line["role"], line["run_id"]) == ("ann", "admin", run.id)
+    assert line["plan_sha256"] == run.plan_sha256
+    assert (line["status"], line["outcome"]) == (200, "done")
+
+
+def test_rejections_and_cancels_are_audited(
+    client: FlaskClient, db: Session, out: io.StringIO
+) -> None:
+    rejected, cancelled = RunFactory(waiting_input=True), RunFactory(waiting_input=True)
+    db.commit()
+
+    client.post(f"/runs/{rejected.id}/reject-plan", json={"comment": "too risky"})
+    client.post(f"/runs/{cancelled.id}/cancel")
+
+    assert [(line["action"], line["run_id"]) for line in audit_lines(out)] == [
+        ("plan.reject", rejected.id),
+        ("run.cancel", cancelled.id),
+    ]
+
+
+def test_a_refused_decision_is_audited_with_its_status(
+    client: FlaskClient, db: Session, out: io.StringIO
+) -> None:
+    run = RunFactory(waiting_input=True)
+    db.commit()
+    stale = "0" * 64
+
+    response = client.post(f"/runs/{run.id}/approve-plan", json={"planSha256": stale})
+
+    assert response.status_code == 409
+    (line,) = audit_lines(out)
+    assert (line["action"], line["outcome"], line["status"]) == ("plan.approve", "refused", 409)
+    assert line["plan_sha256"] == stale
+
+
+def test_a_request_without_a_principal_and_reads_write_no_audit_line(
+    client: FlaskClient, anonymous: FlaskClient, db: Session, out: io.StringIO
+) -> None:
+    run = RunFactory(waiting_input=True)
+    db.commit()
+
+    assert anonymous.post(f"/runs/{run.id}/approve-plan").status_code == 401
+    assert client.get(f"/runs/{run.id}").status_code == 200
+
+    assert audit_lines(out) == []
+
+
+def test_token_changes_are_audited_by_the_service(
+    sessions: sessionmaker[Session], out: io.StringIO
+) -> None:
+    from shared.service.tokens import Role
+
+    with UnitOfWork(sessions) as uow:
+        plaintext = create_token(uow, "bob", Role.APPROVER)
+    with UnitOfWork(sessions) as uow:
+        revoke_token(uow, "bob", now=datetime.now(UTC))
+
+    created, revoked = audit_lines(out)
+    assert (created["action"], created["token_name"], created["role"]) == (
+        "token.create",
+        "bob",
+        "approver",
+    )
+    assert (revoked["action"], revoked["token_name"]) == ("token.revoke", "bob")
+    assert plaintext not in out.getvalue()
