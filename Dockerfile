@@ -11,12 +11,22 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # The worker container needs user namespaces and a fresh /proc: docker-compose.yml gives
 # the worker (only) seccomp/apparmor/systempaths=unconfined; without them `kodo doctor`
 # reports "sandbox" failing and ExecuteST refuses to run commands.
+#
+# KODO_UID/KODO_GID: the user every kodo process runs as. Make them the owner of the
+# bind-mounted repositories (compose passes `id -u`/`id -g` when you set them): git
+# refuses a repository another user owns ("dubious ownership"), and kodo's hardened git
+# reads no system or global config (shared/gitcmd.py), so a `safe.directory` there would
+# never reach it; the worker also writes the repository's .git (worktrees, branches).
+ARG KODO_UID=1000
+ARG KODO_GID=1000
 RUN apt-get update \
     && apt-get install -y --no-install-recommends git bubblewrap \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --create-home --uid 1000 kodo \
-    && mkdir -p /data/workspaces /repos \
-    && chown kodo:kodo /data/workspaces /repos
+    && (getent group "${KODO_GID}" >/dev/null || groupadd --gid "${KODO_GID}" kodo) \
+    && useradd --create-home --non-unique --uid "${KODO_UID}" --gid "${KODO_GID}" kodo \
+    && mkdir -p /data/workspaces /data/secrets /repos \
+    && chown "${KODO_UID}:${KODO_GID}" /data/workspaces /data/secrets /repos \
+    && chmod 0700 /data/secrets
 
 # The build's identity (the tree is copied without .git): app_version() is
 # 0.1.0+$KODO_BUILD_ID, or 0.1.0+unknown without it. See shared/version.py.
@@ -24,10 +34,8 @@ ARG KODO_BUILD_ID=""
 ENV KODO_BUILD_ID=${KODO_BUILD_ID}
 
 WORKDIR /app
-COPY --chown=kodo:kodo . .
-# flower is only for the monitoring container; it is not a kodo dependency.
-RUN pip install -c constraints.txt . \
-    && pip install -c constraints.txt "flower>=2.0,<3"
+COPY --chown=${KODO_UID}:${KODO_GID} . .
+RUN pip install -c constraints.txt .
 
 USER kodo
 EXPOSE 8000 4096 5555

@@ -10,15 +10,20 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# The same user as the kodo image (see its Dockerfile): the worker's uid owns the
+# worktrees this daemon edits and the repositories it reads.
+ARG KODO_UID=1000
+ARG KODO_GID=1000
 RUN apt-get update \
     && apt-get install -y --no-install-recommends git nodejs npm ca-certificates bubblewrap \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --create-home --uid 1000 kodo \
+    && (getent group "${KODO_GID}" >/dev/null || groupadd --gid "${KODO_GID}" kodo) \
+    && useradd --create-home --non-unique --uid "${KODO_UID}" --gid "${KODO_GID}" kodo \
     && mkdir -p /data/workspaces /repos \
-    && chown kodo:kodo /data/workspaces /repos
+    && chown "${KODO_UID}:${KODO_GID}" /data/workspaces /repos
 
 WORKDIR /app
-COPY --chown=kodo:kodo . .
+COPY --chown=${KODO_UID}:${KODO_GID} . .
 RUN pip install -c constraints.txt .
 # opencode-ai@1.18.33 where `kodo oc serve` looks for it (one install, at build time).
 ENV KODO_OPENCODE_CACHE=/opt/kodo-opencode

@@ -1,0 +1,225 @@
+"""docker-compose.yml is a file `docker compose` accepts (the Compose Specification's own
+schema, vendored under tests/fixtures/compose-spec) and keeps kodo's rules: every
+long-running service proves its health, nothing is published beyond loopback, the API
+is served in the one streaming shape, no secret is written in it, and the token
+bootstrap runs after the migration and before the API."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from devstack.kodo_procs import API_CONF, api_argv
+from shared.config import DEFAULTS
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+SCHEMA = ROOT / "tests" / "fixtures" / "compose-spec" / "compose-spec.json"
+ONE_SHOTS = {"migrate", "bootstrap"}
+KODO_IMAGES = {"kodo:local", "kodo-opencode:local"}
+CREDENTIAL = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|BASIC_AUTH", re.IGNORECASE)
+INTERPOLATED = re.compile(r"^\$\{[A-Z0-9_]+(?::?[-?][^}]*)?\}$")
+
+
+def _compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _services() -> dict[str, dict[str, Any]]:
+    services = _compose()["services"]
+    assert isinstance(services, dict)
+    return services
+
+
+def _validator() -> jsonschema.Draft7Validator:
+    schema = json.loads(SCHEMA.read_text())
+    assert schema["$schema"].startswith("https://json-schema.org/draft-07/")
+    return jsonschema.Draft7Validator(
+        schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
+    )
+
+
+def test_the_file_is_valid_against_the_compose_specification() -> None:
+    errors = [f"{e.json_path}: {e.message}" for e in _validator().iter_errors(_compose())]
+    assert errors == []
+
+
+def test_the_schema_refuses_what_docker_compose_refuses() -> None:
+    """The validation has teeth: an unknown healthcheck key and an unknown dependency
+    condition (both typos compose would reject) fail it."""
+    doc = _compose()
+    doc["services"]["api"]["healthcheck"]["tset"] = ["CMD", "true"]
+    doc["services"]["worker"]["depends_on"]["migrate"]["condition"] = "service_done"
+    paths = {e.json_path for e in _validator().iter_errors(doc)}
+    assert "$.services.api.healthcheck" in paths
+    assert "$.services.worker.depends_on" in paths
+
+
+@pytest.mark.parametrize("name", sorted(set(_services()) - ONE_SHOTS))
+def test_every_long_running_service_has_a_healthcheck(name: str) -> None:
+    check = _services()[name].get("healthcheck")
+    assert check is not None, f"{name} has no healthcheck"
+    assert not check.get("disable", False)
+    assert check["test"][0] in ("CMD", "CMD-SHELL")
+    assert len(check["test"]) > 1
+
+
+@pytest.mark.parametrize("name", sorted(ONE_SHOTS))
+def test_one_shots_are_waited_for_not_health_checked(name: str) -> None:
+    service = _services()[name]
+    assert service["restart"] == "no"
+    assert service["healthcheck"] == {"disable": True}
+    waiters = [
+        other
+        for other, spec in _services().items()
+        if spec.get("depends_on", {}).get(name, {}).get("condition")
+        == "service_completed_successfully"
+    ]
+    assert waiters, f"nothing waits for {name} to complete"
+
+
+def test_healthchecks_run_kodos_checks_that_exist() -> None:
+    """Each ``/app/docker/X`` a healthcheck runs is a file of docker/ (the image copies
+    the tree to /app), named with one of its checks."""
+    checks = {"http", "worker", "fresh", "stream"}
+    for name, spec in _services().items():
+        test = spec.get("healthcheck", {}).get("test", [])
+        if "/app/docker/healthcheck.py" in test:
+            assert (ROOT / "docker" / "healthcheck.py").is_file()
+            assert test[test.index("/app/docker/healthcheck.py") + 1] in checks, name
+
+
+def test_kodo_services_depend_on_health_and_the_migration() -> None:
+    for name in ("api", "worker", "beat", "collector"):
+        needs = _services()[name]["depends_on"]
+        assert needs["migrate"] == {"condition": "service_completed_successfully"}, name
+        for dependency in ("postgres", "redis", "oc"):
+            assert needs[dependency] == {"condition": "service_healthy"}, (name, dependency)
+    assert _services()["flower"]["depends_on"]["redis"] == {"condition": "service_healthy"}
+
+
+def test_the_token_bootstrap_runs_after_migrate_and_before_the_api() -> None:
+    bootstrap = _services()["bootstrap"]
+    assert bootstrap["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    assert bootstrap["command"][:2] == ["python", "/app/docker/bootstrap_token.py"]
+    out = bootstrap["command"][bootstrap["command"].index("--out") + 1]
+    # the token goes to a named volume (not the image, not a bind mount of the host tree)
+    mounts = dict(v.split(":", 1)[::-1] for v in bootstrap["volumes"])
+    assert mounts == {"/data/secrets": "secrets"}
+    assert out.startswith("/data/secrets/")
+    assert "secrets" in _compose()["volumes"]
+    assert _services()["api"]["depends_on"]["bootstrap"] == {
+        "condition": "service_completed_successfully"
+    }
+
+
+def test_host_ports_bind_loopback_only() -> None:
+    for name, spec in _services().items():
+        for port in spec.get("ports", []):
+            assert isinstance(port, str), (name, port)
+            assert port.startswith("127.0.0.1:"), (name, port)
+    for name in ("postgres", "redis"):
+        assert "ports" not in _services()[name], f"{name} is published"
+
+
+def test_the_api_runs_the_one_streaming_shape_of_kodo_up() -> None:
+    """The very argv ``kodo up`` starts (gevent workers from services.api.gunicorn_conf),
+    bound on the container's interface; the image's default command is the same."""
+    command = _services()["api"]["command"]
+    expected = api_argv("0.0.0.0:8000")
+    assert [Path(expected[0]).name, *expected[1:]] == command
+    assert command[command.index("-c") + 1] == API_CONF
+    cmd_line = next(
+        line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD ")
+    )
+    assert json.loads(cmd_line.removeprefix("CMD ")) == command
+
+
+def test_the_gunicorn_config_serves_streams_on_gevent() -> None:
+    from services.api import gunicorn_conf
+
+    assert gunicorn_conf.worker_class == "gevent"
+    assert gunicorn_conf.worker_connections > 1
+
+
+def _environments() -> list[tuple[str, str, object]]:
+    found = []
+    for name, spec in _services().items():
+        env = spec.get("environment", {})
+        assert isinstance(env, dict), f"{name}: environment as a map, so it can be checked"
+        found += [(name, key, value) for key, value in env.items()]
+    return found
+
+
+def test_no_secret_is_written_in_the_file() -> None:
+    """A credential comes from the shell (``${VAR...}``) or is passed through (no value);
+    the one literal is Postgres's password, whose server is on the compose network only."""
+    postgres = _services()["postgres"]
+    pg_password = postgres["environment"]["POSTGRES_PASSWORD"]
+    for name, key, value in _environments():
+        if not CREDENTIAL.search(key) or value is None:
+            continue
+        if (name, key) == ("postgres", "POSTGRES_PASSWORD"):
+            continue
+        assert isinstance(value, str), (name, key)
+        assert INTERPOLATED.match(value), (name, key, value)
+    for name, key, value in _environments():
+        if key == "DATABASE_URL":
+            assert f"postgres:{pg_password}@postgres:5432/" in str(value), name
+    text = COMPOSE.read_text()
+    assert not re.search(r"kodo_[A-Za-z0-9_-]{20,}", text), "a kodo token is written in the file"
+    assert not re.search(r"\bsk-[A-Za-z0-9]{10,}", text), "a provider key is written in the file"
+
+
+def test_the_daemon_settings_pass_through_to_every_kodo_container() -> None:
+    """The profile `opencode` works with the rest: OC_BASE_URL (default: the stand-in)
+    and the model and password reach every kodo container, by kodo's own names."""
+    for name, spec in _services().items():
+        if spec.get("image") != "kodo:local" or name in ONE_SHOTS:
+            continue
+        env = spec["environment"]
+        assert env["OC_BASE_URL"] == "${OC_BASE_URL:-http://oc:4096}", name
+        for key in ("OC_PROVIDER_ID", "OC_MODEL_ID", "OC_PASSWORD"):
+            assert key in DEFAULTS, key
+            assert env[key] is None, (name, key)
+    opencode = _services()["opencode"]
+    assert opencode["profiles"] == ["opencode"]
+    assert "--oc-auth" in opencode["healthcheck"]["test"]
+
+
+def test_both_images_are_built_for_the_owner_of_the_repositories() -> None:
+    """KODO_UID/KODO_GID reach both builds and become the user of every process, so the
+    bind-mounted repositories' owner is the user git runs as."""
+    for name, spec in _services().items():
+        if spec.get("image") not in KODO_IMAGES:
+            continue
+        args = spec["build"]["args"]
+        assert args["KODO_UID"] == "${KODO_UID:-1000}", name
+        assert args["KODO_GID"] == "${KODO_GID:-1000}", name
+    for dockerfile in (ROOT / "Dockerfile", ROOT / "docker" / "opencode.Dockerfile"):
+        text = dockerfile.read_text()
+        assert "ARG KODO_UID=" in text, dockerfile
+        assert "ARG KODO_GID=" in text, dockerfile
+        assert '--uid "${KODO_UID}" --gid "${KODO_GID}" kodo' in text, dockerfile
+        assert "USER kodo" in text, dockerfile
+
+
+def test_the_worker_healthcheck_names_no_node() -> None:
+    """The worker's check finds its own node by hostname, whatever ``-n`` names it."""
+    worker = _services()["worker"]
+    test = worker["healthcheck"]["test"]
+    assert test[test.index("/app/docker/healthcheck.py") + 1] == "worker"
+    assert "-d" not in test
+    assert not any("@" in part for part in test)
+    assert shlex.join(worker["command"]).startswith(
+        "celery -A services.worker.celery_app:app worker"
+    )
