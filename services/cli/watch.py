@@ -39,41 +39,56 @@ STREAM_READ_TIMEOUT_S = 45.0  # above the server's 15 s keepalive
 
 
 class StreamUnavailable(Exception):
-    """The API has no events endpoint (or the stream broke): poll instead."""
+    """The API has no events endpoint, refused the stream, or the stream broke."""
 
 
-def sse_events(api: ApiClient, run_id: str) -> Iterator[dict[str, Any]]:
-    """Yield each ``event: run`` payload; raise StreamUnavailable on 404/405 or a drop."""
-    timeout = httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_S)
-    try:
-        with api.http.stream(
-            "GET",
-            f"/runs/{run_id}/events",
-            headers={"Accept": "text/event-stream"},
-            timeout=timeout,
-        ) as reply:
-            if reply.status_code in (404, 405):
-                raise StreamUnavailable(f"events endpoint answered {reply.status_code}")
-            if not reply.is_success:
-                raise StreamUnavailable(f"events endpoint answered {reply.status_code}")
-            event = "message"
-            data: list[str] = []
-            for line in reply.iter_lines():
-                if line.startswith(":"):
-                    yield {}  # a keepalive: lets the caller check its deadline
-                    continue
-                if line == "":
-                    if data and event == "run":
-                        payload = json.loads("\n".join(data))
-                        if isinstance(payload, dict):
-                            yield payload
-                    event, data = "message", []
-                elif line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    data.append(line[5:].lstrip())
-    except (httpx.HTTPError, ValueError) as exc:
-        raise StreamUnavailable(f"event stream failed: {type(exc).__name__}") from exc
+class EventStream:
+    """``GET /runs/{id}/events`` as payloads; a reconnect sends ``Last-Event-ID``, so the
+    API answers with the run's state only if it changed since the last event seen."""
+
+    def __init__(self, api: ApiClient, run_id: str) -> None:
+        self.api = api
+        self.run_id = run_id
+        self.last_id: str | None = None
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Yield each ``event: run`` payload (``{}`` for a keepalive); StreamUnavailable on
+        an answer that is not a stream, or a drop."""
+        timeout = httpx.Timeout(10.0, read=STREAM_READ_TIMEOUT_S)
+        headers = {"Accept": "text/event-stream"}
+        if self.last_id is not None:
+            headers["Last-Event-ID"] = self.last_id
+        try:
+            with self.api.http.stream(
+                "GET", f"/runs/{self.run_id}/events", headers=headers, timeout=timeout
+            ) as reply:
+                if not reply.is_success:
+                    raise StreamUnavailable(f"events endpoint answered {reply.status_code}")
+                yield from self._frames(reply.iter_lines())
+        except (httpx.HTTPError, ValueError) as exc:
+            raise StreamUnavailable(f"event stream failed: {type(exc).__name__}") from exc
+
+    def _frames(self, lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+        event, frame_id = "message", None
+        data: list[str] = []
+        for line in lines:
+            if line.startswith(":"):
+                yield {}  # a keepalive: lets the caller check its deadline
+                continue
+            if line == "":
+                if frame_id is not None:
+                    self.last_id = frame_id
+                if data and event == "run":
+                    payload = json.loads("\n".join(data))
+                    if isinstance(payload, dict):
+                        yield payload
+                event, data, frame_id = "message", [], None
+            elif line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip())
+            elif line.startswith("id:"):
+                frame_id = line[3:].strip()
 
 
 def poll_events(api: ApiClient, run_id: str) -> Iterator[dict[str, Any]]:
@@ -160,12 +175,28 @@ class LiveRun:
         return run_view(self.watcher.run, datetime.now(UTC))
 
 
+STREAM_RESUMES = 3
+"""Reconnects (with Last-Event-ID) after a stream that ended or broke, before polling."""
+
+
 def _follow_any(w: Watcher, on_change: Any, notes: list[str]) -> bool:
-    try:
-        return w.follow(sse_events(w.api, w.run_id), on_change)
-    except StreamUnavailable as exc:
-        notes.append(f"{exc}; polling GET /runs/{w.run_id} every {POLL_S}s")
-        return w.follow(poll_events(w.api, w.run_id), on_change)
+    """Follow the event stream, resuming it where it broke; poll when it cannot be had."""
+    stream = EventStream(w.api, w.run_id)
+    why = "no event stream"
+    for _ in range(STREAM_RESUMES + 1):
+        try:
+            if w.follow(stream.events(), on_change):
+                return True
+            why = "the event stream ended"
+        except StreamUnavailable as exc:
+            why = str(exc)
+            if stream.last_id is None:
+                break  # never had a stream: no endpoint, or refused (e.g. too many streams)
+        if time.monotonic() > w.deadline:
+            return False
+        notes.append(f"{why}; resuming after event {stream.last_id}")
+    notes.append(f"{why}; polling GET /runs/{w.run_id} every {POLL_S}s")
+    return w.follow(poll_events(w.api, w.run_id), on_change)
 
 
 def approve_hint(run_id: str) -> list[str]:
