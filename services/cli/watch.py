@@ -1,17 +1,19 @@
 """``kodo run watch``: follow a run until it ends or waits for a human.
 
-Fed by the API's server-sent events (``GET /runs/{id}/events``) when it offers them;
-against an API without that endpoint (404/405) or after the stream drops, it polls
-``GET /runs/{id}`` every 0.5 s. Either way each change re-reads the run, so the display
-shows what Postgres holds. A run at ``waiting_input`` whose plan is already approved
-is followed on (the watcher has not moved it yet); otherwise the plan card is printed
-and the command exits 0 with the approve hint. With ``--follow`` the plan card and the
-hint are printed and the watch goes on, through the approval, to the end. On a
-terminal the running step's elapsed time counts up between events.
+Fed by the API's server-sent events (``GET /runs/{id}/events``) when it offers them; a
+stream that ends or drops is resumed with ``Last-Event-ID`` (a few times); without the
+endpoint, or past the resumes, it polls ``GET /runs/{id}`` every 0.5 s. Either way
+each change re-reads the run, so the display shows what Postgres holds.
+
+A run at ``waiting_input`` whose plan is already approved is followed on (the watcher
+has not moved it yet); otherwise the plan card is printed and the command exits 0 with
+the approve hint. With ``--follow`` the plan card and the hint are printed and the
+watch goes on, through the approval, to the end. On a terminal the running step's
+elapsed time counts up between events.
 
 Exit codes: 0 for ``succeeded`` or (without ``--follow``) an undecided
-``waiting_input``; 1 for ``failed``,
-``rejected``, ``cancelled``, a timeout, or an API error.
+``waiting_input``; 1 for ``failed``, ``rejected``, ``cancelled``, a timeout, or an API
+error.
 """
 
 from __future__ import annotations
