@@ -144,3 +144,18 @@ def test_run_list_refuses_waiting_with_another_status(
 
     assert refused.returncode == 2
     assert "--waiting means --status waiting_input" in refused.stderr
+
+
+def test_run_list_repo_shows_only_the_runs_against_that_repository(
+    api_stack: Stack, reader_token: str, home: Path, db: Session
+) -> None:
+    submitter = f"rae-{uuid.uuid4().hex[:8]}"
+    older, _ = store_runs(db, submitter)
+
+    listed = kodo(
+        api_stack, reader_token, home, "run", "list", "--submitter", submitter,
+        "--repo", "/srv/repos/billing",
+    )  # fmt: skip
+
+    assert listed.returncode == 0, listed.stderr
+    assert [row.split()[0] for row in listed.stdout.splitlines()[1:]] == [older.id]
