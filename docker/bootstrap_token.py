@@ -20,6 +20,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from shared.config import Settings
 from shared.db.engine import make_engine, make_session_factory
 from shared.errors import KodoError
@@ -81,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         outcome = bootstrap(Settings.from_env().database_url, args.out, args.name)
-    except (KodoError, OSError) as exc:
-        print(f"token bootstrap failed: {exc}", file=sys.stderr)
+    except (KodoError, SQLAlchemyError, OSError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        print(f"token bootstrap failed: {reason}", file=sys.stderr)
         return 1
     if outcome.token is None:
         print(

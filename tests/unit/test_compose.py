@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +224,34 @@ def test_the_worker_healthcheck_names_no_node() -> None:
     assert shlex.join(worker["command"]).startswith(
         "celery -A services.worker.celery_app:app worker"
     )
+
+
+def _opencode_script() -> str:
+    command = _services()["opencode"]["command"]
+    assert command[:2] == ["sh", "-c"]
+    return str(command[2]).replace("$$", "$")  # compose's escape for a literal $
+
+
+@pytest.mark.parametrize(
+    "missing", ["KODO_OC_PROVIDER", "KODO_OC_MODEL", "KODO_OC_PRICES", "OC_PASSWORD"]
+)
+def test_the_profiles_settings_are_required_by_its_container_not_by_compose(
+    missing: str,
+) -> None:
+    """Compose interpolates every service, the profile off or on, so a ``:?`` in the file
+    would make each ``docker compose up`` demand the daemon's settings; the container's
+    own shell refuses to start without them instead, naming the one missing."""
+    assert ":?" not in json.dumps(_services()["opencode"]["environment"])
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "KODO_OC_PROVIDER": "anthropic",
+        "KODO_OC_MODEL": "m",
+        "KODO_OC_PRICES": "input=1 output=2",
+        "OC_PASSWORD": "pw",
+    }
+    del env[missing]
+    done = subprocess.run(
+        ["sh", "-c", _opencode_script()], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode != 0
+    assert f"set {missing}" in done.stderr
