@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.domain.budget import Estimate, call_estimate
+from shared.domain.webhooks import Endpoint, EndpointError, endpoint, repository_endpoints
 
 DEFAULTS: dict[str, str] = {
     "DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:5432/kodo",
@@ -104,6 +105,19 @@ DEFAULTS: dict[str, str] = {
     "KODO_ALLOW_SELF_APPROVAL": "0",
     # json: one JSON object a line (for machines, the default); console: for a person.
     "KODO_LOG_FORMAT": "json",
+    # Webhooks (README "Webhooks"): the global endpoint and its signing secret, and
+    # per-repository ones, JSON {repo_path: {url, secret}} (a repository's own replaces
+    # the global one); each delivery is tried KODO_WEBHOOK_MAX_ATTEMPTS times, with
+    # exponential backoff from KODO_WEBHOOK_BACKOFF_S up to KODO_WEBHOOK_BACKOFF_MAX_S.
+    "KODO_WEBHOOK_URL": "",
+    "KODO_WEBHOOK_SECRET": "",
+    "KODO_WEBHOOKS": "",
+    "KODO_WEBHOOK_TIMEOUT_S": "10",
+    "KODO_WEBHOOK_MAX_ATTEMPTS": "8",
+    "KODO_WEBHOOK_BACKOFF_S": "10",
+    "KODO_WEBHOOK_BACKOFF_MAX_S": "3600",
+    # The API's base URL as people reach it, for links in webhooks (empty: paths only).
+    "KODO_PUBLIC_URL": "",
 }
 
 
@@ -186,6 +200,26 @@ def _list(env: Mapping[str, str], key: str, sep: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(sep) if part.strip())
 
 
+def _webhook(env: Mapping[str, str]) -> Endpoint | None:
+    """The global webhook: KODO_WEBHOOK_URL with KODO_WEBHOOK_SECRET, or none."""
+    url = env.get("KODO_WEBHOOK_URL", DEFAULTS["KODO_WEBHOOK_URL"]).strip()
+    if not url:
+        return None
+    try:
+        return endpoint(url, env.get("KODO_WEBHOOK_SECRET", ""), "global")
+    except EndpointError as exc:
+        raise ConfigError(f"KODO_WEBHOOK_URL/KODO_WEBHOOK_SECRET: {exc}") from exc
+
+
+def _repository_webhooks(env: Mapping[str, str]) -> tuple[tuple[str, Endpoint], ...]:
+    """KODO_WEBHOOKS, keyed by each repository's real path (what intents record)."""
+    try:
+        found = repository_endpoints(env.get("KODO_WEBHOOKS", DEFAULTS["KODO_WEBHOOKS"]))
+    except EndpointError as exc:
+        raise ConfigError(str(exc)) from exc
+    return tuple((str(Path(repo).resolve()), hook) for repo, hook in found.items())
+
+
 def _optional_path(env: Mapping[str, str], key: str) -> Path | None:
     raw = env.get(key, DEFAULTS[key]).strip()
     return Path(raw).resolve() if raw else None
@@ -264,6 +298,13 @@ class Settings:
     ui_session_ttl_s: int = int(DEFAULTS["KODO_UI_SESSION_TTL_S"])
     allow_self_approval: bool = False  # a token may approve what it submitted (off: refused)
     log_format: str = DEFAULTS["KODO_LOG_FORMAT"]  # json or console
+    webhook: Endpoint | None = None  # KODO_WEBHOOK_URL + KODO_WEBHOOK_SECRET
+    repository_webhooks: tuple[tuple[str, Endpoint], ...] = ()  # KODO_WEBHOOKS
+    webhook_timeout_s: float = float(DEFAULTS["KODO_WEBHOOK_TIMEOUT_S"])
+    webhook_max_attempts: int = int(DEFAULTS["KODO_WEBHOOK_MAX_ATTEMPTS"])
+    webhook_backoff_s: float = float(DEFAULTS["KODO_WEBHOOK_BACKOFF_S"])
+    webhook_backoff_max_s: float = float(DEFAULTS["KODO_WEBHOOK_BACKOFF_MAX_S"])
+    public_url: str = DEFAULTS["KODO_PUBLIC_URL"]
 
     @property
     def oc_base_urls(self) -> tuple[str, ...]:
@@ -352,6 +393,13 @@ class Settings:
             ui_session_ttl_s=_int(env, "KODO_UI_SESSION_TTL_S"),
             allow_self_approval=_bool(env, "KODO_ALLOW_SELF_APPROVAL"),
             log_format=env.get("KODO_LOG_FORMAT", DEFAULTS["KODO_LOG_FORMAT"]).strip().lower(),
+            webhook=_webhook(env),
+            repository_webhooks=_repository_webhooks(env),
+            webhook_timeout_s=_float(env, "KODO_WEBHOOK_TIMEOUT_S"),
+            webhook_max_attempts=_int(env, "KODO_WEBHOOK_MAX_ATTEMPTS"),
+            webhook_backoff_s=_float(env, "KODO_WEBHOOK_BACKOFF_S"),
+            webhook_backoff_max_s=_float(env, "KODO_WEBHOOK_BACKOFF_MAX_S"),
+            public_url=env.get("KODO_PUBLIC_URL", DEFAULTS["KODO_PUBLIC_URL"]).strip(),
         )
         settings.validate()
         return settings
@@ -410,6 +458,10 @@ class Settings:
             ("KODO_API_ACTIVE", self.api_active),
             ("KODO_API_QUEUE_S", self.api_queue_s),
             ("OC_DAEMON_LOST_S", self.oc_daemon_lost_s),
+            ("KODO_WEBHOOK_TIMEOUT_S", self.webhook_timeout_s),
+            ("KODO_WEBHOOK_MAX_ATTEMPTS", self.webhook_max_attempts),
+            ("KODO_WEBHOOK_BACKOFF_S", self.webhook_backoff_s),
+            ("KODO_WEBHOOK_BACKOFF_MAX_S", self.webhook_backoff_max_s),
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be positive")

@@ -83,12 +83,9 @@ class RunFacts:
     plan_sha256: str | None
 
 
-def payload(
-    delivery_id: str, event: WebhookEvent, run: RunFacts, *, at: str, public_url: str
-) -> dict[str, Any]:
-    """The JSON a delivery carries. ``at``: when the run moved (ISO 8601);
-    ``public_url``: the API's base URL for links (empty: links are paths)."""
-    base = public_url.rstrip("/")
+def payload(delivery_id: str, event: WebhookEvent, run: RunFacts, *, at: str) -> dict[str, Any]:
+    """The JSON a delivery carries, stored in the outbox; ``at``: when the run moved
+    (ISO 8601). Its links are paths until :func:`linked` prefixes the API's URL."""
     return {
         "id": delivery_id,
         "event": event.value,
@@ -104,11 +101,35 @@ def payload(
             "baseCommit": run.base_commit,
             "planSha256": run.plan_sha256,
         },
-        "links": {
-            "run": f"{base}/runs/{run.run_id}",
-            "page": f"{base}/ui/runs/{run.run_id}",
-        },
+        "links": {"run": f"/runs/{run.run_id}", "page": f"/ui/runs/{run.run_id}"},
     }
+
+
+SAMPLE_RUN_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def sample(delivery_id: str, at: str) -> dict[str, Any]:
+    """What ``kodo webhook test`` sends: a ``waiting_input`` event of a run that does
+    not exist (its nil id and ``"test": true`` say so), signed like any other."""
+    facts = RunFacts(
+        run_id=SAMPLE_RUN_ID,
+        status="waiting_input",
+        next_action="await:approval",
+        last_step="CompileST",
+        repo_path="/sample/repository",
+        goal="a sample event from kodo webhook test",
+        submitted_by="kodo",
+        base_commit=None,
+        plan_sha256=None,
+    )
+    return {**payload(delivery_id, WebhookEvent.WAITING_INPUT, facts, at=at), "test": True}
+
+
+def linked(stored: dict[str, Any], public_url: str) -> dict[str, Any]:
+    """The payload as sent: its links under ``public_url`` (KODO_PUBLIC_URL; empty: paths)."""
+    base = public_url.rstrip("/")
+    links = stored.get("links", {})
+    return {**stored, "links": {name: f"{base}{path}" for name, path in links.items()}}
 
 
 def body_of(data: dict[str, Any]) -> bytes:
