@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from services.worker.delivery import clean, deliver
 from services.worker.runtime import Runtime
 from services.worker.watcher import watch_approvals
+from services.worker.webhooks import sweep_webhooks
 from shared.domain.step_contract import step_contract_version
 from shared.queue import QUEUE
 from shared.service.contract import resume_parked
@@ -58,4 +59,5 @@ def reconcile(rt: Runtime) -> list[Redispatch]:
     watch_approvals(rt)
     deliver(rt)  # a push that failed (or whose message was lost) is tried again
     clean(rt)
+    sweep_webhooks(rt, rt.celery)  # due webhook deliveries: a retry, a lost send, a crash
     return stalled

@@ -19,6 +19,8 @@ from services.worker.steps.compile import compile_step
 from services.worker.steps.decide import decide_step
 from services.worker.steps.execute import execute_step
 from services.worker.watcher import watch_approvals
+from services.worker.webhooks import SEND_WEBHOOKS, send_after_commit, send_webhooks
+from shared.config import Settings
 from shared.domain.run_machine import StepId
 from shared.queue import ABORT_CALLS, DELIVER, RECONCILE, WATCH_APPROVALS, task_name
 
@@ -69,6 +71,17 @@ def reconcile_task() -> int:
 def deliver_task(run_id: str) -> int:
     """Push a succeeded run's branch to its repository's delivery remote."""
     return len(deliver(runtime(app), run_id))
+
+
+# A run event's webhook delivery is sent as soon as the step that moved the run commits.
+send_after_commit(app, Settings.from_env())
+
+
+@app.task(name=SEND_WEBHOOKS, **_RETRY)  # type: ignore[untyped-decorator]
+def send_webhooks_task(delivery_ids: list[str] | None = None) -> int:
+    """Send due webhook deliveries (these ids, or every due one for the sweep)."""
+    ids = tuple(delivery_ids) if delivery_ids is not None else None
+    return len(send_webhooks(runtime(app), ids))
 
 
 @app.task(name=ABORT_CALLS, **_RETRY)  # type: ignore[untyped-decorator]

@@ -43,6 +43,7 @@ from shared.domain.step_outcome import StepOutcome
 from shared.domain.vocab import ArtifactKind, StepRunStatus
 from shared.hashing import sha256_hex
 from shared.service.contract import RULE, park_on_contract_mismatch_in
+from shared.service.webhooks import record_run_event
 
 log = structlog.get_logger("kodo.step")
 
@@ -311,6 +312,7 @@ def record_outcome(
     )
     if not moved:
         raise StepSuperseded
+    record_run_event(s, lease.run_id, move, now)  # the webhook outbox, in this transaction
     if move.dispatch is not None and isinstance(event, VerificationFailed | Repaired):
         # The run goes back (or on again) to a step that already ran: its next round.
         StepRunRepo(s).new_round(

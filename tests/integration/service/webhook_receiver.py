@@ -1,0 +1,82 @@
+"""A real HTTP receiver on a loopback port, in a thread: it keeps every request it got
+and answers what the test says (a status, a redirect, a slow answer)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from devstack.supervisor import free_port
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Answer:
+    """What the receiver answers each request with."""
+
+    status: int = 204
+    location: str | None = None
+    delay_s: float = 0.0
+    body: bytes = b""
+
+
+@dataclass
+class Receiver:
+    port: int
+    answer: Answer = field(default_factory=Answer)
+    got: list[Received] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks/kodo"
+
+
+def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            body = self.rfile.read(length)
+            receiver.got.append(Received(self.path, dict(self.headers.items()), body))
+            answer = receiver.answer
+            if answer.delay_s:
+                time.sleep(answer.delay_s)
+            self.send_response(answer.status)
+            if answer.location is not None:
+                self.send_header("Location", answer.location)
+            self.send_header("Content-Length", str(len(answer.body)))
+            self.end_headers()
+            self.wfile.write(answer.body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    return Handler
+
+
+@contextmanager
+def serving(receiver: Receiver) -> Iterator[Receiver]:
+    """Serve ``receiver`` on its port until the block ends."""
+    server = ThreadingHTTPServer(("127.0.0.1", receiver.port), _handler(receiver))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def receiver_on_free_port() -> Receiver:
+    """A receiver not serving yet (its port refuses connections until ``serving``)."""
+    return Receiver(free_port())
