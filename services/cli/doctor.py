@@ -16,6 +16,10 @@ Checks, each with a short timeout so a dead dependency is reported, not waited o
   worker is matched by the (hostname, pid) its stats report, and compared with this
   code's ``shared.version.app_version()``. A worker without such a row is red, since
   its version cannot be vouched for;
+- api: ``GET {api}/healthz`` (``--api-url``/``KODO_API_URL``, else the one ``kodo up``
+  recorded) answers 200: the API reaches Postgres and Redis;
+- beat: the age of beat's last tick, which beat stamps in ``app.processes.last_seen_at``
+  every few seconds: red when it never ticked or is older than BEAT_STALE_S;
 - stuck runs: non-terminal runs not updated for more than ``--stuck-minutes``, by
   status (``waiting_input`` waits for a human: listed, never red);
 - unknown calls: ledger rows whose outcome is ``unknown`` (never retried silently);
@@ -23,6 +27,11 @@ Checks, each with a short timeout so a dead dependency is reported, not waited o
   by the contract they wait for. Red when it is not this code's contract (no worker of
   this code can resume them: run a worker of that contract, or cancel them); a warning
   when it is (this code's reconciler resumes them at its next pass).
+
+The probes run concurrently (each on its own connection), and the broker's broadcast
+waits at most WORKERS_WINDOW_S for workers' replies, so a healthy stack answers in about
+a second: the broadcast window, which waited the whole ``--timeout`` before, was most of
+the old 5.6 s.
 
 Exit code 0 when every check is green, 1 when any is red.
 """
@@ -33,6 +42,7 @@ import json
 import os
 import socket
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,7 +60,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from devstack.handle import repo_root
-from services.cli.context import home_option, settings_for
+from services.cli.context import api_url_for, home_option, settings_for
 from services.worker.sandbox import sandbox_cgroup_warning, sandbox_problem
 from shared.config import Settings
 from shared.db.repos.triage import TriageRepo
@@ -63,6 +73,8 @@ from shared.queue import make_celery
 from shared.version import app_version
 
 PARKED = RunStatus.WAITING_UPGRADE.value
+BEAT_STALE_S = 30.0  # beat stamps every 5 s (services.worker.celery_app.BEAT_STAMP_S)
+WORKERS_WINDOW_S = 1.0  # a worker answers a broadcast in milliseconds; later is gone or stuck
 Found = TypeVar("Found")
 
 
@@ -216,7 +228,7 @@ def _registered_versions(engine: Engine) -> dict[tuple[str, int], str]:
 def check_workers(settings: Settings, engine: Engine, timeout_s: float) -> Check:
     celery = make_celery(settings)
     try:
-        stats = celery.control.inspect(timeout=timeout_s).stats() or {}
+        stats = celery.control.inspect(timeout=min(timeout_s, WORKERS_WINDOW_S)).stats() or {}
     except (OSError, RedisError) as exc:
         return Check("workers", False, f"cannot ask workers over the broker: {exc}")
     finally:
@@ -225,7 +237,8 @@ def check_workers(settings: Settings, engine: Engine, timeout_s: float) -> Check
         return Check(
             "workers",
             False,
-            f"no worker answered over {settings.redis_url} within {timeout_s:g}s "
+            f"no worker answered over {settings.redis_url} within "
+            f"{min(timeout_s, WORKERS_WINDOW_S):g}s "
             "(start one: `kodo up`)",
         )
     mine = app_version()
@@ -254,6 +267,51 @@ def check_workers(settings: Settings, engine: Engine, timeout_s: float) -> Check
         )
     names = ", ".join(w["node"] for w in workers)
     return Check("workers", True, f"{len(workers)} live, all at {mine}: {names}", data)
+
+
+def check_api(api_url: str, timeout_s: float) -> Check:
+    """The API answers its public ``/healthz`` (which itself reaches Postgres and Redis)."""
+    url = f"{api_url}/healthz"
+    try:
+        reply = httpx.get(url, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        return Check("api", False, f"{url}: no answer ({type(exc).__name__}): start it: `kodo up`")
+    if reply.status_code != 200:
+        return Check(
+            "api", False, f"{url} answered {reply.status_code}", {"status": reply.status_code}
+        )
+    return Check("api", True, f"{url} answered 200", {"url": url})
+
+
+def beat_age_s(engine: Engine) -> float | None:
+    """Seconds since beat's newest stamp, on the database's clock (None: never stamped)."""
+    with engine.connect() as conn:
+        age = conn.execute(
+            text(
+                "SELECT EXTRACT(EPOCH FROM now() - max(last_seen_at))"
+                " FROM app.processes WHERE kind = 'beat'"
+            )
+        ).scalar()
+    return None if age is None else float(age)
+
+
+def check_beat(engine: Engine) -> Check:
+    try:
+        age = beat_age_s(engine)
+    except SQLAlchemyError as exc:
+        return Check("beat", False, f"cannot read app.processes: {_first_line(exc)}")
+    return judge_beat(age)
+
+
+def judge_beat(age_s: float | None) -> Check:
+    """Beat stamps its row as it ticks: no stamp, or an old one, means nothing is scheduled
+    (approvals are not re-dispatched, stalled steps not reconciled)."""
+    if age_s is None:
+        return Check("beat", False, "beat never ticked (start it: `kodo up`)", {"age_s": None})
+    data = {"age_s": round(age_s, 1), "stale_after_s": BEAT_STALE_S}
+    if age_s > BEAT_STALE_S:
+        return Check("beat", False, f"last tick {age_s:.0f}s ago: beat is down or stuck", data)
+    return Check("beat", True, f"last tick {age_s:.1f}s ago", data)
 
 
 def _triage(
@@ -374,39 +432,65 @@ def check_sandbox(settings: Settings) -> Check:
     return Check("sandbox", True, f"{works}, in a memory and pids cgroup per command")
 
 
-def run_checks(settings: Settings, *, timeout_s: float, stuck_minutes: int) -> list[Check]:
+def run_checks(
+    settings: Settings, *, timeout_s: float, stuck_minutes: int, api_url: str
+) -> list[Check]:
+    """Every check, in a fixed order; independent probes run at once."""
     engine = _engine(settings.database_url, timeout_s)
     try:
-        checks = [check_postgres(engine, settings.database_url)]
-        db_ok = checks[0].ok
-        checks.append(check_redis(settings.redis_url, timeout_s))
-        if db_ok:
-            checks.append(check_migrations(engine))
-        else:
-            checks.append(Check("migrations", False, "skipped: postgres unreachable"))
-        for extra in settings.oc_more_daemons:  # every daemon calls may be spread over
-            checks.append(check_opencode(extra, timeout_s, oc_auth(settings)))
-        checks.append(check_opencode(settings.oc_base_url, timeout_s, oc_auth(settings)))
-        if checks[-1].ok:
-            checks.append(check_model(settings, timeout_s))
-        else:
-            checks.append(Check("model", False, "skipped: opencode unreachable"))
-        if checks[1].ok:
-            checks.append(check_workers(settings, engine, timeout_s))
-        else:
-            checks.append(Check("workers", False, "skipped: the broker (redis) is unreachable"))
-        if db_ok:
-            checks.append(check_stuck(engine, stuck_minutes))
-            checks.append(check_unknown_calls(engine))
-            checks.append(check_waiting_upgrade(engine))
-        else:
-            checks.append(Check("stuck runs", False, "skipped: postgres unreachable"))
-            checks.append(Check("unknown calls", False, "skipped: postgres unreachable"))
-            checks.append(Check("waiting upgrade", False, "skipped: postgres unreachable"))
-        checks.append(check_sandbox(settings))
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return _gather(pool, engine, settings, timeout_s, stuck_minutes, api_url)
     finally:
         engine.dispose()
-    return checks
+
+
+def _gather(
+    pool: ThreadPoolExecutor,
+    engine: Engine,
+    settings: Settings,
+    timeout_s: float,
+    stuck_minutes: int,
+    api_url: str,
+) -> list[Check]:
+    auth = oc_auth(settings)
+    postgres = pool.submit(check_postgres, engine, settings.database_url)
+    redis = pool.submit(check_redis, settings.redis_url, timeout_s)
+    daemons = [
+        pool.submit(check_opencode, url, timeout_s, auth)
+        for url in (*settings.oc_more_daemons, settings.oc_base_url)
+    ]  # every daemon calls may be spread over; the main one last
+    api_check = pool.submit(check_api, api_url, timeout_s)
+    sandbox = pool.submit(check_sandbox, settings)
+    workers: Future[Check] | Check = (
+        pool.submit(check_workers, settings, engine, timeout_s)
+        if redis.result().ok
+        else Check("workers", False, "skipped: the broker (redis) is unreachable")
+    )
+    unreachable = "skipped: postgres unreachable"
+    db_ok = postgres.result().ok
+    on_db: list[Future[Check] | Check] = [
+        pool.submit(check, engine) if db_ok else Check(name, False, unreachable)
+        for name, check in (
+            ("migrations", check_migrations),
+            ("beat", check_beat),
+            ("unknown calls", check_unknown_calls),
+            ("waiting upgrade", check_waiting_upgrade),
+        )
+    ]
+    stuck: Future[Check] | Check = (
+        pool.submit(check_stuck, engine, stuck_minutes)
+        if db_ok
+        else Check("stuck runs", False, unreachable)
+    )
+    model: Future[Check] | Check = (
+        pool.submit(check_model, settings, timeout_s)
+        if daemons[-1].result().ok
+        else Check("model", False, "skipped: opencode unreachable")
+    )
+    migrations, beat, unknown, upgrade = on_db
+    ordered = [postgres, redis, migrations, *daemons, model, api_check, workers, beat]
+    ordered += [stuck, unknown, upgrade, sandbox]
+    return [c.result() if isinstance(c, Future) else c for c in ordered]
 
 
 @click.command("doctor")
@@ -420,16 +504,32 @@ def run_checks(settings: Settings, *, timeout_s: float, stuck_minutes: int) -> l
     help="A non-terminal run not updated for longer is stuck.",
 )
 @click.option("--oc-url", default=None, help="OpenCode base URL (default: OC_BASE_URL).")
+@click.option(
+    "--api-url",
+    envvar="KODO_API_URL",
+    default=None,
+    help="API base URL (env KODO_API_URL; else the one `kodo up` recorded).",
+)
 @home_option
 def doctor(
-    as_json: bool, timeout_s: float, stuck_minutes: int, oc_url: str | None, home: Path | None
+    as_json: bool,
+    timeout_s: float,
+    stuck_minutes: int,
+    oc_url: str | None,
+    api_url: str | None,
+    home: Path | None,
 ) -> None:
-    """Check Postgres, Redis, migrations, OpenCode, workers, stuck runs, unknown calls, runs
-    waiting for an upgrade and the sandbox."""
+    """Check Postgres, Redis, migrations, OpenCode, the API, workers, beat, stuck runs,
+    unknown calls, runs waiting for an upgrade and the sandbox."""
     settings = settings_for(home)
     if oc_url:
         settings = replace(settings, oc_base_url=oc_url.rstrip("/"))
-    checks = run_checks(settings, timeout_s=timeout_s, stuck_minutes=stuck_minutes)
+    checks = run_checks(
+        settings,
+        timeout_s=timeout_s,
+        stuck_minutes=stuck_minutes,
+        api_url=api_url_for(api_url, home),
+    )
     healthy = all(c.ok for c in checks)
     if as_json:
         click.echo(json.dumps({"ok": healthy, "checks": [asdict(c) for c in checks]}, indent=2))

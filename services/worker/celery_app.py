@@ -7,9 +7,14 @@ are built on first use after fork (see runtime.py).
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
+from typing import Any
 
 import structlog
 from celery import Task
+from celery.beat import PersistentScheduler
 from celery.signals import (
     beat_init,
     setup_logging,
@@ -18,11 +23,15 @@ from celery.signals import (
     worker_init,
     worker_process_init,
 )
+from sqlalchemy import Engine, update
+from sqlalchemy import func as sql_func
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.worker.runtime import reset_runtime
 from services.worker.steps.execute import announce_sandbox
 from shared.config import Settings
 from shared.db.engine import make_engine
+from shared.db.models import WorkerProcess
 from shared.logging import configure_logging
 from shared.queue import RUN_TASKS, make_celery
 from shared.service.processes import register_process
@@ -30,6 +39,54 @@ from shared.service.processes import register_process
 _settings = Settings.from_env()
 app = make_celery(_settings)
 app.conf.include = ["services.worker.tasks"]
+app.conf.beat_scheduler = "services.worker.celery_app:StampingScheduler"
+
+BEAT_STAMP_S = 5.0
+"""How often beat stamps ``app.processes.last_seen_at`` (``kodo doctor`` reads its age)."""
+
+log = structlog.get_logger("kodo.beat")
+_beat_engine: Engine | None = None
+_beat_lock = threading.Lock()
+
+
+def stamp_beat() -> None:
+    """Record that this beat process is ticking; a database outage is logged, not fatal
+    (beat keeps sending, doctor reports the stamp's age)."""
+    global _beat_engine
+    with _beat_lock:
+        if _beat_engine is None:
+            _beat_engine = make_engine(_settings.database_url, pool_size=1)
+        engine = _beat_engine
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                update(WorkerProcess)
+                .where(
+                    WorkerProcess.kind == "beat",
+                    WorkerProcess.hostname == socket.gethostname(),
+                    WorkerProcess.pid == os.getpid(),
+                )
+                .values(last_seen_at=sql_func.now())
+            )
+    except SQLAlchemyError as exc:
+        log.warning("beat.stamp_failed", error=str(exc).splitlines()[0][:200])
+
+
+class StampingScheduler(PersistentScheduler):  # type: ignore[misc]
+    """Beat's own scheduler, which also stamps beat's row every BEAT_STAMP_S: liveness
+    read from Postgres, since a beat that stopped ticking sends nothing to notice."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._stamped_at = float("-inf")
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        interval: float = super().tick(*args, **kwargs)
+        now = time.monotonic()
+        if now - self._stamped_at >= BEAT_STAMP_S:
+            self._stamped_at = now
+            stamp_beat()
+        return min(interval, BEAT_STAMP_S)
 
 
 @setup_logging.connect  # type: ignore[untyped-decorator]

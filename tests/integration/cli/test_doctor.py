@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +27,9 @@ CHECKS = [
     "migrations",
     "opencode",
     "model",
+    "api",
     "workers",
+    "beat",
     "stuck runs",
     "unknown calls",
     "waiting upgrade",
@@ -35,7 +38,9 @@ CHECKS = [
 
 
 def test_doctor_is_green_with_exit_0_on_a_healthy_stack(kodo: Kodo) -> None:
+    started = time.perf_counter()
     result = kodo("doctor")
+    print(f"kodo doctor on a healthy stack: {time.perf_counter() - started:.2f}s (in-process)")
     print(result.output)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -46,6 +51,17 @@ def test_doctor_is_green_with_exit_0_on_a_healthy_stack(kodo: Kodo) -> None:
     assert [c["name"] for c in body["checks"]] == CHECKS
     model = next(line for line in lines if line.split()[:2] == ["ok", "model"])
     assert "kodo/kodo-scripted (the SCRIPTED STAND-IN, not a real model)" in model
+    beat = next(c for c in body["checks"] if c["name"] == "beat")
+    assert beat["data"]["age_s"] <= beat["data"]["stale_after_s"], "beat stamps as it ticks"
+    api = next(c for c in body["checks"] if c["name"] == "api")
+    assert api["detail"] == f"{kodo.state.api_url}/healthz answered 200"
+
+
+def test_doctor_is_red_when_the_api_does_not_answer(kodo: Kodo) -> None:
+    result = kodo("doctor", "--api-url", "http://127.0.0.1:1")
+    assert result.exit_code == 1
+    line = next(x for x in result.output.splitlines() if x.startswith("FAIL api"))
+    assert "http://127.0.0.1:1/healthz: no answer" in line
 
 
 def test_doctor_is_red_when_the_daemon_does_not_offer_the_configured_model(
@@ -182,3 +198,19 @@ def test_doctor_is_red_with_exit_1_once_the_worker_is_stopped(kodo: Kodo) -> Non
     assert "FAIL workers" in result.output
     assert "no worker answered" in result.output
     assert "ok   postgres" in result.output
+
+
+def test_doctor_is_red_once_beat_stopped_ticking(kodo: Kodo, engine: Engine) -> None:
+    beat = next(p for p in kodo.state.procs if p.name == "beat")
+    assert stop(beat.pid, grace_s=10) in {"stopped", "killed after grace"}
+    with engine.begin() as conn:  # as a minute without beat would leave its stamp
+        conn.execute(
+            text(
+                "UPDATE app.processes SET last_seen_at = now() - interval '60 seconds'"
+                " WHERE kind = 'beat'"
+            )
+        )
+    result = kodo("doctor")
+    assert result.exit_code == 1
+    line = next(x for x in result.output.splitlines() if x.startswith("FAIL beat"))
+    assert "last tick 60s ago: beat is down or stuck" in line

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from services.cli.doctor import judge_stuck, judge_unknown_calls, judge_waiting_upgrade
+from services.cli.doctor import (
+    BEAT_STALE_S,
+    judge_beat,
+    judge_stuck,
+    judge_unknown_calls,
+    judge_waiting_upgrade,
+)
 
 
 def test_stuck_sets_approvals_and_parked_runs_aside_and_leaves_its_input_alone() -> None:
@@ -36,3 +42,16 @@ def test_waiting_upgrade_is_a_warning_only_when_this_contract_resumes_them_all()
     check = judge_waiting_upgrade({"mine": 1, "old": 1}, "mine")
     assert not check.ok
     assert check.detail.endswith("(rule step_contract)")
+
+
+def test_beat_is_red_when_it_never_ticked_or_its_last_tick_is_stale() -> None:
+    never = judge_beat(None)
+    assert not never.ok
+    assert "never ticked" in never.detail
+    stale = judge_beat(BEAT_STALE_S + 1)
+    assert not stale.ok
+    assert "beat is down or stuck" in stale.detail
+    fresh = judge_beat(2.04)
+    assert fresh.ok
+    assert fresh.detail == "last tick 2.0s ago"
+    assert fresh.data == {"age_s": 2.0, "stale_after_s": BEAT_STALE_S}
