@@ -76,6 +76,12 @@ def _token() -> click.Command:
     return token
 
 
+def _webhook() -> click.Command:
+    from services.cli.webhooks import webhook
+
+    return webhook
+
+
 @dataclass(frozen=True)
 class Lazy:
     """A subcommand as ``kodo --help`` lists it, and how to import it when it runs."""
@@ -121,6 +127,10 @@ COMMANDS: dict[str, Lazy] = {
     "up": Lazy(
         "Start Postgres/Redis (found or started), migrations, OpenCode, worker, beat, API, Flower.",
         _up,
+    ),
+    "webhook": Lazy(
+        "Webhook deliveries and every attempt at them; send a signed sample to the URL.",
+        _webhook,
     ),
 }
 

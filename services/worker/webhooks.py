@@ -99,7 +99,7 @@ def post_signed(
                 read += len(chunk)
                 if read >= RESPONSE_READ_CAP:
                     break
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         error = f"{type(exc).__name__}: {exc}"[:ERROR_CAP]
     if status_code is not None and not 200 <= status_code < 300:
         error = f"answered HTTP {status_code}"
