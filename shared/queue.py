@@ -13,6 +13,10 @@ from shared.domain.run_machine import StepId
 from shared.service.messages import AbortCalls, Deliver, Message, RunStep
 
 QUEUE = "kodo"
+# Beat's periodic passes get a queue of their own, so Flower and the broker show steps
+# apart from them; every worker kodo starts consumes both (``-Q`` WORKER_QUEUES).
+HOUSEKEEPING_QUEUE = "kodo.housekeeping"
+WORKER_QUEUES = f"{QUEUE},{HOUSEKEEPING_QUEUE}"
 WATCH_APPROVALS = "kodo.watch_approvals"
 RECONCILE = "kodo.reconcile"
 ABORT_CALLS = "kodo.abort_calls"
@@ -32,6 +36,12 @@ def make_celery(settings: Settings) -> Celery:
     app = Celery("kodo", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
         task_default_queue=QUEUE,
+        # Declared, so every app (the API's, ``kodo db reset``'s purge) knows both.
+        task_queues={q: {"exchange": q, "routing_key": q} for q in (QUEUE, HOUSEKEEPING_QUEUE)},
+        task_routes={
+            WATCH_APPROVALS: {"queue": HOUSEKEEPING_QUEUE},
+            RECONCILE: {"queue": HOUSEKEEPING_QUEUE},
+        },
         task_ignore_result=True,
         result_backend=None,
         task_acks_late=True,
@@ -50,19 +60,26 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+def send_run_task(app: Celery, name: str, run_id: str) -> None:
+    """Send one of a run's tasks as a link of the run's chain: its root id is the run id
+    (the workflow id), its parent the task sending it, if a task sends it (Celery fills
+    that in), so Flower shows a run's steps as one tree whoever sent each."""
+    app.send_task(name, args=[run_id], queue=QUEUE, root_id=run_id)
+
+
 def send_step(app: Celery, step: StepId, run_id: str) -> None:
     """Enqueue a step by name; call only after the transaction that chose it commits."""
-    app.send_task(task_name(step), args=[run_id], queue=QUEUE)
+    send_run_task(app, task_name(step), run_id)
 
 
 def send_abort_calls(app: Celery, run_id: str) -> None:
     """Ask a worker to abort the run's in-flight provider calls (after a cancel commits)."""
-    app.send_task(ABORT_CALLS, args=[run_id], queue=QUEUE)
+    send_run_task(app, ABORT_CALLS, run_id)
 
 
 def send_deliver(app: Celery, run_id: str) -> None:
     """Ask a worker to push the run's branch (after its success commits)."""
-    app.send_task(DELIVER, args=[run_id], queue=QUEUE)
+    send_run_task(app, DELIVER, run_id)
 
 
 class CelerySender:

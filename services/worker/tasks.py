@@ -21,7 +21,7 @@ from services.worker.steps.execute import execute_step
 from services.worker.watcher import watch_approvals
 from services.worker.webhooks import SEND_WEBHOOKS, send_after_commit, send_webhooks
 from shared.config import Settings
-from shared.domain.run_machine import StepId
+from shared.domain.run_machine import RunStatus, StepId
 from shared.queue import ABORT_CALLS, DELIVER, RECONCILE, WATCH_APPROVALS, task_name
 
 BODIES: dict[StepId, StepBody] = {
@@ -34,6 +34,7 @@ BODIES: dict[StepId, StepBody] = {
 _RETRY = {
     "acks_late": True,
     "reject_on_worker_lost": True,
+    "acks_on_failure_or_timeout": True,  # a raised RunFailed is acked: never redelivered
     "autoretry_for": (OperationalError,),
     "retry_backoff": True,
     "retry_backoff_max": 30,
@@ -41,12 +42,22 @@ _RETRY = {
 }
 
 
+class RunFailed(Exception):
+    """The step recorded that its run failed; raised after the commit so Celery ends the
+    task FAILURE (Flower counts it). It is acked like any failure (acks_on_failure_or_
+    timeout), and is not in autoretry_for: the step is neither redelivered nor retried.
+    ``throws`` makes Celery log it as expected, without a traceback."""
+
+
 def _register(step: StepId) -> None:
     body = BODIES[step]
 
-    @app.task(name=task_name(step), **_RETRY)  # type: ignore[untyped-decorator]
+    @app.task(name=task_name(step), throws=(RunFailed,), **_RETRY)  # type: ignore[untyped-decorator]
     def step_task(run_id: str) -> str:
-        return run_step(runtime(app), step, run_id, body)
+        outcome = run_step(runtime(app), step, run_id, body)
+        if outcome == RunStatus.FAILED.value:
+            raise RunFailed(f"run {run_id} failed at {step.value} (recorded)")
+        return outcome
 
     step_task.__doc__ = f"{step.value} for one run (id in, checkpointed, idempotent)."
 
