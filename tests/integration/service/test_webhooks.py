@@ -345,3 +345,25 @@ def test_a_committed_event_is_sent_to_the_broker_after_commit_and_a_rolled_back_
     assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages] == [
         (SEND_WEBHOOKS, repr([[committed.id]]))
     ]
+
+
+def test_the_sweep_asks_a_worker_to_send_when_a_delivery_is_due(
+    db: Session, sessions: sessionmaker[Session], redis_url: str
+) -> None:
+    broker = redis_url.rsplit("/", 1)[0] + "/10"
+    client = Redis.from_url(broker)
+    client.flushdb()
+    celery = Celery("webhooks-sweep", broker=broker, set_as_current=False)
+    receiver = receiver_on_free_port()
+    ports = ports_for(receiver, sessions)
+    try:
+        assert sweep_webhooks(ports, celery) is False, "nothing is due yet"
+        waiting_run(db)
+        assert sweep_webhooks(ports, celery) is True
+    finally:
+        celery.close()
+    messages = [json.loads(m) for m in client.lrange("kodo", 0, -1)]
+    client.close()
+    assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages] == [
+        (SEND_WEBHOOKS, "[None]")
+    ]
