@@ -95,7 +95,7 @@ def post_signed(
         ):
             status_code = response.status_code
             read = 0
-            for chunk in response.iter_raw():
+            for chunk in response.iter_raw(chunk_size=1024):
                 read += len(chunk)
                 if read >= RESPONSE_READ_CAP:
                     break

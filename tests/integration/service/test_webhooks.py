@@ -56,6 +56,7 @@ from tests.integration.service.webhook_receiver import (
     receiver_on_free_port,
     serving,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -367,3 +368,18 @@ def test_the_sweep_asks_a_worker_to_send_when_a_delivery_is_due(
     assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages] == [
         (SEND_WEBHOOKS, "[None]")
     ]
+
+
+def test_a_huge_answer_is_not_read_past_the_cap(
+    db: Session, sessions: sessionmaker[Session]
+) -> None:
+    _run, _delivery = waiting_run(db)
+    receiver = receiver_on_free_port()
+    receiver.answer = Answer(status=200, body=b"x" * (64 << 20))
+
+    with serving(receiver):
+        [done] = send_webhooks(ports_for(receiver, sessions))
+        [written] = wait_until(lambda: receiver.cut_off, 10, "the sender to hang up")
+
+    assert done.outcome == "delivered"
+    assert written < 64 << 20, "the sender hung up long before the answer's end"

@@ -35,6 +35,7 @@ class Receiver:
     port: int
     answer: Answer = field(default_factory=Answer)
     got: list[Received] = field(default_factory=list)
+    cut_off: list[int] = field(default_factory=list)  # bytes written before the client left
 
     @property
     def url(self) -> str:
@@ -55,7 +56,12 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Location", answer.location)
             self.send_header("Content-Length", str(len(answer.body)))
             self.end_headers()
-            self.wfile.write(answer.body)
+            written = 0
+            try:
+                for start in range(0, len(answer.body), 65536):
+                    written += self.wfile.write(answer.body[start : start + 65536])
+            except (BrokenPipeError, ConnectionResetError):
+                receiver.cut_off.append(written)
 
         def log_message(self, format: str, *args: object) -> None:
             return
