@@ -24,6 +24,8 @@ from shared.db.repos.run_history import ended_rounds
 from shared.db.repos.steps import ArtifactRepo, StepRunRepo
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind
+from shared.domain.webhooks import DeliveryStatus
+from shared.service.webhooks import DeliveryView, list_deliveries
 
 from .diff_view import ParsedPatch, parse_patch
 
@@ -85,6 +87,7 @@ class Review:
     verifications: list[Verification]  # newest first
     diagnostics: list[Shown]
     artifacts: list[Artifact]
+    webhooks: list[DeliveryView]  # newest first, each with its attempts
 
 
 def _text(artifact: Artifact) -> str:
@@ -225,5 +228,8 @@ def review_of(s: Session, run_id: str) -> Review:
         ],
         verifications=_verifications(execute, outputs),
         diagnostics=[_pretty(a) for a in artifacts if a.kind == ArtifactKind.DIAGNOSTIC.value],
+        webhooks=[  # a delivery skipped (no webhook configured) told no one: not shown
+            d for d in list_deliveries(s, run_id=run_id) if d.status != DeliveryStatus.SKIPPED
+        ],
         artifacts=artifacts,
     )

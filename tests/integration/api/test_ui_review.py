@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from services.api.diff_view import MAX_LINES_PER_FILE
 from services.api.run_review import MAX_SHOWN_CHARS
+from shared.db.models import WebhookAttempt, WebhookDelivery
 from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind
@@ -185,3 +188,71 @@ def test_a_patch_longer_than_the_page_shows_is_still_read_as_a_diff_and_says_wha
     assert "2 files changed" in html
     assert f"+{2 * lines}" in html
     assert f"{lines - MAX_LINES_PER_FILE} more lines not shown here" in html
+
+
+def test_the_page_shows_every_webhook_attempt_and_hides_deliveries_told_to_no_one(
+    client: FlaskClient, db: Session
+) -> None:
+    stored = store_succeeded_run(db)
+    at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    told = WebhookDelivery(
+        id="11111111-1111-4111-8111-111111111111",
+        run_id=stored.run.id,
+        event="waiting_input",
+        payload={},
+        status="delivered",
+        attempts=2,
+        created_at=at,
+        finished_at=at + timedelta(seconds=3),
+    )
+    skipped = WebhookDelivery(
+        id="22222222-2222-4222-8222-222222222222",
+        run_id=stored.run.id,
+        event="succeeded",
+        payload={},
+        status="skipped",
+        error="no webhook configured",
+        created_at=at,
+        finished_at=at,
+    )
+    db.add_all([told, skipped])
+    db.flush()
+    db.add_all(
+        [
+            WebhookAttempt(
+                delivery_id=told.id,
+                attempt=1,
+                target="global https://hooks.example",
+                started_at=at,
+                duration_ms=12,
+                status_code=None,
+                error=f"ConnectError: {HOSTILE_MARKUP} \x1b[2J\u202e",
+                outcome="retry",
+                next_attempt_at=at + timedelta(seconds=2),
+            ),
+            WebhookAttempt(
+                delivery_id=told.id,
+                attempt=2,
+                target="global https://hooks.example",
+                started_at=at + timedelta(seconds=2),
+                duration_ms=30,
+                status_code=204,
+                error=None,
+                outcome="delivered",
+                next_attempt_at=None,
+            ),
+        ]
+    )
+    db.commit()
+
+    html = client.get(f"/ui/runs/{stored.run.id}").get_data(as_text=True)
+
+    assert html.count('class="webhook-attempt"') == 2
+    assert "webhook-pending" not in html  # the skipped delivery told no one: not listed
+    assert "11111111-111" in html
+    assert "22222222-222" not in html
+    assert ">204<" in html
+    assert HOSTILE_MARKUP not in html
+    assert "&lt;script&gt;" in html
+    assert "\\x1b[2J" in html
+    assert "\u202e" not in html
