@@ -16,7 +16,7 @@ class DevstackError(RuntimeError):
 
 def repo_root() -> Path:
     """The checkout holding alembic.ini (editable install), else the working directory."""
-    here = Path(__file__).resolve().parents[2]
+    here = Path(__file__).resolve().parents[1]  # devstack/handle.py -> the checkout
     return here if (here / "alembic.ini").is_file() else Path.cwd()
 
 
