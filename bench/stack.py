@@ -30,6 +30,7 @@ from devstack.kodo_procs import (
 from devstack.sample_repo import create_sample_repo
 from devstack.supervisor import Child, free_port
 from shared.db.engine import make_engine, make_session_factory
+from shared.queue import QUEUE, WORKER_QUEUES
 from shared.service.tokens import Role, create_token
 from shared.service.uow import UnitOfWork
 
@@ -158,7 +159,7 @@ def start_workers(bench: Bench, *, app: str, queue: str, count: int, pool: str) 
             app,
             "worker",
             "-Q",
-            queue,
+            WORKER_QUEUES if queue == QUEUE else queue,  # kodo's workers take beat's passes too
             "-P",
             kind,
             "-c",

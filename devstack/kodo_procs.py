@@ -23,6 +23,7 @@ import httpx
 
 from devstack.supervisor import Child, free_port, spawn
 from shared.db.engine import make_engine, make_session_factory
+from shared.queue import WORKER_QUEUES
 from shared.service.tokens import Role, fresh_token
 from shared.service.uow import UnitOfWork
 
@@ -61,6 +62,10 @@ WORKER_APP = "services.worker.celery_app:app"
 counts SQL) may run in its place: ``start_worker(..., app="pkg.module:app")``."""
 
 
+KODO_NODE = "kodo@%h"
+"""The worker ``kodo up`` starts, as Flower and ``celery inspect`` name it (one a host)."""
+
+
 def celery_argv(*args: str, app: str = WORKER_APP) -> list[str]:
     return [str(BIN / "celery"), "-A", app, *args]
 
@@ -96,7 +101,8 @@ def start_worker(
     extra_env: Mapping[str, str] | None = None,
     app: str = WORKER_APP,
 ) -> Child:
-    """A Celery worker on the ``kodo`` queue; ``node`` defaults to a per-process name.
+    """A Celery worker on the ``kodo`` queue (steps) and ``kodo.housekeeping`` (beat's
+    passes); ``node`` defaults to a per-process name (``kodo up`` passes ``kodo@%h``).
 
     One process running ``concurrency`` steps at once on threads: a step mostly waits
     (on the provider, Postgres, git), so threads overlap those waits at a fraction of
@@ -108,7 +114,7 @@ def start_worker(
         celery_argv(
             "worker",
             "-Q",
-            "kodo",
+            WORKER_QUEUES,
             "-P",
             "threads",
             "-c",

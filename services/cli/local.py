@@ -26,6 +26,7 @@ import click
 from devstack import stack as devstack
 from devstack.handle import DevstackError
 from devstack.kodo_procs import (
+    KODO_NODE,
     Stack,
     flower_auth,
     issue_token,
@@ -44,6 +45,7 @@ from services.cli.doctor import check_model
 from services.worker.sandbox import sandbox_problem
 from shared.config import ConfigError, Settings
 from shared.domain.display import visible
+from shared.queue import WORKER_QUEUES
 
 API_PORT = 8000
 FLOWER_PORT = 5555
@@ -243,7 +245,7 @@ def up(
 
             _timed("oc-compat", _oc)
         model = _say_model(settings, stack.oc_url)
-        _timed("worker", lambda: (_worker(stack), "celery worker -Q kodo"))
+        _timed("worker", lambda: (_worker(stack), f"celery worker {KODO_NODE} -Q {WORKER_QUEUES}"))
         _timed("beat", lambda: (_beat(stack), "celery beat"))
         _timed("collector", lambda: (start_collector(stack), "python -m services.worker.collector"))
         api_at = pick_port(api_port, "api")
@@ -293,7 +295,7 @@ def up(
 
 
 def _worker(stack: Stack) -> Child:
-    proc = start_worker(stack)
+    proc = start_worker(stack, node=KODO_NODE)
     wait_worker_ready(proc)
     return proc
 
