@@ -12,13 +12,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.logging import configure_logging
-from shared.service.tokens import create_token, revoke_token
+from shared.service.tokens import Role, create_token, revoke_token
 from shared.service.uow import UnitOfWork
 from tests.factories import RunFactory
+
+from .conftest import issue_token
 
 pytestmark = pytest.mark.integration
 
@@ -114,8 +117,6 @@ def test_a_request_without_a_principal_and_reads_write_no_audit_line(
 def test_token_changes_are_audited_by_the_service(
     sessions: sessionmaker[Session], out: io.StringIO
 ) -> None:
-    from shared.service.tokens import Role
-
     with UnitOfWork(sessions) as uow:
         plaintext = create_token(uow, "bob", Role.APPROVER)
     with UnitOfWork(sessions) as uow:
@@ -129,3 +130,29 @@ def test_token_changes_are_audited_by_the_service(
     )
     assert (revoked["action"], revoked["token_name"]) == ("token.revoke", "bob")
     assert plaintext not in out.getvalue()
+
+
+def test_request_changes_and_retry_name_the_principal_and_its_role(
+    app: Flask, sessions: sessionmaker[Session], db: Session, out: io.StringIO
+) -> None:
+    run = RunFactory(waiting_input=True)
+    failed = RunFactory(status="failed", last_step="CompileST", next_action="none")
+    db.commit()
+    approver, admin = app.test_client(), app.test_client()
+    approver.environ_base["HTTP_AUTHORIZATION"] = (
+        f"Bearer {issue_token(sessions, 'ava', Role.APPROVER)}"
+    )
+    admin.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {issue_token(sessions, 'ada', Role.ADMIN)}"
+
+    changed = approver.post(f"/runs/{run.id}/request-changes", json={"comment": "smaller"})
+    retried = admin.post(f"/runs/{failed.id}/retry")  # no checkpoint: the command refuses
+
+    first, second = [line for line in audit_lines(out) if line["action"] != "token.create"]
+    assert (first["action"], first["principal"], first["role"]) == (
+        "plan.request_changes",
+        "ava",
+        "approver",
+    )
+    assert (first["run_id"], first["status"]) == (run.id, changed.status_code)
+    assert (second["action"], second["principal"], second["role"]) == ("run.retry", "ada", "admin")
+    assert (second["status"], second["outcome"]) == (retried.status_code, "refused")
