@@ -8,9 +8,9 @@ a process exists (the container's own state already says that).
   daemon's basic auth (OC_USERNAME, OC_PASSWORD) when OC_PASSWORD is set;
 * ``worker``: a Celery worker on this host (its node name ends in ``@$HOSTNAME``,
   whatever it is called before the ``@``) answers a ping over the broker;
-* ``fresh PATH --max-age S``: a file named PATH or PATH plus a suffix changed in the
-  last S seconds (beat writes its schedule after sending tasks, at least every
-  ``sync_every``, 180 s);
+* ``beat --max-age S``: beat on this host stamped its row of ``app.processes`` in the
+  last S seconds (its scheduler stamps it every few seconds as it ticks; ``kodo doctor``
+  judges the same stamp);
 * ``stream``: this container holds an established connection to every daemon of
   OC_BASE_URL (the collector follows each one's event stream; a container has its
   own network namespace, so the only such connections are the collector's).
@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import argparse
 import base64
-import glob
 import ipaddress
 import os
 import socket
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
@@ -80,15 +78,34 @@ def check_worker(broker_url: str, hostname: str, timeout_s: float) -> str:
     return f"{', '.join(mine)} answered a ping"
 
 
-def check_fresh(path: str, max_age_s: float, now: float) -> str:
-    """``path`` (or ``path`` plus a suffix, as dbm adds) changed in the last max_age_s."""
-    found = [Path(path), *(Path(p) for p in glob.glob(glob.escape(path) + ".*"))]
-    ages = [now - p.stat().st_mtime for p in found if p.is_file()]
-    if not ages:
-        raise Unhealthy(f"{path} does not exist")
-    if min(ages) > max_age_s:
-        raise Unhealthy(f"{path} last changed {min(ages):.0f} s ago (more than {max_age_s:g} s)")
-    return f"{path} changed {min(ages):.0f} s ago"
+def check_beat(database_url: str, hostname: str, max_age_s: float) -> str:
+    """Beat on ``hostname`` stamped ``last_seen_at`` in the last ``max_age_s`` seconds."""
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from shared.db.engine import make_engine
+    from shared.db.models import WorkerProcess
+
+    newest = func.max(WorkerProcess.last_seen_at)
+    query = select(func.extract("epoch", func.now() - newest)).where(
+        WorkerProcess.kind == "beat", WorkerProcess.hostname == hostname
+    )
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            age = conn.execute(query).scalar()
+    except SQLAlchemyError as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise Unhealthy(f"cannot read app.processes: {reason}") from exc
+    finally:
+        engine.dispose()
+    if age is None:
+        raise Unhealthy(f"no beat on {hostname} has ticked")
+    if float(age) > max_age_s:
+        raise Unhealthy(
+            f"beat on {hostname} last ticked {float(age):.0f} s ago (more than {max_age_s:g} s)"
+        )
+    return f"beat on {hostname} ticked {float(age):.1f} s ago"
 
 
 def established_peers(
@@ -151,9 +168,8 @@ def run(argv: Sequence[str], env: dict[str, str]) -> str:
     http.add_argument("url")
     http.add_argument("--oc-auth", action="store_true")
     checks.add_parser("worker")
-    fresh = checks.add_parser("fresh")
-    fresh.add_argument("path")
-    fresh.add_argument("--max-age", type=float, required=True)
+    beat = checks.add_parser("beat")
+    beat.add_argument("--max-age", type=float, required=True)
     checks.add_parser("stream")
     args = parser.parse_args(argv)
     if args.check == "http":
@@ -162,8 +178,9 @@ def run(argv: Sequence[str], env: dict[str, str]) -> str:
         return check_http(args.url, args.timeout, auth)
     if args.check == "worker":
         return check_worker(_required(env, "REDIS_URL"), socket.gethostname(), args.timeout)
-    if args.check == "fresh":
-        return check_fresh(args.path, args.max_age, time.time())
+    if args.check == "beat":
+        database_url = _required(env, "DATABASE_URL")
+        return check_beat(database_url, socket.gethostname(), args.max_age)
     return check_stream(_required(env, "OC_BASE_URL"), _proc_tables())
 
 

@@ -1,6 +1,7 @@
 """The compose healthchecks (docker/healthcheck.py), run as a container runs them, each
 against the real thing it proves: an HTTP server, a Celery worker and beat on the real
-broker and database, and an open TCP stream; each failure names its reason."""
+broker and database (beat's stamps in app.processes), and an open TCP stream; each
+failure names its reason."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
+from sqlalchemy import Engine, text
 
 from devstack.kodo_procs import Stack, start_beat, start_worker, wait_worker_ready
 
@@ -97,22 +99,6 @@ def test_http_refuses_nothing_listening_and_other_schemes() -> None:
     )
 
 
-def test_fresh_tells_a_recent_file_from_a_stale_or_missing_one(tmp_path: Path) -> None:
-    schedule = tmp_path / "celerybeat-schedule"
-    assert healthcheck("fresh", str(schedule), "--max-age", "300").stderr.strip() == (
-        f"unhealthy: {schedule} does not exist"
-    )
-
-    (tmp_path / "celerybeat-schedule.db").write_bytes(b"x")  # as dbm names it
-    assert healthcheck("fresh", str(schedule), "--max-age", "300").returncode == 0
-
-    stale = time.time() - 600
-    os.utime(tmp_path / "celerybeat-schedule.db", (stale, stale))
-    old = healthcheck("fresh", str(schedule), "--max-age", "300")
-    assert old.returncode == 1
-    assert "last changed 600 s ago (more than 300 s)" in old.stderr
-
-
 def test_stream_needs_an_open_connection_to_every_daemon() -> None:
     with (
         socket.create_server(("127.0.0.1", 0)) as daemon,
@@ -174,21 +160,41 @@ def test_worker_is_healthy_only_when_a_worker_on_this_host_answers(
         stack.stop()
 
 
-def test_beat_writes_its_schedule_so_fresh_proves_it_ticks(
-    broker_url: str, database_url: str, tmp_path: Path
+def test_beat_is_healthy_while_beat_on_this_host_stamps_its_ticks(
+    broker_url: str, database_url: str, engine: Engine, tmp_path: Path
 ) -> None:
-    """The premise of beat's check: a running beat writes the schedule file it is given."""
+    env = {"DATABASE_URL": database_url}
+    host = socket.gethostname()
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM app.processes WHERE kind = 'beat'"))
+    never = healthcheck("beat", "--max-age", "30", env=env)
+    assert (never.returncode, never.stderr.strip()) == (
+        1,
+        f"unhealthy: no beat on {host} has ticked",
+    )
+
     stack = Stack(
         env={**os.environ, "DATABASE_URL": database_url, "REDIS_URL": broker_url},
         log_dir=tmp_path,
     )
-    schedule = tmp_path / "celerybeat-schedule"
     try:
         beat = start_beat(stack)
         deadline = time.monotonic() + 60
-        while healthcheck("fresh", str(schedule), "--max-age", "300").returncode != 0:
+        while (ticking := healthcheck("beat", "--max-age", "30", env=env)).returncode != 0:
             assert beat.alive(), beat.log_tail()
-            assert time.monotonic() < deadline, f"no schedule written:\n{beat.log_tail()}"
+            assert time.monotonic() < deadline, f"{ticking.stderr}\n{beat.log_tail()}"
             time.sleep(0.5)
+        assert ticking.stdout.startswith(f"beat on {host} ticked ")
     finally:
         stack.stop()
+
+    with engine.begin() as conn:  # as a beat that stopped ten minutes ago left it
+        conn.execute(
+            text(
+                "UPDATE app.processes SET last_seen_at = now() - interval '600 seconds'"
+                " WHERE kind = 'beat'"
+            )
+        )
+    stale = healthcheck("beat", "--max-age", "30", env=env)
+    assert stale.returncode == 1
+    assert f"unhealthy: beat on {host} last ticked 600 s ago (more than 30 s)" in stale.stderr

@@ -91,7 +91,7 @@ def test_one_shots_are_waited_for_not_health_checked(name: str) -> None:
 def test_healthchecks_run_kodos_checks_that_exist() -> None:
     """Each ``/app/docker/X`` a healthcheck runs is a file of docker/ (the image copies
     the tree to /app), named with one of its checks."""
-    checks = {"http", "worker", "fresh", "stream"}
+    checks = {"http", "worker", "beat", "stream"}
     for name, spec in _services().items():
         test = spec.get("healthcheck", {}).get("test", [])
         if "/app/docker/healthcheck.py" in test:
@@ -255,3 +255,12 @@ def test_the_profiles_settings_are_required_by_its_container_not_by_compose(
     )
     assert done.returncode != 0
     assert f"set {missing}" in done.stderr
+
+
+def test_beats_healthcheck_uses_kodo_doctors_limit() -> None:
+    """Beat is unhealthy exactly when ``kodo doctor`` says its last tick is too old."""
+    from services.cli.doctor import BEAT_STALE_S
+
+    test = _services()["beat"]["healthcheck"]["test"]
+    assert test[test.index("/app/docker/healthcheck.py") + 1] == "beat"
+    assert float(test[test.index("--max-age") + 1]) == BEAT_STALE_S
