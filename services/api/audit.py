@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import structlog
 from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
 
 from shared.service.tokens import Principal
 
@@ -52,11 +53,20 @@ def _first_text(sources: list[Mapping[str, object]], keys: tuple[str, ...]) -> s
     return None
 
 
+def _request_inputs() -> tuple[Mapping[str, object], Mapping[str, object]]:
+    """The request's JSON body and form, or nothing where they cannot be read (a body
+    over the limit, undecodable or absurdly nested JSON): the audit line still says who
+    did what and how it ended, from the URL and the answer."""
+    try:
+        return _json_object(request.get_json(silent=True)), request.form
+    except (HTTPException, ValueError, RecursionError):
+        return {}, {}
+
+
 def audit_fields(endpoint: str, response: Response) -> dict[str, object]:
     """What the request decided on, from its URL, its body or form, and its answer."""
     answer = _json_object(response.get_json(silent=True)) if response.is_json else {}
-    body = _json_object(request.get_json(silent=True))
-    form: Mapping[str, object] = request.form
+    body, form = _request_inputs()
     view = request.view_args or {}
     fields: dict[str, object] = {
         "action": ACTIONS[endpoint],

@@ -101,8 +101,8 @@ COMMANDS: dict[str, Lazy] = {
     ),
     "demo": Lazy("Run one intent end to end: plan, approval, edits, verification, triage.", _demo),
     "doctor": Lazy(
-        "Check Postgres, Redis, migrations, OpenCode, workers, stuck runs, unknown calls,"
-        " runs waiting for an upgrade and the sandbox.",
+        "Check Postgres, Redis, migrations, OpenCode, the API, workers, beat, stuck runs,"
+        " unknown calls, runs waiting for an upgrade and the sandbox.",
         _doctor,
     ),
     "down": Lazy(

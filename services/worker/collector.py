@@ -256,7 +256,7 @@ def main(install_signals: Callable[..., object] = signal.signal) -> int:
     from shared.service.processes import register_process
 
     settings = Settings.from_env()
-    configure_logging(json=True)
+    configure_logging(json=settings.log_json)  # KODO_LOG_FORMAT, as the API and workers
     engine = make_engine(settings.database_url, ping_idle_s=settings.db_ping_idle_s)
     register_process(engine, "collector")  # refuses a database of another migration head
     sessions = make_session_factory(engine)

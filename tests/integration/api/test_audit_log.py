@@ -156,3 +156,23 @@ def test_request_changes_and_retry_name_the_principal_and_its_role(
     assert (first["run_id"], first["status"]) == (run.id, changed.status_code)
     assert (second["action"], second["principal"], second["role"]) == ("run.retry", "ada", "admin")
     assert (second["status"], second["outcome"]) == (retried.status_code, "refused")
+
+
+def test_a_body_too_large_or_not_json_is_still_audited_from_the_url_and_the_answer(
+    client: FlaskClient, out: io.StringIO
+) -> None:
+    from .conftest import MAX_BODY
+
+    too_large = client.post(
+        "/intents", data=b"{" + b" " * (MAX_BODY + 10) + b"}", content_type="application/json"
+    )
+    nested = client.post("/intents", data="[" * 4000, content_type="application/json")
+
+    assert (too_large.status_code, nested.status_code) == (413, 400)
+    first, second = audit_lines(out)
+    assert (first["action"], first["status"], first["outcome"]) == ("intent.create", 413, "refused")
+    assert (second["action"], second["status"], second["outcome"]) == (
+        "intent.create",
+        400,
+        "refused",
+    )
