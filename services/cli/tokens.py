@@ -7,18 +7,23 @@ A token is printed once, at creation; only its sha256 is stored. Roles: ``submit
 
 from __future__ import annotations
 
+import getpass
 import json
+import logging
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.cli.context import home_option, settings_for
 from shared.db.engine import make_engine, make_session_factory
 from shared.errors import KodoError
+from shared.logging import configure_logging
 from shared.service.tokens import Role, create_token, list_tokens, revoke_token
 from shared.service.uow import UnitOfWork
 
@@ -30,11 +35,27 @@ def token() -> None:
 
 @contextmanager
 def _sessions(home: Path | None) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(settings_for(home).database_url, pool_size=1)
+    settings = settings_for(home)
+    _audit_to_stderr(settings.log_json)
+    engine = make_engine(settings.database_url, pool_size=1)
     try:
-        yield make_session_factory(engine)
+        with structlog.contextvars.bound_contextvars(actor=_actor()):
+            yield make_session_factory(engine)
     finally:
         engine.dispose()
+
+
+def _actor() -> str:
+    """Who changed a token: the operating-system account running the CLI, and its host
+    (token changes are made on the database directly, never through the API)."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _audit_to_stderr(json_lines: bool) -> None:
+    """Token changes write their audit line (``kodo.audit``) to stderr, as KODO_LOG_FORMAT
+    says; nothing else of the CLI's libraries is let through below WARNING."""
+    configure_logging(json=json_lines, level="WARNING")
+    logging.getLogger("kodo.audit").setLevel(logging.INFO)
 
 
 @token.command("create")

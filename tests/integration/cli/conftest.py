@@ -68,7 +68,7 @@ class Kodo:
         self("token", "revoke", name)  # a name left by an earlier run of the suite
         made = self("token", "create", name, "--role", role, "--json")
         assert made.exit_code == 0, made.output
-        token: str = json.loads(made.output)["token"]
+        token: str = json.loads(made.stdout)["token"]  # stderr carries the audit line
         return token
 
     @property
