@@ -18,7 +18,7 @@ from rich.table import Table
 
 from services.cli.client import ApiClient, api_options
 from services.cli.terminal import show
-from services.cli.views import cell, one_line
+from services.cli.views import cell, iso_time, one_line
 
 GOAL_CHARS = 60
 """A goal longer than this is cut (with an ellipsis) so each run stays on one row."""
@@ -37,14 +37,9 @@ def truncated(text: str, limit: int = GOAL_CHARS) -> str:
 
 def age(iso: object, now: datetime) -> str:
     """How long ago an ISO time was, in its largest whole unit (``45s``, ``12m``, ``2d``)."""
-    if not isinstance(iso, str):
+    then = iso_time(iso)
+    if then is None:
         return "-"
-    try:
-        then = datetime.fromisoformat(iso)
-    except ValueError:
-        return "-"
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=UTC)
     seconds = max(0, int((now - then).total_seconds()))
     for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
         if seconds >= size:

@@ -79,16 +79,22 @@ ACTIVE_STEP = {
 """The step whose turn a run's status says it is."""
 
 
+def iso_time(value: object) -> datetime | None:
+    """An API time (ISO 8601; UTC if it names no zone), or None if it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        found = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
+
+
 def so_far(started: object, now: datetime | None) -> str:
     """``4.2 s so far``: a running step's elapsed time (nothing without a clock or a start)."""
-    if now is None or not isinstance(started, str):
+    began = iso_time(started)
+    if now is None or began is None:
         return ""
-    try:
-        began = datetime.fromisoformat(started)
-    except ValueError:
-        return ""
-    if began.tzinfo is None:
-        began = began.replace(tzinfo=UTC)
     return f"{max(0.0, (now - began).total_seconds()):.1f} s so far"
 
 
