@@ -89,7 +89,9 @@ class Followed:
 def followed(stack: Stack, api: Api, tmp_path_factory: pytest.TempPathFactory) -> Followed:
     """Submit, watch --follow on a pty, approve when it says the plan waits, read to the end."""
     repo = create_sample_repo(Path(stack.env["KODO_REPO_ROOTS"]) / "watch-follow")
-    run_id = api.submit(repo, "Add a multiply function to calc.py with a test")
+    # Each provider call held 1.5 s: a step is running across several of the watch's
+    # refreshes, however fast the machine (the elapsed time is drawn only while one runs).
+    run_id = api.submit(repo, "Add a multiply function to calc.py with a test [oc:slow=1500]")
     reader = issue_token(stack.env["DATABASE_URL"], "watcher", "approver")
     env = {
         **os.environ,
