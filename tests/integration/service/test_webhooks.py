@@ -288,13 +288,20 @@ def test_the_outbox_row_rolls_back_with_the_move(db: Session) -> None:
 
 
 def test_without_any_webhook_the_sweep_records_due_deliveries_skipped(
-    db: Session, sessions: sessionmaker[Session]
+    db: Session, sessions: sessionmaker[Session], redis_url: str
 ) -> None:
     run, _delivery = waiting_run(db)
     ports = Ports(Settings(), FixedClock(NOW), sessions)
-    unused = Celery("unused", broker="memory://", set_as_current=False)
-
-    assert sweep_webhooks(ports, unused) is False
+    broker = redis_url.rsplit("/", 1)[0] + "/11"
+    client = Redis.from_url(broker)
+    client.flushdb()
+    celery = Celery("webhooks-unconfigured", broker=broker, set_as_current=False)
+    try:
+        assert sweep_webhooks(ports, celery) is False
+    finally:
+        celery.close()
+    assert client.llen("kodo") == 0, "nothing to send: no task is queued"
+    client.close()
 
     [shown] = list_deliveries(db, run_id=run.id)
     assert shown.status == "skipped"
