@@ -174,7 +174,8 @@ class RunPage:
         return [(new, plan_diff(old.plan, new.plan)) for old, new in pairs][::-1]
 
 
-def _usage_number(usage: dict[str, Any] | None, key: str) -> float:
+def usage_number(usage: dict[str, Any] | None, key: str) -> float:
+    """One number of a ledger row's usage (0 when absent or not a number)."""
     value = (usage or {}).get(key)
     return float(value) if isinstance(value, int | float) else 0.0
 
@@ -195,8 +196,8 @@ def run_page(s: Session, run_id: str, *, max_revisions: int) -> RunPage:
         plan=view.plan if view is not None else None,
         approval=view.approval if view is not None else None,
         calls=calls,
-        tokens=int(sum(_usage_number(c.usage, "total_tokens") for c in calls)),
-        cost_usd=sum(_usage_number(c.usage, "cost_usd") for c in calls),
+        tokens=int(sum(usage_number(c.usage, "total_tokens") for c in calls)),
+        cost_usd=sum(usage_number(c.usage, "cost_usd") for c in calls),
         revisions=plan_revisions(s, run_id, max_revisions=max_revisions).revisions,
         max_revisions=max_revisions,
         question=waiting_question(run, StepRunRepo(s).for_run(run_id)),

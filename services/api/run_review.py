@@ -28,6 +28,7 @@ from shared.domain.webhooks import DeliveryStatus
 from shared.service.webhooks import DeliveryView, list_deliveries
 
 from .diff_view import ParsedPatch, parse_patch
+from .reads import usage_number
 
 MAX_SHOWN_CHARS = 200_000
 """Characters of one artifact the page shows inline; the link serves all of it."""
@@ -123,11 +124,6 @@ def round_of(name: str, base: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def _number(usage: dict[str, Any] | None, key: str) -> float:
-    value = (usage or {}).get(key)
-    return float(value) if isinstance(value, int | float) else 0.0
-
-
 def _entry(
     row: StepRun | StepRound, calls: list[OpenCodeCall], next_base: int | None, current: bool
 ) -> TimelineEntry:
@@ -147,8 +143,8 @@ def _entry(
         started_at=row.started_at,
         finished_at=row.finished_at,
         duration_ms=row.duration_ms,
-        tokens=int(sum(_number(c.usage, "total_tokens") for c in mine)),
-        cost_usd=sum(_number(c.usage, "cost_usd") for c in mine),
+        tokens=int(sum(usage_number(c.usage, "total_tokens") for c in mine)),
+        cost_usd=sum(usage_number(c.usage, "cost_usd") for c in mine),
         error=row.error,
         current=current,
     )
