@@ -8,13 +8,16 @@ inside ``info.error`` of an HTTP 200 reply. It keeps no ledger; callers do.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, Self
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
+import httpcore
 import httpx
 
 from shared.opencode.diagnosis import DaemonCatalogue, diagnose_server_error, may_be_configuration
@@ -66,19 +69,21 @@ class OpenCodeClient:
         timeout_s: float,
         username: str = "opencode",
         password: str = "",
-        transport: httpx.BaseTransport | None = None,
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._timeout_s = timeout_s
         self._max_answer_bytes = max_answer_bytes
+        auth = httpx.BasicAuth(username, password) if password else None
+        # A compressed body could expand past the cap inside one chunk: ask for none.
+        headers = {"Accept-Encoding": "identity"}
+        # Requests go straight through httpcore (the connection pool httpx itself
+        # sits on): httpx's URL and request model cost 1.5 ms of CPU per request
+        # here, httpcore 0.9, and a run makes twenty. The event stream, one
+        # long-lived request per daemon, keeps httpx.
+        self._requests = _Requests(self.base_url, password=password if auth else None)
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/"),
-            timeout=self._timeout(timeout_s),
-            auth=httpx.BasicAuth(username, password) if password else None,
-            transport=transport,
-            # A compressed body could expand past the cap inside one chunk: ask for none.
-            headers={"Accept-Encoding": "identity"},
+            base_url=self.base_url, timeout=self._timeout(timeout_s), auth=auth, headers=headers
         )
 
     def __enter__(self) -> Self:
@@ -88,6 +93,7 @@ class OpenCodeClient:
         self.close()
 
     def close(self) -> None:
+        self._requests.close()
         self._http.close()
 
     @staticmethod
@@ -107,54 +113,57 @@ class OpenCodeClient:
         """Send one request and return its parsed JSON body, or raise an OpenCodeError."""
         params = {"directory": directory} if directory is not None else {}
         params.update(query or {})
-        timeout = self._timeout(timeout_s) if timeout_s is not None else self._http.timeout
-        request = self._http.build_request(method, path, params=params, json=body, timeout=timeout)
+        what = f"{method} {path}"
+        read_s = timeout_s if timeout_s is not None else self._timeout_s
         try:
-            response = self._http.send(request, stream=True)
-            try:
-                content = self._bounded_body(response, f"{method} {path}")
-            finally:
-                response.close()  # an unread remainder drops the connection, never buffered
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise OpenCodeUnreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
-        except httpx.TimeoutException as exc:
-            raise OpenCodeTimeout(f"{method} {path}: no answer in time ({exc})") from exc
-        except httpx.TransportError as exc:
-            raise OpenCodeTransientError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code == 204 and not content:
+            with self._requests.stream(method, path, params, body, read_s) as response:
+                status = response.status
+                content = self._bounded_body(
+                    _headers(response.headers), response.iter_stream(), what
+                )
+        except (httpcore.ConnectError, httpcore.ConnectTimeout, httpcore.PoolTimeout) as exc:
+            raise OpenCodeUnreachable(f"{what}: {type(exc).__name__}: {exc}") from exc
+        except httpcore.TimeoutException as exc:
+            raise OpenCodeTimeout(f"{what}: no answer in time ({exc})") from exc
+        except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
+            raise OpenCodeTransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        if status == 204 and not content:
             return None  # No Content (prompt_async); every caller checks the shape it needs
+        success = 200 <= status < 300
         try:
             parsed: object = json.loads(content)
         except (ValueError, RecursionError):  # deep nesting fits under any byte cap
             text = content[:200].decode("utf-8", "replace")
-            if response.is_success:
-                raise OpenCodePermanentError(f"{method} {path}: body is not JSON: {text}") from None
+            if success:
+                raise OpenCodePermanentError(f"{what}: body is not JSON: {text}") from None
             parsed = text
-        if response.is_success:
+        if success:
             return parsed
-        raise classify_http_error(response.status_code, parsed)
+        raise classify_http_error(status, parsed)
 
-    def _bounded_body(self, response: httpx.Response, what: str) -> bytes:
+    def _bounded_body(
+        self, headers: Mapping[str, str], chunks: Iterable[bytes], what: str
+    ) -> bytes:
         """The body, read until ``max_answer_bytes`` and no further (stream and stop)."""
         cap = self._max_answer_bytes
-        declared = response.headers.get("content-length", "")
+        declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > cap:
             raise self._too_large(what, f"declares {int(declared)} bytes")
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
             # httpx would inflate each chunk whole (and ``gzip, gzip`` nests): a few
             # hundred bytes become gigabytes before any count. Identity was asked for.
             raise self._too_large(
                 what, f"came compressed (Content-Encoding: {encoding[:40]}), unasked"
             )
-        chunks: list[bytes] = []
+        parts: list[bytes] = []
         size = 0
-        for chunk in response.iter_raw():
+        for chunk in chunks:
             size += len(chunk)
             if size > cap:
                 raise self._too_large(what, f"passed {cap} bytes and was cut off")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            parts.append(chunk)
+        return b"".join(parts)
 
     def _too_large(self, what: str, how: str) -> AnswerTooLarge:
         return AnswerTooLarge(
@@ -419,7 +428,7 @@ class OpenCodeClient:
         kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
         if not response.is_success or kind != "text/event-stream":
             try:
-                content = self._bounded_body(response, what)
+                content = self._bounded_body(response.headers, response.iter_raw(), what)
             finally:
                 response.close()
             try:
@@ -473,6 +482,80 @@ class OpenCodeClient:
         sessions that are not idle (an idle session is absent)."""
         value = self._call("GET", "/session/status", directory=directory)
         return self._object(value, "GET /session/status")
+
+
+def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """A response's headers by lower-case name (a repeated one: the values joined, as
+    HTTP reads them, so a second Content-Encoding is still seen)."""
+    seen: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        seen[key] = f"{seen[key]}, {text}" if key in seen else text
+    return seen
+
+
+class _Requests:
+    """Plain requests to one daemon over an httpcore connection pool (httpx's limits)."""
+
+    def __init__(self, base_url: str, *, password: str | None, username: str = "opencode") -> None:
+        url = httpx.URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"not an http(s) daemon URL: {base_url!r}")
+        self._scheme = url.scheme.encode()
+        self._host = url.raw_host
+        self._port = url.port
+        self._prefix = url.raw_path.rstrip(b"/")
+        host = url.netloc  # host[:port] as sent in the Host header
+        self._headers: list[tuple[bytes, bytes]] = [
+            (b"Host", host),
+            (b"Accept", b"*/*"),
+            (b"Accept-Encoding", b"identity"),
+            (b"Connection", b"keep-alive"),
+            (b"User-Agent", b"kodo"),
+        ]
+        if password is not None:
+            token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+            self._headers.append((b"Authorization", f"Basic {token}".encode("ascii")))
+        self._pool = httpcore.ConnectionPool(
+            max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0
+        )
+
+    def stream(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str],
+        body: dict[str, Any] | None,
+        read_s: float,
+    ) -> AbstractContextManager[httpcore.Response]:
+        """The response as a context manager (``status``, ``headers``, ``iter_stream()``)."""
+        target = self._prefix + path.encode("ascii")
+        if params:
+            target += b"?" + urlencode(params, quote_via=quote).encode("ascii")
+        headers = list(self._headers)
+        content = b""
+        if body is not None:
+            # as httpx encodes ``json=``
+            content = json.dumps(
+                body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode()
+            headers.append((b"Content-Type", b"application/json"))
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            headers.append((b"Content-Length", str(len(content)).encode("ascii")))
+        connect_s = min(CONNECT_TIMEOUT_S, read_s)
+        timeout = {"connect": connect_s, "read": read_s, "write": read_s, "pool": read_s}
+        url = httpcore.URL(scheme=self._scheme, host=self._host, port=self._port, target=target)
+        return self._pool.stream(
+            method.encode("ascii"),
+            url,
+            headers=headers,
+            content=content,
+            extensions={"timeout": timeout},
+        )
+
+    def close(self) -> None:
+        self._pool.close()
 
 
 class SseEventStream:
