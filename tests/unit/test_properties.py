@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import shared.redact as r
 from shared.config import ConfigError, Settings
 from shared.domain.change_check import IndexChange, check_changes, parse_numstat, parse_raw
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA, ContractViolation, validate_answer
@@ -135,6 +136,26 @@ def test_redaction_is_idempotent_and_blanks_every_credential_key(value: Any) -> 
     once = redact({"payload": value, "api_key": value})
     assert once["api_key"] == REDACTED
     assert redact(once) == once
+
+
+SECRETISH = st.lists(
+    st.sampled_from(
+        ["password=", "token = ", "://", "u:p@", "https://a:b@h/", "sk-", "a" * 20, " ", "=", "'"]
+    )
+    | st.text(max_size=12),
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=500)
+@given(SECRETISH)
+def test_redaction_skips_a_pattern_only_where_it_could_not_match(text: str) -> None:
+    """redact_text skips the URL and pair scans on text without "://" or "=": the result
+    is the one every pattern applied in turn gives."""
+    full = r._SECRET_VALUE.sub(REDACTED, text)
+    full = r._URL_PASSWORD.sub(rf"\1{REDACTED}\2", full)
+    full = r._SECRET_PAIR.sub(rf"\1{REDACTED}", full)
+    assert r.redact_text(text) == full
 
 
 @settings(max_examples=200)
