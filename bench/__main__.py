@@ -166,7 +166,7 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
     total_cpu = sum(cpu.values())
     # What the run's own work costs (git, the verification command, the stub provider)
     # versus what kodo adds around it: the floor no orchestration can go under.
-    work_cpu = cpu.get("kodo_worker subprocesses", 0.0) + cpu.get("oc-compat", 0.0)
+    work_cpu = phases.work_cpu(cpu)
     own_cpu = total_cpu - work_cpu
     rows += [
         Row("CPU per run, all processes", total_cpu),

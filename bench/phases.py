@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,16 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
+SUBPROCESS_ROLES = ("kodo_worker", "api")
+WORK_ROLES = ("kodo_worker subprocesses", "api subprocesses", "oc-compat")
+"""Roles whose CPU is the run's own work (git, tests, the stub provider)."""
+
+
+def work_cpu(cpu: Mapping[str, float], roles: tuple[str, ...] = WORK_ROLES) -> float:
+    """The run's own work in ``cpu`` (by role): what no orchestration can go under."""
+    return sum(cpu.get(role, 0.0) for role in roles)
+
+
 def cpu_by_role(bench: Bench, sessions: sessionmaker[Session]) -> defaultdict[str, float]:
     """CPU milliseconds so far of each kind of process, Postgres backends included."""
     used: defaultdict[str, float] = defaultdict(float)
@@ -64,8 +74,10 @@ def cpu_by_role(bench: Bench, sessions: sessionmaker[Session]) -> defaultdict[st
         for pid in descendants(proc.popen.pid):
             own, children = cpu_ms(pid)
             used[role] += own
-            if children and role == "kodo_worker":
-                used["kodo_worker subprocesses"] += children
+            # git and test processes a worker ran, and the git processes with which the
+            # API pins a submitted repository: the run's own work, not kodo's
+            if children and role in SUBPROCESS_ROLES:
+                used[f"{role} subprocesses"] += children
             else:
                 used[role] += children
     with sessions() as s:

@@ -31,14 +31,15 @@ import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from .kodo_phase import GOAL, Driver, SubmitError, Timing
-from .phases import WARMUP_RUNS, cmdline, cpu_by_role, split_ok
+from .phases import WARMUP_RUNS, cmdline, cpu_by_role, split_ok, work_cpu
+from .phases import WORK_ROLES as BASE_WORK_ROLES
 from .real_daemons import DAEMON_ROLE, LLM_ROLE, RealDaemons
 from .report import Row, at_least, at_most
 from .stack import Bench, start_workers, stop_workers
 from .stats import descendants, percentile, reset_peak_rss, vm_hwm_kb
 
 CALLS_PER_RUN = 3  # CompileST, ApplyPatchST, DecideST: each holds T ms
-WORK_ROLES = ("kodo_worker subprocesses", "oc-compat", LLM_ROLE)
+WORK_ROLES = (*BASE_WORK_ROLES, LLM_ROLE)
 """CPU that is the run's own work (git, verification, the stub provider: oc-compat or
 the scripted LLM), as in the base phase's "if git, tests and provider were the only
 cost" row. Real daemons' CPU (DAEMON_ROLE) is spent inside the held calls, not between
@@ -185,7 +186,7 @@ def think(
     done, failures = split_ok(result.timings)
     failures.sort(key=lambda f: f.startswith("SubmitError"))  # the rarer kinds first
     cpu = {role: cpu_after[role] - cpu_before[role] for role in sorted(cpu_after)}
-    work_ms = sum(cpu.get(role, 0.0) for role in WORK_ROLES)
+    work_ms = work_cpu(cpu, WORK_ROLES)
     return {
         "runs": runs,
         "think_ms": think_ms,

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from bench.__main__ import main
+from bench.phases import work_cpu
 from bench.real_daemons import DAEMON_ROLE, most_at_once
 from bench.think import think_rows
 from devstack.oc_daemon.install import CACHE_ENV
@@ -82,3 +83,10 @@ def test_real_daemons_cpu_bounds_the_ideal_on_its_own_never_adds_to_the_think_ti
     assert real["  of which kodo itself (API, workers, Postgres, Redis)"] == 50.0  # 500 / 10
     compat = {r.metric: r.ours for r in think_rows(_think_figures("compat", work))}
     assert compat["ideal: 3T + CPU floor (run's own work CPU / 2 cores)"] == 4.0
+
+
+def test_the_apis_git_processes_are_the_runs_work_not_kodos_own_cpu() -> None:
+    """The git processes with which the API pins a submitted repository are counted
+    with the workers' git and tests and the stub provider: outside "kodo itself"."""
+    cpu = {"kodo_worker subprocesses": 1900.0, "api subprocesses": 300.0, "oc-compat": 100.0}
+    assert work_cpu({**cpu, "api": 500.0, "kodo_worker": 700.0, "postgres": 200.0}) == 2300.0
