@@ -81,7 +81,9 @@ class OpenCodeClient:
         # sits on): httpx's URL and request model cost 1.5 ms of CPU per request
         # here, httpcore 0.9, and a run makes twenty. The event stream, one
         # long-lived request per daemon, keeps httpx.
-        self._requests = _Requests(self.base_url, password=password if auth else None)
+        self._requests = _Requests(
+            self.base_url, username=username, password=password if auth else None
+        )
         self._http = httpx.Client(
             base_url=self.base_url, timeout=self._timeout(timeout_s), auth=auth, headers=headers
         )
@@ -498,7 +500,7 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
 class _Requests:
     """Plain requests to one daemon over an httpcore connection pool (httpx's limits)."""
 
-    def __init__(self, base_url: str, *, password: str | None, username: str = "opencode") -> None:
+    def __init__(self, base_url: str, *, username: str, password: str | None) -> None:
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"not an http(s) daemon URL: {base_url!r}")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -81,3 +84,70 @@ def test_a_prompt_slower_than_its_timeout_raises_a_timeout(tmp_path: Path) -> No
                 timeout_s=0.2,
             )
         assert client.abort(session, directory=str(tmp_path)) is True
+
+
+PW = "pw:1"
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """Answers ``true`` to anything and keeps what each request said."""
+
+    seen: ClassVar[list[tuple[str, str, dict[str, str], bytes]]] = []
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length", "0") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        _Recorder.seen.append((self.command, self.path, headers, body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "4")
+        self.end_headers()
+        self.wfile.write(b"true")
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def do_DELETE(self) -> None:
+        self._answer()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+def test_requests_carry_the_credentials_the_directory_and_the_body_as_sent() -> None:
+    """What the daemon receives: Basic auth with the configured user, the directory as
+    a percent-encoded query parameter under the base URL's path, a compact JSON body
+    with its type and length, an empty POST with a zero length, no compression."""
+    _Recorder.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    try:
+        url = f"http://127.0.0.1:{port}/oc/"
+        with OpenCodeClient(url, timeout_s=5, username="kodo-ops", password=PW) as client:
+            assert client.abort("ses_1", directory="/w/a b&c=d") is True
+            client._call("POST", "/session", directory="/w", body={"title": "tïtle"})
+            client.delete_session("ses/2", directory="/w")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    (abort, create, delete) = _Recorder.seen
+    token = base64.b64encode(f"kodo-ops:{PW}".encode()).decode()
+    for _, _, headers, _ in _Recorder.seen:
+        assert headers["authorization"] == f"Basic {token}"
+        assert headers["host"] == f"127.0.0.1:{port}"
+        assert headers["accept-encoding"] == "identity"
+    assert abort[:2] == ("POST", "/oc/session/ses_1/abort?directory=%2Fw%2Fa%20b%26c%3Dd")
+    assert abort[2]["content-length"] == "0"
+    assert abort[3] == b""
+    assert create[1] == "/oc/session?directory=%2Fw"
+    assert create[2]["content-type"] == "application/json"
+    assert json.loads(create[3]) == {"title": "tïtle"}
+    assert create[3] == '{"title":"tïtle"}'.encode()
+    assert delete[:2] == ("DELETE", "/oc/session/ses%2F2?directory=%2Fw")
