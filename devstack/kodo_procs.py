@@ -5,7 +5,9 @@ Used by ``kodo demo``, ``kodo up``, the bench and the end-to-end tests: real pro
 loopback only, logs to files. Each is spawned, watched and stopped by
 :mod:`devstack.supervisor` (its own session, so it outlives the command that started it:
 ``kodo up`` records the pids and their start times and exits; ``kodo down`` signals each
-process group, SIGTERM then SIGKILL after a grace period).
+process group, SIGTERM then SIGKILL after a grace period). A ``Stack(keepalive=True)``
+(``kodo up``'s) runs each under :mod:`devstack.keepalive`, which starts it again when it
+dies; the tests' stacks do not, since they kill processes on purpose.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from devstack.keepalive import RESTART_MARK, wrap
 from devstack.supervisor import Child, free_port, spawn
 from shared.db.engine import make_engine, make_session_factory
 from shared.queue import WORKER_QUEUES
@@ -40,12 +43,19 @@ class Stack:
     api_url: str = ""
     oc_url: str = ""
     flower_url: str = ""
+    keepalive: bool = False  # run each process under devstack.keepalive
 
     def start(
         self, name: str, argv: list[str], extra_env: Mapping[str, str] | None = None
     ) -> Child:
         env = {**self.env, **(extra_env or {})}
-        child = spawn(name, argv, self.log_dir / f"{name}.log", env=env)
+        log_path = self.log_dir / f"{name}.log"
+        if not self.keepalive:
+            child = spawn(name, argv, log_path, env=env)
+        else:
+            offset = log_path.stat().st_size if log_path.exists() else 0
+            kept = spawn(name, wrap(argv, name), log_path, env=env)
+            child = KeptChild(kept.name, kept.popen, kept.log_path, kept.ticks, offset)
         self.procs.append(child)
         return child
 
@@ -55,6 +65,30 @@ class Stack:
 
     def proc(self, name: str) -> Child:
         return next(p for p in self.procs if p.name == name)
+
+
+@dataclass
+class KeptChild(Child):
+    """A process run under :mod:`devstack.keepalive`; its pid is the wrapper's.
+
+    ``alive`` means the process first started still runs: the start-up waits below fail
+    as soon as it exits (a broken config), instead of watching the wrapper restart it
+    until their deadline. The wrapper's restart line, logged after ``log_offset`` (the
+    log's size at spawn: logs are appended to), says it exited.
+    """
+
+    log_offset: int = 0
+
+    def alive(self) -> bool:
+        return super().alive() and not self.restarted()
+
+    def restarted(self) -> bool:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self.log_offset)
+                return RESTART_MARK.encode() in log.read()
+        except OSError:
+            return False
 
 
 WORKER_APP = "services.worker.celery_app:app"

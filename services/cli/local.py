@@ -2,11 +2,13 @@
 
 ``up`` finds or starts Postgres and Redis (devstack), migrates, then starts
 the OpenCode-compatible server (or, with ``--opencode URL``, uses the daemon there,
-e.g. one ``kodo oc up`` started against a real provider), a worker, beat, the API and
-Flower, each in its own session so it outlives this command. Before the workers start
-it asks the daemon for the model the agents will use (``OC_PROVIDER_ID/OC_MODEL_ID``)
-and prints it, saying plainly when it is the scripted stand-in; a daemon that does not
-offer it stops ``up`` (every run would fail otherwise). Pids, ports, URLs and log paths go to
+e.g. one ``kodo oc up`` started against a real provider), a worker, beat, the collector,
+the API and Flower, each in its own session so it outlives this command, and each under
+``devstack.keepalive``, which starts it again if it dies (a worker kombu crashes when
+Redis restarts). Before the workers start it asks the daemon for the model the agents
+will use (``OC_PROVIDER_ID/OC_MODEL_ID``) and prints it, saying plainly when it is the
+scripted stand-in; a daemon that does not offer it stops ``up`` (every run would fail
+otherwise). Pids, ports, URLs and log paths go to
 ``.kodo/up.json``; ``down`` stops exactly those process groups (SIGTERM, SIGKILL after
 the grace period), plus Postgres/Redis only if this ``up`` started them.
 """
@@ -232,7 +234,7 @@ def up(
         "KODO_REPO_ROOTS": os.pathsep.join(roots),
         "KODO_WORKSPACE_DIR": os.environ.get("KODO_WORKSPACE_DIR", str(home / "workspaces")),
     }
-    stack = Stack(env=env, log_dir=home / "up" / "logs")
+    stack = Stack(env=env, log_dir=home / "up" / "logs", keepalive=True)
     stack.oc_url = settings.oc_base_url
     try:
         if oc_compat:
