@@ -74,6 +74,13 @@ def test_every_long_running_service_has_a_healthcheck(name: str) -> None:
     assert len(check["test"]) > 1
 
 
+@pytest.mark.parametrize("name", sorted(set(_services()) - ONE_SHOTS))
+def test_every_long_running_service_is_started_again_when_it_dies(name: str) -> None:
+    """As ``kodo up``'s keep-alive does: a worker felled by kombu's crash on a Redis
+    restart comes back, and the reconciler re-sends what it was doing."""
+    assert _services()[name].get("restart") in ("unless-stopped", "always"), name
+
+
 @pytest.mark.parametrize("name", sorted(ONE_SHOTS))
 def test_one_shots_are_waited_for_not_health_checked(name: str) -> None:
     service = _services()[name]
