@@ -155,8 +155,12 @@ def die_with(parent: int) -> Callable[[], None] | None:
 
 
 def wrap(argv: Sequence[str], name: str) -> list[str]:
-    """The command that runs ``argv`` under this wrapper, named ``name`` in its log lines."""
-    return [sys.executable, "-m", "devstack.keepalive", "--name", name, "--", *argv]
+    """The command that runs ``argv`` under this wrapper, named ``name`` in its log lines.
+
+    The file runs as a script (``-I -S``: no site-packages, no environment, no package):
+    it needs only the standard library, and ``-m devstack.keepalive`` would first import
+    the devstack package (alembic, SQLAlchemy): 65 MB of RSS per wrapper against 15."""
+    return [sys.executable, "-I", "-S", __file__, "--name", name, "--", *argv]
 
 
 def main(args: Sequence[str] | None = None) -> int:
