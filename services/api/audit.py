@@ -4,7 +4,8 @@ A single ``after_request`` hook, keyed by the endpoint, writes who (the principa
 name and role) and what (the action, the run or intent id, the plan digest where there
 is one, the HTTP status): no route has to remember to log. Attempts that were refused
 (a stale digest, a self-approval, a run in the wrong status) are written too, with
-their status, since an auditor asks about those as well. A request without a principal
+their status, since an auditor asks about those as well; so are attempts a principal's
+role does not allow (403: a submitter trying to approve). A request without a principal
 (401) never reached a decision and writes nothing.
 """
 

@@ -146,9 +146,11 @@ def _check() -> BaseResponse | None:
         if request.method in SAFE_METHODS and request.path.startswith("/ui/"):
             return _to_sign_in(request.path)
         raise Unauthorized("a bearer token is required (kodo token create NAME --role ROLE)")
+    # Known before the role check: a request its role refuses (403) is a decision the
+    # audit line records too, naming who tried (views never run for it).
+    g.principal = principal
     if not principal.may(needed):
         raise Forbidden(f"{principal.name} ({principal.role.value}) may not {needed.value}")
-    g.principal = principal
     g.ui_session = session
     return None
 

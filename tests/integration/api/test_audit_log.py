@@ -102,6 +102,26 @@ def test_a_refused_decision_is_audited_with_its_status(
     assert line["plan_sha256"] == stale
 
 
+def test_an_attempt_the_role_does_not_allow_is_audited_naming_who_tried(
+    app: Flask, sessions: sessionmaker[Session], db: Session, out: io.StringIO
+) -> None:
+    run = RunFactory(waiting_input=True)
+    db.commit()
+    submitter = app.test_client()
+    submitter.environ_base["HTTP_AUTHORIZATION"] = (
+        f"Bearer {issue_token(sessions, 'sam', Role.SUBMITTER)}"
+    )
+
+    response = submitter.post(f"/runs/{run.id}/approve-plan")
+
+    assert response.status_code == 403
+    (line,) = [line for line in audit_lines(out) if line["action"] != "token.create"]
+    assert (line["action"], line["principal"], line["role"]) == ("plan.approve", "sam", "submitter")
+    assert (line["run_id"], line["status"], line["outcome"]) == (run.id, 403, "refused")
+    db.expire_all()
+    assert db.get(type(run), run.id).status == "waiting_input"  # refused: nothing changed
+
+
 def test_a_request_without_a_principal_and_reads_write_no_audit_line(
     client: FlaskClient, anonymous: FlaskClient, db: Session, out: io.StringIO
 ) -> None:
