@@ -53,9 +53,8 @@ class Stack:
         if not self.keepalive:
             child = spawn(name, argv, log_path, env=env)
         else:
-            offset = log_path.stat().st_size if log_path.exists() else 0
             kept = spawn(name, wrap(argv, name), log_path, env=env)
-            child = KeptChild(kept.name, kept.popen, kept.log_path, kept.ticks, offset)
+            child = KeptChild(kept.name, kept.popen, kept.log_path, kept.ticks, kept.log_offset)
         self.procs.append(child)
         return child
 
@@ -77,18 +76,11 @@ class KeptChild(Child):
     log's size at spawn: logs are appended to), says it exited.
     """
 
-    log_offset: int = 0
-
     def alive(self) -> bool:
         return super().alive() and not self.restarted()
 
     def restarted(self) -> bool:
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(self.log_offset)
-                return RESTART_MARK.encode() in log.read()
-        except OSError:
-            return False
+        return RESTART_MARK in self.log_since_start()
 
 
 WORKER_APP = "services.worker.celery_app:app"
@@ -287,7 +279,7 @@ def wait_worker_ready(proc: Child, deadline_s: float = 90.0) -> None:
     while time.monotonic() < end:
         if not proc.alive():
             raise RuntimeError(f"{proc.name} exited early:\n{proc.log_tail()}")
-        if " ready." in proc.log_tail(200):
+        if " ready." in proc.log_since_start():  # not an earlier worker's line
             return
         time.sleep(0.1)
     raise TimeoutError(f"{proc.name} not ready:\n{proc.log_tail()}")

@@ -80,12 +80,15 @@ def tail(path: Path, lines: int = 15) -> str:
 
 @dataclass
 class Child:
-    """A process :func:`spawn` started: its name, its Popen, its log, its start time."""
+    """A process :func:`spawn` started: its name, its Popen, its log, its start time, and
+    the log's size when it started (``log_offset``: logs are appended to, so what an
+    earlier process wrote is not this one's)."""
 
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
     ticks: int | None
+    log_offset: int = 0
 
     @property
     def pid(self) -> int:
@@ -96,6 +99,15 @@ class Child:
 
     def log_tail(self, lines: int = 40) -> str:
         return tail(self.log_path, lines)
+
+    def log_since_start(self) -> str:
+        """What this process (not an earlier one under the same log) has written."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self.log_offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def stop(self, grace_s: float = 10.0) -> Outcome:
         """SIGTERM its group, SIGKILL after ``grace_s``."""
@@ -122,6 +134,7 @@ def spawn(
     """
     log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with private_log(log_path) as log:
+        offset = os.fstat(log.fileno()).st_size
         popen = subprocess.Popen(
             list(argv),
             env=None if env is None else dict(env),
@@ -135,7 +148,7 @@ def spawn(
             extra_groups=[] if user else None,
         )
     _SPAWNED[popen.pid] = popen
-    return Child(name, popen, log_path, start_ticks(popen.pid))
+    return Child(name, popen, log_path, start_ticks(popen.pid), offset)
 
 
 def _group_of(user: str | None) -> int | None:

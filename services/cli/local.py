@@ -70,7 +70,7 @@ def wait_beat(proc: Child, deadline_s: float = 20.0) -> None:
     while time.monotonic() < end:
         if not proc.alive():
             raise RuntimeError(f"beat exited early:\n{proc.log_tail()}")
-        if BEAT_READY_LINE in proc.log_tail(200):
+        if BEAT_READY_LINE in proc.log_since_start():  # not an earlier beat's line
             return
         time.sleep(0.1)
     raise TimeoutError(f"beat did not start:\n{proc.log_tail()}")

@@ -81,3 +81,39 @@ def test_pids_that_name_a_group_or_every_process_are_never_alive() -> None:
     assert not alive(0)
     assert not alive(-1)
     assert stop(0) == "already gone"
+
+
+def test_a_child_reads_only_what_it_wrote_to_a_log_appended_to(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    log.write_text("[earlier worker] celery@host ready.\n")
+
+    child = spawn("worker", [sys.executable, "-c", "print('starting', flush=True)"], log)
+    child.popen.wait(timeout=30)
+
+    assert child.log_offset == len("[earlier worker] celery@host ready.\n")
+    assert child.log_since_start() == "starting\n"
+    assert "ready." in child.log_tail(), "the tail still shows the whole log to a person"
+
+
+def test_waiting_for_a_worker_is_not_fooled_by_an_earlier_workers_ready_line(
+    tmp_path: Path,
+) -> None:
+    from devstack.kodo_procs import wait_worker_ready
+
+    log = tmp_path / "worker.log"
+    log.write_text("[2026-11-30 10:00:00] celery@host ready.\n")  # a previous `kodo up`
+    silent = spawn("worker", [sys.executable, "-c", "import time; time.sleep(60)"], log)
+    try:
+        with pytest.raises(TimeoutError):
+            wait_worker_ready(silent, deadline_s=1.0)
+    finally:
+        stop(silent.pid, grace_s=1)
+
+    ready = spawn("worker", [sys.executable, "-c", SAYS_READY], log)
+    try:
+        wait_worker_ready(ready, deadline_s=30)
+    finally:
+        stop(ready.pid, grace_s=1)
+
+
+SAYS_READY = "import time; time.sleep(0.3); print('celery@host ready.', flush=True); time.sleep(60)"
