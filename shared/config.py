@@ -307,6 +307,11 @@ class Settings:
     public_url: str = DEFAULTS["KODO_PUBLIC_URL"]
 
     @property
+    def webhooks_configured(self) -> bool:
+        """Whether any webhook is set (a global one, or one for some repository)."""
+        return self.webhook is not None or bool(self.repository_webhooks)
+
+    @property
     def oc_base_urls(self) -> tuple[str, ...]:
         """Every daemon of ``OC_BASE_URL``: calls are spread over them, one collector
         follows each."""

@@ -166,19 +166,16 @@ def send_webhooks(ports: SenderPorts, ids: tuple[str, ...] | None = None) -> lis
     return done
 
 
-def webhooks_configured(settings: Settings) -> bool:
-    return settings.webhook is not None or bool(settings.repository_webhooks)
-
-
 def send_after_commit(celery: Celery, settings: Settings) -> Callable[[], None]:
     """Send each transaction's new deliveries once it commits (this process's sessions);
     returns what removes the hook again.
 
     Installed once by the worker's task module. Without a webhook configured nothing is
-    installed (the sweep records the deliveries skipped); a send that fails is logged
-    and the sweep sends the delivery later.
+    installed (steps then add no deliveries; the sweep records any left from when one
+    was configured skipped); a send that fails is logged and the sweep sends the
+    delivery later.
     """
-    if not webhooks_configured(settings):
+    if not settings.webhooks_configured:
         return lambda: None
 
     def _send(session: Session) -> None:
@@ -212,7 +209,7 @@ def sweep_webhooks(ports: SenderPorts, celery: Celery) -> bool:
     """The reconciler's pass: if a delivery is due, ask a worker to send the due ones
     (True); with no webhook configured at all, record them skipped here instead."""
     with unit_of_work(ports.sessions) as s:
-        if not webhooks_configured(ports.settings):
+        if not ports.settings.webhooks_configured:
             skip_due_deliveries(s, ports.clock.now())
             return False
         due = deliveries_due(s, ports.clock.now())

@@ -214,6 +214,10 @@ class Routing:
     round_input: dict[str, Any] | None = None
     max_repairs: int = 0
     redispatch_s: float = 30.0
+    # Whether a run event leaves a webhook outbox row. False when no webhook is
+    # configured: nobody would be sent it, and each row cost a read and an insert in the
+    # step's transaction (the sweep would only have recorded it skipped).
+    announce: bool = True
 
 
 def _repairs_made(s: Session, run_id: str) -> int:
@@ -312,7 +316,8 @@ def record_outcome(
     )
     if not moved:
         raise StepSuperseded
-    record_run_event(s, lease.run_id, move, now)  # the webhook outbox, in this transaction
+    if routing.announce:
+        record_run_event(s, lease.run_id, move, now)  # the webhook outbox, in this transaction
     if move.dispatch is not None and isinstance(event, VerificationFailed | Repaired):
         # The run goes back (or on again) to a step that already ran: its next round.
         StepRunRepo(s).new_round(

@@ -325,6 +325,7 @@ def _routing(ctx: StepContext) -> Routing:
         round_input=ctx.round_input,
         max_repairs=settings.max_repairs,
         redispatch_s=settings.redispatch_after_s,
+        announce=settings.webhooks_configured,
     )
 
 

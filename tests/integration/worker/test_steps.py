@@ -18,10 +18,11 @@ from services.worker.steps.decide import decide_step
 from services.worker.steps.execute import execute_step
 from shared.clock import SystemClock
 from shared.db.engine import unit_of_work
-from shared.db.models import OpenCodeCall, Run
+from shared.db.models import OpenCodeCall, Run, WebhookDelivery
 from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
 from shared.domain.step_outcome import PLAN_ARTIFACT
+from shared.domain.webhooks import endpoint
 from shared.hashing import canonical_bytes, sha256_hex
 from shared.service.messages import InMemorySender, RunStep
 from shared.service.runs import approve_plan, dispatch_approved
@@ -46,6 +47,21 @@ def test_compile_reaches_waiting_input_and_a_redelivery_does_nothing(
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "skipped"
     assert prompts_at_server(rt) == 1
+
+
+def test_a_run_event_leaves_a_webhook_outbox_row_only_when_a_webhook_is_configured(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    hook = endpoint("http://127.0.0.1:9/hook", "s" * 32, "global")
+    quiet, told = make_rt(), make_rt(webhook=hook)
+    quiet_run, told_run = new_run(quiet, repo), new_run(told, repo)
+
+    assert run_step(quiet, StepId.COMPILE, quiet_run, compile_step) == "waiting_input"
+    assert run_step(told, StepId.COMPILE, told_run, compile_step) == "waiting_input"
+
+    with told.sessions() as s:
+        rows = s.execute(select(WebhookDelivery.run_id, WebhookDelivery.event)).all()
+    assert [(r.run_id, r.event) for r in rows] == [(told_run, "waiting_input")]
 
 
 def test_compile_stores_the_plan_as_the_exact_bytes_its_digest_is_taken_over(
