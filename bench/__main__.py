@@ -196,6 +196,13 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
             sql_worker.get("checkouts", 0) + sql_api.get("checkouts", 0),
             unit="count",
         ),
+        # A backend that starts and ends within the phase is missing from the postgres
+        # CPU row (read from the backends alive at its ends): this row shows that churn.
+        Row(
+            "database connections opened per run",
+            sql_worker.get("connects", 0) + sql_api.get("connects", 0),
+            unit="count",
+        ),
         Row(
             "Redis commands per run",
             sum(counts["redis"].values()),

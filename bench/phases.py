@@ -67,7 +67,11 @@ def work_cpu(cpu: Mapping[str, float], roles: tuple[str, ...] = WORK_ROLES) -> f
 
 
 def cpu_by_role(bench: Bench, sessions: sessionmaker[Session]) -> defaultdict[str, float]:
-    """CPU milliseconds so far of each kind of process, Postgres backends included."""
+    """CPU milliseconds so far of each kind of process, Postgres backends included.
+
+    Backends are those alive now: one that ended meanwhile (a connection a pool closed)
+    takes its CPU with it, so the bench also prints connections opened per run.
+    """
     used: defaultdict[str, float] = defaultdict(float)
     for proc in bench.stack.procs:
         role = proc.name.rsplit("-", 1)[0] if proc.name[-1].isdigit() else proc.name

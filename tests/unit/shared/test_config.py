@@ -59,7 +59,8 @@ def test_an_unusable_value_fails_at_start(key: str, value: str) -> None:
 
 def test_the_api_database_pool_and_its_admission_are_sized_by_settings() -> None:
     plain = Settings.from_env({})
-    assert (plain.api_db_pool, plain.api_db_overflow, plain.api_db_wait_s) == (5, 10, 10.0)
+    assert (plain.api_db_pool, plain.api_db_overflow, plain.api_db_wait_s) == (16, 4, 10.0)
+    assert plain.api_db_pool >= plain.api_active, "every active request keeps its connection"
     assert (plain.api_active, plain.api_queue_s) == (16, 30.0)
     tuned = Settings.from_env(
         {
