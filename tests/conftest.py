@@ -20,8 +20,9 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from devstack import down, ensure_redis
 from devstack.handle import ServiceHandle
+from devstack.redis_server import ensure_redis
+from devstack.stack import down
 from devstack.supervisor import free_port
 from shared.db.engine import make_engine, make_session_factory
 

@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import DBAPIError
 
-from devstack import down, ensure_database, ensure_postgres, ensure_redis, migrate
+from devstack.database import ensure_database, migrate
+from devstack.postgres_server import ensure_postgres
+from devstack.redis_server import ensure_redis
+from devstack.stack import down
 from devstack.supervisor import free_port
 from tests.chaos.harness import TERMINAL, Chaos, Services
 

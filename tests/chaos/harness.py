@@ -23,7 +23,7 @@ import redis
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from devstack import ServiceHandle, restart
+from devstack.handle import ServiceHandle
 from devstack.kodo_procs import (
     WORKER_APP,
     Stack,
@@ -35,6 +35,7 @@ from devstack.kodo_procs import (
     start_worker,
     wait_worker_ready,
 )
+from devstack.stack import restart
 from devstack.supervisor import Child, free_port
 from shared.db.engine import make_engine
 from shared.service.runs import cancel_run

@@ -20,11 +20,11 @@ import httpx
 import pytest
 from redis import Redis
 
-from devstack import down
 from devstack.handle import ServiceHandle, StackPaths
 from devstack.kodo_procs import Stack, issue_token, start_api
 from devstack.redis_server import start_again
 from devstack.sample_repo import create_sample_repo
+from devstack.stack import down
 from tests.conftest import own_redis
 from tests.waiting import wait_until
 

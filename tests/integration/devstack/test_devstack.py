@@ -15,22 +15,13 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from devstack import (
-    DevstackError,
-    StackPaths,
-    binaries,
-    down,
-    ensure_database,
-    ensure_postgres,
-    ensure_redis,
-    migrate,
-    pgurl,
-    recreate_database,
-    state,
-    status,
-    supervisor,
-)
+from devstack import binaries, pgurl, state, supervisor
 from devstack.cli import stack
+from devstack.database import ensure_database, migrate, recreate_database
+from devstack.handle import DevstackError, StackPaths
+from devstack.postgres_server import ensure_postgres
+from devstack.redis_server import ensure_redis
+from devstack.stack import down, status
 from shared.config import Settings
 
 pytestmark = pytest.mark.integration

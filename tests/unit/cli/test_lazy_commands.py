@@ -46,6 +46,24 @@ def test_a_subcommand_imports_what_it_needs_when_it_runs() -> None:
     assert "httpx" in loaded_after("run", "--help"), "the probe does see an import"
 
 
+DATABASE_SIDE = ("alembic", "sqlalchemy", "psycopg", "redis", "celery", "flask")
+
+
+@pytest.mark.parametrize(
+    "args", [("run", "list", "--api-url", "http://127.0.0.1:9"), ("intent", "--help")]
+)
+def test_commands_that_talk_to_the_api_load_nothing_of_the_database_side(
+    args: tuple[str, ...],
+) -> None:
+    """They find a ``kodo up`` home through devstack.handle; the devstack package once
+    imported alembic and SQLAlchemy with it (0.7 s before ``kodo run list`` did anything)."""
+    code = PROBE.format(args=", ".join(repr(a) for a in args), heavy=DATABASE_SIDE)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(done.stdout.splitlines()[-1]) == []
+
+
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_each_listed_help_line_is_the_commands_own(name: str) -> None:
     command = COMMANDS[name].load()
