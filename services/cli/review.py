@@ -1,8 +1,9 @@
 """``kodo run show``, ``kodo run diff``, ``kodo run logs``: what a run did, from the API.
 
 ``show`` puts everything on one screen (who asked, the base commit, the plan and the
-decision with its comment, the step timeline, the calls, the diffstat, the
-verification and every artifact's sha256); ``diff`` prints the patch; ``logs`` prints
+decision with its comment, the step timeline, the calls, each round's diffstat, the
+verification and every artifact's sha256); ``diff`` prints the patches (a repaired
+run's rounds in order, each its own commit); ``logs`` prints
 the verification's output and a failed run's ``diagnostic.json``. All of it is agent
 text and is drawn through the views' escaping (see review_views.py).
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.text import Text
 
 from services.cli.client import ApiClient, ApiError, api_options
 from services.cli.review_views import (
@@ -23,6 +25,8 @@ from services.cli.review_views import (
     diff_view,
     json_lines,
     latest,
+    of_kind,
+    round_label,
     show_view,
 )
 from services.cli.terminal import console, show
@@ -57,9 +61,10 @@ def story_of(api: ApiClient, run_id: str) -> RunStory:
     calls = [c for c in api.get(f"/runs/{run_id}/calls").get("calls") or [] if isinstance(c, dict)]
     artifacts = api.get_list(f"/runs/{run_id}/artifacts")
     story = RunStory(run, intent, revisions, calls, artifacts)
-    patch = latest(artifacts, "patch")
-    if patch is not None:
-        story.patch = bytes_text(artifact_bytes(api, run_id, patch))
+    story.patches = [
+        (str(patch.get("name")), bytes_text(artifact_bytes(api, run_id, patch)))
+        for patch in of_kind(artifacts, "patch")
+    ]
     decision = artifact_json(api, run_id, latest(artifacts, "decision"))
     if decision is not None and not isinstance(decision, dict):
         story.notes.append("decision.json is not a JSON object")
@@ -102,15 +107,33 @@ def show_cmd(
 
 @click.command("diff")
 @click.argument("run_id")
+@click.option(
+    "--round",
+    "only_round",
+    type=click.IntRange(min=1),
+    help="Only this round's patch (a repair round's is its change on top of the earlier).",
+)
 @api_options
-def diff_cmd(run_id: str, api_url: str | None, token: str | None, home: Path | None) -> None:
-    """The run's patch (its latest round), coloured on a terminal, plain when piped."""
+def diff_cmd(
+    run_id: str, only_round: int | None, api_url: str | None, token: str | None, home: Path | None
+) -> None:
+    """The run's patch, coloured on a terminal, plain when piped.
+
+    A repaired run has a patch per round, each a commit on top of the one before: all of
+    them are printed in order, each after a ``# patch.r2.diff (round 2, ...)`` line.
+    """
     with ApiClient.from_options(api_url, token, home) as api:
-        patch = latest(api.get_list(f"/runs/{run_id}/artifacts"), "patch")
-        if patch is None:
+        patches = of_kind(api.get_list(f"/runs/{run_id}/artifacts"), "patch")
+        if not patches:
             raise ApiError(f"run {one_line(run_id)} has no patch yet (ApplyPatchST stores it)")
-        content = bytes_text(artifact_bytes(api, run_id, patch))
-    console().print(diff_view(content), end="")
+        if only_round is not None and only_round > len(patches):
+            raise ApiError(f"run {one_line(run_id)} has {len(patches)} round(s) of patches")
+        rounds = range(len(patches)) if only_round is None else [only_round - 1]
+        shown = [(i, bytes_text(artifact_bytes(api, run_id, patches[i]))) for i in rounds]
+    for index, content in shown:
+        if len(patches) > 1:
+            console().print(Text(f"# {round_label(index, str(patches[index].get('name')))}"))
+        console().print(diff_view(content), end="")
 
 
 @click.command("logs")

@@ -161,16 +161,32 @@ class RunStory:
     revisions: dict[str, Any]
     calls: list[dict[str, Any]]
     artifacts: list[dict[str, Any]]
-    patch: str | None = None
+    # Each round's patch, oldest first: (artifact name, text). A repair round's patch is
+    # its own commit on top of the earlier rounds', so the change is all of them.
+    patches: list[tuple[str, str]] = field(default_factory=list)
     decision: dict[str, Any] | None = None
     diagnostic: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
 
-def latest(artifacts: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
-    """The newest artifact of a kind (a later round's patch replaces the earlier one)."""
+def of_kind(artifacts: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """Every artifact of a kind, oldest first (a later round's is stored later)."""
     found = [a for a in artifacts if a.get("kind") == kind and isinstance(a.get("id"), int)]
-    return max(found, key=lambda a: int(a["id"])) if found else None
+    return sorted(found, key=lambda a: int(a["id"]))
+
+
+def latest(artifacts: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    """The newest artifact of a kind (a later round's decision or output replaces the
+    earlier one; patches add up: see :func:`of_kind`)."""
+    found = of_kind(artifacts, kind)
+    return found[-1] if found else None
+
+
+def round_label(index: int, name: str) -> str:
+    """``patch.r2.diff (round 2, a repair on top of round 1)``-like heading of a patch."""
+    if index == 0:
+        return f"{visible(name)} (round 1)"
+    return f"{visible(name)} (round {index + 1}, a repair on top of round {index})"
 
 
 def current_revision(revisions: dict[str, Any]) -> dict[str, Any] | None:
@@ -297,9 +313,14 @@ def show_view(story: RunStory) -> Group:
     parts.append(Text("steps:", style="bold"))
     parts.append(timeline_table(run, story.calls))
     parts.append(Text(calls_summary(story.calls)))
-    if story.patch is not None:
+    if len(story.patches) == 1:
         parts.append(Text("diffstat:", style="bold"))
-        parts.append(Text("\n".join(diffstat_lines(diffstat(story.patch)))))
+        parts.append(Text("\n".join(diffstat_lines(diffstat(story.patches[0][1])))))
+    elif story.patches:  # every round: a repair's patch alone is not the run's change
+        parts.append(Text(f"diffstat, {len(story.patches)} rounds:", style="bold"))
+        for index, (name, text) in enumerate(story.patches):
+            parts.append(Text(round_label(index, name)))
+            parts.append(Text("\n".join(diffstat_lines(diffstat(text)))))
     parts.append(Text("\n".join(verification_lines(story))))
     parts.append(Text(f"artifacts: {len(story.artifacts)}", style="bold"))
     if story.artifacts:

@@ -54,6 +54,16 @@ PATCH = (
     "@@ -0,0 +1 @@\n"
     "+assert multiply(2, 3) == 6\n"
 )
+REPAIR = (
+    "diff --git a/calc.py b/calc.py\n"
+    "--- a/calc.py\n"
+    "+++ b/calc.py\n"
+    "@@ -3,2 +3,3 @@\n"
+    " def multiply(a, b):\n"
+    "-    return a * b\n"
+    "+    product = a * b\n"
+    "+    return product\n"
+)
 OUTPUT = "1 passed\x1b]0;pwned\x07 in 0.01s\n"
 CALL_ERROR = "provider 500: overloaded\x1b]0;x\x07"
 
@@ -69,8 +79,9 @@ def put(db: Session, run: Run, step: StepId, kind: ArtifactKind, name: str, body
     ArtifactRepo(db).put(run.id, step, kind=kind, name=name, content=body, media_type=media)
 
 
-def store_reviewed_run(db: Session, *, failed: bool = False) -> Stored:
-    """A run approved with a comment, patched, decided and verified (or failed verifying)."""
+def store_reviewed_run(db: Session, *, failed: bool = False, repaired: bool = False) -> Stored:
+    """A run approved with a comment, patched, decided and verified (or failed verifying);
+    ``repaired``: a second round's patch (a repair on top of the first) follows."""
     submitter = f"sue-{uuid.uuid4().hex[:8]}"
     plan = json.dumps(PLAN).encode()
     traits = {"status": "failed", "error": "verification exited 1: pytest -q"} if failed else {}
@@ -112,6 +123,8 @@ def store_reviewed_run(db: Session, *, failed: bool = False) -> Stored:
             error=CALL_ERROR if status == "failed" else None,
         )
     put(db, run, StepId.APPLY_PATCH, ArtifactKind.PATCH, "patch.diff", PATCH.encode())
+    if repaired:
+        put(db, run, StepId.APPLY_PATCH, ArtifactKind.PATCH, "patch.r2.diff", REPAIR.encode())
     decision = {"next_action": "verify", "argv": ["pytest", "-q"]}
     put(
         db,
@@ -196,6 +209,39 @@ def test_run_diff_piped_is_the_patch_escaped_and_uncoloured(
     assert lines[-1] == "+assert multiply(2, 3) == 6"
     assert "\x1b" not in diffed.stdout, "no colour and no agent escape in a pipe"
     assert "\r" not in diffed.stdout
+
+
+def test_a_repaired_runs_show_and_diff_give_every_round_not_only_the_repair(
+    api_stack: Stack, reader_token: str, home: Path, db: Session
+) -> None:
+    stored = store_reviewed_run(db, repaired=True)
+
+    shown = piped(api_stack, reader_token, home, "run", "show", stored.run.id)
+    diffed = piped(api_stack, reader_token, home, "run", "diff", stored.run.id)
+    second = piped(api_stack, reader_token, home, "run", "diff", "--round", "2", stored.run.id)
+    third = piped(api_stack, reader_token, home, "run", "diff", "--round", "3", stored.run.id)
+
+    assert shown.returncode == diffed.returncode == second.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    at = lines.index("diffstat, 2 rounds:")
+    assert lines[at + 1 : at + 8] == [
+        "patch.diff (round 1)",
+        " calc.py      | +3 -1",
+        " test_calc.py | +1 -0",
+        " 2 file(s) changed, +4 -1",
+        "patch.r2.diff (round 2, a repair on top of round 1)",
+        " calc.py | +2 -1",
+        " 1 file(s) changed, +2 -1",
+    ]
+    printed = diffed.stdout.splitlines()
+    assert printed[0] == "# patch.diff (round 1)"
+    assert printed.index("# patch.r2.diff (round 2, a repair on top of round 1)") > printed.index(
+        "+assert multiply(2, 3) == 6"
+    ), "the rounds in the order they were committed"
+    assert printed[-1] == "+    return product"
+    assert second.stdout.splitlines()[1:] == REPAIR.splitlines()
+    assert third.returncode == 1
+    assert "has 2 round(s) of patches" in third.stderr
 
 
 def test_run_diff_on_a_terminal_is_coloured_and_obeys_no_agent_escape(
