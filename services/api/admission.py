@@ -21,6 +21,8 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .headers import STATIC_HEADERS, content_security_policy
+
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 RETRY_AFTER_S = 5
 UNQUEUED_PATHS = frozenset({"/healthz"})
@@ -64,6 +66,9 @@ class Admission:
                 ("Content-Type", "application/json"),
                 ("Content-Length", str(len(body))),
                 ("Retry-After", str(RETRY_AFTER_S)),
+                # Flask's after_request never runs for it: the headers every answer has
+                *STATIC_HEADERS.items(),
+                ("Content-Security-Policy", content_security_policy(None)),
             ],
         )
         return [body]

@@ -55,6 +55,9 @@ def test_a_request_that_waits_past_its_turn_is_refused_503_naming_the_rule() -> 
     after = call(app, "/runs/r1")
     assert status.startswith("503")
     assert headers["Retry-After"] == str(RETRY_AFTER_S)
+    assert headers["X-Content-Type-Options"] == "nosniff", "the API's headers, as every answer"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
     error = json.loads(body)["error"]
     assert error["code"] == "api_busy"
     assert error["details"] == {"rule": ["api_queue_wait"]}
