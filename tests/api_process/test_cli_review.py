@@ -61,7 +61,7 @@ REPAIR = (
     "@@ -3,2 +3,3 @@\n"
     " def multiply(a, b):\n"
     "-    return a * b\n"
-    "+    product = a * b\n"
+    "+    product = a * b  # \x1b]0;round-two\x07" + RLO + "\n"
     "+    return product\n"
 )
 OUTPUT = "1 passed\x1b]0;pwned\x07 in 0.01s\n"
@@ -239,7 +239,13 @@ def test_a_repaired_runs_show_and_diff_give_every_round_not_only_the_repair(
         "+assert multiply(2, 3) == 6"
     ), "the rounds in the order they were committed"
     assert printed[-1] == "+    return product"
-    assert second.stdout.splitlines()[1:] == REPAIR.splitlines()
+    assert second.stdout.splitlines()[1:] == [
+        line.replace("\x1b", "\\x1b").replace("\x07", "\\x07").replace(RLO, "\\u202e")
+        for line in REPAIR.splitlines()
+    ], "round 2 alone, escaped like round 1"
+    for out in (shown.stdout, diffed.stdout, second.stdout):
+        drawn_raw = [c for c in ("\x1b", "\x07", RLO) if c in out]
+        assert drawn_raw == [], "no agent byte drawn raw"
     assert third.returncode == 1
     assert "has 2 round(s) of patches" in third.stderr
 
