@@ -60,16 +60,16 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def send_run_task(app: Celery, name: str, run_id: str) -> None:
+def send_run_task(app: Celery, name: str, run_id: str, parent: str | None = None) -> None:
     """Send one of a run's tasks as a link of the run's chain: its root id is the run id
-    (the workflow id), its parent the task sending it, if a task sends it (Celery fills
-    that in), so Flower shows a run's steps as one tree whoever sent each."""
-    app.send_task(name, args=[run_id], queue=QUEUE, root_id=run_id)
+    (the workflow id), its parent ``parent`` or else the task sending it, if a task sends
+    it (Celery fills that in), so Flower shows a run's steps as one tree whoever sent each."""
+    app.send_task(name, args=[run_id], queue=QUEUE, root_id=run_id, parent_id=parent)
 
 
-def send_step(app: Celery, step: StepId, run_id: str) -> None:
+def send_step(app: Celery, step: StepId, run_id: str, parent: str | None = None) -> None:
     """Enqueue a step by name; call only after the transaction that chose it commits."""
-    send_run_task(app, task_name(step), run_id)
+    send_run_task(app, task_name(step), run_id, parent)
 
 
 def send_abort_calls(app: Celery, run_id: str) -> None:
@@ -90,8 +90,8 @@ class CelerySender:
 
     def send(self, message: Message) -> None:
         match message:
-            case RunStep(step=step, run_id=run_id):
-                send_step(self.app, step, run_id)
+            case RunStep(step=step, run_id=run_id, parent=parent):
+                send_step(self.app, step, run_id, parent)
             case AbortCalls(run_id=run_id):
                 send_abort_calls(self.app, run_id)
             case Deliver(run_id=run_id):

@@ -6,6 +6,7 @@ celery CLI show what runs without prompts or secrets.
 
 from __future__ import annotations
 
+from celery import Task
 from sqlalchemy.exc import OperationalError
 
 from services.worker.cancel import abort_inflight_calls
@@ -52,9 +53,9 @@ class RunFailed(Exception):
 def _register(step: StepId) -> None:
     body = BODIES[step]
 
-    @app.task(name=task_name(step), throws=(RunFailed,), **_RETRY)  # type: ignore[untyped-decorator]
-    def step_task(run_id: str) -> str:
-        outcome = run_step(runtime(app), step, run_id, body)
+    @app.task(name=task_name(step), bind=True, throws=(RunFailed,), **_RETRY)  # type: ignore[untyped-decorator]
+    def step_task(self: Task, run_id: str) -> str:
+        outcome = run_step(runtime(app), step, run_id, body, task_id=self.request.id)
         if outcome == RunStatus.FAILED.value:
             raise RunFailed(f"run {run_id} failed at {step.value} (recorded)")
         return outcome

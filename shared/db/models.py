@@ -206,6 +206,9 @@ class StepRun(Base):
     app_version: Mapped[str | None] = mapped_column(String(64))
     # The op_key of the sent call this step is parked on (no worker holds it meanwhile).
     parked_on: Mapped[str | None] = mapped_column(String(64))
+    # Migration 0021: the Celery task of the delivery that entered (or resumed) the step
+    # last, so a wake-up sent by the collector names it as its parent in Flower.
+    task_id: Mapped[str | None] = mapped_column(String(255))
     # Migration 0015: the step's round (CompileST's round N makes plan revision N), the
     # ledger attempt its first call follows, and what the round was asked.
     round: Mapped[int] = mapped_column(Integer, default=1, server_default="1")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, text
 
-EXPECTED_HEAD = "0020"
+EXPECTED_HEAD = "0021"
 
 
 class SchemaMismatch(RuntimeError):

@@ -1,7 +1,9 @@
 """What the collector reads and writes: the sent calls, and their wake-ups.
 
 A wake-up is one statement (mark the ended sessions' sent calls idle, naming their
-steps) and one RunStep per step, sent after commit by the unit of work's outbox.
+steps) and one RunStep per step, sent after commit by the unit of work's outbox. Each
+names the task that sent the call as its parent: the collector is no task, so Celery
+could not tell, and Flower would draw the completion outside the run's tree.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from shared.service.uow import UnitOfWork
 def wake_steps(uow: UnitOfWork, session_ids: list[str]) -> list[RunStep]:
     """Mark the sent calls of these ended sessions idle and send their steps again."""
     woken = [
-        RunStep(StepId(step_id), run_id)
-        for run_id, step_id in LedgerRepo(uow.session).wake(session_ids)
+        RunStep(StepId(step_id), run_id, parent)
+        for run_id, step_id, parent in LedgerRepo(uow.session).wake(session_ids)
     ]
     for message in woken:
         uow.send_after_commit(message)
@@ -31,8 +33,8 @@ def wake_errored_step(uow: UnitOfWork, session_id: str, error: str) -> list[RunS
     """As :func:`wake_steps` for a session that ended with ``session.error``; the daemon's
     error is kept on the call's row for the step that collects it."""
     woken = [
-        RunStep(StepId(step_id), run_id)
-        for run_id, step_id in LedgerRepo(uow.session).wake_with_error(session_id, error)
+        RunStep(StepId(step_id), run_id, parent)
+        for run_id, step_id, parent in LedgerRepo(uow.session).wake_with_error(session_id, error)
     ]
     for message in woken:
         uow.send_after_commit(message)
@@ -50,8 +52,8 @@ def fail_lost_daemon_calls(
         " next attempt goes to another daemon"
     )
     woken = [
-        RunStep(StepId(step_id), run_id)
-        for run_id, step_id in LedgerRepo(uow.session).fail_sent_at(daemon, now, error)
+        RunStep(StepId(step_id), run_id, parent)
+        for run_id, step_id, parent in LedgerRepo(uow.session).fail_sent_at(daemon, now, error)
     ]
     for message in woken:
         uow.send_after_commit(message)

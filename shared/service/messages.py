@@ -15,10 +15,13 @@ from shared.domain.run_machine import StepId
 
 @dataclass(frozen=True)
 class RunStep:
-    """Deliver ``step`` of ``run_id`` to a worker."""
+    """Deliver ``step`` of ``run_id`` to a worker. ``parent``: the task that caused it,
+    where the sender is no task itself (a wake-up names the task that sent the call);
+    transport metadata for Flower's tree, not part of what the message asks."""
 
     step: StepId
     run_id: str
+    parent: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

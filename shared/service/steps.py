@@ -83,10 +83,12 @@ def enter_step(
     app_version: str,
     worker_contract: str,
     now: datetime,
+    task_id: str | None = None,
 ) -> EnteredStep | None:
     """Snapshot the run and take the step's lease; None if this delivery has nothing to do
     (unknown run, a run that moved on, a live lease held by another delivery, or a run
-    of another step contract, which is parked at waiting_upgrade here)."""
+    of another step contract, which is parked at waiting_upgrade here). ``task_id``:
+    the delivering Celery task, recorded with the lease."""
     run = run_snapshot(s, run_id, step)
     if run is None:
         log.warning("step.unknown_run", run_id=run_id, step_id=step.value)
@@ -95,7 +97,13 @@ def enter_step(
         log.info("step.stale_delivery", run_id=run_id, step_id=step.value, status=run.status)
         return None
     entered = StepRunRepo(s).enter(
-        run_id, step, owner=owner, lease_s=lease_s, app_version=app_version, parked=run.parked
+        run_id,
+        step,
+        owner=owner,
+        lease_s=lease_s,
+        app_version=app_version,
+        parked=run.parked,
+        task_id=task_id,
     )
     if entered is None:
         log.info("step.busy", run_id=run_id, step_id=step.value)

@@ -119,6 +119,16 @@ def test_a_runs_task_messages_carry_the_run_id_as_their_root(
     assert by_uuid[execute["parent_id"]]["name"] == "kodo.DecideST", (
         "a step sent by the step before it names that step's task as its parent"
     )
+    completions = sorted(
+        {e["name"] for e in parented if by_uuid[e["parent_id"]]["name"] == e["name"]}
+    )
+    assert completions == ["kodo.ApplyPatchST", "kodo.CompileST", "kodo.DecideST"], (
+        "each call's completion, sent by the collector, names the delivery that sent the call"
+    )
+    unparented = sorted(e["name"] for e in received if not e.get("parent_id"))
+    assert unparented == ["kodo.ApplyPatchST", "kodo.CompileST"], (
+        "only the submit and the approval (API requests, not tasks) start without a parent"
+    )
 
 
 def test_a_step_that_fails_its_run_ends_its_task_failure_once_and_is_not_redelivered(

@@ -207,8 +207,11 @@ def _renewer() -> _Renewer:
 StepBody = Callable[[StepContext], StepOutcome]
 
 
-def load_context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
-    """Snapshot the run and take the step's lease (one transaction); None: nothing to do."""
+def load_context(
+    rt: Runtime, run_id: str, step: StepId, task_id: str | None = None
+) -> StepContext | None:
+    """Snapshot the run and take the step's lease (one transaction); None: nothing to do.
+    ``task_id``: the Celery task delivering the step."""
     with unit_of_work(rt.sessions) as s:
         entered = enter_step(
             s,
@@ -219,20 +222,24 @@ def load_context(rt: Runtime, run_id: str, step: StepId) -> StepContext | None:
             app_version=app_version(),
             worker_contract=step_contract_version(),
             now=rt.clock.now(),
+            task_id=task_id,
         )
     return None if entered is None else StepContext.entered(entered, rt, StepLeases(rt.sessions))
 
 
-def run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
-    """Run ``body`` for ``run_id`` once; return what happened (for logs and tests)."""
+def run_step(
+    rt: Runtime, step: StepId, run_id: str, body: StepBody, *, task_id: str | None = None
+) -> str:
+    """Run ``body`` for ``run_id`` once; return what happened (for logs and tests).
+    ``task_id``: the Celery task delivering it (the collector's wake-ups name it)."""
     # Every line logged inside the step (call protocol, git, stdlib loggers) carries the ids.
     with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=step.value):
-        return _run_step(rt, step, run_id, body)
+        return _run_step(rt, step, run_id, body, task_id)
 
 
-def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody) -> str:
+def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody, task_id: str | None) -> str:
     bound = log.bind(run_id=run_id, step_id=step.value)
-    ctx = load_context(rt, run_id, step)
+    ctx = load_context(rt, run_id, step, task_id)
     if ctx is None:
         return "skipped"
     bound.info("step.started")

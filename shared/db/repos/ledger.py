@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Boolean, ColumnElement, bindparam, case, extract, func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -109,6 +109,14 @@ _MARK_SENT = (
     .values(status=CallStatus.SENT.value)
     .returning(_CALLS.c.id)
 )
+_STEP_TASK = (
+    select(_STEPS.c.task_id)
+    .where(_STEPS.c.run_id == _CALLS.c.run_id, _STEPS.c.step_id == _CALLS.c.step_id)
+    .correlate(_CALLS)
+    .scalar_subquery()
+)
+"""The task of the delivery that holds the call's step. It entered the step before it
+sent the call, so the statement that wakes the step sees it."""
 _WAKE = (
     update(_CALLS)
     .where(
@@ -116,10 +124,21 @@ _WAKE = (
         _CALLS.c.status.in_((CallStatus.CLAIMED.value, CallStatus.SENT.value)),
     )
     .values(idle_at=func.coalesce(_CALLS.c.idle_at, func.statement_timestamp()))
-    .returning(_CALLS.c.run_id, _CALLS.c.step_id, _CALLS.c.status)
+    .returning(_CALLS.c.run_id, _CALLS.c.step_id, _CALLS.c.status, _STEP_TASK)
 )
 """The collector's one statement per batch of ended sessions: mark them idle (the flag a
 parking step reads after it parks) and name the steps to wake."""
+
+
+class Woken(NamedTuple):
+    """A step to send again because its call ended, and the task of the delivery that
+    holds the step (which sent the call): the wake-up's parent in Flower."""
+
+    run_id: str
+    step_id: str
+    parent: str | None
+
+
 _AGE = extract(
     "epoch", func.statement_timestamp() - func.coalesce(_CALLS.c.started_at, _CALLS.c.created_at)
 )
@@ -260,19 +279,23 @@ class LedgerRepo:
         """The daemon took the prompt (prompt_async): ``claimed`` becomes ``sent``."""
         return self.session.execute(_MARK_SENT, {"key": op_key}).first() is not None
 
-    def wake(self, session_ids: list[str]) -> list[tuple[str, str]]:
-        """Mark the calls of these ended sessions idle; the (run_id, step_id) of the sent
-        ones (a step parked on each)."""
+    def wake(self, session_ids: list[str]) -> list[Woken]:
+        """Mark the calls of these ended sessions idle; the steps of the sent ones (a
+        step parked on each)."""
         if not session_ids:
             return []
         rows = self.session.execute(_WAKE, {"sessions": session_ids}).all()
         # A call still ``claimed`` ended before its sender marked it sent: the sender
         # reads the mark when it parks and wakes its own step (its lease is still held).
         return sorted(
-            {(run_id, step_id) for run_id, step_id, status in rows if status == CallStatus.SENT}
+            {
+                Woken(run_id, step_id, parent)
+                for run_id, step_id, status, parent in rows
+                if status == CallStatus.SENT
+            }
         )
 
-    def wake_with_error(self, session_id: str, error: str) -> list[tuple[str, str]]:
+    def wake_with_error(self, session_id: str, error: str) -> list[Woken]:
         """As :meth:`wake` for one session that ended with ``session.error``, keeping the
         daemon's error on the row (the collecting step quotes it; the outcome replaces it)."""
         rows = self.session.execute(
@@ -282,10 +305,14 @@ class LedgerRepo:
                 idle_at=func.coalesce(OpenCodeCall.idle_at, func.statement_timestamp()),
                 error=error,
             )
-            .returning(OpenCodeCall.run_id, OpenCodeCall.step_id, OpenCodeCall.status)
+            .returning(_CALLS.c.run_id, _CALLS.c.step_id, _CALLS.c.status, _STEP_TASK)
         ).all()
         return sorted(
-            {(run_id, step_id) for run_id, step_id, status in rows if status == CallStatus.SENT}
+            {
+                Woken(run_id, step_id, parent)
+                for run_id, step_id, status, parent in rows
+                if status == CallStatus.SENT
+            }
         )
 
     def sent_calls(self, daemon: str | None = None) -> list[SentCall]:
@@ -388,7 +415,7 @@ class LedgerRepo:
             if sid is not None and directory
         ]
 
-    def fail_sent_at(self, daemon: str, now: datetime, error: str) -> list[tuple[str, str]]:
+    def fail_sent_at(self, daemon: str, now: datetime, error: str) -> list[Woken]:
         """Record every sent call of ``daemon`` failed (``DaemonLost``); their steps."""
         ended = self._end_sent(
             OpenCodeCall.daemon == daemon, CallStatus.FAILED, now, "DaemonLost", error
@@ -411,15 +438,15 @@ class LedgerRepo:
         now: datetime,
         error_name: str,
         error: str,
-    ) -> list[tuple[str, str]]:
-        """End the sent calls ``which`` selects with ``status``; (run_id, step_id) each."""
+    ) -> list[Woken]:
+        """End the sent calls ``which`` selects with ``status``; their steps."""
         rows = self.session.execute(
             update(OpenCodeCall)
             .where(which, OpenCodeCall.status == CallStatus.SENT.value)
             .values(status=status.value, finished_at=now, error_name=error_name, error=error)
-            .returning(OpenCodeCall.run_id, OpenCodeCall.step_id)
+            .returning(_CALLS.c.run_id, _CALLS.c.step_id, _STEP_TASK)
         ).all()
-        return [(run_id, step_id) for run_id, step_id in rows]
+        return [Woken(run_id, step_id, parent) for run_id, step_id, parent in rows]
 
     def sessions_in_doubt(self, run_id: str, step_id: str) -> list[tuple[str, str | None]]:
         """(session id, daemon) of the step's calls that may still be running at their

@@ -78,6 +78,7 @@ def _enter_statement() -> Select[tuple[int, int, str | None]]:
             lease_owner=owner,
             lease_expires_at=expires,
             app_version=version,
+            task_id=bindparam("task_id"),
         )
         .on_conflict_do_update(
             index_elements=[t.run_id, t.step_id],
@@ -88,6 +89,7 @@ def _enter_statement() -> Select[tuple[int, int, str | None]]:
                 "lease_expires_at": expires,
                 "app_version": version,
                 "parked_on": None,
+                "task_id": bindparam("task_id"),
             },
             where=(t.status == StepRunStatus.RUNNING.value)
             & (
@@ -175,6 +177,7 @@ _RESUME = (
         lease_expires_at=_lease_expiry(),
         app_version=bindparam("worker_version"),
         parked_on=None,
+        task_id=bindparam("task_id"),
     )
     .returning(_STEPS.c.fence, _STEPS.c.deliveries, _STEPS.c.app_version)
 )
@@ -217,8 +220,10 @@ class StepRunRepo:
         lease_s: float,
         app_version: str,
         parked: bool = False,
+        task_id: str | None = None,
     ) -> Entered | None:
         """Take the step's lease for this delivery, with a new fencing token.
+        ``task_id``: the delivery's Celery task (the parent of a wake-up it causes).
 
         Returns None while another delivery holds a live lease (only a lease left by
         the reconciler, or by a step parked on a sent call, may be taken early): two
@@ -232,6 +237,7 @@ class StepRunRepo:
             "lease": timedelta(seconds=lease_s),
             "owner": owner,
             "worker_version": app_version,
+            "task_id": task_id,
         }
         resume = {**params, "w_run_id": run_id, "w_step_id": step.value}
         del resume["run_id"], resume["step_id"]
