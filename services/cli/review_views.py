@@ -215,6 +215,8 @@ def plan_lines(revision: dict[str, Any] | None) -> list[str]:
         if isinstance(f, dict):
             change, path = one_line(f.get("change")), one_line(f.get("path"))
             lines.append(f"  file:     {change:<6} {path}")
+            if "from" in f:  # a rename takes its old path away: show which
+                lines.append(f"  from:     {one_line(f.get('from'))} (removed by the rename)")
     decision = revision.get("decision")
     if isinstance(decision, dict):
         lines.append(

@@ -54,6 +54,8 @@ def plan_card_lines(card: dict[str, Any]) -> list[str]:
         if isinstance(f, dict):
             change, path, why = f.get("change"), f.get("path"), f.get("why")
             lines.append(f"  file:   {one_line(change):<6} {one_line(path)}  ({one_line(why)})")
+            if "from" in f:  # a rename takes its old path away: the approver must see it
+                lines.append(f"  from:   {one_line(f.get('from'))} (removed by the rename)")
     lines.extend(f"  risk:   {one_line(r)}" for r in plan.get("risks") or [])
     lines.extend(f"  test:   {one_line(t)}" for t in plan.get("tests") or [])
     approval = card.get("approval")
