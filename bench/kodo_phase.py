@@ -2,8 +2,9 @@
 
 One run: ``POST /intents``, ``POST /intents/{id}/run`` (the clock starts when that
 request is sent), one ``GET /runs/{id}/events`` stream read until a terminal status;
-on ``waiting_input`` the plan is approved at once (auto-approval) while the stream
-stays open, so approve->done is timed from the approve request to the terminal event.
+on ``waiting_input`` the plan card is read (``GET /runs/{id}/plan``) and its digest
+approved at once (auto-approval) while the stream stays open, so approve->done is timed
+from the approve request to the terminal event.
 
 A well-behaved client: a request the API refuses with 503 or 429 and ``Retry-After``
 (busy, over a limit; nothing was done) is sent again after that wait, at most
@@ -133,12 +134,13 @@ class Driver:
         kind: str,
         json: Any = None,
         headers: dict[str, str] | None = None,
+        method: str = "POST",
     ) -> httpx.Response:
-        """POST, sent again after ``Retry-After`` while the API refuses it with 503 or 429
-        (each retry counted under ``kind``); the last answer otherwise."""
+        """POST (or ``method``), sent again after ``Retry-After`` while the API refuses it
+        with 503 or 429 (each retry counted under ``kind``); the last answer otherwise."""
         retries = 0
         while True:
-            reply = await http.post(url, json=json, headers=headers)
+            reply = await http.request(method, url, json=json, headers=headers)
             wait_s = retry_after_s(reply)
             if wait_s is None or retries == MAX_RETRIES:
                 return reply
@@ -168,14 +170,23 @@ class Driver:
             )
         return run_id, began
 
-    async def _approve_api(self, http: httpx.AsyncClient, run_id: str) -> None:
-        """Approve; a repeated identical decision is accepted, so a reset connection is retried."""
+    async def _approve_api(self, http: httpx.AsyncClient, timing: Timing) -> None:
+        """Read the plan card, as an approver does, then approve its digest (the clock of
+        approve->done starts at the approval); a repeated identical decision is accepted,
+        so a reset connection is retried."""
+        run_id = timing.run_id
+        card_url = f"/runs/{run_id}/plan"
+        card = await self.post(http, card_url, "GET /runs/<id>/plan", method="GET")
+        if card.status_code != 200:
+            raise RuntimeError(f"plan of {run_id}: {card.status_code} {card.text}")
+        body = {"approver": "bench", "planSha256": card.json()["planSha256"]}
         url, kind = f"/runs/{run_id}/approve-plan", "POST /runs/<id>/approve-plan"
+        timing.approved = time.perf_counter()
         try:
-            reply = await self.post(http, url, kind, json={"approver": "bench"})
+            reply = await self.post(http, url, kind, json=body)
         except httpx.TransportError:
             self.resets += 1
-            reply = await self.post(http, url, kind, json={"approver": "bench"})
+            reply = await self.post(http, url, kind, json=body)
         if reply.status_code != 200:
             raise RuntimeError(f"approve {run_id}: {reply.status_code} {reply.text}")
 
@@ -221,10 +232,10 @@ class Driver:
                 timing.status = event["status"]
                 if timing.status == "waiting_input" and timing.waiting is None:
                     timing.waiting = now
-                    timing.approved = time.perf_counter()
-                    if approver == "api":
-                        approval = asyncio.create_task(self._approve_api(http, timing.run_id))
+                    if approver == "api":  # the approval's own time is taken there
+                        approval = asyncio.create_task(self._approve_api(http, timing))
                     else:
+                        timing.approved = time.perf_counter()
                         approval = asyncio.create_task(
                             asyncio.to_thread(self._approve_silently, timing.run_id)
                         )

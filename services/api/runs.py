@@ -22,6 +22,7 @@ from .responses import (
     StartedSchema,
 )
 from .schemas import (
+    ApprovalSchema,
     BudgetIn,
     BudgetSchema,
     ChangesIn,
@@ -68,15 +69,16 @@ def read_run(run_id: str) -> reads.RunView:
 
 
 @routes.route("/runs/<kid:run_id>/approve-plan", "POST")
-@routes.arguments(DecisionSchema())
+@routes.arguments(ApprovalSchema())
 @routes.response(200, ApprovedSchema())
 @routes.errors(400, 404, 409, 415)
 def approve_plan(body: DecisionIn, run_id: str) -> PlanApproval:
     """Record the approval and, in the same transaction, move the run to ``applying``;
     ApplyPatchST is sent after commit (a message Redis lost is re-sent by the reconciler;
-    the beat watcher dispatches approvals recorded without this). 409 unless the run
-    waits for approval, or if ``planSha256`` is not the current plan's; 403 if the
-    approver submitted the run (unless the operator set ``KODO_ALLOW_SELF_APPROVAL=1``).
+    the beat watcher dispatches approvals recorded without this). ``planSha256`` is
+    required: the digest of the plan card the approver read (400 without it). 409 unless
+    the run waits for approval, or if ``planSha256`` is not the current plan's; 403 if
+    the approver submitted the run (unless the operator set ``KODO_ALLOW_SELF_APPROVAL=1``).
     """
     ctx = api()
     with ctx.uow() as uow:

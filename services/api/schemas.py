@@ -239,6 +239,26 @@ class DecisionSchema(_Strict):
         )
 
 
+class ApprovalSchema(DecisionSchema):
+    """An approval names the plan it approves: the digest of the plan card the approver
+    read. Without it, whatever plan is current when the request lands would be approved,
+    a newer revision included, one nobody saw (a rejection needs no digest: refusing an
+    unseen plan is safe)."""
+
+    body_required = True
+
+    plan_sha256 = fields.String(
+        data_key="planSha256",
+        required=True,
+        validate=FullMatch(r"[0-9a-fA-F]{64}", error="must be 64 hex digits"),
+        error_messages={
+            "required": "approve the plan you read: give its planSha256 "
+            "(GET /runs/{{id}}/plan returns it with the plan card)",
+            "null": "approve the plan you read: give its planSha256",
+        },
+    )
+
+
 @dataclass(frozen=True)
 class ArtifactQuery:
     step: StepId | None

@@ -141,7 +141,8 @@ def next_steps(roots: list[str]) -> list[str]:
         f'  kodo intent submit --repo {repo} --goal "what to change"',
         "  kodo run watch --follow RUN_ID",
         "  kodo token create NAME --role approver      (an approver's token, printed once)",
-        "  kodo run approve RUN_ID --token TOKEN       (without --token: the local admin decides)",
+        "  kodo run approve RUN_ID --token TOKEN       (shows the plan, asks; without --token:"
+        " the local admin decides)",
         "  kodo run list --waiting                     (what waits for a decision)",
     ]
 

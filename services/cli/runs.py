@@ -7,6 +7,7 @@ accepted the request, 1 when it refused or could not be reached, 2 for usage err
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from services.cli.views import (
     cache_levels,
     calls_table,
     calls_total,
+    plan_card_lines,
     revisions_view,
     run_view,
 )
@@ -91,8 +93,8 @@ def submit(
         click.echo(f"run {visible(started['runId'])} {visible(started['status'])}")
         click.echo(f"next: kodo run watch {visible(started['runId'])}")
         click.echo(  # without --token the local admin token decides: the submitter's own
-            f"then: kodo run approve {visible(started['runId'])} --token APPROVER_TOKEN"
-            " (once its plan waits)"
+            "then: approve with the command kodo run watch prints once its plan waits"
+            " (it names the plan's digest)"
         )
     else:
         click.echo(f"next: kodo run start {visible(intent_id)}")
@@ -155,7 +157,8 @@ _comment = click.option("--comment", default=None, help="Recorded with the decis
 @click.option(
     "--plan-sha256",
     default=None,
-    help="Approve only this exact plan (default: the digest of the plan shown now).",
+    help="The digest of the plan card you read (kodo run watch prints it). Without it, on"
+    " a terminal, the card is shown and approved only if you confirm.",
 )
 @_approver
 @_comment
@@ -171,10 +174,13 @@ def approve_cmd(
     token: str | None,
     home: Path | None,
 ) -> None:
-    """Approve the run's plan. The digest is always sent, so a plan that changed is refused."""
+    """Approve the plan you read. Its digest is sent, so a plan that changed since (a newer
+    revision) is refused. Without --plan-sha256 the plan card is shown here and approved
+    only when you confirm it on a terminal; anywhere else the command refuses, since
+    nothing then shows a person what is approved."""
     with ApiClient.from_options(api_url, token, home) as api:
         if plan_sha256 is None:
-            plan_sha256 = str(api.get(f"/runs/{run_id}/plan")["planSha256"])
+            plan_sha256 = _confirmed_digest(api, run_id)
         body = {"planSha256": plan_sha256}
         if approver:
             body["approver"] = approver
@@ -187,6 +193,23 @@ def approve_cmd(
     who = visible(decided.get("approver"))
     click.echo(f"approved plan {visible(plan_sha256)} of run {visible(run_id)} as {who}")
     click.echo(f"next: kodo run watch {visible(run_id)}")
+
+
+def _confirmed_digest(api: ApiClient, run_id: str) -> str:
+    """The digest of the plan card shown to the person at this terminal, once they confirm
+    it; a ClickException (exit 1) without a terminal or without their yes."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise click.ClickException(
+            "approving needs the plan you read: pass --plan-sha256 DIGEST (kodo run watch"
+            " prints the command with it), or run this on a terminal to read and confirm it"
+        )
+    card = api.get(f"/runs/{run_id}/plan")
+    for line in plan_card_lines(card):
+        click.echo(line)
+    digest = str(card.get("planSha256"))
+    if not click.confirm(f"Approve this plan (sha256 {visible(digest)})?", default=False):
+        raise click.ClickException("not approved: nothing was sent")
+    return digest
 
 
 @run.command("reject")

@@ -201,13 +201,16 @@ def _follow_any(w: Watcher, on_change: Any, notes: list[str]) -> bool:
     return w.follow(poll_events(w.api, w.run_id), on_change)
 
 
-def approve_hint(run_id: str) -> list[str]:
-    """How to decide, naming the approver's token: without ``--token`` the CLI sends the
-    local admin token ``kodo up`` made, and the submitter would approve its own run."""
+def approve_hint(run_id: str, plan_sha256: object) -> list[str]:
+    """How to decide, naming the digest of the card just printed (so the approval is of
+    that plan, never of a newer revision) and the approver's token: without ``--token``
+    the CLI sends the local admin token ``kodo up`` made, and the submitter would approve
+    its own run."""
     shown = visible(run_id)
     return [
         "",
-        f"waiting for approval: kodo run approve {shown} --token APPROVER_TOKEN",
+        f"waiting for approval: kodo run approve {shown} --plan-sha256 {visible(plan_sha256)}"
+        " --token APPROVER_TOKEN",
         f"  (or: kodo run reject {shown} --token APPROVER_TOKEN;"
         " make one with: kodo token create NAME --role approver)",
     ]
@@ -239,7 +242,8 @@ def watch(
 
     def plan_waits(plan: dict[str, Any]) -> None:
         if not as_json:
-            console.print(Text("\n".join([*plan_card_lines(plan), *approve_hint(run_id)])))
+            hint = approve_hint(run_id, plan.get("planSha256"))
+            console.print(Text("\n".join([*plan_card_lines(plan), *hint])))
 
     with ApiClient.from_options(api_url, token, home) as api:
         w = Watcher(api, run_id, time.monotonic() + timeout_s, follow=follow, on_plan=plan_waits)
@@ -264,7 +268,7 @@ def watch(
             click.echo("")
             for line in plan_card_lines(w.plan):
                 click.echo(line)
-            for line in approve_hint(run_id):
+            for line in approve_hint(run_id, w.plan.get("planSha256")):
                 click.echo(line)
         return
     if status == "succeeded":

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pyte
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from devstack.kodo_procs import Stack
 from services.cli.views import plan_card_lines
+from shared.db.models import PlanApproval
 from tests.api_process.hostile import (
     FORGED_LINE,
     HOSTILE_PLAN,
@@ -52,6 +54,31 @@ def on_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, bytes]:
         if not chunk:
             break
         out += chunk
+    os.close(leader)
+    return proc.wait(timeout=60), bytes(out)
+
+
+def answering_on_terminal(
+    argv: list[str], env: dict[str, str], question: bytes, answer: bytes
+) -> tuple[int, bytes]:
+    """As :func:`on_terminal`, typing ``answer`` once ``question`` is on the screen."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", LINES, COLUMNS, 0, 0))
+    proc = subprocess.Popen(argv, env=env, stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    out = bytearray()
+    answered = False
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+        if not answered and question in out:
+            os.write(leader, answer)
+            answered = True
     os.close(leader)
     return proc.wait(timeout=60), bytes(out)
 
@@ -150,3 +177,32 @@ def test_an_api_error_quoting_agent_text_is_escaped(
 
     assert code == 1
     assert f"{TRUE_PATH}\\r\\x1b[2Kall good" in "\n".join(screen_of(output).display)
+
+
+@pytest.mark.parametrize("answer", [b"y\n", b"n\n"], ids=["confirmed", "declined"])
+def test_kodo_run_approve_without_a_digest_shows_the_card_and_approves_only_on_yes(
+    api_stack: Stack, reader_token: str, home: Path, db: Session, answer: bytes
+) -> None:
+    run = store_hostile_run(db)
+
+    code, output = answering_on_terminal(
+        [str(KODO), "run", "approve", run.id],
+        cli_env(api_stack, reader_token, home),
+        b"Approve this plan",
+        answer,
+    )
+
+    text = assert_shows_the_truth(screen_of(output))
+    assert f"Plan card (sha256 {run.plan_sha256})" in text, "the card it asks about"
+    assert f"Approve this plan (sha256 {run.plan_sha256})?" in text
+    db.expire_all()
+    approval = db.scalars(select(PlanApproval).where(PlanApproval.run_id == run.id)).first()
+    if answer == b"y\n":
+        assert code == 0, text
+        assert f"approved plan {run.plan_sha256}" in text
+        assert approval is not None
+        assert (approval.decision, approval.plan_sha256) == ("approved", run.plan_sha256)
+    else:
+        assert code == 1, text
+        assert "not approved: nothing was sent" in text
+        assert approval is None

@@ -122,7 +122,8 @@ def test_an_escalated_question_is_shown_answered_over_http_and_the_run_goes_on(
     assert waiting["nextAction"] == "await:answer"
     assert waiting["question"] == "Should the change also cover negative numbers?"
     alice = api.bearer("alice", "approver")
-    refused = api.http.post(f"/runs/{run_id}/approve-plan", json={}, headers=alice)
+    digest = {"planSha256": waiting["planSha256"]}
+    refused = api.http.post(f"/runs/{run_id}/approve-plan", json=digest, headers=alice)
     assert refused.status_code == 409, "a question waits for an answer, not an approval"
 
     answered = api.http.post(

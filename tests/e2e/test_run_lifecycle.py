@@ -125,7 +125,11 @@ def test_a_rejected_plan_ends_the_run_and_changes_nothing(
     assert run["finishedAt"] is not None
     assert [step for step, *_ in _ledger(engine, run_id)] == ["CompileST"]
     assert _branch_log(sample_repo, run_id) == []
-    late = api.http.post(f"/runs/{run_id}/approve-plan", headers=api.bearer("alice", "approver"))
+    late = api.http.post(
+        f"/runs/{run_id}/approve-plan",
+        json={"planSha256": run["planSha256"]},
+        headers=api.bearer("alice", "approver"),
+    )
     assert late.status_code == 409
 
 

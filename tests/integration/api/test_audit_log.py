@@ -63,7 +63,8 @@ def test_an_approval_names_the_approver_the_run_and_the_plan_digest(
     run = RunFactory(waiting_input=True)
     db.commit()
 
-    assert client.post(f"/runs/{run.id}/approve-plan").status_code == 200
+    approved = client.post(f"/runs/{run.id}/approve-plan", json={"planSha256": run.plan_sha256})
+    assert approved.status_code == 200
 
     (line,) = audit_lines(out)
     assert line["action"] == "plan.approve"

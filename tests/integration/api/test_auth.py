@@ -78,7 +78,8 @@ def test_a_submitter_may_not_decide_and_an_approver_may_not_submit(
     assert submitter.post(f"/runs/{run.id}/cancel").status_code == 403
     assert approver.post("/intents", json={"repo": "/x", "goal": "g"}).status_code == 403
     assert approver.post(f"/intents/{run.id}/run").status_code == 403
-    assert approver.post(f"/runs/{run.id}/approve-plan").status_code == 200
+    digest = {"planSha256": run.plan_sha256}
+    assert approver.post(f"/runs/{run.id}/approve-plan", json=digest).status_code == 200
 
 
 def test_the_approval_records_the_tokens_owner_and_refuses_an_impostor_name(
@@ -87,11 +88,10 @@ def test_the_approval_records_the_tokens_owner_and_refuses_an_impostor_name(
     run = RunFactory(waiting_input=True)
     db.commit()
     approver = _as(app, issue_token(sessions, "ava", Role.APPROVER))
-    impostor = approver.post(f"/runs/{run.id}/approve-plan", json={"approver": "the-cto"})
+    url, digest = f"/runs/{run.id}/approve-plan", run.plan_sha256
+    impostor = approver.post(url, json={"approver": "the-cto", "planSha256": digest})
     assert impostor.status_code == 403
-    assert (
-        approver.post(f"/runs/{run.id}/approve-plan", json={"approver": "ava"}).status_code == 200
-    )
+    assert approver.post(url, json={"approver": "ava", "planSha256": digest}).status_code == 200
     db.expire_all()
     row = db.execute(select(PlanApproval).where(PlanApproval.run_id == run.id)).scalar_one()
     assert row.approver == "ava"

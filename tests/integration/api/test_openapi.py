@@ -142,7 +142,9 @@ def test_errors_are_documented_in_kodos_error_shape(spec: dict[str, Any]) -> Non
     }
     assert create["requestBody"]["required"] is True
     approve = spec["paths"]["/runs/{run_id}/approve-plan"]["post"]
-    assert approve["requestBody"]["required"] is False
+    assert approve["requestBody"]["required"] is True, "an approval names the plan's digest"
+    reject = spec["paths"]["/runs/{run_id}/reject-plan"]["post"]
+    assert reject["requestBody"]["required"] is False
 
 
 def test_flask_smorest_does_not_replace_kodos_error_handler(client: FlaskClient) -> None:

@@ -37,7 +37,9 @@ def test_approving_a_waiting_plan_records_it_and_dispatches_apply_once(
     run = RunFactory(waiting_input=True)
     db.commit()
 
-    response = client.post(f"/runs/{run.id}/approve-plan", json={"approver": "ann"})
+    response = client.post(
+        f"/runs/{run.id}/approve-plan", json={"approver": "ann", "planSha256": run.plan_sha256}
+    )
 
     assert response.status_code == 200
     [row] = approvals(db, run.id)
@@ -57,21 +59,39 @@ def test_approving_a_waiting_plan_records_it_and_dispatches_apply_once(
     assert moved is not None
     assert moved.status == "applying"
     assert row.dispatched_at is not None
-    again = client.post(f"/runs/{run.id}/approve-plan")
+    again = client.post(f"/runs/{run.id}/approve-plan", json={"planSha256": run.plan_sha256})
     assert again.status_code == 200, "a repeated approval is accepted again"
     assert len(sent_tasks(broker)) == 1, "and dispatches nothing more"
 
 
-def test_an_approval_without_a_body_is_by_the_tokens_owner(
+def test_an_approval_naming_no_approver_is_by_the_tokens_owner(
     client: FlaskClient, db: Session
 ) -> None:
     run = RunFactory(waiting_input=True)
     db.commit()
 
-    response = client.post(f"/runs/{run.id}/approve-plan")
+    response = client.post(f"/runs/{run.id}/approve-plan", json={"planSha256": run.plan_sha256})
 
     assert response.status_code == 200
     assert response.get_json()["approver"] == "ann"
+
+
+@pytest.mark.parametrize("body", [{}, {"planSha256": None}], ids=["{}", "null"])
+def test_an_approval_that_names_no_plan_is_a_400_and_approves_nothing(
+    client: FlaskClient, db: Session, broker: Redis, body: dict[str, None] | None
+) -> None:
+    """Without the digest of the plan the approver read, whatever plan is current when
+    the request lands (a newer revision nobody saw) would be approved."""
+    run = RunFactory(waiting_input=True)
+    db.commit()
+
+    response = client.post(f"/runs/{run.id}/approve-plan", json=body)
+
+    assert response.status_code == 400, response.get_json()
+    assert "planSha256" in response.get_json()["error"]["details"]
+    assert client.post(f"/runs/{run.id}/approve-plan").status_code == 415, "no body at all"
+    assert approvals(db, run.id) == []
+    assert sent_tasks(broker) == []
 
 
 def test_approving_twice_is_accepted_twice_and_stored_once(
@@ -120,7 +140,7 @@ def test_approving_a_run_that_is_still_compiling_is_a_409(
     run = RunFactory()
     db.commit()
 
-    response = client.post(f"/runs/{run.id}/approve-plan", json={})
+    response = client.post(f"/runs/{run.id}/approve-plan", json={"planSha256": "a" * 64})
 
     assert response.status_code == 409
     assert approvals(db, run.id) == []
@@ -128,7 +148,7 @@ def test_approving_a_run_that_is_still_compiling_is_a_409(
 
 
 def test_approving_an_unknown_run_is_a_404(client: FlaskClient) -> None:
-    response = client.post("/runs/no-such-run/approve-plan", json={})
+    response = client.post("/runs/no-such-run/approve-plan", json={"planSha256": "a" * 64})
 
     assert response.status_code == 404
 
@@ -159,7 +179,7 @@ def test_approving_after_a_rejection_is_a_409(client: FlaskClient, db: Session) 
     db.commit()
     client.post(f"/runs/{run.id}/reject-plan")
 
-    response = client.post(f"/runs/{run.id}/approve-plan")
+    response = client.post(f"/runs/{run.id}/approve-plan", json={"planSha256": run.plan_sha256})
 
     assert response.status_code == 409
 
@@ -196,7 +216,9 @@ def test_an_approval_whose_send_fails_is_still_accepted_and_left_to_the_reconcil
     token = issue_token(sessions, "ann", Role.ADMIN)
     try:
         response = approver.post(
-            f"/runs/{run.id}/approve-plan", headers={"Authorization": f"Bearer {token}"}
+            f"/runs/{run.id}/approve-plan",
+            json={"planSha256": run.plan_sha256},
+            headers={"Authorization": f"Bearer {token}"},
         )
     finally:
         state_of(app).close()

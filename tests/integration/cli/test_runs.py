@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -32,10 +33,15 @@ def test_a_run_is_submitted_watched_to_its_plan_approved_and_watched_to_success(
     waiting = kodo("run", "watch", run_id, "--timeout", "60")
     assert waiting.exit_code == 0, waiting.output
     assert "Plan card (sha256 " in waiting.output
-    assert f"kodo run approve {run_id} --token APPROVER_TOKEN" in waiting.output
+    hint = re.search(rf"kodo run approve {run_id} --plan-sha256 ([0-9a-f]{{64}}) ", waiting.output)
+    assert hint is not None, waiting.output
+    assert f"Plan card (sha256 {hint.group(1)})" in waiting.output, "the card's own digest"
 
     alice = kodo.token("alice", "approver")
-    approved = kodo("run", "approve", run_id, "--token", alice, "--approver", "alice")
+    approved = kodo(
+        "run", "approve", run_id, "--plan-sha256", hint.group(1), "--token", alice,
+        "--approver", "alice",
+    )  # fmt: skip
     assert approved.exit_code == 0, approved.output
     assert "as alice" in approved.output
 
@@ -71,6 +77,21 @@ def test_a_rejected_plan_ends_the_run_and_watch_exits_1(kodo: Kodo) -> None:
     watched = kodo("run", "watch", run_id, "--timeout", "30")
     assert watched.exit_code == 1
     assert "ended rejected" in watched.output
+
+
+def test_approving_without_a_digest_off_a_terminal_is_refused_and_sends_nothing(
+    kodo: Kodo,
+) -> None:
+    """Nothing shows a script the plan it would approve: it must name the digest."""
+    run_id = submit(kodo, "no-digest")
+    assert kodo("run", "watch", run_id, "--timeout", "60").exit_code == 0
+
+    refused = kodo("run", "approve", run_id)
+
+    assert refused.exit_code == 1
+    assert "pass --plan-sha256 DIGEST" in refused.output
+    status = json.loads(kodo("run", "status", run_id, "--json").output)
+    assert status["status"] == "waiting_input", "no decision was sent"
 
 
 def test_approving_a_digest_that_is_not_the_plan_is_refused_with_exit_1(kodo: Kodo) -> None:

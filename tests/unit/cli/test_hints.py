@@ -5,17 +5,21 @@ from __future__ import annotations
 from services.cli.local import next_steps, repo_root_warning
 from services.cli.watch import approve_hint
 
+DIGEST = "ab" * 32
 
-def test_the_approve_hint_names_an_approvers_token_and_how_to_make_one() -> None:
-    hint = "\n".join(approve_hint("r1"))
 
-    assert "kodo run approve r1 --token APPROVER_TOKEN" in hint
+def test_the_approve_hint_names_the_digest_the_token_and_how_to_make_one() -> None:
+    hint = "\n".join(approve_hint("r1", DIGEST))
+
+    assert f"kodo run approve r1 --plan-sha256 {DIGEST} --token APPROVER_TOKEN" in hint
     assert "kodo run reject r1 --token APPROVER_TOKEN" in hint
     assert "kodo token create NAME --role approver" in hint
 
 
-def test_the_approve_hint_shows_a_hostile_run_id_escaped() -> None:
-    assert "kodo run approve r\\x1b[2J --token" in "\n".join(approve_hint("r\x1b[2J"))
+def test_the_approve_hint_shows_a_hostile_run_id_and_digest_escaped() -> None:
+    hint = "\n".join(approve_hint("r\x1b[2J", "d\x1b]0;x\x07"))
+
+    assert "kodo run approve r\\x1b[2J --plan-sha256 d\\x1b]0;x\\x07 --token" in hint
 
 
 def test_up_without_a_repository_root_warns_that_every_intent_is_refused() -> None:
