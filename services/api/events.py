@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -107,11 +108,14 @@ def frame(snapshot: Snapshot) -> str:
     return f"id: {snapshot['seq']}\nevent: run\ndata: {json.dumps(snapshot)}\n\n"
 
 
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
+
+
 def last_event_id(raw: str | None) -> int | None:
     """The ``Last-Event-ID`` a reconnecting client sent: a seq this stream gave out."""
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if _EVENT_ID.fullmatch(raw) is None:  # not isdigit(): "²" is a digit int() refuses
         raise InvalidInput(
             "Last-Event-ID must be the id of an event this stream sent (a number)",
             details={"Last-Event-ID": ["not an event id"]},

@@ -65,6 +65,11 @@ class FullMatch(Regexp):
         return value
 
 
+BUDGET_USD_MAX = 1e9
+BUDGET_TOKENS_MAX = 10**15
+"""The largest budgets a request may set (micro-dollars and tokens fit a bigint)."""
+
+
 @dataclass(frozen=True)
 class IntentIn:
     repo: str
@@ -99,7 +104,7 @@ class IntentSchema(_Strict):
         load_default=None,
         allow_none=True,
         allow_nan=False,
-        validate=Range(0, 1e9),
+        validate=Range(0, BUDGET_USD_MAX),
         metadata={"description": "what the run may spend, USD (default: KODO_BUDGET_USD)"},
     )
     budget_tokens = fields.Integer(
@@ -107,7 +112,7 @@ class IntentSchema(_Strict):
         load_default=None,
         allow_none=True,
         strict=True,
-        validate=Range(0, 10**15),
+        validate=Range(0, BUDGET_TOKENS_MAX),
         metadata={"description": "what the run may spend, tokens (default: KODO_BUDGET_TOKENS)"},
     )
 
@@ -130,14 +135,14 @@ class BudgetSchema(_Strict):
         load_default=None,
         allow_none=True,
         allow_nan=False,
-        validate=Range(0, 1e9),
+        validate=Range(0, BUDGET_USD_MAX),
     )
     budget_tokens = fields.Integer(
         data_key="budgetTokens",
         load_default=None,
         allow_none=True,
         strict=True,
-        validate=Range(0, 10**15),
+        validate=Range(0, BUDGET_TOKENS_MAX),
     )
 
     @post_load

@@ -50,6 +50,7 @@ from shared.service.ui_sessions import sign_in, sign_out
 from . import reads, run_review
 from .auth import CSRF_FIELD, SESSION_COOKIE, current_principal, current_session
 from .openapi import Routes
+from .schemas import BUDGET_TOKENS_MAX, BUDGET_USD_MAX
 from .state import api
 
 routes = Routes("ui", __name__, description="Server-rendered approval pages (HTML)")
@@ -146,8 +147,15 @@ forms_bp = Blueprint("ui_forms", __name__)
 
 
 def _safe_next(raw: str | None) -> str:
-    """Only same-site UI paths: never an open redirect."""
-    ok = raw and raw.startswith("/ui/") and "//" not in raw and "\\" not in raw
+    """Only same-site UI paths: never an open redirect, never a control character (a CR
+    or LF could not be sent in the Location header: the sign-in would end in a 500)."""
+    ok = (
+        raw
+        and raw.startswith("/ui/")
+        and "//" not in raw
+        and "\\" not in raw
+        and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in raw)
+    )
     return raw if ok and raw is not None else "/ui/runs"
 
 
@@ -293,8 +301,8 @@ def budget_form(run_id: str) -> BaseResponse:
     ctx = api()
     settings = ctx.settings
     try:
-        usd = _amount(request.form.get("budget_usd"), "budget_usd", float)
-        tokens = _amount(request.form.get("budget_tokens"), "budget_tokens", int)
+        usd = _amount(request.form.get("budget_usd"), "budget_usd", float, BUDGET_USD_MAX)
+        tokens = _amount(request.form.get("budget_tokens"), "budget_tokens", int, BUDGET_TOKENS_MAX)
         if usd is None and tokens is None:
             raise InvalidInput("name a new USD budget, a new token budget or both")
         with ctx.uow() as uow:
@@ -313,16 +321,21 @@ def budget_form(run_id: str) -> BaseResponse:
     return redirect(f"/ui/runs/{run_id}", code=303)
 
 
-def _amount(raw: str | None, name: str, kind: type[int] | type[float]) -> int | float | None:
-    """A form's number (empty: not given); anything else is a 400 naming the field."""
+def _amount(
+    raw: str | None, name: str, kind: type[int] | type[float], most: float
+) -> int | float | None:
+    """A form's number (empty: not given); anything else is a 400 naming the field. The
+    range is the JSON API's (a larger amount would overflow the database's column)."""
     if raw is None or not raw.strip():
         return None
     try:
         value = kind(raw.strip())
     except ValueError as exc:
         raise InvalidInput(f"{name} must be a number", details={name: ["not a number"]}) from exc
-    if not 0 <= value <= 1e15:  # NaN fails this too
-        raise InvalidInput(f"{name} must be 0 or more", details={name: ["out of range"]})
+    if not 0 <= value <= most:  # NaN fails this too
+        raise InvalidInput(
+            f"{name} must be between 0 and {most:g}", details={name: ["out of range"]}
+        )
     return value
 
 
