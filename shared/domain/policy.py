@@ -166,11 +166,22 @@ def strictest(a: Policy, b: Policy) -> Policy:
 
 
 def forbidden(path: str, patterns: tuple[str, ...]) -> str | None:
-    """The first pattern that forbids ``path`` (``*`` crosses directories), if any."""
+    """The first pattern that forbids ``path`` (``*`` crosses directories), if any.
+
+    Matched without case and in one Unicode normal form: on a case-folding filesystem
+    (macOS, Windows) ``.ENV`` is the ``.env`` a dotenv loader opens, and macOS stores
+    names decomposed, so a pattern must not be dodged by spelling. Forbidding more on a
+    case-sensitive filesystem is the safe side.
+    """
+    folded = _fold(path)
     for pattern in patterns:
-        if fnmatch.fnmatchcase(path, pattern):
+        if fnmatch.fnmatchcase(folded, _fold(pattern)):
             return pattern
     return None
+
+
+def _fold(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})

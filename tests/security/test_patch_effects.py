@@ -107,6 +107,11 @@ ATTACKS: dict[str, Callable[[Hostile], Outcome]] = {
         attacks.plan((".github//workflows/ci.yml", "add")),
         attacks.add_file(WORKFLOW, "on: push\n"),
     ),
+    "case-folded-env": _attack(
+        "case-folded-env",
+        attacks.plan((".ENV", "add")),
+        attacks.add_file(".ENV", "DEBUG=1\nSECRET_KEY=attacker-chosen\n"),
+    ),
     "symlink-out": lambda s: _attack(
         "symlink-out",
         attacks.plan(("link", "add")),
@@ -217,6 +222,16 @@ def test_an_unnormalised_plan_path_does_not_dodge_the_forbidden_pattern(
     outcome = launched.outcome("unnormalised-plan-path")
     assert_fails_closed(outcome, "forbidden_path", "confinement")
     _no_path(hostile, outcome, "unnormalised-plan-path", ".github")
+
+
+def test_a_forbidden_path_spelled_in_another_case_is_still_forbidden(
+    hostile: Hostile, launched: Campaign
+) -> None:
+    """On a case-folding checkout (macOS, Windows) ``.ENV`` is the ``.env`` a dotenv
+    loader opens."""
+    outcome = launched.outcome("case-folded-env")
+    assert_fails_closed(outcome, "forbidden_path")
+    _no_path(hostile, outcome, "case-folded-env", ".ENV")
 
 
 def test_a_committed_symlink_pointing_outside_the_worktree_is_refused(
