@@ -71,7 +71,9 @@ def test_every_plan_card_names_the_file_a_rename_removes(hostile: Hostile) -> No
         watched.stdout + watched.stderr
     )
     assert shown.returncode == 0, shown.stderr
-    assert f"  from:     {SOURCE} (removed by the rename)" in shown.stdout.splitlines(), shown.stdout
+    assert f"  from:     {SOURCE} (removed by the rename)" in shown.stdout.splitlines(), (
+        shown.stdout
+    )
 
     reply = hostile.approve(run_id)
     assert reply.status_code == 200, reply.text
