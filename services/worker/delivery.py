@@ -24,6 +24,7 @@ from shared.service.delivery import (
     due_cleanups,
     due_deliveries,
     record_cleanup,
+    record_cleanup_failure,
     record_delivery,
 )
 
@@ -87,8 +88,14 @@ def clean(rt: Runtime) -> list[str]:
     for item in due:
         try:
             branch_removed = _remove(rt, item)
-        except GitError as exc:
-            log.warning("cleanup.failed", run_id=item.run_id, error=str(exc))
+        except Exception as exc:  # one run's leftovers must not stop any other's cleanup
+            if isinstance(exc, GitError):
+                log.warning("cleanup.failed", run_id=item.run_id, error=str(exc))
+            else:
+                log.exception("cleanup.crashed", run_id=item.run_id)
+            with unit_of_work(rt.sessions) as s:
+                error = f"{type(exc).__name__}: {exc}"
+                record_cleanup_failure(s, item.run_id, now=rt.clock.now(), error=error)
             continue
         with unit_of_work(rt.sessions) as s:
             record_cleanup(s, item.run_id, branch_removed=branch_removed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -131,14 +131,14 @@ def head_trailer(worktree: Path, key: str) -> str | None:
 def reset_worktree(worktree: Path) -> None:
     """Drop everything HEAD does not hold: an agent's edits, its new files, ignored ones too.
 
-    One ``git status`` in the usual, clean case; reset and clean only when needed. Never
-    called while a call may still be editing the worktree (see ApplyPatchST).
+    Always a reset and a clean, never a ``git status`` first: a command can leave
+    hundreds of thousands of long names, and reading them all into the worker to learn
+    that something changed cost it hundreds of MB. Never called while a call may still
+    be editing the worktree (see ApplyPatchST).
     """
     remove_special_files(worktree)  # a FIFO or socket: git would neither see nor clean it
-    status = git(worktree, "status", "--porcelain", "--untracked-files=all", "--ignored")
-    if status.strip():
-        git(worktree, "reset", "-q", "--hard", "HEAD")
-        git(worktree, "clean", "-ffdqx")  # -ff: nested repositories too
+    git(worktree, "reset", "-q", "--hard", "HEAD")
+    git(worktree, "clean", "-ffdqx")  # -ff: nested repositories too
 
 
 def stage_edits(worktree: Path) -> list[IndexChange]:
@@ -230,4 +230,18 @@ def remove_worktree_dir(path: Path, workspaces: Path) -> None:
         return
     if not path.resolve().is_relative_to(workspaces.resolve()):
         raise GitError(f"refusing to remove {path}: it is not under {workspaces}")
-    shutil.rmtree(path)
+    # rm, not shutil.rmtree: a command can leave a tree thousands of folders deep (rmtree
+    # recurses, and raised RecursionError for every cleanup pass) or paths past PATH_MAX;
+    # rm -rf walks with openat and never follows a symlink.
+    done = subprocess.run(
+        [_RM, "-rf", "--one-file-system", "--", str(path)],
+        capture_output=True,
+        timeout=GIT_TIMEOUT_S,
+        check=False,
+    )
+    if done.returncode != 0:
+        said = done.stderr.decode(errors="replace").strip()[:500]
+        raise GitError(f"cannot remove {path}: {said}")
+
+
+_RM = "/bin/rm" if os.path.exists("/bin/rm") else "rm"

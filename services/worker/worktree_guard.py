@@ -18,6 +18,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import structlog
+
+log = structlog.get_logger("kodo.worktree")
+
 RULE = "worktree_gitdir"
 SPECIAL_RULE = "special_file"
 
@@ -61,11 +65,15 @@ def special_files_problem(worktree: Path) -> tuple[str, list[str]] | None:
 
 
 def remove_special_files(worktree: Path) -> None:
-    """Unlink every special entry :func:`special_files` finds (folders are git's to clean)."""
+    """Unlink every special entry :func:`special_files` finds (folders are git's to clean).
+    An entry kodo cannot even look at (a path past PATH_MAX) is left to ``git clean``."""
     for path in special_files(worktree):
         target = worktree / path
-        if not target.is_dir():
-            target.unlink(missing_ok=True)
+        try:
+            if not target.is_dir():
+                target.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("worktree.special_file_kept", path=_shown(path), error=str(exc)[:200])
 
 
 def worktree_gitdir_problem(worktree: Path, repo: Path) -> str | None:

@@ -177,6 +177,9 @@ class Run(Base):
     delivery_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     worktree_removed_at: Mapped[datetime | None]
     branch_removed_at: Mapped[datetime | None]
+    # Migration 0022: the last cleanup that failed, and why (retried after the others).
+    cleanup_failed_at: Mapped[datetime | None]
+    cleanup_error: Mapped[str | None] = mapped_column(Text)
 
 
 class StepRun(Base):

@@ -68,8 +68,14 @@ def record_delivery(s: Session, run_id: str, *, sha: str | None, error: str | No
     s.execute(update(Run).where(Run.id == run_id).values(**values))
 
 
+CLEANUP_RETRY_S = 600.0
+"""A cleanup that failed is tried again after this long, and after every other due one."""
+
+
 def due_cleanups(s: Session, *, now: datetime, grace_s: float, limit: int = 20) -> list[Cleanup]:
-    """Finished runs whose worktree outlived the grace period, oldest first."""
+    """Finished runs whose worktree outlived the grace period, oldest first; a run whose
+    cleanup failed waits CLEANUP_RETRY_S, then comes after those never tried (twenty
+    that always fail would otherwise starve every newer cleanup)."""
     rows = s.execute(
         select(Run.id, Run.status, Intent.repo_path, Run.worktree_path, Run.branch)
         .join(Intent, Intent.id == Run.intent_id)
@@ -78,15 +84,26 @@ def due_cleanups(s: Session, *, now: datetime, grace_s: float, limit: int = 20) 
             Run.finished_at < now - timedelta(seconds=grace_s),
             Run.worktree_removed_at.is_(None),
             Run.worktree_path.is_not(None),
+            Run.cleanup_failed_at.is_(None)
+            | (Run.cleanup_failed_at < now - timedelta(seconds=CLEANUP_RETRY_S)),
         )
-        .order_by(Run.finished_at)
+        .order_by(Run.cleanup_failed_at.asc().nulls_first(), Run.finished_at)
         .limit(limit)
     ).all()
     return [Cleanup(*row) for row in rows]
 
 
 def record_cleanup(s: Session, run_id: str, *, branch_removed: bool) -> None:
-    values: dict[str, object] = {"worktree_removed_at": func.now()}
+    values: dict[str, object] = {"worktree_removed_at": func.now(), "cleanup_error": None}
     if branch_removed:
         values["branch_removed_at"] = func.now()
     s.execute(update(Run).where(Run.id == run_id).values(**values))
+
+
+def record_cleanup_failure(s: Session, run_id: str, *, now: datetime, error: str) -> None:
+    """Why the run's worktree could not be removed; it is tried again later, after others."""
+    s.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(cleanup_failed_at=now, cleanup_error=error[:DELIVERY_ERROR_CHARS])
+    )

@@ -74,16 +74,36 @@ def forbid_nested_userns(child: int) -> None:
 
 
 def lend_tree(root: Path, uid: int, gid: int, *, keep: Sequence[Path] = ()) -> None:
-    """Give every entry under ``root`` (itself included) to uid:gid; never follow links."""
-    kept = {str(p) for p in keep}
-    if str(root) not in kept:
-        os.lchown(root, uid, gid)
-    for parent, dirs, files in os.walk(root, followlinks=False):
-        for name in (*dirs, *files):
-            path = os.path.join(parent, name)
-            if path not in kept:
-                with contextlib.suppress(FileNotFoundError):
-                    os.lchown(path, uid, gid)
+    """Give every entry under ``root`` (itself included) to uid:gid, except the entries
+    ``keep`` names; never follow links.
+
+    ``chown -R -P -h``, not a walk in the worker: the tree is what the last command left,
+    and a walk here recursed past Python's limit on a folder chain a few thousand deep,
+    failed on paths past PATH_MAX and held every name of a folder in memory at once.
+    Nothing runs in the worktree meanwhile (before the command starts, after it ended).
+    Raises SandboxUnavailable when the tree cannot be handed over.
+    """
+    kept = []
+    for path in keep:
+        with contextlib.suppress(FileNotFoundError):
+            st = os.lstat(path)
+            kept.append((path, st.st_uid, st.st_gid))
+    done = subprocess.run(
+        [_CHOWN, "-R", "-P", "-h", f"{uid}:{gid}", "--", str(root)],
+        capture_output=True,
+        timeout=LEND_TIMEOUT_S,
+        check=False,
+    )
+    for path, owner_uid, owner_gid in kept:
+        with contextlib.suppress(FileNotFoundError):
+            os.chown(path, owner_uid, owner_gid, follow_symlinks=False)
+    if done.returncode != 0:
+        said = done.stderr.decode(errors="replace").strip()[:500]
+        raise SandboxUnavailable(f"cannot hand the worktree to uid {uid}: {said}")
+
+
+_CHOWN = "/bin/chown" if os.path.exists("/bin/chown") else "chown"
+LEND_TIMEOUT_S = 120
 
 
 _probe_lock = threading.Lock()

@@ -25,6 +25,7 @@ import structlog
 from services.worker.git_ops import git, reset_worktree
 from services.worker.sandbox import (
     Finished,
+    SandboxUnavailable,
     limits_of,
     run_unsandboxed,
     sandbox_cgroup_warning,
@@ -183,6 +184,8 @@ def execute_step(ctx: StepContext) -> StepOutcome:
                 )
         except CgroupUnavailable as exc:
             return _cgroup_refusal(argv, str(exc))
+        except SandboxUnavailable as exc:  # e.g. the tree the command left cannot be taken back
+            return StepOutcome.failed(f"sandbox: {exc}", {"rule": "sandbox", "argv": argv})
     else:
         log.warning("sandbox.OFF", run_id=ctx.run_id, argv=argv, detail="running UNSANDBOXED")
         sandbox_note = {"mode": "off", "warning": "KODO_SANDBOX=off: ran UNSANDBOXED"}

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from services.worker.delivery import clean, deliver
 from services.worker.runtime import Runtime
@@ -17,9 +18,10 @@ from services.worker.steps.base import run_step
 from services.worker.steps.compile import compile_step
 from services.worker.steps.decide import decide_step
 from services.worker.steps.execute import execute_step
+from shared.db.models import Run
 from shared.domain.run_machine import StepId
 from shared.errors import Conflict
-from shared.service.delivery import MAX_DELIVERY_ATTEMPTS
+from shared.service.delivery import MAX_DELIVERY_ATTEMPTS, due_cleanups
 from shared.service.messages import InMemorySender
 from shared.service.runs import cancel_run, retry_run
 from tests.integration.worker.conftest import RuntimeFactory, approve, new_run, read_run, uow
@@ -159,3 +161,33 @@ def test_a_failed_run_whose_worktree_was_removed_cannot_resume(
     assert not tree.exists()
     with pytest.raises(Conflict, match="worktree was removed"), uow(rt, InMemorySender()) as work:
         retry_run(work, run_id, operator="ops", now=rt.clock.now(), lease_s=30)
+
+
+def test_a_cleanup_that_fails_is_recorded_and_never_holds_up_the_newer_ones(
+    make_rt: RuntimeFactory, repo: Path, tmp_path: Path
+) -> None:
+    """Twenty cleanups that always fail used to stay the oldest due, and the pass takes
+    twenty: no newer worktree was ever removed again."""
+    rt = make_rt(worktree_grace_s=0)
+    stuck = succeeded(rt, repo)
+    elsewhere = tmp_path / "not-a-workspace" / stuck
+    elsewhere.mkdir(parents=True)
+    with uow(rt, InMemorySender()) as work:
+        work.session.execute(
+            update(Run).where(Run.id == stuck).values(worktree_path=str(elsewhere))
+        )
+    newer = succeeded(rt, repo)
+
+    assert clean(rt) == [newer]
+
+    failed = read_run(rt, stuck)
+    assert failed.worktree_removed_at is None
+    assert failed.cleanup_failed_at is not None
+    assert "is not under" in (failed.cleanup_error or ""), "SQL says why the worktree stays"
+    assert elsewhere.is_dir(), "nothing outside the workspaces is touched"
+    latest = succeeded(rt, repo)
+    with rt.sessions() as s:
+        first = due_cleanups(s, now=rt.clock.now(), grace_s=0, limit=1)
+    assert [c.run_id for c in first] == [latest], "the failed one waits, and then goes last"
+    assert clean(rt) == [latest]
+    assert read_run(rt, stuck).cleanup_failed_at == failed.cleanup_failed_at, "not retried yet"
