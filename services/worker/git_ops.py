@@ -205,9 +205,72 @@ def _changes(worktree: Path, *spec: str) -> list[IndexChange]:
     raw = parse_raw(git(worktree, *_CHANGES, "--raw", *spec))
     counts = parse_numstat(git(worktree, *_CHANGES, "--numstat", *spec))
     return [
-        _with_link(worktree, change) if change.new_mode == SYMLINK else change
+        _with_link(worktree, change)
+        if change.new_mode == SYMLINK
+        else _text_counted(worktree, change)
         for change in with_counts(raw, counts)
     ]
+
+
+def _text_counted(worktree: Path, change: IndexChange) -> IndexChange:
+    """``change`` with its lines counted when git called a text file binary.
+
+    numstat says ``-`` for a binary file, and a repository's ``.gitattributes`` can call
+    any file binary (``big.py binary``): 5,000 lines of Python then counted as none
+    against a 2,000-line ``max_lines`` (``--text`` does not override the attribute in
+    git 2.39). A file git itself would see as text (no NUL in its first 8,000 bytes, git's
+    own test) counts its new lines, every one of them as added; a real binary file still
+    counts none.
+    """
+    if change.added is not None or change.status == "D" or change.new_mode not in REGULAR_MODES:
+        return change
+    blob = run_git(worktree, ["cat-file", "blob", change.new_blob], timeout_s=GIT_TIMEOUT_S)
+    if blob.returncode != 0:
+        raise GitError(f"git cat-file blob {change.new_blob}: {blob.stderr[:200]!r}")
+    content = blob.stdout
+    if b"\0" in content[:8000]:
+        return change
+    lines = content.count(b"\n") + (1 if content and not content.endswith(b"\n") else 0)
+    return replace(change, added=lines, removed=0)
+
+
+REGULAR_MODES = ("100644", "100755")
+UNFAITHFUL_RULE = "worktree_filter"
+
+
+def unfaithful_paths(worktree: Path, changes: list[IndexChange]) -> list[str]:
+    """The changed files whose bytes on disk are not the blob ``git add`` staged.
+
+    ``git add`` runs a file through the repository's ``.gitattributes`` (``ident``,
+    ``working-tree-encoding``, end-of-line conversion) and git 2.39 cannot be told to
+    ignore them. With ``*.py ident``, ``x = "$Id: ...hidden code... $"`` was staged as
+    ``$Id$``: the judged commit and ``patch.diff`` held one thing and the verification
+    command ran another, and ``git status`` called the worktree clean. So each file is
+    hashed as it is on disk (``--no-filters``) and must be the staged blob; the one
+    conversion allowed is CRLF to LF (a repository with ``eol=crlf`` checks out CRLF).
+    """
+    files = [c for c in changes if c.status != "D" and c.new_mode in REGULAR_MODES]
+    if not files:
+        return []
+    hashed = git(worktree, "hash-object", "--no-filters", "--", *(c.path for c in files))
+    off = []
+    for change, on_disk in zip(files, hashed.split(), strict=True):
+        if on_disk != change.new_blob and not _only_line_endings_differ(worktree, change):
+            off.append(change.path)
+    return off
+
+
+def _only_line_endings_differ(worktree: Path, change: IndexChange) -> bool:
+    staged = run_git(worktree, ["cat-file", "blob", change.new_blob], timeout_s=GIT_TIMEOUT_S)
+    if staged.returncode != 0:
+        return False
+    try:
+        fd = os.open(worktree / change.path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as on_disk:
+        data = on_disk.read(2 * len(staged.stdout) + 1)  # CRLF at most doubles it
+    return data.replace(b"\r\n", b"\n") == staged.stdout
 
 
 def _with_link(worktree: Path, change: IndexChange) -> IndexChange:

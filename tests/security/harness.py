@@ -57,6 +57,7 @@ KNOWN_RULES = (
     "max_lines",
     "exec_allowlist",
     "sandbox",
+    "worktree_filter",
 )
 """Rule names a fail-closed diagnostic uses (the defences agreed on these)."""
 

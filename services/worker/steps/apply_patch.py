@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.worker.git_ops import (
+    UNFAITHFUL_RULE,
     GitError,
     changes_since,
     commit_index,
@@ -44,6 +45,7 @@ from services.worker.git_ops import (
     reset_worktree,
     stage_edits,
     staged_patch,
+    unfaithful_paths,
 )
 from services.worker.steps.attempts import AttemptLoop
 from services.worker.steps.base import (
@@ -65,7 +67,7 @@ from shared.domain.change_check import (
     confinement_refusal,
 )
 from shared.domain.contracts import EDIT_REPORT_SCHEMA
-from shared.domain.policy import Policy
+from shared.domain.policy import Policy, Violation
 from shared.domain.prompts import apply_prompt, plan_brief
 from shared.domain.rounds import RepairRequest, RoundInputError, effective_input
 from shared.domain.run_machine import StepId
@@ -170,6 +172,15 @@ def _take_edits(
     report = check_changes(judged, plan, policy)
     if report.violations:
         return _Refused(report, judged)
+    unfaithful = unfaithful_paths(worktree, changes)
+    if unfaithful:
+        said = (
+            f"{', '.join(unfaithful)}: the bytes on disk are not what git staged (a"
+            " .gitattributes conversion such as ident or working-tree-encoding); the"
+            " command would run what nobody judged"
+        )
+        violation = Violation(UNFAITHFUL_RULE, said, tuple(unfaithful))
+        return _Refused(ChangeReport([violation], (), (), 0), judged)
     mismatch = files_mismatch(worktree, changes, list(result.answer["files"]))
     if mismatch is not None:
         return _Rejected(mismatch)

@@ -1,0 +1,69 @@
+"""A repository's .gitattributes cannot make the judged commit differ from what runs.
+
+``git add`` passes each file through the attributes (``ident`` collapses ``$Id: ...$``;
+``binary`` hides a file's lines from numstat), and git 2.39 cannot be told to ignore
+them. A hostile plan adds its own ``.gitattributes`` beside the files it changes:
+
+* ``*.py ident`` with ``x = "$Id: "; print(...) #$"``: the blob and ``patch.diff`` hold
+  ``$Id$`` while Python on disk runs the hidden statement. ApplyPatchST hashes every
+  changed file as it is on disk and refuses one that is not the staged blob
+  (``worktree_filter``);
+* ``big.py binary`` on a 5,000-line script: numstat said ``-`` and ``max_lines`` counted
+  nothing. Lines are now counted with ``--text``.
+
+(Found by a red-team pass.)
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.security import attacks
+from tests.security.harness import Hostile, assert_fails_closed
+
+pytestmark = pytest.mark.security
+
+
+@pytest.mark.parametrize(
+    "line",
+    ['x = "$Id: "; print("RAN-" + "HIDDEN") #$"', "# $Id: \rprint('RAN-' + 'HIDDEN') #$"],
+    ids=["no-cr", "lone-cr"],
+)
+def test_an_ident_attribute_cannot_hide_code_from_the_judged_commit(
+    hostile: Hostile, line: str
+) -> None:
+    name = f"ident-{'cr' if chr(13) in line else 'plain'}"
+    diff = attacks.add_file(".gitattributes", "*.py ident\n") + (
+        "diff --git a/check.py b/check.py\nnew file mode 100644\n--- /dev/null\n"
+        f"+++ b/check.py\n@@ -0,0 +1,2 @@\n+print('visible check')\n+{line}\n"
+    )
+    fixture = hostile.fixture(
+        name,
+        plan=attacks.plan((".gitattributes", "add"), ("check.py", "add")),
+        patch=attacks.patch(diff),
+        build=attacks.build("python3", "check.py"),
+    )
+
+    outcome = hostile.drive(hostile.repo(name), fixture)
+
+    assert_fails_closed(outcome, "worktree_filter")
+    assert "HIDDEN" not in outcome.command_output(), "nothing ran"
+    assert "check.py" in str(outcome.diagnostic())
+
+
+def test_a_binary_attribute_cannot_hide_a_files_lines_from_max_lines(hostile: Hostile) -> None:
+    body = "".join(f"x{i} = {i}\n" for i in range(5000)) + "print('RAN-' + 'UNCOUNTED')\n"
+    fixture = hostile.fixture(
+        "binary-lines",
+        plan=attacks.plan((".gitattributes", "add"), ("big.py", "add")),
+        patch=attacks.patch(
+            attacks.add_file(".gitattributes", "big.py binary\n"),
+            attacks.add_file("big.py", body),
+        ),
+        build=attacks.build("python3", "big.py"),
+    )
+
+    outcome = hostile.drive(hostile.repo("binary-lines"), fixture)
+
+    assert_fails_closed(outcome, "max_lines")
+    assert "UNCOUNTED" not in outcome.command_output()
