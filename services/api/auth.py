@@ -18,6 +18,7 @@ it ends its sessions' power at once.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from urllib.parse import quote
 
 from flask import Flask, Response, g, redirect, request
@@ -160,6 +161,25 @@ def current_principal() -> Principal:
     if not isinstance(found, Principal):  # pragma: no cover - _check runs first
         raise Unauthorized("not authenticated")
     return found
+
+
+def credential_still_live() -> Callable[[], bool]:
+    """A check, for a response that outlives its request (an event stream), that the
+    credential this request came with (its bearer token, or its web session) is still
+    live: revoking a token or ending a session ends its streams' power too. Each call is
+    one read; the stream makes it on its keepalive beat."""
+    token = _header_token()
+    session_id = None if token is not None else request.cookies.get(SESSION_COOKIE)
+    ctx = api()
+
+    def live() -> bool:
+        if token is not None:
+            with ctx.single_read() as conn:
+                return principal_for(conn, token) is not None
+        with ctx.sessions() as s:
+            return signed_in(s, session_id or "", now=ctx.clock.now()) is not None
+
+    return live
 
 
 def current_session() -> SignedIn | None:

@@ -22,11 +22,13 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request, stream_with_context
 from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,7 +37,7 @@ from shared.db.repos.runs import RunRepo
 from shared.domain.run_machine import RunStatus
 from shared.errors import InvalidInput, NotFound
 
-from .auth import current_principal
+from .auth import credential_still_live, current_principal
 from .errors import error_response
 from .state import api
 from .stream_slots import RETRY_AFTER_S, Slot, StreamSlots, TooManyStreams
@@ -158,6 +160,8 @@ def stream(
     keepalive_s: float,
     slot: Slot | None = None,
     resumed_from: int | None = None,
+    still_live: Callable[[], bool] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[str]:
     """The SSE body; the subscription and the stream's slot are released however it ends.
 
@@ -165,10 +169,13 @@ def stream(
     even if ``executing`` follows a millisecond later); the stream ends at a terminal
     status or one named in ``until``. A re-read the exhausted pool refused is owed: the
     next wake-up (at most ``OWED_READ_S`` later) reads the row, whatever it brings.
-    A client resuming at ``resumed_from`` is not sent the state it already has.
+    A client resuming at ``resumed_from`` is not sent the state it already has. The
+    stream ends, too, once ``still_live`` says its credential was revoked (asked at most
+    every ``keepalive_s``; a check the database cannot answer is made at the next one).
     """
     try:
         last = first
+        checked = clock()
         yield f"retry: {RETRY_MS}\n\n"
         if first["seq"] != resumed_from:
             yield frame(first)
@@ -181,6 +188,14 @@ def stream(
             if slot is not None:
                 slot.refresh()
             woke = sub.wait(min(keepalive_s, OWED_READ_S) if owed else keepalive_s)
+            if still_live is not None and clock() - checked >= keepalive_s:
+                try:
+                    if not still_live():
+                        yield 'event: error\ndata: {"error": "credential_revoked"}\n\n'
+                        return
+                    checked = clock()
+                except (PoolTimeout, OperationalError) as exc:
+                    log.warning("event stream credential check owed (%s)", exc)
             if not woke.changed:
                 yield ": keepalive\n\n"
             # A fast run can pass an ``until`` status between two reads: the payload proves it.
@@ -243,6 +258,7 @@ def run_events(run_id: str) -> ResponseReturnValue:
         if read_snapshot(sessions, run_id) is None:
             raise NotFound(f"run {run_id} not found")
         return Response(mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
+    still_live = credential_still_live()
     try:
         slot = slots_of(current_app).take(current_principal().name)
     except TooManyStreams as exc:
@@ -270,6 +286,7 @@ def run_events(run_id: str) -> ResponseReturnValue:
         KEEPALIVE_S,
         slot,
         resumed_from=resumed_from,
+        still_live=still_live,
     )
     return Response(
         stream_with_context(body),

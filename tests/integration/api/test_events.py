@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -22,6 +23,8 @@ from services.api import events
 from services.api.events import close_events, hub_of, stream
 from shared.db.events import RunEvent, RunEventHub, parse_payload
 from shared.db.models import Run
+from shared.service.tokens import revoke_token
+from shared.service.uow import UnitOfWork
 from tests.factories import RunFactory
 
 pytestmark = pytest.mark.integration
@@ -380,3 +383,28 @@ def test_a_last_event_id_this_stream_never_sent_is_a_400(
 
     assert response.status_code == 400
     assert response.get_json()["error"]["details"] == {"Last-Event-ID": ["not an event id"]}
+
+
+def test_revoking_the_token_ends_its_open_streams_within_a_keepalive(
+    client: FlaskClient,
+    db: Session,
+    sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Revoking a token ends its power at once for requests; a stream opened before is
+    told so and ended at its next keepalive beat, not left following the run."""
+    monkeypatch.setattr(events, "KEEPALIVE_S", 0.05)
+    run = RunFactory(waiting_input=True)
+    db.commit()
+    sse = open_stream(client, f"/runs/{run.id}/events")
+    sse.next_event()
+    assert sse.next_frame() == ": keepalive", "live while the token is"
+
+    with UnitOfWork(sessions) as uow:
+        revoke_token(uow, "ann", now=datetime.now(UTC))
+    frames = []
+    while not sse.ended():
+        frames.append(sse.next_frame())
+
+    assert frames[-1] == 'event: error\ndata: {"error": "credential_revoked"}', frames
+    assert set(frames[:-1]) <= {": keepalive"}, "nothing of the run after the revocation"
