@@ -109,7 +109,7 @@ class Hunk:
 class FileDiff:
     path: str
     old_path: str
-    change: str  # modified, added, deleted, renamed, binary
+    change: str  # modified, added, deleted, renamed, copied, binary
     added: int = 0
     removed: int = 0
     hunks: list[Hunk] = field(default_factory=list)
@@ -151,9 +151,18 @@ def _strip_prefix(raw: str, prefix: str) -> str:
 
 
 def _new_file(header: str) -> FileDiff:
+    """The file a ``diff --git`` header names. A name may itself hold `` b/``, so the
+    header alone is ambiguous: when both sides are one name (the usual case) that name
+    is taken; otherwise the ``---``/``+++`` or ``rename``/``copy`` lines that follow
+    decide (see :func:`_meta`)."""
     found = GIT_HEADER.match(header)
     if found is None:
         raise _Unparsed(f"a file header is not `diff --git a/... b/...`: {header[:80]!r}")
+    sides = header.removeprefix("diff --git ")
+    half = (len(sides) - 5) // 2  # "a/" + name + " b/" + name
+    name = sides[2 : 2 + half]
+    if len(sides) == 2 * half + 5 and sides == f"a/{name} b/{name}":
+        return FileDiff(path=name, old_path=name, change="modified")
     return FileDiff(path=found.group(2), old_path=found.group(1), change="modified")
 
 
@@ -163,8 +172,13 @@ def _meta(current: FileDiff, line: str) -> None:
         current.change = "added"
     elif line.startswith("deleted file mode"):
         current.change = "deleted"
-    elif line.startswith("rename to ") or line.startswith("rename from "):
-        current.change = "renamed"
+    elif line.startswith("rename from ") or line.startswith("copy from "):
+        # the old name, whole: the header's split at " b/" cannot tell where it ends
+        current.change = "renamed" if line.startswith("rename") else "copied"
+        current.old_path = line.split(" from ", 1)[1]
+    elif line.startswith("rename to ") or line.startswith("copy to "):
+        current.change = "renamed" if line.startswith("rename") else "copied"
+        current.path = line.split(" to ", 1)[1]
     elif line.startswith("Binary files"):
         current.change = "binary"
     elif line.startswith("--- ") and line != "--- /dev/null":

@@ -39,6 +39,17 @@ class FileStat:
     removed: int
 
 
+def _git_header_name(line: str) -> str:
+    """The new name a ``diff --git a/X b/Y`` header gives: X when both sides are one name
+    (a name may itself hold `` b/``); else a guess that ``rename to`` lines correct."""
+    sides = line.removeprefix("diff --git ")
+    half = (len(sides) - 5) // 2
+    name = sides[2 : 2 + half]
+    if len(sides) == 2 * half + 5 and sides == f"a/{name} b/{name}":
+        return name
+    return sides.split(" b/", 1)[1] if " b/" in sides else sides
+
+
 def diffstat(patch: str) -> list[FileStat]:
     """Lines added and removed per file of a unified diff (``diff --git`` or ``+++`` headers)."""
     stats: list[FileStat] = []
@@ -47,9 +58,12 @@ def diffstat(patch: str) -> list[FileStat]:
     for line in patch.split("\n"):
         header = None
         if line.startswith("diff --git "):
-            header = line.split(" b/", 1)[1] if " b/" in line else line[11:]
+            header = _git_header_name(line)
         elif line.startswith("+++ ") and path is None:
             header = line[4:].removeprefix("b/")
+        elif line.startswith(("rename to ", "copy to ")) and path is not None:
+            path = line.split(" to ", 1)[1]  # the whole new name (the header is ambiguous)
+            continue
         if header is not None:
             if path is not None:
                 stats.append(FileStat(path, added, removed))

@@ -155,3 +155,23 @@ def test_an_artifacts_round_is_read_from_its_name() -> None:
     assert round_of("command-output.r2.txt", "command-output.txt") == 2
     assert round_of("patch.rx.diff", "patch.diff") is None
     assert round_of("other.diff", "patch.diff") is None
+
+
+def test_a_name_holding_b_slash_is_read_from_the_rename_lines_not_split_in_the_header() -> None:
+    """`diff --git a/test_calc.py b/notes b/test_calc.py` splits two ways; the page said the
+    tests kept their name while git moved them to `notes b/test_calc.py`."""
+    pure_rename = (
+        "diff --git a/test_calc.py b/notes b/test_calc.py\nsimilarity index 100%\n"
+        "rename from test_calc.py\nrename to notes b/test_calc.py\n"
+        "diff --git a/x.py b/copy b/x.py\nsimilarity index 100%\n"
+        "copy from x.py\ncopy to copy b/x.py\n"
+        "diff --git a/run b/me.sh b/run b/me.sh\nold mode 100644\nnew mode 100755\n"
+    )
+
+    files = parse_patch(pure_rename).files
+
+    assert [(f.old_path, f.path, f.change) for f in files] == [
+        ("test_calc.py", "notes b/test_calc.py", "renamed"),
+        ("x.py", "copy b/x.py", "copied"),
+        ("run b/me.sh", "run b/me.sh", "modified"),
+    ]

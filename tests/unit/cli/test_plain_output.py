@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from rich.text import Text
 
-from services.cli.review_views import timeline_table
+from services.cli.review_views import FileStat, diffstat, timeline_table
 from services.cli.run_list import age, runs_table, truncated
 from services.cli.terminal import console, show
 from services.cli.views import run_view
@@ -104,3 +104,16 @@ def test_a_piped_table_has_no_trailing_blanks(capsys: pytest.CaptureFixture[str]
     assert len(lines) == 3
     assert all(line == line.rstrip() for line in lines)
     assert lines[2].endswith(" short")
+
+
+def test_the_diffstat_names_a_renamed_file_by_its_whole_new_name() -> None:
+    """A name may hold ` b/`: the header `a/t.py b/notes b/t.py` is ambiguous, and the
+    stat said the file kept its name while git moved it to `notes b/t.py`."""
+    patch = (
+        "diff --git a/t.py b/notes b/t.py\nsimilarity index 100%\n"
+        "rename from t.py\nrename to notes b/t.py\n"
+        "diff --git a/a b/c.py b/a b/c.py\n--- a/a b/c.py\n+++ b/a b/c.py\n"
+        "@@ -1 +1 @@\n-x\n+y\n"
+    )
+
+    assert diffstat(patch) == [FileStat("notes b/t.py", 0, 0), FileStat("a b/c.py", 1, 1)]
