@@ -1,0 +1,83 @@
+"""Path tricks in the agent's edits each fail closed, and nothing they aim at lands on the
+run's branch: trailing spaces and dots, renames onto the policy file, paths past
+PATH_MAX, and a `.GIT` folder (a red-team pass found these blocked; kept as a spec)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from devstack.sample_repo import FILES
+from tests.security import attacks
+from tests.security.harness import Campaign, Hostile, Outcome, assert_fails_closed, campaign
+
+pytestmark = pytest.mark.security
+README = FILES["README.md"]
+LONG = "/".join(["d" * 200] * 21) + "/x.txt"  # > PATH_MAX
+
+
+def _attack(name: str, plan: dict[str, object], diff: str) -> Callable[[Hostile], Outcome]:
+    def run(stack: Hostile) -> Outcome:
+        return stack.drive(
+            stack.repo(name), stack.fixture(name, plan=plan, patch=attacks.patch(diff))
+        )
+
+    return run
+
+
+def _rename(old: str, new: str) -> str:
+    return (
+        f"diff --git a/{old} b/{new}\nsimilarity index 100%\nrename from {old}\nrename to {new}\n"
+    )
+
+
+ATTACKS: dict[str, Callable[[Hostile], Outcome]] = {
+    "trailing-space": _attack(
+        "trailing-space",
+        attacks.plan(("README.md", "modify")),
+        attacks.add_file("README.md ", "shadow\n"),
+    ),
+    "trailing-dot": _attack(
+        "trailing-dot",
+        attacks.plan(("README.md", "modify")),
+        attacks.add_file("README.md.", "shadow\n"),
+    ),
+    "rename-onto-policy": _attack(
+        "rename-onto-policy",
+        attacks.plan(("README.md", "modify")),
+        _rename("README.md", ".kodo/policy.toml"),
+    ),
+    "planned-rename-onto-policy": _attack(
+        "planned-rename-onto-policy",
+        attacks.plan(("README.md", "delete"), (".kodo/policy.toml", "add")),
+        _rename("README.md", ".kodo/policy.toml"),
+    ),
+    "very-long-path": _attack(
+        "very-long-path", attacks.plan((LONG, "add")), attacks.add_file(LONG, "x\n")
+    ),
+    "dot-git-case": _attack(
+        "dot-git-case",
+        attacks.plan(("README.md", "modify")),
+        attacks.add_file(".GIT/config", "[core]\n\tfsmonitor = touch /tmp/x\n"),
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def launched(hostile: Hostile) -> Iterator[Campaign]:
+    with campaign(hostile, ATTACKS) as started:
+        yield started
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_path_tricks_fail_closed(hostile: Hostile, launched: Campaign, name: str) -> None:
+    outcome = launched.outcome(name)
+    files = hostile.branch_files(hostile.repos / name, outcome.run_id)
+    if name in ("very-long-path", "dot-git-case"):  # refused earlier: schema / git apply
+        assert outcome.status == "failed", outcome.describe()
+    else:
+        assert_fails_closed(
+            outcome, "outside_plan", "forbidden_path", "confinement", "max_files", "max_lines"
+        )
+    assert not any(p.startswith((".kodo", ".GIT")) or p.endswith((" ", ".")) for p in files)
