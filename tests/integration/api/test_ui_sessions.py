@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
+from services.api import events
 from services.api.app import create_app
 from services.api.state import state_of
 from shared.clock import FixedClock
@@ -469,3 +470,27 @@ def test_a_signed_in_approver_answers_the_agents_question_from_the_page(
         "answered_by": "ava",
         "exchanges": [{"question": "Cover <negatives>?", "answer": "No."}],
     }
+
+
+def test_signing_out_ends_the_sessions_open_event_stream(
+    app: Flask, sessions: sessionmaker[Session], db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run page follows its run with the session's cookie; signing out (or revoking
+    the token) ends that stream at its next keepalive, not when the run ends."""
+    monkeypatch.setattr(events, "KEEPALIVE_S", 0.05)
+    run = RunFactory(waiting_input=True)
+    db.commit()
+    browser = signed_in(app, issue_token(sessions, "ava", Role.APPROVER))
+    page = browser.get("/ui/runs")
+    streamed = browser.get(f"/runs/{run.id}/events", buffered=False)
+    assert streamed.status_code == 200
+    chunks = streamed.iter_encoded()
+    seen = ""
+    while "event: run" not in seen:
+        seen += next(chunks).decode()
+
+    browser.post("/ui/logout", data={"csrf_token": csrf_in(page)})
+    rest = "".join(chunk.decode() for chunk in chunks)  # to the stream's end
+
+    assert rest.endswith('event: error\ndata: {"error": "credential_revoked"}\n\n'), rest
+    assert "event: run" not in rest
