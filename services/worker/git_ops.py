@@ -207,9 +207,37 @@ def _changes(worktree: Path, *spec: str) -> list[IndexChange]:
     return [
         _with_link(worktree, change)
         if change.new_mode == SYMLINK
-        else _text_counted(worktree, change)
+        else _withlone_carriage_returns(worktree, _text_counted(worktree, change))
         for change in with_counts(raw, counts)
     ]
+
+
+def _withlone_carriage_returns(worktree: Path, change: IndexChange) -> IndexChange:
+    """``change`` with each carriage return that no line feed follows counted as a line.
+
+    git counts lines by LF alone, but a lone CR ends a line for Python (and for other
+    readers): 5,000 statements joined by CRs were one line against ``max_lines``. Read
+    from the file on disk, which ApplyPatchST holds to be the staged blob.
+    """
+    if change.added is None or change.status == "D" or change.new_mode not in REGULAR_MODES:
+        return change
+    lone = lone_carriage_returns(worktree / change.path)
+    return replace(change, added=change.added + lone) if lone else change
+
+
+def lone_carriage_returns(path: Path) -> int:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return 0
+    count, ended_with_cr = 0, False
+    with os.fdopen(fd, "rb") as on_disk:
+        while chunk := on_disk.read(1 << 20):
+            if ended_with_cr and chunk.startswith(b"\n"):
+                count -= 1  # the last chunk's CR was a CRLF's
+            count += chunk.count(b"\r") - chunk.count(b"\r\n")
+            ended_with_cr = chunk.endswith(b"\r")
+    return count
 
 
 def _text_counted(worktree: Path, change: IndexChange) -> IndexChange:
