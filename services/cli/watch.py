@@ -243,7 +243,9 @@ def watch(
     def plan_waits(plan: dict[str, Any]) -> None:
         if not as_json:
             hint = approve_hint(run_id, plan.get("planSha256"))
-            console.print(Text("\n".join([*plan_card_lines(plan), *hint])))
+            # soft_wrap: a line wider than the terminal is not broken, so the approve
+            # command (with its 64-digit digest) is still one command when copied
+            console.print(Text("\n".join([*plan_card_lines(plan), *hint])), soft_wrap=True)
 
     with ApiClient.from_options(api_url, token, home) as api:
         w = Watcher(api, run_id, time.monotonic() + timeout_s, follow=follow, on_plan=plan_waits)

@@ -137,7 +137,9 @@ def test_watch_follow_goes_through_the_approval_to_the_end_with_a_live_elapsed_t
 
     assert followed.code == 0, text
     assert f"Plan card (sha256 {followed.plan_sha256})" in text
-    assert f"kodo run approve {run_id} --token APPROVER_TOKEN" in text
+    approve = f"kodo run approve {run_id} --plan-sha256 {followed.plan_sha256} --token"
+    # wider than the screen: drawn as one line (soft-wrapped), so a copy is one command
+    assert approve.encode() in followed.output, "the command names the digest of the card"
     assert f"run {run_id} succeeded" in text, "the same watch saw the run to its end"
     rows = [line.split()[:3] for line in text.splitlines()]
     for step in ("CompileST", "ApplyPatchST", "DecideST", "ExecuteST"):
