@@ -258,7 +258,7 @@ def run_events(run_id: str) -> ResponseReturnValue:
         if read_snapshot(sessions, run_id) is None:
             raise NotFound(f"run {run_id} not found")
         return Response(mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
-    still_live = credential_still_live()
+    still_live = credential_still_live(ttl_s=KEEPALIVE_S)
     try:
         slot = slots_of(current_app).take(current_principal().name)
     except TooManyStreams as exc:

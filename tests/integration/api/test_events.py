@@ -14,18 +14,21 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import update
+from sqlalchemy import Engine, update
+from sqlalchemy.event import listen, remove
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
 from services.api import events
+from services.api.auth import credential_still_live
 from services.api.events import close_events, hub_of, stream
 from shared.db.events import RunEvent, RunEventHub, parse_payload
 from shared.db.models import Run
-from shared.service.tokens import revoke_token
+from shared.service.tokens import Role, revoke_token
 from shared.service.uow import UnitOfWork
 from tests.factories import RunFactory
+from tests.integration.api.conftest import issue_token
 
 pytestmark = pytest.mark.integration
 
@@ -408,3 +411,28 @@ def test_revoking_the_token_ends_its_open_streams_within_a_keepalive(
 
     assert frames[-1] == 'event: error\ndata: {"error": "credential_revoked"}', frames
     assert set(frames[:-1]) <= {": keepalive"}, "nothing of the run after the revocation"
+
+
+def test_streams_of_one_token_share_its_liveness_check_for_a_beat(
+    app: Flask, sessions: sessionmaker[Session]
+) -> None:
+    """A thousand watchers of one token cost one read per keepalive, not a thousand."""
+    token = issue_token(sessions, "watch-many", Role.APPROVER)
+    reads: list[str] = []
+
+    def seen(_c: object, _cur: object, statement: str, *_rest: object) -> None:
+        if "api_tokens" in statement:
+            reads.append(statement)
+
+    headers = {"Authorization": f"Bearer {token}"}
+    with app.test_request_context("/runs/x/events", headers=headers):
+        checks = [credential_still_live(ttl_s=60) for _ in range(50)]
+    listen(Engine, "before_cursor_execute", seen)
+    try:
+        with app.app_context():
+            answers = [check() for check in checks]
+    finally:
+        remove(Engine, "before_cursor_execute", seen)
+
+    assert answers == [True] * 50
+    assert len(reads) == 1
