@@ -22,6 +22,7 @@ from pygments.lexers import get_lexer_for_filename  # type: ignore[import-untype
 from pygments.token import STANDARD_TYPES, Token  # type: ignore[import-untyped]
 from pygments.util import ClassNotFound  # type: ignore[import-untyped]
 
+from shared.domain.diff_names import same_name_sides
 from shared.domain.display import visible
 
 LineKind = Literal["add", "del", "ctx", "note"]
@@ -158,10 +159,8 @@ def _new_file(header: str) -> FileDiff:
     found = GIT_HEADER.match(header)
     if found is None:
         raise _Unparsed(f"a file header is not `diff --git a/... b/...`: {header[:80]!r}")
-    sides = header.removeprefix("diff --git ")
-    half = (len(sides) - 5) // 2  # "a/" + name + " b/" + name
-    name = sides[2 : 2 + half]
-    if len(sides) == 2 * half + 5 and sides == f"a/{name} b/{name}":
+    name = same_name_sides(header)
+    if name is not None:
         return FileDiff(path=name, old_path=name, change="modified")
     return FileDiff(path=found.group(2), old_path=found.group(1), change="modified")
 

@@ -19,6 +19,7 @@ from rich.text import Text
 
 from services.cli.run_list import usd
 from services.cli.views import budget_line, cell, one_line, step_states
+from shared.domain.diff_names import same_name_sides
 from shared.domain.display import visible
 
 
@@ -42,11 +43,10 @@ class FileStat:
 def _git_header_name(line: str) -> str:
     """The new name a ``diff --git a/X b/Y`` header gives: X when both sides are one name
     (a name may itself hold `` b/``); else a guess that ``rename to`` lines correct."""
-    sides = line.removeprefix("diff --git ")
-    half = (len(sides) - 5) // 2
-    name = sides[2 : 2 + half]
-    if len(sides) == 2 * half + 5 and sides == f"a/{name} b/{name}":
+    name = same_name_sides(line)
+    if name is not None:
         return name
+    sides = line.removeprefix("diff --git ")
     return sides.split(" b/", 1)[1] if " b/" in sides else sides
 
 
