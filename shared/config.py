@@ -52,6 +52,7 @@ DEFAULTS: dict[str, str] = {
     "KODO_EXEC_NPROC": "256",
     "KODO_EXEC_FSIZE_BYTES": str(256 << 20),
     "KODO_EXEC_TMP_BYTES": str(256 << 20),
+    "KODO_EXEC_WORKTREE_BYTES": str(1 << 30),
     "KODO_SCHEMA_RETRIES": "3",
     # Plans a run may have: the first and each revision an approver asks for.
     "KODO_MAX_REVISIONS": "5",
@@ -265,6 +266,7 @@ class Settings:
     exec_nproc: int = int(DEFAULTS["KODO_EXEC_NPROC"])
     exec_fsize_bytes: int = int(DEFAULTS["KODO_EXEC_FSIZE_BYTES"])
     exec_tmp_bytes: int = int(DEFAULTS["KODO_EXEC_TMP_BYTES"])
+    exec_worktree_bytes: int = int(DEFAULTS["KODO_EXEC_WORKTREE_BYTES"])
     schema_retries: int = int(DEFAULTS["KODO_SCHEMA_RETRIES"])
     max_revisions: int = int(DEFAULTS["KODO_MAX_REVISIONS"])
     max_repairs: int = int(DEFAULTS["KODO_MAX_REPAIRS"])
@@ -359,6 +361,7 @@ class Settings:
             exec_nproc=_int(env, "KODO_EXEC_NPROC"),
             exec_fsize_bytes=_int(env, "KODO_EXEC_FSIZE_BYTES"),
             exec_tmp_bytes=_int(env, "KODO_EXEC_TMP_BYTES"),
+            exec_worktree_bytes=_int(env, "KODO_EXEC_WORKTREE_BYTES"),
             schema_retries=_int(env, "KODO_SCHEMA_RETRIES"),
             max_revisions=_int(env, "KODO_MAX_REVISIONS"),
             max_repairs=_int(env, "KODO_MAX_REPAIRS"),
@@ -483,6 +486,7 @@ class Settings:
             ("KODO_EXEC_NPROC", self.exec_nproc),
             ("KODO_EXEC_FSIZE_BYTES", self.exec_fsize_bytes),
             ("KODO_EXEC_TMP_BYTES", self.exec_tmp_bytes),
+            ("KODO_EXEC_WORKTREE_BYTES", self.exec_worktree_bytes),
         ):
             if limit <= 0:
                 raise ConfigError(f"{name} must be positive")

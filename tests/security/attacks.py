@@ -276,6 +276,29 @@ for _ in range(CFG["forks"]):
 print("FORKED", forked, flush=True)
 """
 
+FILL_WORKTREE = """
+import errno
+block = b"x" * (1 << 20)
+written = 0
+try:
+    for i in range(CFG["megabytes"]):
+        with open(f"fill-{i}.bin", "wb") as f:
+            f.write(block)
+        written += 1
+except OSError as exc:
+    print("FILL-STOPPED", errno.errorcode.get(exc.errno, exc.errno), flush=True)
+print("FILLED-MB", written, flush=True)
+made = 0
+try:
+    os.makedirs("deep", exist_ok=True)
+    for i in range(CFG["files"]):
+        open(f"deep/{i}", "w").close()
+        made += 1
+except OSError as exc:
+    print("FILES-STOPPED", errno.errorcode.get(exc.errno, exc.errno), flush=True)
+print("MADE-FILES", made, flush=True)
+"""
+
 NEVER_ENDS = """
 import time
 subprocess.Popen(["python3", "-c", "import time; time.sleep(45)", CFG["marker"]])

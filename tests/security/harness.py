@@ -46,6 +46,8 @@ from devstack.supervisor import Child
 from shared.db.engine import make_engine
 from tests.security import attacks
 
+WORKTREE_BYTES = 64 << 20
+"""What a command may write to its worktree here (small, so the fill attack is quick)."""
 TERMINAL = frozenset({"succeeded", "failed", "rejected", "cancelled"})
 KNOWN_RULES = (
     "outside_plan",
@@ -202,6 +204,7 @@ class Hostile:
             "OC_TIMEOUT_MS": "30000",
             "KODO_SCHEMA_RETRIES": "2",
             "KODO_EXEC_TIMEOUT_S": str(EXEC_TIMEOUT_S),
+            "KODO_EXEC_WORKTREE_BYTES": str(WORKTREE_BYTES),
             # Each attack's command fails the run as it is; a repair round (whose edits
             # are judged like any build's) is attacked in tests/integration/worker.
             "KODO_MAX_REPAIRS": "0",

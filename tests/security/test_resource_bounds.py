@@ -6,13 +6,21 @@ attack alone.
 
 from __future__ import annotations
 
+import os
+import re
 import time
 
 import pytest
 
 from devstack.sample_repo import FILES
 from tests.security import attacks
-from tests.security.harness import EXEC_TIMEOUT_S, MARK, Hostile, script_attack
+from tests.security.harness import (
+    EXEC_TIMEOUT_S,
+    MARK,
+    WORKTREE_BYTES,
+    Hostile,
+    script_attack,
+)
 
 pytestmark = pytest.mark.security
 
@@ -75,3 +83,29 @@ def test_a_command_that_never_ends_is_killed_with_its_whole_tree(hostile: Hostil
     assert "timed out" in str(outcome.run.get("error")), outcome.describe()
     assert took < EXEC_TIMEOUT_S + 30, f"the run took {took:.0f}s with a {EXEC_TIMEOUT_S}s timeout"
     assert hostile.attack_pids(marker) == [], "the command's child outlived the timeout"
+
+
+def _count(label: str, output: str) -> int:
+    found = re.search(rf"^{label} (\d+)$", output, re.MULTILINE)
+    assert found is not None, output
+    return int(found.group(1))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root worker's sandbox mounts the overlay")
+def test_a_command_filling_its_worktree_cannot_fill_the_hosts_disk(hostile: Hostile) -> None:
+    """The verification command writes 4x its worktree bound in 1 MB files, then a
+    hundred thousand empty files: it stops at ENOSPC within the bound, and none of it
+    reaches the host's worktree (the next run's cleanup has nothing of it to remove)."""
+    outcome = script_attack(
+        hostile, "fill", attacks.FILL_WORKTREE, megabytes=4 * (WORKTREE_BYTES >> 20), files=100_000
+    )
+    output = outcome.command_output()
+    assert "FILL-STOPPED ENOSPC" in output, outcome.describe()
+    assert _count("FILLED-MB", output) <= WORKTREE_BYTES >> 20
+    assert "FILES-STOPPED ENOSPC" in output, outcome.describe()
+    assert _count("MADE-FILES", output) <= WORKTREE_BYTES // 4096
+    worktree = hostile.workspaces / outcome.run_id
+    if worktree.exists():
+        assert not list(worktree.glob("fill-*")), "the command's files reached the host"
+        assert not (worktree / "deep").exists(), "the command's files reached the host"
+    assert outcome.status == "succeeded", outcome.describe()

@@ -40,6 +40,7 @@ from services.worker.sandbox.runner import (
     limits_of,
     run_unsandboxed,
     sandbox_cgroup_warning,
+    sandbox_disk_warning,
     sandbox_of,
     sandbox_problem,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "limits_of",
     "run_unsandboxed",
     "sandbox_cgroup_warning",
+    "sandbox_disk_warning",
     "sandbox_env",
     "sandbox_of",
     "sandbox_problem",

@@ -34,6 +34,36 @@ ALWAYS_PROTECTED = ("/", "/root", "/home", "/etc", "/var", "/run", "/tmp", "/pro
 TMP = "/tmp"  # noqa: S108 (inside the sandbox: its own private tmpfs, never the host's)
 PASSED_ENV = ("LANG", "LC_ALL")
 """Host variables a command inherits; everything else is set here, never copied."""
+LOWER = "/.kodo/lower"
+"""Overlay mode: where the host worktree is bound read-only until the overlay is up."""
+DISK = "/.kodo/disk"
+"""Overlay mode: the bounded tmpfs holding every byte the command writes to the worktree."""
+BYTES_PER_INODE = 4096
+"""The overlay's tmpfs holds one file or folder per this many bytes of its size (at least
+1024), so empty files and folder chains are bounded too, not only their contents."""
+SH = "/bin/sh"
+OVERLAY_SCRIPT = """set -eu
+lower=$1 disk=$2 wt=$3 size=$4 inodes=$5
+shift 5
+mount -t tmpfs -o "nosuid,nodev,mode=0700,size=$size,nr_inodes=$inodes" kodo-disk "$disk"
+mkdir "$disk/upper" "$disk/work"
+chown --reference="$lower" "$disk/upper"
+chmod --reference="$lower" "$disk/upper"
+layers="lowerdir=$lower,upperdir=$disk/upper,workdir=$disk/work"
+mount -t overlay kodo-worktree -o "nosuid,nodev,$layers" "$wt"
+if [ -f "$wt/.git" ] && [ ! -L "$wt/.git" ]; then
+  mount --bind "$wt/.git" "$wt/.git"
+  mount -o remount,bind,ro,nosuid,nodev "$wt/.git"
+fi
+umount "$lower"
+umount -l "$disk"
+cd "$wt"
+exec "$@"
+"""
+"""Runs as the sandbox's root, before privileges are dropped: the worktree the command
+sees is an overlay whose writes land in the bounded tmpfs, never on the host's disk.
+Both mounts it was built from are unmounted so the command sees only the overlay; its
+``.git`` pointer stays read-only there, as in the bind mode."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +116,10 @@ class Layout:
     network: bool
     tmp_bytes: int
     root_mode: bool  # the worker is root: map the sandbox uid itself and drop with setpriv
+    overlay_bytes: int | None = None
+    """Bound on what the command may write to the worktree, which it then sees as an
+    overlay on a tmpfs of this size (root mode only: mounting needs the sandbox's root);
+    None binds the host worktree writable, bounded per file only."""
 
 
 def sandbox_env(toolchain: Toolchain, passed: dict[str, str]) -> dict[str, str]:
@@ -164,13 +198,25 @@ def bwrap_argv(
         argv += ["--perms", "0755", "--dir", made]
     for prefix in layout.toolchain.binds:
         argv += ["--ro-bind", prefix, prefix]
-    argv += ["--bind", wt, wt]
-    # The .git file points kodo's later git at the source repository's gitdir: read-only.
-    argv += ["--ro-bind-try", f"{wt}/.git", f"{wt}/.git", "--chdir", wt, "--clearenv"]
+    overlay = layout.overlay_bytes if layout.root_mode else None
+    if overlay is not None:
+        argv += ["--ro-bind", wt, LOWER, "--perms", "0700", "--dir", DISK]
+        argv += ["--perms", "0755", "--dir", wt]
+    else:
+        argv += ["--bind", wt, wt]
+        # The .git file points kodo's later git at the source repository's gitdir: read-only.
+        argv += ["--ro-bind-try", f"{wt}/.git", f"{wt}/.git"]
+    argv += ["--chdir", wt, "--clearenv"]
     for key, value in sorted(env.items()):
         argv += ["--setenv", key, value]
     if layout.root_mode:
-        argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--"]
+        argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        if overlay is not None:
+            argv += ["--cap-add", "CAP_SYS_ADMIN", "--", SH, "-c", OVERLAY_SCRIPT]
+            inodes = max(1024, overlay // BYTES_PER_INODE)
+            argv += ["kodo-worktree", LOWER, DISK, wt, str(overlay), str(inodes)]
+        else:
+            argv.append("--")
         argv += [
             SETPRIV,
             f"--reuid={INNER_UID}",

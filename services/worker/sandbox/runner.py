@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -46,6 +47,11 @@ from shared.config import Settings
 log = structlog.get_logger("kodo.sandbox")
 
 MAX_USERNS = "/proc/sys/user/max_user_namespaces"
+DISK_UNBOUNDED = (
+    "the worker is not root, so the sandbox cannot mount its bounded overlay: the command"
+    " writes the host worktree itself, each file bounded by KODO_EXEC_FSIZE_BYTES and the"
+    " total by the disk only"
+)
 NSENTER = "/usr/bin/nsenter"
 
 
@@ -118,6 +124,7 @@ class Sandbox:
     limits: Limits
     network: bool
     tmp_bytes: int
+    worktree_bytes: int  # what a command may write to the worktree (root mode: enforced)
     host_uid: int  # the uid the command has on the host when the worker is root
     search_path: str
     passed_env: dict[str, str]
@@ -204,7 +211,14 @@ class Sandbox:
                 network=self.network,
                 tmp_bytes=self.tmp_bytes,
                 root_mode=self.root_mode,
+                overlay_bytes=self.worktree_bytes if self.root_mode else None,
             )
+
+    def worktree_note(self) -> dict[str, Any]:
+        """How the command's writes to the worktree are bounded, for the step's output."""
+        if self.root_mode:
+            return {"mode": "overlay", "limit_bytes": self.worktree_bytes}
+        return {"mode": "bind", "limit_bytes": None, "note": DISK_UNBOUNDED}
 
     def toolchain(self, programs: Sequence[str], protected: Sequence[str]) -> Toolchain:
         return resolve_toolchain(programs, self.search_path, protected)
@@ -366,6 +380,7 @@ def sandbox_of(settings: Settings, environ: dict[str, str]) -> Sandbox:
         limits=limits_of(settings),
         network=settings.sandbox_network,
         tmp_bytes=settings.exec_tmp_bytes,
+        worktree_bytes=settings.exec_worktree_bytes,
         host_uid=settings.sandbox_uid,
         search_path=environ.get("PATH", "/usr/bin:/bin"),
         passed_env=environ,
@@ -400,3 +415,11 @@ def sandbox_cgroup_warning(settings: Settings, environ: dict[str, str]) -> str |
         f"memory cgroup unavailable: {no_cgroup}; sandboxed commands are bounded by rlimits"
         " only (shared memory and /tmp are not counted against KODO_EXEC_MEMORY_BYTES)"
     )
+
+
+def sandbox_disk_warning(settings: Settings) -> str | None:
+    """For `kodo doctor` and worker start: what a command writes to the worktree is bounded
+    by the disk only (the worker is not root, so no bounded overlay)."""
+    if not settings.sandbox or os.geteuid() == 0:
+        return None
+    return DISK_UNBOUNDED

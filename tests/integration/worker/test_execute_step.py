@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -97,6 +98,15 @@ def test_the_opt_out_runs_unsandboxed_only_when_set_and_says_so(
     assert run_step(sandboxed, StepId.EXECUTE, run_id, execute_step) == "succeeded"
     assert step_output(sandboxed, run_id)["sandbox"]["mode"] == "bubblewrap"
     assert command_output(sandboxed, run_id).strip() == b"65534"
+    worktree = step_output(sandboxed, run_id)["sandbox"]["worktree"]
+    if os.geteuid() == 0:  # the triage record says how the command's writes were bounded
+        assert worktree == {
+            "mode": "overlay",
+            "limit_bytes": sandboxed.settings.exec_worktree_bytes,
+        }
+    else:
+        assert worktree["mode"] == "bind"
+        assert "not root" in worktree["note"]
 
     opted_out = make_rt(sandbox=False, sandbox_bwrap=str(tmp_path / "no-such-bwrap"))
     run_id = decided(opted_out, repo, ["python3", "-c", PROBE])

@@ -7,6 +7,7 @@ command saw and what it left on the host.
 from __future__ import annotations
 
 import os
+import re
 import resource
 import socket
 import subprocess
@@ -159,14 +160,17 @@ def test_nothing_outside_the_worktree_can_be_written(worktree: Path, tmp_path: P
         "    try: open(p, 'w').write('x'); print('WROTE', p)\n"
         "    except OSError as e: print('refused', type(e).__name__)\n"
         f"open({str(host_tmp)!r}, 'w').write('private tmp')\n"
-        "open('inside.txt', 'w').write('ok')\n",
+        "open('inside.txt', 'w').write('ok')\n"
+        "print('READ', open('inside.txt').read())\n",
         worktree,
     )
     assert done.exit_code == 0, said(done)
     assert "WROTE" not in said(done)
+    assert "READ ok" in said(done), "the command may write its own worktree"
     assert not (tmp_path / "outside.txt").exists()
     assert not host_tmp.exists(), "the sandbox's /tmp is its own"
-    assert (worktree / "inside.txt").read_text() == "ok"
+    # As root the worktree is an overlay: even the command's own writes stay in the sandbox.
+    assert (worktree / "inside.txt").exists() is (os.geteuid() != 0)
 
 
 def test_other_worktrees_and_the_source_repository_are_invisible(tmp_path: Path) -> None:
@@ -263,14 +267,61 @@ def test_300_mb_of_output_neither_grows_the_worker_nor_the_artifact(worktree: Pa
 
 def test_a_file_larger_than_the_size_limit_cannot_be_written(worktree: Path) -> None:
     done = run_python(
+        "import os, signal\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "block = b'x' * (1 << 20)\n"
-        "with open('big.bin', 'wb') as f:\n"
-        "    for _ in range(8): f.write(block); f.flush()\n",
+        "try:\n"
+        "    with open('big.bin', 'wb') as f:\n"
+        "        for _ in range(8): f.write(block); f.flush()\n"
+        "except OSError as e: print('REFUSED', e.errno)\n"
+        "print('SIZE', os.path.getsize('big.bin'))\n",
         worktree,
         settings=Settings(exec_fsize_bytes=2 << 20),
     )
-    assert done.exit_code != 0
-    assert (worktree / "big.bin").stat().st_size <= 2 << 20
+    assert "REFUSED 27" in said(done), said(done)  # EFBIG
+    assert int(said(done).split("SIZE", 1)[1].split()[0]) <= 2 << 20
+
+
+WORKTREE_FILL = """
+import errno, os
+block = b'x' * (1 << 20)
+written = 0
+try:
+    for i in range(64):
+        with open(f'fill-{i}.bin', 'wb') as f:
+            f.write(block)
+        written += len(block)
+except OSError as e:
+    print('STOPPED', errno.errorcode[e.errno])
+print('WROTE-MB', written >> 20)
+made = 0
+try:
+    os.mkdir('many')
+    for i in range(100000):
+        open(f'many/{i}', 'w').close()
+        made += 1
+except OSError as e:
+    print('FILES-STOPPED', errno.errorcode[e.errno])
+print('FILES', made)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only the sandbox's root can mount the overlay")
+def test_what_the_command_writes_to_the_worktree_is_bounded_and_never_reaches_the_disk(
+    worktree: Path,
+) -> None:
+    """A command may fill neither the host's disk nor its inodes through the worktree:
+    its writes land in a tmpfs of KODO_EXEC_WORKTREE_BYTES (one file or folder per 4 KiB
+    of it, at least 1024) and vanish with the sandbox."""
+    before = sorted(p.name for p in worktree.iterdir())
+    done = run_python(WORKTREE_FILL, worktree, settings=Settings(exec_worktree_bytes=8 << 20))
+    assert "STOPPED ENOSPC" in said(done), said(done)
+    assert int(said(done).split("WROTE-MB", 1)[1].split()[0]) <= 8
+    assert "FILES-STOPPED ENOSPC" in said(done), said(done)
+    files = re.search(r"^FILES (\d+)$", said(done), re.MULTILINE)
+    assert files is not None, said(done)
+    assert int(files.group(1)) <= 2048
+    assert sorted(p.name for p in worktree.iterdir()) == before
 
 
 def test_the_command_runs_unprivileged_without_capabilities(worktree: Path) -> None:

@@ -16,6 +16,7 @@ from services.worker.sandbox import (
     sandbox_env,
     unsafe_bind,
 )
+from services.worker.sandbox.layout import DISK, LOWER, OVERLAY_SCRIPT, SH
 
 LIMITS = Limits(cpu_s=60, memory_bytes=1 << 30, nproc=64, fsize_bytes=1 << 20)
 TOOLS = Toolchain(
@@ -25,7 +26,9 @@ TOOLS = Toolchain(
 )
 
 
-def layout(*, network: bool = False, root_mode: bool = False) -> Layout:
+def layout(
+    *, network: bool = False, root_mode: bool = False, overlay_bytes: int | None = None
+) -> Layout:
     return Layout(
         worktree=Path("/data/ws/run-1"),
         toolchain=TOOLS,
@@ -34,6 +37,7 @@ def layout(*, network: bool = False, root_mode: bool = False) -> Layout:
         network=network,
         tmp_bytes=1 << 20,
         root_mode=root_mode,
+        overlay_bytes=overlay_bytes,
     )
 
 
@@ -129,3 +133,61 @@ def test_the_command_may_make_no_user_namespace_of_its_own() -> None:
         "bwrap", layout(root_mode=True), {}, ["python3"], LIMITS, block_fd=5, info_fd=6
     )
     assert "--disable-userns" not in rooted
+
+
+def rooted_overlay(size: int = 64 << 20) -> list[str]:
+    return bwrap_argv(
+        "bwrap",
+        layout(root_mode=True, overlay_bytes=size),
+        {},
+        ["python3"],
+        LIMITS,
+        block_fd=5,
+        info_fd=6,
+    )
+
+
+def test_as_root_the_worktree_is_never_bound_writable() -> None:
+    """The command's worktree is an overlay its own sandbox root mounts: the host's
+    worktree is only ever a read-only lower layer, so nothing the command writes (up to
+    the overlay's size) reaches the host's disk."""
+    argv = rooted_overlay()
+    assert [b for b in binds(argv) if b[0] == "--bind"] == []
+    assert ("--ro-bind", "/data/ws/run-1", LOWER) in binds(argv)
+    assert argv[argv.index(DISK) - 3 : argv.index(DISK)] == ["--perms", "0700", "--dir"]
+
+
+def test_the_overlay_is_mounted_before_privileges_drop_and_sized_by_the_setting() -> None:
+    argv = rooted_overlay(size=8 << 20)
+    tail = argv[argv.index("--") + 1 :]
+    assert tail[:3] == [SH, "-c", OVERLAY_SCRIPT]
+    assert tail[3:9] == ["kodo-worktree", LOWER, DISK, "/data/ws/run-1", str(8 << 20), "2048"]
+    assert tail[9:12] == ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534"]
+    assert "--bounding-set=-all" in tail
+    assert tail[-1] == "python3"
+    caps = [argv[i + 1] for i, a in enumerate(argv[: argv.index("--")]) if a == "--cap-add"]
+    assert caps == ["CAP_SETUID", "CAP_SETGID", "CAP_SYS_ADMIN"]
+
+
+def test_a_small_overlay_still_holds_a_thousand_files() -> None:
+    tail = rooted_overlay(size=1 << 20)
+    assert tail[tail.index("kodo-worktree") + 5] == "1024"
+
+
+def test_without_root_the_overlay_setting_is_not_honoured_and_the_bind_stays() -> None:
+    """Only the sandbox's own root can mount: a non-root worker binds the worktree (and
+    says so in the step's output and `kodo doctor`)."""
+    argv = bwrap_argv("bwrap", layout(overlay_bytes=1 << 20), {}, ["python3"], LIMITS)
+    assert ("--bind", "/data/ws/run-1", "/data/ws/run-1") in binds(argv)
+    assert SH not in argv
+    assert "CAP_SYS_ADMIN" not in argv
+
+
+def test_the_overlay_script_mounts_nothing_the_command_could_use() -> None:
+    """nosuid/nodev on both mounts; the lower bind and the tmpfs are unmounted before the
+    command starts, so the host worktree is not reachable as a second path."""
+    for line in ("nosuid,nodev,mode=0700", '"nosuid,nodev,$layers"', 'umount "$lower"'):
+        assert line in OVERLAY_SCRIPT
+    assert 'umount -l "$disk"' in OVERLAY_SCRIPT
+    assert 'mount -o remount,bind,ro,nosuid,nodev "$wt/.git"' in OVERLAY_SCRIPT  # as bound
+    assert OVERLAY_SCRIPT.rstrip().endswith('exec "$@"')
