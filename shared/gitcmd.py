@@ -122,12 +122,40 @@ def config_env(overrides: Mapping[str, str]) -> dict[str, str]:
 def hardened_args(args: Sequence[str]) -> list[str]:
     """``args`` with ``--no-ext-diff --no-textconv`` after a diffing subcommand, and
     :data:`SUBMODULES` after it and after ``status`` (the command line wins over any
-    ``diff.ignoreSubmodules`` or ``submodule.<name>.ignore``)."""
+    ``diff.ignoreSubmodules`` or ``submodule.<name>.ignore``); leading ``--bare`` and
+    ``--git-dir=`` options (:func:`attribute_free`) stay in front of the subcommand."""
+    lead = 0
+    while lead < len(args) and (args[lead] == "--bare" or args[lead].startswith("--git-dir=")):
+        lead += 1
+    front, args = list(args[:lead]), args[lead:]
     if args and args[0] in _DIFFING:
-        return [args[0], "--no-ext-diff", "--no-textconv", SUBMODULES, *args[1:]]
+        return [*front, args[0], "--no-ext-diff", "--no-textconv", SUBMODULES, *args[1:]]
     if args and args[0] == "status":
-        return [args[0], SUBMODULES, *args[1:]]
-    return list(args)
+        return [*front, args[0], SUBMODULES, *args[1:]]
+    return [*front, *args]
+
+
+def attribute_free(worktree: Path) -> tuple[Path, list[str]]:
+    """Where and with which global options git reads no ``.gitattributes`` of the trees
+    it compares: the worktree's git dir, opened ``--bare`` from inside itself.
+
+    A repository's own attributes decide how git shows a change: ``*.py binary`` (or
+    ``-diff``) turns a text file's diff into ``GIT binary patch`` base85, which a reviewer
+    cannot read. git 2.39 cannot be told to ignore them (``GIT_ATTR_SOURCE`` came in
+    2.40), but with no work tree git reads attributes from neither a work tree nor an
+    index. From the worktree's own folder git finds the work tree whatever ``--bare``
+    says (tried), so the call runs in the git dir. Compare full commit or tree ids only
+    (a name like ``HEAD`` is also a file there). Raises ValueError when the worktree's
+    ``.git`` is not a pointer git would read as kodo does.
+    """
+    dotgit = worktree / ".git"
+    if dotgit.is_symlink() or not dotgit.is_file():
+        raise ValueError(f"{dotgit} is not a worktree's .git file")
+    pointed = _gitfile_target(dotgit.read_bytes())
+    if pointed is None:
+        raise ValueError(f"{dotgit} does not name a git dir")
+    gitdir = (worktree / pointed).resolve()
+    return gitdir, ["--bare", f"--git-dir={gitdir}"]
 
 
 def base_env() -> dict[str, str]:

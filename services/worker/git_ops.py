@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from shared.domain.change_check import (
     parse_raw,
     with_counts,
 )
-from shared.gitcmd import run_git
+from shared.gitcmd import attribute_free, run_git
 from shared.hashing import sha256_hex
 
 GIT_TIMEOUT_S = 60
@@ -151,20 +152,31 @@ def stage_edits(worktree: Path) -> list[IndexChange]:
     return staged_changes(worktree)
 
 
-def _patch_bytes(worktree: Path, *spec: str) -> bytes:
-    proc = run_git(
-        worktree,
-        ["diff", "--no-ext-diff", "--no-textconv", "--binary", "--full-index", "-M", *spec],
-        timeout_s=GIT_TIMEOUT_S,
-    )
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def _patch_bytes(worktree: Path, old: str, new: str) -> bytes:
+    """The change from ``old`` to ``new`` (revisions of the worktree, resolved here) as git
+    shows text by its content: the repository's ``.gitattributes`` cannot hide a text
+    file behind a binary patch (:func:`shared.gitcmd.attribute_free`); a file with a NUL
+    byte is still a binary patch."""
+    ids = git(worktree, "rev-parse", old, new).split()  # kodo names both: HEAD, HEAD~1, ids
+    if len(ids) != 2 or not all(_OBJECT_ID.fullmatch(i) for i in ids):
+        raise GitError(f"git rev-parse {old} {new}: not two object ids: {ids!r}")
+    try:
+        gitdir, bare = attribute_free(worktree)
+    except ValueError as exc:
+        raise GitError(f"git diff {old} {new}: {exc}") from exc
+    args = ["diff", "--no-ext-diff", "--no-textconv", "--binary", "--full-index", "-M", *ids]
+    proc = run_git(gitdir, [*bare, *args, "--"], timeout_s=GIT_TIMEOUT_S)
     if proc.returncode != 0:
-        raise GitError(f"git diff {' '.join(spec)}: {proc.stderr.decode(errors='replace')}")
+        raise GitError(f"git diff {old} {new}: {proc.stderr.decode(errors='replace')}")
     return proc.stdout
 
 
 def staged_patch(worktree: Path) -> bytes:
     """The staged change as a patch (``git apply`` can replay it): ``patch.diff``."""
-    return _patch_bytes(worktree, "--cached", "HEAD")
+    return _patch_bytes(worktree, "HEAD", git(worktree, "write-tree").strip())
 
 
 def committed_patch(worktree: Path) -> bytes:

@@ -67,3 +67,24 @@ def test_a_binary_attribute_cannot_hide_a_files_lines_from_max_lines(hostile: Ho
 
     assert_fails_closed(outcome, "max_lines")
     assert "UNCOUNTED" not in outcome.command_output()
+
+
+def test_a_diff_attribute_cannot_hide_a_files_change_from_the_reviewer(hostile: Hostile) -> None:
+    """``*.py -diff`` beside a new script: patch.diff (what the review page and
+    ``kodo run diff`` show) still shows the script's lines, not a base85 binary patch."""
+    fixture = hostile.fixture(
+        "hidden-diff",
+        plan=attacks.plan((".gitattributes", "add"), ("check.py", "add")),
+        patch=attacks.patch(
+            attacks.add_file(".gitattributes", "*.py -diff\n"),
+            attacks.add_file("check.py", "print('visible check')\nprint('RAN-' + 'SHOWN')\n"),
+        ),
+        build=attacks.build("python3", "check.py"),
+    )
+
+    outcome = hostile.drive(hostile.repo("hidden-diff"), fixture)
+
+    patch = outcome.artifact("patch.diff") or b""
+    assert b"+print('RAN-' + 'SHOWN')\n" in patch, patch[:2000]
+    assert b"GIT binary patch" not in patch
+    assert outcome.status == "succeeded", outcome.describe()
