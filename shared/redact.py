@@ -53,15 +53,24 @@ def redact_text(text: str) -> str:
     return text
 
 
-def redact(value: Any) -> Any:
+MAX_DEPTH = 96
+"""Deeper than this, a value is replaced whole: answers are refused past 64 levels
+(shared.opencode.json_shape) and kodo's own records nest a few more around them, so
+only something that slipped past that check is cut, never a stack overflow."""
+TOO_DEEP = "[kodo: nested too deep to keep]"
+
+
+def redact(value: Any, _depth: int = 0) -> Any:
     """A copy of ``value`` (JSON-like) with credentials replaced by ``[REDACTED]``."""
+    if _depth > MAX_DEPTH:
+        return TOO_DEEP
     if isinstance(value, dict):
         return {
-            k: REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else redact(v)
+            k: REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else redact(v, _depth + 1)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [redact(v) for v in value]
+        return [redact(v, _depth + 1) for v in value]
     if isinstance(value, str):
         return redact_text(value)
     return value

@@ -6,12 +6,14 @@ both speak these; neither the daemon nor the ledger is reached from here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from shared.domain.vocab import CallStatus
 from shared.hashing import op_key as make_op_key
+from shared.hashing import sha256_hex
 
 CacheLevel = Literal["miss", "l1", "l2"]
 FailureKind = Literal[
@@ -141,3 +143,30 @@ def bounded_error(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... [{len(text) - limit} more characters cut]"
+
+
+MAX_FAILED_RECORD_BYTES = 256 * 1024
+"""What the ledger keeps whole of a refused answer; past it, an excerpt and its digest."""
+EXCERPT_CHARS = 64 * 1024
+
+
+def bounded_record(record: dict[str, Any], limit: int = MAX_FAILED_RECORD_BYTES) -> dict[str, Any]:
+    """``record`` (a refused answer, redacted), or an excerpt of it when it is larger than
+    ``limit``: an answer under the byte cap is still megabytes that every read of the
+    run's ledger would carry. Usage (cost) and the tool trail (triage) are kept whole
+    when they are small; the digest names the whole."""
+    text = json.dumps(record, ensure_ascii=False, default=str)
+    raw = text.encode()
+    if len(raw) <= limit:
+        return record
+    kept: dict[str, Any] = {
+        "excerpt": text[:EXCERPT_CHARS],
+        "bytes": len(raw),
+        "sha256": sha256_hex(raw),
+        "note": f"refused answer larger than {limit} bytes: the first {EXCERPT_CHARS} kept",
+    }
+    for key in ("usage", "tools"):
+        value = record.get(key)
+        if value is not None and len(json.dumps(value, default=str)) <= EXCERPT_CHARS:
+            kept[key] = value
+    return kept

@@ -31,6 +31,7 @@ from shared.opencode.errors import (
     classify_info_error,
 )
 from shared.opencode.events import DEFAULT_MAX_EVENT_BYTES, OcEvent, SseDecoder
+from shared.opencode.json_shape import shape_problem
 from shared.opencode.messages import (
     DEFAULT_MAX_ANSWER_BYTES,
     AnswerTooLarge,
@@ -132,6 +133,9 @@ class OpenCodeClient:
         if status == 204 and not content:
             return None  # No Content (prompt_async); every caller checks the shape it needs
         success = 200 <= status < 300
+        misshapen = shape_problem(content)
+        if misshapen is not None:
+            raise self._misshapen(what, misshapen)
         try:
             parsed: object = json.loads(content)
         except (ValueError, RecursionError):  # deep nesting fits under any byte cap
@@ -166,6 +170,13 @@ class OpenCodeClient:
                 raise self._too_large(what, f"passed {cap} bytes and was cut off")
             parts.append(chunk)
         return b"".join(parts)
+
+    @staticmethod
+    def _misshapen(what: str, how: str) -> AnswerTooLarge:
+        return AnswerTooLarge(
+            f"{what}: answer misshapen: the body {how} (refused before parsing)",
+            name="AnswerTooLarge",
+        )
 
     def _too_large(self, what: str, how: str) -> AnswerTooLarge:
         return AnswerTooLarge(
@@ -433,6 +444,9 @@ class OpenCodeClient:
                 content = self._bounded_body(response.headers, response.iter_raw(), what)
             finally:
                 response.close()
+            misshapen = shape_problem(content)
+            if misshapen is not None:
+                raise self._misshapen(what, misshapen)
             try:
                 parsed: object = json.loads(content)
             except (ValueError, RecursionError):

@@ -28,6 +28,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.opencode.json_shape import shape_problem
+
 SESSION_STATUS = "session.status"
 SESSION_IDLE = "session.idle"
 SESSION_ERROR = "session.error"
@@ -87,6 +89,8 @@ def parse_event(data: str, *, wrapped: bool) -> OcEvent | str:
 
     ``wrapped``: the data comes from ``/global/event`` (``{directory, project, payload}``).
     """
+    if shape_problem(data.encode()) is not None:  # a tool call's input is the model's
+        return "misshapen"
     try:
         value: object = json.loads(data)
     except (ValueError, RecursionError):

@@ -45,6 +45,7 @@ from shared.opencode.calls import (
     StructuredCall,
     StructuredResult,
     bounded_error,
+    bounded_record,
 )
 from shared.opencode.confinement import RULES as CONFINEMENT_RULES
 from shared.opencode.daemons import Daemon, DaemonPool
@@ -622,7 +623,7 @@ class ExactlyOnceCalls:
             key,
             status,
             started,
-            response=redact(recorded) if recorded is not None else None,
+            response=bounded_record(redact(recorded)) if recorded is not None else None,
             usage=usage,
             error_name=error_name,
             error=error,

@@ -303,6 +303,19 @@ class Hostile:
     def as_(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
 
+    @contextmanager
+    def signed_in(self, token: str = "", timeout_s: float = 10) -> Iterator[httpx.Client]:
+        """A browser session of the web UI, signed in with ``token`` (the approver's)."""
+        with httpx.Client(base_url=self.stack.api_url, timeout=timeout_s) as browser:
+            form = browser.get("/ui/login")
+            csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+            assert csrf is not None, form.text[:500]
+            signed = browser.post(
+                "/ui/login", data={"token": token or self.approver, "csrf_token": csrf.group(1)}
+            )
+            assert signed.status_code in (200, 303), signed.text[:500]
+            yield browser
+
     def submit(self, repo: Path, fixture: str, *, base_ref: str = "HEAD") -> str:
         goal = f"Tidy the project a little [oc:fixture={fixture}]"
         reply = self.http.post(

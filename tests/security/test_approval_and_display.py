@@ -3,7 +3,6 @@ serving whatever a client does (streams, slow sockets, bursts, Flower's API)."""
 
 from __future__ import annotations
 
-import re
 import socket
 import subprocess
 import time
@@ -74,14 +73,7 @@ def test_the_cli_shows_control_characters_and_bidi_overrides_escaped(
 def test_the_web_pages_show_the_hostile_plan_escaped(hostile: Hostile, waiting: str) -> None:
     """The approver's browser pages, fetched as a signed-in session, carry no raw control,
     escape or bidi character of the plan: only their visible escapes and the true path."""
-    with httpx.Client(base_url=hostile.stack.api_url, timeout=10) as browser:
-        form = browser.get("/ui/login")
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
-        assert csrf is not None
-        signed_in = browser.post(
-            "/ui/login", data={"token": hostile.approver, "csrf_token": csrf.group(1)}
-        )
-        assert signed_in.status_code in (200, 303), signed_in.text
+    with hostile.signed_in() as browser:
         for path in (f"/ui/runs/{waiting}", "/ui/runs?status=waiting_input"):
             page = browser.get(path)
             assert page.status_code == 200, path

@@ -8,10 +8,8 @@ watch`` and ``kodo run show``) names the file the rename removes.
 
 from __future__ import annotations
 
-import re
 import subprocess
 
-import httpx
 import pytest
 
 from devstack.kodo_procs import BIN
@@ -57,11 +55,7 @@ def test_every_plan_card_names_the_file_a_rename_removes(hostile: Hostile) -> No
     run_id = hostile.submit(repo, fixture)
     assert hostile.wait(run_id, {"waiting_input"})["status"] == "waiting_input"
 
-    with httpx.Client(base_url=hostile.stack.api_url, timeout=10) as browser:
-        form = browser.get("/ui/login")
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
-        assert csrf is not None
-        browser.post("/ui/login", data={"token": hostile.approver, "csrf_token": csrf.group(1)})
+    with hostile.signed_in() as browser:
         card = _plan_card_html(browser.get(f"/ui/runs/{run_id}").text)
     watched = _kodo(hostile, "run", "watch", run_id, "--timeout", "20")
     shown = _kodo(hostile, "run", "show", run_id)

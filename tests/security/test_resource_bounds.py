@@ -6,11 +6,13 @@ attack alone.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
 
 import pytest
+from sqlalchemy import text
 
 from devstack.sample_repo import FILES
 from tests.security import attacks
@@ -109,3 +111,42 @@ def test_a_command_filling_its_worktree_cannot_fill_the_hosts_disk(hostile: Host
         assert not list(worktree.glob("fill-*")), "the command's files reached the host"
         assert not (worktree / "deep").exists(), "the command's files reached the host"
     assert outcome.status == "succeeded", outcome.describe()
+
+
+def _nested_plan(depth: int, size: int) -> dict[str, object]:
+    unit = "[" * depth + "]" * depth
+    nested = json.loads("[" + ",".join([unit] * (size // len(unit))) + "]")
+    return {**attacks.plan(("README.md", "modify")), "x": nested}
+
+
+def test_a_deeply_nested_answer_is_refused_before_it_is_parsed(hostile: Hostile) -> None:
+    """3.8 MB of arrays 500 deep (under the byte cap): before, parsing it cost the
+    worker hundreds of MB, redacting it overflowed Python's stack with the call left
+    `sent`, and a 12 MB ledger row froze the API's run page. Now the body's shape is
+    refused unparsed, every attempt is recorded failed, and the run's pages answer."""
+    hostile.fresh_worker()
+    before = hostile.worker_peak_rss_mb()
+    plan = _nested_plan(500, 38 * MB // 10)
+    outcome = hostile.drive(hostile.repo("deep"), hostile.fixture("deep", plan=plan))
+    grew = hostile.worker_peak_rss_mb() - before
+
+    assert outcome.status == "failed", outcome.describe()
+    assert "answer misshapen" in json.dumps(outcome.diagnostic()), outcome.describe()
+    assert grew < 150, f"the worker grew {grew:.0f} MB for a misshapen answer"
+    with hostile.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT status, octet_length(coalesce(response::text, ''))"
+                " FROM app.opencode_calls WHERE run_id = :r"
+            ),
+            {"r": outcome.run_id},
+        ).all()
+    assert rows, "the calls are in the ledger"
+    assert {status for status, _ in rows} == {"failed"}, rows
+    assert max(size for _, size in rows) < 300 * 1024, rows
+    calls = hostile.http.get(
+        f"/runs/{outcome.run_id}/calls", headers=hostile.as_(hostile.approver), timeout=30
+    )
+    assert calls.status_code == 200
+    with hostile.signed_in(timeout_s=30) as browser:
+        assert browser.get(f"/ui/runs/{outcome.run_id}").status_code == 200

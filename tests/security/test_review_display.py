@@ -10,10 +10,8 @@ only their visible escapes, and the markup as text.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 
-import httpx
 import pytest
 
 from devstack.kodo_procs import BIN
@@ -44,11 +42,7 @@ def succeeded(hostile: Hostile) -> str:
 def test_the_run_page_shows_the_hostile_diff_and_output_as_text(
     hostile: Hostile, succeeded: str
 ) -> None:
-    with httpx.Client(base_url=hostile.stack.api_url, timeout=10) as browser:
-        form = browser.get("/ui/login")
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
-        assert csrf is not None
-        browser.post("/ui/login", data={"token": hostile.approver, "csrf_token": csrf.group(1)})
+    with hostile.signed_in() as browser:
         page = browser.get(f"/ui/runs/{succeeded}").text
 
     assert "All tests passed" in page  # the forged text is there, as text

@@ -389,9 +389,17 @@ class LedgerRepo:
         return done is not None
 
     def for_run(self, run_id: str) -> list[OpenCodeCall]:
+        """The run's calls without their request and response bodies (each may be
+        megabytes; the pages and ``/calls`` show neither): reading one raises."""
         return list(
             self.session.execute(
-                select(OpenCodeCall).where(OpenCodeCall.run_id == run_id).order_by(OpenCodeCall.id)
+                select(OpenCodeCall)
+                .where(OpenCodeCall.run_id == run_id)
+                .order_by(OpenCodeCall.id)
+                .options(
+                    defer(OpenCodeCall.request, raiseload=True),
+                    defer(OpenCodeCall.response, raiseload=True),
+                )
             ).scalars()
         )
 

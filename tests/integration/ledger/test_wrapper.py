@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session, sessionmaker
 
 from devstack.sample_repo import create_sample_repo
@@ -196,6 +197,22 @@ def test_an_answer_violating_the_schema_fails_closed_and_is_recorded(
     with pytest.raises(CallFailed):
         _wrapper(oc_url, sessions).prompt_structured(call)
     assert _prompts_at_server(oc_url) == 1, "a failed op_key is never paid twice"
+
+
+def test_the_runs_ledger_is_read_for_pages_without_its_bodies(
+    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+) -> None:
+    """A page or ``/calls`` lists calls; a body (up to the answer cap, megabytes) is never
+    loaded for it: reading one from such a listing raises instead of fetching it."""
+    result = _wrapper(oc_url, sessions).prompt_structured(_call(run_id, repo))
+    with sessions() as s:
+        (listed,) = LedgerRepo(s).for_run(run_id)
+        assert listed.op_key == result.op_key
+        assert listed.usage == _row(sessions, result.op_key).usage
+        with pytest.raises(InvalidRequestError, match="response"):
+            _ = listed.response
+        with pytest.raises(InvalidRequestError, match="request"):
+            _ = listed.request
 
 
 def test_a_tool_outside_the_agents_allowlist_fails_the_call(

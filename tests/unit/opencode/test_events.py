@@ -101,7 +101,8 @@ def test_the_global_stream_names_each_events_directory_and_skips_sync_copies() -
         ('{"type": "session.idle"}', "no-properties"),
         ('{"type": "session.idle", "properties": []}', "no-properties"),
         ('{"id": 7, "type": "session.idle", "properties": {}}', "bad-id"),
-        ("[" * 100000 + "]" * 100000, "not-json"),
+        ("[" * 100000 + "]" * 100000, "misshapen"),
+        ("[" * 65 + "]" * 65, "misshapen"),
     ],
 )
 def test_an_event_of_another_shape_is_skipped_with_its_reason(data: str, reason: str) -> None:

@@ -1,0 +1,43 @@
+"""How deep and how many containers a JSON text holds, read before it is parsed (pure).
+
+A byte cap bounds an answer's size, not its shape: 4 MB of ``[[[...]]]`` is two and a
+half million lists, about a gigabyte once parsed, redacted, recorded and read back, and
+at a few hundred levels recursion in Python breaks. A plan, a patch or a decision is a
+handful of objects around long strings, so :func:`shape_problem` refuses a text deeper
+than :data:`MAX_DEPTH` or with more than :data:`MAX_CONTAINERS` arrays and objects,
+counting only outside strings, with C-speed passes (a regex and ``bytes.translate``).
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_DEPTH = 64
+MAX_CONTAINERS = 100_000
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPEN = frozenset(b"[{")
+
+
+def shape_problem(
+    body: bytes, *, max_depth: int = MAX_DEPTH, max_containers: int = MAX_CONTAINERS
+) -> str | None:
+    """Why the JSON text ``body`` is too deep or holds too many containers, or None.
+
+    An unterminated string hides the rest of the text from the count; json.loads
+    refuses such a text anyway.
+    """
+    skeleton = _STRING.sub(b'""', body).translate(None, _NOT_BRACKETS)
+    containers = skeleton.count(b"[") + skeleton.count(b"{")
+    if containers > max_containers:
+        return f"holds {containers} arrays and objects (at most {max_containers})"
+    depth = 0
+    for byte in skeleton:
+        if byte in _OPEN:
+            depth += 1
+            if depth > max_depth:
+                return f"nests arrays and objects deeper than {max_depth} levels"
+        else:
+            depth -= 1
+    return None
