@@ -12,6 +12,8 @@ import fcntl
 import os
 import re
 import subprocess
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -319,6 +321,52 @@ def _with_link(worktree: Path, change: IndexChange) -> IndexChange:
     resolved = Path(os.path.realpath(worktree / change.path))
     inside = resolved == root or resolved.is_relative_to(root)
     return replace(change, link_target=target, link_inside=inside)
+
+
+_CLEAN_BASES: OrderedDict[str, None] = OrderedDict()
+_CLEAN_BASES_MAX = 4096
+_clean_bases_lock = threading.Lock()
+
+
+def escaping_links(worktree: Path, commit: str) -> list[tuple[str, str]]:
+    """The symlinks of ``commit`` (checked out in ``worktree``) that resolve outside the
+    worktree, as (path, target), sorted; [] when none.
+
+    A checked-out symlink stays live for every agent turn: ``w -> ..`` or ``r -> /``
+    lets the daemon's tools read and write another run's worktree (the whole workspaces
+    folder is writable to it) or its own state, where kodo judges only the path a tool
+    names. Resolved on disk (a chain of links, each harmless alone, is followed). Agents
+    write regular files only, so a commit found clean stays clean: remembered by id.
+    """
+    with _clean_bases_lock:
+        if commit in _CLEAN_BASES:
+            _CLEAN_BASES.move_to_end(commit)
+            return []
+    proc = run_git(
+        worktree, ["ls-tree", "-r", "-z", "--full-tree", commit], timeout_s=GIT_TIMEOUT_S
+    )
+    if proc.returncode != 0:
+        raise GitError(f"git ls-tree {commit}: {proc.stderr.decode(errors='replace').strip()}")
+    root = worktree.resolve()
+    found = []
+    for entry in proc.stdout.split(b"\0"):
+        meta, _, raw_path = entry.partition(b"\t")
+        if not meta.startswith(f"{SYMLINK} ".encode()):
+            continue
+        path = os.fsdecode(raw_path)  # any bytes git holds, as the filesystem names them
+        resolved = Path(os.path.realpath(worktree / path))
+        if resolved != root and not resolved.is_relative_to(root):
+            try:
+                target = os.readlink(worktree / path)
+            except OSError:
+                target = "?"
+            found.append((path, target))
+    if not found:
+        with _clean_bases_lock:
+            _CLEAN_BASES[commit] = None
+            while len(_CLEAN_BASES) > _CLEAN_BASES_MAX:
+                _CLEAN_BASES.popitem(last=False)
+    return sorted(found)
 
 
 def remove_worktree_dir(path: Path, workspaces: Path) -> None:

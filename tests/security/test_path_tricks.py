@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+from sqlalchemy import text
 
 from devstack.sample_repo import FILES
 from tests.security import attacks
@@ -81,3 +82,33 @@ def test_path_tricks_fail_closed(hostile: Hostile, launched: Campaign, name: str
             outcome, "outside_plan", "forbidden_path", "confinement", "max_files", "max_lines"
         )
     assert not any(p.startswith((".kodo", ".GIT")) or p.endswith((" ", ".")) for p in files)
+
+
+def test_a_base_commit_with_links_out_of_the_worktree_runs_no_agent_turn(
+    hostile: Hostile,
+) -> None:
+    """The repository itself carries the way out: ``w -> ..`` (every run's worktree, the
+    workspaces folder the daemon may write) and ``r -> /``. Before, the plan and build
+    turns ran with both live in the daemon's working folder (1.18.33 writes through a
+    link; a grep with --follow reads through one) and the run succeeded. Now the run
+    fails closed with rule ``symlink`` before the first prompt (found by a red-team pass).
+    """
+    repo = hostile.repo("symlinked", [{"w": "@symlink:..", "r": "@symlink:/"}])
+    fixture = hostile.fixture(
+        "symlinked",
+        plan=attacks.plan(("README.md", "modify")),
+        patch=attacks.patch(attacks.append_lines("README.md", FILES["README.md"], ["", "More."])),
+        build=attacks.build("python3", "-c", "print('ok')"),
+    )
+
+    outcome = hostile.drive(repo, fixture)
+
+    assert_fails_closed(outcome, "symlink")
+    assert "r -> /" in str(outcome.diagnostic())
+    assert "w -> .." in str(outcome.diagnostic())
+    with hostile.engine.connect() as conn:
+        calls = conn.execute(
+            text("SELECT count(*) FROM app.opencode_calls WHERE run_id = :r"),
+            {"r": outcome.run_id},
+        ).scalar_one()
+    assert calls == 0, "no prompt was sent for a checkout with a way out"

@@ -1,12 +1,16 @@
 """CompileST: intent -> plan agent -> a validated PlanOutput (the plan card).
 
 The worktree is made at the commit pinned at submit and the plan is judged by the
-policy fixed at submit (trusted ref and base_ref, strictest), never re-read here.
+policy fixed at submit (trusted ref and base_ref, strictest), never re-read here. A base
+commit holding a symlink that resolves outside the worktree fails the run (rule
+``symlink``) before any agent turn: the daemon's tools would follow it.
 """
 
 from __future__ import annotations
 
-from services.worker.git_ops import Worktree, ensure_worktree
+import os
+
+from services.worker.git_ops import Worktree, ensure_worktree, escaping_links
 from services.worker.steps.attempts import AttemptLoop
 from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, Stopwatch
 from shared.domain.change_check import check_plan
@@ -33,10 +37,26 @@ def compile_step(ctx: StepContext) -> StepOutcome:
         worktree = ensure_worktree(
             ctx.repo_path, settings.workspace_dir, ctx.run_id, ctx.base_commit
         )
-    outcome = _plan(ctx, policy, worktree, git)
+        links = escaping_links(worktree.path, ctx.base_commit)
+    outcome = _escaping_links_refused(links) if links else _plan(ctx, policy, worktree, git)
     # recorded whatever the outcome: a failed run's worktree is cleaned up like any other
     outcome.workspace = (worktree.branch, str(worktree.path))
     return outcome
+
+
+def _escaping_links_refused(links: list[tuple[str, str]]) -> StepOutcome:
+    """No agent turn runs on a checkout with a way out: fail closed, naming the links."""
+    shown = [(_shown(path), _shown(target)) for path, target in links]
+    listed = ", ".join(f"{path} -> {target}" for path, target in shown[:20])
+    return StepOutcome.failed(
+        f"symlink: the base commit holds symlinks that lead out of the worktree ({listed});"
+        " an agent's tools would reach other runs' worktrees through them",
+        {"rule": "symlink", "links": [{"path": p, "target": t} for p, t in shown]},
+    )
+
+
+def _shown(name: str) -> str:
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _plan(ctx: StepContext, policy: Policy, worktree: Worktree, git: Stopwatch) -> StepOutcome:
