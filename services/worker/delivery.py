@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from services.worker.git_ops import GitError, git, remove_worktree_dir, repo_lock
+from services.worker.git_ops import GitError, exec_root, git, remove_worktree_dir, repo_lock
 from services.worker.runtime import Runtime
 from shared.db.engine import unit_of_work
 from shared.domain.run_machine import RunStatus
@@ -110,7 +110,9 @@ def _remove(rt: Runtime, item: Cleanup) -> bool:
     with repo_lock(rt.settings.workspace_dir, repo):
         if item.worktree_path is not None:
             remove_worktree_dir(Path(item.worktree_path), rt.settings.workspace_dir)
-        git(repo, "worktree", "prune")  # git forgets the worktree whose folder is gone
+        private = exec_root(rt.settings.workspace_dir)  # a crashed command's checkout
+        remove_worktree_dir(private / item.run_id, private)
+        git(repo, "worktree", "prune")  # git forgets the worktrees whose folders are gone
         drop = RunStatus(item.status) in DISPOSABLE and not rt.settings.keep_branches
         if drop and item.branch is not None:
             present = git(repo, "branch", "--list", item.branch).strip()

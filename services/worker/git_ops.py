@@ -78,6 +78,43 @@ def repo_lock(workspace_dir: Path, repo: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def exec_root(workspace_dir: Path) -> Path:
+    """``<workspaces>.exec``: where verification commands get their private checkouts, a
+    sibling of the workspaces folder and so outside the daemon's reach."""
+    resolved = workspace_dir.resolve()
+    return resolved.with_name(f"{resolved.name}.exec")
+
+
+@contextmanager
+def private_checkout(repo: Path, workspace_dir: Path, run_id: str, commit: str) -> Iterator[Path]:
+    """A checkout of ``commit`` that only kodo can write, for one verification command.
+
+    The run's worktree lies in the daemon's one writable folder: another run's agent
+    could rewrite it while the command runs, and the command would verify what nobody
+    judged. This checkout is made from the repository's objects (read-only to the
+    daemon) at the judged commit, detached, and removed afterwards; one a crashed
+    delivery left is removed first.
+    """
+    path = exec_root(workspace_dir) / run_id
+    drop_private_checkout(repo, workspace_dir, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with repo_lock(workspace_dir, repo):
+        git(repo, "worktree", "add", "-q", "--detach", str(path), commit)
+    try:
+        yield path
+    finally:
+        drop_private_checkout(repo, workspace_dir, path)
+
+
+def drop_private_checkout(repo: Path, workspace_dir: Path, path: Path) -> None:
+    """Remove a private checkout and git's record of it (nothing if there is none)."""
+    if not (path.exists() or path.is_symlink()):
+        return
+    remove_worktree_dir(path, exec_root(workspace_dir))
+    with repo_lock(workspace_dir, repo):
+        git(repo, "worktree", "prune")
+
+
 def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base: str) -> Worktree:
     """A worktree on branch ``kodo/<run_id>`` at ``base`` (a commit); reused if it exists.
 

@@ -6,12 +6,14 @@ the command, unless the operator set KODO_SANDBOX=off (logged on every execution
 recorded in the step's output). While the command runs the step checks its lease and
 the run's status every second: a cancel kills the whole sandbox.
 
-The command runs on the commit ApplyPatchST judged, nothing else (rule
-``worktree_matches_commit``): every worktree lies in the daemon's one writable folder, so
-a daemon still writing after its answer, or another run's agent, may have changed it
-since. On the first delivery the worktree must be HEAD exactly (else the step fails
-naming what differs); a redelivery resets it to HEAD first, since the earlier
-delivery's command may have left its own files.
+The command runs on the commit ApplyPatchST judged, nothing else: every worktree lies
+in the daemon's one writable folder, so a daemon still writing after its answer, or
+another run's agent, may change it at any time, even while the command runs. So the
+command gets a private checkout of the judged commit (``<workspaces>.exec/<run>``, out
+of the daemon's sight, removed after). The run's worktree is still checked first (rule
+``worktree_matches_commit``): on the first delivery it must be HEAD exactly, else the
+step fails naming what differs, since something wrote there after the judgement; a
+redelivery resets it to HEAD first.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from services.worker.git_ops import git, reset_worktree
+from services.worker.git_ops import exec_root, git, private_checkout, reset_worktree
 from services.worker.sandbox import (
     Finished,
     SandboxUnavailable,
@@ -85,7 +87,8 @@ def announce_sandbox(settings: Settings, environ: dict[str, str]) -> None:
 
 def protected_paths(ctx: StepContext) -> list[str]:
     """Host paths no bind may expose (besides sandbox.layout.ALWAYS_PROTECTED)."""
-    paths = [ctx.rt.settings.workspace_dir, ctx.repo_path, Path.home(), Path.cwd()]
+    workspaces = ctx.rt.settings.workspace_dir
+    paths = [workspaces, exec_root(workspaces), ctx.repo_path, Path.home(), Path.cwd()]
     return [str(p.resolve()) for p in paths]
 
 
@@ -148,6 +151,16 @@ def execute_step(ctx: StepContext) -> StepOutcome:
     tampered = worktree_problem(ctx, ctx.worktree_path)
     if tampered is not None:
         return StepOutcome.failed(tampered, {"rule": WORKTREE_RULE, "argv": argv})
+    commit = str(ctx.outputs[StepId.APPLY_PATCH.value]["commit"])  # worktree_problem read it
+    with private_checkout(ctx.repo_path, settings.workspace_dir, ctx.run_id, commit) as tree:
+        return _run_on(ctx, argv, allowlist, tree)
+
+
+def _run_on(
+    ctx: StepContext, argv: list[str], allowlist: tuple[str, ...], tree: Path
+) -> StepOutcome:
+    """Run ``argv`` on ``tree`` (the private checkout of the judged commit)."""
+    settings = ctx.rt.settings
     environ = dict(os.environ)
     watch = Stopwatch(ctx)
     sandbox_note: dict[str, Any]
@@ -181,7 +194,7 @@ def execute_step(ctx: StepContext) -> StepOutcome:
             with watch.measure():
                 done = sandbox.run(
                     [program, *argv[1:]],
-                    ctx.worktree_path,
+                    tree,
                     timeout_s=settings.exec_timeout_s,
                     cap=settings.exec_output_cap,
                     protected=protected_paths(ctx),
@@ -200,7 +213,7 @@ def execute_step(ctx: StepContext) -> StepOutcome:
         with watch.measure():
             done = run_unsandboxed(
                 argv,
-                ctx.worktree_path,
+                tree,
                 env=scrubbed_env(environ),
                 limits=limits_of(settings),
                 timeout_s=settings.exec_timeout_s,

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import update
 
 from services.worker.delivery import clean, deliver
+from services.worker.git_ops import exec_root
 from services.worker.runtime import Runtime
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import run_step
@@ -122,6 +123,23 @@ def test_finished_worktrees_go_after_the_grace_and_disposable_branches_with_them
     assert read_run(rt, done).worktree_removed_at is not None
     assert read_run(rt, dropped).branch_removed_at is not None
     assert clean(rt) == [], "cleaned once"
+
+
+def test_a_private_checkout_a_crashed_command_left_goes_with_its_run(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    """A worker killed during ExecuteST leaves the command's private checkout (and git's
+    record of it): the run's cleanup removes both."""
+    rt = make_rt(worktree_grace_s=0)
+    run_id = succeeded(rt, repo)
+    left = exec_root(rt.settings.workspace_dir) / run_id
+    git_out(repo, "worktree", "add", "-q", "--detach", str(left), "HEAD")
+    assert str(left) in worktrees(repo)
+
+    assert clean(rt) == [run_id]
+
+    assert not left.exists()
+    assert str(left) not in worktrees(repo)
 
 
 def test_the_grace_period_keeps_a_fresh_worktree(make_rt: RuntimeFactory, repo: Path) -> None:

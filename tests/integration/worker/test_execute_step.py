@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from services.worker.git_ops import exec_root
 from services.worker.runtime import Runtime
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import run_step
@@ -196,3 +198,46 @@ def test_cancelling_a_run_kills_its_running_sandbox(rt: Runtime, repo: Path) -> 
     assert result == ["superseded"]
     assert time.monotonic() - began < 5
     wait_until(lambda: processes_with(tag) == [], 5, f"every `sleep {tag}` to be gone")
+
+
+READ_LATER = (
+    "import os, time\n"
+    "print('STARTED', os.getcwd(), flush=True)\n"
+    "time.sleep(2)\n"
+    "print('SAW', open('calc.py').read().count('FORGED'))\n"
+)
+
+
+def test_the_command_runs_on_a_private_checkout_another_agent_cannot_rewrite(
+    rt: Runtime, repo: Path
+) -> None:
+    """While the command runs, something rewrites the run's worktree (as another run's
+    agent could: the whole workspaces folder is writable to the daemon). The command
+    reads the judged commit all the same, from a checkout outside the workspaces that
+    is gone afterwards (found by a red-team pass: a verification was forged this way)."""
+    run_id = decided(rt, repo, ["python3", "-c", READ_LATER])
+    worktree = rt.settings.workspace_dir / run_id
+    outcome: dict[str, str] = {}
+    step = threading.Thread(
+        target=lambda: outcome.update(status=run_step(rt, StepId.EXECUTE, run_id, execute_step))
+    )
+    step.start()
+    private = exec_root(rt.settings.workspace_dir) / run_id
+    wait_until(lambda: (private / "calc.py").exists(), 20, "the private checkout")
+    time.sleep(0.5)  # the command is reading its tree by now; the rewrite lands meanwhile
+    (worktree / "calc.py").write_text("FORGED = True\n")
+    step.join(60)
+
+    said = command_output(rt, run_id).decode()
+    assert outcome["status"] == "succeeded", said
+    assert "SAW 0" in said, said
+    assert f"STARTED {private}" in said, "the command's folder is the private checkout"
+    assert not private.exists(), "the private checkout is removed after the command"
+    listed = subprocess.run(
+        ["git", "worktree", "list", "--porcelain"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert str(private) not in listed, "git forgets it too"
