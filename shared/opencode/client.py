@@ -137,7 +137,7 @@ class OpenCodeClient:
         if misshapen is not None:
             raise self._misshapen(what, misshapen)
         try:
-            parsed: object = json.loads(content)
+            parsed: object = json.loads(content.decode("utf-8"))
         except (ValueError, RecursionError):  # deep nesting fits under any byte cap
             text = content[:200].decode("utf-8", "replace")
             if success:
@@ -448,7 +448,7 @@ class OpenCodeClient:
             if misshapen is not None:
                 raise self._misshapen(what, misshapen)
             try:
-                parsed: object = json.loads(content)
+                parsed: object = json.loads(content.decode("utf-8"))
             except (ValueError, RecursionError):
                 parsed = content[:200].decode("utf-8", "replace")
             if response.is_success:

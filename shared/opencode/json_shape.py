@@ -5,7 +5,8 @@ half million lists, about a gigabyte once parsed, redacted, recorded and read ba
 at a few hundred levels recursion in Python breaks. A plan, a patch or a decision is a
 handful of objects around long strings, so :func:`shape_problem` refuses a text deeper
 than :data:`MAX_DEPTH` or with more than :data:`MAX_CONTAINERS` arrays and objects,
-counting only outside strings, with C-speed passes (a regex and ``bytes.translate``).
+counting only outside strings, with linear C-speed passes (regexes and
+``bytes.translate``). A body that is not UTF-8 is refused: the count reads UTF-8 bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import re
 MAX_DEPTH = 64
 MAX_CONTAINERS = 100_000
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRING = re.compile(rb'"[^"]*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _OPEN = frozenset(b"[{")
 
@@ -28,7 +30,17 @@ def shape_problem(
     An unterminated string hides the rest of the text from the count; json.loads
     refuses such a text anyway.
     """
-    skeleton = _STRING.sub(b'""', body).translate(None, _NOT_BRACKETS)
+    if b"\0" in body:  # never in JSON text; UTF-16 and 32 are full of them
+        return "is not UTF-8 JSON text (a NUL byte)"
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "is not UTF-8 text"  # json.loads would guess UTF-16 or 32 on its own
+    # Escapes go first (so an escaped quote is no quote), then whole strings: two
+    # linear passes. One pattern for strings with escapes rescans to the end from
+    # every quote of an unterminated string: quadratic, with the GIL held.
+    unescaped = _ESCAPE.sub(b"", body)
+    skeleton = _STRING.sub(b'""', unescaped).translate(None, _NOT_BRACKETS)
     containers = skeleton.count(b"[") + skeleton.count(b"{")
     if containers > max_containers:
         return f"holds {containers} arrays and objects (at most {max_containers})"

@@ -63,3 +63,17 @@ def test_a_large_refused_answer_is_kept_as_an_excerpt_and_digest() -> None:
     assert kept["tools"] == [{"tool": "read", "paths": ["a"]}], "the tool trail stays whole"
     small = {"structured": {"design": "short"}}
     assert bounded_record(small) is small
+
+
+def test_an_unterminated_string_of_escaped_quotes_is_counted_in_linear_time() -> None:
+    """One string pattern with escapes rescanned to the end from every quote: 80 KB took
+    13 s with the GIL held (a red-team pass). Escapes now go in a pass of their own."""
+    for body in (b'"' + b'\\"' * 400_000, b'"' * 800_000, b'"\\' * 400_000):
+        assert shape_problem(body) is None  # json.loads refuses them afterwards
+
+
+def test_a_body_that_is_not_utf8_is_refused_before_counting() -> None:
+    nested = "[" * 300 + "]" * 300
+    assert shape_problem(nested.encode("utf-16-le")) == "is not UTF-8 JSON text (a NUL byte)"
+    assert shape_problem(nested.encode("utf-32")) is not None
+    assert shape_problem(b'{"a": "\xff"}') == "is not UTF-8 text"
