@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import structlog
+
 from services.worker.worktree_guard import remove_special_files, worktree_gitdir_problem
 from shared.domain.change_check import (
     SYMLINK,
@@ -32,6 +34,8 @@ from shared.hashing import sha256_hex
 
 GIT_TIMEOUT_S = 60
 _IDENTITY = {"user.name": "kodo", "user.email": "kodo@localhost"}
+
+log = structlog.get_logger("kodo.git")
 
 
 class GitError(RuntimeError):
@@ -78,6 +82,19 @@ def repo_lock(workspace_dir: Path, repo: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class UnfaithfulCheckout(GitError):
+    """A checkout of the judged commit is not its blobs (rule ``worktree_filter``)."""
+
+    def __init__(self, paths: list[str]) -> None:
+        shown = ", ".join(os.fsencode(p).decode("utf-8", "backslashreplace") for p in paths[:20])
+        super().__init__(
+            f"{UNFAITHFUL_RULE}: checking out the judged commit wrote other bytes than it"
+            f" holds ({shown}): a .gitattributes conversion such as working-tree-encoding or"
+            " ident; the command would run what nobody judged"
+        )
+        self.paths = paths
+
+
 def exec_root(workspace_dir: Path) -> Path:
     """``<workspaces>.exec``: where verification commands get their private checkouts, a
     sibling of the workspaces folder and so outside the daemon's reach."""
@@ -101,9 +118,15 @@ def private_checkout(repo: Path, workspace_dir: Path, run_id: str, commit: str) 
     with repo_lock(workspace_dir, repo):
         git(repo, "worktree", "add", "-q", "--detach", str(path), commit)
     try:
+        off = unfaithful_checkout(path)
+        if off:
+            raise UnfaithfulCheckout(off)
         yield path
     finally:
-        drop_private_checkout(repo, workspace_dir, path)
+        try:
+            drop_private_checkout(repo, workspace_dir, path)
+        except GitError as exc:  # the step's outcome stands; the next delivery or cleanup retries
+            log.warning("private_checkout.not_removed", path=str(path), error=str(exc))
 
 
 def drop_private_checkout(repo: Path, workspace_dir: Path, path: Path) -> None:
@@ -339,12 +362,61 @@ def unfaithful_paths(worktree: Path, changes: list[IndexChange]) -> list[str]:
     return off
 
 
+def unfaithful_checkout(tree: Path) -> list[str]:
+    """The files of a fresh checkout whose bytes are not their blob, CRLF-to-LF aside.
+
+    A checkout runs the commit's ``.gitattributes`` too: with ``working-tree-encoding=
+    UTF-7`` a ``#`` the agent wrote (which UTF-7 reads back as itself, so ApplyPatchST's
+    check of the changed files passed) is written out as ``+ACM``, and the command ran
+    ``return a - b +ACM(b)`` where the commit says ``return a - b #(b)`` (a red-team
+    pass). So every regular file of the checkout is hashed as it is on disk, as
+    :func:`unfaithful_paths` does for a change. A name with a line feed cannot be fed to
+    ``--stdin-paths`` and is listed as unfaithful (fail closed).
+    """
+    listed = run_git(tree, ["ls-files", "-s", "-z"], timeout_s=GIT_TIMEOUT_S)
+    if listed.returncode != 0:
+        raise GitError(f"git ls-files: {listed.stderr.decode(errors='replace').strip()}")
+    files: list[tuple[str, str]] = []
+    off: list[str] = []
+    for entry in listed.stdout.split(b"\0"):
+        meta, _, raw = entry.partition(b"\t")
+        fields = meta.split()
+        if len(fields) != 3 or fields[0].decode() not in REGULAR_MODES:
+            continue
+        path = os.fsdecode(raw)
+        if b"\n" in raw:
+            off.append(path)
+        else:
+            files.append((path, fields[1].decode()))
+    if files:
+        names = b"".join(os.fsencode(path) + b"\n" for path, _ in files)
+        hashed = run_git(
+            tree,
+            ["hash-object", "--no-filters", "--stdin-paths"],
+            stdin=names,
+            timeout_s=GIT_TIMEOUT_S,
+        )
+        if hashed.returncode != 0:
+            raise GitError(f"git hash-object: {hashed.stderr.decode(errors='replace').strip()}")
+        ids = hashed.stdout.decode().split()
+        if len(ids) != len(files):
+            raise GitError(f"git hash-object gave {len(ids)} ids for {len(files)} files")
+        for (path, blob), on_disk in zip(files, ids, strict=True):
+            if on_disk != blob and not _line_endings_only(tree, path, blob):
+                off.append(path)
+    return sorted(off)
+
+
 def _only_line_endings_differ(worktree: Path, change: IndexChange) -> bool:
-    staged = run_git(worktree, ["cat-file", "blob", change.new_blob], timeout_s=GIT_TIMEOUT_S)
+    return _line_endings_only(worktree, change.path, change.new_blob)
+
+
+def _line_endings_only(worktree: Path, path: str, blob: str) -> bool:
+    staged = run_git(worktree, ["cat-file", "blob", blob], timeout_s=GIT_TIMEOUT_S)
     if staged.returncode != 0:
         return False
     try:
-        fd = os.open(worktree / change.path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(worktree / path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return False
     with os.fdopen(fd, "rb") as on_disk:

@@ -24,7 +24,14 @@ from typing import Any
 
 import structlog
 
-from services.worker.git_ops import exec_root, git, private_checkout, reset_worktree
+from services.worker.git_ops import (
+    UNFAITHFUL_RULE,
+    UnfaithfulCheckout,
+    exec_root,
+    git,
+    private_checkout,
+    reset_worktree,
+)
 from services.worker.sandbox import (
     Finished,
     SandboxUnavailable,
@@ -152,8 +159,13 @@ def execute_step(ctx: StepContext) -> StepOutcome:
     if tampered is not None:
         return StepOutcome.failed(tampered, {"rule": WORKTREE_RULE, "argv": argv})
     commit = str(ctx.outputs[StepId.APPLY_PATCH.value]["commit"])  # worktree_problem read it
-    with private_checkout(ctx.repo_path, settings.workspace_dir, ctx.run_id, commit) as tree:
-        return _run_on(ctx, argv, allowlist, tree)
+    try:
+        with private_checkout(ctx.repo_path, settings.workspace_dir, ctx.run_id, commit) as tree:
+            return _run_on(ctx, argv, allowlist, tree)
+    except UnfaithfulCheckout as exc:
+        return StepOutcome.failed(
+            str(exc), {"rule": UNFAITHFUL_RULE, "argv": argv, "paths": exc.paths}
+        )
 
 
 def _run_on(
