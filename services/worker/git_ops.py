@@ -493,15 +493,32 @@ def remove_worktree_dir(path: Path, workspaces: Path) -> None:
     # rm, not shutil.rmtree: a command can leave a tree thousands of folders deep (rmtree
     # recurses, and raised RecursionError for every cleanup pass) or paths past PATH_MAX;
     # rm -rf walks with openat and never follows a symlink.
-    done = subprocess.run(
-        [_RM, "-rf", "--one-file-system", "--", str(path)],
-        capture_output=True,
-        timeout=GIT_TIMEOUT_S,
-        check=False,
-    )
+    done = _rm_tree(path)
+    if done.returncode != 0:
+        # A command (a non-root worker binds the tree writable) can leave a folder of
+        # mode 000 that rm, as the same uid, cannot enter: give every folder back its
+        # owner's rights (chmod -R ignores the links it meets; ``path`` is no link, see
+        # above) and try once more.
+        subprocess.run(
+            [_CHMOD, "-R", "u+rwx", "--", str(path)],
+            capture_output=True,
+            timeout=GIT_TIMEOUT_S,
+            check=False,
+        )
+        done = _rm_tree(path)
     if done.returncode != 0:
         said = done.stderr.decode(errors="replace").strip()[:500]
         raise GitError(f"cannot remove {path}: {said}")
 
 
+def _rm_tree(path: Path) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [_RM, "-rf", "--one-file-system", "--", str(path)],
+        capture_output=True,
+        timeout=GIT_TIMEOUT_S,
+        check=False,
+    )
+
+
 _RM = "/bin/rm" if os.path.exists("/bin/rm") else "rm"
+_CHMOD = "/bin/chmod" if os.path.exists("/bin/chmod") else "chmod"

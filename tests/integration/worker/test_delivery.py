@@ -5,7 +5,10 @@ with nothing to keep) are removed after the grace period, never following a link
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -209,3 +212,48 @@ def test_a_cleanup_that_fails_is_recorded_and_never_holds_up_the_newer_ones(
     assert [c.run_id for c in first] == [latest], "the failed one waits, and then goes last"
     assert clean(rt) == [latest]
     assert read_run(rt, stuck).cleanup_failed_at == failed.cleanup_failed_at, "not retried yet"
+
+
+LEAVE_AND_REMOVE = """
+import os, sys
+from pathlib import Path
+from services.worker.git_ops import remove_worktree_dir
+root = Path(sys.argv[1])
+tree = root / "run-1"
+(tree / "d").mkdir(parents=True)
+(tree / "d" / "f").write_text("x")
+os.chmod(tree / "d", 0)
+remove_worktree_dir(tree, root)
+print("GONE" if not tree.exists() else "LEFT")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another uid")
+def test_a_folder_a_command_closed_to_its_owner_is_still_removed(tmp_path: Path) -> None:
+    """A non-root worker binds the tree writable: a command can leave a folder of mode 000
+    that the worker's own rm cannot enter (a red-team pass: every redelivery and the
+    cleanup then failed). The removal gives folders back their owner's rights first."""
+    root = Path(tempfile.mkdtemp(prefix="kodo-rm-"))
+    try:
+        os.chown(root, 65534, 65534)
+        done = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                sys.executable,
+                "-c",
+                LEAVE_AND_REMOVE,
+                str(root),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[3],
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "GONE"
+    finally:
+        subprocess.run(["rm", "-rf", str(root)], check=False)
