@@ -437,7 +437,7 @@ _CLEAN_BASES_MAX = 4096
 _clean_bases_lock = threading.Lock()
 
 
-def escaping_links(worktree: Path, commit: str) -> list[tuple[str, str]]:
+def escaping_links(worktree: Path, commit: str | None = None) -> list[tuple[str, str]]:
     """The symlinks of ``commit`` (checked out in ``worktree``) that resolve outside the
     worktree, as (path, target), sorted; [] when none.
 
@@ -447,15 +447,17 @@ def escaping_links(worktree: Path, commit: str) -> list[tuple[str, str]]:
     names. Resolved on disk (a chain of links, each harmless alone, is followed). Agents
     write regular files only, so a commit found clean stays clean: remembered by id.
     """
-    with _clean_bases_lock:
-        if commit in _CLEAN_BASES:
-            _CLEAN_BASES.move_to_end(commit)
-            return []
-    proc = run_git(
-        worktree, ["ls-tree", "-r", "-z", "--full-tree", commit], timeout_s=GIT_TIMEOUT_S
-    )
+    if commit is not None:
+        with _clean_bases_lock:
+            if commit in _CLEAN_BASES:
+                _CLEAN_BASES.move_to_end(commit)
+                return []
+    # None: the index as staged. A change that adds a link may reopen a base link that
+    # led nowhere (``a -> b/..``, then ``b -> .``): judged whole, never remembered.
+    listing = ["ls-tree", "-r", "-z", "--full-tree", commit] if commit else ["ls-files", "-s", "-z"]
+    proc = run_git(worktree, listing, timeout_s=GIT_TIMEOUT_S)
     if proc.returncode != 0:
-        raise GitError(f"git ls-tree {commit}: {proc.stderr.decode(errors='replace').strip()}")
+        raise GitError(f"git {listing[0]}: {proc.stderr.decode(errors='replace').strip()}")
     root = worktree.resolve()
     found = []
     for entry in proc.stdout.split(b"\0"):
@@ -470,7 +472,7 @@ def escaping_links(worktree: Path, commit: str) -> list[tuple[str, str]]:
             except OSError:
                 target = "?"
             found.append((path, target))
-    if not found:
+    if not found and commit is not None:
         with _clean_bases_lock:
             _CLEAN_BASES[commit] = None
             while len(_CLEAN_BASES) > _CLEAN_BASES_MAX:

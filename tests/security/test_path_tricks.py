@@ -112,3 +112,28 @@ def test_a_base_commit_with_links_out_of_the_worktree_runs_no_agent_turn(
             {"r": outcome.run_id},
         ).scalar_one()
     assert calls == 0, "no prompt was sent for a checkout with a way out"
+
+
+def test_a_new_link_that_opens_a_base_link_out_of_the_worktree_is_refused(
+    hostile: Hostile,
+) -> None:
+    """The base holds ``a -> b/..`` with no ``b``: it resolves inside (the worktree
+    itself), so CompileST lets it be. With ``allow_symlinks``, the patch adds ``b -> .``,
+    a link inside: now ``a`` is the workspaces folder, every other run's worktree (a
+    red-team pass). A change adding a link re-judges every link of the staged tree."""
+    repo = hostile.repo(
+        "reopened",
+        [{".kodo/policy.toml": "[policy]\nallow_symlinks = true\n", "a": "@symlink:b/.."}],
+    )
+    link = "diff --git a/b b/b\nnew file mode 120000\n--- /dev/null\n+++ b/b\n@@ -0,0 +1 @@\n+.\n"
+    fixture = hostile.fixture(
+        "reopened",
+        plan=attacks.plan(("b", "add")),
+        patch=attacks.patch(link + "\\ No newline at end of file\n"),
+        build=attacks.build("python3", "-c", "print('ok')"),
+    )
+
+    outcome = hostile.drive(repo, fixture)
+
+    assert_fails_closed(outcome, "symlink")
+    assert "a -> b/.." in str(outcome.diagnostic()), outcome.describe()

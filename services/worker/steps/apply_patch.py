@@ -29,6 +29,7 @@ worker died):
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from services.worker.git_ops import (
     commit_index,
     committed_changes,
     committed_patch,
+    escaping_links,
     git,
     head_trailer,
     reset_worktree,
@@ -61,6 +63,7 @@ from services.worker.worktree_guard import (
     worktree_gitdir_problem,
 )
 from shared.domain.change_check import (
+    SYMLINK,
     ChangeReport,
     IndexChange,
     check_changes,
@@ -172,6 +175,16 @@ def _take_edits(
     report = check_changes(judged, plan, policy)
     if report.violations:
         return _Refused(report, judged)
+    if any(c.new_mode == SYMLINK for c in changes):  # only a policy with allow_symlinks
+        escaping = [(_shown(p), _shown(t)) for p, t in escaping_links(worktree)]
+        if escaping:
+            said = ", ".join(f"{path} -> {target}" for path, target in escaping[:20])
+            violation = Violation(
+                "symlink",
+                f"with the new links, symlinks lead out of the worktree: {said}",
+                tuple(path for path, _ in escaping),
+            )
+            return _Refused(ChangeReport([violation], (), (), 0), judged)
     unfaithful = unfaithful_paths(worktree, changes)
     if unfaithful:
         said = (
@@ -192,6 +205,10 @@ def _take_edits(
         f"{OP_KEY_TRAILER}: {result.op_key}\n"
     )
     return _Committed(commit_index(worktree, message), report, changes, patch)
+
+
+def _shown(name: str) -> str:
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _quiet_and_clean(ctx: StepContext, worktree: Path) -> None:

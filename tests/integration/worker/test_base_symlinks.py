@@ -69,3 +69,15 @@ def test_compile_refuses_such_a_base_before_any_agent_turn(rt: Runtime, repo: Pa
     assert report["links"] == [{"path": "w", "target": ".."}]
     assert "w -> .." in report["error"]
     assert prompts_at_server(rt) == before, "no agent turn ran on that checkout"
+
+
+def test_the_staged_tree_is_judged_whole_when_a_link_is_added(repo: Path, tmp_path: Path) -> None:
+    """``a -> b/..`` leads nowhere until ``b -> .`` is staged; the base stays remembered
+    as clean, the staged tree (no commit given) is never taken from that memory."""
+    commit = _commit_links(repo, {b"a": b"b/.."})
+    worktree = ensure_worktree(repo, tmp_path / "ws", "run-1", commit).path
+    assert escaping_links(worktree, commit) == []
+    os.symlink(".", worktree / "b")
+    subprocess.run(["git", "add", "b"], cwd=worktree, check=True)
+    assert escaping_links(worktree) == [("a", "b/..")]
+    assert escaping_links(worktree, commit) == [], "the commit itself is still clean"
