@@ -200,7 +200,9 @@ class Sandbox:
             return None, f"unavailable: {exc}"
 
     @contextlib.contextmanager
-    def _layout(self, worktree: Path, toolchain: Toolchain) -> Iterator[Layout]:
+    def _layout(self, worktree: Path, toolchain: Toolchain, *, counted: bool) -> Iterator[Layout]:
+        """``counted``: the execution has a memory cgroup, which the overlay's tmpfs is
+        charged to; without one the overlay is held to KODO_EXEC_TMP_BYTES, as /tmp is."""
         with tempfile.TemporaryDirectory(prefix="kodo-sandbox-etc-") as etc:
             write_private_etc(Path(etc))
             yield Layout(
@@ -211,7 +213,11 @@ class Sandbox:
                 network=self.network,
                 tmp_bytes=self.tmp_bytes,
                 root_mode=self.root_mode,
-                overlay_bytes=self.worktree_bytes if self.root_mode else None,
+                overlay_bytes=(
+                    (self.worktree_bytes if counted else min(self.worktree_bytes, self.tmp_bytes))
+                    if self.root_mode
+                    else None
+                ),
             )
 
     def worktree_note(self) -> dict[str, Any]:
@@ -253,7 +259,7 @@ class Sandbox:
             else (lambda command: join_argv(cgroup.procs_files, command))
         )
         try:
-            with self._layout(worktree, tools) as layout:
+            with self._layout(worktree, tools, counted=cgroup is not None) as layout:
                 if not layout.root_mode:
                     done = stream_capped(
                         joined(bwrap_argv(bwrap, layout, env, argv, self.limits)),
@@ -413,7 +419,8 @@ def sandbox_cgroup_warning(settings: Settings, environ: dict[str, str]) -> str |
         return None
     return (
         f"memory cgroup unavailable: {no_cgroup}; sandboxed commands are bounded by rlimits"
-        " only (shared memory and /tmp are not counted against KODO_EXEC_MEMORY_BYTES)"
+        " only (shared memory, /tmp and the worktree overlay, held to KODO_EXEC_TMP_BYTES,"
+        " are not counted against KODO_EXEC_MEMORY_BYTES)"
     )
 
 

@@ -336,3 +336,13 @@ def test_the_command_runs_unprivileged_without_capabilities(worktree: Path) -> N
     shown = said(done).rsplit("[", 1)[1]
     for hidden in ("'run'", "'var'", "'home'", "'opt'", "'srv'", "'mnt'"):
         assert hidden not in shown, shown
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only the sandbox's root can mount the overlay")
+def test_without_a_memory_cgroup_the_overlay_is_held_to_the_tmp_size(worktree: Path) -> None:
+    """The overlay's tmpfs is memory: with no cgroup to charge it to (a red-team pass
+    pinned 200 MiB under a 64 MiB limit), it gets /tmp's size, not the worktree bound."""
+    settings = Settings(sandbox_cgroup="off", exec_worktree_bytes=64 << 20, exec_tmp_bytes=8 << 20)
+    done = run_python(WORKTREE_FILL, worktree, settings=settings)
+    assert "STOPPED ENOSPC" in said(done), said(done)
+    assert int(said(done).split("WROTE-MB", 1)[1].split()[0]) <= 8
