@@ -184,25 +184,28 @@ def test_a_compressed_answer_is_refused_uninflated_so_a_nested_gzip_bomb_costs_n
 ) -> None:
     """Attack: 300 bytes under any cap, ``gzip, gzip``; httpx inflated each chunk whole."""
     assert len(_Hostile.bomb) < 2_000
-    tracemalloc.start()
-    try:
-        with (
-            OpenCodeClient(hostile_url, timeout_s=10, max_answer_bytes=CAP) as client,
-            pytest.raises(AnswerTooLarge, match="came compressed"),
-        ):
-            client.health()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 8 * CAP, f"a 300-byte answer peaked at {peak} bytes"
+    peaks = []
+    for _ in range(3):  # tracemalloc sees every thread: the least of three is this call's
+        tracemalloc.start()
+        try:
+            with (
+                OpenCodeClient(hostile_url, timeout_s=10, max_answer_bytes=CAP) as client,
+                pytest.raises(AnswerTooLarge, match="came compressed"),
+            ):
+                client.health()
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    assert min(peaks) < 8 * CAP, f"a 300-byte answer peaked at {peaks} bytes"
 
 
 def test_an_answer_nested_deeper_than_python_recurses_is_a_permanent_error_not_a_crash(
     hostile_url: str, tmp_path: Path
 ) -> None:
-    """Attack: 200 KB of ``[[[[...`` fits the cap; json raised RecursionError, uncaught."""
+    """Attack: 200 KB of ``[[[[...`` fits the cap; json raised RecursionError, uncaught.
+    Now its shape is refused before parsing (depth over 64), a permanent error still."""
     with (
         OpenCodeClient(hostile_url, timeout_s=10, max_answer_bytes=CAP) as client,
-        pytest.raises(OpenCodePermanentError, match="not JSON"),
+        pytest.raises(OpenCodePermanentError, match=r"answer misshapen: .* deeper than 64"),
     ):
         client.get_session("ses_deep", directory=str(tmp_path))
