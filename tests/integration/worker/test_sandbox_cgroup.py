@@ -25,6 +25,7 @@ from tests.integration.worker.test_execute_step import (
     step_output,
 )
 from tests.integration.worker.test_sandbox import processes_with, run_python, said, worktree  # noqa: F401
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -141,9 +142,12 @@ def test_the_child_cgroup_is_gone_after_a_cancel(rt: Runtime, repo: Path) -> Non
     run_id, worker, result = executing_in_background(rt, repo, tag)
     children = exec_children()
     assert children, "the command runs in a child cgroup"
-    members = {int(p) for c in children for p in (c / "cgroup.procs").read_text().split()}
-    assert members, "the sandbox's processes are in it"
-    assert os.getpid() not in members, "the worker itself never joins the child"
+
+    def members() -> set[int]:  # the tag shows in the shim's argv before it joins
+        return {int(p) for c in exec_children() for p in (c / "cgroup.procs").read_text().split()}
+
+    wait_until(members, 10, "the sandbox's processes to be in the child cgroup")
+    assert os.getpid() not in members(), "the worker itself never joins the child"
     with uow(rt) as work:
         cancel_run(work, run_id, now=rt.clock.now())
     worker.join(20)
