@@ -21,7 +21,11 @@ from pathlib import Path
 
 import structlog
 
-from services.worker.worktree_guard import remove_special_files, worktree_gitdir_problem
+from services.worker.worktree_guard import (
+    remove_special_files,
+    shown_path,
+    worktree_gitdir_problem,
+)
 from shared.domain.change_check import (
     SYMLINK,
     IndexChange,
@@ -86,7 +90,7 @@ class UnfaithfulCheckout(GitError):
     """A checkout of the judged commit is not its blobs (rule ``worktree_filter``)."""
 
     def __init__(self, paths: list[str]) -> None:
-        shown = ", ".join(os.fsencode(p).decode("utf-8", "backslashreplace") for p in paths[:20])
+        shown = ", ".join(shown_path(p) for p in paths[:20])
         super().__init__(
             f"{UNFAITHFUL_RULE}: checking out the judged commit wrote other bytes than it"
             f" holds ({shown}): a .gitattributes conversion such as working-tree-encoding or"

@@ -26,7 +26,8 @@ RULE = "worktree_gitdir"
 SPECIAL_RULE = "special_file"
 
 
-def _shown(path: str) -> str:
+def shown_path(path: str) -> str:
+    """A name as the filesystem holds it, printable: bytes that are not UTF-8 as escapes."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
@@ -56,11 +57,11 @@ def special_files_problem(worktree: Path) -> tuple[str, list[str]] | None:
     found = special_files(worktree)
     if not found:
         return None
-    shown = ", ".join(_shown(p) for p in found[:20]) + (" ..." if len(found) > 20 else "")
+    shown = ", ".join(shown_path(p) for p in found[:20]) + (" ..." if len(found) > 20 else "")
     return (
         f"{SPECIAL_RULE}: the worktree holds entries git can neither judge nor undo"
         f" (FIFO, socket, device node, unreadable folder): {shown}",
-        [_shown(p) for p in found[:200]],
+        [shown_path(p) for p in found[:200]],
     )
 
 
@@ -73,7 +74,7 @@ def remove_special_files(worktree: Path) -> None:
             if not target.is_dir():
                 target.unlink(missing_ok=True)
         except OSError as exc:
-            log.warning("worktree.special_file_kept", path=_shown(path), error=str(exc)[:200])
+            log.warning("worktree.special_file_kept", path=shown_path(path), error=str(exc)[:200])
 
 
 def worktree_gitdir_problem(worktree: Path, repo: Path) -> str | None:

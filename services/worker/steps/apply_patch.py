@@ -29,7 +29,6 @@ worker died):
 
 from __future__ import annotations
 
-import os
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +58,7 @@ from services.worker.steps.base import (
 )
 from services.worker.worktree_guard import (
     SPECIAL_RULE,
+    shown_path,
     special_files_problem,
     worktree_gitdir_problem,
 )
@@ -176,7 +176,7 @@ def _take_edits(
     if report.violations:
         return _Refused(report, judged)
     if any(c.new_mode == SYMLINK for c in changes):  # only a policy with allow_symlinks
-        escaping = [(_shown(p), _shown(t)) for p, t in escaping_links(worktree)]
+        escaping = [(shown_path(p), shown_path(t)) for p, t in escaping_links(worktree)]
         if escaping:
             said = ", ".join(f"{path} -> {target}" for path, target in escaping[:20])
             violation = Violation(
@@ -205,10 +205,6 @@ def _take_edits(
         f"{OP_KEY_TRAILER}: {result.op_key}\n"
     )
     return _Committed(commit_index(worktree, message), report, changes, patch)
-
-
-def _shown(name: str) -> str:
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _quiet_and_clean(ctx: StepContext, worktree: Path) -> None:

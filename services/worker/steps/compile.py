@@ -8,11 +8,10 @@ commit holding a symlink that resolves outside the worktree fails the run (rule
 
 from __future__ import annotations
 
-import os
-
 from services.worker.git_ops import Worktree, ensure_worktree, escaping_links
 from services.worker.steps.attempts import AttemptLoop
 from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, Stopwatch
+from services.worker.worktree_guard import shown_path
 from shared.domain.change_check import check_plan
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.domain.policy import Policy
@@ -46,17 +45,13 @@ def compile_step(ctx: StepContext) -> StepOutcome:
 
 def _escaping_links_refused(links: list[tuple[str, str]]) -> StepOutcome:
     """No agent turn runs on a checkout with a way out: fail closed, naming the links."""
-    shown = [(_shown(path), _shown(target)) for path, target in links]
+    shown = [(shown_path(path), shown_path(target)) for path, target in links]
     listed = ", ".join(f"{path} -> {target}" for path, target in shown[:20])
     return StepOutcome.failed(
         f"symlink: the base commit holds symlinks that lead out of the worktree ({listed});"
         " an agent's tools would reach other runs' worktrees through them",
         {"rule": "symlink", "links": [{"path": p, "target": t} for p, t in shown]},
     )
-
-
-def _shown(name: str) -> str:
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _plan(ctx: StepContext, policy: Policy, worktree: Worktree, git: Stopwatch) -> StepOutcome:
