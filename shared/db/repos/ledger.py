@@ -15,6 +15,7 @@ from sqlalchemy import Boolean, ColumnElement, bindparam, case, extract, func, s
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, defer
 
+from shared.db import direct
 from shared.db.models import OpenCodeCall, Run, StepRun, bound, table_of
 from shared.db.repos.runs import budget_of
 from shared.domain.budget import BudgetExceeded, Estimate
@@ -109,6 +110,7 @@ _MARK_SENT = (
     .values(status=CallStatus.SENT.value)
     .returning(_CALLS.c.id)
 )
+_AWAITS = select(_CALLS.c.status, _CALLS.c.idle_at).where(_CALLS.c.op_key == bindparam("key"))
 _STEP_TASK = (
     select(_STEPS.c.task_id)
     .where(_STEPS.c.run_id == _CALLS.c.run_id, _STEPS.c.step_id == _CALLS.c.step_id)
@@ -218,7 +220,8 @@ class LedgerRepo:
         A won claim after its round's first attempt also adds one to ``runs.retry_count``. Raises
         AttemptPromptChanged if the attempt is in the ledger under another op_key.
         """
-        won = self.session.execute(
+        won = direct.execute(
+            self.session,
             _CLAIM,
             {
                 "op_key": op_key,
@@ -246,7 +249,7 @@ class LedgerRepo:
     def _refuse(self, run_id: str, estimate: Estimate) -> None:
         """The won claim's estimate does not fit: raise BudgetExceeded, saying by how much
         (the caller's transaction rolls back: the claim goes with it, nothing is sent)."""
-        row = self.session.execute(_BUDGET_OF, {"w_run_id": run_id}).one()
+        row = direct.execute(self.session, _BUDGET_OF, {"w_run_id": run_id}).one()
         raise BudgetExceeded(budget_of(row).refusal(estimate))
 
     def get(self, op_key: str) -> OpenCodeCall | None:
@@ -271,13 +274,13 @@ class LedgerRepo:
     def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
         """The HTTP call is about to leave: record its session, its daemon and (the
         database's) time."""
-        self.session.execute(
-            _MARK_STARTED, {"key": op_key, "session_id": session_id, "daemon": daemon}
+        direct.execute(
+            self.session, _MARK_STARTED, {"key": op_key, "session_id": session_id, "daemon": daemon}
         )
 
     def mark_sent(self, op_key: str) -> bool:
         """The daemon took the prompt (prompt_async): ``claimed`` becomes ``sent``."""
-        return self.session.execute(_MARK_SENT, {"key": op_key}).first() is not None
+        return direct.execute(self.session, _MARK_SENT, {"key": op_key}).first() is not None
 
     def wake(self, session_ids: list[str]) -> list[Woken]:
         """Mark the calls of these ended sessions idle; the steps of the sent ones (a
@@ -335,10 +338,8 @@ class LedgerRepo:
     def awaits_collection(self, op_key: str) -> bool:
         """True while the call is ``claimed`` or ``sent`` and no collector has seen its
         session end (before or after it was marked sent)."""
-        found = self.session.execute(
-            select(OpenCodeCall.status, OpenCodeCall.idle_at).where(OpenCodeCall.op_key == op_key)
-        ).first()
-        return found is not None and found[0] in OPEN and found[1] is None
+        found = direct.execute(self.session, _AWAITS, {"key": op_key}).first()
+        return found is not None and found.status in OPEN and found.idle_at is None
 
     def note_rejected(self, op_key: str, reason: str) -> bool:
         """Record why a succeeded answer was not used (once; a replay reads it back)."""
@@ -372,7 +373,8 @@ class LedgerRepo:
         Only the claimant finishes a ``claimed`` row; a row another delivery declared
         ``unknown`` meanwhile is finished ``from_status=UNKNOWN`` with a late status.
         """
-        done = self.session.execute(
+        done = direct.execute(
+            self.session,
             _FINISH,
             {
                 "key": op_key,

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate
 
+from shared.db import direct
 from shared.db.models import Intent, Run, table_of
 from shared.domain.budget import Budget, Ledger
 from shared.domain.run_machine import NextAction, RunStatus, StepId, Transition
@@ -80,8 +81,8 @@ class RunRepo:
 
     def status_of(self, run_id: str) -> str | None:
         """Only the status (no ORM object): the per-attempt lease check reads just this."""
-        status: str | None = self.session.execute(
-            _STATUS_OF, {"run_id": run_id}
+        status: str | None = direct.execute(
+            self.session, _STATUS_OF, {"run_id": run_id}
         ).scalar_one_or_none()
         return status
 
@@ -201,7 +202,7 @@ class RunRepo:
         if workspace is not None:
             values["branch"], values["worktree_path"] = workspace
         values["run_id"], values["from_status"] = run_id, move.from_status.value
-        moved = self.session.execute(
-            _apply_statement(frozenset(values)), values
+        moved = direct.execute(
+            self.session, _apply_statement(frozenset(values)), values
         ).scalar_one_or_none()
         return moved is not None

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, bindparam, func, literal_column, select
 from sqlalchemy.orm import Session
 
+from shared.db import direct
 from shared.db.models import Artifact, Intent, PlanApproval, Run, StepRun
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind, Decision, StepRunStatus
@@ -133,7 +134,7 @@ _SNAPSHOT = _snapshot_query()
 def run_snapshot(s: Session, run_id: str, step: StepId | None = None) -> RunSnapshot | None:
     """The run as a step sees it; with ``step``, whether that step is parked on a call."""
     params = {"run_id": run_id, "step_id": step.value if step is not None else None}
-    row = s.execute(_SNAPSHOT, params).one_or_none()
+    row = direct.execute(s, _SNAPSHOT, params).one_or_none()
     if row is None:
         return None
     round_, attempt_base, round_input = row.round_info or (1, 0, None)

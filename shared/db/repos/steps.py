@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased, defer
 
+from shared.db import direct
 from shared.db.models import Artifact, OpenCodeCall, Run, StepRound, StepRun, bound, table_of
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind, StepRunStatus
@@ -242,9 +243,9 @@ class StepRunRepo:
         resume = {**params, "w_run_id": run_id, "w_step_id": step.value}
         del resume["run_id"], resume["step_id"]
         first, then = (_RESUME, _ENTER) if parked else (_ENTER, _RESUME)
-        row = self.session.execute(first, resume if parked else params).one_or_none()
+        row = direct.execute(self.session, first, resume if parked else params).one_or_none()
         if row is None:
-            row = self.session.execute(then, params if parked else resume).one_or_none()
+            row = direct.execute(self.session, then, params if parked else resume).one_or_none()
         return None if row is None else Entered(row.fence, row.deliveries, row.app_version)
 
     def park(self, run_id: str, step: StepId, fence: int, *, op_key: str, hold_s: float) -> bool:
@@ -257,12 +258,12 @@ class StepRunRepo:
             "op_key": op_key,
             "lease": timedelta(seconds=hold_s),
         }
-        return self.session.execute(_PARK, params).scalar_one_or_none() is not None
+        return direct.execute(self.session, _PARK, params).scalar_one_or_none() is not None
 
     def release(self, run_id: str, step: StepId, fence: int) -> bool:
         """Give up our lease without an outcome: the next delivery may enter at once."""
         params = {"w_run_id": run_id, "w_step_id": step.value, "w_fence": fence}
-        return self.session.execute(_RELEASE, params).scalar_one_or_none() is not None
+        return direct.execute(self.session, _RELEASE, params).scalar_one_or_none() is not None
 
     def renew(self, run_id: str, step: StepId, fence: int, lease_s: float) -> bool:
         """Extend our lease; False if a newer delivery fenced us off."""
@@ -272,7 +273,7 @@ class StepRunRepo:
             "w_fence": fence,
             "lease": timedelta(seconds=lease_s),
         }
-        return self.session.execute(_RENEW, params).scalar_one_or_none() is not None
+        return direct.execute(self.session, _RENEW, params).scalar_one_or_none() is not None
 
     def hold(
         self, run_id: str, step: StepId, fence: int, lease_s: float
@@ -285,7 +286,7 @@ class StepRunRepo:
             "w_fence": fence,
             "lease": timedelta(seconds=lease_s),
         }
-        row = self.session.execute(_HOLD, params).one()
+        row = direct.execute(self.session, _HOLD, params).one()
         status: str | None = row.status
         return status, bool(row.renewed)
 
@@ -315,7 +316,7 @@ class StepRunRepo:
             "output": output,
             "error": error,
         }
-        return self.session.execute(_FINISH, params).scalar_one_or_none() is not None
+        return direct.execute(self.session, _FINISH, params).scalar_one_or_none() is not None
 
     def for_run(self, run_id: str) -> list[StepRun]:
         return list(
@@ -448,7 +449,8 @@ class ArtifactRepo:
     ) -> str:
         """Store an artifact once (a redelivered step keeps the first); return its sha256."""
         digest = sha256_hex(content)
-        self.session.execute(
+        direct.execute(
+            self.session,
             _PUT_ARTIFACT,
             {
                 "run_id": run_id,

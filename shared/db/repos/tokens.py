@@ -8,6 +8,7 @@ from sqlalchemy import Connection, String, bindparam, cast, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared.db import direct
 from shared.db.models import ApiToken, UiSession
 
 
@@ -66,7 +67,7 @@ _LIVE_NAME_ROLE = select(ApiToken.name, ApiToken.role).where(
 def live_name_and_role(conn: Connection, token_sha256: str) -> tuple[str, str] | None:
     """(name, role) of the live token with this digest, in one Core statement: the
     API's check on every request, where an ORM object and session cost more than it."""
-    row = conn.execute(_LIVE_NAME_ROLE, {"digest": token_sha256}).one_or_none()
+    row = direct.execute(conn, _LIVE_NAME_ROLE, {"digest": token_sha256}).one_or_none()
     return None if row is None else (row.name, row.role)
 
 
