@@ -128,6 +128,8 @@ class Rows:
 
 def _connection(where: Session | Connection) -> Connection:
     if isinstance(where, Connection):
+        if not where.in_transaction():
+            where.begin()  # autobegin, as Connection.execute would: its commit() then counts
         return where
     if where.autoflush:
         where.flush()  # as Session.execute would: pending objects reach the database first

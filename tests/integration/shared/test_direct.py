@@ -164,3 +164,15 @@ def test_a_default_computed_at_execution_is_refused_at_compile_time(engine: Engi
     table = Table("t", MetaData(), Column("x", Integer, default=lambda: 1), Column("y", Integer))
     with pytest.raises(TypeError, match="'x'"):
         direct.compile_once(insert(table).values(y=bindparam("y")), engine.dialect)
+
+
+def test_on_a_bare_connection_the_callers_commit_keeps_the_write(
+    engine: Engine, db: Session
+) -> None:
+    run = _step(db)
+    db.commit()
+    with engine.connect() as conn:
+        direct.execute(conn, _SET_OUTPUT, {"w_run_id": run.id, "output": {"kept": True}})
+        conn.commit()
+    with engine.connect() as conn:
+        assert conn.execute(_READ, {"run_id": run.id}).one().output == {"kept": True}
