@@ -10,8 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.engine import unit_of_work
-from shared.db.models import OpenCodeCall
-from shared.db.repos.ledger import LedgerRepo
+from shared.db.repos.ledger import AgedCall, LedgerRepo
 from shared.domain.budget import Estimate
 from shared.domain.step_lease import StepLease
 from shared.domain.vocab import CallStatus
@@ -88,7 +87,7 @@ class PostgresCallLedger:
             )
 
 
-def _as_record(row: OpenCodeCall, age: float) -> tuple[CallRecord, float]:
+def _as_record(row: AgedCall, age: float) -> tuple[CallRecord, float]:
     """The row as the protocol reads it, and its age if it is still claimed or sent."""
     record = CallRecord(
         op_key=row.op_key,
@@ -113,7 +112,7 @@ def _claim_in(
     request: dict[str, Any],
     lease: StepLease | None,
     estimate: Estimate | None,
-) -> tuple[OpenCodeCall, float] | None:
+) -> tuple[AgedCall, float] | None:
     """The claim (None: won; else the row that won before), with the step's lease held in
     the same transaction (StepAbandoned rolls both back: a cancelled or fenced-off
     delivery claims nothing) and, for a won claim, the call's estimate reserved on the

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import Boolean, ColumnElement, bindparam, case, extract, func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -111,6 +111,23 @@ _MARK_SENT = (
     .returning(_CALLS.c.id)
 )
 _AWAITS = select(_CALLS.c.status, _CALLS.c.idle_at).where(_CALLS.c.op_key == bindparam("key"))
+
+
+class AgedCall(Protocol):
+    """The columns of a ledger row the call protocol reads back (see ``_AGED``)."""
+
+    op_key: str
+    status: str
+    response: dict[str, Any] | None
+    usage: dict[str, Any] | None
+    error_name: str | None
+    error: str | None
+    rejected: str | None
+    session_id: str | None
+    idle_at: datetime | None
+    daemon: str | None
+
+
 _STEP_TASK = (
     select(_STEPS.c.task_id)
     .where(_STEPS.c.run_id == _CALLS.c.run_id, _STEPS.c.step_id == _CALLS.c.step_id)
@@ -146,6 +163,9 @@ _AGE = extract(
 )
 """How long ago the call was claimed (or sent), by the database's clock alone: a rule
 that compares a time written by one host with another host's clock breaks under skew."""
+_AGED = select(*(_CALLS.c[name] for name in AgedCall.__annotations__), _AGE.label("age")).where(
+    _CALLS.c.op_key == bindparam("key")
+)
 
 
 _FINISH = (
@@ -213,7 +233,7 @@ class LedgerRepo:
         agent: str,
         request: dict[str, Any],
         estimate: Estimate | None = None,
-    ) -> tuple[OpenCodeCall, float] | None:
+    ) -> tuple[AgedCall, float] | None:
         """Insert the ``claimed`` row: None if this claim won (call now); else the row
         that holds the op_key and its age (never call: read it).
 
@@ -259,17 +279,12 @@ class LedgerRepo:
             .execution_options(populate_existing=True)
         ).scalar_one_or_none()
 
-    def get_aged(self, op_key: str) -> tuple[OpenCodeCall, float] | None:
-        """The row without its request (the prompt: the protocol never reads it back)
-        and its age (seconds since it was claimed or sent) by the database's clock alone,
+    def get_aged(self, op_key: str) -> tuple[AgedCall, float] | None:
+        """What the call protocol reads of the row (never its request: the prompt) and
+        its age (seconds since it was claimed or sent) by the database's clock alone,
         in one statement."""
-        found = self.session.execute(
-            select(OpenCodeCall, _AGE)
-            .where(OpenCodeCall.op_key == op_key)
-            .options(defer(OpenCodeCall.request))
-            .execution_options(populate_existing=True)
-        ).one_or_none()
-        return None if found is None else (found[0], float(found[1]))
+        found = direct.execute(self.session, _AGED, {"key": op_key}).one_or_none()
+        return None if found is None else (found, float(found.age))
 
     def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
         """The HTTP call is about to leave: record its session, its daemon and (the
