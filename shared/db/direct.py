@@ -41,6 +41,7 @@ class Compiled:
     sql: str
     defaults: Mapping[str, Any]  # values bound at build time (a status literal...)
     required: frozenset[str]  # names the caller must pass
+    names: frozenset[str]  # every name the caller may pass
     processors: Mapping[str, Callable[[Any], Any]]  # type processors (JSONB)
 
 
@@ -57,6 +58,8 @@ def compile_once(stmt: Executable, dialect: Dialect) -> Compiled:
     compiled = stmt.compile(dialect=dialect)  # type: ignore[attr-defined]
     if not isinstance(compiled, SQLCompiler) or compiled.positional:
         raise TypeError(f"direct.execute needs named parameters: {type(compiled).__name__}")
+    if compiled.escaped_bind_names:  # the text reads another name than the caller passes
+        raise TypeError(f"direct.execute cannot send escaped names {compiled.escaped_bind_names}")
     processors: dict[str, Callable[[Any], Any]] = {}
     required: set[str] = set()
     for bind in compiled.binds.values():
@@ -84,6 +87,7 @@ def compile_once(stmt: Executable, dialect: Dialect) -> Compiled:
         sql=compiled.string,
         defaults=defaults,
         required=frozenset(required),
+        names=frozenset(compiled.params),
         processors=processors,
     )
     with _cache_lock:
@@ -92,17 +96,35 @@ def compile_once(stmt: Executable, dialect: Dialect) -> Compiled:
 
 
 class Rows:
-    """What a hot statement returned: the part of ``Result`` the repositories read."""
+    """What a hot statement returned: the part of ``Result`` the repositories read.
 
-    def __init__(self, rows: Sequence[NamedTuple], rowcount: int) -> None:
-        self._rows = rows
+    ``rowcount`` is psycopg's, and the key an INSERT returns for SQLAlchemy's own use
+    (its implicit RETURNING) is a row here: an INSERT ... ON CONFLICT DO NOTHING counts
+    1 or 0 and returns the new key or nothing, where SQLAlchemy says -1 and no rows. A
+    statement that returns no rows (no RETURNING) refuses to be read, as SQLAlchemy's
+    closed result does.
+    """
+
+    def __init__(self, rows: Sequence[NamedTuple] | None, rowcount: int) -> None:
+        self._returned = rows
         self.rowcount = rowcount
+
+    @property
+    def returns_rows(self) -> bool:
+        return self._returned is not None
+
+    @property
+    def _rows(self) -> Sequence[NamedTuple]:
+        if self._returned is None:
+            raise exc.ResourceClosedError("This result object does not return rows.")
+        return self._returned
 
     def all(self) -> list[Any]:
         return list(self._rows)
 
     def first(self) -> Any | None:
-        return self._rows[0] if self._rows else None
+        rows = self._rows
+        return rows[0] if rows else None
 
     def one_or_none(self) -> Any | None:
         if len(self._rows) > 1:
@@ -137,10 +159,16 @@ def _connection(where: Session | Connection) -> Connection:
 
 
 def parameters(compiled: Compiled, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The values sent: build-time defaults, then the caller's, each through its type."""
+    """The values sent: build-time defaults, then the caller's, each through its type.
+
+    A missing name is refused, never sent as NULL; so is a name the statement does not
+    bind (``Session.execute`` would have turned one named like a column into a SET)."""
     missing = compiled.required - params.keys()
     if missing:
         raise exc.ArgumentError(f"a value is required for bind parameter(s) {sorted(missing)}")
+    unknown = params.keys() - compiled.names
+    if unknown:
+        raise exc.ArgumentError(f"not a bind parameter of the statement: {sorted(unknown)}")
     sent = {**compiled.defaults, **params}
     for name, process in compiled.processors.items():
         if name in sent:
@@ -154,17 +182,24 @@ def execute(
     """Run a prebuilt statement in ``where``'s transaction (see the module docstring)."""
     conn = _connection(where)
     compiled = compile_once(stmt, conn.dialect)
-    sent = parameters(compiled, params or {})
     dbapi = conn.connection.driver_connection
     if dbapi is None:
         raise exc.InvalidRequestError("the connection has no DBAPI connection")
+    sql, sent = compiled.sql, dict(params or {})
     cursor = dbapi.cursor(row_factory=namedtuple_row)
     try:
-        conn.dispatch.before_cursor_execute(conn, cursor, compiled.sql, sent, None, False)
-        cursor.execute(compiled.sql, sent)
-        rows = cursor.fetchall() if cursor.description is not None else []
-        return Rows(rows, cursor.rowcount)
-    except Exception as err:  # handled as Connection.execute would: wrapped, invalidated
-        conn._handle_dbapi_exception(err, compiled.sql, sent, cursor, None)
+        sent = parameters(compiled, sent)
+        # Listeners get no ExecutionContext (there is none); a retval listener may
+        # rewrite the text or the values, as on Connection.execute.
+        for before in conn.dispatch.before_cursor_execute:
+            sql, sent = before(conn, cursor, sql, sent, None, False)
+        cursor.execute(sql, sent)
+        for after in conn.dispatch.after_cursor_execute:
+            after(conn, cursor, sql, sent, None, False)
+        if cursor.description is None:
+            return Rows(None, cursor.rowcount)
+        return Rows(cursor.fetchall(), cursor.rowcount)
+    except BaseException as err:  # as Connection.execute: wrapped, a broken link invalidated
+        conn._handle_dbapi_exception(err, sql, sent, cursor, None)
     finally:
         cursor.close()

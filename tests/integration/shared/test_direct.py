@@ -93,7 +93,7 @@ def test_pending_orm_objects_are_flushed_before_the_statement(db: Session) -> No
 
 
 def test_a_missing_parameter_is_refused_not_sent_as_null(db: Session) -> None:
-    with pytest.raises(exc.ArgumentError, match="w_run_id"):
+    with pytest.raises(exc.StatementError, match="w_run_id"):
         direct.execute(db, _SET_OUTPUT, {"output": None})
 
 

@@ -1,0 +1,263 @@
+"""shared.db.direct sends every hot statement as SQLAlchemy would, and reads it back
+the same: each is run both ways (each in a rolled-back SAVEPOINT) with awkward values
+(JSON null, '%' in text, big numbers, naive and aware times, bytes), and the
+(statement, parameters) pair before_cursor_execute sees and the typed rows compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from psycopg.types.json import Jsonb
+from sqlalchemy import JSON, Engine, event, text
+from sqlalchemy.orm import Session
+
+from shared.db import direct
+from shared.db.repos import ledger, runs, snapshots, steps, tokens
+from tests import factories
+
+_NAME = re.compile(r"%\((\w+)\)s")
+
+
+def _norm(v: Any) -> Any:
+    if isinstance(v, Jsonb):
+        return ("Jsonb", v.obj)
+    if type(v).__name__ == "Binary":
+        return ("Binary", v.obj)
+    return v
+
+
+def _capture(engine: Engine, db: Session, run: Any) -> tuple[str, dict[str, Any], Any]:
+    seen: list[tuple[str, dict[str, Any]]] = []
+    got: list[Any] = []
+
+    def grab(_c: Any, _cur: Any, statement: str, params: Any, *_rest: Any) -> None:
+        seen.append((statement, dict(params)))
+
+    event.listen(engine, "before_cursor_execute", grab)
+    try:
+        nested = db.begin_nested()
+        try:
+            result = run()
+            rows = result.all() if name_returns(result) else None
+            got.append(None if rows is None else [_typed(r) for r in rows])
+        finally:
+            nested.rollback()
+    finally:
+        event.remove(engine, "before_cursor_execute", grab)
+    stmts = [s for s in seen if not s[0].startswith(("SAVEPOINT", "ROLLBACK", "RELEASE"))]
+    assert len(stmts) == 1, seen
+    sql, params = stmts[0]
+    used = set(_NAME.findall(sql))
+    return sql, {k: _norm(params[k]) for k in sorted(used)}, got[0]
+
+
+def name_returns(result: Any) -> bool:
+    return bool(getattr(result, "returns_rows", True))
+
+
+def _typed(row: Any) -> list[tuple[type, Any]]:
+    return [(type(v), v) for v in row]
+
+
+def _cases(run_id: str) -> dict[str, tuple[Any, dict[str, Any]]]:
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    w = {"w_run_id": run_id, "w_step_id": "CompileST", "w_fence": 1}
+    return {
+        "ENTER": (
+            steps._ENTER,
+            {
+                "run_id": run_id,
+                "step_id": "CompileST",
+                "lease": timedelta(seconds=30),
+                "owner": "me",
+                "worker_version": "v",
+                "task_id": None,
+            },
+        ),
+        "RESUME": (
+            steps._RESUME,
+            {
+                "w_run_id": run_id,
+                "w_step_id": "CompileST",
+                "lease": timedelta(seconds=30),
+                "owner": "me",
+                "worker_version": "v",
+                "task_id": "t",
+            },
+        ),
+        "PARK": (steps._PARK, {**w, "op_key": "k", "lease": timedelta(seconds=3)}),
+        "RELEASE": (steps._RELEASE, w),
+        "RENEW": (steps._RENEW, {**w, "lease": timedelta(seconds=3)}),
+        "HOLD": (steps._HOLD, {**w, "lease": timedelta(seconds=3)}),
+        "SFINISH_NONE": (
+            steps._FINISH,
+            {**w, "status": "succeeded", "output": None, "error": None},
+        ),
+        "SFINISH_OUT": (
+            steps._FINISH,
+            {**w, "status": "succeeded", "output": {"a": "%(x)s %", "n": [None]}, "error": None},
+        ),
+        "PUT": (
+            steps._PUT_ARTIFACT,
+            {
+                "run_id": run_id,
+                "step_id": "CompileST",
+                "kind": "plan_card",
+                "name": "n",
+                "media_type": "m",
+                "content": b"\x00%s",
+                "size": 3,
+                "sha256": hashlib.sha256(b"\x00%s").hexdigest(),
+            },
+        ),
+        "SNAPSHOT": (snapshots._SNAPSHOT, {"run_id": run_id, "step_id": None}),
+        "CLAIM": (
+            ledger._CLAIM,
+            {
+                "op_key": "k",
+                "run_id": run_id,
+                "step_id": "CompileST",
+                "attempt": 1,
+                "agent": "a",
+                "request": {"prompt": "%(op_key)s"},
+                "call_usd": None,
+                "call_tok": None,
+                "budgeted": False,
+            },
+        ),
+        "SFINISH_JSON_NULL": (
+            steps._FINISH,
+            {**w, "status": "succeeded", "output": JSON.NULL, "error": "%s %(w_fence)s"},
+        ),
+        "PUT_MEMORYVIEW": (
+            steps._PUT_ARTIFACT,
+            {
+                "run_id": run_id,
+                "step_id": "CompileST",
+                "kind": "plan_card",
+                "name": "plan.json",
+                "media_type": "application/json",
+                "content": memoryview(b'{"k": 1}'),
+                "size": 8,
+                "sha256": hashlib.sha256(b'{"k": 1}').hexdigest(),
+            },
+        ),
+        "CLAIM_BUDGETED": (
+            ledger._CLAIM,
+            {
+                "op_key": "k2",
+                "run_id": run_id,
+                "step_id": "CompileST",
+                "attempt": 2,
+                "agent": "a",
+                "request": {"n": None, "f": 1.5, "big": 2**70, "s": "\u00e9%%"},
+                "call_usd": 10,
+                "call_tok": 5,
+                "budgeted": True,
+            },
+        ),
+        "LFINISH_NAIVE": (
+            ledger._FINISH,
+            {
+                "key": "k",
+                "from_status": "claimed",
+                "status": "succeeded",
+                "now": datetime(2026, 1, 2, 3, 4, 5),
+                "duration_ms": 7,
+                "response": {"a": [None, {"b": "%(key)s"}]},
+                "usage": None,
+                "error_name": None,
+                "error": None,
+            },
+        ),
+        "SNAPSHOT_STEP": (snapshots._SNAPSHOT, {"run_id": run_id, "step_id": "CompileST"}),
+        "BUDGET": (ledger._BUDGET_OF, {"w_run_id": run_id}),
+        "MARK_STARTED": (ledger._MARK_STARTED, {"key": "k", "session_id": "s", "daemon": None}),
+        "MARK_SENT": (ledger._MARK_SENT, {"key": "k"}),
+        "LFINISH": (
+            ledger._FINISH,
+            {
+                "key": "k",
+                "from_status": "claimed",
+                "status": "failed",
+                "now": now,
+                "duration_ms": None,
+                "response": None,
+                "usage": {},
+                "error_name": None,
+                "error": None,
+            },
+        ),
+        "AWAITS": (ledger._AWAITS, {"key": "k"}),
+        "STATUS_OF": (runs._STATUS_OF, {"run_id": run_id}),
+        "APPLY": (
+            runs._apply_statement(
+                frozenset({"status", "next_action", "updated_at", "error", "run_id", "from_status"})
+            ),
+            {
+                "status": "failed",
+                "next_action": "none",
+                "updated_at": now,
+                "error": None,
+                "run_id": run_id,
+                "from_status": "compiling",
+            },
+        ),
+        "TOKEN": (tokens._LIVE_NAME_ROLE, {"digest": "d"}),
+    }
+
+
+def _rich_run(db: Session) -> Any:
+    """A run with a plan artifact, an approval, step outputs, a call and a budget, so
+    every column of the hot statements' results has a value to convert."""
+    plan = b'{"steps": [1, 2.5, null], "pct": "%(x)s"}'
+    digest = hashlib.sha256(plan).hexdigest()
+    run = factories.RunFactory(plan_sha256=digest, budget_usd_micro=1000, budget_tokens=10**12)
+    db.flush()
+    db.execute(
+        text(
+            "INSERT INTO app.step_runs (run_id, step_id, status, started_at, fence, deliveries,"
+            " output, lease_owner, lease_expires_at, parked_on, round, attempt_base,"
+            " round_input) VALUES (:r, 'CompileST', 'running', now(), 1, 1, NULL, 'x',"
+            " now() + interval '1 min', 'k', 2, 3, CAST(:ri AS jsonb)), (:r, 'DecideST',"
+            " 'succeeded', now(), 1, 1, CAST(:out AS jsonb), NULL, NULL, NULL, 1, 0, NULL)"
+        ),
+        {"r": run.id, "ri": '{"q": 1.25}', "out": '{"d": [true, 12345678901234567890.5]}'},
+    )
+    db.execute(
+        text(
+            "INSERT INTO app.artifacts (run_id, step_id, kind, name, media_type, sha256, size,"
+            " content) VALUES (:r, 'CompileST', 'plan_card', 'plan.json', 'application/json',"
+            " :d, :n, :c)"
+        ),
+        {"r": run.id, "d": digest, "n": len(plan), "c": plan},
+    )
+    factories.PlanApprovalFactory(run=run, run_id=run.id, plan_sha256=digest)
+    factories.OpenCodeCallFactory(run=run, run_id=run.id, op_key="k", status="claimed")
+    db.flush()
+    return run
+
+
+@pytest.mark.parametrize("name", list(_cases("x")))
+def test_the_cursor_sees_what_sqlalchemy_would_send(engine: Engine, db: Session, name: str) -> None:
+    run = _rich_run(db)
+    stmt, params = _cases(run.id)[name]
+    sa = _capture(engine, db, lambda: db.execute(stmt, dict(params)))
+    fast = _capture(engine, db, lambda: direct.execute(db, stmt, dict(params)))
+    if name.startswith("CLAIM"):  # the claimed row's id: a sequence, not rolled back
+        sa, fast = _without_first_column(sa), _without_first_column(fast)
+    if name.startswith("PUT"):
+        # SQLAlchemy hides the key its implicit RETURNING reads; direct returns it (Rows).
+        sa, fast = sa[:2], fast[:2]
+    assert fast == sa
+    if name == "SNAPSHOT_STEP":  # the rich row was read: the computed columns have values
+        assert all(v is not None for _t, v in fast[2][0][-5:]), fast[2]  # approved..round
+
+
+def _without_first_column(got: tuple[str, dict[str, Any], Any]) -> Any:
+    return got[0], got[1], [r[1:] for r in got[2]]
