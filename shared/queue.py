@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from shared import redis_transport
 from shared.config import Settings
 from shared.domain.run_machine import StepId
 from shared.service.messages import AbortCalls, Deliver, Message, RunStep
@@ -33,6 +34,7 @@ RUN_TASKS = frozenset({*(task_name(step) for step in StepId), DELIVER, ABORT_CAL
 
 
 def make_celery(settings: Settings) -> Celery:
+    redis_transport.install()  # redis:// reuses a client per channel (shared.redis_transport)
     app = Celery("kodo", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
         task_default_queue=QUEUE,

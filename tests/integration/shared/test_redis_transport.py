@@ -1,0 +1,73 @@
+"""shared.redis_transport: kombu's Redis transport with one client per channel pool.
+
+On the test session's own Redis (the ``redis_url`` fixture), through the Celery app
+both services build.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from celery import Celery
+from kombu import Connection
+from kombu.transport import TRANSPORT_ALIASES
+
+from shared import redis_transport
+from shared.config import Settings
+from shared.queue import make_celery
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def celery(redis_url: str, database_url: str) -> Iterator[Celery]:
+    app = make_celery(Settings(database_url=database_url, redis_url=redis_url))
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def connection(celery: Celery) -> Iterator[Connection]:
+    with celery.connection_for_write() as conn:
+        yield conn
+
+
+def test_the_kodo_app_speaks_redis_through_the_shared_client_transport(
+    connection: Connection, redis_url: str
+) -> None:
+    assert isinstance(connection.transport, redis_transport.Transport)
+    assert connection.as_uri().startswith("redis://")
+    assert connection.as_uri().endswith(redis_url.rpartition("/")[2])  # the URL's db
+
+
+def test_messages_still_travel_and_are_acked(connection: Connection) -> None:
+    with connection.SimpleQueue("kodo-transport-test") as queue:
+        queue.put({"n": 1})
+        queue.put({"n": 2})
+        got = [queue.get(timeout=5), queue.get(timeout=5)]
+        assert [m.payload for m in got] == [{"n": 1}, {"n": 2}]
+        for message in got:
+            message.ack()
+        with pytest.raises(queue.Empty):
+            queue.get(timeout=0.2)
+
+
+def test_a_channel_reuses_one_client_until_its_pool_is_replaced(connection: Connection) -> None:
+    channel = connection.default_channel
+    with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+        assert first is second
+        assert first.connection_pool is channel.pool
+    channel._disconnect_pools()  # what kombu does after a connection error
+    with channel.conn_or_acquire() as fresh:
+        assert fresh is not first
+        assert fresh.connection_pool is channel.pool
+        assert fresh.ping()
+
+
+def test_an_alias_changed_by_someone_else_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(TRANSPORT_ALIASES, "redis", "elsewhere:Transport")
+    monkeypatch.setitem(TRANSPORT_ALIASES, "rediss", redis_transport.KOMBUS_OWN)
+    redis_transport.install()
+    assert TRANSPORT_ALIASES["redis"] == "elsewhere:Transport"
+    assert TRANSPORT_ALIASES["rediss"] == redis_transport.TRANSPORT
