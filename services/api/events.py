@@ -90,7 +90,7 @@ def parse_until(raw: str | None) -> frozenset[str]:
 
 def read_snapshot(sessions: sessionmaker[Session], run_id: str) -> Snapshot | None:
     with sessions() as s:
-        run = RunRepo(s).get(run_id)
+        run = RunRepo(s).event_fields(run_id)
         if run is None:
             return None
         return {

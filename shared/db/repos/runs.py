@@ -18,6 +18,19 @@ from shared.domain.run_machine import NextAction, RunStatus, StepId, Transition
 
 _RUNS = table_of(Run)
 _STATUS_OF = select(_RUNS.c.status).where(_RUNS.c.id == bindparam("run_id"))
+_EVENT_FIELDS = select(
+    _RUNS.c.id, _RUNS.c.status, _RUNS.c.last_step, _RUNS.c.next_action, _RUNS.c.event_seq
+).where(_RUNS.c.id == bindparam("run_id"))
+
+
+class EventFields(Protocol):
+    """What a run event carries (services.api.events): read for every event sent."""
+
+    id: str
+    status: str
+    last_step: str | None
+    next_action: str
+    event_seq: int
 
 
 @cache
@@ -78,6 +91,14 @@ class RunRepo:
 
     def get(self, run_id: str) -> Run | None:
         return self.session.get(Run, run_id)
+
+    def event_fields(self, run_id: str) -> EventFields | None:
+        """The run's event fields in one direct statement (an SSE stream reads them for
+        every event it sends: no ORM object)."""
+        row: EventFields | None = direct.execute(
+            self.session, _EVENT_FIELDS, {"run_id": run_id}
+        ).one_or_none()
+        return row
 
     def status_of(self, run_id: str) -> str | None:
         """Only the status (no ORM object): the per-attempt lease check reads just this."""
