@@ -28,12 +28,12 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request, stream_with_context
 from flask.typing import ResponseReturnValue
+from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.events import RunEvent, RunEventHub, Subscription, Wakeup, conninfo_of
-from shared.db.repos.runs import RunRepo
+from shared.db.repos.runs import event_fields
 from shared.domain.run_machine import RunStatus
 from shared.errors import InvalidInput, NotFound
 
@@ -88,9 +88,10 @@ def parse_until(raw: str | None) -> frozenset[str]:
     return frozenset(names)
 
 
-def read_snapshot(sessions: sessionmaker[Session], run_id: str) -> Snapshot | None:
-    with sessions() as s:
-        run = RunRepo(s).event_fields(run_id)
+def read_snapshot(connect: Callable[[], Connection], run_id: str) -> Snapshot | None:
+    """The run as its events show it; ``connect``: the API's single-read connection."""
+    with connect() as conn:
+        run = event_fields(conn, run_id)
         if run is None:
             return None
         return {
@@ -251,11 +252,11 @@ def _refused(exc: TooManyStreams) -> Response:
 def run_events(run_id: str) -> ResponseReturnValue:
     until = parse_until(request.args.get("until"))
     resumed_from = last_event_id(request.headers.get("Last-Event-ID"))
-    sessions = api().sessions
+    connect = api().single_read
     if request.method == "HEAD":
         # No body is ever written for HEAD, so a client that hung up is never noticed:
         # a stream would hold its slot (and a greenlet) until the run ended.
-        if read_snapshot(sessions, run_id) is None:
+        if read_snapshot(connect, run_id) is None:
             raise NotFound(f"run {run_id} not found")
         return Response(mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
     still_live = credential_still_live(ttl_s=KEEPALIVE_S)
@@ -269,7 +270,7 @@ def run_events(run_id: str) -> ResponseReturnValue:
         slot.release()
         raise
     try:
-        first = read_snapshot(sessions, run_id)
+        first = read_snapshot(connect, run_id)
     except BaseException:
         sub.close()
         slot.release()
@@ -281,7 +282,7 @@ def run_events(run_id: str) -> ResponseReturnValue:
     body = stream(
         sub,
         first,
-        lambda: read_snapshot(sessions, run_id),
+        lambda: read_snapshot(connect, run_id),
         until,
         KEEPALIVE_S,
         slot,

@@ -6,7 +6,7 @@ from datetime import datetime
 from functools import cache
 from typing import Protocol
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate
@@ -31,6 +31,14 @@ class EventFields(Protocol):
     last_step: str | None
     next_action: str
     event_seq: int
+
+
+def event_fields(conn: Connection, run_id: str) -> EventFields | None:
+    """The run's event fields: one statement, no ORM object. An SSE stream reads them
+    for every event it sends, on the API's autocommit connection (no BEGIN/ROLLBACK
+    around one SELECT of one row)."""
+    row: EventFields | None = direct.execute(conn, _EVENT_FIELDS, {"run_id": run_id}).one_or_none()
+    return row
 
 
 @cache
@@ -91,14 +99,6 @@ class RunRepo:
 
     def get(self, run_id: str) -> Run | None:
         return self.session.get(Run, run_id)
-
-    def event_fields(self, run_id: str) -> EventFields | None:
-        """The run's event fields in one direct statement (an SSE stream reads them for
-        every event it sends: no ORM object)."""
-        row: EventFields | None = direct.execute(
-            self.session, _EVENT_FIELDS, {"run_id": run_id}
-        ).one_or_none()
-        return row
 
     def status_of(self, run_id: str) -> str | None:
         """Only the status (no ORM object): the per-attempt lease check reads just this."""
