@@ -46,17 +46,15 @@ def _lease(run_id: str) -> dict[str, Any]:
     }
 
 
+def _running(run: Run, step_id: str) -> StepRun:
+    return StepRun(
+        run_id=run.id, step_id=step_id, status="running", fence=1, started_at=datetime.now(UTC)
+    )
+
+
 def _running_step(db: Session) -> Run:
     run: Run = factories.RunFactory()
-    db.add(
-        StepRun(
-            run_id=run.id,
-            step_id="CompileST",
-            status="running",
-            fence=1,
-            started_at=datetime.now(UTC),
-        )
-    )
+    db.add(_running(run, "CompileST"))
     db.flush()
     return run
 
@@ -266,15 +264,7 @@ def test_a_failed_statement_in_a_savepoint_rolls_back_to_it(db: Session, run_it:
 def test_no_autoflush_is_respected(db: Session, run_it: Runner) -> None:
     run = factories.RunFactory()
     db.flush()
-    db.add(
-        StepRun(
-            run_id=run.id,
-            step_id="DecideST",
-            status="running",
-            fence=1,
-            started_at=datetime.now(UTC),
-        )
-    )
+    db.add(_running(run, "DecideST"))
     read = select(_STEPS.c.id).where(_STEPS.c.run_id == bindparam("r"))
     with db.no_autoflush:
         assert run_it(db, read, {"r": run.id}).all() == []
