@@ -11,12 +11,18 @@ dialect and runs its text on the session's own connection:
 * the same transaction (``Session.connection()``), after the same autoflush;
 * the same errors: a DBAPI error goes through SQLAlchemy's handler (wrapped as
   ``IntegrityError``, ``OperationalError``..., a dead connection invalidated);
-* the same ``before_cursor_execute`` listeners (the bench counts every statement);
-* the same parameter values on the wire: each bind's type processor (JSONB) applied,
-  and a missing required parameter refused rather than sent as NULL.
+* the same ``before_cursor_execute`` (a retval listener may rewrite) and
+  ``after_cursor_execute`` listeners, without an ExecutionContext (the bench counts
+  every statement);
+* the same parameter values on the wire: each bind's type processor (JSONB) and a
+  column's constant default applied.
 
-Only module-level statements belong here (the cache is keyed on the object); rows come
-back as named tuples, read through :class:`Rows`' subset of ``Result``.
+What SQLAlchemy would have run differently is refused instead: a missing parameter
+(never sent as NULL), a key the statement does not bind (SQLAlchemy compiles one named
+like a column into a SET), a name it must escape, an expanding parameter, a default
+computed at execution. Only module-level statements belong here (the cache is keyed on
+the object and keeps it); rows come back as named tuples, read through :class:`Rows`'
+subset of ``Result``.
 """
 
 from __future__ import annotations
