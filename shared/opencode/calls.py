@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Literal
 
 from shared.domain.vocab import CallStatus
@@ -35,8 +36,11 @@ class StructuredCall:
     schema: dict[str, Any]
     directory: str
 
-    @property
+    @cached_property
     def op_key(self) -> str:
+        """Computed once: the call protocol asks for it at every stage of the call (a
+        canonical JSON of the schema and a sha256 each time cost ~2% of a worker's CPU).
+        The fields are frozen; the schema is a module constant, never mutated."""
         return make_op_key(self.run_id, self.step_id, self.attempt, self.prompt, self.schema)
 
 
