@@ -7,11 +7,12 @@ import re
 from flask import request
 from sqlalchemy.exc import IntegrityError
 
-from shared.db.models import IDEMPOTENCY_KEY_PATTERN, Intent, Run
+from shared.db.models import IDEMPOTENCY_KEY_PATTERN, Intent
 from shared.db.repos.runs import IntentRepo
 from shared.domain.budget import usd_to_micro
 from shared.errors import Forbidden, InvalidInput, NotFound
 from shared.service.runs import (
+    Started,
     intent_request_sha256,
     pin_intent,
     record_intent,
@@ -157,9 +158,9 @@ def read_intent(intent_id: str) -> Intent:
 @routes.arguments(StartRunSchema())
 @routes.response(202, StartedSchema())
 @routes.errors(400, 404, 409, 415)
-def run_intent(_body: StartRunIn, intent_id: str) -> tuple[Run, int]:
+def run_intent(_body: StartRunIn, intent_id: str) -> tuple[Started, int]:
     """Start the intent's single run; a repeat returns it without a second dispatch."""
     ctx = api()
     with ctx.uow() as uow:
         started = start_run(uow, intent_id, app_version=ctx.app_version, now=ctx.clock.now())
-    return started.run, 202
+    return started, 202

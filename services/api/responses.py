@@ -55,7 +55,7 @@ class IntentOutSchema(Schema):
 
 
 class StartedSchema(Schema):
-    """A run row, as ``POST /intents/<id>/run`` reports it."""
+    """The started run, as ``POST /intents/<id>/run`` reports it."""
 
     run_id = fields.String(data_key="runId", attribute="id")
     status = fields.String()

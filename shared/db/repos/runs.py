@@ -6,7 +6,7 @@ from datetime import datetime
 from functools import cache
 from typing import Protocol
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate
@@ -17,6 +17,7 @@ from shared.domain.budget import Budget, Ledger
 from shared.domain.run_machine import NextAction, RunStatus, StepId, Transition
 
 _RUNS = table_of(Run)
+_INTENTS = table_of(Intent)
 _STATUS_OF = select(_RUNS.c.status).where(_RUNS.c.id == bindparam("run_id"))
 _EVENT_FIELDS = select(
     _RUNS.c.id, _RUNS.c.status, _RUNS.c.last_step, _RUNS.c.next_action, _RUNS.c.event_seq
@@ -51,6 +52,39 @@ def _apply_statement(keys: frozenset[str]) -> ReturningUpdate[tuple[str]]:
         .values({c: bindparam(c) for c in columns})
         .returning(_RUNS.c.id)
     )
+
+
+_CREATE_QUEUED = (
+    insert(_RUNS)
+    .from_select(
+        [
+            "id",
+            "intent_id",
+            "status",
+            "next_action",
+            "retry_count",
+            "app_version",
+            "contract_version",
+            # the run's budget starts as its intent's (raising it changes the run's)
+            "budget_usd_micro",
+            "budget_tokens",
+        ],
+        select(
+            _INTENTS.c.id,
+            _INTENTS.c.id,
+            literal(RunStatus.QUEUED.value),
+            literal(NextAction.RUN_COMPILE.value),
+            literal(0),
+            bindparam("app_version"),
+            bindparam("contract_version"),
+            _INTENTS.c.budget_usd_micro,
+            _INTENTS.c.budget_tokens,
+        ).where(_INTENTS.c.id == bindparam("intent_id")),
+    )
+    .on_conflict_do_nothing(index_elements=[_RUNS.c.id])
+    .returning(_RUNS.c.id)
+)
+"""An intent's run, made from the intent's row in one statement: no row without an intent."""
 
 
 class IntentRepo:
@@ -127,35 +161,20 @@ class RunRepo:
         """Restart the run's never-entered clock (the reconciler just re-sent its step)."""
         self.session.execute(update(Run).where(Run.id == run_id).values(updated_at=now))
 
-    def create_queued(
-        self, intent_id: str, app_version: str, contract_version: str
-    ) -> tuple[Run, bool]:
-        """Insert the run of an intent once; return (run, created)."""
-        inserted = self.session.execute(
-            insert(Run)
-            .values(
-                id=intent_id,
-                intent_id=intent_id,
-                status=RunStatus.QUEUED.value,
-                next_action=NextAction.RUN_COMPILE.value,
-                retry_count=0,
-                app_version=app_version,
-                contract_version=contract_version,
-                # the run's budget starts as its intent's (raising it changes the run's)
-                budget_usd_micro=select(Intent.budget_usd_micro)
-                .where(Intent.id == intent_id)
-                .scalar_subquery(),
-                budget_tokens=select(Intent.budget_tokens)
-                .where(Intent.id == intent_id)
-                .scalar_subquery(),
-            )
-            .on_conflict_do_nothing(index_elements=[Run.id])
-            .returning(Run.id)
+    def create_queued(self, intent_id: str, app_version: str, contract_version: str) -> bool:
+        """Insert the run of an intent once, from the intent's row: True if this call
+        made it; False if the run exists already or the intent does not (ask
+        :meth:`status_of` which)."""
+        made = direct.execute(
+            self.session,
+            _CREATE_QUEUED,
+            {
+                "intent_id": intent_id,
+                "app_version": app_version,
+                "contract_version": contract_version,
+            },
         ).scalar_one_or_none()
-        run = self.session.get(Run, intent_id, populate_existing=True)
-        if run is None:  # pragma: no cover - the row exists after the upsert
-            raise LookupError(intent_id)
-        return run, inserted is not None
+        return made is not None
 
     def adopt_contract(self, run_id: str, contract_version: str) -> None:
         """A run started before runs recorded a contract takes the first step's."""

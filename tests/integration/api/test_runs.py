@@ -7,9 +7,10 @@ from datetime import timedelta
 import pytest
 from flask.testing import FlaskClient
 from redis import Redis
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from shared.db.models import StepRun
+from shared.db.models import Run, StepRun
 from shared.domain.step_contract import step_contract_version
 from shared.version import app_version
 from tests.factories import IntentFactory, RunFactory
@@ -56,6 +57,27 @@ def test_starting_an_ended_run_again_is_a_409(
 
     assert response.status_code == 409
     assert sent_tasks(broker) == []
+
+
+def test_a_started_run_takes_its_intents_budget_and_a_repeat_reports_where_it_is(
+    client: FlaskClient, db: Session, broker: Redis
+) -> None:
+    intent = IntentFactory(budget_usd_micro=2_500_000, budget_tokens=40_000)
+    db.commit()
+    client.post(f"/intents/{intent.id}/run")
+    db.execute(update(Run).where(Run.id == intent.id).values(status="waiting_input"))
+    db.commit()
+
+    again = client.post(f"/intents/{intent.id}/run")
+
+    assert (again.status_code, again.get_json()) == (
+        202,
+        {"runId": intent.id, "status": "waiting_input"},
+    )
+    run = db.get(Run, intent.id)
+    assert run is not None
+    assert (run.budget_usd_micro, run.budget_tokens, run.retry_count) == (2_500_000, 40_000, 0)
+    assert len(sent_tasks(broker)) == 1
 
 
 def test_starting_a_run_for_an_unknown_intent_is_a_404(client: FlaskClient, broker: Redis) -> None:
