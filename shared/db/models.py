@@ -336,6 +336,8 @@ class OpenCodeCall(Base):
             "session_id",
             postgresql_where=text("status = 'sent'"),
         ),
+        # Migration 0023: the collector's wake finds claimed and sent calls by session.
+        Index("ix_opencode_calls_session", "session_id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -11,7 +11,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import Boolean, ColumnElement, bindparam, case, extract, func, select, update
+from sqlalchemy import (
+    ARRAY,
+    Boolean,
+    ColumnElement,
+    String,
+    any_,
+    bindparam,
+    case,
+    extract,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, defer
 
@@ -139,7 +151,9 @@ sent the call, so the statement that wakes the step sees it."""
 _WAKE = (
     update(_CALLS)
     .where(
-        _CALLS.c.session_id.in_(bindparam("sessions", expanding=True)),
+        # = ANY(array): one statement text (and prepared plan) whatever the batch size;
+        # found through ix_opencode_calls_session (migration 0023), never a scan
+        _CALLS.c.session_id == any_(bindparam("sessions", type_=ARRAY(String))),
         _CALLS.c.status.in_((CallStatus.CLAIMED.value, CallStatus.SENT.value)),
     )
     .values(idle_at=func.coalesce(_CALLS.c.idle_at, func.statement_timestamp()))

@@ -176,6 +176,35 @@ def test_the_database_refuses_an_applied_patch_without_an_approval(rt: Runtime, 
             s.flush()
 
 
+def test_the_database_refuses_a_running_apply_moved_to_succeeded_without_an_approval(
+    rt: Runtime, repo: Path
+) -> None:
+    """The gate fires on the status change too (its trigger's WHEN names the one move it
+    judges: ApplyPatchST to ``succeeded``); other steps' moves pass untouched."""
+    run_id = new_run(rt, repo)
+    with rt.sessions() as s, s.begin():
+        s.add(
+            StepRun(
+                run_id=run_id, step_id="ApplyPatchST", status="running", started_at=rt.clock.now()
+            )
+        )
+        s.add(
+            StepRun(run_id=run_id, step_id="CompileST", status="running", started_at=rt.clock.now())
+        )
+    with rt.sessions() as s, s.begin():
+        s.execute(
+            update(StepRun)
+            .where(StepRun.run_id == run_id, StepRun.step_id == "CompileST")
+            .values(status="succeeded")
+        )
+    with rt.sessions() as s, pytest.raises(DBAPIError, match="without an approval"):
+        s.execute(
+            update(StepRun)
+            .where(StepRun.run_id == run_id, StepRun.step_id == "ApplyPatchST")
+            .values(status="succeeded")
+        )
+
+
 def test_a_process_refuses_a_database_of_another_migration_head(database_url: str) -> None:
     engine = create_engine(database_url)
     assert assert_schema_current(engine) == EXPECTED_HEAD

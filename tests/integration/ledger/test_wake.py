@@ -1,0 +1,83 @@
+"""The collector's wake: the calls of ended sessions are marked idle, found by index.
+
+Its statement runs once per batch of ended sessions for as long as kodo runs, against a
+ledger that keeps every call ever made: it must never scan the table.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from shared.db.repos.ledger import _WAKE, LedgerRepo, Woken
+from tests.factories import RunFactory
+
+pytestmark = pytest.mark.integration
+
+LEDGER_ROWS = 3000
+
+
+def _calls(db: Session, run_id: str, first: int, count: int, status: str) -> None:
+    """``count`` ledger rows of ``run_id``, sessions ``ses_<n>``, attempts from ``first``."""
+    db.execute(
+        text(
+            "INSERT INTO app.opencode_calls"
+            " (op_key, run_id, step_id, attempt, agent, session_id, request, status)"
+            " SELECT md5(:run_id || i), :run_id, 'CompileST', i, 'plan', 'ses_' || i,"
+            " '{}'::jsonb, :status"
+            " FROM generate_series(CAST(:first AS int), CAST(:last AS int)) AS i"
+        ),
+        {"run_id": run_id, "first": first, "last": first + count - 1, "status": status},
+    )
+
+
+def test_a_wake_marks_the_open_calls_of_the_ended_sessions_and_names_the_sent_ones(
+    db: Session,
+) -> None:
+    run = RunFactory()
+    db.commit()
+    _calls(db, run.id, 1, 1, "sent")
+    _calls(db, run.id, 2, 1, "claimed")
+    _calls(db, run.id, 3, 1, "succeeded")
+    _calls(db, run.id, 4, 1, "sent")
+    db.commit()
+
+    woken = LedgerRepo(db).wake(["ses_1", "ses_2", "ses_3", "ses_404"])
+    db.commit()
+
+    assert woken == [Woken(run.id, "CompileST", None)]
+    idle = db.execute(
+        text("SELECT session_id FROM app.opencode_calls WHERE idle_at IS NOT NULL ORDER BY 1")
+    ).scalars()
+    assert list(idle) == ["ses_1", "ses_2"], "open calls only; ses_4 did not end"
+
+
+@pytest.mark.parametrize("plan_cache_mode", ["force_custom_plan", "force_generic_plan"])
+def test_a_wake_finds_its_calls_by_index_in_a_large_ledger(
+    db: Session, plan_cache_mode: str
+) -> None:
+    run = RunFactory()
+    db.commit()
+    _calls(db, run.id, 1, LEDGER_ROWS, "succeeded")
+    db.execute(text("ANALYZE app.opencode_calls"))
+    db.commit()
+    sql = str(_WAKE.compile(dialect=db.get_bind().dialect))
+    sql = sql.replace("(__[POSTCOMPILE_status_1])", "('claimed', 'sent')")
+    conn = db.connection()
+    conn.exec_driver_sql(f"SET LOCAL plan_cache_mode = {plan_cache_mode}")
+    # a prepared statement: the plan a connection reuses after psycopg prepares it
+    conn.exec_driver_sql(f"PREPARE wake(varchar[]) AS {sql.replace('%(sessions)s', '$1')}")
+    try:
+        plan = conn.exec_driver_sql(
+            "EXPLAIN (FORMAT JSON) EXECUTE wake(ARRAY['ses_7', 'ses_2999'])"
+        ).scalar_one()
+    finally:
+        conn.exec_driver_sql("DEALLOCATE wake")  # it outlives the transaction
+        db.rollback()
+
+    shown = json.dumps(plan)
+    assert "Seq Scan" not in shown, shown
+    assert "ix_opencode_calls_session" in shown, shown
