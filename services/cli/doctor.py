@@ -61,7 +61,6 @@ from devstack.handle import repo_root
 from services.cli.context import api_url_for, home_option, settings_for
 from services.worker.sandbox import (
     sandbox_cgroup_warning,
-    sandbox_disk_warning,
     sandbox_problem,
 )
 from shared.config import Settings
@@ -432,15 +431,7 @@ def check_sandbox(settings: Settings) -> Check:
     if problem is not None:
         return Check("sandbox", False, problem)
     works = f"bubblewrap ({settings.sandbox_bwrap}) works"
-    warnings = [
-        w
-        for w in (
-            sandbox_cgroup_warning(settings, dict(os.environ)),
-            sandbox_disk_warning(settings),
-        )
-        if w is not None
-    ]
-    warning = "; ".join(warnings) if warnings else None
+    warning = sandbox_cgroup_warning(settings, dict(os.environ))
     if warning is not None:  # still green: ExecuteST runs (KODO_SANDBOX_CGROUP=auto)
         return Check("sandbox", True, f"{works}; WARNING: {warning}", {"warning": warning})
     if settings.sandbox_cgroup == "off":

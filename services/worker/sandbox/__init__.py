@@ -4,8 +4,10 @@ The command gets its own PID, mount, network, IPC, UTS and user namespaces (and 
 make no user namespace of its own), an
 unprivileged uid with no capabilities, a read-only system (``/usr`` and the prefixes of
 the allowlisted programs), a minimal ``/etc``, a fresh ``/proc``, a minimal ``/dev``, a
-private ``/tmp``, and the run's worktree as the only writable host directory (its
-``.git`` file read-only). Nothing else of the host is mounted: not ``/root``, ``/home``,
+private ``/tmp``, and the checkout to verify as its worktree, read-only on the host:
+what the command writes there lands in a tmpfs of bounded size (an overlay when the
+worker is root; without root, a copy of the checkout) and is gone with the sandbox, so
+no host directory is writable to it. Nothing else of the host is mounted: not ``/root``, ``/home``,
 ``/run``, ``/var``, kodo's state or workspace, other worktrees or the source repository.
 rlimits bound CPU time, address space, processes and file size; a child cgroup per
 execution (:mod:`.cgroup`) bounds the whole tree's memory, shared
@@ -40,7 +42,6 @@ from services.worker.sandbox.runner import (
     limits_of,
     run_unsandboxed,
     sandbox_cgroup_warning,
-    sandbox_disk_warning,
     sandbox_of,
     sandbox_problem,
 )
@@ -58,7 +59,6 @@ __all__ = [
     "limits_of",
     "run_unsandboxed",
     "sandbox_cgroup_warning",
-    "sandbox_disk_warning",
     "sandbox_env",
     "sandbox_of",
     "sandbox_problem",

@@ -35,7 +35,8 @@ TMP = "/tmp"  # noqa: S108 (inside the sandbox: its own private tmpfs, never the
 PASSED_ENV = ("LANG", "LC_ALL")
 """Host variables a command inherits; everything else is set here, never copied."""
 LOWER = "/.kodo/lower"
-"""Overlay mode: where the host worktree is bound read-only until the overlay is up."""
+"""Overlay mode: where the host worktree is bound read-only until the overlay is up.
+Copy mode: where it is bound read-only for the copy (and stays, read-only)."""
 DISK = "/.kodo/disk"
 """Overlay mode: the bounded tmpfs holding every byte the command writes to the worktree."""
 BYTES_PER_INODE = 4096
@@ -64,6 +65,22 @@ exec "$@"
 sees is an overlay whose writes land in the bounded tmpfs, never on the host's disk.
 Both mounts it was built from are unmounted so the command sees only the overlay; its
 ``.git`` pointer stays read-only there, as in the bind mode."""
+
+COPY_FAILED = 125
+"""Copy mode: the exit status when the checkout could not be copied (the command never ran)."""
+COPY_SCRIPT = f"""set -eu
+lower=$1 wt=$2
+shift 2
+if ! cp -a --no-preserve=ownership -- "$lower/." "$wt/"; then
+  echo "kodo-sandbox: the checkout did not fit the command's bounded worktree; it did not run" >&2
+  exit {COPY_FAILED}
+fi
+exec "$@"
+"""
+"""Copy mode (the worker is not root, so it cannot mount an overlay): the command's
+worktree is a tmpfs of bounded size holding a copy of the checkout, made here as the
+command's own uid before its limits apply; what the command writes lands in that tmpfs
+and is gone with the sandbox, never on the host's disk."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +136,10 @@ class Layout:
     overlay_bytes: int | None = None
     """Bound on what the command may write to the worktree, which it then sees as an
     overlay on a tmpfs of this size (root mode only: mounting needs the sandbox's root);
+    None binds the host worktree writable, bounded per file only."""
+    copy_bytes: int | None = None
+    """Without root: the size of the tmpfs the command sees as its worktree, holding a
+    copy of the checkout (so: the checkout's pages plus what the command may write);
     None binds the host worktree writable, bounded per file only."""
 
 
@@ -199,9 +220,13 @@ def bwrap_argv(
     for prefix in layout.toolchain.binds:
         argv += ["--ro-bind", prefix, prefix]
     overlay = layout.overlay_bytes if layout.root_mode else None
+    copy = layout.copy_bytes if not layout.root_mode else None
     if overlay is not None:
         argv += ["--ro-bind", wt, LOWER, "--perms", "0700", "--dir", DISK]
         argv += ["--perms", "0755", "--dir", wt]
+    elif copy is not None:
+        argv += ["--ro-bind", wt, LOWER]
+        argv += ["--perms", "0755", "--size", str(copy), "--tmpfs", wt]
     else:
         argv += ["--bind", wt, wt]
         # The .git file points kodo's later git at the source repository's gitdir: read-only.
@@ -228,6 +253,8 @@ def bwrap_argv(
         ]
     else:
         argv.append("--")
+        if copy is not None:
+            argv += [SH, "-c", COPY_SCRIPT, "kodo-worktree", LOWER, wt]
     return argv + limits.prlimit_argv() + list(command)
 
 

@@ -2,7 +2,8 @@
 
 :class:`Sandbox` puts the pieces together (a cgroup, the layout, the capped run); as
 root it maps the sandbox's uid itself, forbids nested user namespaces and lends the
-worktree to that uid for the command's lifetime. The ``*_of`` and ``sandbox_*``
+worktree to that uid for the command's lifetime; without root the command's worktree is
+a bounded tmpfs holding a copy of the checkout (:data:`COPIED`). The ``*_of`` and ``sandbox_*``
 functions adapt :class:`~shared.config.Settings` for ExecuteST, `kodo up` and `kodo doctor`.
 """
 
@@ -12,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import stat
 import subprocess
 import tempfile
 import threading
@@ -47,11 +49,13 @@ from shared.config import Settings
 log = structlog.get_logger("kodo.sandbox")
 
 MAX_USERNS = "/proc/sys/user/max_user_namespaces"
-DISK_UNBOUNDED = (
-    "the worker is not root, so the sandbox cannot mount its bounded overlay: the command"
-    " writes the host worktree itself, each file bounded by KODO_EXEC_FSIZE_BYTES and the"
-    " total by the disk only"
+COPIED = (
+    "the worker is not root, so the sandbox cannot mount an overlay: the command runs on a"
+    " copy of the checkout in a tmpfs holding the checkout plus KODO_EXEC_WORKTREE_BYTES"
+    " (charged to the execution's memory cgroup, if any); nothing it writes reaches the disk"
 )
+PAGE = 4096
+"""tmpfs counts whole pages: a file takes its size rounded up to them."""
 NSENTER = "/usr/bin/nsenter"
 
 
@@ -203,6 +207,7 @@ class Sandbox:
     def _layout(self, worktree: Path, toolchain: Toolchain, *, counted: bool) -> Iterator[Layout]:
         """``counted``: the execution has a memory cgroup, which the overlay's tmpfs is
         charged to; without one the overlay is held to KODO_EXEC_TMP_BYTES, as /tmp is."""
+        writes = self.worktree_bytes if counted else min(self.worktree_bytes, self.tmp_bytes)
         with tempfile.TemporaryDirectory(prefix="kodo-sandbox-etc-") as etc:
             write_private_etc(Path(etc))
             yield Layout(
@@ -213,18 +218,15 @@ class Sandbox:
                 network=self.network,
                 tmp_bytes=self.tmp_bytes,
                 root_mode=self.root_mode,
-                overlay_bytes=(
-                    (self.worktree_bytes if counted else min(self.worktree_bytes, self.tmp_bytes))
-                    if self.root_mode
-                    else None
-                ),
+                overlay_bytes=writes if self.root_mode else None,
+                copy_bytes=None if self.root_mode else tmpfs_footprint(worktree) + writes,
             )
 
     def worktree_note(self) -> dict[str, Any]:
         """How the command's writes to the worktree are bounded, for the step's output."""
         if self.root_mode:
             return {"mode": "overlay", "limit_bytes": self.worktree_bytes}
-        return {"mode": "bind", "limit_bytes": None, "note": DISK_UNBOUNDED}
+        return {"mode": "copy", "limit_bytes": self.worktree_bytes, "note": COPIED}
 
     def toolchain(self, programs: Sequence[str], protected: Sequence[str]) -> Toolchain:
         return resolve_toolchain(programs, self.search_path, protected)
@@ -371,6 +373,25 @@ def run_unsandboxed(
     )
 
 
+def tmpfs_footprint(tree: Path) -> int:
+    """What a copy of ``tree`` takes on a tmpfs: each file's and each link's pages.
+
+    Folders take no pages there (nor does a short link, counted anyway). Links are not
+    followed; entries that vanish meanwhile are skipped (the copy then needs less).
+    """
+    total = 0
+    for folder, dirs, files in os.walk(tree):
+        for name in (*files, *dirs):
+            try:
+                info = os.lstat(os.path.join(folder, name))
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                continue
+            total += -(-max(info.st_size, 1) // PAGE) * PAGE
+    return total
+
+
 def limits_of(settings: Settings) -> Limits:
     return Limits(
         cpu_s=settings.exec_cpu_s,
@@ -422,11 +443,3 @@ def sandbox_cgroup_warning(settings: Settings, environ: dict[str, str]) -> str |
         " only (shared memory, /tmp and the worktree overlay, held to KODO_EXEC_TMP_BYTES,"
         " are not counted against KODO_EXEC_MEMORY_BYTES)"
     )
-
-
-def sandbox_disk_warning(settings: Settings) -> str | None:
-    """For `kodo doctor` and worker start: what a command writes to the worktree is bounded
-    by the disk only (the worker is not root, so no bounded overlay)."""
-    if not settings.sandbox or os.geteuid() == 0:
-        return None
-    return DISK_UNBOUNDED

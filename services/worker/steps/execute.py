@@ -38,7 +38,6 @@ from services.worker.sandbox import (
     limits_of,
     run_unsandboxed,
     sandbox_cgroup_warning,
-    sandbox_disk_warning,
     sandbox_of,
 )
 from services.worker.sandbox.cgroup import CgroupUnavailable
@@ -77,9 +76,6 @@ def announce_sandbox(settings: Settings, environ: dict[str, str]) -> None:
         log.error("sandbox.unavailable", reason=why_not, detail="ExecuteST will refuse to run")
         return
     log.info("sandbox.ready", bwrap=settings.sandbox_bwrap, network=settings.sandbox_network)
-    disk = sandbox_disk_warning(settings)
-    if disk is not None:
-        log.warning("sandbox.WORKTREE_UNBOUNDED", detail=disk)
     if settings.sandbox_cgroup == "required":
         no_cgroup = sandbox_of(settings, environ).cgroup_unavailable()
         if no_cgroup is not None:

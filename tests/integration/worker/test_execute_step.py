@@ -107,7 +107,7 @@ def test_the_opt_out_runs_unsandboxed_only_when_set_and_says_so(
             "limit_bytes": sandboxed.settings.exec_worktree_bytes,
         }
     else:
-        assert worktree["mode"] == "bind"
+        assert worktree["mode"] == "copy"
         assert "not root" in worktree["note"]
 
     opted_out = make_rt(sandbox=False, sandbox_bwrap=str(tmp_path / "no-such-bwrap"))

@@ -16,7 +16,8 @@ from services.worker.sandbox import (
     sandbox_env,
     unsafe_bind,
 )
-from services.worker.sandbox.layout import DISK, LOWER, OVERLAY_SCRIPT, SH
+from services.worker.sandbox.layout import COPY_SCRIPT, DISK, LOWER, OVERLAY_SCRIPT, SH
+from services.worker.sandbox.runner import tmpfs_footprint
 
 LIMITS = Limits(cpu_s=60, memory_bytes=1 << 30, nproc=64, fsize_bytes=1 << 20)
 TOOLS = Toolchain(
@@ -27,7 +28,11 @@ TOOLS = Toolchain(
 
 
 def layout(
-    *, network: bool = False, root_mode: bool = False, overlay_bytes: int | None = None
+    *,
+    network: bool = False,
+    root_mode: bool = False,
+    overlay_bytes: int | None = None,
+    copy_bytes: int | None = None,
 ) -> Layout:
     return Layout(
         worktree=Path("/data/ws/run-1"),
@@ -38,6 +43,7 @@ def layout(
         tmp_bytes=1 << 20,
         root_mode=root_mode,
         overlay_bytes=overlay_bytes,
+        copy_bytes=copy_bytes,
     )
 
 
@@ -183,6 +189,40 @@ def test_without_root_the_overlay_setting_is_not_honoured_and_the_bind_stays() -
     assert "CAP_SYS_ADMIN" not in argv
 
 
+def test_without_root_the_command_works_on_a_bounded_copy_and_no_host_folder_is_writable() -> None:
+    """The worker's sandbox without root: the checkout is bound read-only for the copy,
+    the worktree the command sees is a tmpfs of ``copy_bytes``, and the copy runs before
+    the command's limits and the command itself."""
+    argv = bwrap_argv("bwrap", layout(copy_bytes=5 << 20), {}, ["python3"], LIMITS)
+    assert [b for b in binds(argv) if b[0] == "--bind"] == []
+    assert ("--ro-bind", "/data/ws/run-1", LOWER) in binds(argv)
+    at = next(i for i, a in enumerate(argv) if a == "--tmpfs" and argv[i + 1] == "/data/ws/run-1")
+    assert argv[at - 2 : at] == ["--size", str(5 << 20)]
+    script = argv.index(COPY_SCRIPT)
+    assert argv[script - 2 : script] == [SH, "-c"]
+    assert argv[script + 1 : script + 4] == ["kodo-worktree", LOWER, "/data/ws/run-1"]
+    assert argv[script + 4] == "/usr/bin/prlimit"
+    assert argv[-1] == "python3"
+    assert "CAP_SYS_ADMIN" not in argv
+    # root mode ignores it: the overlay is the root worker's bound
+    rooted = bwrap_argv(
+        "bwrap",
+        layout(root_mode=True, copy_bytes=5 << 20),
+        {},
+        ["x"],
+        LIMITS,
+        block_fd=3,
+        info_fd=4,
+    )
+    assert COPY_SCRIPT not in rooted
+
+
+def test_the_copy_script_copies_links_as_links_and_runs_nothing_when_the_copy_fails() -> None:
+    assert 'cp -a --no-preserve=ownership -- "$lower/." "$wt/"' in COPY_SCRIPT
+    assert "exit 125" in COPY_SCRIPT
+    assert COPY_SCRIPT.rstrip().endswith('exec "$@"')
+
+
 def test_the_overlay_script_mounts_nothing_the_command_could_use() -> None:
     """nosuid/nodev on both mounts; the lower bind and the tmpfs are unmounted before the
     command starts, so the host worktree is not reachable as a second path."""
@@ -191,3 +231,12 @@ def test_the_overlay_script_mounts_nothing_the_command_could_use() -> None:
     assert 'umount -l "$disk"' in OVERLAY_SCRIPT
     assert 'mount -o remount,bind,ro,nosuid,nodev "$wt/.git"' in OVERLAY_SCRIPT  # as bound
     assert OVERLAY_SCRIPT.rstrip().endswith('exec "$@"')
+
+
+def test_a_copys_tmpfs_footprint_counts_whole_pages_of_files_and_links(tmp_path: Path) -> None:
+    (tmp_path / "empty").touch()
+    (tmp_path / "one").write_bytes(b"x")
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    (tmp_path / "d" / "e" / "five-k").write_bytes(b"x" * 5000)
+    (tmp_path / "link").symlink_to("d")
+    assert tmpfs_footprint(tmp_path) == 4096 * (1 + 1 + 2 + 1)

@@ -1,0 +1,144 @@
+"""A worker that is not root: the command's worktree is a bounded copy, never the host's.
+
+Without root the sandbox cannot mount an overlay, so a command used to write the host
+checkout itself, bounded per file only: enough files filled the disk. Now it runs on a
+copy of the checkout in a tmpfs of the checkout's size plus KODO_EXEC_WORKTREE_BYTES.
+CI runs as root, so each attack runs a worker process as uid 65534 (``setpriv``) that
+builds the sandbox exactly as ExecuteST would and reports what the command saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a worker as another uid"),
+    pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)"),
+]
+
+WORKER_UID = 65534
+REPO = Path(__file__).resolve().parents[3]
+
+AS_WORKER = """
+import json, sys
+from pathlib import Path
+from services.worker.sandbox import runner
+from shared.config import Settings
+
+worktree, code, worktree_bytes, undercount = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+if undercount == "yes":  # as if the checkout's size were misjudged: the copy cannot fit
+    runner.tmpfs_footprint = lambda tree: 0
+box = runner.sandbox_of(
+    Settings(exec_worktree_bytes=worktree_bytes, sandbox_cgroup="off"), {"PATH": "/usr/bin:/bin"}
+)
+done = box.run(["/usr/bin/python3", "-c", code], Path(worktree), timeout_s=60, cap=1 << 16,
+               protected=())
+print(json.dumps({"root_mode": box.root_mode, "note": box.worktree_note(),
+                  "exit_code": done.exit_code, "said": done.head.decode(errors="replace")}))
+"""
+
+FILL = """
+import errno, os
+print('SAW', open('calc.py').read().strip(), os.access('run.sh', os.X_OK), os.readlink('link'))
+open('calc.py', 'w').write('x = 2\\n')
+block = b'x' * (1 << 20)
+written = 0
+try:
+    for i in range(64):
+        with open(f'fill-{i}.bin', 'wb') as f:
+            f.write(block)
+        written += len(block)
+except OSError as e:
+    print('STOPPED', errno.errorcode[e.errno])
+print('WROTE-MB', written >> 20)
+"""
+
+
+@pytest.fixture
+def checkout() -> Iterator[Path]:
+    """A checkout the non-root worker owns (as ExecuteST's private checkout is)."""
+    root = Path(tempfile.mkdtemp(prefix="kodo-nonroot-"))
+    tree = root / "run-a"
+    tree.mkdir()
+    (tree / "calc.py").write_text("x = 1\n")
+    (tree / "run.sh").write_text("#!/bin/sh\n")
+    (tree / "run.sh").chmod(0o755)
+    (tree / "link").symlink_to("calc.py")
+    (tree / "data.bin").write_bytes(os.urandom(300 << 10))
+    try:
+        os.chmod(root, 0o755)  # noqa: S103 - the worker uid must reach its checkout
+        subprocess.run(["chown", "-R", "-h", f"{WORKER_UID}:{WORKER_UID}", str(root)], check=True)
+        yield tree
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def as_worker(tree: Path, code: str, *, worktree_bytes: int, undercount: bool = False) -> Any:
+    done = subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={WORKER_UID}",
+            f"--regid={WORKER_UID}",
+            "--clear-groups",
+            "--",
+            sys.executable,
+            "-c",
+            AS_WORKER,
+            str(tree),
+            code,
+            str(worktree_bytes),
+            "yes" if undercount else "no",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tree.parent), "PYTHONPATH": str(REPO)},
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def host_state(tree: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(tree)): (p.lstat().st_size, stat.S_IMODE(p.lstat().st_mode))
+        for p in sorted(tree.rglob("*"))
+    }
+
+
+def test_a_non_root_command_sees_the_checkout_but_fills_only_its_bounded_copy(
+    checkout: Path,
+) -> None:
+    before = host_state(checkout)
+    seen = as_worker(checkout, FILL, worktree_bytes=4 << 20)
+
+    assert seen["root_mode"] is False
+    assert seen["note"]["mode"] == "copy"
+    assert "SAW x = 1 True calc.py" in seen["said"], "a faithful copy: content, modes, links"
+    assert "STOPPED ENOSPC" in seen["said"], seen["said"]
+    assert int(seen["said"].split("WROTE-MB", 1)[1].split()[0]) <= 4
+    assert host_state(checkout) == before, "nothing the command wrote reached the host"
+    assert (checkout / "calc.py").read_text() == "x = 1\n"
+
+
+def test_a_checkout_that_does_not_fit_its_copy_fails_closed_before_the_command_runs(
+    checkout: Path,
+) -> None:
+    seen = as_worker(checkout, "print('RAN')", worktree_bytes=64 << 10, undercount=True)
+
+    assert seen["exit_code"] == 125, seen
+    assert "RAN" not in seen["said"]
+    assert "did not fit the command's bounded worktree" in seen["said"], seen["said"]
