@@ -127,6 +127,13 @@ class Run(Base):
         # GET /runs pages newest first by (created_at, id), by status too (migration 0018).
         Index("ix_runs_created", "created_at", "id"),
         Index("ix_runs_status_created", "status", "created_at", "id"),
+        # Migration 0024: the reconciler's cleanup reads only runs with a worktree left.
+        Index(
+            "ix_runs_cleanup_due",
+            text("cleanup_failed_at NULLS FIRST"),
+            "finished_at",
+            postgresql_where=text("worktree_removed_at IS NULL AND worktree_path IS NOT NULL"),
+        ),
         CheckConstraint(
             "coalesce(budget_usd_micro, 0) >= 0 AND coalesce(budget_tokens, 0) >= 0"
             " AND spent_usd_micro >= 0 AND spent_tokens >= 0"
@@ -247,6 +254,8 @@ class WorkerProcess(Base):
     __tablename__ = "processes"
     __table_args__ = (
         CheckConstraint(_in("kind", ("api", "worker", "beat", "cli", "collector")), name="kind"),
+        # Migration 0024: beat stamps its own row every few seconds.
+        Index("ix_processes_identity", "kind", "hostname", "pid"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

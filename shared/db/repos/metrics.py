@@ -95,14 +95,13 @@ class MetricsRepo:
     def stuck_runs(self, updated_before: datetime) -> dict[str, int]:
         """Runs the system should be moving (not terminal, not waiting for a human or for
         an upgrade) but isn't."""
-        idle = [
-            RunStatus.WAITING_INPUT.value,
-            RunStatus.WAITING_UPGRADE.value,
-            *(st.value for st in RunStatus if st.is_terminal),
-        ]
+        idle = {RunStatus.WAITING_INPUT, RunStatus.WAITING_UPGRADE}
+        # Named, not "none of the others": the live ones are read by index, whatever
+        # the number of ended runs (an audit at 200k runs: 21k buffers -> ~350)
+        moving = [st.value for st in RunStatus if not st.is_terminal and st not in idle]
         rows = self.session.execute(
             select(Run.status, func.count())
-            .where(Run.status.not_in(idle), Run.updated_at < updated_before)
+            .where(Run.status.in_(moving), Run.updated_at < updated_before)
             .group_by(Run.status)
         )
         return {status: int(n) for status, n in rows}
