@@ -71,7 +71,7 @@ COPY_FAILED = 125
 COPY_SCRIPT = f"""set -eu
 lower=$1 wt=$2
 shift 2
-if ! cp -a --no-preserve=ownership -- "$lower/." "$wt/"; then
+if ! command -p cp -a --no-preserve=ownership -- "$lower/." "$wt/"; then
   echo "kodo-sandbox: the checkout did not fit the command's bounded worktree; it did not run" >&2
   exit {COPY_FAILED}
 fi
