@@ -69,18 +69,22 @@ Both mounts it was built from are unmounted so the command sees only the overlay
 COPY_FAILED = 125
 """Copy mode: the exit status when the checkout could not be copied (the command never ran)."""
 COPY_SCRIPT = f"""set -eu
-lower=$1 wt=$2
-shift 2
+lower=$1 wt=$2 said=$3
+shift 3
 if ! command -p cp -a --no-preserve=ownership -- "$lower/." "$wt/"; then
-  echo "kodo-sandbox: the checkout did not fit the command's bounded worktree; it did not run" >&2
+  echo "kodo-sandbox: the checkout could not be copied into the command's worktree" >&2
   exit {COPY_FAILED}
 fi
+echo copied >&"$said"
+eval "exec $said>&-"
 exec "$@"
 """
 """Copy mode (the worker is not root, so it cannot mount an overlay): the command's
 worktree is a tmpfs of bounded size holding a copy of the checkout, made here as the
 command's own uid before its limits apply; what the command writes lands in that tmpfs
-and is gone with the sandbox, never on the host's disk."""
+and is gone with the sandbox, never on the host's disk. The copy's success is said on
+the runner's pipe (fd ``$3``), closed before the command starts: the command cannot
+fake it or its absence (its own exit status is its own)."""
 
 
 @dataclass(frozen=True)
@@ -186,8 +190,10 @@ def bwrap_argv(
     *,
     block_fd: int | None = None,
     info_fd: int | None = None,
+    copied_fd: int | None = None,
 ) -> list[str]:
-    """The full bubblewrap command line for ``command`` (pure)."""
+    """The full bubblewrap command line for ``command`` (pure). ``copied_fd``: copy
+    mode's pipe, on which the copy says it is done."""
     wt = str(layout.worktree)
     argv = [bwrap, "--unshare-all", "--unshare-user"]
     if not layout.root_mode:  # root mode forbids them itself (forbid_nested_userns)
@@ -231,6 +237,10 @@ def bwrap_argv(
         argv += ["--bind", wt, wt]
         # The .git file points kodo's later git at the source repository's gitdir: read-only.
         argv += ["--ro-bind-try", f"{wt}/.git", f"{wt}/.git"]
+    if not layout.root_mode:
+        # bubblewrap runs as the command's own uid here, so the tmpfs it builds the root
+        # from (and /dev's) would be the command's to fill, past every size bound
+        argv += ["--remount-ro", "/", "--remount-ro", "/dev"]
     argv += ["--chdir", wt, "--clearenv"]
     for key, value in sorted(env.items()):
         argv += ["--setenv", key, value]
@@ -254,7 +264,9 @@ def bwrap_argv(
     else:
         argv.append("--")
         if copy is not None:
-            argv += [SH, "-c", COPY_SCRIPT, "kodo-worktree", LOWER, wt]
+            if copied_fd is None:
+                raise ValueError("copy mode reports the copy on a pipe: needs copied_fd")
+            argv += [SH, "-c", COPY_SCRIPT, "kodo-worktree", LOWER, wt, str(copied_fd)]
     return argv + limits.prlimit_argv() + list(command)
 
 

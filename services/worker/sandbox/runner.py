@@ -56,6 +56,9 @@ COPIED = (
 )
 PAGE = 4096
 """tmpfs counts whole pages: a file takes its size rounded up to them."""
+SHORT_LINK = 128
+"""A link whose target is shorter is kept beside its inode, in no page (shmem's
+SHORT_SYMLINK_LEN)."""
 NSENTER = "/usr/bin/nsenter"
 
 
@@ -263,14 +266,8 @@ class Sandbox:
         try:
             with self._layout(worktree, tools, counted=cgroup is not None) as layout:
                 if not layout.root_mode:
-                    done = stream_capped(
-                        joined(bwrap_argv(bwrap, layout, env, argv, self.limits)),
-                        env={},
-                        cwd=Path("/"),
-                        timeout_s=timeout_s,
-                        cap=cap,
-                        on_poll=on_poll,
-                        poll_s=poll_s,
+                    done = self._run_on_copy(
+                        bwrap, layout, env, argv, timeout_s, cap, on_poll, poll_s, joined
                     )
                 else:
                     done = self._run_as_root(
@@ -288,6 +285,50 @@ class Sandbox:
             **usage.as_dict(),
         }
         return dataclasses.replace(done, memory_cgroup=report)
+
+    def _run_on_copy(
+        self,
+        bwrap: str,
+        layout: Layout,
+        env: dict[str, str],
+        argv: Sequence[str],
+        timeout_s: float,
+        cap: int,
+        on_poll: Callable[[], None],
+        poll_s: float,
+        joined: Callable[[list[str]], list[str]],
+    ) -> Finished:
+        """Without root: the command runs on a copy of the checkout (COPY_SCRIPT), which
+        says on a pipe of its own that it copied. No word and no timeout: the copy
+        failed and the command never ran, which is the sandbox's failure, not the
+        command's (whatever exit status or text the output shows)."""
+        said, copied_fd = os.pipe()
+        try:
+            os.set_blocking(said, False)
+            done = stream_capped(
+                joined(bwrap_argv(bwrap, layout, env, argv, self.limits, copied_fd=copied_fd)),
+                env={},
+                cwd=Path("/"),
+                timeout_s=timeout_s,
+                cap=cap,
+                on_poll=on_poll,
+                poll_s=poll_s,
+                pass_fds=(copied_fd,),
+            )
+            try:
+                word = os.read(said, 64)
+            except BlockingIOError:
+                word = b""
+        finally:
+            os.close(said)
+            os.close(copied_fd)
+        if word.startswith(b"copied") or done.timed_out:
+            return done
+        shown = done.head.decode(errors="replace").strip()[-500:]
+        raise SandboxUnavailable(
+            f"worktree_copy: the checkout could not be copied into the command's bounded"
+            f" worktree ({layout.copy_bytes} bytes); the command did not run: {shown}"
+        )
 
     def _run_as_root(
         self,
@@ -374,21 +415,34 @@ def run_unsandboxed(
 
 
 def tmpfs_footprint(tree: Path) -> int:
-    """What a copy of ``tree`` takes on a tmpfs: each file's and each link's pages.
+    """What a copy of ``tree`` takes on a tmpfs, which counts pages only: a file's size
+    rounded up to them (none when empty), a link's target of SHORT_LINK bytes or more one
+    page; folders and shorter targets none.
 
-    Folders take no pages there (nor does a short link, counted anyway). Links are not
-    followed; entries that vanish meanwhile are skipped (the copy then needs less).
+    Walked without recursion (a checkout may nest thousands of folders deep); links are
+    not followed. A tree that cannot be measured (a path past PATH_MAX, say) is refused
+    with SandboxUnavailable: the command does not run on a guess.
     """
     total = 0
-    for folder, dirs, files in os.walk(tree):
-        for name in (*files, *dirs):
-            try:
-                info = os.lstat(os.path.join(folder, name))
-            except FileNotFoundError:
-                continue
-            if stat.S_ISDIR(info.st_mode):
-                continue
-            total += -(-max(info.st_size, 1) // PAGE) * PAGE
+    folders = [os.fspath(tree)]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    info = entry.stat(follow_symlinks=False)
+                    if stat.S_ISDIR(info.st_mode):
+                        folders.append(entry.path)
+                    elif stat.S_ISLNK(info.st_mode):
+                        total += PAGE if info.st_size >= SHORT_LINK else 0
+                    else:
+                        total += -(-info.st_size // PAGE) * PAGE
+        except FileNotFoundError:
+            continue  # gone meanwhile: the copy needs less
+        except OSError as exc:
+            raise SandboxUnavailable(
+                f"worktree_copy: cannot measure the checkout for its copy: {exc}"
+            ) from exc
     return total
 
 

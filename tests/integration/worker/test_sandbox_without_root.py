@@ -43,8 +43,12 @@ if undercount == "yes":  # as if the checkout's size were misjudged: the copy ca
 box = runner.sandbox_of(
     Settings(exec_worktree_bytes=worktree_bytes, sandbox_cgroup="off"), {"PATH": "/usr/bin:/bin"}
 )
-done = box.run(["/usr/bin/python3", "-c", code], Path(worktree), timeout_s=60, cap=1 << 16,
-               protected=())
+try:
+    done = box.run(["/usr/bin/python3", "-c", code], Path(worktree), timeout_s=60,
+                   cap=1 << 16, protected=())
+except runner.SandboxUnavailable as exc:
+    print(json.dumps({"refused": str(exc)}))
+    raise SystemExit(0)
 print(json.dumps({"root_mode": box.root_mode, "note": box.worktree_note(),
                   "exit_code": done.exit_code, "said": done.head.decode(errors="replace")}))
 """
@@ -137,8 +141,53 @@ def test_a_non_root_command_sees_the_checkout_but_fills_only_its_bounded_copy(
 def test_a_checkout_that_does_not_fit_its_copy_fails_closed_before_the_command_runs(
     checkout: Path,
 ) -> None:
+    """The sandbox's failure, not the command's: no exit status to repair against."""
     seen = as_worker(checkout, "print('RAN')", worktree_bytes=64 << 10, undercount=True)
 
-    assert seen["exit_code"] == 125, seen
-    assert "RAN" not in seen["said"]
-    assert "did not fit the command's bounded worktree" in seen["said"], seen["said"]
+    assert "refused" in seen, seen
+    assert seen["refused"].startswith("worktree_copy: the checkout could not be copied")
+    assert "the command did not run" in seen["refused"]
+    assert "RAN" not in seen["refused"]
+
+
+def test_a_command_faking_the_copys_failure_is_reported_as_its_own_exit(
+    checkout: Path,
+) -> None:
+    """The copy says it succeeded on a pipe closed before the command starts: whatever
+    the command prints and however it exits, it ran, and the report says so."""
+    fake = (
+        "import sys\n"
+        'print("kodo-sandbox: the checkout could not be copied into the command\'s worktree",'
+        " file=sys.stderr)\n"
+        "sys.exit(125)\n"
+    )
+    seen = as_worker(checkout, fake, worktree_bytes=1 << 20)
+
+    assert "refused" not in seen, seen
+    assert seen["exit_code"] == 125
+
+
+ESCAPES = """
+import os
+for path in ('/x', '/etc/x', '/.kodo/x', '/.kodo/lower/x', '/dev/shm/x', '/dev/x'):
+    try:
+        open(path, 'w').write('x')
+        print('WROTE', path)
+    except OSError as e:
+        print('refused', path, e.errno)
+open('/tmp/ok', 'w').write('the private tmp')
+open('mine.txt', 'w').write('so is its worktree copy')
+print('DONE')
+"""
+
+
+def test_without_root_nothing_but_tmp_and_the_worktree_copy_is_writable(checkout: Path) -> None:
+    """bubblewrap runs as the command's uid without root, so the tmpfs it builds the
+    sandbox's / from (and /dev's) would be the command's, unbounded by any setting (a
+    red-team pass wrote 100 MB to /.kodo under 1 MiB bounds): both are read-only."""
+    seen = as_worker(checkout, ESCAPES, worktree_bytes=1 << 20)
+
+    assert seen["exit_code"] == 0, seen
+    assert "WROTE" not in seen["said"], seen["said"]
+    assert "DONE" in seen["said"]
+    assert not (checkout / "mine.txt").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from services.worker.sandbox import (
     unsafe_bind,
 )
 from services.worker.sandbox.layout import COPY_SCRIPT, DISK, LOWER, OVERLAY_SCRIPT, SH
-from services.worker.sandbox.runner import tmpfs_footprint
+from services.worker.sandbox.runner import SandboxUnavailable, tmpfs_footprint
 
 LIMITS = Limits(cpu_s=60, memory_bytes=1 << 30, nproc=64, fsize_bytes=1 << 20)
 TOOLS = Toolchain(
@@ -193,15 +195,15 @@ def test_without_root_the_command_works_on_a_bounded_copy_and_no_host_folder_is_
     """The worker's sandbox without root: the checkout is bound read-only for the copy,
     the worktree the command sees is a tmpfs of ``copy_bytes``, and the copy runs before
     the command's limits and the command itself."""
-    argv = bwrap_argv("bwrap", layout(copy_bytes=5 << 20), {}, ["python3"], LIMITS)
+    argv = bwrap_argv("bwrap", layout(copy_bytes=5 << 20), {}, ["python3"], LIMITS, copied_fd=7)
     assert [b for b in binds(argv) if b[0] == "--bind"] == []
     assert ("--ro-bind", "/data/ws/run-1", LOWER) in binds(argv)
     at = next(i for i, a in enumerate(argv) if a == "--tmpfs" and argv[i + 1] == "/data/ws/run-1")
     assert argv[at - 2 : at] == ["--size", str(5 << 20)]
     script = argv.index(COPY_SCRIPT)
     assert argv[script - 2 : script] == [SH, "-c"]
-    assert argv[script + 1 : script + 4] == ["kodo-worktree", LOWER, "/data/ws/run-1"]
-    assert argv[script + 4] == "/usr/bin/prlimit"
+    assert argv[script + 1 : script + 5] == ["kodo-worktree", LOWER, "/data/ws/run-1", "7"]
+    assert argv[script + 5] == "/usr/bin/prlimit"
     assert argv[-1] == "python3"
     assert "CAP_SYS_ADMIN" not in argv
     # root mode ignores it: the overlay is the root worker's bound
@@ -217,11 +219,29 @@ def test_without_root_the_command_works_on_a_bounded_copy_and_no_host_folder_is_
     assert COPY_SCRIPT not in rooted
 
 
+def test_copy_mode_needs_the_pipe_its_copy_reports_on() -> None:
+    with pytest.raises(ValueError, match="copied_fd"):
+        bwrap_argv("bwrap", layout(copy_bytes=1 << 20), {}, ["python3"], LIMITS)
+
+
+def test_without_root_the_sandbox_root_and_dev_are_read_only() -> None:
+    """bubblewrap runs as the command's uid without root: the tmpfs it builds / from
+    (and /dev's) would be the command's to fill, past every size bound (a red-team
+    pass wrote 100 MB to /.kodo under 1 MiB bounds)."""
+    argv = bwrap_argv("bwrap", layout(copy_bytes=1 << 20), {}, ["x"], LIMITS, copied_fd=5)
+    at = argv.index("--chdir")
+    assert argv[at - 4 : at] == ["--remount-ro", "/", "--remount-ro", "/dev"]
+    rooted = bwrap_argv("bwrap", layout(root_mode=True), {}, ["x"], LIMITS, block_fd=3, info_fd=4)
+    assert "--remount-ro" not in rooted, "as root they are root's, not the command's"
+
+
 def test_the_copy_script_copies_links_as_links_and_runs_nothing_when_the_copy_fails() -> None:
     # the system's cp (the default PATH), not one a toolchain folder on PATH might hold
     assert 'command -p cp -a --no-preserve=ownership -- "$lower/." "$wt/"' in COPY_SCRIPT
     assert "exit 125" in COPY_SCRIPT
-    assert COPY_SCRIPT.rstrip().endswith('exec "$@"')
+    # it says "copied" on the runner's pipe and closes it before the command starts
+    lines = COPY_SCRIPT.strip().splitlines()
+    assert lines[-3:] == ['echo copied >&"$said"', 'eval "exec $said>&-"', 'exec "$@"']
 
 
 def test_the_overlay_script_mounts_nothing_the_command_could_use() -> None:
@@ -234,10 +254,38 @@ def test_the_overlay_script_mounts_nothing_the_command_could_use() -> None:
     assert OVERLAY_SCRIPT.rstrip().endswith('exec "$@"')
 
 
-def test_a_copys_tmpfs_footprint_counts_whole_pages_of_files_and_links(tmp_path: Path) -> None:
+def test_a_copys_tmpfs_footprint_counts_the_pages_a_tmpfs_would_use(tmp_path: Path) -> None:
+    """Whole pages per file, none for an empty one, a folder or a short link (its target
+    is kept beside the inode); a long link's target takes a page."""
     (tmp_path / "empty").touch()
     (tmp_path / "one").write_bytes(b"x")
     (tmp_path / "d" / "e").mkdir(parents=True)
     (tmp_path / "d" / "e" / "five-k").write_bytes(b"x" * 5000)
-    (tmp_path / "link").symlink_to("d")
-    assert tmpfs_footprint(tmp_path) == 4096 * (1 + 1 + 2 + 1)
+    (tmp_path / "short").symlink_to("d")
+    (tmp_path / "long").symlink_to("t" * 200)
+    assert tmpfs_footprint(tmp_path) == 4096 * (1 + 2 + 1)
+
+
+def test_a_checkout_thousands_of_folders_deep_is_measured_without_recursion(
+    tmp_path: Path,
+) -> None:
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        for _ in range(1100):  # past Python's recursion limit, under PATH_MAX
+            os.mkdir("d", dir_fd=fd)
+            deeper = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+        os.close(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+    try:
+        assert tmpfs_footprint(tmp_path) == 0, "folders and an empty file take no page"
+    finally:  # pytest's own cleanup (shutil.rmtree) recurses, and would fail on it
+        subprocess.run(["rm", "-rf", "--", str(tmp_path / "d")], check=True)
+
+
+def test_a_checkout_that_cannot_be_measured_is_refused_not_guessed(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(SandboxUnavailable, match="worktree_copy: cannot measure"):
+        tmpfs_footprint(tmp_path / "a-file")
