@@ -119,6 +119,36 @@ _CHOWN = "/bin/chown" if os.path.exists("/bin/chown") else "chown"
 LEND_TIMEOUT_S = 120
 
 
+@dataclass(frozen=True)
+class _Watched:
+    """How bubblewrap's process is run and watched, whichever mode built its argv."""
+
+    timeout_s: float
+    cap: int
+    on_poll: Callable[[], None]
+    poll_s: float
+    joined: Callable[[list[str]], list[str]]  # into the execution's cgroup, if it has one
+
+    def run(
+        self,
+        command: list[str],
+        *,
+        pass_fds: Sequence[int],
+        started: Callable[[subprocess.Popen[bytes]], None] = lambda _: None,
+    ) -> Finished:
+        return stream_capped(
+            self.joined(command),
+            env={},
+            cwd=Path("/"),
+            timeout_s=self.timeout_s,
+            cap=self.cap,
+            on_poll=self.on_poll,
+            poll_s=self.poll_s,
+            pass_fds=pass_fds,
+            started=started,
+        )
+
+
 _probe_lock = threading.Lock()
 _probed: dict[tuple[str, bool, int], str | None] = {}
 
@@ -264,15 +294,12 @@ class Sandbox:
             else (lambda command: join_argv(cgroup.procs_files, command))
         )
         try:
+            watched = _Watched(timeout_s, cap, on_poll, poll_s, joined)
             with self._layout(worktree, tools, counted=cgroup is not None) as layout:
                 if not layout.root_mode:
-                    done = self._run_on_copy(
-                        bwrap, layout, env, argv, timeout_s, cap, on_poll, poll_s, joined
-                    )
+                    done = self._run_on_copy(bwrap, layout, env, argv, watched)
                 else:
-                    done = self._run_as_root(
-                        bwrap, layout, env, argv, timeout_s, cap, on_poll, poll_s, joined
-                    )
+                    done = self._run_as_root(bwrap, layout, env, argv, watched)
         finally:
             usage = cgroup.usage() if cgroup is not None else None
             if cgroup is not None:
@@ -292,11 +319,7 @@ class Sandbox:
         layout: Layout,
         env: dict[str, str],
         argv: Sequence[str],
-        timeout_s: float,
-        cap: int,
-        on_poll: Callable[[], None],
-        poll_s: float,
-        joined: Callable[[list[str]], list[str]],
+        watched: _Watched,
     ) -> Finished:
         """Without root: the command runs on a copy of the checkout (COPY_SCRIPT), which
         says on a pipe of its own that it copied. No word and no timeout: the copy
@@ -305,14 +328,8 @@ class Sandbox:
         said, copied_fd = os.pipe()
         try:
             os.set_blocking(said, False)
-            done = stream_capped(
-                joined(bwrap_argv(bwrap, layout, env, argv, self.limits, copied_fd=copied_fd)),
-                env={},
-                cwd=Path("/"),
-                timeout_s=timeout_s,
-                cap=cap,
-                on_poll=on_poll,
-                poll_s=poll_s,
+            done = watched.run(
+                bwrap_argv(bwrap, layout, env, argv, self.limits, copied_fd=copied_fd),
                 pass_fds=(copied_fd,),
             )
             try:
@@ -336,11 +353,7 @@ class Sandbox:
         layout: Layout,
         env: dict[str, str],
         argv: Sequence[str],
-        timeout_s: float,
-        cap: int,
-        on_poll: Callable[[], None],
-        poll_s: float,
-        joined: Callable[[list[str]], list[str]],
+        watched: _Watched,
     ) -> Finished:
         block_r, block_w = os.pipe()
         info_r, info_w = os.pipe()
@@ -374,17 +387,7 @@ class Sandbox:
             close(block_w)
 
         try:
-            return stream_capped(
-                joined(command),
-                env={},
-                cwd=Path("/"),
-                timeout_s=timeout_s,
-                cap=cap,
-                on_poll=on_poll,
-                poll_s=poll_s,
-                pass_fds=(block_r, info_w),
-                started=map_ids,
-            )
+            return watched.run(command, pass_fds=(block_r, info_w), started=map_ids)
         finally:
             for fd in list(open_fds):
                 close(fd)

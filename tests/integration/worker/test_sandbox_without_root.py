@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.worker.test_sandbox import WORKTREE_FILL
+
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a worker as another uid"),
@@ -53,21 +55,13 @@ print(json.dumps({"root_mode": box.root_mode, "note": box.worktree_note(),
                   "exit_code": done.exit_code, "said": done.head.decode(errors="replace")}))
 """
 
-FILL = """
-import errno, os
-print('SAW', open('calc.py').read().strip(), os.access('run.sh', os.X_OK), os.readlink('link'))
-open('calc.py', 'w').write('x = 2\\n')
-block = b'x' * (1 << 20)
-written = 0
-try:
-    for i in range(64):
-        with open(f'fill-{i}.bin', 'wb') as f:
-            f.write(block)
-        written += len(block)
-except OSError as e:
-    print('STOPPED', errno.errorcode[e.errno])
-print('WROTE-MB', written >> 20)
-"""
+FILL = (
+    "import os\n"
+    "print('SAW', open('calc.py').read().strip(), os.access('run.sh', os.X_OK),"
+    " os.readlink('link'))\n"
+    "open('calc.py', 'w').write('x = 2\\n')\n"
+) + WORKTREE_FILL
+"""What the checkout's copy shows (content, modes, links), then test_sandbox's fill."""
 
 
 @pytest.fixture
