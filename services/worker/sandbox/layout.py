@@ -46,25 +46,28 @@ SH = "/bin/sh"
 OVERLAY_SCRIPT = """set -eu
 lower=$1 disk=$2 wt=$3 size=$4 inodes=$5
 shift 5
-mount -t tmpfs -o "nosuid,nodev,mode=0700,size=$size,nr_inodes=$inodes" kodo-disk "$disk"
-mkdir "$disk/upper" "$disk/work"
-chown --reference="$lower" "$disk/upper"
-chmod --reference="$lower" "$disk/upper"
+command -p mount -t tmpfs -o "nosuid,nodev,mode=0700,size=$size,nr_inodes=$inodes" \\
+  kodo-disk "$disk"
+command -p mkdir "$disk/upper" "$disk/work"
+command -p chown --reference="$lower" "$disk/upper"
+command -p chmod --reference="$lower" "$disk/upper"
 layers="lowerdir=$lower,upperdir=$disk/upper,workdir=$disk/work"
-mount -t overlay kodo-worktree -o "nosuid,nodev,$layers" "$wt"
+command -p mount -t overlay kodo-worktree -o "nosuid,nodev,$layers" "$wt"
 if [ -f "$wt/.git" ] && [ ! -L "$wt/.git" ]; then
-  mount --bind "$wt/.git" "$wt/.git"
-  mount -o remount,bind,ro,nosuid,nodev "$wt/.git"
+  command -p mount --bind "$wt/.git" "$wt/.git"
+  command -p mount -o remount,bind,ro,nosuid,nodev "$wt/.git"
 fi
-umount "$lower"
-umount -l "$disk"
+command -p umount "$lower"
+command -p umount -l "$disk"
 cd "$wt"
 exec "$@"
 """
 """Runs as the sandbox's root, before privileges are dropped: the worktree the command
 sees is an overlay whose writes land in the bounded tmpfs, never on the host's disk.
 Both mounts it was built from are unmounted so the command sees only the overlay; its
-``.git`` pointer stays read-only there, as in the bind mode."""
+``.git`` pointer stays read-only there, as in the bind mode. Every program it runs as
+that root is looked up on the system's default PATH (``command -p``), never on the
+command's, which lists the allowlisted programs' folders first."""
 
 COPY_FAILED = 125
 """Copy mode: the exit status when the checkout could not be copied (the command never ran)."""

@@ -254,6 +254,17 @@ def test_the_overlay_script_mounts_nothing_the_command_could_use() -> None:
     assert OVERLAY_SCRIPT.rstrip().endswith('exec "$@"')
 
 
+def test_the_scripts_run_the_systems_programs_never_ones_on_the_commands_path() -> None:
+    """They run before the command (the overlay's as the sandbox's root) with its PATH,
+    which lists the allowlisted programs' folders first."""
+    tools = {"mount", "umount", "mkdir", "chown", "chmod", "cp"}
+    for script in (OVERLAY_SCRIPT, COPY_SCRIPT):
+        for line in script.splitlines():
+            words = line.replace("if !", "").split()
+            assert not (words and words[0] in tools), line
+        assert "command -p" in script
+
+
 def test_a_copys_tmpfs_footprint_counts_the_pages_a_tmpfs_would_use(tmp_path: Path) -> None:
     """Whole pages per file, none for an empty one, a folder or a short link (its target
     is kept beside the inode); a long link's target takes a page."""
