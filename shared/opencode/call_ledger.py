@@ -10,12 +10,12 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.engine import unit_of_work
-from shared.db.repos.ledger import AgedCall, LedgerRepo
+from shared.db.repos.ledger import AgedCall, LedgerRepo, recorded_call
 from shared.domain.budget import Estimate
+from shared.domain.call_record import AgedRecord
 from shared.domain.step_lease import StepLease
 from shared.domain.vocab import CallStatus
 from shared.opencode.calls import CallOutcome, StructuredCall
-from shared.opencode.ports import CallRecord
 from shared.service.steps import hold_lease
 
 
@@ -40,10 +40,10 @@ class PostgresCallLedger:
 
     def claim_or_read(
         self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
-    ) -> tuple[bool, tuple[CallRecord, float] | None]:
+    ) -> tuple[bool, AgedRecord | None]:
         with self._ledger() as ledger:
             found = _claim_in(ledger, call, request, lease, self.estimate)
-            return found is None, None if found is None else _as_record(*found)
+            return found is None, None if found is None else recorded_call(*found)
 
     def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
         with self._ledger() as ledger:
@@ -65,10 +65,10 @@ class PostgresCallLedger:
         with self._ledger() as ledger:
             return ledger.sessions_in_doubt(run_id, step_id)
 
-    def read(self, op_key: str) -> tuple[CallRecord, float] | None:
+    def read(self, op_key: str) -> AgedRecord | None:
         with self._ledger() as ledger:
             found = ledger.get_aged(op_key)
-            return None if found is None else _as_record(*found)
+            return None if found is None else recorded_call(*found)
 
     def finish(
         self, op_key: str, outcome: CallOutcome, *, from_status: CallStatus = CallStatus.CLAIMED
@@ -85,25 +85,6 @@ class PostgresCallLedger:
                 error=outcome.error,
                 from_status=from_status,
             )
-
-
-def _as_record(row: AgedCall, age: float) -> tuple[CallRecord, float]:
-    """The row as the protocol reads it, and its age if it is still claimed or sent."""
-    record = CallRecord(
-        op_key=row.op_key,
-        status=row.status,
-        response=row.response,
-        usage=row.usage,
-        error_name=row.error_name,
-        error=row.error,
-        rejected=row.rejected,
-        session_id=row.session_id,
-        woken=row.idle_at is not None,
-        daemon=row.daemon,
-    )
-    if row.status not in (CallStatus.CLAIMED, CallStatus.SENT):
-        return record, 0.0  # only a live call is aged
-    return record, age
 
 
 def _claim_in(

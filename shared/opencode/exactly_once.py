@@ -30,6 +30,7 @@ from typing import Any
 import structlog
 
 from shared.clock import Clock
+from shared.domain.call_record import AgedRecord, CallRecord
 from shared.domain.contracts import ContractViolation, validate_answer
 from shared.domain.step_lease import StepLease
 from shared.domain.vocab import CallStatus
@@ -66,7 +67,7 @@ from shared.opencode.errors import (
     classify_info_error,
 )
 from shared.opencode.messages import AnswerTooLarge, ModelRef, PromptReply
-from shared.opencode.ports import AgentClient, CallLedger, CallRecord
+from shared.opencode.ports import AgentClient, CallLedger
 from shared.opencode.tools import permission_rules, tools_map
 from shared.opencode.turn_inspection import (
     TurnRejected,
@@ -181,6 +182,7 @@ class ExactlyOnceCalls:
         *,
         lease: StepLease | None = None,
         prepare: Callable[[], None] | None = None,
+        known: AgedRecord | None = None,
     ) -> StructuredResult:
         """Answer ``call`` exactly once per op_key; raise CallFailed if it has no valid answer.
 
@@ -189,6 +191,12 @@ class ExactlyOnceCalls:
         In asynchronous mode CallPending is raised while the answer is not in.
         ``prepare`` runs only if this delivery won the claim, before the session is made
         (a replay never runs it); an OpenCodeError it raises is the call's recorded failure.
+
+        ``known``: the row of the call the step was parked on, read in the transaction
+        that took the step's lease. If it is this call's, it is read as a lost claim's
+        row would be, without a claim: the call exists (nothing could be sent twice),
+        and whatever this delivery then records is fenced (the ledger's ``from_status``
+        for the answer, the step's fence for the outcome and for parking again).
         """
         key = call.op_key
         bound = log.bind(
@@ -202,9 +210,13 @@ class ExactlyOnceCalls:
         if hit is not None:
             bound.info("oc.cache_hit", cache="l1")
             return StructuredResult(key, hit["answer"], "l1", hit["usage"], hit.get("rejected"))
-        won, recorded = self.ledger.claim_or_read(
-            call, redact(self._request_record(call)), lease=lease
-        )
+        recorded: AgedRecord | None
+        if known is not None and known[0].op_key == key:
+            won, recorded = False, known
+        else:
+            won, recorded = self.ledger.claim_or_read(
+                call, redact(self._request_record(call)), lease=lease
+            )
         if not won:
             result = self._recorded(call, recorded)
             bound.info("oc.cache_hit", cache="l2")
@@ -520,9 +532,7 @@ class ExactlyOnceCalls:
 
     # -- a claim lost to an earlier (or concurrent) caller ---------------------------
 
-    def _recorded(
-        self, call: StructuredCall, first: tuple[CallRecord, float] | None = None
-    ) -> StructuredResult:
+    def _recorded(self, call: StructuredCall, first: AgedRecord | None = None) -> StructuredResult:
         """Return what the ledger recorded for the call, waiting out a live claim and
         collecting a sent call's answer (``first``: the row the lost claim read)."""
         key = call.op_key

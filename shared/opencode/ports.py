@@ -10,9 +10,9 @@ in-memory fake (tests/fakes/agent.py); the ledger is
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol, Self
 
+from shared.domain.call_record import AgedRecord
 from shared.domain.step_lease import StepLease
 from shared.domain.vocab import CallStatus
 from shared.opencode.calls import CallOutcome, StructuredCall, StructuredResult
@@ -119,22 +119,6 @@ class AgentClient(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class CallRecord:
-    """One ledger row as the call protocol reads it back."""
-
-    op_key: str
-    status: str
-    response: dict[str, Any] | None
-    usage: dict[str, Any] | None
-    error_name: str | None
-    error: str | None
-    rejected: str | None = None  # why kodo did not use a succeeded answer
-    session_id: str | None = None
-    woken: bool = False  # a sent call whose session the collector saw end
-    daemon: str | None = None  # the base URL of the daemon holding its session
-
-
 class CallLedger(Protocol):
     """The provider-call ledger, keyed by op_key; each method is one transaction."""
 
@@ -150,7 +134,7 @@ class CallLedger(Protocol):
 
     def claim_or_read(
         self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
-    ) -> tuple[bool, tuple[CallRecord, float] | None]:
+    ) -> tuple[bool, AgedRecord | None]:
         """:meth:`claim`, and when the claim is lost, :meth:`read` in the same
         transaction (one round trip for a replayed or resumed call)."""
         ...
@@ -175,7 +159,7 @@ class CallLedger(Protocol):
         """Record why the succeeded answer of ``op_key`` was not used."""
         ...
 
-    def read(self, op_key: str) -> tuple[CallRecord, float] | None:
+    def read(self, op_key: str) -> AgedRecord | None:
         """The row and the seconds since it was claimed or sent, by the ledger's clock
         (0.0 for a row that is neither claimed nor sent)."""
         ...
@@ -196,9 +180,12 @@ class StructuredCalls(Protocol):
         *,
         lease: StepLease | None = None,
         prepare: Callable[[], None] | None = None,
+        known: AgedRecord | None = None,
     ) -> StructuredResult:
         """``prepare`` runs only when this delivery is about to send the call (the claim
-        is won), before the session is made; an OpenCodeError it raises fails the call."""
+        is won), before the session is made; an OpenCodeError it raises fails the call.
+        ``known``: the ledger row of the call the step is parked on, read with its lease;
+        if it is this call's, it is used instead of a claim (see ExactlyOnceCalls)."""
         ...
 
     def reject(self, op_key: str, reason: str) -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from shared.domain.call_record import CallRecord
 from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.domain.vocab import CallStatus
 from shared.opencode.calls import CallOutcome, StructuredCall
-from shared.opencode.ports import CallRecord
 
 
 @dataclass

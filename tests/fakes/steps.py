@@ -91,6 +91,7 @@ class StepWorld:
             "round": 1,
             "attempt_base": 0,
             "round_input": None,
+            "parked_call": None,
             **snapshot,
         }
         return StepContext(

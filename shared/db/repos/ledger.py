@@ -31,6 +31,7 @@ from shared.db import direct
 from shared.db.models import OpenCodeCall, Run, StepRun, bound, table_of
 from shared.db.repos.runs import budget_of
 from shared.domain.budget import BudgetExceeded, Estimate
+from shared.domain.call_record import AgedRecord, CallRecord, aged
 from shared.domain.step_outcome import RuleRefusal
 from shared.domain.vocab import CallStatus
 
@@ -172,14 +173,31 @@ class Woken(NamedTuple):
     parent: str | None
 
 
-_AGE = extract(
+CALL_AGE = extract(
     "epoch", func.statement_timestamp() - func.coalesce(_CALLS.c.started_at, _CALLS.c.created_at)
 )
 """How long ago the call was claimed (or sent), by the database's clock alone: a rule
 that compares a time written by one host with another host's clock breaks under skew."""
-_AGED = select(*(_CALLS.c[name] for name in AgedCall.__annotations__), _AGE.label("age")).where(
+_AGED = select(*(_CALLS.c[name] for name in AgedCall.__annotations__), CALL_AGE.label("age")).where(
     _CALLS.c.op_key == bindparam("key")
 )
+
+
+def recorded_call(row: AgedCall, age: float) -> AgedRecord:
+    """The row as the call protocol reads it, and its age if it is still live."""
+    record = CallRecord(
+        op_key=row.op_key,
+        status=row.status,
+        response=row.response,
+        usage=row.usage,
+        error_name=row.error_name,
+        error=row.error,
+        rejected=row.rejected,
+        session_id=row.session_id,
+        woken=row.idle_at is not None,
+        daemon=row.daemon,
+    )
+    return aged(record, age)
 
 
 _FINISH = (

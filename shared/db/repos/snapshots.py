@@ -16,7 +16,9 @@ from sqlalchemy import ColumnElement, Select, bindparam, func, literal_column, s
 from sqlalchemy.orm import Session
 
 from shared.db import direct
-from shared.db.models import Artifact, Intent, PlanApproval, Run, StepRun
+from shared.db.models import Artifact, Intent, OpenCodeCall, PlanApproval, Run, StepRun
+from shared.db.repos.ledger import CALL_AGE, recorded_call
+from shared.domain.call_record import AgedRecord
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind, Decision, StepRunStatus
 
@@ -44,6 +46,23 @@ class RunSnapshot:
     round: int = 1  # the step asked about: its round (see shared.domain.rounds)
     attempt_base: int = 0  # the ledger attempt the round's first call follows
     round_input: dict[str, Any] | None = None  # what the round was asked
+    parked_call: AgedRecord | None = None  # the ledger row of the call it is parked on
+
+
+@dataclass
+class _ParkedRow:
+    """The parked call's columns, as the snapshot's JSON carries them."""
+
+    op_key: str
+    status: str
+    response: dict[str, Any] | None
+    usage: dict[str, Any] | None
+    error_name: str | None
+    error: str | None
+    rejected: str | None
+    session_id: str | None
+    idle_at: datetime | None
+    daemon: str | None
 
 
 def _snapshot_query() -> Select[*tuple[Any, ...]]:
@@ -95,6 +114,21 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
         )
         .scalar_subquery()
     )
+    # The call the asked step is parked on, as the ledger holds it: the delivery the
+    # collector woke reads it here, with its lease, instead of in a claim of its own.
+    pairs: list[ColumnElement[Any]] = []
+    for name in _ParkedRow.__annotations__:
+        pairs += [literal_column(f"'{name}'"), getattr(OpenCodeCall, name)]
+    parked_call = (
+        select(func.jsonb_build_object(*pairs, literal_column("'age'"), CALL_AGE))
+        .join(StepRun, StepRun.parked_on == OpenCodeCall.op_key)
+        .where(
+            StepRun.run_id == Run.id,
+            StepRun.step_id == bindparam("step_id"),
+            StepRun.status == StepRunStatus.RUNNING.value,
+        )
+        .scalar_subquery()
+    )
     # The asked step's round, as one value (a statement per field would cost more).
     round_info = (
         select(func.jsonb_build_array(StepRun.round, StepRun.attempt_base, StepRun.round_input))
@@ -122,6 +156,7 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
             outputs.label("outputs"),
             parked.label("parked"),
             round_info.label("round_info"),
+            parked_call.label("parked_call"),
         )
         .join(Intent, Intent.id == Run.intent_id)
         .where(Run.id == bindparam("run_id"))
@@ -160,4 +195,14 @@ def run_snapshot(s: Session, run_id: str, step: StepId | None = None) -> RunSnap
         round=int(round_),
         attempt_base=int(attempt_base),
         round_input=round_input if isinstance(round_input, dict) else None,
+        parked_call=_parked_call(row.parked_call),
     )
+
+
+def _parked_call(found: dict[str, Any] | None) -> AgedRecord | None:
+    if found is None:
+        return None
+    age = float(found.pop("age"))
+    idle_at = found.pop("idle_at")
+    woken = datetime.fromisoformat(idle_at) if isinstance(idle_at, str) else None
+    return recorded_call(_ParkedRow(**found, idle_at=woken), age)

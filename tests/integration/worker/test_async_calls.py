@@ -177,6 +177,55 @@ def test_a_woken_step_takes_its_parked_lease_in_one_statement(
     assert step_writes == ["UPDATE"], "the resume alone, no failed upsert before it"
 
 
+def test_a_woken_step_reads_its_parked_call_with_its_lease_and_collects_it_without_a_claim(
+    async_rt: Runtime, client: OpenCodeClient, repo: Path
+) -> None:
+    """The call's row comes with the snapshot that takes the lease: the woken delivery is
+    three transactions (enter, the answer, the outcome), no claim between them."""
+    rt = async_rt
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=300]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+    wait_until(_collector(rt, client, InMemorySender()).reconcile, 10, "the turn to end")
+    [call] = _calls(rt, run_id)
+    with rt.sessions() as peek:  # what the woken delivery's snapshot reads, rolled back
+        entered = enter_step(
+            peek,
+            run_id,
+            StepId.COMPILE,
+            owner="peek",
+            lease_s=30,
+            app_version="t",
+            worker_contract=step_contract_version(),
+            now=rt.clock.now(),
+        )
+        assert entered is not None and entered.parked_call is not None
+        record, age = entered.parked_call
+        assert (record.op_key, record.status, record.session_id, record.daemon) == (
+            call["op_key"],
+            "sent",
+            call["session_id"],
+            client.base_url,
+        )
+        assert record.woken and record.response is None
+        assert age > 0
+        peek.rollback()
+    statements: list[str] = []
+    commits: list[int] = []
+
+    def seen(_c: object, _cur: object, statement: str, *_rest: object) -> None:
+        statements.append(" ".join(statement.split()[:3]))
+
+    listen(rt.engine, "before_cursor_execute", seen)
+    listen(rt.engine, "commit", lambda _c: commits.append(1))
+    try:
+        assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    finally:
+        remove(rt.engine, "before_cursor_execute", seen)
+    assert not [s for s in statements if s.startswith("INSERT INTO app.opencode_calls")]
+    assert len(commits) == 3, statements
+    assert _calls(rt, run_id)[0]["status"] == "succeeded"
+
+
 @pytest.mark.parametrize("woken_before", ["before it was marked sent", "after, before the park"])
 def test_a_session_that_ended_before_its_step_parked_is_woken_by_the_parker(
     async_rt: Runtime, repo: Path, woken_before: str

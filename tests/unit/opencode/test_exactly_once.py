@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from shared.clock import FixedClock
+from shared.domain.call_record import CallRecord
 from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
 from shared.domain.run_machine import StepId
 from shared.domain.step_lease import StepAbandoned, StepLease
@@ -23,7 +24,6 @@ from shared.opencode.calls import (
 )
 from shared.opencode.exactly_once import ExactlyOnceCalls
 from shared.opencode.messages import ModelRef
-from shared.opencode.ports import CallRecord
 from tests.fakes.agent import (
     FakeAgent,
     ScriptedTurn,

@@ -360,3 +360,62 @@ def test_an_answer_too_large_to_read_fails_the_call_now_as_a_contract_failure() 
         _calls(agent, ledger).prompt_structured(_call())
     assert (failed.value.error_name, failed.value.kind) == ("AnswerTooLarge", "contract")
     assert ledger.status(_call().op_key) == CallStatus.FAILED
+
+
+class _CountingLedger(InMemoryLedger):
+    """Counts the claims (each one a transaction on Postgres)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claims = 0
+
+    def claim_or_read(self, *args: Any, **kwargs: Any) -> Any:
+        self.claims += 1
+        return super().claim_or_read(*args, **kwargs)
+
+
+def test_a_woken_delivery_collects_from_the_row_read_with_its_lease_without_a_claim() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = _CountingLedger()
+    pending = _send(agent, ledger)
+    agent.release(pending.session_id)
+    ledger.wake(pending.session_id)
+    known = ledger.read(pending.op_key)  # what the step's snapshot read when it entered
+    claims = ledger.claims
+    result = _calls(agent, ledger).prompt_structured(_call(), known=known)
+    assert result.answer == ANSWER
+    assert ledger.claims == claims  # no claim: the row was known
+    assert ledger.status(pending.op_key) == CallStatus.SUCCEEDED
+    assert len(agent.sent) == 1
+
+
+def test_a_known_row_of_another_call_is_ignored_and_the_call_claimed() -> None:
+    """The step parked on attempt 1; attempt 2 (another op_key) is claimed as ever."""
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    agent.will(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = _CountingLedger()
+    pending = _send(agent, ledger)
+    known = ledger.read(pending.op_key)
+    claims = ledger.claims
+    with pytest.raises(CallPending) as second:
+        _calls(agent, ledger).prompt_structured(_call(attempt=2), known=known)
+    assert ledger.claims == claims + 1
+    assert second.value.op_key == _call(attempt=2).op_key
+    assert len(agent.sent) == 2
+
+
+def test_a_known_row_collected_meanwhile_by_another_delivery_is_read_back_not_recorded_twice() -> (
+    None
+):
+    """The snapshot said ``sent``; another delivery recorded the answer since: this one's
+    record (from ``sent``) is refused and the recorded answer returned."""
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = _CountingLedger()
+    pending = _send(agent, ledger)
+    agent.release(pending.session_id)
+    ledger.wake(pending.session_id)
+    stale = ledger.read(pending.op_key)
+    first = _calls(agent, ledger).prompt_structured(_call())
+    again = _calls(agent, ledger).prompt_structured(_call(), known=stale)
+    assert again.answer == first.answer == ANSWER
+    assert ledger.status(pending.op_key) == CallStatus.SUCCEEDED

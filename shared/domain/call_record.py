@@ -1,0 +1,40 @@
+"""A provider call's ledger row as the call protocol reads it back.
+
+Pure data: the ledger adapter builds it from ``app.opencode_calls``, and so does the
+step's snapshot for the call the step is parked on (read with the lease, so the
+delivery the collector woke needs no transaction of its own to learn it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shared.domain.vocab import CallStatus
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One ledger row as the call protocol reads it back."""
+
+    op_key: str
+    status: str
+    response: dict[str, Any] | None
+    usage: dict[str, Any] | None
+    error_name: str | None
+    error: str | None
+    rejected: str | None = None  # why kodo did not use a succeeded answer
+    session_id: str | None = None
+    woken: bool = False  # a sent call whose session the collector saw end
+    daemon: str | None = None  # the base URL of the daemon holding its session
+
+
+AgedRecord = tuple[CallRecord, float]
+"""A row and its age in seconds (since claimed or sent) by the database's clock; 0 for
+a row that is no longer live (claimed or sent)."""
+
+
+def aged(record: CallRecord, age: float) -> AgedRecord:
+    """``record`` with its age, counted only while the call is live."""
+    live = record.status in (CallStatus.CLAIMED, CallStatus.SENT)
+    return record, age if live else 0.0
