@@ -54,8 +54,11 @@ def stream_capped(
     poll_s: float = 1.0,
     pass_fds: Sequence[int] = (),
     started: Callable[[subprocess.Popen[bytes]], None] = lambda _: None,
+    stdin: int | None = None,
 ) -> Finished:
     """Run ``argv``; keep the first ``cap`` bytes of its output, count and drop the rest.
+
+    ``stdin``: a descriptor the process gets as its standard input (default /dev/null).
 
     The worker never holds more than ``cap`` bytes plus one read. ``on_poll`` runs every
     ``poll_s`` while the command runs (the step's lease check): if it raises, the
@@ -65,7 +68,7 @@ def stream_capped(
         list(argv),
         cwd=cwd,
         env=env,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if stdin is None else stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,

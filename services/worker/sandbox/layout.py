@@ -72,22 +72,24 @@ command's, which lists the allowlisted programs' folders first."""
 COPY_FAILED = 125
 """Copy mode: the exit status when the checkout could not be copied (the command never ran)."""
 COPY_SCRIPT = f"""set -eu
-lower=$1 wt=$2 said=$3
-shift 3
+lower=$1 wt=$2
+shift 2
 if ! command -p cp -a --no-preserve=ownership -- "$lower/." "$wt/"; then
   echo "kodo-sandbox: the checkout could not be copied into the command's worktree" >&2
   exit {COPY_FAILED}
 fi
-echo copied >&"$said"
-eval "exec $said>&-"
+echo copied >&0
+exec 0</dev/null
 exec "$@"
 """
 """Copy mode (the worker is not root, so it cannot mount an overlay): the command's
 worktree is a tmpfs of bounded size holding a copy of the checkout, made here as the
 command's own uid before its limits apply; what the command writes lands in that tmpfs
 and is gone with the sandbox, never on the host's disk. The copy's success is said on
-the runner's pipe (fd ``$3``), closed before the command starts: the command cannot
-fake it or its absence (its own exit status is its own)."""
+the runner's pipe, which the script gets as its standard input (fd 0: ``/bin/sh`` may
+be dash, which cannot name a descriptor past 9, and a worker's pipe is numbered past 9)
+and replaces with ``/dev/null`` before the command starts: the command cannot fake the
+word or its absence (its own exit status is its own)."""
 
 
 @dataclass(frozen=True)
@@ -193,10 +195,9 @@ def bwrap_argv(
     *,
     block_fd: int | None = None,
     info_fd: int | None = None,
-    copied_fd: int | None = None,
 ) -> list[str]:
-    """The full bubblewrap command line for ``command`` (pure). ``copied_fd``: copy
-    mode's pipe, on which the copy says it is done."""
+    """The full bubblewrap command line for ``command`` (pure). In copy mode bubblewrap's
+    standard input must be the pipe the copy says it is done on (COPY_SCRIPT)."""
     wt = str(layout.worktree)
     argv = [bwrap, "--unshare-all", "--unshare-user"]
     if not layout.root_mode:  # root mode forbids them itself (forbid_nested_userns)
@@ -267,9 +268,7 @@ def bwrap_argv(
     else:
         argv.append("--")
         if copy is not None:
-            if copied_fd is None:
-                raise ValueError("copy mode reports the copy on a pipe: needs copied_fd")
-            argv += [SH, "-c", COPY_SCRIPT, "kodo-worktree", LOWER, wt, str(copied_fd)]
+            argv += [SH, "-c", COPY_SCRIPT, "kodo-worktree", LOWER, wt]
     return argv + limits.prlimit_argv() + list(command)
 
 

@@ -133,8 +133,9 @@ class _Watched:
         self,
         command: list[str],
         *,
-        pass_fds: Sequence[int],
+        pass_fds: Sequence[int] = (),
         started: Callable[[subprocess.Popen[bytes]], None] = lambda _: None,
+        stdin: int | None = None,
     ) -> Finished:
         return stream_capped(
             self.joined(command),
@@ -146,6 +147,7 @@ class _Watched:
             poll_s=self.poll_s,
             pass_fds=pass_fds,
             started=started,
+            stdin=stdin,
         )
 
 
@@ -322,16 +324,14 @@ class Sandbox:
         watched: _Watched,
     ) -> Finished:
         """Without root: the command runs on a copy of the checkout (COPY_SCRIPT), which
-        says on a pipe of its own that it copied. No word and no timeout: the copy
-        failed and the command never ran, which is the sandbox's failure, not the
-        command's (whatever exit status or text the output shows)."""
+        says on a pipe of its own (bubblewrap's standard input) that it copied. No word
+        and no timeout: the copy failed and the command never ran, which is the
+        sandbox's failure, not the command's (whatever exit status or text the output
+        shows)."""
         said, copied_fd = os.pipe()
         try:
             os.set_blocking(said, False)
-            done = watched.run(
-                bwrap_argv(bwrap, layout, env, argv, self.limits, copied_fd=copied_fd),
-                pass_fds=(copied_fd,),
-            )
+            done = watched.run(bwrap_argv(bwrap, layout, env, argv, self.limits), stdin=copied_fd)
             try:
                 word = os.read(said, 64)
             except BlockingIOError:

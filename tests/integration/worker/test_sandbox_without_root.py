@@ -40,6 +40,7 @@ from services.worker.sandbox import runner
 from shared.config import Settings
 
 worktree, code, worktree_bytes, undercount = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+held = [open("/dev/null") for _ in range(int(sys.argv[5]))]  # a worker's sockets and logs
 if undercount == "yes":  # as if the checkout's size were misjudged: the copy cannot fit
     runner.tmpfs_footprint = lambda tree: 0
 box = runner.sandbox_of(
@@ -83,7 +84,9 @@ def checkout() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def as_worker(tree: Path, code: str, *, worktree_bytes: int, undercount: bool = False) -> Any:
+def as_worker(
+    tree: Path, code: str, *, worktree_bytes: int, undercount: bool = False, open_files: int = 0
+) -> Any:
     done = subprocess.run(
         [
             "setpriv",
@@ -98,6 +101,7 @@ def as_worker(tree: Path, code: str, *, worktree_bytes: int, undercount: bool = 
             code,
             str(worktree_bytes),
             "yes" if undercount else "no",
+            str(open_files),
         ],
         capture_output=True,
         text=True,
@@ -159,6 +163,18 @@ def test_a_command_faking_the_copys_failure_is_reported_as_its_own_exit(
 
     assert "refused" not in seen, seen
     assert seen["exit_code"] == 125
+
+
+def test_a_worker_holding_many_files_open_still_gets_its_copy_made(checkout: Path) -> None:
+    """A real worker holds a dozen descriptors (its broker, database and log), so the
+    pipe the copy reports on was numbered past 9, which /bin/sh (dash) cannot name: the
+    copy script died of a syntax error and every command of a non-root worker was
+    refused (found by the non-root security campaign, tests/security)."""
+    seen = as_worker(checkout, "print('RAN')", worktree_bytes=1 << 20, open_files=20)
+
+    assert "refused" not in seen, seen
+    assert seen["exit_code"] == 0, seen
+    assert "RAN" in seen["said"]
 
 
 ESCAPES = """
