@@ -304,3 +304,34 @@ import time
 subprocess.Popen(["python3", "-c", "import time; time.sleep(45)", CFG["marker"]])
 time.sleep(45)
 """
+
+TMP_INODES = """
+import errno
+made = 0
+try:
+    for i in range(CFG["files"]):
+        open(f"/tmp/e{i}", "w").close()
+        made += 1
+except OSError as exc:
+    print("TMP-STOPPED", errno.errorcode.get(exc.errno, exc.errno), flush=True)
+print("TMP-FILES", made, flush=True)
+"""
+
+WRITE_LOWER = """
+lower = "/.kodo/lower"
+def names():
+    print("LOWER", sorted(os.listdir(lower)), flush=True)
+attempt("list-lower", names)
+attempt("write-lower", lambda: open(os.path.join(lower, "calc.py"), "a").write("pwned"))
+attempt("new-in-lower", lambda: open(os.path.join(lower, "pwned.txt"), "w").write("pwned"))
+attempt("chmod-lower", lambda: os.chmod(os.path.join(lower, "calc.py"), 0o777))
+attempt("rename-lower", lambda: os.rename(os.path.join(lower, "calc.py"), os.path.join(lower, "x")))
+"""
+
+KILL_EVERYTHING = """
+import signal
+# As the worker's own uid (a non-root worker's sandbox is that uid on the host), a
+# signal to -1 would reach every process of kodo's: the worker, the API, beat.
+print("KILLING", flush=True)
+os.kill(-1, signal.SIGKILL)
+"""

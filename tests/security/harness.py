@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import secrets
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,6 +46,7 @@ from devstack.kodo_procs import (
 )
 from devstack.sample_repo import FILES as SAMPLE_FILES
 from devstack.supervisor import Child
+from services.worker.sandbox.layout import SETPRIV
 from shared.db.engine import make_engine
 from tests.security import attacks
 
@@ -136,13 +140,92 @@ class Outcome:
 
 
 @dataclass
+class UserStack(Stack):
+    """A stack whose every process runs as ``uid`` (gid the same, no supplementary
+    groups), as the Dockerfile's ``kodo`` user or a developer's ``kodo up`` does: each
+    argv is run by ``setpriv``, which keeps the environment the stack passes it.
+
+    When this interpreter's installation lies behind a folder that uid cannot walk (a
+    pyenv under root's 0700 home, as on CI), each process gets a mount namespace of its
+    own whose ``hidden`` folder is an empty tmpfs but for the installation, bound
+    read-only where it was: what a deployment has (its Python readable by its user),
+    and nothing more of that folder.
+    """
+
+    uid: int = 0
+    hidden: str | None = None
+
+    def start(
+        self, name: str, argv: list[str], extra_env: Mapping[str, str] | None = None
+    ) -> Child:
+        drop = [SETPRIV, f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups", "--"]
+        if self.hidden is not None:
+            prefix = str(Path(sys.base_prefix).resolve())
+            unshare = ["unshare", "--mount", "--propagation", "private", "--"]
+            drop = [*unshare, "/bin/sh", "-c", EXPOSE, "kodo-as-user", prefix, self.hidden, *drop]
+        return super().start(name, [*drop, *argv], extra_env)
+
+
+EXPOSE = """set -eu
+prefix=$1 hidden=$2
+shift 2
+stage=$(mktemp -d)
+mount --bind "$prefix" "$stage"
+mount -t tmpfs -o mode=0755,size=1m kodo-hidden "$hidden"
+mkdir -p "$prefix"
+mount --move "$stage" "$prefix"
+mount -o remount,bind,ro "$prefix"
+rmdir "$stage"
+exec "$@"
+"""
+
+
+def unreachable_ancestor(uid: int) -> str | None:
+    """The folder that keeps ``uid`` from this interpreter's installation, if any."""
+    probe = [SETPRIV, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+    said = subprocess.run(
+        [*probe, sys.executable, "-c", "import sys; print(sys.version)"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    if said.returncode == 0 and said.stdout.strip() == sys.version:
+        return None
+    for folder in Path(sys.base_prefix).resolve().parents:
+        if folder != Path("/") and not folder.stat().st_mode & 0o001:
+            return str(folder)
+    return str(Path(sys.base_prefix).resolve())
+
+
+def can_run_as(uid: int) -> str | None:
+    """Why a stack cannot run as ``uid`` here (None: it can)."""
+    if os.geteuid() != 0:
+        return "needs root to run kodo's processes as another uid"
+    if shutil.which("setpriv") is None or not os.access(SETPRIV, os.X_OK):
+        return f"needs setpriv (util-linux) at {SETPRIV}"
+    if shutil.which("unshare") is None:
+        return "needs unshare (util-linux)"
+    return None
+
+
+@dataclass
 class Hostile:
-    """One stack and the attacker's targets around it."""
+    """One stack and the attacker's targets around it.
+
+    ``run_as``: every kodo process runs as this uid instead of the test's (root in CI),
+    so the worker's sandbox is the one a non-root worker builds (a bounded copy of the
+    checkout, no overlay, no cgroup of its own). Everything a real deployment gives that
+    user is its own here: the repositories, the workspaces, KODO_HOME with its 0600
+    token and state files, the canary folder and the sibling run (so only the sandbox,
+    not file permissions, keeps a command from them), and a HOME of its own.
+    """
 
     root: Path
     database_url: str
     redis_url: str
     nonce: str = field(default_factory=lambda: secrets.token_hex(6))
+    run_as: int | None = None
     stack: Stack = field(init=False)
     engine: Engine = field(init=False)
     secrets: dict[str, str] = field(default_factory=dict)
@@ -154,6 +237,7 @@ class Hostile:
         self.workspaces = self.root / "workspaces"
         self.fixtures = self.root / "fixtures"
         self.markers = self.root / "markers"  # what a successful attack writes to prove it ran
+        self.user_home = self.root / "user-home"  # HOME of a stack that runs as run_as
         folders = (
             self.home,
             self.outside,
@@ -161,9 +245,11 @@ class Hostile:
             self.workspaces,
             self.fixtures,
             self.markers,
+            self.user_home,
         )
         for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
+        (self.root / "logs").mkdir(mode=0o700, exist_ok=True)  # as spawn makes it
         self.engine = make_engine(self.database_url, pool_size=1)
         admin = issue_token(self.database_url, f"hostile-admin-{self.nonce}", "admin")
         self.submitter = issue_token(self.database_url, f"hostile-sub-{self.nonce}", "submitter")
@@ -209,8 +295,33 @@ class Hostile:
             # are judged like any build's) is attacked in tests/integration/worker.
             "KODO_MAX_REPAIRS": "0",
         }
-        self.stack = Stack(env=env, log_dir=self.root / "logs")
+        if self.run_as is None:
+            self.stack = Stack(env=env, log_dir=self.root / "logs")
+        else:
+            user = pwd.getpwuid(self.run_as).pw_name
+            env.update(
+                {
+                    "HOME": str(self.user_home),
+                    "USER": user,
+                    "LOGNAME": user,
+                    # a deployment's PATH: nothing of root's home (a toolchain there)
+                    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                }
+            )
+            self.stack = UserStack(
+                env=env,
+                log_dir=self.root / "logs",
+                uid=self.run_as,
+                hidden=unreachable_ancestor(self.run_as),
+            )
+            self.give(self.root)  # beat writes its schedule beside the logs
         self.http = httpx.Client(timeout=15.0)
+
+    def give(self, path: Path) -> None:
+        """Make ``path`` (and all under it) the stack's user's, as a deployment has it."""
+        if self.run_as is not None:
+            owner = f"{self.run_as}:{self.run_as}"
+            subprocess.run(["chown", "-R", "-h", owner, "--", str(path)], check=True, timeout=60)
 
     # -- processes ---------------------------------------------------------------------
 
@@ -296,6 +407,7 @@ class Hostile:
                     target.write_text(content)
             git(path, "add", "-A")
             git(path, "commit", "-q", "-m", f"commit {n}")
+        self.give(path)
         return path
 
     # -- the API, as a submitter and a separate approver ---------------------------------
@@ -447,7 +559,7 @@ class Hostile:
     def branch_files(self, repo: Path, run_id: str) -> dict[str, str]:
         """``path -> mode`` on the run's branch (empty if the branch does not exist)."""
         done = subprocess.run(
-            ["git", "-c", "core.hooksPath=/dev/null", "ls-tree", "-r", f"kodo/{run_id}"],
+            ["git", *TRUST, "-c", "core.hooksPath=/dev/null", "ls-tree", "-r", f"kodo/{run_id}"],
             cwd=repo,
             capture_output=True,
             text=True,
@@ -461,6 +573,10 @@ class Hostile:
         return files
 
 
+TRUST = ("-c", "safe.directory=*")
+"""The suite's own git (root) reads repositories a non-root stack's user owns."""
+
+
 def git(cwd: Path, *args: str) -> str:
     ident = [
         "-c",
@@ -471,7 +587,7 @@ def git(cwd: Path, *args: str) -> str:
         "commit.gpgsign=false",
     ]
     done = subprocess.run(
-        ["git", "-c", "core.hooksPath=/dev/null", *ident, *args],
+        ["git", *TRUST, "-c", "core.hooksPath=/dev/null", *ident, *args],
         cwd=cwd,
         capture_output=True,
         text=True,

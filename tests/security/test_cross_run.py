@@ -9,14 +9,13 @@ checkout of the judged commit, out of the daemon's sight.
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
 
 from devstack.sample_repo import FILES
 from tests.security import attacks
-from tests.security.harness import MARK, Hostile
+from tests.security.harness import MARK, Hostile, git
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.security
@@ -59,13 +58,7 @@ def test_a_write_into_the_worktree_during_the_command_cannot_forge_its_verdict(
     hostile.wait(run_id, set(), 120)
     outcome = hostile.collect(run_id)
 
-    committed = subprocess.run(
-        ["git", "show", f"kodo/{run_id}:calc.py"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    committed = git(repo, "show", f"kodo/{run_id}:calc.py")
     assert "return a - b" in committed, "the judged commit is the buggy one"
     assert "add(2, 3) = -1" in outcome.command_output(), outcome.describe()
     assert outcome.status == "failed", outcome.describe()
