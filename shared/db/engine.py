@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
 
 PING_IDLE_S = 1.0
@@ -74,3 +74,20 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One transaction: commit on success, roll back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+_LAZY_COMMIT = text("SET LOCAL synchronous_commit = off")
+
+
+def commit_lazily(s: Session) -> None:
+    """Let the current transaction's COMMIT return before its WAL is on disk: one fsync
+    less on the path of every provider call (3-4 ms each on this project's CI machine).
+
+    Only for a transaction whose loss in a crash of Postgres (never of kodo: the WAL is
+    written either way) is recovered from the rows that stay, and that nobody outside
+    Postgres sees as done: a wake-up (the reconciling collector and the call's deadline
+    redo it) or a park (the step's lease lapses and the call is collected from its
+    session). Never a claim, an answer, an outcome or a status. The WAL is sequential:
+    the next synchronous commit of any session makes this one durable too.
+    """
+    s.execute(_LAZY_COMMIT)

@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db.engine import unit_of_work
+from shared.db.engine import commit_lazily, unit_of_work
 from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.runs import RunRepo
 from shared.db.repos.snapshots import run_snapshot
@@ -204,7 +204,14 @@ def park_on_call(
     wake-up may have been turned away while the lease was still ours), so the caller
     sends the step again after commit. Each side commits its mark, then reads the
     other's: no wake-up is lost.
+
+    Committed lazily (:func:`shared.db.engine.commit_lazily`): the prompt's session is
+    recorded already (``mark_started``, durably, before it was sent), so a park lost
+    with Postgres leaves a claimed call with its session: once the step's lease lapses
+    the reconciler sends the step again, which collects the session's answer at the
+    call's deadline at the latest. Nothing outside Postgres acts on the park alone.
     """
+    commit_lazily(s)
     if mark_sent:
         LedgerRepo(s).mark_sent(op_key)
     if not StepRunRepo(s).park(lease.run_id, lease.step, lease.fence, op_key=op_key, hold_s=hold_s):

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.event import listen, remove
+from sqlalchemy.orm import Session
 
 from services.worker.cancel import abort_inflight_calls
 from services.worker.collector import Collector
@@ -198,7 +199,8 @@ def test_a_woken_step_reads_its_parked_call_with_its_lease_and_collects_it_witho
             worker_contract=step_contract_version(),
             now=rt.clock.now(),
         )
-        assert entered is not None and entered.parked_call is not None
+        assert entered is not None
+        assert entered.parked_call is not None
         record, age = entered.parked_call
         assert (record.op_key, record.status, record.session_id, record.daemon) == (
             call["op_key"],
@@ -206,7 +208,8 @@ def test_a_woken_step_reads_its_parked_call_with_its_lease_and_collects_it_witho
             call["session_id"],
             client.base_url,
         )
-        assert record.woken and record.response is None
+        assert record.woken
+        assert record.response is None
         assert age > 0
         peek.rollback()
     statements: list[str] = []
@@ -301,3 +304,63 @@ def test_a_cancel_aborts_the_sent_call_and_records_it(
     assert call["status"] == "aborted"
     assert httpx.get(f"{oc_url}/__kodo/stats").json()["aborts"] >= 1
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "skipped"
+
+
+def _durability_of(s: Session) -> str:
+    return str(s.execute(text("SHOW synchronous_commit")).scalar_one())
+
+
+def test_a_park_and_a_wake_up_commit_lazily_and_nothing_else_of_the_step_does(
+    async_rt: Runtime, repo: Path
+) -> None:
+    """Both are redone from the rows if Postgres loses them; the lease, the claim, the
+    answer and the outcome wait for the disk as ever."""
+    rt = async_rt
+    run_id = new_run(rt, repo)
+    op_key, lease = _claimed_call(rt, run_id, "ses_lazy")
+    with uow(rt) as work:
+        assert _durability_of(work.session) == "on"
+        parked = park_on_call(
+            work.session, lease, op_key=op_key, hold_s=30, check_woken=True, mark_sent=True
+        )
+        assert parked == "parked"
+        assert _durability_of(work.session) == "off"
+    with UnitOfWork(rt.sessions, InMemorySender()) as work:
+        assert wake_steps(work, ["ses_lazy"]) == [RunStep(StepId.COMPILE, run_id)]
+        assert _durability_of(work.session) == "off"
+    with uow(rt) as work:  # SET LOCAL: the next transaction on the connection is durable
+        assert _durability_of(work.session) == "on"
+
+
+def test_a_park_lost_with_postgres_leaves_a_call_the_next_delivery_collects(
+    make_rt: RuntimeFactory, client: OpenCodeClient, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a crash of Postgres could undo of a lazy park: the call stays ``claimed``
+    with its session (recorded durably before the prompt left) and the step holds the
+    lease it entered with. Once that lapses, the reconciler sends the step again; it
+    parks on the claim and collects the session's answer once the claim outlives the
+    call's deadline (the claimant is dead): not declared unknown, never sent twice."""
+    rt = make_rt(oc_async=True, step_lease_s=1, oc_timeout_ms=1500)
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=200]")
+
+    def lost(*_a: object, **_k: object) -> None:
+        raise RuntimeError("postgres lost the park")
+
+    monkeypatch.setattr("services.worker.steps.base.park_on_call", lost)
+    with pytest.raises(RuntimeError, match="lost the park"):
+        run_step(rt, StepId.COMPILE, run_id, compile_step)
+    monkeypatch.undo()
+    [call] = _calls(rt, run_id)
+    assert (call["status"], call["session_id"] is not None) == ("claimed", True)
+    wait_lease_lapsed(rt, run_id, StepId.COMPILE)
+    redispatched = reconcile(rt)
+    assert [(r.run_id, r.step) for r in redispatched] == [(run_id, StepId.COMPILE)]
+    outcome = wait_until(
+        lambda: (done := run_step(rt, StepId.COMPILE, run_id, compile_step)) != "parked" and done,
+        20,
+        "the call's answer to be collected",
+    )
+    assert outcome == "waiting_input"
+    [call] = _calls(rt, run_id)
+    assert call["status"] == "succeeded"
+    assert httpx.get(f"{client.base_url}/__kodo/stats").json()["prompts"] == 1
