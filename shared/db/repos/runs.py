@@ -92,10 +92,11 @@ class IntentRepo:
         self.session = session
 
     def add(self, intent: Intent) -> Intent:
-        """Insert the intent; its server default (``created_at``) is read back at once."""
+        """Insert the intent; its server default (``created_at``) comes back with the
+        INSERT (the mapper's eager defaults: RETURNING), not by a SELECT after it (a
+        refresh built and compiled that SELECT anew each time: ~9% of the API's CPU)."""
         self.session.add(intent)
         self.session.flush()
-        self.session.refresh(intent, ["created_at"])
         return intent
 
     def get(self, intent_id: str) -> Intent | None:

@@ -7,11 +7,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
+from sqlalchemy.event import listen, remove
 from sqlalchemy.orm import Session, sessionmaker
 
 from devstack.sample_repo import create_sample_repo
-from shared.db.models import PlanApproval, Run
+from shared.db.models import Intent, PlanApproval, Run
 from shared.domain.run_machine import StepId
 from shared.errors import Conflict
 from shared.service.messages import AbortCalls, InMemorySender, Message, RunStep
@@ -85,6 +86,34 @@ def test_submit_then_start_sends_the_first_step_once_and_a_repeat_sends_nothing(
             start_run(uow, intent.id, app_version="test", now=NOW)
     assert sender.sent == [RunStep(StepId.COMPILE, intent.id)]
     assert run_status(sessions, intent.id) == "compiling"
+
+
+def test_a_submitted_intent_has_its_database_time_from_the_insert_alone(
+    sessions: sessionmaker[Session], engine: Engine, tmp_path: Path
+) -> None:
+    """created_at is the server's default, read back by the INSERT's RETURNING: no
+    SELECT of the intent follows it (POST /intents answers with that time)."""
+    repo = create_sample_repo(tmp_path / "calc")
+    statements: list[str] = []
+
+    def seen(_c: object, _cur: object, statement: str, *_rest: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    with UnitOfWork(sessions) as uow:
+        listen(engine, "before_cursor_execute", seen)
+        try:
+            intent = submit_intent(
+                uow, repo=repo, goal="Add multiply", base_ref="HEAD", submitted_by="t"
+            )
+        finally:
+            remove(engine, "before_cursor_execute", seen)
+        assert intent.created_at is not None
+        stamped = intent.created_at
+    assert [s.split()[0] for s in statements] == ["INSERT"], statements
+    assert "RETURNING" in statements[0]
+    with sessions() as s:
+        stored = s.execute(select(Intent.created_at).where(Intent.id == intent.id)).scalar_one()
+    assert stored == stamped
 
 
 def test_approve_sends_exactly_one_apply_after_its_commit(
