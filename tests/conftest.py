@@ -38,6 +38,8 @@ APP_TABLES = (
     "app.intents",
     "app.ui_sessions",
     "app.api_tokens",
+    "app.metrics_rollup",
+    "app.metrics_rollup_state",
 )
 
 

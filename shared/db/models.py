@@ -7,6 +7,7 @@ row hangs off a run by foreign key.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -19,6 +20,8 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -27,7 +30,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.domain.run_machine import RunStatus, StepId
@@ -198,6 +201,20 @@ class StepRun(Base):
         CheckConstraint(_in("step_id", STEP_ID_VALUES), name="step_id"),
         CheckConstraint(_in("status", STEP_RUN_STATUSES), name="status"),
         CheckConstraint('"round" >= 1 AND attempt_base >= 0', name="round"),
+        # Migration 0025: /metrics reads the outcomes and round starts since its rollup.
+        Index(
+            "ix_step_runs_finished",
+            "finished_at",
+            postgresql_where=text("finished_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_step_runs_unfinished_facts",
+            "id",
+            postgresql_where=text(
+                "finished_at IS NULL AND (duration_ms IS NOT NULL OR output IS NOT NULL)"
+            ),
+        ),
+        Index("ix_step_runs_next_round", "started_at", postgresql_where=text('"round" > 1')),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -231,7 +248,12 @@ class StepRound(Base):
     (migration 0015): the current round is the ``step_runs`` row itself."""
 
     __tablename__ = "step_rounds"
-    __table_args__ = (UniqueConstraint("run_id", "step_id", "round"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "step_id", "round"),
+        # Migration 0025: /metrics reads the rounds that ended, or began, since its rollup.
+        Index("ix_step_rounds_finished", "finished_at"),
+        Index("ix_step_rounds_next_round", "started_at", postgresql_where=text('"round" > 1')),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
@@ -314,6 +336,12 @@ class PlanApproval(Base):
         CheckConstraint(
             "(decision = 'approved') = (approved_at IS NOT NULL)", name="approved_at_iff_approved"
         ),
+        # Migration 0025: /metrics reads the dispatches since its rollup.
+        Index(
+            "ix_plan_approvals_dispatched",
+            "dispatched_at",
+            postgresql_where=text("approved_at IS NOT NULL AND dispatched_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -347,6 +375,8 @@ class OpenCodeCall(Base):
         ),
         # Migration 0023: the collector's wake finds claimed and sent calls by session.
         Index("ix_opencode_calls_session", "session_id"),
+        # Migration 0025: /metrics reads the calls settled since its rollup, and unsettled.
+        Index("ix_opencode_calls_settled", "settled_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -374,6 +404,31 @@ class OpenCodeCall(Base):
     reserved_usd_micro: Mapped[int | None] = mapped_column(BigInteger)
     reserved_tokens: Mapped[int | None] = mapped_column(BigInteger)
     settled_at: Mapped[datetime | None]
+
+
+class MetricsRollup(Base):
+    """Aggregates of the facts stamped before the watermark (migration 0025): one row
+    per metric family and label values. ``shared.db.repos.metrics`` folds and reads it."""
+
+    __tablename__ = "metrics_rollup"
+
+    family: Mapped[str] = mapped_column(String(32), primary_key=True)
+    labels: Mapped[list[str]] = mapped_column(ARRAY(Text), primary_key=True)
+    counts: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    sums: Mapped[list[Decimal]] = mapped_column(ARRAY(Numeric))
+
+
+class MetricsRollupState(Base):
+    """The rollup's one row: its watermark (NULL: nothing folded) and the bucket bounds
+    it was folded with (``spec``; another spec starts the rollup over)."""
+
+    __tablename__ = "metrics_rollup_state"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    watermark: Mapped[datetime | None]
+    spec: Mapped[str] = mapped_column(Text)
+    folded_at: Mapped[datetime | None]
 
 
 class Artifact(Base):

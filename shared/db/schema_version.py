@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, text
 
-EXPECTED_HEAD = "0024"
+EXPECTED_HEAD = "0025"
 
 
 class SchemaMismatch(RuntimeError):
