@@ -4,13 +4,17 @@ A custom collector queries the tables on every scrape (``shared.db.repos.metrics
 so every API process reports the same numbers, whichever worker did the work and
 however often processes restarted. If Postgres does not answer, only
 ``kodo_metrics_database_up 0`` is reported: a scrape never pretends to know.
+
+Each scrape first folds the history settled since the last fold into the rollup (one
+short transaction; skipped while another process folds), then reads the rollup and
+the newer rows in one REPEATABLE READ snapshot.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -25,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clock import Clock
-from shared.db.repos.metrics import Histogram, MetricsRepo
+from shared.db.repos.metrics import SETTLE_LAG, Bounds, Histogram, MetricsRepo
 from shared.domain.vocab import CallStatus
 
 from .openapi import Routes
@@ -39,6 +43,7 @@ STUCK_AFTER = timedelta(minutes=15)
 STEP_BUCKETS_S = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 CALL_BUCKETS_S = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 DISPATCH_BUCKETS_S = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300)
+BOUNDS = Bounds(STEP_BUCKETS_S, CALL_BUCKETS_S, DISPATCH_BUCKETS_S)
 
 
 def _histogram(
@@ -56,11 +61,16 @@ class KodoCollector(Collector):
     """Every kodo metric, from one read-only transaction per scrape."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], clock: Clock, stuck_after: timedelta = STUCK_AFTER
+        self,
+        sessions: sessionmaker[Session],
+        clock: Clock,
+        stuck_after: timedelta = STUCK_AFTER,
+        settle_lag: timedelta = SETTLE_LAG,
     ) -> None:
         self.sessions = sessions
         self.clock = clock
         self.stuck_after = stuck_after
+        self.settle_lag = settle_lag
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -77,17 +87,27 @@ class KodoCollector(Collector):
         yield up
         yield from families
 
+    def fold(self) -> datetime | None:
+        """Fold what settled since the last fold (None: another process is folding, or
+        the fold failed: the scrape is exact without it, only slower)."""
+        try:
+            with self.sessions() as s, s.begin():
+                return MetricsRepo(s).fold_in_transaction(BOUNDS, self.settle_lag)
+        except SQLAlchemyError as exc:
+            log.warning("metrics: rollup not folded (%s)", type(exc).__name__)
+            return None
+
     def _from_database(self) -> list[Metric]:
+        self.fold()
         with self.sessions() as s, s.begin():
+            s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             repo = MetricsRepo(s)
             by_status = repo.runs_by_status()
             stuck = repo.stuck_runs(self.clock.now() - self.stuck_after)
-            steps = repo.step_durations(STEP_BUCKETS_S)
-            calls = repo.call_durations(CALL_BUCKETS_S)
-            usage = repo.call_usage()
-            sources = repo.answer_sources()
-            dispatch = repo.approval_dispatch_latency(DISPATCH_BUCKETS_S)
-            budgets = repo.budgets()
+            history = repo.history(BOUNDS)
+            budgets = repo.budgets(history)
+        steps, calls, usage = history.step_durations, history.call_durations, history.call_usage
+        sources, dispatch = history.answer_sources, history.dispatch_latency
 
         runs = GaugeMetricFamily("kodo_runs", "Runs by status", labels=["status"])
         for status, n in by_status.items():

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.db.models import Run, StepRun
+from shared.db.models import MetricsRollup, Run, StepRun
 from tests.factories import OpenCodeCallFactory, PlanApprovalFactory, RunFactory
 
 from .conftest import NOW
@@ -152,3 +153,30 @@ def test_budgets_show_what_was_spent_what_is_reserved_and_who_waits_for_more(
     assert value(samples, "kodo_budget_reserved", unit="usd") == 3.0, "active runs only"
     assert value(samples, "kodo_budget_reserved", unit="tokens") == 200
     assert value(samples, "kodo_runs_waiting_budget") == 1
+
+
+def test_a_second_scrape_reads_the_folded_history_and_reports_the_same(
+    client: FlaskClient, db: Session
+) -> None:
+    """The step finished months ago (NOW) is folded into the rollup by the first scrape;
+    the second reads it from there and reports every sample as the first did."""
+    done = RunFactory(succeeded=True, spent_usd_micro=250_000)
+    step_run(db, done, "CompileST", 1500, ["miss", "l2"])
+    OpenCodeCallFactory(run=done, duration_ms=2000, usage={"total_tokens": 100, "cost_usd": 0.25})
+    db.commit()
+
+    first = scrape(client)
+    folded = db.execute(
+        select(MetricsRollup.labels, MetricsRollup.counts).where(
+            MetricsRollup.family == "step_duration"
+        )
+    ).all()
+    second = scrape(client)
+
+    assert [(labels, counts[-1]) for labels, counts in folded] == [(["CompileST"], 1)]
+    assert second == first
+    assert value(second, "kodo_step_duration_seconds_count", step_id="CompileST") == 1
+    assert value(second, "kodo_step_duration_seconds_sum", step_id="CompileST") == 1.5
+    assert value(second, "kodo_cache_hits_total", level="l2") == 1
+    assert value(second, "kodo_cache_misses_total") == 1
+    assert value(second, "kodo_budget_spent_total", unit="usd") == 0.25
