@@ -71,25 +71,44 @@ command's, which lists the allowlisted programs' folders first."""
 
 COPY_FAILED = 125
 """Copy mode: the exit status when the checkout could not be copied (the command never ran)."""
+INNER_BWRAP = "/.kodo/bwrap"
+"""Copy mode: where bubblewrap itself is bound (read-only), to drop the command into a
+nested user namespace once its worktree is made."""
 COPY_SCRIPT = f"""set -eu
-lower=$1 wt=$2
-shift 2
+lower=$1 wt=$2 size=$3 inodes=$4 tmpsize=$5 tmpinodes=$6
+shift 6
+command -p mount -t tmpfs -o "nosuid,nodev,mode=1777,size=$tmpsize,nr_inodes=$tmpinodes" \\
+  kodo-tmp {TMP}
+command -p mkdir -p "$wt"
+command -p mount -t tmpfs -o "nosuid,nodev,mode=0755,size=$size,nr_inodes=$inodes" \\
+  kodo-worktree "$wt"
 if ! command -p cp -a --no-preserve=ownership -- "$lower/." "$wt/"; then
   echo "kodo-sandbox: the checkout could not be copied into the command's worktree" >&2
   exit {COPY_FAILED}
 fi
 echo copied >&0
 exec 0</dev/null
-exec "$@"
+exec {INNER_BWRAP} --unshare-user --uid {INNER_UID} --gid {INNER_UID} --disable-userns \\
+  --die-with-parent --dev-bind / / --chdir "$wt" -- "$@"
 """
 """Copy mode (the worker is not root, so it cannot mount an overlay): the command's
-worktree is a tmpfs of bounded size holding a copy of the checkout, made here as the
-command's own uid before its limits apply; what the command writes lands in that tmpfs
-and is gone with the sandbox, never on the host's disk. The copy's success is said on
-the runner's pipe, which the script gets as its standard input (fd 0: ``/bin/sh`` may
-be dash, which cannot name a descriptor past 9, and a worker's pipe is numbered past 9)
-and replaces with ``/dev/null`` before the command starts: the command cannot fake the
-word or its absence (its own exit status is its own)."""
+worktree is a tmpfs bounded in bytes and in files (``nr_inodes``: an empty file takes no
+byte, only an inode, host kernel memory that a non-root worker has no cgroup to count)
+holding a copy of the checkout; /tmp is remounted so too, first (a worktree under /tmp
+is made again on it). What the command writes lands
+in them and is gone with the sandbox, never on the host's disk.
+
+bubblewrap's ``--tmpfs`` sets no inode bound and ``mount`` refuses a uid other than 0,
+so this script runs as the sandbox's root (the worker's own uid on the host, with
+CAP_SYS_ADMIN and CAP_SETFCAP in the sandbox's namespace only), mounts both, copies,
+and runs the command through a second bubblewrap in a nested user namespace: uid
+:data:`INNER_UID` (the sandbox's root outside it, so the copy is the command's), no
+capabilities, no user namespace of its own, everything mounted as it is (read-only
+where it is: the nested namespace cannot remount what it inherits). The copy's success
+is said on the runner's pipe, the script's standard input (fd 0: ``/bin/sh`` may be
+dash, which cannot name a descriptor past 9, and a worker's pipe is numbered past 9),
+replaced with ``/dev/null`` before the command starts: the command cannot fake the word
+or its absence (its own exit status is its own)."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +169,9 @@ class Layout:
     """Without root: the size of the tmpfs the command sees as its worktree, holding a
     copy of the checkout (so: the checkout's pages plus what the command may write);
     None binds the host worktree writable, bounded per file only."""
+    copy_inodes: int = 0
+    """Without root: the files and folders that tmpfs holds (the checkout's entries plus
+    one per BYTES_PER_INODE of what the command may write, at least 1024)."""
 
 
 def sandbox_env(toolchain: Toolchain, passed: dict[str, str]) -> dict[str, str]:
@@ -200,15 +222,19 @@ def bwrap_argv(
     standard input must be the pipe the copy says it is done on (COPY_SCRIPT)."""
     wt = str(layout.worktree)
     argv = [bwrap, "--unshare-all", "--unshare-user"]
-    if not layout.root_mode:  # root mode forbids them itself (forbid_nested_userns)
+    if not layout.root_mode and layout.copy_bytes is None:
+        # root mode forbids them itself (forbid_nested_userns), copy mode's nested bwrap
         argv.append("--disable-userns")
     if layout.network:
         argv.append("--share-net")
     argv += ["--die-with-parent", "--new-session", "--hostname", "kodo-sandbox"]
+    copy = layout.copy_bytes if not layout.root_mode else None
     if layout.root_mode:
         if block_fd is None or info_fd is None:
             raise ValueError("root mode maps the user namespace itself: needs block/info fds")
         argv += ["--userns-block-fd", str(block_fd), "--info-fd", str(info_fd)]
+    elif copy is not None:  # the copy script is the namespace's root; the command is not
+        argv += ["--uid", "0", "--gid", "0"]
     else:
         argv += ["--uid", str(INNER_UID), "--gid", str(INNER_UID)]
     argv += ["--ro-bind", "/usr", "/usr"]
@@ -230,13 +256,12 @@ def bwrap_argv(
     for prefix in layout.toolchain.binds:
         argv += ["--ro-bind", prefix, prefix]
     overlay = layout.overlay_bytes if layout.root_mode else None
-    copy = layout.copy_bytes if not layout.root_mode else None
     if overlay is not None:
         argv += ["--ro-bind", wt, LOWER, "--perms", "0700", "--dir", DISK]
         argv += ["--perms", "0755", "--dir", wt]
-    elif copy is not None:
-        argv += ["--ro-bind", wt, LOWER]
-        argv += ["--perms", "0755", "--size", str(copy), "--tmpfs", wt]
+    elif copy is not None:  # COPY_SCRIPT mounts the bounded tmpfs on it
+        argv += ["--ro-bind", wt, LOWER, "--ro-bind", bwrap, INNER_BWRAP]
+        argv += ["--perms", "0755", "--dir", wt]
     else:
         argv += ["--bind", wt, wt]
         # The .git file points kodo's later git at the source repository's gitdir: read-only.
@@ -265,10 +290,13 @@ def bwrap_argv(
             "--inh-caps=-all",
             "--",
         ]
+    elif copy is not None:
+        argv += ["--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SETFCAP", "--"]
+        argv += [SH, "-c", COPY_SCRIPT, "kodo-worktree", LOWER, wt, str(copy)]
+        tmp_inodes = max(1024, layout.tmp_bytes // BYTES_PER_INODE)
+        argv += [str(max(1024, layout.copy_inodes)), str(layout.tmp_bytes), str(tmp_inodes)]
     else:
         argv.append("--")
-        if copy is not None:
-            argv += [SH, "-c", COPY_SCRIPT, "kodo-worktree", LOWER, wt]
     return argv + limits.prlimit_argv() + list(command)
 
 

@@ -29,6 +29,7 @@ from services.worker.sandbox.cgroup import CgroupUnavailable, ExecCgroup
 from services.worker.sandbox.cgroup import create as create_cgroup
 from services.worker.sandbox.cgroup_plan import MOUNTS, join_argv
 from services.worker.sandbox.layout import (
+    BYTES_PER_INODE,
     PRLIMIT,
     SETPRIV,
     Layout,
@@ -52,7 +53,8 @@ MAX_USERNS = "/proc/sys/user/max_user_namespaces"
 COPIED = (
     "the worker is not root, so the sandbox cannot mount an overlay: the command runs on a"
     " copy of the checkout in a tmpfs holding the checkout plus KODO_EXEC_WORKTREE_BYTES"
-    " (charged to the execution's memory cgroup, if any); nothing it writes reaches the disk"
+    " (and one file per 4096 of those bytes; charged to the execution's memory cgroup, if"
+    " any); nothing it writes reaches the disk"
 )
 PAGE = 4096
 """tmpfs counts whole pages: a file takes its size rounded up to them."""
@@ -255,6 +257,7 @@ class Sandbox:
                 root_mode=self.root_mode,
                 overlay_bytes=writes if self.root_mode else None,
                 copy_bytes=None if self.root_mode else tmpfs_footprint(worktree) + writes,
+                copy_inodes=0 if self.root_mode else tree_entries(worktree) + file_bound(writes),
             )
 
     def worktree_note(self) -> dict[str, Any]:
@@ -442,6 +445,35 @@ def tmpfs_footprint(tree: Path) -> int:
                         total += -(-info.st_size // PAGE) * PAGE
         except FileNotFoundError:
             continue  # gone meanwhile: the copy needs less
+        except OSError as exc:
+            raise SandboxUnavailable(
+                f"worktree_copy: cannot measure the checkout for its copy: {exc}"
+            ) from exc
+    return total
+
+
+def file_bound(size: int) -> int:
+    """How many files and folders a tmpfs of ``size`` bytes may hold (as the overlay's)."""
+    return max(1024, size // BYTES_PER_INODE)
+
+
+def tree_entries(tree: Path) -> int:
+    """The files, folders and links under ``tree`` and itself: the inodes its copy takes.
+
+    Walked without recursion and without following links, as :func:`tmpfs_footprint`.
+    """
+    total = 1
+    folders = [os.fspath(tree)]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    total += 1
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+        except FileNotFoundError:
+            continue
         except OSError as exc:
             raise SandboxUnavailable(
                 f"worktree_copy: cannot measure the checkout for its copy: {exc}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 from pathlib import Path
@@ -18,7 +19,14 @@ from services.worker.sandbox import (
     sandbox_env,
     unsafe_bind,
 )
-from services.worker.sandbox.layout import COPY_SCRIPT, DISK, LOWER, OVERLAY_SCRIPT, SH
+from services.worker.sandbox.layout import (
+    COPY_SCRIPT,
+    DISK,
+    INNER_BWRAP,
+    LOWER,
+    OVERLAY_SCRIPT,
+    SH,
+)
 from services.worker.sandbox.runner import SandboxUnavailable, tmpfs_footprint
 
 LIMITS = Limits(cpu_s=60, memory_bytes=1 << 30, nproc=64, fsize_bytes=1 << 20)
@@ -192,20 +200,28 @@ def test_without_root_the_overlay_setting_is_not_honoured_and_the_bind_stays() -
 
 
 def test_without_root_the_command_works_on_a_bounded_copy_and_no_host_folder_is_writable() -> None:
-    """The worker's sandbox without root: the checkout is bound read-only for the copy,
-    the worktree the command sees is a tmpfs of ``copy_bytes``, and the copy runs before
-    the command's limits and the command itself."""
-    argv = bwrap_argv("bwrap", layout(copy_bytes=5 << 20), {}, ["python3"], LIMITS)
+    """The worker's sandbox without root: the checkout is bound read-only for the copy;
+    the copy script, the namespace's root, mounts the worktree's tmpfs (``copy_bytes``,
+    ``copy_inodes``) and /tmp's, copies, and hands the command to a nested bubblewrap;
+    the copy runs before the command's limits and the command itself."""
+    bounded = dataclasses.replace(layout(copy_bytes=5 << 20), copy_inodes=3000)
+    argv = bwrap_argv("/usr/bin/bwrap", bounded, {}, ["python3"], LIMITS)
     assert [b for b in binds(argv) if b[0] == "--bind"] == []
     assert ("--ro-bind", "/data/ws/run-1", LOWER) in binds(argv)
-    at = next(i for i, a in enumerate(argv) if a == "--tmpfs" and argv[i + 1] == "/data/ws/run-1")
-    assert argv[at - 2 : at] == ["--size", str(5 << 20)]
+    assert ("--ro-bind", "/usr/bin/bwrap", INNER_BWRAP) in binds(argv)
+    assert not any(a == "--tmpfs" and argv[i + 1] == "/data/ws/run-1" for i, a in enumerate(argv))
     script = argv.index(COPY_SCRIPT)
     assert argv[script - 2 : script] == [SH, "-c"]
-    assert argv[script + 1 : script + 4] == ["kodo-worktree", LOWER, "/data/ws/run-1"]
-    assert argv[script + 4] == "/usr/bin/prlimit"
+    tmp_files = str(max(1024, (1 << 20) // 4096))
+    sizes = [str(5 << 20), "3000", str(1 << 20), tmp_files]
+    assert argv[script + 1 : script + 8] == ["kodo-worktree", LOWER, "/data/ws/run-1", *sizes]
+    assert argv[script + 8] == "/usr/bin/prlimit"
     assert argv[-1] == "python3"
-    assert "CAP_SYS_ADMIN" not in argv
+    # the script is the namespace's root with what mounting and mapping need, no more
+    setup = argv[: argv.index("--")]
+    assert setup[setup.index("--uid") + 1] == "0"
+    added = [setup[i + 1] for i, a in enumerate(setup) if a == "--cap-add"]
+    assert added == ["CAP_SYS_ADMIN", "CAP_SETFCAP"]
     # root mode ignores it: the overlay is the root worker's bound
     rooted = bwrap_argv(
         "bwrap",
@@ -217,6 +233,22 @@ def test_without_root_the_command_works_on_a_bounded_copy_and_no_host_folder_is_
         info_fd=4,
     )
     assert COPY_SCRIPT not in rooted
+
+
+def test_the_copy_script_bounds_files_and_runs_the_command_unprivileged_in_a_nested_namespace() -> (
+    None
+):
+    """Found by the non-root security campaign: bubblewrap's --size bounds a tmpfs in
+    bytes only, and 100,000 empty files (host kernel memory no cgroup counted) fitted in
+    the copy and in /tmp. Both are mounted with nr_inodes now; the command then runs as
+    uid 65534 of a nested user namespace, with no capability and no namespace of its own."""
+    mounts = [line for line in COPY_SCRIPT.splitlines() if "mount -t tmpfs" in line]
+    assert len(mounts) == 2
+    assert all("nosuid,nodev," in line and "nr_inodes=" in line for line in mounts)
+    last = " ".join(COPY_SCRIPT.replace("\\\n", " ").rsplit("exec ", 1)[1].split())
+    assert last.startswith(f"{INNER_BWRAP} --unshare-user --uid 65534 --gid 65534"), last
+    assert "--disable-userns" in last, last
+    assert last.endswith('-- "$@"'), last
 
 
 def test_without_root_the_sandbox_root_and_dev_are_read_only() -> None:
@@ -237,7 +269,8 @@ def test_the_copy_script_copies_links_as_links_and_runs_nothing_when_the_copy_fa
     # it says "copied" on the runner's pipe and drops it before the command starts: the
     # pipe is its stdin, since dash names no descriptor past 9 (a busy worker's pipe is)
     lines = COPY_SCRIPT.strip().splitlines()
-    assert lines[-3:] == ["echo copied >&0", "exec 0</dev/null", 'exec "$@"']
+    assert lines[-4:-2] == ["echo copied >&0", "exec 0</dev/null"]
+    assert lines[-2].startswith(f"exec {INNER_BWRAP} ")
 
 
 def test_the_overlay_script_mounts_nothing_the_command_could_use() -> None:
