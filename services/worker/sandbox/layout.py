@@ -43,9 +43,12 @@ BYTES_PER_INODE = 4096
 """The overlay's tmpfs holds one file or folder per this many bytes of its size (at least
 1024), so empty files and folder chains are bounded too, not only their contents."""
 SH = "/bin/sh"
-OVERLAY_SCRIPT = """set -eu
-lower=$1 disk=$2 wt=$3 size=$4 inodes=$5
-shift 5
+OVERLAY_SCRIPT = f"""set -eu
+lower=$1 disk=$2 wt=$3 size=$4 inodes=$5 tmpsize=$6 tmpinodes=$7
+shift 7
+command -p mount -t tmpfs -o "nosuid,nodev,mode=1777,size=$tmpsize,nr_inodes=$tmpinodes" \\
+  kodo-tmp {TMP}
+command -p mkdir -p "$wt"
 command -p mount -t tmpfs -o "nosuid,nodev,mode=0700,size=$size,nr_inodes=$inodes" \\
   kodo-disk "$disk"
 command -p mkdir "$disk/upper" "$disk/work"
@@ -63,7 +66,10 @@ cd "$wt"
 exec "$@"
 """
 """Runs as the sandbox's root, before privileges are dropped: the worktree the command
-sees is an overlay whose writes land in the bounded tmpfs, never on the host's disk.
+sees is an overlay whose writes land in the bounded tmpfs, never on the host's disk;
+/tmp is remounted first bounded in files too (an empty file takes no byte, only an
+inode, which without a cgroup nothing counts), and a worktree under /tmp made again on
+it.
 Both mounts it was built from are unmounted so the command sees only the overlay; its
 ``.git`` pointer stays read-only there, as in the bind mode. Every program it runs as
 that root is looked up on the system's default PATH (``command -p``), never on the
@@ -279,6 +285,7 @@ def bwrap_argv(
             argv += ["--cap-add", "CAP_SYS_ADMIN", "--", SH, "-c", OVERLAY_SCRIPT]
             inodes = max(1024, overlay // BYTES_PER_INODE)
             argv += ["kodo-worktree", LOWER, DISK, wt, str(overlay), str(inodes)]
+            argv += [str(layout.tmp_bytes), str(max(1024, layout.tmp_bytes // BYTES_PER_INODE))]
         else:
             argv.append("--")
         argv += [

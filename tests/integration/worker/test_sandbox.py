@@ -339,6 +339,33 @@ def test_the_command_runs_unprivileged_without_capabilities(worktree: Path) -> N
         assert hidden not in shown, shown
 
 
+TMP_FILES = """
+import errno
+made = 0
+try:
+    for i in range(100000):
+        open(f'/tmp/e{i}', 'w').close()
+        made += 1
+except OSError as e:
+    print('TMP-STOPPED', errno.errorcode[e.errno])
+print('TMP-FILES', made)
+"""
+
+
+def test_without_a_memory_cgroup_tmp_is_bounded_in_files_too(worktree: Path) -> None:
+    """The sandbox's /tmp is a tmpfs of KODO_EXEC_TMP_BYTES; an empty file takes no byte:
+    only an inode of host kernel memory, which nothing counts without a cgroup (found
+    by the non-root security campaign, whose worker has none; a root worker whose
+    cgroup is unavailable or off is no different). One file per 4 KiB of it, at least
+    1024."""
+    settings = Settings(sandbox_cgroup="off", exec_tmp_bytes=8 << 20)
+    done = run_python(TMP_FILES, worktree, settings=settings)
+    assert "TMP-STOPPED ENOSPC" in said(done), said(done)
+    made = re.search(r"^TMP-FILES (\d+)$", said(done), re.MULTILINE)
+    assert made is not None, said(done)
+    assert int(made.group(1)) <= 2048
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="only the sandbox's root can mount the overlay")
 def test_without_a_memory_cgroup_the_overlay_is_held_to_the_tmp_size(worktree: Path) -> None:
     """The overlay's tmpfs is memory: with no cgroup to charge it to (a red-team pass

@@ -132,6 +132,9 @@ def test_a_non_root_command_sees_the_checkout_but_fills_only_its_bounded_copy(
     assert "SAW x = 1 True calc.py" in seen["said"], "a faithful copy: content, modes, links"
     assert "STOPPED ENOSPC" in seen["said"], seen["said"]
     assert int(seen["said"].split("WROTE-MB", 1)[1].split()[0]) <= 4
+    # and in files: an empty one takes no byte, only an inode (host kernel memory)
+    assert "FILES-STOPPED ENOSPC" in seen["said"], seen["said"]
+    assert int(seen["said"].split("\nFILES ", 1)[1].split()[0]) <= 1024
     assert host_state(checkout) == before, "nothing the command wrote reached the host"
     assert (checkout / "calc.py").read_text() == "x = 1\n"
 

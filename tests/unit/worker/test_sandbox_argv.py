@@ -178,7 +178,8 @@ def test_the_overlay_is_mounted_before_privileges_drop_and_sized_by_the_setting(
     tail = argv[argv.index("--") + 1 :]
     assert tail[:3] == [SH, "-c", OVERLAY_SCRIPT]
     assert tail[3:9] == ["kodo-worktree", LOWER, DISK, "/data/ws/run-1", str(8 << 20), "2048"]
-    assert tail[9:12] == ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534"]
+    assert tail[9:11] == [str(1 << 20), "1024"]  # /tmp: KODO_EXEC_TMP_BYTES, in files too
+    assert tail[11:14] == ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534"]
     assert "--bounding-set=-all" in tail
     assert tail[-1] == "python3"
     caps = [argv[i + 1] for i, a in enumerate(argv[: argv.index("--")]) if a == "--cap-add"]
@@ -279,6 +280,7 @@ def test_the_overlay_script_mounts_nothing_the_command_could_use() -> None:
     for line in ("nosuid,nodev,mode=0700", '"nosuid,nodev,$layers"', 'umount "$lower"'):
         assert line in OVERLAY_SCRIPT
     assert 'umount -l "$disk"' in OVERLAY_SCRIPT
+    assert '"nosuid,nodev,mode=1777,size=$tmpsize,nr_inodes=$tmpinodes"' in OVERLAY_SCRIPT
     assert 'mount -o remount,bind,ro,nosuid,nodev "$wt/.git"' in OVERLAY_SCRIPT  # as bound
     assert OVERLAY_SCRIPT.rstrip().endswith('exec "$@"')
 
