@@ -335,3 +335,33 @@ import signal
 print("KILLING", flush=True)
 os.kill(-1, signal.SIGKILL)
 """
+
+PEEK_OUTSIDE_NAMESPACE = """
+# Copy mode runs the command in a nested user namespace; the processes that set it up
+# (bubblewrap's, the copy script's) are the same host uid and held capabilities in the
+# outer one: their memory, descriptors and root must be out of reach.
+me = os.getpid()
+for name in sorted(os.listdir("/proc"), key=lambda n: (len(n), n)):
+    if not name.isdigit() or int(name) == me:
+        continue
+    base = f"/proc/{name}"
+    try:
+        status = open(f"{base}/status").read()
+    except OSError:
+        continue
+    if f"PPid:\\t{me}" in status:
+        continue  # a child of the attack's own
+    print("SEES", name, status.split("\\n", 1)[0], flush=True)
+    attempt(f"mem-{name}", lambda: open(f"{base}/mem", "r+b").close())
+    attempt(f"environ-{name}", lambda: open(f"{base}/environ", "rb").read())
+    # listing /proc/N/fd shows numbers only; opening or reading one is the reach
+    def fds(base=base):
+        for fd in os.listdir(f"{base}/fd"):
+            os.readlink(f"{base}/fd/{fd}")
+            open(f"{base}/fd/{fd}", "rb").close()
+    attempt(f"fds-{name}", fds)
+    attempt(f"root-{name}", lambda: os.listdir(f"{base}/root/"))
+held = ("CapEff", "CapPrm", "CapAmb")
+caps = [l.split()[1] for l in open("/proc/self/status") if l.startswith(held)]
+print("CAPS", caps, flush=True)
+"""

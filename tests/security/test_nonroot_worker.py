@@ -230,3 +230,19 @@ def test_a_signal_to_every_process_of_the_workers_uid_reaches_none_of_kodos(
     again = hostile.drive(hostile.repo("after-kill"), hostile.fixture("after-kill"))
     assert again.status == "succeeded", again.describe()
     assert json.dumps(_execute_output(hostile, again)["exit_code"]) == "0"
+
+
+def test_the_processes_that_built_the_sandbox_are_out_of_the_commands_reach(
+    hostile: Hostile,
+) -> None:
+    """The copy script and bubblewrap run as the sandbox namespace's root with
+    CAP_SYS_ADMIN there (to mount the bounded tmpfs), the same host uid as the command:
+    from its nested namespace the command can open neither their memory, nor their
+    descriptors, environment or root, and holds no capability itself."""
+    outcome = script_attack(hostile, "peek", attacks.PEEK_OUTSIDE_NAMESPACE)
+    said = outcome.command_output()
+    assert "SEES" in said, outcome.describe()  # the attack found its targets
+    assert "CAPS ['0000000000000000', '0000000000000000', '0000000000000000']" in said, said
+    reached = [line for line in said.splitlines() if line.startswith("DID ")]
+    assert reached == [], f"the command reached {reached}\n{outcome.describe()}"
+    assert outcome.status == "succeeded", outcome.describe()
