@@ -28,6 +28,7 @@ from services.worker.sandbox.capture import Finished, stream_capped
 from services.worker.sandbox.cgroup import CgroupUnavailable, ExecCgroup
 from services.worker.sandbox.cgroup import create as create_cgroup
 from services.worker.sandbox.cgroup_plan import MOUNTS, join_argv
+from services.worker.sandbox.keyring import own_keyring_argv
 from services.worker.sandbox.layout import (
     BYTES_PER_INODE,
     PRLIMIT,
@@ -130,6 +131,8 @@ class _Watched:
     on_poll: Callable[[], None]
     poll_s: float
     joined: Callable[[list[str]], list[str]]  # into the execution's cgroup, if it has one
+    # and always started with a session keyring of its own (keyring.SHIM, first: it runs
+    # the worker's own binary, /proc/self/exe), never the worker's
 
     def run(
         self,
@@ -140,7 +143,7 @@ class _Watched:
         stdin: int | None = None,
     ) -> Finished:
         return stream_capped(
-            self.joined(command),
+            own_keyring_argv(self.joined(command)),
             env={},
             cwd=Path("/"),
             timeout_s=self.timeout_s,

@@ -6,6 +6,7 @@ command saw and what it left on the host.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import resource
@@ -21,6 +22,7 @@ import pytest
 from devstack.sample_repo import create_sample_repo
 from services.worker.git_ops import ensure_worktree
 from services.worker.sandbox import Finished, sandbox_of
+from services.worker.sandbox.keyring import KEYCTL_SYSCALL
 from shared.config import Settings
 from tests.waiting import wait_until
 
@@ -337,6 +339,58 @@ def test_the_command_runs_unprivileged_without_capabilities(worktree: Path) -> N
     shown = said(done).rsplit("[", 1)[1]
     for hidden in ("'run'", "'var'", "'home'", "'opt'", "'srv'", "'mnt'"):
         assert hidden not in shown, shown
+
+
+KEYS = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+found = libc.syscall({keyctl}, 10, -3, b"user", {name!r}, 0)  # KEYCTL_SEARCH in @s
+if found < 0:
+    print("NOT-FOUND", ctypes.get_errno())
+else:
+    buf = ctypes.create_string_buffer(256)
+    n = libc.syscall({keyctl}, 11, found, buf, 256)  # KEYCTL_READ
+    print("READ", n, buf.raw[: max(n, 0)].hex())
+left = libc.syscall({add_key}, b"user", b"left-by-a-run", b"run-a-was-here", 14, -3)
+print("LEFT", left)
+"""
+"""Search the session keyring for the key ``name`` and read it; leave one behind."""
+
+ADD_KEY = {"x86_64": 248, "aarch64": 217}
+
+
+def join_keyring_with(name: str, secret: bytes) -> None:
+    """This thread joins a new session keyring holding a user key (the worker's own)."""
+    machine = os.uname().machine
+    if machine not in ADD_KEY:
+        pytest.skip(f"no add_key number known here for {machine}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    if libc.syscall(KEYCTL_SYSCALL[machine], 1, b"kodo-test-session") < 0:
+        pytest.skip(f"no keyrings here: errno {ctypes.get_errno()}")
+    added = libc.syscall(ADD_KEY[machine], b"user", name.encode(), secret, len(secret), -3)
+    assert added > 0, ctypes.get_errno()
+
+
+def test_the_command_possesses_neither_the_workers_session_keyring_nor_an_earlier_ones(
+    worktree: Path,
+) -> None:
+    """Possessing a keyring grants its keys' possessor rights whatever the uid, and a
+    process inherits its parent's session keyring: a sandboxed command read a key from
+    the worker's (a login's or a systemd service's keyring: Kerberos tickets, tokens),
+    and a key one command left there, the next read. Each command now has its own."""
+    secret = b"keyringcanary" + uuid.uuid4().hex.encode()
+    join_keyring_with("kodo-canary", secret)
+    machine = os.uname().machine
+    numbers = {"keyctl": KEYCTL_SYSCALL[machine], "add_key": ADD_KEY[machine]}
+    first = run_python(KEYS.format(name=b"kodo-canary", **numbers), worktree)
+    second = run_python(KEYS.format(name=b"left-by-a-run", **numbers), worktree)
+
+    assert secret.hex() not in said(first), said(first)
+    assert "NOT-FOUND" in said(first), said(first)
+    assert "LEFT -1" not in said(first), said(first)  # it could leave one
+    assert "NOT-FOUND" in said(second), f"a key the first command left was found: {said(second)}"
 
 
 TMP_FILES = """

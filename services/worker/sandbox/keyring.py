@@ -1,0 +1,62 @@
+"""A session keyring of the sandbox's own (pure: the shim's argv).
+
+A process inherits its parent's session keyring, and possessing a keyring grants what
+its keys allow their possessor (by default: everything), whatever the uid or user
+namespace. So every sandboxed command possessed the worker's session keyring: under a
+login session (``kodo up`` from a desktop, pam_keyinit) or a systemd service (a private
+keyring per service) it read the keys there (Kerberos tickets, tokens) and left keys of
+its own for the next run's command to read. bubblewrap, setpriv and unshare change no
+keyring, so bubblewrap is started through :data:`SHIM`, which joins a new anonymous
+session keyring (``KEYCTL_JOIN_SESSION_KEYRING``) and execs it: the command's keyring
+is empty, its own, and gone with the sandbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+KEYCTL_SYSCALL = {
+    "x86_64": 250,
+    "aarch64": 219,
+    "arm64": 219,
+    "riscv64": 219,
+    "loongarch64": 219,
+    "s390x": 280,
+    "ppc64le": 355,
+    "ppc64": 355,
+    "i386": 288,
+    "i686": 288,
+    "armv7l": 311,
+}
+"""keyctl(2)'s number per machine (the C library has no wrapper; libkeyutils may be
+absent)."""
+KEYRING_FAILED = 125
+"""The shim's exit status when it could not join a keyring of its own (nothing ran)."""
+SHIM = f"""
+import ctypes, errno, os, sys
+number = {KEYCTL_SYSCALL!r}.get(os.uname().machine)
+if number is None:
+    print("kodo-sandbox: no keyctl number known for", os.uname().machine, file=sys.stderr)
+    sys.exit({KEYRING_FAILED})
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+if libc.syscall(number, 1, None) < 0:
+    # no keys in this kernel, or a seccomp filter forbidding keyctl (which the sandbox
+    # inherits): there is no keyring to reach
+    if ctypes.get_errno() not in (errno.ENOSYS, errno.EPERM):
+        said = os.strerror(ctypes.get_errno())
+        print("kodo-sandbox: cannot join a session keyring of its own:", said, file=sys.stderr)
+        sys.exit({KEYRING_FAILED})
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+PYTHON = "/proc/self/exe"
+"""The interpreter the shim runs on: the worker's own binary, which the worker can always
+start again (its path may sit behind a folder its user cannot walk, or be gone after an
+upgrade); ``-I -S``: no site, no environment, standard library only."""
+
+
+def own_keyring_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` (argv[0] an absolute path) started with a new, empty session keyring."""
+    return [PYTHON, "-I", "-S", "-c", SHIM, *argv]
