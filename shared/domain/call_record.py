@@ -34,6 +34,27 @@ AgedRecord = tuple[CallRecord, float]
 a row that is no longer live (claimed or sent)."""
 
 
+@dataclass(frozen=True)
+class StepLedger:
+    """What a step's delivery read of its calls in the transaction that took its lease.
+
+    ``parked``: the call the step was parked on (a wake-up's delivery collects it from
+    this row, with no claim of its own). ``last_attempt``: the step's highest attempt
+    in the ledger, any round (0: none); a call of a later attempt cannot be recorded
+    yet, so its session is made before its claim and recorded with it.
+    """
+
+    parked: AgedRecord | None = None
+    last_attempt: int = 0
+
+    def parked_row(self, op_key: str) -> AgedRecord | None:
+        """The parked call's row if it is ``op_key``'s."""
+        return self.parked if self.parked is not None and self.parked[0].op_key == op_key else None
+
+    def is_new(self, attempt: int) -> bool:
+        return attempt > self.last_attempt
+
+
 def aged(record: CallRecord, age: float) -> AgedRecord:
     """``record`` with its age, counted only while the call is live."""
     live = record.status in (CallStatus.CLAIMED, CallStatus.SENT)

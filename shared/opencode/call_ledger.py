@@ -33,16 +33,26 @@ class PostgresCallLedger:
             yield LedgerRepo(s)
 
     def claim(
-        self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
+        self,
+        call: StructuredCall,
+        request: dict[str, Any],
+        *,
+        lease: StepLease | None,
+        session: tuple[str, str | None] | None = None,
     ) -> bool:
         with self._ledger() as ledger:
-            return _claim_in(ledger, call, request, lease, self.estimate) is None
+            return _claim_in(ledger, call, request, lease, self.estimate, session) is None
 
     def claim_or_read(
-        self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
+        self,
+        call: StructuredCall,
+        request: dict[str, Any],
+        *,
+        lease: StepLease | None,
+        session: tuple[str, str | None] | None = None,
     ) -> tuple[bool, AgedRecord | None]:
         with self._ledger() as ledger:
-            found = _claim_in(ledger, call, request, lease, self.estimate)
+            found = _claim_in(ledger, call, request, lease, self.estimate, session)
             return found is None, None if found is None else recorded_call(*found)
 
     def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
@@ -93,6 +103,7 @@ def _claim_in(
     request: dict[str, Any],
     lease: StepLease | None,
     estimate: Estimate | None,
+    session: tuple[str, str | None] | None = None,
 ) -> tuple[AgedCall, float] | None:
     """The claim (None: won; else the row that won before), with the step's lease held in
     the same transaction (StepAbandoned rolls both back: a cancelled or fenced-off
@@ -108,4 +119,5 @@ def _claim_in(
         agent=call.agent,
         request=request,
         estimate=estimate,
+        session=session,
     )

@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from shared.clock import Clock
-from shared.domain.call_record import AgedRecord, CallRecord
+from shared.domain.call_record import AgedRecord, CallRecord, StepLedger
 from shared.domain.contracts import ContractViolation, validate_answer
 from shared.domain.step_lease import StepLease
 from shared.domain.vocab import CallStatus
@@ -182,7 +182,7 @@ class ExactlyOnceCalls:
         *,
         lease: StepLease | None = None,
         prepare: Callable[[], None] | None = None,
-        known: AgedRecord | None = None,
+        seen: StepLedger | None = None,
     ) -> StructuredResult:
         """Answer ``call`` exactly once per op_key; raise CallFailed if it has no valid answer.
 
@@ -192,11 +192,15 @@ class ExactlyOnceCalls:
         ``prepare`` runs only if this delivery won the claim, before the session is made
         (a replay never runs it); an OpenCodeError it raises is the call's recorded failure.
 
-        ``known``: the row of the call the step was parked on, read in the transaction
-        that took the step's lease. If it is this call's, it is read as a lost claim's
-        row would be, without a claim: the call exists (nothing could be sent twice),
-        and whatever this delivery then records is fenced (the ledger's ``from_status``
-        for the answer, the step's fence for the outcome and for parking again).
+        ``seen``: what the delivery read of the step's calls in the transaction that
+        took its lease. The row of the call the step was parked on, if it is this
+        call's, is read as a lost claim's row would be, without a claim: the call exists
+        (nothing can be sent twice), and whatever this delivery then records is fenced
+        (the ledger's ``from_status`` for the answer, the step's fence for the outcome
+        and for parking again). A call of an attempt after every one the ledger held
+        gets its session before its claim, recorded with it (no ``mark_started``
+        transaction); not with ``prepare``, whose reset aborts the step's sessions in
+        doubt. Without ``seen``, every call is claimed first, as a replay may be.
         """
         key = call.op_key
         bound = log.bind(
@@ -211,34 +215,71 @@ class ExactlyOnceCalls:
             bound.info("oc.cache_hit", cache="l1")
             return StructuredResult(key, hit["answer"], "l1", hit["usage"], hit.get("rejected"))
         recorded: AgedRecord | None
-        if known is not None and known[0].op_key == key:
-            won, recorded = False, known
+        opened: tuple[Daemon, str] | None = None
+        parked = seen.parked_row(key) if seen is not None else None
+        if parked is not None:
+            won, recorded = False, parked
         else:
-            won, recorded = self.ledger.claim_or_read(
-                call, redact(self._request_record(call)), lease=lease
-            )
+            new = seen is not None and seen.is_new(call.attempt)
+            opened = self._session_first(call) if new and prepare is None else None
+            try:
+                won, recorded = self.ledger.claim_or_read(
+                    call,
+                    redact(self._request_record(call)),
+                    lease=lease,
+                    session=None if opened is None else (opened[1], opened[0].url or None),
+                )
+            except BaseException:
+                if opened is not None:  # refused (budget, a moved run): nothing was sent
+                    self._forget(opened[0], opened[1], call.directory)
+                raise
+            if not won and opened is not None:  # another delivery's call: never prompted
+                self._forget(opened[0], opened[1], call.directory)
         if not won:
             result = self._recorded(call, recorded)
             bound.info("oc.cache_hit", cache="l2")
             return result
-        result = self._call(call, key, prepare)
+        result = self._call(call, key, prepare, opened)
         bound.info("oc.call", cache="miss", tokens=result.usage.get("total_tokens"))
         return result
 
     # -- the one path that reaches the daemon ----------------------------------------
 
+    def _session_first(self, call: StructuredCall) -> tuple[Daemon, str] | None:
+        """A session for ``call`` made before its claim, so the claim records it (one
+        transaction less than claim, then ``mark_started``); None if no daemon made one
+        (the claim goes without, and the won call tries again and records why not).
+
+        Only for a call without ``prepare``: ApplyPatchST's prepare aborts the step's
+        sessions in doubt, which a claimed row with a session would be."""
+        try:
+            daemon, session = self._new_session(call, call.op_key)
+        except OpenCodeError as exc:
+            log.info("oc.session_deferred", op_key=call.op_key, error=str(exc)[:200])
+            return None
+        return daemon, str(session["id"])
+
     def _call(
-        self, call: StructuredCall, key: str, prepare: Callable[[], None] | None
+        self,
+        call: StructuredCall,
+        key: str,
+        prepare: Callable[[], None] | None,
+        opened: tuple[Daemon, str] | None = None,
     ) -> StructuredResult:
+        """Send the won call: on the session made before the claim (``opened``, already
+        recorded with it), or after ``prepare`` on a new one, recorded before sending."""
         started = self.clock.monotonic()
         session_id: str | None = None
         daemon = self.pool.first
         try:
-            if prepare is not None:
-                prepare()
-            daemon, session = self._new_session(call, key)
-            session_id = str(session["id"])
-            self.ledger.mark_started(key, session_id, daemon.url or None)
+            if opened is not None:
+                daemon, session_id = opened
+            else:
+                if prepare is not None:
+                    prepare()
+                daemon, session = self._new_session(call, key)
+                session_id = str(session["id"])
+                self.ledger.mark_started(key, session_id, daemon.url or None)
             reply = self._send(daemon.client, session_id, call)
             if reply is None:  # sent with prompt_async: its answer is collected later
                 # recorded ``sent`` by whoever parks (with the park, one commit); if

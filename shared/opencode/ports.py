@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, Self
 
-from shared.domain.call_record import AgedRecord
+from shared.domain.call_record import AgedRecord, StepLedger
 from shared.domain.step_lease import StepLease
 from shared.domain.vocab import CallStatus
 from shared.opencode.calls import CallOutcome, StructuredCall, StructuredResult
@@ -123,17 +123,29 @@ class CallLedger(Protocol):
     """The provider-call ledger, keyed by op_key; each method is one transaction."""
 
     def claim(
-        self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
+        self,
+        call: StructuredCall,
+        request: dict[str, Any],
+        *,
+        lease: StepLease | None,
+        session: tuple[str, str | None] | None = None,
     ) -> bool:
         """Insert the ``claimed`` row; False if the op_key was claimed before.
 
         With ``lease``, the step's lease is held in the same transaction (raising
         StepAbandoned and claiming nothing if the delivery was cancelled or fenced off).
+        ``session``: (session id, daemon) of a session made before the claim, recorded
+        with it (no :meth:`mark_started` follows).
         """
         ...
 
     def claim_or_read(
-        self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
+        self,
+        call: StructuredCall,
+        request: dict[str, Any],
+        *,
+        lease: StepLease | None,
+        session: tuple[str, str | None] | None = None,
     ) -> tuple[bool, AgedRecord | None]:
         """:meth:`claim`, and when the claim is lost, :meth:`read` in the same
         transaction (one round trip for a replayed or resumed call)."""
@@ -180,12 +192,12 @@ class StructuredCalls(Protocol):
         *,
         lease: StepLease | None = None,
         prepare: Callable[[], None] | None = None,
-        known: AgedRecord | None = None,
+        seen: StepLedger | None = None,
     ) -> StructuredResult:
         """``prepare`` runs only when this delivery is about to send the call (the claim
         is won), before the session is made; an OpenCodeError it raises fails the call.
-        ``known``: the ledger row of the call the step is parked on, read with its lease;
-        if it is this call's, it is used instead of a claim (see ExactlyOnceCalls)."""
+        ``seen``: what the step's delivery read of its calls with its lease (see
+        ExactlyOnceCalls.prompt_structured)."""
         ...
 
     def reject(self, op_key: str, reason: str) -> None:

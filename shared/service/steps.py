@@ -22,7 +22,7 @@ from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.runs import RunRepo
 from shared.db.repos.snapshots import run_snapshot
 from shared.db.repos.steps import ArtifactRepo, StepRunRepo
-from shared.domain.call_record import AgedRecord
+from shared.domain.call_record import StepLedger
 from shared.domain.pinning import RepoPin
 from shared.domain.rounds import RepairRequest, artifact_name, quoted_output, repairs_done
 from shared.domain.run_machine import (
@@ -72,9 +72,8 @@ class EnteredStep:
     round: int  # the step's round (shared.domain.rounds): 2 and on ran it again
     attempt_base: int  # the round's attempt N is ledger attempt attempt_base + N
     round_input: dict[str, Any] | None  # what the round was asked (None: round 1)
-    # The ledger row of the call the step was parked on (a wake-up's delivery), read
-    # with the lease: the call protocol uses it instead of a claim of its own.
-    parked_call: AgedRecord | None
+    # What the ledger held of the step's calls, read with the lease (see StepLedger).
+    ledger: StepLedger
 
 
 def enter_step(
@@ -165,7 +164,7 @@ def enter_step(
         round=run.round,
         attempt_base=run.attempt_base,
         round_input=run.round_input,
-        parked_call=run.parked_call,
+        ledger=run.ledger,
     )
 
 

@@ -35,7 +35,12 @@ class InMemoryLedger:
     leases_held: list[StepLease] = field(default_factory=list)
 
     def claim(
-        self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
+        self,
+        call: StructuredCall,
+        request: dict[str, Any],
+        *,
+        lease: StepLease | None,
+        session: tuple[str, str | None] | None = None,
     ) -> bool:
         if lease is not None:
             if lease in self.abandoned:
@@ -47,12 +52,19 @@ class InMemoryLedger:
         self.rows[call.op_key] = LedgerRow(
             record, call.attempt, request, step=(call.run_id, call.step_id)
         )
+        if session is not None:  # made before the claim: recorded with it
+            self.rows[call.op_key].session_id, self.rows[call.op_key].daemon = session
         return True
 
     def claim_or_read(
-        self, call: StructuredCall, request: dict[str, Any], *, lease: StepLease | None
+        self,
+        call: StructuredCall,
+        request: dict[str, Any],
+        *,
+        lease: StepLease | None,
+        session: tuple[str, str | None] | None = None,
     ) -> tuple[bool, tuple[CallRecord, float] | None]:
-        won = self.claim(call, request, lease=lease)
+        won = self.claim(call, request, lease=lease, session=session)
         return won, None if won else self.read(call.op_key)
 
     def claimed_elsewhere(self, call: StructuredCall, age_s: float) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from services.worker.steps.base import StepContext
 from shared.clock import Clock, FixedClock
 from shared.config import Settings
+from shared.domain.call_record import StepLedger
 from shared.domain.run_machine import StepId
 from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.opencode.cache import LruCache
@@ -91,7 +92,7 @@ class StepWorld:
             "round": 1,
             "attempt_base": 0,
             "round_input": None,
-            "parked_call": None,
+            "ledger": StepLedger(),
             **snapshot,
         }
         return StepContext(

@@ -66,7 +66,7 @@ class AttemptLoop:
                 # The claim checks the lease in its own transaction: a run cancelled
                 # meanwhile stops here (StepAbandoned) before anything is paid for.
                 result = self.ctx.rt.oc.prompt_structured(
-                    call, lease=self.ctx.lease, prepare=prepare, known=self.ctx.parked_call
+                    call, lease=self.ctx.lease, prepare=prepare, seen=self.ctx.ledger
                 )
             except CallFailed as exc:
                 self.records.append(

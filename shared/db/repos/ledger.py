@@ -47,6 +47,13 @@ _CLAIMED = (
         reserved_usd_micro=bindparam("call_usd"),
         reserved_tokens=bindparam("call_tok"),
         status=CallStatus.CLAIMED.value,
+        # A call whose session was made before its claim records it with the claim.
+        session_id=bindparam("w_session", type_=String),
+        daemon=bindparam("w_daemon", type_=String),
+        started_at=case(
+            (bindparam("w_session", type_=String).is_not(None), func.statement_timestamp()),
+            else_=None,
+        ),
     )
     # No conflict target: a racing twin (same op_key, so the same run, step and attempt)
     # may meet either unique index first; with a target, meeting the other one raised a
@@ -265,9 +272,12 @@ class LedgerRepo:
         agent: str,
         request: dict[str, Any],
         estimate: Estimate | None = None,
+        session: tuple[str, str | None] | None = None,
     ) -> tuple[AgedCall, float] | None:
         """Insert the ``claimed`` row: None if this claim won (call now); else the row
-        that holds the op_key and its age (never call: read it).
+        that holds the op_key and its age (never call: read it). ``session``: the call's
+        session (and its daemon), made before the claim: recorded with it, as
+        :meth:`mark_started` would after.
 
         A won claim after its round's first attempt also adds one to ``runs.retry_count``. Raises
         AttemptPromptChanged if the attempt is in the ledger under another op_key.
@@ -285,6 +295,8 @@ class LedgerRepo:
                 "call_usd": estimate.usd_micro if estimate else None,
                 "call_tok": estimate.tokens if estimate else None,
                 "budgeted": estimate is not None,
+                "w_session": session[0] if session is not None else None,
+                "w_daemon": session[1] if session is not None else None,
             },
         ).one_or_none()
         if won is not None:

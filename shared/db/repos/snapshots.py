@@ -8,7 +8,7 @@ scalar subqueries, read in the same transaction that takes the step's lease.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from shared.db import direct
 from shared.db.models import Artifact, Intent, OpenCodeCall, PlanApproval, Run, StepRun
 from shared.db.repos.ledger import CALL_AGE, recorded_call
-from shared.domain.call_record import AgedRecord
+from shared.domain.call_record import AgedRecord, StepLedger
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind, Decision, StepRunStatus
 
@@ -46,7 +46,7 @@ class RunSnapshot:
     round: int = 1  # the step asked about: its round (see shared.domain.rounds)
     attempt_base: int = 0  # the ledger attempt the round's first call follows
     round_input: dict[str, Any] | None = None  # what the round was asked
-    parked_call: AgedRecord | None = None  # the ledger row of the call it is parked on
+    ledger: StepLedger = field(default_factory=StepLedger)  # of the step asked about
 
 
 @dataclass
@@ -129,6 +129,11 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
         )
         .scalar_subquery()
     )
+    last_attempt = (
+        select(func.max(OpenCodeCall.attempt))
+        .where(OpenCodeCall.run_id == Run.id, OpenCodeCall.step_id == bindparam("step_id"))
+        .scalar_subquery()
+    )
     # The asked step's round, as one value (a statement per field would cost more).
     round_info = (
         select(func.jsonb_build_array(StepRun.round, StepRun.attempt_base, StepRun.round_input))
@@ -157,6 +162,7 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
             parked.label("parked"),
             round_info.label("round_info"),
             parked_call.label("parked_call"),
+            last_attempt.label("last_attempt"),
         )
         .join(Intent, Intent.id == Run.intent_id)
         .where(Run.id == bindparam("run_id"))
@@ -195,7 +201,7 @@ def run_snapshot(s: Session, run_id: str, step: StepId | None = None) -> RunSnap
         round=int(round_),
         attempt_base=int(attempt_base),
         round_input=round_input if isinstance(round_input, dict) else None,
-        parked_call=_parked_call(row.parked_call),
+        ledger=StepLedger(_parked_call(row.parked_call), int(row.last_attempt or 0)),
     )
 
 

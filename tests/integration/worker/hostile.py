@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from services.worker.runtime import Runtime
-from shared.domain.call_record import AgedRecord
+from shared.domain.call_record import StepLedger
 from shared.domain.step_lease import StepLease
 from shared.opencode.calls import StructuredCall, StructuredResult
 from shared.opencode.ports import StructuredCalls
@@ -38,12 +38,12 @@ class HostileModel:
         *,
         lease: StepLease | None = None,
         prepare: Callable[[], None] | None = None,
-        known: AgedRecord | None = None,
+        seen: StepLedger | None = None,
     ) -> StructuredResult:
         self.prompts.append(call)
         answer = self.scripts.get(call.step_id)
         if answer is None:
-            return self.real.prompt_structured(call, lease=lease, prepare=prepare, known=known)
+            return self.real.prompt_structured(call, lease=lease, prepare=prepare, seen=seen)
         if lease is not None:  # held as the real claim would, before answering
             StepLeases(self.rt.sessions).hold(lease)
         if prepare is not None:

@@ -200,8 +200,8 @@ def test_a_woken_step_reads_its_parked_call_with_its_lease_and_collects_it_witho
             now=rt.clock.now(),
         )
         assert entered is not None
-        assert entered.parked_call is not None
-        record, age = entered.parked_call
+        assert entered.ledger.parked is not None
+        record, age = entered.ledger.parked
         assert (record.op_key, record.status, record.session_id, record.daemon) == (
             call["op_key"],
             "sent",
@@ -364,3 +364,34 @@ def test_a_park_lost_with_postgres_leaves_a_call_the_next_delivery_collects(
     [call] = _calls(rt, run_id)
     assert call["status"] == "succeeded"
     assert httpx.get(f"{client.base_url}/__kodo/stats").json()["prompts"] == 1
+
+
+def test_a_first_delivery_records_its_calls_session_with_the_claim_in_three_commits(
+    async_rt: Runtime, client: OpenCodeClient, repo: Path
+) -> None:
+    """enter, claim (with the session made just before), park: no mark_started between."""
+    rt = async_rt
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=300]")
+    statements: list[str] = []
+    commits: list[int] = []
+
+    def seen(_c: object, _cur: object, statement: str, *_rest: object) -> None:
+        statements.append(" ".join(statement.split()[:4]))
+
+    listen(rt.engine, "before_cursor_execute", seen)
+    listen(rt.engine, "commit", lambda _c: commits.append(1))
+    try:
+        assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+    finally:
+        remove(rt.engine, "before_cursor_execute", seen)
+    assert len(commits) == 3, statements
+    [call] = _calls(rt, run_id)
+    assert (call["status"], call["daemon"]) == ("sent", client.base_url)
+    with rt.sessions() as s:
+        started = s.execute(
+            text("SELECT started_at IS NOT NULL FROM app.opencode_calls WHERE op_key = :k"),
+            {"k": call["op_key"]},
+        ).scalar_one()
+    assert started
+    stats = httpx.get(f"{client.base_url}/__kodo/stats").json()
+    assert stats["by_session"] == {call["session_id"]: 1}, "one session, prompted once"

@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 
 from shared.clock import FixedClock
+from shared.domain.call_record import StepLedger
 from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
+from shared.domain.run_machine import StepId
+from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.domain.vocab import CallStatus
 from shared.opencode.cache import LruCache
 from shared.opencode.calls import CallFailed, CallPending, StructuredCall
@@ -382,7 +385,9 @@ def test_a_woken_delivery_collects_from_the_row_read_with_its_lease_without_a_cl
     ledger.wake(pending.session_id)
     known = ledger.read(pending.op_key)  # what the step's snapshot read when it entered
     claims = ledger.claims
-    result = _calls(agent, ledger).prompt_structured(_call(), known=known)
+    result = _calls(agent, ledger).prompt_structured(
+        _call(), seen=StepLedger(parked=known, last_attempt=1)
+    )
     assert result.answer == ANSWER
     assert ledger.claims == claims  # no claim: the row was known
     assert ledger.status(pending.op_key) == CallStatus.SUCCEEDED
@@ -398,7 +403,7 @@ def test_a_known_row_of_another_call_is_ignored_and_the_call_claimed() -> None:
     known = ledger.read(pending.op_key)
     claims = ledger.claims
     with pytest.raises(CallPending) as second:
-        _calls(agent, ledger).prompt_structured(_call(attempt=2), known=known)
+        _calls(agent, ledger).prompt_structured(_call(attempt=2), seen=StepLedger(parked=known))
     assert ledger.claims == claims + 1
     assert second.value.op_key == _call(attempt=2).op_key
     assert len(agent.sent) == 2
@@ -416,6 +421,87 @@ def test_a_known_row_collected_meanwhile_by_another_delivery_is_read_back_not_re
     ledger.wake(pending.session_id)
     stale = ledger.read(pending.op_key)
     first = _calls(agent, ledger).prompt_structured(_call())
-    again = _calls(agent, ledger).prompt_structured(_call(), known=stale)
+    again = _calls(agent, ledger).prompt_structured(_call(), seen=StepLedger(parked=stale))
     assert again.answer == first.answer == ANSWER
     assert ledger.status(pending.op_key) == CallStatus.SUCCEEDED
+
+
+class _StartedLedger(_CountingLedger):
+    """Counts mark_started too (each one a transaction on Postgres)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = 0
+
+    def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
+        self.started += 1
+        super().mark_started(op_key, session_id, daemon)
+
+
+def test_a_new_attempt_has_its_session_made_first_and_recorded_with_its_claim() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = _StartedLedger()
+    with pytest.raises(CallPending) as pending:
+        _calls(agent, ledger).prompt_structured(_call(), seen=StepLedger(last_attempt=0))
+    row = ledger.rows[_call().op_key]
+    assert (row.session_id, row.daemon) == (pending.value.session_id, "http://oc-1")
+    assert (ledger.claims, ledger.started) == (1, 0), "one claim, no mark_started"
+    assert [s.session_id for s in agent.sent] == [pending.value.session_id]
+
+
+def test_an_attempt_the_ledger_may_hold_is_claimed_before_any_session_is_made() -> None:
+    """A replay of a recorded attempt makes no session it would only delete."""
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = _StartedLedger()
+    pending = _send(agent, ledger)
+    agent.release(pending.session_id)
+    ledger.wake(pending.session_id)
+    _calls(agent, ledger).prompt_structured(_call())  # collected by another delivery
+    sessions = len(agent.sessions)
+    replay = _calls(agent, ledger).prompt_structured(_call(), seen=StepLedger(last_attempt=1))
+    assert (replay.cache, replay.answer) == ("l2", ANSWER)
+    assert len(agent.sessions) == sessions
+    assert agent.deleted == [pending.session_id]
+
+
+def test_a_call_with_a_prepare_makes_its_session_after_the_claim_as_before() -> None:
+    """ApplyPatchST's prepare aborts the step's sessions in doubt: its own claimed row
+    must not carry one yet."""
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = _StartedLedger()
+    order: list[str] = []
+
+    def prepare() -> None:
+        order.append(f"prepare with {len(agent.sessions)} sessions")
+
+    with pytest.raises(CallPending):
+        _calls(agent, ledger).prompt_structured(
+            _call(), prepare=prepare, seen=StepLedger(last_attempt=0)
+        )
+    assert order == ["prepare with 0 sessions"]
+    assert (ledger.claims, ledger.started) == (1, 1)
+
+
+def test_a_session_made_for_a_claim_another_delivery_won_is_deleted_unprompted() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = _StartedLedger()
+    ledger.claimed_elsewhere(_call(), age_s=1.0)  # a twin delivery won it meanwhile
+    with pytest.raises(CallPending):  # waits for the twin's call (parks)
+        _calls(agent, ledger).prompt_structured(_call(), seen=StepLedger(last_attempt=0))
+    assert agent.sent == []
+    assert agent.deleted == ["ses_fake1"]
+    assert ledger.rows[_call().op_key].session_id is None
+
+
+def test_a_session_made_for_a_refused_claim_is_deleted_and_nothing_sent() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = _StartedLedger()
+    lease = StepLease("run-1", StepId.DECIDE, fence=1, lease_s=60)
+    ledger.abandoned[lease] = "run is cancelled"
+    with pytest.raises(StepAbandoned):
+        _calls(agent, ledger).prompt_structured(
+            _call(), lease=lease, seen=StepLedger(last_attempt=0)
+        )
+    assert agent.sent == []
+    assert agent.deleted == ["ses_fake1"]
+    assert _call().op_key not in ledger.rows
