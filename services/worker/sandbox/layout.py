@@ -46,9 +46,7 @@ SH = "/bin/sh"
 OVERLAY_SCRIPT = f"""set -eu
 lower=$1 disk=$2 wt=$3 size=$4 inodes=$5 tmpsize=$6 tmpinodes=$7
 shift 7
-command -p mount -t tmpfs -o "nosuid,nodev,mode=1777,size=$tmpsize,nr_inodes=$tmpinodes" \\
-  kodo-tmp {TMP}
-command -p mkdir -p "$wt"
+command -p mount -o "remount,nosuid,nodev,size=$tmpsize,nr_inodes=$tmpinodes" {TMP}
 command -p mount -t tmpfs -o "nosuid,nodev,mode=0700,size=$size,nr_inodes=$inodes" \\
   kodo-disk "$disk"
 command -p mkdir "$disk/upper" "$disk/work"
@@ -68,8 +66,9 @@ exec "$@"
 """Runs as the sandbox's root, before privileges are dropped: the worktree the command
 sees is an overlay whose writes land in the bounded tmpfs, never on the host's disk;
 /tmp is remounted first bounded in files too (an empty file takes no byte, only an
-inode, which without a cgroup nothing counts), and a worktree under /tmp made again on
-it.
+inode, which without a cgroup nothing counts): in place, so the toolchain folders and a
+worktree bound beneath it stay (a fresh tmpfs mounted over them hid a virtualenv under
+/tmp, and no verification could start).
 Both mounts it was built from are unmounted so the command sees only the overlay; its
 ``.git`` pointer stays read-only there, as in the bind mode. Every program it runs as
 that root is looked up on the system's default PATH (``command -p``), never on the
@@ -195,6 +194,13 @@ def sandbox_env(toolchain: Toolchain, passed: dict[str, str]) -> dict[str, str]:
         }
     )
     return env
+
+
+def under_tmp(binds: Sequence[str]) -> list[str]:
+    """The toolchain folders that lie under /tmp. Copy mode mounts a fresh, file-bounded
+    tmpfs over the sandbox's /tmp (bubblewrap's cannot be remounted there), which would
+    hide them: the sandbox refuses such a toolchain rather than run without the bound."""
+    return [b for b in binds if b == TMP or b.startswith(f"{TMP}/")]
 
 
 def _ancestors(path: str) -> list[str]:

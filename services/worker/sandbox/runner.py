@@ -39,6 +39,7 @@ from services.worker.sandbox.layout import (
     bwrap_argv,
     id_map,
     sandbox_env,
+    under_tmp,
 )
 from services.worker.sandbox.toolchain import (
     host_system,
@@ -248,6 +249,13 @@ class Sandbox:
         """``counted``: the execution has a memory cgroup, which the overlay's tmpfs is
         charged to; without one the overlay is held to KODO_EXEC_TMP_BYTES, as /tmp is."""
         writes = self.worktree_bytes if counted else min(self.worktree_bytes, self.tmp_bytes)
+        hidden = [] if self.root_mode else under_tmp(toolchain.binds)
+        if hidden:
+            raise SandboxUnavailable(
+                f"toolchain_under_tmp: {', '.join(hidden)} (allowlisted programs' folders)"
+                " lie under /tmp, which a worker that is not root replaces with a bounded"
+                " tmpfs: move the toolchain out of /tmp, or run the worker as root"
+            )
         with tempfile.TemporaryDirectory(prefix="kodo-sandbox-etc-") as etc:
             write_private_etc(Path(etc))
             yield Layout(

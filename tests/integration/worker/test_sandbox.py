@@ -10,8 +10,10 @@ import ctypes
 import os
 import re
 import resource
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -428,3 +430,30 @@ def test_without_a_memory_cgroup_the_overlay_is_held_to_the_tmp_size(worktree: P
     done = run_python(WORKTREE_FILL, worktree, settings=settings)
     assert "STOPPED ENOSPC" in said(done), said(done)
     assert int(said(done).split("WROTE-MB", 1)[1].split()[0]) <= 8
+
+
+def test_a_toolchain_folder_under_tmp_still_runs_its_programs(worktree: Path) -> None:
+    """The sandbox bounds its /tmp in place (a remount of bubblewrap's tmpfs), so the
+    allowlisted programs' folders bound beneath it stay there: a checkout or virtualenv
+    under /tmp (a CI runner's) ran no verification at all while a fresh tmpfs was
+    mounted over them ("prlimit: failed to execute .../.venv/bin/python3")."""
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="kodo-toolchain-") as folder:
+        bin_dir = Path(folder) / "bin"
+        bin_dir.mkdir()
+        shutil.copy("/bin/echo", bin_dir / "kodo-echo")
+        os.chmod(folder, 0o755)  # noqa: S103 - the command's uid must reach it
+        allowlist = (*Settings().exec_allowlist, "kodo-echo")
+        for cgroup in ("auto", "off"):
+            settings = Settings(sandbox_cgroup=cgroup, exec_allowlist=allowlist)
+            box = sandbox_of(settings, {"PATH": f"{bin_dir}:/usr/bin:/bin"})
+            tools = box.toolchain(settings.exec_allowlist, ())
+            assert tools.binds == (folder,), tools
+            done = box.run(
+                [tools.programs["kodo-echo"], "HELLO-FROM-TMP"],
+                worktree,
+                timeout_s=30,
+                cap=1 << 16,
+                protected=(),
+                toolchain=tools,
+            )
+            assert (done.exit_code, said(done).strip()) == (0, "HELLO-FROM-TMP"), said(done)

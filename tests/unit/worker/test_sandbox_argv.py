@@ -26,6 +26,7 @@ from services.worker.sandbox.layout import (
     LOWER,
     OVERLAY_SCRIPT,
     SH,
+    under_tmp,
 )
 from services.worker.sandbox.runner import SandboxUnavailable, tmpfs_footprint
 
@@ -280,7 +281,8 @@ def test_the_overlay_script_mounts_nothing_the_command_could_use() -> None:
     for line in ("nosuid,nodev,mode=0700", '"nosuid,nodev,$layers"', 'umount "$lower"'):
         assert line in OVERLAY_SCRIPT
     assert 'umount -l "$disk"' in OVERLAY_SCRIPT
-    assert '"nosuid,nodev,mode=1777,size=$tmpsize,nr_inodes=$tmpinodes"' in OVERLAY_SCRIPT
+    # /tmp is bounded in place (a remount): what is bound beneath it stays visible
+    assert '"remount,nosuid,nodev,size=$tmpsize,nr_inodes=$tmpinodes" /tmp' in OVERLAY_SCRIPT
     assert 'mount -o remount,bind,ro,nosuid,nodev "$wt/.git"' in OVERLAY_SCRIPT  # as bound
     assert OVERLAY_SCRIPT.rstrip().endswith('exec "$@"')
 
@@ -331,3 +333,9 @@ def test_a_checkout_that_cannot_be_measured_is_refused_not_guessed(tmp_path: Pat
     (tmp_path / "a-file").write_text("not a folder")
     with pytest.raises(SandboxUnavailable, match="worktree_copy: cannot measure"):
         tmpfs_footprint(tmp_path / "a-file")
+
+
+def test_a_toolchain_folder_under_tmp_is_named_for_copy_mode_to_refuse() -> None:
+    """Copy mode mounts a fresh tmpfs over the sandbox's /tmp: it would hide them."""
+    binds = ("/opt/tools", "/tmp", "/tmp/ci/.venv/bin", "/tmpfiles/bin", "/home/u/.venv")  # noqa: S108
+    assert under_tmp(binds) == ["/tmp", "/tmp/ci/.venv/bin"]  # noqa: S108
