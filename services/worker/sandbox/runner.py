@@ -431,16 +431,11 @@ def run_unsandboxed(
     )
 
 
-def tmpfs_footprint(tree: Path) -> int:
-    """What a copy of ``tree`` takes on a tmpfs, which counts pages only: a file's size
-    rounded up to them (none when empty), a link's target of SHORT_LINK bytes or more one
-    page; folders and shorter targets none.
-
-    Walked without recursion (a checkout may nest thousands of folders deep); links are
-    not followed. A tree that cannot be measured (a path past PATH_MAX, say) is refused
-    with SandboxUnavailable: the command does not run on a guess.
-    """
-    total = 0
+def _walk(tree: Path) -> Iterator[os.stat_result]:
+    """Every file, folder and link under ``tree``, as ``lstat`` sees it: without recursion
+    (a checkout may nest thousands of folders deep) and never following links. A tree
+    that cannot be read (a path past PATH_MAX, say) is refused with SandboxUnavailable:
+    the command does not run on a guess."""
     folders = [os.fspath(tree)]
     while folders:
         folder = folders.pop()
@@ -450,16 +445,25 @@ def tmpfs_footprint(tree: Path) -> int:
                     info = entry.stat(follow_symlinks=False)
                     if stat.S_ISDIR(info.st_mode):
                         folders.append(entry.path)
-                    elif stat.S_ISLNK(info.st_mode):
-                        total += PAGE if info.st_size >= SHORT_LINK else 0
-                    else:
-                        total += -(-info.st_size // PAGE) * PAGE
+                    yield info
         except FileNotFoundError:
             continue  # gone meanwhile: the copy needs less
         except OSError as exc:
             raise SandboxUnavailable(
                 f"worktree_copy: cannot measure the checkout for its copy: {exc}"
             ) from exc
+
+
+def tmpfs_footprint(tree: Path) -> int:
+    """What a copy of ``tree`` takes on a tmpfs, which counts pages only: a file's size
+    rounded up to them (none when empty), a link's target of SHORT_LINK bytes or more one
+    page; folders and shorter targets none."""
+    total = 0
+    for info in _walk(tree):
+        if stat.S_ISLNK(info.st_mode):
+            total += PAGE if info.st_size >= SHORT_LINK else 0
+        elif not stat.S_ISDIR(info.st_mode):
+            total += -(-info.st_size // PAGE) * PAGE
     return total
 
 
@@ -469,27 +473,8 @@ def file_bound(size: int) -> int:
 
 
 def tree_entries(tree: Path) -> int:
-    """The files, folders and links under ``tree`` and itself: the inodes its copy takes.
-
-    Walked without recursion and without following links, as :func:`tmpfs_footprint`.
-    """
-    total = 1
-    folders = [os.fspath(tree)]
-    while folders:
-        folder = folders.pop()
-        try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    total += 1
-                    if entry.is_dir(follow_symlinks=False):
-                        folders.append(entry.path)
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise SandboxUnavailable(
-                f"worktree_copy: cannot measure the checkout for its copy: {exc}"
-            ) from exc
-    return total
+    """The files, folders and links under ``tree`` and itself: the inodes its copy takes."""
+    return 1 + sum(1 for _ in _walk(tree))
 
 
 def limits_of(settings: Settings) -> Limits:
