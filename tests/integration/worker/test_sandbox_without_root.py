@@ -204,3 +204,63 @@ def test_without_root_nothing_but_tmp_and_the_worktree_copy_is_writable(checkout
     assert "WROTE" not in seen["said"], seen["said"]
     assert "DONE" in seen["said"]
     assert not (checkout / "mine.txt").exists()
+
+
+WITH_TOOLCHAIN = """
+import json, sys
+from pathlib import Path
+from services.worker.sandbox import runner
+from shared.config import Settings
+
+worktree, folder = sys.argv[1], sys.argv[2]
+settings = Settings(
+    sandbox_cgroup="off", exec_allowlist=(*Settings().exec_allowlist, "kodo-echo")
+)
+box = runner.sandbox_of(settings, {"PATH": f"{folder}:/usr/bin:/bin"})
+tools = box.toolchain(settings.exec_allowlist, ())
+try:
+    done = box.run([tools.programs["kodo-echo"], "RAN"], Path(worktree), timeout_s=60,
+                   cap=1 << 16, protected=(), toolchain=tools)
+except runner.SandboxUnavailable as exc:
+    print(json.dumps({"refused": str(exc), "binds": list(tools.binds)}))
+    raise SystemExit(0)
+print(json.dumps({"exit_code": done.exit_code, "said": done.head.decode(errors="replace")}))
+"""
+
+
+def test_a_toolchain_under_tmp_is_refused_by_name_not_run_without_its_programs(
+    checkout: Path,
+) -> None:
+    """Copy mode mounts a fresh, file-bounded tmpfs over the sandbox's /tmp (bubblewrap's
+    cannot be remounted by the script's root here), which would hide a toolchain folder
+    under /tmp: the command would fail 127 as if it were the agent's. It is refused,
+    naming the folder and the way out, before anything runs."""
+    tools = checkout.parent / "tools"  # the fixture's folder lies under /tmp
+    tools.mkdir()
+    shutil.copy("/bin/echo", tools / "kodo-echo")
+    subprocess.run(["chown", "-R", f"{WORKER_UID}:{WORKER_UID}", str(tools)], check=True)
+    done = subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={WORKER_UID}",
+            f"--regid={WORKER_UID}",
+            "--clear-groups",
+            "--",
+            sys.executable,
+            "-c",
+            WITH_TOOLCHAIN,
+            str(checkout),
+            str(tools),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(checkout.parent), "PYTHONPATH": str(REPO)},
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen.get("binds") == [str(tools)], seen
+    assert seen["refused"].startswith(f"toolchain_under_tmp: {tools} "), seen
+    assert "run the worker as root" in seen["refused"]
