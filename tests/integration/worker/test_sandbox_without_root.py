@@ -87,6 +87,12 @@ def checkout() -> Iterator[Path]:
 def as_worker(
     tree: Path, code: str, *, worktree_bytes: int, undercount: bool = False, open_files: int = 0
 ) -> Any:
+    flags = (str(worktree_bytes), "yes" if undercount else "no", str(open_files))
+    return worker_script(tree, AS_WORKER, str(tree), code, *flags)
+
+
+def worker_script(tree: Path, script: str, *args: str) -> Any:
+    """Run ``script`` as the worker uid would (setpriv), next to ``tree``; its last line."""
     done = subprocess.run(
         [
             "setpriv",
@@ -96,12 +102,8 @@ def as_worker(
             "--",
             sys.executable,
             "-c",
-            AS_WORKER,
-            str(tree),
-            code,
-            str(worktree_bytes),
-            "yes" if undercount else "no",
-            str(open_files),
+            script,
+            *args,
         ],
         capture_output=True,
         text=True,
@@ -239,28 +241,7 @@ def test_a_toolchain_under_tmp_is_refused_by_name_not_run_without_its_programs(
     tools.mkdir()
     shutil.copy("/bin/echo", tools / "kodo-echo")
     subprocess.run(["chown", "-R", f"{WORKER_UID}:{WORKER_UID}", str(tools)], check=True)
-    done = subprocess.run(
-        [
-            "setpriv",
-            f"--reuid={WORKER_UID}",
-            f"--regid={WORKER_UID}",
-            "--clear-groups",
-            "--",
-            sys.executable,
-            "-c",
-            WITH_TOOLCHAIN,
-            str(checkout),
-            str(tools),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(checkout.parent), "PYTHONPATH": str(REPO)},
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = worker_script(checkout, WITH_TOOLCHAIN, str(checkout), str(tools))
     assert seen.get("binds") == [str(tools)], seen
     assert seen["refused"].startswith(f"toolchain_under_tmp: {tools} "), seen
     assert "run the worker as root" in seen["refused"]
