@@ -105,7 +105,7 @@ LEGAL: dict[tuple[RunStatus, Event], tuple[RunStatus, StepId | None, NextAction]
     (S.DECIDING, NothingToVerify()): (S.SUCCEEDED, None, NextAction.NONE),
     (S.DECIDING, Escalated()): (S.WAITING_INPUT, None, NextAction.AWAIT_ANSWER),
     (S.WAITING_INPUT, Answered(approved=True)): (S.DECIDING, StepId.DECIDE, NextAction.RUN_DECIDE),
-    **{(status, Cancel()): (S.CANCELLED, None, NextAction.NONE) for status in ACTIVE},
+    **{(status, Cancel()): (S.CANCELLED, None, NextAction.NONE) for status in sorted(ACTIVE)},
     # A step whose contract differs from the run's parks it; a matching worker resumes it.
     **{
         (S(STEP_STATUS[step]), ContractMismatch(step)): (
