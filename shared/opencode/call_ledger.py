@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.engine import unit_of_work
-from shared.db.repos.ledger import AgedCall, LedgerRepo, recorded_call
+from shared.db.repos.ledger import LedgerRepo
 from shared.domain.budget import Estimate
 from shared.domain.call_record import AgedRecord
 from shared.domain.step_lease import StepLease
@@ -53,7 +53,7 @@ class PostgresCallLedger:
     ) -> tuple[bool, AgedRecord | None]:
         with self._ledger() as ledger:
             found = _claim_in(ledger, call, request, lease, self.estimate, session)
-            return found is None, None if found is None else recorded_call(*found)
+            return found is None, found
 
     def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
         with self._ledger() as ledger:
@@ -77,8 +77,7 @@ class PostgresCallLedger:
 
     def read(self, op_key: str) -> AgedRecord | None:
         with self._ledger() as ledger:
-            found = ledger.get_aged(op_key)
-            return None if found is None else recorded_call(*found)
+            return ledger.get_aged(op_key)
 
     def finish(
         self, op_key: str, outcome: CallOutcome, *, from_status: CallStatus = CallStatus.CLAIMED
@@ -104,7 +103,7 @@ def _claim_in(
     lease: StepLease | None,
     estimate: Estimate | None,
     session: tuple[str, str | None] | None = None,
-) -> tuple[AgedCall, float] | None:
+) -> AgedRecord | None:
     """The claim (None: won; else the row that won before), with the step's lease held in
     the same transaction (StepAbandoned rolls both back: a cancelled or fenced-off
     delivery claims nothing) and, for a won claim, the call's estimate reserved on the

@@ -253,7 +253,7 @@ class ExactlyOnceCalls:
         Only for a call without ``prepare``: ApplyPatchST's prepare aborts the step's
         sessions in doubt, which a claimed row with a session would be."""
         try:
-            daemon, session = self._new_session(call, call.op_key)
+            daemon, session = self._new_session(call)
         except OpenCodeError as exc:
             log.info("oc.session_deferred", op_key=call.op_key, error=str(exc)[:200])
             return None
@@ -277,7 +277,7 @@ class ExactlyOnceCalls:
             else:
                 if prepare is not None:
                     prepare()
-                daemon, session = self._new_session(call, key)
+                daemon, session = self._new_session(call)
                 session_id = str(session["id"])
                 self.ledger.mark_started(key, session_id, daemon.url or None)
             reply = self._send(daemon.client, session_id, call)
@@ -316,7 +316,7 @@ class ExactlyOnceCalls:
             format={"type": "json_schema", "schema": call.schema, "retryCount": 1},
         )
 
-    def _new_session(self, call: StructuredCall, key: str) -> tuple[Daemon, dict[str, Any]]:
+    def _new_session(self, call: StructuredCall) -> tuple[Daemon, dict[str, Any]]:
         """A session on the first daemon (in the pool's order for the call's run) that accepts a
         connection: nothing was sent to one that refused it, so the next one is tried
         for the same call, and the refuser is passed over for a while."""

@@ -7,9 +7,10 @@ is new for an attempt already claimed (its prompt or schema changed) is refused 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ARRAY,
@@ -133,19 +134,20 @@ _MARK_SENT = (
 _AWAITS = select(_CALLS.c.status, _CALLS.c.idle_at).where(_CALLS.c.op_key == bindparam("key"))
 
 
-class AgedCall(Protocol):
-    """The columns of a ledger row the call protocol reads back (see ``_AGED``)."""
-
-    op_key: str
-    status: str
-    response: dict[str, Any] | None
-    usage: dict[str, Any] | None
-    error_name: str | None
-    error: str | None
-    rejected: str | None
-    session_id: str | None
-    idle_at: datetime | None
-    daemon: str | None
+AGED_COLUMNS = (
+    "op_key",
+    "status",
+    "response",
+    "usage",
+    "error_name",
+    "error",
+    "rejected",
+    "session_id",
+    "idle_at",
+    "daemon",
+)
+"""The columns of a ledger row the call protocol reads back (see ``recorded_call``): by
+this repository's ``_AGED`` and by the step snapshot's parked call alike."""
 
 
 _STEP_TASK = (
@@ -185,24 +187,25 @@ CALL_AGE = extract(
 )
 """How long ago the call was claimed (or sent), by the database's clock alone: a rule
 that compares a time written by one host with another host's clock breaks under skew."""
-_AGED = select(*(_CALLS.c[name] for name in AgedCall.__annotations__), CALL_AGE.label("age")).where(
+_AGED = select(*(_CALLS.c[name] for name in AGED_COLUMNS), CALL_AGE.label("age")).where(
     _CALLS.c.op_key == bindparam("key")
 )
 
 
-def recorded_call(row: AgedCall, age: float) -> AgedRecord:
-    """The row as the call protocol reads it, and its age if it is still live."""
+def recorded_call(row: Mapping[str, Any], age: float) -> AgedRecord:
+    """The row (``AGED_COLUMNS``) as the call protocol reads it, and its age if it is
+    still live."""
     record = CallRecord(
-        op_key=row.op_key,
-        status=row.status,
-        response=row.response,
-        usage=row.usage,
-        error_name=row.error_name,
-        error=row.error,
-        rejected=row.rejected,
-        session_id=row.session_id,
-        woken=row.idle_at is not None,
-        daemon=row.daemon,
+        op_key=row["op_key"],
+        status=row["status"],
+        response=row["response"],
+        usage=row["usage"],
+        error_name=row["error_name"],
+        error=row["error"],
+        rejected=row["rejected"],
+        session_id=row["session_id"],
+        woken=row["idle_at"] is not None,
+        daemon=row["daemon"],
     )
     return aged(record, age)
 
@@ -273,7 +276,7 @@ class LedgerRepo:
         request: dict[str, Any],
         estimate: Estimate | None = None,
         session: tuple[str, str | None] | None = None,
-    ) -> tuple[AgedCall, float] | None:
+    ) -> AgedRecord | None:
         """Insert the ``claimed`` row: None if this claim won (call now); else the row
         that holds the op_key and its age (never call: read it). ``session``: the call's
         session (and its daemon), made before the claim: recorded with it, as
@@ -323,12 +326,12 @@ class LedgerRepo:
             .execution_options(populate_existing=True)
         ).scalar_one_or_none()
 
-    def get_aged(self, op_key: str) -> tuple[AgedCall, float] | None:
+    def get_aged(self, op_key: str) -> AgedRecord | None:
         """What the call protocol reads of the row (never its request: the prompt) and
         its age (seconds since it was claimed or sent) by the database's clock alone,
         in one statement."""
         found = direct.execute(self.session, _AGED, {"key": op_key}).one_or_none()
-        return None if found is None else (found, float(found.age))
+        return None if found is None else recorded_call(found._asdict(), float(found.age))
 
     def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
         """The HTTP call is about to leave: record its session, its daemon and (the

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from shared.db import direct
 from shared.db.models import Artifact, Intent, OpenCodeCall, PlanApproval, Run, StepRun
-from shared.db.repos.ledger import CALL_AGE, recorded_call
+from shared.db.repos.ledger import AGED_COLUMNS, CALL_AGE, recorded_call
 from shared.domain.call_record import AgedRecord, StepLedger
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind, Decision, StepRunStatus
@@ -47,22 +47,6 @@ class RunSnapshot:
     attempt_base: int = 0  # the ledger attempt the round's first call follows
     round_input: dict[str, Any] | None = None  # what the round was asked
     ledger: StepLedger = field(default_factory=StepLedger)  # of the step asked about
-
-
-@dataclass
-class _ParkedRow:
-    """The parked call's columns, as the snapshot's JSON carries them."""
-
-    op_key: str
-    status: str
-    response: dict[str, Any] | None
-    usage: dict[str, Any] | None
-    error_name: str | None
-    error: str | None
-    rejected: str | None
-    session_id: str | None
-    idle_at: datetime | None
-    daemon: str | None
 
 
 def _snapshot_query() -> Select[*tuple[Any, ...]]:
@@ -117,7 +101,7 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
     # The call the asked step is parked on, as the ledger holds it: the delivery the
     # collector woke reads it here, with its lease, instead of in a claim of its own.
     pairs: list[ColumnElement[Any]] = []
-    for name in _ParkedRow.__annotations__:
+    for name in AGED_COLUMNS:
         pairs += [literal_column(f"'{name}'"), getattr(OpenCodeCall, name)]
     parked_call = (
         select(func.jsonb_build_object(*pairs, literal_column("'age'"), CALL_AGE))
@@ -208,7 +192,4 @@ def run_snapshot(s: Session, run_id: str, step: StepId | None = None) -> RunSnap
 def _parked_call(found: dict[str, Any] | None) -> AgedRecord | None:
     if found is None:
         return None
-    age = float(found.pop("age"))
-    idle_at = found.pop("idle_at")
-    woken = datetime.fromisoformat(idle_at) if isinstance(idle_at, str) else None
-    return recorded_call(_ParkedRow(**found, idle_at=woken), age)
+    return recorded_call(found, float(found["age"]))
