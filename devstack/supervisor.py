@@ -20,6 +20,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -253,6 +254,18 @@ def stop(
             return "killed after grace"
         time.sleep(0.05)
     return SURVIVED
+
+
+def stop_all(pids: Sequence[int], *, grace_s: float = 10.0) -> list[Outcome]:
+    """:func:`stop` each of ``pids`` at once, each with its own ``grace_s``; their
+    outcomes, in order. A stack's processes take a second or more each to finish
+    shutting down: stopped one after another, six of them kept ``kodo down`` (and
+    every test stack's teardown) waiting 16 s, stopped together about 4 s. Nothing
+    depends on the order: each process recovers its work from Postgres when started."""
+    if len(pids) <= 1:
+        return [stop(pid, grace_s=grace_s) for pid in pids]
+    with ThreadPoolExecutor(max_workers=len(pids), thread_name_prefix="stop") as pool:
+        return list(pool.map(lambda pid: stop(pid, grace_s=grace_s), pids))
 
 
 def _group_lives(pgid: int) -> bool:

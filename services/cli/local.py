@@ -40,7 +40,7 @@ from devstack.kodo_procs import (
     start_worker,
     wait_worker_ready,
 )
-from devstack.supervisor import SURVIVED, Child, alive, port_is_free, stop
+from devstack.supervisor import SURVIVED, Child, alive, port_is_free, stop_all
 from services.cli import upstate
 from services.cli.context import TOKEN_FILE, home_option, save_local_token
 from services.cli.doctor import check_model
@@ -319,14 +319,16 @@ def down(grace_s: float, home: Path | None) -> None:
     if state is None:
         click.echo("nothing to stop (no up.json: `kodo up` was not run here)")
         return
-    failed = False
+    ours = []
     for entry in reversed(state.procs):
         if alive(entry.pid) and not alive(entry.pid, entry.start_ticks):
             click.echo(f"{entry.name}: pid {entry.pid} now belongs to another process; left alone")
             continue
-        outcome = stop(entry.pid, grace_s=grace_s)
-        failed = failed or outcome == SURVIVED
+        ours.append(entry)
+    outcomes = stop_all([entry.pid for entry in ours], grace_s=grace_s)
+    for entry, outcome in zip(ours, outcomes, strict=True):
         click.echo(f"{entry.name}: {outcome} (pid {entry.pid})")
+    failed = SURVIVED in outcomes
     if state.services_started:
         names = tuple(state.services_started)
         for handle in devstack.down(home=home, names=names, grace_s=grace_s):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.supervisor import alive, spawn, start_ticks, stop
+from devstack.supervisor import alive, spawn, start_ticks, stop, stop_all
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +117,36 @@ def test_waiting_for_a_worker_is_not_fooled_by_an_earlier_workers_ready_line(
 
 
 SAYS_READY = "import time; time.sleep(0.3); print('celery@host ready.', flush=True); time.sleep(60)"
+
+
+# Leaves on SIGTERM only once every process of its stack was told to stop (each marks
+# its own SIGTERM in a shared folder); a stack stopped one process after another would
+# have to SIGKILL the first at the end of its grace.
+WAITS_FOR_ITS_STACK = """
+import pathlib, signal, sys, time
+folder, me, stack = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+def told(*_):
+    (folder / me).touch()
+    while len(list(folder.iterdir())) < stack:
+        time.sleep(0.01)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, told)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_a_stack_is_stopped_all_at_once_so_no_process_waits_on_another(tmp_path: Path) -> None:
+    told = tmp_path / "told"
+    told.mkdir()
+    children = []
+    for name in ("api", "worker", "beat"):
+        log = tmp_path / f"{name}.log"
+        argv = [sys.executable, "-c", WAITS_FOR_ITS_STACK, str(told), name, "3"]
+        children.append(spawn(name, argv, log))
+        while "ready" not in log.read_text():
+            assert children[-1].alive(), children[-1].log_tail()
+    assert stop_all([c.pid for c in children], grace_s=5) == ["stopped"] * 3
+    assert sorted(p.name for p in told.iterdir()) == ["api", "beat", "worker"]
+    assert not any(alive(c.pid) for c in children)
