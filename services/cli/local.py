@@ -19,6 +19,7 @@ import json
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -76,8 +77,8 @@ def wait_beat(proc: Child, deadline_s: float = 20.0) -> None:
     raise TimeoutError(f"beat did not start:\n{proc.log_tail()}")
 
 
-def _ready(name: str, where: str, began: float) -> None:
-    took = (time.monotonic() - began) * 1000
+def _ready(name: str, where: str, began: float, at: float | None = None) -> None:
+    took = ((time.monotonic() if at is None else at) - began) * 1000
     click.echo(f"{click.style('ready', fg='green')} {name:<9} {where}  in {took:.0f} ms")
 
 
@@ -86,6 +87,32 @@ def _timed(name: str, start: Callable[[], tuple[Child, str]]) -> Child:
     proc, where = start()
     _ready(name, f"{where} (pid {proc.pid})", began)
     return proc
+
+
+def _start_together(stack: Stack, starts: dict[str, Callable[[], tuple[Child, str]]]) -> None:
+    """Start these processes at once, each waited for until it is ready; then say so in
+    their order. They need nothing of each other (each only Postgres, Redis and the
+    daemon). One after another they took 13 s here; together 9 s, as booting Python is
+    most of it and this machine has two cores.
+    Every start is waited for, failed or not, before the first failure is raised, so the
+    caller's ``stack.stop()`` finds every process that was spawned."""
+    began = time.monotonic()
+
+    def timed(start: Callable[[], tuple[Child, str]]) -> tuple[Child, str, float]:
+        proc, where = start()
+        return proc, where, time.monotonic()
+
+    with ThreadPoolExecutor(max_workers=len(starts), thread_name_prefix="up") as pool:
+        futures = {name: pool.submit(timed, start) for name, start in starts.items()}
+    for future in futures.values():
+        failed = future.exception()
+        if failed is not None:
+            raise failed
+    for name, future in futures.items():
+        proc, where, at = future.result()
+        _ready(name, f"{where} (pid {proc.pid})", began, at)
+    order = {name: i for i, name in enumerate(starts)}  # up.json lists them as started
+    stack.procs.sort(key=lambda proc: order.get(proc.name, -1))
 
 
 def _running(state: upstate.UpState) -> list[upstate.ProcEntry]:
@@ -235,6 +262,8 @@ def up(
         "KODO_REPO_ROOTS": os.pathsep.join(roots),
         "KODO_WORKSPACE_DIR": os.environ.get("KODO_WORKSPACE_DIR", str(home / "workspaces")),
     }
+    # Flower's start would remove this while the others copy the environment at once.
+    env.pop("FLOWER_UNAUTHENTICATED_API", None)
     stack = Stack(env=env, log_dir=home / "up" / "logs", keepalive=True)
     stack.oc_url = settings.oc_base_url
     try:
@@ -248,16 +277,24 @@ def up(
 
             _timed("oc-compat", _oc)
         model = _say_model(settings, stack.oc_url)
-        _timed("worker", lambda: (_worker(stack), f"celery worker {KODO_NODE} -Q {WORKER_QUEUES}"))
-        _timed("beat", lambda: (_beat(stack), "celery beat"))
-        _timed("collector", lambda: (start_collector(stack), "python -m services.worker.collector"))
         api_at = pick_port(api_port, "api")
-        _timed("api", lambda: (start_api(stack, port=api_at), stack.api_url))
         flower_at = pick_port(flower_port, "flower")
         flower_login = flower_auth(home / FLOWER_AUTH_FILE)
-        _timed(
-            "flower",
-            lambda: (start_flower(stack, flower_login, port=flower_at), stack.flower_url),
+        _start_together(
+            stack,
+            {
+                "worker": lambda: (_worker(stack), f"celery worker {KODO_NODE} -Q {WORKER_QUEUES}"),
+                "beat": lambda: (_beat(stack), "celery beat"),
+                "collector": lambda: (
+                    start_collector(stack),
+                    "python -m services.worker.collector",
+                ),
+                "api": lambda: (start_api(stack, port=api_at), stack.api_url),
+                "flower": lambda: (
+                    start_flower(stack, flower_login, port=flower_at),
+                    stack.flower_url,
+                ),
+            },
         )
     except (RuntimeError, TimeoutError, OSError, ModelProblem) as exc:
         stack.stop()
