@@ -100,6 +100,7 @@ def run(
             file_actions=actions,
             # Python ignores SIGPIPE (and SIGXFSZ); subprocess restores them in the child.
             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            setpgroup=0,  # a group of its own: see shared.apart
         )
         # Before anything yields: the loop reaps children, and a status it reaps for a
         # pid nobody watches is lost.

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import cospawn
+from shared.apart import run_apart
 
 HARDENED: dict[str, str] = {
     "core.hooksPath": "/dev/null",
@@ -179,7 +180,7 @@ def _git_process(
     # ``input`` or ``stdin``, never both named: gevent's subprocess.run refuses a
     # ``stdin`` keyword beside ``input`` even if None
     feed: dict[str, Any] = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
-    return subprocess.run(
+    return run_apart(
         ["git", *args],
         cwd=cwd,
         env=env,

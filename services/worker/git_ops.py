@@ -26,6 +26,7 @@ from services.worker.worktree_guard import (
     shown_path,
     worktree_gitdir_problem,
 )
+from shared.apart import run_apart
 from shared.domain.change_check import (
     SYMLINK,
     IndexChange,
@@ -505,7 +506,7 @@ def remove_worktree_dir(path: Path, workspaces: Path) -> None:
         # mode 000 that rm, as the same uid, cannot enter: give every folder back its
         # owner's rights (chmod -R ignores the links it meets; ``path`` is no link, see
         # above) and try once more.
-        subprocess.run(
+        run_apart(
             [_CHMOD, "-R", "u+rwx", "--", str(path)],
             capture_output=True,
             timeout=GIT_TIMEOUT_S,
@@ -518,7 +519,7 @@ def remove_worktree_dir(path: Path, workspaces: Path) -> None:
 
 
 def _rm_tree(path: Path) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
+    return run_apart(
         [_RM, "-rf", "--one-file-system", "--", str(path)],
         capture_output=True,
         timeout=GIT_TIMEOUT_S,

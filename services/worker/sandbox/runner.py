@@ -47,6 +47,7 @@ from services.worker.sandbox.toolchain import (
     which,
     write_private_etc,
 )
+from shared.apart import run_apart
 from shared.config import Settings
 
 log = structlog.get_logger("kodo.sandbox")
@@ -78,7 +79,7 @@ def forbid_nested_userns(child: int) -> None:
     with ``--userns-block-fd``, so the worker (owner of the namespace) sets its
     ``max_user_namespaces`` to 0 from inside it while bubblewrap still waits.
     """
-    done = subprocess.run(
+    done = run_apart(
         [NSENTER, "--user", f"--target={child}", "--", "/usr/bin/tee", MAX_USERNS],
         input=b"0\n",
         capture_output=True,
@@ -105,7 +106,7 @@ def lend_tree(root: Path, uid: int, gid: int, *, keep: Sequence[Path] = ()) -> N
         with contextlib.suppress(FileNotFoundError):
             st = os.lstat(path)
             kept.append((path, st.st_uid, st.st_gid))
-    done = subprocess.run(
+    done = run_apart(
         [_CHOWN, "-R", "-P", "-h", f"{uid}:{gid}", "--", str(root)],
         capture_output=True,
         timeout=LEND_TIMEOUT_S,
