@@ -16,10 +16,12 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -81,6 +83,25 @@ class KeptChild(Child):
 
     def restarted(self) -> bool:
         return RESTART_MARK in self.log_since_start()
+
+
+T = TypeVar("T")
+
+
+def start_together(starts: Mapping[str, Callable[[], T]]) -> dict[str, T]:
+    """Run each start (spawn a process and wait until it is ready) at once; their results
+    by name. A stack's processes need nothing of each other once the daemon is up (each
+    only Postgres, Redis and the daemon), and booting Python is most of a start: one
+    after another ``kodo up``'s five took 13 s here, together 9 s on two cores.
+    Every start is waited for, failed or not, before the first failure is raised, so the
+    caller's ``Stack.stop()`` finds every process that was spawned."""
+    with ThreadPoolExecutor(max_workers=max(1, len(starts)), thread_name_prefix="up") as pool:
+        futures = {name: pool.submit(start) for name, start in starts.items()}
+    for future in futures.values():
+        failed = future.exception()
+        if failed is not None:
+            raise failed
+    return {name: future.result() for name, future in futures.items()}
 
 
 WORKER_APP = "services.worker.celery_app:app"
@@ -283,6 +304,12 @@ def wait_worker_ready(proc: Child, deadline_s: float = 90.0) -> None:
             return
         time.sleep(0.1)
     raise TimeoutError(f"{proc.name} not ready:\n{proc.log_tail()}")
+
+
+def ready_worker(proc: Child, deadline_s: float = 90.0) -> Child:
+    """``proc``, once ready: ``ready_worker(start_worker(...))`` for :func:`start_together`."""
+    wait_worker_ready(proc, deadline_s)
+    return proc
 
 
 def issue_token(database_url: str, name: str, role: str) -> str:

@@ -19,7 +19,6 @@ import json
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,6 +37,7 @@ from devstack.kodo_procs import (
     start_collector,
     start_flower,
     start_oc_compat,
+    start_together,
     start_worker,
     wait_worker_ready,
 )
@@ -90,28 +90,21 @@ def _timed(name: str, start: Callable[[], tuple[Child, str]]) -> Child:
 
 
 def _start_together(stack: Stack, starts: dict[str, Callable[[], tuple[Child, str]]]) -> None:
-    """Start these processes at once, each waited for until it is ready; then say so in
-    their order. They need nothing of each other (each only Postgres, Redis and the
-    daemon). One after another they took 13 s here; together 9 s, as booting Python is
-    most of it and this machine has two cores.
-    Every start is waited for, failed or not, before the first failure is raised, so the
-    caller's ``stack.stop()`` finds every process that was spawned."""
+    """:func:`devstack.kodo_procs.start_together`, then say each is ready in their order,
+    with the time it took; ``up.json`` lists them in that order too."""
     began = time.monotonic()
 
-    def timed(start: Callable[[], tuple[Child, str]]) -> tuple[Child, str, float]:
-        proc, where = start()
-        return proc, where, time.monotonic()
+    def timed(start: Callable[[], tuple[Child, str]]) -> Callable[[], tuple[Child, str, float]]:
+        def run() -> tuple[Child, str, float]:
+            proc, where = start()
+            return proc, where, time.monotonic()
 
-    with ThreadPoolExecutor(max_workers=len(starts), thread_name_prefix="up") as pool:
-        futures = {name: pool.submit(timed, start) for name, start in starts.items()}
-    for future in futures.values():
-        failed = future.exception()
-        if failed is not None:
-            raise failed
-    for name, future in futures.items():
-        proc, where, at = future.result()
+        return run
+
+    ready = start_together({name: timed(start) for name, start in starts.items()})
+    for name, (proc, where, at) in ready.items():
         _ready(name, f"{where} (pid {proc.pid})", began, at)
-    order = {name: i for i, name in enumerate(starts)}  # up.json lists them as started
+    order = {name: i for i, name in enumerate(starts)}
     stack.procs.sort(key=lambda proc: order.get(proc.name, -1))
 
 

@@ -13,7 +13,7 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from devstack.kodo_procs import (
     start_beat,
     start_collector,
     start_oc_compat,
+    start_together,
     start_worker,
     wait_worker_ready,
 )
@@ -256,20 +257,22 @@ class Chaos:
         if not redis_answers(self.services.redis.url):
             self.restart_redis()
         if self.oc is None or not self.oc.alive():
-            self.start_oc()
-        if self.beat is None or not self.beat.alive():
-            self.start_beat()
-        if self.collector is None or not self.collector.alive():
-            self.start_collector()
-        if self.api is None or not self.api.alive():
-            self.start_api()
+            self.start_oc()  # first: the others are told its address
         for name in [n for n in self.workers if n != BASE_WORKER]:
             self.workers.pop(name).kill()
         if BASE_WORKER in self.customised:
             self.workers.pop(BASE_WORKER).kill()
+        missing: dict[str, Callable[[], object]] = {}
+        if self.beat is None or not self.beat.alive():
+            missing["beat"] = self.start_beat
+        if self.collector is None or not self.collector.alive():
+            missing["collector"] = self.start_collector
+        if self.api is None or not self.api.alive():
+            missing["api"] = self.start_api
         base = self.workers.get(BASE_WORKER)
         if base is None or not base.alive():
-            self.start_worker(BASE_WORKER)
+            missing["worker"] = lambda: self.start_worker(BASE_WORKER)
+        start_together(missing)
         self._cancel_leftovers()
 
     def _cancel_leftovers(self) -> None:

@@ -15,12 +15,13 @@ import redis
 from devstack.kodo_procs import (
     Stack,
     issue_token,
+    ready_worker,
     start_api,
     start_beat,
     start_collector,
     start_oc_compat,
+    start_together,
     start_worker,
-    wait_worker_ready,
 )
 from devstack.sample_repo import create_sample_repo
 
@@ -57,10 +58,14 @@ def stack(
     s = Stack(env=env, log_dir=root / "logs")
     try:
         start_oc_compat(s, seed=7)
-        wait_worker_ready(start_worker(s))
-        start_beat(s)
-        start_collector(s)
-        start_api(s)
+        start_together(
+            {
+                "worker": lambda: ready_worker(start_worker(s)),
+                "beat": lambda: start_beat(s),
+                "collector": lambda: start_collector(s),
+                "api": lambda: start_api(s),
+            }
+        )
         yield s
     finally:
         s.stop()

@@ -37,12 +37,13 @@ from sqlalchemy import Engine, text
 from devstack.kodo_procs import (
     Stack,
     issue_token,
+    ready_worker,
     start_api,
     start_beat,
     start_collector,
     start_oc_compat,
+    start_together,
     start_worker,
-    wait_worker_ready,
 )
 from devstack.sample_repo import FILES as SAMPLE_FILES
 from devstack.supervisor import Child
@@ -327,19 +328,22 @@ class Hostile:
 
     def start(self) -> None:
         start_oc_compat(self.stack, seed=5)
-        self.worker = start_worker(self.stack, "worker", 4)
-        wait_worker_ready(self.worker)
-        start_beat(self.stack)
-        start_collector(self.stack)
-        start_api(self.stack)
+        started = start_together(
+            {
+                "worker": lambda: ready_worker(start_worker(self.stack, "worker", 4)),
+                "beat": lambda: start_beat(self.stack),
+                "collector": lambda: start_collector(self.stack),
+                "api": lambda: start_api(self.stack),
+            }
+        )
+        self.worker = started["worker"]
         self.http = httpx.Client(base_url=self.stack.api_url, timeout=15.0)
 
     def fresh_worker(self) -> Child:
         """Replace the worker with a new process (a clean memory high-water mark)."""
         self.worker.stop()
         self.stack.procs.remove(self.worker)
-        self.worker = start_worker(self.stack, f"worker-{secrets.token_hex(3)}", 4)
-        wait_worker_ready(self.worker)
+        self.worker = ready_worker(start_worker(self.stack, f"worker-{secrets.token_hex(3)}", 4))
         return self.worker
 
     def stop(self) -> None:

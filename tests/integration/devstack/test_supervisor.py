@@ -29,8 +29,9 @@ time.sleep(600)
 def family(tmp_path: Path, mode: str) -> tuple[int, int, int | None]:
     log = tmp_path / f"{mode}.log"
     child = spawn(mode, [sys.executable, "-c", FAMILY, mode], log)
-    while not log.read_text().strip():
+    while not log.read_text().endswith("\n"):  # the whole line: it may land in pieces
         assert child.alive(), child.log_tail()
+        time.sleep(0.01)
     parent, grandchild = (int(x) for x in log.read_text().split())
     assert parent == child.pid
     return parent, grandchild, child.ticks
