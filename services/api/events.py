@@ -13,6 +13,11 @@ as is; the row is re-read only after the listener reconnects (notifications may 
 been lost) and on a quiet keepalive interval. The stream ends after a terminal status,
 or after any status named in ``?until=``. A re-read that finds the database pool
 exhausted does not end the stream: it is owed, and made on the next wake-up.
+
+A process shutting down ends its streams at once (:func:`drain_streams`): the client
+resumes with ``Last-Event-ID`` against a process that is not, and loses nothing, since
+the stream carries states. Held to the end, streams kept every stop (``kodo down``, a
+deploy) waiting out the graceful timeout.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -64,8 +70,25 @@ def hub_of(app: Flask) -> RunEventHub:
             return hub
         hub = RunEventHub(conninfo_of(api().settings.database_url))
         app.extensions[HUB_EXTENSION] = (os.getpid(), hub)
+        _hubs.add(hub)
+        if _draining.is_set():
+            hub.drain()
     hub.start()
     return hub
+
+
+_hubs: weakref.WeakSet[RunEventHub] = weakref.WeakSet()  # this process's, for draining
+_draining = threading.Event()  # set once: this process is shutting down
+
+
+def drain_streams() -> None:
+    """End every event stream of this process, now and from now on: it is shutting
+    down (:mod:`services.api.serving`)."""
+    with _hub_lock:
+        _draining.set()
+        hubs = list(_hubs)
+    for hub in hubs:
+        hub.drain()
 
 
 def close_events(app: Flask) -> None:
@@ -189,6 +212,8 @@ def stream(
             if slot is not None:
                 slot.refresh()
             woke = sub.wait(min(keepalive_s, OWED_READ_S) if owed else keepalive_s)
+            if woke.closing:  # this process is shutting down: the client resumes elsewhere
+                return
             if still_live is not None and clock() - checked >= keepalive_s:
                 try:
                     if not still_live():

@@ -17,7 +17,7 @@ from shared.config import Settings
 
 _settings = Settings.from_env()
 
-worker_class = "gevent"
+worker_class = "services.api.serving.DrainingGeventWorker"  # gevent, stopping promptly
 workers = _settings.api_workers
 worker_connections = _settings.api_connections  # open sockets per worker, streams included
 keepalive = int(max(1, round(_settings.header_timeout_s)))  # the header read deadline too

@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
+from enum import Enum
 from types import TracebackType
 from typing import Self
 
@@ -57,6 +58,7 @@ class Wakeup:
 
     events: tuple[RunEvent, ...] = ()
     resync: bool = False  # the listener reconnected: changes may have been missed
+    closing: bool = False  # the process is shutting down: end the wait for good
 
     @property
     def changed(self) -> bool:
@@ -92,7 +94,11 @@ def conninfo_of(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-_RESYNC = None  # queued to every subscriber after a (re)connect
+class Mark(Enum):
+    """What a subscriber is told besides events."""
+
+    RESYNC = "resync"  # queued to every subscriber after a (re)connect
+    CLOSING = "closing"  # queued to every subscriber once the hub drains
 
 
 class Subscription:
@@ -101,9 +107,9 @@ class Subscription:
     def __init__(self, hub: RunEventHub, run_id: str) -> None:
         self.hub = hub
         self.run_id = run_id
-        self._inbox: queue.SimpleQueue[RunEvent | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[RunEvent | Mark] = queue.SimpleQueue()
 
-    def deliver(self, item: RunEvent | None) -> None:
+    def deliver(self, item: RunEvent | Mark) -> None:
         self._inbox.put(item)
 
     def wait(self, timeout_s: float) -> Wakeup:
@@ -117,8 +123,8 @@ class Subscription:
                 items.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
-        events = tuple(i for i in items if i is not None)
-        return Wakeup(events=events, resync=len(events) != len(items))
+        events = tuple(i for i in items if isinstance(i, RunEvent))
+        return Wakeup(events=events, resync=Mark.RESYNC in items, closing=Mark.CLOSING in items)
 
     def close(self) -> None:
         self.hub.unsubscribe(self)
@@ -150,6 +156,7 @@ class RunEventHub:
         self._lock = threading.Lock()
         self._listening = threading.Event()
         self._stopping = threading.Event()
+        self._draining = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
@@ -160,9 +167,13 @@ class RunEventHub:
             raise ListenerUnavailable(f"no LISTEN {CHANNEL} connection after {timeout_s}s")
 
     def subscribe(self, run_id: str) -> Subscription:
+        """A subscription to ``run_id``'s events; once draining, one told so at once."""
         sub = Subscription(self, run_id)
         with self._lock:
             self._subs.setdefault(run_id, set()).add(sub)
+            draining = self._draining.is_set()
+        if draining:
+            sub.deliver(Mark.CLOSING)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -176,6 +187,16 @@ class RunEventHub:
     def subscriber_count(self) -> int:
         with self._lock:
             return sum(len(s) for s in self._subs.values())
+
+    def drain(self) -> None:
+        """Tell every subscriber, and every later one, that this process is shutting
+        down: a waiter ends at once instead of holding its connection (and the process)
+        until a deadline. The hub keeps listening for anything still running."""
+        with self._lock:
+            self._draining.set()
+            targets = [sub for subs in self._subs.values() for sub in subs]
+        for sub in targets:
+            sub.deliver(Mark.CLOSING)
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._stopping.set()
@@ -214,4 +235,4 @@ class RunEventHub:
         with self._lock:
             targets = [sub for subs in self._subs.values() for sub in subs]
         for sub in targets:
-            sub.deliver(_RESYNC)
+            sub.deliver(Mark.RESYNC)

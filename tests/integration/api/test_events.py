@@ -297,6 +297,28 @@ def test_a_reconnect_or_a_payload_without_next_action_falls_back_to_one_read() -
     assert reads == ["read"]
 
 
+def test_a_draining_hub_ends_every_stream_and_every_later_one_without_a_read() -> None:
+    """A process shutting down ends its streams at once; the clients resume elsewhere."""
+    hub = RunEventHub("postgresql://unused")
+    open_sub = hub.subscribe("r1")
+    reads: list[str] = []
+
+    def read() -> dict[str, Any]:
+        reads.append("read")
+        return {**SUCCEEDED, "seq": 9}
+
+    body = stream(open_sub, FIRST, read, frozenset(), keepalive_s=5)
+    next(body), next(body)  # the retry block, the first state
+
+    hub.drain()
+
+    assert list(body) == [], "ended, with nothing more sent"
+    later = hub.subscribe("r2")
+    assert later.wait(5).closing, "a stream opened while draining ends at its first wait"
+    assert reads == []
+    assert hub.subscriber_count() == 1  # the ended stream let go of its subscription
+
+
 def test_a_re_read_the_exhausted_pool_refuses_is_owed_not_the_end_of_the_stream() -> None:
     """The keepalive or resync re-read meets the pool's timeout: the stream stays open and
     reads on its next wake-up, so the change the lost notification carried still arrives."""

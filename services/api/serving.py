@@ -1,0 +1,61 @@
+"""The API's gunicorn worker: gevent's, made to stop promptly.
+
+On SIGTERM gunicorn's gevent worker stops accepting and then waits, up to
+``graceful_timeout``, until no connection is left open. Two kinds never close by
+themselves: an event stream (it lasts until its run ends) and an idle keep-alive
+connection (a browser tab, a CLI's pooled client: it is closed only by the header-read
+deadline). So any open UI tab or watcher kept every ``kodo down`` and every deploy
+waiting the whole 10 s. Once stopping, this worker ends every stream (its client resumes
+with ``Last-Event-ID`` against a process that is not stopping: nothing is lost, since a
+stream carries states) and closes every connection that is waiting for its next request.
+A request being served is never cut: it ends, then its connection closes (gunicorn sends
+``Connection: close`` once the worker stops).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import gevent
+from gevent.greenlet import Greenlet
+from gunicorn.workers.ggevent import GeventWorker
+
+DRAIN_POLL_S = 0.1
+
+
+class DrainingGeventWorker(GeventWorker):  # type: ignore[misc]  # gunicorn is untyped
+    """:class:`GeventWorker` that ends streams and idle connections once it stops."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._between_requests: set[Greenlet] = set()
+
+    @contextmanager
+    def timeout_ctx(self) -> Iterator[None]:
+        """The wait for a connection's next request (gunicorn's keep-alive loop reads
+        each request inside this): while in it, the connection serves nothing."""
+        me = gevent.getcurrent()
+        self._between_requests.add(me)
+        try:
+            with super().timeout_ctx():
+                yield
+        finally:
+            self._between_requests.discard(me)
+
+    def run(self) -> None:
+        gevent.spawn(self._drain_once_stopping)
+        super().run()
+
+    def _drain_once_stopping(self) -> None:
+        # Imported here, in the worker: gunicorn loads this class in the master, where
+        # nothing of the app may be imported before gevent patches the worker.
+        from .events import drain_streams
+
+        while self.alive:
+            gevent.sleep(DRAIN_POLL_S)
+        drain_streams()
+        while True:  # a stream that just ended goes back to waiting: close it too
+            for idle in list(self._between_requests):
+                idle.kill(block=False)
+            gevent.sleep(DRAIN_POLL_S)
