@@ -27,7 +27,10 @@ from devstack.supervisor import free_port
 from shared.db.engine import make_engine, make_session_factory
 
 ROOT = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.browser"]  # browser and page fixtures (Debian Chromium)
+pytest_plugins = [
+    "tests.browser",  # browser and page fixtures (Debian Chromium)
+    "tests.chaos.summary",  # the chaos table, printed where the session's results are
+]
 DEFAULT_TEST_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/kodo_test"
 APP_TABLES = (
     "app.artifacts",
@@ -41,6 +44,31 @@ APP_TABLES = (
     "app.metrics_rollup",
     "app.metrics_rollup_state",
 )
+
+
+HEAVIEST_FIRST = ("conformance", "chaos", "e2e", "security", "api_process", "integration", "unit")
+"""The suites by their cost per file (real daemons and whole stacks first): under
+pytest-xdist (``scripts/test``) a single long file handed out last, while the other
+worker has nothing left, sets the run's end."""
+ONE_WORKER = frozenset({"conformance", "chaos"})
+"""Suites whose session fixtures (private Postgres and Redis to crash, the real daemon)
+are worth starting once: each runs whole on one xdist worker. Every other file runs
+whole on one worker, as its module-scoped stack is started once too."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the files heaviest suite first, and give each test its xdist group (its
+    suite or its file): ``--dist loadgroup`` then hands out whole groups in this order."""
+
+    def suite(item: pytest.Item) -> str:
+        return item.path.relative_to(ROOT / "tests").parts[0]
+
+    rank = {name: i for i, name in enumerate(HEAVIEST_FIRST)}  # any other suite: last
+    items.sort(key=lambda item: rank.get(suite(item), len(rank)))  # stable: files stay whole
+    for item in items:
+        name = suite(item)
+        group = name if name in ONE_WORKER else item.path.relative_to(ROOT).as_posix()
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _admin(url: str) -> Engine:

@@ -1,5 +1,5 @@
 """The chaos suite's fixtures: a private stack for the session, a baseline per scenario,
-and the summary table (scenario, runs, lost, duplicated calls, seconds) at the end.
+and each scenario's row of the summary table (printed by :mod:`tests.chaos.summary`).
 
 Run it alone with ``scripts/test tests/chaos -m chaos``.
 """
@@ -23,20 +23,7 @@ from devstack.redis_server import ensure_redis
 from devstack.stack import down
 from devstack.supervisor import free_port
 from tests.chaos.harness import TERMINAL, Chaos, Services
-
-
-@dataclass
-class ScenarioResult:
-    name: str
-    runs: int
-    lost: int
-    duplicated: int
-    seconds: float
-    outcome: str
-    note: str
-
-
-RESULTS: list[ScenarioResult] = []
+from tests.chaos.summary import ScenarioResult
 
 
 @dataclass
@@ -118,28 +105,12 @@ def scenario(chaos: Chaos, request: pytest.FixtureRequest) -> Iterator[Scenario]
         duplicated = chaos.duplicated_calls(current.run_ids)
     except DBAPIError:
         lost = duplicated = -1
-    RESULTS.append(
-        ScenarioResult(
-            name=current.name,
-            runs=len(current.run_ids),
-            lost=lost,
-            duplicated=duplicated,
-            seconds=seconds,
-            outcome=request.node.stash.get(_OUTCOME, "error"),
-            note=current.note,
-        )
-    )
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not RESULTS:
-        return
-    width = max(len("scenario"), *(min(len(r.name), 70) for r in RESULTS))
-    head = f"{'scenario':<{width}}  {'runs':>5}  {'lost':>4}  {'dup calls':>9}  {'seconds':>7}"
-    terminalreporter.section("chaos summary")
-    terminalreporter.write_line(f"{head}  result  note")
-    for r in RESULTS:
-        terminalreporter.write_line(
-            f"{r.name[:70]:<{width}}  {r.runs:>5}  {r.lost:>4}  {r.duplicated:>9}"
-            f"  {r.seconds:>7.1f}  {r.outcome:<6}  {r.note}"
-        )
+    ScenarioResult(
+        name=current.name,
+        runs=len(current.run_ids),
+        lost=lost,
+        duplicated=duplicated,
+        seconds=seconds,
+        outcome=request.node.stash.get(_OUTCOME, "error"),
+        note=current.note,
+    ).attach(request.node)
