@@ -39,8 +39,10 @@ def run_python(
     timeout_s: float = 30,
     cap: int = 1 << 20,
     protected: tuple[str, ...] = (),
+    label: str = "probe",
 ) -> Finished:
-    """``python3 -c code`` in the sandbox the worker would build from ``settings``."""
+    """``python3 -c code`` in the sandbox the worker would build from ``settings``;
+    ``label`` names its cgroup (``kodo-exec-<label>-*``), as a run id does a step's."""
     settings = settings or Settings()
     box = sandbox_of(settings, dict(os.environ))
     assert box.unavailable() is None, box.unavailable()
@@ -52,6 +54,7 @@ def run_python(
         cap=cap,
         protected=protected,
         toolchain=tools,
+        label=label,
     )
 
 

@@ -4,6 +4,7 @@ for the whole command, the child cgroup gone afterwards, and its absence said ou
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -34,10 +35,16 @@ NO_CGROUP = sandbox_of(Settings(), dict(os.environ)).cgroup_unavailable()
 needs_cgroup = pytest.mark.skipif(NO_CGROUP is not None, reason=f"no cgroup here: {NO_CGROUP}")
 
 
-def exec_children() -> set[Path]:
-    """Every per-execution child cgroup that exists now, in every hierarchy kodo uses."""
+def exec_children(label: str) -> set[Path]:
+    """The child cgroups of executions labelled ``label`` (a run id; a test's own tag)
+    that exist now, in every hierarchy kodo uses. Only this test's: other test sessions
+    on the host (another xdist worker's stacks) run commands of their own meanwhile."""
     places = locate(Path("/proc/self/cgroup").read_text(), Path("/proc/self/mountinfo").read_text())
-    return {c for h in places for c in Path(h.directory).glob("kodo-exec-*")}
+    return {c for h in places for c in Path(h.directory).glob(f"kodo-exec-{label}-*")}
+
+
+def own_label() -> str:
+    return f"t{secrets.token_hex(6)}"
 
 
 def held_mb(done: Finished) -> int:
@@ -90,7 +97,7 @@ def test_an_oom_killed_command_fails_the_step_with_the_memory_reason(
     report = step_output(rt, run_id)["memory_cgroup"]
     assert report["oom_kills"] >= 1
     assert report["limit_bytes"] == LIMIT
-    assert exec_children() == set()
+    assert exec_children(run_id) == set()
 
 
 FORKS = """
@@ -120,31 +127,34 @@ def test_the_process_count_is_bounded_by_the_cgroup(worktree: Path) -> None:  # 
 
 @needs_cgroup
 def test_the_child_cgroup_is_gone_after_an_exit_and_after_a_timeout(worktree: Path) -> None:  # noqa: F811
-    before = exec_children()
-    done = run_python("print('hi')", worktree)
+    label = own_label()
+    done = run_python("print('hi')", worktree, label=label)
     assert said(done).strip() == "hi"
     assert isinstance(done.memory_cgroup, dict)
-    assert exec_children() == before
+    assert exec_children(label) == set()
     started = time.monotonic()
     slow = run_python(
         "import subprocess, time; subprocess.Popen(['sleep', '60']); time.sleep(60)",
         worktree,
         timeout_s=2,
+        label=label,
     )
     assert slow.timed_out
     assert time.monotonic() - started < 15
-    assert exec_children() == before
+    assert exec_children(label) == set()
 
 
 @needs_cgroup
 def test_the_child_cgroup_is_gone_after_a_cancel(rt: Runtime, repo: Path) -> None:
     tag = f"{3000 + time.time_ns() % 1000}.555"
     run_id, worker, result = executing_in_background(rt, repo, tag)
-    children = exec_children()
+    children = exec_children(run_id)
     assert children, "the command runs in a child cgroup"
 
     def members() -> set[int]:  # the tag shows in the shim's argv before it joins
-        return {int(p) for c in exec_children() for p in (c / "cgroup.procs").read_text().split()}
+        return {
+            int(p) for c in exec_children(run_id) for p in (c / "cgroup.procs").read_text().split()
+        }
 
     wait_until(members, 10, "the sandbox's processes to be in the child cgroup")
     assert os.getpid() not in members(), "the worker itself never joins the child"
@@ -152,7 +162,7 @@ def test_the_child_cgroup_is_gone_after_a_cancel(rt: Runtime, repo: Path) -> Non
         cancel_run(work, run_id, now=rt.clock.now())
     worker.join(20)
     assert result == ["superseded"]
-    assert exec_children() == set()
+    assert exec_children(run_id) == set()
     assert processes_with(tag) == []
 
 
@@ -181,8 +191,10 @@ def test_without_a_cgroup_required_refuses_and_names_the_rule(
 
 
 def test_off_never_makes_a_cgroup(worktree: Path) -> None:  # noqa: F811
-    before = exec_children() if NO_CGROUP is None else set()
-    done = run_python("print('ran')", worktree, settings=Settings(sandbox_cgroup="off"))
+    label = own_label()
+    done = run_python(
+        "print('ran')", worktree, settings=Settings(sandbox_cgroup="off"), label=label
+    )
     assert said(done).strip() == "ran"
     assert done.memory_cgroup == "off"
-    assert (exec_children() if NO_CGROUP is None else set()) == before
+    assert NO_CGROUP is not None or exec_children(label) == set()
