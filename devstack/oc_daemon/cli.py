@@ -390,7 +390,12 @@ def health(state_dir: str | None) -> None:
         state = daemon.read_state(_state_dir(state_dir))
         if state is None:
             raise click.ClickException("no daemon recorded: run `kodo oc up` first")
-        answer = daemon.probe(state.url, username=state.username, password=state.password)
+        answer = daemon.probe(
+            state.url,
+            username=state.username,
+            password=state.password,
+            timeout_s=daemon.HEALTH_TIMEOUT_S,
+        )
     except (DaemonError, OpenCodeError) as exc:
         raise click.ClickException(f"unhealthy: {exc}") from exc
     click.echo(json.dumps(answer))
