@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -102,19 +103,50 @@ def restart(
     reconnect (and fail meanwhile). Returns the new handle (its pid differs), recorded in
     place of the old one.
     """
-    if not handle.owned or handle.pid is None or handle.name not in _CRASH:
-        raise DevstackError(f"only a Postgres or Redis we started can be restarted: {handle}")
     paths = StackPaths.default(home)
     with state.locked(paths):
-        if state.runs(handle):
-            _stop(handle.pid, handle.name, crash=crash)
+        _take_away(handle, crash=crash)
         time.sleep(down_s)
-        again = (
-            postgres_server.start_again if handle.name == "postgres" else redis_server.start_again
-        )
-        fresh = again(handle, paths, timeout_s=timeout_s)
-        state.record(paths, fresh)
-        return fresh
+        return _bring_back(handle, paths, timeout_s=timeout_s)
+
+
+@contextmanager
+def stopped(
+    handle: ServiceHandle,
+    *,
+    home: Path | None = None,
+    grace_s: float = 10.0,
+    timeout_s: float = 60.0,
+) -> Iterator[None]:
+    """Keep a server we started stopped (gently, as ``down``) for the ``with`` body, then
+    start it again on the same port and record it, as ``restart`` does.
+
+    Unlike ``down`` followed by a bare start, the server stays in the state file, so the
+    stack's ``down`` stops it afterwards: the earlier shape leaked one redis-server per
+    test run. The state lock is not held across the body.
+    """
+    paths = StackPaths.default(home)
+    with state.locked(paths):
+        _take_away(handle, grace_s=grace_s)
+    try:
+        yield
+    finally:
+        with state.locked(paths):
+            _bring_back(handle, paths, timeout_s=timeout_s)
+
+
+def _take_away(handle: ServiceHandle, *, grace_s: float = 10.0, crash: bool = False) -> None:
+    if not handle.owned or handle.pid is None or handle.name not in _CRASH:
+        raise DevstackError(f"only a Postgres or Redis we started can be restarted: {handle}")
+    if state.runs(handle):
+        _stop(handle.pid, handle.name, grace_s=grace_s, crash=crash)
+
+
+def _bring_back(handle: ServiceHandle, paths: StackPaths, *, timeout_s: float) -> ServiceHandle:
+    again = postgres_server.start_again if handle.name == "postgres" else redis_server.start_again
+    fresh = again(handle, paths, timeout_s=timeout_s)
+    state.record(paths, fresh)
+    return fresh
 
 
 def _stop(pid: int, name: str, *, grace_s: float = 10.0, crash: bool = False) -> None:

@@ -184,13 +184,17 @@ def alive(pid: int, ticks: int | None = None) -> bool:
     if pid <= 0:  # 0 and -1 would name our own group, or every process
         return False
     proc = _SPAWNED.get(pid)
-    if proc is not None and proc.poll() is not None:
-        _SPAWNED.pop(pid, None)
-        return False
-    if proc is None:
-        with contextlib.suppress(ChildProcessError):  # not our child: its parent reaps it
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return False
+    if proc is not None:
+        # Our own child: waitpid alone decides. A later look at /proc could see it die
+        # after the poll, call it gone and leave it unreaped (a zombie, and a "still
+        # running" ResourceWarning from its Popen at exit).
+        if proc.poll() is not None:
+            _SPAWNED.pop(pid, None)
+            return False
+        return ticks is None or start_ticks(pid) == ticks
+    with contextlib.suppress(ChildProcessError):  # not our child: its parent reaps it
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

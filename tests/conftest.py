@@ -10,14 +10,16 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from devstack.handle import ServiceHandle
@@ -146,9 +148,26 @@ def engine(database_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def sessions(engine: Engine) -> sessionmaker[Session]:
     """A session factory on a database emptied before the test."""
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(APP_TABLES)} RESTART IDENTITY CASCADE"))
+    empty_app_tables(engine)
     return make_session_factory(engine)
+
+
+def empty_app_tables(engine: Engine, tables: Sequence[str] = APP_TABLES) -> None:
+    """TRUNCATE ``tables``, again if Postgres broke a deadlock by failing it.
+
+    A module's API or worker process may still be reading (a UI page, a watcher's poll):
+    the TRUNCATE takes its tables' locks one by one, a reader holding one of them while it
+    waits for another deadlocks with it, and Postgres cancels one side, sometimes ours.
+    No lock order avoids that for every reader's order, so the TRUNCATE is tried again.
+    """
+    for attempt in range(3):
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+            return
+        except DBAPIError as err:
+            if attempt == 2 or not isinstance(err.orig, psycopg.errors.DeadlockDetected):
+                raise
 
 
 @pytest.fixture

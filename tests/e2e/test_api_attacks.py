@@ -20,11 +20,10 @@ import httpx
 import pytest
 from redis import Redis
 
-from devstack.handle import ServiceHandle, StackPaths
+from devstack.handle import ServiceHandle
 from devstack.kodo_procs import Stack, issue_token, start_api
-from devstack.redis_server import start_again
 from devstack.sample_repo import create_sample_repo
-from devstack.stack import down
+from devstack.stack import stopped
 from tests.conftest import own_redis
 from tests.waiting import wait_until
 
@@ -38,11 +37,6 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceHandl
     """A Redis of this module's own: a test stops it mid-run."""
     with own_redis("kodo-attack-redis-") as handle_and_home:
         yield handle_and_home
-
-
-@pytest.fixture(scope="module")
-def redis_home(own: tuple[ServiceHandle, Path]) -> Path:
-    return own[1]
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +166,7 @@ def test_oversize_and_too_many_headers_are_refused_before_the_app(stack: Stack) 
 
 
 def test_the_api_fails_closed_while_redis_is_gone_and_healthz_says_so(
-    stack: Stack, redis_home: Path, queued_run: str
+    stack: Stack, own: tuple[ServiceHandle, Path], queued_run: str
 ) -> None:
     """Attack: take Redis away (it holds the rate limits and stream slots). Intents and
     streams are refused (never admitted uncounted); /healthz answers fast, naming redis;
@@ -180,17 +174,14 @@ def test_the_api_fails_closed_while_redis_is_gone_and_healthz_says_so(
     token = bearer(stack)
     repo = create_sample_repo(Path(stack.env["KODO_REPO_ROOTS"]) / "noredis")
     body = {"repo": str(repo), "goal": "Add a docstring"}
-    (handle,) = down(home=redis_home, grace_s=5.0)
-    try:
-        with client(stack, token) as http:
-            began = time.monotonic()
-            health = http.get("/healthz")
-            health_s = time.monotonic() - began
-            intent = http.post("/intents", json=body)
-            stream = http.get(f"/runs/{queued_run}/events")
-            read = http.get(f"/runs/{queued_run}")
-    finally:
-        start_again(handle, StackPaths.default(redis_home), timeout_s=20)
+    redis, redis_home = own
+    with stopped(redis, home=redis_home, grace_s=5.0, timeout_s=20), client(stack, token) as http:
+        began = time.monotonic()
+        health = http.get("/healthz")
+        health_s = time.monotonic() - began
+        intent = http.post("/intents", json=body)
+        stream = http.get(f"/runs/{queued_run}/events")
+        read = http.get(f"/runs/{queued_run}")
     assert health.status_code == 503
     assert health.json()["failed"] == ["redis"]
     assert health_s < 5

@@ -19,15 +19,23 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from redis import Redis
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from devstack.sample_repo import create_sample_repo
 from services.cli import upstate
 from services.cli.main import cli
+from tests.conftest import empty_app_tables
 
 CLI_REDIS_DB = 9
 KODO = Path(sys.executable).parent / "kodo"
-RUN_TABLES = "app.artifacts, app.opencode_calls, app.plan_approvals, app.step_runs, app.runs"
+RUN_TABLES = (
+    "app.artifacts",
+    "app.opencode_calls",
+    "app.plan_approvals",
+    "app.step_runs",
+    "app.runs",
+    "app.intents",
+)
 
 
 def with_db(redis_url: str, db: int) -> str:
@@ -42,8 +50,7 @@ def cli_redis_url(redis_url: str) -> str:
 
 def clean(engine: Engine, broker: str) -> None:
     """Empty the run tables and the broker db (ours alone: db 9)."""
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {RUN_TABLES}, app.intents RESTART IDENTITY CASCADE"))
+    empty_app_tables(engine, RUN_TABLES)
     client = Redis.from_url(broker)
     client.flushdb()
     client.close()

@@ -15,13 +15,13 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from devstack import binaries, pgurl, state, supervisor
+from devstack import binaries, pgurl, redis_server, state, supervisor
 from devstack.cli import stack
 from devstack.database import ensure_database, migrate, recreate_database
 from devstack.handle import DevstackError, StackPaths
 from devstack.postgres_server import ensure_postgres
 from devstack.redis_server import ensure_redis
-from devstack.stack import down, status
+from devstack.stack import down, status, stopped
 from shared.config import Settings
 
 pytestmark = pytest.mark.integration
@@ -101,6 +101,38 @@ def test_private_redis_starts_answers_and_stops(home: Path) -> None:
     assert not supervisor.alive(started.pid)
     assert _ping(LIVE.redis_url), "the reused server must be untouched"
     assert state.load(StackPaths(home)) == []
+
+
+def test_a_server_kept_stopped_for_a_block_comes_back_recorded_so_down_stops_it(
+    home: Path,
+) -> None:
+    started = ensure_redis(f"redis://127.0.0.1:{supervisor.free_port()}/0", home=home)
+    assert started.pid is not None
+
+    with stopped(started, home=home, grace_s=5.0, timeout_s=20):
+        assert not supervisor.alive(started.pid)
+        assert not redis_server.answers(started.url)
+
+    [back] = state.load(StackPaths(home))
+    assert back.url == started.url
+    assert back.pid not in (None, started.pid)
+    assert _ping(started.url)
+    assert [h.pid for h in down(home=home)] == [back.pid]
+    assert back.pid is not None
+    assert not supervisor.alive(back.pid)
+
+
+def test_a_server_kept_stopped_comes_back_even_when_the_block_raises(home: Path) -> None:
+    started = ensure_redis(f"redis://127.0.0.1:{supervisor.free_port()}/0", home=home)
+
+    with (
+        pytest.raises(RuntimeError, match="the body failed"),
+        stopped(started, home=home, grace_s=5.0, timeout_s=20),
+    ):
+        raise RuntimeError("the body failed")
+
+    assert _ping(started.url)
+    assert [h.url for h in state.load(StackPaths(home))] == [started.url]
 
 
 def test_a_recorded_pid_started_at_another_time_is_never_signalled(home: Path) -> None:
