@@ -192,6 +192,14 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
             unit="count",
         ),
         Row(
+            "  one-statement reads outside a transaction (autocommit)",
+            sql_worker.get("autocommit_commits", 0)
+            + sql_worker.get("autocommit_rollbacks", 0)
+            + sql_api.get("autocommit_commits", 0)
+            + sql_api.get("autocommit_rollbacks", 0),
+            unit="count",
+        ),
+        Row(
             "pool checkouts per run",
             sql_worker.get("checkouts", 0) + sql_api.get("checkouts", 0),
             unit="count",

@@ -14,14 +14,18 @@ import os
 import re
 import threading
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.pool import Pool
 
 ENABLE = "KODO_COUNT_SQL"
 DIRECTORY = "KODO_SQL_COUNT_DIR"
+TRACE = "KODO_SQL_TRACE"
+"""A directory: also append every transaction's statements there, one line each with
+its thread, to ``<role>-<pid>.trace`` (what a run's transactions are, in order)."""
 FLUSH_S = 0.2
 
 _SHAPE = re.compile(
@@ -68,6 +72,19 @@ def _on_statement(
     with _lock:
         _counts["statements"] += 1
         _counts[label] += 1
+    if _trace:
+        _trace_line(" ".join(statement.split())[:240])
+
+
+_trace: list[Any] = []
+
+
+def _trace_line(text: str) -> None:
+    line = f"{threading.current_thread().name}\t{text}\n"
+    with _lock:
+        if _trace:
+            _trace[0].write(line)
+            _trace[0].flush()
 
 
 def snapshot() -> dict[str, int]:
@@ -87,20 +104,49 @@ def _flush_forever(path: Path) -> None:
             last = now
 
 
+def _on_transaction(what: str, conn: Connection) -> None:
+    """Count a transaction's begin, commit or rollback; on an AUTOCOMMIT connection (the
+    API's one-statement reads) SQLAlchemy still signals them, but nothing is sent to
+    Postgres: those count apart, so "transactions" are the ones Postgres saw."""
+    sent = conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT"
+    _bump(f"{what}s" if sent else f"autocommit_{what}s")
+    if _trace:
+        _trace_line(what.upper() if sent else f"({what}: autocommit, nothing sent)")
+
+
+_LISTENERS: list[tuple[Any, str, Any]] = [
+    (Engine, "before_cursor_execute", _on_statement),
+    *((Engine, what, partial(_on_transaction, what)) for what in ("begin", "commit", "rollback")),
+    (Pool, "checkout", lambda *_a: _bump("checkouts")),
+    (Pool, "connect", lambda *_a: _bump("connects")),
+]
+
+
+def listen() -> None:
+    """Register the class-level listeners, once per process (they survive a fork)."""
+    if _state["listening"]:
+        return
+    for target, name, fn in _LISTENERS:
+        event.listen(target, name, fn)
+    _state["listening"] = 1
+
+
+def unlisten() -> None:
+    """Remove them again (a test that listened in a shared process)."""
+    if not _state["listening"]:
+        return
+    for target, name, fn in _LISTENERS:
+        event.remove(target, name, fn)
+    _state["listening"] = 0
+
+
 def install(directory: Path, role: str) -> None:
     """Count from now on in this process and publish the totals under ``directory``.
 
     Listeners survive a fork (registered once); a forked child starts from zero and
     publishes under its own pid.
     """
-    if not _state["listening"]:
-        event.listen(Engine, "before_cursor_execute", _on_statement)
-        event.listen(Engine, "begin", lambda _c: _bump("begins"))
-        event.listen(Engine, "commit", lambda _c: _bump("commits"))
-        event.listen(Engine, "rollback", lambda _c: _bump("rollbacks"))
-        event.listen(Pool, "checkout", lambda *_a: _bump("checkouts"))
-        event.listen(Pool, "connect", lambda *_a: _bump("connects"))
-        _state["listening"] = 1
+    listen()
     if _state["publisher_pid"] == os.getpid():
         return
     with _lock:
@@ -109,6 +155,19 @@ def install(directory: Path, role: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{role}-{os.getpid()}.json"
     threading.Thread(target=_flush_forever, args=(path,), daemon=True, name="sqlcount").start()
+    if os.environ.get(TRACE):
+        trace_to(Path(os.environ[TRACE]) / f"{role}-{os.getpid()}.trace")
+
+
+def trace_to(path: Path | None) -> None:
+    """Append this process's statements and transaction marks to ``path`` from now on
+    (None: stop). The listeners must be installed (:func:`listen`)."""
+    with _lock:
+        if _trace:
+            _trace.pop().close()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _trace.append(path.open("a"))
 
 
 def install_from_env(role: str) -> None:
