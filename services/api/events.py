@@ -30,6 +30,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request, stream_with_context
@@ -45,7 +46,7 @@ from shared.errors import InvalidInput, NotFound
 
 from .auth import credential_still_live, current_principal
 from .errors import error_response
-from .state import api
+from .state import api, state_of
 from .stream_slots import RETRY_AFTER_S, Slot, StreamSlots, TooManyStreams
 
 events_bp = Blueprint("events", __name__)
@@ -68,9 +69,13 @@ def hub_of(app: Flask) -> RunEventHub:
         if isinstance(found, tuple) and found[0] == os.getpid():
             hub: RunEventHub = found[1]
             return hub
-        hub = RunEventHub(conninfo_of(api().settings.database_url))
+        state = state_of(app)
+        hub = RunEventHub(conninfo_of(state.settings.database_url))
         app.extensions[HUB_EXTENSION] = (os.getpid(), hub)
         _hubs.add(hub)
+        # A test builds and closes many apps in one process: each one's listening thread
+        # stops with it, not at the session's end against a database already dropped.
+        state.on_close(partial(_close_hub, app.extensions, hub))
         if _draining.is_set():
             hub.drain()
     hub.start()
@@ -91,12 +96,13 @@ def drain_streams() -> None:
         hub.drain()
 
 
-def close_events(app: Flask) -> None:
-    """Stop the app's hub, if one was started (tests build many apps in one process)."""
+def _close_hub(extensions: dict[str, Any], hub: RunEventHub) -> None:
+    """Stop ``hub``, and forget it if the app still names it (not a later fork's)."""
     with _hub_lock:
-        found = app.extensions.pop(HUB_EXTENSION, None)
-    if isinstance(found, tuple) and isinstance(found[1], RunEventHub):
-        found[1].close()
+        found = extensions.get(HUB_EXTENSION)
+        if isinstance(found, tuple) and found[1] is hub:
+            del extensions[HUB_EXTENSION]
+    hub.close()
 
 
 def parse_until(raw: str | None) -> frozenset[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from celery import Celery
@@ -29,6 +30,7 @@ class ApiState:
     app_version: str
     owns_celery: bool
     _autocommit: Engine = field(init=False, repr=False)
+    _closers: list[Callable[[], None]] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -43,8 +45,16 @@ class ApiState:
         """One request's transaction; its messages go to the broker after it commits."""
         return UnitOfWork(self.sessions, CelerySender(self.celery))
 
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Run ``closer`` when the state closes: what a request started for the app's
+        lifetime (the event hub's listening thread) stops with it."""
+        self._closers.append(closer)
+
     def close(self) -> None:
-        """Release pools the factory opened; a Celery app passed in belongs to the caller."""
+        """Release pools the factory opened and stop what was started for the app; a
+        Celery app passed in belongs to the caller."""
+        while self._closers:
+            self._closers.pop()()
         self.redis.close()
         if self.owns_celery:
             self.celery.close()

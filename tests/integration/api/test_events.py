@@ -7,7 +7,6 @@ notifies, the API's listener wakes the stream, the stream re-reads the row.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +21,8 @@ from werkzeug.test import TestResponse
 
 from services.api import events
 from services.api.auth import credential_still_live
-from services.api.events import close_events, hub_of, stream
+from services.api.events import hub_of, stream
+from services.api.state import state_of
 from shared.db.events import RunEvent, RunEventHub, parse_payload
 from shared.db.models import Run
 from shared.service.tokens import Role, revoke_token
@@ -31,12 +31,6 @@ from tests.factories import RunFactory
 from tests.integration.api.conftest import issue_token
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _stop_listener(app: Flask) -> Iterator[None]:
-    yield
-    close_events(app)
 
 
 FIRST = {
@@ -458,3 +452,18 @@ def test_streams_of_one_token_share_its_liveness_check_for_a_beat(
 
     assert answers == [True] * 50
     assert len(reads) == 1
+
+
+def test_closing_the_apps_state_stops_its_event_listener(app: Flask) -> None:
+    """The hub's LISTEN thread lives as long as the app: closing the app's state stops it
+    (a process that built and dropped apps kept their threads reconnecting forever)."""
+    with app.app_context():
+        hub = hub_of(app)
+    listener = hub._thread
+    assert listener is not None
+    assert listener.is_alive()
+
+    state_of(app).close()
+
+    assert not listener.is_alive()
+    assert events.HUB_EXTENSION not in app.extensions

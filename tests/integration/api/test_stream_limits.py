@@ -13,7 +13,6 @@ from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.api.app import create_app
-from services.api.events import close_events
 from services.api.state import state_of
 from services.api.stream_slots import StreamSlots, TooManyStreams
 from shared.clock import FixedClock
@@ -40,7 +39,6 @@ def limited(settings: Settings, redis_url: str) -> Iterator[Flask]:
     )
     app = create_app(tight, clock=FixedClock(NOW))
     yield app
-    close_events(app)
     state_of(app).close()
 
 
