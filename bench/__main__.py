@@ -168,8 +168,20 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
     # versus what kodo adds around it: the floor no orchestration can go under.
     work_cpu = phases.work_cpu(cpu)
     own_cpu = total_cpu - work_cpu
+    bare = bfirst.get("cpu_ms_per_run", {}).get("workers")
     rows += [
         Row("CPU per run, all processes", total_cpu),
+        # kodo's workers run the steps' own code too (git excluded); bare Celery's four
+        # stub tasks only pay for being delivered: its figure over 4 is the cost of one
+        # delivery on this machine now, which kodo pays for each of its deliveries.
+        Row("  CPU per run, Celery workers (bare: 4 stub tasks)", cpu.get("kodo_worker"), bare),
+        Row("  CPU per task delivery, bare Celery", None if bare is None else bare / 4),
+        Row(
+            "  task deliveries per run, kodo (BRPOPs, 300 at once)",
+            counts["redis"].get("brpop"),
+            4.0,
+            unit="count",
+        ),
         *(Row(f"  CPU per run, {role}", ms) for role, ms in cpu.items() if ms >= 1),
         Row("  of which kodo itself (API, workers, Postgres, Redis)", own_cpu),
         Row(

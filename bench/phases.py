@@ -48,6 +48,11 @@ def worker_rss(bench: Bench) -> tuple[float, float]:
     return peak_rss_mb(pids)
 
 
+def _workers_cpu_ms(bench: Bench) -> float:
+    """CPU milliseconds so far of the bench's current workers and their children."""
+    return sum(sum(cpu_ms(pid)) for proc in bench.workers for pid in descendants(proc.popen.pid))
+
+
 def cmdline(pid: int) -> bytes:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -141,7 +146,13 @@ def baseline(bench: Bench, workers: int, runs: int, latency_runs: int, pool: str
         lat = baseline_phase.latency(app, latency_runs)
         client = Redis.from_url(bench.baseline_redis_url)
         before = redis_commands(client)
+        cpu_before = _workers_cpu_ms(bench)
         phase.figures["runs_per_s"] = baseline_phase.throughput(app, runs)
+        # The same Celery workers' CPU for each run's four tasks (their results included):
+        # what a delivery costs with no step work at all.
+        phase.figures["cpu_ms_per_run"] = {
+            "workers": round((_workers_cpu_ms(bench) - cpu_before) / runs, 2)
+        }
         after = redis_commands(client)
         phase.figures["redis_per_run"] = round(
             sum(after.values()) / runs - sum(before.values()) / runs, 1

@@ -32,6 +32,9 @@ ROWS = (
     "cache hit L2 (ledger) p50",
     "worker peak RSS, largest process (2 workers)",
     "SQL statements per run (workers)",
+    "  one-statement reads outside a transaction (autocommit)",
+    "  CPU per run, Celery workers (bare: 4 stub tasks)",
+    "  CPU per task delivery, bare Celery",
     "Redis commands per run",
 )
 THINK_RUNS = 20
@@ -109,6 +112,7 @@ def test_a_small_benchmark_prints_its_table_and_writes_json(
     assert figures["submit->waiting p50"]["kodo"] > 0
     assert figures["submit->waiting p50"]["baseline"] > 0
     assert figures["SQL statements per run (workers)"]["kodo"] > 0
+    assert figures["  CPU per run, Celery workers (bare: 4 stub tasks)"]["baseline"] > 0
     assert [k["completed"] for k in body["kodo"]] == [4], "every run in flight finished"
 
     peer_rows = {r["metric"]: r for r in body["peers"]["rows"]}
