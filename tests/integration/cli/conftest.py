@@ -24,18 +24,12 @@ from sqlalchemy import Engine
 from devstack.sample_repo import create_sample_repo
 from services.cli import upstate
 from services.cli.main import cli
-from tests.conftest import empty_app_tables
+from tests.conftest import APP_TABLES, empty_app_tables
 
 CLI_REDIS_DB = 9
 KODO = Path(sys.executable).parent / "kodo"
-RUN_TABLES = (
-    "app.artifacts",
-    "app.opencode_calls",
-    "app.plan_approvals",
-    "app.step_runs",
-    "app.runs",
-    "app.intents",
-)
+RUN_TABLES = APP_TABLES[: APP_TABLES.index("app.intents") + 1]
+"""Every run's rows and their intents; not the stack's token, which outlives a test."""
 
 
 def with_db(redis_url: str, db: int) -> str:
