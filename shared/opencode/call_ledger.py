@@ -1,5 +1,6 @@
 """The call ledger on Postgres (``app.opencode_calls`` through LedgerRepo): one
-transaction per method, as the exactly-once protocol needs."""
+transaction per method that writes, as the exactly-once protocol needs; a method that
+reads one statement runs it outside a transaction."""
 
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ class PostgresCallLedger:
     def _ledger(self) -> Iterator[LedgerRepo]:
         """The ledger in a transaction of its own: one per method."""
         with unit_of_work(self.sessions) as s:
+            yield LedgerRepo(s)
+
+    @contextmanager
+    def _single_read(self) -> Iterator[LedgerRepo]:
+        """The ledger for ONE read-only statement, outside any transaction (AUTOCOMMIT):
+        Postgres runs it on its own snapshot, as a one-statement transaction would, without
+        the BEGIN and COMMIT round trips. Never for statements that must agree."""
+        with self.sessions() as s:
+            s.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             yield LedgerRepo(s)
 
     def claim(
@@ -64,7 +74,7 @@ class PostgresCallLedger:
             return ledger.mark_sent(op_key)
 
     def awaits_collection(self, op_key: str) -> bool:
-        with self._ledger() as ledger:
+        with self._single_read() as ledger:
             return ledger.awaits_collection(op_key)
 
     def note_rejected(self, op_key: str, reason: str) -> None:
@@ -72,11 +82,11 @@ class PostgresCallLedger:
             ledger.note_rejected(op_key, reason)
 
     def sessions_in_doubt(self, run_id: str, step_id: str) -> list[tuple[str, str | None]]:
-        with self._ledger() as ledger:
+        with self._single_read() as ledger:
             return ledger.sessions_in_doubt(run_id, step_id)
 
     def read(self, op_key: str) -> AgedRecord | None:
-        with self._ledger() as ledger:
+        with self._single_read() as ledger:
             return ledger.get_aged(op_key)
 
     def finish(
