@@ -105,9 +105,9 @@ def restart(
     """
     paths = StackPaths.default(home)
     with state.locked(paths):
-        _take_away(handle, crash=crash)
+        current = _take_away(handle, paths, crash=crash)
         time.sleep(down_s)
-        return _bring_back(handle, paths, timeout_s=timeout_s)
+        return _bring_back(current, paths, timeout_s=timeout_s)
 
 
 @contextmanager
@@ -123,23 +123,42 @@ def stopped(
 
     Unlike ``down`` followed by a bare start, the server stays in the state file, so the
     stack's ``down`` stops it afterwards: the earlier shape leaked one redis-server per
-    test run. The state lock is not held across the body.
+    test run. The state lock is not held across the body. ``handle`` names the server
+    by what it was started for: after a first ``stopped`` (or ``restart``) the same
+    handle reaches the server running now, not the pid it was given.
     """
     paths = StackPaths.default(home)
     with state.locked(paths):
-        _take_away(handle, grace_s=grace_s)
+        current = _take_away(handle, paths, grace_s=grace_s)
     try:
         yield
     finally:
         with state.locked(paths):
-            _bring_back(handle, paths, timeout_s=timeout_s)
+            _bring_back(current, paths, timeout_s=timeout_s)
 
 
-def _take_away(handle: ServiceHandle, *, grace_s: float = 10.0, crash: bool = False) -> None:
-    if not handle.owned or handle.pid is None or handle.name not in _CRASH:
+def _take_away(
+    handle: ServiceHandle, paths: StackPaths, *, grace_s: float = 10.0, crash: bool = False
+) -> ServiceHandle:
+    """Stop the server the state file records for ``handle``'s request; that entry.
+
+    The recorded entry, not ``handle``: a handle kept across an earlier restart names a
+    pid that is gone, and trusting it would stop nothing, then start a second server on
+    the port the first still holds (its answer looks like the new one's) and record the
+    dead pid, leaking the live server."""
+    current = next(
+        (
+            entry
+            for entry in state.load(paths)
+            if entry.name == handle.name and entry.requested_url == handle.requested_url
+        ),
+        None,
+    )
+    if current is None or current.pid is None or current.name not in _CRASH:
         raise DevstackError(f"only a Postgres or Redis we started can be restarted: {handle}")
-    if state.runs(handle):
-        _stop(handle.pid, handle.name, grace_s=grace_s, crash=crash)
+    if state.runs(current):
+        _stop(current.pid, current.name, grace_s=grace_s, crash=crash)
+    return current
 
 
 def _bring_back(handle: ServiceHandle, paths: StackPaths, *, timeout_s: float) -> ServiceHandle:

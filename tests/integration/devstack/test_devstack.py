@@ -122,6 +122,35 @@ def test_a_server_kept_stopped_for_a_block_comes_back_recorded_so_down_stops_it(
     assert not supervisor.alive(back.pid)
 
 
+def test_a_handle_kept_across_a_stop_reaches_the_server_running_now(home: Path) -> None:
+    """The handle a caller keeps names the pid it was started with; a second ``stopped``
+    must still stop the server that runs now, and leave exactly one behind for ``down``."""
+    started = ensure_redis(f"redis://127.0.0.1:{supervisor.free_port()}/0", home=home)
+    with stopped(started, home=home, grace_s=5.0, timeout_s=20):
+        pass
+    [first_back] = state.load(StackPaths(home))
+    assert first_back.pid is not None
+
+    with stopped(started, home=home, grace_s=5.0, timeout_s=20):
+        assert not supervisor.alive(first_back.pid)
+        assert not redis_server.answers(started.url)
+
+    [second_back] = state.load(StackPaths(home))
+    assert second_back.pid not in (None, started.pid, first_back.pid)
+    assert [h.pid for h in down(home=home)] == [second_back.pid]
+    assert not redis_server.answers(started.url)
+
+
+def test_a_server_not_in_the_state_file_is_refused(home: Path) -> None:
+    started = ensure_redis(f"redis://127.0.0.1:{supervisor.free_port()}/0", home=home)
+    down(home=home)
+    with (
+        pytest.raises(DevstackError, match="only a Postgres or Redis we started"),
+        stopped(started, home=home),
+    ):
+        pass
+
+
 def test_a_server_kept_stopped_comes_back_even_when_the_block_raises(home: Path) -> None:
     started = ensure_redis(f"redis://127.0.0.1:{supervisor.free_port()}/0", home=home)
 
