@@ -21,7 +21,7 @@ from .baseline_app import make_app
 from .calls import measure_calls
 from .kodo_phase import Driver, Timing, finished_steps, step_times
 from .stack import Bench, start_workers, stop_workers
-from .stats import cpu_ms, descendants, peak_rss_mb, percentile
+from .stats import cpu_ms, descendants, peak_rss_mb, percentile, tree_cpu_ms
 
 WARMUP_RUNS = 3
 
@@ -50,7 +50,7 @@ def worker_rss(bench: Bench) -> tuple[float, float]:
 
 def _workers_cpu_ms(bench: Bench) -> float:
     """CPU milliseconds so far of the bench's current workers and their children."""
-    return sum(sum(cpu_ms(pid)) for proc in bench.workers for pid in descendants(proc.popen.pid))
+    return sum(tree_cpu_ms(proc.popen.pid) for proc in bench.workers)
 
 
 def cmdline(pid: int) -> bytes:

@@ -48,7 +48,7 @@ from devstack.supervisor import free_port
 
 from .report import Row, at_most
 from .stack import Bench
-from .stats import cpu_ms, descendants, reset_peak_rss, vm_hwm_kb
+from .stats import descendants, reset_peak_rss, tree_cpu_ms, vm_hwm_kb
 
 LLM_SEED = 0
 DAEMON_ROLE = "opencode daemons"  # their CPU, beside the stack's roles
@@ -85,10 +85,6 @@ def _status_kb(pid: int, key: str) -> int:
     except OSError:
         return 0
     return 0
-
-
-def _tree_cpu_ms(pid: int) -> float:
-    return sum(sum(cpu_ms(p)) for p in descendants(pid))
 
 
 def _tree_rss_mb(pid: int) -> float:
@@ -153,7 +149,7 @@ class RealDaemons:
         with sessions() as s:
             last = s.execute(text("SELECT coalesce(max(id), 0) FROM app.opencode_calls")).scalar()
         return Before(
-            cpu_ms={d.url: _tree_cpu_ms(d.pid) for d in self.daemons},
+            cpu_ms={d.url: tree_cpu_ms(d.pid) for d in self.daemons},
             rss_mb={d.url: _tree_rss_mb(d.pid) for d in self.daemons},
             peak_reset=reset,
             ledger_id=int(last or 0),
@@ -177,7 +173,7 @@ class RealDaemons:
             recorded = [r for r in rows if r.daemon == d.url and r.status == "succeeded"]
             left, check_error = self._sessions_left(d, recorded)
             mine = [r for r in rows if r.daemon == d.url]
-            spent = _tree_cpu_ms(d.pid) - before.cpu_ms[d.url]
+            spent = tree_cpu_ms(d.pid) - before.cpu_ms[d.url]
             peak = _tree_peak_mb(d.pid)
             held = most_at_once([(r.started_at, r.ended) for r in mine if r.started_at])
             grown = peak - before.rss_mb[d.url]

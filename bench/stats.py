@@ -72,3 +72,8 @@ def cpu_ms(pid: int) -> tuple[float, float]:
     fields = [int(f) for f in raw.rsplit(")", 1)[1].split()[11:15]]  # utime stime cutime cstime
     tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
     return ((fields[0] + fields[1]) * tick_ms, (fields[2] + fields[3]) * tick_ms)
+
+
+def tree_cpu_ms(pid: int) -> float:
+    """CPU ms so far of ``pid`` and every process under it (with their reaped children)."""
+    return sum(sum(cpu_ms(p)) for p in descendants(pid))

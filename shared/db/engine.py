@@ -76,6 +76,17 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+@contextmanager
+def single_statement(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session for ONE read-only statement, outside any transaction (AUTOCOMMIT):
+    Postgres runs it on its own snapshot, as a one-statement transaction would, without
+    the BEGIN and COMMIT round trips; the pool resets the connection at check-in. Never
+    for statements that must agree with each other."""
+    with factory() as session:
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        yield session
+
+
 _LAZY_COMMIT = text("SET LOCAL synchronous_commit = off")
 
 

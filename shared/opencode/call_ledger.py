@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db.engine import unit_of_work
+from shared.db.engine import single_statement, unit_of_work
 from shared.db.repos.ledger import LedgerRepo
 from shared.domain.budget import Estimate
 from shared.domain.call_record import AgedRecord
@@ -35,11 +35,8 @@ class PostgresCallLedger:
 
     @contextmanager
     def _single_read(self) -> Iterator[LedgerRepo]:
-        """The ledger for ONE read-only statement, outside any transaction (AUTOCOMMIT):
-        Postgres runs it on its own snapshot, as a one-statement transaction would, without
-        the BEGIN and COMMIT round trips. Never for statements that must agree."""
-        with self.sessions() as s:
-            s.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        """The ledger for one read-only statement, outside a transaction."""
+        with single_statement(self.sessions) as s:
             yield LedgerRepo(s)
 
     def claim(
