@@ -62,6 +62,7 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
     beat = first["beat_approve_to_applying_ms"]
     sql_worker = exact["sql"]["worker"]
     sql_api = exact["sql"]["api"]
+    provider = exact.get("provider", {})  # sequential, complete runs: exact per run
 
     def ends(kind: str) -> float:
         """Transactions ended (``kind`` "": sent ones; "autocommit_": signalled only)."""
@@ -226,6 +227,11 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
             sum(counts["redis"].values()),
             base[-1].figures["redis_per_run"],
             unit="count",
+        ),
+        Row("HTTP requests to the provider per run", sum(provider.values()), unit="count"),
+        *(
+            Row(f"  {route}", n, unit="count")
+            for route, n in sorted(provider.items(), key=lambda kv: -kv[1])
         ),
     ]
     return rows

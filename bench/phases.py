@@ -99,10 +99,11 @@ def cpu_by_role(bench: Bench, sessions: sessionmaker[Session]) -> defaultdict[st
 
 @dataclass
 class Counts:
-    """SQL (per role) and Redis command totals at one moment."""
+    """SQL (per role), Redis command and provider request totals at one moment."""
 
     sql: dict[str, Counter[str]]
     redis: Counter[str]
+    provider: Counter[str]  # oc-compat's requests by route ("POST /session", ...)
 
     @classmethod
     def take(cls, bench: Bench) -> Counts:
@@ -110,6 +111,7 @@ class Counts:
         return cls(
             sql={r: sqlcount.collect(bench.sql_dir, r) for r in ("worker", "api")},
             redis=redis_commands(bench.redis()),
+            provider=Counter(bench.oc("GET", "/__kodo/stats")["by_route"]),
         )
 
     def per_run(self, later: Counts, runs: int) -> dict[str, Any]:
@@ -120,6 +122,7 @@ class Counts:
         return {
             "sql": {r: delta(self.sql[r], later.sql[r]) for r in self.sql},
             "redis": delta(self.redis, later.redis),
+            "provider": delta(self.provider, later.provider),
         }
 
 

@@ -12,7 +12,9 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -60,6 +62,13 @@ class Bench:
 
     def redis(self) -> Redis:
         return Redis.from_url(self.redis_url)
+
+    def oc(self, method: str, path: str) -> dict[str, Any]:
+        """One request to oc-compat's own endpoints (``/__kodo/stats``, ``/__kodo/reset``)."""
+        reply = httpx.request(method, f"{self.stack.oc_url}{path}", timeout=30.0)
+        reply.raise_for_status()
+        body = reply.json()
+        return body if isinstance(body, dict) else {"ok": body}
 
 
 def start_redis(stack: Stack) -> str:

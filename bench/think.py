@@ -27,7 +27,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from .kodo_phase import GOAL, Driver, SubmitError, Timing
@@ -134,13 +133,6 @@ async def _drive(
     )
 
 
-def _oc(bench: Bench, method: str, path: str) -> dict[str, Any]:
-    reply = httpx.request(method, f"{bench.stack.oc_url}{path}", timeout=30.0)
-    reply.raise_for_status()
-    body = reply.json()
-    return body if isinstance(body, dict) else {"ok": body}
-
-
 def think(
     bench: Bench,
     sessions: sessionmaker[Session],
@@ -162,14 +154,14 @@ def think(
         pids = kodo_pids(bench, KODO_ROLES if real is None else REAL_KODO_ROLES)
         reset = all(reset_peak_rss(pid) for group in pids.values() for pid in group)
         if real is None:
-            _oc(bench, "POST", "/__kodo/reset")
+            bench.oc("POST", "/__kodo/reset")
         else:
             daemons_before = real.begin(sessions)
         cpu_before = cpu_by_role(bench, sessions)
         result = asyncio.run(_drive(bench, sessions, runs, think_ms, deadline_s, submit_limit))
         cpu_after = cpu_by_role(bench, sessions)
         if real is None:
-            oc_stats = _oc(bench, "GET", "/__kodo/stats")
+            oc_stats = bench.oc("GET", "/__kodo/stats")
             provider: dict[str, Any] = {"provider": "compat"}
         else:
             daemons = real.end(sessions, daemons_before)

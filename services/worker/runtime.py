@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.clock import Clock, SystemClock
 from shared.config import Settings
 from shared.db.engine import make_engine, make_session_factory
-from shared.opencode.call_ledger import PostgresCallLedger
+from shared.opencode.call_ledger import PostgresCallLedger, record_answers_in
+from shared.opencode.calls import UnrecordedAnswers
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.daemons import DaemonPool
 from shared.opencode.exactly_once import ExactlyOnceCalls
@@ -39,6 +40,12 @@ class Runtime:
     def uow(self) -> UnitOfWork:
         """One task's transaction; its messages go to the broker after it commits."""
         return UnitOfWork(self.sessions, CelerySender(self.celery))
+
+    @staticmethod
+    def record_answers_in(session: Session, unrecorded: UnrecordedAnswers) -> None:
+        """Write a delivery's waiting answers in the transaction of ``session`` (the
+        ledger is reached here, not from the steps: see the import contracts)."""
+        record_answers_in(session, unrecorded)
 
     def close(self) -> None:
         self.oc.close()

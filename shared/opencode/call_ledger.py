@@ -16,7 +16,12 @@ from shared.domain.budget import Estimate
 from shared.domain.call_record import AgedRecord
 from shared.domain.step_lease import StepLease
 from shared.domain.vocab import CallStatus
-from shared.opencode.calls import CallOutcome, StructuredCall
+from shared.opencode.calls import (
+    CallOutcome,
+    StructuredCall,
+    UnrecordedAnswers,
+    collected_elsewhere,
+)
 from shared.service.steps import hold_lease
 
 
@@ -90,17 +95,33 @@ class PostgresCallLedger:
         self, op_key: str, outcome: CallOutcome, *, from_status: CallStatus = CallStatus.CLAIMED
     ) -> bool:
         with self._ledger() as ledger:
-            return ledger.finish(
-                op_key,
-                status=outcome.status,
-                now=outcome.now,
-                duration_ms=outcome.duration_ms,
-                response=outcome.response,
-                usage=outcome.usage,
-                error_name=outcome.error_name,
-                error=outcome.error,
-                from_status=from_status,
-            )
+            return _finish_in(ledger, op_key, outcome, from_status)
+
+
+def _finish_in(
+    ledger: LedgerRepo, op_key: str, outcome: CallOutcome, from_status: CallStatus
+) -> bool:
+    return ledger.finish(
+        op_key,
+        status=outcome.status,
+        now=outcome.now,
+        duration_ms=outcome.duration_ms,
+        response=outcome.response,
+        usage=outcome.usage,
+        error_name=outcome.error_name,
+        error=outcome.error,
+        from_status=from_status,
+    )
+
+
+def record_answers_in(session: Session, unrecorded: UnrecordedAnswers) -> None:
+    """Record the answers waiting in ``unrecorded`` in the caller's transaction (the one
+    that records the step's outcome); call ``unrecorded.settle()`` once it commits.
+    Raises CallSuperseded if another delivery recorded one first."""
+    ledger = LedgerRepo(session)
+    for answer in unrecorded.pending:
+        if not _finish_in(ledger, answer.op_key, answer.outcome, CallStatus.SENT):
+            raise collected_elsewhere(answer.op_key)
 
 
 def _claim_in(

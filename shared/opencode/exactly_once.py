@@ -45,8 +45,11 @@ from shared.opencode.calls import (
     OutcomeUnknown,
     StructuredCall,
     StructuredResult,
+    UnrecordedAnswer,
+    UnrecordedAnswers,
     bounded_error,
     bounded_record,
+    collected_elsewhere,
 )
 from shared.opencode.confinement import RULES as CONFINEMENT_RULES
 from shared.opencode.daemons import Daemon, DaemonPool
@@ -183,6 +186,7 @@ class ExactlyOnceCalls:
         lease: StepLease | None = None,
         prepare: Callable[[], None] | None = None,
         seen: StepLedger | None = None,
+        unrecorded: UnrecordedAnswers | None = None,
     ) -> StructuredResult:
         """Answer ``call`` exactly once per op_key; raise CallFailed if it has no valid answer.
 
@@ -201,6 +205,10 @@ class ExactlyOnceCalls:
         gets its session before its claim, recorded with it (no ``mark_started``
         transaction); not with ``prepare``, whose reset aborts the step's sessions in
         doubt. Without ``seen``, every call is claimed first, as a replay may be.
+
+        ``unrecorded``: a good answer this delivery collects from a sent call is left
+        there, its row still ``sent``, for the caller to record with the step's outcome
+        (see UnrecordedAnswers); without it, every outcome is recorded here.
         """
         key = call.op_key
         bound = log.bind(
@@ -210,6 +218,8 @@ class ExactlyOnceCalls:
             attempt=call.attempt,
             agent=call.agent,
         )
+        if unrecorded is not None:
+            self.flush(unrecorded)  # an earlier attempt's answer precedes this call's claim
         hit = self.l1.get(key)
         if hit is not None:
             bound.info("oc.cache_hit", cache="l1")
@@ -236,8 +246,11 @@ class ExactlyOnceCalls:
             if not won and opened is not None:  # another delivery's call: never prompted
                 self._forget(opened[0], opened[1], call.directory)
         if not won:
-            result = self._recorded(call, recorded)
-            bound.info("oc.cache_hit", cache="l2")
+            result = self._recorded(call, recorded, unrecorded)
+            # a recorded answer, or a sent call's answer collected now
+            bound.info(
+                "oc.cache_hit" if result.cache == "l2" else "oc.collected", cache=result.cache
+            )
             return result
         result = self._call(call, key, prepare, opened)
         bound.info("oc.call", cache="miss", tokens=result.usage.get("total_tokens"))
@@ -346,8 +359,10 @@ class ExactlyOnceCalls:
         reply: PromptReply,
         started: float,
         from_status: CallStatus,
+        unrecorded: UnrecordedAnswers | None = None,
     ) -> StructuredResult:
-        """Judge the turn that ended with ``reply`` and record the outcome (once)."""
+        """Judge the turn that ended with ``reply`` and record the outcome (once); a good
+        answer of a sent call is left in ``unrecorded`` instead, if given."""
         trail: list[dict[str, Any]] | None = None
         try:
             error = classify_info_error(reply.info)
@@ -382,21 +397,45 @@ class ExactlyOnceCalls:
             )
             self._forget(daemon, session_id, call.directory)
             raise failed from exc
+        response = redact(self._response_record(reply, usage, trail))
+
+        def settle() -> None:
+            self._forget(daemon, session_id, call.directory)
+            self.l1.put(key, {"answer": answer, "usage": usage})
+
+        if unrecorded is not None and from_status is CallStatus.SENT:
+            outcome = self._outcome(CallStatus.SUCCEEDED, started, response=response, usage=usage)
+            unrecorded.pending.append(UnrecordedAnswer(key, outcome, settle))
+            return StructuredResult(key, answer, "miss", usage)
         self._record(
             key,
             CallStatus.SUCCEEDED,
             started,
-            response=redact(self._response_record(reply, usage, trail)),
+            response=response,
             usage=usage,
             from_status=from_status,
         )
-        self._forget(daemon, session_id, call.directory)
-        self.l1.put(key, {"answer": answer, "usage": usage})
+        settle()
         return StructuredResult(key, answer, "miss", usage)
+
+    def flush(self, unrecorded: UnrecordedAnswers) -> None:
+        """Record the answers left in ``unrecorded``, each in its own transaction (a
+        verdict on one, or the next claim, is about to be written); raise CallSuperseded
+        if another delivery recorded one first (this delivery was fenced off)."""
+        for answer in unrecorded.take():
+            if not self.ledger.finish(answer.op_key, answer.outcome, from_status=CallStatus.SENT):
+                raise collected_elsewhere(answer.op_key)
+            answer.settle()
 
     # -- a sent call: collect its answer, or park until it comes ----------------------
 
-    def _collect(self, call: StructuredCall, row: CallRecord, age: float) -> StructuredResult:
+    def _collect(
+        self,
+        call: StructuredCall,
+        row: CallRecord,
+        age: float,
+        unrecorded: UnrecordedAnswers | None = None,
+    ) -> StructuredResult:
         """The answer of a ``sent`` call if its turn ended; else CallPending (park), or
         ``timed_out`` (aborted) once ``timeout_s`` passed since it was sent."""
         key = call.op_key
@@ -407,7 +446,7 @@ class ExactlyOnceCalls:
         daemon = self.pool.of(row.daemon)
         try:
             try:
-                return self._collected(call, row, daemon, session_id, age, started)
+                return self._collected(call, row, daemon, session_id, age, started, unrecorded)
             except OpenCodeError as exc:
                 # The daemon cannot say (unreachable, restarting): wait for the deadline.
                 if age < self.timeout_s:
@@ -440,6 +479,7 @@ class ExactlyOnceCalls:
         session_id: str,
         age: float,
         started: float,
+        unrecorded: UnrecordedAnswers | None,
     ) -> StructuredResult:
         directory = call.directory
         client = daemon.client
@@ -516,7 +556,9 @@ class ExactlyOnceCalls:
                 kind=_kind_of(unanswered),
                 from_status=CallStatus.SENT,
             )
-        return self._judge(call, call.op_key, daemon, session_id, reply, started, CallStatus.SENT)
+        return self._judge(
+            call, call.op_key, daemon, session_id, reply, started, CallStatus.SENT, unrecorded
+        )
 
     def _forget(self, daemon: Daemon, session_id: str | None, directory: str) -> None:
         """Delete a finished call's session from the daemon (its memory grows with every
@@ -573,7 +615,12 @@ class ExactlyOnceCalls:
 
     # -- a claim lost to an earlier (or concurrent) caller ---------------------------
 
-    def _recorded(self, call: StructuredCall, first: AgedRecord | None = None) -> StructuredResult:
+    def _recorded(
+        self,
+        call: StructuredCall,
+        first: AgedRecord | None = None,
+        unrecorded: UnrecordedAnswers | None = None,
+    ) -> StructuredResult:
         """Return what the ledger recorded for the call, waiting out a live claim and
         collecting a sent call's answer (``first``: the row the lost claim read)."""
         key = call.op_key
@@ -585,7 +632,7 @@ class ExactlyOnceCalls:
                 raise CallFailed(key, "missing", "ledger row vanished", kind="unknown")
             row, age = found  # aged by the ledger's clock: another host wrote the claim
             if row.status == CallStatus.SENT:
-                return self._collect(call, row, age)
+                return self._collect(call, row, age, unrecorded)
             if row.status != CallStatus.CLAIMED:
                 return self._from_record(row)
             # A claim older than any live call could be belongs to a dead worker.
@@ -707,14 +754,8 @@ class ExactlyOnceCalls:
         late = (
             CallStatus.SUCCEEDED_LATE if status is CallStatus.SUCCEEDED else CallStatus.FAILED_LATE
         )
-        outcome = CallOutcome(
-            status,
-            self.clock.now(),
-            self._elapsed_ms(started),
-            response=response,
-            usage=usage,
-            error_name=error_name,
-            error=error,
+        outcome = self._outcome(
+            status, started, response=response, usage=usage, error_name=error_name, error=error
         )
         if self.ledger.finish(key, outcome, from_status=from_status):
             return
@@ -729,6 +770,26 @@ class ExactlyOnceCalls:
         raise CallSuperseded(
             f"provider call {key[:12]} finished ({status}) after another delivery declared it"
             f" unknown: recorded {found}, not used (rule: a run acts on one outcome per op_key)"
+        )
+
+    def _outcome(
+        self,
+        status: CallStatus,
+        started: float,
+        *,
+        response: dict[str, Any] | None,
+        usage: dict[str, Any] | None,
+        error_name: str | None = None,
+        error: str | None = None,
+    ) -> CallOutcome:
+        return CallOutcome(
+            status,
+            self.clock.now(),
+            self._elapsed_ms(started),
+            response=response,
+            usage=usage,
+            error_name=error_name,
+            error=error,
         )
 
     def _abort_quietly(self, daemon: Daemon, session_id: str, directory: str) -> None:

@@ -15,7 +15,12 @@ from typing import Any, Protocol, Self
 from shared.domain.call_record import AgedRecord, StepLedger
 from shared.domain.step_lease import StepLease
 from shared.domain.vocab import CallStatus
-from shared.opencode.calls import CallOutcome, StructuredCall, StructuredResult
+from shared.opencode.calls import (
+    CallOutcome,
+    StructuredCall,
+    StructuredResult,
+    UnrecordedAnswers,
+)
 from shared.opencode.errors import OpenCodeError
 from shared.opencode.events import OcEvent
 from shared.opencode.messages import ModelRef, PromptReply
@@ -193,11 +198,18 @@ class StructuredCalls(Protocol):
         lease: StepLease | None = None,
         prepare: Callable[[], None] | None = None,
         seen: StepLedger | None = None,
+        unrecorded: UnrecordedAnswers | None = None,
     ) -> StructuredResult:
         """``prepare`` runs only when this delivery is about to send the call (the claim
         is won), before the session is made; an OpenCodeError it raises fails the call.
-        ``seen``: what the step's delivery read of its calls with its lease (see
-        ExactlyOnceCalls.prompt_structured)."""
+        ``seen``: what the step's delivery read of its calls with its lease;
+        ``unrecorded``: where a collected answer waits to be recorded with the step's
+        outcome (see ExactlyOnceCalls.prompt_structured)."""
+        ...
+
+    def flush(self, unrecorded: UnrecordedAnswers) -> None:
+        """Record the answers waiting in ``unrecorded`` now (CallSuperseded: another
+        delivery recorded one first)."""
         ...
 
     def reject(self, op_key: str, reason: str) -> None:

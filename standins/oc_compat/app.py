@@ -93,6 +93,8 @@ class CompatState:
             self.by_session: Counter[str] = Counter()
             self.by_text: Counter[str] = Counter()
             self.by_title: Counter[str] = Counter()
+            # "METHOD /route/<rule>": what a client costs the daemon, request by request.
+            self.by_route: Counter[str] = Counter()
             # The most prompts held at once since the reset: a poller of ``in_flight``
             # can miss a peak, the server cannot (the bench's think-time phase reads it).
             self.held_peak = self.held
@@ -107,6 +109,7 @@ class CompatState:
                 "by_session": dict(self.by_session),
                 "by_text_sha256": dict(self.by_text),
                 "by_title": dict(self.by_title),
+                "by_route": dict(self.by_route),
                 "in_flight": {
                     sid: len(s.in_flight) for sid, s in self.sessions.items() if s.in_flight
                 },
@@ -236,6 +239,11 @@ def create_app(state: CompatState) -> Flask:
 
     @app.before_request
     def _auth() -> Response | None:
+        rule = request.url_rule
+        route = f"{request.method} {rule.rule if rule is not None else '(no route)'}"
+        if not request.path.startswith("/__kodo/"):
+            with state.lock:
+                state.by_route[route] += 1
         if _authorized(config):
             return None
         response = _error(401, "UnauthorizedError", "Unauthorized")

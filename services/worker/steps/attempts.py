@@ -29,9 +29,20 @@ PromptFor = Callable[[int, list[str]], str]
 
 class AttemptLoop:
     def __init__(
-        self, ctx: StepContext, step: StepId, agent: str, schema: dict[str, Any], directory: str
+        self,
+        ctx: StepContext,
+        step: StepId,
+        agent: str,
+        schema: dict[str, Any],
+        directory: str,
+        *,
+        record_with_outcome: bool = False,
     ) -> None:
+        """``record_with_outcome``: the step only judges an answer before returning its
+        outcome (no git, no other IO between), so a collected answer is recorded in the
+        outcome's transaction (``StepContext.unrecorded``) rather than in one of its own."""
         self.ctx = ctx
+        self.unrecorded = ctx.unrecorded if record_with_outcome else None
         self.step = step
         self.agent = agent
         self.schema = schema
@@ -66,7 +77,11 @@ class AttemptLoop:
                 # The claim checks the lease in its own transaction: a run cancelled
                 # meanwhile stops here (StepAbandoned) before anything is paid for.
                 result = self.ctx.rt.oc.prompt_structured(
-                    call, lease=self.ctx.lease, prepare=prepare, seen=self.ctx.ledger
+                    call,
+                    lease=self.ctx.lease,
+                    prepare=prepare,
+                    seen=self.ctx.ledger,
+                    unrecorded=self.unrecorded,
                 )
             except CallFailed as exc:
                 self.records.append(
@@ -125,12 +140,18 @@ class AttemptLoop:
         the verdict is recorded on its ledger row, so a replay reaches the same one."""
         self.records[-1].update(status="rejected", error=reason)
         self.rejected.append(reason)
-        self.ctx.rt.oc.reject(str(self.records[-1]["op_key"]), reason)
+        self._verdict(reason)
 
     def refuse(self, reason: str) -> None:
         """The last answer broke a rule: the step fails closed on it, now and on replay."""
         self.records[-1].update(status="refused")
-        self.ctx.rt.oc.reject(str(self.records[-1]["op_key"]), REFUSED + reason)
+        self._verdict(REFUSED + reason)
+
+    def _verdict(self, reason: str) -> None:
+        """Record the verdict on the last answer's row (the answer first, if it waits)."""
+        if self.unrecorded is not None:
+            self.ctx.rt.oc.flush(self.unrecorded)
+        self.ctx.rt.oc.reject(str(self.records[-1]["op_key"]), reason)
 
     def failure(self, what: str, **diagnostic: Any) -> StepOutcome:
         error = self.refused or self.fatal or self._exhausted(what)

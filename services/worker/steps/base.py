@@ -14,7 +14,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Protocol
 
 import structlog
@@ -33,7 +33,7 @@ from shared.domain.run_machine import RunStatus, StepId, Transition
 from shared.domain.step_contract import step_contract_version
 from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.domain.step_outcome import ArtifactOut, RuleRefusal, StepOutcome
-from shared.opencode.calls import CallPending, CallSuperseded
+from shared.opencode.calls import CallPending, CallSuperseded, UnrecordedAnswers
 from shared.opencode.ports import StructuredCalls
 from shared.service.messages import Deliver, RunStep
 from shared.service.repo_pin import observe_repo
@@ -81,6 +81,8 @@ class StepContext(EnteredStep):
 
     rt: StepPorts
     leases: LeaseHolder
+    # Answers collected by this delivery, recorded with its outcome (UnrecordedAnswers).
+    unrecorded: UnrecordedAnswers = field(default_factory=UnrecordedAnswers)
 
     @classmethod
     def entered(cls, step: EnteredStep, rt: StepPorts, leases: LeaseHolder) -> StepContext:
@@ -246,9 +248,11 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody, task_id: s
     try:
         with LeaseKeeper(ctx):
             outcome = _guarded(ctx, body)
-    except CallPending as pending:
+    except CallPending as pending:  # (a call's claim records any answer still waiting)
         return _park(rt, ctx.lease, pending)
     except (StepAbandoned, CallSuperseded) as exc:
+        # An answer still waiting is not recorded: its row stays ``sent`` and its session
+        # is kept, so the delivery that took over collects it (unpaid).
         bound.warning("step.abandoned", reason=str(exc))
         return "superseded"
     except OperationalError:
@@ -269,8 +273,8 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody, task_id: s
             f"{type(exc).__name__}: {exc}", {"traceback": traceback.format_exc()}
         )
     try:
-        move, outcome = _record_or_refusal(rt, ctx.lease, outcome, _routing(ctx))
-    except StepSuperseded:
+        move, outcome = _record_or_refusal(rt, ctx.lease, outcome, _routing(ctx), ctx.unrecorded)
+    except (StepSuperseded, CallSuperseded):
         bound.warning("step.superseded")
         return "superseded"
     bound.info("step.finished", ok=outcome.ok, to_status=move.to_status.value)
@@ -337,7 +341,11 @@ def _routing(ctx: StepContext) -> Routing:
 
 
 def _record_or_refusal(
-    rt: Runtime, lease: StepLease, outcome: StepOutcome, routing: Routing
+    rt: Runtime,
+    lease: StepLease,
+    outcome: StepOutcome,
+    routing: Routing,
+    unrecorded: UnrecordedAnswers,
 ) -> tuple[Transition, StepOutcome]:
     """Record the outcome; if the database refuses it (a rule), record a failure instead.
 
@@ -345,29 +353,47 @@ def _record_or_refusal(
     refusal simply raised would leave the step running, and every redelivery would do
     the work again and be refused the same way: a wedged run. A refusal is not an
     outage (those still raise, and the task retries), so the step fails closed with a
-    diagnostic naming what the database said and what it refused.
+    diagnostic naming what the database said and what it refused. The answers waiting
+    to be recorded with the outcome are recorded on their own first: if the database
+    refuses those too, they stay ``sent`` (their sessions kept) for the deadline sweep.
     """
     try:
-        return _record(rt, lease, outcome, routing), outcome
+        return _record(rt, lease, outcome, routing, unrecorded), outcome
     except (OperationalError, InterfaceError):
         raise
     except DBAPIError as exc:
         refused = exc
     log.error("step.record_refused", error=str(refused.orig))
+    try:
+        rt.oc.flush(unrecorded)
+    except (OperationalError, InterfaceError):
+        raise
+    except DBAPIError as exc:
+        log.error("step.answer_record_refused", error=str(exc.orig))
+        unrecorded.take()
     failure = refused_outcome(outcome, refused)
-    return _record(rt, lease, failure, routing), failure
+    return _record(rt, lease, failure, routing, unrecorded), failure
 
 
-def _record(rt: Runtime, lease: StepLease, outcome: StepOutcome, routing: Routing) -> Transition:
-    """Record ``outcome`` in one unit of work; the step the machine names next is sent
-    only after it commits (a lost send is re-sent by the reconciler, from the rows)."""
+def _record(
+    rt: Runtime,
+    lease: StepLease,
+    outcome: StepOutcome,
+    routing: Routing,
+    unrecorded: UnrecordedAnswers,
+) -> Transition:
+    """Record ``outcome``, and the answers it was judged from, in one unit of work; the
+    step the machine names next is sent only after it commits (a lost send is re-sent
+    by the reconciler, from the rows), and the answers' sessions are deleted then."""
     with rt.uow() as uow:
+        rt.record_answers_in(uow.session, unrecorded)
         move = record_outcome(uow.session, lease, outcome, rt.clock.now(), routing)
         if move.dispatch is not None:
             uow.send_after_commit(RunStep(move.dispatch, lease.run_id))
         if move.to_status is RunStatus.SUCCEEDED and rt.settings.deliver_remote:
             uow.send_after_commit(Deliver(lease.run_id))
-        return move
+    unrecorded.settle()
+    return move
 
 
 def _pin_refusal(ctx: StepContext) -> StepOutcome | None:

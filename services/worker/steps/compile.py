@@ -62,7 +62,14 @@ def _plan(ctx: StepContext, policy: Policy, worktree: Worktree, git: Stopwatch) 
             f"round_input: {exc}", {"rule": "round_input", "round": ctx.round}
         )
     revision = None if request is None or ctx.plan is None else (ctx.plan, request.comment)
-    loop = AttemptLoop(ctx, StepId.COMPILE, "plan", PLAN_OUTPUT_SCHEMA, str(worktree.path))
+    loop = AttemptLoop(
+        ctx,
+        StepId.COMPILE,
+        "plan",
+        PLAN_OUTPUT_SCHEMA,
+        str(worktree.path),
+        record_with_outcome=True,  # the plan is judged and returned, nothing else
+    )
     for result in loop.answers(
         lambda n, rejected: compile_prompt(ctx.goal, n, rejected, revision=revision)
     ):

@@ -52,7 +52,14 @@ def decide_step(ctx: StepContext) -> StepOutcome:
         exchanges = _exchanges(ctx)
     except RoundInputError as exc:
         return StepOutcome.failed(f"round_input: {exc}", {"rule": "round_input"})
-    loop = AttemptLoop(ctx, StepId.DECIDE, "plan", BUILD_OUTPUT_SCHEMA, str(ctx.worktree_path))
+    loop = AttemptLoop(
+        ctx,
+        StepId.DECIDE,
+        "plan",
+        BUILD_OUTPUT_SCHEMA,
+        str(ctx.worktree_path),
+        record_with_outcome=True,  # the decision is judged and returned, nothing else
+    )
     for result in loop.answers(
         lambda n, rejected: decide_prompt(
             ctx.goal,

@@ -15,7 +15,7 @@ from typing import Any
 from services.worker.runtime import Runtime
 from shared.domain.call_record import StepLedger
 from shared.domain.step_lease import StepLease
-from shared.opencode.calls import StructuredCall, StructuredResult
+from shared.opencode.calls import StructuredCall, StructuredResult, UnrecordedAnswers
 from shared.opencode.ports import StructuredCalls
 from shared.service.steps import StepLeases
 from standins.oc_compat import edits
@@ -39,11 +39,14 @@ class HostileModel:
         lease: StepLease | None = None,
         prepare: Callable[[], None] | None = None,
         seen: StepLedger | None = None,
+        unrecorded: UnrecordedAnswers | None = None,
     ) -> StructuredResult:
         self.prompts.append(call)
         answer = self.scripts.get(call.step_id)
         if answer is None:
-            return self.real.prompt_structured(call, lease=lease, prepare=prepare, seen=seen)
+            return self.real.prompt_structured(
+                call, lease=lease, prepare=prepare, seen=seen, unrecorded=unrecorded
+            )
         if lease is not None:  # held as the real claim would, before answering
             StepLeases(self.rt.sessions).hold(lease)
         if prepare is not None:
@@ -58,6 +61,9 @@ class HostileModel:
 
     def reject(self, op_key: str, reason: str) -> None:
         return None  # its answers never reach the ledger: nothing to record a verdict on
+
+    def flush(self, unrecorded: UnrecordedAnswers) -> None:
+        self.real.flush(unrecorded)
 
     def quiesce(self, run_id: str, step_id: str, directory: str) -> None:
         self.real.quiesce(run_id, step_id, directory)

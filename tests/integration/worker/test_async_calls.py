@@ -31,6 +31,7 @@ from shared.domain.step_lease import StepLease
 from shared.opencode.call_ledger import PostgresCallLedger
 from shared.opencode.calls import StructuredCall
 from shared.opencode.client import OpenCodeClient
+from shared.opencode.errors import OpenCodeError
 from shared.service.collection import wake_steps
 from shared.service.messages import InMemorySender, RunStep
 from shared.service.runs import cancel_run
@@ -181,8 +182,9 @@ def test_a_woken_step_takes_its_parked_lease_in_one_statement(
 def test_a_woken_step_reads_its_parked_call_with_its_lease_and_collects_it_without_a_claim(
     async_rt: Runtime, client: OpenCodeClient, repo: Path
 ) -> None:
-    """The call's row comes with the snapshot that takes the lease: the woken delivery is
-    three transactions (enter, the answer, the outcome), no claim between them."""
+    """The call's row comes with the snapshot that takes the lease, and CompileST records
+    the answer with the plan: the woken delivery is two transactions (enter; the answer
+    and the outcome), no claim between them."""
     rt = async_rt
     run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=300]")
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
@@ -225,8 +227,48 @@ def test_a_woken_step_reads_its_parked_call_with_its_lease_and_collects_it_witho
     finally:
         remove(rt.engine, "before_cursor_execute", seen)
     assert not [s for s in statements if s.startswith("INSERT INTO app.opencode_calls")]
-    assert len(commits) == 3, statements
+    assert len(commits) == 2, statements
+    assert statements[2:] == [
+        "UPDATE app.opencode_calls SET",  # the answer, in the outcome's transaction
+        "INSERT INTO app.artifacts",
+        "UPDATE app.step_runs SET",
+        "UPDATE app.runs SET",
+    ]
     assert _calls(rt, run_id)[0]["status"] == "succeeded"
+    with pytest.raises(OpenCodeError) as gone:  # deleted once the answer was recorded
+        client.get_session(call["session_id"], directory=str(repo))
+    assert gone.value.status == 404
+
+
+def test_an_answer_whose_outcome_never_committed_is_collected_again_unpaid(
+    make_rt: RuntimeFactory, client: OpenCodeClient, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The woken delivery records the answer with the outcome: a worker that dies before
+    that commit leaves the row ``sent`` and the session kept, so the next delivery reads
+    the same answer from the daemon instead of paying for another."""
+    rt = make_rt(oc_async=True, step_lease_s=1)
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=200]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+    wait_until(_collector(rt, client, InMemorySender()).reconcile, 10, "the turn to end")
+    [call] = _calls(rt, run_id)
+
+    class WorkerKilled(BaseException):
+        """Stands for the process dying inside the outcome's transaction."""
+
+    def killed(*_args: object, **_kwargs: object) -> None:
+        raise WorkerKilled
+
+    monkeypatch.setattr("services.worker.steps.base.record_outcome", killed)
+    with pytest.raises(WorkerKilled):
+        run_step(rt, StepId.COMPILE, run_id, compile_step)
+    monkeypatch.undo()
+    assert _calls(rt, run_id)[0]["status"] == "sent"  # rolled back with the outcome
+    assert client.get_session(str(call["session_id"]), directory=str(repo))["id"]  # kept
+    wait_lease_lapsed(rt, run_id, StepId.COMPILE)
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    assert [c["status"] for c in _calls(rt, run_id)] == ["succeeded"]
+    stats = httpx.get(f"{client.base_url}/__kodo/stats").json()
+    assert stats["by_session"][call["session_id"]] == 1  # one prompt, collected twice
 
 
 @pytest.mark.parametrize("woken_before", ["before it was marked sent", "after, before the park"])

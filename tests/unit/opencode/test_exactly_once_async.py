@@ -20,7 +20,13 @@ from shared.domain.run_machine import StepId
 from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.domain.vocab import CallStatus
 from shared.opencode.cache import LruCache
-from shared.opencode.calls import CallFailed, CallPending, StructuredCall
+from shared.opencode.calls import (
+    CallFailed,
+    CallPending,
+    CallSuperseded,
+    StructuredCall,
+    UnrecordedAnswers,
+)
 from shared.opencode.exactly_once import ExactlyOnceCalls
 from shared.opencode.messages import ModelRef, PromptReply
 from tests.fakes.agent import FakeAgent, ScriptedTurn, tokens
@@ -505,3 +511,85 @@ def test_a_session_made_for_a_refused_claim_is_deleted_and_nothing_sent() -> Non
     assert agent.sent == []
     assert agent.deleted == ["ses_fake1"]
     assert _call().op_key not in ledger.rows
+
+
+# -- an answer recorded with the step's outcome (UnrecordedAnswers) -------------------
+
+
+def _collected_unrecorded(
+    agent: FakeAgent, ledger: InMemoryLedger
+) -> tuple[ExactlyOnceCalls, UnrecordedAnswers, str]:
+    pending = _send(agent, ledger)
+    agent.release(pending.session_id)
+    ledger.wake(pending.session_id)
+    calls, unrecorded = _calls(agent, ledger), UnrecordedAnswers()
+    result = calls.prompt_structured(_call(), unrecorded=unrecorded)
+    assert (result.answer, result.cache) == (ANSWER, "miss")
+    return calls, unrecorded, pending.session_id
+
+
+def test_a_collected_answer_waits_for_the_outcome_with_its_row_sent_and_its_session_kept() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = InMemoryLedger()
+    _, unrecorded, _ = _collected_unrecorded(agent, ledger)
+    [waiting] = unrecorded.pending
+    assert waiting.op_key == _call().op_key
+    assert waiting.outcome.status == CallStatus.SUCCEEDED
+    assert waiting.outcome.response is not None
+    assert waiting.outcome.response["structured"] == ANSWER
+    assert waiting.outcome.usage is not None
+    assert waiting.outcome.usage["total_tokens"] == 70
+    # Until the outcome commits, a worker that dies leaves it collectable, unpaid:
+    assert ledger.status(_call().op_key) == CallStatus.SENT
+    assert agent.deleted == []
+    again = _calls(agent, ledger).prompt_structured(_call())
+    assert again.answer == ANSWER
+    assert len(agent.sent) == 1
+
+
+def test_settling_after_the_commit_deletes_the_session_and_caches_the_answer() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = InMemoryLedger()
+    calls, unrecorded, session_id = _collected_unrecorded(agent, ledger)
+    waiting = unrecorded.pending[0]
+    assert ledger.finish(waiting.op_key, waiting.outcome, from_status=CallStatus.SENT)
+    unrecorded.settle()  # what the runner does once the outcome's transaction committed
+    assert unrecorded.pending == []
+    assert agent.deleted == [session_id]
+    assert calls.prompt_structured(_call()).cache == "l1"
+
+
+def test_the_next_attempts_claim_records_a_waiting_answer_first() -> None:
+    turn = ScriptedTurn(answer=ANSWER, session_tokens=tokens(70))
+    agent = _held(turn)
+    agent.script.append(turn)  # the second attempt's turn
+    ledger = InMemoryLedger()
+    calls, unrecorded, session_id = _collected_unrecorded(agent, ledger)
+    with pytest.raises(CallPending):
+        calls.prompt_structured(_call(attempt=2), unrecorded=unrecorded)
+    assert ledger.status(_call().op_key) == CallStatus.SUCCEEDED
+    assert unrecorded.pending == []
+    assert session_id in agent.deleted
+
+
+def test_a_waiting_answer_another_delivery_recorded_first_supersedes_this_one() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = InMemoryLedger()
+    calls, unrecorded, _ = _collected_unrecorded(agent, ledger)
+    other = _calls(agent, ledger).prompt_structured(_call())  # a delivery that took over
+    assert other.answer == ANSWER
+    with pytest.raises(CallSuperseded, match="collected by another delivery"):
+        calls.flush(unrecorded)
+    assert ledger.status(_call().op_key) == CallStatus.SUCCEEDED
+
+
+def test_a_failed_answer_is_recorded_at_once_whatever_the_caller_offers() -> None:
+    agent = _held(ScriptedTurn(answer={"next_action": "nonsense"}, session_tokens=tokens(9)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.release(pending.session_id)
+    unrecorded = UnrecordedAnswers()
+    with pytest.raises(CallFailed):
+        _calls(agent, ledger).prompt_structured(_call(), unrecorded=unrecorded)
+    assert unrecorded.pending == []
+    assert ledger.status(_call().op_key) == CallStatus.FAILED
