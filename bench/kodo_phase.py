@@ -1,7 +1,8 @@
 """Driving kodo through its public HTTP API, waiting on SSE instead of polling.
 
-One run: ``POST /intents``, ``POST /intents/{id}/run`` (the clock starts when that
-request is sent), one ``GET /runs/{id}/events`` stream read until a terminal status;
+One run: ``POST /intents`` with ``run: true`` (the intent and its run in one request;
+the clock starts when it is sent, so submit->waiting includes pinning the repository),
+one ``GET /runs/{id}/events`` stream read until a terminal status;
 on ``waiting_input`` the plan card is read (``GET /runs/{id}/plan``) and its digest
 approved at once (auto-approval) while the stream stays open, so approve->done is timed
 from the approve request to the terminal event.
@@ -121,7 +122,7 @@ class Driver:
             await client.aclose()
 
     async def submit(self, http: httpx.AsyncClient) -> tuple[str, float]:
-        """``POST /intents`` then ``/run``: the run id and when its run was asked for."""
+        """``POST /intents`` with ``run: true``: the run id and when it was asked for."""
         if self.submit_gate is None:
             return await self._submit(http)
         async with self.submit_gate:
@@ -149,25 +150,21 @@ class Driver:
             await back_off(wait_s)
 
     async def _submit(self, http: httpx.AsyncClient) -> tuple[str, float]:
-        body = {"repo": str(next(self.repos)), "goal": self.goal}
+        body = {"repo": str(next(self.repos)), "goal": self.goal, "run": True}
+        began = time.perf_counter()
         try:
             # a key per submit: sent again after a 503, it can never make a second intent
+            # (nor start a second run: a replay returns the run the first one started)
             key = {"Idempotency-Key": f"bench-{uuid.uuid4().hex}"}
             intent = await self.post(http, "/intents", "POST /intents", json=body, headers=key)
         except httpx.HTTPError as exc:
             raise SubmitError(f"POST /intents: {exc!r}") from exc
         if intent.status_code != 201:
             raise SubmitError(f"POST /intents: {intent.status_code} {intent.text[:300]}")
-        run_id: str = intent.json()["intentId"]
-        began = time.perf_counter()
-        try:
-            started = await self.post(http, f"/intents/{run_id}/run", "POST /intents/<id>/run")
-        except httpx.HTTPError as exc:
-            raise SubmitError(f"POST /intents/{run_id}/run: {exc!r}") from exc
-        if started.status_code != 202:
-            raise SubmitError(
-                f"POST /intents/{run_id}/run: {started.status_code} {started.text[:300]}"
-            )
+        made = intent.json()
+        if made.get("run") is None:
+            raise SubmitError(f"POST /intents: no run started: {intent.text[:300]}")
+        run_id: str = made["intentId"]
         return run_id, began
 
     async def _approve_api(self, http: httpx.AsyncClient, timing: Timing) -> None:

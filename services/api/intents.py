@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Any
 
 from flask import request
 from sqlalchemy.exc import IntegrityError
 
 from shared.db.models import IDEMPOTENCY_KEY_PATTERN, Intent
-from shared.db.repos.runs import IntentRepo
+from shared.db.repos.runs import IntentRepo, RunRepo
 from shared.domain.budget import usd_to_micro
 from shared.errors import Forbidden, InvalidInput, NotFound
 from shared.service.runs import (
@@ -20,11 +22,12 @@ from shared.service.runs import (
     resolve_repo,
     start_run,
 )
+from shared.service.uow import UnitOfWork
 
 from . import reads
 from .auth import current_principal
 from .openapi import Routes
-from .responses import IntentListSchema, IntentOutSchema, StartedSchema
+from .responses import IntentListSchema, StartedSchema, SubmittedSchema
 from .schemas import (
     IntentIn,
     IntentSchema,
@@ -48,6 +51,19 @@ routes = Routes("intents", __name__, description="Submit intents and start their
 
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What ``POST /intents`` reports: the intent's fields, and its run if it started one."""
+
+    intent: Intent
+    run: Started | None
+
+    def __getattr__(self, name: str) -> Any:  # the intent's own fields (IntentOutSchema)
+        return getattr(self.intent, name)
+
+
 REPLAYED = "Idempotent-Replayed"
 
 
@@ -73,16 +89,19 @@ def _idempotency_key() -> str | None:
     pattern=IDEMPOTENCY_KEY_PATTERN,
 )
 @routes.arguments(IntentSchema())
-@routes.response(201, IntentOutSchema())
+@routes.response(201, SubmittedSchema())
 @routes.errors(400, 409, 413, 415, 422, 429)
-def create_intent(body: IntentIn) -> tuple[Intent, int, dict[str, str]]:
-    """Store an intent pinned to its repository, base commit and policy.
+def create_intent(body: IntentIn) -> tuple[Submitted, int, dict[str, str]]:
+    """Store an intent pinned to its repository, base commit and policy; with
+    ``run: true``, start its run in the same transaction (its first step leaves after
+    the commit), as ``POST /intents/{id}/run`` would.
 
     The repository must be a git work tree under KODO_REPO_ROOTS; a malformed
     ``.kodo/policy.toml`` at the trusted ref or at base_ref is refused (422). With an
     ``Idempotency-Key`` header (1-200 printable ASCII characters), sending the same
     request again (after a timeout or a 503) returns the intent the first one made,
-    with ``Idempotent-Replayed: true``; the same key with another request is a 409.
+    with ``Idempotent-Replayed: true`` (and, if asked, its run, started now if that
+    request did not); the same key with another request is a 409.
     """
     ctx = api()
     repo = resolve_repo(body.repo, ctx.settings.repo_roots)
@@ -100,6 +119,7 @@ def create_intent(body: IntentIn) -> tuple[Intent, int, dict[str, str]]:
                 idempotency_key=key,
                 budget=_budget(body),
             )
+            started = _start(uow, made.id) if body.run else None
     except IntegrityError:
         if key is None:
             raise
@@ -108,8 +128,26 @@ def create_intent(body: IntentIn) -> tuple[Intent, int, dict[str, str]]:
         earlier = _replayed(submitter, key, intent_request_sha256(pinned, body.goal))
         if earlier is None:
             raise
-        return earlier, 201, {REPLAYED: "true"}
-    return made, 201, {}
+        return (
+            Submitted(earlier, _run_of(earlier.id) if body.run else None),
+            201,
+            {REPLAYED: "true"},
+        )
+    return Submitted(made, started), 201, {}
+
+
+def _start(uow: UnitOfWork, intent_id: str) -> Started:
+    ctx = api()
+    return start_run(uow, intent_id, app_version=ctx.app_version, now=ctx.clock.now())
+
+
+def _run_of(intent_id: str) -> Started:
+    """A replayed submit's run as it stands (an ended one too), started if it was not."""
+    with api().uow() as uow:
+        status = uow.runs.status_of(intent_id)
+        if status is not None:
+            return Started(intent_id, status, created=False)
+        return _start(uow, intent_id)
 
 
 def _budget(body: IntentIn) -> tuple[int | None, int | None]:
@@ -144,14 +182,16 @@ def list_intents(query: IntentsQuery) -> reads.IntentListing:
 
 
 @routes.route("/intents/<kid:intent_id>", "GET")
-@routes.response(200, IntentOutSchema())
+@routes.response(200, SubmittedSchema())
 @routes.errors(404)
-def read_intent(intent_id: str) -> Intent:
+def read_intent(intent_id: str) -> Submitted:
+    """The intent, with its run's status once it has one."""
     with api().sessions() as s:
         row = IntentRepo(s).get(intent_id)
         if row is None:
             raise NotFound(f"intent {intent_id} not found")
-        return row
+        status = RunRepo(s).status_of(intent_id)
+        return Submitted(row, None if status is None else Started(intent_id, status, False))
 
 
 @routes.route("/intents/<kid:intent_id>/run", "POST")
@@ -160,7 +200,6 @@ def read_intent(intent_id: str) -> Intent:
 @routes.errors(400, 404, 409, 415)
 def run_intent(_body: StartRunIn, intent_id: str) -> tuple[Started, int]:
     """Start the intent's single run; a repeat returns it without a second dispatch."""
-    ctx = api()
-    with ctx.uow() as uow:
-        started = start_run(uow, intent_id, app_version=ctx.app_version, now=ctx.clock.now())
+    with api().uow() as uow:
+        started = _start(uow, intent_id)
     return started, 202

@@ -61,6 +61,16 @@ class StartedSchema(Schema):
     status = fields.String()
 
 
+class SubmittedSchema(IntentOutSchema):
+    """The intent ``POST /intents`` made, with its run when the request asked to start it."""
+
+    run = fields.Nested(
+        StartedSchema,
+        allow_none=True,
+        metadata={"description": "the started run (``run: true``), else null"},
+    )
+
+
 class StepOutSchema(Schema):
     step_id = fields.String(data_key="stepId")
     status = fields.String()

@@ -78,6 +78,7 @@ class IntentIn:
     submitted_by: str | None
     budget_usd: float | None = None
     budget_tokens: int | None = None
+    run: bool = False
 
 
 class IntentSchema(_Strict):
@@ -114,6 +115,14 @@ class IntentSchema(_Strict):
         strict=True,
         validate=Range(0, BUDGET_TOKENS_MAX),
         metadata={"description": "what the run may spend, tokens (default: KODO_BUDGET_TOKENS)"},
+    )
+    run = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "start the intent's run in the same transaction: one request"
+            " instead of this and POST /intents/{id}/run, and no intent is left without"
+            " its run if the client goes away between them"
+        },
     )
 
     @post_load

@@ -233,15 +233,10 @@ def demo(
         approver = {"Authorization": f"Bearer {approver_token}"}
 
         click.secho(f"\nIntent: {goal}\nRepository: {repo}", bold=True)
-        intent = http.post("/intents", json={"repo": str(repo), "goal": goal})
-        if intent.status_code != 201:
+        intent = http.post("/intents", json={"repo": str(repo), "goal": goal, "run": True})
+        if intent.status_code != 201 or intent.json().get("run") is None:
             raise click.ClickException(f"POST /intents: {intent.status_code} {intent.text}")
         run_id = intent.json()["intentId"]
-        started = http.post(f"/intents/{run_id}/run")
-        if started.status_code != 202:
-            raise click.ClickException(
-                f"POST /intents/{run_id}/run: {started.status_code} {started.text}"
-            )
         _wait(http, run_id, {"waiting_input"}, timeout_s)
         card = http.get(f"/runs/{run_id}/plan").json()
         _print_plan(card)

@@ -80,11 +80,12 @@ def submit(
         body["budgetUsd"] = budget_usd
     if budget_tokens is not None:
         body["budgetTokens"] = budget_tokens
+    body["run"] = start  # the intent and its run in one transaction
     with ApiClient.from_options(api_url, token, home) as api:
         # one key per submit: a retry after a 503 cannot make a second intent
-        created = api.post("/intents", body, idempotency_key=f"cli-{uuid.uuid4().hex}")
-        intent_id = str(created["intentId"])
-        started = api.post(f"/intents/{intent_id}/run") if start else None
+        created = dict(api.post("/intents", body, idempotency_key=f"cli-{uuid.uuid4().hex}"))
+    intent_id = str(created["intentId"])
+    started = created.pop("run", None)
     if as_json:
         _echo_json({"intent": created, "run": started})
         return

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from redis import Redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db.models import Intent
+from shared.db.models import Intent, Run
 from shared.service.tokens import Role
 
-from .conftest import issue_token
+from .conftest import Sent, issue_token, sent_tasks
 
 pytestmark = pytest.mark.integration
 
@@ -107,3 +108,65 @@ def test_racing_submits_with_one_key_make_one_intent(
     assert [status for status, _ in answers] == [201] * 6
     assert len({intent for _, intent in answers}) == 1
     assert _intents(db) == 1
+
+
+# -- submit and start in one request (``run: true``) ----------------------------------
+
+
+def _submit_and_run(client: FlaskClient, repo: Path, key: str | None = None):  # type: ignore[no-untyped-def]
+    headers = {"Idempotency-Key": key} if key is not None else {}
+    return client.post(
+        "/intents",
+        json={"repo": str(repo), "goal": "Add a docstring", "run": True},
+        headers=headers,
+    )
+
+
+def test_run_true_makes_the_intent_and_starts_its_run_in_one_request(
+    client: FlaskClient, git_repo: Path, db: Session, broker: Redis
+) -> None:
+    response = _submit_and_run(client, git_repo)
+    assert response.status_code == 201
+    body = response.get_json()
+    assert body["run"] == {"runId": body["intentId"], "status": "compiling"}
+    assert db.get(Run, body["intentId"]) is not None
+    assert sent_tasks(broker) == [Sent(task="kodo.CompileST", args=[body["intentId"]])]
+    # the intent reads back with its run
+    assert client.get(f"/intents/{body['intentId']}").get_json() == body
+
+
+def test_without_run_the_intent_has_no_run_and_nothing_is_sent(
+    client: FlaskClient, git_repo: Path, db: Session, broker: Redis
+) -> None:
+    body = _submit(client, git_repo, None).get_json()
+    assert body["run"] is None
+    assert db.get(Run, body["intentId"]) is None
+    assert sent_tasks(broker) == []
+
+
+def test_a_replayed_submit_and_run_returns_the_same_run_and_sends_nothing_more(
+    client: FlaskClient, git_repo: Path, db: Session, broker: Redis
+) -> None:
+    first = _submit_and_run(client, git_repo, "run-once")
+    again = _submit_and_run(client, git_repo, "run-once")
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json() == first.get_json()
+    assert _intents(db) == 1
+    assert len(sent_tasks(broker)) == 1
+
+
+def test_a_replay_asking_for_the_run_starts_it_when_the_first_submit_did_not(
+    client: FlaskClient, git_repo: Path, broker: Redis
+) -> None:
+    first = _submit(client, git_repo, "start-later").get_json()
+    again = _submit_and_run(client, git_repo, "start-later").get_json()
+    assert again["intentId"] == first["intentId"]
+    assert again["run"] == {"runId": first["intentId"], "status": "compiling"}
+    assert sent_tasks(broker) == [Sent(task="kodo.CompileST", args=[first["intentId"]])]
+
+
+def test_run_must_be_a_boolean(client: FlaskClient, git_repo: Path, db: Session) -> None:
+    response = client.post("/intents", json={"repo": str(git_repo), "goal": "g", "run": "soon"})
+    assert response.status_code == 400
+    assert "run" in response.get_json()["error"]["details"]
+    assert _intents(db) == 0
