@@ -86,6 +86,10 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
             met=at_most(waiting_no_git, 12),
         ),
         Row(
+            "  of which the submit request (auth, pinning, intent and run) p50",
+            _p(lat.get("submit_request_ms"), 50),
+        ),
+        Row(
             "submit->waiting p95",
             _p(lat["submit_to_waiting_ms"], 95),
             _p(bfirst["submit_to_waiting_ms"], 95),

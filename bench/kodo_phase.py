@@ -45,6 +45,7 @@ GOAL = "Add a multiply function to calc.py with a test"
 class Timing:
     run_id: str
     submitted: float
+    accepted: float | None = None  # the submit's answer came back (201)
     status: str = ""
     waiting: float | None = None
     approved: float | None = None
@@ -58,6 +59,11 @@ class Timing:
     @property
     def submit_to_waiting_ms(self) -> float | None:
         return self.span_ms(self.submitted, self.waiting)
+
+    @property
+    def submit_request_ms(self) -> float | None:
+        """The submit request itself: auth, pinning the repository, the transaction."""
+        return self.span_ms(self.submitted, self.accepted)
 
     @property
     def approve_to_done_ms(self) -> float | None:
@@ -121,8 +127,9 @@ class Driver:
         for client in self.clients:
             await client.aclose()
 
-    async def submit(self, http: httpx.AsyncClient) -> tuple[str, float]:
-        """``POST /intents`` with ``run: true``: the run id and when it was asked for."""
+    async def submit(self, http: httpx.AsyncClient) -> tuple[str, float, float]:
+        """``POST /intents`` with ``run: true``: the run id, when it was asked for and
+        when the API answered."""
         if self.submit_gate is None:
             return await self._submit(http)
         async with self.submit_gate:
@@ -149,7 +156,7 @@ class Driver:
             self.retried[f"{kind} {refusal(reply)}"] += 1
             await back_off(wait_s)
 
-    async def _submit(self, http: httpx.AsyncClient) -> tuple[str, float]:
+    async def _submit(self, http: httpx.AsyncClient) -> tuple[str, float, float]:
         body = {"repo": str(next(self.repos)), "goal": self.goal, "run": True}
         began = time.perf_counter()
         try:
@@ -165,7 +172,7 @@ class Driver:
         if made.get("run") is None:
             raise SubmitError(f"POST /intents: no run started: {intent.text[:300]}")
         run_id: str = made["intentId"]
-        return run_id, began
+        return run_id, began, time.perf_counter()
 
     async def _approve_api(self, http: httpx.AsyncClient, timing: Timing) -> None:
         """Read the plan card, as an approver does, then approve its digest (the clock of
@@ -194,8 +201,8 @@ class Driver:
 
     async def run_once(self, approver: Approver = "api") -> Timing:
         http = next(self._shard)
-        run_id, began = await self.submit(http)
-        timing = Timing(run_id, submitted=began)
+        run_id, began, accepted = await self.submit(http)
+        timing = Timing(run_id, submitted=began, accepted=accepted)
         approvals: list[asyncio.Task[None]] = []
         follow = asyncio.create_task(self._follow(http, timing, approver, approvals))
         try:

@@ -306,6 +306,7 @@ def _latency_figures(
 
     return {
         "submit_to_waiting_ms": [t.submit_to_waiting_ms for t in runs],
+        "submit_request_ms": [t.submit_request_ms for t in runs if t.submit_request_ms is not None],
         "approve_to_done_ms": [t.approve_to_done_ms for t in runs],
         "approve_to_applying_ms": [
             t.approve_to_applying_ms for t in runs if t.approve_to_applying_ms is not None

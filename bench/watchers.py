@@ -153,7 +153,7 @@ async def _parked_runs(bench: Bench, sessions: sessionmaker[Session], n: int) ->
 
     async def one() -> str:
         http = driver.clients[0]
-        run_id, _ = await driver.submit(http)
+        run_id, _, _ = await driver.submit(http)
         async with aclosing(run_events(http, run_id, until="waiting_input")) as events:
             async for event in events:
                 if event["status"] == "waiting_input":
