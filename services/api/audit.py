@@ -78,6 +78,10 @@ def audit_fields(endpoint: str, response: Response) -> dict[str, object]:
     }
     if endpoint == "intents.create_intent":
         fields["intent_id"] = _first_text([answer], ("intentId", "intent_id", "id"))
+        started = _json_object(answer.get("run"))
+        if started:  # ``run: true``: the run started with the intent, in one transaction
+            fields["action"] = f"{ACTIONS[endpoint]}+{ACTIONS['intents.run_intent']}"
+            fields["run_id"] = _first_text([started], ("runId", "run_id", "id"))
     elif endpoint == "intents.run_intent":
         fields["intent_id"] = view.get("intent_id")
         fields["run_id"] = _first_text([answer], ("runId", "run_id", "id"))

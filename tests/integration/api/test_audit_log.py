@@ -57,6 +57,17 @@ def test_submitting_and_starting_write_who_and_what(
     assert started["status"] == 202
 
 
+def test_submitting_with_run_true_writes_one_line_naming_both_decisions(
+    client: FlaskClient, git_repo: Path, out: io.StringIO
+) -> None:
+    made = client.post("/intents", json={"repo": str(git_repo), "goal": "g", "run": True})
+
+    (line,) = audit_lines(out)
+    assert line["action"] == "intent.create+run.start"
+    assert (line["intent_id"], line["run_id"]) == (made.get_json()["intentId"],) * 2
+    assert (line["status"], line["outcome"]) == (201, "done")
+
+
 def test_an_approval_names_the_approver_the_run_and_the_plan_digest(
     client: FlaskClient, db: Session, out: io.StringIO
 ) -> None:
