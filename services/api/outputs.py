@@ -22,8 +22,8 @@ routes = Routes("outputs", __name__, description="A run's plan, provider calls a
 @routes.errors(404, 500)
 def read_plan(run_id: str) -> reads.PlanView:
     """The plan card CompileST stored, its digest, and the decision on it if any."""
-    with api().sessions() as s:
-        return reads.plan_of(s, run_id)
+    with api().single_read() as conn:  # one SELECT: no transaction around it
+        return reads.plan_of(conn, run_id)
 
 
 @routes.route("/runs/<kid:run_id>/plans", "GET")

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from shared.db.models import Artifact, Intent, OpenCodeCall, PlanApproval, Run, StepRun
@@ -14,7 +15,7 @@ from shared.db.repos.approvals import ApprovalRepo
 from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.listings import RunFilter
 from shared.db.repos.runs import IntentRepo
-from shared.db.repos.steps import ArtifactRepo, StepRunRepo
+from shared.db.repos.steps import ArtifactRepo, Decision, StepRunRepo, current_plan
 from shared.domain.budget import micro_to_usd
 from shared.domain.paging import DEFAULT_LIMIT, BadCursor, Position
 from shared.domain.plan_diff import DiffLine, plan_diff
@@ -23,8 +24,6 @@ from shared.errors import Conflict, InvalidInput, NotFound
 from shared.service.runs import get_run, run_budget
 
 from .errors import Unreadable
-
-PLAN_KIND = "plan_card"
 
 
 @dataclass(frozen=True)
@@ -56,29 +55,34 @@ def run_with_steps(s: Session, run_id: str) -> RunView:
 
 @dataclass(frozen=True)
 class PlanView:
-    run: Run
+    run_id: str
+    plan_sha256: str
     plan: Any
-    approval: PlanApproval | None
+    approval: Decision | None
 
 
-def plan_of(s: Session, run_id: str) -> PlanView:
+def plan_of(where: Session | Connection, run_id: str) -> PlanView:
     """The run's current plan (the revision whose digest the run holds), with the
-    decision on it if any."""
-    run = get_run(s, run_id)
-    cards = ArtifactRepo(s).plan_revisions(run_id)
-    found = next((a for a in cards if a.sha256 == run.plan_sha256), None)
-    if found is None and cards:  # fail closed: never show a plan the digest is not over
-        raise Unreadable(f"run {run_id}'s plan digest {run.plan_sha256} is none of its plan cards'")
-    if found is None or found.kind != PLAN_KIND:
+    decision on it if any: one statement (``where`` may be the API's single-read
+    connection)."""
+    current = current_plan(where, run_id)
+    if current is None:
+        raise NotFound(f"run {run_id} not found")
+    if current.content is None and current.has_cards:
+        # fail closed: never show a plan the digest is not over
+        raise Unreadable(
+            f"run {run_id}'s plan digest {current.plan_sha256} is none of its plan cards'"
+        )
+    if current.content is None or current.plan_sha256 is None:
         raise NotFound(
-            f"run {run_id} has no plan yet (status {run.status})", details={"status": run.status}
+            f"run {run_id} has no plan yet (status {current.status})",
+            details={"status": current.status},
         )
     try:
-        plan = json.loads(found.content)
+        plan = json.loads(current.content)
     except ValueError as exc:
         raise Unreadable(f"the plan artifact of run {run_id} is not valid JSON") from exc
-    decided = ApprovalRepo(s).get(run_id, run.plan_sha256) if run.plan_sha256 else None
-    return PlanView(run=run, plan=plan, approval=decided)
+    return PlanView(run_id, current.plan_sha256, plan, current.decision)
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,7 @@ class RunPage:
     run: Run
     intent: Intent
     plan: Any
-    approval: PlanApproval | None
+    approval: Decision | None
     calls: list[OpenCodeCall]
     tokens: int
     cost_usd: float

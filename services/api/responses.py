@@ -135,8 +135,8 @@ class ApprovalOutSchema(Schema):
 class PlanOutSchema(Schema):
     """A ``reads.PlanView``: the plan card as CompileST stored it, and its digest."""
 
-    run_id = fields.String(data_key="runId", attribute="run.id")
-    plan_sha256 = fields.String(data_key="planSha256", attribute="run.plan_sha256", allow_none=True)
+    run_id = fields.String(data_key="runId")
+    plan_sha256 = fields.String(data_key="planSha256", allow_none=True)
     plan = fields.Raw(metadata={"description": "the plan card (design, files, risks, tests)"})
     approval = fields.Nested(ApprovalOutSchema, allow_none=True)
 

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
+    Connection,
     DateTime,
     Integer,
     Interval,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     cast,
+    exists,
     func,
     or_,
     select,
@@ -31,7 +33,16 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased, defer
 
 from shared.db import direct
-from shared.db.models import Artifact, OpenCodeCall, Run, StepRound, StepRun, bound, table_of
+from shared.db.models import (
+    Artifact,
+    OpenCodeCall,
+    PlanApproval,
+    Run,
+    StepRound,
+    StepRun,
+    bound,
+    table_of,
+)
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind, StepRunStatus
 from shared.hashing import sha256_hex
@@ -45,6 +56,7 @@ PARKED = "parked"
 _STEPS = table_of(StepRun)
 _RUNS = table_of(Run)
 _ARTIFACTS = table_of(Artifact)
+_APPROVALS = table_of(PlanApproval)
 
 
 def db_now() -> ColumnElement[Any]:
@@ -431,6 +443,78 @@ def _plan_cards(what: Any, run_id: str) -> Select[Any]:
         )
         .order_by(Artifact.id)
     )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The human decision on one plan digest, as the pages and the API show it."""
+
+    decision: str
+    approver: str
+    comment: str | None
+    approved_at: datetime | None
+    decided_at: datetime
+
+
+@dataclass(frozen=True)
+class CurrentPlan:
+    """A run's current plan card as one statement reads it (see :func:`current_plan`)."""
+
+    run_id: str
+    status: str
+    plan_sha256: str | None
+    has_cards: bool  # any plan card at all (one whose digest is not the run's: fail closed)
+    content: bytes | None  # the card whose digest the run holds
+    decision: Decision | None
+
+
+def _current_plan_statement() -> Select[Any]:
+    t, a, p = _RUNS.c, _ARTIFACTS.c, table_of(PlanApproval).c
+    cards = and_(
+        a.run_id == t.id,
+        a.step_id == StepId.COMPILE.value,
+        a.kind == ArtifactKind.PLAN_CARD.value,
+    )
+    card = (
+        select(a.content)
+        .where(cards, a.sha256 == t.plan_sha256)
+        .order_by(a.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        select(
+            t.id,
+            t.status,
+            t.plan_sha256,
+            exists().where(cards).label("has_cards"),
+            card.label("content"),
+            p.decision,
+            p.approver,
+            p.comment,
+            p.approved_at,
+            p.decided_at,
+        )
+        .outerjoin(_APPROVALS, and_(p.run_id == t.id, p.plan_sha256 == t.plan_sha256))
+        .where(t.id == bindparam("run_id"))
+    )
+
+
+_CURRENT_PLAN = _current_plan_statement()
+
+
+def current_plan(where: Session | Connection, run_id: str) -> CurrentPlan | None:
+    """The run, the plan card its digest names and the decision on it, in ONE statement
+    (the API reads it outside a transaction); None: no such run."""
+    row = direct.execute(where, _CURRENT_PLAN, {"run_id": run_id}).one_or_none()
+    if row is None:
+        return None
+    decided = (
+        None
+        if row.decision is None
+        else Decision(row.decision, row.approver, row.comment, row.approved_at, row.decided_at)
+    )
+    return CurrentPlan(row.id, row.status, row.plan_sha256, row.has_cards, row.content, decided)
 
 
 class ArtifactRepo:

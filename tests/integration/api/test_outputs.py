@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.event import listen, remove
 from sqlalchemy.orm import Session
 
+from services.api.state import state_of
 from shared.db.models import Run
 from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
@@ -71,6 +74,70 @@ def test_the_plan_carries_its_approval(client: FlaskClient, db: Session) -> None
 
     assert body["approval"]["decision"] == "approved"
     assert body["approval"]["approver"] == "ann"
+
+
+def test_a_digest_that_names_none_of_the_runs_plan_cards_is_refused_not_shown(
+    client: FlaskClient, db: Session
+) -> None:
+    run = RunFactory(waiting_input=True)
+    put_plan(db, run)
+    run.plan_sha256 = "0" * 64  # the digest an approver would sign is over no stored card
+    db.commit()
+
+    response = client.get(f"/runs/{run.id}/plan")
+
+    assert response.status_code == 500
+    assert "is none of its plan cards" in response.get_json()["error"]["message"]
+
+
+def test_a_plan_card_that_is_not_json_is_refused(client: FlaskClient, db: Session) -> None:
+    run = RunFactory(waiting_input=True)
+    ArtifactRepo(db).put(
+        run.id,
+        StepId.COMPILE,
+        kind=ArtifactKind.PLAN_CARD,
+        name="plan.json",
+        content=b"{not json",
+        media_type="application/json",
+    )
+    run.plan_sha256 = sha256_hex(b"{not json")
+    db.commit()
+
+    response = client.get(f"/runs/{run.id}/plan")
+
+    assert response.status_code == 500
+    assert "not valid JSON" in response.get_json()["error"]["message"]
+
+
+def test_an_unknown_run_has_no_plan_404(client: FlaskClient) -> None:
+    response = client.get("/runs/00000000-0000-0000-0000-000000000000/plan")
+
+    assert response.status_code == 404
+    assert "not found" in response.get_json()["error"]["message"]
+
+
+def test_the_plan_is_read_in_one_statement_outside_a_transaction(
+    client: FlaskClient, db: Session, app: Flask
+) -> None:
+    run = RunFactory(waiting_input=True)
+    put_plan(db, run)
+    PlanApprovalFactory(run=run, approver="ann")
+    db.commit()
+    engine = state_of(app).engine
+    sent: list[str] = []
+
+    def seen(_c: object, _cur: object, statement: str, *_rest: object) -> None:
+        sent.append(statement.split()[0])
+
+    listen(engine, "before_cursor_execute", seen)
+    try:
+        body = client.get(f"/runs/{run.id}/plan").get_json()
+    finally:
+        remove(engine, "before_cursor_execute", seen)
+
+    assert body["approval"]["approver"] == "ann"
+    assert body["plan"] == PLAN
+    assert sent == ["SELECT", "SELECT"]  # the token, then the run, its card and decision
 
 
 def test_calls_are_listed_without_their_bodies(client: FlaskClient, db: Session) -> None:
