@@ -416,11 +416,13 @@ class OpenCodeClient:
         directory: str | None = None,
         timeout_s: float,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        only: frozenset[str] | None = None,
     ) -> SseEventStream:
         """Open the event stream: ``GET /event?directory=`` for one directory's events, or
         ``GET /global/event`` (``directory=None``) for every directory's, each naming
         its directory. ``timeout_s`` bounds the wait for each chunk (the daemon sends a
-        heartbeat every 10 s, so give more). Close it (or use ``with``)."""
+        heartbeat every 10 s, so give more). ``only``: the event types to yield (the
+        others are not even parsed; see SseDecoder). Close it (or use ``with``)."""
         if directory is not None:
             request = self._http.build_request(
                 "GET", "/event", params={"directory": directory}, timeout=self._timeout(timeout_s)
@@ -456,7 +458,7 @@ class OpenCodeClient:
                     f"{what}: not an event stream ({kind!r}): {parsed!r:.200}"
                 )
             raise classify_http_error(response.status_code, parsed)
-        decoder = SseDecoder(wrapped=directory is None, max_event_bytes=max_event_bytes)
+        decoder = SseDecoder(wrapped=directory is None, max_event_bytes=max_event_bytes, only=only)
         return SseEventStream(response, decoder, what)
 
     def catalogue(self, *, directory: str) -> DaemonCatalogue | None:

@@ -118,20 +118,37 @@ def parse_event(data: str, *, wrapped: bool) -> OcEvent | str:
     return OcEvent(kind, properties, _str_or_none(value.get("id")), directory)
 
 
+def may_be_one_of(data: bytes, types: frozenset[bytes]) -> bool:
+    """Whether the JSON text ``data`` can hold a ``type`` among ``types`` (UTF-8 bytes).
+
+    A JSON string equal to one of them holds its bytes literally unless a character is
+    written as a ``\\u`` escape: an event with neither is none of them, whatever else it
+    says (a model's text naming a type only makes it parsed, then judged by its type).
+    """
+    return b"\\u" in data or any(kind in data for kind in types)
+
+
 @dataclass
 class SseDecoder:
     """Incremental ``text/event-stream`` decoder: :meth:`feed` bytes, get events.
 
     Lines end with LF, CRLF or CR; ``data:`` lines of one event are joined with LF;
     a blank line dispatches; comment lines and other fields are ignored.
+
+    ``only``: the event types the reader wants. An event that cannot be one of them
+    (:func:`may_be_one_of`) is counted in :attr:`unread` and never parsed: the
+    collector reads ``session.idle`` and ``session.error`` out of a stream that
+    carries every streamed part of every turn of the daemon.
     """
 
     wrapped: bool
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    only: frozenset[str] | None = None
     skipped: Counter[str] = field(default_factory=Counter)
     parsed: int = 0
+    unread: int = 0
     _pending: bytes = b""
-    _data: list[str] = field(default_factory=list)
+    _data: list[bytes] = field(default_factory=list)
     _size: int = 0
     _oversize: bool = False
 
@@ -169,14 +186,30 @@ class SseDecoder:
             self._oversize = True
             self._data.clear()
             return None
-        self._data.append(rest.decode("utf-8", "replace"))
+        self._data.append(rest)
         return None
+
+    def __post_init__(self) -> None:
+        self._wanted = None if self.only is None else frozenset(kind.encode() for kind in self.only)
 
     def _dispatch(self) -> OcEvent | None:
         if self._oversize:
             self.skipped["too-large"] += 1
         elif self._data:
-            parsed = parse_event("\n".join(self._data), wrapped=self.wrapped)
+            raw = b"\n".join(self._data)
+            if self._wanted is not None and not may_be_one_of(raw, self._wanted):
+                self.unread += 1
+                self._reset()
+                return None
+            parsed = parse_event(raw.decode("utf-8", "replace"), wrapped=self.wrapped)
+            if (
+                isinstance(parsed, OcEvent)
+                and self.only is not None
+                and parsed.type not in self.only
+            ):
+                self.unread += 1
+                self._reset()
+                return None
             if isinstance(parsed, OcEvent):
                 self.parsed += 1
                 self._reset()

@@ -101,8 +101,15 @@ class AgentClient(Protocol):
         """The session's newest message, unjudged; None if it has none."""
         ...
 
-    def events(self, *, directory: str | None = None, timeout_s: float) -> EventStream:
-        """The directory's events, or every directory's (``None``), each naming it."""
+    def events(
+        self,
+        *,
+        directory: str | None = None,
+        timeout_s: float,
+        only: frozenset[str] | None = None,
+    ) -> EventStream:
+        """The directory's events, or every directory's (``None``), each naming it;
+        ``only``: just the events of these types."""
         ...
 
     def get_session(self, session_id: str, *, directory: str) -> dict[str, Any]: ...

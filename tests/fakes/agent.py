@@ -244,15 +244,23 @@ class FakeAgent:
         """The fake offers every agent and model: no error is a configuration error."""
         return error
 
-    def events(self, *, directory: str | None = None, timeout_s: float) -> FakeEventStream:
+    def events(
+        self,
+        *,
+        directory: str | None = None,
+        timeout_s: float,
+        only: frozenset[str] | None = None,
+    ) -> FakeEventStream:
         """What was logged so far, after ``server.connected``; ``directory=None`` is the
         global stream (every event names its directory), else that directory's events
-        without it, as the daemon sends them."""
+        without it, as the daemon sends them; ``only`` those types, if given."""
         connected = OcEvent("server.connected", {}, "evt_fake0")
         if directory is None:
-            return FakeEventStream([connected, *self.event_log])
-        mine = [e for e in self.event_log if e.directory == directory]
-        return FakeEventStream([connected, *(OcEvent(e.type, e.properties, e.id) for e in mine)])
+            events = [connected, *self.event_log]
+        else:
+            mine = [e for e in self.event_log if e.directory == directory]
+            events = [connected, *(OcEvent(e.type, e.properties, e.id) for e in mine)]
+        return FakeEventStream([e for e in events if only is None or e.type in only])
 
     def _turn(self, session_id: str) -> ScriptedTurn:
         turn = self.sessions.get(session_id)

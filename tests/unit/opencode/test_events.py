@@ -162,3 +162,57 @@ def test_status_and_error_accessors_answer_only_for_their_event_type() -> None:
     odd = OcEvent("session.status", {"sessionID": 5, "status": {"type": 1}})
     assert odd.session_id is None
     assert odd.status is None
+
+
+# -- only some types: the rest are not parsed (the collector reads turn ends only) ----
+
+ENDS = frozenset({"session.idle", "session.error"})
+
+
+@pytest.mark.parametrize(
+    ("capture", "wrapped"),
+    [
+        ("events.prompt-async.structured.sse.txt", False),
+        ("global-events.prompt-async.structured.sse.txt", True),
+    ],
+)
+def test_only_the_wanted_types_are_yielded_and_the_others_go_unparsed(
+    capture: str, wrapped: bool
+) -> None:
+    raw = _capture(capture)
+    every, _ = _decode(raw, wrapped=wrapped)
+    decoder = SseDecoder(wrapped=wrapped, only=ENDS)
+    events = [
+        event
+        for piece in (raw[i : i + 7] for i in range(0, len(raw), 7))
+        for event in decoder.feed(piece)
+    ]
+    assert events == [e for e in every if e.type in ENDS]
+    assert [e.type for e in events] == ["session.idle"]
+    # the daemon writes no \u escapes: everything else went by without json.loads
+    assert decoder.parsed == len(events)
+    assert decoder.unread > 0
+    assert not decoder.skipped
+
+
+def test_a_model_text_naming_a_wanted_type_is_parsed_then_judged_by_its_own_type() -> None:
+    said = {"type": "message.part.updated", "properties": {"part": {"text": '"session.idle"'}}}
+    decoder = SseDecoder(wrapped=False, only=ENDS)
+    assert decoder.feed(f"data: {json.dumps(said)}\n\n".encode()) == []
+    assert (decoder.parsed, decoder.unread) == (0, 1)
+
+
+def test_a_wanted_type_written_with_escapes_is_still_read() -> None:
+    escaped = '{"type": "session\\u002eidle", "properties": {"sessionID": "ses_1"}}'
+    assert json.loads(escaped)["type"] == "session.idle"
+    decoder = SseDecoder(wrapped=False, only=ENDS)
+    [event] = decoder.feed(f"data: {escaped}\n\n".encode())
+    assert (event.type, event.session_id) == ("session.idle", "ses_1")
+
+
+def test_a_misshapen_event_of_an_unwanted_type_is_not_even_read() -> None:
+    decoder = SseDecoder(wrapped=False, only=ENDS)
+    assert decoder.feed(b"data: " + b"[" * 100 + b"]" * 100 + b"\n\n") == []
+    assert (decoder.unread, decoder.skipped["misshapen"]) == (1, 0)
+    idle = b'data: {"type": "session.idle", "properties": {"sessionID": "ses_1"}}\n\n'
+    assert [e.session_id for e in decoder.feed(idle)] == ["ses_1"]  # the next one is read
