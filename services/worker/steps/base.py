@@ -155,13 +155,19 @@ class _Renewer:
         self._cond = threading.Condition()
         self._due: dict[LeaseKeeper, float] = {}
         self._beating: set[LeaseKeeper] = set()
+        self._wakes_at = 0.0  # when the renewer looks again (it is awake: now)
         self._thread = threading.Thread(target=self._run, name="kodo-lease", daemon=True)
         self._thread.start()
 
     def add(self, keeper: LeaseKeeper) -> None:
         with self._cond:
-            self._due[keeper] = time.monotonic() + keeper.every_s
-            self._cond.notify_all()
+            due = time.monotonic() + keeper.every_s
+            self._due[keeper] = due
+            # Most deliveries end before their first beat: wake the renewer only when
+            # this keeper is due before it would look anyway (waking it per delivery
+            # cost a thread switch each).
+            if due < self._wakes_at:
+                self._cond.notify_all()
 
     def remove(self, keeper: LeaseKeeper) -> None:
         """Stop beating ``keeper``; returns once no beat of it is under way (the step
@@ -178,7 +184,9 @@ class _Renewer:
                 due = [k for k, at in self._due.items() if at <= now]
                 if not due:
                     soonest = min(self._due.values(), default=now + 3600)
+                    self._wakes_at = soonest
                     self._cond.wait(timeout=soonest - now)
+                    self._wakes_at = 0.0
                     continue
                 for keeper in due:
                     self._due[keeper] = now + keeper.every_s

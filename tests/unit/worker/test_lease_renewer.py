@@ -63,3 +63,28 @@ def test_removing_a_keeper_waits_for_its_beat_under_way() -> None:
     keeper.hold.set()
     assert removed.wait(timeout=5)
     remover.join()
+
+
+def test_a_keeper_due_sooner_than_the_renewer_looks_wakes_it() -> None:
+    """The renewer sleeps until its soonest keeper is due; a keeper due before that (a
+    shorter lease) is beaten on its own time, not at the slow keeper's."""
+    renewer = _Renewer()
+    slow = Keeper(every_s=30.0)
+    renewer.add(slow)  # type: ignore[arg-type]
+    wait_until(lambda: renewer._wakes_at > 0, 5, "the renewer asleep until the slow keeper")
+    fast = Keeper(every_s=0.02)
+    renewer.add(fast)  # type: ignore[arg-type]
+    wait_until(lambda: fast.beats >= 3, 5, "the fast keeper beaten")
+    assert slow.beats == 0
+
+
+def test_a_keeper_due_later_leaves_the_renewer_asleep_and_is_beaten_in_its_turn() -> None:
+    renewer = _Renewer()
+    first = Keeper(every_s=2.0)
+    renewer.add(first)  # type: ignore[arg-type]
+    wait_until(lambda: renewer._wakes_at > 0, 5, "the renewer asleep until the first keeper")
+    asleep_until = renewer._wakes_at
+    later = Keeper(every_s=2.5)
+    renewer.add(later)  # type: ignore[arg-type]
+    assert renewer._wakes_at == asleep_until  # not woken: it looks at `first`'s time
+    wait_until(lambda: later.beats >= 1, 10, "the later keeper beaten all the same")
