@@ -61,6 +61,8 @@ class Submitted:
     run: Started | None
 
     def __getattr__(self, name: str) -> Any:  # the intent's own fields (IntentOutSchema)
+        if name.startswith("__") or name in ("intent", "run"):  # copy, pickle: not the intent's
+            raise AttributeError(name)
         return getattr(self.intent, name)
 
 
@@ -129,7 +131,7 @@ def create_intent(body: IntentIn) -> tuple[Submitted, int, dict[str, str]]:
         if earlier is None:
             raise
         return (
-            Submitted(earlier, _run_of(earlier.id) if body.run else None),
+            Submitted(earlier, _run_of(earlier.id, start=body.run)),
             201,
             {REPLAYED: "true"},
         )
@@ -141,13 +143,14 @@ def _start(uow: UnitOfWork, intent_id: str) -> Started:
     return start_run(uow, intent_id, app_version=ctx.app_version, now=ctx.clock.now())
 
 
-def _run_of(intent_id: str) -> Started:
-    """A replayed submit's run as it stands (an ended one too), started if it was not."""
+def _run_of(intent_id: str, *, start: bool) -> Started | None:
+    """A replayed submit's run as it stands (an ended one too); without one, started
+    now if ``start`` (else None)."""
     with api().uow() as uow:
         status = uow.runs.status_of(intent_id)
         if status is not None:
             return Started(intent_id, status, created=False)
-        return _start(uow, intent_id)
+        return _start(uow, intent_id) if start else None
 
 
 def _budget(body: IntentIn) -> tuple[int | None, int | None]:

@@ -67,7 +67,10 @@ class SubmittedSchema(IntentOutSchema):
     run = fields.Nested(
         StartedSchema,
         allow_none=True,
-        metadata={"description": "the started run (``run: true``), else null"},
+        metadata={
+            "description": "the intent's run once started (``run: true`` starts it with"
+            " the intent), else null"
+        },
     )
 
 

@@ -80,7 +80,8 @@ def submit(
         body["budgetUsd"] = budget_usd
     if budget_tokens is not None:
         body["budgetTokens"] = budget_tokens
-    body["run"] = start  # the intent and its run in one transaction
+    if start:
+        body["run"] = True  # the intent and its run in one transaction
     with ApiClient.from_options(api_url, token, home) as api:
         # one key per submit: a retry after a 503 cannot make a second intent
         created = dict(api.post("/intents", body, idempotency_key=f"cli-{uuid.uuid4().hex}"))

@@ -117,11 +117,14 @@ def _finish_in(
 def record_answers_in(session: Session, unrecorded: UnrecordedAnswers) -> None:
     """Record the answers waiting in ``unrecorded`` in the caller's transaction (the one
     that records the step's outcome); call ``unrecorded.settle()`` once it commits.
-    Raises CallSuperseded if another delivery recorded one first."""
+    One another delivery recorded succeeded already is the same answer (one prompt per
+    session); raises CallSuperseded if its call ended otherwise."""
     ledger = LedgerRepo(session)
     for answer in unrecorded.pending:
         if not _finish_in(ledger, answer.op_key, answer.outcome, CallStatus.SENT):
-            raise collected_elsewhere(answer.op_key)
+            found = ledger.get_aged(answer.op_key)
+            if found is None or found[0].status != CallStatus.SUCCEEDED:
+                raise collected_elsewhere(answer.op_key)
 
 
 def _claim_in(

@@ -420,11 +420,18 @@ class ExactlyOnceCalls:
 
     def flush(self, unrecorded: UnrecordedAnswers) -> None:
         """Record the answers left in ``unrecorded``, each in its own transaction (a
-        verdict on one, or the next claim, is about to be written); raise CallSuperseded
-        if another delivery recorded one first (this delivery was fenced off)."""
-        for answer in unrecorded.take():
+        verdict on one, or the next claim, is about to be written). One another delivery
+        recorded succeeded already is the same answer; raise CallSuperseded if its call
+        ended otherwise (aborted by a cancel, failed with its daemon)."""
+        while unrecorded.pending:
+            answer = unrecorded.pending[0]
             if not self.ledger.finish(answer.op_key, answer.outcome, from_status=CallStatus.SENT):
-                raise collected_elsewhere(answer.op_key)
+                found = self.ledger.read(answer.op_key)
+                # Recorded succeeded by another delivery: the same answer (one prompt per
+                # session, read from that session). Anything else ended the call first.
+                if found is None or found[0].status != CallStatus.SUCCEEDED:
+                    raise collected_elsewhere(answer.op_key)
+            unrecorded.pending.pop(0)
             answer.settle()
 
     # -- a sent call: collect its answer, or park until it comes ----------------------

@@ -259,9 +259,8 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody, task_id: s
     except CallPending as pending:  # (a call's claim records any answer still waiting)
         return _park(rt, ctx.lease, pending)
     except (StepAbandoned, CallSuperseded) as exc:
-        # An answer still waiting is not recorded: its row stays ``sent`` and its session
-        # is kept, so the delivery that took over collects it (unpaid).
         bound.warning("step.abandoned", reason=str(exc))
+        _keep_answers(rt, ctx.unrecorded)
         return "superseded"
     except OperationalError:
         # The database is down, not the step: let the task retry with backoff (the
@@ -284,9 +283,25 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody, task_id: s
         move, outcome = _record_or_refusal(rt, ctx.lease, outcome, _routing(ctx), ctx.unrecorded)
     except (StepSuperseded, CallSuperseded):
         bound.warning("step.superseded")
+        _keep_answers(rt, ctx.unrecorded)
         return "superseded"
     bound.info("step.finished", ok=outcome.ok, to_status=move.to_status.value)
     return move.to_status.value
+
+
+def _keep_answers(rt: Runtime, unrecorded: UnrecordedAnswers) -> None:
+    """The outcome was refused (a cancel moved the run, another delivery took the step):
+    the answers this delivery collected were paid for all the same, so they are recorded
+    now, with their usage, and their sessions deleted; an answer whose call ended
+    otherwise meanwhile (a cancel's abort recorded first) is left as that says."""
+    if not unrecorded.pending:
+        return
+    try:
+        rt.oc.flush(unrecorded)
+    except CallSuperseded as exc:
+        log.warning("step.answer_not_kept", reason=str(exc))
+    except DBAPIError as exc:  # the database is away: the row stays sent, its session kept
+        log.warning("step.answer_not_kept", error=str(exc.orig))
 
 
 PARK_GRACE_S = 5.0
@@ -363,7 +378,8 @@ def _record_or_refusal(
     outage (those still raise, and the task retries), so the step fails closed with a
     diagnostic naming what the database said and what it refused. The answers waiting
     to be recorded with the outcome are recorded on their own first: if the database
-    refuses those too, they stay ``sent`` (their sessions kept) for the deadline sweep.
+    refuses those too, they stay ``sent`` with their sessions kept, as a worker that died
+    there would leave them.
     """
     try:
         return _record(rt, lease, outcome, routing, unrecorded), outcome

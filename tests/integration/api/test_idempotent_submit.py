@@ -170,3 +170,12 @@ def test_run_must_be_a_boolean(client: FlaskClient, git_repo: Path, db: Session)
     assert response.status_code == 400
     assert "run" in response.get_json()["error"]["details"]
     assert _intents(db) == 0
+
+
+def test_a_replay_without_run_still_shows_the_run_the_first_submit_started(
+    client: FlaskClient, git_repo: Path, broker: Redis
+) -> None:
+    first = _submit_and_run(client, git_repo, "shown-again").get_json()
+    again = _submit(client, git_repo, "shown-again").get_json()
+    assert again["run"] == first["run"]
+    assert len(sent_tasks(broker)) == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -23,8 +24,10 @@ from services.worker.cancel import abort_inflight_calls
 from services.worker.collector import Collector
 from services.worker.reconciler import reconcile
 from services.worker.runtime import Runtime
+from services.worker.steps import compile as compile_module
 from services.worker.steps.base import run_step
 from services.worker.steps.compile import compile_step
+from shared.domain.policy import Policy, Violation
 from shared.domain.run_machine import StepId
 from shared.domain.step_contract import step_contract_version
 from shared.domain.step_lease import StepLease
@@ -269,6 +272,42 @@ def test_an_answer_whose_outcome_never_committed_is_collected_again_unpaid(
     assert [c["status"] for c in _calls(rt, run_id)] == ["succeeded"]
     stats = httpx.get(f"{client.base_url}/__kodo/stats").json()
     assert stats["by_session"][call["session_id"]] == 1  # one prompt, collected twice
+
+
+def test_a_cancel_while_the_woken_step_judges_its_answer_keeps_the_paid_answer(
+    async_rt: Runtime, client: OpenCodeClient, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outcome is refused (the run moved), but the answer was paid for: it is recorded
+    with its usage, the run's spend counts it, and its session is deleted."""
+    rt = async_rt
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=200]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+    wait_until(_collector(rt, client, InMemorySender()).reconcile, 10, "the turn to end")
+    [call] = _calls(rt, run_id)
+    judged = compile_module.check_plan
+
+    def cancelled_meanwhile(policy: Policy, plan: dict[str, Any]) -> list[Violation]:
+        with uow(rt) as work:  # the user cancels while the answer is being judged
+            cancel_run(work, run_id, now=rt.clock.now())
+        return judged(policy, plan)
+
+    monkeypatch.setattr(compile_module, "check_plan", cancelled_meanwhile)
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "superseded"
+    abort_inflight_calls(rt, run_id)  # the AbortCalls task the cancel sent: nothing left
+    with rt.sessions() as s:
+        row = s.execute(
+            text(
+                "SELECT c.status, c.usage, r.spent_tokens FROM app.opencode_calls c"
+                " JOIN app.runs r ON r.id = c.run_id WHERE c.run_id = :r"
+            ),
+            {"r": run_id},
+        ).one()
+    assert row.status == "succeeded"
+    assert row.usage["total_tokens"] > 0
+    assert row.spent_tokens == row.usage["total_tokens"]
+    with pytest.raises(OpenCodeError) as gone:
+        client.get_session(str(call["session_id"]), directory=str(repo))
+    assert gone.value.status == 404
 
 
 @pytest.mark.parametrize("woken_before", ["before it was marked sent", "after, before the park"])

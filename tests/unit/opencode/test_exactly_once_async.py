@@ -22,6 +22,7 @@ from shared.domain.vocab import CallStatus
 from shared.opencode.cache import LruCache
 from shared.opencode.calls import (
     CallFailed,
+    CallOutcome,
     CallPending,
     CallSuperseded,
     StructuredCall,
@@ -572,15 +573,28 @@ def test_the_next_attempts_claim_records_a_waiting_answer_first() -> None:
     assert session_id in agent.deleted
 
 
-def test_a_waiting_answer_another_delivery_recorded_first_supersedes_this_one() -> None:
+def test_a_waiting_answer_another_delivery_recorded_first_is_that_same_answer() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = InMemoryLedger()
+    calls, unrecorded, session_id = _collected_unrecorded(agent, ledger)
+    other = _calls(agent, ledger).prompt_structured(_call())  # a delivery that took over
+    assert other.answer == ANSWER
+    assert agent.deleted == [session_id]  # it settled: recorded, then deleted
+    calls.flush(unrecorded)  # one prompt per session: what it recorded is this answer
+    assert unrecorded.pending == []
+    assert ledger.status(_call().op_key) == CallStatus.SUCCEEDED
+    assert len(agent.sent) == 1
+
+
+def test_a_waiting_answer_whose_call_a_cancel_aborted_first_supersedes_the_delivery() -> None:
     agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = InMemoryLedger()
     calls, unrecorded, _ = _collected_unrecorded(agent, ledger)
-    other = _calls(agent, ledger).prompt_structured(_call())  # a delivery that took over
-    assert other.answer == ANSWER
+    aborted = CallOutcome(CallStatus.ABORTED, NOW, None, error_name="Aborted", error="cancel")
+    assert ledger.finish(_call().op_key, aborted, from_status=CallStatus.SENT)
     with pytest.raises(CallSuperseded, match="collected by another delivery"):
         calls.flush(unrecorded)
-    assert ledger.status(_call().op_key) == CallStatus.SUCCEEDED
+    assert ledger.status(_call().op_key) == CallStatus.ABORTED
 
 
 def test_a_failed_answer_is_recorded_at_once_whatever_the_caller_offers() -> None:
