@@ -23,9 +23,10 @@ pytestmark = pytest.mark.integration
 PLAN = {"summary": "Add a docstring", "files": ["calc.py"]}
 
 
-def put_plan(db: Session, run: Run) -> None:
-    """Store PLAN as the run's plan card; the run's digest becomes its bytes' sha256."""
-    content = json.dumps(PLAN).encode()
+def put_plan(db: Session, run: Run, content: bytes | None = None) -> None:
+    """Store PLAN (or ``content``) as the run's plan card; the run's digest becomes its
+    bytes' sha256."""
+    content = json.dumps(PLAN).encode() if content is None else content
     ArtifactRepo(db).put(
         run.id,
         StepId.COMPILE,
@@ -92,15 +93,7 @@ def test_a_digest_that_names_none_of_the_runs_plan_cards_is_refused_not_shown(
 
 def test_a_plan_card_that_is_not_json_is_refused(client: FlaskClient, db: Session) -> None:
     run = RunFactory(waiting_input=True)
-    ArtifactRepo(db).put(
-        run.id,
-        StepId.COMPILE,
-        kind=ArtifactKind.PLAN_CARD,
-        name="plan.json",
-        content=b"{not json",
-        media_type="application/json",
-    )
-    run.plan_sha256 = sha256_hex(b"{not json")
+    put_plan(db, run, b"{not json")
     db.commit()
 
     response = client.get(f"/runs/{run.id}/plan")
