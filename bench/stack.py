@@ -150,14 +150,22 @@ THREADS_PER_WORKER = 4
 waits (Postgres, the provider, git) overlap another's work."""
 
 
-def start_workers(bench: Bench, *, app: str, queue: str, count: int, pool: str) -> list[Child]:
-    """``count`` worker processes: solo (one task at a time) or with a thread pool each;
-    or one prefork worker with ``count`` children."""
+def start_workers(
+    bench: Bench,
+    *,
+    app: str,
+    queue: str,
+    count: int,
+    pool: str,
+    threads: int = THREADS_PER_WORKER,
+) -> list[Child]:
+    """``count`` worker processes: solo (one task at a time) or with a pool of
+    ``threads`` each; or one prefork worker with ``count`` children."""
     procs = []
     if pool == "prefork":
         shape = [("prefork", str(count))]
     elif pool == "threads":
-        shape = [("threads", str(THREADS_PER_WORKER))] * count
+        shape = [("threads", str(threads))] * count
     else:
         shape = [("solo", "1")] * count
     for i, (kind, concurrency) in enumerate(shape):

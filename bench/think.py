@@ -29,6 +29,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from devstack.kodo_procs import WORKER_CONCURRENCY
+
 from .kodo_phase import GOAL, Driver, SubmitError, Timing
 from .phases import WARMUP_RUNS, cmdline, cpu_by_role, split_ok, work_cpu
 from .phases import WORK_ROLES as BASE_WORK_ROLES
@@ -148,12 +150,20 @@ def think(
     submit_limit: int = 0,
     real: RealDaemons | None = None,
 ) -> dict[str, Any]:
-    """Run the phase on one worker process of 4 threads; its figures (ms, MB, counts).
+    """Run the phase on the worker ``kodo up`` starts (one process, its default number
+    of threads); its figures (ms, MB, counts).
 
     ``submit_limit``: at most this many runs being submitted at once (0: all at once,
     as the issue asks; a bound shows the rest of the path when the API's intake is
     what fails). ``real``: the daemons the stack points at instead of oc-compat."""
-    start_workers(bench, app="bench.kodo_worker:app", queue="kodo", count=1, pool="threads")
+    start_workers(
+        bench,
+        app="bench.kodo_worker:app",
+        queue="kodo",
+        count=1,
+        pool="threads",
+        threads=WORKER_CONCURRENCY,
+    )
     try:
         asyncio.run(_warm(bench, sessions))
         pids = kodo_pids(bench, KODO_ROLES if real is None else REAL_KODO_ROLES)

@@ -139,10 +139,16 @@ def start_oc_compat(stack: Stack, seed: int, port: int | None = None) -> Child:
     return proc
 
 
+WORKER_CONCURRENCY = 8
+"""Steps one worker runs at once (threads), as compose and the README's manual start
+run it: a step's git and verification commands are processes of their own, so more
+threads than cores overlap their waits."""
+
+
 def start_worker(
     stack: Stack,
     name: str = "worker",
-    concurrency: int = 4,
+    concurrency: int = WORKER_CONCURRENCY,
     *,
     node: str | None = None,
     extra_env: Mapping[str, str] | None = None,

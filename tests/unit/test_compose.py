@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from devstack.kodo_procs import API_CONF, api_argv
+from devstack.kodo_procs import API_CONF, WORKER_CONCURRENCY, api_argv
 from shared.config import DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -234,6 +234,13 @@ def test_the_worker_healthcheck_names_no_node() -> None:
     assert shlex.join(worker["command"]).startswith(
         "celery -A services.worker.celery_app:app worker"
     )
+
+
+def test_the_worker_runs_as_many_steps_at_once_as_kodo_ups() -> None:
+    """One shape: compose's worker and ``kodo up``'s run the same number of threads."""
+    command = _services()["worker"]["command"]
+    assert command[command.index("-P") + 1] == "threads"
+    assert command[command.index("-c") + 1] == str(WORKER_CONCURRENCY)
 
 
 def _opencode_script() -> str:
