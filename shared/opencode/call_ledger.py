@@ -20,7 +20,7 @@ from shared.opencode.calls import (
     CallOutcome,
     StructuredCall,
     UnrecordedAnswers,
-    collected_elsewhere,
+    finished_elsewhere,
 )
 from shared.service.steps import hold_lease
 
@@ -122,9 +122,7 @@ def record_answers_in(session: Session, unrecorded: UnrecordedAnswers) -> None:
     ledger = LedgerRepo(session)
     for answer in unrecorded.pending:
         if not _finish_in(ledger, answer.op_key, answer.outcome, CallStatus.SENT):
-            found = ledger.get_aged(answer.op_key)
-            if found is None or found[0].status != CallStatus.SUCCEEDED:
-                raise collected_elsewhere(answer.op_key)
+            finished_elsewhere(answer.op_key, ledger.get_aged(answer.op_key))
 
 
 def _claim_in(

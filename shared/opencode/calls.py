@@ -13,6 +13,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Literal
 
+from shared.domain.call_record import AgedRecord
 from shared.domain.vocab import CallStatus
 from shared.hashing import op_key as make_op_key
 from shared.hashing import sha256_hex
@@ -87,12 +88,16 @@ class UnrecordedAnswers:
             answer.settle()
 
 
-def collected_elsewhere(op_key: str) -> CallSuperseded:
-    """A waiting answer's row was recorded by another delivery: this one was fenced off."""
-    return CallSuperseded(
-        f"provider call {op_key[:12]} was collected by another delivery first"
-        " (rule: a run acts on one outcome per op_key)"
-    )
+def finished_elsewhere(op_key: str, found: AgedRecord | None) -> None:
+    """A waiting answer's row was no longer ``sent`` when it was to be recorded: fine if
+    another delivery recorded it succeeded (the same answer: one prompt per session, read
+    from that session); CallSuperseded if its call ended otherwise first (aborted by a
+    cancel, failed with its daemon)."""
+    if found is None or found[0].status != CallStatus.SUCCEEDED:
+        raise CallSuperseded(
+            f"provider call {op_key[:12]} was collected by another delivery first"
+            " (rule: a run acts on one outcome per op_key)"
+        )
 
 
 @dataclass(frozen=True)

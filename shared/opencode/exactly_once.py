@@ -49,7 +49,7 @@ from shared.opencode.calls import (
     UnrecordedAnswers,
     bounded_error,
     bounded_record,
-    collected_elsewhere,
+    finished_elsewhere,
 )
 from shared.opencode.confinement import RULES as CONFINEMENT_RULES
 from shared.opencode.daemons import Daemon, DaemonPool
@@ -426,11 +426,7 @@ class ExactlyOnceCalls:
         while unrecorded.pending:
             answer = unrecorded.pending[0]
             if not self.ledger.finish(answer.op_key, answer.outcome, from_status=CallStatus.SENT):
-                found = self.ledger.read(answer.op_key)
-                # Recorded succeeded by another delivery: the same answer (one prompt per
-                # session, read from that session). Anything else ended the call first.
-                if found is None or found[0].status != CallStatus.SUCCEEDED:
-                    raise collected_elsewhere(answer.op_key)
+                finished_elsewhere(answer.op_key, self.ledger.read(answer.op_key))
             unrecorded.pending.pop(0)
             answer.settle()
 

@@ -290,10 +290,11 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody, task_id: s
 
 
 def _keep_answers(rt: Runtime, unrecorded: UnrecordedAnswers) -> None:
-    """The outcome was refused (a cancel moved the run, another delivery took the step):
-    the answers this delivery collected were paid for all the same, so they are recorded
-    now, with their usage, and their sessions deleted; an answer whose call ended
-    otherwise meanwhile (a cancel's abort recorded first) is left as that says."""
+    """The outcome was refused (a cancel moved the run, another delivery took the step,
+    the database refused the record): the answers this delivery collected were paid for
+    all the same, so they are recorded now, on their own, with their usage, and their
+    sessions deleted; an answer whose call ended otherwise meanwhile (a cancel's abort
+    recorded first), or that the database refuses too, is left as the row says."""
     if not unrecorded.pending:
         return
     try:
@@ -388,13 +389,8 @@ def _record_or_refusal(
     except DBAPIError as exc:
         refused = exc
     log.error("step.record_refused", error=str(refused.orig))
-    try:
-        rt.oc.flush(unrecorded)
-    except (OperationalError, InterfaceError):
-        raise
-    except DBAPIError as exc:
-        log.error("step.answer_record_refused", error=str(exc.orig))
-        unrecorded.take()
+    _keep_answers(rt, unrecorded)
+    unrecorded.take()  # any the database refused too stay sent: the failure goes without
     failure = refused_outcome(outcome, refused)
     return _record(rt, lease, failure, routing, unrecorded), failure
 
