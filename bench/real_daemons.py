@@ -19,10 +19,13 @@ and a daemon boots an instance for every directory new to it (about 2 s of CPU, 
 memory it keeps after the sessions are deleted), so the worktrees each daemon saw are
 counted too, and the RSS growth per worktree beside the growth per held prompt.
 
-Its memory mappings are counted as well: they grow with every worktree (its heap
-splits into ever more mappings, which disposing an instance does not give back), and
-at ``vm.max_map_count`` (65,530 by default) the daemon livelocks, its main thread
-spinning on a refused ``madvise``: measured here after about 90 new worktrees.
+Its memory mappings are counted as well: they grow with every worktree open at once,
+and at ``vm.max_map_count`` (65,530 by default) the daemon livelocks, its main thread
+spinning on a refused ``madvise``: measured here after about 90 new worktrees. The
+phase's end waits for the reconciler to release the ended runs' worktrees
+(``POST /instance/dispose``); the daemon keeps the RSS and mappings it reached (its
+allocator does not return them), but reuses them for the next worktrees instead of
+growing: ``python -m bench.daemon_churn`` measures that, one worktree after another.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -159,6 +163,7 @@ class RealDaemons:
         """The phase's figures per daemon and for the scripted LLM (its CPU is the stack's
         ``scripted-llm`` role, added by the caller)."""
         llm = self._llm("GET", "/__kodo/stats")
+        released_s, still_open = await_releases(sessions)
         with sessions() as s:
             rows = s.execute(
                 text(
@@ -171,10 +176,12 @@ class RealDaemons:
         figures = []
         for i, d in enumerate(self.daemons):
             recorded = [r for r in rows if r.daemon == d.url and r.status == "succeeded"]
-            left, check_error = self._sessions_left(d, recorded)
             mine = [r for r in rows if r.daemon == d.url]
             spent = tree_cpu_ms(d.pid) - before.cpu_ms[d.url]
             peak = _tree_peak_mb(d.pid)
+            rss_after, maps = _tree_rss_mb(d.pid), _most_maps(d.pid)
+            # Last: asking for a session by its directory opens that worktree again.
+            left, check_error = self._sessions_left(d, recorded)
             held = most_at_once([(r.started_at, r.ended) for r in mine if r.started_at])
             grown = peak - before.rss_mb[d.url]
             places = len({_directory(r.request) for r in mine})
@@ -187,13 +194,13 @@ class RealDaemons:
                     "cpu_ms_per_prompt": round(spent / len(mine), 1) if mine else None,
                     "rss_before_mb": round(before.rss_mb[d.url], 1),
                     "peak_rss_mb": round(peak, 1),
-                    "rss_after_mb": round(_tree_rss_mb(d.pid), 1),
+                    "rss_after_mb": round(rss_after, 1),
                     "peak_held": held,
                     "rss_mb_per_held": round(grown / held, 2) if held else None,
                     "directories": places,
                     "rss_mb_per_directory": round(grown / places, 2) if places else None,
                     "calls_by_status": dict(Counter(r.status for r in mine)),
-                    "maps": _most_maps(d.pid),
+                    "maps": maps,
                     "sessions_left": left,
                     "sessions_check_error": check_error,
                 }
@@ -203,6 +210,8 @@ class RealDaemons:
             "daemons": figures,
             "peak_rss_reset": before.peak_reset,
             "max_map_count": max_map_count(),
+            "released_within_s": released_s,
+            "runs_still_holding_worktrees": still_open,
             "prompts": len(rows),
             "prompts_on_unknown_daemons": unknown,
             "scripted_llm": {
@@ -231,6 +240,35 @@ class RealDaemons:
                 elif reply.status_code != 404:
                     return None, f"GET /session/{{id}} answered {reply.status_code}"
         return left, None
+
+
+BENCH_RELEASE_S = 10
+"""``KODO_INSTANCE_RELEASE_S`` in the bench (30 by default): longer than an approval
+takes here, so no run is released while it waits for one and opened again."""
+RELEASE_WAIT_S = 120.0
+"""How long the phase's end waits for the reconciler to release the worktrees of the
+runs that ended (``KODO_INSTANCE_RELEASE_S`` of rest, then the next pass)."""
+
+
+def await_releases(
+    sessions: sessionmaker[Session], *, within_s: float = RELEASE_WAIT_S
+) -> tuple[float | None, int]:
+    """Wait until no run holds a worktree open on a daemon: (seconds it took, or None if
+    some still did after ``within_s``; how many still do)."""
+    started = time.monotonic()
+    while True:
+        with sessions() as s:
+            holding = int(
+                s.execute(
+                    text("SELECT count(*) FROM app.runs WHERE instances_opened_at IS NOT NULL")
+                ).scalar_one()
+            )
+        took = time.monotonic() - started
+        if holding == 0:
+            return round(took, 1), 0
+        if took > within_s:
+            return None, holding
+        time.sleep(1.0)
 
 
 def _directory(request: object) -> str:
@@ -285,6 +323,9 @@ def start(bench: Bench, count: int) -> RealDaemons:
     env["OC_PASSWORD"] = password
     env["OC_PROVIDER_ID"] = first.provider_id
     env["OC_MODEL_ID"] = first.model_id
+    # The bench approves each plan as it is shown: a run rests only once it ended, and
+    # the phase's end waits for those releases (at most this plus a reconciler pass).
+    env["KODO_INSTANCE_RELEASE_S"] = str(BENCH_RELEASE_S)
     return real
 
 
@@ -300,7 +341,11 @@ def daemon_rows(f: dict[str, Any], cpu: dict[str, float]) -> list[Row]:
             Row("  CPU per prompt", d["cpu_ms_per_prompt"]),
             Row("  RSS before the phase", d["rss_before_mb"], unit="MB"),
             Row(f"  peak RSS {since}", d["peak_rss_mb"], unit="MB"),
-            Row("  RSS after the phase (sessions deleted)", d["rss_after_mb"], unit="MB"),
+            Row(
+                "  RSS after the phase (sessions deleted, worktrees released)",
+                d["rss_after_mb"],
+                unit="MB",
+            ),
             Row("  prompts held at once, peak (ledger)", d["peak_held"], unit="count"),
             Row("  RSS per held prompt ((peak - before) / held)", d["rss_mb_per_held"], unit="MB"),
             Row(
@@ -330,6 +375,18 @@ def daemon_rows(f: dict[str, Any], cpu: dict[str, float]) -> list[Row]:
                 for status, n in sorted(d["calls_by_status"].items())
             ),
         ]
+    rows.append(
+        Row(
+            "runs still holding a worktree open after the phase (reconciler's release)",
+            f["runs_still_holding_worktrees"],
+            target="0",
+            met=f["runs_still_holding_worktrees"] == 0,
+            unit="count",
+        )
+    )
+    rows.append(
+        Row("  all released within, after the last run ended", f["released_within_s"], unit="s")
+    )
     prompts = sum(d["prompts"] for d in f["daemons"])
     daemon_cpu = sum(d["cpu_ms"] for d in f["daemons"])
     grown = sum(d["peak_rss_mb"] - d["rss_before_mb"] for d in f["daemons"])

@@ -73,6 +73,9 @@ DEFAULTS: dict[str, str] = {
     # Cleanup: finished runs' worktrees are removed this long after they ended; the
     # branches of rejected, cancelled and failed runs too, unless kept.
     "KODO_WORKTREE_GRACE_S": "86400",
+    # A daemon lets go of a run's worktree once the run rested (waits for a person, is
+    # parked, or ended) this long: opening it again costs the daemon about 1 s of CPU.
+    "KODO_INSTANCE_RELEASE_S": "30",
     "KODO_KEEP_BRANCHES": "0",
     "KODO_MAX_BODY_BYTES": "65536",
     "APPROVAL_POLL_S": "2.0",
@@ -277,6 +280,7 @@ class Settings:
     deliver_remote: str = ""
     deliver_protocols: tuple[str, ...] = ("file",)
     worktree_grace_s: float = float(DEFAULTS["KODO_WORKTREE_GRACE_S"])
+    instance_release_s: float = float(DEFAULTS["KODO_INSTANCE_RELEASE_S"])
     keep_branches: bool = False
     max_body_bytes: int = int(DEFAULTS["KODO_MAX_BODY_BYTES"])
     approval_poll_s: float = float(DEFAULTS["APPROVAL_POLL_S"])
@@ -378,6 +382,7 @@ class Settings:
                 if p.strip()
             ),
             worktree_grace_s=_float(env, "KODO_WORKTREE_GRACE_S"),
+            instance_release_s=_float(env, "KODO_INSTANCE_RELEASE_S"),
             keep_branches=_bool(env, "KODO_KEEP_BRANCHES"),
             max_body_bytes=_int(env, "KODO_MAX_BODY_BYTES"),
             approval_poll_s=_float(env, "APPROVAL_POLL_S"),
@@ -451,6 +456,8 @@ class Settings:
             raise ConfigError(f"KODO_DELIVER_PROTOCOLS names unknown protocols: {sorted(unknown)}")
         if self.worktree_grace_s < 0:
             raise ConfigError("KODO_WORKTREE_GRACE_S must be 0 or more")
+        if self.instance_release_s < 0:
+            raise ConfigError("KODO_INSTANCE_RELEASE_S must be 0 or more")
         for name, value in (
             ("APPROVAL_POLL_S", self.approval_poll_s),
             ("KODO_STEP_LEASE_S", self.step_lease_s),

@@ -12,6 +12,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from services.worker.delivery import clean, deliver
+from services.worker.instances import release_instances
 from services.worker.runtime import Runtime
 from services.worker.watcher import watch_approvals
 from services.worker.webhooks import sweep_webhooks
@@ -59,5 +60,6 @@ def reconcile(rt: Runtime) -> list[Redispatch]:
     watch_approvals(rt)
     deliver(rt)  # a push that failed (or whose message was lost) is tried again
     clean(rt)
+    release_instances(rt)  # daemons let go of the worktrees of runs that rest
     sweep_webhooks(rt, rt.celery)  # due webhook deliveries: a retry, a lost send, a crash
     return stalled

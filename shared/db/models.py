@@ -137,6 +137,12 @@ class Run(Base):
             "finished_at",
             postgresql_where=text("worktree_removed_at IS NULL AND worktree_path IS NOT NULL"),
         ),
+        # Migration 0026: the reconciler's release reads only runs with an instance open.
+        Index(
+            "ix_runs_instances_open",
+            "updated_at",
+            postgresql_where=text("instances_opened_at IS NOT NULL"),
+        ),
         CheckConstraint(
             "coalesce(budget_usd_micro, 0) >= 0 AND coalesce(budget_tokens, 0) >= 0"
             " AND spent_usd_micro >= 0 AND spent_tokens >= 0"
@@ -190,6 +196,9 @@ class Run(Base):
     # Migration 0022: the last cleanup that failed, and why (retried after the others).
     cleanup_failed_at: Mapped[datetime | None]
     cleanup_error: Mapped[str | None] = mapped_column(Text)
+    # Migration 0026: since when a daemon holds this run's worktree open (stamped by the
+    # claim of a call); emptied once the reconciler disposed it (the run rests).
+    instances_opened_at: Mapped[datetime | None]
 
 
 class StepRun(Base):

@@ -33,6 +33,10 @@ TERMINAL = frozenset(
     {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.CANCELLED}
 )
 ACTIVE = frozenset(RunStatus) - TERMINAL
+AT_REST = TERMINAL | {RunStatus.WAITING_INPUT, RunStatus.WAITING_UPGRADE}
+"""Statuses in which a run sends no provider call until someone moves it (an approver,
+an answer, a budget, an upgraded worker, a retry): what a daemon holds open for its
+worktree can be let go."""
 
 
 class StepId(StrEnum):

@@ -128,6 +128,10 @@ class AgentClient(Protocol):
         """``GET /session/status``: the directory's sessions that are not idle."""
         ...
 
+    def dispose_instance(self, *, directory: str, timeout_s: float | None = None) -> bool:
+        """``POST /instance/dispose``: release what the daemon holds open for ``directory``."""
+        ...
+
     def close(self) -> None: ...
 
 

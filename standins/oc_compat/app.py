@@ -77,7 +77,21 @@ class CompatState:
         self.sessions: dict[str, _Session] = {}
         self.bus = EventBus(self.ids, config.heartbeat_s)
         self.held = 0  # prompts in flight now, over every session
+        # Directories the daemon holds open (an "instance" each): any request naming a
+        # directory opens it, POST /instance/dispose closes it (API: instance.dispose).
+        self.instances: set[str] = set()
         self.reset()
+
+    def open_instance(self, directory: str, *, disposing: bool) -> None:
+        """A request named ``directory``: the daemon opens it first if it is not open (a
+        dispose of a directory never opened pays that boot too, for nothing)."""
+        with self.lock:
+            if directory in self.instances:
+                return
+            self.instances.add(directory)
+            self.instance_boots += 1
+            if disposing:
+                self.disposes_unopened += 1
 
     def publish(self, session: _Session, kind: str, **properties: Any) -> None:
         """Send ``kind`` about ``session`` to the streams of its directory and the global ones."""
@@ -98,6 +112,9 @@ class CompatState:
             # The most prompts held at once since the reset: a poller of ``in_flight``
             # can miss a peak, the server cannot (the bench's think-time phase reads it).
             self.held_peak = self.held
+            self.instance_boots = 0
+            self.instances_disposed = 0
+            self.disposes_unopened = 0
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -116,6 +133,10 @@ class CompatState:
                 "in_flight_total": self.held,
                 "in_flight_peak": self.held_peak,
                 "event_streams": self.bus.open_streams,
+                "instances_open": sorted(self.instances),
+                "instance_boots": self.instance_boots,
+                "instances_disposed": self.instances_disposed,
+                "disposes_unopened": self.disposes_unopened,
             }
 
     def abort_all(self) -> None:
@@ -245,6 +266,8 @@ def create_app(state: CompatState) -> Flask:
             with state.lock:
                 state.by_route[route] += 1
         if _authorized(config):
+            if not request.path.startswith(("/__kodo/", "/global/")):  # instance routes
+                state.open_instance(_directory(), disposing=request.path == "/instance/dispose")
             return None
         response = _error(401, "UnauthorizedError", "Unauthorized")
         response.headers["WWW-Authenticate"] = 'Basic realm="opencode"'
@@ -421,6 +444,20 @@ def create_app(state: CompatState) -> Flask:
         if turn.directives.garbage:  # the daemon took it; a broken proxy garbled the 204
             return Response(GARBAGE, status=200, mimetype="application/json")
         return Response(status=204)
+
+    @app.post("/instance/dispose")
+    def dispose_instance() -> Response:
+        """Like the daemon: what the directory held open is let go (its prompts in flight
+        end aborted); its sessions stay stored."""
+        directory = _directory()
+        with state.lock:
+            state.instances.discard(directory)
+            state.instances_disposed += 1
+            for session in state.sessions.values():
+                if session.data["directory"] == directory:
+                    for event in session.in_flight:
+                        event.set()
+        return _json(True)
 
     @app.get("/__kodo/stats")
     def stats() -> Response:

@@ -120,6 +120,7 @@ class FakeAgent:
         self.sent: list[SentPrompt] = []
         self.aborted: list[str] = []
         self.deleted: list[str] = []
+        self.disposed: list[str] = []  # directories POST /instance/dispose named
         self.sessions: dict[str, ScriptedTurn | None] = {}
         self.busy: set[str] = set()  # sessions GET /session/status reports busy
         self.stubborn: set[str] = set()  # busy sessions an abort does not stop
@@ -301,6 +302,10 @@ class FakeAgent:
 
     def busy_sessions(self, *, directory: str) -> dict[str, Any]:
         return {sid: {"type": "busy"} for sid in sorted(self.busy)}
+
+    def dispose_instance(self, *, directory: str, timeout_s: float | None = None) -> bool:
+        self.disposed.append(directory)
+        return True
 
     def close(self) -> None:
         self.closed = True

@@ -95,6 +95,8 @@ _COUNTED = (
         + case((_CLAIMED.c.attempt > _ROUND_FIRST_ATTEMPT, 1), else_=0),
         reserved_usd_micro=_RUNS.c.reserved_usd_micro + func.coalesce(bindparam("call_usd"), 0),
         reserved_tokens=_RUNS.c.reserved_tokens + func.coalesce(bindparam("call_tok"), 0),
+        # The call's daemon opens the run's worktree (now(): the call row's created_at)
+        instances_opened_at=func.coalesce(_RUNS.c.instances_opened_at, func.now()),
     )
     .returning(_RUNS.c.id)
     .cte("counted")
@@ -103,7 +105,8 @@ _CLAIM = select(
     _CLAIMED.c.id, select(func.count()).select_from(_COUNTED).scalar_subquery().label("fits")
 ).add_cte(_COUNTED)
 """One statement: the claim; on its run, the call's estimate reserved iff it fits the
-budget, and a retried attempt (after its round's first) counted. The UPDATE takes the
+budget, a retried attempt (after its round's first) counted, and the worktree stamped
+open on a daemon (see ``shared.service.instances``). The UPDATE takes the
 run's row lock and Postgres re-checks the condition on the row as the lock's last holder
 left it: racing reservations serialise, none overshoots. A claim that inserts nothing
 (a replay) reserves and counts nothing. Its parameters must not be named like a column

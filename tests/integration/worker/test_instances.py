@@ -1,0 +1,141 @@
+"""A daemon lets go of a run's worktree once the run rests, and only then.
+
+Against oc-compat over HTTP, which keeps the daemon's books on what it holds open (any
+request naming a directory opens it; ``POST /instance/dispose`` closes it; a dispose of
+a directory not open would have cost opencode serve a boot for nothing, and is counted).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, text
+
+from services.worker.instances import release_instances
+from services.worker.runtime import Runtime
+from services.worker.steps.apply_patch import apply_patch_step
+from services.worker.steps.base import run_step
+from services.worker.steps.compile import compile_step
+from services.worker.steps.decide import decide_step
+from services.worker.steps.execute import execute_step
+from shared.db.models import OpenCodeCall
+from shared.domain.run_machine import StepId
+from tests.integration.worker.conftest import RuntimeFactory, approve, new_run, read_run
+
+pytestmark = pytest.mark.integration
+
+
+def _books(rt: Runtime) -> dict[str, Any]:
+    stats: dict[str, Any] = httpx.get(f"{rt.settings.oc_base_url}/__kodo/stats").json()
+    return stats
+
+
+def _directories(rt: Runtime, run_id: str) -> set[str]:
+    """The directories the run's calls named (its worktree)."""
+    with rt.sessions() as s:
+        rows = s.execute(
+            select(OpenCodeCall.request["directory"].as_string()).where(
+                OpenCodeCall.run_id == run_id
+            )
+        ).scalars()
+        return {str(Path(d).resolve()) for d in rows if d}
+
+
+def _waiting(rt: Runtime, repo: Path) -> str:
+    run_id = new_run(rt, repo, goal="Add a note to README.md")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    return run_id
+
+
+def test_a_run_waiting_for_its_approver_has_its_worktree_let_go_once(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    rt = make_rt(instance_release_s=0)
+    run_id = _waiting(rt, repo)
+    worktree = _directories(rt, run_id)
+    assert len(worktree) == 1
+    assert read_run(rt, run_id).instances_opened_at is not None, "the claim stamped it"
+    assert worktree <= set(_books(rt)["instances_open"])
+    before = _books(rt)
+
+    assert release_instances(rt) == [run_id]
+
+    after = _books(rt)
+    assert not worktree & set(after["instances_open"]), "the daemon let go of the worktree"
+    assert after["instances_disposed"] == before["instances_disposed"] + 1
+    assert after["disposes_unopened"] == before["disposes_unopened"] == 0
+    assert read_run(rt, run_id).instances_opened_at is None
+    assert release_instances(rt) == [], "released once: nothing is disposed twice"
+    assert _books(rt)["instances_disposed"] == after["instances_disposed"]
+
+
+def test_a_run_resting_less_than_the_release_time_keeps_its_worktree_open(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    rt = make_rt(instance_release_s=3600)
+    run_id = _waiting(rt, repo)
+    assert release_instances(rt) == []
+    assert _directories(rt, run_id) <= set(_books(rt)["instances_open"])
+    assert read_run(rt, run_id).instances_opened_at is not None
+
+
+def test_a_run_being_moved_is_left_for_the_next_pass(make_rt: RuntimeFactory, repo: Path) -> None:
+    """The release locks the run's row (SKIP LOCKED): an approval holding it is never
+    raced by a dispose; the next pass finds the run again."""
+    rt = make_rt(instance_release_s=0)
+    run_id = _waiting(rt, repo)
+    with rt.engine.connect() as other:
+        other.execute(text("SELECT 1 FROM app.runs WHERE id = :id FOR UPDATE"), {"id": run_id})
+        assert release_instances(rt) == []
+        assert _directories(rt, run_id) <= set(_books(rt)["instances_open"])
+        other.rollback()
+    assert release_instances(rt) == [run_id]
+
+
+def test_an_approved_run_opens_its_worktree_again_and_is_let_go_when_it_ends(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    rt = make_rt(instance_release_s=0)
+    run_id = _waiting(rt, repo)
+    assert release_instances(rt) == [run_id]
+    approve(rt, run_id)
+    assert release_instances(rt) == [], "an applying run is not resting"
+    assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "deciding"
+    assert read_run(rt, run_id).instances_opened_at is not None, "its next claim stamped it"
+    assert release_instances(rt) == [], "a deciding run is not resting"
+    assert run_step(rt, StepId.DECIDE, run_id, decide_step) == "executing"
+    assert run_step(rt, StepId.EXECUTE, run_id, execute_step) == "succeeded"
+    before = _books(rt)
+
+    assert release_instances(rt) == [run_id]
+
+    after = _books(rt)
+    assert not _directories(rt, run_id) & set(after["instances_open"])
+    assert after["instances_disposed"] == before["instances_disposed"] + 1
+    assert after["disposes_unopened"] == 0
+
+
+def test_a_daemon_that_cannot_be_told_is_logged_and_the_run_is_not_retried_forever(
+    make_rt: RuntimeFactory, repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A leftover instance costs its daemon memory until it restarts, never a run its
+    correctness: the failure is logged with the rule's event and the run released (a
+    run that can never be told must not hold a place in every pass)."""
+    rt = make_rt(instance_release_s=0)
+    run_id = _waiting(rt, repo)
+    with rt.sessions.begin() as s:  # the call's daemon was removed from OC_BASE_URL since
+        s.execute(
+            text("UPDATE app.opencode_calls SET daemon = 'http://127.0.0.1:9' WHERE run_id = :r"),
+            {"r": run_id},
+        )
+    before = _books(rt)
+
+    assert release_instances(rt) == [run_id]
+
+    assert _books(rt)["instances_disposed"] == before["instances_disposed"]
+    assert "instances.release_failed" in capsys.readouterr().out
+    assert read_run(rt, run_id).instances_opened_at is None
+    assert release_instances(rt) == []
