@@ -91,7 +91,7 @@ def _status_kb(pid: int, key: str) -> int:
     return 0
 
 
-def _tree_rss_mb(pid: int) -> float:
+def tree_rss_mb(pid: int) -> float:
     return sum(_status_kb(p, "VmRSS") for p in descendants(pid)) / 1024
 
 
@@ -99,7 +99,7 @@ def _tree_peak_mb(pid: int) -> float:
     return sum(vm_hwm_kb(p) for p in descendants(pid)) / 1024
 
 
-def _most_maps(pid: int) -> int:
+def most_maps(pid: int) -> int:
     """The most memory mappings one process of the tree holds (the kernel caps each
     process at ``vm.max_map_count``)."""
     counts = [0]
@@ -154,7 +154,7 @@ class RealDaemons:
             last = s.execute(text("SELECT coalesce(max(id), 0) FROM app.opencode_calls")).scalar()
         return Before(
             cpu_ms={d.url: tree_cpu_ms(d.pid) for d in self.daemons},
-            rss_mb={d.url: _tree_rss_mb(d.pid) for d in self.daemons},
+            rss_mb={d.url: tree_rss_mb(d.pid) for d in self.daemons},
             peak_reset=reset,
             ledger_id=int(last or 0),
         )
@@ -179,7 +179,7 @@ class RealDaemons:
             mine = [r for r in rows if r.daemon == d.url]
             spent = tree_cpu_ms(d.pid) - before.cpu_ms[d.url]
             peak = _tree_peak_mb(d.pid)
-            rss_after, maps = _tree_rss_mb(d.pid), _most_maps(d.pid)
+            rss_after, maps = tree_rss_mb(d.pid), most_maps(d.pid)
             # Last: asking for a session by its directory opens that worktree again.
             left, check_error = self._sessions_left(d, recorded)
             held = most_at_once([(r.started_at, r.ended) for r in mine if r.started_at])

@@ -101,3 +101,21 @@ def test_the_think_phase_runs_against_two_real_daemons_and_prints_their_cost(
     assert set(DAEMON_ROWS) <= shown
     for row in DAEMON_ROWS:
         assert row in done.stdout, f"missing daemon row {row!r}"
+
+
+@pytest.mark.timeout(300)
+def test_the_churn_bench_feeds_a_real_daemon_worktrees_with_and_without_release() -> None:
+    """``python -m bench.daemon_churn``: what a long-lived daemon goes through, one
+    worktree after another, in both modes (sizes are printed, never asserted)."""
+    if install.find_binary(install.cache_dir()) is None:
+        pytest.skip(f"opencode {install.VERSION} is not installed: run `kodo oc install`")
+    argv = [sys.executable, "-m", "bench.daemon_churn", "--worktrees", "3", "--every", "3"]
+    done = subprocess.run(
+        argv, cwd=ROOT, env=os.environ, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for mode in ("keep", "dispose"):
+        assert f"{mode}: worktrees" in done.stdout
+        assert f"  {mode}: 3 worktrees," in done.stdout
+    assert done.stdout.count("  memory mappings, most seen") == 2
+    assert done.stdout.count("  RSS growth per worktree") == 2
