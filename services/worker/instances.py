@@ -1,8 +1,16 @@
 """Letting go of what daemons hold open for resting runs' worktrees (the rows side, and
-why, is shared/service/instances.py). Runs from the reconciler's pass."""
+why, is shared/service/instances.py). Runs from the reconciler's pass.
+
+Each run's disposes are sent holding its row lock, so they are bounded well under the
+database's ``lock_timeout`` (10 s; an approval of the run waits meanwhile): DISPOSE_S
+per dispose, RUN_BUDGET_S per run. A daemon that did not answer is not asked again in
+the same pass (its other runs wait for the next one), and the pass stops after
+PASS_BUDGET_S: one hung daemon never holds up the reconciler.
+"""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import structlog
@@ -11,49 +19,86 @@ from services.worker.runtime import Runtime
 from shared.db.engine import unit_of_work
 from shared.opencode.daemons import UnknownDaemon
 from shared.opencode.errors import OpenCodeError
-from shared.service.instances import Opened, claim_release, due_releases, record_release
+from shared.service.instances import (
+    Opened,
+    Window,
+    claim_release,
+    due_releases,
+    record_release,
+    record_release_failure,
+)
 
 log = structlog.get_logger("kodo.instances")
 
-DISPOSE_TIMEOUT_S = 30.0
-"""How long one dispose may take (the run's row is locked meanwhile: an approval of it
-waits). A daemon that does not answer keeps the instance; the log says so."""
+DISPOSE_S = 3.0
+"""How long one dispose may take."""
+RUN_BUDGET_S = 6.0
+"""How long one run's disposes may take together (its row is locked meanwhile)."""
+PASS_BUDGET_S = 20.0
+"""How long one pass may spend releasing; the next pass goes on."""
+CALL_GRACE_S = 60.0
+"""A claimed or sent call younger than the call deadline plus this may still be running
+on its daemon: its run is not released (a dispose would end the turn)."""
 
 
 def release_instances(rt: Runtime, *, limit: int = 50) -> list[str]:
     """Dispose the worktree instances of runs resting KODO_INSTANCE_RELEASE_S or longer;
-    return the runs released. A dispose that fails is logged, not retried: a leftover
-    instance costs the daemon memory until it restarts, never a run its correctness."""
-    rested_before = rt.clock.now() - timedelta(seconds=rt.settings.instance_release_s)
+    return the runs released. A daemon no longer configured can never be told: its part
+    is given up (logged). One that did not answer keeps the run for a later pass."""
+    now = rt.clock.now()
+    window = Window(
+        now=now,
+        rested_before=now - timedelta(seconds=rt.settings.instance_release_s),
+        call_horizon_s=rt.settings.oc_timeout_ms / 1000 + CALL_GRACE_S,
+    )
     with unit_of_work(rt.sessions) as s:
-        due = due_releases(s, rested_before=rested_before, limit=limit)
+        due = due_releases(s, window, limit=limit)
+    silent: set[str] = set()  # daemons that did not answer in this pass
+    started = time.monotonic()
     released = []
     for run_id in due:
+        if time.monotonic() - started > PASS_BUDGET_S:
+            break
         with rt.uow() as uow:
-            opened = claim_release(uow.session, run_id, rested_before=rested_before)
+            opened = claim_release(uow.session, run_id, window)
             if opened is None:
                 continue
-            for each in opened:
-                _dispose(rt, run_id, each)
-            record_release(uow.session, run_id)
-        released.append(run_id)
-        log.info(
-            "instances.released",
-            run_id=run_id,
-            daemons=sorted({o.daemon or rt.daemons.first.url for o in opened}),
-        )
+            if _dispose_all(rt, run_id, opened, silent):
+                record_release(uow.session, run_id)
+                released.append(run_id)
+            else:
+                record_release_failure(uow.session, run_id, now=rt.clock.now())
+    if released:
+        log.info("instances.released", runs=len(released))
     return released
 
 
-def _dispose(rt: Runtime, run_id: str, opened: Opened) -> None:
-    try:
-        daemon = rt.daemons.of(opened.daemon)
-        daemon.client.dispose_instance(directory=opened.directory, timeout_s=DISPOSE_TIMEOUT_S)
-    except (OpenCodeError, UnknownDaemon) as exc:
-        log.warning(
-            "instances.release_failed",
-            run_id=run_id,
-            daemon=opened.daemon,
-            directory=opened.directory,
-            error=str(exc)[:300],
-        )
+def _dispose_all(rt: Runtime, run_id: str, opened: list[Opened], silent: set[str]) -> bool:
+    """Dispose each; False if a daemon did not answer (the run is tried again later)."""
+    deadline = time.monotonic() + RUN_BUDGET_S
+    answered = True
+    for each in opened:
+        try:
+            daemon = rt.daemons.of(each.daemon)
+        except UnknownDaemon as exc:
+            log.warning("instances.release_failed", run_id=run_id, error=str(exc)[:300])
+            continue  # not ours any more: nothing to wait for
+        if each.daemon is None and len(rt.daemons.daemons) > 1:
+            continue  # a row from before daemons were recorded: which one is unknown
+        left = deadline - time.monotonic()
+        if daemon.url in silent or left <= 0:
+            answered = False
+            continue
+        try:
+            daemon.client.dispose_instance(directory=each.directory, timeout_s=min(DISPOSE_S, left))
+        except OpenCodeError as exc:
+            silent.add(daemon.url)
+            answered = False
+            log.warning(
+                "instances.release_failed",
+                run_id=run_id,
+                daemon=daemon.url,
+                directory=each.directory,
+                error=str(exc)[:300],
+            )
+    return answered

@@ -60,6 +60,6 @@ def reconcile(rt: Runtime) -> list[Redispatch]:
     watch_approvals(rt)
     deliver(rt)  # a push that failed (or whose message was lost) is tried again
     clean(rt)
-    release_instances(rt)  # daemons let go of the worktrees of runs that rest
     sweep_webhooks(rt, rt.celery)  # due webhook deliveries: a retry, a lost send, a crash
+    release_instances(rt)  # daemons let go of the worktrees of runs that rest
     return stalled

@@ -197,8 +197,10 @@ class Run(Base):
     cleanup_failed_at: Mapped[datetime | None]
     cleanup_error: Mapped[str | None] = mapped_column(Text)
     # Migration 0026: since when a daemon holds this run's worktree open (stamped by the
-    # claim of a call); emptied once the reconciler disposed it (the run rests).
+    # claim of a call); emptied once the reconciler disposed it (the run rests). The
+    # last release a daemon did not answer (tried again later, after the others).
     instances_opened_at: Mapped[datetime | None]
+    instances_release_failed_at: Mapped[datetime | None]
 
 
 class StepRun(Base):

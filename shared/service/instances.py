@@ -8,58 +8,92 @@ that rests (``AT_REST``) for ``KODO_INSTANCE_RELEASE_S`` is released by the reco
 each daemon its calls since the stamp went to disposes the worktree's instance, under
 the run's row lock (an approval, answer or retry takes that lock to move the run, so no
 call of the run starts while its worktree is being let go), and the stamp is emptied.
+
+A dispose also ends every turn in flight in the directory, and any request naming the
+directory opens it again: a run with a call that may still be running (claimed or sent,
+younger than the call deadline) is not released, whatever its status (a cancelled run's
+abort, a parked step's collection, still to come). A release a daemon did not answer
+keeps the stamp and is tried again RETRY_S later, after the runs never tried.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.db.models import OpenCodeCall, Run
 from shared.domain.run_machine import AT_REST
+from shared.domain.vocab import CallStatus
 
 _RESTING = tuple(status.value for status in AT_REST)
+_OPEN = (CallStatus.CLAIMED.value, CallStatus.SENT.value)
+
+RETRY_S = 600.0
+"""A release a daemon did not answer is tried again after this long."""
 
 
 @dataclass(frozen=True)
 class Opened:
-    """A daemon (its URL as the ledger records it; None: the only one there was) holding
-    a directory open."""
+    """A daemon (its URL as the ledger records it; None: a row from before daemons were
+    recorded) holding a directory open."""
 
     daemon: str | None
     directory: str
 
 
-def due_releases(s: Session, *, rested_before: datetime, limit: int = 50) -> list[str]:
-    """Runs resting since before ``rested_before`` with a worktree open, longest first."""
+@dataclass(frozen=True)
+class Window:
+    """Which runs a pass releases: resting since before ``rested_before``, with no call
+    younger than ``call_horizon_s`` still open, and no release failed since ``RETRY_S``
+    before ``now``."""
+
+    now: datetime
+    rested_before: datetime
+    call_horizon_s: float
+
+
+def _releasable(w: Window) -> ColumnElement[bool]:
+    """Resting long enough, something open, no call that may still be running (its age
+    by the database's clock alone), and not a release that failed lately."""
+    live_call = exists().where(
+        OpenCodeCall.run_id == Run.id,
+        OpenCodeCall.status.in_(_OPEN),
+        func.coalesce(OpenCodeCall.started_at, OpenCodeCall.created_at)
+        > func.now() - timedelta(seconds=w.call_horizon_s),
+    )
+    return and_(
+        Run.instances_opened_at.is_not(None),
+        Run.status.in_(_RESTING),
+        Run.updated_at < w.rested_before,
+        or_(
+            Run.instances_release_failed_at.is_(None),
+            Run.instances_release_failed_at < w.now - timedelta(seconds=RETRY_S),
+        ),
+        ~live_call,
+    )
+
+
+def due_releases(s: Session, window: Window, *, limit: int = 50) -> list[str]:
+    """Runs to release, those never tried first, then the longest resting."""
     rows = s.execute(
         select(Run.id)
-        .where(
-            Run.instances_opened_at.is_not(None),
-            Run.status.in_(_RESTING),
-            Run.updated_at < rested_before,
-        )
-        .order_by(Run.updated_at)
+        .where(_releasable(window))
+        .order_by(Run.instances_release_failed_at.asc().nulls_first(), Run.updated_at)
         .limit(limit)
     ).scalars()
     return list(rows)
 
 
-def claim_release(s: Session, run_id: str, *, rested_before: datetime) -> list[Opened] | None:
-    """Lock the run if it still rests with its worktree open (SKIP LOCKED: a run being
-    moved is left for the next pass): where its calls since the stamp were opened.
-    None: nothing to release (the run moved on, was released, or is locked)."""
+def claim_release(s: Session, run_id: str, window: Window) -> list[Opened] | None:
+    """Lock the run if it is still to release (SKIP LOCKED: a run being moved is left
+    for the next pass): where its calls since the stamp were opened. None: nothing to
+    release now (the run moved on, was released, is locked, or has a call running)."""
     opened_at = s.execute(
         select(Run.instances_opened_at)
-        .where(
-            Run.id == run_id,
-            Run.instances_opened_at.is_not(None),
-            Run.status.in_(_RESTING),
-            Run.updated_at < rested_before,
-        )
+        .where(Run.id == run_id, _releasable(window))
         .with_for_update(skip_locked=True)
     ).scalar_one_or_none()
     if opened_at is None:
@@ -77,4 +111,13 @@ def claim_release(s: Session, run_id: str, *, rested_before: datetime) -> list[O
 
 def record_release(s: Session, run_id: str) -> None:
     """Nothing of the run is held open any more (until its next call's claim)."""
-    s.execute(update(Run).where(Run.id == run_id).values(instances_opened_at=None))
+    s.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(instances_opened_at=None, instances_release_failed_at=None)
+    )
+
+
+def record_release_failure(s: Session, run_id: str, *, now: datetime) -> None:
+    """A daemon did not answer: the stamp stays, and the run waits RETRY_S."""
+    s.execute(update(Run).where(Run.id == run_id).values(instances_release_failed_at=now))

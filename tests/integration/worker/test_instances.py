@@ -7,6 +7,9 @@ a directory not open would have cost opencode serve a boot for nothing, and is c
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,9 @@ from services.worker.steps.decide import decide_step
 from services.worker.steps.execute import execute_step
 from shared.db.models import OpenCodeCall
 from shared.domain.run_machine import StepId
-from tests.integration.worker.conftest import RuntimeFactory, approve, new_run, read_run
+from shared.service.instances import RETRY_S, Window, claim_release, due_releases
+from shared.service.runs import cancel_run
+from tests.integration.worker.conftest import RuntimeFactory, approve, new_run, read_run, uow
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +123,7 @@ def test_an_approved_run_opens_its_worktree_again_and_is_let_go_when_it_ends(
     assert after["disposes_unopened"] == 0
 
 
-def test_a_daemon_that_cannot_be_told_is_logged_and_the_run_is_not_retried_forever(
+def test_a_daemon_no_longer_configured_is_given_up_and_the_run_not_retried_forever(
     make_rt: RuntimeFactory, repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A leftover instance costs its daemon memory until it restarts, never a run its
@@ -139,3 +144,121 @@ def test_a_daemon_that_cannot_be_told_is_logged_and_the_run_is_not_retried_forev
     assert "instances.release_failed" in capsys.readouterr().out
     assert read_run(rt, run_id).instances_opened_at is None
     assert release_instances(rt) == []
+
+
+def _window(rt: Runtime) -> Window:
+    now = rt.clock.now()
+    return Window(now=now, rested_before=now, call_horizon_s=3600)
+
+
+def test_a_run_approved_between_the_pass_reading_it_and_locking_it_is_not_released(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    """The pass reads the due runs, then locks each and checks again: an approval that
+    committed in between moved the run, and its next call must not be ended by a
+    dispose."""
+    rt = make_rt(instance_release_s=0)
+    run_id = _waiting(rt, repo)
+    with rt.sessions() as s:
+        assert due_releases(s, _window(rt)) == [run_id]
+    approve(rt, run_id)
+    with rt.sessions.begin() as s:
+        assert claim_release(s, run_id, _window(rt)) is None
+    assert release_instances(rt) == []
+    assert _directories(rt, run_id) <= set(_books(rt)["instances_open"])
+
+
+def test_a_run_with_a_call_still_open_is_not_released_until_the_call_ended(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    """A cancelled run rests at once, but its call in flight is aborted afterwards by
+    AbortCalls (a request naming the worktree): releasing first would end the turn and
+    then open the worktree again for good."""
+    rt = make_rt(instance_release_s=0)
+    run_id = _waiting(rt, repo)
+    approve(rt, run_id)
+    with rt.sessions.begin() as s:  # ApplyPatchST's call, claimed and sent, still running
+        s.execute(
+            text(
+                "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt, agent,"
+                " request, status, session_id, daemon, started_at)"
+                " SELECT 'open-call', run_id, 'ApplyPatchST', 1, 'build', request, 'sent',"
+                " 'ses_open', daemon, now() FROM app.opencode_calls WHERE run_id = :r"
+            ),
+            {"r": run_id},
+        )
+    with uow(rt) as work:
+        cancel_run(work, run_id, now=rt.clock.now())
+    assert release_instances(rt) == [], "its call is still open"
+    with rt.sessions.begin() as s:
+        s.execute(
+            text("UPDATE app.opencode_calls SET status = 'aborted' WHERE op_key = 'open-call'")
+        )
+    assert release_instances(rt) == [run_id]
+    assert not _directories(rt, run_id) & set(_books(rt)["instances_open"])
+
+
+def test_only_the_calls_since_the_stamp_are_disposed(make_rt: RuntimeFactory, repo: Path) -> None:
+    """A worktree released, then opened again on another daemon, is disposed there
+    alone: the first daemon let go of it already (asking again would open it anew)."""
+    rt = make_rt(instance_release_s=0)
+    run_id = _waiting(rt, repo)
+    assert release_instances(rt) == [run_id]
+    with rt.sessions.begin() as s:  # an earlier call, on a daemon since removed
+        s.execute(
+            text(
+                "UPDATE app.opencode_calls SET daemon = 'http://127.0.0.1:9',"
+                " created_at = created_at - interval '1 hour' WHERE run_id = :r"
+            ),
+            {"r": run_id},
+        )
+    approve(rt, run_id)
+    assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "deciding"
+    with uow(rt) as work:
+        cancel_run(work, run_id, now=rt.clock.now())
+    with rt.sessions.begin() as s:
+        opened = claim_release(s, run_id, _window(rt))
+    assert opened is not None
+    assert {o.daemon for o in opened} == {rt.settings.oc_base_url}
+
+
+@pytest.fixture
+def silent_daemon() -> Iterator[str]:
+    """A daemon that takes connections and never answers (a hung process)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def test_a_daemon_that_does_not_answer_keeps_the_run_for_a_later_pass(
+    make_rt: RuntimeFactory, repo: Path, silent_daemon: str
+) -> None:
+    """The disposes are sent holding the run's row lock: a hung daemon is given a few
+    seconds (an approval waits meanwhile, under the database's 10 s lock timeout), then
+    the run keeps its stamp and waits RETRY_S, after the runs never tried."""
+    rt = make_rt(instance_release_s=0, oc_more_daemons=(silent_daemon,))
+    run_id = _waiting(rt, repo)
+    with rt.sessions.begin() as s:
+        s.execute(
+            text("UPDATE app.opencode_calls SET daemon = :d WHERE run_id = :r"),
+            {"d": silent_daemon, "r": run_id},
+        )
+
+    assert release_instances(rt) == []
+
+    run = read_run(rt, run_id)
+    assert run.instances_opened_at is not None, "kept: tried again later"
+    assert run.instances_release_failed_at is not None
+    assert release_instances(rt) == [], f"not before {RETRY_S:g} s"
+    with rt.sessions.begin() as s:  # time passed, and the daemon is back (as oc-compat)
+        s.execute(
+            text("UPDATE app.runs SET instances_release_failed_at = :t WHERE id = :r"),
+            {"t": rt.clock.now() - timedelta(seconds=RETRY_S + 1), "r": run_id},
+        )
+        s.execute(
+            text("UPDATE app.opencode_calls SET daemon = :d WHERE run_id = :r"),
+            {"d": rt.settings.oc_base_url, "r": run_id},
+        )
+    assert release_instances(rt) == [run_id]
+    assert read_run(rt, run_id).instances_release_failed_at is None
