@@ -35,23 +35,32 @@ def client(backend: Backend) -> Iterator[OpenCodeClient]:
         yield made
 
 
-def _answered_session(client: OpenCodeClient, backend: Backend, title: str) -> str:
+def _plan_turn(
+    client: OpenCodeClient, backend: Backend, title: str, *, text: str, wait: bool
+) -> str:
+    """A fresh plan session in the backend's repository and its structured prompt:
+    answered (``wait``) or sent with ``prompt_async``. Its session id."""
     directory = str(backend.repo)
     session_id = str(
         client.create_session(
             directory=directory, title=title, permission=permission_rules("plan")
         )["id"]
     )
-    client.prompt(
+    send = client.prompt if wait else client.prompt_async
+    send(
         session_id,
         directory=directory,
         agent="plan",
         model=MODEL,
-        text="Plan a change to README.md",
+        text=text,
         tools=tools_map("plan"),
         format=FORMAT,
     )
     return session_id
+
+
+def _answered_session(client: OpenCodeClient, backend: Backend, title: str) -> str:
+    return _plan_turn(client, backend, title, text="Plan a change to README.md", wait=True)
 
 
 def test_dispose_answers_true_and_the_stored_turn_outlives_it(
@@ -82,19 +91,12 @@ def test_a_turn_in_flight_when_its_directory_is_disposed_ends_aborted(
     opened again after an earlier dispose it was seen to do neither (the turn just
     stops; the collector's reconciliation reads the state the same way)."""
     directory = str(backend.repo)
-    session_id = str(
-        client.create_session(
-            directory=directory, title="kodo dispose mid-turn", permission=permission_rules("plan")
-        )["id"]
-    )
-    client.prompt_async(
-        session_id,
-        directory=directory,
-        agent="plan",
-        model=MODEL,
+    session_id = _plan_turn(
+        client,
+        backend,
+        "kodo dispose mid-turn",
         text="Plan a change to README.md [oc:slow=30000]",
-        tools=tools_map("plan"),
-        format=FORMAT,
+        wait=False,
     )
     deadline = time.monotonic() + HANG_GUARD_S
     while session_id not in client.busy_sessions(directory=directory):
@@ -134,19 +136,8 @@ def test_a_directory_opened_again_after_a_dispose_is_told_on_the_global_stream(
     with client.events(directory=None, timeout_s=30.0) as stream:
         events = iter(stream)
         assert next(events).type == "server.connected"
-        session_id = str(
-            client.create_session(
-                directory=directory, title="kodo after dispose", permission=permission_rules("plan")
-            )["id"]
-        )
-        client.prompt_async(
-            session_id,
-            directory=directory,
-            agent="plan",
-            model=MODEL,
-            text="Plan a change to README.md",
-            tools=tools_map("plan"),
-            format=FORMAT,
+        session_id = _plan_turn(
+            client, backend, "kodo after dispose", text="Plan a change to README.md", wait=False
         )
         deadline = time.monotonic() + HANG_GUARD_S
         story: list[str] = []
