@@ -419,6 +419,30 @@ def judge_waiting_upgrade(by_contract: dict[str, int], mine: str) -> Check:
     )
 
 
+def check_held_worktrees(engine: Engine) -> Check:
+    return _triage(
+        engine, "daemon worktrees", "app.runs", TriageRepo.held_worktrees, judge_held_worktrees
+    )
+
+
+def judge_held_worktrees(found: dict[str, int]) -> Check:
+    """Worktrees daemons hold open: red if a daemon did not answer a release (its memory
+    grows with every worktree it keeps; the reconciler tries again every ten minutes)."""
+    said = (
+        f"{found['moving']} run(s) moving, {found['resting']} resting"
+        " (released by the reconciler after KODO_INSTANCE_RELEASE_S)"
+    )
+    if found["release_failed"]:
+        return Check(
+            "daemon worktrees",
+            False,
+            f"{found['release_failed']} release(s) a daemon did not answer"
+            " (instances_release_failed_at; the log says instances.release_failed); " + said,
+            found,
+        )
+    return Check("daemon worktrees", True, said, found)
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
@@ -482,6 +506,7 @@ def _gather(
             ("beat", check_beat),
             ("unknown calls", check_unknown_calls),
             ("waiting upgrade", check_waiting_upgrade),
+            ("daemon worktrees", check_held_worktrees),
         )
     ]
     stuck: Future[Check] | Check = (
@@ -494,9 +519,9 @@ def _gather(
         if daemons[-1].result().ok
         else Check("model", False, "skipped: opencode unreachable")
     )
-    migrations, beat, unknown, upgrade = on_db
+    migrations, beat, unknown, upgrade, held = on_db
     ordered = [postgres, redis, migrations, *daemons, model, api_check, workers, beat]
-    ordered += [stuck, unknown, upgrade, sandbox]
+    ordered += [stuck, unknown, upgrade, held, sandbox]
     return [c.result() if isinstance(c, Future) else c for c in ordered]
 
 

@@ -7,7 +7,7 @@ from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
 from shared.db.models import OpenCodeCall, Run, WorkerProcess
-from shared.domain.run_machine import RunStatus
+from shared.domain.run_machine import AT_REST, RunStatus
 from shared.domain.vocab import CallStatus
 
 
@@ -59,3 +59,18 @@ class TriageRepo:
             .order_by(OpenCodeCall.run_id)
         ).all()
         return {str(run_id): int(n) for run_id, n in rows}
+
+    def held_worktrees(self) -> dict[str, int]:
+        """Runs whose worktree a daemon holds open (``instances_opened_at``): still moving,
+        resting (to be released by the reconciler), and whose release a daemon did not
+        answer. Read through ix_runs_instances_open."""
+        resting = Run.status.in_([s.value for s in AT_REST])
+        row = self.session.execute(
+            select(
+                func.count(),
+                func.count().filter(resting),
+                func.count().filter(Run.instances_release_failed_at.is_not(None)),
+            ).where(Run.instances_opened_at.is_not(None))
+        ).one()
+        held, rest, failed = (int(n) for n in row)
+        return {"moving": held - rest, "resting": rest, "release_failed": failed}

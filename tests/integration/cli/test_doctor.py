@@ -33,6 +33,7 @@ CHECKS = [
     "stuck runs",
     "unknown calls",
     "waiting upgrade",
+    "daemon worktrees",
     "sandbox",
 ]
 

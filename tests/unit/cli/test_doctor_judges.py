@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.cli.doctor import (
     BEAT_STALE_S,
     judge_beat,
+    judge_held_worktrees,
     judge_stuck,
     judge_unknown_calls,
     judge_waiting_upgrade,
@@ -55,3 +56,12 @@ def test_beat_is_red_when_it_never_ticked_or_its_last_tick_is_stale() -> None:
     assert fresh.ok
     assert fresh.detail == "last tick 2.0s ago"
     assert fresh.data == {"age_s": 2.0, "stale_after_s": BEAT_STALE_S}
+
+
+def test_held_worktrees_are_red_only_when_a_daemon_did_not_answer_a_release() -> None:
+    calm = judge_held_worktrees({"moving": 3, "resting": 2, "release_failed": 0})
+    assert calm.ok
+    assert calm.detail.startswith("3 run(s) moving, 2 resting")
+    failed = judge_held_worktrees({"moving": 0, "resting": 4, "release_failed": 1})
+    assert not failed.ok
+    assert failed.detail.startswith("1 release(s) a daemon did not answer")
