@@ -3,7 +3,7 @@ why, is shared/service/instances.py). Runs from the reconciler's pass.
 
 Each run's disposes are sent holding its row lock, so they are bounded well under the
 database's ``lock_timeout`` (10 s; an approval of the run waits meanwhile): DISPOSE_S
-per dispose, RUN_BUDGET_S per run. A daemon that did not answer is not asked again in
+per wait of a dispose, RUN_BUDGET_S per run. A daemon that did not answer is not asked again in
 the same pass (its other runs wait for the next one), and the pass stops after
 PASS_BUDGET_S: one hung daemon never holds up the reconciler.
 """
@@ -17,8 +17,8 @@ import structlog
 
 from services.worker.runtime import Runtime
 from shared.db.engine import unit_of_work
-from shared.opencode.daemons import UnknownDaemon
-from shared.opencode.errors import OpenCodeError
+from shared.opencode.daemons import Daemon, UnknownDaemon
+from shared.opencode.errors import OpenCodeError, OpenCodeTransientError
 from shared.service.instances import (
     Opened,
     Window,
@@ -30,9 +30,9 @@ from shared.service.instances import (
 
 log = structlog.get_logger("kodo.instances")
 
-DISPOSE_S = 3.0
-"""How long one dispose may take."""
-RUN_BUDGET_S = 6.0
+DISPOSE_S = 2.0
+"""How long one dispose may wait to connect, and again for its answer."""
+RUN_BUDGET_S = 5.0
 """How long one run's disposes may take together (its row is locked meanwhile)."""
 PASS_BUDGET_S = 20.0
 """How long one pass may spend releasing; the next pass goes on."""
@@ -57,8 +57,8 @@ def release_instances(rt: Runtime, *, limit: int = 50) -> list[str]:
     started = time.monotonic()
     released = []
     for run_id in due:
-        if time.monotonic() - started > PASS_BUDGET_S:
-            break
+        if time.monotonic() - started > PASS_BUDGET_S - RUN_BUDGET_S:
+            break  # the next run could take its whole budget
         with rt.uow() as uow:
             opened = claim_release(uow.session, run_id, window)
             if opened is None:
@@ -73,32 +73,50 @@ def release_instances(rt: Runtime, *, limit: int = 50) -> list[str]:
     return released
 
 
-def _dispose_all(rt: Runtime, run_id: str, opened: list[Opened], silent: set[str]) -> bool:
-    """Dispose each; False if a daemon did not answer (the run is tried again later)."""
-    deadline = time.monotonic() + RUN_BUDGET_S
-    answered = True
+def _targets(rt: Runtime, run_id: str, opened: list[Opened]) -> list[tuple[Daemon, str]]:
+    """Each (daemon, directory) once. A row without a daemon (its session was never
+    made) names none: the run's first daemon by the pool's order is the one its boot
+    went to. A daemon no longer configured can never be told: given up, logged."""
+    found: dict[tuple[str, str], tuple[Daemon, str]] = {}
     for each in opened:
         try:
-            daemon = rt.daemons.of(each.daemon)
+            daemon = (
+                rt.daemons.of(each.daemon)
+                if each.daemon is not None or len(rt.daemons.daemons) == 1
+                else rt.daemons.order(run_id)[0]
+            )
         except UnknownDaemon as exc:
             log.warning("instances.release_failed", run_id=run_id, error=str(exc)[:300])
-            continue  # not ours any more: nothing to wait for
-        if each.daemon is None and len(rt.daemons.daemons) > 1:
-            continue  # a row from before daemons were recorded: which one is unknown
+            continue
+        found.setdefault((daemon.url, each.directory), (daemon, each.directory))
+    return list(found.values())
+
+
+def _dispose_all(rt: Runtime, run_id: str, opened: list[Opened], silent: set[str]) -> bool:
+    """Dispose each; False if a daemon did not answer (the run is tried again later).
+
+    A daemon that timed out or refused is silent for the rest of the pass; one that
+    answered with an error (a directory it cannot open) is given up for this worktree,
+    logged: asking again would fail again. Each dispose gets half of what is left of
+    the run's budget at most, since its connect and read waits are bounded apart."""
+    deadline = time.monotonic() + RUN_BUDGET_S
+    answered = True
+    for daemon, directory in _targets(rt, run_id, opened):
         left = deadline - time.monotonic()
         if daemon.url in silent or left <= 0:
             answered = False
             continue
         try:
-            daemon.client.dispose_instance(directory=each.directory, timeout_s=min(DISPOSE_S, left))
+            daemon.client.dispose_instance(directory=directory, timeout_s=min(DISPOSE_S, left / 2))
         except OpenCodeError as exc:
-            silent.add(daemon.url)
-            answered = False
+            if isinstance(exc, OpenCodeTransientError):
+                silent.add(daemon.url)
+                answered = False
             log.warning(
                 "instances.release_failed",
                 run_id=run_id,
                 daemon=daemon.url,
-                directory=each.directory,
+                directory=directory,
                 error=str(exc)[:300],
             )
     return answered

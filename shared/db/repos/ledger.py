@@ -97,6 +97,7 @@ _COUNTED = (
         reserved_tokens=_RUNS.c.reserved_tokens + func.coalesce(bindparam("call_tok"), 0),
         # The call's daemon opens the run's worktree (now(): the call row's created_at)
         instances_opened_at=func.coalesce(_RUNS.c.instances_opened_at, func.now()),
+        instances_release_failed_at=None,  # a failed release is not this rest's
     )
     .returning(_RUNS.c.id)
     .cte("counted")

@@ -69,7 +69,7 @@ class TriageRepo:
             select(
                 func.count(),
                 func.count().filter(resting),
-                func.count().filter(Run.instances_release_failed_at.is_not(None)),
+                func.count().filter(resting, Run.instances_release_failed_at.is_not(None)),
             ).where(Run.instances_opened_at.is_not(None))
         ).one()
         held, rest, failed = (int(n) for n in row)

@@ -8,7 +8,9 @@ a directory not open would have cost opencode serve a boot for nothing, and is c
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -222,43 +224,126 @@ def test_only_the_calls_since_the_stamp_are_disposed(make_rt: RuntimeFactory, re
     assert {o.daemon for o in opened} == {rt.settings.oc_base_url}
 
 
+@dataclass
+class SilentDaemon:
+    """A daemon that takes connections and never answers (a hung process): its URL,
+    and how many connections it took."""
+
+    url: str
+    taken: list[socket.socket] = field(default_factory=list)
+
+
 @pytest.fixture
-def silent_daemon() -> Iterator[str]:
-    """A daemon that takes connections and never answers (a hung process)."""
+def silent_daemon() -> Iterator[SilentDaemon]:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(16)
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+        listener.settimeout(0.2)
+        silent = SilentDaemon(f"http://127.0.0.1:{listener.getsockname()[1]}")
+        stop = threading.Event()
+
+        def take() -> None:
+            while not stop.is_set():
+                try:
+                    silent.taken.append(listener.accept()[0])
+                except TimeoutError:
+                    continue
+
+        taker = threading.Thread(target=take, daemon=True)
+        taker.start()
+        yield silent
+        stop.set()
+        taker.join(5)
+        for conn in silent.taken:
+            conn.close()
 
 
-def test_a_daemon_that_does_not_answer_keeps_the_run_for_a_later_pass(
-    make_rt: RuntimeFactory, repo: Path, silent_daemon: str
-) -> None:
-    """The disposes are sent holding the run's row lock: a hung daemon is given a few
-    seconds (an approval waits meanwhile, under the database's 10 s lock timeout), then
-    the run keeps its stamp and waits RETRY_S, after the runs never tried."""
-    rt = make_rt(instance_release_s=0, oc_more_daemons=(silent_daemon,))
-    run_id = _waiting(rt, repo)
+def _on_daemon(rt: Runtime, run_id: str, url: str) -> None:
+    """Record the run's calls as made on the daemon at ``url``."""
     with rt.sessions.begin() as s:
         s.execute(
             text("UPDATE app.opencode_calls SET daemon = :d WHERE run_id = :r"),
-            {"d": silent_daemon, "r": run_id},
+            {"d": url, "r": run_id},
         )
+
+
+def test_a_daemon_that_does_not_answer_keeps_its_runs_for_a_later_pass(
+    make_rt: RuntimeFactory, repo: Path, silent_daemon: SilentDaemon
+) -> None:
+    """The disposes are sent holding the run's row lock: a hung daemon is asked once
+    per pass (an approval of its run waits meanwhile, under the database's 10 s lock
+    timeout), then its runs keep their stamps and wait RETRY_S, after the runs never
+    tried."""
+    made = make_rt(instance_release_s=0)  # the runs' calls go to oc-compat alone
+    run_ids = [_waiting(made, repo), _waiting(made, repo)]
+    rt = make_rt(instance_release_s=0, oc_more_daemons=(silent_daemon.url,))
+    for run_id in run_ids:
+        _on_daemon(rt, run_id, silent_daemon.url)
 
     assert release_instances(rt) == []
 
-    run = read_run(rt, run_id)
-    assert run.instances_opened_at is not None, "kept: tried again later"
-    assert run.instances_release_failed_at is not None
-    assert release_instances(rt) == [], f"not before {RETRY_S:g} s"
+    assert len(silent_daemon.taken) == 1, "asked once in the pass, not once per run"
+    failed = {}
+    for run_id in run_ids:
+        run = read_run(rt, run_id)
+        assert run.instances_opened_at is not None, "kept: tried again later"
+        assert run.instances_release_failed_at is not None
+        failed[run_id] = run.instances_release_failed_at
+    assert release_instances(rt) == []
+    assert {r: read_run(rt, r).instances_release_failed_at for r in run_ids} == failed, (
+        f"not tried again before {RETRY_S:g} s"
+    )
+    assert len(silent_daemon.taken) == 1
+    first = run_ids[0]
     with rt.sessions.begin() as s:  # time passed, and the daemon is back (as oc-compat)
         s.execute(
             text("UPDATE app.runs SET instances_release_failed_at = :t WHERE id = :r"),
-            {"t": rt.clock.now() - timedelta(seconds=RETRY_S + 1), "r": run_id},
+            {"t": rt.clock.now() - timedelta(seconds=RETRY_S + 1), "r": first},
         )
+    _on_daemon(rt, first, rt.settings.oc_base_url)
+    assert release_instances(rt) == [first]
+    assert read_run(rt, first).instances_release_failed_at is None
+
+
+def test_a_worktree_is_disposed_once_per_daemon_whatever_its_rows_say(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    """A call whose session was never made records no daemon; with one daemon it is
+    that one, and the worktree is disposed there once (a second dispose would open it
+    again for nothing)."""
+    rt = make_rt(instance_release_s=0)
+    run_id = _waiting(rt, repo)
+    with rt.sessions.begin() as s:
         s.execute(
-            text("UPDATE app.opencode_calls SET daemon = :d WHERE run_id = :r"),
-            {"d": rt.settings.oc_base_url, "r": run_id},
+            text(
+                "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt, agent,"
+                " request, status) SELECT 'no-session', run_id, step_id, 2, agent, request,"
+                " 'failed' FROM app.opencode_calls WHERE run_id = :r"
+            ),
+            {"r": run_id},
         )
+    before = _books(rt)
     assert release_instances(rt) == [run_id]
+    after = _books(rt)
+    assert after["instances_disposed"] == before["instances_disposed"] + 1
+    assert after["disposes_unopened"] == before["disposes_unopened"]
+
+
+def test_a_claim_clears_a_failed_release_of_an_earlier_rest(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    """A release that failed while the run waited for its approver says nothing about
+    its next rest: the next call's claim clears it, so that rest is released in time."""
+    rt = make_rt(instance_release_s=0)
+    run_id = _waiting(rt, repo)
+    with rt.sessions.begin() as s:
+        s.execute(
+            text("UPDATE app.runs SET instances_release_failed_at = now() WHERE id = :r"),
+            {"r": run_id},
+        )
+    approve(rt, run_id)
+    assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "deciding"
     assert read_run(rt, run_id).instances_release_failed_at is None
+    with uow(rt) as work:
+        cancel_run(work, run_id, now=rt.clock.now())
+    assert release_instances(rt) == [run_id]
