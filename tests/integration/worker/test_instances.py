@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select, text
+from structlog.testing import capture_logs
 
 from services.worker.instances import release_instances
 from services.worker.runtime import Runtime
@@ -126,7 +127,7 @@ def test_an_approved_run_opens_its_worktree_again_and_is_let_go_when_it_ends(
 
 
 def test_a_daemon_no_longer_configured_is_given_up_and_the_run_not_retried_forever(
-    make_rt: RuntimeFactory, repo: Path, capsys: pytest.CaptureFixture[str]
+    make_rt: RuntimeFactory, repo: Path
 ) -> None:
     """A leftover instance costs its daemon memory until it restarts, never a run its
     correctness: the failure is logged with the rule's event and the run released (a
@@ -140,10 +141,11 @@ def test_a_daemon_no_longer_configured_is_given_up_and_the_run_not_retried_forev
         )
     before = _books(rt)
 
-    assert release_instances(rt) == [run_id]
+    with capture_logs() as lines:
+        assert release_instances(rt) == [run_id]
 
     assert _books(rt)["instances_disposed"] == before["instances_disposed"]
-    assert "instances.release_failed" in capsys.readouterr().out
+    assert "instances.release_failed" in [line["event"] for line in lines]
     assert read_run(rt, run_id).instances_opened_at is None
     assert release_instances(rt) == []
 
