@@ -21,15 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.db.models import OpenCodeCall, Run
+from shared.db.repos.ledger import CALL_AGE, OPEN
 from shared.domain.run_machine import AT_REST
-from shared.domain.vocab import CallStatus
 
 _RESTING = tuple(status.value for status in AT_REST)
-_OPEN = (CallStatus.CLAIMED.value, CallStatus.SENT.value)
 
 RETRY_S = 600.0
 """A release a daemon did not answer is tried again after this long."""
@@ -37,8 +36,8 @@ RETRY_S = 600.0
 
 @dataclass(frozen=True)
 class Opened:
-    """A daemon (its URL as the ledger records it; None: a row from before daemons were
-    recorded) holding a directory open."""
+    """A daemon (its URL as the ledger records it; None: the call's session was never
+    made, or the row is from before daemons were recorded) holding a directory open."""
 
     daemon: str | None
     directory: str
@@ -60,9 +59,8 @@ def _releasable(w: Window) -> ColumnElement[bool]:
     by the database's clock alone), and not a release that failed lately."""
     live_call = exists().where(
         OpenCodeCall.run_id == Run.id,
-        OpenCodeCall.status.in_(_OPEN),
-        func.coalesce(OpenCodeCall.started_at, OpenCodeCall.created_at)
-        > func.now() - timedelta(seconds=w.call_horizon_s),
+        OpenCodeCall.status.in_(OPEN),
+        w.call_horizon_s > CALL_AGE,
     )
     return and_(
         Run.instances_opened_at.is_not(None),
