@@ -29,7 +29,7 @@ from .peers import Peer, PeerError, describe, peer_rows
 from .report import Row, at_least, at_most, rows_json, table, write_json
 from .stack import Bench, prepare, start_kodo_services
 from .stats import percentile
-from .think import think, think_rows
+from .think import UNACCOUNTED, think, think_rows
 from .watchers import sse, sse_rows
 
 BENCH_DB = "kodo_bench"
@@ -181,6 +181,7 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
     # versus what kodo adds around it: the floor no orchestration can go under.
     work_cpu = phases.work_cpu(cpu)
     own_cpu = total_cpu - work_cpu
+    machine_cpu = first.get("machine_cpu_ms_per_run")
     bare = bfirst.get("cpu_ms_per_run", {}).get("workers")
     rows += [
         Row("CPU per run, all processes", total_cpu),
@@ -197,11 +198,21 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
         ),
         *(Row(f"  CPU per run, {role}", ms) for role, ms in cpu.items() if ms >= 1),
         Row("  of which kodo itself (API, workers, Postgres, Redis)", own_cpu),
+        Row("CPU per run, the whole machine (the bench's driver excluded)", machine_cpu),
+        Row(
+            f"  of which no process above accounts for ({UNACCOUNTED})",
+            None if machine_cpu is None else machine_cpu - total_cpu,
+        ),
         Row(
             "runs/s a quiet 2-core machine allows",
             _per_s(total_cpu),
             target=">= 90",
             met=at_least(_per_s(total_cpu), 90),
+            unit="runs/s",
+        ),
+        Row(
+            "  runs/s the whole machine's CPU per run allows",
+            None if machine_cpu is None else _per_s(machine_cpu),
             unit="runs/s",
         ),
         Row("  if kodo's own CPU were the only cost", _per_s(own_cpu), unit="runs/s"),

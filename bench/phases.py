@@ -21,7 +21,7 @@ from .baseline_app import make_app
 from .calls import measure_calls
 from .kodo_phase import Driver, Timing, finished_steps, step_times
 from .stack import Bench, start_workers, stop_workers
-from .stats import cpu_ms, descendants, peak_rss_mb, percentile, tree_cpu_ms
+from .stats import cpu_ms, descendants, machine_cpu_ms, peak_rss_mb, percentile, tree_cpu_ms
 
 WARMUP_RUNS = 3
 
@@ -260,10 +260,12 @@ async def _kodo(
             }
         before = Counts.take(bench)
         cpu_before = cpu_by_role(bench, sessions)
+        machine_before = machine_cpu_ms()
         steps_before = finished_steps(sessions)
         results, elapsed = await driver.many_within(runs, deadline_s)
         done, bad = split_ok(results)
         failures += [b for b in bad if "deadline" not in b]
+        machine_ms = machine_cpu_ms() - machine_before
         cpu_after = cpu_by_role(bench, sessions)
         # Four steps make a run: runs the deadline cut short count for the steps they did.
         equivalents = max(1.0, (finished_steps(sessions) - steps_before) / 4)
@@ -276,6 +278,7 @@ async def _kodo(
             role: round((cpu_after[role] - cpu_before[role]) / equivalents, 1)
             for role in sorted(cpu_after)
         }
+        phase.figures["machine_cpu_ms_per_run"] = round(machine_ms / equivalents, 1)
         phase.figures["throughput_counts_per_run"] = before.per_run(
             Counts.take(bench), round(equivalents)
         )

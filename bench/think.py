@@ -37,7 +37,7 @@ from .phases import WORK_ROLES as BASE_WORK_ROLES
 from .real_daemons import DAEMON_ROLE, LLM_ROLE, RealDaemons
 from .report import Row, at_least, at_most
 from .stack import Bench, start_workers, stop_workers
-from .stats import descendants, percentile, reset_peak_rss, vm_hwm_kb
+from .stats import descendants, machine_cpu_ms, percentile, reset_peak_rss, vm_hwm_kb
 
 CALLS_PER_RUN = 3  # CompileST, ApplyPatchST, DecideST: each holds T ms
 WORK_ROLES = (*BASE_WORK_ROLES, LLM_ROLE)
@@ -45,6 +45,10 @@ WORK_ROLES = (*BASE_WORK_ROLES, LLM_ROLE)
 the scripted LLM), as in the base phase's "if git, tests and provider were the only
 cost" row. Real daemons' CPU (DAEMON_ROLE) is spent inside the held calls, not between
 them: it bounds the wall on its own (all work CPU / cores), never adds to 3T."""
+
+UNACCOUNTED = "sandboxed commands, their PID namespace's init reaped by the host's; kernel threads"
+"""What the machine spent that no kodo process or its reaped children show
+(stats.machine_cpu_ms)."""
 
 KODO_ROLES = ("api", "worker", "beat", "collector", "oc-compat")
 REAL_KODO_ROLES = KODO_ROLES[:-1]  # against real daemons, no oc-compat runs
@@ -173,7 +177,9 @@ def think(
         else:
             daemons_before = real.begin(sessions)
         cpu_before = cpu_by_role(bench, sessions)
+        machine_before = machine_cpu_ms()
         result = asyncio.run(_drive(bench, sessions, runs, think_ms, deadline_s, submit_limit))
+        machine_ms = machine_cpu_ms() - machine_before
         cpu_after = cpu_by_role(bench, sessions)
         if real is None:
             oc_stats = bench.oc("GET", "/__kodo/stats")
@@ -211,6 +217,7 @@ def think(
         "provider_calls": oc_stats["prompts"],
         "cpu_ms": {role: round(ms, 1) for role, ms in cpu.items()},
         "work_cpu_ms": work_ms,
+        "machine_cpu_ms": round(machine_ms, 1),
         "peak_rss_mb": {role: round(mb, 1) for role, mb in rss.items()},
         "peak_rss_reset": reset,
         **provider,
@@ -235,6 +242,8 @@ def think_rows(f: dict[str, Any]) -> list[Row]:
     cpu = f["cpu_ms"]
     total_cpu = sum(cpu.values())
     own_cpu = total_cpu - f["work_cpu_ms"] - daemons_ms
+    machine = f.get("machine_cpu_ms", 0.0)
+    machine_s = machine / 1000 / n_cores
     rss = f["peak_rss_mb"]
     kodo_rss = sum(mb for role, mb in rss.items() if role != "oc-compat")
     compat = f["provider"] == "compat"
@@ -272,6 +281,11 @@ def think_rows(f: dict[str, Any]) -> list[Row]:
             if compat
             else [Row(f"  all work CPU / {n_cores} cores (daemons too)", cpu_bound_s, unit="s")]
         ),
+        Row(
+            f"the machine's CPU over the phase / {n_cores} cores (no schedule ends sooner)",
+            machine_s,
+            unit="s",
+        ),
         Row("efficiency (ideal / wall)", ideal_s / wall_s if wall_s else None, unit="ratio"),
         Row(
             f"peak provider calls in flight ({held_by})",
@@ -307,6 +321,8 @@ def think_rows(f: dict[str, Any]) -> list[Row]:
         Row("CPU per accepted run, all processes", per(total_cpu)),
         Row("  of which kodo itself (API, workers, Postgres, Redis)", per(own_cpu)),
         Row("  of which the run's own work", per(f["work_cpu_ms"])),
+        Row("CPU per accepted run, the whole machine (the bench's driver excluded)", per(machine)),
+        Row(f"  of which no process above accounts for ({UNACCOUNTED})", per(machine - total_cpu)),
         *([] if compat else [Row("  of which the opencode daemons", per(daemons_ms))]),
         *(Row(f"peak RSS {since}, {role}", mb, unit="MB") for role, mb in rss.items()),
         Row(

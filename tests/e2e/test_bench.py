@@ -36,12 +36,15 @@ ROWS = (
     "  CPU per run, Celery workers (bare: 4 stub tasks)",
     "  CPU per task delivery, bare Celery",
     "Redis commands per run",
+    "CPU per run, the whole machine (the bench's driver excluded)",
 )
 THINK_RUNS = 20
 THINK_ROWS = (
     "wall, first submit to last terminal (20 runs x 3 x 1 s)",
     "ideal: 3T + CPU floor (run's own work CPU / 2 cores)",
     "efficiency (ideal / wall)",
+    "the machine's CPU over the phase / 2 cores (no schedule ends sooner)",
+    "CPU per accepted run, the whole machine (the bench's driver excluded)",
     "peak provider calls in flight (oc-compat)",
     "failed runs (not succeeded)",
     "requests sent again after 503/429 + Retry-After (all kinds)",
@@ -130,6 +133,8 @@ def test_a_small_benchmark_prints_its_table_and_writes_json(
     assert think["provider_calls"] == 3 * THINK_RUNS, "one held call per step, none paid twice"
     assert think["peak_in_flight"] >= 1
     assert think["wall_s"] > 0
+    # The machine spent at least what the runs' processes show (they ran on it).
+    assert think["machine_cpu_ms"] > 0.5 * sum(think["cpu_ms"].values())
     assert set(think["peak_rss_mb"]) == {"api", "worker", "beat", "collector", "oc-compat"}
     assert all(mb > 0 for mb in think["peak_rss_mb"].values())
 
