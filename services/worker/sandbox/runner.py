@@ -133,8 +133,8 @@ class _Watched:
     on_poll: Callable[[], None]
     poll_s: float
     joined: Callable[[list[str]], list[str]]  # into the execution's cgroup, if it has one
-    # and always started with a session keyring of its own (keyring.SHIM, first: it runs
-    # the worker's own binary, /proc/self/exe), never the worker's
+    # and always started with a session keyring of its own (keyring.PERL_SHIM, or
+    # keyring.SHIM on the worker's own binary where there is no Perl), never the worker's
 
     def run(
         self,

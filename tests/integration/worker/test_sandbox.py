@@ -23,7 +23,7 @@ import pytest
 
 from devstack.sample_repo import create_sample_repo
 from services.worker.git_ops import ensure_worktree
-from services.worker.sandbox import Finished, sandbox_of
+from services.worker.sandbox import Finished, keyring, sandbox_of
 from services.worker.sandbox.keyring import KEYCTL_SYSCALL
 from shared.config import Settings
 from tests.waiting import wait_until
@@ -378,13 +378,19 @@ def join_keyring_with(name: str, secret: bytes) -> None:
     assert added > 0, ctypes.get_errno()
 
 
+@pytest.mark.parametrize("shim", ["perl", "python"])
 def test_the_command_possesses_neither_the_workers_session_keyring_nor_an_earlier_ones(
-    worktree: Path,
+    worktree: Path, shim: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Possessing a keyring grants its keys' possessor rights whatever the uid, and a
     process inherits its parent's session keyring: a sandboxed command read a key from
     the worker's (a login's or a systemd service's keyring: Kerberos tickets, tokens),
-    and a key one command left there, the next read. Each command now has its own."""
+    and a key one command left there, the next read. Each command now has its own,
+    whichever shim joined it (Perl, or the Python one where there is no Perl)."""
+    if shim == "perl":
+        assert os.access(keyring.PERL, os.X_OK), "Perl is Essential on Debian: CI has it"
+    else:
+        monkeypatch.setattr(keyring, "PERL", "/nonexistent/perl")
     secret = b"keyringcanary" + uuid.uuid4().hex.encode()
     join_keyring_with("kodo-canary", secret)
     machine = os.uname().machine
