@@ -39,7 +39,7 @@ absent)."""
 KEYRING_FAILED = 125
 """The shim's exit status when it could not join a keyring of its own (nothing ran)."""
 SHIM = f"""
-import ctypes, errno, os, sys
+import ctypes, errno, os, signal, sys
 number = {KEYCTL_SYSCALL!r}.get(os.uname().machine)
 if number is None:
     print("kodo-sandbox: no keyctl number known for", os.uname().machine, file=sys.stderr)
@@ -53,6 +53,10 @@ if libc.syscall(number, 1, None) < 0:
         said = os.strerror(ctypes.get_errno())
         print("kodo-sandbox: cannot join a session keyring of its own:", said, file=sys.stderr)
         sys.exit({KEYRING_FAILED})
+# Python ignores these two for itself and an exec keeps an ignored signal ignored: the
+# command gets them at their defaults, as from any other parent (and from PERL_SHIM).
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
 os.execv(sys.argv[1], sys.argv[1:])
 """
 
@@ -85,6 +89,9 @@ def own_keyring_argv(argv: Sequence[str]) -> list[str]:
     """``argv`` (argv[0] an absolute path) started with a new, empty session keyring:
     through :data:`PERL` when it is an executable and keyctl's number here is known, else
     through the Python shim (which names an unknown machine and starts nothing)."""
+    if not argv or not os.path.isabs(argv[0]):
+        # Perl's exec would search PATH (and hand a file that is no program to /bin/sh)
+        raise ValueError(f"the keyring shim starts a program by absolute path: {argv[:1]!r}")
     number = KEYCTL_SYSCALL.get(os.uname().machine)
     if number is not None and os.access(PERL, os.X_OK):
         return [PERL, "-e", PERL_SHIM, "--", str(number), *argv]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import subprocess
 import sys
 
@@ -87,3 +88,28 @@ def test_a_program_that_cannot_start_is_refused_with_the_shims_status(shim: str)
     if shim == "perl":
         assert done.returncode == keyring.KEYRING_FAILED
         assert "cannot start /nonexistent/program" in done.stderr
+
+
+def test_the_command_gets_sigpipe_and_sigxfsz_at_their_defaults(shim: str) -> None:
+    """Python ignores both for itself, and an exec keeps an ignored signal ignored: behind
+    the Python shim a pipeline's writer never died of its closed pipe, and a write past
+    the file-size limit got EFBIG instead of SIGXFSZ (found by a review of the Perl shim,
+    which never had it)."""
+    done = subprocess.run(
+        keyring.own_keyring_argv(["/bin/grep", "^SigIgn", "/proc/self/status"]),
+        env={},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    ignored = int(done.stdout.split()[1], 16)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        assert not ignored & (1 << (sig - 1)), f"{shim}: {sig.name} ignored ({done.stdout})"
+
+
+def test_a_program_is_started_by_absolute_path_only() -> None:
+    """Perl's exec would look a bare name up on PATH; kodo always names the program."""
+    with pytest.raises(ValueError, match="absolute path"):
+        keyring.own_keyring_argv(["true"])
+    with pytest.raises(ValueError, match="absolute path"):
+        keyring.own_keyring_argv([])
