@@ -217,6 +217,11 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
         ),
         Row("  if kodo's own CPU were the only cost", _per_s(own_cpu), unit="runs/s"),
         Row("  if git, tests and provider were the only cost", _per_s(work_cpu), unit="runs/s"),
+        Row(
+            "    counting what no process accounts for as the tests' (their sandbox too)",
+            None if machine_cpu is None else _per_s(work_cpu + machine_cpu - total_cpu),
+            unit="runs/s",
+        ),
         Row("SQL statements per run (workers)", sql_worker.get("statements"), unit="count"),
         Row("SQL statements per run (API)", sql_api.get("statements"), unit="count"),
         Row("SQL transactions per run (all)", ends(""), unit="count"),
