@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import resource
+import threading
 from pathlib import Path
 
 from redis import Redis
@@ -91,6 +92,48 @@ def machine_cpu_ms() -> float:
     busy_ms = (user + nice + system + irq + softirq) * 1000 / os.sysconf("SC_CLK_TCK")
     me = resource.getrusage(resource.RUSAGE_SELF)
     return busy_ms - (me.ru_utime + me.ru_stime) * 1000
+
+
+def _busy_idle_ticks() -> tuple[int, int]:
+    with open("/proc/stat") as stat:
+        ticks = [int(v) for v in stat.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq = ticks[:7]
+    return user + nice + system + irq + softirq, idle + iowait
+
+
+class BusySampler:
+    """How busy the machine's cores were, second by second, while a phase ran (every
+    process, the bench's driver too): a wall time bound by CPU shows as every second
+    near 100%, one bound by waiting as idle stretches."""
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self.shares: list[float] = []  # busy share of all cores, per interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="bench-busy", daemon=True)
+
+    def __enter__(self) -> BusySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        busy, idle = _busy_idle_ticks()
+        while not self._stop.wait(self.interval_s):
+            now_busy, now_idle = _busy_idle_ticks()
+            spent = (now_busy - busy) + (now_idle - idle)
+            if spent > 0:
+                self.shares.append((now_busy - busy) / spent)
+            busy, idle = now_busy, now_idle
+
+    def share_at_least(self, share: float) -> float | None:
+        """The fraction of the sampled seconds at least ``share`` busy (None: no sample)."""
+        if not self.shares:
+            return None
+        return sum(s >= share for s in self.shares) / len(self.shares)
 
 
 def tree_cpu_ms(pid: int) -> float:

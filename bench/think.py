@@ -37,7 +37,14 @@ from .phases import WORK_ROLES as BASE_WORK_ROLES
 from .real_daemons import DAEMON_ROLE, LLM_ROLE, RealDaemons
 from .report import Row, at_least, at_most
 from .stack import Bench, start_workers, stop_workers
-from .stats import descendants, machine_cpu_ms, percentile, reset_peak_rss, vm_hwm_kb
+from .stats import (
+    BusySampler,
+    descendants,
+    machine_cpu_ms,
+    percentile,
+    reset_peak_rss,
+    vm_hwm_kb,
+)
 
 CALLS_PER_RUN = 3  # CompileST, ApplyPatchST, DecideST: each holds T ms
 WORK_ROLES = (*BASE_WORK_ROLES, LLM_ROLE)
@@ -46,6 +53,8 @@ the scripted LLM), as in the base phase's "if git, tests and provider were the o
 cost" row. Real daemons' CPU (DAEMON_ROLE) is spent inside the held calls, not between
 them: it bounds the wall on its own (all work CPU / cores), never adds to 3T."""
 
+BUSY_SHARE = 0.9
+"""A second this busy (all cores) counts as CPU-bound in the think table."""
 UNACCOUNTED = "sandboxed commands, their PID namespace's init reaped by the host's; kernel threads"
 """What the machine spent that no kodo process or its reaped children show
 (stats.machine_cpu_ms)."""
@@ -178,7 +187,8 @@ def think(
             daemons_before = real.begin(sessions)
         cpu_before = cpu_by_role(bench, sessions)
         machine_before = machine_cpu_ms()
-        result = asyncio.run(_drive(bench, sessions, runs, think_ms, deadline_s, submit_limit))
+        with BusySampler() as busy:
+            result = asyncio.run(_drive(bench, sessions, runs, think_ms, deadline_s, submit_limit))
         machine_ms = machine_cpu_ms() - machine_before
         cpu_after = cpu_by_role(bench, sessions)
         if real is None:
@@ -218,6 +228,7 @@ def think(
         "cpu_ms": {role: round(ms, 1) for role, ms in cpu.items()},
         "work_cpu_ms": work_ms,
         "machine_cpu_ms": round(machine_ms, 1),
+        "busy_seconds_share": busy.share_at_least(BUSY_SHARE),
         "peak_rss_mb": {role: round(mb, 1) for role, mb in rss.items()},
         "peak_rss_reset": reset,
         **provider,
@@ -285,6 +296,11 @@ def think_rows(f: dict[str, Any]) -> list[Row]:
             f"the machine's CPU over the phase / {n_cores} cores (no schedule ends sooner)",
             machine_s,
             unit="s",
+        ),
+        Row(
+            f"  seconds of the phase the cores were >= {BUSY_SHARE:.0%} busy (the driver too)",
+            f.get("busy_seconds_share"),
+            unit="ratio",
         ),
         Row("efficiency (ideal / wall)", ideal_s / wall_s if wall_s else None, unit="ratio"),
         Row(

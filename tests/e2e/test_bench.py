@@ -44,6 +44,7 @@ THINK_ROWS = (
     "ideal: 3T + CPU floor (run's own work CPU / 2 cores)",
     "efficiency (ideal / wall)",
     "the machine's CPU over the phase / 2 cores (no schedule ends sooner)",
+    "  seconds of the phase the cores were >= 90% busy (the driver too)",
     "CPU per accepted run, the whole machine (the bench's driver excluded)",
     "peak provider calls in flight (oc-compat)",
     "failed runs (not succeeded)",
@@ -135,6 +136,7 @@ def test_a_small_benchmark_prints_its_table_and_writes_json(
     assert think["wall_s"] > 0
     # The machine spent at least what the runs' processes show (they ran on it).
     assert think["machine_cpu_ms"] > 0.5 * sum(think["cpu_ms"].values())
+    assert 0 <= think["busy_seconds_share"] <= 1, "the phase lasts seconds: they were sampled"
     assert set(think["peak_rss_mb"]) == {"api", "worker", "beat", "collector", "oc-compat"}
     assert all(mb > 0 for mb in think["peak_rss_mb"].values())
 
