@@ -76,6 +76,15 @@ def cpu_ms(pid: int) -> tuple[float, float]:
     return ((fields[0] + fields[1]) * tick_ms, (fields[2] + fields[3]) * tick_ms)
 
 
+def _busy_idle_ticks() -> tuple[int, int]:
+    """Clock ticks all cores spent busy, and idle or waiting on IO, since boot (steal is
+    neither: another guest's time; guest time is in user)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(v) for v in stat.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq = ticks[:7]
+    return user + nice + system + irq + softirq, idle + iowait
+
+
 def machine_cpu_ms() -> float:
     """CPU ms the whole machine has spent (every core, outside idle and iowait), less this
     process's own (the bench's driver).
@@ -86,19 +95,9 @@ def machine_cpu_ms() -> float:
     the namespaces down. Two readings around a phase say what the phase cost the
     machine, which is what bounds its wall time.
     """
-    with open("/proc/stat") as stat:
-        ticks = [int(v) for v in stat.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq = ticks[:7]  # guest is in user
-    busy_ms = (user + nice + system + irq + softirq) * 1000 / os.sysconf("SC_CLK_TCK")
+    busy_ms = _busy_idle_ticks()[0] * 1000 / os.sysconf("SC_CLK_TCK")
     me = resource.getrusage(resource.RUSAGE_SELF)
     return busy_ms - (me.ru_utime + me.ru_stime) * 1000
-
-
-def _busy_idle_ticks() -> tuple[int, int]:
-    with open("/proc/stat") as stat:
-        ticks = [int(v) for v in stat.readline().split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq = ticks[:7]
-    return user + nice + system + irq + softirq, idle + iowait
 
 
 class BusySampler:

@@ -81,7 +81,7 @@ exit {KEYRING_FAILED};
 """The same rule as :data:`SHIM` in Perl, keyctl's number its first argument: a literal
 ``0`` is passed as a null pointer (an anonymous keyring), ``ENOSYS`` and ``EPERM`` mean
 no keyring can be reached (the sandbox inherits the seccomp filter that said so), and
-``exec {{ $ARGV[0] }}`` runs the program itself, never through a shell. Started with
+``exec { $ARGV[0] }`` runs the program itself, never through a shell. Started with
 no environment (no ``PERL5LIB``, no ``PERL5OPT``), as every sandbox process is."""
 
 
