@@ -7,7 +7,16 @@ in the bench that was 3.6% of a worker's CPU, about thirty clients per run, and 
 API pays it for every task it sends. A ``redis.Redis`` is safe to share between
 threads (each command takes a pooled connection; pipelines are made per use), so the
 channel keeps one per connection pool and makes a new one when kombu replaces the
-pool (after a connection error). Everything else is kombu's own transport.
+pool (after a connection error).
+
+It also closes one race kombu leaves open: when a broker restart tears a worker's
+connection down, the transport can lose its client before a channel closes, and the
+channel's close (which gives its unacked messages back) then builds a pool from the
+missing client and dies with an ``AttributeError`` that Celery reports as an
+unrecoverable error, killing the worker. Here that state raises a Redis
+``ConnectionError`` instead, which kombu's close swallows as a connection error; the
+messages stay in the unacked hash, where the visibility timeout restores them.
+Everything else is kombu's own transport.
 
 :func:`install` points kombu's ``redis``/``rediss`` aliases here, so a broker URL keeps
 its scheme: Flower's broker page, the worker banner and ``as_uri()`` still say redis.
@@ -20,6 +29,7 @@ from typing import Any
 
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 
 class Channel(kombu_redis.Channel):
@@ -39,6 +49,14 @@ class Channel(kombu_redis.Channel):
                 shared = (pool, super()._create_client())  # type: ignore[no-untyped-call]
                 self._shared_client = shared
             return shared[1]
+
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        transport = self.connection
+        if transport is None or getattr(transport, "client", None) is None:
+            raise RedisConnectionError(
+                "this channel's connection is closed: no new Redis pool for it"
+            )
+        return super()._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call]
 
 
 class Transport(kombu_redis.Transport):

@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import redis
 from celery import Celery
 from kombu import Connection
+from kombu.simple import SimpleQueue
 from kombu.transport import TRANSPORT_ALIASES
 
 from shared import redis_transport
@@ -63,6 +65,33 @@ def test_a_channel_reuses_one_client_until_its_pool_is_replaced(connection: Conn
         assert fresh is not first
         assert fresh.connection_pool is channel.pool
         assert fresh.ping()
+
+
+def test_a_channel_closed_after_its_connection_keeps_its_unacked_message_for_the_sweep(
+    celery: Celery, redis_url: str
+) -> None:
+    """The order a broker restart's teardown can take: the transport loses its client,
+    then a channel holding an unacked message closes. kombu's own transport raised an
+    AttributeError there, which killed the worker as an unrecoverable error."""
+    conn = celery.connection_for_write()
+    channel = conn.channel()
+    queue = SimpleQueue(channel, "kodo-transport-teardown")
+    queue.put({"n": 1})
+    message = queue.get(timeout=5)
+    assert message.delivery_tag in channel.qos._delivered
+    conn._do_close_transport()
+
+    conn.maybe_close_channel(channel)  # a connection error, swallowed as kombu intends
+
+    assert channel.closed
+    plain = redis.Redis.from_url(redis_url)
+    try:
+        assert plain.hexists(channel.unacked_key, message.delivery_tag)  # for the sweep
+    finally:
+        plain.hdel(channel.unacked_key, message.delivery_tag)
+        plain.zrem(channel.unacked_index_key, message.delivery_tag)
+        plain.delete("kodo-transport-teardown")
+        plain.close()
 
 
 def test_an_alias_changed_by_someone_else_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
