@@ -125,9 +125,10 @@ def prepare(
         "OC_TIMEOUT_MS": str(oc_timeout_ms),
         "KODO_COUNT_SQL": "1",
         "KODO_ALLOW_SELF_APPROVAL": "1",  # the one bench token submits and approves
-        # Verification commands (``python3 -m unittest``) find the venv's interpreter first,
-        # not a version-manager shim that costs a shell script per start.
-        "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),
+        # Verification commands (``python3 -m unittest``) find python3 where a default
+        # ``kodo up`` finds it, on the caller's PATH (the sandbox skips version-manager
+        # shims); the venv's interpreter only where the machine has no other.
+        "PATH": os.pathsep.join(p for p in (os.environ.get("PATH", ""), str(BIN)) if p),
         "KODO_SQL_COUNT_DIR": str(sql_dir),
         "PYTHONPATH": os.pathsep.join(
             p for p in (str(Path.cwd()), os.environ.get("PYTHONPATH", "")) if p
