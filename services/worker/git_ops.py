@@ -30,9 +30,7 @@ from shared.apart import run_apart
 from shared.domain.change_check import (
     SYMLINK,
     IndexChange,
-    parse_numstat,
-    parse_raw,
-    with_counts,
+    parse_raw_numstat,
 )
 from shared.gitcmd import attribute_free, run_git
 from shared.hashing import sha256_hex
@@ -281,13 +279,11 @@ def changes_since(worktree: Path, commit: str, *, staged: bool) -> list[IndexCha
 
 
 def _changes(worktree: Path, *spec: str) -> list[IndexChange]:
-    raw = parse_raw(git(worktree, *_CHANGES, "--raw", *spec))
-    counts = parse_numstat(git(worktree, *_CHANGES, "--numstat", *spec))
     return [
         _with_link(worktree, change)
         if change.new_mode == SYMLINK
         else _withlone_carriage_returns(worktree, _text_counted(worktree, change))
-        for change in with_counts(raw, counts)
+        for change in parse_raw_numstat(git(worktree, *_CHANGES, "--raw", "--numstat", *spec))
     ]
 
 

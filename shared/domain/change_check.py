@@ -125,29 +125,39 @@ def parse_raw(out: str) -> list[IndexChange]:
     changes: list[IndexChange] = []
     i = 0
     while i < len(tokens):
-        head = tokens[i]
-        i += 1
-        if not head.startswith(":"):
-            continue
-        fields = head[1:].split(" ")
-        if len(fields) < 5 or not fields[4]:
-            raise ValueError(f"unexpected git --raw record {head!r}")
-        old_mode, new_mode, _old_blob, new_blob, status = fields[:5]
-        letter = status[0]
-        source: str | None = None
-        if letter in "RC":
-            source, path = tokens[i], tokens[i + 1]
-            i += 2
-        else:
-            path = tokens[i]
+        if not tokens[i].startswith(":"):
             i += 1
-        changes.append(IndexChange(letter, path, old_mode, new_mode, new_blob, source))
+            continue
+        change, i = _raw_record(tokens, i)
+        changes.append(change)
     return changes
+
+
+def _raw_record(tokens: list[str], i: int) -> tuple[IndexChange, int]:
+    """The ``--raw`` record whose head is ``tokens[i]``, and the index after its paths."""
+    head = tokens[i]
+    i += 1
+    fields = head[1:].split(" ")
+    if len(fields) < 5 or not fields[4]:
+        raise ValueError(f"unexpected git --raw record {head!r}")
+    old_mode, new_mode, _old_blob, new_blob, status = fields[:5]
+    letter = status[0]
+    source: str | None = None
+    if letter in "RC":
+        source, path = tokens[i], tokens[i + 1]
+        i += 2
+    else:
+        path = tokens[i]
+        i += 1
+    return IndexChange(letter, path, old_mode, new_mode, new_blob, source), i
 
 
 def parse_numstat(out: str) -> dict[str, tuple[int | None, int | None]]:
     """Parse ``git diff --numstat -z`` into (added, removed) per path; None = binary."""
-    tokens = out.split("\0")
+    return _numstat(out.split("\0"))
+
+
+def _numstat(tokens: list[str]) -> dict[str, tuple[int | None, int | None]]:
     counts: dict[str, tuple[int | None, int | None]] = {}
     i = 0
     while i < len(tokens):
@@ -164,6 +174,23 @@ def parse_numstat(out: str) -> dict[str, tuple[int | None, int | None]]:
             int(removed) if removed.isdigit() else None,
         )
     return counts
+
+
+def parse_raw_numstat(out: str) -> list[IndexChange]:
+    """Parse ``git diff --raw --numstat -z``: each change with its line counts.
+
+    git writes every ``--raw`` record, then every ``--numstat`` one, with no separator.
+    Read in order, a record's paths are taken as paths whatever they start with, so the
+    first token at a record's place that is not a ``:`` head starts the counts (they
+    begin with a digit or ``-``). One git process and one rename detection for both.
+    """
+    tokens = out.split("\0")
+    changes: list[IndexChange] = []
+    i = 0
+    while i < len(tokens) and tokens[i].startswith(":"):
+        change, i = _raw_record(tokens, i)
+        changes.append(change)
+    return with_counts(changes, _numstat(tokens[i:]))
 
 
 def with_counts(

@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 
 import shared.redact as r
 from shared.config import ConfigError, Settings
-from shared.domain.change_check import IndexChange, check_changes, parse_numstat, parse_raw
+from shared.domain.change_check import (
+    IndexChange,
+    check_changes,
+    parse_numstat,
+    parse_raw,
+    parse_raw_numstat,
+)
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA, ContractViolation, validate_answer
 from shared.domain.policy import Policy
 from shared.domain.run_machine import (
@@ -129,6 +135,8 @@ def test_arbitrary_text_as_gits_answer_never_crashes_the_parsers(text: str) -> N
         parse_raw(text)
     with contextlib.suppress(ValueError, IndexError):
         parse_numstat(text)
+    with contextlib.suppress(ValueError, IndexError):
+        parse_raw_numstat(text)
 
 
 @given(JSONISH)

@@ -89,3 +89,25 @@ def test_git_refusing_a_path_out_of_the_worktree_is_read_as_confinement(tmp_path
     assert refusal is not None
     assert refusal.rule == "confinement"
     assert not (tmp_path / "ws" / "escape.txt").exists()
+
+
+def test_paths_shaped_like_records_keep_their_counts_in_gits_one_answer(tmp_path: Path) -> None:
+    """``--raw`` and ``--numstat`` come from one git process: a path that starts with a
+    colon or looks like a count line is still one path, with its own line counts."""
+    repo = create_sample_repo(tmp_path / "calc")
+    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    (wt / ":colon.txt").write_text("one\n")
+    (wt / "1\t2\tcount.txt").write_text("one\ntwo\n")
+    (wt / "-\t-\tbinary.txt").write_text("one\ntwo\nthree\n")
+    plain_git(wt, "mv", "README.md", ":readme.md")
+    plain_git(wt, "add", "-A")
+
+    changes = {c.path: c for c in staged_changes(wt)}
+
+    assert {p: (c.status, c.added, c.removed) for p, c in changes.items()} == {
+        ":colon.txt": ("A", 1, 0),
+        "1\t2\tcount.txt": ("A", 2, 0),
+        "-\t-\tbinary.txt": ("A", 3, 0),
+        ":readme.md": ("R", 0, 0),
+    }
+    assert changes[":readme.md"].source == "README.md"

@@ -13,6 +13,7 @@ from shared.domain.change_check import (
     link_stays_inside,
     parse_numstat,
     parse_raw,
+    parse_raw_numstat,
     planned_changes,
     with_counts,
 )
@@ -282,6 +283,45 @@ def test_hostile_paths_pass_through_the_nul_separated_records_verbatim() -> None
         "x\ty.py": (3, 2),
         f"{hostile[0]}x": (0, 0),
     }
+
+
+def test_one_raw_and_numstat_answer_gives_each_change_its_counts() -> None:
+    """``--raw --numstat -z`` in one process: the raw records, then the counts. A path
+    read at its place is a path whatever it starts with (a colon, digits and tabs like a
+    count), so neither section is mistaken for the other."""
+    hostile = [":colon", "1\t2\tcount-like", "-\t-\tbinary-like"]
+    raw = "".join(f":000000 100644 {Z40} {BLOB} A\0{p}\0" for p in hostile)
+    raw += f":100644 100644 {BLOB} {BLOB} R090\0old.py\0:new.py\0"
+    raw += f":100644 100644 {BLOB} {BLOB} M\0logo.png\0"
+    numstat = "\0".join(
+        [
+            f"1\t0\t{hostile[0]}",
+            f"2\t0\t{hostile[1]}",
+            f"3\t0\t{hostile[2]}",
+            "4\t1\t",
+            "old.py",
+            ":new.py",
+            "-\t-\tlogo.png",
+            "",
+        ]
+    )
+    changes = parse_raw_numstat(raw + numstat)
+    assert [(c.status, c.source, c.path, c.added, c.removed) for c in changes] == [
+        ("A", None, ":colon", 1, 0),
+        ("A", None, "1\t2\tcount-like", 2, 0),
+        ("A", None, "-\t-\tbinary-like", 3, 0),
+        ("R", "old.py", ":new.py", 4, 1),
+        ("M", None, "logo.png", None, None),
+    ]
+    assert changes == with_counts(parse_raw(raw), parse_numstat(numstat))
+    assert parse_raw_numstat("") == []
+
+
+def test_a_raw_record_cut_short_in_the_combined_answer_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unexpected git --raw record"):
+        parse_raw_numstat(":100644 100644\0a.py\0")
+    with pytest.raises(IndexError):
+        parse_raw_numstat(f":100644 100644 {BLOB} {BLOB} R100\0only-one-path")
 
 
 def test_a_mode_change_and_a_binary_file_are_parsed_and_judged() -> None:
