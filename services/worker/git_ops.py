@@ -249,6 +249,34 @@ def committed_patch(worktree: Path) -> bytes:
     return _patch_bytes(worktree, "HEAD~1", "HEAD")
 
 
+_DIFFSTATS: OrderedDict[tuple[str, str], str] = OrderedDict()
+_DIFFSTATS_MAX = 1024
+_diffstats_lock = threading.Lock()
+
+
+def commit_diffstat(worktree: Path, commit: str) -> str:
+    """``git diff --stat`` of ``commit`` against its parent, as DecideST shows the agent.
+
+    Taken of the commit ApplyPatchST judged (an object id, whose content never changes),
+    not of whatever HEAD is now, so it is remembered by id: DecideST builds its prompt
+    again when its answer is collected (the op_key hashes the prompt), and that second
+    build reads no git.
+    """
+    if not _OBJECT_ID.fullmatch(commit):
+        raise GitError(f"not a commit id: {commit!r}")
+    key = (str(worktree), commit)
+    with _diffstats_lock:
+        if key in _DIFFSTATS:
+            _DIFFSTATS.move_to_end(key)
+            return _DIFFSTATS[key]
+    shown = git(worktree, "diff", "--stat", f"{commit}~1", commit)
+    with _diffstats_lock:
+        _DIFFSTATS[key] = shown
+        while len(_DIFFSTATS) > _DIFFSTATS_MAX:
+            _DIFFSTATS.popitem(last=False)
+    return shown
+
+
 def commit_index(worktree: Path, message: str) -> str:
     """Commit what the index holds; return the new commit id."""
     git(worktree, "commit", "-q", "-m", message)

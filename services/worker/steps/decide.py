@@ -12,7 +12,7 @@ is not given another try, as with a patch that reaches beyond the plan.
 
 from __future__ import annotations
 
-from services.worker.git_ops import git
+from services.worker.git_ops import commit_diffstat
 from services.worker.steps.attempts import AttemptLoop
 from services.worker.steps.base import (
     ArtifactOut,
@@ -43,9 +43,15 @@ def decide_step(ctx: StepContext) -> StepOutcome:
             " share none",
             {"operator": list(ctx.rt.settings.exec_allowlist), "policy": run_policy(ctx).to_json()},
         )
+    commit = ctx.outputs.get(StepId.APPLY_PATCH.value, {}).get("commit")
+    if not isinstance(commit, str):
+        return StepOutcome.failed(
+            "approved_plan_required: decide needs the commit ApplyPatchST judged",
+            {"rule": "approved_plan_required", "plan_sha256": ctx.plan_sha256},
+        )
     watch = Stopwatch(ctx)
     with watch.measure():
-        diffstat = git(ctx.worktree_path, "diff", "--stat", "HEAD~1", "HEAD")
+        diffstat = commit_diffstat(ctx.worktree_path, commit)
     plan_text = plan_block(ctx.plan)
     policy = run_policy(ctx)
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from devstack.sample_repo import create_sample_repo
-from services.worker.git_ops import ensure_worktree, staged_changes
+from services.worker.git_ops import GitError, commit_diffstat, ensure_worktree, staged_changes
 from shared.domain.change_check import check_changes, confinement_refusal
 from shared.domain.policy import Policy
 from tests.integration.worker.patching import try_apply
@@ -111,3 +111,23 @@ def test_paths_shaped_like_records_keep_their_counts_in_gits_one_answer(tmp_path
         ":readme.md": ("R", 0, 0),
     }
     assert changes[":readme.md"].source == "README.md"
+
+
+def test_decide_sees_the_judged_commits_diffstat_read_once_per_commit(tmp_path: Path) -> None:
+    """DecideST's prompt shows ``git diff --stat`` of the commit ApplyPatchST judged
+    (not of a HEAD moved since), and builds it again at collection without git."""
+    repo = create_sample_repo(tmp_path / "calc")
+    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    (wt / "calc.py").write_text((wt / "calc.py").read_text() + "\n# judged\n")
+    plain_git(wt, "commit", "-qam", "judged")
+    judged = plain_git(wt, "rev-parse", "HEAD").strip()
+    expected = plain_git(wt, "diff", "--stat", "HEAD~1", "HEAD")
+    (wt / "README.md").write_text("moved on\n")
+    plain_git(wt, "commit", "-qam", "after the verdict")
+
+    assert commit_diffstat(wt, judged) == expected
+    assert "calc.py" in expected
+    shutil.rmtree(wt)  # no git can answer now: the second read is the remembered one
+    assert commit_diffstat(wt, judged) == expected
+    with pytest.raises(GitError, match="not a commit id"):
+        commit_diffstat(wt, "--output=/tmp/x")

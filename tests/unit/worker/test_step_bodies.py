@@ -120,16 +120,21 @@ def test_decide_refuses_to_run_without_an_approved_plan() -> None:
     assert world.agent.sent == []
 
 
-def _applied(repo: Path) -> None:
+def _applied(repo: Path) -> dict[str, Any]:
+    """Commit a change as ApplyPatchST would; the outputs a later step reads of it."""
     (repo / "calc.py").write_text(CALC + "\n# applied\n")
     git(repo, "commit", "-q", "-am", "applied")
+    commit = git(repo, "rev-parse", "HEAD").strip()
+    return {StepId.APPLY_PATCH.value: {"commit": commit}}
 
 
 def test_decide_records_an_allowlisted_command(repo: Path) -> None:
-    _applied(repo)
+    outputs = _applied(repo)
     decision = {"next_action": "verify", "argv": ["pytest", "-q"], "reason": "tests"}
     world = StepWorld(FakeAgent(ScriptedTurn(answer=decision)))
-    outcome = decide_step(world.context(StepId.DECIDE, repo, worktree_path=repo, **APPROVED))
+    outcome = decide_step(
+        world.context(StepId.DECIDE, repo, worktree_path=repo, outputs=outputs, **APPROVED)
+    )
     assert outcome.ok, outcome.error
     assert outcome.output["argv"] == ["pytest", "-q"]
     assert "calc.py" in world.agent.sent[0].text  # the applied diffstat is in the prompt
@@ -138,13 +143,23 @@ def test_decide_records_an_allowlisted_command(repo: Path) -> None:
 def test_decide_fails_closed_on_a_command_off_the_allowlist_without_another_try(
     repo: Path,
 ) -> None:
-    _applied(repo)
+    outputs = _applied(repo)
     decision = {"next_action": "verify", "argv": ["rm", "-rf", "/"], "reason": "clean"}
     world = StepWorld(FakeAgent(ScriptedTurn(answer=decision)))
-    outcome = decide_step(world.context(StepId.DECIDE, repo, worktree_path=repo, **APPROVED))
+    outcome = decide_step(
+        world.context(StepId.DECIDE, repo, worktree_path=repo, outputs=outputs, **APPROVED)
+    )
     assert outcome.error is not None
     assert "rm" in outcome.error
     assert len(world.agent.sent) == 1
+
+
+def test_decide_without_the_judged_commit_fails_closed(repo: Path) -> None:
+    _applied(repo)
+    world = StepWorld(FakeAgent())
+    outcome = decide_step(world.context(StepId.DECIDE, repo, worktree_path=repo, **APPROVED))
+    assert outcome.error == "approved_plan_required: decide needs the commit ApplyPatchST judged"
+    assert world.agent.sent == []
 
 
 def test_execute_refuses_to_run_without_a_decision() -> None:
