@@ -225,7 +225,8 @@ _INCLUDES = re.compile(r"^include(?:if)?\.", re.IGNORECASE)
 
 def _config_identity(cwd: Path) -> tuple[tuple[int, ...] | None, ...] | None:
     """What identifies the repository config a git call in ``cwd`` reads, or None when
-    kodo cannot tell (no ``.git`` in ``cwd`` itself: a bare repository, a subfolder).
+    kodo cannot tell (no ``.git`` in ``cwd`` itself: a bare repository, a subfolder),
+    ``cwd`` being a worktree or a linked worktree's own git dir.
 
     System and global config are off (:data:`ENV`), so git reads ``<common dir>/config``
     and ``<git dir>/config.worktree``, and nothing else: two calls that read the same
@@ -251,6 +252,8 @@ def _config_identity(cwd: Path) -> tuple[tuple[int, ...] | None, ...] | None:
             if pointed is None:
                 return None
             gitdir = cwd / pointed
+        elif not dotgit.exists() and _is_worktree_admin_dir(cwd):
+            gitdir = cwd  # a call in a worktree's git dir (attribute_free's): git's too
         else:
             return None
         common = gitdir
@@ -268,6 +271,22 @@ def _config_identity(cwd: Path) -> tuple[tuple[int, ...] | None, ...] | None:
         return (_file_identity(config), _file_identity(gitdir / "config.worktree"))
     except OSError:
         return None
+
+
+_HEADREF = re.compile(rb"(?:ref: refs/[^\n]+|[0-9a-f]{40}|[0-9a-f]{64})\n?")
+
+
+def _is_worktree_admin_dir(path: Path) -> bool:
+    """Whether git, started in ``path``, takes it for its git dir: a linked worktree's
+    admin folder (``commondir``, ``gitdir`` and a HEAD git accepts as one). Anything
+    else, git might walk up and read another folder's ``config.worktree``."""
+    try:
+        if not ((path / "commondir").is_file() and (path / "gitdir").is_file()):
+            return False
+        head = path / "HEAD"
+        return not head.is_symlink() and _HEADREF.fullmatch(head.read_bytes()) is not None
+    except OSError:
+        return False
 
 
 def _gitfile_target(content: bytes) -> str | None:

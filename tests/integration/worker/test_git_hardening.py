@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from devstack.sample_repo import create_sample_repo
-from services.worker.git_ops import GitError, commit_index, ensure_worktree, git
+from services.worker.git_ops import (
+    GitError,
+    commit_index,
+    committed_patch,
+    ensure_worktree,
+    git,
+)
 from shared import gitcmd
 from shared.gitcmd import command_keys, hardened_args
 from shared.service.repo_pin import PolicyCache, observe_repo, pin_submission
@@ -247,6 +253,37 @@ def test_an_unchanged_config_is_listed_once(
     for _ in range(3):
         git(wt, "status", "--porcelain")
     assert [args[0] for args in started] == ["status", "status", "status"]
+
+
+def test_a_call_in_a_worktrees_git_dir_shares_the_worktrees_listing(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The patch is read in the worktree's git dir (no attributes): git reads the same
+    two files there as in the worktree, so the worktree's listing serves it."""
+    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    (wt / "calc.py").write_text("changed = True\n")
+    git(wt, "add", "calc.py")
+    commit_index(wt, "change")  # lists the config for the worktree
+    admin = Path((wt / ".git").read_text().removeprefix("gitdir: ").strip())
+    assert gitcmd._config_identity(admin) == gitcmd._config_identity(wt)
+    started = count_git(monkeypatch)
+    assert b"changed = True" in committed_patch(wt)
+    assert [args[0] for args in started] == ["rev-parse", "--bare"]  # rev-parse, diff
+
+
+def test_a_git_dir_git_might_not_take_for_one_is_not_cached(repo: Path, tmp_path: Path) -> None:
+    """With a HEAD git refuses, git walks up and reads other files: no identity."""
+    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    admin = Path((wt / ".git").read_text().removeprefix("gitdir: ").strip())
+    head = (admin / "HEAD").read_text()
+    (admin / "HEAD").write_text("not a ref\n")
+    assert gitcmd._config_identity(admin) is None
+    (admin / "HEAD").write_text(head)
+    (admin / "gitdir").rename(tmp_path / "gitdir.away")
+    assert gitcmd._config_identity(admin) is None
+    (tmp_path / "gitdir.away").rename(admin / "gitdir")
+    assert gitcmd._config_identity(admin) == gitcmd._config_identity(wt)
+    assert gitcmd._config_identity(repo / ".git") is None  # the main git dir: not cached
 
 
 def test_a_later_delivery_reuses_its_worktree_without_asking_git(
