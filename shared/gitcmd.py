@@ -259,15 +259,18 @@ def _config_identity(cwd: Path) -> tuple[tuple[int, ...] | None, ...] | None:
         common = gitdir
         pointer = gitdir / "commondir"
         if pointer.exists():
-            # git trims trailing whitespace (strbuf_rtrim); a path git could read
-            # otherwise than kodo (a control character, an empty one) is not cached
-            named = pointer.read_bytes().rstrip(b" \t\n\v\f\r")
+            # git drops trailing line feeds and carriage returns only (setup.c); a path
+            # git could read otherwise than kodo (a control character, an empty one) is
+            # not cached
+            named = pointer.read_bytes().rstrip(b"\r\n")
             if not named or any(b < 0x20 or b == 0x7F for b in named):
                 return None
             common = gitdir / os.fsdecode(named)
         config = common / "config"
         if gitdir.is_symlink() or not gitdir.is_dir() or not config.is_file():
             return None
+        if gitdir == cwd and common.resolve() != cwd.parent.parent.resolve():
+            return None  # an admin folder whose commondir names another repository
         return (_file_identity(config), _file_identity(gitdir / "config.worktree"))
     except OSError:
         return None
@@ -277,11 +280,18 @@ _HEADREF = re.compile(rb"(?:ref: refs/[^\n]+|[0-9a-f]{40}|[0-9a-f]{64})\n?")
 
 
 def _is_worktree_admin_dir(path: Path) -> bool:
-    """Whether git, started in ``path``, takes it for its git dir: a linked worktree's
-    admin folder (``commondir``, ``gitdir`` and a HEAD git accepts as one). Anything
-    else, git might walk up and read another folder's ``config.worktree``."""
+    """Whether ``path`` is a linked worktree's admin folder as ``git worktree add`` makes
+    it: ``<common>/worktrees/<name>`` holding ``commondir``, ``gitdir`` and a HEAD git
+    accepts, its common dir holding ``objects`` and ``refs``. git, started there, takes
+    it for its git dir; anything else (a folder git would not accept) git may walk up
+    from and read another repository's config: nothing is cached then."""
     try:
+        if path.is_symlink() or path.parent.name != "worktrees":
+            return False
         if not ((path / "commondir").is_file() and (path / "gitdir").is_file()):
+            return False
+        common = path.parent.parent
+        if not ((common / "objects").is_dir() and (common / "refs").is_dir()):
             return False
         head = path / "HEAD"
         return not head.is_symlink() and _HEADREF.fullmatch(head.read_bytes()) is not None

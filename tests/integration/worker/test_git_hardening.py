@@ -8,6 +8,7 @@ diffs later steps read, the policy read.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -285,6 +286,17 @@ def test_a_git_dir_git_might_not_take_for_one_is_not_cached(repo: Path, tmp_path
     assert gitcmd._config_identity(admin) == gitcmd._config_identity(wt)
     assert gitcmd._config_identity(repo / ".git") is None  # the main git dir: not cached
 
+    # commondir naming another repository: git reads that one's config, kodo caches nothing
+    other = create_sample_repo(tmp_path / "other")
+    commondir = (admin / "commondir").read_text()
+    (admin / "commondir").write_text(f"{other / '.git'}\n")
+    assert gitcmd._config_identity(admin) is None
+    (admin / "commondir").write_text(commondir)
+    # a look-alike folder outside a common dir's worktrees/ (git would walk up from it)
+    lookalike = tmp_path / "elsewhere" / "x"
+    shutil.copytree(admin, lookalike)
+    assert gitcmd._config_identity(lookalike) is None
+
 
 def test_a_later_delivery_reuses_its_worktree_without_asking_git(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -338,8 +350,10 @@ def test_pointers_are_read_as_git_reads_them_or_not_cached(repo: Path, tmp_path:
     (wt / ".git").write_text(pointer)
 
     commondir = (admin / "commondir").read_text()
-    (admin / "commondir").write_text(commondir.rstrip("\n") + "  \t\n")  # git trims it all
+    (admin / "commondir").write_text(commondir.rstrip("\n") + "\r\n")  # git drops CR, LF
     assert gitcmd._config_identity(wt) == clean
+    (admin / "commondir").write_text(commondir.rstrip("\n") + "\t\n")  # git keeps the tab
+    assert gitcmd._config_identity(wt) is None
     (admin / "commondir").write_text("\n")
     assert gitcmd._config_identity(wt) is None
     (admin / "commondir").write_text(commondir)
