@@ -11,7 +11,6 @@ rows' ratio to the durable-execution reference (bench/peers.py). ``--opencode re
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import structlog
 from sqlalchemy import Engine, make_url
 
 from devstack.handle import repo_root
-from services.worker.sandbox.toolchain import which
+from services.worker.sandbox.toolchain import resolve_toolchain
 from shared.config import Settings
 from shared.db.engine import make_engine, make_session_factory
 
@@ -425,8 +424,9 @@ def main(
     bench = prepare(root, url, redis_url, approval_poll, oc_timeout_ms=think_ms + queued_ms)
     where = make_url(url).database
     click.echo(f"bench: database {where}, redis {bench.redis_url}, logs {bench.stack.log_dir}")
-    python3 = which("python3", bench.stack.env.get("PATH", "").split(os.pathsep))
-    click.echo(f"bench: verification commands run {python3 or 'no python3 (none on PATH)'}")
+    tools = resolve_toolchain(["python3"], bench.stack.env.get("PATH", ""), ())
+    python3 = tools.programs.get("python3")  # as the sandbox resolves it
+    click.echo(f"bench: verification commands run {python3 or 'no python3 (none usable)'}")
     engine = make_engine(url)
     base: list[phases.Phase] = []
     kodo: list[phases.Phase] = []

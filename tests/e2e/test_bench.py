@@ -114,7 +114,6 @@ def test_a_small_benchmark_prints_its_table_and_writes_json(
     ran = re.search(r"^bench: verification commands run (\S+)$", done.stdout, re.MULTILINE)
     assert ran is not None, done.stdout[:400]
     assert os.access(ran.group(1), os.X_OK)
-    assert "/shims/" not in ran.group(1)  # where the sandbox would find it too
     body = json.loads(out.read_text())
     figures = {r["metric"]: r for r in body["rows"]}
     assert set(ROWS) <= set(figures)

@@ -106,12 +106,6 @@ rings = {"session": -3, "user": -4, "user-session": -5, "process": -2, "thread":
 for label, ring in rings.items():
     attempt(f"search-{label}", lambda ring=ring: search(ring))
 
-def join_the_workers():
-    keyctl(1, CFG["session_name"].encode())  # KEYCTL_JOIN_SESSION_KEYRING, by its name
-    search(-3)
-
-attempt("join-workers-session", join_the_workers)
-
 def every_listed_key():
     listed = open("/proc/keys").read()
     print("LISTED", listed.replace("\\n", " | ")[:800], flush=True)
@@ -120,6 +114,14 @@ def every_listed_key():
         attempt(f"read-{serial}", lambda serial=serial: read_key(serial))
 
 attempt("proc-keys", every_listed_key)
+
+def join_the_workers():
+    keyctl(1, CFG["session_name"].encode())  # KEYCTL_JOIN_SESSION_KEYRING, by its name
+    search(-3)
+
+# last: joining replaces this process's own session keyring (a named keyring the
+# caller may not search is never joined, whatever the sandbox: a new one is made)
+attempt("join-workers-session", join_the_workers)
 """
 
 READ_HOME = """

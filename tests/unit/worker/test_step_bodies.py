@@ -158,7 +158,7 @@ def test_decide_without_the_judged_commit_fails_closed(repo: Path) -> None:
     _applied(repo)
     world = StepWorld(FakeAgent())
     outcome = decide_step(world.context(StepId.DECIDE, repo, worktree_path=repo, **APPROVED))
-    assert outcome.error == "approved_plan_required: decide needs the commit ApplyPatchST judged"
+    assert outcome.error == "judged_commit_required: decide needs the commit ApplyPatchST judged"
     assert world.agent.sent == []
 
 
