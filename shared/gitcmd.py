@@ -209,7 +209,8 @@ def _listed_names(cwd: Path, timeout_s: float) -> list[str]:
     if proc.returncode != 0:
         return []  # outside a repository there is no repository config to neutralise
     names = [n for n in proc.stdout.decode(errors="surrogateescape").split("\0") if n]
-    if identity is not None and not any(_INCLUDES.match(name) for name in names):
+    unchanged = _config_identity(cwd) == identity  # nothing it keys on changed meanwhile
+    if identity is not None and unchanged and not any(_INCLUDES.match(n) for n in names):
         with _LISTINGS_LOCK:
             if len(_LISTINGS) >= _LISTINGS_MAX:
                 _LISTINGS.pop(next(iter(_LISTINGS)))
@@ -271,6 +272,8 @@ def _config_identity(cwd: Path) -> tuple[tuple[int, ...] | None, ...] | None:
             return None
         if gitdir == cwd and common.resolve() != cwd.parent.parent.resolve():
             return None  # an admin folder whose commondir names another repository
+        if not _git_accepts(gitdir, common):
+            return None  # git would walk up from it and read another repository's config
         return (_file_identity(config), _file_identity(gitdir / "config.worktree"))
     except OSError:
         return None
@@ -281,20 +284,33 @@ _HEADREF = re.compile(rb"(?:ref: refs/[^\n]+|[0-9a-f]{40}|[0-9a-f]{64})\n?")
 
 def _is_worktree_admin_dir(path: Path) -> bool:
     """Whether ``path`` is a linked worktree's admin folder as ``git worktree add`` makes
-    it: ``<common>/worktrees/<name>`` holding ``commondir``, ``gitdir`` and a HEAD git
-    accepts, its common dir holding ``objects`` and ``refs``. git, started there, takes
-    it for its git dir; anything else (a folder git would not accept) git may walk up
-    from and read another repository's config: nothing is cached then."""
+    it: ``<common>/worktrees/<name>`` holding ``commondir`` and ``gitdir`` (git's
+    acceptance of it is checked with every git dir's, :func:`_git_accepts`)."""
     try:
         if path.is_symlink() or path.parent.name != "worktrees":
             return False
-        if not ((path / "commondir").is_file() and (path / "gitdir").is_file()):
+        return (path / "commondir").is_file() and (path / "gitdir").is_file()
+    except OSError:
+        return False
+
+
+def _git_accepts(gitdir: Path, common: Path) -> bool:
+    """Whether git takes ``gitdir`` for a git dir (setup.c's is_git_directory): a HEAD
+    it can read as a ref or an object id, ``objects`` and ``refs`` in the common dir.
+
+    Otherwise git walks up to a parent folder's repository, or lists no repository
+    config at all, while the files kodo keys the listing on are unchanged: a listing
+    cached then (or a listing cached before, used then) would not be of the config git
+    reads, and its command keys would go unblanked. A symlinked HEAD (which git may
+    accept) is not cached either. Checked before and after each listing
+    (:func:`_listed_names`); a change between a check and git's own read is the race
+    every listing has, seen at the next call.
+    """
+    try:
+        head = gitdir / "HEAD"
+        if head.is_symlink() or _HEADREF.fullmatch(head.read_bytes()) is None:
             return False
-        common = path.parent.parent
-        if not ((common / "objects").is_dir() and (common / "refs").is_dir()):
-            return False
-        head = path / "HEAD"
-        return not head.is_symlink() and _HEADREF.fullmatch(head.read_bytes()) is not None
+        return (common / "objects").is_dir() and (common / "refs").is_dir()
     except OSError:
         return False
 

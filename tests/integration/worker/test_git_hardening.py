@@ -298,6 +298,48 @@ def test_a_git_dir_git_might_not_take_for_one_is_not_cached(repo: Path, tmp_path
     assert gitcmd._config_identity(lookalike) is None
 
 
+def test_a_listing_taken_while_git_walks_past_a_broken_head_is_never_reused(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a HEAD git cannot read, git walks up (or finds no repository) and lists no
+    config of this one, while the files the cache keys on are unchanged. A listing
+    taken then, reused by the repository's linked worktrees (which share the key) or
+    once HEAD is back, would leave the filter's command unblanked."""
+    _evil_filter(repo, tmp_path)
+    plain_git(repo, "config", "filter.evil.clean", evil(tmp_path, "clean"))
+    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    monkeypatch.setattr(gitcmd, "_LISTINGS", {})  # a worker that listed nothing yet
+    head = (repo / ".git" / "HEAD").read_bytes()
+    (repo / ".git" / "HEAD").write_bytes(b"junk\n")
+    assert gitcmd._config_identity(repo) is None
+    gitcmd.run_git(repo, ["status", "--porcelain"])  # listed outside any repository
+    _stage_new_file(wt, "a.txt")  # the worktree is a repository still: its filter runs
+    (repo / ".git" / "HEAD").write_bytes(head)
+    (repo / "b.txt").write_text("x\n")
+    gitcmd.run_git(repo, ["add", "b.txt"])
+    assert ran(tmp_path) == []
+
+
+def test_a_listing_cached_before_its_head_broke_is_not_used_after(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The reverse: a nested repository's listing is cached; once its HEAD breaks, git
+    in it reads the outer repository's config, whose filter must be blanked."""
+    outer = tmp_path / "outer"
+    outer.mkdir()
+    plain_git(outer, "init", "-q")
+    (outer / ".gitattributes").write_text("* filter=outer\n")
+    plain_git(outer, "config", "filter.outer.clean", evil(tmp_path, "outer-clean"))
+    inner = outer / "inner"
+    shutil.copytree(repo, inner)
+    gitcmd.run_git(inner, ["status", "--porcelain"])  # the inner listing, cached
+    (inner / ".git" / "HEAD").write_bytes(b"junk\n")
+    assert gitcmd._config_identity(inner) is None
+    (inner / "c.txt").write_text("x\n")
+    gitcmd.run_git(inner, ["add", "c.txt"])  # git reads the outer config now
+    assert ran(tmp_path) == []
+
+
 def test_a_later_delivery_reuses_its_worktree_without_asking_git(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
