@@ -205,17 +205,54 @@ def _listed_names(cwd: Path, timeout_s: float) -> list[str]:
         if cached is not None:
             return list(cached)
     env = {**base_env(), **config_env(HARDENED)}
-    proc = _git_process(cwd, ["config", "--list", "--name-only", "-z"], env, None, timeout_s)
+    listing = ["config", "--list", "--show-origin", "--name-only", "-z"]
+    proc = _git_process(cwd, listing, env, None, timeout_s)
     if proc.returncode != 0:
         return []  # outside a repository there is no repository config to neutralise
-    names = [n for n in proc.stdout.decode(errors="surrogateescape").split("\0") if n]
+    fields = proc.stdout.decode(errors="surrogateescape").split("\0")
+    origins, names = fields[0:-1:2], [n for n in fields[1::2] if n]
     unchanged = _config_identity(cwd) == identity  # nothing it keys on changed meanwhile
-    if identity is not None and unchanged and not any(_INCLUDES.match(n) for n in names):
+    if (
+        identity is not None
+        and unchanged
+        and _read_the_keyed_files(cwd, origins, identity)
+        and not any(_INCLUDES.match(n) for n in names)
+    ):
         with _LISTINGS_LOCK:
             if len(_LISTINGS) >= _LISTINGS_MAX:
                 _LISTINGS.pop(next(iter(_LISTINGS)))
             _LISTINGS[identity] = tuple(names)
     return names
+
+
+def _read_the_keyed_files(
+    cwd: Path, origins: list[str], identity: tuple[tuple[int, ...] | None, ...]
+) -> bool:
+    """Whether the listing shows git read the common config the key names, and no file
+    but the keyed ones (``--show-origin``: a path relative to ``cwd``, or absolute).
+
+    git may reject the git dir kodo resolved (an owner it calls dubious, a folder it
+    cannot enter) and walk up to another repository, or list none at all, while the
+    keyed files are unchanged: that listing must not serve the key (its command keys
+    are another config's, or none)."""
+    common = identity[0]
+    if common is None:
+        return False
+    keyed = [entry[:2] for entry in identity if entry is not None]
+    seen: set[tuple[int, ...]] = set()
+    for origin in origins:
+        if origin == "command line:":
+            continue  # kodo's own overrides
+        if not origin.startswith("file:"):
+            return False
+        try:
+            st = (cwd / origin.removeprefix("file:")).stat()
+        except OSError:
+            return False
+        if (st.st_dev, st.st_ino) not in keyed:
+            return False
+        seen.add((st.st_dev, st.st_ino))
+    return common[:2] in seen  # a repository's common config always holds core.*
 
 
 _LISTINGS: dict[tuple[tuple[int, ...] | None, ...], tuple[str, ...]] = {}

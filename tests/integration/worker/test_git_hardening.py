@@ -8,6 +8,7 @@ diffs later steps read, the policy read.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -337,6 +338,26 @@ def test_a_listing_cached_before_its_head_broke_is_not_used_after(
     assert gitcmd._config_identity(inner) is None
     (inner / "c.txt").write_text("x\n")
     gitcmd.run_git(inner, ["add", "c.txt"])  # git reads the outer config now
+    assert ran(tmp_path) == []
+
+
+def test_a_listing_of_a_worktree_git_calls_dubious_is_not_cached(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git refuses a worktree another uid owns (dubious ownership) and lists no
+    repository config, exiting 0, while the keyed files are the ones every worktree of
+    the repository shares (the sandbox lends kodo's checkouts to its uid): that empty
+    listing must not serve the repository's next call."""
+    if os.geteuid() != 0:
+        pytest.skip("giving a worktree to another uid needs root")
+    _evil_filter(repo, tmp_path)
+    plain_git(repo, "config", "filter.evil.clean", evil(tmp_path, "clean"))
+    lent = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    subprocess.run(["chown", "-R", "65534:65534", "--", str(lent)], check=True)
+    monkeypatch.setattr(gitcmd, "_LISTINGS", {})  # a worker that listed nothing yet
+    gitcmd.run_git(lent, ["status", "--porcelain"])  # refused: dubious ownership
+    (repo / "b.txt").write_text("x\n")
+    gitcmd.run_git(repo, ["add", "b.txt"])
     assert ran(tmp_path) == []
 
 
