@@ -428,6 +428,12 @@ def _pin_refusal(ctx: StepContext) -> StepOutcome | None:
     )
 
 
+def judged_commit(ctx: StepContext) -> str | None:
+    """The commit ApplyPatchST judged and recorded (None before it has)."""
+    commit = ctx.outputs.get(StepId.APPLY_PATCH.value, {}).get("commit")
+    return commit if isinstance(commit, str) else None
+
+
 def run_policy(ctx: StepContext) -> Policy:
     """The policy CompileST fixed for this run (the default one for older runs)."""
     stored = ctx.outputs.get(StepId.COMPILE.value, {}).get("policy")

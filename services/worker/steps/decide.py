@@ -19,6 +19,7 @@ from services.worker.steps.base import (
     StepContext,
     StepOutcome,
     Stopwatch,
+    judged_commit,
     run_policy,
 )
 from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
@@ -43,8 +44,8 @@ def decide_step(ctx: StepContext) -> StepOutcome:
             " share none",
             {"operator": list(ctx.rt.settings.exec_allowlist), "policy": run_policy(ctx).to_json()},
         )
-    commit = ctx.outputs.get(StepId.APPLY_PATCH.value, {}).get("commit")
-    if not isinstance(commit, str):
+    commit = judged_commit(ctx)
+    if commit is None:
         return StepOutcome.failed(
             "judged_commit_required: decide needs the commit ApplyPatchST judged",
             {"rule": "judged_commit_required", "plan_sha256": ctx.plan_sha256},

@@ -41,7 +41,14 @@ from services.worker.sandbox import (
     sandbox_of,
 )
 from services.worker.sandbox.cgroup import CgroupUnavailable
-from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, Stopwatch, run_policy
+from services.worker.steps.base import (
+    ArtifactOut,
+    StepContext,
+    StepOutcome,
+    Stopwatch,
+    judged_commit,
+    run_policy,
+)
 from services.worker.worktree_guard import special_files_problem
 from shared.config import Settings
 from shared.domain.exec_rules import argv_violation
@@ -119,9 +126,9 @@ WORKTREE_RULE = "worktree_matches_commit"
 
 def worktree_problem(ctx: StepContext, worktree: Path) -> str | None:
     """Why ``worktree`` is not exactly the commit ApplyPatchST judged, or None."""
-    commit = ctx.outputs.get(StepId.APPLY_PATCH.value, {}).get("commit")
+    commit = judged_commit(ctx)
     head = git(worktree, "rev-parse", "HEAD").strip()
-    if not isinstance(commit, str) or head != commit:
+    if commit is None or head != commit:
         return f"{WORKTREE_RULE}: the worktree is at {head}, the judged commit is {commit}"
     if not ctx.first_delivery:
         reset_worktree(worktree)  # an earlier delivery's command may have left files
@@ -152,9 +159,10 @@ def execute_step(ctx: StepContext) -> StepOutcome:
             {"rule": refused.rule, "argv": argv, "allowlist": list(allowlist)},
         )
     tampered = worktree_problem(ctx, ctx.worktree_path)
-    if tampered is not None:
-        return StepOutcome.failed(tampered, {"rule": WORKTREE_RULE, "argv": argv})
-    commit = str(ctx.outputs[StepId.APPLY_PATCH.value]["commit"])  # worktree_problem read it
+    commit = judged_commit(ctx)
+    if tampered is not None or commit is None:  # no judged commit is a problem it names
+        said = tampered or f"{WORKTREE_RULE}: no judged commit"
+        return StepOutcome.failed(said, {"rule": WORKTREE_RULE, "argv": argv})
     try:
         with private_checkout(ctx.repo_path, settings.workspace_dir, ctx.run_id, commit) as tree:
             return _run_on(ctx, argv, allowlist, tree)

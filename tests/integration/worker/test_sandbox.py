@@ -6,7 +6,6 @@ command saw and what it left on the host.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import resource
@@ -26,6 +25,7 @@ from services.worker.git_ops import ensure_worktree
 from services.worker.sandbox import Finished, keyring, sandbox_of
 from services.worker.sandbox.keyring import KEYCTL_SYSCALL
 from shared.config import Settings
+from tests.security import in_keyring
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -362,20 +362,13 @@ print("LEFT", left)
 """
 """Search the session keyring for the key ``name`` and read it; leave one behind."""
 
-ADD_KEY = {"x86_64": 248, "aarch64": 217}
-
 
 def join_keyring_with(name: str, secret: bytes) -> None:
     """This thread joins a new session keyring holding a user key (the worker's own)."""
-    machine = os.uname().machine
-    if machine not in ADD_KEY:
-        pytest.skip(f"no add_key number known here for {machine}")
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    if libc.syscall(KEYCTL_SYSCALL[machine], 1, b"kodo-test-session") < 0:
-        pytest.skip(f"no keyrings here: errno {ctypes.get_errno()}")
-    added = libc.syscall(ADD_KEY[machine], b"user", name.encode(), secret, len(secret), -3)
-    assert added > 0, ctypes.get_errno()
+    state = in_keyring.join_with_key(name.encode(), secret)
+    assert not state.startswith("unavailable: add_key"), state
+    if state != "joined":
+        pytest.skip(f"no keyrings here: {state}")
 
 
 @pytest.mark.parametrize("shim", ["perl", "python"])
@@ -394,7 +387,7 @@ def test_the_command_possesses_neither_the_workers_session_keyring_nor_an_earlie
     secret = b"keyringcanary" + uuid.uuid4().hex.encode()
     join_keyring_with("kodo-canary", secret)
     machine = os.uname().machine
-    numbers = {"keyctl": KEYCTL_SYSCALL[machine], "add_key": ADD_KEY[machine]}
+    numbers = {"keyctl": KEYCTL_SYSCALL[machine], "add_key": in_keyring.ADD_KEY[machine]}
     first = run_python(KEYS.format(name=b"kodo-canary", **numbers), worktree)
     second = run_python(KEYS.format(name=b"left-by-a-run", **numbers), worktree)
 
