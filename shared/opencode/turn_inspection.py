@@ -4,14 +4,13 @@ A prompt's reply is only the turn's last message. The call protocol reads the re
 here and fails closed on any tool outside the agent's allowlist, on any tool part that
 names a path outside the session's directory or in a ``.git``
 (:mod:`shared.opencode.confinement`) and on any child session; the whole turn's usage
-(the sum over its assistant messages) is what the ledger records.
+is what the ledger records.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +50,7 @@ def usage_of(info: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Turn:
+    session: dict[str, Any] | None  # None: the totals could not be read
     earlier: list[dict[str, Any]] | OpenCodeError  # the error: the turn is not inspectable
     children: list[dict[str, Any]]
 
@@ -64,47 +64,15 @@ class TurnRejected(Exception):
 
 
 def turn_usage(turn: Turn, reply: PromptReply) -> dict[str, Any]:
-    """The whole turn's usage: the sum over its assistant messages, the reply included.
+    """The whole turn's usage: the fresh session's totals.
 
     Only the last assistant message of a turn is returned, so its own usage
-    undercounts a turn with tool calls; each step of the turn is a message of its own
-    with its own tokens and cost (API notes: "sum the assistant messages with parentID =
-    the user message id"). Summed here from the messages the turn inspection reads
-    anyway, instead of a ``GET /session/{id}`` for the session's totals: one request per
-    call fewer, and only this turn is billed even in a session that held another (a
-    fork's totals start at its parent's). The reply's own usage is the floor when the
-    earlier messages are unreadable (the turn is then rejected as not inspectable).
+    undercounts a turn with tool calls; it is the floor when totals are unreadable.
     """
-    earlier = turn.earlier if isinstance(turn.earlier, list) else []
-    infos = [_dict(m.get("info")) for m in earlier]
-    steps = [info for info in infos if info.get("role") == "assistant"] + [reply.info]
-    return sum_usage(usage_of(info) for info in steps)
-
-
-def sum_usage(usages: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Field by field: the token counts added, the cost added (rounded to the nano-dollar,
-    so a float sum reads like the daemon's own running total)."""
-    total: dict[str, Any] = dict.fromkeys(_COUNTS, 0) | {"cost_usd": 0.0}
-    for usage in usages:
-        for key in _COUNTS:
-            total[key] += usage[key]
-        total["cost_usd"] += usage["cost_usd"]
-    total["cost_usd"] = round(total["cost_usd"], 9)
-    return total
-
-
-_COUNTS = (
-    "total_tokens",
-    "input_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-)
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+    if turn.session is None:
+        return usage_of(reply.info)
+    usage = usage_of(turn.session)
+    return usage if usage["total_tokens"] else usage_of(reply.info)
 
 
 def tool_trail(turn: Turn, reply: PromptReply) -> list[dict[str, Any]]:
@@ -142,7 +110,7 @@ def assert_turn_rules(
 
 
 class TurnInspector:
-    """Reads a finished turn, two requests in flight at once."""
+    """Reads a finished turn, three requests in flight at once."""
 
     def __init__(self, client: AgentClient) -> None:
         self.client = client
@@ -167,16 +135,21 @@ class TurnInspector:
     def inspect(self, session_id: str, directory: str) -> Turn:
         """Read what the answer alone does not tell.
 
-        The turn's earlier messages (tool uses, usage) and the session's children are
-        independent reads; sent together they cost one round trip instead of two.
+        The session's totals (usage), the turn's earlier messages (tool uses) and the
+        session's children are independent reads; sent together they cost one round
+        trip instead of three.
         """
-        children = self._reader_pool().submit(
-            self.client.session_children, session_id, directory=directory
-        )
+        pool = self._reader_pool()
+        totals = pool.submit(self.client.get_session, session_id, directory=directory)
+        children = pool.submit(self.client.session_children, session_id, directory=directory)
         try:
             earlier: list[dict[str, Any]] | OpenCodeError = self.client.earlier_turn_messages(
                 session_id, directory=directory
             )
         except OpenCodeError as exc:
             earlier = exc
-        return Turn(earlier, children.result())  # a failed children read raises
+        try:
+            session: dict[str, Any] | None = totals.result()
+        except OpenCodeError:
+            session = None
+        return Turn(session, earlier, children.result())  # a failed children read raises

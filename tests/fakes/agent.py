@@ -66,13 +66,11 @@ class ScriptedTurn:
     answer: dict[str, Any] | None = None
     error: OpenCodeError | None = None
     tools: list[str] = field(default_factory=list)  # tool parts in the last message
-    earlier_tools: list[str] = field(default_factory=list)  # one earlier message per tool
-    earlier_tokens: dict[str, Any] = field(default_factory=lambda: tokens(0))  # each one's
-    earlier_cost: float = 0.0  # each earlier message's
-    earlier_unreadable: bool = False  # reading the earlier messages fails (HTTP 500)
+    earlier_tools: list[str] = field(default_factory=list)  # tools of earlier messages
     children: list[dict[str, Any]] = field(default_factory=list)
-    message_tokens: dict[str, Any] = field(default_factory=lambda: tokens(10))  # the reply's
-    cost: float = 0.0  # the reply's
+    session_tokens: dict[str, Any] | None = None  # the session's totals (None: unreadable)
+    message_tokens: dict[str, Any] = field(default_factory=lambda: tokens(10))
+    cost: float = 0.0
     edits: dict[str, str | None] = field(default_factory=dict)  # path -> content (None: delete)
 
 
@@ -273,7 +271,9 @@ class FakeAgent:
 
     def get_session(self, session_id: str, *, directory: str) -> dict[str, Any]:
         turn = self._turn(session_id)
-        return {"id": session_id, "tokens": turn.message_tokens, "cost": turn.cost}
+        if turn.session_tokens is None:
+            raise OpenCodeServerError("HTTP 500 (fake): totals unreadable", status=500)
+        return {"id": session_id, "tokens": turn.session_tokens, "cost": turn.cost}
 
     def delete_session(self, session_id: str, *, directory: str) -> bool:
         self.deleted.append(session_id)
@@ -285,11 +285,8 @@ class FakeAgent:
     def earlier_turn_messages(
         self, session_id: str, *, directory: str, max_steps: int = 50
     ) -> list[dict[str, Any]]:
-        turn = self._turn(session_id)
-        if turn.earlier_unreadable:
-            raise OpenCodeServerError("HTTP 500 (fake): messages unreadable", status=500)
-        info = {"role": "assistant", "tokens": turn.earlier_tokens, "cost": turn.earlier_cost}
-        return [{"info": dict(info), "parts": [_tool_part(t)]} for t in turn.earlier_tools]
+        tools = self._turn(session_id).earlier_tools
+        return [{"info": {"role": "assistant"}, "parts": [_tool_part(t)]} for t in tools]
 
     def abort(self, session_id: str, *, directory: str) -> bool:
         self.aborted.append(session_id)

@@ -127,7 +127,7 @@ def test_the_call_wrapper_rule_fails_a_turn_that_wrote_outside_in_an_earlier_mes
 ) -> None:
     run1, run2 = worktrees
     escape = {"parts": [_part("write", "error", filePath=str(run2 / "x.txt"))]}
-    turn = Turn(earlier=[escape], children=[])
+    turn = Turn(session={}, earlier=[escape], children=[])
     with pytest.raises(TurnRejected) as rejected:
         assert_turn_rules("build", "ses_1", _reply(), turn, directory=str(run1))
     assert rejected.value.error_name == "PathOutsideWorktree"
@@ -139,7 +139,7 @@ def test_the_call_wrapper_rule_passes_a_turn_that_edited_inside(
 ) -> None:
     run1, _ = worktrees
     edit = {"parts": [_part("edit", filePath=str(run1 / "calc.py"), oldString="a")]}
-    turn = Turn(earlier=[edit], children=[])
+    turn = Turn(session={}, earlier=[edit], children=[])
     assert_turn_rules("build", "ses_1", _reply(), turn, directory=str(run1))
 
 
@@ -147,7 +147,7 @@ def test_an_agent_without_the_tool_is_told_so_before_its_path_is_judged(
     worktrees: tuple[Path, Path],
 ) -> None:
     run1, _ = worktrees
-    turn = Turn(earlier=[{"parts": [_part("write", filePath="/x")]}], children=[])
+    turn = Turn(session={}, earlier=[{"parts": [_part("write", filePath="/x")]}], children=[])
     with pytest.raises(TurnRejected) as rejected:
         assert_turn_rules("plan", "ses_1", _reply(), turn, directory=str(run1))
     assert rejected.value.error_name == "ToolNotAllowed"

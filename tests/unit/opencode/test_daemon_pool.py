@@ -54,7 +54,7 @@ def _call(attempt: int = 1, run: str = "run-1") -> StructuredCall:
 
 
 def _turn() -> ScriptedTurn:
-    return ScriptedTurn(answer=ANSWER, message_tokens=tokens(10))
+    return ScriptedTurn(answer=ANSWER, session_tokens=tokens(10))
 
 
 def test_runs_are_spread_over_the_daemons_each_with_a_stable_first_choice() -> None:

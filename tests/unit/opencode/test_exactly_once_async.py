@@ -74,7 +74,7 @@ def _send(agent: FakeAgent, ledger: InMemoryLedger) -> CallPending:
 
 
 def test_a_sent_call_parks_the_step_with_its_session_and_the_time_left() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     row = ledger.rows[_call().op_key]
@@ -86,7 +86,7 @@ def test_a_sent_call_parks_the_step_with_its_session_and_the_time_left() -> None
 
 
 def test_a_delivery_before_the_turn_ends_parks_again_without_sending() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = InMemoryLedger()
     _send(agent, ledger)
     ledger.rows[_call().op_key].age_s = 20.0
@@ -98,7 +98,7 @@ def test_a_delivery_before_the_turn_ends_parks_again_without_sending() -> None:
 
 
 def test_the_answer_is_collected_judged_and_recorded_once_the_session_ends() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.release(pending.session_id)
@@ -117,7 +117,7 @@ def test_the_answer_is_collected_judged_and_recorded_once_the_session_ends() -> 
 
 
 def test_a_missed_wake_up_is_collected_by_the_next_delivery_that_finds_the_session_idle() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.release(pending.session_id)  # no wake recorded: the collector was down
@@ -125,7 +125,7 @@ def test_a_missed_wake_up_is_collected_by_the_next_delivery_that_finds_the_sessi
 
 
 def test_an_answer_against_the_schema_is_recorded_failed_as_a_contract_failure() -> None:
-    agent = _held(ScriptedTurn(answer={"next_action": "nonsense"}, message_tokens=tokens(9)))
+    agent = _held(ScriptedTurn(answer={"next_action": "nonsense"}, session_tokens=tokens(9)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.release(pending.session_id)
@@ -136,7 +136,7 @@ def test_an_answer_against_the_schema_is_recorded_failed_as_a_contract_failure()
 
 
 def test_a_turn_that_ended_without_an_answer_fails_and_is_not_waited_for() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(9)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(9)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.held.pop(pending.session_id)  # refused by the daemon: no message, not busy
@@ -148,7 +148,7 @@ def test_a_turn_that_ended_without_an_answer_fails_and_is_not_waited_for() -> No
 
 
 def test_a_call_still_busy_past_its_deadline_is_aborted_and_timed_out() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(9)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(9)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     ledger.rows[_call().op_key].age_s = TIMEOUT_S + 1
@@ -160,7 +160,7 @@ def test_a_call_still_busy_past_its_deadline_is_aborted_and_timed_out() -> None:
 
 
 def test_an_aborted_turn_collected_after_a_cancel_reads_back_as_aborted() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(9)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(9)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.abort(pending.session_id, directory="/w")
@@ -170,7 +170,7 @@ def test_an_aborted_turn_collected_after_a_cancel_reads_back_as_aborted() -> Non
 
 
 def test_two_deliveries_collecting_at_once_record_one_outcome_and_agree() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.release(pending.session_id)
@@ -190,7 +190,7 @@ def test_two_deliveries_collecting_at_once_record_one_outcome_and_agree() -> Non
 
 
 def test_a_woken_delivery_waits_briefly_for_the_idle_that_follows_a_session_error() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     ledger.wake(pending.session_id, "UnknownError: boom")  # session.error; still busy
@@ -209,7 +209,7 @@ def test_a_woken_delivery_waits_briefly_for_the_idle_that_follows_a_session_erro
 
 def test_a_delivery_woken_by_session_idle_reads_the_answer_without_asking_status() -> None:
     """session.idle ended the turn (one prompt per session): no GET /session/status."""
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.release(pending.session_id)
@@ -227,7 +227,7 @@ def test_a_delivery_woken_by_session_idle_reads_the_answer_without_asking_status
 
 
 def test_a_daemon_that_cannot_be_asked_defers_collection_until_the_deadline() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = InMemoryLedger()
     _send(agent, ledger)
     from shared.opencode.errors import OpenCodeUnreachable
@@ -247,7 +247,7 @@ def test_a_daemon_that_cannot_be_asked_defers_collection_until_the_deadline() ->
 def test_the_collected_reply_is_the_one_judged(monkeypatch: pytest.MonkeyPatch) -> None:
     """What last_message returns is what is recorded: a reply with an info.error is a
     failure of its kind, exactly as a blocking prompt's reply would be."""
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.release(pending.session_id)
@@ -270,7 +270,7 @@ def _died_before_marking_sent(ledger: InMemoryLedger, age_s: float) -> None:
 
 
 def test_a_live_claim_parks_the_delivery_instead_of_holding_its_thread() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = InMemoryLedger()
     _send(agent, ledger)
     _died_before_marking_sent(ledger, age_s=3.0)
@@ -281,7 +281,7 @@ def test_a_live_claim_parks_the_delivery_instead_of_holding_its_thread() -> None
 
 
 def test_an_overdue_claim_whose_session_answered_is_collected_not_declared_unknown() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.release(pending.session_id)
@@ -293,7 +293,7 @@ def test_an_overdue_claim_whose_session_answered_is_collected_not_declared_unkno
 
 
 def test_an_overdue_claim_that_never_reached_the_daemon_fails_unpaid_and_is_retried() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.held.pop(pending.session_id)  # the prompt never arrived: no message, idle
@@ -317,7 +317,7 @@ def test_an_overdue_claim_without_a_session_is_declared_unknown_as_before() -> N
 def test_the_daemons_400_for_an_unanswered_turn_fails_it_quoting_the_session_error() -> None:
     from shared.opencode.errors import OpenCodePermanentError
 
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(9)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(9)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.held.pop(pending.session_id)
@@ -339,7 +339,7 @@ def test_the_daemons_400_for_an_unanswered_turn_fails_it_quoting_the_session_err
 def test_a_session_its_restarted_daemon_forgot_fails_as_lost_not_at_the_deadline() -> None:
     from shared.opencode.errors import OpenCodePermanentError
 
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(9)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(9)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.busy.discard(pending.session_id)
@@ -357,7 +357,7 @@ def test_a_session_its_restarted_daemon_forgot_fails_as_lost_not_at_the_deadline
 def test_an_answer_too_large_to_read_fails_the_call_now_as_a_contract_failure() -> None:
     from shared.opencode.messages import AnswerTooLarge
 
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(9)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(9)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.release(pending.session_id)
@@ -385,7 +385,7 @@ class _CountingLedger(InMemoryLedger):
 
 
 def test_a_woken_delivery_collects_from_the_row_read_with_its_lease_without_a_claim() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = _CountingLedger()
     pending = _send(agent, ledger)
     agent.release(pending.session_id)
@@ -403,8 +403,8 @@ def test_a_woken_delivery_collects_from_the_row_read_with_its_lease_without_a_cl
 
 def test_a_known_row_of_another_call_is_ignored_and_the_call_claimed() -> None:
     """The step parked on attempt 1; attempt 2 (another op_key) is claimed as ever."""
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
-    agent.will(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    agent.will(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = _CountingLedger()
     pending = _send(agent, ledger)
     known = ledger.read(pending.op_key)
@@ -421,7 +421,7 @@ def test_a_known_row_collected_meanwhile_by_another_delivery_is_read_back_not_re
 ):
     """The snapshot said ``sent``; another delivery recorded the answer since: this one's
     record (from ``sent``) is refused and the recorded answer returned."""
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = _CountingLedger()
     pending = _send(agent, ledger)
     agent.release(pending.session_id)
@@ -446,7 +446,7 @@ class _StartedLedger(_CountingLedger):
 
 
 def test_a_new_attempt_has_its_session_made_first_and_recorded_with_its_claim() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = _StartedLedger()
     with pytest.raises(CallPending) as pending:
         _calls(agent, ledger).prompt_structured(_call(), seen=StepLedger(last_attempt=0))
@@ -458,7 +458,7 @@ def test_a_new_attempt_has_its_session_made_first_and_recorded_with_its_claim() 
 
 def test_an_attempt_the_ledger_may_hold_is_claimed_before_any_session_is_made() -> None:
     """A replay of a recorded attempt makes no session it would only delete."""
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = _StartedLedger()
     pending = _send(agent, ledger)
     agent.release(pending.session_id)
@@ -474,7 +474,7 @@ def test_an_attempt_the_ledger_may_hold_is_claimed_before_any_session_is_made() 
 def test_a_call_with_a_prepare_makes_its_session_after_the_claim_as_before() -> None:
     """ApplyPatchST's prepare aborts the step's sessions in doubt: its own claimed row
     must not carry one yet."""
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = _StartedLedger()
     order: list[str] = []
 
@@ -490,7 +490,7 @@ def test_a_call_with_a_prepare_makes_its_session_after_the_claim_as_before() -> 
 
 
 def test_a_session_made_for_a_claim_another_delivery_won_is_deleted_unprompted() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = _StartedLedger()
     ledger.claimed_elsewhere(_call(), age_s=1.0)  # a twin delivery won it meanwhile
     with pytest.raises(CallPending):  # waits for the twin's call (parks)
@@ -501,7 +501,7 @@ def test_a_session_made_for_a_claim_another_delivery_won_is_deleted_unprompted()
 
 
 def test_a_session_made_for_a_refused_claim_is_deleted_and_nothing_sent() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = _StartedLedger()
     lease = StepLease("run-1", StepId.DECIDE, fence=1, lease_s=60)
     ledger.abandoned[lease] = "run is cancelled"
@@ -530,7 +530,7 @@ def _collected_unrecorded(
 
 
 def test_a_collected_answer_waits_for_the_outcome_with_its_row_sent_and_its_session_kept() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = InMemoryLedger()
     _, unrecorded, _ = _collected_unrecorded(agent, ledger)
     [waiting] = unrecorded.pending
@@ -549,7 +549,7 @@ def test_a_collected_answer_waits_for_the_outcome_with_its_row_sent_and_its_sess
 
 
 def test_settling_after_the_commit_deletes_the_session_and_caches_the_answer() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = InMemoryLedger()
     calls, unrecorded, session_id = _collected_unrecorded(agent, ledger)
     waiting = unrecorded.pending[0]
@@ -561,7 +561,7 @@ def test_settling_after_the_commit_deletes_the_session_and_caches_the_answer() -
 
 
 def test_the_next_attempts_claim_records_a_waiting_answer_first() -> None:
-    turn = ScriptedTurn(answer=ANSWER, message_tokens=tokens(70))
+    turn = ScriptedTurn(answer=ANSWER, session_tokens=tokens(70))
     agent = _held(turn)
     agent.script.append(turn)  # the second attempt's turn
     ledger = InMemoryLedger()
@@ -574,7 +574,7 @@ def test_the_next_attempts_claim_records_a_waiting_answer_first() -> None:
 
 
 def test_a_waiting_answer_another_delivery_recorded_first_is_that_same_answer() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = InMemoryLedger()
     calls, unrecorded, session_id = _collected_unrecorded(agent, ledger)
     other = _calls(agent, ledger).prompt_structured(_call())  # a delivery that took over
@@ -587,7 +587,7 @@ def test_a_waiting_answer_another_delivery_recorded_first_is_that_same_answer() 
 
 
 def test_a_waiting_answer_whose_call_a_cancel_aborted_first_supersedes_the_delivery() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, message_tokens=tokens(70)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
     ledger = InMemoryLedger()
     calls, unrecorded, _ = _collected_unrecorded(agent, ledger)
     aborted = CallOutcome(CallStatus.ABORTED, NOW, None, error_name="Aborted", error="cancel")
@@ -598,7 +598,7 @@ def test_a_waiting_answer_whose_call_a_cancel_aborted_first_supersedes_the_deliv
 
 
 def test_a_failed_answer_is_recorded_at_once_whatever_the_caller_offers() -> None:
-    agent = _held(ScriptedTurn(answer={"next_action": "nonsense"}, message_tokens=tokens(9)))
+    agent = _held(ScriptedTurn(answer={"next_action": "nonsense"}, session_tokens=tokens(9)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.release(pending.session_id)
