@@ -7,6 +7,7 @@ that runs the command; tested without bubblewrap.
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,14 +45,12 @@ BYTES_PER_INODE = 4096
 1024), so empty files and folder chains are bounded too, not only their contents."""
 SH = "/bin/sh"
 OVERLAY_SCRIPT = f"""set -eu
-lower=$1 disk=$2 wt=$3 size=$4 inodes=$5 tmpsize=$6 tmpinodes=$7
-shift 7
+lower=$1 disk=$2 wt=$3 size=$4 inodes=$5 tmpsize=$6 tmpinodes=$7 mode=$8
+shift 8
 command -p mount -o "remount,nosuid,nodev,size=$tmpsize,nr_inodes=$tmpinodes" {TMP}
 command -p mount -t tmpfs -o "nosuid,nodev,mode=0700,size=$size,nr_inodes=$inodes" \\
   kodo-disk "$disk"
-command -p mkdir "$disk/upper" "$disk/work"
-command -p chown --reference="$lower" "$disk/upper"
-command -p chmod --reference="$lower" "$disk/upper"
+command -p install -d -o {INNER_UID} -g {INNER_UID} -m "$mode" "$disk/upper" "$disk/work"
 layers="lowerdir=$lower,upperdir=$disk/upper,workdir=$disk/work"
 command -p mount -t overlay kodo-worktree -o "nosuid,nodev,$layers" "$wt"
 if [ -f "$wt/.git" ] && [ ! -L "$wt/.git" ]; then
@@ -69,6 +68,10 @@ sees is an overlay whose writes land in the bounded tmpfs, never on the host's d
 inode, which without a cgroup nothing counts): in place, so the toolchain folders and a
 worktree bound beneath it stay (a fresh tmpfs mounted over them hid a virtualenv under
 /tmp, and no verification could start).
+The overlay's root is the worktree's as the command sees it: the worktree is lent to the
+command's uid (:data:`INNER_UID` inside) for its lifetime, and its mode is the script's
+eighth argument (one ``install`` makes both layer folders so: the work folder is never
+the command's to reach, it is gone with ``$disk``).
 Both mounts it was built from are unmounted so the command sees only the overlay; its
 ``.git`` pointer stays read-only there, as in the bind mode. Every program it runs as
 that root is looked up on the system's default PATH (``command -p``), never on the
@@ -123,6 +126,21 @@ class Limits:
     nproc: int
     fsize_bytes: int
 
+    def rlimits(self) -> list[tuple[int, int]]:
+        """The same bounds as (resource, limit), soft and hard alike: what the root-mode
+        worker sets with ``prlimit(2)`` on the sandbox's first process while bubblewrap
+        waits for its user namespace map, so everything in the sandbox inherits them
+        (one program fewer per command than :meth:`prlimit_argv`). Set as host root on a
+        process of a user namespace it owns; no process in the sandbox can raise a hard
+        limit (that takes CAP_SYS_RESOURCE in the host's namespace)."""
+        return [
+            (resource.RLIMIT_CPU, self.cpu_s),
+            (resource.RLIMIT_AS, self.memory_bytes),
+            (resource.RLIMIT_NPROC, self.nproc),
+            (resource.RLIMIT_FSIZE, self.fsize_bytes),
+            (resource.RLIMIT_CORE, 0),
+        ]
+
     def prlimit_argv(self) -> list[str]:
         """``prlimit`` applies them to the command (and its children) only, not the worker."""
         return [
@@ -170,6 +188,8 @@ class Layout:
     """Bound on what the command may write to the worktree, which it then sees as an
     overlay on a tmpfs of this size (root mode only: mounting needs the sandbox's root);
     None binds the host worktree writable, bounded per file only."""
+    worktree_mode: int = 0o755
+    """Overlay mode: the worktree's permission bits, which the overlay's root gets."""
     copy_bytes: int | None = None
     """Without root: the size of the tmpfs the command sees as its worktree, holding a
     copy of the checkout (so: the checkout's pages plus what the command may write);
@@ -292,6 +312,7 @@ def bwrap_argv(
             inodes = max(1024, overlay // BYTES_PER_INODE)
             argv += ["kodo-worktree", LOWER, DISK, wt, str(overlay), str(inodes)]
             argv += [str(layout.tmp_bytes), str(max(1024, layout.tmp_bytes // BYTES_PER_INODE))]
+            argv.append(format(layout.worktree_mode & 0o7777, "04o"))
         else:
             argv.append("--")
         argv += [
@@ -310,7 +331,9 @@ def bwrap_argv(
         argv += [str(max(1024, layout.copy_inodes)), str(layout.tmp_bytes), str(tmp_inodes)]
     else:
         argv.append("--")
-    return argv + limits.prlimit_argv() + list(command)
+    # root mode: the worker sets the limits on the sandbox's first process (Limits.rlimits)
+    bounded = [] if layout.root_mode else limits.prlimit_argv()
+    return argv + bounded + list(command)
 
 
 def id_map(host_id: int) -> str:

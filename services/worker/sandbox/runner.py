@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import resource
 import stat
 import subprocess
 import tempfile
@@ -89,6 +90,18 @@ def forbid_nested_userns(child: int) -> None:
     if done.returncode != 0:
         said = done.stderr.decode(errors="replace").strip()
         raise SandboxUnavailable(f"cannot forbid nested user namespaces: {said}")
+
+
+def bound_rlimits(child: int, limits: Limits) -> None:
+    """Root mode: the command's rlimits, set on the sandbox's first process before it
+    runs anything (bubblewrap still waits for its map), so every process of the sandbox
+    inherits them; nothing runs unbounded: a limit that cannot be set is the sandbox's
+    failure (SandboxUnavailable)."""
+    for limit, value in limits.rlimits():
+        try:
+            resource.prlimit(child, limit, (value, value))
+        except OSError as exc:
+            raise SandboxUnavailable(f"cannot set the command's rlimits: {exc}") from exc
 
 
 def lend_tree(root: Path, uid: int, gid: int, *, keep: Sequence[Path] = ()) -> None:
@@ -270,6 +283,7 @@ class Sandbox:
                 overlay_bytes=writes if self.root_mode else None,
                 copy_bytes=None if self.root_mode else tmpfs_footprint(worktree) + writes,
                 copy_inodes=0 if self.root_mode else tree_entries(worktree) + file_bound(writes),
+                worktree_mode=stat.S_IMODE(os.stat(worktree).st_mode),
             )
 
     def worktree_note(self) -> dict[str, Any]:
@@ -398,6 +412,7 @@ class Sandbox:
             Path(f"/proc/{child}/uid_map").write_text(id_map(self.host_uid))
             Path(f"/proc/{child}/gid_map").write_text(id_map(self.host_uid))
             forbid_nested_userns(child)
+            bound_rlimits(child, self.limits)
             os.write(block_w, b"1")
             close(block_w)
 

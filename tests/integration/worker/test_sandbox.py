@@ -256,6 +256,54 @@ def test_a_fork_bomb_is_bounded_and_the_worker_keeps_working(worktree: Path) -> 
     assert subprocess.run(["true"], check=False).returncode == 0, "the worker can still fork"
 
 
+LIMITS_SEEN = """
+import resource
+for name in ('CPU', 'AS', 'NPROC', 'FSIZE', 'CORE'):
+    which = getattr(resource, 'RLIMIT_' + name)
+    soft, hard = resource.getrlimit(which)
+    try:
+        resource.setrlimit(which, (hard, hard + 1))
+        raised = 'RAISED'
+    except (ValueError, OSError):
+        raised = 'KEPT'
+    print(name, soft, hard, raised)
+"""
+
+
+def test_the_commands_rlimits_are_the_settings_soft_and_hard_and_cannot_be_raised(
+    worktree: Path,
+) -> None:
+    """As root the worker sets them on the sandbox's first process before it starts
+    anything (no prlimit program); without root prlimit sets them: the command sees the
+    same either way, and cannot lift one."""
+    settings = Settings(
+        exec_cpu_s=77, exec_memory_bytes=3 << 30, exec_nproc=99, exec_fsize_bytes=5 << 20
+    )
+    done = run_python(LIMITS_SEEN, worktree, settings=settings)
+    seen = {line.split()[0]: line.split()[1:] for line in said(done).splitlines() if line}
+    assert seen == {
+        "CPU": ["77", "77", "KEPT"],
+        "AS": [str(3 << 30), str(3 << 30), "KEPT"],
+        "NPROC": ["99", "99", "KEPT"],
+        "FSIZE": [str(5 << 20), str(5 << 20), "KEPT"],
+        "CORE": ["0", "0", "KEPT"],
+    }, said(done)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only the sandbox's root can mount the overlay")
+def test_the_overlay_root_keeps_the_worktrees_mode_and_is_the_commands(worktree: Path) -> None:
+    worktree.chmod(0o750)
+    done = run_python(
+        "import os\nst = os.stat('.')\nprint('ROOT', oct(st.st_mode & 0o7777), st.st_uid)\n"
+        "open('new.txt', 'w').write('made')\nprint('MADE', os.stat('new.txt').st_uid)\n",
+        worktree,
+    )
+    assert "ROOT 0o750 65534" in said(done), said(done)
+    assert "MADE 65534" in said(done), said(done)
+    assert not (worktree / "new.txt").exists(), "the overlay's writes stay in the sandbox"
+    assert (worktree.stat().st_mode & 0o7777, worktree.stat().st_uid) == (0o750, os.geteuid())
+
+
 def test_300_mb_of_output_neither_grows_the_worker_nor_the_artifact(worktree: Path) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     done = run_python(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import resource
 import subprocess
 from pathlib import Path
 
@@ -55,6 +56,7 @@ def layout(
         root_mode=root_mode,
         overlay_bytes=overlay_bytes,
         copy_bytes=copy_bytes,
+        worktree_mode=0o750,
     )
 
 
@@ -180,9 +182,11 @@ def test_the_overlay_is_mounted_before_privileges_drop_and_sized_by_the_setting(
     assert tail[:3] == [SH, "-c", OVERLAY_SCRIPT]
     assert tail[3:9] == ["kodo-worktree", LOWER, DISK, "/data/ws/run-1", str(8 << 20), "2048"]
     assert tail[9:11] == [str(1 << 20), "1024"]  # /tmp: KODO_EXEC_TMP_BYTES, in files too
-    assert tail[11:14] == ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534"]
+    assert tail[11] == "0750"  # the worktree's mode, which the overlay's root gets
+    assert tail[12:15] == ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534"]
     assert "--bounding-set=-all" in tail
-    assert tail[-1] == "python3"
+    # the worker sets the rlimits on the sandbox's first process (runner.bound_rlimits)
+    assert tail[tail.index("--inh-caps=-all") + 1 :] == ["--", "python3"]
     caps = [argv[i + 1] for i, a in enumerate(argv[: argv.index("--")]) if a == "--cap-add"]
     assert caps == ["CAP_SETUID", "CAP_SETGID", "CAP_SYS_ADMIN"]
 
@@ -285,12 +289,28 @@ def test_the_overlay_script_mounts_nothing_the_command_could_use() -> None:
     assert '"remount,nosuid,nodev,size=$tmpsize,nr_inodes=$tmpinodes" /tmp' in OVERLAY_SCRIPT
     assert 'mount -o remount,bind,ro,nosuid,nodev "$wt/.git"' in OVERLAY_SCRIPT  # as bound
     assert OVERLAY_SCRIPT.rstrip().endswith('exec "$@"')
+    # both layer folders in one program: the upper one is the command's, as the worktree
+    made = 'command -p install -d -o 65534 -g 65534 -m "$mode" "$disk/upper" "$disk/work"'
+    assert made in OVERLAY_SCRIPT
+
+
+def test_the_rlimits_the_root_worker_sets_are_the_ones_prlimit_would() -> None:
+    names = {
+        resource.RLIMIT_CPU: "cpu",
+        resource.RLIMIT_AS: "as",
+        resource.RLIMIT_NPROC: "nproc",
+        resource.RLIMIT_FSIZE: "fsize",
+        resource.RLIMIT_CORE: "core",
+    }
+    by_prlimit = [a.removeprefix("--") for a in LIMITS.prlimit_argv()[1:-1]]
+    by_worker = [f"{names[which]}={value}:{value}" for which, value in LIMITS.rlimits()]
+    assert by_worker == by_prlimit
 
 
 def test_the_scripts_run_the_systems_programs_never_ones_on_the_commands_path() -> None:
     """They run before the command (the overlay's as the sandbox's root) with its PATH,
     which lists the allowlisted programs' folders first."""
-    tools = {"mount", "umount", "mkdir", "chown", "chmod", "cp"}
+    tools = {"mount", "umount", "mkdir", "chown", "chmod", "cp", "install"}
     for script in (OVERLAY_SCRIPT, COPY_SCRIPT):
         for line in script.splitlines():
             words = line.replace("if !", "").split()
