@@ -299,12 +299,23 @@ class ExactlyOnceCalls:
                 # this worker dies first, the claim with its session is collected later
                 raise CallPending(key, session_id, self.timeout_s, woken=False, unrecorded=True)
         except OpenCodeTimeout as exc:
+            billed = None
             if session_id is not None:
                 self._abort_quietly(daemon, session_id, call.directory)
-            raise self._fail(key, started, CallStatus.TIMED_OUT, exc, None, kind="timeout") from exc
+                billed = self._billed(daemon, session_id, call.directory, None)
+            raise self._fail(
+                key, started, CallStatus.TIMED_OUT, exc, None, kind="timeout", usage=billed
+            ) from exc
         except OpenCodeError as exc:
             status = CallStatus.ABORTED if isinstance(exc, OpenCodeAborted) else CallStatus.FAILED
-            failed = self._fail(key, started, status, exc, exc.reply, kind=_kind_of(exc))
+            billed = (
+                self._billed(daemon, session_id, call.directory, exc.reply)
+                if session_id is not None and not isinstance(exc, OpenCodeUnreachable)
+                else None
+            )
+            failed = self._fail(
+                key, started, status, exc, exc.reply, kind=_kind_of(exc), usage=billed
+            )
             self._forget(daemon, session_id, call.directory)
             raise failed from exc
         return self._judge(call, key, daemon, session_id, reply, started, CallStatus.CLAIMED)
@@ -364,6 +375,7 @@ class ExactlyOnceCalls:
         """Judge the turn that ended with ``reply`` and record the outcome (once); a good
         answer of a sent call is left in ``unrecorded`` instead, if given."""
         trail: list[dict[str, Any]] | None = None
+        usage: dict[str, Any] | None = None
         try:
             error = classify_info_error(reply.info)
             if error is not None:
@@ -377,7 +389,14 @@ class ExactlyOnceCalls:
         except OpenCodeError as exc:
             status = CallStatus.ABORTED if isinstance(exc, OpenCodeAborted) else CallStatus.FAILED
             failed = self._fail(
-                key, started, status, exc, exc.reply, kind=_kind_of(exc), from_status=from_status
+                key,
+                started,
+                status,
+                exc,
+                exc.reply,
+                kind=_kind_of(exc),
+                from_status=from_status,
+                usage=self._billed(daemon, session_id, call.directory, exc.reply or reply),
             )
             self._forget(daemon, session_id, call.directory)
             raise failed from exc
@@ -394,6 +413,7 @@ class ExactlyOnceCalls:
                 name=name,
                 trail=trail,
                 from_status=from_status,
+                usage=usage or self._billed(daemon, session_id, call.directory, reply),
             )
             self._forget(daemon, session_id, call.directory)
             raise failed from exc
@@ -513,6 +533,7 @@ class ExactlyOnceCalls:
                 None,
                 kind="timeout",
                 from_status=CallStatus.SENT,
+                usage=self._billed(daemon, session_id, directory, None),
             )
         try:
             reply = client.last_message(session_id, directory=directory)
@@ -539,6 +560,7 @@ class ExactlyOnceCalls:
                     None,
                     kind=_kind_of(exc),
                     from_status=CallStatus.SENT,
+                    usage=self._billed(daemon, session_id, directory, None),
                 ) from exc
             reply = None  # the daemon's 400 for a range whose newest message is the prompt
         if reply is None or reply.info.get("role") != "assistant":
@@ -558,10 +580,28 @@ class ExactlyOnceCalls:
                 None,
                 kind=_kind_of(unanswered),
                 from_status=CallStatus.SENT,
+                usage=self._billed(daemon, session_id, directory, None),
             )
         return self._judge(
             call, call.op_key, daemon, session_id, reply, started, CallStatus.SENT, unrecorded
         )
+
+    def _billed(
+        self, daemon: Daemon, session_id: str, directory: str, reply: PromptReply | None
+    ) -> dict[str, Any] | None:
+        """What a failed call's turn was billed: its fresh session's totals (every step
+        of the turn, not only the last message: a turn that ran tools for an hour and
+        then broke a rule was otherwise billed its last step alone, and the budget
+        released the rest), else the reply's own usage, else None. Read only for a
+        failure; never raises (a failure is recorded whatever this read does)."""
+        try:
+            totals = usage_of(daemon.client.get_session(session_id, directory=directory))
+        except OpenCodeError as exc:
+            log.info("oc.totals_unreadable", session_id=session_id, error=str(exc)[:200])
+            totals = None
+        if totals is not None and totals["total_tokens"]:
+            return totals
+        return usage_of(reply.info) if reply is not None else None
 
     def _forget(self, daemon: Daemon, session_id: str | None, directory: str) -> None:
         """Delete a finished call's session from the daemon (its memory grows with every
@@ -715,10 +755,14 @@ class ExactlyOnceCalls:
         name: str | None = None,
         trail: list[dict[str, Any]] | None = None,
         from_status: CallStatus = CallStatus.CLAIMED,
+        usage: dict[str, Any] | None = None,
     ) -> CallFailed:
+        """Record a failed call; ``usage``: what its turn was billed (:meth:`_billed`),
+        else the reply's own usage, if there is a reply."""
         error_name = name or type(exc).__name__
         error = bounded_error(f"{error_name}: {exc}")
-        usage = usage_of(reply.info) if reply is not None else None
+        if usage is None and reply is not None:
+            usage = usage_of(reply.info)
         recorded = self._response_record(reply, usage, trail) if reply is not None else None
         self._record(
             key,

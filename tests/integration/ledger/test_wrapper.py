@@ -244,6 +244,27 @@ def test_a_claim_left_by_a_dead_worker_becomes_unknown_and_is_not_resent(
     assert _prompts_at_server(oc_url) == 0
 
 
+def test_a_turn_that_read_files_then_answered_against_the_schema_is_billed_every_step(
+    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+) -> None:
+    """The failure is recorded with what the whole turn cost (its session's totals), not
+    with its last message's usage: a model cannot spend tokens and then fail to hide them."""
+    call = _call(run_id, repo, "Plan it [oc:tool=read@calc.py] [oc:tool=read@calc.py] [oc:invalid]")
+    with pytest.raises(CallFailed, match="ContractViolation") as failure:
+        _wrapper(oc_url, sessions, keep_sessions=True).prompt_structured(call)
+    row = _row(sessions, failure.value.op_key)
+    assert row.session_id is not None
+    with OpenCodeClient(oc_url, timeout_s=5) as client:
+        session = client.get_session(row.session_id, directory=str(repo))
+        last = client.last_message(row.session_id, directory=str(repo))
+    assert row.usage is not None
+    assert row.response is not None
+    assert row.usage["input_tokens"] == session["tokens"]["input"]
+    assert row.usage["cost_usd"] == pytest.approx(session["cost"])
+    assert last is not None
+    assert row.usage["input_tokens"] > last.info["tokens"]["input"], "more than the last step"
+
+
 def test_usage_is_the_sessions_total_and_the_call_start_is_recorded(
     oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
 ) -> None:

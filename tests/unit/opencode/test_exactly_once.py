@@ -140,14 +140,45 @@ def test_a_claim_older_than_any_live_call_is_declared_unknown_and_never_sent() -
     ],
     ids=["tool-in-answer", "tool-earlier-in-turn", "child-session", "schema"],
 )
-def test_a_turn_that_breaks_a_rule_is_recorded_failed_as_a_contract_failure(
+def test_a_turn_that_breaks_a_rule_is_recorded_failed_and_billed_its_whole_turn(
     turn: ScriptedTurn, rule: str
 ) -> None:
+    """A hostile model that runs tools for many steps and then breaks a rule is billed
+    every step (the session's totals), not its last message: the budget spends it all."""
+    turn.session_tokens = tokens(900, input=800, output=100)
+    turn.message_tokens = tokens(10)
     ledger = InMemoryLedger()
     with pytest.raises(CallFailed) as failed:
         _calls(FakeAgent(turn), ledger).prompt_structured(_call())
     assert (failed.value.kind, failed.value.error_name) == ("contract", rule)
-    assert ledger.rows[failed.value.op_key].record.usage is not None  # what was billed
+    usage = ledger.rows[failed.value.op_key].record.usage
+    assert usage is not None
+    assert (usage["total_tokens"], usage["input_tokens"]) == (900, 800)
+
+
+def test_a_failed_turn_whose_totals_cannot_be_read_is_billed_its_answers_own_usage() -> None:
+    turn = ScriptedTurn(answer={"argv": "x"}, session_tokens=None, message_tokens=tokens(12))
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(FakeAgent(turn), ledger).prompt_structured(_call())
+    usage = ledger.rows[failed.value.op_key].record.usage
+    assert usage is not None
+    assert usage["total_tokens"] == 12
+
+
+@pytest.mark.parametrize(
+    ("totals", "billed"), [(tokens(300), 300), (None, None)], ids=["readable", "unreadable"]
+)
+def test_a_timed_out_turn_is_billed_what_its_session_spent_before_the_abort(
+    totals: dict[str, Any] | None, billed: int | None
+) -> None:
+    turn = ScriptedTurn(error=no_answer_in_time(), session_tokens=totals)
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(FakeAgent(turn), ledger).prompt_structured(_call())
+    assert failed.value.status == "timed_out"
+    usage = ledger.rows[failed.value.op_key].record.usage
+    assert (usage or {}).get("total_tokens") == billed
 
 
 def test_unreadable_session_totals_fall_back_to_the_answers_own_usage() -> None:
