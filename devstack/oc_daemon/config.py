@@ -271,6 +271,10 @@ def global_config(spec: ProviderSpec) -> dict[str, Any]:
         "lsp": False,
         "formatter": False,
         "snapshot": False,
+        # no synthetic "continue" inside a turn: an agent that fills its context fails
+        # its call instead of having its earlier steps summarised out of the turn kodo
+        # judges (OpenCodeClient.earlier_turn_messages refuses such a turn)
+        "compaction": {"auto": False},
         "model": model,
         "small_model": model,
         "enabled_providers": [provider_id],

@@ -60,6 +60,12 @@ def _dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+FORMAT_400 = "Expected OutputFormat"
+"""How the daemon's 400 for a listed user message sent with a ``format`` begins (API notes
+5.1: ``Expected OutputFormatJsonSchema, got {...} at [0]["info"]["format"]`` from
+1.18.33); any other 400 is no sign of the turn's start."""
+
+
 class OpenCodeClient:
     """One keep-alive connection pool to one daemon; close it (or use ``with``)."""
 
@@ -268,8 +274,14 @@ class OpenCodeClient:
         A prompt's reply is only the turn's last message; tool calls made on the way
         live in earlier ones (the caller has the last one already). The daemon answers
         400 to any message range holding a user message sent with a ``format`` (API
-        notes 5.1), so this pages back with ``limit=2, 3, ...`` until that 400 or a
-        user message marks the turn's start: a one-step turn costs one request.
+        notes 5.1), so this pages back with ``limit=2, 3, ...`` until that 400 marks
+        the turn's start: a one-step turn costs one request.
+
+        kodo sends every prompt with a ``format``, so its own user message is never
+        listed: a listed one is a message the daemon added inside the turn (as
+        auto-compaction does with a synthetic "continue", which kodo's daemons have
+        turned off). The steps before it would escape the turn's rules, so it is refused
+        (OpenCodePermanentError), never taken for the turn's start.
         """
         turn: list[dict[str, Any]] = []  # limit=1 would only repeat the reply itself
         for limit in range(2, max_steps + 1):
@@ -281,15 +293,18 @@ class OpenCodeClient:
                     query={"limit": str(limit)},
                 )
             except OpenCodePermanentError as exc:
-                if exc.status == 400:
-                    return turn  # the range reached the turn's user message
+                if exc.status == 400 and FORMAT_400 in str(exc):
+                    return turn  # the range reached the turn's user message (API notes 5.1)
                 raise
             if not isinstance(page, list) or not all(isinstance(m, dict) for m in page):
                 raise OpenCodePermanentError(f"GET messages: not a list of objects: {page!r:.200}")
             roles = [_dict(m.get("info")).get("role") for m in page]
             if "user" in roles:
-                last_user = len(roles) - 1 - roles[::-1].index("user")
-                return page[last_user + 1 : -1]
+                found = _dict(page[roles.index("user")].get("info")).get("id")
+                raise OpenCodePermanentError(
+                    f"a user message kodo did not send ({found!r:.80}) inside the turn: the"
+                    " daemon continued it on its own; its earlier steps cannot be judged"
+                )
             turn = page[:-1]
             if len(page) < limit:
                 return turn  # the whole session is this turn

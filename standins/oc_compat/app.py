@@ -405,7 +405,7 @@ def create_app(state: CompatState) -> Flask:
                 return _error(
                     400,
                     "BadRequest",
-                    f"Expected OutputFormatJsonSchema, got {got} at [{i}].info.format",
+                    f'Expected OutputFormatJsonSchema, got {got} at [{i}]["info"]["format"]',
                 )
         return _json(window)
 

@@ -207,6 +207,18 @@ def test_the_build_agent_edits_the_worktree_with_its_tools_and_reports_the_files
         subprocess.run(["git", "checkout", "--", "."], cwd=backend.repo, check=True, timeout=30)
 
 
+@pytest.mark.parametrize("backend", ["real"], indirect=True)
+def test_the_real_daemon_runs_with_auto_compaction_off(backend: Backend) -> None:
+    """kodo's config reaches the daemon: it will not summarise a turn and continue it on a
+    synthetic user message (the turn inspection would refuse that turn)."""
+    auth = ("opencode", backend.password) if backend.password else None
+    seen = httpx.get(
+        f"{backend.url}/config", params={"directory": str(backend.repo)}, auth=auth, timeout=30
+    )
+    assert seen.status_code == 200, seen.text
+    assert seen.json().get("compaction") == {"auto": False}
+
+
 def test_an_answer_violating_the_schema_is_rejected_and_recorded_failed(
     backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str
 ) -> None:

@@ -64,6 +64,7 @@ def test_the_global_config_denies_what_a_headless_call_must_never_do() -> None:
     assert set(config["permission"].values()) == {"deny"}
     assert config["agent"]["plan"]["permission"] == {"edit": "deny", "bash": "deny", "task": "deny"}
     assert (config["snapshot"], config["lsp"], config["share"]) == (False, False, "disabled")
+    assert config["compaction"] == {"auto": False}, "no synthetic message inside a turn"
 
 
 def test_up_health_down_start_probe_and_stop_the_daemon(

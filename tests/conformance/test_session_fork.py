@@ -13,7 +13,8 @@ LLM (docs/opencode-sessions.md states the figures and the choice):
   permission nor its agent, carries the plan turn's token totals (the call protocol,
   which reads a turn's usage from its session's totals, would bill the plan again),
   re-sends the plan turn to the model on every request of the build turn, and cannot
-  itself be forked once the build turn has run.
+  itself be forked once the build turn has run; and its inherited plan prompt can list
+  inside the build turn, which the turn inspection then refuses.
 
 Real daemon only: the compat server has no ``/fork`` route, and these are findings
 about the real daemon, not shapes our stand-in must copy.
@@ -35,6 +36,7 @@ from shared.domain.contracts import EDIT_REPORT_SCHEMA, PLAN_OUTPUT_SCHEMA, vali
 from shared.domain.prompts import apply_prompt, compile_prompt, plan_brief
 from shared.opencode.calls import StructuredCall
 from shared.opencode.client import OpenCodeClient
+from shared.opencode.errors import OpenCodePermanentError
 from shared.opencode.tools import permission_rules, tools_map
 from shared.opencode.turn_inspection import TurnInspector, turn_usage, usage_of
 from tests.conformance.conftest import MODEL, Backend
@@ -210,11 +212,17 @@ def test_a_fork_of_an_unstructured_plan_session_costs_more_than_a_fresh_session(
         turn = inspector.inspect(fork_id, directory)
     finally:
         inspector.close()
-    assert not isinstance(turn.earlier, Exception)
-    assert _tool_uses(turn.earlier) == ["read", "edit"], (
-        "turn inspection still stops at the build prompt (the 400 on its format),"
-        " not in the inherited plan turn"
-    )
+    # The fork's copied messages do not always list in the order they were made: the
+    # inherited plan prompt (no format) may show inside the build turn, which the
+    # inspection refuses (it cannot tell where the turn began). Either that, or it
+    # stops at the build prompt's 400 with the turn's own tool uses; never fewer.
+    if isinstance(turn.earlier, OpenCodePermanentError):
+        assert "did not send" in str(turn.earlier), turn.earlier
+    else:
+        assert _tool_uses(turn.earlier) == ["read", "edit"], (
+            "turn inspection stops at the build prompt (the 400 on its format),"
+            " not in the inherited plan turn"
+        )
     fork_recorded = turn_usage(turn, reply)
     assert _fork(backend, fork_id).status_code == 500, "after a structured turn, no more forks"
     subprocess.run(["git", "checkout", "--", "."], cwd=backend.repo, check=True, timeout=30)

@@ -1,0 +1,134 @@
+"""Paging back through a turn: only the daemon's 400 on kodo's own prompt ends it.
+
+A stub daemon serves ``GET /session/{id}/message?limit=N`` from a scripted history,
+with the real daemon's bug (API notes 5.1): a range holding a user message sent with a
+``format`` is answered 400 naming ``[i].info.format``. kodo sends every prompt with a
+format, so a user message the listing shows is one the daemon added inside the turn
+(auto-compaction's synthetic "continue"): the steps before it would escape the turn's
+rules, and the turn is refused instead.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from shared.opencode.client import OpenCodeClient
+from shared.opencode.errors import OpenCodePermanentError
+
+pytestmark = pytest.mark.integration
+
+
+def _user(message_id: str, *, format: bool) -> dict[str, Any]:
+    info: dict[str, Any] = {"id": message_id, "role": "user"}
+    if format:
+        info["format"] = {"type": "json_schema", "schema": {}}
+    return {"info": info, "parts": [{"type": "text", "text": "..."}]}
+
+
+def _assistant(message_id: str, tool: str | None = None) -> dict[str, Any]:
+    parts = [{"type": "tool", "tool": tool, "state": {"status": "completed"}}] if tool else []
+    return {"info": {"id": message_id, "role": "assistant"}, "parts": parts}
+
+
+class _Daemon(BaseHTTPRequestHandler):
+    history: ClassVar[list[dict[str, Any]]] = []
+    other_400_from: ClassVar[int | None] = None  # a 400 of another kind past this limit
+
+    def do_GET(self) -> None:
+        limit = int(parse_qs(urlparse(self.path).query)["limit"][0])
+        window = self.history[-limit:]
+        if self.other_400_from is not None and limit >= self.other_400_from:
+            self._send(400, {"name": "BadRequest", "data": {"message": "limit: too large"}})
+            return
+        for i, message in enumerate(window):
+            if message["info"]["role"] == "user" and "format" in message["info"]:
+                said = (
+                    'Expected OutputFormatJsonSchema, got {"type":"json_schema"}'
+                    f' at [{i}]["info"]["format"]'
+                )
+                self._send(400, {"name": "BadRequest", "data": {"message": said}})
+                return
+        self._send(200, window)
+
+    def _send(self, status: int, body: object) -> None:
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def daemon() -> Iterator[type[_Daemon]]:
+    handler = type("_Scripted", (_Daemon,), {"history": [], "other_400_from": None})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    handler.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
+    try:
+        yield handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _earlier(daemon: type[_Daemon]) -> list[dict[str, Any]]:
+    with OpenCodeClient(daemon.url, timeout_s=5) as client:  # type: ignore[attr-defined]
+        return client.earlier_turn_messages("ses_x", directory="/w")
+
+
+def test_the_turn_starts_where_the_daemon_refuses_to_list_kodos_prompt(
+    daemon: type[_Daemon],
+) -> None:
+    daemon.history = [
+        _user("msg_1", format=True),
+        _assistant("msg_2", "read"),
+        _assistant("msg_3", "edit"),
+        _assistant("msg_4"),
+    ]
+    assert [m["info"]["id"] for m in _earlier(daemon)] == ["msg_2", "msg_3"]
+
+
+def test_a_user_message_inside_the_turn_is_refused_not_taken_for_its_start(
+    daemon: type[_Daemon],
+) -> None:
+    """bash ran before a synthetic "continue": paging stopped at that message would
+    never show it to the turn's rules."""
+    daemon.history = [
+        _user("msg_1", format=True),
+        _assistant("msg_2", "bash"),
+        _user("msg_3", format=False),
+        _assistant("msg_4", "read"),
+        _assistant("msg_5"),
+    ]
+    with pytest.raises(
+        OpenCodePermanentError, match=r"a user message kodo did not send \('msg_3'\)"
+    ):
+        _earlier(daemon)
+
+
+def test_a_400_that_is_not_the_format_bug_is_no_sign_of_the_turns_start(
+    daemon: type[_Daemon],
+) -> None:
+    daemon.history = [
+        _user("msg_1", format=True),
+        _assistant("msg_2", "bash"),
+        _assistant("msg_3", "read"),
+        _assistant("msg_4"),
+    ]
+    daemon.other_400_from = 3
+    with pytest.raises(OpenCodePermanentError) as refused:
+        _earlier(daemon)
+    assert refused.value.status == 400
+    assert "too large" in str(refused.value)
