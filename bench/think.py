@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from devstack.kodo_procs import WORKER_CONCURRENCY
@@ -187,9 +188,12 @@ def think(
             daemons_before = real.begin(sessions)
         cpu_before = cpu_by_role(bench, sessions)
         machine_before = machine_cpu_ms()
+        opened_before, alive_before = postgres_sessions(sessions)
         with BusySampler() as busy:
             result = asyncio.run(_drive(bench, sessions, runs, think_ms, deadline_s, submit_limit))
         machine_ms = machine_cpu_ms() - machine_before
+        opened_after, alive_after = postgres_sessions(sessions)
+        ended = (opened_after - opened_before) - (alive_after - alive_before)
         cpu_after = cpu_by_role(bench, sessions)
         if real is None:
             oc_stats = bench.oc("GET", "/__kodo/stats")
@@ -228,6 +232,7 @@ def think(
         "cpu_ms": {role: round(ms, 1) for role, ms in cpu.items()},
         "work_cpu_ms": work_ms,
         "machine_cpu_ms": round(machine_ms, 1),
+        "postgres_backends_ended": ended,
         "busy_seconds_share": busy.share_at_least(BUSY_SHARE),
         "peak_rss_mb": {role: round(mb, 1) for role, mb in rss.items()},
         "peak_rss_reset": reset,
@@ -239,6 +244,19 @@ def think(
             [t.approve_to_done_ms for t in done if t.approve_to_done_ms is not None], 50
         ),
     }
+
+
+def postgres_sessions(sessions: sessionmaker[Session]) -> tuple[int, int]:
+    """Sessions Postgres has opened on the bench's database so far (a backend each), and
+    the backends alive on it now: what ended in between is what a pool closed again."""
+    with sessions() as s:
+        opened, alive = s.execute(
+            text(
+                "SELECT sessions, numbackends FROM pg_stat_database"
+                " WHERE datname = current_database()"
+            )
+        ).one()
+    return int(opened), int(alive)
 
 
 def think_rows(f: dict[str, Any]) -> list[Row]:
@@ -337,6 +355,11 @@ def think_rows(f: dict[str, Any]) -> list[Row]:
         Row("CPU per accepted run, all processes", per(total_cpu)),
         Row("  of which kodo itself (API, workers, Postgres, Redis)", per(own_cpu)),
         Row("  of which the run's own work", per(f["work_cpu_ms"])),
+        Row(
+            "  Postgres backends opened and ended per accepted run (their CPU is uncounted)",
+            per(f["postgres_backends_ended"]) if "postgres_backends_ended" in f else None,
+            unit="count",
+        ),
         Row("CPU per accepted run, the whole machine (the bench's driver excluded)", per(machine)),
         Row(f"  of which no process above accounts for ({UNACCOUNTED})", per(machine - total_cpu)),
         *([] if compat else [Row("  of which the opencode daemons", per(daemons_ms))]),

@@ -27,7 +27,7 @@ from sqlalchemy import Engine, update
 from sqlalchemy import func as sql_func
 from sqlalchemy.exc import SQLAlchemyError
 
-from services.worker.runtime import reset_runtime
+from services.worker.runtime import plan_pool_for, reset_runtime
 from services.worker.steps.execute import announce_sandbox
 from shared.config import Settings
 from shared.db.engine import make_engine
@@ -136,9 +136,12 @@ def _register(kind: str) -> None:
 
 
 @worker_init.connect  # type: ignore[untyped-decorator]
-def _check_schema_worker(**_: object) -> None:
+def _check_schema_worker(sender: object = None, **_: object) -> None:
     _register("worker")
     announce_sandbox(Settings.from_env(), dict(os.environ))
+    concurrency = getattr(sender, "concurrency", None)  # the WorkController's -c
+    if isinstance(concurrency, int) and concurrency > 0:
+        plan_pool_for(concurrency)
 
 
 @beat_init.connect  # type: ignore[untyped-decorator]

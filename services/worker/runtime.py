@@ -54,9 +54,32 @@ class Runtime:
         self.engine.dispose()
 
 
+DEFAULT_POOL = 5
+POOL_BESIDE_STEPS = 2
+"""Connections a worker process uses besides its steps' own: the lease renewer's, and
+one to spare (a webhook send, the sandbox's probe)."""
+_planned: dict[str, int] = {}
+
+
+def plan_pool_for(concurrency: int) -> None:
+    """Size this process's database pool for ``concurrency`` steps at once (the Celery
+    worker's ``-c``, told at worker start). A pool smaller than the steps that share it
+    opened and closed a connection per transaction past its size: a Postgres backend
+    forked and authenticated each time (about 200 of them per 300 runs of the bench's
+    think phase on an 8-thread worker with the old fixed 5). Connections are opened
+    lazily, so a larger bound costs nothing until used."""
+    _planned["size"] = max(DEFAULT_POOL, concurrency + POOL_BESIDE_STEPS)
+
+
+def pool_size() -> int:
+    return _planned.get("size", DEFAULT_POOL)
+
+
 def build_runtime(settings: Settings, celery: Celery, clock: Clock | None = None) -> Runtime:
     clock = clock or SystemClock()
-    engine = make_engine(settings.database_url, ping_idle_s=settings.db_ping_idle_s)
+    engine = make_engine(
+        settings.database_url, pool_size=pool_size(), ping_idle_s=settings.db_ping_idle_s
+    )
     sessions = make_session_factory(engine)
     timeout_s = settings.oc_timeout_ms / 1000
     clients: dict[str, AgentClient] = {

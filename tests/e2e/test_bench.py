@@ -47,6 +47,7 @@ THINK_ROWS = (
     "the machine's CPU over the phase / 2 cores (no schedule ends sooner)",
     "  seconds of the phase the cores were >= 90% busy (the driver too)",
     "CPU per accepted run, the whole machine (the bench's driver excluded)",
+    "  Postgres backends opened and ended per accepted run (their CPU is uncounted)",
     "peak provider calls in flight (oc-compat)",
     "failed runs (not succeeded)",
     "requests sent again after 503/429 + Retry-After (all kinds)",
@@ -141,6 +142,8 @@ def test_a_small_benchmark_prints_its_table_and_writes_json(
     # The machine spent at least what the runs' processes show (they ran on it).
     assert think["machine_cpu_ms"] > 0.5 * sum(think["cpu_ms"].values())
     assert 0 <= think["busy_seconds_share"] <= 1, "the phase lasts seconds: they were sampled"
+    # pools sized to the worker's threads: no connection opened and closed per step
+    assert think["postgres_backends_ended"] < THINK_RUNS / 2, think["postgres_backends_ended"]
     assert set(think["peak_rss_mb"]) == {"api", "worker", "beat", "collector", "oc-compat"}
     assert all(mb > 0 for mb in think["peak_rss_mb"].values())
 
