@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -60,10 +61,25 @@ def _dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-FORMAT_400 = "Expected OutputFormat"
-"""How the daemon's 400 for a listed user message sent with a ``format`` begins (API notes
-5.1: ``Expected OutputFormatJsonSchema, got {...} at [0]["info"]["format"]`` from
-1.18.33); any other 400 is no sign of the turn's start."""
+FORMAT_400 = re.compile(
+    r"Expected OutputFormat\w*, got .* at \[0\](\[\"info\"\]\[\"format\"\]|\.info\.format)",
+    re.DOTALL,
+)
+"""The daemon's 400 for a listing whose oldest message is a user message sent with a
+``format`` (API notes 5.1; 1.18.33 says ``Expected OutputFormatJsonSchema, got {...} at
+[0]["info"]["format"]``), matched whole on its ``BadRequest`` message: paging adds one
+message at a time, so it is always the oldest. Any other 400 (one quoting a model's
+text, say) is no sign of the turn's start."""
+
+
+def _is_format_400(exc: OpenCodePermanentError) -> bool:
+    said = exc.data.get("message")
+    return (
+        exc.status == 400
+        and exc.name == "BadRequest"
+        and isinstance(said, str)
+        and FORMAT_400.fullmatch(said) is not None
+    )
 
 
 class OpenCodeClient:
@@ -293,7 +309,7 @@ class OpenCodeClient:
                     query={"limit": str(limit)},
                 )
             except OpenCodePermanentError as exc:
-                if exc.status == 400 and FORMAT_400 in str(exc):
+                if _is_format_400(exc):
                     return turn  # the range reached the turn's user message (API notes 5.1)
                 raise
             if not isinstance(page, list) or not all(isinstance(m, dict) for m in page):

@@ -375,7 +375,7 @@ class ExactlyOnceCalls:
         """Judge the turn that ended with ``reply`` and record the outcome (once); a good
         answer of a sent call is left in ``unrecorded`` instead, if given."""
         trail: list[dict[str, Any]] | None = None
-        usage: dict[str, Any] | None = None
+        usage: dict[str, Any] | None = None  # the session's totals, once read
         try:
             error = classify_info_error(reply.info)
             if error is not None:
@@ -383,7 +383,7 @@ class ExactlyOnceCalls:
                 raise error
             turn = daemon.turns.inspect(session_id, call.directory)
             trail = tool_trail(turn, reply)
-            usage = turn_usage(turn, reply)
+            usage = turn_usage(turn, reply) if turn.session is not None else None
             assert_turn_rules(call.agent, session_id, reply, turn, directory=call.directory)
             answer = validate_answer(call.schema, reply.info.get("structured"))
         except OpenCodeError as exc:
@@ -417,6 +417,8 @@ class ExactlyOnceCalls:
             )
             self._forget(daemon, session_id, call.directory)
             raise failed from exc
+        if usage is None:
+            usage = turn_usage(turn, reply)  # totals unreadable: the answer's own usage
         response = redact(self._response_record(reply, usage, trail))
 
         def settle() -> None:
@@ -479,6 +481,11 @@ class ExactlyOnceCalls:
                 timeout = OpenCodeTimeout(
                     f"no answer collected within {self.timeout_s:g}s of sending (last: {exc})"
                 )
+                billed = (
+                    None
+                    if isinstance(exc, OpenCodeUnreachable)
+                    else self._billed(daemon, session_id, call.directory, None)
+                )
                 raise self._fail(
                     key,
                     started,
@@ -487,6 +494,7 @@ class ExactlyOnceCalls:
                     None,
                     kind="timeout",
                     from_status=CallStatus.SENT,
+                    usage=billed,
                 ) from exc
         except _CollectedElsewhere:
             found = self.ledger.read(key)

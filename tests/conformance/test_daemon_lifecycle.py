@@ -49,6 +49,7 @@ def test_the_daemon_environment_turns_every_switch_on_and_drops_inherited_settin
     assert {k: env[k] for k in daemon.DISABLE_SWITCHES} == dict.fromkeys(
         daemon.DISABLE_SWITCHES, "1"
     )
+    assert env["OPENCODE_DISABLE_AUTOCOMPACT"] == "1", "no synthetic message inside a turn"
     assert "OPENCODE_PERMISSION" not in env
     assert set(env) & {"DATABASE_URL", "KODO_API_TOKEN"} == set(), "an allowlist, not a denylist"
     assert env["PATH"] == "/bin"

@@ -69,6 +69,7 @@ class ScriptedTurn:
     earlier_tools: list[str] = field(default_factory=list)  # tools of earlier messages
     children: list[dict[str, Any]] = field(default_factory=list)
     session_tokens: dict[str, Any] | None = None  # the session's totals (None: unreadable)
+    totals_fail_first: int = 0  # this many reads of the totals fail (HTTP 500) first
     message_tokens: dict[str, Any] = field(default_factory=lambda: tokens(10))
     cost: float = 0.0
     edits: dict[str, str | None] = field(default_factory=dict)  # path -> content (None: delete)
@@ -271,6 +272,9 @@ class FakeAgent:
 
     def get_session(self, session_id: str, *, directory: str) -> dict[str, Any]:
         turn = self._turn(session_id)
+        if turn.totals_fail_first > 0:
+            turn.totals_fail_first -= 1
+            raise OpenCodeServerError("HTTP 500 (fake): totals unreadable for now", status=500)
         if turn.session_tokens is None:
             raise OpenCodeServerError("HTTP 500 (fake): totals unreadable", status=500)
         return {"id": session_id, "tokens": turn.session_tokens, "cost": turn.cost}

@@ -40,12 +40,13 @@ def _assistant(message_id: str, tool: str | None = None) -> dict[str, Any]:
 class _Daemon(BaseHTTPRequestHandler):
     history: ClassVar[list[dict[str, Any]]] = []
     other_400_from: ClassVar[int | None] = None  # a 400 of another kind past this limit
+    other_400_says: ClassVar[str] = "limit: too large"
 
     def do_GET(self) -> None:
         limit = int(parse_qs(urlparse(self.path).query)["limit"][0])
         window = self.history[-limit:]
         if self.other_400_from is not None and limit >= self.other_400_from:
-            self._send(400, {"name": "BadRequest", "data": {"message": "limit: too large"}})
+            self._send(400, {"name": "BadRequest", "data": {"message": self.other_400_says}})
             return
         for i, message in enumerate(window):
             if message["info"]["role"] == "user" and "format" in message["info"]:
@@ -71,7 +72,11 @@ class _Daemon(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def daemon() -> Iterator[type[_Daemon]]:
-    handler = type("_Scripted", (_Daemon,), {"history": [], "other_400_from": None})
+    handler = type(
+        "_Scripted",
+        (_Daemon,),
+        {"history": [], "other_400_from": None, "other_400_says": "limit: too large"},
+    )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -132,3 +137,23 @@ def test_a_400_that_is_not_the_format_bug_is_no_sign_of_the_turns_start(
         _earlier(daemon)
     assert refused.value.status == 400
     assert "too large" in str(refused.value)
+
+
+def test_a_400_that_only_quotes_the_format_bugs_words_is_no_turn_start(
+    daemon: type[_Daemon],
+) -> None:
+    """A model's text quoted in another 400 cannot pass for the daemon's own."""
+    daemon.history = [
+        _user("msg_1", format=True),
+        _assistant("msg_2", "bash"),
+        _assistant("msg_3", "read"),
+        _assistant("msg_4"),
+    ]
+    daemon.other_400_from = 3
+    daemon.other_400_says = (
+        'bad tool input "Expected OutputFormatJsonSchema, got {} at [0]["info"]["format"]"'
+        " at [1].parts[0].state"
+    )
+    with pytest.raises(OpenCodePermanentError) as refused:
+        _earlier(daemon)
+    assert refused.value.status == 400

@@ -166,6 +166,22 @@ def test_a_failed_turn_whose_totals_cannot_be_read_is_billed_its_answers_own_usa
     assert usage["total_tokens"] == 12
 
 
+def test_a_rule_breaking_turn_whose_first_totals_read_failed_is_billed_them_on_a_second() -> None:
+    turn = ScriptedTurn(
+        answer=ANSWER,
+        tools=["bash"],
+        session_tokens=tokens(900),
+        message_tokens=tokens(10),
+        totals_fail_first=1,
+    )
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(FakeAgent(turn), ledger).prompt_structured(_call())
+    usage = ledger.rows[failed.value.op_key].record.usage
+    assert usage is not None
+    assert usage["total_tokens"] == 900
+
+
 @pytest.mark.parametrize(
     ("totals", "billed"), [(tokens(300), 300), (None, None)], ids=["readable", "unreadable"]
 )

@@ -244,6 +244,31 @@ def test_a_daemon_that_cannot_be_asked_defers_collection_until_the_deadline() ->
     assert failed.value.kind == "timeout"
 
 
+@pytest.mark.parametrize("reachable", [True, False], ids=["status-failing", "unreachable"])
+def test_a_call_past_its_deadline_is_billed_its_sessions_totals_unless_unreachable(
+    reachable: bool,
+) -> None:
+    """The status keeps failing past the deadline: the call is timed out and billed what
+    its session spent (a daemon that answers nothing is not asked again)."""
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(5000)))
+    ledger = InMemoryLedger()
+    _send(agent, ledger)
+    from shared.opencode.errors import OpenCodeServerError, OpenCodeUnreachable
+
+    def failing(*, directory: str) -> dict[str, Any]:
+        if reachable:
+            raise OpenCodeServerError("HTTP 500 (fake): status", status=500)
+        raise OpenCodeUnreachable("connection refused")
+
+    agent.busy_sessions = failing  # type: ignore[method-assign]
+    ledger.rows[_call().op_key].age_s = TIMEOUT_S
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert failed.value.kind == "timeout"
+    usage = ledger.rows[_call().op_key].record.usage
+    assert (usage or {}).get("total_tokens") == (5000 if reachable else None)
+
+
 def test_the_collected_reply_is_the_one_judged(monkeypatch: pytest.MonkeyPatch) -> None:
     """What last_message returns is what is recorded: a reply with an info.error is a
     failure of its kind, exactly as a blocking prompt's reply would be."""
