@@ -123,37 +123,29 @@ def test_a_user_message_inside_the_turn_is_refused_not_taken_for_its_start(
         _earlier(daemon)
 
 
-def test_a_400_that_is_not_the_format_bug_is_no_sign_of_the_turns_start(
-    daemon: type[_Daemon],
-) -> None:
-    daemon.history = [
-        _user("msg_1", format=True),
-        _assistant("msg_2", "bash"),
-        _assistant("msg_3", "read"),
-        _assistant("msg_4"),
-    ]
-    daemon.other_400_from = 3
-    with pytest.raises(OpenCodePermanentError) as refused:
-        _earlier(daemon)
-    assert refused.value.status == 400
-    assert "too large" in str(refused.value)
-
-
-def test_a_400_that_only_quotes_the_format_bugs_words_is_no_turn_start(
-    daemon: type[_Daemon],
-) -> None:
-    """A model's text quoted in another 400 cannot pass for the daemon's own."""
-    daemon.history = [
-        _user("msg_1", format=True),
-        _assistant("msg_2", "bash"),
-        _assistant("msg_3", "read"),
-        _assistant("msg_4"),
-    ]
-    daemon.other_400_from = 3
-    daemon.other_400_says = (
+@pytest.mark.parametrize(
+    "said",
+    [
+        "limit: too large",
+        # a model's text quoted in another 400 cannot pass for the daemon's own
         'bad tool input "Expected OutputFormatJsonSchema, got {} at [0]["info"]["format"]"'
-        " at [1].parts[0].state"
-    )
+        " at [1].parts[0].state",
+    ],
+    ids=["another-400", "quoting-the-format-bug"],
+)
+def test_a_400_that_is_not_the_format_bug_is_no_sign_of_the_turns_start(
+    daemon: type[_Daemon], said: str
+) -> None:
+    """bash ran two steps back: a 400 of any other kind must not end the paging there."""
+    daemon.history = [
+        _user("msg_1", format=True),
+        _assistant("msg_2", "bash"),
+        _assistant("msg_3", "read"),
+        _assistant("msg_4"),
+    ]
+    daemon.other_400_from = 3
+    daemon.other_400_says = said
     with pytest.raises(OpenCodePermanentError) as refused:
         _earlier(daemon)
     assert refused.value.status == 400
+    assert said in str(refused.value)

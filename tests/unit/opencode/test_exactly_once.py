@@ -156,14 +156,18 @@ def test_a_turn_that_breaks_a_rule_is_recorded_failed_and_billed_its_whole_turn(
     assert (usage["total_tokens"], usage["input_tokens"]) == (900, 800)
 
 
-def test_a_failed_turn_whose_totals_cannot_be_read_is_billed_its_answers_own_usage() -> None:
-    turn = ScriptedTurn(answer={"argv": "x"}, session_tokens=None, message_tokens=tokens(12))
+def _billed_when_failing(turn: ScriptedTurn) -> int | None:
+    """The total tokens recorded for ``turn``'s call, which must fail."""
     ledger = InMemoryLedger()
     with pytest.raises(CallFailed) as failed:
         _calls(FakeAgent(turn), ledger).prompt_structured(_call())
     usage = ledger.rows[failed.value.op_key].record.usage
-    assert usage is not None
-    assert usage["total_tokens"] == 12
+    return None if usage is None else int(usage["total_tokens"])
+
+
+def test_a_failed_turn_whose_totals_cannot_be_read_is_billed_its_answers_own_usage() -> None:
+    turn = ScriptedTurn(answer={"argv": "x"}, session_tokens=None, message_tokens=tokens(12))
+    assert _billed_when_failing(turn) == 12
 
 
 def test_a_rule_breaking_turn_whose_first_totals_read_failed_is_billed_them_on_a_second() -> None:
@@ -174,12 +178,7 @@ def test_a_rule_breaking_turn_whose_first_totals_read_failed_is_billed_them_on_a
         message_tokens=tokens(10),
         totals_fail_first=1,
     )
-    ledger = InMemoryLedger()
-    with pytest.raises(CallFailed) as failed:
-        _calls(FakeAgent(turn), ledger).prompt_structured(_call())
-    usage = ledger.rows[failed.value.op_key].record.usage
-    assert usage is not None
-    assert usage["total_tokens"] == 900
+    assert _billed_when_failing(turn) == 900
 
 
 @pytest.mark.parametrize(
