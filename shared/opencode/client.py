@@ -262,10 +262,14 @@ class OpenCodeClient:
             self._call("POST", "/session", directory=directory, body=body), "POST /session"
         )
 
-    def get_session(self, session_id: str, *, directory: str) -> dict[str, Any]:
-        """``GET /session/{id}``: includes the session's running cost and token totals."""
+    def get_session(
+        self, session_id: str, *, directory: str, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        """``GET /session/{id}``: includes the session's running cost and token totals.
+        ``timeout_s`` bounds the read (default: the client's)."""
         return self._session(
-            self._call("GET", self._path(session_id), directory=directory), "GET /session/{id}"
+            self._call("GET", self._path(session_id), directory=directory, timeout_s=timeout_s),
+            "GET /session/{id}",
         )
 
     def delete_session(self, session_id: str, *, directory: str) -> bool:

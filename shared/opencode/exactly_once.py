@@ -82,6 +82,8 @@ from shared.opencode.turn_inspection import (
 from shared.redact import redact
 
 log = structlog.get_logger("kodo.oc")
+BILLED_READ_S = 10.0
+"""How long a failed call's read of its session's totals may take (``_billed``)."""
 
 
 def _kind_of(exc: OpenCodeError) -> FailureKind:
@@ -601,9 +603,13 @@ class ExactlyOnceCalls:
         of the turn, not only the last message: a turn that ran tools for an hour and
         then broke a rule was otherwise billed its last step alone, and the budget
         released the rest), else the reply's own usage, else None. Read only for a
-        failure; never raises (a failure is recorded whatever this read does)."""
+        failure, within BILLED_READ_S (a hung daemon already cost the failure its own
+        wait); never raises (a failure is recorded whatever this read does)."""
         try:
-            totals = usage_of(daemon.client.get_session(session_id, directory=directory))
+            session = daemon.client.get_session(
+                session_id, directory=directory, timeout_s=BILLED_READ_S
+            )
+            totals = usage_of(session)
         except OpenCodeError as exc:
             log.info("oc.totals_unreadable", session_id=session_id, error=str(exc)[:200])
             totals = None

@@ -121,6 +121,7 @@ class FakeAgent:
         self.sent: list[SentPrompt] = []
         self.aborted: list[str] = []
         self.deleted: list[str] = []
+        self.totals_read_timeouts: list[float | None] = []  # get_session's, in order
         self.disposed: list[str] = []  # directories POST /instance/dispose named
         self.sessions: dict[str, ScriptedTurn | None] = {}
         self.busy: set[str] = set()  # sessions GET /session/status reports busy
@@ -270,7 +271,10 @@ class FakeAgent:
             raise AssertionError(f"{session_id} played no turn")
         return turn
 
-    def get_session(self, session_id: str, *, directory: str) -> dict[str, Any]:
+    def get_session(
+        self, session_id: str, *, directory: str, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        self.totals_read_timeouts.append(timeout_s)
         turn = self._turn(session_id)
         if turn.totals_fail_first > 0:
             turn.totals_fail_first -= 1

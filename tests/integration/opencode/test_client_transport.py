@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -84,6 +86,38 @@ def test_a_prompt_slower_than_its_timeout_raises_a_timeout(tmp_path: Path) -> No
                 timeout_s=0.2,
             )
         assert client.abort(session, directory=str(tmp_path)) is True
+
+
+class _Hung(BaseHTTPRequestHandler):
+    """Answers every GET, but only after 5 s."""
+
+    def do_GET(self) -> None:
+        time.sleep(5)
+        body = json.dumps({"id": "ses_x", "tokens": {}, "cost": 0}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        with contextlib.suppress(OSError):
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+def test_a_session_read_given_its_own_timeout_gives_up_by_it(tmp_path: Path) -> None:
+    """A failed call reads its session's totals within a bound of its own, not within
+    the client's (which a prompt may need long): a hung daemon does not hold it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hung)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with OpenCodeClient(url, timeout_s=30) as client, pytest.raises(OpenCodeTimeout):
+            client.get_session("ses_x", directory=str(tmp_path), timeout_s=0.3)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 PW = "pw:1"

@@ -22,7 +22,7 @@ from shared.opencode.calls import (
     OutcomeUnknown,
     StructuredCall,
 )
-from shared.opencode.exactly_once import ExactlyOnceCalls
+from shared.opencode.exactly_once import BILLED_READ_S, ExactlyOnceCalls
 from shared.opencode.messages import ModelRef
 from tests.fakes.agent import (
     FakeAgent,
@@ -179,6 +179,18 @@ def test_a_rule_breaking_turn_whose_first_totals_read_failed_is_billed_them_on_a
         totals_fail_first=1,
     )
     assert _billed_when_failing(turn) == 900
+
+
+def test_a_failed_calls_totals_are_read_within_a_bound_of_their_own() -> None:
+    """The inspection's read failed; the failure's own read is bounded (a hung daemon
+    already cost the failure its wait), not left to the client's prompt-long timeout."""
+    turn = ScriptedTurn(
+        answer=ANSWER, tools=["bash"], session_tokens=tokens(9), totals_fail_first=1
+    )
+    agent = FakeAgent(turn)
+    with pytest.raises(CallFailed):
+        _calls(agent, InMemoryLedger()).prompt_structured(_call())
+    assert agent.totals_read_timeouts == [None, BILLED_READ_S]
 
 
 @pytest.mark.parametrize(
