@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from devstack.sample_repo import FILES
+from shared.config import Settings
 from tests.security import attacks
 from tests.security.harness import (
     EXEC_TIMEOUT_S,
@@ -74,6 +75,32 @@ def test_a_fork_bomb_is_stopped_and_leaves_nothing_running(hostile: Hostile) -> 
     while hostile.attack_pids(marker) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert hostile.attack_pids(marker) == [], "forked processes outlived the command"
+
+
+def test_a_command_cannot_lift_the_limits_it_was_given(hostile: Hostile) -> None:
+    """The verification command tries to raise every rlimit to unlimited and to write
+    past the file-size bound (a sparse byte, so no disk is spent): each limit stays at
+    the settings' value, soft and hard, whichever way the worker set it (prlimit(2) on
+    the sandbox's first process as root, the prlimit program otherwise)."""
+    outcome = script_attack(hostile, "limits", attacks.LIFT_LIMITS)
+    output = outcome.command_output()
+    settings = Settings()
+    expected = {
+        "CPU": settings.exec_cpu_s,
+        "AS": settings.exec_memory_bytes,
+        "NPROC": settings.exec_nproc,
+        "FSIZE": settings.exec_fsize_bytes,
+        "CORE": 0,
+    }
+    kept = {
+        parts[1]: (int(parts[2]), int(parts[3]))
+        for parts in (line.split() for line in output.splitlines())
+        if parts and parts[0] == "KEPT"
+    }
+    assert "LIFTED" not in output, outcome.describe()
+    assert kept == {name: (value, value) for name, value in expected.items()}, output
+    assert "FSIZE-REFUSED EFBIG" in output, outcome.describe()
+    assert "WROTE-PAST-FSIZE" not in output
 
 
 def test_a_command_that_never_ends_is_killed_with_its_whole_tree(hostile: Hostile) -> None:
