@@ -126,32 +126,29 @@ class Limits:
     nproc: int
     fsize_bytes: int
 
+    def _bounds(self) -> list[tuple[str, int, int]]:
+        """Each bound once: prlimit's option name, the resource, the limit."""
+        return [
+            ("cpu", resource.RLIMIT_CPU, self.cpu_s),
+            ("as", resource.RLIMIT_AS, self.memory_bytes),
+            ("nproc", resource.RLIMIT_NPROC, self.nproc),
+            ("fsize", resource.RLIMIT_FSIZE, self.fsize_bytes),
+            ("core", resource.RLIMIT_CORE, 0),
+        ]
+
     def rlimits(self) -> list[tuple[int, int]]:
-        """The same bounds as (resource, limit), soft and hard alike: what the root-mode
+        """The bounds as (resource, limit), soft and hard alike: what the root-mode
         worker sets with ``prlimit(2)`` on the sandbox's first process while bubblewrap
         waits for its user namespace map, so everything in the sandbox inherits them
         (one program fewer per command than :meth:`prlimit_argv`). Set as host root on a
         process of a user namespace it owns; no process in the sandbox can raise a hard
         limit (that takes CAP_SYS_RESOURCE in the host's namespace)."""
-        return [
-            (resource.RLIMIT_CPU, self.cpu_s),
-            (resource.RLIMIT_AS, self.memory_bytes),
-            (resource.RLIMIT_NPROC, self.nproc),
-            (resource.RLIMIT_FSIZE, self.fsize_bytes),
-            (resource.RLIMIT_CORE, 0),
-        ]
+        return [(which, value) for _, which, value in self._bounds()]
 
     def prlimit_argv(self) -> list[str]:
         """``prlimit`` applies them to the command (and its children) only, not the worker."""
-        return [
-            PRLIMIT,
-            f"--cpu={self.cpu_s}:{self.cpu_s}",
-            f"--as={self.memory_bytes}:{self.memory_bytes}",
-            f"--nproc={self.nproc}:{self.nproc}",
-            f"--fsize={self.fsize_bytes}:{self.fsize_bytes}",
-            "--core=0:0",
-            "--",
-        ]
+        options = [f"--{name}={value}:{value}" for name, _, value in self._bounds()]
+        return [PRLIMIT, *options, "--"]
 
 
 @dataclass(frozen=True)
