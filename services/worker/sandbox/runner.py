@@ -398,7 +398,6 @@ class Sandbox:
         )
         wt = layout.worktree
         owner = os.stat(wt)
-        lend_tree(wt, self.host_uid, self.host_uid, keep=[wt / ".git"])
 
         def map_ids(_: subprocess.Popen[bytes]) -> None:
             close(block_r)
@@ -417,6 +416,9 @@ class Sandbox:
             close(block_w)
 
         try:
+            # Inside the try: a lending that fails half way (a timeout, a refused entry)
+            # still closes the pipes and takes back what it gave.
+            lend_tree(wt, self.host_uid, self.host_uid, keep=[wt / ".git"])
             return watched.run(command, pass_fds=(block_r, info_w), started=map_ids)
         finally:
             for fd in list(open_fds):

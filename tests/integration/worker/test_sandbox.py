@@ -22,7 +22,7 @@ import pytest
 
 from devstack.sample_repo import create_sample_repo
 from services.worker.git_ops import ensure_worktree
-from services.worker.sandbox import Finished, keyring, sandbox_of
+from services.worker.sandbox import Finished, keyring, runner, sandbox_of
 from services.worker.sandbox.keyring import KEYCTL_SYSCALL
 from shared.config import Settings
 from tests.security import in_keyring
@@ -302,6 +302,36 @@ def test_the_overlay_root_keeps_the_worktrees_mode_and_is_the_commands(worktree:
     assert "MADE 65534" in said(done), said(done)
     assert not (worktree / "new.txt").exists(), "the overlay's writes stay in the sandbox"
     assert (worktree.stat().st_mode & 0o7777, worktree.stat().st_uid) == (0o750, os.geteuid())
+
+
+def test_a_lending_that_fails_half_way_takes_the_worktree_back_and_leaks_no_pipe(
+    worktree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worktree is lent to the command's uid before it starts; if that fails after
+    part of the tree changed hands, the part is given back and the pipes are closed."""
+    if os.geteuid() != 0:
+        pytest.skip("root mode lends the worktree; without root the command runs as us")
+    assert sandbox_of(Settings(), dict(os.environ)).unavailable() is None  # probed unpatched
+    real = runner.lend_tree
+    calls: list[int] = []
+
+    def half_lend(root: Path, uid: int, gid: int, *, keep: tuple[Path, ...] = ()) -> None:
+        if root != worktree:
+            real(root, uid, gid, keep=keep)
+            return
+        calls.append(uid)
+        if len(calls) == 1:
+            os.chown(root / "calc.py", uid, gid)  # part of the tree changed hands
+            raise runner.SandboxUnavailable("cannot hand the worktree over: injected")
+        real(root, uid, gid, keep=keep)
+
+    monkeypatch.setattr(runner, "lend_tree", half_lend)
+    fds = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(runner.SandboxUnavailable, match="injected"):
+        run_python("print('never')", worktree)
+    assert len(calls) == 2, "the worktree was taken back"
+    assert (worktree / "calc.py").stat().st_uid == os.geteuid()
+    assert len(os.listdir("/proc/self/fd")) == fds, "no pipe left open"
 
 
 def test_300_mb_of_output_neither_grows_the_worker_nor_the_artifact(worktree: Path) -> None:
