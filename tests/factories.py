@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import factory
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from shared.db.models import Intent, OpenCodeCall, PlanApproval, Run
 from shared.domain.run_machine import NextAction, RunStatus
+from shared.domain.vocab import CallStatus
 from shared.hashing import sha256_hex
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -96,6 +100,9 @@ class PlanApprovalFactory(_Base):
         return super()._create(model_class, *args, **kwargs)
 
 
+_FINAL_CALL = {s.value for s in CallStatus} - {"claimed", "sent", "unknown"}
+
+
 class OpenCodeCallFactory(_Base):
     class Meta:
         model = OpenCodeCall
@@ -112,4 +119,23 @@ class OpenCodeCallFactory(_Base):
     @classmethod
     def _create(cls, model_class, *args, **kwargs):  # type: ignore[no-untyped-def]
         kwargs.pop("run", None)
+        if kwargs.get("status") in _FINAL_CALL and "settled_at" not in kwargs:
+            # Inserted final, as if settled then (the trigger fires on a status change
+            # only, see settle_call): what app.settle_call spends for its usage.
+            usage = kwargs.get("usage") or {}
+            cost, tokens = usage.get("cost_usd"), usage.get("total_tokens")
+            kwargs["settled_at"] = kwargs.get("finished_at") or datetime.now(UTC)
+            kwargs["spent_usd_micro"] = math.ceil(cost * 1_000_000) if cost else 0
+            kwargs["spent_tokens"] = tokens if isinstance(tokens, int) else 0
         return super()._create(model_class, *args, **kwargs)
+
+
+def settle_call(
+    session: Session, call: OpenCodeCall, *, status: str, usage: dict[str, Any]
+) -> None:
+    """End a claimed or sent ``call`` as the ledger does: the status change fires
+    ``app.settle_call``, which spends it on its run (a row inserted final is never
+    settled)."""
+    session.execute(
+        update(OpenCodeCall).where(OpenCodeCall.id == call.id).values(status=status, usage=usage)
+    )

@@ -178,10 +178,15 @@ class RunPage:
         return [(new, plan_diff(old.plan, new.plan)) for old, new in pairs][::-1]
 
 
-def usage_number(usage: dict[str, Any] | None, key: str) -> float:
-    """One number of a ledger row's usage (0 when absent or not a number)."""
-    value = (usage or {}).get(key)
-    return float(value) if isinstance(value, int | float) else 0.0
+def settled_spend(calls: list[OpenCodeCall]) -> tuple[int, float]:
+    """Tokens and USD the settled ``calls`` spent, as ``app.settle_call`` wrote them: what
+    the budget counts (a call cut short spends at least its reservation, migration 0027),
+    so a page's figures add up to the run's."""
+    settled = [c for c in calls if c.settled_at is not None]
+    return (
+        sum(c.spent_tokens or 0 for c in settled),
+        micro_to_usd(sum(c.spent_usd_micro or 0 for c in settled)),
+    )
 
 
 def run_page(s: Session, run_id: str, *, max_revisions: int) -> RunPage:
@@ -194,14 +199,15 @@ def run_page(s: Session, run_id: str, *, max_revisions: int) -> RunPage:
     except NotFound:  # the run exists (read above): it has no plan yet
         view = None
     calls = LedgerRepo(s).for_run(run_id)
+    tokens, cost_usd = settled_spend(calls)
     return RunPage(
         run=run,
         intent=intent,
         plan=view.plan if view is not None else None,
         approval=view.approval if view is not None else None,
         calls=calls,
-        tokens=int(sum(usage_number(c.usage, "total_tokens") for c in calls)),
-        cost_usd=sum(usage_number(c.usage, "cost_usd") for c in calls),
+        tokens=tokens,
+        cost_usd=cost_usd,
         revisions=plan_revisions(s, run_id, max_revisions=max_revisions).revisions,
         max_revisions=max_revisions,
         question=waiting_question(run, StepRunRepo(s).for_run(run_id)),

@@ -11,6 +11,8 @@ from typing import Any
 
 from marshmallow import Schema, fields
 
+from shared.domain.budget import micro_to_usd
+
 ISO = "iso"  # datetime.isoformat(), offset included
 
 
@@ -261,9 +263,23 @@ class CallOutSchema(Schema):
             " cacheReadTokens, cacheWriteTokens, costUsd (the ledger's usage, camelCase)",
         },
     )
+    spent_usd = fields.Method(
+        "_spent_usd",
+        data_key="spentUsd",
+        allow_none=True,
+        metadata={
+            "description": "what the call spent of its run's budget once settled (null"
+            " before): its usage, or at least its reservation for a turn cut short"
+        },
+    )
+    spent_tokens = fields.Integer(data_key="spentTokens", allow_none=True)
     error = fields.String(allow_none=True)
     created_at = _dt("createdAt")
     finished_at = _dt("finishedAt")
+
+    def _spent_usd(self, call: object) -> float | None:
+        micro = getattr(call, "spent_usd_micro", None)
+        return micro_to_usd(micro) if isinstance(micro, int) else None
 
     def _usage(self, call: object) -> dict[str, Any] | None:
         usage = getattr(call, "usage", None)

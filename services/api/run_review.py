@@ -28,7 +28,7 @@ from shared.domain.webhooks import DeliveryStatus
 from shared.service.webhooks import DeliveryView, list_deliveries
 
 from .diff_view import ParsedPatch, parse_patch
-from .reads import usage_number
+from .reads import settled_spend
 
 MAX_SHOWN_CHARS = 200_000
 """Characters of one artifact the page shows inline; the link serves all of it."""
@@ -134,6 +134,7 @@ def _entry(
         and c.attempt > row.attempt_base
         and (next_base is None or c.attempt <= next_base)
     ]
+    tokens, cost_usd = settled_spend(mine)
     return TimelineEntry(
         step_id=row.step_id,
         round=row.round,
@@ -143,8 +144,8 @@ def _entry(
         started_at=row.started_at,
         finished_at=row.finished_at,
         duration_ms=row.duration_ms,
-        tokens=int(sum(usage_number(c.usage, "total_tokens") for c in mine)),
-        cost_usd=sum(usage_number(c.usage, "cost_usd") for c in mine),
+        tokens=tokens,
+        cost_usd=cost_usd,
         error=row.error,
         current=current,
     )

@@ -117,9 +117,9 @@ class StepCost:
     cost_usd: float = 0.0
 
 
-def usage_number(call: dict[str, Any], key: str) -> float:
-    usage = call.get("usage")
-    value = usage.get(key) if isinstance(usage, dict) else None
+def spent_number(call: dict[str, Any], key: str) -> float:
+    """What a settled call spent of its run's budget (``spentTokens``, ``spentUsd``)."""
+    value = call.get(key)
     return float(value) if isinstance(value, int | float) else 0.0
 
 
@@ -130,8 +130,8 @@ def costs_by_step(calls: list[dict[str, Any]]) -> dict[str, StepCost]:
         step = found.setdefault(str(call.get("stepId")), StepCost())
         step.calls += 1
         step.failed += call.get("status") == "failed"
-        step.tokens += int(usage_number(call, "totalTokens"))
-        step.cost_usd += usage_number(call, "costUsd")
+        step.tokens += int(spent_number(call, "spentTokens"))
+        step.cost_usd += spent_number(call, "spentUsd")
     return found
 
 

@@ -202,6 +202,13 @@ def _usage(call: dict[str, Any], key: str) -> object:
     return usage.get(key) if isinstance(usage, dict) else None
 
 
+def _spent_past_usage(call: dict[str, Any]) -> bool:
+    """The call spent more tokens of its budget than the daemon counted for it (its turn
+    was cut short: it spends at least its reservation)."""
+    spent, counted = call.get("spentTokens"), _usage(call, "totalTokens")
+    return isinstance(spent, int) and spent > (counted if isinstance(counted, int) else 0)
+
+
 def calls_table(calls: list[dict[str, Any]], caches: dict[tuple[str, int], str]) -> Table:
     """The ledger: one row per paid call. Cache hits are not calls: a column only if known;
     an error column only when a call failed (its reason, escaped)."""
@@ -218,6 +225,9 @@ def calls_table(calls: list[dict[str, Any]], caches: dict[tuple[str, int], str])
         table.add_column(name, justify="right" if justify == "right" else "left")
     if caches:
         table.add_column("cache")
+    floored = any(_spent_past_usage(call) for call in calls)
+    if floored:
+        table.add_column("spent", justify="right")  # a turn cut short: at least its reservation
     failed = any(call.get("error") for call in calls)
     if failed:
         table.add_column("error", overflow="fold")  # why the call failed (agent-quoted text)
@@ -237,6 +247,10 @@ def calls_table(calls: list[dict[str, Any]], caches: dict[tuple[str, int], str])
             attempt = call.get("attempt")
             key = (str(call.get("stepId")), attempt if isinstance(attempt, int) else -1)
             row.append(cell(caches.get(key)))
+        if floored:
+            spent, tokens = call.get("spentUsd"), call.get("spentTokens")
+            said = f"${spent:.4f}, {tokens} tokens" if isinstance(spent, int | float) else None
+            row.append(cell(said))
         if failed:
             row.append(cell(call.get("error") or "", "red"))
         table.add_row(*row)
@@ -295,8 +309,10 @@ def budget_line(budget: dict[str, Any]) -> str:
 
 
 def calls_total(calls: list[dict[str, Any]]) -> str:
-    """``N call(s) (F failed), T tokens, $C``: what the ledger's calls cost in all."""
+    """``N call(s) (F failed), T tokens, $C``: what the ledger's calls spent of the run's
+    budget in all (``spentTokens``, ``spentUsd``: a call cut short spends at least its
+    reservation; an unsettled call nothing yet)."""
     failed = sum(1 for c in calls if c.get("status") == "failed")
-    tokens = sum(int(n) for c in calls if isinstance(n := _usage(c, "totalTokens"), int | float))
-    cost = sum(float(n) for c in calls if isinstance(n := _usage(c, "costUsd"), int | float))
+    tokens = sum(int(n) for c in calls if isinstance(n := c.get("spentTokens"), int | float))
+    cost = sum(float(n) for c in calls if isinstance(n := c.get("spentUsd"), int | float))
     return f"{len(calls)} call(s) ({failed} failed), {tokens} tokens, ${cost:.4f}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import structlog
 
@@ -12,23 +13,31 @@ from shared.db.repos.runs import RunRepo
 from shared.domain.run_machine import RunStatus
 from shared.opencode.daemons import UnknownDaemon
 from shared.opencode.errors import OpenCodeError
+from shared.opencode.exactly_once import BILLED_READ_S
+from shared.opencode.turn_inspection import usage_of
 
 log = structlog.get_logger("kodo.cancel")
 
 
 def abort_inflight_calls(rt: Runtime, run_id: str) -> list[str]:
     """Abort the OpenCode session of every claimed or sent call of a cancelled run; the
-    sent ones are recorded ``aborted`` (claimed ones are recorded by their claimant)."""
+    sent ones are recorded ``aborted`` with their session's totals read after the abort
+    (claimed ones are recorded by their claimant). The settle spends at least each
+    one's reservation: the step the abort cut is in no totals."""
     with rt.sessions() as s:
         if RunRepo(s).status_of(run_id) != RunStatus.CANCELLED.value:
             return []
         open_sessions = LedgerRepo(s).open_sessions_of(run_id)
     aborted: list[str] = []
+    totals: dict[str, dict[str, Any] | None] = {}
     for session_id, directory, daemon in open_sessions:
         with contextlib.suppress(OpenCodeError, UnknownDaemon):  # an ended session: no abort
-            rt.daemons.of(daemon).client.abort(session_id, directory=directory)
+            client = rt.daemons.of(daemon).client
+            client.abort(session_id, directory=directory)
             aborted.append(session_id)
             log.info("cancel.aborted_call", run_id=run_id, session_id=session_id)
+            session = client.get_session(session_id, directory=directory, timeout_s=BILLED_READ_S)
+            totals[session_id] = usage_of(session)
     with rt.uow() as uow:
-        LedgerRepo(uow.session).abort_sent_of(run_id, rt.clock.now())
+        LedgerRepo(uow.session).abort_sent_of(run_id, rt.clock.now(), totals)
     return aborted

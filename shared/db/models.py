@@ -379,6 +379,13 @@ class OpenCodeCall(Base):
         CheckConstraint(_in("step_id", STEP_ID_VALUES), name="step_id"),
         CheckConstraint("attempt >= 1", name="attempt"),
         CheckConstraint("rejected IS NULL OR status = 'succeeded'", name="rejected_only_succeeded"),
+        # Migration 0027: a call's spend is written when (and only when) it is settled.
+        CheckConstraint(
+            "(settled_at IS NULL) = (spent_usd_micro IS NULL)"
+            " AND (settled_at IS NULL) = (spent_tokens IS NULL)"
+            " AND spent_usd_micro >= 0 AND spent_tokens >= 0",
+            name="spent_when_settled",
+        ),
         Index(
             "ix_opencode_calls_sent_session",
             "session_id",
@@ -415,6 +422,10 @@ class OpenCodeCall(Base):
     reserved_usd_micro: Mapped[int | None] = mapped_column(BigInteger)
     reserved_tokens: Mapped[int | None] = mapped_column(BigInteger)
     settled_at: Mapped[datetime | None]
+    # Migration 0027: what the settle spent for this call (the usage, or at least the
+    # reservation for a turn cut short: shared.domain.vocab.CUT_SHORT).
+    spent_usd_micro: Mapped[int | None] = mapped_column(BigInteger)
+    spent_tokens: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class MetricsRollup(Base):

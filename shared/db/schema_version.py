@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, text
 
-EXPECTED_HEAD = "0026"
+EXPECTED_HEAD = "0027"
 
 
 class SchemaMismatch(RuntimeError):

@@ -32,6 +32,13 @@ class CallStatus(StrEnum):
 
 LATE = frozenset({CallStatus.SUCCEEDED_LATE, CallStatus.FAILED_LATE})
 
+CUT_SHORT_STATUSES = frozenset({CallStatus.TIMED_OUT, CallStatus.ABORTED})
+CUT_SHORT_ERRORS = frozenset({"DaemonLost", "SessionLost"})
+"""A final call whose turn was cut short: aborted at its deadline or by a cancel, or
+failed because its daemon died or restarted under it. The daemon's totals miss the
+step it was in, so the settle (``app.settle_call``, migration 0027) spends at least
+the call's reservation for it."""
+
 
 class StepRunStatus(StrEnum):
     """A step's checkpoint (``app.step_runs.status``)."""

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     ColumnElement,
     String,
+    and_,
     any_,
     bindparam,
     case,
@@ -498,14 +499,22 @@ class LedgerRepo:
         )
         return sorted(set(ended))
 
-    def abort_sent_of(self, run_id: str, now: datetime) -> int:
+    def abort_sent_of(
+        self, run_id: str, now: datetime, totals: Mapping[str, dict[str, Any] | None]
+    ) -> int:
         """Record the run's sent calls ``aborted`` (its cancel aborted their sessions):
-        no answer of a cancelled run is collected."""
+        no answer of a cancelled run is collected. ``totals``: each aborted session's
+        totals read after the abort, recorded as its call's usage (the settle spends at
+        least the call's reservation: the step it was cut in is not in them)."""
         said = "the run was cancelled while the call was in flight; its session was aborted"
-        ended = self._end_sent(
+        ended = 0
+        for session_id, usage in totals.items():
+            one = and_(OpenCodeCall.run_id == run_id, OpenCodeCall.session_id == session_id)
+            ended += len(self._end_sent(one, CallStatus.ABORTED, now, "RunCancelled", said, usage))
+        rest = self._end_sent(
             OpenCodeCall.run_id == run_id, CallStatus.ABORTED, now, "RunCancelled", said
         )
-        return len(ended)
+        return ended + len(rest)
 
     def _end_sent(
         self,
@@ -514,12 +523,19 @@ class LedgerRepo:
         now: datetime,
         error_name: str,
         error: str,
+        usage: dict[str, Any] | None = None,
     ) -> list[Woken]:
-        """End the sent calls ``which`` selects with ``status``; their steps."""
+        """End the sent calls ``which`` selects with ``status`` (and ``usage``); their steps."""
         rows = self.session.execute(
             update(OpenCodeCall)
             .where(which, OpenCodeCall.status == CallStatus.SENT.value)
-            .values(status=status.value, finished_at=now, error_name=error_name, error=error)
+            .values(
+                status=status.value,
+                finished_at=now,
+                error_name=error_name,
+                error=error,
+                usage=usage,
+            )
             .returning(_CALLS.c.run_id, _CALLS.c.step_id, _STEP_TASK)
         ).all()
         return [Woken(run_id, step_id, parent) for run_id, step_id, parent in rows]

@@ -263,20 +263,14 @@ def _dispatches(w: Window) -> Subquery:
     )
 
 
-def _settled(usage: Any, key: str, micro: bool) -> ColumnElement[Any]:
-    """What ``app.settle_call`` (migration 0016) spends for a call's ``usage``."""
-    value = usage[key].astext.cast(Numeric)
-    amount = func.ceil(value * 1_000_000) if micro else value
-    spent = func.greatest(amount, 0).cast(Numeric(precision=20, scale=0))
-    return func.coalesce(func.sum(case((func.jsonb_typeof(usage[key]) == "number", spent))), 0)
-
-
 def _spent(s: Session, w: Window) -> Cells:
     """What runs spent, as the facts stamped in ``w`` add to it: the runs created in
     it as they stand (less what calls settled after ``w`` added), and what calls
     settled in it added to runs created before it."""
     r, c = Run, OpenCodeCall
-    usd, tokens = _settled(c.usage, "cost_usd", True), _settled(c.usage, "total_tokens", False)
+    # What app.settle_call spent for each call (migration 0027), summed.
+    usd = func.coalesce(func.sum(c.spent_usd_micro), 0)
+    tokens = func.coalesce(func.sum(c.spent_tokens), 0)
     parts: list[Any] = [
         select(func.coalesce(func.sum(r.spent_usd_micro), 0)).where(*w.holds(r.created_at)),
         select(func.coalesce(func.sum(r.spent_tokens), 0)).where(*w.holds(r.created_at)),

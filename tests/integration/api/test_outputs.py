@@ -10,13 +10,14 @@ from flask.testing import FlaskClient
 from sqlalchemy.event import listen, remove
 from sqlalchemy.orm import Session
 
+from services.api.reads import run_page
 from services.api.state import state_of
 from shared.db.models import Run
 from shared.db.repos.steps import ArtifactRepo
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind
 from shared.hashing import sha256_hex
-from tests.factories import OpenCodeCallFactory, PlanApprovalFactory, RunFactory
+from tests.factories import OpenCodeCallFactory, PlanApprovalFactory, RunFactory, settle_call
 
 pytestmark = pytest.mark.integration
 
@@ -151,6 +152,26 @@ def test_calls_are_listed_without_their_bodies(client: FlaskClient, db: Session)
     )
     assert "request" not in listed
     assert "response" not in listed
+
+
+def test_a_settled_call_lists_what_it_spent_of_the_budget(client: FlaskClient, db: Session) -> None:
+    """A turn cut at its deadline spends its reservation; the listing says so beside the
+    usage the daemon reported, and the run page's figures are those spends."""
+    run = RunFactory(reserved_usd_micro=2_000, reserved_tokens=800)
+    call = OpenCodeCallFactory(
+        run=run, status="sent", reserved_usd_micro=2_000, reserved_tokens=800
+    )
+    db.commit()
+    [sent] = client.get(f"/runs/{call.run_id}/calls").get_json()["calls"]
+    assert (sent["spentUsd"], sent["spentTokens"]) == (None, None), "not settled yet"
+    settle_call(db, call, status="timed_out", usage={"total_tokens": 50, "cost_usd": 0.0001})
+    db.commit()
+
+    [listed] = client.get(f"/runs/{call.run_id}/calls").get_json()["calls"]
+    assert listed["usage"] == {"totalTokens": 50, "costUsd": 0.0001}
+    assert (listed["spentUsd"], listed["spentTokens"]) == (0.002, 800)
+    page = run_page(db, call.run_id, max_revisions=5)
+    assert (page.cost_usd, page.tokens) == (0.002, 800), "as the run's budget counts them"
 
 
 def test_calls_of_an_unknown_run_are_a_404(client: FlaskClient) -> None:

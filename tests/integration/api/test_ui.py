@@ -29,7 +29,13 @@ from tests.api_process.hostile import (
     VISIBLE_ESCAPES,
     store_hostile_run,
 )
-from tests.factories import IntentFactory, OpenCodeCallFactory, PlanApprovalFactory, RunFactory
+from tests.factories import (
+    IntentFactory,
+    OpenCodeCallFactory,
+    PlanApprovalFactory,
+    RunFactory,
+    settle_call,
+)
 from tests.integration.api.conftest import NOW, issue_token
 
 pytestmark = pytest.mark.integration
@@ -70,8 +76,10 @@ def test_a_run_page_shows_the_plan_card_digest_and_ledger_totals(
         content=json.dumps(PLAN).encode(),
         media_type="application/json",
     )
-    OpenCodeCallFactory(run=run, usage={"total_tokens": 70, "cost_usd": 0.5})
-    OpenCodeCallFactory(run=run, usage={"total_tokens": 30, "cost_usd": 0.25}, attempt=2)
+    first = OpenCodeCallFactory(run=run, status="claimed")
+    second = OpenCodeCallFactory(run=run, status="claimed", attempt=2)
+    settle_call(db, first, status="succeeded", usage={"total_tokens": 70, "cost_usd": 0.5})
+    settle_call(db, second, status="succeeded", usage={"total_tokens": 30, "cost_usd": 0.25})
     db.commit()
 
     html = client.get(f"/ui/runs/{run.id}").get_data(as_text=True)

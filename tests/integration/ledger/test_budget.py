@@ -14,12 +14,13 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.models import OpenCodeCall, Run
 from shared.domain.budget import BudgetExceeded, Estimate
-from shared.domain.vocab import CallStatus
+from shared.domain.vocab import CUT_SHORT_ERRORS, CUT_SHORT_STATUSES, CallStatus
 from shared.opencode.call_ledger import PostgresCallLedger
 from shared.opencode.calls import CallOutcome, StructuredCall
 from tests.factories import RunFactory
@@ -113,6 +114,11 @@ def test_racing_claims_never_reserve_past_the_budget_and_settled_costs_stay_with
             if c.settled_at is not None
         )
     assert final.spent_usd_micro == spent, "spent is the sum of the settled calls' costs"
+    with sessions() as s:
+        kept = s.execute(
+            select(func.sum(OpenCodeCall.spent_usd_micro)).where(OpenCodeCall.run_id == run.id)
+        ).scalar_one()
+    assert kept == final.spent_usd_micro, "each call keeps what its settle spent"
 
 
 def test_a_token_budget_refuses_the_call_and_rolls_its_claim_back(
@@ -147,3 +153,91 @@ def test_a_call_that_fails_without_usage_releases_its_reservation(
     )
     assert money(sessions, run.id).reserved_usd_micro == 0
     assert ledger.claim(call(run.id, 2), {}, lease=None), "the budget is whole again"
+
+
+def _settle(
+    sessions: sessionmaker[Session],
+    run_id: str,
+    status: CallStatus,
+    error_name: str | None,
+    usage: dict[str, float],
+) -> OpenCodeCall:
+    """Claim one call of ``run_id`` (reserving ESTIMATE) and end it; its row, settled."""
+    ledger = PostgresCallLedger(sessions, ESTIMATE)
+    c = call(run_id, 1)
+    assert ledger.claim(c, {}, lease=None)
+    outcome = CallOutcome(status, NOW, duration_ms=1, usage=usage, error_name=error_name)
+    assert ledger.finish(c.op_key, outcome)
+    with sessions() as s:
+        row = s.execute(select(OpenCodeCall).where(OpenCodeCall.op_key == c.op_key)).scalar_one()
+        s.expunge(row)
+        return row
+
+
+CUT_SHORT = [(status, None) for status in sorted(CUT_SHORT_STATUSES)] + [
+    (CallStatus.FAILED, name) for name in sorted(CUT_SHORT_ERRORS)
+]
+BELOW = {"cost_usd": 0.0005, "total_tokens": 100}  # 500 micro-dollars: under ESTIMATE
+ABOVE = {"cost_usd": 0.005, "total_tokens": 2_500}  # over ESTIMATE in both dimensions
+
+
+@pytest.mark.parametrize(("status", "error_name"), CUT_SHORT)
+def test_a_call_cut_short_spends_its_reservation_when_its_totals_are_less(
+    db: Session, sessions: sessionmaker[Session], status: CallStatus, error_name: str | None
+) -> None:
+    """The daemon's totals miss the step the turn was cut in: a model that stalls its
+    last step until the deadline (or past a cancel) is billed the bound it was given."""
+    run = RunFactory(budget_usd_micro=None, budget_tokens=None)
+    db.commit()
+    row = _settle(sessions, run.id, status, error_name, BELOW)
+    assert (row.spent_usd_micro, row.spent_tokens) == (3_000, 1_000)
+    assert row.usage == BELOW, "the daemon's totals are kept as they were read"
+    after = money(sessions, run.id)
+    assert (after.spent_usd_micro, after.spent_tokens) == (3_000, 1_000)
+    assert (after.reserved_usd_micro, after.reserved_tokens) == (0, 0)
+
+
+@pytest.mark.parametrize(("status", "error_name"), CUT_SHORT)
+def test_a_call_cut_short_spends_its_totals_when_they_pass_its_reservation(
+    db: Session, sessions: sessionmaker[Session], status: CallStatus, error_name: str | None
+) -> None:
+    run = RunFactory(budget_usd_micro=None, budget_tokens=None)
+    db.commit()
+    row = _settle(sessions, run.id, status, error_name, ABOVE)
+    assert (row.spent_usd_micro, row.spent_tokens) == (5_000, 2_500)
+    assert money(sessions, run.id).spent_usd_micro == 5_000
+
+
+@pytest.mark.parametrize(
+    ("status", "error_name"),
+    [
+        (CallStatus.SUCCEEDED, None),
+        (CallStatus.FAILED, "ContractViolation"),  # answered against the schema: turn ended
+        (CallStatus.FAILED, "OpenCodeUnreachable"),  # never reached a daemon
+    ],
+)
+def test_a_call_whose_turn_ended_spends_its_usage_alone(
+    db: Session, sessions: sessionmaker[Session], status: CallStatus, error_name: str | None
+) -> None:
+    run = RunFactory(budget_usd_micro=None, budget_tokens=None)
+    db.commit()
+    row = _settle(sessions, run.id, status, error_name, BELOW)
+    assert (row.spent_usd_micro, row.spent_tokens) == (500, 100)
+    after = money(sessions, run.id)
+    assert (after.spent_usd_micro, after.reserved_usd_micro) == (500, 0)
+
+
+def test_an_unsettled_call_has_no_spend_and_the_database_refuses_one(
+    db: Session, sessions: sessionmaker[Session]
+) -> None:
+    run = RunFactory(budget_usd_micro=None, budget_tokens=None)
+    db.commit()
+    ledger = PostgresCallLedger(sessions, ESTIMATE)
+    c = call(run.id, 1)
+    assert ledger.claim(c, {}, lease=None)
+    with sessions() as s:
+        row = s.execute(select(OpenCodeCall).where(OpenCodeCall.op_key == c.op_key)).scalar_one()
+        assert (row.spent_usd_micro, row.spent_tokens, row.settled_at) == (None, None, None)
+        row.spent_usd_micro = 1
+        with pytest.raises(IntegrityError, match="ck_opencode_calls_spent_when_settled"):
+            s.commit()

@@ -369,6 +369,18 @@ def test_a_call_nothing_wakes_is_swept_at_its_deadline_aborted_and_timed_out(
         (2, "sent"),
     ]
     assert httpx.get(f"{oc_url}/__kodo/stats").json()["aborts"] >= 1
+    with rt.sessions() as s:
+        cut = s.execute(
+            text(
+                "SELECT usage, spent_tokens, reserved_tokens FROM app.opencode_calls"
+                " WHERE run_id = :r AND attempt = 1"
+            ),
+            {"r": run_id},
+        ).one()
+    assert cut.reserved_tokens > 0
+    assert cut.spent_tokens == max((cut.usage or {}).get("total_tokens", 0), cut.reserved_tokens), (
+        "a model that stalls until the deadline is billed at least the bound it was given"
+    )
 
 
 def test_a_cancel_aborts_the_sent_call_and_records_it(
@@ -385,6 +397,21 @@ def test_a_cancel_aborts_the_sent_call_and_records_it(
     assert call["status"] == "aborted"
     assert httpx.get(f"{oc_url}/__kodo/stats").json()["aborts"] >= 1
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "skipped"
+    with rt.sessions() as s:
+        billed = s.execute(
+            text(
+                "SELECT c.usage, c.spent_tokens, c.reserved_tokens, r.spent_tokens AS run_spent,"
+                " r.reserved_tokens AS run_reserved FROM app.opencode_calls c"
+                " JOIN app.runs r ON r.id = c.run_id WHERE c.run_id = :r"
+            ),
+            {"r": run_id},
+        ).one()
+    assert billed.usage is not None, "the session's totals were read after the abort"
+    assert billed.reserved_tokens > 0
+    assert billed.spent_tokens == max(billed.usage["total_tokens"], billed.reserved_tokens), (
+        "the step the cancel cut is in no totals: the call spends at least its reservation"
+    )
+    assert (billed.run_spent, billed.run_reserved) == (billed.spent_tokens, 0)
 
 
 def _durability_of(s: Session) -> str:

@@ -71,7 +71,7 @@ def test_the_timeline_leaves_the_approval_without_calls_and_a_duration_in_its_co
         "status": "applying",
         "steps": [{"stepId": "CompileST", "status": "succeeded", "round": 1, "durationMs": 412}],
     }
-    calls = [{"stepId": "CompileST", "status": "succeeded", "usage": {"totalTokens": 9}}]
+    calls = [{"stepId": "CompileST", "status": "succeeded", "spentTokens": 9, "spentUsd": 0.0}]
 
     console().print(timeline_table(run, calls))
 

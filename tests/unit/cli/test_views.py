@@ -107,7 +107,7 @@ def test_hostile_revisions_and_questions_print_with_their_controls_escaped() -> 
 
 
 def test_the_calls_table_has_no_error_column_when_no_call_failed() -> None:
-    calls = [{"stepId": "CompileST", "status": "succeeded", "usage": {"totalTokens": 7}}]
+    calls = [{"stepId": "CompileST", "status": "succeeded", "spentTokens": 7, "spentUsd": 0.0}]
     console = Console(width=200, color_system=None)
     with console.capture() as captured:
         console.print(calls_table(calls, {}))
@@ -146,3 +146,36 @@ def test_a_running_step_counts_its_time_from_its_own_start() -> None:
     now = datetime(2026, 11, 30, 12, 0, 3, 500000, tzinfo=UTC)
 
     assert step_states(run, now)[-1] == ("ExecuteST", "running", "2.5 s so far")
+
+
+def test_a_call_cut_short_shows_what_it_spent_beside_what_the_daemon_counted() -> None:
+    """A timed-out turn spends its reservation: the table says so in a column of its own,
+    and the total is what the run's budget counts."""
+    calls = [
+        {
+            "stepId": "CompileST",
+            "status": "succeeded",
+            "usage": {"totalTokens": 7},
+            "spentTokens": 7,
+            "spentUsd": 0.0,
+        },
+        {
+            "stepId": "DecideST",
+            "status": "timed_out",
+            "usage": {"totalTokens": 40, "costUsd": 0.0},
+            "spentTokens": 1000,
+            "spentUsd": 0.25,
+        },
+    ]
+    console = Console(width=200, color_system=None)
+    with console.capture() as captured:
+        console.print(calls_table(calls, {}))
+    lines = captured.get().splitlines()
+    assert "spent" in lines[0]
+    assert "$0.2500, 1000 tokens" in lines[2]
+    assert calls_total(calls) == "2 call(s) (0 failed), 1007 tokens, $0.2500"
+
+    calls[1]["spentTokens"] = 40
+    with console.capture() as captured:
+        console.print(calls_table(calls, {}))
+    assert "spent" not in captured.get(), "no column while every call spent what it used"
