@@ -3,13 +3,16 @@
 ``app.settle_call`` (migration 0016) spent a call's ``usage``: the daemon's session
 totals. Those count only the steps that ended. A turn cut short has a step the daemon
 never counted: kodo aborted it at its deadline (``timed_out``), a cancel or someone
-else aborted it (``aborted``), or its daemon died or restarted under it (``failed``
-with ``DaemonLost`` or ``SessionLost``). The provider may have charged for that step,
-and settling the totals alone released the rest of the reservation. A model could then
-stall its last step on purpose and keep it unbilled, and the run's settled costs no
-longer bounded what it was charged. Such a call now spends the greater of its totals
-and its reservation (the bound one call may use, held while it ran) in each
-dimension. Other final calls spend their usage, as before.
+else aborted it (``aborted``), its daemon died or restarted under it (``DaemonLost``,
+``SessionLost``), or the connection broke after the prompt left (``TurnLost``); a
+claimant that records one of these after another delivery declared the call unknown
+writes ``failed_late`` with the same error name. The provider may have charged for
+that step, and settling the totals alone released the rest of the reservation. A model
+could then stall its last step on purpose and keep it unbilled, and the run's settled
+costs no longer bounded what it was charged. Such a call now spends the greater of its
+totals and its reservation (the bound one call may use, held while it ran) in each
+dimension. A call without a session never sent a prompt (a timeout creating the
+session, say): it is never cut short. Other final calls spend their usage, as before.
 
 ``app.opencode_calls`` gains ``spent_usd_micro`` and ``spent_tokens``: what the settle
 added to the run, written by the trigger in the same statement (NULL until settled).
@@ -32,7 +35,8 @@ branch_labels = None
 depends_on = None
 
 CUT_STATUSES = "('timed_out', 'aborted')"
-CUT_ERRORS = "('DaemonLost', 'SessionLost')"
+CUT_ERRORS = "('DaemonLost', 'SessionLost', 'TurnLost')"
+CUT_LATE_ERRORS = "('OpenCodeTimeout', 'OpenCodeAborted')"
 """A final call whose turn was cut short (``shared.domain.vocab.CUT_SHORT_*`` name them)."""
 
 SPENT_WHEN_SETTLED = (
@@ -59,7 +63,9 @@ DECLARE
 BEGIN
   IF NEW.settled_at IS NULL AND NEW.status IN
      ('succeeded', 'failed', 'timed_out', 'aborted', 'succeeded_late', 'failed_late') THEN
-    IF NEW.status IN {CUT_STATUSES} OR NEW.error_name IN {CUT_ERRORS} THEN
+    IF NEW.session_id IS NOT NULL AND (
+         NEW.status IN {CUT_STATUSES} OR NEW.error_name IN {CUT_ERRORS}
+         OR (NEW.status = 'failed_late' AND NEW.error_name IN {CUT_LATE_ERRORS})) THEN
       usd := greatest(usd, coalesce(NEW.reserved_usd_micro, 0));
       tokens := greatest(tokens, coalesce(NEW.reserved_tokens, 0));
     END IF;

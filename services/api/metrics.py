@@ -135,10 +135,16 @@ class KodoCollector(Collector):
             labels=["agent", "step_id", "status"],
         )
         tokens = CounterMetricFamily(
-            "kodo_provider_tokens", "Tokens used by provider calls", labels=["agent", "step_id"]
+            "kodo_provider_tokens",
+            "Tokens used by provider calls, as their daemons counted them"
+            " (kodo_budget_spent: what the budgets spent)",
+            labels=["agent", "step_id"],
         )
         cost = CounterMetricFamily(
-            "kodo_provider_cost_usd", "Cost of provider calls (USD)", labels=["agent", "step_id"]
+            "kodo_provider_cost_usd",
+            "Cost of provider calls (USD), as their daemons counted it"
+            " (kodo_budget_spent: what the budgets spent)",
+            labels=["agent", "step_id"],
         )
         token_sums: dict[tuple[str, str], tuple[int, float]] = {}
         unknown = 0

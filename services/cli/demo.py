@@ -55,7 +55,7 @@ LEDGER_TRIAGE = (
 
 
 COST_TRIAGE = (
-    "SELECT sum((usage->>'cost_usd')::numeric), sum((usage->>'total_tokens')::int)"
+    "SELECT sum(spent_usd_micro) / 1e6, sum(spent_tokens)"
     " FROM app.opencode_calls WHERE run_id = :id"
 )
 
@@ -156,7 +156,7 @@ def _print_cost(database_url: str, run_id: str) -> None:
             cost, tokens = conn.execute(text(COST_TRIAGE), {"id": run_id}).one()
     finally:
         engine.dispose()
-    click.echo(f"provider calls: {tokens or 0} tokens, ${float(cost or 0):.6f} in all")
+    click.echo(f"provider calls spent: {tokens or 0} tokens, ${float(cost or 0):.6f} in all")
 
 
 @click.command("demo")

@@ -203,10 +203,17 @@ def _usage(call: dict[str, Any], key: str) -> object:
 
 
 def _spent_past_usage(call: dict[str, Any]) -> bool:
-    """The call spent more tokens of its budget than the daemon counted for it (its turn
-    was cut short: it spends at least its reservation)."""
-    spent, counted = call.get("spentTokens"), _usage(call, "totalTokens")
-    return isinstance(spent, int) and spent > (counted if isinstance(counted, int) else 0)
+    """The call spent more of its budget than the daemon counted for it, in tokens or in
+    USD (its turn was cut short: it spends at least its reservation)."""
+
+    def past(spent: object, counted: object, slack: float) -> bool:
+        counted = counted if isinstance(counted, int | float) else 0
+        return isinstance(spent, int | float) and spent > counted + slack
+
+    # (a spend is whole micro-dollars, rounded up from the daemon's cost)
+    return past(call.get("spentTokens"), _usage(call, "totalTokens"), 0) or past(
+        call.get("spentUsd"), _usage(call, "costUsd"), 1e-6
+    )
 
 
 def calls_table(calls: list[dict[str, Any]], caches: dict[tuple[str, int], str]) -> Table:

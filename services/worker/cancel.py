@@ -30,14 +30,17 @@ def abort_inflight_calls(rt: Runtime, run_id: str) -> list[str]:
         open_sessions = LedgerRepo(s).open_sessions_of(run_id)
     aborted: list[str] = []
     totals: dict[str, dict[str, Any] | None] = {}
-    for session_id, directory, daemon in open_sessions:
+    for session_id, directory, daemon, sent in open_sessions:
         with contextlib.suppress(OpenCodeError, UnknownDaemon):  # an ended session: no abort
             client = rt.daemons.of(daemon).client
             client.abort(session_id, directory=directory)
             aborted.append(session_id)
             log.info("cancel.aborted_call", run_id=run_id, session_id=session_id)
-            session = client.get_session(session_id, directory=directory, timeout_s=BILLED_READ_S)
-            totals[session_id] = usage_of(session)
+            if sent:  # (a claimed call's claimant records its own, totals and all)
+                session = client.get_session(
+                    session_id, directory=directory, timeout_s=BILLED_READ_S
+                )
+                totals[session_id] = usage_of(session)
     with rt.uow() as uow:
         LedgerRepo(uow.session).abort_sent_of(run_id, rt.clock.now(), totals)
     return aborted

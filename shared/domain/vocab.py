@@ -33,11 +33,13 @@ class CallStatus(StrEnum):
 LATE = frozenset({CallStatus.SUCCEEDED_LATE, CallStatus.FAILED_LATE})
 
 CUT_SHORT_STATUSES = frozenset({CallStatus.TIMED_OUT, CallStatus.ABORTED})
-CUT_SHORT_ERRORS = frozenset({"DaemonLost", "SessionLost"})
-"""A final call whose turn was cut short: aborted at its deadline or by a cancel, or
-failed because its daemon died or restarted under it. The daemon's totals miss the
-step it was in, so the settle (``app.settle_call``, migration 0027) spends at least
-the call's reservation for it."""
+CUT_SHORT_ERRORS = frozenset({"DaemonLost", "SessionLost", "TurnLost"})
+CUT_SHORT_LATE_ERRORS = frozenset({"OpenCodeTimeout", "OpenCodeAborted"})
+"""A final call with a session whose turn was cut short: timed out or aborted (a
+``failed_late`` one carries the error names of those), or failed because its daemon
+died or restarted under it or the connection broke after the prompt left. The daemon's
+totals miss the step it was in, so the settle (``app.settle_call``, migration 0027)
+spends at least the call's reservation for it."""
 
 
 class StepRunStatus(StrEnum):

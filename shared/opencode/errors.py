@@ -123,6 +123,26 @@ class TurnUnanswered(OpenCodeTransientError):
     as a configuration error). A provider failure: retried with backoff."""
 
 
+class TurnLost(OpenCodeTransientError):
+    """The prompt left, then the connection broke without an answer (the daemon died, or
+    the network between): the model may have run a step no totals count, so the call
+    spends at least its reservation (migration 0027). Retried like any transient
+    failure. A status the daemon answered with (a 500 it reports, a proxy's 503) is
+    the daemon's own account and keeps its name."""
+
+    code = "opencode_turn_lost"
+
+    @classmethod
+    def after(cls, exc: OpenCodeError) -> OpenCodeError:
+        """``exc`` raised while sending a prompt, as the ledger should name it: TurnLost
+        for a connection broken without a status; ``exc`` itself otherwise."""
+        if type(exc) is OpenCodeTransientError and exc.status is None:
+            lost = cls(f"the prompt left, then: {exc}", name=exc.name)
+            lost.reply = exc.reply
+            return lost
+        return exc
+
+
 class SessionLost(OpenCodeTransientError):
     """The daemon no longer knows a sent call's session (it restarted, losing its state):
     the answer cannot be collected; the next attempt asks again."""

@@ -65,6 +65,7 @@ from shared.opencode.errors import (
     OpenCodeUnreachable,
     SessionLost,
     StructuredOutputMissing,
+    TurnLost,
     TurnUnanswered,
     WorktreeBusy,
     classify_info_error,
@@ -114,6 +115,7 @@ _RECORDED_CLASSES: dict[str, type[OpenCodeError]] = {
         WorktreeBusy,
         DaemonLost,
         TurnUnanswered,
+        TurnLost,
         SessionLost,
     )
 }
@@ -295,7 +297,13 @@ class ExactlyOnceCalls:
                 daemon, session = self._new_session(call)
                 session_id = str(session["id"])
                 self.ledger.mark_started(key, session_id, daemon.url or None)
-            reply = self._send(daemon.client, session_id, call)
+            try:
+                reply = self._send(daemon.client, session_id, call)
+            except OpenCodeError as exc:
+                named = TurnLost.after(exc)
+                if named is exc:
+                    raise
+                raise named from exc
             if reply is None:  # sent with prompt_async: its answer is collected later
                 # recorded ``sent`` by whoever parks (with the park, one commit); if
                 # this worker dies first, the claim with its session is collected later

@@ -183,3 +183,37 @@ def test_0011_refuses_duplicate_attempts_by_name_and_its_downgrade_resumes_parke
     scratch.downgrade("0010")
     row = scratch.row("SELECT status, next_action FROM app.runs")
     assert row == ("applying", "run:ApplyPatchST"), "back at the step it was parked at"
+
+
+def test_0027_keeps_what_0016_spent_for_settled_calls_and_floors_cut_turns_from_then(
+    scratch: Scratch,
+) -> None:
+    scratch.upgrade("0026")
+    scratch.execute(
+        ONE_RUN,
+        "UPDATE app.runs SET spent_usd_micro = 1500, spent_tokens = 30,"
+        " reserved_usd_micro = 3000, reserved_tokens = 1000 WHERE id = 'r1'",
+        "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt, agent, request,"
+        " usage, status, settled_at, session_id) VALUES ('k1', 'r1', 'CompileST', 1, 'plan',"
+        " '{}', '{\"total_tokens\": 30, \"cost_usd\": 0.0015}', 'timed_out', now(), 's1')",
+        "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt, agent, request,"
+        " status, session_id, reserved_usd_micro, reserved_tokens) VALUES ('k2', 'r1',"
+        " 'CompileST', 2, 'plan', '{}', 'sent', 's2', 3000, 1000)",
+    )
+    scratch.upgrade("0027")
+    spent = "SELECT op_key, spent_usd_micro, spent_tokens FROM app.opencode_calls ORDER BY id"
+    assert scratch.row(spent + " LIMIT 1") == ("k1", 1500, 30), "settled before: as 0016 spent"
+    scratch.execute(
+        "UPDATE app.opencode_calls SET status = 'timed_out',"
+        " usage = '{\"total_tokens\": 10, \"cost_usd\": 0.0001}' WHERE op_key = 'k2'"
+    )
+    assert scratch.row(spent + " OFFSET 1") == ("k2", 3000, 1000), "cut short: its reservation"
+    assert scratch.row(
+        "SELECT spent_usd_micro, spent_tokens, reserved_usd_micro FROM app.runs"
+    ) == (4500, 1030, 0)
+    scratch.downgrade("0026")
+    columns = scratch.row(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'app'"
+        " AND table_name = 'opencode_calls' AND column_name LIKE 'spent_%'"
+    )
+    assert columns == (0,)

@@ -472,14 +472,15 @@ class LedgerRepo:
             ).scalars()
         )
 
-    def open_sessions_of(self, run_id: str) -> list[tuple[str, str, str | None]]:
-        """(OpenCode session id, directory, daemon) of the run's calls still claimed (or
-        sent) and started."""
+    def open_sessions_of(self, run_id: str) -> list[tuple[str, str, str | None, bool]]:
+        """(OpenCode session id, directory, daemon, whether sent) of the run's calls still
+        claimed (or sent) and started."""
         rows = self.session.execute(
             select(
                 OpenCodeCall.session_id,
                 OpenCodeCall.request["directory"].as_string(),
                 OpenCodeCall.daemon,
+                OpenCodeCall.status == CallStatus.SENT.value,
             ).where(
                 OpenCodeCall.run_id == run_id,
                 OpenCodeCall.status.in_(OPEN),
@@ -487,8 +488,8 @@ class LedgerRepo:
             )
         ).all()
         return [
-            (sid, directory, daemon)
-            for sid, directory, daemon in rows
+            (sid, directory, daemon, bool(sent))
+            for sid, directory, daemon, sent in rows
             if sid is not None and directory
         ]
 

@@ -159,7 +159,7 @@ def test_a_settled_call_lists_what_it_spent_of_the_budget(client: FlaskClient, d
     usage the daemon reported, and the run page's figures are those spends."""
     run = RunFactory(reserved_usd_micro=2_000, reserved_tokens=800)
     call = OpenCodeCallFactory(
-        run=run, status="sent", reserved_usd_micro=2_000, reserved_tokens=800
+        run=run, status="sent", session_id="ses_1", reserved_usd_micro=2_000, reserved_tokens=800
     )
     db.commit()
     [sent] = client.get(f"/runs/{call.run_id}/calls").get_json()["calls"]

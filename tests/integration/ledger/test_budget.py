@@ -14,13 +14,18 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.models import OpenCodeCall, Run
 from shared.domain.budget import BudgetExceeded, Estimate
-from shared.domain.vocab import CUT_SHORT_ERRORS, CUT_SHORT_STATUSES, CallStatus
+from shared.domain.vocab import (
+    CUT_SHORT_ERRORS,
+    CUT_SHORT_LATE_ERRORS,
+    CUT_SHORT_STATUSES,
+    CallStatus,
+)
 from shared.opencode.call_ledger import PostgresCallLedger
 from shared.opencode.calls import CallOutcome, StructuredCall
 from tests.factories import RunFactory
@@ -161,22 +166,36 @@ def _settle(
     status: CallStatus,
     error_name: str | None,
     usage: dict[str, float],
+    *,
+    session_id: str | None = "ses_1",
 ) -> OpenCodeCall:
-    """Claim one call of ``run_id`` (reserving ESTIMATE) and end it; its row, settled."""
+    """Claim one call of ``run_id`` (reserving ESTIMATE; its prompt's session made
+    unless ``session_id`` is None) and end it; its row, settled. A late status ends it
+    from ``unknown``, as a claimant does after another delivery declared it so."""
     ledger = PostgresCallLedger(sessions, ESTIMATE)
     c = call(run_id, 1)
-    assert ledger.claim(c, {}, lease=None)
+    session = None if session_id is None else (session_id, None)
+    assert ledger.claim(c, {}, lease=None, session=session)
+    came_from = CallStatus.CLAIMED
+    if status.is_late:
+        with sessions.begin() as s:
+            s.execute(
+                update(OpenCodeCall).where(OpenCodeCall.op_key == c.op_key).values(status="unknown")
+            )
+        came_from = CallStatus.UNKNOWN
     outcome = CallOutcome(status, NOW, duration_ms=1, usage=usage, error_name=error_name)
-    assert ledger.finish(c.op_key, outcome)
+    assert ledger.finish(c.op_key, outcome, from_status=came_from)
     with sessions() as s:
         row = s.execute(select(OpenCodeCall).where(OpenCodeCall.op_key == c.op_key)).scalar_one()
         s.expunge(row)
         return row
 
 
-CUT_SHORT = [(status, None) for status in sorted(CUT_SHORT_STATUSES)] + [
-    (CallStatus.FAILED, name) for name in sorted(CUT_SHORT_ERRORS)
-]
+CUT_SHORT = (
+    [(status, None) for status in sorted(CUT_SHORT_STATUSES)]
+    + [(CallStatus.FAILED, name) for name in sorted(CUT_SHORT_ERRORS)]
+    + [(CallStatus.FAILED_LATE, name) for name in sorted(CUT_SHORT_LATE_ERRORS)]
+)
 BELOW = {"cost_usd": 0.0005, "total_tokens": 100}  # 500 micro-dollars: under ESTIMATE
 ABOVE = {"cost_usd": 0.005, "total_tokens": 2_500}  # over ESTIMATE in both dimensions
 
@@ -212,8 +231,11 @@ def test_a_call_cut_short_spends_its_totals_when_they_pass_its_reservation(
     ("status", "error_name"),
     [
         (CallStatus.SUCCEEDED, None),
+        (CallStatus.SUCCEEDED_LATE, None),
         (CallStatus.FAILED, "ContractViolation"),  # answered against the schema: turn ended
         (CallStatus.FAILED, "OpenCodeUnreachable"),  # never reached a daemon
+        (CallStatus.FAILED, "OpenCodeTransientError"),  # a proxy's 503: never ran
+        (CallStatus.FAILED_LATE, "ContractViolation"),
     ],
 )
 def test_a_call_whose_turn_ended_spends_its_usage_alone(
@@ -241,3 +263,15 @@ def test_an_unsettled_call_has_no_spend_and_the_database_refuses_one(
         row.spent_usd_micro = 1
         with pytest.raises(IntegrityError, match="ck_opencode_calls_spent_when_settled"):
             s.commit()
+
+
+@pytest.mark.parametrize(("status", "error_name"), CUT_SHORT)
+def test_a_call_without_a_session_sent_no_prompt_and_spends_its_usage_alone(
+    db: Session, sessions: sessionmaker[Session], status: CallStatus, error_name: str | None
+) -> None:
+    """A timeout creating the session (or in ApplyPatchST's prepare) ends the call before
+    any prompt left: a slow daemon must not burn a reservation per retry."""
+    run = RunFactory(budget_usd_micro=None, budget_tokens=None)
+    db.commit()
+    row = _settle(sessions, run.id, status, error_name, BELOW, session_id=None)
+    assert (row.spent_usd_micro, row.spent_tokens) == (500, 100)

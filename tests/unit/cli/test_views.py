@@ -175,7 +175,7 @@ def test_a_call_cut_short_shows_what_it_spent_beside_what_the_daemon_counted() -
     assert "$0.2500, 1000 tokens" in lines[2]
     assert calls_total(calls) == "2 call(s) (0 failed), 1007 tokens, $0.2500"
 
-    calls[1]["spentTokens"] = 40
+    calls[1].update(spentTokens=40, spentUsd=0.0)
     with console.capture() as captured:
         console.print(calls_table(calls, {}))
     assert "spent" not in captured.get(), "no column while every call spent what it used"

@@ -22,6 +22,7 @@ from shared.opencode.calls import (
     OutcomeUnknown,
     StructuredCall,
 )
+from shared.opencode.errors import OpenCodeError, OpenCodeTransientError, OpenCodeUnreachable
 from shared.opencode.exactly_once import BILLED_READ_S, ExactlyOnceCalls
 from shared.opencode.messages import ModelRef
 from tests.fakes.agent import (
@@ -87,6 +88,32 @@ def test_an_http_500_is_recorded_as_a_transient_failure_and_the_next_attempt_may
     assert ledger.status(failed.value.op_key) == "failed"
     assert calls.prompt_structured(_call(2)).answer == ANSWER
     assert len(agent.sent) == 2
+
+
+@pytest.mark.parametrize(
+    ("error", "recorded"),
+    [
+        (OpenCodeTransientError("POST /session/{id}/message: ReadError: reset"), "TurnLost"),
+        (http_500(), "OpenCodeServerError"),  # the daemon's own account of its failure
+        (OpenCodeTransientError("HTTP 503 from the proxy", status=503), "OpenCodeTransientError"),
+        (OpenCodeUnreachable("ConnectError: refused"), "OpenCodeUnreachable"),
+        (unknown_model(), "OpenCodeConfigError"),
+    ],
+)
+def test_a_send_that_broke_after_the_prompt_left_is_named_a_lost_turn(
+    error: OpenCodeError, recorded: str
+) -> None:
+    """The settle spends at least the reservation of a TurnLost call (migration 0027):
+    only a connection broken after the prompt left is named so; an answered failure (a
+    500, a proxy's 503), a refused or an unreachable prompt keeps its own name."""
+    agent = FakeAgent(ScriptedTurn(error=error))
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    row = ledger.rows[failed.value.op_key].record
+    assert (row.status, row.error_name) == ("failed", recorded)
+    assert str(error) in (row.error or ""), "the original failure is quoted"
+    assert failed.value.kind == ("config" if recorded == "OpenCodeConfigError" else "transient")
 
 
 def test_a_recorded_failure_replays_with_its_kind_and_is_not_sent_again() -> None:
