@@ -72,6 +72,36 @@ message at a time, so it is always the oldest. Any other 400 (one quoting a mode
 text, say) is no sign of the turn's start."""
 
 
+def _turn_start(infos: list[dict[str, Any]], prompt_id: str | None) -> int:
+    """Where the turn starts in a page (oldest first): after kodo's own user message
+    ``prompt_id`` if listed, else at the page's start. Any other user message refuses."""
+    start = 0
+    for index, info in enumerate(infos):
+        if info.get("role") != "user":
+            continue
+        found = info.get("id")
+        if prompt_id is None or found != prompt_id or start > 0:
+            raise OpenCodePermanentError(
+                f"a user message kodo did not send ({found!r:.80}) inside the turn: the"
+                " daemon continued it on its own; its earlier steps cannot be judged"
+            )
+        start = index + 1
+    return start
+
+
+def _refuse_foreign(infos: list[dict[str, Any]], prompt_id: str | None) -> None:
+    """Every assistant message of the turn answers kodo's prompt (``parentID``)."""
+    if prompt_id is None:
+        return
+    for info in infos:
+        if info.get("parentID") != prompt_id:
+            raise OpenCodePermanentError(
+                f"message {info.get('id')!r:.80} of the turn answers"
+                f" {info.get('parentID')!r:.80}, not kodo's prompt {prompt_id!r}: the daemon"
+                " continued the turn on its own; its earlier steps cannot be judged"
+            )
+
+
 def _is_format_400(exc: OpenCodePermanentError) -> bool:
     said = exc.data.get("message")
     return (
@@ -287,7 +317,12 @@ class OpenCodeClient:
         return value
 
     def earlier_turn_messages(
-        self, session_id: str, *, directory: str, max_steps: int = 50
+        self,
+        session_id: str,
+        *,
+        directory: str,
+        prompt_id: str | None = None,
+        max_steps: int = 50,
     ) -> list[dict[str, Any]]:
         """The assistant messages of the last turn BEFORE its last one, oldest first.
 
@@ -297,11 +332,14 @@ class OpenCodeClient:
         notes 5.1), so this pages back with ``limit=2, 3, ...`` until that 400 marks
         the turn's start: a one-step turn costs one request.
 
-        kodo sends every prompt with a ``format``, so its own user message is never
-        listed: a listed one is a message the daemon added inside the turn (as
-        auto-compaction does with a synthetic "continue", which kodo's daemons have
-        turned off). The steps before it would escape the turn's rules, so it is refused
-        (OpenCodePermanentError), never taken for the turn's start.
+        ``prompt_id``: the ``messageID`` kodo sent the prompt with. Every assistant
+        message listed must name it as ``parentID``, and a listed user message with
+        that id is the turn's start (a daemon without the 400 lists it). Any other user
+        message is one the daemon added inside the turn (as auto-compaction does with a
+        synthetic "continue", which kodo's daemons have turned off); an assistant
+        message of another parent answers one. The steps before it would escape the
+        turn's rules, so either is refused (OpenCodePermanentError), never taken for
+        the turn's start, whether or not the daemon's 400 stopped the listing there.
         """
         turn: list[dict[str, Any]] = []  # limit=1 would only repeat the reply itself
         for limit in range(2, max_steps + 1):
@@ -318,16 +356,12 @@ class OpenCodeClient:
                 raise
             if not isinstance(page, list) or not all(isinstance(m, dict) for m in page):
                 raise OpenCodePermanentError(f"GET messages: not a list of objects: {page!r:.200}")
-            roles = [_dict(m.get("info")).get("role") for m in page]
-            if "user" in roles:
-                found = _dict(page[roles.index("user")].get("info")).get("id")
-                raise OpenCodePermanentError(
-                    f"a user message kodo did not send ({found!r:.80}) inside the turn: the"
-                    " daemon continued it on its own; its earlier steps cannot be judged"
-                )
-            turn = page[:-1]
-            if len(page) < limit:
-                return turn  # the whole session is this turn
+            infos = [_dict(m.get("info")) for m in page]
+            start = _turn_start(infos, prompt_id)
+            _refuse_foreign(infos[start:], prompt_id)
+            turn = page[start:-1]
+            if start > 0 or len(page) < limit:
+                return turn  # the turn's own user message, or the whole session is this turn
         raise OpenCodePermanentError(f"a turn of more than {max_steps} steps: refusing to trust it")
 
     @staticmethod
@@ -338,6 +372,7 @@ class OpenCodeClient:
         tools: dict[str, bool],
         format: dict[str, Any] | None,
         system: str | None,
+        message_id: str | None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "agent": agent,
@@ -345,6 +380,8 @@ class OpenCodeClient:
             "tools": tools,
             "parts": [{"type": "text", "text": text}],
         }
+        if message_id is not None:
+            body["messageID"] = message_id
         if format is not None:
             body["format"] = format
         if system is not None:
@@ -363,13 +400,14 @@ class OpenCodeClient:
         format: dict[str, Any] | None,
         system: str | None = None,
         timeout_s: float | None = None,
+        message_id: str | None = None,
     ) -> PromptReply:
         """``POST /session/{id}/message``: blocks until the turn ends.
 
         An ``info.error`` in the reply is raised as its mapped error with ``.reply`` set,
         so the caller can still record what was billed.
         """
-        body = self._prompt_body(agent, model, text, tools, format, system)
+        body = self._prompt_body(agent, model, text, tools, format, system, message_id)
         try:
             raw = self._call(
                 "POST",
@@ -401,6 +439,7 @@ class OpenCodeClient:
         tools: dict[str, bool],
         format: dict[str, Any] | None,
         system: str | None = None,
+        message_id: str | None = None,
     ) -> None:
         """``POST /session/{id}/prompt_async``: start the turn and return (204) at once.
 
@@ -411,7 +450,7 @@ class OpenCodeClient:
         raise what :meth:`prompt` raises (404 unknown session, 400 bad body...); any
         answer but an empty 204 is refused.
         """
-        body = self._prompt_body(agent, model, text, tools, format, system)
+        body = self._prompt_body(agent, model, text, tools, format, system, message_id)
         try:
             raw = self._call(
                 "POST", self._path(session_id, "/prompt_async"), directory=directory, body=body

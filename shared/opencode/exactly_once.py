@@ -70,7 +70,7 @@ from shared.opencode.errors import (
     WorktreeBusy,
     classify_info_error,
 )
-from shared.opencode.messages import AnswerTooLarge, ModelRef, PromptReply
+from shared.opencode.messages import AnswerTooLarge, ModelRef, PromptReply, prompt_message_id
 from shared.opencode.ports import AgentClient, CallLedger
 from shared.opencode.tools import permission_rules, tools_map
 from shared.opencode.turn_inspection import (
@@ -348,6 +348,7 @@ class ExactlyOnceCalls:
             text=call.prompt,
             tools=tools_map(call.agent),
             format={"type": "json_schema", "schema": call.schema, "retryCount": 1},
+            message_id=prompt_message_id(call.op_key),
         )
 
     def _new_session(self, call: StructuredCall) -> tuple[Daemon, dict[str, Any]]:
@@ -391,10 +392,18 @@ class ExactlyOnceCalls:
             if error is not None:
                 error.reply = reply
                 raise error
-            turn = daemon.turns.inspect(session_id, call.directory)
+            prompt_id = prompt_message_id(key)
+            turn = daemon.turns.inspect(session_id, call.directory, prompt_id)
             trail = tool_trail(turn, reply)
             usage = turn_usage(turn, reply) if turn.session is not None else None
-            assert_turn_rules(call.agent, session_id, reply, turn, directory=call.directory)
+            assert_turn_rules(
+                call.agent,
+                session_id,
+                reply,
+                turn,
+                directory=call.directory,
+                prompt_id=prompt_id,
+            )
             answer = validate_answer(call.schema, reply.info.get("structured"))
         except OpenCodeError as exc:
             status = CallStatus.ABORTED if isinstance(exc, OpenCodeAborted) else CallStatus.FAILED

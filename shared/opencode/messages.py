@@ -6,6 +6,8 @@ fake (tests/fakes) and the call protocol all speak these.
 
 from __future__ import annotations
 
+import hashlib
+import string
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,29 @@ class AnswerTooLarge(OpenCodePermanentError):
     """
 
     code = "answer_too_large"
+
+
+_BASE62 = string.digits + string.ascii_letters
+
+
+def prompt_message_id(op_key: str) -> str:
+    """The id kodo gives the user message of the call ``op_key`` (the prompt's
+    ``messageID``): every assistant message of its turn names it as ``parentID``, so
+    the turn's messages are told apart by structure, not by where a listing stops.
+
+    The daemon's ids are ``msg_`` + 12 hex digits of time + 14 base62 characters, and
+    it orders a session's messages by id (its loop ends a turn once the last assistant
+    message's id passes the user's). This one's time part is zero: it sorts before
+    every message the daemon makes in the call's fresh session, whatever the clocks of
+    the worker and the daemon say. The rest is the op_key's digest: the same call gets
+    the same id on every delivery that collects it.
+    """
+    value = int.from_bytes(hashlib.sha256(op_key.encode()).digest(), "big")
+    suffix = []
+    for _ in range(14):
+        value, digit = divmod(value, 62)
+        suffix.append(_BASE62[digit])
+    return "msg_" + "0" * 12 + "".join(suffix)
 
 
 @dataclass(frozen=True)

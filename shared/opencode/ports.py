@@ -70,6 +70,7 @@ class AgentClient(Protocol):
         format: dict[str, Any] | None,
         system: str | None = None,
         timeout_s: float | None = None,
+        message_id: str | None = None,
     ) -> PromptReply:
         """Send one turn and block until it ends; the reply is its last message."""
         ...
@@ -85,6 +86,7 @@ class AgentClient(Protocol):
         tools: dict[str, bool],
         format: dict[str, Any] | None,
         system: str | None = None,
+        message_id: str | None = None,
     ) -> None:
         """Start one turn and return at once; its end is told by :meth:`events` and
         :meth:`busy_sessions`, its answer by :meth:`last_message`."""
@@ -121,7 +123,12 @@ class AgentClient(Protocol):
     def session_children(self, session_id: str, *, directory: str) -> list[dict[str, Any]]: ...
 
     def earlier_turn_messages(
-        self, session_id: str, *, directory: str, max_steps: int = 50
+        self,
+        session_id: str,
+        *,
+        directory: str,
+        prompt_id: str | None = None,
+        max_steps: int = 50,
     ) -> list[dict[str, Any]]: ...
 
     def abort(self, session_id: str, *, directory: str) -> bool: ...

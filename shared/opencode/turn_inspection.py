@@ -87,11 +87,24 @@ def tool_trail(turn: Turn, reply: PromptReply) -> list[dict[str, Any]]:
 
 
 def assert_turn_rules(
-    agent: str, session_id: str, reply: PromptReply, turn: Turn, *, directory: str
+    agent: str,
+    session_id: str,
+    reply: PromptReply,
+    turn: Turn,
+    *,
+    directory: str,
+    prompt_id: str,
 ) -> None:
-    """Raise TurnRejected on any tool use outside the allowlist anywhere in the turn, on
-    any tool part naming a path outside ``directory`` (the session's worktree) or in a
+    """Raise TurnRejected on an answer that is not of kodo's prompt ``prompt_id`` (its
+    ``parentID``), on any tool use outside the allowlist anywhere in the turn, on any
+    tool part naming a path outside ``directory`` (the session's worktree) or in a
     ``.git``, whatever its status, and on any child session."""
+    if reply.info.get("parentID") != prompt_id:
+        raise TurnRejected(
+            "TurnNotInspectable",
+            f"the answer {reply.info.get('id')!r:.80} answers"
+            f" {reply.info.get('parentID')!r:.80}, not kodo's prompt {prompt_id!r}",
+        )
     if isinstance(turn.earlier, OpenCodeError):
         raise TurnRejected(
             "TurnNotInspectable", f"cannot read the turn's messages: {turn.earlier}"
@@ -132,7 +145,7 @@ class TurnInspector:
             self._pool.shutdown(wait=False)
         self._pool = None
 
-    def inspect(self, session_id: str, directory: str) -> Turn:
+    def inspect(self, session_id: str, directory: str, prompt_id: str) -> Turn:
         """Read what the answer alone does not tell.
 
         The session's totals (usage), the turn's earlier messages (tool uses) and the
@@ -144,7 +157,7 @@ class TurnInspector:
         children = pool.submit(self.client.session_children, session_id, directory=directory)
         try:
             earlier: list[dict[str, Any]] | OpenCodeError = self.client.earlier_turn_messages(
-                session_id, directory=directory
+                session_id, directory=directory, prompt_id=prompt_id
             )
         except OpenCodeError as exc:
             earlier = exc

@@ -213,6 +213,7 @@ class _Prompt:
     text: str
     system: str
     fmt: dict[str, Any] | None
+    message_id: str | None = None  # the user message's id, if the prompt names it
 
 
 def _check_prompt(body: dict[str, Any], config: CompatConfig) -> _Prompt:
@@ -250,7 +251,14 @@ def _check_prompt(body: dict[str, Any], config: CompatConfig) -> _Prompt:
             raise BadRequest("format.type must be text or json_schema")
         if fmt["type"] == "json_schema" and not isinstance(fmt.get("schema"), dict):
             raise BadRequest("a json_schema format needs a schema object")
-    return _Prompt(agent, model["providerID"], model["modelID"], "\n".join(texts), system, fmt)
+    message_id = body.get("messageID")
+    if message_id is not None and not (
+        isinstance(message_id, str) and message_id.startswith("msg")
+    ):
+        raise BadRequest("messageID must be a string starting with msg")
+    return _Prompt(
+        agent, model["providerID"], model["modelID"], "\n".join(texts), system, fmt, message_id
+    )
 
 
 def create_app(state: CompatState) -> Flask:
@@ -533,7 +541,7 @@ def _begin(state: CompatState, session: _Session, asked: _Prompt) -> _Turn:
     ctx = shapes.MessageContext(
         session_id=session_id,
         message_id=state.ids.new("msg"),
-        parent_id=state.ids.new("msg"),
+        parent_id=asked.message_id or state.ids.new("msg"),  # the daemon takes the prompt's
         agent=asked.agent,
         provider_id=asked.provider_id,
         model_id=asked.model_id,

@@ -27,6 +27,7 @@ from shared.opencode.client import ModelRef, OpenCodeClient
 from shared.opencode.diagnosis import DAEMON_UNEXPECTED
 from shared.opencode.errors import CONFIG_HINT, OpenCodeConfigError, OpenCodeError
 from shared.opencode.exactly_once import ExactlyOnceCalls
+from shared.opencode.messages import prompt_message_id
 from shared.opencode.tools import permission_rules, tools_map
 from standins.scripted_llm.script import TOOL_MARKER
 from tests.conformance.conftest import MODEL, Backend
@@ -217,6 +218,47 @@ def test_the_real_daemon_runs_with_auto_compaction_off(backend: Backend) -> None
     )
     assert seen.status_code == 200, seen.text
     assert seen.json().get("compaction") == {"auto": False}
+
+
+def test_the_prompts_message_id_is_the_parent_of_every_answer_of_its_turn(
+    backend: Backend,
+) -> None:
+    """kodo names its prompt's user message (``messageID``, time part zero): the daemon
+    takes the id, every assistant message of the turn answers it, and it sorts before
+    them (the newest message is still the answer), so the turn is told apart by its
+    structure. A multi-step turn: two reads, then the answer."""
+    client = backend.client(60)
+    directory = str(backend.repo)
+    session = str(
+        client.create_session(
+            directory=directory,
+            title="kodo conformance turn id",
+            permission=permission_rules("plan"),
+        )["id"]
+    )
+    prompt_id = prompt_message_id(f"conformance-turn-id-{backend.name}-{time.time_ns()}")
+    try:
+        reply = client.prompt(
+            session,
+            directory=directory,
+            agent="plan",
+            model=MODEL,
+            text="Plan a docstring for calc.py [oc:tool=read@README.md] [oc:tool=read@calc.py]",
+            tools=tools_map("plan"),
+            format={"type": "json_schema", "schema": PLAN_OUTPUT_SCHEMA, "retryCount": 1},
+            message_id=prompt_id,
+        )
+        assert reply.info["parentID"] == prompt_id
+        newest = client.last_message(session, directory=directory)
+        assert newest is not None
+        assert newest.info["id"] == reply.info["id"], "kodo's message sorts before the answer"
+        earlier = client.earlier_turn_messages(session, directory=directory, prompt_id=prompt_id)
+        assert [m["info"]["parentID"] for m in earlier] == [prompt_id] * len(earlier)
+        tools = [p["tool"] for m in earlier for p in m["parts"] if p.get("type") == "tool"]
+        assert tools == ["read", "read"]
+    finally:
+        client.delete_session(session, directory=directory)
+        client.close()
 
 
 def test_an_answer_violating_the_schema_is_rejected_and_recorded_failed(

@@ -73,6 +73,7 @@ class ScriptedTurn:
     message_tokens: dict[str, Any] = field(default_factory=lambda: tokens(10))
     cost: float = 0.0
     edits: dict[str, str | None] = field(default_factory=dict)  # path -> content (None: delete)
+    parent: str | None = None  # the answer's parentID if not the prompt's messageID
 
 
 def _tool_part(name: str) -> dict[str, Any]:
@@ -87,6 +88,7 @@ class SentPrompt:
     text: str
     tools: dict[str, bool]
     format: dict[str, Any] | None
+    message_id: str | None = None
 
 
 class FakeEventStream:
@@ -158,8 +160,9 @@ class FakeAgent:
         format: dict[str, Any] | None,
         system: str | None = None,
         timeout_s: float | None = None,
+        message_id: str | None = None,
     ) -> PromptReply:
-        self.sent.append(SentPrompt(session_id, agent, model, text, tools, format))
+        self.sent.append(SentPrompt(session_id, agent, model, text, tools, format, message_id))
         if not self.script:
             raise AssertionError(
                 f"the fake daemon has no turn scripted for prompt {len(self.sent)}"
@@ -177,6 +180,7 @@ class FakeAgent:
             raise turn.error
         info = {
             "role": "assistant",
+            "parentID": turn.parent or message_id or f"msg_fakeuser{len(self.sent)}",
             "structured": turn.answer,
             "tokens": turn.message_tokens,
             "cost": turn.cost,
@@ -195,6 +199,7 @@ class FakeAgent:
         tools: dict[str, bool],
         format: dict[str, Any] | None,
         system: str | None = None,
+        message_id: str | None = None,
     ) -> None:
         """The scripted turn, played without blocking; a scripted error is raised as the
         HTTP failure it stands for (the same classes as :meth:`prompt`)."""
@@ -207,6 +212,7 @@ class FakeAgent:
             tools=tools,
             format=format,
             system=system,
+            message_id=message_id,
         )
         reply.info.setdefault("id", f"msg_fake{len(self.sent)}")
         reply.info.setdefault("sessionID", session_id)
@@ -291,10 +297,21 @@ class FakeAgent:
         return list(self._turn(session_id).children)
 
     def earlier_turn_messages(
-        self, session_id: str, *, directory: str, max_steps: int = 50
+        self,
+        session_id: str,
+        *,
+        directory: str,
+        prompt_id: str | None = None,
+        max_steps: int = 50,
     ) -> list[dict[str, Any]]:
         tools = self._turn(session_id).earlier_tools
-        return [{"info": {"role": "assistant"}, "parts": [_tool_part(t)]} for t in tools]
+        parent = (
+            self.replies[session_id].info.get("parentID")
+            if session_id in self.replies
+            else prompt_id
+        )
+        info = {"role": "assistant", "parentID": parent}
+        return [{"info": dict(info), "parts": [_tool_part(t)]} for t in tools]
 
     def abort(self, session_id: str, *, directory: str) -> bool:
         self.aborted.append(session_id)

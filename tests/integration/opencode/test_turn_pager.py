@@ -3,9 +3,10 @@
 A stub daemon serves ``GET /session/{id}/message?limit=N`` from a scripted history,
 with the real daemon's bug (API notes 5.1): a range holding a user message sent with a
 ``format`` is answered 400 naming ``[i].info.format``. kodo sends every prompt with a
-format, so a user message the listing shows is one the daemon added inside the turn
-(auto-compaction's synthetic "continue"): the steps before it would escape the turn's
-rules, and the turn is refused instead.
+format and its own ``messageID``, so a user message the listing shows, or an answer to
+another than kodo's, is one the daemon added inside the turn (auto-compaction's
+synthetic "continue"): the steps before it would escape the turn's rules, and the turn
+is refused instead.
 """
 
 from __future__ import annotations
@@ -32,15 +33,20 @@ def _user(message_id: str, *, format: bool) -> dict[str, Any]:
     return {"info": info, "parts": [{"type": "text", "text": "..."}]}
 
 
-def _assistant(message_id: str, tool: str | None = None) -> dict[str, Any]:
+PROMPT = "msg_1"  # the messageID kodo sent its prompt with
+
+
+def _assistant(message_id: str, tool: str | None = None, parent: str = PROMPT) -> dict[str, Any]:
     parts = [{"type": "tool", "tool": tool, "state": {"status": "completed"}}] if tool else []
-    return {"info": {"id": message_id, "role": "assistant"}, "parts": parts}
+    info = {"id": message_id, "role": "assistant", "parentID": parent}
+    return {"info": info, "parts": parts}
 
 
 class _Daemon(BaseHTTPRequestHandler):
     history: ClassVar[list[dict[str, Any]]] = []
     other_400_from: ClassVar[int | None] = None  # a 400 of another kind past this limit
     other_400_says: ClassVar[str] = "limit: too large"
+    fixed: ClassVar[bool] = False  # a daemon without the listing bug
 
     def do_GET(self) -> None:
         limit = int(parse_qs(urlparse(self.path).query)["limit"][0])
@@ -49,7 +55,8 @@ class _Daemon(BaseHTTPRequestHandler):
             self._send(400, {"name": "BadRequest", "data": {"message": self.other_400_says}})
             return
         for i, message in enumerate(window):
-            if message["info"]["role"] == "user" and "format" in message["info"]:
+            formatted = message["info"]["role"] == "user" and "format" in message["info"]
+            if formatted and not self.fixed:
                 said = (
                     'Expected OutputFormatJsonSchema, got {"type":"json_schema"}'
                     f' at [{i}]["info"]["format"]'
@@ -75,7 +82,12 @@ def daemon() -> Iterator[type[_Daemon]]:
     handler = type(
         "_Scripted",
         (_Daemon,),
-        {"history": [], "other_400_from": None, "other_400_says": "limit: too large"},
+        {
+            "history": [],
+            "other_400_from": None,
+            "other_400_says": "limit: too large",
+            "fixed": False,
+        },
     )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
@@ -90,14 +102,14 @@ def daemon() -> Iterator[type[_Daemon]]:
 
 def _earlier(daemon: type[_Daemon]) -> list[dict[str, Any]]:
     with OpenCodeClient(daemon.url, timeout_s=5) as client:  # type: ignore[attr-defined]
-        return client.earlier_turn_messages("ses_x", directory="/w")
+        return client.earlier_turn_messages("ses_x", directory="/w", prompt_id=PROMPT)
 
 
 def test_the_turn_starts_where_the_daemon_refuses_to_list_kodos_prompt(
     daemon: type[_Daemon],
 ) -> None:
     daemon.history = [
-        _user("msg_1", format=True),
+        _user(PROMPT, format=True),
         _assistant("msg_2", "read"),
         _assistant("msg_3", "edit"),
         _assistant("msg_4"),
@@ -111,15 +123,46 @@ def test_a_user_message_inside_the_turn_is_refused_not_taken_for_its_start(
     """bash ran before a synthetic "continue": paging stopped at that message would
     never show it to the turn's rules."""
     daemon.history = [
-        _user("msg_1", format=True),
+        _user(PROMPT, format=True),
         _assistant("msg_2", "bash"),
         _user("msg_3", format=False),
-        _assistant("msg_4", "read"),
+        _assistant("msg_4", "read"),  # (were they to name kodo's prompt all the same)
         _assistant("msg_5"),
     ]
     with pytest.raises(
         OpenCodePermanentError, match=r"a user message kodo did not send \('msg_3'\)"
     ):
+        _earlier(daemon)
+
+
+def test_a_user_message_the_daemon_added_with_a_format_is_refused_by_its_answers_parent(
+    daemon: type[_Daemon],
+) -> None:
+    """The daemon's 400 stops the listing at ANY user message with a format: only the
+    answers' ``parentID`` tells that the turn went on past kodo's prompt."""
+    daemon.history = [
+        _user(PROMPT, format=True),
+        _assistant("msg_2", "bash"),
+        _user("msg_3", format=True),
+        _assistant("msg_4", "read", parent="msg_3"),
+        _assistant("msg_5", parent="msg_3"),
+    ]
+    with pytest.raises(OpenCodePermanentError, match=r"answers 'msg_3', not kodo's prompt"):
+        _earlier(daemon)
+
+
+def test_a_daemon_that_lists_kodos_prompt_ends_the_turn_at_it(daemon: type[_Daemon]) -> None:
+    """Should the daemon fix the listing bug, the turn's start is kodo's own message."""
+    daemon.fixed = True
+    daemon.history = [
+        _user(PROMPT, format=True),
+        _assistant("msg_2", "read"),
+        _assistant("msg_3", "edit"),
+        _assistant("msg_4"),
+    ]
+    assert [m["info"]["id"] for m in _earlier(daemon)] == ["msg_2", "msg_3"]
+    daemon.history.insert(2, _user("msg_9", format=True))
+    with pytest.raises(OpenCodePermanentError, match=r"a user message kodo did not send"):
         _earlier(daemon)
 
 
@@ -138,7 +181,7 @@ def test_a_400_that_is_not_the_format_bug_is_no_sign_of_the_turns_start(
 ) -> None:
     """bash ran two steps back: a 400 of any other kind must not end the paging there."""
     daemon.history = [
-        _user("msg_1", format=True),
+        _user(PROMPT, format=True),
         _assistant("msg_2", "bash"),
         _assistant("msg_3", "read"),
         _assistant("msg_4"),

@@ -118,8 +118,11 @@ def test_patch_paths_reads_every_header_of_an_apply_patch_text() -> None:
     assert patch_paths(text) == ["a.py", "b.py", "c.py", "d.py"]
 
 
-def _reply(*parts: dict[str, Any]) -> PromptReply:
-    return PromptReply(info={"id": "msg_1"}, parts=list(parts))
+PROMPT = "msg_000000000000kodoprompt01"
+
+
+def _reply(*parts: dict[str, Any], parent: str = PROMPT) -> PromptReply:
+    return PromptReply(info={"id": "msg_1", "parentID": parent}, parts=list(parts))
 
 
 def test_the_call_wrapper_rule_fails_a_turn_that_wrote_outside_in_an_earlier_message(
@@ -129,7 +132,7 @@ def test_the_call_wrapper_rule_fails_a_turn_that_wrote_outside_in_an_earlier_mes
     escape = {"parts": [_part("write", "error", filePath=str(run2 / "x.txt"))]}
     turn = Turn(session={}, earlier=[escape], children=[])
     with pytest.raises(TurnRejected) as rejected:
-        assert_turn_rules("build", "ses_1", _reply(), turn, directory=str(run1))
+        assert_turn_rules("build", "ses_1", _reply(), turn, directory=str(run1), prompt_id=PROMPT)
     assert rejected.value.error_name == "PathOutsideWorktree"
     assert str(run2 / "x.txt") in str(rejected.value)
 
@@ -140,7 +143,7 @@ def test_the_call_wrapper_rule_passes_a_turn_that_edited_inside(
     run1, _ = worktrees
     edit = {"parts": [_part("edit", filePath=str(run1 / "calc.py"), oldString="a")]}
     turn = Turn(session={}, earlier=[edit], children=[])
-    assert_turn_rules("build", "ses_1", _reply(), turn, directory=str(run1))
+    assert_turn_rules("build", "ses_1", _reply(), turn, directory=str(run1), prompt_id=PROMPT)
 
 
 def test_an_agent_without_the_tool_is_told_so_before_its_path_is_judged(
@@ -149,5 +152,19 @@ def test_an_agent_without_the_tool_is_told_so_before_its_path_is_judged(
     run1, _ = worktrees
     turn = Turn(session={}, earlier=[{"parts": [_part("write", filePath="/x")]}], children=[])
     with pytest.raises(TurnRejected) as rejected:
-        assert_turn_rules("plan", "ses_1", _reply(), turn, directory=str(run1))
+        assert_turn_rules("plan", "ses_1", _reply(), turn, directory=str(run1), prompt_id=PROMPT)
     assert rejected.value.error_name == "ToolNotAllowed"
+
+
+def test_an_answer_to_another_prompt_than_kodos_is_refused_before_its_tools_are_read(
+    worktrees: tuple[Path, Path],
+) -> None:
+    """The daemon's answer names the user message it answers: one kodo did not send
+    (the daemon continued the turn on its own) cannot be judged by kodo's rules."""
+    run1, _ = worktrees
+    turn = Turn(session={}, earlier=[], children=[])
+    reply = _reply(parent="msg_23925bfb3000Sq2uPlJnobRy5Y")
+    with pytest.raises(TurnRejected) as rejected:
+        assert_turn_rules("plan", "ses_1", reply, turn, directory=str(run1), prompt_id=PROMPT)
+    assert rejected.value.error_name == "TurnNotInspectable"
+    assert "not kodo's prompt" in str(rejected.value)
