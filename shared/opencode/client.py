@@ -80,6 +80,8 @@ def _turn_start(infos: list[dict[str, Any]], prompt_id: str | None) -> int:
         if info.get("role") != "user":
             continue
         found = info.get("id")
+        if start > 0 and found == prompt_id:
+            raise OpenCodePermanentError(f"kodo's prompt {found!r:.80} is listed twice")
         if prompt_id is None or found != prompt_id or start > 0:
             raise OpenCodePermanentError(
                 f"a user message kodo did not send ({found!r:.80}) inside the turn: the"
@@ -322,6 +324,7 @@ class OpenCodeClient:
         *,
         directory: str,
         prompt_id: str | None = None,
+        reply_id: str | None = None,
         max_steps: int = 50,
     ) -> list[dict[str, Any]]:
         """The assistant messages of the last turn BEFORE its last one, oldest first.
@@ -340,6 +343,13 @@ class OpenCodeClient:
         message of another parent answers one. The steps before it would escape the
         turn's rules, so either is refused (OpenCodePermanentError), never taken for
         the turn's start, whether or not the daemon's 400 stopped the listing there.
+        ``reply_id``: the answer kodo judges; every page must end with it (a message
+        after it would belong to a prompt kodo never sent).
+
+        What the daemon's 400 still hides: a user message with a format sent into the
+        session by someone else right after kodo's (the listing stops at it, and it
+        cannot be told from kodo's own). kodo sends one prompt per session, and its
+        agents have no tool that reaches the daemon's API.
         """
         turn: list[dict[str, Any]] = []  # limit=1 would only repeat the reply itself
         for limit in range(2, max_steps + 1):
@@ -357,6 +367,12 @@ class OpenCodeClient:
             if not isinstance(page, list) or not all(isinstance(m, dict) for m in page):
                 raise OpenCodePermanentError(f"GET messages: not a list of objects: {page!r:.200}")
             infos = [_dict(m.get("info")) for m in page]
+            if reply_id is not None and (not infos or infos[-1].get("id") != reply_id):
+                newest = infos[-1].get("id") if infos else None
+                raise OpenCodePermanentError(
+                    f"the session's newest message {newest!r:.80} is not the answer"
+                    f" {reply_id!r:.80}: a turn kodo did not start followed it"
+                )
             start = _turn_start(infos, prompt_id)
             _refuse_foreign(infos[start:], prompt_id)
             turn = page[start:-1]

@@ -388,22 +388,31 @@ class ExactlyOnceCalls:
         trail: list[dict[str, Any]] | None = None
         usage: dict[str, Any] | None = None  # the session's totals, once read
         try:
+            # A turn that ended in an error (info.error) is judged too: one that used a
+            # forbidden tool or path and then did not answer is refused for that, with
+            # its trail, not recorded as the error it chose to end on.
             error = classify_info_error(reply.info)
-            if error is not None:
-                error.reply = reply
-                raise error
             prompt_id = prompt_message_id(key)
-            turn = daemon.turns.inspect(session_id, call.directory, prompt_id)
+            turn = daemon.turns.inspect(
+                session_id, call.directory, prompt_id, str(reply.info.get("id"))
+            )
             trail = tool_trail(turn, reply)
             usage = turn_usage(turn, reply) if turn.session is not None else None
-            assert_turn_rules(
-                call.agent,
-                session_id,
-                reply,
-                turn,
-                directory=call.directory,
-                prompt_id=prompt_id,
-            )
+            try:
+                assert_turn_rules(
+                    call.agent,
+                    session_id,
+                    reply,
+                    turn,
+                    directory=call.directory,
+                    prompt_id=prompt_id,
+                )
+            except TurnRejected as broken:
+                if error is None or broken.error_name != "TurnNotInspectable":
+                    raise  # a broken rule outranks the error the turn ended on
+            if error is not None:  # (an errored turn that cannot be read keeps its error)
+                error.reply = reply
+                raise error
             answer = validate_answer(call.schema, reply.info.get("structured"))
         except OpenCodeError as exc:
             status = CallStatus.ABORTED if isinstance(exc, OpenCodeAborted) else CallStatus.FAILED
@@ -414,8 +423,9 @@ class ExactlyOnceCalls:
                 exc,
                 exc.reply,
                 kind=_kind_of(exc),
+                trail=trail,
                 from_status=from_status,
-                usage=self._billed(daemon, session_id, call.directory, exc.reply or reply),
+                usage=usage or self._billed(daemon, session_id, call.directory, exc.reply or reply),
             )
             self._forget(daemon, session_id, call.directory)
             raise failed from exc
@@ -887,6 +897,7 @@ class ExactlyOnceCalls:
             "tools": tools_map(call.agent),
             "permission": permission_rules(call.agent),
             "directory": call.directory,
+            "messageID": prompt_message_id(call.op_key),  # what every answer must name
         }
 
     @staticmethod

@@ -36,12 +36,14 @@ def prompt_message_id(op_key: str) -> str:
     ``messageID``): every assistant message of its turn names it as ``parentID``, so
     the turn's messages are told apart by structure, not by where a listing stops.
 
-    The daemon's ids are ``msg_`` + 12 hex digits of time + 14 base62 characters, and
-    it orders a session's messages by id (its loop ends a turn once the last assistant
-    message's id passes the user's). This one's time part is zero: it sorts before
-    every message the daemon makes in the call's fresh session, whatever the clocks of
-    the worker and the daemon say. The rest is the op_key's digest: the same call gets
-    the same id on every delivery that collects it.
+    The daemon's ids are ``msg_`` + 12 hex digits of time + 14 base62 characters. It
+    lists a session's messages by creation time, then id, and its loop ends a turn
+    once the last assistant message's id passes the last user message's. This one's
+    time part is zero: it sorts before every message the daemon makes, whatever the
+    clocks of the worker and the daemon say. That holds only in a FRESH session, as
+    every kodo call's is: in one already holding an answer, the loop would take the
+    turn for ended before it ran (it then fails closed: the answer is not this
+    prompt's). The rest is the op_key's digest: every delivery names the same message.
     """
     value = int.from_bytes(hashlib.sha256(op_key.encode()).digest(), "big")
     suffix = []

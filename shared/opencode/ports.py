@@ -128,6 +128,7 @@ class AgentClient(Protocol):
         *,
         directory: str,
         prompt_id: str | None = None,
+        reply_id: str | None = None,
         max_steps: int = 50,
     ) -> list[dict[str, Any]]: ...
 

@@ -99,7 +99,7 @@ def assert_turn_rules(
     ``parentID``), on any tool use outside the allowlist anywhere in the turn, on any
     tool part naming a path outside ``directory`` (the session's worktree) or in a
     ``.git``, whatever its status, and on any child session."""
-    if reply.info.get("parentID") != prompt_id:
+    if not isinstance(reply.info.get("id"), str) or reply.info.get("parentID") != prompt_id:
         raise TurnRejected(
             "TurnNotInspectable",
             f"the answer {reply.info.get('id')!r:.80} answers"
@@ -145,7 +145,7 @@ class TurnInspector:
             self._pool.shutdown(wait=False)
         self._pool = None
 
-    def inspect(self, session_id: str, directory: str, prompt_id: str) -> Turn:
+    def inspect(self, session_id: str, directory: str, prompt_id: str, reply_id: str) -> Turn:
         """Read what the answer alone does not tell.
 
         The session's totals (usage), the turn's earlier messages (tool uses) and the
@@ -157,7 +157,7 @@ class TurnInspector:
         children = pool.submit(self.client.session_children, session_id, directory=directory)
         try:
             earlier: list[dict[str, Any]] | OpenCodeError = self.client.earlier_turn_messages(
-                session_id, directory=directory, prompt_id=prompt_id
+                session_id, directory=directory, prompt_id=prompt_id, reply_id=reply_id
             )
         except OpenCodeError as exc:
             earlier = exc

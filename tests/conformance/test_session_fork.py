@@ -209,7 +209,9 @@ def test_a_fork_of_an_unstructured_plan_session_costs_more_than_a_fresh_session(
     assert validate_answer(EDIT_REPORT_SCHEMA, reply.structured)["files"] == ["calc.py"]
     inspector = TurnInspector(client)
     try:
-        turn = inspector.inspect(fork_id, directory, str(reply.info["parentID"]))
+        turn = inspector.inspect(
+            fork_id, directory, str(reply.info["parentID"]), str(reply.info["id"])
+        )
     finally:
         inspector.close()
     # The fork's copied messages do not always list in the order they were made: the

@@ -74,6 +74,7 @@ class ScriptedTurn:
     cost: float = 0.0
     edits: dict[str, str | None] = field(default_factory=dict)  # path -> content (None: delete)
     parent: str | None = None  # the answer's parentID if not the prompt's messageID
+    info_error: dict[str, Any] | None = None  # the turn ended on this info.error
 
 
 def _tool_part(name: str) -> dict[str, Any]:
@@ -179,12 +180,15 @@ class FakeAgent:
         if turn.error is not None:
             raise turn.error
         info = {
+            "id": f"msg_fake{len(self.sent)}",
             "role": "assistant",
             "parentID": turn.parent or message_id or f"msg_fakeuser{len(self.sent)}",
             "structured": turn.answer,
             "tokens": turn.message_tokens,
             "cost": turn.cost,
         }
+        if turn.info_error is not None:
+            info["error"] = turn.info_error
         parts = [_tool_part(t) for t in turn.tools] + [_tool_part("StructuredOutput")]
         return PromptReply(info=info, parts=parts)
 
@@ -302,6 +306,7 @@ class FakeAgent:
         *,
         directory: str,
         prompt_id: str | None = None,
+        reply_id: str | None = None,
         max_steps: int = 50,
     ) -> list[dict[str, Any]]:
         tools = self._turn(session_id).earlier_tools

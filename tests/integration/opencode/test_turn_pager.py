@@ -100,9 +100,13 @@ def daemon() -> Iterator[type[_Daemon]]:
         server.server_close()
 
 
-def _earlier(daemon: type[_Daemon]) -> list[dict[str, Any]]:
+def _earlier(daemon: type[_Daemon], reply: str | None = None) -> list[dict[str, Any]]:
+    """The pager's answer, judging ``reply`` (default: the history's newest message)."""
+    reply_id = reply or daemon.history[-1]["info"]["id"]
     with OpenCodeClient(daemon.url, timeout_s=5) as client:  # type: ignore[attr-defined]
-        return client.earlier_turn_messages("ses_x", directory="/w", prompt_id=PROMPT)
+        return client.earlier_turn_messages(
+            "ses_x", directory="/w", prompt_id=PROMPT, reply_id=reply_id
+        )
 
 
 def test_the_turn_starts_where_the_daemon_refuses_to_list_kodos_prompt(
@@ -192,3 +196,17 @@ def test_a_400_that_is_not_the_format_bug_is_no_sign_of_the_turns_start(
         _earlier(daemon)
     assert refused.value.status == 400
     assert said in str(refused.value)
+
+
+def test_a_turn_started_after_the_answer_is_refused_not_skipped(daemon: type[_Daemon]) -> None:
+    """The answer judged must be the session's newest message: a later turn (a prompt
+    kodo never sent) would otherwise hide behind its own 400 with its tools unread."""
+    daemon.history = [
+        _user(PROMPT, format=True),
+        _assistant("msg_2", "read"),
+        _assistant("msg_3"),  # the answer kodo judges
+        _user("msg_9", format=False),
+        _assistant("msg_10", "bash", parent="msg_9"),
+    ]
+    with pytest.raises(OpenCodePermanentError, match=r"newest message 'msg_10' is not the answer"):
+        _earlier(daemon, reply="msg_3")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,13 +19,14 @@ from shared.opencode.calls import (
     UNKNOWN_ERROR,
     CallFailed,
     CallOutcome,
+    CallPending,
     CallSuperseded,
     OutcomeUnknown,
     StructuredCall,
 )
 from shared.opencode.errors import OpenCodeError, OpenCodeTransientError, OpenCodeUnreachable
 from shared.opencode.exactly_once import BILLED_READ_S, ExactlyOnceCalls
-from shared.opencode.messages import ModelRef
+from shared.opencode.messages import ModelRef, prompt_message_id
 from tests.fakes.agent import (
     FakeAgent,
     ScriptedTurn,
@@ -347,3 +349,73 @@ def test_the_ledger_keeps_every_tool_use_of_the_turn_with_the_paths_it_named() -
         ("read", "completed"),
         ("grep", "completed"),
     ]
+
+
+@pytest.mark.parametrize("async_calls", [False, True], ids=["blocking", "prompt_async"])
+def test_an_answer_to_a_prompt_kodo_did_not_send_is_refused_and_recorded_failed(
+    async_calls: bool,
+) -> None:
+    """kodo names its prompt (``messageID``): an answer whose ``parentID`` is another
+    message answers a turn the daemon went on with by itself, and is never used."""
+    agent = FakeAgent(ScriptedTurn(answer=ANSWER, parent="msg_23925bfb3000Sq2uPlJnobRy5Y"))
+    ledger = InMemoryLedger()
+    calls = ExactlyOnceCalls(
+        agent,
+        ledger,
+        FixedClock(NOW),
+        model=MODEL,
+        timeout_s=5.0,
+        l1=LruCache(),
+        async_calls=async_calls,
+    )
+    call = _call()
+    if async_calls:
+        with pytest.raises(CallPending):
+            calls.prompt_structured(call)
+        ledger.mark_sent(call.op_key)
+    with pytest.raises(CallFailed) as failed:
+        calls.prompt_structured(call)
+    row = ledger.rows[call.op_key].record
+    assert (row.status, row.error_name) == ("failed", "TurnNotInspectable")
+    assert "not kodo's prompt" in (row.error or "")
+    assert agent.sent[0].message_id == prompt_message_id(call.op_key)
+    assert failed.value.kind == "contract"
+
+
+def test_kodos_message_id_is_the_daemons_shape_with_a_zero_time_and_the_op_keys_digest() -> None:
+    first, again, other = (prompt_message_id(k) for k in ("op-a", "op-a", "op-b"))
+    assert first == again, "every delivery of the call names the same message"
+    assert first != other
+    assert re.fullmatch(r"msg_0{12}[0-9A-Za-z]{14}", first)
+    assert first < "msg_000000000001" < "msg_23925bfb3000Sq2uPlJnobRy5Y", "sorts first"
+
+
+NO_STRUCTURE = {
+    "name": "StructuredOutputError",
+    "data": {"message": "Model did not produce structured output", "retries": 1},
+}
+
+
+def test_a_turn_that_broke_a_rule_then_ended_on_an_error_is_refused_for_the_rule() -> None:
+    """A hostile turn runs bash, then does not answer in the schema: it is judged all
+    the same, recorded for the rule it broke with its tool trail, not as the error it
+    chose to end on (which would be retried as a mere contract failure)."""
+    agent = FakeAgent(ScriptedTurn(earlier_tools=["bash"], info_error=NO_STRUCTURE))
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    row = ledger.rows[failed.value.op_key].record
+    assert (row.status, row.error_name) == ("failed", "ToolNotAllowed")
+    assert row.response is not None
+    assert [t["tool"] for t in row.response["tools"]] == ["bash"]
+
+
+def test_an_errored_turn_that_broke_no_rule_keeps_its_error_and_its_trail() -> None:
+    agent = FakeAgent(ScriptedTurn(earlier_tools=["read"], info_error=NO_STRUCTURE))
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    row = ledger.rows[failed.value.op_key].record
+    assert (row.status, row.error_name) == ("failed", "StructuredOutputMissing")
+    assert row.response is not None
+    assert [t["tool"] for t in row.response["tools"]] == ["read"]
