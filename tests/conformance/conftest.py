@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,25 @@ def sandbox_dirs(tmp_path_factory: pytest.TempPathFactory) -> SandboxDirs:
     return SandboxDirs(tmp_path_factory.mktemp("workspaces"), tmp_path_factory.mktemp("repos"))
 
 
+@contextmanager
+def scripted_daemon(
+    binary: Path, llm_url: str, state_dir: Path, dirs: SandboxDirs
+) -> Iterator[DaemonState]:
+    """``opencode serve`` over the scripted LLM in the suite's sandbox, stopped after."""
+    state = daemon.start(
+        binary,
+        state_dir=state_dir,
+        port=free_port(),
+        provider=scripted_provider(llm_url),
+        password=PASSWORD,
+        confinement=Confinement(dirs.workspaces, (dirs.repos,)),
+    )
+    try:
+        yield state
+    finally:
+        daemon.stop(state_dir)
+
+
 @pytest.fixture(scope="session")
 def real_daemon(
     opencode_binary: Path,
@@ -86,18 +106,8 @@ def real_daemon(
     sandbox_dirs: SandboxDirs,
 ) -> Iterator[DaemonState]:
     state_dir = tmp_path_factory.mktemp("opencode-state")
-    state = daemon.start(
-        opencode_binary,
-        state_dir=state_dir,
-        port=free_port(),
-        provider=scripted_provider(scripted_llm),
-        password=PASSWORD,
-        confinement=Confinement(sandbox_dirs.workspaces, (sandbox_dirs.repos,)),
-    )
-    try:
+    with scripted_daemon(opencode_binary, scripted_llm, state_dir, sandbox_dirs) as state:
         yield state
-    finally:
-        daemon.stop(state_dir)
 
 
 KEY_VAR = "KODO_CONFORMANCE_PROVIDER_KEY"
@@ -166,7 +176,7 @@ def compat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stack.stop()
 
 
-def _warm(url: str, password: str, repo: Path) -> None:
+def warm(url: str, password: str, repo: Path) -> None:
     """One plan prompt, so the daemon's per-directory bootstrap (1-3 s) is behind us."""
     with OpenCodeClient(url, timeout_s=60.0, password=password) as client:
         session = client.create_session(
@@ -207,6 +217,6 @@ def backend(
         else:
             url, password = request.getfixturevalue("compat_server"), ""
             repo = create_sample_repo(tmp_path_factory.mktemp(f"repo-{name}") / "calc")
-        _warm(url, password, repo)
+        warm(url, password, repo)
         backends[name] = Backend(name, url, password, repo)
     return backends[name]
