@@ -6,12 +6,22 @@ database's ``lock_timeout`` (10 s; an approval of the run waits meanwhile): DISP
 per wait of a dispose, RUN_BUDGET_S per run. A daemon that did not answer is not asked again in
 the same pass (its other runs wait for the next one), and the pass stops after
 PASS_BUDGET_S: one hung daemon never holds up the reconciler.
+
+A directory is disposed only once the daemon says no session in it is busy: the rows
+say no call of a resting run can still be running, but a turn an abort did not reach
+(a cancel's abort the daemon never answered) runs on regardless, and opencode serve
+1.18.33, disposing a directory with a turn in flight, is left unwell on every
+directory it serves (aborts that tell no error, prompts answered 500). Such a turn
+belongs to no call kodo waits for: it is aborted, and the run is released in a later
+pass, once the daemon says the directory is quiet.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import timedelta
+from enum import Enum
 
 import structlog
 
@@ -41,6 +51,14 @@ CALL_GRACE_S = 60.0
 on its daemon: its run is not released (a dispose would end the turn)."""
 
 
+class Release(Enum):
+    """How a run's disposes went."""
+
+    DONE = "done"  # every daemon let go of the worktree (or was given up)
+    UNANSWERED = "unanswered"  # a daemon did not answer: tried again RETRY_S later
+    BUSY = "busy"  # a turn still ran in the worktree: aborted, tried again next pass
+
+
 def release_instances(rt: Runtime, *, limit: int = 50) -> list[str]:
     """Dispose the worktree instances of runs resting KODO_INSTANCE_RELEASE_S or longer;
     return the runs released. A daemon no longer configured can never be told: its part
@@ -63,10 +81,11 @@ def release_instances(rt: Runtime, *, limit: int = 50) -> list[str]:
             opened = claim_release(uow.session, run_id, window)
             if opened is None:
                 continue
-            if _dispose_all(rt, run_id, opened, silent):
+            went = _dispose_all(rt, run_id, opened, silent)
+            if went is Release.DONE:
                 record_release(uow.session, run_id)
                 released.append(run_id)
-            else:
+            elif went is Release.UNANSWERED:
                 record_release_failure(uow.session, run_id, now=rt.clock.now())
     if released:
         log.info("instances.released", runs=len(released))
@@ -92,26 +111,35 @@ def _targets(rt: Runtime, run_id: str, opened: list[Opened]) -> list[tuple[Daemo
     return list(found.values())
 
 
-def _dispose_all(rt: Runtime, run_id: str, opened: list[Opened], silent: set[str]) -> bool:
-    """Dispose each; False if a daemon did not answer (the run is tried again later).
+def _dispose_all(rt: Runtime, run_id: str, opened: list[Opened], silent: set[str]) -> Release:
+    """Dispose each directory its daemon says is quiet; abort the turns of one that is not.
 
-    A daemon that timed out or refused is silent for the rest of the pass; one that
-    answered with an error (a directory it cannot open) is given up for this worktree,
-    logged: asking again would fail again. Each dispose gets half of what is left of
-    the run's budget at most, since its connect and read waits are bounded apart."""
+    A daemon that timed out or refused is silent for the rest of the pass (UNANSWERED
+    outranks BUSY: the run then waits RETRY_S); one that answered with an error (a
+    directory it cannot open) is given up for this worktree, logged: asking again would
+    fail again. Each request gets half of what is left of the run's budget at most,
+    since its connect and read waits are bounded apart."""
     deadline = time.monotonic() + RUN_BUDGET_S
-    answered = True
+    went = Release.DONE
+
+    def wait_s() -> float:
+        return min(DISPOSE_S, (deadline - time.monotonic()) / 2)
+
     for daemon, directory in _targets(rt, run_id, opened):
-        left = deadline - time.monotonic()
-        if daemon.url in silent or left <= 0:
-            answered = False
+        if daemon.url in silent or wait_s() <= 0:
+            went = Release.UNANSWERED
             continue
         try:
-            daemon.client.dispose_instance(directory=directory, timeout_s=min(DISPOSE_S, left / 2))
+            busy = daemon.client.busy_sessions(directory=directory, timeout_s=wait_s())
+            if busy:
+                went = Release.UNANSWERED if went is Release.UNANSWERED else Release.BUSY
+                _abort_strays(daemon, run_id, directory, sorted(busy), wait_s)
+                continue
+            daemon.client.dispose_instance(directory=directory, timeout_s=wait_s())
         except OpenCodeError as exc:
             if isinstance(exc, OpenCodeTransientError):
                 silent.add(daemon.url)
-                answered = False
+                went = Release.UNANSWERED
             log.warning(
                 "instances.release_failed",
                 run_id=run_id,
@@ -119,4 +147,22 @@ def _dispose_all(rt: Runtime, run_id: str, opened: list[Opened], silent: set[str
                 directory=directory,
                 error=str(exc)[:300],
             )
-    return answered
+    return went
+
+
+def _abort_strays(
+    daemon: Daemon, run_id: str, directory: str, sessions: list[str], wait_s: Callable[[], float]
+) -> None:
+    """Abort the turns running in a resting run's worktree (none is a call kodo waits
+    for); the run stays held open until a later pass finds the directory quiet."""
+    log.warning(
+        "instances.release_deferred",
+        run_id=run_id,
+        daemon=daemon.url,
+        directory=directory,
+        busy_sessions=sessions,
+    )
+    for session_id in sessions:
+        if wait_s() <= 0:
+            return
+        daemon.client.abort(session_id, directory=directory, timeout_s=wait_s())

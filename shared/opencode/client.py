@@ -578,17 +578,19 @@ class OpenCodeClient:
             return error
         return diagnose_server_error(error, agent, (model.provider_id, model.model_id), catalogue)
 
-    def abort(self, session_id: str, *, directory: str) -> bool:
+    def abort(self, session_id: str, *, directory: str, timeout_s: float | None = None) -> bool:
         """``POST /session/{id}/abort``: a blocked prompt then returns MessageAbortedError."""
-        value = self._call("POST", self._path(session_id, "/abort"), directory=directory)
+        value = self._call(
+            "POST", self._path(session_id, "/abort"), directory=directory, timeout_s=timeout_s
+        )
         if not isinstance(value, bool):
             raise OpenCodePermanentError(f"POST /session/{{id}}/abort: not a bool: {value!r:.200}")
         return value
 
-    def busy_sessions(self, *, directory: str) -> dict[str, Any]:
+    def busy_sessions(self, *, directory: str, timeout_s: float | None = None) -> dict[str, Any]:
         """``GET /session/status``: ``{sessionID: {type: busy|retry}}`` for the directory's
         sessions that are not idle (an idle session is absent)."""
-        value = self._call("GET", "/session/status", directory=directory)
+        value = self._call("GET", "/session/status", directory=directory, timeout_s=timeout_s)
         return self._object(value, "GET /session/status")
 
     def dispose_instance(self, *, directory: str, timeout_s: float | None = None) -> bool:

@@ -12,7 +12,8 @@ call of the run starts while its worktree is being let go), and the stamp is emp
 A dispose also ends every turn in flight in the directory, and any request naming the
 directory opens it again: a run with a call that may still be running (claimed or sent,
 younger than the call deadline) is not released, whatever its status (a cancelled run's
-abort, a parked step's collection, still to come). A release a daemon did not answer
+abort, a parked step's collection, still to come); the daemon is asked too, since the
+rows can miss a turn (services/worker/instances.py). A release a daemon did not answer
 keeps the stamp and is tried again RETRY_S later, after the runs never tried.
 """
 

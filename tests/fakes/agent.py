@@ -318,7 +318,7 @@ class FakeAgent:
         info = {"role": "assistant", "parentID": parent}
         return [{"info": dict(info), "parts": [_tool_part(t)]} for t in tools]
 
-    def abort(self, session_id: str, *, directory: str) -> bool:
+    def abort(self, session_id: str, *, directory: str, timeout_s: float | None = None) -> bool:
         self.aborted.append(session_id)
         if session_id in self.stubborn:
             return True
@@ -330,7 +330,7 @@ class FakeAgent:
             self._finish(session_id, held[0], PromptReply(info=info, parts=[]))
         return True
 
-    def busy_sessions(self, *, directory: str) -> dict[str, Any]:
+    def busy_sessions(self, *, directory: str, timeout_s: float | None = None) -> dict[str, Any]:
         return {sid: {"type": "busy"} for sid in sorted(self.busy)}
 
     def dispose_instance(self, *, directory: str, timeout_s: float | None = None) -> bool:

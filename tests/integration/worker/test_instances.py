@@ -29,9 +29,12 @@ from services.worker.steps.decide import decide_step
 from services.worker.steps.execute import execute_step
 from shared.db.models import OpenCodeCall
 from shared.domain.run_machine import StepId
+from shared.opencode.client import ModelRef, OpenCodeClient
+from shared.opencode.tools import tools_map
 from shared.service.instances import RETRY_S, Window, claim_release, due_releases
 from shared.service.runs import cancel_run
 from tests.integration.worker.conftest import RuntimeFactory, approve, new_run, read_run, uow
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -349,3 +352,57 @@ def test_a_claim_clears_a_failed_release_of_an_earlier_rest(
     with uow(rt) as work:
         cancel_run(work, run_id, now=rt.clock.now())
     assert release_instances(rt) == [run_id]
+
+
+def test_a_worktree_with_a_turn_still_running_is_not_disposed_until_the_turn_is_aborted(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    """The rows say nothing of the run can still run (a cancel recorded its call
+    aborted though the daemon never got the abort, say), but the daemon has a turn
+    busy in the worktree: disposing would cut it, and leaves opencode serve 1.18.33
+    unwell on every directory. The turn is aborted instead, and the worktree let go in
+    a later pass, once the daemon says it is quiet (no RETRY_S wait: the daemon answered)."""
+    rt = make_rt(instance_release_s=0)
+    run_id = _waiting(rt, repo)
+    with rt.sessions() as s:
+        directory = s.execute(
+            select(OpenCodeCall.request["directory"].as_string()).where(
+                OpenCodeCall.run_id == run_id
+            )
+        ).scalar_one()
+    with OpenCodeClient(rt.settings.oc_base_url, timeout_s=10.0) as client:
+        stray = str(client.create_session(directory=directory, title="stray")["id"])
+        client.prompt_async(
+            stray,
+            directory=directory,
+            agent="plan",
+            model=ModelRef("kodo", "kodo-scripted"),
+            text="Plan a change to README.md [oc:slow=60000]",
+            tools=tools_map("plan"),
+            format=None,
+        )
+        wait_until(
+            lambda: stray in client.busy_sessions(directory=directory), 10, "the stray turn busy"
+        )
+        before = _books(rt)
+
+        with capture_logs() as logs:
+            assert release_instances(rt) == []
+
+        deferred = [e for e in logs if e["event"] == "instances.release_deferred"]
+        assert [e["busy_sessions"] for e in deferred] == [[stray]]
+        assert _books(rt)["instances_disposed"] == before["instances_disposed"], "not disposed"
+        run = read_run(rt, run_id)
+        assert run.instances_opened_at is not None, "still held open: released later"
+        assert run.instances_release_failed_at is None, "the daemon answered: no RETRY_S wait"
+        wait_until(
+            lambda: stray not in client.busy_sessions(directory=directory),
+            10,
+            "the stray turn aborted",
+        )
+        reply = client.last_message(stray, directory=directory)
+        assert reply is not None
+        assert reply.error_name == "MessageAbortedError"
+
+    assert release_instances(rt) == [run_id]
+    assert _books(rt)["instances_disposed"] == before["instances_disposed"] + 1
