@@ -13,7 +13,7 @@ from shared.db.repos.runs import RunRepo
 from shared.domain.run_machine import RunStatus
 from shared.opencode.daemons import UnknownDaemon
 from shared.opencode.errors import OpenCodeError
-from shared.opencode.exactly_once import BILLED_READ_S
+from shared.opencode.exactly_once import ABORT_S, BILLED_READ_S
 from shared.opencode.turn_inspection import usage_of
 
 log = structlog.get_logger("kodo.cancel")
@@ -33,7 +33,7 @@ def abort_inflight_calls(rt: Runtime, run_id: str) -> list[str]:
     for session_id, directory, daemon, sent in open_sessions:
         with contextlib.suppress(OpenCodeError, UnknownDaemon):  # an ended session: no abort
             client = rt.daemons.of(daemon).client
-            client.abort(session_id, directory=directory)
+            client.abort(session_id, directory=directory, timeout_s=ABORT_S)
             aborted.append(session_id)
             log.info("cancel.aborted_call", run_id=run_id, session_id=session_id)
             if sent:  # (a claimed call's claimant records its own, totals and all)

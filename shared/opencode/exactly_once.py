@@ -85,6 +85,8 @@ from shared.redact import redact
 log = structlog.get_logger("kodo.oc")
 BILLED_READ_S = 10.0
 """How long a failed call's read of its session's totals may take (``_billed``)."""
+ABORT_S = 10.0
+"""How long an abort of a call's turn may take (the call ends recorded either way)."""
 
 
 def _kind_of(exc: OpenCodeError) -> FailureKind:
@@ -881,9 +883,10 @@ class ExactlyOnceCalls:
         )
 
     def _abort_quietly(self, daemon: Daemon, session_id: str, directory: str) -> None:
-        # The call is recorded timed_out either way; a failed abort changes nothing.
+        """The call is recorded as it ended either way; a failed abort changes nothing, so
+        a daemon that does not answer holds the worker ABORT_S, not the call's deadline."""
         with contextlib.suppress(OpenCodeError):
-            daemon.client.abort(session_id, directory=directory)
+            daemon.client.abort(session_id, directory=directory, timeout_s=ABORT_S)
 
     def _elapsed_ms(self, started: float) -> int:
         return max(0, int((self.clock.monotonic() - started) * 1000))

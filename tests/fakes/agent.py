@@ -123,6 +123,7 @@ class FakeAgent:
         self.script: deque[ScriptedTurn] = deque(turns)
         self.sent: list[SentPrompt] = []
         self.aborted: list[str] = []
+        self.abort_waits: list[float | None] = []  # each abort's own timeout
         self.deleted: list[str] = []
         self.totals_read_timeouts: list[float | None] = []  # get_session's, in order
         self.disposed: list[str] = []  # directories POST /instance/dispose named
@@ -320,6 +321,7 @@ class FakeAgent:
 
     def abort(self, session_id: str, *, directory: str, timeout_s: float | None = None) -> bool:
         self.aborted.append(session_id)
+        self.abort_waits.append(timeout_s)
         if session_id in self.stubborn:
             return True
         self.busy.discard(session_id)

@@ -8,7 +8,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -89,11 +89,16 @@ def test_a_prompt_slower_than_its_timeout_raises_a_timeout(tmp_path: Path) -> No
 
 
 class _Hung(BaseHTTPRequestHandler):
-    """Answers every GET, but only after 5 s."""
+    """Answers every GET (a session) and POST (``true``), but only after 5 s."""
 
     def do_GET(self) -> None:
+        self._late(json.dumps({"id": "ses_x", "tokens": {}, "cost": 0}).encode())
+
+    def do_POST(self) -> None:
+        self._late(b"true")
+
+    def _late(self, body: bytes) -> None:
         time.sleep(5)
-        body = json.dumps({"id": "ses_x", "tokens": {}, "cost": 0}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -105,16 +110,28 @@ class _Hung(BaseHTTPRequestHandler):
         return None
 
 
-def test_a_session_read_given_its_own_timeout_gives_up_by_it(tmp_path: Path) -> None:
-    """A failed call reads its session's totals within a bound of its own, not within
-    the client's (which a prompt may need long): a hung daemon does not hold it."""
+BOUNDED: dict[str, Callable[[OpenCodeClient, str], object]] = {
+    "session totals": lambda c, d: c.get_session("ses_x", directory=d, timeout_s=0.3),
+    "abort": lambda c, d: c.abort("ses_x", directory=d, timeout_s=0.3),
+    "status": lambda c, d: c.busy_sessions(directory=d, timeout_s=0.3),
+    "dispose": lambda c, d: c.dispose_instance(directory=d, timeout_s=0.3),
+}
+
+
+@pytest.mark.parametrize("request_", BOUNDED.values(), ids=BOUNDED.keys())
+def test_a_request_given_its_own_timeout_gives_up_by_it(
+    tmp_path: Path, request_: Callable[[OpenCodeClient, str], object]
+) -> None:
+    """A failed call's totals, an abort, and a release's status read and dispose (sent
+    holding a run's row lock) wait a bound of their own, not the client's (which a
+    prompt may need long): a hung daemon does not hold them."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hung)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         with OpenCodeClient(url, timeout_s=30) as client, pytest.raises(OpenCodeTimeout):
-            client.get_session("ses_x", directory=str(tmp_path), timeout_s=0.3)
+            request_(client, str(tmp_path))
     finally:
         server.shutdown()
         server.server_close()

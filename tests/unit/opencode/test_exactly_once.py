@@ -25,7 +25,7 @@ from shared.opencode.calls import (
     StructuredCall,
 )
 from shared.opencode.errors import OpenCodeError, OpenCodeTransientError, OpenCodeUnreachable
-from shared.opencode.exactly_once import BILLED_READ_S, ExactlyOnceCalls
+from shared.opencode.exactly_once import ABORT_S, BILLED_READ_S, ExactlyOnceCalls
 from shared.opencode.messages import ModelRef, prompt_message_id
 from tests.fakes.agent import (
     FakeAgent,
@@ -145,6 +145,7 @@ def test_a_timeout_is_recorded_timed_out_and_the_session_aborted() -> None:
     assert (failed.value.kind, failed.value.status) == ("timeout", "timed_out")
     assert ledger.status(failed.value.op_key) == "timed_out"
     assert agent.aborted == ["ses_fake1"]
+    assert agent.abort_waits == [ABORT_S], "a hung daemon holds the worker ABORT_S at most"
 
 
 def test_a_claim_older_than_any_live_call_is_declared_unknown_and_never_sent() -> None:

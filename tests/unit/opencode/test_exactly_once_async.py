@@ -28,7 +28,7 @@ from shared.opencode.calls import (
     StructuredCall,
     UnrecordedAnswers,
 )
-from shared.opencode.exactly_once import ExactlyOnceCalls
+from shared.opencode.exactly_once import ABORT_S, ExactlyOnceCalls
 from shared.opencode.messages import ModelRef, PromptReply
 from tests.fakes.agent import FakeAgent, ScriptedTurn, tokens
 from tests.fakes.ledger import InMemoryLedger
@@ -157,6 +157,7 @@ def test_a_call_still_busy_past_its_deadline_is_aborted_and_timed_out() -> None:
     assert failed.value.kind == "timeout"
     assert ledger.status(_call().op_key) == CallStatus.TIMED_OUT
     assert agent.aborted == [pending.session_id]
+    assert agent.abort_waits == [ABORT_S]
 
 
 def test_an_aborted_turn_collected_after_a_cancel_reads_back_as_aborted() -> None:
