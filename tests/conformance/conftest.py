@@ -201,22 +201,28 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Backend]:
     return {}
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(
-    request: pytest.FixtureRequest,
-    backends: dict[str, Backend],
-    tmp_path_factory: pytest.TempPathFactory,
+def backend_of(
+    request: pytest.FixtureRequest, made: dict[str, Backend], daemon: str, sandbox: str
 ) -> Backend:
+    """The backend ``request.param`` names, made on first use: the real daemon the
+    fixture ``daemon`` starts, its repository in the workspaces of the fixture
+    ``sandbox``; or oc-compat. Warmed once."""
     name: str = request.param
-    if name not in backends:
+    if name not in made:
         if name == "real":
-            state: DaemonState = request.getfixturevalue("real_daemon")
+            state: DaemonState = request.getfixturevalue(daemon)
             url, password = state.url, state.password
-            dirs: SandboxDirs = request.getfixturevalue("sandbox_dirs")
+            dirs: SandboxDirs = request.getfixturevalue(sandbox)
             repo = create_sample_repo(dirs.workspaces / "calc")
         else:
             url, password = request.getfixturevalue("compat_server"), ""
-            repo = create_sample_repo(tmp_path_factory.mktemp(f"repo-{name}") / "calc")
+            tmp: pytest.TempPathFactory = request.getfixturevalue("tmp_path_factory")
+            repo = create_sample_repo(tmp.mktemp(f"repo-{name}") / "calc")
         warm(url, password, repo)
-        backends[name] = Backend(name, url, password, repo)
-    return backends[name]
+        made[name] = Backend(name, url, password, repo)
+    return made[name]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, backends: dict[str, Backend]) -> Backend:
+    return backend_of(request, backends, "real_daemon", "sandbox_dirs")

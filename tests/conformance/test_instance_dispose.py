@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.sample_repo import create_sample_repo
+from devstack.oc_daemon.daemon import DaemonState
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.errors import OpenCodePermanentError
@@ -31,11 +31,10 @@ from shared.opencode.tools import permission_rules, tools_map
 from tests.conformance.conftest import (
     BACKENDS,
     MODEL,
-    PASSWORD,
     Backend,
     SandboxDirs,
+    backend_of,
     scripted_daemon,
-    warm,
 )
 
 pytestmark = pytest.mark.conformance
@@ -54,16 +53,16 @@ def own_sandbox(tmp_path_factory: pytest.TempPathFactory) -> SandboxDirs:
 
 
 @pytest.fixture(scope="module")
-def own_daemon_url(
+def own_daemon(
     opencode_binary: Path,
     scripted_llm: str,
     tmp_path_factory: pytest.TempPathFactory,
     own_sandbox: SandboxDirs,
-) -> Iterator[str]:
+) -> Iterator[DaemonState]:
     """A real daemon for this module alone (see the module's docstring)."""
     state_dir = tmp_path_factory.mktemp("opencode-dispose-state")
     with scripted_daemon(opencode_binary, scripted_llm, state_dir, own_sandbox) as state:
-        yield state.url
+        yield state
 
 
 @pytest.fixture(scope="module")
@@ -72,26 +71,9 @@ def own_backends() -> dict[str, Backend]:
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(
-    request: pytest.FixtureRequest,
-    own_backends: dict[str, Backend],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Backend:
+def backend(request: pytest.FixtureRequest, own_backends: dict[str, Backend]) -> Backend:
     """The suite's backends, but the real one is this module's own daemon."""
-    name: str = request.param
-    if name not in own_backends:
-        if name == "real":
-            url: str = request.getfixturevalue("own_daemon_url")
-            password = PASSWORD
-            sandbox: SandboxDirs = request.getfixturevalue("own_sandbox")
-            workspaces = sandbox.workspaces
-        else:
-            url, password = request.getfixturevalue("compat_server"), ""
-            workspaces = tmp_path_factory.mktemp("dispose-compat")
-        repo = create_sample_repo(workspaces / "calc")
-        warm(url, password, repo)
-        own_backends[name] = Backend(name, url, password, repo)
-    return own_backends[name]
+    return backend_of(request, own_backends, "own_daemon", "own_sandbox")
 
 
 @pytest.fixture
