@@ -302,6 +302,11 @@ class ExactlyOnceCalls:
             try:
                 reply = self._send(daemon.client, session_id, call)
             except OpenCodeError as exc:
+                if exc.reply is not None:  # the turn ended on an error (info.error): judged
+                    # as a collected turn is, its rules first
+                    return self._judge(
+                        call, key, daemon, session_id, exc.reply, started, CallStatus.CLAIMED
+                    )
                 named = TurnLost.after(exc)
                 if named is exc:
                     raise
@@ -389,15 +394,24 @@ class ExactlyOnceCalls:
         answer of a sent call is left in ``unrecorded`` instead, if given."""
         trail: list[dict[str, Any]] | None = None
         usage: dict[str, Any] | None = None  # the session's totals, once read
+        # A turn that ended in an error (info.error) is judged too: one that used a
+        # forbidden tool or path and then did not answer is refused for that, with its
+        # trail, not recorded as the error it chose to end on. One that was aborted is
+        # recorded ``aborted`` whatever it is refused for: the step the abort cut is in
+        # no totals, so its settle spends at least the reservation.
+        error = classify_info_error(reply.info)
+        ended_as = CallStatus.ABORTED if isinstance(error, OpenCodeAborted) else CallStatus.FAILED
         try:
-            # A turn that ended in an error (info.error) is judged too: one that used a
-            # forbidden tool or path and then did not answer is refused for that, with
-            # its trail, not recorded as the error it chose to end on.
-            error = classify_info_error(reply.info)
             prompt_id = prompt_message_id(key)
-            turn = daemon.turns.inspect(
-                session_id, call.directory, prompt_id, str(reply.info.get("id"))
-            )
+            try:
+                turn = daemon.turns.inspect(
+                    session_id, call.directory, prompt_id, str(reply.info.get("id"))
+                )
+            except OpenCodeError as unread:
+                if error is None:
+                    raise
+                error.reply = reply  # an errored turn that cannot be read keeps its error
+                raise error from unread
             trail = tool_trail(turn, reply)
             usage = turn_usage(turn, reply) if turn.session is not None else None
             try:
@@ -417,11 +431,11 @@ class ExactlyOnceCalls:
                 raise error
             answer = validate_answer(call.schema, reply.info.get("structured"))
         except OpenCodeError as exc:
-            status = CallStatus.ABORTED if isinstance(exc, OpenCodeAborted) else CallStatus.FAILED
+            aborted = isinstance(exc, OpenCodeAborted)
             failed = self._fail(
                 key,
                 started,
-                status,
+                CallStatus.ABORTED if aborted else ended_as,
                 exc,
                 exc.reply,
                 kind=_kind_of(exc),
@@ -437,7 +451,7 @@ class ExactlyOnceCalls:
             failed = self._fail(
                 key,
                 started,
-                CallStatus.FAILED,
+                ended_as,
                 exc,
                 reply,
                 kind=kind,

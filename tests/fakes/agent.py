@@ -26,6 +26,7 @@ from shared.opencode.errors import (
     OpenCodeError,
     OpenCodeServerError,
     OpenCodeTimeout,
+    classify_info_error,
 )
 from shared.opencode.events import OcEvent
 from shared.opencode.messages import ModelRef, PromptReply
@@ -164,6 +165,26 @@ class FakeAgent:
         timeout_s: float | None = None,
         message_id: str | None = None,
     ) -> PromptReply:
+        """The scripted turn, blocking; a turn that ended on an error (``info_error``) is
+        raised with its reply, as the real client raises it."""
+        reply = self._play(session_id, directory, agent, model, text, tools, format, message_id)
+        error = classify_info_error(reply.info)
+        if error is not None:
+            error.reply = reply
+            raise error
+        return reply
+
+    def _play(
+        self,
+        session_id: str,
+        directory: str,
+        agent: str,
+        model: ModelRef,
+        text: str,
+        tools: dict[str, bool],
+        format: dict[str, Any] | None,
+        message_id: str | None,
+    ) -> PromptReply:
         self.sent.append(SentPrompt(session_id, agent, model, text, tools, format, message_id))
         if not self.script:
             raise AssertionError(
@@ -208,17 +229,7 @@ class FakeAgent:
     ) -> None:
         """The scripted turn, played without blocking; a scripted error is raised as the
         HTTP failure it stands for (the same classes as :meth:`prompt`)."""
-        reply = self.prompt(
-            session_id,
-            directory=directory,
-            agent=agent,
-            model=model,
-            text=text,
-            tools=tools,
-            format=format,
-            system=system,
-            message_id=message_id,
-        )
+        reply = self._play(session_id, directory, agent, model, text, tools, format, message_id)
         reply.info.setdefault("id", f"msg_fake{len(self.sent)}")
         reply.info.setdefault("sessionID", session_id)
         reply.info.setdefault("time", {"created": len(self.sent), "completed": len(self.sent)})

@@ -420,3 +420,31 @@ def test_an_errored_turn_that_broke_no_rule_keeps_its_error_and_its_trail() -> N
     assert (row.status, row.error_name) == ("failed", "StructuredOutputMissing")
     assert row.response is not None
     assert [t["tool"] for t in row.response["tools"]] == ["read"]
+
+
+ABORTED = {"name": "MessageAbortedError", "data": {"message": "Aborted"}}
+
+
+def test_an_aborted_turn_that_broke_a_rule_is_refused_and_recorded_aborted() -> None:
+    """Refused for the rule, but ``aborted``: the step the abort cut is in no
+    totals, so its settle spends at least the call's reservation."""
+    agent = FakeAgent(ScriptedTurn(earlier_tools=["bash"], info_error=ABORTED))
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert failed.value.kind == "contract", "as a failed turn that broke the rule is"
+    row = ledger.rows[failed.value.op_key].record
+    assert (row.status, row.error_name) == ("aborted", "ToolNotAllowed")
+
+
+def test_a_retryable_provider_error_the_daemon_answered_keeps_its_name() -> None:
+    """An APIError without a status code is a failure the daemon answered, with its
+    usage: never taken for a turn whose connection was lost (TurnLost, floored)."""
+    retryable = {"name": "APIError", "data": {"message": "socket hang up", "isRetryable": True}}
+    agent = FakeAgent(ScriptedTurn(info_error=retryable))
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert failed.value.kind == "transient"
+    row = ledger.rows[failed.value.op_key].record
+    assert (row.status, row.error_name) == ("failed", "OpenCodeTransientError")

@@ -28,6 +28,7 @@ from shared.opencode.calls import (
     StructuredCall,
     UnrecordedAnswers,
 )
+from shared.opencode.errors import OpenCodeTimeout
 from shared.opencode.exactly_once import ABORT_S, ExactlyOnceCalls
 from shared.opencode.messages import ModelRef, PromptReply
 from tests.fakes.agent import FakeAgent, ScriptedTurn, tokens
@@ -633,3 +634,36 @@ def test_a_failed_answer_is_recorded_at_once_whatever_the_caller_offers() -> Non
         _calls(agent, ledger).prompt_structured(_call(), unrecorded=unrecorded)
     assert unrecorded.pending == []
     assert ledger.status(_call().op_key) == CallStatus.FAILED
+
+
+ABORTED = {"name": "MessageAbortedError", "data": {"message": "Aborted"}}
+
+
+def test_a_collected_aborted_turn_that_broke_a_rule_is_recorded_aborted() -> None:
+    agent = _held(ScriptedTurn(earlier_tools=["bash"], info_error=ABORTED))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.release(pending.session_id)
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert failed.value.kind == "contract", "as a failed turn that broke the rule is"
+    row = ledger.rows[_call().op_key].record
+    assert (row.status, row.error_name) == ("aborted", "ToolNotAllowed")
+
+
+def test_an_aborted_turn_that_cannot_be_read_keeps_its_abort() -> None:
+    """A read of the turn failing says nothing of how it ended: recorded ``aborted``
+    (floored), not as the read's failure."""
+    agent = _held(ScriptedTurn(info_error=ABORTED))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.release(pending.session_id)
+
+    def unreadable(session_id: str, *, directory: str) -> list[dict[str, object]]:
+        raise OpenCodeTimeout("GET /session/{id}/children: no answer in time")
+
+    agent.session_children = unreadable  # type: ignore[method-assign]
+    with pytest.raises(CallFailed):
+        _calls(agent, ledger).prompt_structured(_call())
+    row = ledger.rows[_call().op_key].record
+    assert (row.status, row.error_name) == ("aborted", "OpenCodeAborted")
