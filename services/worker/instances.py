@@ -12,8 +12,9 @@ say no call of a resting run can still be running, but a turn an abort did not r
 (a cancel's abort the daemon never answered) runs on regardless, and opencode serve
 1.18.33, disposing a directory with a turn in flight, is left unwell on every
 directory it serves (aborts that tell no error, prompts answered 500). Such a turn
-belongs to no call kodo waits for: it is aborted, and the run is released in a later
-pass, once the daemon says the directory is quiet.
+belongs to no call kodo waits for: it is aborted, and the run is tried again RETRY_S
+later, as one whose daemon did not answer (so a turn an abort does not stop either
+never has its run first in every pass, ahead of the runs never tried).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from enum import Enum
 
 import structlog
 
@@ -51,14 +51,6 @@ CALL_GRACE_S = 60.0
 on its daemon: its run is not released (a dispose would end the turn)."""
 
 
-class Release(Enum):
-    """How a run's disposes went."""
-
-    DONE = "done"  # every daemon let go of the worktree (or was given up)
-    UNANSWERED = "unanswered"  # a daemon did not answer: tried again RETRY_S later
-    BUSY = "busy"  # a turn still ran in the worktree: aborted, tried again next pass
-
-
 def release_instances(rt: Runtime, *, limit: int = 50) -> list[str]:
     """Dispose the worktree instances of runs resting KODO_INSTANCE_RELEASE_S or longer;
     return the runs released. A daemon no longer configured can never be told: its part
@@ -81,11 +73,10 @@ def release_instances(rt: Runtime, *, limit: int = 50) -> list[str]:
             opened = claim_release(uow.session, run_id, window)
             if opened is None:
                 continue
-            went = _dispose_all(rt, run_id, opened, silent)
-            if went is Release.DONE:
+            if _dispose_all(rt, run_id, opened, silent):
                 record_release(uow.session, run_id)
                 released.append(run_id)
-            elif went is Release.UNANSWERED:
+            else:
                 record_release_failure(uow.session, run_id, now=rt.clock.now())
     if released:
         log.info("instances.released", runs=len(released))
@@ -111,35 +102,35 @@ def _targets(rt: Runtime, run_id: str, opened: list[Opened]) -> list[tuple[Daemo
     return list(found.values())
 
 
-def _dispose_all(rt: Runtime, run_id: str, opened: list[Opened], silent: set[str]) -> Release:
-    """Dispose each directory its daemon says is quiet; abort the turns of one that is not.
+def _dispose_all(rt: Runtime, run_id: str, opened: list[Opened], silent: set[str]) -> bool:
+    """Dispose each directory its daemon says is quiet, abort the turns of one that is
+    not; False if a directory is still held (the run is tried again later).
 
-    A daemon that timed out or refused is silent for the rest of the pass (UNANSWERED
-    outranks BUSY: the run then waits RETRY_S); one that answered with an error (a
-    directory it cannot open) is given up for this worktree, logged: asking again would
-    fail again. Each request gets half of what is left of the run's budget at most,
+    A daemon that timed out or refused is silent for the rest of the pass; one that
+    answered with an error (a directory it cannot open) is given up for this worktree,
+    logged: asking again would fail again. Each request gets half of what is left of the run's budget at most,
     since its connect and read waits are bounded apart."""
     deadline = time.monotonic() + RUN_BUDGET_S
-    went = Release.DONE
+    done = True
 
     def wait_s() -> float:
         return min(DISPOSE_S, (deadline - time.monotonic()) / 2)
 
     for daemon, directory in _targets(rt, run_id, opened):
         if daemon.url in silent or wait_s() <= 0:
-            went = Release.UNANSWERED
+            done = False
             continue
         try:
             busy = daemon.client.busy_sessions(directory=directory, timeout_s=wait_s())
             if busy:
-                went = Release.UNANSWERED if went is Release.UNANSWERED else Release.BUSY
+                done = False
                 _abort_strays(daemon, run_id, directory, sorted(busy), wait_s)
                 continue
             daemon.client.dispose_instance(directory=directory, timeout_s=wait_s())
         except OpenCodeError as exc:
             if isinstance(exc, OpenCodeTransientError):
                 silent.add(daemon.url)
-                went = Release.UNANSWERED
+                done = False
             log.warning(
                 "instances.release_failed",
                 run_id=run_id,
@@ -147,14 +138,14 @@ def _dispose_all(rt: Runtime, run_id: str, opened: list[Opened], silent: set[str
                 directory=directory,
                 error=str(exc)[:300],
             )
-    return went
+    return done
 
 
 def _abort_strays(
     daemon: Daemon, run_id: str, directory: str, sessions: list[str], wait_s: Callable[[], float]
 ) -> None:
     """Abort the turns running in a resting run's worktree (none is a call kodo waits
-    for); the run stays held open until a later pass finds the directory quiet."""
+    for); the run stays held open until a pass finds the directory quiet."""
     log.warning(
         "instances.release_deferred",
         run_id=run_id,

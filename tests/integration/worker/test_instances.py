@@ -360,8 +360,9 @@ def test_a_worktree_with_a_turn_still_running_is_not_disposed_until_the_turn_is_
     """The rows say nothing of the run can still run (a cancel recorded its call
     aborted though the daemon never got the abort, say), but the daemon has a turn
     busy in the worktree: disposing would cut it, and leaves opencode serve 1.18.33
-    unwell on every directory. The turn is aborted instead, and the worktree let go in
-    a later pass, once the daemon says it is quiet (no RETRY_S wait: the daemon answered)."""
+    unwell on every directory. The turn is aborted instead, and the worktree let go
+    RETRY_S later, once the daemon says it is quiet (a turn no abort stops never puts
+    its run ahead of the others in every pass)."""
     rt = make_rt(instance_release_s=0)
     run_id = _waiting(rt, repo)
     with rt.sessions() as s:
@@ -394,7 +395,7 @@ def test_a_worktree_with_a_turn_still_running_is_not_disposed_until_the_turn_is_
         assert _books(rt)["instances_disposed"] == before["instances_disposed"], "not disposed"
         run = read_run(rt, run_id)
         assert run.instances_opened_at is not None, "still held open: released later"
-        assert run.instances_release_failed_at is None, "the daemon answered: no RETRY_S wait"
+        assert run.instances_release_failed_at is not None, "tried again RETRY_S later"
         wait_until(
             lambda: stray not in client.busy_sessions(directory=directory),
             10,
@@ -404,5 +405,11 @@ def test_a_worktree_with_a_turn_still_running_is_not_disposed_until_the_turn_is_
         assert reply is not None
         assert reply.error_name == "MessageAbortedError"
 
+    assert release_instances(rt) == [], f"not before {RETRY_S:g} s"
+    with rt.sessions.begin() as s:
+        s.execute(
+            text("UPDATE app.runs SET instances_release_failed_at = :t WHERE id = :r"),
+            {"t": rt.clock.now() - timedelta(seconds=RETRY_S + 1), "r": run_id},
+        )
     assert release_instances(rt) == [run_id]
     assert _books(rt)["instances_disposed"] == before["instances_disposed"] + 1
