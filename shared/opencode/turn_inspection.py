@@ -105,21 +105,31 @@ def assert_turn_rules(
             f"the answer {reply.info.get('id')!r:.80} answers"
             f" {reply.info.get('parentID')!r:.80}, not kodo's prompt {prompt_id!r}",
         )
-    if isinstance(turn.earlier, OpenCodeError):
+    unread = turn.earlier if isinstance(turn.earlier, OpenCodeError) else None
+    earlier = [] if isinstance(turn.earlier, OpenCodeError) else turn.earlier
+    parts = [p for m in earlier for p in m.get("parts", []) if isinstance(p, dict)]
+    # What the answer shows is judged even when the rest of the turn cannot be read: a
+    # broken rule in it is refused as such, not retried as an unreadable turn.
+    _assert_tool_rules(agent, session_id, parts + reply.parts, directory)
+    if unread is not None:
         raise TurnRejected(
-            "TurnNotInspectable", f"cannot read the turn's messages: {turn.earlier}"
-        ) from turn.earlier
-    parts = [p for m in turn.earlier for p in m.get("parts", []) if isinstance(p, dict)]
-    forbidden = forbidden_tool_uses(agent, parts + reply.parts)
-    if forbidden:
-        raise TurnRejected("ToolNotAllowed", f"agent {agent!r} used {', '.join(forbidden)}")
-    escapes = violations(directory, parts + reply.parts)
-    if escapes:
-        said = "; ".join(v.describe() for v in escapes)
-        raise TurnRejected(escapes[0].rule, f"session {session_id} outside {directory}: {said}")
+            "TurnNotInspectable", f"cannot read the turn's messages: {unread}"
+        ) from unread
     if turn.children:
         ids = ", ".join(str(c.get("id")) for c in turn.children)
         raise TurnRejected("ChildSessionForbidden", f"session {session_id} spawned {ids}")
+
+
+def _assert_tool_rules(
+    agent: str, session_id: str, parts: list[dict[str, Any]], directory: str
+) -> None:
+    forbidden = forbidden_tool_uses(agent, parts)
+    if forbidden:
+        raise TurnRejected("ToolNotAllowed", f"agent {agent!r} used {', '.join(forbidden)}")
+    escapes = violations(directory, parts)
+    if escapes:
+        said = "; ".join(v.describe() for v in escapes)
+        raise TurnRejected(escapes[0].rule, f"session {session_id} outside {directory}: {said}")
 
 
 class TurnInspector:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from shared.opencode.confinement import patch_paths, violations
+from shared.opencode.errors import OpenCodePermanentError
 from shared.opencode.messages import PromptReply
 from shared.opencode.turn_inspection import Turn, TurnRejected, assert_turn_rules
 
@@ -168,3 +169,22 @@ def test_an_answer_to_another_prompt_than_kodos_is_refused_before_its_tools_are_
         assert_turn_rules("plan", "ses_1", reply, turn, directory=str(run1), prompt_id=PROMPT)
     assert rejected.value.error_name == "TurnNotInspectable"
     assert "not kodo's prompt" in str(rejected.value)
+
+
+def test_an_answer_that_escapes_is_refused_for_it_even_when_the_rest_of_its_turn_is_unread(
+    worktrees: tuple[Path, Path],
+) -> None:
+    """A turn too long to read (more pages than kodo reads) is not inspectable; but an
+    escape in the answer itself is seen, and refused as the escape it is (fatal), not
+    retried as a turn kodo could not read."""
+    run1, run2 = worktrees
+    unread = OpenCodePermanentError("the turn has more messages than kodo reads")
+    turn = Turn(session={}, earlier=unread, children=[])
+    reply = _reply(_part("write", "completed", filePath=str(run2 / "x.txt")))
+    with pytest.raises(TurnRejected) as rejected:
+        assert_turn_rules("build", "ses_1", reply, turn, directory=str(run1), prompt_id=PROMPT)
+    assert rejected.value.error_name == "PathOutsideWorktree"
+    clean = _reply(_part("edit", "completed", filePath=str(run1 / "calc.py"), oldString="a"))
+    with pytest.raises(TurnRejected) as rejected:
+        assert_turn_rules("build", "ses_1", clean, turn, directory=str(run1), prompt_id=PROMPT)
+    assert rejected.value.error_name == "TurnNotInspectable"
