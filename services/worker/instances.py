@@ -108,8 +108,8 @@ def _dispose_all(rt: Runtime, run_id: str, opened: list[Opened], silent: set[str
 
     A daemon that timed out or refused is silent for the rest of the pass; one that
     answered with an error (a directory it cannot open) is given up for this worktree,
-    logged: asking again would fail again. Each request gets half of what is left of the run's budget at most,
-    since its connect and read waits are bounded apart."""
+    logged: asking again would fail again. Each request gets half of what is left of
+    the run's budget at most, since its connect and read waits are bounded apart."""
     deadline = time.monotonic() + RUN_BUDGET_S
     done = True
 
