@@ -30,6 +30,7 @@ growing: ``python -m bench.daemon_churn`` measures that, one worktree after anot
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
@@ -130,6 +131,7 @@ class RealDaemons:
     """The scripted LLM and the daemons the bench started, and how to measure them."""
 
     llm_root: str  # the scripted LLM's address, without /v1
+    log_dir: Path  # the stack's: the reconciler's release events are read from it
     daemons: list[DaemonState] = field(default_factory=list)
     state_dirs: list[Path] = field(default_factory=list)
 
@@ -164,6 +166,7 @@ class RealDaemons:
         ``scripted-llm`` role, added by the caller)."""
         llm = self._llm("GET", "/__kodo/stats")
         released_s, still_open = await_releases(sessions)
+        retried = release_retries(self.log_dir)
         with sessions() as s:
             rows = s.execute(
                 text(
@@ -212,6 +215,7 @@ class RealDaemons:
             "max_map_count": max_map_count(),
             "released_within_s": released_s,
             "runs_still_holding_worktrees": still_open,
+            "release_retries": retried,
             "prompts": len(rows),
             "prompts_on_unknown_daemons": unknown,
             "scripted_llm": {
@@ -245,6 +249,9 @@ class RealDaemons:
 BENCH_RELEASE_S = 10
 """``KODO_INSTANCE_RELEASE_S`` in the bench (30 by default): longer than an approval
 takes here, so no run is released while it waits for one and opened again."""
+BENCH_RETRY_S = 15
+"""``KODO_INSTANCE_RETRY_S`` in the bench (600 by default): a dispose a loaded daemon
+does not answer within its 2 s is tried again within the phase's wait for releases."""
 RELEASE_WAIT_S = 120.0
 """How long the phase's end waits for the reconciler to release the worktrees of the
 runs that ended (``KODO_INSTANCE_RELEASE_S`` of rest, then the next pass)."""
@@ -271,6 +278,28 @@ def await_releases(
         time.sleep(1.0)
 
 
+RELEASE_EVENTS = ("instances.release_failed", "instances.release_deferred")
+
+
+def release_retries(log_dir: Path) -> dict[str, int]:
+    """How often a release was put off, by the worker's log event: a daemon that did
+    not answer or refused (``release_failed``), or a turn still busy in a resting run's
+    worktree (``release_deferred``: no call kodo waits for, so none should be)."""
+    seen = dict.fromkeys(RELEASE_EVENTS, 0)
+    for path in sorted(log_dir.glob("*.log")):
+        with path.open(encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                if '"instances.release_' not in line:
+                    continue
+                try:
+                    event = json.loads(line).get("event")
+                except (ValueError, AttributeError):
+                    continue
+                if event in seen:
+                    seen[event] += 1
+    return {name.removeprefix("instances."): n for name, n in seen.items()}
+
+
 def _directory(request: object) -> str:
     """The worktree a ledger row's call ran in ("" if the request does not say)."""
     found = request.get("directory") if isinstance(request, dict) else None
@@ -294,7 +323,7 @@ def start(bench: Bench, count: int) -> RealDaemons:
     port = free_port()
     argv = [sys.executable, "-m", "standins.scripted_llm", "--port", str(port)]
     llm = bench.stack.start(LLM_ROLE, [*argv, "--seed", str(LLM_SEED)])
-    real = RealDaemons(f"http://127.0.0.1:{port}")
+    real = RealDaemons(f"http://127.0.0.1:{port}", bench.stack.log_dir)
     wait_http(f"{real.llm_root}/__kodo/stats", llm)
     env = bench.stack.env
     workspaces = Path(env["KODO_WORKSPACE_DIR"])
@@ -324,8 +353,10 @@ def start(bench: Bench, count: int) -> RealDaemons:
     env["OC_PROVIDER_ID"] = first.provider_id
     env["OC_MODEL_ID"] = first.model_id
     # The bench approves each plan as it is shown: a run rests only once it ended, and
-    # the phase's end waits for those releases (at most this plus a reconciler pass).
+    # the phase's end waits for those releases (at most this plus a reconciler pass, or
+    # a retry's wait for a dispose the loaded daemon did not answer in time).
     env["KODO_INSTANCE_RELEASE_S"] = str(BENCH_RELEASE_S)
+    env["KODO_INSTANCE_RETRY_S"] = str(BENCH_RETRY_S)
     return real
 
 
@@ -386,6 +417,19 @@ def daemon_rows(f: dict[str, Any], cpu: dict[str, float]) -> list[Row]:
     )
     rows.append(
         Row("  all released within, after the last run ended", f["released_within_s"], unit="s")
+    )
+    retried = f["release_retries"]
+    rows.append(
+        Row("  releases put off: a daemon did not answer", retried["release_failed"], unit="count")
+    )
+    rows.append(
+        Row(
+            "  releases put off: a turn still busy in the worktree",
+            retried["release_deferred"],
+            target="0",
+            met=retried["release_deferred"] == 0,
+            unit="count",
+        )
     )
     prompts = sum(d["prompts"] for d in f["daemons"])
     daemon_cpu = sum(d["cpu_ms"] for d in f["daemons"])

@@ -76,6 +76,8 @@ DEFAULTS: dict[str, str] = {
     # A daemon lets go of a run's worktree once the run rested (waits for a person, is
     # parked, or ended) this long: opening it again costs the daemon about 1 s of CPU.
     "KODO_INSTANCE_RELEASE_S": "30",
+    # A release a daemon did not answer (or found a turn still running) waits this long.
+    "KODO_INSTANCE_RETRY_S": "600",
     "KODO_KEEP_BRANCHES": "0",
     "KODO_MAX_BODY_BYTES": "65536",
     "APPROVAL_POLL_S": "2.0",
@@ -281,6 +283,7 @@ class Settings:
     deliver_protocols: tuple[str, ...] = ("file",)
     worktree_grace_s: float = float(DEFAULTS["KODO_WORKTREE_GRACE_S"])
     instance_release_s: float = float(DEFAULTS["KODO_INSTANCE_RELEASE_S"])
+    instance_retry_s: float = float(DEFAULTS["KODO_INSTANCE_RETRY_S"])
     keep_branches: bool = False
     max_body_bytes: int = int(DEFAULTS["KODO_MAX_BODY_BYTES"])
     approval_poll_s: float = float(DEFAULTS["APPROVAL_POLL_S"])
@@ -383,6 +386,7 @@ class Settings:
             ),
             worktree_grace_s=_float(env, "KODO_WORKTREE_GRACE_S"),
             instance_release_s=_float(env, "KODO_INSTANCE_RELEASE_S"),
+            instance_retry_s=_float(env, "KODO_INSTANCE_RETRY_S"),
             keep_branches=_bool(env, "KODO_KEEP_BRANCHES"),
             max_body_bytes=_int(env, "KODO_MAX_BODY_BYTES"),
             approval_poll_s=_float(env, "APPROVAL_POLL_S"),
@@ -458,6 +462,8 @@ class Settings:
             raise ConfigError("KODO_WORKTREE_GRACE_S must be 0 or more")
         if self.instance_release_s < 0:
             raise ConfigError("KODO_INSTANCE_RELEASE_S must be 0 or more")
+        if self.instance_retry_s < 0:
+            raise ConfigError("KODO_INSTANCE_RETRY_S must be 0 or more")
         for name, value in (
             ("APPROVAL_POLL_S", self.approval_poll_s),
             ("KODO_STEP_LEASE_S", self.step_lease_s),

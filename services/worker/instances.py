@@ -12,9 +12,10 @@ say no call of a resting run can still be running, but a turn an abort did not r
 (a cancel's abort the daemon never answered) runs on regardless, and opencode serve
 1.18.33, disposing a directory with a turn in flight, is left unwell on every
 directory it serves (aborts that tell no error, prompts answered 500). Such a turn
-belongs to no call kodo waits for: it is aborted, and the run is tried again RETRY_S
-later, as one whose daemon did not answer (so a turn an abort does not stop either
-never has its run first in every pass, ahead of the runs never tried).
+belongs to no call kodo waits for: it is aborted, and the run is tried again
+``KODO_INSTANCE_RETRY_S`` later, as one whose daemon did not answer (so a turn an abort
+does not stop either never has its run first in every pass, ahead of the runs never
+tried).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def release_instances(rt: Runtime, *, limit: int = 50) -> list[str]:
         now=now,
         rested_before=now - timedelta(seconds=rt.settings.instance_release_s),
         call_horizon_s=rt.settings.oc_timeout_ms / 1000 + CALL_GRACE_S,
+        retry_s=rt.settings.instance_retry_s,
     )
     with unit_of_work(rt.sessions) as s:
         due = due_releases(s, window, limit=limit)

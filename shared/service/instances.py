@@ -14,7 +14,8 @@ directory opens it again: a run with a call that may still be running (claimed o
 younger than the call deadline) is not released, whatever its status (a cancelled run's
 abort, a parked step's collection, still to come); the daemon is asked too, since the
 rows can miss a turn (services/worker/instances.py). A release a daemon did not answer
-keeps the stamp and is tried again RETRY_S later, after the runs never tried.
+keeps the stamp and is tried again ``KODO_INSTANCE_RETRY_S`` later, after the runs never
+tried.
 """
 
 from __future__ import annotations
@@ -31,9 +32,6 @@ from shared.domain.run_machine import AT_REST
 
 _RESTING = tuple(status.value for status in AT_REST)
 
-RETRY_S = 600.0
-"""A release a daemon did not answer is tried again after this long."""
-
 
 @dataclass(frozen=True)
 class Opened:
@@ -47,12 +45,13 @@ class Opened:
 @dataclass(frozen=True)
 class Window:
     """Which runs a pass releases: resting since before ``rested_before``, with no call
-    younger than ``call_horizon_s`` still open, and no release failed since ``RETRY_S``
+    younger than ``call_horizon_s`` still open, and no release failed in the ``retry_s``
     before ``now``."""
 
     now: datetime
     rested_before: datetime
     call_horizon_s: float
+    retry_s: float
 
 
 def _releasable(w: Window) -> ColumnElement[bool]:
@@ -69,7 +68,7 @@ def _releasable(w: Window) -> ColumnElement[bool]:
         Run.updated_at < w.rested_before,
         or_(
             Run.instances_release_failed_at.is_(None),
-            Run.instances_release_failed_at < w.now - timedelta(seconds=RETRY_S),
+            Run.instances_release_failed_at < w.now - timedelta(seconds=w.retry_s),
         ),
         ~live_call,
     )
@@ -118,5 +117,5 @@ def record_release(s: Session, run_id: str) -> None:
 
 
 def record_release_failure(s: Session, run_id: str, *, now: datetime) -> None:
-    """A daemon did not answer: the stamp stays, and the run waits RETRY_S."""
+    """A daemon did not answer: the stamp stays, and the run waits ``Window.retry_s``."""
     s.execute(update(Run).where(Run.id == run_id).values(instances_release_failed_at=now))

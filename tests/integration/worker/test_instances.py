@@ -31,7 +31,7 @@ from shared.db.models import OpenCodeCall
 from shared.domain.run_machine import StepId
 from shared.opencode.client import ModelRef, OpenCodeClient
 from shared.opencode.tools import tools_map
-from shared.service.instances import RETRY_S, Window, claim_release, due_releases
+from shared.service.instances import Window, claim_release, due_releases
 from shared.service.runs import cancel_run
 from tests.integration.worker.conftest import RuntimeFactory, approve, new_run, read_run, uow
 from tests.waiting import wait_until
@@ -153,9 +153,18 @@ def test_a_daemon_no_longer_configured_is_given_up_and_the_run_not_retried_forev
     assert release_instances(rt) == []
 
 
+def _failed_ago(rt: Runtime, run_id: str, seconds: float) -> None:
+    """Date the run's last failed release ``seconds`` back (time passed)."""
+    with rt.sessions.begin() as s:
+        s.execute(
+            text("UPDATE app.runs SET instances_release_failed_at = :t WHERE id = :r"),
+            {"t": rt.clock.now() - timedelta(seconds=seconds), "r": run_id},
+        )
+
+
 def _window(rt: Runtime) -> Window:
     now = rt.clock.now()
-    return Window(now=now, rested_before=now, call_horizon_s=3600)
+    return Window(now=now, rested_before=now, call_horizon_s=3600, retry_s=600)
 
 
 def test_a_run_approved_between_the_pass_reading_it_and_locking_it_is_not_released(
@@ -277,7 +286,7 @@ def test_a_daemon_that_does_not_answer_keeps_its_runs_for_a_later_pass(
 ) -> None:
     """The disposes are sent holding the run's row lock: a hung daemon is asked once
     per pass (an approval of its run waits meanwhile, under the database's 10 s lock
-    timeout), then its runs keep their stamps and wait RETRY_S, after the runs never
+    timeout), then its runs keep their stamps and wait KODO_INSTANCE_RETRY_S, after the runs never
     tried."""
     made = make_rt(instance_release_s=0)  # the runs' calls go to oc-compat alone
     run_ids = [_waiting(made, repo), _waiting(made, repo)]
@@ -296,15 +305,11 @@ def test_a_daemon_that_does_not_answer_keeps_its_runs_for_a_later_pass(
         failed[run_id] = run.instances_release_failed_at
     assert release_instances(rt) == []
     assert {r: read_run(rt, r).instances_release_failed_at for r in run_ids} == failed, (
-        f"not tried again before {RETRY_S:g} s"
+        f"not tried again before {rt.settings.instance_retry_s:g} s"
     )
     assert len(silent_daemon.taken) == 1
     first = run_ids[0]
-    with rt.sessions.begin() as s:  # time passed, and the daemon is back (as oc-compat)
-        s.execute(
-            text("UPDATE app.runs SET instances_release_failed_at = :t WHERE id = :r"),
-            {"t": rt.clock.now() - timedelta(seconds=RETRY_S + 1), "r": first},
-        )
+    _failed_ago(rt, first, rt.settings.instance_retry_s + 1)  # and the daemon is back
     _on_daemon(rt, first, rt.settings.oc_base_url)
     assert release_instances(rt) == [first]
     assert read_run(rt, first).instances_release_failed_at is None
@@ -361,9 +366,9 @@ def test_a_worktree_with_a_turn_still_running_is_not_disposed_until_the_turn_is_
     aborted though the daemon never got the abort, say), but the daemon has a turn
     busy in the worktree: disposing would cut it, and leaves opencode serve 1.18.33
     unwell on every directory. The turn is aborted instead, and the worktree let go
-    RETRY_S later, once the daemon says it is quiet (a turn no abort stops never puts
-    its run ahead of the others in every pass)."""
-    rt = make_rt(instance_release_s=0)
+    KODO_INSTANCE_RETRY_S later, once the daemon says it is quiet (a turn no abort
+    stops never puts its run ahead of the others in every pass)."""
+    rt = make_rt(instance_release_s=0, instance_retry_s=30)
     run_id = _waiting(rt, repo)
     with rt.sessions() as s:
         directory = s.execute(
@@ -395,7 +400,9 @@ def test_a_worktree_with_a_turn_still_running_is_not_disposed_until_the_turn_is_
         assert _books(rt)["instances_disposed"] == before["instances_disposed"], "not disposed"
         run = read_run(rt, run_id)
         assert run.instances_opened_at is not None, "still held open: released later"
-        assert run.instances_release_failed_at is not None, "tried again RETRY_S later"
+        assert run.instances_release_failed_at is not None, (
+            "tried again KODO_INSTANCE_RETRY_S later"
+        )
         wait_until(
             lambda: stray not in client.busy_sessions(directory=directory),
             10,
@@ -405,11 +412,9 @@ def test_a_worktree_with_a_turn_still_running_is_not_disposed_until_the_turn_is_
         assert reply is not None
         assert reply.error_name == "MessageAbortedError"
 
-    assert release_instances(rt) == [], f"not before {RETRY_S:g} s"
-    with rt.sessions.begin() as s:
-        s.execute(
-            text("UPDATE app.runs SET instances_release_failed_at = :t WHERE id = :r"),
-            {"t": rt.clock.now() - timedelta(seconds=RETRY_S + 1), "r": run_id},
-        )
+    assert release_instances(rt) == [], "not before KODO_INSTANCE_RETRY_S"
+    _failed_ago(rt, run_id, 29)
+    assert release_instances(rt) == [], "29 s: not before KODO_INSTANCE_RETRY_S (30 s)"
+    _failed_ago(rt, run_id, 31)
     assert release_instances(rt) == [run_id]
     assert _books(rt)["instances_disposed"] == before["instances_disposed"] + 1

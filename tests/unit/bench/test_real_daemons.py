@@ -3,6 +3,7 @@ the figures it derives (prompts held at once, the phase's ideal) counted right."
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from click.testing import CliRunner
 
 from bench.__main__ import main
 from bench.phases import work_cpu
-from bench.real_daemons import DAEMON_ROLE, most_at_once
+from bench.real_daemons import DAEMON_ROLE, most_at_once, release_retries
 from bench.think import think_rows
 from devstack.oc_daemon.install import CACHE_ENV
 
@@ -90,3 +91,17 @@ def test_the_apis_git_processes_are_the_runs_work_not_kodos_own_cpu() -> None:
     with the workers' git and tests and the stub provider: outside "kodo itself"."""
     cpu = {"kodo_worker subprocesses": 1900.0, "api subprocesses": 300.0, "oc-compat": 100.0}
     assert work_cpu({**cpu, "api": 500.0, "kodo_worker": 700.0, "postgres": 200.0}) == 2300.0
+
+
+def test_releases_put_off_are_counted_from_every_log_by_their_event(tmp_path: Path) -> None:
+    failed = {"event": "instances.release_failed", "error": "timed out", "run_id": "r1"}
+    deferred = {"event": "instances.release_deferred", "busy_sessions": ["ses_1"]}
+    other = {"event": "instances.released", "runs": 3}
+    (tmp_path / "kodo_worker-0.log").write_text(
+        "\n".join(json.dumps(e) for e in (failed, other, failed))
+        + '\n{"event": "instances.release_failed" cut short\n'
+    )
+    (tmp_path / "kodo_worker-1.log").write_text(json.dumps(deferred) + "\n")
+    (tmp_path / "api.log").write_text("an instances.release_failed said in plain text\n")
+
+    assert release_retries(tmp_path) == {"release_failed": 2, "release_deferred": 1}

@@ -51,6 +51,7 @@ def test_values_are_parsed_and_paths_resolved(tmp_path: Path) -> None:
         ("KODO_API_ACTIVE", "0"),
         ("KODO_API_QUEUE_S", "-1"),
         ("KODO_INSTANCE_RELEASE_S", "-1"),
+        ("KODO_INSTANCE_RETRY_S", "-1"),
     ],
 )
 def test_an_unusable_value_fails_at_start(key: str, value: str) -> None:
