@@ -26,7 +26,7 @@ from shared.opencode.calls import CallFailed, StructuredCall, StructuredResult
 from shared.opencode.client import ModelRef, OpenCodeClient
 from shared.opencode.diagnosis import DAEMON_UNEXPECTED
 from shared.opencode.errors import CONFIG_HINT, OpenCodeConfigError, OpenCodeError
-from shared.opencode.exactly_once import ExactlyOnceCalls
+from shared.opencode.exactly_once import ABORT_S, BILLED_READ_S, ExactlyOnceCalls
 from shared.opencode.messages import prompt_message_id
 from shared.opencode.tools import permission_rules, tools_map
 from standins.scripted_llm.script import TOOL_MARKER
@@ -37,8 +37,12 @@ from tests.unit.opencode.captures import capture
 
 pytestmark = pytest.mark.conformance
 
-ABORT_GRACE_S = 3.0
-"""How long past the wrapper's timeout a stalled call may take to be recorded."""
+ABORT_GRACE_S = ABORT_S + BILLED_READ_S + 5.0
+"""How long past the wrapper's timeout a stalled call may take to be recorded: its
+abort and its read of the session's totals may each take their whole bound on a loaded
+daemon. Still far short of the stalls below, so the call ended at its own timeout."""
+STALL = "[oc:slow=60000]"
+"""A stall that outlasts any call's timeout plus ABORT_GRACE_S."""
 
 
 @pytest.fixture
@@ -103,7 +107,7 @@ def _statuses(backend: Backend) -> dict[str, Any]:
     return body
 
 
-def _wait_idle(backend: Backend, session_id: str, deadline_s: float = 3.0) -> dict[str, Any]:
+def _wait_idle(backend: Backend, session_id: str, deadline_s: float = 30.0) -> dict[str, Any]:
     end = time.monotonic() + deadline_s
     statuses = _statuses(backend)
     while session_id in statuses and time.monotonic() < end:
@@ -114,7 +118,7 @@ def _wait_idle(backend: Backend, session_id: str, deadline_s: float = 3.0) -> di
 
 def test_health_says_healthy_with_the_daemons_version(backend: Backend) -> None:
     with backend.client() as client:
-        assert client.health() == {"healthy": True, "version": "1.18.33"}
+        assert client.health(timeout_s=10.0) == {"healthy": True, "version": "1.18.33"}
 
 
 def test_a_new_session_has_the_captured_keys_and_no_parent(backend: Backend) -> None:
@@ -310,7 +314,7 @@ def test_a_forbidden_tool_call_never_runs_and_fails_the_call_closed(
 def test_a_stalled_answer_is_aborted_recorded_timed_out_and_the_session_goes_idle(
     backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str
 ) -> None:
-    call = _plan_call(run_id, backend, "Plan it [oc:slow=8000]")
+    call = _plan_call(run_id, backend, f"Plan it {STALL}")
     began = time.monotonic()
     with pytest.raises(CallFailed) as failure:
         wrapper(backend, timeout_s=1.5).prompt_structured(call)
@@ -322,6 +326,10 @@ def test_a_stalled_answer_is_aborted_recorded_timed_out_and_the_session_goes_idl
     assert row.session_id not in _wait_idle(backend, row.session_id)
 
 
+LLM500_TIMEOUT_S = 8.0
+"""Long enough for a loaded daemon's first model request to fail and its retry to show."""
+
+
 def test_an_llm_500_is_retried_by_the_daemon_but_our_timeout_still_holds(
     backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str
 ) -> None:
@@ -331,7 +339,7 @@ def test_an_llm_500_is_retried_by_the_daemon_but_our_timeout_still_holds(
 
     def ask() -> None:
         try:
-            wrapper(backend, timeout_s=2.5).prompt_structured(call)
+            wrapper(backend, timeout_s=LLM500_TIMEOUT_S).prompt_structured(call)
         except CallFailed as exc:
             failures.append(exc)
 
@@ -341,11 +349,11 @@ def test_an_llm_500_is_retried_by_the_daemon_but_our_timeout_still_holds(
     while worker.is_alive() and not seen:
         seen += [s for s in _statuses(backend).values() if s.get("type") == "retry"]
         time.sleep(0.1)
-    worker.join(2.5 + ABORT_GRACE_S + 5)
+    worker.join(LLM500_TIMEOUT_S + ABORT_GRACE_S + 5)
     assert seen, "the daemon reports it is retrying the model"
     assert {"attempt", "message", "next"} <= set(seen[0])
     assert [f.status for f in failures] == ["timed_out"]
-    assert time.monotonic() - began < 2.5 + ABORT_GRACE_S
+    assert time.monotonic() - began < LLM500_TIMEOUT_S + ABORT_GRACE_S
     row = _row(sessions, call.op_key)
     assert row.status == "timed_out"
     assert row.session_id is not None

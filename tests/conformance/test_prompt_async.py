@@ -113,7 +113,7 @@ def test_session_status_says_busy_while_the_turn_runs_and_forgets_it_after(
     backend: Backend, client: OpenCodeClient, watch: Watch
 ) -> None:
     session_id = _session(client, backend, "kodo async status")
-    _send(client, backend, session_id, "Plan a change to README.md [oc:slow=3000]")
+    _send(client, backend, session_id, "Plan a change to README.md [oc:slow=10000]")
     watch.until(session_id, lambda e: e.status == "busy")
     assert client.busy_sessions(directory=str(backend.repo)).get(session_id) == {"type": "busy"}
     watch.until(session_id, _idle)

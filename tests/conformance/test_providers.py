@@ -290,7 +290,7 @@ def test_kodo_up_runs_against_an_external_daemon_and_says_which_model(
         said = "model:    anthropic/claude-kodo-scripted via @ai-sdk/anthropic, USD per 1M"
         assert said in started.stdout
         assert "STAND-IN" not in started.stdout
-        doctor = kodo(KODO, "doctor", "--home", str(home))
+        doctor = kodo(KODO, "doctor", "--home", str(home), "--timeout", "10")  # a loaded daemon
         line = next(x for x in doctor.stdout.splitlines() if " model " in f" {x} ")
         assert line.startswith("ok"), doctor.stdout
         assert "anthropic/claude-kodo-scripted via @ai-sdk/anthropic" in line
