@@ -51,7 +51,7 @@ from devstack.oc_daemon.config import scripted_provider
 from devstack.oc_daemon.daemon import Confinement, DaemonState
 from devstack.supervisor import free_port
 
-from .report import Row, at_most
+from .report import Row, none_row
 from .stack import Bench
 from .stats import descendants, reset_peak_rss, tree_cpu_ms, vm_hwm_kb
 
@@ -394,25 +394,16 @@ def daemon_rows(f: dict[str, Any], cpu: dict[str, float]) -> list[Row]:
                 d["rss_mb_per_directory"],
                 unit="MB",
             ),
-            Row(
-                "  sessions of recorded answers still on the daemon",
-                d["sessions_left"],
-                target="0",
-                met=at_most(d["sessions_left"], 0),
-                unit="count",
-            ),
+            none_row("  sessions of recorded answers still on the daemon", d["sessions_left"]),
             *(
                 Row(f"  calls {status}", n, unit="count")
                 for status, n in sorted(d["calls_by_status"].items())
             ),
         ]
     rows.append(
-        Row(
+        none_row(
             "runs still holding a worktree open after the phase (reconciler's release)",
             f["runs_still_holding_worktrees"],
-            target="0",
-            met=f["runs_still_holding_worktrees"] == 0,
-            unit="count",
         )
     )
     rows.append(
@@ -423,12 +414,8 @@ def daemon_rows(f: dict[str, Any], cpu: dict[str, float]) -> list[Row]:
         Row("  releases put off: a daemon did not answer", retried["release_failed"], unit="count")
     )
     rows.append(
-        Row(
-            "  releases put off: a turn still busy in the worktree",
-            retried["release_deferred"],
-            target="0",
-            met=retried["release_deferred"] == 0,
-            unit="count",
+        none_row(
+            "  releases put off: a turn still busy in the worktree", retried["release_deferred"]
         )
     )
     prompts = sum(d["prompts"] for d in f["daemons"])

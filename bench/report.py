@@ -74,6 +74,11 @@ def at_least(value: float | None, limit: float) -> bool | None:
     return None if value is None else value >= limit
 
 
+def none_row(metric: str, count: int | None) -> Row:
+    """A count whose target is zero (failures, things left behind); None: not known."""
+    return Row(metric, count, target="0", met=at_most(count, 0), unit="count")
+
+
 def rows_json(rows: list[Row]) -> list[dict[str, Any]]:
     return [
         {

@@ -36,7 +36,7 @@ from .kodo_phase import GOAL, Driver, SubmitError, Timing
 from .phases import WARMUP_RUNS, cmdline, cpu_by_role, split_ok, work_cpu
 from .phases import WORK_ROLES as BASE_WORK_ROLES
 from .real_daemons import DAEMON_ROLE, LLM_ROLE, RealDaemons
-from .report import Row, at_least, at_most
+from .report import Row, at_least, at_most, none_row
 from .stack import Bench, start_workers, stop_workers
 from .stats import (
     BusySampler,
@@ -335,13 +335,7 @@ def think_rows(f: dict[str, Any]) -> list[Row]:
             f["provider_calls"] / accepted if accepted else None,
             unit="count",
         ),
-        Row(
-            "failed runs (not succeeded)",
-            f["failed"],
-            target="0",
-            met=f["failed"] == 0,
-            unit="count",
-        ),
+        none_row("failed runs (not succeeded)", f["failed"]),
         Row(
             "  of which the API did not accept (POST /intents or /run failed)",
             f["not_submitted"],
