@@ -393,7 +393,7 @@ class ExactlyOnceCalls:
         """Judge the turn that ended with ``reply`` and record the outcome (once); a good
         answer of a sent call is left in ``unrecorded`` instead, if given."""
         trail: list[dict[str, Any]] | None = None
-        usage: dict[str, Any] | None = None  # the session's totals, once read
+        usage: dict[str, Any] | None = None  # the whole turn's, once read
         # A turn that ended in an error (info.error) is judged too: one that used a
         # forbidden tool or path and then did not answer is refused for that, with its
         # trail, not recorded as the error it chose to end on. One that was aborted is
@@ -413,7 +413,7 @@ class ExactlyOnceCalls:
                 error.reply = reply  # an errored turn that cannot be read keeps its error
                 raise error from unread
             trail = tool_trail(turn, reply)
-            usage = turn_usage(turn, reply) if turn.session is not None else None
+            usage = turn_usage(turn, reply) if turn.usage_known else None
             try:
                 assert_turn_rules(
                     call.agent,
@@ -463,7 +463,7 @@ class ExactlyOnceCalls:
             self._forget(daemon, session_id, call.directory)
             raise failed from exc
         if usage is None:
-            usage = turn_usage(turn, reply)  # totals unreadable: the answer's own usage
+            usage = turn_usage(turn, reply)  # the turn unreadable: the answer's own usage
         response = redact(self._response_record(reply, usage, trail))
 
         def settle() -> None:

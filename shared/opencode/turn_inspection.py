@@ -48,11 +48,31 @@ def usage_of(info: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def summed_usage(infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """The usage of several messages together, added up field by field as the daemon
+    adds up a session's totals (../shared/opencode/API.md, per-call accounting; the
+    conformance suite checks the two agree on the real daemon)."""
+    usages = [usage_of(info) for info in infos]
+    summed = {key: sum(u[key] for u in usages) for key in usage_of({}) if key != "cost_usd"}
+    return {**summed, "cost_usd": float(sum(u["cost_usd"] for u in usages))}
+
+
 @dataclass(frozen=True)
 class Turn:
-    session: dict[str, Any] | None  # None: the totals could not be read
     earlier: list[dict[str, Any]] | OpenCodeError  # the error: the turn is not inspectable
     children: list[dict[str, Any]]
+    # The session's totals, read only when the earlier messages could not be (their sum
+    # is the turn's usage otherwise); None: not read, or unreadable too.
+    session: dict[str, Any] | None = None
+
+    @property
+    def usage_known(self) -> bool:
+        """Whether the turn's whole usage was read (its messages, or else its totals)."""
+        return isinstance(self.earlier, list) or self.session is not None
 
 
 class TurnRejected(Exception):
@@ -64,11 +84,15 @@ class TurnRejected(Exception):
 
 
 def turn_usage(turn: Turn, reply: PromptReply) -> dict[str, Any]:
-    """The whole turn's usage: the fresh session's totals.
+    """The whole turn's usage: its assistant messages added up, every step of it.
 
     Only the last assistant message of a turn is returned, so its own usage
-    undercounts a turn with tool calls; it is the floor when totals are unreadable.
+    undercounts a turn with tool calls. When the earlier messages cannot be read, the
+    fresh session's totals stand in (one prompt per session: the same sum); the
+    answer's own usage is the floor when those are unreadable too.
     """
+    if isinstance(turn.earlier, list):
+        return summed_usage([_dict(m.get("info")) for m in turn.earlier] + [reply.info])
     if turn.session is None:
         return usage_of(reply.info)
     usage = usage_of(turn.session)
@@ -133,7 +157,7 @@ def _assert_tool_rules(
 
 
 class TurnInspector:
-    """Reads a finished turn, three requests in flight at once."""
+    """Reads a finished turn: its earlier messages and its children, both in flight at once."""
 
     def __init__(self, client: AgentClient) -> None:
         self.client = client
@@ -158,21 +182,21 @@ class TurnInspector:
     def inspect(self, session_id: str, directory: str, prompt_id: str, reply_id: str) -> Turn:
         """Read what the answer alone does not tell.
 
-        The session's totals (usage), the turn's earlier messages (tool uses) and the
-        session's children are independent reads; sent together they cost one round
-        trip instead of three.
+        The turn's earlier messages (its tool uses and, with the answer, its usage) and
+        the session's children are independent reads, sent together. The session's
+        totals are read only if the messages cannot be (a request per call saved).
         """
         pool = self._reader_pool()
-        totals = pool.submit(self.client.get_session, session_id, directory=directory)
         children = pool.submit(self.client.session_children, session_id, directory=directory)
+        session: dict[str, Any] | None = None
         try:
             earlier: list[dict[str, Any]] | OpenCodeError = self.client.earlier_turn_messages(
                 session_id, directory=directory, prompt_id=prompt_id, reply_id=reply_id
             )
         except OpenCodeError as exc:
             earlier = exc
-        try:
-            session: dict[str, Any] | None = totals.result()
-        except OpenCodeError:
-            session = None
-        return Turn(session, earlier, children.result())  # a failed children read raises
+            try:
+                session = self.client.get_session(session_id, directory=directory)
+            except OpenCodeError:
+                session = None
+        return Turn(earlier, children.result(), session)  # a failed children read raises

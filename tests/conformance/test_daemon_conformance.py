@@ -29,6 +29,7 @@ from shared.opencode.errors import CONFIG_HINT, OpenCodeConfigError, OpenCodeErr
 from shared.opencode.exactly_once import ABORT_S, BILLED_READ_S, ExactlyOnceCalls
 from shared.opencode.messages import prompt_message_id
 from shared.opencode.tools import permission_rules, tools_map
+from shared.opencode.turn_inspection import usage_of
 from standins.scripted_llm.script import TOOL_MARKER
 from tests.conformance.conftest import MODEL, Backend
 from tests.factories import RunFactory
@@ -171,6 +172,33 @@ def test_a_session_after_a_prompt_has_the_captured_keys_and_the_calls_totals(
     assert session["agent"] == "plan"
     assert session["cost"] == pytest.approx(result.usage["cost_usd"])
     assert session["tokens"]["input"] == result.usage["input_tokens"]
+
+
+@pytest.mark.parametrize(
+    "reads", ["", " [oc:tool=read@README.md] [oc:tool=read@calc.py]"], ids=["one-step", "3-step"]
+)
+def test_a_turns_messages_added_up_are_its_fresh_sessions_totals(
+    backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str, reads: str
+) -> None:
+    """What kodo records for a call (the turn's assistant messages added up, read for
+    its rules anyway) is what the daemon's own totals say, to the token and the cent:
+    no ``GET /session/{id}`` per call is needed to bill a turn whole."""
+    call = _plan_call(run_id, backend, f"Plan a docstring for calc.py{reads}")
+    result = wrapper(backend, keep_sessions=True).prompt_structured(call)
+    row = _row(sessions, result.op_key)
+    assert row.session_id is not None
+    assert row.usage is not None
+    with backend.client() as client:
+        directory = str(backend.repo)
+        totals = usage_of(client.get_session(row.session_id, directory=directory))
+        client.delete_session(row.session_id, directory=directory)
+    tools = [t["tool"] for t in row.response["tools"]] if row.response else []
+    assert tools.count("read") == (2 if reads else 0)
+    assert {k: v for k, v in row.usage.items() if k != "cost_usd"} == {
+        k: v for k, v in totals.items() if k != "cost_usd"
+    }
+    assert row.usage["total_tokens"] > 0
+    assert row.usage["cost_usd"] == pytest.approx(totals["cost_usd"], rel=1e-9)
 
 
 def test_the_build_agent_edits_the_worktree_with_its_tools_and_reports_the_files(

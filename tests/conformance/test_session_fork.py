@@ -10,8 +10,8 @@ LLM (docs/opencode-sessions.md states the figures and the choice):
   only fork that succeeds is one cut at the plan's user message, and it holds nothing.
 * A plan session sent WITHOUT ``format`` (kodo never makes one) forks; the structured
   build turn then works in the fork, but the fork keeps neither the plan session's
-  permission nor its agent, carries the plan turn's token totals (the call protocol,
-  which reads a turn's usage from its session's totals, would bill the plan again),
+  permission nor its agent, carries the plan turn's token totals (billing a turn by its
+  session's totals, as the call protocol did then, would bill the plan again),
   re-sends the plan turn to the model on every request of the build turn, and cannot
   itself be forked once the build turn has run; and its inherited plan prompt can list
   inside the build turn, which the turn inspection then refuses.
@@ -38,7 +38,7 @@ from shared.opencode.calls import StructuredCall
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.errors import OpenCodePermanentError
 from shared.opencode.tools import permission_rules, tools_map
-from shared.opencode.turn_inspection import TurnInspector, turn_usage, usage_of
+from shared.opencode.turn_inspection import TurnInspector, usage_of
 from tests.conformance.conftest import MODEL, Backend
 from tests.factories import RunFactory
 from tests.postgres_calls import calls_on_postgres
@@ -226,7 +226,7 @@ def test_a_fork_of_an_unstructured_plan_session_costs_more_than_a_fresh_session(
             "turn inspection stops at the build prompt (the 400 on its format),"
             " not in the inherited plan turn"
         )
-    fork_recorded = turn_usage(turn, reply)
+    fork_totals = usage_of(client.get_session(fork_id, directory=directory))
     assert _fork(backend, fork_id).status_code == 500, "after a structured turn, no more forks"
     subprocess.run(["git", "checkout", "--", "."], cwd=backend.repo, check=True, timeout=30)
 
@@ -250,13 +250,13 @@ def test_a_fork_of_an_unstructured_plan_session_costs_more_than_a_fresh_session(
         f"\n  bytes sent to the model: fork {fork_bytes}, fresh {fresh_bytes}"
         f" (+{fork_bytes - fresh_bytes}, ~{(fork_bytes - fresh_bytes) // 4} tokens at 4 bytes)"
         f"\n  plan turn inherited: {inherited}"
-        f"\n  kodo would record: fork {fork_recorded}"
+        f"\n  the fork's totals: {fork_totals}"
         f"\n                     fresh {fresh.usage}"
     )
     assert fork_requests == fresh_requests == 3, "read, edit, StructuredOutput either way"
     assert fork_bytes > fresh_bytes, "the fork re-sends the plan turn on every request"
     for key in TOKEN_KEYS:
-        assert fork_recorded[key] == inherited[key] + fresh.usage[key], (
+        assert fork_totals[key] == inherited[key] + fresh.usage[key], (
             f"{key}: the scripted model bills the build turn alike (it reads only the last"
             " user text); the fork's totals add the plan turn on top"
         )

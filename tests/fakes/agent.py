@@ -69,13 +69,29 @@ class ScriptedTurn:
     tools: list[str] = field(default_factory=list)  # tool parts in the last message
     earlier_tools: list[str] = field(default_factory=list)  # tools of earlier messages
     children: list[dict[str, Any]] = field(default_factory=list)
-    session_tokens: dict[str, Any] | None = None  # the session's totals (None: unreadable)
+    # The session's totals (None: unreadable); the turn's earlier messages carry what
+    # they add to the answer's own message_tokens, as on the daemon.
+    session_tokens: dict[str, Any] | None = None
     totals_fail_first: int = 0  # this many reads of the totals fail (HTTP 500) first
+    earlier_unreadable: bool = False  # reading the turn's earlier messages fails (HTTP 500)
     message_tokens: dict[str, Any] = field(default_factory=lambda: tokens(10))
     cost: float = 0.0
     edits: dict[str, str | None] = field(default_factory=dict)  # path -> content (None: delete)
     parent: str | None = None  # the answer's parentID if not the prompt's messageID
     info_error: dict[str, Any] | None = None  # the turn ended on this info.error
+
+
+def _earlier_usage(turn: ScriptedTurn) -> dict[str, Any] | None:
+    """What the turn's steps before its answer used: the session's scripted totals less
+    the answer's own (a daemon's totals are its messages added up), or None."""
+    totals, answer = turn.session_tokens, turn.message_tokens
+    if totals is None:
+        return None
+    keys = ("total", "input", "output", "reasoning")
+    spent = {key: int(totals.get(key, 0)) - int(answer.get(key, 0)) for key in keys}
+    if any(value < 0 for value in spent.values()):
+        raise AssertionError(f"scripted totals {totals} are below the answer's own {answer}")
+    return {**spent, "cache": {}} if any(spent.values()) else None
 
 
 def _tool_part(name: str) -> dict[str, Any]:
@@ -321,6 +337,8 @@ class FakeAgent:
         reply_id: str | None = None,
         max_steps: int = 50,
     ) -> list[dict[str, Any]]:
+        if self._turn(session_id).earlier_unreadable:
+            raise OpenCodeServerError("HTTP 500 (fake): messages unreadable", status=500)
         tools = self._turn(session_id).earlier_tools
         parent = (
             self.replies[session_id].info.get("parentID")
@@ -328,7 +346,13 @@ class FakeAgent:
             else prompt_id
         )
         info = {"role": "assistant", "parentID": parent}
-        return [{"info": dict(info), "parts": [_tool_part(t)]} for t in tools]
+        earlier = [{"info": dict(info), "parts": [_tool_part(t)]} for t in tools]
+        spent = _earlier_usage(self._turn(session_id))
+        if spent is not None:  # the steps before the answer used what its totals add
+            if not earlier:
+                earlier = [{"info": dict(info), "parts": []}]
+            earlier[0]["info"]["tokens"] = spent
+        return earlier
 
     def abort(self, session_id: str, *, directory: str, timeout_s: float | None = None) -> bool:
         self.aborted.append(session_id)

@@ -131,7 +131,7 @@ def test_the_call_wrapper_rule_fails_a_turn_that_wrote_outside_in_an_earlier_mes
 ) -> None:
     run1, run2 = worktrees
     escape = {"parts": [_part("write", "error", filePath=str(run2 / "x.txt"))]}
-    turn = Turn(session={}, earlier=[escape], children=[])
+    turn = Turn(earlier=[escape], children=[])
     with pytest.raises(TurnRejected) as rejected:
         assert_turn_rules("build", "ses_1", _reply(), turn, directory=str(run1), prompt_id=PROMPT)
     assert rejected.value.error_name == "PathOutsideWorktree"
@@ -143,7 +143,7 @@ def test_the_call_wrapper_rule_passes_a_turn_that_edited_inside(
 ) -> None:
     run1, _ = worktrees
     edit = {"parts": [_part("edit", filePath=str(run1 / "calc.py"), oldString="a")]}
-    turn = Turn(session={}, earlier=[edit], children=[])
+    turn = Turn(earlier=[edit], children=[])
     assert_turn_rules("build", "ses_1", _reply(), turn, directory=str(run1), prompt_id=PROMPT)
 
 
@@ -151,7 +151,7 @@ def test_an_agent_without_the_tool_is_told_so_before_its_path_is_judged(
     worktrees: tuple[Path, Path],
 ) -> None:
     run1, _ = worktrees
-    turn = Turn(session={}, earlier=[{"parts": [_part("write", filePath="/x")]}], children=[])
+    turn = Turn(earlier=[{"parts": [_part("write", filePath="/x")]}], children=[])
     with pytest.raises(TurnRejected) as rejected:
         assert_turn_rules("plan", "ses_1", _reply(), turn, directory=str(run1), prompt_id=PROMPT)
     assert rejected.value.error_name == "ToolNotAllowed"
@@ -163,7 +163,7 @@ def test_an_answer_to_another_prompt_than_kodos_is_refused_before_its_tools_are_
     """The daemon's answer names the user message it answers: one kodo did not send
     (the daemon continued the turn on its own) cannot be judged by kodo's rules."""
     run1, _ = worktrees
-    turn = Turn(session={}, earlier=[], children=[])
+    turn = Turn(earlier=[], children=[])
     reply = _reply(parent="msg_23925bfb3000Sq2uPlJnobRy5Y")
     with pytest.raises(TurnRejected) as rejected:
         assert_turn_rules("plan", "ses_1", reply, turn, directory=str(run1), prompt_id=PROMPT)
@@ -179,7 +179,7 @@ def test_an_answer_that_escapes_is_refused_for_it_even_when_the_rest_of_its_turn
     retried as a turn kodo could not read."""
     run1, run2 = worktrees
     unread = OpenCodePermanentError("the turn has more messages than kodo reads")
-    turn = Turn(session={}, earlier=unread, children=[])
+    turn = Turn(earlier=unread, children=[])
     reply = _reply(_part("write", "completed", filePath=str(run2 / "x.txt")))
     with pytest.raises(TurnRejected) as rejected:
         assert_turn_rules("build", "ses_1", reply, turn, directory=str(run1), prompt_id=PROMPT)

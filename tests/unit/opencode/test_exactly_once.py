@@ -56,7 +56,8 @@ def test_a_call_is_claimed_sent_once_and_recorded_with_the_turns_usage() -> None
     ledger = InMemoryLedger()
     result = _calls(agent, ledger).prompt_structured(_call())
     assert (result.answer, result.cache) == (ANSWER, "miss")
-    assert result.usage["total_tokens"] == 120  # the session's totals, not the last message's
+    assert result.usage["total_tokens"] == 120  # the whole turn's, not the last message's
+    assert agent.totals_read_timeouts == [], "added up from the messages the rules read"
     assert len(agent.sent) == 1
     assert agent.sent[0].model == MODEL
     row = ledger.rows[result.op_key]
@@ -174,7 +175,7 @@ def test_a_turn_that_breaks_a_rule_is_recorded_failed_and_billed_its_whole_turn(
     turn: ScriptedTurn, rule: str
 ) -> None:
     """A hostile model that runs tools for many steps and then breaks a rule is billed
-    every step (the session's totals), not its last message: the budget spends it all."""
+    every step (its messages added up), not its last message: the budget spends it all."""
     turn.session_tokens = tokens(900, input=800, output=100)
     turn.message_tokens = tokens(10)
     ledger = InMemoryLedger()
@@ -186,11 +187,12 @@ def test_a_turn_that_breaks_a_rule_is_recorded_failed_and_billed_its_whole_turn(
     assert (usage["total_tokens"], usage["input_tokens"]) == (900, 800)
 
 
-def _billed_when_failing(turn: ScriptedTurn) -> int | None:
-    """The total tokens recorded for ``turn``'s call, which must fail."""
+def _billed_when_failing(turn: ScriptedTurn, agent: FakeAgent | None = None) -> int | None:
+    """The total tokens recorded for ``turn``'s call (played by ``agent``, or a fresh
+    fake daemon), which must fail."""
     ledger = InMemoryLedger()
     with pytest.raises(CallFailed) as failed:
-        _calls(FakeAgent(turn), ledger).prompt_structured(_call())
+        _calls(agent or FakeAgent(turn), ledger).prompt_structured(_call())
     usage = ledger.rows[failed.value.op_key].record.usage
     return None if usage is None else int(usage["total_tokens"])
 
@@ -200,26 +202,28 @@ def test_a_failed_turn_whose_totals_cannot_be_read_is_billed_its_answers_own_usa
     assert _billed_when_failing(turn) == 12
 
 
-def test_a_rule_breaking_turn_whose_first_totals_read_failed_is_billed_them_on_a_second() -> None:
+def test_a_rule_breaking_turn_is_billed_its_messages_added_up_without_reading_its_totals() -> None:
     turn = ScriptedTurn(
-        answer=ANSWER,
-        tools=["bash"],
-        session_tokens=tokens(900),
-        message_tokens=tokens(10),
-        totals_fail_first=1,
-    )
-    assert _billed_when_failing(turn) == 900
-
-
-def test_a_failed_calls_totals_are_read_within_a_bound_of_their_own() -> None:
-    """The inspection's read failed; the failure's own read is bounded (a hung daemon
-    already cost the failure its wait), not left to the client's prompt-long timeout."""
-    turn = ScriptedTurn(
-        answer=ANSWER, tools=["bash"], session_tokens=tokens(9), totals_fail_first=1
+        answer=ANSWER, tools=["bash"], session_tokens=tokens(900), message_tokens=tokens(10)
     )
     agent = FakeAgent(turn)
-    with pytest.raises(CallFailed):
-        _calls(agent, InMemoryLedger()).prompt_structured(_call())
+    assert _billed_when_failing(turn, agent) == 900
+    assert agent.totals_read_timeouts == [], "the turn's messages say it: no extra request"
+
+
+def test_a_turn_whose_messages_cannot_be_read_is_billed_its_totals_read_again_if_need_be() -> None:
+    """The inspection's read of the totals failed too; the failure's own read is bounded
+    (a hung daemon already cost the failure its wait), not left to the client's
+    prompt-long timeout."""
+    turn = ScriptedTurn(
+        answer=ANSWER,
+        session_tokens=tokens(900),
+        message_tokens=tokens(10),
+        earlier_unreadable=True,
+        totals_fail_first=1,
+    )
+    agent = FakeAgent(turn)
+    assert _billed_when_failing(turn, agent) == 900
     assert agent.totals_read_timeouts == [None, BILLED_READ_S]
 
 

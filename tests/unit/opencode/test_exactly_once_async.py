@@ -126,7 +126,7 @@ def test_a_missed_wake_up_is_collected_by_the_next_delivery_that_finds_the_sessi
 
 
 def test_an_answer_against_the_schema_is_recorded_failed_as_a_contract_failure() -> None:
-    agent = _held(ScriptedTurn(answer={"next_action": "nonsense"}, session_tokens=tokens(9)))
+    agent = _held(ScriptedTurn(answer={"next_action": "nonsense"}, session_tokens=tokens(19)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.release(pending.session_id)
@@ -137,7 +137,7 @@ def test_an_answer_against_the_schema_is_recorded_failed_as_a_contract_failure()
 
 
 def test_a_turn_that_ended_without_an_answer_fails_and_is_not_waited_for() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(9)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(19)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.held.pop(pending.session_id)  # refused by the daemon: no message, not busy
@@ -149,7 +149,7 @@ def test_a_turn_that_ended_without_an_answer_fails_and_is_not_waited_for() -> No
 
 
 def test_a_call_still_busy_past_its_deadline_is_aborted_and_timed_out() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(9)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(19)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     ledger.rows[_call().op_key].age_s = TIMEOUT_S + 1
@@ -162,7 +162,7 @@ def test_a_call_still_busy_past_its_deadline_is_aborted_and_timed_out() -> None:
 
 
 def test_an_aborted_turn_collected_after_a_cancel_reads_back_as_aborted() -> None:
-    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(9)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(19)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.abort(pending.session_id, directory="/w")
@@ -344,7 +344,7 @@ def test_an_overdue_claim_without_a_session_is_declared_unknown_as_before() -> N
 def test_the_daemons_400_for_an_unanswered_turn_fails_it_quoting_the_session_error() -> None:
     from shared.opencode.errors import OpenCodePermanentError
 
-    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(9)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(19)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.held.pop(pending.session_id)
@@ -366,7 +366,7 @@ def test_the_daemons_400_for_an_unanswered_turn_fails_it_quoting_the_session_err
 def test_a_session_its_restarted_daemon_forgot_fails_as_lost_not_at_the_deadline() -> None:
     from shared.opencode.errors import OpenCodePermanentError
 
-    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(9)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(19)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.busy.discard(pending.session_id)
@@ -384,7 +384,7 @@ def test_a_session_its_restarted_daemon_forgot_fails_as_lost_not_at_the_deadline
 def test_an_answer_too_large_to_read_fails_the_call_now_as_a_contract_failure() -> None:
     from shared.opencode.messages import AnswerTooLarge
 
-    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(9)))
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(19)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.release(pending.session_id)
@@ -625,7 +625,7 @@ def test_a_waiting_answer_whose_call_a_cancel_aborted_first_supersedes_the_deliv
 
 
 def test_a_failed_answer_is_recorded_at_once_whatever_the_caller_offers() -> None:
-    agent = _held(ScriptedTurn(answer={"next_action": "nonsense"}, session_tokens=tokens(9)))
+    agent = _held(ScriptedTurn(answer={"next_action": "nonsense"}, session_tokens=tokens(19)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.release(pending.session_id)

@@ -1,0 +1,64 @@
+"""What a call is billed: its whole turn, added up from the messages the rules read anyway.
+
+The daemon keeps a session's totals as its messages added up (API notes: "sum the
+assistant messages"); kodo sends one prompt per fresh session, so the turn's messages
+give the totals without a ``GET /session/{id}`` per call. The totals stand in only
+where the messages cannot be read, and the answer's own usage is the floor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.opencode.errors import OpenCodeServerError
+from shared.opencode.messages import PromptReply
+from shared.opencode.turn_inspection import Turn, summed_usage, turn_usage, usage_of
+from tests.unit.opencode.captures import capture
+
+
+def _info(inp: int, out: int, reasoning: int, read: int, cost: float) -> dict[str, Any]:
+    total = inp + out + reasoning + read
+    tokens = {"total": total, "input": inp, "output": out, "reasoning": reasoning}
+    return {"tokens": {**tokens, "cache": {"read": read, "write": 0}}, "cost": cost}
+
+
+def _reply(info: dict[str, Any]) -> PromptReply:
+    return PromptReply(info={"role": "assistant", **info}, parts=[])
+
+
+def test_two_steps_add_up_field_by_field_as_the_daemons_totals_do() -> None:
+    first, answer = _info(1000, 40, 5, 200, 0.001), _info(1100, 60, 2, 300, 0.002)
+    tokens = {"input": 2100, "output": 100, "reasoning": 7, "cache": {"read": 500, "write": 0}}
+    totals = {"tokens": tokens, "cost": 0.003}
+    summed = summed_usage([first, answer])
+    assert {k: v for k, v in summed.items() if k != "cost_usd"} == {
+        k: v for k, v in usage_of(totals).items() if k != "cost_usd"
+    }
+    assert summed["cost_usd"] == usage_of(totals)["cost_usd"] == 0.003
+    assert summed["total_tokens"] == 2707
+
+
+def test_one_step_turn_is_billed_its_answer_which_is_the_captured_message() -> None:
+    answer = capture("prompt.structured.response.json")["info"]
+    assert summed_usage([answer]) == usage_of(answer)
+    assert summed_usage([answer])["total_tokens"] == answer["tokens"]["total"]
+
+
+def test_a_readable_turn_is_billed_its_messages_not_its_last_one_alone() -> None:
+    step, answer = _info(800, 90, 0, 0, 0.004), _info(20, 10, 0, 0, 0.001)
+    turn = Turn(earlier=[{"info": step, "parts": []}], children=[])
+    usage = turn_usage(turn, _reply(answer))
+    assert (usage["total_tokens"], usage["input_tokens"]) == (920, 820)
+    assert usage["cost_usd"] == 0.005
+
+
+def test_an_unreadable_turn_is_billed_its_sessions_totals_else_its_answer() -> None:
+    unread = OpenCodeServerError("HTTP 500", status=500)
+    answer = _info(20, 10, 0, 0, 0.001)
+    totals = {"tokens": {"input": 820, "output": 100, "reasoning": 0, "cache": {}}, "cost": 0.005}
+    with_totals = Turn(earlier=unread, children=[], session=totals)
+    assert turn_usage(with_totals, _reply(answer))["total_tokens"] == 920
+    assert with_totals.usage_known
+    without = Turn(earlier=unread, children=[])
+    assert turn_usage(without, _reply(answer))["total_tokens"] == 30
+    assert not without.usage_known
