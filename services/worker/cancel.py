@@ -1,4 +1,11 @@
-"""Aborting a cancelled run's in-flight provider calls (the worker owns OpenCode)."""
+"""Aborting a cancelled run's in-flight provider calls (the worker owns OpenCode).
+
+A cancel sends AbortCalls; the reconciler's pass sweeps what that missed, from the rows
+alone: a prompt sent after the abort ran (the cancel landed between the call's claim
+and its send), or an AbortCalls message Redis lost. Either leaves a ``sent`` call of a
+cancelled run that no step will ever collect: its turn would run on, unbilled, its
+reservation never settled.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +24,21 @@ from shared.opencode.exactly_once import ABORT_S, BILLED_READ_S
 from shared.opencode.turn_inspection import usage_of
 
 log = structlog.get_logger("kodo.cancel")
+
+
+SWEEP_LIMIT = 100
+"""Cancelled runs whose missed calls one reconciler pass aborts (the next takes the rest)."""
+
+
+def abort_missed_calls(rt: Runtime) -> list[str]:
+    """Abort and record the ``sent`` calls of cancelled runs (see the module's note);
+    return the runs swept."""
+    with rt.sessions() as s:
+        runs = LedgerRepo(s).cancelled_runs_with_sent_calls(SWEEP_LIMIT)
+    for run_id in runs:
+        aborted = abort_inflight_calls(rt, run_id)
+        log.warning("cancel.missed_call_swept", run_id=run_id, sessions=aborted)
+    return runs
 
 
 def abort_inflight_calls(rt: Runtime, run_id: str) -> list[str]:

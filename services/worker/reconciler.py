@@ -11,6 +11,7 @@ import structlog
 from redis import Redis
 from redis.exceptions import RedisError
 
+from services.worker.cancel import abort_missed_calls
 from services.worker.delivery import clean, deliver
 from services.worker.instances import release_instances
 from services.worker.runtime import Runtime
@@ -58,6 +59,7 @@ def reconcile(rt: Runtime) -> list[Redispatch]:
     for parked in resumed:
         log.info("reconciler.resumed", run_id=parked.run_id, step_id=parked.step.value)
     watch_approvals(rt)
+    abort_missed_calls(rt)  # a cancel's abort that missed a call (or was lost)
     deliver(rt)  # a push that failed (or whose message was lost) is tried again
     clean(rt)
     sweep_webhooks(rt, rt.celery)  # due webhook deliveries: a retry, a lost send, a crash

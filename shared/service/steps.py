@@ -32,6 +32,7 @@ from shared.domain.run_machine import (
     Event,
     NothingToVerify,
     Repaired,
+    RunStatus,
     StepFailed,
     StepId,
     StepSucceeded,
@@ -194,7 +195,7 @@ def park_on_call(
     hold_s: float,
     check_woken: bool,
     mark_sent: bool = False,
-) -> Literal["superseded", "parked", "wake"]:
+) -> Literal["superseded", "parked", "wake", "cancelled"]:
     """Hand the step's lease to the sent call ``op_key`` for ``hold_s``; with
     ``mark_sent``, record the call ``sent`` first, in the same transaction (even when
     the step was superseded meanwhile: the daemon has the prompt either way).
@@ -203,6 +204,10 @@ def park_on_call(
     wake-up may have been turned away while the lease was still ours), so the caller
     sends the step again after commit. Each side commits its mark, then reads the
     other's: no wake-up is lost.
+
+    ``cancelled``: parked, but the run was cancelled while its prompt was being sent;
+    the cancel's abort may have run before the prompt reached the daemon, so the caller
+    sends the run's abort again after commit (the reconciler's sweep is the net).
 
     Committed lazily (:func:`shared.db.engine.commit_lazily`): the prompt's session is
     recorded already (``mark_started``, durably, before it was sent), so a park lost
@@ -213,8 +218,13 @@ def park_on_call(
     commit_lazily(s)
     if mark_sent:
         LedgerRepo(s).mark_sent(op_key)
-    if not StepRunRepo(s).park(lease.run_id, lease.step, lease.fence, op_key=op_key, hold_s=hold_s):
+    status = StepRunRepo(s).park(
+        lease.run_id, lease.step, lease.fence, op_key=op_key, hold_s=hold_s
+    )
+    if status is None:
         return "superseded"
+    if status == RunStatus.CANCELLED.value:
+        return "cancelled"
     if check_woken and not LedgerRepo(s).awaits_collection(op_key):
         return "wake"
     return "parked"

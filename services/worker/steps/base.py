@@ -35,7 +35,7 @@ from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.domain.step_outcome import ArtifactOut, RuleRefusal, StepOutcome
 from shared.opencode.calls import CallPending, CallSuperseded, UnrecordedAnswers
 from shared.opencode.ports import StructuredCalls
-from shared.service.messages import Deliver, RunStep
+from shared.service.messages import AbortCalls, Deliver, RunStep
 from shared.service.repo_pin import observe_repo
 from shared.service.steps import (
     EnteredStep,
@@ -314,7 +314,9 @@ def _park(rt: Runtime, lease: StepLease, pending: CallPending) -> str:
     """Free this worker's thread while the model thinks: hand the step's lease to the
     sent call until its deadline. If the collector saw the session end before the
     park committed (its wake-up found the lease still ours and was turned away), the
-    step is woken here: each side commits its mark, then reads the other's."""
+    step is woken here: each side commits its mark, then reads the other's. If the run
+    was cancelled while the prompt was being sent, the run's abort is sent again: the
+    cancel's own may have run before the daemon had the prompt."""
     with rt.uow() as uow:
         parked = park_on_call(
             uow.session,
@@ -329,6 +331,11 @@ def _park(rt: Runtime, lease: StepLease, pending: CallPending) -> str:
             return "superseded"
         if parked == "wake":
             uow.send_after_commit(RunStep(lease.step, lease.run_id))
+        if parked == "cancelled":  # the cancel's abort may have come before the prompt
+            uow.send_after_commit(AbortCalls(lease.run_id))
+    if parked == "cancelled":
+        log.warning("step.cancelled_while_sending", run_id=lease.run_id, op_key=pending.op_key)
+        return "cancelled"
     log.info(
         "step.parked_on_call",
         run_id=lease.run_id,

@@ -34,6 +34,7 @@ from shared.db.models import OpenCodeCall, Run, StepRun, bound, table_of
 from shared.db.repos.runs import budget_of
 from shared.domain.budget import BudgetExceeded, Estimate
 from shared.domain.call_record import AgedRecord, CallRecord, aged
+from shared.domain.run_machine import RunStatus
 from shared.domain.step_outcome import RuleRefusal
 from shared.domain.vocab import CallStatus
 
@@ -401,6 +402,22 @@ class LedgerRepo:
             for sid, directory, run_id, step_id, where in self.session.execute(query).all()
             if sid and directory
         ]
+
+    def cancelled_runs_with_sent_calls(self, limit: int = 100) -> list[str]:
+        """Cancelled runs that still hold a ``sent`` call: a cancel whose abort missed
+        it (the prompt was sent after the abort, or the abort's message was lost)."""
+        query = (
+            select(OpenCodeCall.run_id)
+            .join(Run, Run.id == OpenCodeCall.run_id)
+            .where(
+                OpenCodeCall.status == CallStatus.SENT.value,
+                Run.status == RunStatus.CANCELLED.value,
+            )
+            .distinct()
+            .order_by(OpenCodeCall.run_id)
+            .limit(limit)
+        )
+        return [str(run_id) for run_id in self.session.execute(query).scalars()]
 
     def awaits_collection(self, op_key: str) -> bool:
         """True while the call is ``claimed`` or ``sent`` and no collector has seen its

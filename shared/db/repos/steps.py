@@ -173,7 +173,12 @@ _PARK = (
     update(_STEPS)
     .where(_ours())
     .values(parked_on=bindparam("op_key"), lease_owner=PARKED, lease_expires_at=_lease_expiry())
-    .returning(_STEPS.c.id)
+    # The run's status, read in the same statement: a cancel that came while the
+    # prompt was being sent is seen by the parker at no extra round trip.
+    .returning(
+        _STEPS.c.id,
+        select(_RUNS.c.status).where(_RUNS.c.id == _STEPS.c.run_id).scalar_subquery(),
+    )
 )
 _RESUME = (
     update(_STEPS)
@@ -260,9 +265,12 @@ class StepRunRepo:
             row = direct.execute(self.session, then, params if parked else resume).one_or_none()
         return None if row is None else Entered(row.fence, row.deliveries, row.app_version)
 
-    def park(self, run_id: str, step: StepId, fence: int, *, op_key: str, hold_s: float) -> bool:
+    def park(
+        self, run_id: str, step: StepId, fence: int, *, op_key: str, hold_s: float
+    ) -> str | None:
         """Hand our lease to the sent call ``op_key`` for ``hold_s`` (its deadline): the
-        worker's thread is free, and the first wake-up (or the sweep) resumes the step."""
+        worker's thread is free, and the first wake-up (or the sweep) resumes the step.
+        The run's status once parked; None if a newer delivery fenced us off."""
         params = {
             "w_run_id": run_id,
             "w_step_id": step.value,
@@ -270,7 +278,8 @@ class StepRunRepo:
             "op_key": op_key,
             "lease": timedelta(seconds=hold_s),
         }
-        return direct.execute(self.session, _PARK, params).scalar_one_or_none() is not None
+        row = direct.execute(self.session, _PARK, params).first()
+        return None if row is None else str(row[1])
 
     def release(self, run_id: str, step: StepId, fence: int) -> bool:
         """Give up our lease without an outcome: the next delivery may enter at once."""

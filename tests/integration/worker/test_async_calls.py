@@ -9,6 +9,8 @@ its deadline, and a cancel aborts what was sent.
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import text
 from sqlalchemy.event import listen, remove
 from sqlalchemy.orm import Session
@@ -35,6 +38,7 @@ from shared.opencode.call_ledger import PostgresCallLedger
 from shared.opencode.calls import StructuredCall
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.errors import OpenCodeError
+from shared.queue import ABORT_CALLS, QUEUE
 from shared.service.collection import wake_steps
 from shared.service.messages import InMemorySender, RunStep
 from shared.service.runs import cancel_run
@@ -503,3 +507,105 @@ def test_a_first_delivery_records_its_calls_session_with_the_claim_in_three_comm
     assert started
     stats = httpx.get(f"{client.base_url}/__kodo/stats").json()
     assert stats["by_session"] == {call["session_id"]: 1}, "one session, prompted once"
+
+
+def _busy(oc_url: str, rt: Runtime, run_id: str) -> dict[str, Any]:
+    """``GET /session/status`` of the directory the run's calls were made in."""
+    with rt.sessions() as s:
+        directory = s.execute(
+            text("SELECT request->>'directory' FROM app.opencode_calls WHERE run_id = :r"),
+            {"r": run_id},
+        ).scalar_one()
+    busy: dict[str, Any] = httpx.get(
+        f"{oc_url}/session/status", params={"directory": directory}
+    ).json()
+    return busy
+
+
+def _cancelled_while_sending(rt: Runtime, run_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cancel, and its abort of the run's calls, land after the call's session was
+    made and recorded but before its prompt reached the daemon: the abort finds an idle
+    session, and the prompt goes after it."""
+    client = rt.daemons.first.client
+    send = client.prompt_async
+
+    def cancelled_first(*args: Any, **kwargs: Any) -> None:
+        with uow(rt) as work:
+            cancel_run(work, run_id, now=rt.clock.now())
+        assert abort_inflight_calls(rt, run_id) != [], "the session was made: it is aborted"
+        send(*args, **kwargs)
+
+    monkeypatch.setattr(client, "prompt_async", cancelled_first)
+
+
+def _queued(rt: Runtime) -> list[tuple[str, list[Any]]]:
+    """The tasks waiting on the runtime's broker: (name, args), oldest first."""
+    broker = redis.Redis.from_url(rt.settings.redis_url)
+    try:
+        raw = broker.lrange(QUEUE, 0, -1)
+    finally:
+        broker.close()
+    queued = []
+    for item in reversed(raw):
+        message = json.loads(item)
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        queued.append((str(message["headers"]["task"]), list(args)))
+    return queued
+
+
+def _billed(rt: Runtime, run_id: str) -> Any:
+    with rt.sessions() as s:
+        return s.execute(
+            text(
+                "SELECT c.status, c.error_name, c.spent_tokens, c.reserved_tokens,"
+                " r.reserved_tokens AS run_reserved FROM app.opencode_calls c"
+                " JOIN app.runs r ON r.id = c.run_id WHERE c.run_id = :r"
+            ),
+            {"r": run_id},
+        ).one()
+
+
+def test_a_cancel_between_the_claim_and_the_send_is_aborted_again_by_the_parker(
+    async_rt: Runtime, oc_url: str, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parker reads the run's status with its park: cancelled, so it sends the run's
+    abort again, which now finds the turn running, aborts it and records the call."""
+    rt = async_rt
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=60000]")
+    _cancelled_while_sending(rt, run_id, monkeypatch)
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "cancelled"
+    [call] = _calls(rt, run_id)
+    assert call["session_id"] in _busy(oc_url, rt, run_id), "the turn runs after the abort"
+    assert (ABORT_CALLS, [run_id]) in _queued(rt)
+
+    assert abort_inflight_calls(rt, run_id) == [call["session_id"]]  # what that task does
+    assert call["session_id"] not in _busy(oc_url, rt, run_id)
+    billed = _billed(rt, run_id)
+    assert (billed.status, billed.error_name) == ("aborted", "RunCancelled")
+    assert billed.spent_tokens >= billed.reserved_tokens > 0, "spent at least its reservation"
+    assert billed.run_reserved == 0, "nothing is held for the run any more"
+
+
+def test_a_cancelled_runs_call_whose_abort_was_lost_is_swept_by_the_reconciler(
+    async_rt: Runtime, oc_url: str, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No step of a cancelled run collects its call: if the abort the parker sent is
+    lost (Redis may lose messages), the reconciler's pass finds the ``sent`` call of a
+    cancelled run in the rows, aborts its turn and records it, billed and settled (it
+    stayed ``sent`` for ever before, its turn running on unbilled, its reservation held)."""
+    rt = async_rt
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=60000]")
+    _cancelled_while_sending(rt, run_id, monkeypatch)
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "cancelled"
+    redis.Redis.from_url(rt.settings.redis_url).delete(QUEUE)  # the abort is lost
+    [call] = _calls(rt, run_id)
+    assert call["status"] == "sent"
+
+    reconcile(rt)
+    assert call["session_id"] not in _busy(oc_url, rt, run_id)
+    billed = _billed(rt, run_id)
+    assert (billed.status, billed.error_name) == ("aborted", "RunCancelled")
+    assert billed.spent_tokens >= billed.reserved_tokens > 0
+    assert billed.run_reserved == 0
+    reconcile(rt)
+    assert _billed(rt, run_id) == billed, "swept once"
