@@ -89,6 +89,12 @@ ABORT_S = 10.0
 """How long an abort of a call's turn may take (the call ends recorded either way)."""
 
 
+def _completed(info: dict[str, Any]) -> bool:
+    """Whether an assistant message says its step ended (``time.completed``)."""
+    times = info.get("time")
+    return isinstance(times, dict) and times.get("completed") is not None
+
+
 def _kind_of(exc: OpenCodeError) -> FailureKind:
     if isinstance(exc, AnswerTooLarge):
         return "contract"  # the answer broke a rule: the next attempt is told which
@@ -400,6 +406,14 @@ class ExactlyOnceCalls:
         # recorded ``aborted`` whatever it is refused for: the step the abort cut is in
         # no totals, so its settle spends at least the reservation.
         error = classify_info_error(reply.info)
+        if error is None and from_status is CallStatus.SENT and not _completed(reply.info):
+            # The session is idle, yet its last step never completed and says no error:
+            # the daemon stopped under the turn (a restart that kept its sessions). The
+            # model may have run a step no totals count: cut short, like a lost turn.
+            error = TurnLost(
+                "the turn's last step never completed (no time.completed, no error) though"
+                " its session is idle: the daemon stopped under it"
+            )
         ended_as = CallStatus.ABORTED if isinstance(error, OpenCodeAborted) else CallStatus.FAILED
         try:
             prompt_id = prompt_message_id(key)

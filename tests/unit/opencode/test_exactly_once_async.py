@@ -136,6 +136,23 @@ def test_an_answer_against_the_schema_is_recorded_failed_as_a_contract_failure()
     assert ledger.status(_call().op_key) == CallStatus.FAILED
 
 
+def test_an_idle_turn_whose_last_step_never_completed_is_lost_not_a_contract_failure() -> None:
+    """A daemon killed mid-turn that kept its sessions shows the turn idle, its last
+    assistant message with no ``time.completed`` and no error: the step the kill cut is
+    in no totals, so the call is recorded cut short (TurnLost: the settle spends at
+    least its reservation) and asked again, not judged as a wrong answer."""
+    agent = _held(ScriptedTurn(answer=None, session_tokens=tokens(19)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    _directory, reply = agent.held[pending.session_id]
+    reply.info["time"] = {"created": 1}  # what the restarted daemon lists
+    agent.release(pending.session_id)
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert (failed.value.kind, failed.value.error_name) == ("transient", "TurnLost")
+    assert ledger.status(_call().op_key) == CallStatus.FAILED
+
+
 def test_a_turn_that_ended_without_an_answer_fails_and_is_not_waited_for() -> None:
     agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(19)))
     ledger = InMemoryLedger()
