@@ -26,8 +26,9 @@ from shared.opencode.turn_inspection import usage_of
 log = structlog.get_logger("kodo.cancel")
 
 
-SWEEP_LIMIT = 100
-"""Cancelled runs whose missed calls one reconciler pass aborts (the next takes the rest)."""
+SWEEP_LIMIT = 20
+"""Cancelled runs whose missed calls one reconciler pass aborts (the next takes the rest):
+each abort may wait ABORT_S on a hung daemon, and the pass has other work after it."""
 
 
 def abort_missed_calls(rt: Runtime) -> list[str]:
@@ -63,6 +64,7 @@ def abort_inflight_calls(rt: Runtime, run_id: str) -> list[str]:
                     session_id, directory=directory, timeout_s=BILLED_READ_S
                 )
                 totals[session_id] = usage_of(session)
+    tried = [session_id for session_id, _directory, _daemon, was_sent in open_sessions if was_sent]
     with rt.uow() as uow:
-        LedgerRepo(uow.session).abort_sent_of(run_id, rt.clock.now(), totals)
+        LedgerRepo(uow.session).abort_sent_of(run_id, rt.clock.now(), totals, tried)
     return aborted

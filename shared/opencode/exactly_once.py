@@ -395,9 +395,12 @@ class ExactlyOnceCalls:
         started: float,
         from_status: CallStatus,
         unrecorded: UnrecordedAnswers | None = None,
+        *,
+        cut: bool = False,
     ) -> StructuredResult:
         """Judge the turn that ended with ``reply`` and record the outcome (once); a good
-        answer of a sent call is left in ``unrecorded`` instead, if given."""
+        answer of a sent call is left in ``unrecorded`` instead, if given. ``cut``: the
+        collected turn's last step never completed (its daemon stopped under it)."""
         trail: list[dict[str, Any]] | None = None
         usage: dict[str, Any] | None = None  # the whole turn's, once read
         # A turn that ended in an error (info.error) is judged too: one that used a
@@ -406,15 +409,16 @@ class ExactlyOnceCalls:
         # recorded ``aborted`` whatever it is refused for: the step the abort cut is in
         # no totals, so its settle spends at least the reservation.
         error = classify_info_error(reply.info)
-        if error is None and from_status is CallStatus.SENT and not _completed(reply.info):
-            # The session is idle, yet its last step never completed and says no error:
-            # the daemon stopped under the turn (a restart that kept its sessions). The
-            # model may have run a step no totals count: cut short, like a lost turn.
+        cut = cut and error is None
+        if cut:  # the model may have run a step no totals count: cut short, like a lost turn
             error = TurnLost(
                 "the turn's last step never completed (no time.completed, no error) though"
                 " its session is idle: the daemon stopped under it"
             )
         ended_as = CallStatus.ABORTED if isinstance(error, OpenCodeAborted) else CallStatus.FAILED
+        # A cut turn that also broke a rule is refused under the rule's name, recorded
+        # ``aborted`` as it was in effect: the settle still spends at least the reservation.
+        refused_as = CallStatus.ABORTED if cut else ended_as
         try:
             prompt_id = prompt_message_id(key)
             try:
@@ -465,7 +469,7 @@ class ExactlyOnceCalls:
             failed = self._fail(
                 key,
                 started,
-                ended_as,
+                refused_as,
                 exc,
                 reply,
                 kind=kind,
@@ -649,8 +653,21 @@ class ExactlyOnceCalls:
                 from_status=CallStatus.SENT,
                 usage=self._billed(daemon, session_id, directory, None),
             )
+        # Idle, yet its last step never completed and no error was said (neither on the
+        # message nor by a session.error the collector kept: the daemon writes those
+        # onto the message just after it goes idle): the daemon stopped under the turn
+        # (killed, then back with its sessions kept).
+        cut = row.error is None and not _completed(reply.info)
         return self._judge(
-            call, call.op_key, daemon, session_id, reply, started, CallStatus.SENT, unrecorded
+            call,
+            call.op_key,
+            daemon,
+            session_id,
+            reply,
+            started,
+            CallStatus.SENT,
+            unrecorded,
+            cut=cut,
         )
 
     def _billed(

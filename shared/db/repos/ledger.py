@@ -7,7 +7,7 @@ is new for an attempt already claimed (its prompt or schema changed) is refused 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -518,21 +518,29 @@ class LedgerRepo:
         return sorted(set(ended))
 
     def abort_sent_of(
-        self, run_id: str, now: datetime, totals: Mapping[str, dict[str, Any] | None]
+        self,
+        run_id: str,
+        now: datetime,
+        totals: Mapping[str, dict[str, Any] | None],
+        sent: Sequence[str],
     ) -> int:
         """Record the run's sent calls ``aborted`` (its cancel aborted their sessions):
         no answer of a cancelled run is collected. ``totals``: each aborted session's
         totals read after the abort, recorded as its call's usage (the settle spends at
-        least the call's reservation: the step it was cut in is not in them)."""
+        least the call's reservation: the step it was cut in is not in them). ``sent``:
+        the sessions that were sent before the abort was tried, the only ones ended
+        without totals (their abort failed: the daemon lost them, say). A call marked
+        sent since then had its prompt reach the daemon after the abort, which missed
+        it: it stays sent for the next abort (its parker's, or the reconciler's sweep)."""
         said = "the run was cancelled while the call was in flight; its session was aborted"
         ended = 0
         for session_id, usage in totals.items():
             one = and_(OpenCodeCall.run_id == run_id, OpenCodeCall.session_id == session_id)
             ended += len(self._end_sent(one, CallStatus.ABORTED, now, "RunCancelled", said, usage))
-        rest = self._end_sent(
-            OpenCodeCall.run_id == run_id, CallStatus.ABORTED, now, "RunCancelled", said
-        )
-        return ended + len(rest)
+        if sent:
+            tried = and_(OpenCodeCall.run_id == run_id, OpenCodeCall.session_id.in_(list(sent)))
+            ended += len(self._end_sent(tried, CallStatus.ABORTED, now, "RunCancelled", said))
+        return ended
 
     def _end_sent(
         self,

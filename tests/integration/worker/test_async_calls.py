@@ -30,6 +30,7 @@ from services.worker.runtime import Runtime
 from services.worker.steps import compile as compile_module
 from services.worker.steps.base import run_step
 from services.worker.steps.compile import compile_step
+from shared.db.repos.ledger import LedgerRepo
 from shared.domain.policy import Policy, Violation
 from shared.domain.run_machine import StepId
 from shared.domain.step_contract import step_contract_version
@@ -584,6 +585,48 @@ def test_a_cancel_between_the_claim_and_the_send_is_aborted_again_by_the_parker(
     assert (billed.status, billed.error_name) == ("aborted", "RunCancelled")
     assert billed.spent_tokens >= billed.reserved_tokens > 0, "spent at least its reservation"
     assert billed.run_reserved == 0, "nothing is held for the run any more"
+
+
+def test_a_call_sent_while_the_cancels_abort_runs_is_left_for_the_next_abort(
+    async_rt: Runtime, oc_url: str, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The abort reads the run's calls (this one claimed, its session idle), aborts
+    the idle session (a miss), and meanwhile the prompt reaches the daemon and the
+    parker commits the call ``sent``. The abort must not then record that call ended
+    with no usage (its turn running on, unbilled): it stays sent, and the parker's
+    abort (sent again on ``cancelled``) aborts the turn and bills it."""
+    rt = async_rt
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=60000]")
+    client = rt.daemons.first.client
+    send, abort = client.prompt_async, client.abort
+
+    def cancelled_while_sending(*args: Any, **kwargs: Any) -> None:
+        with uow(rt) as work:
+            cancel_run(work, run_id, now=rt.clock.now())
+
+        def abort_then_the_prompt_lands(session_id: str, **kw: Any) -> bool:
+            missed = abort(session_id, **kw)  # the session is idle: nothing to stop
+            send(*args, **kwargs)
+            [call] = _calls(rt, run_id)
+            with uow(rt) as work:  # the parker's commit, before the abort records
+                LedgerRepo(work.session).mark_sent(str(call["op_key"]))
+            return missed
+
+        monkeypatch.setattr(client, "abort", abort_then_the_prompt_lands)
+        abort_inflight_calls(rt, run_id)
+        monkeypatch.setattr(client, "abort", abort)
+
+    monkeypatch.setattr(client, "prompt_async", cancelled_while_sending)
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "cancelled"
+    [call] = _calls(rt, run_id)
+    assert call["status"] == "sent", "not ended blind while its turn runs"
+    assert call["session_id"] in _busy(oc_url, rt, run_id)
+
+    assert abort_inflight_calls(rt, run_id) == [call["session_id"]]  # the parker's resend
+    assert call["session_id"] not in _busy(oc_url, rt, run_id)
+    billed = _billed(rt, run_id)
+    assert (billed.status, billed.error_name) == ("aborted", "RunCancelled")
+    assert billed.spent_tokens >= billed.reserved_tokens > 0
 
 
 def test_a_cancelled_runs_call_whose_abort_was_lost_is_swept_by_the_reconciler(

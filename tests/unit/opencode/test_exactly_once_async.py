@@ -153,6 +153,35 @@ def test_an_idle_turn_whose_last_step_never_completed_is_lost_not_a_contract_fai
     assert ledger.status(_call().op_key) == CallStatus.FAILED
 
 
+def test_a_cut_turn_that_broke_a_rule_is_refused_for_it_and_recorded_aborted() -> None:
+    """The rule outranks the cut, and the record still says cut: ``aborted`` (the settle
+    spends at least the reservation), under the rule's name."""
+    agent = _held(ScriptedTurn(answer=None, tools=["bash"], session_tokens=tokens(19)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.held[pending.session_id][1].info["time"] = {"created": 1}
+    agent.release(pending.session_id)
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert (failed.value.kind, failed.value.error_name) == ("contract", "ToolNotAllowed")
+    assert ledger.status(_call().op_key) == CallStatus.ABORTED
+
+
+def test_an_unfinished_message_after_a_session_error_is_not_taken_for_a_cut_turn() -> None:
+    """The daemon goes idle on an error before it writes the error (and the completion)
+    onto the message: a step woken by that session.error may read the message first.
+    The error the collector kept says the turn was not cut, so it is not billed as one."""
+    agent = _held(ScriptedTurn(answer=None, session_tokens=tokens(19)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.held[pending.session_id][1].info["time"] = {"created": 1}
+    agent.release(pending.session_id)
+    ledger.wake(pending.session_id, error="APIError: the provider refused the key")
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert failed.value.error_name != "TurnLost"
+
+
 def test_a_turn_that_ended_without_an_answer_fails_and_is_not_waited_for() -> None:
     agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(19)))
     ledger = InMemoryLedger()
