@@ -136,50 +136,45 @@ def test_an_answer_against_the_schema_is_recorded_failed_as_a_contract_failure()
     assert ledger.status(_call().op_key) == CallStatus.FAILED
 
 
+def _collect_unfinished(turn: ScriptedTurn, said: str | None = None) -> tuple[CallFailed, str]:
+    """Send ``turn``, end it with its last message unfinished (no ``time.completed``,
+    what a daemon killed mid-turn and restarted lists), wake it (with the collector's
+    ``session.error``, if ``said``) and collect it: the failure and the call's status."""
+    agent, ledger = _held(turn), InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.held[pending.session_id][1].info["time"] = {"created": 1}
+    agent.release(pending.session_id)
+    ledger.wake(pending.session_id, error=said)
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    return failed.value, ledger.status(_call().op_key)
+
+
 def test_an_idle_turn_whose_last_step_never_completed_is_lost_not_a_contract_failure() -> None:
     """A daemon killed mid-turn that kept its sessions shows the turn idle, its last
     assistant message with no ``time.completed`` and no error: the step the kill cut is
     in no totals, so the call is recorded cut short (TurnLost: the settle spends at
     least its reservation) and asked again, not judged as a wrong answer."""
-    agent = _held(ScriptedTurn(answer=None, session_tokens=tokens(19)))
-    ledger = InMemoryLedger()
-    pending = _send(agent, ledger)
-    _directory, reply = agent.held[pending.session_id]
-    reply.info["time"] = {"created": 1}  # what the restarted daemon lists
-    agent.release(pending.session_id)
-    with pytest.raises(CallFailed) as failed:
-        _calls(agent, ledger).prompt_structured(_call())
-    assert (failed.value.kind, failed.value.error_name) == ("transient", "TurnLost")
-    assert ledger.status(_call().op_key) == CallStatus.FAILED
+    failed, status = _collect_unfinished(ScriptedTurn(answer=None, session_tokens=tokens(19)))
+    assert (failed.kind, failed.error_name, status) == ("transient", "TurnLost", CallStatus.FAILED)
 
 
 def test_a_cut_turn_that_broke_a_rule_is_refused_for_it_and_recorded_aborted() -> None:
     """The rule outranks the cut, and the record still says cut: ``aborted`` (the settle
     spends at least the reservation), under the rule's name."""
-    agent = _held(ScriptedTurn(answer=None, tools=["bash"], session_tokens=tokens(19)))
-    ledger = InMemoryLedger()
-    pending = _send(agent, ledger)
-    agent.held[pending.session_id][1].info["time"] = {"created": 1}
-    agent.release(pending.session_id)
-    with pytest.raises(CallFailed) as failed:
-        _calls(agent, ledger).prompt_structured(_call())
-    assert (failed.value.kind, failed.value.error_name) == ("contract", "ToolNotAllowed")
-    assert ledger.status(_call().op_key) == CallStatus.ABORTED
+    turn = ScriptedTurn(answer=None, tools=["bash"], session_tokens=tokens(19))
+    failed, status = _collect_unfinished(turn)
+    assert (failed.kind, failed.error_name) == ("contract", "ToolNotAllowed")
+    assert status == CallStatus.ABORTED
 
 
 def test_an_unfinished_message_after_a_session_error_is_not_taken_for_a_cut_turn() -> None:
     """The daemon goes idle on an error before it writes the error (and the completion)
     onto the message: a step woken by that session.error may read the message first.
     The error the collector kept says the turn was not cut, so it is not billed as one."""
-    agent = _held(ScriptedTurn(answer=None, session_tokens=tokens(19)))
-    ledger = InMemoryLedger()
-    pending = _send(agent, ledger)
-    agent.held[pending.session_id][1].info["time"] = {"created": 1}
-    agent.release(pending.session_id)
-    ledger.wake(pending.session_id, error="APIError: the provider refused the key")
-    with pytest.raises(CallFailed) as failed:
-        _calls(agent, ledger).prompt_structured(_call())
-    assert failed.value.error_name != "TurnLost"
+    turn = ScriptedTurn(answer=None, session_tokens=tokens(19))
+    failed, _status = _collect_unfinished(turn, said="APIError: the provider refused the key")
+    assert failed.error_name != "TurnLost"
 
 
 def test_a_turn_that_ended_without_an_answer_fails_and_is_not_waited_for() -> None:
