@@ -21,6 +21,7 @@ from shared.domain.run_machine import RunStatus
 from shared.opencode.daemons import UnknownDaemon
 from shared.opencode.errors import OpenCodeError
 from shared.opencode.exactly_once import ABORT_S, BILLED_READ_S
+from shared.opencode.ports import AgentClient
 from shared.opencode.turn_inspection import usage_of
 
 log = structlog.get_logger("kodo.cancel")
@@ -53,6 +54,7 @@ def abort_inflight_calls(rt: Runtime, run_id: str) -> list[str]:
         open_sessions = LedgerRepo(s).open_sessions_of(run_id)
     aborted: list[str] = []
     totals: dict[str, dict[str, Any] | None] = {}
+    read: list[tuple[AgentClient, str, str]] = []  # (client, session, directory) of totals
     for session_id, directory, daemon, sent in open_sessions:
         with contextlib.suppress(OpenCodeError, UnknownDaemon):  # an ended session: no abort
             client = rt.daemons.of(daemon).client
@@ -64,7 +66,14 @@ def abort_inflight_calls(rt: Runtime, run_id: str) -> list[str]:
                     session_id, directory=directory, timeout_s=BILLED_READ_S
                 )
                 totals[session_id] = usage_of(session)
+                read.append((client, session_id, directory))
     tried = [session_id for session_id, _directory, _daemon, was_sent in open_sessions if was_sent]
     with rt.uow() as uow:
         LedgerRepo(uow.session).abort_sent_of(run_id, rt.clock.now(), totals, tried)
+    if not rt.settings.oc_keep_sessions:
+        # Recorded with their totals: the ledger keeps what triage needs, and a session
+        # the daemon keeps costs it memory (best effort, as after any recorded answer).
+        for client, session_id, directory in read:
+            with contextlib.suppress(OpenCodeError):
+                client.delete_session(session_id, directory=directory)
     return aborted

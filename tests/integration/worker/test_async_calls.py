@@ -417,6 +417,8 @@ def test_a_cancel_aborts_the_sent_call_and_records_it(
         "the step the cancel cut is in no totals: the call spends at least its reservation"
     )
     assert (billed.run_spent, billed.run_reserved) == (billed.spent_tokens, 0)
+    stats = httpx.get(f"{oc_url}/__kodo/stats").json()
+    assert stats["deleted"] == 1, "recorded with its totals, the session is deleted"
 
 
 def _durability_of(s: Session) -> str:
