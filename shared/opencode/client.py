@@ -39,6 +39,7 @@ from shared.opencode.messages import (
     ModelRef,
     PromptReply,
     TokenUsage,
+    object_or_empty,
 )
 
 __all__ = [
@@ -55,10 +56,6 @@ __all__ = [
 # for the callers that speak to this adapter directly.
 
 CONNECT_TIMEOUT_S = 5.0
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 FORMAT_400 = re.compile(
@@ -366,7 +363,7 @@ class OpenCodeClient:
                 raise
             if not isinstance(page, list) or not all(isinstance(m, dict) for m in page):
                 raise OpenCodePermanentError(f"GET messages: not a list of objects: {page!r:.200}")
-            infos = [_dict(m.get("info")) for m in page]
+            infos = [object_or_empty(m.get("info")) for m in page]
             if reply_id is not None and (not infos or infos[-1].get("id") != reply_id):
                 newest = infos[-1].get("id") if infos else None
                 raise OpenCodePermanentError(

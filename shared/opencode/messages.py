@@ -83,13 +83,14 @@ def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _dict(value: object) -> dict[str, Any]:
+def object_or_empty(value: object) -> dict[str, Any]:
+    """``value`` if the daemon sent an object there, else an empty one (read, not trusted)."""
     return value if isinstance(value, dict) else {}
 
 
 def _usage(tokens: object) -> TokenUsage:
-    raw = _dict(tokens)
-    cache = _dict(raw.get("cache"))
+    raw = object_or_empty(tokens)
+    cache = object_or_empty(raw.get("cache"))
     return TokenUsage(
         input=_int(raw.get("input")),
         output=_int(raw.get("output")),

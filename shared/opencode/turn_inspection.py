@@ -17,7 +17,7 @@ from typing import Any
 
 from shared.opencode.confinement import tool_uses, violations
 from shared.opencode.errors import OpenCodeError
-from shared.opencode.messages import PromptReply
+from shared.opencode.messages import PromptReply, object_or_empty
 from shared.opencode.ports import AgentClient
 from shared.opencode.tools import forbidden_tool_uses
 
@@ -46,10 +46,6 @@ def usage_of(info: dict[str, Any]) -> dict[str, Any]:
         **parts,
         "cost_usd": float(cost) if isinstance(cost, int | float) else 0.0,
     }
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def summed_usage(infos: list[dict[str, Any]]) -> dict[str, Any]:
@@ -92,7 +88,7 @@ def turn_usage(turn: Turn, reply: PromptReply) -> dict[str, Any]:
     answer's own usage is the floor when those are unreadable too.
     """
     if isinstance(turn.earlier, list):
-        return summed_usage([_dict(m.get("info")) for m in turn.earlier] + [reply.info])
+        return summed_usage([object_or_empty(m.get("info")) for m in turn.earlier] + [reply.info])
     if turn.session is None:
         return usage_of(reply.info)
     usage = usage_of(turn.session)
