@@ -1,7 +1,9 @@
 """The Celery app factory both services use: the API only sends, the worker runs.
 
 Redis is a transport that may lose messages; nothing waits on results, so the
-result backend is off and every task is acked late.
+result backend is off. Every task is acked late, in the worker's memory only: Redis
+keeps no unacked copy to restore (``shared.redis_transport``); a lost message is
+re-sent from Postgres by the reconciler.
 """
 
 from __future__ import annotations
@@ -52,7 +54,6 @@ def make_celery(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 1800},
         worker_hijack_root_logger=False,
         beat_schedule={
             "watch-approvals": {"task": WATCH_APPROVALS, "schedule": settings.approval_poll_s},

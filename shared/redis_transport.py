@@ -1,4 +1,16 @@
-"""kombu's Redis transport, reusing one Redis client per channel for its plain commands.
+"""kombu's Redis transport, keeping no unacked copies, reusing one Redis client per channel.
+
+Redis keeps no copy of a delivered message (kombu's ``ack_emulation`` is off). kombu's
+default stores each delivered message in an ``unacked`` hash and index (a MULTI of
+two writes) and deletes it on ack (another), so that a message whose worker died comes
+back after ``visibility_timeout``: in the bench those two transactions were 23% of a
+worker's CPU, about 30 ms a run. kodo does not need them: Postgres is the only source
+of truth, and the reconciler re-sends a step whose message was lost, or whose worker
+died, from the rows (``KODO_REDISPATCH_AFTER_S``, the step's lease), long before a
+visibility timeout would. Acks stay (in memory, per channel), so prefetch still
+bounds what a worker takes; a warm shutdown still puts the messages a worker reserved
+but never started back on their queue (kombu's ``restore_unacked_once``); a message a
+killed worker held is lost, as Redis may lose any.
 
 kombu 5.7 builds a new ``redis.Redis`` around the channel's connection pool for every
 publish, ack and restore (``Channel.conn_or_acquire``); redis-py 8 spends about 120 us
@@ -27,14 +39,30 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 
+class InMemoryQoS(virtual.QoS):
+    """kombu's in-memory acks, with the one method the Redis transport's event loop
+    calls on its own QoS: with nothing kept in Redis there is nothing to restore.
+    (kombu's ``ack_emulation=False`` alone swaps in ``virtual.QoS``, which lacks it: the
+    worker's first poll died with an AttributeError, kombu PR #288.)"""
+
+    def restore_visible(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+
 class Channel(kombu_redis.Channel):
+    ack_emulation = False  # see the module's docstring; a transport option may turn it on
     _shared_client: tuple[Any, Any] | None = None  # (the pool, its client)
     _shared_lock = threading.Lock()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        if not self.ack_emulation:  # (kombu's __init__ set virtual.QoS, see InMemoryQoS)
+            self.QoS = InMemoryQoS  # type: ignore[assignment]
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:  # the event loop's client: kombu already keeps one

@@ -67,12 +67,58 @@ def test_a_channel_reuses_one_client_until_its_pool_is_replaced(connection: Conn
         assert fresh.ping()
 
 
-def test_a_channel_closed_after_its_connection_keeps_its_unacked_message_for_the_sweep(
+def test_redis_keeps_no_copy_of_a_delivered_message(connection: Connection, redis_url: str) -> None:
+    """Acks live in the worker's memory: Redis is a transport that may lose messages,
+    and a lost step is re-sent from Postgres, so no unacked hash is written per
+    delivery and deleted per ack. Prefetch still counts the unacked."""
+    channel = connection.default_channel
+    assert isinstance(channel.qos, redis_transport.InMemoryQoS)
+    channel.basic_qos(0, 1, False)  # a worker's prefetch: one unacked message at a time
+    plain = redis.Redis.from_url(redis_url)
+    try:
+        with connection.SimpleQueue("kodo-transport-nocopy") as queue:
+            queue.put({"n": 1})
+            message = queue.get(timeout=5)
+            assert not channel.qos.can_consume()
+            assert not plain.exists(channel.unacked_key, channel.unacked_index_key)
+            message.ack()
+            assert channel.qos.can_consume()
+        assert channel.qos.restore_visible() is None  # the event loop's call: nothing to do
+    finally:
+        plain.delete("kodo-transport-nocopy")
+        plain.close()
+
+
+def test_a_closing_channel_puts_what_it_reserved_back_on_its_queue(
     celery: Celery, redis_url: str
 ) -> None:
+    """A warm shutdown: a message taken but never run goes back for another worker."""
+    conn = celery.connection_for_write()
+    channel = conn.channel()
+    queue = SimpleQueue(channel, "kodo-transport-reserved")
+    plain = redis.Redis.from_url(redis_url)
+    try:
+        queue.put({"n": 1})
+        queue.get(timeout=5)
+        assert plain.llen("kodo-transport-reserved") == 0
+        channel.close()
+        assert plain.llen("kodo-transport-reserved") == 1
+        with (
+            celery.connection_for_write() as again,
+            again.SimpleQueue("kodo-transport-reserved") as fresh,
+        ):
+            assert fresh.get(timeout=5).payload == {"n": 1}
+    finally:
+        conn.release()
+        plain.delete("kodo-transport-reserved")
+        plain.close()
+
+
+def test_a_channel_closed_after_its_connection_closes_quietly(celery: Celery) -> None:
     """The order a broker restart's teardown can take: the transport loses its client,
     then a channel holding an unacked message closes. kombu's own transport raised an
-    AttributeError there, which killed the worker as an unrecoverable error."""
+    AttributeError there, which killed the worker as an unrecoverable error; here the
+    message cannot go back to Redis and is left to the reconciler, as a lost one is."""
     conn = celery.connection_for_write()
     channel = conn.channel()
     queue = SimpleQueue(channel, "kodo-transport-teardown")
@@ -84,14 +130,6 @@ def test_a_channel_closed_after_its_connection_keeps_its_unacked_message_for_the
     conn.maybe_close_channel(channel)  # a connection error, swallowed as kombu intends
 
     assert channel.closed
-    plain = redis.Redis.from_url(redis_url)
-    try:
-        assert plain.hexists(channel.unacked_key, message.delivery_tag)  # for the sweep
-    finally:
-        plain.hdel(channel.unacked_key, message.delivery_tag)
-        plain.zrem(channel.unacked_index_key, message.delivery_tag)
-        plain.delete("kodo-transport-teardown")
-        plain.close()
 
 
 def test_an_alias_changed_by_someone_else_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
