@@ -6,6 +6,7 @@ The real broker (its own Redis db) and a real worker process on the test databas
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from celery import Celery
+from celery.utils.saferepr import saferepr
 from redis import Redis
 
 from devstack.kodo_procs import KODO_NODE, Stack, start_worker, wait_worker_ready
@@ -65,6 +67,24 @@ def test_beats_passes_are_routed_to_housekeeping_and_steps_to_kodo(
     send_step(celery, StepId.COMPILE, "run-1")
 
     assert lengths(broker_url) == {QUEUE: 1, HOUSEKEEPING_QUEUE: 2}
+
+
+def test_a_step_message_shows_its_run_id_as_celery_itself_would(
+    celery: Celery, broker_url: str
+) -> None:
+    """Flower and ``celery inspect`` show a task's arguments from its ``argsrepr``
+    header: kodo writes it itself, the same text Celery's saferepr would."""
+    run_id = "0d3c1b2e-1111-2222-3333-444455556666"
+    send_step(celery, StepId.COMPILE, run_id)
+    client = Redis.from_url(broker_url)
+    try:
+        (raw,) = client.lrange(QUEUE, 0, -1)
+    finally:
+        client.close()
+    headers = json.loads(raw)["headers"]
+    assert headers["argsrepr"] == saferepr([run_id], 1024) == f"['{run_id}']"
+    assert headers["kwargsrepr"] == saferepr({}, 1024)
+    assert (headers["task"], headers["root_id"]) == ("kodo.CompileST", run_id)
 
 
 def test_the_worker_kodo_starts_is_kodo_at_host_and_drains_both_queues(
