@@ -2,16 +2,18 @@
 way the daemon's edit tools would leave it, and the tool uses the turn reports.
 
 The change is scripted as a git diff (:func:`standins.oc_compat.answers.edit_diff`, or a
-hostile fixture's), performed file by file with ``git apply`` without the index: modes,
-symlinks, renames and deletions land on disk as a daemon that ignored its own rules
-could leave them. A file git refuses to write (a path into ``.git``, out of the
-directory, through a symlink) is a failed tool use naming that path, as a denied edit
-is in the daemon's turn; nothing outside the directory is ever written.
+hostile fixture's), performed with ``git apply`` without the index (file by file where
+one fails): modes, symlinks, renames and deletions land on disk as a daemon that
+ignored its own rules could leave them. A file git refuses to write (a path into
+``.git``, out of the directory, through a symlink) is a failed tool use naming that
+path, as a denied edit is in the daemon's turn; nothing outside the directory is ever
+written.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,25 +105,46 @@ def perform(
     directory: Path, diff: str, pause: Callable[[int], bool] | None = None
 ) -> list[ToolUse]:
     """Apply ``diff`` file by file; ``pause(i)`` runs before file i>0 and returning True
-    stops there (an abort mid-edit): the files before it stay changed."""
+    stops there (an abort mid-edit): the files before it stay changed.
+
+    Without ``pause`` the whole diff is tried in one ``git apply`` first, which writes
+    every file or none: if it lands, each file's use is reported as applying it alone
+    would have; if not, the files are applied one by one, so each refusal names its file.
+    """
+    chunks = split_diff(diff)
+    if pause is None and len(chunks) > 1 and not any(_GITLINK in c for c in chunks):
+        whole = _apply(directory, diff)
+        if whole.returncode == 0:
+            return [_use(directory, chunk, whole) for chunk in chunks]
     uses: list[ToolUse] = []
-    for i, chunk in enumerate(split_diff(diff)):
+    for i, chunk in enumerate(chunks):
         if i and pause is not None and pause(i):
             break
-        if "new file mode 160000" in chunk:  # a gitlink: plant a repository of its own
+        if _GITLINK in chunk:  # a gitlink: plant a repository of its own
             uses.append(_nested_repository(directory, chunk_paths(chunk)[0]))
             continue
-        proc = run_git(
-            directory,
-            ["apply", "--whitespace=nowarn", "-"],
-            stdin=chunk.encode(),
-            timeout_s=GIT_TIMEOUT_S,
-        )
-        said = proc.stderr.decode(errors="replace").strip()
-        ok = proc.returncode == 0
-        output = "Edit applied successfully." if ok else f"Error: {said or 'edit refused'}"
-        paths = [f"{directory}/{path}" for path in chunk_paths(chunk)]
-        source = paths[1] if len(paths) > 1 else None
-        verb = "Delete" if "deleted file mode" in chunk else "Update"
-        uses.append(ToolUse(_tool_of(chunk), paths[0], ok, output, source, verb))
+        uses.append(_use(directory, chunk, _apply(directory, chunk)))
     return uses
+
+
+_GITLINK = "new file mode 160000"
+
+
+def _apply(directory: Path, diff: str) -> subprocess.CompletedProcess[bytes]:
+    return run_git(
+        directory,
+        ["apply", "--whitespace=nowarn", "-"],
+        stdin=diff.encode(),
+        timeout_s=GIT_TIMEOUT_S,
+    )
+
+
+def _use(directory: Path, chunk: str, proc: subprocess.CompletedProcess[bytes]) -> ToolUse:
+    """The tool use reporting ``chunk``'s file, as ``git apply`` (``proc``) left it."""
+    said = proc.stderr.decode(errors="replace").strip()
+    ok = proc.returncode == 0
+    output = "Edit applied successfully." if ok else f"Error: {said or 'edit refused'}"
+    paths = [f"{directory}/{path}" for path in chunk_paths(chunk)]
+    source = paths[1] if len(paths) > 1 else None
+    verb = "Delete" if "deleted file mode" in chunk else "Update"
+    return ToolUse(_tool_of(chunk), paths[0], ok, output, source, verb)

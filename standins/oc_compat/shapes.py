@@ -7,6 +7,7 @@ within a server, repeatable across runs with the same seed.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import string
@@ -47,10 +48,12 @@ class IdFactory:
         with self._lock:
             self._counter += 1
             counter = self._counter
-        rng = seeded_rng(self._seed, "id", prefix, str(counter))
+        # One digest, not a seeded random.Random per id (14 us each, 6% of the
+        # stand-in's CPU in the bench's think phase).
+        digest = hashlib.sha256(f"{self._seed}\x1fid\x1f{prefix}\x1f{counter}".encode()).digest()
         if prefix == "call":
-            return f"call_{rng.getrandbits(32):08x}"
-        tail = "".join(rng.choice(_ALPHABET) for _ in range(14))
+            return f"call_{digest[:4].hex()}"
+        tail = "".join(_ALPHABET[b % len(_ALPHABET)] for b in digest[:14])
         return f"{prefix}_{counter:012x}{tail}"
 
 
