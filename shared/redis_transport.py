@@ -3,10 +3,12 @@
 Redis keeps no copy of a delivered message (kombu's ``ack_emulation`` is off). kombu's
 default stores each delivered message in an ``unacked`` hash and index (a MULTI of
 two writes) and deletes it on ack (another), so that a message whose worker died comes
-back after ``visibility_timeout``: in the bench those two transactions were 23% of a
-worker's CPU, about 30 ms a run. kodo does not need them: Postgres is the only source
-of truth, and the reconciler re-sends a step whose message was lost, or whose worker
-died, from the rows (``KODO_REDISPATCH_AFTER_S``, the step's lease), long before a
+back after ``visibility_timeout``: half of kodo's Redis commands per run (121 of them
+before, 63 after). Their CPU is within the bench's noise: a GIL profile put them at 23%
+of a worker's, an A/B of the bench in the same minutes did not show it (worker CPU per
+run 127 and 125 ms with them, 113 and 146 without). kodo does not need them: Postgres
+is the only source of truth, and the reconciler re-sends a step whose message was lost,
+or whose worker died, from the rows (``KODO_REDISPATCH_AFTER_S``, the step's lease), long before a
 visibility timeout would. Acks stay (in memory, per channel), so prefetch still
 bounds what a worker takes; a warm shutdown still puts the messages a worker reserved
 but never started back on their queue (kombu's ``restore_unacked_once``); a message a
@@ -27,7 +29,7 @@ channel's close (which gives its unacked messages back) then builds a pool from 
 missing client and dies with an ``AttributeError`` that Celery reports as an
 unrecoverable error, killing the worker. Here that state raises a Redis
 ``ConnectionError`` instead, which kombu's close swallows as a connection error; the
-messages stay in the unacked hash, where the visibility timeout restores them.
+messages it could not put back are the reconciler's, as lost ones are.
 Everything else is kombu's own transport.
 
 :func:`install` points kombu's ``redis``/``rediss`` aliases here, so a broker URL keeps
@@ -45,13 +47,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 
 class InMemoryQoS(virtual.QoS):
-    """kombu's in-memory acks, with the one method the Redis transport's event loop
-    calls on its own QoS: with nothing kept in Redis there is nothing to restore.
-    (kombu's ``ack_emulation=False`` alone swaps in ``virtual.QoS``, which lacks it: the
-    worker's first poll died with an AttributeError, kombu PR #288.)"""
+    """kombu's in-memory acks (its ``restore_visible`` does nothing: there is nothing
+    in Redis to restore), except that a requeue of a message the channel no longer
+    holds requeues nothing: after a reconnect gave a channel's deliveries back, a
+    prefork child that died then (``reject_on_worker_lost``) made kombu's own raise
+    ``KeyError`` past Celery's handler (kombu's Redis QoS ignored it)."""
 
-    def restore_visible(self, *_args: Any, **_kwargs: Any) -> None:
-        return None
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        super().reject(delivery_tag, requeue=requeue and delivery_tag in self._delivered)
 
 
 class Channel(kombu_redis.Channel):

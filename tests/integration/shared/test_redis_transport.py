@@ -89,6 +89,28 @@ def test_redis_keeps_no_copy_of_a_delivered_message(connection: Connection, redi
         plain.close()
 
 
+def test_requeueing_a_message_the_channel_gave_back_already_is_a_no_op(
+    connection: Connection, redis_url: str
+) -> None:
+    """A reconnect restored the channel's deliveries, then a prefork child died holding
+    one (``reject_on_worker_lost``): nothing is queued twice, nothing raises."""
+    channel = connection.default_channel
+    plain = redis.Redis.from_url(redis_url)
+    try:
+        with connection.SimpleQueue("kodo-transport-requeue") as queue:
+            queue.put({"n": 1})
+            message = queue.get(timeout=5)
+            channel.qos.restore_unacked_once()  # what a reconnect does
+            assert plain.llen("kodo-transport-requeue") == 1
+
+            channel.basic_reject(message.delivery_tag, requeue=True)
+
+            assert plain.llen("kodo-transport-requeue") == 1
+    finally:
+        plain.delete("kodo-transport-requeue")
+        plain.close()
+
+
 def test_a_closing_channel_puts_what_it_reserved_back_on_its_queue(
     celery: Celery, redis_url: str
 ) -> None:
