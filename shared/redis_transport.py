@@ -54,7 +54,7 @@ class InMemoryQoS(virtual.QoS):
     ``KeyError`` past Celery's handler (kombu's Redis QoS ignored it)."""
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        super().reject(delivery_tag, requeue=requeue and delivery_tag in self._delivered)
+        super().reject(delivery_tag, requeue=requeue and delivery_tag in self._delivered)  # type: ignore[no-untyped-call]
 
 
 class Channel(kombu_redis.Channel):
