@@ -87,6 +87,10 @@ BILLED_READ_S = 10.0
 """How long a failed call's read of its session's totals may take (``_billed``)."""
 ABORT_S = 10.0
 """How long an abort of a call's turn may take (the call ends recorded either way)."""
+ABORT_RETRY_S = 10.0
+"""An overdue call whose abort the daemon did not confirm parks this long, then tries again."""
+ABORT_WINDOW_S = 120.0
+"""How long past its deadline an overdue call waits for its abort to be confirmed."""
 
 
 def _completed(info: dict[str, Any]) -> bool:
@@ -171,6 +175,7 @@ class ExactlyOnceCalls:
         keep_sessions: bool = False,
         async_calls: bool = False,
         daemon: str | None = None,
+        abort_window_s: float = ABORT_WINDOW_S,
     ) -> None:
         # One client, or several daemons (OC_BASE_URL as a list): a new call goes to the
         # pool's pick, a recorded one to the daemon its row names.
@@ -187,6 +192,7 @@ class ExactlyOnceCalls:
         self.quiesce_s = quiesce_s
         self.keep_sessions = keep_sessions
         self.async_calls = async_calls
+        self.abort_window_s = abort_window_s
 
     def close(self) -> None:
         self.pool.close()
@@ -540,9 +546,10 @@ class ExactlyOnceCalls:
                 if age < self.timeout_s:
                     log.info("oc.collect_deferred", op_key=key, error=str(exc)[:200])
                     raise CallPending(key, session_id, self.timeout_s - age, woken=False) from exc
-                self._abort_quietly(daemon, session_id, call.directory)
+                unstopped = self._stop_overdue(key, daemon, session_id, call.directory, age)
                 timeout = OpenCodeTimeout(
-                    f"no answer collected within {self.timeout_s:g}s of sending (last: {exc})"
+                    f"no answer collected within {self.timeout_s:g}s of sending"
+                    f" (last: {exc}){unstopped}"
                 )
                 billed = (
                     None
@@ -594,8 +601,8 @@ class ExactlyOnceCalls:
         if busy:
             if age < self.timeout_s:
                 raise CallPending(call.op_key, session_id, self.timeout_s - age, woken=row.woken)
-            self._abort_quietly(daemon, session_id, directory)
-            timeout = OpenCodeTimeout(f"no answer within {self.timeout_s:g}s of sending")
+            unstopped = self._stop_overdue(call.op_key, daemon, session_id, directory, age)
+            timeout = OpenCodeTimeout(f"no answer within {self.timeout_s:g}s of sending{unstopped}")
             raise self._fail(
                 call.op_key,
                 started,
@@ -926,6 +933,39 @@ class ExactlyOnceCalls:
             error_name=error_name,
             error=error,
         )
+
+    def _stop_overdue(
+        self, key: str, daemon: Daemon, session_id: str, directory: str, age: float
+    ) -> str:
+        """Abort an overdue call's turn before it is settled ``timed_out``; return what
+        its error must add ("" once the daemon confirmed the abort).
+
+        A turn whose abort failed may still be running, and spending: settled at once,
+        its cost would never be read. So, parked (asynchronous calls), the call stays
+        ``sent`` and its step tries again in ABORT_RETRY_S (CallPending) until
+        ``abort_window_s`` past the deadline; a turn that ends meanwhile is collected
+        as any other. Past the window the call is settled all the same, and its error
+        says the turn may still be running, on which daemon and in which session.
+        """
+        if self._abort(daemon, session_id, directory):
+            return ""
+        if self.async_calls and age < self.timeout_s + self.abort_window_s:
+            log.warning("oc.abort_unconfirmed", op_key=key, session_id=session_id)
+            raise CallPending(key, session_id, ABORT_RETRY_S, woken=False)
+        where = daemon.url or "its daemon"
+        return (
+            f"; its abort was never confirmed: the turn may still be running"
+            f" ({where}, session {session_id})"
+        )
+
+    def _abort(self, daemon: Daemon, session_id: str, directory: str) -> bool:
+        """Ask the daemon to stop the session's turn; True once it said it did, or that
+        the session is gone (nothing of it runs)."""
+        try:
+            return daemon.client.abort(session_id, directory=directory, timeout_s=ABORT_S)
+        except OpenCodeError as exc:
+            log.warning("oc.abort_failed", session_id=session_id, error=str(exc)[:200])
+            return exc.status == 404
 
     def _abort_quietly(self, daemon: Daemon, session_id: str, directory: str) -> None:
         """The call is recorded as it ended either way; a failed abort changes nothing, so

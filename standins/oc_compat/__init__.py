@@ -35,6 +35,8 @@ Directives in the prompt text script failures:
   ``[oc:api-error=retryable]``: statusCode 503, isRetryable true.
 * ``[oc:slow=MS]``: wait MS ms first; ``/abort`` ends the wait with
   ``MessageAbortedError``.
+* ``[oc:abort-fails=N]``: the session's next N ``/abort`` requests answer HTTP 500
+  ``UnknownError`` and stop nothing (a daemon too busy, or half broken, to abort).
 * ``[oc:slow-edit=MS]``: on attempt 1 the build agent pauses MS ms between the files it
   edits; ``/abort`` ends the pause (the files edited so far stay edited): a half-edited
   worktree, as a daemon leaves it when its caller died mid-edit.

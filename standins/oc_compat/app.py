@@ -61,6 +61,7 @@ class _Session:
     in_flight: set[threading.Event] = field(default_factory=set)
     retry: dict[str, Any] | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)
+    abort_refusals: int = 0  # [oc:abort-fails=N]: aborts still to answer 500
 
 
 class BadRequest(ValueError):
@@ -397,6 +398,9 @@ def create_app(state: CompatState) -> Flask:
             if session is None:
                 return missing(session_id)
             state.aborts += 1
+            if session.abort_refusals > 0:
+                session.abort_refusals -= 1
+                return _error(500, "UnknownError", "[oc:abort-fails] the abort did not happen")
             for event in session.in_flight:
                 event.set()
             return _json(True)
@@ -540,6 +544,7 @@ def _begin(state: CompatState, session: _Session, asked: _Prompt) -> _Turn:
         state.by_text[sha256_hex(asked.text)] += 1
         state.by_title[str(session.data["title"])] += 1
         session.in_flight.add(aborted)
+        session.abort_refusals = directives.abort_fails
         state.held += 1
         state.held_peak = max(state.held_peak, state.held)
         shapes.prompted(session.data, asked.agent, asked.provider_id, asked.model_id)

@@ -23,6 +23,7 @@ class Directives:
     api_error: str | None = None  # "" = LLM HTTP 400 (not retryable); "retryable" = 503
     slow_ms: int = 0
     slow_edit_ms: int = 0  # on attempt 1 the build agent pauses between files (abortable)
+    abort_fails: int = 0  # the session's first N aborts answer HTTP 500 and stop nothing
     http500: bool = False
     http500_attempts: int | None = None
     garbage: bool = False
@@ -78,6 +79,7 @@ def parse(text: str) -> Directives:
         api_error=values.get("api-error"),
         slow_ms=_int(values.get("slow"), 0),
         slow_edit_ms=_int(values.get("slow-edit"), 0),
+        abort_fails=_int(values.get("abort-fails"), 0),
         http500="http500" in flags,
         http500_attempts=_int(values["http500-attempts"], 0)
         if "http500-attempts" in values

@@ -24,18 +24,20 @@ from shared.db.models import OpenCodeCall, Run
 from shared.db.repos.ledger import AttemptPromptChanged, LedgerRepo
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.domain.vocab import CallStatus
+from shared.opencode.call_ledger import PostgresCallLedger
 from shared.opencode.calls import (
     UNKNOWN_ERROR,
     CallFailed,
+    CallPending,
     CallSuperseded,
     OutcomeUnknown,
     StructuredCall,
 )
 from shared.opencode.client import ModelRef, OpenCodeClient
-from shared.opencode.exactly_once import ExactlyOnceCalls
+from shared.opencode.exactly_once import ABORT_RETRY_S, ExactlyOnceCalls
 from standins.oc_compat import running_server
 from tests.factories import OpenCodeCallFactory, RunFactory
-from tests.postgres_calls import calls_on_postgres
+from tests.postgres_calls import SCRIPTED, calls_on_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -500,3 +502,35 @@ def test_a_call_failing_after_it_was_declared_unknown_is_recorded_failed_late(
     with pytest.raises(OutcomeUnknown) as replayed:
         _wrapper(oc_url, sessions).prompt_structured(call)
     assert replayed.value.error == UNKNOWN_ERROR
+
+
+def test_an_overdue_async_call_whose_abort_the_daemon_refused_is_aborted_again(
+    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+) -> None:
+    """Over HTTP, on the real ledger: the daemon answers the first abort 500 and the turn
+    keeps running; the call stays ``sent`` (parked) until the next try stops it."""
+    call = _call(run_id, repo, "Plan it [oc:slow=20000] [oc:abort-fails=1]")
+    client = OpenCodeClient(oc_url, timeout_s=10.0)
+    ledger = PostgresCallLedger(sessions)
+    wrapper = ExactlyOnceCalls(
+        client, ledger, SystemClock(), model=SCRIPTED, timeout_s=0.3, async_calls=True
+    )
+    _CLIENTS.extend([client, wrapper])
+    with pytest.raises(CallPending) as sent:
+        wrapper.prompt_structured(call)
+    assert ledger.mark_sent(call.op_key)  # what the step's park records
+    time.sleep(0.4)  # past the call's deadline
+
+    with pytest.raises(CallPending) as retry:
+        wrapper.prompt_structured(call)
+    assert (retry.value.session_id, retry.value.hold_s) == (sent.value.session_id, ABORT_RETRY_S)
+    assert _row(sessions, call.op_key).status == "sent"
+    busy = httpx.get(f"{oc_url}/session/status", params={"directory": str(repo)}).json()
+    assert sent.value.session_id in busy  # the refused abort stopped nothing
+
+    with pytest.raises(CallFailed) as failure:
+        wrapper.prompt_structured(call)
+    assert failure.value.status == "timed_out"
+    assert "never confirmed" not in (_row(sessions, call.op_key).error or "")
+    stats = httpx.get(f"{oc_url}/__kodo/stats").json()
+    assert stats["aborts"] == 2

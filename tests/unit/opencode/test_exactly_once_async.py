@@ -28,8 +28,8 @@ from shared.opencode.calls import (
     StructuredCall,
     UnrecordedAnswers,
 )
-from shared.opencode.errors import OpenCodeTimeout
-from shared.opencode.exactly_once import ABORT_S, ExactlyOnceCalls
+from shared.opencode.errors import OpenCodeServerError, OpenCodeTimeout
+from shared.opencode.exactly_once import ABORT_RETRY_S, ABORT_S, ABORT_WINDOW_S, ExactlyOnceCalls
 from shared.opencode.messages import ModelRef, PromptReply
 from tests.fakes.agent import FakeAgent, ScriptedTurn, tokens
 from tests.fakes.ledger import InMemoryLedger
@@ -200,6 +200,87 @@ def test_a_call_still_busy_past_its_deadline_is_aborted_and_timed_out() -> None:
     assert ledger.status(_call().op_key) == CallStatus.TIMED_OUT
     assert agent.aborted == [pending.session_id]
     assert agent.abort_waits == [ABORT_S]
+
+
+def _abort_failing(agent: FakeAgent, times: int | None, status: int = 500) -> list[str]:
+    """The daemon refuses the next ``times`` aborts (None: every one); returns the tries."""
+    tried: list[str] = []
+    real_abort = agent.abort
+
+    def refusing(session_id: str, *, directory: str, timeout_s: float | None = None) -> bool:
+        tried.append(session_id)
+        if times is None or len(tried) <= times:
+            raise OpenCodeServerError(f"HTTP {status} (fake): abort", status=status)
+        return real_abort(session_id, directory=directory, timeout_s=timeout_s)
+
+    agent.abort = refusing  # type: ignore[method-assign]
+    return tried
+
+
+def test_an_overdue_call_whose_abort_failed_stays_sent_and_tries_again() -> None:
+    """Its turn may still be running, and spending: the call is not settled (which would
+    never read what it costs) until the daemon confirms the abort."""
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(19)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    tried = _abort_failing(agent, times=1)
+    ledger.rows[_call().op_key].age_s = TIMEOUT_S + 1
+
+    with pytest.raises(CallPending) as again:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert (again.value.session_id, again.value.hold_s) == (pending.session_id, ABORT_RETRY_S)
+    assert ledger.status(_call().op_key) == CallStatus.SENT
+
+    ledger.rows[_call().op_key].age_s = TIMEOUT_S + 1 + ABORT_RETRY_S
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert failed.value.kind == "timeout"
+    assert "never confirmed" not in str(failed.value)
+    assert ledger.status(_call().op_key) == CallStatus.TIMED_OUT
+    assert tried == [pending.session_id] * 2
+
+
+def test_a_turn_that_ends_while_its_abort_is_retried_is_collected_as_any_other() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(70)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    _abort_failing(agent, times=None)
+    ledger.rows[_call().op_key].age_s = TIMEOUT_S + 1
+    with pytest.raises(CallPending):
+        _calls(agent, ledger).prompt_structured(_call())
+
+    agent.release(pending.session_id)  # the model finished after all
+
+    result = _calls(agent, ledger).prompt_structured(_call())
+    assert (result.answer, result.usage["total_tokens"]) == (ANSWER, 70)
+    assert ledger.status(_call().op_key) == CallStatus.SUCCEEDED
+
+
+def test_past_the_abort_window_the_call_is_settled_saying_its_turn_may_still_run() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(19)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    _abort_failing(agent, times=None)
+    ledger.rows[_call().op_key].age_s = TIMEOUT_S + ABORT_WINDOW_S
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert failed.value.kind == "timeout"
+    error = ledger.rows[_call().op_key].record.error or ""
+    assert "its abort was never confirmed: the turn may still be running" in error
+    assert f"(http://oc-1, session {pending.session_id})" in error
+    assert ledger.status(_call().op_key) == CallStatus.TIMED_OUT
+
+
+def test_an_abort_answered_404_needs_no_retry_its_session_is_gone() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(19)))
+    ledger = InMemoryLedger()
+    _send(agent, ledger)
+    _abort_failing(agent, times=None, status=404)
+    ledger.rows[_call().op_key].age_s = TIMEOUT_S + 1
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert failed.value.kind == "timeout"
+    assert "never confirmed" not in (ledger.rows[_call().op_key].record.error or "")
 
 
 def test_an_aborted_turn_collected_after_a_cancel_reads_back_as_aborted() -> None:
