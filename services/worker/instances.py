@@ -30,6 +30,7 @@ from services.worker.runtime import Runtime
 from shared.db.engine import unit_of_work
 from shared.opencode.daemons import Daemon, UnknownDaemon
 from shared.opencode.errors import OpenCodeError, OpenCodeTransientError
+from shared.opencode.exactly_once import ABORT_WINDOW_S
 from shared.service.instances import (
     Opened,
     Window,
@@ -47,9 +48,10 @@ RUN_BUDGET_S = 5.0
 """How long one run's disposes may take together (its row is locked meanwhile)."""
 PASS_BUDGET_S = 20.0
 """How long one pass may spend releasing; the next pass goes on."""
-CALL_GRACE_S = 60.0
+CALL_GRACE_S = ABORT_WINDOW_S + 60.0
 """A claimed or sent call younger than the call deadline plus this may still be running
-on its daemon: its run is not released (a dispose would end the turn)."""
+on its daemon (an overdue call whose abort is unconfirmed stays sent ABORT_WINDOW_S):
+its run is not released (a dispose would end the turn)."""
 
 
 def release_instances(rt: Runtime, *, limit: int = 50) -> list[str]:

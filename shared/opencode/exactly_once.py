@@ -546,7 +546,7 @@ class ExactlyOnceCalls:
                 if age < self.timeout_s:
                     log.info("oc.collect_deferred", op_key=key, error=str(exc)[:200])
                     raise CallPending(key, session_id, self.timeout_s - age, woken=False) from exc
-                unstopped = self._stop_overdue(key, daemon, session_id, call.directory, age)
+                unstopped = self._stop_overdue(call, row, daemon, age)
                 timeout = OpenCodeTimeout(
                     f"no answer collected within {self.timeout_s:g}s of sending"
                     f" (last: {exc}){unstopped}"
@@ -601,7 +601,7 @@ class ExactlyOnceCalls:
         if busy:
             if age < self.timeout_s:
                 raise CallPending(call.op_key, session_id, self.timeout_s - age, woken=row.woken)
-            unstopped = self._stop_overdue(call.op_key, daemon, session_id, directory, age)
+            unstopped = self._stop_overdue(call, row, daemon, age)
             timeout = OpenCodeTimeout(f"no answer within {self.timeout_s:g}s of sending{unstopped}")
             raise self._fail(
                 call.op_key,
@@ -935,7 +935,7 @@ class ExactlyOnceCalls:
         )
 
     def _stop_overdue(
-        self, key: str, daemon: Daemon, session_id: str, directory: str, age: float
+        self, call: StructuredCall, row: CallRecord, daemon: Daemon, age: float
     ) -> str:
         """Abort an overdue call's turn before it is settled ``timed_out``; return what
         its error must add ("" once the daemon confirmed the abort).
@@ -944,19 +944,20 @@ class ExactlyOnceCalls:
         its cost would never be read. So, parked (asynchronous calls), the call stays
         ``sent`` and its step tries again in ABORT_RETRY_S (CallPending) until
         ``abort_window_s`` past the deadline; a turn that ends meanwhile is collected
-        as any other. Past the window the call is settled all the same, and its error
-        says the turn may still be running, on which daemon and in which session.
+        as any other. Past the window the call is settled all the same, its error
+        saying the turn may still be running (the row names the daemon and session:
+        the error text is quoted to the model in the next attempt's prompt). A turn the
+        collector saw end (``session.idle``) runs no more: nothing is retried for it.
         """
-        if self._abort(daemon, session_id, directory):
+        session_id = row.session_id or ""
+        if self._abort(daemon, session_id, call.directory):
+            return ""
+        if row.woken and row.error is None:
             return ""
         if self.async_calls and age < self.timeout_s + self.abort_window_s:
-            log.warning("oc.abort_unconfirmed", op_key=key, session_id=session_id)
-            raise CallPending(key, session_id, ABORT_RETRY_S, woken=False)
-        where = daemon.url or "its daemon"
-        return (
-            f"; its abort was never confirmed: the turn may still be running"
-            f" ({where}, session {session_id})"
-        )
+            log.warning("oc.abort_unconfirmed", op_key=call.op_key, session_id=session_id)
+            raise CallPending(call.op_key, session_id, ABORT_RETRY_S, woken=row.woken)
+        return "; its abort was never confirmed: the turn may still be running"
 
     def _abort(self, daemon: Daemon, session_id: str, directory: str) -> bool:
         """Ask the daemon to stop the session's turn; True once it said it did, or that

@@ -265,10 +265,49 @@ def test_past_the_abort_window_the_call_is_settled_saying_its_turn_may_still_run
     with pytest.raises(CallFailed) as failed:
         _calls(agent, ledger).prompt_structured(_call())
     assert failed.value.kind == "timeout"
-    error = ledger.rows[_call().op_key].record.error or ""
-    assert "its abort was never confirmed: the turn may still be running" in error
-    assert f"(http://oc-1, session {pending.session_id})" in error
+    row = ledger.rows[_call().op_key]
+    assert (row.record.error or "").endswith(
+        "; its abort was never confirmed: the turn may still be running"
+    )
+    assert (row.daemon, row.session_id) == ("http://oc-1", pending.session_id)  # for triage
     assert ledger.status(_call().op_key) == CallStatus.TIMED_OUT
+
+
+def test_a_woken_overdue_call_whose_abort_failed_parks_as_woken_not_woken_again() -> None:
+    """session.error came (the row is woken) but the session is still busy: the retry
+    parks the step for ABORT_RETRY_S; a CallPending saying not woken would have the
+    park send the step again at once, in a loop."""
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(19)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    ledger.wake(pending.session_id, "UnknownError: boom")
+    _abort_failing(agent, times=None)
+    ledger.rows[_call().op_key].age_s = TIMEOUT_S + 1
+    calls = _calls(agent, ledger)
+    calls.wait_poll_s = 1.0  # the brief wait for the idle after session.error moves the clock
+    with pytest.raises(CallPending) as again:
+        calls.prompt_structured(_call())
+    assert (again.value.hold_s, again.value.woken) == (ABORT_RETRY_S, True)
+
+
+def test_a_turn_seen_idle_needs_no_abort_retry_it_runs_no_more() -> None:
+    """The collector saw session.idle, then the daemon stopped answering: the turn
+    ended, so the call is settled at its deadline as before, no retry, no warning."""
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(19)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    ledger.wake(pending.session_id)
+    _abort_failing(agent, times=None)
+
+    def unreadable(session_id: str, *, directory: str) -> PromptReply | None:
+        raise OpenCodeServerError("HTTP 500 (fake): messages", status=500)
+
+    agent.last_message = unreadable  # type: ignore[method-assign]
+    ledger.rows[_call().op_key].age_s = TIMEOUT_S + 1
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert failed.value.kind == "timeout"
+    assert "never confirmed" not in (ledger.rows[_call().op_key].record.error or "")
 
 
 def test_an_abort_answered_404_needs_no_retry_its_session_is_gone() -> None:
