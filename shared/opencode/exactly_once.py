@@ -21,7 +21,6 @@ besides answering is judged by :mod:`shared.opencode.turn_inspection`.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -329,8 +328,8 @@ class ExactlyOnceCalls:
                 raise CallPending(key, session_id, self.timeout_s, woken=False, unrecorded=True)
         except OpenCodeTimeout as exc:
             billed = None
-            if session_id is not None:
-                self._abort_quietly(daemon, session_id, call.directory)
+            if session_id is not None:  # recorded timed_out whether or not it stops
+                self._abort(daemon, session_id, call.directory)
                 billed = self._billed(daemon, session_id, call.directory, None)
             raise self._fail(
                 key, started, CallStatus.TIMED_OUT, exc, None, kind="timeout", usage=billed
@@ -730,7 +729,7 @@ class ExactlyOnceCalls:
             return
         daemons = {self.pool.of(url).url: self.pool.of(url) for _, url in doubtful}
         for session_id, url in doubtful:
-            self._abort_quietly(self.pool.of(url), session_id, directory)
+            self._abort(self.pool.of(url), session_id, directory)  # the wait below judges
         ids = {session_id for session_id, _ in doubtful}
         deadline = self.clock.monotonic() + self.quiesce_s
         while True:
@@ -967,12 +966,6 @@ class ExactlyOnceCalls:
         except OpenCodeError as exc:
             log.warning("oc.abort_failed", session_id=session_id, error=str(exc)[:200])
             return exc.status == 404
-
-    def _abort_quietly(self, daemon: Daemon, session_id: str, directory: str) -> None:
-        """The call is recorded as it ended either way; a failed abort changes nothing, so
-        a daemon that does not answer holds the worker ABORT_S, not the call's deadline."""
-        with contextlib.suppress(OpenCodeError):
-            daemon.client.abort(session_id, directory=directory, timeout_s=ABORT_S)
 
     def _elapsed_ms(self, started: float) -> int:
         return max(0, int((self.clock.monotonic() - started) * 1000))
