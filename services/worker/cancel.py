@@ -2,9 +2,9 @@
 
 A cancel sends AbortCalls; the reconciler's pass sweeps what that missed, from the rows
 alone: a prompt sent after the abort ran (the cancel landed between the call's claim
-and its send), or an AbortCalls message Redis lost. Either leaves a ``sent`` call of a
-cancelled run that no step will ever collect: its turn would run on, unbilled, its
-reservation never settled.
+and its send), an AbortCalls message Redis lost, or an abort the daemon did not confirm
+(a 5xx, a timeout). Each leaves a ``sent`` call of a cancelled run that no step will
+ever collect: its turn would run on, unbilled, its reservation never settled.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from shared.db.repos.runs import RunRepo
 from shared.domain.run_machine import RunStatus
 from shared.opencode.daemons import UnknownDaemon
 from shared.opencode.errors import OpenCodeError
-from shared.opencode.exactly_once import ABORT_S, BILLED_READ_S
+from shared.opencode.exactly_once import ABORT_WINDOW_S, BILLED_READ_S, abort_turn
 from shared.opencode.ports import AgentClient
 from shared.opencode.turn_inspection import usage_of
 
@@ -28,8 +28,12 @@ log = structlog.get_logger("kodo.cancel")
 
 
 SWEEP_LIMIT = 20
-"""Cancelled runs whose missed calls one reconciler pass aborts (the next takes the rest):
-each abort may wait ABORT_S on a hung daemon, and the pass has other work after it."""
+"""Cancelled runs whose missed calls one reconciler pass aborts (the next takes the rest,
+oldest first): each abort may wait ABORT_S on a hung daemon."""
+
+SWEEP_BUDGET_S = 30.0
+"""A pass starts no abort of another run after this long: the reconciler has other
+work after the sweep, and a hung daemon would otherwise hold it SWEEP_LIMIT x ABORT_S."""
 
 
 def abort_missed_calls(rt: Runtime) -> list[str]:
@@ -37,39 +41,61 @@ def abort_missed_calls(rt: Runtime) -> list[str]:
     return the runs swept."""
     with rt.sessions() as s:
         runs = LedgerRepo(s).cancelled_runs_with_sent_calls(SWEEP_LIMIT)
+    began = rt.clock.monotonic()
+    swept: list[str] = []
     for run_id in runs:
+        if rt.clock.monotonic() - began > SWEEP_BUDGET_S:
+            break
         aborted = abort_inflight_calls(rt, run_id)
+        swept.append(run_id)
         log.warning("cancel.missed_call_swept", run_id=run_id, sessions=aborted)
-    return runs
+    return swept
 
 
-def abort_inflight_calls(rt: Runtime, run_id: str) -> list[str]:
-    """Abort the OpenCode session of every claimed or sent call of a cancelled run; the
-    sent ones are recorded ``aborted`` with their session's totals read after the abort
-    (claimed ones are recorded by their claimant). The settle spends at least each
-    one's reservation: the step the abort cut is in no totals."""
+def abort_inflight_calls(
+    rt: Runtime, run_id: str, *, give_up_after_s: float | None = None
+) -> list[str]:
+    """Abort the OpenCode session of every claimed or sent call of a cancelled run;
+    return the sessions whose abort the daemon confirmed.
+
+    A sent call whose abort was confirmed is recorded ``aborted`` with its session's
+    totals read after the abort (claimed ones are recorded by their claimant). The
+    settle spends at least each one's reservation: the step the abort cut is in no
+    totals. A sent call whose abort failed stays ``sent``, so the reconciler's sweep
+    tries again, until it is older than its deadline plus ABORT_WINDOW_S
+    (``give_up_after_s``), the rule an overdue call's abort follows: it is then recorded
+    ``aborted`` saying the abort was never confirmed, since its turn may still run.
+    """
+    if give_up_after_s is None:
+        give_up_after_s = rt.settings.oc_timeout_ms / 1000 + ABORT_WINDOW_S
     with rt.sessions() as s:
         if RunRepo(s).status_of(run_id) != RunStatus.CANCELLED.value:
             return []
         open_sessions = LedgerRepo(s).open_sessions_of(run_id)
     aborted: list[str] = []
     totals: dict[str, dict[str, Any] | None] = {}
+    given_up: list[str] = []
     read: list[tuple[AgentClient, str, str]] = []  # (client, session, directory) of totals
-    for session_id, directory, daemon, sent in open_sessions:
-        with contextlib.suppress(OpenCodeError, UnknownDaemon):  # an ended session: no abort
-            client = rt.daemons.of(daemon).client
-            client.abort(session_id, directory=directory, timeout_s=ABORT_S)
-            aborted.append(session_id)
-            log.info("cancel.aborted_call", run_id=run_id, session_id=session_id)
-            if sent:  # (a claimed call's claimant records its own, totals and all)
-                session = client.get_session(
-                    session_id, directory=directory, timeout_s=BILLED_READ_S
-                )
-                totals[session_id] = usage_of(session)
-                read.append((client, session_id, directory))
-    tried = [session_id for session_id, _directory, _daemon, was_sent in open_sessions if was_sent]
+    for call in open_sessions:
+        client = _client_of(rt, call.daemon)
+        if client is None or not abort_turn(client, call.session_id, call.directory):
+            log.warning(
+                "cancel.abort_unconfirmed",
+                run_id=run_id,
+                session_id=call.session_id,
+                sent=call.sent,
+                age_s=round(call.age_s, 1),
+            )
+            if call.sent and call.age_s >= give_up_after_s:
+                given_up.append(call.session_id)
+            continue
+        aborted.append(call.session_id)
+        log.info("cancel.aborted_call", run_id=run_id, session_id=call.session_id)
+        if call.sent:  # (a claimed call's claimant records its own, totals and all)
+            totals[call.session_id] = _totals(client, call.session_id, call.directory)
+            read.append((client, call.session_id, call.directory))
     with rt.uow() as uow:
-        LedgerRepo(uow.session).abort_sent_of(run_id, rt.clock.now(), totals, tried)
+        LedgerRepo(uow.session).abort_sent_of(run_id, rt.clock.now(), totals, given_up)
     if not rt.settings.oc_keep_sessions:
         # Recorded with their totals: the ledger keeps what triage needs, and a session
         # the daemon keeps costs it memory (best effort, as after any recorded answer).
@@ -77,3 +103,21 @@ def abort_inflight_calls(rt: Runtime, run_id: str) -> list[str]:
             with contextlib.suppress(OpenCodeError):
                 client.delete_session(session_id, directory=directory)
     return aborted
+
+
+def _client_of(rt: Runtime, daemon: str | None) -> AgentClient | None:
+    """The client of the daemon holding the call; None if it is no longer configured
+    (nothing can abort its session: its abort is never confirmed)."""
+    try:
+        return rt.daemons.of(daemon).client
+    except UnknownDaemon:
+        return None
+
+
+def _totals(client: AgentClient, session_id: str, directory: str) -> dict[str, Any] | None:
+    """The aborted session's totals; None if the daemon cannot say (recorded without)."""
+    try:
+        session = client.get_session(session_id, directory=directory, timeout_s=BILLED_READ_S)
+    except OpenCodeError:
+        return None
+    return usage_of(session)

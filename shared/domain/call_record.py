@@ -12,6 +12,10 @@ from typing import Any
 
 from shared.domain.vocab import CallStatus
 
+ABORT_UNCONFIRMED = "its abort was never confirmed: the turn may still be running"
+"""What the error of a call recorded ended adds when the daemon never confirmed its
+abort (an overdue call's, a cancelled run's)."""
+
 
 @dataclass(frozen=True)
 class CallRecord:

@@ -29,7 +29,7 @@ from typing import Any
 import structlog
 
 from shared.clock import Clock
-from shared.domain.call_record import AgedRecord, CallRecord, StepLedger
+from shared.domain.call_record import ABORT_UNCONFIRMED, AgedRecord, CallRecord, StepLedger
 from shared.domain.contracts import ContractViolation, validate_answer
 from shared.domain.step_lease import StepLease
 from shared.domain.vocab import CallStatus
@@ -154,6 +154,17 @@ class _CollectedElsewhere(Exception):
 WOKEN_SETTLE_S = 5.0
 """How long a delivery woken by ``session.error`` waits for the session to go idle
 (the daemon sends the error, then the idle) before it parks again."""
+
+
+def abort_turn(client: AgentClient, session_id: str, directory: str) -> bool:
+    """Ask the daemon to stop the session's turn; True once it said it did, or that the
+    session is gone (nothing of it runs). A failure is logged, never raised: what to do
+    about an unconfirmed abort is the caller's rule."""
+    try:
+        return client.abort(session_id, directory=directory, timeout_s=ABORT_S)
+    except OpenCodeError as exc:
+        log.warning("oc.abort_failed", session_id=session_id, error=str(exc)[:200])
+        return exc.status == 404
 
 
 class ExactlyOnceCalls:
@@ -329,7 +340,7 @@ class ExactlyOnceCalls:
         except OpenCodeTimeout as exc:
             billed = None
             if session_id is not None:  # recorded timed_out whether or not it stops
-                self._abort(daemon, session_id, call.directory)
+                abort_turn(daemon.client, session_id, call.directory)
                 billed = self._billed(daemon, session_id, call.directory, None)
             raise self._fail(
                 key, started, CallStatus.TIMED_OUT, exc, None, kind="timeout", usage=billed
@@ -729,7 +740,7 @@ class ExactlyOnceCalls:
             return
         daemons = {self.pool.of(url).url: self.pool.of(url) for _, url in doubtful}
         for session_id, url in doubtful:
-            self._abort(self.pool.of(url), session_id, directory)  # the wait below judges
+            abort_turn(self.pool.of(url).client, session_id, directory)  # the wait judges
         ids = {session_id for session_id, _ in doubtful}
         deadline = self.clock.monotonic() + self.quiesce_s
         while True:
@@ -949,23 +960,14 @@ class ExactlyOnceCalls:
         collector saw end (``session.idle``) runs no more: nothing is retried for it.
         """
         session_id = row.session_id or ""
-        if self._abort(daemon, session_id, call.directory):
+        if abort_turn(daemon.client, session_id, call.directory):
             return ""
         if row.woken and row.error is None:
             return ""
         if self.async_calls and age < self.timeout_s + self.abort_window_s:
             log.warning("oc.abort_unconfirmed", op_key=call.op_key, session_id=session_id)
             raise CallPending(call.op_key, session_id, ABORT_RETRY_S, woken=row.woken)
-        return "; its abort was never confirmed: the turn may still be running"
-
-    def _abort(self, daemon: Daemon, session_id: str, directory: str) -> bool:
-        """Ask the daemon to stop the session's turn; True once it said it did, or that
-        the session is gone (nothing of it runs)."""
-        try:
-            return daemon.client.abort(session_id, directory=directory, timeout_s=ABORT_S)
-        except OpenCodeError as exc:
-            log.warning("oc.abort_failed", session_id=session_id, error=str(exc)[:200])
-            return exc.status == 404
+        return f"; {ABORT_UNCONFIRMED}"
 
     def _elapsed_ms(self, started: float) -> int:
         return max(0, int((self.clock.monotonic() - started) * 1000))

@@ -33,7 +33,7 @@ from shared.db import direct
 from shared.db.models import OpenCodeCall, Run, StepRun, bound, table_of
 from shared.db.repos.runs import budget_of
 from shared.domain.budget import BudgetExceeded, Estimate
-from shared.domain.call_record import AgedRecord, CallRecord, aged
+from shared.domain.call_record import ABORT_UNCONFIRMED, AgedRecord, CallRecord, aged
 from shared.domain.run_machine import RunStatus
 from shared.domain.step_outcome import RuleRefusal
 from shared.domain.vocab import CallStatus
@@ -186,6 +186,16 @@ class Woken(NamedTuple):
     run_id: str
     step_id: str
     parent: str | None
+
+
+class OpenSession(NamedTuple):
+    """A claimed or sent call's session, as a cancel aborts it."""
+
+    session_id: str
+    directory: str
+    daemon: str | None
+    sent: bool
+    age_s: float  # since it was sent (or claimed), by the database's clock (CALL_AGE)
 
 
 CALL_AGE = extract(
@@ -413,8 +423,10 @@ class LedgerRepo:
                 OpenCodeCall.status == CallStatus.SENT.value,
                 Run.status == RunStatus.CANCELLED.value,
             )
-            .distinct()
-            .order_by(OpenCodeCall.run_id)
+            .group_by(OpenCodeCall.run_id)
+            # oldest first: a run whose abort is never confirmed leaves the set once its
+            # calls are given up (OpenSession.age_s), so later cancels are reached
+            .order_by(func.max(CALL_AGE).desc(), OpenCodeCall.run_id)
             .limit(limit)
         )
         return [str(run_id) for run_id in self.session.execute(query).scalars()]
@@ -489,15 +501,15 @@ class LedgerRepo:
             ).scalars()
         )
 
-    def open_sessions_of(self, run_id: str) -> list[tuple[str, str, str | None, bool]]:
-        """(OpenCode session id, directory, daemon, whether sent) of the run's calls still
-        claimed (or sent) and started."""
+    def open_sessions_of(self, run_id: str) -> list[OpenSession]:
+        """The run's calls still claimed (or sent) whose session was made."""
         rows = self.session.execute(
             select(
                 OpenCodeCall.session_id,
                 OpenCodeCall.request["directory"].as_string(),
                 OpenCodeCall.daemon,
                 OpenCodeCall.status == CallStatus.SENT.value,
+                CALL_AGE,
             ).where(
                 OpenCodeCall.run_id == run_id,
                 OpenCodeCall.status.in_(OPEN),
@@ -505,8 +517,8 @@ class LedgerRepo:
             )
         ).all()
         return [
-            (sid, directory, daemon, bool(sent))
-            for sid, directory, daemon, sent in rows
+            OpenSession(sid, directory, daemon, bool(sent), float(age))
+            for sid, directory, daemon, sent, age in rows
             if sid is not None and directory
         ]
 
@@ -521,25 +533,29 @@ class LedgerRepo:
         self,
         run_id: str,
         now: datetime,
-        totals: Mapping[str, dict[str, Any] | None],
-        sent: Sequence[str],
+        aborted: Mapping[str, dict[str, Any] | None],
+        given_up: Sequence[str],
     ) -> int:
         """Record the run's sent calls ``aborted`` (its cancel aborted their sessions):
-        no answer of a cancelled run is collected. ``totals``: each aborted session's
-        totals read after the abort, recorded as its call's usage (the settle spends at
-        least the call's reservation: the step it was cut in is not in them). ``sent``:
-        the sessions that were sent before the abort was tried, the only ones ended
-        without totals (their abort failed: the daemon lost them, say). A call marked
-        sent since then had its prompt reach the daemon after the abort, which missed
-        it: it stays sent for the next abort (its parker's, or the reconciler's sweep)."""
+        no answer of a cancelled run is collected. ``aborted``: the sessions whose abort
+        the daemon confirmed, each with its totals read after the abort (None if they
+        could not be read), recorded as its call's usage (the settle spends at least the
+        call's reservation: the step it was cut in is not in them). ``given_up``: the
+        sessions whose abort was never confirmed within their window, recorded so, since
+        their turn may still be running. Any other sent call stays sent for the next
+        abort (the reconciler's sweep): one whose abort failed within its window, or
+        whose prompt reached the daemon after the abort, which missed it."""
         said = "the run was cancelled while the call was in flight; its session was aborted"
         ended = 0
-        for session_id, usage in totals.items():
+        for session_id, usage in aborted.items():
             one = and_(OpenCodeCall.run_id == run_id, OpenCodeCall.session_id == session_id)
             ended += len(self._end_sent(one, CallStatus.ABORTED, now, "RunCancelled", said, usage))
-        if sent:
-            tried = and_(OpenCodeCall.run_id == run_id, OpenCodeCall.session_id.in_(list(sent)))
-            ended += len(self._end_sent(tried, CallStatus.ABORTED, now, "RunCancelled", said))
+        if given_up:
+            tried = and_(OpenCodeCall.run_id == run_id, OpenCodeCall.session_id.in_(list(given_up)))
+            unconfirmed = f"the run was cancelled while the call was in flight; {ABORT_UNCONFIRMED}"
+            ended += len(
+                self._end_sent(tried, CallStatus.ABORTED, now, "RunCancelled", unconfirmed)
+            )
         return ended
 
     def _end_sent(
