@@ -339,11 +339,13 @@ class ExactlyOnceCalls:
                 raise CallPending(key, session_id, self.timeout_s, woken=False, unrecorded=True)
         except OpenCodeTimeout as exc:
             billed = None
+            timeout = exc
             if session_id is not None:  # recorded timed_out whether or not it stops
-                abort_turn(daemon.client, session_id, call.directory)
+                if not abort_turn(daemon.client, session_id, call.directory):
+                    timeout = OpenCodeTimeout(f"{exc}; {ABORT_UNCONFIRMED}")
                 billed = self._billed(daemon, session_id, call.directory, None)
             raise self._fail(
-                key, started, CallStatus.TIMED_OUT, exc, None, kind="timeout", usage=billed
+                key, started, CallStatus.TIMED_OUT, timeout, None, kind="timeout", usage=billed
             ) from exc
         except OpenCodeError as exc:
             status = CallStatus.ABORTED if isinstance(exc, OpenCodeAborted) else CallStatus.FAILED

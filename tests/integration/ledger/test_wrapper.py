@@ -22,6 +22,7 @@ from shared.clock import SystemClock
 from shared.db.engine import unit_of_work
 from shared.db.models import OpenCodeCall, Run
 from shared.db.repos.ledger import AttemptPromptChanged, LedgerRepo
+from shared.domain.call_record import ABORT_UNCONFIRMED
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.domain.vocab import CallStatus
 from shared.opencode.call_ledger import PostgresCallLedger
@@ -233,7 +234,23 @@ def test_a_stalled_call_is_aborted_and_recorded_timed_out(
     with pytest.raises(CallFailed) as failure:
         _wrapper(oc_url, sessions, timeout_s=0.5).prompt_structured(call)
     assert failure.value.status == "timed_out"
-    assert _row(sessions, call.op_key).status == "timed_out"
+    row = _row(sessions, call.op_key)
+    assert row.status == "timed_out"
+    assert ABORT_UNCONFIRMED not in (row.error or ""), "the daemon confirmed the abort"
+
+
+def test_a_stalled_call_whose_abort_the_daemon_refused_says_so(
+    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+) -> None:
+    """Blocking mode records the timeout at once, abort or not; its error says the turn
+    may still be running (the row's daemon and session say where)."""
+    call = _call(run_id, repo, "Plan it [oc:slow=5000] [oc:abort-fails=1]")
+    with pytest.raises(CallFailed) as failure:
+        _wrapper(oc_url, sessions, timeout_s=0.5).prompt_structured(call)
+    assert failure.value.status == "timed_out"
+    row = _row(sessions, call.op_key)
+    assert row.status == "timed_out"
+    assert (row.error or "").endswith(ABORT_UNCONFIRMED)
 
 
 def test_a_claim_left_by_a_dead_worker_becomes_unknown_and_is_not_resent(
