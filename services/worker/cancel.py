@@ -15,10 +15,10 @@ from typing import Any
 import structlog
 
 from services.worker.runtime import Runtime
-from shared.db.repos.ledger import LedgerRepo
+from shared.db.repos.ledger import LedgerRepo, OpenSession
 from shared.db.repos.runs import RunRepo
 from shared.domain.run_machine import RunStatus
-from shared.opencode.daemons import UnknownDaemon
+from shared.opencode.daemons import Daemon, UnknownDaemon
 from shared.opencode.errors import OpenCodeError
 from shared.opencode.exactly_once import ABORT_WINDOW_S, BILLED_READ_S, abort_turn
 from shared.opencode.ports import AgentClient
@@ -38,47 +38,66 @@ work after the sweep, and a hung daemon would otherwise hold it SWEEP_LIMIT x AB
 
 def abort_missed_calls(rt: Runtime) -> list[str]:
     """Abort and record the ``sent`` calls of cancelled runs (see the module's note);
-    return the runs swept."""
+    return the runs swept. A daemon whose abort was not confirmed is not asked again
+    in the same pass (its other runs' calls wait for the next), so one hung daemon
+    costs a pass ABORT_S once, not once per run."""
     with rt.sessions() as s:
         runs = LedgerRepo(s).cancelled_runs_with_sent_calls(SWEEP_LIMIT)
     began = rt.clock.monotonic()
+    silent: set[str] = set()
     swept: list[str] = []
     for run_id in runs:
         if rt.clock.monotonic() - began > SWEEP_BUDGET_S:
             break
-        aborted = abort_inflight_calls(rt, run_id)
+        aborted = abort_inflight_calls(rt, run_id, silent=silent)
         swept.append(run_id)
         log.warning("cancel.missed_call_swept", run_id=run_id, sessions=aborted)
     return swept
 
 
 def abort_inflight_calls(
-    rt: Runtime, run_id: str, *, give_up_after_s: float | None = None
+    rt: Runtime,
+    run_id: str,
+    *,
+    give_up_after_s: float | None = None,
+    silent: set[str] | None = None,
 ) -> list[str]:
     """Abort the OpenCode session of every claimed or sent call of a cancelled run;
     return the sessions whose abort the daemon confirmed.
 
-    A sent call whose abort was confirmed is recorded ``aborted`` with its session's
-    totals read after the abort (claimed ones are recorded by their claimant). The
-    settle spends at least each one's reservation: the step the abort cut is in no
-    totals. A sent call whose abort failed stays ``sent``, so the reconciler's sweep
-    tries again, until it is older than its deadline plus ABORT_WINDOW_S
-    (``give_up_after_s``), the rule an overdue call's abort follows: it is then recorded
-    ``aborted`` saying the abort was never confirmed, since its turn may still run.
+    A sent call whose abort was confirmed, or whose turn the collector saw end with no
+    error, is recorded ``aborted`` with its session's totals read after the abort
+    (claimed ones are recorded by their claimant). The settle spends at least each
+    one's reservation: the step the abort cut is in no totals. A sent call whose abort
+    failed stays ``sent``, so the reconciler's sweep tries again, until it is older
+    than its deadline plus ABORT_WINDOW_S (``give_up_after_s``), the rule an overdue
+    call's abort follows: it is then recorded ``aborted`` with what its totals say,
+    saying the abort was never confirmed, since its turn may still run.
+
+    ``silent``: daemons (base URLs) not to ask (their abort was not confirmed earlier
+    in the pass); each daemon whose abort is not confirmed here is added to it.
     """
     if give_up_after_s is None:
         give_up_after_s = rt.settings.oc_timeout_ms / 1000 + ABORT_WINDOW_S
+    silent = set() if silent is None else silent
     with rt.sessions() as s:
         if RunRepo(s).status_of(run_id) != RunStatus.CANCELLED.value:
             return []
         open_sessions = LedgerRepo(s).open_sessions_of(run_id)
     aborted: list[str] = []
     totals: dict[str, dict[str, Any] | None] = {}
-    given_up: list[str] = []
+    given_up: dict[str, dict[str, Any] | None] = {}
     read: list[tuple[AgentClient, str, str]] = []  # (client, session, directory) of totals
     for call in open_sessions:
-        client = _client_of(rt, call.daemon)
-        if client is None or not abort_turn(client, call.session_id, call.directory):
+        daemon = _daemon_of(rt, call.daemon)
+        confirmed = (
+            daemon is not None
+            and daemon.url not in silent
+            and abort_turn(daemon.client, call.session_id, call.directory)
+        )
+        if daemon is not None and not confirmed:
+            silent.add(daemon.url)
+        if not confirmed and not (call.sent and call.ended):
             log.warning(
                 "cancel.abort_unconfirmed",
                 run_id=run_id,
@@ -87,13 +106,16 @@ def abort_inflight_calls(
                 age_s=round(call.age_s, 1),
             )
             if call.sent and call.age_s >= give_up_after_s:
-                given_up.append(call.session_id)
+                billed = None if daemon is None else _totals(daemon.client, call)
+                given_up[call.session_id] = billed
             continue
         aborted.append(call.session_id)
         log.info("cancel.aborted_call", run_id=run_id, session_id=call.session_id)
-        if call.sent:  # (a claimed call's claimant records its own, totals and all)
-            totals[call.session_id] = _totals(client, call.session_id, call.directory)
-            read.append((client, call.session_id, call.directory))
+        if call.sent and daemon is not None:  # (a claimed call's claimant records its own)
+            totals[call.session_id] = _totals(daemon.client, call)
+            read.append((daemon.client, call.session_id, call.directory))
+        elif call.sent:
+            totals[call.session_id] = None  # its turn ended; no daemon to read it from
     with rt.uow() as uow:
         LedgerRepo(uow.session).abort_sent_of(run_id, rt.clock.now(), totals, given_up)
     if not rt.settings.oc_keep_sessions:
@@ -105,19 +127,21 @@ def abort_inflight_calls(
     return aborted
 
 
-def _client_of(rt: Runtime, daemon: str | None) -> AgentClient | None:
-    """The client of the daemon holding the call; None if it is no longer configured
-    (nothing can abort its session: its abort is never confirmed)."""
+def _daemon_of(rt: Runtime, url: str | None) -> Daemon | None:
+    """The daemon holding the call; None if it is no longer configured (nothing can
+    abort its session: its abort is never confirmed)."""
     try:
-        return rt.daemons.of(daemon).client
+        return rt.daemons.of(url)
     except UnknownDaemon:
         return None
 
 
-def _totals(client: AgentClient, session_id: str, directory: str) -> dict[str, Any] | None:
-    """The aborted session's totals; None if the daemon cannot say (recorded without)."""
+def _totals(client: AgentClient, call: OpenSession) -> dict[str, Any] | None:
+    """The session's totals; None if the daemon cannot say (recorded without)."""
     try:
-        session = client.get_session(session_id, directory=directory, timeout_s=BILLED_READ_S)
+        session = client.get_session(
+            call.session_id, directory=call.directory, timeout_s=BILLED_READ_S
+        )
     except OpenCodeError:
         return None
     return usage_of(session)

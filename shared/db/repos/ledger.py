@@ -7,7 +7,7 @@ is new for an attempt already claimed (its prompt or schema changed) is refused 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -196,6 +196,14 @@ class OpenSession(NamedTuple):
     daemon: str | None
     sent: bool
     age_s: float  # since it was sent (or claimed), by the database's clock (CALL_AGE)
+    ended: bool  # the collector saw its turn end (session.idle) with no error
+
+
+_ABORTABLE = and_(
+    OpenCodeCall.session_id.is_not(None),
+    func.coalesce(OpenCodeCall.request["directory"].as_string(), "") != "",
+)
+"""A call whose session can be aborted: it was made, in a directory the request names."""
 
 
 CALL_AGE = extract(
@@ -422,6 +430,7 @@ class LedgerRepo:
             .where(
                 OpenCodeCall.status == CallStatus.SENT.value,
                 Run.status == RunStatus.CANCELLED.value,
+                _ABORTABLE,  # what open_sessions_of lists: a run found here is ended there
             )
             .group_by(OpenCodeCall.run_id)
             # oldest first: a run whose abort is never confirmed leaves the set once its
@@ -510,15 +519,12 @@ class LedgerRepo:
                 OpenCodeCall.daemon,
                 OpenCodeCall.status == CallStatus.SENT.value,
                 CALL_AGE,
-            ).where(
-                OpenCodeCall.run_id == run_id,
-                OpenCodeCall.status.in_(OPEN),
-                OpenCodeCall.session_id.is_not(None),
-            )
+                and_(OpenCodeCall.idle_at.is_not(None), OpenCodeCall.error.is_(None)),
+            ).where(OpenCodeCall.run_id == run_id, OpenCodeCall.status.in_(OPEN), _ABORTABLE)
         ).all()
         return [
-            OpenSession(sid, directory, daemon, bool(sent), float(age))
-            for sid, directory, daemon, sent, age in rows
+            OpenSession(sid, directory, daemon, bool(sent), float(age), bool(ended))
+            for sid, directory, daemon, sent, age, ended in rows
             if sid is not None and directory
         ]
 
@@ -534,28 +540,27 @@ class LedgerRepo:
         run_id: str,
         now: datetime,
         aborted: Mapping[str, dict[str, Any] | None],
-        given_up: Sequence[str],
+        given_up: Mapping[str, dict[str, Any] | None],
     ) -> int:
         """Record the run's sent calls ``aborted`` (its cancel aborted their sessions):
         no answer of a cancelled run is collected. ``aborted``: the sessions whose abort
         the daemon confirmed, each with its totals read after the abort (None if they
         could not be read), recorded as its call's usage (the settle spends at least the
         call's reservation: the step it was cut in is not in them). ``given_up``: the
-        sessions whose abort was never confirmed within their window, recorded so, since
-        their turn may still be running. Any other sent call stays sent for the next
-        abort (the reconciler's sweep): one whose abort failed within its window, or
-        whose prompt reached the daemon after the abort, which missed it."""
+        sessions whose abort was never confirmed within their window, with what their
+        totals said then, recorded so, since their turn may still be running. Any
+        other sent call stays sent for the next abort (the reconciler's sweep): one whose
+        abort failed within its window, or whose prompt reached the daemon after the
+        abort, which missed it."""
         said = "the run was cancelled while the call was in flight; its session was aborted"
         ended = 0
-        for session_id, usage in aborted.items():
-            one = and_(OpenCodeCall.run_id == run_id, OpenCodeCall.session_id == session_id)
-            ended += len(self._end_sent(one, CallStatus.ABORTED, now, "RunCancelled", said, usage))
-        if given_up:
-            tried = and_(OpenCodeCall.run_id == run_id, OpenCodeCall.session_id.in_(list(given_up)))
-            unconfirmed = f"the run was cancelled while the call was in flight; {ABORT_UNCONFIRMED}"
-            ended += len(
-                self._end_sent(tried, CallStatus.ABORTED, now, "RunCancelled", unconfirmed)
-            )
+        unconfirmed = f"the run was cancelled while the call was in flight; {ABORT_UNCONFIRMED}"
+        for sessions, error in ((aborted, said), (given_up, unconfirmed)):
+            for session_id, usage in sessions.items():
+                one = and_(OpenCodeCall.run_id == run_id, OpenCodeCall.session_id == session_id)
+                ended += len(
+                    self._end_sent(one, CallStatus.ABORTED, now, "RunCancelled", error, usage)
+                )
         return ended
 
     def _end_sent(
