@@ -79,8 +79,9 @@ class TokenUsage:
         return self.input + self.output + self.reasoning + self.cache_read
 
 
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+def _count(value: object) -> int:
+    """A count the daemon reported: a non-negative integer, else 0 (read, not trusted)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def object_or_empty(value: object) -> dict[str, Any]:
@@ -88,15 +89,16 @@ def object_or_empty(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _usage(tokens: object) -> TokenUsage:
+def token_usage(tokens: object) -> TokenUsage:
+    """OpenCode's ``tokens`` object (of a message or a session), each count checked."""
     raw = object_or_empty(tokens)
     cache = object_or_empty(raw.get("cache"))
     return TokenUsage(
-        input=_int(raw.get("input")),
-        output=_int(raw.get("output")),
-        reasoning=_int(raw.get("reasoning")),
-        cache_read=_int(cache.get("read")),
-        cache_write=_int(cache.get("write")),
+        input=_count(raw.get("input")),
+        output=_count(raw.get("output")),
+        reasoning=_count(raw.get("reasoning")),
+        cache_read=_count(cache.get("read")),
+        cache_write=_count(cache.get("write")),
     )
 
 
@@ -137,7 +139,7 @@ class PromptReply:
 
     @property
     def tokens(self) -> TokenUsage:
-        return _usage(self.info.get("tokens"))
+        return token_usage(self.info.get("tokens"))
 
     @property
     def cost(self) -> float:

@@ -17,35 +17,31 @@ from typing import Any
 
 from shared.opencode.confinement import tool_uses, violations
 from shared.opencode.errors import OpenCodeError
-from shared.opencode.messages import PromptReply, object_or_empty
+from shared.opencode.messages import PromptReply, object_or_empty, token_usage
 from shared.opencode.ports import AgentClient
 from shared.opencode.tools import forbidden_tool_uses
 
 
 def usage_of(info: dict[str, Any]) -> dict[str, Any]:
     """Normalise OpenCode's ``tokens``/``cost`` (of a message or a session) for the ledger."""
-    tokens = info.get("tokens")
-    tokens = tokens if isinstance(tokens, dict) else {}
-    cache = tokens.get("cache")
-    cache = cache if isinstance(cache, dict) else {}
-
-    def count(value: object) -> int:
-        return value if isinstance(value, int) and value >= 0 else 0
-
+    raw = object_or_empty(info.get("tokens"))
+    tokens = token_usage(raw)
+    total = raw.get("total")
     cost = info.get("cost")
-    parts = {
-        "input_tokens": count(tokens.get("input")),
-        "output_tokens": count(tokens.get("output")),
-        "reasoning_tokens": count(tokens.get("reasoning")),
-        "cache_read_tokens": count(cache.get("read")),
-        "cache_write_tokens": count(cache.get("write")),
-    }
-    total = count(tokens.get("total")) or sum(parts.values()) - parts["cache_write_tokens"]
     return {
-        "total_tokens": total,
-        **parts,
+        # the daemon's own total when it gives one (a positive count), else the sum
+        "total_tokens": total if _positive(total) else tokens.total,
+        "input_tokens": tokens.input,
+        "output_tokens": tokens.output,
+        "reasoning_tokens": tokens.reasoning,
+        "cache_read_tokens": tokens.cache_read,
+        "cache_write_tokens": tokens.cache_write,
         "cost_usd": float(cost) if isinstance(cost, int | float) else 0.0,
     }
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def summed_usage(infos: list[dict[str, Any]]) -> dict[str, Any]:

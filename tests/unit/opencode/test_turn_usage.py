@@ -62,3 +62,21 @@ def test_an_unreadable_turn_is_billed_its_sessions_totals_else_its_answer() -> N
     without = Turn(earlier=unread, children=[])
     assert turn_usage(without, _reply(answer))["total_tokens"] == 30
     assert not without.usage_known
+
+
+def test_counts_the_daemon_reports_are_read_not_trusted() -> None:
+    """A negative count, a boolean or a string is no count: read as 0, alike by the
+    ledger's usage and the reply's tokens; a total that is no count is summed."""
+    tokens = {"total": -5, "input": 100, "output": True, "reasoning": "7"}
+    info = {"tokens": {**tokens, "cache": {"read": -3, "write": 4}}, "cost": 0.25}
+    usage = usage_of(info)
+    assert usage == {
+        "total_tokens": 100,
+        "input_tokens": 100,
+        "output_tokens": 0,
+        "reasoning_tokens": 0,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 4,
+        "cost_usd": 0.25,
+    }
+    assert _reply(info).tokens.total == usage["total_tokens"]
