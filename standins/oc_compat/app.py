@@ -393,11 +393,15 @@ def create_app(state: CompatState) -> Flask:
 
     @app.post("/session/<session_id>/abort")
     def abort(session_id: str) -> Response:
+        """Like opencode serve 1.18.33: ``true`` for any session id of the right shape,
+        held or not, known or not (it looks nothing up); another shape is a 500."""
+        if not session_id.startswith("ses_"):
+            return _error(500, "UnknownError", "Unexpected server error. Check server logs.")
         with state.lock:
+            state.aborts += 1
             session = state.sessions.get(session_id)
             if session is None:
-                return missing(session_id)
-            state.aborts += 1
+                return _json(True)
             if session.abort_refusals > 0:
                 session.abort_refusals -= 1
                 return _error(500, "UnknownError", "[oc:abort-fails] the abort did not happen")

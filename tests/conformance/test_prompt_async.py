@@ -15,6 +15,7 @@ import pytest
 
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.opencode.client import OpenCodeClient
+from shared.opencode.errors import OpenCodeError
 from shared.opencode.events import OcEvent
 from shared.opencode.ports import EventStream
 from shared.opencode.tools import permission_rules, tools_map
@@ -183,6 +184,28 @@ def test_an_abort_during_a_slow_async_turn_tells_the_error_then_goes_idle(
     assert "completed" in reply.info["time"]
     assert reply.structured is None
     assert session_id not in client.busy_sessions(directory=str(backend.repo))
+
+
+def test_an_abort_with_no_turn_running_is_confirmed_whatever_the_session(
+    backend: Backend, client: OpenCodeClient, watch: Watch
+) -> None:
+    """A cancel ends a run's call on a confirmed abort only (``true``, or a 404); any
+    other answer keeps the call ``sent`` and its abort is tried again. So an abort with
+    no turn running must be confirmed, not refused, or a cancel that lands after the
+    turn ended would wait out its window and record an abort it could not confirm.
+    1.18.33 looks nothing up: any ``ses_`` id is answered ``true``, even a deleted
+    session's; another shape of id is a 500."""
+    directory = str(backend.repo)
+    session_id = _session(client, backend, "kodo idle abort")
+    assert client.abort(session_id, directory=directory) is True, "never prompted"
+    _send(client, backend, session_id, "Plan a change to README.md")
+    watch.until(session_id, _idle)
+    assert client.abort(session_id, directory=directory) is True, "its turn ended"
+    assert client.delete_session(session_id, directory=directory) is True
+    assert client.abort(session_id, directory=directory) is True, "deleted"
+    with pytest.raises(OpenCodeError) as malformed:
+        client.abort("kodo-not-a-session", directory=directory)
+    assert malformed.value.status == 500
 
 
 def test_an_unknown_agent_is_a_204_then_a_session_error_and_never_busy(
