@@ -227,30 +227,28 @@ def test_a_tool_outside_the_agents_allowlist_fails_the_call(
     assert _row(sessions, call.op_key).status == "failed"
 
 
+@pytest.mark.parametrize(
+    ("directives", "confirmed"),
+    [("", True), (" [oc:abort-fails=1]", False)],
+    ids=["confirmed", "refused"],
+)
 def test_a_stalled_call_is_aborted_and_recorded_timed_out(
-    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
+    oc_url: str,
+    sessions: sessionmaker[Session],
+    run_id: str,
+    repo: Path,
+    directives: str,
+    confirmed: bool,
 ) -> None:
-    call = _call(run_id, repo, "Plan it [oc:slow=5000]")
+    """Blocking mode records the timeout at once, abort or not; when the daemon refused
+    the abort its error says the turn may still be running (the row says where)."""
+    call = _call(run_id, repo, f"Plan it [oc:slow=5000]{directives}")
     with pytest.raises(CallFailed) as failure:
         _wrapper(oc_url, sessions, timeout_s=0.5).prompt_structured(call)
     assert failure.value.status == "timed_out"
     row = _row(sessions, call.op_key)
     assert row.status == "timed_out"
-    assert ABORT_UNCONFIRMED not in (row.error or ""), "the daemon confirmed the abort"
-
-
-def test_a_stalled_call_whose_abort_the_daemon_refused_says_so(
-    oc_url: str, sessions: sessionmaker[Session], run_id: str, repo: Path
-) -> None:
-    """Blocking mode records the timeout at once, abort or not; its error says the turn
-    may still be running (the row's daemon and session say where)."""
-    call = _call(run_id, repo, "Plan it [oc:slow=5000] [oc:abort-fails=1]")
-    with pytest.raises(CallFailed) as failure:
-        _wrapper(oc_url, sessions, timeout_s=0.5).prompt_structured(call)
-    assert failure.value.status == "timed_out"
-    row = _row(sessions, call.op_key)
-    assert row.status == "timed_out"
-    assert (row.error or "").endswith(ABORT_UNCONFIRMED)
+    assert (row.error or "").endswith(ABORT_UNCONFIRMED) is not confirmed
 
 
 def test_a_claim_left_by_a_dead_worker_becomes_unknown_and_is_not_resent(
