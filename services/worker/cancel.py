@@ -63,7 +63,8 @@ def abort_inflight_calls(
     silent: set[str] | None = None,
 ) -> list[str]:
     """Abort the OpenCode session of every claimed or sent call of a cancelled run;
-    return the sessions whose abort the daemon confirmed.
+    return the sessions whose abort the daemon confirmed, and those of sent calls whose
+    turn the collector saw end with no error (ended whatever the abort's answer).
 
     A sent call whose abort was confirmed, or whose turn the collector saw end with no
     error, is recorded ``aborted`` with its session's totals read after the abort
