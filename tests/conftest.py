@@ -58,6 +58,7 @@ are worth starting once: each runs whole on one xdist worker. Every other file r
 whole on one worker, as its module-scoped stack is started once too."""
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Order the files heaviest suite first, and give each test its xdist group (its
     suite or its file): ``--dist loadgroup`` then hands out whole groups in this order."""
@@ -71,6 +72,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         name = suite(item)
         group = name if name in ONE_WORKER else item.path.relative_to(ROOT).as_posix()
         item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
+    """Stop the run at once where xdist's loadgroup did not take the groups above.
+
+    A worker says each test's group in the node id it reports (``path::test@group``).
+    Where that stops working (pytest 9.2 with xdist 3.8: pytest-dev/pytest-xdist#1386)
+    nothing fails: each file's tests are merely spread over both workers, and every
+    module stack starts twice.
+    """
+    ungrouped = [nodeid for nodeid in ids if "@" not in nodeid]
+    if ungrouped and _dist_of(node) == "loadgroup":
+        pytest.exit(
+            f"--dist loadgroup did not group {len(ungrouped)} tests (first: {ungrouped[0]}):"
+            " pytest and pytest-xdist disagree on node ids (pytest-dev/pytest-xdist#1386)",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+
+
+def _dist_of(node: object) -> object:
+    """The controller's --dist (xdist hands its WorkerController, untyped, as ``node``)."""
+    config = getattr(node, "config", None)
+    return config.getoption("dist") if isinstance(config, pytest.Config) else None
 
 
 def _admin(url: str) -> Engine:
