@@ -52,10 +52,12 @@ HEAVIEST_FIRST = ("conformance", "chaos", "e2e", "security", "api_process", "int
 """The suites by their cost per file (real daemons and whole stacks first): under
 pytest-xdist (``scripts/test``) a single long file handed out last, while the other
 worker has nothing left, sets the run's end."""
-ONE_WORKER = frozenset({"conformance", "chaos"})
-"""Suites whose session fixtures (private Postgres and Redis to crash, the real daemon)
-are worth starting once: each runs whole on one xdist worker. Every other file runs
-whole on one worker, as its module-scoped stack is started once too."""
+ONE_WORKER = ("conformance", "chaos", "e2e/shared_stack")
+"""Folders under tests/ whose fixtures are worth starting once: the conformance and chaos
+suites' session fixtures (private Postgres and Redis to crash, the real daemon), and the
+one stack of e2e/shared_stack's modules. Each runs whole on one xdist worker, its files
+in a row. Every other file runs whole on one worker, as its module-scoped stack is
+started once too."""
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own reads the groups
@@ -69,8 +71,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(HEAVIEST_FIRST)}  # any other suite: last
     items.sort(key=lambda item: rank.get(suite(item), len(rank)))  # stable: files stay whole
     for item in items:
-        name = suite(item)
-        group = name if name in ONE_WORKER else item.path.relative_to(ROOT).as_posix()
+        path = item.path.relative_to(ROOT / "tests").as_posix()
+        group = next((f for f in ONE_WORKER if path.startswith(f"{f}/")), f"tests/{path}")
         item.add_marker(pytest.mark.xdist_group(group))
 
 

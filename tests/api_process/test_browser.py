@@ -1,6 +1,6 @@
 """The approval page in Chromium shows the signed plan, its controls visibly escaped.
 
-Headless Debian Chromium driven by Playwright (as tests/e2e/test_approval_page.py),
+Headless Debian Chromium driven by Playwright (as tests/e2e/shared_stack/test_approval_page.py),
 against a real API process serving a hostile plan: what the approver reads is the
 page's rendered text (``innerText``), with every bidi override gone from the DOM.
 """

@@ -1,8 +1,11 @@
-"""A whole local kodo per module: real oc-compat server, worker, beat and API processes."""
+"""What every e2e module drives a whole local kodo with (real oc-compat server, worker, beat,
+collector and API processes): the user's HTTP calls and a sample repository per test.
+
+The stack itself is ``shared_stack/``'s, one for all its modules; a module that must
+configure its processes differently starts a ``stack`` of its own."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,19 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
-from devstack.kodo_procs import (
-    Stack,
-    issue_token,
-    ready_worker,
-    start_api,
-    start_beat,
-    start_collector,
-    start_oc_compat,
-    start_together,
-    start_worker,
-)
+from devstack.kodo_procs import Stack, issue_token
 from devstack.sample_repo import create_sample_repo
 
 E2E_REDIS_DB = 13
@@ -32,43 +24,6 @@ TERMINAL = {"succeeded", "failed", "rejected", "cancelled"}
 def _with_db(url: str, db: int) -> str:
     base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
     return f"{base}/{db}"
-
-
-@pytest.fixture(scope="module")
-def stack(
-    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("e2e")
-    broker = _with_db(redis_url, E2E_REDIS_DB)
-    redis.Redis.from_url(broker).flushdb()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": broker,
-        "KODO_REPO_ROOTS": str(root / "repos"),
-        "KODO_WORKSPACE_DIR": str(root / "workspaces"),
-        "RANDOM_SEED": "7",
-        "APPROVAL_POLL_S": "0.5",
-        "OC_TIMEOUT_MS": "20000",
-        "KODO_SCHEMA_RETRIES": "3",
-        # A succeeded run is pushed to its repository's "origin" (test_delivery.py gives
-        # its repository one; elsewhere the failed push is only recorded).
-        "KODO_DELIVER_REMOTE": "origin",
-    }
-    s = Stack(env=env, log_dir=root / "logs")
-    try:
-        start_oc_compat(s, seed=7)
-        start_together(
-            {
-                "worker": lambda: ready_worker(start_worker(s)),
-                "beat": lambda: start_beat(s),
-                "collector": lambda: start_collector(s),
-                "api": lambda: start_api(s),
-            }
-        )
-        yield s
-    finally:
-        s.stop()
 
 
 class Api:

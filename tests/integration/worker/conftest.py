@@ -61,7 +61,7 @@ def make_rt(
             # end-to-end test.
             "oc_async": False,
             # A failed verification ends the run here, as each step test expects; the
-            # repair route has its own tests (test_repair_route.py, tests/e2e/test_repair.py).
+            # repair route has its own tests (test_repair_route.py, e2e's test_repair.py).
             "max_repairs": 0,
             "repo_roots": (tmp_path,),
             "workspace_dir": tmp_path / "ws",

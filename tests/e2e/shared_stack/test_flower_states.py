@@ -53,6 +53,7 @@ class TaskEvents:
         return self
 
     def __exit__(self, *_: object) -> None:
+        self.app.control.disable_events()  # the package's worker goes on without them
         self._receiver.should_stop = True
         self._thread.join(5)
 
