@@ -76,6 +76,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.xdist_group(group))
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest -p no:xdist runs too
 def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
     """Stop the run at once where xdist's loadgroup did not take the groups above.
 
