@@ -63,7 +63,8 @@ started once too."""
 @pytest.hookimpl(tryfirst=True)  # before xdist's own reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Order the files heaviest suite first, and give each test its xdist group (its
-    suite or its file): ``--dist loadgroup`` then hands out whole groups in this order."""
+    ONE_WORKER folder, else its file): ``--dist loadgroup`` then hands out whole groups
+    in this order."""
 
     def suite(item: pytest.Item) -> str:
         return item.path.relative_to(ROOT / "tests").parts[0]
@@ -94,10 +95,11 @@ def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
         )
 
 
-def _dist_of(node: object) -> object:
+def _dist_of(node: object) -> str | None:
     """The controller's --dist (xdist hands its WorkerController, untyped, as ``node``)."""
     config = getattr(node, "config", None)
-    return config.getoption("dist") if isinstance(config, pytest.Config) else None
+    dist = config.getoption("dist") if isinstance(config, pytest.Config) else None
+    return dist if isinstance(dist, str) else None
 
 
 def _admin(url: str) -> Engine:
