@@ -1,20 +1,34 @@
 """What every e2e module drives a whole local kodo with (real oc-compat server, worker, beat,
-collector and API processes): the user's HTTP calls and a sample repository per test.
+collector and API processes): the stack, the user's HTTP calls and a sample repository
+per test.
 
-The stack itself is ``shared_stack/``'s, one for all its modules; a module that must
-configure its processes differently starts a ``stack`` of its own."""
+``shared_stack/``'s modules share one stack; a module that must configure its
+processes differently starts a ``stack`` of its own (:func:`e2e_stack` with its env)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
-from devstack.kodo_procs import Stack, issue_token
+from devstack.kodo_procs import (
+    Stack,
+    issue_token,
+    ready_worker,
+    start_api,
+    start_beat,
+    start_collector,
+    start_oc_compat,
+    start_together,
+    start_worker,
+)
 from devstack.sample_repo import create_sample_repo
 
 E2E_REDIS_DB = 13
@@ -24,6 +38,42 @@ TERMINAL = {"succeeded", "failed", "rejected", "cancelled"}
 def _with_db(url: str, db: int) -> str:
     base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
     return f"{base}/{db}"
+
+
+@contextmanager
+def e2e_stack(
+    database_url: str, redis_url: str, root: Path, extra_env: dict[str, str]
+) -> Iterator[Stack]:
+    """oc-compat, then worker, beat, collector and API together, on the session's
+    database and this suite's Redis db (flushed first), files under ``root``; stopped
+    at the end. ``extra_env``: what the caller's modules configure besides."""
+    broker = _with_db(redis_url, E2E_REDIS_DB)
+    redis.Redis.from_url(broker).flushdb()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": broker,
+        "KODO_REPO_ROOTS": str(root / "repos"),
+        "KODO_WORKSPACE_DIR": str(root / "workspaces"),
+        "RANDOM_SEED": "7",
+        "APPROVAL_POLL_S": "0.5",
+        "OC_TIMEOUT_MS": "20000",
+        **extra_env,
+    }
+    s = Stack(env=env, log_dir=root / "logs")
+    try:
+        start_oc_compat(s, seed=7)
+        start_together(
+            {
+                "worker": lambda: ready_worker(start_worker(s)),
+                "beat": lambda: start_beat(s),
+                "collector": lambda: start_collector(s),
+                "api": lambda: start_api(s),
+            }
+        )
+        yield s
+    finally:
+        s.stop()
 
 
 class Api:

@@ -4,27 +4,17 @@ succeeds, notifies a real receiver of each, signed, and every attempt is recorde
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from sqlalchemy import Engine, text
 
-from devstack.kodo_procs import (
-    Stack,
-    start_api,
-    start_beat,
-    start_collector,
-    start_oc_compat,
-    start_worker,
-    wait_worker_ready,
-)
+from devstack.kodo_procs import Stack
 from shared.domain.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, verify
-from tests.e2e.conftest import E2E_REDIS_DB, Api, _with_db
+from tests.e2e.conftest import Api, e2e_stack
 from tests.integration.service.webhook_receiver import (
     Receiver,
     receiver_on_free_port,
@@ -50,32 +40,13 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     """The e2e stack (tests/e2e/conftest.py) with the receiver as the global webhook."""
-    root = tmp_path_factory.mktemp("e2e-webhooks")
-    broker = _with_db(redis_url, E2E_REDIS_DB)
-    redis.Redis.from_url(broker).flushdb()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": broker,
-        "KODO_REPO_ROOTS": str(root / "repos"),
-        "KODO_WORKSPACE_DIR": str(root / "workspaces"),
-        "RANDOM_SEED": "7",
-        "APPROVAL_POLL_S": "0.5",
-        "OC_TIMEOUT_MS": "20000",
+    extra = {
         "KODO_WEBHOOK_URL": receiver.url,
         "KODO_WEBHOOK_SECRET": SECRET,
         "KODO_PUBLIC_URL": "https://kodo.example",
     }
-    s = Stack(env=env, log_dir=root / "logs")
-    try:
-        start_oc_compat(s, seed=7)
-        wait_worker_ready(start_worker(s))
-        start_beat(s)
-        start_collector(s)
-        start_api(s)
+    with e2e_stack(database_url, redis_url, tmp_path_factory.mktemp("e2e-webhooks"), extra) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def _events(receiver: Receiver, run_id: str) -> list[dict[str, Any]]:
