@@ -8,6 +8,7 @@ processes differently starts a ``stack`` of its own (:func:`e2e_stack` with its 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from sqlalchemy import Engine, text
 
 from devstack.kodo_procs import (
     Stack,
@@ -100,6 +102,18 @@ class Api:
         assert started.json()["runId"] == intent_id
         return intent_id
 
+    def approve(self, run_id: str) -> dict[str, Any]:
+        """Wait for the run's plan, approve its digest as an approver (alice); the run as
+        it waited."""
+        plan = self.wait_for(run_id, {"waiting_input"})
+        approved = self.http.post(
+            f"/runs/{run_id}/approve-plan",
+            json={"plan_sha256": plan["planSha256"]},
+            headers=self.bearer("alice", "approver"),
+        )
+        assert approved.status_code == 200, approved.text
+        return plan
+
     def run(self, run_id: str) -> dict[str, Any]:
         reply = self.http.get(f"/runs/{run_id}")
         assert reply.status_code == 200, reply.text
@@ -117,6 +131,31 @@ class Api:
             time.sleep(0.1)
         logs = "\n".join(f"== {p.name}\n{p.log_tail(30)}" for p in self.stack.procs)
         pytest.fail(f"run {run_id} still {self.run(run_id)['status']}, wanted {statuses}\n{logs}")
+
+
+def provider_calls(engine: Engine, run_id: str) -> list[tuple[str, int, str]]:
+    """The run's ledger rows in the order claimed: (step, attempt, status)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT step_id, attempt, status FROM app.opencode_calls"
+                " WHERE run_id = :r ORDER BY id"
+            ),
+            {"r": run_id},
+        ).all()
+    return [(r.step_id, r.attempt, r.status) for r in rows]
+
+
+def branch_log(repo: Path, run_id: str) -> list[str]:
+    """The subjects of the commits the run's branch holds beyond main."""
+    out = subprocess.run(
+        ["git", "log", "--format=%s", f"main..kodo/{run_id}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.splitlines()
 
 
 @pytest.fixture(scope="module")

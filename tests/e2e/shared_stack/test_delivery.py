@@ -27,13 +27,7 @@ def test_a_succeeded_run_is_pushed_to_origin_and_the_sha_shown(
     subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
     git_out(sample_repo, "remote", "add", "origin", str(bare))
     run_id = api.submit(sample_repo, "Add a note to README.md")
-    plan = api.wait_for(run_id, {"waiting_input"})
-    approved = api.http.post(
-        f"/runs/{run_id}/approve-plan",
-        json={"plan_sha256": plan["planSha256"]},
-        headers=api.bearer("alice", "approver"),
-    )
-    assert approved.status_code == 200, approved.text
+    api.approve(run_id)
     api.wait_for(run_id, {"succeeded"})
 
     end = time.monotonic() + 30

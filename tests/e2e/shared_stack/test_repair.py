@@ -10,55 +10,22 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.e2e.conftest import Api
+from tests.e2e.conftest import Api, branch_log, provider_calls
 
 pytestmark = pytest.mark.e2e
-
-
-def _calls(engine: Engine, run_id: str) -> list[tuple[str, int, str]]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT step_id, attempt, status FROM app.opencode_calls"
-                " WHERE run_id = :r ORDER BY id"
-            ),
-            {"r": run_id},
-        ).all()
-    return [(r.step_id, r.attempt, r.status) for r in rows]
-
-
-def _approve(api: Api, run_id: str) -> None:
-    plan = api.wait_for(run_id, {"waiting_input"})
-    approved = api.http.post(
-        f"/runs/{run_id}/approve-plan",
-        json={"plan_sha256": plan["planSha256"]},
-        headers=api.bearer("alice", "approver"),
-    )
-    assert approved.status_code == 200, approved.text
-
-
-def _commits(repo: Path, run_id: str) -> list[str]:
-    out = subprocess.run(
-        ["git", "log", "--format=%s", f"main..kodo/{run_id}"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.splitlines()
 
 
 def test_a_failing_test_goes_back_to_the_build_agent_which_fixes_it_and_the_run_succeeds(
     api: Api, engine: Engine, sample_repo: Path
 ) -> None:
     run_id = api.submit(sample_repo, "Add a multiply function to calc.py with a test [oc:buggy]")
-    _approve(api, run_id)
+    api.approve(run_id)
 
     done = api.wait_for(run_id, {"succeeded"})
 
     rounds = {s["stepId"]: s["round"] for s in done["steps"]}
     assert rounds == {"CompileST": 1, "ApplyPatchST": 2, "DecideST": 1, "ExecuteST": 2}
-    assert _calls(engine, run_id) == [
+    assert provider_calls(engine, run_id) == [
         ("CompileST", 1, "succeeded"),
         ("ApplyPatchST", 1, "succeeded"),
         ("DecideST", 1, "succeeded"),
@@ -81,7 +48,7 @@ def test_a_failing_test_goes_back_to_the_build_agent_which_fixes_it_and_the_run_
     assert asked["kind"] == "repair"
     assert asked["repair"] == 1
     assert "FAILED" in asked["output"], "the build agent was shown the failing output"
-    assert len(_commits(sample_repo, run_id)) == 2, "the build and its repair"
+    assert len(branch_log(sample_repo, run_id)) == 2, "the build and its repair"
     calc = subprocess.run(
         ["git", "show", f"kodo/{run_id}:calc.py"],
         cwd=sample_repo,
@@ -97,12 +64,14 @@ def test_a_verification_that_keeps_failing_ends_the_run_after_the_last_repair(
     api: Api, engine: Engine, sample_repo: Path
 ) -> None:
     run_id = api.submit(sample_repo, "Add a note to README.md [oc:fail-verify]")
-    _approve(api, run_id)
+    api.approve(run_id)
 
     ended = api.wait_for(run_id, {"failed"}, deadline_s=90)
 
     assert ended["error"].startswith("verification exited 3")
-    applies = [(step, attempt) for step, attempt, _ in _calls(engine, run_id) if step != "DecideST"]
+    applies = [
+        (step, attempt) for step, attempt, _ in provider_calls(engine, run_id) if step != "DecideST"
+    ]
     assert applies == [
         ("CompileST", 1),
         ("ApplyPatchST", 1),
@@ -116,7 +85,7 @@ def test_an_escalated_question_is_shown_answered_over_http_and_the_run_goes_on(
     api: Api, engine: Engine, sample_repo: Path
 ) -> None:
     run_id = api.submit(sample_repo, "Add a note to README.md [oc:escalate]")
-    _approve(api, run_id)
+    api.approve(run_id)
 
     waiting = api.wait_for(run_id, {"waiting_input"})  # approving moved it to applying first
     assert waiting["nextAction"] == "await:answer"
@@ -135,5 +104,5 @@ def test_an_escalated_question_is_shown_answered_over_http_and_the_run_goes_on(
     done = api.wait_for(run_id, {"succeeded"})
     assert done["question"] is None
     assert {s["stepId"]: s["round"] for s in done["steps"]}["DecideST"] == 2
-    decides = [c for c in _calls(engine, run_id) if c[0] == "DecideST"]
+    decides = [c for c in provider_calls(engine, run_id) if c[0] == "DecideST"]
     assert [attempt for _, attempt, _ in decides] == [1, 2]

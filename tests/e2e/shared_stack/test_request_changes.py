@@ -8,26 +8,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from shared.hashing import sha256_hex
-from tests.e2e.conftest import Api
+from tests.e2e.conftest import Api, provider_calls
 
 pytestmark = pytest.mark.e2e
 
 COMMENT = "Also document the new function in README.md."
-
-
-def _calls(engine: Engine, run_id: str) -> list[tuple[str, int, str]]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT step_id, attempt, status FROM app.opencode_calls"
-                " WHERE run_id = :r ORDER BY id"
-            ),
-            {"r": run_id},
-        ).all()
-    return [(r.step_id, r.attempt, r.status) for r in rows]
 
 
 def _changed_files(repo: Path, run_id: str) -> set[str]:
@@ -92,7 +80,7 @@ def test_a_requested_revision_is_compiled_approved_and_applied_and_the_first_pla
     done = api.wait_for(run_id, {"succeeded"})
 
     assert done["retryCount"] == 0
-    assert _calls(engine, run_id)[:2] == [
+    assert provider_calls(engine, run_id)[:2] == [
         ("CompileST", 1, "succeeded"),
         ("CompileST", 2, "succeeded"),
     ], "the revision's call is a new attempt (a new op_key), never a replay of the first"

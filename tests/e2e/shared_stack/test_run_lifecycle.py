@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +14,7 @@ from shared.db.engine import make_session_factory
 from shared.hashing import sha256_hex
 from shared.service.runs import approve_plan
 from shared.service.uow import UnitOfWork
-from tests.e2e.conftest import Api
+from tests.e2e.conftest import Api, branch_log
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -33,24 +32,13 @@ def _ledger(engine: Engine, run_id: str) -> list[tuple[str, int, str, str]]:
     return [(r.step_id, r.attempt, r.status, r.op_key) for r in rows]
 
 
-def _branch_log(repo: Path, run_id: str) -> list[str]:
-    out = subprocess.run(
-        ["git", "log", "--format=%s", f"main..kodo/{run_id}"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.splitlines()
-
-
 def test_an_approved_plan_is_applied_verified_and_recorded(
     api: Api, engine: Engine, sample_repo: Path
 ) -> None:
     run_id = api.submit(sample_repo, "Add a multiply function to calc.py with a test")
     waiting = api.wait_for(run_id, {"waiting_input"})
     assert waiting["nextAction"] == "await:approval"
-    assert _branch_log(sample_repo, run_id) == [], "no code may change before approval"
+    assert branch_log(sample_repo, run_id) == [], "no code may change before approval"
 
     plan = api.http.get(f"/runs/{run_id}/plan").json()
     assert plan["planSha256"] == waiting["planSha256"]
@@ -82,7 +70,7 @@ def test_an_approved_plan_is_applied_verified_and_recorded(
     ]
     assert len({key for *_, key in ledger}) == 3
 
-    commits = _branch_log(sample_repo, run_id)
+    commits = branch_log(sample_repo, run_id)
     assert len(commits) == 1
     assert commits[0].startswith("kodo: ")
 
@@ -124,7 +112,7 @@ def test_a_rejected_plan_ends_the_run_and_changes_nothing(
     run = api.wait_for(run_id, {"rejected"})
     assert run["finishedAt"] is not None
     assert [step for step, *_ in _ledger(engine, run_id)] == ["CompileST"]
-    assert _branch_log(sample_repo, run_id) == []
+    assert branch_log(sample_repo, run_id) == []
     late = api.http.post(
         f"/runs/{run_id}/approve-plan",
         json={"planSha256": run["planSha256"]},
@@ -198,13 +186,7 @@ def test_a_verification_that_fails_ends_the_run_failed_with_its_output_and_a_dia
     api: Api, engine: Engine, sample_repo: Path
 ) -> None:
     run_id = api.submit(sample_repo, "Add a note to README.md [oc:fail-verify]")
-    waiting = api.wait_for(run_id, {"waiting_input"})
-    approved = api.http.post(
-        f"/runs/{run_id}/approve-plan",
-        json={"plan_sha256": waiting["planSha256"]},
-        headers=api.bearer("alice", "approver"),
-    )
-    assert approved.status_code == 200, approved.text
+    api.approve(run_id)
 
     failed = api.wait_for(run_id, {"failed"})
 
@@ -216,7 +198,7 @@ def test_a_verification_that_fails_ends_the_run_failed_with_its_output_and_a_dia
         ("DecideST", "succeeded", 1),
         ("ExecuteST", "failed", 3),
     ]
-    assert len(_branch_log(sample_repo, run_id)) == 3, "the applied patches stay on the branch"
+    assert len(branch_log(sample_repo, run_id)) == 3, "the applied patches stay on the branch"
     with engine.connect() as conn:
         found = {
             row.name: bytes(row.content)
