@@ -111,17 +111,22 @@ class Driver:
                 timeout=60.0,
                 limits=limits,
                 headers={"Authorization": f"Bearer {token}"},
+                event_hooks={"request": [self._count_request]},
             )
             for _ in range(shards)
         ]
         self._shard = itertools.cycle(self.clients)
         self.repos = itertools.cycle(list(repos))
+        self.requests = 0  # every request sent to the API (event streams and retries too)
         self.resets = 0  # connections the server closed under a request (then retried)
         self.retried: Counter[str] = Counter()  # requests sent again after Retry-After, by kind
         self.sessions = sessions
         self.goal = goal  # the think-time phase adds ``[oc:slow=T]``: every call held T ms
         # At most this many runs being submitted at once (0: no bound, every run at once).
         self.submit_gate = asyncio.Semaphore(submit_limit) if submit_limit > 0 else None
+
+    async def _count_request(self, _request: httpx.Request) -> None:
+        self.requests += 1
 
     async def close(self) -> None:
         for client in self.clients:

@@ -65,6 +65,9 @@ class Peer:
             raise PeerError(f"{path}: not a peer result ({exc!r})") from exc
 
 
+FLOOR_ROW = "  floor at today's hop counts: each x the cheapest of its kind"
+
+
 def _row(rows: dict[str, Row], metric: str) -> Row:
     found = rows.get(metric)
     if found is None:
@@ -118,6 +121,17 @@ def peer_rows(base: list[Row], peer: Peer) -> list[Row]:
         ),
         Row("CPU per run, kodo all-in (git, tests, provider too)", all_cpu, peer.cpu_ms_per_run),
     ]
+    floor = rows.get(FLOOR_ROW)
+    if floor is not None:  # kodo's own CPU with every hop at its cheapest (bench.floor)
+        out.append(
+            Row(
+                "  floor at today's hop counts (each at its cheapest)",
+                floor.ours,
+                peer.cpu_ms_per_run,
+                f"<= {OWN_CPU_MS:g} ms",
+                at_most(floor.ours, OWN_CPU_MS),
+            )
+        )
     return out
 
 

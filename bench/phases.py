@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import Settings
 
-from . import baseline_phase, sqlcount
+from . import baseline_phase, floor, sqlcount
 from .baseline_app import make_app
 from .calls import measure_calls
 from .kodo_phase import Driver, Timing, finished_steps, step_times
@@ -234,10 +234,14 @@ async def _kodo(
         await driver.sequential(WARMUP_RUNS)
         if full:
             before = Counts.take(bench)
+            requests_before = driver.requests
             timed, bad = split_ok(list(await driver.sequential(latency_runs)))
             failures += bad
             phase.figures["latency_counts_per_run"] = before.per_run(
                 Counts.take(bench), max(1, len(timed))
+            )
+            phase.figures["api_requests_per_run"] = (driver.requests - requests_before) / max(
+                1, len(timed)
             )
             steps = step_times(sessions, [t.run_id for t in timed])
             phase.figures["latency"] = _latency_figures(timed, steps.body_ms, steps.work_ms)
@@ -258,6 +262,15 @@ async def _kodo(
                 "l1_us": calls.l1_us,
                 "l2_ms": calls.l2_ms,
             }
+
+            def api_and_postgres_ms() -> float:
+                used = cpu_by_role(bench, sessions)
+                return used["api"] + used["postgres"]
+
+            units = await asyncio.to_thread(
+                floor.measure, bench, api_and_postgres_ms, timed[0].run_id
+            )
+            phase.figures["unit_costs"] = units.as_dict()
         before = Counts.take(bench)
         cpu_before = cpu_by_role(bench, sessions)
         machine_before = machine_cpu_ms()

@@ -38,6 +38,7 @@ ROWS = (
     "  CPU per task delivery, bare Celery",
     "Redis commands per run",
     "CPU per run, the whole machine (the bench's driver excluded)",
+    "  floor at today's hop counts: each x the cheapest of its kind",
 )
 THINK_RUNS = 20
 THINK_ROWS = (
@@ -74,6 +75,7 @@ PEER_ROWS = (
     "  without git and verification p50",
     "runs/s, 4 at once, 2 workers (DBOS: 300 at once)",
     "CPU per run, kodo itself vs DBOS all-in",
+    "  floor at today's hop counts (each at its cheapest)",
 )
 DBOS_RESULT = {  # the shape ../shared/peers/dbos_peer.py writes; figures from issue 11
     "peer": "dbos",
@@ -123,6 +125,9 @@ def test_a_small_benchmark_prints_its_table_and_writes_json(
     assert figures["SQL statements per run (workers)"]["kodo"] > 0
     assert figures["  CPU per run, Celery workers (bare: 4 stub tasks)"]["baseline"] > 0
     assert [k["completed"] for k in body["kodo"]] == [4], "every run in flight finished"
+    first = body["kodo"][0]
+    assert first["api_requests_per_run"] >= 4, "submit, events, plan card, approve"
+    assert all(ms > 0 for ms in first["unit_costs"].values()), first["unit_costs"]
 
     peer_rows = {r["metric"]: r for r in body["peers"]["rows"]}
     assert set(PEER_ROWS) <= set(peer_rows)

@@ -1,0 +1,124 @@
+"""What each kind of hop a run makes costs at its cheapest, measured in the same minutes.
+
+A run makes so many Celery deliveries, Postgres transactions, API requests and
+provider requests (the bench counts them). Each kind has a cheapest form here: a bare
+Celery delivery of a stub task (the baseline phase), a transaction of one single-row
+UPDATE, kodo's cheapest authenticated request (``GET /runs/{id}``), a
+``GET /session/status``. Today's counts times those unit costs are what kodo's own CPU
+per run would be if every hop were as cheap as the cheapest of its kind: the bench
+prints it beside the target, so the table says how much of a gap fewer hops must close
+and how much cheaper hops can.
+
+Measured while no run is in flight (after the latency runs), sequentially, in the
+bench's own process: client CPU with ``time.thread_time``, servers' CPU from /proc.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from time import thread_time
+
+import httpx
+from sqlalchemy import text
+
+from shared.db.engine import make_engine
+from shared.opencode.client import OpenCodeClient
+
+from .stack import Bench
+
+ROUNDS = 300
+WARMUP = 30
+
+
+@dataclass(frozen=True)
+class UnitCosts:
+    """CPU milliseconds of the cheapest form of each hop."""
+
+    pg_transaction_ms: float  # client + backend, one single-row UPDATE and COMMIT
+    api_request_ms: float  # API process + Postgres, one authenticated GET /runs/{id}
+    provider_request_ms: float  # the client's side, one GET /session/status
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "pg_transaction_ms": round(self.pg_transaction_ms, 3),
+            "api_request_ms": round(self.api_request_ms, 3),
+            "provider_request_ms": round(self.provider_request_ms, 3),
+        }
+
+
+def _backend_cpu_ms(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def pg_transaction_ms(database_url: str) -> float:
+    """One single-row UPDATE and its COMMIT through kodo's engine: the client's CPU and
+    its backend's (the backend's pid read from Postgres itself, its CPU from /proc). The
+    table is logged, so each commit writes and flushes WAL as kodo's do."""
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE IF NOT EXISTS bench_floor (id int PRIMARY KEY, n int)"))
+            conn.execute(text("INSERT INTO bench_floor VALUES (1, 0) ON CONFLICT DO NOTHING"))
+            backend = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+        def once() -> None:
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE bench_floor SET n = n + 1 WHERE id = 1"))
+
+        for _ in range(WARMUP):
+            once()
+        client0, server0 = thread_time(), _backend_cpu_ms(backend)
+        for _ in range(ROUNDS):
+            once()
+        client_ms = (thread_time() - client0) * 1000
+        server_ms = _backend_cpu_ms(backend) - server0
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE bench_floor"))
+    finally:
+        engine.dispose()
+    return (client_ms + server_ms) / ROUNDS
+
+
+def api_request_ms(bench: Bench, server_cpu_ms: Callable[[], float], run_id: str) -> float:
+    """One authenticated ``GET /runs/{id}``: the servers' CPU (``server_cpu_ms``: the
+    API processes' and Postgres's so far)."""
+    headers = {"Authorization": f"Bearer {bench.token}"}
+    with httpx.Client(base_url=bench.stack.api_url, headers=headers, timeout=30.0) as http:
+
+        def once() -> None:
+            reply = http.get(f"/runs/{run_id}")
+            if reply.status_code != 200:
+                raise RuntimeError(f"GET /runs/{run_id}: {reply.status_code} {reply.text[:200]}")
+
+        for _ in range(WARMUP):
+            once()
+        before = server_cpu_ms()
+        for _ in range(ROUNDS):
+            once()
+        spent = server_cpu_ms() - before
+    return spent / ROUNDS
+
+
+def provider_request_ms(oc_url: str, directory: Path) -> float:
+    """One ``GET /session/status`` through kodo's own client: the caller's CPU only
+    (the daemon's is the provider's, not kodo's)."""
+    with OpenCodeClient(oc_url, timeout_s=30.0) as client:
+        for _ in range(WARMUP):
+            client.busy_sessions(directory=str(directory))
+        began = thread_time()
+        for _ in range(ROUNDS):
+            client.busy_sessions(directory=str(directory))
+        return (thread_time() - began) * 1000 / ROUNDS
+
+
+def measure(bench: Bench, server_cpu_ms: Callable[[], float], run_id: str) -> UnitCosts:
+    """Each unit cost in turn; ``run_id``: a finished run to read."""
+    return UnitCosts(
+        pg_transaction_ms=pg_transaction_ms(bench.database_url),
+        api_request_ms=api_request_ms(bench, server_cpu_ms, run_id),
+        provider_request_ms=provider_request_ms(bench.stack.oc_url, bench.repos[0]),
+    )
