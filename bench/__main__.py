@@ -291,7 +291,7 @@ def _floor_rows(
         ),
         (
             f"API: {api_requests:.1f} requests x {units['api_request_ms']:.2f} ms"
-            " (GET /runs/{id})",
+            " (GET /runs/{id}/plan)",
             api_requests * units["api_request_ms"],
         ),
         (

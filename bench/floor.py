@@ -3,7 +3,8 @@
 A run makes so many Celery deliveries, Postgres transactions, API requests and
 provider requests (the bench counts them). Each kind has a cheapest form here: a bare
 Celery delivery of a stub task (the baseline phase), a transaction of one single-row
-UPDATE, kodo's cheapest authenticated request (``GET /runs/{id}``), a
+UPDATE, kodo's cheapest authenticated request a run makes (``GET /runs/{id}/plan``, the
+plan card an approver reads), a
 ``GET /session/status``. Today's counts times those unit costs are what kodo's own CPU
 per run would be if every hop were as cheap as the cheapest of its kind: the bench
 prints it beside the target, so the table says how much of a gap fewer hops must close
@@ -38,7 +39,7 @@ class UnitCosts:
     """CPU milliseconds of the cheapest form of each hop."""
 
     pg_transaction_ms: float  # client + backend, one single-row UPDATE and COMMIT
-    api_request_ms: float  # API process + Postgres, one authenticated GET /runs/{id}
+    api_request_ms: float  # API process + Postgres, one GET /runs/{id}/plan
     provider_request_ms: float  # the client's side, one GET /session/status
 
     def as_dict(self) -> dict[str, float]:
@@ -84,15 +85,16 @@ def pg_transaction_ms(database_url: str) -> float:
 
 
 def api_request_ms(bench: Bench, server_cpu_ms: Callable[[], float], run_id: str) -> float:
-    """One authenticated ``GET /runs/{id}``: the servers' CPU (``server_cpu_ms``: the
-    API processes' and Postgres's so far)."""
+    """One ``GET /runs/{id}/plan``, the plan card (authenticated, one read: the cheapest
+    request a run makes): the servers' CPU (``server_cpu_ms``: the API processes' and
+    Postgres's so far)."""
     headers = {"Authorization": f"Bearer {bench.token}"}
     with httpx.Client(base_url=bench.stack.api_url, headers=headers, timeout=30.0) as http:
 
         def once() -> None:
-            reply = http.get(f"/runs/{run_id}")
+            reply = http.get(f"/runs/{run_id}/plan")
             if reply.status_code != 200:
-                raise RuntimeError(f"GET /runs/{run_id}: {reply.status_code} {reply.text[:200]}")
+                raise RuntimeError(f"plan of {run_id}: {reply.status_code} {reply.text[:200]}")
 
         for _ in range(WARMUP):
             once()
