@@ -25,8 +25,8 @@ from services.worker.sandbox.toolchain import resolve_toolchain
 from shared.config import Settings
 from shared.db.engine import make_engine, make_session_factory
 
-from . import phases, real_daemons
-from .peers import FLOOR_ROW, OWN_CPU_MS, Peer, PeerError, describe, peer_rows
+from . import floor, phases, real_daemons
+from .peers import OWN_CPU_MS, Peer, PeerError, describe, peer_rows
 from .report import Row, at_least, at_most, rows_json, table, write_json
 from .stack import Bench, prepare, start_kodo_services
 from .stats import percentile
@@ -199,12 +199,14 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
         ),
         *(Row(f"  CPU per run, {role}", ms) for role, ms in cpu.items() if ms >= 1),
         Row("  of which kodo itself (API, workers, Postgres, Redis)", own_cpu),
-        *_floor_rows(
-            first,
+        *floor.floor_rows(
+            first.get("unit_costs"),
+            api_requests=first.get("api_requests_per_run"),
             deliveries=counts["redis"].get("brpop"),
             delivery_ms=None if bare is None else bare / 4,
             transactions=ends("") + ends("autocommit_"),
             provider_requests=float(sum(provider.values())),
+            limit_ms=OWN_CPU_MS,
         ),
         Row("CPU per run, the whole machine (the bench's driver excluded)", machine_cpu),
         Row(
@@ -263,48 +265,6 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
         ),
     ]
     return rows
-
-
-def _floor_rows(
-    first: dict[str, Any],
-    *,
-    deliveries: float | None,
-    delivery_ms: float | None,
-    transactions: float,
-    provider_requests: float,
-) -> list[Row]:
-    """kodo's own CPU per run if every hop a run makes cost what the cheapest of its kind
-    costs now (bench.floor): lower needs fewer hops, or cheaper hops of every kind."""
-    units = first.get("unit_costs")
-    api_requests = first.get("api_requests_per_run")
-    if units is None or api_requests is None or deliveries is None or delivery_ms is None:
-        return []
-    parts = [
-        (
-            f"Celery: {deliveries:.2f} deliveries x {delivery_ms:.2f} ms (a bare one)",
-            deliveries * delivery_ms,
-        ),
-        (
-            f"Postgres: {transactions:.1f} transactions x {units['pg_transaction_ms']:.2f} ms"
-            " (one UPDATE and COMMIT)",
-            transactions * units["pg_transaction_ms"],
-        ),
-        (
-            f"API: {api_requests:.1f} requests x {units['api_request_ms']:.2f} ms"
-            " (GET /runs/{id}/plan)",
-            api_requests * units["api_request_ms"],
-        ),
-        (
-            f"provider HTTP: {provider_requests:.0f} requests x"
-            f" {units['provider_request_ms']:.2f} ms (the client's side)",
-            provider_requests * units["provider_request_ms"],
-        ),
-    ]
-    total = sum(ms for _, ms in parts)
-    return [
-        Row(FLOOR_ROW, total, target=f"<= {OWN_CPU_MS:g}", met=at_most(total, OWN_CPU_MS)),
-        *(Row(f"    {label}", ms) for label, ms in parts),
-    ]
 
 
 def _phases(raw: str) -> list[str]:

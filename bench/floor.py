@@ -28,8 +28,10 @@ from sqlalchemy import text
 from shared.db.engine import make_engine
 from shared.opencode.client import OpenCodeClient
 
+from .report import Row, at_most
 from .stack import Bench
 
+FLOOR_ROW = "  floor at today's hop counts: each x the cheapest of its kind"
 ROUNDS = 300
 WARMUP = 30
 
@@ -124,3 +126,49 @@ def measure(bench: Bench, server_cpu_ms: Callable[[], float], run_id: str) -> Un
         api_request_ms=api_request_ms(bench, server_cpu_ms, run_id),
         provider_request_ms=provider_request_ms(bench.stack.oc_url, bench.repos[0]),
     )
+
+
+def floor_rows(
+    units: dict[str, float] | None,
+    *,
+    api_requests: float | None,
+    deliveries: float | None,
+    delivery_ms: float | None,
+    transactions: float,
+    provider_requests: float,
+    limit_ms: float,
+) -> list[Row]:
+    """kodo's own CPU per run if every hop a run makes cost what the cheapest of its kind
+    costs now (``units``: :meth:`UnitCosts.as_dict`), beside ``limit_ms``: lower needs
+    fewer hops, or cheaper hops of every kind. No rows when a figure is missing."""
+    if units is None or api_requests is None or deliveries is None or delivery_ms is None:
+        return []
+    pg, api, provider = (
+        units["pg_transaction_ms"],
+        units["api_request_ms"],
+        units["provider_request_ms"],
+    )
+    parts = [
+        (
+            f"Celery: {deliveries:.2f} deliveries x {delivery_ms:.2f} ms (a bare one)",
+            deliveries * delivery_ms,
+        ),
+        (
+            f"Postgres: {transactions:.1f} transactions x {pg:.2f} ms (one UPDATE and COMMIT)",
+            transactions * pg,
+        ),
+        (
+            f"API: {api_requests:.1f} requests x {api:.2f} ms (GET /runs/{{id}}/plan)",
+            api_requests * api,
+        ),
+        (
+            f"provider HTTP: {provider_requests:.0f} requests x {provider:.2f} ms"
+            " (the client's side)",
+            provider_requests * provider,
+        ),
+    ]
+    total = sum(ms for _, ms in parts)
+    return [
+        Row(FLOOR_ROW, total, target=f"<= {limit_ms:g}", met=at_most(total, limit_ms)),
+        *(Row(f"    {label}", ms) for label, ms in parts),
+    ]

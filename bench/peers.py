@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .floor import FLOOR_ROW
 from .report import Row, at_most
 
 PEER = "dbos"
@@ -63,9 +64,6 @@ class Peer:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PeerError(f"{path}: not a peer result ({exc!r})") from exc
-
-
-FLOOR_ROW = "  floor at today's hop counts: each x the cheapest of its kind"
 
 
 def _row(rows: dict[str, Row], metric: str) -> Row:
