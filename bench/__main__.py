@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,18 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
     return rows
 
 
+def stop_on_sigterm() -> None:
+    """A SIGTERM (``kill``, a CI or ``timeout`` limit) ends the bench as Ctrl-C does: by
+    an exception, so the ``finally`` that stops its stack runs. Python's default ends
+    the process at once, and the stack, started in sessions of its own, ran on: a
+    private Redis, workers, the API, the collector, daemons, their Postgres backends."""
+
+    def exit_now(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_now)
+
+
 def _phases(raw: str) -> list[str]:
     chosen = [p.strip() for p in raw.split(",") if p.strip()]
     unknown = [p for p in chosen if p not in PHASES]
@@ -400,6 +413,7 @@ def main(
     """Benchmark kodo end to end: against a bare-Celery chain of the same four tasks, with
     provider calls held, and with open SSE watchers."""
     began = time.monotonic()
+    stop_on_sigterm()
     chosen = _phases(phase_list)
     if opencode == "real" and chosen != ["think"]:
         raise click.UsageError("--opencode real runs the think phase only: pass --phases think")

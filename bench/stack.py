@@ -135,14 +135,18 @@ def prepare(
         ),
     }
     stack = Stack(env=env, log_dir=root / "logs")
-    base = redis_url or start_redis(stack)
-    kodo_redis = with_redis_db(base, KODO_REDIS_DB)
-    baseline_redis = with_redis_db(base, BASELINE_REDIS_DB)
-    for url in (kodo_redis, baseline_redis):
-        Redis.from_url(url).flushdb()
-    env["REDIS_URL"] = kodo_redis
-    env["BENCH_BASELINE_REDIS_URL"] = baseline_redis
-    repos = [create_sample_repo(repo_root / f"calc{i}") for i in range(REPOS)]
+    try:  # a failure (or a SIGTERM) past here stops the Redis it started, too
+        base = redis_url or start_redis(stack)
+        kodo_redis = with_redis_db(base, KODO_REDIS_DB)
+        baseline_redis = with_redis_db(base, BASELINE_REDIS_DB)
+        for url in (kodo_redis, baseline_redis):
+            Redis.from_url(url).flushdb()
+        env["REDIS_URL"] = kodo_redis
+        env["BENCH_BASELINE_REDIS_URL"] = baseline_redis
+        repos = [create_sample_repo(repo_root / f"calc{i}") for i in range(REPOS)]
+    except BaseException:
+        stack.stop()
+        raise
     return Bench(stack, root, database_url, kodo_redis, baseline_redis, sql_dir, token, repos)
 
 

@@ -11,13 +11,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
+from bench.phases import cmdline
+from bench.stats import descendants
 from tests.conftest import ROOT, scratch_database_url
 
 pytestmark = pytest.mark.e2e
@@ -160,3 +164,63 @@ def test_a_small_benchmark_prints_its_table_and_writes_json(
     assert sse["error_count"] == 0
     assert sse["shape"]["default_holds"] is True
     assert all(ms is not None for ms in sse["loaded"].values())
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time (a pid reused meanwhile is another process), or None
+    once it has ended (a zombie has ended: only its parent has yet to read its status)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _workers_under(pid: int) -> bool:
+    return any(b"kodo_worker:app" in cmdline(p) for p in descendants(pid))
+
+
+@pytest.mark.timeout(240)
+def test_a_sigterm_stops_the_bench_and_every_process_it_started(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Its stack runs in sessions of its own: a bench killed by a CI or ``timeout`` limit
+    left a Redis, workers, the API and the collector running."""
+    bench_db = make_url(scratch_database_url(database_url, "bench_sigterm"))
+    argv = [sys.executable, "-m", "bench", "--phases", "base", "--runs", "4"]
+    argv += ["--latency-runs", "2", "--beat-runs", "1", "--json", str(tmp_path / "b.json")]
+    argv += ["--database-url", bench_db.render_as_string(hide_password=False)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    seen: list[str] = []
+    started: dict[int, str | None] = {}
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # kodo's own services start before its workers do
+            seen.append(line)
+            if line.startswith("kodo, 2 workers"):
+                break
+        assert [x for x in seen if x.startswith("kodo, 2 workers")], "".join(seen)
+        until = time.monotonic() + 60
+        while not _workers_under(proc.pid) and time.monotonic() < until:
+            time.sleep(0.2)
+        assert _workers_under(proc.pid), "the kodo workers started"
+        started = {pid: _started(pid) for pid in descendants(proc.pid) if pid != proc.pid}
+        assert len(started) >= 6, "Redis, oc-compat, API, beat, collector, workers"
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        left = [pid for pid, at in started.items() if at is not None and _started(pid) == at]
+        for pid in left:  # a failure here must not leave them to the rest of the suite
+            os.kill(pid, signal.SIGKILL)
+        admin = create_engine(bench_db.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{bench_db.database}" WITH (FORCE)'))
+        admin.dispose()
+
+    assert left == [], f"still running after the bench ended: {left}"
+    assert proc.returncode == 128 + signal.SIGTERM, "".join(seen) + rest
