@@ -445,18 +445,18 @@ def main(
     # its queue may take the phase's own deadline, not a timeout's.
     queued_ms = 30000 if opencode == "compat" else 600000
     bench = prepare(root, url, redis_url, approval_poll, oc_timeout_ms=think_ms + queued_ms)
-    where = make_url(url).database
-    click.echo(f"bench: database {where}, redis {bench.redis_url}, logs {bench.stack.log_dir}")
-    tools = resolve_toolchain(["python3"], bench.stack.env.get("PATH", ""), ())
-    python3 = tools.programs.get("python3")  # as the sandbox resolves it
-    click.echo(f"bench: verification commands run {python3 or 'no python3 (none usable)'}")
-    engine = make_engine(url)
+    engine = make_engine(url)  # (no connection yet)
     base: list[phases.Phase] = []
     kodo: list[phases.Phase] = []
     think_figures: dict[str, Any] | None = None
     sse_figures: dict[str, Any] | None = None
     real: real_daemons.RealDaemons | None = None
     try:
+        where = make_url(url).database
+        click.echo(f"bench: database {where}, redis {bench.redis_url}, logs {bench.stack.log_dir}")
+        tools = resolve_toolchain(["python3"], bench.stack.env.get("PATH", ""), ())
+        python3 = tools.programs.get("python3")  # as the sandbox resolves it
+        click.echo(f"bench: verification commands run {python3 or 'no python3 (none usable)'}")
         if opencode == "real":
             click.echo(f"starting the scripted LLM and {daemons} opencode daemons ...")
             real = real_daemons.start(bench, daemons)

@@ -3,12 +3,11 @@
 A run makes so many Celery deliveries, Postgres transactions, API requests and
 provider requests (the bench counts them). Each kind has a cheapest form here: a bare
 Celery delivery of a stub task (the baseline phase), a transaction of one single-row
-UPDATE, kodo's cheapest authenticated request a run makes (``GET /runs/{id}/plan``, the
-plan card an approver reads), a
-``GET /session/status``. Today's counts times those unit costs are what kodo's own CPU
-per run would be if every hop were as cheap as the cheapest of its kind: the bench
-prints it beside the target, so the table says how much of a gap fewer hops must close
-and how much cheaper hops can.
+UPDATE, the cheapest authenticated request a run makes (``GET /runs/{id}/plan``, the
+plan card an approver reads), a ``GET /session/status``. Today's counts times those unit
+costs are what kodo's own CPU per run would be if every hop were as cheap as the
+cheapest of its kind: the bench prints it beside the target, so the table says how much
+of a gap fewer hops must close and how much cheaper hops can.
 
 Measured while no run is in flight (after the latency runs), sequentially, in the
 bench's own process: client CPU with ``time.thread_time``, servers' CPU from /proc.
@@ -16,7 +15,6 @@ bench's own process: client CPU with ``time.thread_time``, servers' CPU from /pr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from shared.opencode.client import OpenCodeClient
 
 from .report import Row, at_most
 from .stack import Bench
+from .stats import cpu_ms
 
 FLOOR_ROW = "  floor at today's hop counts: each x the cheapest of its kind"
 ROUNDS = 300
@@ -52,11 +51,6 @@ class UnitCosts:
         }
 
 
-def _backend_cpu_ms(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
-
-
 def pg_transaction_ms(database_url: str) -> float:
     """One single-row UPDATE and its COMMIT through kodo's engine: the client's CPU and
     its backend's (the backend's pid read from Postgres itself, its CPU from /proc). The
@@ -74,11 +68,11 @@ def pg_transaction_ms(database_url: str) -> float:
 
         for _ in range(WARMUP):
             once()
-        client0, server0 = thread_time(), _backend_cpu_ms(backend)
+        client0, (server0, _) = thread_time(), cpu_ms(backend)
         for _ in range(ROUNDS):
             once()
         client_ms = (thread_time() - client0) * 1000
-        server_ms = _backend_cpu_ms(backend) - server0
+        server_ms = cpu_ms(backend)[0] - server0
         with engine.begin() as conn:
             conn.execute(text("DROP TABLE bench_floor"))
     finally:
