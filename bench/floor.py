@@ -51,6 +51,21 @@ class UnitCosts:
         }
 
 
+def _thread_ms() -> float:
+    return thread_time() * 1000
+
+
+def mean_cost_ms(once: Callable[[], object], spent_ms: Callable[[], float]) -> float:
+    """``once`` run WARMUP times unmeasured, then ROUNDS times: what ``spent_ms`` (a
+    running total of CPU milliseconds) grew by, per round."""
+    for _ in range(WARMUP):
+        once()
+    before = spent_ms()
+    for _ in range(ROUNDS):
+        once()
+    return (spent_ms() - before) / ROUNDS
+
+
 def pg_transaction_ms(database_url: str) -> float:
     """One single-row UPDATE and its COMMIT through kodo's engine: the client's CPU and
     its backend's (the backend's pid read from Postgres itself, its CPU from /proc). The
@@ -66,18 +81,12 @@ def pg_transaction_ms(database_url: str) -> float:
             with engine.begin() as conn:
                 conn.execute(text("UPDATE bench_floor SET n = n + 1 WHERE id = 1"))
 
-        for _ in range(WARMUP):
-            once()
-        client0, (server0, _) = thread_time(), cpu_ms(backend)
-        for _ in range(ROUNDS):
-            once()
-        client_ms = (thread_time() - client0) * 1000
-        server_ms = cpu_ms(backend)[0] - server0
+        cost = mean_cost_ms(once, lambda: _thread_ms() + cpu_ms(backend)[0])
         with engine.begin() as conn:
             conn.execute(text("DROP TABLE bench_floor"))
     finally:
         engine.dispose()
-    return (client_ms + server_ms) / ROUNDS
+    return cost
 
 
 def api_request_ms(bench: Bench, server_cpu_ms: Callable[[], float], run_id: str) -> float:
@@ -92,25 +101,14 @@ def api_request_ms(bench: Bench, server_cpu_ms: Callable[[], float], run_id: str
             if reply.status_code != 200:
                 raise RuntimeError(f"plan of {run_id}: {reply.status_code} {reply.text[:200]}")
 
-        for _ in range(WARMUP):
-            once()
-        before = server_cpu_ms()
-        for _ in range(ROUNDS):
-            once()
-        spent = server_cpu_ms() - before
-    return spent / ROUNDS
+        return mean_cost_ms(once, server_cpu_ms)
 
 
 def provider_request_ms(oc_url: str, directory: Path) -> float:
     """One ``GET /session/status`` through kodo's own client: the caller's CPU only
     (the daemon's is the provider's, not kodo's)."""
     with OpenCodeClient(oc_url, timeout_s=30.0) as client:
-        for _ in range(WARMUP):
-            client.busy_sessions(directory=str(directory))
-        began = thread_time()
-        for _ in range(ROUNDS):
-            client.busy_sessions(directory=str(directory))
-        return (thread_time() - began) * 1000 / ROUNDS
+        return mean_cost_ms(lambda: client.busy_sessions(directory=str(directory)), _thread_ms)
 
 
 def measure(bench: Bench, server_cpu_ms: Callable[[], float], run_id: str) -> UnitCosts:
