@@ -395,6 +395,8 @@ class OpenCodeCall(Base):
         Index("ix_opencode_calls_session", "session_id"),
         # Migration 0025: /metrics reads the calls settled since its rollup, and unsettled.
         Index("ix_opencode_calls_settled", "settled_at"),
+        # Migration 0028: `kodo doctor` counts the unknown calls (normally none) by run.
+        Index("ix_opencode_calls_unknown", "run_id", postgresql_where=text("status = 'unknown'")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, text
 
-EXPECTED_HEAD = "0027"
+EXPECTED_HEAD = "0028"
 
 
 class SchemaMismatch(RuntimeError):

@@ -122,3 +122,36 @@ def test_doctor_counts_idle_live_runs_by_their_status(history: Session) -> None:
 
     shown = plan_of(history, lambda s: TriageRepo(s).active_runs_idle_for(60))
     assert "Seq Scan" not in shown, shown
+
+
+def test_doctor_finds_the_unknown_calls_without_reading_the_ledger(history: Session) -> None:
+    """Three calls per ended run, all recorded; three of unknown outcome in two runs."""
+    history.execute(
+        text(
+            "INSERT INTO app.opencode_calls"
+            " (op_key, run_id, step_id, attempt, agent, session_id, request, status)"
+            " SELECT md5('h' || i || s), 'h' || i, s, 1, 'plan', 'ses_' || i || s, '{}'::jsonb,"
+            " 'succeeded' FROM generate_series(1, CAST(:n AS int)) AS i,"
+            " unnest(ARRAY['CompileST', 'ApplyPatchST', 'DecideST']) AS s"
+        ),
+        {"n": ENDED_RUNS},
+    )
+    for run, step in ((1, "CompileST"), (1, "ApplyPatchST"), (2, "CompileST")):
+        history.execute(
+            text(
+                "INSERT INTO app.opencode_calls"
+                " (op_key, run_id, step_id, attempt, agent, session_id, request, status)"
+                " VALUES (md5(:run || :step), :run, :step, 1, 'plan', NULL, '{}'::jsonb,"
+                " 'unknown')"
+            ),
+            {"run": f"h{ENDED_RUNS + run}", "step": step},
+        )
+    history.execute(text("ANALYZE app.opencode_calls"))
+    history.commit()
+
+    unknown = TriageRepo(history).unknown_calls_by_run()
+    assert unknown == {f"h{ENDED_RUNS + 1}": 2, f"h{ENDED_RUNS + 2}": 1}
+
+    shown = plan_of(history, lambda s: TriageRepo(s).unknown_calls_by_run())
+    assert "Seq Scan" not in shown, shown
+    assert "ix_opencode_calls_unknown" in shown, shown
