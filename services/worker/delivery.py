@@ -105,13 +105,19 @@ def clean(rt: Runtime) -> list[str]:
 
 
 def _remove(rt: Runtime, item: Cleanup) -> bool:
-    """Remove the run's worktree (and its branch, if disposable): whether the branch went."""
+    """Remove the run's worktree (and its branch, if disposable): whether the branch went.
+
+    The folders are the run's own and go first, outside the repository's lock (as a
+    private checkout's do): removing a large worktree takes seconds, and under the lock
+    it held up every run on the repository that was making its worktree meanwhile. The
+    lock covers what edits the repository's shared records: the prune, the branch.
+    """
     repo = Path(item.repo_path)
+    if item.worktree_path is not None:
+        remove_worktree_dir(Path(item.worktree_path), rt.settings.workspace_dir)
+    private = exec_root(rt.settings.workspace_dir)  # a crashed command's checkout
+    remove_worktree_dir(private / item.run_id, private)
     with repo_lock(rt.settings.workspace_dir, repo):
-        if item.worktree_path is not None:
-            remove_worktree_dir(Path(item.worktree_path), rt.settings.workspace_dir)
-        private = exec_root(rt.settings.workspace_dir)  # a crashed command's checkout
-        remove_worktree_dir(private / item.run_id, private)
         git(repo, "worktree", "prune")  # git forgets the worktrees whose folders are gone
         drop = RunStatus(item.status) in DISPOSABLE and not rt.settings.keep_branches
         if drop and item.branch is not None:

@@ -5,6 +5,7 @@ with nothing to keep) are removed after the grace period, never following a link
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -14,8 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
+from services.worker import git_ops
 from services.worker.delivery import clean, deliver
-from services.worker.git_ops import exec_root
+from services.worker.git_ops import exec_root, lock_dir
 from services.worker.runtime import Runtime
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import run_step
@@ -25,6 +27,7 @@ from services.worker.steps.execute import execute_step
 from shared.db.models import Run
 from shared.domain.run_machine import StepId
 from shared.errors import Conflict
+from shared.hashing import sha256_hex
 from shared.service.delivery import MAX_DELIVERY_ATTEMPTS, due_cleanups
 from shared.service.messages import InMemorySender
 from shared.service.runs import cancel_run, retry_run
@@ -126,6 +129,38 @@ def test_finished_worktrees_go_after_the_grace_and_disposable_branches_with_them
     assert read_run(rt, done).worktree_removed_at is not None
     assert read_run(rt, dropped).branch_removed_at is not None
     assert clean(rt) == [], "cleaned once"
+
+
+def test_a_cleanup_removes_the_worktrees_folders_with_the_repository_lock_free(
+    make_rt: RuntimeFactory, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removing a large worktree takes seconds: meanwhile the other runs on the
+    repository may register theirs (taken without waiting, as their add would)."""
+    rt = make_rt(worktree_grace_s=0)
+    run_id = succeeded(rt, repo)
+    tree = Path(read_run(rt, run_id).worktree_path or "")
+    lock = lock_dir(rt.settings.workspace_dir) / f"{sha256_hex(str(repo.resolve()))[:16]}.lock"
+    free: list[bool] = []
+    real = git_ops._rm_tree
+
+    def spied(path: Path) -> subprocess.CompletedProcess[bytes]:
+        with lock.open("w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                free.append(False)
+            else:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                free.append(True)
+        return real(path)
+
+    monkeypatch.setattr(git_ops, "_rm_tree", spied)
+
+    assert clean(rt) == [run_id]
+
+    assert free == [True], "the run's worktree was removed with the lock free"
+    assert not tree.exists()
+    assert str(tree) not in worktrees(repo)
 
 
 def test_a_private_checkout_a_crashed_command_left_goes_with_its_run(
