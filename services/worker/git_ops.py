@@ -119,9 +119,8 @@ def private_checkout(repo: Path, workspace_dir: Path, run_id: str, commit: str) 
     drop_private_checkout(repo, workspace_dir, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with repo_lock(workspace_dir, repo):
-        git(repo, "worktree", "add", "-q", "--detach", "--no-checkout", str(path), commit)
+        git(repo, "worktree", "add", "-q", "--detach", str(path), commit)
     try:
-        check_out(path)
         off = unfaithful_checkout(path)
         if off:
             raise UnfaithfulCheckout(off)
@@ -142,35 +141,16 @@ def drop_private_checkout(repo: Path, workspace_dir: Path, path: Path) -> None:
         git(repo, "worktree", "prune")
 
 
-def check_out(worktree: Path) -> None:
-    """Write HEAD's files into a worktree registered with ``--no-checkout``: what ``git
-    worktree add`` runs itself once the worktree is registered (the same command).
-
-    Only the registration edits the repository's shared ``.git/worktrees``, so only it
-    holds the repository's lock: the checkout writes this worktree's own files and
-    index, and ran under the lock before, which bounded every run on a repository to
-    one checkout at a time (about 0.3 s each for 5,000 files here, seconds for a large
-    repository: its worktrees were made one after another however many workers ran).
-    """
-    git(worktree, "reset", "--hard", "--no-recurse-submodules", "--quiet")
-
-
 def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base: str) -> Worktree:
     """A worktree on branch ``kodo/<run_id>`` at ``base`` (a commit); reused if it exists.
 
-    The usual case (no branch, no stale registration) is one ``git worktree add`` (the
-    registration, under the repository's lock) and one checkout (outside it, see
-    :func:`check_out`); only when the add fails are stale registrations pruned and an
-    existing branch reused. A worktree registered but never checked out (its delivery
-    died in between: git writes the worktree's index last) is checked out by the next.
+    The usual case (no branch, no stale registration) is one ``git worktree add``; only
+    when that fails are stale registrations pruned and an existing branch reused.
     """
     branch = f"kodo/{run_id}"
     path = workspace_dir / run_id
     if (path / ".git").exists():
-        admin = _admin_dir(path, repo)
-        if admin is not None and _head_branch_at(admin) == branch:  # no git process
-            if not (admin / "index").exists():
-                check_out(path)
+        if _head_branch(path, repo) == branch:  # a later delivery: no git process
             return Worktree(path, branch)
         current = git(path, "rev-parse", "--abbrev-ref", "HEAD").strip()
         if current != branch:
@@ -178,36 +158,24 @@ def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base: str) -> 
         return Worktree(path, branch)
     workspace_dir.mkdir(parents=True, exist_ok=True)
     with repo_lock(workspace_dir, repo):
-        add = ("worktree", "add", "-q", "--no-checkout")
         try:
-            git(repo, *add, "-b", branch, str(path), base)
+            git(repo, "worktree", "add", "-q", "-b", branch, str(path), base)
         except GitError:  # an earlier delivery made the branch, or left a registration
             git(repo, "worktree", "prune")
             if git(repo, "branch", "--list", branch).strip():
-                git(repo, *add, str(path), branch)
+                git(repo, "worktree", "add", "-q", str(path), branch)
             else:
-                git(repo, *add, "-b", branch, str(path), base)
-    check_out(path)
+                git(repo, "worktree", "add", "-q", "-b", branch, str(path), base)
     return Worktree(path, branch)
-
-
-def _admin_dir(worktree: Path, repo: Path) -> Path | None:
-    """The worktree's admin directory in ``repo``, when its ``.git`` is git's own pointer
-    there (worktree_guard); None otherwise."""
-    if worktree_gitdir_problem(worktree, repo) is not None:
-        return None
-    return Path((worktree / ".git").read_text(encoding="utf-8").removeprefix("gitdir: ").strip())
 
 
 def _head_branch(worktree: Path, repo: Path) -> str | None:
     """The branch the worktree's HEAD names, read from its admin directory, when its
     ``.git`` is git's own pointer into ``repo`` (worktree_guard) and HEAD a plain
     symbolic ref; None otherwise (the caller asks git)."""
-    admin = _admin_dir(worktree, repo)
-    return None if admin is None else _head_branch_at(admin)
-
-
-def _head_branch_at(admin: Path) -> str | None:
+    if worktree_gitdir_problem(worktree, repo) is not None:
+        return None
+    admin = Path((worktree / ".git").read_text(encoding="utf-8").removeprefix("gitdir: ").strip())
     try:
         head = (admin / "HEAD").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
