@@ -22,6 +22,7 @@ from pathlib import Path
 import structlog
 
 from services.worker.worktree_guard import (
+    RULE,
     remove_special_files,
     shown_path,
     worktree_gitdir_problem,
@@ -32,6 +33,7 @@ from shared.domain.change_check import (
     IndexChange,
     parse_raw_numstat,
 )
+from shared.domain.step_outcome import RuleRefusal
 from shared.gitcmd import attribute_free, run_git
 from shared.hashing import sha256_hex
 
@@ -43,6 +45,13 @@ log = structlog.get_logger("kodo.git")
 
 class GitError(RuntimeError):
     pass
+
+
+class WorktreeTampered(GitError, RuleRefusal):
+    """A run's worktree whose ``.git`` is not git's own pointer (worktree_guard): no git
+    runs there, since git would read the git dir the pointer names."""
+
+    rule = RULE
 
 
 @dataclass(frozen=True)
@@ -145,16 +154,20 @@ def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base: str) -> 
     """A worktree on branch ``kodo/<run_id>`` at ``base`` (a commit); reused if it exists.
 
     The usual case (no branch, no stale registration) is one ``git worktree add``; only
-    when that fails are stale registrations pruned and an existing branch reused.
+    when that fails are stale registrations pruned and an existing branch reused. An
+    existing worktree whose ``.git`` pointer was rewritten is refused (WorktreeTampered).
     """
     branch = f"kodo/{run_id}"
     path = workspace_dir / run_id
     if (path / ".git").exists():
-        if _head_branch(path, repo) == branch:  # a later delivery: no git process
-            return Worktree(path, branch)
-        current = git(path, "rev-parse", "--abbrev-ref", "HEAD").strip()
+        # Another run's agent can write here: a pointer it rewrote would make the git
+        # below read a git dir of its choosing (its config, its HEAD). Fail closed.
+        problem = worktree_gitdir_problem(path, repo)
+        if problem is not None:
+            raise WorktreeTampered(problem)
+        current = _head_branch(path, repo)  # a later delivery: no git process
         if current != branch:
-            raise GitError(f"{path} is on {current}, expected {branch}")
+            raise GitError(f"{path} is on {current or 'no branch'}, expected {branch}")
         return Worktree(path, branch)
     workspace_dir.mkdir(parents=True, exist_ok=True)
     with repo_lock(workspace_dir, repo):
@@ -172,7 +185,7 @@ def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base: str) -> 
 def _head_branch(worktree: Path, repo: Path) -> str | None:
     """The branch the worktree's HEAD names, read from its admin directory, when its
     ``.git`` is git's own pointer into ``repo`` (worktree_guard) and HEAD a plain
-    symbolic ref; None otherwise (the caller asks git)."""
+    symbolic ref; None otherwise (detached, or not git's pointer)."""
     if worktree_gitdir_problem(worktree, repo) is not None:
         return None
     admin = Path((worktree / ".git").read_text(encoding="utf-8").removeprefix("gitdir: ").strip())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from devstack.sample_repo import create_sample_repo
-from services.worker.git_ops import ensure_worktree
+from services.worker.git_ops import GitError, WorktreeTampered, ensure_worktree
 from services.worker.runtime import Runtime
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import run_step
@@ -91,3 +91,68 @@ def test_apply_fails_closed_when_the_agent_rewrote_the_worktree_pointer(
     assert diagnostic(rt, run_id)["rule"] == "worktree_gitdir"
     assert not marker.exists()
     assert commits_on_branch(repo, run_id) == 0
+
+
+def _planted_gitdir_on_the_runs_branch(worktree: Path, branch: str) -> Path:
+    """A git dir of the agent's own whose HEAD names the run's branch, and the run's
+    ``.git`` pointed at it: git asked there would say the worktree is the run's."""
+    planted = worktree.parent / "planted"
+    subprocess.run(["git", "init", "-q", "-b", branch, str(planted)], check=True)
+    (planted / "f").write_text("x\n")
+    subprocess.run(["git", "-C", str(planted), "add", "f"], check=True)
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(planted),
+            "-c",
+            "user.name=a",
+            "-c",
+            "user.email=a@b",
+            "commit",
+            "-qm",
+            "x",
+        ],
+        check=True,
+    )
+    (worktree / ".git").write_text(f"gitdir: {planted / '.git'}\n")
+    return planted
+
+
+def test_a_later_delivery_refuses_a_worktree_whose_pointer_was_rewritten(
+    checkout: tuple[Path, Path], tmp_path: Path
+) -> None:
+    repo, worktree = checkout
+    _planted_gitdir_on_the_runs_branch(worktree, "kodo/run-1")
+
+    with pytest.raises(WorktreeTampered) as refused:
+        ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+
+    assert refused.value.rule == "worktree_gitdir"
+    assert str(refused.value).startswith("worktree_gitdir:")
+
+
+def test_compile_fails_closed_on_a_worktree_whose_pointer_was_rewritten(
+    rt: Runtime, repo: Path
+) -> None:
+    """CompileST's later delivery (after its call) finds the worktree an earlier one
+    made; another run's agent rewrote its pointer meanwhile. Before this check, git was
+    asked which branch the worktree was on, answered from the planted git dir, and the
+    run went on to its plan on a worktree that git no longer saw as the run's."""
+    run_id = new_run(rt, repo)
+    worktree = ensure_worktree(repo, rt.settings.workspace_dir, run_id, "HEAD").path
+    _planted_gitdir_on_the_runs_branch(worktree, f"kodo/{run_id}")
+
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "failed"
+
+    assert diagnostic(rt, run_id)["rule"] == "worktree_gitdir"
+
+
+def test_a_worktree_no_longer_on_the_runs_branch_is_refused(
+    checkout: tuple[Path, Path], tmp_path: Path
+) -> None:
+    repo, worktree = checkout
+    subprocess.run(["git", "-C", str(worktree), "checkout", "-q", "--detach"], check=True)
+
+    with pytest.raises(GitError, match="is on no branch, expected kodo/run-1"):
+        ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
