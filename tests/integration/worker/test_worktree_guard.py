@@ -17,6 +17,7 @@ from services.worker.worktree_guard import worktree_gitdir_problem
 from shared.db.models import Run
 from shared.domain.run_machine import StepId
 from tests.integration.worker.conftest import approve, commits_on_branch, diagnostic, new_run
+from tests.integration.worker.hostile import hostile, patch_of, plan_of
 
 pytestmark = pytest.mark.integration
 
@@ -156,3 +157,37 @@ def test_a_worktree_no_longer_on_the_runs_branch_is_refused(
 
     with pytest.raises(GitError, match="is on no branch, expected kodo/run-1"):
         ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+
+
+def test_another_runs_hostile_agent_cannot_hand_a_compiling_run_a_git_dir_of_its_own(
+    rt: Runtime, repo: Path
+) -> None:
+    """Run A made its worktree and is waiting on its plan call; run B's build agent, a
+    scripted hostile model that ignores its rules, rewrites A's pointer to a git dir it
+    built on A's branch. A's next CompileST delivery refuses the worktree."""
+    victim = new_run(rt, repo)
+    ensure_worktree(repo, rt.settings.workspace_dir, victim, "HEAD")  # its first delivery
+
+    def hijack_the_sibling(directory: Path) -> None:
+        _planted_gitdir_on_the_runs_branch(directory.parent / victim, f"kodo/{victim}")
+
+    model = hostile(rt)
+    model.scripts[StepId.COMPILE.value] = plan_of({"path": "README.md", "change": "modify"})
+    model.scripts[StepId.APPLY_PATCH.value] = patch_of(
+        "diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n"
+        "@@ -1,3 +1,4 @@\n # calc\n \n A tiny calculator used to demonstrate kodo.\n+More.\n"
+    )
+    model.actions[StepId.APPLY_PATCH.value] = hijack_the_sibling
+    attacker = new_run(rt, repo)
+    assert run_step(rt, StepId.COMPILE, attacker, compile_step) == "waiting_input"
+    approve(rt, attacker)
+    run_step(rt, StepId.APPLY_PATCH, attacker, apply_patch_step)
+    assert (
+        (rt.settings.workspace_dir / victim / ".git")
+        .read_text()
+        .startswith(f"gitdir: {rt.settings.workspace_dir / 'planted'}")
+    ), "the attack landed"
+
+    assert run_step(rt, StepId.COMPILE, victim, compile_step) == "failed"
+
+    assert diagnostic(rt, victim)["rule"] == "worktree_gitdir"
