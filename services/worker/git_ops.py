@@ -74,6 +74,11 @@ def lock_dir(workspace_dir: Path) -> Path:
     return resolved.with_name(f"{resolved.name}.locks")
 
 
+def lock_file(workspace_dir: Path, repo: Path) -> Path:
+    """The file :func:`repo_lock` locks for ``repo``."""
+    return lock_dir(workspace_dir) / f"{sha256_hex(str(repo.resolve()))[:16]}.lock"
+
+
 @contextmanager
 def repo_lock(workspace_dir: Path, repo: Path) -> Iterator[None]:
     """Serialise worktree bookkeeping per repository across worker processes.
@@ -84,9 +89,9 @@ def repo_lock(workspace_dir: Path, repo: Path) -> Iterator[None]:
     (the daemon may write there: an agent holding a lock would stall every run on the
     repository) nor in the user's repository.
     """
-    locks = lock_dir(workspace_dir)
-    locks.mkdir(parents=True, exist_ok=True)
-    with (locks / f"{sha256_hex(str(repo.resolve()))[:16]}.lock").open("w") as handle:
+    path = lock_file(workspace_dir, repo)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -165,7 +170,7 @@ def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base: str) -> 
         problem = worktree_gitdir_problem(path, repo)
         if problem is not None:
             raise WorktreeTampered(problem)
-        current = _head_branch(path, repo)  # a later delivery: no git process
+        current = _head_branch(path)  # a later delivery: no git process
         if current != branch:
             raise GitError(f"{path} is on {current or 'no branch'}, expected {branch}")
         return Worktree(path, branch)
@@ -182,12 +187,10 @@ def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base: str) -> 
     return Worktree(path, branch)
 
 
-def _head_branch(worktree: Path, repo: Path) -> str | None:
-    """The branch the worktree's HEAD names, read from its admin directory, when its
-    ``.git`` is git's own pointer into ``repo`` (worktree_guard) and HEAD a plain
-    symbolic ref; None otherwise (detached, or not git's pointer)."""
-    if worktree_gitdir_problem(worktree, repo) is not None:
-        return None
+def _head_branch(worktree: Path) -> str | None:
+    """The branch the worktree's HEAD names, read from its admin directory (the caller
+    checked that ``.git`` is git's own pointer: worktree_guard), when HEAD is a plain
+    symbolic ref; None otherwise (detached)."""
     admin = Path((worktree / ".git").read_text(encoding="utf-8").removeprefix("gitdir: ").strip())
     try:
         head = (admin / "HEAD").read_text(encoding="utf-8")

@@ -17,7 +17,7 @@ from sqlalchemy import update
 
 from services.worker import git_ops
 from services.worker.delivery import clean, deliver
-from services.worker.git_ops import exec_root, lock_dir
+from services.worker.git_ops import exec_root, lock_file
 from services.worker.runtime import Runtime
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import run_step
@@ -27,7 +27,6 @@ from services.worker.steps.execute import execute_step
 from shared.db.models import Run
 from shared.domain.run_machine import StepId
 from shared.errors import Conflict
-from shared.hashing import sha256_hex
 from shared.service.delivery import MAX_DELIVERY_ATTEMPTS, due_cleanups
 from shared.service.messages import InMemorySender
 from shared.service.runs import cancel_run, retry_run
@@ -139,7 +138,7 @@ def test_a_cleanup_removes_the_worktrees_folders_with_the_repository_lock_free(
     rt = make_rt(worktree_grace_s=0)
     run_id = succeeded(rt, repo)
     tree = Path(read_run(rt, run_id).worktree_path or "")
-    lock = lock_dir(rt.settings.workspace_dir) / f"{sha256_hex(str(repo.resolve()))[:16]}.lock"
+    lock = lock_file(rt.settings.workspace_dir, repo)
     free: list[bool] = []
     real = git_ops._rm_tree
 
