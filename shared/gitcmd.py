@@ -136,9 +136,9 @@ def hardened_args(args: Sequence[str]) -> list[str]:
     return [*front, *args]
 
 
-def attribute_free(worktree: Path) -> tuple[Path, list[str]]:
-    """Where and with which global options git reads no ``.gitattributes`` of the trees
-    it compares: the worktree's git dir, opened ``--bare`` from inside itself.
+def attribute_free(gitdir: Path) -> list[str]:
+    """The global options under which git, run in ``gitdir`` (a worktree's git dir, as
+    kodo verified it), reads no ``.gitattributes`` of the trees it compares.
 
     A repository's own attributes decide how git shows a change: ``*.py binary`` (or
     ``-diff``) turns a text file's diff into ``GIT binary patch`` base85, which a reviewer
@@ -146,17 +146,19 @@ def attribute_free(worktree: Path) -> tuple[Path, list[str]]:
     2.40), but with no work tree git reads attributes from neither a work tree nor an
     index. From the worktree's own folder git finds the work tree whatever ``--bare``
     says (tried), so the call runs in the git dir. Compare full commit or tree ids only
-    (a name like ``HEAD`` is also a file there). Raises ValueError when the worktree's
-    ``.git`` is not a pointer git would read as kodo does.
+    (a name like ``HEAD`` is also a file there).
     """
-    dotgit = worktree / ".git"
-    if dotgit.is_symlink() or not dotgit.is_file():
-        raise ValueError(f"{dotgit} is not a worktree's .git file")
-    pointed = _gitfile_target(dotgit.read_bytes())
-    if pointed is None:
-        raise ValueError(f"{dotgit} does not name a git dir")
-    gitdir = (worktree / pointed).resolve()
-    return gitdir, ["--bare", f"--git-dir={gitdir}"]
+    return ["--bare", f"--git-dir={gitdir}"]
+
+
+def located(cwd: Path, git_dir: Path | None) -> dict[str, str]:
+    """The environment naming ``git_dir`` and its work tree ``cwd`` to git (nothing without
+    one). git then reads no ``.git`` in ``cwd``: a linked worktree's pointer, which whoever
+    may write the work tree can swap between a check of it and git's own read, never
+    decides which git dir (whose config, hooks, HEAD and index) a call uses."""
+    if git_dir is None:
+        return {}
+    return {"GIT_DIR": str(git_dir), "GIT_WORK_TREE": str(cwd)}
 
 
 def base_env() -> dict[str, str]:
@@ -191,27 +193,27 @@ def _git_process(
     )
 
 
-def _listed_names(cwd: Path, timeout_s: float) -> list[str]:
+def _listed_names(cwd: Path, timeout_s: float, git_dir: Path | None = None) -> list[str]:
     """The names in the repository config git reads for a call in ``cwd``.
 
     Listing them is a git process of its own, as costly as the call it protects, so a
     listing is reused while every file it came from is unchanged (see
     :func:`_config_identity`); a config that includes other files is listed every time.
     """
-    identity = _config_identity(cwd)
+    identity = _config_identity(cwd, git_dir)
     if identity is not None:
         with _LISTINGS_LOCK:
             cached = _LISTINGS.get(identity)
         if cached is not None:
             return list(cached)
-    env = {**base_env(), **config_env(HARDENED)}
+    env = {**base_env(), **located(cwd, git_dir), **config_env(HARDENED)}
     listing = ["config", "--list", "--show-origin", "--name-only", "-z"]
     proc = _git_process(cwd, listing, env, None, timeout_s)
     if proc.returncode != 0:
         return []  # outside a repository there is no repository config to neutralise
     fields = proc.stdout.decode(errors="surrogateescape").split("\0")
     origins, names = fields[0:-1:2], [n for n in fields[1::2] if n]
-    unchanged = _config_identity(cwd) == identity  # nothing it keys on changed meanwhile
+    unchanged = _config_identity(cwd, git_dir) == identity  # nothing it keys on changed meanwhile
     if (
         identity is not None
         and unchanged
@@ -261,7 +263,9 @@ _LISTINGS_MAX = 512
 _INCLUDES = re.compile(r"^include(?:if)?\.", re.IGNORECASE)
 
 
-def _config_identity(cwd: Path) -> tuple[tuple[int, ...] | None, ...] | None:
+def _config_identity(
+    cwd: Path, git_dir: Path | None = None
+) -> tuple[tuple[int, ...] | None, ...] | None:
     """What identifies the repository config a git call in ``cwd`` reads, or None when
     kodo cannot tell (no ``.git`` in ``cwd`` itself: a bare repository, a subfolder),
     ``cwd`` being a worktree or a linked worktree's own git dir.
@@ -275,15 +279,18 @@ def _config_identity(cwd: Path) -> tuple[tuple[int, ...] | None, ...] | None:
     and any other write moves its ctime, which no user can set. Taken before the
     listing, so a change racing with it is seen at the next call.
 
-    Where kodo's reading of the pointers could differ from git's, or the common config
-    is missing (a real repository always has one), nothing is cached: a listing keyed
-    by the wrong files could leave the right file's command keys unblanked.
+    With ``git_dir`` (named to git, :func:`located`) that folder is the git dir and no
+    pointer is read. Where kodo's reading of the pointers could differ from git's, or the
+    common config is missing (a real repository always has one), nothing is cached: a
+    listing keyed by the wrong files could leave the right file's command keys unblanked.
     """
     dotgit = cwd / ".git"
     try:
-        if dotgit.is_symlink():
+        if git_dir is not None:
+            gitdir = git_dir  # named to git (GIT_DIR): no pointer is read
+        elif dotgit.is_symlink():
             return None
-        if dotgit.is_dir():
+        elif dotgit.is_dir():
             gitdir = dotgit
         elif dotgit.is_file():
             pointed = _gitfile_target(dotgit.read_bytes())
@@ -373,9 +380,11 @@ def _file_identity(path: Path) -> tuple[int, ...] | None:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def overrides_for(cwd: Path, extra: Mapping[str, str], timeout_s: float) -> dict[str, str]:
+def overrides_for(
+    cwd: Path, extra: Mapping[str, str], timeout_s: float, git_dir: Path | None = None
+) -> dict[str, str]:
     """Every override for a call in ``cwd``: blanked command keys, then the fixed ones."""
-    blanked = {key: "" for key in command_keys(_listed_names(cwd, timeout_s))}
+    blanked = {key: "" for key in command_keys(_listed_names(cwd, timeout_s, git_dir))}
     for key in list(blanked):
         if key.lower().startswith("filter."):  # a required filter with no command fails
             blanked[key.rsplit(".", 1)[0] + ".required"] = "false"
@@ -392,11 +401,17 @@ class HardenedGit:
     """
 
     def __init__(
-        self, cwd: Path, *, timeout_s: float = 60, config: Mapping[str, str] | None = None
+        self,
+        cwd: Path,
+        *,
+        timeout_s: float = 60,
+        config: Mapping[str, str] | None = None,
+        git_dir: Path | None = None,
     ) -> None:
         self.cwd = cwd
         self.timeout_s = timeout_s
-        self._env = {**base_env(), **config_env(overrides_for(cwd, config or {}, timeout_s))}
+        overrides = overrides_for(cwd, config or {}, timeout_s, git_dir)
+        self._env = {**base_env(), **located(cwd, git_dir), **config_env(overrides)}
 
     def run(
         self, args: Sequence[str], *, stdin: bytes | None = None
@@ -415,6 +430,9 @@ def run_git(
     stdin: bytes | None = None,
     timeout_s: float = 60,
     config: Mapping[str, str] | None = None,
+    git_dir: Path | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run ``git <args>`` in ``cwd``, hardened; never raises on git's own failure."""
-    return HardenedGit(cwd, timeout_s=timeout_s, config=config).run(args, stdin=stdin)
+    """Run ``git <args>`` in ``cwd``, hardened; never raises on git's own failure. With
+    ``git_dir``, ``cwd`` is its work tree and git is told both (:func:`located`)."""
+    hardened = HardenedGit(cwd, timeout_s=timeout_s, config=config, git_dir=git_dir)
+    return hardened.run(args, stdin=stdin)

@@ -23,9 +23,10 @@ import structlog
 
 from services.worker.worktree_guard import (
     RULE,
+    PointerRewritten,
     remove_special_files,
     shown_path,
-    worktree_gitdir_problem,
+    verified_gitdir,
 )
 from shared.apart import run_apart
 from shared.domain.change_check import (
@@ -56,13 +57,51 @@ class WorktreeTampered(GitError, RuleRefusal):
 
 @dataclass(frozen=True)
 class Worktree:
+    """A run's worktree and the git dir git keeps for it in the repository, as
+    :func:`open_worktree` verified it. Every git kodo runs there is told both
+    (``GIT_DIR``, ``GIT_WORK_TREE``): the worktree's ``.git``, which any run's agent can
+    rewrite at any moment, never decides which git dir a call reads."""
+
     path: Path
-    branch: str
+    gitdir: Path
 
 
-def git(cwd: Path, *args: str, check: bool = True, stdin: bytes | None = None) -> str:
+def open_worktree(path: Path, repo: Path) -> Worktree:
+    """``path`` with the git dir its ``.git`` names, once that is git's own record of it
+    in ``repo`` (WorktreeTampered otherwise)."""
+    try:
+        return Worktree(path, verified_gitdir(path, repo))
+    except PointerRewritten as exc:
+        raise WorktreeTampered(str(exc)) from exc
+
+
+def run_branch(run_id: str) -> str:
+    return f"kodo/{run_id}"
+
+
+def _run(
+    where: Path | Worktree,
+    args: list[str] | tuple[str, ...],
+    *,
+    stdin: bytes | None = None,
+    config: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Hardened git in a repository (a path) or a run's worktree (its verified git dir)."""
+    if isinstance(where, Worktree):
+        return run_git(
+            where.path,
+            args,
+            stdin=stdin,
+            timeout_s=GIT_TIMEOUT_S,
+            config=config,
+            git_dir=where.gitdir,
+        )
+    return run_git(where, args, stdin=stdin, timeout_s=GIT_TIMEOUT_S, config=config)
+
+
+def git(where: Path | Worktree, *args: str, check: bool = True, stdin: bytes | None = None) -> str:
     """Run hardened git (shared.gitcmd: no hooks, drivers or fsmonitor) as kodo."""
-    proc = run_git(cwd, args, stdin=stdin, timeout_s=GIT_TIMEOUT_S, config=_IDENTITY)
+    proc = _run(where, args, stdin=stdin, config=_IDENTITY)
     if check and proc.returncode != 0:
         raise GitError(f"git {' '.join(args)}: {proc.stderr.decode(errors='replace').strip()}")
     return proc.stdout.decode(errors="replace")
@@ -162,18 +201,16 @@ def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base: str) -> 
     when that fails are stale registrations pruned and an existing branch reused. An
     existing worktree whose ``.git`` pointer was rewritten is refused (WorktreeTampered).
     """
-    branch = f"kodo/{run_id}"
+    branch = run_branch(run_id)
     path = workspace_dir / run_id
     if (path / ".git").exists():
-        # Another run's agent can write here: a pointer it rewrote would make the git
-        # below read a git dir of its choosing (its config, its HEAD). Fail closed.
-        problem = worktree_gitdir_problem(path, repo)
-        if problem is not None:
-            raise WorktreeTampered(problem)
-        current = _head_branch(path)  # a later delivery: no git process
+        # Another run's agent can write here: a pointer it rewrote would make git read a
+        # git dir of its choosing (its config, its HEAD). Fail closed.
+        tree = open_worktree(path, repo)
+        current = _head_branch(tree)  # a later delivery: no git process
         if current != branch:
             raise GitError(f"{path} is on {current or 'no branch'}, expected {branch}")
-        return Worktree(path, branch)
+        return tree
     workspace_dir.mkdir(parents=True, exist_ok=True)
     with repo_lock(workspace_dir, repo):
         try:
@@ -184,16 +221,14 @@ def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base: str) -> 
                 git(repo, "worktree", "add", "-q", str(path), branch)
             else:
                 git(repo, "worktree", "add", "-q", "-b", branch, str(path), base)
-    return Worktree(path, branch)
+    return open_worktree(path, repo)
 
 
-def _head_branch(worktree: Path) -> str | None:
-    """The branch the worktree's HEAD names, read from its admin directory (the caller
-    checked that ``.git`` is git's own pointer: worktree_guard), when HEAD is a plain
-    symbolic ref; None otherwise (detached)."""
-    admin = Path((worktree / ".git").read_text(encoding="utf-8").removeprefix("gitdir: ").strip())
+def _head_branch(tree: Worktree) -> str | None:
+    """The branch the worktree's HEAD names, read from its verified git dir, when HEAD is
+    a plain symbolic ref; None otherwise (detached)."""
     try:
-        head = (admin / "HEAD").read_text(encoding="utf-8")
+        head = (tree.gitdir / "HEAD").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
     first, _, rest = head.partition("\n")
@@ -202,7 +237,7 @@ def _head_branch(worktree: Path) -> str | None:
     return first.removeprefix("ref: refs/heads/")
 
 
-def head_trailer(worktree: Path, key: str) -> str | None:
+def head_trailer(worktree: Worktree, key: str) -> str | None:
     body = git(worktree, "log", "-1", "--format=%B")
     for line in body.splitlines():
         if line.startswith(f"{key}: "):
@@ -210,7 +245,7 @@ def head_trailer(worktree: Path, key: str) -> str | None:
     return None
 
 
-def reset_worktree(worktree: Path) -> None:
+def reset_worktree(worktree: Worktree) -> None:
     """Drop everything HEAD does not hold: an agent's edits, its new files, ignored ones too.
 
     Always a reset and a clean, never a ``git status`` first: a command can leave
@@ -218,12 +253,12 @@ def reset_worktree(worktree: Path) -> None:
     that something changed cost it hundreds of MB. Never called while a call may still
     be editing the worktree (see ApplyPatchST).
     """
-    remove_special_files(worktree)  # a FIFO or socket: git would neither see nor clean it
+    remove_special_files(worktree.path)  # a FIFO or socket: git would neither see nor clean it
     git(worktree, "reset", "-q", "--hard", "HEAD")
     git(worktree, "clean", "-ffdqx")  # -ff: nested repositories too
 
 
-def stage_edits(worktree: Path) -> list[IndexChange]:
+def stage_edits(worktree: Worktree) -> list[IndexChange]:
     """Stage everything the agent left in the worktree and return what git says changed.
 
     ``--force`` stages ignored files too: a file the agent wrote is judged against the
@@ -236,7 +271,7 @@ def stage_edits(worktree: Path) -> list[IndexChange]:
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
-def _patch_bytes(worktree: Path, old: str, new: str) -> bytes:
+def _patch_bytes(worktree: Worktree, old: str, new: str) -> bytes:
     """The change from ``old`` to ``new`` (revisions of the worktree, resolved here) as git
     shows text by its content: the repository's ``.gitattributes`` cannot hide a text
     file behind a binary patch (:func:`shared.gitcmd.attribute_free`); a file with a NUL
@@ -244,23 +279,20 @@ def _patch_bytes(worktree: Path, old: str, new: str) -> bytes:
     ids = git(worktree, "rev-parse", old, new).split()  # kodo names both: HEAD, HEAD~1, ids
     if len(ids) != 2 or not all(_OBJECT_ID.fullmatch(i) for i in ids):
         raise GitError(f"git rev-parse {old} {new}: not two object ids: {ids!r}")
-    try:
-        gitdir, bare = attribute_free(worktree)
-    except ValueError as exc:
-        raise GitError(f"git diff {old} {new}: {exc}") from exc
     args = ["diff", "--no-ext-diff", "--no-textconv", "--binary", "--full-index", "-M", *ids]
-    proc = run_git(gitdir, [*bare, *args, "--"], timeout_s=GIT_TIMEOUT_S)
+    bare = attribute_free(worktree.gitdir)
+    proc = run_git(worktree.gitdir, [*bare, *args, "--"], timeout_s=GIT_TIMEOUT_S)
     if proc.returncode != 0:
         raise GitError(f"git diff {old} {new}: {proc.stderr.decode(errors='replace')}")
     return proc.stdout
 
 
-def staged_patch(worktree: Path) -> bytes:
+def staged_patch(worktree: Worktree) -> bytes:
     """The staged change as a patch (``git apply`` can replay it): ``patch.diff``."""
     return _patch_bytes(worktree, "HEAD", git(worktree, "write-tree").strip())
 
 
-def committed_patch(worktree: Path) -> bytes:
+def committed_patch(worktree: Worktree) -> bytes:
     """The last commit's change, byte for byte what :func:`staged_patch` gave before it."""
     return _patch_bytes(worktree, "HEAD~1", "HEAD")
 
@@ -270,7 +302,7 @@ _DIFFSTATS_MAX = 1024
 _diffstats_lock = threading.Lock()
 
 
-def commit_diffstat(worktree: Path, commit: str) -> str:
+def commit_diffstat(worktree: Worktree, commit: str) -> str:
     """``git diff --stat`` of ``commit`` against its parent, as DecideST shows the agent.
 
     Taken of the commit ApplyPatchST judged (an object id, whose content never changes),
@@ -280,7 +312,7 @@ def commit_diffstat(worktree: Path, commit: str) -> str:
     """
     if not _OBJECT_ID.fullmatch(commit):
         raise GitError(f"not a commit id: {commit!r}")
-    key = (str(worktree), commit)
+    key = (str(worktree.gitdir), commit)
     with _diffstats_lock:
         if key in _DIFFSTATS:
             _DIFFSTATS.move_to_end(key)
@@ -293,7 +325,7 @@ def commit_diffstat(worktree: Path, commit: str) -> str:
     return shown
 
 
-def commit_index(worktree: Path, message: str) -> str:
+def commit_index(worktree: Worktree, message: str) -> str:
     """Commit what the index holds; return the new commit id."""
     git(worktree, "commit", "-q", "-m", message)
     return git(worktree, "rev-parse", "HEAD").strip()
@@ -302,7 +334,7 @@ def commit_index(worktree: Path, message: str) -> str:
 _CHANGES = ("diff", "--no-ext-diff", "--no-textconv", "--no-abbrev", "-M", "-C", "-z")
 
 
-def staged_changes(worktree: Path) -> list[IndexChange]:
+def staged_changes(worktree: Worktree) -> list[IndexChange]:
     """What the index changes against HEAD, as git itself reports it.
 
     Status, both paths of renames and copies, old and new modes, line counts; for a
@@ -311,18 +343,18 @@ def staged_changes(worktree: Path) -> list[IndexChange]:
     return _changes(worktree, "--cached", "HEAD")
 
 
-def committed_changes(worktree: Path) -> list[IndexChange]:
+def committed_changes(worktree: Worktree) -> list[IndexChange]:
     """What the worktree's last commit changed (a redelivery re-judges its own commit)."""
     return _changes(worktree, "HEAD~1", "HEAD")
 
 
-def changes_since(worktree: Path, commit: str, *, staged: bool) -> list[IndexChange]:
+def changes_since(worktree: Worktree, commit: str, *, staged: bool) -> list[IndexChange]:
     """What the index (``staged``) or HEAD changes against ``commit``: a repair's change is
     judged whole, from the commit the plan was approved against."""
     return _changes(worktree, "--cached", commit) if staged else _changes(worktree, commit, "HEAD")
 
 
-def _changes(worktree: Path, *spec: str) -> list[IndexChange]:
+def _changes(worktree: Worktree, *spec: str) -> list[IndexChange]:
     return [
         _with_link(worktree, change)
         if change.new_mode == SYMLINK
@@ -331,7 +363,7 @@ def _changes(worktree: Path, *spec: str) -> list[IndexChange]:
     ]
 
 
-def _withlone_carriage_returns(worktree: Path, change: IndexChange) -> IndexChange:
+def _withlone_carriage_returns(worktree: Worktree, change: IndexChange) -> IndexChange:
     """``change`` with each carriage return that no line feed follows counted as a line.
 
     git counts lines by LF alone, but a lone CR ends a line for Python (and for other
@@ -340,7 +372,7 @@ def _withlone_carriage_returns(worktree: Path, change: IndexChange) -> IndexChan
     """
     if change.added is None or change.status == "D" or change.new_mode not in REGULAR_MODES:
         return change
-    lone = lone_carriage_returns(worktree / change.path)
+    lone = lone_carriage_returns(worktree.path / change.path)
     return replace(change, added=change.added + lone) if lone else change
 
 
@@ -359,7 +391,7 @@ def lone_carriage_returns(path: Path) -> int:
     return count
 
 
-def _text_counted(worktree: Path, change: IndexChange) -> IndexChange:
+def _text_counted(worktree: Worktree, change: IndexChange) -> IndexChange:
     """``change`` with its lines counted when git called a text file binary.
 
     numstat says ``-`` for a binary file, and a repository's ``.gitattributes`` can call
@@ -371,7 +403,7 @@ def _text_counted(worktree: Path, change: IndexChange) -> IndexChange:
     """
     if change.added is not None or change.status == "D" or change.new_mode not in REGULAR_MODES:
         return change
-    blob = run_git(worktree, ["cat-file", "blob", change.new_blob], timeout_s=GIT_TIMEOUT_S)
+    blob = _run(worktree, ["cat-file", "blob", change.new_blob])
     if blob.returncode != 0:
         raise GitError(f"git cat-file blob {change.new_blob}: {blob.stderr[:200]!r}")
     content = blob.stdout
@@ -385,7 +417,7 @@ REGULAR_MODES = ("100644", "100755")
 UNFAITHFUL_RULE = "worktree_filter"
 
 
-def unfaithful_paths(worktree: Path, changes: list[IndexChange]) -> list[str]:
+def unfaithful_paths(worktree: Worktree, changes: list[IndexChange]) -> list[str]:
     """The changed files whose bytes on disk are not the blob ``git add`` staged.
 
     ``git add`` runs a file through the repository's ``.gitattributes`` (``ident``,
@@ -452,16 +484,17 @@ def unfaithful_checkout(tree: Path) -> list[str]:
     return sorted(off)
 
 
-def _only_line_endings_differ(worktree: Path, change: IndexChange) -> bool:
+def _only_line_endings_differ(worktree: Worktree, change: IndexChange) -> bool:
     return _line_endings_only(worktree, change.path, change.new_blob)
 
 
-def _line_endings_only(worktree: Path, path: str, blob: str) -> bool:
-    staged = run_git(worktree, ["cat-file", "blob", blob], timeout_s=GIT_TIMEOUT_S)
+def _line_endings_only(where: Path | Worktree, path: str, blob: str) -> bool:
+    staged = _run(where, ["cat-file", "blob", blob])
     if staged.returncode != 0:
         return False
+    folder = where.path if isinstance(where, Worktree) else where
     try:
-        fd = os.open(worktree / path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(folder / path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return False
     with os.fdopen(fd, "rb") as on_disk:
@@ -469,10 +502,10 @@ def _line_endings_only(worktree: Path, path: str, blob: str) -> bool:
     return data.replace(b"\r\n", b"\n") == staged.stdout
 
 
-def _with_link(worktree: Path, change: IndexChange) -> IndexChange:
+def _with_link(worktree: Worktree, change: IndexChange) -> IndexChange:
     target = git(worktree, "cat-file", "blob", change.new_blob)
-    root = worktree.resolve()
-    resolved = Path(os.path.realpath(worktree / change.path))
+    root = worktree.path.resolve()
+    resolved = Path(os.path.realpath(worktree.path / change.path))
     inside = resolved == root or resolved.is_relative_to(root)
     return replace(change, link_target=target, link_inside=inside)
 
@@ -482,7 +515,7 @@ _CLEAN_BASES_MAX = 4096
 _clean_bases_lock = threading.Lock()
 
 
-def escaping_links(worktree: Path, commit: str | None = None) -> list[tuple[str, str]]:
+def escaping_links(worktree: Worktree, commit: str | None = None) -> list[tuple[str, str]]:
     """The symlinks of ``commit`` (checked out in ``worktree``) that resolve outside the
     worktree, as (path, target), sorted; [] when none.
 
@@ -500,20 +533,20 @@ def escaping_links(worktree: Path, commit: str | None = None) -> list[tuple[str,
     # None: the index as staged. A change that adds a link may reopen a base link that
     # led nowhere (``a -> b/..``, then ``b -> .``): judged whole, never remembered.
     listing = ["ls-tree", "-r", "-z", "--full-tree", commit] if commit else ["ls-files", "-s", "-z"]
-    proc = run_git(worktree, listing, timeout_s=GIT_TIMEOUT_S)
+    proc = _run(worktree, listing)
     if proc.returncode != 0:
         raise GitError(f"git {listing[0]}: {proc.stderr.decode(errors='replace').strip()}")
-    root = worktree.resolve()
+    root = worktree.path.resolve()
     found = []
     for entry in proc.stdout.split(b"\0"):
         meta, _, raw_path = entry.partition(b"\t")
         if not meta.startswith(f"{SYMLINK} ".encode()):
             continue
         path = os.fsdecode(raw_path)  # any bytes git holds, as the filesystem names them
-        resolved = Path(os.path.realpath(worktree / path))
+        resolved = Path(os.path.realpath(worktree.path / path))
         if resolved != root and not resolved.is_relative_to(root):
             try:
-                target = os.readlink(worktree / path)
+                target = os.readlink(worktree.path / path)
             except OSError:
                 target = "?"
             found.append((path, target))

@@ -4,8 +4,10 @@ A worktree's ``.git`` is a one-line file naming its administrative directory ins
 the source repository (``<repo>/.git/worktrees/<name>``). The build agent may write
 files in the worktree; if it rewrote ``.git`` to point at a directory of its own, the
 next git kodo runs there would read that directory's config (fsmonitor, hooks, filter
-drivers). So before git runs in a worktree, the pointer is checked both ways: it names
-the repository's own admin directory, and that directory names this worktree back.
+drivers). So the pointer is checked both ways (it names the repository's own admin
+directory, and that directory names this worktree back), and git is then told that
+directory (``GIT_DIR``): it never reads the pointer itself, which another run's agent
+could swap between kodo's check and git's own read of it.
 
 git also sees only regular files, directories and symlinks: a FIFO, a socket or a device
 node is neither staged (so never judged) nor removed by ``git clean`` (so it would stay,
@@ -77,27 +79,49 @@ def remove_special_files(worktree: Path) -> None:
             log.warning("worktree.special_file_kept", path=shown_path(path), error=str(exc)[:200])
 
 
-def worktree_gitdir_problem(worktree: Path, repo: Path) -> str | None:
-    """None if ``worktree/.git`` is git's own pointer into ``repo``; else why not."""
+class PointerRewritten(ValueError):
+    """A worktree's ``.git`` is not git's own pointer (its message names the rule)."""
+
+
+def verified_gitdir(worktree: Path, repo: Path) -> Path:
+    """The admin directory git keeps for ``worktree`` in ``repo``, read from the worktree's
+    ``.git`` and confirmed by git's own record of it (the admin directory names the
+    worktree back). Raises PointerRewritten otherwise.
+
+    Only the returned path may serve git afterwards (``GIT_DIR``): the pointer itself can
+    be swapped between this check and any later read of it.
+    """
     dotgit = worktree / ".git"
     if dotgit.is_symlink() or not dotgit.is_file():
-        return f"{RULE}: {dotgit} is not the file git wrote (a symlink or a directory)"
+        raise PointerRewritten(
+            f"{RULE}: {dotgit} is not the file git wrote (a symlink or a directory)"
+        )
     try:
         text = dotgit.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return f"{RULE}: cannot read {dotgit}: {exc}"
+        raise PointerRewritten(f"{RULE}: cannot read {dotgit}: {exc}") from exc
     first, _, rest = text.partition("\n")
     if not first.startswith("gitdir: ") or rest.strip():
-        return f"{RULE}: {dotgit} is not a single 'gitdir:' line"
-    admin = Path(first.removeprefix("gitdir: ").strip())
+        raise PointerRewritten(f"{RULE}: {dotgit} is not a single 'gitdir:' line")
+    named = Path(first.removeprefix("gitdir: ").strip())
     expected_parent = (repo / ".git" / "worktrees").resolve()
-    if not admin.is_absolute() or admin.resolve().parent != expected_parent:
-        return f"{RULE}: {dotgit} points outside {expected_parent}"
+    admin = named.resolve()
+    if not named.is_absolute() or admin.parent != expected_parent:
+        raise PointerRewritten(f"{RULE}: {dotgit} points outside {expected_parent}")
     back = admin / "gitdir"
     try:
         pointed = Path(back.read_text(encoding="utf-8").strip())
     except (OSError, UnicodeDecodeError) as exc:
-        return f"{RULE}: cannot read {back}: {exc}"
+        raise PointerRewritten(f"{RULE}: cannot read {back}: {exc}") from exc
     if pointed.resolve() != dotgit.resolve():
-        return f"{RULE}: {admin} belongs to another worktree ({pointed})"
+        raise PointerRewritten(f"{RULE}: {admin} belongs to another worktree ({pointed})")
+    return admin
+
+
+def worktree_gitdir_problem(worktree: Path, repo: Path) -> str | None:
+    """None if ``worktree/.git`` is git's own pointer into ``repo``; else why not."""
+    try:
+        verified_gitdir(worktree, repo)
+    except PointerRewritten as exc:
+        return str(exc)
     return None

@@ -193,9 +193,9 @@ def test_a_command_cannot_redirect_its_worktrees_git_or_poison_the_config_kodo_l
     assert worktree_gitdir_problem(worktree, repo) is None, "the .git pointer changed"
     base = git(repo, "rev-parse", "HEAD").strip()
     again = ensure_worktree(repo, hostile.workspaces, outcome.run_id, base)  # a later delivery
-    assert again.branch == f"kodo/{outcome.run_id}"
+    assert (again.gitdir / "HEAD").read_text() == f"ref: refs/heads/kodo/{outcome.run_id}\n"
     (again.path / "new.txt").write_text("x\n")
-    stage_edits(again.path)  # git add and diff: listings, drivers, fsmonitor
+    stage_edits(again)  # git add and diff: listings, drivers, fsmonitor
     assert not marker.exists(), f"a planted program ran: {marker.read_text()!r}"
 
 

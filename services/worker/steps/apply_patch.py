@@ -36,6 +36,7 @@ from pathlib import Path
 from services.worker.git_ops import (
     UNFAITHFUL_RULE,
     GitError,
+    Worktree,
     changes_since,
     commit_index,
     committed_changes,
@@ -43,6 +44,7 @@ from services.worker.git_ops import (
     escaping_links,
     git,
     head_trailer,
+    open_worktree,
     reset_worktree,
     stage_edits,
     staged_patch,
@@ -137,7 +139,7 @@ def files_mismatch(worktree: Path, changes: list[IndexChange], files: list[str])
 
 
 def _judged(
-    ctx: StepContext, worktree: Path, changes: list[IndexChange], *, staged: bool, repair: bool
+    ctx: StepContext, worktree: Worktree, changes: list[IndexChange], *, staged: bool, repair: bool
 ) -> list[IndexChange]:
     """The change the plan and the policy judge: the attempt's own, or for a repair the
     whole change since the commit the plan was approved against (a repair edits a file
@@ -150,7 +152,7 @@ def _judged(
 
 
 def _take_edits(
-    ctx: StepContext, worktree: Path, result: StructuredResult, policy: Policy, *, repair: bool
+    ctx: StepContext, worktree: Worktree, result: StructuredResult, policy: Policy, *, repair: bool
 ) -> _Committed | _Rejected | _Refused:
     """Judge and commit what the attempt's call left in the worktree (or find the commit
     an earlier delivery made of it)."""
@@ -194,7 +196,7 @@ def _take_edits(
         )
         violation = Violation(UNFAITHFUL_RULE, said, tuple(unfaithful))
         return _Refused(ChangeReport([violation], (), (), 0), judged)
-    mismatch = files_mismatch(worktree, changes, list(result.answer["files"]))
+    mismatch = files_mismatch(worktree.path, changes, list(result.answer["files"]))
     if mismatch is not None:
         return _Rejected(mismatch)
     patch = staged_patch(worktree)
@@ -207,10 +209,10 @@ def _take_edits(
     return _Committed(commit_index(worktree, message), report, changes, patch)
 
 
-def _quiet_and_clean(ctx: StepContext, worktree: Path) -> None:
+def _quiet_and_clean(ctx: StepContext, worktree: Worktree) -> None:
     """Before a new attempt's call: no earlier call still editing, then back to HEAD."""
-    ctx.rt.oc.quiesce(ctx.run_id, StepId.APPLY_PATCH.value, str(worktree))
-    problem = worktree_gitdir_problem(worktree, ctx.repo_path)
+    ctx.rt.oc.quiesce(ctx.run_id, StepId.APPLY_PATCH.value, str(worktree.path))
+    problem = worktree_gitdir_problem(worktree.path, ctx.repo_path)
     if problem is not None:  # never run git in a worktree whose .git was rewritten
         raise WorktreeBusy(problem)
     reset_worktree(worktree)
@@ -230,10 +232,10 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
         )
     if ctx.worktree_path is None:
         return StepOutcome.failed("the run has no worktree", {})
-    worktree = ctx.worktree_path
+    worktree = open_worktree(ctx.worktree_path, ctx.repo_path)
     policy = run_policy(ctx)
     plan_text = plan_brief(ctx.plan)
-    loop = AttemptLoop(ctx, StepId.APPLY_PATCH, "build", EDIT_REPORT_SCHEMA, str(worktree))
+    loop = AttemptLoop(ctx, StepId.APPLY_PATCH, "build", EDIT_REPORT_SCHEMA, str(worktree.path))
     git_time = Stopwatch(ctx)
     try:
         repair = _repair_request(ctx)
@@ -245,13 +247,13 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
         prepare=lambda: _quiet_and_clean(ctx, worktree),
     )
     for result in answers:
-        problem = worktree_gitdir_problem(worktree, ctx.repo_path)
-        if problem is not None:  # the agent rewrote .git: no git may run there now
+        problem = worktree_gitdir_problem(worktree.path, ctx.repo_path)
+        if problem is not None:  # the agent rewrote .git (git would not read it): fail closed
             loop.records[-1]["status"] = "refused"
             return StepOutcome.failed(
                 problem, {"rule": "worktree_gitdir", "attempts": loop.records}
             )
-        special = special_files_problem(worktree)
+        special = special_files_problem(worktree.path)
         if special is not None:  # git would neither judge nor undo them
             error, paths = special
             loop.refuse(error)
@@ -316,7 +318,7 @@ def _how(repair: RepairRequest) -> str:
     return f"exited {repair.exit_code}" if repair.exit_code is not None else "failed"
 
 
-def _undo(ctx: StepContext, worktree: Path) -> str:
+def _undo(ctx: StepContext, worktree: Worktree) -> str:
     """A failed step leaves nothing of the agent's on disk, unless a call may still be
     editing (then it is left as it is, and the diagnostic says so)."""
     try:

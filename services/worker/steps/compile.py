@@ -8,7 +8,7 @@ commit holding a symlink that resolves outside the worktree fails the run (rule
 
 from __future__ import annotations
 
-from services.worker.git_ops import Worktree, ensure_worktree, escaping_links
+from services.worker.git_ops import Worktree, ensure_worktree, escaping_links, run_branch
 from services.worker.steps.attempts import AttemptLoop
 from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, Stopwatch
 from services.worker.worktree_guard import shown_path
@@ -36,10 +36,10 @@ def compile_step(ctx: StepContext) -> StepOutcome:
         worktree = ensure_worktree(
             ctx.repo_path, settings.workspace_dir, ctx.run_id, ctx.base_commit
         )
-        links = escaping_links(worktree.path, ctx.base_commit)
+        links = escaping_links(worktree, ctx.base_commit)
     outcome = _escaping_links_refused(links) if links else _plan(ctx, policy, worktree, git)
     # recorded whatever the outcome: a failed run's worktree is cleaned up like any other
-    outcome.workspace = (worktree.branch, str(worktree.path))
+    outcome.workspace = (run_branch(ctx.run_id), str(worktree.path))
     return outcome
 
 
@@ -98,7 +98,7 @@ def _plan(ctx: StepContext, policy: Policy, worktree: Worktree, git: Stopwatch) 
                 "plan_sha256": plan_sha,
                 "revision": request.revision if request is not None else 1,
                 "attempts": loop.records,
-                "branch": worktree.branch,
+                "branch": run_branch(ctx.run_id),
                 "base_commit": ctx.base_commit,
                 "policy": policy.to_json(),
                 "git_ms": git.ms,

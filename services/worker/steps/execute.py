@@ -27,8 +27,10 @@ import structlog
 from services.worker.git_ops import (
     UNFAITHFUL_RULE,
     UnfaithfulCheckout,
+    Worktree,
     exec_root,
     git,
+    open_worktree,
     private_checkout,
     reset_worktree,
 )
@@ -124,7 +126,7 @@ def _cgroup_refusal(argv: list[str], why: str) -> StepOutcome:
 WORKTREE_RULE = "worktree_matches_commit"
 
 
-def worktree_problem(ctx: StepContext, worktree: Path) -> str | None:
+def worktree_problem(ctx: StepContext, worktree: Worktree) -> str | None:
     """Why ``worktree`` is not exactly the commit ApplyPatchST judged, or None."""
     commit = judged_commit(ctx)
     head = git(worktree, "rev-parse", "HEAD").strip()
@@ -132,7 +134,7 @@ def worktree_problem(ctx: StepContext, worktree: Path) -> str | None:
         return f"{WORKTREE_RULE}: the worktree is at {head}, the judged commit is {commit}"
     if not ctx.first_delivery:
         reset_worktree(worktree)  # an earlier delivery's command may have left files
-    special = special_files_problem(worktree)
+    special = special_files_problem(worktree.path)
     if special is not None:
         return f"{WORKTREE_RULE}: {special[0]}"
     status = git(worktree, "status", "--porcelain", "--untracked-files=all", "--ignored")
@@ -158,7 +160,7 @@ def execute_step(ctx: StepContext) -> StepOutcome:
             f"{refused.rule}: {refused.detail}",
             {"rule": refused.rule, "argv": argv, "allowlist": list(allowlist)},
         )
-    tampered = worktree_problem(ctx, ctx.worktree_path)
+    tampered = worktree_problem(ctx, open_worktree(ctx.worktree_path, ctx.repo_path))
     commit = judged_commit(ctx)
     if tampered is not None or commit is None:  # no judged commit is a problem it names
         said = tampered or f"{WORKTREE_RULE}: no judged commit"

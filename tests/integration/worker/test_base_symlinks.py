@@ -55,8 +55,8 @@ def test_links_leading_out_of_the_worktree_are_found(
     repo: Path, tmp_path: Path, links: dict[bytes, bytes], escaping: list[str]
 ) -> None:
     commit = _commit_links(repo, links)
-    worktree = ensure_worktree(repo, tmp_path / "ws", "run-1", commit).path
-    assert [path for path, _ in escaping_links(worktree, commit)] == escaping
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", commit)
+    assert [path for path, _ in escaping_links(tree, commit)] == escaping
 
 
 def test_compile_refuses_such_a_base_before_any_agent_turn(rt: Runtime, repo: Path) -> None:
@@ -75,9 +75,10 @@ def test_the_staged_tree_is_judged_whole_when_a_link_is_added(repo: Path, tmp_pa
     """``a -> b/..`` leads nowhere until ``b -> .`` is staged; the base stays remembered
     as clean, the staged tree (no commit given) is never taken from that memory."""
     commit = _commit_links(repo, {b"a": b"b/.."})
-    worktree = ensure_worktree(repo, tmp_path / "ws", "run-1", commit).path
-    assert escaping_links(worktree, commit) == []
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", commit)
+    worktree = tree.path
+    assert escaping_links(tree, commit) == []
     os.symlink(".", worktree / "b")
     subprocess.run(["git", "add", "b"], cwd=worktree, check=True)
-    assert escaping_links(worktree) == [("a", "b/..")]
-    assert escaping_links(worktree, commit) == [], "the commit itself is still clean"
+    assert escaping_links(tree) == [("a", "b/..")]
+    assert escaping_links(tree, commit) == [], "the commit itself is still clean"

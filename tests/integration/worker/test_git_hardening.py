@@ -56,9 +56,10 @@ def ran(tmp_path: Path) -> list[str]:
 
 def kodo_path(repo: Path, workspace: Path, run_id: str = "run-1") -> Path:
     """Everything kodo's steps do with git on a run, in order."""
-    wt = ensure_worktree(repo, workspace, run_id, "HEAD").path
+    tree = ensure_worktree(repo, workspace, run_id, "HEAD")
+    wt = tree.path
     assert try_apply(wt, PATCH) is None
-    commit_index(wt, "kodo: apply\n\nKodo-Run: run-1")
+    commit_index(tree, "kodo: apply\n\nKodo-Run: run-1")
     git(wt, "status", "--porcelain")
     git(wt, "diff", "--stat", "HEAD~1", "HEAD")
     git(wt, "log", "-p", "-1")
@@ -262,14 +263,15 @@ def test_a_call_in_a_worktrees_git_dir_shares_the_worktrees_listing(
 ) -> None:
     """The patch is read in the worktree's git dir (no attributes): git reads the same
     two files there as in the worktree, so the worktree's listing serves it."""
-    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    wt = tree.path
     (wt / "calc.py").write_text("changed = True\n")
     git(wt, "add", "calc.py")
-    commit_index(wt, "change")  # lists the config for the worktree
+    commit_index(tree, "change")  # lists the config for the worktree
     admin = Path((wt / ".git").read_text().removeprefix("gitdir: ").strip())
     assert gitcmd._config_identity(admin) == gitcmd._config_identity(wt)
     started = count_git(monkeypatch)
-    assert b"changed = True" in committed_patch(wt)
+    assert b"changed = True" in committed_patch(tree)
     assert [args[0] for args in started] == ["rev-parse", "--bare"]  # rev-parse, diff
 
 

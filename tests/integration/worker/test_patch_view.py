@@ -22,7 +22,7 @@ from services.worker.git_ops import (
     stage_edits,
     staged_patch,
 )
-from shared.gitcmd import attribute_free, hardened_args
+from shared.gitcmd import hardened_args
 
 pytestmark = pytest.mark.integration
 
@@ -37,38 +37,31 @@ def _repo_marking_python_binary(tmp_path: Path) -> Path:
 
 def test_a_text_file_the_attributes_call_binary_is_shown_as_text(tmp_path: Path) -> None:
     repo = _repo_marking_python_binary(tmp_path)
-    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    wt = tree.path
     (wt / "calc.py").write_text((wt / "calc.py").read_text() + "import os  # hidden?\n")
     (wt / "blob.bin").write_bytes(b"\x00\x01binary for real\n")
-    stage_edits(wt)
-    patch = staged_patch(wt)
+    stage_edits(tree)
+    patch = staged_patch(tree)
     assert b"+import os  # hidden?\n" in patch
     assert b"GIT binary patch" in patch, "a file with a NUL byte stays a binary patch"
     assert patch.count(b"GIT binary patch") == 1
     # the agent's own attribute change is shown as text too, and judged by the same bytes
-    commit_index(wt, "kodo: apply")
-    assert committed_patch(wt) == patch
+    commit_index(tree, "kodo: apply")
+    assert committed_patch(tree) == patch
 
 
 def test_the_attribute_free_patch_still_applies_to_the_base(tmp_path: Path) -> None:
     repo = _repo_marking_python_binary(tmp_path)
-    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    wt = tree.path
     (wt / "calc.py").write_text((wt / "calc.py").read_text() + "VALUE = 2\n")
-    stage_edits(wt)
-    patch = staged_patch(wt)
+    stage_edits(tree)
+    patch = staged_patch(tree)
     check = subprocess.run(
         ["git", "apply", "--check", "-"], cwd=repo, input=patch, capture_output=True, check=False
     )
     assert check.returncode == 0, check.stderr
-
-
-def test_the_bare_view_needs_a_worktree_pointer_it_can_read(tmp_path: Path) -> None:
-    (tmp_path / "not-a-worktree").mkdir()
-    with pytest.raises(ValueError, match=r"not a worktree's \.git file"):
-        attribute_free(tmp_path / "not-a-worktree")
-    (tmp_path / "not-a-worktree" / ".git").write_text("nonsense\n")
-    with pytest.raises(ValueError, match="does not name a git dir"):
-        attribute_free(tmp_path / "not-a-worktree")
 
 
 def test_global_options_stay_before_the_hardened_subcommand() -> None:

@@ -48,11 +48,12 @@ def _repo(tmp_path: Path, attributes: str) -> Path:
 def test_a_checkout_that_re_encodes_the_judged_commit_is_refused(tmp_path: Path) -> None:
     repo = _repo(tmp_path, "calc.py working-tree-encoding=UTF-7\n")
     workspace = tmp_path / "ws"
-    worktree = ensure_worktree(repo, workspace, "run-1", "HEAD").path
+    tree = ensure_worktree(repo, workspace, "run-1", "HEAD")
+    worktree = tree.path
     (worktree / "calc.py").write_text(EVIL)  # the agent's write tool: raw bytes
-    changes = stage_edits(worktree)
-    assert unfaithful_paths(worktree, changes) == [], "the judged change itself is faithful"
-    commit = commit_index(worktree, "kodo: tweak add\n")
+    changes = stage_edits(tree)
+    assert unfaithful_paths(tree, changes) == [], "the judged change itself is faithful"
+    commit = commit_index(tree, "kodo: tweak add\n")
 
     with (
         pytest.raises(UnfaithfulCheckout, match="worktree_filter") as refused,

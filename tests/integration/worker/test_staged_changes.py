@@ -51,10 +51,11 @@ def test_a_hostile_patch_is_read_back_path_by_path(tmp_path: Path) -> None:
     patch = hostile_patch(tmp_path, repo)
     for header in ('"a/caf\\303\\251.txt"', "--- /dev/null", "GIT binary patch", "rename from"):
         assert header in patch
-    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    wt = tree.path
     assert try_apply(wt, patch) is None
 
-    changes = {c.path: c for c in staged_changes(wt)}
+    changes = {c.path: c for c in staged_changes(tree)}
     assert sorted(changes) == sorted(
         [SPACED, ACCENTED, "logo.bin", "docs guide.md", "test_calc.py", "calc.py"]
     )
@@ -95,14 +96,15 @@ def test_paths_shaped_like_records_keep_their_counts_in_gits_one_answer(tmp_path
     """``--raw`` and ``--numstat`` come from one git process: a path that starts with a
     colon or looks like a count line is still one path, with its own line counts."""
     repo = create_sample_repo(tmp_path / "calc")
-    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    wt = tree.path
     (wt / ":colon.txt").write_text("one\n")
     (wt / "1\t2\tcount.txt").write_text("one\ntwo\n")
     (wt / "-\t-\tbinary.txt").write_text("one\ntwo\nthree\n")
     plain_git(wt, "mv", "README.md", ":readme.md")
     plain_git(wt, "add", "-A")
 
-    changes = {c.path: c for c in staged_changes(wt)}
+    changes = {c.path: c for c in staged_changes(tree)}
 
     assert {p: (c.status, c.added, c.removed) for p, c in changes.items()} == {
         ":colon.txt": ("A", 1, 0),
@@ -117,7 +119,8 @@ def test_decide_sees_the_judged_commits_diffstat_read_once_per_commit(tmp_path: 
     """DecideST's prompt shows ``git diff --stat`` of the commit ApplyPatchST judged
     (not of a HEAD moved since), and builds it again at collection without git."""
     repo = create_sample_repo(tmp_path / "calc")
-    wt = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD").path
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    wt = tree.path
     (wt / "calc.py").write_text((wt / "calc.py").read_text() + "\n# judged\n")
     plain_git(wt, "commit", "-qam", "judged")
     judged = plain_git(wt, "rev-parse", "HEAD").strip()
@@ -125,9 +128,9 @@ def test_decide_sees_the_judged_commits_diffstat_read_once_per_commit(tmp_path: 
     (wt / "README.md").write_text("moved on\n")
     plain_git(wt, "commit", "-qam", "after the verdict")
 
-    assert commit_diffstat(wt, judged) == expected
+    assert commit_diffstat(tree, judged) == expected
     assert "calc.py" in expected
     shutil.rmtree(wt)  # no git can answer now: the second read is the remembered one
-    assert commit_diffstat(wt, judged) == expected
+    assert commit_diffstat(tree, judged) == expected
     with pytest.raises(GitError, match="not a commit id"):
-        commit_diffstat(wt, "--output=/tmp/x")
+        commit_diffstat(tree, "--output=/tmp/x")

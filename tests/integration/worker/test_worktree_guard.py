@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from devstack.sample_repo import create_sample_repo
-from services.worker.git_ops import GitError, WorktreeTampered, ensure_worktree
+from services.worker.git_ops import (
+    GitError,
+    WorktreeTampered,
+    ensure_worktree,
+    reset_worktree,
+    stage_edits,
+    staged_patch,
+)
 from services.worker.runtime import Runtime
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import run_step
@@ -191,3 +198,30 @@ def test_another_runs_hostile_agent_cannot_hand_a_compiling_run_a_git_dir_of_its
     assert run_step(rt, StepId.COMPILE, victim, compile_step) == "failed"
 
     assert diagnostic(rt, victim)["rule"] == "worktree_gitdir"
+
+
+def test_git_never_reads_the_pointer_once_the_worktree_was_opened(tmp_path: Path) -> None:
+    """The pointer is checked when the worktree is opened; every later git is told the
+    git dir that check confirmed. A pointer swapped afterwards (a check-then-use race)
+    is never followed: not its config's filter driver, not its index or HEAD."""
+    repo = create_sample_repo(tmp_path / "repo")
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    planted = _planted_gitdir_on_the_runs_branch(tree.path, "kodo/run-1")
+    marker = tmp_path / "filter-ran"
+    subprocess.run(
+        ["git", "-C", str(planted), "config", "filter.evil.clean", f"touch {marker}; cat"],
+        check=True,
+    )
+    (planted / ".git" / "info" / "attributes").write_text("* filter=evil\n")
+    assert worktree_gitdir_problem(tree.path, repo) is not None, "the pointer was swapped"
+    (tree.path / "README.md").write_text("changed\n")
+
+    changes = stage_edits(tree)
+    patch = staged_patch(tree)
+    reset_worktree(tree)
+
+    assert [c.path for c in changes] == ["README.md"]
+    assert b"+changed" in patch
+    assert not marker.exists()
+    assert "A tiny calculator" in (tree.path / "README.md").read_text()
+    assert not (tree.path / "f").exists(), "the planted HEAD's tree was never checked out"

@@ -87,8 +87,8 @@ def test_the_agents_edits_are_committed_with_the_diff_git_reports(worktree: Work
         == git(worktree.path, "diff", "--binary", "--full-index", "-M", "HEAD~1", "HEAD").encode()
     )
     assert '+    """Add two numbers."""' in patch.content.decode()
-    assert head_trailer(worktree.path, PATCH_TRAILER) == sha256_hex(patch.content)
-    assert head_trailer(worktree.path, OP_KEY_TRAILER) == outcome.output["attempts"][0]["op_key"]
+    assert head_trailer(worktree, PATCH_TRAILER) == sha256_hex(patch.content)
+    assert head_trailer(worktree, OP_KEY_TRAILER) == outcome.output["attempts"][0]["op_key"]
     assert "Implement the approved plan below by editing the files" in world.agent.sent[0].text
     assert "- modify calc.py: the docstring" in world.agent.sent[0].text
 
@@ -182,7 +182,7 @@ def test_a_replayed_attempt_keeps_the_verdict_its_first_delivery_gave(worktree: 
     assert again.ok, again.error
     assert [a["status"] for a in again.output["attempts"]] == ["rejected", "applied"]
     second_key = first.output["attempts"][1]["op_key"]
-    assert head_trailer(worktree.path, OP_KEY_TRAILER) == second_key
+    assert head_trailer(worktree, OP_KEY_TRAILER) == second_key
     assert len(world.agent.sent) == 2, "both attempts replayed from the ledger"
 
 

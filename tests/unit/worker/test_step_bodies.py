@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from services.worker.git_ops import git
+from services.worker.git_ops import ensure_worktree, git
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.compile import compile_step
 from services.worker.steps.decide import decide_step
@@ -120,20 +120,22 @@ def test_decide_refuses_to_run_without_an_approved_plan() -> None:
     assert world.agent.sent == []
 
 
-def _applied(repo: Path) -> dict[str, Any]:
-    """Commit a change as ApplyPatchST would; the outputs a later step reads of it."""
-    (repo / "calc.py").write_text(CALC + "\n# applied\n")
-    git(repo, "commit", "-q", "-am", "applied")
-    commit = git(repo, "rev-parse", "HEAD").strip()
-    return {StepId.APPLY_PATCH.value: {"commit": commit}}
+def _applied(repo: Path) -> tuple[Path, dict[str, Any]]:
+    """The run's worktree with a change committed as ApplyPatchST would, and the outputs
+    a later step reads of it."""
+    tree = ensure_worktree(repo, repo.parent / "ws", "run-1", "HEAD")
+    (tree.path / "calc.py").write_text(CALC + "\n# applied\n")
+    git(tree, "commit", "-q", "-am", "applied")
+    commit = git(tree, "rev-parse", "HEAD").strip()
+    return tree.path, {StepId.APPLY_PATCH.value: {"commit": commit}}
 
 
 def test_decide_records_an_allowlisted_command(repo: Path) -> None:
-    outputs = _applied(repo)
+    worktree, outputs = _applied(repo)
     decision = {"next_action": "verify", "argv": ["pytest", "-q"], "reason": "tests"}
     world = StepWorld(FakeAgent(ScriptedTurn(answer=decision)))
     outcome = decide_step(
-        world.context(StepId.DECIDE, repo, worktree_path=repo, outputs=outputs, **APPROVED)
+        world.context(StepId.DECIDE, repo, worktree_path=worktree, outputs=outputs, **APPROVED)
     )
     assert outcome.ok, outcome.error
     assert outcome.output["argv"] == ["pytest", "-q"]
@@ -143,11 +145,11 @@ def test_decide_records_an_allowlisted_command(repo: Path) -> None:
 def test_decide_fails_closed_on_a_command_off_the_allowlist_without_another_try(
     repo: Path,
 ) -> None:
-    outputs = _applied(repo)
+    worktree, outputs = _applied(repo)
     decision = {"next_action": "verify", "argv": ["rm", "-rf", "/"], "reason": "clean"}
     world = StepWorld(FakeAgent(ScriptedTurn(answer=decision)))
     outcome = decide_step(
-        world.context(StepId.DECIDE, repo, worktree_path=repo, outputs=outputs, **APPROVED)
+        world.context(StepId.DECIDE, repo, worktree_path=worktree, outputs=outputs, **APPROVED)
     )
     assert outcome.error is not None
     assert "rm" in outcome.error
@@ -155,9 +157,9 @@ def test_decide_fails_closed_on_a_command_off_the_allowlist_without_another_try(
 
 
 def test_decide_without_the_judged_commit_fails_closed(repo: Path) -> None:
-    _applied(repo)
+    worktree, _ = _applied(repo)
     world = StepWorld(FakeAgent())
-    outcome = decide_step(world.context(StepId.DECIDE, repo, worktree_path=repo, **APPROVED))
+    outcome = decide_step(world.context(StepId.DECIDE, repo, worktree_path=worktree, **APPROVED))
     assert outcome.error == "judged_commit_required: decide needs the commit ApplyPatchST judged"
     assert world.agent.sent == []
 
