@@ -67,12 +67,19 @@ class Worktree:
 
 
 def open_worktree(path: Path, repo: Path) -> Worktree:
-    """``path`` with the git dir its ``.git`` names, once that is git's own record of it
-    in ``repo`` (WorktreeTampered otherwise)."""
+    """The run's worktree ``path`` (``<workspaces>/<run_id>``) with the git dir its
+    ``.git`` names, once that is git's own record of this very folder in ``repo`` and its
+    HEAD is the run's branch (WorktreeTampered otherwise)."""
     try:
-        return Worktree(path, verified_gitdir(path, repo))
+        tree = Worktree(path, verified_gitdir(path, repo))
     except PointerRewritten as exc:
         raise WorktreeTampered(str(exc)) from exc
+    current, expected = _head_branch(tree), run_branch(path.name)
+    if current != expected:
+        raise WorktreeTampered(
+            f"{RULE}: {path} is on {current or 'no branch'}, expected {expected}"
+        )
+    return tree
 
 
 def run_branch(run_id: str) -> str:
@@ -206,11 +213,7 @@ def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base: str) -> 
     if (path / ".git").exists():
         # Another run's agent can write here: a pointer it rewrote would make git read a
         # git dir of its choosing (its config, its HEAD). Fail closed.
-        tree = open_worktree(path, repo)
-        current = _head_branch(tree)  # a later delivery: no git process
-        if current != branch:
-            raise GitError(f"{path} is on {current or 'no branch'}, expected {branch}")
-        return tree
+        return open_worktree(path, repo)  # a later delivery: no git process
     workspace_dir.mkdir(parents=True, exist_ok=True)
     with repo_lock(workspace_dir, repo):
         try:

@@ -86,11 +86,15 @@ class PointerRewritten(ValueError):
 def verified_gitdir(worktree: Path, repo: Path) -> Path:
     """The admin directory git keeps for ``worktree`` in ``repo``, read from the worktree's
     ``.git`` and confirmed by git's own record of it (the admin directory names the
-    worktree back). Raises PointerRewritten otherwise.
+    worktree back, exactly). Raises PointerRewritten otherwise.
 
     Only the returned path may serve git afterwards (``GIT_DIR``): the pointer itself can
-    be swapped between this check and any later read of it.
+    be swapped between this check and any later read of it. Nothing the agent may write
+    is resolved before the comparison: a worktree folder replaced by a symlink to another
+    run's would otherwise resolve to that run's, and be handed its git dir.
     """
+    if worktree.is_symlink():
+        raise PointerRewritten(f"{RULE}: {worktree} is a symlink, not the folder git made")
     dotgit = worktree / ".git"
     if dotgit.is_symlink() or not dotgit.is_file():
         raise PointerRewritten(
@@ -105,17 +109,17 @@ def verified_gitdir(worktree: Path, repo: Path) -> Path:
         raise PointerRewritten(f"{RULE}: {dotgit} is not a single 'gitdir:' line")
     named = Path(first.removeprefix("gitdir: ").strip())
     expected_parent = (repo / ".git" / "worktrees").resolve()
-    admin = named.resolve()
-    if not named.is_absolute() or admin.parent != expected_parent:
+    if not named.is_absolute() or named.parent != expected_parent or named.is_symlink():
         raise PointerRewritten(f"{RULE}: {dotgit} points outside {expected_parent}")
-    back = admin / "gitdir"
+    back = named / "gitdir"
     try:
-        pointed = Path(back.read_text(encoding="utf-8").strip())
+        recorded = back.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise PointerRewritten(f"{RULE}: cannot read {back}: {exc}") from exc
-    if pointed.resolve() != dotgit.resolve():
-        raise PointerRewritten(f"{RULE}: {admin} belongs to another worktree ({pointed})")
-    return admin
+    here = worktree.parent.resolve() / worktree.name / ".git"  # the workspaces are kodo's
+    if recorded != str(here):
+        raise PointerRewritten(f"{RULE}: {named} belongs to another worktree ({recorded})")
+    return named
 
 
 def worktree_gitdir_problem(worktree: Path, repo: Path) -> str | None:

@@ -12,6 +12,7 @@ from services.worker.git_ops import (
     GitError,
     WorktreeTampered,
     ensure_worktree,
+    open_worktree,
     reset_worktree,
     stage_edits,
     staged_patch,
@@ -24,7 +25,7 @@ from services.worker.worktree_guard import worktree_gitdir_problem
 from shared.db.models import Run
 from shared.domain.run_machine import StepId
 from tests.integration.worker.conftest import approve, commits_on_branch, diagnostic, new_run
-from tests.integration.worker.hostile import hostile, patch_of, plan_of
+from tests.integration.worker.hostile import git_out, hostile, patch_of, plan_of
 
 pytestmark = pytest.mark.integration
 
@@ -225,3 +226,69 @@ def test_git_never_reads_the_pointer_once_the_worktree_was_opened(tmp_path: Path
     assert not marker.exists()
     assert "A tiny calculator" in (tree.path / "README.md").read_text()
     assert not (tree.path / "f").exists(), "the planted HEAD's tree was never checked out"
+
+
+def _swap_for_a_link(worktree: Path, to: Path) -> None:
+    """What a daemon ignoring its rules can do in the workspaces folder, which it may
+    write as a whole: move a run's folder aside and leave a symlink in its place."""
+    worktree.rename(worktree.with_name(f".{worktree.name}.aside"))
+    worktree.symlink_to(to)
+
+
+def test_a_worktree_folder_replaced_by_a_link_to_another_runs_is_refused(
+    tmp_path: Path,
+) -> None:
+    repo = create_sample_repo(tmp_path / "repo")
+    victim = ensure_worktree(repo, tmp_path / "ws", "victim", "HEAD")
+    attacker = ensure_worktree(repo, tmp_path / "ws", "attacker", "HEAD")
+    _swap_for_a_link(attacker.path, victim.path)
+
+    with pytest.raises(WorktreeTampered, match="is a symlink"):
+        open_worktree(attacker.path, repo)
+
+
+def test_a_worktree_whose_git_dir_is_on_another_branch_is_refused(tmp_path: Path) -> None:
+    repo = create_sample_repo(tmp_path / "repo")
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    subprocess.run(["git", "-C", str(tree.path), "checkout", "-qb", "elsewhere"], check=True)
+
+    with pytest.raises(WorktreeTampered, match="is on elsewhere, expected kodo/run-1"):
+        open_worktree(tree.path, repo)
+
+
+def test_another_runs_agent_cannot_commit_its_change_onto_a_runs_branch(
+    rt: Runtime, repo: Path
+) -> None:
+    """Run V was built. Run X's plan agent (a scripted hostile model whose daemon ignores
+    its rules) moves X's folder aside and links ``<workspaces>/X`` to V's. X's
+    ApplyPatchST must not reset V's worktree nor commit X's change on ``kodo/V``."""
+    readme_edit = (
+        "diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n"
+        "@@ -1,3 +1,4 @@\n # calc\n \n A tiny calculator used to demonstrate kodo.\n+More.\n"
+    )
+    calc_edit = (
+        "diff --git a/calc.py b/calc.py\n--- a/calc.py\n+++ b/calc.py\n"
+        "@@ -3,3 +3,4 @@\n \n def add(a: int, b: int) -> int:\n     return a + b\n"
+        "+# the attacker run's line\n"
+    )
+    model = hostile(rt)
+    model.scripts[StepId.COMPILE.value] = plan_of({"path": "README.md", "change": "modify"})
+    model.scripts[StepId.APPLY_PATCH.value] = patch_of(readme_edit)
+    victim = new_run(rt, repo, goal="Document calc")
+    assert run_step(rt, StepId.COMPILE, victim, compile_step) == "waiting_input"
+    approve(rt, victim)
+    assert run_step(rt, StepId.APPLY_PATCH, victim, apply_patch_step) == "deciding"
+    victims_tip = git_out(repo, "rev-parse", f"kodo/{victim}")
+    victims_tree = rt.settings.workspace_dir / victim
+
+    model.scripts[StepId.COMPILE.value] = plan_of({"path": "calc.py", "change": "modify"})
+    model.actions[StepId.COMPILE.value] = lambda folder: _swap_for_a_link(folder, victims_tree)
+    model.scripts[StepId.APPLY_PATCH.value] = patch_of(calc_edit)
+    attacker = new_run(rt, repo, goal="Comment calc")
+    assert run_step(rt, StepId.COMPILE, attacker, compile_step) == "waiting_input"
+    approve(rt, attacker)
+
+    assert run_step(rt, StepId.APPLY_PATCH, attacker, apply_patch_step) == "failed"
+    assert diagnostic(rt, attacker)["rule"] == "worktree_gitdir"
+    assert git_out(repo, "rev-parse", f"kodo/{victim}") == victims_tip
+    assert "attacker run" not in (victims_tree / "calc.py").read_text()
