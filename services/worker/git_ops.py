@@ -18,13 +18,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from services.worker.worktree_guard import (
     RULE,
     PointerRewritten,
+    folder_identity,
+    open_below,
+    open_folder,
     remove_special_files,
+    resolves_inside,
     shown_path,
     verified_gitdir,
 )
@@ -35,7 +40,15 @@ from shared.domain.change_check import (
     parse_raw_numstat,
 )
 from shared.domain.step_outcome import RuleRefusal
-from shared.gitcmd import attribute_free, run_git
+from shared.gitcmd import (
+    GitTimeout,
+    attribute_free,
+    base_env,
+    config_env,
+    hardened_args,
+    overrides_for,
+    run_git,
+)
 from shared.hashing import sha256_hex
 
 GIT_TIMEOUT_S = 60
@@ -48,6 +61,12 @@ class GitError(RuntimeError):
     pass
 
 
+class PinUnavailable(GitError, RuleRefusal):
+    """bubblewrap cannot pin a worktree's folder for kodo's git (see :class:`Worktree`)."""
+
+    rule = "sandbox_required"
+
+
 class WorktreeTampered(GitError, RuleRefusal):
     """A run's worktree whose ``.git`` is not git's own pointer (worktree_guard): no git
     runs there, since git would read the git dir the pointer names."""
@@ -57,23 +76,36 @@ class WorktreeTampered(GitError, RuleRefusal):
 
 @dataclass(frozen=True)
 class Worktree:
-    """A run's worktree and the git dir git keeps for it in the repository, as
-    :func:`open_worktree` verified it. Every git kodo runs there is told both
-    (``GIT_DIR``, ``GIT_WORK_TREE``): the worktree's ``.git``, which any run's agent can
-    rewrite at any moment, never decides which git dir a call reads."""
+    """A run's worktree as :func:`open_worktree` verified it: its folder (by device and
+    inode) and the git dir git keeps for it in the repository.
+
+    The worktree's ``.git`` and its very folder are the daemon's to rewrite at any moment
+    (worktree_guard), so neither is ever looked up again by name. git that needs no work
+    tree runs in the git dir itself, with none (:func:`git`); git that reads or writes
+    the work tree (:func:`tree_git`) gets a descriptor of the verified folder bound at a
+    private mount point by bubblewrap (``bwrap``; None only when the operator turned the
+    sandbox off, and then git is told the folder's name), and kodo's own reads go through
+    such a descriptor (:func:`pinned`).
+    """
 
     path: Path
     gitdir: Path
+    identity: tuple[int, int]
+    bwrap: str | None = "bwrap"
 
 
-def open_worktree(path: Path, repo: Path) -> Worktree:
+def open_worktree(path: Path, repo: Path, *, bwrap: str | None = "bwrap") -> Worktree:
     """The run's worktree ``path`` (``<workspaces>/<run_id>``) with the git dir its
     ``.git`` names, once that is git's own record of this very folder in ``repo`` and its
     HEAD is the run's branch (WorktreeTampered otherwise)."""
     try:
-        tree = Worktree(path, verified_gitdir(path, repo))
+        identity = folder_identity(path)
+        gitdir = verified_gitdir(path, repo)
+        if folder_identity(path) != identity:  # swapped while its pointer was read
+            raise PointerRewritten(f"{RULE}: {path} was replaced while it was opened")
     except PointerRewritten as exc:
         raise WorktreeTampered(str(exc)) from exc
+    tree = Worktree(path, gitdir, identity, bwrap)
     current, expected = _head_branch(tree), run_branch(path.name)
     if current != expected:
         raise WorktreeTampered(
@@ -86,6 +118,29 @@ def run_branch(run_id: str) -> str:
     return f"kodo/{run_id}"
 
 
+@contextmanager
+def pinned(tree: Worktree) -> Iterator[int]:
+    """A descriptor of the worktree's folder, still the one it was opened as
+    (WorktreeTampered otherwise)."""
+    try:
+        fd = open_folder(tree.path, tree.identity)
+    except PointerRewritten as exc:
+        raise WorktreeTampered(str(exc)) from exc
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def pin_point(tree: Worktree) -> Path:
+    """``<workspaces>.pin``: the empty folder a pinned git sees the worktree at, in its own
+    mount namespace; a sibling of the workspaces folder, out of the daemon's reach."""
+    workspaces = tree.path.parent.resolve()
+    point = workspaces.with_name(f"{workspaces.name}.pin")
+    point.mkdir(exist_ok=True)
+    return point
+
+
 def _run(
     where: Path | Worktree,
     args: list[str] | tuple[str, ...],
@@ -93,22 +148,87 @@ def _run(
     stdin: bytes | None = None,
     config: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Hardened git in a repository (a path) or a run's worktree (its verified git dir)."""
+    """Hardened git in a repository (a path), or with no work tree in a run's verified
+    git dir (``--bare``: git reads no name in the worktree, and no ``.gitattributes``)."""
     if isinstance(where, Worktree):
-        return run_git(
-            where.path,
-            args,
-            stdin=stdin,
-            timeout_s=GIT_TIMEOUT_S,
-            config=config,
-            git_dir=where.gitdir,
-        )
+        bare = [*attribute_free(where.gitdir), *args]
+        return run_git(where.gitdir, bare, stdin=stdin, timeout_s=GIT_TIMEOUT_S, config=config)
     return run_git(where, args, stdin=stdin, timeout_s=GIT_TIMEOUT_S, config=config)
 
 
 def git(where: Path | Worktree, *args: str, check: bool = True, stdin: bytes | None = None) -> str:
-    """Run hardened git (shared.gitcmd: no hooks, drivers or fsmonitor) as kodo."""
+    """Run hardened git (shared.gitcmd: no hooks, drivers or fsmonitor) as kodo; in a
+    worktree, with no work tree (a command that needs one fails: :func:`tree_git`)."""
     proc = _run(where, args, stdin=stdin, config=_IDENTITY)
+    if check and proc.returncode != 0:
+        raise GitError(f"git {' '.join(args)}: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout.decode(errors="replace")
+
+
+def _tree_run(
+    tree: Worktree, args: list[str] | tuple[str, ...], *, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Hardened git on the worktree's files: the verified folder, by descriptor, bound at
+    :func:`pin_point` in a mount namespace of its own, whatever its name leads to now."""
+    with pinned(tree) as fd:
+        if tree.bwrap is None:  # KODO_SANDBOX=off: the operator's choice, said in the README
+            return run_git(
+                tree.path,
+                args,
+                stdin=stdin,
+                timeout_s=GIT_TIMEOUT_S,
+                config=_IDENTITY,
+                git_dir=tree.gitdir,
+            )
+        point = str(pin_point(tree))
+        overrides = overrides_for(tree.gitdir, _IDENTITY, GIT_TIMEOUT_S)
+        env = {
+            **base_env(),
+            "GIT_DIR": str(tree.gitdir),
+            "GIT_WORK_TREE": point,
+            **config_env(overrides),
+        }
+        argv = [
+            tree.bwrap,
+            "--dev-bind", "/", "/",
+            "--bind-fd", str(fd), point,
+            "--chdir", point,
+            "--die-with-parent",
+            "git", *hardened_args(args),
+        ]  # fmt: skip
+        feed: dict[str, Any] = (
+            {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+        )
+        try:
+            proc = run_apart(
+                argv,
+                env=env,
+                pass_fds=(fd,),
+                capture_output=True,
+                timeout=GIT_TIMEOUT_S,
+                check=False,
+                **feed,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise GitTimeout(f"git {' '.join(args)} took longer than {GIT_TIMEOUT_S}s") from exc
+        except OSError as exc:  # no such program, not executable
+            raise _pin_unavailable(tree.bwrap, str(exc)) from exc
+        if proc.returncode != 0 and proc.stderr.startswith(b"bwrap: "):
+            raise _pin_unavailable(tree.bwrap, proc.stderr.decode(errors="replace").strip())
+        return proc
+
+
+def _pin_unavailable(bwrap: str, why: str) -> PinUnavailable:
+    return PinUnavailable(
+        f"sandbox_required: bubblewrap ({bwrap}) cannot pin the worktree's folder for"
+        f" kodo's own git: {why[:300]}; install bubblewrap (scripts/bootstrap does), or set"
+        " KODO_SANDBOX=off to run git on the folder's name"
+    )
+
+
+def tree_git(tree: Worktree, *args: str, check: bool = True) -> str:
+    """:func:`git` for a command that reads or writes the worktree's files."""
+    proc = _tree_run(tree, args)
     if check and proc.returncode != 0:
         raise GitError(f"git {' '.join(args)}: {proc.stderr.decode(errors='replace').strip()}")
     return proc.stdout.decode(errors="replace")
@@ -201,7 +321,9 @@ def drop_private_checkout(repo: Path, workspace_dir: Path, path: Path) -> None:
         git(repo, "worktree", "prune")
 
 
-def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base: str) -> Worktree:
+def ensure_worktree(
+    repo: Path, workspace_dir: Path, run_id: str, base: str, *, bwrap: str | None = "bwrap"
+) -> Worktree:
     """A worktree on branch ``kodo/<run_id>`` at ``base`` (a commit); reused if it exists.
 
     The usual case (no branch, no stale registration) is one ``git worktree add``; only
@@ -213,7 +335,7 @@ def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base: str) -> 
     if (path / ".git").exists():
         # Another run's agent can write here: a pointer it rewrote would make git read a
         # git dir of its choosing (its config, its HEAD). Fail closed.
-        return open_worktree(path, repo)  # a later delivery: no git process
+        return open_worktree(path, repo, bwrap=bwrap)  # a later delivery: no git process
     workspace_dir.mkdir(parents=True, exist_ok=True)
     with repo_lock(workspace_dir, repo):
         try:
@@ -224,7 +346,7 @@ def ensure_worktree(repo: Path, workspace_dir: Path, run_id: str, base: str) -> 
                 git(repo, "worktree", "add", "-q", str(path), branch)
             else:
                 git(repo, "worktree", "add", "-q", "-b", branch, str(path), base)
-    return open_worktree(path, repo)
+    return open_worktree(path, repo, bwrap=bwrap)
 
 
 def _head_branch(tree: Worktree) -> str | None:
@@ -256,9 +378,10 @@ def reset_worktree(worktree: Worktree) -> None:
     that something changed cost it hundreds of MB. Never called while a call may still
     be editing the worktree (see ApplyPatchST).
     """
-    remove_special_files(worktree.path)  # a FIFO or socket: git would neither see nor clean it
-    git(worktree, "reset", "-q", "--hard", "HEAD")
-    git(worktree, "clean", "-ffdqx")  # -ff: nested repositories too
+    with pinned(worktree) as folder:
+        remove_special_files(folder)  # a FIFO or socket: git would neither see nor clean it
+    tree_git(worktree, "reset", "-q", "--hard", "HEAD", "--")
+    tree_git(worktree, "clean", "-ffdqx")  # -ff: nested repositories too
 
 
 def stage_edits(worktree: Worktree) -> list[IndexChange]:
@@ -267,7 +390,7 @@ def stage_edits(worktree: Worktree) -> list[IndexChange]:
     ``--force`` stages ignored files too: a file the agent wrote is judged against the
     plan whether or not a ``.gitignore`` would hide it (a fresh worktree holds none).
     """
-    git(worktree, "add", "--all", "--force", "--", ".")
+    tree_git(worktree, "add", "--all", "--force", "--", ".")
     return staged_changes(worktree)
 
 
@@ -330,8 +453,8 @@ def commit_diffstat(worktree: Worktree, commit: str) -> str:
 
 def commit_index(worktree: Worktree, message: str) -> str:
     """Commit what the index holds; return the new commit id."""
-    git(worktree, "commit", "-q", "-m", message)
-    return git(worktree, "rev-parse", "HEAD").strip()
+    tree_git(worktree, "commit", "-q", "-m", message)
+    return git(worktree, "rev-parse", "--verify", "HEAD^{commit}").strip()
 
 
 _CHANGES = ("diff", "--no-ext-diff", "--no-textconv", "--no-abbrev", "-M", "-C", "-z")
@@ -375,13 +498,15 @@ def _withlone_carriage_returns(worktree: Worktree, change: IndexChange) -> Index
     """
     if change.added is None or change.status == "D" or change.new_mode not in REGULAR_MODES:
         return change
-    lone = lone_carriage_returns(worktree.path / change.path)
+    with pinned(worktree) as folder:
+        lone = lone_carriage_returns(folder, change.path)
     return replace(change, added=change.added + lone) if lone else change
 
 
-def lone_carriage_returns(path: Path) -> int:
+def lone_carriage_returns(folder: int, path: str) -> int:
+    """Carriage returns no line feed follows in the file ``path`` below ``folder``."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = open_below(folder, path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return 0
     count, ended_with_cr = 0, False
@@ -434,7 +559,7 @@ def unfaithful_paths(worktree: Worktree, changes: list[IndexChange]) -> list[str
     files = [c for c in changes if c.status != "D" and c.new_mode in REGULAR_MODES]
     if not files:
         return []
-    hashed = git(worktree, "hash-object", "--no-filters", "--", *(c.path for c in files))
+    hashed = tree_git(worktree, "hash-object", "--no-filters", "--", *(c.path for c in files))
     off = []
     for change, on_disk in zip(files, hashed.split(), strict=True):
         if on_disk != change.new_blob and not _only_line_endings_differ(worktree, change):
@@ -495,9 +620,12 @@ def _line_endings_only(where: Path | Worktree, path: str, blob: str) -> bool:
     staged = _run(where, ["cat-file", "blob", blob])
     if staged.returncode != 0:
         return False
-    folder = where.path if isinstance(where, Worktree) else where
     try:
-        fd = os.open(folder / path, os.O_RDONLY | os.O_NOFOLLOW)
+        if isinstance(where, Worktree):
+            with pinned(where) as folder:
+                fd = open_below(folder, path, os.O_RDONLY | os.O_CLOEXEC)
+        else:  # a private checkout: out of the daemon's reach
+            fd = os.open(where / path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return False
     with os.fdopen(fd, "rb") as on_disk:
@@ -507,9 +635,8 @@ def _line_endings_only(where: Path | Worktree, path: str, blob: str) -> bool:
 
 def _with_link(worktree: Worktree, change: IndexChange) -> IndexChange:
     target = git(worktree, "cat-file", "blob", change.new_blob)
-    root = worktree.path.resolve()
-    resolved = Path(os.path.realpath(worktree.path / change.path))
-    inside = resolved == root or resolved.is_relative_to(root)
+    with pinned(worktree) as folder:
+        inside = resolves_inside(folder, change.path)
     return replace(change, link_target=target, link_inside=inside)
 
 
@@ -525,8 +652,10 @@ def escaping_links(worktree: Worktree, commit: str | None = None) -> list[tuple[
     A checked-out symlink stays live for every agent turn: ``w -> ..`` or ``r -> /``
     lets the daemon's tools read and write another run's worktree (the whole workspaces
     folder is writable to it) or its own state, where kodo judges only the path a tool
-    names. Resolved on disk (a chain of links, each harmless alone, is followed). Agents
-    write regular files only, so a commit found clean stays clean: remembered by id.
+    names. Resolved on disk, below a descriptor of the worktree's folder (a chain of
+    links, each harmless alone, is followed; a way out through the workspaces folder,
+    ``../<this run>/x``, counts as out). Agents write regular files only, so a commit
+    found clean stays clean: remembered by id.
     """
     if commit is not None:
         with _clean_bases_lock:
@@ -539,26 +668,35 @@ def escaping_links(worktree: Worktree, commit: str | None = None) -> list[tuple[
     proc = _run(worktree, listing)
     if proc.returncode != 0:
         raise GitError(f"git {listing[0]}: {proc.stderr.decode(errors='replace').strip()}")
-    root = worktree.path.resolve()
     found = []
-    for entry in proc.stdout.split(b"\0"):
-        meta, _, raw_path = entry.partition(b"\t")
-        if not meta.startswith(f"{SYMLINK} ".encode()):
-            continue
-        path = os.fsdecode(raw_path)  # any bytes git holds, as the filesystem names them
-        resolved = Path(os.path.realpath(worktree.path / path))
-        if resolved != root and not resolved.is_relative_to(root):
-            try:
-                target = os.readlink(worktree.path / path)
-            except OSError:
-                target = "?"
-            found.append((path, target))
+    with pinned(worktree) as folder:
+        for entry in proc.stdout.split(b"\0"):
+            meta, _, raw_path = entry.partition(b"\t")
+            if not meta.startswith(f"{SYMLINK} ".encode()):
+                continue
+            path = os.fsdecode(raw_path)  # any bytes git holds, as the filesystem names them
+            if not resolves_inside(folder, path):
+                found.append((path, _link_target(folder, path)))
     if not found and commit is not None:
         with _clean_bases_lock:
             _CLEAN_BASES[commit] = None
             while len(_CLEAN_BASES) > _CLEAN_BASES_MAX:
                 _CLEAN_BASES.popitem(last=False)
     return sorted(found)
+
+
+def _link_target(folder: int, path: str) -> str:
+    parent, _, name = path.rpartition("/")
+    try:
+        fd = open_below(folder, parent)
+    except OSError:
+        return "?"
+    try:
+        return os.readlink(name, dir_fd=fd)
+    except OSError:
+        return "?"
+    finally:
+        os.close(fd)
 
 
 def remove_worktree_dir(path: Path, workspaces: Path) -> None:

@@ -44,7 +44,7 @@ from services.worker.git_ops import (
     escaping_links,
     git,
     head_trailer,
-    open_worktree,
+    pinned,
     reset_worktree,
     stage_edits,
     staged_patch,
@@ -56,6 +56,7 @@ from services.worker.steps.base import (
     StepContext,
     StepOutcome,
     Stopwatch,
+    opened_worktree,
     run_policy,
 )
 from services.worker.worktree_guard import (
@@ -232,7 +233,7 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
         )
     if ctx.worktree_path is None:
         return StepOutcome.failed("the run has no worktree", {})
-    worktree = open_worktree(ctx.worktree_path, ctx.repo_path)
+    worktree = opened_worktree(ctx, ctx.worktree_path)
     policy = run_policy(ctx)
     plan_text = plan_brief(ctx.plan)
     loop = AttemptLoop(ctx, StepId.APPLY_PATCH, "build", EDIT_REPORT_SCHEMA, str(worktree.path))
@@ -253,7 +254,8 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
             return StepOutcome.failed(
                 problem, {"rule": "worktree_gitdir", "attempts": loop.records}
             )
-        special = special_files_problem(worktree.path)
+        with pinned(worktree) as folder:
+            special = special_files_problem(folder)
         if special is not None:  # git would neither judge nor undo them
             error, paths = special
             loop.refuse(error)

@@ -15,11 +15,13 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Protocol
 
 import structlog
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from services.worker.git_ops import Worktree, open_worktree
 from services.worker.runtime import Runtime
 from services.worker.worktree_guard import worktree_gitdir_problem
 from shared.clock import Clock
@@ -345,6 +347,19 @@ def _park(rt: Runtime, lease: StepLease, pending: CallPending) -> str:
         hold_s=round(pending.hold_s, 1),
     )
     return "parked"
+
+
+def pinning(ctx: StepContext) -> str | None:
+    """The bubblewrap that pins kodo's git to a worktree's verified folder (git_ops), or
+    None when the operator turned the sandbox off (KODO_SANDBOX=off)."""
+    settings = ctx.rt.settings
+    return settings.sandbox_bwrap if settings.sandbox else None
+
+
+def opened_worktree(ctx: StepContext, path: Path) -> Worktree:
+    """The run's worktree at ``path``, verified (WorktreeTampered, a RuleRefusal, if its
+    ``.git`` or its folder was tampered with)."""
+    return open_worktree(path, ctx.repo_path, bwrap=pinning(ctx))
 
 
 def _guarded(ctx: StepContext, body: StepBody) -> StepOutcome:

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from services.worker.git_ops import Worktree, ensure_worktree, escaping_links, run_branch
 from services.worker.steps.attempts import AttemptLoop
-from services.worker.steps.base import ArtifactOut, StepContext, StepOutcome, Stopwatch
+from services.worker.steps.base import (
+    ArtifactOut,
+    StepContext,
+    StepOutcome,
+    Stopwatch,
+    pinning,
+)
 from services.worker.worktree_guard import shown_path
 from shared.domain.change_check import check_plan
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
@@ -34,7 +40,11 @@ def compile_step(ctx: StepContext) -> StepOutcome:
     git = Stopwatch(ctx)
     with git.measure():
         worktree = ensure_worktree(
-            ctx.repo_path, settings.workspace_dir, ctx.run_id, ctx.base_commit
+            ctx.repo_path,
+            settings.workspace_dir,
+            ctx.run_id,
+            ctx.base_commit,
+            bwrap=pinning(ctx),
         )
         links = escaping_links(worktree, ctx.base_commit)
     outcome = _escaping_links_refused(links) if links else _plan(ctx, policy, worktree, git)

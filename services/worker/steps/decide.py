@@ -12,7 +12,7 @@ is not given another try, as with a patch that reaches beyond the plan.
 
 from __future__ import annotations
 
-from services.worker.git_ops import commit_diffstat, open_worktree
+from services.worker.git_ops import commit_diffstat
 from services.worker.steps.attempts import AttemptLoop
 from services.worker.steps.base import (
     ArtifactOut,
@@ -20,6 +20,7 @@ from services.worker.steps.base import (
     StepOutcome,
     Stopwatch,
     judged_commit,
+    opened_worktree,
     run_policy,
 )
 from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
@@ -52,7 +53,7 @@ def decide_step(ctx: StepContext) -> StepOutcome:
         )
     watch = Stopwatch(ctx)
     with watch.measure():
-        diffstat = commit_diffstat(open_worktree(ctx.worktree_path, ctx.repo_path), commit)
+        diffstat = commit_diffstat(opened_worktree(ctx, ctx.worktree_path), commit)
     plan_text = plan_block(ctx.plan)
     policy = run_policy(ctx)
     try:

@@ -30,9 +30,10 @@ from services.worker.git_ops import (
     Worktree,
     exec_root,
     git,
-    open_worktree,
+    pinned,
     private_checkout,
     reset_worktree,
+    tree_git,
 )
 from services.worker.sandbox import (
     Finished,
@@ -49,6 +50,7 @@ from services.worker.steps.base import (
     StepOutcome,
     Stopwatch,
     judged_commit,
+    opened_worktree,
     run_policy,
 )
 from services.worker.worktree_guard import special_files_problem
@@ -129,15 +131,16 @@ WORKTREE_RULE = "worktree_matches_commit"
 def worktree_problem(ctx: StepContext, worktree: Worktree) -> str | None:
     """Why ``worktree`` is not exactly the commit ApplyPatchST judged, or None."""
     commit = judged_commit(ctx)
-    head = git(worktree, "rev-parse", "HEAD").strip()
+    head = git(worktree, "rev-parse", "--verify", "HEAD^{commit}").strip()
     if commit is None or head != commit:
         return f"{WORKTREE_RULE}: the worktree is at {head}, the judged commit is {commit}"
     if not ctx.first_delivery:
         reset_worktree(worktree)  # an earlier delivery's command may have left files
-    special = special_files_problem(worktree.path)
+    with pinned(worktree) as folder:
+        special = special_files_problem(folder)
     if special is not None:
         return f"{WORKTREE_RULE}: {special[0]}"
-    status = git(worktree, "status", "--porcelain", "--untracked-files=all", "--ignored")
+    status = tree_git(worktree, "status", "--porcelain", "--untracked-files=all", "--ignored")
     if status.strip():
         changed = ", ".join(line[3:] for line in status.splitlines()[:20])
         return f"{WORKTREE_RULE}: the worktree differs from the judged commit: {changed}"
@@ -160,7 +163,7 @@ def execute_step(ctx: StepContext) -> StepOutcome:
             f"{refused.rule}: {refused.detail}",
             {"rule": refused.rule, "argv": argv, "allowlist": list(allowlist)},
         )
-    tampered = worktree_problem(ctx, open_worktree(ctx.worktree_path, ctx.repo_path))
+    tampered = worktree_problem(ctx, opened_worktree(ctx, ctx.worktree_path))
     commit = judged_commit(ctx)
     if tampered is not None or commit is None:  # no judged commit is a problem it names
         said = tampered or f"{WORKTREE_RULE}: no judged commit"

@@ -82,14 +82,30 @@ PROBE = "import os; open('ran.txt', 'w').write(str(os.getuid())); print(os.getui
 def test_without_a_working_sandbox_the_command_never_runs_and_the_rule_is_named(
     make_rt: RuntimeFactory, repo: Path, tmp_path: Path
 ) -> None:
-    rt = make_rt(sandbox_bwrap=str(tmp_path / "no-such-bwrap"))
-    run_id = decided(rt, repo, ["python3", "-c", PROBE])
+    run_id = decided(make_rt(), repo, ["python3", "-c", PROBE])
+    rt = make_rt(sandbox_bwrap=str(tmp_path / "no-such-bwrap"))  # a worker without it
     assert run_step(rt, StepId.EXECUTE, run_id, execute_step) == "failed"
     report = diagnostic(rt, run_id)
     assert report["rule"] == "sandbox_required"
     assert report["error"].startswith("sandbox_required: bubblewrap")
     assert "KODO_SANDBOX=off" in report["error"]
     assert not (rt.settings.workspace_dir / run_id / "ran.txt").exists()
+
+
+def test_without_bubblewrap_no_agent_edit_is_taken_and_the_rule_is_named(
+    make_rt: RuntimeFactory, repo: Path, tmp_path: Path
+) -> None:
+    """kodo's own git on a worktree's files is pinned by bubblewrap (git_ops): a worker
+    without it refuses before the build agent's edits are staged or undone."""
+    rt = make_rt(sandbox_bwrap=str(tmp_path / "no-such-bwrap"))
+    run_id = new_run(rt, repo)
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    approve(rt, run_id)
+    assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "failed"
+    report = diagnostic(rt, run_id)
+    assert report["rule"] == "sandbox_required"
+    assert "cannot pin the worktree's folder" in report["error"]
+    assert "KODO_SANDBOX=off" in report["error"]
 
 
 def test_the_opt_out_runs_unsandboxed_only_when_set_and_says_so(

@@ -7,7 +7,7 @@ pointer would read it again, after the check, and could be shown a git dir of th
 agent's own: its config's filter drivers then run as kodo, outside any sandbox, and its
 index and HEAD decide what kodo stages, judges and resets.
 
-The attacker (tests/integration/worker/pointer_flipper.py) waits for the K-th read of
+The attacker (tests/integration/worker/hostile_watcher.py, ``pointer``) waits for the K-th read of
 the pointer, puts a pointer to its own git dir in place, and puts git's pointer back
 after the next read, so every check that comes after sees git's pointer again. For each
 K the run must either go on with its own git dir or fail closed naming the rule; the
@@ -38,7 +38,7 @@ pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's"),
 ]
 
-FLIPPER = Path(__file__).with_name("pointer_flipper.py")
+WATCHER = Path(__file__).with_name("hostile_watcher.py")
 README_EDIT = (
     "diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n"
     "@@ -1,3 +1,4 @@\n # calc\n \n A tiny calculator used to demonstrate kodo.\n+More.\n"
@@ -88,7 +88,7 @@ def test_a_pointer_swapped_between_kodos_check_and_its_git_is_never_followed(
 
     def leave_a_flipper_running(worktree: Path) -> None:
         proc = subprocess.Popen(
-            [sys.executable, str(FLIPPER), str(worktree), str(planted), str(k)],
+            [sys.executable, str(WATCHER), "pointer", str(worktree), str(planted), str(k)],
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from services.worker.git_ops import ensure_worktree, git
+from services.worker.git_ops import ensure_worktree, git, tree_git
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.compile import compile_step
 from services.worker.steps.decide import decide_step
@@ -125,7 +125,7 @@ def _applied(repo: Path) -> tuple[Path, dict[str, Any]]:
     a later step reads of it."""
     tree = ensure_worktree(repo, repo.parent / "ws", "run-1", "HEAD")
     (tree.path / "calc.py").write_text(CALC + "\n# applied\n")
-    git(tree, "commit", "-q", "-am", "applied")
+    tree_git(tree, "commit", "-q", "-am", "applied")
     commit = git(tree, "rev-parse", "HEAD").strip()
     return tree.path, {StepId.APPLY_PATCH.value: {"commit": commit}}
 
