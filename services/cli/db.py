@@ -23,7 +23,7 @@ from sqlalchemy.pool import NullPool
 from devstack.database import migrate
 from devstack.handle import DevstackError
 from services.cli.context import home_option, settings_for
-from services.worker.git_ops import GitError, git, remove_worktree_dir
+from services.worker.git_ops import GitError, git, remove_worktree_dir, unlock_registration
 from shared.queue import make_celery
 
 KEPT_TABLES = ("alembic_version", "processes", "api_tokens")
@@ -92,6 +92,9 @@ def remove_worktrees(worktrees: list[tuple[str, str]], workspaces: Path) -> int:
             click.echo(f"kept {tree}: {exc}", err=True)
             continue
         removed += 1
+    for repo, tree in worktrees:
+        if Path(repo).is_dir():
+            unlock_registration(Path(repo), Path(tree))  # kodo registered it locked
     for repo in {r for r, _ in worktrees}:
         if Path(repo).is_dir():
             git(Path(repo), "worktree", "prune", check=False)

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import structlog
 
-from services.worker.git_ops import GitError, exec_root, git, remove_worktree_dir, repo_lock
+from services.worker.git_ops import (
+    GitError,
+    exec_root,
+    git,
+    remove_worktree_dir,
+    repo_lock,
+    unlock_registration,
+)
 from services.worker.runtime import Runtime
 from shared.db.engine import unit_of_work
 from shared.domain.run_machine import RunStatus
@@ -118,6 +125,8 @@ def _remove(rt: Runtime, item: Cleanup) -> bool:
     private = exec_root(rt.settings.workspace_dir)  # a crashed command's checkout
     remove_worktree_dir(private / item.run_id, private)
     with repo_lock(rt.settings.workspace_dir, repo):
+        if item.worktree_path is not None:  # kodo registered it locked (git_ops)
+            unlock_registration(repo, Path(item.worktree_path))
         git(repo, "worktree", "prune")  # git forgets the worktrees whose folders are gone
         drop = RunStatus(item.status) in DISPOSABLE and not rt.settings.keep_branches
         if drop and item.branch is not None:

@@ -328,25 +328,75 @@ def ensure_worktree(
 
     The usual case (no branch, no stale registration) is one ``git worktree add``; only
     when that fails are stale registrations pruned and an existing branch reused. An
-    existing worktree whose ``.git`` pointer was rewritten is refused (WorktreeTampered).
+    existing worktree whose ``.git`` pointer or folder was tampered with is refused
+    (WorktreeTampered); one whose checkout never finished is made again. Each is
+    registered locked (:func:`unlock_registration` says why).
     """
     branch = run_branch(run_id)
     path = workspace_dir / run_id
     if (path / ".git").exists():
         # Another run's agent can write here: a pointer it rewrote would make git read a
         # git dir of its choosing (its config, its HEAD). Fail closed.
-        return open_worktree(path, repo, bwrap=bwrap)  # a later delivery: no git process
+        tree = open_worktree(path, repo, bwrap=bwrap)  # a later delivery: no git process
+        if not _drop_if_unfinished(repo, workspace_dir, tree):
+            return tree
     workspace_dir.mkdir(parents=True, exist_ok=True)
+    add = ["worktree", "add", "-q", "--lock", "--reason", f"kodo run {run_id}"]
     with repo_lock(workspace_dir, repo):
         try:
-            git(repo, "worktree", "add", "-q", "-b", branch, str(path), base)
+            git(repo, *add, "-b", branch, str(path), base)
         except GitError:  # an earlier delivery made the branch, or left a registration
+            unlock_registration(repo, path)
             git(repo, "worktree", "prune")
             if git(repo, "branch", "--list", branch).strip():
-                git(repo, "worktree", "add", "-q", str(path), branch)
+                git(repo, *add, str(path), branch)
             else:
-                git(repo, "worktree", "add", "-q", "-b", branch, str(path), base)
+                git(repo, *add, "-b", branch, str(path), base)
     return open_worktree(path, repo, bwrap=bwrap)
+
+
+def _drop_if_unfinished(repo: Path, workspace_dir: Path, tree: Worktree) -> bool:
+    """Remove a worktree whose ``git worktree add`` never finished its checkout (a delivery
+    killed in it, or by its timeout: a large repository's checkout can outlast it), and
+    git's record of it; whether it was removed.
+
+    git writes the git dir's ``index`` only at the end of the checkout, so a worktree
+    without one holds part of the base at best: a plan made on it, and the symlink check
+    of the base (which resolves links on disk, and remembers a clean commit), would see
+    a tree the run never had. Checked again under the repository's lock, which a
+    delivery still in ``git worktree add`` holds.
+    """
+    if (tree.gitdir / "index").exists():
+        return False
+    with repo_lock(workspace_dir, repo):
+        if (tree.gitdir / "index").exists():
+            return False
+        log.warning("worktree.unfinished_removed", path=str(tree.path))
+        remove_worktree_dir(tree.path, workspace_dir)
+        (tree.gitdir / "locked").unlink(missing_ok=True)
+        git(repo, "worktree", "prune")
+    return True
+
+
+def unlock_registration(repo: Path, worktree: Path) -> None:
+    """Let ``git worktree prune`` forget ``worktree`` (once its folder is gone).
+
+    kodo registers each run's worktree locked: any run's agent may delete another run's
+    ``.git``, and the next prune (any run's private checkout, cleanup or retry makes one)
+    would then drop that run's git dir from the repository for good. The lock is found
+    by git's own record of the folder (never the folder's ``.git``) and removed only
+    when kodo itself is done with the worktree.
+    """
+    records = repo / ".git" / "worktrees"
+    wanted = str(worktree.parent.resolve() / worktree.name / ".git")
+    if not records.is_dir():
+        return
+    for admin in records.iterdir():
+        try:
+            if (admin / "gitdir").read_text(encoding="utf-8").strip() == wanted:
+                (admin / "locked").unlink(missing_ok=True)
+        except (OSError, UnicodeDecodeError):
+            continue
 
 
 def _head_branch(tree: Worktree) -> str | None:
