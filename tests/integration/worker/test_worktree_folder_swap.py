@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,26 +28,14 @@ from services.worker.git_ops import (
     stage_edits,
 )
 from services.worker.runtime import Runtime
-from services.worker.steps.apply_patch import apply_patch_step
-from services.worker.steps.base import run_step
-from services.worker.steps.compile import compile_step
-from services.worker.steps.decide import decide_step
-from services.worker.steps.execute import execute_step
-from shared.domain.run_machine import StepId
-from tests.integration.worker.conftest import approve, diagnostic, new_run
-from tests.integration.worker.hostile import hostile, patch_of, plan_of
+from tests.integration.worker.racing import Racers, run_through
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's"),
 ]
 
-WATCHER = Path(__file__).with_name("hostile_watcher.py")
 SECRET = b"kodo-only secret: never shown to the agent\n"
-README_EDIT = (
-    "diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n"
-    "@@ -1,3 +1,4 @@\n # calc\n \n A tiny calculator used to demonstrate kodo.\n+More.\n"
-)
 
 
 def _in_objects(repo: Path, data: bytes) -> bool:
@@ -139,26 +126,10 @@ def test_a_link_judged_below_the_verified_folder_not_its_name(tmp_path: Path) ->
     assert escaping_links(tree) == [("w", "..")]
 
 
-@pytest.fixture
-def watchers() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for proc in started:
-        proc.kill()
-        proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
 @pytest.mark.parametrize("k", [1, 2, 3])
 @pytest.mark.parametrize("target", ["kodos_folder", "users_repository"])
 def test_a_hostile_agent_cannot_point_kodos_git_at_a_folder_outside_its_worktree(
-    rt: Runtime,
-    repo: Path,
-    tmp_path: Path,
-    watchers: list[subprocess.Popen[str]],
-    target: str,
-    k: int,
+    rt: Runtime, repo: Path, tmp_path: Path, target: str, k: int
 ) -> None:
     """The build agent edits README.md as planned and leaves a process that swaps its
     worktree folder for a symlink after the K-th read of the worktree's ``.git`` (kodo
@@ -172,37 +143,8 @@ def test_a_hostile_agent_cannot_point_kodos_git_at_a_folder_outside_its_worktree
         (repo / "README.md").write_text("edited by the user, not committed yet\n")
     kept = {p.name: p.read_bytes() for p in victim.iterdir() if p.is_file()}
 
-    def leave_a_swapper_running(worktree: Path) -> None:
-        proc = subprocess.Popen(
-            [sys.executable, str(WATCHER), "folder", str(worktree), str(victim), str(k)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        watchers.append(proc)
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
-
-    model = hostile(rt)
-    model.scripts[StepId.COMPILE.value] = plan_of({"path": "README.md", "change": "modify"})
-    model.scripts[StepId.APPLY_PATCH.value] = patch_of(README_EDIT)
-    model.actions[StepId.APPLY_PATCH.value] = leave_a_swapper_running
-    model.scripts[StepId.DECIDE.value] = {
-        "next_action": "verify",
-        "argv": ["python3", "-c", "print('ok')"],
-        "reason": "runs",
-    }
-    run_id = new_run(rt, repo)
-    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
-    approve(rt, run_id)
-    outcome = run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step)
-    if outcome == "deciding":
-        outcome = run_step(rt, StepId.DECIDE, run_id, decide_step)
-    if outcome == "executing":
-        outcome = run_step(rt, StepId.EXECUTE, run_id, execute_step)
+    with Racers() as racers:
+        run_through(rt, repo, "folder", victim, k, racers)
 
     assert {p.name: p.read_bytes() for p in victim.iterdir() if p.is_file()} == kept
     assert not _in_objects(repo, SECRET)
-    assert outcome in {"succeeded", "failed"}, outcome
-    if outcome == "failed":
-        report = diagnostic(rt, run_id)
-        assert report.get("rule") == "worktree_gitdir", report.get("error")
