@@ -68,10 +68,17 @@ def _push(rt: Runtime, item: Delivery, remote: str) -> tuple[str | None, str | N
     repo = Path(item.repo_path)
     ref = f"refs/heads/{item.branch}"
     allowed = {f"protocol.{p}.allow": "always" for p in rt.settings.deliver_protocols}
+    if item.commit is None:
+        return None, "no judged commit is recorded for the run: nothing verified to deliver"
     try:
         sha = git(repo, "rev-parse", "--verify", f"{ref}^{{commit}}").strip()
     except GitError as exc:
         return None, f"the branch {item.branch} is gone from {repo}: {exc}"
+    if sha != item.commit:  # only what was judged against the plan and verified leaves
+        return None, (
+            f"the branch {item.branch} is at {sha}, not at the commit the run judged and"
+            f" verified ({item.commit}): refusing to deliver it"
+        )
     pushed = run_git(
         repo,
         ["push", "--porcelain", "--", remote, f"{sha}:{ref}"],

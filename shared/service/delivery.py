@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from shared.db.models import Intent, Run
-from shared.domain.run_machine import TERMINAL, RunStatus
+from shared.db.models import Intent, Run, StepRun
+from shared.domain.run_machine import TERMINAL, RunStatus, StepId
 
 MAX_DELIVERY_ATTEMPTS = 5
 """A push that keeps failing (no such remote, a refused update) is tried this often."""
@@ -27,6 +27,8 @@ class Delivery:
     run_id: str
     repo_path: str
     branch: str
+    commit: str | None
+    """The commit ApplyPatchST judged and ExecuteST verified: the one delivered."""
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,14 @@ class Cleanup:
 
 def due_deliveries(s: Session, *, limit: int = 20, run_id: str | None = None) -> list[Delivery]:
     """Succeeded runs whose branch is not pushed yet (attempts left), oldest first."""
+    judged = StepRun.output["commit"].astext
     query = (
-        select(Run.id, Intent.repo_path, Run.branch)
+        select(Run.id, Intent.repo_path, Run.branch, judged)
         .join(Intent, Intent.id == Run.intent_id)
+        .outerjoin(
+            StepRun,
+            (StepRun.run_id == Run.id) & (StepRun.step_id == StepId.APPLY_PATCH.value),
+        )
         .where(
             Run.status == RunStatus.SUCCEEDED.value,
             Run.delivered_sha.is_(None),
@@ -55,7 +62,8 @@ def due_deliveries(s: Session, *, limit: int = 20, run_id: str | None = None) ->
     )
     if run_id is not None:
         query = query.where(Run.id == run_id)
-    return [Delivery(r, repo, branch) for r, repo, branch in s.execute(query).all() if branch]
+    rows = s.execute(query).all()
+    return [Delivery(r, repo, branch, commit) for r, repo, branch, commit in rows if branch]
 
 
 def record_delivery(s: Session, run_id: str, *, sha: str | None, error: str | None) -> None:

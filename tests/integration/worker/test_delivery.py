@@ -75,6 +75,31 @@ def test_a_succeeded_runs_branch_is_pushed_to_the_remote_and_its_sha_recorded(
     assert deliver(rt) == [], "a delivered run is not pushed again"
 
 
+def test_a_branch_moved_after_verification_is_not_delivered(
+    make_rt: RuntimeFactory, repo: Path, tmp_path: Path
+) -> None:
+    """Only the commit the run judged against its plan and verified leaves: a branch
+    whose tip moved since (anything that can write the repository's refs) is refused."""
+    rt = make_rt(deliver_remote="origin")
+    bare = with_origin(repo, tmp_path)
+    run_id = succeeded(rt, repo)
+    branch = f"kodo/{run_id}"
+    verified = git_out(repo, "rev-parse", branch)
+    moved = git_out(
+        repo, "-c", "user.name=x", "-c", "user.email=x@y", "commit-tree", f"{branch}^{{tree}}",
+        "-p", branch, "-m", "unjudged",
+    )  # fmt: skip
+    git_out(repo, "update-ref", f"refs/heads/{branch}", moved)
+
+    assert deliver(rt) == []
+
+    run = read_run(rt, run_id)
+    assert run.delivered_sha is None
+    assert run.delivery_error is not None
+    assert f"not at the commit the run judged and verified ({verified})" in run.delivery_error
+    assert git_out(bare, "branch", "--list") == "", "nothing reached the remote"
+
+
 def test_a_failing_push_is_recorded_and_tried_a_bounded_number_of_times(
     make_rt: RuntimeFactory, repo: Path
 ) -> None:
