@@ -62,6 +62,15 @@ HARDENED: dict[str, str] = {
     "protocol.file.allow": "always",
     "gc.auto": "0",
     "maintenance.auto": "false",
+    # A submodule's git dir is whatever its folder's .git names, which an agent can
+    # plant: git must never recurse into one (a repository's own `submodule.recurse =
+    # true` made `reset --hard` run `read-tree -u` under a planted git dir's config, its
+    # filter included), nor read one to show a diff or a status summary.
+    "submodule.recurse": "false",
+    "fetch.recurseSubmodules": "false",
+    "push.recurseSubmodules": "no",
+    "diff.submodule": "short",
+    "status.submoduleSummary": "false",
 }
 """Set on every call, whatever the repository's config says."""
 

@@ -430,7 +430,7 @@ def reset_worktree(worktree: Worktree) -> None:
     """
     with pinned(worktree) as folder:
         remove_special_files(folder)  # a FIFO or socket: git would neither see nor clean it
-    tree_git(worktree, "reset", "-q", "--hard", "HEAD", "--")
+    tree_git(worktree, "reset", "-q", "--hard", "--no-recurse-submodules", "HEAD", "--")
     tree_git(worktree, "clean", "-ffdqx")  # -ff: nested repositories too
 
 
