@@ -29,7 +29,6 @@ from services.worker.worktree_guard import (
     open_below,
     open_folder,
     remove_special_files,
-    resolves_inside,
     shown_path,
     verified_gitdir,
 )
@@ -40,6 +39,7 @@ from shared.domain.change_check import (
     parse_raw_numstat,
 )
 from shared.domain.step_outcome import RuleRefusal
+from shared.domain.tree_links import TreeLinks
 from shared.gitcmd import (
     GitTimeout,
     attribute_free,
@@ -211,8 +211,10 @@ def _tree_run(
             )
         except subprocess.TimeoutExpired as exc:
             raise GitTimeout(f"git {' '.join(args)} took longer than {GIT_TIMEOUT_S}s") from exc
-        except OSError as exc:  # no such program, not executable
+        except (FileNotFoundError, PermissionError) as exc:  # no such program, or not ours to run
             raise _pin_unavailable(tree.bwrap, str(exc)) from exc
+        except OSError as exc:  # an argument list too long, say: not the sandbox's fault
+            raise GitError(f"git {' '.join(args)[:200]}: {exc}") from exc
         if proc.returncode != 0 and proc.stderr.startswith(b"bwrap: "):
             raise _pin_unavailable(tree.bwrap, proc.stderr.decode(errors="replace").strip())
         return proc
@@ -226,9 +228,9 @@ def _pin_unavailable(bwrap: str, why: str) -> PinUnavailable:
     )
 
 
-def tree_git(tree: Worktree, *args: str, check: bool = True) -> str:
+def tree_git(tree: Worktree, *args: str, check: bool = True, stdin: bytes | None = None) -> str:
     """:func:`git` for a command that reads or writes the worktree's files."""
-    proc = _tree_run(tree, args)
+    proc = _tree_run(tree, args, stdin=stdin)
     if check and proc.returncode != 0:
         raise GitError(f"git {' '.join(args)}: {proc.stderr.decode(errors='replace').strip()}")
     return proc.stdout.decode(errors="replace")
@@ -531,11 +533,15 @@ def changes_since(worktree: Worktree, commit: str, *, staged: bool) -> list[Inde
 
 
 def _changes(worktree: Worktree, *spec: str) -> list[IndexChange]:
+    changes = parse_raw_numstat(git(worktree, *_CHANGES, "--raw", "--numstat", *spec))
+    links = None
+    if any(change.new_mode == SYMLINK for change in changes):
+        links = _tree_links(worktree, None if "--cached" in spec else spec[-1])
     return [
-        _with_link(worktree, change)
-        if change.new_mode == SYMLINK
+        _with_link(links, change)
+        if links is not None and change.new_mode == SYMLINK
         else _withlone_carriage_returns(worktree, _text_counted(worktree, change))
-        for change in parse_raw_numstat(git(worktree, *_CHANGES, "--raw", "--numstat", *spec))
+        for change in changes
     ]
 
 
@@ -609,8 +615,12 @@ def unfaithful_paths(worktree: Worktree, changes: list[IndexChange]) -> list[str
     files = [c for c in changes if c.status != "D" and c.new_mode in REGULAR_MODES]
     if not files:
         return []
-    hashed = tree_git(worktree, "hash-object", "--no-filters", "--", *(c.path for c in files))
-    off = []
+    off = [c.path for c in files if "\n" in c.path]  # --stdin-paths cannot carry it
+    files = [c for c in files if "\n" not in c.path]
+    if not files:
+        return off
+    names = b"".join(os.fsencode(c.path) + b"\n" for c in files)  # any number of them
+    hashed = tree_git(worktree, "hash-object", "--no-filters", "--stdin-paths", stdin=names)
     for change, on_disk in zip(files, hashed.split(), strict=True):
         if on_disk != change.new_blob and not _only_line_endings_differ(worktree, change):
             off.append(change.path)
@@ -683,11 +693,52 @@ def _line_endings_only(where: Path | Worktree, path: str, blob: str) -> bool:
     return data.replace(b"\r\n", b"\n") == staged.stdout
 
 
-def _with_link(worktree: Worktree, change: IndexChange) -> IndexChange:
-    target = git(worktree, "cat-file", "blob", change.new_blob)
-    with pinned(worktree) as folder:
-        inside = resolves_inside(folder, change.path)
-    return replace(change, link_target=target, link_inside=inside)
+def _with_link(links: TreeLinks, change: IndexChange) -> IndexChange:
+    target = links.links.get(change.path, "")
+    return replace(change, link_target=target, link_inside=links.resolves_inside(change.path))
+
+
+def _tree_links(worktree: Worktree, commit: str | None) -> TreeLinks:
+    """The symlinks of ``commit`` (None: the index) and every path it holds, read from
+    git's objects alone: the disk is the daemon's to rewrite while kodo looks (a link
+    swapped for a folder just then would be judged, and the commit remembered, clean)."""
+    listing = ["ls-tree", "-r", "-z", "--full-tree", commit] if commit else ["ls-files", "-s", "-z"]
+    proc = _run(worktree, listing)
+    if proc.returncode != 0:
+        raise GitError(f"git {listing[0]}: {proc.stderr.decode(errors='replace').strip()}")
+    paths: list[str] = []
+    blobs: dict[str, str] = {}
+    for entry in proc.stdout.split(b"\0"):
+        meta, _, raw_path = entry.partition(b"\t")
+        if not raw_path:
+            continue
+        path = os.fsdecode(raw_path)  # any bytes git holds, as the filesystem names them
+        paths.append(path)
+        fields = meta.decode().split()
+        if fields[0] == SYMLINK:
+            blobs[path] = fields[2] if commit else fields[1]  # ls-tree: mode type id
+    return TreeLinks.of(paths, _blob_texts(worktree, blobs))
+
+
+def _blob_texts(worktree: Worktree, blobs: dict[str, str]) -> dict[str, str]:
+    """Each path's blob, as the filesystem would read the link's target."""
+    if not blobs:
+        return {}
+    ids = list(dict.fromkeys(blobs.values()))
+    proc = _run(worktree, ["cat-file", "--batch"], stdin="".join(f"{i}\n" for i in ids).encode())
+    if proc.returncode != 0:
+        raise GitError(f"git cat-file --batch: {proc.stderr.decode(errors='replace').strip()}")
+    texts: dict[str, str] = {}
+    out, at = proc.stdout, 0
+    for blob in ids:
+        header_end = out.index(b"\n", at)
+        oid, kind, size = out[at:header_end].decode().split()
+        if oid != blob or kind != "blob":
+            raise GitError(f"git cat-file --batch: {blob} is a {kind}")
+        start = header_end + 1
+        texts[blob] = os.fsdecode(out[start : start + int(size)])
+        at = start + int(size) + 1
+    return {path: texts[blob] for path, blob in blobs.items()}
 
 
 _CLEAN_BASES: OrderedDict[str, None] = OrderedDict()
@@ -702,10 +753,10 @@ def escaping_links(worktree: Worktree, commit: str | None = None) -> list[tuple[
     A checked-out symlink stays live for every agent turn: ``w -> ..`` or ``r -> /``
     lets the daemon's tools read and write another run's worktree (the whole workspaces
     folder is writable to it) or its own state, where kodo judges only the path a tool
-    names. Resolved on disk, below a descriptor of the worktree's folder (a chain of
-    links, each harmless alone, is followed; a way out through the workspaces folder,
-    ``../<this run>/x``, counts as out). Agents write regular files only, so a commit
-    found clean stays clean: remembered by id.
+    names. Resolved from the commit's (or the index's) own entries and link targets,
+    never the disk (shared.domain.tree_links: a chain of links, each harmless alone, is
+    followed; a way out and back in through the workspaces folder counts as out), so a
+    commit found clean is clean: remembered by id.
     """
     if commit is not None:
         with _clean_bases_lock:
@@ -714,39 +765,13 @@ def escaping_links(worktree: Worktree, commit: str | None = None) -> list[tuple[
                 return []
     # None: the index as staged. A change that adds a link may reopen a base link that
     # led nowhere (``a -> b/..``, then ``b -> .``): judged whole, never remembered.
-    listing = ["ls-tree", "-r", "-z", "--full-tree", commit] if commit else ["ls-files", "-s", "-z"]
-    proc = _run(worktree, listing)
-    if proc.returncode != 0:
-        raise GitError(f"git {listing[0]}: {proc.stderr.decode(errors='replace').strip()}")
-    found = []
-    with pinned(worktree) as folder:
-        for entry in proc.stdout.split(b"\0"):
-            meta, _, raw_path = entry.partition(b"\t")
-            if not meta.startswith(f"{SYMLINK} ".encode()):
-                continue
-            path = os.fsdecode(raw_path)  # any bytes git holds, as the filesystem names them
-            if not resolves_inside(folder, path):
-                found.append((path, _link_target(folder, path)))
+    found = _tree_links(worktree, commit).escaping()
     if not found and commit is not None:
         with _clean_bases_lock:
             _CLEAN_BASES[commit] = None
             while len(_CLEAN_BASES) > _CLEAN_BASES_MAX:
                 _CLEAN_BASES.popitem(last=False)
     return sorted(found)
-
-
-def _link_target(folder: int, path: str) -> str:
-    parent, _, name = path.rpartition("/")
-    try:
-        fd = open_below(folder, parent)
-    except OSError:
-        return "?"
-    try:
-        return os.readlink(name, dir_fd=fd)
-    except OSError:
-        return "?"
-    finally:
-        os.close(fd)
 
 
 def remove_worktree_dir(path: Path, workspaces: Path) -> None:

@@ -13,8 +13,9 @@ The folder is held the same way. The workspaces folder is the daemon's to write,
 the name ``<workspaces>/<run>`` can be made, at any moment, a symlink to any folder kodo
 may write. kodo notes the folder's device and inode when it opens the worktree and then
 reaches its files only through a descriptor of that folder (:func:`open_folder`,
-:func:`open_below`, :func:`resolves_inside`); git gets the descriptor bound at a private
-mount point (git_ops), never the name.
+:func:`open_below`); git gets the descriptor bound at a private mount point (git_ops),
+never the name. Where the tree's symlinks lead is judged from git's objects, not the
+disk (shared.domain.tree_links).
 
 git also sees only regular files, directories and symlinks: a FIFO, a socket or a device
 node is neither staged (so never judged) nor removed by ``git clean`` (so it would stay,
@@ -46,7 +47,6 @@ class PointerRewritten(ValueError):
 
 
 FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_MAX_LINKS = 40  # as the kernel's own limit on a path's symlinks
 
 
 def folder_identity(path: Path) -> tuple[int, int]:
@@ -95,85 +95,66 @@ def open_below(root: int, path: str, flags: int = FOLDER) -> int:
         raise
 
 
-def resolves_inside(root: int, path: str) -> bool:
-    """Whether ``path`` (relative to the folder ``root``), each symlink on it followed as
-    the filesystem would, stays inside that folder (the folder itself counts as inside).
-
-    Anchored at the descriptor, so a swap of the folder's name changes nothing. A link
-    to an absolute path is outside; so is a chain of more than 40 links (fail closed).
-    Past a component that does not exist the rest is read as names (``..`` still counts).
-    """
-    place: list[str] = []
-    todo = [p for p in path.split("/") if p not in ("", ".")]
-    links = 0
-    while todo:
-        part = todo.pop(0)
-        if part == "..":
-            if not place:
-                return False
-            place.pop()
-            continue
-        try:
-            folder = open_below(root, "/".join(place))
-        except OSError:
-            return _lexically_inside(place, [part, *todo])
-        try:
-            st = os.stat(part, dir_fd=folder, follow_symlinks=False)
-            target = os.readlink(part, dir_fd=folder) if stat.S_ISLNK(st.st_mode) else None
-        except OSError:
-            return _lexically_inside(place, [part, *todo])
-        finally:
-            os.close(folder)
-        if target is None:
-            place.append(part)
-            continue
-        links += 1
-        if links > _MAX_LINKS or target.startswith("/"):
-            return False
-        todo = [p for p in target.split("/") if p not in ("", ".")] + todo
-    return True
-
-
-def _lexically_inside(place: list[str], rest: list[str]) -> bool:
-    depth = len(place)
-    for part in rest:
-        if part == "..":
-            if depth == 0:
-                return False
-            depth -= 1
-        elif part not in ("", "."):
-            depth += 1
-    return True
+MAX_DEPTH = 256
+"""Folders nested deeper than this are not walked but refused (``special_file``): a daemon
+makes 30,000 nested folders in a second, and nothing in a repository needs them."""
 
 
 def special_files(root: int) -> list[str]:
     """Entries below the folder ``root`` that are not regular files, directories or
-    symlinks (symlinks are not followed), and directories kodo cannot read; relative,
-    sorted."""
+    symlinks (symlinks are not followed), directories kodo cannot read, and folders
+    nested deeper than MAX_DEPTH; relative, sorted. Each folder is opened from its
+    parent's descriptor (the walk costs one open per folder, whatever the depth)."""
     found: list[str] = []
-    pending = [""]
-    while pending:
-        folder = pending.pop()
-        try:
-            fd = open_below(root, folder)
-        except OSError:
-            found.append(folder or ".")
-            continue
+    _walk(os.dup(root), "", 0, found)
+    return sorted(found)
+
+
+def _walk(fd: int, folder: str, depth: int, found: list[str], *, remove: bool = False) -> None:
+    """Walk the folder ``fd`` (closed here) at ``folder``, ``depth`` below the root;
+    with ``remove``, unlink each special entry that is not a folder where it is found."""
+    try:
         try:
             with os.scandir(fd) as entries:
-                for entry in entries:
-                    rel = f"{folder}/{entry.name}" if folder else entry.name
-                    if entry.is_symlink() or entry.is_file(follow_symlinks=False):
-                        continue
-                    if entry.is_dir(follow_symlinks=False):
-                        pending.append(rel)
-                    else:
-                        found.append(rel)
+                listed = [(entry.name, _kind(entry)) for entry in entries]
         except OSError:
             found.append(folder or ".")
-        finally:
-            os.close(fd)
-    return sorted(found)
+            return
+        for name, kind in listed:
+            rel = f"{folder}/{name}" if folder else name
+            if kind == "special":
+                found.append(rel)
+                if remove:
+                    _unlink(fd, name, rel)
+            elif kind == "folder":
+                if depth >= MAX_DEPTH:
+                    found.append(rel)
+                    continue
+                try:
+                    child = os.open(name, FOLDER, dir_fd=fd)
+                except OSError:
+                    found.append(rel)
+                    continue
+                _walk(child, rel, depth + 1, found, remove=remove)
+    finally:
+        os.close(fd)
+
+
+def _unlink(fd: int, name: str, rel: str) -> None:
+    try:
+        if not stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+            os.unlink(name, dir_fd=fd)
+    except OSError as exc:
+        log.warning("worktree.special_file_kept", path=shown_path(rel), error=str(exc)[:200])
+
+
+def _kind(entry: os.DirEntry[str]) -> str:
+    try:
+        if entry.is_symlink() or entry.is_file(follow_symlinks=False):
+            return "plain"
+        return "folder" if entry.is_dir(follow_symlinks=False) else "special"
+    except OSError:
+        return "special"
 
 
 def special_files_problem(root: int) -> tuple[str, list[str]] | None:
@@ -184,29 +165,16 @@ def special_files_problem(root: int) -> tuple[str, list[str]] | None:
     shown = ", ".join(shown_path(p) for p in found[:20]) + (" ..." if len(found) > 20 else "")
     return (
         f"{SPECIAL_RULE}: the worktree holds entries git can neither judge nor undo"
-        f" (FIFO, socket, device node, unreadable folder): {shown}",
+        f" (FIFO, socket, device node, unreadable folder, folders nested deeper than"
+        f" {MAX_DEPTH}): {shown}",
         [shown_path(p) for p in found[:200]],
     )
 
 
 def remove_special_files(root: int) -> None:
-    """Unlink every special entry :func:`special_files` finds (folders are git's to clean).
-    An entry kodo cannot even look at (a path past PATH_MAX) is left to ``git clean``."""
-    for path in special_files(root):
-        parent, _, name = path.rpartition("/")
-        try:
-            folder = open_below(root, parent)
-        except OSError as exc:
-            log.warning("worktree.special_file_kept", path=shown_path(path), error=str(exc)[:200])
-            continue
-        try:
-            st = os.stat(name, dir_fd=folder, follow_symlinks=False)
-            if not stat.S_ISDIR(st.st_mode):
-                os.unlink(name, dir_fd=folder)
-        except OSError as exc:
-            log.warning("worktree.special_file_kept", path=shown_path(path), error=str(exc)[:200])
-        finally:
-            os.close(folder)
+    """Unlink every special entry :func:`special_files` finds (folders are git's to clean),
+    where the walk finds it. An entry kodo cannot even look at is left to ``git clean``."""
+    _walk(os.dup(root), "", 0, [], remove=True)
 
 
 def verified_gitdir(worktree: Path, repo: Path) -> Path:

@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from services.worker.git_ops import exec_root
+from devstack.sample_repo import create_sample_repo
+from services.worker.git_ops import (
+    GitError,
+    PinUnavailable,
+    ensure_worktree,
+    exec_root,
+    tree_git,
+)
 from services.worker.runtime import Runtime
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import run_step
@@ -257,3 +264,15 @@ def test_the_command_runs_on_a_private_checkout_another_agent_cannot_rewrite(
         check=True,
     ).stdout
     assert str(private) not in listed, "git forgets it too"
+
+
+def test_an_oversized_argument_list_is_not_called_a_missing_sandbox(tmp_path: Path) -> None:
+    """exec refusing ~3 MB of arguments is git's failure, not bubblewrap's: the operator
+    is never told to turn the sandbox off for it."""
+    repo = create_sample_repo(tmp_path / "repo")
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    names = [f"{'a' * 250}/{'b' * 250}{i}" for i in range(6000)]
+    with pytest.raises(GitError) as caught:
+        tree_git(tree, "hash-object", "--no-filters", "--", *names)
+    assert not isinstance(caught.value, PinUnavailable)
+    assert "KODO_SANDBOX=off" not in str(caught.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -21,7 +22,13 @@ from services.worker.runtime import Runtime
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import run_step
 from services.worker.steps.compile import compile_step
-from services.worker.worktree_guard import worktree_gitdir_problem
+from services.worker.worktree_guard import (
+    FOLDER,
+    MAX_DEPTH,
+    remove_special_files,
+    special_files_problem,
+    worktree_gitdir_problem,
+)
 from shared.db.models import Run
 from shared.domain.run_machine import StepId
 from tests.integration.worker.conftest import approve, commits_on_branch, diagnostic, new_run
@@ -292,3 +299,31 @@ def test_another_runs_agent_cannot_commit_its_change_onto_a_runs_branch(
     assert diagnostic(rt, attacker)["rule"] == "worktree_gitdir"
     assert git_out(repo, "rev-parse", f"kodo/{victim}") == victims_tip
     assert "attacker run" not in (victims_tree / "calc.py").read_text()
+
+
+def test_a_tree_nested_past_the_limit_is_refused_without_walking_it_all(tmp_path: Path) -> None:
+    """A daemon makes thousands of nested folders in a second; the walk opens each folder
+    from its parent (one open per folder) and stops at MAX_DEPTH, naming the rule (it
+    reopened every folder from the root: 4,000 levels took 8 s, 30,000 minutes)."""
+    root = tmp_path / "tree"
+    root.mkdir()
+    current = os.open(root, FOLDER)
+    for _ in range(5000):  # by descriptor, as the daemon would: no PATH_MAX
+        os.mkdir("d", dir_fd=current)
+        deeper = os.open("d", FOLDER, dir_fd=current)
+        os.close(current)
+        current = deeper
+    os.close(current)
+    fd = os.open(root, FOLDER)
+    try:
+        problem = special_files_problem(fd)
+        remove_special_files(fd)  # reset_worktree's first act ends as soon
+    finally:
+        os.close(fd)
+        subprocess.run(["rm", "-rf", str(root)], check=True)
+
+    assert problem is not None
+    error, paths = problem
+    assert error.startswith("special_file:")
+    assert f"nested deeper than {MAX_DEPTH}" in error
+    assert paths == ["/".join(["d"] * (MAX_DEPTH + 1))]
