@@ -344,6 +344,22 @@ def confinement_refusal(reason: str) -> Violation | None:
     return None
 
 
+GIT_NESTED_REPOSITORY = "does not have a commit checked out"
+"""What ``git add`` says of a nested repository with no commit (it cannot be a gitlink)."""
+
+
+def staging_refusal(reason: str) -> Violation | None:
+    """The rule a refusal of ``git add`` stands for, if it is one: a path out of the
+    worktree (``confinement``), or a nested repository with no commit (``submodule``:
+    staged, it would be a gitlink, which the policy refuses as well)."""
+    found = confinement_refusal(reason)
+    if found is None and GIT_NESTED_REPOSITORY in reason:
+        found = Violation(
+            "submodule", f"the change holds a nested repository git cannot stage: {reason[:500]}"
+        )
+    return found
+
+
 def new_executables(changes: list[IndexChange]) -> tuple[str, ...]:
     """Paths that are executable now and were not before (added, or chmod +x)."""
     return tuple(c.path for c in changes if c.new_mode == EXECUTABLE and c.old_mode != EXECUTABLE)

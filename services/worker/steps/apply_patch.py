@@ -70,7 +70,7 @@ from shared.domain.change_check import (
     ChangeReport,
     IndexChange,
     check_changes,
-    confinement_refusal,
+    staging_refusal,
 )
 from shared.domain.contracts import EDIT_REPORT_SCHEMA
 from shared.domain.policy import Policy, Violation
@@ -167,8 +167,8 @@ def _take_edits(
         return _Committed(head, report, changes, committed_patch(worktree))
     try:
         changes = stage_edits(worktree)
-    except GitError as exc:  # a path git refuses to index (e.g. a '.GIT' folder)
-        refusal = confinement_refusal(str(exc))
+    except GitError as exc:  # a path git refuses to index (a '.GIT' folder, a bare nest)
+        refusal = staging_refusal(str(exc))
         if refusal is None:
             raise
         return _Refused(ChangeReport([refusal], (), (), 0), [])

@@ -194,3 +194,24 @@ def test_a_case_folded_git_folder_git_refuses_to_stage_fails_closed_as_confineme
     assert _rules(rt, run_id) == ["confinement"]
     assert commits_on_branch(repo, run_id) == 0
     assert _leftovers(rt.settings.workspace_dir / run_id) == []
+
+
+def _nested_repository_without_a_commit(directory: Path) -> None:
+    vendor = directory / "vendor"
+    vendor.mkdir()
+    (vendor / "x.py").write_text("print('never judged')\n")
+    git_out(vendor, "init", "-q")
+
+
+def test_a_nested_repository_without_a_commit_fails_closed_as_a_submodule(
+    rt: Runtime, repo: Path
+) -> None:
+    """``git add`` refuses such a folder outright ("does not have a commit checked
+    out"): named as the rule it stands for, not a bare git error, and undone."""
+    run_id, outcome = _applied(
+        rt, repo, README_ONLY, README_EDIT, _nested_repository_without_a_commit
+    )
+    assert outcome == "failed"
+    assert _rules(rt, run_id) == ["submodule"]
+    assert commits_on_branch(repo, run_id) == 0
+    assert _leftovers(rt.settings.workspace_dir / run_id) == []

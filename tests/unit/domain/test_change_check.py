@@ -15,6 +15,7 @@ from shared.domain.change_check import (
     parse_raw,
     parse_raw_numstat,
     planned_changes,
+    staging_refusal,
     with_counts,
 )
 from shared.domain.policy import Policy
@@ -368,3 +369,18 @@ def test_a_patch_that_merely_does_not_apply_is_no_confinement_violation() -> Non
         confinement_refusal("error: patch failed: calc.py:3\nerror: calc.py: patch does not apply")
         is None
     )
+
+
+def test_git_refusing_to_stage_a_nested_repository_without_a_commit_is_a_submodule() -> None:
+    said = "error: 'vendor/' does not have a commit checked out\nfatal: adding files failed"
+    found = staging_refusal(said)
+    assert found is not None
+    assert found.rule == "submodule"
+    assert "vendor/" in found.detail
+
+
+def test_a_refusal_to_stage_a_path_out_of_the_worktree_stays_a_confinement() -> None:
+    found = staging_refusal("error: invalid path '.GIT/config'")
+    assert found is not None
+    assert found.rule == "confinement"
+    assert staging_refusal("fatal: unable to write new index file") is None
