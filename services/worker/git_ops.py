@@ -14,7 +14,7 @@ import re
 import subprocess
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -65,6 +65,25 @@ class PinUnavailable(GitError, RuleRefusal):
     """bubblewrap cannot pin a worktree's folder for kodo's git (see :class:`Worktree`)."""
 
     rule = "sandbox_required"
+
+
+class IndexLocked(GitError, RuleRefusal):
+    """A git of kodo's on this worktree stopped (killed at its timeout, or a worker that
+    died) and left the index's lock file: every later git writing the index fails until
+    an operator removes it (after making sure no git still runs there)."""
+
+    rule = "worktree_index_lock"
+
+
+def _failed(args: Sequence[str], proc: subprocess.CompletedProcess[bytes]) -> GitError:
+    """The error a failed git call raises: named when the rule is known."""
+    said = proc.stderr.decode(errors="replace").strip()
+    if "index.lock': File exists" in said:
+        return IndexLocked(
+            f"worktree_index_lock: git {' '.join(args)[:200]} found the index locked by a"
+            f" git that never finished: {said[:500]}"
+        )
+    return GitError(f"git {' '.join(args)}: {said}")
 
 
 class WorktreeTampered(GitError, RuleRefusal):
@@ -161,7 +180,7 @@ def git(where: Path | Worktree, *args: str, check: bool = True, stdin: bytes | N
     worktree, with no work tree (a command that needs one fails: :func:`tree_git`)."""
     proc = _run(where, args, stdin=stdin, config=_IDENTITY)
     if check and proc.returncode != 0:
-        raise GitError(f"git {' '.join(args)}: {proc.stderr.decode(errors='replace').strip()}")
+        raise _failed(args, proc)
     return proc.stdout.decode(errors="replace")
 
 
@@ -232,7 +251,7 @@ def tree_git(tree: Worktree, *args: str, check: bool = True, stdin: bytes | None
     """:func:`git` for a command that reads or writes the worktree's files."""
     proc = _tree_run(tree, args, stdin=stdin)
     if check and proc.returncode != 0:
-        raise GitError(f"git {' '.join(args)}: {proc.stderr.decode(errors='replace').strip()}")
+        raise _failed(args, proc)
     return proc.stdout.decode(errors="replace")
 
 

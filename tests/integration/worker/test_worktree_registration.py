@@ -3,6 +3,7 @@
 * Registered locked: any run's agent may delete another run's ``.git``, and the next
   ``git worktree prune`` (any run's private checkout makes one) would otherwise drop
   that run's git dir from the repository for good.
+* An index a git that never finished left locked is named (``worktree_index_lock``).
 * A checkout that never finished (a delivery killed inside ``git worktree add``, or by
   its timeout on a large repository) is made again, not reused: it holds part of the
   base at best, and the base's symlink check resolves links on disk.
@@ -17,13 +18,21 @@ import pytest
 
 from devstack.sample_repo import create_sample_repo
 from services.worker.git_ops import (
+    IndexLocked,
     ensure_worktree,
     escaping_links,
     open_worktree,
     private_checkout,
+    stage_edits,
     tree_git,
     unlock_registration,
 )
+from services.worker.runtime import Runtime
+from services.worker.steps.apply_patch import apply_patch_step
+from services.worker.steps.base import run_step
+from services.worker.steps.compile import compile_step
+from shared.domain.run_machine import StepId
+from tests.integration.worker.conftest import approve, diagnostic, new_run
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +110,31 @@ def test_a_finished_checkout_is_reused_as_it_is(tmp_path: Path) -> None:
 
     assert again == tree
     assert (again.path / "notes.txt").exists()
+
+
+def test_an_index_left_locked_by_a_git_that_never_finished_is_named(tmp_path: Path) -> None:
+    """A git of kodo's killed at its timeout (or with its worker) leaves the index's lock;
+    every later git writing the index then fails. The failure names its rule, for the
+    operator to remove the lock once no git runs there."""
+    repo = create_sample_repo(tmp_path / "repo")
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    (tree.gitdir / "index.lock").write_bytes(b"")
+    (tree.path / "README.md").write_text("changed\n")
+
+    with pytest.raises(IndexLocked) as caught:
+        stage_edits(tree)
+
+    assert caught.value.rule == "worktree_index_lock"
+    assert str(caught.value).startswith("worktree_index_lock: git add")
+    assert "index.lock" in str(caught.value)
+
+
+def test_a_build_on_a_locked_index_fails_naming_the_rule(rt: Runtime, repo: Path) -> None:
+    run_id = new_run(rt, repo)
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    approve(rt, run_id)
+    gitdir = open_worktree(rt.settings.workspace_dir / run_id, repo).gitdir
+    (gitdir / "index.lock").write_bytes(b"")  # what a killed git left
+
+    assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "failed"
+    assert diagnostic(rt, run_id)["rule"] == "worktree_index_lock"
