@@ -29,7 +29,7 @@ from shared.db.engine import make_engine, make_session_factory
 from . import floor, phases, real_daemons
 from .peers import OWN_CPU_MS, Peer, PeerError, describe, peer_rows
 from .report import Row, at_least, at_most, rows_json, table, write_json
-from .stack import Bench, prepare, start_kodo_services
+from .stack import REPOS, Bench, prepare, start_kodo_services
 from .stats import percentile
 from .think import UNACCOUNTED, think, think_rows
 from .watchers import sse, sse_rows
@@ -387,6 +387,13 @@ def _base(
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="A ../shared/peers/run_all.sh result folder: print kodo/DBOS for comparable rows.",
 )
+@click.option(
+    "--repos",
+    default=REPOS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Sample repositories the runs are spread over (1: every run on one repository).",
+)
 @click.option("--keep", is_flag=True, help="Keep logs and workspaces under .kodo/bench.")
 def main(
     phase_list: str,
@@ -408,6 +415,7 @@ def main(
     daemons: int,
     watchers: int,
     peers_dir: Path | None,
+    repos: int,
     keep: bool,
 ) -> None:
     """Benchmark kodo end to end: against a bare-Celery chain of the same four tasks, with
@@ -444,7 +452,9 @@ def main(
     # a real daemon first bootstraps each new worktree (seconds of CPU, one at a time):
     # its queue may take the phase's own deadline, not a timeout's.
     queued_ms = 30000 if opencode == "compat" else 600000
-    bench = prepare(root, url, redis_url, approval_poll, oc_timeout_ms=think_ms + queued_ms)
+    bench = prepare(
+        root, url, redis_url, approval_poll, oc_timeout_ms=think_ms + queued_ms, repos=repos
+    )
     engine = make_engine(url)  # (no connection yet)
     base: list[phases.Phase] = []
     kodo: list[phases.Phase] = []
@@ -454,6 +464,7 @@ def main(
     try:
         where = make_url(url).database
         click.echo(f"bench: database {where}, redis {bench.redis_url}, logs {bench.stack.log_dir}")
+        click.echo(f"bench: runs spread over {repos} sample repositories")
         tools = resolve_toolchain(["python3"], bench.stack.env.get("PATH", ""), ())
         python3 = tools.programs.get("python3")  # as the sandbox resolves it
         click.echo(f"bench: verification commands run {python3 or 'no python3 (none usable)'}")
@@ -496,6 +507,7 @@ def main(
         "phases": chosen,
         "runs": runs,
         "pool": pool,
+        "repos": repos,
         "approval_poll_s": approval_poll,
     }
     rows: list[Row] = []

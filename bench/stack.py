@@ -38,7 +38,10 @@ from shared.service.uow import UnitOfWork
 
 KODO_REDIS_DB = 10
 BASELINE_REDIS_DB = 11
-REPOS = 16  # runs spread over several repositories: no git lock contention between workers
+REPOS = 16
+"""Runs are spread over this many sample repositories by default (``--repos``): no git
+lock contention between workers. A team's runs usually share one repository, whose
+worktree bookkeeping every run then goes through (``--repos 1`` measures that)."""
 
 
 def with_redis_db(url: str, db: int) -> str:
@@ -100,6 +103,7 @@ def prepare(
     redis_url: str | None,
     approval_poll_s: float,
     oc_timeout_ms: int = 30000,
+    repos: int = REPOS,
 ) -> Bench:
     """Fresh database and Redis, sample repositories, environment; no kodo process yet.
 
@@ -143,11 +147,11 @@ def prepare(
             Redis.from_url(url).flushdb()
         env["REDIS_URL"] = kodo_redis
         env["BENCH_BASELINE_REDIS_URL"] = baseline_redis
-        repos = [create_sample_repo(repo_root / f"calc{i}") for i in range(REPOS)]
+        samples = [create_sample_repo(repo_root / f"calc{i}") for i in range(repos)]
     except BaseException:
         stack.stop()
         raise
-    return Bench(stack, root, database_url, kodo_redis, baseline_redis, sql_dir, token, repos)
+    return Bench(stack, root, database_url, kodo_redis, baseline_redis, sql_dir, token, samples)
 
 
 THREADS_PER_WORKER = 4
