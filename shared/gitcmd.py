@@ -416,11 +416,14 @@ class HardenedGit:
         timeout_s: float = 60,
         config: Mapping[str, str] | None = None,
         git_dir: Path | None = None,
+        index_file: Path | None = None,
     ) -> None:
         self.cwd = cwd
         self.timeout_s = timeout_s
         overrides = overrides_for(cwd, config or {}, timeout_s, git_dir)
         self._env = {**base_env(), **located(cwd, git_dir), **config_env(overrides)}
+        if index_file is not None:  # an index of the caller's, not the git dir's own
+            self._env["GIT_INDEX_FILE"] = str(index_file)
 
     def run(
         self, args: Sequence[str], *, stdin: bytes | None = None
@@ -440,8 +443,12 @@ def run_git(
     timeout_s: float = 60,
     config: Mapping[str, str] | None = None,
     git_dir: Path | None = None,
+    index_file: Path | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``git <args>`` in ``cwd``, hardened; never raises on git's own failure. With
-    ``git_dir``, ``cwd`` is its work tree and git is told both (:func:`located`)."""
-    hardened = HardenedGit(cwd, timeout_s=timeout_s, config=config, git_dir=git_dir)
+    ``git_dir``, ``cwd`` is its work tree and git is told both (:func:`located`); with
+    ``index_file``, git's index is that file."""
+    hardened = HardenedGit(
+        cwd, timeout_s=timeout_s, config=config, git_dir=git_dir, index_file=index_file
+    )
     return hardened.run(args, stdin=stdin)

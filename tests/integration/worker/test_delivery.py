@@ -17,7 +17,7 @@ from sqlalchemy import update
 
 from services.worker import git_ops
 from services.worker.delivery import clean, deliver
-from services.worker.git_ops import exec_root, lock_file
+from services.worker.git_ops import exec_root, lock_file, private_index
 from services.worker.runtime import Runtime
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import run_step
@@ -190,17 +190,21 @@ def test_a_cleanup_removes_the_worktrees_folders_with_the_repository_lock_free(
 def test_a_private_checkout_a_crashed_command_left_goes_with_its_run(
     make_rt: RuntimeFactory, repo: Path
 ) -> None:
-    """A worker killed during ExecuteST leaves the command's private checkout (and git's
-    record of it): the run's cleanup removes both."""
+    """A worker killed during ExecuteST leaves the command's private checkout and its
+    index (or, made by an earlier kodo, git's record of it): the run's cleanup removes
+    them all."""
     rt = make_rt(worktree_grace_s=0)
     run_id = succeeded(rt, repo)
     left = exec_root(rt.settings.workspace_dir) / run_id
     git_out(repo, "worktree", "add", "-q", "--detach", str(left), "HEAD")
+    index = private_index(rt.settings.workspace_dir, run_id)
+    index.write_bytes(b"DIRC")
     assert str(left) in worktrees(repo)
 
     assert clean(rt) == [run_id]
 
     assert not left.exists()
+    assert not index.exists()
     assert str(left) not in worktrees(repo)
 
 

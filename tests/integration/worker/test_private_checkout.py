@@ -20,6 +20,7 @@ from services.worker.git_ops import (
     ensure_worktree,
     exec_root,
     private_checkout,
+    private_index,
     stage_edits,
     unfaithful_paths,
 )
@@ -70,3 +71,67 @@ def test_line_endings_a_checkout_converts_are_allowed(tmp_path: Path) -> None:
     commit = _git(repo, "rev-parse", "HEAD").strip()
     with private_checkout(repo, workspace, "run-1", commit) as tree:
         assert (tree / "calc.py").read_bytes() == b"def add(a, b):\r\n    return 0\r\n"
+
+
+def _worktrees(repo: Path) -> list[str]:
+    listed = _git(repo, "worktree", "list", "--porcelain")
+    return [
+        line.removeprefix("worktree ")
+        for line in listed.splitlines()
+        if line.startswith("worktree ")
+    ]
+
+
+def test_a_checkout_is_the_commits_files_and_nothing_the_repository_records(
+    tmp_path: Path,
+) -> None:
+    """No worktree is registered (``git worktree add`` and its prune read every worktree
+    of the repository, under its lock), and the repository's own HEAD, index and staged
+    work are untouched."""
+    repo = _repo(tmp_path, "")
+    (repo / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (repo / "run.sh").chmod(0o755)
+    (repo / "deep" / "er").mkdir(parents=True)
+    (repo / "deep" / "er" / "f.txt").write_text("deep\n")
+    (repo / "link.py").symlink_to("calc.py")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm", "more")
+    commit = _git(repo, "rev-parse", "HEAD").strip()
+    (repo / "calc.py").write_text("staged by the user\n")
+    _git(repo, "add", "calc.py")
+    head_before = (repo / ".git" / "HEAD").read_bytes()
+    index_before = (repo / ".git" / "index").read_bytes()
+    workspace = tmp_path / "ws"
+
+    with private_checkout(repo, workspace, "run-1", commit) as tree:
+        assert _worktrees(repo) == [str(repo)], "nothing registered"
+        assert not (tree / ".git").exists()
+        assert (tree / "calc.py").read_text() == "def add(a, b):\n    return 0\n"
+        assert (tree / "run.sh").stat().st_mode & 0o111, "the executable bit is the commit's"
+        assert (tree / "link.py").is_symlink()
+        assert str((tree / "link.py").readlink()) == "calc.py"
+        assert (tree / "deep" / "er" / "f.txt").read_text() == "deep\n"
+        assert private_index(workspace, "run-1").is_file(), "its index lies beside it"
+
+    assert not (exec_root(workspace) / "run-1").exists()
+    assert not private_index(workspace, "run-1").exists(), "and its index is gone with it"
+    assert (repo / ".git" / "HEAD").read_bytes() == head_before
+    assert (repo / ".git" / "index").read_bytes() == index_before, "the user's staging kept"
+    assert _git(repo, "diff", "--cached", "--name-only").split() == ["calc.py"]
+
+
+def test_a_registered_checkout_an_earlier_kodo_left_is_removed_and_forgotten(
+    tmp_path: Path,
+) -> None:
+    """A worker of an earlier version killed during its command left a registered worktree
+    where the checkout goes: it is removed, and git's record of it pruned."""
+    repo = _repo(tmp_path, "")
+    workspace = tmp_path / "ws"
+    commit = _git(repo, "rev-parse", "HEAD").strip()
+    left = exec_root(workspace) / "run-1"
+    _git(repo, "worktree", "add", "-q", "--detach", str(left), commit)
+    (left / "stray.txt").write_text("the crashed command's\n")
+
+    with private_checkout(repo, workspace, "run-1", commit) as tree:
+        assert not (tree / "stray.txt").exists()
+        assert _worktrees(repo) == [str(repo)], "the stale registration is pruned"
