@@ -77,6 +77,70 @@ Both mounts it was built from are unmounted so the command sees only the overlay
 that root is looked up on the system's default PATH (``command -p``), never on the
 command's, which lists the allowlisted programs' folders first."""
 
+PERL = "/usr/bin/perl"
+MOUNT_SYSCALLS: dict[str, tuple[int, int]] = {
+    "x86_64": (165, 166),
+    "aarch64": (40, 39),
+    "arm64": (40, 39),
+    "riscv64": (40, 39),
+    "loongarch64": (40, 39),
+    "s390x": (21, 52),
+    "ppc64le": (21, 52),
+    "ppc64": (21, 52),
+    "i386": (21, 52),
+    "i686": (21, 52),
+    "armv7l": (21, 52),
+}
+"""mount(2) and umount2(2)'s numbers per machine, for :data:`OVERLAY_PERL`."""
+MOUNTER_FAILED = 125
+"""Overlay mode: the exit status when the worktree could not be made (nothing ran)."""
+OVERLAY_PERL = f"""
+my ($mount, $umount2, $lower, $disk, $wt, $size, $inodes, $tmpsize, $tmpinodes, $mode)
+  = splice(@ARGV, 0, 10);
+my ($RDONLY, $NOSUID, $NODEV, $REMOUNT, $BIND, $DETACH) = (1, 2, 4, 32, 4096, 2);
+sub fail {{ print STDERR "kodo-sandbox: $_[0]: $!\\n"; exit {MOUNTER_FAILED}; }}
+sub mnt {{
+  my ($source, $target, $type, $flags, $data) = @_;
+  syscall($mount, $source, $target, $type, $flags, $data) == 0 or fail("mount $target");
+}}
+mnt("none", "{TMP}", 0, $REMOUNT | $NOSUID | $NODEV, "size=$tmpsize,nr_inodes=$tmpinodes");
+mnt("kodo-disk", $disk, "tmpfs", $NOSUID | $NODEV, "mode=0700,size=$size,nr_inodes=$inodes");
+for my $layer ("$disk/upper", "$disk/work") {{
+  mkdir($layer) or fail("mkdir $layer");
+  chown({INNER_UID}, {INNER_UID}, $layer) or fail("chown $layer");
+  chmod(oct($mode), $layer) or fail("chmod $layer");
+}}
+mnt("kodo-worktree", $wt, "overlay", $NOSUID | $NODEV,
+    "lowerdir=$lower,upperdir=$disk/upper,workdir=$disk/work");
+if (-f "$wt/.git" && ! -l "$wt/.git") {{
+  mnt("$wt/.git", "$wt/.git", 0, $BIND, 0);
+  mnt("none", "$wt/.git", 0, $REMOUNT | $BIND | $RDONLY | $NOSUID | $NODEV, 0);
+}}
+syscall($umount2, $lower, 0) == 0 or fail("umount $lower");
+syscall($umount2, $disk, $DETACH) == 0 or fail("umount $disk");
+chdir($wt) or fail("cd $wt");
+delete $ENV{{PERL_BADLANG}};
+exec {{ $ARGV[0] }} @ARGV;
+fail("cannot start $ARGV[0]");
+"""
+""":data:`OVERLAY_SCRIPT`'s mounts, flag for flag, as one Perl process making the system
+calls itself (mount(2)'s and umount2(2)'s numbers its first two arguments) instead of a
+shell starting ``mount`` four times, ``install`` and ``umount`` twice: the script cost
+some 20 ms of every verification's start (measured), most of it those seven programs
+starting and each ``mount`` reading the sandbox's mount table. Used where the system has
+Perl and the machine's numbers are known (:func:`overlay_mounter`); strings are passed
+as pointers, a literal ``0`` as a null pointer (no file system type on a remount or a
+bind), and ``exec {{ $ARGV[0] }}`` starts the program itself, never through a shell. It
+starts with the command's environment plus ``PERL_BADLANG=0`` (a ``LANG`` the system has
+no locale for would have Perl warn into the command's output), which it drops again."""
+
+
+def overlay_mounter(machine: str, perl_usable: bool) -> tuple[int, int] | None:
+    """mount(2)'s and umount2(2)'s numbers for :data:`OVERLAY_PERL`, or None: the shell
+    script then (no Perl, or a machine whose numbers kodo does not know)."""
+    return MOUNT_SYSCALLS.get(machine) if perl_usable else None
+
+
 COPY_FAILED = 125
 """Copy mode: the exit status when the checkout could not be copied (the command never ran)."""
 INNER_BWRAP = "/.kodo/bwrap"
@@ -194,6 +258,9 @@ class Layout:
     copy_inodes: int = 0
     """Without root: the files and folders that tmpfs holds (the checkout's entries plus
     one per BYTES_PER_INODE of what the command may write, at least 1024)."""
+    mounter: tuple[int, int] | None = None
+    """Overlay mode: mount(2)'s and umount2(2)'s numbers, to mount with
+    :data:`OVERLAY_PERL`; None mounts with :data:`OVERLAY_SCRIPT`."""
 
 
 def sandbox_env(toolchain: Toolchain, passed: dict[str, str]) -> dict[str, str]:
@@ -302,12 +369,18 @@ def bwrap_argv(
     argv += ["--chdir", wt, "--clearenv"]
     for key, value in sorted(env.items()):
         argv += ["--setenv", key, value]
+    if layout.root_mode and layout.overlay_bytes is not None and layout.mounter is not None:
+        argv += ["--setenv", "PERL_BADLANG", "0"]  # OVERLAY_PERL drops it again
     if layout.root_mode:
         argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         if overlay is not None:
-            argv += ["--cap-add", "CAP_SYS_ADMIN", "--", SH, "-c", OVERLAY_SCRIPT]
+            argv += ["--cap-add", "CAP_SYS_ADMIN", "--"]
+            if layout.mounter is None:
+                argv += [SH, "-c", OVERLAY_SCRIPT, "kodo-worktree"]
+            else:
+                argv += [PERL, "-e", OVERLAY_PERL, "--", *map(str, layout.mounter)]
             inodes = max(1024, overlay // BYTES_PER_INODE)
-            argv += ["kodo-worktree", LOWER, DISK, wt, str(overlay), str(inodes)]
+            argv += [LOWER, DISK, wt, str(overlay), str(inodes)]
             argv += [str(layout.tmp_bytes), str(max(1024, layout.tmp_bytes // BYTES_PER_INODE))]
             argv.append(format(layout.worktree_mode & 0o7777, "04o"))
         else:

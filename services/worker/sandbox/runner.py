@@ -32,6 +32,7 @@ from services.worker.sandbox.cgroup_plan import MOUNTS, join_argv
 from services.worker.sandbox.keyring import own_keyring_argv
 from services.worker.sandbox.layout import (
     BYTES_PER_INODE,
+    PERL,
     PRLIMIT,
     SETPRIV,
     Layout,
@@ -39,6 +40,7 @@ from services.worker.sandbox.layout import (
     Toolchain,
     bwrap_argv,
     id_map,
+    overlay_mounter,
     sandbox_env,
     under_tmp,
 )
@@ -284,6 +286,7 @@ class Sandbox:
                 copy_bytes=None if self.root_mode else tmpfs_footprint(worktree) + writes,
                 copy_inodes=0 if self.root_mode else tree_entries(worktree) + file_bound(writes),
                 worktree_mode=stat.S_IMODE(os.stat(worktree).st_mode),
+                mounter=overlay_mounter(os.uname().machine, os.access(PERL, os.X_OK)),
             )
 
     def worktree_note(self) -> dict[str, Any]:

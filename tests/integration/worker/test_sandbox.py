@@ -537,3 +537,67 @@ def test_a_toolchain_folder_under_tmp_still_runs_its_programs(worktree: Path) ->
                 toolchain=tools,
             )
             assert (done.exit_code, said(done).strip()) == (0, "HELLO-FROM-TMP"), said(done)
+
+
+MOUNTS_SEEN = """
+import errno, os
+here = os.getcwd()
+for line in open('/proc/self/mountinfo'):
+    f = line.split()
+    tail = f[f.index('-') + 1:]
+    if f[4] in ('/tmp', here, here + '/.git') or f[4].startswith('/.kodo'):
+        print('MOUNT', f[4], f[5], tail[0], tail[1], tail[2])
+try:
+    open('.git', 'a').close()
+    print('GIT writable')
+except OSError as e:
+    print('GIT', errno.errorcode[e.errno])
+print('ROOT', oct(os.stat('.').st_mode & 0o7777), os.stat('.').st_uid)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only the sandbox's root can mount the overlay")
+@pytest.mark.skipif(
+    runner.overlay_mounter(os.uname().machine, os.access(runner.PERL, os.X_OK)) is None,
+    reason="no Perl, or mount(2)'s number unknown on this machine",
+)
+def test_the_perl_mounter_makes_the_worktree_the_shell_script_made(
+    worktree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The overlay, its bounded tmpfs, /tmp's bound in files and the read-only ``.git``
+    pointer, flag for flag, whichever of the two mounts them; the layers' own mounts are
+    gone before the command starts."""
+    (worktree / ".git").write_text("gitdir: /nowhere\n")
+    (worktree / ".git").chmod(0o666)  # writable by its mode: only the mount refuses
+    worktree.chmod(0o750)
+    settings = Settings(sandbox_cgroup="off", exec_tmp_bytes=8 << 20)
+    by_perl = said(run_python(MOUNTS_SEEN, worktree, settings=settings))
+    monkeypatch.setattr(runner, "overlay_mounter", lambda machine, perl_usable: None)
+    by_shell = said(run_python(MOUNTS_SEEN, worktree, settings=settings))
+
+    assert by_perl == by_shell
+    mounts = [line.split() for line in by_perl.splitlines() if line.startswith("MOUNT ")]
+    points = [m[1] for m in mounts]  # the layers' own mounts (/.kodo/...) are gone
+    assert points == ["/tmp", str(worktree), f"{worktree}/.git"], by_perl  # noqa: S108
+    tmp, tree, pointer = mounts
+    assert "size=8192k" in tmp[5], tmp
+    assert "nr_inodes=2048" in tmp[5], tmp
+    assert tree[3:5] == ["overlay", "kodo-worktree"], tree
+    assert "lowerdir=/.kodo/lower,upperdir=/.kodo/disk/upper,workdir=/.kodo/disk/work" in tree[5]
+    assert {"nosuid", "nodev"} <= set(tree[2].split(",")), tree
+    assert {"ro", "nosuid", "nodev"} <= set(pointer[2].split(",")), pointer
+    assert "GIT EROFS" in by_perl, by_perl
+    assert "ROOT 0o750 65534" in by_perl, by_perl
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only the sandbox's root can mount the overlay")
+def test_a_lang_the_system_has_no_locale_for_adds_nothing_to_the_output(
+    worktree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command gets the caller's LANG as it is; whatever mounts its worktree says no
+    word about it, and leaves nothing of its own in the command's environment."""
+    monkeypatch.setenv("LANG", "xx_XX.UTF-8")
+    done = run_python("import os\nprint(sorted(os.environ.items()))", worktree)
+    assert "warning" not in said(done), said(done)
+    assert "('LANG', 'xx_XX.UTF-8')" in said(done), said(done)
+    assert "PERL" not in said(done), said(done)

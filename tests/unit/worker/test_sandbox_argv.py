@@ -25,8 +25,11 @@ from services.worker.sandbox.layout import (
     DISK,
     INNER_BWRAP,
     LOWER,
+    OVERLAY_PERL,
     OVERLAY_SCRIPT,
+    PERL,
     SH,
+    overlay_mounter,
     under_tmp,
 )
 from services.worker.sandbox.runner import SandboxUnavailable, tmpfs_footprint
@@ -154,10 +157,10 @@ def test_the_command_may_make_no_user_namespace_of_its_own() -> None:
     assert "--disable-userns" not in rooted
 
 
-def rooted_overlay(size: int = 64 << 20) -> list[str]:
+def rooted_overlay(size: int = 64 << 20, mounter: tuple[int, int] | None = None) -> list[str]:
     return bwrap_argv(
         "bwrap",
-        layout(root_mode=True, overlay_bytes=size),
+        dataclasses.replace(layout(root_mode=True, overlay_bytes=size), mounter=mounter),
         {},
         ["python3"],
         LIMITS,
@@ -189,6 +192,45 @@ def test_the_overlay_is_mounted_before_privileges_drop_and_sized_by_the_setting(
     assert tail[tail.index("--inh-caps=-all") + 1 :] == ["--", "python3"]
     caps = [argv[i + 1] for i, a in enumerate(argv[: argv.index("--")]) if a == "--cap-add"]
     assert caps == ["CAP_SETUID", "CAP_SETGID", "CAP_SYS_ADMIN"]
+
+
+def test_where_perl_can_mount_it_takes_the_scripts_arguments_after_the_syscall_numbers() -> None:
+    """One Perl process makes the overlay (see the integration test comparing the two):
+    the same arguments as the shell script, mount(2)'s and umount2(2)'s numbers first."""
+    by_shell = rooted_overlay(size=8 << 20)
+    by_perl = rooted_overlay(size=8 << 20, mounter=(165, 166))
+    tail = by_perl[by_perl.index("--") + 1 :]
+    assert tail[:6] == [PERL, "-e", OVERLAY_PERL, "--", "165", "166"]
+    assert tail[6:] == by_shell[by_shell.index("kodo-worktree") + 1 :]
+    quiet = ["--setenv", "PERL_BADLANG", "0"]  # a LANG without its locale: no warning
+    front = by_perl[: by_perl.index("--")]
+    at = next(i for i in range(len(front)) if front[i : i + 3] == quiet)
+    assert front[:at] + front[at + 3 :] == by_shell[: by_shell.index("--")]
+    assert "delete $ENV{PERL_BADLANG};" in OVERLAY_PERL, "and the command never sees it"
+
+
+def test_the_perl_mounter_is_used_only_where_its_numbers_are_known() -> None:
+    assert overlay_mounter("x86_64", perl_usable=True) == (165, 166)
+    assert overlay_mounter("aarch64", perl_usable=True) == (40, 39)
+    assert overlay_mounter("x86_64", perl_usable=False) is None
+    assert overlay_mounter("pdp11", perl_usable=True) is None
+
+
+def test_the_perl_mounter_makes_the_same_calls_the_script_runs_programs_for() -> None:
+    """Flag for flag what OVERLAY_SCRIPT's mount, install and umount do; every failure
+    stops it before the command, and the command is started by its own path."""
+    for call in (
+        'mnt("none", "/tmp", 0, $REMOUNT | $NOSUID | $NODEV, "size=$tmpsize,nr_inodes=$tmpinodes")',
+        'mnt("kodo-disk", $disk, "tmpfs", $NOSUID | $NODEV, "mode=0700,size=$size,nr_inodes=$in',
+        'mnt("kodo-worktree", $wt, "overlay", $NOSUID | $NODEV,',
+        'mnt("none", "$wt/.git", 0, $REMOUNT | $BIND | $RDONLY | $NOSUID | $NODEV, 0)',
+        "syscall($umount2, $lower, 0) == 0",
+        "syscall($umount2, $disk, $DETACH) == 0",
+        "chown(65534, 65534, $layer)",
+        "exec { $ARGV[0] } @ARGV;",
+    ):
+        assert call in OVERLAY_PERL, call
+    assert "(1, 2, 4, 32, 4096, 2)" in OVERLAY_PERL  # MS_RDONLY .. MS_BIND, MNT_DETACH
 
 
 def test_a_small_overlay_still_holds_a_thousand_files() -> None:
