@@ -310,11 +310,15 @@ class Sandbox:
         on_poll: Callable[[], None] = lambda: None,
         poll_s: float = 1.0,
         label: str = "probe",
+        disposable: bool = False,
     ) -> Finished:
         """Run ``argv`` (argv[0] an absolute path) in the sandbox, on ``worktree``.
 
         ``label`` (the run id) names the execution's cgroup. With KODO_SANDBOX_CGROUP
         ``required`` and no cgroup, :class:`CgroupUnavailable` is raised, nothing runs.
+        ``disposable``: the caller removes ``worktree`` right after (a private checkout),
+        so a root worker does not take back the tree it lent the command (``chown -R``
+        of the whole tree once more, for nothing).
         """
         bwrap = self.bwrap_path()
         if bwrap is None:
@@ -333,7 +337,7 @@ class Sandbox:
                 if not layout.root_mode:
                     done = self._run_on_copy(bwrap, layout, env, argv, watched)
                 else:
-                    done = self._run_as_root(bwrap, layout, env, argv, watched)
+                    done = self._run_as_root(bwrap, layout, env, argv, watched, disposable)
         finally:
             usage = cgroup.usage() if cgroup is not None else None
             if cgroup is not None:
@@ -386,6 +390,7 @@ class Sandbox:
         env: dict[str, str],
         argv: Sequence[str],
         watched: _Watched,
+        disposable: bool = False,
     ) -> Finished:
         block_r, block_w = os.pipe()
         info_r, info_w = os.pipe()
@@ -426,7 +431,8 @@ class Sandbox:
         finally:
             for fd in list(open_fds):
                 close(fd)
-            lend_tree(wt, owner.st_uid, owner.st_gid, keep=[wt / ".git"])
+            if not disposable:
+                lend_tree(wt, owner.st_uid, owner.st_gid, keep=[wt / ".git"])
 
 
 def run_unsandboxed(

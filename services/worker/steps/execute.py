@@ -223,6 +223,7 @@ def _run_on(
                     on_poll=ctx.keep_lease,
                     poll_s=POLL_S,
                     label=str(ctx.run_id),
+                    disposable=True,  # the private checkout goes right after
                 )
         except CgroupUnavailable as exc:
             return _cgroup_refusal(argv, str(exc))

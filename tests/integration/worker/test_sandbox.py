@@ -601,3 +601,27 @@ def test_a_lang_the_system_has_no_locale_for_adds_nothing_to_the_output(
     assert "warning" not in said(done), said(done)
     assert "('LANG', 'xx_XX.UTF-8')" in said(done), said(done)
     assert "PERL" not in said(done), said(done)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root worker lends the worktree")
+def test_a_disposable_tree_is_not_taken_back_after_the_command(worktree: Path) -> None:
+    """A private checkout is removed right after its command: the root worker lends it to
+    the command's uid and leaves it so (no second ``chown -R`` of the whole tree); any
+    other tree is given back as it was."""
+    settings = Settings()
+    box = sandbox_of(settings, dict(os.environ))
+    tools = box.toolchain(settings.exec_allowlist, ())
+    python3 = tools.programs["python3"]
+    for disposable in (False, True):
+        done = box.run(
+            [python3, "-c", "print('RAN')"],
+            worktree,
+            timeout_s=30,
+            cap=4096,
+            protected=(),
+            toolchain=tools,
+            disposable=disposable,
+        )
+        assert "RAN" in said(done), said(done)
+        owner = (worktree / "calc.py").stat().st_uid
+        assert owner == (box.host_uid if disposable else os.geteuid()), disposable
