@@ -31,3 +31,20 @@ def sha256_hex(data: bytes | str) -> str:
 def op_key(run_id: str, step_id: str, attempt: int, prompt: str, schema: dict[str, Any]) -> str:
     """The exactly-once key of a provider call: same inputs, same key, one bill."""
     return sha256_hex(canonical_json([run_id, step_id, attempt, prompt, schema]))
+
+
+_BLOB_DIGESTS = {40: hashlib.sha1, 64: hashlib.sha256}
+"""git's object formats by the length of their hex ids: SHA-1 (40) and SHA-256 (64)."""
+
+
+def git_blob_digest(size: int, object_id_length: int) -> Any:
+    """A hash object fed git's blob header for ``size`` bytes, in the object format whose
+    ids have ``object_id_length`` hex digits: update it with the bytes, and its hex digest
+    is the blob id ``git hash-object --no-filters`` gives them. ValueError for a length
+    no object format has."""
+    make = _BLOB_DIGESTS.get(object_id_length)
+    if make is None:
+        raise ValueError(f"no git object format has {object_id_length}-digit ids")
+    digest = make(usedforsecurity=False)
+    digest.update(b"blob %d\0" % size)
+    return digest

@@ -15,9 +15,9 @@ import structlog
 
 from services.worker.git_ops import (
     GitError,
+    drop_private_index,
     exec_root,
     git,
-    private_index,
     remove_worktree_dir,
     repo_lock,
     unlock_registration,
@@ -132,7 +132,7 @@ def _remove(rt: Runtime, item: Cleanup) -> bool:
         remove_worktree_dir(Path(item.worktree_path), rt.settings.workspace_dir)
     private = exec_root(rt.settings.workspace_dir)  # a crashed command's checkout
     remove_worktree_dir(private / item.run_id, private)
-    private_index(rt.settings.workspace_dir, item.run_id).unlink(missing_ok=True)
+    drop_private_index(rt.settings.workspace_dir, item.run_id)
     with repo_lock(rt.settings.workspace_dir, repo):
         if item.worktree_path is not None:  # kodo registered it locked (git_ops)
             unlock_registration(repo, Path(item.worktree_path))

@@ -23,11 +23,12 @@ from typing import Any
 import structlog
 
 from services.worker.worktree_guard import (
+    FOLDER,
     RULE,
     PointerRewritten,
     folder_identity,
-    open_below,
     open_folder,
+    regular_below,
     remove_special_files,
     shown_path,
     verified_gitdir,
@@ -49,7 +50,7 @@ from shared.gitcmd import (
     overrides_for,
     run_git,
 )
-from shared.hashing import sha256_hex
+from shared.hashing import git_blob_digest, sha256_hex
 
 GIT_TIMEOUT_S = 60
 _IDENTITY = {"user.name": "kodo", "user.email": "kodo@localhost"}
@@ -321,6 +322,14 @@ def private_index(workspace_dir: Path, run_id: str) -> Path:
     return exec_root(workspace_dir) / f"{run_id}.index"
 
 
+def drop_private_index(workspace_dir: Path, run_id: str) -> None:
+    """Remove a private checkout's index and the lock a git killed while writing it left
+    (it would refuse every later checkout of the run: nothing else takes that lock)."""
+    index = private_index(workspace_dir, run_id)
+    index.unlink(missing_ok=True)
+    index.with_name(f"{index.name}.lock").unlink(missing_ok=True)
+
+
 @contextmanager
 def private_checkout(repo: Path, workspace_dir: Path, run_id: str, commit: str) -> Iterator[Path]:
     """A checkout of ``commit`` that only kodo can write, for one verification command.
@@ -375,7 +384,7 @@ def _private_git(
 def drop_private_checkout(repo: Path, workspace_dir: Path, path: Path) -> None:
     """Remove a private checkout and its index (nothing if there is none). One an earlier
     kodo made as a registered worktree (its ``.git`` a file) is pruned from git's records."""
-    private_index(workspace_dir, path.name).unlink(missing_ok=True)
+    drop_private_index(workspace_dir, path.name)
     if not (path.exists() or path.is_symlink()):
         return
     registered = not path.is_symlink() and (path / ".git").is_file()
@@ -624,8 +633,10 @@ def _withlone_carriage_returns(worktree: Worktree, change: IndexChange) -> Index
 def lone_carriage_returns(folder: int, path: str) -> int:
     """Carriage returns no line feed follows in the file ``path`` below ``folder``."""
     try:
-        fd = open_below(folder, path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = regular_below(folder, path)  # never a FIFO: reading one would wait forever
     except OSError:
+        return 0
+    if fd is None:
         return 0
     count, ended_with_cr = 0, False
     with os.fdopen(fd, "rb") as on_disk:
@@ -671,22 +682,48 @@ def unfaithful_paths(worktree: Worktree, changes: list[IndexChange]) -> list[str
     ignore them. With ``*.py ident``, ``x = "$Id: ...hidden code... $"`` was staged as
     ``$Id$``: the judged commit and ``patch.diff`` held one thing and the verification
     command ran another, and ``git status`` called the worktree clean. So each file is
-    hashed as it is on disk (``--no-filters``) and must be the staged blob; the one
-    conversion allowed is CRLF to LF (a repository with ``eol=crlf`` checks out CRLF).
+    hashed as it is on disk (:func:`_blob_on_disk`, read below the verified folder) and
+    must be the staged blob; the one conversion allowed is CRLF to LF (a repository with
+    ``eol=crlf`` checks out CRLF).
     """
     files = [c for c in changes if c.status != "D" and c.new_mode in REGULAR_MODES]
-    if not files:
-        return []
-    off = [c.path for c in files if "\n" in c.path]  # --stdin-paths cannot carry it
-    files = [c for c in files if "\n" not in c.path]
+    off: list[str] = []
     if not files:
         return off
-    names = b"".join(os.fsencode(c.path) + b"\n" for c in files)  # any number of them
-    hashed = tree_git(worktree, "hash-object", "--no-filters", "--stdin-paths", stdin=names)
-    for change, on_disk in zip(files, hashed.split(), strict=True):
-        if on_disk != change.new_blob and not _only_line_endings_differ(worktree, change):
-            off.append(change.path)
+    with pinned(worktree) as folder:
+        for change in files:
+            on_disk = _blob_on_disk(folder, change.path, change.new_blob)
+            if on_disk != change.new_blob and not _only_line_endings_differ(worktree, change):
+                off.append(change.path)
     return off
+
+
+def _blob_on_disk(root: int, path: str, expected: str) -> str | None:
+    """The blob id of the bytes ``path`` holds below the folder ``root`` (what ``git
+    hash-object --no-filters`` says of them), in the object format of ``expected``; None
+    for anything but a regular file, one that cannot be read, or one whose size changed
+    while it was read.
+
+    Hashed here, never by ``git hash-object --stdin-paths``: git C-unquotes a name that
+    starts with ``"`` and drops a carriage return before the line feed, so it hashed
+    another file than the one named (a red-team pass: ``"t"/test_add.py``, re-encoded by
+    a ``working-tree-encoding``, was judged faithful by its decoy ``t``, and the
+    verification passed a test that fails on the judged bytes).
+    """
+    try:
+        fd = regular_below(root, path)
+    except OSError:
+        return None
+    if fd is None:
+        return None
+    with os.fdopen(fd, "rb", buffering=0) as on_disk:
+        size = os.fstat(fd).st_size
+        digest = git_blob_digest(size, len(expected))
+        read = 0
+        while chunk := on_disk.read(1 << 20):
+            digest.update(chunk)
+            read += len(chunk)
+    return digest.hexdigest() if read == size else None
 
 
 def unfaithful_checkout(checkout: PrivateCheckout) -> list[str]:
@@ -697,37 +734,26 @@ def unfaithful_checkout(checkout: PrivateCheckout) -> list[str]:
     check of the changed files passed) is written out as ``+ACM``, and the command ran
     ``return a - b +ACM(b)`` where the commit says ``return a - b #(b)`` (a red-team
     pass). So every regular file of the checkout is hashed as it is on disk, as
-    :func:`unfaithful_paths` does for a change. A name with a line feed cannot be fed to
-    ``--stdin-paths`` and is listed as unfaithful (fail closed).
+    :func:`unfaithful_paths` does for a change.
     """
     listed = _private_git(checkout, ["ls-files", "-s", "-z"])
     if listed.returncode != 0:
         raise GitError(f"git ls-files: {listed.stderr.decode(errors='replace').strip()}")
     files: list[tuple[str, str]] = []
-    off: list[str] = []
     for entry in listed.stdout.split(b"\0"):
         meta, _, raw = entry.partition(b"\t")
         fields = meta.split()
-        if len(fields) != 3 or fields[0].decode() not in REGULAR_MODES:
-            continue
-        path = os.fsdecode(raw)
-        if b"\n" in raw:
-            off.append(path)
-        else:
-            files.append((path, fields[1].decode()))
-    if files:
-        names = b"".join(os.fsencode(path) + b"\n" for path, _ in files)
-        hashed = _private_git(
-            checkout, ["hash-object", "--no-filters", "--stdin-paths"], stdin=names
-        )
-        if hashed.returncode != 0:
-            raise GitError(f"git hash-object: {hashed.stderr.decode(errors='replace').strip()}")
-        ids = hashed.stdout.decode().split()
-        if len(ids) != len(files):
-            raise GitError(f"git hash-object gave {len(ids)} ids for {len(files)} files")
-        for (path, blob), on_disk in zip(files, ids, strict=True):
+        if len(fields) == 3 and fields[0].decode() in REGULAR_MODES:
+            files.append((os.fsdecode(raw), fields[1].decode()))
+    off: list[str] = []
+    root = os.open(checkout.path, FOLDER)
+    try:
+        for path, blob in files:
+            on_disk = _blob_on_disk(root, path, blob)
             if on_disk != blob and not _line_endings_only(checkout, path, blob):
                 off.append(path)
+    finally:
+        os.close(root)
     return sorted(off)
 
 
@@ -745,10 +771,16 @@ def _line_endings_only(where: PrivateCheckout | Worktree, path: str, blob: str) 
     try:
         if isinstance(where, Worktree):
             with pinned(where) as folder:
-                fd = open_below(folder, path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = regular_below(folder, path)
         else:  # a private checkout: out of the daemon's reach
-            fd = os.open(where.path / path, os.O_RDONLY | os.O_NOFOLLOW)
+            root = os.open(where.path, FOLDER)
+            try:
+                fd = regular_below(root, path)
+            finally:
+                os.close(root)
     except OSError:
+        return False
+    if fd is None:
         return False
     with os.fdopen(fd, "rb") as on_disk:
         data = on_disk.read(2 * len(staged.stdout) + 1)  # CRLF at most doubles it

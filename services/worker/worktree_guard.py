@@ -95,6 +95,21 @@ def open_below(root: int, path: str, flags: int = FOLDER) -> int:
         raise
 
 
+def regular_below(root: int, path: str) -> int | None:
+    """``path`` below the folder ``root`` opened for reading if it is a regular file, no
+    symlink followed (None if it is anything else: a FIFO opened to be read would wait
+    for a writer forever, a device could act on being opened). It is opened as a path
+    first (no side effect) and read through that descriptor, so what is read is what
+    was looked at. OSError if it cannot be reached."""
+    found = open_below(root, path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(found).st_mode):
+            return None
+        return os.open(f"/proc/self/fd/{found}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(found)
+
+
 MAX_DEPTH = 256
 """Folders nested deeper than this are not walked but refused (``special_file``): a daemon
 makes 30,000 nested folders in a second, and nothing in a repository needs them."""

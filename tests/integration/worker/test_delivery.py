@@ -199,12 +199,15 @@ def test_a_private_checkout_a_crashed_command_left_goes_with_its_run(
     git_out(repo, "worktree", "add", "-q", "--detach", str(left), "HEAD")
     index = private_index(rt.settings.workspace_dir, run_id)
     index.write_bytes(b"DIRC")
+    lock = index.with_name(f"{index.name}.lock")  # a git killed while writing it
+    lock.write_bytes(b"DIRC")
     assert str(left) in worktrees(repo)
 
     assert clean(rt) == [run_id]
 
     assert not left.exists()
     assert not index.exists()
+    assert not lock.exists()
     assert str(left) not in worktrees(repo)
 
 

@@ -135,3 +135,65 @@ def test_a_registered_checkout_an_earlier_kodo_left_is_removed_and_forgotten(
     with private_checkout(repo, workspace, "run-1", commit) as tree:
         assert not (tree / "stray.txt").exists()
         assert _worktrees(repo) == [str(repo)], "the stale registration is pruned"
+
+
+JUDGED_TEST = "def ACM(x):\n    return x\n\n\ndef test_add():\n    assert not 5 - 5 #(1) or 1\n"
+
+
+def test_a_name_git_would_unquote_is_hashed_as_itself_not_as_its_decoy(tmp_path: Path) -> None:
+    """``git hash-object --stdin-paths`` reads ``"t"/test.py`` as the file ``t`` (it
+    C-unquotes a name that starts with a quote) and ``x<CR>`` as ``x``: a decoy holding
+    the judged bytes made a re-encoded test look faithful, and the verification passed a
+    test that fails on the judged commit (a red-team pass). Each file is hashed as
+    itself."""
+    repo = _repo(
+        tmp_path, '?t?/* working-tree-encoding=UTF-7\n"u.txt\\r" working-tree-encoding=UTF-7\n'
+    )
+    workspace = tmp_path / "ws"
+    tree = ensure_worktree(repo, workspace, "run-1", "HEAD")
+    (tree.path / '"t"').mkdir()
+    (tree.path / '"t"' / "test_add.py").write_text(JUDGED_TEST)
+    (tree.path / "t").write_text(JUDGED_TEST)  # the decoy git hashed instead
+    (tree.path / "u.txt\r").write_text("x = 1 #(2)\n")
+    (tree.path / "u.txt").write_text("x = 1 #(2)\n")
+    changes = stage_edits(tree)
+    assert unfaithful_paths(tree, changes) == [], "what the agent wrote is what was staged"
+    commit = commit_index(tree, "kodo: a test\n")
+
+    with (
+        pytest.raises(UnfaithfulCheckout, match="worktree_filter") as refused,
+        private_checkout(repo, workspace, "run-1", commit),
+    ):
+        pytest.fail("the command would have run a test nobody judged")
+    assert '"t"/test_add.py' in refused.value.paths
+    assert "u.txt\r" in refused.value.paths
+
+
+def test_a_staged_conversion_behind_a_quoted_name_is_caught_in_the_worktree(
+    tmp_path: Path,
+) -> None:
+    """The same decoy against ApplyPatchST's check: ``ident`` stages ``$Id$`` where the
+    file on disk says ``$Id: <code> $``; the decoy ``q`` holds the staged bytes."""
+    repo = _repo(tmp_path, "*.py ident\n")
+    workspace = tmp_path / "ws"
+    tree = ensure_worktree(repo, workspace, "run-1", "HEAD")
+    (tree.path / '"q"').mkdir()
+    (tree.path / '"q"' / "x.py").write_text('X = "$Id: import os; os.system(1) $"\n')
+    (tree.path / "q").write_text('X = "$Id$"\n')
+    changes = stage_edits(tree)
+    assert unfaithful_paths(tree, changes) == ['"q"/x.py']
+
+
+def test_an_index_lock_a_killed_checkout_left_does_not_stop_the_next(tmp_path: Path) -> None:
+    """git killed while writing the checkout's index (its timeout, a dying worker) leaves
+    ``<run>.index.lock``; the next delivery's checkout of the run goes ahead."""
+    repo = _repo(tmp_path, "")
+    workspace = tmp_path / "ws"
+    commit = _git(repo, "rev-parse", "HEAD").strip()
+    exec_root(workspace).mkdir(parents=True)
+    lock = exec_root(workspace) / "run-1.index.lock"
+    lock.write_bytes(b"DIRC")
+
+    with private_checkout(repo, workspace, "run-1", commit) as tree:
+        assert (tree / "calc.py").exists()
+    assert not lock.exists()

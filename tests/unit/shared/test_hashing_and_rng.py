@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from shared.hashing import canonical_bytes, canonical_json, op_key, sha256_hex
+import pytest
+
+from shared.hashing import canonical_bytes, canonical_json, git_blob_digest, op_key, sha256_hex
 from shared.rng import seeded_rng
 
 
@@ -43,3 +45,16 @@ def test_a_seeded_rng_repeats_for_the_same_seed_and_context() -> None:
     assert first[0] == first[1]
     assert seeded_rng(7, "ctx").random() != seeded_rng(8, "ctx").random()
     assert seeded_rng(7, "ctx").random() != seeded_rng(7, "other").random()
+
+
+def test_a_blob_id_is_git_s_for_both_object_formats() -> None:
+    """``printf 'hello\\n' | git hash-object --stdin``, in a SHA-1 and a SHA-256 repository."""
+    for length, expected in (
+        (40, "ce013625030ba8dba906f756967f9e9ca394464a"),
+        (64, "2cf8d83d9ee29543b34a87727421fdecb7e3f3a183d337639025de576db9ebb4"),
+    ):
+        digest = git_blob_digest(6, length)
+        digest.update(b"hello\n")
+        assert digest.hexdigest() == expected
+    with pytest.raises(ValueError, match="no git object format"):
+        git_blob_digest(6, 32)
