@@ -16,6 +16,7 @@ import pytest
 
 from services.worker.git_ops import (
     UnfaithfulCheckout,
+    Worktree,
     commit_index,
     ensure_worktree,
     exec_root,
@@ -46,22 +47,31 @@ def _repo(tmp_path: Path, attributes: str) -> Path:
     return repo
 
 
+def _judged_then_refused_at_checkout(
+    repo: Path, workspace: Path, tree: Worktree
+) -> UnfaithfulCheckout:
+    """Stage what the agent wrote (faithful: it is what was staged), commit it, and
+    return the private checkout's refusal of that commit."""
+    changes = stage_edits(tree)
+    assert unfaithful_paths(tree, changes) == [], "the judged change itself is faithful"
+    commit = commit_index(tree, "kodo: the change\n")
+    with (
+        pytest.raises(UnfaithfulCheckout, match="worktree_filter") as refused,
+        private_checkout(repo, workspace, "run-1", commit),
+    ):
+        pytest.fail("the command would have run what nobody judged")
+    return refused.value
+
+
 def test_a_checkout_that_re_encodes_the_judged_commit_is_refused(tmp_path: Path) -> None:
     repo = _repo(tmp_path, "calc.py working-tree-encoding=UTF-7\n")
     workspace = tmp_path / "ws"
     tree = ensure_worktree(repo, workspace, "run-1", "HEAD")
     worktree = tree.path
     (worktree / "calc.py").write_text(EVIL)  # the agent's write tool: raw bytes
-    changes = stage_edits(tree)
-    assert unfaithful_paths(tree, changes) == [], "the judged change itself is faithful"
-    commit = commit_index(tree, "kodo: tweak add\n")
 
-    with (
-        pytest.raises(UnfaithfulCheckout, match="worktree_filter") as refused,
-        private_checkout(repo, workspace, "run-1", commit),
-    ):
-        pytest.fail("the command would have run on the re-encoded file")
-    assert refused.value.paths == ["calc.py"]
+    refused = _judged_then_refused_at_checkout(repo, workspace, tree)
+    assert refused.paths == ["calc.py"]
     assert not (exec_root(workspace) / "run-1").exists(), "and the checkout is gone"
 
 
@@ -156,17 +166,10 @@ def test_a_name_git_would_unquote_is_hashed_as_itself_not_as_its_decoy(tmp_path:
     (tree.path / "t").write_text(JUDGED_TEST)  # the decoy git hashed instead
     (tree.path / "u.txt\r").write_text("x = 1 #(2)\n")
     (tree.path / "u.txt").write_text("x = 1 #(2)\n")
-    changes = stage_edits(tree)
-    assert unfaithful_paths(tree, changes) == [], "what the agent wrote is what was staged"
-    commit = commit_index(tree, "kodo: a test\n")
 
-    with (
-        pytest.raises(UnfaithfulCheckout, match="worktree_filter") as refused,
-        private_checkout(repo, workspace, "run-1", commit),
-    ):
-        pytest.fail("the command would have run a test nobody judged")
-    assert '"t"/test_add.py' in refused.value.paths
-    assert "u.txt\r" in refused.value.paths
+    refused = _judged_then_refused_at_checkout(repo, workspace, tree)
+    assert '"t"/test_add.py' in refused.paths
+    assert "u.txt\r" in refused.paths
 
 
 def test_a_staged_conversion_behind_a_quoted_name_is_caught_in_the_worktree(
