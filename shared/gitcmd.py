@@ -434,6 +434,19 @@ class HardenedGit:
         except subprocess.TimeoutExpired as exc:
             raise GitTimeout(f"git {' '.join(args)} took longer than {self.timeout_s}s") from exc
 
+    def open(self, args: Sequence[str]) -> subprocess.Popen[bytes]:
+        """Start ``git <args>`` with pipes to and from it, for output read as it comes (the
+        caller bounds its time and waits for it). Not in a gevent-patched process."""
+        return subprocess.Popen(
+            ["git", *hardened_args(args)],
+            cwd=self.cwd,
+            env=self._env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            process_group=0,
+        )
+
 
 def run_git(
     cwd: Path,

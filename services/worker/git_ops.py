@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import structlog
 
@@ -43,6 +43,7 @@ from shared.domain.step_outcome import RuleRefusal
 from shared.domain.tree_links import TreeLinks
 from shared.gitcmd import (
     GitTimeout,
+    HardenedGit,
     attribute_free,
     base_env,
     config_env,
@@ -608,43 +609,93 @@ def _changes(worktree: Worktree, *spec: str) -> list[IndexChange]:
     links = None
     if any(change.new_mode == SYMLINK for change in changes):
         links = _tree_links(worktree, None if "--cached" in spec else spec[-1])
+    counted = [
+        change if change.new_mode == SYMLINK else _text_counted(worktree, change)
+        for change in changes
+    ]
+    lone = lone_carriage_returns(worktree, [c.new_blob for c in counted if _counts_lone_crs(c)])
     return [
         _with_link(links, change)
         if links is not None and change.new_mode == SYMLINK
-        else _withlone_carriage_returns(worktree, _text_counted(worktree, change))
-        for change in changes
+        else _with_lone_carriage_returns(change, lone)
+        for change in counted
     ]
 
 
-def _withlone_carriage_returns(worktree: Worktree, change: IndexChange) -> IndexChange:
+def _counts_lone_crs(change: IndexChange) -> bool:
+    return change.added is not None and change.status != "D" and change.new_mode in REGULAR_MODES
+
+
+def _with_lone_carriage_returns(change: IndexChange, lone: dict[str, int]) -> IndexChange:
     """``change`` with each carriage return that no line feed follows counted as a line.
 
     git counts lines by LF alone, but a lone CR ends a line for Python (and for other
-    readers): 5,000 statements joined by CRs were one line against ``max_lines``. Read
-    from the file on disk, which ApplyPatchST holds to be the staged blob.
+    readers): 5,000 statements joined by CRs were one line against ``max_lines``.
     """
-    if change.added is None or change.status == "D" or change.new_mode not in REGULAR_MODES:
-        return change
-    with pinned(worktree) as folder:
-        lone = lone_carriage_returns(folder, change.path)
-    return replace(change, added=change.added + lone) if lone else change
+    found = lone.get(change.new_blob, 0) if _counts_lone_crs(change) else 0
+    return replace(change, added=(change.added or 0) + found) if found else change
 
 
-def lone_carriage_returns(folder: int, path: str) -> int:
-    """Carriage returns no line feed follows in the file ``path`` below ``folder``."""
+def lone_carriage_returns(worktree: Worktree, blobs: list[str]) -> dict[str, int]:
+    """Carriage returns no line feed follows, in each of ``blobs`` (object ids).
+
+    Counted in the objects git holds, which are what is judged and committed, never in
+    the files on disk: a daemon that swapped a file for a decoy while it was read and
+    back before it was hashed had 3,000 lone CRs counted as none (a red-team pass). Read
+    as one ``cat-file --batch`` stream, a chunk at a time: a file of any size costs no
+    more memory than a chunk, and the whole read is bounded by GIT_TIMEOUT_S.
+    """
+    wanted = list(dict.fromkeys(blobs))
+    counts: dict[str, int] = {}
+    if not wanted:
+        return counts
+    hardened = HardenedGit(worktree.gitdir, timeout_s=GIT_TIMEOUT_S)
+    proc = hardened.open([*attribute_free(worktree.gitdir), "cat-file", "--batch"])
+    stdin, stdout = proc.stdin, proc.stdout
+    if stdin is None or stdout is None:  # pragma: no cover - HardenedGit.open gives pipes
+        proc.kill()
+        raise GitError("git cat-file --batch started without its pipes")
+    feed = b"".join(f"{oid}\n".encode() for oid in wanted)
+    writer = threading.Thread(target=_feed_and_close, args=(stdin, feed), daemon=True)
+    deadline = threading.Timer(GIT_TIMEOUT_S, proc.kill)
+    writer.start()
+    deadline.start()
     try:
-        fd = regular_below(folder, path)  # never a FIFO: reading one would wait forever
-    except OSError:
-        return 0
-    if fd is None:
-        return 0
+        for oid in wanted:
+            counts[oid] = _lone_crs_in_next_blob(stdout, oid)
+    finally:
+        deadline.cancel()
+        proc.kill()
+        proc.wait()
+        writer.join()
+        stdout.close()
+    return counts
+
+
+def _feed_and_close(pipe: IO[bytes], data: bytes) -> None:
+    try:
+        pipe.write(data)
+        pipe.close()
+    except OSError:  # git was killed (its deadline) or ended: the reader says why
+        pass
+
+
+def _lone_crs_in_next_blob(stream: IO[bytes], oid: str) -> int:
+    header = stream.readline(200).split()
+    if len(header) != 3 or header[0].decode() != oid or header[1] != b"blob":
+        raise GitError(f"git cat-file --batch: no blob {oid} ({b' '.join(header)[:200]!r})")
+    left = int(header[2])
     count, ended_with_cr = 0, False
-    with os.fdopen(fd, "rb") as on_disk:
-        while chunk := on_disk.read(1 << 20):
-            if ended_with_cr and chunk.startswith(b"\n"):
-                count -= 1  # the last chunk's CR was a CRLF's
-            count += chunk.count(b"\r") - chunk.count(b"\r\n")
-            ended_with_cr = chunk.endswith(b"\r")
+    while left:
+        chunk = stream.read(min(left, 1 << 20))
+        if not chunk:
+            raise GitError(f"git cat-file --batch: {oid} cut short (killed at its deadline?)")
+        left -= len(chunk)
+        if ended_with_cr and chunk.startswith(b"\n"):
+            count -= 1  # the last chunk's CR was a CRLF's
+        count += chunk.count(b"\r") - chunk.count(b"\r\n")
+        ended_with_cr = chunk.endswith(b"\r")
+    stream.read(1)  # the line feed after each object
     return count
 
 
@@ -687,22 +738,50 @@ def unfaithful_paths(worktree: Worktree, changes: list[IndexChange]) -> list[str
     ``eol=crlf`` checks out CRLF).
     """
     files = [c for c in changes if c.status != "D" and c.new_mode in REGULAR_MODES]
-    off: list[str] = []
+    # A name git printed with bytes that are not UTF-8 arrives here with U+FFFD in their
+    # place: opening it would hash another file (a decoy of that name): fail closed.
+    off = [c.path for c in files if "\ufffd" in c.path]
+    files = [c for c in files if "\ufffd" not in c.path]
     if not files:
         return off
+    sizes = _blob_sizes(
+        _run(worktree, list(BLOB_SIZES), stdin=_ids_fed([c.new_blob for c in files]))
+    )
     with pinned(worktree) as folder:
         for change in files:
-            on_disk = _blob_on_disk(folder, change.path, change.new_blob)
+            size = sizes[change.new_blob]
+            on_disk = _blob_on_disk(folder, change.path, change.new_blob, size)
             if on_disk != change.new_blob and not _only_line_endings_differ(worktree, change):
                 off.append(change.path)
     return off
 
 
-def _blob_on_disk(root: int, path: str, expected: str) -> str | None:
+BLOB_SIZES = ("cat-file", "--batch-check=%(objectname) %(objectsize)")
+
+
+def _ids_fed(ids: list[str]) -> bytes:
+    return b"".join(f"{oid}\n".encode() for oid in dict.fromkeys(ids))
+
+
+def _blob_sizes(listed: subprocess.CompletedProcess[bytes]) -> dict[str, int]:
+    """Object id to size, from ``cat-file --batch-check`` (:data:`BLOB_SIZES`)."""
+    if listed.returncode != 0:
+        raise GitError(f"git cat-file --batch-check: {listed.stderr[:200]!r}")
+    sizes: dict[str, int] = {}
+    for line in listed.stdout.decode(errors="replace").splitlines():
+        oid, _, size = line.partition(" ")
+        if not size.isdigit():
+            raise GitError(f"git cat-file --batch-check: {line[:200]!r}")
+        sizes[oid] = int(size)
+    return sizes
+
+
+def _blob_on_disk(root: int, path: str, expected: str, size: int) -> str | None:
     """The blob id of the bytes ``path`` holds below the folder ``root`` (what ``git
     hash-object --no-filters`` says of them), in the object format of ``expected``; None
-    for anything but a regular file, one that cannot be read, or one whose size changed
-    while it was read.
+    for anything but a regular file of the blob's ``size`` (not read at all then: a
+    daemon's 16 TiB sparse file would have been read for hours), one that cannot be
+    read, or one that grew or shrank while it was read.
 
     Hashed here, never by ``git hash-object --stdin-paths``: git C-unquotes a name that
     starts with ``"`` and drops a carriage return before the line feed, so it hashed
@@ -717,10 +796,11 @@ def _blob_on_disk(root: int, path: str, expected: str) -> str | None:
     if fd is None:
         return None
     with os.fdopen(fd, "rb", buffering=0) as on_disk:
-        size = os.fstat(fd).st_size
+        if os.fstat(fd).st_size != size:
+            return None
         digest = git_blob_digest(size, len(expected))
         read = 0
-        while chunk := on_disk.read(1 << 20):
+        while read <= size and (chunk := on_disk.read(min(1 << 20, size + 1 - read))):
             digest.update(chunk)
             read += len(chunk)
     return digest.hexdigest() if read == size else None
@@ -745,11 +825,16 @@ def unfaithful_checkout(checkout: PrivateCheckout) -> list[str]:
         fields = meta.split()
         if len(fields) == 3 and fields[0].decode() in REGULAR_MODES:
             files.append((os.fsdecode(raw), fields[1].decode()))
+    if not files:
+        return []
     off: list[str] = []
+    sizes = _blob_sizes(
+        _private_git(checkout, list(BLOB_SIZES), stdin=_ids_fed([b for _, b in files]))
+    )
     root = os.open(checkout.path, FOLDER)
     try:
         for path, blob in files:
-            on_disk = _blob_on_disk(root, path, blob)
+            on_disk = _blob_on_disk(root, path, blob, sizes[blob])
             if on_disk != blob and not _line_endings_only(checkout, path, blob):
                 off.append(path)
     finally:

@@ -53,7 +53,7 @@ from services.worker.steps.base import (
     opened_worktree,
     run_policy,
 )
-from services.worker.worktree_guard import special_files_problem
+from services.worker.worktree_guard import shown_path, special_files_problem
 from shared.config import Settings
 from shared.domain.exec_rules import argv_violation
 from shared.domain.policy import effective_allowlist
@@ -173,7 +173,8 @@ def execute_step(ctx: StepContext) -> StepOutcome:
             return _run_on(ctx, argv, allowlist, tree)
     except UnfaithfulCheckout as exc:
         return StepOutcome.failed(
-            str(exc), {"rule": UNFAITHFUL_RULE, "argv": argv, "paths": exc.paths}
+            str(exc),
+            {"rule": UNFAITHFUL_RULE, "argv": argv, "paths": [shown_path(p) for p in exc.paths]},
         )
 
 

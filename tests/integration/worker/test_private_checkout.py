@@ -9,6 +9,7 @@ passed a commit whose add() is wrong (a red-team pass).
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -200,3 +201,30 @@ def test_an_index_lock_a_killed_checkout_left_does_not_stop_the_next(tmp_path: P
     with private_checkout(repo, workspace, "run-1", commit) as tree:
         assert (tree / "calc.py").exists()
     assert not lock.exists()
+
+
+def test_a_file_swapped_for_one_of_another_size_is_refused_unread(tmp_path: Path) -> None:
+    """After ``git add`` the daemon swaps in a 1 TiB sparse file: a read of it to the end
+    would take hours; a file not of the staged blob's size is unfaithful as it stands."""
+    repo = _repo(tmp_path, "")
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    (tree.path / "calc.py").write_text("def add(a, b):\n    return a + b\n")
+    changes = stage_edits(tree)
+    with (tree.path / "calc.py").open("r+b") as swapped:
+        swapped.truncate(1 << 40)
+
+    assert unfaithful_paths(tree, changes) == ["calc.py"]
+
+
+def test_a_name_that_is_not_utf8_is_refused_not_hashed_by_its_printable_twin(
+    tmp_path: Path,
+) -> None:
+    """git prints ``\\xff.py`` as ``\\ufffd.py``; a decoy of that name held the staged
+    bytes while the real file said ``$Id: <code> $`` (a red-team pass)."""
+    repo = _repo(tmp_path, "*.py ident\n")
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    (tree.path / os.fsdecode(b"\xff.py")).write_text('X = "$Id: import os $"\n')
+    (tree.path / "\ufffd.py").write_text('X = "$Id$"\n')
+    changes = stage_edits(tree)
+
+    assert "\ufffd.py" in unfaithful_paths(tree, changes)
