@@ -82,14 +82,10 @@ def test_the_count_is_the_staged_blobs_whatever_the_file_on_disk_says_later(
 
 
 def _blob(repo: Path, content: bytes) -> str:
-    done = subprocess.run(
-        ["git", "hash-object", "-w", "--stdin"],
-        cwd=repo,
-        input=content,
-        capture_output=True,
-        check=True,
+    written = subprocess.check_output(
+        ["git", "hash-object", "-w", "--stdin"], cwd=repo, input=content
     )
-    return done.stdout.decode().strip()
+    return written.decode().strip()
 
 
 def _counted(tmp_path: Path, content: bytes) -> int:
