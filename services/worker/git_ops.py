@@ -8,6 +8,7 @@ runs as argv (no shell) with a timeout.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -673,11 +674,11 @@ def lone_carriage_returns(worktree: Worktree, blobs: list[str]) -> dict[str, int
 
 
 def _feed_and_close(pipe: IO[bytes], data: bytes) -> None:
-    try:
+    # git killed (its deadline) or ended early breaks the pipe: the reader says why
+    with contextlib.suppress(OSError):
         pipe.write(data)
+    with contextlib.suppress(OSError):
         pipe.close()
-    except OSError:  # git was killed (its deadline) or ended: the reader says why
-        pass
 
 
 def _lone_crs_in_next_blob(stream: IO[bytes], oid: str) -> int:

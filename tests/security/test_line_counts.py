@@ -7,13 +7,15 @@ statements joined by CRs were one line against a 2,000-line limit, and all of th
 
 from __future__ import annotations
 
+import io
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from devstack.sample_repo import create_sample_repo
-from services.worker.git_ops import ensure_worktree, lone_carriage_returns, stage_edits
+from services.worker import git_ops
+from services.worker.git_ops import GitError, ensure_worktree, lone_carriage_returns, stage_edits
 from tests.security import attacks
 from tests.security.harness import Hostile, assert_fails_closed
 
@@ -92,3 +94,14 @@ def _counted(tmp_path: Path, content: bytes) -> int:
     tree = ensure_worktree(create_sample_repo(tmp_path / "repo"), tmp_path / "ws", "run-1", "HEAD")
     blob = _blob(tree.path, content)
     return lone_carriage_returns(tree, [blob])[blob]
+
+
+def test_a_stream_cut_short_is_an_error_never_a_count() -> None:
+    """git killed at its deadline ends the stream mid-object: the count fails, it does
+    not pass the bytes read so far as the file's."""
+    blob = "a" * 40
+    cut = io.BytesIO(f"{blob} blob 10\n".encode() + b"\r\r\r")
+    with pytest.raises(GitError, match="cut short"):
+        git_ops._lone_crs_in_next_blob(cut, blob)
+    with pytest.raises(GitError, match="no blob"):
+        git_ops._lone_crs_in_next_blob(io.BytesIO(f"{blob} missing\n".encode()), blob)
