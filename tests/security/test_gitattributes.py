@@ -88,3 +88,29 @@ def test_a_diff_attribute_cannot_hide_a_files_change_from_the_reviewer(hostile: 
     assert b"+print('RAN-' + 'SHOWN')\n" in patch, patch[:2000]
     assert b"GIT binary patch" not in patch
     assert outcome.status == "succeeded", outcome.describe()
+
+
+def test_a_decoy_git_would_hash_in_a_quoted_names_place_does_not_hide_code(
+    hostile: Hostile,
+) -> None:
+    """``git hash-object --stdin-paths`` read ``"q"/check.py`` as the file ``q``: a decoy
+    ``q`` holding the staged bytes (``$Id$``) made the file on disk, whose ``$Id: ...$``
+    hides a statement, pass as faithful, and the run succeeded on a worktree that was not
+    its commit (a red-team pass). Each file is hashed as itself."""
+    hidden = 'x = "$Id: "; print("RAN-" + "DECOYED") #$"'
+    diff = (
+        attacks.add_file(".gitattributes", "*.py ident\n")
+        + attacks.add_file('"q"/check.py', f"print('visible check')\n{hidden}\n")
+        + attacks.add_file("q", "print('visible check')\nx = \"$Id$\"\n")  # the staged bytes
+    )
+    fixture = hostile.fixture(
+        "ident-decoy",
+        plan=attacks.plan((".gitattributes", "add"), ('"q"/check.py', "add"), ("q", "add")),
+        patch=attacks.patch(diff),
+        build=attacks.build("python3", '"q"/check.py'),
+    )
+
+    outcome = hostile.drive(hostile.repo("ident-decoy"), fixture)
+
+    assert_fails_closed(outcome, "worktree_filter")
+    assert "DECOYED" not in outcome.command_output(), "nothing ran"
