@@ -15,7 +15,7 @@ import structlog
 
 from services.worker.git_ops import (
     GitError,
-    drop_private_index,
+    drop_private_checkout,
     exec_root,
     git,
     remove_worktree_dir,
@@ -131,8 +131,7 @@ def _remove(rt: Runtime, item: Cleanup) -> bool:
     if item.worktree_path is not None:
         remove_worktree_dir(Path(item.worktree_path), rt.settings.workspace_dir)
     private = exec_root(rt.settings.workspace_dir)  # a crashed command's checkout
-    remove_worktree_dir(private / item.run_id, private)
-    drop_private_index(rt.settings.workspace_dir, item.run_id)
+    drop_private_checkout(repo, rt.settings.workspace_dir, private / item.run_id)
     with repo_lock(rt.settings.workspace_dir, repo):
         if item.worktree_path is not None:  # kodo registered it locked (git_ops)
             unlock_registration(repo, Path(item.worktree_path))

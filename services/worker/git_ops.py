@@ -656,8 +656,7 @@ def lone_carriage_returns(worktree: Worktree, blobs: list[str]) -> dict[str, int
     if stdin is None or stdout is None:  # pragma: no cover - HardenedGit.open gives pipes
         proc.kill()
         raise GitError("git cat-file --batch started without its pipes")
-    feed = b"".join(f"{oid}\n".encode() for oid in wanted)
-    writer = threading.Thread(target=_feed_and_close, args=(stdin, feed), daemon=True)
+    writer = threading.Thread(target=_feed_and_close, args=(stdin, _ids_fed(wanted)), daemon=True)
     deadline = threading.Timer(GIT_TIMEOUT_S, proc.kill)
     writer.start()
     deadline.start()
@@ -761,6 +760,7 @@ BLOB_SIZES = ("cat-file", "--batch-check=%(objectname) %(objectsize)")
 
 
 def _ids_fed(ids: list[str]) -> bytes:
+    """Object ids as ``cat-file --batch`` and ``--batch-check`` read them, each once."""
     return b"".join(f"{oid}\n".encode() for oid in dict.fromkeys(ids))
 
 
@@ -905,7 +905,7 @@ def _blob_texts(worktree: Worktree, blobs: dict[str, str]) -> dict[str, str]:
     if not blobs:
         return {}
     ids = list(dict.fromkeys(blobs.values()))
-    proc = _run(worktree, ["cat-file", "--batch"], stdin="".join(f"{i}\n" for i in ids).encode())
+    proc = _run(worktree, ["cat-file", "--batch"], stdin=_ids_fed(ids))
     if proc.returncode != 0:
         raise GitError(f"git cat-file --batch: {proc.stderr.decode(errors='replace').strip()}")
     texts: dict[str, str] = {}
