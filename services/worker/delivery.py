@@ -17,10 +17,10 @@ from services.worker.git_ops import (
     GitError,
     drop_private_checkout,
     exec_root,
+    forget_registration,
     git,
     remove_worktree_dir,
     repo_lock,
-    unlock_registration,
 )
 from services.worker.runtime import Runtime
 from shared.db.engine import unit_of_work
@@ -134,8 +134,7 @@ def _remove(rt: Runtime, item: Cleanup) -> bool:
     drop_private_checkout(repo, rt.settings.workspace_dir, private / item.run_id)
     with repo_lock(rt.settings.workspace_dir, repo):
         if item.worktree_path is not None:  # kodo registered it locked (git_ops)
-            unlock_registration(repo, Path(item.worktree_path))
-        git(repo, "worktree", "prune")  # git forgets the worktrees whose folders are gone
+            forget_registration(repo, Path(item.worktree_path))
         drop = RunStatus(item.status) in DISPOSABLE and not rt.settings.keep_branches
         if drop and item.branch is not None:
             present = git(repo, "branch", "--list", item.branch).strip()

@@ -35,6 +35,7 @@ from tests.integration.worker.conftest import (
     approve,
     diagnostic,
     new_run,
+    prompts_at_server,
     step_in_background,
     uow,
 )
@@ -102,13 +103,14 @@ def test_without_a_working_sandbox_the_command_never_runs_and_the_rule_is_named(
 def test_without_bubblewrap_no_agent_edit_is_taken_and_the_rule_is_named(
     make_rt: RuntimeFactory, repo: Path, tmp_path: Path
 ) -> None:
-    """kodo's own git on a worktree's files is pinned by bubblewrap (git_ops): a worker
-    without it refuses before the build agent's edits are staged or undone."""
+    """kodo's own git on a worktree's files is pinned by bubblewrap (git_ops), from the
+    worktree's first checkout on: a worker without it refuses before any agent turn,
+    long before an agent's edits would be staged or undone."""
     rt = make_rt(sandbox_bwrap=str(tmp_path / "no-such-bwrap"))
     run_id = new_run(rt, repo)
-    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
-    approve(rt, run_id)
-    assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "failed"
+    prompts = prompts_at_server(rt)
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "failed"
+    assert prompts_at_server(rt) == prompts
     report = diagnostic(rt, run_id)
     assert report["rule"] == "sandbox_required"
     assert "cannot pin the worktree's folder" in report["error"]

@@ -18,8 +18,10 @@ import pytest
 
 from devstack.sample_repo import create_sample_repo
 from services.worker.git_ops import (
+    GitError,
     IndexLocked,
     ensure_worktree,
+    forget_registration,
     escaping_links,
     open_worktree,
     stage_edits,
@@ -136,3 +138,107 @@ def test_a_build_on_a_locked_index_fails_naming_the_rule(rt: Runtime, repo: Path
 
     assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "failed"
     assert diagnostic(rt, run_id)["rule"] == "worktree_index_lock"
+
+
+def test_kodo_registers_a_worktree_exactly_as_git_would(tmp_path: Path) -> None:
+    """kodo lays out the registration itself (``git worktree add`` reads every other
+    registration, twice): git sees a locked worktree on the run's branch, clean, whose
+    branch it refuses to delete, and which a prune keeps while its folder is away."""
+    repo = create_sample_repo(tmp_path / "repo")
+    head = _git(repo, "rev-parse", "HEAD").strip()
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", head)
+
+    listed = _git(repo, "worktree", "list", "--porcelain").split("\n\n")
+    mine = next(block for block in listed if f"worktree {tree.path.resolve()}" in block)
+    assert f"HEAD {head}" in mine
+    assert "branch refs/heads/kodo/run-1" in mine
+    assert "locked kodo run run-1" in mine
+    assert _git(tree.path, "status", "--porcelain", "--ignored") == ""
+    assert sorted(_git(tree.path, "ls-files").split()) == sorted(_git(repo, "ls-files").split())
+    refused = subprocess.run(
+        ["git", "-C", str(repo), "branch", "-D", "kodo/run-1"], capture_output=True
+    )
+    assert refused.returncode != 0 and b"checked out" in refused.stderr
+    _git(tree.path, "commit", "--allow-empty", "-qm", "a run's commit")
+    assert _git(repo, "rev-parse", "kodo/run-1").strip() != head
+
+
+def test_a_registration_cut_short_is_made_again(tmp_path: Path) -> None:
+    """A delivery killed while registering leaves a record without its ``gitdir`` and a
+    folder without its pointer: the next one clears both and registers afresh, on the
+    branch the first one made."""
+    repo = create_sample_repo(tmp_path / "repo")
+    ws = tmp_path / "ws"
+    tree = ensure_worktree(repo, ws, "run-1", "HEAD")
+    (tree.gitdir / "gitdir").unlink()
+    (tree.gitdir / "index").unlink()
+    (tree.path / ".git").unlink()
+    (tree.path / "half-written.txt").write_text("x\n")
+    _git(repo, "branch", "-f", "kodo/run-1", "HEAD")
+
+    again = ensure_worktree(repo, ws, "run-1", "HEAD")
+
+    assert again.gitdir == tree.gitdir
+    assert (again.gitdir / "index").is_file()
+    assert not (again.path / "half-written.txt").exists()
+    assert _git(again.path, "status", "--porcelain", "--ignored") == ""
+
+
+def test_a_record_of_another_worktree_by_the_runs_name_is_refused(tmp_path: Path) -> None:
+    repo = create_sample_repo(tmp_path / "repo")
+    _git(repo, "worktree", "add", "-q", str(tmp_path / "elsewhere" / "run-1"))
+
+    with pytest.raises(GitError, match="record of another worktree"):
+        ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+
+    assert _git(tmp_path / "elsewhere" / "run-1", "status", "--porcelain") == ""
+
+
+def test_a_link_put_where_the_worktree_goes_is_removed_not_followed(tmp_path: Path) -> None:
+    """Another run's agent can write the workspaces folder: a symlink at the new run's
+    folder must not carry the checkout, or its pointer, anywhere else."""
+    repo = create_sample_repo(tmp_path / "repo")
+    ws = tmp_path / "ws"
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    ws.mkdir()
+    (ws / "run-1").symlink_to(victim)
+
+    tree = ensure_worktree(repo, ws, "run-1", "HEAD")
+
+    assert not tree.path.is_symlink()
+    assert list(victim.iterdir()) == []
+    assert (tree.path / "calc.py").is_file()
+
+
+def test_kodo_forgets_its_own_record_without_a_prune(tmp_path: Path) -> None:
+    """kodo's record is removed by name (a prune reads every record); another worktree's
+    lock is left alone."""
+    repo = create_sample_repo(tmp_path / "repo")
+    ws = tmp_path / "ws"
+    tree = ensure_worktree(repo, ws, "run-1", "HEAD")
+    other = ensure_worktree(repo, ws, "run-2", "HEAD")
+    subprocess.run(["rm", "-rf", str(tree.path), str(other.path)], check=True)
+
+    forget_registration(repo, tree.path)
+
+    assert not tree.gitdir.exists()
+    assert (other.gitdir / "locked").is_file()
+
+
+def test_a_record_git_itself_made_is_unlocked_and_pruned(tmp_path: Path) -> None:
+    """An older kodo had ``git worktree add`` register the run (git may have named the
+    record otherwise): it is found by what it names, unlocked and pruned."""
+    repo = create_sample_repo(tmp_path / "repo")
+    (tmp_path / "ws").mkdir()
+    _git(repo, "worktree", "add", "-q", str(tmp_path / "other" / "run-1"))
+    path = tmp_path / "ws" / "run-1"
+    _git(repo, "worktree", "add", "-q", "--lock", "-b", "kodo/run-1", str(path))
+    record = repo / ".git" / "worktrees" / "run-11"
+    assert (record / "locked").is_file()
+    subprocess.run(["rm", "-rf", str(path)], check=True)
+
+    forget_registration(repo, path)
+
+    assert not record.exists()
+    assert (repo / ".git" / "worktrees" / "run-1").is_dir()
