@@ -450,9 +450,20 @@ def _register(repo: Path, workspace_dir: Path, path: Path, branch: str, base: st
     (admin / "commondir").write_text("../..\n", encoding="utf-8")
     (admin / "HEAD").write_text(f"ref: refs/heads/{branch}\n", encoding="utf-8")
     (admin / "gitdir").write_text(f"{dotgit}\n", encoding="utf-8")
-    os.mkdir(path)  # not there (cleared above): a name the daemon put there meanwhile fails
+    try:
+        _write_pointer(path, admin)
+    except OSError as exc:  # another run's agent put a name there meanwhile
+        raise WorktreeTampered(
+            f"{RULE}: {path} was taken while kodo registered it ({exc.strerror})"
+        ) from exc
+
+
+def _write_pointer(path: Path, admin: Path) -> None:
+    """Make the folder (not there: cleared before) and its ``.git`` pointer, written in
+    the folder just made, never through a link put in its place."""
+    os.mkdir(path)
     folder = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:  # written in the folder just made, never through a link put in its place
+    try:
         pointer = os.open(
             ".git", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=folder
         )

@@ -17,12 +17,14 @@ from pathlib import Path
 import pytest
 
 from devstack.sample_repo import create_sample_repo
+from services.worker import git_ops
 from services.worker.git_ops import (
     GitError,
     IndexLocked,
+    WorktreeTampered,
     ensure_worktree,
-    forget_registration,
     escaping_links,
+    forget_registration,
     open_worktree,
     stage_edits,
     tree_git,
@@ -158,7 +160,8 @@ def test_kodo_registers_a_worktree_exactly_as_git_would(tmp_path: Path) -> None:
     refused = subprocess.run(
         ["git", "-C", str(repo), "branch", "-D", "kodo/run-1"], capture_output=True
     )
-    assert refused.returncode != 0 and b"checked out" in refused.stderr
+    assert refused.returncode != 0
+    assert b"checked out" in refused.stderr
     _git(tree.path, "commit", "--allow-empty", "-qm", "a run's commit")
     assert _git(repo, "rev-parse", "kodo/run-1").strip() != head
 
@@ -242,3 +245,24 @@ def test_a_record_git_itself_made_is_unlocked_and_pruned(tmp_path: Path) -> None
 
     assert not record.exists()
     assert (repo / ".git" / "worktrees" / "run-1").is_dir()
+
+
+def test_a_name_put_at_the_folder_while_registering_fails_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race a hostile agent would run: a folder or link made at the run's name right
+    after kodo cleared it. kodo neither writes through it nor crashes: the rule is named."""
+    repo = create_sample_repo(tmp_path / "repo")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    cleared = git_ops._clear_unfinished
+
+    def then_planted(workspace_dir: Path, path: Path, admin: Path, dotgit: Path) -> None:
+        cleared(workspace_dir, path, admin, dotgit)
+        path.symlink_to(victim)
+
+    monkeypatch.setattr(git_ops, "_clear_unfinished", then_planted)
+
+    with pytest.raises(WorktreeTampered, match="taken while kodo registered it"):
+        ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    assert list(victim.iterdir()) == []
