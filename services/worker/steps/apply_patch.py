@@ -38,6 +38,7 @@ from services.worker.git_ops import (
     GitError,
     Worktree,
     changes_since,
+    commit_diffstat,
     commit_index,
     committed_changes,
     committed_patch,
@@ -284,6 +285,8 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
                     "attempts": loop.records,
                 },
             )
+        with git_time.measure():  # DecideST shows it the agent: read here, once
+            diffstat = commit_diffstat(worktree, taken.commit)
         patch_sha = sha256_hex(taken.patch)
         loop.records[-1].update(status="applied", patch_sha256=patch_sha)
         report = taken.report
@@ -292,6 +295,7 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
             output={
                 "commit": taken.commit,
                 "patch_sha256": patch_sha,
+                "diffstat": diffstat,
                 "summary": result.answer["summary"],
                 "changes": [c.to_json() for c in taken.changes],
                 "new_executables": list(report.executables),

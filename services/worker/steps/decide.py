@@ -12,6 +12,8 @@ is not given another try, as with a patch that reaches beyond the plan.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from services.worker.git_ops import commit_diffstat
 from services.worker.steps.attempts import AttemptLoop
 from services.worker.steps.base import (
@@ -52,8 +54,7 @@ def decide_step(ctx: StepContext) -> StepOutcome:
             {"rule": "judged_commit_required", "plan_sha256": ctx.plan_sha256},
         )
     watch = Stopwatch(ctx)
-    with watch.measure():
-        diffstat = commit_diffstat(opened_worktree(ctx, ctx.worktree_path), commit)
+    diffstat = _applied_diffstat(ctx, ctx.worktree_path, commit, watch)
     plan_text = plan_block(ctx.plan)
     policy = run_policy(ctx)
     try:
@@ -122,6 +123,17 @@ def decide_step(ctx: StepContext) -> StepOutcome:
             artifacts=[ArtifactOut.json(ArtifactKind.DECISION, "decision.json", decision)],
         )
     return loop.failure("valid decision", allowlist=list(allowlist))
+
+
+def _applied_diffstat(ctx: StepContext, worktree: Path, commit: str, watch: Stopwatch) -> str:
+    """``git diff --stat`` of the judged commit, as ApplyPatchST recorded it beside the
+    commit (no git here, on either delivery); read from the worktree's git dir for a run
+    whose ApplyPatchST an older kodo ran."""
+    recorded = ctx.outputs.get(StepId.APPLY_PATCH.value, {}).get("diffstat")
+    if isinstance(recorded, str):
+        return recorded
+    with watch.measure():
+        return commit_diffstat(opened_worktree(ctx, worktree), commit)
 
 
 def _exchanges(ctx: StepContext) -> tuple[tuple[str, str], ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from pathlib import Path
 
@@ -304,10 +305,33 @@ def test_each_step_records_how_long_its_git_or_verification_work_took(
     timing = {r.step_id: (r.git, r.command, r.duration_ms) for r in rows}
 
     assert set(timing) == {"CompileST", "ApplyPatchST", "DecideST", "ExecuteST"}
-    for step in ("CompileST", "ApplyPatchST", "DecideST"):
+    for step in ("CompileST", "ApplyPatchST"):
         git_ms, _, duration = timing[step]
         assert git_ms is not None, step
         assert 0 < git_ms <= duration, (step, timing[step])
+    assert timing["DecideST"][0] == 0, "the diffstat ApplyPatchST recorded: no git"
     _, command_ms, duration = timing["ExecuteST"]
     assert command_ms is not None
     assert 0 < command_ms <= duration
+
+
+def test_apply_records_the_commits_diffstat_that_decide_shows_the_agent(
+    rt: Runtime, repo: Path
+) -> None:
+    """git's own ``diff --stat`` of the judged commit, read once beside the commit: both of
+    DecideST's deliveries (send, then collect) build their prompt from it."""
+    run_id = new_run(rt, repo)
+    run_step(rt, StepId.COMPILE, run_id, compile_step)
+    approve(rt, run_id)
+    run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step)
+    with rt.sessions() as s:
+        commit, diffstat = s.execute(
+            text(
+                "SELECT output->>'commit', output->>'diffstat' FROM app.step_runs"
+                " WHERE run_id = :r AND step_id = 'ApplyPatchST'"
+            ),
+            {"r": run_id},
+        ).one()
+    stat = ["git", "-C", str(repo), "diff", "--stat", f"{commit}~1", commit]
+    assert diffstat == subprocess.run(stat, capture_output=True, check=True).stdout.decode()
+    assert "calc.py" in diffstat

@@ -142,6 +142,24 @@ def test_decide_records_an_allowlisted_command(repo: Path) -> None:
     assert "calc.py" in world.agent.sent[0].text  # the applied diffstat is in the prompt
 
 
+def test_decide_shows_the_diffstat_apply_recorded_and_reads_no_git(
+    repo: Path, tmp_path: Path
+) -> None:
+    """Both of DecideST's deliveries build the same prompt from what ApplyPatchST recorded
+    beside the commit: no git runs, so a worktree gone meanwhile changes nothing."""
+    _, outputs = _applied(repo)
+    outputs[StepId.APPLY_PATCH.value]["diffstat"] = " recorded.py | 3 +++\n"
+    decision = {"next_action": "verify", "argv": ["pytest", "-q"], "reason": "tests"}
+    world = StepWorld(FakeAgent(ScriptedTurn(answer=decision)))
+    gone = tmp_path / "no-such-worktree"
+    outcome = decide_step(
+        world.context(StepId.DECIDE, repo, worktree_path=gone, outputs=outputs, **APPROVED)
+    )
+    assert outcome.ok, outcome.error
+    assert "recorded.py | 3 +++" in world.agent.sent[0].text
+    assert outcome.output["git_ms"] == 0
+
+
 def test_decide_fails_closed_on_a_command_off_the_allowlist_without_another_try(
     repo: Path,
 ) -> None:
