@@ -360,7 +360,7 @@ def private_checkout(repo: Path, workspace_dir: Path, run_id: str, commit: str) 
         if made.returncode != 0:
             said = made.stderr.decode(errors="replace").strip()
             raise GitError(f"git checkout {commit} into {path}: {said}")
-        off = unfaithful_checkout(checkout)
+        off = unfaithful_checkout(checkout, commit)
         if off:
             raise UnfaithfulCheckout(off)
         yield path
@@ -900,31 +900,33 @@ def _blob_on_disk(root: int, path: str, expected: str, size: int) -> str | None:
     return digest.hexdigest() if read == size else None
 
 
-def unfaithful_checkout(checkout: PrivateCheckout) -> list[str]:
-    """The files of a fresh checkout whose bytes are not their blob, CRLF-to-LF aside.
+def unfaithful_checkout(checkout: PrivateCheckout, commit: str) -> list[str]:
+    """The files of a fresh checkout of ``commit`` whose bytes are not their blob, CRLF-to-LF
+    aside.
 
     A checkout runs the commit's ``.gitattributes`` too: with ``working-tree-encoding=
     UTF-7`` a ``#`` the agent wrote (which UTF-7 reads back as itself, so ApplyPatchST's
     check of the changed files passed) is written out as ``+ACM``, and the command ran
     ``return a - b +ACM(b)`` where the commit says ``return a - b #(b)`` (a red-team
-    pass). So every regular file of the checkout is hashed as it is on disk, as
-    :func:`unfaithful_paths` does for a change.
+    pass). So every regular file the commit holds is hashed as it is on disk, as
+    :func:`unfaithful_paths` does for a change; the commit's own listing (``ls-tree -l``)
+    names each blob and its size, in one git.
     """
-    listed = _private_git(checkout, ["ls-files", "-s", "-z"])
+    listed = _private_git(checkout, ["ls-tree", "-r", "-l", "-z", "--full-tree", commit])
     if listed.returncode != 0:
-        raise GitError(f"git ls-files: {listed.stderr.decode(errors='replace').strip()}")
+        raise GitError(f"git ls-tree: {listed.stderr.decode(errors='replace').strip()}")
     files: list[tuple[str, str]] = []
+    sizes: dict[str, int] = {}
     for entry in listed.stdout.split(b"\0"):
         meta, _, raw = entry.partition(b"\t")
-        fields = meta.split()
-        if len(fields) == 3 and fields[0].decode() in REGULAR_MODES:
-            files.append((os.fsdecode(raw), fields[1].decode()))
+        fields = meta.split()  # mode, type, object id, size
+        if len(fields) == 4 and fields[0].decode() in REGULAR_MODES:
+            blob = fields[2].decode()
+            files.append((os.fsdecode(raw), blob))
+            sizes[blob] = int(fields[3])
     if not files:
         return []
     off: list[str] = []
-    sizes = _blob_sizes(
-        _private_git(checkout, list(BLOB_SIZES), stdin=_ids_fed([b for _, b in files]))
-    )
     root = os.open(checkout.path, FOLDER)
     try:
         for path, blob in files:

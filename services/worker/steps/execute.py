@@ -29,7 +29,6 @@ from services.worker.git_ops import (
     UnfaithfulCheckout,
     Worktree,
     exec_root,
-    git,
     pinned,
     private_checkout,
     reset_worktree,
@@ -129,22 +128,50 @@ WORKTREE_RULE = "worktree_matches_commit"
 
 
 def worktree_problem(ctx: StepContext, worktree: Worktree) -> str | None:
-    """Why ``worktree`` is not exactly the commit ApplyPatchST judged, or None."""
+    """Why ``worktree`` is not exactly the commit ApplyPatchST judged, or None: its HEAD
+    and its files, from one ``git status`` (``--porcelain=v2 --branch`` names HEAD's
+    commit)."""
     commit = judged_commit(ctx)
-    head = git(worktree, "rev-parse", "--verify", "HEAD^{commit}").strip()
-    if commit is None or head != commit:
-        return f"{WORKTREE_RULE}: the worktree is at {head}, the judged commit is {commit}"
+    if commit is None:
+        return f"{WORKTREE_RULE}: no judged commit"
     if not ctx.first_delivery:
         reset_worktree(worktree)  # an earlier delivery's command may have left files
     with pinned(worktree) as folder:
         special = special_files_problem(folder)
     if special is not None:
         return f"{WORKTREE_RULE}: {special[0]}"
-    status = tree_git(worktree, "status", "--porcelain", "--untracked-files=all", "--ignored")
-    if status.strip():
-        changed = ", ".join(line[3:] for line in status.splitlines()[:20])
-        return f"{WORKTREE_RULE}: the worktree differs from the judged commit: {changed}"
+    status = tree_git(
+        worktree, "status", "--porcelain=v2", "--branch", "--untracked-files=all", "--ignored"
+    )
+    head, changed = status_v2(status)
+    if head != commit:
+        return f"{WORKTREE_RULE}: the worktree is at {head}, the judged commit is {commit}"
+    if changed:
+        return (
+            f"{WORKTREE_RULE}: the worktree differs from the judged commit:"
+            f" {', '.join(changed[:20])}"
+        )
     return None
+
+
+_V2_PATH_AT = {"1": 8, "2": 9, "u": 10, "?": 1, "!": 1}
+"""Where an entry of ``git status --porcelain=v2`` names its path: after that many
+space-separated fields (a rename's line ends ``path<TAB>original``)."""
+
+
+def status_v2(status: str) -> tuple[str | None, list[str]]:
+    """HEAD's commit (``# branch.oid``; None before the first commit) and the paths of
+    the entries, as git quotes them."""
+    head: str | None = None
+    paths = []
+    for line in status.splitlines():
+        if line.startswith("# branch.oid "):
+            oid = line.removeprefix("# branch.oid ").strip()
+            head = None if oid == "(initial)" else oid
+        elif line and not line.startswith("#"):
+            fields = line.split(" ", _V2_PATH_AT.get(line[0], 0))
+            paths.append(fields[-1].split("\t")[0])
+    return head, paths
 
 
 def execute_step(ctx: StepContext) -> StepOutcome:
