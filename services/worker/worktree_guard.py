@@ -205,14 +205,7 @@ def verified_gitdir(worktree: Path, repo: Path) -> Path:
     if worktree.is_symlink():
         raise PointerRewritten(f"{RULE}: {worktree} is a symlink, not the folder git made")
     dotgit = worktree / ".git"
-    if dotgit.is_symlink() or not dotgit.is_file():
-        raise PointerRewritten(
-            f"{RULE}: {dotgit} is not the file git wrote (a symlink or a directory)"
-        )
-    try:
-        text = dotgit.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PointerRewritten(f"{RULE}: cannot read {dotgit}: {exc}") from exc
+    text = _pointer_text(dotgit)
     first, _, rest = text.partition("\n")
     if not first.startswith("gitdir: ") or rest.strip():
         raise PointerRewritten(f"{RULE}: {dotgit} is not a single 'gitdir:' line")
@@ -229,6 +222,39 @@ def verified_gitdir(worktree: Path, repo: Path) -> Path:
     if recorded != str(here):
         raise PointerRewritten(f"{RULE}: {named} belongs to another worktree ({recorded})")
     return named
+
+
+POINTER_MAX = 4096
+"""Bytes a ``.git`` pointer may hold: one ``gitdir:`` line naming a path."""
+
+
+def _pointer_text(dotgit: Path) -> str:
+    """The pointer's text, read only if ``dotgit`` is a small regular file: opened without
+    following a link and without waiting (a FIFO swapped in for it would block the read,
+    and the worker's thread, forever), and read no further than POINTER_MAX (a sparse
+    file of a terabyte would be read whole)."""
+    try:
+        fd = os.open(dotgit, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:  # ELOOP: a symlink; ENOENT; EACCES
+        raise PointerRewritten(
+            f"{RULE}: {dotgit} is not the file git wrote ({exc.strerror})"
+        ) from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PointerRewritten(
+                f"{RULE}: {dotgit} is not the file git wrote (a directory, FIFO or device)"
+            )
+        data = os.read(fd, POINTER_MAX + 1)
+    except OSError as exc:
+        raise PointerRewritten(f"{RULE}: cannot read {dotgit}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    if len(data) > POINTER_MAX:
+        raise PointerRewritten(f"{RULE}: {dotgit} is larger than a pointer ({POINTER_MAX} bytes)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PointerRewritten(f"{RULE}: cannot read {dotgit}: {exc}") from exc
 
 
 def worktree_gitdir_problem(worktree: Path, repo: Path) -> str | None:

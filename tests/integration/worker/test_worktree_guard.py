@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,39 @@ def test_a_dotgit_replaced_by_a_directory_or_symlink_is_refused(
     (worktree / ".git").unlink()
     (worktree / ".git").mkdir()
     assert worktree_gitdir_problem(worktree, repo) is not None
+
+
+def test_a_dotgit_replaced_by_a_fifo_is_refused_without_waiting_for_a_writer(
+    checkout: tuple[Path, Path],
+) -> None:
+    """Reading a FIFO waits for a writer: the check (every step makes it) would hang its
+    worker thread for good, and ensure_worktree's under the repository's lock. Run in a
+    thread so a regression fails this test instead of hanging the suite."""
+    repo, worktree = checkout
+    (worktree / ".git").unlink()
+    os.mkfifo(worktree / ".git")
+    answers: list[str | None] = []
+    checking = threading.Thread(
+        target=lambda: answers.append(worktree_gitdir_problem(worktree, repo)), daemon=True
+    )
+    checking.start()
+    checking.join(timeout=10)
+    assert answers, "the check is still waiting on the FIFO"
+    assert answers[0] is not None
+    assert "FIFO" in answers[0]
+
+
+def test_a_huge_sparse_dotgit_is_refused_unread(checkout: tuple[Path, Path]) -> None:
+    """A terabyte of holes costs the agent nothing; read whole, it raised MemoryError (a
+    crash, not the rule) or brought the worker down."""
+    repo, worktree = checkout
+    pointer = (worktree / ".git").read_bytes()
+    with (worktree / ".git").open("r+b") as handle:
+        handle.truncate(1 << 40)
+        handle.write(pointer)
+    problem = worktree_gitdir_problem(worktree, repo)
+    assert problem is not None
+    assert "larger than a pointer" in problem
 
 
 def test_apply_fails_closed_when_the_agent_rewrote_the_worktree_pointer(
