@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import structlog
 
@@ -188,11 +188,44 @@ def git(where: Path | Worktree, *args: str, check: bool = True, stdin: bytes | N
     return proc.stdout.decode(errors="replace")
 
 
+Writes = Literal["tree", "index", "objects", "repository"]
+"""What a pinned git may write besides the worktree's folder: nothing (``tree``: ``git
+clean``), the run's git dir (``index``: its index; ``read-tree``, ``status``), the
+repository's objects too (``objects``: ``git add``), or the whole repository git dir
+(``repository``: ``git commit`` moves the run's branch)."""
+
+
+def writable_binds(tree: Worktree, writes: Writes) -> list[str]:
+    """bubblewrap's arguments that bind what ``writes`` names writable over a read-only
+    host. git empties a folder by name, one entry after another: another run's agent
+    that swaps a folder of the worktree for a link mid-way sent kodo's ``git clean`` (as
+    root, with the host bound writable) through it, deleting files anywhere, another
+    run's registration in the repository among them (a red-team pass). Outside the
+    folder, only what the command must write is writable now; the host's ``/dev`` is
+    replaced by a minimal one."""
+    common = tree.gitdir.parent.parent  # <repo>/.git/worktrees/<id> -> <repo>/.git
+    writable = {
+        "tree": [],
+        "index": [tree.gitdir],
+        "objects": [common / "objects", tree.gitdir],
+        "repository": [common],
+    }[writes]
+    binds = ["--ro-bind", "/", "/", "--dev", "/dev"]
+    for path in writable:
+        binds += ["--bind", str(path), str(path)]
+    return binds
+
+
 def _tree_run(
-    tree: Worktree, args: list[str] | tuple[str, ...], *, stdin: bytes | None = None
+    tree: Worktree,
+    args: list[str] | tuple[str, ...],
+    *,
+    stdin: bytes | None = None,
+    writes: Writes = "index",
 ) -> subprocess.CompletedProcess[bytes]:
     """Hardened git on the worktree's files: the verified folder, by descriptor, bound at
-    :func:`pin_point` in a mount namespace of its own, whatever its name leads to now."""
+    :func:`pin_point` in a mount namespace of its own, whatever its name leads to now;
+    the host read-only but for what ``writes`` names."""
     with pinned(tree) as fd:
         if tree.bwrap is None:  # KODO_SANDBOX=off: the operator's choice, said in the README
             return run_git(
@@ -213,7 +246,7 @@ def _tree_run(
         }
         argv = [
             tree.bwrap,
-            "--dev-bind", "/", "/",
+            *writable_binds(tree, writes),
             "--bind-fd", str(fd), point,
             "--chdir", point,
             "--die-with-parent",
@@ -251,9 +284,16 @@ def _pin_unavailable(bwrap: str, why: str) -> PinUnavailable:
     )
 
 
-def tree_git(tree: Worktree, *args: str, check: bool = True, stdin: bytes | None = None) -> str:
-    """:func:`git` for a command that reads or writes the worktree's files."""
-    proc = _tree_run(tree, args, stdin=stdin)
+def tree_git(
+    tree: Worktree,
+    *args: str,
+    check: bool = True,
+    stdin: bytes | None = None,
+    writes: Writes = "index",
+) -> str:
+    """:func:`git` for a command that reads or writes the worktree's files (``writes``:
+    what else it may write, :data:`Writes`)."""
+    proc = _tree_run(tree, args, stdin=stdin, writes=writes)
     if check and proc.returncode != 0:
         raise _failed(args, proc)
     return proc.stdout.decode(errors="replace")
@@ -423,8 +463,7 @@ def ensure_worktree(
     with repo_lock(workspace_dir, repo):
         _register(repo, workspace_dir, path, branch, base)
         tree = open_worktree(path, repo, bwrap=bwrap)
-        # git writes the git dir's index last: until then the checkout is unfinished
-        tree_git(tree, "reset", "-q", "--hard", "--no-recurse-submodules", "HEAD", "--")
+        checkout_head(tree)  # until its index is written, the checkout is unfinished
     return tree
 
 
@@ -598,8 +637,16 @@ def reset_worktree(worktree: Worktree) -> None:
     """
     with pinned(worktree) as folder:
         remove_special_files(folder)  # a FIFO or socket: git would neither see nor clean it
-    tree_git(worktree, "reset", "-q", "--hard", "--no-recurse-submodules", "HEAD", "--")
-    tree_git(worktree, "clean", "-ffdqx")  # -ff: nested repositories too
+    checkout_head(worktree)
+    tree_git(worktree, "clean", "-ffdqx", writes="tree")  # -ff: nested repositories too
+
+
+def checkout_head(worktree: Worktree) -> None:
+    """The worktree's index and tracked files made HEAD's again, as ``git reset --hard``
+    would, without moving a ref: ``read-tree`` writes only the run's git dir and folder
+    (``reset`` writes the branch's ref and reflog, in the repository's shared git dir).
+    The index is written last."""
+    tree_git(worktree, "read-tree", "-u", "--reset", "--no-recurse-submodules", "HEAD")
 
 
 def stage_edits(worktree: Worktree) -> list[IndexChange]:
@@ -608,7 +655,7 @@ def stage_edits(worktree: Worktree) -> list[IndexChange]:
     ``--force`` stages ignored files too: a file the agent wrote is judged against the
     plan whether or not a ``.gitignore`` would hide it (a fresh worktree holds none).
     """
-    tree_git(worktree, "add", "--all", "--force", "--", ".")
+    tree_git(worktree, "add", "--all", "--force", "--", ".", writes="objects")
     return staged_changes(worktree)
 
 
@@ -671,7 +718,7 @@ def commit_diffstat(worktree: Worktree, commit: str) -> str:
 
 def commit_index(worktree: Worktree, message: str) -> str:
     """Commit what the index holds; return the new commit id."""
-    tree_git(worktree, "commit", "-q", "-m", message)
+    tree_git(worktree, "commit", "-q", "-m", message, writes="repository")
     return git(worktree, "rev-parse", "--verify", "HEAD^{commit}").strip()
 
 

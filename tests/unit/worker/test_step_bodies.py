@@ -125,7 +125,7 @@ def _applied(repo: Path) -> tuple[Path, dict[str, Any]]:
     a later step reads of it."""
     tree = ensure_worktree(repo, repo.parent / "ws", "run-1", "HEAD")
     (tree.path / "calc.py").write_text(CALC + "\n# applied\n")
-    tree_git(tree, "commit", "-q", "-am", "applied")
+    tree_git(tree, "commit", "-q", "-am", "applied", writes="repository")
     commit = git(tree, "rev-parse", "HEAD").strip()
     return tree.path, {StepId.APPLY_PATCH.value: {"commit": commit}}
 
