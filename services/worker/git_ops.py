@@ -9,6 +9,7 @@ runs as argv (no shell) with a timeout.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -461,10 +462,51 @@ def ensure_worktree(
             return tree
     workspace_dir.mkdir(parents=True, exist_ok=True)
     with repo_lock(workspace_dir, repo):
-        _register(repo, workspace_dir, path, branch, base)
-        tree = open_worktree(path, repo, bwrap=bwrap)
-        checkout_head(tree)  # until its index is written, the checkout is unfinished
-    return tree
+        admin = _register(repo, workspace_dir, path, branch, base)
+        _check_out_into_place(repo, workspace_dir, path, admin, bwrap)
+    return open_worktree(path, repo, bwrap=bwrap)
+
+
+def stage_root(workspace_dir: Path) -> Path:
+    """``<workspaces>.stage``: where a run's worktree is checked out before it is moved into
+    the workspaces folder; a sibling of it (as ``.exec`` is), out of the daemon's reach."""
+    resolved = workspace_dir.resolve()
+    return resolved.with_name(f"{resolved.name}.stage")
+
+
+def _check_out_into_place(
+    repo: Path, workspace_dir: Path, path: Path, admin: Path, bwrap: str | None
+) -> None:
+    """Make the run's folder, its ``.git`` pointer and its files where the daemon cannot
+    reach them, then move the finished folder to ``path`` in one rename.
+
+    Checked out in the daemon's folder, the files were another run's agent's to race: a
+    FIFO it made at ``.gitattributes`` right after the folder appeared (git reads that
+    file in the worktree when the commit has none) held kodo's checkout, and the
+    repository's lock, until GIT_TIMEOUT_S, 11 times of 11 (a red-team pass). When the
+    stage is on another filesystem (the workspaces folder a volume of its own) the
+    folder is made in place, as before."""
+    staged = stage_root(workspace_dir) / path.name
+    staged.parent.mkdir(exist_ok=True)
+    _write_pointer(staged, admin)
+    checkout_head(Worktree(staged, admin, folder_identity(staged), bwrap))
+    try:
+        os.rename(staged, path)
+        return
+    except OSError as exc:
+        moved = exc
+    remove_worktree_dir(staged, staged.parent)
+    if moved.errno != errno.EXDEV:  # a name another run's agent put there meanwhile
+        raise WorktreeTampered(
+            f"{RULE}: {path} was taken while kodo registered it ({moved.strerror})"
+        ) from moved
+    try:
+        _write_pointer(path, admin)
+    except OSError as exc:
+        raise WorktreeTampered(
+            f"{RULE}: {path} was taken while kodo registered it ({exc.strerror})"
+        ) from exc
+    checkout_head(open_worktree(path, repo, bwrap=bwrap))
 
 
 def _registration(repo: Path, path: Path) -> tuple[Path, Path]:
@@ -474,11 +516,12 @@ def _registration(repo: Path, path: Path) -> tuple[Path, Path]:
     return admin, path.parent.resolve() / path.name / ".git"
 
 
-def _register(repo: Path, workspace_dir: Path, path: Path, branch: str, base: str) -> None:
-    """Lay out a linked worktree as ``git worktree add --lock`` does (gitrepository-layout:
-    ``worktrees/<id>/{locked,commondir,HEAD,gitdir}`` and the folder's ``.git`` pointer),
-    its HEAD on ``branch``, made at ``base`` unless an earlier delivery made it; nothing
-    is checked out yet. Called under the repository's lock."""
+def _register(repo: Path, workspace_dir: Path, path: Path, branch: str, base: str) -> Path:
+    """Record a linked worktree at ``path`` as ``git worktree add --lock`` does
+    (gitrepository-layout: ``worktrees/<id>/{locked,commondir,HEAD,gitdir}``), its HEAD
+    on ``branch``, made at ``base`` unless an earlier delivery made it; return the
+    record's folder. The worktree's own folder is made after. Called under the
+    repository's lock."""
     admin, dotgit = _registration(repo, path)
     _clear_unfinished(workspace_dir, path, admin, dotgit)
     _make_branch(repo, branch, base)
@@ -489,17 +532,12 @@ def _register(repo: Path, workspace_dir: Path, path: Path, branch: str, base: st
     (admin / "commondir").write_text("../..\n", encoding="utf-8")
     (admin / "HEAD").write_text(f"ref: refs/heads/{branch}\n", encoding="utf-8")
     (admin / "gitdir").write_text(f"{dotgit}\n", encoding="utf-8")
-    try:
-        _write_pointer(path, admin)
-    except OSError as exc:  # another run's agent put a name there meanwhile
-        raise WorktreeTampered(
-            f"{RULE}: {path} was taken while kodo registered it ({exc.strerror})"
-        ) from exc
+    return admin
 
 
 def _write_pointer(path: Path, admin: Path) -> None:
-    """Make the folder (not there: cleared before) and its ``.git`` pointer, written in
-    the folder just made, never through a link put in its place."""
+    """Make the worktree's folder (not there: cleared before) and its ``.git`` pointer,
+    written in the folder just made, never through a link put in its place."""
     os.mkdir(path)
     folder = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
@@ -518,6 +556,9 @@ def _clear_unfinished(workspace_dir: Path, path: Path, admin: Path, dotgit: Path
     """Remove what an earlier registration of this run left unfinished (a delivery killed
     in it): the folder, which has no ``.git`` pointer (or it would have been reused), and
     git's record of it. A record by that name for another folder is refused."""
+    staged = stage_root(workspace_dir) / path.name
+    if staged.exists() or staged.is_symlink():
+        remove_worktree_dir(staged, staged.parent)
     if path.exists() or path.is_symlink():
         remove_worktree_dir(path, workspace_dir)
     if not admin.exists():
@@ -525,8 +566,8 @@ def _clear_unfinished(workspace_dir: Path, path: Path, admin: Path, dotgit: Path
     try:
         recorded = (admin / "gitdir").read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        recorded = str(dotgit)  # made up to its gitdir, never further: ours
-    if recorded != str(dotgit):
+        recorded = ""  # made up to its gitdir, never further: ours
+    if not str(dotgit).startswith(recorded):  # a gitdir cut short is a prefix of ours
         raise GitError(f"{admin} is git's record of another worktree ({recorded[:300]})")
     shutil.rmtree(admin)
 
@@ -548,15 +589,18 @@ def _make_branch(repo: Path, branch: str, base: str) -> None:
 
 
 def forget_registration(repo: Path, worktree: Path) -> None:
-    """Drop git's record of ``worktree`` once its folder is gone: kodo's own record (named
-    after the folder, naming it back) is removed; one an older kodo had ``git worktree
-    add`` make is unlocked and pruned (a prune reads every record)."""
+    """Drop git's record of ``worktree``, which kodo is done with (its folder removed): kodo's
+    own record (named after the folder, naming it back) is removed, even if another run's
+    agent made a folder there again; one an older kodo had ``git worktree add`` make is
+    unlocked and pruned (a prune reads every record)."""
     admin, dotgit = _registration(repo, worktree)
     try:
         recorded = (admin / "gitdir").read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
         recorded = None
-    if recorded == str(dotgit) and not (worktree.exists() or worktree.is_symlink()):
+    if recorded == str(dotgit):  # kodo is done with the folder, whatever is there now
+        # unlocked first: cut short after, the rest is a record git's own prune drops
+        (admin / "locked").unlink(missing_ok=True)
         shutil.rmtree(admin)
         return
     unlock_registration(repo, worktree)
@@ -1112,11 +1156,13 @@ def remove_worktree_dir(path: Path, workspaces: Path) -> None:
     # recurses, and raised RecursionError for every cleanup pass) or paths past PATH_MAX;
     # rm -rf walks with openat and never follows a symlink.
     done = _rm_tree(path)
-    if done.returncode != 0:
+    if done.returncode != 0 and os.geteuid() != 0:
         # A command (a non-root worker binds the tree writable) can leave a folder of
         # mode 000 that rm, as the same uid, cannot enter: give every folder back its
-        # owner's rights (chmod -R ignores the links it meets; ``path`` is no link, see
-        # above) and try once more.
+        # owner's rights (chmod -R ignores the links it meets below ``path``) and try
+        # once more. Not as root, whom no mode stops: chmod follows ``path`` itself if
+        # another run's agent swapped it for a link meanwhile, and root's chmod -R
+        # would then open up any folder on the host (a red-team pass).
         run_apart(
             [_CHMOD, "-R", "u+rwx", "--", str(path)],
             capture_output=True,

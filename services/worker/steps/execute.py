@@ -32,6 +32,7 @@ from services.worker.git_ops import (
     pinned,
     private_checkout,
     reset_worktree,
+    stage_root,
     tree_git,
 )
 from services.worker.sandbox import (
@@ -101,7 +102,14 @@ def announce_sandbox(settings: Settings, environ: dict[str, str]) -> None:
 def protected_paths(ctx: StepContext) -> list[str]:
     """Host paths no bind may expose (besides sandbox.layout.ALWAYS_PROTECTED)."""
     workspaces = ctx.rt.settings.workspace_dir
-    paths = [workspaces, exec_root(workspaces), ctx.repo_path, Path.home(), Path.cwd()]
+    paths = [
+        workspaces,
+        exec_root(workspaces),
+        stage_root(workspaces),
+        ctx.repo_path,
+        Path.home(),
+        Path.cwd(),
+    ]
     return [str(p.resolve()) for p in paths]
 
 

@@ -266,3 +266,64 @@ def test_a_name_put_at_the_folder_while_registering_fails_closed(
     with pytest.raises(WorktreeTampered, match="taken while kodo registered it"):
         ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
     assert list(victim.iterdir()) == []
+
+
+def test_the_files_are_checked_out_out_of_the_daemons_reach_then_moved_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon may write the workspaces folder: a worktree checked out there could be
+    raced (a FIFO at ``.gitattributes`` held the checkout, and the repository's lock,
+    for GIT_TIMEOUT_S). It is checked out in ``<workspaces>.stage`` and appears whole."""
+    repo = create_sample_repo(tmp_path / "repo")
+    ws = tmp_path / "ws"
+    seen: list[tuple[Path, bool]] = []
+    checkout = git_ops.checkout_head
+
+    def watched(tree: git_ops.Worktree) -> None:
+        seen.append((tree.path, (ws / "run-1").exists()))
+        checkout(tree)
+
+    monkeypatch.setattr(git_ops, "checkout_head", watched)
+
+    tree = ensure_worktree(repo, ws, "run-1", "HEAD")
+
+    assert seen == [(git_ops.stage_root(ws) / "run-1", False)]
+    assert tree.path == ws / "run-1"
+    assert list(git_ops.stage_root(ws).iterdir()) == []
+    assert _git(tree.path, "status", "--porcelain", "--ignored") == ""
+
+
+def test_a_record_whose_gitdir_was_cut_short_is_made_again(tmp_path: Path) -> None:
+    """A crash (or a power loss: nothing is fsynced) can leave the record's ``gitdir``
+    empty or half written: it is kodo's own, cleared, not taken for another worktree's."""
+    repo = create_sample_repo(tmp_path / "repo")
+    ws = tmp_path / "ws"
+    tree = ensure_worktree(repo, ws, "run-1", "HEAD")
+    subprocess.run(["rm", "-rf", str(tree.path)], check=True)
+    whole = (tree.gitdir / "gitdir").read_text()
+    for cut in ("", whole[: len(whole) // 2]):
+        (tree.gitdir / "gitdir").write_text(cut)
+
+        again = ensure_worktree(repo, ws, "run-1", "HEAD")
+
+        assert (again.gitdir / "gitdir").read_text() == whole
+        subprocess.run(["rm", "-rf", str(again.path)], check=True)
+
+
+def test_kodo_forgets_its_record_even_if_an_agent_made_the_folder_again(
+    tmp_path: Path,
+) -> None:
+    """Cleanup removes the folder, then the record: a folder another run's agent made
+    again in between (with a ``.git`` of its own) no longer keeps the record, or the
+    run's branch, alive."""
+    repo = create_sample_repo(tmp_path / "repo")
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    pointer = (tree.path / ".git").read_bytes()
+    subprocess.run(["rm", "-rf", str(tree.path)], check=True)
+    tree.path.mkdir()
+    (tree.path / ".git").write_bytes(pointer)
+
+    forget_registration(repo, tree.path)
+
+    assert not tree.gitdir.exists()
+    _git(repo, "branch", "-D", "kodo/run-1")
