@@ -13,8 +13,10 @@ import errno
 import fcntl
 import os
 import re
+import secrets
 import shutil
 import subprocess
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -196,7 +198,7 @@ repository's objects too (``objects``: ``git add``), or the whole repository git
 (``repository``: ``git commit`` moves the run's branch)."""
 
 
-def writable_binds(tree: Worktree, writes: Writes) -> list[str]:
+def writable_binds(tree: Worktree, writes: Writes, scratch: Path | None = None) -> list[str]:
     """bubblewrap's arguments that bind what ``writes`` names writable over a read-only
     host. git empties a folder by name, one entry after another: another run's agent
     that swaps a folder of the worktree for a link mid-way sent kodo's ``git clean`` (as
@@ -205,15 +207,20 @@ def writable_binds(tree: Worktree, writes: Writes) -> list[str]:
     folder, only what the command must write is writable now; the host's ``/dev`` is
     replaced by a minimal one."""
     common = tree.gitdir.parent.parent  # <repo>/.git/worktrees/<id> -> <repo>/.git
+    shared = [common / part for part in ("objects", "refs", "logs")]
     writable = {
         "tree": [],
         "index": [tree.gitdir],
         "objects": [common / "objects", tree.gitdir],
-        "repository": [common],
+        "repository": [common, *shared],  # each part again: it may be a link elsewhere
     }[writes]
+    if scratch is not None:
+        writable = [*writable, scratch]
     binds = ["--ro-bind", "/", "/", "--dev", "/dev"]
     for path in writable:
-        binds += ["--bind", str(path), str(path)]
+        if path.exists():  # bound where it really is: git writes through the links
+            real = str(path.resolve())
+            binds += ["--bind", real, real]
     return binds
 
 
@@ -223,10 +230,13 @@ def _tree_run(
     *,
     stdin: bytes | None = None,
     writes: Writes = "index",
+    index_file: Path | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Hardened git on the worktree's files: the verified folder, by descriptor, bound at
     :func:`pin_point` in a mount namespace of its own, whatever its name leads to now;
-    the host read-only but for what ``writes`` names."""
+    the host read-only but for what ``writes`` names (and ``index_file``'s folder, when
+    git is given an index of kodo's own)."""
+    config = _IDENTITY if index_file is None else {**_IDENTITY, "core.splitIndex": "false"}
     with pinned(tree) as fd:
         if tree.bwrap is None:  # KODO_SANDBOX=off: the operator's choice, said in the README
             return run_git(
@@ -234,20 +244,24 @@ def _tree_run(
                 args,
                 stdin=stdin,
                 timeout_s=GIT_TIMEOUT_S,
-                config=_IDENTITY,
+                config=config,
                 git_dir=tree.gitdir,
+                index_file=index_file,
             )
         point = str(pin_point(tree))
-        overrides = overrides_for(tree.gitdir, _IDENTITY, GIT_TIMEOUT_S)
+        overrides = overrides_for(tree.gitdir, config, GIT_TIMEOUT_S)
         env = {
             **base_env(),
             "GIT_DIR": str(tree.gitdir),
             "GIT_WORK_TREE": point,
             **config_env(overrides),
         }
+        if index_file is not None:
+            env["GIT_INDEX_FILE"] = str(index_file)
+        scratch = None if index_file is None else index_file.parent
         argv = [
             tree.bwrap,
-            *writable_binds(tree, writes),
+            *writable_binds(tree, writes, scratch),
             "--bind-fd", str(fd), point,
             "--chdir", point,
             "--die-with-parent",
@@ -291,10 +305,11 @@ def tree_git(
     check: bool = True,
     stdin: bytes | None = None,
     writes: Writes = "index",
+    index_file: Path | None = None,
 ) -> str:
     """:func:`git` for a command that reads or writes the worktree's files (``writes``:
     what else it may write, :data:`Writes`)."""
-    proc = _tree_run(tree, args, stdin=stdin, writes=writes)
+    proc = _tree_run(tree, args, stdin=stdin, writes=writes, index_file=index_file)
     if check and proc.returncode != 0:
         raise _failed(args, proc)
     return proc.stdout.decode(errors="replace")
@@ -687,10 +702,44 @@ def reset_worktree(worktree: Worktree) -> None:
 
 def checkout_head(worktree: Worktree) -> None:
     """The worktree's index and tracked files made HEAD's again, as ``git reset --hard``
-    would, without moving a ref: ``read-tree`` writes only the run's git dir and folder
-    (``reset`` writes the branch's ref and reflog, in the repository's shared git dir).
-    The index is written last."""
-    tree_git(worktree, "read-tree", "-u", "--reset", "--no-recurse-submodules", "HEAD")
+    would, without moving a ref (``read-tree``; ``reset`` wrote the branch's ref and
+    reflog in the repository's shared git dir). The index is written last.
+
+    ``read-tree -u`` writes and unlinks the worktree's files by name: another run's agent
+    that swaps a folder for a link mid-way sends those writes through it, and a red-team
+    pass had them rewrite the run's git dir (its ``commondir``, so kodo's next git read a
+    repository of the agent's). So nothing is writable to it but the folder and a copy of
+    the index in a fresh folder of kodo's (a random name, out of the daemon's reach),
+    which kodo moves into the run's git dir once git is done."""
+    current = worktree.gitdir / "index"
+    if (worktree.gitdir / "index.lock").exists():
+        raise IndexLocked(
+            f"worktree_index_lock: {worktree.gitdir / 'index.lock'} was left by a git that"
+            " never finished; remove it once no git runs on this worktree"
+        )
+    scratch = _index_scratch()
+    try:
+        if current.exists():  # read-tree --reset needs it: it removes what it tracked
+            for part in [current, *worktree.gitdir.glob("sharedindex.*")]:
+                shutil.copyfile(part, scratch / part.name)
+        tree_git(
+            worktree,
+            "read-tree", "-u", "--reset", "--no-recurse-submodules", "HEAD",
+            writes="tree",
+            index_file=scratch / "index",
+        )  # fmt: skip
+        written = worktree.gitdir / f"index.kodo-{secrets.token_hex(8)}"
+        shutil.copyfile(scratch / "index", written)
+        os.replace(written, current)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _index_scratch() -> Path:
+    """A fresh folder only kodo can reach, under a name nobody can guess."""
+    path = Path(tempfile.gettempdir()) / f"kodo-index-{secrets.token_hex(16)}"
+    path.mkdir(mode=0o700)
+    return path
 
 
 def stage_edits(worktree: Worktree) -> list[IndexChange]:

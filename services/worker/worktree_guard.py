@@ -221,6 +221,12 @@ def verified_gitdir(worktree: Path, repo: Path) -> Path:
     here = worktree.parent.resolve() / worktree.name / ".git"  # the workspaces are kodo's
     if recorded != str(here):
         raise PointerRewritten(f"{RULE}: {named} belongs to another worktree ({recorded})")
+    try:
+        common = (named / "commondir").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PointerRewritten(f"{RULE}: cannot read {named / 'commondir'}: {exc}") from exc
+    if common != "../..":  # what git and kodo write: the repository's own git dir
+        raise PointerRewritten(f"{RULE}: {named} names another repository ({common[:200]})")
     return named
 
 

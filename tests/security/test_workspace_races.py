@@ -11,6 +11,7 @@ import ctypes
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,13 @@ from pathlib import Path
 import pytest
 
 from devstack.sample_repo import create_sample_repo
-from services.worker.git_ops import GitError, ensure_worktree, reset_worktree
+from services.worker.git_ops import (
+    GitError,
+    commit_index,
+    ensure_worktree,
+    reset_worktree,
+    stage_edits,
+)
 from services.worker.worktree_guard import worktree_gitdir_problem
 
 pytestmark = pytest.mark.security
@@ -114,3 +121,70 @@ def test_a_folder_swapped_for_a_link_while_git_cleans_it_leads_nowhere(tmp_path:
         racer.kill()
 
     assert sorted(p.name for p in outside.iterdir()) == names
+
+
+_IN_DELETE = 0x200
+
+
+def _swap_on_first_delete(folder: str, link: str) -> None:
+    """Block until something in ``folder`` is deleted (git rewriting it), then put
+    ``link`` in the folder's place: what an agent watching with inotify can do."""
+    watch = _LIBC.inotify_init1(0)
+    _LIBC.inotify_add_watch(watch, os.fsencode(folder), _IN_DELETE)
+    os.read(watch, 4096)
+    _LIBC.renameat2(_AT_FDCWD, os.fsencode(folder), _AT_FDCWD, os.fsencode(link), _RENAME_EXCHANGE)
+
+
+def test_a_folder_swapped_while_git_restores_it_cannot_rewrite_the_runs_git_dir(
+    tmp_path: Path,
+) -> None:
+    """Restoring the tracked files (before every build attempt) rewrites them by name. The
+    judged commit holds ``d/commondir`` naming a repository of the agent's; once git is
+    busy in ``d``, ``d`` becomes a link to the run's git dir, and git's rewrite of
+    ``d/commondir`` landed in it: kodo's next git of the run read the agent's refs and
+    config, and wrote objects through its links (5 of 5 on the code before)."""
+    repo = create_sample_repo(tmp_path / "repo")
+    ws = tmp_path / "ws"
+    tree = ensure_worktree(repo, ws, "victim", "HEAD")
+    d = tree.path / "d"
+    d.mkdir()
+    for i in range(2000):
+        (d / f"a{i:05d}").write_text("x\n")
+    (d / "commondir").write_text(f"{ws / 'fake'}\n")
+    stage_edits(tree)
+    commit_index(tree, "judged")
+    for i in range(2000):
+        (d / f"a{i:05d}").write_text("y\n")
+    (d / "commondir").write_text("edited\n")
+    (ws / "attacker").mkdir()
+    link = ws / "attacker" / "l"
+    link.symlink_to(tree.gitdir)
+    racer = multiprocessing.get_context("fork").Process(
+        target=_swap_on_first_delete, args=(str(d), str(link)), daemon=True
+    )
+    racer.start()
+    time.sleep(0.2)  # the watch is set
+    try:
+        reset_worktree(tree)
+    except GitError:
+        pass  # refusing to write through the link is fine; writing through it is not
+    finally:
+        racer.join(timeout=10)
+        racer.kill()
+
+    assert (tree.gitdir / "commondir").read_text() == "../..\n"
+    assert (tree.gitdir / "gitdir").is_file()
+    assert (tree.gitdir / "locked").is_file()
+
+
+def test_a_git_dir_naming_another_repository_is_refused(tmp_path: Path) -> None:
+    """Whatever rewrote it, a run's git dir whose ``commondir`` is not the repository's own
+    is no git dir kodo runs git in."""
+    repo = create_sample_repo(tmp_path / "repo")
+    tree = ensure_worktree(repo, tmp_path / "ws", "victim", "HEAD")
+    (tree.gitdir / "commondir").write_text(f"{tmp_path / 'fake'}\n")
+
+    problem = worktree_gitdir_problem(tree.path, repo)
+
+    assert problem is not None
+    assert "names another repository" in problem

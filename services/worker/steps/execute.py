@@ -148,9 +148,11 @@ def worktree_problem(ctx: StepContext, worktree: Worktree) -> str | None:
         special = special_files_problem(folder)
     if special is not None:
         return f"{WORKTREE_RULE}: {special[0]}"
-    status = tree_git(
-        worktree, "status", "--porcelain=v2", "--branch", "--untracked-files=all", "--ignored"
-    )
+    status = tree_git(  # nothing writable: status refreshes the index only if it may
+        worktree,
+        "status", "--porcelain=v2", "--branch", "--untracked-files=all", "--ignored",
+        writes="tree",
+    )  # fmt: skip
     head, changed = status_v2(status)
     if head != commit:
         return f"{WORKTREE_RULE}: the worktree is at {head}, the judged commit is {commit}"

@@ -327,3 +327,28 @@ def test_kodo_forgets_its_record_even_if_an_agent_made_the_folder_again(
 
     assert not tree.gitdir.exists()
     _git(repo, "branch", "-D", "kodo/run-1")
+
+
+@pytest.mark.parametrize("part", ["objects", "refs"])
+@pytest.mark.parametrize("link", ["absolute", "relative"])
+def test_a_repository_whose_git_dir_parts_are_links_still_runs(
+    tmp_path: Path, part: str, link: str
+) -> None:
+    """kodo's pinned git may write only what the command needs, bound where it really is:
+    an ``objects`` or ``refs`` folder kept elsewhere behind a link is written through."""
+    repo = create_sample_repo(tmp_path / "repo")
+    moved = tmp_path / "elsewhere" / part
+    moved.parent.mkdir()
+    (repo / ".git" / part).rename(moved)
+    target = moved if link == "absolute" else Path("..") / ".." / "elsewhere" / part
+    (repo / ".git" / part).symlink_to(target)
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    (tree.path / "calc.py").write_text("changed\n")
+
+    assert [c.path for c in stage_edits(tree)] == ["calc.py"]
+    commit = git_ops.commit_index(tree, "a run's commit")
+    (tree.path / "calc.py").write_text("changed again\n")
+    git_ops.reset_worktree(tree)
+
+    assert _git(repo, "rev-parse", "kodo/run-1").strip() == commit
+    assert (tree.path / "calc.py").read_text() == "changed\n"
