@@ -12,8 +12,8 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -41,17 +41,22 @@ def _exchange_forever(a: str, b: str) -> None:
 
 
 @contextmanager
-def swapping(a: Path, b: Path) -> Iterator[None]:
-    """``a`` and ``b`` exchanged without pause by another process until the block ends."""
-    racer = multiprocessing.get_context("fork").Process(
-        target=_exchange_forever, args=(str(a), str(b)), daemon=True
-    )
+def racing(attack: Callable[..., None], *args: str) -> Iterator[None]:
+    """``attack(*args)`` in another process (the other run's agent) while the block runs;
+    stopped when it ends, whether or not it acted."""
+    racer = multiprocessing.get_context("fork").Process(target=attack, args=args, daemon=True)
     racer.start()
+    time.sleep(0.2)  # its watch is set before kodo starts
     try:
         yield
     finally:
         racer.kill()
         racer.join()
+
+
+def swapping(a: Path, b: Path) -> AbstractContextManager[None]:
+    """``a`` and ``b`` exchanged without pause by another process until the block ends."""
+    return racing(_exchange_forever, str(a), str(b))
 
 
 def test_a_fifo_swapped_in_for_the_pointer_never_holds_the_check(tmp_path: Path) -> None:
@@ -108,17 +113,8 @@ def test_a_folder_swapped_for_a_link_while_git_cleans_it_leads_nowhere(tmp_path:
     (tmp_path / "ws" / "attacker").mkdir()
     link = tmp_path / "ws" / "attacker" / "l"  # kept out of the folder git cleans
     link.symlink_to(outside)
-    racer = multiprocessing.get_context("fork").Process(
-        target=_swap_when_git_starts, args=(str(swapped), str(link)), daemon=True
-    )
-    racer.start()
-    try:
-        reset_worktree(tree)
-    except GitError:
-        pass  # refusing to clean through the link is fine; deleting through it is not
-    finally:
-        racer.join(timeout=10)
-        racer.kill()
+    with racing(_swap_when_git_starts, str(swapped), str(link)), suppress(GitError):
+        reset_worktree(tree)  # refusing to clean through the link is fine
 
     assert sorted(p.name for p in outside.iterdir()) == names
 
@@ -159,18 +155,8 @@ def test_a_folder_swapped_while_git_restores_it_cannot_rewrite_the_runs_git_dir(
     (ws / "attacker").mkdir()
     link = ws / "attacker" / "l"
     link.symlink_to(tree.gitdir)
-    racer = multiprocessing.get_context("fork").Process(
-        target=_swap_on_first_delete, args=(str(d), str(link)), daemon=True
-    )
-    racer.start()
-    time.sleep(0.2)  # the watch is set
-    try:
-        reset_worktree(tree)
-    except GitError:
-        pass  # refusing to write through the link is fine; writing through it is not
-    finally:
-        racer.join(timeout=10)
-        racer.kill()
+    with racing(_swap_on_first_delete, str(d), str(link)), suppress(GitError):
+        reset_worktree(tree)  # refusing to write through the link is fine
 
     assert (tree.gitdir / "commondir").read_text() == "../..\n"
     assert (tree.gitdir / "gitdir").is_file()
