@@ -287,8 +287,20 @@ def _tree_run(
         except OSError as exc:  # an argument list too long, say: not the sandbox's fault
             raise GitError(f"git {' '.join(args)[:200]}: {exc}") from exc
         if proc.returncode != 0 and proc.stderr.startswith(b"bwrap: "):
+            _refuse_if_moved(tree)  # bwrap names the folder by its path: moved meanwhile?
             raise _pin_unavailable(tree.bwrap, proc.stderr.decode(errors="replace").strip())
         return proc
+
+
+def _refuse_if_moved(tree: Worktree) -> None:
+    """WorktreeTampered if the folder's name no longer leads to the folder opened: bwrap,
+    binding the descriptor, looks up the path it has for it, and another run's agent
+    that moved the folder aside meanwhile made it fail ("Can't get type of source"),
+    which is the tampering rule, not a missing bubblewrap."""
+    try:
+        os.close(open_folder(tree.path, tree.identity))
+    except PointerRewritten as exc:
+        raise WorktreeTampered(str(exc)) from exc
 
 
 def _pin_unavailable(bwrap: str, why: str) -> PinUnavailable:
