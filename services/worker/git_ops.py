@@ -191,10 +191,10 @@ def git(where: Path | Worktree, *args: str, check: bool = True, stdin: bytes | N
     return proc.stdout.decode(errors="replace")
 
 
-Writes = Literal["tree", "index", "objects", "repository"]
+Writes = Literal["tree", "objects", "repository"]
 """What a pinned git may write besides the worktree's folder: nothing (``tree``: ``git
-clean``), the run's git dir (``index``: its index; ``read-tree``, ``status``), the
-repository's objects too (``objects``: ``git add``), or the whole repository git dir
+clean``, ``status``, ``read-tree`` with an index of kodo's own), the run's git dir and
+the repository's objects (``objects``: ``git add``), or the whole repository git dir
 (``repository``: ``git commit`` moves the run's branch)."""
 
 
@@ -210,7 +210,6 @@ def writable_binds(tree: Worktree, writes: Writes, scratch: Path | None = None) 
     shared = [common / part for part in ("objects", "refs", "logs")]
     writable = {
         "tree": [],
-        "index": [tree.gitdir],
         "objects": [common / "objects", tree.gitdir],
         "repository": [common, *shared],  # each part again: it may be a link elsewhere
     }[writes]
@@ -229,7 +228,7 @@ def _tree_run(
     args: list[str] | tuple[str, ...],
     *,
     stdin: bytes | None = None,
-    writes: Writes = "index",
+    writes: Writes = "tree",
     index_file: Path | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Hardened git on the worktree's files: the verified folder, by descriptor, bound at
@@ -316,7 +315,7 @@ def tree_git(
     *args: str,
     check: bool = True,
     stdin: bytes | None = None,
-    writes: Writes = "index",
+    writes: Writes = "tree",
     index_file: Path | None = None,
 ) -> str:
     """:func:`git` for a command that reads or writes the worktree's files (``writes``:
@@ -524,16 +523,16 @@ def _check_out_into_place(
         moved = exc
     remove_worktree_dir(staged, staged.parent)
     if moved.errno != errno.EXDEV:  # a name another run's agent put there meanwhile
-        raise WorktreeTampered(
-            f"{RULE}: {path} was taken while kodo registered it ({moved.strerror})"
-        ) from moved
+        raise _taken(path, moved) from moved
     try:
         _write_pointer(path, admin)
     except OSError as exc:
-        raise WorktreeTampered(
-            f"{RULE}: {path} was taken while kodo registered it ({exc.strerror})"
-        ) from exc
+        raise _taken(path, exc) from exc
     checkout_head(open_worktree(path, repo, bwrap=bwrap))
+
+
+def _taken(path: Path, exc: OSError) -> WorktreeTampered:
+    return WorktreeTampered(f"{RULE}: {path} was taken while kodo registered it ({exc.strerror})")
 
 
 def _registration(repo: Path, path: Path) -> tuple[Path, Path]:
