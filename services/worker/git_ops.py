@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import re
 import secrets
@@ -27,6 +28,7 @@ from typing import IO, Any, Literal
 
 import structlog
 
+from services.worker.sandbox.toolchain import host_system
 from services.worker.worktree_guard import (
     FOLDER,
     RULE,
@@ -198,14 +200,20 @@ the repository's objects (``objects``: ``git add``), or the whole repository git
 (``repository``: ``git commit`` moves the run's branch)."""
 
 
-def writable_binds(tree: Worktree, writes: Writes, scratch: Path | None = None) -> list[str]:
-    """bubblewrap's arguments that bind what ``writes`` names writable over a read-only
-    host. git empties a folder by name, one entry after another: another run's agent
-    that swaps a folder of the worktree for a link mid-way sent kodo's ``git clean`` (as
-    root, with the host bound writable) through it, deleting files anywhere, another
-    run's registration in the repository among them (a red-team pass). Outside the
-    folder, only what the command must write is writable now; the host's ``/dev`` is
-    replaced by a minimal one."""
+def git_root(tree: Worktree, writes: Writes, scratch: Path | None = None) -> list[str]:
+    """bubblewrap's arguments that build a pinned git's whole filesystem: the system
+    (``/usr`` and its links, the dynamic linker's cache, the time zone, a minimal
+    ``/dev``) and the repository's git dir, read-only, with writable over them only
+    what ``writes`` names; every other path of the host is absent.
+
+    git reads and writes worktree files by name. Another run's agent that swaps a folder
+    of the worktree for a link while git is busy in it sends git's later names through
+    the link: with the host bound writable, ``git clean`` (as root) deleted files
+    anywhere, another run's registration among them; with the host bound read-only,
+    ``git add`` staged a root-only file from outside into the repository's objects
+    (red-team passes). In a root holding nothing else, a link leads only to the system
+    and the repository's git dir, which git reads anyway.
+    """
     common = tree.gitdir.parent.parent  # <repo>/.git/worktrees/<id> -> <repo>/.git
     shared = [common / part for part in ("objects", "refs", "logs")]
     writable = {
@@ -215,12 +223,65 @@ def writable_binds(tree: Worktree, writes: Writes, scratch: Path | None = None) 
     }[writes]
     if scratch is not None:
         writable = [*writable, scratch]
-    binds = ["--ro-bind", "/", "/", "--dev", "/dev"]
+    mounts: dict[str, bool] = {}  # real path -> writable
+    for path in [common, *shared, *_alternates(common / "objects")]:
+        if path.exists():  # bound where it really is: git reaches it through the links
+            mounts.setdefault(str(path.resolve()), False)
     for path in writable:
-        if path.exists():  # bound where it really is: git writes through the links
-            real = str(path.resolve())
-            binds += ["--bind", real, real]
+        if path.exists():
+            mounts[str(path.resolve())] = True
+    binds = [*_system_root(), "--dev", "/dev"]
+    for real in sorted(mounts, key=lambda p: p.count("/")):  # a parent before what it holds
+        binds += ["--bind" if mounts[real] else "--ro-bind", real, real]
     return binds
+
+
+def _alternates(objects: Path) -> list[Path]:
+    """The object folders ``objects/info/alternates`` names (absolute, or relative to the
+    folder naming them), and theirs in turn, as deep as git follows them: git reads their
+    objects too."""
+    found: list[Path] = []
+    folders = [objects]
+    for _ in range(_ALTERNATE_DEPTH):
+        named: list[Path] = []
+        for folder in folders:
+            try:
+                listed = (folder / "info" / "alternates").read_text(errors="replace")
+            except OSError:
+                continue
+            lines = (line.strip() for line in listed.splitlines())
+            named += [folder / line for line in lines if line and not line.startswith("#")]
+        found += named
+        folders = named
+    return found
+
+
+_ALTERNATE_DEPTH = 5  # git's own limit on alternates of alternates
+
+
+_ROOT_ETC = ("/etc/ld.so.cache", "/etc/localtime")
+
+
+@functools.cache
+def _system_root() -> tuple[str, ...]:
+    """The host system a pinned git needs, as bubblewrap arguments: ``/usr`` and the
+    top-level folders beside it (links where the host has merged them into ``/usr``), the
+    linker's cache and the time zone, and git's own installation if it lies elsewhere."""
+    host = host_system()
+    argv = ["--ro-bind", "/usr", "/usr"]
+    for path, target in host.links:
+        argv += ["--symlink", target, path]
+    for path in host.dirs:
+        argv += ["--ro-bind", path, path]
+    for path in _ROOT_ETC:
+        argv += ["--ro-bind-try", path, path]
+    found = shutil.which("git", path=base_env()["PATH"])
+    if found is not None:
+        prefix = Path(found).resolve().parent.parent
+        system = ("/usr", *host.dirs)
+        if not any(prefix == Path(s) or Path(s) in prefix.parents for s in system):
+            argv += ["--ro-bind", str(prefix), str(prefix)]
+    return tuple(argv)
 
 
 def _tree_run(
@@ -233,8 +294,9 @@ def _tree_run(
 ) -> subprocess.CompletedProcess[bytes]:
     """Hardened git on the worktree's files: the verified folder, by descriptor, bound at
     :func:`pin_point` in a mount namespace of its own, whatever its name leads to now;
-    the host read-only but for what ``writes`` names (and ``index_file``'s folder, when
-    git is given an index of kodo's own)."""
+    in a root of the system and the repository's git dir alone (:func:`git_root`),
+    read-only but for what ``writes`` names (and ``index_file``'s folder, when git is
+    given an index of kodo's own)."""
     config = _IDENTITY if index_file is None else {**_IDENTITY, "core.splitIndex": "false"}
     with pinned(tree) as fd:
         if tree.bwrap is None:  # KODO_SANDBOX=off: the operator's choice, said in the README
@@ -260,7 +322,7 @@ def _tree_run(
         scratch = None if index_file is None else index_file.parent
         argv = [
             tree.bwrap,
-            *writable_binds(tree, writes, scratch),
+            *git_root(tree, writes, scratch),
             "--bind-fd", str(fd), point,
             "--chdir", point,
             "--die-with-parent",

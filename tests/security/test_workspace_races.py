@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from services.worker.git_ops import (
     stage_edits,
 )
 from services.worker.worktree_guard import worktree_gitdir_problem
+from shared.hashing import git_blob_digest
 
 pytestmark = pytest.mark.security
 
@@ -174,3 +176,55 @@ def test_a_git_dir_naming_another_repository_is_refused(tmp_path: Path) -> None:
 
     assert problem is not None
     assert "names another repository" in problem
+
+
+_IN_OPEN = 0x20
+
+
+def _swap_once_git_hashes(folder: str, first: str, link: str) -> None:
+    """Block until git opens ``folder/first`` to hash it, then put ``link`` in the
+    folder's place: every later name git opens in it goes through the link."""
+    watch = _LIBC.inotify_init1(0)
+    _LIBC.inotify_add_watch(watch, os.fsencode(folder), _IN_OPEN)
+    wanted = os.fsencode(first)
+    while wanted not in os.read(watch, 65536):
+        pass
+    _LIBC.renameat2(_AT_FDCWD, os.fsencode(folder), _AT_FDCWD, os.fsencode(link), _RENAME_EXCHANGE)
+
+
+def test_a_folder_swapped_for_a_link_while_git_stages_it_reads_nothing_outside(
+    tmp_path: Path,
+) -> None:
+    """kodo's ``git add`` opens each new file by name. Another run's agent puts a large
+    file first in ``d`` and ``d/secret`` after it, and once git is busy hashing the large
+    one swaps ``d`` for a link to a folder outside holding a root-only ``secret``: root git
+    staged the outside file, writing it into the repository's objects (5 of 5 on the
+    code before; the judgement refused it, but its blob id and line count went into the
+    refused step's record)."""
+    repo = create_sample_repo(tmp_path / "repo")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "secret"
+    secret.write_bytes(b"root-only: hunter2\n")
+    secret.chmod(0o600)
+    leaked = git_blob_digest(secret.stat().st_size, 40)
+    leaked.update(secret.read_bytes())
+    ws = tmp_path / "ws"
+    tree = ensure_worktree(repo, ws, "victim", "HEAD")
+    d = tree.path / "d"
+    d.mkdir()
+    with (d / "0big").open("wb") as big:
+        big.write(os.urandom(1 << 20) * 96)
+    (d / "secret").write_text("mine\n")
+    (ws / "attacker").mkdir()
+    link = ws / "attacker" / "l"
+    link.symlink_to(outside)
+
+    with racing(_swap_once_git_hashes, str(d), "0big", str(link)), suppress(GitError):
+        stage_edits(tree)  # refusing to stage through the link is fine
+
+    assert (tree.path / "d").is_symlink(), "the attack did not run: no swap"
+    stored = subprocess.run(
+        ["git", "-C", str(repo), "cat-file", "-e", leaked.hexdigest()], check=False
+    )
+    assert stored.returncode != 0, "the file outside the worktree was read into the repository"

@@ -352,3 +352,23 @@ def test_a_repository_whose_git_dir_parts_are_links_still_runs(
 
     assert _git(repo, "rev-parse", "kodo/run-1").strip() == commit
     assert (tree.path / "calc.py").read_text() == "changed\n"
+
+
+def test_a_repository_borrowing_objects_from_another_still_runs(tmp_path: Path) -> None:
+    """A ``clone --shared`` keeps its objects in the repository it was cloned from
+    (``objects/info/alternates``): kodo's pinned git, which sees nothing of the host but
+    the system and the repository's git dir, is shown those objects too (read-only)."""
+    origin = create_sample_repo(tmp_path / "origin")
+    repo = tmp_path / "repo"
+    _git(tmp_path, "clone", "-q", "--shared", str(origin), str(repo))
+    assert (repo / ".git" / "objects" / "info" / "alternates").is_file()
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    (tree.path / "calc.py").write_text("changed\n")
+
+    assert [c.path for c in stage_edits(tree)] == ["calc.py"]
+    commit = git_ops.commit_index(tree, "a run's commit")
+    (tree.path / "calc.py").write_text("changed again\n")
+    git_ops.reset_worktree(tree)
+
+    assert _git(repo, "rev-parse", "kodo/run-1").strip() == commit
+    assert (tree.path / "calc.py").read_text() == "changed\n"
