@@ -34,6 +34,7 @@ from services.worker.worktree_guard import (
     RULE,
     PointerRewritten,
     folder_identity,
+    link_below,
     open_folder,
     regular_below,
     remove_special_files,
@@ -1032,26 +1033,33 @@ UNFAITHFUL_RULE = "worktree_filter"
 
 
 def unfaithful_paths(worktree: Worktree, changes: list[IndexChange]) -> list[str]:
-    """The changed files whose bytes on disk are not the blob ``git add`` staged.
+    """The changed files and symlinks whose bytes on disk are not the blob ``git add``
+    staged.
 
     ``git add`` runs a file through the repository's ``.gitattributes`` (``ident``,
     ``working-tree-encoding``, end-of-line conversion) and git 2.39 cannot be told to
     ignore them. With ``*.py ident``, ``x = "$Id: ...hidden code... $"`` was staged as
     ``$Id$``: the judged commit and ``patch.diff`` held one thing and the verification
-    command ran another, and ``git status`` called the worktree clean. So each file is
-    hashed as it is on disk (:func:`_blob_on_disk`, read below the verified folder) and
-    must be the staged blob; the one conversion allowed is CRLF to LF (a repository with
-    ``eol=crlf`` checks out CRLF).
+    command ran another, and ``git status`` called the worktree clean. And git reads each
+    file by name: another run's agent that swaps a folder for a link while git reads it
+    has git stage whatever the link leads to (a red-team pass staged a root-only file
+    from outside). So each file is hashed as it is on disk (:func:`_blob_on_disk`, read
+    below the verified folder, no link followed), and each link's target read from the
+    link itself, and each must be the staged blob; the one conversion allowed is CRLF to
+    LF (a repository with ``eol=crlf`` checks out CRLF). This runs before any other
+    judgement, so nothing read from what is not on disk is shown anywhere.
     """
-    files = [c for c in changes if c.status != "D" and c.new_mode in REGULAR_MODES]
+    kept = [c for c in changes if c.status != "D" and c.new_mode in (*REGULAR_MODES, SYMLINK)]
     # A name git printed with bytes that are not UTF-8 arrives here with U+FFFD in their
     # place: opening it would hash another file (a decoy of that name): fail closed.
-    off = [c.path for c in files if "\ufffd" in c.path]
-    files = [c for c in files if "\ufffd" not in c.path]
-    if not files:
-        return off
-    sizes = _blob_sizes(
-        _run(worktree, list(BLOB_SIZES), stdin=_ids_fed([c.new_blob for c in files]))
+    off = [c.path for c in kept if "\ufffd" in c.path]
+    kept = [c for c in kept if "\ufffd" not in c.path]
+    files = [c for c in kept if c.new_mode in REGULAR_MODES]
+    links = [c for c in kept if c.new_mode == SYMLINK]
+    sizes = (
+        _blob_sizes(_run(worktree, list(BLOB_SIZES), stdin=_ids_fed([c.new_blob for c in files])))
+        if files
+        else {}
     )
     with pinned(worktree) as folder:
         for change in files:
@@ -1059,7 +1067,22 @@ def unfaithful_paths(worktree: Worktree, changes: list[IndexChange]) -> list[str
             on_disk = _blob_on_disk(folder, change.path, change.new_blob, size)
             if on_disk != change.new_blob and not _only_line_endings_differ(worktree, change):
                 off.append(change.path)
+        off += [c.path for c in links if _link_on_disk(folder, c.path, c.new_blob) != c.new_blob]
     return off
+
+
+def _link_on_disk(root: int, path: str, expected: str) -> str | None:
+    """The blob id of the target of the symlink ``path`` below ``root`` (what git stages
+    for a link), in the object format of ``expected``; None if it is no symlink."""
+    try:
+        target = link_below(root, path)
+    except OSError:
+        return None
+    if target is None:
+        return None
+    digest = git_blob_digest(len(target), len(expected))
+    digest.update(target)
+    return str(digest.hexdigest())
 
 
 BLOB_SIZES = ("cat-file", "--batch-check=%(objectname) %(objectsize)")

@@ -110,6 +110,19 @@ def regular_below(root: int, path: str) -> int | None:
         os.close(found)
 
 
+def link_below(root: int, path: str) -> bytes | None:
+    """The target of the symlink ``path`` below the folder ``root``, read from the link
+    itself (none followed on the way); None if it is anything else. OSError if it cannot
+    be reached."""
+    found = open_below(root, path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISLNK(os.fstat(found).st_mode):
+            return None
+        return os.readlink(b"", dir_fd=found)  # the link the descriptor holds
+    finally:
+        os.close(found)
+
+
 MAX_DEPTH = 256
 """Folders nested deeper than this are not walked but refused (``special_file``): a daemon
 makes 30,000 nested folders in a second, and nothing in a repository needs them."""

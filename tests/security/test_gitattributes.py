@@ -114,3 +114,31 @@ def test_a_decoy_git_would_hash_in_a_quoted_names_place_does_not_hide_code(
 
     assert_fails_closed(outcome, "worktree_filter")
     assert "DECOYED" not in outcome.command_output(), "nothing ran"
+
+
+def test_a_file_unlike_its_staged_blob_is_refused_before_any_other_judgement(
+    hostile: Hostile,
+) -> None:
+    """What git staged for a path is not what the disk holds there (a conversion, or a
+    folder swapped for a link while git read it, from anywhere the link leads): it is
+    refused as unfaithful before the plan and the policy judge the change, and the
+    record keeps nothing read from that blob (its line count), whatever else it breaks
+    (here the plan, which never named ``check.py``)."""
+    hidden = 'x = "$Id: "; print("RAN-" + "UNPLANNED") #$"'
+    fixture = hostile.fixture(
+        "ident-unplanned",
+        plan=attacks.plan((".gitattributes", "add")),
+        patch=attacks.patch(
+            attacks.add_file(".gitattributes", "*.py ident\n"),
+            attacks.add_file("check.py", f"print('visible check')\n{hidden}\n"),
+        ),
+        build=attacks.build("python3", "check.py"),
+    )
+
+    outcome = hostile.drive(hostile.repo("ident-unplanned"), fixture)
+
+    assert_fails_closed(outcome, "worktree_filter")
+    recorded = {c["path"]: c for c in outcome.diagnostic()["changes"]}
+    assert recorded["check.py"]["added"] is None, recorded
+    assert recorded[".gitattributes"]["added"] == 1, "a faithful file keeps its count"
+    assert "UNPLANNED" not in outcome.command_output(), "nothing ran"

@@ -30,7 +30,7 @@ worker died):
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from services.worker.git_ops import (
@@ -175,6 +175,16 @@ def _take_edits(
         return _Refused(ChangeReport([refusal], (), (), 0), [])
     if not changes:
         return _Rejected("the attempt changed nothing in the worktree")
+    unfaithful = unfaithful_paths(worktree, changes)  # first: judge only what is on disk
+    if unfaithful:
+        said = (
+            f"{', '.join(unfaithful)}: the bytes on disk are not what git staged (a"
+            " .gitattributes conversion such as ident or working-tree-encoding, or a file"
+            " changed or swapped while git read it); the command would run what nobody"
+            " judged"
+        )
+        violation = Violation(UNFAITHFUL_RULE, said, tuple(unfaithful))
+        return _Refused(ChangeReport([violation], (), (), 0), _unread(changes, unfaithful))
     judged = _judged(ctx, worktree, changes, staged=True, repair=repair)
     report = check_changes(judged, plan, policy)
     if report.violations:
@@ -189,15 +199,6 @@ def _take_edits(
                 tuple(path for path, _ in escaping),
             )
             return _Refused(ChangeReport([violation], (), (), 0), judged)
-    unfaithful = unfaithful_paths(worktree, changes)
-    if unfaithful:
-        said = (
-            f"{', '.join(unfaithful)}: the bytes on disk are not what git staged (a"
-            " .gitattributes conversion such as ident or working-tree-encoding); the"
-            " command would run what nobody judged"
-        )
-        violation = Violation(UNFAITHFUL_RULE, said, tuple(unfaithful))
-        return _Refused(ChangeReport([violation], (), (), 0), judged)
     mismatch = files_mismatch(worktree.path, changes, list(result.answer["files"]))
     if mismatch is not None:
         return _Rejected(mismatch)
@@ -209,6 +210,16 @@ def _take_edits(
         f"{OP_KEY_TRAILER}: {result.op_key}\n"
     )
     return _Committed(commit_index(worktree, message), report, changes, patch)
+
+
+def _unread(changes: list[IndexChange], unfaithful: list[str]) -> list[IndexChange]:
+    """``changes`` with nothing read from the staged blobs of ``unfaithful`` paths (their
+    line counts): git may have read those through a link swapped in, from anywhere."""
+    off = set(unfaithful)
+    return [
+        replace(c, added=None, removed=None, link_target=None) if c.path in off else c
+        for c in changes
+    ]
 
 
 def _quiet_and_clean(ctx: StepContext, worktree: Worktree) -> None:

@@ -228,3 +228,27 @@ def test_a_name_that_is_not_utf8_is_refused_not_hashed_by_its_printable_twin(
     changes = stage_edits(tree)
 
     assert "\ufffd.py" in unfaithful_paths(tree, changes)
+
+
+@pytest.mark.parametrize("now", ["another target", "a file of the target's bytes", "its own"])
+def test_a_staged_link_is_faithful_only_if_the_disk_holds_that_very_link(
+    tmp_path: Path, now: str
+) -> None:
+    """git stages a symlink's target, read by name: one read through a folder swapped
+    for a link meanwhile is another link's. The link on disk is read itself (never
+    followed) and must be what was staged."""
+    repo = _repo(tmp_path, "")
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    (tree.path / "docs").mkdir()
+    (tree.path / "docs" / "link").symlink_to("../calc.py")
+    changes = stage_edits(tree)
+    (tree.path / "docs" / "link").unlink()
+    if now == "another target":
+        (tree.path / "docs" / "link").symlink_to("/etc/passwd")
+    elif now == "a file of the target's bytes":
+        (tree.path / "docs" / "link").write_text("../calc.py")
+    else:
+        (tree.path / "docs" / "link").symlink_to("../calc.py")
+
+    expected = [] if now == "its own" else ["docs/link"]
+    assert unfaithful_paths(tree, changes) == expected
