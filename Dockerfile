@@ -24,8 +24,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && (getent group "${KODO_GID}" >/dev/null || groupadd --gid "${KODO_GID}" kodo) \
     && useradd --create-home --non-unique --uid "${KODO_UID}" --gid "${KODO_GID}" kodo \
-    && mkdir -p /data/workspaces /data/secrets /repos \
-    && chown "${KODO_UID}:${KODO_GID}" /data/workspaces /data/secrets /repos \
+    && mkdir -p /data/workspaces/runs /data/secrets /repos \
+    && chown "${KODO_UID}:${KODO_GID}" /data/workspaces /data/workspaces/runs /data/secrets /repos \
     && chmod 0700 /data/secrets
 
 # The build's identity (the tree is copied without .git): app_version() is

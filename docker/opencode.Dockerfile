@@ -19,8 +19,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && (getent group "${KODO_GID}" >/dev/null || groupadd --gid "${KODO_GID}" kodo) \
     && useradd --create-home --non-unique --uid "${KODO_UID}" --gid "${KODO_GID}" kodo \
-    && mkdir -p /data/workspaces /repos \
-    && chown "${KODO_UID}:${KODO_GID}" /data/workspaces /repos
+    && mkdir -p /data/workspaces/runs /repos \
+    && chown "${KODO_UID}:${KODO_GID}" /data/workspaces /data/workspaces/runs /repos
 
 WORKDIR /app
 COPY --chown=${KODO_UID}:${KODO_GID} . .

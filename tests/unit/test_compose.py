@@ -281,3 +281,46 @@ def test_beats_healthcheck_uses_kodo_doctors_limit() -> None:
     test = _services()["beat"]["healthcheck"]["test"]
     assert test[test.index("/app/docker/healthcheck.py") + 1] == "beat"
     assert float(test[test.index("--max-age") + 1]) == BEAT_STALE_S
+
+
+DAEMONS = ("oc", "opencode")
+
+
+def _workspaces_mount(spec: dict[str, Any]) -> tuple[str, str | None]:
+    """Where a service mounts the `workspaces` volume, and the subpath it mounts (if any)."""
+    for entry in spec["volumes"]:
+        if isinstance(entry, str) and entry.startswith("workspaces:"):
+            return entry.split(":")[1], None
+        if isinstance(entry, dict) and entry.get("source") == "workspaces":
+            return entry["target"], entry.get("volume", {}).get("subpath")
+    raise AssertionError("no workspaces volume")
+
+
+def test_kodos_folders_beside_the_worktrees_share_their_volume_out_of_the_daemons_sight() -> None:
+    """A worktree is checked out in ``<workspaces>.stage`` and renamed into place, which
+    needs one filesystem, and the per-repository locks (``<workspaces>.locks``) must be
+    one set for every worker container: so KODO_WORKSPACE_DIR is a folder of the volume,
+    its siblings beside it. A daemon mounts that folder alone, at the same path (the
+    worktree paths kodo gives it are the worker's), never the siblings, and only once
+    the one-shot that makes the folder has run (docker refuses a missing subpath)."""
+    services = _services()
+    workspace = services["worker"]["environment"]["KODO_WORKSPACE_DIR"]
+    for name, spec in services.items():
+        if spec.get("image") != "kodo:local" or name in DAEMONS or "volumes" not in spec:
+            continue
+        if not any(str(v).startswith("workspaces:") for v in spec["volumes"]):
+            continue
+        target, subpath = _workspaces_mount(spec)
+        assert subpath is None, name
+        assert str(Path(workspace).parent) == target, (name, target, workspace)
+    for name in DAEMONS:
+        spec = services[name]
+        target, subpath = _workspaces_mount(spec)
+        assert target == workspace, name
+        assert subpath == Path(workspace).name, name
+        assert spec["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["opencode"]["environment"]["KODO_WORKSPACE_DIR"] == workspace
+    migrate = " ".join(services["migrate"]["command"])
+    assert 'mkdir -p "$$KODO_WORKSPACE_DIR"' in migrate
+    for dockerfile in (ROOT / "Dockerfile", ROOT / "docker" / "opencode.Dockerfile"):
+        assert f"mkdir -p {workspace} " in dockerfile.read_text(), dockerfile
