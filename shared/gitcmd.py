@@ -203,7 +203,22 @@ def _git_process(
 
 
 def _listed_names(cwd: Path, timeout_s: float, git_dir: Path | None = None) -> list[str]:
-    """The names in the repository config git reads for a call in ``cwd``.
+    """The names in the repository config git reads for a call in ``cwd``."""
+    return list(_listed(cwd, timeout_s, git_dir)[0])
+
+
+def config_files(cwd: Path, timeout_s: float, git_dir: Path | None = None) -> list[Path]:
+    """The files git reads the repository config from for a call in ``cwd``: the common
+    config, a worktree's own, and any file they include (each as git names it, relative
+    to ``cwd`` or absolute)."""
+    return [cwd / origin.removeprefix("file:") for origin in _listed(cwd, timeout_s, git_dir)[1]]
+
+
+def _listed(
+    cwd: Path, timeout_s: float, git_dir: Path | None = None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The names in the repository config git reads for a call in ``cwd``, and the
+    ``file:`` origins they came from.
 
     Listing them is a git process of its own, as costly as the call it protects, so a
     listing is reused while every file it came from is unchanged (see
@@ -214,14 +229,16 @@ def _listed_names(cwd: Path, timeout_s: float, git_dir: Path | None = None) -> l
         with _LISTINGS_LOCK:
             cached = _LISTINGS.get(identity)
         if cached is not None:
-            return list(cached)
+            return cached
     env = {**base_env(), **located(cwd, git_dir), **config_env(HARDENED)}
     listing = ["config", "--list", "--show-origin", "--name-only", "-z"]
     proc = _git_process(cwd, listing, env, None, timeout_s)
     if proc.returncode != 0:
-        return []  # outside a repository there is no repository config to neutralise
+        return (), ()  # outside a repository there is no repository config to neutralise
     fields = proc.stdout.decode(errors="surrogateescape").split("\0")
     origins, names = fields[0:-1:2], [n for n in fields[1::2] if n]
+    files = tuple(dict.fromkeys(o for o in origins if o.startswith("file:")))
+    listed = (tuple(names), files)
     unchanged = _config_identity(cwd, git_dir) == identity  # nothing it keys on changed meanwhile
     if (
         identity is not None
@@ -232,8 +249,8 @@ def _listed_names(cwd: Path, timeout_s: float, git_dir: Path | None = None) -> l
         with _LISTINGS_LOCK:
             if len(_LISTINGS) >= _LISTINGS_MAX:
                 _LISTINGS.pop(next(iter(_LISTINGS)))
-            _LISTINGS[identity] = tuple(names)
-    return names
+            _LISTINGS[identity] = listed
+    return listed
 
 
 def _read_the_keyed_files(
@@ -266,7 +283,7 @@ def _read_the_keyed_files(
     return common[:2] in seen  # a repository's common config always holds core.*
 
 
-_LISTINGS: dict[tuple[tuple[int, ...] | None, ...], tuple[str, ...]] = {}
+_LISTINGS: dict[tuple[tuple[int, ...] | None, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 _LISTINGS_LOCK = threading.Lock()
 _LISTINGS_MAX = 512
 _INCLUDES = re.compile(r"^include(?:if)?\.", re.IGNORECASE)

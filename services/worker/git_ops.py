@@ -55,6 +55,7 @@ from shared.gitcmd import (
     attribute_free,
     base_env,
     config_env,
+    config_files,
     hardened_args,
     overrides_for,
     run_git,
@@ -201,19 +202,23 @@ the repository's objects (``objects``: ``git add``), or the whole repository git
 (``repository``: ``git commit`` moves the run's branch)."""
 
 
-def git_root(tree: Worktree, writes: Writes, scratch: Path | None = None) -> list[str]:
+def git_root(
+    tree: Worktree, writes: Writes, scratch: Path | None = None, configs: Sequence[Path] = ()
+) -> list[str]:
     """bubblewrap's arguments that build a pinned git's whole filesystem: the system
     (``/usr`` and its links, the dynamic linker's cache, the time zone, a minimal
-    ``/dev``) and the repository's git dir, read-only, with writable over them only
-    what ``writes`` names; every other path of the host is absent.
+    ``/dev``) and the repository's git dir with the config files git reads
+    (``configs``: an included one, or one behind a link), read-only, with writable over
+    them only what ``writes`` names; every other path of the host is absent, and of the
+    repository's worktree records only the run's own is there.
 
     git reads and writes worktree files by name. Another run's agent that swaps a folder
     of the worktree for a link while git is busy in it sends git's later names through
     the link: with the host bound writable, ``git clean`` (as root) deleted files
     anywhere, another run's registration among them; with the host bound read-only,
-    ``git add`` staged a root-only file from outside into the repository's objects
-    (red-team passes). In a root holding nothing else, a link leads only to the system
-    and the repository's git dir, which git reads anyway.
+    ``git add`` staged a root-only file from outside into the repository's objects, and
+    ``git status`` listed other runs' records by name (red-team passes). In a root
+    holding nothing else, a link leads only to the system and the repository's git dir.
     """
     common = tree.gitdir.parent.parent  # <repo>/.git/worktrees/<id> -> <repo>/.git
     shared = [common / part for part in ("objects", "refs", "logs")]
@@ -224,17 +229,22 @@ def git_root(tree: Worktree, writes: Writes, scratch: Path | None = None) -> lis
     }[writes]
     if scratch is not None:
         writable = [*writable, scratch]
-    mounts: dict[str, bool] = {}  # real path -> writable
-    for path in [common, *shared, *_alternates(common / "objects")]:
+    mounts: dict[str, str] = {}  # real path -> how it is mounted
+    own_configs = [common / "config", tree.gitdir / "config.worktree"]  # maybe links
+    for path in [common, *shared, *_alternates(common / "objects"), *own_configs, *configs]:
         if path.exists():  # bound where it really is: git reaches it through the links
-            mounts.setdefault(str(path.resolve()), False)
+            mounts.setdefault(str(path.resolve()), "--ro-bind")
     for path in writable:
         if path.exists():
-            mounts[str(path.resolve())] = True
-    binds = [*_system_root(), "--dev", "/dev"]
+            mounts[str(path.resolve())] = "--bind"
+    records = tree.gitdir.parent  # resolved already (verified_gitdir)
+    mounts[str(records)] = "--tmpfs"  # other runs' records hidden...
+    mounts[str(tree.gitdir)] = "--bind" if writes != "tree" else "--ro-bind"  # ...not its own
+    argv = [*_system_root(), "--dev", "/dev"]
     for real in sorted(mounts, key=lambda p: p.count("/")):  # a parent before what it holds
-        binds += ["--bind" if mounts[real] else "--ro-bind", real, real]
-    return binds
+        how = mounts[real]
+        argv += ["--size", str(1 << 16), "--tmpfs", real] if how == "--tmpfs" else [how, real, real]
+    return argv
 
 
 def _alternates(objects: Path) -> list[Path]:
@@ -261,13 +271,14 @@ _ALTERNATE_DEPTH = 5  # git's own limit on alternates of alternates
 
 
 _ROOT_ETC = ("/etc/ld.so.cache", "/etc/localtime")
+_SYSTEM_SAID = "/usr or the folders beside it (/bin, /lib): kodo's git sees only those"
 
 
 @functools.cache
 def _system_root() -> tuple[str, ...]:
     """The host system a pinned git needs, as bubblewrap arguments: ``/usr`` and the
     top-level folders beside it (links where the host has merged them into ``/usr``), the
-    linker's cache and the time zone, and git's own installation if it lies elsewhere."""
+    linker's cache and the time zone."""
     host = host_system()
     argv = ["--ro-bind", "/usr", "/usr"]
     for path, target in host.links:
@@ -276,13 +287,34 @@ def _system_root() -> tuple[str, ...]:
         argv += ["--ro-bind", path, path]
     for path in _ROOT_ETC:
         argv += ["--ro-bind-try", path, path]
-    found = shutil.which("git", path=base_env()["PATH"])
-    if found is not None:
-        prefix = Path(found).resolve().parent.parent
-        system = ("/usr", *host.dirs)
-        if not any(prefix == Path(s) or Path(s) in prefix.parents for s in system):
-            argv += ["--ro-bind", str(prefix), str(prefix)]
     return tuple(argv)
+
+
+@functools.cache
+def sandbox_git() -> str | None:
+    """The git a pinned git runs: the first on PATH that lies in the system folders its
+    root holds (None if none does). A git installed elsewhere (a home folder, /opt, a
+    Nix store) would need its folder bound, a red-team pass found that folder could be
+    the whole home or the whole host; kodo refuses to pin instead (sandbox_required)."""
+    system = [Path("/usr"), *(Path(d) for d in host_system().dirs)]
+    for folder in base_env()["PATH"].split(os.pathsep):
+        found = Path(folder) / "git"
+        if not found.is_absolute() or not os.access(found, os.X_OK):
+            continue
+        real = found.resolve()
+        if any(real.is_relative_to(s) for s in system):
+            return str(real)
+    return None
+
+
+def _confinement() -> list[str]:
+    """What a pinned git shares with the host besides its files: nothing it needs. As root
+    it keeps only the capabilities to read and write files other users own (the user's
+    repository); no network, no other processes, no session of the worker's."""
+    argv = ["--unshare-ipc", "--unshare-net", "--unshare-pid", "--new-session"]
+    if os.geteuid() == 0:
+        argv += ["--cap-drop", "ALL", "--cap-add", "CAP_DAC_OVERRIDE", "--cap-add", "CAP_FOWNER"]
+    return argv
 
 
 def _tree_run(
@@ -321,13 +353,18 @@ def _tree_run(
         if index_file is not None:
             env["GIT_INDEX_FILE"] = str(index_file)
         scratch = None if index_file is None else index_file.parent
+        program = sandbox_git()
+        if program is None:
+            raise _pin_unavailable(tree.bwrap, f"no git on PATH lies in {_SYSTEM_SAID}")
+        configs = config_files(tree.gitdir, GIT_TIMEOUT_S)
         argv = [
             tree.bwrap,
-            *git_root(tree, writes, scratch),
+            *_confinement(),
+            *git_root(tree, writes, scratch, configs),
             "--bind-fd", str(fd), point,
             "--chdir", point,
             "--die-with-parent",
-            "git", *hardened_args(args),
+            program, *hardened_args(args),
         ]  # fmt: skip
         feed: dict[str, Any] = (
             {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}

@@ -123,6 +123,30 @@ def link_below(root: int, path: str) -> bytes | None:
         os.close(found)
 
 
+def names_below(root: int, paths: list[str], limit: int) -> tuple[list[str], int]:
+    """Up to ``limit`` of ``paths`` (as git lists them, relative to the folder ``root``)
+    that lead to an entry below it with no link followed, and how many of those looked
+    at did not. git lists a folder by name: one swapped for a link while git was in it
+    gets names from wherever the link leads listed as the worktree's (a red-team pass
+    had another run's ids listed from the repository's git dir). A name git quoted is
+    kept: it is no name of a git dir."""
+    shown: list[str] = []
+    hidden = 0
+    for path in paths:
+        if len(shown) == limit:
+            break
+        if path.startswith('"'):
+            shown.append(path)
+            continue
+        try:
+            os.close(open_below(root, path.rstrip("/"), os.O_PATH | os.O_CLOEXEC))
+        except OSError:
+            hidden += 1
+            continue
+        shown.append(path)
+    return shown, hidden
+
+
 MAX_DEPTH = 256
 """Folders nested deeper than this are not walked but refused (``special_file``): a daemon
 makes 30,000 nested folders in a second, and nothing in a repository needs them."""

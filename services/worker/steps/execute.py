@@ -53,7 +53,7 @@ from services.worker.steps.base import (
     opened_worktree,
     run_policy,
 )
-from services.worker.worktree_guard import shown_path, special_files_problem
+from services.worker.worktree_guard import names_below, shown_path, special_files_problem
 from shared.config import Settings
 from shared.domain.exec_rules import argv_violation
 from shared.domain.policy import effective_allowlist
@@ -157,9 +157,12 @@ def worktree_problem(ctx: StepContext, worktree: Worktree) -> str | None:
     if head != commit:
         return f"{WORKTREE_RULE}: the worktree is at {head}, the judged commit is {commit}"
     if changed:
+        with pinned(worktree) as folder:
+            shown, hidden = names_below(folder, changed, 20)
+        unseen = f" ({hidden} more names read through a link, not shown)" if hidden else ""
         return (
             f"{WORKTREE_RULE}: the worktree differs from the judged commit:"
-            f" {', '.join(changed[:20])}"
+            f" {', '.join(shown)}{unseen}"
         )
     return None
 

@@ -1,0 +1,175 @@
+"""kodo's pinned git sees the system, the repository's git dir and the run's own folder,
+and nothing else of the host (services.worker.git_ops.git_root).
+
+Another run's agent can swap a folder of the worktree for a link while git works in it,
+and every later name git opens there goes through the link: what git can reach at all is
+what such a link can show it. Red-team passes staged a root-only file from outside, and
+had ``git status`` list other runs' records by name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack.sample_repo import create_sample_repo
+from services.worker import git_ops
+from services.worker.git_ops import (
+    PinUnavailable,
+    commit_index,
+    ensure_worktree,
+    stage_edits,
+    tree_git,
+)
+from services.worker.worktree_guard import names_below
+
+pytestmark = pytest.mark.integration
+
+IDENT = ["-c", "user.name=t", "-c", "user.email=t@localhost"]
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(repo), *IDENT, *args], capture_output=True, check=True)
+    return done.stdout.decode()
+
+
+@pytest.fixture
+def no_cached_git() -> Iterator[None]:
+    git_ops.sandbox_git.cache_clear()
+    yield
+    git_ops.sandbox_git.cache_clear()
+
+
+def test_a_pinned_git_reads_its_own_record_but_no_other_runs(tmp_path: Path) -> None:
+    repo = create_sample_repo(tmp_path / "repo")
+    mine = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    other = ensure_worktree(repo, tmp_path / "ws", "run-2", "HEAD")
+
+    own = tree_git(mine, "hash-object", str(mine.gitdir / "HEAD"), check=False)
+    theirs = tree_git(mine, "hash-object", str(other.gitdir / "HEAD"), check=False)
+    config = tree_git(mine, "hash-object", str(repo / ".git" / "config"), check=False)
+
+    assert own.strip() == _git(repo, "hash-object", str(mine.gitdir / "HEAD")).strip()
+    assert theirs == "", "another run's record is not there"
+    assert config.strip(), "the repository's git dir is (git reads its config)"
+
+
+def test_a_pinned_git_sees_nothing_of_the_host_beyond_the_system(tmp_path: Path) -> None:
+    repo = create_sample_repo(tmp_path / "repo")
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not for git\n")
+
+    assert tree_git(tree, "hash-object", str(outside), check=False) == ""
+    assert tree_git(tree, "hash-object", "/usr/bin/env", check=False).strip()
+
+
+def test_the_root_of_a_pinned_git_has_no_network_processes_or_powers(tmp_path: Path) -> None:
+    """What git would share with the host if it ever ran code: no network (Postgres and
+    Redis listen on loopback), no other process, no capability but reading and writing
+    files others own. Probed by a program started in the very same root."""
+    repo = create_sample_repo(tmp_path / "repo")
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    probe = (
+        "import os, socket\n"
+        "s = socket.socket()\n"
+        "try:\n    s.connect(('127.0.0.1', 6379)); print('net')\nexcept OSError: pass\n"
+        "print('pid', os.getpid())\n"
+        "try:\n    os.setuid(4321); print('setuid')\nexcept PermissionError: pass\n"
+    )
+    argv = [
+        "bwrap",
+        *git_ops._confinement(),
+        *git_ops.git_root(tree, "objects"),
+        "--die-with-parent",
+        "/usr/bin/python3", "-S", "-c", probe,
+    ]  # fmt: skip
+
+    said = subprocess.run(argv, capture_output=True, check=True, timeout=30).stdout.decode()
+
+    assert "net" not in said.split()
+    assert "setuid" not in said.split()
+    assert int(said.split("pid ")[1].split()[0]) < 10, "a pid namespace of its own"
+
+
+def test_a_git_outside_the_system_folders_is_refused_not_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_cached_git: None
+) -> None:
+    """A git in a home folder or /opt would need its folder bound, which could be the
+    whole home (or the whole host, a red-team pass found): kodo refuses to pin."""
+    repo = create_sample_repo(tmp_path / "repo")
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    home_bin = tmp_path / "home" / "bin"
+    home_bin.mkdir(parents=True)
+    shutil.copy2("/usr/bin/git", home_bin / "git")
+    monkeypatch.setenv("PATH", f"{home_bin}{os.pathsep}/nowhere")
+
+    with pytest.raises(PinUnavailable, match="sandbox_required"):
+        tree_git(tree, "status")
+
+
+def test_a_system_git_behind_a_link_elsewhere_is_run_by_its_real_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_cached_git: None
+) -> None:
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "git").symlink_to("/usr/bin/git")
+    monkeypatch.setenv("PATH", f"{links}{os.pathsep}/nowhere")
+
+    assert git_ops.sandbox_git() == str(Path("/usr/bin/git").resolve())
+
+
+def test_config_the_repository_includes_from_elsewhere_still_applies(tmp_path: Path) -> None:
+    """``include.path`` naming a file outside the git dir (here a tracked one): pinned git
+    is shown that file, so it stages what kodo's other git, and the user's, would."""
+    repo = create_sample_repo(tmp_path / "repo")
+    (repo / ".gitconfig").write_text("[core]\n\tautocrlf = input\n")
+    _git(repo, "config", "include.path", "../.gitconfig")
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    (tree.path / "crlf.txt").write_bytes(b"a\r\nb\r\n")
+
+    stage_edits(tree)
+    commit = commit_index(tree, "crlf")
+
+    assert _git(repo, "show", f"{commit}:crlf.txt").encode() == b"a\nb\n"
+
+
+def test_a_repository_whose_config_is_a_link_still_runs(tmp_path: Path) -> None:
+    """A SHA-256 repository says so in its config: one kept behind a link must reach the
+    pinned git too, or git reads HEAD as a SHA-1 name."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "--object-format=sha256", str(repo)], check=True)
+    (repo / "a.txt").write_text("a\n")
+    _git(repo, "add", "a.txt")
+    _git(repo, "commit", "-q", "-m", "base")
+    kept = tmp_path / "elsewhere" / "config"
+    kept.parent.mkdir()
+    (repo / ".git" / "config").rename(kept)
+    (repo / ".git" / "config").symlink_to(kept)
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    (tree.path / "a.txt").write_text("changed\n")
+
+    assert [c.path for c in stage_edits(tree)] == ["a.txt"]
+    assert len(commit_index(tree, "sha256")) == 64
+
+
+def test_names_git_listed_through_a_link_are_counted_not_shown(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "x").write_text("x\n")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "run-2").write_text("another run\n")
+    (root / "u").symlink_to(tmp_path / "elsewhere")
+    folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        shown, hidden = names_below(folder, ["a/x", "u/run-2", '"q\\tx"', "a/"], 20)
+    finally:
+        os.close(folder)
+
+    assert shown == ["a/x", '"q\\tx"', "a/"]
+    assert hidden == 1
