@@ -59,6 +59,7 @@ from sqlalchemy.pool import NullPool
 
 from devstack.handle import repo_root
 from services.cli.context import api_url_for, home_option, settings_for
+from services.worker.git_ops import sandbox_git
 from services.worker.sandbox import (
     sandbox_cgroup_warning,
     sandbox_problem,
@@ -454,6 +455,13 @@ def check_sandbox(settings: Settings) -> Check:
     problem = sandbox_problem(settings, dict(os.environ))
     if problem is not None:
         return Check("sandbox", False, problem)
+    if sandbox_git() is None:  # kodo's own pinned git would refuse (sandbox_required)
+        return Check(
+            "sandbox",
+            False,
+            "no git on PATH is installed in /usr or the folders beside it: kodo's own git"
+            " runs in a root of the system folders only (install the distribution's git)",
+        )
     works = f"bubblewrap ({settings.sandbox_bwrap}) works"
     warning = sandbox_cgroup_warning(settings, dict(os.environ))
     if warning is not None:  # still green: ExecuteST runs (KODO_SANDBOX_CGROUP=auto)

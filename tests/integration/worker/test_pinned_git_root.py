@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from devstack.sample_repo import create_sample_repo
+from services.cli.doctor import check_sandbox
 from services.worker import git_ops
 from services.worker.git_ops import (
     PinUnavailable,
@@ -27,6 +28,7 @@ from services.worker.git_ops import (
     tree_git,
 )
 from services.worker.worktree_guard import names_below
+from shared.config import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -173,3 +175,20 @@ def test_names_git_listed_through_a_link_are_counted_not_shown(tmp_path: Path) -
 
     assert shown == ["a/x", '"q\\tx"', "a/"]
     assert hidden == 1
+
+
+def test_kodo_doctor_names_a_git_kodo_cannot_pin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_cached_git: None
+) -> None:
+    home_bin = tmp_path / "home" / "bin"
+    home_bin.mkdir(parents=True)
+    shutil.copy2("/usr/bin/git", home_bin / "git")
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "bwrap").symlink_to(shutil.which("bwrap") or "/usr/bin/bwrap")
+    monkeypatch.setenv("PATH", f"{home_bin}{os.pathsep}{tools}")
+
+    check = check_sandbox(Settings())
+
+    assert not check.ok
+    assert "no git on PATH is installed in /usr" in check.detail
