@@ -587,10 +587,53 @@ def ensure_worktree(
         if not _drop_if_unfinished(repo, workspace_dir, tree):
             return tree
     workspace_dir.mkdir(parents=True, exist_ok=True)
-    with repo_lock(workspace_dir, repo):
-        admin = _register(repo, workspace_dir, path, branch, base)
-        _check_out_into_place(repo, workspace_dir, path, admin, bwrap)
+    aside: list[Path] = []
+    try:
+        with repo_lock(workspace_dir, repo):
+            admin = _register(repo, workspace_dir, path, branch, base, aside)
+            _check_out_into_place(repo, workspace_dir, path, admin, bwrap)
+    finally:
+        _empty_trash(workspace_dir, aside)
     return open_worktree(path, repo, bwrap=bwrap)
+
+
+def trash_root(workspace_dir: Path) -> Path:
+    """``<workspaces>.trash``: where a leftover folder is moved, in one rename, out of the
+    way of a registration that holds the repository's lock; a sibling of the workspaces
+    folder, out of the daemon's reach."""
+    resolved = workspace_dir.resolve()
+    return resolved.with_name(f"{resolved.name}.trash")
+
+
+def _set_aside(path: Path, workspace_dir: Path, aside: list[Path]) -> None:
+    """Move ``path`` (a folder an agent may have filled with millions of files, or a link
+    in its place) into :func:`trash_root` to be removed once the repository's lock is
+    released (:func:`_empty_trash`): removed here, it held every run of the repository
+    for as long as ``rm`` took (up to GIT_TIMEOUT_S). Removed in place where the rename
+    cannot cross (the trash on another filesystem)."""
+    trash = trash_root(workspace_dir)
+    trash.mkdir(mode=0o700, exist_ok=True)
+    moved = trash / f"{path.name}.{secrets.token_hex(8)}"
+    try:
+        os.rename(path, moved)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        remove_worktree_dir(path, path.parent)
+        return
+    aside.append(moved)
+
+
+def _empty_trash(workspace_dir: Path, aside: list[Path]) -> None:
+    """Remove what :func:`_set_aside` moved; one that cannot be removed stays in the trash
+    (logged), out of everyone's way."""
+    for moved in aside:
+        try:
+            remove_worktree_dir(moved, trash_root(workspace_dir))
+        except GitError as exc:
+            log.warning("worktree.trash_left", path=str(moved), error=str(exc)[:300])
 
 
 def stage_root(workspace_dir: Path) -> Path:
@@ -642,14 +685,16 @@ def _registration(repo: Path, path: Path) -> tuple[Path, Path]:
     return admin, path.parent.resolve() / path.name / ".git"
 
 
-def _register(repo: Path, workspace_dir: Path, path: Path, branch: str, base: str) -> Path:
+def _register(
+    repo: Path, workspace_dir: Path, path: Path, branch: str, base: str, aside: list[Path]
+) -> Path:
     """Record a linked worktree at ``path`` as ``git worktree add --lock`` does
     (gitrepository-layout: ``worktrees/<id>/{locked,commondir,HEAD,gitdir}``), its HEAD
     on ``branch``, made at ``base`` unless an earlier delivery made it; return the
     record's folder. The worktree's own folder is made after. Called under the
     repository's lock."""
     admin, dotgit = _registration(repo, path)
-    _clear_unfinished(workspace_dir, path, admin, dotgit)
+    _clear_unfinished(workspace_dir, path, admin, dotgit, aside)
     _make_branch(repo, branch, base)
     admin.parent.mkdir(exist_ok=True)
     admin.mkdir()
@@ -678,15 +723,18 @@ def _write_pointer(path: Path, admin: Path) -> None:
         os.close(folder)
 
 
-def _clear_unfinished(workspace_dir: Path, path: Path, admin: Path, dotgit: Path) -> None:
-    """Remove what an earlier registration of this run left unfinished (a delivery killed
-    in it): the folder, which has no ``.git`` pointer (or it would have been reused), and
-    git's record of it. A record by that name for another folder is refused."""
+def _clear_unfinished(
+    workspace_dir: Path, path: Path, admin: Path, dotgit: Path, aside: list[Path]
+) -> None:
+    """Clear what an earlier registration of this run left unfinished (a delivery killed
+    in it): the folder, which has no ``.git`` pointer (or it would have been reused), is
+    set aside, and git's record of it removed. A record by that name for another folder
+    is refused."""
     staged = stage_root(workspace_dir) / path.name
     if staged.exists() or staged.is_symlink():
-        remove_worktree_dir(staged, staged.parent)
+        _set_aside(staged, workspace_dir, aside)
     if path.exists() or path.is_symlink():
-        remove_worktree_dir(path, workspace_dir)
+        _set_aside(path, workspace_dir, aside)
     if not admin.exists():
         return
     try:
@@ -746,12 +794,16 @@ def _drop_if_unfinished(repo: Path, workspace_dir: Path, tree: Worktree) -> bool
     """
     if (tree.gitdir / "index").exists():
         return False
-    with repo_lock(workspace_dir, repo):
-        if (tree.gitdir / "index").exists():
-            return False
-        log.warning("worktree.unfinished_removed", path=str(tree.path))
-        remove_worktree_dir(tree.path, workspace_dir)
-        forget_registration(repo, tree.path)
+    aside: list[Path] = []
+    try:
+        with repo_lock(workspace_dir, repo):
+            if (tree.gitdir / "index").exists():
+                return False
+            log.warning("worktree.unfinished_removed", path=str(tree.path))
+            _set_aside(tree.path, workspace_dir, aside)
+            forget_registration(repo, tree.path)
+    finally:
+        _empty_trash(workspace_dir, aside)
     return True
 
 

@@ -33,6 +33,7 @@ from services.worker.git_ops import (
     private_checkout,
     reset_worktree,
     stage_root,
+    trash_root,
     tree_git,
 )
 from services.worker.sandbox import (
@@ -106,6 +107,7 @@ def protected_paths(ctx: StepContext) -> list[str]:
         workspaces,
         exec_root(workspaces),
         stage_root(workspaces),
+        trash_root(workspaces),
         ctx.repo_path,
         Path.home(),
         Path.cwd(),

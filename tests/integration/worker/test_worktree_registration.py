@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 from pathlib import Path
 
@@ -257,8 +258,10 @@ def test_a_name_put_at_the_folder_while_registering_fails_closed(
     victim.mkdir()
     cleared = git_ops._clear_unfinished
 
-    def then_planted(workspace_dir: Path, path: Path, admin: Path, dotgit: Path) -> None:
-        cleared(workspace_dir, path, admin, dotgit)
+    def then_planted(
+        workspace_dir: Path, path: Path, admin: Path, dotgit: Path, aside: list[Path]
+    ) -> None:
+        cleared(workspace_dir, path, admin, dotgit, aside)
         path.symlink_to(victim)
 
     monkeypatch.setattr(git_ops, "_clear_unfinished", then_planted)
@@ -372,3 +375,45 @@ def test_a_repository_borrowing_objects_from_another_still_runs(tmp_path: Path) 
 
     assert _git(repo, "rev-parse", "kodo/run-1").strip() == commit
     assert (tree.path / "calc.py").read_text() == "changed\n"
+
+
+@pytest.mark.parametrize("left", ["a checkout cut short", "a folder without a pointer"])
+def test_a_leftover_folder_is_removed_once_the_repositorys_lock_is_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, left: str
+) -> None:
+    """What an unfinished registration left can be a folder another run's agent filled
+    with millions of files: removed under the repository's lock, it held every run of
+    the repository for as long as ``rm`` took. It is moved aside in one rename, and
+    removed after."""
+    repo = create_sample_repo(tmp_path / "repo")
+    ws = tmp_path / "ws"
+    tree = ensure_worktree(repo, ws, "run-1", "HEAD")
+    if left == "a checkout cut short":
+        (tree.gitdir / "index").unlink()
+    else:
+        (tree.path / ".git").unlink()
+    (tree.path / "filled").mkdir()
+    (tree.path / "filled" / "junk").write_text("x\n")
+    removals: list[tuple[str, bool]] = []
+    remove = git_ops.remove_worktree_dir
+
+    def spy(path: Path, workspaces: Path) -> None:
+        with git_ops.lock_file(ws, repo).open("w") as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = False
+                fcntl.flock(probe, fcntl.LOCK_UN)
+            except BlockingIOError:
+                held = True
+        removals.append((path.parent.name, held))
+        remove(path, workspaces)
+
+    monkeypatch.setattr(git_ops, "remove_worktree_dir", spy)
+
+    again = ensure_worktree(repo, ws, "run-1", "HEAD")
+
+    assert (again.gitdir / "index").is_file()
+    assert not (again.path / "filled").exists()
+    assert ("ws.trash", False) in removals, removals
+    assert all(not held for _, held in removals), removals
+    assert list(git_ops.trash_root(ws).iterdir()) == []
