@@ -373,7 +373,7 @@ def _git_accepts(gitdir: Path, common: Path) -> bool:
     cached then (or a listing cached before, used then) would not be of the config git
     reads, and its command keys would go unblanked. A symlinked HEAD (which git may
     accept) is not cached either. Checked before and after each listing
-    (:func:`_listed_names`); a change between a check and git's own read is the race
+    (:func:`_listed`); a change between a check and git's own read is the race
     every listing has, seen at the next call.
     """
     try:

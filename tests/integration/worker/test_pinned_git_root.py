@@ -29,15 +29,11 @@ from services.worker.git_ops import (
 )
 from services.worker.worktree_guard import names_below
 from shared.config import Settings
+from tests.integration.worker.hostile import git_out
 
 pytestmark = pytest.mark.integration
 
-IDENT = ["-c", "user.name=t", "-c", "user.email=t@localhost"]
-
-
-def _git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(repo), *IDENT, *args], capture_output=True, check=True)
-    return done.stdout.decode()
+IDENT = ("-c", "user.name=t", "-c", "user.email=t@localhost")
 
 
 @pytest.fixture
@@ -56,7 +52,7 @@ def test_a_pinned_git_reads_its_own_record_but_no_other_runs(tmp_path: Path) -> 
     theirs = tree_git(mine, "hash-object", str(other.gitdir / "HEAD"), check=False)
     config = tree_git(mine, "hash-object", str(repo / ".git" / "config"), check=False)
 
-    assert own.strip() == _git(repo, "hash-object", str(mine.gitdir / "HEAD")).strip()
+    assert own.strip() == git_out(repo, "hash-object", str(mine.gitdir / "HEAD"))
     assert theirs == "", "another run's record is not there"
     assert config.strip(), "the repository's git dir is (git reads its config)"
 
@@ -131,14 +127,15 @@ def test_config_the_repository_includes_from_elsewhere_still_applies(tmp_path: P
     is shown that file, so it stages what kodo's other git, and the user's, would."""
     repo = create_sample_repo(tmp_path / "repo")
     (repo / ".gitconfig").write_text("[core]\n\tautocrlf = input\n")
-    _git(repo, "config", "include.path", "../.gitconfig")
+    git_out(repo, "config", "include.path", "../.gitconfig")
     tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
     (tree.path / "crlf.txt").write_bytes(b"a\r\nb\r\n")
 
     stage_edits(tree)
     commit = commit_index(tree, "crlf")
 
-    assert _git(repo, "show", f"{commit}:crlf.txt").encode() == b"a\nb\n"
+    shown = subprocess.run(["git", "show", f"{commit}:crlf.txt"], cwd=repo, capture_output=True)
+    assert shown.stdout == b"a\nb\n"
 
 
 def test_a_repository_whose_config_is_a_link_still_runs(tmp_path: Path) -> None:
@@ -147,8 +144,8 @@ def test_a_repository_whose_config_is_a_link_still_runs(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     subprocess.run(["git", "init", "-q", "--object-format=sha256", str(repo)], check=True)
     (repo / "a.txt").write_text("a\n")
-    _git(repo, "add", "a.txt")
-    _git(repo, "commit", "-q", "-m", "base")
+    git_out(repo, "add", "a.txt")
+    git_out(repo, *IDENT, "commit", "-q", "-m", "base")
     kept = tmp_path / "elsewhere" / "config"
     kept.parent.mkdir()
     (repo / ".git" / "config").rename(kept)

@@ -332,6 +332,20 @@ def test_kodo_forgets_its_record_even_if_an_agent_made_the_folder_again(
     _git(repo, "branch", "-D", "kodo/run-1")
 
 
+def _stage_commit_and_reset(repo: Path, ws: Path) -> None:
+    """A run's round trip on ``repo``: an edit staged and committed, then another undone."""
+    tree = ensure_worktree(repo, ws, "run-1", "HEAD")
+    (tree.path / "calc.py").write_text("changed\n")
+
+    assert [c.path for c in stage_edits(tree)] == ["calc.py"]
+    commit = git_ops.commit_index(tree, "a run's commit")
+    (tree.path / "calc.py").write_text("changed again\n")
+    git_ops.reset_worktree(tree)
+
+    assert _git(repo, "rev-parse", "kodo/run-1").strip() == commit
+    assert (tree.path / "calc.py").read_text() == "changed\n"
+
+
 @pytest.mark.parametrize("part", ["objects", "refs"])
 @pytest.mark.parametrize("link", ["absolute", "relative"])
 def test_a_repository_whose_git_dir_parts_are_links_still_runs(
@@ -345,16 +359,7 @@ def test_a_repository_whose_git_dir_parts_are_links_still_runs(
     (repo / ".git" / part).rename(moved)
     target = moved if link == "absolute" else Path("..") / ".." / "elsewhere" / part
     (repo / ".git" / part).symlink_to(target)
-    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
-    (tree.path / "calc.py").write_text("changed\n")
-
-    assert [c.path for c in stage_edits(tree)] == ["calc.py"]
-    commit = git_ops.commit_index(tree, "a run's commit")
-    (tree.path / "calc.py").write_text("changed again\n")
-    git_ops.reset_worktree(tree)
-
-    assert _git(repo, "rev-parse", "kodo/run-1").strip() == commit
-    assert (tree.path / "calc.py").read_text() == "changed\n"
+    _stage_commit_and_reset(repo, tmp_path / "ws")
 
 
 def test_a_repository_borrowing_objects_from_another_still_runs(tmp_path: Path) -> None:
@@ -365,16 +370,7 @@ def test_a_repository_borrowing_objects_from_another_still_runs(tmp_path: Path) 
     repo = tmp_path / "repo"
     _git(tmp_path, "clone", "-q", "--shared", str(origin), str(repo))
     assert (repo / ".git" / "objects" / "info" / "alternates").is_file()
-    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
-    (tree.path / "calc.py").write_text("changed\n")
-
-    assert [c.path for c in stage_edits(tree)] == ["calc.py"]
-    commit = git_ops.commit_index(tree, "a run's commit")
-    (tree.path / "calc.py").write_text("changed again\n")
-    git_ops.reset_worktree(tree)
-
-    assert _git(repo, "rev-parse", "kodo/run-1").strip() == commit
-    assert (tree.path / "calc.py").read_text() == "changed\n"
+    _stage_commit_and_reset(repo, tmp_path / "ws")
 
 
 @pytest.mark.parametrize("left", ["a checkout cut short", "a folder without a pointer"])
