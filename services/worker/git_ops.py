@@ -426,6 +426,15 @@ def tree_git(
     return proc.stdout.decode(errors="replace")
 
 
+def tree_git_bytes(tree: Worktree, *args: str, writes: Writes = "tree") -> bytes:
+    """:func:`tree_git`'s output as git wrote it (names in ``-z`` output, say, which are
+    the filesystem's bytes)."""
+    proc = _tree_run(tree, args, writes=writes)
+    if proc.returncode != 0:
+        raise _failed(args, proc)
+    return proc.stdout
+
+
 def lock_dir(workspace_dir: Path) -> Path:
     """``<workspaces>.locks``: a sibling of the workspaces folder, outside the daemon's reach."""
     resolved = workspace_dir.resolve()

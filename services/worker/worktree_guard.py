@@ -128,16 +128,13 @@ def names_below(root: int, paths: list[str], limit: int) -> tuple[list[str], int
     that lead to an entry below it with no link followed, and how many of those looked
     at did not. git lists a folder by name: one swapped for a link while git was in it
     gets names from wherever the link leads listed as the worktree's (a red-team pass
-    had another run's ids listed from the repository's git dir). A name git quoted is
-    kept: it is no name of a git dir."""
+    had another run's ids listed from the repository's git dir). Names as the filesystem
+    holds them (``-z`` output): a quoted one would be taken for no name at all."""
     shown: list[str] = []
     hidden = 0
     for path in paths:
         if len(shown) == limit:
             break
-        if path.startswith('"'):
-            shown.append(path)
-            continue
         try:
             os.close(open_below(root, path.rstrip("/"), os.O_PATH | os.O_CLOEXEC))
         except OSError:

@@ -34,7 +34,7 @@ from services.worker.git_ops import (
     reset_worktree,
     stage_root,
     trash_root,
-    tree_git,
+    tree_git_bytes,
 )
 from services.worker.sandbox import (
     Finished,
@@ -150,12 +150,11 @@ def worktree_problem(ctx: StepContext, worktree: Worktree) -> str | None:
         special = special_files_problem(folder)
     if special is not None:
         return f"{WORKTREE_RULE}: {special[0]}"
-    status = tree_git(  # nothing writable: status refreshes the index only if it may
+    status = tree_git_bytes(  # nothing writable: status refreshes the index only if it may
         worktree,
-        "status", "--porcelain=v2", "--branch", "--untracked-files=all", "--ignored",
-        writes="tree",
+        "status", "--porcelain=v2", "-z", "--branch", "--untracked-files=all", "--ignored",
     )  # fmt: skip
-    head, changed = status_v2(status)
+    head, changed = status_v2(os.fsdecode(status))
     if head != commit:
         return f"{WORKTREE_RULE}: the worktree is at {head}, the judged commit is {commit}"
     if changed:
@@ -164,28 +163,32 @@ def worktree_problem(ctx: StepContext, worktree: Worktree) -> str | None:
         unseen = f" ({hidden} more names read through a link, not shown)" if hidden else ""
         return (
             f"{WORKTREE_RULE}: the worktree differs from the judged commit:"
-            f" {', '.join(shown)}{unseen}"
+            f" {', '.join(shown_path(p) for p in shown)}{unseen}"
         )
     return None
 
 
 _V2_PATH_AT = {"1": 8, "2": 9, "u": 10, "?": 1, "!": 1}
 """Where an entry of ``git status --porcelain=v2`` names its path: after that many
-space-separated fields (a rename's line ends ``path<TAB>original``)."""
+space-separated fields."""
 
 
 def status_v2(status: str) -> tuple[str | None, list[str]]:
     """HEAD's commit (``# branch.oid``; None before the first commit) and the paths of
-    the entries, as git quotes them."""
+    the entries of ``git status --porcelain=v2 -z``: each record ends in a NUL, names are
+    as the filesystem holds them (never quoted), and a rename's record is followed by
+    one holding its original path."""
     head: str | None = None
     paths = []
-    for line in status.splitlines():
-        if line.startswith("# branch.oid "):
-            oid = line.removeprefix("# branch.oid ").strip()
+    records = iter(status.split("\0"))
+    for record in records:
+        if record.startswith("# branch.oid "):
+            oid = record.removeprefix("# branch.oid ").strip()
             head = None if oid == "(initial)" else oid
-        elif line and not line.startswith("#"):
-            fields = line.split(" ", _V2_PATH_AT.get(line[0], 0))
-            paths.append(fields[-1].split("\t")[0])
+        elif record and not record.startswith("#"):
+            paths.append(record.split(" ", _V2_PATH_AT.get(record[0], 0))[-1])
+            if record[0] == "2":
+                next(records, None)  # the original path
     return head, paths
 
 
