@@ -434,6 +434,7 @@ class HardenedGit:
         config: Mapping[str, str] | None = None,
         git_dir: Path | None = None,
         index_file: Path | None = None,
+        objects: Mapping[str, str] | None = None,
     ) -> None:
         self.cwd = cwd
         self.timeout_s = timeout_s
@@ -441,6 +442,7 @@ class HardenedGit:
         self._env = {**base_env(), **located(cwd, git_dir), **config_env(overrides)}
         if index_file is not None:  # an index of the caller's, not the git dir's own
             self._env["GIT_INDEX_FILE"] = str(index_file)
+        self._env.update(objects or {})  # where git writes objects, and reads them
 
     def run(
         self, args: Sequence[str], *, stdin: bytes | None = None
@@ -474,11 +476,18 @@ def run_git(
     config: Mapping[str, str] | None = None,
     git_dir: Path | None = None,
     index_file: Path | None = None,
+    objects: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``git <args>`` in ``cwd``, hardened; never raises on git's own failure. With
     ``git_dir``, ``cwd`` is its work tree and git is told both (:func:`located`); with
-    ``index_file``, git's index is that file."""
+    ``index_file``, git's index is that file; ``objects`` is git's object environment
+    (``GIT_OBJECT_DIRECTORY``, ``GIT_ALTERNATE_OBJECT_DIRECTORIES``), if not its own."""
     hardened = HardenedGit(
-        cwd, timeout_s=timeout_s, config=config, git_dir=git_dir, index_file=index_file
+        cwd,
+        timeout_s=timeout_s,
+        config=config,
+        git_dir=git_dir,
+        index_file=index_file,
+        objects=objects,
     )
     return hardened.run(args, stdin=stdin)

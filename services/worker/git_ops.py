@@ -12,6 +12,7 @@ import contextlib
 import errno
 import fcntl
 import functools
+import glob
 import os
 import re
 import secrets
@@ -122,6 +123,23 @@ class Worktree:
     gitdir: Path
     identity: tuple[int, int]
     bwrap: str | None = "bwrap"
+    quarantine: Path | None = None
+    """Where git writes the objects it makes (:func:`quarantined`), reading the
+    repository's own as alternates; None: the repository's object store."""
+
+    @property
+    def common(self) -> Path:
+        """The repository's git dir: ``<repo>/.git/worktrees/<id>`` -> ``<repo>/.git``."""
+        return self.gitdir.parent.parent
+
+    def object_env(self) -> dict[str, str]:
+        """git's object environment for this worktree (nothing without a quarantine)."""
+        if self.quarantine is None:
+            return {}
+        return {
+            "GIT_OBJECT_DIRECTORY": str(self.quarantine),
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(self.common / "objects"),
+        }
 
 
 def open_worktree(path: Path, repo: Path, *, bwrap: str | None = "bwrap") -> Worktree:
@@ -182,7 +200,14 @@ def _run(
     git dir (``--bare``: git reads no name in the worktree, and no ``.gitattributes``)."""
     if isinstance(where, Worktree):
         bare = [*attribute_free(where.gitdir), *args]
-        return run_git(where.gitdir, bare, stdin=stdin, timeout_s=GIT_TIMEOUT_S, config=config)
+        return run_git(
+            where.gitdir,
+            bare,
+            stdin=stdin,
+            timeout_s=GIT_TIMEOUT_S,
+            config=config,
+            objects=where.object_env(),
+        )
     return run_git(where, args, stdin=stdin, timeout_s=GIT_TIMEOUT_S, config=config)
 
 
@@ -220,18 +245,21 @@ def git_root(
     ``git status`` listed other runs' records by name (red-team passes). In a root
     holding nothing else, a link leads only to the system and the repository's git dir.
     """
-    common = tree.gitdir.parent.parent  # <repo>/.git/worktrees/<id> -> <repo>/.git
+    common = tree.common
     shared = [common / part for part in ("objects", "refs", "logs")]
+    objects = common / "objects" if tree.quarantine is None else tree.quarantine
     writable = {
         "tree": [],
-        "objects": [common / "objects", tree.gitdir],
+        "objects": [objects, tree.gitdir],
         "repository": [common, *shared],  # each part again: it may be a link elsewhere
     }[writes]
     if scratch is not None:
         writable = [*writable, scratch]
     mounts: dict[str, str] = {}  # real path -> how it is mounted
     own_configs = [common / "config", tree.gitdir / "config.worktree"]  # maybe links
-    for path in [common, *shared, *_alternates(common / "objects"), *own_configs, *configs]:
+    held = [] if tree.quarantine is None else [tree.quarantine]
+    readable = [common, *shared, *_alternates(common / "objects"), *own_configs, *configs, *held]
+    for path in readable:
         if path.exists():  # bound where it really is: git reaches it through the links
             mounts.setdefault(str(path.resolve()), "--ro-bind")
     for path in writable:
@@ -352,6 +380,7 @@ def _tree_run(
         }
         if index_file is not None:
             env["GIT_INDEX_FILE"] = str(index_file)
+        env.update(tree.object_env())
         scratch = None if index_file is None else index_file.parent
         program = sandbox_git()
         if program is None:
@@ -914,6 +943,78 @@ def _index_scratch() -> Path:
     return path
 
 
+def quarantine_root(workspace_dir: Path) -> Path:
+    """``<workspaces>.objects``: where the objects of a change not judged yet are kept, a
+    sibling of the workspaces folder, out of the daemon's reach (which reads the
+    repository's own store)."""
+    resolved = workspace_dir.resolve()
+    return resolved.with_name(f"{resolved.name}.objects")
+
+
+@contextmanager
+def quarantined(worktree: Worktree, workspace_dir: Path) -> Iterator[Worktree]:
+    """``worktree`` with git's new objects kept in a fresh folder of kodo's until
+    :func:`admit_objects` moves them into the repository's store; whatever is not
+    admitted is deleted when the block ends.
+
+    ``git add`` reads each file by name, and another run's agent that swaps a folder for
+    a link while git reads it has git hash whatever the link leads to (a red-team pass:
+    a credentials file the repository's config includes). The judgement refuses such a
+    change (``worktree_filter``), but git had written the object into the repository's
+    store, which the daemon's sandbox may read: the agent could have read it back. Only
+    a change that passed the judgement reaches the store now. A crashed delivery's
+    folder is removed by the run's next one."""
+    root = quarantine_root(workspace_dir)
+    root.mkdir(mode=0o700, exist_ok=True)
+    for left in root.glob(f"{glob.escape(worktree.path.name)}.*"):
+        shutil.rmtree(left, ignore_errors=True)
+    folder = root / f"{worktree.path.name}.{secrets.token_hex(8)}"
+    folder.mkdir(mode=0o700)
+    try:
+        yield replace(worktree, quarantine=folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def admit_objects(worktree: Worktree) -> int:
+    """Move the objects ``worktree``'s quarantine holds into the repository's store (one
+    that is there already is kept); how many. Loose objects go under their own names;
+    packs (``git add`` of a file past ``core.bigFileThreshold``) with their index last,
+    so git never sees an index without its pack."""
+    if worktree.quarantine is None:
+        return 0
+    store = (worktree.common / "objects").resolve()
+    admitted = 0
+    for folder in sorted(worktree.quarantine.iterdir()):
+        if _LOOSE_FOLDER.fullmatch(folder.name) and folder.is_dir():
+            for loose in sorted(folder.iterdir()):
+                admitted += _admit(loose, store / folder.name / loose.name)
+    packs = worktree.quarantine / "pack"
+    if packs.is_dir():
+        for part in sorted(packs.iterdir(), key=lambda p: (p.suffix == ".idx", p.name)):
+            admitted += _admit(part, store / "pack" / part.name)
+    return admitted
+
+
+_LOOSE_FOLDER = re.compile(r"[0-9a-f]{2}")
+
+
+def _admit(source: Path, target: Path) -> int:
+    """``source`` at ``target`` (a hard link, or a copy across filesystems), read-only as
+    git keeps objects, unless ``target`` exists (an object's name is its content)."""
+    if target.exists() or not source.is_file() or source.is_symlink():
+        return 0
+    target.parent.mkdir(exist_ok=True)
+    landing = target.with_name(f"tmp_kodo_{secrets.token_hex(8)}")
+    try:
+        os.link(source, landing)
+    except OSError:
+        shutil.copyfile(source, landing)
+    os.chmod(landing, 0o444)
+    os.replace(landing, target)
+    return 1
+
+
 def stage_edits(worktree: Worktree) -> list[IndexChange]:
     """Stage everything the agent left in the worktree and return what git says changed.
 
@@ -937,7 +1038,12 @@ def _patch_bytes(worktree: Worktree, old: str, new: str) -> bytes:
         raise GitError(f"git rev-parse {old} {new}: not two object ids: {ids!r}")
     args = ["diff", "--no-ext-diff", "--no-textconv", "--binary", "--full-index", "-M", *ids]
     bare = attribute_free(worktree.gitdir)
-    proc = run_git(worktree.gitdir, [*bare, *args, "--"], timeout_s=GIT_TIMEOUT_S)
+    proc = run_git(
+        worktree.gitdir,
+        [*bare, *args, "--"],
+        timeout_s=GIT_TIMEOUT_S,
+        objects=worktree.object_env(),
+    )
     if proc.returncode != 0:
         raise GitError(f"git diff {old} {new}: {proc.stderr.decode(errors='replace')}")
     return proc.stdout
@@ -1055,7 +1161,7 @@ def lone_carriage_returns(worktree: Worktree, blobs: list[str]) -> dict[str, int
     counts: dict[str, int] = {}
     if not wanted:
         return counts
-    hardened = HardenedGit(worktree.gitdir, timeout_s=GIT_TIMEOUT_S)
+    hardened = HardenedGit(worktree.gitdir, timeout_s=GIT_TIMEOUT_S, objects=worktree.object_env())
     proc = hardened.open([*attribute_free(worktree.gitdir), "cat-file", "--batch"])
     stdin, stdout = proc.stdin, proc.stdout
     if stdin is None or stdout is None:  # pragma: no cover - HardenedGit.open gives pipes

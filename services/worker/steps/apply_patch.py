@@ -37,6 +37,7 @@ from services.worker.git_ops import (
     UNFAITHFUL_RULE,
     GitError,
     Worktree,
+    admit_objects,
     changes_since,
     commit_diffstat,
     commit_index,
@@ -46,6 +47,7 @@ from services.worker.git_ops import (
     git,
     head_trailer,
     pinned,
+    quarantined,
     reset_worktree,
     stage_edits,
     staged_patch,
@@ -100,6 +102,15 @@ class _Refused:
 
     report: ChangeReport
     changes: list[IndexChange]
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """A staged change that passed every judgement, not committed yet."""
+
+    report: ChangeReport
+    changes: list[IndexChange]
+    patch: bytes
 
 
 @dataclass(frozen=True)
@@ -166,6 +177,27 @@ def _take_edits(
         report = check_changes(judged, plan, policy)
         head = git(worktree, "rev-parse", "HEAD").strip()
         return _Committed(head, report, changes, committed_patch(worktree))
+    with quarantined(worktree, ctx.rt.settings.workspace_dir) as held:
+        taken = _stage_and_judge(ctx, held, result, policy, repair=repair)
+        if not isinstance(taken, _Judged):
+            return taken  # what git staged never reaches the repository's store
+        admit_objects(held)
+    message = (
+        f"kodo: {ctx.goal[:60]}\n\n{result.answer['summary']}\n\n"
+        f"Kodo-Run: {ctx.run_id}\nKodo-Plan-Sha256: {ctx.plan_sha256}\n"
+        f"Kodo-Approved-At: {ctx.approved_at}\n{PATCH_TRAILER}: {sha256_hex(taken.patch)}\n"
+        f"{OP_KEY_TRAILER}: {result.op_key}\n"
+    )
+    commit = commit_index(worktree, message)
+    return _Committed(commit, taken.report, taken.changes, taken.patch)
+
+
+def _stage_and_judge(
+    ctx: StepContext, worktree: Worktree, result: StructuredResult, policy: Policy, *, repair: bool
+) -> _Judged | _Rejected | _Refused:
+    """Stage what the attempt left in the worktree and judge it: faithful to the disk
+    first, then the plan, the policy, the links and the answer's own list of files."""
+    plan = ctx.plan or {}
     try:
         changes = stage_edits(worktree)
     except GitError as exc:  # a path git refuses to index (a '.GIT' folder, a bare nest)
@@ -202,14 +234,7 @@ def _take_edits(
     mismatch = files_mismatch(worktree.path, changes, list(result.answer["files"]))
     if mismatch is not None:
         return _Rejected(mismatch)
-    patch = staged_patch(worktree)
-    message = (
-        f"kodo: {ctx.goal[:60]}\n\n{result.answer['summary']}\n\n"
-        f"Kodo-Run: {ctx.run_id}\nKodo-Plan-Sha256: {ctx.plan_sha256}\n"
-        f"Kodo-Approved-At: {ctx.approved_at}\n{PATCH_TRAILER}: {sha256_hex(patch)}\n"
-        f"{OP_KEY_TRAILER}: {result.op_key}\n"
-    )
-    return _Committed(commit_index(worktree, message), report, changes, patch)
+    return _Judged(report, changes, staged_patch(worktree))
 
 
 def _unread(changes: list[IndexChange], unfaithful: list[str]) -> list[IndexChange]:
