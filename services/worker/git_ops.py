@@ -339,7 +339,9 @@ def _confinement() -> list[str]:
     """What a pinned git shares with the host besides its files: nothing it needs. As root
     it keeps only the capabilities to read and write files other users own (the user's
     repository); no network, no other processes, no session of the worker's."""
-    argv = ["--unshare-ipc", "--unshare-net", "--unshare-pid", "--new-session"]
+    # git is the namespace's first process itself (--as-pid-1): bwrap's own reaper there
+    # would be reaped by the host's init, and git's CPU with it, out of every account
+    argv = ["--unshare-ipc", "--unshare-net", "--unshare-pid", "--as-pid-1", "--new-session"]
     if os.geteuid() == 0:
         argv += ["--cap-drop", "ALL", "--cap-add", "CAP_DAC_OVERRIDE", "--cap-add", "CAP_FOWNER"]
     return argv
