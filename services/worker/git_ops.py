@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -124,8 +125,9 @@ class Worktree:
     identity: tuple[int, int]
     bwrap: str | None = "bwrap"
     quarantine: Path | None = None
-    """Where git writes the objects it makes (:func:`quarantined`), reading the
-    repository's own as alternates; None: the repository's object store."""
+    """Where git writes the objects it makes and keeps the index it stages into
+    (:func:`quarantined`), reading the repository's objects as alternates; None: the
+    repository's object store and the run's own index."""
 
     @property
     def common(self) -> Path:
@@ -133,12 +135,14 @@ class Worktree:
         return self.gitdir.parent.parent
 
     def object_env(self) -> dict[str, str]:
-        """git's object environment for this worktree (nothing without a quarantine)."""
+        """git's object and index environment for this worktree (nothing without a
+        quarantine)."""
         if self.quarantine is None:
             return {}
         return {
             "GIT_OBJECT_DIRECTORY": str(self.quarantine),
             "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(self.common / "objects"),
+            "GIT_INDEX_FILE": str(self.quarantine / "index"),
         }
 
 
@@ -247,10 +251,10 @@ def git_root(
     """
     common = tree.common
     shared = [common / part for part in ("objects", "refs", "logs")]
-    objects = common / "objects" if tree.quarantine is None else tree.quarantine
+    staging = [common / "objects", tree.gitdir] if tree.quarantine is None else [tree.quarantine]
     writable = {
         "tree": [],
-        "objects": [objects, tree.gitdir],
+        "objects": staging,
         "repository": [common, *shared],  # each part again: it may be a link elsewhere
     }[writes]
     if scratch is not None:
@@ -360,7 +364,8 @@ def _tree_run(
     in a root of the system and the repository's git dir alone (:func:`git_root`),
     read-only but for what ``writes`` names (and ``index_file``'s folder, when git is
     given an index of kodo's own)."""
-    config = _IDENTITY if index_file is None else {**_IDENTITY, "core.splitIndex": "false"}
+    own_index = index_file is not None or tree.quarantine is not None
+    config = {**_IDENTITY, "core.splitIndex": "false"} if own_index else _IDENTITY
     with pinned(tree) as fd:
         if tree.bwrap is None:  # KODO_SANDBOX=off: the operator's choice, said in the README
             return run_git(
@@ -371,6 +376,7 @@ def _tree_run(
                 config=config,
                 git_dir=tree.gitdir,
                 index_file=index_file,
+                objects=tree.object_env(),
             )
         point = str(pin_point(tree))
         overrides = overrides_for(tree.gitdir, config, GIT_TIMEOUT_S)
@@ -955,17 +961,20 @@ def quarantine_root(workspace_dir: Path) -> Path:
 
 @contextmanager
 def quarantined(worktree: Worktree, workspace_dir: Path) -> Iterator[Worktree]:
-    """``worktree`` with git's new objects kept in a fresh folder of kodo's until
-    :func:`admit_objects` moves them into the repository's store; whatever is not
-    admitted is deleted when the block ends.
+    """``worktree`` with git's new objects, and the index it stages into, kept in a fresh
+    folder of kodo's until :func:`admit` moves the judged change into the repository's
+    store and the run's git dir; whatever is not admitted is deleted when the block ends.
 
     ``git add`` reads each file by name, and another run's agent that swaps a folder for
     a link while git reads it has git hash whatever the link leads to (a red-team pass:
     a credentials file the repository's config includes). The judgement refuses such a
     change (``worktree_filter``), but git had written the object into the repository's
     store, which the daemon's sandbox may read: the agent could have read it back. Only
-    a change that passed the judgement reaches the store now. A crashed delivery's
-    folder is removed by the run's next one."""
+    a change that passed the judgement reaches the store now. The index stays with the
+    objects it names: a delivery killed mid-judgement leaves the run's own index naming
+    only objects the store holds, so the next one stages again (an index naming deleted
+    objects failed every redelivery, a red-team pass). A crashed delivery's folder is
+    removed by the run's next one."""
     root = quarantine_root(workspace_dir)
     root.mkdir(mode=0o700, exist_ok=True)
     for left in root.glob(f"{glob.escape(worktree.path.name)}.*"):
@@ -973,40 +982,52 @@ def quarantined(worktree: Worktree, workspace_dir: Path) -> Iterator[Worktree]:
     folder = root / f"{worktree.path.name}.{secrets.token_hex(8)}"
     folder.mkdir(mode=0o700)
     try:
+        current = worktree.gitdir / "index"
+        if current.exists():  # git reads a split index's shared part from the git dir
+            shutil.copyfile(current, folder / "index")
         yield replace(worktree, quarantine=folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def admit_objects(worktree: Worktree) -> int:
-    """Move the objects ``worktree``'s quarantine holds into the repository's store (one
-    that is there already is kept); how many. Loose objects go under their own names;
-    packs (``git add`` of a file past ``core.bigFileThreshold``) with their index last,
-    so git never sees an index without its pack."""
+def admit(worktree: Worktree, blobs: Sequence[str]) -> int:
+    """Move the judged change out of ``worktree``'s quarantine: the objects ``blobs``
+    names into the repository's store (one there already is kept), then the index into
+    the run's git dir; how many objects. Only those: git may have hashed more than it
+    staged (a file swapped for a folder between its passes), and nothing unjudged may
+    reach the store. A blob git packed (a file past ``core.bigFileThreshold``) brings
+    its pack, index last, so git never sees an index without its pack."""
     if worktree.quarantine is None:
         return 0
     store = (worktree.common / "objects").resolve()
+    wanted = set(blobs)
     admitted = 0
-    for folder in sorted(worktree.quarantine.iterdir()):
-        if _LOOSE_FOLDER.fullmatch(folder.name) and folder.is_dir():
-            for loose in sorted(folder.iterdir()):
-                admitted += _admit(loose, store / folder.name / loose.name)
+    for blob in sorted(wanted):
+        loose = worktree.quarantine / blob[:2] / blob[2:]
+        if loose.is_file():
+            admitted += _admit(loose, store / blob[:2] / blob[2:], store)
+            wanted.discard(blob)
     packs = worktree.quarantine / "pack"
-    if packs.is_dir():
+    if wanted and packs.is_dir():
         for part in sorted(packs.iterdir(), key=lambda p: (p.suffix == ".idx", p.name)):
-            admitted += _admit(part, store / "pack" / part.name)
+            admitted += _admit(part, store / "pack" / part.name, store)
+    staged = worktree.quarantine / "index"
+    landing = worktree.gitdir / f"index.kodo-{secrets.token_hex(8)}"
+    shutil.copyfile(staged, landing)
+    os.replace(landing, worktree.gitdir / "index")
     return admitted
 
 
-_LOOSE_FOLDER = re.compile(r"[0-9a-f]{2}")
-
-
-def _admit(source: Path, target: Path) -> int:
+def _admit(source: Path, target: Path, store: Path) -> int:
     """``source`` at ``target`` (a hard link, or a copy across filesystems), read-only as
-    git keeps objects, unless ``target`` exists (an object's name is its content)."""
+    git keeps objects, unless ``target`` exists (an object's name is its content). A
+    folder made for it takes the store's own mode (a group-shared repository's
+    ``02775``), as git makes them."""
     if target.exists() or not source.is_file() or source.is_symlink():
         return 0
-    target.parent.mkdir(exist_ok=True)
+    if not target.parent.is_dir():
+        target.parent.mkdir(exist_ok=True)
+        os.chmod(target.parent, stat.S_IMODE(store.stat().st_mode))
     landing = target.with_name(f"tmp_kodo_{secrets.token_hex(8)}")
     try:
         os.link(source, landing)

@@ -37,7 +37,7 @@ from services.worker.git_ops import (
     UNFAITHFUL_RULE,
     GitError,
     Worktree,
-    admit_objects,
+    admit,
     changes_since,
     commit_diffstat,
     commit_index,
@@ -181,7 +181,7 @@ def _take_edits(
         taken = _stage_and_judge(ctx, held, result, policy, repair=repair)
         if not isinstance(taken, _Judged):
             return taken  # what git staged never reaches the repository's store
-        admit_objects(held)
+        admit(held, [c.new_blob for c in taken.changes if c.status != "D"])
     message = (
         f"kodo: {ctx.goal[:60]}\n\n{result.answer['summary']}\n\n"
         f"Kodo-Run: {ctx.run_id}\nKodo-Plan-Sha256: {ctx.plan_sha256}\n"

@@ -10,6 +10,9 @@ outlive the refusal where the agent could read them back.
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import pytest
 
 from devstack.sample_repo import create_sample_repo
 from services.worker.git_ops import (
-    admit_objects,
+    admit,
     commit_index,
     ensure_worktree,
     quarantine_root,
@@ -87,11 +90,94 @@ def test_a_file_git_packs_on_staging_is_admitted_pack_and_index(tmp_path: Path) 
     (tree.path / "big.txt").write_text("".join(f"line {i}\n" for i in range(2000)))
 
     with quarantined(tree, ws) as held:
-        assert [c.path for c in stage_edits(held)] == ["big.txt"]
+        changes = stage_edits(held)
+        assert [c.path for c in changes] == ["big.txt"]
         assert list((held.quarantine or tmp_path).glob("pack/*.pack")), "git packed it"
-        assert admit_objects(held) >= 2
+        assert admit(held, [c.new_blob for c in changes]) >= 2
     commit = commit_index(tree, "a big file")
 
     checked = subprocess.run(["git", "fsck", "--no-dangling"], cwd=repo, capture_output=True)
     assert checked.returncode == 0, checked.stderr
     assert git_out(repo, "cat-file", "-t", f"{commit}:big.txt") == "blob"
+
+
+def test_a_judgement_never_admitted_leaves_the_runs_own_index_as_it_was(tmp_path: Path) -> None:
+    """A delivery killed mid-judgement (here: the block left by an error) must leave the
+    run's index naming only objects the store holds: one naming the deleted
+    quarantine's objects failed every redelivery ("unable to read", a red-team pass)."""
+    repo = create_sample_repo(tmp_path / "repo")
+    ws = tmp_path / "ws"
+    tree = ensure_worktree(repo, ws, "run-1", "HEAD")
+    before = (tree.gitdir / "index").read_bytes()
+    (tree.path / "NOTES.md").write_text(UNIQUE)
+
+    def killed_mid_judgement() -> None:
+        with quarantined(tree, ws) as held:
+            stage_edits(held)
+            raise RuntimeError("the worker died here")
+
+    with pytest.raises(RuntimeError):
+        killed_mid_judgement()
+
+    assert (tree.gitdir / "index").read_bytes() == before
+    with quarantined(tree, ws) as again:
+        assert [c.path for c in stage_edits(again)] == ["NOTES.md"], "staged anew"
+
+
+def test_only_the_judged_blobs_are_admitted(tmp_path: Path) -> None:
+    """git may hash more than it stages (a file swapped for a folder between its passes):
+    an object the judged change does not hold stays out of the store."""
+    repo = create_sample_repo(tmp_path / "repo")
+    ws = tmp_path / "ws"
+    tree = ensure_worktree(repo, ws, "run-1", "HEAD")
+    (tree.path / "NOTES.md").write_text(UNIQUE)
+    stray = "hashed but never staged: 5d1e9a\n"
+
+    with quarantined(tree, ws) as held:
+        changes = stage_edits(held)
+        subprocess.run(
+            ["git", "hash-object", "-w", "--stdin"],
+            input=stray.encode(),
+            cwd=repo,
+            env={**os.environ, **held.object_env()},
+            check=True,
+            capture_output=True,
+        )
+        assert admit(held, [c.new_blob for c in changes]) == 1
+
+    assert _stored(repo, UNIQUE)
+    assert not _stored(repo, stray)
+
+
+def test_admitted_objects_keep_a_shared_repositorys_permissions(tmp_path: Path) -> None:
+    repo = create_sample_repo(tmp_path / "repo")
+    subprocess.run(["git", "config", "core.sharedRepository", "group"], cwd=repo, check=True)
+    store = repo / ".git" / "objects"
+    store.chmod(0o2775)
+    ws = tmp_path / "ws"
+    tree = ensure_worktree(repo, ws, "run-1", "HEAD")
+    (tree.path / "NOTES.md").write_text(UNIQUE)
+
+    with quarantined(tree, ws) as held:
+        changes = stage_edits(held)
+        blob = changes[0].new_blob
+        shutil.rmtree(store / blob[:2], ignore_errors=True)  # a folder kodo must make
+        admit(held, [blob])
+
+    assert stat.S_IMODE((store / blob[:2]).stat().st_mode) == 0o2775
+
+
+def test_with_the_sandbox_off_staging_still_writes_only_the_quarantine(tmp_path: Path) -> None:
+    """KODO_SANDBOX=off runs git on the folder's name, without bubblewrap: the quarantine
+    holds all the same."""
+    repo = create_sample_repo(tmp_path / "repo")
+    ws = tmp_path / "ws"
+    tree = ensure_worktree(repo, ws, "run-1", "HEAD", bwrap=None)
+    before = (tree.gitdir / "index").read_bytes()
+    (tree.path / "NOTES.md").write_text(UNIQUE)
+
+    with quarantined(tree, ws) as held:
+        assert [c.path for c in stage_edits(held)] == ["NOTES.md"]
+
+    assert not _stored(repo, UNIQUE)
+    assert (tree.gitdir / "index").read_bytes() == before
