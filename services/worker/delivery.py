@@ -16,6 +16,7 @@ import structlog
 from services.worker.git_ops import (
     GitError,
     drop_private_checkout,
+    drop_run_leftovers,
     exec_root,
     forget_registration,
     git,
@@ -132,6 +133,7 @@ def _remove(rt: Runtime, item: Cleanup) -> bool:
         remove_worktree_dir(Path(item.worktree_path), rt.settings.workspace_dir)
     private = exec_root(rt.settings.workspace_dir)  # a crashed command's checkout
     drop_private_checkout(repo, rt.settings.workspace_dir, private / item.run_id)
+    drop_run_leftovers(rt.settings.workspace_dir, item.run_id)  # killed deliveries'
     with repo_lock(rt.settings.workspace_dir, repo):
         if item.worktree_path is not None:  # kodo registered it locked (git_ops)
             forget_registration(repo, Path(item.worktree_path))

@@ -672,6 +672,17 @@ def _set_aside(path: Path, workspace_dir: Path, aside: list[Path]) -> None:
     aside.append(moved)
 
 
+def drop_run_leftovers(workspace_dir: Path, run_id: str) -> None:
+    """Remove what a run's killed deliveries left in kodo's folders beside the
+    workspaces: a quarantine (which may hold a refused blob) and set-aside folders
+    (a ``worktree.trash_left`` among them), once the run is done with."""
+    for left in quarantine_root(workspace_dir).glob(f"{glob.escape(run_id)}.*"):
+        shutil.rmtree(left, ignore_errors=True)
+    trash = trash_root(workspace_dir)
+    for left in trash.glob(f"{glob.escape(run_id)}.*"):
+        remove_worktree_dir(left, trash)
+
+
 def _empty_trash(workspace_dir: Path, aside: list[Path]) -> None:
     """Remove what :func:`_set_aside` moved; one that cannot be removed stays in the trash
     (logged), out of everyone's way."""

@@ -17,7 +17,13 @@ from sqlalchemy import update
 
 from services.worker import git_ops
 from services.worker.delivery import clean, deliver
-from services.worker.git_ops import exec_root, lock_file, private_index
+from services.worker.git_ops import (
+    exec_root,
+    lock_file,
+    private_index,
+    quarantine_root,
+    trash_root,
+)
 from services.worker.runtime import Runtime
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import run_step
@@ -209,6 +215,30 @@ def test_a_private_checkout_a_crashed_command_left_goes_with_its_run(
     assert not index.exists()
     assert not lock.exists()
     assert str(left) not in worktrees(repo)
+
+
+def test_what_killed_deliveries_left_beside_the_workspaces_goes_with_its_run(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    """A build killed mid-judgement leaves its quarantine (which may hold a refused blob),
+    a registration its set-aside folder: the run's cleanup removes both, and nothing of
+    another run's."""
+    rt = make_rt(worktree_grace_s=0)
+    run_id = succeeded(rt, repo)
+    workspace = rt.settings.workspace_dir
+    held = quarantine_root(workspace) / f"{run_id}.0123456789abcdef"
+    (held / "ab").mkdir(parents=True)
+    (held / "ab" / "cdef").write_bytes(b"a refused blob")
+    aside = trash_root(workspace) / f"{run_id}.fedcba9876543210"
+    (aside / "filled").mkdir(parents=True)
+    others = quarantine_root(workspace) / "another-run.0123456789abcdef"
+    others.mkdir()
+
+    assert clean(rt) == [run_id]
+
+    assert not held.exists()
+    assert not aside.exists()
+    assert others.exists()
 
 
 def test_the_grace_period_keeps_a_fresh_worktree(make_rt: RuntimeFactory, repo: Path) -> None:
