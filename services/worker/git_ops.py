@@ -187,8 +187,7 @@ def pinned(tree: Worktree) -> Iterator[int]:
 def pin_point(tree: Worktree) -> Path:
     """``<workspaces>.pin``: the empty folder a pinned git sees the worktree at, in its own
     mount namespace; a sibling of the workspaces folder, out of the daemon's reach."""
-    workspaces = tree.path.parent.resolve()
-    point = workspaces.with_name(f"{workspaces.name}.pin")
+    point = _beside(tree.path.parent, "pin")
     point.mkdir(exist_ok=True)
     return point
 
@@ -472,10 +471,29 @@ def tree_git_bytes(tree: Worktree, *args: str, writes: Writes = "tree") -> bytes
     return proc.stdout
 
 
+def _beside(workspace_dir: Path, name: str) -> Path:
+    """``<workspaces>.<name>``: one of kodo's folders, a sibling of the workspaces folder
+    (so on its filesystem, and out of the daemon's reach)."""
+    resolved = workspace_dir.resolve()
+    return resolved.with_name(f"{resolved.name}.{name}")
+
+
+def _runs_entries(root: Path, run_id: str) -> list[Path]:
+    """The entries ``<run_id>.<random>`` of one of kodo's folders beside the workspaces."""
+    return list(root.glob(f"{glob.escape(run_id)}.*"))
+
+
+def _put_index(worktree: Worktree, source: Path) -> None:
+    """``source`` made the run's index in one rename (a copy first: it may lie on another
+    filesystem), never half written."""
+    landing = worktree.gitdir / f"index.kodo-{secrets.token_hex(8)}"
+    shutil.copyfile(source, landing)
+    os.replace(landing, worktree.gitdir / "index")
+
+
 def lock_dir(workspace_dir: Path) -> Path:
     """``<workspaces>.locks``: a sibling of the workspaces folder, outside the daemon's reach."""
-    resolved = workspace_dir.resolve()
-    return resolved.with_name(f"{resolved.name}.locks")
+    return _beside(workspace_dir, "locks")
 
 
 def lock_file(workspace_dir: Path, repo: Path) -> Path:
@@ -519,8 +537,7 @@ class UnfaithfulCheckout(GitError):
 def exec_root(workspace_dir: Path) -> Path:
     """``<workspaces>.exec``: where verification commands get their private checkouts, a
     sibling of the workspaces folder and so outside the daemon's reach."""
-    resolved = workspace_dir.resolve()
-    return resolved.with_name(f"{resolved.name}.exec")
+    return _beside(workspace_dir, "exec")
 
 
 @dataclass(frozen=True)
@@ -647,8 +664,7 @@ def trash_root(workspace_dir: Path) -> Path:
     """``<workspaces>.trash``: where a leftover folder is moved, in one rename, out of the
     way of a registration that holds the repository's lock; a sibling of the workspaces
     folder, out of the daemon's reach."""
-    resolved = workspace_dir.resolve()
-    return resolved.with_name(f"{resolved.name}.trash")
+    return _beside(workspace_dir, "trash")
 
 
 def _set_aside(path: Path, workspace_dir: Path, aside: list[Path]) -> None:
@@ -676,10 +692,10 @@ def drop_run_leftovers(workspace_dir: Path, run_id: str) -> None:
     """Remove what a run's killed deliveries left in kodo's folders beside the
     workspaces: a quarantine (which may hold a refused blob) and set-aside folders
     (a ``worktree.trash_left`` among them), once the run is done with."""
-    for left in quarantine_root(workspace_dir).glob(f"{glob.escape(run_id)}.*"):
+    for left in _runs_entries(quarantine_root(workspace_dir), run_id):
         shutil.rmtree(left, ignore_errors=True)
     trash = trash_root(workspace_dir)
-    for left in trash.glob(f"{glob.escape(run_id)}.*"):
+    for left in _runs_entries(trash, run_id):
         remove_worktree_dir(left, trash)
 
 
@@ -696,8 +712,7 @@ def _empty_trash(workspace_dir: Path, aside: list[Path]) -> None:
 def stage_root(workspace_dir: Path) -> Path:
     """``<workspaces>.stage``: where a run's worktree is checked out before it is moved into
     the workspaces folder; a sibling of it (as ``.exec`` is), out of the daemon's reach."""
-    resolved = workspace_dir.resolve()
-    return resolved.with_name(f"{resolved.name}.stage")
+    return _beside(workspace_dir, "stage")
 
 
 def _check_out_into_place(
@@ -948,9 +963,7 @@ def checkout_head(worktree: Worktree) -> None:
             writes="tree",
             index_file=scratch / "index",
         )  # fmt: skip
-        written = worktree.gitdir / f"index.kodo-{secrets.token_hex(8)}"
-        shutil.copyfile(scratch / "index", written)
-        os.replace(written, current)
+        _put_index(worktree, scratch / "index")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -966,8 +979,7 @@ def quarantine_root(workspace_dir: Path) -> Path:
     """``<workspaces>.objects``: where the objects of a change not judged yet are kept, a
     sibling of the workspaces folder, out of the daemon's reach (which reads the
     repository's own store)."""
-    resolved = workspace_dir.resolve()
-    return resolved.with_name(f"{resolved.name}.objects")
+    return _beside(workspace_dir, "objects")
 
 
 @contextmanager
@@ -988,7 +1000,7 @@ def quarantined(worktree: Worktree, workspace_dir: Path) -> Iterator[Worktree]:
     removed by the run's next one."""
     root = quarantine_root(workspace_dir)
     root.mkdir(mode=0o700, exist_ok=True)
-    for left in root.glob(f"{glob.escape(worktree.path.name)}.*"):
+    for left in _runs_entries(root, worktree.path.name):
         shutil.rmtree(left, ignore_errors=True)
     folder = root / f"{worktree.path.name}.{secrets.token_hex(8)}"
     folder.mkdir(mode=0o700)
@@ -1022,10 +1034,7 @@ def admit(worktree: Worktree, blobs: Sequence[str]) -> int:
     if wanted and packs.is_dir():
         for part in sorted(packs.iterdir(), key=lambda p: (p.suffix == ".idx", p.name)):
             admitted += _admit(part, store / "pack" / part.name, store)
-    staged = worktree.quarantine / "index"
-    landing = worktree.gitdir / f"index.kodo-{secrets.token_hex(8)}"
-    shutil.copyfile(staged, landing)
-    os.replace(landing, worktree.gitdir / "index")
+    _put_index(worktree, worktree.quarantine / "index")
     return admitted
 
 
