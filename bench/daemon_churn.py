@@ -73,9 +73,8 @@ class Churn:
 
 def churn(mode: str, worktrees: int, every: int, root: Path) -> Churn:
     """Feed a fresh daemon ``worktrees`` worktrees one after another in ``mode``."""
-    workspaces, repos, state = root / "workspaces", root / "repos", root / "state"
+    workspaces, state = root / "workspaces", root / "state"
     workspaces.mkdir(parents=True)
-    repos.mkdir()
     found = Churn(mode)
     with running_llm(seed=0) as llm:
         served = daemon.start(
@@ -84,7 +83,7 @@ def churn(mode: str, worktrees: int, every: int, root: Path) -> Churn:
             port=free_port(),
             provider=scripted_provider(llm),
             password=PASSWORD,
-            confinement=Confinement(workspaces, (repos,)),
+            confinement=Confinement(workspaces),
         )
         try:
             with OpenCodeClient(served.url, timeout_s=120.0, password=PASSWORD) as client:

@@ -31,7 +31,6 @@ growing: ``python -m bench.daemon_churn`` measures that, one worktree after anot
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sys
 import time
@@ -327,8 +326,7 @@ def start(bench: Bench, count: int) -> RealDaemons:
     wait_http(f"{real.llm_root}/__kodo/stats", llm)
     env = bench.stack.env
     workspaces = Path(env["KODO_WORKSPACE_DIR"])
-    roots = tuple(Path(p) for p in env["KODO_REPO_ROOTS"].split(os.pathsep) if p)
-    confinement = Confinement(workspaces, roots)
+    confinement = Confinement(workspaces)
     password = secrets.token_urlsafe(24)  # one for all: kodo has one OC_PASSWORD
     try:
         for i in range(count):

@@ -17,8 +17,8 @@ The generated config is proven by the daemon itself: ``up`` fails unless
 ``down`` stops only what ``up`` recorded.
 
 The daemon runs in a bubblewrap sandbox (:mod:`devstack.oc_daemon.sandbox`) where only
-the workspaces folder (``KODO_WORKSPACE_DIR``) and its own HOME are writable, the
-repository roots (``KODO_REPO_ROOTS``) read-only and kodo's ``.kodo`` out of sight.
+the workspaces folder (``KODO_WORKSPACE_DIR``) and its own HOME are writable, and
+neither the repositories (``KODO_REPO_ROOTS``) nor kodo's ``.kodo`` are there at all.
 Without bubblewrap ``up`` refuses, naming the rule; ``--no-sandbox`` is the explicit,
 unsafe way out.
 """
@@ -68,15 +68,14 @@ def _state_dir(given: str | None) -> Path:
 
 
 def _confinement(workspaces: str | None) -> Confinement:
-    """The sandbox as kodo's settings describe it: the workspaces folder writable, the
-    repository roots read-only, kodo's state dirs hidden."""
+    """The sandbox as kodo's settings describe it: the workspaces folder writable, kodo's
+    state dirs hidden (the repositories are never shown)."""
     env = os.environ
     where = workspaces or env.get("KODO_WORKSPACE_DIR") or DEFAULTS["KODO_WORKSPACE_DIR"]
-    roots = [Path(p).resolve() for p in env.get("KODO_REPO_ROOTS", "").split(os.pathsep) if p]
     hidden = [repo_root() / ".kodo"]
     if env.get("KODO_HOME", "").strip():
         hidden.append(Path(env["KODO_HOME"]).resolve())
-    return Confinement(Path(where).resolve(), tuple(roots), tuple(hidden))
+    return Confinement(Path(where).resolve(), tuple(hidden))
 
 
 def _install() -> Path:

@@ -98,11 +98,11 @@ class DaemonError(RuntimeError):
 
 @dataclass(frozen=True)
 class Confinement:
-    """Where a sandboxed daemon may write (``workspaces``) and read (``repo_roots``), and
-    kodo's state it must never see (``hidden``); see :mod:`devstack.oc_daemon.sandbox`."""
+    """Where a sandboxed daemon may write (``workspaces``) and kodo's state it must never
+    see (``hidden``); see :mod:`devstack.oc_daemon.sandbox`. The source repositories are
+    never shown to it."""
 
     workspaces: Path
-    repo_roots: tuple[Path, ...] = ()
     hidden: tuple[Path, ...] = ()
     bwrap: str = "bwrap"
 
@@ -405,7 +405,6 @@ def confined_argv(
             home=home,
             config=config_path,
             workspaces=confinement.workspaces.resolve(),
-            repo_roots=tuple(p.resolve() for p in confinement.repo_roots),
             hidden=tuple(dict.fromkeys(p.resolve() for p in (*confinement.hidden, state_dir))),
         )
         box.workspaces.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,13 @@ and 1.18.33 follows a symlink inside the worktree to write outside it). So ``kod
 runs ``opencode serve`` in a view of the filesystem built from an allowlist:
 
 * read-only: ``/usr`` (and the merged-/usr links), a few ``/etc`` files a program needs
-  to start and reach an LLM over TLS, the opencode binary, the daemon's config file and
-  the repository roots (the worktrees' shared ``.git``);
+  to start and reach an LLM over TLS, the opencode binary and the daemon's config file;
 * writable: the workspaces folder (the runs' worktrees) and the daemon's own HOME;
+* absent: the source repositories. The daemon is one process for every run, so what
+  one agent may read, all may: a repository's working files (an uncommitted ``.env``),
+  its ``.git/config`` (a remote's token) and every branch. A worktree's ``.git`` file
+  names a git dir that is not there, so the daemon takes the worktree for a plain
+  folder (no snapshots, no project id written); kodo makes the patch with its own git;
 * private: ``/tmp`` (a tmpfs), ``/proc`` (its own PID namespace: no other process's
   environment is readable), ``/dev``;
 * hidden: kodo's state (``.kodo``: ``up.json`` names the database, the daemon's
@@ -74,7 +78,6 @@ class DaemonSandbox:
     home: Path  # the daemon's HOME (database, logs, caches): writable
     config: Path  # OPENCODE_CONFIG: read-only
     workspaces: Path  # the runs' worktrees: writable
-    repo_roots: tuple[Path, ...] = ()  # source repositories: read-only
     hidden: tuple[Path, ...] = ()  # kodo's state: masked wherever a bind would show it
 
 
@@ -96,8 +99,7 @@ def _inside(path: Path, root: Path) -> bool:
 def _mounts(box: DaemonSandbox) -> list[tuple[str, str]]:
     """(kind, path) with kind ``ro``/``rw``/``hide``, parents before children, so a mask
     lands over a bind that contains it and a bind inside a mask shows through it."""
-    binds = [("ro", p) for p in box.repo_roots]
-    binds += [("rw", box.workspaces), ("rw", box.home), ("ro", box.config), ("ro", box.binary)]
+    binds = [("rw", box.workspaces), ("rw", box.home), ("ro", box.config), ("ro", box.binary)]
     paths = [p for _, p in binds]
     for kind, path in binds:
         for secret in box.hidden:
@@ -108,7 +110,7 @@ def _mounts(box: DaemonSandbox) -> list[tuple[str, str]]:
                 )
     masks = [("hide", s) for s in box.hidden if any(_inside(s, p) and s != p for p in paths)]
     for secret in box.hidden:
-        if secret in (box.workspaces, *box.repo_roots):
+        if secret == box.workspaces:
             raise SandboxRefused(f"{RULE}: {secret} is both kodo's state and a bind")
     ordered = sorted([*binds, *masks], key=lambda m: (len(m[1].parts), m[0] != "hide"))
     return [(kind, str(path)) for kind, path in ordered]

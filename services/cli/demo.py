@@ -7,9 +7,9 @@ diff the agent's edits made.
 
 ``--opencode URL --model PROVIDER/MODEL`` runs the same demo against a daemon you
 started (``kodo oc up --provider ...``, its ``OC_PASSWORD`` exported): no stand-in is
-started, the model is checked with the daemon first, and the sample repository and the
-worktrees go where that daemon's sandbox can see them (the first of ``KODO_REPO_ROOTS``
-and ``KODO_WORKSPACE_DIR``, the same settings ``kodo oc up`` read).
+started, the model is checked with the daemon first, and the worktrees go where that
+daemon's sandbox can see them (``KODO_WORKSPACE_DIR``, the setting ``kodo oc up`` read);
+the sample repository stays in the demo's folder, which the daemon never sees.
 """
 
 from __future__ import annotations
@@ -189,13 +189,9 @@ def demo(
     services = devstack.up(settings.database_url, settings.redis_url)
     click.echo(services.postgres.describe())
     click.echo(services.redis.describe())
-    if daemon is None:
-        repos, workspaces = run_dir / "repos", run_dir / "workspaces"
-    else:  # where the daemon's sandbox can see them
-        roots = [r for r in os.environ.get("KODO_REPO_ROOTS", "").split(os.pathsep) if r]
-        repos = Path(roots[0]).resolve() / f"kodo-demo-{stamp}" if roots else run_dir / "repos"
-        workspaces = settings.workspace_dir.resolve()
-    repo = create_sample_repo(repos / "calc")
+    # A daemon of the user's writes where its sandbox lets it: its workspaces folder.
+    workspaces = run_dir / "workspaces" if daemon is None else settings.workspace_dir.resolve()
+    repo = create_sample_repo(run_dir / "repos" / "calc")
     env = {
         **os.environ,
         "DATABASE_URL": services.postgres.url,

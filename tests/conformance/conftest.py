@@ -3,10 +3,10 @@
 The real daemon runs against kodo's scripted LLM (:mod:`standins.scripted_llm`) with
 the same seed as the compat server, so both give the same answers and every case
 can assert the same things of both. It runs in its bubblewrap sandbox, as ``kodo oc
-up`` runs it: only the session's ``workspaces`` folder is writable, ``repos`` (the
-source repositories of the worktrees there) read-only. The npm package is installed once into the
-cache (``KODO_OPENCODE_CACHE``); if npm or the registry fails, the suite fails
-loudly: a conformance suite that skips silently proves nothing.
+up`` runs it: only the session's ``workspaces`` folder is writable; ``repos`` (the
+source repositories of the worktrees there) is not in its view at all. The npm package
+is installed once into the cache (``KODO_OPENCODE_CACHE``); if npm or the registry
+fails, the suite fails loudly: a conformance suite that skips silently proves nothing.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def scripted_llm() -> Iterator[str]:
 @dataclass(frozen=True)
 class SandboxDirs:
     workspaces: Path  # writable by the daemon
-    repos: Path  # read-only to it
+    repos: Path  # not in its view
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +90,7 @@ def scripted_daemon(
         port=free_port(),
         provider=scripted_provider(llm_url),
         password=PASSWORD,
-        confinement=Confinement(dirs.workspaces, (dirs.repos,)),
+        confinement=Confinement(dirs.workspaces),
     )
     try:
         yield state
@@ -151,7 +151,7 @@ def anthropic_daemon(
         provider=spec,
         password=PASSWORD,
         env=key_env(),
-        confinement=Confinement(sandbox_dirs.workspaces, (sandbox_dirs.repos,)),
+        confinement=Confinement(sandbox_dirs.workspaces),
     )
     try:
         yield state

@@ -49,10 +49,9 @@ class Restartable:
         self.binary, self.llm_url = binary, llm_url
         self.state_dir = root / "state"
         self.state_dir.mkdir()
-        workspaces, repos = root / "workspaces", root / "repos"
+        workspaces = root / "workspaces"
         workspaces.mkdir()
-        repos.mkdir()
-        self.confinement = Confinement(workspaces, (repos,))
+        self.confinement = Confinement(workspaces)
         self.repo = create_sample_repo(workspaces / "calc")
         self.port = free_port()
         self.state = self.start()

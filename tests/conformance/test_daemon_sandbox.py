@@ -2,8 +2,10 @@
 
 A shell started by the very argv that runs ``opencode serve`` (same binds, same
 environment) tries what an escaped tool call would: write kodo's state, read its
-tokens and database URL, write a source repository. Only the workspaces folder and
-the daemon's HOME take writes. The conformance daemon itself runs in this sandbox.
+tokens and database URL, read or write a source repository (its working files, its
+``.git/config`` with a remote's token) from a run's worktree. Only the workspaces
+folder and the daemon's HOME take writes; no repository is there to read. The
+conformance daemon itself runs in this sandbox.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 
 from devstack.oc_daemon import daemon, sandbox
 from devstack.oc_daemon.daemon import DaemonState
+from devstack.sample_repo import create_sample_repo
 from devstack.supervisor import free_port, stop
 from shared.opencode.errors import OpenCodeError
 from tests.conformance.conftest import PASSWORD
@@ -25,6 +28,7 @@ from tests.waiting import wait_until
 pytestmark = pytest.mark.conformance
 
 SECRET_URL = "postgresql+psycopg://kodo:hunter2@127.0.0.1:5432/kodo"  # noqa: S105 (fake)
+REMOTE = "https://x-access-token:ghp_hunter2@example.invalid/calc.git"
 WRITES = {
     "workspace": "{ws}/run1/ok.txt",
     "home": "{home}/ok.txt",
@@ -36,13 +40,17 @@ WRITES = {
 }
 """Where an escaped tool call would write; only the first two may land on the host."""
 READS = {
+    "worktree": "{ws}/run1/README.md",
     "repo": "{repos}/calc/README.md",
+    "repo-uncommitted": "{repos}/calc/.env",
+    "repo-git-config": "{repos}/calc/.git/config",
+    "worktree-git-record": "{repos}/calc/.git/worktrees/run1/HEAD",
     "daemon-password": "{state}/daemon.json",
     "kodo-up-json": "{kodo}/up.json",
-    "tokens-under-a-bound-root": "{repos}/checkout/.kodo/tokens.json",
+    "tokens-in-a-checkout": "{repos}/checkout/.kodo/tokens.json",
     "etc-shadow": "/etc/shadow",
 }
-"""What it would read; only the source repository is there to read."""
+"""What it would read; only a run's worktree is there to read."""
 
 
 @pytest.fixture
@@ -50,9 +58,10 @@ def layout(tmp_path: Path, opencode_binary: Path) -> dict[str, Path]:
     where = {name: tmp_path / name for name in ("ws", "repos", "state", "kodo", "tmp")}
     for path in where.values():
         path.mkdir()
-    (where["ws"] / "run1").mkdir()
-    (where["repos"] / "calc").mkdir()
-    (where["repos"] / "calc" / "README.md").write_text("# calc\n")
+    calc = create_sample_repo(where["repos"] / "calc")
+    _git(calc, "remote", "add", "origin", REMOTE)
+    (calc / ".env").write_text("API_KEY=hunter2\n")
+    _git(calc, "worktree", "add", "-q", "-b", "kodo/run1", str(where["ws"] / "run1"))
     (where["repos"] / "checkout" / ".kodo").mkdir(parents=True)
     (where["repos"] / "checkout" / ".kodo" / "tokens.json").write_text('{"token": "kodo_t"}')
     (where["kodo"] / "up.json").write_text(f'{{"database_url": "{SECRET_URL}"}}')
@@ -64,6 +73,10 @@ def layout(tmp_path: Path, opencode_binary: Path) -> dict[str, Path]:
     return where
 
 
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
 def _box(where: dict[str, Path]) -> sandbox.DaemonSandbox:
     return sandbox.DaemonSandbox(
         bwrap=sandbox.find_bwrap(),
@@ -71,7 +84,6 @@ def _box(where: dict[str, Path]) -> sandbox.DaemonSandbox:
         home=where["home"],
         config=where["state"] / "opencode.global.json",
         workspaces=where["ws"],
-        repo_roots=(where["repos"],),
         hidden=(where["kodo"], where["state"], where["repos"] / "checkout" / ".kodo"),
     )
 
@@ -110,24 +122,41 @@ def test_only_the_workspaces_and_the_daemons_home_take_writes_and_kodos_state_is
         "the-roots-tmpfs": False,
     }
     assert read == {
-        "repo": True,
+        "worktree": True,
+        "repo": False,
+        "repo-uncommitted": False,
+        "repo-git-config": False,
+        "worktree-git-record": False,
         "daemon-password": False,
         "kodo-up-json": False,
-        "tokens-under-a-bound-root": False,
+        "tokens-in-a-checkout": False,
         "etc-shadow": False,
     }
 
 
-def test_the_root_and_the_source_repositories_are_read_only_inside(
+def test_the_root_is_read_only_inside_and_the_source_repositories_are_not_there(
     layout: dict[str, Path],
 ) -> None:
     """Outside the private /tmp, a write the host would not see is refused outright."""
-    repo = layout["repos"] / "calc" / "README.md"
-    for target in ("/planted.txt", "/usr/planted.txt", str(repo)):
+    for target in ("/planted.txt", "/usr/planted.txt"):
         done = _in_sandbox(layout, f"echo planted > {target}")
         assert done.returncode != 0, target
         assert "Read-only file system" in done.stderr, done.stderr
-    assert repo.read_text() == "# calc\n"
+    repos = _in_sandbox(layout, f"ls {layout['repos']}")
+    assert repos.returncode != 0
+    assert "No such file or directory" in repos.stderr, repos.stderr
+
+
+def test_git_in_a_worktree_finds_no_repository_so_no_branch_or_remote_is_readable(
+    layout: dict[str, Path],
+) -> None:
+    """The worktree's ``.git`` file names a git dir outside the view: git (what the
+    daemon runs to find a project) sees no repository, so no other branch, no remote."""
+    run1 = layout["ws"] / "run1"
+    done = _in_sandbox(layout, f"cd {run1} && git config --get remote.origin.url; git branch -a")
+    assert "ghp_hunter2" not in done.stdout + done.stderr
+    assert "kodo/run1" not in done.stdout
+    assert "not a git repository" in done.stderr, done.stderr
 
 
 def test_no_secret_is_in_the_environment_no_capability_is_held_no_host_process_is_seen(

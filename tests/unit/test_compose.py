@@ -324,3 +324,15 @@ def test_kodos_folders_beside_the_worktrees_share_their_volume_out_of_the_daemon
     assert 'mkdir -p "$$KODO_WORKSPACE_DIR"' in migrate
     for dockerfile in (ROOT / "Dockerfile", ROOT / "docker" / "opencode.Dockerfile"):
         assert f"mkdir -p {workspace} " in dockerfile.read_text(), dockerfile
+
+
+def test_the_real_daemon_is_shown_no_repository() -> None:
+    """One daemon serves every run, so a repository it can read, every run's agent can:
+    its working files, its ``.git/config`` (a remote's token), every branch. The worker
+    and the API need the repositories; the real daemon gets the runs' folder alone."""
+    services = _services()
+    repos = services["worker"]["environment"]["KODO_REPO_ROOTS"]
+    assert any(str(v).endswith(f":{repos}") for v in services["worker"]["volumes"])
+    opencode = services["opencode"]
+    assert "KODO_REPO_ROOTS" not in opencode["environment"]
+    assert all(repos not in json.dumps(v) for v in opencode["volumes"]), opencode["volumes"]

@@ -18,7 +18,6 @@ BOX = DaemonSandbox(
     home=CHECKOUT / ".kodo/oc/home",
     config=CHECKOUT / ".kodo/oc/opencode.global.json",
     workspaces=CHECKOUT / ".kodo/workspaces",
-    repo_roots=(CHECKOUT,),
     hidden=(CHECKOUT / ".kodo", CHECKOUT / ".kodo/oc"),
 )
 
@@ -37,15 +36,24 @@ def _mount_ops(argv: list[str]) -> list[tuple[str, str]]:
     return ops
 
 
-def test_kodos_state_under_a_read_only_root_is_masked_and_the_writable_binds_show_through() -> None:
+def test_only_the_workspaces_home_and_config_are_bound_and_no_repository_is() -> None:
+    """kodo's state is never bound, so there is nothing to mask; a repository (or a
+    checkout holding kodo) is not bound at all, whatever KODO_REPO_ROOTS says."""
     assert _mount_ops(_argv(BOX)) == [
-        ("--ro-bind", "/srv/kodo"),
-        ("--tmpfs", "/srv/kodo/.kodo"),  # over the checkout: up.json, tokens gone
-        ("--tmpfs", "/srv/kodo/.kodo/oc"),
         ("--bind", "/srv/kodo/.kodo/workspaces"),
         ("--bind", "/srv/kodo/.kodo/oc/home"),
         ("--ro-bind", "/srv/kodo/.kodo/oc/opencode.global.json"),
     ]
+    assert "/srv/kodo" not in _argv(BOX)
+
+
+def test_kodos_state_inside_the_daemons_home_is_masked_under_it() -> None:
+    """A hidden folder below a bind lands over it (parents first)."""
+    box = replace(BOX, hidden=(*BOX.hidden, BOX.home / "secrets"))
+    ops = _mount_ops(_argv(box))
+    assert ops.index(("--bind", "/srv/kodo/.kodo/oc/home")) < ops.index(
+        ("--tmpfs", "/srv/kodo/.kodo/oc/home/secrets")
+    )
 
 
 def test_the_sandbox_shares_the_network_drops_capabilities_and_sets_no_environment() -> None:
@@ -65,7 +73,7 @@ def test_the_sandbox_shares_the_network_drops_capabilities_and_sets_no_environme
 )
 def test_a_writable_folder_holding_kodos_state_is_refused(workspaces: Path) -> None:
     with pytest.raises(SandboxRefused, match="oc_daemon_sandbox"):
-        _argv(replace(BOX, workspaces=workspaces, repo_roots=()))
+        _argv(replace(BOX, workspaces=workspaces))
 
 
 def test_a_missing_bubblewrap_names_the_rule_and_how_to_install_it() -> None:
