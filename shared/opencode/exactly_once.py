@@ -147,6 +147,27 @@ CLAIM_GRACE_S = 5.0
 before it declares the call unknown."""
 
 
+WITHHELD = (
+    "the turn broke a turn rule: nothing the model said is kept (it may carry what the"
+    " turn read where it must not); tools lists what the turn's tools named"
+)
+_METADATA_KEYS = frozenset(
+    {"id", "sessionID", "parentID", "role", "mode", "agent", "modelID", "providerID"}
+    | {"time", "cost", "tokens", "finish"}
+)
+"""What a withheld record keeps of the answer's ``info``: ids, model, timing and cost;
+never its text (``structured``, ``error``) or its paths."""
+
+
+def withheld_record(
+    reply: PromptReply, usage: dict[str, Any] | None, trail: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """The ledger's record of a turn that broke a turn rule: the answer's metadata, what
+    it was billed and its tool trail (tool, status, the paths named), no text of it."""
+    info = {k: v for k, v in reply.info.items() if k in _METADATA_KEYS}
+    return {"info": info, "usage": usage, "tools": trail or [], "withheld": WITHHELD}
+
+
 class _CollectedElsewhere(Exception):
     """Another delivery recorded the sent call's outcome first: read it back."""
 
@@ -495,6 +516,9 @@ class ExactlyOnceCalls:
                 trail=trail,
                 from_status=from_status,
                 usage=usage or self._billed(daemon, session_id, call.directory, reply),
+                # A turn that broke a turn rule may have read what it must not (another
+                # run's worktree, the daemon's tool-output folder) and said it back.
+                withheld=isinstance(exc, TurnRejected),
             )
             self._forget(daemon, session_id, call.directory)
             raise failed from exc
@@ -863,14 +887,22 @@ class ExactlyOnceCalls:
         trail: list[dict[str, Any]] | None = None,
         from_status: CallStatus = CallStatus.CLAIMED,
         usage: dict[str, Any] | None = None,
+        withheld: bool = False,
     ) -> CallFailed:
         """Record a failed call; ``usage``: what its turn was billed (:meth:`_billed`),
-        else the reply's own usage, if there is a reply."""
+        else the reply's own usage, if there is a reply. ``withheld``: keep nothing the
+        model said (:func:`withheld_record`)."""
         error_name = name or type(exc).__name__
         error = bounded_error(f"{error_name}: {exc}")
         if usage is None and reply is not None:
             usage = usage_of(reply.info)
-        recorded = self._response_record(reply, usage, trail) if reply is not None else None
+        recorded = (
+            None
+            if reply is None
+            else withheld_record(reply, usage, trail)
+            if withheld
+            else self._response_record(reply, usage, trail)
+        )
         self._record(
             key,
             status,

@@ -200,3 +200,19 @@ def test_the_build_agent_may_write_the_daemons_tool_output_folder_but_the_call_f
     failure = _failed(call_in, runs, f"[oc:tool=write@{planted}]")
     assert failure.error_name == "PathOutsideWorktree"
     assert planted.exists(), "the daemon allowed it: only kodo's rule catches this write"
+
+
+def test_a_refused_turns_record_keeps_its_trail_and_none_of_what_the_model_said(
+    backend: Backend, runs: Runs, call_in: CallIn, sessions: sessionmaker[Session]
+) -> None:
+    """A turn that reached outside may repeat what it read there in its answer: the
+    ledger keeps the answer's ids, cost and usage and the paths its tools named."""
+    failure = _failed(call_in, runs, "[oc:tool=read@../confine-run2/README.md]")
+    assert failure.error_name == "PathOutsideWorktree"
+    row = _recorded(sessions, failure.op_key)
+    assert row.response is not None
+    assert set(row.response) == {"info", "usage", "tools", "withheld"}
+    assert {"structured", "parts", "error"}.isdisjoint(row.response["info"])
+    named = [p for t in row.response["tools"] for p in t["paths"]]
+    assert any(p.endswith("confine-run2/README.md") for p in named), named
+    assert row.usage is not None

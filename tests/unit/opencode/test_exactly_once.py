@@ -452,3 +452,47 @@ def test_a_retryable_provider_error_the_daemon_answered_keeps_its_name() -> None
     assert failed.value.kind == "transient"
     row = ledger.rows[failed.value.op_key].record
     assert (row.status, row.error_name) == ("failed", "OpenCodeTransientError")
+
+
+EXFILTRATED = {"next_action": "verify", "argv": ["true"], "reason": "OTHER-RUNS-SECRET"}
+
+
+@pytest.mark.parametrize(
+    ("turn", "trail"),
+    [
+        (ScriptedTurn(answer=EXFILTRATED, tools=["bash"]), ["bash"]),
+        (ScriptedTurn(answer=EXFILTRATED, earlier_tools=["write"]), ["write"]),
+        (ScriptedTurn(answer=EXFILTRATED, children=[{"id": "ses_child"}]), []),
+    ],
+    ids=["tool-in-answer", "tool-earlier-in-turn", "child-session"],
+)
+def test_a_turn_that_broke_a_turn_rule_keeps_no_text_of_its_answer(
+    turn: ScriptedTurn, trail: list[str]
+) -> None:
+    """What the model said after breaking a rule may carry what it read where it must
+    not (another run's files): the ledger keeps the answer's ids, model, cost and usage
+    and the tool trail, never its text."""
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(FakeAgent(turn), ledger).prompt_structured(_call())
+    row = ledger.rows[failed.value.op_key].record
+    assert row.response is not None
+    assert "OTHER-RUNS-SECRET" not in repr(row.response)
+    assert set(row.response) == {"info", "usage", "tools", "withheld"}
+    assert {"structured", "parts"}.isdisjoint(row.response["info"])
+    assert row.response["info"]["role"] == "assistant"
+    assert [t["tool"] for t in row.response["tools"]] == trail  # what triage reads instead
+    assert row.usage is not None
+
+
+def test_an_answer_off_its_schema_keeps_its_text_for_triage() -> None:
+    """A schema failure broke no turn rule: what it answered is what to look at."""
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(FakeAgent(ScriptedTurn(answer={"argv": "rm -rf /"})), ledger).prompt_structured(
+            _call()
+        )
+    row = ledger.rows[failed.value.op_key].record
+    assert row.response is not None
+    assert row.response["structured"] == {"argv": "rm -rf /"}
+    assert "withheld" not in row.response
