@@ -55,14 +55,19 @@ ETC_FILES = (
     "/etc/hosts",
     "/etc/resolv.conf",
     "/etc/gai.conf",
-    "/etc/ssl",
+    "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf",
     "/etc/ca-certificates",
-    "/etc/pki",
+    "/etc/pki/tls/certs",
+    "/etc/pki/tls/openssl.cnf",
+    "/etc/pki/ca-trust",
     "/etc/gitconfig",
     "/etc/mime.types",
 )
 """Host /etc entries the daemon (a Bun binary that may call an LLM over TLS, and git) reads;
-bound only if present."""
+bound only if present. The certificate folders alone, never ``/etc/ssl`` or ``/etc/pki``
+whole: their ``private`` folders hold the host's TLS keys, which the daemon (root
+without capabilities is still their owner) could otherwise read."""
 
 
 class SandboxRefused(RuntimeError):

@@ -50,7 +50,21 @@ class Violation:
     status: str
 
     def describe(self) -> str:
-        return f"{self.tool} ({self.status}) {self.path!r}"
+        shown = shown_path(self.path)
+        return (
+            f"{shown_path(self.tool, SHOWN_NAME)} ({shown_path(self.status, SHOWN_NAME)}) {shown!r}"
+        )
+
+
+SHOWN_PATH = 120
+SHOWN_NAME = 40
+"""How much of a path (a tool's or status's name) a refusal shows: the model chose it,
+and a turn that read where it must not may spell what it read into one."""
+
+
+def shown_path(text: str, limit: int = SHOWN_PATH) -> str:
+    """``text`` if short, else its first ``limit`` characters and its length."""
+    return text if len(text) <= limit else f"{text[:limit]}...[{len(text)} chars]"
 
 
 def patch_paths(text: str) -> list[str]:

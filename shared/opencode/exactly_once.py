@@ -51,6 +51,7 @@ from shared.opencode.calls import (
     finished_elsewhere,
 )
 from shared.opencode.confinement import RULES as CONFINEMENT_RULES
+from shared.opencode.confinement import SHOWN_NAME, shown_path
 from shared.opencode.daemons import Daemon, DaemonPool
 from shared.opencode.errors import (
     DaemonLost,
@@ -159,13 +160,36 @@ _METADATA_KEYS = frozenset(
 never its text (``structured``, ``error``) or its paths."""
 
 
+TRAIL_USES = 50
+"""A withheld record's trail keeps this many tool uses (then a count of the rest)..."""
+TRAIL_PATHS = 4
+"""...each with this many of the paths it named, each cut by :func:`shown_path`."""
+
+
 def withheld_record(
     reply: PromptReply, usage: dict[str, Any] | None, trail: list[dict[str, Any]] | None
 ) -> dict[str, Any]:
-    """The ledger's record of a turn that broke a turn rule: the answer's metadata, what
-    it was billed and its tool trail (tool, status, the paths named), no text of it."""
+    """The ledger's record of a turn that broke a turn rule, or could not be read whole:
+    the answer's metadata, what it was billed and its tool trail (tool, status, the
+    paths named, bounded: a path is text the model chose), no text of the answer."""
     info = {k: v for k, v in reply.info.items() if k in _METADATA_KEYS}
-    return {"info": info, "usage": usage, "tools": trail or [], "withheld": WITHHELD}
+    uses = trail or []
+    kept: list[dict[str, Any]] = [
+        {
+            "tool": shown_path(str(use.get("tool")), SHOWN_NAME),
+            "status": shown_path(str(use.get("status")), SHOWN_NAME),
+            "paths": [shown_path(str(p)) for p in use.get("paths", [])[:TRAIL_PATHS]],
+            **(
+                {"more_paths": len(use["paths"]) - TRAIL_PATHS}
+                if len(use.get("paths", [])) > TRAIL_PATHS
+                else {}
+            ),
+        }
+        for use in uses[:TRAIL_USES]
+    ]
+    if len(uses) > TRAIL_USES:
+        kept.append({"more_uses": len(uses) - TRAIL_USES})
+    return {"info": info, "usage": usage, "tools": kept, "withheld": WITHHELD}
 
 
 class _CollectedElsewhere(Exception):
@@ -442,6 +466,7 @@ class ExactlyOnceCalls:
         collected turn's last step never completed (its daemon stopped under it)."""
         trail: list[dict[str, Any]] | None = None
         usage: dict[str, Any] | None = None  # the whole turn's, once read
+        withheld = False  # the turn could not be read whole: what it said is not kept
         # A turn that ended in an error (info.error) is judged too: one that used a
         # forbidden tool or path and then did not answer is refused for that, with its
         # trail, not recorded as the error it chose to end on. One that was aborted is
@@ -468,6 +493,7 @@ class ExactlyOnceCalls:
                 if error is None:
                     raise
                 error.reply = reply  # an errored turn that cannot be read keeps its error
+                withheld = True  # (its steps unjudged: they may have read anything)
                 raise error from unread
             trail = tool_trail(turn, reply)
             usage = turn_usage(turn, reply) if turn.usage_known else None
@@ -483,6 +509,7 @@ class ExactlyOnceCalls:
             except TurnRejected as broken:
                 if error is None or broken.error_name != "TurnNotInspectable":
                     raise  # a broken rule outranks the error the turn ended on
+                withheld = True
             if error is not None:  # (an errored turn that cannot be read keeps its error)
                 error.reply = reply
                 raise error
@@ -499,6 +526,7 @@ class ExactlyOnceCalls:
                 trail=trail,
                 from_status=from_status,
                 usage=usage or self._billed(daemon, session_id, call.directory, exc.reply or reply),
+                withheld=withheld,
             )
             self._forget(daemon, session_id, call.directory)
             raise failed from exc

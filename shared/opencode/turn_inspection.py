@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from shared.opencode.confinement import tool_uses, violations
+from shared.opencode.confinement import SHOWN_NAME, shown_path, tool_uses, violations
 from shared.opencode.errors import OpenCodeError
 from shared.opencode.messages import PromptReply, object_or_empty, token_usage
 from shared.opencode.ports import AgentClient
@@ -136,15 +136,24 @@ def assert_turn_rules(
         raise TurnRejected("ChildSessionForbidden", f"session {session_id} spawned {ids}")
 
 
+SHOWN_USES = 10
+"""A refusal's message names this many offending tool uses (each bounded: the model
+chose their names and paths), then counts the rest."""
+
+
 def _assert_tool_rules(
     agent: str, session_id: str, parts: list[dict[str, Any]], directory: str
 ) -> None:
     forbidden = forbidden_tool_uses(agent, parts)
     if forbidden:
-        raise TurnRejected("ToolNotAllowed", f"agent {agent!r} used {', '.join(forbidden)}")
+        named = ", ".join(shown_path(t, SHOWN_NAME) for t in forbidden[:SHOWN_USES])
+        more = f" and {len(forbidden) - SHOWN_USES} more" if len(forbidden) > SHOWN_USES else ""
+        raise TurnRejected("ToolNotAllowed", f"agent {agent!r} used {named}{more}")
     escapes = violations(directory, parts)
     if escapes:
-        said = "; ".join(v.describe() for v in escapes)
+        said = "; ".join(v.describe() for v in escapes[:SHOWN_USES])
+        if len(escapes) > SHOWN_USES:
+            said += f"; and {len(escapes) - SHOWN_USES} more"
         raise TurnRejected(escapes[0].rule, f"session {session_id} outside {directory}: {said}")
 
 

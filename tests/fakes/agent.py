@@ -95,7 +95,12 @@ def _earlier_usage(turn: ScriptedTurn) -> dict[str, Any] | None:
 
 
 def _tool_part(name: str) -> dict[str, Any]:
-    return {"type": "tool", "tool": name, "state": {"status": "completed"}}
+    """A completed tool part; ``NAME@PATH`` names PATH as its ``filePath``."""
+    tool, _, path = name.partition("@")
+    state: dict[str, Any] = {"status": "completed"}
+    if path:
+        state["input"] = {"filePath": path}
+    return {"type": "tool", "tool": tool, "state": state}
 
 
 @dataclass

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from devstack.oc_daemon.sandbox import DaemonSandbox, SandboxRefused, bwrap_argv, find_bwrap
+from devstack.oc_daemon.sandbox import (
+    ETC_FILES,
+    DaemonSandbox,
+    SandboxRefused,
+    bwrap_argv,
+    find_bwrap,
+)
 
 CHECKOUT = Path("/srv/kodo")
 
@@ -79,3 +85,12 @@ def test_a_writable_folder_holding_kodos_state_is_refused(workspaces: Path) -> N
 def test_a_missing_bubblewrap_names_the_rule_and_how_to_install_it() -> None:
     with pytest.raises(SandboxRefused, match=r"oc_daemon_sandbox.*apt-get install bubblewrap"):
         find_bwrap("bwrap", search_path="/nonexistent")
+
+
+def test_the_hosts_tls_private_keys_are_never_bound() -> None:
+    """The daemon is root (no capabilities) and so the owner of root's 0600 keys: only
+    the certificate folders are shown, never /etc/ssl or /etc/pki whole."""
+    private = ("/etc/ssl/private", "/etc/pki/tls/private", "/etc/pki/CA/private")
+    for entry in ETC_FILES:
+        assert not any(Path(key).is_relative_to(entry) for key in private), entry
+    assert "/etc/ssl/certs" in ETC_FILES

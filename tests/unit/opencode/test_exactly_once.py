@@ -496,3 +496,41 @@ def test_an_answer_off_its_schema_keeps_its_text_for_triage() -> None:
     assert row.response is not None
     assert row.response["structured"] == {"argv": "rm -rf /"}
     assert "withheld" not in row.response
+
+
+def test_an_errored_turn_that_cannot_be_read_whole_keeps_no_text_of_its_answer() -> None:
+    """Its steps before the answer went unjudged (a turn of more than 50 steps, or a
+    daemon that cannot list them): they may have read anything, so it keeps its error
+    and its kind, and none of what it said."""
+    turn = ScriptedTurn(answer=EXFILTRATED, earlier_unreadable=True, info_error=NO_STRUCTURE)
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(FakeAgent(turn), ledger).prompt_structured(_call())
+    row = ledger.rows[failed.value.op_key].record
+    assert row.error_name == "StructuredOutputMissing"
+    assert row.response is not None
+    assert "OTHER-RUNS-SECRET" not in repr(row.response)
+    assert set(row.response) == {"info", "usage", "tools", "withheld"}
+
+
+def test_a_refusal_shows_the_paths_the_model_chose_cut_and_counted() -> None:
+    """A path is text the model chose: a refusal names at most 10 uses and 120
+    characters of each path, its record at most 50 uses and 4 paths each."""
+    spelled = "S" * 5000
+    uses = [f"read@/elsewhere/{spelled}", *(f"read@/elsewhere/{i}" for i in range(79))]
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(
+            FakeAgent(ScriptedTurn(answer=ANSWER, earlier_tools=uses)), ledger
+        ).prompt_structured(_call())
+    row = ledger.rows[failed.value.op_key].record
+    assert row.error_name == "PathOutsideWorktree"
+    assert row.error is not None
+    assert row.response is not None
+    assert "S" * 121 not in row.error + repr(row.response)
+    assert "and 70 more" in row.error
+    trail = row.response["tools"]
+    assert len(trail) == 51
+    assert trail[-1] == {"more_uses": 30}
+    assert trail[0]["paths"][0].endswith("...[5011 chars]")
+    assert trail[1]["paths"] == ["/elsewhere/0"]
