@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.model_in_use import STAND_IN_PROVIDER_ID, STAND_IN_PROVIDER_NAME
+from shared.opencode.client import MAX_TURN_STEPS
 
 PROVIDER_ID = STAND_IN_PROVIDER_ID
 MODEL_ID = "kodo-scripted"
@@ -259,6 +260,11 @@ def _options(spec: ProviderSpec) -> dict[str, Any]:
     return options
 
 
+AGENT_STEPS = MAX_TURN_STEPS - 10
+"""The agents' ``steps`` (1.18.33: "maximum number of agentic iterations before forcing
+text-only response"), with room under MAX_TURN_STEPS for that last answer."""
+
+
 def global_config(spec: ProviderSpec) -> dict[str, Any]:
     """The config JSON for ``spec`` (check it first: :meth:`ProviderSpec.check`)."""
     provider_id, model_id = spec.provider, spec.model_id
@@ -300,9 +306,17 @@ def global_config(spec: ProviderSpec) -> dict[str, Any]:
             "webfetch": "deny",
             "websearch": "deny",
         },
+        # At most AGENT_STEPS agentic steps, then a text-only answer: every turn stays
+        # short enough for kodo to read whole and judge (MAX_TURN_STEPS).
         "agent": {
-            "plan": {"permission": {"edit": "deny", "bash": "deny", "task": "deny"}},
-            "build": {"permission": {"edit": "allow", "bash": "deny", "task": "deny"}},
+            "plan": {
+                "steps": AGENT_STEPS,
+                "permission": {"edit": "deny", "bash": "deny", "task": "deny"},
+            },
+            "build": {
+                "steps": AGENT_STEPS,
+                "permission": {"edit": "allow", "bash": "deny", "task": "deny"},
+            },
         },
     }
 

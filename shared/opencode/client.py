@@ -56,6 +56,9 @@ __all__ = [
 # for the callers that speak to this adapter directly.
 
 CONNECT_TIMEOUT_S = 5.0
+MAX_TURN_STEPS = 50
+"""The most steps of a turn :meth:`OpenCodeClient.earlier_turn_messages` reads; a longer
+turn is refused unread. kodo's daemon config caps its agents below it (``steps``)."""
 
 
 FORMAT_400 = re.compile(
@@ -322,7 +325,7 @@ class OpenCodeClient:
         directory: str,
         prompt_id: str | None = None,
         reply_id: str | None = None,
-        max_steps: int = 50,
+        max_steps: int = MAX_TURN_STEPS,
     ) -> list[dict[str, Any]]:
         """The assistant messages of the last turn BEFORE its last one, oldest first.
 

@@ -20,10 +20,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from devstack.oc_daemon.config import AGENT_STEPS
 from shared.db.models import OpenCodeCall
 from shared.domain.contracts import EDIT_REPORT_SCHEMA, PLAN_OUTPUT_SCHEMA, validate_answer
 from shared.opencode.calls import CallFailed, StructuredCall, StructuredResult
-from shared.opencode.client import ModelRef, OpenCodeClient
+from shared.opencode.client import MAX_TURN_STEPS, ModelRef, OpenCodeClient
 from shared.opencode.diagnosis import DAEMON_UNEXPECTED
 from shared.opencode.errors import CONFIG_HINT, OpenCodeConfigError, OpenCodeError
 from shared.opencode.exactly_once import ABORT_S, BILLED_READ_S, ExactlyOnceCalls
@@ -250,6 +251,22 @@ def test_the_real_daemon_runs_with_auto_compaction_off(backend: Backend) -> None
     )
     assert seen.status_code == 200, seen.text
     assert seen.json().get("compaction") == {"auto": False}
+
+
+@pytest.mark.parametrize("backend", ["real"], indirect=True)
+def test_the_real_daemon_caps_kodos_agents_below_the_turn_kodo_reads_whole(
+    backend: Backend,
+) -> None:
+    """Past its ``steps`` an agent must answer in text: a turn never grows past what
+    ``earlier_turn_messages`` reads (MAX_TURN_STEPS), so none goes unjudged."""
+    auth = ("opencode", backend.password) if backend.password else None
+    seen = httpx.get(
+        f"{backend.url}/agent", params={"directory": str(backend.repo)}, auth=auth, timeout=30
+    )
+    assert seen.status_code == 200, seen.text
+    steps = {a["name"]: a.get("steps") for a in seen.json() if a["name"] in ("plan", "build")}
+    assert steps == {"plan": AGENT_STEPS, "build": AGENT_STEPS}
+    assert AGENT_STEPS < MAX_TURN_STEPS - 1
 
 
 def test_the_prompts_message_id_is_the_parent_of_every_answer_of_its_turn(

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from devstack.oc_daemon import daemon
-from devstack.oc_daemon.config import global_config, scripted_provider
+from devstack.oc_daemon.config import AGENT_STEPS, global_config, scripted_provider
 from devstack.supervisor import alive, free_port
+from shared.opencode.client import MAX_TURN_STEPS
 from tests.conformance.conftest import PASSWORD
 
 pytestmark = pytest.mark.conformance
@@ -64,6 +65,9 @@ def test_the_global_config_denies_what_a_headless_call_must_never_do() -> None:
     assert model["cost"] == {"input": 1.0, "output": 2.0, "cache_read": 0.1, "cache_write": 0}
     assert set(config["permission"].values()) == {"deny"}
     assert config["agent"]["plan"]["permission"] == {"edit": "deny", "bash": "deny", "task": "deny"}
+    steps = {name: agent["steps"] for name, agent in config["agent"].items()}
+    assert steps == {"plan": AGENT_STEPS, "build": AGENT_STEPS}
+    assert AGENT_STEPS < MAX_TURN_STEPS - 1, "a capped turn is still read whole"
     assert (config["snapshot"], config["lsp"], config["share"]) == (False, False, "disabled")
     assert config["compaction"] == {"auto": False}, "no synthetic message inside a turn"
 
