@@ -22,6 +22,7 @@ import structlog
 from sqlalchemy import Engine, make_url
 
 from devstack.handle import repo_root
+from devstack.supervisor import holdable
 from services.worker.sandbox.toolchain import resolve_toolchain
 from shared.config import Settings
 from shared.db.engine import make_engine, make_session_factory
@@ -277,7 +278,7 @@ def stop_on_sigterm() -> None:
     def exit_now(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, exit_now)
+    signal.signal(signal.SIGTERM, holdable(exit_now))
 
 
 def _phases(raw: str) -> list[str]:

@@ -26,7 +26,7 @@ from typing import TypeVar
 import httpx
 
 from devstack.keepalive import RESTART_MARK, wrap
-from devstack.supervisor import Child, free_port, spawn, stop_all
+from devstack.supervisor import Child, free_port, signals_held, spawn, stop_all
 from shared.db.engine import make_engine, make_session_factory
 from shared.queue import WORKER_QUEUES
 from shared.service.tokens import Role, fresh_token
@@ -52,12 +52,13 @@ class Stack:
     ) -> Child:
         env = {**self.env, **(extra_env or {})}
         log_path = self.log_dir / f"{name}.log"
-        if not self.keepalive:
-            child = spawn(name, argv, log_path, env=env)
-        else:
-            kept = spawn(name, wrap(argv, name), log_path, env=env)
-            child = KeptChild(kept.name, kept.popen, kept.log_path, kept.ticks, kept.log_offset)
-        self.procs.append(child)
+        with signals_held():  # started, then registered, before a SIGTERM may end us
+            if not self.keepalive:
+                child = spawn(name, argv, log_path, env=env)
+            else:
+                kept = spawn(name, wrap(argv, name), log_path, env=env)
+                child = KeptChild(kept.name, kept.popen, kept.log_path, kept.ticks, kept.log_offset)
+            self.procs.append(child)
         return child
 
     def stop(self) -> None:

@@ -19,10 +19,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import BinaryIO, Literal
 
 from devstack.handle import DevstackError
@@ -37,6 +38,39 @@ SURVIVED: Outcome = "survived SIGKILL"
 # reaped (not left as zombies that still look alive) and never garbage-collected
 # while running.
 _SPAWNED: dict[int, subprocess.Popen[bytes]] = {}
+
+SignalHandler = Callable[[int, FrameType | None], object]
+_held = 0  # depth of signals_held() blocks (signal handlers run in the main thread)
+_pending: list[Callable[[], object]] = []
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Run a :func:`holdable` handler only once the block ends: a process started and
+    registered inside it (``Stack.start``) is never lost to a SIGTERM that raises
+    between its start and its registration, and so is stopped with the rest."""
+    global _held
+    _held += 1
+    try:
+        yield
+    finally:
+        _held -= 1
+        if not _held and _pending:
+            run = _pending[0]
+            _pending.clear()
+            run()
+
+
+def holdable(handler: SignalHandler) -> SignalHandler:
+    """``handler``, put off while a :func:`signals_held` block runs."""
+
+    def held_or_run(signum: int, frame: FrameType | None) -> object:
+        if _held:
+            _pending.append(lambda: handler(signum, frame))
+            return None
+        return handler(signum, frame)
+
+    return held_or_run
 
 
 def port_is_free(port: int) -> bool:
