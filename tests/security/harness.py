@@ -490,6 +490,25 @@ class Hostile:
             headers=self.as_(token or self.approver),
         )
 
+    def wait_for(self, done: Callable[[], bool], run_id: str, deadline_s: float) -> bool:
+        """Whether ``done`` came true before ``run_id`` ended and the deadline passed."""
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if done():
+                return True
+            if self.run(run_id)["status"] in TERMINAL:
+                return done()
+            time.sleep(0.1)
+        return done()
+
+    def describe(self, run_id: str) -> str:
+        """Where ``run_id`` is, with the tail of every process's log (for a failure)."""
+        run = self.run(run_id)
+        if run["status"] in TERMINAL:
+            return self.collect(run_id).describe()
+        logs = "\n".join(f"== {p.name}\n{p.log_tail(20)}" for p in self.stack.procs)
+        return f"run {run_id} still {run['status']} (last step {run.get('lastStep')})\n{logs}"
+
     def wait(self, run_id: str, statuses: set[str], deadline_s: float = 60.0) -> dict[str, Any]:
         """The run once its status is in ``statuses`` or terminal (whichever comes first)."""
         end = time.monotonic() + deadline_s

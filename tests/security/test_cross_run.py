@@ -16,7 +16,6 @@ import pytest
 from devstack.sample_repo import FILES
 from tests.security import attacks
 from tests.security.harness import MARK, Hostile, git
-from tests.waiting import wait_until
 
 pytestmark = pytest.mark.security
 
@@ -52,7 +51,9 @@ def test_a_write_into_the_worktree_during_the_command_cannot_forge_its_verdict(
     run_id = hostile.submit(repo, fixture)
     assert hostile.wait(run_id, {"waiting_input"})["status"] == "waiting_input"
     assert hostile.approve(run_id).status_code == 200
-    wait_until(lambda: bool(hostile.attack_pids(marker)), 90, "the run's command to start")
+    # The run's progress is in the failure: under a loaded CI the 90 s ran out once.
+    started = hostile.wait_for(lambda: bool(hostile.attack_pids(marker)), run_id, 90)
+    assert started, f"the run's command never started: {hostile.describe(run_id)}"
     time.sleep(0.5)
     (hostile.workspaces / run_id / "calc.py").write_text(CALC)  # "run A" fixes add
     hostile.wait(run_id, set(), 120)
