@@ -80,7 +80,7 @@ from shared.opencode.turn_inspection import (
     turn_usage,
     usage_of,
 )
-from shared.redact import redact
+from shared.redact import redact, redact_text
 
 log = structlog.get_logger("kodo.oc")
 BILLED_READ_S = 10.0
@@ -166,13 +166,32 @@ TRAIL_PATHS = 4
 """...each with this many of the paths it named, each cut by :func:`shown_path`."""
 
 
+SHOWN_ERROR = 200
+"""How much of a withheld turn's own error message (not a kodo refusal's) is kept."""
+
+
+def _metadata(value: Any, depth: int = 0) -> Any:
+    """A metadata value as a withheld record keeps it: numbers and flags whole, text
+    cut by :func:`shown_path`, objects of those two levels deep; nothing else."""
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, str):
+        return shown_path(value)
+    if isinstance(value, dict) and depth < 2:
+        return {
+            shown_path(str(k), SHOWN_NAME): _metadata(v, depth + 1)
+            for k, v in list(value.items())[:TRAIL_USES]
+        }
+    return None
+
+
 def withheld_record(
     reply: PromptReply, usage: dict[str, Any] | None, trail: list[dict[str, Any]] | None
 ) -> dict[str, Any]:
     """The ledger's record of a turn that broke a turn rule, or could not be read whole:
     the answer's metadata, what it was billed and its tool trail (tool, status, the
     paths named, bounded: a path is text the model chose), no text of the answer."""
-    info = {k: v for k, v in reply.info.items() if k in _METADATA_KEYS}
+    info = {k: _metadata(v) for k, v in reply.info.items() if k in _METADATA_KEYS}
     uses = trail or []
     kept: list[dict[str, Any]] = [
         {
@@ -921,7 +940,14 @@ class ExactlyOnceCalls:
         else the reply's own usage, if there is a reply. ``withheld``: keep nothing the
         model said (:func:`withheld_record`)."""
         error_name = name or type(exc).__name__
-        error = bounded_error(f"{error_name}: {exc}")
+        # A withheld turn's error may quote it (a provider's message, a daemon's 400):
+        # kodo's own refusal messages are bounded where they are made, any other is cut.
+        said = (
+            str(exc)
+            if not withheld or isinstance(exc, TurnRejected)
+            else shown_path(str(exc), SHOWN_ERROR)
+        )
+        error = bounded_error(redact_text(f"{error_name}: {said}"))
         if usage is None and reply is not None:
             usage = usage_of(reply.info)
         recorded = (

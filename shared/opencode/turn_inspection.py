@@ -128,14 +128,17 @@ def assert_turn_rules(
     # broken rule in it is refused as such, not retried as an unreadable turn.
     _assert_tool_rules(agent, session_id, parts + reply.parts, directory)
     if unread is not None:
+        said = shown_path(str(unread), SHOWN_UNREAD)  # a daemon's 400 may quote a message
         raise TurnRejected(
-            "TurnNotInspectable", f"cannot read the turn's messages: {unread}"
+            "TurnNotInspectable", f"cannot read the turn's messages: {said}"
         ) from unread
     if turn.children:
         ids = ", ".join(str(c.get("id")) for c in turn.children)
         raise TurnRejected("ChildSessionForbidden", f"session {session_id} spawned {ids}")
 
 
+SHOWN_UNREAD = 200
+"""How much of the error that kept a turn unread its refusal quotes."""
 SHOWN_USES = 10
 """A refusal's message names this many offending tool uses (each bounded: the model
 chose their names and paths), then counts the rest."""

@@ -26,7 +26,7 @@ from shared.opencode.calls import (
 )
 from shared.opencode.errors import OpenCodeError, OpenCodeTransientError, OpenCodeUnreachable
 from shared.opencode.exactly_once import ABORT_S, BILLED_READ_S, ExactlyOnceCalls
-from shared.opencode.messages import ModelRef, prompt_message_id
+from shared.opencode.messages import ModelRef, PromptReply, prompt_message_id
 from tests.fakes.agent import (
     FakeAgent,
     ScriptedTurn,
@@ -534,3 +534,73 @@ def test_a_refusal_shows_the_paths_the_model_chose_cut_and_counted() -> None:
     assert trail[-1] == {"more_uses": 30}
     assert trail[0]["paths"][0].endswith("...[5011 chars]")
     assert trail[1]["paths"] == ["/elsewhere/0"]
+
+
+SPELLED = "OTHER-RUNS-SECRET-" * 300
+
+
+def test_a_withheld_turns_own_error_is_kept_cut_short() -> None:
+    """A provider's or the daemon's message may quote the model: of a turn whose steps
+    went unjudged, 200 characters of it are kept."""
+    error = {"name": "APIError", "data": {"message": SPELLED, "isRetryable": True}}
+    turn = ScriptedTurn(answer=ANSWER, earlier_unreadable=True, info_error=error)
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(FakeAgent(turn), ledger).prompt_structured(_call())
+    row = ledger.rows[failed.value.op_key].record
+    assert row.error is not None
+    assert row.error.count("OTHER-RUNS-SECRET-") <= 200 // len("OTHER-RUNS-SECRET-")
+    assert len(failed.value.error) < 400
+
+
+class _UnlistedTurn(FakeAgent):
+    """A daemon whose refusal to list the turn quotes a message's text."""
+
+    def earlier_turn_messages(self, session_id: str, **_: Any) -> list[dict[str, Any]]:
+        raise OpenCodeError(f"HTTP 400: Expected string, got {SPELLED}", status=400)
+
+
+def test_a_turn_that_cannot_be_listed_is_refused_quoting_the_reason_cut_short() -> None:
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(_UnlistedTurn(ScriptedTurn(answer=ANSWER)), ledger).prompt_structured(_call())
+    row = ledger.rows[failed.value.op_key].record
+    assert row.error_name == "TurnNotInspectable"
+    assert row.error is not None
+    assert row.error.count("OTHER-RUNS-SECRET-") <= 200 // len("OTHER-RUNS-SECRET-")
+
+
+def test_the_error_column_is_redacted_like_the_response() -> None:
+    """A key spelled into a refused path is as secret in the error as in the trail."""
+    key = "sk-" + "a1B2c3D4" * 6
+    turn = ScriptedTurn(answer=ANSWER, earlier_tools=[f"read@/elsewhere/{key}"])
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(FakeAgent(turn), ledger).prompt_structured(_call())
+    row = ledger.rows[failed.value.op_key].record
+    assert row.error_name == "PathOutsideWorktree"
+    assert row.error is not None
+    assert key not in row.error
+    assert key not in repr(row.response)
+
+
+class _LoudMetadata(FakeAgent):
+    """A daemon whose answer metadata carries text where numbers belong."""
+
+    def _play(self, *args: Any, **kwargs: Any) -> PromptReply:
+        reply = super()._play(*args, **kwargs)
+        info = {**reply.info, "finish": SPELLED, "time": {"created": 1, "note": SPELLED}}
+        return PromptReply(info=info, parts=reply.parts)
+
+
+def test_a_withheld_records_metadata_keeps_numbers_whole_and_text_cut() -> None:
+    turn = ScriptedTurn(answer=ANSWER, earlier_tools=["read@/elsewhere/x"])
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(_LoudMetadata(turn), ledger).prompt_structured(_call())
+    row = ledger.rows[failed.value.op_key].record
+    assert row.response is not None
+    info = row.response["info"]
+    assert info["time"]["created"] == 1
+    assert len(info["finish"]) < 160
+    assert len(info["time"]["note"]) < 160
