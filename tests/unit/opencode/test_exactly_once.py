@@ -454,6 +454,14 @@ def test_a_retryable_provider_error_the_daemon_answered_keeps_its_name() -> None
     assert (row.status, row.error_name) == ("failed", "OpenCodeTransientError")
 
 
+def _failed_row(agent: FakeAgent) -> tuple[CallFailed, CallRecord]:
+    """The failure ``agent``'s one scripted turn ends in, and its ledger row."""
+    ledger = InMemoryLedger()
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    return failed.value, ledger.rows[failed.value.op_key].record
+
+
 EXFILTRATED = {"next_action": "verify", "argv": ["true"], "reason": "OTHER-RUNS-SECRET"}
 
 
@@ -472,10 +480,7 @@ def test_a_turn_that_broke_a_turn_rule_keeps_no_text_of_its_answer(
     """What the model said after breaking a rule may carry what it read where it must
     not (another run's files): the ledger keeps the answer's ids, model, cost and usage
     and the tool trail, never its text."""
-    ledger = InMemoryLedger()
-    with pytest.raises(CallFailed) as failed:
-        _calls(FakeAgent(turn), ledger).prompt_structured(_call())
-    row = ledger.rows[failed.value.op_key].record
+    _, row = _failed_row(FakeAgent(turn))
     assert row.response is not None
     assert "OTHER-RUNS-SECRET" not in repr(row.response)
     assert set(row.response) == {"info", "usage", "tools", "withheld"}
@@ -487,12 +492,7 @@ def test_a_turn_that_broke_a_turn_rule_keeps_no_text_of_its_answer(
 
 def test_an_answer_off_its_schema_keeps_its_text_for_triage() -> None:
     """A schema failure broke no turn rule: what it answered is what to look at."""
-    ledger = InMemoryLedger()
-    with pytest.raises(CallFailed) as failed:
-        _calls(FakeAgent(ScriptedTurn(answer={"argv": "rm -rf /"})), ledger).prompt_structured(
-            _call()
-        )
-    row = ledger.rows[failed.value.op_key].record
+    _, row = _failed_row(FakeAgent(ScriptedTurn(answer={"argv": "rm -rf /"})))
     assert row.response is not None
     assert row.response["structured"] == {"argv": "rm -rf /"}
     assert "withheld" not in row.response
@@ -503,10 +503,7 @@ def test_an_errored_turn_that_cannot_be_read_whole_keeps_no_text_of_its_answer()
     daemon that cannot list them): they may have read anything, so it keeps its error
     and its kind, and none of what it said."""
     turn = ScriptedTurn(answer=EXFILTRATED, earlier_unreadable=True, info_error=NO_STRUCTURE)
-    ledger = InMemoryLedger()
-    with pytest.raises(CallFailed) as failed:
-        _calls(FakeAgent(turn), ledger).prompt_structured(_call())
-    row = ledger.rows[failed.value.op_key].record
+    _, row = _failed_row(FakeAgent(turn))
     assert row.error_name == "StructuredOutputMissing"
     assert row.response is not None
     assert "OTHER-RUNS-SECRET" not in repr(row.response)
@@ -518,12 +515,7 @@ def test_a_refusal_shows_the_paths_the_model_chose_cut_and_counted() -> None:
     characters of each path, its record at most 50 uses and 4 paths each."""
     spelled = "S" * 5000
     uses = [f"read@/elsewhere/{spelled}", *(f"read@/elsewhere/{i}" for i in range(79))]
-    ledger = InMemoryLedger()
-    with pytest.raises(CallFailed) as failed:
-        _calls(
-            FakeAgent(ScriptedTurn(answer=ANSWER, earlier_tools=uses)), ledger
-        ).prompt_structured(_call())
-    row = ledger.rows[failed.value.op_key].record
+    _, row = _failed_row(FakeAgent(ScriptedTurn(answer=ANSWER, earlier_tools=uses)))
     assert row.error_name == "PathOutsideWorktree"
     assert row.error is not None
     assert row.response is not None
@@ -544,13 +536,10 @@ def test_a_withheld_turns_own_error_is_kept_cut_short() -> None:
     went unjudged, 200 characters of it are kept."""
     error = {"name": "APIError", "data": {"message": SPELLED, "isRetryable": True}}
     turn = ScriptedTurn(answer=ANSWER, earlier_unreadable=True, info_error=error)
-    ledger = InMemoryLedger()
-    with pytest.raises(CallFailed) as failed:
-        _calls(FakeAgent(turn), ledger).prompt_structured(_call())
-    row = ledger.rows[failed.value.op_key].record
+    failed, row = _failed_row(FakeAgent(turn))
     assert row.error is not None
     assert row.error.count("OTHER-RUNS-SECRET-") <= 200 // len("OTHER-RUNS-SECRET-")
-    assert len(failed.value.error) < 400
+    assert len(failed.error) < 400
 
 
 class _UnlistedTurn(FakeAgent):
@@ -561,10 +550,7 @@ class _UnlistedTurn(FakeAgent):
 
 
 def test_a_turn_that_cannot_be_listed_is_refused_quoting_the_reason_cut_short() -> None:
-    ledger = InMemoryLedger()
-    with pytest.raises(CallFailed) as failed:
-        _calls(_UnlistedTurn(ScriptedTurn(answer=ANSWER)), ledger).prompt_structured(_call())
-    row = ledger.rows[failed.value.op_key].record
+    _, row = _failed_row(_UnlistedTurn(ScriptedTurn(answer=ANSWER)))
     assert row.error_name == "TurnNotInspectable"
     assert row.error is not None
     assert row.error.count("OTHER-RUNS-SECRET-") <= 200 // len("OTHER-RUNS-SECRET-")
@@ -574,10 +560,7 @@ def test_the_error_column_is_redacted_like_the_response() -> None:
     """A key spelled into a refused path is as secret in the error as in the trail."""
     key = "sk-" + "a1B2c3D4" * 6
     turn = ScriptedTurn(answer=ANSWER, earlier_tools=[f"read@/elsewhere/{key}"])
-    ledger = InMemoryLedger()
-    with pytest.raises(CallFailed) as failed:
-        _calls(FakeAgent(turn), ledger).prompt_structured(_call())
-    row = ledger.rows[failed.value.op_key].record
+    _, row = _failed_row(FakeAgent(turn))
     assert row.error_name == "PathOutsideWorktree"
     assert row.error is not None
     assert key not in row.error
@@ -595,10 +578,7 @@ class _LoudMetadata(FakeAgent):
 
 def test_a_withheld_records_metadata_keeps_numbers_whole_and_text_cut() -> None:
     turn = ScriptedTurn(answer=ANSWER, earlier_tools=["read@/elsewhere/x"])
-    ledger = InMemoryLedger()
-    with pytest.raises(CallFailed) as failed:
-        _calls(_LoudMetadata(turn), ledger).prompt_structured(_call())
-    row = ledger.rows[failed.value.op_key].record
+    _, row = _failed_row(_LoudMetadata(turn))
     assert row.response is not None
     info = row.response["info"]
     assert info["time"]["created"] == 1
