@@ -133,7 +133,11 @@ def assert_turn_rules(
             "TurnNotInspectable", f"cannot read the turn's messages: {said}"
         ) from unread
     if turn.children:
-        ids = ", ".join(str(c.get("id")) for c in turn.children)
+        ids = ", ".join(
+            shown_path(str(c.get("id")), SHOWN_NAME) for c in turn.children[:SHOWN_USES]
+        )
+        if len(turn.children) > SHOWN_USES:
+            ids += f" and {len(turn.children) - SHOWN_USES} more"
         raise TurnRejected("ChildSessionForbidden", f"session {session_id} spawned {ids}")
 
 

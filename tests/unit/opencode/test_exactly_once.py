@@ -584,3 +584,12 @@ def test_a_withheld_records_metadata_keeps_numbers_whole_and_text_cut() -> None:
     assert info["time"]["created"] == 1
     assert len(info["finish"]) < 160
     assert len(info["time"]["note"]) < 160
+
+
+def test_a_refusal_for_child_sessions_names_ten_of_them_cut_and_counts_the_rest() -> None:
+    children = [{"id": f"ses_{'c' * 100}{i}"} for i in range(25)]
+    _, row = _failed_row(FakeAgent(ScriptedTurn(answer=ANSWER, children=children)))
+    assert row.error_name == "ChildSessionForbidden"
+    assert row.error is not None
+    assert "and 15 more" in row.error
+    assert "c" * 41 not in row.error
