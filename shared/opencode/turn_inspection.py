@@ -133,11 +133,7 @@ def assert_turn_rules(
             "TurnNotInspectable", f"cannot read the turn's messages: {said}"
         ) from unread
     if turn.children:
-        ids = ", ".join(
-            shown_path(str(c.get("id")), SHOWN_NAME) for c in turn.children[:SHOWN_USES]
-        )
-        if len(turn.children) > SHOWN_USES:
-            ids += f" and {len(turn.children) - SHOWN_USES} more"
+        ids = _shown_list([shown_path(str(c.get("id")), SHOWN_NAME) for c in turn.children])
         raise TurnRejected("ChildSessionForbidden", f"session {session_id} spawned {ids}")
 
 
@@ -148,19 +144,22 @@ SHOWN_USES = 10
 chose their names and paths), then counts the rest."""
 
 
+def _shown_list(shown: list[str], sep: str = ", ") -> str:
+    """The first SHOWN_USES of ``shown`` joined by ``sep``, then how many more."""
+    more = len(shown) - SHOWN_USES
+    return sep.join(shown[:SHOWN_USES]) + (f"{sep}and {more} more" if more > 0 else "")
+
+
 def _assert_tool_rules(
     agent: str, session_id: str, parts: list[dict[str, Any]], directory: str
 ) -> None:
     forbidden = forbidden_tool_uses(agent, parts)
     if forbidden:
-        named = ", ".join(shown_path(t, SHOWN_NAME) for t in forbidden[:SHOWN_USES])
-        more = f" and {len(forbidden) - SHOWN_USES} more" if len(forbidden) > SHOWN_USES else ""
-        raise TurnRejected("ToolNotAllowed", f"agent {agent!r} used {named}{more}")
+        named = _shown_list([shown_path(t, SHOWN_NAME) for t in forbidden])
+        raise TurnRejected("ToolNotAllowed", f"agent {agent!r} used {named}")
     escapes = violations(directory, parts)
     if escapes:
-        said = "; ".join(v.describe() for v in escapes[:SHOWN_USES])
-        if len(escapes) > SHOWN_USES:
-            said += f"; and {len(escapes) - SHOWN_USES} more"
+        said = _shown_list([v.describe() for v in escapes], "; ")
         raise TurnRejected(escapes[0].rule, f"session {session_id} outside {directory}: {said}")
 
 
