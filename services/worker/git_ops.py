@@ -485,10 +485,19 @@ def _runs_entries(root: Path, run_id: str) -> list[Path]:
 
 def _put_index(worktree: Worktree, source: Path) -> None:
     """``source`` made the run's index in one rename (a copy first: it may lie on another
-    filesystem), never half written."""
+    filesystem), never half written, its time kept (:func:`copy_index`)."""
     landing = worktree.gitdir / f"index.kodo-{secrets.token_hex(8)}"
-    shutil.copyfile(source, landing)
+    copy_index(source, landing)
     os.replace(landing, worktree.gitdir / "index")
+
+
+def copy_index(source: Path, target: Path) -> None:
+    """A copy of git's index that keeps its modification time, which git's racy-clean
+    check reads: an entry whose file changed in the second the index was written is
+    re-read, not taken as clean by its size and time. A copy stamped later hid an edit of
+    the same size made in that second, from staging and from the next reset alike (a
+    repair's fix of ``a + b`` to ``a * b``, lost; CI)."""
+    shutil.copy2(source, target)
 
 
 def lock_dir(workspace_dir: Path) -> Path:
@@ -956,7 +965,7 @@ def checkout_head(worktree: Worktree) -> None:
     try:
         if current.exists():  # read-tree --reset needs it: it removes what it tracked
             for part in [current, *worktree.gitdir.glob("sharedindex.*")]:
-                shutil.copyfile(part, scratch / part.name)
+                copy_index(part, scratch / part.name)
         tree_git(
             worktree,
             "read-tree", "-u", "--reset", "--no-recurse-submodules", "HEAD",
@@ -1007,7 +1016,7 @@ def quarantined(worktree: Worktree, workspace_dir: Path) -> Iterator[Worktree]:
     try:
         current = worktree.gitdir / "index"
         if current.exists():  # git reads a split index's shared part from the git dir
-            shutil.copyfile(current, folder / "index")
+            copy_index(current, folder / "index")
         yield replace(worktree, quarantine=folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -158,7 +158,27 @@ def _wait(http: httpx.Client, stack: Stack, run_id: str, wanted: str) -> dict[st
             break
         time.sleep(0.2)
     logs = "\n".join(f"== {p.name}\n{p.log_tail(40)}" for p in stack.procs)
-    pytest.fail(f"run is {run.get('status')} ({run.get('error')}), wanted {wanted}\n{logs}")
+    pytest.fail(
+        f"run is {run.get('status')} ({run.get('error')}), wanted {wanted}\n"
+        f"{_ledger(stack, run_id)}\n{logs}"
+    )
+
+
+def _ledger(stack: Stack, run_id: str) -> str:
+    """The run's provider calls, one line each, for a failure's message."""
+    engine = create_engine(stack.env["DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT step_id, attempt, status, left(coalesce(error, ''), 300)"
+                    " FROM app.opencode_calls WHERE run_id = :id ORDER BY id"
+                ),
+                {"id": run_id},
+            ).all()
+    finally:
+        engine.dispose()
+    return "\n".join(" | ".join(str(v) for v in row) for row in rows)
 
 
 def _cost(usage: dict[str, Any], prices: Prices) -> float:
