@@ -74,13 +74,14 @@ from shared.opencode.messages import AnswerTooLarge, ModelRef, PromptReply, prom
 from shared.opencode.ports import AgentClient, CallLedger
 from shared.opencode.tools import permission_rules, tools_map
 from shared.opencode.turn_inspection import (
+    SHOWN_UNREAD,
     TurnRejected,
     assert_turn_rules,
     tool_trail,
     turn_usage,
     usage_of,
 )
-from shared.opencode.withheld import SHOWN_ERROR, withheld_record
+from shared.opencode.withheld import withheld_record
 from shared.redact import redact, redact_text
 
 log = structlog.get_logger("kodo.oc")
@@ -138,7 +139,7 @@ def _recorded_kind(status: str, error_name: str | None) -> FailureKind:
     """The kind of a failure read back from the ledger: the same as when it happened."""
     if status == CallStatus.TIMED_OUT:
         return "timeout"
-    if error_name in CONFINEMENT_RULES:
+    if error_name in REFUSED_RULES:
         return "refused"
     cls = _RECORDED_CLASSES.get(error_name or "")
     return _kind_of(cls(error_name or "")) if cls is not None else "contract"
@@ -151,6 +152,23 @@ before it declares the call unknown."""
 
 class _CollectedElsewhere(Exception):
     """Another delivery recorded the sent call's outcome first: read it back."""
+
+
+class _JudgeLater(Exception):
+    """A sent call's turn ended, but the daemon cannot show it whole now (a transient
+    error reading its steps): nothing is recorded, the collector judges it later."""
+
+    def __init__(self, cause: OpenCodeError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+UNJUDGED = "TurnNotInspectable"
+"""A turn that ran but that kodo cannot judge (its answer or its steps unreadable)."""
+REFUSED_RULES = CONFINEMENT_RULES | {UNJUDGED}
+"""The turn rules whose violation fails the step closed, never retried: a model can
+make its own turn unreadable at will (an answer past the byte cap, nested too deep, more
+steps than kodo reads), and a retry would leave whatever that turn did unjudged."""
 
 
 WOKEN_SETTLE_S = 5.0
@@ -325,6 +343,9 @@ class ExactlyOnceCalls:
                 self.ledger.mark_started(key, session_id, daemon.url or None)
             try:
                 reply = self._send(daemon.client, session_id, call)
+            except AnswerTooLarge as exc:  # the turn ran: what it did cannot be judged
+                claimed = CallStatus.CLAIMED
+                raise self._unjudged(call, daemon, session_id, started, claimed, exc) from exc
             except OpenCodeError as exc:
                 if exc.reply is not None:  # the turn ended on an error (info.error): judged
                     # as a collected turn is, its rules first
@@ -343,7 +364,9 @@ class ExactlyOnceCalls:
             billed = None
             timeout = exc
             if session_id is not None:  # recorded timed_out whether or not it stops
-                if not abort_turn(daemon.client, session_id, call.directory):
+                if abort_turn(daemon.client, session_id, call.directory):
+                    self._refuse_stopped(call, daemon, session_id, started, CallStatus.CLAIMED)
+                else:
                     timeout = OpenCodeTimeout(f"{exc}; {ABORT_UNCONFIRMED}")
                 billed = self._billed(daemon, session_id, call.directory, None)
             raise self._fail(
@@ -423,7 +446,6 @@ class ExactlyOnceCalls:
         collected turn's last step never completed (its daemon stopped under it)."""
         trail: list[dict[str, Any]] | None = None
         usage: dict[str, Any] | None = None  # the whole turn's, once read
-        withheld = False  # the turn could not be read whole: what it said is not kept
         # A turn that ended in an error (info.error) is judged too: one that used a
         # forbidden tool or path and then did not answer is refused for that, with its
         # trail, not recorded as the error it chose to end on. One that was aborted is
@@ -446,28 +468,24 @@ class ExactlyOnceCalls:
                 turn = daemon.turns.inspect(
                     session_id, call.directory, prompt_id, str(reply.info.get("id"))
                 )
-            except OpenCodeError as unread:
-                if error is None:
-                    raise
-                error.reply = reply  # an errored turn that cannot be read keeps its error
-                withheld = True  # (its steps unjudged: they may have read anything)
-                raise error from unread
+            except OpenCodeError as unread:  # its child sessions could not be listed
+                self._judge_later(unread, from_status)
+                said = shown_path(str(unread), SHOWN_UNREAD)
+                raise TurnRejected(UNJUDGED, f"cannot list the turn's sessions: {said}") from unread
+            if isinstance(turn.earlier, OpenCodeError):
+                self._judge_later(turn.earlier, from_status)
             trail = tool_trail(turn, reply)
             usage = turn_usage(turn, reply) if turn.usage_known else None
-            try:
-                assert_turn_rules(
-                    call.agent,
-                    session_id,
-                    reply,
-                    turn,
-                    directory=call.directory,
-                    prompt_id=prompt_id,
-                )
-            except TurnRejected as broken:
-                if error is None or broken.error_name != "TurnNotInspectable":
-                    raise  # a broken rule outranks the error the turn ended on
-                withheld = True
-            if error is not None:  # (an errored turn that cannot be read keeps its error)
+            # A broken rule, or a turn kodo cannot judge, outranks the error it ended on.
+            assert_turn_rules(
+                call.agent,
+                session_id,
+                reply,
+                turn,
+                directory=call.directory,
+                prompt_id=prompt_id,
+            )
+            if error is not None:
                 error.reply = reply
                 raise error
             answer = validate_answer(call.schema, reply.info.get("structured"))
@@ -483,13 +501,12 @@ class ExactlyOnceCalls:
                 trail=trail,
                 from_status=from_status,
                 usage=usage or self._billed(daemon, session_id, call.directory, exc.reply or reply),
-                withheld=withheld,
             )
             self._forget(daemon, session_id, call.directory)
             raise failed from exc
         except (ContractViolation, TurnRejected) as exc:  # answered, but against a rule
             name = exc.error_name if isinstance(exc, TurnRejected) else "ContractViolation"
-            kind: FailureKind = "refused" if name in CONFINEMENT_RULES else "contract"
+            kind: FailureKind = "refused" if name in REFUSED_RULES else "contract"
             failed = self._fail(
                 key,
                 started,
@@ -501,9 +518,6 @@ class ExactlyOnceCalls:
                 trail=trail,
                 from_status=from_status,
                 usage=usage or self._billed(daemon, session_id, call.directory, reply),
-                # A turn that broke a turn rule may have read what it must not (another
-                # run's worktree, the daemon's tool-output folder) and said it back.
-                withheld=isinstance(exc, TurnRejected),
             )
             self._forget(daemon, session_id, call.directory)
             raise failed from exc
@@ -623,6 +637,8 @@ class ExactlyOnceCalls:
             if age < self.timeout_s:
                 raise CallPending(call.op_key, session_id, self.timeout_s - age, woken=row.woken)
             unstopped = self._stop_overdue(call, row, daemon, age)
+            if not unstopped:
+                self._refuse_stopped(call, daemon, session_id, started, CallStatus.SENT)
             timeout = OpenCodeTimeout(f"no answer within {self.timeout_s:g}s of sending{unstopped}")
             raise self._fail(
                 call.op_key,
@@ -650,7 +666,11 @@ class ExactlyOnceCalls:
                 ) from exc
             if isinstance(exc, OpenCodeTransientError | OpenCodeTimeout):
                 raise  # the daemon cannot say now: collect later (or at the deadline)
-            if exc.status != 400:  # an answer kodo refuses to read (too large, not JSON)
+            if exc.status != 400 and not isinstance(exc, OpenCodeConfigError):
+                # an answer kodo refuses to read (too large, too deep, not JSON)
+                sent = CallStatus.SENT
+                raise self._unjudged(call, daemon, session_id, started, sent, exc) from exc
+            if exc.status != 400:  # kodo's own configuration (the daemon's password)
                 raise self._fail(
                     call.op_key,
                     started,
@@ -686,17 +706,111 @@ class ExactlyOnceCalls:
         # onto the message just after it goes idle): the daemon stopped under the turn
         # (killed, then back with its sessions kept).
         cut = row.error is None and not _completed(reply.info)
-        return self._judge(
-            call,
+        try:
+            return self._judge(
+                call,
+                call.op_key,
+                daemon,
+                session_id,
+                reply,
+                started,
+                CallStatus.SENT,
+                unrecorded,
+                cut=cut,
+            )
+        except _JudgeLater as later:
+            raise later.cause from None  # collected later, or at the deadline (_collect)
+
+    def _refuse_stopped(
+        self,
+        call: StructuredCall,
+        daemon: Daemon,
+        session_id: str,
+        started: float,
+        from_status: CallStatus,
+    ) -> None:
+        """Judge a turn stopped at its deadline, before it is settled ``timed_out``: one
+        that broke a turn rule first is refused under the rule (recorded ``aborted``, as
+        a turn an abort cut is), not retried as slow. A model sets its own pace, so the
+        deadline must not spare a turn its judgement. A turn the daemon cannot show now
+        (a transient error) is settled timed out, as before."""
+        directory = call.directory
+        try:
+            reply = daemon.client.last_message(session_id, directory=directory)
+        except OpenCodeError as exc:
+            if isinstance(exc, OpenCodeTransientError | OpenCodeConfigError) or exc.status in (
+                400,
+                404,
+            ):
+                return
+            raise self._unjudged(call, daemon, session_id, started, from_status, exc) from exc
+        if reply is None or reply.info.get("role") != "assistant":
+            return  # no step of the turn was written: nothing ran to judge
+        prompt_id = prompt_message_id(call.op_key)
+        try:
+            turn = daemon.turns.inspect(session_id, directory, prompt_id, str(reply.info.get("id")))
+        except OpenCodeError as exc:
+            if isinstance(exc, OpenCodeTransientError):
+                return
+            raise self._unjudged(call, daemon, session_id, started, from_status, exc) from exc
+        if isinstance(turn.earlier, OpenCodeTransientError):
+            return
+        try:
+            assert_turn_rules(
+                call.agent, session_id, reply, turn, directory=directory, prompt_id=prompt_id
+            )
+        except TurnRejected as broken:
+            usage = turn_usage(turn, reply) if turn.usage_known else None
+            failed = self._fail(
+                call.op_key,
+                started,
+                CallStatus.ABORTED,
+                broken,
+                reply,
+                kind="refused" if broken.error_name in REFUSED_RULES else "contract",
+                name=broken.error_name,
+                trail=tool_trail(turn, reply),
+                from_status=from_status,
+                usage=usage or self._billed(daemon, session_id, directory, reply),
+            )
+            self._forget(daemon, session_id, directory)
+            raise failed from broken
+
+    @staticmethod
+    def _judge_later(unread: OpenCodeError, from_status: CallStatus) -> None:
+        """Raise _JudgeLater if a sent call's turn could not be read for a transient
+        reason (the daemon restarting, a 5xx): the collector reads it again, the deadline
+        bounds the wait. Otherwise the caller refuses the turn as unjudged."""
+        if from_status is CallStatus.SENT and isinstance(unread, OpenCodeTransientError):
+            raise _JudgeLater(unread)
+
+    def _unjudged(
+        self,
+        call: StructuredCall,
+        daemon: Daemon,
+        session_id: str,
+        started: float,
+        from_status: CallStatus,
+        unread: OpenCodeError,
+    ) -> CallFailed:
+        """Refuse a turn that ran but whose answer kodo cannot read: what its steps did
+        (a read or a write outside its worktree) was never judged, and the model chose
+        the answer's size and depth. Recorded ``TurnNotInspectable``, never retried."""
+        said = shown_path(str(unread), SHOWN_UNREAD)
+        refusal = TurnRejected(UNJUDGED, f"cannot read the turn to judge it: {said}")
+        failed = self._fail(
             call.op_key,
-            daemon,
-            session_id,
-            reply,
             started,
-            CallStatus.SENT,
-            unrecorded,
-            cut=cut,
+            CallStatus.FAILED,
+            refusal,
+            None,
+            kind="refused",
+            name=UNJUDGED,
+            from_status=from_status,
+            usage=self._billed(daemon, session_id, call.directory, None),
         )
+        self._forget(daemon, session_id, call.directory)
+        return failed
 
     def _billed(
         self, daemon: Daemon, session_id: str, directory: str, reply: PromptReply | None
@@ -872,20 +986,17 @@ class ExactlyOnceCalls:
         trail: list[dict[str, Any]] | None = None,
         from_status: CallStatus = CallStatus.CLAIMED,
         usage: dict[str, Any] | None = None,
-        withheld: bool = False,
     ) -> CallFailed:
         """Record a failed call; ``usage``: what its turn was billed (:meth:`_billed`),
-        else the reply's own usage, if there is a reply. ``withheld``: keep nothing the
-        model said (:func:`withheld_record`)."""
+        else the reply's own usage, if there is a reply.
+
+        A turn refused under a turn rule (TurnRejected) keeps nothing the model said
+        (:func:`withheld_record`): it may have read what it must not (another run's
+        worktree, the daemon's tool-output folder) and said it back. Its error is kodo's
+        refusal, whose quotes of model-chosen text are bounded where it is made."""
         error_name = name or type(exc).__name__
-        # A withheld turn's error may quote it (a provider's message, a daemon's 400):
-        # kodo's own refusal messages are bounded where they are made, any other is cut.
-        said = (
-            str(exc)
-            if not withheld or isinstance(exc, TurnRejected)
-            else shown_path(str(exc), SHOWN_ERROR)
-        )
-        error = bounded_error(redact_text(f"{error_name}: {said}"))
+        withheld = isinstance(exc, TurnRejected)
+        error = bounded_error(redact_text(f"{error_name}: {exc}"))
         if usage is None and reply is not None:
             usage = usage_of(reply.info)
         recorded = (

@@ -32,8 +32,6 @@ TRAIL_PATHS = 4
 
 METADATA_ENTRIES = 50
 """A metadata object keeps this many of its entries."""
-SHOWN_ERROR = 200
-"""How much of a withheld turn's own error message (not a kodo refusal's) is kept."""
 
 
 def _metadata(value: Any, depth: int = 0) -> Any:

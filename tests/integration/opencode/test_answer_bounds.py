@@ -96,7 +96,7 @@ def test_an_endless_body_is_cut_off_at_the_cap_and_memory_stays_near_it(
 
 
 @pytest.mark.integration
-def test_an_oversize_plan_is_a_recorded_contract_failure_naming_the_rule(
+def test_an_oversize_plan_is_refused_unjudged_naming_the_cap(
     sessions: sessionmaker[Session], db: Session, tmp_path: Path
 ) -> None:
     run = RunFactory()
@@ -116,9 +116,9 @@ def test_an_oversize_plan_is_a_recorded_contract_failure_naming_the_rule(
     with sessions() as s:
         row = s.execute(select(OpenCodeCall).where(OpenCodeCall.op_key == call.op_key)).scalar_one()
 
-    assert failed.value.kind == "contract", "the next attempt is told why; attempts are bounded"
-    assert failed.value.error_name == "AnswerTooLarge"
-    assert (row.status, row.error_name, row.response) == ("failed", "AnswerTooLarge", None)
+    assert failed.value.kind == "refused", "its steps were never judged: no other attempt"
+    assert failed.value.error_name == "TurnNotInspectable"
+    assert (row.status, row.error_name, row.response) == ("failed", "TurnNotInspectable", None)
     assert row.error is not None
     assert f"KODO_MAX_ANSWER_BYTES={CAP}" in row.error
 

@@ -26,7 +26,7 @@ from shared.opencode.calls import (
 )
 from shared.opencode.errors import OpenCodeError, OpenCodeTransientError, OpenCodeUnreachable
 from shared.opencode.exactly_once import ABORT_S, BILLED_READ_S, ExactlyOnceCalls
-from shared.opencode.messages import ModelRef, PromptReply, prompt_message_id
+from shared.opencode.messages import AnswerTooLarge, ModelRef, PromptReply, prompt_message_id
 from tests.fakes.agent import (
     FakeAgent,
     ScriptedTurn,
@@ -384,7 +384,7 @@ def test_an_answer_to_a_prompt_kodo_did_not_send_is_refused_and_recorded_failed(
     assert (row.status, row.error_name) == ("failed", "TurnNotInspectable")
     assert "not kodo's prompt" in (row.error or "")
     assert agent.sent[0].message_id == prompt_message_id(call.op_key)
-    assert failed.value.kind == "contract"
+    assert failed.value.kind == "refused", "a turn kodo cannot tie to its prompt is not judged"
 
 
 def test_kodos_message_id_is_the_daemons_shape_with_a_zero_time_and_the_op_keys_digest() -> None:
@@ -498,13 +498,13 @@ def test_an_answer_off_its_schema_keeps_its_text_for_triage() -> None:
     assert "withheld" not in row.response
 
 
-def test_an_errored_turn_that_cannot_be_read_whole_keeps_no_text_of_its_answer() -> None:
+def test_an_errored_turn_that_cannot_be_read_whole_is_refused_unjudged() -> None:
     """Its steps before the answer went unjudged (a turn of more than 50 steps, or a
-    daemon that cannot list them): they may have read anything, so it keeps its error
-    and its kind, and none of what it said."""
+    daemon that cannot list them): they may have read anything, so the error it chose
+    to end on does not get it another attempt, and none of what it said is kept."""
     turn = ScriptedTurn(answer=EXFILTRATED, earlier_unreadable=True, info_error=NO_STRUCTURE)
-    _, row = _failed_row(FakeAgent(turn))
-    assert row.error_name == "StructuredOutputMissing"
+    failed, row = _failed_row(FakeAgent(turn))
+    assert (row.error_name, failed.kind) == ("TurnNotInspectable", "refused")
     assert row.response is not None
     assert "OTHER-RUNS-SECRET" not in repr(row.response)
     assert set(row.response) == {"info", "usage", "tools", "withheld"}
@@ -531,15 +531,14 @@ def test_a_refusal_shows_the_paths_the_model_chose_cut_and_counted() -> None:
 SPELLED = "OTHER-RUNS-SECRET-" * 300
 
 
-def test_a_withheld_turns_own_error_is_kept_cut_short() -> None:
-    """A provider's or the daemon's message may quote the model: of a turn whose steps
-    went unjudged, 200 characters of it are kept."""
+def test_an_unjudged_turns_own_error_is_not_kept() -> None:
+    """A provider's or the daemon's message may quote the model: a turn whose steps
+    went unjudged is refused under kodo's own words, none of its error's."""
     error = {"name": "APIError", "data": {"message": SPELLED, "isRetryable": True}}
     turn = ScriptedTurn(answer=ANSWER, earlier_unreadable=True, info_error=error)
     failed, row = _failed_row(FakeAgent(turn))
-    assert row.error is not None
-    assert row.error.count("OTHER-RUNS-SECRET-") <= 200 // len("OTHER-RUNS-SECRET-")
-    assert len(failed.error) < 400
+    assert row.error_name == "TurnNotInspectable"
+    assert "OTHER-RUNS-SECRET-" not in (row.error or "") + failed.error
 
 
 class _UnlistedTurn(FakeAgent):
@@ -554,6 +553,31 @@ def test_a_turn_that_cannot_be_listed_is_refused_quoting_the_reason_cut_short() 
     assert row.error_name == "TurnNotInspectable"
     assert row.error is not None
     assert row.error.count("OTHER-RUNS-SECRET-") <= 200 // len("OTHER-RUNS-SECRET-")
+
+
+def test_a_blocking_answer_too_large_to_read_is_refused_unjudged() -> None:
+    """The model chose the size: its turn's steps cannot be judged, so the call fails
+    closed (never retried), billed what its session spent."""
+    too_large = AnswerTooLarge("POST message: answer too large; KODO_MAX_ANSWER_BYTES=64")
+    turn = ScriptedTurn(error=too_large, session_tokens=tokens(300))
+    failed, row = _failed_row(FakeAgent(turn))
+    assert (row.status, row.error_name, failed.kind) == ("failed", "TurnNotInspectable", "refused")
+    assert "KODO_MAX_ANSWER_BYTES=64" in (row.error or "")
+    assert (row.usage or {}).get("total_tokens") == 300
+
+
+class _ChildrenUnlisted(FakeAgent):
+    """A daemon that cannot list a session's children."""
+
+    def session_children(self, session_id: str, *, directory: str) -> list[dict[str, Any]]:
+        raise OpenCodeError("HTTP 422: children unreadable (fake)", status=422)
+
+
+def test_a_turn_whose_child_sessions_cannot_be_listed_is_refused_unjudged() -> None:
+    """A child session's steps are the turn's too: unlisted, they are unjudged."""
+    failed, row = _failed_row(_ChildrenUnlisted(ScriptedTurn(answer=ANSWER)))
+    assert (row.error_name, failed.kind) == ("TurnNotInspectable", "refused")
+    assert "cannot list the turn's sessions" in (row.error or "")
 
 
 def test_the_error_column_is_redacted_like_the_response() -> None:

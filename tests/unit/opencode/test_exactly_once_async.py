@@ -28,9 +28,9 @@ from shared.opencode.calls import (
     StructuredCall,
     UnrecordedAnswers,
 )
-from shared.opencode.errors import OpenCodeServerError, OpenCodeTimeout
+from shared.opencode.errors import OpenCodeError, OpenCodeServerError
 from shared.opencode.exactly_once import ABORT_RETRY_S, ABORT_S, ABORT_WINDOW_S, ExactlyOnceCalls
-from shared.opencode.messages import ModelRef, PromptReply
+from shared.opencode.messages import ModelRef, PromptReply, prompt_message_id
 from tests.fakes.agent import FakeAgent, ScriptedTurn, tokens
 from tests.fakes.ledger import InMemoryLedger
 
@@ -200,6 +200,37 @@ def test_a_call_still_busy_past_its_deadline_is_aborted_and_timed_out() -> None:
     assert ledger.status(_call().op_key) == CallStatus.TIMED_OUT
     assert agent.aborted == [pending.session_id]
     assert agent.abort_waits == [ABORT_S]
+
+
+def test_a_turn_stopped_at_its_deadline_that_broke_a_rule_is_refused_not_retried() -> None:
+    """A model sets its own pace: a turn that read outside its worktree, then kept busy
+    past the deadline, is judged once stopped and refused under the rule (recorded
+    ``aborted``, its text withheld), not settled timed out and asked again."""
+    turn = ScriptedTurn(
+        answer=ANSWER, session_tokens=tokens(19), earlier_tools=["read@/elsewhere/secret"]
+    )
+    agent = _held(turn)
+    ledger = InMemoryLedger()
+    _send(agent, ledger)
+    ledger.rows[_call().op_key].age_s = TIMEOUT_S + 1
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert (failed.value.error_name, failed.value.kind) == ("PathOutsideWorktree", "refused")
+    row = ledger.rows[_call().op_key].record
+    assert row.status == CallStatus.ABORTED
+    assert row.response is not None
+    assert "withheld" in row.response
+
+
+def test_a_clean_turn_stopped_at_its_deadline_is_timed_out_as_before() -> None:
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(19), earlier_tools=["read"]))
+    ledger = InMemoryLedger()
+    _send(agent, ledger)
+    ledger.rows[_call().op_key].age_s = TIMEOUT_S + 1
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert failed.value.kind == "timeout"
+    assert ledger.status(_call().op_key) == CallStatus.TIMED_OUT
 
 
 def _abort_failing(agent: FakeAgent, times: int | None, status: int = 500) -> list[str]:
@@ -443,7 +474,15 @@ def test_the_collected_reply_is_the_one_judged(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(
         agent.replies,
         pending.session_id,
-        PromptReply(info={"role": "assistant", "error": error}, parts=[]),
+        PromptReply(
+            info={
+                "id": "msg_errored",
+                "role": "assistant",
+                "parentID": prompt_message_id(_call().op_key),
+                "error": error,
+            },
+            parts=[],
+        ),
     )
     with pytest.raises(CallFailed) as failed:
         _calls(agent, ledger).prompt_structured(_call())
@@ -542,7 +581,10 @@ def test_a_session_its_restarted_daemon_forgot_fails_as_lost_not_at_the_deadline
     assert ledger.status(_call().op_key) == CallStatus.FAILED
 
 
-def test_an_answer_too_large_to_read_fails_the_call_now_as_a_contract_failure() -> None:
+def test_an_answer_too_large_to_read_is_refused_unjudged_never_retried() -> None:
+    """A model chooses its answer's size: a turn whose answer kodo cannot read had its
+    steps judged by nobody (a read outside its worktree among them), so it fails closed,
+    naming the cap, and keeps nothing of the turn but what it was billed."""
     from shared.opencode.messages import AnswerTooLarge
 
     agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(19)))
@@ -556,8 +598,31 @@ def test_an_answer_too_large_to_read_fails_the_call_now_as_a_contract_failure() 
     agent.last_message = too_large  # type: ignore[method-assign]
     with pytest.raises(CallFailed) as failed:
         _calls(agent, ledger).prompt_structured(_call())
-    assert (failed.value.error_name, failed.value.kind) == ("AnswerTooLarge", "contract")
-    assert ledger.status(_call().op_key) == CallStatus.FAILED
+    assert (failed.value.error_name, failed.value.kind) == ("TurnNotInspectable", "refused")
+    assert not failed.value.retryable
+    row = ledger.rows[_call().op_key].record
+    assert (row.status, row.response) == (CallStatus.FAILED, None)
+    assert "KODO_MAX_ANSWER_BYTES=65536" in (row.error or "")
+    assert (row.usage or {}).get("total_tokens") == 19
+
+
+def test_a_turn_whose_steps_the_daemon_cannot_show_now_is_judged_when_it_can() -> None:
+    """A 5xx reading the steps of a sent call's ended turn records nothing: the call
+    stays ``sent`` (the collector, or the deadline, reads it again) and is then judged
+    whole."""
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(19), earlier_unreadable=True))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    agent.release(pending.session_id)
+
+    with pytest.raises(CallPending):
+        _calls(agent, ledger).prompt_structured(_call())
+    assert ledger.status(_call().op_key) == CallStatus.SENT
+
+    agent.sessions[pending.session_id].earlier_unreadable = False
+    result = _calls(agent, ledger).prompt_structured(_call())
+    assert result.answer == ANSWER
+    assert ledger.status(_call().op_key) == CallStatus.SUCCEEDED
 
 
 class _CountingLedger(InMemoryLedger):
@@ -812,19 +877,21 @@ def test_a_collected_aborted_turn_that_broke_a_rule_is_recorded_aborted() -> Non
     assert (row.status, row.error_name) == ("aborted", "ToolNotAllowed")
 
 
-def test_an_aborted_turn_that_cannot_be_read_keeps_its_abort() -> None:
-    """A read of the turn failing says nothing of how it ended: recorded ``aborted``
-    (floored), not as the read's failure."""
+def test_an_aborted_turn_that_cannot_be_read_is_refused_and_keeps_its_abort() -> None:
+    """An aborted turn's steps are judged like any other's: one the daemon cannot list
+    is refused unjudged, still recorded ``aborted`` (floored), not as the read's
+    failure."""
     agent = _held(ScriptedTurn(info_error=ABORTED))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
     agent.release(pending.session_id)
 
     def unreadable(session_id: str, *, directory: str) -> list[dict[str, object]]:
-        raise OpenCodeTimeout("GET /session/{id}/children: no answer in time")
+        raise OpenCodeError("GET /session/{id}/children: HTTP 422 (fake)", status=422)
 
     agent.session_children = unreadable  # type: ignore[method-assign]
-    with pytest.raises(CallFailed):
+    with pytest.raises(CallFailed) as failed:
         _calls(agent, ledger).prompt_structured(_call())
     row = ledger.rows[_call().op_key].record
-    assert (row.status, row.error_name) == ("aborted", "OpenCodeAborted")
+    assert (row.status, row.error_name) == ("aborted", "TurnNotInspectable")
+    assert failed.value.kind == "refused"
