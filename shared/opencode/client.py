@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -30,6 +29,7 @@ from shared.opencode.errors import (
     OpenCodeUnreachable,
     classify_http_error,
     classify_info_error,
+    is_format_400,
 )
 from shared.opencode.events import DEFAULT_MAX_EVENT_BYTES, OcEvent, SseDecoder
 from shared.opencode.json_shape import shape_problem
@@ -59,17 +59,6 @@ CONNECT_TIMEOUT_S = 5.0
 MAX_TURN_STEPS = 50
 """The most steps of a turn :meth:`OpenCodeClient.earlier_turn_messages` reads; a longer
 turn is refused unread. kodo's daemon config caps its agents below it (``steps``)."""
-
-
-FORMAT_400 = re.compile(
-    r"Expected OutputFormat\w*, got .* at \[0\](\[\"info\"\]\[\"format\"\]|\.info\.format)",
-    re.DOTALL,
-)
-"""The daemon's 400 for a listing whose oldest message is a user message sent with a
-``format`` (API notes 5.1; 1.18.33 says ``Expected OutputFormatJsonSchema, got {...} at
-[0]["info"]["format"]``), matched whole on its ``BadRequest`` message: paging adds one
-message at a time, so it is always the oldest. Any other 400 (one quoting a model's
-text, say) is no sign of the turn's start."""
 
 
 def _turn_start(infos: list[dict[str, Any]], prompt_id: str | None) -> int:
@@ -102,16 +91,6 @@ def _refuse_foreign(infos: list[dict[str, Any]], prompt_id: str | None) -> None:
                 f" {info.get('parentID')!r:.80}, not kodo's prompt {prompt_id!r}: the daemon"
                 " continued the turn on its own; its earlier steps cannot be judged"
             )
-
-
-def _is_format_400(exc: OpenCodePermanentError) -> bool:
-    said = exc.data.get("message")
-    return (
-        exc.status == 400
-        and exc.name == "BadRequest"
-        and isinstance(said, str)
-        and FORMAT_400.fullmatch(said) is not None
-    )
 
 
 class OpenCodeClient:
@@ -361,7 +340,7 @@ class OpenCodeClient:
                     query={"limit": str(limit)},
                 )
             except OpenCodePermanentError as exc:
-                if _is_format_400(exc):
+                if is_format_400(exc):
                     return turn  # the range reached the turn's user message (API notes 5.1)
                 raise
             if not isinstance(page, list) or not all(isinstance(m, dict) for m in page):

@@ -8,6 +8,7 @@ that object onto the same tree as the HTTP-level failures.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -195,3 +196,26 @@ def classify_http_error(status: int, body: object) -> OpenCodeError:
     if status == 500:
         return OpenCodeServerError(message, status=status, name=name, data=data)
     return OpenCodePermanentError(message, status=status, name=name, data=data)
+
+
+FORMAT_400 = re.compile(
+    r"Expected OutputFormat\w*, got .* at \[0\](\[\"info\"\]\[\"format\"\]|\.info\.format)",
+    re.DOTALL,
+)
+"""The daemon's 400 for a listing whose oldest message is a user message sent with a
+``format`` (API notes 5.1; 1.18.33 says ``Expected OutputFormatJsonSchema, got {...} at
+[0]["info"]["format"]``), matched whole on its ``BadRequest`` message: paging adds one
+message at a time, so it is always the oldest. Any other 400 (one quoting a model's
+text, say) is no sign of the turn's start."""
+
+
+def is_format_400(exc: OpenCodeError) -> bool:
+    """Whether ``exc`` is the daemon's :data:`FORMAT_400`, which marks the turn's own
+    user message (and nothing else: a listing's other 400s are turns kodo cannot read)."""
+    said = exc.data.get("message")
+    return (
+        exc.status == 400
+        and exc.name == "BadRequest"
+        and isinstance(said, str)
+        and FORMAT_400.fullmatch(said) is not None
+    )

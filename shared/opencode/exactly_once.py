@@ -69,12 +69,14 @@ from shared.opencode.errors import (
     TurnUnanswered,
     WorktreeBusy,
     classify_info_error,
+    is_format_400,
 )
 from shared.opencode.messages import AnswerTooLarge, ModelRef, PromptReply, prompt_message_id
 from shared.opencode.ports import AgentClient, CallLedger
 from shared.opencode.tools import permission_rules, tools_map
 from shared.opencode.turn_inspection import (
     SHOWN_UNREAD,
+    Turn,
     TurnRejected,
     assert_turn_rules,
     tool_trail,
@@ -99,6 +101,32 @@ def _completed(info: dict[str, Any]) -> bool:
     """Whether an assistant message says its step ended (``time.completed``)."""
     times = info.get("time")
     return isinstance(times, dict) and times.get("completed") is not None
+
+
+def _unread(exc: OpenCodeError) -> str:
+    """Why a turn could not be read, in kodo's words only: an answer kodo refused to
+    parse says why (its own text: the cap, the shape); any other error may quote the
+    model's text (a body that is not JSON, a daemon's 400), so only its kind is said."""
+    if isinstance(exc, AnswerTooLarge):
+        return shown_path(str(exc), SHOWN_UNREAD)
+    status = f" HTTP {exc.status}" if exc.status is not None else ""
+    name = f" {shown_path(exc.name, 40)}" if exc.name else ""
+    return f"{type(exc).__name__}{status}{name}"
+
+
+def _foreign_newest(reply: PromptReply | None, op_key: str) -> OpenCodeError | None:
+    """Why the session's newest message, a user message that is not kodo's prompt, is
+    one kodo cannot judge the turn by (someone went on with the session; the steps
+    before it ran unjudged), or None."""
+    if reply is None or reply.info.get("role") == "assistant":
+        return None
+    found = reply.info.get("id")
+    if found == prompt_message_id(op_key):
+        return None
+    return OpenCodePermanentError(
+        f"the session's newest message {found!r:.80} is a {reply.info.get('role')!r:.20}"
+        " message kodo did not send"
+    )
 
 
 def _kind_of(exc: OpenCodeError) -> FailureKind:
@@ -162,6 +190,14 @@ class _JudgeLater(Exception):
         super().__init__(str(cause))
         self.cause = cause
 
+
+JUDGE_RETRY_S = 10.0
+"""A woken call whose turn the daemon cannot show now parks this long, then tries again."""
+INSPECT_TRIES = 3
+"""A blocking call reads a turn this many times (a transient error) before refusing it:
+nothing collects it later, and one daemon 5xx must not fail an honest run closed."""
+INSPECT_RETRY_S = 1.0
+"""...waiting this long, then twice as long, between the reads."""
 
 UNJUDGED = "TurnNotInspectable"
 """A turn that ran but that kodo cannot judge (its answer or its steps unreadable)."""
@@ -343,16 +379,22 @@ class ExactlyOnceCalls:
                 self.ledger.mark_started(key, session_id, daemon.url or None)
             try:
                 reply = self._send(daemon.client, session_id, call)
-            except AnswerTooLarge as exc:  # the turn ran: what it did cannot be judged
-                claimed = CallStatus.CLAIMED
-                raise self._unjudged(call, daemon, session_id, started, claimed, exc) from exc
             except OpenCodeError as exc:
                 if exc.reply is not None:  # the turn ended on an error (info.error): judged
                     # as a collected turn is, its rules first
                     return self._judge(
                         call, key, daemon, session_id, exc.reply, started, CallStatus.CLAIMED
                     )
+                claimed = CallStatus.CLAIMED
+                if not self.async_calls and not isinstance(
+                    exc, OpenCodeTransientError | OpenCodeConfigError
+                ):  # the turn ran, its answer unreadable (too large, not JSON, misshapen)
+                    raise self._unjudged(call, daemon, session_id, started, claimed, exc) from exc
                 named = TurnLost.after(exc)
+                if not isinstance(named, OpenCodeTimeout | OpenCodeUnreachable):
+                    # the prompt may have run (a broken connection, a 5xx): judged first
+                    settled = abort_turn(daemon.client, session_id, call.directory)
+                    self._refuse_stopped(call, daemon, session_id, started, claimed, settled)
                 if named is exc:
                     raise
                 raise named from exc
@@ -364,9 +406,9 @@ class ExactlyOnceCalls:
             billed = None
             timeout = exc
             if session_id is not None:  # recorded timed_out whether or not it stops
-                if abort_turn(daemon.client, session_id, call.directory):
-                    self._refuse_stopped(call, daemon, session_id, started, CallStatus.CLAIMED)
-                else:
+                settled = abort_turn(daemon.client, session_id, call.directory)
+                self._refuse_stopped(call, daemon, session_id, started, CallStatus.CLAIMED, settled)
+                if not settled:
                     timeout = OpenCodeTimeout(f"{exc}; {ABORT_UNCONFIRMED}")
                 billed = self._billed(daemon, session_id, call.directory, None)
             raise self._fail(
@@ -465,9 +507,7 @@ class ExactlyOnceCalls:
         try:
             prompt_id = prompt_message_id(key)
             try:
-                turn = daemon.turns.inspect(
-                    session_id, call.directory, prompt_id, str(reply.info.get("id"))
-                )
+                turn = self._inspect(call, daemon, session_id, reply, from_status)
             except OpenCodeError as unread:  # its child sessions could not be listed
                 self._judge_later(unread, from_status)
                 said = shown_path(str(unread), SHOWN_UNREAD)
@@ -580,7 +620,10 @@ class ExactlyOnceCalls:
                 # The daemon cannot say (unreachable, restarting): wait for the deadline.
                 if age < self.timeout_s:
                     log.info("oc.collect_deferred", op_key=key, error=str(exc)[:200])
-                    raise CallPending(key, session_id, self.timeout_s - age, woken=False) from exc
+                    # a woken call is not woken again: it tries again in JUDGE_RETRY_S
+                    left = self.timeout_s - age
+                    hold = min(JUDGE_RETRY_S, left) if row.woken else left
+                    raise CallPending(key, session_id, hold, woken=row.woken) from exc
                 unstopped = self._stop_overdue(call, row, daemon, age)
                 timeout = OpenCodeTimeout(
                     f"no answer collected within {self.timeout_s:g}s of sending"
@@ -637,8 +680,7 @@ class ExactlyOnceCalls:
             if age < self.timeout_s:
                 raise CallPending(call.op_key, session_id, self.timeout_s - age, woken=row.woken)
             unstopped = self._stop_overdue(call, row, daemon, age)
-            if not unstopped:
-                self._refuse_stopped(call, daemon, session_id, started, CallStatus.SENT)
+            self._refuse_stopped(call, daemon, session_id, started, CallStatus.SENT, not unstopped)
             timeout = OpenCodeTimeout(f"no answer within {self.timeout_s:g}s of sending{unstopped}")
             raise self._fail(
                 call.op_key,
@@ -666,11 +708,11 @@ class ExactlyOnceCalls:
                 ) from exc
             if isinstance(exc, OpenCodeTransientError | OpenCodeTimeout):
                 raise  # the daemon cannot say now: collect later (or at the deadline)
-            if exc.status != 400 and not isinstance(exc, OpenCodeConfigError):
-                # an answer kodo refuses to read (too large, too deep, not JSON)
+            if not isinstance(exc, OpenCodeConfigError) and not is_format_400(exc):
+                # an answer kodo refuses to read (too large, too deep, not JSON, a 400)
                 sent = CallStatus.SENT
                 raise self._unjudged(call, daemon, session_id, started, sent, exc) from exc
-            if exc.status != 400:  # kodo's own configuration (the daemon's password)
+            if not is_format_400(exc):  # kodo's own configuration (the daemon's password)
                 raise self._fail(
                     call.op_key,
                     started,
@@ -682,6 +724,10 @@ class ExactlyOnceCalls:
                     usage=self._billed(daemon, session_id, directory, None),
                 ) from exc
             reply = None  # the daemon's 400 for a range whose newest message is the prompt
+        foreign = _foreign_newest(reply, call.op_key)
+        if foreign is not None:
+            sent = CallStatus.SENT
+            raise self._unjudged(call, daemon, session_id, started, sent, foreign)
         if reply is None or reply.info.get("role") != "assistant":
             said = f"; the daemon said: {row.error}" if row.error else ""
             unanswered: OpenCodeError = TurnUnanswered(
@@ -719,6 +765,9 @@ class ExactlyOnceCalls:
                 cut=cut,
             )
         except _JudgeLater as later:
+            if age >= self.timeout_s:  # unreadable until its deadline: judged by nobody
+                sent = CallStatus.SENT
+                raise self._unjudged(call, daemon, session_id, started, sent, later.cause) from None
             raise later.cause from None  # collected later, or at the deadline (_collect)
 
     def _refuse_stopped(
@@ -728,38 +777,44 @@ class ExactlyOnceCalls:
         session_id: str,
         started: float,
         from_status: CallStatus,
+        settled: bool = True,
     ) -> None:
-        """Judge a turn stopped at its deadline, before it is settled ``timed_out``: one
-        that broke a turn rule first is refused under the rule (recorded ``aborted``, as
-        a turn an abort cut is), not retried as slow. A model sets its own pace, so the
-        deadline must not spare a turn its judgement. A turn the daemon cannot show now
-        (a transient error) is settled timed out, as before."""
+        """Judge a turn cut short (stopped at its deadline, or its answer lost on the way:
+        a broken connection, a 5xx) before it is recorded as that: one that broke a turn
+        rule is refused under the rule (recorded ``aborted``, as a turn an abort cut is),
+        not retried. A model sets its own pace, so a deadline must not spare a turn its
+        judgement. ``settled``: the daemon confirmed the turn stopped, so what cannot be
+        read is refused unjudged; else (it may still be running) only a broken rule
+        seen so far is. A turn the daemon cannot show now (a transient error) is left to
+        the caller's own outcome."""
         directory = call.directory
         try:
             reply = daemon.client.last_message(session_id, directory=directory)
         except OpenCodeError as exc:
-            if isinstance(exc, OpenCodeTransientError | OpenCodeConfigError) or exc.status in (
-                400,
-                404,
-            ):
-                return
-            raise self._unjudged(call, daemon, session_id, started, from_status, exc) from exc
+            unreadable = not isinstance(exc, OpenCodeTransientError | OpenCodeConfigError)
+            if settled and unreadable and exc.status != 404 and not is_format_400(exc):
+                raise self._unjudged(call, daemon, session_id, started, from_status, exc) from exc
+            return
+        foreign = _foreign_newest(reply, call.op_key)
+        if foreign is not None and settled:
+            raise self._unjudged(call, daemon, session_id, started, from_status, foreign)
         if reply is None or reply.info.get("role") != "assistant":
             return  # no step of the turn was written: nothing ran to judge
         prompt_id = prompt_message_id(call.op_key)
         try:
-            turn = daemon.turns.inspect(session_id, directory, prompt_id, str(reply.info.get("id")))
+            turn = self._inspect(call, daemon, session_id, reply, from_status)
         except OpenCodeError as exc:
-            if isinstance(exc, OpenCodeTransientError):
-                return
-            raise self._unjudged(call, daemon, session_id, started, from_status, exc) from exc
-        if isinstance(turn.earlier, OpenCodeTransientError):
+            if settled and not isinstance(exc, OpenCodeTransientError):
+                raise self._unjudged(call, daemon, session_id, started, from_status, exc) from exc
             return
+        unread_now = isinstance(turn.earlier, OpenCodeTransientError)
         try:
             assert_turn_rules(
                 call.agent, session_id, reply, turn, directory=directory, prompt_id=prompt_id
             )
         except TurnRejected as broken:
+            if broken.error_name == UNJUDGED and (unread_now or not settled):
+                return  # what it shows broke no rule; the rest cannot be read now
             usage = turn_usage(turn, reply) if turn.usage_known else None
             failed = self._fail(
                 call.op_key,
@@ -775,6 +830,34 @@ class ExactlyOnceCalls:
             )
             self._forget(daemon, session_id, directory)
             raise failed from broken
+
+    def _inspect(
+        self,
+        call: StructuredCall,
+        daemon: Daemon,
+        session_id: str,
+        reply: PromptReply,
+        from_status: CallStatus,
+    ) -> Turn:
+        """The turn ``reply`` ends, read for judging. A sent call reads it once (a
+        transient failure is read again by a later delivery); a blocking call, which
+        nothing collects later, reads it up to INSPECT_TRIES times."""
+        prompt_id = prompt_message_id(call.op_key)
+        reply_id = str(reply.info.get("id"))
+        tries = 1 if from_status is CallStatus.SENT else INSPECT_TRIES
+        attempt = 1
+        while True:
+            last = attempt >= tries
+            try:
+                turn = daemon.turns.inspect(session_id, call.directory, prompt_id, reply_id)
+            except OpenCodeTransientError:
+                if last:
+                    raise
+            else:
+                if last or not isinstance(turn.earlier, OpenCodeTransientError):
+                    return turn
+            self.clock.sleep(INSPECT_RETRY_S * attempt)
+            attempt += 1
 
     @staticmethod
     def _judge_later(unread: OpenCodeError, from_status: CallStatus) -> None:
@@ -796,8 +879,7 @@ class ExactlyOnceCalls:
         """Refuse a turn that ran but whose answer kodo cannot read: what its steps did
         (a read or a write outside its worktree) was never judged, and the model chose
         the answer's size and depth. Recorded ``TurnNotInspectable``, never retried."""
-        said = shown_path(str(unread), SHOWN_UNREAD)
-        refusal = TurnRejected(UNJUDGED, f"cannot read the turn to judge it: {said}")
+        refusal = TurnRejected(UNJUDGED, f"cannot read the turn to judge it: {_unread(unread)}")
         failed = self._fail(
             call.op_key,
             started,

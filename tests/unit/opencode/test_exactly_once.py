@@ -25,7 +25,7 @@ from shared.opencode.calls import (
     StructuredCall,
 )
 from shared.opencode.errors import OpenCodeError, OpenCodeTransientError, OpenCodeUnreachable
-from shared.opencode.exactly_once import ABORT_S, BILLED_READ_S, ExactlyOnceCalls
+from shared.opencode.exactly_once import ABORT_S, BILLED_READ_S, INSPECT_TRIES, ExactlyOnceCalls
 from shared.opencode.messages import AnswerTooLarge, ModelRef, PromptReply, prompt_message_id
 from tests.fakes.agent import (
     FakeAgent,
@@ -212,19 +212,19 @@ def test_a_rule_breaking_turn_is_billed_its_messages_added_up_without_reading_it
 
 
 def test_a_turn_whose_messages_cannot_be_read_is_billed_its_totals_read_again_if_need_be() -> None:
-    """The inspection's read of the totals failed too; the failure's own read is bounded
-    (a hung daemon already cost the failure its wait), not left to the client's
-    prompt-long timeout."""
+    """The inspections' reads of the totals failed too (a blocking call reads the turn
+    INSPECT_TRIES times); the failure's own read is bounded (a hung daemon already cost
+    the failure its wait), not left to the client's prompt-long timeout."""
     turn = ScriptedTurn(
         answer=ANSWER,
         session_tokens=tokens(900),
         message_tokens=tokens(10),
         earlier_unreadable=True,
-        totals_fail_first=1,
+        totals_fail_first=INSPECT_TRIES,
     )
     agent = FakeAgent(turn)
     assert _billed_when_failing(turn, agent) == 900
-    assert agent.totals_read_timeouts == [None, BILLED_READ_S]
+    assert agent.totals_read_timeouts == [None] * INSPECT_TRIES + [BILLED_READ_S]
 
 
 @pytest.mark.parametrize(

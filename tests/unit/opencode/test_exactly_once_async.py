@@ -554,7 +554,10 @@ def test_the_daemons_400_for_an_unanswered_turn_fails_it_quoting_the_session_err
     row.woken = True
 
     def newest_is_the_prompt(session_id: str, *, directory: str) -> PromptReply | None:
-        raise OpenCodePermanentError("HTTP 400 BadRequest: Expected OutputFormat", status=400)
+        said = 'Expected OutputFormatJsonSchema, got {"type":"text"} at [0]["info"]["format"]'
+        raise OpenCodePermanentError(
+            f"HTTP 400 BadRequest: {said}", status=400, name="BadRequest", data={"message": said}
+        )
 
     agent.last_message = newest_is_the_prompt  # type: ignore[method-assign]
     with pytest.raises(CallFailed) as failed:
