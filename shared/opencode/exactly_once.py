@@ -51,7 +51,6 @@ from shared.opencode.calls import (
     finished_elsewhere,
 )
 from shared.opencode.confinement import RULES as CONFINEMENT_RULES
-from shared.opencode.confinement import shown_path
 from shared.opencode.daemons import Daemon, DaemonPool
 from shared.opencode.errors import (
     DaemonLost,
@@ -75,12 +74,12 @@ from shared.opencode.messages import AnswerTooLarge, ModelRef, PromptReply, prom
 from shared.opencode.ports import AgentClient, CallLedger
 from shared.opencode.tools import permission_rules, tools_map
 from shared.opencode.turn_inspection import (
-    SHOWN_UNREAD,
     Turn,
     TurnRejected,
     assert_turn_rules,
     tool_trail,
     turn_usage,
+    unread_reason,
     usage_of,
 )
 from shared.opencode.withheld import withheld_record
@@ -103,15 +102,16 @@ def _completed(info: dict[str, Any]) -> bool:
     return isinstance(times, dict) and times.get("completed") is not None
 
 
-def _unread(exc: OpenCodeError) -> str:
-    """Why a turn could not be read, in kodo's words only: an answer kodo refused to
-    parse says why (its own text: the cap, the shape); any other error may quote the
-    model's text (a body that is not JSON, a daemon's 400), so only its kind is said."""
-    if isinstance(exc, AnswerTooLarge):
-        return shown_path(str(exc), SHOWN_UNREAD)
-    status = f" HTTP {exc.status}" if exc.status is not None else ""
-    name = f" {shown_path(exc.name, 40)}" if exc.name else ""
-    return f"{type(exc).__name__}{status}{name}"
+def _cannot_tell(exc: OpenCodeError) -> bool:
+    """Whether the daemon could not be reached (no status: refused, timed out, cut off):
+    it told kodo nothing about the turn, so nothing can be concluded from it."""
+    return isinstance(exc, OpenCodeTransientError) and exc.status is None
+
+
+def _nothing_ran(exc: OpenCodeError) -> bool:
+    """Whether the error reading a session's newest message says no step is there: the
+    session is gone (404), or the newest message is kodo's prompt (the format 400)."""
+    return exc.status == 404 or is_format_400(exc)
 
 
 def _foreign_newest(reply: PromptReply | None, op_key: str) -> OpenCodeError | None:
@@ -386,8 +386,10 @@ class ExactlyOnceCalls:
                         call, key, daemon, session_id, exc.reply, started, CallStatus.CLAIMED
                     )
                 claimed = CallStatus.CLAIMED
-                if not self.async_calls and not isinstance(
-                    exc, OpenCodeTransientError | OpenCodeConfigError
+                if (
+                    not self.async_calls
+                    and not isinstance(exc, OpenCodeTransientError | OpenCodeConfigError)
+                    and exc.status != 404  # the session is gone: nothing ran there
                 ):  # the turn ran, its answer unreadable (too large, not JSON, misshapen)
                     raise self._unjudged(call, daemon, session_id, started, claimed, exc) from exc
                 named = TurnLost.after(exc)
@@ -395,6 +397,10 @@ class ExactlyOnceCalls:
                     # the prompt may have run (a broken connection, a 5xx): judged first
                     settled = abort_turn(daemon.client, session_id, call.directory)
                     self._refuse_stopped(call, daemon, session_id, started, claimed, settled)
+                    if not settled:  # it may still run: in doubt, as an unstopped timeout
+                        raise OpenCodeTimeout(
+                            f"no answer: {unread_reason(named)} after the prompt left"
+                        ) from exc
                 if named is exc:
                     raise
                 raise named from exc
@@ -482,10 +488,12 @@ class ExactlyOnceCalls:
         unrecorded: UnrecordedAnswers | None = None,
         *,
         cut: bool = False,
+        final: bool = False,
     ) -> StructuredResult:
         """Judge the turn that ended with ``reply`` and record the outcome (once); a good
         answer of a sent call is left in ``unrecorded`` instead, if given. ``cut``: the
-        collected turn's last step never completed (its daemon stopped under it)."""
+        collected turn's last step never completed (its daemon stopped under it).
+        ``final``: nothing will collect it later (its deadline passed)."""
         trail: list[dict[str, Any]] | None = None
         usage: dict[str, Any] | None = None  # the whole turn's, once read
         # A turn that ended in an error (info.error) is judged too: one that used a
@@ -507,13 +515,13 @@ class ExactlyOnceCalls:
         try:
             prompt_id = prompt_message_id(key)
             try:
-                turn = self._inspect(call, daemon, session_id, reply, from_status)
+                turn = self._inspect(call, daemon, session_id, reply, from_status, final)
             except OpenCodeError as unread:  # its child sessions could not be listed
-                self._judge_later(unread, from_status)
-                said = shown_path(str(unread), SHOWN_UNREAD)
+                self._judge_later(unread, from_status, final)
+                said = unread_reason(unread)
                 raise TurnRejected(UNJUDGED, f"cannot list the turn's sessions: {said}") from unread
             if isinstance(turn.earlier, OpenCodeError):
-                self._judge_later(turn.earlier, from_status)
+                self._judge_later(turn.earlier, from_status, final)
             trail = tool_trail(turn, reply)
             usage = turn_usage(turn, reply) if turn.usage_known else None
             # A broken rule, or a turn kodo cannot judge, outranks the error it ended on.
@@ -625,9 +633,11 @@ class ExactlyOnceCalls:
                     hold = min(JUDGE_RETRY_S, left) if row.woken else left
                     raise CallPending(key, session_id, hold, woken=row.woken) from exc
                 unstopped = self._stop_overdue(call, row, daemon, age)
+                sent = CallStatus.SENT  # stopped: judged now, or refused if it cannot be
+                self._refuse_stopped(call, daemon, session_id, started, sent, not unstopped)
                 timeout = OpenCodeTimeout(
                     f"no answer collected within {self.timeout_s:g}s of sending"
-                    f" (last: {exc}){unstopped}"
+                    f" (last: {unread_reason(exc)}){unstopped}"
                 )
                 billed = (
                     None
@@ -763,6 +773,7 @@ class ExactlyOnceCalls:
                 CallStatus.SENT,
                 unrecorded,
                 cut=cut,
+                final=age >= self.timeout_s,
             )
         except _JudgeLater as later:
             if age >= self.timeout_s:  # unreadable until its deadline: judged by nobody
@@ -789,10 +800,10 @@ class ExactlyOnceCalls:
         the caller's own outcome."""
         directory = call.directory
         try:
-            reply = daemon.client.last_message(session_id, directory=directory)
+            reply = self._last_message(daemon, session_id, directory, tries=INSPECT_TRIES)
         except OpenCodeError as exc:
-            unreadable = not isinstance(exc, OpenCodeTransientError | OpenCodeConfigError)
-            if settled and unreadable and exc.status != 404 and not is_format_400(exc):
+            told = not (_nothing_ran(exc) or _cannot_tell(exc))
+            if settled and told and not isinstance(exc, OpenCodeConfigError):
                 raise self._unjudged(call, daemon, session_id, started, from_status, exc) from exc
             return
         foreign = _foreign_newest(reply, call.op_key)
@@ -802,12 +813,13 @@ class ExactlyOnceCalls:
             return  # no step of the turn was written: nothing ran to judge
         prompt_id = prompt_message_id(call.op_key)
         try:
-            turn = self._inspect(call, daemon, session_id, reply, from_status)
+            turn = self._inspect(call, daemon, session_id, reply, from_status, final=True)
         except OpenCodeError as exc:
-            if settled and not isinstance(exc, OpenCodeTransientError):
+            if settled and not _cannot_tell(exc):
                 raise self._unjudged(call, daemon, session_id, started, from_status, exc) from exc
             return
-        unread_now = isinstance(turn.earlier, OpenCodeTransientError)
+        earlier = turn.earlier
+        unread_now = isinstance(earlier, OpenCodeError) and _cannot_tell(earlier)
         try:
             assert_turn_rules(
                 call.agent, session_id, reply, turn, directory=directory, prompt_id=prompt_id
@@ -831,6 +843,19 @@ class ExactlyOnceCalls:
             self._forget(daemon, session_id, directory)
             raise failed from broken
 
+    def _last_message(
+        self, daemon: Daemon, session_id: str, directory: str, *, tries: int
+    ) -> PromptReply | None:
+        """The session's newest message, read up to ``tries`` times (a transient error)."""
+        for attempt in range(1, tries + 1):
+            try:
+                return daemon.client.last_message(session_id, directory=directory)
+            except OpenCodeTransientError:
+                if attempt >= tries:
+                    raise
+                self.clock.sleep(INSPECT_RETRY_S * attempt)
+        raise AssertionError("unreachable: the last try returns or raises")
+
     def _inspect(
         self,
         call: StructuredCall,
@@ -838,13 +863,15 @@ class ExactlyOnceCalls:
         session_id: str,
         reply: PromptReply,
         from_status: CallStatus,
+        final: bool = False,
     ) -> Turn:
         """The turn ``reply`` ends, read for judging. A sent call reads it once (a
-        transient failure is read again by a later delivery); a blocking call, which
-        nothing collects later, reads it up to INSPECT_TRIES times."""
+        transient failure is read again by a later delivery); a call nothing collects
+        later (a blocking one, or ``final``: past its deadline) reads it up to
+        INSPECT_TRIES times."""
         prompt_id = prompt_message_id(call.op_key)
         reply_id = str(reply.info.get("id"))
-        tries = 1 if from_status is CallStatus.SENT else INSPECT_TRIES
+        tries = INSPECT_TRIES if final or from_status is not CallStatus.SENT else 1
         attempt = 1
         while True:
             last = attempt >= tries
@@ -860,11 +887,12 @@ class ExactlyOnceCalls:
             attempt += 1
 
     @staticmethod
-    def _judge_later(unread: OpenCodeError, from_status: CallStatus) -> None:
+    def _judge_later(unread: OpenCodeError, from_status: CallStatus, final: bool) -> None:
         """Raise _JudgeLater if a sent call's turn could not be read for a transient
-        reason (the daemon restarting, a 5xx): the collector reads it again, the deadline
-        bounds the wait. Otherwise the caller refuses the turn as unjudged."""
-        if from_status is CallStatus.SENT and isinstance(unread, OpenCodeTransientError):
+        reason (the daemon restarting, a 5xx) before its deadline: the collector reads
+        it again. Otherwise the caller refuses the turn as unjudged."""
+        transient = isinstance(unread, OpenCodeTransientError)
+        if from_status is CallStatus.SENT and transient and not final:
             raise _JudgeLater(unread)
 
     def _unjudged(
@@ -879,7 +907,9 @@ class ExactlyOnceCalls:
         """Refuse a turn that ran but whose answer kodo cannot read: what its steps did
         (a read or a write outside its worktree) was never judged, and the model chose
         the answer's size and depth. Recorded ``TurnNotInspectable``, never retried."""
-        refusal = TurnRejected(UNJUDGED, f"cannot read the turn to judge it: {_unread(unread)}")
+        refusal = TurnRejected(
+            UNJUDGED, f"cannot read the turn to judge it: {unread_reason(unread)}"
+        )
         failed = self._fail(
             call.op_key,
             started,
@@ -1007,6 +1037,16 @@ class ExactlyOnceCalls:
 
     def _from_record(self, row: CallRecord) -> StructuredResult:
         if row.status != CallStatus.SUCCEEDED or row.response is None:
+            late_refusal = CallStatus(row.status).is_late and row.error_name in REFUSED_RULES
+            if late_refusal:  # it broke a rule after all: the step fails closed on it now
+                raise CallFailed(
+                    row.op_key,
+                    row.status,
+                    row.error or "refused",
+                    error_name=row.error_name or UNJUDGED,
+                    kind="refused",
+                    replayed=True,
+                )
             if row.status == CallStatus.UNKNOWN or CallStatus(row.status).is_late:
                 # A late row holds its own outcome, but the run acted on the declaration:
                 # it reads back as that, worded alike, so the next attempt's prompt (its

@@ -17,7 +17,7 @@ from typing import Any
 
 from shared.opencode.confinement import SHOWN_NAME, shown_path, tool_uses, violations
 from shared.opencode.errors import OpenCodeError
-from shared.opencode.messages import PromptReply, object_or_empty, token_usage
+from shared.opencode.messages import AnswerTooLarge, PromptReply, object_or_empty, token_usage
 from shared.opencode.ports import AgentClient
 from shared.opencode.tools import forbidden_tool_uses
 
@@ -128,7 +128,7 @@ def assert_turn_rules(
     # broken rule in it is refused as such, not retried as an unreadable turn.
     _assert_tool_rules(agent, session_id, parts + reply.parts, directory)
     if unread is not None:
-        said = shown_path(str(unread), SHOWN_UNREAD)  # a daemon's 400 may quote a message
+        said = unread_reason(unread)  # a daemon's 400 may quote a message: never its text
         raise TurnRejected(
             "TurnNotInspectable", f"cannot read the turn's messages: {said}"
         ) from unread
@@ -138,6 +138,21 @@ def assert_turn_rules(
 
 
 SHOWN_UNREAD = 200
+"""How much of kodo's own account of an unread answer (its cap, its shape) is quoted."""
+
+
+def unread_reason(exc: OpenCodeError) -> str:
+    """Why a turn could not be read, in kodo's words only: an answer kodo refused to
+    parse says why (its own text: the cap, the shape); any other error may quote the
+    model's text (a body that is not JSON, a daemon's 400 on a listing), so only its
+    kind is said."""
+    if isinstance(exc, AnswerTooLarge):
+        return shown_path(str(exc), SHOWN_UNREAD)
+    status = f" HTTP {exc.status}" if exc.status is not None else ""
+    name = f" {shown_path(exc.name, SHOWN_NAME)}" if exc.name else ""
+    return f"{type(exc).__name__}{status}{name}"
+
+
 """How much of the error that kept a turn unread its refusal quotes."""
 SHOWN_USES = 10
 """A refusal's message names this many offending tool uses (each bounded: the model

@@ -322,8 +322,9 @@ def test_a_woken_overdue_call_whose_abort_failed_parks_as_woken_not_woken_again(
 
 
 def test_a_turn_seen_idle_needs_no_abort_retry_it_runs_no_more() -> None:
-    """The collector saw session.idle, then the daemon stopped answering: the turn
-    ended, so the call is settled at its deadline as before, no retry, no warning."""
+    """The collector saw session.idle, then the daemon answered 500 to every read: the
+    turn ended, so the call is settled at its deadline without an abort retry or its
+    warning; unread until then, the turn is refused unjudged (never retried)."""
     agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(19)))
     ledger = InMemoryLedger()
     pending = _send(agent, ledger)
@@ -337,7 +338,7 @@ def test_a_turn_seen_idle_needs_no_abort_retry_it_runs_no_more() -> None:
     ledger.rows[_call().op_key].age_s = TIMEOUT_S + 1
     with pytest.raises(CallFailed) as failed:
         _calls(agent, ledger).prompt_structured(_call())
-    assert failed.value.kind == "timeout"
+    assert (failed.value.error_name, failed.value.kind) == ("TurnNotInspectable", "refused")
     assert "never confirmed" not in (ledger.rows[_call().op_key].record.error or "")
 
 
