@@ -846,12 +846,14 @@ class ExactlyOnceCalls:
     def _last_message(
         self, daemon: Daemon, session_id: str, directory: str, *, tries: int
     ) -> PromptReply | None:
-        """The session's newest message, read up to ``tries`` times (a transient error)."""
+        """The session's newest message, read up to ``tries`` times while the daemon
+        answers with a transient error (a 5xx); one it cannot be reached at is not waited
+        on (a dead daemon's overdue calls would hold worker threads)."""
         for attempt in range(1, tries + 1):
             try:
                 return daemon.client.last_message(session_id, directory=directory)
-            except OpenCodeTransientError:
-                if attempt >= tries:
+            except OpenCodeTransientError as exc:
+                if attempt >= tries or _cannot_tell(exc):
                     raise
                 self.clock.sleep(INSPECT_RETRY_S * attempt)
         raise AssertionError("unreachable: the last try returns or raises")
@@ -868,7 +870,7 @@ class ExactlyOnceCalls:
         """The turn ``reply`` ends, read for judging. A sent call reads it once (a
         transient failure is read again by a later delivery); a call nothing collects
         later (a blocking one, or ``final``: past its deadline) reads it up to
-        INSPECT_TRIES times."""
+        INSPECT_TRIES times while the daemon answers a 5xx."""
         prompt_id = prompt_message_id(call.op_key)
         reply_id = str(reply.info.get("id"))
         tries = INSPECT_TRIES if final or from_status is not CallStatus.SENT else 1
@@ -877,11 +879,12 @@ class ExactlyOnceCalls:
             last = attempt >= tries
             try:
                 turn = daemon.turns.inspect(session_id, call.directory, prompt_id, reply_id)
-            except OpenCodeTransientError:
-                if last:
+            except OpenCodeTransientError as exc:
+                if last or _cannot_tell(exc):
                     raise
             else:
-                if last or not isinstance(turn.earlier, OpenCodeTransientError):
+                unread = turn.earlier
+                if last or not isinstance(unread, OpenCodeTransientError) or _cannot_tell(unread):
                     return turn
             self.clock.sleep(INSPECT_RETRY_S * attempt)
             attempt += 1

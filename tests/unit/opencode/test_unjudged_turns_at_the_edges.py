@@ -24,6 +24,7 @@ from shared.opencode.errors import (
     OpenCodePermanentError,
     OpenCodeServerError,
     OpenCodeTransientError,
+    OpenCodeUnreachable,
 )
 from shared.opencode.exactly_once import ExactlyOnceCalls
 from shared.opencode.messages import ModelRef, PromptReply
@@ -348,3 +349,40 @@ def test_a_refusal_recorded_after_the_call_was_declared_unknown_replays_refused(
     assert replay.kind == "refused", (
         f"the late refusal reads back {replay.error_name}/{replay.kind}"
     )
+
+
+# -- a daemon that cannot be reached is not waited on ----------------------------------
+
+
+def test_an_overdue_call_on_an_unreachable_daemon_is_timed_out_without_waiting() -> None:
+    """Re-reading is for a daemon that answers a 5xx: one that cannot be reached at all
+    cannot tell kodo anything, and a dead daemon's overdue calls must not each hold a
+    worker thread for the retries. Timed out at once (the documented exception)."""
+    agent = _held(_escaping_turn())
+    ledger = InMemoryLedger()
+    _send(agent, ledger)
+    ledger.rows[_call().op_key].age_s = TIMEOUT_S + 1
+
+    def unreachable(*_: Any, **__: Any) -> Any:
+        raise OpenCodeUnreachable("connection refused (fake)")
+
+    agent.busy_sessions = unreachable  # type: ignore[method-assign]
+    agent.last_message = unreachable  # type: ignore[method-assign]
+    agent.abort = unreachable  # type: ignore[method-assign]
+    clock = FixedClock(NOW)
+    calls = ExactlyOnceCalls(
+        agent,
+        ledger,
+        clock,
+        model=MODEL,
+        timeout_s=TIMEOUT_S,
+        l1=LruCache(),
+        async_calls=True,
+        daemon="http://oc-1",
+        wait_poll_s=0.0,
+        abort_window_s=0.0,
+    )
+    with pytest.raises(CallFailed) as failed:
+        calls.prompt_structured(_call())
+    assert failed.value.kind == "timeout"
+    assert clock.monotonic() == 0.0, "it waited on a daemon that cannot be reached"
