@@ -164,11 +164,12 @@ _RECORDED_CLASSES: dict[str, type[OpenCodeError]] = {
 
 
 def _recorded_kind(status: str, error_name: str | None) -> FailureKind:
-    """The kind of a failure read back from the ledger: the same as when it happened."""
-    if status == CallStatus.TIMED_OUT:
-        return "timeout"
+    """The kind of a failure read back from the ledger: the same as when it happened (a
+    refusal recorded ``timed_out``, its abort unconfirmed, is a refusal)."""
     if error_name in REFUSED_RULES:
         return "refused"
+    if status == CallStatus.TIMED_OUT:
+        return "timeout"
     cls = _RECORDED_CLASSES.get(error_name or "")
     return _kind_of(cls(error_name or "")) if cls is not None else "contract"
 
@@ -398,9 +399,15 @@ class ExactlyOnceCalls:
                     settled = abort_turn(daemon.client, session_id, call.directory)
                     self._refuse_stopped(call, daemon, session_id, started, claimed, settled)
                     if not settled:  # it may still run: in doubt, as an unstopped timeout
-                        raise OpenCodeTimeout(
-                            f"no answer: {unread_reason(named)} after the prompt left"
-                        ) from exc
+                        lost = OpenCodeTimeout(
+                            f"no answer: {unread_reason(named)} after the prompt left;"
+                            f" {ABORT_UNCONFIRMED}"
+                        )
+                        billed = self._billed(daemon, session_id, call.directory, None)
+                        raise self._fail(
+                            key, started, CallStatus.TIMED_OUT, lost, None, kind="timeout",
+                            usage=billed,
+                        ) from exc  # fmt: skip
                 if named is exc:
                     raise
                 raise named from exc
@@ -828,11 +835,16 @@ class ExactlyOnceCalls:
             if broken.error_name == UNJUDGED and (unread_now or not settled):
                 return  # what it shows broke no rule; the rest cannot be read now
             usage = turn_usage(turn, reply) if turn.usage_known else None
+            # Unconfirmed, the turn may still be running: recorded timed_out under the
+            # rule (in doubt: the next reset of its worktree waits for it), session kept.
+            refusal = broken if settled else TurnRejected(
+                broken.error_name, f"{broken}; {ABORT_UNCONFIRMED}"
+            )  # fmt: skip
             failed = self._fail(
                 call.op_key,
                 started,
-                CallStatus.ABORTED,
-                broken,
+                CallStatus.ABORTED if settled else CallStatus.TIMED_OUT,
+                refusal,
                 reply,
                 kind="refused" if broken.error_name in REFUSED_RULES else "contract",
                 name=broken.error_name,
@@ -840,7 +852,8 @@ class ExactlyOnceCalls:
                 from_status=from_status,
                 usage=usage or self._billed(daemon, session_id, directory, reply),
             )
-            self._forget(daemon, session_id, directory)
+            if settled:
+                self._forget(daemon, session_id, directory)
             raise failed from broken
 
     def _last_message(

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from sqlalchemy import create_engine, text
+from sqlalchemy import Row, create_engine, text
 
 from devstack.kodo_procs import (
     Stack,
@@ -166,19 +166,28 @@ def _wait(http: httpx.Client, stack: Stack, run_id: str, wanted: str) -> dict[st
 
 def _ledger(stack: Stack, run_id: str) -> str:
     """The run's provider calls, one line each, for a failure's message."""
+    rows = _calls_of(stack, run_id)
+    return "\n".join(
+        f"{r.step_id} | {r.attempt} | {r.status} | {(r.error or '')[:300]}" for r in rows
+    )
+
+
+def _calls_of(stack: Stack, run_id: str) -> list[Row[Any]]:
+    """The run's ledger rows (app.opencode_calls), oldest first: step, attempt, outcome."""
     engine = create_engine(stack.env["DATABASE_URL"])
     try:
         with engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT step_id, attempt, status, left(coalesce(error, ''), 300)"
-                    " FROM app.opencode_calls WHERE run_id = :id ORDER BY id"
-                ),
-                {"id": run_id},
-            ).all()
+            return list(
+                conn.execute(
+                    text(
+                        "SELECT step_id, attempt, status, error FROM app.opencode_calls"
+                        " WHERE run_id = :id ORDER BY id"
+                    ),
+                    {"id": run_id},
+                ).all()
+            )
     finally:
         engine.dispose()
-    return "\n".join(" | ".join(str(v) for v in row) for row in rows)
 
 
 def _cost(usage: dict[str, Any], prices: Prices) -> float:
@@ -307,18 +316,7 @@ def test_a_request_changes_round_and_a_repair_round_go_through_the_daemon(
     diff = _git(repo, "diff", f"main...kodo/{run_id}")
     assert "+    return a * b" in diff, "the repair fixed the body the test caught"
     assert "+    return a + b" not in diff
-    engine = create_engine(stack.env["DATABASE_URL"])
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT step_id, attempt, status FROM app.opencode_calls"
-                    " WHERE run_id = :id ORDER BY id"
-                ),
-                {"id": run_id},
-            ).all()
-    finally:
-        engine.dispose()
+    rows = _calls_of(stack, run_id)
     assert [(r.step_id, r.attempt, r.status) for r in rows] == [
         ("CompileST", 1, "succeeded"),
         ("CompileST", 2, "succeeded"),

@@ -9,123 +9,45 @@ still be running stays in doubt.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from shared.clock import FixedClock
-from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
 from shared.domain.vocab import CallStatus
-from shared.opencode.cache import LruCache
-from shared.opencode.calls import CallFailed, CallPending, StructuredCall
+from shared.opencode.calls import CallFailed
 from shared.opencode.errors import (
-    OpenCodeError,
     OpenCodePermanentError,
     OpenCodeServerError,
     OpenCodeTransientError,
     OpenCodeUnreachable,
 )
-from shared.opencode.exactly_once import ExactlyOnceCalls
-from shared.opencode.messages import ModelRef, PromptReply
-from tests.fakes.agent import FakeAgent, ScriptedTurn, tokens
+from shared.opencode.messages import PromptReply
+from tests.fakes.agent import FakeAgent
 from tests.fakes.ledger import InMemoryLedger
-
-ANSWER: dict[str, Any] = {"next_action": "verify", "argv": ["pytest", "-q"], "reason": "tests"}
-MODEL = ModelRef("kodo", "kodo-scripted")
-NOW = datetime(2026, 1, 1, tzinfo=UTC)
-TIMEOUT_S = 60.0
-ESCAPE = "read@/elsewhere/other-run/secret"
-SECRET = "OTHER-RUNS-SECRET"  # noqa: S105 - a marker, not a credential
-
-
-def _calls(agent: FakeAgent, ledger: InMemoryLedger, *, async_calls: bool) -> ExactlyOnceCalls:
-    return ExactlyOnceCalls(
-        agent,
-        ledger,
-        FixedClock(NOW),
-        model=MODEL,
-        timeout_s=TIMEOUT_S,
-        l1=LruCache(),
-        async_calls=async_calls,
-        daemon="http://oc-1",
-        wait_poll_s=0.0,
-    )
-
-
-def _call() -> StructuredCall:
-    return StructuredCall("run-1", "DecideST", 1, "plan", "choose", BUILD_OUTPUT_SCHEMA, "/w")
-
-
-def _escaping_turn(**kw: Any) -> ScriptedTurn:
-    return ScriptedTurn(answer=ANSWER, session_tokens=tokens(50), earlier_tools=[ESCAPE], **kw)
-
-
-def _honest_turn(**kw: Any) -> ScriptedTurn:
-    return ScriptedTurn(answer=ANSWER, session_tokens=tokens(50), **kw)
-
-
-def _held(turn: ScriptedTurn, cls: type[FakeAgent] = FakeAgent) -> FakeAgent:
-    agent = cls(turn)
-    agent.hold_async = True
-    return agent
-
-
-def _send(agent: FakeAgent, ledger: InMemoryLedger) -> CallPending:
-    with pytest.raises(CallPending) as pending:
-        _calls(agent, ledger, async_calls=True).prompt_structured(_call())
-    assert ledger.mark_sent(pending.value.op_key)
-    return pending.value
-
-
-def _fail(agent: FakeAgent, ledger: InMemoryLedger, *, async_calls: bool) -> CallFailed:
-    with pytest.raises(CallFailed) as failed:
-        _calls(agent, ledger, async_calls=async_calls).prompt_structured(_call())
-    return failed.value
-
-
-def _bad_request(said: str) -> OpenCodePermanentError:
-    """A daemon 400 that is not the format 400, quoting a message's text (as modelled in
-    test_unjudged_turns._bad_request)."""
-    return OpenCodePermanentError(
-        f"HTTP 400 BadRequest: Expected string, got {said}",
-        status=400,
-        name="BadRequest",
-        data={"message": f"Expected string, got {said}"},
-    )
-
-
-class _RanThenBroke(FakeAgent):
-    """The blocking prompt's turn ran (its answer is the newest message), then ``after``."""
-
-    def __init__(self, after: OpenCodeError, *turns: ScriptedTurn) -> None:
-        super().__init__(*turns)
-        self.after = after
-
-    def prompt(self, session_id: str, **kw: Any) -> PromptReply:
-        reply = super().prompt(session_id, **kw)
-        reply.info.setdefault("time", {"created": 1, "completed": 2})
-        self.replies[session_id] = reply
-        raise self.after
+from tests.unit.opencode.hostile_turns import (
+    ANSWER,
+    NOW,
+    SECRET,
+    TIMEOUT_S,
+    MessagesHiccup,
+    RanThenBroke,
+    bad_request,
+    calls,
+    escaping_turn,
+    fail,
+    held,
+    honest_turn,
+    send,
+    the_call,
+)
 
 
 class _ListingQuotes(FakeAgent):
     """The turn's step listing is answered with a 400 quoting a message's text."""
 
     def earlier_turn_messages(self, session_id: str, **kw: Any) -> list[dict[str, Any]]:
-        raise _bad_request(SECRET)
-
-
-class _MessagesHiccup(FakeAgent):
-    def __init__(self, *turns: ScriptedTurn) -> None:
-        super().__init__(*turns)
-        self.failures = 1
-
-    def earlier_turn_messages(self, session_id: str, **kw: Any) -> list[dict[str, Any]]:
-        if self.failures:
-            self.failures -= 1
-            raise OpenCodeServerError("HTTP 500 (fake): messages, once", status=500)
-        return super().earlier_turn_messages(session_id, **kw)
+        raise bad_request(SECRET)
 
 
 def _abort_fails(agent: FakeAgent) -> None:
@@ -142,21 +64,21 @@ def test_a_blocking_turn_whose_listing_400_quotes_the_model_keeps_none_of_it() -
     """_unjudged names only the kind of failure, but the same 400 on the step listing
     goes through assert_turn_rules, whose refusal quotes 200 characters of it."""
     ledger = InMemoryLedger()
-    failed = _fail(_ListingQuotes(_honest_turn()), ledger, async_calls=False)
-    row = ledger.rows[_call().op_key].record
+    failed = fail(_ListingQuotes(honest_turn()), ledger, async_calls=False)
+    row = ledger.rows[the_call().op_key].record
     assert (failed.error_name, failed.kind) == ("TurnNotInspectable", "refused")
     assert SECRET not in (row.error or ""), f"the refused row's error quotes the model: {row.error}"
     assert SECRET not in failed.error
 
 
 def test_a_collected_turn_whose_listing_400_quotes_the_model_keeps_none_of_it() -> None:
-    agent = _held(_honest_turn(), _ListingQuotes)
+    agent = held(honest_turn(), _ListingQuotes)
     ledger = InMemoryLedger()
-    pending = _send(agent, ledger)
+    pending = send(agent, ledger)
     agent.release(pending.session_id)
     ledger.wake(pending.session_id)
-    failed = _fail(agent, ledger, async_calls=True)
-    row = ledger.rows[_call().op_key].record
+    failed = fail(agent, ledger, async_calls=True)
+    row = ledger.rows[the_call().op_key].record
     assert failed.kind == "refused"
     assert SECRET not in (row.error or ""), f"the refused row's error quotes the model: {row.error}"
 
@@ -168,29 +90,29 @@ def test_a_woken_turn_whose_last_message_5xxs_until_its_deadline_is_not_retried(
     """_JudgeLater refuses a turn whose steps stay unreadable until the deadline; a last
     message that stays unreadable (a 5xx) goes to _collect's deadline branch instead:
     timed_out, retried, never judged (no _refuse_stopped there)."""
-    agent = _held(_escaping_turn())
+    agent = held(escaping_turn())
     ledger = InMemoryLedger()
-    pending = _send(agent, ledger)
+    pending = send(agent, ledger)
     agent.release(pending.session_id)
     ledger.wake(pending.session_id)
-    ledger.rows[_call().op_key].age_s = TIMEOUT_S + 1
+    ledger.rows[the_call().op_key].age_s = TIMEOUT_S + 1
 
     def failing(session_id: str, *, directory: str) -> PromptReply | None:
         raise OpenCodeServerError("HTTP 500 (fake): last message", status=500)
 
     agent.last_message = failing  # type: ignore[method-assign]
-    failed = _fail(agent, ledger, async_calls=True)
+    failed = fail(agent, ledger, async_calls=True)
     assert not failed.retryable, f"recorded {failed.error_name}/{failed.kind}: retried unjudged"
 
 
 def test_a_busy_turn_stopped_at_its_deadline_whose_steps_5xx_is_not_retried() -> None:
     """Stopped at its deadline (abort confirmed), its steps unreadable (a 5xx):
     _refuse_stopped returns (unread_now) and the call is timed_out and retried."""
-    agent = _held(_escaping_turn(earlier_unreadable=True))
+    agent = held(escaping_turn(earlier_unreadable=True))
     ledger = InMemoryLedger()
-    _send(agent, ledger)
-    ledger.rows[_call().op_key].age_s = TIMEOUT_S + 1
-    failed = _fail(agent, ledger, async_calls=True)
+    send(agent, ledger)
+    ledger.rows[the_call().op_key].age_s = TIMEOUT_S + 1
+    failed = fail(agent, ledger, async_calls=True)
     assert not failed.retryable, f"recorded {failed.error_name}/{failed.kind}: retried unjudged"
 
 
@@ -201,12 +123,12 @@ def test_an_honest_turn_collected_at_its_deadline_survives_one_daemon_5xx() -> N
     """The deadline sweep (its session.idle missed, the collector restarting) reads an
     ended honest turn once: one 5xx and it is refused TurnNotInspectable, failing the
     run closed. A blocking call reads INSPECT_TRIES times; this read is the last too."""
-    agent = _held(_honest_turn(), _MessagesHiccup)
+    agent = held(honest_turn(), MessagesHiccup)
     ledger = InMemoryLedger()
-    pending = _send(agent, ledger)
+    pending = send(agent, ledger)
     agent.release(pending.session_id)
-    ledger.rows[_call().op_key].age_s = TIMEOUT_S + 1
-    result = _calls(agent, ledger, async_calls=True).prompt_structured(_call())
+    ledger.rows[the_call().op_key].age_s = TIMEOUT_S + 1
+    result = calls(agent, ledger, async_calls=True).prompt_structured(the_call())
     assert result.answer == ANSWER
 
 
@@ -226,7 +148,7 @@ def test_a_blocking_prompt_answered_404_is_not_refused_as_unjudged() -> None:
             )
 
     ledger = InMemoryLedger()
-    failed = _fail(_Lost(_honest_turn()), ledger, async_calls=False)
+    failed = fail(_Lost(honest_turn()), ledger, async_calls=False)
     assert failed.retryable, f"an honest run failed closed: {failed.error_name}/{failed.kind}"
 
 
@@ -238,14 +160,14 @@ def test_a_blocking_turn_cut_by_a_5xx_whose_abort_failed_stays_in_doubt() -> Non
     an ordinary transient failure and deletes the session: no ABORT_UNCONFIRMED, not in
     sessions_in_doubt, so the next attempt's quiesce neither aborts nor waits for a turn
     that may still be running (its later steps never judged) on the same worktree."""
-    agent = _RanThenBroke(OpenCodeServerError("HTTP 502 (fake): proxy", status=502), _honest_turn())
+    agent = RanThenBroke(OpenCodeServerError("HTTP 502 (fake): proxy", status=502), honest_turn())
     _abort_fails(agent)
     ledger = InMemoryLedger()
-    failed = _fail(agent, ledger, async_calls=False)
+    failed = fail(agent, ledger, async_calls=False)
     assert failed.retryable
     doubtful = ledger.sessions_in_doubt("run-1", "DecideST")
     assert doubtful, (
-        f"recorded {ledger.status(_call().op_key)} {failed.error_name}, session deleted"
+        f"recorded {ledger.status(the_call().op_key)} {failed.error_name}, session deleted"
         f" {agent.deleted}: the unstopped turn is in no one's doubt"
     )
 
@@ -256,10 +178,10 @@ def test_a_blocking_turn_cut_by_a_5xx_whose_abort_failed_stays_in_doubt() -> Non
 def test_a_stopped_refusal_after_another_delivery_recorded_reads_theirs_back() -> None:
     """_refuse_stopped in _collected's busy branch: another delivery recorded first ->
     _CollectedElsewhere -> its record is read back; the session is not deleted here."""
-    agent = _held(_escaping_turn())
+    agent = held(escaping_turn())
     ledger = InMemoryLedger()
-    _send(agent, ledger)
-    key = _call().op_key
+    send(agent, ledger)
+    key = the_call().op_key
     ledger.rows[key].age_s = TIMEOUT_S + 1
     real_abort = agent.abort
 
@@ -275,18 +197,18 @@ def test_a_stopped_refusal_after_another_delivery_recorded_reads_theirs_back() -
         return done
 
     agent.abort = abort_then_other_records  # type: ignore[method-assign]
-    failed = _fail(agent, ledger, async_calls=True)
+    failed = fail(agent, ledger, async_calls=True)
     assert (failed.replayed, failed.error_name) == (True, "TurnLost")
     assert agent.deleted == []
 
 
 def test_an_unjudged_collect_after_another_delivery_recorded_reads_theirs_back() -> None:
-    agent = _held(_escaping_turn())
+    agent = held(escaping_turn())
     ledger = InMemoryLedger()
-    pending = _send(agent, ledger)
+    pending = send(agent, ledger)
     agent.release(pending.session_id)
     ledger.wake(pending.session_id)
-    key = _call().op_key
+    key = the_call().op_key
 
     def not_json(session_id: str, *, directory: str) -> PromptReply | None:
         from shared.opencode.calls import CallOutcome
@@ -299,7 +221,7 @@ def test_an_unjudged_collect_after_another_delivery_recorded_reads_theirs_back()
         raise OpenCodePermanentError("GET messages: body is not JSON: x")
 
     agent.last_message = not_json  # type: ignore[method-assign]
-    result = _calls(agent, ledger, async_calls=True).prompt_structured(_call())
+    result = calls(agent, ledger, async_calls=True).prompt_structured(the_call())
     assert (result.cache, agent.deleted) == ("l2", [])
 
 
@@ -310,7 +232,7 @@ def test_async_send_5xx_honest_turn_is_a_transient_failure() -> None:
             raise OpenCodeTransientError("POST prompt_async: RemoteProtocolError: peer closed")
 
     ledger = InMemoryLedger()
-    failed = _fail(_AsyncBroke(_honest_turn()), ledger, async_calls=True)
+    failed = fail(_AsyncBroke(honest_turn()), ledger, async_calls=True)
     assert (failed.kind, failed.retryable) == ("transient", True)
 
 
@@ -327,9 +249,9 @@ def test_a_refusal_recorded_after_the_call_was_declared_unknown_replays_refused(
     from shared.opencode.calls import CallOutcome, CallSuperseded
     from tests.fakes.agent import no_answer_in_time
 
-    agent = _RanThenBroke(no_answer_in_time(), _escaping_turn())
+    agent = RanThenBroke(no_answer_in_time(), escaping_turn())
     ledger = InMemoryLedger()
-    key = _call().op_key
+    key = the_call().op_key
     real_abort = agent.abort
 
     def abort_while_another_declares(session_id: str, **kw: Any) -> bool:
@@ -342,10 +264,10 @@ def test_a_refusal_recorded_after_the_call_was_declared_unknown_replays_refused(
 
     agent.abort = abort_while_another_declares  # type: ignore[method-assign]
     with pytest.raises(CallSuperseded):
-        _calls(agent, ledger, async_calls=False).prompt_structured(_call())
+        calls(agent, ledger, async_calls=False).prompt_structured(the_call())
     row = ledger.rows[key].record
     assert (row.status, row.error_name) == (CallStatus.FAILED_LATE, "PathOutsideWorktree")
-    replay = _fail(agent, ledger, async_calls=False)
+    replay = fail(agent, ledger, async_calls=False)
     assert replay.kind == "refused", (
         f"the late refusal reads back {replay.error_name}/{replay.kind}"
     )
@@ -358,10 +280,10 @@ def test_an_overdue_call_on_an_unreachable_daemon_is_timed_out_without_waiting()
     """Re-reading is for a daemon that answers a 5xx: one that cannot be reached at all
     cannot tell kodo anything, and a dead daemon's overdue calls must not each hold a
     worker thread for the retries. Timed out at once (the documented exception)."""
-    agent = _held(_escaping_turn())
+    agent = held(escaping_turn())
     ledger = InMemoryLedger()
-    _send(agent, ledger)
-    ledger.rows[_call().op_key].age_s = TIMEOUT_S + 1
+    send(agent, ledger)
+    ledger.rows[the_call().op_key].age_s = TIMEOUT_S + 1
 
     def unreachable(*_: Any, **__: Any) -> Any:
         raise OpenCodeUnreachable("connection refused (fake)")
@@ -370,19 +292,8 @@ def test_an_overdue_call_on_an_unreachable_daemon_is_timed_out_without_waiting()
     agent.last_message = unreachable  # type: ignore[method-assign]
     agent.abort = unreachable  # type: ignore[method-assign]
     clock = FixedClock(NOW)
-    calls = ExactlyOnceCalls(
-        agent,
-        ledger,
-        clock,
-        model=MODEL,
-        timeout_s=TIMEOUT_S,
-        l1=LruCache(),
-        async_calls=True,
-        daemon="http://oc-1",
-        wait_poll_s=0.0,
-        abort_window_s=0.0,
-    )
+    protocol = calls(agent, ledger, async_calls=True, clock=clock, abort_window_s=0.0)
     with pytest.raises(CallFailed) as failed:
-        calls.prompt_structured(_call())
+        protocol.prompt_structured(the_call())
     assert failed.value.kind == "timeout"
     assert clock.monotonic() == 0.0, "it waited on a daemon that cannot be reached"
