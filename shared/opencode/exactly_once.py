@@ -386,31 +386,10 @@ class ExactlyOnceCalls:
                     return self._judge(
                         call, key, daemon, session_id, exc.reply, started, CallStatus.CLAIMED
                     )
-                claimed = CallStatus.CLAIMED
-                if (
-                    not self.async_calls
-                    and not isinstance(exc, OpenCodeTransientError | OpenCodeConfigError)
-                    and exc.status != 404  # the session is gone: nothing ran there
-                ):  # the turn ran, its answer unreadable (too large, not JSON, misshapen)
-                    raise self._unjudged(call, daemon, session_id, started, claimed, exc) from exc
-                named = TurnLost.after(exc)
-                if not isinstance(named, OpenCodeTimeout | OpenCodeUnreachable):
-                    # the prompt may have run (a broken connection, a 5xx): judged first
-                    settled = abort_turn(daemon.client, session_id, call.directory)
-                    self._refuse_stopped(call, daemon, session_id, started, claimed, settled)
-                    if not settled:  # it may still run: in doubt, as an unstopped timeout
-                        lost = OpenCodeTimeout(
-                            f"no answer: {unread_reason(named)} after the prompt left;"
-                            f" {ABORT_UNCONFIRMED}"
-                        )
-                        billed = self._billed(daemon, session_id, call.directory, None)
-                        raise self._fail(
-                            key, started, CallStatus.TIMED_OUT, lost, None, kind="timeout",
-                            usage=billed,
-                        ) from exc  # fmt: skip
-                if named is exc:
+                failure = self._send_failed(call, daemon, session_id, started, exc)
+                if failure is exc:
                     raise
-                raise named from exc
+                raise failure from exc
             if reply is None:  # sent with prompt_async: its answer is collected later
                 # recorded ``sent`` by whoever parks (with the park, one commit); if
                 # this worker dies first, the claim with its session is collected later
@@ -440,6 +419,40 @@ class ExactlyOnceCalls:
             self._forget(daemon, session_id, call.directory)
             raise failed from exc
         return self._judge(call, key, daemon, session_id, reply, started, CallStatus.CLAIMED)
+
+    def _send_failed(
+        self,
+        call: StructuredCall,
+        daemon: Daemon,
+        session_id: str,
+        started: float,
+        exc: OpenCodeError,
+    ) -> OpenCodeError:
+        """What to raise for a prompt that left but whose answer never arrived whole; a
+        turn that may have run is judged first (raising CallFailed if refused), and one
+        that may still be running is recorded ``timed_out``, in doubt (CallFailed)."""
+        claimed = CallStatus.CLAIMED
+        if (
+            not self.async_calls
+            and not isinstance(exc, OpenCodeTransientError | OpenCodeConfigError)
+            and exc.status != 404  # the session is gone: nothing ran there
+        ):  # the turn ran, its answer unreadable (too large, not JSON, misshapen)
+            raise self._unjudged(call, daemon, session_id, started, claimed, exc) from exc
+        named = TurnLost.after(exc)
+        if isinstance(named, OpenCodeTimeout | OpenCodeUnreachable):
+            return named  # the caller's handler stops and judges a timeout itself
+        # the prompt may have run (a broken connection, a 5xx): judged first
+        settled = abort_turn(daemon.client, session_id, call.directory)
+        self._refuse_stopped(call, daemon, session_id, started, claimed, settled)
+        if settled:
+            return named
+        lost = OpenCodeTimeout(  # it may still run: in doubt, as an unstopped timeout
+            f"no answer: {unread_reason(named)} after the prompt left; {ABORT_UNCONFIRMED}"
+        )
+        billed = self._billed(daemon, session_id, call.directory, None)
+        raise self._fail(
+            call.op_key, started, CallStatus.TIMED_OUT, lost, None, kind="timeout", usage=billed
+        ) from exc
 
     def _send(
         self, client: AgentClient, session_id: str, call: StructuredCall
