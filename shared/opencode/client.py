@@ -93,6 +93,114 @@ def _refuse_foreign(infos: list[dict[str, Any]], prompt_id: str | None) -> None:
             )
 
 
+MAX_CURSOR_CHARS = 512
+"""The longest ``X-Next-Cursor`` kodo sends back (1.18.33's are about 80 characters)."""
+
+
+def _cursor(headers: Mapping[str, str]) -> str | None:
+    """The daemon's cursor to the messages before a page, if it says there are more."""
+    cursor = headers.get("x-next-cursor")
+    if cursor is None:
+        return None
+    if not cursor or len(cursor) > MAX_CURSOR_CHARS or not cursor.isascii():
+        raise OpenCodePermanentError(f"GET messages: an unusable X-Next-Cursor {cursor!r:.80}")
+    return cursor
+
+
+class _TurnPager:
+    """What :meth:`OpenCodeClient.earlier_turn_messages` has read of a turn, newest page
+    first, and which page to ask for next; it refuses a page it cannot trust.
+
+    kodo's prompt is its session's first message, so a range that reaches it is answered
+    the daemon's 400 naming its oldest message (``[0]``, :func:`is_format_400`): after a
+    400 on ``s`` messages before the cursor, at most ``s - 1`` steps remain (``left``),
+    and each later page halves what is not known. Once none can remain, the message
+    before the last one read is the prompt.
+    """
+
+    def __init__(self, prompt_id: str | None, reply_id: str | None, max_steps: int) -> None:
+        self.prompt_id = prompt_id
+        self.reply_id = reply_id
+        self.max_earlier = max_steps - 1  # the answer is the turn's last step
+        self.newest_first: list[list[dict[str, Any]]] = []
+        self.seen: set[object] = set()
+        self.earlier = 0
+        self.cursor: str | None = None
+        self.size = 2  # the answer and the step before it
+        self.left: int | None = None  # the most steps before the cursor, once a 400 said
+        self.pages = 0
+        self.done = False
+
+    @property
+    def turn(self) -> list[dict[str, Any]]:
+        return [m for page in reversed(self.newest_first) for m in page]
+
+    def next_query(self) -> dict[str, str]:
+        query = {"limit": str(self.size)}
+        if self.cursor is not None:
+            query["before"] = self.cursor
+        return query
+
+    def reached_the_prompt(self) -> None:
+        """The daemon's 400: the range asked for holds the turn's user message."""
+        if self.cursor is None:
+            self.done = True  # the message before the answer is kodo's prompt
+            return
+        self._bound(self.size - 1)
+
+    def take(self, page: list[dict[str, Any]], cursor: str | None) -> None:
+        first = self.cursor is None
+        infos = [object_or_empty(m.get("info")) for m in page]
+        if first and self.reply_id is not None:
+            self.check_newest(infos[-1].get("id") if infos else None)
+        for info in infos:
+            key = info.get("id")
+            if not isinstance(key, str) or key in self.seen:
+                raise OpenCodePermanentError(
+                    f"GET messages: message {key!r:.80} listed twice, or without an id"
+                )
+            self.seen.add(key)
+        start = _turn_start(infos, self.prompt_id)
+        _refuse_foreign(infos[start:], self.prompt_id)
+        steps = page[start:-1] if first else page[start:]
+        self.newest_first.append(steps)
+        self.earlier += len(steps)
+        self.pages += 1
+        if self.earlier > self.max_earlier:
+            raise OpenCodePermanentError(
+                f"a turn of more than {self.max_earlier + 1} steps: refusing to trust it"
+            )
+        if start > 0 or (cursor is None and len(page) < self.size):
+            self.done = True  # kodo's own message listed, or the session starts here
+            return
+        if cursor is None:
+            raise OpenCodePermanentError(
+                f"GET messages: a full page of {len(page)} and no cursor to the messages"
+                " before it: the turn's start cannot be found"
+            )
+        if not page:
+            raise OpenCodePermanentError("GET messages: an empty page with a cursor to more")
+        self.cursor = cursor
+        if self.left is not None:
+            self._bound(self.left - len(page))
+        else:  # 1, 2, 4... after the first page
+            self.size = 1 if first else self.size * 2
+            self.size = min(self.size, self.max_earlier - self.earlier + 1)  # one past the cap
+
+    def _bound(self, left: int) -> None:
+        """At most ``left`` steps remain before the cursor: none, or ask for half."""
+        self.left = left
+        self.done = left <= 0
+        self.size = (left + 1) // 2
+
+    def check_newest(self, newest: object) -> None:
+        if newest != self.reply_id:
+            raise OpenCodePermanentError(
+                f"the session's newest message {newest!r:.80} is not the answer"
+                f" {self.reply_id!r:.80}: a turn kodo did not start followed it"
+            )
+
+
 class OpenCodeClient:
     """One keep-alive connection pool to one daemon; close it (or use ``with``)."""
 
@@ -147,6 +255,21 @@ class OpenCodeClient:
         query: dict[str, str] | None = None,
     ) -> object:
         """Send one request and return its parsed JSON body, or raise an OpenCodeError."""
+        return self._exchange(
+            method, path, directory=directory, body=body, timeout_s=timeout_s, query=query
+        )[0]
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        *,
+        directory: str | None = None,
+        body: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+        query: dict[str, str] | None = None,
+    ) -> tuple[object, dict[str, str]]:
+        """:meth:`_call`, with the response's headers (by lower-case name)."""
         params = {"directory": directory} if directory is not None else {}
         params.update(query or {})
         what = f"{method} {path}"
@@ -154,9 +277,8 @@ class OpenCodeClient:
         try:
             with self._requests.stream(method, path, params, body, read_s) as response:
                 status = response.status
-                content = self._bounded_body(
-                    _headers(response.headers), response.iter_stream(), what
-                )
+                headers = _headers(response.headers)
+                content = self._bounded_body(headers, response.iter_stream(), what)
         except (httpcore.ConnectError, httpcore.ConnectTimeout, httpcore.PoolTimeout) as exc:
             raise OpenCodeUnreachable(f"{what}: {type(exc).__name__}: {exc}") from exc
         except httpcore.TimeoutException as exc:
@@ -164,7 +286,7 @@ class OpenCodeClient:
         except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
             raise OpenCodeTransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
         if status == 204 and not content:
-            return None  # No Content (prompt_async); every caller checks the shape it needs
+            return None, headers  # No Content (prompt_async); callers check the shape
         success = 200 <= status < 300
         misshapen = shape_problem(content)
         if misshapen is not None:
@@ -177,7 +299,7 @@ class OpenCodeClient:
                 raise OpenCodePermanentError(f"{what}: body is not JSON: {text}") from None
             parsed = text
         if success:
-            return parsed
+            return parsed, headers
         raise classify_http_error(status, parsed)
 
     def _bounded_body(
@@ -311,8 +433,13 @@ class OpenCodeClient:
         A prompt's reply is only the turn's last message; tool calls made on the way
         live in earlier ones (the caller has the last one already). The daemon answers
         400 to any message range holding a user message sent with a ``format`` (API
-        notes 5.1), so this pages back with ``limit=2, 3, ...`` until that 400 marks
-        the turn's start: a one-step turn costs one request.
+        notes 5.1), so the turn is read back page by page until that 400 marks its
+        start. The first page is the newest two messages (a one-step turn costs that
+        one request); each later page is the messages before the daemon's cursor
+        (``before=``, from ``X-Next-Cursor``), 1, 2, 4... at a time, and one at a time
+        once a page reached the 400: each message is read about once, where asking for
+        ``limit=2, 3, ...`` read a k-step turn's messages k²/2 times. A full page
+        without a cursor is refused: kodo could not tell whether the turn goes on.
 
         ``prompt_id``: the ``messageID`` kodo sent the prompt with. Every assistant
         message listed must name it as ``parentID``, and a listed user message with
@@ -322,42 +449,34 @@ class OpenCodeClient:
         message of another parent answers one. The steps before it would escape the
         turn's rules, so either is refused (OpenCodePermanentError), never taken for
         the turn's start, whether or not the daemon's 400 stopped the listing there.
-        ``reply_id``: the answer kodo judges; every page must end with it (a message
-        after it would belong to a prompt kodo never sent).
+        ``reply_id``: the answer kodo judges; the session's newest message must be it
+        when the reading starts and when it ends (a message after it would belong to a
+        prompt kodo never sent).
 
         What the daemon's 400 still hides: a user message with a format sent into the
         session by someone else right after kodo's (the listing stops at it, and it
         cannot be told from kodo's own). kodo sends one prompt per session, and its
         agents have no tool that reaches the daemon's API.
         """
-        turn: list[dict[str, Any]] = []  # limit=1 would only repeat the reply itself
-        for limit in range(2, max_steps + 1):
+        pager = _TurnPager(prompt_id, reply_id, max_steps)
+        while not pager.done:
+            query = pager.next_query()
             try:
-                page = self._call(
-                    "GET",
-                    self._path(session_id, "/message"),
-                    directory=directory,
-                    query={"limit": str(limit)},
+                page, headers = self._exchange(
+                    "GET", self._path(session_id, "/message"), directory=directory, query=query
                 )
             except OpenCodePermanentError as exc:
-                if is_format_400(exc):
-                    return turn  # the range reached the turn's user message (API notes 5.1)
-                raise
+                if not is_format_400(exc):
+                    raise
+                pager.reached_the_prompt()  # the range holds the turn's user message
+                continue
             if not isinstance(page, list) or not all(isinstance(m, dict) for m in page):
                 raise OpenCodePermanentError(f"GET messages: not a list of objects: {page!r:.200}")
-            infos = [object_or_empty(m.get("info")) for m in page]
-            if reply_id is not None and (not infos or infos[-1].get("id") != reply_id):
-                newest = infos[-1].get("id") if infos else None
-                raise OpenCodePermanentError(
-                    f"the session's newest message {newest!r:.80} is not the answer"
-                    f" {reply_id!r:.80}: a turn kodo did not start followed it"
-                )
-            start = _turn_start(infos, prompt_id)
-            _refuse_foreign(infos[start:], prompt_id)
-            turn = page[start:-1]
-            if start > 0 or len(page) < limit:
-                return turn  # the turn's own user message, or the whole session is this turn
-        raise OpenCodePermanentError(f"a turn of more than {max_steps} steps: refusing to trust it")
+            pager.take(page, _cursor(headers))
+        if pager.pages > 1 and reply_id is not None:
+            newest = self.last_message(session_id, directory=directory)
+            pager.check_newest(newest.info.get("id") if newest is not None else None)
+        return pager.turn
 
     @staticmethod
     def _prompt_body(

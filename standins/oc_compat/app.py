@@ -157,6 +157,23 @@ def _error(status: int, name: str, message: str, **extra: Any) -> Response:
     return _json(shapes.error_body(name, message, **extra), status)
 
 
+def _cursor_of(message_id: str) -> str:
+    """An opaque page cursor, as the daemon's (base64url JSON naming the oldest message
+    of the page; kodo only ever sends it back)."""
+    raw = json.dumps({"id": message_id}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _cursor_id(cursor: str) -> str | None:
+    """The message a cursor of :func:`_cursor_of` names, None for anything else."""
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    named = decoded.get("id") if isinstance(decoded, dict) else None
+    return named if isinstance(named, str) else None
+
+
 def _body() -> dict[str, Any]:
     raw = request.get_data(cache=False)
     if not raw.strip():
@@ -413,14 +430,27 @@ def create_app(state: CompatState) -> Flask:
     def messages(session_id: str) -> Response:
         """Like the daemon, including its bug: a range that holds a user message sent
         with a ``format`` is answered 400 (API notes 5.1), so ``limit`` pages back
-        through a turn's assistant messages only."""
+        through a turn's assistant messages only. As 1.18.33 pages (``MessageV2.page``):
+        ``limit`` gives the newest N before the ``before`` cursor, oldest first, with
+        ``X-Next-Cursor`` (an opaque token) while older ones remain; ``before`` without
+        ``limit``, or a cursor it never gave, is a 400."""
         limit = request.args.get("limit", type=int)
+        before = request.args.get("before")
+        if before is not None and not limit:
+            return _error(400, "BadRequest", "")
         with state.lock:
             session = state.sessions.get(session_id)
             if session is None:
                 return missing(session_id)
             history = list(session.messages)
-        window = history[-limit:] if limit else history
+        end = len(history)
+        if before is not None:
+            ids = [m["info"]["id"] for m in history]
+            named = _cursor_id(before)
+            if named is None or named not in ids:
+                return _error(400, "BadRequest", "")
+            end = ids.index(named)
+        window = history[max(0, end - limit) : end] if limit else history
         for i, message in enumerate(window):
             if message["info"]["role"] == "user" and "format" in message["info"]:
                 got = json.dumps(message["info"]["format"])[:80]
@@ -429,7 +459,10 @@ def create_app(state: CompatState) -> Flask:
                     "BadRequest",
                     f'Expected OutputFormatJsonSchema, got {got} at [{i}]["info"]["format"]',
                 )
-        return _json(window)
+        reply = _json(window)
+        if limit and end - limit > 0 and window:
+            reply.headers["X-Next-Cursor"] = _cursor_of(window[0]["info"]["id"])
+        return reply
 
     @app.post("/session/<session_id>/message")
     def prompt(session_id: str) -> Response:

@@ -310,6 +310,49 @@ def test_the_prompts_message_id_is_the_parent_of_every_answer_of_its_turn(
         client.close()
 
 
+def test_a_long_turn_is_read_whole_through_the_daemons_page_cursor(backend: Backend) -> None:
+    """Thirteen reads, then the answer: on the real daemon each is a step of its own, so
+    the turn is read back over several pages, each before the cursor the last one
+    gave (``X-Next-Cursor``) and the last stopped by the daemon's 400 on kodo's prompt.
+    Every step comes back once, oldest first, each answering kodo's prompt."""
+    client = backend.client(60)
+    directory = str(backend.repo)
+    session = str(
+        client.create_session(
+            directory=directory,
+            title="kodo conformance long turn",
+            permission=permission_rules("plan"),
+        )["id"]
+    )
+    prompt_id = prompt_message_id(f"conformance-long-turn-{backend.name}-{time.time_ns()}")
+    reads = "".join(f" [oc:tool=read@{('README.md', 'calc.py')[n % 2]}]" for n in range(13))
+    try:
+        reply = client.prompt(
+            session,
+            directory=directory,
+            agent="plan",
+            model=MODEL,
+            text=f"Plan a docstring for calc.py{reads}",
+            tools=tools_map("plan"),
+            format={"type": "json_schema", "schema": PLAN_OUTPUT_SCHEMA, "retryCount": 1},
+            message_id=prompt_id,
+        )
+        earlier = client.earlier_turn_messages(
+            session, directory=directory, prompt_id=prompt_id, reply_id=reply.info["id"]
+        )
+        ids = [m["info"]["id"] for m in earlier]
+        assert len(set(ids)) == len(ids), "no step twice"
+        assert reply.info["id"] not in ids
+        assert [m["info"]["parentID"] for m in earlier] == [prompt_id] * len(earlier)
+        tools = [p["tool"] for m in earlier for p in m["parts"] if p.get("type") == "tool"]
+        assert tools == ["read"] * 13
+        if backend.name == "real":
+            assert len(earlier) == 13, "one step per tool call: read over several pages"
+    finally:
+        client.delete_session(session, directory=directory)
+        client.close()
+
+
 def test_an_answer_violating_the_schema_is_rejected_and_recorded_failed(
     backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str
 ) -> None:

@@ -43,15 +43,31 @@ def _assistant(message_id: str, tool: str | None = None, parent: str = PROMPT) -
 
 
 class _Daemon(BaseHTTPRequestHandler):
+    """Pages as 1.18.33 does (``MessageV2.page``): the newest ``limit`` messages before
+    the ``before`` cursor, oldest first, and ``X-Next-Cursor`` when older ones remain."""
+
     history: ClassVar[list[dict[str, Any]]] = []
-    other_400_from: ClassVar[int | None] = None  # a 400 of another kind past this limit
+    other_400_after: ClassVar[int | None] = None  # a 400 of another kind after N requests
     other_400_says: ClassVar[str] = "limit: too large"
     fixed: ClassVar[bool] = False  # a daemon without the listing bug
+    cursors: ClassVar[bool] = True  # False: a daemon that never says there are more
+    ignores_before: ClassVar[bool] = False  # a broken daemon: every page is the newest
+    later: ClassVar[list[dict[str, Any]]] = []  # appended once the second request is served
+    requests: ClassVar[int] = 0
+    listed: ClassVar[int] = 0  # messages the daemon loaded to answer (400s included)
 
     def do_GET(self) -> None:
-        limit = int(parse_qs(urlparse(self.path).query)["limit"][0])
-        window = self.history[-limit:]
-        if self.other_400_from is not None and limit >= self.other_400_from:
+        query = parse_qs(urlparse(self.path).query)
+        limit = int(query["limit"][0])
+        end = len(self.history)
+        if "before" in query and not self.ignores_before:
+            end = next(
+                i for i, m in enumerate(self.history) if m["info"]["id"] == query["before"][0]
+            )
+        window = self.history[max(0, end - limit) : end]
+        type(self).requests += 1
+        type(self).listed += len(window)
+        if self.other_400_after is not None and self.requests > self.other_400_after:
             self._send(400, {"name": "BadRequest", "data": {"message": self.other_400_says}})
             return
         for i, message in enumerate(window):
@@ -63,13 +79,18 @@ class _Daemon(BaseHTTPRequestHandler):
                 )
                 self._send(400, {"name": "BadRequest", "data": {"message": said}})
                 return
-        self._send(200, window)
+        more = end - limit > 0 and self.cursors
+        self._send(200, window, cursor=window[0]["info"]["id"] if more and window else None)
+        if self.requests == 2:
+            self.history.extend(self.later)
 
-    def _send(self, status: int, body: object) -> None:
+    def _send(self, status: int, body: object, cursor: str | None = None) -> None:
         raw = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(raw)))
+        if cursor is not None:
+            self.send_header("X-Next-Cursor", cursor)
         self.end_headers()
         self.wfile.write(raw)
 
@@ -84,9 +105,14 @@ def daemon() -> Iterator[type[_Daemon]]:
         (_Daemon,),
         {
             "history": [],
-            "other_400_from": None,
+            "other_400_after": None,
             "other_400_says": "limit: too large",
             "fixed": False,
+            "cursors": True,
+            "ignores_before": False,
+            "later": [],
+            "requests": 0,
+            "listed": 0,
         },
     )
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -190,7 +216,7 @@ def test_a_400_that_is_not_the_format_bug_is_no_sign_of_the_turns_start(
         _assistant("msg_3", "read"),
         _assistant("msg_4"),
     ]
-    daemon.other_400_from = 3
+    daemon.other_400_after = 1  # the first page; then the page that would list bash
     daemon.other_400_says = said
     with pytest.raises(OpenCodePermanentError) as refused:
         _earlier(daemon)
@@ -210,3 +236,95 @@ def test_a_turn_started_after_the_answer_is_refused_not_skipped(daemon: type[_Da
     ]
     with pytest.raises(OpenCodePermanentError, match=r"newest message 'msg_10' is not the answer"):
         _earlier(daemon, reply="msg_3")
+
+
+def _long_turn(steps: int) -> list[dict[str, Any]]:
+    """kodo's prompt, ``steps - 1`` tool steps, then the answer."""
+    tools = [_assistant(f"msg_{n}", "read") for n in range(2, steps + 1)]
+    return [_user(PROMPT, format=True), *tools, _assistant(f"msg_{steps + 1}")]
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 5, 17, 30, 50])
+def test_a_long_turn_is_read_whole_each_message_about_once(
+    daemon: type[_Daemon], steps: int
+) -> None:
+    """Pages follow the daemon's cursor: a k-step turn costs the daemon O(k) messages
+    and O(log k) requests, where paging with ``limit=2, 3, ...`` cost k requests and
+    loaded k²/2 messages (50 and 1,325 for 50 steps)."""
+    daemon.history = _long_turn(steps)
+    earlier = _earlier(daemon)
+    assert [m["info"]["id"] for m in earlier] == [f"msg_{n}" for n in range(2, steps + 1)]
+    assert daemon.listed <= 3 * (steps + 1), daemon.listed
+    assert daemon.requests <= 2 * steps.bit_length() + 2, daemon.requests
+
+
+def test_a_one_step_turn_still_costs_one_request(daemon: type[_Daemon]) -> None:
+    daemon.history = _long_turn(1)
+    assert _earlier(daemon) == []
+    assert daemon.requests == 1
+
+
+def test_a_user_message_deep_in_a_long_turn_is_refused_on_its_page(
+    daemon: type[_Daemon],
+) -> None:
+    """bash ran before a synthetic "continue" twenty steps back: a page past the first
+    holds it, and it is refused there."""
+    daemon.history = _long_turn(30)
+    daemon.history.insert(8, _user("msg_99", format=False))
+    with pytest.raises(
+        OpenCodePermanentError, match=r"a user message kodo did not send \('msg_99'\)"
+    ):
+        _earlier(daemon)
+
+
+def test_an_answer_to_another_prompt_deep_in_a_long_turn_is_refused(
+    daemon: type[_Daemon],
+) -> None:
+    daemon.history = _long_turn(30)
+    daemon.history[5] = _assistant("msg_6", "bash", parent="msg_77")
+    with pytest.raises(OpenCodePermanentError, match=r"answers 'msg_77', not kodo's prompt"):
+        _earlier(daemon)
+
+
+def test_a_daemon_without_cursors_is_refused_not_taken_at_its_first_page(
+    daemon: type[_Daemon],
+) -> None:
+    """A full page and no cursor: kodo cannot tell the session's start from a daemon
+    that does not page, so the steps before the page would go unread."""
+    daemon.history = _long_turn(6)
+    daemon.cursors = False
+    with pytest.raises(OpenCodePermanentError, match=r"a full page of 2 and no cursor"):
+        _earlier(daemon)
+
+
+def test_a_daemon_whose_cursor_does_not_move_is_refused(daemon: type[_Daemon]) -> None:
+    daemon.history = _long_turn(6)
+    daemon.ignores_before = True
+    with pytest.raises(OpenCodePermanentError, match=r"listed twice"):
+        _earlier(daemon)
+
+
+def test_a_turn_longer_than_the_cap_is_refused_and_one_at_the_cap_is_read(
+    daemon: type[_Daemon],
+) -> None:
+    daemon.history = _long_turn(12)
+    with OpenCodeClient(daemon.url, timeout_s=5) as client:  # type: ignore[attr-defined]
+        earlier = client.earlier_turn_messages(
+            "ses_x", directory="/w", prompt_id=PROMPT, reply_id="msg_13", max_steps=12
+        )
+        assert len(earlier) == 11
+        with pytest.raises(OpenCodePermanentError, match=r"a turn of more than 11 steps"):
+            client.earlier_turn_messages(
+                "ses_x", directory="/w", prompt_id=PROMPT, reply_id="msg_13", max_steps=11
+            )
+
+
+def test_a_turn_started_after_the_answer_while_paging_is_refused(
+    daemon: type[_Daemon],
+) -> None:
+    """Later pages lie before the cursor and never show the newest message again: it is
+    read once more at the end, as every page's newest message once was."""
+    daemon.history = _long_turn(10)
+    daemon.later = [_user("msg_90", format=False), _assistant("msg_91", "bash", parent="msg_90")]
+    with pytest.raises(OpenCodePermanentError, match=r"newest message 'msg_91' is not the answer"):
+        _earlier(daemon, reply="msg_11")
