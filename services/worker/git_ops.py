@@ -16,6 +16,7 @@ import glob
 import os
 import re
 import secrets
+import shlex
 import shutil
 import stat
 import subprocess
@@ -327,9 +328,20 @@ def sandbox_git() -> str | None:
     root holds (None if none does). A git installed elsewhere (a home folder, /opt, a
     Nix store) would need its folder bound, a red-team pass found that folder could be
     the whole home or the whole host; kodo refuses to pin instead (sandbox_required)."""
+    return _system_program("git")
+
+
+@functools.cache
+def sandbox_shell() -> str | None:
+    """The ``sh`` that runs two pinned git commands in one sandbox (:func:`reset_worktree`),
+    found as :func:`sandbox_git` finds git."""
+    return _system_program("sh")
+
+
+def _system_program(name: str) -> str | None:
     system = [Path("/usr"), *(Path(d) for d in host_system().dirs)]
     for folder in base_env()["PATH"].split(os.pathsep):
-        found = Path(folder) / "git"
+        found = Path(folder) / name
         if not found.is_absolute() or not os.access(found, os.X_OK):
             continue
         real = found.resolve()
@@ -357,20 +369,36 @@ def _tree_run(
     stdin: bytes | None = None,
     writes: Writes = "tree",
     index_file: Path | None = None,
+    then: tuple[str, ...] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Hardened git on the worktree's files: the verified folder, by descriptor, bound at
     :func:`pin_point` in a mount namespace of its own, whatever its name leads to now;
     in a root of the system and the repository's git dir alone (:func:`git_root`),
     read-only but for what ``writes`` names (and ``index_file``'s folder, when git is
-    given an index of kodo's own)."""
+    given an index of kodo's own).
+
+    ``then``: a second git command run in the same sandbox once the first succeeded
+    (``sh -c``, both hardened alike; kodo's own constant arguments only): a sandbox costs
+    more CPU than the git it holds."""
     own_index = index_file is not None or tree.quarantine is not None
     config = {**_IDENTITY, "core.splitIndex": "false"} if own_index else _IDENTITY
     with pinned(tree) as fd:
         if tree.bwrap is None:  # KODO_SANDBOX=off: the operator's choice, said in the README
-            return run_git(
+            done = run_git(
                 tree.path,
                 args,
                 stdin=stdin,
+                timeout_s=GIT_TIMEOUT_S,
+                config=config,
+                git_dir=tree.gitdir,
+                index_file=index_file,
+                objects=tree.object_env(),
+            )
+            if then is None or done.returncode != 0:
+                return done
+            return run_git(
+                tree.path,
+                then,
                 timeout_s=GIT_TIMEOUT_S,
                 config=config,
                 git_dir=tree.gitdir,
@@ -400,7 +428,7 @@ def _tree_run(
             "--bind-fd", str(fd), point,
             "--chdir", point,
             "--die-with-parent",
-            program, *hardened_args(args),
+            *_commands(tree.bwrap, program, args, then),
         ]  # fmt: skip
         feed: dict[str, Any] = (
             {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
@@ -425,6 +453,20 @@ def _tree_run(
             _refuse_if_moved(tree)  # bwrap names the folder by its path: moved meanwhile?
             raise _pin_unavailable(tree.bwrap, proc.stderr.decode(errors="replace").strip())
         return proc
+
+
+def _commands(
+    bwrap: str, program: str, args: Sequence[str], then: tuple[str, ...] | None
+) -> list[str]:
+    """What the sandbox runs: git itself (its first process), or with ``then`` a shell
+    that runs both, the second only if the first succeeded."""
+    if then is None:
+        return [program, *hardened_args(args)]
+    shell = sandbox_shell()
+    if shell is None:
+        raise _pin_unavailable(bwrap, f"no sh on PATH lies in {_SYSTEM_SAID}")
+    first = shlex.join([program, *hardened_args(args)])
+    return [shell, "-c", f"{first} && exec {shlex.join([program, *hardened_args(then)])}"]
 
 
 def _refuse_if_moved(tree: Worktree) -> None:
@@ -940,11 +982,10 @@ def reset_worktree(worktree: Worktree) -> None:
     """
     with pinned(worktree) as folder:
         remove_special_files(folder)  # a FIFO or socket: git would neither see nor clean it
-    checkout_head(worktree)
-    tree_git(worktree, "clean", "-ffdqx", writes="tree")  # -ff: nested repositories too
+    checkout_head(worktree, then=("clean", "-ffdqx"))  # -ff: nested repositories too
 
 
-def checkout_head(worktree: Worktree) -> None:
+def checkout_head(worktree: Worktree, *, then: tuple[str, ...] | None = None) -> None:
     """The worktree's index and tracked files made HEAD's again, as ``git reset --hard``
     would, without moving a ref (``read-tree``; ``reset`` wrote the branch's ref and
     reflog in the repository's shared git dir). The index is written last.
@@ -954,7 +995,10 @@ def checkout_head(worktree: Worktree) -> None:
     pass had them rewrite the run's git dir (its ``commondir``, so kodo's next git read a
     repository of the agent's). So nothing is writable to it but the folder and a copy of
     the index in a fresh folder of kodo's (a random name, out of the daemon's reach),
-    which kodo moves into the run's git dir once git is done."""
+    which kodo moves into the run's git dir once git is done.
+
+    ``then``: a git command run next in the same sandbox, on that fresh index (a reset's
+    clean), if the checkout succeeded."""
     current = worktree.gitdir / "index"
     if (worktree.gitdir / "index.lock").exists():
         raise IndexLocked(
@@ -966,13 +1010,14 @@ def checkout_head(worktree: Worktree) -> None:
         if current.exists():  # read-tree --reset needs it: it removes what it tracked
             for part in [current, *worktree.gitdir.glob("sharedindex.*")]:
                 copy_index(part, scratch / part.name)
-        tree_git(
-            worktree,
-            "read-tree", "-u", "--reset", "--no-recurse-submodules", "HEAD",
-            writes="tree",
-            index_file=scratch / "index",
-        )  # fmt: skip
-        _put_index(worktree, scratch / "index")
+        args = ("read-tree", "-u", "--reset", "--no-recurse-submodules", "HEAD")
+        proc = _tree_run(worktree, args, writes="tree", index_file=scratch / "index", then=then)
+        if proc.returncode == 0 or (then is not None and (scratch / "index").exists()):
+            # (``then`` failed, or the checkout did and left the copy as it was: the
+            # index is what a checkout followed by a failed clean left, as two calls did)
+            _put_index(worktree, scratch / "index")
+        if proc.returncode != 0:
+            raise _failed(args if then is None else (*args, "&&", *then), proc)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
