@@ -78,6 +78,11 @@ def send_run_task(app: Celery, name: str, run_id: str, parent: str | None = None
         # it: a run id needs no truncation, and saferepr cost 3% of the collector's CPU.
         argsrepr=repr(args),
         kwargsrepr="{}",
+        # No queue declaration per message: a direct queue is published to through the
+        # anonymous exchange (an LPUSH onto its list), which needs none, and the workers
+        # declare what they consume. kombu's check that it had declared it already copied
+        # the queue and its exchange on every send (13% of a send's CPU, measured).
+        declare=[],
     )
 
 

@@ -17,7 +17,7 @@ from kombu.transport import TRANSPORT_ALIASES
 
 from shared import redis_transport
 from shared.config import Settings
-from shared.queue import make_celery
+from shared.queue import QUEUE, make_celery, send_run_task
 
 pytestmark = pytest.mark.integration
 
@@ -160,3 +160,25 @@ def test_an_alias_changed_by_someone_else_is_left_alone(monkeypatch: pytest.Monk
     redis_transport.install()
     assert TRANSPORT_ALIASES["redis"] == "elsewhere:Transport"
     assert TRANSPORT_ALIASES["rediss"] == redis_transport.TRANSPORT
+
+
+def test_a_runs_task_is_pushed_onto_the_kodo_list_without_declaring_anything(
+    celery: Celery, redis_url: str
+) -> None:
+    """Publishing needs no declaration: the anonymous exchange pushes onto the queue's
+    list, which a worker that never declared anything (here: none started) still finds."""
+    client = redis.Redis.from_url(redis_url)
+    client.delete(QUEUE, *client.keys("_kombu.binding.*"))
+    try:
+        send_run_task(celery, "kodo.CompileST", "run-without-declaration")
+
+        assert client.keys("_kombu.binding.*") == [], "nothing was declared"
+        assert client.llen(QUEUE) == 1
+        with celery.connection_for_read() as conn, conn.SimpleQueue(QUEUE) as queue:
+            message = queue.get(timeout=5)
+            assert message.headers["task"] == "kodo.CompileST"
+            assert message.headers["root_id"] == "run-without-declaration"
+            message.ack()
+    finally:
+        client.delete(QUEUE)
+        client.close()
