@@ -465,8 +465,17 @@ def _commands(
     shell = sandbox_shell()
     if shell is None:
         raise _pin_unavailable(bwrap, f"no sh on PATH lies in {_SYSTEM_SAID}")
+    words = [*hardened_args(args), *hardened_args(then)]
+    odd = [word for word in words if not _SHELL_SAFE.fullmatch(word)]
+    if odd:  # a caller's bug: text of a run's (a commit message) travels on stdin or in env
+        raise ValueError(f"not kodo's own constant arguments, refused in a shell: {odd!r:.200}")
     first = shlex.join([program, *hardened_args(args)])
     return [shell, "-c", f"{first} && exec {shlex.join([program, *hardened_args(then)])}"]
+
+
+_SHELL_SAFE = re.compile(r"[A-Za-z0-9_@%+=:,./^{}()~-]+")
+"""The characters of the git arguments kodo puts on a shell's command line (its own
+constants: subcommands, options, ``HEAD^{commit}``): nothing a shell reads specially."""
 
 
 def _refuse_if_moved(tree: Worktree) -> None:
@@ -1185,9 +1194,20 @@ def commit_diffstat(worktree: Worktree, commit: str) -> str:
 
 
 def commit_index(worktree: Worktree, message: str) -> str:
-    """Commit what the index holds; return the new commit id."""
-    tree_git(worktree, "commit", "-q", "-m", message, writes="repository")
-    return git(worktree, "rev-parse", "--verify", "HEAD^{commit}").strip()
+    """Commit what the index holds; return the new commit id, read in the same sandbox
+    (the message, which holds the intent's words, goes on stdin, never on a command line)."""
+    args = ("commit", "-q", "-F", "-")
+    then = ("rev-parse", "--verify", "HEAD^{commit}")
+    proc = _tree_run(worktree, args, stdin=message.encode(), writes="repository", then=then)
+    if proc.returncode != 0:
+        raise _failed((*args, "&&", *then), proc)
+    said = proc.stdout.decode(errors="replace").split()
+    if not said or not _OBJECT_ID.fullmatch(said[-1]):
+        raise GitError(f"git commit: no commit id read back ({proc.stdout[-200:]!r})")
+    return said[-1]
+
+
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
 _CHANGES = ("diff", "--no-ext-diff", "--no-textconv", "--no-abbrev", "-M", "-C", "-z")
