@@ -111,22 +111,30 @@ class _TurnPager:
     """What :meth:`OpenCodeClient.earlier_turn_messages` has read of a turn, newest page
     first, and which page to ask for next; it refuses a page it cannot trust.
 
-    kodo's prompt is its session's first message, so a range that reaches it is answered
-    the daemon's 400 naming its oldest message (``[0]``, :func:`is_format_400`): after a
-    400 on ``s`` messages before the cursor, at most ``s - 1`` steps remain (``left``),
-    and each later page halves what is not known. Once none can remain, the message
-    before the last one read is the prompt.
+    The first two pages are the session's newest messages (two, then three): each shows
+    the answer still newest, as the old pager's every page did, and the second must end
+    with the first (nothing came in between); a two-step turn ends at it (the format
+    400). Later pages lie before the daemon's cursor, 1, 2, 4... messages at a time, and
+    the newest message is read once more at the end. 1.18.33 answers the format 400
+    only to a page with no older message behind it, one that reaches the session's
+    first message: kodo's prompt. So after a 400 on ``s`` messages before the cursor at
+    most ``s - 1`` steps remain (``left``), and each later page halves what is not
+    known; once none can remain, the message before the last one read is the prompt.
     """
+
+    NEWEST = (2, 3)
+    """The sizes of the pages read from the newest message."""
 
     def __init__(self, prompt_id: str | None, reply_id: str | None, max_steps: int) -> None:
         self.prompt_id = prompt_id
         self.reply_id = reply_id
         self.max_earlier = max_steps - 1  # the answer is the turn's last step
         self.newest_first: list[list[dict[str, Any]]] = []
+        self.newest_ids: list[object] = []  # the first page's, to find again at the second's end
         self.seen: set[object] = set()
         self.earlier = 0
         self.cursor: str | None = None
-        self.size = 2  # the answer and the step before it
+        self.size = self.NEWEST[0]
         self.left: int | None = None  # the most steps before the cursor, once a 400 said
         self.pages = 0
         self.done = False
@@ -142,18 +150,27 @@ class _TurnPager:
         return query
 
     def reached_the_prompt(self) -> None:
-        """The daemon's 400: the range asked for holds the turn's user message."""
+        """The daemon's 400: the range asked for reaches the session's first message."""
         if self.cursor is None:
-            self.done = True  # the message before the answer is kodo's prompt
+            self.done = True  # the message before the ones read is kodo's prompt
             return
         self._bound(self.size - 1)
 
     def take(self, page: list[dict[str, Any]], cursor: str | None) -> None:
-        first = self.cursor is None
         infos = [object_or_empty(m.get("info")) for m in page]
-        if first and self.reply_id is not None:
+        newest = self.cursor is None  # a page that ends at the session's newest message
+        known = len(self.newest_ids)  # at that page's end: the first page, read again
+        if newest and self.reply_id is not None:
             self.check_newest(infos[-1].get("id") if infos else None)
-        for info in infos:
+        if newest and known:
+            again = [info.get("id") for info in infos[-known:]]
+            if len(infos) < known or again != self.newest_ids:
+                raise OpenCodePermanentError(
+                    f"GET messages: the session's newest messages changed while the turn was"
+                    f" read ({again!r:.160}, then {self.newest_ids!r:.160})"
+                )
+        fresh = infos[: len(infos) - known] if newest else infos
+        for info in fresh:
             key = info.get("id")
             if not isinstance(key, str) or key in self.seen:
                 raise OpenCodePermanentError(
@@ -162,7 +179,11 @@ class _TurnPager:
             self.seen.add(key)
         start = _turn_start(infos, self.prompt_id)
         _refuse_foreign(infos[start:], self.prompt_id)
-        steps = page[start:-1] if first else page[start:]
+        if newest and not known:
+            steps = page[start:-1]  # the answer is not a step before itself
+            self.newest_ids = [info.get("id") for info in infos]
+        else:
+            steps = page[start : len(page) - known] if newest else page[start:]
         self.newest_first.append(steps)
         self.earlier += len(steps)
         self.pages += 1
@@ -180,11 +201,14 @@ class _TurnPager:
             )
         if not page:
             raise OpenCodePermanentError("GET messages: an empty page with a cursor to more")
+        if newest and not known:
+            self.size = self.NEWEST[1]  # the newest again, one further back
+            return
         self.cursor = cursor
         if self.left is not None:
             self._bound(self.left - len(page))
-        else:  # 1, 2, 4... after the first page
-            self.size = 1 if first else self.size * 2
+        else:  # 1, 2, 4... after the newest pages
+            self.size = 1 if newest else self.size * 2
             self.size = min(self.size, self.max_earlier - self.earlier + 1)  # one past the cap
 
     def _bound(self, left: int) -> None:
@@ -431,32 +455,30 @@ class OpenCodeClient:
         """The assistant messages of the last turn BEFORE its last one, oldest first.
 
         A prompt's reply is only the turn's last message; tool calls made on the way
-        live in earlier ones (the caller has the last one already). The daemon answers
-        400 to any message range holding a user message sent with a ``format`` (API
-        notes 5.1), so the turn is read back page by page until that 400 marks its
-        start. The first page is the newest two messages (a one-step turn costs that
-        one request); each later page is the messages before the daemon's cursor
-        (``before=``, from ``X-Next-Cursor``), 1, 2, 4... at a time, and one at a time
-        once a page reached the 400: each message is read about once, where asking for
-        ``limit=2, 3, ...`` read a k-step turn's messages k²/2 times. A full page
-        without a cursor is refused: kodo could not tell whether the turn goes on.
+        live in earlier ones (the caller has the last one already). 1.18.33 answers 400
+        to a page of messages that reaches the session's first message when one of them
+        is a user message sent with a ``format`` (API notes 5.1; a page with older
+        messages behind it is listed as stored, probed in the conformance suite), and
+        kodo's prompt, sent with one, is its fresh session's first message: that 400
+        marks the turn's start. The first two pages are the newest messages (a one-step
+        turn costs one request, a two-step turn two); later pages are the messages
+        before the daemon's cursor (``before=``, from ``X-Next-Cursor``), 1, 2, 4... at a
+        time, then halving what a 400 left unknown (:class:`_TurnPager`): each message
+        is read about once, where asking for ``limit=2, 3, ...`` read a k-step turn's
+        messages k²/2 times. A full page without a cursor is refused: kodo could not
+        tell whether the turn goes on.
 
         ``prompt_id``: the ``messageID`` kodo sent the prompt with. Every assistant
         message listed must name it as ``parentID``, and a listed user message with
-        that id is the turn's start (a daemon without the 400 lists it). Any other user
-        message is one the daemon added inside the turn (as auto-compaction does with a
-        synthetic "continue", which kodo's daemons have turned off); an assistant
+        that id is the turn's start. Any other user message is one the daemon added
+        inside the turn (as auto-compaction does with a synthetic "continue", which
+        kodo's daemons have turned off) or one sent by someone else; an assistant
         message of another parent answers one. The steps before it would escape the
         turn's rules, so either is refused (OpenCodePermanentError), never taken for
-        the turn's start, whether or not the daemon's 400 stopped the listing there.
-        ``reply_id``: the answer kodo judges; the session's newest message must be it
-        when the reading starts and when it ends (a message after it would belong to a
-        prompt kodo never sent).
-
-        What the daemon's 400 still hides: a user message with a format sent into the
-        session by someone else right after kodo's (the listing stops at it, and it
-        cannot be told from kodo's own). kodo sends one prompt per session, and its
-        agents have no tool that reaches the daemon's API.
+        the turn's start. Every message after the prompt is listed on some page, so
+        none hides behind the 400. ``reply_id``: the answer kodo judges; the session's
+        newest message must be it on the newest pages and once more at the end of a
+        longer read (a message after it would belong to a prompt kodo never sent).
         """
         pager = _TurnPager(prompt_id, reply_id, max_steps)
         while not pager.done:

@@ -202,12 +202,13 @@ FORMAT_400 = re.compile(
     r"Expected OutputFormat\w*, got .* at \[0\](\[\"info\"\]\[\"format\"\]|\.info\.format)",
     re.DOTALL,
 )
-"""The daemon's 400 for a listing whose oldest message is a user message sent with a
+"""The daemon's 400 for a page of messages whose oldest is a user message sent with a
 ``format`` (API notes 5.1; 1.18.33 says ``Expected OutputFormatJsonSchema, got {...} at
-[0]["info"]["format"]``), matched whole on its ``BadRequest`` message: kodo's prompt is
-its session's first message, so a page that reaches it has it oldest. Any other 400
-(one quoting a model's text, or naming a message inside the page) is no sign of the
-turn's start."""
+[0]["info"]["format"]``), matched whole on its ``BadRequest`` message. 1.18.33 checks
+only a page that reaches the session's first message (one with no older message
+behind it), and kodo's prompt is that first message, so the page has it oldest. Any
+other 400 (one quoting a model's text, or naming a message inside the page) is no sign
+of the turn's start."""
 
 
 def is_format_400(exc: OpenCodeError) -> bool:

@@ -428,12 +428,14 @@ def create_app(state: CompatState) -> Flask:
 
     @app.get("/session/<session_id>/message")
     def messages(session_id: str) -> Response:
-        """Like the daemon, including its bug: a range that holds a user message sent
-        with a ``format`` is answered 400 (API notes 5.1), so ``limit`` pages back
-        through a turn's assistant messages only. As 1.18.33 pages (``MessageV2.page``):
-        ``limit`` gives the newest N before the ``before`` cursor, oldest first, with
-        ``X-Next-Cursor`` (an opaque token) while older ones remain; ``before`` without
-        ``limit``, or a cursor it never gave, is a 400."""
+        """As 1.18.33 pages (``MessageV2.page``): ``limit`` gives the newest N before the
+        ``before`` cursor, oldest first, with ``X-Next-Cursor`` (an opaque token) while
+        older ones remain; ``before`` without ``limit``, or a cursor it never gave, is
+        a 400. Including its bug (API notes 5.1), as it really falls: only a page with
+        no older messages behind it (no cursor: it reaches the session's first message,
+        or the whole list) is checked against the message schema, and 400 if it holds a
+        user message sent with a ``format``; a page with a cursor is listed as stored,
+        such a message included (probed on 1.18.33, conformance suite)."""
         limit = request.args.get("limit", type=int)
         before = request.args.get("before")
         if before is not None and not limit:
@@ -451,7 +453,8 @@ def create_app(state: CompatState) -> Flask:
                 return _error(400, "BadRequest", "")
             end = ids.index(named)
         window = history[max(0, end - limit) : end] if limit else history
-        for i, message in enumerate(window):
+        more = limit is not None and 0 < limit < end and bool(window)
+        for i, message in enumerate([] if more else window):
             if message["info"]["role"] == "user" and "format" in message["info"]:
                 got = json.dumps(message["info"]["format"])[:80]
                 return _error(
@@ -460,7 +463,7 @@ def create_app(state: CompatState) -> Flask:
                     f'Expected OutputFormatJsonSchema, got {got} at [{i}]["info"]["format"]',
                 )
         reply = _json(window)
-        if limit and end - limit > 0 and window:
+        if more:
             reply.headers["X-Next-Cursor"] = _cursor_of(window[0]["info"]["id"])
         return reply
 

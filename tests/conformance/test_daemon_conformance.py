@@ -353,6 +353,70 @@ def test_a_long_turn_is_read_whole_through_the_daemons_page_cursor(backend: Back
         client.close()
 
 
+def test_only_a_page_reaching_the_sessions_first_message_is_answered_the_format_400(
+    backend: Backend,
+) -> None:
+    """API notes 5.1, as it really falls: 1.18.33 checks a page against its schema only
+    when no older message lies behind it (no cursor), so the format 400 marks a page
+    that reaches the session's first message, and a later prompt sent with a ``format``
+    is listed like any message. The pager relies on both: a 400 says kodo's prompt (a
+    fresh session's first message) is on that page, and a user message inside a turn
+    is shown to it, and refused. Here a session of two turns (a read, then the answer,
+    each): the second turn is read back to its own prompt, listed by id."""
+    client = backend.client(60)
+    directory = str(backend.repo)
+    session = str(
+        client.create_session(
+            directory=directory, title="kodo conformance 400", permission=permission_rules("plan")
+        )["id"]
+    )
+    answer_format = {"type": "json_schema", "schema": PLAN_OUTPUT_SCHEMA, "retryCount": 1}
+    prompts = [prompt_message_id(f"conformance-400-{n}-{time.time_ns()}") for n in range(2)]
+    auth = ("opencode", backend.password) if backend.password else None
+    try:
+        for n, prompt_id in enumerate(prompts):
+            reply = client.prompt(
+                session,
+                directory=directory,
+                agent="plan",
+                model=MODEL,
+                text=f"Plan docstring {n} for calc.py [oc:tool=read@README.md]",
+                tools=tools_map("plan"),
+                format=answer_format,
+                message_id=prompt_id,
+            )
+
+        def page(limit: int) -> httpx.Response:
+            return httpx.get(
+                f"{backend.url}/session/{session}/message",
+                params={"directory": directory, "limit": str(limit)},
+                auth=auth,
+                timeout=30,
+            )
+
+        listed = page(3)
+        assert listed.status_code == 200, listed.text
+        assert listed.headers.get("x-next-cursor")
+        oldest = listed.json()[0]["info"]
+        assert oldest["role"] == "user", "the second prompt, format and all, on a page"
+        assert oldest["id"] == prompts[1], "with older messages behind it"
+        assert "format" in oldest
+        whole = page(100)  # down to the session's first message: kodo's first prompt
+        assert whole.status_code == 400
+        assert "OutputFormat" in whole.text
+        assert "x-next-cursor" not in whole.headers
+
+        earlier = client.earlier_turn_messages(
+            session, directory=directory, prompt_id=prompts[1], reply_id=reply.info["id"]
+        )
+        assert [m["info"]["parentID"] for m in earlier] == [prompts[1]] * len(earlier)
+        tools = [p["tool"] for m in earlier for p in m["parts"] if p.get("type") == "tool"]
+        assert tools == ["read"]
+    finally:
+        client.delete_session(session, directory=directory)
+        client.close()
+
+
 def test_an_answer_violating_the_schema_is_rejected_and_recorded_failed(
     backend: Backend, sessions: sessionmaker[Session], wrapper: Wrappers, run_id: str
 ) -> None:

@@ -33,6 +33,7 @@ from shared.opencode.errors import (
     OpenCodeTransientError,
     StructuredOutputMissing,
 )
+from shared.opencode.messages import prompt_message_id
 from standins.oc_compat import running_server
 from tests.unit.opencode.captures import capture
 
@@ -92,6 +93,7 @@ def ask(
     schema: dict[str, Any] | None = None,
     agent: str = "plan",
     model: ModelRef = MODEL,
+    message_id: str | None = None,
 ) -> PromptReply:
     return client.prompt(
         session,
@@ -101,6 +103,7 @@ def ask(
         text=text,
         tools=NO_TOOLS,
         format=schema_format(schema) if schema is not None else None,
+        message_id=message_id,
     )
 
 
@@ -174,7 +177,10 @@ def test_the_build_agent_edits_the_directory_and_reports_the_files_it_changed(
     )
     plan["files"].append({"path": "notes/CHANGES.md", "change": "add", "why": "log it"})
     text = f"Implement the plan.\n--- plan.json ---\n{json.dumps(plan)}\n--- end plan.json ---\n"
-    reply = ask(client, session, repo, text, EDIT_REPORT_SCHEMA, agent="build")
+    prompt_id = prompt_message_id(f"compat-build-{time.time_ns()}")
+    reply = ask(
+        client, session, repo, text, EDIT_REPORT_SCHEMA, agent="build", message_id=prompt_id
+    )
     report = validate_answer(EDIT_REPORT_SCHEMA, reply.structured)
     assert sorted(report["files"]) == ["calc.py", "notes/CHANGES.md"]
     changed = git(repo, "status", "--porcelain", "--untracked-files=all").stdout
@@ -182,7 +188,9 @@ def test_the_build_agent_edits_the_directory_and_reports_the_files_it_changed(
     assert "?? notes/CHANGES.md" in changed
     edits = [
         p
-        for m in client.earlier_turn_messages(session, directory=str(repo))
+        for m in client.earlier_turn_messages(
+            session, directory=str(repo), prompt_id=prompt_id, reply_id=reply.info["id"]
+        )
         for p in m["parts"]
         if p.get("type") == "tool"
     ]
@@ -407,9 +415,12 @@ def test_a_single_step_turn_has_no_earlier_messages(
     client: OpenCodeClient, session: str, repo: Path
 ) -> None:
     ask(client, session, repo, "plan it", PLAN_OUTPUT_SCHEMA)
-    ask(client, session, repo, "plan it again", PLAN_OUTPUT_SCHEMA)
-    earlier = client.earlier_turn_messages(session, directory=str(repo))
-    assert earlier == [], "paging stops at the daemon's 400 for the user message"
+    prompt_id = prompt_message_id(f"compat-again-{time.time_ns()}")
+    reply = ask(client, session, repo, "plan it again", PLAN_OUTPUT_SCHEMA, message_id=prompt_id)
+    earlier = client.earlier_turn_messages(
+        session, directory=str(repo), prompt_id=prompt_id, reply_id=reply.info["id"]
+    )
+    assert earlier == [], "paging stops at the turn's own prompt, listed by its id"
 
 
 def test_the_stats_endpoint_counts_prompts_by_session_and_text(

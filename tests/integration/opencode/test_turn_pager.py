@@ -44,7 +44,9 @@ def _assistant(message_id: str, tool: str | None = None, parent: str = PROMPT) -
 
 class _Daemon(BaseHTTPRequestHandler):
     """Pages as 1.18.33 does (``MessageV2.page``): the newest ``limit`` messages before
-    the ``before`` cursor, oldest first, and ``X-Next-Cursor`` when older ones remain."""
+    the ``before`` cursor, oldest first, and ``X-Next-Cursor`` when older ones remain;
+    only a page without one (it reaches the session's first message) is checked, and
+    answered the format 400 if it holds a user message sent with a ``format``."""
 
     history: ClassVar[list[dict[str, Any]]] = []
     other_400_after: ClassVar[int | None] = None  # a 400 of another kind after N requests
@@ -70,7 +72,8 @@ class _Daemon(BaseHTTPRequestHandler):
         if self.other_400_after is not None and self.requests > self.other_400_after:
             self._send(400, {"name": "BadRequest", "data": {"message": self.other_400_says}})
             return
-        for i, message in enumerate(window):
+        more = end - limit > 0 and self.cursors
+        for i, message in enumerate([] if more and window else window):
             formatted = message["info"]["role"] == "user" and "format" in message["info"]
             if formatted and not self.fixed:
                 said = (
@@ -79,7 +82,6 @@ class _Daemon(BaseHTTPRequestHandler):
                 )
                 self._send(400, {"name": "BadRequest", "data": {"message": said}})
                 return
-        more = end - limit > 0 and self.cursors
         self._send(200, window, cursor=window[0]["info"]["id"] if more and window else None)
         if self.requests == 2:
             self.history.extend(self.later)
