@@ -24,7 +24,7 @@ from devstack.oc_daemon.config import AGENT_STEPS
 from shared.db.models import OpenCodeCall
 from shared.domain.contracts import EDIT_REPORT_SCHEMA, PLAN_OUTPUT_SCHEMA, validate_answer
 from shared.opencode.calls import CallFailed, StructuredCall, StructuredResult
-from shared.opencode.client import MAX_TURN_STEPS, ModelRef, OpenCodeClient
+from shared.opencode.client import MAX_TURN_STEPS, ModelRef, OpenCodeClient, PromptReply
 from shared.opencode.diagnosis import DAEMON_UNEXPECTED
 from shared.opencode.errors import CONFIG_HINT, OpenCodeConfigError, OpenCodeError
 from shared.opencode.exactly_once import ABORT_S, BILLED_READ_S, ExactlyOnceCalls
@@ -269,6 +269,30 @@ def test_the_real_daemon_caps_kodos_agents_below_the_turn_kodo_reads_whole(
     assert AGENT_STEPS < MAX_TURN_STEPS - 1
 
 
+def _plan_session(client: OpenCodeClient, backend: Backend, title: str) -> str:
+    """A fresh session under the plan agent's rules, in the backend's repository."""
+    made = client.create_session(
+        directory=str(backend.repo), title=title, permission=permission_rules("plan")
+    )
+    return str(made["id"])
+
+
+def _plan_turn(
+    client: OpenCodeClient, backend: Backend, session: str, text: str, prompt_id: str
+) -> PromptReply:
+    """One plan turn sent as kodo sends it: a format, kodo's tools, its message id."""
+    return client.prompt(
+        session,
+        directory=str(backend.repo),
+        agent="plan",
+        model=MODEL,
+        text=text,
+        tools=tools_map("plan"),
+        format={"type": "json_schema", "schema": PLAN_OUTPUT_SCHEMA, "retryCount": 1},
+        message_id=prompt_id,
+    )
+
+
 def test_the_prompts_message_id_is_the_parent_of_every_answer_of_its_turn(
     backend: Backend,
 ) -> None:
@@ -278,25 +302,11 @@ def test_the_prompts_message_id_is_the_parent_of_every_answer_of_its_turn(
     structure. A multi-step turn: two reads, then the answer."""
     client = backend.client(60)
     directory = str(backend.repo)
-    session = str(
-        client.create_session(
-            directory=directory,
-            title="kodo conformance turn id",
-            permission=permission_rules("plan"),
-        )["id"]
-    )
+    session = _plan_session(client, backend, "kodo conformance turn id")
     prompt_id = prompt_message_id(f"conformance-turn-id-{backend.name}-{time.time_ns()}")
     try:
-        reply = client.prompt(
-            session,
-            directory=directory,
-            agent="plan",
-            model=MODEL,
-            text="Plan a docstring for calc.py [oc:tool=read@README.md] [oc:tool=read@calc.py]",
-            tools=tools_map("plan"),
-            format={"type": "json_schema", "schema": PLAN_OUTPUT_SCHEMA, "retryCount": 1},
-            message_id=prompt_id,
-        )
+        text = "Plan a docstring for calc.py [oc:tool=read@README.md] [oc:tool=read@calc.py]"
+        reply = _plan_turn(client, backend, session, text, prompt_id)
         assert reply.info["parentID"] == prompt_id
         newest = client.last_message(session, directory=directory)
         assert newest is not None
@@ -317,25 +327,12 @@ def test_a_long_turn_is_read_whole_through_the_daemons_page_cursor(backend: Back
     Every step comes back once, oldest first, each answering kodo's prompt."""
     client = backend.client(60)
     directory = str(backend.repo)
-    session = str(
-        client.create_session(
-            directory=directory,
-            title="kodo conformance long turn",
-            permission=permission_rules("plan"),
-        )["id"]
-    )
+    session = _plan_session(client, backend, "kodo conformance long turn")
     prompt_id = prompt_message_id(f"conformance-long-turn-{backend.name}-{time.time_ns()}")
     reads = "".join(f" [oc:tool=read@{('README.md', 'calc.py')[n % 2]}]" for n in range(13))
     try:
-        reply = client.prompt(
-            session,
-            directory=directory,
-            agent="plan",
-            model=MODEL,
-            text=f"Plan a docstring for calc.py{reads}",
-            tools=tools_map("plan"),
-            format={"type": "json_schema", "schema": PLAN_OUTPUT_SCHEMA, "retryCount": 1},
-            message_id=prompt_id,
+        reply = _plan_turn(
+            client, backend, session, f"Plan a docstring for calc.py{reads}", prompt_id
         )
         earlier = client.earlier_turn_messages(
             session, directory=directory, prompt_id=prompt_id, reply_id=reply.info["id"]
@@ -365,26 +362,13 @@ def test_only_a_page_reaching_the_sessions_first_message_is_answered_the_format_
     each): the second turn is read back to its own prompt, listed by id."""
     client = backend.client(60)
     directory = str(backend.repo)
-    session = str(
-        client.create_session(
-            directory=directory, title="kodo conformance 400", permission=permission_rules("plan")
-        )["id"]
-    )
-    answer_format = {"type": "json_schema", "schema": PLAN_OUTPUT_SCHEMA, "retryCount": 1}
+    session = _plan_session(client, backend, "kodo conformance 400")
     prompts = [prompt_message_id(f"conformance-400-{n}-{time.time_ns()}") for n in range(2)]
     auth = ("opencode", backend.password) if backend.password else None
     try:
         for n, prompt_id in enumerate(prompts):
-            reply = client.prompt(
-                session,
-                directory=directory,
-                agent="plan",
-                model=MODEL,
-                text=f"Plan docstring {n} for calc.py [oc:tool=read@README.md]",
-                tools=tools_map("plan"),
-                format=answer_format,
-                message_id=prompt_id,
-            )
+            text = f"Plan docstring {n} for calc.py [oc:tool=read@README.md]"
+            reply = _plan_turn(client, backend, session, text, prompt_id)
 
         def page(limit: int) -> httpx.Response:
             return httpx.get(
