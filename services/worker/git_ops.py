@@ -1207,9 +1207,6 @@ def commit_index(worktree: Worktree, message: str) -> str:
     return said[-1]
 
 
-_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
-
-
 _CHANGES = ("diff", "--no-ext-diff", "--no-textconv", "--no-abbrev", "-M", "-C", "-z")
 
 
