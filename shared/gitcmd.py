@@ -211,7 +211,17 @@ def config_files(cwd: Path, timeout_s: float, git_dir: Path | None = None) -> li
     """The files git reads the repository config from for a call in ``cwd``: the common
     config, a worktree's own, and any file they include (each as git names it, relative
     to ``cwd`` or absolute)."""
-    return [cwd / origin.removeprefix("file:") for origin in _listed(cwd, timeout_s, git_dir)[1]]
+    return hardening_for(cwd, {}, timeout_s, git_dir)[1]
+
+
+def hardening_for(
+    cwd: Path, extra: Mapping[str, str], timeout_s: float, git_dir: Path | None = None
+) -> tuple[dict[str, str], list[Path]]:
+    """:func:`overrides_for` and :func:`config_files` from one listing (a pinned git
+    needs both, and each reading of the config's identity is a dozen system calls)."""
+    names, origins = _listed(cwd, timeout_s, git_dir)
+    files = [cwd / origin.removeprefix("file:") for origin in origins]
+    return _overrides(names, extra), files
 
 
 def _listed(
@@ -410,7 +420,11 @@ def overrides_for(
     cwd: Path, extra: Mapping[str, str], timeout_s: float, git_dir: Path | None = None
 ) -> dict[str, str]:
     """Every override for a call in ``cwd``: blanked command keys, then the fixed ones."""
-    blanked = {key: "" for key in command_keys(_listed_names(cwd, timeout_s, git_dir))}
+    return _overrides(_listed_names(cwd, timeout_s, git_dir), extra)
+
+
+def _overrides(names: Sequence[str], extra: Mapping[str, str]) -> dict[str, str]:
+    blanked = {key: "" for key in command_keys(names)}
     for key in list(blanked):
         if key.lower().startswith("filter."):  # a required filter with no command fails
             blanked[key.rsplit(".", 1)[0] + ".required"] = "false"

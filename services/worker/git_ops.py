@@ -58,9 +58,8 @@ from shared.gitcmd import (
     attribute_free,
     base_env,
     config_env,
-    config_files,
     hardened_args,
-    overrides_for,
+    hardening_for,
     run_git,
 )
 from shared.hashing import git_blob_digest, sha256_hex
@@ -406,7 +405,7 @@ def _tree_run(
                 objects=tree.object_env(),
             )
         point = str(pin_point(tree))
-        overrides = overrides_for(tree.gitdir, config, GIT_TIMEOUT_S)
+        overrides, configs = hardening_for(tree.gitdir, config, GIT_TIMEOUT_S)
         env = {
             **base_env(),
             "GIT_DIR": str(tree.gitdir),
@@ -420,7 +419,6 @@ def _tree_run(
         program = sandbox_git()
         if program is None:
             raise _pin_unavailable(tree.bwrap, f"no git on PATH lies in {_SYSTEM_SAID}")
-        configs = config_files(tree.gitdir, GIT_TIMEOUT_S)
         argv = [
             tree.bwrap,
             *_confinement(),
