@@ -160,6 +160,12 @@ class _TurnPager:
         infos = [object_or_empty(m.get("info")) for m in page]
         newest = self.cursor is None  # a page that ends at the session's newest message
         known = len(self.newest_ids)  # at that page's end: the first page, read again
+        if newest and cursor is not None and len(page) < self.size:
+            # the 400 on the next newest page would then not place kodo's prompt
+            raise OpenCodePermanentError(
+                f"GET messages: {len(page)} of the {self.size} newest messages asked for,"
+                " and a cursor to more: the turn's start cannot be found"
+            )
         if newest and self.reply_id is not None:
             self.check_newest(infos[-1].get("id") if infos else None)
         if newest and known:

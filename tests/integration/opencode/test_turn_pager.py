@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -100,23 +101,26 @@ class _Daemon(BaseHTTPRequestHandler):
         return None
 
 
-@pytest.fixture
-def daemon() -> Iterator[type[_Daemon]]:
-    handler = type(
-        "_Scripted",
-        (_Daemon,),
-        {
-            "history": [],
-            "other_400_after": None,
-            "other_400_says": "limit: too large",
-            "fixed": False,
-            "cursors": True,
-            "ignores_before": False,
-            "later": [],
-            "requests": 0,
-            "listed": 0,
-        },
-    )
+D = TypeVar("D", bound=_Daemon)
+
+
+@contextmanager
+def serving(base: type[D]) -> Iterator[type[D]]:
+    """A subclass of ``base`` with a history and counters of its own, served on a free
+    loopback port (its ``url``) until the block ends."""
+    fresh: dict[str, Any] = {
+        "history": [],
+        "other_400_after": None,
+        "other_400_says": "limit: too large",
+        "fixed": False,
+        "cursors": True,
+        "ignores_before": False,
+        "later": [],
+        "appended": [],
+        "requests": 0,
+        "listed": 0,
+    }
+    handler = type("_Scripted", (base,), fresh)
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -126,6 +130,12 @@ def daemon() -> Iterator[type[_Daemon]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def daemon() -> Iterator[type[_Daemon]]:
+    with serving(_Daemon) as served:
+        yield served
 
 
 def _earlier(daemon: type[_Daemon], reply: str | None = None) -> list[dict[str, Any]]:

@@ -9,9 +9,7 @@ reuse the stub daemon of test_turn_pager.py.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import pytest
@@ -24,6 +22,7 @@ from tests.integration.opencode.test_turn_pager import (
     _earlier,
     _long_turn,
     _user,
+    serving,
 )
 
 pytestmark = pytest.mark.integration
@@ -44,31 +43,8 @@ class _AppendsAfterFirst(_Daemon):
 
 @pytest.fixture
 def appending_daemon() -> Iterator[type[_AppendsAfterFirst]]:
-    handler = type(
-        "_Scripted",
-        (_AppendsAfterFirst,),
-        {
-            "history": [],
-            "appended": [],
-            "other_400_after": None,
-            "other_400_says": "limit: too large",
-            "fixed": False,
-            "cursors": True,
-            "ignores_before": False,
-            "later": [],
-            "requests": 0,
-            "listed": 0,
-        },
-    )
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    handler.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
-    try:
-        yield handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_AppendsAfterFirst) as served:
+        yield served
 
 
 @pytest.mark.parametrize(
