@@ -215,3 +215,27 @@ def test_a_nested_repository_without_a_commit_fails_closed_as_a_submodule(
     assert _rules(rt, run_id) == ["submodule"]
     assert commits_on_branch(repo, run_id) == 0
     assert _leftovers(rt.settings.workspace_dir / run_id) == []
+
+
+def test_a_summary_written_to_run_a_shell_is_committed_verbatim_and_runs_nothing(
+    rt: Runtime, repo: Path, tmp_path: Path
+) -> None:
+    """The agent's summary becomes the commit message's body, and the commit now runs in a
+    sandbox beside a shell (``sh -c``, the commit then its id): the message travels on
+    stdin, so none of it is read by that shell."""
+    planted = tmp_path / "pwned"
+    summary = (
+        f"Done. $(touch {planted}) `touch {planted}`; touch {planted} && echo 'x'\n"
+        f"|| touch {planted} # > {planted}"
+    )
+    model = hostile(rt)
+    model.scripts[StepId.COMPILE.value] = README_ONLY
+    model.scripts[StepId.APPLY_PATCH.value] = {**patch_of(README_EDIT), "summary": summary}
+    run_id = new_run(rt, repo, goal="Tidy the docs")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    approve(rt, run_id)
+
+    assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "deciding"
+    assert not planted.exists()
+    assert commits_on_branch(repo, run_id) == 1
+    assert summary in git_out(repo, "log", "-1", "--format=%B", f"kodo/{run_id}")
