@@ -207,18 +207,13 @@ def _listed_names(cwd: Path, timeout_s: float, git_dir: Path | None = None) -> l
     return list(_listed(cwd, timeout_s, git_dir)[0])
 
 
-def config_files(cwd: Path, timeout_s: float, git_dir: Path | None = None) -> list[Path]:
-    """The files git reads the repository config from for a call in ``cwd``: the common
-    config, a worktree's own, and any file they include (each as git names it, relative
-    to ``cwd`` or absolute)."""
-    return hardening_for(cwd, {}, timeout_s, git_dir)[1]
-
-
 def hardening_for(
     cwd: Path, extra: Mapping[str, str], timeout_s: float, git_dir: Path | None = None
 ) -> tuple[dict[str, str], list[Path]]:
-    """:func:`overrides_for` and :func:`config_files` from one listing (a pinned git
-    needs both, and each reading of the config's identity is a dozen system calls)."""
+    """:func:`overrides_for`, and the files git reads the repository config from (the
+    common config, a worktree's own, any file they include; each as git names it,
+    relative to ``cwd`` or absolute), from one listing: a pinned git needs both, and
+    each reading of the config's identity is a dozen system calls."""
     names, origins = _listed(cwd, timeout_s, git_dir)
     files = [cwd / origin.removeprefix("file:") for origin in origins]
     return _overrides(names, extra), files
