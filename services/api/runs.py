@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from shared.db.models import PlanApproval, Run
+from shared.db.models import Run
+from shared.db.repos.approvals import Decided
 from shared.domain.budget import usd_to_micro
 from shared.errors import Forbidden
 from shared.service import runs as commands
@@ -72,7 +73,7 @@ def read_run(run_id: str) -> reads.RunView:
 @routes.arguments(ApprovalSchema())
 @routes.response(200, ApprovedSchema())
 @routes.errors(400, 404, 409, 415)
-def approve_plan(body: DecisionIn, run_id: str) -> PlanApproval:
+def approve_plan(body: DecisionIn, run_id: str) -> Decided:
     """Record the approval and, in the same transaction, move the run to ``applying``;
     ApplyPatchST is sent after commit (a message Redis lost is re-sent by the reconciler;
     the beat watcher dispatches approvals recorded without this). ``planSha256`` is
@@ -97,7 +98,7 @@ def approve_plan(body: DecisionIn, run_id: str) -> PlanApproval:
 @routes.arguments(DecisionSchema())
 @routes.response(200, RejectedSchema())
 @routes.errors(400, 404, 409, 415)
-def reject_plan(body: DecisionIn, run_id: str) -> PlanApproval:
+def reject_plan(body: DecisionIn, run_id: str) -> Decided:
     """Reject the plan; the run ends as ``rejected`` in the same transaction."""
     ctx = api()
     with ctx.uow() as uow:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from shared.db.models import Intent, PlanApproval, Run
+from shared.db.models import Intent, Run
+from shared.db.repos.approvals import Decided
 from shared.db.repos.runs import IntentRepo, RunRepo, budget_of
 from shared.domain.budget import Budget, Estimate
 from shared.domain.policy import PolicyError
@@ -226,7 +227,7 @@ def approve_plan(
     comment: str | None = None,
     allow_self_approval: bool = False,
     dispatch: bool = True,
-) -> PlanApproval:
+) -> Decided:
     """Approve the run's current plan, move the run to ``applying`` and send ApplyPatchST.
 
     One transaction records the approval and moves the run; ApplyPatchST leaves after
@@ -266,7 +267,7 @@ def reject_plan(
     now: datetime,
     plan_sha256: str | None = None,
     comment: str | None = None,
-) -> PlanApproval:
+) -> Decided:
     """Reject the run's current plan; the run ends ``rejected`` in the same transaction.
 
     Sends nothing. A repeated identical rejection is accepted again.
@@ -288,7 +289,7 @@ def reject_plan(
 class Revising:
     """A request for changes recorded: the decision row and the revision now compiling."""
 
-    decision: PlanApproval
+    decision: Decided
     revision: int
     new: bool
 
@@ -367,59 +368,74 @@ def _decide(
     comment: str | None,
     allow_self_approval: bool = False,
     dispatched: bool = False,
-) -> tuple[PlanApproval, bool]:
-    """Record a decision on the run's current plan under the run's row lock; (row, new)."""
-    run = uow.runs.get_for_update(run_id)
-    if run is None:
+) -> tuple[Decided, bool]:
+    """Record a decision on the run's current plan under the run's row lock; (row, new).
+    Three statements, no ORM object: the gate (the run locked, its submitter, the
+    decision already on its plan), the insert, and the caller's move."""
+    gate = uow.approvals.gate(run_id)
+    if gate is None:
         raise NotFound(f"run {run_id} not found")
-    if run.next_action == NextAction.AWAIT_BUDGET.value:
+    if gate.next_action == NextAction.AWAIT_BUDGET.value:
         raise Conflict(
             f"run {run_id} waits for a larger budget, not a decision on its plan: raise it"
             f" (POST /runs/{run_id}/budget) or cancel the run",
             details={"rule": ["budget_waiting"]},
         )
-    if run.next_action == NextAction.AWAIT_ANSWER.value:
+    if gate.next_action == NextAction.AWAIT_ANSWER.value:
         raise Conflict(
             f"run {run_id} waits for an answer to DecideST's question, not a decision on its"
             f" plan: answer it (POST /runs/{run_id}/answer) or cancel the run",
             details={"rule": ["question_waiting"]},
         )
     approve = decision is Decision.APPROVED
-    if run.plan_sha256 is not None:
-        if plan_sha256 is not None and plan_sha256 != run.plan_sha256:
+    earlier = gate.earlier
+    if (
+        earlier is None
+        and gate.plan_sha256 is not None
+        and gate.status != RunStatus.WAITING_INPUT.value
+    ):
+        # The lock may have waited for a decision's commit: the locked row is read anew
+        # then, the joined decision is not (read committed), so it is read again here.
+        earlier = uow.approvals.decision_on(gate.run_id, gate.plan_sha256)
+    if gate.plan_sha256 is not None:
+        if plan_sha256 is not None and plan_sha256 != gate.plan_sha256:
             raise Conflict(
                 "the plan changed: planSha256 does not match the current plan",
-                details={"currentPlanSha256": run.plan_sha256},
+                details={"currentPlanSha256": gate.plan_sha256},
             )
-        earlier = uow.approvals.get(run.id, run.plan_sha256)
         if earlier is not None:
-            if earlier.decision == Decision.CHANGES_REQUESTED and decision != earlier.decision:
-                raise Conflict(
-                    f"changes were requested on this plan; the run is {run.status}: decide on"
-                    " the revised plan once the run is waiting_input again",
-                    details={"rule": ["plan_superseded"], "status": [run.status]},
-                )
-            if earlier.decision != decision:
-                raise Conflict(f"the plan was already {earlier.decision}")
-            return earlier, False
-    if run.status != RunStatus.WAITING_INPUT.value or run.plan_sha256 is None:
-        raise Conflict(f"run {run.id} is {run.status}, not waiting_input")
-    if approve and not allow_self_approval:
-        intent = uow.intents.get(run.intent_id)
-        if intent is not None and intent.submitted_by == approver:
-            raise Forbidden(
-                f"self-approval is refused: {approver!r} submitted this run, so another"
-                " approver must approve it (the operator may allow it: KODO_ALLOW_SELF_APPROVAL=1)",
-                details={"rule": ["no_self_approval"]},
-            )
-    return uow.approvals.record(
-        run.id,
-        run.plan_sha256,
+            return _repeated(earlier, decision, gate.status), False
+    if gate.status != RunStatus.WAITING_INPUT.value or gate.plan_sha256 is None:
+        raise Conflict(f"run {gate.run_id} is {gate.status}, not waiting_input")
+    if approve and not allow_self_approval and gate.submitted_by == approver:
+        raise Forbidden(
+            f"self-approval is refused: {approver!r} submitted this run, so another"
+            " approver must approve it (the operator may allow it: KODO_ALLOW_SELF_APPROVAL=1)",
+            details={"rule": ["no_self_approval"]},
+        )
+    row, new = uow.approvals.record(
+        gate.run_id,
+        gate.plan_sha256,
         decision=decision,
         approver=approver,
         comment=comment,
         dispatched=dispatched and approve,
     )
+    return (row, True) if new else (_repeated(row, decision, gate.status), False)
+
+
+def _repeated(earlier: Decided, decision: Decision, status: str) -> Decided:
+    """A decision already recorded on the plan: the same one is answered again (it is the
+    record), another is refused."""
+    if earlier.decision == Decision.CHANGES_REQUESTED and decision != earlier.decision:
+        raise Conflict(
+            f"changes were requested on this plan; the run is {status}: decide on"
+            " the revised plan once the run is waiting_input again",
+            details={"rule": ["plan_superseded"], "status": [status]},
+        )
+    if earlier.decision != decision:
+        raise Conflict(f"the plan was already {earlier.decision}")
+    return earlier
 
 
 @dataclass(frozen=True)

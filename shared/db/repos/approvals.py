@@ -6,18 +6,141 @@ trigger compares ``approved_at`` with a step's database-assigned start.
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, and_, bindparam, case, func, null, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from shared.db.models import PlanApproval, Run
+from shared.db import direct
+from shared.db.models import Intent, PlanApproval, Run, table_of
 from shared.domain.run_machine import RunStatus
 from shared.domain.vocab import Decision
+
+_APPROVALS = table_of(PlanApproval)
+_RUNS = table_of(Run)
+_INTENTS = table_of(Intent)
+_DECISION_COLUMNS = (
+    _APPROVALS.c.id,
+    _APPROVALS.c.run_id,
+    _APPROVALS.c.plan_sha256,
+    _APPROVALS.c.decision,
+    _APPROVALS.c.approver,
+    _APPROVALS.c.comment,
+    _APPROVALS.c.approved_at,
+    _APPROVALS.c.decided_at,
+    _APPROVALS.c.dispatched_at,
+)
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A recorded decision on one plan digest, as a plain record (no ORM object: the
+    approve endpoint reads and writes it with two prebuilt statements)."""
+
+    id: int
+    run_id: str
+    plan_sha256: str
+    decision: str
+    approver: str
+    comment: str | None
+    approved_at: datetime | None
+    decided_at: datetime
+    dispatched_at: datetime | None
+
+
+@dataclass(frozen=True)
+class DecisionGate:
+    """What a decision on a run's plan is checked against, read under the run's row
+    lock: the run, who submitted it, and the decision already on its current plan."""
+
+    run_id: str
+    status: str
+    next_action: str
+    plan_sha256: str | None
+    submitted_by: str | None
+    earlier: Decided | None
+
+
+_GATE = (
+    select(
+        _RUNS.c.id.label("gate_run_id"),
+        _RUNS.c.status.label("gate_status"),
+        _RUNS.c.next_action.label("gate_next_action"),
+        _RUNS.c.plan_sha256.label("gate_plan_sha256"),
+        _INTENTS.c.submitted_by.label("gate_submitted_by"),
+        *_DECISION_COLUMNS,
+    )
+    .select_from(
+        _RUNS.join(_INTENTS, _INTENTS.c.id == _RUNS.c.intent_id).outerjoin(
+            _APPROVALS,
+            and_(
+                _APPROVALS.c.run_id == _RUNS.c.id,
+                _APPROVALS.c.plan_sha256 == _RUNS.c.plan_sha256,
+            ),
+        )
+    )
+    .where(_RUNS.c.id == bindparam("run_id"))
+    .with_for_update(of=_RUNS)
+)
+"""The run locked, its submitter and its current plan's decision: one statement."""
+
+_RECORD = (
+    insert(_APPROVALS)
+    .values(
+        run_id=bindparam("run_id"),
+        plan_sha256=bindparam("plan_sha256"),
+        decision=bindparam("decision"),
+        approver=bindparam("approver"),
+        comment=bindparam("comment"),
+        decided_at=func.now(),
+        approved_at=case((bindparam("approved", type_=Boolean()), func.now()), else_=null()),
+        dispatched_at=case((bindparam("dispatched", type_=Boolean()), func.now()), else_=null()),
+    )
+    .on_conflict_do_nothing(index_elements=[_APPROVALS.c.run_id, _APPROVALS.c.plan_sha256])
+    .returning(*_DECISION_COLUMNS)
+)
+
+_DECISION_OF = select(*_DECISION_COLUMNS).where(
+    _APPROVALS.c.run_id == bindparam("run_id"),
+    _APPROVALS.c.plan_sha256 == bindparam("plan_sha256"),
+)
+
+
+def _decided(row: Any) -> Decided:
+    return Decided(
+        id=row.id,
+        run_id=row.run_id,
+        plan_sha256=row.plan_sha256,
+        decision=row.decision,
+        approver=row.approver,
+        comment=row.comment,
+        approved_at=row.approved_at,
+        decided_at=row.decided_at,
+        dispatched_at=row.dispatched_at,
+    )
 
 
 class ApprovalRepo:
     def __init__(self, session: Session) -> None:
         self.session = session
+
+    def gate(self, run_id: str) -> DecisionGate | None:
+        """Lock the run's row for the rest of the transaction and read what a decision
+        on its plan is checked against (None: no such run)."""
+        row = direct.execute(self.session, _GATE, {"run_id": run_id}).one_or_none()
+        if row is None:
+            return None
+        return DecisionGate(
+            run_id=row.gate_run_id,
+            status=row.gate_status,
+            next_action=row.gate_next_action,
+            plan_sha256=row.gate_plan_sha256,
+            submitted_by=row.gate_submitted_by,
+            earlier=None if row.id is None else _decided(row),
+        )
 
     def record(
         self,
@@ -28,31 +151,36 @@ class ApprovalRepo:
         approver: str,
         comment: str | None = None,
         dispatched: bool = False,
-    ) -> tuple[PlanApproval, bool]:
+    ) -> tuple[Decided, bool]:
         """Insert the decision for (run, plan) once; (the row, whether this inserted it).
         A repeat returns the first one. ``dispatched``: the caller moves the run in the
         same transaction, so the row is born dispatched (the watcher never takes it)."""
-        inserted = self.session.scalars(
-            insert(PlanApproval)
-            .values(
-                run_id=run_id,
-                plan_sha256=plan_sha256,
-                decision=decision.value,
-                approver=approver,
-                comment=comment,
-                decided_at=func.now(),
-                approved_at=func.now() if decision is Decision.APPROVED else None,
-                dispatched_at=func.now() if dispatched else None,
-            )
-            .on_conflict_do_nothing(index_elements=[PlanApproval.run_id, PlanApproval.plan_sha256])
-            .returning(PlanApproval)
+        inserted = direct.execute(
+            self.session,
+            _RECORD,
+            {
+                "run_id": run_id,
+                "plan_sha256": plan_sha256,
+                "decision": decision.value,
+                "approver": approver,
+                "comment": comment,
+                "approved": decision is Decision.APPROVED,
+                "dispatched": dispatched,
+            },
         ).one_or_none()
         if inserted is not None:
-            return inserted, True
-        found = self.get(run_id, plan_sha256)
-        if found is None:  # pragma: no cover
+            return _decided(inserted), True
+        found = self.decision_on(run_id, plan_sha256)
+        if found is None:  # pragma: no cover - the conflict was this very row
             raise LookupError((run_id, plan_sha256))
         return found, False
+
+    def decision_on(self, run_id: str, plan_sha256: str) -> Decided | None:
+        """The decision recorded on (run, plan), read by a statement of its own."""
+        row = direct.execute(
+            self.session, _DECISION_OF, {"run_id": run_id, "plan_sha256": plan_sha256}
+        ).one_or_none()
+        return None if row is None else _decided(row)
 
     def get(self, run_id: str, plan_sha256: str) -> PlanApproval | None:
         return self.session.execute(
