@@ -87,16 +87,40 @@ _CREATE_QUEUED = (
 """An intent's run, made from the intent's row in one statement: no row without an intent."""
 
 
+_INTENT_FIELDS = (
+    "id",
+    "repo_path",
+    "goal",
+    "base_ref",
+    "submitted_by",
+    "request_sha256",
+    "base_commit",
+    "repo_device",
+    "repo_inode",
+    "policy",
+    "idempotency_key",
+    "budget_usd_micro",
+    "budget_tokens",
+)
+_ADD_INTENT = (
+    insert(_INTENTS)
+    .values({name: bindparam(name) for name in _INTENT_FIELDS})
+    .returning(_INTENTS.c.created_at)
+)
+"""An intent's row, every column but the server's ``created_at``, which it returns."""
+
+
 class IntentRepo:
     def __init__(self, session: Session) -> None:
         self.session = session
 
     def add(self, intent: Intent) -> Intent:
-        """Insert the intent; its server default (``created_at``) comes back with the
-        INSERT (the mapper's eager defaults: RETURNING), not by a SELECT after it (a
-        refresh built and compiled that SELECT anew each time: ~9% of the API's CPU)."""
-        self.session.add(intent)
-        self.session.flush()
+        """Insert the intent with one prebuilt statement; its server default
+        (``created_at``) comes back with the INSERT's RETURNING. The intent stays a plain
+        object, outside the session: an ORM flush of it cost about 1 ms of the API's CPU
+        per submit, the statement a fifth of that."""
+        values = {name: getattr(intent, name) for name in _INTENT_FIELDS}
+        intent.created_at = direct.execute(self.session, _ADD_INTENT, values).scalar_one()
         return intent
 
     def get(self, intent_id: str) -> Intent | None:

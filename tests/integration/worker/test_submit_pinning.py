@@ -44,7 +44,6 @@ def _submit(rt: Runtime, repo: Path, base_ref: str = "HEAD", **kw: str) -> Inten
             submitted_by="t",
             **kw,
         )
-        work.session.expunge(intent)
         return intent
 
 
