@@ -252,6 +252,9 @@ class StepRun(Base):
     round: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     attempt_base: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     round_input: Mapped[dict[str, Any] | None]
+    # Migration 0029: git ms measured by this round's deliveries that parked on a sent
+    # call; the delivery that records the outcome adds it to its own ``git_ms``.
+    parked_work_ms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class StepRound(Base):

@@ -75,6 +75,8 @@ class EnteredStep:
     round_input: dict[str, Any] | None  # what the round was asked (None: round 1)
     # What the ledger held of the step's calls, read with the lease (see StepLedger).
     ledger: StepLedger
+    # Git ms this round's earlier deliveries measured before they parked on a call.
+    earlier_work_ms: int
 
 
 def enter_step(
@@ -166,6 +168,7 @@ def enter_step(
         attempt_base=run.attempt_base,
         round_input=run.round_input,
         ledger=run.ledger,
+        earlier_work_ms=entered.parked_work_ms,
     )
 
 
@@ -195,6 +198,7 @@ def park_on_call(
     hold_s: float,
     check_woken: bool,
     mark_sent: bool = False,
+    work_ms: int = 0,
 ) -> Literal["superseded", "parked", "wake", "cancelled"]:
     """Hand the step's lease to the sent call ``op_key`` for ``hold_s``; with
     ``mark_sent``, record the call ``sent`` first, in the same transaction (even when
@@ -204,6 +208,9 @@ def park_on_call(
     wake-up may have been turned away while the lease was still ours), so the caller
     sends the step again after commit. Each side commits its mark, then reads the
     other's: no wake-up is lost.
+
+    ``work_ms``: the git time this delivery measured, added to the step's row for the
+    delivery that records the outcome (its ``git_ms`` is the step's whole git time).
 
     ``cancelled``: parked, but the run was cancelled while its prompt was being sent;
     the cancel's abort may have run before the prompt reached the daemon, so the caller
@@ -219,7 +226,7 @@ def park_on_call(
     if mark_sent:
         LedgerRepo(s).mark_sent(op_key)
     status = StepRunRepo(s).park(
-        lease.run_id, lease.step, lease.fence, op_key=op_key, hold_s=hold_s
+        lease.run_id, lease.step, lease.fence, op_key=op_key, hold_s=hold_s, work_ms=work_ms
     )
     if status is None:
         return "superseded"

@@ -93,6 +93,7 @@ class StepWorld:
             "attempt_base": 0,
             "round_input": None,
             "ledger": StepLedger(),
+            "earlier_work_ms": 0,
             **snapshot,
         }
         return StepContext(

@@ -30,6 +30,7 @@ worker died):
 from __future__ import annotations
 
 import posixpath
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -247,13 +248,17 @@ def _unread(changes: list[IndexChange], unfaithful: list[str]) -> list[IndexChan
     ]
 
 
-def _quiet_and_clean(ctx: StepContext, worktree: Worktree) -> None:
-    """Before a new attempt's call: no earlier call still editing, then back to HEAD."""
+def _quiet_and_clean(
+    ctx: StepContext, worktree: Worktree, git_time: Stopwatch | None = None
+) -> None:
+    """Before a new attempt's call: no earlier call still editing, then back to HEAD
+    (the reset counted in ``git_time``)."""
     ctx.rt.oc.quiesce(ctx.run_id, StepId.APPLY_PATCH.value, str(worktree.path))
     problem = worktree_gitdir_problem(worktree.path, ctx.repo_path)
     if problem is not None:  # never run git in a worktree whose .git was rewritten
         raise WorktreeBusy(problem)
-    reset_worktree(worktree)
+    with git_time.measure() if git_time is not None else nullcontext():
+        reset_worktree(worktree)
 
 
 def apply_patch_step(ctx: StepContext) -> StepOutcome:
@@ -282,7 +287,7 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
     shown = None if repair is None else (list(repair.argv), _how(repair), repair.output)
     answers = loop.answers(
         lambda n, rejected: apply_prompt(ctx.goal, plan_text, n, rejected, repair=shown),
-        prepare=lambda: _quiet_and_clean(ctx, worktree),
+        prepare=lambda: _quiet_and_clean(ctx, worktree, git_time),
     )
     for result in answers:
         problem = worktree_gitdir_problem(worktree.path, ctx.repo_path)

@@ -77,6 +77,13 @@ class LeaseHolder(Protocol):
     def renew(self, lease: StepLease) -> bool: ...
 
 
+@dataclass
+class WorkTime:
+    """Milliseconds one delivery spent in outside work, as its Stopwatch measured them."""
+
+    ms: int = 0
+
+
 @dataclass(frozen=True)
 class StepContext(EnteredStep):
     """What a step may read (its snapshot, taken when it entered) and use (its ports)."""
@@ -85,6 +92,8 @@ class StepContext(EnteredStep):
     leases: LeaseHolder
     # Answers collected by this delivery, recorded with its outcome (UnrecordedAnswers).
     unrecorded: UnrecordedAnswers = field(default_factory=UnrecordedAnswers)
+    # The git time this delivery measured (kept on the step's row if it parks).
+    work: WorkTime = field(default_factory=WorkTime)
 
     @classmethod
     def entered(cls, step: EnteredStep, rt: StepPorts, leases: LeaseHolder) -> StepContext:
@@ -105,12 +114,17 @@ class Stopwatch:
     """Milliseconds a step spent in outside work (git, the verification command).
 
     Recorded in the step's output (``git_ms``, ``command_ms``), so SQL alone tells how
-    much of a step was the repository's work and how much was kodo's.
+    much of a step was the repository's work and how much was kodo's. One per step
+    body: it starts from what the round's earlier deliveries measured before they
+    parked on a call (a provider step makes or resets its worktree, then sends and
+    parks; the delivery the answer wakes records the outcome), and what it measures is
+    also this delivery's, kept on the step's row if it parks in turn.
     """
 
     def __init__(self, ctx: StepContext) -> None:
         self.clock = ctx.rt.clock
-        self.ms = 0
+        self.ms = ctx.earlier_work_ms
+        self._delivery = ctx.work
 
     @contextmanager
     def measure(self) -> Iterator[None]:
@@ -118,7 +132,9 @@ class Stopwatch:
         try:
             yield
         finally:
-            self.ms += max(0, round((self.clock.monotonic() - began) * 1000))
+            spent = max(0, round((self.clock.monotonic() - began) * 1000))
+            self.ms += spent
+            self._delivery.ms += spent
 
 
 class LeaseKeeper:
@@ -259,7 +275,7 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody, task_id: s
         with LeaseKeeper(ctx):
             outcome = _guarded(ctx, body)
     except CallPending as pending:  # (a call's claim records any answer still waiting)
-        return _park(rt, ctx.lease, pending)
+        return _park(rt, ctx.lease, pending, work_ms=ctx.work.ms)
     except (StepAbandoned, CallSuperseded) as exc:
         bound.warning("step.abandoned", reason=str(exc))
         _keep_answers(rt, ctx.unrecorded)
@@ -312,7 +328,7 @@ PARK_GRACE_S = 5.0
 resumes it after the deadline finds the call overdue (and aborts it)."""
 
 
-def _park(rt: Runtime, lease: StepLease, pending: CallPending) -> str:
+def _park(rt: Runtime, lease: StepLease, pending: CallPending, *, work_ms: int = 0) -> str:
     """Free this worker's thread while the model thinks: hand the step's lease to the
     sent call until its deadline. If the collector saw the session end before the
     park committed (its wake-up found the lease still ours and was turned away), the
@@ -327,6 +343,7 @@ def _park(rt: Runtime, lease: StepLease, pending: CallPending) -> str:
             hold_s=pending.hold_s + PARK_GRACE_S,
             check_woken=not pending.woken,
             mark_sent=pending.unrecorded,
+            work_ms=work_ms,
         )
         if parked == "superseded":
             log.warning("step.superseded_while_sending", run_id=lease.run_id, op_key=pending.op_key)

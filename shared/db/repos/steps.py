@@ -68,7 +68,7 @@ def _lease_expiry() -> ColumnElement[Any]:
     return db_now() + bindparam("lease", type_=Interval)
 
 
-def _enter_statement() -> Select[tuple[int, int, str | None]]:
+def _enter_statement() -> Select[tuple[int, int, str | None, int]]:
     """Take the step's lease; a delivery after the first also counts a retry on its run.
 
     One statement: the upsert (as a CTE) and the ``runs.retry_count`` increment commit
@@ -111,7 +111,7 @@ def _enter_statement() -> Select[tuple[int, int, str | None]]:
                 | (t.lease_owner == RECONCILER)
             ),
         )
-        .returning(t.run_id, t.fence, t.deliveries, t.app_version)
+        .returning(t.run_id, t.fence, t.deliveries, t.app_version, t.parked_work_ms)
         .cte("entered")
     )
     count_retry = (
@@ -120,7 +120,9 @@ def _enter_statement() -> Select[tuple[int, int, str | None]]:
         .values(retry_count=_RUNS.c.retry_count + 1)
         .cte("counted_retry")
     )
-    return select(entered.c.fence, entered.c.deliveries, entered.c.app_version).add_cte(count_retry)
+    return select(
+        entered.c.fence, entered.c.deliveries, entered.c.app_version, entered.c.parked_work_ms
+    ).add_cte(count_retry)
 
 
 def _ours() -> ColumnElement[bool]:
@@ -172,7 +174,12 @@ _FINISH = (
 _PARK = (
     update(_STEPS)
     .where(_ours())
-    .values(parked_on=bindparam("op_key"), lease_owner=PARKED, lease_expires_at=_lease_expiry())
+    .values(
+        parked_on=bindparam("op_key"),
+        lease_owner=PARKED,
+        lease_expires_at=_lease_expiry(),
+        parked_work_ms=_STEPS.c.parked_work_ms + bindparam("work_ms", type_=Integer),
+    )
     # The run's status, read in the same statement: a cancel that came while the
     # prompt was being sent is seen by the parker at no extra round trip.
     .returning(
@@ -197,7 +204,7 @@ _RESUME = (
         parked_on=None,
         task_id=bindparam("task_id"),
     )
-    .returning(_STEPS.c.fence, _STEPS.c.deliveries, _STEPS.c.app_version)
+    .returning(_STEPS.c.fence, _STEPS.c.deliveries, _STEPS.c.app_version, _STEPS.c.parked_work_ms)
 )
 """A parked step taken up by the delivery its wake-up sent: a new fence, the same
 delivery count (a resumed step is not a redelivery, and counts no retry)."""
@@ -216,6 +223,7 @@ class Entered:
     fence: int
     deliveries: int  # 1 on the first delivery of this step: nothing of it ran before
     app_version: str | None
+    parked_work_ms: int  # git ms this round's parked deliveries measured
 
 
 @dataclass(frozen=True)
@@ -263,13 +271,23 @@ class StepRunRepo:
         row = direct.execute(self.session, first, resume if parked else params).one_or_none()
         if row is None:
             row = direct.execute(self.session, then, params if parked else resume).one_or_none()
-        return None if row is None else Entered(row.fence, row.deliveries, row.app_version)
+        if row is None:
+            return None
+        return Entered(row.fence, row.deliveries, row.app_version, row.parked_work_ms)
 
     def park(
-        self, run_id: str, step: StepId, fence: int, *, op_key: str, hold_s: float
+        self,
+        run_id: str,
+        step: StepId,
+        fence: int,
+        *,
+        op_key: str,
+        hold_s: float,
+        work_ms: int = 0,
     ) -> str | None:
         """Hand our lease to the sent call ``op_key`` for ``hold_s`` (its deadline): the
         worker's thread is free, and the first wake-up (or the sweep) resumes the step.
+        ``work_ms``: the git time this delivery spent, kept for the recording delivery.
         The run's status once parked; None if a newer delivery fenced us off."""
         params = {
             "w_run_id": run_id,
@@ -277,6 +295,7 @@ class StepRunRepo:
             "w_fence": fence,
             "op_key": op_key,
             "lease": timedelta(seconds=hold_s),
+            "work_ms": work_ms,
         }
         row = direct.execute(self.session, _PARK, params).first()
         return None if row is None else str(row[1])
@@ -428,6 +447,7 @@ class StepRunRepo:
                 finished_at=None,
                 duration_ms=None,
                 parked_on=None,
+                parked_work_ms=0,
             )
             .returning(StepRun.round)
         ).scalar_one_or_none()

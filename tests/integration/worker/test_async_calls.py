@@ -42,7 +42,7 @@ from shared.opencode.errors import OpenCodeError
 from shared.queue import ABORT_CALLS, QUEUE
 from shared.service.collection import wake_steps
 from shared.service.messages import InMemorySender, RunStep
-from shared.service.runs import cancel_run
+from shared.service.runs import cancel_run, request_changes
 from shared.service.steps import EnteredStep, enter_step, park_on_call
 from shared.service.uow import UnitOfWork
 from tests.integration.worker.conftest import RuntimeFactory, new_run, uow, wait_lease_lapsed
@@ -654,3 +654,52 @@ def test_a_cancelled_runs_call_whose_abort_was_lost_is_swept_by_the_reconciler(
     assert billed.run_reserved == 0
     reconcile(rt)
     assert _billed(rt, run_id) == billed, "swept once"
+
+
+def _parked_work_ms(rt: Runtime, run_id: str) -> int:
+    with rt.sessions() as s:
+        found: int = s.execute(
+            text(
+                "SELECT parked_work_ms FROM app.step_runs"
+                " WHERE run_id = :r AND step_id = 'CompileST'"
+            ),
+            {"r": run_id},
+        ).scalar_one()
+    return found
+
+
+def test_the_git_time_of_a_delivery_that_parked_counts_in_the_steps_git_ms(
+    async_rt: Runtime, client: OpenCodeClient, repo: Path
+) -> None:
+    """CompileST's first delivery makes the worktree, sends and parks; the delivery the
+    answer wakes records the outcome. Its ``git_ms`` is the step's whole git time: SQL
+    must not tell the worktree's checkout as the orchestrator's time."""
+    rt = async_rt
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=500]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+    parked_ms = _parked_work_ms(rt, run_id)
+    assert parked_ms > 0, "the worktree was made (git) before the call was sent"
+
+    wait_until(_collector(rt, client, InMemorySender()).reconcile, 10, "the turn to end")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    with rt.sessions() as s:
+        git_ms = s.execute(
+            text(
+                "SELECT (output->>'git_ms')::int FROM app.step_runs"
+                " WHERE run_id = :r AND step_id = 'CompileST'"
+            ),
+            {"r": run_id},
+        ).scalar_one()
+    assert git_ms >= parked_ms, (git_ms, parked_ms)
+
+    with uow(rt) as work:  # a new round starts its own count
+        request_changes(
+            work,
+            run_id,
+            approver="alice",
+            comment="Name it mul instead",
+            now=rt.clock.now(),
+            max_revisions=5,
+            lease_s=30,
+        )
+    assert _parked_work_ms(rt, run_id) == 0
