@@ -104,35 +104,31 @@ def test_an_approval_that_waited_for_the_same_approval_is_answered_with_its_reco
     assert (status, len(rows)) == ("applying", 1)
 
 
+@pytest.mark.parametrize(
+    ("dispatch", "status_after"),
+    [(True, "applying"), (False, "waiting_input")],
+    ids=["dispatched", "beat-only"],
+)
 def test_a_rejection_that_waited_for_an_approval_is_refused(
-    run_id: str, engine: Engine, sessions: sessionmaker[Session]
+    run_id: str,
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    dispatch: bool,
+    status_after: str,
 ) -> None:
+    """Dispatched, the approval moved the run (re-read: the plan's decision is read
+    again); beat-only, it left the run waiting_input (the insert finds the decision)."""
     got, _ = _while_held(
         engine,
         sessions,
-        lambda uow: approve_plan(uow, run_id, approver="alice", now=NOW),
-        lambda uow: reject_plan(uow, run_id, approver="bob", now=NOW),
-    )
-    assert isinstance(got, Conflict), got
-    assert "already approved" in got.message
-
-
-def test_a_rejection_that_waited_for_an_undispatched_approval_is_refused(
-    run_id: str, engine: Engine, sessions: sessionmaker[Session]
-) -> None:
-    """The beat-only path records the approval and leaves the run waiting_input: the
-    waiter finds the run as it was, and the insert finds the decision."""
-    got, _ = _while_held(
-        engine,
-        sessions,
-        lambda uow: approve_plan(uow, run_id, approver="alice", now=NOW, dispatch=False),
+        lambda uow: approve_plan(uow, run_id, approver="alice", now=NOW, dispatch=dispatch),
         lambda uow: reject_plan(uow, run_id, approver="bob", now=NOW),
     )
     assert isinstance(got, Conflict), got
     assert "already approved" in got.message
     with sessions() as s:
         status = s.execute(select(Run.status).where(Run.id == run_id)).scalar_one()
-    assert status == "waiting_input"
+    assert status == status_after
 
 
 def test_an_approval_is_three_statements_the_gate_the_insert_and_the_move(
