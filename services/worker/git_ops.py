@@ -23,8 +23,8 @@ import subprocess
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -622,7 +622,14 @@ def drop_private_index(workspace_dir: Path, run_id: str) -> None:
 
 
 @contextmanager
-def private_checkout(repo: Path, workspace_dir: Path, run_id: str, commit: str) -> Iterator[Path]:
+def private_checkout(
+    repo: Path,
+    workspace_dir: Path,
+    run_id: str,
+    commit: str,
+    *,
+    timed: Callable[[], AbstractContextManager[None]] = nullcontext,
+) -> Iterator[Path]:
     """A checkout of ``commit`` that only kodo can write, for one verification command.
 
     The run's worktree lies in the daemon's one writable folder: another run's agent
@@ -638,23 +645,29 @@ def private_checkout(repo: Path, workspace_dir: Path, run_id: str, commit: str) 
     runs in flight on one repository each cost some 30 ms (measured, git 2.39), and
     every run on the repository waited for them. The command loses nothing: the
     sandbox never showed it the repository's git dir, which a worktree's ``.git`` names.
+
+    ``timed``: entered around making the checkout and around removing it (the step's
+    git Stopwatch), not around what the caller does with it.
     """
     path = exec_root(workspace_dir) / run_id
-    drop_private_checkout(repo, workspace_dir, path)
-    path.mkdir(parents=True)
+    with timed():
+        drop_private_checkout(repo, workspace_dir, path)
+        path.mkdir(parents=True)
     checkout = PrivateCheckout(path, repo / ".git", private_index(workspace_dir, run_id))
     try:
-        made = _private_git(checkout, ["checkout", "-q", commit, "--", "."])
-        if made.returncode != 0:
-            said = made.stderr.decode(errors="replace").strip()
-            raise GitError(f"git checkout {commit} into {path}: {said}")
-        off = unfaithful_checkout(checkout, commit)
+        with timed():
+            made = _private_git(checkout, ["checkout", "-q", commit, "--", "."])
+            if made.returncode != 0:
+                said = made.stderr.decode(errors="replace").strip()
+                raise GitError(f"git checkout {commit} into {path}: {said}")
+            off = unfaithful_checkout(checkout, commit)
         if off:
             raise UnfaithfulCheckout(off)
         yield path
     finally:
         try:
-            drop_private_checkout(repo, workspace_dir, path)
+            with timed():
+                drop_private_checkout(repo, workspace_dir, path)
         except GitError as exc:  # the step's outcome stands; the next delivery or cleanup retries
             log.warning("private_checkout.not_removed", path=str(path), error=str(exc))
 

@@ -114,17 +114,19 @@ class Stopwatch:
     """Milliseconds a step spent in outside work (git, the verification command).
 
     Recorded in the step's output (``git_ms``, ``command_ms``), so SQL alone tells how
-    much of a step was the repository's work and how much was kodo's. One per step
-    body: it starts from what the round's earlier deliveries measured before they
+    much of a step was the repository's work and how much was kodo's. A step body's
+    git watch starts from what the round's earlier deliveries measured before they
     parked on a call (a provider step makes or resets its worktree, then sends and
     parks; the delivery the answer wakes records the outcome), and what it measures is
     also this delivery's, kept on the step's row if it parks in turn.
     """
 
-    def __init__(self, ctx: StepContext) -> None:
+    def __init__(self, ctx: StepContext, *, carried: bool = True) -> None:
+        """``carried=False``: a second watch of the same body (ExecuteST's command),
+        which neither starts from the parked deliveries' time nor adds to it."""
         self.clock = ctx.rt.clock
-        self.ms = ctx.earlier_work_ms
-        self._delivery = ctx.work
+        self.ms = ctx.earlier_work_ms if carried else 0
+        self._delivery = ctx.work if carried else WorkTime()
 
     @contextmanager
     def measure(self) -> Iterator[None]:

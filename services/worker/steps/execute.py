@@ -210,19 +210,26 @@ def execute_step(ctx: StepContext) -> StepOutcome:
             f"{refused.rule}: {refused.detail}",
             {"rule": refused.rule, "argv": argv, "allowlist": list(allowlist)},
         )
-    tampered = worktree_problem(ctx, opened_worktree(ctx, ctx.worktree_path))
+    git = Stopwatch(ctx)  # the worktree's check, the private checkout made and removed
+    with git.measure():
+        tampered = worktree_problem(ctx, opened_worktree(ctx, ctx.worktree_path))
     commit = judged_commit(ctx)
     if tampered is not None or commit is None:  # no judged commit is a problem it names
         said = tampered or f"{WORKTREE_RULE}: no judged commit"
         return StepOutcome.failed(said, {"rule": WORKTREE_RULE, "argv": argv})
     try:
-        with private_checkout(ctx.repo_path, settings.workspace_dir, ctx.run_id, commit) as tree:
-            return _run_on(ctx, argv, allowlist, tree)
+        with private_checkout(
+            ctx.repo_path, settings.workspace_dir, ctx.run_id, commit, timed=git.measure
+        ) as tree:
+            outcome = _run_on(ctx, argv, allowlist, tree)
     except UnfaithfulCheckout as exc:
         return StepOutcome.failed(
             str(exc),
             {"rule": UNFAITHFUL_RULE, "argv": argv, "paths": [shown_path(p) for p in exc.paths]},
         )
+    if "command_ms" in outcome.output:  # the command ran (passed or failed)
+        outcome.output["git_ms"] = git.ms
+    return outcome
 
 
 def _run_on(
@@ -231,7 +238,7 @@ def _run_on(
     """Run ``argv`` on ``tree`` (the private checkout of the judged commit)."""
     settings = ctx.rt.settings
     environ = dict(os.environ)
-    watch = Stopwatch(ctx)
+    watch = Stopwatch(ctx, carried=False)
     sandbox_note: dict[str, Any]
     if settings.sandbox:
         sandbox = sandbox_of(settings, environ)

@@ -310,9 +310,11 @@ def test_each_step_records_how_long_its_git_or_verification_work_took(
         assert git_ms is not None, step
         assert 0 < git_ms <= duration, (step, timing[step])
     assert timing["DecideST"][0] == 0, "the diffstat ApplyPatchST recorded: no git"
-    _, command_ms, duration = timing["ExecuteST"]
+    git_ms, command_ms, duration = timing["ExecuteST"]
     assert command_ms is not None
+    assert git_ms is not None, "the worktree's check and the private checkout"
     assert 0 < command_ms <= duration
+    assert 0 < git_ms <= duration - command_ms
 
 
 def test_apply_records_the_commits_diffstat_that_decide_shows_the_agent(
