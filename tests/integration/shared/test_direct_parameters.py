@@ -17,7 +17,7 @@ from sqlalchemy import JSON, Engine, event, text
 from sqlalchemy.orm import Session
 
 from shared.db import direct
-from shared.db.repos import ledger, runs, snapshots, steps, tokens
+from shared.db.repos import approvals, ledger, runs, snapshots, steps, tokens
 from tests import factories
 
 _NAME = re.compile(r"%\((\w+)\)s")
@@ -90,7 +90,7 @@ def _cases(run_id: str) -> dict[str, tuple[Any, dict[str, Any]]]:
                 "task_id": "t",
             },
         ),
-        "PARK": (steps._PARK, {**w, "op_key": "k", "lease": timedelta(seconds=3)}),
+        "PARK": (steps._PARK, {**w, "op_key": "k", "lease": timedelta(seconds=3), "work_ms": 12}),
         "RELEASE": (steps._RELEASE, w),
         "RENEW": (steps._RENEW, {**w, "lease": timedelta(seconds=3)}),
         "HOLD": (steps._HOLD, {**w, "lease": timedelta(seconds=3)}),
@@ -213,6 +213,38 @@ def _cases(run_id: str) -> dict[str, tuple[Any, dict[str, Any]]]:
             },
         ),
         "TOKEN": (tokens._LIVE_NAME_ROLE, {"digest": "d"}),
+        "GATE": (approvals._GATE, {"run_id": run_id}),
+        "DECISION_OF": (approvals._DECISION_OF, {"run_id": run_id, "plan_sha256": "%(x)s"}),
+        "RECORD_DECISION": (
+            approvals._RECORD,
+            {
+                "run_id": run_id,
+                "plan_sha256": "e" * 64,
+                "decision": "approved",
+                "approver": "%(approver)s",
+                "comment": None,
+                "approved": True,
+                "dispatched": False,
+            },
+        ),
+        "ADD_INTENT": (
+            runs._ADD_INTENT,
+            {
+                "id": "intent-%",
+                "repo_path": "/r/%(goal)s",
+                "goal": "\u00e9 %s",
+                "base_ref": "HEAD",
+                "submitted_by": None,
+                "request_sha256": "a" * 64,
+                "base_commit": "b" * 40,
+                "repo_device": 2**40,
+                "repo_inode": 7,
+                "policy": {"max_lines": 400, "source": None},
+                "idempotency_key": None,
+                "budget_usd_micro": None,
+                "budget_tokens": 10**12,
+            },
+        ),
     }
 
 
@@ -253,7 +285,7 @@ def test_the_cursor_sees_what_sqlalchemy_would_send(engine: Engine, db: Session,
     stmt, params = _cases(run.id)[name]
     sa = _capture(engine, db, lambda: db.execute(stmt, dict(params)))
     fast = _capture(engine, db, lambda: direct.execute(db, stmt, dict(params)))
-    if name.startswith("CLAIM"):  # the claimed row's id: a sequence, not rolled back
+    if name.startswith(("CLAIM", "RECORD")):  # the new row's id: a sequence, not rolled back
         sa, fast = _without_first_column(sa), _without_first_column(fast)
     if name.startswith("PUT"):
         # SQLAlchemy hides the key its implicit RETURNING reads; direct returns it (Rows).
