@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from shared.db.models import Artifact, Intent, OpenCodeCall, PlanApproval, Run, StepRun
+from shared.db.models import Artifact, Intent, OpenCodeCall, Run, StepRun
 from shared.db.repos import listings
-from shared.db.repos.approvals import ApprovalRepo
+from shared.db.repos.approvals import ApprovalRepo, Decided
 from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.listings import RunFilter
 from shared.db.repos.runs import IntentRepo
@@ -92,7 +92,7 @@ class Revision:
     revision: int
     artifact: Artifact
     plan: Any
-    decision: PlanApproval | None
+    decision: Decided | None
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def plan_revisions(s: Session, run_id: str, *, max_revisions: int) -> RevisionsV
             plan = json.loads(card.content)
         except ValueError as exc:
             raise Unreadable(f"plan revision {number} of run {run_id} is not valid JSON") from exc
-        revisions.append(Revision(number, card, plan, approvals.get(run_id, card.sha256)))
+        revisions.append(Revision(number, card, plan, approvals.decision_on(run_id, card.sha256)))
     return RevisionsView(run, revisions, max_revisions)
 
 

@@ -505,7 +505,7 @@ def answer_question(
 
 def _plan_approved(uow: UnitOfWork, run: Run) -> bool:
     """Whether the run's current plan digest is approved (steps past the gate need it)."""
-    decided = uow.approvals.get(run.id, run.plan_sha256) if run.plan_sha256 else None
+    decided = uow.approvals.decision_on(run.id, run.plan_sha256) if run.plan_sha256 else None
     return decided is not None and decided.decision == Decision.APPROVED.value
 
 

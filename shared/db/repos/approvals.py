@@ -182,13 +182,6 @@ class ApprovalRepo:
         ).one_or_none()
         return None if row is None else _decided(row)
 
-    def get(self, run_id: str, plan_sha256: str) -> PlanApproval | None:
-        return self.session.execute(
-            select(PlanApproval)
-            .where(PlanApproval.run_id == run_id, PlanApproval.plan_sha256 == plan_sha256)
-            .execution_options(populate_existing=True)
-        ).scalar_one_or_none()
-
     def claim_undispatched(self, limit: int = 100, run_id: str | None = None) -> list[PlanApproval]:
         """Approved plans of runs still at waiting_input, locked so two watchers never share."""
         query = (
