@@ -56,6 +56,33 @@ def _per_s(cpu_ms_per_run: float) -> float | None:
 _ENDS = ("commits", "rollbacks")
 
 
+def _role_rows(cpu: dict[str, float], threads: dict[str, float]) -> list[Row]:
+    """CPU per run of each kind of process, the workers' split by thread under theirs."""
+    rows = []
+    for role, ms in cpu.items():
+        if ms >= 1:
+            rows.append(Row(f"  CPU per run, {role}", ms))
+            if role == "kodo_worker":
+                rows += _worker_thread_rows(threads)
+    return rows
+
+
+def _worker_thread_rows(threads: dict[str, float]) -> list[Row]:
+    """The workers' CPU per run by thread, read per thread from /proc (threads pool):
+    Celery's event loop on each main thread, the steps on the others; each in user
+    and kernel time (sockets, starting git and the sandbox, the GIL's futexes)."""
+    if not threads:
+        return []
+    return [
+        Row(
+            "    of which the main threads (Celery's event loop), user + kernel",
+            threads.get("main_user", 0.0) + threads.get("main_system", 0.0),
+        ),
+        Row("    of which the other threads (the steps), user", threads.get("others_user")),
+        Row("    of which the other threads (the steps), kernel", threads.get("others_system")),
+    ]
+
+
 def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
     first, bfirst = kodo[0].figures, base[0].figures
     lat = first["latency"]
@@ -199,7 +226,7 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
             4.0,
             unit="count",
         ),
-        *(Row(f"  CPU per run, {role}", ms) for role, ms in cpu.items() if ms >= 1),
+        *_role_rows(cpu, first.get("worker_threads_ms_per_run", {})),
         Row("  of which kodo itself (API, workers, Postgres, Redis)", own_cpu),
         *floor.floor_rows(
             first.get("unit_costs"),

@@ -21,7 +21,15 @@ from .baseline_app import make_app
 from .calls import measure_calls
 from .kodo_phase import Driver, Timing, finished_steps, step_times
 from .stack import Bench, start_workers, stop_workers
-from .stats import cpu_ms, descendants, machine_cpu_ms, peak_rss_mb, percentile, tree_cpu_ms
+from .stats import (
+    cpu_ms,
+    descendants,
+    machine_cpu_ms,
+    peak_rss_mb,
+    percentile,
+    thread_cpu_ms,
+    tree_cpu_ms,
+)
 
 WARMUP_RUNS = 3
 
@@ -46,6 +54,21 @@ def worker_rss(bench: Bench) -> tuple[float, float]:
         if b"celery" in cmdline(pid)
     ]
     return peak_rss_mb(pids)
+
+
+def worker_threads_ms(bench: Bench) -> Counter[str]:
+    """CPU ms so far of the workers' Celery processes by thread kind (see
+    :func:`bench.stats.thread_cpu_ms`): with the threads pool, each worker's main thread
+    runs Celery's event loop (receiving, acking, dispatching) and the others run the
+    steps. Read from /proc per thread, not sampled: a GIL-sampling profiler charges a
+    thread for the time it holds the GIL while the OS has it preempted, which on a busy
+    2-core machine inflated the event loop from about a tenth of a worker's CPU to 40%."""
+    used: Counter[str] = Counter()
+    for proc in bench.workers:
+        for pid in descendants(proc.popen.pid):
+            if b"celery" in cmdline(pid):
+                used.update(thread_cpu_ms(pid))
+    return used
 
 
 def _workers_cpu_ms(bench: Bench) -> float:
@@ -273,6 +296,7 @@ async def _kodo(
             phase.figures["unit_costs"] = units.as_dict()
         before = Counts.take(bench)
         cpu_before = cpu_by_role(bench, sessions)
+        threads_before = worker_threads_ms(bench)
         machine_before = machine_cpu_ms()
         steps_before = finished_steps(sessions)
         results, elapsed = await driver.many_within(runs, deadline_s)
@@ -280,6 +304,7 @@ async def _kodo(
         failures += [b for b in bad if "deadline" not in b]
         machine_ms = machine_cpu_ms() - machine_before
         cpu_after = cpu_by_role(bench, sessions)
+        threads_after = worker_threads_ms(bench)
         # Four steps make a run: runs the deadline cut short count for the steps they did.
         equivalents = max(1.0, (finished_steps(sessions) - steps_before) / 4)
         phase.figures["runs_per_s"] = len(done) / elapsed
@@ -290,6 +315,10 @@ async def _kodo(
         phase.figures["cpu_ms_per_run"] = {
             role: round((cpu_after[role] - cpu_before[role]) / equivalents, 1)
             for role in sorted(cpu_after)
+        }
+        phase.figures["worker_threads_ms_per_run"] = {
+            kind: round((threads_after[kind] - threads_before[kind]) / equivalents, 1)
+            for kind in sorted(threads_after)
         }
         phase.figures["machine_cpu_ms_per_run"] = round(machine_ms / equivalents, 1)
         phase.figures["throughput_counts_per_run"] = before.per_run(

@@ -76,6 +76,30 @@ def cpu_ms(pid: int) -> tuple[float, float]:
     return ((fields[0] + fields[1]) * tick_ms, (fields[2] + fields[3]) * tick_ms)
 
 
+def thread_cpu_ms(pid: int) -> dict[str, float]:
+    """A process's CPU so far by thread kind, in ms: its main thread's and the others',
+    each split into user and kernel time (``main_user``, ``main_system``,
+    ``others_user``, ``others_system``); empty if it is gone. A thread that ended took
+    its time with it: measured across a phase, only long-lived threads count (a Celery
+    worker's main thread runs its event loop; the threads pool's run the tasks)."""
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+    found = {"main_user": 0.0, "main_system": 0.0, "others_user": 0.0, "others_system": 0.0}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return {}
+    for task in tasks:
+        try:
+            raw = (task / "stat").read_text()
+        except OSError:
+            continue
+        utime, stime = (int(f) for f in raw.rsplit(")", 1)[1].split()[11:13])
+        kind = "main" if task.name == str(pid) else "others"
+        found[f"{kind}_user"] += utime * tick_ms
+        found[f"{kind}_system"] += stime * tick_ms
+    return found
+
+
 def _busy_idle_ticks() -> tuple[int, int]:
     """Clock ticks all cores spent busy, and idle or waiting on IO, since boot (steal is
     neither: another guest's time; guest time is in user)."""
