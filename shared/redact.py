@@ -11,6 +11,7 @@ kept.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -42,8 +43,15 @@ _SECRET_PAIR = re.compile(
 )
 
 
+SHORTEST_SECRET_VALUE = 15
+"""No text shorter than this can hold a match of ``_SECRET_VALUE`` (its shortest
+alternative is ``xox?-`` and ten characters): most strings in a record (a schema's
+``type``, a tool's name, a status) are shorter, and skip that scan."""
+
+
 def redact_text(text: str) -> str:
-    text = _SECRET_VALUE.sub(REDACTED, text)
+    if len(text) >= SHORTEST_SECRET_VALUE:
+        text = _SECRET_VALUE.sub(REDACTED, text)
     # Each pattern below needs its literal ("://", "="): a text without it is skipped
     # (a substring test is ~100x cheaper than the scan; every prompt passes here).
     if "://" in text:
@@ -60,13 +68,21 @@ only something that slipped past that check is cut, never a stack overflow."""
 TOO_DEEP = "[kodo: nested too deep to keep]"
 
 
+@lru_cache(maxsize=4096)
+def _names_a_secret(key: str) -> bool:
+    """Whether a key names a credential. Records repeat a few hundred keys (a schema's,
+    a tool map's), so each is judged once per process; a key is a name, never the
+    secret itself."""
+    return _SECRET_KEY.search(key) is not None
+
+
 def redact(value: Any, _depth: int = 0) -> Any:
     """A copy of ``value`` (JSON-like) with credentials replaced by ``[REDACTED]``."""
     if _depth > MAX_DEPTH:
         return TOO_DEEP
     if isinstance(value, dict):
         return {
-            k: REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else redact(v, _depth + 1)
+            k: REDACTED if isinstance(k, str) and _names_a_secret(k) else redact(v, _depth + 1)
             for k, v in value.items()
         }
     if isinstance(value, list):

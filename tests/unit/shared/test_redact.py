@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from shared.redact import REDACTED, redact, redact_text
+import importlib
+
+from shared.redact import (
+    _SECRET_VALUE,
+    REDACTED,
+    SHORTEST_SECRET_VALUE,
+    redact,
+    redact_text,
+)
 
 
 def test_credential_keys_are_blanked_whatever_their_value() -> None:
@@ -83,3 +91,25 @@ def test_credential_keys_include_pwd_and_csrf_tokens() -> None:
         "csrf_token": REDACTED,
         "total_tokens": 3,
     }
+
+
+def test_no_text_shorter_than_the_skip_threshold_can_hold_a_secret_value() -> None:
+    """Short strings skip the value scan: that is exact only while the pattern's
+    shortest possible match is at least the threshold (the regex parser's own width)."""
+    parser = importlib.import_module("re._parser")  # the stdlib's own regex parser
+    shortest, _ = parser.parse(_SECRET_VALUE.pattern).getwidth()
+    assert shortest >= SHORTEST_SECRET_VALUE
+    slack = "xoxb-0123456789"  # the shortest credential the scan knows: 15 characters
+    assert len(slack) == SHORTEST_SECRET_VALUE
+    assert redact_text(slack) == REDACTED
+    assert redact({"note": slack, "type": "string"}) == {"note": REDACTED, "type": "string"}
+
+
+def test_a_key_is_judged_the_same_each_time_it_is_seen() -> None:
+    """Keys are judged once per process (cached): a secret key stays blanked on reuse."""
+    for _ in range(3):
+        assert redact({"api_key": "k", "Authorization": "Bearer x", "type": "t"}) == {
+            "api_key": REDACTED,
+            "Authorization": REDACTED,
+            "type": "t",
+        }
