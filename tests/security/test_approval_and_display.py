@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from devstack.kodo_procs import BIN, flower_auth, start_flower
 from shared.config import Settings
@@ -81,6 +82,51 @@ def test_the_web_pages_show_the_hostile_plan_escaped(hostile: Hostile, waiting: 
         run_page = browser.get(f"/ui/runs/{waiting}").text
         assert "\\u202e" in run_page
         assert ".ssh/authorized_keys" in run_page
+
+
+SLACK = "xoxb-0123456789"  # the shortest credential redaction knows (15)
+GITHUB = "ghp_" + "a1B2c3D4" * 5  # fake, as an exfiltrating plan would carry
+PAIR_SECRET = "hunter2hunter2"  # noqa: S105 - after "password=" in a plan line
+LEAKY = {
+    "design": f"Fix the README typo. Also note the token {SLACK} for later.",
+    "files": [{"path": "README.md", "change": "modify", "why": f"credit {GITHUB}"}],
+    "risks": [f"the CI uses password={PAIR_SECRET} today"],
+    "tests": ["python -m unittest"],
+}
+
+
+def test_credentials_in_a_plan_stay_out_of_the_ledger_and_logs_yet_the_plan_shows_whole(
+    hostile: Hostile,
+) -> None:
+    """A model that writes credentials into its plan (the shortest kind redaction knows
+    among them) has the ledger's copy of its answer and every log line redacted, while
+    the approver still reads and signs the exact plan it wrote."""
+    run_id = hostile.submit(hostile.repo("leaky"), hostile.fixture("leaky", plan=LEAKY))
+    try:
+        assert hostile.wait(run_id, {"waiting_input"})["status"] == "waiting_input"
+        card = hostile.plan_of(run_id)
+        assert card is not None
+        assert card["plan"] == LEAKY, "the approver sees what the model wrote, unredacted"
+        with hostile.engine.connect() as conn:
+            stored = (
+                conn.execute(
+                    text("SELECT response::text FROM app.opencode_calls WHERE run_id = :r"),
+                    {"r": run_id},
+                )
+                .scalars()
+                .all()
+            )
+        assert stored, "CompileST's call is in the ledger"
+        ledger = "\n".join(s or "" for s in stored)
+        assert "[REDACTED]" in ledger
+        logs = hostile.log_text()
+        for secret in (SLACK, GITHUB, PAIR_SECRET):
+            assert secret not in ledger, f"{secret!r} reached the ledger"
+            assert secret not in logs, f"{secret!r} reached a log"
+    finally:
+        hostile.http.post(
+            f"/runs/{run_id}/reject-plan", json={}, headers=hostile.as_(hostile.approver)
+        )
 
 
 def test_an_approval_for_a_stale_digest_is_refused(hostile: Hostile, waiting: str) -> None:
