@@ -45,15 +45,20 @@ def p(values: list[float], q: float) -> float | None:
     return percentile(values, q)
 
 
-def worker_rss(bench: Bench) -> tuple[float, float]:
-    """Peak RSS of the celery processes (git and test subprocesses excluded)."""
-    pids = [
+def celery_pids(bench: Bench) -> list[int]:
+    """The workers' celery processes (a prefork pool's children too; git and test
+    subprocesses excluded)."""
+    return [
         pid
         for proc in bench.workers
         for pid in descendants(proc.popen.pid)
         if b"celery" in cmdline(pid)
     ]
-    return peak_rss_mb(pids)
+
+
+def worker_rss(bench: Bench) -> tuple[float, float]:
+    """Peak RSS of the celery processes (git and test subprocesses excluded)."""
+    return peak_rss_mb(celery_pids(bench))
 
 
 def worker_threads_ms(bench: Bench) -> Counter[str]:
@@ -64,10 +69,8 @@ def worker_threads_ms(bench: Bench) -> Counter[str]:
     thread for the time it holds the GIL while the OS has it preempted, which on a busy
     2-core machine inflated the event loop from about a tenth of a worker's CPU to 40%."""
     used: Counter[str] = Counter()
-    for proc in bench.workers:
-        for pid in descendants(proc.popen.pid):
-            if b"celery" in cmdline(pid):
-                used.update(thread_cpu_ms(pid))
+    for pid in celery_pids(bench):
+        used.update(thread_cpu_ms(pid))
     return used
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from shared.db import direct
-from shared.db.models import Intent, Run, table_of
+from shared.db.models import Intent, Run, bound, table_of
 from shared.domain.budget import Budget, Ledger
 from shared.domain.run_machine import NextAction, RunStatus, StepId, Transition
 
@@ -102,11 +102,7 @@ _INTENT_FIELDS = (
     "budget_usd_micro",
     "budget_tokens",
 )
-_ADD_INTENT = (
-    insert(_INTENTS)
-    .values({name: bindparam(name) for name in _INTENT_FIELDS})
-    .returning(_INTENTS.c.created_at)
-)
+_ADD_INTENT = insert(_INTENTS).values(**bound(*_INTENT_FIELDS)).returning(_INTENTS.c.created_at)
 """An intent's row, every column but the server's ``created_at``, which it returns."""
 
 
