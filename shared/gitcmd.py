@@ -40,6 +40,7 @@ from typing import Any
 
 from shared import cospawn
 from shared.apart import run_apart
+from shared.real_path import resolved
 
 HARDENED: dict[str, str] = {
     "core.hooksPath": "/dev/null",
@@ -345,7 +346,7 @@ def _config_identity(
         config = common / "config"
         if gitdir.is_symlink() or not gitdir.is_dir() or not config.is_file():
             return None
-        if gitdir == cwd and common.resolve() != cwd.parent.parent.resolve():
+        if gitdir == cwd and resolved(common) != resolved(cwd.parent.parent):
             return None  # an admin folder whose commondir names another repository
         if not _git_accepts(gitdir, common):
             return None  # git would walk up from it and read another repository's config

@@ -63,6 +63,7 @@ from shared.gitcmd import (
     run_git,
 )
 from shared.hashing import git_blob_digest, sha256_hex
+from shared.real_path import resolved
 
 GIT_TIMEOUT_S = 60
 _IDENTITY = {"user.name": "kodo", "user.email": "kodo@localhost"}
@@ -264,10 +265,10 @@ def git_root(
     readable = [common, *shared, *_alternates(common / "objects"), *own_configs, *configs, *held]
     for path in readable:
         if path.exists():  # bound where it really is: git reaches it through the links
-            mounts.setdefault(str(path.resolve()), "--ro-bind")
+            mounts.setdefault(str(resolved(path)), "--ro-bind")
     for path in writable:
         if path.exists():
-            mounts[str(path.resolve())] = "--bind"
+            mounts[str(resolved(path))] = "--bind"
     records = tree.gitdir.parent  # resolved already (verified_gitdir)
     mounts[str(records)] = "--tmpfs"  # other runs' records hidden...
     mounts[str(tree.gitdir)] = "--bind" if writes != "tree" else "--ro-bind"  # ...not its own
@@ -523,8 +524,8 @@ def tree_git_bytes(tree: Worktree, *args: str, writes: Writes = "tree") -> bytes
 def _beside(workspace_dir: Path, name: str) -> Path:
     """``<workspaces>.<name>``: one of kodo's folders, a sibling of the workspaces folder
     (so on its filesystem, and out of the daemon's reach)."""
-    resolved = workspace_dir.resolve()
-    return resolved.with_name(f"{resolved.name}.{name}")
+    real = resolved(workspace_dir)
+    return real.with_name(f"{real.name}.{name}")
 
 
 def _runs_entries(root: Path, run_id: str) -> list[Path]:
@@ -556,7 +557,7 @@ def lock_dir(workspace_dir: Path) -> Path:
 
 def lock_file(workspace_dir: Path, repo: Path) -> Path:
     """The file :func:`repo_lock` locks for ``repo``."""
-    return lock_dir(workspace_dir) / f"{sha256_hex(str(repo.resolve()))[:16]}.lock"
+    return lock_dir(workspace_dir) / f"{sha256_hex(str(resolved(repo)))[:16]}.lock"
 
 
 @contextmanager
@@ -824,8 +825,8 @@ def _taken(path: Path, exc: OSError) -> WorktreeTampered:
 def _registration(repo: Path, path: Path) -> tuple[Path, Path]:
     """Where git keeps its record of the worktree ``path`` (named after the folder, as
     ``git worktree add`` names it), and the ``.git`` that record names."""
-    admin = (repo / ".git" / "worktrees").resolve() / path.name
-    return admin, path.parent.resolve() / path.name / ".git"
+    admin = resolved(repo / ".git" / "worktrees") / path.name
+    return admin, resolved(path.parent) / path.name / ".git"
 
 
 def _register(
@@ -960,7 +961,7 @@ def unlock_registration(repo: Path, worktree: Path) -> None:
     when kodo itself is done with the worktree.
     """
     records = repo / ".git" / "worktrees"
-    wanted = str(worktree.parent.resolve() / worktree.name / ".git")
+    wanted = str(resolved(worktree.parent) / worktree.name / ".git")
     if not records.is_dir():
         return
     for admin in records.iterdir():
@@ -1096,7 +1097,7 @@ def admit(worktree: Worktree, blobs: Sequence[str]) -> int:
     its pack, index last, so git never sees an index without its pack."""
     if worktree.quarantine is None:
         return 0
-    store = (worktree.common / "objects").resolve()
+    store = resolved(worktree.common / "objects")
     wanted = set(blobs)
     admitted = 0
     for blob in sorted(wanted):
@@ -1624,7 +1625,7 @@ def remove_worktree_dir(path: Path, workspaces: Path) -> None:
         return
     if not path.exists():
         return
-    if not path.resolve().is_relative_to(workspaces.resolve()):
+    if not resolved(path).is_relative_to(resolved(workspaces)):
         raise GitError(f"refusing to remove {path}: it is not under {workspaces}")
     # rm, not shutil.rmtree: a command can leave a tree thousands of folders deep (rmtree
     # recurses, and raised RecursionError for every cleanup pass) or paths past PATH_MAX;

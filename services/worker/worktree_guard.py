@@ -31,6 +31,8 @@ from pathlib import Path
 
 import structlog
 
+from shared.real_path import resolved
+
 log = structlog.get_logger("kodo.worktree")
 
 RULE = "worktree_gitdir"
@@ -244,7 +246,7 @@ def verified_gitdir(worktree: Path, repo: Path) -> Path:
     if not first.startswith("gitdir: ") or rest.strip():
         raise PointerRewritten(f"{RULE}: {dotgit} is not a single 'gitdir:' line")
     named = Path(first.removeprefix("gitdir: ").strip())
-    expected_parent = (repo / ".git" / "worktrees").resolve()
+    expected_parent = resolved(repo / ".git" / "worktrees")
     if not named.is_absolute() or named.parent != expected_parent or named.is_symlink():
         raise PointerRewritten(f"{RULE}: {dotgit} points outside {expected_parent}")
     back = named / "gitdir"
@@ -252,7 +254,7 @@ def verified_gitdir(worktree: Path, repo: Path) -> Path:
         recorded = back.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise PointerRewritten(f"{RULE}: cannot read {back}: {exc}") from exc
-    here = worktree.parent.resolve() / worktree.name / ".git"  # the workspaces are kodo's
+    here = resolved(worktree.parent) / worktree.name / ".git"  # the workspaces are kodo's
     if recorded != str(here):
         raise PointerRewritten(f"{RULE}: {named} belongs to another worktree ({recorded})")
     try:

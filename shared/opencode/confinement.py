@@ -24,6 +24,8 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from shared.real_path import realpath
+
 WRITING_TOOLS: Mapping[str, tuple[str, ...]] = {
     "edit": ("filePath",),
     "write": ("filePath",),
@@ -125,7 +127,7 @@ def violations(
     directory: str,
     parts: Iterable[Mapping[str, object]],
     *,
-    resolve: Callable[[str], str] = os.path.realpath,
+    resolve: Callable[[str], str] = realpath,
 ) -> list[Violation]:
     """Every tool part of ``parts`` that names a path outside ``directory`` or in a
     ``.git``, or a writing tool's part that names none; ``resolve`` maps a path to what

@@ -31,6 +31,7 @@ from pathlib import Path
 from shared.domain.pinning import RepoPin
 from shared.domain.policy import Policy, PolicyError, policy_from_mapping, strictest
 from shared.gitcmd import HardenedGit
+from shared.real_path import realpath
 
 POLICY_DIR = ".kodo"
 POLICY_PATH = f"{POLICY_DIR}/policy.toml"
@@ -68,7 +69,7 @@ class _Git:
 
 def observe_repo(path: str | Path) -> RepoPin | None:
     """The path's real location and the identity of the directory there (None: gone)."""
-    real = os.path.realpath(path)
+    real = realpath(str(path))
     try:
         st = os.stat(real)
     except OSError:

@@ -56,6 +56,7 @@ from shared.errors import (
     RepoNotAllowed,
 )
 from shared.hashing import canonical_json, sha256_hex
+from shared.real_path import resolved
 from shared.service.messages import AbortCalls, RunStep
 from shared.service.repo_pin import Pinned, UnknownBaseRef, observe_repo, pin_submission
 from shared.service.uow import UnitOfWork
@@ -68,7 +69,7 @@ def resolve_repo(repo_path: str, roots: tuple[Path, ...]) -> Path:
     path = Path(repo_path)
     if not path.is_absolute():
         raise InvalidInput("repo must be an absolute path", details={"repo": ["not absolute"]})
-    real = path.resolve()
+    real = resolved(path)
     if not any(real == root or real.is_relative_to(root) for root in roots):
         raise RepoNotAllowed(f"{repo_path} is outside KODO_REPO_ROOTS")
     if not (real / ".git").exists():

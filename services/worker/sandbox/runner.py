@@ -52,6 +52,7 @@ from services.worker.sandbox.toolchain import (
 )
 from shared.apart import run_apart
 from shared.config import Settings
+from shared.real_path import resolved
 
 log = structlog.get_logger("kodo.sandbox")
 
@@ -275,7 +276,7 @@ class Sandbox:
         with tempfile.TemporaryDirectory(prefix="kodo-sandbox-etc-") as etc:
             write_private_etc(Path(etc))
             yield Layout(
-                worktree=worktree.resolve(),
+                worktree=resolved(worktree),
                 toolchain=toolchain,
                 host=host_system(),
                 private_etc=Path(etc),

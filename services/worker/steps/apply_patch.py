@@ -85,6 +85,7 @@ from shared.domain.vocab import ArtifactKind
 from shared.hashing import sha256_hex
 from shared.opencode.calls import StructuredResult
 from shared.opencode.errors import WorktreeBusy
+from shared.real_path import resolved
 
 PATCH_TRAILER = "Kodo-Patch-Sha256"
 OP_KEY_TRAILER = "Kodo-Op-Key"
@@ -128,7 +129,7 @@ def _touched(changes: list[IndexChange]) -> set[str]:
 
 def _claimed(worktree: Path, files: list[str]) -> set[str]:
     """The agent's file list as repository paths (absolute paths under the worktree too)."""
-    root = str(worktree.resolve())
+    root = str(resolved(worktree))
     paths = set()
     for raw in files:
         path = raw[len(root) + 1 :] if raw.startswith(root + "/") else raw

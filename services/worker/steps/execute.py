@@ -61,6 +61,7 @@ from shared.domain.exec_rules import argv_violation
 from shared.domain.policy import effective_allowlist
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind
+from shared.real_path import resolved
 
 log = structlog.get_logger("kodo.execute")
 
@@ -114,7 +115,7 @@ def protected_paths(ctx: StepContext) -> list[str]:
         Path.home(),
         Path.cwd(),
     ]
-    return [str(p.resolve()) for p in paths]
+    return [str(resolved(p)) for p in paths]
 
 
 def _artifact(done: Finished, cap: int) -> ArtifactOut:
