@@ -194,3 +194,43 @@ def test_kodo_doctor_names_a_git_kodo_cannot_pin(
 
     assert not check.ok
     assert "no git on PATH is installed in /usr" in check.detail
+
+
+def _writable_in_root(tree: git_ops.Worktree, writes: git_ops.Writes, paths: list[Path]) -> str:
+    """Which of ``paths`` a program in a pinned git's root (``writes``) can append to."""
+    probe = (
+        "import sys\n"
+        "for p in sys.argv[1:]:\n"
+        "    try:\n        open(p, 'ab').close(); print('writable', p)\n"
+        "    except OSError as e: print('refused', p, e.errno)\n"
+    )
+    argv = [
+        "bwrap",
+        *git_ops._confinement(),
+        *git_ops.git_root(tree, writes),
+        "--die-with-parent",
+        "/usr/bin/python3", "-S", "-c", probe, *map(str, paths),
+    ]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, check=True, timeout=30).stdout.decode()
+
+
+def test_what_a_pinned_git_may_write_is_exactly_what_its_writes_name(tmp_path: Path) -> None:
+    """Binds a parent's bind shows alike are spared; the ones that narrow what the parent
+    allows (the config read-only in a writable git dir) are not."""
+    repo = create_sample_repo(tmp_path / "repo")
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    common = tree.common
+    config, ref, own_head = common / "config", common / "refs" / "probe", tree.gitdir / "HEAD"
+    objects = common / "objects" / "probe"
+
+    as_tree = _writable_in_root(tree, "tree", [config, ref, objects, own_head])
+    as_objects = _writable_in_root(tree, "objects", [config, ref, objects, own_head])
+    as_repository = _writable_in_root(tree, "repository", [config, ref, objects])
+
+    assert "writable" not in as_tree
+    assert as_objects.count("writable") == 2
+    assert f"writable {objects}" in as_objects
+    assert f"writable {own_head}" in as_objects
+    assert f"refused {config}" in as_repository
+    assert f"writable {ref}" in as_repository
+    assert f"writable {objects}" in as_repository
