@@ -1163,17 +1163,20 @@ def stage_edits(worktree: Worktree) -> list[IndexChange]:
 
 
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_OWN_REVISIONS = frozenset({"HEAD", "HEAD~1"})
 
 
 def _patch_bytes(worktree: Worktree, old: str, new: str) -> bytes:
-    """The change from ``old`` to ``new`` (revisions of the worktree, resolved here) as git
-    shows text by its content: the repository's ``.gitattributes`` cannot hide a text
-    file behind a binary patch (:func:`shared.gitcmd.attribute_free`); a file with a NUL
-    byte is still a binary patch."""
-    ids = git(worktree, "rev-parse", old, new).split()  # kodo names both: HEAD, HEAD~1, ids
-    if len(ids) != 2 or not all(_OBJECT_ID.fullmatch(i) for i in ids):
-        raise GitError(f"git rev-parse {old} {new}: not two object ids: {ids!r}")
-    args = ["diff", "--no-ext-diff", "--no-textconv", "--binary", "--full-index", "-M", *ids]
+    """The change from ``old`` to ``new`` (``HEAD``, ``HEAD~1`` or object ids, nothing
+    else: each is taken as a revision, never as an option or a path) as git shows text
+    by its content: the repository's ``.gitattributes`` cannot hide a text file behind
+    a binary patch (:func:`shared.gitcmd.attribute_free`); a file with a NUL byte is
+    still a binary patch. The patch names no revision, so naming HEAD here or its id
+    gives the same bytes, without a git process to read the id first."""
+    for revision in (old, new):
+        if revision not in _OWN_REVISIONS and not _OBJECT_ID.fullmatch(revision):
+            raise GitError(f"git diff {old} {new}: {revision!r} is not HEAD, HEAD~1 or an id")
+    args = ["diff", "--no-ext-diff", "--no-textconv", "--binary", "--full-index", "-M", old, new]
     bare = attribute_free(worktree.gitdir)
     proc = run_git(
         worktree.gitdir,

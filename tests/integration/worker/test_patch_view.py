@@ -15,6 +15,8 @@ import pytest
 
 from devstack.sample_repo import create_sample_repo
 from services.worker.git_ops import (
+    GitError,
+    _patch_bytes,
     commit_index,
     committed_patch,
     ensure_worktree,
@@ -75,3 +77,16 @@ def test_global_options_stay_before_the_hardened_subcommand() -> None:
         "A",
         "B",
     ]
+
+
+@pytest.mark.parametrize("revision", ["--output=OUT", "main", "HEAD^{tree}", "HEAD~2"])
+def test_a_patch_is_taken_between_kodos_own_revisions_only(tmp_path: Path, revision: str) -> None:
+    """HEAD, HEAD~1 or an object id go to git as they are; anything else (an option, a
+    branch a repository could name like an id) is refused before git runs."""
+    repo = create_sample_repo(tmp_path / "calc")
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    out = tmp_path / "written-by-git"
+
+    with pytest.raises(GitError, match="is not HEAD, HEAD~1 or an id"):
+        _patch_bytes(tree, "HEAD", revision.replace("OUT", str(out)))
+    assert not out.exists()
