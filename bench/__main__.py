@@ -292,8 +292,29 @@ def build_rows(kodo: list[phases.Phase], base: list[phases.Phase]) -> list[Row]:
             Row(f"  {route}", n, unit="count")
             for route, n in sorted(provider.items(), key=lambda kv: -kv[1])
         ),
+        # warm caches (the config listing, the submit's policy): the throughput runs'
+        *_spawn_rows("workers", counts["sql"]["worker"]),
+        *_spawn_rows("API", counts["sql"]["api"]),
     ]
     return rows
+
+
+SPAWN = "spawn:"
+
+
+def _spawn_rows(role: str, counted: dict[str, float]) -> list[Row]:
+    """Processes ``role`` started per run, then by what they ran (bench.spawns: a sandbox
+    counts once, named by its program). From the throughput runs: the sequential ones
+    each use a repository no worker has touched yet, and list its config anew."""
+    started = {k.removeprefix(SPAWN): n for k, n in counted.items() if k.startswith(SPAWN)}
+    what = "a sandbox counts once, named by what it runs"
+    return [
+        Row(f"processes started per run ({role}; {what})", sum(started.values()), unit="count"),
+        *(
+            Row(f"  {role}: {name}", n, unit="count")  # named apart: the JSON keys by row
+            for name, n in sorted(started.items(), key=lambda kv: (-kv[1], kv[0]))
+        ),
+    ]
 
 
 def stop_on_sigterm() -> None:

@@ -21,6 +21,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.pool import Pool
 
+from bench import spawns
+
 ENABLE = "KODO_COUNT_SQL"
 DIRECTORY = "KODO_SQL_COUNT_DIR"
 TRACE = "KODO_SQL_TRACE"
@@ -128,6 +130,7 @@ def listen() -> None:
         return
     for target, name, fn in _LISTENERS:
         event.listen(target, name, fn)
+    spawns.install(_bump)  # process starts, by what they run: "spawn:git diff"
     _state["listening"] = 1
 
 
@@ -137,6 +140,7 @@ def unlisten() -> None:
         return
     for target, name, fn in _LISTENERS:
         event.remove(target, name, fn)
+    spawns.uninstall()
     _state["listening"] = 0
 
 

@@ -44,6 +44,7 @@ ROWS = (
     "CPU per run, the whole machine (the bench's driver excluded)",
     "  floor at today's hop counts: each x the cheapest of its kind",
 )
+SPAWNED = "a sandbox counts once, named by what it runs"
 THINK_RUNS = 20
 THINK_ROWS = (
     "wall, first submit to last terminal (20 runs x 3 x 1 s)",
@@ -127,6 +128,17 @@ def test_a_small_benchmark_prints_its_table_and_writes_json(
     assert figures["submit->waiting p50"]["kodo"] > 0
     assert figures["submit->waiting p50"]["baseline"] > 0
     assert figures["SQL statements per run (workers)"]["kodo"] > 0
+    started = {
+        m: f["kodo"]
+        for m, f in figures.items()
+        if m.startswith(("  workers: git ", "  workers: bwrap "))
+    }
+    assert any(m.startswith("  workers: bwrap git ") for m in started), "pinned gits are counted"
+    assert any(m.startswith("  API: git ") for m in figures), "the submit's git is counted"
+    assert figures[f"processes started per run (workers; {SPAWNED})"]["kodo"] >= sum(
+        started.values()
+    )
+    assert not [m for m in figures if m.endswith(": bwrap ?")], "every sandbox is read"
     assert figures["  CPU per run, Celery workers (bare: 4 stub tasks)"]["baseline"] > 0
     assert [k["completed"] for k in body["kodo"]] == [4], "every run in flight finished"
     first = body["kodo"][0]
