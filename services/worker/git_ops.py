@@ -1166,37 +1166,63 @@ _OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _OWN_REVISIONS = frozenset({"HEAD", "HEAD~1"})
 
 
-def _patch_bytes(worktree: Worktree, old: str, new: str) -> bytes:
+@dataclass(frozen=True)
+class Patch:
+    """A change as ``patch.diff`` (``git apply`` replays it) and as ``git diff --stat``
+    shows it (what DecideST shows the agent), both from one git process."""
+
+    diff: bytes
+    stat: str
+
+
+def _patch(worktree: Worktree, old: str, new: str) -> Patch:
     """The change from ``old`` to ``new`` (``HEAD``, ``HEAD~1`` or object ids, nothing
     else: each is taken as a revision, never as an option or a path) as git shows text
     by its content: the repository's ``.gitattributes`` cannot hide a text file behind
     a binary patch (:func:`shared.gitcmd.attribute_free`); a file with a NUL byte is
     still a binary patch. The patch names no revision, so naming HEAD here or its id
-    gives the same bytes, without a git process to read the id first."""
+    gives the same bytes, without a git process to read the id first; its stat comes
+    in the same output, before it (:func:`split_stat`)."""
     for revision in (old, new):
         if revision not in _OWN_REVISIONS and not _OBJECT_ID.fullmatch(revision):
             raise GitError(f"git diff {old} {new}: {revision!r} is not HEAD, HEAD~1 or an id")
-    args = ["diff", "--no-ext-diff", "--no-textconv", "--binary", "--full-index", "-M", old, new]
+    args = ["diff", "--no-ext-diff", "--no-textconv", "--stat", "--binary", "--full-index"]
     bare = attribute_free(worktree.gitdir)
     proc = run_git(
         worktree.gitdir,
-        [*bare, *args, "--"],
+        [*bare, *args, "-M", old, new, "--"],
         timeout_s=GIT_TIMEOUT_S,
         objects=worktree.object_env(),
     )
     if proc.returncode != 0:
         raise GitError(f"git diff {old} {new}: {proc.stderr.decode(errors='replace')}")
-    return proc.stdout
+    return split_stat(proc.stdout)
 
 
-def staged_patch(worktree: Worktree) -> bytes:
+_PATCH_START = b"diff --git "
+
+
+def split_stat(shown: bytes) -> Patch:
+    """``git diff --stat --binary``'s output as its two parts: the stat (each line starts
+    with a space: names are quoted, never broken over lines), a blank line, then the
+    patch, which starts with ``diff --git``. Nothing at all is no change. Anything else
+    is refused: kodo records the patch's sha256 and never guesses its first byte."""
+    if not shown:
+        return Patch(b"", "")
+    stat, blank, diff = shown.partition(b"\n\n" + _PATCH_START)
+    if not blank or not stat.startswith(b" "):
+        raise GitError(f"git diff --stat --binary: no stat, then patch: {shown[:200]!r}")
+    return Patch(_PATCH_START + diff, (stat + b"\n").decode(errors="replace"))
+
+
+def staged_patch(worktree: Worktree) -> Patch:
     """The staged change as a patch (``git apply`` can replay it): ``patch.diff``."""
-    return _patch_bytes(worktree, "HEAD", git(worktree, "write-tree").strip())
+    return _patch(worktree, "HEAD", git(worktree, "write-tree").strip())
 
 
-def committed_patch(worktree: Worktree) -> bytes:
+def committed_patch(worktree: Worktree) -> Patch:
     """The last commit's change, byte for byte what :func:`staged_patch` gave before it."""
-    return _patch_bytes(worktree, "HEAD~1", "HEAD")
+    return _patch(worktree, "HEAD~1", "HEAD")
 
 
 _DIFFSTATS: OrderedDict[tuple[str, str], str] = OrderedDict()

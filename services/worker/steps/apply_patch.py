@@ -37,10 +37,10 @@ from pathlib import Path
 from services.worker.git_ops import (
     UNFAITHFUL_RULE,
     GitError,
+    Patch,
     Worktree,
     admit,
     changes_since,
-    commit_diffstat,
     commit_index,
     committed_changes,
     committed_patch,
@@ -112,7 +112,7 @@ class _Judged:
 
     report: ChangeReport
     changes: list[IndexChange]
-    patch: bytes
+    patch: Patch
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class _Committed:
     commit: str
     report: ChangeReport
     changes: list[IndexChange]
-    patch: bytes
+    patch: Patch
 
 
 def _touched(changes: list[IndexChange]) -> set[str]:
@@ -187,7 +187,7 @@ def _take_edits(
     message = (
         f"kodo: {ctx.goal[:60]}\n\n{result.answer['summary']}\n\n"
         f"Kodo-Run: {ctx.run_id}\nKodo-Plan-Sha256: {ctx.plan_sha256}\n"
-        f"Kodo-Approved-At: {ctx.approved_at}\n{PATCH_TRAILER}: {sha256_hex(taken.patch)}\n"
+        f"Kodo-Approved-At: {ctx.approved_at}\n{PATCH_TRAILER}: {sha256_hex(taken.patch.diff)}\n"
         f"{OP_KEY_TRAILER}: {result.op_key}\n"
     )
     commit = commit_index(worktree, message)
@@ -327,9 +327,8 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
                     "attempts": loop.records,
                 },
             )
-        with git_time.measure():  # DecideST shows it the agent: read here, once
-            diffstat = commit_diffstat(worktree, taken.commit)
-        patch_sha = sha256_hex(taken.patch)
+        diffstat = taken.patch.stat  # DecideST shows it the agent: read with the patch
+        patch_sha = sha256_hex(taken.patch.diff)
         loop.records[-1].update(status="applied", patch_sha256=patch_sha)
         report = taken.report
         return StepOutcome(
@@ -347,7 +346,9 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
                 "attempts": loop.records,
                 "git_ms": git_time.ms,
             },
-            artifacts=[ArtifactOut(ArtifactKind.PATCH, "patch.diff", taken.patch, "text/x-diff")],
+            artifacts=[
+                ArtifactOut(ArtifactKind.PATCH, "patch.diff", taken.patch.diff, "text/x-diff")
+            ],
         )
     return loop.failure("usable edit", worktree=_undo(ctx, worktree))
 

@@ -271,7 +271,7 @@ def test_a_call_in_a_worktrees_git_dir_shares_the_worktrees_listing(
     admin = Path((wt / ".git").read_text().removeprefix("gitdir: ").strip())
     assert gitcmd._config_identity(admin) == gitcmd._config_identity(wt)
     started = count_git(monkeypatch)
-    assert b"changed = True" in committed_patch(tree)
+    assert b"changed = True" in committed_patch(tree).diff
     # one diff in the git dir with no work tree (HEAD~1 and HEAD named as they are, no
     # rev-parse first); no listing of its own
     assert [args[:1] for args in started] == [["--bare"]]

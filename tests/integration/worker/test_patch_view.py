@@ -16,11 +16,14 @@ import pytest
 from devstack.sample_repo import create_sample_repo
 from services.worker.git_ops import (
     GitError,
-    _patch_bytes,
+    Patch,
+    _patch,
+    commit_diffstat,
     commit_index,
     committed_patch,
     ensure_worktree,
     git,
+    split_stat,
     stage_edits,
     staged_patch,
 )
@@ -45,12 +48,12 @@ def test_a_text_file_the_attributes_call_binary_is_shown_as_text(tmp_path: Path)
     (wt / "blob.bin").write_bytes(b"\x00\x01binary for real\n")
     stage_edits(tree)
     patch = staged_patch(tree)
-    assert b"+import os  # hidden?\n" in patch
-    assert b"GIT binary patch" in patch, "a file with a NUL byte stays a binary patch"
-    assert patch.count(b"GIT binary patch") == 1
+    assert b"+import os  # hidden?\n" in patch.diff
+    assert b"GIT binary patch" in patch.diff, "a file with a NUL byte stays a binary patch"
+    assert patch.diff.count(b"GIT binary patch") == 1
     # the agent's own attribute change is shown as text too, and judged by the same bytes
     commit_index(tree, "kodo: apply")
-    assert committed_patch(tree) == patch
+    assert committed_patch(tree) == patch, "the same bytes and the same stat"
 
 
 def test_the_attribute_free_patch_still_applies_to_the_base(tmp_path: Path) -> None:
@@ -61,7 +64,11 @@ def test_the_attribute_free_patch_still_applies_to_the_base(tmp_path: Path) -> N
     stage_edits(tree)
     patch = staged_patch(tree)
     check = subprocess.run(
-        ["git", "apply", "--check", "-"], cwd=repo, input=patch, capture_output=True, check=False
+        ["git", "apply", "--check", "-"],
+        cwd=repo,
+        input=patch.diff,
+        capture_output=True,
+        check=False,
     )
     assert check.returncode == 0, check.stderr
 
@@ -88,5 +95,44 @@ def test_a_patch_is_taken_between_kodos_own_revisions_only(tmp_path: Path, revis
     out = tmp_path / "written-by-git"
 
     with pytest.raises(GitError, match="is not HEAD, HEAD~1 or an id"):
-        _patch_bytes(tree, "HEAD", revision.replace("OUT", str(out)))
+        _patch(tree, "HEAD", revision.replace("OUT", str(out)))
     assert not out.exists()
+
+
+def test_the_stat_read_with_the_patch_is_what_git_diff_stat_says(tmp_path: Path) -> None:
+    """One git process gives both; the stat DecideST shows is the plain ``--stat`` of the
+    commit (a rename, a binary file and a name git quotes among the changes)."""
+    repo = create_sample_repo(tmp_path / "calc")
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    wt = tree.path
+    (wt / "README.md").rename(wt / "READ-ME.md")
+    (wt / "blob.bin").write_bytes(b"\x00binary\n")
+    (wt / "odd\nname.txt").write_text("quoted by git\n")
+    stage_edits(tree)
+    staged = staged_patch(tree)
+    commit = commit_index(tree, "kodo: apply")
+
+    assert staged.stat == commit_diffstat(tree, commit)
+    assert '"odd\\nname.txt"' in staged.stat
+    assert "READ-ME.md" in staged.stat
+    assert staged.diff.startswith(b"diff --git ")
+    assert committed_patch(tree) == staged
+
+
+def test_a_stat_and_its_patch_are_split_where_git_puts_the_blank_line() -> None:
+    shown = b' a | 1 +\n "b\\nc" | 1 +\n 2 files changed\n\ndiff --git a/a b/a\n+x\n'
+
+    patch = split_stat(shown)
+
+    assert patch.stat == ' a | 1 +\n "b\\nc" | 1 +\n 2 files changed\n'
+    assert patch.diff == b"diff --git a/a b/a\n+x\n"
+    assert split_stat(b"") == Patch(b"", "")
+
+
+@pytest.mark.parametrize(
+    "shown",
+    [b"diff --git a/a b/a\n+x\n", b" a | 1 +\n 1 file changed\n", b"x\n\ndiff --git a/a b/a\n"],
+)
+def test_output_that_is_not_a_stat_then_a_patch_is_refused(shown: bytes) -> None:
+    with pytest.raises(GitError, match="no stat, then patch"):
+        split_stat(shown)

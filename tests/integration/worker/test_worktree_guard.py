@@ -263,7 +263,7 @@ def test_git_never_reads_the_pointer_once_the_worktree_was_opened(tmp_path: Path
     reset_worktree(tree)
 
     assert [c.path for c in changes] == ["README.md"]
-    assert b"+changed" in patch
+    assert b"+changed" in patch.diff
     assert not marker.exists()
     assert "A tiny calculator" in (tree.path / "README.md").read_text()
     assert not (tree.path / "f").exists(), "the planted HEAD's tree was never checked out"
