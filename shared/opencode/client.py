@@ -17,7 +17,6 @@ from contextlib import AbstractContextManager
 from typing import Any, Self
 from urllib.parse import quote, urlencode
 
-import httpcore
 import httpx
 
 from shared.opencode.diagnosis import DaemonCatalogue, diagnose_server_error, may_be_configuration
@@ -41,6 +40,7 @@ from shared.opencode.messages import (
     TokenUsage,
     object_or_empty,
 )
+from shared.opencode.transport import Answer, Broken, ConnectionPool, ReadTimeout, Unreachable
 
 __all__ = [
     "AnswerTooLarge",
@@ -249,10 +249,10 @@ class OpenCodeClient:
         auth = httpx.BasicAuth(username, password) if password else None
         # A compressed body could expand past the cap inside one chunk: ask for none.
         headers = {"Accept-Encoding": "identity"}
-        # Requests go straight through httpcore (the connection pool httpx itself
-        # sits on): httpx's URL and request model cost 1.5 ms of CPU per request
-        # here, httpcore 0.9, and a run makes twenty. The event stream, one
-        # long-lived request per daemon, keeps httpx.
+        # Requests go through the standard library's http.client on kept-alive
+        # connections (shared.opencode.transport): per request here httpx cost 1.5 ms
+        # of CPU, httpcore 0.2, http.client 0.075, and a run makes twenty. The event
+        # stream, one long-lived request per daemon, keeps httpx.
         self._requests = _Requests(
             self.base_url, username=username, password=password if auth else None
         )
@@ -307,14 +307,14 @@ class OpenCodeClient:
         try:
             with self._requests.stream(method, path, params, body, read_s) as response:
                 status = response.status
-                headers = _headers(response.headers)
-                content = self._bounded_body(headers, response.iter_stream(), what)
-        except (httpcore.ConnectError, httpcore.ConnectTimeout, httpcore.PoolTimeout) as exc:
-            raise OpenCodeUnreachable(f"{what}: {type(exc).__name__}: {exc}") from exc
-        except httpcore.TimeoutException as exc:
+                headers = response.headers
+                content = self._bounded_body(headers, response.chunks(), what)
+        except Unreachable as exc:
+            raise OpenCodeUnreachable(f"{what}: {exc}") from exc
+        except ReadTimeout as exc:
             raise OpenCodeTimeout(f"{what}: no answer in time ({exc})") from exc
-        except (httpcore.NetworkError, httpcore.ProtocolError) as exc:
-            raise OpenCodeTransientError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        except Broken as exc:
+            raise OpenCodeTransientError(f"{what}: {exc}") from exc
         if status == 204 and not content:
             return None, headers  # No Content (prompt_async); callers check the shape
         success = 200 <= status < 300
@@ -731,41 +731,28 @@ class OpenCodeClient:
         return value
 
 
-def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    """A response's headers by lower-case name (a repeated one: the values joined, as
-    HTTP reads them, so a second Content-Encoding is still seen)."""
-    seen: dict[str, str] = {}
-    for name, value in raw:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        seen[key] = f"{seen[key]}, {text}" if key in seen else text
-    return seen
-
-
 class _Requests:
-    """Plain requests to one daemon over an httpcore connection pool (httpx's limits)."""
+    """Plain requests to one daemon over a keep-alive pool (:mod:`shared.opencode.transport`)."""
 
     def __init__(self, base_url: str, *, username: str, password: str | None) -> None:
         url = httpx.URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"not an http(s) daemon URL: {base_url!r}")
-        self._scheme = url.scheme.encode()
-        self._host = url.raw_host
-        self._port = url.port
-        self._prefix = url.raw_path.rstrip(b"/")
-        host = url.netloc  # host[:port] as sent in the Host header
-        self._headers: list[tuple[bytes, bytes]] = [
-            (b"Host", host),
-            (b"Accept", b"*/*"),
-            (b"Accept-Encoding", b"identity"),
-            (b"Connection", b"keep-alive"),
-            (b"User-Agent", b"kodo"),
+        self._prefix = url.raw_path.rstrip(b"/").decode("ascii")
+        self._headers: list[tuple[str, str]] = [
+            ("Host", url.netloc.decode("ascii")),  # host[:port], as httpx sent it
+            ("Accept", "*/*"),
+            ("Accept-Encoding", "identity"),
+            ("Connection", "keep-alive"),
+            ("User-Agent", "kodo"),
         ]
         if password is not None:
             token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-            self._headers.append((b"Authorization", f"Basic {token}".encode("ascii")))
-        self._pool = httpcore.ConnectionPool(
-            max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0
+            self._headers.append(("Authorization", f"Basic {token}"))
+        port = url.port or (443 if url.scheme == "https" else 80)
+        context = httpx.create_ssl_context() if url.scheme == "https" else None
+        self._pool = ConnectionPool(
+            url.scheme, url.host, port, max_open=100, max_idle=20, idle_s=5.0, ssl_context=context
         )
 
     def stream(
@@ -775,30 +762,28 @@ class _Requests:
         params: Mapping[str, str],
         body: dict[str, Any] | None,
         read_s: float,
-    ) -> AbstractContextManager[httpcore.Response]:
-        """The response as a context manager (``status``, ``headers``, ``iter_stream()``)."""
-        target = self._prefix + path.encode("ascii")
+    ) -> AbstractContextManager[Answer]:
+        """The answer as a context manager (``status``, ``headers``, ``chunks()``)."""
+        target = self._prefix + path
         if params:
-            target += b"?" + urlencode(params, quote_via=quote).encode("ascii")
+            target += "?" + urlencode(params, quote_via=quote)
         headers = list(self._headers)
-        content = b""
+        content: bytes | None = None
         if body is not None:
             # as httpx encodes ``json=``
             content = json.dumps(
                 body, ensure_ascii=False, separators=(",", ":"), allow_nan=False
             ).encode()
-            headers.append((b"Content-Type", b"application/json"))
+            headers.append(("Content-Type", "application/json"))
         if body is not None or method in ("POST", "PUT", "PATCH"):
-            headers.append((b"Content-Length", str(len(content)).encode("ascii")))
-        connect_s = min(CONNECT_TIMEOUT_S, read_s)
-        timeout = {"connect": connect_s, "read": read_s, "write": read_s, "pool": read_s}
-        url = httpcore.URL(scheme=self._scheme, host=self._host, port=self._port, target=target)
-        return self._pool.stream(
-            method.encode("ascii"),
-            url,
-            headers=headers,
-            content=content,
-            extensions={"timeout": timeout},
+            headers.append(("Content-Length", str(len(content or b""))))
+        return self._pool.request(
+            method,
+            target,
+            headers,
+            content,
+            connect_s=min(CONNECT_TIMEOUT_S, read_s),
+            read_s=read_s,
         )
 
     def close(self) -> None:
