@@ -23,6 +23,7 @@ from sqlalchemy import (
     case,
     extract,
     func,
+    or_,
     select,
     update,
 )
@@ -269,9 +270,15 @@ IN_DOUBT = (
     CallStatus.UNKNOWN.value,
     CallStatus.TIMED_OUT.value,
 )
+"""Call states whose daemon session may still be working."""
+_IN_DOUBT = select(_CALLS.c.session_id, _CALLS.c.daemon).where(
+    _CALLS.c.run_id == bindparam("run_id"),
+    _CALLS.c.step_id == bindparam("step_id"),
+    or_(*(_CALLS.c.status == status for status in IN_DOUBT)),  # no expanding IN: direct
+    _CALLS.c.session_id.is_not(None),
+)
 OPEN = (CallStatus.CLAIMED.value, CallStatus.SENT.value)
 """Call states whose answer is still awaited (a cancel aborts their sessions)."""
-"""Call states whose daemon session may still be working."""
 
 
 @dataclass(frozen=True)
@@ -591,12 +598,5 @@ class LedgerRepo:
         """(session id, daemon) of the step's calls that may still be running at their
         daemon: claimed by another delivery, sent, declared unknown, or timed out (the
         abort may have failed). A worktree is never reset while one of them is busy."""
-        rows = self.session.execute(
-            select(OpenCodeCall.session_id, OpenCodeCall.daemon).where(
-                OpenCodeCall.run_id == run_id,
-                OpenCodeCall.step_id == step_id,
-                OpenCodeCall.status.in_(IN_DOUBT),
-                OpenCodeCall.session_id.is_not(None),
-            )
-        ).all()
-        return [(sid, daemon) for sid, daemon in rows if sid]
+        rows = direct.execute(self.session, _IN_DOUBT, {"run_id": run_id, "step_id": step_id})
+        return [(sid, daemon) for sid, daemon in rows.all() if sid]
