@@ -1299,11 +1299,11 @@ def _changes(worktree: Worktree, *spec: str) -> list[IndexChange]:
         change if change.new_mode == SYMLINK else _text_counted(worktree, change)
         for change in changes
     ]
-    lone = lone_carriage_returns(worktree, [c.new_blob for c in counted if _counts_lone_crs(c)])
+    read = _read_blobs(worktree, [c.new_blob for c in counted if _counts_lone_crs(c)])
     return [
         _with_link(links, change)
         if links is not None and change.new_mode == SYMLINK
-        else _with_lone_carriage_returns(change, lone)
+        else _with_lone_carriage_returns(change, read)
         for change in counted
     ]
 
@@ -1312,14 +1312,19 @@ def _counts_lone_crs(change: IndexChange) -> bool:
     return change.added is not None and change.status != "D" and change.new_mode in REGULAR_MODES
 
 
-def _with_lone_carriage_returns(change: IndexChange, lone: dict[str, int]) -> IndexChange:
-    """``change`` with each carriage return that no line feed follows counted as a line.
+def _with_lone_carriage_returns(
+    change: IndexChange, read: dict[str, tuple[int, int]]
+) -> IndexChange:
+    """``change`` with each carriage return that no line feed follows counted as a line,
+    and its new blob's size where the blob was read (:func:`_read_blobs`).
 
     git counts lines by LF alone, but a lone CR ends a line for Python (and for other
     readers): 5,000 statements joined by CRs were one line against ``max_lines``.
     """
-    found = lone.get(change.new_blob, 0) if _counts_lone_crs(change) else 0
-    return replace(change, added=(change.added or 0) + found) if found else change
+    if not _counts_lone_crs(change) or change.new_blob not in read:
+        return change
+    found, size = read[change.new_blob]
+    return replace(change, added=(change.added or 0) + found, new_size=size)
 
 
 def lone_carriage_returns(worktree: Worktree, blobs: list[str]) -> dict[str, int]:
@@ -1331,8 +1336,14 @@ def lone_carriage_returns(worktree: Worktree, blobs: list[str]) -> dict[str, int
     as one ``cat-file --batch`` stream, a chunk at a time: a file of any size costs no
     more memory than a chunk, and the whole read is bounded by GIT_TIMEOUT_S.
     """
+    return {oid: count for oid, (count, _size) in _read_blobs(worktree, blobs).items()}
+
+
+def _read_blobs(worktree: Worktree, blobs: list[str]) -> dict[str, tuple[int, int]]:
+    """Each of ``blobs``: its lone carriage returns (:func:`lone_carriage_returns`) and
+    its size as git's ``--batch`` header gives it (what ``--batch-check`` would say)."""
     wanted = list(dict.fromkeys(blobs))
-    counts: dict[str, int] = {}
+    counts: dict[str, tuple[int, int]] = {}
     if not wanted:
         return counts
     hardened = HardenedGit(worktree.gitdir, timeout_s=GIT_TIMEOUT_S, objects=worktree.object_env())
@@ -1365,11 +1376,17 @@ def _feed_and_close(pipe: IO[bytes], data: bytes) -> None:
         pipe.close()
 
 
-def _lone_crs_in_next_blob(stream: IO[bytes], oid: str) -> int:
+def _lone_crs_in_next_blob(stream: IO[bytes], oid: str) -> tuple[int, int]:
+    """The next blob's lone carriage returns and its size."""
     header = stream.readline(200).split()
-    if len(header) != 3 or header[0].decode() != oid or header[1] != b"blob":
+    if (
+        len(header) != 3
+        or header[0].decode() != oid
+        or header[1] != b"blob"
+        or not header[2].isdigit()
+    ):
         raise GitError(f"git cat-file --batch: no blob {oid} ({b' '.join(header)[:200]!r})")
-    left = int(header[2])
+    size = left = int(header[2])
     count, ended_with_cr = 0, False
     while left:
         chunk = stream.read(min(left, 1 << 20))
@@ -1381,7 +1398,7 @@ def _lone_crs_in_next_blob(stream: IO[bytes], oid: str) -> int:
         count += chunk.count(b"\r") - chunk.count(b"\r\n")
         ended_with_cr = chunk.endswith(b"\r")
     stream.read(1)  # the line feed after each object
-    return count
+    return count, size
 
 
 def _text_counted(worktree: Worktree, change: IndexChange) -> IndexChange:
@@ -1434,11 +1451,11 @@ def unfaithful_paths(worktree: Worktree, changes: list[IndexChange]) -> list[str
     kept = [c for c in kept if "\ufffd" not in c.path]
     files = [c for c in kept if c.new_mode in REGULAR_MODES]
     links = [c for c in kept if c.new_mode == SYMLINK]
-    sizes = (
-        _blob_sizes(_run(worktree, list(BLOB_SIZES), stdin=_ids_fed([c.new_blob for c in files])))
-        if files
-        else {}
-    )
+    # a blob read for its line count came with its size; only the others are asked for
+    sizes = {c.new_blob: c.new_size for c in files if c.new_size is not None}
+    unsized = [c.new_blob for c in files if c.new_size is None]
+    if unsized:
+        sizes.update(_blob_sizes(_run(worktree, list(BLOB_SIZES), stdin=_ids_fed(unsized))))
     with pinned(worktree) as folder:
         for change in files:
             size = sizes[change.new_blob]

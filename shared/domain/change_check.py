@@ -94,6 +94,8 @@ class IndexChange:
     ``source`` is the old path of a rename (R) or copy (C). Counts are None for a
     binary file. ``link_target`` is the blob of a new symlink, read from the index, and
     ``link_inside`` what the filesystem said about where it resolves (None: not asked).
+    ``new_size``: the new blob's size in bytes as git read it with the blob (None: not
+    read), so the check of the bytes on disk needs no second git for it.
     """
 
     status: str
@@ -106,6 +108,7 @@ class IndexChange:
     removed: int | None = 0
     link_target: str | None = None
     link_inside: bool | None = None
+    new_size: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {

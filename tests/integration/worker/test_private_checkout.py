@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from services.worker.git_ops import (
+    BLOB_SIZES,
     UnfaithfulCheckout,
     Worktree,
     commit_index,
@@ -26,6 +27,7 @@ from services.worker.git_ops import (
     stage_edits,
     unfaithful_paths,
 )
+from shared import gitcmd
 
 pytestmark = pytest.mark.integration
 
@@ -252,3 +254,39 @@ def test_a_staged_link_is_faithful_only_if_the_disk_holds_that_very_link(
 
     expected = [] if now == "its own" else ["docs/link"]
     assert unfaithful_paths(tree, changes) == expected
+
+
+def test_the_sizes_come_with_the_blobs_read_for_line_counts_and_are_asked_only_for_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A text file's blob is read once (its lone carriage returns counted) and its size
+    kept from that read, so the check of the bytes on disk starts no second git for it;
+    a binary file's blob is never read for lines, and its size is asked of git."""
+    repo = _repo(tmp_path, "")
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+    (tree.path / "calc.py").write_text("def add(a, b):\n    return a + b\n")
+    changes = stage_edits(tree)
+    text = next(c for c in changes if c.path == "calc.py")
+    assert text.new_size == len(b"def add(a, b):\n    return a + b\n")
+
+    asked: list[list[str]] = []
+    spawn = gitcmd._git_process
+
+    def counting(cwd: Path, args: list[str], *rest: object) -> object:
+        asked.append(list(args))
+        return spawn(cwd, args, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gitcmd, "_git_process", counting)
+    assert unfaithful_paths(tree, changes) == []
+    assert not [a for a in asked if "cat-file" in a], "no git asked for a size it was told"
+
+    (tree.path / "blob.bin").write_bytes(b"\0\1\2" * 100)
+    changes = stage_edits(tree)
+    binary = next(c for c in changes if c.path == "blob.bin")
+    assert (binary.added, binary.new_size) == (None, None)
+    asked.clear()
+    assert unfaithful_paths(tree, changes) == []
+    assert [a[-2:] for a in asked if "cat-file" in a] == [list(BLOB_SIZES)]
+    with (tree.path / "blob.bin").open("r+b") as grown:  # its size still judges the disk
+        grown.truncate(1 << 20)
+    assert unfaithful_paths(tree, changes) == ["blob.bin"]
