@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -66,3 +67,57 @@ def test_per_delivery_chatter_is_dropped_and_failures_still_pass(out: io.StringI
     logging.getLogger("celery.app.trace").error("Task kodo.CompileST raised")
 
     assert [line["event"] for line in lines(out)] == ["Task kodo.CompileST raised"]
+
+
+def test_a_kodo_logger_keeps_its_stdlib_level_as_the_token_cli_sets_it(
+    out: io.StringIO,
+) -> None:
+    """kodo's structlog lines are not stdlib records, yet the level of the stdlib logger
+    of the same name decides them: the token CLI lets only ``kodo.audit`` below WARNING."""
+    configure_logging(json=True, level="WARNING", stream=out)
+    logging.getLogger("kodo.audit").setLevel(logging.INFO)
+    try:
+        structlog.get_logger("kodo.audit").info("audit", action="token.create")
+        structlog.get_logger("kodo.step").info("step.started")
+        structlog.get_logger("kodo.step").warning("step.abandoned")
+    finally:
+        logging.getLogger("kodo.audit").setLevel(logging.NOTSET)
+
+    assert [(line["event"], line["logger"]) for line in lines(out)] == [
+        ("audit", "kodo.audit"),
+        ("step.abandoned", "kodo.step"),
+    ]
+
+
+def test_an_exception_logged_carries_its_traceback_and_is_redacted(out: io.StringIO) -> None:
+    key = "sk-" + "z9y8x7w6v5u4t3s2r1q0p9o8"
+    try:
+        raise RuntimeError(f"the daemon said {key}")
+    except RuntimeError:
+        structlog.get_logger("kodo.step").exception("step.crashed")
+
+    (line,) = lines(out)
+    assert (line["event"], line["level"]) == ("step.crashed", "error")
+    assert "RuntimeError" in str(line["exception"])
+    assert key not in json.dumps(line)
+
+
+def test_lines_from_structlog_and_stdlib_in_many_threads_never_interleave(
+    out: io.StringIO,
+) -> None:
+    """Both kinds of line are written under the one handler's lock."""
+
+    def write(i: int) -> None:
+        for j in range(200):
+            structlog.get_logger("kodo.test").info("kodo", n=i, j=j, pad="x" * 300)
+            logging.getLogger("celery.test").warning("stdlib %d %d %s", i, j, "y" * 300)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    parsed = lines(out)  # each line whole JSON, or json.loads raises
+    assert len(parsed) == 8 * 200 * 2
+    assert sum(1 for line in parsed if line["event"] == "kodo") == 8 * 200
