@@ -27,6 +27,7 @@ from shared.opencode.errors import (
 )
 from shared.opencode.messages import AnswerTooLarge
 from shared.opencode.transport import ConnectionPool, Unreachable
+from tests.served import served
 
 
 class _Counting(ThreadingHTTPServer):
@@ -116,15 +117,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[_Counting]:
-    srv = _Counting()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with served(_Counting()) as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join()
 
 
 def _client(srv: _Counting, *, timeout_s: float = 5.0, cap: int = 1 << 20) -> OpenCodeClient:

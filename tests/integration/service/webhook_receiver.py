@@ -3,7 +3,6 @@ and answers what the test says (a status, a redirect, a slow answer)."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +10,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from devstack.supervisor import free_port
+from tests.served import served
 
 
 @dataclass(frozen=True)
@@ -72,15 +72,8 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def serving(receiver: Receiver) -> Iterator[Receiver]:
     """Serve ``receiver`` on its port until the block ends."""
-    server = ThreadingHTTPServer(("127.0.0.1", receiver.port), _handler(receiver))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with served(ThreadingHTTPServer(("127.0.0.1", receiver.port), _handler(receiver))):
         yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def receiver_on_free_port() -> Receiver:

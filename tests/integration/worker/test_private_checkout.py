@@ -27,7 +27,7 @@ from services.worker.git_ops import (
     stage_edits,
     unfaithful_paths,
 )
-from shared import gitcmd
+from tests.integration.worker.test_git_hardening import count_git
 
 pytestmark = pytest.mark.integration
 
@@ -269,14 +269,7 @@ def test_the_sizes_come_with_the_blobs_read_for_line_counts_and_are_asked_only_f
     text = next(c for c in changes if c.path == "calc.py")
     assert text.new_size == len(b"def add(a, b):\n    return a + b\n")
 
-    asked: list[list[str]] = []
-    spawn = gitcmd._git_process
-
-    def counting(cwd: Path, args: list[str], *rest: object) -> object:
-        asked.append(list(args))
-        return spawn(cwd, args, *rest)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(gitcmd, "_git_process", counting)
+    asked = count_git(monkeypatch)
     assert unfaithful_paths(tree, changes) == []
     assert not [a for a in asked if "cat-file" in a], "no git asked for a size it was told"
 

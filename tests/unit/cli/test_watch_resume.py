@@ -7,7 +7,6 @@ the first stream sends one event (id 7) and closes; the reconnect must name even
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from services.cli.main import cli
+from tests.served import served
 
 
 class FlakyApi(ThreadingHTTPServer):
@@ -58,14 +58,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def flaky_api() -> Iterator[FlakyApi]:
-    server = FlakyApi()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with served(FlakyApi()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_broken_stream_is_resumed_after_the_last_event_seen(flaky_api: FlakyApi) -> None:
