@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from celery.signals import worker_process_init
 
-from bench import sqlcount
+from bench import fn_cpu, sqlcount
 from services.worker.celery_app import app
 
 sqlcount.install_from_env("worker")
+fn_cpu.install_from_env("worker")
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _count_in_child(**_: object) -> None:
     sqlcount.install_from_env("worker")
+    fn_cpu.install_from_env("worker")
 
 
 __all__ = ["app"]
