@@ -133,13 +133,6 @@ class KodoLogger(structlog.BoundLoggerBase):
     warn = warning
 
 
-def _logger_name(logger: object, _: str, event: EventDict) -> EventDict:
-    name = getattr(logger, "name", None)
-    if name:
-        event["logger"] = name
-    return event
-
-
 def _renderer(json: bool, stream: TextIO) -> Processor:
     if json:
         return structlog.processors.JSONRenderer()
@@ -163,29 +156,17 @@ def configure_logging(
     def lines_to(*args: Any) -> _HandlerLine:
         return _HandlerLine(str(args[0]) if args else "", handler)
 
+    # the last steps of every line, kodo's and stdlib's alike
+    rendered: list[Processor] = [structlog.processors.format_exc_info, _redact_secrets, renderer]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            _logger_name,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            _redact_secrets,
-            renderer,
-        ],
+        processors=[*_shared_processors(), *rendered],
         logger_factory=lines_to,
         wrapper_class=KodoLogger,
         cache_logger_on_first_use=False,  # a second configure_logging reaches every logger
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_foreign_processors(),
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            _redact_secrets,
-            renderer,
-        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendered],
     )
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(formatter)

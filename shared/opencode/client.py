@@ -751,9 +751,7 @@ class _Requests:
             self._headers.append(("Authorization", f"Basic {token}"))
         port = url.port or (443 if url.scheme == "https" else 80)
         context = httpx.create_ssl_context() if url.scheme == "https" else None
-        self._pool = ConnectionPool(
-            url.scheme, url.host, port, max_open=100, max_idle=20, idle_s=5.0, ssl_context=context
-        )
+        self._pool = ConnectionPool(url.scheme, url.host, port, ssl_context=context)
 
     def stream(
         self,

@@ -233,10 +233,6 @@ class ConnectionPool:
         for old in dropped:
             old.close()
 
-    def idle_count(self) -> int:
-        with self._lock:
-            return len(self._idle)
-
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
