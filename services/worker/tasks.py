@@ -15,7 +15,7 @@ from services.worker.delivery import deliver
 from services.worker.reconciler import reconcile
 from services.worker.runtime import runtime
 from services.worker.steps.apply_patch import apply_patch_step
-from services.worker.steps.base import StepBody, run_step
+from services.worker.steps.base import StepBody, run_steps
 from services.worker.steps.compile import compile_step
 from services.worker.steps.decide import decide_step
 from services.worker.steps.execute import execute_step
@@ -51,14 +51,12 @@ class RunFailed(Exception):
 
 
 def _register(step: StepId) -> None:
-    body = BODIES[step]
-
     @app.task(name=task_name(step), bind=True, throws=(RunFailed,), **_RETRY)  # type: ignore[untyped-decorator]
     def step_task(self: Task, run_id: str) -> str:
-        outcome = run_step(runtime(app), step, run_id, body, task_id=self.request.id)
-        if outcome == RunStatus.FAILED.value:
-            raise RunFailed(f"run {run_id} failed at {step.value} (recorded)")
-        return outcome
+        done = run_steps(runtime(app), step, run_id, BODIES, task_id=self.request.id)
+        if done.status == RunStatus.FAILED.value:
+            raise RunFailed(f"run {run_id} failed at {done.step.value} (recorded)")
+        return done.status
 
     step_task.__doc__ = f"{step.value} for one run (id in, checkpointed, idempotent)."
 

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -257,31 +257,118 @@ def load_context(
     return None if entered is None else StepContext.entered(entered, rt, StepLeases(rt.sessions))
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """What one delivery did: the last step it ran, and what happened to that step."""
+
+    step: StepId
+    status: str
+    # The step the outcome moved the run on to, its message not sent: this delivery
+    # runs it next (run_steps).
+    then: StepId | None = None
+
+
+MAX_HOPS = 4
+"""Steps one delivery goes on to, at most, before it sends the next one as a message.
+A chain parks on its provider call well before this: the bound only keeps a machine
+change from turning a delivery into a loop."""
+
+SENDS_AND_PARKS = frozenset({StepId.COMPILE, StepId.APPLY_PATCH, StepId.DECIDE})
+"""Steps whose delivery, with OC_ASYNC, sends the step's provider call and parks: a
+moment's work, after which the delivery its answer wakes is the step's own task."""
+
+
 def run_step(
     rt: Runtime, step: StepId, run_id: str, body: StepBody, *, task_id: str | None = None
 ) -> str:
-    """Run ``body`` for ``run_id`` once; return what happened (for logs and tests).
+    """Run ``body`` for ``run_id`` once; return what happened (for logs and tests). The
+    step the outcome names next is sent as a message after the commit.
     ``task_id``: the Celery task delivering it (the collector's wake-ups name it)."""
     # Every line logged inside the step (call protocol, git, stdlib loggers) carries the ids.
     with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=step.value):
-        return _run_step(rt, step, run_id, body, task_id)
+        return _run_step(rt, step, run_id, body, task_id, go_on=_never).status
 
 
-def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody, task_id: str | None) -> str:
+def _never(_: StepId) -> bool:
+    return False
+
+
+def goes_on_to(settings: Settings, step: StepId) -> bool:
+    """Whether a delivery that moved a run on to ``step`` runs it itself, instead of
+    sending it as a message: only a step whose delivery sends its provider call and
+    parks (OC_ASYNC). The delivery then saves a Celery hop, and the delivery the answer
+    wakes is still the step's own task (Flower, the celery CLI). A step that does its
+    work in its delivery (ExecuteST's command) or blocks on its call goes as its task."""
+    return settings.oc_async and step in SENDS_AND_PARKS
+
+
+def run_steps(
+    rt: Runtime,
+    step: StepId,
+    run_id: str,
+    bodies: Mapping[StepId, StepBody],
+    *,
+    task_id: str | None = None,
+) -> Delivered:
+    """Run ``step`` for ``run_id``, then, in this same delivery, the step its outcome
+    moves the run on to if that step only sends its provider call (:func:`goes_on_to`).
+
+    The next step's message would only have brought the run to a worker thread again
+    (a Celery delivery, a lease taken from the rows either way); going on here is the
+    same protocol without the hop. Nothing is lost if the worker dies between the two:
+    the run sits at the next step's status with no checkpoint, which the reconciler
+    re-sends from the rows, as it does a lost message. A step gone on to that finds the
+    database away is sent as a message instead, and retries as its own task.
+    """
+
+    def go_on(then: StepId) -> bool:
+        return hop < MAX_HOPS and goes_on_to(rt.settings, then)
+
+    for hop in range(MAX_HOPS + 1):
+        with structlog.contextvars.bound_contextvars(run_id=run_id, step_id=step.value):
+            try:
+                done = _run_step(rt, step, run_id, bodies[step], task_id, go_on=go_on)
+            except OperationalError:
+                if hop == 0:
+                    raise  # this task's own step: Celery retries it with backoff
+                log.warning("step.database_unavailable", run_id=run_id, step_id=step.value)
+                _send_now(rt, RunStep(step, run_id, parent=task_id))
+                return Delivered(step, "sent")
+        if done.then is None:
+            return done
+        step = done.then
+    raise AssertionError("unreachable: the last hop may not go on")
+
+
+def _send_now(rt: Runtime, message: RunStep) -> None:
+    """Send ``message`` outside any unit of work (nothing is left to commit)."""
+    with rt.uow() as uow:
+        uow.send_after_commit(message)
+
+
+def _run_step(
+    rt: Runtime,
+    step: StepId,
+    run_id: str,
+    body: StepBody,
+    task_id: str | None,
+    *,
+    go_on: Callable[[StepId], bool],
+) -> Delivered:
     bound = log.bind(run_id=run_id, step_id=step.value)
     ctx = load_context(rt, run_id, step, task_id)
     if ctx is None:
-        return "skipped"
+        return Delivered(step, "skipped")
     bound.info("step.started")
     try:
         with LeaseKeeper(ctx):
             outcome = _guarded(ctx, body)
     except CallPending as pending:  # (a call's claim records any answer still waiting)
-        return _park(rt, ctx.lease, pending, work_ms=ctx.work.ms)
+        return Delivered(step, _park(rt, ctx.lease, pending, work_ms=ctx.work.ms))
     except (StepAbandoned, CallSuperseded) as exc:
         bound.warning("step.abandoned", reason=str(exc))
         _keep_answers(rt, ctx.unrecorded)
-        return "superseded"
+        return Delivered(step, "superseded")
     except OperationalError:
         # The database is down, not the step: let the task retry with backoff (the
         # lease lapses and the next delivery resumes from the ledger), never fail the run.
@@ -300,13 +387,19 @@ def _run_step(rt: Runtime, step: StepId, run_id: str, body: StepBody, task_id: s
             f"{type(exc).__name__}: {exc}", {"traceback": traceback.format_exc()}
         )
     try:
-        move, outcome = _record_or_refusal(rt, ctx.lease, outcome, _routing(ctx), ctx.unrecorded)
+        move, outcome = _record_or_refusal(
+            rt, ctx.lease, outcome, _routing(ctx), ctx.unrecorded, go_on=go_on
+        )
     except (StepSuperseded, CallSuperseded):
         bound.warning("step.superseded")
         _keep_answers(rt, ctx.unrecorded)
-        return "superseded"
-    bound.info("step.finished", ok=outcome.ok, to_status=move.to_status.value)
-    return move.to_status.value
+        return Delivered(step, "superseded")
+    then = move.dispatch if move.dispatch is not None and go_on(move.dispatch) else None
+    if then is None:
+        bound.info("step.finished", ok=outcome.ok, to_status=move.to_status.value)
+    else:
+        bound.info("step.finished", ok=outcome.ok, to_status=move.to_status.value, then=then.value)
+    return Delivered(step, move.to_status.value, then)
 
 
 def _keep_answers(rt: Runtime, unrecorded: UnrecordedAnswers) -> None:
@@ -411,6 +504,8 @@ def _record_or_refusal(
     outcome: StepOutcome,
     routing: Routing,
     unrecorded: UnrecordedAnswers,
+    *,
+    go_on: Callable[[StepId], bool] = _never,
 ) -> tuple[Transition, StepOutcome]:
     """Record the outcome; if the database refuses it (a rule), record a failure instead.
 
@@ -424,7 +519,7 @@ def _record_or_refusal(
     there would leave them.
     """
     try:
-        return _record(rt, lease, outcome, routing, unrecorded), outcome
+        return _record(rt, lease, outcome, routing, unrecorded, go_on=go_on), outcome
     except (OperationalError, InterfaceError):
         raise
     except DBAPIError as exc:
@@ -433,7 +528,7 @@ def _record_or_refusal(
     _keep_answers(rt, unrecorded)
     unrecorded.take()  # any the database refused too stay sent: the failure goes without
     failure = refused_outcome(outcome, refused)
-    return _record(rt, lease, failure, routing, unrecorded), failure
+    return _record(rt, lease, failure, routing, unrecorded, go_on=go_on), failure
 
 
 def _record(
@@ -442,14 +537,17 @@ def _record(
     outcome: StepOutcome,
     routing: Routing,
     unrecorded: UnrecordedAnswers,
+    *,
+    go_on: Callable[[StepId], bool] = _never,
 ) -> Transition:
     """Record ``outcome``, and the answers it was judged from, in one unit of work; the
     step the machine names next is sent only after it commits (a lost send is re-sent
-    by the reconciler, from the rows), and the answers' sessions are deleted then."""
+    by the reconciler, from the rows), unless this delivery goes on to it itself
+    (``go_on``), and the answers' sessions are deleted then."""
     with rt.uow() as uow:
         rt.record_answers_in(uow.session, unrecorded)
         move = record_outcome(uow.session, lease, outcome, rt.clock.now(), routing)
-        if move.dispatch is not None:
+        if move.dispatch is not None and not go_on(move.dispatch):
             uow.send_after_commit(RunStep(move.dispatch, lease.run_id))
         if move.to_status is RunStatus.SUCCEEDED and rt.settings.deliver_remote:
             uow.send_after_commit(Deliver(lease.run_id))

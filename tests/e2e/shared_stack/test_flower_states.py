@@ -123,8 +123,13 @@ def test_a_runs_task_messages_carry_the_run_id_as_their_root(
     completions = sorted(
         {e["name"] for e in parented if by_uuid[e["parent_id"]]["name"] == e["name"]}
     )
-    assert completions == ["kodo.ApplyPatchST", "kodo.CompileST", "kodo.DecideST"], (
+    assert completions == ["kodo.ApplyPatchST", "kodo.CompileST"], (
         "each call's completion, sent by the collector, names the delivery that sent the call"
+    )
+    (decide,) = [e for e in received if e["name"] == "kodo.DecideST"]
+    assert by_uuid[decide["parent_id"]]["name"] == "kodo.ApplyPatchST", (
+        "decide's call was sent by the delivery that recorded the patch: its completion"
+        " names that delivery, and is DecideST's one task"
     )
     unparented = sorted(e["name"] for e in received if not e.get("parent_id"))
     assert unparented == ["kodo.ApplyPatchST", "kodo.CompileST"], (
