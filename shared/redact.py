@@ -23,13 +23,17 @@ _SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 _SECRET_VALUE = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{16,}"  # OpenAI-style keys
-    r"|sk-ant-[A-Za-z0-9_\-]{16,}"
+    # Every alternative starts with one of these: positions that cannot start one are
+    # skipped by a character-set test, not tried against each alternative in turn (every
+    # prompt and answer passes here; with the lookahead and ``bearer`` spelled out
+    # rather than under ``(?i:)`` a 3 kB text took 54-66 us instead of 88-102).
+    r"(?=[sgxAkBb-])"
+    r"(sk-[A-Za-z0-9_\-]{16,}"  # OpenAI-style keys (sk-ant-... too: its tail is in the class)
     r"|gh[pousr]_[A-Za-z0-9]{20,}"  # GitHub tokens
     r"|xox[abpr]-[A-Za-z0-9\-]{10,}"  # Slack tokens
     r"|AKIA[0-9A-Z]{16}"  # AWS access key ids
     r"|kodo_[A-Za-z0-9_\-]{40,}"  # kodo's API tokens: PREFIX + token_urlsafe(32), 43 chars
-    r"|(?i:bearer)\s+[A-Za-z0-9._\-+/=]{16,}"
+    r"|[Bb][Ee][Aa][Rr][Ee][Rr]\s+[A-Za-z0-9._\-+/=]{16,}"
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----)"
 )
 

@@ -591,7 +591,7 @@ class ExactlyOnceCalls:
             raise failed from exc
         if usage is None:
             usage = turn_usage(turn, reply)  # the turn unreadable: the answer's own usage
-        response = redact(self._response_record(reply, usage, trail))
+        response = self._response_record(reply, usage, trail)
 
         def settle() -> None:
             self._forget(daemon, session_id, call.directory)
@@ -1153,7 +1153,7 @@ class ExactlyOnceCalls:
         recorded = (
             None
             if reply is None
-            else withheld_record(reply, usage, trail)
+            else redact(withheld_record(reply, usage, trail))
             if withheld
             else self._response_record(reply, usage, trail)
         )
@@ -1161,7 +1161,7 @@ class ExactlyOnceCalls:
             key,
             status,
             started,
-            response=bounded_record(redact(recorded)) if recorded is not None else None,
+            response=bounded_record(recorded) if recorded is not None else None,
             usage=usage,
             error_name=error_name,
             error=error,
@@ -1276,12 +1276,15 @@ class ExactlyOnceCalls:
     def _response_record(
         reply: PromptReply, usage: dict[str, Any] | None, trail: list[dict[str, Any]] | None
     ) -> dict[str, Any]:
-        """What the ledger keeps of an answered call; ``tools`` is every tool use of the
-        turn (tool, status, the paths it named), since its session is deleted after."""
+        """What the ledger keeps of an answered call, redacted; ``tools`` is every tool
+        use of the turn (tool, status, the paths it named), since its session is deleted
+        after. ``structured`` is the redacted ``info``'s own answer, not redacted again
+        (a patch answer's text is most of the record, and each scan of it is paid)."""
+        info = redact(reply.info)
         record = {
-            "info": reply.info,
-            "parts": reply.parts,
-            "structured": reply.info.get("structured"),
-            "usage": usage,
+            "info": info,
+            "parts": redact(reply.parts),
+            "structured": info.get("structured"),
+            "usage": redact(usage),
         }
-        return record if trail is None else {**record, "tools": trail}
+        return record if trail is None else {**record, "tools": redact(trail)}

@@ -617,3 +617,24 @@ def test_a_refusal_for_child_sessions_names_ten_of_them_cut_and_counts_the_rest(
     assert row.error is not None
     assert "and 15 more" in row.error
     assert "c" * 41 not in row.error
+
+
+LEAKED = "sk-live0123456789abcdefghijkl"  # a fake key the ledger must not keep
+
+
+def test_a_secret_in_an_answer_never_reaches_the_ledger_answered_or_refused() -> None:
+    said = {**ANSWER, "reason": f"the tests need {LEAKED}"}
+    agent = FakeAgent(ScriptedTurn(answer=said, tools=[f"read@/w/{LEAKED}.txt"]))
+    ledger = InMemoryLedger()
+    result = _calls(agent, ledger).prompt_structured(_call())
+    response = ledger.rows[result.op_key].record.response
+    assert response is not None
+    assert LEAKED not in repr(response), "not in the answer, its tool parts, nor the trail"
+    assert response["tools"][0]["paths"] == ["/w/[REDACTED].txt"]
+    assert response["structured"]["reason"] == "the tests need [REDACTED]"
+    assert response["structured"] is response["info"]["structured"], "redacted once, kept twice"
+
+    _, row = _failed_row(FakeAgent(ScriptedTurn(answer={"argv": LEAKED})))
+    assert row.response is not None
+    assert LEAKED not in repr(row.response)
+    assert row.response["structured"] == {"argv": "[REDACTED]"}
