@@ -24,7 +24,11 @@ def descendants(pid: int) -> list[int]:
     """``pid`` and every process below it (prefork children, git and python grandchildren)."""
     found = [pid]
     for current in found:
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
+        try:  # a git child may exit between being listed and being read
+            tasks = list(Path(f"/proc/{current}/task").glob("*/children"))
+        except OSError:
+            continue
+        for task in tasks:
             try:
                 found += [int(c) for c in task.read_text().split()]
             except OSError:
