@@ -80,10 +80,12 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 @contextmanager
 def single_statement(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session for ONE read-only statement, outside any transaction (AUTOCOMMIT):
-    Postgres runs it on its own snapshot, as a one-statement transaction would, without
-    the BEGIN and COMMIT round trips; the pool resets the connection at check-in. Never
-    for statements that must agree with each other."""
+    """A session for ONE statement, outside any transaction (AUTOCOMMIT): Postgres runs
+    it on its own snapshot and, if it writes, commits it on its own, durably, as a
+    one-statement transaction would, without the BEGIN and COMMIT round trips; the pool
+    resets the connection at check-in. Never for statements that must agree with each
+    other or commit together, nor for a write its caller may still want rolled back (a
+    check raised after it)."""
     with factory() as session:
         session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         yield session

@@ -1,6 +1,7 @@
 """The call ledger on Postgres (``app.opencode_calls`` through LedgerRepo): one
 transaction per method that writes, as the exactly-once protocol needs; a method that
-reads one statement runs it outside a transaction."""
+runs one statement (a read, or a write that stands alone) runs it outside a
+transaction, which Postgres commits as the one-statement transaction it is."""
 
 from __future__ import annotations
 
@@ -44,6 +45,14 @@ class PostgresCallLedger:
         with single_statement(self.sessions) as s:
             yield LedgerRepo(s)
 
+    @contextmanager
+    def _single_write(self) -> Iterator[LedgerRepo]:
+        """The ledger for one statement that writes alone: Postgres commits it on its
+        own, durably, as the one-statement transaction it is, without the BEGIN and
+        COMMIT round trips (each is a quarter of a millisecond on a loaded machine)."""
+        with single_statement(self.sessions) as s:
+            yield LedgerRepo(s)
+
     def claim(
         self,
         call: StructuredCall,
@@ -68,11 +77,11 @@ class PostgresCallLedger:
             return found is None, found
 
     def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
-        with self._ledger() as ledger:
+        with self._single_write() as ledger:
             ledger.mark_started(op_key, session_id, daemon)
 
     def mark_sent(self, op_key: str) -> bool:
-        with self._ledger() as ledger:
+        with self._single_write() as ledger:
             return ledger.mark_sent(op_key)
 
     def awaits_collection(self, op_key: str) -> bool:
@@ -80,7 +89,7 @@ class PostgresCallLedger:
             return ledger.awaits_collection(op_key)
 
     def note_rejected(self, op_key: str, reason: str) -> None:
-        with self._ledger() as ledger:
+        with self._single_write() as ledger:
             ledger.note_rejected(op_key, reason)
 
     def sessions_in_doubt(self, run_id: str, step_id: str) -> list[tuple[str, str | None]]:
@@ -94,7 +103,7 @@ class PostgresCallLedger:
     def finish(
         self, op_key: str, outcome: CallOutcome, *, from_status: CallStatus = CallStatus.CLAIMED
     ) -> bool:
-        with self._ledger() as ledger:
+        with self._single_write() as ledger:
             return _finish_in(ledger, op_key, outcome, from_status)
 
 

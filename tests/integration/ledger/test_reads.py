@@ -4,6 +4,7 @@ run outside a transaction without leaving the pooled connection that way."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -12,7 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from bench import sqlcount
 from shared.db.engine import make_engine, make_session_factory
 from shared.db.models import OpenCodeCall
+from shared.domain.vocab import CallStatus
 from shared.opencode.call_ledger import PostgresCallLedger
+from shared.opencode.calls import CallOutcome
 from tests.factories import OpenCodeCallFactory, RunFactory
 
 pytestmark = pytest.mark.integration
@@ -111,3 +114,37 @@ def test_the_reads_send_no_transaction_and_leave_the_connection_transactional(
             select(func.count()).select_from(OpenCodeCall).where(OpenCodeCall.op_key == call.op_key)
         ).scalar_one()
     assert left == 1
+
+
+def test_a_write_that_stands_alone_commits_alone_without_a_transaction(
+    one_connection: Engine, db: Session
+) -> None:
+    """Marking a call started or sent, recording its end, noting a rejected answer: each
+    is one statement, which Postgres commits on its own (durably, as a one-statement
+    transaction would) without the BEGIN and COMMIT round trips."""
+    call = OpenCodeCallFactory(status="claimed", session_id=None)
+    db.commit()
+    sessions = make_session_factory(one_connection)
+    ledger = PostgresCallLedger(sessions)
+    ended = CallOutcome(CallStatus.SUCCEEDED, datetime.now(UTC), 12, response={"x": 1})
+    sqlcount.listen()
+    try:
+        before = sqlcount.snapshot()
+        ledger.mark_started(call.op_key, "ses_9", "http://127.0.0.1:1")
+        assert ledger.mark_sent(call.op_key) is True
+        assert ledger.finish(call.op_key, ended, from_status=CallStatus.SENT) is True
+        ledger.note_rejected(call.op_key, "judged unusable")
+        assert ledger.finish(call.op_key, ended, from_status=CallStatus.SENT) is False
+        after = sqlcount.snapshot()
+    finally:
+        sqlcount.unlisten()
+
+    def grew(key: str) -> int:
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert (grew("statements"), grew("begins"), grew("autocommit_begins")) == (5, 0, 5)
+    db.expire_all()
+    row = db.get(OpenCodeCall, call.id)
+    assert row is not None
+    assert (row.status, row.session_id, row.rejected) == ("succeeded", "ses_9", "judged unusable")
+    assert row.response == {"x": 1}
