@@ -79,13 +79,14 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 @contextmanager
-def single_statement(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session for ONE statement, outside any transaction (AUTOCOMMIT): Postgres runs
-    it on its own snapshot and, if it writes, commits it on its own, durably, as a
-    one-statement transaction would, without the BEGIN and COMMIT round trips; the pool
-    resets the connection at check-in. Never for statements that must agree with each
-    other or commit together, nor for a write its caller may still want rolled back (a
-    check raised after it)."""
+def outside_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session whose statements each run alone, outside any transaction (AUTOCOMMIT):
+    Postgres runs each on its own snapshot and commits each that writes on its own,
+    durably, as a one-statement transaction would, without the BEGIN and COMMIT round
+    trips; the pool resets the connection at check-in. Under READ COMMITTED a
+    transaction gives statements nothing more than that but atomicity: never for
+    statements that must commit together, nor for a write its caller may still want
+    rolled back (a check raised after it)."""
     with factory() as session:
         session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         yield session

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db.engine import single_statement, unit_of_work
+from shared.db.engine import outside_transaction, unit_of_work
 from shared.db.repos.ledger import LedgerRepo
 from shared.domain.budget import Estimate
 from shared.domain.call_record import AgedRecord
@@ -42,7 +42,7 @@ class PostgresCallLedger:
     @contextmanager
     def _single_read(self) -> Iterator[LedgerRepo]:
         """The ledger for one read-only statement, outside a transaction."""
-        with single_statement(self.sessions) as s:
+        with outside_transaction(self.sessions) as s:
             yield LedgerRepo(s)
 
     @contextmanager
@@ -50,7 +50,7 @@ class PostgresCallLedger:
         """The ledger for one statement that writes alone: Postgres commits it on its
         own, durably, as the one-statement transaction it is, without the BEGIN and
         COMMIT round trips (each is a quarter of a millisecond on a loaded machine)."""
-        with single_statement(self.sessions) as s:
+        with outside_transaction(self.sessions) as s:
             yield LedgerRepo(s)
 
     def claim(

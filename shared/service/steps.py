@@ -7,6 +7,8 @@ when to enter, when to run the body, when to dispatch what the machine names.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +19,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db.engine import commit_lazily, unit_of_work
+from shared.db.engine import commit_lazily, outside_transaction, unit_of_work
 from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.runs import RunRepo
 from shared.db.repos.snapshots import run_snapshot
@@ -90,11 +92,14 @@ def enter_step(
     worker_contract: str,
     now: datetime,
     task_id: str | None = None,
+    contract_unit: Callable[[], AbstractContextManager[Session]] | None = None,
 ) -> EnteredStep | None:
     """Snapshot the run and take the step's lease; None if this delivery has nothing to do
     (unknown run, a run that moved on, a live lease held by another delivery, or a run
     of another step contract, which is parked at waiting_upgrade here). ``task_id``:
-    the delivering Celery task, recorded with the lease."""
+    the delivering Celery task, recorded with the lease. ``contract_unit``: where a run
+    of another contract is parked (its two writes commit together), when ``s`` runs
+    each statement alone (:func:`enter_step_alone`); None: in ``s``."""
     run = run_snapshot(s, run_id, step)
     if run is None:
         log.warning("step.unknown_run", run_id=run_id, step_id=step.value)
@@ -114,15 +119,16 @@ def enter_step(
     if entered is None:
         log.info("step.busy", run_id=run_id, step_id=step.value)
         return None
-    parked = park_on_contract_mismatch_in(
-        s,
-        run_id,
-        step,
-        run_contract=run.contract_version,
-        worker_contract=worker_contract,
-        fence=entered.fence,
-        now=now,
-    )
+    with nullcontext(s) if contract_unit is None else contract_unit() as unit:
+        parked = park_on_contract_mismatch_in(
+            unit,
+            run_id,
+            step,
+            run_contract=run.contract_version,
+            worker_contract=worker_contract,
+            fence=entered.fence,
+            now=now,
+        )
     if parked is not None:
         log.warning(
             "step.parked",
@@ -170,6 +176,43 @@ def enter_step(
         ledger=run.ledger,
         earlier_work_ms=entered.parked_work_ms,
     )
+
+
+def enter_step_alone(
+    sessions: sessionmaker[Session],
+    run_id: str,
+    step: StepId,
+    *,
+    owner: str,
+    lease_s: float,
+    app_version: str,
+    worker_contract: str,
+    now: datetime,
+    task_id: str | None = None,
+) -> EnteredStep | None:
+    """:func:`enter_step` as the runner takes it: the snapshot and the lease are each one
+    statement, run outside a transaction (each delivery saves a BEGIN and a COMMIT).
+
+    Nothing is lost by it: under READ COMMITTED the two statements saw separate
+    snapshots inside a transaction too, the lease is taken (or not) by its one
+    statement, and the step reads the run's status again with its lease at its first
+    claim (a cancel between the two stops it there, as it did). Only the rare writes
+    that must commit together, parking a run of another step contract, take a
+    transaction of their own, after the lease is committed.
+    """
+    with outside_transaction(sessions) as s:
+        return enter_step(
+            s,
+            run_id,
+            step,
+            owner=owner,
+            lease_s=lease_s,
+            app_version=app_version,
+            worker_contract=worker_contract,
+            now=now,
+            task_id=task_id,
+            contract_unit=lambda: unit_of_work(sessions),
+        )
 
 
 def hold_lease(s: Session, lease: StepLease) -> None:

@@ -26,7 +26,6 @@ from services.worker.runtime import Runtime
 from services.worker.worktree_guard import worktree_gitdir_problem
 from shared.clock import Clock
 from shared.config import Settings
-from shared.db.engine import unit_of_work
 from shared.domain.budget import BudgetExceeded
 from shared.domain.pinning import pin_violation
 from shared.domain.policy import Policy
@@ -44,7 +43,7 @@ from shared.service.steps import (
     Routing,
     StepLeases,
     StepSuperseded,
-    enter_step,
+    enter_step_alone,
     park_on_call,
     record_outcome,
     refused_outcome,
@@ -240,20 +239,20 @@ StepBody = Callable[[StepContext], StepOutcome]
 def load_context(
     rt: Runtime, run_id: str, step: StepId, task_id: str | None = None
 ) -> StepContext | None:
-    """Snapshot the run and take the step's lease (one transaction); None: nothing to do.
-    ``task_id``: the Celery task delivering the step."""
-    with unit_of_work(rt.sessions) as s:
-        entered = enter_step(
-            s,
-            run_id,
-            step,
-            owner=worker_identity(),
-            lease_s=rt.settings.step_lease_s,
-            app_version=app_version(),
-            worker_contract=step_contract_version(),
-            now=rt.clock.now(),
-            task_id=task_id,
-        )
+    """Snapshot the run and take the step's lease (each a statement of its own, see
+    :func:`enter_step_alone`); None: nothing to do. ``task_id``: the Celery task
+    delivering the step."""
+    entered = enter_step_alone(
+        rt.sessions,
+        run_id,
+        step,
+        owner=worker_identity(),
+        lease_s=rt.settings.step_lease_s,
+        app_version=app_version(),
+        worker_contract=step_contract_version(),
+        now=rt.clock.now(),
+        task_id=task_id,
+    )
     return None if entered is None else StepContext.entered(entered, rt, StepLeases(rt.sessions))
 
 

@@ -235,7 +235,7 @@ def test_a_woken_step_reads_its_parked_call_with_its_lease_and_collects_it_witho
     finally:
         remove(rt.engine, "before_cursor_execute", seen)
     assert not [s for s in statements if s.startswith("INSERT INTO app.opencode_calls")]
-    assert len(commits) == 2, statements
+    assert len(commits) == 1, "the resume is one statement, outside a transaction; the outcome"
     assert statements[2:] == [
         "UPDATE app.opencode_calls SET",  # the answer, in the outcome's transaction
         "INSERT INTO app.artifacts",
@@ -481,10 +481,11 @@ def test_a_park_lost_with_postgres_leaves_a_call_the_next_delivery_collects(
     assert httpx.get(f"{client.base_url}/__kodo/stats").json()["prompts"] == 1
 
 
-def test_a_first_delivery_records_its_calls_session_with_the_claim_in_three_commits(
+def test_a_first_delivery_records_its_calls_session_with_the_claim_in_two_commits(
     async_rt: Runtime, client: OpenCodeClient, repo: Path
 ) -> None:
-    """enter, claim (with the session made just before), park: no mark_started between."""
+    """enter (one statement, outside a transaction), then the claim (with the session
+    made just before) and the park, each committed: no mark_started between."""
     rt = async_rt
     run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=300]")
     statements: list[str] = []
@@ -499,7 +500,7 @@ def test_a_first_delivery_records_its_calls_session_with_the_claim_in_three_comm
         assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
     finally:
         remove(rt.engine, "before_cursor_execute", seen)
-    assert len(commits) == 3, statements
+    assert len(commits) == 2, statements
     [call] = _calls(rt, run_id)
     assert (call["status"], call["daemon"]) == ("sent", client.base_url)
     with rt.sessions() as s:

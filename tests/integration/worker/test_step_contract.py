@@ -9,9 +9,10 @@ import pytest
 import redis
 from sqlalchemy import text, update
 
+from bench import sqlcount
 from services.worker.reconciler import reconcile
 from services.worker.runtime import Runtime
-from services.worker.steps.base import run_step
+from services.worker.steps.base import load_context, run_step
 from services.worker.steps.compile import compile_step
 from shared.db.engine import unit_of_work
 from shared.db.models import Run
@@ -139,3 +140,29 @@ def test_a_step_whose_attempt_is_in_the_ledger_under_another_prompt_fails_closed
     with rt.sessions() as s:
         calls = s.execute(text("SELECT count(*) FROM app.opencode_calls")).scalar_one()
     assert calls == 1
+
+
+def test_a_delivery_enters_without_a_transaction_but_parks_a_mismatch_in_one(
+    rt: Runtime, repo: Path
+) -> None:
+    """The snapshot and the lease are each one statement, run alone (no BEGIN, no
+    COMMIT: READ COMMITTED gave them separate snapshots in a transaction too); parking
+    a run of another contract is two writes, which commit together."""
+    ours, theirs = new_run(rt, repo), new_run(rt, repo)
+    _started_under(rt, theirs, "0123456789abcdef")
+    sqlcount.listen()
+    try:
+        before = sqlcount.snapshot()
+        assert load_context(rt, ours, StepId.COMPILE) is not None
+        entered = sqlcount.snapshot()
+        assert load_context(rt, theirs, StepId.COMPILE) is None
+        parked = sqlcount.snapshot()
+    finally:
+        sqlcount.unlisten()
+
+    def grew(a: dict[str, int], b: dict[str, int], key: str) -> int:
+        return b.get(key, 0) - a.get(key, 0)
+
+    assert [grew(before, entered, k) for k in ("statements", "begins", "commits")] == [2, 0, 0]
+    assert [grew(entered, parked, k) for k in ("begins", "commits")] == [1, 1]
+    assert read_run(rt, theirs).status == "waiting_upgrade"
