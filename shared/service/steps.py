@@ -198,7 +198,9 @@ def enter_step_alone(
     statement, and the step reads the run's status again with its lease at its first
     claim (a cancel between the two stops it there, as it did). Only the rare writes
     that must commit together, parking a run of another step contract, take a
-    transaction of their own, after the lease is committed.
+    transaction of their own, after the lease is committed: should the database drop
+    that transaction, the lease stays taken and the step waits for it to lapse (the
+    reconciler's pass), where a rollback used to free it for the task's retry.
     """
     with outside_transaction(sessions) as s:
         return enter_step(

@@ -317,7 +317,9 @@ def run_steps(
     same protocol without the hop. Nothing is lost if the worker dies between the two:
     the run sits at the next step's status with no checkpoint, which the reconciler
     re-sends from the rows, as it does a lost message. A step gone on to that finds the
-    database away is sent as a message instead, and retries as its own task.
+    database away is sent as a message instead: its delivery takes the step at once if
+    the failed one had not yet taken the lease, else once that lease lapses (by the
+    reconciler's pass), as for any delivery the database dropped mid-step.
     """
 
     def go_on(then: StepId) -> bool:

@@ -25,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 from services.worker.collector import Collector
 from services.worker.reconciler import reconcile
 from services.worker.runtime import Runtime
+from services.worker.steps import base
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import Delivered, StepContext, StepOutcome, run_step, run_steps
 from services.worker.steps.compile import compile_step
@@ -93,8 +94,13 @@ class Answers:
         )
 
     def arrived(self, step: StepId, run_id: str) -> None:
-        woken = wait_until(self.collector.reconcile, 10, f"{step}'s turn to end")
-        assert woken == [RunStep(step, run_id)]
+        """Until the collector would wake ``step`` of ``run_id`` (other runs' parked
+        steps, their answers in too, may be woken beside it)."""
+        wait_until(
+            lambda: RunStep(step, run_id) in self.collector.reconcile(),
+            10,
+            f"{step}'s turn to end",
+        )
 
 
 @pytest.fixture
@@ -161,27 +167,40 @@ def _killed(ctx: StepContext) -> StepOutcome:
 
 
 def test_a_worker_that_dies_between_two_steps_leaves_the_next_to_the_reconciler(
-    make_rt: RuntimeFactory, repo: Path
+    make_rt: RuntimeFactory, repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = FixedClock(datetime.now(UTC))
     rt = make_rt(clock=clock, oc_async=True, redispatch_after_s=30, step_lease_s=0.2)
     answers = Answers(rt)
     try:
-        run_id = _patch_answered(rt, repo, answers)
-        with pytest.raises(Killed):  # dies as decide begins: its checkpoint entered
-            run_steps(rt, StepId.APPLY_PATCH, run_id, {**BODIES, StepId.DECIDE: _killed})
-        other = _patch_answered(rt, repo, answers)
+        between = _patch_answered(rt, repo, answers)
+        inside = _patch_answered(rt, repo, answers)
     finally:
         answers.client.close()
-    # dies right after the patch's record commits: decide has no checkpoint at all
-    assert run_step(rt, StepId.APPLY_PATCH, other, apply_patch_step) == "deciding"
-    redis.Redis.from_url(rt.settings.redis_url).delete("kodo")  # as if never sent
-    assert _steps(rt, run_id)["ApplyPatchST"][0] == "succeeded"
+    entering = base.load_context
 
-    wait_lease_lapsed(rt, run_id, StepId.DECIDE)
+    def killed_entering(
+        rt: Runtime, run_id: str, step: StepId, task_id: str | None = None
+    ) -> StepContext | None:
+        if step is StepId.DECIDE:
+            raise Killed  # after the patch's record committed, before decide's lease
+        return entering(rt, run_id, step, task_id)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(base, "load_context", killed_entering)
+        with pytest.raises(Killed):
+            run_steps(rt, StepId.APPLY_PATCH, between, BODIES)
+    with pytest.raises(Killed):  # dies inside decide's body: its lease taken
+        run_steps(rt, StepId.APPLY_PATCH, inside, {**BODIES, StepId.DECIDE: _killed})
+    assert _queued(rt) == [], "neither delivery sent decide"
+    assert _steps(rt, between)["ApplyPatchST"][0] == "succeeded"
+    assert "DecideST" not in _steps(rt, between), "no checkpoint: never entered"
+    assert _steps(rt, inside)["DecideST"][0] == "running"
+
+    wait_lease_lapsed(rt, inside, StepId.DECIDE)
     clock.advance(31)
     redone = {(r.run_id, r.step) for r in reconcile(rt)}
-    assert redone == {(run_id, StepId.DECIDE), (other, StepId.DECIDE)}
+    assert redone == {(between, StepId.DECIDE), (inside, StepId.DECIDE)}
     assert _queued(rt) == ["kodo.DecideST", "kodo.DecideST"]
 
 
@@ -189,14 +208,14 @@ def _database_away(ctx: StepContext) -> StepOutcome:
     raise OperationalError("SELECT 1", {}, Exception("connection refused"))
 
 
-def test_a_step_gone_on_to_that_finds_the_database_away_is_sent_as_a_message(
+def test_a_step_gone_on_to_that_finds_the_database_away_is_sent_as_its_own_task(
     async_rt: Runtime, answers: Answers, repo: Path
 ) -> None:
     run_id = _patch_answered(async_rt, repo, answers)
     bodies = {**BODIES, StepId.DECIDE: _database_away}
     done = run_steps(async_rt, StepId.APPLY_PATCH, run_id, bodies)
     assert done == Delivered(StepId.DECIDE, "sent")
-    assert _queued(async_rt) == ["kodo.DecideST"], "its own task retries it"
+    assert _queued(async_rt) == ["kodo.DecideST"], "its own delivery takes it up (or the sweep)"
     assert _steps(async_rt, run_id)["ApplyPatchST"][0] == "succeeded"
 
 
