@@ -19,7 +19,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db.engine import commit_lazily, outside_transaction, unit_of_work
+from shared.db.engine import commit_lazily, unit_of_work
 from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.runs import RunRepo
 from shared.db.repos.snapshots import run_snapshot
@@ -99,7 +99,7 @@ def enter_step(
     of another step contract, which is parked at waiting_upgrade here). ``task_id``:
     the delivering Celery task, recorded with the lease. ``contract_unit``: where a run
     of another contract is parked (its two writes commit together), when ``s`` runs
-    each statement alone (:func:`enter_step_alone`); None: in ``s``."""
+    each statement alone (the runner's ``load_context``); None: in ``s``."""
     run = run_snapshot(s, run_id, step)
     if run is None:
         log.warning("step.unknown_run", run_id=run_id, step_id=step.value)
@@ -176,45 +176,6 @@ def enter_step(
         ledger=run.ledger,
         earlier_work_ms=entered.parked_work_ms,
     )
-
-
-def enter_step_alone(
-    sessions: sessionmaker[Session],
-    run_id: str,
-    step: StepId,
-    *,
-    owner: str,
-    lease_s: float,
-    app_version: str,
-    worker_contract: str,
-    now: datetime,
-    task_id: str | None = None,
-) -> EnteredStep | None:
-    """:func:`enter_step` as the runner takes it: the snapshot and the lease are each one
-    statement, run outside a transaction (each delivery saves a BEGIN and a COMMIT).
-
-    Nothing is lost by it: under READ COMMITTED the two statements saw separate
-    snapshots inside a transaction too, the lease is taken (or not) by its one
-    statement, and the step reads the run's status again with its lease at its first
-    claim (a cancel between the two stops it there, as it did). Only the rare writes
-    that must commit together, parking a run of another step contract, take a
-    transaction of their own, after the lease is committed: should the database drop
-    that transaction, the lease stays taken and the step waits for it to lapse (the
-    reconciler's pass), where a rollback used to free it for the task's retry.
-    """
-    with outside_transaction(sessions) as s:
-        return enter_step(
-            s,
-            run_id,
-            step,
-            owner=owner,
-            lease_s=lease_s,
-            app_version=app_version,
-            worker_contract=worker_contract,
-            now=now,
-            task_id=task_id,
-            contract_unit=lambda: unit_of_work(sessions),
-        )
 
 
 def hold_lease(s: Session, lease: StepLease) -> None:

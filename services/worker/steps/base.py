@@ -26,6 +26,7 @@ from services.worker.runtime import Runtime
 from services.worker.worktree_guard import worktree_gitdir_problem
 from shared.clock import Clock
 from shared.config import Settings
+from shared.db.engine import outside_transaction, unit_of_work
 from shared.domain.budget import BudgetExceeded
 from shared.domain.pinning import pin_violation
 from shared.domain.policy import Policy
@@ -43,7 +44,7 @@ from shared.service.steps import (
     Routing,
     StepLeases,
     StepSuperseded,
-    enter_step_alone,
+    enter_step,
     park_on_call,
     record_outcome,
     refused_outcome,
@@ -239,20 +240,32 @@ StepBody = Callable[[StepContext], StepOutcome]
 def load_context(
     rt: Runtime, run_id: str, step: StepId, task_id: str | None = None
 ) -> StepContext | None:
-    """Snapshot the run and take the step's lease (each a statement of its own, see
-    :func:`enter_step_alone`); None: nothing to do. ``task_id``: the Celery task
-    delivering the step."""
-    entered = enter_step_alone(
-        rt.sessions,
-        run_id,
-        step,
-        owner=worker_identity(),
-        lease_s=rt.settings.step_lease_s,
-        app_version=app_version(),
-        worker_contract=step_contract_version(),
-        now=rt.clock.now(),
-        task_id=task_id,
-    )
+    """Snapshot the run and take the step's lease; None: nothing to do. ``task_id``: the
+    Celery task delivering the step.
+
+    The snapshot and the lease are each one statement, run outside a transaction (each
+    delivery saves a BEGIN and a COMMIT). Nothing is lost by it: under READ COMMITTED
+    the two saw separate snapshots inside a transaction too, the lease is taken (or
+    not) by its one statement, and a provider step reads the run's status again with
+    its lease at its first claim (a cancel between the two stops it there, as it did).
+    Only the rare writes that must commit together, parking a run of another step
+    contract, take a transaction of their own, after the lease is committed: should
+    the database drop that transaction, the lease stays taken and the step waits for it
+    to lapse (the reconciler's pass), where a rollback used to free it for the retry.
+    """
+    with outside_transaction(rt.sessions) as s:
+        entered = enter_step(
+            s,
+            run_id,
+            step,
+            owner=worker_identity(),
+            lease_s=rt.settings.step_lease_s,
+            app_version=app_version(),
+            worker_contract=step_contract_version(),
+            now=rt.clock.now(),
+            task_id=task_id,
+            contract_unit=lambda: unit_of_work(rt.sessions),
+        )
     return None if entered is None else StepContext.entered(entered, rt, StepLeases(rt.sessions))
 
 

@@ -29,6 +29,13 @@ def one_connection(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+def _grew(before: dict[str, int], after: dict[str, int]) -> tuple[int, int, int]:
+    """Statements, BEGINs sent, and transactions begun on AUTOCOMMIT (nothing sent)."""
+    keys = ("statements", "begins", "autocommit_begins")
+    counts = [after.get(k, 0) - before.get(k, 0) for k in keys]
+    return counts[0], counts[1], counts[2]
+
+
 def test_the_step_s_sessions_in_doubt_are_the_calls_that_may_still_run(
     db: Session, sessions: sessionmaker[Session]
 ) -> None:
@@ -101,10 +108,7 @@ def test_the_reads_send_no_transaction_and_leave_the_connection_transactional(
     finally:
         sqlcount.unlisten()
 
-    def grew(key: str) -> int:
-        return after.get(key, 0) - before.get(key, 0)
-
-    assert (grew("statements"), grew("begins"), grew("autocommit_begins")) == (3, 0, 3)
+    assert _grew(before, after) == (3, 0, 3)
     # The same pooled connection, in a unit of work again: a rollback undoes the write.
     with sessions() as s:
         s.execute(OpenCodeCall.__table__.delete().where(OpenCodeCall.op_key == call.op_key))
@@ -139,10 +143,7 @@ def test_a_write_that_stands_alone_commits_alone_without_a_transaction(
     finally:
         sqlcount.unlisten()
 
-    def grew(key: str) -> int:
-        return after.get(key, 0) - before.get(key, 0)
-
-    assert (grew("statements"), grew("begins"), grew("autocommit_begins")) == (5, 0, 5)
+    assert _grew(before, after) == (5, 0, 5)
     db.expire_all()
     row = db.get(OpenCodeCall, call.id)
     assert row is not None
