@@ -75,18 +75,22 @@ TOO_DEEP = "[kodo: nested too deep to keep]"
 @lru_cache(maxsize=4096)
 def _names_a_secret(key: str) -> bool:
     """Whether a key names a credential. Records repeat a few hundred keys (a schema's,
-    a tool map's), so each is judged once per process; a key is a name, never the
-    secret itself."""
+    a tool map's), so each is judged once per process."""
     return _SECRET_KEY.search(key) is not None
 
 
 def redact(value: Any, _depth: int = 0) -> Any:
-    """A copy of ``value`` (JSON-like) with credentials replaced by ``[REDACTED]``."""
+    """A copy of ``value`` (JSON-like) with credentials replaced by ``[REDACTED]``.
+
+    Keys are scanned like values: a model's answer chooses its keys too, and one can be
+    a credential (``{"sk-...": 1}``). A short key costs a length test."""
     if _depth > MAX_DEPTH:
         return TOO_DEEP
     if isinstance(value, dict):
         return {
-            k: REDACTED if isinstance(k, str) and _names_a_secret(k) else redact(v, _depth + 1)
+            (redact_text(k) if isinstance(k, str) else k): (
+                REDACTED if isinstance(k, str) and _names_a_secret(k) else redact(v, _depth + 1)
+            )
             for k, v in value.items()
         }
     if isinstance(value, list):

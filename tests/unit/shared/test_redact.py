@@ -148,3 +148,14 @@ def test_the_fast_value_pattern_finds_exactly_what_the_plain_one_does() -> None:
     for _ in range(20000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 30)))
         assert _SECRET_VALUE.sub("#", text) == _PLAIN_SECRET_VALUE.sub("#", text), text
+
+
+def test_a_credential_used_as_a_key_is_blanked_too() -> None:
+    """A model's answer chooses its keys: one may be the secret itself."""
+    leaked = "sk-live0123456789abcdefghijkl"  # a fake key the record must not keep
+    answer = {"files": {leaked: "added"}, "hosts": {"https://u:hunter2pass@db.example": 1}}
+    assert redact(answer) == {
+        "files": {REDACTED: "added"},
+        "hosts": {f"https://u:{REDACTED}@db.example": 1},
+    }
+    assert redact({"summary": {"type": "string"}}) == {"summary": {"type": "string"}}
