@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shared.db.engine import commit_lazily, unit_of_work
 from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.runs import RunRepo
-from shared.db.repos.snapshots import run_snapshot
+from shared.db.repos.snapshots import entered_snapshot
 from shared.db.repos.steps import ArtifactRepo, StepRunRepo
 from shared.domain.call_record import StepLedger
 from shared.domain.pinning import RepoPin
@@ -94,28 +94,23 @@ def enter_step(
     task_id: str | None = None,
     contract_unit: Callable[[], AbstractContextManager[Session]] | None = None,
 ) -> EnteredStep | None:
-    """Snapshot the run and take the step's lease; None if this delivery has nothing to do
+    """Snapshot the run and take the step's lease, in one statement
+    (:func:`entered_snapshot`); None if this delivery has nothing to do
     (unknown run, a run that moved on, a live lease held by another delivery, or a run
     of another step contract, which is parked at waiting_upgrade here). ``task_id``:
     the delivering Celery task, recorded with the lease. ``contract_unit``: where a run
     of another contract is parked (its two writes commit together), when ``s`` runs
     each statement alone (the runner's ``load_context``); None: in ``s``."""
-    run = run_snapshot(s, run_id, step)
-    if run is None:
+    found = entered_snapshot(
+        s, run_id, step, owner=owner, lease_s=lease_s, app_version=app_version, task_id=task_id
+    )
+    if found is None:
         log.warning("step.unknown_run", run_id=run_id, step_id=step.value)
         return None
-    if run.status != STEP_STATUS[step].value:
+    run, entered = found
+    if run.status != STEP_STATUS[step].value:  # no lease was taken
         log.info("step.stale_delivery", run_id=run_id, step_id=step.value, status=run.status)
         return None
-    entered = StepRunRepo(s).enter(
-        run_id,
-        step,
-        owner=owner,
-        lease_s=lease_s,
-        app_version=app_version,
-        parked=run.parked,
-        task_id=task_id,
-    )
     if entered is None:
         log.info("step.busy", run_id=run_id, step_id=step.value)
         return None

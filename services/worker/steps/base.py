@@ -243,11 +243,11 @@ def load_context(
     """Snapshot the run and take the step's lease; None: nothing to do. ``task_id``: the
     Celery task delivering the step.
 
-    The snapshot and the lease are each one statement, run outside a transaction (each
-    delivery saves a BEGIN and a COMMIT). Nothing is lost by it: under READ COMMITTED
-    the two saw separate snapshots inside a transaction too, the lease is taken (or
-    not) by its one statement, and a provider step reads the run's status again with
-    its lease at its first claim (a cancel between the two stops it there, as it did).
+    The snapshot and the lease are one statement, run outside a transaction (each
+    delivery saves a BEGIN, a COMMIT and a round trip). Nothing is lost by it: the
+    lease is taken (or not) by that statement against the run's status as it reads
+    it, and a provider step reads the run's status again with its lease at its first
+    claim (a cancel after the lease stops it there, as it did).
     Only the rare writes that must commit together, parking a run of another step
     contract, take a transaction of their own, after the lease is committed: should
     the database drop that transaction, the lease stays taken and the step waits for it

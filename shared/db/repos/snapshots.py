@@ -9,17 +9,29 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, func, literal_column, select
+from sqlalchemy import (
+    CTE,
+    BindParameter,
+    ColumnElement,
+    Select,
+    String,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    true,
+)
 from sqlalchemy.orm import Session
 
 from shared.db import direct
 from shared.db.models import Artifact, Intent, OpenCodeCall, PlanApproval, Run, StepRun
 from shared.db.repos.ledger import AGED_COLUMNS, CALL_AGE, recorded_call
+from shared.db.repos.steps import Entered, lease_taking
 from shared.domain.call_record import AgedRecord, StepLedger
-from shared.domain.run_machine import StepId
+from shared.domain.run_machine import STEP_STATUS, StepId
 from shared.domain.vocab import ArtifactKind, Decision, StepRunStatus
 
 
@@ -49,8 +61,15 @@ class RunSnapshot:
     ledger: StepLedger = field(default_factory=StepLedger)  # of the step asked about
 
 
-def _snapshot_query() -> Select[*tuple[Any, ...]]:
-    """Built once: constructing a statement costs more CPU than running it here."""
+def _snapshot_query(taking: tuple[CTE, CTE] | None = None) -> Select[*tuple[Any, ...]]:
+    """Built once: constructing a statement costs more CPU than running it here.
+    ``taking``: the step's lease taken in the same statement (:func:`lease_taking`),
+    its row's columns added (NULL: not taken), and the run and step bound as
+    ``w_run_id`` and ``w_step_id``: named like no column, so no UPDATE of the statement
+    could read them as a SET (``run_id``, ``step_id`` otherwise)."""
+    prefix = "" if taking is None else "w_"
+    run_key: BindParameter[Any] = bindparam(f"{prefix}run_id", type_=String)
+    step_key: BindParameter[Any] = bindparam(f"{prefix}step_id", type_=String)
     approved_at = (
         select(PlanApproval.approved_at)
         .where(
@@ -93,7 +112,7 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
         )
         .where(
             StepRun.run_id == Run.id,
-            StepRun.step_id == bindparam("step_id"),
+            StepRun.step_id == step_key,
             StepRun.status == StepRunStatus.RUNNING.value,
         )
         .scalar_subquery()
@@ -108,23 +127,23 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
         .join(StepRun, StepRun.parked_on == OpenCodeCall.op_key)
         .where(
             StepRun.run_id == Run.id,
-            StepRun.step_id == bindparam("step_id"),
+            StepRun.step_id == step_key,
             StepRun.status == StepRunStatus.RUNNING.value,
         )
         .scalar_subquery()
     )
     last_attempt = (
         select(func.max(OpenCodeCall.attempt))
-        .where(OpenCodeCall.run_id == Run.id, OpenCodeCall.step_id == bindparam("step_id"))
+        .where(OpenCodeCall.run_id == Run.id, OpenCodeCall.step_id == step_key)
         .scalar_subquery()
     )
     # The asked step's round, as one value (a statement per field would cost more).
     round_info = (
         select(func.jsonb_build_array(StepRun.round, StepRun.attempt_base, StepRun.round_input))
-        .where(StepRun.run_id == Run.id, StepRun.step_id == bindparam("step_id"))
+        .where(StepRun.run_id == Run.id, StepRun.step_id == step_key)
         .scalar_subquery()
     )
-    return (
+    snapshot = (
         select(
             Run.id,
             Run.status,
@@ -149,19 +168,72 @@ def _snapshot_query() -> Select[*tuple[Any, ...]]:
             last_attempt.label("last_attempt"),
         )
         .join(Intent, Intent.id == Run.intent_id)
-        .where(Run.id == bindparam("run_id"))
+        .where(Run.id == run_key)
+    )
+    if taking is None:
+        return snapshot
+    lease, counted = taking
+    return (
+        snapshot.add_columns(
+            lease.c.fence.label("lease_fence"),
+            lease.c.deliveries.label("lease_deliveries"),
+            lease.c.app_version.label("lease_app_version"),
+            lease.c.parked_work_ms.label("lease_parked_work_ms"),
+        )
+        .outerjoin(lease, true())
+        .add_cte(counted)
     )
 
 
 _SNAPSHOT = _snapshot_query()
+_ENTERING = _snapshot_query(lease_taking())
 
 
 def run_snapshot(s: Session, run_id: str, step: StepId | None = None) -> RunSnapshot | None:
     """The run as a step sees it; with ``step``, whether that step is parked on a call."""
     params = {"run_id": run_id, "step_id": step.value if step is not None else None}
     row = direct.execute(s, _SNAPSHOT, params).one_or_none()
+    return None if row is None else _snapshot_of(row)
+
+
+def entered_snapshot(
+    s: Session,
+    run_id: str,
+    step: StepId,
+    *,
+    owner: str,
+    lease_s: float,
+    app_version: str,
+    task_id: str | None = None,
+) -> tuple[RunSnapshot, Entered | None] | None:
+    """The run as ``step`` sees it and, in the same statement, the step's lease taken
+    for this delivery if the run is at the step's status (see :func:`lease_taking`):
+    None for an unknown run; the lease None if not taken (the run moved on, or another
+    delivery holds a live lease). The snapshot is the run before the lease: a step's
+    round, its parked call and its ledger as the delivery found them."""
+    params = {
+        "w_run_id": run_id,
+        "w_step_id": step.value,
+        "w_expected": STEP_STATUS[step].value,
+        "owner": owner,
+        "lease": timedelta(seconds=lease_s),
+        "worker_version": app_version,
+        "task_id": task_id,
+    }
+    row = direct.execute(s, _ENTERING, params).one_or_none()
     if row is None:
         return None
+    entered = (
+        None
+        if row.lease_fence is None
+        else Entered(
+            row.lease_fence, row.lease_deliveries, row.lease_app_version, row.lease_parked_work_ms
+        )
+    )
+    return _snapshot_of(row), entered
+
+
+def _snapshot_of(row: Any) -> RunSnapshot:
     round_, attempt_base, round_input = row.round_info or (1, 0, None)
     return RunSnapshot(
         run_id=row.id,

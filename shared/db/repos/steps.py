@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    CTE,
     BindParameter,
     ColumnElement,
     Connection,
@@ -20,13 +21,16 @@ from sqlalchemy import (
     Integer,
     Interval,
     Select,
+    String,
     and_,
     bindparam,
     cast,
     exists,
     func,
+    literal,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
@@ -68,30 +72,87 @@ def _lease_expiry() -> ColumnElement[Any]:
     return db_now() + bindparam("lease", type_=Interval)
 
 
-def _enter_statement() -> Select[tuple[int, int, str | None, int]]:
-    """Take the step's lease; a delivery after the first also counts a retry on its run.
+_ENTERED_COLUMNS = (
+    "run_id",
+    "step_id",
+    "status",
+    "started_at",
+    "fence",
+    "deliveries",
+    "lease_owner",
+    "lease_expires_at",
+    "app_version",
+    "task_id",
+)
 
-    One statement: the upsert (as a CTE) and the ``runs.retry_count`` increment commit
-    together, and a delivery turned away (no row returned) counts nothing.
-    """
+
+def lease_taking() -> tuple[CTE, CTE]:
+    """The step's lease taken for a delivery, as CTEs of one statement that also reads
+    the run (:func:`shared.db.repos.snapshots.entered_snapshot`): ``(lease, counted)``,
+    ``lease`` the taken lease's row (none: not taken), ``counted`` the retry it counts
+    on its run (a CTE the statement must carry, or it is never run).
+
+    Taken only while the run is at ``w_expected`` (the step's status), and exactly one
+    of two ways, so no row is written twice in the statement: a step parked on a call
+    with its hold still live is resumed (a new fence, the same delivery count); any
+    other is entered (a first delivery inserts the row; a later one takes a lapsed
+    lease, or one the reconciler left, and counts a retry on its run).
+    Both judge the row as the statement's snapshot shows it, and Postgres re-checks a
+    row another transaction changed meanwhile before writing it: a lease someone else
+    took first is not taken. Binds: ``w_run_id``, ``w_step_id``, ``w_expected``,
+    ``owner``, ``lease``, ``worker_version``, ``task_id``."""
     t = _STEPS.c
+    run_id: BindParameter[Any] = bindparam("w_run_id", type_=String)
+    step_id: BindParameter[Any] = bindparam("w_step_id", type_=String)
+    owner: BindParameter[Any] = bindparam("owner", type_=String)
+    version: BindParameter[Any] = bindparam("worker_version", type_=String)
+    task_id: BindParameter[Any] = bindparam("task_id", type_=String)
     expires = _lease_expiry()
-    owner: BindParameter[Any] = bindparam("owner")
-    # Not named like a column of app.runs: the UPDATE in the CTE would SET it.
-    version: BindParameter[Any] = bindparam("worker_version")
-    entered = (
-        insert(_STEPS)
+    running = StepRunStatus.RUNNING.value
+    at_step = exists().where(_RUNS.c.id == run_id, _RUNS.c.status == bindparam("w_expected"))
+
+    def parked_live(row: Any) -> ColumnElement[bool]:
+        return and_(
+            row.status == running,
+            row.parked_on.is_not(None),
+            row.lease_expires_at >= db_now(),
+        )
+
+    resumed = (
+        update(_STEPS)
+        .where(t.run_id == run_id, t.step_id == step_id, parked_live(t), at_step)
         .values(
-            run_id=bindparam("run_id"),
-            step_id=bindparam("step_id"),
-            status=StepRunStatus.RUNNING.value,
-            started_at=db_now(),
-            fence=1,
-            deliveries=1,
+            fence=t.fence + 1,
             lease_owner=owner,
             lease_expires_at=expires,
             app_version=version,
-            task_id=bindparam("task_id"),
+            parked_on=None,
+            task_id=task_id,
+        )
+        .returning(t.run_id, t.fence, t.deliveries, t.app_version, t.parked_work_ms)
+        .cte("resumed")
+    )
+    seen = _STEPS.alias("seen")
+    parked_now = exists().where(
+        seen.c.run_id == run_id, seen.c.step_id == step_id, parked_live(seen.c)
+    )
+    entered = (
+        insert(_STEPS)
+        .from_select(
+            _ENTERED_COLUMNS,
+            select(
+                run_id,
+                step_id,
+                literal(running),
+                db_now(),
+                literal(1),
+                literal(1),
+                owner,
+                expires,
+                version,
+                task_id,
+            ).where(at_step, ~parked_now),
+            include_defaults=False,  # the round's columns take their server defaults
         )
         .on_conflict_do_update(
             index_elements=[t.run_id, t.step_id],
@@ -102,9 +163,9 @@ def _enter_statement() -> Select[tuple[int, int, str | None, int]]:
                 "lease_expires_at": expires,
                 "app_version": version,
                 "parked_on": None,
-                "task_id": bindparam("task_id"),
+                "task_id": task_id,
             },
-            where=(t.status == StepRunStatus.RUNNING.value)
+            where=(t.status == running)
             & (
                 (t.lease_expires_at.is_(None))
                 | (t.lease_expires_at < db_now())
@@ -114,15 +175,21 @@ def _enter_statement() -> Select[tuple[int, int, str | None, int]]:
         .returning(t.run_id, t.fence, t.deliveries, t.app_version, t.parked_work_ms)
         .cte("entered")
     )
-    count_retry = (
+    counted = (
         update(_RUNS)
         .where(_RUNS.c.id == entered.c.run_id, entered.c.deliveries > 1)
         .values(retry_count=_RUNS.c.retry_count + 1)
         .cte("counted_retry")
     )
-    return select(
-        entered.c.fence, entered.c.deliveries, entered.c.app_version, entered.c.parked_work_ms
-    ).add_cte(count_retry)
+    lease = union_all(
+        select(
+            resumed.c.fence, resumed.c.deliveries, resumed.c.app_version, resumed.c.parked_work_ms
+        ),
+        select(
+            entered.c.fence, entered.c.deliveries, entered.c.app_version, entered.c.parked_work_ms
+        ),
+    ).cte("lease")
+    return lease, counted
 
 
 def _ours() -> ColumnElement[bool]:
@@ -138,7 +205,6 @@ def _ours() -> ColumnElement[bool]:
 
 
 # Hot-path statements are built once: constructing one costs more CPU than running it.
-_ENTER = _enter_statement()
 _RENEW = (
     update(_STEPS).where(_ours()).values(lease_expires_at=_lease_expiry()).returning(_STEPS.c.id)
 )
@@ -187,27 +253,6 @@ _PARK = (
         select(_RUNS.c.status).where(_RUNS.c.id == _STEPS.c.run_id).scalar_subquery(),
     )
 )
-_RESUME = (
-    update(_STEPS)
-    .where(
-        # Not named like a column: an UPDATE reserves column names for its SET clause.
-        _STEPS.c.run_id == bindparam("w_run_id"),
-        _STEPS.c.step_id == bindparam("w_step_id"),
-        _STEPS.c.status == StepRunStatus.RUNNING.value,
-        _STEPS.c.parked_on.is_not(None),
-    )
-    .values(
-        fence=_STEPS.c.fence + 1,
-        lease_owner=bindparam("owner"),
-        lease_expires_at=_lease_expiry(),
-        app_version=bindparam("worker_version"),
-        parked_on=None,
-        task_id=bindparam("task_id"),
-    )
-    .returning(_STEPS.c.fence, _STEPS.c.deliveries, _STEPS.c.app_version, _STEPS.c.parked_work_ms)
-)
-"""A parked step taken up by the delivery its wake-up sent: a new fence, the same
-delivery count (a resumed step is not a redelivery, and counts no retry)."""
 _RELEASE = update(_STEPS).where(_ours()).values(lease_expires_at=None).returning(_STEPS.c.id)
 _PUT_ARTIFACT = (
     insert(_ARTIFACTS)
@@ -236,44 +281,6 @@ class Stalled:
 class StepRunRepo:
     def __init__(self, session: Session) -> None:
         self.session = session
-
-    def enter(
-        self,
-        run_id: str,
-        step: StepId,
-        *,
-        owner: str,
-        lease_s: float,
-        app_version: str,
-        parked: bool = False,
-        task_id: str | None = None,
-    ) -> Entered | None:
-        """Take the step's lease for this delivery, with a new fencing token.
-        ``task_id``: the delivery's Celery task (the parent of a wake-up it causes).
-
-        Returns None while another delivery holds a live lease (only a lease left by
-        the reconciler, or by a step parked on a sent call, may be taken early): two
-        deliveries never run a step at once. ``parked`` (the snapshot saw the step
-        parked, its lease live): try the resume first, which is then the one that
-        succeeds (one statement instead of two); the outcome is the same either way.
-        """
-        params = {
-            "run_id": run_id,
-            "step_id": step.value,
-            "lease": timedelta(seconds=lease_s),
-            "owner": owner,
-            "worker_version": app_version,
-            "task_id": task_id,
-        }
-        resume = {**params, "w_run_id": run_id, "w_step_id": step.value}
-        del resume["run_id"], resume["step_id"]
-        first, then = (_RESUME, _ENTER) if parked else (_ENTER, _RESUME)
-        row = direct.execute(self.session, first, resume if parked else params).one_or_none()
-        if row is None:
-            row = direct.execute(self.session, then, params if parked else resume).one_or_none()
-        if row is None:
-            return None
-        return Entered(row.fence, row.deliveries, row.app_version, row.parked_work_ms)
 
     def park(
         self,

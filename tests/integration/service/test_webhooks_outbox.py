@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.engine import unit_of_work
 from shared.db.models import Run
-from shared.db.repos.steps import StepRunRepo
+from shared.db.repos.snapshots import entered_snapshot
 from shared.domain.run_machine import StepId
 from shared.domain.step_lease import StepLease
 from shared.domain.step_outcome import StepOutcome
@@ -27,9 +27,9 @@ def deciding_run(db: Session, sessions: sessionmaker[Session]) -> StepLease:
     run: Run = RunFactory(status="deciding", last_step="DecideST", next_action="run:DecideST")
     db.commit()
     with unit_of_work(sessions) as s:
-        entered = StepRunRepo(s).enter(
-            run.id, StepId.DECIDE, owner="test", lease_s=60, app_version="test"
-        )
+        found = entered_snapshot(s, run.id, StepId.DECIDE, owner="t", lease_s=60, app_version="t")
+    assert found is not None
+    entered = found[1]
     assert entered is not None
     return StepLease(run.id, StepId.DECIDE, entered.fence, 60)
 

@@ -68,26 +68,28 @@ def _cases(run_id: str) -> dict[str, tuple[Any, dict[str, Any]]]:
     now = datetime(2026, 1, 2, tzinfo=UTC)
     w = {"w_run_id": run_id, "w_step_id": "CompileST", "w_fence": 1}
     return {
-        "ENTER": (
-            steps._ENTER,
+        "ENTERING": (
+            snapshots._ENTERING,
             {
-                "run_id": run_id,
-                "step_id": "CompileST",
+                "w_run_id": run_id,
+                "w_step_id": "CompileST",
+                "w_expected": "compiling",
                 "lease": timedelta(seconds=30),
                 "owner": "me",
                 "worker_version": "v",
                 "task_id": None,
             },
         ),
-        "RESUME": (
-            steps._RESUME,
+        "ENTERING_ELSEWHERE": (
+            snapshots._ENTERING,
             {
                 "w_run_id": run_id,
-                "w_step_id": "CompileST",
+                "w_step_id": "DecideST",
+                "w_expected": "deciding",
                 "lease": timedelta(seconds=30),
                 "owner": "me",
                 "worker_version": "v",
-                "task_id": "t",
+                "task_id": "t%(x)s",
             },
         ),
         "PARK": (steps._PARK, {**w, "op_key": "k", "lease": timedelta(seconds=3), "work_ms": 12}),
@@ -290,7 +292,7 @@ def test_the_cursor_sees_what_sqlalchemy_would_send(engine: Engine, db: Session,
     if name.startswith("PUT"):
         # SQLAlchemy hides the key its implicit RETURNING reads; direct returns it (Rows).
         sa, fast = sa[:2], fast[:2]
-    if name == "SNAPSHOT_STEP":  # the parked call's age is the statement's clock: it moves
+    if name in ("SNAPSHOT_STEP", "ENTERING"):  # the parked call's age is the statement's clock
         sa, fast = _ageless(sa), _ageless(fast)
     assert fast == sa
     if name == "SNAPSHOT_STEP":  # the rich row was read: the computed columns have values

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bench import sqlcount
 from shared.db import direct
 from shared.db.models import Run, StepRun, table_of
-from shared.db.repos import runs, steps
+from shared.db.repos import runs, snapshots, steps
 from tests import factories
 
 _RUNS = table_of(Run)
@@ -246,8 +246,9 @@ def test_the_benchs_class_level_counter_counts_a_direct_statement(db: Session) -
 def test_a_failed_statement_in_a_savepoint_rolls_back_to_it(db: Session, run_it: Runner) -> None:
     run = _running_step(db)
     add = {
-        "run_id": run.id,
-        "step_id": "CompileST",
+        "w_run_id": run.id,
+        "w_step_id": "NoSuchST",
+        "w_expected": run.status,
         "lease": timedelta(seconds=30),
         "owner": "o",
         "worker_version": "v",
@@ -255,7 +256,7 @@ def test_a_failed_statement_in_a_savepoint_rolls_back_to_it(db: Session, run_it:
     }
     nested = db.begin_nested()
     with pytest.raises(exc.IntegrityError):  # a step id the check constraint refuses
-        run_it(db, steps._ENTER, {**add, "step_id": "NoSuchST"})
+        run_it(db, snapshots._ENTERING, add)
     nested.rollback()
     assert run_it(db, _STATUS, {"run_id": run.id}).scalar_one() == run.status
 

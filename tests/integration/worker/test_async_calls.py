@@ -167,16 +167,17 @@ def _claimed_call(rt: Runtime, run_id: str, session_id: str) -> tuple[str, StepL
 def test_a_woken_step_takes_its_parked_lease_in_one_statement(
     async_rt: Runtime, client: OpenCodeClient, repo: Path
 ) -> None:
-    """The snapshot says the step is parked: the resume is tried first and succeeds."""
+    """The statement that reads the run takes the parked step's lease too, by resuming
+    it: one statement in all, a new fence, the same delivery count, no retry counted."""
     rt = async_rt
     run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=300]")
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
     wait_until(_collector(rt, client, InMemorySender()).reconcile, 10, "the turn to end")
-    step_writes: list[str] = []
+    before = _step_row(rt, run_id)
+    statements: list[str] = []
 
     def seen(_c: object, _cur: object, statement: str, *_rest: object) -> None:
-        if "app.step_runs" in statement and not statement.lstrip().startswith("SELECT"):
-            step_writes.append(statement.split(None, 1)[0])
+        statements.append(statement)
 
     listen(rt.engine, "before_cursor_execute", seen)
     try:
@@ -184,7 +185,21 @@ def test_a_woken_step_takes_its_parked_lease_in_one_statement(
     finally:
         remove(rt.engine, "before_cursor_execute", seen)
     assert entered is not None
-    assert step_writes == ["UPDATE"], "the resume alone, no failed upsert before it"
+    assert len(statements) == 1, statements
+    after = _step_row(rt, run_id)
+    assert entered.lease.fence == after["fence"] == before["fence"] + 1
+    assert after["deliveries"] == before["deliveries"], "a resume is not a redelivery"
+    assert after["parked_on"] is None
+    assert after["lease_owner"] == "test"
+    assert _retries(rt, run_id) == 0
+
+
+def _retries(rt: Runtime, run_id: str) -> int:
+    with rt.sessions() as s:
+        found = s.execute(
+            text("SELECT retry_count FROM app.runs WHERE id = :r"), {"r": run_id}
+        ).scalar_one()
+        return int(found)
 
 
 def test_a_woken_step_reads_its_parked_call_with_its_lease_and_collects_it_without_a_claim(
@@ -236,7 +251,8 @@ def test_a_woken_step_reads_its_parked_call_with_its_lease_and_collects_it_witho
         remove(rt.engine, "before_cursor_execute", seen)
     assert not [s for s in statements if s.startswith("INSERT INTO app.opencode_calls")]
     assert len(commits) == 1, "the resume is one statement, outside a transaction; the outcome"
-    assert statements[2:] == [
+    assert statements[0].startswith("WITH"), "the snapshot and the resume: one statement"
+    assert statements[1:] == [
         "UPDATE app.opencode_calls SET",  # the answer, in the outcome's transaction
         "INSERT INTO app.artifacts",
         "UPDATE app.step_runs SET",
