@@ -207,8 +207,9 @@ def park_on_call(
 
     ``wake``: parked, but the collector already saw the call's session end (its
     wake-up may have been turned away while the lease was still ours), so the caller
-    sends the step again after commit. Each side commits its mark, then reads the
-    other's: no wake-up is lost.
+    sends the step again after commit. Each side marks the call's row and reads the
+    other's mark with its own (``mark_sent``) or after it: the two serialise on the
+    row's lock, so the later one sees the earlier and no wake-up is lost.
 
     ``work_ms``: the git time this delivery measured, added to the step's row for the
     delivery that records the outcome (its ``git_ms`` is the step's whole git time).
@@ -224,8 +225,9 @@ def park_on_call(
     call's deadline at the latest. Nothing outside Postgres acts on the park alone.
     """
     commit_lazily(s)
-    if mark_sent:
-        LedgerRepo(s).mark_sent(op_key)
+    # Whether the collector saw the session end, read with the mark (None: not marked,
+    # the call was sent before; read after the park then).
+    ended = LedgerRepo(s).mark_sent_seeing_end(op_key) if mark_sent else None
     status = StepRunRepo(s).park(
         lease.run_id, lease.step, lease.fence, op_key=op_key, hold_s=hold_s, work_ms=work_ms
     )
@@ -233,9 +235,11 @@ def park_on_call(
         return "superseded"
     if status == RunStatus.CANCELLED.value:
         return "cancelled"
-    if check_woken and not LedgerRepo(s).awaits_collection(op_key):
-        return "wake"
-    return "parked"
+    if not check_woken:
+        return "parked"
+    if ended is None:  # marked sent before: read the collector's mark now
+        ended = not LedgerRepo(s).awaits_collection(op_key)
+    return "wake" if ended else "parked"
 
 
 class StepSuperseded(Exception):

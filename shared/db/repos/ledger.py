@@ -136,7 +136,7 @@ _MARK_SENT = (
     update(_CALLS)
     .where(_CALLS.c.op_key == bindparam("key"), _CALLS.c.status == CallStatus.CLAIMED.value)
     .values(status=CallStatus.SENT.value)
-    .returning(_CALLS.c.id)
+    .returning(_CALLS.c.id, _CALLS.c.idle_at)
 )
 _AWAITS = select(_CALLS.c.status, _CALLS.c.idle_at).where(_CALLS.c.op_key == bindparam("key"))
 
@@ -373,7 +373,20 @@ class LedgerRepo:
 
     def mark_sent(self, op_key: str) -> bool:
         """The daemon took the prompt (prompt_async): ``claimed`` becomes ``sent``."""
-        return direct.execute(self.session, _MARK_SENT, {"key": op_key}).first() is not None
+        return self.mark_sent_seeing_end(op_key) is not None
+
+    def mark_sent_seeing_end(self, op_key: str) -> bool | None:
+        """Mark the call ``sent`` (as :meth:`mark_sent`) and say whether a collector had
+        already seen its session end (its idle mark): None if the call was not
+        ``claimed`` (nothing marked, nothing read).
+
+        What :meth:`awaits_collection` would read after it in the same transaction: the
+        UPDATE reads the row as its last writer left it and holds the row's lock until
+        commit, so a collector's idle mark (an UPDATE of the same row) is either seen
+        here or made after the commit, when the collector finds the call ``sent`` and
+        wakes its step itself."""
+        row = direct.execute(self.session, _MARK_SENT, {"key": op_key}).first()
+        return None if row is None else row.idle_at is not None
 
     def wake(self, session_ids: list[str]) -> list[Woken]:
         """Mark the calls of these ended sessions idle; the steps of the sent ones (a

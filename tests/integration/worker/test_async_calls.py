@@ -354,6 +354,64 @@ def test_a_session_that_ended_before_its_step_parked_is_woken_by_the_parker(
         )
 
 
+@pytest.mark.parametrize("ended", [True, False], ids=["ended-before", "still-thinking"])
+def test_a_parker_that_marks_its_call_sent_reads_the_collectors_mark_with_it(
+    async_rt: Runtime, repo: Path, ended: bool
+) -> None:
+    """The park that marks its call sent reads whether the collector saw the session end
+    in that same UPDATE: three statements (commit mode, mark, park), no read after."""
+    rt = async_rt
+    run_id = new_run(rt, repo)
+    op_key, lease = _claimed_call(rt, run_id, "ses_1")
+    if ended:
+        with UnitOfWork(rt.sessions, InMemorySender()) as work:
+            assert wake_steps(work, ["ses_1"]) == [], "its step holds the lease: parker's job"
+    statements: list[str] = []
+
+    def seen(_c: object, _cur: object, statement: str, *_rest: object) -> None:
+        statements.append(statement)
+
+    listen(rt.engine, "before_cursor_execute", seen)
+    try:
+        with uow(rt) as work:
+            parked = park_on_call(
+                work.session, lease, op_key=op_key, hold_s=30, check_woken=True, mark_sent=True
+            )
+    finally:
+        remove(rt.engine, "before_cursor_execute", seen)
+    assert parked == ("wake" if ended else "parked")
+    assert len(statements) == 3, statements
+    assert _calls(rt, run_id)[0]["status"] == "sent"
+
+
+def test_a_collector_marking_the_session_ended_while_the_parker_holds_the_call_wakes_the_step(
+    async_rt: Runtime, repo: Path
+) -> None:
+    """The race the mark's lock decides: the parker has marked the call sent (no end
+    seen) and not yet committed; the collector's mark waits for that commit, then finds
+    the call sent and wakes the parked step itself."""
+    rt = async_rt
+    run_id = new_run(rt, repo)
+    op_key, lease = _claimed_call(rt, run_id, "ses_2")
+    woken: list[list[RunStep]] = []
+
+    def collect() -> None:
+        with UnitOfWork(rt.sessions, InMemorySender()) as work:
+            woken.append(wake_steps(work, ["ses_2"]))
+
+    collector = threading.Thread(target=collect)
+    with uow(rt) as work:
+        parked = park_on_call(
+            work.session, lease, op_key=op_key, hold_s=30, check_woken=True, mark_sent=True
+        )
+        assert parked == "parked"
+        collector.start()
+        collector.join(0.5)
+        assert collector.is_alive(), "the collector's mark waits for the parker's commit"
+    collector.join(10)
+    assert woken == [[RunStep(StepId.COMPILE, run_id)]]
+
+
 def test_a_step_parked_before_its_session_ended_waits_for_the_collector(
     async_rt: Runtime, repo: Path
 ) -> None:
