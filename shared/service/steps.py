@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.engine import commit_lazily, unit_of_work
 from shared.db.repos.ledger import LedgerRepo
-from shared.db.repos.runs import RunRepo
+from shared.db.repos.runs import move_values
 from shared.db.repos.snapshots import entered_snapshot
 from shared.db.repos.steps import ArtifactRepo, StepRunRepo
 from shared.domain.call_record import StepLedger
@@ -331,31 +331,28 @@ def record_outcome(
             content=art.content,
             media_type=art.media_type,
         )
-    recorded = StepRunRepo(s).finish(
+    verifying = lease.step is StepId.EXECUTE and outcome.verification_failed
+    repairs = _repairs_made(s, lease.run_id) if verifying else 0  # ApplyPatchST's row
+    event = _event(lease, outcome, routing, repairs)
+    move = transition(STEP_STATUS[lease.step], event)
+    recorded = StepRunRepo(s).finish_moving_run(
         lease.run_id,
         lease.step,
         status=StepRunStatus.SUCCEEDED if outcome.ok else StepRunStatus.FAILED,
         fence=lease.fence,
         output=outcome.output,
         error=outcome.error,
+        run_move=move_values(
+            move,
+            now,
+            step=lease.step,
+            error=outcome.error,
+            clear_error=outcome.ok,  # a repaired run that succeeds carries no stale error
+            plan_sha256=outcome.plan_sha256,
+            workspace=outcome.workspace,
+        ),
     )
-    if not recorded:  # fenced off: a newer delivery owns the step now
-        raise StepSuperseded
-    verifying = lease.step is StepId.EXECUTE and outcome.verification_failed
-    repairs = _repairs_made(s, lease.run_id) if verifying else 0
-    event = _event(lease, outcome, routing, repairs)
-    move = transition(STEP_STATUS[lease.step], event)
-    moved = RunRepo(s).apply(
-        lease.run_id,
-        move,
-        now,
-        step=lease.step,
-        error=outcome.error,
-        clear_error=outcome.ok,  # a repaired run that succeeds carries no stale error
-        plan_sha256=outcome.plan_sha256,
-        workspace=outcome.workspace,
-    )
-    if not moved:
+    if not recorded:  # fenced off (a newer delivery owns the step), or the run moved
         raise StepSuperseded
     if routing.announce:
         record_run_event(s, lease.run_id, move, now)  # the webhook outbox, in this transaction

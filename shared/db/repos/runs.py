@@ -6,7 +6,7 @@ from datetime import datetime
 from functools import cache
 from typing import Protocol
 
-from sqlalchemy import Connection, bindparam, literal, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate
@@ -42,16 +42,62 @@ def event_fields(conn: Connection, run_id: str) -> EventFields | None:
     return row
 
 
-@cache
-def _apply_statement(keys: frozenset[str]) -> ReturningUpdate[tuple[str]]:
-    """The guarded run UPDATE for one set of changed columns, built once per set."""
-    columns = sorted(keys - {"run_id", "from_status"})
+def guarded_move(
+    keys: frozenset[str], run_key: str, *also: ColumnElement[bool]
+) -> ReturningUpdate[tuple[str]]:
+    """The run UPDATE that stores a move: the columns ``keys`` names (besides the run's
+    own ``run_key`` and ``from_status``), each bound by its name, iff the run is still
+    in ``from_status`` (and ``also`` holds); returns the run's id when it moved."""
+    columns = sorted(keys - {run_key, "from_status"})
     return (
         update(_RUNS)
-        .where(_RUNS.c.id == bindparam("run_id"), _RUNS.c.status == bindparam("from_status"))
+        .where(_RUNS.c.id == bindparam(run_key), _RUNS.c.status == bindparam("from_status"), *also)
         .values({c: bindparam(c) for c in columns})
         .returning(_RUNS.c.id)
     )
+
+
+@cache
+def _apply_statement(keys: frozenset[str]) -> ReturningUpdate[tuple[str]]:
+    """The guarded run UPDATE for one set of changed columns, built once per set."""
+    return guarded_move(keys, "run_id")
+
+
+def move_values(
+    move: Transition,
+    now: datetime,
+    *,
+    step: StepId | None = None,
+    error: str | None = None,
+    plan_sha256: str | None = None,
+    workspace: tuple[str, str] | None = None,
+    clear_error: bool = False,
+) -> dict[str, object]:
+    """The run's columns ``move`` sets, and ``from_status`` for its guard (see
+    :meth:`RunRepo.apply`)."""
+    values: dict[str, object] = {
+        "status": move.to_status.value,
+        "next_action": move.next_action.value,
+        "updated_at": now,
+    }
+    if move.dispatch is not None:
+        values["last_step"] = move.dispatch.value
+    elif step is not None:
+        values["last_step"] = step.value
+    if move.to_status.is_terminal:
+        values["finished_at"] = now
+    elif move.from_status.is_terminal:  # a retried run is running again
+        values["finished_at"] = None
+    if error is not None:
+        values["error"] = error
+    elif clear_error:
+        values["error"] = None
+    if plan_sha256 is not None:
+        values["plan_sha256"] = plan_sha256
+    if workspace is not None:
+        values["branch"], values["worktree_path"] = workspace
+    values["from_status"] = move.from_status.value
+    return values
 
 
 _CREATE_QUEUED = (
@@ -241,28 +287,16 @@ class RunRepo:
         False means another actor moved the run first (a cancel, a second watcher):
         the caller must treat its own work as superseded.
         """
-        values: dict[str, object] = {
-            "status": move.to_status.value,
-            "next_action": move.next_action.value,
-            "updated_at": now,
-        }
-        if move.dispatch is not None:
-            values["last_step"] = move.dispatch.value
-        elif step is not None:
-            values["last_step"] = step.value
-        if move.to_status.is_terminal:
-            values["finished_at"] = now
-        elif move.from_status.is_terminal:  # a retried run is running again
-            values["finished_at"] = None
-        if error is not None:
-            values["error"] = error
-        elif clear_error:
-            values["error"] = None
-        if plan_sha256 is not None:
-            values["plan_sha256"] = plan_sha256
-        if workspace is not None:
-            values["branch"], values["worktree_path"] = workspace
-        values["run_id"], values["from_status"] = run_id, move.from_status.value
+        values = move_values(
+            move,
+            now,
+            step=step,
+            error=error,
+            plan_sha256=plan_sha256,
+            workspace=workspace,
+            clear_error=clear_error,
+        )
+        values["run_id"] = run_id
         moved = direct.execute(
             self.session, _apply_statement(frozenset(values)), values
         ).scalar_one_or_none()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -35,6 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased, defer
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from shared.db import direct
 from shared.db.models import (
@@ -47,6 +49,7 @@ from shared.db.models import (
     bound,
     table_of,
 )
+from shared.db.repos.runs import guarded_move
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind, StepRunStatus
 from shared.hashing import sha256_hex
@@ -220,23 +223,43 @@ def _hold_statement() -> Select[Any]:
 
 
 _HOLD = _hold_statement()
-_FINISH = (
-    update(_STEPS)
-    .where(_ours())
-    .values(
-        status=bindparam("status"),
-        output=bindparam("output"),
-        error=bindparam("error"),
-        finished_at=db_now(),
-        # One statement: the duration is computed from the stored start in SQL.
-        duration_ms=cast(
-            func.floor(func.extract("epoch", db_now() - _STEPS.c.started_at) * 1000),
-            Integer,
-        ),
-        lease_expires_at=None,
+
+
+def _finish_statement(status: str, output: str, error: str) -> ReturningUpdate[tuple[int]]:
+    """Record the outcome on our row, its values bound under the names given."""
+    return (
+        update(_STEPS)
+        .where(_ours())
+        .values(
+            status=bindparam(status),
+            output=bindparam(output),
+            error=bindparam(error),
+            finished_at=db_now(),
+            # One statement: the duration is computed from the stored start in SQL.
+            duration_ms=cast(
+                func.floor(func.extract("epoch", db_now() - _STEPS.c.started_at) * 1000),
+                Integer,
+            ),
+            lease_expires_at=None,
+        )
+        .returning(_STEPS.c.id)
     )
-    .returning(_STEPS.c.id)
-)
+
+
+_FINISH = _finish_statement("status", "output", "error")
+
+
+@cache
+def _finish_moving_statement(keys: frozenset[str]) -> ReturningUpdate[tuple[str]]:
+    """The outcome recorded on our row and the run moved, in one statement: the run's
+    UPDATE (:func:`guarded_move`) runs only if the step's matched, so a fenced-off
+    delivery moves nothing; a run that moved first moves nothing either, and the caller
+    rolls the step's record back. The step's values are bound as ``step_status``,
+    ``step_output``, ``step_error`` (the run's move binds its own ``status``, ``error``)."""
+    finished = _finish_statement("step_status", "step_output", "step_error").cte("finished")
+    return guarded_move(keys, "w_run_id", exists(select(finished.c.id)))
+
+
 _PARK = (
     update(_STEPS)
     .where(_ours())
@@ -364,6 +387,33 @@ class StepRunRepo:
             "error": error,
         }
         return direct.execute(self.session, _FINISH, params).scalar_one_or_none() is not None
+
+    def finish_moving_run(
+        self,
+        run_id: str,
+        step: StepId,
+        *,
+        status: StepRunStatus,
+        fence: int,
+        output: dict[str, Any] | None,
+        error: str | None,
+        run_move: dict[str, object],
+    ) -> bool:
+        """Record the outcome iff our fencing token is still current, and move the run
+        as ``run_move`` says (:func:`shared.db.repos.runs.move_values`) iff it is still in
+        its ``from_status``, in one statement; False if either did not hold (the caller
+        rolls back: the step's record must not stand without the run's move)."""
+        params = {
+            **run_move,
+            "w_run_id": run_id,
+            "w_step_id": step.value,
+            "w_fence": fence,
+            "step_status": status.value,
+            "step_output": output,
+            "step_error": error,
+        }
+        statement = _finish_moving_statement(frozenset(run_move))
+        return direct.execute(self.session, statement, params).scalar_one_or_none() is not None
 
     def for_run(self, run_id: str) -> list[StepRun]:
         return list(

@@ -104,6 +104,24 @@ def _cases(run_id: str) -> dict[str, tuple[Any, dict[str, Any]]]:
             steps._FINISH,
             {**w, "status": "succeeded", "output": {"a": "%(x)s %", "n": [None]}, "error": None},
         ),
+        "FINISH_MOVING": (
+            steps._finish_moving_statement(
+                frozenset({"status", "next_action", "updated_at", "last_step", "error"})
+                | {"from_status"}
+            ),
+            {
+                **w,
+                "step_status": "failed",
+                "step_output": {"why": "%(w_fence)s"},
+                "step_error": "boom %s",
+                "status": "failed",
+                "next_action": "none",
+                "updated_at": now,
+                "last_step": "CompileST",
+                "error": "boom %s",
+                "from_status": "compiling",
+            },
+        ),
         "PUT": (
             steps._PUT_ARTIFACT,
             {
@@ -295,6 +313,8 @@ def test_the_cursor_sees_what_sqlalchemy_would_send(engine: Engine, db: Session,
     if name in ("SNAPSHOT_STEP", "ENTERING"):  # the parked call's age is the statement's clock
         sa, fast = _ageless(sa), _ageless(fast)
     assert fast == sa
+    if name == "FINISH_MOVING":  # the step's record matched: the run moved
+        assert fast[2], fast
     if name == "SNAPSHOT_STEP":  # the rich row was read: the computed columns have values
         assert all(v is not None for _t, v in fast[2][0][-5:]), fast[2]  # approved..round
 

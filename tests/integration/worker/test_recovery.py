@@ -11,7 +11,7 @@ import pytest
 import redis
 import structlog
 import structlog.testing
-from sqlalchemy import create_engine, make_url, text, update
+from sqlalchemy import create_engine, make_url, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from services.worker.reconciler import reconcile
@@ -23,11 +23,13 @@ from shared.db.engine import unit_of_work
 from shared.db.models import Run, StepRun
 from shared.db.schema_version import EXPECTED_HEAD, SchemaMismatch, assert_schema_current
 from shared.domain.run_machine import StepId
+from shared.domain.step_lease import StepLease
 from shared.service.processes import register_process
+from shared.service.runs import cancel_run
 from shared.service.steps import StepSuperseded, record_outcome
 from shared.version import app_version
 from tests.conftest import scratch_database_url
-from tests.integration.worker.conftest import RuntimeFactory, new_run, wait_lease_lapsed
+from tests.integration.worker.conftest import RuntimeFactory, new_run, uow, wait_lease_lapsed
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +69,38 @@ def test_a_late_worker_is_fenced_off_and_cannot_overwrite_its_successor(
         run = s.get(Run, run_id)
         assert run is not None
         assert run.status == "waiting_input"
+
+
+def test_an_outcome_whose_run_moved_meanwhile_is_not_recorded_on_the_step_either(
+    rt: Runtime, repo: Path
+) -> None:
+    """The step's record and the run's move are one statement: a run cancelled while
+    its step ran refuses the move, and the step's record goes back with it."""
+    run_id = new_run(rt, repo)
+    ctx = load_context(rt, run_id, StepId.COMPILE)
+    assert ctx is not None
+    with uow(rt) as work:
+        cancel_run(work, run_id, now=rt.clock.now())
+    _refused_as_superseded(rt, ctx.lease)
+    with rt.sessions() as s:
+        step = s.scalars(
+            select(StepRun).where(StepRun.run_id == run_id, StepRun.step_id == "CompileST")
+        ).one()
+        assert (step.status, step.error, step.finished_at) == ("running", None, None)
+    assert _status_and_error(rt, run_id) == ("cancelled", None)
+
+
+def _refused_as_superseded(rt: Runtime, lease: StepLease) -> None:
+    """A failure recorded with ``lease`` is refused (StepSuperseded, rolled back)."""
+    with pytest.raises(StepSuperseded), unit_of_work(rt.sessions) as s:
+        record_outcome(s, lease, StepOutcome.failed("too late", {}), rt.clock.now())
+
+
+def _status_and_error(rt: Runtime, run_id: str) -> tuple[str, str | None]:
+    with rt.sessions() as s:
+        run = s.get(Run, run_id)
+        assert run is not None
+        return run.status, run.error
 
 
 def test_a_run_whose_dispatch_was_lost_is_redispatched_by_the_reconciler(
@@ -144,6 +178,10 @@ def test_a_fenced_off_delivery_cannot_hold_the_lease_its_successor_holds(
     assert second is not None
     with pytest.raises(StepAbandoned, match="newer delivery"):
         first.keep_lease()
+    # nor move the run with its outcome, though the run is still at the step's status:
+    # the run's move stands only with the step's record
+    _refused_as_superseded(rt, first.lease)
+    assert _status_and_error(rt, run_id) == ("compiling", None)
     second.keep_lease()  # the successor's own fence holds
 
 
