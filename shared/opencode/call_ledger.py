@@ -23,7 +23,6 @@ from shared.opencode.calls import (
     UnrecordedAnswers,
     finished_elsewhere,
 )
-from shared.service.steps import hold_lease
 
 
 class PostgresCallLedger:
@@ -146,8 +145,6 @@ def _claim_in(
     the same transaction (StepAbandoned rolls both back: a cancelled or fenced-off
     delivery claims nothing) and, for a won claim, the call's estimate reserved on the
     run's budget (BudgetExceeded rolls the claim back: the call is never sent)."""
-    if lease is not None:
-        hold_lease(ledger.session, lease)
     return ledger.claim(
         op_key=call.op_key,
         run_id=call.run_id,
@@ -157,4 +154,5 @@ def _claim_in(
         request=request,
         estimate=estimate,
         session=session,
+        holding=lease,
     )

@@ -176,8 +176,9 @@ def enter_step(
 def hold_lease(s: Session, lease: StepLease) -> None:
     """Renew ``lease`` or raise StepAbandoned (the run moved, or a newer delivery holds it).
 
-    Run inside the ledger claim's transaction too, so the check and the claim commit
-    together: a cancelled or fenced-off delivery never claims a provider call.
+    A provider call's claim holds the lease the same way in its own statement
+    (:meth:`shared.db.repos.ledger.LedgerRepo.claim`), so the check and the claim
+    commit together: a cancelled or fenced-off delivery never claims a provider call.
     """
     status, renewed = StepRunRepo(s).hold(lease.run_id, lease.step, lease.fence, lease.lease_s)
     if status != STEP_STATUS[lease.step].value:  # the renewal rolls back with the raise

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ARRAY,
     Boolean,
     ColumnElement,
+    Select,
     String,
     and_,
     any_,
@@ -33,49 +34,17 @@ from sqlalchemy.orm import Session, defer
 from shared.db import direct
 from shared.db.models import OpenCodeCall, Run, StepRun, bound, table_of
 from shared.db.repos.runs import budget_of
+from shared.db.repos.steps import lease_held
 from shared.domain.budget import BudgetExceeded, Estimate
 from shared.domain.call_record import ABORT_UNCONFIRMED, AgedRecord, CallRecord, aged
-from shared.domain.run_machine import RunStatus
+from shared.domain.run_machine import STEP_STATUS, RunStatus
+from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.domain.step_outcome import RuleRefusal
 from shared.domain.vocab import CallStatus
 
 _CALLS = table_of(OpenCodeCall)
 _RUNS = table_of(Run)
 _STEPS = table_of(StepRun)
-# Hot-path statements are built once: constructing one costs more CPU than running it.
-_CLAIMED = (
-    insert(_CALLS)
-    .values(
-        **bound("op_key", "run_id", "step_id", "attempt", "agent", "request"),
-        # Not named like the columns: app.runs has them too, and its UPDATE would SET them.
-        reserved_usd_micro=bindparam("call_usd"),
-        reserved_tokens=bindparam("call_tok"),
-        status=CallStatus.CLAIMED.value,
-        # A call whose session was made before its claim records it with the claim.
-        session_id=bindparam("w_session", type_=String),
-        daemon=bindparam("w_daemon", type_=String),
-        started_at=case(
-            (bindparam("w_session", type_=String).is_not(None), func.statement_timestamp()),
-            else_=None,
-        ),
-    )
-    # No conflict target: a racing twin (same op_key, so the same run, step and attempt)
-    # may meet either unique index first; with a target, meeting the other one raised a
-    # unique violation instead of yielding to the twin.
-    .on_conflict_do_nothing()
-    .returning(_CALLS.c.id, _CALLS.c.run_id, _CALLS.c.attempt)
-    .cte("claimed")
-)
-_ROUND_FIRST_ATTEMPT = (
-    func.coalesce(
-        select(_STEPS.c.attempt_base)
-        .where(_STEPS.c.run_id == _CLAIMED.c.run_id, _STEPS.c.step_id == bindparam("step_id"))
-        .scalar_subquery(),
-        0,
-    )
-    + 1
-)
-"""The first attempt of the step's current round (a revision's first call is no retry)."""
 _FITS = ~bindparam("budgeted", type_=Boolean) | (
     (_RUNS.c.budget_usd_micro.is_(None))
     | (
@@ -90,31 +59,84 @@ _FITS = ~bindparam("budgeted", type_=Boolean) | (
     )
 )
 """The call's estimate fits the run's budget: spent + reserved + estimate within each limit."""
-_COUNTED = (
-    update(_RUNS)
-    .where(_RUNS.c.id == _CLAIMED.c.run_id, _FITS)
-    .values(
-        retry_count=_RUNS.c.retry_count
-        + case((_CLAIMED.c.attempt > _ROUND_FIRST_ATTEMPT, 1), else_=0),
-        reserved_usd_micro=_RUNS.c.reserved_usd_micro + func.coalesce(bindparam("call_usd"), 0),
-        reserved_tokens=_RUNS.c.reserved_tokens + func.coalesce(bindparam("call_tok"), 0),
-        # The call's daemon opens the run's worktree (now(): the call row's created_at)
-        instances_opened_at=func.coalesce(_RUNS.c.instances_opened_at, func.now()),
-        instances_release_failed_at=None,  # a failed release is not this rest's
+
+
+def _claim_statement(*, holding: bool) -> Select[Any]:
+    """One statement: the claim; on its run, the call's estimate reserved iff it fits
+    the budget, a retried attempt (after its round's first) counted, and the worktree
+    stamped open on a daemon (see ``shared.service.instances``). The UPDATE takes the
+    run's row lock and Postgres re-checks the condition on the row as the lock's last
+    holder left it: racing reservations serialise, none overshoots. A claim that inserts
+    nothing (a replay) reserves and counts nothing. Its parameters must not be named like
+    a column of app.runs: the UPDATE would SET them.
+
+    ``holding``: the step's lease is renewed and the run's status read in the same
+    statement (:func:`shared.db.repos.steps.lease_held`; one row, ``id`` NULL when
+    nothing was claimed), and the call's run and step are bound as the lease's
+    ``w_run_id`` and ``w_step_id`` (named like no column of app.step_runs, whose
+    renewal would SET them)."""
+    run_key, step_key = ("w_run_id", "w_step_id") if holding else ("run_id", "step_id")
+    claimed = (
+        insert(_CALLS)
+        .values(
+            **bound("op_key", "attempt", "agent", "request"),
+            run_id=bindparam(run_key),
+            step_id=bindparam(step_key),
+            # Not named like the columns: app.runs has them too, and its UPDATE would SET
+            # them.
+            reserved_usd_micro=bindparam("call_usd"),
+            reserved_tokens=bindparam("call_tok"),
+            status=CallStatus.CLAIMED.value,
+            # A call whose session was made before its claim records it with the claim.
+            session_id=bindparam("w_session", type_=String),
+            daemon=bindparam("w_daemon", type_=String),
+            started_at=case(
+                (bindparam("w_session", type_=String).is_not(None), func.statement_timestamp()),
+                else_=None,
+            ),
+        )
+        # No conflict target: a racing twin (same op_key, so the same run, step and
+        # attempt) may meet either unique index first; with a target, meeting the other
+        # one raised a unique violation instead of yielding to the twin.
+        .on_conflict_do_nothing()
+        .returning(_CALLS.c.id, _CALLS.c.run_id, _CALLS.c.attempt)
+        .cte("claimed")
     )
-    .returning(_RUNS.c.id)
-    .cte("counted")
-)
-_CLAIM = select(
-    _CLAIMED.c.id, select(func.count()).select_from(_COUNTED).scalar_subquery().label("fits")
-).add_cte(_COUNTED)
-"""One statement: the claim; on its run, the call's estimate reserved iff it fits the
-budget, a retried attempt (after its round's first) counted, and the worktree stamped
-open on a daemon (see ``shared.service.instances``). The UPDATE takes the
-run's row lock and Postgres re-checks the condition on the row as the lock's last holder
-left it: racing reservations serialise, none overshoots. A claim that inserts nothing
-(a replay) reserves and counts nothing. Its parameters must not be named like a column
-of app.runs: the UPDATE would SET them."""
+    # The first attempt of the step's current round (a revision's first call is no retry).
+    round_first_attempt = (
+        func.coalesce(
+            select(_STEPS.c.attempt_base)
+            .where(_STEPS.c.run_id == claimed.c.run_id, _STEPS.c.step_id == bindparam(step_key))
+            .scalar_subquery(),
+            0,
+        )
+        + 1
+    )
+    counted = (
+        update(_RUNS)
+        .where(_RUNS.c.id == claimed.c.run_id, _FITS)
+        .values(
+            retry_count=_RUNS.c.retry_count
+            + case((claimed.c.attempt > round_first_attempt, 1), else_=0),
+            reserved_usd_micro=_RUNS.c.reserved_usd_micro + func.coalesce(bindparam("call_usd"), 0),
+            reserved_tokens=_RUNS.c.reserved_tokens + func.coalesce(bindparam("call_tok"), 0),
+            # The call's daemon opens the run's worktree (now(): the call row's created_at)
+            instances_opened_at=func.coalesce(_RUNS.c.instances_opened_at, func.now()),
+            instances_release_failed_at=None,  # a failed release is not this rest's
+        )
+        .returning(_RUNS.c.id)
+        .cte("counted")
+    )
+    fits = select(func.count()).select_from(counted).scalar_subquery().label("fits")
+    if not holding:
+        return select(claimed.c.id, fits).add_cte(counted)
+    claimed_id = select(claimed.c.id).scalar_subquery().label("id")
+    return select(*lease_held(), claimed_id, fits).add_cte(counted)
+
+
+# Hot-path statements are built once: constructing one costs more CPU than running it.
+_CLAIM = _claim_statement(holding=False)
+_CLAIM_HOLDING = _claim_statement(holding=True)
 _BUDGET_OF = select(
     _RUNS.c.budget_usd_micro,
     _RUNS.c.spent_usd_micro,
@@ -307,6 +329,7 @@ class LedgerRepo:
         request: dict[str, Any],
         estimate: Estimate | None = None,
         session: tuple[str, str | None] | None = None,
+        holding: StepLease | None = None,
     ) -> AgedRecord | None:
         """Insert the ``claimed`` row: None if this claim won (call now); else the row
         that holds the op_key and its age (never call: read it). ``session``: the call's
@@ -315,24 +338,41 @@ class LedgerRepo:
 
         A won claim after its round's first attempt also adds one to ``runs.retry_count``. Raises
         AttemptPromptChanged if the attempt is in the ledger under another op_key.
+
+        ``holding``: the step's lease, renewed by the same statement; StepAbandoned if
+        the run moved or a newer delivery holds the step (the caller's transaction rolls
+        the claim back with the renewal: a cancelled or fenced-off delivery claims
+        nothing), as :func:`shared.service.steps.hold_lease` raises.
         """
-        won = direct.execute(
-            self.session,
-            _CLAIM,
-            {
-                "op_key": op_key,
-                "run_id": run_id,
-                "step_id": step_id,
-                "attempt": attempt,
-                "agent": agent,
-                "request": request,
-                "call_usd": estimate.usd_micro if estimate else None,
-                "call_tok": estimate.tokens if estimate else None,
-                "budgeted": estimate is not None,
-                "w_session": session[0] if session is not None else None,
-                "w_daemon": session[1] if session is not None else None,
-            },
-        ).one_or_none()
+        params: dict[str, Any] = {
+            "op_key": op_key,
+            "attempt": attempt,
+            "agent": agent,
+            "request": request,
+            "call_usd": estimate.usd_micro if estimate else None,
+            "call_tok": estimate.tokens if estimate else None,
+            "budgeted": estimate is not None,
+            "w_session": session[0] if session is not None else None,
+            "w_daemon": session[1] if session is not None else None,
+        }
+        if holding is None:
+            params |= {"run_id": run_id, "step_id": step_id}
+            won = direct.execute(self.session, _CLAIM, params).one_or_none()
+        else:
+            if (holding.run_id, holding.step.value) != (run_id, step_id):
+                raise ValueError(f"a claim of {run_id}/{step_id} under another step's lease")
+            params |= {
+                "w_run_id": run_id,
+                "w_step_id": step_id,
+                "w_fence": holding.fence,
+                "lease": timedelta(seconds=holding.lease_s),
+            }
+            row = direct.execute(self.session, _CLAIM_HOLDING, params).one()
+            if row.status != STEP_STATUS[holding.step].value:
+                raise StepAbandoned(f"run is {row.status or 'gone'}")
+            if not row.renewed:
+                raise StepAbandoned("a newer delivery holds the step")
+            won = row if row.id is not None else None
         if won is not None:
             if estimate is not None and not won.fits:
                 self._refuse(run_id, estimate)

@@ -213,13 +213,22 @@ _RENEW = (
 )
 
 
-def _hold_statement() -> Select[Any]:
-    """Renew the lease and read the run's status, in one round trip (the caller raises,
-    rolling the renewal back, when the status is not the step's)."""
+def lease_held() -> tuple[ColumnElement[int], ColumnElement[str | None]]:
+    """``renewed`` (1 if our lease was renewed, 0 if a newer delivery holds the step)
+    and the run's ``status``, as columns of a statement that holds the lease (binds
+    ``w_run_id``, ``w_step_id``, ``w_fence``, ``lease``; the caller raises, rolling the
+    renewal back, when the status is not the step's). Listed first, the renewal runs
+    before the statement's other writes: the step's row is locked first, as it was
+    when the hold was a statement of its own."""
     renewed = _RENEW.cte("renewed")
+    held = select(func.count()).select_from(renewed).scalar_subquery().label("renewed")
     status = select(_RUNS.c.status).where(_RUNS.c.id == bindparam("w_run_id")).scalar_subquery()
-    held = select(func.count()).select_from(renewed).scalar_subquery()
-    return select(status.label("status"), held.label("renewed"))
+    return held, status.label("status")
+
+
+def _hold_statement() -> Select[int, str | None]:
+    """Renew the lease and read the run's status, in one round trip."""
+    return select(*lease_held())
 
 
 _HOLD = _hold_statement()

@@ -152,6 +152,22 @@ def _cases(run_id: str) -> dict[str, tuple[Any, dict[str, Any]]]:
                 "w_daemon": None,
             },
         ),
+        "CLAIM_HOLDING": (
+            ledger._CLAIM_HOLDING,
+            {
+                **w,
+                "lease": timedelta(seconds=30),
+                "op_key": "k3",
+                "attempt": 3,
+                "agent": "a",
+                "request": {"prompt": "%(w_fence)s"},
+                "call_usd": 10,
+                "call_tok": 5,
+                "budgeted": True,
+                "w_session": None,
+                "w_daemon": None,
+            },
+        ),
         "SFINISH_JSON_NULL": (
             steps._FINISH,
             {**w, "status": "succeeded", "output": JSON.NULL, "error": "%s %(w_fence)s"},
@@ -306,7 +322,8 @@ def test_the_cursor_sees_what_sqlalchemy_would_send(engine: Engine, db: Session,
     sa = _capture(engine, db, lambda: db.execute(stmt, dict(params)))
     fast = _capture(engine, db, lambda: direct.execute(db, stmt, dict(params)))
     if name.startswith(("CLAIM", "RECORD")):  # the new row's id: a sequence, not rolled back
-        sa, fast = _without_first_column(sa), _without_first_column(fast)
+        sa = _without_column(sa, 2 if name == "CLAIM_HOLDING" else 0)
+        fast = _without_column(fast, 2 if name == "CLAIM_HOLDING" else 0)
     if name.startswith("PUT"):
         # SQLAlchemy hides the key its implicit RETURNING reads; direct returns it (Rows).
         sa, fast = sa[:2], fast[:2]
@@ -315,6 +332,8 @@ def test_the_cursor_sees_what_sqlalchemy_would_send(engine: Engine, db: Session,
     assert fast == sa
     if name == "FINISH_MOVING":  # the step's record matched: the run moved
         assert fast[2], fast
+    if name == "CLAIM_HOLDING":  # renewed, the run's status read, claimed, reserved
+        assert [v for _t, v in fast[2][0]] == [1, "compiling", 1], fast
     if name == "SNAPSHOT_STEP":  # the rich row was read: the computed columns have values
         assert all(v is not None for _t, v in fast[2][0][-5:]), fast[2]  # approved..round
 
@@ -334,5 +353,5 @@ def _ageless(got: tuple[str, dict[str, Any], Any]) -> Any:
     return got[0], got[1], rows
 
 
-def _without_first_column(got: tuple[str, dict[str, Any], Any]) -> Any:
-    return got[0], got[1], [r[1:] for r in got[2]]
+def _without_column(got: tuple[str, dict[str, Any], Any], i: int) -> Any:
+    return got[0], got[1], [r[:i] + r[i + 1 :] for r in got[2]]

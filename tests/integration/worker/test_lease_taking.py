@@ -3,8 +3,10 @@
 ``entered_snapshot`` is one statement: the run as the step sees it and, if the run is
 at the step's status, the step's lease, taken one way of two (a parked step with a
 live hold resumed, any other entered). Each spec sets the step's row as a delivery
-could find it and asks what the statement took and wrote, on real Postgres; the last
-races deliveries for one step from threads.
+could find it and asks what the statement took and wrote, on real Postgres; one races
+deliveries for one step from threads. A provider call's claim holds the lease in its
+own statement the same way: refused, leaving no row, for a run that moved or a
+delivery fenced off.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from shared.db.engine import outside_transaction
 from shared.db.repos.snapshots import RunSnapshot, entered_snapshot
 from shared.db.repos.steps import PARKED, RECONCILER, Entered
 from shared.domain.run_machine import StepId
+from shared.domain.step_lease import StepAbandoned, StepLease
+from shared.opencode.call_ledger import PostgresCallLedger
+from shared.opencode.calls import StructuredCall
 from shared.service.runs import cancel_run
 from tests.integration.worker.conftest import new_run, uow
 
@@ -230,3 +235,62 @@ def _race(rt: Runtime, run_id: str, n: int) -> tuple[list[Entered | None], list[
     for thread in threads:
         thread.join(30)
     return taken, errors
+
+
+# -- a provider call's claim holds the lease in its own statement ----------------------
+
+
+def _claim(rt: Runtime, run_id: str, lease: StepLease) -> bool:
+    call = StructuredCall(run_id, "CompileST", 1, "plan", "p", {"type": "object"}, "/w")
+    return PostgresCallLedger(rt.sessions).claim(call, {"directory": "/w"}, lease=lease)
+
+
+def _claims(rt: Runtime, run_id: str) -> int:
+    with rt.sessions() as s:
+        found = s.execute(
+            text("SELECT count(*) FROM app.opencode_calls WHERE run_id = :r"), {"r": run_id}
+        ).scalar_one()
+        return int(found)
+
+
+def _delivered(rt: Runtime, run_id: str, owner: str) -> StepLease:
+    entered = _lease(rt, run_id, owner)
+    assert entered is not None
+    return StepLease(run_id, COMPILE, entered.fence, 60)
+
+
+def test_a_claim_under_its_live_lease_wins_and_renews_the_lease(rt: Runtime, run_id: str) -> None:
+    lease = _delivered(rt, run_id, "a")
+    _set(rt, run_id, "lease_expires_at = now() + interval '2 s'")
+    assert _claim(rt, run_id, lease)
+    assert _claims(rt, run_id) == 1
+    with rt.sessions() as s:
+        left = s.execute(
+            text(
+                "SELECT extract(epoch FROM lease_expires_at - now()) FROM app.step_runs"
+                " WHERE run_id = :r AND step_id = 'CompileST'"
+            ),
+            {"r": run_id},
+        ).scalar_one()
+    assert float(left) > 30, "renewed for the lease's 60 s by the claim's statement"
+
+
+def test_a_claim_of_a_cancelled_run_is_refused_and_leaves_no_row(rt: Runtime, run_id: str) -> None:
+    lease = _delivered(rt, run_id, "a")
+    with uow(rt) as work:
+        cancel_run(work, run_id, now=datetime.now().astimezone())
+    with pytest.raises(StepAbandoned, match="run is cancelled"):
+        _claim(rt, run_id, lease)
+    assert _claims(rt, run_id) == 0
+
+
+def test_a_claim_of_a_fenced_off_delivery_is_refused_and_leaves_no_row(
+    rt: Runtime, run_id: str
+) -> None:
+    stale = _delivered(rt, run_id, "a")
+    _set(rt, run_id, "lease_expires_at = now() - interval '1 s'")
+    successor = _delivered(rt, run_id, "b")
+    with pytest.raises(StepAbandoned, match="newer delivery"):
+        _claim(rt, run_id, stale)
+    assert _claims(rt, run_id) == 0
+    assert _claim(rt, run_id, successor), "the successor's own claim wins"
