@@ -228,10 +228,15 @@ def park_on_call(
     commit_lazily(s)
     # Whether the collector saw the session end, read with the mark (None: not marked,
     # the call was sent before; read after the park then).
-    ended = LedgerRepo(s).mark_sent_seeing_end(op_key) if mark_sent else None
-    status = StepRunRepo(s).park(
-        lease.run_id, lease.step, lease.fence, op_key=op_key, hold_s=hold_s, work_ms=work_ms
-    )
+    ended: bool | None = None
+    if mark_sent:
+        ended, status = LedgerRepo(s).mark_sent_and_park(
+            lease, op_key=op_key, hold_s=hold_s, work_ms=work_ms
+        )
+    else:
+        status = StepRunRepo(s).park(
+            lease.run_id, lease.step, lease.fence, op_key=op_key, hold_s=hold_s, work_ms=work_ms
+        )
     if status is None:
         return "superseded"
     if status == RunStatus.CANCELLED.value:

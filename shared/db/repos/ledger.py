@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, defer
 from shared.db import direct
 from shared.db.models import OpenCodeCall, Run, StepRun, bound, table_of
 from shared.db.repos.runs import budget_of
-from shared.db.repos.steps import lease_held
+from shared.db.repos.steps import lease_held, park_statement
 from shared.domain.budget import BudgetExceeded, Estimate
 from shared.domain.call_record import ABORT_UNCONFIRMED, AgedRecord, CallRecord, aged
 from shared.domain.run_machine import STEP_STATUS, RunStatus
@@ -160,6 +160,25 @@ _MARK_SENT = (
     .values(status=CallStatus.SENT.value)
     .returning(_CALLS.c.id, _CALLS.c.idle_at)
 )
+
+
+def _sent_and_parked() -> Select[int, bool | None, int | None, str | None]:
+    """The call marked ``sent`` and its step parked on it, in one statement: ``marked``
+    (1, or 0 if the call was not ``claimed``), ``ended`` (the collector's idle mark, read
+    with the sent mark), the step row's ``parked`` id (NULL: fenced off) and the run's
+    ``status``. Listed first, the mark runs first: the call's row is locked before the
+    step's, as when they were two statements."""
+    sent = _MARK_SENT.cte("sent")
+    parked = park_statement("key").cte("parked")
+    return select(
+        select(func.count()).select_from(sent).scalar_subquery().label("marked"),
+        select(func.bool_or(sent.c.idle_at.is_not(None))).scalar_subquery().label("ended"),
+        select(parked.c.id).scalar_subquery().label("parked"),
+        select(parked.c.run_status).scalar_subquery().label("status"),
+    )
+
+
+_SENT_AND_PARKED = _sent_and_parked()
 _AWAITS = select(_CALLS.c.status, _CALLS.c.idle_at).where(_CALLS.c.op_key == bindparam("key"))
 
 
@@ -413,20 +432,33 @@ class LedgerRepo:
 
     def mark_sent(self, op_key: str) -> bool:
         """The daemon took the prompt (prompt_async): ``claimed`` becomes ``sent``."""
-        return self.mark_sent_seeing_end(op_key) is not None
+        return direct.execute(self.session, _MARK_SENT, {"key": op_key}).first() is not None
 
-    def mark_sent_seeing_end(self, op_key: str) -> bool | None:
-        """Mark the call ``sent`` (as :meth:`mark_sent`) and say whether a collector had
-        already seen its session end (its idle mark): None if the call was not
-        ``claimed`` (nothing marked, nothing read).
+    def mark_sent_and_park(
+        self, lease: StepLease, *, op_key: str, hold_s: float, work_ms: int
+    ) -> tuple[bool | None, str | None]:
+        """Mark the call ``sent`` and park ``lease``'s step on it (as
+        :meth:`mark_sent`, then ``StepRunRepo.park``), in one statement: (whether a
+        collector had already seen the call's session end, None if the call was not
+        ``claimed`` and nothing was marked; the run's status once parked, None if a
+        newer delivery fenced us off).
 
-        What :meth:`awaits_collection` would read after it in the same transaction: the
-        UPDATE reads the row as its last writer left it and holds the row's lock until
-        commit, so a collector's idle mark (an UPDATE of the same row) is either seen
-        here or made after the commit, when the collector finds the call ``sent`` and
-        wakes its step itself."""
-        row = direct.execute(self.session, _MARK_SENT, {"key": op_key}).first()
-        return None if row is None else row.idle_at is not None
+        The end is read with the mark, what :meth:`awaits_collection` would read after
+        it in the same transaction: the UPDATE reads the call's row as its last writer
+        left it and holds its lock until commit, so a collector's idle mark (an UPDATE
+        of the same row) is either seen here or made after the commit, when the
+        collector finds the call ``sent`` and wakes the step itself."""
+        params = {
+            "key": op_key,
+            "w_run_id": lease.run_id,
+            "w_step_id": lease.step.value,
+            "w_fence": lease.fence,
+            "lease": timedelta(seconds=hold_s),
+            "work_ms": work_ms,
+        }
+        row = direct.execute(self.session, _SENT_AND_PARKED, params).one()
+        ended = bool(row.ended) if row.marked else None
+        return ended, None if row.parked is None else str(row.status)
 
     def wake(self, session_ids: list[str]) -> list[Woken]:
         """Mark the calls of these ended sessions idle; the steps of the sent ones (a

@@ -269,22 +269,31 @@ def _finish_moving_statement(keys: frozenset[str]) -> ReturningUpdate[tuple[str]
     return guarded_move(keys, "w_run_id", exists(select(finished.c.id)))
 
 
-_PARK = (
-    update(_STEPS)
-    .where(_ours())
-    .values(
-        parked_on=bindparam("op_key"),
-        lease_owner=PARKED,
-        lease_expires_at=_lease_expiry(),
-        parked_work_ms=_STEPS.c.parked_work_ms + bindparam("work_ms", type_=Integer),
+def park_statement(op_key: str) -> ReturningUpdate[tuple[int, str]]:
+    """Hand our lease to the sent call bound as ``op_key`` (``w_run_id``, ``w_step_id``,
+    ``w_fence``, ``lease``, ``work_ms`` too); returns the row's id and the run's status."""
+    return (
+        update(_STEPS)
+        .where(_ours())
+        .values(
+            parked_on=bindparam(op_key, type_=String),
+            lease_owner=PARKED,
+            lease_expires_at=_lease_expiry(),
+            parked_work_ms=_STEPS.c.parked_work_ms + bindparam("work_ms", type_=Integer),
+        )
+        # The run's status, read in the same statement: a cancel that came while the
+        # prompt was being sent is seen by the parker at no extra round trip.
+        .returning(
+            _STEPS.c.id,
+            select(_RUNS.c.status)
+            .where(_RUNS.c.id == _STEPS.c.run_id)
+            .scalar_subquery()
+            .label("run_status"),
+        )
     )
-    # The run's status, read in the same statement: a cancel that came while the
-    # prompt was being sent is seen by the parker at no extra round trip.
-    .returning(
-        _STEPS.c.id,
-        select(_RUNS.c.status).where(_RUNS.c.id == _STEPS.c.run_id).scalar_subquery(),
-    )
-)
+
+
+_PARK = park_statement("op_key")
 _RELEASE = update(_STEPS).where(_ours()).values(lease_expires_at=None).returning(_STEPS.c.id)
 _PUT_ARTIFACT = (
     insert(_ARTIFACTS)

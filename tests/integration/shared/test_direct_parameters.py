@@ -168,6 +168,10 @@ def _cases(run_id: str) -> dict[str, tuple[Any, dict[str, Any]]]:
                 "w_daemon": None,
             },
         ),
+        "SENT_AND_PARKED": (
+            ledger._SENT_AND_PARKED,
+            {**w, "key": "k", "lease": timedelta(seconds=3), "work_ms": 12},
+        ),
         "SFINISH_JSON_NULL": (
             steps._FINISH,
             {**w, "status": "succeeded", "output": JSON.NULL, "error": "%s %(w_fence)s"},
@@ -332,6 +336,10 @@ def test_the_cursor_sees_what_sqlalchemy_would_send(engine: Engine, db: Session,
     assert fast == sa
     if name == "FINISH_MOVING":  # the step's record matched: the run moved
         assert fast[2], fast
+    if name == "SENT_AND_PARKED":  # marked sent, no end seen, parked, the run's status
+        marked, ended, parked, status = (v for _t, v in fast[2][0])
+        assert (marked, ended, status) == (1, False, "compiling")
+        assert parked is not None
     if name == "CLAIM_HOLDING":  # renewed, the run's status read, claimed, reserved
         assert [v for _t, v in fast[2][0]] == [1, "compiling", 1], fast
     if name == "SNAPSHOT_STEP":  # the rich row was read: the computed columns have values

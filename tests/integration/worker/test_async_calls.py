@@ -358,7 +358,8 @@ def test_a_parker_that_marks_its_call_sent_reads_the_collectors_mark_with_it(
     async_rt: Runtime, repo: Path, ended: bool
 ) -> None:
     """The park that marks its call sent reads whether the collector saw the session end
-    in that same UPDATE: three statements (commit mode, mark, park), no read after."""
+    with that mark: two statements (the commit mode; the mark and the park), no read
+    after."""
     rt = async_rt
     run_id = new_run(rt, repo)
     op_key, lease = _claimed_call(rt, run_id, "ses_1")
@@ -379,7 +380,7 @@ def test_a_parker_that_marks_its_call_sent_reads_the_collectors_mark_with_it(
     finally:
         remove(rt.engine, "before_cursor_execute", seen)
     assert parked == ("wake" if ended else "parked")
-    assert len(statements) == 3, statements
+    assert len(statements) == 2, statements
     assert _calls(rt, run_id)[0]["status"] == "sent"
 
 
