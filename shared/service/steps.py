@@ -42,7 +42,7 @@ from shared.domain.run_machine import (
     VerificationFailed,
     transition,
 )
-from shared.domain.step_lease import StepAbandoned, StepLease
+from shared.domain.step_lease import StepLease, assert_held
 from shared.domain.step_outcome import StepOutcome
 from shared.domain.vocab import ArtifactKind, StepRunStatus
 from shared.hashing import sha256_hex
@@ -181,10 +181,7 @@ def hold_lease(s: Session, lease: StepLease) -> None:
     commit together: a cancelled or fenced-off delivery never claims a provider call.
     """
     status, renewed = StepRunRepo(s).hold(lease.run_id, lease.step, lease.fence, lease.lease_s)
-    if status != STEP_STATUS[lease.step].value:  # the renewal rolls back with the raise
-        raise StepAbandoned(f"run is {status or 'gone'}")
-    if not renewed:
-        raise StepAbandoned("a newer delivery holds the step")
+    assert_held(lease, status, renewed)  # the renewal rolls back with the raise
 
 
 def renew_lease(s: Session, lease: StepLease) -> bool:

@@ -37,8 +37,8 @@ from shared.db.repos.runs import budget_of
 from shared.db.repos.steps import lease_held, park_statement
 from shared.domain.budget import BudgetExceeded, Estimate
 from shared.domain.call_record import ABORT_UNCONFIRMED, AgedRecord, CallRecord, aged
-from shared.domain.run_machine import STEP_STATUS, RunStatus
-from shared.domain.step_lease import StepAbandoned, StepLease
+from shared.domain.run_machine import RunStatus
+from shared.domain.step_lease import StepLease, assert_held
 from shared.domain.step_outcome import RuleRefusal
 from shared.domain.vocab import CallStatus
 
@@ -387,10 +387,7 @@ class LedgerRepo:
                 "lease": timedelta(seconds=holding.lease_s),
             }
             row = direct.execute(self.session, _CLAIM_HOLDING, params).one()
-            if row.status != STEP_STATUS[holding.step].value:
-                raise StepAbandoned(f"run is {row.status or 'gone'}")
-            if not row.renewed:
-                raise StepAbandoned("a newer delivery holds the step")
+            assert_held(holding, row.status, bool(row.renewed))
             won = row if row.id is not None else None
         if won is not None:
             if estimate is not None and not won.fits:
