@@ -88,7 +88,7 @@ class Collector:
         ids = sorted(set(session_ids))
         if not ids:
             return []
-        with UnitOfWork(self.sessions, self.sender) as uow:
+        with UnitOfWork(self.sessions, self.sender, alone=True) as uow:  # one statement
             woken = wake_steps(uow, ids)
         self.woken += len(woken)
         for message in woken:

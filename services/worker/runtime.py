@@ -37,9 +37,10 @@ class Runtime:
     oc: StructuredCalls
     celery: Celery
 
-    def uow(self) -> UnitOfWork:
-        """One task's transaction; its messages go to the broker after it commits."""
-        return UnitOfWork(self.sessions, CelerySender(self.celery))
+    def uow(self, *, alone: bool = False) -> UnitOfWork:
+        """One task's transaction (``alone``: no transaction, see UnitOfWork); its
+        messages go to the broker after it commits."""
+        return UnitOfWork(self.sessions, CelerySender(self.celery), alone=alone)
 
     @staticmethod
     def record_answers_in(session: Session, unrecorded: UnrecordedAnswers) -> None:

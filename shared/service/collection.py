@@ -12,7 +12,6 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from shared.db.engine import commit_lazily
 from shared.db.repos.ledger import LedgerRepo, SentCall
 from shared.domain.run_machine import StepId
 from shared.service.messages import RunStep
@@ -20,12 +19,9 @@ from shared.service.uow import UnitOfWork
 
 
 def wake_steps(uow: UnitOfWork, session_ids: list[str]) -> list[RunStep]:
-    """Mark the sent calls of these ended sessions idle and send their steps again.
-
-    Committed lazily (:func:`shared.db.engine.commit_lazily`): a wake-up lost with
-    Postgres is redone by the collector's reconcile on reconnect, and a step woken
-    without it asks the daemon whether its session is busy."""
-    commit_lazily(uow.session)
+    """Mark the sent calls of these ended sessions idle and send their steps again: one
+    statement, committed lazily (``shared.db.repos.ledger._WAKE``), so the unit of work
+    may run it alone."""
     woken = [
         RunStep(StepId(step_id), run_id, parent)
         for run_id, step_id, parent in LedgerRepo(uow.session).wake(session_ids)

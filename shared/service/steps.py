@@ -19,7 +19,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db.engine import commit_lazily, unit_of_work
+from shared.db.engine import unit_of_work
 from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.runs import move_values
 from shared.db.repos.snapshots import entered_snapshot
@@ -216,13 +216,15 @@ def park_on_call(
     the cancel's abort may have run before the prompt reached the daemon, so the caller
     sends the run's abort again after commit (the reconciler's sweep is the net).
 
-    Committed lazily (:func:`shared.db.engine.commit_lazily`): the prompt's session is
-    recorded already (``mark_started``, durably, before it was sent), so a park lost
-    with Postgres leaves a claimed call with its session: once the step's lease lapses
-    the reconciler sends the step again, which collects the session's answer at the
-    call's deadline at the latest. Nothing outside Postgres acts on the park alone.
+    Committed lazily (:func:`shared.db.engine.lazy_commit`, a column of the park's
+    statement): the prompt's session is recorded already (``mark_started``, durably,
+    before it was sent), so a park lost with Postgres leaves a claimed call with its
+    session: once the step's lease lapses the reconciler sends the step again, which
+    collects the session's answer at the call's deadline at the latest. Nothing outside
+    Postgres acts on the park alone. Run alone (``UnitOfWork(alone=True)``), the park is
+    one round trip, committed before the collector's mark is read after it (without
+    ``mark_sent``).
     """
-    commit_lazily(s)
     # Whether the collector saw the session end, read with the mark (None: not marked,
     # the call was sent before; read after the park then).
     ended: bool | None = None

@@ -41,10 +41,21 @@ class UnitOfWork:
     tokens: TokenRepo
     ui_sessions: UiSessionRepo
 
-    def __init__(self, sessions: sessionmaker[Session], sender: Sender | None = None) -> None:
-        """``sender`` may be left out by entry points whose commands send nothing (tokens)."""
+    def __init__(
+        self, sessions: sessionmaker[Session], sender: Sender | None = None, *, alone: bool = False
+    ) -> None:
+        """``sender`` may be left out by entry points whose commands send nothing (tokens).
+
+        ``alone``: no transaction; each statement commits on its own (AUTOCOMMIT), as the
+        one-statement transaction Postgres runs it in, without the BEGIN and COMMIT round
+        trips. Only for a unit whose statements never need rolling back together: one
+        statement, or reads after one write. Its messages are sent as a transaction's
+        are, once the unit ends without error (an error drops them, though what was
+        written before it stays: the rows it left are what the reconciler re-sends from).
+        """
         self._sessions = sessions
         self._sender = sender
+        self._alone = alone
         self._outbox: list[Message] = []
         self._session: Session | None = None
         self._tx: SessionTransaction | None = None
@@ -55,8 +66,11 @@ class UnitOfWork:
         if self._session is not None:
             raise RuntimeError("a unit of work is used once: open a new one")
         self._session = self._sessions()
-        self._tx = self._session.begin()
         s = self._session
+        if self._alone:
+            s.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        else:
+            self._tx = s.begin()
         self.intents = IntentRepo(s)
         self.runs = RunRepo(s)
         self.approvals = ApprovalRepo(s)

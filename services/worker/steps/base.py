@@ -443,8 +443,9 @@ def _park(rt: Runtime, lease: StepLease, pending: CallPending, *, work_ms: int =
     park committed (its wake-up found the lease still ours and was turned away), the
     step is woken here: each side commits its mark, then reads the other's. If the run
     was cancelled while the prompt was being sent, the run's abort is sent again: the
-    cancel's own may have run before the daemon had the prompt."""
-    with rt.uow() as uow:
+    cancel's own may have run before the daemon had the prompt. Run alone: the park is
+    one statement that commits itself (lazily), and nothing after it is rolled back."""
+    with rt.uow(alone=True) as uow:
         parked = park_on_call(
             uow.session,
             lease,

@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, defer
 
 from shared.db import direct
+from shared.db.engine import lazy_commit
 from shared.db.models import OpenCodeCall, Run, StepRun, bound, table_of
 from shared.db.repos.runs import budget_of
 from shared.db.repos.steps import lease_held, park_statement
@@ -167,7 +168,7 @@ def _sent_and_parked() -> Select[int, bool | None, int | None, str | None]:
     (1, or 0 if the call was not ``claimed``), ``ended`` (the collector's idle mark, read
     with the sent mark), the step row's ``parked`` id (NULL: fenced off) and the run's
     ``status``. Listed first, the mark runs first: the call's row is locked before the
-    step's, as when they were two statements."""
+    step's, as when they were two statements. Committed lazily (:func:`lazy_commit`)."""
     sent = _MARK_SENT.cte("sent")
     parked = park_statement("key").cte("parked")
     return select(
@@ -175,6 +176,7 @@ def _sent_and_parked() -> Select[int, bool | None, int | None, str | None]:
         select(func.bool_or(sent.c.idle_at.is_not(None))).scalar_subquery().label("ended"),
         select(parked.c.id).scalar_subquery().label("parked"),
         select(parked.c.run_status).scalar_subquery().label("status"),
+        lazy_commit(),
     )
 
 
@@ -215,10 +217,13 @@ _WAKE = (
         _CALLS.c.status.in_((CallStatus.CLAIMED.value, CallStatus.SENT.value)),
     )
     .values(idle_at=func.coalesce(_CALLS.c.idle_at, func.statement_timestamp()))
-    .returning(_CALLS.c.run_id, _CALLS.c.step_id, _CALLS.c.status, _STEP_TASK)
+    .returning(_CALLS.c.run_id, _CALLS.c.step_id, _CALLS.c.status, _STEP_TASK, lazy_commit())
 )
 """The collector's one statement per batch of ended sessions: mark them idle (the flag a
-parking step reads after it parks) and name the steps to wake."""
+parking step reads after it parks) and name the steps to wake. Committed lazily
+(:func:`lazy_commit`): a wake-up lost with Postgres is redone by the collector's
+reconcile on reconnect, and a step woken without it asks the daemon whether its session
+is busy."""
 
 
 class Woken(NamedTuple):
@@ -468,7 +473,7 @@ class LedgerRepo:
         return sorted(
             {
                 Woken(run_id, step_id, parent)
-                for run_id, step_id, status, parent in rows
+                for run_id, step_id, status, parent, _lazy in rows
                 if status == CallStatus.SENT
             }
         )

@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session, aliased, defer
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from shared.db import direct
+from shared.db.engine import lazy_commit
 from shared.db.models import (
     Artifact,
     OpenCodeCall,
@@ -293,7 +294,7 @@ def park_statement(op_key: str) -> ReturningUpdate[tuple[int, str]]:
     )
 
 
-_PARK = park_statement("op_key")
+_PARK = park_statement("op_key").returning(lazy_commit())  # committed lazily, as a wake-up is
 _RELEASE = update(_STEPS).where(_ours()).values(lease_expires_at=None).returning(_STEPS.c.id)
 _PUT_ARTIFACT = (
     insert(_ARTIFACTS)

@@ -337,8 +337,8 @@ def test_the_cursor_sees_what_sqlalchemy_would_send(engine: Engine, db: Session,
     if name == "FINISH_MOVING":  # the step's record matched: the run moved
         assert fast[2], fast
     if name == "SENT_AND_PARKED":  # marked sent, no end seen, parked, the run's status
-        marked, ended, parked, status = (v for _t, v in fast[2][0])
-        assert (marked, ended, status) == (1, False, "compiling")
+        marked, ended, parked, status, lazy = (v for _t, v in fast[2][0])
+        assert (marked, ended, status, lazy) == (1, False, "compiling", "off")
         assert parked is not None
     if name == "CLAIM_HOLDING":  # renewed, the run's status read, claimed, reserved
         assert [v for _t, v in fast[2][0]] == [1, "compiling", 1], fast

@@ -80,9 +80,9 @@ def rt(make_rt: RuntimeFactory) -> Runtime:
     return make_rt()
 
 
-def uow(rt: Runtime, sender: InMemorySender | None = None) -> UnitOfWork:
+def uow(rt: Runtime, sender: InMemorySender | None = None, *, alone: bool = False) -> UnitOfWork:
     """A unit of work whose messages stay in memory: these tests run the steps in-process."""
-    return UnitOfWork(rt.sessions, sender if sender is not None else InMemorySender())
+    return UnitOfWork(rt.sessions, sender if sender is not None else InMemorySender(), alone=alone)
 
 
 def new_run(rt: Runtime, repo: Path, goal: str = "Add multiply to calc.py") -> str:

@@ -358,8 +358,8 @@ def test_a_parker_that_marks_its_call_sent_reads_the_collectors_mark_with_it(
     async_rt: Runtime, repo: Path, ended: bool
 ) -> None:
     """The park that marks its call sent reads whether the collector saw the session end
-    with that mark: two statements (the commit mode; the mark and the park), no read
-    after."""
+    with that mark: run alone as the worker runs it, one statement (the mark, the park
+    and its lazy commit), no BEGIN, no SET LOCAL, no COMMIT, no read after."""
     rt = async_rt
     run_id = new_run(rt, repo)
     op_key, lease = _claimed_call(rt, run_id, "ses_1")
@@ -373,14 +373,18 @@ def test_a_parker_that_marks_its_call_sent_reads_the_collectors_mark_with_it(
 
     listen(rt.engine, "before_cursor_execute", seen)
     try:
-        with uow(rt) as work:
+        with uow(rt, alone=True) as work:
             parked = park_on_call(
                 work.session, lease, op_key=op_key, hold_s=30, check_woken=True, mark_sent=True
+            )
+            parker_sent = list(statements)
+            assert _step_row(rt, run_id)["lease_owner"] == "parked", (
+                "committed by the statement itself, before the unit ends"
             )
     finally:
         remove(rt.engine, "before_cursor_execute", seen)
     assert parked == ("wake" if ended else "parked")
-    assert len(statements) == 2, statements
+    assert len(parker_sent) == 1, parker_sent
     assert _calls(rt, run_id)[0]["status"] == "sent"
 
 
@@ -519,6 +523,17 @@ def test_a_park_and_a_wake_up_commit_lazily_and_nothing_else_of_the_step_does(
         assert _durability_of(work.session) == "off"
     with uow(rt) as work:  # SET LOCAL: the next transaction on the connection is durable
         assert _durability_of(work.session) == "on"
+        assert park_on_call(work.session, lease, op_key=op_key, hold_s=30, check_woken=False) == (
+            "parked"
+        )
+        assert _durability_of(work.session) == "off", "a park of a call sent before, too"
+    # Run alone, as the worker and the collector run them, the transaction a statement
+    # makes lazy is its own: the connection's next statement waits for the disk again.
+    with uow(rt, alone=True) as work:
+        assert park_on_call(work.session, lease, op_key=op_key, hold_s=30, check_woken=False) == (
+            "parked"
+        )
+        assert _durability_of(work.session) == "on"
 
 
 def test_a_park_lost_with_postgres_leaves_a_call_the_next_delivery_collects(
@@ -555,11 +570,11 @@ def test_a_park_lost_with_postgres_leaves_a_call_the_next_delivery_collects(
     assert httpx.get(f"{client.base_url}/__kodo/stats").json()["prompts"] == 1
 
 
-def test_a_first_delivery_records_its_calls_session_with_the_claim_in_two_commits(
+def test_a_first_delivery_records_its_calls_session_with_the_claim_in_three_statements(
     async_rt: Runtime, client: OpenCodeClient, repo: Path
 ) -> None:
-    """enter (one statement, outside a transaction), then the claim (with the session
-    made just before) and the park, each committed: no mark_started between."""
+    """enter (one statement, alone), then the claim (with the session made just before,
+    in a transaction) and the park (one statement, alone): no mark_started between."""
     rt = async_rt
     run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=300]")
     statements: list[str] = []
@@ -574,7 +589,12 @@ def test_a_first_delivery_records_its_calls_session_with_the_claim_in_two_commit
         assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
     finally:
         remove(rt.engine, "before_cursor_execute", seen)
-    assert len(commits) == 2, statements
+    assert statements == [
+        "WITH entered AS (INSERT",
+        "WITH claimed AS (INSERT",
+        "WITH sent AS (UPDATE",
+    ]
+    assert len(commits) == 1, "the claim's (the others commit themselves)"
     [call] = _calls(rt, run_id)
     assert (call["status"], call["daemon"]) == ("sent", client.base_url)
     with rt.sessions() as s:
