@@ -14,16 +14,21 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
+    BindParameter,
     Boolean,
     ColumnElement,
+    Integer,
     Select,
     String,
     and_,
     any_,
     bindparam,
     case,
+    exists,
     extract,
     func,
+    literal,
     or_,
     select,
     update,
@@ -35,10 +40,10 @@ from shared.db import direct
 from shared.db.engine import lazy_commit
 from shared.db.models import OpenCodeCall, Run, StepRun, bound, table_of
 from shared.db.repos.runs import budget_of
-from shared.db.repos.steps import lease_held, park_statement
+from shared.db.repos.steps import park_statement, renewal_at_step
 from shared.domain.budget import BudgetExceeded, Estimate
 from shared.domain.call_record import ABORT_UNCONFIRMED, AgedRecord, CallRecord, aged
-from shared.domain.run_machine import RunStatus
+from shared.domain.run_machine import STEP_STATUS, RunStatus
 from shared.domain.step_lease import StepLease, assert_held
 from shared.domain.step_outcome import RuleRefusal
 from shared.domain.vocab import CallStatus
@@ -63,38 +68,67 @@ _FITS = ~bindparam("budgeted", type_=Boolean) | (
 
 
 def _claim_statement(*, holding: bool) -> Select[Any]:
-    """One statement: the claim; on its run, the call's estimate reserved iff it fits
-    the budget, a retried attempt (after its round's first) counted, and the worktree
-    stamped open on a daemon (see ``shared.service.instances``). The UPDATE takes the
-    run's row lock and Postgres re-checks the condition on the row as the lock's last
-    holder left it: racing reservations serialise, none overshoots. A claim that inserts
-    nothing (a replay) reserves and counts nothing. Its parameters must not be named like
-    a column of app.runs: the UPDATE would SET them.
+    """One statement that claims a call and refuses itself, so that it runs alone (no
+    transaction to roll a refusal back): the run's row is read locked (``FOR UPDATE``:
+    a concurrent writer's version, once committed, is the one read and re-checked, so
+    racing reservations serialise and none overshoots) and the call's estimate judged
+    against its budget (``fits``); only if it fits is the claim inserted, and only a
+    claim inserted (not a replay: its op_key or attempt is taken) reserves the estimate
+    on the run, counts a retried attempt (after its round's first) and stamps the
+    worktree open on a daemon (see ``shared.service.instances``). Each step reads the
+    one before, so they run in that order: the run's row is locked before the call's
+    is inserted. Its parameters must not be named like a column of app.runs: the UPDATE
+    would SET them.
 
-    ``holding``: the step's lease is renewed and the run's status read in the same
-    statement (:func:`shared.db.repos.steps.lease_held`; one row, ``id`` NULL when
-    nothing was claimed), and the call's run and step are bound as the lease's
-    ``w_run_id`` and ``w_step_id`` (named like no column of app.step_runs, whose
-    renewal would SET them)."""
+    ``holding``: the step's lease is renewed first (its row locked before the run's, as
+    everywhere), only while the run is at the step's status ``w_expected`` as the
+    snapshot shows it (:func:`shared.db.repos.steps.renewal_at_step`); the run is read
+    only if it was, and nothing is claimed unless the run, as locked, is still at that
+    status. A cancel committed between the two leaves the renewal (the step is abandoned
+    either way); the ``status`` returned is the locked one, for the caller's refusal.
+    The call's run and step are bound as the lease's ``w_run_id`` and ``w_step_id``
+    (named like no column of app.step_runs, whose renewal would SET them). One row:
+    ``renewed`` and ``status`` (holding only), ``id`` (NULL when nothing was claimed)
+    and ``fits`` (NULL when the run was not read: gone, or the lease not renewed)."""
     run_key, step_key = ("w_run_id", "w_step_id") if holding else ("run_id", "step_id")
+    run_id: BindParameter[Any] = bindparam(run_key, type_=String)
+    step_id: BindParameter[Any] = bindparam(step_key, type_=String)
+    readable: list[ColumnElement[bool]] = [_RUNS.c.id == run_id]
+    if holding:
+        renewed = renewal_at_step()
+        readable.append(exists(select(renewed.c.id)))
+    run = (
+        select(_RUNS.c.id, _RUNS.c.status, _FITS.label("fits"))
+        .where(*readable)
+        .with_for_update(of=_RUNS)
+        .cte("run")
+    )
+    claimable: ColumnElement[bool] = run.c.fits
+    if holding:  # the run as locked: a cancel committed since the snapshot is seen here
+        claimable = and_(claimable, run.c.status == bindparam("w_expected"))
+    session: BindParameter[Any] = bindparam("w_session", type_=String)
     claimed = (
         insert(_CALLS)
-        .values(
-            **bound("op_key", "attempt", "agent", "request"),
-            run_id=bindparam(run_key),
-            step_id=bindparam(step_key),
-            # Not named like the columns: app.runs has them too, and its UPDATE would SET
-            # them.
-            reserved_usd_micro=bindparam("call_usd"),
-            reserved_tokens=bindparam("call_tok"),
-            status=CallStatus.CLAIMED.value,
-            # A call whose session was made before its claim records it with the claim.
-            session_id=bindparam("w_session", type_=String),
-            daemon=bindparam("w_daemon", type_=String),
-            started_at=case(
-                (bindparam("w_session", type_=String).is_not(None), func.statement_timestamp()),
-                else_=None,
-            ),
+        .from_select(
+            _CLAIMED_COLUMNS,
+            select(
+                bindparam("op_key", type_=String),
+                run.c.id,
+                step_id,
+                bindparam("attempt", type_=Integer),
+                bindparam("agent", type_=String),
+                bindparam("request", type_=_CALLS.c.request.type),
+                literal(CallStatus.CLAIMED.value),
+                # A call whose session was made before its claim records it with the claim.
+                session,
+                case((session.is_not(None), func.statement_timestamp()), else_=None),
+                bindparam("w_daemon", type_=String),
+                # Not named like the columns: app.runs has them too, and its UPDATE
+                # would SET them.
+                bindparam("call_usd", type_=BigInteger),
+                bindparam("call_tok", type_=BigInteger),
+            ).where(claimable),
+            include_defaults=False,
         )
         # No conflict target: a racing twin (same op_key, so the same run, step and
         # attempt) may meet either unique index first; with a target, meeting the other
@@ -107,7 +141,7 @@ def _claim_statement(*, holding: bool) -> Select[Any]:
     round_first_attempt = (
         func.coalesce(
             select(_STEPS.c.attempt_base)
-            .where(_STEPS.c.run_id == claimed.c.run_id, _STEPS.c.step_id == bindparam(step_key))
+            .where(_STEPS.c.run_id == claimed.c.run_id, _STEPS.c.step_id == step_id)
             .scalar_subquery(),
             0,
         )
@@ -115,7 +149,7 @@ def _claim_statement(*, holding: bool) -> Select[Any]:
     )
     counted = (
         update(_RUNS)
-        .where(_RUNS.c.id == claimed.c.run_id, _FITS)
+        .where(_RUNS.c.id == claimed.c.run_id)  # locked by ``run``: its budget as judged
         .values(
             retry_count=_RUNS.c.retry_count
             + case((claimed.c.attempt > round_first_attempt, 1), else_=0),
@@ -128,16 +162,44 @@ def _claim_statement(*, holding: bool) -> Select[Any]:
         .returning(_RUNS.c.id)
         .cte("counted")
     )
-    fits = select(func.count()).select_from(counted).scalar_subquery().label("fits")
-    if not holding:
-        return select(claimed.c.id, fits).add_cte(counted)
     claimed_id = select(claimed.c.id).scalar_subquery().label("id")
-    return select(*lease_held(), claimed_id, fits).add_cte(counted)
+    fits = select(run.c.fits).scalar_subquery().label("fits")
+    if not holding:
+        return select(claimed_id, fits).add_cte(counted)
+    held = select(func.count()).select_from(renewed).scalar_subquery().label("renewed")
+    # The run's status as locked; as the snapshot shows it where it was not read (the
+    # lease was not renewed).
+    status = func.coalesce(
+        select(run.c.status).scalar_subquery(),
+        select(_RUNS.c.status).where(_RUNS.c.id == run_id).scalar_subquery(),
+    ).label("status")
+    return select(held, status, claimed_id, fits).add_cte(counted)
+
+
+_CLAIMED_COLUMNS = (
+    "op_key",
+    "run_id",
+    "step_id",
+    "attempt",
+    "agent",
+    "request",
+    "status",
+    "session_id",
+    "started_at",
+    "daemon",
+    "reserved_usd_micro",
+    "reserved_tokens",
+)
 
 
 # Hot-path statements are built once: constructing one costs more CPU than running it.
 _CLAIM = _claim_statement(holding=False)
 _CLAIM_HOLDING = _claim_statement(holding=True)
+_ATTEMPT_TAKEN = select(_CALLS.c.id).where(
+    _CALLS.c.run_id == bindparam("w_run_id"),
+    _CALLS.c.step_id == bindparam("w_step_id"),
+    _CALLS.c.attempt == bindparam("attempt"),
+)
 _BUDGET_OF = select(
     _RUNS.c.budget_usd_micro,
     _RUNS.c.spent_usd_micro,
@@ -361,12 +423,17 @@ class LedgerRepo:
         :meth:`mark_started` would after.
 
         A won claim after its round's first attempt also adds one to ``runs.retry_count``. Raises
-        AttemptPromptChanged if the attempt is in the ledger under another op_key.
+        AttemptPromptChanged if the attempt is in the ledger under another op_key, and
+        BudgetExceeded if the call's estimate does not fit the run's budget (a replay of
+        a claim already made is read back instead: it reserves nothing again).
 
         ``holding``: the step's lease, renewed by the same statement; StepAbandoned if
-        the run moved or a newer delivery holds the step (the caller's transaction rolls
-        the claim back with the renewal: a cancelled or fenced-off delivery claims
-        nothing), as :func:`shared.service.steps.hold_lease` raises.
+        the run moved or a newer delivery holds the step, as
+        :func:`shared.service.steps.hold_lease` raises.
+
+        The statement refuses itself (:func:`_claim_statement`): a refused claim, a
+        cancelled or fenced-off delivery's or one past the budget, writes nothing, so
+        the claim runs alone, outside a transaction, as well as in one.
         """
         params: dict[str, Any] = {
             "op_key": op_key,
@@ -381,7 +448,7 @@ class LedgerRepo:
         }
         if holding is None:
             params |= {"run_id": run_id, "step_id": step_id}
-            won = direct.execute(self.session, _CLAIM, params).one_or_none()
+            row = direct.execute(self.session, _CLAIM, params).one()
         else:
             if (holding.run_id, holding.step.value) != (run_id, step_id):
                 raise ValueError(f"a claim of {run_id}/{step_id} under another step's lease")
@@ -389,25 +456,34 @@ class LedgerRepo:
                 "w_run_id": run_id,
                 "w_step_id": step_id,
                 "w_fence": holding.fence,
+                "w_expected": STEP_STATUS[holding.step].value,
                 "lease": timedelta(seconds=holding.lease_s),
             }
             row = direct.execute(self.session, _CLAIM_HOLDING, params).one()
             assert_held(holding, row.status, bool(row.renewed))
-            won = row if row.id is not None else None
-        if won is not None:
-            if estimate is not None and not won.fits:
-                self._refuse(run_id, estimate)
+        if row.id is not None:
             return None
         # A statement of its own (a new snapshot): it sees a twin that committed while
         # the insert waited on it.
         found = self.get_aged(op_key)
-        if found is None:
-            raise AttemptPromptChanged(run_id, step_id, attempt, op_key)
-        return found
+        if found is not None:
+            return found
+        if row.fits is None:  # the run was not read (a held lease's refusal raised above)
+            raise LookupError(f"no run {run_id}: no call is claimed on it")
+        taken = self._attempt_taken(run_id, step_id, attempt) if not row.fits else True
+        if not taken and estimate is not None:  # refused for its budget alone
+            self._refuse(run_id, estimate)
+        raise AttemptPromptChanged(run_id, step_id, attempt, op_key)
+
+    def _attempt_taken(self, run_id: str, step_id: str, attempt: int) -> bool:
+        """Whether the ledger holds this attempt (under another op_key: the claim's own
+        was looked up first): a claim refused for its budget says so before the budget."""
+        params = {"w_run_id": run_id, "w_step_id": step_id, "attempt": attempt}
+        return direct.execute(self.session, _ATTEMPT_TAKEN, params).first() is not None
 
     def _refuse(self, run_id: str, estimate: Estimate) -> None:
-        """The won claim's estimate does not fit: raise BudgetExceeded, saying by how much
-        (the caller's transaction rolls back: the claim goes with it, nothing is sent)."""
+        """The claim's estimate did not fit (nothing was claimed, nothing is sent): raise
+        BudgetExceeded, saying by how much."""
         row = direct.execute(self.session, _BUDGET_OF, {"w_run_id": run_id}).one()
         raise BudgetExceeded(budget_of(row).refusal(estimate))
 

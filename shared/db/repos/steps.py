@@ -227,6 +227,17 @@ def lease_held() -> tuple[ColumnElement[int], ColumnElement[str | None]]:
     return held, status.label("status")
 
 
+def renewal_at_step() -> CTE:
+    """Our lease renewed (the ``renewed`` CTE: the step row's id, or no row) only while
+    the run is at ``w_expected`` (the step's status), for a statement run alone: a
+    statement whose caller refuses on a moved run leaves no renewal behind, with nothing
+    to roll it back. Binds those of :func:`lease_held` and ``w_expected``."""
+    at_step = exists().where(
+        _RUNS.c.id == bindparam("w_run_id"), _RUNS.c.status == bindparam("w_expected")
+    )
+    return _RENEW.where(at_step).cte("renewed")
+
+
 def _hold_statement() -> Select[int, str | None]:
     """Renew the lease and read the run's status, in one round trip."""
     return select(*lease_held())

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db.models import OpenCodeCall, Run
+from shared.db.repos.ledger import AttemptPromptChanged
 from shared.domain.budget import BudgetExceeded, Estimate
 from shared.domain.vocab import (
     CUT_SHORT_ERRORS,
@@ -126,7 +127,7 @@ def test_racing_claims_never_reserve_past_the_budget_and_settled_costs_stay_with
     assert kept == final.spent_usd_micro, "each call keeps what its settle spent"
 
 
-def test_a_token_budget_refuses_the_call_and_rolls_its_claim_back(
+def test_a_token_budget_refuses_the_call_and_claims_nothing(
     db: Session, sessions: sessionmaker[Session]
 ) -> None:
     run = RunFactory(budget_usd_micro=None, budget_tokens=1_500)
@@ -142,6 +143,42 @@ def test_a_token_budget_refuses_the_call_and_rolls_its_claim_back(
             select(OpenCodeCall.attempt).where(OpenCodeCall.run_id == run.id)
         ).scalars()
         assert list(attempts) == [1], "the refused call was never claimed, so never sent"
+    assert money(sessions, run.id).reserved_tokens == ESTIMATE.tokens, "nor reserved"
+
+
+def test_a_claim_replayed_once_its_budget_is_full_reads_its_row_back(
+    db: Session, sessions: sessionmaker[Session]
+) -> None:
+    """A redelivery replays a call it claimed before: the budget that call filled does
+    not refuse its own replay, which reserves nothing again and reads the row."""
+    run = RunFactory(budget_usd_micro=None, budget_tokens=ESTIMATE.tokens)  # room for one
+    db.commit()
+    ledger = PostgresCallLedger(sessions, ESTIMATE)
+    first = call(run.id, 1)
+    assert ledger.claim(first, {}, lease=None)
+
+    won, found = ledger.claim_or_read(first, {}, lease=None)
+
+    assert not won
+    assert found is not None
+    record, _age = found
+    assert (record.op_key, record.status) == (first.op_key, CallStatus.CLAIMED)
+    assert money(sessions, run.id).reserved_tokens == ESTIMATE.tokens, "reserved once"
+
+
+def test_an_attempt_asked_again_in_other_words_is_refused_as_such_with_its_budget_full(
+    db: Session, sessions: sessionmaker[Session]
+) -> None:
+    """The attempt's own refusal comes before the budget's: the ledger holds attempt 1
+    under another prompt, whatever room is left."""
+    run = RunFactory(budget_usd_micro=None, budget_tokens=ESTIMATE.tokens)
+    db.commit()
+    ledger = PostgresCallLedger(sessions, ESTIMATE)
+    assert ledger.claim(call(run.id, 1), {}, lease=None)
+    reworded = StructuredCall(run.id, "CompileST", 1, "plan", "other words", {}, "/w")
+
+    with pytest.raises(AttemptPromptChanged):
+        ledger.claim(reworded, {}, lease=None)
 
 
 def test_a_call_that_fails_without_usage_releases_its_reservation(

@@ -156,6 +156,7 @@ def _cases(run_id: str) -> dict[str, tuple[Any, dict[str, Any]]]:
             ledger._CLAIM_HOLDING,
             {
                 **w,
+                "w_expected": "compiling",
                 "lease": timedelta(seconds=30),
                 "op_key": "k3",
                 "attempt": 3,
@@ -340,8 +341,8 @@ def test_the_cursor_sees_what_sqlalchemy_would_send(engine: Engine, db: Session,
         marked, ended, parked, status, lazy = (v for _t, v in fast[2][0])
         assert (marked, ended, status, lazy) == (1, False, "compiling", "off")
         assert parked is not None
-    if name == "CLAIM_HOLDING":  # renewed, the run's status read, claimed, reserved
-        assert [v for _t, v in fast[2][0]] == [1, "compiling", 1], fast
+    if name == "CLAIM_HOLDING":  # renewed, the run's status read, claimed (it fits)
+        assert [v for _t, v in fast[2][0]] == [1, "compiling", True], fast
     if name == "SNAPSHOT_STEP":  # the rich row was read: the computed columns have values
         assert all(v is not None for _t, v in fast[2][0][-5:]), fast[2]  # approved..round
 

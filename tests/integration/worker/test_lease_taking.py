@@ -275,12 +275,56 @@ def test_a_claim_under_its_live_lease_wins_and_renews_the_lease(rt: Runtime, run
     assert float(left) > 30, "renewed for the lease's 60 s by the claim's statement"
 
 
+def _expiry(rt: Runtime, run_id: str) -> Any:
+    with rt.sessions() as s:
+        return s.execute(
+            text(
+                "SELECT lease_expires_at FROM app.step_runs"
+                " WHERE run_id = :r AND step_id = 'CompileST'"
+            ),
+            {"r": run_id},
+        ).scalar_one()
+
+
 def test_a_claim_of_a_cancelled_run_is_refused_and_leaves_no_row(rt: Runtime, run_id: str) -> None:
+    """Run alone (no transaction rolls anything back): the refused claim wrote nothing,
+    not even its lease's renewal."""
     lease = _delivered(rt, run_id, "a")
     with uow(rt) as work:
         cancel_run(work, run_id, now=datetime.now().astimezone())
+    before = _expiry(rt, run_id)
     with pytest.raises(StepAbandoned, match="run is cancelled"):
         _claim(rt, run_id, lease)
+    assert _claims(rt, run_id) == 0
+    assert _expiry(rt, run_id) == before
+
+
+def test_a_cancel_committed_while_the_claim_waits_for_the_run_is_seen_and_nothing_is_claimed(
+    rt: Runtime, run_id: str
+) -> None:
+    """The race the run's row lock decides: the claim's snapshot still shows the run at
+    the step's status, but a cancel holds the run's row; the claim reads the run as the
+    cancel left it once it commits, and refuses."""
+    lease = _delivered(rt, run_id, "a")
+    outcome: list[BaseException | bool] = []
+
+    def claim() -> None:
+        try:
+            outcome.append(_claim(rt, run_id, lease))
+        except BaseException as exc:  # recorded for the assertions below
+            outcome.append(exc)
+
+    claimer = threading.Thread(target=claim)
+    with uow(rt) as work:
+        cancel_run(work, run_id, now=datetime.now().astimezone())
+        work.session.flush()
+        claimer.start()
+        claimer.join(0.5)
+        assert claimer.is_alive(), "the claim waits for the cancel's lock on the run"
+    claimer.join(10)
+    [refused] = outcome
+    assert isinstance(refused, StepAbandoned), refused
+    assert "run is cancelled" in str(refused)
     assert _claims(rt, run_id) == 0
 
 
