@@ -17,6 +17,13 @@ dialect and runs its text on the session's own connection:
 * the same parameter values on the wire: each bind's type processor (JSONB) and a
   column's constant default applied.
 
+The text is sent as PostgreSQL's own (``$1``, ``$2``... in a ``RawCursor``), compiled
+once by SQLAlchemy in its ``numeric_dollar`` style: psycopg then has no ``%(name)s`` to
+parse and reorder per execution. It did that with a regex on every statement longer
+than its cache takes (4096 bytes: the lease-taking snapshot is 5.9 kB), 2% of a worker's
+CPU under the bench's load (py-spy), and a cache lookup for the rest. The listeners see
+that text and the values in its order.
+
 What SQLAlchemy would have run differently is refused instead: a missing parameter
 (never sent as NULL), a key the statement does not bind (SQLAlchemy compiles one named
 like a column into a SET), a name it must escape, an expanding parameter, a default
@@ -32,9 +39,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from psycopg import RawCursor
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, exc
 from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.default import DefaultDialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -44,7 +53,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 class Compiled:
     """A statement's text for one dialect, with what its parameters need."""
 
-    sql: str
+    sql: str  # with PostgreSQL's placeholders: $1 is the value of order[0]...
+    order: tuple[str, ...]  # each placeholder's parameter name
     defaults: Mapping[str, Any]  # values bound at build time (a status literal...)
     required: frozenset[str]  # names the caller must pass
     names: frozenset[str]  # every name the caller may pass
@@ -53,6 +63,21 @@ class Compiled:
 
 _cache: dict[tuple[int, type[Dialect]], tuple[Executable, Compiled]] = {}
 _cache_lock = threading.Lock()
+
+
+_dollar_dialects: dict[type[DefaultDialect], DefaultDialect] = {}
+
+
+def _dollar_dialect(dialect: Dialect) -> DefaultDialect:
+    """A dialect of this one's kind rendering PostgreSQL's own ``$n`` placeholders (each
+    name one number, however often the statement binds it)."""
+    if not isinstance(dialect, DefaultDialect):
+        raise TypeError(f"direct.execute cannot number parameters for {type(dialect).__name__}")
+    kind = type(dialect)
+    found = _dollar_dialects.get(kind)
+    if found is None:
+        found = _dollar_dialects.setdefault(kind, kind(paramstyle="numeric_dollar"))
+    return found
 
 
 def compile_once(stmt: Executable, dialect: Dialect) -> Compiled:
@@ -89,8 +114,14 @@ def compile_once(stmt: Executable, dialect: Dialect) -> Compiled:
             if made_by is None or not made_by.is_scalar:
                 raise TypeError(f"direct.execute cannot compute {column.key!r}'s {attr}")
             defaults[column.key] = made_by.arg
+    dollar = stmt.compile(dialect=_dollar_dialect(dialect))  # type: ignore[attr-defined]
+    if not isinstance(dollar, SQLCompiler) or dollar.positiontup is None:
+        raise TypeError(f"direct.execute cannot number the parameters of {type(stmt).__name__}")
+    if set(dollar.positiontup) != set(compiled.bind_names.values()):
+        raise TypeError("direct.execute: the numbered text binds other names than the named one")
     made = Compiled(
-        sql=compiled.string,
+        sql=dollar.string,
+        order=tuple(dollar.positiontup),
         defaults=defaults,
         required=frozenset(required),
         names=frozenset(compiled.params),
@@ -191,10 +222,12 @@ def execute(
     dbapi = conn.connection.driver_connection
     if dbapi is None:
         raise exc.InvalidRequestError("the connection has no DBAPI connection")
-    sql, sent = compiled.sql, dict(params or {})
-    cursor = dbapi.cursor(row_factory=namedtuple_row)
+    sql: str = compiled.sql
+    sent: Any = dict(params or {})
+    cursor: Any = RawCursor(dbapi, row_factory=namedtuple_row)  # SQLAlchemy's DBAPICursor
     try:
-        sent = parameters(compiled, sent)
+        named = parameters(compiled, sent)
+        sent = [named[name] for name in compiled.order]
         # Listeners get no ExecutionContext (there is none); a retval listener may
         # rewrite the text or the values, as on Connection.execute.
         for before in conn.dispatch.before_cursor_execute:

@@ -2,6 +2,8 @@
 the same: each is run both ways (each in a rolled-back SAVEPOINT) with awkward values
 (JSON null, '%' in text, big numbers, naive and aware times, bytes), and the
 (statement, parameters) pair before_cursor_execute sees and the typed rows compared.
+direct sends PostgreSQL's own numbered placeholders (``$1``, in its text's order of
+names): its pair is read back into names by that order before it is compared.
 """
 
 from __future__ import annotations
@@ -31,12 +33,24 @@ def _norm(v: Any) -> Any:
     return v
 
 
-def _capture(engine: Engine, db: Session, run: Any) -> tuple[str, dict[str, Any], Any]:
+def _named(statement: str, params: Any, order: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    """A numbered statement (``$1``...) and its values, as the named text and values
+    SQLAlchemy's own execution sends; a named one as it is (``%%``: a literal ``%``)."""
+    if isinstance(params, dict):
+        return statement.replace("%%", "%"), params
+    text = re.sub(r"\$(\d+)", lambda m: f"%({order[int(m[1]) - 1]})s", statement)
+    return text, dict(zip(order, params, strict=True))
+
+
+def _capture(
+    engine: Engine, db: Session, run: Any, stmt: Any = None
+) -> tuple[str, dict[str, Any], Any]:
     seen: list[tuple[str, dict[str, Any]]] = []
     got: list[Any] = []
+    order = () if stmt is None else direct.compile_once(stmt, engine.dialect).order
 
     def grab(_c: Any, _cur: Any, statement: str, params: Any, *_rest: Any) -> None:
-        seen.append((statement, dict(params)))
+        seen.append(_named(statement, params, order))
 
     event.listen(engine, "before_cursor_execute", grab)
     try:
@@ -325,7 +339,7 @@ def test_the_cursor_sees_what_sqlalchemy_would_send(engine: Engine, db: Session,
     run = _rich_run(db)
     stmt, params = _cases(run.id)[name]
     sa = _capture(engine, db, lambda: db.execute(stmt, dict(params)))
-    fast = _capture(engine, db, lambda: direct.execute(db, stmt, dict(params)))
+    fast = _capture(engine, db, lambda: direct.execute(db, stmt, dict(params)), stmt)
     if name.startswith(("CLAIM", "RECORD")):  # the new row's id: a sequence, not rolled back
         sa = _without_column(sa, 2 if name == "CLAIM_HOLDING" else 0)
         fast = _without_column(fast, 2 if name == "CLAIM_HOLDING" else 0)
