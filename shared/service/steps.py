@@ -23,7 +23,7 @@ from shared.db.engine import unit_of_work
 from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.runs import move_values
 from shared.db.repos.snapshots import entered_snapshot
-from shared.db.repos.steps import ArtifactRepo, StepRunRepo
+from shared.db.repos.steps import NewArtifact, StepRunRepo
 from shared.domain.call_record import StepLedger
 from shared.domain.pinning import RepoPin
 from shared.domain.rounds import RepairRequest, artifact_name, quoted_output, repairs_done
@@ -327,15 +327,10 @@ def record_outcome(
     in the same transaction. Raises StepSuperseded if the fence or the run moved on
     (the caller rolls back).
     """
-    for art in outcome.artifacts:
-        ArtifactRepo(s).put(
-            lease.run_id,
-            lease.step,
-            kind=art.kind,
-            name=artifact_name(art.name, routing.round),
-            content=art.content,
-            media_type=art.media_type,
-        )
+    artifacts = [
+        NewArtifact(art.kind, artifact_name(art.name, routing.round), art.content, art.media_type)
+        for art in outcome.artifacts
+    ]
     verifying = lease.step is StepId.EXECUTE and outcome.verification_failed
     repairs = _repairs_made(s, lease.run_id) if verifying else 0  # ApplyPatchST's row
     event = _event(lease, outcome, routing, repairs)
@@ -356,6 +351,7 @@ def record_outcome(
             plan_sha256=outcome.plan_sha256,
             workspace=outcome.workspace,
         ),
+        artifacts=artifacts,  # stored by the same statement
     )
     if not recorded:  # fenced off (a newer delivery owns the step), or the run moved
         raise StepSuperseded

@@ -8,12 +8,14 @@ runs behind or ahead decides nothing differently.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     CTE,
     BindParameter,
     ColumnElement,
@@ -21,6 +23,7 @@ from sqlalchemy import (
     DateTime,
     Integer,
     Interval,
+    LargeBinary,
     Select,
     String,
     and_,
@@ -271,14 +274,78 @@ _FINISH = _finish_statement("status", "output", "error")
 
 
 @cache
-def _finish_moving_statement(keys: frozenset[str]) -> ReturningUpdate[tuple[str]]:
+def _finish_moving_statement(
+    keys: frozenset[str], with_artifacts: bool = False
+) -> ReturningUpdate[tuple[str]]:
     """The outcome recorded on our row and the run moved, in one statement: the run's
     UPDATE (:func:`guarded_move`) runs only if the step's matched, so a fenced-off
     delivery moves nothing; a run that moved first moves nothing either, and the caller
     rolls the step's record back. The step's values are bound as ``step_status``,
-    ``step_output``, ``step_error`` (the run's move binds its own ``status``, ``error``)."""
+    ``step_output``, ``step_error`` (the run's move binds its own ``status``, ``error``).
+    ``with_artifacts``: the outcome's artifacts are stored by the same statement
+    (:func:`_artifacts_put`), rolled back with the rest."""
     finished = _finish_statement("step_status", "step_output", "step_error").cte("finished")
-    return guarded_move(keys, "w_run_id", exists(select(finished.c.id)))
+    moving = guarded_move(keys, "w_run_id", exists(select(finished.c.id)))
+    return moving.add_cte(_artifacts_put()) if with_artifacts else moving
+
+
+_ARTIFACT_ARRAYS = (
+    ("art_kinds", "kind", String),
+    ("art_names", "name", String),
+    ("art_media", "media_type", String),
+    ("art_contents", "content", LargeBinary),
+    ("art_sizes", "size", Integer),
+    ("art_sha256", "sha256", String),
+)
+
+
+def _artifacts_put() -> CTE:
+    """Artifacts of our step stored once each (a redelivered step keeps the first), as
+    one statement whatever their number: their columns bound as parallel arrays
+    (``art_kinds``, ``art_names``...; :func:`artifact_arrays`) and read back as rows by
+    ``unnest``. The table's checks hold each size and sha256 to its content."""
+    given = (
+        func.unnest(*(bindparam(key, type_=ARRAY(kind)) for key, _c, kind in _ARTIFACT_ARRAYS))
+        .table_valued(*(column for _k, column, _t in _ARTIFACT_ARRAYS))
+        .render_derived(name="given")
+    )
+    columns = [column for _k, column, _t in _ARTIFACT_ARRAYS]
+    rows = select(
+        bindparam("w_run_id", type_=String),
+        bindparam("w_step_id", type_=String),
+        *(given.c[column] for column in columns),
+    )
+    return (
+        insert(_ARTIFACTS)
+        .from_select(["run_id", "step_id", *columns], rows)
+        .on_conflict_do_nothing(
+            index_elements=[_ARTIFACTS.c.run_id, _ARTIFACTS.c.step_id, _ARTIFACTS.c.name]
+        )
+        .returning(_ARTIFACTS.c.id)
+        .cte("put")
+    )
+
+
+@dataclass(frozen=True)
+class NewArtifact:
+    """An artifact to store with an outcome (its size and sha256 computed here)."""
+
+    kind: ArtifactKind
+    name: str
+    content: bytes
+    media_type: str
+
+
+def artifact_arrays(artifacts: Sequence[NewArtifact]) -> dict[str, list[Any]]:
+    """The parallel arrays :func:`_artifacts_put` binds, one element per artifact."""
+    return {
+        "art_kinds": [a.kind.value for a in artifacts],
+        "art_names": [a.name for a in artifacts],
+        "art_media": [a.media_type for a in artifacts],
+        "art_contents": [a.content for a in artifacts],
+        "art_sizes": [len(a.content) for a in artifacts],
+        "art_sha256": [sha256_hex(a.content) for a in artifacts],
+    }
 
 
 def park_statement(op_key: str) -> ReturningUpdate[tuple[int, str]]:
@@ -428,12 +495,14 @@ class StepRunRepo:
         output: dict[str, Any] | None,
         error: str | None,
         run_move: dict[str, object],
+        artifacts: Sequence[NewArtifact] = (),
     ) -> bool:
         """Record the outcome iff our fencing token is still current, and move the run
         as ``run_move`` says (:func:`shared.db.repos.runs.move_values`) iff it is still in
         its ``from_status``, in one statement; False if either did not hold (the caller
-        rolls back: the step's record must not stand without the run's move)."""
-        params = {
+        rolls back: the step's record must not stand without the run's move).
+        ``artifacts`` are stored by the same statement, each once."""
+        params: dict[str, Any] = {
             **run_move,
             "w_run_id": run_id,
             "w_step_id": step.value,
@@ -442,7 +511,9 @@ class StepRunRepo:
             "step_output": output,
             "step_error": error,
         }
-        statement = _finish_moving_statement(frozenset(run_move))
+        if artifacts:
+            params |= artifact_arrays(artifacts)
+        statement = _finish_moving_statement(frozenset(run_move), bool(artifacts))
         return direct.execute(self.session, statement, params).scalar_one_or_none() is not None
 
     def for_run(self, run_id: str) -> list[StepRun]:

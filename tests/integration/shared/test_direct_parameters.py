@@ -20,12 +20,15 @@ from sqlalchemy.orm import Session
 
 from shared.db import direct
 from shared.db.repos import approvals, ledger, runs, snapshots, steps, tokens
+from shared.domain.vocab import ArtifactKind
 from tests import factories
 
 _NAME = re.compile(r"%\((\w+)\)s")
 
 
 def _norm(v: Any) -> Any:
+    if isinstance(v, list):  # an array parameter: its elements, each as itself
+        return [_norm(e) for e in v]
     if isinstance(v, Jsonb):
         return ("Jsonb", v.obj)
     if type(v).__name__ == "Binary":
@@ -134,6 +137,33 @@ def _cases(run_id: str) -> dict[str, tuple[Any, dict[str, Any]]]:
                 "last_step": "CompileST",
                 "error": "boom %s",
                 "from_status": "compiling",
+            },
+        ),
+        "FINISH_MOVING_ARTIFACTS": (
+            steps._finish_moving_statement(
+                frozenset({"status", "next_action", "updated_at", "last_step", "error"})
+                | {"from_status"},
+                True,
+            ),
+            {
+                **w,
+                "step_status": "succeeded",
+                "step_output": None,
+                "step_error": None,
+                "status": "waiting_input",
+                "next_action": "approve",
+                "updated_at": now,
+                "last_step": "CompileST",
+                "error": None,
+                "from_status": "compiling",
+                **steps.artifact_arrays(
+                    [
+                        steps.NewArtifact(
+                            ArtifactKind.PLAN_CARD, "card.r9.json", b'{"a": "%(w_fence)s"}', "json"
+                        ),
+                        steps.NewArtifact(ArtifactKind.DIAGNOSTIC, "x.bin", b"\x00\xff%s", "raw"),
+                    ]
+                ),
             },
         ),
         "PUT": (
@@ -349,8 +379,13 @@ def test_the_cursor_sees_what_sqlalchemy_would_send(engine: Engine, db: Session,
     if name in ("SNAPSHOT_STEP", "ENTERING"):  # the parked call's age is the statement's clock
         sa, fast = _ageless(sa), _ageless(fast)
     assert fast == sa
-    if name == "FINISH_MOVING":  # the step's record matched: the run moved
+    if name.startswith("FINISH_MOVING"):  # the step's record matched: the run moved
         assert fast[2], fast
+    if name == "FINISH_MOVING_ARTIFACTS":  # and both artifacts were stored (then rolled back)
+        assert _stored_with_it(engine, db, stmt, params) == [
+            ("card.r9.json", hashlib.sha256(b'{"a": "%(w_fence)s"}').hexdigest()),
+            ("x.bin", hashlib.sha256(b"\x00\xff%s").hexdigest()),
+        ]
     if name == "SENT_AND_PARKED":  # marked sent, no end seen, parked, the run's status
         marked, ended, parked, status, lazy = (v for _t, v in fast[2][0])
         assert (marked, ended, status, lazy) == (1, False, "compiling", "off")
@@ -359,6 +394,25 @@ def test_the_cursor_sees_what_sqlalchemy_would_send(engine: Engine, db: Session,
         assert [v for _t, v in fast[2][0]] == [1, "compiling", True], fast
     if name == "SNAPSHOT_STEP":  # the rich row was read: the computed columns have values
         assert all(v is not None for _t, v in fast[2][0][-5:]), fast[2]  # approved..round
+
+
+def _stored_with_it(engine: Engine, db: Session, stmt: Any, params: dict[str, Any]) -> Any:
+    """The artifacts the statement stored, read in its SAVEPOINT before it is rolled back."""
+    nested = db.begin_nested()
+    try:
+        direct.execute(db, stmt, dict(params))
+        return [
+            tuple(r)
+            for r in db.execute(
+                text(
+                    "SELECT name, sha256 FROM app.artifacts WHERE run_id = :r"
+                    " AND step_id = 'CompileST' AND name IN ('card.r9.json', 'x.bin') ORDER BY name"
+                ),
+                {"r": params["w_run_id"]},
+            )
+        ]
+    finally:
+        nested.rollback()
 
 
 def _ageless(got: tuple[str, dict[str, Any], Any]) -> Any:

@@ -254,8 +254,7 @@ def test_a_woken_step_reads_its_parked_call_with_its_lease_and_collects_it_witho
     assert statements[0].startswith("WITH"), "the snapshot and the resume: one statement"
     assert statements[1:] == [
         "UPDATE app.opencode_calls SET",  # the answer, in the outcome's transaction
-        "INSERT INTO app.artifacts",
-        "WITH finished AS",  # the step's record and the run's move, one statement
+        "WITH put AS",  # the artifacts, the step's record and the run's move: one statement
     ]
     assert _calls(rt, run_id)[0]["status"] == "succeeded"
     with pytest.raises(OpenCodeError) as gone:  # deleted once the answer was recorded

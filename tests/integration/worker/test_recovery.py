@@ -20,7 +20,7 @@ from services.worker.steps.base import StepAbandoned, StepOutcome, load_context,
 from services.worker.steps.compile import compile_step
 from shared.clock import FixedClock
 from shared.db.engine import unit_of_work
-from shared.db.models import Run, StepRun
+from shared.db.models import Artifact, Run, StepRun
 from shared.db.schema_version import EXPECTED_HEAD, SchemaMismatch, assert_schema_current
 from shared.domain.run_machine import StepId
 from shared.domain.step_lease import StepLease
@@ -74,8 +74,9 @@ def test_a_late_worker_is_fenced_off_and_cannot_overwrite_its_successor(
 def test_an_outcome_whose_run_moved_meanwhile_is_not_recorded_on_the_step_either(
     rt: Runtime, repo: Path
 ) -> None:
-    """The step's record and the run's move are one statement: a run cancelled while
-    its step ran refuses the move, and the step's record goes back with it."""
+    """The step's record, its artifacts and the run's move are one statement: a run
+    cancelled while its step ran refuses the move, and the step's record and artifacts
+    go back with it."""
     run_id = new_run(rt, repo)
     ctx = load_context(rt, run_id, StepId.COMPILE)
     assert ctx is not None
@@ -87,6 +88,8 @@ def test_an_outcome_whose_run_moved_meanwhile_is_not_recorded_on_the_step_either
             select(StepRun).where(StepRun.run_id == run_id, StepRun.step_id == "CompileST")
         ).one()
         assert (step.status, step.error, step.finished_at) == ("running", None, None)
+        kept = s.scalars(select(Artifact.name).where(Artifact.run_id == run_id)).all()
+        assert kept == [], "the refused failure's diagnostic.json went back with it"
     assert _status_and_error(rt, run_id) == ("cancelled", None)
 
 
