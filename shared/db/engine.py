@@ -96,8 +96,13 @@ def outside_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     statements that must commit together, nor for a write its caller may still want
     rolled back (a check raised after it)."""
     with factory() as session:
-        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        run_alone(session)
         yield session
+
+
+def run_alone(session: Session) -> None:
+    """Have ``session``'s statements each run alone (see :func:`outside_transaction`)."""
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 def lazy_commit() -> ColumnElement[str]:

@@ -19,6 +19,7 @@ from types import TracebackType
 import structlog
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
+from shared.db.engine import run_alone
 from shared.db.repos.approvals import ApprovalRepo
 from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.runs import IntentRepo, RunRepo
@@ -68,7 +69,7 @@ class UnitOfWork:
         self._session = self._sessions()
         s = self._session
         if self._alone:
-            s.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            run_alone(s)
         else:
             self._tx = s.begin()
         self.intents = IntentRepo(s)

@@ -470,8 +470,8 @@ class LedgerRepo:
             return found
         if row.fits is None:  # the run was not read (a held lease's refusal raised above)
             raise LookupError(f"no run {run_id}: no call is claimed on it")
-        taken = self._attempt_taken(run_id, step_id, attempt) if not row.fits else True
-        if not taken and estimate is not None:  # refused for its budget alone
+        refused_for_budget = not row.fits and not self._attempt_taken(run_id, step_id, attempt)
+        if refused_for_budget and estimate is not None:
             self._refuse(run_id, estimate)
         raise AttemptPromptChanged(run_id, step_id, attempt, op_key)
 

@@ -93,6 +93,15 @@ _ENTERED_COLUMNS = (
 )
 
 
+def _run_at_expected_status() -> ColumnElement[bool]:
+    """The run ``w_run_id`` exists and is at ``w_expected`` (the step's status), as the
+    statement's snapshot shows it."""
+    return exists().where(
+        _RUNS.c.id == bindparam("w_run_id", type_=String),
+        _RUNS.c.status == bindparam("w_expected"),
+    )
+
+
 def lease_taking() -> tuple[CTE, CTE]:
     """The step's lease taken for a delivery, as CTEs of one statement that also reads
     the run (:func:`shared.db.repos.snapshots.entered_snapshot`): ``(lease, counted)``,
@@ -116,7 +125,7 @@ def lease_taking() -> tuple[CTE, CTE]:
     task_id: BindParameter[Any] = bindparam("task_id", type_=String)
     expires = _lease_expiry()
     running = StepRunStatus.RUNNING.value
-    at_step = exists().where(_RUNS.c.id == run_id, _RUNS.c.status == bindparam("w_expected"))
+    at_step = _run_at_expected_status()
 
     def parked_live(row: Any) -> ColumnElement[bool]:
         return and_(
@@ -235,10 +244,7 @@ def renewal_at_step() -> CTE:
     the run is at ``w_expected`` (the step's status), for a statement run alone: a
     statement whose caller refuses on a moved run leaves no renewal behind, with nothing
     to roll it back. Binds those of :func:`lease_held` and ``w_expected``."""
-    at_step = exists().where(
-        _RUNS.c.id == bindparam("w_run_id"), _RUNS.c.status == bindparam("w_expected")
-    )
-    return _RENEW.where(at_step).cte("renewed")
+    return _RENEW.where(_run_at_expected_status()).cte("renewed")
 
 
 def _hold_statement() -> Select[int, str | None]:
