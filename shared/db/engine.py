@@ -79,30 +79,19 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def engine_of(factory: sessionmaker[Session]) -> Engine:
+    """The engine ``factory``'s sessions are bound to (its pool is theirs)."""
+    bind = factory.kw.get("bind")
+    if not isinstance(bind, Engine):
+        raise TypeError(f"the session factory is bound to {type(bind).__name__}, not an Engine")
+    return bind
+
+
 @contextmanager
 def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One transaction: commit on success, roll back on any error."""
     with factory() as session, session.begin():
         yield session
-
-
-@contextmanager
-def outside_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session whose statements each run alone, outside any transaction (AUTOCOMMIT):
-    Postgres runs each on its own snapshot and commits each that writes on its own,
-    durably, as a one-statement transaction would, without the BEGIN and COMMIT round
-    trips; the pool resets the connection at check-in. Under READ COMMITTED a
-    transaction gives statements nothing more than that but atomicity: never for
-    statements that must commit together, nor for a write its caller may still want
-    rolled back (a check raised after it)."""
-    with factory() as session:
-        run_alone(session)
-        yield session
-
-
-def run_alone(session: Session) -> None:
-    """Have ``session``'s statements each run alone (see :func:`outside_transaction`)."""
-    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 def lazy_commit() -> ColumnElement[str]:

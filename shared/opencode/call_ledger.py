@@ -11,7 +11,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db.engine import outside_transaction
+from shared.db import direct
+from shared.db.engine import engine_of
 from shared.db.repos.ledger import LedgerRepo
 from shared.domain.budget import Estimate
 from shared.domain.call_record import AgedRecord
@@ -30,22 +31,18 @@ class PostgresCallLedger:
 
     def __init__(self, sessions: sessionmaker[Session], estimate: Estimate | None = None) -> None:
         self.sessions = sessions
+        self.engine = engine_of(sessions)
         self.estimate = estimate  # reserved on the run's budget by every won claim
 
     @contextmanager
-    def _single_read(self) -> Iterator[LedgerRepo]:
-        """The ledger for one read-only statement, outside a transaction."""
-        with outside_transaction(self.sessions) as s:
-            yield LedgerRepo(s)
-
-    @contextmanager
-    def _single_write(self) -> Iterator[LedgerRepo]:
-        """The ledger for one statement that writes alone (reads may follow it): Postgres
-        commits it on its own, durably, as the one-statement transaction it is, without
-        the BEGIN and COMMIT round trips (each is a quarter of a millisecond on a loaded
-        machine). Only for a statement that is a whole change, never rolled back."""
-        with outside_transaction(self.sessions) as s:
-            yield LedgerRepo(s)
+    def _alone(self) -> Iterator[LedgerRepo]:
+        """The ledger on a lone connection (:func:`shared.db.direct.alone`): each of its
+        statements runs alone, a read or a write that is a whole change, never rolled
+        back; Postgres commits a write on its own, durably, as the one-statement
+        transaction it is, without the BEGIN and COMMIT round trips (each a quarter of a
+        millisecond on a loaded machine) or a Session around it."""
+        with direct.alone(self.engine) as lone:
+            yield LedgerRepo(lone)
 
     def claim(
         self,
@@ -55,7 +52,7 @@ class PostgresCallLedger:
         lease: StepLease | None,
         session: tuple[str, str | None] | None = None,
     ) -> bool:
-        with self._single_write() as ledger:
+        with self._alone() as ledger:
             return _claim_in(ledger, call, request, lease, self.estimate, session) is None
 
     def claim_or_read(
@@ -66,38 +63,38 @@ class PostgresCallLedger:
         lease: StepLease | None,
         session: tuple[str, str | None] | None = None,
     ) -> tuple[bool, AgedRecord | None]:
-        with self._single_write() as ledger:
+        with self._alone() as ledger:
             found = _claim_in(ledger, call, request, lease, self.estimate, session)
             return found is None, found
 
     def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
-        with self._single_write() as ledger:
+        with self._alone() as ledger:
             ledger.mark_started(op_key, session_id, daemon)
 
     def mark_sent(self, op_key: str) -> bool:
-        with self._single_write() as ledger:
+        with self._alone() as ledger:
             return ledger.mark_sent(op_key)
 
     def awaits_collection(self, op_key: str) -> bool:
-        with self._single_read() as ledger:
+        with self._alone() as ledger:
             return ledger.awaits_collection(op_key)
 
     def note_rejected(self, op_key: str, reason: str) -> None:
-        with self._single_write() as ledger:
+        with self._alone() as ledger:
             ledger.note_rejected(op_key, reason)
 
     def sessions_in_doubt(self, run_id: str, step_id: str) -> list[tuple[str, str | None]]:
-        with self._single_read() as ledger:
+        with self._alone() as ledger:
             return ledger.sessions_in_doubt(run_id, step_id)
 
     def read(self, op_key: str) -> AgedRecord | None:
-        with self._single_read() as ledger:
+        with self._alone() as ledger:
             return ledger.get_aged(op_key)
 
     def finish(
         self, op_key: str, outcome: CallOutcome, *, from_status: CallStatus = CallStatus.CLAIMED
     ) -> bool:
-        with self._single_write() as ledger:
+        with self._alone() as ledger:
             return _finish_in(ledger, op_key, outcome, from_status)
 
 

@@ -24,7 +24,7 @@ def wake_steps(uow: UnitOfWork, session_ids: list[str]) -> list[RunStep]:
     may run it alone."""
     woken = [
         RunStep(StepId(step_id), run_id, parent)
-        for run_id, step_id, parent in LedgerRepo(uow.session).wake(session_ids)
+        for run_id, step_id, parent in uow.ledger.wake(session_ids)
     ]
     for message in woken:
         uow.send_after_commit(message)

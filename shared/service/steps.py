@@ -19,6 +19,7 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.db import direct
 from shared.db.engine import unit_of_work
 from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.runs import move_values
@@ -82,7 +83,7 @@ class EnteredStep:
 
 
 def enter_step(
-    s: Session,
+    s: direct.Where,
     run_id: str,
     step: StepId,
     *,
@@ -100,7 +101,8 @@ def enter_step(
     of another step contract, which is parked at waiting_upgrade here). ``task_id``:
     the delivering Celery task, recorded with the lease. ``contract_unit``: where a run
     of another contract is parked (its two writes commit together), when ``s`` runs
-    each statement alone (the runner's ``load_context``); None: in ``s``."""
+    each statement alone (the runner's ``load_context``, on a lone connection); None: in
+    ``s``, a session."""
     found = entered_snapshot(
         s, run_id, step, owner=owner, lease_s=lease_s, app_version=app_version, task_id=task_id
     )
@@ -114,7 +116,8 @@ def enter_step(
     if entered is None:
         log.info("step.busy", run_id=run_id, step_id=step.value)
         return None
-    with nullcontext(s) if contract_unit is None else contract_unit() as unit:
+    unit_of = contract_unit or (lambda: nullcontext(direct.session_of(s)))
+    with unit_of() as unit:
         parked = park_on_contract_mismatch_in(
             unit,
             run_id,
@@ -190,7 +193,7 @@ def renew_lease(s: Session, lease: StepLease) -> bool:
 
 
 def park_on_call(
-    s: Session,
+    s: direct.Where,
     lease: StepLease,
     *,
     op_key: str,

@@ -14,12 +14,14 @@ entered), so a lost send delays a run but never loses it.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from types import TracebackType
 
 import structlog
 from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
-from shared.db.engine import run_alone
+from shared.db import direct
+from shared.db.engine import engine_of
 from shared.db.repos.approvals import ApprovalRepo
 from shared.db.repos.ledger import LedgerRepo
 from shared.db.repos.runs import IntentRepo, RunRepo
@@ -47,31 +49,37 @@ class UnitOfWork:
     ) -> None:
         """``sender`` may be left out by entry points whose commands send nothing (tokens).
 
-        ``alone``: no transaction; each statement commits on its own (AUTOCOMMIT), as the
+        ``alone``: no transaction and no Session; each statement runs alone on a pooled
+        connection (:func:`shared.db.direct.alone`) and commits on its own, as the
         one-statement transaction Postgres runs it in, without the BEGIN and COMMIT round
         trips. Only for a unit whose statements never need rolling back together: one
-        statement, or reads after one write. Its messages are sent as a transaction's
-        are, once the unit ends without error (an error drops them, though what was
-        written before it stays: the rows it left are what the reconciler re-sends from).
+        statement, or reads after one write, each prebuilt (the ledger's and the steps'
+        repositories, :attr:`where`). Its messages are sent as a transaction's are, once
+        the unit ends without error (an error drops them, though what was written before
+        it stays: the rows it left are what the reconciler re-sends from).
         """
         self._sessions = sessions
         self._sender = sender
         self._alone = alone
         self._outbox: list[Message] = []
-        self._session: Session | None = None
+        self._where: direct.Where | None = None
+        self._held = ExitStack()
         self._tx: SessionTransaction | None = None
         self.sent: list[Message] = []
         self.unsent: list[Message] = []
 
     def __enter__(self) -> UnitOfWork:
-        if self._session is not None:
+        if self._where is not None:
             raise RuntimeError("a unit of work is used once: open a new one")
-        self._session = self._sessions()
-        s = self._session
         if self._alone:
-            run_alone(s)
-        else:
-            self._tx = s.begin()
+            lone = self._held.enter_context(direct.alone(engine_of(self._sessions)))
+            self._where = lone
+            self.steps = StepRunRepo(lone)
+            self.ledger = LedgerRepo(lone)
+            return self
+        s = self._held.enter_context(self._sessions())
+        self._where = s
+        self._tx = s.begin()
         self.intents = IntentRepo(s)
         self.runs = RunRepo(s)
         self.approvals = ApprovalRepo(s)
@@ -83,15 +91,20 @@ class UnitOfWork:
         return self
 
     @property
-    def session(self) -> Session:
-        """The transaction's session, for repositories not listed here."""
-        if self._session is None:
+    def where(self) -> direct.Where:
+        """Where the unit's prebuilt statements run: its session, or its lone connection."""
+        if self._where is None:
             raise RuntimeError("the unit of work is not open")
-        return self._session
+        return self._where
+
+    @property
+    def session(self) -> Session:
+        """The transaction's session, for repositories not listed here (none alone)."""
+        return direct.session_of(self.where)
 
     def send_after_commit(self, message: Message) -> None:
         """Queue ``message``; it is sent once the transaction commits, or dropped."""
-        if self._session is None:
+        if self._where is None:
             raise RuntimeError("the unit of work is not open")
         if self._sender is None:
             raise RuntimeError(f"this unit of work has no sender, so it cannot send {message!r}")
@@ -108,16 +121,14 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        session, tx = self.session, self._tx
+        tx = self._tx
         outbox, self._outbox = self._outbox, []
-        try:
+        with self._held:  # the session closed, or the lone connection back in the pool
             if tx is not None:
                 if exc_type is None:
                     tx.commit()
                 else:
                     tx.rollback()
-        finally:
-            session.close()
         if exc_type is None:
             self._send(outbox)
 

@@ -26,7 +26,8 @@ from services.worker.runtime import Runtime
 from services.worker.worktree_guard import worktree_gitdir_problem
 from shared.clock import Clock
 from shared.config import Settings
-from shared.db.engine import outside_transaction, unit_of_work
+from shared.db import direct
+from shared.db.engine import unit_of_work
 from shared.domain.budget import BudgetExceeded
 from shared.domain.pinning import pin_violation
 from shared.domain.policy import Policy
@@ -243,8 +244,8 @@ def load_context(
     """Snapshot the run and take the step's lease; None: nothing to do. ``task_id``: the
     Celery task delivering the step.
 
-    The snapshot and the lease are one statement, run outside a transaction (each
-    delivery saves a BEGIN, a COMMIT and a round trip). Nothing is lost by it: the
+    The snapshot and the lease are one statement, run alone on a pooled connection (no
+    BEGIN, COMMIT or Session around it: :func:`shared.db.direct.alone`). Nothing is lost by it: the
     lease is taken (or not) by that statement against the run's status as it reads
     it, and a provider step reads the run's status again with its lease at its first
     claim (a cancel after the lease stops it there, as it did).
@@ -253,7 +254,7 @@ def load_context(
     the database drop that transaction, the lease stays taken and the step waits for it
     to lapse (the reconciler's pass), where a rollback used to free it for the retry.
     """
-    with outside_transaction(rt.sessions) as s:
+    with direct.alone(rt.engine) as s:
         entered = enter_step(
             s,
             run_id,
@@ -447,7 +448,7 @@ def _park(rt: Runtime, lease: StepLease, pending: CallPending, *, work_ms: int =
     one statement that commits itself (lazily), and nothing after it is rolled back."""
     with rt.uow(alone=True) as uow:
         parked = park_on_call(
-            uow.session,
+            uow.where,
             lease,
             op_key=pending.op_key,
             hold_s=pending.hold_s + PARK_GRACE_S,

@@ -276,7 +276,9 @@ _WAKE = (
         # = ANY(array): one statement text (and prepared plan) whatever the batch size;
         # found through ix_opencode_calls_session (migration 0023), never a scan
         _CALLS.c.session_id == any_(bindparam("sessions", type_=ARRAY(String))),
-        _CALLS.c.status.in_((CallStatus.CLAIMED.value, CallStatus.SENT.value)),
+        # (two comparisons, not IN: an IN list is an expanding parameter, re-rendered
+        # per execution, which shared.db.direct refuses)
+        or_(_CALLS.c.status == CallStatus.CLAIMED.value, _CALLS.c.status == CallStatus.SENT.value),
     )
     .values(idle_at=func.coalesce(_CALLS.c.idle_at, func.statement_timestamp()))
     .returning(_CALLS.c.run_id, _CALLS.c.step_id, _CALLS.c.status, _STEP_TASK, lazy_commit())
@@ -286,6 +288,19 @@ parking step reads after it parks) and name the steps to wake. Committed lazily
 (:func:`lazy_commit`): a wake-up lost with Postgres is redone by the collector's
 reconcile on reconnect, and a step woken without it asks the daemon whether its session
 is busy."""
+
+
+_NOTE_REJECTED = (
+    update(_CALLS)
+    .where(
+        _CALLS.c.op_key == bindparam("key"),
+        _CALLS.c.status == CallStatus.SUCCEEDED.value,
+        _CALLS.c.rejected.is_(None),
+    )
+    .values(rejected=bindparam("reason"))
+    .returning(_CALLS.c.id)
+)
+"""Why a succeeded answer was not used, recorded once (a replay reads it back)."""
 
 
 class Woken(NamedTuple):
@@ -401,8 +416,15 @@ class SentCall:
 
 
 class LedgerRepo:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, where: direct.Where) -> None:
+        """``where``: a session, or a lone connection (:func:`direct.alone`) for the
+        methods that run prebuilt statements only."""
+        self.where = where
+
+    @property
+    def session(self) -> Session:
+        """For statements built per call: refused on a lone connection."""
+        return direct.session_of(self.where)
 
     def claim(
         self,
@@ -448,7 +470,7 @@ class LedgerRepo:
         }
         if holding is None:
             params |= {"run_id": run_id, "step_id": step_id}
-            row = direct.execute(self.session, _CLAIM, params).one()
+            row = direct.execute(self.where, _CLAIM, params).one()
         else:
             if (holding.run_id, holding.step.value) != (run_id, step_id):
                 raise ValueError(f"a claim of {run_id}/{step_id} under another step's lease")
@@ -459,7 +481,7 @@ class LedgerRepo:
                 "w_expected": STEP_STATUS[holding.step].value,
                 "lease": timedelta(seconds=holding.lease_s),
             }
-            row = direct.execute(self.session, _CLAIM_HOLDING, params).one()
+            row = direct.execute(self.where, _CLAIM_HOLDING, params).one()
             assert_held(holding, row.status, bool(row.renewed))
         if row.id is not None:
             return None
@@ -479,12 +501,12 @@ class LedgerRepo:
         """Whether the ledger holds this attempt (under another op_key: the claim's own
         was looked up first): a claim refused for its budget says so before the budget."""
         params = {"w_run_id": run_id, "w_step_id": step_id, "attempt": attempt}
-        return direct.execute(self.session, _ATTEMPT_TAKEN, params).first() is not None
+        return direct.execute(self.where, _ATTEMPT_TAKEN, params).first() is not None
 
     def _refuse(self, run_id: str, estimate: Estimate) -> None:
         """The claim's estimate did not fit (nothing was claimed, nothing is sent): raise
         BudgetExceeded, saying by how much."""
-        row = direct.execute(self.session, _BUDGET_OF, {"w_run_id": run_id}).one()
+        row = direct.execute(self.where, _BUDGET_OF, {"w_run_id": run_id}).one()
         raise BudgetExceeded(budget_of(row).refusal(estimate))
 
     def get(self, op_key: str) -> OpenCodeCall | None:
@@ -498,19 +520,19 @@ class LedgerRepo:
         """What the call protocol reads of the row (never its request: the prompt) and
         its age (seconds since it was claimed or sent) by the database's clock alone,
         in one statement."""
-        found = direct.execute(self.session, _AGED, {"key": op_key}).one_or_none()
+        found = direct.execute(self.where, _AGED, {"key": op_key}).one_or_none()
         return None if found is None else recorded_call(found._asdict(), float(found.age))
 
     def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
         """The HTTP call is about to leave: record its session, its daemon and (the
         database's) time."""
         direct.execute(
-            self.session, _MARK_STARTED, {"key": op_key, "session_id": session_id, "daemon": daemon}
+            self.where, _MARK_STARTED, {"key": op_key, "session_id": session_id, "daemon": daemon}
         )
 
     def mark_sent(self, op_key: str) -> bool:
         """The daemon took the prompt (prompt_async): ``claimed`` becomes ``sent``."""
-        return direct.execute(self.session, _MARK_SENT, {"key": op_key}).first() is not None
+        return direct.execute(self.where, _MARK_SENT, {"key": op_key}).first() is not None
 
     def mark_sent_and_park(
         self, lease: StepLease, *, op_key: str, hold_s: float, work_ms: int
@@ -534,7 +556,7 @@ class LedgerRepo:
             "lease": timedelta(seconds=hold_s),
             "work_ms": work_ms,
         }
-        row = direct.execute(self.session, _SENT_AND_PARKED, params).one()
+        row = direct.execute(self.where, _SENT_AND_PARKED, params).one()
         ended = bool(row.ended) if row.marked else None
         return ended, None if row.parked is None else str(row.status)
 
@@ -543,7 +565,7 @@ class LedgerRepo:
         step parked on each)."""
         if not session_ids:
             return []
-        rows = self.session.execute(_WAKE, {"sessions": session_ids}).all()
+        rows = direct.execute(self.where, _WAKE, {"sessions": session_ids}).all()
         # A call still ``claimed`` ended before its sender marked it sent: the sender
         # reads the mark when it parks and wakes its own step (its lease is still held).
         return sorted(
@@ -613,22 +635,13 @@ class LedgerRepo:
     def awaits_collection(self, op_key: str) -> bool:
         """True while the call is ``claimed`` or ``sent`` and no collector has seen its
         session end (before or after it was marked sent)."""
-        found = direct.execute(self.session, _AWAITS, {"key": op_key}).first()
+        found = direct.execute(self.where, _AWAITS, {"key": op_key}).first()
         return found is not None and found.status in OPEN and found.idle_at is None
 
     def note_rejected(self, op_key: str, reason: str) -> bool:
         """Record why a succeeded answer was not used (once; a replay reads it back)."""
-        done = self.session.execute(
-            update(OpenCodeCall)
-            .where(
-                OpenCodeCall.op_key == op_key,
-                OpenCodeCall.status == CallStatus.SUCCEEDED.value,
-                OpenCodeCall.rejected.is_(None),
-            )
-            .values(rejected=reason)
-            .returning(OpenCodeCall.id)
-        ).scalar_one_or_none()
-        return done is not None
+        done = direct.execute(self.where, _NOTE_REJECTED, {"key": op_key, "reason": reason})
+        return done.first() is not None
 
     def finish(
         self,
@@ -649,7 +662,7 @@ class LedgerRepo:
         ``unknown`` meanwhile is finished ``from_status=UNKNOWN`` with a late status.
         """
         done = direct.execute(
-            self.session,
+            self.where,
             _FINISH,
             {
                 "key": op_key,
@@ -761,5 +774,5 @@ class LedgerRepo:
         """(session id, daemon) of the step's calls that may still be running at their
         daemon: claimed by another delivery, sent, declared unknown, or timed out (the
         abort may have failed). A worktree is never reset while one of them is busy."""
-        rows = direct.execute(self.session, _IN_DOUBT, {"run_id": run_id, "step_id": step_id})
+        rows = direct.execute(self.where, _IN_DOUBT, {"run_id": run_id, "step_id": step_id})
         return [(sid, daemon) for sid, daemon in rows.all() if sid]

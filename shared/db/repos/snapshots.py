@@ -197,7 +197,7 @@ def run_snapshot(s: Session, run_id: str, step: StepId | None = None) -> RunSnap
 
 
 def entered_snapshot(
-    s: Session,
+    s: direct.Where,
     run_id: str,
     step: StepId,
     *,

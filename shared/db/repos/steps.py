@@ -405,8 +405,15 @@ class Stalled:
 
 
 class StepRunRepo:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, where: direct.Where) -> None:
+        """``where``: a session, or a lone connection (:func:`direct.alone`) for the
+        methods that run prebuilt statements only."""
+        self.where = where
+
+    @property
+    def session(self) -> Session:
+        """For statements built per call: refused on a lone connection."""
+        return direct.session_of(self.where)
 
     def park(
         self,
@@ -430,13 +437,13 @@ class StepRunRepo:
             "lease": timedelta(seconds=hold_s),
             "work_ms": work_ms,
         }
-        row = direct.execute(self.session, _PARK, params).first()
+        row = direct.execute(self.where, _PARK, params).first()
         return None if row is None else str(row[1])
 
     def release(self, run_id: str, step: StepId, fence: int) -> bool:
         """Give up our lease without an outcome: the next delivery may enter at once."""
         params = {"w_run_id": run_id, "w_step_id": step.value, "w_fence": fence}
-        return direct.execute(self.session, _RELEASE, params).scalar_one_or_none() is not None
+        return direct.execute(self.where, _RELEASE, params).scalar_one_or_none() is not None
 
     def renew(self, run_id: str, step: StepId, fence: int, lease_s: float) -> bool:
         """Extend our lease; False if a newer delivery fenced us off."""
@@ -446,7 +453,7 @@ class StepRunRepo:
             "w_fence": fence,
             "lease": timedelta(seconds=lease_s),
         }
-        return direct.execute(self.session, _RENEW, params).scalar_one_or_none() is not None
+        return direct.execute(self.where, _RENEW, params).scalar_one_or_none() is not None
 
     def hold(
         self, run_id: str, step: StepId, fence: int, lease_s: float
@@ -459,7 +466,7 @@ class StepRunRepo:
             "w_fence": fence,
             "lease": timedelta(seconds=lease_s),
         }
-        row = direct.execute(self.session, _HOLD, params).one()
+        row = direct.execute(self.where, _HOLD, params).one()
         status: str | None = row.status
         return status, bool(row.renewed)
 
@@ -489,7 +496,7 @@ class StepRunRepo:
             "output": output,
             "error": error,
         }
-        return direct.execute(self.session, _FINISH, params).scalar_one_or_none() is not None
+        return direct.execute(self.where, _FINISH, params).scalar_one_or_none() is not None
 
     def finish_moving_run(
         self,
@@ -520,7 +527,7 @@ class StepRunRepo:
         if artifacts:
             params |= artifact_arrays(artifacts)
         statement = _finish_moving_statement(frozenset(run_move), bool(artifacts))
-        return direct.execute(self.session, statement, params).scalar_one_or_none() is not None
+        return direct.execute(self.where, statement, params).scalar_one_or_none() is not None
 
     def for_run(self, run_id: str) -> list[StepRun]:
         return list(

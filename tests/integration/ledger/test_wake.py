@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from shared.db import direct
 from shared.db.repos.ledger import _WAKE, LedgerRepo, Woken
 from tests.factories import RunFactory
 
@@ -64,16 +65,19 @@ def test_a_wake_finds_its_calls_by_index_in_a_large_ledger(
     _calls(db, run.id, 1, LEDGER_ROWS, "succeeded")
     db.execute(text("ANALYZE app.opencode_calls"))
     db.commit()
-    sql = str(_WAKE.compile(dialect=db.get_bind().dialect))
-    sql = sql.replace("(__[POSTCOMPILE_status_1])", "('claimed', 'sent')")
+    # the text the collector sends ($1, $2...), each value in its place
+    compiled = direct.compile_once(_WAKE, db.get_bind().dialect)
+    values = direct.parameters(compiled, {"sessions": ["ses_7", "ses_2999"]})
+    args = ", ".join(
+        "ARRAY['ses_7', 'ses_2999']" if name == "sessions" else f"'{values[name]}'"
+        for name in compiled.order
+    )
     conn = db.connection()
     conn.exec_driver_sql(f"SET LOCAL plan_cache_mode = {plan_cache_mode}")
     # a prepared statement: the plan a connection reuses after psycopg prepares it
-    conn.exec_driver_sql(f"PREPARE wake(varchar[]) AS {sql.replace('%(sessions)s', '$1')}")
+    conn.exec_driver_sql(f"PREPARE wake AS {compiled.sql}")
     try:
-        plan = conn.exec_driver_sql(
-            "EXPLAIN (FORMAT JSON) EXECUTE wake(ARRAY['ses_7', 'ses_2999'])"
-        ).scalar_one()
+        plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) EXECUTE wake({args})").scalar_one()
     finally:
         conn.exec_driver_sql("DEALLOCATE wake")  # it outlives the transaction
         db.rollback()

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.db import direct
 from shared.domain.run_machine import StepId
 from shared.service.messages import InMemorySender, RunStep
 from shared.service.uow import UnitOfWork
@@ -41,7 +42,7 @@ def test_each_statement_is_committed_as_it_returns_and_the_messages_leave_after(
     sender = InMemorySender()
     wake = RunStep(StepId.COMPILE, "run-1")
     with UnitOfWork(sessions, sender, alone=True) as uow:
-        uow.session.execute(_RENAME, {"goal": "renamed alone", "id": intent_id})
+        direct.execute(uow.where, _RENAME, {"goal": "renamed alone", "id": intent_id})
         assert _goal(sessions, intent_id) == "renamed alone", "no COMMIT awaited"
         uow.send_after_commit(wake)
         assert sender.sent == [], "nothing leaves before the unit ends"
@@ -59,7 +60,7 @@ def test_an_error_drops_the_messages_and_keeps_what_was_written(
 
     def refused() -> None:
         with uow:
-            uow.session.execute(_RENAME, {"goal": "kept", "id": intent_id})
+            direct.execute(uow.where, _RENAME, {"goal": "kept", "id": intent_id})
             uow.send_after_commit(RunStep(StepId.COMPILE, "run-1"))
             raise LookupError("a later check refused")
 

@@ -21,7 +21,6 @@ import pytest
 import redis
 from sqlalchemy import text
 from sqlalchemy.event import listen, remove
-from sqlalchemy.orm import Session
 
 from services.worker.cancel import abort_inflight_calls
 from services.worker.collector import Collector
@@ -30,6 +29,7 @@ from services.worker.runtime import Runtime
 from services.worker.steps import compile as compile_module
 from services.worker.steps.base import run_step
 from services.worker.steps.compile import compile_step
+from shared.db import direct
 from shared.db.repos.ledger import LedgerRepo
 from shared.domain.policy import Policy, Violation
 from shared.domain.run_machine import StepId
@@ -347,7 +347,7 @@ def test_a_session_that_ended_before_its_step_parked_is_woken_by_the_parker(
         with UnitOfWork(rt.sessions, sender) as work:
             assert wake_steps(work, ["ses_fast"]) == [RunStep(StepId.COMPILE, run_id)]
     with uow(rt) as work:
-        assert park_on_call(work.session, lease, op_key=op_key, hold_s=30, check_woken=True) == (
+        assert park_on_call(work.where, lease, op_key=op_key, hold_s=30, check_woken=True) == (
             "wake"
         )
 
@@ -374,7 +374,7 @@ def test_a_parker_that_marks_its_call_sent_reads_the_collectors_mark_with_it(
     try:
         with uow(rt, alone=True) as work:
             parked = park_on_call(
-                work.session, lease, op_key=op_key, hold_s=30, check_woken=True, mark_sent=True
+                work.where, lease, op_key=op_key, hold_s=30, check_woken=True, mark_sent=True
             )
             parker_sent = list(statements)
             assert _step_row(rt, run_id)["lease_owner"] == "parked", (
@@ -405,7 +405,7 @@ def test_a_collector_marking_the_session_ended_while_the_parker_holds_the_call_w
     collector = threading.Thread(target=collect)
     with uow(rt) as work:
         parked = park_on_call(
-            work.session, lease, op_key=op_key, hold_s=30, check_woken=True, mark_sent=True
+            work.where, lease, op_key=op_key, hold_s=30, check_woken=True, mark_sent=True
         )
         assert parked == "parked"
         collector.start()
@@ -423,7 +423,7 @@ def test_a_step_parked_before_its_session_ended_waits_for_the_collector(
     op_key, lease = _claimed_call(rt, run_id, "ses_slow")
     assert PostgresCallLedger(rt.sessions).mark_sent(op_key)
     with uow(rt) as work:
-        assert park_on_call(work.session, lease, op_key=op_key, hold_s=30, check_woken=True) == (
+        assert park_on_call(work.where, lease, op_key=op_key, hold_s=30, check_woken=True) == (
             "parked"
         )
     resumed = _enter(rt, run_id, "w2")  # the wake-up's delivery takes the parked step at once
@@ -431,7 +431,7 @@ def test_a_step_parked_before_its_session_ended_waits_for_the_collector(
     assert resumed.lease.fence == lease.fence + 1
     assert resumed.first_delivery, "a resumed step is not a redelivery"
     with uow(rt) as work:
-        assert park_on_call(work.session, lease, op_key=op_key, hold_s=30, check_woken=True) == (
+        assert park_on_call(work.where, lease, op_key=op_key, hold_s=30, check_woken=True) == (
             "superseded"
         ), "the fenced-off delivery cannot park the step again"
 
@@ -498,8 +498,11 @@ def test_a_cancel_aborts_the_sent_call_and_records_it(
     assert stats["deleted"] == 1, "recorded with its totals, the session is deleted"
 
 
-def _durability_of(s: Session) -> str:
-    return str(s.execute(text("SHOW synchronous_commit")).scalar_one())
+_DURABILITY = text("SHOW synchronous_commit")
+
+
+def _durability_of(where: direct.Where) -> str:
+    return str(direct.execute(where, _DURABILITY).scalar_one())
 
 
 def test_a_park_and_a_wake_up_commit_lazily_and_nothing_else_of_the_step_does(
@@ -511,28 +514,28 @@ def test_a_park_and_a_wake_up_commit_lazily_and_nothing_else_of_the_step_does(
     run_id = new_run(rt, repo)
     op_key, lease = _claimed_call(rt, run_id, "ses_lazy")
     with uow(rt) as work:
-        assert _durability_of(work.session) == "on"
+        assert _durability_of(work.where) == "on"
         parked = park_on_call(
-            work.session, lease, op_key=op_key, hold_s=30, check_woken=True, mark_sent=True
+            work.where, lease, op_key=op_key, hold_s=30, check_woken=True, mark_sent=True
         )
         assert parked == "parked"
-        assert _durability_of(work.session) == "off"
+        assert _durability_of(work.where) == "off"
     with UnitOfWork(rt.sessions, InMemorySender()) as work:
         assert wake_steps(work, ["ses_lazy"]) == [RunStep(StepId.COMPILE, run_id)]
-        assert _durability_of(work.session) == "off"
+        assert _durability_of(work.where) == "off"
     with uow(rt) as work:  # SET LOCAL: the next transaction on the connection is durable
-        assert _durability_of(work.session) == "on"
-        assert park_on_call(work.session, lease, op_key=op_key, hold_s=30, check_woken=False) == (
+        assert _durability_of(work.where) == "on"
+        assert park_on_call(work.where, lease, op_key=op_key, hold_s=30, check_woken=False) == (
             "parked"
         )
-        assert _durability_of(work.session) == "off", "a park of a call sent before, too"
+        assert _durability_of(work.where) == "off", "a park of a call sent before, too"
     # Run alone, as the worker and the collector run them, the transaction a statement
     # makes lazy is its own: the connection's next statement waits for the disk again.
     with uow(rt, alone=True) as work:
-        assert park_on_call(work.session, lease, op_key=op_key, hold_s=30, check_woken=False) == (
+        assert park_on_call(work.where, lease, op_key=op_key, hold_s=30, check_woken=False) == (
             "parked"
         )
-        assert _durability_of(work.session) == "on"
+        assert _durability_of(work.where) == "on"
 
 
 def test_a_park_lost_with_postgres_leaves_a_call_the_next_delivery_collects(

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import text
 
 from services.worker.runtime import Runtime
-from shared.db.engine import outside_transaction
+from shared.db import direct
 from shared.db.repos.snapshots import RunSnapshot, entered_snapshot
 from shared.db.repos.steps import PARKED, RECONCILER, Entered
 from shared.domain.run_machine import StepId
@@ -37,7 +37,7 @@ COMPILE = StepId.COMPILE
 def _take(rt: Runtime, run_id: str, owner: str) -> tuple[RunSnapshot, Entered | None] | None:
     """What a delivery of ``owner`` reads and takes, its statement run alone (as
     ``load_context`` runs it)."""
-    with outside_transaction(rt.sessions) as s:
+    with direct.alone(rt.engine) as s:
         return entered_snapshot(
             s, run_id, COMPILE, owner=owner, lease_s=60, app_version="t", task_id=f"task-{owner}"
         )
