@@ -30,15 +30,16 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from functools import partial
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request, stream_with_context
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from shared.db import direct
 from shared.db.events import RunEvent, RunEventHub, Subscription, Wakeup, conninfo_of
 from shared.db.repos.runs import event_fields
 from shared.domain.run_machine import RunStatus
@@ -117,7 +118,9 @@ def parse_until(raw: str | None) -> frozenset[str]:
     return frozenset(names)
 
 
-def read_snapshot(connect: Callable[[], Connection], run_id: str) -> Snapshot | None:
+def read_snapshot(
+    connect: Callable[[], AbstractContextManager[direct.Lone]], run_id: str
+) -> Snapshot | None:
     """The run as its events show it; ``connect``: the API's single-read connection."""
     with connect() as conn:
         run = event_fields(conn, run_id)

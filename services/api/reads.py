@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from shared.db import direct
 from shared.db.models import Artifact, Intent, OpenCodeCall, Run, StepRun
 from shared.db.repos import listings
 from shared.db.repos.approvals import ApprovalRepo, Decided
@@ -61,7 +61,7 @@ class PlanView:
     approval: Decision | None
 
 
-def plan_of(where: Session | Connection, run_id: str) -> PlanView:
+def plan_of(where: direct.Where, run_id: str) -> PlanView:
     """The run's current plan (the revision whose digest the run holds), with the
     decision on it if any: one statement (``where`` may be the API's single-read
     connection)."""

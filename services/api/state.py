@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from celery import Celery
 from flask import Flask, current_app
 from redis import Redis
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clock import Clock
 from shared.config import Settings
+from shared.db import direct
 from shared.queue import CelerySender
 from shared.service.uow import UnitOfWork
 
@@ -29,17 +31,14 @@ class ApiState:
     redis: Redis
     app_version: str
     owns_celery: bool
-    _autocommit: Engine = field(init=False, repr=False)
     _closers: list[Callable[[], None]] = field(default_factory=list, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-
-    def single_read(self) -> Connection:
-        """A connection for ONE read-only statement, outside any transaction: no BEGIN
-        and ROLLBACK round trips around it (the pool is the same). Never for several
-        statements that must agree with each other: each would see its own snapshot."""
-        return self._autocommit.connect()
+    def single_read(self) -> AbstractContextManager[direct.Lone]:
+        """A pooled connection for ONE prebuilt read-only statement, outside any
+        transaction and any Session (:func:`shared.db.direct.alone`): no BEGIN and
+        ROLLBACK round trips around it. Never for several statements that must agree
+        with each other: each would see its own snapshot."""
+        return direct.alone(self.engine)
 
     def uow(self) -> UnitOfWork:
         """One request's transaction; its messages go to the broker after it commits."""

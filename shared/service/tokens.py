@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from shared.db import direct
 from shared.db.models import ApiToken
 from shared.db.repos.tokens import TokenRepo, live_name_and_role
 from shared.errors import Conflict, InvalidInput, NotFound
@@ -114,7 +114,7 @@ def authenticate(s: Session, plaintext: str) -> Principal | None:
     return None if row is None else principal_of(row)
 
 
-def principal_for(conn: Connection, plaintext: str) -> Principal | None:
+def principal_for(conn: direct.Where, plaintext: str) -> Principal | None:
     """As :func:`authenticate`, on a bare connection (one Core statement, no session)."""
     digest = _digest(plaintext)
     found = None if digest is None else live_name_and_role(conn, digest)

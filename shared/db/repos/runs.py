@@ -6,7 +6,7 @@ from datetime import datetime
 from functools import cache
 from typing import Protocol
 
-from sqlalchemy import ColumnElement, Connection, bindparam, literal, select, update
+from sqlalchemy import ColumnElement, bindparam, literal, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate
@@ -34,7 +34,7 @@ class EventFields(Protocol):
     event_seq: int
 
 
-def event_fields(conn: Connection, run_id: str) -> EventFields | None:
+def event_fields(conn: direct.Where, run_id: str) -> EventFields | None:
     """The run's event fields: one statement, no ORM object. An SSE stream reads them
     for every event it sends, on the API's autocommit connection (no BEGIN/ROLLBACK
     around one SELECT of one row)."""

@@ -19,7 +19,6 @@ from sqlalchemy import (
     CTE,
     BindParameter,
     ColumnElement,
-    Connection,
     DateTime,
     Integer,
     Interval,
@@ -703,7 +702,7 @@ def _current_plan_statement() -> Select[Any]:
 _CURRENT_PLAN = _current_plan_statement()
 
 
-def current_plan(where: Session | Connection, run_id: str) -> CurrentPlan | None:
+def current_plan(where: direct.Where, run_id: str) -> CurrentPlan | None:
     """The run, the plan card its digest names and the decision on it, in ONE statement
     (the API reads it outside a transaction); None: no such run."""
     row = direct.execute(where, _CURRENT_PLAN, {"run_id": run_id}).one_or_none()

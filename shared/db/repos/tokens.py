@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, String, bindparam, cast, select, update
+from sqlalchemy import String, bindparam, cast, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -64,7 +64,7 @@ _LIVE_NAME_ROLE = select(ApiToken.name, ApiToken.role).where(
 )
 
 
-def live_name_and_role(conn: Connection, token_sha256: str) -> tuple[str, str] | None:
+def live_name_and_role(conn: direct.Where, token_sha256: str) -> tuple[str, str] | None:
     """(name, role) of the live token with this digest, in one Core statement: the
     API's check on every request, where an ORM object and session cost more than it."""
     row = direct.execute(conn, _LIVE_NAME_ROLE, {"digest": token_sha256}).one_or_none()
