@@ -7,7 +7,8 @@ recorded commit and policy, never the moving ref names.
 
 Every git call here is read-only plumbing (``symbolic-ref``, ``cat-file``, ``ls-tree``,
 ``rev-parse``) through the hardened runner (no hooks, drivers, fsmonitor, replace
-objects), the repository's config listed once per submit.
+objects), the repository's config listed once per submit; a HEAD that plainly names a
+branch is read as the file ``symbolic-ref`` would read.
 
 Refs move, so they are resolved on every submit (both in one ``cat-file`` process). What
 a commit holds does not: the policy read at a commit of a repository is kept in a
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
 import threading
 import tomllib
@@ -106,8 +108,45 @@ def _resolve(git: _Git, refs: tuple[str, ...]) -> list[str | None]:
     return [answered[ref] if ref in answered else _resolve_one(git, ref) for ref in refs]
 
 
+_PLAIN_HEAD = re.compile(
+    rb"ref: (refs/heads/[A-Za-z0-9_][A-Za-z0-9_-]*(?:/[A-Za-z0-9_][A-Za-z0-9_-]*)*)\n"
+)
+"""A HEAD file that names a branch as ``git symbolic-ref`` reads it, in a form that leaves
+no doubt: each part of the name made of letters, digits, ``_`` and ``-`` only (no dot at
+all, so no ``..``, no ``.lock``, no reftable ``.invalid``, no ``@{``), one line."""
+HEAD_MAX_BYTES = 512
+
+
+def _head_file_branch(repo: Path) -> str | None:
+    """The branch ``<repo>/.git/HEAD`` names when it is a regular file holding one plain
+    branch name (:data:`_PLAIN_HEAD`); None for anything else (a link, a FIFO, a
+    detached or unusual HEAD, a bare repository or a ``.git`` file), which git is asked.
+
+    ``git symbolic-ref -q HEAD`` answers the same for such a file (it reads it, checks
+    the name, prints it): one git process less per submit, about 2 ms of its wall time
+    on this project's machine. Opened without following a link at HEAD and without
+    blocking, and read no further than a HEAD's size."""
+    try:
+        fd = os.open(repo / ".git" / "HEAD", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        head = os.read(fd, HEAD_MAX_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    found = _PLAIN_HEAD.fullmatch(head)
+    return None if found is None else found.group(1).decode("ascii")
+
+
 def _default_branch(git: _Git) -> str:
     """The branch the source repository's HEAD names (``HEAD`` itself if detached)."""
+    plain = _head_file_branch(git.repo)
+    if plain is not None:
+        return plain
     done = git("symbolic-ref", "-q", "HEAD")
     name = done.stdout.decode(errors="replace").strip()
     return name if done.returncode == 0 and name else "HEAD"
@@ -261,8 +300,9 @@ def pin_submission(
 
     Raises UnknownBaseRef, or PolicyError when the trusted ref names no commit or
     either policy is malformed. Touches git only (no database): callers pin before
-    they open their transaction. Three git processes when both policies are cached
-    (the config listing, ``symbolic-ref``, one ``cat-file``; two with ``policy_ref``).
+    they open their transaction. Two git processes when both policies are cached
+    (the config listing, one ``cat-file``), and a ``symbolic-ref`` when HEAD is not a
+    plain branch's file (:func:`_head_file_branch`).
     """
     git = _Git(Path(pin.path))
     trusted_ref = policy_ref or _default_branch(git)
