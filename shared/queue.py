@@ -83,7 +83,26 @@ def send_run_task(app: Celery, name: str, run_id: str, parent: str | None = None
         # declare what they consume. kombu's check that it had declared it already copied
         # the queue and its exchange on every send (13% of a send's CPU, measured).
         declare=[],
+        # Nothing reads a task's result (no result backend): without these, each send
+        # made an AsyncResult, whose result backend and reply-to id Celery keeps per
+        # thread, which under the API's gevent is per greenlet, so per request: a
+        # backend object and an id made anew for every send there (a fifth of a send's
+        # CPU in the API, py-spy). The reply-to is the app's own id, made once.
+        ignore_result=True,
+        reply_to=app.oid,
+        result_cls=_Sent,
+        add_to_parent=False,
     )
+
+
+class _Sent:
+    """What ``send_task`` returns here: the task's id only (see :func:`send_run_task`)."""
+
+    __slots__ = ("id", "ignored")
+
+    def __init__(self, task_id: str) -> None:
+        self.id = task_id
+        self.ignored = True
 
 
 def send_step(app: Celery, step: StepId, run_id: str, parent: str | None = None) -> None:
