@@ -110,6 +110,22 @@ def test_an_error_inside_the_block_still_gives_the_connection_back(
         assert direct.execute(lone, _COUNT).scalar_one() >= 0
 
 
+def test_a_connection_pinged_at_check_out_still_runs_alone(
+    database_url: str, sessions: sessionmaker[Session], db: Session
+) -> None:
+    """The pool pings a connection that sat idle (here: every one) before handing it
+    out; the ping leaves no transaction behind for the autocommit switch to trip on."""
+    pinging = make_engine(database_url, pool_size=1, max_overflow=0, ping_idle_s=-1)
+    intent_id = _intent(db)
+    try:
+        for goal in ("first", "second"):  # the second check-out is pinged too
+            with direct.alone(pinging) as lone:
+                direct.execute(lone, _RENAME, {"goal": goal, "id": intent_id})
+                assert _goal(sessions, intent_id) == goal
+    finally:
+        pinging.dispose()
+
+
 def test_a_statement_built_per_call_is_refused_without_a_session(one_connection: Engine) -> None:
     with direct.alone(one_connection) as lone, pytest.raises(TypeError, match="needs a Session"):
         direct.session_of(lone)
