@@ -34,11 +34,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import defer
 
 from shared.db import direct
 from shared.db.engine import lazy_commit
 from shared.db.models import OpenCodeCall, Run, StepRun, bound, table_of
+from shared.db.repos.base import PrebuiltRepo
 from shared.db.repos.runs import budget_of
 from shared.db.repos.steps import park_statement, renewal_at_step
 from shared.domain.budget import BudgetExceeded, Estimate
@@ -415,17 +416,7 @@ class SentCall:
     daemon: str | None
 
 
-class LedgerRepo:
-    def __init__(self, where: direct.Where) -> None:
-        """``where``: a session, or a lone connection (:func:`direct.alone`) for the
-        methods that run prebuilt statements only."""
-        self.where = where
-
-    @property
-    def session(self) -> Session:
-        """For statements built per call: refused on a lone connection."""
-        return direct.session_of(self.where)
-
+class LedgerRepo(PrebuiltRepo):
     def claim(
         self,
         *,

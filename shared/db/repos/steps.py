@@ -52,6 +52,7 @@ from shared.db.models import (
     bound,
     table_of,
 )
+from shared.db.repos.base import PrebuiltRepo
 from shared.db.repos.runs import guarded_move
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind, StepRunStatus
@@ -403,17 +404,7 @@ class Stalled:
     lease_owner: str | None
 
 
-class StepRunRepo:
-    def __init__(self, where: direct.Where) -> None:
-        """``where``: a session, or a lone connection (:func:`direct.alone`) for the
-        methods that run prebuilt statements only."""
-        self.where = where
-
-    @property
-    def session(self) -> Session:
-        """For statements built per call: refused on a lone connection."""
-        return direct.session_of(self.where)
-
+class StepRunRepo(PrebuiltRepo):
     def park(
         self,
         run_id: str,
