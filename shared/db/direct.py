@@ -215,22 +215,23 @@ def alone(engine: Engine) -> Iterator[Lone]:
     What a ``Session`` would add is left out: its transaction bookkeeping, the
     connection wrapper it opens and the isolation level it switches through SQLAlchemy's
     execution options and back. Measured on this machine for one short SELECT: 240 us
-    of CPU through a Session switched to AUTOCOMMIT, 150 this way. The pool's checkout (and its
-    ping of an idle connection) and check-in are the same; the driver's autocommit is
-    switched on here and off again before the connection goes back, so a transaction
-    that checks it out next is one. A connection that broke is discarded, never pooled.
+    of CPU through a Session switched to AUTOCOMMIT, 150 this way. The pool's checkout
+    (and its ping of an idle connection) and check-in are the same; the driver's
+    autocommit is switched on here and off again before the connection goes back, so a
+    transaction that checks it out next is one. A connection that broke is discarded,
+    never pooled.
     """
     pooled = engine.raw_connection()
+    driver = pooled.driver_connection
     try:
-        driver = pooled.driver_connection
         if not isinstance(driver, psycopg.Connection):
             raise TypeError(f"direct.alone needs a psycopg connection, not {type(driver)}")
         driver.autocommit = True
         yield Lone(Connection(engine, connection=pooled), driver)
     finally:
-        if pooled.is_valid:
+        if pooled.is_valid and isinstance(driver, psycopg.Connection):
             try:
-                pooled.driver_connection.autocommit = False  # type: ignore[union-attr]
+                driver.autocommit = False
             except psycopg.Error as err:  # closed under us: never back into the pool
                 pooled.invalidate(err)
         pooled.close()

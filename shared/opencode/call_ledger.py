@@ -30,8 +30,7 @@ class PostgresCallLedger:
     """:class:`shared.opencode.ports.CallLedger` on the real database."""
 
     def __init__(self, sessions: sessionmaker[Session], estimate: Estimate | None = None) -> None:
-        self.sessions = sessions
-        self.engine = engine_of(sessions)
+        self.engine = engine_of(sessions)  # each method's statement runs alone on its pool
         self.estimate = estimate  # reserved on the run's budget by every won claim
 
     @contextmanager

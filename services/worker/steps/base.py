@@ -244,10 +244,10 @@ def load_context(
     """Snapshot the run and take the step's lease; None: nothing to do. ``task_id``: the
     Celery task delivering the step.
 
-    The snapshot and the lease are one statement, run alone on a pooled connection (no
-    BEGIN, COMMIT or Session around it: :func:`shared.db.direct.alone`). Nothing is lost by it: the
-    lease is taken (or not) by that statement against the run's status as it reads
-    it, and a provider step reads the run's status again with its lease at its first
+    The snapshot and the lease are one statement, run alone on a pooled connection
+    (no BEGIN, COMMIT or Session around it: :func:`shared.db.direct.alone`). Nothing is
+    lost by it: the lease is taken (or not) by that statement against the run's status
+    as it reads it, and a provider step reads the run's status again with its lease at its first
     claim (a cancel after the lease stops it there, as it did).
     Only the rare writes that must commit together, parking a run of another step
     contract, take a transaction of their own, after the lease is committed: should
