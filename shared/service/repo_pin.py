@@ -7,8 +7,8 @@ recorded commit and policy, never the moving ref names.
 
 Every git call here is read-only plumbing (``symbolic-ref``, ``cat-file``, ``ls-tree``,
 ``rev-parse``) through the hardened runner (no hooks, drivers, fsmonitor, replace
-objects), the repository's config listed once per submit; a HEAD that plainly names a
-branch is read as the file ``symbolic-ref`` would read.
+objects), the repository's config listed again only when its files change; a HEAD
+that plainly names a branch is read as the file ``symbolic-ref`` would read.
 
 Refs move, so they are resolved on every submit (both in one ``cat-file`` process). What
 a commit holds does not: the policy read at a commit of a repository is kept in a
@@ -41,6 +41,7 @@ POLICY_MAX_BYTES = 64 * 1024
 GIT_TIMEOUT_S = 30
 POLICY_CACHE_ENTRIES = 1024
 
+_SIZE = re.compile(r"[0-9]{1,20}")
 _COMMIT_LINE = re.compile(r"([0-9a-f]{40}|[0-9a-f]{64}) commit")
 _NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f]")
 """A name ``cat-file --batch-check`` would read otherwise than ``rev-parse`` (a line
@@ -211,12 +212,13 @@ POLICY_CACHE = PolicyCache()
 
 
 def _tree_entry(git: _Git, commit: str, path: str, where: str) -> list[str] | None:
-    """``[mode, type, object]`` of ``path`` at ``commit`` (None: no such entry)."""
-    listed = git("ls-tree", "-z", "--full-tree", commit, "--", path)
+    """``[mode, type, object, size]`` of ``path`` at ``commit`` (``ls-tree --long``: the
+    size is ``-`` for a tree; None: no such entry)."""
+    listed = git("ls-tree", "--long", "-z", "--full-tree", commit, "--", path)
     if listed.returncode != 0:
         raise PolicyError(f"cannot read {where}: {listed.stderr.decode(errors='replace')}")
     entry = listed.stdout.decode(errors="replace").rstrip("\0")
-    return entry.partition("\t")[0].split(" ") if entry else None
+    return entry.partition("\t")[0].split() if entry else None
 
 
 def _where(ref: str, commit: str) -> str:
@@ -234,16 +236,18 @@ def _read_policy_file(git: _Git, commit: str, ref: str) -> PolicyAt:
     where = _where(ref, commit)
     # A .kodo that is a symlink or a submodule hides the file from ls-tree: not "no policy".
     folder = _tree_entry(git, commit, POLICY_DIR, where)
-    if folder is not None and folder[:2] != ["040000", "tree"]:
+    if folder is None:  # the common case, one git process: no .kodo at all
+        return PolicyAt(None)
+    if folder[:2] != ["040000", "tree"]:
         raise PolicyError(f"{where}: {POLICY_DIR} is not a directory ({folder[0]})")
     meta = _tree_entry(git, commit, POLICY_PATH, where)
     if meta is None:
         return PolicyAt(None)
-    if len(meta) != 3 or meta[1] != "blob" or meta[0] not in ("100644", "100755"):
+    if len(meta) != 4 or meta[1] != "blob" or meta[0] not in ("100644", "100755"):
         raise PolicyError(f"{where} is not a regular file ({meta[0]})")
-    blob = meta[2]
-    size = git("cat-file", "-s", blob)  # never load a huge blob to learn its size
-    if size.returncode != 0 or int(size.stdout.strip() or 0) > POLICY_MAX_BYTES:
+    blob, size = meta[2], meta[3]
+    # the listing's size: never load a huge blob to learn it
+    if not _SIZE.fullmatch(size) or int(size) > POLICY_MAX_BYTES:
         raise PolicyError(f"{where} is larger than {POLICY_MAX_BYTES} bytes (or unreadable)")
     shown = git("cat-file", "blob", blob)
     if shown.returncode != 0:
@@ -300,9 +304,12 @@ def pin_submission(
 
     Raises UnknownBaseRef, or PolicyError when the trusted ref names no commit or
     either policy is malformed. Touches git only (no database): callers pin before
-    they open their transaction. Two git processes when both policies are cached
-    (the config listing, one ``cat-file``), and a ``symbolic-ref`` when HEAD is not a
-    plain branch's file (:func:`_head_file_branch`).
+    they open their transaction. One ``cat-file`` when both policies are cached and the
+    repository's config listing is too (:mod:`shared.gitcmd` keeps it while its files
+    are unchanged), and a ``symbolic-ref`` when HEAD is not a plain branch's file
+    (:func:`_head_file_branch`). A commit's policy read the first time costs one
+    ``ls-tree`` when the commit has no ``.kodo``, three when it holds the file (its
+    folder's entry, the file's entry with its size, the blob).
     """
     git = _Git(Path(pin.path))
     trusted_ref = policy_ref or _default_branch(git)

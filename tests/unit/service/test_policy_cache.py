@@ -14,6 +14,7 @@ import pytest
 from devstack.sample_repo import create_sample_repo
 from shared.domain.pinning import RepoPin
 from shared.domain.policy import PolicyError
+from shared.service import repo_pin
 from shared.service.repo_pin import (
     PolicyCache,
     UnknownBaseRef,
@@ -206,3 +207,58 @@ def test_refs_resolve_exactly_as_rev_parse_verify_does(repo: Path, ref: str) -> 
             pin_submission(pin, ref, "HEAD", cache=cache)
     else:
         assert pin_submission(pin, ref, "HEAD", cache=cache).base_commit == expected.stdout.strip()
+
+
+def _git_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """Every git command the pin runs from here on (each a process), still run for real."""
+    calls: list[tuple[str, ...]] = []
+    real = repo_pin._Git.__call__
+
+    def recorded(
+        self: repo_pin._Git, *args: str, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        calls.append(args)
+        return real(self, *args, stdin=stdin)
+
+    monkeypatch.setattr(repo_pin._Git, "__call__", recorded)
+    return calls
+
+
+def test_a_commit_without_a_kodo_folder_is_read_with_one_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = create_sample_repo(tmp_path / "plain")
+    calls = _git_calls(monkeypatch)
+
+    pinned = pin_submission(pin_of(plain), "HEAD", None, cache=PolicyCache())
+
+    assert pinned.policy.source == "default"
+    assert [c[0] for c in calls] == ["cat-file", "ls-tree"], calls
+    assert calls[1][-1] == ".kodo"
+
+
+def test_a_policy_is_read_with_its_size_from_the_listing_not_a_cat_file_s(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _git_calls(monkeypatch)
+
+    pinned = pin_submission(pin_of(repo), "HEAD", None, cache=PolicyCache())
+
+    assert pinned.policy.max_lines == 300
+    assert [c[:2] for c in calls] == [
+        ("cat-file", "--batch-check=%(objectname) %(objecttype)"),
+        ("ls-tree", "--long"),
+        ("ls-tree", "--long"),
+        ("cat-file", "blob"),
+    ], calls
+
+
+def test_a_policy_path_that_is_a_folder_is_refused_by_its_listing(repo: Path) -> None:
+    commit_policy(repo, None, "no policy file")
+    (repo / ".kodo" / "policy.toml").mkdir()
+    (repo / ".kodo" / "policy.toml" / "inner").write_text("[policy]\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "a folder named policy.toml")
+
+    with pytest.raises(PolicyError, match=r"is not a regular file \(040000\)"):
+        pin_submission(pin_of(repo), "HEAD", None, cache=PolicyCache())
