@@ -26,7 +26,10 @@ Checks, each with a short timeout so a dead dependency is reported, not waited o
 - waiting upgrade: runs a worker of another step contract parked (``waiting_upgrade``),
   by the contract they wait for. Red when it is not this code's contract (no worker of
   this code can resume them: run a worker of that contract, or cancel them); a warning
-  when it is (this code's reconciler resumes them at its next pass).
+  when it is (this code's reconciler resumes them at its next pass);
+- statistics: kodo's tables of STATS_MIN_ROWS rows or more that Postgres has no current
+  planner statistics for while autovacuum does not analyze them: a warning naming them
+  and the ``ANALYZE`` to run (see :func:`judge_statistics`).
 
 The probes run concurrently (each on its own connection), and the broker's broadcast
 waits WORKERS_WINDOW_S for workers' replies, and the whole ``--timeout`` again only when
@@ -65,7 +68,7 @@ from services.worker.sandbox import (
     sandbox_problem,
 )
 from shared.config import Settings
-from shared.db.repos.triage import TriageRepo
+from shared.db.repos.triage import TriageRepo, UnanalyzedTable
 from shared.db.schema_version import database_head
 from shared.domain.display import visible
 from shared.domain.run_machine import RunStatus
@@ -76,6 +79,7 @@ from shared.version import app_version
 
 PARKED = RunStatus.WAITING_UPGRADE.value
 BEAT_STALE_S = 30.0  # beat stamps every 5 s (services.worker.celery_app.BEAT_STAMP_S)
+STATS_MIN_ROWS = 1000  # a smaller table is read whole in well under a millisecond
 WORKERS_WINDOW_S = 0.5  # a worker answers a broadcast in milliseconds when it is not busy
 Found = TypeVar("Found")
 
@@ -444,6 +448,40 @@ def judge_held_worktrees(found: dict[str, int]) -> Check:
     return Check("daemon worktrees", True, said, found)
 
 
+def check_statistics(engine: Engine) -> Check:
+    return _triage(
+        engine,
+        "statistics",
+        "pg_stat_user_tables",
+        lambda triage: triage.unanalyzed_tables(STATS_MIN_ROWS),
+        judge_statistics,
+    )
+
+
+def judge_statistics(tables: list[UnanalyzedTable]) -> Check:
+    """A warning when tables of kodo's have no current statistics and nothing will make
+    them: kodo's hot statements are prepared once per pooled connection, and a plan made
+    while a table was small stays for that connection's life. Measured on a database
+    never analyzed (autovacuum off): the collector's wake-up, found through an index
+    once analyzed (4 to 7 pages a statement), read every page of app.opencode_calls
+    (390 a statement at a thousand calls, growing with the table). Tables autovacuum
+    analyzes are only counted: it gets to them."""
+    data = {"tables": {t.name: t.rows for t in tables}, "min_rows": STATS_MIN_ROWS}
+    left = [t for t in tables if not t.auto]
+    if not left:
+        pending = f" ({len(tables)} table(s) await autovacuum's analyze)" if tables else ""
+        return Check("statistics", True, f"current, or autovacuum keeps them{pending}", data)
+    named = ", ".join(f"{t.name} ({t.rows} rows)" for t in left[:5])
+    more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+    said = (
+        f"WARNING: {named}{more} never analyzed, or changed as many rows since as they hold,"
+        " and autovacuum does not analyze them: plans made while they were small stay"
+        " (the collector's wake-up reads all of app.opencode_calls); run"
+        f" `ANALYZE {', '.join(t.name for t in left)}` now and then, or turn autovacuum on"
+    )
+    return Check("statistics", True, said, data)
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
@@ -515,6 +553,7 @@ def _gather(
             ("unknown calls", check_unknown_calls),
             ("waiting upgrade", check_waiting_upgrade),
             ("daemon worktrees", check_held_worktrees),
+            ("statistics", check_statistics),
         )
     ]
     stuck: Future[Check] | Check = (
@@ -527,9 +566,9 @@ def _gather(
         if daemons[-1].result().ok
         else Check("model", False, "skipped: opencode unreachable")
     )
-    migrations, beat, unknown, upgrade, held = on_db
+    migrations, beat, unknown, upgrade, held, statistics = on_db
     ordered = [postgres, redis, migrations, *daemons, model, api_check, workers, beat]
-    ordered += [stuck, unknown, upgrade, held, sandbox]
+    ordered += [stuck, unknown, upgrade, held, statistics, sandbox]
     return [c.result() if isinstance(c, Future) else c for c in ordered]
 
 
@@ -560,7 +599,7 @@ def doctor(
     home: Path | None,
 ) -> None:
     """Check Postgres, Redis, migrations, OpenCode, the API, workers, beat, stuck runs,
-    unknown calls, runs waiting for an upgrade and the sandbox."""
+    unknown calls, runs waiting for an upgrade, table statistics and the sandbox."""
     settings = settings_for(home)
     if oc_url:
         settings = replace(settings, oc_base_url=oc_url.rstrip("/"))

@@ -1,14 +1,39 @@
-"""What an operator's health check (``kodo doctor``) reads: versions, idle runs, unknown calls."""
+"""What an operator's health check (``kodo doctor``) reads: versions, idle runs, unknown
+calls, and whether Postgres keeps kodo's tables' statistics."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from typing import NamedTuple
+
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
 from shared.db.models import OpenCodeCall, Run, WorkerProcess
 from shared.domain.run_machine import AT_REST, RunStatus
 from shared.domain.vocab import CallStatus
+
+
+class UnanalyzedTable(NamedTuple):
+    """A table of kodo's whose planner statistics are missing or stale."""
+
+    name: str  # schema-qualified: app.opencode_calls
+    rows: int  # live rows, as Postgres counts them
+    auto: bool  # autovacuum analyzes it (on globally, not turned off for the table)
+
+
+_UNANALYZED = text(
+    """
+    SELECT t.schemaname || '.' || t.relname, t.n_live_tup,
+           current_setting('autovacuum') = 'on'
+           AND NOT coalesce(c.reloptions @> ARRAY['autovacuum_enabled=false'], false)
+    FROM pg_catalog.pg_stat_user_tables t JOIN pg_catalog.pg_class c ON c.oid = t.relid
+    WHERE t.schemaname = 'app' AND t.n_live_tup >= :min_rows
+      AND (t.last_analyze IS NULL AND t.last_autoanalyze IS NULL
+           OR t.n_mod_since_analyze >= t.n_live_tup)
+    ORDER BY t.n_live_tup DESC, 1
+    """
+)
 
 
 class TriageRepo:
@@ -74,3 +99,9 @@ class TriageRepo:
         ).one()
         held, rest, failed = (int(n) for n in row)
         return {"moving": held - rest, "resting": rest, "release_failed": failed}
+
+    def unanalyzed_tables(self, min_rows: int) -> list[UnanalyzedTable]:
+        """kodo's tables of at least ``min_rows`` rows that were never analyzed, or have
+        changed as many rows since their last analyze as they hold, largest first."""
+        rows = self.session.execute(_UNANALYZED, {"min_rows": min_rows}).all()
+        return [UnanalyzedTable(str(name), int(n), bool(auto)) for name, n, auto in rows]

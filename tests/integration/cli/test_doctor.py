@@ -34,6 +34,7 @@ CHECKS = [
     "unknown calls",
     "waiting upgrade",
     "daemon worktrees",
+    "statistics",
     "sandbox",
 ]
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from services.cli.doctor import check_held_worktrees, check_stuck, check_unknown_calls
+from services.cli.doctor import (
+    STATS_MIN_ROWS,
+    check_held_worktrees,
+    check_statistics,
+    check_stuck,
+    check_unknown_calls,
+)
 from tests.factories import OpenCodeCallFactory, RunFactory
 
 pytestmark = pytest.mark.integration
@@ -57,3 +64,55 @@ def test_worktrees_held_open_are_counted_and_a_failed_release_turns_red(
     db.commit()
     check = check_held_worktrees(engine)
     assert (check.ok, check.data) == (False, {"moving": 1, "resting": 2, "release_failed": 1})
+
+
+PROBE = "app.doctor_stats_probe"
+
+
+def _run(engine: Engine, sql: str, **params: int) -> None:
+    """``sql`` committed, its row counts published to Postgres's statistics at once (they
+    are otherwise flushed about once a second)."""
+    with engine.begin() as conn:
+        conn.execute(text(sql), params)
+        conn.execute(text("SELECT pg_stat_force_next_flush()"))
+
+
+def _probe_listed(engine: Engine) -> int | None:
+    tables: dict[str, int] = check_statistics(engine).data["tables"]
+    return tables.get(PROBE)
+
+
+@pytest.fixture
+def probe(engine: Engine) -> Iterator[None]:
+    """A scratch table in kodo's schema, autovacuum off for it whatever the server says."""
+    _run(engine, "CREATE TABLE app.doctor_stats_probe (n int) WITH (autovacuum_enabled = false)")
+    yield
+    _run(engine, "DROP TABLE IF EXISTS app.doctor_stats_probe")
+
+
+@pytest.mark.usefixtures("probe")
+def test_a_table_nothing_analyzes_is_named_until_analyzed_and_again_once_rewritten(
+    engine: Engine,
+) -> None:
+    rows = STATS_MIN_ROWS + 200
+    _run(engine, "INSERT INTO app.doctor_stats_probe SELECT generate_series(1, :n)", n=rows)
+    check = check_statistics(engine)
+    assert check.ok
+    assert check.data["tables"][PROBE] == rows
+    assert check.detail.startswith("WARNING: ")
+    assert f"{PROBE} ({rows} rows)" in check.detail
+
+    _run(engine, "ANALYZE app.doctor_stats_probe")
+    assert _probe_listed(engine) is None
+
+    _run(engine, "DELETE FROM app.doctor_stats_probe WHERE n <= 200")  # fewer than it holds
+    assert _probe_listed(engine) is None
+    _run(engine, "UPDATE app.doctor_stats_probe SET n = n + 1")  # as many again: stale
+    assert _probe_listed(engine) == STATS_MIN_ROWS
+
+
+@pytest.mark.usefixtures("probe")
+def test_a_small_table_is_never_named(engine: Engine) -> None:
+    below = STATS_MIN_ROWS - 1
+    _run(engine, "INSERT INTO app.doctor_stats_probe SELECT generate_series(1, :n)", n=below)
+    assert _probe_listed(engine) is None

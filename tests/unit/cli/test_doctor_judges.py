@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from services.cli.doctor import (
     BEAT_STALE_S,
+    STATS_MIN_ROWS,
     judge_beat,
     judge_held_worktrees,
+    judge_statistics,
     judge_stuck,
     judge_unknown_calls,
     judge_waiting_upgrade,
 )
+from shared.db.repos.triage import UnanalyzedTable
 
 
 def test_stuck_sets_approvals_and_parked_runs_aside_and_leaves_its_input_alone() -> None:
@@ -65,3 +68,33 @@ def test_held_worktrees_are_red_only_when_a_daemon_did_not_answer_a_release() ->
     failed = judge_held_worktrees({"moving": 0, "resting": 4, "release_failed": 1})
     assert not failed.ok
     assert failed.detail.startswith("1 release(s) a daemon did not answer")
+
+
+def test_statistics_warn_only_for_tables_autovacuum_does_not_analyze() -> None:
+    calls = UnanalyzedTable("app.opencode_calls", 120_000, auto=False)
+    runs = UnanalyzedTable("app.runs", 40_000, auto=True)
+
+    quiet = judge_statistics([runs])
+    assert (quiet.ok, quiet.detail) == (
+        True,
+        "current, or autovacuum keeps them (1 table(s) await autovacuum's analyze)",
+    )
+    assert judge_statistics([]).detail == "current, or autovacuum keeps them"
+
+    warned = judge_statistics([calls, runs])
+    assert warned.ok, "a warning, not a failure: nothing is broken, plans may grow slow"
+    assert warned.detail.startswith("WARNING: app.opencode_calls (120000 rows) never analyzed")
+    assert "`ANALYZE app.opencode_calls`" in warned.detail
+    assert "app.runs" not in warned.detail
+    assert warned.data == {
+        "tables": {"app.opencode_calls": 120_000, "app.runs": 40_000},
+        "min_rows": STATS_MIN_ROWS,
+    }
+
+
+def test_statistics_name_five_tables_and_count_the_rest_but_analyze_them_all() -> None:
+    tables = [UnanalyzedTable(f"app.t{i}", 5000 - i, auto=False) for i in range(7)]
+    detail = judge_statistics(tables).detail
+    assert "app.t4 (4996 rows) and 2 more never analyzed" in detail
+    assert "app.t5 (" not in detail
+    assert "`ANALYZE app.t0, app.t1, app.t2, app.t3, app.t4, app.t5, app.t6`" in detail
