@@ -102,7 +102,7 @@ COMMANDS: dict[str, Lazy] = {
     "demo": Lazy("Run one intent end to end: plan, approval, edits, verification, triage.", _demo),
     "doctor": Lazy(
         "Check Postgres, Redis, migrations, OpenCode, the API, workers, beat, stuck runs,"
-        " unknown calls, runs waiting for an upgrade and the sandbox.",
+        " unknown calls, runs waiting for an upgrade, table statistics and the sandbox.",
         _doctor,
     ),
     "down": Lazy(
