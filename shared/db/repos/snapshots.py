@@ -54,7 +54,6 @@ class RunSnapshot:
     approved_at: datetime | None  # of the run's current plan digest, if approved
     plan: dict[str, Any] | None  # None unless plan.json's sha256 is plan_sha256
     outputs: dict[str, dict[str, Any]]  # succeeded steps only
-    parked: bool = False  # the step asked about is parked on a call, its lease live
     round: int = 1  # the step asked about: its round (see shared.domain.rounds)
     attempt_base: int = 0  # the ledger attempt the round's first call follows
     round_input: dict[str, Any] | None = None  # what the round was asked
@@ -104,19 +103,6 @@ def _snapshot_query(taking: tuple[CTE, CTE] | None = None) -> Select[*tuple[Any,
         .where(StepRun.run_id == Run.id, StepRun.status == StepRunStatus.SUCCEEDED.value)
         .scalar_subquery()
     )
-    # A hint only (the statements that take the lease decide): which of them to try first.
-    parked = (
-        select(
-            (StepRun.parked_on.is_not(None))
-            & (StepRun.lease_expires_at >= func.statement_timestamp())
-        )
-        .where(
-            StepRun.run_id == Run.id,
-            StepRun.step_id == step_key,
-            StepRun.status == StepRunStatus.RUNNING.value,
-        )
-        .scalar_subquery()
-    )
     # The call the asked step is parked on, as the ledger holds it: the delivery the
     # collector woke reads it here, with its lease, instead of in a claim of its own.
     pairs: list[ColumnElement[Any]] = []
@@ -162,7 +148,6 @@ def _snapshot_query(taking: tuple[CTE, CTE] | None = None) -> Select[*tuple[Any,
             approved_at.label("approved_at"),
             plan.label("plan"),
             outputs.label("outputs"),
-            parked.label("parked"),
             round_info.label("round_info"),
             parked_call.label("parked_call"),
             last_attempt.label("last_attempt"),
@@ -190,7 +175,8 @@ _ENTERING = _snapshot_query(lease_taking())
 
 
 def run_snapshot(s: Session, run_id: str, step: StepId | None = None) -> RunSnapshot | None:
-    """The run as a step sees it; with ``step``, whether that step is parked on a call."""
+    """The run as a step sees it; with ``step``, that step's round and the call it is
+    parked on (if any)."""
     params = {"run_id": run_id, "step_id": step.value if step is not None else None}
     row = direct.execute(s, _SNAPSHOT, params).one_or_none()
     return None if row is None else _snapshot_of(row)
@@ -253,7 +239,6 @@ def _snapshot_of(row: Any) -> RunSnapshot:
         approved_at=row.approved_at,
         plan=json.loads(row.plan) if row.plan is not None else None,
         outputs=dict(row.outputs or {}),
-        parked=bool(row.parked),
         round=int(round_),
         attempt_base=int(attempt_base),
         round_input=round_input if isinstance(round_input, dict) else None,
