@@ -8,7 +8,7 @@ that runs the command; tested without bubblewrap.
 from __future__ import annotations
 
 import resource
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +30,15 @@ ETC_FILES = (
 """Host files programs need to start; everything else of /etc stays out."""
 NETWORK_ETC = ("/etc/resolv.conf", "/etc/ssl", "/etc/ca-certificates", "/etc/gai.conf")
 """Added only when the operator allows the network."""
+PRIVATE_ETC: Mapping[str, bytes] = {
+    "passwd": (
+        f"root:x:0:0:root:/:/usr/sbin/nologin\nsandbox:x:{INNER_UID}:{INNER_UID}:"
+        "kodo sandbox:/tmp:/usr/sbin/nologin\n"
+    ).encode(),
+    "group": f"root:x:0:\nsandbox:x:{INNER_UID}:\n".encode(),
+    "hosts": b"127.0.0.1 localhost\n::1 localhost\n",
+}
+"""The sandbox's own /etc files: its two users, and a localhost that is the sandbox's."""
 ALWAYS_PROTECTED = ("/", "/root", "/home", "/etc", "/var", "/run", "/tmp", "/proc", "/sys")  # noqa: S108
 """No bind source may be one of these or contain one (nor contain a run-specific one)."""
 TMP = "/tmp"  # noqa: S108 (inside the sandbox: its own private tmpfs, never the host's)
@@ -241,7 +250,10 @@ class Layout:
     worktree: Path
     toolchain: Toolchain
     host: HostSystem
-    private_etc: Path  # holds passwd, group, hosts written for the sandbox
+    private_etc: Mapping[str, int]
+    """/etc's passwd, group and hosts of the sandbox's own (:data:`PRIVATE_ETC`): the
+    descriptor bubblewrap reads each from (``--ro-bind-data``), so no file of them lies
+    on the host, for another process to change or the disk to create and delete."""
     network: bool
     tmp_bytes: int
     root_mode: bool  # the worker is root: map the sandbox uid itself and drop with setpriv
@@ -343,8 +355,8 @@ def bwrap_argv(
     for path in layout.host.etc:
         if path in wanted_etc:
             argv += ["--ro-bind", path, path]
-    for name in ("passwd", "group", "hosts"):
-        argv += ["--ro-bind", str(layout.private_etc / name), f"/etc/{name}"]
+    for name, fd in layout.private_etc.items():
+        argv += ["--perms", "0644", "--ro-bind-data", str(fd), f"/etc/{name}"]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     argv += ["--perms", "1777", "--size", str(layout.tmp_bytes), "--tmpfs", TMP]
     for made in _made_dirs([*layout.toolchain.binds, wt]):

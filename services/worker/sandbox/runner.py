@@ -33,6 +33,7 @@ from services.worker.sandbox.keyring import own_keyring_argv
 from services.worker.sandbox.layout import (
     BYTES_PER_INODE,
     PERL,
+    PRIVATE_ETC,
     PRLIMIT,
     SETPRIV,
     Layout,
@@ -48,7 +49,6 @@ from services.worker.sandbox.toolchain import (
     host_system,
     resolve_toolchain,
     which,
-    write_private_etc,
 )
 from shared.apart import run_apart
 from shared.config import Settings
@@ -174,6 +174,27 @@ class _Watched:
         )
 
 
+@contextlib.contextmanager
+def private_etc() -> Iterator[dict[str, int]]:
+    """:data:`PRIVATE_ETC` on pipes, each a descriptor bubblewrap reads its file from
+    (``--ro-bind-data``): written whole before the sandbox starts (each far below a
+    pipe's buffer), closed after it. A folder of files per execution cost the disk four
+    creations and four deletions, and left them on the host while the command ran."""
+    fds: dict[str, int] = {}
+    try:
+        for name, data in PRIVATE_ETC.items():
+            readable, writable = os.pipe()
+            fds[name] = readable
+            try:
+                os.write(writable, data)
+            finally:
+                os.close(writable)
+        yield fds
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
 _probe_lock = threading.Lock()
 _probed: dict[tuple[str, bool, int], str | None] = {}
 
@@ -273,13 +294,12 @@ class Sandbox:
                 " lie under /tmp, which a worker that is not root replaces with a bounded"
                 " tmpfs: move the toolchain out of /tmp, or run the worker as root"
             )
-        with tempfile.TemporaryDirectory(prefix="kodo-sandbox-etc-") as etc:
-            write_private_etc(Path(etc))
+        with private_etc() as etc:
             yield Layout(
                 worktree=resolved(worktree),
                 toolchain=toolchain,
                 host=host_system(),
-                private_etc=Path(etc),
+                private_etc=etc,
                 network=self.network,
                 tmp_bytes=self.tmp_bytes,
                 root_mode=self.root_mode,
@@ -368,7 +388,11 @@ class Sandbox:
         said, copied_fd = os.pipe()
         try:
             os.set_blocking(said, False)
-            done = watched.run(bwrap_argv(bwrap, layout, env, argv, self.limits), stdin=copied_fd)
+            done = watched.run(
+                bwrap_argv(bwrap, layout, env, argv, self.limits),
+                stdin=copied_fd,
+                pass_fds=tuple(layout.private_etc.values()),
+            )
             try:
                 word = os.read(said, 64)
             except BlockingIOError:
@@ -428,7 +452,8 @@ class Sandbox:
             # Inside the try: a lending that fails half way (a timeout, a refused entry)
             # still closes the pipes and takes back what it gave.
             lend_tree(wt, self.host_uid, self.host_uid, keep=[wt / ".git"])
-            return watched.run(command, pass_fds=(block_r, info_w), started=map_ids)
+            data = tuple(layout.private_etc.values())
+            return watched.run(command, pass_fds=(block_r, info_w, *data), started=map_ids)
         finally:
             for fd in list(open_fds):
                 close(fd)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from services.worker.sandbox.layout import (
     ETC_FILES,
-    INNER_UID,
     NETWORK_ETC,
     HostSystem,
     Toolchain,
@@ -111,15 +110,3 @@ def resolve_toolchain(
             break
     path = tuple(dict.fromkeys(str(Path(p).parent) for p in found.values()))
     return Toolchain(found, tuple(dict.fromkeys(binds)), path, skipped)
-
-
-def write_private_etc(directory: Path) -> None:
-    (directory / "passwd").write_text(
-        f"root:x:0:0:root:/:/usr/sbin/nologin\nsandbox:x:{INNER_UID}:{INNER_UID}:"
-        "kodo sandbox:/tmp:/usr/sbin/nologin\n"
-    )
-    (directory / "group").write_text(f"root:x:0:\nsandbox:x:{INNER_UID}:\n")
-    (directory / "hosts").write_text("127.0.0.1 localhost\n::1 localhost\n")
-    for name in ("passwd", "group", "hosts"):
-        (directory / name).chmod(0o644)
-    directory.chmod(0o755)

@@ -24,6 +24,7 @@ from devstack.sample_repo import create_sample_repo
 from services.worker.git_ops import ensure_worktree
 from services.worker.sandbox import Finished, keyring, runner, sandbox_of
 from services.worker.sandbox.keyring import KEYCTL_SYSCALL
+from services.worker.sandbox.layout import PRIVATE_ETC
 from shared.config import Settings
 from tests.security import in_keyring
 from tests.waiting import wait_until
@@ -179,6 +180,50 @@ def test_nothing_outside_the_worktree_can_be_written(worktree: Path, tmp_path: P
     # The worktree is an overlay (root) or a copy (not root): even the command's own
     # writes stay in the sandbox.
     assert not (worktree / "inside.txt").exists()
+
+
+ETC_SEEN = (
+    "import os\n"
+    "for name in ('passwd', 'group', 'hosts'):\n"
+    "    path = '/etc/' + name\n"
+    "    print('ETC', name, oct(os.stat(path).st_mode & 0o777), repr(open(path).read()))\n"
+    "    try: open(path, 'a').write('mine')\n"
+    "    except OSError as e: print('REFUSED', name, e.errno)\n"
+)
+"""What the command sees of its /etc's passwd, group and hosts, and its try at each."""
+
+
+def etc_was_the_sandboxs_own(said: str) -> bool:
+    return all(
+        f"ETC {name} 0o644 {data.decode()!r}" in said and f"REFUSED {name} " in said
+        for name, data in PRIVATE_ETC.items()
+    )
+
+
+def test_passwd_group_and_hosts_are_the_sandboxs_own_and_none_lies_on_the_host(
+    worktree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where a folder of them went
+    settings = Settings()
+    box = sandbox_of(settings, dict(os.environ))
+    tools = box.toolchain(settings.exec_allowlist, ())
+    seen_meanwhile: list[list[str]] = []
+    done = box.run(
+        [tools.programs["python3"], "-c", ETC_SEEN + "import time; time.sleep(0.5)\n"],
+        worktree,
+        timeout_s=30,
+        cap=1 << 16,
+        protected=(),
+        toolchain=tools,
+        on_poll=lambda: seen_meanwhile.append(os.listdir(scratch)),
+        poll_s=0.05,
+    )
+    assert done.exit_code == 0, said(done)
+    assert etc_was_the_sandboxs_own(said(done)), said(done)
+    assert seen_meanwhile, "the host's temporary folder was looked at while the command ran"
+    assert all(listing == [] for listing in seen_meanwhile), seen_meanwhile
 
 
 def test_other_worktrees_and_the_source_repository_are_invisible(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.worker.test_sandbox import WORKTREE_FILL
+from tests.integration.worker.test_sandbox import ETC_SEEN, WORKTREE_FILL, etc_was_the_sandboxs_own
 
 pytestmark = [
     pytest.mark.integration,
@@ -206,6 +206,13 @@ def test_without_root_nothing_but_tmp_and_the_worktree_copy_is_writable(checkout
     assert "WROTE" not in seen["said"], seen["said"]
     assert "DONE" in seen["said"]
     assert not (checkout / "mine.txt").exists()
+
+
+def test_without_root_passwd_group_and_hosts_are_still_the_sandboxs_own(checkout: Path) -> None:
+    seen = as_worker(checkout, ETC_SEEN, worktree_bytes=1 << 20)
+
+    assert seen["exit_code"] == 0, seen
+    assert etc_was_the_sandboxs_own(seen["said"]), seen["said"]
 
 
 WITH_TOOLCHAIN = """

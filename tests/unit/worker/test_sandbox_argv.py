@@ -28,6 +28,7 @@ from services.worker.sandbox.layout import (
     OVERLAY_PERL,
     OVERLAY_SCRIPT,
     PERL,
+    PRIVATE_ETC,
     SH,
     overlay_mounter,
     under_tmp,
@@ -53,7 +54,7 @@ def layout(
         worktree=Path("/data/ws/run-1"),
         toolchain=TOOLS,
         host=HostSystem((("/bin", "usr/bin"),), ("/lib64",), ("/etc/ld.so.cache", "/etc/ssl")),
-        private_etc=Path("/x/etc"),
+        private_etc={"passwd": 7, "group": 8, "hosts": 9},
         network=network,
         tmp_bytes=1 << 20,
         root_mode=root_mode,
@@ -93,9 +94,6 @@ def test_nothing_of_the_host_is_mounted_but_the_system_and_the_toolchain() -> No
         "/usr",
         "/lib64",
         "/etc/ld.so.cache",
-        "/x/etc/passwd",
-        "/x/etc/group",
-        "/x/etc/hosts",
         "/opt/venv",
         "/root/.pyenv/versions/3.11.7",
         "/data/ws/run-1",
@@ -103,6 +101,21 @@ def test_nothing_of_the_host_is_mounted_but_the_system_and_the_toolchain() -> No
     }
     assert "/etc/ssl" not in sources, "certificates only come with the network"
     assert argv[argv.index("--proc") : argv.index("--proc") + 2] == ["--proc", "/proc"]
+
+
+def test_passwd_group_and_hosts_are_the_sandboxs_own_read_from_descriptors() -> None:
+    argv = bwrap_argv("bwrap", layout(), {}, ["python3"], LIMITS)
+    data = [argv[i - 2 : i + 3] for i, a in enumerate(argv) if a == "--ro-bind-data"]
+    assert data == [
+        ["--perms", "0644", "--ro-bind-data", "7", "/etc/passwd"],
+        ["--perms", "0644", "--ro-bind-data", "8", "/etc/group"],
+        ["--perms", "0644", "--ro-bind-data", "9", "/etc/hosts"],
+    ]
+    assert argv.index("--ro-bind-data") > argv.index("/etc"), "inside the sandbox's own /etc"
+    assert PRIVATE_ETC["passwd"].endswith(
+        b"sandbox:x:65534:65534:kodo sandbox:/tmp:/usr/sbin/nologin\n"
+    )
+    assert PRIVATE_ETC["hosts"] == b"127.0.0.1 localhost\n::1 localhost\n"
 
 
 def test_the_command_runs_under_prlimit_and_as_root_drops_to_the_sandbox_uid() -> None:
