@@ -24,7 +24,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.worker.sandbox.cgroup_plan import MOUNTS, child_name, counter, limit_writes, locate
+from services.worker.sandbox.cgroup_plan import (
+    MOUNTS,
+    child_name,
+    counter,
+    limit_writes,
+    locate,
+    removal_pauses,
+)
 
 
 class CgroupUnavailable(RuntimeError):
@@ -85,6 +92,7 @@ class ExecCgroup:
     def destroy(self, wait_s: float = 10.0) -> None:
         """Kill every process left in the child and remove it (the worker never is one)."""
         deadline = time.monotonic() + wait_s
+        pauses = removal_pauses()
         for directory in self.directories:
             if self.version == 2 and (directory / "cgroup.kill").exists():
                 with contextlib.suppress(OSError):
@@ -106,7 +114,7 @@ class ExecCgroup:
                     removed = False
             if removed:
                 return
-            time.sleep(0.02)
+            time.sleep(next(pauses))
 
 
 def _v2_enable(directory: Path) -> None:

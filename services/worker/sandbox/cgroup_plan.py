@@ -7,6 +7,7 @@ and builds the join shim's argv; :mod:`services.worker.sandbox.cgroup` does the 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,3 +153,19 @@ def join_argv(procs_files: list[str], argv: list[str]) -> list[str]:
     if any(f == "--" for f in procs_files):
         raise ValueError("a cgroup.procs path cannot be --")
     return [SHELL, "-c", JOIN_SHIM, "kodo-cgroup-join", *procs_files, "--", *argv]
+
+
+FIRST_PAUSE_S = 0.0005
+LAST_PAUSE_S = 0.02
+
+
+def removal_pauses() -> Iterator[float]:
+    """How long to wait between tries at removing a child cgroup the kernel still calls
+    busy: the command's processes have exited, but the last leaves the cgroup a fraction
+    of a millisecond later (measured: p50 0.12 ms, p90 0.5). Half a millisecond first,
+    doubling up to 20 ms: a fixed 20 ms pause made every sandboxed execution 20 ms
+    longer, as the first try always came too soon."""
+    pause = FIRST_PAUSE_S
+    while True:
+        yield pause
+        pause = min(pause * 2, LAST_PAUSE_S)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from services.worker.sandbox.cgroup_plan import (
     locate,
     parse_mountinfo,
     parse_proc_cgroup,
+    removal_pauses,
 )
 
 V1_CGROUP = """9:name=systemd:/
@@ -128,3 +130,12 @@ def test_the_join_shim_passes_the_command_verbatim_after_its_own_files() -> None
     ]
     with pytest.raises(ValueError, match="cannot be --"):
         join_argv(["--"], ["x"])
+
+
+def test_a_busy_cgroup_is_tried_again_within_a_millisecond_then_less_and_less_often() -> None:
+    """Its last process leaves a fraction of a millisecond after the command ends: a
+    first pause of 20 ms made every execution that much longer."""
+    pauses = list(islice(removal_pauses(), 10))
+    assert pauses[:3] == [0.0005, 0.001, 0.002]
+    assert pauses[-4:] == [0.02] * 4, "then every 20 ms until the deadline"
+    assert pauses == sorted(pauses)
