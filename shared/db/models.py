@@ -229,7 +229,7 @@ class StepRun(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     step_id: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))
     deliveries: Mapped[int] = mapped_column(Integer, default=1)
@@ -270,7 +270,7 @@ class StepRound(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     step_id: Mapped[str] = mapped_column(String(32))
     round: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
@@ -359,7 +359,7 @@ class PlanApproval(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     plan_sha256: Mapped[str] = mapped_column(String(64))
     decision: Mapped[str] = mapped_column(String(32))
     approver: Mapped[str] = mapped_column(String(255))
@@ -404,7 +404,7 @@ class OpenCodeCall(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     op_key: Mapped[str] = mapped_column(String(64))
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     step_id: Mapped[str] = mapped_column(String(32))
     attempt: Mapped[int] = mapped_column(Integer)
     agent: Mapped[str] = mapped_column(String(64))
@@ -471,7 +471,7 @@ class Artifact(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     step_id: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(255))
@@ -529,7 +529,7 @@ class WebhookAttempt(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     delivery_id: Mapped[str] = mapped_column(
-        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
     )
     attempt: Mapped[int] = mapped_column(Integer)
     target: Mapped[str] = mapped_column(Text)  # the endpoint's label and origin, no path

@@ -145,3 +145,30 @@ def test_a_pending_webhook_delivery_must_say_when_it_is_due(db: Session) -> None
             ),
             {"r": run.id},
         )
+
+
+def test_no_index_repeats_the_leading_columns_of_another(db: Session) -> None:
+    """An index whose columns lead another index of its table (neither partial) serves no
+    lookup that one does not, and costs an entry on every insert and every update that
+    is not HOT: the ledger's rows are updated four times a call (migration 0030)."""
+    indexes = db.execute(
+        text(
+            "SELECT c.relname AS table_name, i.indexrelid::regclass::text AS index_name,"
+            " i.indkey::int2[]::int[] AS columns"
+            " FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'app' AND i.indpred IS NULL AND i.indexprs IS NULL"
+        )
+    ).all()
+    assert len(indexes) > 10, "the query sees kodo's indexes"
+    repeated = [
+        (short.index_name, long.index_name)
+        for short in indexes
+        for long in indexes
+        if short.table_name == long.table_name
+        and short.index_name != long.index_name
+        and list(long.columns[: len(short.columns)]) == list(short.columns)
+        and len(short.columns) <= len(long.columns)
+        and not (len(short.columns) == len(long.columns) and short.index_name > long.index_name)
+    ]
+    assert repeated == []
