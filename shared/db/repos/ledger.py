@@ -274,8 +274,9 @@ sent the call, so the statement that wakes the step sees it."""
 _WAKE = (
     update(_CALLS)
     .where(
-        # = ANY(array): one statement text (and prepared plan) whatever the batch size;
-        # found through ix_opencode_calls_session (migration 0023), never a scan
+        # = ANY(array): one statement text whatever the batch size; found through
+        # ix_opencode_calls_session (migration 0023), never a scan: planned each time
+        # (direct.PLANNED_EACH_TIME), as a plan kept from when the table was small scans
         _CALLS.c.session_id == any_(bindparam("sessions", type_=ARRAY(String))),
         # (two comparisons, not IN: an IN list is an expanding parameter, re-rendered
         # per execution, which shared.db.direct refuses)
@@ -283,6 +284,7 @@ _WAKE = (
     )
     .values(idle_at=func.coalesce(_CALLS.c.idle_at, func.statement_timestamp()))
     .returning(_CALLS.c.run_id, _CALLS.c.step_id, _CALLS.c.status, _STEP_TASK, lazy_commit())
+    .execution_options(**{direct.PLANNED_EACH_TIME: True})
 )
 """The collector's one statement per batch of ended sessions: mark them idle (the flag a
 parking step reads after it parks) and name the steps to wake. Committed lazily

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from shared.db import direct
 from shared.db.repos.ledger import _WAKE, LedgerRepo, Woken
 from tests.factories import RunFactory
+from tests.integration.shared.test_direct import prepared_here
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +86,19 @@ def test_a_wake_finds_its_calls_by_index_in_a_large_ledger(
     shown = json.dumps(plan)
     assert "Seq Scan" not in shown, shown
     assert "ix_opencode_calls_session" in shown, shown
+
+
+def test_the_collector_repeating_its_wake_on_one_connection_never_has_it_prepared(
+    db: Session,
+) -> None:
+    """A plan Postgres kept for it while the ledger was small would read every page of a
+    large one until something analyzed the table: 375 pages a wake at a thousand calls
+    on the bench's database, which nothing analyzes."""
+    run = RunFactory()
+    db.commit()
+    _calls(db, run.id, 1, 1, "sent")
+    db.commit()
+    for _ in range(8):
+        LedgerRepo(db).wake(["ses_404"])
+    wake = direct.compile_once(_WAKE, db.get_bind().dialect).sql
+    assert wake not in prepared_here(db)

@@ -176,3 +176,28 @@ def test_on_a_bare_connection_the_callers_commit_keeps_the_write(
         conn.commit()
     with engine.connect() as conn:
         assert conn.execute(_READ, {"run_id": run.id}).one().output == {"kept": True}
+
+
+_READ_PLANNED = (
+    select(_STEPS.c.id)
+    .where(_STEPS.c.run_id == bindparam("run_id"), _STEPS.c.fence > 0)
+    .execution_options(**{direct.PLANNED_EACH_TIME: True})
+)
+
+
+def prepared_here(db: Session) -> list[str]:
+    """The statements Postgres holds prepared on this session's connection."""
+    return list(db.execute(text("SELECT statement FROM pg_prepared_statements")).scalars())
+
+
+def test_a_statement_planned_each_time_is_never_prepared_where_others_are(db: Session) -> None:
+    """psycopg prepares a statement once it ran five times on a connection; Postgres may
+    then keep one plan for it, made while the table was small (see PLANNED_EACH_TIME)."""
+    run = _step(db)
+    for _ in range(8):
+        direct.execute(db, _READ, {"run_id": run.id})
+        assert direct.execute(db, _READ_PLANNED, {"run_id": run.id}).all()
+    held = prepared_here(db)
+    dialect = db.get_bind().dialect
+    assert direct.compile_once(_READ, dialect).sql in held
+    assert direct.compile_once(_READ_PLANNED, dialect).sql not in held
