@@ -11,7 +11,6 @@ rows' ratio to the durable-execution reference (bench/peers.py). ``--opencode re
 from __future__ import annotations
 
 import logging
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from shared.db.engine import make_engine, make_session_factory
 from . import floor, phases, real_daemons
 from .peers import OWN_CPU_MS, Peer, PeerError, describe, peer_rows
 from .report import Row, at_least, at_most, rows_json, table, write_json
-from .stack import REPOS, Bench, prepare, start_kodo_services
+from .stack import REPOS, Bench, discard, prepare, start_kodo_services
 from .stats import percentile
 from .think import UNACCOUNTED, think, think_rows
 from .watchers import sse, sse_rows
@@ -549,7 +548,7 @@ def main(
         if real is not None:
             real.stop()
         if not keep:
-            shutil.rmtree(root, ignore_errors=True)
+            discard(bench)
     elapsed = time.monotonic() - began
     details: dict[str, Any] = {
         "elapsed_s": round(elapsed, 1),
