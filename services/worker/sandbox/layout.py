@@ -103,6 +103,9 @@ MOUNT_SYSCALLS: dict[str, tuple[int, int]] = {
 """mount(2) and umount2(2)'s numbers per machine, for :data:`OVERLAY_PERL`."""
 MOUNTER_FAILED = 125
 """Overlay mode: the exit status when the worktree could not be made (nothing ran)."""
+CLOSE_RANGE = 436
+"""close_range(2)'s number on every machine of :data:`MOUNT_SYSCALLS` (Linux 5.9 gave
+new system calls one number everywhere)."""
 OVERLAY_PERL = f"""
 my ($mount, $umount2, $lower, $disk, $wt, $size, $inodes, $tmpsize, $tmpinodes, $mode)
   = splice(@ARGV, 0, 10);
@@ -129,6 +132,7 @@ syscall($umount2, $lower, 0) == 0 or fail("umount $lower");
 syscall($umount2, $disk, $DETACH) == 0 or fail("umount $disk");
 chdir($wt) or fail("cd $wt");
 delete $ENV{{PERL_BADLANG}};
+syscall({CLOSE_RANGE}, 3, 4294967295, 0) == 0 or $!{{ENOSYS}} or fail("close descriptors");
 exec {{ $ARGV[0] }} @ARGV;
 fail("cannot start $ARGV[0]");
 """
@@ -141,7 +145,12 @@ Perl and the machine's numbers are known (:func:`overlay_mounter`); strings are 
 as pointers, a literal ``0`` as a null pointer (no file system type on a remount or a
 bind), and ``exec {{ $ARGV[0] }}`` starts the program itself, never through a shell. It
 starts with the command's environment plus ``PERL_BADLANG=0`` (a ``LANG`` the system has
-no locale for would have Perl warn into the command's output), which it drops again."""
+no locale for would have Perl warn into the command's output), which it drops again.
+Every descriptor above 2 is closed before (``close_range``): bubblewrap leaves its
+``--userns-block-fd`` open in the sandbox, and the command inherited that pipe of the
+worker's (inert, its one byte read and its writer closed, but not the command's to
+hold). A kernel older than 5.9 has no ``close_range``; the shell script cannot close a
+descriptor above 9 (``dash``): both leave it so."""
 
 
 def overlay_mounter(machine: str, perl_usable: bool) -> tuple[int, int] | None:

@@ -226,6 +226,22 @@ def test_passwd_group_and_hosts_are_the_sandboxs_own_and_none_lies_on_the_host(
     assert all(listing == [] for listing in seen_meanwhile), seen_meanwhile
 
 
+def test_the_command_holds_no_descriptor_but_its_standard_three(worktree: Path) -> None:
+    """bubblewrap left its ``--userns-block-fd`` open in the sandbox: the command held a
+    pipe of the worker's. The one that lists ``/proc/self/fd`` is its own,
+    closed once the listing is read."""
+    done = run_python(
+        "import os\n"
+        "for fd in sorted(os.listdir('/proc/self/fd'), key=int):\n"
+        "    try: print('FD', fd, os.readlink(f'/proc/self/fd/{fd}'))\n"
+        "    except FileNotFoundError: pass\n",
+        worktree,
+    )
+    assert done.exit_code == 0, said(done)
+    held = [line.split()[1] for line in said(done).splitlines() if line.startswith("FD ")]
+    assert held == ["0", "1", "2"], said(done)
+
+
 def test_other_worktrees_and_the_source_repository_are_invisible(tmp_path: Path) -> None:
     repo = create_sample_repo(tmp_path / "calc")
     workspace = tmp_path / "ws"
