@@ -191,6 +191,28 @@ attempt("source-repo", lambda: write(os.path.join(CFG["repo"], "README.md"), "pw
 attempt("tmp", lambda: write(f"/tmp/kodo-hostile-{CFG['nonce']}", "pwned"))
 """
 
+DESCRIPTORS = """
+def held():
+    for fd in sorted(os.listdir("/proc/self/fd"), key=int):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # the listing's own, closed once read
+        if int(fd) > 2:
+            steal("descriptor", f"{fd} {target}")
+            os.read(int(fd), 64) if target.startswith("pipe:") else None
+    print("LISTED", flush=True)
+
+def forge(name, line):
+    with open(f"/etc/{name}", "a") as handle:
+        handle.write(line)
+
+held()
+attempt("etc-passwd", lambda: forge("passwd", "pwned:x:0:0::/:/bin/sh\\n"))
+attempt("etc-group", lambda: forge("group", "pwned:x:0:\\n"))
+attempt("etc-hosts", lambda: forge("hosts", "10.0.0.1 localhost\\n"))
+"""
+
 DAEMON = """
 def daemon():
     code = "import time; time.sleep(90)"

@@ -36,6 +36,7 @@ ATTACKS: dict[str, Callable[[Hostile], Outcome]] = {
         s, "daemon", attacks.DAEMON, marker=f"{MARK}-daemon-{s.nonce}"
     ),
     "siblings": lambda s: script_attack(s, "siblings", attacks.SIBLINGS),
+    "descriptors": lambda s: script_attack(s, "descriptors", attacks.DESCRIPTORS),
     "network": lambda s: script_attack(s, "network", attacks.NETWORK),
     "keyring": lambda s: script_attack(
         s,
@@ -91,6 +92,22 @@ def test_the_command_cannot_read_the_workers_session_keyring(
     _assert_no_leak(hostile, outcome)
     said = outcome.command_output()
     assert "BLOCKED search-session" in said, outcome.describe()  # it ran, and found nothing
+
+
+def test_the_command_holds_no_descriptor_of_the_worker_and_cannot_forge_its_etc(
+    hostile: Hostile, launched: dict[str, Future[Outcome]]
+) -> None:
+    """It lists every descriptor it holds and reads the pipes among them, then appends to
+    the sandbox's /etc/passwd, group and hosts (bound read-only from pipes, never a host
+    file): a root worker's sandbox held bubblewrap's --userns-block-fd, a pipe of the
+    worker's, until the mounter closed it."""
+    outcome = _outcome(launched, "descriptors")
+    said = outcome.command_output()
+    assert "LISTED" in said, outcome.describe()  # it ran
+    assert "STOLEN descriptor" not in said, outcome.describe()
+    for name in ("passwd", "group", "hosts"):
+        assert f"BLOCKED etc-{name} " in said, outcome.describe()
+    assert "DID etc-" not in said, outcome.describe()
 
 
 def test_the_command_cannot_read_the_token_file_or_state_files(
