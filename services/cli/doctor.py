@@ -464,8 +464,9 @@ def judge_statistics(tables: list[UnanalyzedTable]) -> Check:
     while a table was small stays for that connection's life. Measured on a database
     never analyzed (autovacuum off): the collector's wake-up, found through an index
     once analyzed (4 to 7 pages a statement), read every page of app.opencode_calls
-    (390 a statement at a thousand calls, growing with the table). Tables autovacuum
-    analyzes are only counted: it gets to them."""
+    (390 a statement at a thousand calls, growing with the table); it is now planned on
+    every execution (direct.PLANNED_EACH_TIME), the other hot statements are not. Tables
+    autovacuum analyzes are only counted: it gets to them."""
     data = {"tables": {t.name: t.rows for t in tables}, "min_rows": STATS_MIN_ROWS}
     left = [t for t in tables if not t.auto]
     if not left:
@@ -476,7 +477,7 @@ def judge_statistics(tables: list[UnanalyzedTable]) -> Check:
     said = (
         f"WARNING: {named}{more} never analyzed, or changed as many rows since as they hold,"
         " and autovacuum does not analyze them: plans made while they were small stay"
-        " (the collector's wake-up reads all of app.opencode_calls); run"
+        " (a lookup prepared then keeps reading the whole table); run"
         f" `ANALYZE {', '.join(t.name for t in left)}` now and then, or turn autovacuum on"
     )
     return Check("statistics", True, said, data)
