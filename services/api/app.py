@@ -25,7 +25,7 @@ from .events import events_bp
 from .headers import install_security_headers
 from .openapi import docs_bp, document_events, make_api, register_routes
 from .rate_limits import install_rate_limits
-from .state import EXTENSION, ApiState
+from .state import EXTENSION, ApiState, state_of
 
 CONNECT_TIMEOUT_S = 5
 
@@ -95,7 +95,7 @@ def create_app(
     document_events(spec, app)
     app.register_blueprint(docs_bp)
     register_error_handlers(app)  # after make_api: kodo's handlers replace flask-smorest's
-    install_rate_limits(app, settings)
+    install_rate_limits(app, settings, state_of(app).redis)
     # The body is read first, then the request waits for its turn: a slow client holds none.
     admitted = Admission(app.wsgi_app, active=settings.api_active, wait_s=settings.api_queue_s)
     app.wsgi_app = BodyDeadline(  # type: ignore[method-assign]
