@@ -10,7 +10,9 @@ The stream subscribes to the process's LISTEN hub *before* reading the run, so n
 change can fall between the first event and the next. A notification is built by the
 trigger from the committed row (migration 0006), in commit order, so it is forwarded
 as is; the row is re-read only after the listener reconnects (notifications may have
-been lost) and on a quiet keepalive interval. The stream ends after a terminal status,
+been lost) and when the hub's sweep, one statement a keepalive interval for every
+stream of the process, finds the run past the stream's last state (a notification lost
+some other way). The stream ends after a terminal status,
 or after any status named in ``?until=``. A re-read that finds the database pool
 exhausted does not end the stream: it is owed, and made on the next wake-up.
 
@@ -71,7 +73,7 @@ def hub_of(app: Flask) -> RunEventHub:
             hub: RunEventHub = found[1]
             return hub
         state = state_of(app)
-        hub = RunEventHub(conninfo_of(state.settings.database_url))
+        hub = RunEventHub(conninfo_of(state.settings.database_url), sweep_s=KEEPALIVE_S)
         app.extensions[HUB_EXTENSION] = (os.getpid(), hub)
         _hubs.add(hub)
         # A test builds and closes many apps in one process: each one's listening thread
@@ -175,14 +177,23 @@ def _changes(
     woke: Wakeup, read: Callable[[], Snapshot | None], *, owed: bool = False
 ) -> list[Snapshot] | None:
     """What happened, in commit order: the events themselves when they are complete;
-    one fresh read after a reconnect, a partial payload, a quiet keepalive interval (a
-    safety net for a lost notification) or when an earlier read is ``owed``. None if
-    the run is gone."""
+    one fresh read after a reconnect or the hub's sweep (``resync``: a notification may
+    have been lost), a partial payload, or when an earlier read is ``owed``; nothing
+    after a quiet interval. None if the run is gone."""
+    if not owed and not woke.changed:
+        return []
     snapshots = [snapshot_of(e) for e in woke.events]
     if not owed and woke.events and not woke.resync and all(s is not None for s in snapshots):
         return [s for s in snapshots if s is not None]
     current = read()
     return None if current is None else [current]
+
+
+def _saw(sub: Subscription, snapshot: Snapshot) -> None:
+    """Tell the hub which state the stream has (its sweep asks a stream behind to re-read)."""
+    seq = snapshot.get("seq")
+    if isinstance(seq, int):
+        sub.saw(seq)
 
 
 def stream(
@@ -208,6 +219,7 @@ def stream(
     """
     try:
         last = first
+        _saw(sub, first)
         checked = clock()
         yield f"retry: {RETRY_MS}\n\n"
         if first["seq"] != resumed_from:
@@ -245,6 +257,7 @@ def stream(
             if changes is None:  # the run was deleted
                 return
             for current in changes:
+                _saw(sub, current)
                 if current != last:
                     yield frame(current)
                     last = current

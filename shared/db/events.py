@@ -9,6 +9,13 @@ before a few hundred clients wait at once.
 Notifications are a wake-up signal, not the record: a notification sent while the
 listener was reconnecting is lost, so after every (re)connect each subscriber is told
 to re-read (``Wakeup.resync``). Readers re-read the row; Postgres stays the truth.
+
+A hub started with ``sweep_s`` also checks, that often, every subscribed run's
+``event_seq`` against the last one its subscribers have (one statement for all of
+them, on the listening connection): a subscriber behind the row is told to re-read.
+That is the safety net for a notification lost some other way, which each event
+stream used to cast alone with a read of its own per quiet keepalive: a thousand
+watchers were a thousand reads a beat, now one.
 """
 
 from __future__ import annotations
@@ -17,16 +24,19 @@ import json
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
 from typing import Self
 
 import psycopg
+from psycopg.rows import TupleRow
 from sqlalchemy import make_url
 
 CHANNEL = "kodo_run_events"
 CONNECT_TIMEOUT_S = 5
+SWEEP = "SELECT id, event_seq FROM app.runs WHERE id = ANY(%s)"
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +118,19 @@ class Subscription:
         self.hub = hub
         self.run_id = run_id
         self._inbox: queue.SimpleQueue[RunEvent | Mark] = queue.SimpleQueue()
+        # The newest state (event_seq) in the subscriber's hands: what it read, and every
+        # numbered event handed to it. None until it says (the hub's sweep then asks it
+        # to re-read).
+        self.latest: int | None = None
+
+    def saw(self, seq: int) -> None:
+        """The subscriber has the run's state numbered ``seq`` (it read it)."""
+        if self.latest is None or seq > self.latest:
+            self.latest = seq
 
     def deliver(self, item: RunEvent | Mark) -> None:
+        if isinstance(item, RunEvent) and item.seq is not None:
+            self.saw(item.seq)
         self._inbox.put(item)
 
     def wait(self, timeout_s: float) -> Wakeup:
@@ -148,10 +169,20 @@ class RunEventHub:
     then reads the run's row cannot miss a change committed after that read.
     """
 
-    def __init__(self, conninfo: str, *, poll_s: float = 0.5, reconnect_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        poll_s: float = 0.5,
+        reconnect_s: float = 1.0,
+        sweep_s: float | None = None,
+    ) -> None:
+        """``sweep_s``: how often subscribers are checked against their runs' rows (None:
+        never; every notification is then trusted to arrive while connected)."""
         self.conninfo = conninfo
         self.poll_s = poll_s
         self.reconnect_s = reconnect_s
+        self.sweep_s = sweep_s
         self._subs: dict[str, set[Subscription]] = {}
         self._lock = threading.Lock()
         self._listening = threading.Event()
@@ -217,13 +248,36 @@ class RunEventHub:
     def _listen(self) -> None:
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
             conn.execute(f"LISTEN {CHANNEL}")
-            self._listening.set()
+            # told before ``start`` returns: a subscriber that comes after LISTEN is in
+            # effect missed nothing, and is not sent to re-read for nothing
             self._broadcast_resync()
+            self._listening.set()
+            swept = time.monotonic()
             while not self._stopping.is_set():
                 for note in conn.notifies(timeout=self.poll_s):
                     event = parse_payload(note.payload)
                     if event is not None:
                         self._dispatch(event)
+                if self.sweep_s is not None and time.monotonic() - swept >= self.sweep_s:
+                    self._sweep(conn)
+                    swept = time.monotonic()
+
+    def _sweep(self, conn: psycopg.Connection[TupleRow]) -> None:
+        """Tell every subscriber behind its run's row (a notification it never got), or
+        whose run is gone, to re-read. Notifications that arrive meanwhile are kept by
+        the connection and dispatched next: a subscriber told to re-read a state that
+        was on its way re-reads once for nothing."""
+        with self._lock:
+            subscribed = {run_id: list(subs) for run_id, subs in self._subs.items()}
+        if not subscribed:
+            return
+        rows = conn.execute(SWEEP, (list(subscribed),)).fetchall()
+        seqs: dict[str, int] = {run_id: seq for run_id, seq in rows}
+        for run_id, subs in subscribed.items():
+            current = seqs.get(run_id)
+            for sub in subs:
+                if current is None or sub.latest is None or current > sub.latest:
+                    sub.deliver(Mark.RESYNC)
 
     def _dispatch(self, event: RunEvent) -> None:
         with self._lock:

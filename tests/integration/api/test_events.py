@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, text, update
 from sqlalchemy.event import listen, remove
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,7 +23,7 @@ from services.api import events
 from services.api.auth import credential_still_live
 from services.api.events import hub_of, stream
 from services.api.state import state_of
-from shared.db.events import RunEvent, RunEventHub, parse_payload
+from shared.db.events import RunEvent, RunEventHub, conninfo_of, parse_payload
 from shared.db.models import Run
 from shared.service.tokens import Role, revoke_token
 from shared.service.uow import UnitOfWork
@@ -210,6 +210,83 @@ def test_a_quiet_stream_sends_keepalive_comments(
     sse.next_event()
 
     assert sse.next_frame() == ": keepalive"
+    sse.response.close()
+
+
+def move_unannounced(sessions: sessionmaker[Session], run_id: str, status: str, step: str) -> None:
+    """A change whose notification never arrives: committed with the run's triggers off
+    (the replica role), its ``event_seq`` moved by hand as the counting trigger would."""
+    with sessions() as s, s.begin():
+        s.execute(text("SET LOCAL session_replication_role = replica"))
+        s.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(status=status, last_step=step, event_seq=Run.event_seq + 1)
+        )
+
+
+def test_a_quiet_stream_reads_nothing_at_its_keepalives() -> None:
+    """A thousand quiet watchers cost the database nothing per beat: the hub's sweep is
+    the safety net for a lost notification, one statement for all of them."""
+    hub = RunEventHub("postgresql://unused")
+    sub = hub.subscribe("r1")
+    reads: list[str] = []
+
+    def read() -> dict[str, Any]:
+        reads.append("read")
+        return FIRST
+
+    body = stream(sub, FIRST, read, frozenset(), keepalive_s=0.01)
+    next(body), next(body)  # the retry block, the first state
+
+    assert [next(body) for _ in range(3)] == [": keepalive\n\n"] * 3
+    assert reads == []
+    assert sub.latest == FIRST["seq"], "the hub knows which state the stream has"
+
+
+def test_the_hubs_sweep_tells_a_subscriber_behind_its_run_to_re_read(
+    database_url: str, db: Session, sessions: sessionmaker[Session]
+) -> None:
+    run = RunFactory(status="applying", last_step="ApplyPatchST")
+    db.commit()
+    seq = db.scalar(select(Run.event_seq).where(Run.id == run.id))
+    assert seq is not None
+    hub = RunEventHub(conninfo_of(database_url), poll_s=0.02, sweep_s=0.05)
+    hub.start()
+    try:
+        behind, current, gone = hub.subscribe(run.id), hub.subscribe(run.id), hub.subscribe("x")
+        behind.saw(seq)
+        move_unannounced(sessions, run.id, "deciding", "DecideST")
+        current.saw(seq + 1)
+        gone.saw(1)
+
+        assert behind.wait(5).resync, "a notification it never got: re-read"
+        assert gone.wait(5).resync, "its run is gone: re-read (and end)"
+        current.wait(0.2)  # what a sweep sent before it said which state it has
+        assert not current.wait(0.3).changed, "a subscriber with the row's state is left alone"
+    finally:
+        hub.close()
+
+
+def test_a_change_whose_notification_was_lost_still_reaches_the_stream(
+    client: FlaskClient,
+    db: Session,
+    sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(events, "KEEPALIVE_S", 0.05)  # the hub sweeps at the same beat
+    run = RunFactory(status="applying", last_step="ApplyPatchST")
+    db.commit()
+    sse = open_stream(client, f"/runs/{run.id}/events")
+    first = sse.next_event()
+
+    move_unannounced(sessions, run.id, "deciding", "DecideST")
+    frame = sse.next_frame()
+    while frame == ": keepalive":
+        frame = sse.next_frame()
+
+    data = json.loads(frame.split("\n")[2].removeprefix("data: "))
+    assert (data["status"], data["seq"]) == ("deciding", first["seq"] + 1)
     sse.response.close()
 
 
