@@ -177,13 +177,15 @@ def start_run(uow: UnitOfWork, intent_id: str, *, app_version: str, now: datetim
 
     A repeat returns the run and sends nothing; an ended run is a conflict. The run
     records this code's step contract: every step compares its own with it before it
-    enters (``shared.service.contract``). Two statements either way, no ORM load: the
-    insert reads the intent's row itself.
+    enters (``shared.service.contract``). No ORM load: the insert reads the intent's row
+    itself and stores the run already where the machine's start moves it (one statement;
+    a repeat reads the run's status too).
     """
-    if uow.runs.create_queued(intent_id, app_version, step_contract_version()):
-        move = transition(RunStatus.QUEUED, Start())
-        if not uow.runs.apply(intent_id, move, now):  # pragma: no cover - we just made it
-            raise Conflict(f"run {intent_id} moved concurrently")
+    move = transition(RunStatus.QUEUED, Start())
+    made = uow.runs.create_started(
+        intent_id, move, now, app_version=app_version, contract_version=step_contract_version()
+    )
+    if made:
         if move.dispatch is not None:
             uow.send_after_commit(RunStep(move.dispatch, intent_id))
         return Started(intent_id, move.to_status.value, created=True)

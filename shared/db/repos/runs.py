@@ -14,7 +14,7 @@ from sqlalchemy.sql.dml import ReturningUpdate
 from shared.db import direct
 from shared.db.models import Intent, Run, bound, table_of
 from shared.domain.budget import Budget, Ledger
-from shared.domain.run_machine import NextAction, RunStatus, StepId, Transition
+from shared.domain.run_machine import RunStatus, StepId, Transition
 
 _RUNS = table_of(Run)
 _INTENTS = table_of(Intent)
@@ -100,14 +100,16 @@ def move_values(
     return values
 
 
-_CREATE_QUEUED = (
+_CREATE_STARTED = (
     insert(_RUNS)
     .from_select(
         [
             "id",
             "intent_id",
             "status",
+            "last_step",
             "next_action",
+            "updated_at",
             "retry_count",
             "app_version",
             "contract_version",
@@ -118,8 +120,10 @@ _CREATE_QUEUED = (
         select(
             _INTENTS.c.id,
             _INTENTS.c.id,
-            literal(RunStatus.QUEUED.value),
-            literal(NextAction.RUN_COMPILE.value),
+            bindparam("status"),
+            bindparam("last_step"),
+            bindparam("next_action"),
+            bindparam("updated_at"),
             literal(0),
             bindparam("app_version"),
             bindparam("contract_version"),
@@ -130,7 +134,8 @@ _CREATE_QUEUED = (
     .on_conflict_do_nothing(index_elements=[_RUNS.c.id])
     .returning(_RUNS.c.id)
 )
-"""An intent's run, made from the intent's row in one statement: no row without an intent."""
+"""An intent's run, made from the intent's row in one statement (no row without an
+intent), already where its start moves it."""
 
 
 _INTENT_FIELDS = (
@@ -228,15 +233,32 @@ class RunRepo:
         """Restart the run's never-entered clock (the reconciler just re-sent its step)."""
         self.session.execute(update(Run).where(Run.id == run_id).values(updated_at=now))
 
-    def create_queued(self, intent_id: str, app_version: str, contract_version: str) -> bool:
-        """Insert the run of an intent once, from the intent's row: True if this call
-        made it; False if the run exists already or the intent does not (ask
-        :meth:`status_of` which)."""
+    def create_started(
+        self,
+        intent_id: str,
+        start: Transition,
+        now: datetime,
+        *,
+        app_version: str,
+        contract_version: str,
+    ) -> bool:
+        """Insert the run of an intent once, from the intent's row, in the status
+        ``start`` (the machine's move out of ``queued``) names: True if this call made
+        it; False if the run exists already or the intent does not (ask
+        :meth:`status_of` which). One statement: a run stored ``queued`` and moved on by
+        a second one cost an UPDATE and a notification more per run, and no reader ever
+        saw it queued (the move commits with the insert)."""
+        if start.from_status is not RunStatus.QUEUED or start.dispatch is None:
+            raise ValueError(f"not a run's start: {start}")
         made = direct.execute(
             self.session,
-            _CREATE_QUEUED,
+            _CREATE_STARTED,
             {
                 "intent_id": intent_id,
+                "status": start.to_status.value,
+                "last_step": start.dispatch.value,
+                "next_action": start.next_action.value,
+                "updated_at": now,
                 "app_version": app_version,
                 "contract_version": contract_version,
             },

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
+import psycopg
 import pytest
 from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from shared.db.events import CHANNEL, conninfo_of
 from shared.db.models import Run, StepRun
+from shared.domain.run_machine import NextAction, RunStatus, Start, StepId, transition
 from shared.domain.step_contract import step_contract_version
 from shared.version import app_version
 from tests.factories import IntentFactory, RunFactory
@@ -31,6 +35,32 @@ def test_starting_a_run_is_202_and_sends_one_compile_message(
     assert response.status_code == 202
     assert response.get_json() == {"runId": intent.id, "status": "compiling"}
     assert sent_tasks(broker) == [Sent(task="kodo.CompileST", args=[intent.id])]
+
+
+def test_a_run_is_stored_where_its_start_moves_it_in_one_change(
+    client: FlaskClient, db: Session, broker: Redis, database_url: str
+) -> None:
+    """No reader ever saw a run ``queued``: it is made in the status the machine's start
+    names, one row change and one notification, not an insert and a move."""
+    intent = IntentFactory()
+    db.commit()
+    start = transition(RunStatus.QUEUED, Start())
+    with psycopg.connect(conninfo_of(database_url), autocommit=True) as listener:
+        listener.execute(f"LISTEN {CHANNEL}")
+        client.post(f"/intents/{intent.id}/run")
+        told = [json.loads(n.payload) for n in listener.notifies(timeout=0.5)]
+
+    run = db.get(Run, intent.id)
+    assert run is not None
+    assert (run.status, run.last_step, run.next_action) == (
+        start.to_status.value,
+        StepId.COMPILE.value,
+        NextAction.RUN_COMPILE.value,
+    )
+    assert run.event_seq == 1
+    assert run.updated_at == NOW
+    mine = [(n["status"], n["seq"]) for n in told if n["run_id"] == intent.id]
+    assert mine == [(RunStatus.COMPILING.value, 1)]
 
 
 def test_starting_a_run_twice_returns_the_same_run_and_sends_nothing_more(
