@@ -5,13 +5,20 @@ it opens and gives it back when it ends. A process killed mid-stream cannot give
 slots back: a slot not refreshed for ``stale_s`` no longer counts, so a crash costs the
 token a minute, never its streams for good. Taking a slot is one Lua script: the check
 and the add cannot interleave with another process's.
+
+Heartbeats are the process's, not each stream's: the first stream to wake after
+``refresh_s`` refreshes every slot the process holds, one ``ZADD`` per set for all
+of them (a thousand open streams were a thousand pipelines of four commands every
+``refresh_s``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 
 from redis import Redis
@@ -57,26 +64,14 @@ class Slot:
     slots: StreamSlots
     who: str
     member: str
-    refreshed: float
 
     def refresh(self) -> None:
-        """Keep the slot counted (at most once per ``refresh_s``; a failure is only logged)."""
-        now = time.time()
-        if now - self.refreshed < self.slots.refresh_s:
-            return
-        self.refreshed = now
-        try:
-            pipe = self.slots.redis.pipeline(transaction=False)
-            for key in self.slots.keys(self.who):
-                pipe.zadd(key, {self.member: now}, xx=True)
-                pipe.expire(key, int(self.slots.stale_s * 2))
-            pipe.execute()
-        except RedisError as exc:
-            log.warning(
-                "stream slot refresh failed (%s): it lapses after %ss", exc, self.slots.stale_s
-            )
+        """Keep the slot counted: every slot of the process is refreshed at once, at most
+        once per ``refresh_s`` (:meth:`StreamSlots.refresh_due`)."""
+        self.slots.refresh_due()
 
     def release(self) -> None:
+        self.slots.forget(self)
         try:
             pipe = self.slots.redis.pipeline(transaction=False)
             for key in self.slots.keys(self.who):
@@ -105,6 +100,40 @@ class StreamSlots:
         self.total = total
         self.stale_s = stale_s
         self.refresh_s = refresh_s
+        self._held: dict[str, str] = {}  # this process's live slots: member -> token name
+        self._lock = threading.Lock()
+        self._refreshed = time.time()
+
+    def forget(self, slot: Slot) -> None:
+        with self._lock:
+            self._held.pop(slot.member, None)
+
+    def refresh_due(self) -> None:
+        """Refresh every slot this process holds if ``refresh_s`` has passed since the
+        last time: one pipeline, a ``ZADD XX`` per set naming all of its members (a
+        slot released meanwhile is not added back). A failure is only logged: the
+        slots lapse after ``stale_s`` unless a later refresh gets through."""
+        now = time.time()
+        with self._lock:
+            if now - self._refreshed < self.refresh_s:
+                return
+            self._refreshed = now
+            held = dict(self._held)
+        if not held:
+            return
+        by_token: defaultdict[str, dict[str, float]] = defaultdict(dict)
+        for member, who in held.items():
+            by_token[who][member] = now
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for who, members in by_token.items():
+                pipe.zadd(self.keys(who)[0], members, xx=True)
+            pipe.zadd(self.keys("")[1], dict.fromkeys(held, now), xx=True)
+            for key in {*(self.keys(who)[0] for who in by_token), self.keys("")[1]}:
+                pipe.expire(key, int(self.stale_s * 2))
+            pipe.execute()
+        except RedisError as exc:
+            log.warning("stream slot refresh failed (%s): they lapse after %ss", exc, self.stale_s)
 
     def keys(self, who: str) -> tuple[str, str]:
         return f"{self.prefix}:sse:token:{who}", f"{self.prefix}:sse:all"
@@ -145,4 +174,6 @@ class StreamSlots:
                 f"(KODO_SSE_MAX_STREAMS); try again later, or poll GET /runs/<id>",
                 details={"limit": [f"KODO_SSE_MAX_STREAMS={self.total}"]},
             )
-        return Slot(self, who, member, now)
+        with self._lock:
+            self._held[member] = who
+        return Slot(self, who, member)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -114,6 +115,32 @@ def test_a_slot_not_refreshed_lapses_so_a_killed_process_frees_its_streams(
     slots.take("ann").release()
     assert slots.count("ann") == 0
     redis.close()
+
+
+def test_one_refresh_keeps_every_slot_of_the_process_counted_and_no_released_one(
+    redis_url: str,
+) -> None:
+    """Heartbeats are the process's: whichever stream wakes refreshes every slot."""
+    redis = Redis.from_url(f"{redis_url.rpartition('/')[0]}/{LIMITS_REDIS_DB}")
+    slots = StreamSlots(
+        redis, prefix=f"t-{uuid.uuid4().hex}", per_token=5, total=10, stale_s=0.6, refresh_s=0.1
+    )
+    held = [slots.take("ann"), slots.take("ann"), slots.take("bob")]
+    deadline = time.monotonic() + 1.5  # more than twice stale_s
+    while time.monotonic() < deadline:
+        held[0].refresh()  # one stream wakes, the others stay quiet
+        time.sleep(0.05)
+    kept = (slots.count("ann"), slots.count("bob"))
+    held[2].release()
+    for _ in range(5):
+        held[0].refresh()
+        time.sleep(0.1)
+    after_release = (slots.count("ann"), slots.count("bob"))
+    wait_until(lambda: slots.count("ann") == 0, 5, "unrefreshed slots to lapse")
+    redis.close()
+
+    assert kept == (2, 1)
+    assert after_release == (2, 0), "a released slot is not refreshed back"
 
 
 def test_a_head_request_takes_no_stream_slot_since_no_body_would_ever_notice_a_hang_up(
