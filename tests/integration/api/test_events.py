@@ -7,6 +7,7 @@ notifies, the API's listener wakes the stream, the stream re-reads the row.
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -266,6 +267,33 @@ def test_the_hubs_sweep_tells_a_subscriber_behind_its_run_to_re_read(
         assert not current.wait(0.3).changed, "a subscriber with the row's state is left alone"
     finally:
         hub.close()
+
+
+def test_no_notification_is_lost_to_the_sweeps_statements(
+    database_url: str, db: Session, sessions: sessionmaker[Session]
+) -> None:
+    """The sweep runs a statement on the listening connection: notifications that arrive
+    meanwhile are still handed out, every one, in commit order."""
+    run = RunFactory(status="applying", last_step="ApplyPatchST")
+    db.commit()
+    seq = db.scalar(select(Run.event_seq).where(Run.id == run.id))
+    assert seq is not None
+    hub = RunEventHub(conninfo_of(database_url), poll_s=0.001, sweep_s=0.0)  # a sweep a poll
+    hub.start()
+    try:
+        sub = hub.subscribe(run.id)
+        sub.saw(seq)
+        for n in range(30):
+            move(sessions, run.id, ("deciding", "applying")[n % 2], "DecideST")
+        seen: list[int] = []
+        deadline = time.monotonic() + 10
+        while len(seen) < 30 and time.monotonic() < deadline:
+            woke = sub.wait(0.5)  # the sweeps' re-read marks come too: only events count
+            seen.extend(e.seq for e in woke.events if e.seq is not None)
+    finally:
+        hub.close()
+
+    assert seen == list(range(seq + 1, seq + 31))
 
 
 def test_a_change_whose_notification_was_lost_still_reaches_the_stream(
