@@ -45,6 +45,9 @@ from tests.chaos.faulty_worker import HOLD_MARKER_ENV
 TERMINAL = frozenset({"succeeded", "failed", "rejected", "cancelled"})
 REACHED_SERVER = ("succeeded", "failed", "timed_out", "aborted", "unknown")
 """Ledger statuses of a call that left the worker (with ``session_id`` set, it was sent)."""
+SETTLE_S = 30.0
+"""How long a run's calls may take to settle after it ended (a cancelled run's call is
+aborted by a task or, failing that, by the reconciler's sweep, every KODO_RECONCILE_S)."""
 
 SEED = 11
 
@@ -479,8 +482,30 @@ class Chaos:
             ).scalar_one()
         return at_server + int(in_ledger)
 
-    def assert_exactly_once(self, run_ids: list[str]) -> None:
-        """No op_key reached the server twice, and the server saw exactly the ledger's calls."""
+    def assert_exactly_once(self, run_ids: list[str], settle_s: float = SETTLE_S) -> None:
+        """No op_key reached the server twice, and the server saw exactly the ledger's calls
+        once they settle (within ``settle_s``).
+
+        A run ends before its calls do: a cancel that lands while a step sends its prompt
+        ends the run at once, and the call is recorded ``aborted`` only once the abort
+        the park sends again has run (or the reconciler's sweep). Compared at the run's
+        end, that call is at the server and still ``sent`` in the ledger; so the two are
+        compared until they agree, and a prompt sent twice fails at once."""
+        deadline = time.monotonic() + settle_s
+        while True:
+            at_server, in_ledger = self._calls_seen(run_ids)
+            twice = {t: n for t, n in at_server.items() if n > 1}
+            assert twice == {}, f"prompted more than once at the server: {twice}"
+            if at_server == in_ledger or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+        assert at_server == in_ledger, (
+            f"server and ledger disagree {settle_s}s after the runs ended: only at the server "
+            f"{at_server - in_ledger}, only in the ledger {in_ledger - at_server}"
+        )
+
+    def _calls_seen(self, run_ids: list[str]) -> tuple[Counter[str], Counter[str]]:
+        """Prompts per title at the server, and the ledger's calls that reached it."""
         with self.engine.connect() as conn:
             repeated = conn.execute(
                 text(
@@ -501,10 +526,4 @@ class Chaos:
         at_server = Counter(
             {t: n for t, n in self.prompts_by_title().items() if t.split()[2] in ours}
         )
-        twice = {t: n for t, n in at_server.items() if n > 1}
-        assert twice == {}, f"prompted more than once at the server: {twice}"
-        in_ledger = Counter(title(r.step_id, r.run_id, r.attempt) for r in sent)
-        assert at_server == in_ledger, (
-            f"server and ledger disagree: only at the server {at_server - in_ledger}, "
-            f"only in the ledger {in_ledger - at_server}"
-        )
+        return at_server, Counter(title(r.step_id, r.run_id, r.attempt) for r in sent)
