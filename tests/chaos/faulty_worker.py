@@ -1,4 +1,9 @@
-"""kodo's worker with a hold right before ApplyPatchST stages the agent's edits, for chaos.
+"""kodo's worker with a hold at a step's point of choice, for chaos.
+
+Two holds, each switched on by the environment variable naming its marker file: right
+before ApplyPatchST stages the agent's edits (``HOLD_MARKER_ENV``, below), and right
+before a provider step parks on the call it just sent (``PARK_HOLD_ENV``: the prompt is
+at the daemon, the call still ``claimed``, the park not committed).
 
 Run as the Celery app module (``celery -A tests.chaos.faulty_worker:app worker``, see
 :meth:`tests.chaos.harness.Chaos.start_worker_held_before_apply`): the app is kodo's
@@ -21,7 +26,7 @@ import pytest
 
 from services.worker import git_ops
 from services.worker.celery_app import app
-from services.worker.steps import apply_patch
+from services.worker.steps import apply_patch, base
 from shared.domain.change_check import IndexChange
 
 HOLD_MARKER_ENV = "KODO_CHAOS_HOLD_BEFORE_APPLY"
@@ -49,5 +54,26 @@ if _marker:  # for the life of this worker process; raises if ApplyPatchST stops
     pytest.MonkeyPatch().setattr(
         apply_patch, "stage_edits", held_before(git_ops.stage_edits, Path(_marker))
     )
+
+PARK_HOLD_ENV = "KODO_CHAOS_HOLD_BEFORE_PARK"
+"""The file a held worker writes when a step is about to park on its sent call."""
+
+Park = Callable[..., str]
+
+
+def held_park(park: Park, marker: Path) -> Park:
+    """``park``, preceded by announcing the hold in ``marker`` and holding."""
+
+    def held(*args: object, **kwargs: object) -> str:
+        marker.write_text("held")
+        time.sleep(HOLD_S)
+        return park(*args, **kwargs)
+
+    return held
+
+
+_park_marker = os.environ.get(PARK_HOLD_ENV)
+if _park_marker:
+    pytest.MonkeyPatch().setattr(base, "_park", held_park(base._park, Path(_park_marker)))
 
 __all__ = ["app"]

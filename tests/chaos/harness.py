@@ -40,7 +40,7 @@ from devstack.stack import restart
 from devstack.supervisor import Child, free_port
 from shared.db.engine import make_engine
 from shared.service.runs import cancel_run
-from tests.chaos.faulty_worker import HOLD_MARKER_ENV
+from tests.chaos.faulty_worker import HOLD_MARKER_ENV, PARK_HOLD_ENV
 
 TERMINAL = frozenset({"succeeded", "failed", "rejected", "cancelled"})
 REACHED_SERVER = ("succeeded", "failed", "timed_out", "aborted", "unknown")
@@ -212,6 +212,16 @@ class Chaos:
         marker = self.root / f"held-before-apply-{self._started}"
         self.start_worker(
             name, env={HOLD_MARKER_ENV: str(marker)}, app="tests.chaos.faulty_worker:app"
+        )
+        return marker
+
+    def start_worker_held_before_park(self, name: str) -> Path:
+        """A worker whose provider steps stop right before they park on the call they
+        just sent (until killed). Returns the file it writes once a step is there."""
+        self._started += 1
+        marker = self.root / f"held-before-park-{self._started}"
+        self.start_worker(
+            name, env={PARK_HOLD_ENV: str(marker)}, app="tests.chaos.faulty_worker:app"
         )
         return marker
 
