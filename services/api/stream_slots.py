@@ -124,19 +124,25 @@ class StreamSlots:
         by_token: defaultdict[str, dict[str, float]] = defaultdict(dict)
         for member, who in held.items():
             by_token[who][member] = now
+        sets = {self.token_key(who): members for who, members in by_token.items()}
+        sets[self.all_key()] = dict.fromkeys(held, now)
         try:
             pipe = self.redis.pipeline(transaction=False)
-            for who, members in by_token.items():
-                pipe.zadd(self.keys(who)[0], members, xx=True)
-            pipe.zadd(self.keys("")[1], dict.fromkeys(held, now), xx=True)
-            for key in {*(self.keys(who)[0] for who in by_token), self.keys("")[1]}:
+            for key, members in sets.items():
+                pipe.zadd(key, members, xx=True)
                 pipe.expire(key, int(self.stale_s * 2))
             pipe.execute()
         except RedisError as exc:
             log.warning("stream slot refresh failed (%s): they lapse after %ss", exc, self.stale_s)
 
+    def token_key(self, who: str) -> str:
+        return f"{self.prefix}:sse:token:{who}"
+
+    def all_key(self) -> str:
+        return f"{self.prefix}:sse:all"
+
     def keys(self, who: str) -> tuple[str, str]:
-        return f"{self.prefix}:sse:token:{who}", f"{self.prefix}:sse:all"
+        return self.token_key(who), self.all_key()
 
     def count(self, who: str) -> int:
         """Live slots of ``who`` (for tests and triage)."""
