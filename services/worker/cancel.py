@@ -4,7 +4,10 @@ A cancel sends AbortCalls; the reconciler's pass sweeps what that missed, from t
 alone: a prompt sent after the abort ran (the cancel landed between the call's claim
 and its send), an AbortCalls message Redis lost, or an abort the daemon did not confirm
 (a 5xx, a timeout). Each leaves a ``sent`` call of a cancelled run that no step will
-ever collect: its turn would run on, unbilled, its reservation never settled.
+ever collect: its turn would run on, unbilled, its reservation never settled. So does a
+claimant that died between sending its prompt and recording it sent: its call stays
+``claimed``, which a cancel leaves to the claimant, until the step's lease lapses and
+the sweep takes it (``LedgerRepo.take_orphaned_claims``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 import structlog
 
 from services.worker.runtime import Runtime
-from shared.db.repos.ledger import LedgerRepo, OpenSession
+from shared.db.repos.ledger import OPEN, LedgerRepo, OpenSession
 from shared.db.repos.runs import RunRepo
 from shared.domain.run_machine import RunStatus
 from shared.opencode.daemons import Daemon, UnknownDaemon
@@ -42,7 +45,7 @@ def abort_missed_calls(rt: Runtime) -> list[str]:
     in the same pass (its other runs' calls wait for the next), so one hung daemon
     costs a pass ABORT_S once, not once per run."""
     with rt.sessions() as s:
-        runs = LedgerRepo(s).cancelled_runs_with_sent_calls(SWEEP_LIMIT)
+        runs = LedgerRepo(s).cancelled_runs_with_open_calls(SWEEP_LIMIT)
     began = rt.clock.monotonic()
     silent: set[str] = set()
     swept: list[str] = []
@@ -68,7 +71,8 @@ def abort_inflight_calls(
 
     A sent call whose abort was confirmed, or whose turn the collector saw end with no
     error, is recorded ``aborted`` with its session's totals read after the abort
-    (claimed ones are recorded by their claimant). The settle spends at least each
+    (claimed ones are recorded by their claimant, or taken as sent first once their
+    claimant is gone: ``LedgerRepo.take_orphaned_claims``). The settle spends at least each
     one's reservation: the step the abort cut is in no totals. A sent call whose abort
     failed stays ``sent``, so the reconciler's sweep tries again, until it is older
     than its deadline plus ABORT_WINDOW_S (``give_up_after_s``), the rule an overdue
@@ -81,10 +85,14 @@ def abort_inflight_calls(
     if give_up_after_s is None:
         give_up_after_s = rt.settings.oc_timeout_ms / 1000 + ABORT_WINDOW_S
     silent = set() if silent is None else silent
-    with rt.sessions() as s:
-        if RunRepo(s).status_of(run_id) != RunStatus.CANCELLED.value:
+    with rt.uow() as uow:
+        if RunRepo(uow.session).status_of(run_id) != RunStatus.CANCELLED.value:
             return []
-        open_sessions = LedgerRepo(s).open_sessions_of(run_id)
+        ledger = LedgerRepo(uow.session)
+        orphaned = ledger.take_orphaned_claims(run_id)
+        open_sessions = ledger.open_sessions_of(run_id)
+    if orphaned:
+        log.warning("cancel.orphaned_claims_taken", run_id=run_id, calls=orphaned)
     aborted: list[str] = []
     totals: dict[str, dict[str, Any] | None] = {}
     given_up: dict[str, dict[str, Any] | None] = {}
@@ -146,3 +154,31 @@ def _totals(client: AgentClient, call: OpenSession) -> dict[str, Any] | None:
     except OpenCodeError:
         return None
     return usage_of(session)
+
+
+def abort_stalled_claim(rt: Runtime, op_key: str) -> bool:
+    """Abort the session of our own call that the sweep recorded while we were sending
+    it: our claim looked orphaned (the step's lease lapsed while this worker stalled),
+    so the cancel's abort ran and the call was recorded ``aborted`` before our prompt
+    reached the daemon, and no abort of the run will list it again. True if an abort
+    was sent and confirmed; False if the call is still open (the run's abort takes it)
+    or cannot be reached."""
+    with rt.sessions() as s:
+        found = LedgerRepo(s).session_of(op_key)
+    if found is None:
+        return False
+    status, call = found
+    if status in OPEN:
+        return False
+    daemon = _daemon_of(rt, call.daemon)
+    if daemon is None:
+        return False
+    confirmed = abort_turn(daemon.client, call.session_id, call.directory)
+    log.warning(
+        "cancel.stalled_claim_aborted",
+        op_key=op_key,
+        session_id=call.session_id,
+        status=status,
+        confirmed=confirmed,
+    )
+    return confirmed

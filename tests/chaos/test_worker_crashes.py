@@ -227,15 +227,6 @@ def test_a_worker_killed_mid_call_leaks_no_reservation_and_the_budget_holds(
     scenario.note = f"spent ${budget['spent']:.4f} of ${budget['limit']}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known gap (session 48): a cancel's abort records only sent calls and leaves a"
-        " claimed one to its claimant, and the reconciler's sweep takes sent calls only;"
-        " a claimant killed between prompt_async and its park leaves the call claimed for"
-        " good (no usage, its reservation never settled)"
-    ),
-)
 def test_a_cancelled_runs_call_whose_claimant_died_before_parking_is_settled(
     chaos: Chaos, scenario: Scenario
 ) -> None:
@@ -251,5 +242,14 @@ def test_a_cancelled_runs_call_whose_claimant_died_before_parking_is_settled(
     chaos.kill_worker("held")
     chaos.start_worker(BASE_WORKER)
 
-    # the reconciler passes every KODO_RECONCILE_S (1 s here): ten seconds is ten sweeps
+    # the step's lease (KODO_STEP_LEASE_S, 4 s here) lapses with its claimant, then the
+    # reconciler's sweep (every KODO_RECONCILE_S, 1 s here) takes the call
     chaos.assert_exactly_once([run_id], settle_s=10)
+    calls = chaos.ledger(run_id)
+    assert [(c.status, c.error_name) for c in calls] == [("aborted", "RunCancelled")], (
+        chaos.explain([run_id])
+    )
+    budget = chaos.http.get(f"/runs/{run_id}").json()["budget"]["usd"]
+    assert budget["reserved"] == 0, "the call's reservation is settled"
+    assert budget["spent"] > 0, "at least its reservation is spent: its turn was cut short"
+    scenario.note = f"aborted and settled; spent ${budget['spent']:.4f}"

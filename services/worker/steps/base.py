@@ -21,6 +21,7 @@ from typing import Protocol
 import structlog
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from services.worker.cancel import abort_stalled_claim
 from services.worker.git_ops import Worktree, open_worktree
 from services.worker.runtime import Runtime
 from services.worker.worktree_guard import worktree_gitdir_problem
@@ -444,8 +445,11 @@ def _park(rt: Runtime, lease: StepLease, pending: CallPending, *, work_ms: int =
     park committed (its wake-up found the lease still ours and was turned away), the
     step is woken here: each side commits its mark, then reads the other's. If the run
     was cancelled while the prompt was being sent, the run's abort is sent again: the
-    cancel's own may have run before the daemon had the prompt. Run alone: the park is
-    one statement that commits itself (lazily), and nothing after it is rolled back."""
+    cancel's own may have run before the daemon had the prompt; and if this worker
+    stalled past its lease meanwhile, the reconciler's sweep may have recorded the call
+    aborted already (no abort of the run lists it again), so its session is aborted
+    here. Run alone: the park is one statement that commits itself (lazily), and
+    nothing after it is rolled back."""
     with rt.uow(alone=True) as uow:
         parked = park_on_call(
             uow.where,
@@ -465,6 +469,8 @@ def _park(rt: Runtime, lease: StepLease, pending: CallPending, *, work_ms: int =
             uow.send_after_commit(AbortCalls(lease.run_id))
     if parked == "cancelled":
         log.warning("step.cancelled_while_sending", run_id=lease.run_id, op_key=pending.op_key)
+        if pending.unrecorded:  # the sweep may have taken our claim for a dead one's
+            abort_stalled_claim(rt, pending.op_key)
         return "cancelled"
     log.info(
         "step.parked_on_call",

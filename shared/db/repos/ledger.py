@@ -332,6 +332,22 @@ _ABORTABLE = and_(
 )
 """A call whose session can be aborted: it was made, in a directory the request names."""
 
+_CLAIMANT_GONE = and_(
+    OpenCodeCall.status == CallStatus.CLAIMED.value,
+    exists().where(
+        _STEPS.c.run_id == OpenCodeCall.run_id,
+        _STEPS.c.step_id == OpenCodeCall.step_id,
+        or_(
+            _STEPS.c.lease_expires_at.is_(None),
+            _STEPS.c.lease_expires_at < func.statement_timestamp(),
+        ),
+    ),
+)
+"""A claimed call whose claimant is gone: its step's lease lapsed (or was released).
+The delivery that claims a call keeps renewing that lease until it parks on the call
+or records it (LeaseKeeper), cancelled run or not, and no later delivery enters a
+cancelled run's step: nobody else will mark such a call sent or record it."""
+
 
 CALL_AGE = extract(
     "epoch", func.statement_timestamp() - func.coalesce(_CALLS.c.started_at, _CALLS.c.created_at)
@@ -606,14 +622,16 @@ class LedgerRepo(PrebuiltRepo):
             if sid and directory
         ]
 
-    def cancelled_runs_with_sent_calls(self, limit: int = 100) -> list[str]:
-        """Cancelled runs that still hold a ``sent`` call: a cancel whose abort missed
-        it (the prompt was sent after the abort, or the abort's message was lost)."""
+    def cancelled_runs_with_open_calls(self, limit: int = 100) -> list[str]:
+        """Cancelled runs that still hold a ``sent`` call, or a ``claimed`` one whose
+        claimant is gone: a cancel whose abort missed it (the prompt was sent after
+        the abort, the abort's message was lost) or left it to a claimant that died
+        before recording it sent (:meth:`take_orphaned_claims`)."""
         query = (
             select(OpenCodeCall.run_id)
             .join(Run, Run.id == OpenCodeCall.run_id)
             .where(
-                OpenCodeCall.status == CallStatus.SENT.value,
+                or_(OpenCodeCall.status == CallStatus.SENT.value, _CLAIMANT_GONE),
                 Run.status == RunStatus.CANCELLED.value,
                 _ABORTABLE,  # what open_sessions_of lists: a run found here is ended there
             )
@@ -624,6 +642,26 @@ class LedgerRepo(PrebuiltRepo):
             .limit(limit)
         )
         return [str(run_id) for run_id in self.session.execute(query).scalars()]
+
+    def take_orphaned_claims(self, run_id: str) -> int:
+        """Mark ``sent`` the cancelled run's claimed calls whose claimant is gone (its
+        step's lease lapsed) and whose session was made: their prompt may be at the
+        daemon, and nobody else will record them, so the cancel's abort records them as
+        it does sent calls. A claimant that was only stalled finds its call no longer
+        ``claimed`` when it parks, and aborts the session itself (``_park``). Returns
+        how many were taken."""
+        taken = self.session.execute(
+            update(OpenCodeCall)
+            .where(
+                OpenCodeCall.run_id == run_id,
+                _CLAIMANT_GONE,
+                _ABORTABLE,
+                exists().where(Run.id == run_id, Run.status == RunStatus.CANCELLED.value),
+            )
+            .values(status=CallStatus.SENT.value)
+            .returning(OpenCodeCall.id)
+        )
+        return len(taken.all())
 
     def awaits_collection(self, op_key: str) -> bool:
         """True while the call is ``claimed`` or ``sent`` and no collector has seen its
@@ -703,6 +741,25 @@ class LedgerRepo(PrebuiltRepo):
             for sid, directory, daemon, sent, age, ended in rows
             if sid is not None and directory
         ]
+
+    def session_of(self, op_key: str) -> tuple[str, OpenSession] | None:
+        """The call's status and session (as :meth:`open_sessions_of` lists one),
+        whatever its status; None without a session to abort."""
+        row = self.session.execute(
+            select(
+                OpenCodeCall.status,
+                OpenCodeCall.session_id,
+                OpenCodeCall.request["directory"].as_string(),
+                OpenCodeCall.daemon,
+                CALL_AGE,
+                and_(OpenCodeCall.idle_at.is_not(None), OpenCodeCall.error.is_(None)),
+            ).where(OpenCodeCall.op_key == op_key, _ABORTABLE)
+        ).first()
+        if row is None:
+            return None
+        status, sid, directory, daemon, age, ended = row
+        sent = status == CallStatus.SENT.value
+        return str(status), OpenSession(sid, directory, daemon, sent, float(age), bool(ended))
 
     def fail_sent_at(self, daemon: str, now: datetime, error: str) -> list[Woken]:
         """Record every sent call of ``daemon`` failed (``DaemonLost``); their steps."""

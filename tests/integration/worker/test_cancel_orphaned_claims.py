@@ -1,0 +1,211 @@
+"""A cancelled run's call left ``claimed`` by a claimant that died, on real Postgres and
+oc-compat.
+
+A claimant records its call ``sent`` when it parks, after ``prompt_async``; a cancel
+aborts the session of a ``claimed`` call but leaves its record to the claimant. One
+killed between the prompt and the park leaves the call ``claimed`` with its session
+made and its prompt at the daemon: the reconciler's sweep takes it once the step's
+lease lapses (a live claimant keeps renewing it), aborts it and records it as it does
+a sent call, settling its reservation. A claimant that was only stalled past its lease
+and sends its prompt after that finds its run cancelled when it parks, and aborts its
+own session: no abort of the run lists a call recorded already (with sessions kept;
+otherwise the session is deleted once recorded, and the late prompt runs nothing).
+
+The dead claimant's state is made from a real parked call: the call set back to
+``claimed``, the step's row to a lease held by a worker that stopped renewing it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from services.worker.cancel import (
+    abort_inflight_calls,
+    abort_missed_calls,
+    abort_stalled_claim,
+)
+from services.worker.runtime import Runtime
+from services.worker.steps.base import _park, run_step
+from services.worker.steps.compile import compile_step
+from shared.domain.run_machine import StepId
+from shared.domain.step_lease import StepLease
+from shared.opencode.calls import CallPending
+from shared.service.runs import cancel_run
+from tests.integration.worker.conftest import RuntimeFactory, new_run, uow
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+HELD = "Add multiply to calc.py [oc:slow=60000]"
+
+
+def _claimed_by_a_worker_that_stopped(rt: Runtime, repo: Path, lease_left_s: float) -> str:
+    """A run whose CompileST call is at the daemon, still ``claimed``, its step's lease
+    held by a worker that will not park (``lease_left_s`` of it left: < 0 lapsed)."""
+    run_id = new_run(rt, repo, HELD)
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+    with uow(rt) as work:
+        work.session.execute(
+            text("UPDATE app.opencode_calls SET status = 'claimed' WHERE run_id = :r"),
+            {"r": run_id},
+        )
+        work.session.execute(
+            text(
+                "UPDATE app.step_runs SET lease_owner = 'worker-1@host', parked_on = NULL,"
+                " lease_expires_at = statement_timestamp() + make_interval(secs => :s)"
+                " WHERE run_id = :r"
+            ),
+            {"r": run_id, "s": lease_left_s},
+        )
+        cancel_run(work, run_id, now=rt.clock.now())
+    return run_id
+
+
+def _call(rt: Runtime, run_id: str) -> dict[str, object]:
+    with rt.sessions() as s:
+        rows = s.execute(
+            text(
+                "SELECT c.op_key, c.status, c.session_id, c.error_name, c.usage,"
+                " c.spent_tokens, c.reserved_tokens, c.request->>'directory' AS directory,"
+                " r.reserved_tokens AS run_reserved"
+                " FROM app.opencode_calls c JOIN app.runs r ON r.id = c.run_id"
+                " WHERE c.run_id = :r"
+            ),
+            {"r": run_id},
+        ).mappings()
+        [call] = [dict(r) for r in rows]
+        return call
+
+
+def _busy(oc_url: str, call: dict[str, object]) -> bool:
+    """Whether the call's session has a turn running at oc-compat."""
+    status = httpx.get(f"{oc_url}/session/status", params={"directory": call["directory"]})
+    return str(call["session_id"]) in status.json()
+
+
+def test_the_sweep_aborts_and_records_a_claim_whose_claimant_is_gone(
+    make_rt: RuntimeFactory, oc_url: str, repo: Path
+) -> None:
+    rt = make_rt(oc_async=True)
+    run_id = _claimed_by_a_worker_that_stopped(rt, repo, lease_left_s=-1)
+    before = _call(rt, run_id)
+    assert _busy(oc_url, before), "the dead claimant's prompt is running at the daemon"
+
+    assert abort_missed_calls(rt) == [run_id], "the sweep finds the orphaned claim"
+    call = _call(rt, run_id)
+    assert (call["status"], call["error_name"]) == ("aborted", "RunCancelled")
+    assert not _busy(oc_url, call), "its turn was aborted"
+    assert isinstance(call["usage"], dict), "totals read after the abort"
+    reserved = call["reserved_tokens"]
+    assert isinstance(reserved, int)
+    assert reserved > 0
+    assert call["spent_tokens"] == max(call["usage"]["total_tokens"], reserved)
+    assert call["run_reserved"] == 0, "the run's reservation is settled"
+    assert abort_missed_calls(rt) == [], "nothing of the run is left to sweep"
+
+
+def test_a_claim_whose_claimant_still_renews_its_lease_is_left_to_it(
+    make_rt: RuntimeFactory, oc_url: str, repo: Path
+) -> None:
+    rt = make_rt(oc_async=True)
+    run_id = _claimed_by_a_worker_that_stopped(rt, repo, lease_left_s=600)
+
+    assert abort_missed_calls(rt) == [], "a live claimant records its own call"
+    assert _call(rt, run_id)["status"] == "claimed"
+    session_id = _call(rt, run_id)["session_id"]
+    assert abort_inflight_calls(rt, run_id) == [session_id], "the cancel's abort reaches it"
+    call = _call(rt, run_id)
+    assert call["status"] == "claimed", "and leaves its record to the claimant"
+    assert not _busy(oc_url, call)
+
+
+def test_a_running_runs_lapsed_claim_is_not_the_sweeps(
+    make_rt: RuntimeFactory, oc_url: str, repo: Path
+) -> None:
+    """Only a cancelled run's: a running run's next delivery collects its claim."""
+    rt = make_rt(oc_async=True)
+    run_id = new_run(rt, repo, HELD)
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+    with uow(rt) as work:
+        work.session.execute(
+            text("UPDATE app.opencode_calls SET status = 'claimed' WHERE run_id = :r"),
+            {"r": run_id},
+        )
+        work.session.execute(
+            text(
+                "UPDATE app.step_runs SET lease_expires_at = statement_timestamp()"
+                " - interval '1 second' WHERE run_id = :r"
+            ),
+            {"r": run_id},
+        )
+    assert abort_missed_calls(rt) == []
+    assert abort_inflight_calls(rt, run_id) == [], "the run is not cancelled"
+    call = _call(rt, run_id)
+    assert call["status"] == "claimed"
+    assert _busy(oc_url, call)
+
+
+def _late_prompt(oc_url: str, call: dict[str, object]) -> httpx.Response:
+    """The stalled claimant's prompt, reaching the daemon only now."""
+    return httpx.post(
+        f"{oc_url}/session/{call['session_id']}/prompt_async",
+        params={"directory": call["directory"]},
+        json={"agent": "plan", "parts": [{"type": "text", "text": HELD}]},
+    )
+
+
+def test_a_stalled_claimants_late_prompt_finds_its_session_deleted(
+    make_rt: RuntimeFactory, oc_url: str, repo: Path
+) -> None:
+    """Recorded with its totals, the aborted call's session is deleted (OC_KEEP_SESSIONS
+    off, the default): a prompt sent after that runs nothing."""
+    rt = make_rt(oc_async=True)
+    run_id = _claimed_by_a_worker_that_stopped(rt, repo, lease_left_s=-1)
+    assert abort_missed_calls(rt) == [run_id]
+    call = _call(rt, run_id)
+    assert call["status"] == "aborted"
+    assert _late_prompt(oc_url, call).status_code == 404
+    assert not _busy(oc_url, call)
+
+
+def test_a_stalled_claimant_that_sends_after_the_sweep_aborts_its_own_session(
+    make_rt: RuntimeFactory, oc_url: str, repo: Path
+) -> None:
+    """With sessions kept, the late prompt starts a turn no abort of the run lists (its
+    call is recorded): the claimant's park finds the run cancelled and aborts it."""
+    rt = make_rt(oc_async=True, oc_keep_sessions=True)
+    run_id = _claimed_by_a_worker_that_stopped(rt, repo, lease_left_s=-1)
+    assert abort_missed_calls(rt) == [run_id]
+    call = _call(rt, run_id)
+    assert call["status"] == "aborted"
+    with rt.sessions() as s:
+        fence = s.execute(
+            text("SELECT fence FROM app.step_runs WHERE run_id = :r"), {"r": run_id}
+        ).scalar_one()
+
+    assert _late_prompt(oc_url, call).status_code == 204
+    assert _busy(oc_url, call)
+    assert abort_inflight_calls(rt, run_id) == [], "the run's abort no longer lists it"
+    assert _busy(oc_url, call)
+    lease = StepLease(run_id, StepId.COMPILE, fence, rt.settings.step_lease_s)
+    pending = CallPending(
+        str(call["op_key"]), str(call["session_id"]), 60, woken=False, unrecorded=True
+    )
+
+    assert _park(rt, lease, pending) == "cancelled"
+    wait_until(lambda: not _busy(oc_url, call), 5, "the late turn to be aborted")
+    assert _call(rt, run_id)["status"] == "aborted", "its record stands"
+
+
+def test_an_open_calls_stalled_claim_is_left_to_the_runs_abort(
+    make_rt: RuntimeFactory, oc_url: str, repo: Path
+) -> None:
+    rt = make_rt(oc_async=True)
+    run_id = _claimed_by_a_worker_that_stopped(rt, repo, lease_left_s=600)
+    call = _call(rt, run_id)
+    assert abort_stalled_claim(rt, str(call["op_key"])) is False
+    assert _busy(oc_url, call), "nothing aborted here: AbortCalls takes an open call"
