@@ -16,6 +16,7 @@ import contextlib
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 
 from services.worker.runtime import Runtime
 from shared.db.repos.ledger import OPEN, LedgerRepo, OpenSession
@@ -156,26 +157,36 @@ def _totals(client: AgentClient, call: OpenSession) -> dict[str, Any] | None:
     return usage_of(session)
 
 
-def abort_stalled_claim(rt: Runtime, op_key: str) -> bool:
-    """Abort the session of our own call that the sweep recorded while we were sending
-    it: our claim looked orphaned (the step's lease lapsed while this worker stalled),
-    so the cancel's abort ran and the call was recorded ``aborted`` before our prompt
-    reached the daemon, and no abort of the run will list it again. True if an abort
-    was sent and confirmed; False if the call is still open (the run's abort takes it)
-    or cannot be reached."""
-    with rt.sessions() as s:
-        found = LedgerRepo(s).session_of(op_key)
+def abort_late_prompt(rt: Runtime, op_key: str, *, run_cancelled: bool) -> bool:
+    """Abort the session of a prompt this worker sent while it no longer held its call:
+    it stalled past its step's lease while sending, and the park that followed found
+    the run cancelled (``run_cancelled``) or the step taken by a newer delivery.
+
+    In a cancelled run the sweep may have taken the call for an orphan and be aborting
+    it, or have recorded it already, before the prompt reached the daemon: no abort of
+    the run lists a recorded call again, so the session is aborted here whatever the
+    call's status (twice is harmless). Fenced off in a running run, the prompt is
+    aborted only if someone else ended the call meanwhile (declared it unknown,
+    recorded it): nobody will collect its turn. An open call is the newer delivery's
+    to collect. True if an abort was sent and confirmed; never raises (the park has
+    committed: what is left is best effort, logged)."""
+    try:
+        with rt.sessions() as s:
+            found = LedgerRepo(s).session_of(op_key)
+    except SQLAlchemyError as exc:
+        log.warning("cancel.late_prompt_unread", op_key=op_key, error=str(exc)[:200])
+        return False
     if found is None:
         return False
     status, call = found
-    if status in OPEN:
+    if not run_cancelled and status in OPEN:
         return False
     daemon = _daemon_of(rt, call.daemon)
     if daemon is None:
         return False
     confirmed = abort_turn(daemon.client, call.session_id, call.directory)
     log.warning(
-        "cancel.stalled_claim_aborted",
+        "cancel.late_prompt_aborted",
         op_key=op_key,
         session_id=call.session_id,
         status=status,

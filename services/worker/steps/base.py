@@ -21,7 +21,7 @@ from typing import Protocol
 import structlog
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from services.worker.cancel import abort_stalled_claim
+from services.worker.cancel import abort_late_prompt
 from services.worker.git_ops import Worktree, open_worktree
 from services.worker.runtime import Runtime
 from services.worker.worktree_guard import worktree_gitdir_problem
@@ -163,11 +163,15 @@ class LeaseKeeper:
         _renewer().remove(self)
 
     def beat(self) -> bool:
-        """Renew once; False once the lease is lost (the keeper is then dropped)."""
+        """Renew once; False once the lease is lost (the keeper is then dropped). Any
+        other failure (the database away, the pool exhausted, a broken connection) is
+        tried again at the next beat: the process's one renewer must not die of it, or
+        every lease in the process would lapse."""
         try:
             return self.ctx.leases.renew(self.ctx.lease)
-        except OperationalError:
-            return True  # the database is away: try again at the next beat
+        except Exception as exc:  # logged; the next beat tries again
+            log.warning("step.lease_renewal_failed", run_id=self.ctx.lease.run_id, error=str(exc))
+            return True
 
 
 class _Renewer:
@@ -214,7 +218,7 @@ class _Renewer:
                     self._due[keeper] = now + keeper.every_s
                 self._beating.update(due)
             for keeper in due:  # outside the lock: a renewal is a transaction
-                kept = keeper.beat()
+                kept = keeper.beat()  # never raises: a dead renewer would wedge remove()
                 with self._cond:
                     self._beating.discard(keeper)
                     if not kept:
@@ -446,10 +450,10 @@ def _park(rt: Runtime, lease: StepLease, pending: CallPending, *, work_ms: int =
     step is woken here: each side commits its mark, then reads the other's. If the run
     was cancelled while the prompt was being sent, the run's abort is sent again: the
     cancel's own may have run before the daemon had the prompt; and if this worker
-    stalled past its lease meanwhile, the reconciler's sweep may have recorded the call
-    aborted already (no abort of the run lists it again), so its session is aborted
-    here. Run alone: the park is one statement that commits itself (lazily), and
-    nothing after it is rolled back."""
+    stalled past its lease meanwhile (the run cancelled or the step taken over), the
+    prompt is aborted here when nobody else will (``abort_late_prompt``). Run alone:
+    the park is one statement that commits itself (lazily), and nothing after it is
+    rolled back."""
     with rt.uow(alone=True) as uow:
         parked = park_on_call(
             uow.where,
@@ -460,17 +464,18 @@ def _park(rt: Runtime, lease: StepLease, pending: CallPending, *, work_ms: int =
             mark_sent=pending.unrecorded,
             work_ms=work_ms,
         )
-        if parked == "superseded":
-            log.warning("step.superseded_while_sending", run_id=lease.run_id, op_key=pending.op_key)
-            return "superseded"
         if parked == "wake":
             uow.send_after_commit(RunStep(lease.step, lease.run_id))
         if parked == "cancelled":  # the cancel's abort may have come before the prompt
             uow.send_after_commit(AbortCalls(lease.run_id))
+    if parked in ("superseded", "cancelled") and pending.unrecorded:
+        # stalled past our lease while sending, our call may be taken for an orphan's
+        abort_late_prompt(rt, pending.op_key, run_cancelled=parked == "cancelled")
+    if parked == "superseded":
+        log.warning("step.superseded_while_sending", run_id=lease.run_id, op_key=pending.op_key)
+        return "superseded"
     if parked == "cancelled":
         log.warning("step.cancelled_while_sending", run_id=lease.run_id, op_key=pending.op_key)
-        if pending.unrecorded:  # the sweep may have taken our claim for a dead one's
-            abort_stalled_claim(rt, pending.op_key)
         return "cancelled"
     log.info(
         "step.parked_on_call",

@@ -647,8 +647,8 @@ class LedgerRepo(PrebuiltRepo):
         """Mark ``sent`` the cancelled run's claimed calls whose claimant is gone (its
         step's lease lapsed) and whose session was made: their prompt may be at the
         daemon, and nobody else will record them, so the cancel's abort records them as
-        it does sent calls. A claimant that was only stalled finds its call no longer
-        ``claimed`` when it parks, and aborts the session itself (``_park``). Returns
+        it does sent calls. A claimant that was only stalled aborts its session itself
+        once its park finds the run cancelled or its step taken (``_park``). Returns
         how many were taken."""
         taken = self.session.execute(
             update(OpenCodeCall)

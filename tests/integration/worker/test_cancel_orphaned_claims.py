@@ -23,14 +23,11 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from services.worker.cancel import (
-    abort_inflight_calls,
-    abort_missed_calls,
-    abort_stalled_claim,
-)
+from services.worker.cancel import abort_inflight_calls, abort_late_prompt, abort_missed_calls
 from services.worker.runtime import Runtime
 from services.worker.steps.base import _park, run_step
 from services.worker.steps.compile import compile_step
+from shared.db.repos.ledger import LedgerRepo
 from shared.domain.run_machine import StepId
 from shared.domain.step_lease import StepLease
 from shared.opencode.calls import CallPending
@@ -158,6 +155,19 @@ def _late_prompt(oc_url: str, call: dict[str, object]) -> httpx.Response:
     )
 
 
+def _late_park(rt: Runtime, run_id: str, call: dict[str, object]) -> str:
+    """The stalled claimant's park, with the fence it entered the step with."""
+    with rt.sessions() as s:
+        fence = s.execute(
+            text("SELECT fence FROM app.step_runs WHERE run_id = :r"), {"r": run_id}
+        ).scalar_one()
+    lease = StepLease(run_id, StepId.COMPILE, fence, rt.settings.step_lease_s)
+    pending = CallPending(
+        str(call["op_key"]), str(call["session_id"]), 60, woken=False, unrecorded=True
+    )
+    return _park(rt, lease, pending)
+
+
 def test_a_stalled_claimants_late_prompt_finds_its_session_deleted(
     make_rt: RuntimeFactory, oc_url: str, repo: Path
 ) -> None:
@@ -182,30 +192,73 @@ def test_a_stalled_claimant_that_sends_after_the_sweep_aborts_its_own_session(
     assert abort_missed_calls(rt) == [run_id]
     call = _call(rt, run_id)
     assert call["status"] == "aborted"
-    with rt.sessions() as s:
-        fence = s.execute(
-            text("SELECT fence FROM app.step_runs WHERE run_id = :r"), {"r": run_id}
-        ).scalar_one()
 
     assert _late_prompt(oc_url, call).status_code == 204
     assert _busy(oc_url, call)
     assert abort_inflight_calls(rt, run_id) == [], "the run's abort no longer lists it"
     assert _busy(oc_url, call)
+
+    assert _late_park(rt, run_id, call) == "cancelled"
+    wait_until(lambda: not _busy(oc_url, call), 5, "the late turn to be aborted")
+    assert _call(rt, run_id)["status"] == "aborted", "its record stands"
+
+
+def test_a_stalled_claimant_aborts_its_prompt_while_the_sweep_still_holds_the_call(
+    make_rt: RuntimeFactory, oc_url: str, repo: Path
+) -> None:
+    """The sweep took the call (``sent``) and its abort found the session idle; the late
+    prompt then started a turn, and the sweep's record will end the call: the run's
+    abort, coming after, would list nothing. The park aborts the turn itself."""
+    rt = make_rt(oc_async=True)
+    run_id = _claimed_by_a_worker_that_stopped(rt, repo, lease_left_s=-1)
+    with uow(rt) as work:
+        assert LedgerRepo(work.session).take_orphaned_claims(run_id) == 1
+    call = _call(rt, run_id)
+    assert call["status"] == "sent"
+    assert _busy(oc_url, call), "the late prompt's turn"
+
+    assert _late_park(rt, run_id, call) == "cancelled"
+    wait_until(lambda: not _busy(oc_url, call), 5, "the late turn to be aborted")
+
+
+def test_a_fenced_off_claimant_aborts_a_prompt_whose_call_someone_else_ended(
+    make_rt: RuntimeFactory, oc_url: str, repo: Path
+) -> None:
+    """A running run: a newer delivery took the step and declared the stalled
+    claimant's call unknown; nobody will collect the prompt that lands after."""
+    rt = make_rt(oc_async=True)
+    run_id = new_run(rt, repo, HELD)
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+    call = _call(rt, run_id)
+    with uow(rt) as work:
+        work.session.execute(
+            text(
+                "UPDATE app.opencode_calls SET status = 'unknown', error_name = 'OutcomeUnknown',"
+                " finished_at = now() WHERE run_id = :r"
+            ),
+            {"r": run_id},
+        )
+        fence = work.session.execute(
+            text("SELECT fence FROM app.step_runs WHERE run_id = :r"), {"r": run_id}
+        ).scalar_one()
+        work.session.execute(
+            text("UPDATE app.step_runs SET fence = fence + 1 WHERE run_id = :r"), {"r": run_id}
+        )
     lease = StepLease(run_id, StepId.COMPILE, fence, rt.settings.step_lease_s)
     pending = CallPending(
         str(call["op_key"]), str(call["session_id"]), 60, woken=False, unrecorded=True
     )
 
-    assert _park(rt, lease, pending) == "cancelled"
-    wait_until(lambda: not _busy(oc_url, call), 5, "the late turn to be aborted")
-    assert _call(rt, run_id)["status"] == "aborted", "its record stands"
+    assert _park(rt, lease, pending) == "superseded"
+    wait_until(lambda: not _busy(oc_url, call), 5, "the uncollectable turn to be aborted")
 
 
-def test_an_open_calls_stalled_claim_is_left_to_the_runs_abort(
+def test_a_fenced_off_claimants_open_call_is_left_to_the_newer_delivery(
     make_rt: RuntimeFactory, oc_url: str, repo: Path
 ) -> None:
     rt = make_rt(oc_async=True)
-    run_id = _claimed_by_a_worker_that_stopped(rt, repo, lease_left_s=600)
+    run_id = new_run(rt, repo, HELD)
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
     call = _call(rt, run_id)
-    assert abort_stalled_claim(rt, str(call["op_key"])) is False
-    assert _busy(oc_url, call), "nothing aborted here: AbortCalls takes an open call"
+    assert abort_late_prompt(rt, str(call["op_key"]), run_cancelled=False) is False
+    assert _busy(oc_url, call), "the newer delivery collects its answer"

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
-from services.worker.steps.base import _Renewer
+from sqlalchemy.exc import InterfaceError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from services.worker.steps.base import LeaseKeeper, _Renewer
+from shared.domain.run_machine import StepId
+from shared.domain.step_lease import StepLease
 from tests.waiting import wait_until
 
 
@@ -88,3 +94,35 @@ def test_a_keeper_due_later_leaves_the_renewer_asleep_and_is_beaten_in_its_turn(
     renewer.add(later)  # type: ignore[arg-type]
     assert renewer._wakes_at == asleep_until  # not woken: it looks at `first`'s time
     wait_until(lambda: later.beats >= 1, 10, "the later keeper beaten all the same")
+
+
+class FlakyLeases:
+    """Renewals that fail with each of ``errors`` in turn, then succeed."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.renewed = 0
+
+    def renew(self, lease: StepLease) -> bool:
+        if self.errors:
+            raise self.errors.pop(0)
+        self.renewed += 1
+        return True
+
+
+def test_a_renewal_that_fails_is_tried_again_and_the_renewer_lives_on() -> None:
+    """The pool exhausted, a broken connection, anything else: one renewer serves every
+    delivery of the process, so none of these may end it (every lease would lapse and
+    ``remove`` would wait for a beat that never ends)."""
+    leases = FlakyLeases(
+        PoolTimeout("QueuePool limit reached"),
+        InterfaceError("SELECT 1", {}, Exception("connection already closed")),
+        RuntimeError("unexpected"),
+    )
+    ctx = SimpleNamespace(lease=StepLease("run", StepId.COMPILE, 1, 0.06), leases=leases)
+    keeper = LeaseKeeper(ctx)  # type: ignore[arg-type]
+    renewer = _Renewer()
+    renewer.add(keeper)
+    wait_until(lambda: leases.renewed >= 2, 5, "renewals after three failures")
+    renewer.remove(keeper)
+    assert leases.errors == []
