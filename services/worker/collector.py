@@ -107,17 +107,30 @@ class Collector:
         """Connect, reconcile, and wake on ended sessions until ``stop``; reconnect on
         any failure of the daemon or the database (logged), never return early."""
         while not stop.is_set():
+            unreachable = False
             try:
                 self._follow_once(stop)
             except OpenCodeUnreachable as exc:
                 log.warning(
                     "collector.daemon_unreachable", daemon=self.daemon, error=str(exc)[:300]
                 )
-                self._unreachable()
+                unreachable = True
             except (OpenCodeError, SQLAlchemyError) as exc:
                 log.warning("collector.stream_lost", daemon=self.daemon, error=str(exc)[:300])
             except Exception:  # a bug must not stop the wake-ups: log it, reconnect
                 log.exception("collector.crashed", daemon=self.daemon)
+            if unreachable:
+                # Outside the handler above: the daemon and the database can be down
+                # together (a host's restart), and a failure here raised inside an
+                # ``except`` clause would escape its siblings and end this thread.
+                try:
+                    self._unreachable()
+                except SQLAlchemyError as exc:
+                    log.warning(
+                        "collector.lost_unrecorded", daemon=self.daemon, error=str(exc)[:300]
+                    )
+                except Exception:
+                    log.exception("collector.crashed", daemon=self.daemon)
             stop.wait(self.reconnect_s)
 
     def _unreachable(self) -> None:
@@ -235,6 +248,9 @@ def _read_ended(stream: EventStream, ended: queue.Queue[_Ended]) -> None:
         return
     except OSError as exc:  # the socket, closed under us (a stop) or broken
         ended.put(OpenCodeTransientError(f"event stream broke: {type(exc).__name__}: {exc}"))
+        return
+    except Exception as exc:  # a bug: the follower raises it, logs it and reconnects
+        ended.put(exc)  # (never waits on a reader that is gone)
         return
     ended.put(None)
 

@@ -3,17 +3,22 @@ daemon that dies is declared lost and its calls go again to the one that answers
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.orm import sessionmaker
 
+from devstack.supervisor import free_port
 from services.worker.collector import Collector
 from services.worker.runtime import Runtime
 from services.worker.steps.base import run_step
 from services.worker.steps.compile import compile_step
 from shared.clock import SystemClock
+from shared.db.engine import make_engine
 from shared.domain.run_machine import StepId
 from shared.opencode.client import OpenCodeClient
 from shared.service.messages import InMemorySender, RunStep
@@ -91,8 +96,6 @@ def test_a_daemon_that_dies_with_a_call_is_declared_lost_and_the_next_attempt_go
             lost_after_s=0.5,
             reconnect_s=0.1,
         )
-        import threading
-
         stop = threading.Event()
         follower = threading.Thread(target=collector.follow, args=(stop,), daemon=True)
         follower.start()
@@ -108,3 +111,47 @@ def test_a_daemon_that_dies_with_a_call_is_declared_lost_and_the_next_attempt_go
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
     second = _calls(rt, run_id)[1]
     assert (second[0], second[1], second[2]) == (2, "sent", oc_url)
+
+
+def test_a_collector_whose_daemon_and_database_are_down_together_keeps_following(
+    make_rt: RuntimeFactory, oc_url: str, repo: Path
+) -> None:
+    """Declaring the daemon lost writes to the database: with Postgres away too (a host's
+    restart) that write fails, and the collector must go on trying, not end its thread,
+    then declare the daemon lost once Postgres is back."""
+    doomed = CompatServer(CompatConfig(seed=9))
+    doomed.start()
+    try:
+        rt = make_rt(oc_async=True, oc_base_url=doomed.base_url)
+        run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=60000]")
+        assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+    finally:
+        doomed.stop()
+    away = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/kodo")
+    sender = InMemorySender()
+    with OpenCodeClient(doomed.base_url, timeout_s=2) as client:
+        collector = Collector(
+            client,
+            sessionmaker(away),
+            sender,
+            daemon=client.base_url,
+            clock=SystemClock(),
+            lost_after_s=0.2,
+            reconnect_s=0.1,
+        )
+        stop = threading.Event()
+        follower = threading.Thread(target=collector.follow, args=(stop,), daemon=True)
+        follower.start()
+        try:
+            time.sleep(1.5)  # a dozen passes past lost_after_s, each failing to record
+            assert follower.is_alive(), "the follower thread survived the database's absence"
+            assert collector.lost_calls == 0
+            collector.sessions = rt.sessions  # Postgres is back
+            wait_until(lambda: collector.lost_calls, 15, "the daemon declared lost")
+        finally:
+            stop.set()
+            follower.join(5)
+            away.dispose()
+    assert RunStep(StepId.COMPILE, run_id) in sender.sent
+    _, status, _, error_name = _calls(rt, run_id)[0]
+    assert (status, error_name) == ("failed", "DaemonLost")

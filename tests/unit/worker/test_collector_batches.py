@@ -3,11 +3,13 @@ daemon error kept for the step), then every idle one together."""
 
 from __future__ import annotations
 
+import queue
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from services.worker.collector import Collector, session_error
+from services.worker.collector import Collector, _read_ended, session_error
 from shared.opencode.errors import OpenCodeTransientError
 from shared.opencode.events import OcEvent
 from shared.service.messages import InMemorySender, RunStep
@@ -61,3 +63,21 @@ def test_a_session_error_is_quoted_by_name_and_message_and_bounded() -> None:
     assert said.startswith("UnknownError: xxx")
     assert len(said) < 5000
     assert session_error(OcEvent("session.idle", {"sessionID": "s"}, "e2")) is None
+
+
+def test_a_reader_that_fails_unexpectedly_hands_the_failure_to_the_follower() -> None:
+    """Never a reader gone quiet: the follower would wait on it forever, no wake-up
+    again and no reconnect, in a process that looks alive."""
+
+    def stream() -> Iterator[OcEvent]:
+        yield OcEvent("session.idle", {"sessionID": "s1"}, "e1")
+        raise ValueError("a decoder bug")
+
+    ended: queue.Queue[Any] = queue.Queue()
+    _read_ended(stream(), ended)  # type: ignore[arg-type]
+    assert ended.get_nowait() == ("s1", None)
+    failure = ended.get_nowait()
+    assert isinstance(failure, ValueError)
+    collector = RecordingCollector()
+    with pytest.raises(ValueError, match="a decoder bug"):
+        collector._wake_batch([failure])
