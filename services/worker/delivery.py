@@ -54,7 +54,13 @@ def deliver(rt: Runtime, run_id: str | None = None) -> list[str]:
         due = due_deliveries(s, run_id=run_id)
     delivered = []
     for item in due:
-        sha, error = _push(rt, item, remote)
+        try:
+            sha, error = _push(rt, item, remote)
+        except Exception as exc:  # a hung remote (GitTimeout), a repository moved away:
+            # recorded as a failed attempt, so it is tried a bounded number of times and
+            # never stops the other runs' deliveries or the rest of the reconciler's pass
+            log.warning("delivery.push_crashed", run_id=item.run_id, error=str(exc)[:500])
+            sha, error = None, f"{type(exc).__name__}: {str(exc)[:1000]}"
         with unit_of_work(rt.sessions) as s:
             record_delivery(s, item.run_id, sha=sha, error=error)
         if sha is not None:

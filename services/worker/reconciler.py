@@ -7,6 +7,8 @@ the runs the old workers could not run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 from redis import Redis
 from redis.exceptions import RedisError
@@ -54,14 +56,39 @@ def reconcile(rt: Runtime) -> list[Redispatch]:
             step_id=item.step.value,
             reason=item.reason,
         )
+    failures: list[Exception] = []
+    for name, sub_pass in _passes(rt):
+        try:
+            sub_pass()
+        except Exception as exc:  # one pass's failure must not starve the others
+            log.exception("reconciler.pass_failed", sub_pass=name)
+            failures.append(exc)
+    if failures:
+        raise failures[0]  # the task fails visibly (and retries a database outage)
+    return stalled
+
+
+def _resume(rt: Runtime) -> None:
     with rt.uow() as uow:
         resumed = resume_parked(uow, worker_contract=step_contract_version(), now=rt.clock.now())
     for parked in resumed:
         log.info("reconciler.resumed", run_id=parked.run_id, step_id=parked.step.value)
-    watch_approvals(rt)
-    abort_missed_calls(rt)  # a cancel's abort that missed a call (or was lost)
-    deliver(rt)  # a push that failed (or whose message was lost) is tried again
-    clean(rt)
-    sweep_webhooks(rt, rt.celery)  # due webhook deliveries: a retry, a lost send, a crash
-    release_instances(rt)  # daemons let go of the worktrees of runs that rest
-    return stalled
+
+
+def _passes(rt: Runtime) -> list[tuple[str, Callable[[], object]]]:
+    """The pass's parts after the stalled steps, each run whatever the others did: a
+    part that fails every time (a bug, a row it cannot handle) would otherwise keep
+    every later part from ever running (worktrees piling up, webhooks never retried)."""
+    return [
+        ("resume_parked", lambda: _resume(rt)),
+        ("watch_approvals", lambda: watch_approvals(rt)),
+        # a cancel's abort that missed a call (or was lost)
+        ("abort_missed_calls", lambda: abort_missed_calls(rt)),
+        # a push that failed (or whose message was lost) is tried again
+        ("deliver", lambda: deliver(rt)),
+        ("clean", lambda: clean(rt)),
+        # due webhook deliveries: a retry, a lost send, a crash
+        ("sweep_webhooks", lambda: sweep_webhooks(rt, rt.celery)),
+        # daemons let go of the worktrees of runs that rest
+        ("release_instances", lambda: release_instances(rt)),
+    ]

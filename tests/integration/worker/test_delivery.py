@@ -353,3 +353,24 @@ def test_a_folder_a_command_closed_to_its_owner_is_still_removed(tmp_path: Path)
         assert done.stdout.strip() == "GONE"
     finally:
         subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+def test_a_push_that_crashes_is_recorded_as_a_failed_attempt_and_stops_nothing(
+    make_rt: RuntimeFactory, repo: Path, tmp_path: Path
+) -> None:
+    """A repository moved away (or a remote that hangs past its timeout) raises, not a
+    git failure: recorded as an attempt like any failed push, so it is given up after a
+    bound and never stops the pass that tried it."""
+    rt = make_rt(deliver_remote="origin")
+    with_origin(repo, tmp_path)
+    run_id = succeeded(rt, repo)
+    repo.rename(tmp_path / "moved-away")
+
+    assert deliver(rt) == []
+
+    run = read_run(rt, run_id)
+    assert run.delivered_sha is None
+    assert run.delivery_attempts == 1
+    assert run.delivery_error is not None
+    assert run.delivery_error.startswith("FileNotFoundError: ")
+    assert str(repo) in run.delivery_error, "it names the repository it did not find"
