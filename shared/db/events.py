@@ -242,7 +242,10 @@ class RunEventHub:
                 self._listen()
             except psycopg.Error as exc:
                 log.warning("run events: listener connection lost (%s); reconnecting", exc)
-            self._listening.clear()
+            except Exception:  # a bug must not leave a dead hub that looks alive
+                log.exception("run events: listener failed; reconnecting")
+            finally:
+                self._listening.clear()
             self._stopping.wait(self.reconnect_s)
 
     def _listen(self) -> None:

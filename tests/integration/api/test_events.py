@@ -24,6 +24,7 @@ from services.api import events
 from services.api.auth import credential_still_live
 from services.api.events import hub_of, stream
 from services.api.state import state_of
+from shared.db import events as shared_events
 from shared.db.events import RunEvent, RunEventHub, conninfo_of, parse_payload
 from shared.db.models import Run
 from shared.service.tokens import Role, revoke_token
@@ -294,6 +295,36 @@ def test_no_notification_is_lost_to_the_sweeps_statements(
         hub.close()
 
     assert seen == list(range(seq + 1, seq + 31))
+
+
+def test_a_listener_that_fails_unexpectedly_reconnects_and_tells_its_subscribers(
+    database_url: str, db: Session, sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only a lost connection: any failure of the listening thread (a bug) ends in
+    a reconnect, never in a hub that still says it listens while nothing arrives."""
+    run = RunFactory(status="applying", last_step="ApplyPatchST")
+    db.commit()
+    failed: list[str] = []
+
+    def parse_once_broken(payload: str) -> RunEvent | None:
+        if not failed:
+            failed.append(payload)
+            raise ValueError("a parser bug")
+        return parse_payload(payload)
+
+    monkeypatch.setattr(shared_events, "parse_payload", parse_once_broken)
+    hub = RunEventHub(conninfo_of(database_url), poll_s=0.02, reconnect_s=0.05)
+    hub.start()
+    try:
+        sub = hub.subscribe(run.id)
+        move(sessions, run.id, "deciding", "DecideST")  # its notification breaks the thread
+        assert sub.wait(5).resync, "reconnected: the subscriber is told to re-read"
+        assert failed, "the failure happened"
+        move(sessions, run.id, "executing", "ExecuteST")
+        woke = sub.wait(5)
+        assert [e.status for e in woke.events] == ["executing"], "and events flow again"
+    finally:
+        hub.close()
 
 
 def test_a_change_whose_notification_was_lost_still_reaches_the_stream(
