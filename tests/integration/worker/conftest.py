@@ -169,3 +169,21 @@ def diagnostic(rt: Runtime, run_id: str) -> dict[str, Any]:
         ).scalar_one()
     report: dict[str, Any] = json.loads(bytes(body))
     return report
+
+
+def only_call(rt: Runtime, run_id: str) -> dict[str, object]:
+    """The run's one provider call as triage reads it, with its run's reservation left
+    (``run_reserved``): status, session, error, usage, what it reserved and spent."""
+    with rt.sessions() as s:
+        rows = s.execute(
+            text(
+                "SELECT c.op_key, c.status, c.session_id, c.error_name, c.error, c.usage,"
+                " c.spent_tokens, c.reserved_tokens, c.request->>'directory' AS directory,"
+                " r.reserved_tokens AS run_reserved"
+                " FROM app.opencode_calls c JOIN app.runs r ON r.id = c.run_id"
+                " WHERE c.run_id = :r"
+            ),
+            {"r": run_id},
+        ).mappings()
+        [call] = [dict(r) for r in rows]
+        return call

@@ -32,7 +32,7 @@ from shared.domain.run_machine import StepId
 from shared.domain.step_lease import StepLease
 from shared.opencode.calls import CallPending
 from shared.service.runs import cancel_run
-from tests.integration.worker.conftest import RuntimeFactory, new_run, uow
+from tests.integration.worker.conftest import RuntimeFactory, new_run, only_call, uow
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -40,9 +40,12 @@ pytestmark = pytest.mark.integration
 HELD = "Add multiply to calc.py [oc:slow=60000]"
 
 
-def _claimed_by_a_worker_that_stopped(rt: Runtime, repo: Path, lease_left_s: float) -> str:
+def _claimed_by_a_worker_that_stopped(
+    rt: Runtime, repo: Path, lease_left_s: float, *, cancelled: bool = True
+) -> str:
     """A run whose CompileST call is at the daemon, still ``claimed``, its step's lease
-    held by a worker that will not park (``lease_left_s`` of it left: < 0 lapsed)."""
+    held by a worker that will not park (``lease_left_s`` of it left: < 0 lapsed); the
+    run cancelled unless ``cancelled`` is False."""
     run_id = new_run(rt, repo, HELD)
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
     with uow(rt) as work:
@@ -58,24 +61,9 @@ def _claimed_by_a_worker_that_stopped(rt: Runtime, repo: Path, lease_left_s: flo
             ),
             {"r": run_id, "s": lease_left_s},
         )
-        cancel_run(work, run_id, now=rt.clock.now())
+        if cancelled:
+            cancel_run(work, run_id, now=rt.clock.now())
     return run_id
-
-
-def _call(rt: Runtime, run_id: str) -> dict[str, object]:
-    with rt.sessions() as s:
-        rows = s.execute(
-            text(
-                "SELECT c.op_key, c.status, c.session_id, c.error_name, c.usage,"
-                " c.spent_tokens, c.reserved_tokens, c.request->>'directory' AS directory,"
-                " r.reserved_tokens AS run_reserved"
-                " FROM app.opencode_calls c JOIN app.runs r ON r.id = c.run_id"
-                " WHERE c.run_id = :r"
-            ),
-            {"r": run_id},
-        ).mappings()
-        [call] = [dict(r) for r in rows]
-        return call
 
 
 def _busy(oc_url: str, call: dict[str, object]) -> bool:
@@ -89,11 +77,11 @@ def test_the_sweep_aborts_and_records_a_claim_whose_claimant_is_gone(
 ) -> None:
     rt = make_rt(oc_async=True)
     run_id = _claimed_by_a_worker_that_stopped(rt, repo, lease_left_s=-1)
-    before = _call(rt, run_id)
+    before = only_call(rt, run_id)
     assert _busy(oc_url, before), "the dead claimant's prompt is running at the daemon"
 
     assert abort_missed_calls(rt) == [run_id], "the sweep finds the orphaned claim"
-    call = _call(rt, run_id)
+    call = only_call(rt, run_id)
     assert (call["status"], call["error_name"]) == ("aborted", "RunCancelled")
     assert not _busy(oc_url, call), "its turn was aborted"
     assert isinstance(call["usage"], dict), "totals read after the abort"
@@ -112,10 +100,10 @@ def test_a_claim_whose_claimant_still_renews_its_lease_is_left_to_it(
     run_id = _claimed_by_a_worker_that_stopped(rt, repo, lease_left_s=600)
 
     assert abort_missed_calls(rt) == [], "a live claimant records its own call"
-    assert _call(rt, run_id)["status"] == "claimed"
-    session_id = _call(rt, run_id)["session_id"]
+    assert only_call(rt, run_id)["status"] == "claimed"
+    session_id = only_call(rt, run_id)["session_id"]
     assert abort_inflight_calls(rt, run_id) == [session_id], "the cancel's abort reaches it"
-    call = _call(rt, run_id)
+    call = only_call(rt, run_id)
     assert call["status"] == "claimed", "and leaves its record to the claimant"
     assert not _busy(oc_url, call)
 
@@ -125,23 +113,10 @@ def test_a_running_runs_lapsed_claim_is_not_the_sweeps(
 ) -> None:
     """Only a cancelled run's: a running run's next delivery collects its claim."""
     rt = make_rt(oc_async=True)
-    run_id = new_run(rt, repo, HELD)
-    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
-    with uow(rt) as work:
-        work.session.execute(
-            text("UPDATE app.opencode_calls SET status = 'claimed' WHERE run_id = :r"),
-            {"r": run_id},
-        )
-        work.session.execute(
-            text(
-                "UPDATE app.step_runs SET lease_expires_at = statement_timestamp()"
-                " - interval '1 second' WHERE run_id = :r"
-            ),
-            {"r": run_id},
-        )
+    run_id = _claimed_by_a_worker_that_stopped(rt, repo, lease_left_s=-1, cancelled=False)
     assert abort_missed_calls(rt) == []
     assert abort_inflight_calls(rt, run_id) == [], "the run is not cancelled"
-    call = _call(rt, run_id)
+    call = only_call(rt, run_id)
     assert call["status"] == "claimed"
     assert _busy(oc_url, call)
 
@@ -176,7 +151,7 @@ def test_a_stalled_claimants_late_prompt_finds_its_session_deleted(
     rt = make_rt(oc_async=True)
     run_id = _claimed_by_a_worker_that_stopped(rt, repo, lease_left_s=-1)
     assert abort_missed_calls(rt) == [run_id]
-    call = _call(rt, run_id)
+    call = only_call(rt, run_id)
     assert call["status"] == "aborted"
     assert _late_prompt(oc_url, call).status_code == 404
     assert not _busy(oc_url, call)
@@ -190,7 +165,7 @@ def test_a_stalled_claimant_that_sends_after_the_sweep_aborts_its_own_session(
     rt = make_rt(oc_async=True, oc_keep_sessions=True)
     run_id = _claimed_by_a_worker_that_stopped(rt, repo, lease_left_s=-1)
     assert abort_missed_calls(rt) == [run_id]
-    call = _call(rt, run_id)
+    call = only_call(rt, run_id)
     assert call["status"] == "aborted"
 
     assert _late_prompt(oc_url, call).status_code == 204
@@ -200,7 +175,7 @@ def test_a_stalled_claimant_that_sends_after_the_sweep_aborts_its_own_session(
 
     assert _late_park(rt, run_id, call) == "cancelled"
     wait_until(lambda: not _busy(oc_url, call), 5, "the late turn to be aborted")
-    assert _call(rt, run_id)["status"] == "aborted", "its record stands"
+    assert only_call(rt, run_id)["status"] == "aborted", "its record stands"
 
 
 def test_a_stalled_claimant_aborts_its_prompt_while_the_sweep_still_holds_the_call(
@@ -213,7 +188,7 @@ def test_a_stalled_claimant_aborts_its_prompt_while_the_sweep_still_holds_the_ca
     run_id = _claimed_by_a_worker_that_stopped(rt, repo, lease_left_s=-1)
     with uow(rt) as work:
         assert LedgerRepo(work.session).take_orphaned_claims(run_id) == 1
-    call = _call(rt, run_id)
+    call = only_call(rt, run_id)
     assert call["status"] == "sent"
     assert _busy(oc_url, call), "the late prompt's turn"
 
@@ -229,7 +204,7 @@ def test_a_fenced_off_claimant_aborts_a_prompt_whose_call_someone_else_ended(
     rt = make_rt(oc_async=True)
     run_id = new_run(rt, repo, HELD)
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
-    call = _call(rt, run_id)
+    call = only_call(rt, run_id)
     with uow(rt) as work:
         work.session.execute(
             text(
@@ -259,6 +234,6 @@ def test_a_fenced_off_claimants_open_call_is_left_to_the_newer_delivery(
     rt = make_rt(oc_async=True)
     run_id = new_run(rt, repo, HELD)
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
-    call = _call(rt, run_id)
+    call = only_call(rt, run_id)
     assert abort_late_prompt(rt, str(call["op_key"]), run_cancelled=False) is False
     assert _busy(oc_url, call), "the newer delivery collects its answer"

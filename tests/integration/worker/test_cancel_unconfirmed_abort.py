@@ -26,7 +26,7 @@ from shared.db.repos.ledger import LedgerRepo
 from shared.domain.call_record import ABORT_UNCONFIRMED
 from shared.domain.run_machine import StepId
 from shared.service.runs import cancel_run
-from tests.integration.worker.conftest import RuntimeFactory, new_run, uow
+from tests.integration.worker.conftest import RuntimeFactory, new_run, only_call, uow
 
 pytestmark = pytest.mark.integration
 
@@ -42,21 +42,6 @@ def _parked_and_cancelled(rt: Runtime, repo: Path, goal: str) -> str:
     return run_id
 
 
-def _call(rt: Runtime, run_id: str) -> dict[str, object]:
-    with rt.sessions() as s:
-        rows = s.execute(
-            text(
-                "SELECT c.status, c.session_id, c.error_name, c.error, c.usage, c.spent_tokens,"
-                " c.reserved_tokens, r.reserved_tokens AS run_reserved"
-                " FROM app.opencode_calls c JOIN app.runs r ON r.id = c.run_id"
-                " WHERE c.run_id = :r"
-            ),
-            {"r": run_id},
-        ).mappings()
-        [call] = [dict(r) for r in rows]
-        return call
-
-
 def _aborts(oc_url: str) -> int:
     return int(httpx.get(f"{oc_url}/__kodo/stats").json()["aborts"])
 
@@ -68,10 +53,10 @@ def test_a_refused_abort_leaves_the_call_sent_and_the_sweep_aborts_it_again(
     run_id = _parked_and_cancelled(rt, repo, f"{HELD} [oc:abort-fails=1]")
 
     assert abort_inflight_calls(rt, run_id) == [], "the daemon answered 500: not confirmed"
-    assert _call(rt, run_id)["status"] == "sent", "its turn may still run: not ended"
+    assert only_call(rt, run_id)["status"] == "sent", "its turn may still run: not ended"
 
     assert abort_missed_calls(rt) == [run_id], "the sweep finds the cancelled run's sent call"
-    call = _call(rt, run_id)
+    call = only_call(rt, run_id)
     assert (call["status"], call["error_name"]) == ("aborted", "RunCancelled")
     assert ABORT_UNCONFIRMED not in str(call["error"])
     assert call["usage"] is not None, "totals read after the confirmed abort"
@@ -87,10 +72,10 @@ def test_an_abort_never_confirmed_is_recorded_so_once_past_its_window(
     run_id = _parked_and_cancelled(rt, repo, REFUSED)
 
     assert abort_inflight_calls(rt, run_id) == []
-    assert _call(rt, run_id)["status"] == "sent", "within its window: tried again later"
+    assert only_call(rt, run_id)["status"] == "sent", "within its window: tried again later"
 
     assert abort_inflight_calls(rt, run_id, give_up_after_s=0) == []
-    call = _call(rt, run_id)
+    call = only_call(rt, run_id)
     assert (call["status"], call["error_name"]) == ("aborted", "RunCancelled")
     assert str(call["error"]).endswith(ABORT_UNCONFIRMED), "the record says what is unknown"
     usage = call["usage"]
@@ -117,7 +102,7 @@ def test_the_sweep_gives_up_by_the_database_clock_past_the_deadline_and_window(
             {"s": window_s - 30, "r": run_id},
         )
     assert abort_missed_calls(rt) == [run_id]
-    assert _call(rt, run_id)["status"] == "sent"
+    assert only_call(rt, run_id)["status"] == "sent"
     with uow(rt) as work:
         work.session.execute(
             text(
@@ -127,7 +112,7 @@ def test_the_sweep_gives_up_by_the_database_clock_past_the_deadline_and_window(
             {"r": run_id},
         )
     assert abort_missed_calls(rt) == [run_id]
-    call = _call(rt, run_id)
+    call = only_call(rt, run_id)
     assert call["status"] == "aborted"
     assert str(call["error"]).endswith(ABORT_UNCONFIRMED)
 
@@ -137,13 +122,13 @@ def test_a_call_whose_turn_the_collector_saw_end_needs_no_confirmed_abort(
 ) -> None:
     rt = make_rt(oc_async=True)
     run_id = _parked_and_cancelled(rt, repo, REFUSED)
-    session_id = _call(rt, run_id)["session_id"]
+    session_id = only_call(rt, run_id)["session_id"]
     assert isinstance(session_id, str)
     with uow(rt) as work:
         LedgerRepo(work.session).wake([session_id])  # the collector's session.idle
 
     assert abort_inflight_calls(rt, run_id) == [session_id]
-    call = _call(rt, run_id)
+    call = only_call(rt, run_id)
     assert call["status"] == "aborted"
     assert ABORT_UNCONFIRMED not in str(call["error"]), "the turn was seen to end"
 
@@ -154,9 +139,9 @@ def test_a_call_on_a_daemon_no_longer_configured_is_given_up_past_its_window(
     run_id = _parked_and_cancelled(make_rt(oc_async=True), repo, HELD)
     elsewhere = make_rt(oc_async=True, oc_base_url="http://127.0.0.1:9")
     assert abort_inflight_calls(elsewhere, run_id) == []
-    assert _call(elsewhere, run_id)["status"] == "sent"
+    assert only_call(elsewhere, run_id)["status"] == "sent"
     assert abort_inflight_calls(elsewhere, run_id, give_up_after_s=0) == []
-    call = _call(elsewhere, run_id)
+    call = only_call(elsewhere, run_id)
     assert call["status"] == "aborted"
     assert call["usage"] is None, "no daemon to read its totals from"
     assert str(call["error"]).endswith(ABORT_UNCONFIRMED)
@@ -186,7 +171,7 @@ def test_a_sweep_takes_the_oldest_cancel_first_and_stops_once_its_time_is_spent(
 
     monkeypatch.setattr(cancel, "abort_inflight_calls", slow_abort)
     assert abort_missed_calls(rt) == [older], "the newer cancel waits for the next pass"
-    assert _call(rt, newer)["status"] == "sent"
+    assert only_call(rt, newer)["status"] == "sent"
 
 
 def test_a_daemon_that_did_not_confirm_is_not_asked_again_in_the_same_pass(
@@ -198,4 +183,4 @@ def test_a_daemon_that_did_not_confirm_is_not_asked_again_in_the_same_pass(
     before = _aborts(oc_url)
     assert sorted(abort_missed_calls(rt)) == sorted([first, second])
     assert _aborts(oc_url) == before + 1, "one refused abort, then the daemon is skipped"
-    assert {_call(rt, run)["status"] for run in (first, second)} == {"sent"}
+    assert {only_call(rt, run)["status"] for run in (first, second)} == {"sent"}

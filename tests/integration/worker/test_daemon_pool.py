@@ -6,11 +6,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from devstack.supervisor import free_port
 from services.worker.collector import Collector
@@ -33,6 +34,32 @@ pytestmark = pytest.mark.integration
 def second_daemon() -> Iterator[str]:
     with running_server(seed=6) as url:
         yield url
+
+
+@contextmanager
+def _following(
+    url: str, sessions: sessionmaker[Session], sender: InMemorySender, *, lost_after_s: float
+) -> Iterator[tuple[Collector, threading.Thread]]:
+    """A collector following the daemon at ``url`` in its own thread, as the collector
+    process runs it, stopped on exit."""
+    with OpenCodeClient(url, timeout_s=2) as client:
+        collector = Collector(
+            client,
+            sessions,
+            sender,
+            daemon=client.base_url,
+            clock=SystemClock(),
+            lost_after_s=lost_after_s,
+            reconnect_s=0.1,
+        )
+        stop = threading.Event()
+        follower = threading.Thread(target=collector.follow, args=(stop,), daemon=True)
+        follower.start()
+        try:
+            yield collector, follower
+        finally:
+            stop.set()
+            follower.join(5)
 
 
 def _calls(rt: Runtime, run_id: str) -> list[tuple[int, str, str | None, str | None]]:
@@ -86,23 +113,8 @@ def test_a_daemon_that_dies_with_a_call_is_declared_lost_and_the_next_attempt_go
     finally:
         doomed.stop()
     sender = InMemorySender()
-    with OpenCodeClient(doomed.base_url, timeout_s=2) as client:
-        collector = Collector(
-            client,
-            rt.sessions,
-            sender,
-            daemon=client.base_url,
-            clock=SystemClock(),
-            lost_after_s=0.5,
-            reconnect_s=0.1,
-        )
-        stop = threading.Event()
-        follower = threading.Thread(target=collector.follow, args=(stop,), daemon=True)
-        follower.start()
-        try:
-            wait_until(lambda: collector.lost_calls, 15, "the collector to declare the daemon lost")
-        finally:
-            stop.set()
+    with _following(doomed.base_url, rt.sessions, sender, lost_after_s=0.5) as (collector, _):
+        wait_until(lambda: collector.lost_calls, 15, "the collector to declare the daemon lost")
     assert RunStep(StepId.COMPILE, run_id) in sender.sent
     lost = _calls(rt, run_id)[0]
     assert (lost[1], lost[3]) == ("failed", "DaemonLost")
@@ -129,29 +141,18 @@ def test_a_collector_whose_daemon_and_database_are_down_together_keeps_following
         doomed.stop()
     away = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/kodo")
     sender = InMemorySender()
-    with OpenCodeClient(doomed.base_url, timeout_s=2) as client:
-        collector = Collector(
-            client,
-            sessionmaker(away),
-            sender,
-            daemon=client.base_url,
-            clock=SystemClock(),
-            lost_after_s=0.2,
-            reconnect_s=0.1,
-        )
-        stop = threading.Event()
-        follower = threading.Thread(target=collector.follow, args=(stop,), daemon=True)
-        follower.start()
-        try:
+    try:
+        with _following(doomed.base_url, sessionmaker(away), sender, lost_after_s=0.2) as (
+            collector,
+            follower,
+        ):
             time.sleep(1.5)  # a dozen passes past lost_after_s, each failing to record
             assert follower.is_alive(), "the follower thread survived the database's absence"
             assert collector.lost_calls == 0
             collector.sessions = rt.sessions  # Postgres is back
             wait_until(lambda: collector.lost_calls, 15, "the daemon declared lost")
-        finally:
-            stop.set()
-            follower.join(5)
-            away.dispose()
+    finally:
+        away.dispose()
     assert RunStep(StepId.COMPILE, run_id) in sender.sent
     _, status, _, error_name = _calls(rt, run_id)[0]
     assert (status, error_name) == ("failed", "DaemonLost")
