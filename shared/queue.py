@@ -35,6 +35,17 @@ def task_name(step: StepId) -> str:
 RUN_TASKS = frozenset({*(task_name(step) for step in StepId), DELIVER, ABORT_CALLS})
 
 
+BROKER_SOCKET_TIMEOUT_S = 5.0
+"""How long one Redis command (a publish, an ack) or connect may take on the broker's
+connections. kombu's default is to wait forever: a broker that stops answering without
+closing the connection (paused, failed over, a NAT or firewall that forgot the
+connection) would hold every sender for good (beat's whole process, a collector's
+wake-ups, a worker's thread after its commit, an API request) until the kernel gave up
+retransmitting, some fifteen minutes, or forever for a paused server. A send that
+times out is a lost message, which the watcher and the reconciler re-send from the
+rows. Its consumers' BRPOP waits one second at a time, well within it."""
+
+
 def make_celery(settings: Settings) -> Celery:
     redis_transport.install()  # redis:// reuses a client per channel (shared.redis_transport)
     app = Celery("kodo", broker=settings.redis_url, set_as_current=False)
@@ -54,6 +65,11 @@ def make_celery(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_S,
+            "socket_keepalive": True,
+        },
         worker_hijack_root_logger=False,
         beat_schedule={
             "watch-approvals": {"task": WATCH_APPROVALS, "schedule": settings.approval_poll_s},

@@ -6,7 +6,6 @@ from celery import Celery
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from redis import Redis
-from sqlalchemy import make_url
 from werkzeug.routing import BaseConverter
 
 from shared.clock import Clock, SystemClock
@@ -27,8 +26,6 @@ from .openapi import docs_bp, document_events, make_api, register_routes
 from .rate_limits import install_rate_limits
 from .state import EXTENSION, ApiState, state_of
 
-CONNECT_TIMEOUT_S = 5
-
 
 class JsonProvider(DefaultJSONProvider):
     sort_keys = False  # keep the documented field order
@@ -47,15 +44,6 @@ class ArtifactNameConverter(BaseConverter):
     part_isolating = False
 
 
-def _database_url(url: str) -> str:
-    """Bound connection attempts, so a request (or a health check) cannot hang on connect."""
-    parsed = make_url(url)
-    if "connect_timeout" in parsed.query:
-        return url
-    bounded = parsed.update_query_dict({"connect_timeout": str(CONNECT_TIMEOUT_S)})
-    return bounded.render_as_string(hide_password=False)
-
-
 def create_app(
     settings: Settings, *, clock: Clock | None = None, celery: Celery | None = None
 ) -> Flask:
@@ -67,7 +55,7 @@ def create_app(
     app.url_map.converters["kid"] = IdConverter
     app.url_map.converters["artifact"] = ArtifactNameConverter
     engine = make_engine(
-        _database_url(settings.database_url),
+        settings.database_url,
         pool_size=settings.api_db_pool,
         max_overflow=settings.api_db_overflow,
         pool_timeout_s=settings.api_db_wait_s,

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import (
+    URL,
     ColumnElement,
     Engine,
     String,
@@ -16,12 +17,37 @@ from sqlalchemy import (
     exc,
     func,
     literal_column,
+    make_url,
     true,
 )
 from sqlalchemy.orm import Session, sessionmaker
 
 PING_IDLE_S = 1.0
 """A pooled connection idle longer than this is pinged before use (see make_engine)."""
+
+CONNECTION_BOUNDS: dict[str, str] = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "60000",
+}
+"""libpq's bounds on a connection to a server that stopped answering: connecting (and
+authenticating) within 5 s, an idle connection whose peer is gone found by TCP
+keepalives within a minute, and sent data left unacknowledged for a minute ending it.
+``statement_timeout`` and ``lock_timeout`` are the server's: they do nothing for a
+half-open connection (a host gone, a NAT or firewall that forgot it), on which a
+statement (a lease renewal, a LISTEN connection's sweep, a pool's ping) would wait for
+the kernel to give up retransmitting, some fifteen minutes. Ignored on a Unix socket."""
+
+
+def bounded_url(database_url: str) -> URL:
+    """``database_url`` with :data:`CONNECTION_BOUNDS` added where it sets none of its
+    own (an operator's explicit value wins)."""
+    url = make_url(database_url)
+    missing = {k: v for k, v in CONNECTION_BOUNDS.items() if k not in url.query}
+    return url.update_query_dict(missing) if missing else url
 
 
 def make_engine(
@@ -32,7 +58,8 @@ def make_engine(
     pool_timeout_s: float = 30,
     ping_idle_s: float = PING_IDLE_S,
 ) -> Engine:
-    """A pooled engine; each connection gets statement and lock timeouts. A checkout
+    """A pooled engine; each connection gets statement and lock timeouts, and libpq's
+    bounds on a server that stopped answering (:data:`CONNECTION_BOUNDS`). A checkout
     that finds no connection free within ``pool_timeout_s`` raises
     ``sqlalchemy.exc.TimeoutError`` (the API answers it 503).
 
@@ -44,7 +71,7 @@ def make_engine(
     caller's retry (a task's, a client's) gets a fresh one.
     """
     engine = create_engine(
-        database_url,
+        bounded_url(database_url),
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout_s,

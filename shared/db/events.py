@@ -32,7 +32,8 @@ from typing import Self
 
 import psycopg
 from psycopg.rows import TupleRow
-from sqlalchemy import make_url
+
+from shared.db.engine import bounded_url
 
 CHANNEL = "kodo_run_events"
 CONNECT_TIMEOUT_S = 5
@@ -97,10 +98,11 @@ def parse_payload(payload: str) -> RunEvent | None:
 
 
 def conninfo_of(database_url: str) -> str:
-    """A libpq URL from a SQLAlchemy one (``postgresql+psycopg://`` -> ``postgresql://``)."""
-    url = make_url(database_url).set(drivername="postgresql")
-    if "connect_timeout" not in url.query:
-        url = url.update_query_dict({"connect_timeout": str(CONNECT_TIMEOUT_S)})
+    """A libpq URL from a SQLAlchemy one (``postgresql+psycopg://`` -> ``postgresql://``),
+    with the bounds every kodo connection has (``CONNECTION_BOUNDS``): an idle LISTEN
+    connection whose server is gone would otherwise show no notification, and its next
+    sweep would wait some fifteen minutes, every stream of the process frozen meanwhile."""
+    url = bounded_url(database_url).set(drivername="postgresql")
     return url.render_as_string(hide_password=False)
 
 
