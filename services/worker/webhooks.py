@@ -4,22 +4,25 @@ Each delivery is claimed in a transaction of its own, sent outside any transacti
 and its attempt recorded in another; the after-commit sender (installed by the worker's
 task module) sends a run event's delivery as soon as the step that moved the run
 commits, and the reconciler's sweep sends whatever is due (a retry whose time came, a
-lost message, a sender that died mid-request). Requests time out, follow no redirect
-and read at most :data:`RESPONSE_READ_CAP` bytes of the answer.
+lost message, a sender that died mid-request). A request ends within the webhook's
+timeout as a whole (:mod:`services.worker.deadline_http`), follows no redirect and reads
+at most :data:`RESPONSE_READ_CAP` bytes of the answer.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import httpx
+import httpcore
 import structlog
 from celery import Celery
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.worker.deadline_http import DeadlineBackend
 from shared.clock import Clock
 from shared.config import Settings
 from shared.db.engine import unit_of_work
@@ -57,6 +60,16 @@ ERROR_CAP = 500
 """Characters of an attempt's error kept."""
 BATCH = 100
 """Deliveries one send takes at most (the sweep sends again for the rest)."""
+TIMEOUTS = ("connect", "read", "write", "pool")
+HTTP_FAILURES = (
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.UnsupportedProtocol,
+    httpcore.ProxyError,
+)
+"""What the network does to an attempt (recorded on it, never raised): no answer in
+time, no connection, an answer that is not HTTP, a URL kodo cannot send to."""
 
 
 class SenderPorts(Protocol):
@@ -88,18 +101,30 @@ def post_signed(
     }
     status_code: int | None = None
     error: str | None = None
+    # The whole exchange, not each read, within timeout_s: a receiver trickling its
+    # answer a byte at a time would otherwise hold this worker thread for hours, and
+    # its claim would lapse and hand the delivery to the next thread, never counted.
+    deadline = time.monotonic() + timeout_s
     try:
         with (
-            httpx.Client(follow_redirects=False, timeout=timeout_s, trust_env=False) as client,
-            client.stream("POST", hook.url, content=body, headers=headers) as response,
+            httpcore.ConnectionPool(
+                network_backend=DeadlineBackend(deadline), max_connections=1, retries=0
+            ) as pool,
+            pool.stream(
+                "POST",
+                hook.url,
+                headers=list(headers.items()),
+                content=body,
+                extensions={"timeout": dict.fromkeys(TIMEOUTS, timeout_s)},
+            ) as response,
         ):
-            status_code = response.status_code
+            status_code = response.status
             read = 0
-            for chunk in response.iter_raw(chunk_size=1024):
+            for chunk in response.iter_stream():
                 read += len(chunk)
                 if read >= RESPONSE_READ_CAP:
                     break
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+    except HTTP_FAILURES as exc:
         error = f"{type(exc).__name__}: {exc}"[:ERROR_CAP]
     if status_code is not None and not 200 <= status_code < 300:
         error = f"answered HTTP {status_code}"

@@ -216,7 +216,11 @@ MIN_SECRET_CHARS = 16
 
 def endpoint(url: str, secret: str, label: str) -> Endpoint:
     """An endpoint, or EndpointError naming what is wrong (no secret is ever quoted)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port out of range raises here, not at the first send
+    except ValueError as exc:
+        raise EndpointError(f"{label} webhook URL is not a URL ({exc}): {url!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise EndpointError(f"{label} webhook URL must be http(s)://host/..., got {url!r}")
     if len(secret) < MIN_SECRET_CHARS:

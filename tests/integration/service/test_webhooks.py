@@ -245,6 +245,26 @@ def test_a_receiver_slower_than_the_timeout_is_an_attempt_that_timed_out(
     assert str(attempt.error).startswith("ReadTimeout")
 
 
+def test_a_receiver_trickling_its_answer_is_cut_off_at_the_timeout_as_a_whole(
+    db: Session, sessions: sessionmaker[Session]
+) -> None:
+    """A byte every 50 ms beats any read timeout; the attempt still ends within its
+    timeout (the whole exchange), recorded timed out, and the thread goes free."""
+    run, _delivery = waiting_run(db)
+    receiver = receiver_on_free_port()
+    receiver.answer = Answer(trickle_s=0.05)  # 38 bytes: about 2 s to answer in full
+
+    with serving(receiver):
+        send_webhooks(ports_for(receiver, sessions, webhook_timeout_s=0.5))
+        wait_until(lambda: receiver.cut_off, 10, "the sender to hang up")
+
+    [attempt] = webhook_attempts(db, run.id)
+    assert attempt.outcome == "retry"
+    assert attempt.status_code is None, "no whole answer came within the timeout"
+    assert str(attempt.error).startswith("ReadTimeout"), attempt.error
+    assert receiver.cut_off[0] < 38, "cut off before the answer's end"
+
+
 def test_a_sender_that_died_mid_request_leaves_the_delivery_due_when_its_hold_ends(
     db: Session, sessions: sessionmaker[Session]
 ) -> None:

@@ -28,6 +28,7 @@ class Answer:
     location: str | None = None
     delay_s: float = 0.0
     body: bytes = b""
+    trickle_s: float = 0.0  # >0: the answer's head sent a byte at a time, this far apart
 
 
 @dataclass
@@ -51,6 +52,9 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             answer = receiver.answer
             if answer.delay_s:
                 time.sleep(answer.delay_s)
+            if answer.trickle_s:
+                self._trickle(answer)
+                return
             self.send_response(answer.status)
             if answer.location is not None:
                 self.send_header("Location", answer.location)
@@ -60,6 +64,20 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
             try:
                 for start in range(0, len(answer.body), 65536):
                     written += self.wfile.write(answer.body[start : start + 65536])
+            except (BrokenPipeError, ConnectionResetError):
+                receiver.cut_off.append(written)
+
+        def _trickle(self, answer: Answer) -> None:
+            """Each byte of the status line and headers on its own, ``trickle_s`` apart:
+            every read gets something well within any read timeout."""
+            head = f"HTTP/1.1 {answer.status} OK\r\nContent-Length: 0\r\n\r\n".encode()
+            written = 0
+            try:
+                for byte in head:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    written += 1
+                    time.sleep(answer.trickle_s)
             except (BrokenPipeError, ConnectionResetError):
                 receiver.cut_off.append(written)
 

@@ -191,6 +191,8 @@ def test_an_endpoint_shows_its_origin_and_never_its_secret() -> None:
         ("ftp://x/hook", SECRET, "http"),
         ("https:///nohost", SECRET, "http"),
         ("https://x/hook", "short", "at least 16"),
+        ("http://127.0.0.1:99999/hook", SECRET, "not a URL"),
+        ("http://[::1/hook", SECRET, "not a URL"),
     ],
 )
 def test_an_unusable_endpoint_is_refused_without_quoting_its_secret(
