@@ -622,6 +622,19 @@ def _busy(oc_url: str, rt: Runtime, run_id: str) -> dict[str, Any]:
     return busy
 
 
+def _messages(oc_url: str, rt: Runtime, run_id: str, session_id: object) -> list[Any]:
+    """The messages of the run's call's session at oc-compat (its prompt, its turn)."""
+    with rt.sessions() as s:
+        directory = s.execute(
+            text("SELECT request->>'directory' FROM app.opencode_calls WHERE run_id = :r"),
+            {"r": run_id},
+        ).scalar_one()
+    listed: list[Any] = httpx.get(
+        f"{oc_url}/session/{session_id}/message", params={"directory": directory}
+    ).json()
+    return listed
+
+
 def _cancelled_while_sending(rt: Runtime, run_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The cancel, and its abort of the run's calls, land after the call's session was
     made and recorded but before its prompt reached the daemon: the abort finds an idle
@@ -668,18 +681,20 @@ def _billed(rt: Runtime, run_id: str) -> Any:
 def test_a_cancel_between_the_claim_and_the_send_is_aborted_again_by_the_parker(
     async_rt: Runtime, oc_url: str, repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The parker reads the run's status with its park: cancelled, so it sends the run's
-    abort again, which now finds the turn running, aborts it and records the call."""
+    """The parker reads the run's status with its park: cancelled, so the turn its
+    prompt started after the cancel's abort is aborted there and then, and the run's
+    abort is sent again, which records the call (its turn found ended)."""
     rt = async_rt
     run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=60000]")
     _cancelled_while_sending(rt, run_id, monkeypatch)
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "cancelled"
     [call] = _calls(rt, run_id)
-    assert call["session_id"] in _busy(oc_url, rt, run_id), "the turn runs after the abort"
+    assert _messages(oc_url, rt, run_id, call["session_id"]), "the prompt reached the daemon"
+    assert call["session_id"] not in _busy(oc_url, rt, run_id), "the parker aborted the turn"
+    assert call["status"] == "sent", "recorded by the run's abort, not blind"
     assert (ABORT_CALLS, [run_id]) in _queued(rt)
 
     assert abort_inflight_calls(rt, run_id) == [call["session_id"]]  # what that task does
-    assert call["session_id"] not in _busy(oc_url, rt, run_id)
     billed = _billed(rt, run_id)
     assert (billed.status, billed.error_name) == ("aborted", "RunCancelled")
     assert billed.spent_tokens >= billed.reserved_tokens > 0, "spent at least its reservation"
@@ -692,8 +707,8 @@ def test_a_call_sent_while_the_cancels_abort_runs_is_left_for_the_next_abort(
     """The abort reads the run's calls (this one claimed, its session idle), aborts
     the idle session (a miss), and meanwhile the prompt reaches the daemon and the
     parker commits the call ``sent``. The abort must not then record that call ended
-    with no usage (its turn running on, unbilled): it stays sent, and the parker's
-    abort (sent again on ``cancelled``) aborts the turn and bills it."""
+    with no usage (its turn running on, unbilled): it stays sent; the parker aborts the
+    turn it started and sends the run's abort again, which bills it."""
     rt = async_rt
     run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=60000]")
     client = rt.daemons.first.client
@@ -718,11 +733,11 @@ def test_a_call_sent_while_the_cancels_abort_runs_is_left_for_the_next_abort(
     monkeypatch.setattr(client, "prompt_async", cancelled_while_sending)
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "cancelled"
     [call] = _calls(rt, run_id)
-    assert call["status"] == "sent", "not ended blind while its turn runs"
-    assert call["session_id"] in _busy(oc_url, rt, run_id)
+    assert call["status"] == "sent", "not ended blind while its turn ran"
+    assert _messages(oc_url, rt, run_id, call["session_id"]), "the prompt reached the daemon"
+    assert call["session_id"] not in _busy(oc_url, rt, run_id), "the parker aborted the turn"
 
     assert abort_inflight_calls(rt, run_id) == [call["session_id"]]  # the parker's resend
-    assert call["session_id"] not in _busy(oc_url, rt, run_id)
     billed = _billed(rt, run_id)
     assert (billed.status, billed.error_name) == ("aborted", "RunCancelled")
     assert billed.spent_tokens >= billed.reserved_tokens > 0
