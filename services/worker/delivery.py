@@ -20,8 +20,10 @@ from services.worker.git_ops import (
     exec_root,
     forget_registration,
     git,
+    is_registered,
     remove_worktree_dir,
     repo_lock,
+    run_branch,
 )
 from services.worker.runtime import Runtime
 from shared.db.engine import unit_of_work
@@ -135,17 +137,22 @@ def _remove(rt: Runtime, item: Cleanup) -> bool:
     lock covers what edits the repository's shared records: the prune, the branch.
     """
     repo = Path(item.repo_path)
-    if item.worktree_path is not None:
-        remove_worktree_dir(Path(item.worktree_path), rt.settings.workspace_dir)
-    private = exec_root(rt.settings.workspace_dir)  # a crashed command's checkout
-    drop_private_checkout(repo, rt.settings.workspace_dir, private / item.run_id)
-    drop_run_leftovers(rt.settings.workspace_dir, item.run_id)  # killed deliveries'
-    with repo_lock(rt.settings.workspace_dir, repo):
-        if item.worktree_path is not None:  # kodo registered it locked (git_ops)
-            forget_registration(repo, Path(item.worktree_path))
+    workspaces = rt.settings.workspace_dir
+    # Unnamed (CompileST never recorded its outcome): the names it makes them under.
+    named = item.worktree_path is not None
+    tree = workspaces / item.run_id if item.worktree_path is None else Path(item.worktree_path)
+    branch = item.branch or run_branch(item.run_id)
+    if named or tree.exists() or tree.is_symlink():
+        remove_worktree_dir(tree, workspaces)
+    private = exec_root(workspaces)  # a crashed command's checkout
+    drop_private_checkout(repo, workspaces, private / item.run_id)
+    drop_run_leftovers(workspaces, item.run_id)  # killed deliveries'
+    with repo_lock(workspaces, repo):
+        if named or is_registered(repo, tree):  # kodo registered it locked (git_ops)
+            forget_registration(repo, tree)
         drop = RunStatus(item.status) in DISPOSABLE and not rt.settings.keep_branches
-        if drop and item.branch is not None:
-            present = git(repo, "branch", "--list", item.branch).strip()
+        if drop:
+            present = git(repo, "branch", "--list", branch).strip()
             if present:
-                git(repo, "branch", "-D", item.branch)
+                git(repo, "branch", "-D", branch)
         return drop

@@ -781,13 +781,17 @@ def _set_aside(path: Path, workspace_dir: Path, aside: list[Path]) -> None:
 
 def drop_run_leftovers(workspace_dir: Path, run_id: str) -> None:
     """Remove what a run's killed deliveries left in kodo's folders beside the
-    workspaces: a quarantine (which may hold a refused blob) and set-aside folders
-    (a ``worktree.trash_left`` among them), once the run is done with."""
+    workspaces: a quarantine (which may hold a refused blob), set-aside folders (a
+    ``worktree.trash_left`` among them) and a checkout its timeout cut short in the
+    stage, once the run is done with."""
     for left in _runs_entries(quarantine_root(workspace_dir), run_id):
         shutil.rmtree(left, ignore_errors=True)
     trash = trash_root(workspace_dir)
     for left in _runs_entries(trash, run_id):
         remove_worktree_dir(left, trash)
+    staged = stage_root(workspace_dir) / run_id  # a checkout cut short by its timeout
+    if staged.exists() or staged.is_symlink():
+        remove_worktree_dir(staged, staged.parent)
 
 
 def _empty_trash(workspace_dir: Path, aside: list[Path]) -> None:
@@ -839,6 +843,12 @@ def _check_out_into_place(
 
 def _taken(path: Path, exc: OSError) -> WorktreeTampered:
     return WorktreeTampered(f"{RULE}: {path} was taken while kodo registered it ({exc.strerror})")
+
+
+def is_registered(repo: Path, path: Path) -> bool:
+    """Whether git holds a record of a worktree at ``path`` (kodo's, named after it)."""
+    admin, _ = _registration(repo, path)
+    return admin.is_dir()
 
 
 def _registration(repo: Path, path: Path) -> tuple[Path, Path]:

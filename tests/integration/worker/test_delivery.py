@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
+from services.cli.db import run_worktrees
 from services.worker import git_ops
 from services.worker.delivery import clean, deliver
 from services.worker.git_ops import (
@@ -22,6 +23,7 @@ from services.worker.git_ops import (
     lock_file,
     private_index,
     quarantine_root,
+    stage_root,
     trash_root,
 )
 from services.worker.runtime import Runtime
@@ -374,3 +376,43 @@ def test_a_push_that_crashes_is_recorded_as_a_failed_attempt_and_stops_nothing(
     assert run.delivery_error is not None
     assert run.delivery_error.startswith("FileNotFoundError: ")
     assert str(repo) in run.delivery_error, "it names the repository it did not find"
+
+
+def test_a_run_cancelled_while_it_plans_has_its_worktree_and_branch_cleaned(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    """CompileST makes the worktree, then parks on its plan call; a run cancelled then
+    (or stopped by its budget, or crashed) never records the outcome that names its
+    worktree. Its folder, git's record of it and its branch still go once it rests."""
+    rt = make_rt(worktree_grace_s=0, oc_async=True)
+    run_id = new_run(rt, repo, goal="Add a note to README.md [oc:slow=60000]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+    with uow(rt, InMemorySender()) as work:
+        cancel_run(work, run_id, now=rt.clock.now())
+    tree = rt.settings.workspace_dir / run_id
+    assert tree.is_dir(), "the worktree the plan was being made in"
+    assert read_run(rt, run_id).worktree_path is None, "no outcome named it"
+    assert git_out(repo, "branch", "--list", f"kodo/{run_id}")
+    staged = stage_root(rt.settings.workspace_dir) / run_id  # as a checkout's timeout leaves
+    (staged / "half").mkdir(parents=True)
+    listed = run_worktrees(rt.settings.database_url, rt.settings.workspace_dir)
+    assert (str(repo), str(tree)) in listed, "`kodo db reset` removes it too"
+
+    assert clean(rt) == [run_id]
+
+    assert not tree.exists()
+    assert not staged.exists()
+    assert str(tree) not in worktrees(repo)
+    assert git_out(repo, "branch", "--list", f"kodo/{run_id}") == "", "a cancelled run's"
+    run = read_run(rt, run_id)
+    assert run.worktree_removed_at is not None
+    assert run.branch_removed_at is not None
+    assert clean(rt) == [], "cleaned once"
+
+
+def test_a_run_that_never_made_a_worktree_is_not_swept(make_rt: RuntimeFactory, repo: Path) -> None:
+    rt = make_rt(worktree_grace_s=0)
+    run_id = new_run(rt, repo)
+    with uow(rt, InMemorySender()) as work:
+        cancel_run(work, run_id, now=rt.clock.now())
+    assert clean(rt) == [], "nothing of it is on disk: no pass spends git on it"
