@@ -12,7 +12,6 @@ the sweep takes it (``LedgerRepo.take_orphaned_claims``).
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import structlog
@@ -21,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from services.worker.runtime import Runtime
 from shared.db.repos.ledger import OPEN, LedgerRepo, OpenSession
 from shared.db.repos.runs import RunRepo
+from shared.db.repos.sessions_to_forget import ForgetRepo
 from shared.domain.run_machine import RunStatus
 from shared.opencode.daemons import Daemon, UnknownDaemon
 from shared.opencode.errors import OpenCodeError
@@ -97,7 +97,7 @@ def abort_inflight_calls(
     aborted: list[str] = []
     totals: dict[str, dict[str, Any] | None] = {}
     given_up: dict[str, dict[str, Any] | None] = {}
-    read: list[tuple[AgentClient, str, str]] = []  # (client, session, directory) of totals
+    read: list[tuple[Daemon, str, str]] = []  # (daemon, session, directory) of totals
     for call in open_sessions:
         daemon = _daemon_of(rt, call.daemon)
         confirmed = (
@@ -123,7 +123,7 @@ def abort_inflight_calls(
         log.info("cancel.aborted_call", run_id=run_id, session_id=call.session_id)
         if call.sent and daemon is not None:  # (a claimed call's claimant records its own)
             totals[call.session_id] = _totals(daemon.client, call)
-            read.append((daemon.client, call.session_id, call.directory))
+            read.append((daemon, call.session_id, call.directory))
         elif call.sent:
             totals[call.session_id] = None  # its turn ended; no daemon to read it from
     with rt.uow() as uow:
@@ -131,10 +131,25 @@ def abort_inflight_calls(
     if not rt.settings.oc_keep_sessions:
         # Recorded with their totals: the ledger keeps what triage needs, and a session
         # the daemon keeps costs it memory (best effort, as after any recorded answer).
-        for client, session_id, directory in read:
-            with contextlib.suppress(OpenCodeError):
-                client.delete_session(session_id, directory=directory)
+        for daemon, session_id, directory in read:
+            try:
+                daemon.client.delete_session(session_id, directory=directory)
+            except OpenCodeError as exc:  # kept for the reconciler to delete again
+                if exc.status != 404:
+                    _forget_later(rt, session_id, daemon.url or None, directory, str(exc))
     return aborted
+
+
+def _forget_later(
+    rt: Runtime, session_id: str, daemon: str | None, directory: str, reason: str
+) -> None:
+    """Keep a session whose delete failed for the reconciler's next passes (best effort:
+    with the database away too, it stays on the daemon)."""
+    try:
+        with rt.uow() as uow:
+            ForgetRepo(uow.session).remember(session_id, daemon, directory, reason)
+    except SQLAlchemyError as exc:
+        log.warning("cancel.session_left", session_id=session_id, error=str(exc)[:200])
 
 
 def _daemon_of(rt: Runtime, url: str | None) -> Daemon | None:

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from services.worker.cancel import abort_missed_calls
 from services.worker.delivery import clean, deliver
+from services.worker.forget import forget_sessions
 from services.worker.instances import release_instances
 from services.worker.runtime import Runtime
 from services.worker.watcher import watch_approvals
@@ -91,4 +92,6 @@ def _passes(rt: Runtime) -> list[tuple[str, Callable[[], object]]]:
         ("sweep_webhooks", lambda: sweep_webhooks(rt, rt.celery)),
         # daemons let go of the worktrees of runs that rest
         ("release_instances", lambda: release_instances(rt)),
+        # sessions whose delete a daemon did not answer
+        ("forget_sessions", lambda: forget_sessions(rt)),
     ]

@@ -433,6 +433,28 @@ class OpenCodeCall(Base):
     spent_tokens: Mapped[int | None] = mapped_column(BigInteger)
 
 
+class SessionToForget(Base):
+    """A daemon session kodo is done with but could not delete when it tried (migration
+    0031): the reconciler tries again (``next_at``) until the daemon confirms it or says
+    the session is gone. Only a failed delete writes one; the table is normally empty."""
+
+    __tablename__ = "sessions_to_forget"
+    __table_args__ = (
+        UniqueConstraint("session_id"),
+        CheckConstraint("attempts >= 0", name="attempts"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(128))
+    daemon: Mapped[str | None] = mapped_column(Text)  # base URL (None: the first daemon)
+    directory: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)  # what the failed delete said
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
 class MetricsRollup(Base):
     """Aggregates of the facts stamped before the watermark (migration 0025): one row
     per metric family and label values. ``shared.db.repos.metrics`` folds and reads it."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, text
 
-EXPECTED_HEAD = "0030"
+EXPECTED_HEAD = "0031"
 
 
 class SchemaMismatch(RuntimeError):

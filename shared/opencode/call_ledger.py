@@ -9,11 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import direct
 from shared.db.engine import engine_of
 from shared.db.repos.ledger import LedgerRepo
+from shared.db.repos.sessions_to_forget import ForgetRepo
 from shared.domain.budget import Estimate
 from shared.domain.call_record import AgedRecord
 from shared.domain.step_lease import StepLease
@@ -24,6 +27,8 @@ from shared.opencode.calls import (
     UnrecordedAnswers,
     finished_elsewhere,
 )
+
+log = structlog.get_logger("kodo.oc")
 
 
 class PostgresCallLedger:
@@ -95,6 +100,15 @@ class PostgresCallLedger:
     ) -> bool:
         with self._alone() as ledger:
             return _finish_in(ledger, op_key, outcome, from_status)
+
+    def forget_later(
+        self, session_id: str, daemon: str | None, directory: str, reason: str
+    ) -> None:
+        try:
+            with Session(self.engine) as s, s.begin():
+                ForgetRepo(s).remember(session_id, daemon, directory, reason)
+        except SQLAlchemyError as exc:  # the database away too: the session stays behind
+            log.warning("oc.session_left", session_id=session_id, error=str(exc)[:200])
 
 
 def _finish_in(

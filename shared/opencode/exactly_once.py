@@ -976,7 +976,8 @@ class ExactlyOnceCalls:
 
     def _forget(self, daemon: Daemon, session_id: str | None, directory: str) -> None:
         """Delete a finished call's session from the daemon (its memory grows with every
-        session it holds); the ledger keeps what triage needs. Best effort: a session
+        session it holds); the ledger keeps what triage needs. A delete the daemon did
+        not answer is kept for the reconciler to try again (``forget_later``): a session
         left behind costs memory, never correctness."""
         if session_id is None or self.keep_sessions:
             return
@@ -984,6 +985,8 @@ class ExactlyOnceCalls:
             daemon.client.delete_session(session_id, directory=directory)
         except OpenCodeError as exc:
             log.info("oc.session_kept", session_id=session_id, error=str(exc)[:200])
+            if exc.status != 404:  # (gone already: nothing to delete)
+                self.ledger.forget_later(session_id, daemon.url or None, directory, str(exc))
 
     def reject(self, op_key: str, reason: str) -> None:
         """Record why the step did not use the answer; a replay reads the same verdict back

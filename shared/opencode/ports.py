@@ -208,6 +208,13 @@ class CallLedger(Protocol):
         """Record ``outcome`` if the row is still ``from_status``; False if it is not."""
         ...
 
+    def forget_later(
+        self, session_id: str, daemon: str | None, directory: str, reason: str
+    ) -> None:
+        """Keep a session whose delete failed, for the reconciler to delete again. Never
+        raises: a session left on a daemon costs memory, never correctness."""
+        ...
+
 
 class StructuredCalls(Protocol):
     """What a step needs: one schema-valid answer per call, paid for at most once."""

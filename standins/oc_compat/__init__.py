@@ -37,6 +37,8 @@ Directives in the prompt text script failures:
   ``MessageAbortedError``.
 * ``[oc:abort-fails=N]``: the session's next N ``/abort`` requests answer HTTP 500
   ``UnknownError`` and stop nothing (a daemon too busy, or half broken, to abort).
+* ``[oc:delete-fails=N]``: the session's next N ``DELETE /session/{id}`` requests answer
+  HTTP 500 ``UnknownError`` and keep it (a daemon restarting, or half broken).
 * ``[oc:slow-edit=MS]``: on attempt 1 the build agent pauses MS ms between the files it
   edits; ``/abort`` ends the pause (the files edited so far stay edited): a half-edited
   worktree, as a daemon leaves it when its caller died mid-edit.

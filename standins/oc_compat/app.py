@@ -62,6 +62,7 @@ class _Session:
     retry: dict[str, Any] | None = None
     messages: list[dict[str, Any]] = field(default_factory=list)
     abort_refusals: int = 0  # [oc:abort-fails=N]: aborts still to answer 500
+    delete_refusals: int = 0  # [oc:delete-fails=N]: deletes still to answer 500
 
 
 class BadRequest(ValueError):
@@ -388,9 +389,13 @@ def create_app(state: CompatState) -> Flask:
     def delete_session(session_id: str) -> Response:
         """Like the daemon: the session and its messages are gone (404 if unknown)."""
         with state.lock:
-            session = state.sessions.pop(session_id, None)
+            session = state.sessions.get(session_id)
             if session is None:
                 return missing(session_id)
+            if session.delete_refusals > 0:
+                session.delete_refusals -= 1
+                return _error(500, "UnknownError", "[oc:delete-fails] the delete did not happen")
+            del state.sessions[session_id]
             for event in session.in_flight:
                 event.set()
             state.deleted += 1
@@ -585,6 +590,7 @@ def _begin(state: CompatState, session: _Session, asked: _Prompt) -> _Turn:
         state.by_title[str(session.data["title"])] += 1
         session.in_flight.add(aborted)
         session.abort_refusals = directives.abort_fails
+        session.delete_refusals = directives.delete_fails
         state.held += 1
         state.held_peak = max(state.held_peak, state.held)
         shapes.prompted(session.data, asked.agent, asked.provider_id, asked.model_id)

@@ -24,6 +24,7 @@ class Directives:
     slow_ms: int = 0
     slow_edit_ms: int = 0  # on attempt 1 the build agent pauses between files (abortable)
     abort_fails: int = 0  # the session's first N aborts answer HTTP 500 and stop nothing
+    delete_fails: int = 0  # [oc:delete-fails=N]: the session's next N deletes answer 500
     http500: bool = False
     http500_attempts: int | None = None
     garbage: bool = False
@@ -80,6 +81,7 @@ def parse(text: str) -> Directives:
         slow_ms=_int(values.get("slow"), 0),
         slow_edit_ms=_int(values.get("slow-edit"), 0),
         abort_fails=_int(values.get("abort-fails"), 0),
+        delete_fails=_int(values.get("delete-fails"), 0),
         http500="http500" in flags,
         http500_attempts=_int(values["http500-attempts"], 0)
         if "http500-attempts" in values

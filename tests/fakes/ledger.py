@@ -33,6 +33,8 @@ class InMemoryLedger:
     rows: dict[str, LedgerRow] = field(default_factory=dict)
     abandoned: dict[StepLease, str] = field(default_factory=dict)  # lease -> why it is lost
     leases_held: list[StepLease] = field(default_factory=list)
+    # sessions whose delete failed: (session id, daemon, directory, reason)
+    to_forget: list[tuple[str, str | None, str, str]] = field(default_factory=list)
 
     def claim(
         self,
@@ -134,6 +136,11 @@ class InMemoryLedger:
             and row.record.status in doubtful
             and row.session_id is not None
         ]
+
+    def forget_later(
+        self, session_id: str, daemon: str | None, directory: str, reason: str
+    ) -> None:
+        self.to_forget.append((session_id, daemon, directory, reason))
 
     def note_rejected(self, op_key: str, reason: str) -> None:
         row = self.rows[op_key]

@@ -1,0 +1,132 @@
+"""A session whose delete the daemon did not answer is deleted again by the reconciler,
+on real Postgres and oc-compat (``[oc:delete-fails=N]``: the session's next N deletes
+answer HTTP 500 and keep it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from services.worker.cancel import abort_inflight_calls
+from services.worker.forget import forget_sessions
+from services.worker.runtime import Runtime
+from services.worker.steps.base import run_step
+from services.worker.steps.compile import compile_step
+from shared.domain.run_machine import StepId
+from shared.service.runs import cancel_run
+from tests.integration.worker.conftest import RuntimeFactory, new_run, only_call, uow
+
+pytestmark = pytest.mark.integration
+
+
+def _kept(rt: Runtime) -> list[dict[str, object]]:
+    with rt.sessions() as s:
+        rows = s.execute(
+            text(
+                "SELECT session_id, daemon, directory, reason, attempts, last_error,"
+                " next_at > statement_timestamp() AS waiting FROM app.sessions_to_forget"
+                " ORDER BY id"
+            )
+        ).mappings()
+        return [dict(row) for row in rows]
+
+
+def _at_daemon(oc_url: str, call: dict[str, object]) -> bool:
+    found = httpx.get(
+        f"{oc_url}/session/{call['session_id']}", params={"directory": call["directory"]}
+    )
+    return found.status_code == 200
+
+
+def _make_due(rt: Runtime) -> None:
+    with uow(rt) as work:
+        work.session.execute(text("UPDATE app.sessions_to_forget SET next_at = now()"))
+
+
+def test_a_failed_delete_is_kept_and_the_next_pass_deletes_the_session(
+    rt: Runtime, oc_url: str, repo: Path
+) -> None:
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:delete-fails=1]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    call = only_call(rt, run_id)
+    assert call["status"] == "succeeded", "the answer is recorded whatever the delete did"
+    assert _at_daemon(oc_url, call), "the daemon kept the session"
+    [kept] = _kept(rt)
+    assert (kept["session_id"], kept["directory"]) == (call["session_id"], call["directory"])
+    assert "UnknownError" in str(kept["reason"])
+
+    assert forget_sessions(rt) == [call["session_id"]]
+    assert not _at_daemon(oc_url, call)
+    assert _kept(rt) == []
+    assert forget_sessions(rt) == [], "nothing left to delete"
+
+
+def test_a_delete_that_fails_again_waits_longer_before_the_next_try(
+    rt: Runtime, oc_url: str, repo: Path
+) -> None:
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:delete-fails=2]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    call = only_call(rt, run_id)
+
+    assert forget_sessions(rt) == [], "the daemon refused again"
+    [kept] = _kept(rt)
+    assert (kept["attempts"], kept["waiting"]) == (1, True)
+    assert "UnknownError" in str(kept["last_error"])
+    assert forget_sessions(rt) == [], "not asked again before its pause ends"
+    assert _kept(rt)[0]["attempts"] == 1
+
+    _make_due(rt)
+    assert forget_sessions(rt) == [call["session_id"]]
+    assert not _at_daemon(oc_url, call)
+    assert _kept(rt) == []
+
+
+def test_a_session_the_daemon_no_longer_has_is_forgotten(
+    rt: Runtime, oc_url: str, repo: Path
+) -> None:
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:delete-fails=1]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    call = only_call(rt, run_id)
+    httpx.delete(f"{oc_url}/session/{call['session_id']}", params={"directory": call["directory"]})
+    assert not _at_daemon(oc_url, call), "gone meanwhile (a daemon that restarted without it)"
+
+    assert forget_sessions(rt) == [call["session_id"]]
+    assert _kept(rt) == []
+
+
+def test_a_session_on_a_daemon_no_longer_configured_is_dropped(
+    make_rt: RuntimeFactory, oc_url: str, repo: Path
+) -> None:
+    rt = make_rt()
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:delete-fails=1]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    with uow(rt) as work:
+        work.session.execute(
+            text("UPDATE app.sessions_to_forget SET daemon = 'http://127.0.0.1:9'")
+        )
+    elsewhere = make_rt()  # configured for oc_url only
+
+    assert forget_sessions(elsewhere) == []
+    assert _kept(rt) == [], "no daemon of this worker can reach it: not tried forever"
+
+
+def test_a_cancels_delete_that_failed_is_kept_too(
+    make_rt: RuntimeFactory, oc_url: str, repo: Path
+) -> None:
+    rt = make_rt(oc_async=True)
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:slow=60000] [oc:delete-fails=1]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+    with uow(rt) as work:
+        cancel_run(work, run_id, now=rt.clock.now())
+    call = only_call(rt, run_id)
+
+    assert abort_inflight_calls(rt, run_id) == [call["session_id"]]
+    assert only_call(rt, run_id)["status"] == "aborted"
+    assert _at_daemon(oc_url, call)
+    assert [k["session_id"] for k in _kept(rt)] == [call["session_id"]]
+
+    assert forget_sessions(rt) == [call["session_id"]]
+    assert not _at_daemon(oc_url, call)
