@@ -64,30 +64,19 @@ def run_tables(database_url: str) -> list[str]:
         engine.dispose()
 
 
-def run_worktrees(database_url: str, workspaces: Path) -> list[tuple[str, str]]:
-    """(repository, worktree) of every run that still has a worktree: the one its
-    CompileST named, or the one a CompileST that never recorded its outcome made under
-    the run's own name (the run cancelled or crashed while its plan was asked for)."""
+def run_worktrees(database_url: str) -> list[tuple[str, str]]:
+    """(repository, worktree) of every run that still has a worktree."""
     engine = create_engine(database_url, poolclass=NullPool)
     try:
         with engine.connect() as conn:
             rows = conn.execute(
                 text(
-                    "SELECT i.repo_path, r.worktree_path, r.id FROM app.runs r"
+                    "SELECT i.repo_path, r.worktree_path FROM app.runs r"
                     " JOIN app.intents i ON i.id = r.intent_id"
-                    " WHERE r.worktree_removed_at IS NULL AND (r.worktree_path IS NOT NULL"
-                    " OR EXISTS (SELECT 1 FROM app.step_runs s"
-                    " WHERE s.run_id = r.id AND s.step_id = 'CompileST'))"
+                    " WHERE r.worktree_path IS NOT NULL AND r.worktree_removed_at IS NULL"
                 )
             ).all()
-        found = []
-        for repo, tree, run_id in rows:
-            unnamed = workspaces / str(run_id)
-            if tree is not None:
-                found.append((str(repo), str(tree)))
-            elif unnamed.exists() or unnamed.is_symlink():
-                found.append((str(repo), str(unnamed)))
-        return found
+        return [(str(repo), str(tree)) for repo, tree in rows]
     finally:
         engine.dispose()
 
@@ -162,7 +151,7 @@ def reset_cmd(yes: bool, home: Path | None) -> None:
     finally:
         celery.close()
     try:
-        worktrees = run_worktrees(settings.database_url, settings.workspace_dir)
+        worktrees = run_worktrees(settings.database_url)
         truncate(settings.database_url, tables)
     except SQLAlchemyError as exc:
         raise click.ClickException(f"cannot truncate the run tables: {exc}") from exc

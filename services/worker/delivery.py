@@ -20,7 +20,6 @@ from services.worker.git_ops import (
     exec_root,
     forget_registration,
     git,
-    is_registered,
     remove_worktree_dir,
     repo_lock,
     run_branch,
@@ -138,18 +137,17 @@ def _remove(rt: Runtime, item: Cleanup) -> bool:
     """
     repo = Path(item.repo_path)
     workspaces = rt.settings.workspace_dir
-    # Unnamed (CompileST never recorded its outcome): the names it makes them under.
-    named = item.worktree_path is not None
-    tree = workspaces / item.run_id if item.worktree_path is None else Path(item.worktree_path)
+    # No branch named: the run ended before CompileST recorded its outcome (its first
+    # call's claim named the worktree): the branch CompileST makes.
     branch = item.branch or run_branch(item.run_id)
-    if named or tree.exists() or tree.is_symlink():
-        remove_worktree_dir(tree, workspaces)
+    if item.worktree_path is not None:
+        remove_worktree_dir(Path(item.worktree_path), workspaces)
     private = exec_root(workspaces)  # a crashed command's checkout
     drop_private_checkout(repo, workspaces, private / item.run_id)
     drop_run_leftovers(workspaces, item.run_id)  # killed deliveries'
     with repo_lock(workspaces, repo):
-        if named or is_registered(repo, tree):  # kodo registered it locked (git_ops)
-            forget_registration(repo, tree)
+        if item.worktree_path is not None:  # kodo registered it locked (git_ops)
+            forget_registration(repo, Path(item.worktree_path))
         drop = RunStatus(item.status) in DISPOSABLE and not rt.settings.keep_branches
         if drop:
             present = git(repo, "branch", "--list", branch).strip()

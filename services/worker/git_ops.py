@@ -845,12 +845,6 @@ def _taken(path: Path, exc: OSError) -> WorktreeTampered:
     return WorktreeTampered(f"{RULE}: {path} was taken while kodo registered it ({exc.strerror})")
 
 
-def is_registered(repo: Path, path: Path) -> bool:
-    """Whether git holds a record of a worktree at ``path`` (kodo's, named after it)."""
-    admin, _ = _registration(repo, path)
-    return admin.is_dir()
-
-
 def _registration(repo: Path, path: Path) -> tuple[Path, Path]:
     """Where git keeps its record of the worktree ``path`` (named after the folder, as
     ``git worktree add`` names it), and the ``.git`` that record names."""

@@ -161,4 +161,5 @@ def _claim_in(
         estimate=estimate,
         session=session,
         holding=lease,
+        worktree=call.directory or None,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from shared.db.models import Intent, Run, StepRun
@@ -81,9 +81,9 @@ CLEANUP_RETRY_S = 600.0
 
 
 def due_cleanups(s: Session, *, now: datetime, grace_s: float, limit: int = 20) -> list[Cleanup]:
-    """Finished runs whose worktree outlived the grace period, oldest first (a run that
-    entered CompileST without recording its outcome has one at the run's own names, which
-    ``worktree_path`` and ``branch`` then do not give); a run whose
+    """Finished runs whose worktree outlived the grace period, oldest first (one that
+    ended before CompileST recorded its outcome names its worktree, from its first call's
+    claim, but no branch: the cleanup takes the one CompileST makes); a run whose
     cleanup failed waits CLEANUP_RETRY_S, then comes after those never tried (twenty
     that always fail would otherwise starve every newer cleanup)."""
     rows = s.execute(
@@ -93,10 +93,7 @@ def due_cleanups(s: Session, *, now: datetime, grace_s: float, limit: int = 20) 
             Run.status.in_([status.value for status in TERMINAL]),
             Run.finished_at < now - timedelta(seconds=grace_s),
             Run.worktree_removed_at.is_(None),
-            # named by CompileST's outcome, or made by a CompileST whose outcome never
-            # came (the run cancelled, stopped or crashed while its plan was asked for)
-            Run.worktree_path.is_not(None)
-            | exists().where(StepRun.run_id == Run.id, StepRun.step_id == StepId.COMPILE.value),
+            Run.worktree_path.is_not(None),  # named by the run's first call (its claim)
             Run.cleanup_failed_at.is_(None)
             | (Run.cleanup_failed_at < now - timedelta(seconds=CLEANUP_RETRY_S)),
         )

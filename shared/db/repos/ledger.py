@@ -158,6 +158,12 @@ def _claim_statement(*, holding: bool) -> Select[Any]:
             reserved_tokens=_RUNS.c.reserved_tokens + func.coalesce(bindparam("call_tok"), 0),
             # The call's daemon opens the run's worktree (now(): the call row's created_at)
             instances_opened_at=func.coalesce(_RUNS.c.instances_opened_at, func.now()),
+            # The run's worktree, named by its first call (CompileST's, made in it): a run
+            # that ends before CompileST records its outcome (cancelled while its plan is
+            # asked for, stopped by its budget) still has it cleaned up.
+            worktree_path=func.coalesce(
+                _RUNS.c.worktree_path, bindparam("w_worktree", type_=String)
+            ),
             instances_release_failed_at=None,  # a failed release is not this rest's
         )
         .returning(_RUNS.c.id)
@@ -447,11 +453,13 @@ class LedgerRepo(PrebuiltRepo):
         estimate: Estimate | None = None,
         session: tuple[str, str | None] | None = None,
         holding: StepLease | None = None,
+        worktree: str | None = None,
     ) -> AgedRecord | None:
         """Insert the ``claimed`` row: None if this claim won (call now); else the row
         that holds the op_key and its age (never call: read it). ``session``: the call's
         session (and its daemon), made before the claim: recorded with it, as
-        :meth:`mark_started` would after.
+        :meth:`mark_started` would after. ``worktree``: the run's worktree the call is
+        made in, recorded on the run by a won claim if it names none yet.
 
         A won claim after its round's first attempt also adds one to ``runs.retry_count``. Raises
         AttemptPromptChanged if the attempt is in the ledger under another op_key, and
@@ -476,6 +484,7 @@ class LedgerRepo(PrebuiltRepo):
             "budgeted": estimate is not None,
             "w_session": session[0] if session is not None else None,
             "w_daemon": session[1] if session is not None else None,
+            "w_worktree": worktree,
         }
         if holding is None:
             params |= {"run_id": run_id, "step_id": step_id}

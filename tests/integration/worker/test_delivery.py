@@ -382,8 +382,9 @@ def test_a_run_cancelled_while_it_plans_has_its_worktree_and_branch_cleaned(
     make_rt: RuntimeFactory, repo: Path
 ) -> None:
     """CompileST makes the worktree, then parks on its plan call; a run cancelled then
-    (or stopped by its budget, or crashed) never records the outcome that names its
-    worktree. Its folder, git's record of it and its branch still go once it rests."""
+    (or stopped by its budget) never records the outcome that names its worktree and
+    branch. The call's claim names the worktree: its folder, git's record of it and its
+    branch still go once it rests."""
     rt = make_rt(worktree_grace_s=0, oc_async=True)
     run_id = new_run(rt, repo, goal="Add a note to README.md [oc:slow=60000]")
     assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
@@ -391,11 +392,13 @@ def test_a_run_cancelled_while_it_plans_has_its_worktree_and_branch_cleaned(
         cancel_run(work, run_id, now=rt.clock.now())
     tree = rt.settings.workspace_dir / run_id
     assert tree.is_dir(), "the worktree the plan was being made in"
-    assert read_run(rt, run_id).worktree_path is None, "no outcome named it"
+    run = read_run(rt, run_id)
+    assert run.worktree_path == str(tree), "named by its call's claim"
+    assert run.branch is None, "no outcome named its branch"
     assert git_out(repo, "branch", "--list", f"kodo/{run_id}")
     staged = stage_root(rt.settings.workspace_dir) / run_id  # as a checkout's timeout leaves
     (staged / "half").mkdir(parents=True)
-    listed = run_worktrees(rt.settings.database_url, rt.settings.workspace_dir)
+    listed = run_worktrees(rt.settings.database_url)
     assert (str(repo), str(tree)) in listed, "`kodo db reset` removes it too"
 
     assert clean(rt) == [run_id]
