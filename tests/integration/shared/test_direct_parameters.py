@@ -194,6 +194,7 @@ def _cases(run_id: str) -> dict[str, tuple[Any, dict[str, Any]]]:
                 "budgeted": False,
                 "w_session": None,
                 "w_daemon": None,
+                "w_worktree": "/ws/%(op_key)s",
             },
         ),
         "CLAIM_HOLDING": (
@@ -211,6 +212,7 @@ def _cases(run_id: str) -> dict[str, tuple[Any, dict[str, Any]]]:
                 "budgeted": True,
                 "w_session": None,
                 "w_daemon": None,
+                "w_worktree": None,
             },
         ),
         "SENT_AND_PARKED": (
@@ -248,6 +250,7 @@ def _cases(run_id: str) -> dict[str, tuple[Any, dict[str, Any]]]:
                 "budgeted": True,
                 "w_session": "ses_%(s)s",
                 "w_daemon": "http://127.0.0.1:1/%",
+                "w_worktree": "/ws/\u00e9%%",
             },
         ),
         "LFINISH_NAIVE": (
