@@ -46,12 +46,18 @@ def _make_due(rt: Runtime) -> None:
         work.session.execute(text("UPDATE app.sessions_to_forget SET next_at = now()"))
 
 
+def _planned_with_deletes_failing(rt: Runtime, repo: Path, failures: int) -> dict[str, object]:
+    """A run planned (CompileST answered and recorded) whose session's next
+    ``failures`` deletes the daemon refuses; its call's row."""
+    run_id = new_run(rt, repo, f"Add multiply to calc.py [oc:delete-fails={failures}]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    return only_call(rt, run_id)
+
+
 def test_a_failed_delete_is_kept_and_the_next_pass_deletes_the_session(
     rt: Runtime, oc_url: str, repo: Path
 ) -> None:
-    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:delete-fails=1]")
-    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
-    call = only_call(rt, run_id)
+    call = _planned_with_deletes_failing(rt, repo, 1)
     assert call["status"] == "succeeded", "the answer is recorded whatever the delete did"
     assert _at_daemon(oc_url, call), "the daemon kept the session"
     [kept] = _kept(rt)
@@ -67,9 +73,7 @@ def test_a_failed_delete_is_kept_and_the_next_pass_deletes_the_session(
 def test_a_delete_that_fails_again_waits_longer_before_the_next_try(
     rt: Runtime, oc_url: str, repo: Path
 ) -> None:
-    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:delete-fails=2]")
-    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
-    call = only_call(rt, run_id)
+    call = _planned_with_deletes_failing(rt, repo, 2)
 
     assert forget_sessions(rt) == [], "the daemon refused again"
     [kept] = _kept(rt)
@@ -87,9 +91,7 @@ def test_a_delete_that_fails_again_waits_longer_before_the_next_try(
 def test_a_session_the_daemon_no_longer_has_is_forgotten(
     rt: Runtime, oc_url: str, repo: Path
 ) -> None:
-    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:delete-fails=1]")
-    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
-    call = only_call(rt, run_id)
+    call = _planned_with_deletes_failing(rt, repo, 1)
     httpx.delete(f"{oc_url}/session/{call['session_id']}", params={"directory": call["directory"]})
     assert not _at_daemon(oc_url, call), "gone meanwhile (a daemon that restarted without it)"
 
@@ -101,8 +103,7 @@ def test_a_session_on_a_daemon_no_longer_configured_is_dropped(
     make_rt: RuntimeFactory, oc_url: str, repo: Path
 ) -> None:
     rt = make_rt()
-    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:delete-fails=1]")
-    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    _planned_with_deletes_failing(rt, repo, 1)
     with uow(rt) as work:
         work.session.execute(
             text("UPDATE app.sessions_to_forget SET daemon = 'http://127.0.0.1:9'")
