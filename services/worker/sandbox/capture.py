@@ -7,6 +7,7 @@ much it writes; a timeout or a failing lease check kills the whole process group
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import select
 import signal
@@ -81,6 +82,8 @@ def stream_capped(
     timed_out = False
     deadline = time.monotonic() + timeout_s
     next_poll = time.monotonic() + poll_s
+    readable = select.poll()  # not select(): a busy worker's descriptors may pass 1023
+    readable.register(fd, select.POLLIN)
     try:
         started(proc)
         while True:
@@ -92,9 +95,8 @@ def stream_capped(
             if now >= next_poll:
                 on_poll()
                 next_poll = now + poll_s
-            wait = max(0.0, min(deadline, next_poll) - now)
-            ready, _, _ = select.select([fd], [], [], wait)
-            if not ready:
+            wait_ms = max(0, math.ceil((min(deadline, next_poll) - now) * 1000))
+            if not readable.poll(wait_ms):
                 continue
             chunk = os.read(fd, 1 << 16)
             if not chunk:

@@ -12,12 +12,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import resource
+import select
 import stat
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +74,34 @@ SHORT_SYMLINK_LEN)."""
 NSENTER = "/usr/bin/nsenter"
 
 
+START_S = 30.0
+"""How long bubblewrap may take to make the sandbox's namespaces and say so on its info
+pipe (a few milliseconds here). Until it does, the worker waits on bubblewrap alone,
+checking neither the command's timeout nor the step's lease: this wait has its own bound."""
+
+
 class SandboxUnavailable(RuntimeError):
     """No sandbox can be made here (missing or failing bubblewrap)."""
+
+
+def read_to_end(fd: int, within_s: float) -> bytes:
+    """Everything written to ``fd`` until its writers close it, within ``within_s``, else
+    :class:`SandboxUnavailable` (rule ``sandbox_start``): the command has not run."""
+    deadline = time.monotonic() + within_s
+    poller = select.poll()  # not select(): a busy worker's descriptors may pass 1023
+    poller.register(fd, select.POLLIN)
+    said = b""
+    while True:
+        left_ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+        if not poller.poll(left_ms):
+            raise SandboxUnavailable(
+                f"sandbox_start: bubblewrap did not make the sandbox within {within_s:g}s;"
+                " it was killed and the command did not run"
+            )
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return said
+        said += chunk
 
 
 def forbid_nested_userns(child: int) -> None:
@@ -435,9 +464,7 @@ class Sandbox:
         def map_ids(_: subprocess.Popen[bytes]) -> None:
             close(block_r)
             close(info_w)
-            info = b""
-            while chunk := os.read(info_r, 4096):
-                info += chunk
+            info = read_to_end(info_r, START_S)
             if not info:
                 return  # bubblewrap failed before its namespace existed: its output says why
             child = int(json.loads(info)["child-pid"])

@@ -6,6 +6,7 @@ command saw and what it left on the host.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import resource
@@ -294,6 +295,32 @@ def test_a_timeout_kills_the_whole_process_tree(worktree: Path, marker: str) -> 
     assert time.monotonic() - began < 10
     assert "tree up" in said(done)
     wait_until(lambda: processes_with(marker) == [], 5, f"every `sleep {marker}` to be gone")
+
+
+def test_a_bubblewrap_that_never_makes_its_sandbox_is_killed_and_the_command_never_runs(
+    worktree: Path, tmp_path: Path, marker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the command runs the worker waits for bubblewrap to say it made the
+    namespaces; one that hangs there (here: holds its info pipe and says nothing) is
+    killed at runner.START_S, not waited on for good, and the step is told why."""
+    if os.geteuid() != 0:
+        pytest.skip("root mode waits on bubblewrap's info pipe; without root nothing does")
+    box = sandbox_of(Settings(), dict(os.environ))
+    assert box.unavailable() is None  # probed with the real bubblewrap
+    stuck = tmp_path / "bwrap"
+    stuck.write_text(f"#!/bin/sh\nexec sleep {marker}\n")  # inherits the pipes, writes nothing
+    stuck.chmod(0o755)
+    monkeypatch.setattr(runner, "START_S", 1.0)
+    fds = len(os.listdir("/proc/self/fd"))
+    began = time.monotonic()
+    with pytest.raises(runner.SandboxUnavailable, match=r"^sandbox_start: .* within 1s"):
+        dataclasses.replace(box, bwrap=str(stuck)).run(
+            ["/usr/bin/true"], worktree, timeout_s=600, cap=4096, protected=()
+        )
+    assert time.monotonic() - began < 10, "bounded by START_S, not by the command's timeout"
+    wait_until(lambda: processes_with(marker) == [], 5, f"the stuck `sleep {marker}` killed")
+    assert len(os.listdir("/proc/self/fd")) == fds, "no pipe left open"
+    assert (worktree / "calc.py").stat().st_uid == os.geteuid(), "the worktree taken back"
 
 
 def test_a_fork_bomb_is_bounded_and_the_worker_keeps_working(worktree: Path) -> None:
