@@ -24,6 +24,7 @@ from services.worker.git_ops import (
     repo_lock,
     run_branch,
 )
+from services.worker.repo_upkeep import upkeep
 from services.worker.runtime import Runtime
 from shared.db.engine import unit_of_work
 from shared.domain.run_machine import RunStatus
@@ -124,6 +125,7 @@ def clean(rt: Runtime) -> list[str]:
             record_cleanup(s, item.run_id, branch_removed=branch_removed)
         cleaned.append(item.run_id)
         log.info("cleanup.done", run_id=item.run_id, branch_removed=branch_removed)
+    upkeep(item.repo_path for item in due)  # what the runs wrote, packed when git would
     return cleaned
 
 
