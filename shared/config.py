@@ -95,6 +95,7 @@ DEFAULTS: dict[str, str] = {
     "KODO_INTENT_RATE": "30/minute",
     "KODO_HEADER_TIMEOUT_S": "10",
     "KODO_BODY_TIMEOUT_S": "10",
+    "KODO_SEND_TIMEOUT_S": "60",
     "KODO_API_WORKERS": "2",
     "KODO_API_CONNECTIONS": "2000",
     # Each API worker's database pool: connections kept, more opened under load, and how
@@ -297,6 +298,7 @@ class Settings:
     intent_rate: str = DEFAULTS["KODO_INTENT_RATE"]
     header_timeout_s: float = float(DEFAULTS["KODO_HEADER_TIMEOUT_S"])
     body_timeout_s: float = float(DEFAULTS["KODO_BODY_TIMEOUT_S"])
+    send_timeout_s: float = float(DEFAULTS["KODO_SEND_TIMEOUT_S"])
     api_workers: int = int(DEFAULTS["KODO_API_WORKERS"])
     api_connections: int = int(DEFAULTS["KODO_API_CONNECTIONS"])
     api_db_pool: int = int(DEFAULTS["KODO_API_DB_POOL"])
@@ -400,6 +402,7 @@ class Settings:
             intent_rate=env.get("KODO_INTENT_RATE", DEFAULTS["KODO_INTENT_RATE"]).strip(),
             header_timeout_s=_float(env, "KODO_HEADER_TIMEOUT_S"),
             body_timeout_s=_float(env, "KODO_BODY_TIMEOUT_S"),
+            send_timeout_s=_float(env, "KODO_SEND_TIMEOUT_S"),
             api_workers=_int(env, "KODO_API_WORKERS"),
             api_connections=_int(env, "KODO_API_CONNECTIONS"),
             api_db_pool=_int(env, "KODO_API_DB_POOL"),
@@ -472,6 +475,7 @@ class Settings:
             ("KODO_RETRY_BACKOFF_S", self.retry_backoff_s),
             ("KODO_HEADER_TIMEOUT_S", self.header_timeout_s),
             ("KODO_BODY_TIMEOUT_S", self.body_timeout_s),
+            ("KODO_SEND_TIMEOUT_S", self.send_timeout_s),
             ("KODO_MAX_ANSWER_BYTES", self.max_answer_bytes),
             ("KODO_SSE_PER_TOKEN", self.sse_per_token),
             ("KODO_SSE_MAX_STREAMS", self.sse_max_streams),

@@ -10,16 +10,30 @@ with ``Last-Event-ID`` against a process that is not stopping: nothing is lost, 
 stream carries states) and closes every connection that is waiting for its next request.
 A request being served is never cut: it ends, then its connection closes (gunicorn sends
 ``Connection: close`` once the worker stops).
+
+Each connection's socket also gets a timeout (KODO_SEND_TIMEOUT_S): gevent's worker makes
+it blocking without one, so a client that stops reading (a receive window of zero, which
+TCP keeps open for good) held its greenlet, its connection slot and any stream slot for
+good once the kernel's buffers filled: enough such sockets, each asking for
+``/openapi.json`` (92 kB, no token needed) many times, would take every connection slot.
+A write that makes no headway within the timeout now ends the connection.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import gevent
+import structlog
 from gevent.greenlet import Greenlet
+from gunicorn.workers.base_async import AsyncWorker
 from gunicorn.workers.ggevent import GeventWorker
+
+from shared.config import Settings
+
+log = structlog.get_logger("kodo.api.serving")
 
 DRAIN_POLL_S = 0.25  # gunicorn notices the stop within 1 s itself; this adds 4 wake-ups a second
 
@@ -30,6 +44,26 @@ class DrainingGeventWorker(GeventWorker):  # type: ignore[misc]  # gunicorn is u
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self._between_requests: set[Greenlet] = set()
+        self._send_timeout_s = Settings.from_env().send_timeout_s
+
+    def handle(self, listener: object, client: object, addr: object) -> None:
+        """gevent's worker makes the socket blocking with no timeout, then serves it
+        (AsyncWorker); here it gets the send timeout instead. gevent bounds a whole
+        ``sendall`` by it: a response's chunk, a stream's event. The request line,
+        headers and body have shorter deadlines of their own (see gunicorn_conf)."""
+        client.settimeout(self._send_timeout_s)  # type: ignore[attr-defined]
+        AsyncWorker.handle(self, listener, client, addr)
+
+    def handle_request(
+        self, listener_name: object, req: object, sock: object, addr: object
+    ) -> None:
+        try:
+            super().handle_request(listener_name, req, sock, addr)
+        except TimeoutError as exc:
+            # One line, not the traceback gunicorn logs for an unknown socket error; the
+            # connection is closed as for a client gone (EPIPE).
+            log.warning("api.send_timed_out", after_s=self._send_timeout_s, peer=str(addr))
+            raise BrokenPipeError(errno.EPIPE, "send timed out") from exc
 
     @contextmanager
     def timeout_ctx(self) -> Iterator[None]:

@@ -42,6 +42,7 @@ BOUNDS_REDIS_DB = 11
 PER_TOKEN = 8
 HEADER_TIMEOUT_S = 2
 BODY_TIMEOUT_S = 2
+SEND_TIMEOUT_S = 3  # above the header deadline, which also bounds an idle keep-alive
 INTENT_RATE = 3
 ANSWER_CAP = 4 * 1024 * 1024
 REPO = Path(__file__).resolve().parents[2]
@@ -62,6 +63,7 @@ def stack(
         "KODO_SSE_PER_TOKEN": str(PER_TOKEN),
         "KODO_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
         "KODO_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "KODO_SEND_TIMEOUT_S": str(SEND_TIMEOUT_S),
         "KODO_INTENT_RATE": f"{INTENT_RATE}/minute",
         "KODO_MAX_ANSWER_BYTES": str(ANSWER_CAP),
         "KODO_SCHEMA_RETRIES": "2",
@@ -247,6 +249,39 @@ def test_slowloris_sockets_cost_no_capacity_and_are_closed_after_the_header_dead
         dripper.join()
         for sock in socks:
             sock.close()
+
+
+def test_a_client_that_stops_reading_is_cut_off_at_the_send_timeout(stack: Stack) -> None:
+    """Attack, no token needed: ask for ``/openapi.json`` (about 90 kB) many times on one
+    connection with a tiny receive window and read nothing. Once the kernel's buffers are
+    full the server's write makes no headway; it used to wait for good, holding the
+    connection's greenlet and slot, so enough such sockets would take every slot)."""
+    with httpx.Client(base_url=stack.api_url, timeout=5.0) as http:
+        one = len(http.get("/openapi.json").content)
+    asked = 80  # past the kernel's largest send buffer (4 MB) and the client's window
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(address(stack))
+    try:
+        sock.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: kodo\r\n\r\n" * asked)
+        time.sleep(SEND_TIMEOUT_S + 2.0)  # reading nothing
+        with httpx.Client(base_url=stack.api_url, timeout=5.0) as http:
+            assert http.get("/healthz").status_code == 200
+        sock.settimeout(10)
+        got, ended = 0, "open"
+        try:
+            while chunk := sock.recv(1 << 20):
+                got += len(chunk)
+            ended = "closed"
+        except ConnectionResetError:
+            ended = "reset"
+        except TimeoutError:
+            pass
+    finally:
+        sock.close()
+    print(f"\nstalled reader: {got} of at least {asked * one} bytes, then {ended}")
+    assert ended in {"closed", "reset"}
+    assert got < asked * one, "the server gave up before writing every response"
 
 
 def test_a_request_body_trickled_slowly_is_answered_408_at_the_body_deadline(
