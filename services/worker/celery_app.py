@@ -28,6 +28,7 @@ from sqlalchemy import func as sql_func
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.worker.runtime import plan_pool_for, reset_runtime
+from services.worker.sandbox.cgroup import sweep_orphans
 from services.worker.steps.execute import announce_sandbox
 from shared.config import Settings
 from shared.db.engine import make_engine
@@ -139,6 +140,7 @@ def _register(kind: str) -> None:
 def _check_schema_worker(sender: object = None, **_: object) -> None:
     _register("worker")
     announce_sandbox(Settings.from_env(), dict(os.environ))
+    sweep_orphans()  # what a killed worker's commands left in this host's cgroups
     concurrency = getattr(sender, "concurrency", None)  # the WorkController's -c
     if isinstance(concurrency, int) and concurrency > 0:
         plan_pool_for(concurrency)

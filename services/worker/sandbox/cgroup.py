@@ -24,14 +24,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from services.worker.sandbox.cgroup_plan import (
     MOUNTS,
+    Owner,
     child_name,
     counter,
     limit_writes,
     locate,
+    owner_of,
     removal_pauses,
+    start_ticks,
 )
+
+log = structlog.get_logger("kodo.sandbox")
+PREFIX = "kodo-exec-"
 
 
 class CgroupUnavailable(RuntimeError):
@@ -156,7 +164,7 @@ def create(label: str, memory_bytes: int, nproc: int, mounts_under: Path = MOUNT
     places = locate(proc_cgroup, mountinfo, mounts_under)
     if not any("memory" in h.controllers for h in places):
         raise CgroupUnavailable(f"no cgroup memory controller mounted under {mounts_under}")
-    name = child_name(label, secrets.token_hex(4))
+    name = child_name(label, this_process(), secrets.token_hex(4))
     made = ExecCgroup(places[0].version, [])
     try:
         for place in places:
@@ -177,3 +185,71 @@ def create(label: str, memory_bytes: int, nproc: int, mounts_under: Path = MOUNT
             raise
         raise CgroupUnavailable(f"cannot make a child cgroup: {exc}") from exc
     return made
+
+
+def _ticks_of(pid: int) -> int | None:
+    try:
+        return start_ticks(Path(f"/proc/{pid}/stat").read_text())
+    except OSError:
+        return None
+
+
+def _pid_namespace() -> int:
+    return os.stat("/proc/self/ns/pid").st_ino
+
+
+_me: Owner | None = None
+
+
+def this_process() -> Owner:
+    """This worker process, as the names of the cgroups it makes say (read once per
+    process: a forked child reads its own)."""
+    global _me
+    if _me is None or _me.pid != os.getpid():
+        ticks = _ticks_of(os.getpid())
+        if ticks is None:
+            raise CgroupUnavailable("cannot read this process's start time from /proc/self/stat")
+        _me = Owner(_pid_namespace(), os.getpid(), ticks)
+    return _me
+
+
+def sweep_orphans(mounts_under: Path = MOUNTS) -> list[str]:
+    """Kill and remove the execution cgroups whose worker process is gone; their names.
+
+    A worker killed mid-command (SIGKILL, the OOM killer, a crash) never removed its
+    execution's cgroup, and a command it had just started may live on in it (bubblewrap
+    ties the sandbox to the worker only once it runs). Each worker sweeps the cgroups
+    beside its own at start-up. Only those whose maker is provably gone: made in this
+    pid namespace by a pid that no longer runs, or runs but started at another time.
+    Another live worker's (this host's other processes share the parent cgroup), one
+    made in another pid namespace, and one of another program are never touched.
+    """
+    try:
+        places = locate(
+            Path("/proc/self/cgroup").read_text(),
+            Path("/proc/self/mountinfo").read_text(),
+            mounts_under,
+        )
+    except OSError:
+        return []
+    me = _pid_namespace()
+    dead: dict[str, list[Path]] = {}
+    for place in places:
+        try:
+            entries = [e for e in os.scandir(place.directory) if e.name.startswith(PREFIX)]
+        except OSError:
+            continue
+        for entry in entries:
+            owner = owner_of(entry.name)
+            if owner is None or owner.pid_ns != me or _ticks_of(owner.pid) == owner.ticks:
+                continue
+            dead.setdefault(entry.name, []).append(Path(entry.path))
+    version = places[0].version if places else 2
+    for name, directories in sorted(dead.items()):
+        try:
+            ExecCgroup(version, directories).destroy(wait_s=2.0)
+        except OSError as exc:
+            log.warning("sandbox.cgroup_sweep_failed", cgroup=name, error=str(exc))
+            continue
+        log.warning("sandbox.cgroup_swept", cgroup=name, reason="its worker process is gone")
+    return sorted(dead)

@@ -133,10 +133,48 @@ def limit_writes(
     return writes
 
 
-def child_name(label: str, suffix: str) -> str:
-    """A cgroup directory name from a run id (anything else replaced) and a random suffix."""
+@dataclass(frozen=True)
+class Owner:
+    """The worker process that made an execution's cgroup: its pid namespace (an inode
+    number), pid, and start time in clock ticks (so a reused pid is not taken for it)."""
+
+    pid_ns: int
+    pid: int
+    ticks: int
+
+    @property
+    def tag(self) -> str:
+        return f"o{self.pid_ns}.{self.pid}.{self.ticks}"
+
+
+_OWNED = re.compile(
+    r"^kodo-exec-[A-Za-z0-9_-]+-o(?P<ns>[0-9]{1,20})\.(?P<pid>[0-9]{1,10})\.(?P<ticks>[0-9]{1,20})"
+    r"-[0-9a-f]+$"
+)
+
+
+def child_name(label: str, owner: Owner, suffix: str) -> str:
+    """A cgroup directory name from a run id (anything else replaced), the worker that
+    makes it and a random suffix. The run id part never holds a dot, so the owner's
+    tag is read back unambiguously (:func:`owner_of`)."""
     safe = re.sub(r"[^A-Za-z0-9_-]", "_", label)[:64] or "exec"
-    return f"kodo-exec-{safe}-{suffix}"
+    return f"kodo-exec-{safe}-{owner.tag}-{suffix}"
+
+
+def owner_of(name: str) -> Owner | None:
+    """Who made the execution cgroup ``name``; None for anything else (another program's
+    folder, or one made before names carried their owner)."""
+    found = _OWNED.fullmatch(name)
+    if found is None:
+        return None
+    return Owner(int(found["ns"]), int(found["pid"]), int(found["ticks"]))
+
+
+def start_ticks(proc_stat: str) -> int | None:
+    """A process's start time in clock ticks from its ``/proc/PID/stat`` line (field 22,
+    counted after the command name, which may hold spaces and parentheses)."""
+    fields = proc_stat.rpartition(")")[2].split()
+    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
 
 
 def counter(text: str, key: str) -> int:

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from services.worker.runtime import Runtime
-from services.worker.sandbox import Finished, sandbox_of
-from services.worker.sandbox.cgroup import CgroupUnavailable
-from services.worker.sandbox.cgroup_plan import locate
+from services.worker.sandbox import Finished, cgroup, sandbox_of
+from services.worker.sandbox.cgroup import CgroupUnavailable, ExecCgroup
+from services.worker.sandbox.cgroup import create as create_cgroup
+from services.worker.sandbox.cgroup_plan import Owner, join_argv, locate
 from services.worker.steps.base import run_step
 from services.worker.steps.execute import execute_step
 from shared.config import Settings
@@ -164,6 +166,50 @@ def test_the_child_cgroup_is_gone_after_a_cancel(rt: Runtime, repo: Path) -> Non
     assert result == ["superseded"]
     assert exec_children(run_id) == set()
     assert processes_with(tag) == []
+
+
+def _made_with_a_sleep(label: str, marker: str) -> tuple[ExecCgroup, subprocess.Popen[bytes]]:
+    """An execution cgroup made as a worker makes one, a ``sleep`` joined to it as the
+    sandbox joins (the shim), as if a command still ran there."""
+    made = create_cgroup(label, LIMIT, 64)
+    sleep = subprocess.Popen(join_argv(made.procs_files, ["sleep", marker]))
+    wait_until(lambda: made.pids() != [], 10, "the sleep to join its cgroup")
+    return made, sleep
+
+
+@needs_cgroup
+def test_a_killed_workers_execution_cgroup_is_swept_and_a_live_ones_never(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker SIGKILLed mid-command left its execution's cgroup, and the command in it.
+    The next worker's start-up sweep kills and removes that one, whose maker's pid no
+    longer runs; it leaves alone one whose maker lives (here: this test process), as
+    every other worker's on the host."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs: the killed worker
+    me = cgroup.this_process()
+    label = own_label()
+    tag = time.time_ns() % 1000
+    orphan_marker, live_marker = f"{4000 + tag}.7", f"{5000 + tag}.8"
+    with monkeypatch.context() as patched:
+        patched.setattr(cgroup, "this_process", lambda: Owner(me.pid_ns, gone.pid, me.ticks))
+        orphan, orphans_sleep = _made_with_a_sleep(label, orphan_marker)
+    live, lives_sleep = _made_with_a_sleep(label, live_marker)  # made by this process
+    try:
+        assert len(exec_children(label)) == 2 * len(orphan.directories)
+
+        swept = cgroup.sweep_orphans()
+
+        assert orphan.directories[0].name in swept
+        assert live.directories[0].name not in swept
+        assert exec_children(label) == set(live.directories)
+        assert orphans_sleep.wait(5) == -9, "the orphan's command was killed"
+        assert lives_sleep.poll() is None, "the live worker's command runs on"
+    finally:
+        live.destroy()
+        for sleep in (orphans_sleep, lives_sleep):
+            sleep.kill()
+            sleep.wait()
 
 
 def test_without_a_cgroup_auto_still_runs_and_records_why(worktree: Path, tmp_path: Path) -> None:  # noqa: F811

@@ -11,14 +11,17 @@ from services.worker.sandbox.cgroup_plan import (
     JOIN_SHIM,
     SHELL,
     Hierarchy,
+    Owner,
     child_name,
     counter,
     join_argv,
     limit_writes,
     locate,
+    owner_of,
     parse_mountinfo,
     parse_proc_cgroup,
     removal_pauses,
+    start_ticks,
 )
 
 V1_CGROUP = """9:name=systemd:/
@@ -104,10 +107,38 @@ def test_v2_limits_memory_forbids_swap_and_kills_the_group_together() -> None:
     ]
 
 
-def test_a_child_name_carries_the_run_id_and_nothing_that_walks_paths() -> None:
-    assert child_name("0b7e-run", "ab12") == "kodo-exec-0b7e-run-ab12"
-    assert child_name("../../etc", "ab12") == "kodo-exec-______etc-ab12"
-    assert "/" not in child_name("a/b\nc", "x")
+MAKER = Owner(pid_ns=4026531836, pid=4242, ticks=987654)
+
+
+def test_a_child_name_carries_the_run_id_its_maker_and_nothing_that_walks_paths() -> None:
+    assert (
+        child_name("0b7e-run", MAKER, "ab12") == "kodo-exec-0b7e-run-o4026531836.4242.987654-ab12"
+    )
+    assert child_name("../../etc", MAKER, "ab12").startswith("kodo-exec-______etc-o")
+    assert "/" not in child_name("a/b\nc", MAKER, "x")
+
+
+def test_the_maker_is_read_back_from_the_name_whatever_the_run_id_holds() -> None:
+    for label in ("0b7e-run", "x-o1.2.3", "-o9", "../a.b", ""):
+        assert owner_of(child_name(label, MAKER, "ab12cd34")) == MAKER
+
+
+def test_a_name_without_a_maker_is_nobodys() -> None:
+    for name in (
+        "kodo-exec-0b7e-run-ab12",  # made before names carried their maker
+        "kodo-exec-run-o1.2-ab12",
+        "kodo-exec-run-o1.2.3.4-ab12",
+        "kodo-exec-run-o1.2.3-",
+        "other-exec-run-o1.2.3-ab12",
+        "kodo-exec-run-o1.2.3-ab12/..",
+    ):
+        assert owner_of(name) is None, name
+
+
+def test_a_start_time_is_field_22_even_past_a_command_name_with_spaces_and_parens() -> None:
+    fields = " ".join(str(n) for n in range(3, 23))  # fields 3..22 after the name
+    assert start_ticks(f"77 (a) b) (c) {fields} 23 24") == 22
+    assert start_ticks("77 (short) S 1") is None
 
 
 def test_counters_are_read_from_flat_keyed_files() -> None:
