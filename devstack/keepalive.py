@@ -27,7 +27,9 @@ import argparse
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -42,6 +44,50 @@ spawn knows the process it waited for has exited (see ``devstack.kodo_procs``)."
 
 POLL_S = 0.1
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+LOG_CHECK_S = 5.0
+"""How often the wrapper looks at its log's size."""
+
+
+@dataclass(frozen=True)
+class LogBound:
+    """The most a log may hold before it is rotated (0: no bound), and how many rotated
+    files (``LOG.1`` newest ... ``LOG.keep``) are kept."""
+
+    max_bytes: int = 0
+    keep: int = 5
+    check_s: float = LOG_CHECK_S
+
+
+def rotate_if_over(fd: int, bound: LogBound) -> str | None:
+    """Rotate the regular file open as ``fd`` once it holds ``bound.max_bytes``; the
+    rotated file's path, or None.
+
+    The wrapper and its child share the open file (``kodo up`` opened it for appending
+    and handed it on), so it cannot be renamed under them: its content is copied to
+    ``LOG.1`` (``LOG.1`` to ``LOG.2``, ... the oldest dropped) and the file is then
+    truncated, which every writer's next append follows (logrotate's ``copytruncate``;
+    a line written between the copy and the truncation is lost).
+    """
+    if bound.max_bytes <= 0:
+        return None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size < bound.max_bytes:
+        return None
+    try:
+        path = os.readlink(f"/proc/self/fd/{fd}")  # Linux; elsewhere logs are not bounded
+    except OSError:
+        return None
+    if not os.path.isabs(path) or path.endswith(" (deleted)"):
+        return None
+    for n in range(max(1, bound.keep) - 1, 0, -1):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(f"{path}.{n}", f"{path}.{n + 1}")
+    rotated = f"{path}.1"
+    out = os.open(rotated, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # as private as LOG
+    with open(path, "rb") as source, os.fdopen(out, "wb") as target:
+        shutil.copyfileobj(source, target, 1 << 20)
+    os.ftruncate(fd, 0)
+    return rotated
 
 
 @dataclass(frozen=True)
@@ -77,11 +123,15 @@ def exit_code(returncode: int) -> int:
 class Keeper:
     """Runs ``argv`` until asked to stop; the signal handler only records the request."""
 
-    def __init__(self, argv: Sequence[str], name: str, backoff: Backoff) -> None:
+    def __init__(
+        self, argv: Sequence[str], name: str, backoff: Backoff, log: LogBound = LogBound()
+    ) -> None:
         self.argv = list(argv)
         self.name = name
         self.backoff = backoff
+        self.log = log
         self.stop_signal: signal.Signals | None = None
+        self._log_checked = 0.0
 
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
         if self.stop_signal is None:
@@ -124,8 +174,24 @@ class Keeper:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(child.pid, self.stop_signal)
                 passed_on = True
+            self.bound_log()
             time.sleep(POLL_S)
         return returncode
+
+    def bound_log(self) -> None:
+        """Every LOG_CHECK_S: rotate the log (this wrapper's standard error, the child's
+        output too) once it passes its bound."""
+        now = time.monotonic()
+        if self.log.max_bytes <= 0 or now - self._log_checked < self.log.check_s:
+            return
+        self._log_checked = now
+        try:
+            rotated = rotate_if_over(sys.stderr.fileno(), self.log)
+        except OSError as exc:
+            self.say(f"cannot rotate the log of {self.name}: {exc}")
+            return
+        if rotated is not None:
+            self.say(f"log rotated: the earlier lines are in {rotated}")
 
     def sleep(self, seconds: float) -> bool:
         """Sleep unless asked to stop meanwhile; False when asked."""
@@ -154,13 +220,18 @@ def die_with(parent: int) -> Callable[[], None] | None:
     return arm
 
 
-def wrap(argv: Sequence[str], name: str) -> list[str]:
-    """The command that runs ``argv`` under this wrapper, named ``name`` in its log lines.
+def wrap(argv: Sequence[str], name: str, log: LogBound = LogBound()) -> list[str]:
+    """The command that runs ``argv`` under this wrapper, named ``name`` in its log lines,
+    its log rotated past ``log``'s bound.
 
     The file runs as a script (``-I -S``: no site-packages, no environment, no package):
     it needs only the standard library, and ``-m devstack.keepalive`` would first import
     the devstack package (alembic, SQLAlchemy): 65 MB of RSS per wrapper against 15."""
-    return [sys.executable, "-I", "-S", __file__, "--name", name, "--", *argv]
+    bound = [
+        *("--log-max-bytes", str(log.max_bytes), "--log-keep", str(log.keep)),
+        *("--log-check-s", str(log.check_s)),
+    ]
+    return [sys.executable, "-I", "-S", __file__, "--name", name, *bound, "--", *argv]
 
 
 def main(args: Sequence[str] | None = None) -> int:
@@ -169,13 +240,21 @@ def main(args: Sequence[str] | None = None) -> int:
     parser.add_argument("--first-delay", type=float, default=Backoff.first)
     parser.add_argument("--max-delay", type=float, default=Backoff.cap)
     parser.add_argument("--reset-after", type=float, default=Backoff.reset_after)
+    parser.add_argument(
+        "--log-max-bytes", type=int, default=0, help="Rotate the log past this size (0: never)."
+    )
+    parser.add_argument("--log-keep", type=int, default=LogBound.keep, help="Rotated logs kept.")
+    parser.add_argument(
+        "--log-check-s", type=float, default=LOG_CHECK_S, help="Size checks' period."
+    )
     parser.add_argument("argv", nargs=argparse.REMAINDER, help="-- then the command to keep")
     opts = parser.parse_args(args)
     argv = opts.argv[1:] if opts.argv[:1] == ["--"] else opts.argv
     if not argv:
         parser.error("no command: python -m devstack.keepalive [options] -- ARGV")
     backoff = Backoff(opts.first_delay, opts.max_delay, opts.reset_after)
-    return Keeper(argv, opts.name or os.path.basename(argv[0]), backoff).run()
+    log = LogBound(opts.log_max_bytes, opts.log_keep, opts.log_check_s)
+    return Keeper(argv, opts.name or os.path.basename(argv[0]), backoff, log).run()
 
 
 if __name__ == "__main__":

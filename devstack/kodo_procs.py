@@ -25,7 +25,7 @@ from typing import TypeVar
 
 import httpx
 
-from devstack.keepalive import RESTART_MARK, wrap
+from devstack.keepalive import RESTART_MARK, LogBound, wrap
 from devstack.supervisor import Child, free_port, signals_held, spawn, stop_all
 from shared.db.engine import make_engine, make_session_factory
 from shared.queue import WORKER_QUEUES
@@ -46,6 +46,7 @@ class Stack:
     oc_url: str = ""
     flower_url: str = ""
     keepalive: bool = False  # run each process under devstack.keepalive
+    log_bound: LogBound = field(default_factory=LogBound)  # with keepalive: rotate past it
 
     def start(
         self, name: str, argv: list[str], extra_env: Mapping[str, str] | None = None
@@ -56,7 +57,7 @@ class Stack:
             if not self.keepalive:
                 child = spawn(name, argv, log_path, env=env)
             else:
-                kept = spawn(name, wrap(argv, name), log_path, env=env)
+                kept = spawn(name, wrap(argv, name, self.log_bound), log_path, env=env)
                 child = KeptChild(kept.name, kept.popen, kept.log_path, kept.ticks, kept.log_offset)
             self.procs.append(child)
         return child

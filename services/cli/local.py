@@ -27,6 +27,7 @@ import click
 
 from devstack import stack as devstack
 from devstack.handle import DevstackError
+from devstack.keepalive import LogBound
 from devstack.kodo_procs import (
     KODO_NODE,
     Stack,
@@ -54,6 +55,10 @@ API_PORT = 8000
 FLOWER_PORT = 5555
 FLOWER_AUTH_FILE = "flower.auth"  # user:password for Flower's UI and API, mode 0600
 BEAT_READY_LINE = "beat: Starting"
+
+UP_LOGS = LogBound(max_bytes=50 << 20, keep=5)
+"""Each process's log under ``kodo up``: rotated by its keep-alive wrapper past 50 MB, five
+rotated files kept (as compose bounds Docker's logs)."""
 
 
 def pick_port(wanted: int, what: str) -> int | None:
@@ -257,7 +262,7 @@ def up(
     }
     # Flower's start would remove this while the others copy the environment at once.
     env.pop("FLOWER_UNAUTHENTICATED_API", None)
-    stack = Stack(env=env, log_dir=home / "up" / "logs", keepalive=True)
+    stack = Stack(env=env, log_dir=home / "up" / "logs", keepalive=True, log_bound=UP_LOGS)
     stack.oc_url = settings.oc_base_url
     try:
         if oc_compat:

@@ -81,6 +81,16 @@ def test_every_long_running_service_is_started_again_when_it_dies(name: str) -> 
     assert _services()[name].get("restart") in ("unless-stopped", "always"), name
 
 
+@pytest.mark.parametrize("name", sorted(_services()))
+def test_every_services_log_is_bounded(name: str) -> None:
+    """Docker's json-file driver keeps a container's output without end unless told."""
+    logging = _services()[name].get("logging")
+    assert logging is not None, f"{name} logs without a bound"
+    assert logging["driver"] == "json-file"
+    assert logging["options"]["max-size"] == "50m"
+    assert int(logging["options"]["max-file"]) >= 2
+
+
 @pytest.mark.parametrize("name", sorted(ONE_SHOTS))
 def test_one_shots_are_waited_for_not_health_checked(name: str) -> None:
     service = _services()[name]

@@ -201,6 +201,55 @@ def test_a_worker_killed_by_sigkill_comes_back_and_answers_ping(
         assert outcomes == ["stopped"]
 
 
+def test_a_log_past_its_bound_is_copied_aside_and_every_writer_goes_on_at_its_start(
+    tmp_path: Path,
+) -> None:
+    """The wrapper and its child append to one open file, which kodo up made: rotating
+    copies it to LOG.1 (the older ones shifted, the oldest dropped) and truncates it."""
+    log = tmp_path / "svc.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    other = os.open(log, os.O_WRONLY | os.O_APPEND)  # another writer of the same file
+    try:
+        bound = keepalive.LogBound(max_bytes=100, keep=2)
+        os.write(fd, b"a" * 60)
+        assert keepalive.rotate_if_over(fd, bound) is None, "under the bound"
+        for byte in (b"b", b"c", b"d"):
+            os.write(other, byte * 100)
+            assert keepalive.rotate_if_over(fd, bound) == f"{log}.1"
+            assert log.stat().st_size == 0
+        os.write(other, b"next\n")
+        assert log.read_bytes() == b"next\n", "the writers go on at the start"
+        assert Path(f"{log}.1").read_bytes() == b"d" * 100
+        assert Path(f"{log}.2").read_bytes() == b"c" * 100
+        assert not Path(f"{log}.3").exists(), "two kept"
+        assert Path(f"{log}.1").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.close(fd)
+        os.close(other)
+
+
+def test_a_kept_process_that_talks_a_lot_keeps_its_log_within_the_bound(tmp_path: Path) -> None:
+    chatty = [
+        sys.executable,
+        "-c",
+        "import time\nwhile True: print('x' * 99, flush=True); time.sleep(0.002)",
+    ]
+    wrapper = wrap(chatty, "chatty", keepalive.LogBound(max_bytes=20_000, keep=2, check_s=0.2))
+    child = spawn("keepalive", wrapper, tmp_path / "chatty.log")
+    try:
+        until("two rotations", lambda: (tmp_path / "chatty.log.2").exists(), 30)
+        sizes = []
+        for _ in range(10):
+            sizes.append((tmp_path / "chatty.log").stat().st_size)
+            time.sleep(0.1)
+        print(f"\nlog sizes over a second: {sizes}")
+        assert max(sizes) < 20_000 + 40_000, "a check period's output past the bound at most"
+        assert not (tmp_path / "chatty.log.3").exists()
+        assert "x" * 99 in (tmp_path / "chatty.log.1").read_text()
+    finally:
+        assert stop(child.pid, grace_s=10) == "stopped"
+
+
 def test_the_wrapper_runs_on_the_standard_library_alone() -> None:
     """``kodo up`` keeps six processes, each behind a wrapper: run as a script without
     site-packages (``-I -S``), one costs about 15 MB of RSS, against 65 MB when it
