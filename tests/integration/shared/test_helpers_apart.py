@@ -79,3 +79,34 @@ def test_a_sigterm_to_the_workers_group_lets_the_steps_git_call_finish(
 
     said = out.decode().splitlines()
     assert said == ["warm shutdown", "git 0 finished"], (said, err.decode()[-2000:])
+
+
+def test_a_timeout_kills_what_the_helper_started_too(tmp_path: Path) -> None:
+    """``subprocess.run`` kills the direct child only: a background job it started (a
+    delivery remote's hook, ``git gc``'s ``pack-objects``) lived on, holding the pipes."""
+    from shared.apart import run_apart
+
+    pid_file = tmp_path / "job.pid"
+    began = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_apart(
+            ["sh", "-c", f"sleep 300 & echo $! > {pid_file}; wait"],
+            capture_output=True,
+            timeout=1,
+        )
+    assert time.monotonic() - began < 5
+    job = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{job}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{job}").exists(), "the background job was killed with its group"
+
+
+def test_it_answers_as_subprocess_run_does() -> None:
+    from shared.apart import run_apart
+
+    done = run_apart(["sh", "-c", "cat; echo err >&2; exit 3"], input=b"in", capture_output=True)
+    assert (done.returncode, done.stdout, done.stderr) == (3, b"in", b"err\n")
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        run_apart(["sh", "-c", "exit 4"], check=True)
+    assert failed.value.returncode == 4
