@@ -40,6 +40,7 @@ from typing import Any
 
 from shared import cospawn
 from shared.apart import run_apart
+from shared.plain_file import read_plain
 from shared.real_path import resolved
 
 HARDENED: dict[str, str] = {
@@ -238,7 +239,10 @@ def _listed(
             return cached
     env = {**base_env(), **located(cwd, git_dir), **config_env(HARDENED)}
     listing = ["config", "--list", "--show-origin", "--name-only", "-z"]
-    proc = _git_process(cwd, listing, env, None, timeout_s)
+    try:
+        proc = _git_process(cwd, listing, env, None, timeout_s)
+    except subprocess.TimeoutExpired as exc:  # as the call it protects would say
+        raise GitTimeout(f"git {' '.join(listing)} took longer than {timeout_s}s") from exc
     if proc.returncode != 0:
         return (), ()  # outside a repository there is no repository config to neutralise
     fields = proc.stdout.decode(errors="surrogateescape").split("\0")
@@ -325,7 +329,7 @@ def _config_identity(
         elif dotgit.is_dir():
             gitdir = dotgit
         elif dotgit.is_file():
-            pointed = _gitfile_target(dotgit.read_bytes())
+            pointed = _gitfile_target(read_plain(dotgit))
             if pointed is None:
                 return None
             gitdir = cwd / pointed
@@ -339,7 +343,7 @@ def _config_identity(
             # git drops trailing line feeds and carriage returns only (setup.c); a path
             # git could read otherwise than kodo (a control character, an empty one) is
             # not cached
-            named = pointer.read_bytes().rstrip(b"\r\n")
+            named = read_plain(pointer).rstrip(b"\r\n")
             if not named or any(b < 0x20 or b == 0x7F for b in named):
                 return None
             common = gitdir / os.fsdecode(named)
@@ -384,7 +388,7 @@ def _git_accepts(gitdir: Path, common: Path) -> bool:
     """
     try:
         head = gitdir / "HEAD"
-        if head.is_symlink() or _HEADREF.fullmatch(head.read_bytes()) is None:
+        if head.is_symlink() or _HEADREF.fullmatch(read_plain(head)) is None:
             return False
         return (common / "objects").is_dir() and (common / "refs").is_dir()
     except OSError:

@@ -63,6 +63,7 @@ from shared.gitcmd import (
     run_git,
 )
 from shared.hashing import git_blob_digest, sha256_hex
+from shared.plain_file import read_plain, read_plain_text
 from shared.real_path import resolved
 
 GIT_TIMEOUT_S = 60
@@ -308,7 +309,7 @@ def _alternates(objects: Path) -> list[Path]:
         named: list[Path] = []
         for folder in folders:
             try:
-                listed = (folder / "info" / "alternates").read_text(errors="replace")
+                listed = read_plain(folder / "info" / "alternates").decode(errors="replace")
             except OSError:
                 continue
             lines = (line.strip() for line in listed.splitlines())
@@ -905,7 +906,7 @@ def _clear_unfinished(
     if not admin.exists():
         return
     try:
-        recorded = (admin / "gitdir").read_text(encoding="utf-8").strip()
+        recorded = read_plain_text(admin / "gitdir").strip()
     except FileNotFoundError:
         recorded = ""  # made up to its gitdir, never further: ours
     if not str(dotgit).startswith(recorded):  # a gitdir cut short is a prefix of ours
@@ -936,7 +937,7 @@ def forget_registration(repo: Path, worktree: Path) -> None:
     unlocked and pruned (a prune reads every record)."""
     admin, dotgit = _registration(repo, worktree)
     try:
-        recorded = (admin / "gitdir").read_text(encoding="utf-8").strip()
+        recorded = read_plain_text(admin / "gitdir").strip()
     except (OSError, UnicodeDecodeError):
         recorded = None
     if recorded == str(dotgit):  # kodo is done with the folder, whatever is there now
@@ -989,7 +990,7 @@ def unlock_registration(repo: Path, worktree: Path) -> None:
         return
     for admin in records.iterdir():
         try:
-            if (admin / "gitdir").read_text(encoding="utf-8").strip() == wanted:
+            if read_plain_text(admin / "gitdir").strip() == wanted:
                 (admin / "locked").unlink(missing_ok=True)
         except (OSError, UnicodeDecodeError):
             continue
@@ -999,7 +1000,7 @@ def _head_branch(tree: Worktree) -> str | None:
     """The branch the worktree's HEAD names, read from its verified git dir, when HEAD is
     a plain symbolic ref; None otherwise (detached)."""
     try:
-        head = (tree.gitdir / "HEAD").read_text(encoding="utf-8")
+        head = read_plain_text(tree.gitdir / "HEAD")
     except (OSError, UnicodeDecodeError):
         return None
     first, _, rest = head.partition("\n")

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import structlog
 
+from shared.plain_file import read_plain_text
 from shared.real_path import resolved
 
 log = structlog.get_logger("kodo.worktree")
@@ -251,14 +252,14 @@ def verified_gitdir(worktree: Path, repo: Path) -> Path:
         raise PointerRewritten(f"{RULE}: {dotgit} points outside {expected_parent}")
     back = named / "gitdir"
     try:
-        recorded = back.read_text(encoding="utf-8").strip()
+        recorded = read_plain_text(back).strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise PointerRewritten(f"{RULE}: cannot read {back}: {exc}") from exc
     here = resolved(worktree.parent) / worktree.name / ".git"  # the workspaces are kodo's
     if recorded != str(here):
         raise PointerRewritten(f"{RULE}: {named} belongs to another worktree ({recorded})")
     try:
-        common = (named / "commondir").read_text(encoding="utf-8").strip()
+        common = read_plain_text(named / "commondir").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise PointerRewritten(f"{RULE}: cannot read {named / 'commondir'}: {exc}") from exc
     if common != "../..":  # what git and kodo write: the repository's own git dir
