@@ -100,11 +100,25 @@ def stream_capped(
                 continue
             chunk = os.read(fd, 1 << 16)
             if not chunk:
-                break  # every writer is gone: the sandbox's processes are dead
+                break  # every writer is gone (in a sandbox: its processes are dead)
             total += len(chunk)
             if len(head) < cap:
                 head += chunk[: cap - len(head)]
-        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        # Unsandboxed, a command may close its output and run on: the lease is still
+        # checked every poll_s and the deadline still holds until it exits.
+        while (code := proc.poll()) is None:
+            now = time.monotonic()
+            if timed_out or now >= deadline:
+                timed_out = True
+                kill(proc)
+                code = proc.wait()
+                break
+            if now >= next_poll:
+                on_poll()
+                next_poll = now + poll_s
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = proc.wait(timeout=max(0.0, min(deadline, next_poll) - now))
+                break
     except BaseException:
         kill(proc)
         proc.wait()
