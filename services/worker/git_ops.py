@@ -1418,14 +1418,48 @@ def _text_counted(worktree: Worktree, change: IndexChange) -> IndexChange:
     """
     if change.added is not None or change.status == "D" or change.new_mode not in REGULAR_MODES:
         return change
-    blob = _run(worktree, ["cat-file", "blob", change.new_blob])
-    if blob.returncode != 0:
-        raise GitError(f"git cat-file blob {change.new_blob}: {blob.stderr[:200]!r}")
-    content = blob.stdout
-    if b"\0" in content[:8000]:
-        return change
-    lines = content.count(b"\n") + (1 if content and not content.endswith(b"\n") else 0)
-    return replace(change, added=lines, removed=0)
+    lines = _text_lines(worktree, change.new_blob)
+    return change if lines is None else replace(change, added=lines, removed=0)
+
+
+BINARY_PROBE = 8000
+"""git's own test of a binary file: a NUL in its first 8,000 bytes (xdiff-interface.c)."""
+
+
+def _text_lines(worktree: Worktree, oid: str) -> int | None:
+    """The lines of the blob ``oid`` if git would see it as text, None if binary.
+
+    Read a chunk at a time from ``git cat-file blob`` (bounded by GIT_TIMEOUT_S): the
+    agent's file can be of any size (the policy bounds files and lines, not bytes), and
+    read whole a 600 MB file of one line took 1.2 GB of the worker's memory.
+    """
+    hardened = HardenedGit(worktree.gitdir, timeout_s=GIT_TIMEOUT_S, objects=worktree.object_env())
+    proc = hardened.open([*attribute_free(worktree.gitdir), "cat-file", "blob", oid])
+    stdout = proc.stdout
+    if proc.stdin is not None:
+        proc.stdin.close()  # cat-file blob reads nothing
+    if stdout is None:  # pragma: no cover - HardenedGit.open gives pipes
+        proc.kill()
+        raise GitError("git cat-file blob started without its pipes")
+    deadline = threading.Timer(GIT_TIMEOUT_S, proc.kill)
+    deadline.start()
+    lines, seen, last = 0, 0, b"\n"
+    try:
+        while chunk := stdout.read(1 << 20):
+            if seen < BINARY_PROBE and b"\0" in chunk[: BINARY_PROBE - seen]:
+                return None
+            seen += len(chunk)
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+        code = proc.wait()
+    finally:
+        deadline.cancel()
+        proc.kill()
+        proc.wait()
+        stdout.close()
+    if code != 0:
+        raise GitError(f"git cat-file blob {oid}: exit {code} (killed at its deadline?)")
+    return lines + (1 if seen and last != b"\n" else 0)
 
 
 REGULAR_MODES = ("100644", "100755")
@@ -1465,7 +1499,9 @@ def unfaithful_paths(worktree: Worktree, changes: list[IndexChange]) -> list[str
         for change in files:
             size = sizes[change.new_blob]
             on_disk = _blob_on_disk(folder, change.path, change.new_blob, size)
-            if on_disk != change.new_blob and not _only_line_endings_differ(worktree, change):
+            if on_disk != change.new_blob and not _line_endings_only(
+                worktree, change.path, change.new_blob, size
+            ):
                 off.append(change.path)
         off += [c.path for c in links if _link_on_disk(folder, c.path, c.new_blob) != c.new_blob]
     return off
@@ -1567,23 +1603,24 @@ def unfaithful_checkout(checkout: PrivateCheckout, commit: str) -> list[str]:
     try:
         for path, blob in files:
             on_disk = _blob_on_disk(root, path, blob, sizes[blob])
-            if on_disk != blob and not _line_endings_only(checkout, path, blob):
+            if on_disk != blob and not _line_endings_only(checkout, path, blob, sizes[blob]):
                 off.append(path)
     finally:
         os.close(root)
     return sorted(off)
 
 
-def _only_line_endings_differ(worktree: Worktree, change: IndexChange) -> bool:
-    return _line_endings_only(worktree, change.path, change.new_blob)
+LINE_ENDINGS_MAX = 64 << 20
+"""The largest blob whose file may differ from it by line endings alone."""
 
 
-def _line_endings_only(where: PrivateCheckout | Worktree, path: str, blob: str) -> bool:
-    if isinstance(where, Worktree):
-        staged = _run(where, ["cat-file", "blob", blob])
-    else:
-        staged = _private_git(where, ["cat-file", "blob", blob])
-    if staged.returncode != 0:
+def _line_endings_only(
+    where: PrivateCheckout | Worktree, path: str, blob: str, blob_size: int
+) -> bool:
+    """Whether the file on disk is the blob (of ``blob_size`` bytes) but for CRLF where
+    the blob has LF. Both are held in memory to compare: past LINE_ENDINGS_MAX neither
+    is read, and the file is taken as unfaithful (an agent's file has any size)."""
+    if blob_size > LINE_ENDINGS_MAX:
         return False
     try:
         if isinstance(where, Worktree):
@@ -1600,6 +1637,12 @@ def _line_endings_only(where: PrivateCheckout | Worktree, path: str, blob: str) 
     if fd is None:
         return False
     with os.fdopen(fd, "rb") as on_disk:
+        if isinstance(where, Worktree):
+            staged = _run(where, ["cat-file", "blob", blob])
+        else:
+            staged = _private_git(where, ["cat-file", "blob", blob])
+        if staged.returncode != 0:
+            return False
         data = on_disk.read(2 * len(staged.stdout) + 1)  # CRLF at most doubles it
     return data.replace(b"\r\n", b"\n") == staged.stdout
 
