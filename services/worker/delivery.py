@@ -46,6 +46,23 @@ DISPOSABLE = frozenset({RunStatus.REJECTED, RunStatus.CANCELLED, RunStatus.FAILE
 """Runs whose branch holds nothing anyone asked to keep (removed unless KODO_KEEP_BRANCHES)."""
 
 
+HOOKLESS_RECEIVE_PACK = "git -c core.hooksPath=/dev/null receive-pack"
+"""What a push to a repository on this machine runs there. git runs a local remote's
+receive-pack itself, as the worker, without kodo's hardening (git drops the command's
+config for a local transport): the remote's hooks ran as kodo, a way round "git never
+runs a repository's code". A remote elsewhere runs its hooks on its own machine."""
+
+
+def is_local_url(url: str) -> bool:
+    """Whether git reaches ``url`` on this machine (a path, or ``file://``), not over a
+    network (``scheme://`` or scp-like ``host:path``)."""
+    if url.startswith("file://"):
+        return True
+    if "://" in url:
+        return False
+    return ":" not in url.split("/", 1)[0]
+
+
 def deliver(rt: Runtime, run_id: str | None = None) -> list[str]:
     """Push the branch of each succeeded, undelivered run (or just ``run_id``); return the
     runs delivered. Nothing to do when no delivery remote is configured."""
@@ -89,9 +106,11 @@ def _push(rt: Runtime, item: Delivery, remote: str) -> tuple[str | None, str | N
             f"the branch {item.branch} is at {sha}, not at the commit the run judged and"
             f" verified ({item.commit}): refusing to deliver it"
         )
+    url = git(repo, "remote", "get-url", "--push", remote, check=False).strip()  # none: push says
+    hookless = [f"--receive-pack={HOOKLESS_RECEIVE_PACK}"] if is_local_url(url) else []
     pushed = run_git(
         repo,
-        ["push", "--porcelain", "--", remote, f"{sha}:{ref}"],
+        ["push", "--porcelain", *hookless, "--", remote, f"{sha}:{ref}"],
         timeout_s=PUSH_TIMEOUT_S,
         config=allowed,
     )

@@ -83,6 +83,26 @@ def test_a_succeeded_runs_branch_is_pushed_to_the_remote_and_its_sha_recorded(
     assert deliver(rt) == [], "a delivered run is not pushed again"
 
 
+def test_a_remote_on_this_machine_runs_none_of_its_hooks(
+    make_rt: RuntimeFactory, repo: Path, tmp_path: Path
+) -> None:
+    """git runs a local remote's receive-pack itself, as the worker, without kodo's
+    hardening: its hooks ran as kodo (any code the remote's owner put there)."""
+    rt = make_rt(deliver_remote="origin")
+    bare = with_origin(repo, tmp_path)
+    ran = tmp_path / "hooks-ran"
+    for hook in ("pre-receive", "update", "post-receive", "post-update"):
+        script = bare / "hooks" / hook
+        script.write_text(f"#!/bin/sh\necho {hook} >> {ran}\n")
+        script.chmod(0o755)
+    run_id = succeeded(rt, repo)
+
+    assert deliver(rt) == [run_id]
+
+    assert git_out(bare, "rev-parse", f"kodo/{run_id}") == read_run(rt, run_id).delivered_sha
+    assert not ran.exists(), ran.read_text() if ran.exists() else ""
+
+
 def test_a_branch_moved_after_verification_is_not_delivered(
     make_rt: RuntimeFactory, repo: Path, tmp_path: Path
 ) -> None:
