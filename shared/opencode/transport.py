@@ -15,6 +15,12 @@ under the bench's load the difference doubled. What httpcore's pool added, this 
 * the caller names every header (no ``Host`` or ``Accept-Encoding`` added behind its
   back) and reads the body in bounded chunks, so a cap holds whatever the daemon sends.
 
+* the exchange as a whole ends within ``read_s`` of the connection being had (within
+  :data:`WATCH_S` more): a socket timeout bounds one read only, and a daemon that sends
+  a byte per read timeout, or ``100 Continue`` after ``100 Continue`` (``http.client``
+  skips them without end), held the calling thread for days. One watchdog thread per
+  process shuts the socket of an exchange past its deadline (:class:`_Watchdog`).
+
 Failures are three exceptions the caller maps: :class:`Unreachable` (nothing was sent:
 refused, no route, a connect timeout, a TLS handshake, no free connection),
 :class:`ReadTimeout` (sent, no answer in time) and :class:`Broken` (the connection broke
@@ -23,9 +29,11 @@ or the answer was not HTTP).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import select
+import socket
 import ssl
 import threading
 import time
@@ -34,6 +42,9 @@ from contextlib import contextmanager
 
 CHUNK_BYTES = 64 * 1024
 """The most one read of a body asks for."""
+WATCH_S = 0.5
+"""How often the watchdog looks at the exchanges under way (while there are any)."""
+NOT_WHOLE = "no whole answer within the request's timeout"
 
 
 class Unreachable(Exception):
@@ -48,14 +59,82 @@ class Broken(Exception):
     """The connection broke, or what came back was not an HTTP answer."""
 
 
+class _Watched:
+    """One exchange under way: its socket, its deadline, whether it was cut."""
+
+    __slots__ = ("deadline", "expired", "sock")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.expired = False
+
+
+class _Watchdog:
+    """Shuts the socket of each exchange still under way at its deadline, for the whole
+    process: one thread, started at the first exchange (again in a forked child), waking
+    every WATCH_S while any exchange is under way and never otherwise. Registering one
+    costs a dict insert under a lock; a timer thread per request cost a thread start."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._under_way: dict[int, _Watched] = {}
+        self._pid = 0
+
+    def watch(self, sock: socket.socket, within_s: float) -> _Watched:
+        watched = _Watched(sock, time.monotonic() + within_s)
+        with self._lock:
+            if self._pid != os.getpid():  # first use, or a forked child: no thread yet
+                self._pid = os.getpid()
+                self._under_way.clear()
+                threading.Thread(target=self._run, name="kodo-oc-watchdog", daemon=True).start()
+            self._under_way[id(watched)] = watched
+            if len(self._under_way) == 1:
+                self._lock.notify()
+        return watched
+
+    def done(self, watched: _Watched) -> None:
+        with self._lock:
+            self._under_way.pop(id(watched), None)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._under_way:
+                    self._lock.wait()
+                now = time.monotonic()
+                due = [w for w in self._under_way.values() if w.deadline <= now]
+                for watched in due:
+                    watched.expired = True
+                    del self._under_way[id(watched)]
+            for watched in due:
+                with contextlib.suppress(OSError):  # the reader wakes to an error or an end
+                    watched.sock.shutdown(socket.SHUT_RDWR)
+            time.sleep(WATCH_S)
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _cut(watched: _Watched, exc: BaseException, doing: str) -> Exception:
+    """What an exchange's failure is: a timeout when the watchdog cut it (its read then
+    fails in any way), or a socket timeout; else the connection broke."""
+    if watched.expired:
+        return ReadTimeout(f"{doing}: {NOT_WHOLE}")
+    if isinstance(exc, TimeoutError):
+        return ReadTimeout(f"{doing}: {exc or 'timed out'}")
+    return Broken(f"{type(exc).__name__}: {exc}")
+
+
 class Answer:
     """A response whose body is read with :meth:`chunks` (the connection is kept only if
     that read reached the end)."""
 
-    def __init__(self, response: http.client.HTTPResponse) -> None:
+    def __init__(self, response: http.client.HTTPResponse, watched: _Watched) -> None:
         self.status = response.status
         self.headers = _headers(response.getheaders())
         self._response = response
+        self._watched = watched
         self.read_whole = False
 
     def chunks(self) -> Iterator[bytes]:
@@ -63,10 +142,10 @@ class Answer:
         while True:
             try:
                 chunk = self._response.read(CHUNK_BYTES)
-            except TimeoutError as exc:
-                raise ReadTimeout(f"reading the body: {exc}") from exc
             except (http.client.HTTPException, OSError) as exc:
-                raise Broken(f"{type(exc).__name__}: {exc}") from exc
+                raise _cut(self._watched, exc, "reading the body") from exc
+            if self._watched.expired:  # cut between reads, or the cut read ended quietly
+                raise ReadTimeout(f"reading the body: {NOT_WHOLE}")
             if not chunk:
                 left = self._response.length  # what Content-Length still promised
                 if left:  # http.client's bounded read ends quietly at a cut; this does not
@@ -145,13 +224,20 @@ class ConnectionPool:
             raise Unreachable(f"no free connection within {read_s:g} s")
         connection: http.client.HTTPConnection | None = None
         answer: Answer | None = None
+        watched: _Watched | None = None
         try:
             connection = self._idle_connection() or self._connect(connect_s)
-            answer = self._send(connection, method, target, headers, body, read_s)
+            if connection.sock is None:  # never: the pool hands out connected connections
+                raise Broken("the connection has no socket")
+            watched = _WATCHDOG.watch(connection.sock, read_s)
+            answer = self._send(connection, method, target, headers, body, read_s, watched)
             yield answer
         finally:
+            if watched is not None:
+                _WATCHDOG.done(watched)
             if connection is not None:
-                if answer is not None and answer.keeps_connection:
+                cut = watched is not None and watched.expired
+                if answer is not None and answer.keeps_connection and not cut:
                     self._keep(connection)
                 else:
                     connection.close()
@@ -165,6 +251,7 @@ class ConnectionPool:
         headers: Sequence[tuple[str, str]],
         body: bytes | None,
         read_s: float,
+        watched: _Watched,
     ) -> Answer:
         sock = connection.sock
         if sock is None:  # never: the pool hands out connected connections only
@@ -175,11 +262,14 @@ class ConnectionPool:
             for name, value in headers:
                 connection.putheader(name, value)
             connection.endheaders(body)
-            return Answer(connection.getresponse())
-        except TimeoutError as exc:
-            raise ReadTimeout(str(exc) or "timed out") from exc
+            response = connection.getresponse()
         except (http.client.HTTPException, OSError) as exc:
-            raise Broken(f"{type(exc).__name__}: {exc}") from exc
+            raise _cut(watched, exc, "waiting for the answer") from exc
+        if watched.expired:
+            raise ReadTimeout(
+                "waiting for the answer: no whole answer within the request's timeout"
+            )
+        return Answer(response, watched)
 
     def _connect(self, connect_s: float) -> http.client.HTTPConnection:
         connection: http.client.HTTPConnection

@@ -26,7 +26,7 @@ from shared.opencode.errors import (
     OpenCodeUnreachable,
 )
 from shared.opencode.messages import AnswerTooLarge
-from shared.opencode.transport import ConnectionPool, Unreachable
+from shared.opencode.transport import WATCH_S, ConnectionPool, Unreachable
 from tests.served import served
 
 
@@ -101,6 +101,24 @@ class _Handler(BaseHTTPRequestHandler):
         elif mode == "slow":
             time.sleep(1.0)
             self._answer(b"true")
+        elif mode == "continues":  # interim answers without end, each within a read timeout
+            with contextlib.suppress(OSError):
+                for _ in range(100):
+                    self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            self.close_connection = True
+        elif mode == "trickle":  # a byte of the body per 0.1 s, each within a read timeout
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                for _ in range(100):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            self.close_connection = True
         else:
             self._answer(b"true")
 
@@ -194,6 +212,25 @@ def test_a_slow_answer_times_out_and_its_connection_is_not_reused(server: _Count
         server.mode = "ok"
         assert client.delete_session("ses_1", directory="/w") is True
     assert server.connections == 2
+
+
+@pytest.mark.parametrize("mode", ["continues", "trickle"])
+def test_an_answer_that_never_ends_is_cut_at_the_requests_timeout(
+    server: _Counting, mode: str
+) -> None:
+    """Each read comes within the read timeout, the answer never completes: 100 Continue
+    after 100 Continue (http.client skips them without end), or a byte of the body at a
+    time. The exchange as a whole is bounded, not each read."""
+    server.mode = mode
+    with _client(server, timeout_s=1.0) as client:
+        began = time.monotonic()
+        with pytest.raises(OpenCodeTimeout, match="no whole answer"):
+            client.delete_session("ses_1", directory="/w")
+        took = time.monotonic() - began
+        server.mode = "ok"
+        assert client.delete_session("ses_1", directory="/w") is True
+    assert 1.0 <= took < 1.0 + 2 * WATCH_S + 1.0, took
+    assert server.connections == 2, "the cut connection was not reused"
 
 
 def test_threads_share_the_pool_and_each_request_holds_its_connection_alone(
