@@ -96,6 +96,7 @@ DEFAULTS: dict[str, str] = {
     "KODO_HEADER_TIMEOUT_S": "10",
     "KODO_BODY_TIMEOUT_S": "10",
     "KODO_SEND_TIMEOUT_S": "60",
+    "KODO_SSE_MAX_S": "1800",
     "KODO_API_WORKERS": "2",
     "KODO_API_CONNECTIONS": "2000",
     # Each API worker's database pool: connections kept, more opened under load, and how
@@ -299,6 +300,7 @@ class Settings:
     header_timeout_s: float = float(DEFAULTS["KODO_HEADER_TIMEOUT_S"])
     body_timeout_s: float = float(DEFAULTS["KODO_BODY_TIMEOUT_S"])
     send_timeout_s: float = float(DEFAULTS["KODO_SEND_TIMEOUT_S"])
+    sse_max_s: float = float(DEFAULTS["KODO_SSE_MAX_S"])
     api_workers: int = int(DEFAULTS["KODO_API_WORKERS"])
     api_connections: int = int(DEFAULTS["KODO_API_CONNECTIONS"])
     api_db_pool: int = int(DEFAULTS["KODO_API_DB_POOL"])
@@ -403,6 +405,7 @@ class Settings:
             header_timeout_s=_float(env, "KODO_HEADER_TIMEOUT_S"),
             body_timeout_s=_float(env, "KODO_BODY_TIMEOUT_S"),
             send_timeout_s=_float(env, "KODO_SEND_TIMEOUT_S"),
+            sse_max_s=_float(env, "KODO_SSE_MAX_S"),
             api_workers=_int(env, "KODO_API_WORKERS"),
             api_connections=_int(env, "KODO_API_CONNECTIONS"),
             api_db_pool=_int(env, "KODO_API_DB_POOL"),
@@ -476,6 +479,7 @@ class Settings:
             ("KODO_HEADER_TIMEOUT_S", self.header_timeout_s),
             ("KODO_BODY_TIMEOUT_S", self.body_timeout_s),
             ("KODO_SEND_TIMEOUT_S", self.send_timeout_s),
+            ("KODO_SSE_MAX_S", self.sse_max_s),
             ("KODO_MAX_ANSWER_BYTES", self.max_answer_bytes),
             ("KODO_SSE_PER_TOKEN", self.sse_per_token),
             ("KODO_SSE_MAX_STREAMS", self.sse_max_streams),

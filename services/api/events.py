@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 HUB_EXTENSION = "kodo.run_events"
 SLOTS_EXTENSION = "kodo.stream_slots"
 KEEPALIVE_S = 15.0
+RENEW = "event: reconnect\ndata: {}\n\n"
+"""A stream's last frame when it reached KODO_SSE_MAX_S: resume with Last-Event-ID."""
 OWED_READ_S = 1.0  # how soon a re-read the pool could not serve is tried again
 TERMINAL = frozenset(s.value for s in RunStatus if s.is_terminal)
 _hub_lock = threading.Lock()
@@ -206,6 +208,7 @@ def stream(
     resumed_from: int | None = None,
     still_live: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    max_s: float | None = None,
 ) -> Iterator[str]:
     """The SSE body; the subscription and the stream's slot are released however it ends.
 
@@ -216,11 +219,17 @@ def stream(
     A client resuming at ``resumed_from`` is not sent the state it already has. The
     stream ends, too, once ``still_live`` says its credential was revoked (asked at most
     every ``keepalive_s``; a check the database cannot answer is made at the next one).
+
+    And it is renewed after ``max_s`` (KODO_SSE_MAX_S): an ``event: reconnect`` says so,
+    and the client resumes with ``Last-Event-ID``, losing nothing. A client that stopped
+    reading without closing (a suspended process) otherwise held its token's stream slot
+    for hours: a keepalive is 13 bytes, and the kernels' buffers take hours of them
+    before a write can block and meet the send timeout.
     """
     try:
         last = first
         _saw(sub, first)
-        checked = clock()
+        checked = began = clock()
         yield f"retry: {RETRY_MS}\n\n"
         if first["seq"] != resumed_from:
             yield frame(first)
@@ -230,6 +239,9 @@ def stream(
         owed = False
         passed_until = False
         while True:
+            if max_s is not None and clock() - began >= max_s:
+                yield RENEW
+                return
             if slot is not None:
                 slot.refresh()
             woke = sub.wait(min(keepalive_s, OWED_READ_S) if owed else keepalive_s)
@@ -335,6 +347,7 @@ def run_events(run_id: str) -> ResponseReturnValue:
         slot,
         resumed_from=resumed_from,
         still_live=still_live,
+        max_s=api().settings.sse_max_s,
     )
     return Response(
         stream_with_context(body),

@@ -16,7 +16,9 @@ it blocking without one, so a client that stops reading (a receive window of zer
 TCP keeps open for good) held its greenlet, its connection slot and any stream slot for
 good once the kernel's buffers filled: enough such sockets, each asking for
 ``/openapi.json`` (92 kB, no token needed) many times, would take every connection slot.
-A write that makes no headway within the timeout now ends the connection.
+A write that makes no headway within the timeout now ends the connection. (An event
+stream's keepalives are too small to fill the buffers for hours: a stream's longest
+life, KODO_SSE_MAX_S, bounds a stalled watcher instead; see ``events.stream``.)
 
 And idle connections make room. A client sending a small request on each of thousands
 of kept-alive connections, each before the header deadline, held every

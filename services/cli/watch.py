@@ -52,6 +52,7 @@ class EventStream:
         self.api = api
         self.run_id = run_id
         self.last_id: str | None = None
+        self.renewed = False  # the stream ended with the API's ``event: reconnect``
 
     def events(self) -> Iterator[dict[str, Any]]:
         """Yield each ``event: run`` payload (``{}`` for a keepalive); StreamUnavailable on
@@ -80,6 +81,8 @@ class EventStream:
             if line == "":
                 if frame_id is not None:
                     self.last_id = frame_id
+                if event == "reconnect":
+                    self.renewed = True
                 if data and event == "run":
                     payload = json.loads("\n".join(data))
                     if isinstance(payload, dict):
@@ -178,14 +181,17 @@ class LiveRun:
 
 
 STREAM_RESUMES = 3
-"""Reconnects (with Last-Event-ID) after a stream that ended or broke, before polling."""
+"""Reconnects (with Last-Event-ID) after a stream that ended or broke, before polling;
+the API's renewal of a long stream (``event: reconnect``) is resumed without counting."""
 
 
 def _follow_any(w: Watcher, on_change: Any, notes: list[str]) -> bool:
     """Follow the event stream, resuming it where it broke; poll when it cannot be had."""
     stream = EventStream(w.api, w.run_id)
     why = "no event stream"
-    for _ in range(STREAM_RESUMES + 1):
+    resumed = 0
+    while resumed <= STREAM_RESUMES:
+        stream.renewed = False
         try:
             if w.follow(stream.events(), on_change):
                 return True
@@ -196,6 +202,9 @@ def _follow_any(w: Watcher, on_change: Any, notes: list[str]) -> bool:
                 break  # never had a stream: no endpoint, or refused (e.g. too many streams)
         if time.monotonic() > w.deadline:
             return False
+        if stream.renewed:
+            continue  # KODO_SSE_MAX_S: the API asked for a fresh stream, nothing broke
+        resumed += 1
         notes.append(f"{why}; resuming after event {stream.last_id}")
     notes.append(f"{why}; polling GET /runs/{w.run_id} every {POLL_S}s")
     return w.follow(poll_events(w.api, w.run_id), on_change)

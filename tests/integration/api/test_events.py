@@ -449,6 +449,25 @@ def test_a_draining_hub_ends_every_stream_and_every_later_one_without_a_read() -
     assert hub.subscriber_count() == 1  # the ended stream let go of its subscription
 
 
+def test_a_stream_is_renewed_after_its_longest_life_and_lets_go_of_its_subscription() -> None:
+    """KODO_SSE_MAX_S: a client that stopped reading without closing held its stream
+    (and its token's slot) for hours, its keepalives swallowed by the kernels' buffers.
+    The stream says ``event: reconnect`` and ends; the client resumes, losing nothing."""
+    hub = RunEventHub("postgresql://unused")
+    sub = hub.subscribe("r1")
+    now = [100.0]
+    body = stream(
+        sub, FIRST, lambda: FIRST, frozenset(), keepalive_s=0.01, clock=lambda: now[0], max_s=60
+    )
+    next(body), next(body)  # the retry block, the first state
+    assert next(body) == ": keepalive\n\n", "alive before its time"
+    now[0] += 60
+
+    assert list(body) == [events.RENEW]
+    assert events.RENEW.startswith("event: reconnect\n")
+    assert hub.subscriber_count() == 0, "its subscription let go"
+
+
 def test_a_re_read_the_exhausted_pool_refuses_is_owed_not_the_end_of_the_stream() -> None:
     """The keepalive or resync re-read meets the pool's timeout: the stream stays open and
     reads on its next wake-up, so the change the lost notification carried still arrives."""

@@ -26,6 +26,7 @@ class FlakyApi(ThreadingHTTPServer):
         self.statuses = ["applying", "succeeded"]
         self.status = "compiling"
         self.last_event_ids: list[str | None] = []
+        self.renewals = 0  # streams ended with ``event: reconnect``
 
     def run(self) -> dict[str, Any]:
         return {"runId": "r1", "status": self.status, "lastStep": None, "steps": []}
@@ -40,6 +41,9 @@ class Handler(BaseHTTPRequestHandler):
             self.server.status = self.server.statuses.pop(0)
             seq = 6 + len(self.server.last_event_ids)
             frame = f"id: {seq}\nevent: run\ndata: {json.dumps(self.server.run())}\n\n"
+            if self.server.renewals:  # the API's KODO_SSE_MAX_S: a clean end, asked for
+                self.server.renewals -= 1
+                frame += "event: reconnect\ndata: {}\n\n"
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.end_headers()
@@ -74,3 +78,25 @@ def test_a_broken_stream_is_resumed_after_the_last_event_seen(flaky_api: FlakyAp
     assert "status=applying" in watched.output
     assert "run r1 succeeded" in watched.output
     assert "the event stream ended; resuming after event 7" in watched.output
+
+
+def test_streams_the_api_renews_are_resumed_without_end_and_never_fall_back_to_polling(
+    flaky_api: FlakyApi,
+) -> None:
+    """A watch lasts as long as the run waits (hours for an approval); the API renews
+    each stream after KODO_SSE_MAX_S. Those ends are no breaks: more of them than
+    STREAM_RESUMES still resume the stream, never poll."""
+    flaky_api.statuses = ["waiting_input"] * 6 + ["succeeded"]
+    flaky_api.renewals = 6
+    url = f"http://127.0.0.1:{flaky_api.server_address[1]}"
+
+    watched = CliRunner().invoke(
+        cli,
+        ["run", "watch", "r1", "--follow", "--api-url", url, "--token", "t", "--timeout", "20"],
+    )
+
+    assert watched.exit_code == 0, watched.output
+    assert flaky_api.last_event_ids == [None, *(str(n) for n in range(7, 13))]
+    assert "run r1 succeeded" in watched.output
+    assert "polling" not in watched.output
+    assert "resuming after" not in watched.output, "a renewal is not reported as a break"
