@@ -19,14 +19,8 @@ import pytest
 
 from services.worker import repo_upkeep
 from services.worker.delivery import clean
-from services.worker.runtime import Runtime
-from services.worker.steps.apply_patch import apply_patch_step
-from services.worker.steps.base import run_step
-from services.worker.steps.compile import compile_step
-from services.worker.steps.decide import decide_step
-from services.worker.steps.execute import execute_step
-from shared.domain.run_machine import StepId
-from tests.integration.worker.conftest import RuntimeFactory, approve, new_run
+from tests.integration.worker.conftest import RuntimeFactory
+from tests.integration.worker.test_delivery import succeeded
 
 pytestmark = pytest.mark.integration
 
@@ -67,16 +61,6 @@ def loose_blobs_in_17(repo: Path, how_many: int = 3) -> list[str]:
             if len(ids) == how_many:
                 return ids
     raise AssertionError("unreachable")
-
-
-def succeeded(rt: Runtime, repo: Path) -> str:
-    run_id = new_run(rt, repo, goal="Add a note to README.md")
-    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
-    approve(rt, run_id)
-    assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "deciding"
-    assert run_step(rt, StepId.DECIDE, run_id, decide_step) == "executing"
-    assert run_step(rt, StepId.EXECUTE, run_id, execute_step) == "succeeded"
-    return run_id
 
 
 def test_a_cleanup_packs_what_the_runs_wrote_once_git_would_and_keeps_young_strays(
