@@ -23,7 +23,8 @@ life, KODO_SSE_MAX_S, bounds a stalled watcher instead; see ``events.stream``.)
 And idle connections make room. A client sending a small request on each of thousands
 of kept-alive connections, each before the header deadline, held every
 ``worker_connections`` slot for as long as it went on (measured: 4100 such connections,
-no token needed, and ``/healthz`` on a new connection got no answer for minutes): new
+no token needed, and ``/healthz`` on a new connection got no answer for the whole
+minute it ran): new
 connections waited in the listen backlog behind them. While fewer than
 :func:`headroom` slots are free, the worker closes connections waiting for their next
 request, the longest waiting first, and every one idle for a second (never one being
