@@ -49,6 +49,7 @@ from shared.errors import InvalidInput, NotFound
 
 from .auth import credential_still_live, current_principal
 from .errors import error_response
+from .hang_up import end_on_hang_up
 from .state import api, state_of
 from .stream_slots import RETRY_AFTER_S, Slot, StreamSlots, TooManyStreams
 
@@ -245,8 +246,8 @@ def stream(
             if slot is not None:
                 slot.refresh()
             woke = sub.wait(min(keepalive_s, OWED_READ_S) if owed else keepalive_s)
-            if woke.closing:  # this process is shutting down: the client resumes elsewhere
-                return
+            if woke.closing:  # the process is shutting down (the client resumes elsewhere),
+                return  # or the client hung up (hang_up.end_on_hang_up)
             if still_live is not None and clock() - checked >= keepalive_s:
                 try:
                     if not still_live():
@@ -301,6 +302,14 @@ def slots_of(app: Flask) -> StreamSlots:
     return slots
 
 
+def _then(body: Iterator[str], done: Callable[[], None]) -> Iterator[str]:
+    """``body``, then ``done()`` however it ends (a client gone, the server stopping)."""
+    try:
+        yield from body
+    finally:
+        done()
+
+
 def _refused(exc: TooManyStreams) -> Response:
     response = error_response(exc.http_status, exc.code, exc.message, exc.details)
     response.headers["Retry-After"] = str(RETRY_AFTER_S)
@@ -349,8 +358,9 @@ def run_events(run_id: str) -> ResponseReturnValue:
         still_live=still_live,
         max_s=api().settings.sse_max_s,
     )
+    stop_watching = end_on_hang_up(request.environ.get("gunicorn.socket"), sub)
     return Response(
-        stream_with_context(body),
+        stream_with_context(_then(body, stop_watching)),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -190,6 +190,33 @@ def test_one_token_may_hold_only_its_streams_the_next_is_429_with_a_reason(
         assert elsewhere.status == 200, "the limit is per token, not per API"
 
 
+def test_a_stream_whose_client_hung_up_lets_go_of_its_slot_at_once(
+    stack: Stack, waiting_run: str
+) -> None:
+    """A stream learned of a hang-up at its next write, a keepalive up to 15 s later:
+    meanwhile a client at its token's limit that closed a stream and opened the next
+    was refused with 429."""
+    token = bearer(stack, "approver")
+    with ExitStack() as held:
+        opened = [Stream(stack, token, waiting_run) for _ in range(PER_TOKEN)]
+        for s in opened:
+            held.callback(s.close)
+        assert [s.status for s in opened] == [200] * PER_TOKEN
+        opened[0].close()
+        began = time.monotonic()
+        while True:
+            again = Stream(stack, token, waiting_run)
+            held.callback(again.close)
+            if again.status == 200 or time.monotonic() - began > 20:
+                break
+            again.close()
+            time.sleep(0.2)
+        took = time.monotonic() - began
+        print(f"\nthe slot was free again {took:.2f}s after the client hung up")
+        assert again.status == 200
+        assert took < 5, "at once, not at the next keepalive (15 s)"
+
+
 def test_healthz_and_reads_keep_answering_with_200_streams_open(
     stack: Stack, waiting_run: str
 ) -> None:
