@@ -94,6 +94,14 @@ class DrainingGeventWorker(GeventWorker):  # type: ignore[misc]  # gunicorn is u
             log.warning("api.send_timed_out", after_s=self._send_timeout_s, peer=str(addr))
             raise BrokenPipeError(errno.EPIPE, "send timed out") from exc
 
+    def handle_error(self, req: object, client: object, addr: object, exc: BaseException) -> None:
+        """A connection this worker closed while it waited for its next request (to make
+        room, or stopping) is no error: gunicorn logged a traceback for each, a flood of
+        them under a drip. Nothing was asked on it, so nothing is answered."""
+        if isinstance(exc, gevent.GreenletExit):
+            return
+        super().handle_error(req, client, addr, exc)
+
     @contextmanager
     def timeout_ctx(self) -> Iterator[None]:
         """The wait for a connection's next request (gunicorn's keep-alive loop reads
