@@ -53,15 +53,16 @@ def split_diff(diff: str) -> list[str]:
     """The diff's per-file chunks: each starts at ``diff --git``, or (a headerless diff)
     at a ``---``/``+++`` pair that does not belong to the header before it."""
     chunks: list[list[str]] = []
+    named = False  # the current chunk has its ``---`` line (kept, not searched: linear)
     lines = diff.splitlines(keepends=True)
     for i, line in enumerate(lines):
-        current = chunks[-1] if chunks else []
-        awaiting_names = bool(current) and current[0].startswith("diff --git ")
-        awaiting_names = awaiting_names and not any(x.startswith("--- ") for x in current)
+        awaiting_names = bool(chunks) and chunks[-1][0].startswith("diff --git ") and not named
         pair = line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ ")
         if not chunks or line.startswith("diff --git ") or (pair and not awaiting_names):
             chunks.append([])
+            named = False
         chunks[-1].append(line)
+        named = named or line.startswith("--- ")
     return ["".join(c) for c in chunks if "".join(c).strip()]
 
 
