@@ -76,6 +76,17 @@ class GitError(RuntimeError):
     pass
 
 
+class PatchTooLarge(GitError):
+    """The patch git shows is over the policy's ``max_patch_bytes``."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(
+            f"the patch (its stat and diff, as git shows it) is over {max_bytes} bytes"
+            f" (max_patch_bytes {max_bytes})"
+        )
+        self.max_bytes = max_bytes
+
+
 class PinUnavailable(GitError, RuleRefusal):
     """bubblewrap cannot pin a worktree's folder for kodo's git (see :class:`Worktree`)."""
 
@@ -1180,28 +1191,29 @@ class Patch:
     stat: str
 
 
-def _patch(worktree: Worktree, old: str, new: str) -> Patch:
+def _patch(worktree: Worktree, old: str, new: str, *, max_bytes: int) -> Patch:
     """The change from ``old`` to ``new`` (``HEAD``, ``HEAD~1`` or object ids, nothing
     else: each is taken as a revision, never as an option or a path) as git shows text
     by its content: the repository's ``.gitattributes`` cannot hide a text file behind
     a binary patch (:func:`shared.gitcmd.attribute_free`); a file with a NUL byte is
     still a binary patch. The patch names no revision, so naming HEAD here or its id
     gives the same bytes, without a git process to read the id first; its stat comes
-    in the same output, before it (:func:`split_stat`)."""
+    in the same output, before it (:func:`split_stat`).
+
+    Read as git writes it, at most ``max_bytes`` (the policy's ``max_patch_bytes``):
+    past them :class:`PatchTooLarge`, and what git had not yet written is never held."""
     for revision in (old, new):
         if revision not in _OWN_REVISIONS and not _OBJECT_ID.fullmatch(revision):
             raise GitError(f"git diff {old} {new}: {revision!r} is not HEAD, HEAD~1 or an id")
     args = ["diff", "--no-ext-diff", "--no-textconv", "--stat", "--binary", "--full-index"]
-    bare = attribute_free(worktree.gitdir)
-    proc = run_git(
-        worktree.gitdir,
-        [*bare, *args, "-M", old, new, "--"],
-        timeout_s=GIT_TIMEOUT_S,
-        objects=worktree.object_env(),
-    )
-    if proc.returncode != 0:
-        raise GitError(f"git diff {old} {new}: {proc.stderr.decode(errors='replace')}")
-    return split_stat(proc.stdout)
+    with _streamed(worktree, [*args, "-M", old, new, "--"]) as git_diff:
+        shown = git_diff.stdout.read(max_bytes + 1)
+        if len(shown) > max_bytes:  # git is killed on the way out: nothing more is read
+            raise PatchTooLarge(max_bytes)
+        code = git_diff.wait()
+    if code != 0:
+        raise GitError(f"git diff {old} {new}: exit {code} (killed at its deadline?)")
+    return split_stat(shown)
 
 
 _PATCH_START = b"diff --git "
@@ -1220,14 +1232,14 @@ def split_stat(shown: bytes) -> Patch:
     return Patch(_PATCH_START + diff, (stat + b"\n").decode(errors="replace"))
 
 
-def staged_patch(worktree: Worktree) -> Patch:
+def staged_patch(worktree: Worktree, *, max_bytes: int) -> Patch:
     """The staged change as a patch (``git apply`` can replay it): ``patch.diff``."""
-    return _patch(worktree, "HEAD", git(worktree, "write-tree").strip())
+    return _patch(worktree, "HEAD", git(worktree, "write-tree").strip(), max_bytes=max_bytes)
 
 
-def committed_patch(worktree: Worktree) -> Patch:
+def committed_patch(worktree: Worktree, *, max_bytes: int) -> Patch:
     """The last commit's change, byte for byte what :func:`staged_patch` gave before it."""
-    return _patch(worktree, "HEAD~1", "HEAD")
+    return _patch(worktree, "HEAD~1", "HEAD", max_bytes=max_bytes)
 
 
 _DIFFSTATS: OrderedDict[tuple[str, str], str] = OrderedDict()
@@ -1351,26 +1363,56 @@ def _read_blobs(worktree: Worktree, blobs: list[str]) -> dict[str, tuple[int, in
     counts: dict[str, tuple[int, int]] = {}
     if not wanted:
         return counts
+    with _streamed(worktree, ["cat-file", "--batch"], feed=_ids_fed(wanted)) as batch:
+        for oid in wanted:
+            counts[oid] = _lone_crs_in_next_blob(batch.stdout, oid)
+    return counts
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """A git process whose output is read as it comes (see :func:`_streamed`)."""
+
+    stdout: IO[bytes]
+    proc: subprocess.Popen[bytes]
+
+    def wait(self) -> int:
+        """git's exit status, once its output was read to the end."""
+        return self.proc.wait()
+
+
+@contextmanager
+def _streamed(worktree: Worktree, args: Sequence[str], *, feed: bytes = b"") -> Iterator[_Stream]:
+    """``git <args>`` on the worktree's git dir, opened bare (no ``.gitattributes``
+    read), its output read by the caller a chunk at a time; ``feed`` goes to its stdin
+    from a thread of its own (a pipe fills both ways).
+
+    Within GIT_TIMEOUT_S: git is killed at the deadline, so a read ends (short, and
+    ``wait`` then says git did not succeed). However the block ends, git is killed and
+    reaped: a caller that stopped reading early leaves nothing running."""
     hardened = HardenedGit(worktree.gitdir, timeout_s=GIT_TIMEOUT_S, objects=worktree.object_env())
-    proc = hardened.open([*attribute_free(worktree.gitdir), "cat-file", "--batch"])
+    proc = hardened.open([*attribute_free(worktree.gitdir), *args])
     stdin, stdout = proc.stdin, proc.stdout
     if stdin is None or stdout is None:  # pragma: no cover - HardenedGit.open gives pipes
         proc.kill()
-        raise GitError("git cat-file --batch started without its pipes")
-    writer = threading.Thread(target=_feed_and_close, args=(stdin, _ids_fed(wanted)), daemon=True)
+        proc.wait()
+        raise GitError(f"git {args[0]} started without its pipes")
+    writer = threading.Thread(target=_feed_and_close, args=(stdin, feed), daemon=True)
     deadline = threading.Timer(GIT_TIMEOUT_S, proc.kill)
-    writer.start()
+    if feed:
+        writer.start()
+    else:
+        stdin.close()  # nothing to say: no thread for it
     deadline.start()
     try:
-        for oid in wanted:
-            counts[oid] = _lone_crs_in_next_blob(stdout, oid)
+        yield _Stream(stdout, proc)
     finally:
         deadline.cancel()
         proc.kill()
         proc.wait()
-        writer.join()
+        if feed:
+            writer.join()
         stdout.close()
-    return counts
 
 
 def _feed_and_close(pipe: IO[bytes], data: bytes) -> None:
@@ -1433,30 +1475,15 @@ def _text_lines(worktree: Worktree, oid: str) -> int | None:
     agent's file can be of any size (the policy bounds files and lines, not bytes), and
     read whole a 600 MB file of one line took 1.2 GB of the worker's memory.
     """
-    hardened = HardenedGit(worktree.gitdir, timeout_s=GIT_TIMEOUT_S, objects=worktree.object_env())
-    proc = hardened.open([*attribute_free(worktree.gitdir), "cat-file", "blob", oid])
-    stdout = proc.stdout
-    if proc.stdin is not None:
-        proc.stdin.close()  # cat-file blob reads nothing
-    if stdout is None:  # pragma: no cover - HardenedGit.open gives pipes
-        proc.kill()
-        raise GitError("git cat-file blob started without its pipes")
-    deadline = threading.Timer(GIT_TIMEOUT_S, proc.kill)
-    deadline.start()
     lines, seen, last = 0, 0, b"\n"
-    try:
-        while chunk := stdout.read(1 << 20):
+    with _streamed(worktree, ["cat-file", "blob", oid]) as blob:
+        while chunk := blob.stdout.read(1 << 20):
             if seen < BINARY_PROBE and b"\0" in chunk[: BINARY_PROBE - seen]:
                 return None
             seen += len(chunk)
             lines += chunk.count(b"\n")
             last = chunk[-1:]
-        code = proc.wait()
-    finally:
-        deadline.cancel()
-        proc.kill()
-        proc.wait()
-        stdout.close()
+        code = blob.wait()
     if code != 0:
         raise GitError(f"git cat-file blob {oid}: exit {code} (killed at its deadline?)")
     return lines + (1 if seen and last != b"\n" else 0)

@@ -18,7 +18,8 @@ the plan and the policy. Every violation names its rule:
 - ``executable``: a new executable (mode 100755), when the policy refuses them (they
   are always reported);
 - ``unknown_change``: a status git should never report here (unmerged, unknown);
-- ``max_files`` and ``max_lines``.
+- ``max_files`` and ``max_lines``; and ``max_patch_bytes`` (:data:`MAX_PATCH_BYTES_RULE`),
+  judged by the worker as it reads git's patch, since one line may be of any length.
 
 A patch may leave planned paths alone (they are reported, not refused): the plan
 bounds what may change, it does not force every change.
@@ -36,6 +37,7 @@ PLAN_KINDS = ("add", "modify", "delete", "rename")
 SYMLINK = "120000"
 GITLINK = "160000"
 EXECUTABLE = "100755"
+MAX_PATCH_BYTES_RULE = "max_patch_bytes"
 _KNOWN_STATUS = frozenset("AMDRCT")
 
 

@@ -1,7 +1,7 @@
 """Run-time policy gates on plans, per repository, and the policy itself. Pure: no IO.
 
-A repository's policy (``.kodo/policy.toml``) names forbidden paths, the most files and
-changed lines a patch may have, whether symlinks and new executables may be added, and
+A repository's policy (``.kodo/policy.toml``) names forbidden paths, the most files,
+changed lines and bytes a patch may have, whether symlinks and new executables may be added, and
 which programs may verify it. It is read at submit time from a trusted ref (the
 repository's default branch or an operator-set ref) and at ``base_ref``, and the
 strictest combination of the two is the run's policy: a submitter cannot pick an older,
@@ -29,6 +29,12 @@ DEFAULT_FORBIDDEN = (
 )
 
 
+MAX_PATCH_BYTES = 4 << 20
+"""The default bound on a patch as git shows it (its stat and diff): a line counts once
+against ``max_lines`` whatever its length, so lines alone let one 200 MB line through
+to the worker's memory, the ledger's artifacts and the approver's page."""
+
+
 class PolicyError(ValueError):
     """The policy file itself is malformed: refuse to run rather than guess."""
 
@@ -38,6 +44,7 @@ class Policy:
     forbidden_paths: tuple[str, ...] = DEFAULT_FORBIDDEN
     max_files: int = 50
     max_lines: int = 2000
+    max_patch_bytes: int = MAX_PATCH_BYTES
     exec_allowlist: tuple[str, ...] | None = None
     allow_symlinks: bool = False
     allow_new_executables: bool = True
@@ -56,6 +63,8 @@ class Policy:
             forbidden_paths=tuple(raw["forbidden_paths"]),
             max_files=int(raw["max_files"]),
             max_lines=int(raw["max_lines"]),
+            # a snapshot stored before the key existed holds the default bound
+            max_patch_bytes=int(raw.get("max_patch_bytes", MAX_PATCH_BYTES)),
             exec_allowlist=tuple(allow) if allow is not None else None,
             allow_symlinks=raw.get("allow_symlinks") is True,
             allow_new_executables=raw.get("allow_new_executables", True) is True,
@@ -111,6 +120,7 @@ def policy_from_mapping(raw: dict[str, Any], source: str) -> Policy:
         "extra_forbidden_paths",
         "max_files",
         "max_lines",
+        "max_patch_bytes",
         "exec_allowlist",
         "allow_symlinks",
         "allow_new_executables",
@@ -130,6 +140,7 @@ def policy_from_mapping(raw: dict[str, Any], source: str) -> Policy:
         forbidden_paths=forbidden,
         max_files=_positive(raw.get("max_files", 50), "max_files"),
         max_lines=_positive(raw.get("max_lines", 2000), "max_lines"),
+        max_patch_bytes=_positive(raw.get("max_patch_bytes", MAX_PATCH_BYTES), "max_patch_bytes"),
         exec_allowlist=_strings(raw["exec_allowlist"], "exec_allowlist")
         if "exec_allowlist" in raw
         else None,
@@ -157,6 +168,7 @@ def strictest(a: Policy, b: Policy) -> Policy:
         forbidden_paths=tuple(dict.fromkeys(a.forbidden_paths + b.forbidden_paths)),
         max_files=min(a.max_files, b.max_files),
         max_lines=min(a.max_lines, b.max_lines),
+        max_patch_bytes=min(a.max_patch_bytes, b.max_patch_bytes),
         exec_allowlist=allow,
         allow_symlinks=a.allow_symlinks and b.allow_symlinks,
         allow_new_executables=a.allow_new_executables and b.allow_new_executables,

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -22,6 +24,7 @@ from tests.security.harness import (
     MARK,
     WORKTREE_BYTES,
     Hostile,
+    assert_fails_closed,
     script_attack,
 )
 
@@ -177,3 +180,45 @@ def test_a_deeply_nested_answer_is_refused_before_it_is_parsed(hostile: Hostile)
     assert calls.status_code == 200
     with hostile.signed_in(timeout_s=30) as browser:
         assert browser.get(f"/ui/runs/{outcome.run_id}").status_code == 200
+
+
+def _one_line_file_as_binary_patch(tmp_path: Path, path: str, size: int) -> str:
+    """A diff adding ``path``: ``size`` bytes of text on one line, written as git's
+    compressed binary literal (a few hundred kB), which the daemon's tools apply as is."""
+    scratch = tmp_path / "gen"
+    scratch.mkdir()
+    subprocess.run(["git", "init", "-q", str(scratch)], check=True)
+    (scratch / ".git" / "info" / "attributes").write_text(f"{path} binary\n")
+    with (scratch / path).open("wb") as out:
+        for _ in range(size // MB):
+            out.write(b"a" * MB)
+        out.write(b"\n")
+    subprocess.run(["git", "-C", str(scratch), "add", path], check=True)
+    shown = subprocess.run(
+        ["git", "-C", str(scratch), "diff", "--cached", "--binary", "--full-index"],
+        check=True,
+        capture_output=True,
+    )
+    return shown.stdout.decode()
+
+
+def test_a_200_mb_one_line_file_is_refused_with_memory_bounded(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    """One line counts once against max_lines, whatever its length: a file of 200 MB on
+    one line passed every gate, and its patch (200 MB, three copies of it held at once)
+    was to be stored and shown to the approver. The patch's bytes are bounded too."""
+    hostile.fresh_worker()
+    before = hostile.worker_peak_rss_mb()
+    fixture = hostile.fixture(
+        "one-long-line",
+        plan=attacks.plan(("data.txt", "add")),
+        patch=attacks.patch(_one_line_file_as_binary_patch(tmp_path, "data.txt", 200 * MB)),
+    )
+    outcome = hostile.drive(hostile.repo("one-long-line"), fixture)
+    grew = hostile.worker_peak_rss_mb() - before
+    assert_fails_closed(outcome, "max_patch_bytes")
+    assert grew < 100, f"the worker grew {grew:.0f} MB for a 200 MB line"
+    for name in ("patch.diff", "diagnostic.json"):
+        kept = outcome.artifact(name) or b""
+        assert len(kept) <= MB, f"{name} holds {len(kept)} bytes"

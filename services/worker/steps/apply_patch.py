@@ -38,6 +38,7 @@ from services.worker.git_ops import (
     UNFAITHFUL_RULE,
     GitError,
     Patch,
+    PatchTooLarge,
     Worktree,
     admit,
     changes_since,
@@ -70,6 +71,7 @@ from services.worker.worktree_guard import (
     worktree_gitdir_problem,
 )
 from shared.domain.change_check import (
+    MAX_PATCH_BYTES_RULE,
     SYMLINK,
     ChangeReport,
     IndexChange,
@@ -178,7 +180,8 @@ def _take_edits(
         judged = _judged(ctx, worktree, changes, staged=False, repair=repair)
         report = check_changes(judged, plan, policy)
         head = git(worktree, "rev-parse", "HEAD").strip()
-        return _Committed(head, report, changes, committed_patch(worktree))
+        patch = committed_patch(worktree, max_bytes=policy.max_patch_bytes)  # judged as staged
+        return _Committed(head, report, changes, patch)
     with quarantined(worktree, ctx.rt.settings.workspace_dir) as held:
         taken = _stage_and_judge(ctx, held, result, policy, repair=repair)
         if not isinstance(taken, _Judged):
@@ -236,7 +239,13 @@ def _stage_and_judge(
     mismatch = files_mismatch(worktree.path, changes, list(result.answer["files"]))
     if mismatch is not None:
         return _Rejected(mismatch)
-    return _Judged(report, changes, staged_patch(worktree))
+    try:
+        patch = staged_patch(worktree, max_bytes=policy.max_patch_bytes)
+    except PatchTooLarge as exc:  # one long line passes max_lines: the bytes bound it
+        violation = Violation(MAX_PATCH_BYTES_RULE, str(exc), tuple(c.path for c in changes))
+        report = ChangeReport([violation], report.executables, report.untouched, report.lines)
+        return _Refused(report, judged)
+    return _Judged(report, changes, patch)
 
 
 def _unread(changes: list[IndexChange], unfaithful: list[str]) -> list[IndexChange]:

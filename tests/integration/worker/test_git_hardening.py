@@ -24,6 +24,7 @@ from services.worker.git_ops import (
     git,
 )
 from shared import gitcmd
+from shared.domain.policy import MAX_PATCH_BYTES
 from shared.gitcmd import command_keys, hardened_args
 from shared.service.repo_pin import PolicyCache, observe_repo, pin_submission
 from tests.integration.worker.patching import try_apply
@@ -171,7 +172,8 @@ def test_diffing_commands_never_use_external_diff_or_textconv() -> None:
 
 
 def count_git(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
-    """From now on, the argv of every git process kodo starts (config listings too)."""
+    """From now on, the argv of every git process kodo starts (config listings, and those
+    whose output is read as it comes, too)."""
     started: list[list[str]] = []
     spawn = gitcmd._git_process
 
@@ -179,7 +181,14 @@ def count_git(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
         started.append(list(args))
         return spawn(cwd, args, *rest)  # type: ignore[arg-type]
 
+    opening = gitcmd.HardenedGit.open
+
+    def counting_streams(self: gitcmd.HardenedGit, args: list[str]) -> object:
+        started.append(gitcmd.hardened_args(args))  # output read as it comes
+        return opening(self, args)
+
     monkeypatch.setattr(gitcmd, "_git_process", counting)
+    monkeypatch.setattr(gitcmd.HardenedGit, "open", counting_streams)
     return started
 
 
@@ -271,7 +280,7 @@ def test_a_call_in_a_worktrees_git_dir_shares_the_worktrees_listing(
     admin = Path((wt / ".git").read_text().removeprefix("gitdir: ").strip())
     assert gitcmd._config_identity(admin) == gitcmd._config_identity(wt)
     started = count_git(monkeypatch)
-    assert b"changed = True" in committed_patch(tree).diff
+    assert b"changed = True" in committed_patch(tree, max_bytes=MAX_PATCH_BYTES).diff
     # one diff in the git dir with no work tree (HEAD~1 and HEAD named as they are, no
     # rev-parse first); no listing of its own
     assert [args[:1] for args in started] == [["--bare"]]

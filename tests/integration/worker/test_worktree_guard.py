@@ -31,6 +31,7 @@ from services.worker.worktree_guard import (
     worktree_gitdir_problem,
 )
 from shared.db.models import Run
+from shared.domain.policy import MAX_PATCH_BYTES
 from shared.domain.run_machine import StepId
 from tests.integration.worker.conftest import approve, commits_on_branch, diagnostic, new_run
 from tests.integration.worker.hostile import git_out, hostile, patch_of, plan_of
@@ -259,7 +260,7 @@ def test_git_never_reads_the_pointer_once_the_worktree_was_opened(tmp_path: Path
     (tree.path / "README.md").write_text("changed\n")
 
     changes = stage_edits(tree)
-    patch = staged_patch(tree)
+    patch = staged_patch(tree, max_bytes=MAX_PATCH_BYTES)
     reset_worktree(tree)
 
     assert [c.path for c in changes] == ["README.md"]

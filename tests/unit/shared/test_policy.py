@@ -7,6 +7,7 @@ import pytest
 from shared.domain.change_check import check_plan
 from shared.domain.policy import (
     DEFAULT_FORBIDDEN,
+    MAX_PATCH_BYTES,
     Policy,
     PolicyError,
     diff_stats,
@@ -114,6 +115,7 @@ def test_a_policy_file_is_parsed_strictly() -> None:
         {
             "extra_forbidden_paths": ["secrets/*"],
             "max_lines": 10,
+            "max_patch_bytes": 65536,
             "exec_allowlist": ["make"],
             "allow_symlinks": True,
             "allow_new_executables": False,
@@ -125,11 +127,14 @@ def test_a_policy_file_is_parsed_strictly() -> None:
     assert "secrets/*" in policy.forbidden_paths
     assert ".env" in policy.forbidden_paths
     assert (policy.max_lines, policy.exec_allowlist) == (10, ("make",))
+    assert policy.max_patch_bytes == 65536
     assert (policy.allow_symlinks, policy.allow_new_executables) == (True, False)
     assert Policy.from_json(policy.to_json()) == policy
     bad_ones: list[dict[str, object]] = [
         {"max_lines": 0},
         {"max_files": "3"},
+        {"max_patch_bytes": 0},
+        {"max_patch_bytes": True},
         {"forbidden_paths": "x"},
         {"typo": 1},
         {"allow_symlinks": "yes"},
@@ -149,14 +154,17 @@ def test_a_stored_policy_from_before_the_new_knobs_reads_back_with_safe_defaults
     old = {"forbidden_paths": ["x"], "max_files": 3, "max_lines": 4, "exec_allowlist": None}
     policy = Policy.from_json(old)
     assert (policy.allow_symlinks, policy.allow_new_executables) == (False, True)
+    assert policy.max_patch_bytes == MAX_PATCH_BYTES
 
 
 def test_the_strictest_combination_unites_forbidden_paths_and_takes_the_smallest_limits() -> None:
-    trusted = Policy(forbidden_paths=("a/*",), max_files=5, max_lines=900, source="main")
+    trusted = Policy(
+        forbidden_paths=("a/*",), max_files=5, max_lines=900, max_patch_bytes=10, source="main"
+    )
     weak = Policy(forbidden_paths=("b/*",), max_files=50, max_lines=100, source="HEAD~2")
     both = strictest(trusted, weak)
     assert both.forbidden_paths == ("a/*", "b/*")
-    assert (both.max_files, both.max_lines) == (5, 100)
+    assert (both.max_files, both.max_lines, both.max_patch_bytes) == (5, 100, 10)
     assert both.source == "main + HEAD~2"
     assert strictest(weak, trusted).forbidden_paths == ("b/*", "a/*")
 
