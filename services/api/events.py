@@ -245,7 +245,10 @@ def stream(
                 return
             if slot is not None:
                 slot.refresh()
-            woke = sub.wait(min(keepalive_s, OWED_READ_S) if owed else keepalive_s)
+            wait_s = min(keepalive_s, OWED_READ_S) if owed else keepalive_s
+            if max_s is not None:  # renewed at its time, not at the keepalive after it
+                wait_s = min(wait_s, max(0.0, began + max_s - clock()))
+            woke = sub.wait(wait_s)
             if woke.closing:  # the process is shutting down (the client resumes elsewhere),
                 return  # or the client hung up (hang_up.end_on_hang_up)
             if still_live is not None and clock() - checked >= keepalive_s:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from devstack.kodo_procs import Stack
 from shared.db.models import StepRun
+from tests.api_process.conftest import api_process
 from tests.api_process.review_runs import (
     APPROVER,
     BASE_COMMIT,
@@ -107,6 +108,50 @@ def test_a_page_refused_a_stream_follows_the_run_by_polling(
     start_applying(db, run.id)
     expect(tokyo.locator("#status")).to_have_text("applying")
     assert tokyo.locator("#approve").count() == 0
+
+
+@pytest.fixture(scope="module")
+def renewing_api(
+    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """An API that renews every event stream after a second (KODO_SSE_MAX_S)."""
+    root = tmp_path_factory.mktemp("renewing")
+    with api_process(root, database_url, redis_url, KODO_SSE_MAX_S="1") as stack:
+        yield stack
+
+
+WATCH_MESSAGE = """() => {
+  window.messages = [];
+  const message = document.getElementById("message");
+  new MutationObserver(() => window.messages.push(message.textContent))
+    .observe(message, {childList: true, characterData: true, subtree: true});
+}"""
+
+
+def test_a_stream_the_server_renews_is_followed_with_no_reconnecting_notice(
+    renewing_api: Stack, reader_token: str, db: Session, tokyo: Page
+) -> None:
+    """A renewal (``event: reconnect``, then the browser's own reconnect with
+    Last-Event-ID) loses nothing and is not an interruption: the page said
+    "Reconnecting to the live stream..." after every renewal until the run moved."""
+    run = store_waiting_run(db).run
+    streams: list[str] = []
+    tokyo.on("request", lambda r: streams.append(r.url) if r.url.endswith("/events") else None)
+
+    sign_in(tokyo, renewing_api.api_url, reader_token, f"/ui/runs/{run.id}")
+    expect(tokyo.locator("#message")).to_have_text("Following the run live.")
+    tokyo.evaluate(WATCH_MESSAGE)
+    for _ in range(100):  # three renewals: each stream lives 1 s, the retry waits 2 s
+        if len(streams) >= 4:
+            break
+        tokyo.wait_for_timeout(200)
+    assert len(streams) >= 4, f"{len(streams)} streams opened"
+
+    shown = tokyo.evaluate("window.messages")
+    assert not any("Reconnecting" in m for m in shown), shown
+    expect(tokyo.locator("#message")).to_have_text("Following the run live.")
+    start_applying(db, run.id)  # still followed live after the renewals
+    expect(tokyo.locator("#status")).to_have_text("applying")
 
 
 def start_applying(db: Session, run_id: str) -> None:

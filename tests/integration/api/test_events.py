@@ -622,3 +622,16 @@ def test_closing_the_apps_state_stops_its_event_listener(app: Flask) -> None:
 
     assert not listener.is_alive()
     assert events.HUB_EXTENSION not in app.extensions
+
+
+def test_a_stream_is_renewed_at_its_time_not_at_the_keepalive_after_it() -> None:
+    """The wait before a keepalive ends at the stream's renewal: a 15 s keepalive no
+    longer stretches a stream past KODO_SSE_MAX_S by up to 15 s."""
+    hub = RunEventHub("postgresql://unused")
+    sub = hub.subscribe("r1")
+    body = stream(sub, FIRST, lambda: FIRST, frozenset(), keepalive_s=15, max_s=0.2)
+    next(body), next(body)  # the retry block, the first state
+    began = time.monotonic()
+
+    assert list(body) == [": keepalive\n\n", events.RENEW]
+    assert time.monotonic() - began < 5, "renewed long after its time"
