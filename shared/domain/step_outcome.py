@@ -10,14 +10,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.domain.capping import cap_json
+from shared.domain.capping import MAX_CUTS_LISTED, cap_json
 from shared.domain.vocab import ArtifactKind
 
 PLAN_ARTIFACT = "plan.json"
 """CompileST's plan card: its bytes are what the approval digest is taken over."""
 DIAGNOSTIC_MAX_BYTES = 256 * 1024
 ERROR_MAX_CHARS = 4000
-MAX_CUTS_LISTED = 50
 
 
 class RuleRefusal(Exception):

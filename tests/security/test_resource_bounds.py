@@ -222,3 +222,50 @@ def test_a_200_mb_one_line_file_is_refused_with_memory_bounded(
     for name in ("patch.diff", "diagnostic.json"):
         kept = outcome.artifact(name) or b""
         assert len(kept) <= MB, f"{name} holds {len(kept)} bytes"
+
+
+def _many_long_paths_as_patch(tmp_path: Path, count: int) -> str:
+    """A diff adding ``count`` files, each at a path of about 4 kB (15 folders of 250
+    characters): as many as one turn's 8 MiB of messages can carry."""
+    scratch = tmp_path / "gen-paths"
+    scratch.mkdir()
+    subprocess.run(["git", "init", "-q", str(scratch)], check=True)
+    deep = "/".join(["a" * 250] * 15)
+    for i in range(count):
+        folder = scratch / f"d{i // 100}" / deep
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / (f"{i:08d}" + "b" * 200)).write_bytes(b"x\n")
+    subprocess.run(["git", "-C", str(scratch), "add", "-A"], check=True)
+    shown = subprocess.run(
+        ["git", "-C", str(scratch), "diff", "--cached", "--full-index"],
+        check=True,
+        capture_output=True,
+    )
+    return shown.stdout.decode()
+
+
+def test_850_files_at_4_kb_paths_are_refused_naming_the_rules_in_bounded_records(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    """The refusal listed every change and path: capping that diagnostic took 47 s of
+    the step, kept none of the rules' names (only its cuts), and the ledger's verdict
+    kept 3.4 MB. Now the first 100 are listed and the rest counted."""
+    fixture = hostile.fixture(
+        "long-paths",
+        plan=attacks.plan(("README.md", "modify")),
+        patch={**attacks.patch(_many_long_paths_as_patch(tmp_path, 850)), "files": []},
+    )
+    outcome = hostile.drive(hostile.repo("long-paths"), fixture)
+    assert_fails_closed(outcome, "max_files")
+    diagnostic = json.loads(outcome.artifact("diagnostic.json") or b"{}")
+    assert {"max_files", "outside_plan"} <= set(diagnostic["rules"])
+    assert diagnostic["changes_total"] == 850
+    assert len(diagnostic["changes"]) == 100
+    assert len(outcome.artifact("diagnostic.json") or b"") <= 257 * 1024
+    with hostile.engine.connect() as conn:
+        kept = conn.execute(
+            text("SELECT max(length(rejected)) FROM app.opencode_calls WHERE run_id = :r"),
+            {"r": outcome.run_id},
+        ).scalar_one()
+    assert kept is not None
+    assert kept <= 4100, f"the ledger's verdict holds {kept} characters"

@@ -33,6 +33,7 @@ import posixpath
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from services.worker.git_ops import (
     UNFAITHFUL_RULE,
@@ -248,6 +249,29 @@ def _stage_and_judge(
     return _Judged(report, changes, patch)
 
 
+LISTED = 100
+"""The changes, and each violation's paths, a refusal's diagnostic lists (the rest are
+counted): an agent picks how many files it leaves, and listing 2,000 paths of 4 kB
+took the diagnostic's capping two minutes and cut away the rules' names."""
+DETAIL_SHOWN = 1000  # characters of each violation's detail in the run's error
+
+
+def refusal_diagnostic(report: ChangeReport, changes: list[IndexChange]) -> dict[str, Any]:
+    """What a refused change records: the rules it broke first (small, never cut), then
+    the report and the changes, each list at most :data:`LISTED` long."""
+    shown = report.to_json()
+    for violation in shown["violations"]:
+        paths = violation["paths"]
+        if len(paths) > LISTED:
+            violation.update(paths=paths[:LISTED], paths_total=len(paths))
+        violation["detail"] = violation["detail"][: DETAIL_SHOWN * 4]
+    listed: dict[str, Any] = {"changes": [c.to_json() for c in changes[:LISTED]]}
+    if len(changes) > LISTED:
+        listed["changes_total"] = len(changes)
+    rules = sorted({v.rule for v in report.violations})
+    return {"rules": rules, **shown, **listed}
+
+
 def _unread(changes: list[IndexChange], unfaithful: list[str]) -> list[IndexChange]:
     """``changes`` with nothing read from the staged blobs of ``unfaithful`` paths (their
     line counts): git may have read those through a link swapped in, from anywhere."""
@@ -323,15 +347,14 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
         if isinstance(taken, _Refused):
             violations = taken.report.violations
             error = "the agent's change breaks the approved plan or the repository policy: " + (
-                "; ".join(f"{v.rule}: {v.detail}" for v in violations)
+                "; ".join(f"{v.rule}: {v.detail[:DETAIL_SHOWN]}" for v in violations)
             )
             loop.refuse(error)  # recorded first: a redelivery fails on it, never retries
             reset_worktree(worktree)  # nothing the plan did not allow stays on disk
             return StepOutcome.failed(
                 error,
                 {
-                    **taken.report.to_json(),
-                    "changes": [c.to_json() for c in taken.changes],
+                    **refusal_diagnostic(taken.report, taken.changes),
                     "policy": policy.to_json(),
                     "attempts": loop.records,
                 },

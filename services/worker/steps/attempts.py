@@ -138,6 +138,7 @@ class AttemptLoop:
     def reject(self, reason: str) -> None:
         """The last answer was valid JSON but unusable (e.g. an edit that changed nothing);
         the verdict is recorded on its ledger row, so a replay reaches the same one."""
+        reason = bounded_error(reason)
         self.records[-1].update(status="rejected", error=reason)
         self.rejected.append(reason)
         self._verdict(reason)
@@ -145,7 +146,7 @@ class AttemptLoop:
     def refuse(self, reason: str) -> None:
         """The last answer broke a rule: the step fails closed on it, now and on replay."""
         self.records[-1].update(status="refused")
-        self._verdict(REFUSED + reason)
+        self._verdict(bounded_error(REFUSED + reason))
 
     def _verdict(self, reason: str) -> None:
         """Record the verdict on the last answer's row (the answer first, if it waits)."""
