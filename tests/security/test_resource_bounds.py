@@ -249,7 +249,7 @@ def test_850_files_at_4_kb_paths_are_refused_naming_the_rules_in_bounded_records
 ) -> None:
     """The refusal listed every change and path: capping that diagnostic took 47 s of
     the step, kept none of the rules' names (only its cuts), and the ledger's verdict
-    kept 3.4 MB. Now the first 100 are listed and the rest counted."""
+    kept 3.4 MB. Now a change past max_files is refused before a file of it is read."""
     fixture = hostile.fixture(
         "long-paths",
         plan=attacks.plan(("README.md", "modify")),
@@ -258,9 +258,8 @@ def test_850_files_at_4_kb_paths_are_refused_naming_the_rules_in_bounded_records
     outcome = hostile.drive(hostile.repo("long-paths"), fixture)
     assert_fails_closed(outcome, "max_files")
     diagnostic = json.loads(outcome.artifact("diagnostic.json") or b"{}")
-    assert {"max_files", "outside_plan"} <= set(diagnostic["rules"])
-    assert diagnostic["changes_total"] == 850
-    assert len(diagnostic["changes"]) == 100
+    assert diagnostic["rules"] == ["max_files"]
+    assert "touches 850 files" in diagnostic["violations"][0]["detail"]
     assert len(outcome.artifact("diagnostic.json") or b"") <= 257 * 1024
     with hostile.engine.connect() as conn:
         kept = conn.execute(
@@ -269,3 +268,45 @@ def test_850_files_at_4_kb_paths_are_refused_naming_the_rules_in_bounded_records
         ).scalar_one()
     assert kept is not None
     assert kept <= 4100, f"the ledger's verdict holds {kept} characters"
+
+
+def _crlf_files_read_one_by_one_as_patch(tmp_path: Path, count: int) -> str:
+    """A diff adding a ``.gitattributes`` that makes every file one git reads alone
+    (``-diff``: binary to numstat; ``eol=lf``: its CRLF bytes differ from its blob) and
+    ``count`` such files."""
+    scratch = tmp_path / "gen-crlf"
+    scratch.mkdir()
+    subprocess.run(["git", "init", "-q", str(scratch)], check=True)
+    (scratch / ".git" / "info" / "attributes").write_text("* -text\n")
+    (scratch / ".gitattributes").write_text("* -diff text eol=lf\n")
+    for i in range(count):
+        folder = scratch / f"d{i // 1000}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"f{i}").write_bytes(b"x%d\r\n" % i)
+    subprocess.run(["git", "-C", str(scratch), "add", "-A"], check=True)
+    shown = subprocess.run(
+        ["git", "-C", str(scratch), "diff", "--cached", "--binary", "--full-index"],
+        check=True,
+        capture_output=True,
+    )
+    return shown.stdout.decode()
+
+
+def test_thousands_of_files_each_read_alone_are_refused_before_any_is_read(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    """Each file git calls binary, or whose bytes differ from its blob by line endings,
+    took a git process to judge, all before max_files was counted: 10,000 held the step
+    for 111 s (one patch call can carry 250,000). The count now comes first."""
+    hostile.fresh_worker()
+    before = hostile.worker_peak_rss_mb()
+    fixture = hostile.fixture(
+        "crlf-many",
+        plan=attacks.plan(("README.md", "modify")),
+        patch={**attacks.patch(_crlf_files_read_one_by_one_as_patch(tmp_path, 5000)), "files": []},
+    )
+    outcome = hostile.drive(hostile.repo("crlf-many"), fixture)
+    assert_fails_closed(outcome, "max_files")
+    error = outcome.run.get("error") or ""
+    assert "touches 5001 files (more than 50 are not read)" in error, outcome.describe()
+    assert hostile.worker_peak_rss_mb() - before < 100

@@ -40,6 +40,7 @@ from services.worker.git_ops import (
     GitError,
     Patch,
     PatchTooLarge,
+    TooManyChanges,
     Worktree,
     admit,
     changes_since,
@@ -205,7 +206,10 @@ def _stage_and_judge(
     first, then the plan, the policy, the links and the answer's own list of files."""
     plan = ctx.plan or {}
     try:
-        changes = stage_edits(worktree)
+        changes = stage_edits(worktree, most=_readable_changes(policy, repair=repair))
+    except TooManyChanges as exc:  # refused before a file of it is read
+        violation = Violation("max_files", f"{exc} (max_files {policy.max_files})")
+        return _Refused(ChangeReport([violation], (), (), 0), [])
     except GitError as exc:  # a path git refuses to index (a '.GIT' folder, a bare nest)
         refusal = staging_refusal(str(exc))
         if refusal is None:
@@ -270,6 +274,15 @@ def refusal_diagnostic(report: ChangeReport, changes: list[IndexChange]) -> dict
         listed["changes_total"] = len(changes)
     rules = sorted({v.rule for v in report.violations})
     return {"rules": rules, **shown, **listed}
+
+
+def _readable_changes(policy: Policy, *, repair: bool) -> int:
+    """How many changes an attempt may leave and still be read one by one. A first
+    build's change is judged whole: past max_files it is refused. A repair's is judged
+    with the build's before it, which it may undo: each of its paths is one the build
+    changed or one the whole change does, so past twice max_files (four times: a rename
+    names two paths) the whole change cannot fit either."""
+    return policy.max_files * 4 if repair else policy.max_files
 
 
 def _unread(changes: list[IndexChange], unfaithful: list[str]) -> list[IndexChange]:
