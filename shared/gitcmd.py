@@ -40,6 +40,7 @@ from typing import Any
 
 from shared import cospawn
 from shared.apart import run_apart
+from shared.domain.step_outcome import RuleRefusal
 from shared.plain_file import read_plain
 from shared.real_path import resolved
 
@@ -113,8 +114,12 @@ ENV: dict[str, str] = {
 """The environment of every git call (plus PATH); nothing else of the caller's leaks in."""
 
 
-class GitTimeout(RuntimeError):
-    """git took longer than its timeout (it was killed)."""
+class GitTimeout(RuleRefusal, RuntimeError):
+    """git took longer than its timeout (it was killed). A step that meets one fails
+    closed under rule ``git_deadline``: what git was given (an agent's change, a
+    repository's attributes) is as slow as its author makes it."""
+
+    rule = "git_deadline"
 
 
 def command_keys(config_names: Sequence[str]) -> list[str]:

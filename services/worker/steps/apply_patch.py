@@ -35,6 +35,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from services.worker.git_ops import (
     UNFAITHFUL_RULE,
     GitError,
@@ -86,6 +88,7 @@ from shared.domain.prompts import apply_prompt, plan_brief
 from shared.domain.rounds import RepairRequest, RoundInputError, effective_input
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind
+from shared.gitcmd import GitTimeout
 from shared.hashing import sha256_hex
 from shared.opencode.calls import StructuredResult
 from shared.opencode.errors import WorktreeBusy
@@ -93,6 +96,8 @@ from shared.real_path import resolved
 
 PATCH_TRAILER = "Kodo-Patch-Sha256"
 OP_KEY_TRAILER = "Kodo-Op-Key"
+
+log = structlog.get_logger("kodo.step")
 
 
 @dataclass(frozen=True)
@@ -276,6 +281,16 @@ def refusal_diagnostic(report: ChangeReport, changes: list[IndexChange]) -> dict
     return {"rules": rules, **shown, **listed}
 
 
+def _reset_after_deadline(worktree: Worktree) -> None:
+    """Undo what the agent left, after git ran out of time judging it. The reset runs
+    on the same files and may run out of time too: then the run's cleanup removes the
+    worktree (the run has failed), and the failure is logged."""
+    try:
+        reset_worktree(worktree)
+    except (GitError, GitTimeout) as exc:
+        log.warning("worktree.reset_failed", path=str(worktree.path), error=str(exc))
+
+
 def _readable_changes(policy: Policy, *, repair: bool) -> int:
     """How many changes an attempt may leave and still be read one by one. A first
     build's change is judged whole: past max_files it is refused. A repair's is judged
@@ -352,8 +367,12 @@ def apply_patch_step(ctx: StepContext) -> StepOutcome:
             return StepOutcome.failed(
                 error, {"rule": SPECIAL_RULE, "paths": paths, "attempts": loop.records}
             )
-        with git_time.measure():
-            taken = _take_edits(ctx, worktree, result, policy, repair=repair is not None)
+        try:
+            with git_time.measure():
+                taken = _take_edits(ctx, worktree, result, policy, repair=repair is not None)
+        except GitTimeout:  # fails the step under git_deadline; nothing judged stays
+            _reset_after_deadline(worktree)
+            raise
         if isinstance(taken, _Rejected):
             loop.reject(taken.reason)
             continue

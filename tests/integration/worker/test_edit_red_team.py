@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from services.worker import git_ops
 from services.worker.runtime import Runtime
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import run_step
@@ -239,3 +240,26 @@ def test_a_summary_written_to_run_a_shell_is_committed_verbatim_and_runs_nothing
     assert not planted.exists()
     assert commits_on_branch(repo, run_id) == 1
     assert summary in git_out(repo, "log", "-1", "--format=%B", f"kodo/{run_id}")
+
+
+def _slow_to_stage(worktree: Path) -> None:
+    """128 MB that zlib cannot shrink: longer to stage than the deadline patched below."""
+    with (worktree / "noise.bin").open("wb") as out:
+        for _ in range(128):
+            out.write(os.urandom(1 << 20))
+
+
+def test_a_change_git_cannot_judge_in_time_fails_under_git_deadline_and_is_undone(
+    rt: Runtime, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git's timeout crashed the step: a failure naming no rule, and the agent's files
+    left in the worktree. A slow judgement is the agent's doing: it fails closed."""
+    monkeypatch.setattr(git_ops, "GIT_TIMEOUT_S", 0.3)
+    run_id, outcome = _applied(rt, repo, README_ONLY, README_EDIT, _slow_to_stage)
+
+    assert outcome == "failed"
+    report = diagnostic(rt, run_id)
+    assert report["rule"] == "git_deadline", report["error"]
+    assert "took longer than 0.3s" in report["error"]
+    assert commits_on_branch(repo, run_id) == 0
+    assert not (rt.settings.workspace_dir / run_id / "noise.bin").exists()
