@@ -1509,7 +1509,20 @@ REGULAR_MODES = ("100644", "100755")
 UNFAITHFUL_RULE = "worktree_filter"
 
 
-def unfaithful_paths(worktree: Worktree, changes: list[IndexChange]) -> list[str]:
+def staged_sizes(worktree: Worktree, changes: list[IndexChange]) -> dict[str, int]:
+    """The size of each new regular file's blob, by blob id: what a line count read came
+    with, the rest from one ``cat-file --batch-check`` (no blob is read)."""
+    files = [c for c in changes if c.status != "D" and c.new_mode in REGULAR_MODES]
+    sizes = {c.new_blob: c.new_size for c in files if c.new_size is not None}
+    unsized = [c.new_blob for c in files if c.new_size is None]
+    if unsized:
+        sizes.update(_blob_sizes(_run(worktree, list(BLOB_SIZES), stdin=_ids_fed(unsized))))
+    return sizes
+
+
+def unfaithful_paths(
+    worktree: Worktree, changes: list[IndexChange], sizes: Mapping[str, int] | None = None
+) -> list[str]:
     """The changed files and symlinks whose bytes on disk are not the blob ``git add``
     staged.
 
@@ -1524,7 +1537,8 @@ def unfaithful_paths(worktree: Worktree, changes: list[IndexChange]) -> list[str
     below the verified folder, no link followed), and each link's target read from the
     link itself, and each must be the staged blob; the one conversion allowed is CRLF to
     LF (a repository with ``eol=crlf`` checks out CRLF). This runs before any other
-    judgement, so nothing read from what is not on disk is shown anywhere.
+    judgement, so nothing read from what is not on disk is shown anywhere (but the
+    blobs' sizes, which the caller may bound first: each file is read whole to hash it).
     """
     kept = [c for c in changes if c.status != "D" and c.new_mode in (*REGULAR_MODES, SYMLINK)]
     # A name git printed with bytes that are not UTF-8 arrives here with U+FFFD in their
@@ -1533,11 +1547,8 @@ def unfaithful_paths(worktree: Worktree, changes: list[IndexChange]) -> list[str
     kept = [c for c in kept if "\ufffd" not in c.path]
     files = [c for c in kept if c.new_mode in REGULAR_MODES]
     links = [c for c in kept if c.new_mode == SYMLINK]
-    # a blob read for its line count came with its size; only the others are asked for
-    sizes = {c.new_blob: c.new_size for c in files if c.new_size is not None}
-    unsized = [c.new_blob for c in files if c.new_size is None]
-    if unsized:
-        sizes.update(_blob_sizes(_run(worktree, list(BLOB_SIZES), stdin=_ids_fed(unsized))))
+    if sizes is None:  # ``sizes``: :func:`staged_sizes`, when the caller has them
+        sizes = staged_sizes(worktree, files)
     with pinned(worktree) as folder:
         for change in files:
             size = sizes[change.new_blob]

@@ -19,7 +19,9 @@ the plan and the policy. Every violation names its rule:
   are always reported);
 - ``unknown_change``: a status git should never report here (unmerged, unknown);
 - ``max_files`` and ``max_lines``; and ``max_patch_bytes`` (:data:`MAX_PATCH_BYTES_RULE`),
-  judged by the worker as it reads git's patch, since one line may be of any length.
+  judged by the worker as it reads git's patch, since one line may be of any length,
+  and ``max_file_bytes`` (:data:`MAX_FILE_BYTES_RULE`), each file's staged blob, judged
+  before the worker reads any.
 
 A patch may leave planned paths alone (they are reported, not refused): the plan
 bounds what may change, it does not force every change.
@@ -38,6 +40,7 @@ SYMLINK = "120000"
 GITLINK = "160000"
 EXECUTABLE = "100755"
 MAX_PATCH_BYTES_RULE = "max_patch_bytes"
+MAX_FILE_BYTES_RULE = "max_file_bytes"
 _KNOWN_STATUS = frozenset("AMDRCT")
 
 

@@ -1,12 +1,13 @@
 """Run-time policy gates on plans, per repository, and the policy itself. Pure: no IO.
 
 A repository's policy (``.kodo/policy.toml``) names forbidden paths, the most files,
-changed lines and bytes a patch may have, whether symlinks and new executables may be added, and
-which programs may verify it. It is read at submit time from a trusted ref (the
-repository's default branch or an operator-set ref) and at ``base_ref``, and the
-strictest combination of the two is the run's policy: a submitter cannot pick an older,
-weaker file, and a patch can never loosen the policy it is judged by. A violation fails
-the run closed, with a diagnostic. What a patch *did* is judged by
+changed lines and bytes a patch may have and the most bytes of each file, whether
+symlinks and new executables may be added, and which programs may verify it. It is
+read at submit time from a trusted ref (the repository's default branch or an
+operator-set ref) and at ``base_ref``, and the strictest combination of the two is the
+run's policy: a submitter cannot pick an older, weaker file, and a patch can never
+loosen the policy it is judged by. A violation fails the run closed, with a
+diagnostic. What a patch *did* is judged by
 :mod:`shared.domain.change_check`.
 """
 
@@ -35,6 +36,12 @@ against ``max_lines`` whatever its length, so lines alone let one 200 MB line th
 to the worker's memory, the ledger's artifacts and the approver's page."""
 
 
+MAX_FILE_BYTES = 16 << 20
+"""The default bound on each file a patch adds or changes: a compressible file passes
+``max_patch_bytes`` whatever its size (4 GiB of zeros is a 1.7 MB patch), and git, the
+branch and every verification checkout would carry it."""
+
+
 class PolicyError(ValueError):
     """The policy file itself is malformed: refuse to run rather than guess."""
 
@@ -45,6 +52,7 @@ class Policy:
     max_files: int = 50
     max_lines: int = 2000
     max_patch_bytes: int = MAX_PATCH_BYTES
+    max_file_bytes: int = MAX_FILE_BYTES
     exec_allowlist: tuple[str, ...] | None = None
     allow_symlinks: bool = False
     allow_new_executables: bool = True
@@ -65,6 +73,7 @@ class Policy:
             max_lines=int(raw["max_lines"]),
             # a snapshot stored before the key existed holds the default bound
             max_patch_bytes=int(raw.get("max_patch_bytes", MAX_PATCH_BYTES)),
+            max_file_bytes=int(raw.get("max_file_bytes", MAX_FILE_BYTES)),
             exec_allowlist=tuple(allow) if allow is not None else None,
             allow_symlinks=raw.get("allow_symlinks") is True,
             allow_new_executables=raw.get("allow_new_executables", True) is True,
@@ -121,6 +130,7 @@ def policy_from_mapping(raw: dict[str, Any], source: str) -> Policy:
         "max_files",
         "max_lines",
         "max_patch_bytes",
+        "max_file_bytes",
         "exec_allowlist",
         "allow_symlinks",
         "allow_new_executables",
@@ -141,6 +151,7 @@ def policy_from_mapping(raw: dict[str, Any], source: str) -> Policy:
         max_files=_positive(raw.get("max_files", 50), "max_files"),
         max_lines=_positive(raw.get("max_lines", 2000), "max_lines"),
         max_patch_bytes=_positive(raw.get("max_patch_bytes", MAX_PATCH_BYTES), "max_patch_bytes"),
+        max_file_bytes=_positive(raw.get("max_file_bytes", MAX_FILE_BYTES), "max_file_bytes"),
         exec_allowlist=_strings(raw["exec_allowlist"], "exec_allowlist")
         if "exec_allowlist" in raw
         else None,
@@ -169,6 +180,7 @@ def strictest(a: Policy, b: Policy) -> Policy:
         max_files=min(a.max_files, b.max_files),
         max_lines=min(a.max_lines, b.max_lines),
         max_patch_bytes=min(a.max_patch_bytes, b.max_patch_bytes),
+        max_file_bytes=min(a.max_file_bytes, b.max_file_bytes),
         exec_allowlist=allow,
         allow_symlinks=a.allow_symlinks and b.allow_symlinks,
         allow_new_executables=a.allow_new_executables and b.allow_new_executables,

@@ -182,16 +182,16 @@ def test_a_deeply_nested_answer_is_refused_before_it_is_parsed(hostile: Hostile)
         assert browser.get(f"/ui/runs/{outcome.run_id}").status_code == 200
 
 
-def _one_line_file_as_binary_patch(tmp_path: Path, path: str, size: int) -> str:
-    """A diff adding ``path``: ``size`` bytes of text on one line, written as git's
+def _one_line_file_as_binary_patch(tmp_path: Path, path: str, size: int, fill: bytes = b"a") -> str:
+    """A diff adding ``path``: ``size`` bytes of ``fill`` on one line, written as git's
     compressed binary literal (a few hundred kB), which the daemon's tools apply as is."""
-    scratch = tmp_path / "gen"
+    scratch = tmp_path / f"gen-{path}"
     scratch.mkdir()
     subprocess.run(["git", "init", "-q", str(scratch)], check=True)
     (scratch / ".git" / "info" / "attributes").write_text(f"{path} binary\n")
     with (scratch / path).open("wb") as out:
         for _ in range(size // MB):
-            out.write(b"a" * MB)
+            out.write(fill * MB)
         out.write(b"\n")
     subprocess.run(["git", "-C", str(scratch), "add", path], check=True)
     shown = subprocess.run(
@@ -206,8 +206,9 @@ def test_a_200_mb_one_line_file_is_refused_with_memory_bounded(
     hostile: Hostile, tmp_path: Path
 ) -> None:
     """One line counts once against max_lines, whatever its length: a file of 200 MB on
-    one line passed every gate, and its patch (200 MB, three copies of it held at once)
-    was to be stored and shown to the approver. The patch's bytes are bounded too."""
+    one line passed every gate, grew the worker by 1.6 GB, and its patch (200 MB, three
+    copies held at once) was to be stored and shown to the approver. Its size is now
+    refused before a byte of it is read (the patch's bytes are bounded too, below)."""
     hostile.fresh_worker()
     before = hostile.worker_peak_rss_mb()
     fixture = hostile.fixture(
@@ -217,7 +218,7 @@ def test_a_200_mb_one_line_file_is_refused_with_memory_bounded(
     )
     outcome = hostile.drive(hostile.repo("one-long-line"), fixture)
     grew = hostile.worker_peak_rss_mb() - before
-    assert_fails_closed(outcome, "max_patch_bytes")
+    assert_fails_closed(outcome, "max_file_bytes")
     assert grew < 100, f"the worker grew {grew:.0f} MB for a 200 MB line"
     for name in ("patch.diff", "diagnostic.json"):
         kept = outcome.artifact(name) or b""
@@ -310,3 +311,35 @@ def test_thousands_of_files_each_read_alone_are_refused_before_any_is_read(
     error = outcome.run.get("error") or ""
     assert "touches 5001 files (more than 50 are not read)" in error, outcome.describe()
     assert hostile.worker_peak_rss_mb() - before < 100
+
+
+def test_a_file_of_zeros_past_max_file_bytes_is_refused_before_it_is_read(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    """Zeros compress: 4 GiB of them is a 1.7 MB patch, under max_patch_bytes, and
+    passed every rule (a git diff of it took 4.1 GB). Each file's blob is bounded."""
+    fixture = hostile.fixture(
+        "zeros",
+        plan=attacks.plan(("blob.bin", "add")),
+        patch=attacks.patch(_one_line_file_as_binary_patch(tmp_path, "blob.bin", 64 * MB, b"\0")),
+    )
+    outcome = hostile.drive(hostile.repo("zeros"), fixture)
+    assert_fails_closed(outcome, "max_file_bytes")
+    assert "blob.bin: over 16777216 bytes" in (outcome.run.get("error") or "")
+    assert outcome.artifact("patch.diff") is None
+
+
+def test_a_12_mb_line_under_max_file_bytes_is_refused_as_git_writes_its_patch(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    """A file under max_file_bytes whose patch is over max_patch_bytes: git's patch is
+    read to the bound and no further, and nothing of it is stored."""
+    fixture = hostile.fixture(
+        "long-line",
+        plan=attacks.plan(("data.txt", "add")),
+        patch=attacks.patch(_one_line_file_as_binary_patch(tmp_path, "data.txt", 12 * MB)),
+    )
+    outcome = hostile.drive(hostile.repo("long-line"), fixture)
+    assert_fails_closed(outcome, "max_patch_bytes")
+    assert "over 4194304 bytes" in (outcome.run.get("error") or "")
+    assert outcome.artifact("patch.diff") is None

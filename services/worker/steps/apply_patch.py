@@ -57,6 +57,7 @@ from services.worker.git_ops import (
     reset_worktree,
     stage_edits,
     staged_patch,
+    staged_sizes,
     unfaithful_paths,
 )
 from services.worker.steps.attempts import AttemptLoop
@@ -75,6 +76,7 @@ from services.worker.worktree_guard import (
     worktree_gitdir_problem,
 )
 from shared.domain.change_check import (
+    MAX_FILE_BYTES_RULE,
     MAX_PATCH_BYTES_RULE,
     SYMLINK,
     ChangeReport,
@@ -222,7 +224,16 @@ def _stage_and_judge(
         return _Refused(ChangeReport([refusal], (), (), 0), [])
     if not changes:
         return _Rejected("the attempt changed nothing in the worktree")
-    unfaithful = unfaithful_paths(worktree, changes)  # first: judge only what is on disk
+    sizes = staged_sizes(worktree, changes)
+    oversized = sorted(c.path for c in changes if sizes.get(c.new_blob, 0) > policy.max_file_bytes)
+    if oversized:  # before a byte of them is read: each would be hashed whole, then diffed
+        said = (
+            f"{', '.join(oversized[:20])}: over {policy.max_file_bytes} bytes"
+            f" (max_file_bytes {policy.max_file_bytes})"
+        )
+        violation = Violation(MAX_FILE_BYTES_RULE, said, tuple(oversized))
+        return _Refused(ChangeReport([violation], (), (), 0), _unread(changes, oversized))
+    unfaithful = unfaithful_paths(worktree, changes, sizes)  # first: judge only what is on disk
     if unfaithful:
         said = (
             f"{', '.join(unfaithful)}: the bytes on disk are not what git staged (a"

@@ -7,6 +7,7 @@ import pytest
 from shared.domain.change_check import check_plan
 from shared.domain.policy import (
     DEFAULT_FORBIDDEN,
+    MAX_FILE_BYTES,
     MAX_PATCH_BYTES,
     Policy,
     PolicyError,
@@ -116,6 +117,7 @@ def test_a_policy_file_is_parsed_strictly() -> None:
             "extra_forbidden_paths": ["secrets/*"],
             "max_lines": 10,
             "max_patch_bytes": 65536,
+            "max_file_bytes": 1024,
             "exec_allowlist": ["make"],
             "allow_symlinks": True,
             "allow_new_executables": False,
@@ -127,13 +129,14 @@ def test_a_policy_file_is_parsed_strictly() -> None:
     assert "secrets/*" in policy.forbidden_paths
     assert ".env" in policy.forbidden_paths
     assert (policy.max_lines, policy.exec_allowlist) == (10, ("make",))
-    assert policy.max_patch_bytes == 65536
+    assert (policy.max_patch_bytes, policy.max_file_bytes) == (65536, 1024)
     assert (policy.allow_symlinks, policy.allow_new_executables) == (True, False)
     assert Policy.from_json(policy.to_json()) == policy
     bad_ones: list[dict[str, object]] = [
         {"max_lines": 0},
         {"max_files": "3"},
         {"max_patch_bytes": 0},
+        {"max_file_bytes": -1},
         {"max_patch_bytes": True},
         {"forbidden_paths": "x"},
         {"typo": 1},
@@ -154,17 +157,20 @@ def test_a_stored_policy_from_before_the_new_knobs_reads_back_with_safe_defaults
     old = {"forbidden_paths": ["x"], "max_files": 3, "max_lines": 4, "exec_allowlist": None}
     policy = Policy.from_json(old)
     assert (policy.allow_symlinks, policy.allow_new_executables) == (False, True)
-    assert policy.max_patch_bytes == MAX_PATCH_BYTES
+    assert (policy.max_patch_bytes, policy.max_file_bytes) == (MAX_PATCH_BYTES, MAX_FILE_BYTES)
 
 
 def test_the_strictest_combination_unites_forbidden_paths_and_takes_the_smallest_limits() -> None:
     trusted = Policy(
         forbidden_paths=("a/*",), max_files=5, max_lines=900, max_patch_bytes=10, source="main"
     )
-    weak = Policy(forbidden_paths=("b/*",), max_files=50, max_lines=100, source="HEAD~2")
+    weak = Policy(
+        forbidden_paths=("b/*",), max_files=50, max_lines=100, max_file_bytes=7, source="HEAD~2"
+    )
     both = strictest(trusted, weak)
     assert both.forbidden_paths == ("a/*", "b/*")
     assert (both.max_files, both.max_lines, both.max_patch_bytes) == (5, 100, 10)
+    assert both.max_file_bytes == 7
     assert both.source == "main + HEAD~2"
     assert strictest(weak, trusted).forbidden_paths == ("b/*", "a/*")
 
