@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from tests.security.harness import (
     MARK,
     WORKTREE_BYTES,
     Hostile,
+    Outcome,
     assert_fails_closed,
     script_attack,
 )
@@ -182,24 +184,34 @@ def test_a_deeply_nested_answer_is_refused_before_it_is_parsed(hostile: Hostile)
         assert browser.get(f"/ui/runs/{outcome.run_id}").status_code == 200
 
 
-def _one_line_file_as_binary_patch(tmp_path: Path, path: str, size: int, fill: bytes = b"a") -> str:
-    """A diff adding ``path``: ``size`` bytes of ``fill`` on one line, written as git's
-    compressed binary literal (a few hundred kB), which the daemon's tools apply as is."""
-    scratch = tmp_path / f"gen-{path}"
+def _as_patch(tmp_path: Path, name: str, make: Callable[[Path], None]) -> str:
+    """The diff adding what ``make`` writes into an empty repository (its ``.git`` too),
+    binary files as git's compressed literals, which the daemon's tools apply as is."""
+    scratch = tmp_path / f"gen-{name}"
     scratch.mkdir()
     subprocess.run(["git", "init", "-q", str(scratch)], check=True)
-    (scratch / ".git" / "info" / "attributes").write_text(f"{path} binary\n")
-    with (scratch / path).open("wb") as out:
-        for _ in range(size // MB):
-            out.write(fill * MB)
-        out.write(b"\n")
-    subprocess.run(["git", "-C", str(scratch), "add", path], check=True)
+    make(scratch)
+    subprocess.run(["git", "-C", str(scratch), "add", "-A"], check=True)
     shown = subprocess.run(
         ["git", "-C", str(scratch), "diff", "--cached", "--binary", "--full-index"],
         check=True,
         capture_output=True,
     )
     return shown.stdout.decode()
+
+
+def _one_line_file_as_binary_patch(tmp_path: Path, path: str, size: int, fill: bytes = b"a") -> str:
+    """A diff adding ``path``: ``size`` bytes of ``fill`` on one line, written as a
+    binary literal (a few hundred kB)."""
+
+    def make(scratch: Path) -> None:
+        (scratch / ".git" / "info" / "attributes").write_text(f"{path} binary\n")
+        with (scratch / path).open("wb") as out:
+            for _ in range(size // MB):
+                out.write(fill * MB)
+            out.write(b"\n")
+
+    return _as_patch(tmp_path, path, make)
 
 
 def test_a_200_mb_one_line_file_is_refused_with_memory_bounded(
@@ -228,21 +240,26 @@ def test_a_200_mb_one_line_file_is_refused_with_memory_bounded(
 def _many_long_paths_as_patch(tmp_path: Path, count: int) -> str:
     """A diff adding ``count`` files, each at a path of about 4 kB (15 folders of 250
     characters): as many as one turn's 8 MiB of messages can carry."""
-    scratch = tmp_path / "gen-paths"
-    scratch.mkdir()
-    subprocess.run(["git", "init", "-q", str(scratch)], check=True)
     deep = "/".join(["a" * 250] * 15)
-    for i in range(count):
-        folder = scratch / f"d{i // 100}" / deep
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / (f"{i:08d}" + "b" * 200)).write_bytes(b"x\n")
-    subprocess.run(["git", "-C", str(scratch), "add", "-A"], check=True)
-    shown = subprocess.run(
-        ["git", "-C", str(scratch), "diff", "--cached", "--full-index"],
-        check=True,
-        capture_output=True,
+
+    def make(scratch: Path) -> None:
+        for i in range(count):
+            folder = scratch / f"d{i // 100}" / deep
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / (f"{i:08d}" + "b" * 200)).write_bytes(b"x\n")
+
+    return _as_patch(tmp_path, "long-paths", make)
+
+
+def _unplanned_files(hostile: Hostile, name: str, diff: str) -> Outcome:
+    """A run whose approved plan names README.md and whose patch is ``diff`` (files no
+    plan names, which the answer lists as none)."""
+    fixture = hostile.fixture(
+        name,
+        plan=attacks.plan(("README.md", "modify")),
+        patch={**attacks.patch(diff), "files": []},
     )
-    return shown.stdout.decode()
+    return hostile.drive(hostile.repo(name), fixture)
 
 
 def test_850_files_at_4_kb_paths_are_refused_naming_the_rules_in_bounded_records(
@@ -251,12 +268,7 @@ def test_850_files_at_4_kb_paths_are_refused_naming_the_rules_in_bounded_records
     """The refusal listed every change and path: capping that diagnostic took 47 s of
     the step, kept none of the rules' names (only its cuts), and the ledger's verdict
     kept 3.4 MB. Now a change past max_files is refused before a file of it is read."""
-    fixture = hostile.fixture(
-        "long-paths",
-        plan=attacks.plan(("README.md", "modify")),
-        patch={**attacks.patch(_many_long_paths_as_patch(tmp_path, 850)), "files": []},
-    )
-    outcome = hostile.drive(hostile.repo("long-paths"), fixture)
+    outcome = _unplanned_files(hostile, "long-paths", _many_long_paths_as_patch(tmp_path, 850))
     assert_fails_closed(outcome, "max_files")
     diagnostic = json.loads(outcome.artifact("diagnostic.json") or b"{}")
     assert diagnostic["rules"] == ["max_files"]
@@ -275,22 +287,16 @@ def _crlf_files_read_one_by_one_as_patch(tmp_path: Path, count: int) -> str:
     """A diff adding a ``.gitattributes`` that makes every file one git reads alone
     (``-diff``: binary to numstat; ``eol=lf``: its CRLF bytes differ from its blob) and
     ``count`` such files."""
-    scratch = tmp_path / "gen-crlf"
-    scratch.mkdir()
-    subprocess.run(["git", "init", "-q", str(scratch)], check=True)
-    (scratch / ".git" / "info" / "attributes").write_text("* -text\n")
-    (scratch / ".gitattributes").write_text("* -diff text eol=lf\n")
-    for i in range(count):
-        folder = scratch / f"d{i // 1000}"
-        folder.mkdir(exist_ok=True)
-        (folder / f"f{i}").write_bytes(b"x%d\r\n" % i)
-    subprocess.run(["git", "-C", str(scratch), "add", "-A"], check=True)
-    shown = subprocess.run(
-        ["git", "-C", str(scratch), "diff", "--cached", "--binary", "--full-index"],
-        check=True,
-        capture_output=True,
-    )
-    return shown.stdout.decode()
+
+    def make(scratch: Path) -> None:
+        (scratch / ".git" / "info" / "attributes").write_text("* -text\n")
+        (scratch / ".gitattributes").write_text("* -diff text eol=lf\n")
+        for i in range(count):
+            folder = scratch / f"d{i // 1000}"
+            folder.mkdir(exist_ok=True)
+            (folder / f"f{i}").write_bytes(b"x%d\r\n" % i)
+
+    return _as_patch(tmp_path, "crlf", make)
 
 
 def test_thousands_of_files_each_read_alone_are_refused_before_any_is_read(
@@ -301,12 +307,8 @@ def test_thousands_of_files_each_read_alone_are_refused_before_any_is_read(
     for 111 s (one patch call can carry 250,000). The count now comes first."""
     hostile.fresh_worker()
     before = hostile.worker_peak_rss_mb()
-    fixture = hostile.fixture(
-        "crlf-many",
-        plan=attacks.plan(("README.md", "modify")),
-        patch={**attacks.patch(_crlf_files_read_one_by_one_as_patch(tmp_path, 5000)), "files": []},
-    )
-    outcome = hostile.drive(hostile.repo("crlf-many"), fixture)
+    diff = _crlf_files_read_one_by_one_as_patch(tmp_path, 5000)
+    outcome = _unplanned_files(hostile, "crlf-many", diff)
     assert_fails_closed(outcome, "max_files")
     error = outcome.run.get("error") or ""
     assert "touches 5001 files (more than 50 are not read)" in error, outcome.describe()
