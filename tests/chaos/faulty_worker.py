@@ -35,16 +35,16 @@ HOLD_MARKER_ENV = "KODO_CHAOS_HOLD_BEFORE_APPLY"
 HOLD_S = 60.0
 """Longest hold: past it the apply goes on, so a test that never kills cannot hang."""
 
-Stage = Callable[[git_ops.Worktree], list[IndexChange]]
+Stage = Callable[..., list[IndexChange]]
 
 
 def held_before(stage: Stage, marker: Path) -> Stage:
     """``stage``, preceded by announcing the worktree in ``marker`` and holding."""
 
-    def held_stage(worktree: git_ops.Worktree) -> list[IndexChange]:
+    def held_stage(worktree: git_ops.Worktree, *, most: int | None = None) -> list[IndexChange]:
         marker.write_text(str(worktree.path))
         time.sleep(HOLD_S)
-        return stage(worktree)
+        return stage(worktree, most=most)
 
     return held_stage
 
