@@ -22,6 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.db import jsonb_text
+
 PING_IDLE_S = 1.0
 """A pooled connection idle longer than this is pinged before use (see make_engine)."""
 
@@ -69,12 +71,16 @@ def make_engine(
     round trip per transaction (about 40 per run). One that died within that second
     fails its statement, is invalidated with the pool's other connections, and the
     caller's retry (a task's, a client's) gets a fresh one.
+
+    ``jsonb`` values are written by :func:`shared.db.jsonb_text.dumps` (a NUL, which
+    Postgres refuses, stored as U+FFFD).
     """
     engine = create_engine(
         bounded_url(database_url),
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout_s,
+        json_serializer=jsonb_text.dumps,
     )
 
     @event.listens_for(engine, "checkin")

@@ -6,9 +6,12 @@ every answer passes through :func:`validate_answer` before anything trusts it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from jsonschema import Draft202012Validator
+
+from shared.domain.storable import UNSTORABLE, storable_text
 
 PLAN_OUTPUT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -91,6 +94,7 @@ BUILD_OUTPUT_SCHEMA: dict[str, Any] = {
 ``escalate``: a ``question`` for the approver, who answers before the run goes on."""
 
 
+UNSTORABLE_SAID = "holds a NUL byte or a lone surrogate"
 MAX_ERRORS = 20
 MAX_PATH_CHARS = 200
 MAX_MESSAGE_CHARS = 300
@@ -114,18 +118,43 @@ class ContractViolation(ValueError):
         self.errors = errors
 
 
+def _unstorable(value: object, at: tuple[object, ...] = ()) -> Iterator[tuple[object, ...]]:
+    """Where ``value`` holds a string (or a key) with U+0000 or a lone surrogate in it."""
+    if isinstance(value, str):
+        if UNSTORABLE.search(value):
+            yield at
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and UNSTORABLE.search(key):
+                yield (*at, "<key>")
+            yield from _unstorable(item, (*at, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _unstorable(item, (*at, i))
+
+
+def _shown_at(at: Iterable[object]) -> str:
+    shown = "/".join(storable_text(str(p)) for p in at)
+    return shown[:MAX_PATH_CHARS] or "<root>"
+
+
 def validate_answer(schema: dict[str, Any], answer: object) -> dict[str, Any]:
-    """Return ``answer`` as a dict if it satisfies ``schema``; raise otherwise."""
+    """Return ``answer`` as a dict if it satisfies ``schema``; raise otherwise.
+
+    A string holding U+0000 or a lone surrogate breaks every contract: no path, argument
+    or text of a plan has one, and Postgres cannot store it (the stored answer would
+    differ from the one judged and hashed: :mod:`shared.domain.storable`)."""
     validator = Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(answer), key=lambda e: list(e.absolute_path))
-    if errors:
-        shown = [
-            f"{'/'.join(map(str, e.absolute_path))[:MAX_PATH_CHARS] or '<root>'}: "
-            f"{_cut(e.message, e.validator, e.validator_value)}"
-            for e in errors[:MAX_ERRORS]
+    unstorable = [f"{_shown_at(at)}: {UNSTORABLE_SAID}" for at in _unstorable(answer)]
+    if errors or unstorable:
+        shown = unstorable[:MAX_ERRORS] + [
+            f"{_shown_at(e.absolute_path)}: {_cut(e.message, e.validator, e.validator_value)}"
+            for e in errors[: max(0, MAX_ERRORS - len(unstorable))]
         ]
-        if len(errors) > MAX_ERRORS:
-            shown.append(f"... and {len(errors) - MAX_ERRORS} more violations")
+        errors_total = len(errors) + len(unstorable)
+        if errors_total > len(shown):
+            shown.append(f"... and {errors_total - len(shown)} more violations")
         raise ContractViolation(shown)
     if not isinstance(answer, dict):  # unreachable for object schemas; narrows the type
         raise ContractViolation(["<root>: answer is not an object"])

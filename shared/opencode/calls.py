@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 from shared.domain.call_record import AgedRecord
+from shared.domain.storable import storable_text
 from shared.domain.vocab import CallStatus
 from shared.hashing import op_key as make_op_key
 from shared.hashing import sha256_hex
@@ -191,6 +192,8 @@ agent's text inside it (a schema violation repeats the offending value) is cut h
 
 
 def bounded_error(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, made storable (a NUL as U+FFFD)."""
+    text = storable_text(text)
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... [{len(text) - limit} more characters cut]"

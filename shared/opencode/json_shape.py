@@ -7,6 +7,11 @@ handful of objects around long strings, so :func:`shape_problem` refuses a text 
 than :data:`MAX_DEPTH` or with more than :data:`MAX_CONTAINERS` arrays and objects,
 counting only outside strings, with linear C-speed passes (regexes and
 ``bytes.translate``). A body that is not UTF-8 is refused: the count reads UTF-8 bytes.
+
+So is one whose strings escape a lone UTF-16 surrogate (``"\\ud800"`` with no low half
+after it): the JSON spelling of text that is not Unicode, which no model writes by
+accident (a file a tool reads is decoded with replacement) and which Python would
+carry as a str that cannot be encoded, hashed or stored.
 """
 
 from __future__ import annotations
@@ -20,6 +25,11 @@ _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 _STRING = re.compile(rb'"[^"]*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _OPEN = frozenset(b"[{")
+_SURROGATE_HINT = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile(rb"(?<!\\)(?:\\\\)*\\u[dD]([89a-fA-F])[0-9a-fA-F]{2}")
+"""A surrogate escape of its own (after an even run of backslashes); group 1 tells a
+high half (8-B) from a low one (C-F)."""
+_HIGH = frozenset(b"89abAB")
 
 
 def shape_problem(
@@ -36,6 +46,8 @@ def shape_problem(
         body.decode("utf-8")
     except UnicodeDecodeError:
         return "is not UTF-8 text"  # json.loads would guess UTF-16 or 32 on its own
+    if _SURROGATE_HINT.search(body) and _lone_surrogate(body):
+        return "escapes a lone UTF-16 surrogate (text that is not Unicode)"
     # Escapes go first (so an escaped quote is no quote), then whole strings: two
     # linear passes. One pattern for strings with escapes rescans to the end from
     # every quote of an unterminated string: quadratic, with the GIL held.
@@ -53,3 +65,20 @@ def shape_problem(
         else:
             depth -= 1
     return None
+
+
+def _lone_surrogate(body: bytes) -> bool:
+    """Does a surrogate escape lack its other half (a high one a low one right after it)?"""
+    pending_high = -1  # where the escape after an unpaired high one must start
+    for found in _SURROGATE.finditer(body):
+        start = found.end() - 6  # the escape itself, after its run of backslashes
+        high = found.group(1)[0] in _HIGH
+        if pending_high >= 0:
+            if high or start != pending_high:
+                return True
+            pending_high = -1
+        elif not high:
+            return True
+        else:
+            pending_high = found.end()
+    return pending_high >= 0

@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from devstack.kodo_procs import BIN, flower_auth, start_flower
 from shared.config import Settings
+from shared.domain.storable import storable_text
 from shared.hashing import canonical_json, sha256_hex
 from shared.queue import make_celery
 from tests.security import attacks
@@ -127,6 +128,51 @@ def test_credentials_in_a_plan_stay_out_of_the_ledger_and_logs_yet_the_plan_show
         hostile.http.post(
             f"/runs/{run_id}/reject-plan", json={}, headers=hostile.as_(hostile.approver)
         )
+
+
+@pytest.mark.parametrize(
+    ("name", "design", "error_name", "said"),
+    [
+        (
+            "nul-plan",
+            "Fix the typo\x00 in README.md",
+            "ContractViolation",
+            "design: holds a NUL byte or a lone surrogate",
+        ),
+        (
+            "surrogate-plan",
+            "Fix \ud800 the typo",
+            "TurnNotInspectable",
+            "the body escapes a lone UTF-16 surrogate",
+        ),
+    ],
+)
+def test_a_plan_postgres_cannot_store_is_never_shown_and_its_refusal_is_recorded(
+    hostile: Hostile, name: str, design: str, error_name: str, said: str
+) -> None:
+    """U+0000 and a lone surrogate cannot be stored as they were judged and hashed, and
+    a lone surrogate is not even text: the plan is refused before approval, naming why,
+    and the refusal is recorded (a NUL in the ledger's copy of the answer as U+FFFD;
+    an answer that is not text is refused before it is read, so none is kept)."""
+    plan = attacks.plan(("README.md", "modify"), design=design)
+    run_id = hostile.submit(hostile.repo(name), hostile.fixture(name, plan=plan))
+    run = hostile.wait(run_id, {"failed", "waiting_input"})
+    assert run["status"] == "failed", hostile.describe(run_id)
+    assert hostile.plan_of(run_id) is None, "the plan was shown for approval"
+    with hostile.engine.connect() as conn:
+        calls = conn.execute(
+            text(
+                "SELECT status, error_name, error, response->'info'->'structured'->>'design'"
+                " FROM app.opencode_calls WHERE run_id = :r"
+            ),
+            {"r": run_id},
+        ).all()
+    assert calls, hostile.describe(run_id)
+    kept = storable_text(design) if error_name == "ContractViolation" else None
+    for status, named, error, stored_design in calls:
+        assert (status, named) == ("failed", error_name), (calls, hostile.describe(run_id))
+        assert said in error, calls
+        assert stored_design == kept, calls
 
 
 def test_an_approval_for_a_stale_digest_is_refused(hostile: Hostile, waiting: str) -> None:

@@ -21,8 +21,16 @@ from sqlalchemy import text
 from services.worker.git_ops import ensure_worktree, stage_edits
 from services.worker.sandbox.keyring import KEYCTL_SYSCALL
 from services.worker.worktree_guard import worktree_gitdir_problem
+from shared.domain.contracts import UNSTORABLE_SAID
 from tests.security import attacks
-from tests.security.harness import KEYRING_KEY, MARK, Hostile, Outcome, git, script_attack
+from tests.security.harness import (
+    KEYRING_KEY,
+    MARK,
+    Hostile,
+    Outcome,
+    git,
+    script_attack,
+)
 from tests.security.in_keyring import SESSION_NAME
 
 pytestmark = pytest.mark.security
@@ -246,6 +254,28 @@ def test_shell_metacharacters_in_argv_are_just_text(hostile: Hostile) -> None:
     outcome = hostile.drive(repo, fixture)
     assert outcome.status in ("succeeded", "failed"), outcome.describe()
     assert not marker.exists(), "a shell interpreted the argv"
+
+
+def test_a_nul_byte_in_an_argument_breaks_the_decision_contract_before_anything_runs(
+    hostile: Hostile,
+) -> None:
+    repo = hostile.repo("nul-argv")
+    readme = "# calc\n\nA tiny calculator used to demonstrate kodo.\n"
+    fixture = hostile.fixture(
+        "nul-argv",
+        plan=attacks.plan(("README.md", "modify")),
+        patch=attacks.patch(attacks.append_lines("README.md", readme, ["", "More."])),
+        build=attacks.build("python3", "-c", "print('R' + 'AN')\x00"),
+    )
+    outcome = hostile.drive(repo, fixture)
+    assert outcome.status == "failed", outcome.describe()
+    attempts = outcome.diagnostic().get("attempts", [])
+    assert attempts, outcome.describe()
+    assert all(a["error"] == f"ContractViolation: argv/2: {UNSTORABLE_SAID}" for a in attempts), (
+        outcome.describe()
+    )
+    assert {s["stepId"] for s in outcome.run["steps"]} <= {"CompileST", "ApplyPatchST", "DecideST"}
+    assert outcome.command_output() == "", "a command started"
 
 
 def test_a_repository_policy_allowlist_narrows_what_may_run(hostile: Hostile) -> None:

@@ -8,6 +8,7 @@ refused after its git work, the run ends failed with a diagnostic: never wedged.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -150,11 +151,27 @@ def test_an_outcome_the_database_cannot_store_still_ends_the_step_failed(
 ) -> None:
     run_id = new_run(rt, repo)
 
-    def answer_with_a_nul_byte(_: StepContext) -> StepOutcome:  # text columns refuse NUL
-        return StepOutcome(ok=True, output={"summary": "agent text\x00 with a NUL byte"})
+    def answer_with_nan(_: StepContext) -> StepOutcome:  # jsonb has no NaN
+        return StepOutcome(ok=True, output={"summary": "agent text", "score": math.nan})
 
-    assert run_step(rt, StepId.COMPILE, run_id, answer_with_a_nul_byte) == "failed"
+    assert run_step(rt, StepId.COMPILE, run_id, answer_with_nan) == "failed"
     assert _step_row(rt, run_id, StepId.COMPILE).status == "failed"
     report = diagnostic(rt, run_id)
     assert report["rule"] == "record_refused"
-    assert report["refused_outcome"]["output"] == {"summary": "agent text\x00 with a NUL byte"}
+    assert report["refused_outcome"]["output"]["summary"] == "agent text"
+    assert math.isnan(report["refused_outcome"]["output"]["score"])
+
+
+def test_an_outcome_holding_a_nul_is_stored_with_the_replacement_character(
+    rt: Runtime, repo: Path
+) -> None:
+    """jsonb cannot hold U+0000; kodo's engine writes it as U+FFFD (shared.db.jsonb_text)
+    rather than lose the step's record with it."""
+    run_id = new_run(rt, repo)
+
+    def answer_with_a_nul_byte(_: StepContext) -> StepOutcome:
+        return StepOutcome(ok=True, output={"summary": "agent text\x00 with a NUL byte"})
+
+    assert run_step(rt, StepId.COMPILE, run_id, answer_with_a_nul_byte) == "waiting_input"
+    step = _step_row(rt, run_id, StepId.COMPILE)
+    assert step.output == {"summary": "agent text\ufffd with a NUL byte"}

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from shared.opencode.calls import EXCERPT_CHARS, bounded_record
 from shared.opencode.json_shape import MAX_CONTAINERS, MAX_DEPTH, shape_problem
 from shared.redact import TOO_DEEP, redact
@@ -77,3 +81,61 @@ def test_a_body_that_is_not_utf8_is_refused_before_counting() -> None:
     assert shape_problem(nested.encode("utf-16-le")) == "is not UTF-8 JSON text (a NUL byte)"
     assert shape_problem(nested.encode("utf-32")) is not None
     assert shape_problem(b'{"a": "\xff"}') == "is not UTF-8 text"
+
+
+def _holds_a_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= ch <= "\udfff" for ch in value)
+    if isinstance(value, dict):
+        return any(_holds_a_surrogate(k) or _holds_a_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_a_surrogate(v) for v in value)
+    return False
+
+
+LONE = "escapes a lone UTF-16 surrogate (text that is not Unicode)"
+
+
+@pytest.mark.parametrize(
+    ("body", "lone"),
+    [
+        (rb'{"design": "a \ud800 b"}', True),
+        (rb'{"design": "\udc00"}', True),
+        (rb'{"d\uDBFF": 1}', True),
+        (rb'["\ud83d\ude00", "\uD83D\uDE00"]', False),
+        (rb'["\ud83d", "\ude00"]', True),
+        (rb'["\ud83d\u0041\ude00"]', True),
+        (rb'["\ude00\ud83d"]', True),
+        (rb'["\\ud800", "\\\\ud800"]', False),
+        (rb'["\\\ud800"]', True),
+        ('["\U0001f600 raw"]'.encode(), False),
+    ],
+    ids=[
+        "high-alone",
+        "low-alone",
+        "in-a-key",
+        "a-pair-either-case",
+        "halves-in-two-strings",
+        "a-pair-split-by-a-letter",
+        "low-before-high",
+        "the-text-of-an-escape",
+        "a-backslash-then-a-lone-one",
+        "raw-utf8-astral",
+    ],
+)
+def test_a_lone_surrogate_escape_is_refused_before_parsing(body: bytes, lone: bool) -> None:
+    assert _holds_a_surrogate(json.loads(body)) is lone  # what parsing would have made
+    assert (shape_problem(body) == LONE) is lone
+
+
+ESCAPES = ["\\ud83d", "\\ude00", "\\udbff", "\\udc00", "\\\\", "\\u0041", "\\n", "x", "\\\\u"]
+
+
+@given(st.lists(st.lists(st.sampled_from(ESCAPES), max_size=8).map("".join), max_size=4))
+def test_the_refusal_agrees_with_what_parsing_would_make(strings: list[str]) -> None:
+    body = ("[" + ",".join(f'"{s}"' for s in strings) + "]").encode()
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return  # "\\u" with no hex after it: not JSON at all
+    assert (shape_problem(body) == LONE) is _holds_a_surrogate(parsed)

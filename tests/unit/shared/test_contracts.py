@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -10,9 +11,11 @@ from shared.domain.contracts import (
     BUILD_OUTPUT_SCHEMA,
     EDIT_REPORT_SCHEMA,
     PLAN_OUTPUT_SCHEMA,
+    UNSTORABLE_SAID,
     ContractViolation,
     validate_answer,
 )
+from shared.domain.storable import storable_text
 
 PLAN: dict[str, Any] = {
     "design": "Add multiply next to add.",
@@ -78,3 +81,54 @@ def test_a_decision_is_verify_done_or_escalate_and_nothing_else() -> None:
         validate_answer(BUILD_OUTPUT_SCHEMA, {**good, "argv": [""]})
     with pytest.raises(ContractViolation):
         validate_answer(BUILD_OUTPUT_SCHEMA, {**good, "question": "x" * 2001})
+
+
+@pytest.mark.parametrize(
+    ("schema", "answer", "where"),
+    [
+        (PLAN_OUTPUT_SCHEMA, {**PLAN, "design": "Add\x00 multiply."}, "design"),
+        (
+            PLAN_OUTPUT_SCHEMA,
+            {**PLAN, "files": [{"path": "calc.py", "change": "modify", "why": "\x00"}]},
+            "files/0/why",
+        ),
+        (EDIT_REPORT_SCHEMA, {"summary": "s", "files": ["calc\x00.py"]}, "files/0"),
+        (
+            BUILD_OUTPUT_SCHEMA,
+            {"next_action": "verify", "argv": ["python3", "-c", "1\x00"], "reason": "r"},
+            "argv/2",
+        ),
+        (
+            BUILD_OUTPUT_SCHEMA,
+            {"next_action": "verify", "argv": [], "reason": "r", "k\x00": 1},
+            "<key>",
+        ),
+        (PLAN_OUTPUT_SCHEMA, {**PLAN, "tests": ["ok", "lone \ud800 high"]}, "tests/1"),
+        (PLAN_OUTPUT_SCHEMA, {**PLAN, "risks": ["\udfff"]}, "risks/0"),
+    ],
+    ids=[
+        "plan-design",
+        "plan-why",
+        "report-file",
+        "decision-argv",
+        "a-key",
+        "a-lone-high-surrogate",
+        "a-lone-low-surrogate",
+    ],
+)
+def test_a_string_holding_a_nul_or_a_lone_surrogate_breaks_every_contract(
+    schema: dict[str, Any], answer: dict[str, Any], where: str
+) -> None:
+    """Postgres cannot store either: an answer holding one would be stored otherwise than
+    it was judged and hashed, so it is refused first, naming where it is."""
+    with pytest.raises(ContractViolation) as refused:
+        validate_answer(schema, answer)
+    assert f"{where}: {UNSTORABLE_SAID}" in refused.value.errors
+    assert storable_text(str(refused.value)) == str(refused.value)
+
+
+def test_an_astral_character_is_text_like_any_other() -> None:
+    """A surrogate pair in the answer's JSON is one character (an emoji), not a lone one."""
+    smiling = {**PLAN, "design": json.loads('"Add multiply \\ud83d\\ude00"')}
+    assert smiling["design"].endswith("\U0001f600")
+    assert validate_answer(PLAN_OUTPUT_SCHEMA, smiling) == smiling
