@@ -11,6 +11,7 @@ from __future__ import annotations
 from shared.domain.policy import Violation
 
 EXEC_ALLOWLIST = "exec_allowlist"
+EXEC_ARGV = "exec_argv"
 
 GIT_GLOBAL_OPTIONS = frozenset(
     {
@@ -137,13 +138,20 @@ def program_allowed(argv: list[str], allowlist: tuple[str, ...]) -> str | None:
 
 
 def argv_violation(argv: list[str], allowlist: tuple[str, ...]) -> Violation | None:
-    """The rule ``argv`` breaks (``exec_allowlist``, ``git_options``, ``git_alias``), if any."""
+    """The rule ``argv`` breaks (``exec_allowlist``, ``exec_argv``, ``git_options``,
+    ``git_alias``), if any. An argument holding a NUL byte cannot reach any program (the
+    kernel ends a string there, and Python refuses to start it): ``exec_argv``."""
     program = argv[0] if argv else ""
     if not program or "/" in program or "\\" in program:
         return Violation(EXEC_ALLOWLIST, f"program {program!r} must be a bare name")
     if program not in allowlist:
         return Violation(
             EXEC_ALLOWLIST, f"program {program!r} is not on the allowlist ({', '.join(allowlist)})"
+        )
+    held = [i for i, arg in enumerate(argv) if "\0" in arg]
+    if held:
+        return Violation(
+            EXEC_ARGV, f"argument {held[0]} holds a NUL byte, which no program receives"
         )
     if program == "git":
         return git_violation(argv[1:])

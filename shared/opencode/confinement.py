@@ -12,7 +12,8 @@ the session's directory) and fails the call closed:
   worktree, the source repository, the daemon's HOME...);
 * ``GitMetadataForbidden``: the path goes into a ``.git`` (hooks and config there run
   code in kodo's later git commands);
-* ``ToolPathUnreadable``: a writing tool's part names no path we can read.
+* ``ToolPathUnreadable``: a writing tool's part names no path we can read, or any part
+  names one holding a NUL byte (no file can be named so; the kernel would cut it there).
 
 Reading tools (read, list, glob, grep) are held to the same rules: what lies outside
 the worktree (kodo's state, other runs) is not the agent's to see either.
@@ -114,6 +115,8 @@ def tool_uses(parts: Iterable[Mapping[str, object]]) -> list[tuple[str, str, lis
 
 
 def _judge(root: str, raw: str, resolve: Callable[[str], str]) -> str | None:
+    if "\0" in raw:
+        return "ToolPathUnreadable"
     joined = raw if os.path.isabs(raw) else os.path.join(root, raw)
     resolved = resolve(joined)
     if resolved != root and not resolved.startswith(root.rstrip(os.sep) + os.sep):

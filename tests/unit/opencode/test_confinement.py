@@ -63,6 +63,13 @@ def test_paths_inside_the_worktree_pass(worktrees: tuple[Path, Path], path: str)
             {"patchText": "*** Begin Patch\n*** Add File: ../run2/x.py\n+x\n*** End Patch"},
             "PathOutsideWorktree",
         ),
+        ("write", {"filePath": "notes\x00.md"}, "ToolPathUnreadable"),
+        ("read", {"filePath": "/etc/passwd\x00"}, "ToolPathUnreadable"),
+        (
+            "apply_patch",
+            {"patchText": "*** Begin Patch\n*** Add File: a\x00b\n+x\n*** End Patch"},
+            "ToolPathUnreadable",
+        ),
     ],
     ids=[
         "dotdot-into-another-run",
@@ -80,6 +87,9 @@ def test_paths_inside_the_worktree_pass(worktrees: tuple[Path, Path], path: str)
         "edit-with-a-non-string-path",
         "patch-naming-no-file",
         "patch-adding-outside",
+        "write-a-nul-name",
+        "read-a-nul-path",
+        "patch-a-nul-name",
     ],
 )
 def test_a_tool_part_naming_a_path_outside_or_in_git_breaks_a_named_rule(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from services.worker.steps.execute import scrubbed_env
-from shared.domain.exec_rules import program_allowed
+from shared.domain.exec_rules import argv_violation, program_allowed
 
 
 @pytest.mark.parametrize(
@@ -50,3 +50,17 @@ def test_the_command_environment_carries_no_secrets() -> None:
 )
 def test_git_may_only_run_builtins_without_global_options(argv: list[str], allowed: bool) -> None:
     assert (program_allowed(argv, ("git",)) is None) is allowed
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["python3", "-c", "print(1)\x00"], ["git", "log", "--grep=\x00"], ["python3", "\x00"]],
+    ids=["in-an-argument", "after-a-git-subcommand", "a-bare-nul"],
+)
+def test_an_argument_holding_a_nul_byte_breaks_exec_argv(argv: list[str]) -> None:
+    """No program can receive a NUL (the kernel ends an argument there): it is refused
+    under a rule rather than crashing the step that would start it."""
+    found = argv_violation(argv, ("python3", "git"))
+    assert found is not None
+    assert found.rule == "exec_argv"
+    assert "NUL" in found.detail
