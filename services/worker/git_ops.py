@@ -49,6 +49,7 @@ from shared.domain.change_check import (
     SYMLINK,
     IndexChange,
     parse_raw_numstat,
+    raw_records_past,
 )
 from shared.domain.step_outcome import RuleRefusal
 from shared.domain.tree_links import TreeLinks
@@ -1322,9 +1323,10 @@ def _changes(worktree: Worktree, *spec: str, most: int | None = None) -> list[In
     :class:`TooManyChanges` before any is read: a file git calls binary, or one whose
     disk bytes differ from its blob by line endings, costs a git process, and 10,000
     of them held a step for 111 s (250,000, one patch call's worth, about an hour)."""
-    changes = parse_raw_numstat(git(worktree, *_CHANGES, "--raw", "--numstat", *spec))
-    if most is not None and len(changes) > most:
-        raise TooManyChanges(len(changes), most)
+    listing = git(worktree, *_CHANGES, "--raw", "--numstat", *spec)
+    if most is not None and (count := raw_records_past(listing, most)) is not None:
+        raise TooManyChanges(count, most)  # counted unparsed: parsing is the cost
+    changes = parse_raw_numstat(listing)
     links = None
     if any(change.new_mode == SYMLINK for change in changes):
         links = _tree_links(worktree, None if "--cached" in spec else spec[-1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from shared.domain.change_check import (
     parse_raw,
     parse_raw_numstat,
     planned_changes,
+    raw_records_past,
     staging_refusal,
     with_counts,
 )
@@ -316,6 +318,33 @@ def test_one_raw_and_numstat_answer_gives_each_change_its_counts() -> None:
     ]
     assert changes == with_counts(parse_raw(raw), parse_numstat(numstat))
     assert parse_raw_numstat("") == []
+
+
+def _listing(paths: list[str]) -> str:
+    raw = "".join(f":000000 100644 {Z40} {BLOB} A\0{p}\0" for p in paths)
+    raw += f":100644 100644 {BLOB} {BLOB} R090\0old.py\0:new.py\0"
+    return raw + "".join(f"1\t0\t{p}\0" for p in paths) + "4\t1\t\0old.py\0:new.py\0"
+
+
+@pytest.mark.parametrize("most", [0, 1, 3, 4, 5, 9])
+def test_raw_records_are_counted_exactly_past_a_bound_whatever_paths_start_with(most: int) -> None:
+    """A path starting with ``:`` looks like a record's head to a plain count; the walk
+    past the bound tells them apart (and a rename's two paths are one record)."""
+    listing = _listing([":colon", ":0:", "plain"])  # three adds and a rename: 4 records
+    assert len(parse_raw_numstat(listing)) == 4
+    assert raw_records_past(listing, most) == (4 if most < 4 else None)
+
+
+def test_a_listing_past_the_bound_is_counted_without_being_parsed() -> None:
+    """200,000 changes parsed made 237 MB of objects before they could be counted."""
+    listing = _listing([f"n/{i}.md" for i in range(200_000)])
+    tracemalloc.start()
+    try:
+        assert raw_records_past(listing, 50) == 200_001
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"counting held {peak} bytes"
 
 
 def test_a_raw_record_cut_short_in_the_combined_answer_is_an_error() -> None:
