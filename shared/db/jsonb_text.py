@@ -1,5 +1,6 @@
 """The JSON text kodo sends for a ``jsonb`` value: what ``json.dumps`` writes, each
-character Postgres cannot store (U+0000, a lone surrogate) as U+FFFD.
+character Postgres cannot store (U+0000, a lone surrogate) as U+FFFD, and a number
+that is not JSON (NaN, an infinity) as null.
 
 Such a character refuses the whole write, and the ledger must still record what an
 agent said that was refused, never fail to record it (:mod:`shared.domain.storable`).
@@ -16,7 +17,10 @@ from shared.domain.storable import storable
 def dumps(value: Any) -> str:
     """``json.dumps(value)``; ASCII, so an unstorable character can only be an escape
     ``\\u0000`` or ``\\udXXX``, and a document with neither is sent as it is."""
-    text = json.dumps(value)
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except ValueError:  # NaN or an infinity: not JSON, refused by jsonb; stored as null
+        return json.dumps(storable(value))
     if "\\u0000" in text or "\\ud" in text:  # or a pair (astral text), or text that reads so
         return json.dumps(storable(value))
     return text

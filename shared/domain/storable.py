@@ -11,6 +11,7 @@ replacement character standing visibly where it was.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -25,11 +26,14 @@ def storable_text(text: str) -> str:
 
 
 def storable(value: Any) -> Any:
-    """``value`` (JSON data) with every string and key made :func:`storable_text`."""
+    """``value`` (JSON data) with every string and key made :func:`storable_text`, and
+    each non-finite number (which Python's json reads and writes) as None."""
     if isinstance(value, str):
         return storable_text(value)
     if isinstance(value, dict):
         return {storable(k): storable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [storable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN and the infinities are not JSON: jsonb refuses them
     return value

@@ -31,9 +31,10 @@ from shared.opencode.errors import (
     is_format_400,
 )
 from shared.opencode.events import DEFAULT_MAX_EVENT_BYTES, OcEvent, SseDecoder
-from shared.opencode.json_shape import shape_problem
+from shared.opencode.json_shape import parse_failure, shape_problem, strict_loads
 from shared.opencode.messages import (
     DEFAULT_MAX_ANSWER_BYTES,
+    AnswerNotJson,
     AnswerTooLarge,
     ModelRef,
     PromptReply,
@@ -322,11 +323,14 @@ class OpenCodeClient:
         if misshapen is not None:
             raise self._misshapen(what, misshapen)
         try:
-            parsed: object = json.loads(content.decode("utf-8"))
-        except (ValueError, RecursionError):  # deep nesting fits under any byte cap
+            parsed: object = strict_loads(content.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:  # deep nesting fits under any byte cap
             text = content[:200].decode("utf-8", "replace")
             if success:
-                raise OpenCodePermanentError(f"{what}: body is not JSON: {text}") from None
+                reason = parse_failure(exc)
+                raise AnswerNotJson(
+                    f"{what}: body is not JSON ({reason}): {text}", reason=reason
+                ) from None
             parsed = text
         if success:
             return parsed, headers
@@ -666,7 +670,7 @@ class OpenCodeClient:
             if misshapen is not None:
                 raise self._misshapen(what, misshapen)
             try:
-                parsed: object = json.loads(content.decode("utf-8"))
+                parsed: object = strict_loads(content.decode("utf-8"))
             except (ValueError, RecursionError):
                 parsed = content[:200].decode("utf-8", "replace")
             if response.is_success:

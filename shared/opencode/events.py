@@ -23,12 +23,11 @@ event larger than the byte cap is dropped unread past the cap.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.opencode.json_shape import shape_problem
+from shared.opencode.json_shape import shape_problem, strict_loads
 
 SESSION_STATUS = "session.status"
 SESSION_IDLE = "session.idle"
@@ -92,7 +91,7 @@ def parse_event(data: str, *, wrapped: bool) -> OcEvent | str:
     if shape_problem(data.encode()) is not None:  # a tool call's input is the model's
         return "misshapen"
     try:
-        value: object = json.loads(data)
+        value: object = strict_loads(data)
     except (ValueError, RecursionError):
         return "not-json"
     if not isinstance(value, dict):

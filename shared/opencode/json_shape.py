@@ -12,10 +12,16 @@ So is one whose strings escape a lone UTF-16 surrogate (``"\\ud800"`` with no lo
 after it): the JSON spelling of text that is not Unicode, which no model writes by
 accident (a file a tool reads is decoded with replacement) and which Python would
 carry as a str that cannot be encoded, hashed or stored.
+
+:func:`strict_loads` then parses what passed, held to JSON: Python's own ``json.loads``
+also reads ``NaN``, ``Infinity`` and a number past a double's range (as ``inf``), which
+no JSON daemon writes and Postgres's ``jsonb`` refuses.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 
 MAX_DEPTH = 64
@@ -82,3 +88,34 @@ def _lone_surrogate(body: bytes) -> bool:
         else:
             pending_high = found.end()
     return pending_high >= 0
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is past a double's range")
+    return value
+
+
+_STRICT = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+
+
+def strict_loads(text: str) -> object:
+    """``json.loads(text)`` held to JSON: ``NaN``, ``Infinity``, ``-Infinity`` and a
+    number past a double's range (``1e400``) raise ValueError, as other non-JSON does."""
+    return _STRICT.decode(text)
+
+
+def parse_failure(exc: ValueError | RecursionError) -> str:
+    """Why :func:`strict_loads` refused a text, in the parser's words only (a
+    JSONDecodeError's message without the document; a number's text is JSON number
+    characters alone)."""
+    if isinstance(exc, RecursionError):
+        return "nested too deep to parse"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at character {exc.pos}"
+    return str(exc)[:120]

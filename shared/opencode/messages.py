@@ -28,6 +28,18 @@ class AnswerTooLarge(OpenCodePermanentError):
     code = "answer_too_large"
 
 
+class AnswerNotJson(OpenCodePermanentError):
+    """A 2xx body that does not parse as JSON (NaN and Infinity included: Python reads
+    them, JSON and Postgres's jsonb do not). ``reason`` is the parser's, never the
+    body's own text, so a refusal may quote it."""
+
+    code = "answer_not_json"
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message, name="AnswerNotJson")
+        self.reason = reason
+
+
 _BASE62 = string.digits + string.ascii_letters
 
 

@@ -17,7 +17,13 @@ from typing import Any
 
 from shared.opencode.confinement import SHOWN_NAME, shown_path, tool_uses, violations
 from shared.opencode.errors import OpenCodeError
-from shared.opencode.messages import AnswerTooLarge, PromptReply, object_or_empty, token_usage
+from shared.opencode.messages import (
+    AnswerNotJson,
+    AnswerTooLarge,
+    PromptReply,
+    object_or_empty,
+    token_usage,
+)
 from shared.opencode.ports import AgentClient
 from shared.opencode.tools import forbidden_tool_uses
 
@@ -143,11 +149,13 @@ SHOWN_UNREAD = 200
 
 def unread_reason(exc: OpenCodeError) -> str:
     """Why a turn could not be read, in kodo's words only: an answer kodo refused to
-    parse says why (its own text: the cap, the shape); any other error may quote the
-    model's text (a body that is not JSON, a daemon's 400 on a listing), so only its
-    kind is said."""
+    parse says why (its own text: the cap, the shape, the parser's reason for a body
+    that is not JSON); any other error may quote the model's text (a body's excerpt, a
+    daemon's 400 on a listing), so only its kind is said."""
     if isinstance(exc, AnswerTooLarge):
         return shown_path(str(exc), SHOWN_UNREAD)
+    if isinstance(exc, AnswerNotJson):
+        return f"the body is not JSON ({shown_path(exc.reason, SHOWN_UNREAD)})"
     status = f" HTTP {exc.status}" if exc.status is not None else ""
     name = f" {shown_path(exc.name, SHOWN_NAME)}" if exc.name else ""
     return f"{type(exc).__name__}{status}{name}"

@@ -3,6 +3,7 @@ serving whatever a client does (streams, slow sockets, bursts, Flower's API)."""
 
 from __future__ import annotations
 
+import math
 import socket
 import subprocess
 import time
@@ -173,6 +174,32 @@ def test_a_plan_postgres_cannot_store_is_never_shown_and_its_refusal_is_recorded
         assert (status, named) == ("failed", error_name), (calls, hostile.describe(run_id))
         assert said in error, calls
         assert stored_design == kept, calls
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
+def test_a_number_json_does_not_have_is_refused_as_not_json_and_its_call_recorded(
+    hostile: Hostile, value: float, request: pytest.FixtureRequest
+) -> None:
+    """Python's json reads NaN and Infinity (and 1e400 as inf) and writes them back;
+    Postgres's jsonb refuses them, and the ledger's write of the refused answer failed
+    with it (the call stayed ``sent``, the step crashed). The daemon's body is refused
+    as not JSON before it is used."""
+    name = f"non-finite-{request.node.callspec.id}"
+    plan = attacks.plan(("README.md", "modify"))
+    plan["risks"] = [value]
+    run_id = hostile.submit(hostile.repo(name), hostile.fixture(name, plan=plan))
+    run = hostile.wait(run_id, {"failed", "waiting_input"})
+    assert run["status"] == "failed", hostile.describe(run_id)
+    outcome = hostile.collect(run_id)
+    assert "traceback" not in outcome.diagnostic(), outcome.describe()
+    with hostile.engine.connect() as conn:
+        calls = conn.execute(
+            text("SELECT status, error FROM app.opencode_calls WHERE run_id = :r"), {"r": run_id}
+        ).all()
+    assert calls, outcome.describe()
+    for status, error in calls:
+        assert status == "failed", calls
+        assert "not JSON" in error, calls
 
 
 def test_an_approval_for_a_stale_digest_is_refused(hostile: Hostile, waiting: str) -> None:

@@ -8,7 +8,6 @@ refused after its git work, the run ends failed with a diagnostic: never wedged.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -151,15 +150,14 @@ def test_an_outcome_the_database_cannot_store_still_ends_the_step_failed(
 ) -> None:
     run_id = new_run(rt, repo)
 
-    def answer_with_nan(_: StepContext) -> StepOutcome:  # jsonb has no NaN
-        return StepOutcome(ok=True, output={"summary": "agent text", "score": math.nan})
+    def failing_with_a_nul_byte(_: StepContext) -> StepOutcome:  # text columns refuse NUL
+        return StepOutcome.failed("agent text\x00 with a NUL byte", {"summary": "kept"})
 
-    assert run_step(rt, StepId.COMPILE, run_id, answer_with_nan) == "failed"
+    assert run_step(rt, StepId.COMPILE, run_id, failing_with_a_nul_byte) == "failed"
     assert _step_row(rt, run_id, StepId.COMPILE).status == "failed"
     report = diagnostic(rt, run_id)
     assert report["rule"] == "record_refused"
-    assert report["refused_outcome"]["output"]["summary"] == "agent text"
-    assert math.isnan(report["refused_outcome"]["output"]["score"])
+    assert report["refused_outcome"]["error"] == "agent text\x00 with a NUL byte"
 
 
 def test_an_outcome_holding_a_nul_is_stored_with_the_replacement_character(

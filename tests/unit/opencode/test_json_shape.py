@@ -9,7 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.opencode.calls import EXCERPT_CHARS, bounded_record
-from shared.opencode.json_shape import MAX_CONTAINERS, MAX_DEPTH, shape_problem
+from shared.opencode.json_shape import (
+    MAX_CONTAINERS,
+    MAX_DEPTH,
+    parse_failure,
+    shape_problem,
+    strict_loads,
+)
+from shared.opencode.messages import AnswerNotJson
+from shared.opencode.turn_inspection import unread_reason
 from shared.redact import TOO_DEEP, redact
 
 
@@ -139,3 +147,44 @@ def test_the_refusal_agrees_with_what_parsing_would_make(strings: list[str]) -> 
     except ValueError:
         return  # "\\u" with no hex after it: not JSON at all
     assert (shape_problem(body) == LONE) is _holds_a_surrogate(parsed)
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"a": NaN}', '{"a": Infinity}', '{"a": [-Infinity]}', '{"a": 1e400}', '{"a": -1e999}'],
+    ids=["nan", "infinity", "minus-infinity", "past-a-double", "past-a-double-negative"],
+)
+def test_a_number_json_does_not_have_is_not_json(body: str) -> None:
+    """Python's json reads these (and writes them back); JSON and Postgres's jsonb do not."""
+    json.loads(body)  # what the plain reader would have taken
+    with pytest.raises(ValueError, match=r"is not JSON|past a double's range"):
+        strict_loads(body)
+
+
+def test_the_strict_reader_reads_json_as_json_does() -> None:
+    body = '{"a": [1, -2.5, 1e308, 0.1, true, null, "NaN"], "b": {"c": "Infinity"}}'
+    assert strict_loads(body) == json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ('{"risks": [NaN], "secret": "hunter2"}', "NaN is not JSON"),
+        ('{"secret": "hunter2", "n": 1e400}', "the number 1e400 is past a double's range"),
+        ('{"secret": "hunter2" ', "Expecting ',' delimiter at character 21"),
+    ],
+)
+def test_a_refusal_of_a_body_that_is_not_json_says_why_and_quotes_none_of_it(
+    body: str, said: str
+) -> None:
+    """The reason goes into the call's refusal (unread_reason): the parser's words only."""
+    try:
+        strict_loads(body)
+    except ValueError as exc:
+        reason = parse_failure(exc)
+    else:
+        raise AssertionError("parsed")
+    assert reason == said
+    refused = AnswerNotJson(f"GET x: body is not JSON ({reason}): {body}", reason=reason)
+    assert unread_reason(refused) == f"the body is not JSON ({said})"
+    assert "hunter2" not in unread_reason(refused)

@@ -4,6 +4,7 @@ else reads back whole (astral characters, and the text of an escape, included)."
 from __future__ import annotations
 
 import json
+import math
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,7 +14,7 @@ from shared.domain.storable import storable, storable_text
 
 texts = st.text(alphabet=st.characters(codec=None, exclude_categories=()))
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | texts,
+    st.none() | st.booleans() | st.integers() | st.floats() | texts,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
     max_leaves=12,
 )
@@ -42,3 +43,9 @@ def test_storable_text_changes_only_what_postgres_refuses() -> None:
 @given(json_values)
 def test_any_value_reads_back_the_same_but_for_what_postgres_refuses(value: object) -> None:
     assert json.loads(dumps(value)) == storable(value)
+
+
+def test_a_number_json_does_not_have_is_stored_as_null() -> None:
+    """NaN and the infinities: Python's json writes them, jsonb refuses them."""
+    value = {"a": [math.nan, math.inf, -math.inf, 1.5], "k\x00": "x"}
+    assert json.loads(dumps(value)) == {"a": [None, None, None, 1.5], "k\ufffd": "x"}
