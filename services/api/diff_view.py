@@ -3,7 +3,8 @@
 The patch (``patch.diff``, ``patch.r2.diff``, ...) is ``git diff`` text the agent's
 edits produced, so every byte of it is the attacker's. This module only splits it into
 files, hunks and lines and tags each line's tokens with a syntax class (Pygments, which
-``rich`` already brings); it never builds HTML. The page renders each token through the
+``rich`` already brings, run in a child process with a deadline:
+:mod:`services.api.highlighting`); it never builds HTML. The page renders each token through the
 ``shown_block`` filter, so escapes, bidi overrides and markup show as text.
 
 A patch that does not read as a git diff is not guessed at: :func:`parse_patch` says
@@ -17,13 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pygments.lexer import Lexer  # type: ignore[import-untyped]
-from pygments.lexers import get_lexer_for_filename  # type: ignore[import-untyped]
-from pygments.token import STANDARD_TYPES, Token  # type: ignore[import-untyped]
-from pygments.util import ClassNotFound  # type: ignore[import-untyped]
-
 from shared.domain.diff_names import same_name_sides
 from shared.domain.display import visible
+
+from .highlighting import Job, highlighted
 
 LineKind = Literal["add", "del", "ctx", "note"]
 
@@ -36,19 +34,6 @@ MAX_LINES_PER_PATCH = 10_000
 MAX_HIGHLIGHTED_CHARS = 400_000
 """Characters one page lexes; past it lines are shown plain (still escaped)."""
 UNPARSED_RULE = "patch_unparsed"
-
-# The token families the page colours; any other token takes its nearest family's class.
-_FAMILIES = (
-    Token.Keyword,
-    Token.Name.Builtin,
-    Token.Name.Function,
-    Token.Name.Class,
-    Token.Name.Decorator,
-    Token.Literal.String,
-    Token.Literal.Number,
-    Token.Comment,
-    Token.Operator,
-)
 
 
 @dataclass(frozen=True)
@@ -138,13 +123,6 @@ class ParsedPatch:
 
 class _Unparsed(ValueError):
     pass
-
-
-def _css(kind: object) -> str:
-    for family in _FAMILIES:
-        if kind in family:
-            return f"tok-{STANDARD_TYPES[family]}"
-    return ""
 
 
 def _strip_prefix(raw: str, prefix: str) -> str:
@@ -251,53 +229,40 @@ def _parse(text: str) -> list[FileDiff]:
     return files
 
 
-def _lexer(path: str) -> Lexer | None:
-    try:
-        return get_lexer_for_filename(path, stripnl=False, stripall=False, ensurenl=False)
-    except ClassNotFound:
-        return None
-
-
-def _split_lines(lexer: Lexer, texts: list[str]) -> list[list[Piece]]:
-    """Tokens of ``texts`` lexed as one document (so a string spanning lines stays one),
-    cut back into the original lines."""
-    result: list[list[Piece]] = [[]]
-    for kind, value in lexer.get_tokens("\n".join(texts)):
-        parts = value.split("\n")
-        for index, part in enumerate(parts):
-            if index:
-                result.append([])
-            if not part:
-                continue
-            css, last = _css(kind), result[-1]
-            if last and last[-1].css == css:  # one span per run of a class
-                last[-1] = Piece(css, last[-1].text + part)
-            else:
-                last.append(Piece(css, part))
-    return result[: len(texts)] + [[] for _ in range(len(texts) - len(result))]
-
-
-def _highlight(diff: FileDiff, lexer: Lexer | None) -> None:
-    """Each line's pieces: the new side (context and additions) and the old side
-    (context and removals) are lexed apart, each as the text it reads as."""
+def _sides(diff: FileDiff) -> list[list[Line]]:
+    """The lines lexed together: per hunk, the new side (context and additions) and the
+    old side (context and removals), each the text it reads as."""
+    found: list[list[Line]] = []
     for hunk in diff.hunks:
-        for line in hunk.lines:
-            line.pieces = [Piece("", line.text)]
-        if lexer is None:
+        found.append([ln for ln in hunk.lines if ln.kind in ("ctx", "add")])
+        found.append([ln for ln in hunk.lines if ln.kind == "del"])
+    return found
+
+
+def _highlight(files: list[FileDiff]) -> None:
+    """Each line's pieces: plain, then the syntax classes the lexing child found
+    (:mod:`services.api.highlighting`) for files within the page's character budget."""
+    budget = MAX_HIGHLIGHTED_CHARS
+    jobs: list[Job] = []
+    lexed_files: list[FileDiff] = []
+    for diff in files:
+        for hunk in diff.hunks:
+            for line in hunk.lines:
+                line.pieces = [Piece("", line.text)]
+        size = sum(len(ln.text) for h in diff.hunks for ln in h.lines)
+        if size > budget:
             continue
-        new_side = [ln for ln in hunk.lines if ln.kind in ("ctx", "add")]
-        old_side = [ln for ln in hunk.lines if ln.kind == "del"]
-        for side in (new_side, old_side):
-            # Lexed as shown: Pygments folds a CR into a newline, an escaped one is text.
-            shown = [visible(ln.text, multiline=True) for ln in side]
-            lexed = _split_lines(lexer, shown)
-            if any(
-                "".join(p.text for p in pieces) != text
-                for pieces, text in zip(lexed, shown, strict=True)
-            ):
-                continue  # the lexer changed the text: plain lines, never a different text
+        budget -= size
+        # Lexed as shown: Pygments folds a CR into a newline, an escaped one is text.
+        sides = [[visible(ln.text, multiline=True) for ln in side] for side in _sides(diff)]
+        jobs.append((diff.path, sides))
+        lexed_files.append(diff)
+    for diff, answer in zip(lexed_files, highlighted(jobs), strict=True):
+        for side, lexed in zip(_sides(diff), answer, strict=True):
+            if lexed is None:
+                continue
             for line, pieces in zip(side, lexed, strict=True):
-                line.pieces = pieces
+                line.pieces = [Piece(css, text) for css, text in pieces]
 
 
 def parse_patch(text: str) -> ParsedPatch:
@@ -308,11 +273,7 @@ def parse_patch(text: str) -> ParsedPatch:
         return ParsedPatch([], f"{UNPARSED_RULE}: {exc}; shown as text")
     if not files and text.strip():
         return ParsedPatch([], f"{UNPARSED_RULE}: no `diff --git` header; shown as text")
-    budget = MAX_HIGHLIGHTED_CHARS
     for diff in files:
         diff.hunks = [h for h in diff.hunks if h.lines]
-        size = sum(len(ln.text) for h in diff.hunks for ln in h.lines)
-        fits = size <= budget
-        budget -= size if fits else 0
-        _highlight(diff, _lexer(diff.path) if fits else None)
+    _highlight(files)
     return ParsedPatch(files)

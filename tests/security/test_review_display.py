@@ -75,3 +75,32 @@ def test_kodo_run_diff_and_logs_show_it_escaped(
     assert "All tests passed" in shown.stdout
     assert [c for c in RAW if c in shown.stdout] == []
     assert "\\x1b[2K" in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("path", "lines"),
+    [("tools/Makefile", [" " * 300_000]), ("notes.au3", [" " * 50] * 400)],
+    ids=["one-token-a-lexer-cannot-finish", "tokens-a-lexer-is-slow-on"],
+)
+def test_a_patch_that_stalls_its_lexer_never_holds_the_run_page(
+    hostile: Hostile, path: str, lines: list[str]
+) -> None:
+    """The agent's file name picks the lexer and its text feeds it: lexed in the API
+    worker, either patch held the event loop past gunicorn's 30 s timeout, the worker
+    was killed with every stream it served, and the run's page never opened."""
+    name = f"lexer-{path.replace('/', '-')}"
+    body = "\n".join(lines) + "\n"
+    fixture = hostile.fixture(
+        name,
+        plan=attacks.plan((path, "add")),
+        patch=attacks.patch(attacks.add_file(path, body)),
+        build=attacks.build("python3", "-c", "print(1)"),
+    )
+    outcome = hostile.drive(hostile.repo(name), fixture)
+    assert outcome.status == "succeeded", outcome.describe()
+    with hostile.signed_in(timeout_s=60) as browser:
+        for _ in range(2):  # the second view is answered from the cache
+            page = browser.get(f"/ui/runs/{outcome.run_id}")
+            assert page.status_code == 200, page.text[:500]
+    assert "WORKER TIMEOUT" not in hostile.log_text()
+    assert hostile.healthz() == 200

@@ -3,12 +3,16 @@ guessed at, and never a different text from the one stored."""
 
 from __future__ import annotations
 
+import time
+
 from services.api.diff_view import (
     MAX_LINES_PER_FILE,
     MAX_LINES_PER_PATCH,
     UNPARSED_RULE,
+    ParsedPatch,
     parse_patch,
 )
+from services.api.highlighting import Job, highlighted
 from services.api.run_review import round_of
 
 PATCH = """diff --git a/calc.py b/calc.py
@@ -175,3 +179,44 @@ def test_a_name_holding_b_slash_is_read_from_the_rename_lines_not_split_in_the_h
         ("x.py", "copy b/x.py", "copied"),
         ("run b/me.sh", "run b/me.sh", "modified"),
     ]
+
+
+def _added(path: str, lines: list[str]) -> str:
+    body = "".join(f"+{line}\n" for line in lines)
+    return (
+        f"diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n"
+        f"@@ -0,0 +1,{len(lines)} @@\n{body}"
+    )
+
+
+def _every_line_is_its_text(parsed: ParsedPatch) -> None:
+    for diff in parsed.files:
+        for hunk in diff.hunks:
+            for line in hunk.lines:
+                assert "".join(p.text for p in line.pieces) == line.text
+
+
+def test_a_lexer_slow_on_the_agents_text_stops_in_time_and_keeps_what_it_lexed() -> None:
+    """AutoIt lexes 20 kB of space-filled lines for 78 s, token by token; the child stops
+    between tokens at its budget: the file lexed before keeps its colours, the slow one
+    is shown plain, every character as it is (the bound is the API worker's life: 30 s
+    held gunicorn's event loop past its timeout, and the worker was killed)."""
+    patch = _added("b.py", ["def f():", "    return 1"]) + _added("notes.au3", [" " * 50] * 400)
+    started = time.monotonic()
+    parsed = parse_patch(patch)
+    assert time.monotonic() - started < 20
+    _every_line_is_its_text(parsed)
+    first = parsed.files[0].hunks[0].lines[0].pieces
+    assert ("tok-k", "def") in [(p.css, p.text) for p in first]
+    assert all(p.css == "" for h in parsed.files[1].hunks for ln in h.lines for p in ln.pieces)
+
+
+def test_a_single_token_the_lexer_cannot_finish_is_cut_off_by_killing_the_child() -> None:
+    """One line of spaces is one token of a Makefile, lexed in quadratic time (80 kB:
+    2.75 s; this one, about 40 s): no check between tokens stops it, the kill does."""
+    jobs: list[Job] = [("b.py", [["def f(): pass"], []]), ("Makefile", [[" " * 300_000], []])]
+    started = time.monotonic()
+    answer = highlighted(jobs, timeout_s=1.0)
+    assert time.monotonic() - started < 20
+    assert answer == [[None, None], [None, None]]  # all plain: the child was killed
+    assert highlighted(jobs[:1], timeout_s=10)[0][0] is not None  # alone, it is lexed
