@@ -10,6 +10,7 @@ longer after every failure (:func:`shared.db.repos.sessions_to_forget.retry_paus
 from __future__ import annotations
 
 import structlog
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from services.worker.runtime import Runtime
 from shared.db.repos.sessions_to_forget import ForgetRepo, Forgettable, retry_pause
@@ -61,6 +62,14 @@ def _forgotten(rt: Runtime, row: Forgettable) -> None:
 
 
 def _failed_again(rt: Runtime, row: Forgettable, error: str) -> None:
-    with rt.uow() as uow:
-        ForgetRepo(uow.session).failed_again(row.id, error, retry_pause(row.attempts))
+    """Record the failure; a record the database refuses is logged, never the end of the
+    pass: the row comes first again at every pass, and every row after it would wait."""
+    try:
+        with rt.uow() as uow:
+            ForgetRepo(uow.session).failed_again(row.id, error, retry_pause(row.attempts))
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: the pass ends, the reconciler tries again
+    except DBAPIError as exc:
+        log.error("forget.not_recorded", session_id=row.session_id, error=str(exc.orig)[:300])
+        return
     log.warning("forget.failed", session_id=row.session_id, attempts=row.attempts + 1)

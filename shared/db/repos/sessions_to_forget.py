@@ -10,9 +10,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from shared.db.models import SessionToForget
+from shared.domain.storable import storable_text
 
 REASON_CHARS = 500
-"""Characters of a failed delete's error kept (the daemon chose them)."""
+"""Characters of a failed delete's error kept (the daemon chose them: made storable, a
+NUL refused the row's update, and the pass that retried it died on it every time)."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class ForgetRepo:
                 session_id=session_id,
                 daemon=daemon,
                 directory=directory,
-                reason=reason[:REASON_CHARS],
+                reason=storable_text(reason[:REASON_CHARS]),
             )
             .on_conflict_do_nothing(index_elements=["session_id"])
         )
@@ -71,7 +73,7 @@ class ForgetRepo:
             .where(SessionToForget.id == row_id)
             .values(
                 attempts=SessionToForget.attempts + 1,
-                last_error=error[:REASON_CHARS],
+                last_error=storable_text(error[:REASON_CHARS]),
                 next_at=func.statement_timestamp() + pause,
             )
         )

@@ -5,6 +5,7 @@ answer HTTP 500 and keep it)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -15,7 +16,9 @@ from services.worker.forget import forget_sessions
 from services.worker.runtime import Runtime
 from services.worker.steps.base import run_step
 from services.worker.steps.compile import compile_step
+from shared.db.repos.sessions_to_forget import ForgetRepo
 from shared.domain.run_machine import StepId
+from shared.opencode.errors import classify_http_error
 from shared.service.runs import cancel_run
 from tests.integration.worker.conftest import RuntimeFactory, new_run, only_call, uow
 
@@ -131,3 +134,39 @@ def test_a_cancels_delete_that_failed_is_kept_too(
 
     assert forget_sessions(rt) == [call["session_id"]]
     assert not _at_daemon(oc_url, call)
+
+
+class _RefusingClient:
+    """A daemon whose delete of ``ses_poison`` fails with an error holding U+0000."""
+
+    def __init__(self) -> None:
+        self.tried: list[str] = []
+
+    def delete_session(self, session_id: str, *, directory: str) -> bool:
+        self.tried.append(session_id)
+        if session_id == "ses_poison":
+            raise classify_http_error(
+                500, {"name": "UnknownError", "data": {"message": "boom\x00 after a NUL"}}
+            )
+        return True
+
+
+def test_a_daemons_error_holding_a_nul_is_kept_and_never_wedges_the_pass(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error was kept as the daemon wrote it: Postgres refused the row's update, the
+    pass died on it, and the row, never paused, came first at every pass (a red-team
+    pass: no session after it was ever deleted)."""
+    client = _RefusingClient()
+    daemons = [SimpleNamespace(url=f"http://daemon-{n}", client=client) for n in range(2)]
+    monkeypatch.setattr(rt.daemons, "of", lambda url: daemons[url == "http://daemon-1"])
+    with uow(rt) as work:
+        for session_id, url in (("ses_poison", "http://daemon-0"), ("ses_ok", "http://daemon-1")):
+            ForgetRepo(work.session).remember(session_id, url, "/w", "first try\x00")
+
+    assert forget_sessions(rt) == ["ses_ok"]
+    assert client.tried == ["ses_poison", "ses_ok"]
+    [kept] = _kept(rt)
+    assert (kept["session_id"], kept["attempts"], kept["waiting"]) == ("ses_poison", 1, True)
+    assert "boom\ufffd after a NUL" in str(kept["last_error"])
+    assert kept["reason"] == "first try\ufffd"
