@@ -21,7 +21,10 @@ the plan and the policy. Every violation names its rule:
 - ``max_files`` and ``max_lines``; and ``max_patch_bytes`` (:data:`MAX_PATCH_BYTES_RULE`),
   judged by the worker as it reads git's patch, since one line may be of any length,
   and ``max_file_bytes`` (:data:`MAX_FILE_BYTES_RULE`), each file's staged blob, judged
-  before the worker reads any.
+  before the worker reads any;
+- ``path_encoding`` (:data:`PATH_ENCODING_RULE`): a name that is not UTF-8 text. kodo
+  reads git's names as UTF-8, a byte that is not read as U+FFFD: two names could read
+  as one, and as a planned one. Judged first, before any rule reads a name.
 
 A patch may leave planned paths alone (they are reported, not refused): the plan
 bounds what may change, it does not force every change.
@@ -41,6 +44,9 @@ GITLINK = "160000"
 EXECUTABLE = "100755"
 MAX_PATCH_BYTES_RULE = "max_patch_bytes"
 MAX_FILE_BYTES_RULE = "max_file_bytes"
+PATH_ENCODING_RULE = "path_encoding"
+UNREADABLE_NAME = "\ufffd"
+"""What a byte that is not UTF-8 in a name git gives reads as (and U+FFFD itself)."""
 _KNOWN_STATUS = frozenset("AMDRCT")
 
 
@@ -199,6 +205,17 @@ def parse_raw_numstat(out: str) -> list[IndexChange]:
         change, i = _raw_record(tokens, i)
         changes.append(change)
     return with_counts(changes, _numstat(tokens[i:]))
+
+
+def unreadable_names(changes: list[IndexChange]) -> list[str]:
+    """The names (either side of a rename) that are not UTF-8 text as git gave them."""
+    found = {
+        name
+        for change in changes
+        for name in (change.path, change.source)
+        if name is not None and UNREADABLE_NAME in name
+    }
+    return sorted(found)
 
 
 def raw_records_past(out: str, most: int) -> int | None:

@@ -33,6 +33,14 @@ def _rename(old: str, new: str) -> str:
     )
 
 
+def _quoted_add(quoted: str) -> str:
+    """A new file whose name git quotes (octal escapes for its bytes), as git writes one."""
+    return (
+        f'diff --git "a/{quoted}" "b/{quoted}"\nnew file mode 100644\n'
+        f'--- /dev/null\n+++ "b/{quoted}"\n@@ -0,0 +1 @@\n+hello\n'
+    )
+
+
 ATTACKS: dict[str, Callable[[Hostile], Outcome]] = {
     "trailing-space": _attack(
         "trailing-space",
@@ -57,6 +65,16 @@ ATTACKS: dict[str, Callable[[Hostile], Outcome]] = {
     "very-long-path": _attack(
         "very-long-path", attacks.plan((LONG, "add")), attacks.add_file(LONG, "x\n")
     ),
+    "non-utf8-name": _attack(
+        "non-utf8-name",
+        attacks.plan(("x.txt", "add")),
+        _quoted_add("\\377.txt"),
+    ),
+    "two-names-reading-as-the-planned-one": _attack(
+        "two-names-reading-as-the-planned-one",
+        attacks.plan(("\ufffd.txt", "add")),
+        _quoted_add("\\357\\277\\275.txt") + _quoted_add("\\377.txt"),
+    ),
     "dot-git-case": _attack(
         "dot-git-case",
         attacks.plan(("README.md", "modify")),
@@ -77,6 +95,11 @@ def test_path_tricks_fail_closed(hostile: Hostile, launched: Campaign, name: str
     files = hostile.branch_files(hostile.repos / name, outcome.run_id)
     if name in ("very-long-path", "dot-git-case"):  # refused earlier: schema / git apply
         assert outcome.status == "failed", outcome.describe()
+    elif name in ("non-utf8-name", "two-names-reading-as-the-planned-one"):
+        # before: refused only by the disk check, as worktree_filter (the name git gave,
+        # read with U+FFFD, named no file), and the plan check took both names for one
+        assert_fails_closed(outcome, "path_encoding")
+        assert set(files) <= set(FILES), files  # nothing of the agent's was committed
     else:
         assert_fails_closed(
             outcome, "outside_plan", "forbidden_path", "confinement", "max_files", "max_lines"

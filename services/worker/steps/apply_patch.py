@@ -78,11 +78,13 @@ from services.worker.worktree_guard import (
 from shared.domain.change_check import (
     MAX_FILE_BYTES_RULE,
     MAX_PATCH_BYTES_RULE,
+    PATH_ENCODING_RULE,
     SYMLINK,
     ChangeReport,
     IndexChange,
     check_changes,
     staging_refusal,
+    unreadable_names,
 )
 from shared.domain.contracts import EDIT_REPORT_SCHEMA
 from shared.domain.policy import Policy, Violation
@@ -224,6 +226,14 @@ def _stage_and_judge(
         return _Refused(ChangeReport([refusal], (), (), 0), [])
     if not changes:
         return _Rejected("the attempt changed nothing in the worktree")
+    unreadable = unreadable_names(changes)
+    if unreadable:  # before any rule reads a name: two could read as one, or as a planned one
+        said = (
+            f"{', '.join(shown_path(p) for p in unreadable[:20])}: a file name that is not"
+            " UTF-8 text (each such byte reads as U+FFFD)"
+        )
+        violation = Violation(PATH_ENCODING_RULE, said, tuple(unreadable))
+        return _Refused(ChangeReport([violation], (), (), 0), changes)
     sizes = staged_sizes(worktree, changes)
     oversized = sorted(c.path for c in changes if sizes.get(c.new_blob, 0) > policy.max_file_bytes)
     if oversized:  # before a byte of them is read: each would be hashed whole, then diffed

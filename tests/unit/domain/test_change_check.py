@@ -18,6 +18,7 @@ from shared.domain.change_check import (
     planned_changes,
     raw_records_past,
     staging_refusal,
+    unreadable_names,
     with_counts,
 )
 from shared.domain.policy import Policy
@@ -413,3 +414,13 @@ def test_a_refusal_to_stage_a_path_out_of_the_worktree_stays_a_confinement() -> 
     assert found is not None
     assert found.rule == "confinement"
     assert staging_refusal("fatal: unable to write new index file") is None
+
+
+def test_a_name_git_gave_that_is_not_utf8_is_named_either_side_of_a_rename() -> None:
+    changes = [
+        IndexChange("A", "ok.txt", "000000", "100644", BLOB),
+        IndexChange("A", "\ufffd.txt", "000000", "100644", BLOB),
+        IndexChange("R", "new.txt", "100644", "100644", BLOB, source="old\ufffd.txt"),
+    ]
+    assert unreadable_names(changes) == ["old\ufffd.txt", "\ufffd.txt"]
+    assert unreadable_names(changes[:1]) == []
