@@ -58,6 +58,9 @@ DEFAULTS: dict[str, str] = {
     "KODO_MAX_REVISIONS": "5",
     # Times a failed verification goes back to the build agent before the run fails.
     "KODO_MAX_REPAIRS": "2",
+    # Questions DecideST may ask the approver in one run (each answer is another paid round
+    # whose prompt quotes every exchange so far); past them it may only decide.
+    "KODO_MAX_QUESTIONS": "3",
     # Budgets: each provider call reserves KODO_CALL_TOKEN_BOUND tokens at the model's
     # price (USD per million tokens) before it is sent; an intent without a budget of its
     # own gets these (empty: no budget).
@@ -277,6 +280,7 @@ class Settings:
     schema_retries: int = int(DEFAULTS["KODO_SCHEMA_RETRIES"])
     max_revisions: int = int(DEFAULTS["KODO_MAX_REVISIONS"])
     max_repairs: int = int(DEFAULTS["KODO_MAX_REPAIRS"])
+    max_questions: int = int(DEFAULTS["KODO_MAX_QUESTIONS"])
     call_token_bound: int = int(DEFAULTS["KODO_CALL_TOKEN_BOUND"])
     price_usd_per_mtok: float = float(DEFAULTS["KODO_PRICE_USD_PER_MTOK"])
     budget_usd: float | None = None
@@ -376,6 +380,7 @@ class Settings:
             schema_retries=_int(env, "KODO_SCHEMA_RETRIES"),
             max_revisions=_int(env, "KODO_MAX_REVISIONS"),
             max_repairs=_int(env, "KODO_MAX_REPAIRS"),
+            max_questions=_int(env, "KODO_MAX_QUESTIONS"),
             call_token_bound=_int(env, "KODO_CALL_TOKEN_BOUND"),
             price_usd_per_mtok=_float(env, "KODO_PRICE_USD_PER_MTOK"),
             budget_usd=_optional_float(env, "KODO_BUDGET_USD"),
@@ -449,6 +454,8 @@ class Settings:
             raise ConfigError("KODO_MAX_REVISIONS must be at least 1 (the first plan)")
         if self.max_repairs < 0:
             raise ConfigError("KODO_MAX_REPAIRS must be 0 (no repairs) or more")
+        if self.max_questions < 0:
+            raise ConfigError("KODO_MAX_QUESTIONS must be 0 (never ask) or more")
         if self.call_token_bound < 1:
             raise ConfigError("KODO_CALL_TOKEN_BOUND must be at least 1")
         if not 0 <= self.price_usd_per_mtok < 1e6:

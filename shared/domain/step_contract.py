@@ -39,6 +39,8 @@ SAMPLE_PLAN: dict[str, Any] = {
 SAMPLE_DIFFSTAT = " calc.py | 3 +++\n 1 file changed, 3 insertions(+)\n"
 SAMPLE_ALLOWLIST = ("python", "make")
 SAMPLE_REJECTION = "design: too short"
+SAMPLE_REPAIR = (["python", "-m", "unittest"], "exited 1", "FAILED (failures=1)\nline two")
+SAMPLE_EXCHANGES = (("Which Python?\nOr both?", "3.11"),)
 VERSION_CHARS = 16
 
 
@@ -55,10 +57,20 @@ def contract_material() -> dict[str, Any]:
             StepId.APPLY_PATCH.value: [
                 apply_prompt(SAMPLE_GOAL, plan_brief(SAMPLE_PLAN), 1, []),
                 apply_prompt(SAMPLE_GOAL, plan_brief(SAMPLE_PLAN), 2, retry),
+                apply_prompt(SAMPLE_GOAL, plan_brief(SAMPLE_PLAN), 1, [], repair=SAMPLE_REPAIR),
             ],
             StepId.DECIDE.value: [
                 decide_prompt(SAMPLE_GOAL, plan_text, SAMPLE_DIFFSTAT, SAMPLE_ALLOWLIST, 1),
                 decide_prompt(SAMPLE_GOAL, plan_text, SAMPLE_DIFFSTAT, SAMPLE_ALLOWLIST, 2, retry),
+                decide_prompt(
+                    SAMPLE_GOAL,
+                    plan_text,
+                    SAMPLE_DIFFSTAT,
+                    SAMPLE_ALLOWLIST,
+                    1,
+                    exchanges=SAMPLE_EXCHANGES,
+                    may_ask=False,
+                ),
             ],
         },
         "schemas": {

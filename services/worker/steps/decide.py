@@ -33,6 +33,10 @@ from shared.domain.rounds import Answer, RoundInputError, effective_input
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind
 
+QUESTION_LIMIT_RULE = "question_limit"
+"""An escalation past ``KODO_MAX_QUESTIONS``: each answer is another paid round whose
+prompt quotes every exchange so far, and the agent chose how many there were."""
+
 
 def decide_step(ctx: StepContext) -> StepOutcome:
     if ctx.plan is None or ctx.approved_at is None or ctx.worktree_path is None:
@@ -61,6 +65,7 @@ def decide_step(ctx: StepContext) -> StepOutcome:
         exchanges = _exchanges(ctx)
     except RoundInputError as exc:
         return StepOutcome.failed(f"round_input: {exc}", {"rule": "round_input"})
+    may_ask = len(exchanges) < ctx.rt.settings.max_questions
     loop = AttemptLoop(
         ctx,
         StepId.DECIDE,
@@ -79,6 +84,7 @@ def decide_step(ctx: StepContext) -> StepOutcome:
             rejected,
             may_skip=not policy.require_verification,
             exchanges=exchanges,
+            may_ask=may_ask,
         )
     ):
         decision = result.answer
@@ -90,6 +96,19 @@ def decide_step(ctx: StepContext) -> StepOutcome:
                 " command; answer verify with one"
             )
             continue
+        if route == "escalate" and not may_ask:  # told it may not: a rule, not a typo
+            loop.records[-1]["status"] = "refused"
+            asked = ctx.rt.settings.max_questions
+            return StepOutcome.failed(
+                f"{QUESTION_LIMIT_RULE}: the agent asked the approver {len(exchanges)}"
+                f" question(s), all it may (KODO_MAX_QUESTIONS {asked}), and asked again",
+                {
+                    "rule": QUESTION_LIMIT_RULE,
+                    "asked": len(exchanges),
+                    "max_questions": asked,
+                    "attempts": loop.records,
+                },
+            )
         if route == "escalate" and not str(decision.get("question", "")).strip():
             loop.reject("an escalation needs a question for the approver in `question`")
             continue
