@@ -224,17 +224,23 @@ def test_a_command_cannot_redirect_its_worktrees_git_or_poison_the_config_kodo_l
     assert not marker.exists(), f"a planted program ran: {marker.read_text()!r}"
 
 
+README = "# calc\n\nA tiny calculator used to demonstrate kodo.\n"
+
+
+def _verified_with(hostile: Hostile, name: str, *argv: str, repo: Path | None = None) -> Outcome:
+    """A harmless README edit, approved and applied, then verified with ``argv``."""
+    fixture = hostile.fixture(
+        name,
+        plan=attacks.plan(("README.md", "modify")),
+        patch=attacks.patch(attacks.append_lines("README.md", README, ["", "More."])),
+        build=attacks.build(*argv),
+    )
+    return hostile.drive(repo or hostile.repo(name), fixture)
+
+
 def test_git_aliases_cannot_run_a_shell(hostile: Hostile) -> None:
     marker = hostile.markers / "alias-ran.txt"
-    repo = hostile.repo("alias")
-    readme = "# calc\n\nA tiny calculator used to demonstrate kodo.\n"
-    fixture = hostile.fixture(
-        "alias",
-        plan=attacks.plan(("README.md", "modify")),
-        patch=attacks.patch(attacks.append_lines("README.md", readme, ["", "More."])),
-        build=attacks.build("git", "-c", f"alias.x=!sh -c 'id > {marker}'", "x"),
-    )
-    outcome = hostile.drive(repo, fixture)
+    outcome = _verified_with(hostile, "alias", "git", "-c", f"alias.x=!sh -c 'id > {marker}'", "x")
     assert not marker.exists(), "git ran the alias's shell"
     assert outcome.status == "failed", outcome.describe()
     refused = "exec_allowlist" in outcome.rules() or "allowlist" in str(outcome.run.get("error"))
@@ -243,15 +249,8 @@ def test_git_aliases_cannot_run_a_shell(hostile: Hostile) -> None:
 
 def test_shell_metacharacters_in_argv_are_just_text(hostile: Hostile) -> None:
     marker = hostile.markers / "metachar-ran.txt"
-    repo = hostile.repo("metachar")
-    readme = "# calc\n\nA tiny calculator used to demonstrate kodo.\n"
-    fixture = hostile.fixture(
-        "metachar",
-        plan=attacks.plan(("README.md", "modify")),
-        patch=attacks.patch(attacks.append_lines("README.md", readme, ["", "More."])),
-        build=attacks.build("python3", f"test_calc.py; touch {marker}", f"$(touch {marker})"),
-    )
-    outcome = hostile.drive(repo, fixture)
+    argv = ("python3", f"test_calc.py; touch {marker}", f"$(touch {marker})")
+    outcome = _verified_with(hostile, "metachar", *argv)
     assert outcome.status in ("succeeded", "failed"), outcome.describe()
     assert not marker.exists(), "a shell interpreted the argv"
 
@@ -259,15 +258,7 @@ def test_shell_metacharacters_in_argv_are_just_text(hostile: Hostile) -> None:
 def test_a_nul_byte_in_an_argument_breaks_the_decision_contract_before_anything_runs(
     hostile: Hostile,
 ) -> None:
-    repo = hostile.repo("nul-argv")
-    readme = "# calc\n\nA tiny calculator used to demonstrate kodo.\n"
-    fixture = hostile.fixture(
-        "nul-argv",
-        plan=attacks.plan(("README.md", "modify")),
-        patch=attacks.patch(attacks.append_lines("README.md", readme, ["", "More."])),
-        build=attacks.build("python3", "-c", "print('R' + 'AN')\x00"),
-    )
-    outcome = hostile.drive(repo, fixture)
+    outcome = _verified_with(hostile, "nul-argv", "python3", "-c", "print('R' + 'AN')\x00")
     assert outcome.status == "failed", outcome.describe()
     attempts = outcome.diagnostic().get("attempts", [])
     assert attempts, outcome.describe()
@@ -280,14 +271,9 @@ def test_a_nul_byte_in_an_argument_breaks_the_decision_contract_before_anything_
 
 def test_a_repository_policy_allowlist_narrows_what_may_run(hostile: Hostile) -> None:
     repo = hostile.repo("narrow", [{".kodo/policy.toml": '[policy]\nexec_allowlist = ["make"]\n'}])
-    readme = "# calc\n\nA tiny calculator used to demonstrate kodo.\n"
-    fixture = hostile.fixture(
-        "narrow",
-        plan=attacks.plan(("README.md", "modify")),
-        patch=attacks.patch(attacks.append_lines("README.md", readme, ["", "More."])),
-        build=attacks.build("python3", "-c", "print('R' + 'AN-' + 'ANYWAY')"),
+    outcome = _verified_with(
+        hostile, "narrow", "python3", "-c", "print('R' + 'AN-' + 'ANYWAY')", repo=repo
     )
-    outcome = hostile.drive(repo, fixture)
     assert "RAN-ANYWAY" not in outcome.command_output(), "python3 ran despite the policy"
     assert outcome.status == "failed", outcome.describe()
     refused = "exec_allowlist" in outcome.rules() or "allowlist" in str(outcome.run.get("error"))
