@@ -26,10 +26,13 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+import structlog
 from pygments.token import STANDARD_TYPES, Token  # type: ignore[import-untyped]
 
 from shared import cospawn
 from shared.apart import run_apart
+
+log = structlog.get_logger("kodo.api.highlight")
 
 TIMEOUT_S = 2.0
 """Wall time the child may take for one page's patches; it is killed past it."""
@@ -75,15 +78,22 @@ def highlighted(jobs: list[Job], *, timeout_s: float = TIMEOUT_S) -> list[list[L
             return _cache[key]
     try:
         done = _run_child(request, timeout_s)
-    except (subprocess.TimeoutExpired, OSError):
+    except subprocess.TimeoutExpired:
+        log.info("highlight.cut", files=len(jobs), timeout_s=timeout_s)  # the agent's text
+        return plain
+    except OSError as exc:
+        log.warning("highlight.unavailable", error=str(exc))
         return plain
     if done.returncode != 0:
+        said = done.stderr.decode(errors="replace")[-300:]
+        log.warning("highlight.failed", exit_code=done.returncode, stderr=said)
         return plain
     try:
         answer = json.loads(done.stdout)
     except ValueError:
-        return plain
+        answer = None
     if not _fits(answer, jobs):
+        log.warning("highlight.unreadable", stdout_bytes=len(done.stdout))
         return plain
     if len(done.stdout) <= CACHED_CHARS:
         with _lock:
