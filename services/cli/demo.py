@@ -42,6 +42,7 @@ from devstack.sample_repo import create_sample_repo
 from services.cli.doctor import check_model
 from services.cli.views import plan_card_lines
 from shared.config import Settings
+from shared.domain.display import visible
 
 TERMINAL = {"succeeded", "failed", "rejected", "cancelled"}
 
@@ -110,7 +111,7 @@ def _print_branch(repo: Path, branch: str) -> None:
         check=True,
         timeout=30,
     )
-    click.echo(shown.stdout)
+    click.echo(visible(shown.stdout, multiline=True))  # every line of it the agent's
 
 
 def _daemon_settings(

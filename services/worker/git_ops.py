@@ -1022,11 +1022,14 @@ def _head_branch(tree: Worktree) -> str | None:
 
 
 def head_trailer(worktree: Worktree, key: str) -> str | None:
+    """HEAD's ``key`` trailer: the last line naming it (the trailers close the message;
+    a line before them is not kodo's)."""
     body = git(worktree, "log", "-1", "--format=%B")
+    found = None
     for line in body.splitlines():
         if line.startswith(f"{key}: "):
-            return line.split(": ", 1)[1].strip()
-    return None
+            found = line.split(": ", 1)[1].strip()
+    return found
 
 
 def reset_worktree(worktree: Worktree) -> None:

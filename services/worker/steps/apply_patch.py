@@ -87,6 +87,7 @@ from shared.domain.change_check import (
     unreadable_names,
 )
 from shared.domain.contracts import EDIT_REPORT_SCHEMA
+from shared.domain.display import visible
 from shared.domain.policy import Policy, Violation
 from shared.domain.prompts import apply_prompt, plan_brief
 from shared.domain.rounds import RepairRequest, RoundInputError, effective_input
@@ -198,8 +199,11 @@ def _take_edits(
         if not isinstance(taken, _Judged):
             return taken  # what git staged never reaches the repository's store
         admit(held, [c.new_blob for c in taken.changes if c.status != "D"])
+    # No word of the agent's: the commit is delivered, and a summary such as "[skip ci]
+    # Fixes #1", terminal escapes or a forged Kodo-Op-Key line would act on the remote's
+    # CI, its issues and every `git log` (its summary stays in the step's output)
     message = (
-        f"kodo: {ctx.goal[:60]}\n\n{result.answer['summary']}\n\n"
+        f"kodo: {visible(ctx.goal[:60])}\n\n"
         f"Kodo-Run: {ctx.run_id}\nKodo-Plan-Sha256: {ctx.plan_sha256}\n"
         f"Kodo-Approved-At: {ctx.approved_at}\n{PATCH_TRAILER}: {sha256_hex(taken.patch.diff)}\n"
         f"{OP_KEY_TRAILER}: {result.op_key}\n"
