@@ -170,3 +170,37 @@ def test_a_daemons_error_holding_a_nul_is_kept_and_never_wedges_the_pass(
     assert (kept["session_id"], kept["attempts"], kept["waiting"]) == ("ses_poison", 1, True)
     assert "boom\ufffd after a NUL" in str(kept["last_error"])
     assert kept["reason"] == "first try\ufffd"
+
+
+def test_a_failure_the_database_refuses_to_record_is_logged_and_the_pass_goes_on(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever the reason a row's failure cannot be recorded (here a trigger refusing
+    it), the pass tries the rows after it: the refused row, never paused, would come
+    first at every pass."""
+    client = _RefusingClient()
+    daemons = [SimpleNamespace(url=f"http://daemon-{n}", client=client) for n in range(2)]
+    monkeypatch.setattr(rt.daemons, "of", lambda url: daemons[url == "http://daemon-1"])
+    with uow(rt) as work:
+        for session_id, url in (("ses_poison", "http://daemon-0"), ("ses_ok", "http://daemon-1")):
+            ForgetRepo(work.session).remember(session_id, url, "/w", "first try")
+        work.session.execute(text(REFUSE_UPDATES))
+    try:
+        assert forget_sessions(rt) == ["ses_ok"]
+        [kept] = _kept(rt)
+        assert (kept["session_id"], kept["attempts"]) == ("ses_poison", 0)
+    finally:
+        with uow(rt) as work:
+            work.session.execute(text(REFUSE_UPDATES_DROPPED))
+
+
+REFUSE_UPDATES = """
+CREATE FUNCTION app.test_refuse_forget_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'refused by the test' USING ERRCODE = '22000'; END $$;
+CREATE TRIGGER test_refuse_forget_update BEFORE UPDATE ON app.sessions_to_forget
+FOR EACH ROW EXECUTE FUNCTION app.test_refuse_forget_update();
+"""
+REFUSE_UPDATES_DROPPED = """
+DROP TRIGGER test_refuse_forget_update ON app.sessions_to_forget;
+DROP FUNCTION app.test_refuse_forget_update();
+"""
