@@ -4,6 +4,7 @@ answer HTTP 500 and keep it)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -151,18 +152,42 @@ class _RefusingClient:
         return True
 
 
+@pytest.fixture
+def forget_rows_emptied(rt: Runtime) -> Iterator[None]:
+    """No row kept to forget before or after the test: the rows a test leaves (no run
+    owns them, so no TRUNCATE cascades to them) would be the next test's."""
+
+    def empty() -> None:
+        with uow(rt) as work:
+            work.session.execute(text("DELETE FROM app.sessions_to_forget"))
+
+    empty()
+    yield
+    empty()
+
+
+def _on_two_daemons(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, *, reason: str
+) -> _RefusingClient:
+    """``ses_poison`` kept to delete on one daemon, ``ses_ok`` on another (a daemon whose
+    delete fails is not asked again in the same pass), both answered by one client."""
+    client = _RefusingClient()
+    daemons = [SimpleNamespace(url=f"http://daemon-{n}", client=client) for n in range(2)]
+    monkeypatch.setattr(rt.daemons, "of", lambda url: daemons[url == "http://daemon-1"])
+    with uow(rt) as work:
+        for session_id, url in (("ses_poison", "http://daemon-0"), ("ses_ok", "http://daemon-1")):
+            ForgetRepo(work.session).remember(session_id, url, "/w", reason)
+    return client
+
+
+@pytest.mark.usefixtures("forget_rows_emptied")
 def test_a_daemons_error_holding_a_nul_is_kept_and_never_wedges_the_pass(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The error was kept as the daemon wrote it: Postgres refused the row's update, the
     pass died on it, and the row, never paused, came first at every pass (a red-team
     pass: no session after it was ever deleted)."""
-    client = _RefusingClient()
-    daemons = [SimpleNamespace(url=f"http://daemon-{n}", client=client) for n in range(2)]
-    monkeypatch.setattr(rt.daemons, "of", lambda url: daemons[url == "http://daemon-1"])
-    with uow(rt) as work:
-        for session_id, url in (("ses_poison", "http://daemon-0"), ("ses_ok", "http://daemon-1")):
-            ForgetRepo(work.session).remember(session_id, url, "/w", "first try\x00")
+    client = _on_two_daemons(rt, monkeypatch, reason="first try\x00")
 
     assert forget_sessions(rt) == ["ses_ok"]
     assert client.tried == ["ses_poison", "ses_ok"]
@@ -172,18 +197,15 @@ def test_a_daemons_error_holding_a_nul_is_kept_and_never_wedges_the_pass(
     assert kept["reason"] == "first try\ufffd"
 
 
+@pytest.mark.usefixtures("forget_rows_emptied")
 def test_a_failure_the_database_refuses_to_record_is_logged_and_the_pass_goes_on(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Whatever the reason a row's failure cannot be recorded (here a trigger refusing
     it), the pass tries the rows after it: the refused row, never paused, would come
     first at every pass."""
-    client = _RefusingClient()
-    daemons = [SimpleNamespace(url=f"http://daemon-{n}", client=client) for n in range(2)]
-    monkeypatch.setattr(rt.daemons, "of", lambda url: daemons[url == "http://daemon-1"])
+    _on_two_daemons(rt, monkeypatch, reason="first try")
     with uow(rt) as work:
-        for session_id, url in (("ses_poison", "http://daemon-0"), ("ses_ok", "http://daemon-1")):
-            ForgetRepo(work.session).remember(session_id, url, "/w", "first try")
         work.session.execute(text(REFUSE_UPDATES))
     try:
         assert forget_sessions(rt) == ["ses_ok"]
