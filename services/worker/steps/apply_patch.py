@@ -119,6 +119,11 @@ class _Refused:
     report: ChangeReport
     changes: list[IndexChange]
 
+    @classmethod
+    def by(cls, violation: Violation, changes: list[IndexChange]) -> _Refused:
+        """Refused for ``violation`` alone, before the whole change was judged."""
+        return cls(ChangeReport([violation], (), (), 0), changes)
+
 
 @dataclass(frozen=True)
 class _Judged:
@@ -222,12 +227,12 @@ def _stage_and_judge(
         changes = stage_edits(worktree, most=_readable_changes(policy, repair=repair))
     except TooManyChanges as exc:  # refused before a file of it is read
         violation = Violation("max_files", f"{exc} (max_files {policy.max_files})")
-        return _Refused(ChangeReport([violation], (), (), 0), [])
+        return _Refused.by(violation, [])
     except GitError as exc:  # a path git refuses to index (a '.GIT' folder, a bare nest)
         refusal = staging_refusal(str(exc))
         if refusal is None:
             raise
-        return _Refused(ChangeReport([refusal], (), (), 0), [])
+        return _Refused.by(refusal, [])
     if not changes:
         return _Rejected("the attempt changed nothing in the worktree")
     unreadable = unreadable_names(changes)
@@ -237,7 +242,7 @@ def _stage_and_judge(
             " UTF-8 text (each such byte reads as U+FFFD)"
         )
         violation = Violation(PATH_ENCODING_RULE, said, tuple(unreadable))
-        return _Refused(ChangeReport([violation], (), (), 0), changes)
+        return _Refused.by(violation, changes)
     sizes = staged_sizes(worktree, changes)
     oversized = sorted(c.path for c in changes if sizes.get(c.new_blob, 0) > policy.max_file_bytes)
     if oversized:  # before a byte of them is read: each would be hashed whole, then diffed
@@ -246,7 +251,7 @@ def _stage_and_judge(
             f" (max_file_bytes {policy.max_file_bytes})"
         )
         violation = Violation(MAX_FILE_BYTES_RULE, said, tuple(oversized))
-        return _Refused(ChangeReport([violation], (), (), 0), _unread(changes, oversized))
+        return _Refused.by(violation, _unread(changes, oversized))
     unfaithful = unfaithful_paths(worktree, changes, sizes)  # first: judge only what is on disk
     if unfaithful:
         said = (
@@ -256,7 +261,7 @@ def _stage_and_judge(
             " judged"
         )
         violation = Violation(UNFAITHFUL_RULE, said, tuple(unfaithful))
-        return _Refused(ChangeReport([violation], (), (), 0), _unread(changes, unfaithful))
+        return _Refused.by(violation, _unread(changes, unfaithful))
     judged = _judged(ctx, worktree, changes, staged=True, repair=repair)
     report = check_changes(judged, plan, policy)
     if report.violations:
@@ -270,7 +275,7 @@ def _stage_and_judge(
                 f"with the new links, symlinks lead out of the worktree: {said}",
                 tuple(path for path, _ in escaping),
             )
-            return _Refused(ChangeReport([violation], (), (), 0), judged)
+            return _Refused.by(violation, judged)
     mismatch = files_mismatch(worktree.path, changes, list(result.answer["files"]))
     if mismatch is not None:
         return _Rejected(mismatch)
