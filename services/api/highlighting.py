@@ -7,59 +7,57 @@ and 20 kB of blank-ish lines in an ``*.au3`` file took 78 s. Lexed in the API wo
 such a patch held the event loop past gunicorn's 30 s timeout: the worker was killed
 with every stream it served, and the run's page could never be opened (a red-team
 pass). Python's regex engine cannot be interrupted, so the lexing runs in a child
-process (``python -m services.api.highlighting``, started with ``posix_spawn`` from a
-gevent worker) that is killed at :data:`TIMEOUT_S`; whatever it did not lex is shown
-plain. The child stops itself between tokens a little earlier, so files lexed in time
-keep their colours. Results are cached by the request's digest: a run's page reloads
-as the run moves, and its patches never change.
+process (:mod:`services.api.lexing`) that is killed at :data:`TIMEOUT_S`; whatever it did
+not lex is shown plain. The child stops itself between tokens a little earlier, so
+files lexed in time keep their colours.
+
+A child serves page after page (:class:`_Children`): one started per page cost about
+half a second of CPU (Python, Pygments, the plugin scan) for a few milliseconds of
+lexing. One that is cut off, fails or says something unreadable is killed, and the
+next page starts another. Results are cached by the request's digest: a run's page
+reloads as the run moves, and its patches never change.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import selectors
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import IO, TypeGuard
 
 import structlog
-from pygments.token import STANDARD_TYPES, Token  # type: ignore[import-untyped]
 
-from shared import cospawn
-from shared.apart import run_apart
+from services.api.lexing import Job, Lexed
 
 log = structlog.get_logger("kodo.api.highlight")
 
 TIMEOUT_S = 2.0
-"""Wall time the child may take for one page's patches; it is killed past it."""
+"""Wall time one page's patches may take, waiting for a free child included; the child
+lexing them is killed past it."""
 CHILD_BUDGET_S = 1.5
 """When the child stops lexing (checked between tokens) and answers with what it has."""
+CHILDREN = 2
+"""Lexing children per API process at most: pages opened at once beyond this wait."""
+SERVED = 200
+"""Pages a child answers before it is replaced: whatever a page made it hold (memory
+Python keeps, lexer classes) goes with it."""
+ANSWER_BYTES = 64 * 1024 * 1024
+"""A child's answer past this is not read (it is killed): an answer grows with the
+page's text, which :mod:`services.api.diff_view` bounds far below."""
 CACHED = 16
 """Pages' results kept per API process (each at most :data:`CACHED_CHARS` of JSON)."""
 CACHED_CHARS = 2_000_000
 
-Job = tuple[str, list[list[str]]]
-"""A file's path (which picks the lexer) and its sides: each a list of line texts,
-lexed as one document (so a string spanning lines stays one)."""
-Lexed = list[list[list[str]]] | None
-"""A side's lines, each a list of ``[css, text]`` pieces; None: shown plain."""
+__all__ = ["Job", "Lexed", "highlighted"]
 
-_FAMILIES = (
-    Token.Keyword,
-    Token.Name.Builtin,
-    Token.Name.Function,
-    Token.Name.Class,
-    Token.Name.Decorator,
-    Token.Literal.String,
-    Token.Literal.Number,
-    Token.Comment,
-    Token.Operator,
-)
-"""The token families the page colours; any other token takes its nearest family's class."""
 _cache: OrderedDict[str, list[list[Lexed]]] = OrderedDict()
 _lock = threading.Lock()
 
@@ -77,33 +75,32 @@ def highlighted(jobs: list[Job], *, timeout_s: float = TIMEOUT_S) -> list[list[L
             _cache.move_to_end(key)
             return _cache[key]
     try:
-        done = _run_child(request, timeout_s)
+        answer = _children.ask(request, timeout_s)
+    except _Busy:
+        log.info("highlight.busy", files=len(jobs), timeout_s=timeout_s)
+        return plain
     except subprocess.TimeoutExpired:
         log.info("highlight.cut", files=len(jobs), timeout_s=timeout_s)  # the agent's text
+        return plain
+    except _Lost as lost:
+        log.warning(f"highlight.{lost.why}", exit_code=lost.exit_code, stderr=lost.said)
         return plain
     except OSError as exc:
         log.warning("highlight.unavailable", error=str(exc))
         return plain
-    if done.returncode != 0:
-        said = done.stderr.decode(errors="replace")[-300:]
-        log.warning("highlight.failed", exit_code=done.returncode, stderr=said)
+    lexed = answer.value
+    if not _fits(lexed, jobs):
+        log.warning("highlight.unreadable", stdout_bytes=answer.size)
         return plain
-    try:
-        answer = json.loads(done.stdout)
-    except ValueError:
-        answer = None
-    if not _fits(answer, jobs):
-        log.warning("highlight.unreadable", stdout_bytes=len(done.stdout))
-        return plain
-    if len(done.stdout) <= CACHED_CHARS:
+    if answer.size <= CACHED_CHARS:
         with _lock:
-            _cache[key] = answer
+            _cache[key] = lexed
             while len(_cache) > CACHED:
                 _cache.popitem(last=False)
-    return list(answer)
+    return list(lexed)
 
 
-def _fits(answer: object, jobs: list[Job]) -> bool:
+def _fits(answer: object, jobs: list[Job]) -> TypeGuard[list[list[Lexed]]]:
     """The child's answer has one entry per side of each job, each None or one line per
     line of that side (anything else is not used)."""
     if not isinstance(answer, list) or len(answer) != len(jobs):
@@ -117,90 +114,154 @@ def _fits(answer: object, jobs: list[Job]) -> bool:
     return True
 
 
-def _run_child(request: bytes, timeout_s: float) -> subprocess.CompletedProcess[bytes]:
-    argv = [sys.executable, "-m", "services.api.highlighting"]
-    env = {"PATH": os.environ.get("PATH", os.defpath), "PYTHONDONTWRITEBYTECODE": "1"}
-    if cospawn.cooperative():  # a gevent worker: no fork of it, a cooperative wait
-        return cospawn.run(argv, env=env, stdin=request, timeout_s=timeout_s)
-    return run_apart(argv, input=request, capture_output=True, timeout=timeout_s, env=env)
+class _Busy(Exception):
+    """Every child was lexing another page until the deadline."""
 
 
-# -- the child ---------------------------------------------------------------------------
+class _Lost(Exception):
+    """The child ended (``failed``) or answered what is not one JSON line (``unreadable``);
+    it was killed and reaped, ``said`` is the tail of what it wrote to stderr."""
+
+    def __init__(self, why: str, exit_code: int | None, said: str) -> None:
+        super().__init__(why)
+        self.why, self.exit_code, self.said = why, exit_code, said
 
 
-class _OutOfTime(Exception):
-    pass
+class _Answer:
+    __slots__ = ("size", "value")
+
+    def __init__(self, value: object, size: int) -> None:
+        self.value, self.size = value, size
 
 
-def _css(kind: Any) -> str:
-    for family in _FAMILIES:
-        if kind in family:
-            return f"tok-{STANDARD_TYPES[family]}"
-    return ""
+class _Child:
+    """One :mod:`services.api.lexing` process, its pipes read and written without
+    blocking (under gevent, the selector is gevent's: a page's wait yields the loop)."""
+
+    ARGV = (sys.executable, "-m", "services.api.lexing")
+
+    def __init__(self) -> None:
+        env = {"PATH": os.environ.get("PATH", os.defpath), "PYTHONDONTWRITEBYTECODE": "1"}
+        self.proc = subprocess.Popen(
+            self.ARGV,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            process_group=0,  # killed as a group, never by a signal to the API's group
+        )
+        self.served = 0
+        self.fds = [_fd(f) for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr)]
+        for fd in self.fds:
+            os.set_blocking(fd, False)
+
+    def ask(self, request: bytes, deadline: float) -> _Answer:
+        """Send one request line and read its answer line by ``deadline`` (else
+        ``subprocess.TimeoutExpired``; :class:`_Lost` if the child ended or the line is
+        not JSON). The caller kills the child on any exception."""
+        stdin, stdout, _ = self.fds
+        pending = memoryview(request + b"\n")
+        got = bytearray()
+        with selectors.DefaultSelector() as selector:
+            selector.register(stdin, selectors.EVENT_WRITE)
+            selector.register(stdout, selectors.EVENT_READ)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(list(self.ARGV), left)
+                for key, _ in selector.select(left):
+                    if key.fd == stdin:
+                        try:
+                            pending = pending[os.write(stdin, pending[:65536]) :]
+                        except BlockingIOError:
+                            continue
+                        except BrokenPipeError:
+                            raise self._lost("failed") from None
+                        if not pending:
+                            selector.unregister(stdin)
+                        continue
+                    try:
+                        chunk = os.read(stdout, 1 << 16)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        raise self._lost("failed")
+                    got += chunk
+                    if len(got) > ANSWER_BYTES or (b"\n" in chunk and not got.endswith(b"\n")):
+                        raise self._lost("unreadable")  # more than one line: out of step
+                    if got.endswith(b"\n"):
+                        self.served += 1
+                        try:
+                            return _Answer(json.loads(got), len(got))
+                        except ValueError:
+                            raise self._lost("unreadable") from None
+
+    def _lost(self, why: str) -> _Lost:
+        said = self.kill()
+        return _Lost(why, self.proc.returncode, said)
+
+    def kill(self) -> str:
+        """Kill the child's group, reap it (cooperatively under gevent) and close its
+        pipes; return the tail of what it wrote to stderr."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        said = b""
+        with contextlib.suppress(OSError):  # it is dead: its stderr reads to its end
+            while chunk := os.read(self.fds[2], 65536):
+                said = (said + chunk)[-300:]
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        return said.decode(errors="replace")
 
 
-def _lexer(path: str) -> Any:
-    from pygments.lexers import get_lexer_for_filename  # type: ignore[import-untyped]
-    from pygments.util import ClassNotFound  # type: ignore[import-untyped]
-
-    try:
-        return get_lexer_for_filename(path, stripnl=False, stripall=False, ensurenl=False)
-    except ClassNotFound:
-        return None
+def _fd(pipe: IO[bytes] | None) -> int:
+    if pipe is None:
+        raise OSError("the lexing child has no pipe")
+    return pipe.fileno()
 
 
-def _split_lines(lexer: Any, texts: list[str], deadline: float) -> list[list[list[str]]]:
-    """Tokens of ``texts`` lexed as one document, cut back into the original lines."""
-    result: list[list[list[str]]] = [[]]
-    for n, (kind, value) in enumerate(lexer.get_tokens("\n".join(texts))):
-        if n % 32 == 0 and time.monotonic() > deadline:
-            raise _OutOfTime
-        parts = value.split("\n")
-        for index, part in enumerate(parts):
-            if index:
-                result.append([])
-            if not part:
-                continue
-            css, last = _css(kind), result[-1]
-            if last and last[-1][0] == css:  # one span per run of a class
-                last[-1] = [css, last[-1][1] + part]
+class _Children:
+    """At most ``most`` children, each lexing one page at a time; idle ones are kept."""
+
+    def __init__(self, most: int) -> None:
+        self._slots = threading.BoundedSemaphore(most)
+        self._idle: list[_Child] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def ask(self, request: bytes, timeout_s: float) -> _Answer:
+        deadline = time.monotonic() + timeout_s
+        if not self._slots.acquire(timeout=timeout_s):
+            raise _Busy
+        try:
+            child = self._take() or _Child()
+            try:
+                answer = child.ask(request, deadline)
+            except BaseException:
+                child.kill()
+                raise
+            if child.served >= SERVED:
+                child.kill()
             else:
-                last.append([css, part])
-    return result[: len(texts)] + [[] for _ in range(len(texts) - len(result))]
+                with self._lock:
+                    self._idle.append(child)
+            return answer
+        finally:
+            self._slots.release()
+
+    def _take(self) -> _Child | None:
+        with self._lock:
+            if os.getpid() != self._pid:  # a forked copy: those children are the parent's
+                self._idle, self._pid = [], os.getpid()
+            while self._idle:
+                child = self._idle.pop()
+                if child.proc.poll() is None:
+                    return child
+                child.kill()  # ended while idle (killed, out of memory): closed and reaped
+            return None
 
 
-def lex(jobs: list[Job], budget_s: float) -> list[list[Lexed]]:
-    """What the child answers: each side lexed, or None (see :func:`highlighted`)."""
-    deadline = time.monotonic() + budget_s
-    answer: list[list[Lexed]] = []
-    for path, sides in jobs:
-        lexer = _lexer(path) if time.monotonic() < deadline else None
-        done: list[Lexed] = []
-        for texts in sides:
-            lexed: Lexed = None
-            if lexer is not None:
-                try:
-                    pieces = _split_lines(lexer, texts, deadline)
-                except _OutOfTime:
-                    lexer = None
-                else:
-                    same = all(
-                        "".join(p[1] for p in line) == text
-                        for line, text in zip(pieces, texts, strict=True)
-                    )
-                    lexed = pieces if same else None  # never a different text
-            done.append(lexed)
-        answer.append(done)
-    return answer
-
-
-def main() -> None:
-    request = json.loads(sys.stdin.buffer.read())
-    jobs = [
-        (str(path), [[str(t) for t in side] for side in sides]) for path, sides in request["jobs"]
-    ]
-    sys.stdout.write(json.dumps(lex(jobs, float(request["budget_s"]))))
-
-
-if __name__ == "__main__":
-    main()
+_children = _Children(CHILDREN)
