@@ -67,12 +67,14 @@ def _wait(http: httpx.Client, run_id: str, wanted: set[str], deadline_s: float) 
     while time.monotonic() < end:
         run: dict[str, Any] = http.get(f"/runs/{run_id}").json()
         if run["status"] != last:
-            click.echo(f"  run {run_id[:8]} is {run['status']}")
+            click.echo(f"  run {run_id[:8]} is {visible(run['status'])}")
             last = run["status"]
         if run["status"] in wanted:
             return run
         if run["status"] in TERMINAL:
-            raise click.ClickException(f"run ended {run['status']}: {run.get('error')}")
+            # the error may quote the agent (a refused plan's path): shown escaped
+            said = visible(run.get("error"))
+            raise click.ClickException(f"run ended {visible(run['status'])}: {said}")
         time.sleep(0.1)
     raise click.ClickException(f"run still {last} after {deadline_s:.0f}s")
 
@@ -146,8 +148,8 @@ def _say_model(settings: Settings, env: dict[str, str]) -> None:
     )
     check = check_model(daemon, timeout_s=10.0)
     if not check.ok:
-        raise click.ClickException(f"model: {check.detail}")
-    click.echo(f"model: {check.detail}")
+        raise click.ClickException(f"model: {visible(check.detail)}")
+    click.echo(f"model: {visible(check.detail)}")
 
 
 def _print_cost(database_url: str, run_id: str) -> None:
@@ -232,7 +234,9 @@ def demo(
         click.secho(f"\nIntent: {goal}\nRepository: {repo}", bold=True)
         intent = http.post("/intents", json={"repo": str(repo), "goal": goal, "run": True})
         if intent.status_code != 201 or intent.json().get("run") is None:
-            raise click.ClickException(f"POST /intents: {intent.status_code} {intent.text}")
+            raise click.ClickException(
+                f"POST /intents: {intent.status_code} {visible(intent.text)}"
+            )
         run_id = intent.json()["intentId"]
         _wait(http, run_id, {"waiting_input"}, timeout_s)
         card = http.get(f"/runs/{run_id}/plan").json()

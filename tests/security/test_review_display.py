@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 import subprocess
 
+import click
+import httpx
 import pytest
 
 from devstack.kodo_procs import BIN
+from services.cli.demo import _wait
 from tests.security import attacks
 from tests.security.harness import Hostile
 
@@ -104,3 +107,34 @@ def test_a_patch_that_stalls_its_lexer_never_holds_the_run_page(
             assert page.status_code == 200, page.text[:500]
     assert "WORKER TIMEOUT" not in hostile.log_text()
     assert hostile.healthz() == 200
+
+
+def test_kodo_demo_reports_a_refused_plan_escaped(
+    hostile: Hostile, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plan naming a path full of escapes is refused (``confinement``) and the refusal,
+    quoting the path, is the run's error: ``kodo demo`` printed it raw, so the agent
+    could set the operator's clipboard (OSC 52) and erase the line to pose as success,
+    with no approver ever seeing a plan (red-team pass 93)."""
+    path = "calc.py\x1b]52;c;cHduZWQ=\x07\x1b[2K\rrun ok: nothing to see"
+    fixture = hostile.fixture(
+        "demo-refusal",
+        plan=attacks.plan((path, "add")),
+        patch=attacks.patch(attacks.add_file("calc2.py", "x = 1\n")),
+        build=attacks.build("python3", "-c", "pass"),
+    )
+    run_id = hostile.submit(hostile.repo("demo-refusal"), fixture)
+    run = hostile.wait(run_id, set(), 90.0)
+    assert run["status"] == "failed", run
+    assert "\x1b]52" in run["error"]  # stored as the agent wrote it: the evidence
+    with (
+        httpx.Client(
+            base_url=hostile.stack.api_url, headers=hostile.as_(hostile.approver), timeout=15
+        ) as http,
+        pytest.raises(click.ClickException) as raised,
+    ):
+        _wait(http, run_id, {"waiting_input"}, 30.0)
+    raised.value.show()  # as click shows it: "Error: <message>" on stderr
+    shown = capsys.readouterr().err
+    assert [c for c in RAW if c in shown] == []
+    assert "\\x1b]52;c;cHduZWQ=\\x07" in shown
