@@ -9,6 +9,7 @@ import pytest
 
 from shared.domain.change_check import (
     IndexChange,
+    RawRecords,
     check_changes,
     confinement_refusal,
     link_stays_inside,
@@ -16,7 +17,6 @@ from shared.domain.change_check import (
     parse_raw,
     parse_raw_numstat,
     planned_changes,
-    raw_records_past,
     staging_refusal,
     unreadable_names,
     with_counts,
@@ -327,24 +327,42 @@ def _listing(paths: list[str]) -> str:
     return raw + "".join(f"1\t0\t{p}\0" for p in paths) + "4\t1\t\0old.py\0:new.py\0"
 
 
-@pytest.mark.parametrize("most", [0, 1, 3, 4, 5, 9])
-def test_raw_records_are_counted_exactly_past_a_bound_whatever_paths_start_with(most: int) -> None:
-    """A path starting with ``:`` looks like a record's head to a plain count; the walk
-    past the bound tells them apart (and a rename's two paths are one record)."""
+def _counted(listing: bytes, size: int) -> int:
+    records = RawRecords()
+    for at in range(0, len(listing), size):
+        records.feed(listing[at : at + size])
+    return records.count
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 1 << 16])
+def test_raw_records_are_counted_whatever_paths_start_with_and_wherever_chunks_end(
+    size: int,
+) -> None:
+    """A path starting with ``:`` looks like a record's head to a plain count; a
+    rename's two paths are one record; a chunk may end anywhere, mid-head too."""
     listing = _listing([":colon", ":0:", "plain"])  # three adds and a rename: 4 records
     assert len(parse_raw_numstat(listing)) == 4
-    assert raw_records_past(listing, most) == (4 if most < 4 else None)
+    assert _counted(listing.encode(), size) == 4
 
 
-def test_a_listing_past_the_bound_is_counted_without_being_parsed() -> None:
-    """200,000 changes parsed made 237 MB of objects before they could be counted."""
-    listing = _listing([f"n/{i}.md" for i in range(200_000)])
+def test_nothing_listed_is_no_record() -> None:
+    assert _counted(b"", 10) == 0
+
+
+def test_a_listing_is_counted_as_it_arrives_without_being_held() -> None:
+    """Held and parsed, 200,000 changes made 237 MB of objects before they could be
+    counted; fed a chunk at a time, nothing of them is kept."""
+    listing = _listing([f"n/{i}.md" for i in range(200_000)]).encode()
     tracemalloc.start()
     try:
-        assert raw_records_past(listing, 50) == 200_001
+        records = RawRecords()
+        view = memoryview(listing)
+        for at in range(0, len(listing), 1 << 16):
+            records.feed(bytes(view[at : at + (1 << 16)]))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    assert records.count == 200_001
     assert peak < 1 << 20, f"counting held {peak} bytes"
 
 
