@@ -156,7 +156,9 @@ def _meta(current: FileDiff, line: str) -> None:
     elif line.startswith("rename to ") or line.startswith("copy to "):
         current.change = "renamed" if line.startswith("rename") else "copied"
         current.path = line.split(" to ", 1)[1]
-    elif line.startswith("Binary files"):
+    elif line.startswith("Binary files") or line == "GIT binary patch":
+        # (``--binary``, as patch.diff is made: its literal or delta lines follow, base85,
+        # which no reader reads; the file was shown "added +0 -0, no text lines")
         current.change = "binary"
     elif line.startswith("--- ") and line != "--- /dev/null":
         current.old_path = _strip_prefix(line[4:], "a/")

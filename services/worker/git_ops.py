@@ -1172,15 +1172,18 @@ def _admit(source: Path, target: Path, store: Path) -> int:
     return 1
 
 
-def stage_edits(worktree: Worktree, *, most: int | None = None) -> list[IndexChange]:
+def stage_edits(
+    worktree: Worktree, *, most: int | None = None, most_bytes: int | None = None
+) -> list[IndexChange]:
     """Stage everything the agent left in the worktree and return what git says changed.
 
     ``--force`` stages ignored files too: a file the agent wrote is judged against the
     plan whether or not a ``.gitignore`` would hide it (a fresh worktree holds none).
-    ``most``: past that many changes, :class:`TooManyChanges` (see :func:`_changes`).
+    ``most``: past that many changes, :class:`TooManyChanges`; ``most_bytes``: a binary
+    file's lines are not counted past that many of its bytes (see :func:`_changes`).
     """
     tree_git(worktree, "add", "--all", "--force", "--", ".", writes="objects")
-    return staged_changes(worktree, most=most)
+    return staged_changes(worktree, most=most, most_bytes=most_bytes)
 
 
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
@@ -1292,13 +1295,15 @@ def commit_index(worktree: Worktree, message: str) -> str:
 _CHANGES = ("diff", "--no-ext-diff", "--no-textconv", "--no-abbrev", "-M", "-C", "-z")
 
 
-def staged_changes(worktree: Worktree, *, most: int | None = None) -> list[IndexChange]:
+def staged_changes(
+    worktree: Worktree, *, most: int | None = None, most_bytes: int | None = None
+) -> list[IndexChange]:
     """What the index changes against HEAD, as git itself reports it.
 
     Status, both paths of renames and copies, old and new modes, line counts; for a
     symlink, its target read from the index blob and where the filesystem resolves it.
     """
-    return _changes(worktree, "--cached", "HEAD", most=most)
+    return _changes(worktree, "--cached", "HEAD", most=most, most_bytes=most_bytes)
 
 
 def committed_changes(worktree: Worktree) -> list[IndexChange]:
@@ -1321,20 +1326,27 @@ class TooManyChanges(GitError):
         self.most = most
 
 
-def _changes(worktree: Worktree, *spec: str, most: int | None = None) -> list[IndexChange]:
+def _changes(
+    worktree: Worktree, *spec: str, most: int | None = None, most_bytes: int | None = None
+) -> list[IndexChange]:
     """The changes ``spec`` names, read for judging; past ``most`` of them,
     :class:`TooManyChanges` before any is read: a file git calls binary, or one whose
     disk bytes differ from its blob by line endings, costs a git process, and 10,000
-    of them held a step for 111 s (250,000, one patch call's worth, about an hour)."""
+    of them held a step for 111 s (250,000, one patch call's worth, about an hour).
+    ``most_bytes``: how much of a binary file is read to count its lines (the policy's
+    ``max_file_bytes``: a larger file is refused whatever its lines)."""
     changes = parse_raw_numstat(_listing(worktree, spec, most))
     links = None
     if any(change.new_mode == SYMLINK for change in changes):
         links = _tree_links(worktree, None if "--cached" in spec else spec[-1])
+    # the blobs git counted the lines of (text) are read for their lone carriage returns;
+    # those it did not (binary) are read for their line feeds, once, here
+    texts = [c.new_blob for c in changes if c.new_mode != SYMLINK and _counts_lone_crs(c)]
     counted = [
-        change if change.new_mode == SYMLINK else _text_counted(worktree, change)
+        change if change.new_mode == SYMLINK else _lines_counted(worktree, change, most_bytes)
         for change in changes
     ]
-    read = _read_blobs(worktree, [c.new_blob for c in counted if _counts_lone_crs(c)])
+    read = _read_blobs(worktree, texts)
     return [
         _with_link(links, change)
         if links is not None and change.new_mode == SYMLINK
@@ -1488,45 +1500,54 @@ def _lone_crs_in_next_blob(stream: IO[bytes], oid: str) -> tuple[int, int]:
     return count, size
 
 
-def _text_counted(worktree: Worktree, change: IndexChange) -> IndexChange:
-    """``change`` with its lines counted when git called a text file binary.
+def _lines_counted(worktree: Worktree, change: IndexChange, most_bytes: int | None) -> IndexChange:
+    """``change`` with its lines counted where git counted none: a file it calls binary.
 
     numstat says ``-`` for a binary file, and a repository's ``.gitattributes`` can call
     any file binary (``big.py binary``): 5,000 lines of Python then counted as none
     against a 2,000-line ``max_lines`` (``--text`` does not override the attribute in
-    git 2.39). A file git itself would see as text (no NUL in its first 8,000 bytes, git's
-    own test) counts its new lines, every one of them as added; a real binary file still
-    counts none.
+    git 2.39). And git calls a file binary for one NUL in its first 8,000 bytes, where
+    bash looks at 80: a script of 5,000 lines with a NUL in a comment on its third
+    line ran whole and counted as none (a red-team pass). So every line feed of the new
+    blob counts as an added line, whatever git calls the file; past ``most_bytes`` of a
+    file git calls binary, no more are read (:func:`_blob_lines`).
     """
     if change.added is not None or change.status == "D" or change.new_mode not in REGULAR_MODES:
         return change
-    lines = _text_lines(worktree, change.new_blob)
-    return change if lines is None else replace(change, added=lines, removed=0)
+    lines, size = _blob_lines(worktree, change.new_blob, most_bytes)
+    return replace(change, added=lines, removed=0, new_size=size)
 
 
 BINARY_PROBE = 8000
 """git's own test of a binary file: a NUL in its first 8,000 bytes (xdiff-interface.c)."""
 
 
-def _text_lines(worktree: Worktree, oid: str) -> int | None:
-    """The lines of the blob ``oid`` if git would see it as text, None if binary.
+def _blob_lines(
+    worktree: Worktree, oid: str, most_bytes: int | None = None
+) -> tuple[int, int | None]:
+    """The lines of the blob ``oid`` (its line feeds, and one more for a last line
+    without one) and its size (None: not read to its end). A blob git would call binary
+    (a NUL in its first 8,000 bytes) is read to ``most_bytes`` at most: the caller
+    refuses a larger one under ``max_file_bytes``, asking git for its size.
 
     Read a chunk at a time from ``git cat-file blob`` (bounded by GIT_TIMEOUT_S): the
-    agent's file can be of any size (the policy bounds files and lines, not bytes), and
-    read whole a 600 MB file of one line took 1.2 GB of the worker's memory.
+    agent's file can be of any size, and read whole a 600 MB file of one line took
+    1.2 GB of the worker's memory.
     """
-    lines, seen, last = 0, 0, b"\n"
+    lines, seen, last, binary = 0, 0, b"\n", False
     with _streamed(worktree, ["cat-file", "blob", oid]) as blob:
         while chunk := blob.stdout.read(1 << 20):
             if seen < BINARY_PROBE and b"\0" in chunk[: BINARY_PROBE - seen]:
-                return None
+                binary = True
             seen += len(chunk)
             lines += chunk.count(b"\n")
             last = chunk[-1:]
+            if binary and most_bytes is not None and seen > most_bytes:
+                return lines, None  # refused for its size: the count is not read further
         code = blob.wait()
     if code != 0:
         raise GitError(f"git cat-file blob {oid}: exit {code} (killed at its deadline?)")
-    return lines + (1 if seen and last != b"\n" else 0)
+    return lines + (1 if seen and last != b"\n" else 0), seen
 
 
 REGULAR_MODES = ("100644", "100755")

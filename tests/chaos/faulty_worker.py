@@ -41,10 +41,12 @@ Stage = Callable[..., list[IndexChange]]
 def held_before(stage: Stage, marker: Path) -> Stage:
     """``stage``, preceded by announcing the worktree in ``marker`` and holding."""
 
-    def held_stage(worktree: git_ops.Worktree, *, most: int | None = None) -> list[IndexChange]:
+    def held_stage(
+        worktree: git_ops.Worktree, *, most: int | None = None, most_bytes: int | None = None
+    ) -> list[IndexChange]:
         marker.write_text(str(worktree.path))
         time.sleep(HOLD_S)
-        return stage(worktree, most=most)
+        return stage(worktree, most=most, most_bytes=most_bytes)
 
     return held_stage
 

@@ -345,3 +345,32 @@ def test_a_12_mb_line_under_max_file_bytes_is_refused_as_git_writes_its_patch(
     assert_fails_closed(outcome, "max_patch_bytes")
     assert "over 4194304 bytes" in (outcome.run.get("error") or "")
     assert outcome.artifact("patch.diff") is None
+
+
+NUL_SCRIPT = (
+    b"#!/bin/sh\n# Checks the calculator.\n"
+    + b"# bash reads 80 bytes to call a file binary, git 8,000: \0\n"
+    + b"".join(b"true %d\n" % i for i in range(5000))
+    + b"echo HIDDEN\n"
+)
+
+
+def test_a_script_git_calls_binary_for_one_nul_counts_every_line(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    """One NUL in a comment makes a 5,000-line script binary to git (a NUL in its first
+    8,000 bytes), while a shell still runs every line of it: counted as no lines, it
+    passed a 2,000-line max_lines, and the run page showed it as an empty added file
+    (a red-team pass). Each of its line feeds counts now."""
+
+    def make(scratch: Path) -> None:
+        (scratch / "check.sh").write_bytes(NUL_SCRIPT)
+
+    fixture = hostile.fixture(
+        "nul-script",
+        plan=attacks.plan(("check.sh", "add")),
+        patch=attacks.patch(_as_patch(tmp_path, "nul-script", make)),
+    )
+    outcome = hostile.drive(hostile.repo("nul-script"), fixture)
+    assert_fails_closed(outcome, "max_lines")
+    assert "the patch changes 5004 lines (max 2000)" in (outcome.run.get("error") or "")

@@ -220,3 +220,22 @@ def test_a_single_token_the_lexer_cannot_finish_is_cut_off_by_killing_the_child(
     assert time.monotonic() - started < 20
     assert answer == [[None, None], [None, None]]  # all plain: the child was killed
     assert highlighted(jobs[:1], timeout_s=10)[0][0] is not None  # alone, it is lexed
+
+
+def test_a_git_binary_patch_is_shown_as_binary_never_as_an_empty_file() -> None:
+    """patch.diff is made with ``--binary``: a file git calls binary (one NUL byte is
+    enough, and a shell still runs such a script) comes as base85 literals, which the
+    page took for an added file with no lines."""
+    patch = (
+        "diff --git a/check.sh b/check.sh\nnew file mode 100755\nindex 0000000..1234567\n"
+        "GIT binary patch\nliteral 40\ncmZ?wbaPWsP*6}%P*6}(P*6}%PzVZ2PfjgL%qdALP%tvLFf=e=\n\n"
+        "literal 0\nHcmV?d00001\n\n"
+        "diff --git a/b.txt b/b.txt\n--- a/b.txt\n+++ b/b.txt\n@@ -1 +1 @@\n-x\n+y\n"
+    )
+
+    parsed = parse_patch(patch)
+
+    assert parsed.unparsed is None
+    assert [(f.path, f.change, f.hunks) for f in parsed.files[:1]] == [("check.sh", "binary", [])]
+    assert parsed.files[1].change == "modified"
+    assert parsed.files[1].added == 1

@@ -224,7 +224,11 @@ def _stage_and_judge(
     first, then the plan, the policy, the links and the answer's own list of files."""
     plan = ctx.plan or {}
     try:
-        changes = stage_edits(worktree, most=_readable_changes(policy, repair=repair))
+        changes = stage_edits(
+            worktree,
+            most=_readable_changes(policy, repair=repair),
+            most_bytes=policy.max_file_bytes,
+        )
     except TooManyChanges as exc:  # refused before a file of it is read
         violation = Violation("max_files", f"{exc} (max_files {policy.max_files})")
         return _Refused.by(violation, [])

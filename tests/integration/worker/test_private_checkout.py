@@ -259,9 +259,10 @@ def test_a_staged_link_is_faithful_only_if_the_disk_holds_that_very_link(
 def test_the_sizes_come_with_the_blobs_read_for_line_counts_and_are_asked_only_for_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A text file's blob is read once (its lone carriage returns counted) and its size
-    kept from that read, so the check of the bytes on disk starts no second git for it;
-    a binary file's blob is never read for lines, and its size is asked of git."""
+    """A file's blob is read once (a text file's lone carriage returns counted, a binary
+    one's line feeds) and its size kept from that read, so the check of the bytes on
+    disk starts no second git for it; a binary file not read to its end (past
+    ``most_bytes``) has its size asked of git."""
     repo = _repo(tmp_path, "")
     tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
     (tree.path / "calc.py").write_text("def add(a, b):\n    return a + b\n")
@@ -276,7 +277,15 @@ def test_the_sizes_come_with_the_blobs_read_for_line_counts_and_are_asked_only_f
     (tree.path / "blob.bin").write_bytes(b"\0\1\2" * 100)
     changes = stage_edits(tree)
     binary = next(c for c in changes if c.path == "blob.bin")
-    assert (binary.added, binary.new_size) == (None, None)
+    assert (binary.added, binary.new_size) == (1, 300)
+    asked.clear()
+    assert unfaithful_paths(tree, changes) == []
+    assert not [a for a in asked if "cat-file" in a], "no git asked for a size it was told"
+
+    (tree.path / "blob.bin").write_bytes(b"\0\1\2" * 100_000)
+    changes = stage_edits(tree, most_bytes=1000)
+    binary = next(c for c in changes if c.path == "blob.bin")
+    assert binary.new_size is None  # not read to its end
     asked.clear()
     assert unfaithful_paths(tree, changes) == []
     assert [a[-2:] for a in asked if "cat-file" in a] == [list(BLOB_SIZES)]
