@@ -26,6 +26,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor
 
+from shared.domain.display import visible
 from shared.redact import redact
 
 _HANDLER_NAME = "kodo-structured"
@@ -133,6 +134,21 @@ class KodoLogger(structlog.BoundLoggerBase):
     warn = warning
 
 
+def _shown_on_a_terminal(
+    _: object, __: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Console lines only, last before rendering: the event and the traceback, printed as
+    they are (a field's value is printed as its ``repr``), show every control character,
+    bidi override and invisible character escaped, whoever wrote them (an agent's path
+    quoted in an exception's message, a stdlib record's message), their own line breaks
+    kept. JSON lines escape them already."""
+    for key in ("event", "exception"):
+        value = event.get(key)
+        if isinstance(value, str):
+            event[key] = visible(value, multiline=True)
+    return event
+
+
 def _renderer(json: bool, stream: TextIO) -> Processor:
     if json:
         return structlog.processors.JSONRenderer()
@@ -157,7 +173,8 @@ def configure_logging(
         return _HandlerLine(str(args[0]) if args else "", handler)
 
     # the last steps of every line, kodo's and stdlib's alike
-    rendered: list[Processor] = [structlog.processors.format_exc_info, _redact_secrets, renderer]
+    rendered: list[Processor] = [structlog.processors.format_exc_info, _redact_secrets]
+    rendered += [renderer] if json else [_shown_on_a_terminal, renderer]
     structlog.configure(
         processors=[*_shared_processors(), *rendered],
         logger_factory=lines_to,

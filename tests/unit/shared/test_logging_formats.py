@@ -80,3 +80,27 @@ def test_log_format_setting_defaults_to_json_and_accepts_console() -> None:
 def test_an_unknown_log_format_is_refused_at_start() -> None:
     with pytest.raises(ConfigError, match="KODO_LOG_FORMAT must be json or console"):
         Settings.from_env({"KODO_LOG_FORMAT": "xml"})
+
+
+def test_console_lines_carry_no_raw_control_character_whoever_wrote_the_text(
+    restore: None,
+) -> None:
+    """A console line is read on a terminal: an agent's path in an exception's message
+    or a field (a step's crash, a stdlib record) could set the operator's clipboard
+    (OSC 52) or erase the line to pose as another; each control character is shown
+    escaped, the traceback's own lines kept."""
+    out = io.StringIO()
+    configure_logging(json=False, level="INFO", stream=out)
+    hostile = "calc.py\x1b]52;c;cHduZWQ=\x07\x1b[2K\rstep ok\u202e"
+
+    try:
+        raise ValueError(f"cannot read {hostile}")
+    except ValueError:
+        structlog.get_logger("kodo.step").exception("step.crashed", path=hostile)
+    logging.getLogger("celery").warning("task failed: %s", hostile)
+
+    shown = out.getvalue()
+    assert [c for c in ("\x1b", "\x07", "\r", "\u202e") if c in shown] == []
+    assert "ValueError: cannot read calc.py\\x1b]52;c;cHduZWQ=\\x07" in shown
+    assert "task failed: calc.py\\x1b]52;c;cHduZWQ=\\x07" in shown
+    assert "Traceback (most recent call last):\n" in shown
