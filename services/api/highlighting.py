@@ -35,7 +35,7 @@ from typing import IO, TypeGuard
 
 import structlog
 
-from services.api.lexing import Job, Lexed
+from services.api.lexing import READY, Job, Lexed
 
 log = structlog.get_logger("kodo.api.highlight")
 
@@ -44,6 +44,10 @@ TIMEOUT_S = 2.0
 lexing them is killed past it."""
 CHILD_BUDGET_S = 1.5
 """When the child stops lexing (checked between tokens) and answers with what it has."""
+START_S = 10.0
+"""Time a new child may take to load Pygments and say it is ready, before a page's own
+deadline starts (a busy machine took over a second: a page cut off by it was shown
+plain, and its child killed for nothing)."""
 CHILDREN = 2
 """Lexing children per API process at most: pages opened at once beyond this wait."""
 SERVED = 200
@@ -151,19 +155,39 @@ class _Child:
             process_group=0,  # killed as a group, never by a signal to the API's group
         )
         self.served = 0
+        self.ready = False
         self.fds = [_fd(f) for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr)]
         for fd in self.fds:
             os.set_blocking(fd, False)
+
+    def wait_ready(self) -> None:
+        """Read the child's :data:`~services.api.lexing.READY` line within
+        :data:`START_S` (``subprocess.TimeoutExpired``, or :class:`_Lost` if it ended or
+        said anything else; the caller kills it)."""
+        said = self._line(b"", time.monotonic() + START_S)
+        if said != READY:
+            raise self._lost("unreadable")
+        self.ready = True
 
     def ask(self, request: bytes, deadline: float) -> _Answer:
         """Send one request line and read its answer line by ``deadline`` (else
         ``subprocess.TimeoutExpired``; :class:`_Lost` if the child ended or the line is
         not JSON). The caller kills the child on any exception."""
+        got = self._line(request + b"\n", deadline)
+        self.served += 1
+        try:
+            return _Answer(json.loads(got), len(got))
+        except ValueError:
+            raise self._lost("unreadable") from None
+
+    def _line(self, request: bytes, deadline: float) -> bytes:
+        """Write ``request`` (if any) and read one line back, by ``deadline``."""
         stdin, stdout, _ = self.fds
-        pending = memoryview(request + b"\n")
+        pending = memoryview(request)
         got = bytearray()
         with selectors.DefaultSelector() as selector:
-            selector.register(stdin, selectors.EVENT_WRITE)
+            if pending:
+                selector.register(stdin, selectors.EVENT_WRITE)
             selector.register(stdout, selectors.EVENT_READ)
             while True:
                 left = deadline - time.monotonic()
@@ -190,11 +214,7 @@ class _Child:
                     if len(got) > ANSWER_BYTES or (b"\n" in chunk and not got.endswith(b"\n")):
                         raise self._lost("unreadable")  # more than one line: out of step
                     if got.endswith(b"\n"):
-                        self.served += 1
-                        try:
-                            return _Answer(json.loads(got), len(got))
-                        except ValueError:
-                            raise self._lost("unreadable") from None
+                        return bytes(got)
 
     def _lost(self, why: str) -> _Lost:
         said = self.kill()
@@ -203,8 +223,9 @@ class _Child:
     def kill(self) -> str:
         """Kill the child's group, reap it (cooperatively under gevent) and close its
         pipes; return the tail of what it wrote to stderr."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc.returncode is None:  # never once reaped: its pid may be another's
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         said = b""
         with contextlib.suppress(OSError):  # it is dead: its stderr reads to its end
@@ -239,6 +260,9 @@ class _Children:
         try:
             child = self._take() or _Child()
             try:
+                if not child.ready:  # its start is not the page's time
+                    child.wait_ready()
+                    deadline = time.monotonic() + timeout_s
                 answer = child.ask(request, deadline)
             except BaseException:
                 child.kill()

@@ -112,8 +112,16 @@ def answer(line: bytes) -> bytes:
     return json.dumps(lex(jobs, float(request["budget_s"]))).encode() + b"\n"
 
 
+READY = b"ready\n"
+"""The child's first line, once Pygments is loaded: a page's deadline starts after it."""
+
+
 def main() -> None:
-    """Answer each line of stdin until it ends (the API process closed it, or died)."""
+    """Load Pygments (its lexer table, the plugin scan), say :data:`READY`, then answer
+    each line of stdin until it ends (the API process closed it, or died)."""
+    _lexer("warm.py")
+    sys.stdout.buffer.write(READY)
+    sys.stdout.buffer.flush()
     for line in sys.stdin.buffer:
         sys.stdout.buffer.write(answer(line))
         sys.stdout.buffer.flush()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from services.api.lexing import answer
 PAGE: list[Job] = [("calc.py", [["def add(a, b):", "    return a + b"], []])]
 
 
-def _request(jobs: list[Job], budget_s: float = 1.0) -> bytes:
+def _request(jobs: list[Job], budget_s: float = 5.0) -> bytes:
     return json.dumps({"budget_s": budget_s, "jobs": jobs}).encode()
 
 
@@ -29,6 +31,12 @@ def children() -> Iterator[_Children]:
     yield pool
     for child in pool._idle:
         child.kill()
+
+
+def _first_side(answer: highlighting._Answer) -> object:
+    """The first job's first side of an answer: its lexed lines, or None (plain)."""
+    assert isinstance(answer.value, list)
+    return answer.value[0][0]
 
 
 def _idle_pids(pool: _Children) -> list[int]:
@@ -42,7 +50,9 @@ def test_one_child_answers_page_after_page(children: _Children) -> None:
     (pid,) = _idle_pids(children)
     second = children.ask(_request([("b.sh", [["echo hi"]])]), 10)
     assert _idle_pids(children) == [pid]
-    assert first.value[0][0][0][0] == ["tok-k", "def"]
+    lines = _first_side(first)
+    assert isinstance(lines, list)
+    assert lines[0][0] == ["tok-k", "def"]
     assert second.value != first.value
 
 
@@ -52,12 +62,12 @@ def test_a_child_cut_off_at_the_deadline_is_killed_and_the_next_page_gets_a_new_
     children.ask(_request(PAGE), 10)
     (old,) = _idle_pids(children)
     stuck: list[Job] = [("Makefile", [[" " * 300_000]])]  # one token lexed in quadratic time
-    with pytest.raises(highlighting.subprocess.TimeoutExpired):
+    with pytest.raises(subprocess.TimeoutExpired):
         children.ask(_request(stuck, budget_s=5), 0.5)
     assert children._idle == []
     with pytest.raises(ProcessLookupError):
         os.kill(old, 0)  # killed and reaped, not left lexing
-    assert children.ask(_request(PAGE), 10).value[0][0] is not None
+    assert _first_side(children.ask(_request(PAGE), 10)) is not None
     assert _idle_pids(children) != [old]
 
 
@@ -66,7 +76,7 @@ def test_a_child_that_died_while_idle_is_not_asked(children: _Children) -> None:
     (pid,) = _idle_pids(children)
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.2)
-    assert children.ask(_request(PAGE), 10).value[0][0] is not None
+    assert _first_side(children.ask(_request(PAGE), 10)) is not None
     assert _idle_pids(children) not in ([], [pid])
 
 
@@ -75,7 +85,9 @@ def test_a_child_that_dies_mid_page_fails_that_page_only(
 ) -> None:
     """Its exit and the tail of its stderr are what the log says (``highlight.failed``)."""
     monkeypatch.setattr(
-        highlighting._Child, "ARGV", ("/bin/sh", "-c", "read line; echo broken >&2; exit 3")
+        highlighting._Child,
+        "ARGV",
+        ("/bin/sh", "-c", "echo ready; read line; echo broken >&2; exit 3"),
     )
     with pytest.raises(highlighting._Lost) as lost:
         children.ask(_request(PAGE), 10)
@@ -91,9 +103,9 @@ def test_a_child_that_dies_mid_page_fails_that_page_only(
 def test_a_child_out_of_step_is_killed_never_asked_again(
     children: _Children, monkeypatch: pytest.MonkeyPatch, said: str
 ) -> None:
-    script = f"read line; printf '{said}\\n'; sleep 30"
+    script = f"echo ready; read line; printf '{said}\\n'; sleep 30"
     if said.startswith("x"):
-        script = f"read line; printf '{said}'; exit 0"
+        script = f"echo ready; read line; printf '{said}'; exit 0"
     monkeypatch.setattr(highlighting._Child, "ARGV", ("/bin/sh", "-c", script))
     with pytest.raises(highlighting._Lost):
         children.ask(_request(PAGE), 10)
@@ -154,3 +166,29 @@ def test_the_child_answers_each_line_it_reads() -> None:
     assert said.endswith(b"\n")
     assert said.count(b"\n") == 1
     assert json.loads(said)[0][1] == []
+
+
+@pytest.mark.parametrize(
+    "script",
+    ["sleep 30", "echo hello; sleep 30", "exit 4"],
+    ids=["never-ready", "says-something-else", "dies-starting"],
+)
+def test_a_child_that_never_says_it_is_ready_is_killed(
+    children: _Children, monkeypatch: pytest.MonkeyPatch, script: str
+) -> None:
+    """A new child's start (Pygments loaded: half a second, over a second on a busy
+    machine) is not the page's time; a child that never gets ready is killed."""
+    monkeypatch.setattr(highlighting, "START_S", 0.5)
+    monkeypatch.setattr(highlighting._Child, "ARGV", ("/bin/sh", "-c", script))
+    with pytest.raises((highlighting._Lost, subprocess.TimeoutExpired)):
+        children.ask(_request(PAGE), 10)
+    assert children._idle == []
+
+
+def test_a_page_s_deadline_starts_once_its_new_child_is_ready(
+    children: _Children, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page whose deadline is shorter than its new child's start is still lexed."""
+    slow_start = f"sleep 1; exec {sys.executable} -m services.api.lexing"
+    monkeypatch.setattr(highlighting._Child, "ARGV", ("/bin/sh", "-c", slow_start))
+    assert _first_side(children.ask(_request(PAGE, budget_s=0.4), 0.5)) is not None
