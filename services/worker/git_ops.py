@@ -1377,6 +1377,23 @@ def _listing(worktree: Worktree, spec: Sequence[str], most: int | None) -> str:
     return kept.decode(errors="replace")
 
 
+def tree_names(worktree: Worktree, revision: str) -> Iterator[str]:
+    """Each file's path in ``revision``'s tree (``HEAD`` or an object id), read from git
+    a chunk at a time: a tree of any size is never held (a name is read as UTF-8, a
+    byte that is not as U+FFFD, as every name kodo reads from git)."""
+    if revision not in _OWN_REVISIONS and not _OBJECT_ID.fullmatch(revision):
+        raise GitError(f"git ls-tree: {revision!r} is not HEAD, HEAD~1 or an id")
+    with _streamed(worktree, ["ls-tree", "-r", "-z", "--name-only", revision]) as listing:
+        partial = b""
+        while chunk := listing.stdout.read(1 << 16):
+            *names, partial = (partial + chunk).split(b"\0")
+            for name in names:
+                yield name.decode(errors="replace")
+        code = listing.wait()
+    if code != 0 or partial:
+        raise GitError(f"git ls-tree {revision}: exit {code} (killed at its deadline?)")
+
+
 def _counts_lone_crs(change: IndexChange) -> bool:
     return change.added is not None and change.status != "D" and change.new_mode in REGULAR_MODES
 

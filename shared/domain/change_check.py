@@ -36,7 +36,7 @@ import posixpath
 from dataclasses import dataclass, replace
 from typing import Any
 
-from shared.domain.policy import Policy, Violation, forbidden, unconfined
+from shared.domain.policy import Policy, Violation, fold, forbidden, unconfined
 
 PLAN_KINDS = ("add", "modify", "delete", "rename")
 SYMLINK = "120000"
@@ -45,6 +45,7 @@ EXECUTABLE = "100755"
 MAX_PATCH_BYTES_RULE = "max_patch_bytes"
 MAX_FILE_BYTES_RULE = "max_file_bytes"
 PATH_ENCODING_RULE = "path_encoding"
+PATH_COLLISION_RULE = "path_collision"
 UNREADABLE_NAME = "\ufffd"
 """What a byte that is not UTF-8 in a name git gives reads as (and U+FFFD itself)."""
 _KNOWN_STATUS = frozenset("AMDRCT")
@@ -302,6 +303,71 @@ def _effects(change: IndexChange) -> list[tuple[str, str]]:
     if change.status == "C":
         return [(change.path, "add")]
     return [(change.path, "modify")]  # M, T (a type change modifies the path)
+
+
+class FoldedTwins:
+    """The names a change brings into the tree (added, renamed or copied to) that are
+    another name of the resulting tree on a case-folding or normalizing file system
+    (macOS, Windows: ``Calc.py`` and ``calc.py``; ``café.py`` composed and decomposed,
+    drawn alike): a developer checking the branch out there gets the new file's bytes in
+    the other, which no plan named and no verification ran (a red-team pass delivered
+    both). A folder counts as a name: ``Src/x.py`` beside ``src/``.
+
+    Fed the resulting tree's other names one at a time (a tree of any size is never
+    held): only the new names' folded forms are kept.
+    """
+
+    def __init__(self, changes: list[IndexChange]) -> None:
+        self._gone = {
+            path for change in changes for path, what in _effects(change) if what == "delete"
+        }
+        new = [path for change in changes for path, what in _effects(change) if what == "add"]
+        self._new = set(new)
+        self._keys: dict[str, str] = {}  # a new name's (or its folder's) folded form -> it
+        self.found: dict[str, str] = {}  # a new name -> the name it is a twin of
+        for path in new:
+            for name in _names_of(path):
+                self._see(name, self._keys.setdefault(fold(name), name))
+
+    @property
+    def brings_names(self) -> bool:
+        """Whether the change adds, renames or copies to a name (else nothing to check)."""
+        return bool(self._new)
+
+    def feed(self, path: str) -> None:
+        """One name of the tree the change started from (a file's path)."""
+        if path in self._gone or path in self._new:
+            return
+        for name in _names_of(path):
+            twin = self._keys.get(fold(name))
+            if twin is not None:
+                self._see(name, twin)
+
+    def _see(self, name: str, new: str) -> None:
+        if name != new:
+            self.found.setdefault(new, name)
+
+    def violation(self) -> Violation | None:
+        if not self.found:
+            return None
+        said = "; ".join(
+            f"{shown_name(new)} is {shown_name(old)} on a case-insensitive or normalizing"
+            " file system (macOS, Windows)"
+            for new, old in sorted(self.found.items())[:20]
+        )
+        return Violation(PATH_COLLISION_RULE, said, tuple(sorted(self.found)))
+
+
+def _names_of(path: str) -> list[str]:
+    """``a/b/c.py`` -> ``a``, ``a/b``, ``a/b/c.py``: the path and each folder it is in."""
+    parts = path.split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def shown_name(name: str) -> str:
+    """A name as a message quotes it, in ASCII: ``caf\\xe9.py`` and ``cafe\\u0301.py``
+    told apart, as the screen would not."""
+    return ascii(name)[1:-1]
 
 
 def _planned_effects(plan: list[PlannedChange]) -> dict[str, set[str]]:

@@ -197,14 +197,15 @@ def forbidden(path: str, patterns: tuple[str, ...]) -> str | None:
     names decomposed, so a pattern must not be dodged by spelling. Forbidding more on a
     case-sensitive filesystem is the safe side.
     """
-    folded = _fold(path)
+    folded = fold(path)
     for pattern in patterns:
-        if fnmatch.fnmatchcase(folded, _fold(pattern)):
+        if fnmatch.fnmatchcase(folded, fold(pattern)):
             return pattern
     return None
 
 
-def _fold(name: str) -> str:
+def fold(name: str) -> str:
+    """``name`` as a case-folding, normalizing file system compares it (NFC, casefolded)."""
     return unicodedata.normalize("NFC", name).casefold()
 
 

@@ -160,3 +160,33 @@ def test_a_new_link_that_opens_a_base_link_out_of_the_worktree_is_refused(
 
     assert_fails_closed(outcome, "symlink")
     assert "a -> b/.." in str(outcome.diagnostic()), outcome.describe()
+
+
+_NFC_CAFE = "caf\u00e9.py"
+_NFD_CAFE = "cafe\u0301.py"  # drawn exactly as the tracked one, on the plan card too
+
+
+@pytest.mark.parametrize(
+    ("twin", "tracked"),
+    [("Calc.py", None), (_NFD_CAFE, _NFC_CAFE), ("Docs/notes.md", "docs/guide.md")],
+    ids=["case-twin", "decomposed-twin", "folder-twin"],
+)
+def test_a_name_that_is_a_tracked_one_on_macos_or_windows_is_refused(
+    hostile: Hostile, twin: str, tracked: str | None
+) -> None:
+    """The plan names only a new file; its name is a tracked file's (or folder's) on a
+    case-folding, normalizing file system. Compared byte for byte, it passed every rule:
+    the run succeeded and its branch held both, and a developer checking it out on macOS
+    or Windows got the new file's bytes in the tracked one, which nobody approved and no
+    verification ran (red-team helper-95)."""
+    name = f"twin-{len(twin)}-{twin.encode().hex()[:12]}"
+    fixture = hostile.fixture(
+        name,
+        plan=attacks.plan((twin, "add")),
+        patch=attacks.patch(attacks.add_file(twin, "def add(a, b):\n    return a - b\n")),
+        build=attacks.build("python3", "-c", "print(1)"),
+    )
+    commits = [{tracked: "def add(a, b):\n    return a + b\n"}] if tracked else None
+    outcome = hostile.drive(hostile.repo(name, commits), fixture)
+    assert_fails_closed(outcome, "path_collision")
+    assert "on a case-insensitive or normalizing file system" in (outcome.run.get("error") or "")

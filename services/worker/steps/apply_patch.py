@@ -58,6 +58,7 @@ from services.worker.git_ops import (
     stage_edits,
     staged_patch,
     staged_sizes,
+    tree_names,
     unfaithful_paths,
 )
 from services.worker.steps.attempts import AttemptLoop
@@ -81,6 +82,7 @@ from shared.domain.change_check import (
     PATH_ENCODING_RULE,
     SYMLINK,
     ChangeReport,
+    FoldedTwins,
     IndexChange,
     check_changes,
     staging_refusal,
@@ -247,6 +249,13 @@ def _stage_and_judge(
         )
         violation = Violation(PATH_ENCODING_RULE, said, tuple(unreadable))
         return _Refused.by(violation, changes)
+    twins = FoldedTwins(changes)
+    if twins.brings_names:  # a name that is another on macOS or Windows: before any rule
+        for name in tree_names(worktree, "HEAD"):
+            twins.feed(name)
+        collision = twins.violation()
+        if collision is not None:
+            return _Refused.by(collision, changes)
     sizes = staged_sizes(worktree, changes)
     oversized = sorted(c.path for c in changes if sizes.get(c.new_blob, 0) > policy.max_file_bytes)
     if oversized:  # before a byte of them is read: each would be hashed whole, then diffed

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from devstack.sample_repo import create_sample_repo
-from services.worker.git_ops import TooManyChanges, ensure_worktree, stage_edits
+from services.worker.git_ops import TooManyChanges, ensure_worktree, stage_edits, tree_names
 
 pytestmark = pytest.mark.integration
 
@@ -89,3 +89,19 @@ def test_a_change_within_max_files_is_read_whole(tmp_path: Path, count: int) -> 
     changes = stage_edits(tree, most=3)
     assert sorted(c.path for c in changes) == [f":odd {i}.txt" for i in range(count)]
     assert all(c.added == 1 for c in changes)
+
+
+def test_a_tree_s_names_are_read_whole_across_chunks(tmp_path: Path) -> None:
+    """tree_names streams git ls-tree: names split across its 64 kB reads come whole."""
+    repo = create_sample_repo(tmp_path / "calc")
+    names = [f"d/{'n' * 200}-{i:05d}.txt" for i in range(1000)]  # about 210 kB of names
+    for name in names:
+        (repo / name).parent.mkdir(exist_ok=True)
+        (repo / name).write_text("x\n")
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(repo), "commit", "-qm", "names"], check=True)
+    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+
+    read = list(tree_names(tree, "HEAD"))
+
+    assert sorted(read) == sorted([*names, *(p.name for p in repo.iterdir() if p.is_file())])
