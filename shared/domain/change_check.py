@@ -314,20 +314,32 @@ class FoldedTwins:
     both). A folder counts as a name: ``Src/x.py`` beside ``src/``.
 
     Fed the resulting tree's other names one at a time (a tree of any size is never
-    held): only the new names' folded forms are kept.
+    held): only the new names' folded forms are kept. Judged twice: a plan's names
+    against the base tree before the plan is shown for approval, and the patch's against
+    its tree before it lands.
     """
 
-    def __init__(self, changes: list[IndexChange]) -> None:
-        self._gone = {
-            path for change in changes for path, what in _effects(change) if what == "delete"
-        }
-        new = [path for change in changes for path, what in _effects(change) if what == "add"]
+    def __init__(self, effects: list[tuple[str, str]]) -> None:
+        """``effects``: (path, add|modify|delete) pairs, as :func:`_effects` gives."""
+        self._gone = {path for path, what in effects if what == "delete"}
+        new = [path for path, what in effects if what == "add"]
         self._new = set(new)
         self._keys: dict[str, str] = {}  # a new name's (or its folder's) folded form -> it
         self.found: dict[str, str] = {}  # a new name -> the name it is a twin of
         for path in new:
             for name in _names_of(path):
                 self._see(name, self._keys.setdefault(fold(name), name))
+
+    @classmethod
+    def of_changes(cls, changes: list[IndexChange]) -> FoldedTwins:
+        """The names a patch brings, as git staged it."""
+        return cls([effect for change in changes for effect in _effects(change)])
+
+    @classmethod
+    def of_plan(cls, plan: dict[str, Any]) -> FoldedTwins:
+        """The names a plan says it brings (added, or renamed to)."""
+        allowed = _planned_effects(planned_changes(plan))
+        return cls([(path, kind) for path, kinds in allowed.items() for kind in sorted(kinds)])
 
     @property
     def brings_names(self) -> bool:

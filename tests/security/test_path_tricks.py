@@ -171,14 +171,16 @@ _NFD_CAFE = "cafe\u0301.py"  # drawn exactly as the tracked one, on the plan car
     [("Calc.py", None), (_NFD_CAFE, _NFC_CAFE), ("Docs/notes.md", "docs/guide.md")],
     ids=["case-twin", "decomposed-twin", "folder-twin"],
 )
-def test_a_name_that_is_a_tracked_one_on_macos_or_windows_is_refused(
+def test_a_plan_naming_a_tracked_name_on_macos_or_windows_is_never_shown_for_approval(
     hostile: Hostile, twin: str, tracked: str | None
 ) -> None:
     """The plan names only a new file; its name is a tracked file's (or folder's) on a
     case-folding, normalizing file system. Compared byte for byte, it passed every rule:
     the run succeeded and its branch held both, and a developer checking it out on macOS
     or Windows got the new file's bytes in the tracked one, which nobody approved and no
-    verification ran (red-team helper-95)."""
+    verification ran (red-team helper-95). Refused when the patch landed, the plan was
+    still shown first, its twin drawn like the tracked name on the approver's screen:
+    it is judged against the base tree before that, and no approval is asked."""
     name = f"twin-{len(twin)}-{twin.encode().hex()[:12]}"
     fixture = hostile.fixture(
         name,
@@ -187,6 +189,8 @@ def test_a_name_that_is_a_tracked_one_on_macos_or_windows_is_refused(
         build=attacks.build("python3", "-c", "print(1)"),
     )
     commits = [{tracked: "def add(a, b):\n    return a + b\n"}] if tracked else None
-    outcome = hostile.drive(hostile.repo(name, commits), fixture)
+    outcome = hostile.drive(hostile.repo(name, commits), fixture, approve=False)
     assert_fails_closed(outcome, "path_collision")
     assert "on a case-insensitive or normalizing file system" in (outcome.run.get("error") or "")
+    assert outcome.plan is None, f"a plan was shown for approval\n{outcome.describe()}"
+    assert {s["stepId"] for s in outcome.run["steps"]} == {"CompileST"}, outcome.describe()

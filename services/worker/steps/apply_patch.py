@@ -249,7 +249,7 @@ def _stage_and_judge(
         )
         violation = Violation(PATH_ENCODING_RULE, said, tuple(unreadable))
         return _Refused.by(violation, changes)
-    twins = FoldedTwins(changes)
+    twins = FoldedTwins.of_changes(changes)
     if twins.brings_names:  # a name that is another on macOS or Windows: before any rule
         for name in tree_names(worktree, "HEAD"):
             twins.feed(name)

@@ -8,7 +8,15 @@ commit holding a symlink that resolves outside the worktree fails the run (rule
 
 from __future__ import annotations
 
-from services.worker.git_ops import Worktree, ensure_worktree, escaping_links, run_branch
+from typing import Any
+
+from services.worker.git_ops import (
+    Worktree,
+    ensure_worktree,
+    escaping_links,
+    run_branch,
+    tree_names,
+)
 from services.worker.steps.attempts import AttemptLoop
 from services.worker.steps.base import (
     ArtifactOut,
@@ -18,9 +26,9 @@ from services.worker.steps.base import (
     pinning,
 )
 from services.worker.worktree_guard import shown_path
-from shared.domain.change_check import check_plan
+from shared.domain.change_check import FoldedTwins, check_plan
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
-from shared.domain.policy import Policy
+from shared.domain.policy import Policy, Violation
 from shared.domain.prompts import compile_prompt
 from shared.domain.rounds import ChangeRequest, RoundInputError, effective_input
 from shared.domain.run_machine import StepId
@@ -91,7 +99,7 @@ def _plan(ctx: StepContext, policy: Policy, worktree: Worktree, git: Stopwatch) 
                 "the plan is identical to an earlier revision: the reviewer asked for changes"
             )
             continue
-        violations = check_plan(policy, plan)
+        violations = check_plan(policy, plan) or _twins_in_base(worktree, plan)
         if violations:  # never shown for approval: the plan breaks the repository's policy
             return StepOutcome.failed(
                 "the plan violates the repository policy: "
@@ -117,6 +125,19 @@ def _plan(ctx: StepContext, policy: Policy, worktree: Worktree, git: Stopwatch) 
             plan_sha256=plan_sha,
         )
     return loop.failure("valid plan", schema=PLAN_OUTPUT_SCHEMA)
+
+
+def _twins_in_base(worktree: Worktree, plan: dict[str, Any]) -> list[Violation]:
+    """A name the plan brings that is another of the base tree on macOS or Windows
+    (``Calc.py`` beside ``calc.py``): drawn alike on the approver's screen, so never
+    shown for approval (ApplyPatchST judges the patch's own names again)."""
+    twins = FoldedTwins.of_plan(plan)
+    if not twins.brings_names:
+        return []
+    for name in tree_names(worktree, "HEAD"):  # the worktree is at the base commit
+        twins.feed(name)
+    collision = twins.violation()
+    return [] if collision is None else [collision]
 
 
 def _change_request(ctx: StepContext) -> ChangeRequest | None:
