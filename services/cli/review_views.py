@@ -9,6 +9,8 @@ carrying ``\\x1b[2J`` or a bidi override shows the escape, it is never obeyed.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -50,29 +52,74 @@ def _git_header_name(line: str) -> str:
     return sides.split(" b/", 1)[1] if " b/" in sides else sides
 
 
+_HUNK = re.compile(r"@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
+
+
+def diff_lines(patch: str) -> Iterator[tuple[str, str]]:
+    """Each line of a unified diff with what it is: ``file`` (``diff --git``), ``meta``
+    (a line between a file header and its hunks), ``hunk``, ``add``, ``del``,
+    ``context`` or ``note``.
+
+    A line inside a hunk is content by the hunk's own counts, whatever it starts with:
+    an added line ``++ b/x.py`` reads ``+++ b/x.py`` and a removed ``-- a/x.py`` reads
+    ``--- a/x.py``, so a reader going by prefixes dropped them from the stat (the CLI
+    did) and drew them as another file's header. A hunk whose counts the lines break
+    ends there, and the line is read as a header would be.
+    """
+    old_left = new_left = 0
+    for line in patch.removesuffix("\n").split("\n"):  # only \n ends a line: a \r shows
+        if old_left > 0 or new_left > 0:
+            sign = line[:1]
+            if sign == "+" and new_left > 0:
+                new_left -= 1
+                yield "add", line
+                continue
+            if sign == "-" and old_left > 0:
+                old_left -= 1
+                yield "del", line
+                continue
+            if sign == " " and old_left > 0 and new_left > 0:
+                old_left, new_left = old_left - 1, new_left - 1
+                yield "context", line
+                continue
+            if sign == "\\":
+                yield "note", line
+                continue
+            old_left = new_left = 0
+        found = _HUNK.match(line)
+        if found is not None:
+            old_left = int(found.group(1) if found.group(1) is not None else 1)
+            new_left = int(found.group(2) if found.group(2) is not None else 1)
+            yield "hunk", line
+        elif line.startswith("diff --git "):
+            yield "file", line
+        elif line.startswith("\\"):
+            yield "note", line
+        else:
+            yield "meta", line
+
+
 def diffstat(patch: str) -> list[FileStat]:
     """Lines added and removed per file of a unified diff (``diff --git`` or ``+++`` headers)."""
     stats: list[FileStat] = []
     path: str | None = None
     added = removed = 0
-    for line in patch.split("\n"):
+    for kind, line in diff_lines(patch):
         header = None
-        if line.startswith("diff --git "):
+        if kind == "file":
             header = _git_header_name(line)
-        elif line.startswith("+++ ") and path is None:
+        elif kind == "meta" and line.startswith("+++ ") and path is None:
             header = line[4:].removeprefix("b/")
-        elif line.startswith(("rename to ", "copy to ")) and path is not None:
+        elif kind == "meta" and line.startswith(("rename to ", "copy to ")) and path is not None:
             path = line.split(" to ", 1)[1]  # the whole new name (the header is ambiguous)
             continue
         if header is not None:
             if path is not None:
                 stats.append(FileStat(path, added, removed))
             path, added, removed = header, 0, 0
-        elif line.startswith(("+++ ", "--- ")):
-            continue
-        elif line.startswith("+"):
+        elif kind == "add":
             added += 1
-        elif line.startswith("-"):
+        elif kind == "del":
             removed += 1
     if path is not None:
         stats.append(FileStat(path, added, removed))
@@ -89,22 +136,21 @@ def diffstat_lines(stats: list[FileStat]) -> list[str]:
     return lines
 
 
-_DIFF_STYLES = (
-    ("diff --git", "bold"),
-    ("+++", "bold"),
-    ("---", "bold"),
-    ("@@", "cyan"),
-    ("+", "green"),
-    ("-", "red"),
-)
+_DIFF_STYLES = {"file": "bold", "hunk": "cyan", "add": "green", "del": "red"}
+
+
+def _style(kind: str, line: str) -> str:
+    if kind == "meta" and line.startswith(("+++ ", "--- ")):
+        return "bold"
+    return _DIFF_STYLES.get(kind, "")
 
 
 def diff_view(patch: str) -> Text:
-    """The patch, one escaped line per line, coloured by kind (a pipe drops the colour)."""
+    """The patch, one escaped line per line, coloured by kind (a pipe drops the colour):
+    an added line that reads like a header is green like any added line."""
     out = Text()
-    for line in patch.removesuffix("\n").split("\n"):  # only \n ends a line: a \r shows
-        style = next((s for prefix, s in _DIFF_STYLES if line.startswith(prefix)), "")
-        out.append(visible(line, multiline=True).expandtabs(4), style=style)
+    for kind, line in diff_lines(patch):
+        out.append(visible(line, multiline=True).expandtabs(4), style=_style(kind, line))
         out.append("\n")
     return out
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from rich.text import Text
 
-from services.cli.review_views import FileStat, diffstat, timeline_table
+from services.cli.review_views import FileStat, diff_view, diffstat, timeline_table
 from services.cli.run_list import age, runs_table, truncated
 from services.cli.terminal import console, show
 from services.cli.views import run_view
@@ -117,3 +117,44 @@ def test_the_diffstat_names_a_renamed_file_by_its_whole_new_name() -> None:
     )
 
     assert diffstat(patch) == [FileStat("notes b/t.py", 0, 0), FileStat("a b/c.py", 1, 1)]
+
+
+HEADERLIKE = (
+    "diff --git a/calc.py b/calc.py\n--- a/calc.py\n+++ b/calc.py\n"
+    "@@ -1,2 +1,2 @@\n x = 1\n--- a/calc.py\n+++ b/other.py\n"
+    "@@ -9 +9 @@\n-y\n+z\n"
+)
+"""An agent's patch whose removed line is ``-- a/calc.py`` and added ``++ b/other.py``:
+inside the hunk they read as a file's header lines, then a second hunk."""
+
+
+def test_the_diffstat_counts_added_and_removed_lines_that_read_like_headers() -> None:
+    """Counted by prefix, the stat said +1 -1 for a change of +2 -2 (helper-95)."""
+    assert diffstat(HEADERLIKE) == [FileStat("calc.py", 2, 2)]
+
+
+def test_the_diff_view_colours_a_headerlike_added_line_as_an_added_line() -> None:
+    text = diff_view(HEADERLIKE)
+    styled = [(text.plain[span.start : span.end], str(span.style)) for span in text.spans]
+
+    assert styled == [
+        ("diff --git a/calc.py b/calc.py", "bold"),
+        ("--- a/calc.py", "bold"),
+        ("+++ b/calc.py", "bold"),
+        ("@@ -1,2 +1,2 @@", "cyan"),
+        ("--- a/calc.py", "red"),
+        ("+++ b/other.py", "green"),
+        ("@@ -9 +9 @@", "cyan"),
+        ("-y", "red"),
+        ("+z", "green"),
+    ]
+
+
+def test_a_hunk_broken_by_its_lines_ends_there() -> None:
+    """A hunk claiming more lines than follow: the next file header is still a header."""
+    patch = (
+        "diff --git a/a.py b/a.py\n@@ -1,5 +1,5 @@\n-a\n+b\n"
+        "diff --git a/b.py b/b.py\n@@ -1 +1 @@\n-c\n+d\n"
+    )
+
+    assert diffstat(patch) == [FileStat("a.py", 1, 1), FileStat("b.py", 1, 1)]
