@@ -374,3 +374,32 @@ def test_a_script_git_calls_binary_for_one_nul_counts_every_line(
     outcome = hostile.drive(hostile.repo("nul-script"), fixture)
     assert_fails_closed(outcome, "max_lines")
     assert "the patch changes 5004 lines (max 2000)" in (outcome.run.get("error") or "")
+
+
+def test_a_short_script_git_calls_binary_lands_and_its_run_page_says_so(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    """Under every limit, a script with one NUL is allowed (it runs like any script), but
+    its patch is a ``GIT binary patch`` no reader can read: the run page says the file
+    is binary to git, and that a script holding such a byte still runs, instead of
+    showing an empty added file."""
+    script = b"#!/bin/sh\n# one NUL makes this binary to git: \0\necho checked\n"
+
+    def make(scratch: Path) -> None:
+        (scratch / "check.sh").write_bytes(script)
+
+    fixture = hostile.fixture(
+        "nul-script-lands",
+        plan=attacks.plan(("check.sh", "add")),
+        patch=attacks.patch(_as_patch(tmp_path, "nul-script-lands", make)),
+        build=attacks.build("python3", "-c", "print(open('check.sh', 'rb').read()[-8:-1])"),
+    )
+    outcome = hostile.drive(hostile.repo("nul-script-lands"), fixture)
+    assert outcome.status == "succeeded", outcome.describe()
+    assert b"GIT binary patch" in (outcome.artifact("patch.diff") or b"")
+    assert "b'checked'" in outcome.command_output(), outcome.describe()
+    with hostile.signed_in(timeout_s=30) as browser:
+        page = browser.get(f"/ui/runs/{outcome.run_id}")
+    assert page.status_code == 200
+    assert "Binary to git (a NUL byte in its first 8,000 bytes)" in page.text
+    assert "check.sh" in page.text
