@@ -71,9 +71,16 @@ class PostgresCallLedger:
             found = _claim_in(ledger, call, request, lease, self.estimate, session)
             return found is None, found
 
-    def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
+    def mark_started(
+        self,
+        op_key: str,
+        session_id: str,
+        daemon: str | None = None,
+        *,
+        lease: StepLease | None = None,
+    ) -> None:
         with self._alone() as ledger:
-            ledger.mark_started(op_key, session_id, daemon)
+            ledger.mark_started(op_key, session_id, daemon, holding=lease)
 
     def mark_sent(self, op_key: str) -> bool:
         with self._alone() as ledger:

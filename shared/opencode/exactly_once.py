@@ -31,7 +31,7 @@ import structlog
 from shared.clock import Clock
 from shared.domain.call_record import ABORT_UNCONFIRMED, AgedRecord, CallRecord, StepLedger
 from shared.domain.contracts import ContractViolation, validate_answer
-from shared.domain.step_lease import StepLease
+from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.domain.vocab import CallStatus
 from shared.opencode.cache import LruCache
 from shared.opencode.calls import (
@@ -337,7 +337,7 @@ class ExactlyOnceCalls:
                 "oc.cache_hit" if result.cache == "l2" else "oc.collected", cache=result.cache
             )
             return result
-        result = self._call(call, key, prepare, opened)
+        result = self._call(call, key, prepare, opened, lease)
         bound.info("oc.call", cache="miss", tokens=result.usage.get("total_tokens"))
         return result
 
@@ -363,9 +363,11 @@ class ExactlyOnceCalls:
         key: str,
         prepare: Callable[[], None] | None,
         opened: tuple[Daemon, str] | None = None,
+        lease: StepLease | None = None,
     ) -> StructuredResult:
         """Send the won call: on the session made before the claim (``opened``, already
-        recorded with it), or after ``prepare`` on a new one, recorded before sending."""
+        recorded with it), or after ``prepare`` on a new one, recorded before sending
+        (with ``lease``, only while it holds: :meth:`_start`)."""
         started = self.clock.monotonic()
         session_id: str | None = None
         daemon = self.pool.first
@@ -375,9 +377,7 @@ class ExactlyOnceCalls:
             else:
                 if prepare is not None:
                     prepare()
-                daemon, session = self._new_session(call)
-                session_id = str(session["id"])
-                self.ledger.mark_started(key, session_id, daemon.url or None)
+                daemon, session_id = self._start(call, key, started, lease)
             try:
                 reply = self._send(daemon.client, session_id, call)
             except OpenCodeError as exc:
@@ -419,6 +419,36 @@ class ExactlyOnceCalls:
             self._forget(daemon, session_id, call.directory)
             raise failed from exc
         return self._judge(call, key, daemon, session_id, reply, started, CallStatus.CLAIMED)
+
+    def _start(
+        self, call: StructuredCall, key: str, started: float, lease: StepLease | None
+    ) -> tuple[Daemon, str]:
+        """A new session for the won call, recorded on its row (with ``lease``, only while
+        the run is still at the step's status and the step ours).
+
+        What ``prepare`` did took time after the claim (up to ``quiesce_s``): a cancel in
+        it found no session to abort, and the prompt left anyway (red-team helper-96).
+        Refused now, nothing is sent: the session is deleted, the claim recorded
+        ``failed`` with no usage (its reservation released, a later delivery reads it
+        as ended) and StepAbandoned raised."""
+        daemon, session = self._new_session(call)
+        session_id = str(session["id"])
+        try:
+            self.ledger.mark_started(key, session_id, daemon.url or None, lease=lease)
+        except StepAbandoned as exc:
+            self._forget(daemon, session_id, call.directory)
+            withheld = self._outcome(
+                CallStatus.FAILED,
+                started,
+                response=None,
+                usage=None,
+                error_name="StepAbandoned",
+                error=bounded_error(f"StepAbandoned: never sent ({exc})"),
+            )
+            self.ledger.finish(key, withheld)  # False: declared unknown meanwhile, kept so
+            log.info("oc.call_withheld", op_key=key, why=str(exc))
+            raise
+        return daemon, session_id
 
     def _send_failed(
         self,

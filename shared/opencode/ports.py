@@ -177,8 +177,20 @@ class CallLedger(Protocol):
         transaction (one round trip for a replayed or resumed call)."""
         ...
 
-    def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
-        """The call's session was made (at ``daemon``); its prompt is about to leave."""
+    def mark_started(
+        self,
+        op_key: str,
+        session_id: str,
+        daemon: str | None = None,
+        *,
+        lease: StepLease | None = None,
+    ) -> None:
+        """The call's session was made (at ``daemon``); its prompt is about to leave.
+
+        With ``lease``, recorded only while the step's lease holds (the run still at
+        the step's status: not cancelled since the claim), renewed in the same
+        statement; else StepAbandoned and nothing is recorded: the prompt never leaves.
+        """
         ...
 
     def mark_sent(self, op_key: str) -> bool:

@@ -76,7 +76,18 @@ class InMemoryLedger:
             record, call.attempt, {}, age_s=age_s, step=(call.run_id, call.step_id)
         )
 
-    def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
+    def mark_started(
+        self,
+        op_key: str,
+        session_id: str,
+        daemon: str | None = None,
+        *,
+        lease: StepLease | None = None,
+    ) -> None:
+        if lease is not None:
+            if lease in self.abandoned:
+                raise StepAbandoned(self.abandoned[lease])
+            self.leases_held.append(lease)
         row = self.rows[op_key]
         row.session_id = session_id
         row.daemon = daemon

@@ -224,6 +224,43 @@ _MARK_STARTED = (
         started_at=func.statement_timestamp(),
     )
 )
+
+
+def _started_holding() -> Select[int, str | None, int]:
+    """:data:`_MARK_STARTED` only while the step's lease holds, in one statement run
+    alone: the lease renewed (while the run is at ``w_expected`` as the snapshot shows
+    it), then the run's row read locked (``FOR SHARE``: a cancel committing meanwhile is
+    waited out and its status read), and the session recorded only if the run, as
+    locked, is still at the step's status. One row: ``renewed``, ``status`` (as locked;
+    as the snapshot shows it where the renewal refused) and ``started`` (0: nothing
+    recorded, the prompt must not leave).
+
+    The step made ready to send (ApplyPatchST's worktree reset, which waits up to
+    ``quiesce_s`` for an earlier session to go quiet) after its claim: a cancel in that
+    while found no session to abort, and the cancelled run's prompt was sent and paid
+    (red-team helper-96)."""
+    renewed = renewal_at_step()
+    run = (
+        select(_RUNS.c.status)
+        .where(_RUNS.c.id == bindparam("w_run_id"), exists(select(renewed.c.id)))
+        .with_for_update(of=_RUNS, read=True)
+        .cte("run")
+    )
+    started = (
+        _MARK_STARTED.where(select(run.c.status).scalar_subquery() == bindparam("w_expected"))
+        .returning(_CALLS.c.id)
+        .cte("started")
+    )
+    held = select(func.count()).select_from(renewed).scalar_subquery().label("renewed")
+    status = func.coalesce(
+        select(run.c.status).scalar_subquery(),
+        select(_RUNS.c.status).where(_RUNS.c.id == bindparam("w_run_id")).scalar_subquery(),
+    ).label("status")
+    recorded = select(func.count()).select_from(started).scalar_subquery().label("started")
+    return select(held, status, recorded)
+
+
+_MARK_STARTED_HOLDING = _started_holding()
 _MARK_SENT = (
     update(_CALLS)
     .where(_CALLS.c.op_key == bindparam("key"), _CALLS.c.status == CallStatus.CLAIMED.value)
@@ -541,12 +578,35 @@ class LedgerRepo(PrebuiltRepo):
         found = direct.execute(self.where, _AGED, {"key": op_key}).one_or_none()
         return None if found is None else recorded_call(found._asdict(), float(found.age))
 
-    def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
+    def mark_started(
+        self,
+        op_key: str,
+        session_id: str,
+        daemon: str | None = None,
+        *,
+        holding: StepLease | None = None,
+    ) -> None:
         """The HTTP call is about to leave: record its session, its daemon and (the
-        database's) time."""
-        direct.execute(
-            self.where, _MARK_STARTED, {"key": op_key, "session_id": session_id, "daemon": daemon}
-        )
+        database's) time.
+
+        ``holding``: recorded only while the step's lease holds (the run still at the
+        step's status, our fence the step's), renewed by the same statement; else
+        StepAbandoned and nothing is recorded (:func:`_started_holding`)."""
+        params: dict[str, Any] = {"key": op_key, "session_id": session_id, "daemon": daemon}
+        if holding is None:
+            direct.execute(self.where, _MARK_STARTED, params)
+            return
+        params |= {
+            "w_run_id": holding.run_id,
+            "w_step_id": holding.step.value,
+            "w_fence": holding.fence,
+            "w_expected": STEP_STATUS[holding.step].value,
+            "lease": timedelta(seconds=holding.lease_s),
+        }
+        row = direct.execute(self.where, _MARK_STARTED_HOLDING, params).one()
+        assert_held(holding, row.status, bool(row.renewed))
+        if not row.started:  # pragma: no cover - a claimed row is never deleted
+            raise LookupError(f"no call {op_key} to record its session on")
 
     def mark_sent(self, op_key: str) -> bool:
         """The daemon took the prompt (prompt_async): ``claimed`` becomes ``sent``."""

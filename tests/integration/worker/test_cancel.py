@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from services.worker.cancel import abort_inflight_calls
 from services.worker.runtime import Runtime
+from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import run_step
 from services.worker.steps.compile import compile_step
 from services.worker.steps.decide import decide_step
@@ -19,7 +20,13 @@ from shared.db.models import OpenCodeCall, PlanApproval, Run
 from shared.domain.run_machine import StepId
 from shared.errors import Conflict
 from shared.service.runs import approve_plan, cancel_run, reject_plan
-from tests.integration.worker.conftest import new_run, step_in_background, uow
+from tests.integration.worker.conftest import (
+    RuntimeFactory,
+    approve,
+    new_run,
+    step_in_background,
+    uow,
+)
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -115,3 +122,68 @@ def test_racing_approve_reject_and_cancel_leave_one_consistent_outcome(
         assert results["approve"] == "conflict"
     else:
         assert "rejected" not in decisions
+
+
+def _apply_calls(rt: Runtime, run_id: str) -> list[tuple[int, str, str | None, str | None]]:
+    """ApplyPatchST's calls: (attempt, status, session id, error name)."""
+    with rt.sessions() as s:
+        rows = s.execute(
+            select(
+                OpenCodeCall.attempt,
+                OpenCodeCall.status,
+                OpenCodeCall.session_id,
+                OpenCodeCall.error_name,
+            )
+            .where(OpenCodeCall.run_id == run_id, OpenCodeCall.step_id == "ApplyPatchST")
+            .order_by(OpenCodeCall.attempt)
+        ).all()
+    return [(r.attempt, r.status, r.session_id, r.error_name) for r in rows]
+
+
+def _prompts_titled(rt: Runtime, title: str) -> int:
+    stats = httpx.get(f"{rt.settings.oc_base_url}/__kodo/stats").json()
+    return int(stats["by_title"].get(title, 0))
+
+
+def test_a_cancel_while_a_claimed_call_is_prepared_sends_no_prompt_and_releases_it(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    """ApplyPatchST claims its next attempt, then prepares it (waits up to quiesce_s for
+    the earlier attempt's session to go quiet, resets the worktree), then sends. A
+    cancel in that while found no session to abort, and the cancelled run's prompt left
+    afterwards and was paid (red-team helper-96). The session is recorded only while the
+    run is still at the step's status: refused, nothing is sent, and the claim is
+    recorded failed with nothing spent."""
+    # Slow turns whose aborts fail: attempt 1 times out at 1.5 s, its abort
+    # unconfirmed, so attempt 2's prepare waits for its session to go quiet.
+    goal = "Add multiply to calc.py [oc:slow=4000] [oc:abort-fails=20]"
+    patient = make_rt(oc_timeout_ms=20000)
+    run_id = new_run(patient, repo, goal=goal)
+    assert run_step(patient, StepId.COMPILE, run_id, compile_step) == "waiting_input"
+    approve(patient, run_id)
+
+    rt = make_rt(oc_timeout_ms=1500, retry_backoff_s=0.1)
+    worker, outcome = step_in_background(rt, StepId.APPLY_PATCH, run_id, apply_patch_step)
+    wait_until(
+        lambda: any(a == 2 and sid is None for a, _, sid, _ in _apply_calls(rt, run_id)),
+        15,
+        "ApplyPatchST's attempt 2 to be claimed and preparing",
+    )
+    assert _cancel(rt, run_id) is True
+    abort_inflight_calls(rt, run_id)  # what the worker's AbortCalls does right after
+    worker.join(30)
+    assert not worker.is_alive()
+
+    assert outcome == ["superseded"]
+    assert _prompts_titled(rt, f"kodo ApplyPatchST {run_id} #2") == 0, _apply_calls(rt, run_id)
+    second = _apply_calls(rt, run_id)[1]
+    assert second[1:] == ("failed", None, "StepAbandoned"), second
+    with rt.sessions() as s:
+        spent = s.execute(
+            select(OpenCodeCall.spent_usd_micro, OpenCodeCall.spent_tokens).where(
+                OpenCodeCall.run_id == run_id,
+                OpenCodeCall.attempt == 2,
+                OpenCodeCall.step_id == "ApplyPatchST",
+            )
+        ).one()
+    assert tuple(spent) == (0, 0), "a call never sent spends nothing"

@@ -258,6 +258,32 @@ def test_an_abandoned_delivery_claims_nothing_and_sends_nothing() -> None:
     assert agent.sent == []
 
 
+class _CancelledWhilePrepared(InMemoryLedger):
+    """The run is cancelled while the won call is prepared (between claim and send)."""
+
+    def __init__(self, lease: StepLease) -> None:
+        super().__init__()
+        self.lease = lease
+
+    def cancel(self) -> None:
+        self.abandoned[self.lease] = "run is cancelled"
+
+
+def test_a_delivery_abandoned_while_its_call_is_prepared_sends_nothing() -> None:
+    """The claim held the lease; the prompt leaves only if it still holds once the call
+    is prepared: else its session is deleted and the claim recorded failed, unpaid."""
+    agent = FakeAgent(ScriptedTurn(answer=ANSWER))
+    lease = StepLease("run-1", StepId.DECIDE, fence=1, lease_s=60)
+    ledger = _CancelledWhilePrepared(lease)
+    with pytest.raises(StepAbandoned, match="cancelled"):
+        _calls(agent, ledger).prompt_structured(_call(), lease=lease, prepare=ledger.cancel)
+    assert agent.sent == []
+    assert agent.deleted == ["ses_fake1"]
+    (row,) = ledger.rows.values()
+    assert (row.record.status, row.record.error_name) == ("failed", "StepAbandoned")
+    assert row.record.usage is None
+
+
 class _AnsweredMeanwhile(InMemoryLedger):
     """A ledger whose live claim its (other) claimant finishes after a few looks."""
 
@@ -299,8 +325,15 @@ def test_a_claim_that_outlives_the_callers_patience_is_declared_unknown() -> Non
 class _DeclaredUnknownMeanwhile(InMemoryLedger):
     """Another delivery declares the call unknown while its claimant waits for the daemon."""
 
-    def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
-        super().mark_started(op_key, session_id, daemon)
+    def mark_started(
+        self,
+        op_key: str,
+        session_id: str,
+        daemon: str | None = None,
+        *,
+        lease: StepLease | None = None,
+    ) -> None:
+        super().mark_started(op_key, session_id, daemon, lease=lease)
         self.finish(op_key, CallOutcome(CallStatus.UNKNOWN, NOW, duration_ms=None))
 
 

@@ -697,9 +697,16 @@ class _StartedLedger(_CountingLedger):
         super().__init__()
         self.started = 0
 
-    def mark_started(self, op_key: str, session_id: str, daemon: str | None = None) -> None:
+    def mark_started(
+        self,
+        op_key: str,
+        session_id: str,
+        daemon: str | None = None,
+        *,
+        lease: StepLease | None = None,
+    ) -> None:
         self.started += 1
-        super().mark_started(op_key, session_id, daemon)
+        super().mark_started(op_key, session_id, daemon, lease=lease)
 
 
 def test_a_new_attempt_has_its_session_made_first_and_recorded_with_its_claim() -> None:
