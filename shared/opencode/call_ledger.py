@@ -78,9 +78,9 @@ class PostgresCallLedger:
         daemon: str | None = None,
         *,
         lease: StepLease | None = None,
-    ) -> None:
+    ) -> bool:
         with self._alone() as ledger:
-            ledger.mark_started(op_key, session_id, daemon, holding=lease)
+            return ledger.mark_started(op_key, session_id, daemon, holding=lease)
 
     def mark_sent(self, op_key: str) -> bool:
         with self._alone() as ledger:
@@ -107,6 +107,15 @@ class PostgresCallLedger:
     ) -> bool:
         with self._alone() as ledger:
             return _finish_in(ledger, op_key, outcome, from_status)
+
+    def finish_unsent(self, op_key: str, outcome: CallOutcome) -> bool:
+        with self._alone() as ledger:
+            return ledger.finish_unsent(
+                op_key,
+                now=outcome.now,
+                error_name=outcome.error_name or "Error",
+                error=outcome.error or "",
+            )
 
     def forget_later(
         self, session_id: str, daemon: str | None, directory: str, reason: str

@@ -35,6 +35,8 @@ from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.domain.vocab import CallStatus
 from shared.opencode.cache import LruCache
 from shared.opencode.calls import (
+    NEVER_SENT,
+    NEVER_SENT_ERROR,
     UNKNOWN_ERROR,
     CallFailed,
     CallOutcome,
@@ -168,6 +170,8 @@ def _recorded_kind(status: str, error_name: str | None) -> FailureKind:
     refusal recorded ``timed_out``, its abort unconfirmed, is a refusal)."""
     if error_name in REFUSED_RULES:
         return "refused"
+    if error_name == NEVER_SENT:  # as OutcomeUnknown is: its claimant stopped
+        return "unknown"
     if status == CallStatus.TIMED_OUT:
         return "timeout"
     cls = _RECORDED_CLASSES.get(error_name or "")
@@ -434,7 +438,7 @@ class ExactlyOnceCalls:
         daemon, session = self._new_session(call)
         session_id = str(session["id"])
         try:
-            self.ledger.mark_started(key, session_id, daemon.url or None, lease=lease)
+            started = self.ledger.mark_started(key, session_id, daemon.url or None, lease=lease)
         except StepAbandoned as exc:
             self._forget(daemon, session_id, call.directory)
             withheld = self._outcome(
@@ -448,6 +452,13 @@ class ExactlyOnceCalls:
             self.ledger.finish(key, withheld)  # False: declared unknown meanwhile, kept so
             log.info("oc.call_withheld", op_key=key, why=str(exc))
             raise
+        if not started:  # given up as never sent by a later delivery: it must not be
+            self._forget(daemon, session_id, call.directory)
+            log.warning("oc.call_withheld", op_key=key, why="given up as never sent")
+            raise CallSuperseded(
+                f"provider call {key[:12]} was given up as never sent by another delivery"
+                " before its prompt left: not sent (rule: a run acts on one outcome per op_key)"
+            )
         return daemon, session_id
 
     def _send_failed(
@@ -1093,6 +1104,16 @@ class ExactlyOnceCalls:
                     # came, which fails unpaid) instead of declaring the call unknown.
                     log.warning("oc.claim_collected", op_key=key, session_id=row.session_id)
                     continue
+            if overdue and row.session_id is None:
+                if self._give_up_unsent(key):
+                    raise CallFailed(
+                        key,
+                        CallStatus.FAILED,
+                        NEVER_SENT_ERROR,
+                        error_name=NEVER_SENT,
+                        kind="unknown",
+                    )
+                continue  # started or finished meanwhile: read again
             if overdue:
                 return self._declare_unknown(key)
             self.clock.sleep(self.wait_poll_s)
@@ -1134,6 +1155,21 @@ class ExactlyOnceCalls:
         usage = row.usage or {}
         self.l1.put(row.op_key, {"answer": answer, "usage": usage, "rejected": row.rejected})
         return StructuredResult(row.op_key, answer, "l2", usage, row.rejected)
+
+    def _give_up_unsent(self, key: str) -> bool:
+        """Record an overdue claim that has no session ``failed`` as never sent, at no
+        cost (see CallLedger.finish_unsent); False if it has one by now, or ended."""
+        gave_up = CallOutcome(
+            CallStatus.FAILED,
+            self.clock.now(),
+            duration_ms=None,
+            error_name=NEVER_SENT,
+            error=NEVER_SENT_ERROR,
+        )
+        if not self.ledger.finish_unsent(key, gave_up):
+            return False
+        log.warning("oc.claim_never_sent", op_key=key)
+        return True
 
     def _declare_unknown(self, key: str) -> StructuredResult:
         declared = CallOutcome(

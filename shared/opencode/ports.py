@@ -184,8 +184,10 @@ class CallLedger(Protocol):
         daemon: str | None = None,
         *,
         lease: StepLease | None = None,
-    ) -> None:
+    ) -> bool:
         """The call's session was made (at ``daemon``); its prompt is about to leave.
+        Recorded only while the call is still ``claimed``: False if another delivery
+        gave it up meanwhile (:meth:`finish_unsent`), and the prompt never leaves.
 
         With ``lease``, recorded only while the step's lease holds (the run still at
         the step's status: not cancelled since the claim), renewed in the same
@@ -218,6 +220,12 @@ class CallLedger(Protocol):
         self, op_key: str, outcome: CallOutcome, *, from_status: CallStatus = CallStatus.CLAIMED
     ) -> bool:
         """Record ``outcome`` if the row is still ``from_status``; False if it is not."""
+        ...
+
+    def finish_unsent(self, op_key: str, outcome: CallOutcome) -> bool:
+        """Record ``outcome`` (failed, its error) on a ``claimed`` call with no session
+        recorded: one whose prompt never left (every prompt leaves after its session is
+        recorded). False if the call is not that (finished, or started meanwhile)."""
         ...
 
     def forget_later(

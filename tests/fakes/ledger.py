@@ -69,11 +69,19 @@ class InMemoryLedger:
         won = self.claim(call, request, lease=lease, session=session)
         return won, None if won else self.read(call.op_key)
 
-    def claimed_elsewhere(self, call: StructuredCall, age_s: float) -> None:
-        """A row another worker claimed ``age_s`` ago (by the ledger's clock), not yet finished."""
+    def claimed_elsewhere(
+        self, call: StructuredCall, age_s: float, session_id: str | None = None
+    ) -> None:
+        """A row another worker claimed ``age_s`` ago (by the ledger's clock), not yet
+        finished (``session_id``: the session it recorded, its prompt maybe sent)."""
         record = CallRecord(call.op_key, CallStatus.CLAIMED, None, None, None, None)
         self.rows[call.op_key] = LedgerRow(
-            record, call.attempt, {}, age_s=age_s, step=(call.run_id, call.step_id)
+            record,
+            call.attempt,
+            {},
+            session_id=session_id,
+            age_s=age_s,
+            step=(call.run_id, call.step_id),
         )
 
     def mark_started(
@@ -83,14 +91,17 @@ class InMemoryLedger:
         daemon: str | None = None,
         *,
         lease: StepLease | None = None,
-    ) -> None:
+    ) -> bool:
         if lease is not None:
             if lease in self.abandoned:
                 raise StepAbandoned(self.abandoned[lease])
             self.leases_held.append(lease)
         row = self.rows[op_key]
+        if row.record.status != CallStatus.CLAIMED:
+            return False
         row.session_id = session_id
         row.daemon = daemon
+        return True
 
     def mark_sent(self, op_key: str) -> bool:
         row = self.rows[op_key]
@@ -137,6 +148,12 @@ class InMemoryLedger:
             error=outcome.error,
         )
         return True
+
+    def finish_unsent(self, op_key: str, outcome: CallOutcome) -> bool:
+        row = self.rows.get(op_key)
+        if row is None or row.session_id is not None:
+            return False
+        return self.finish(op_key, outcome)
 
     def sessions_in_doubt(self, run_id: str, step_id: str) -> list[tuple[str, str | None]]:
         doubtful = (CallStatus.CLAIMED, CallStatus.SENT, CallStatus.UNKNOWN, CallStatus.TIMED_OUT)

@@ -217,7 +217,9 @@ _BUDGET_OF = select(
 ).where(_RUNS.c.id == bindparam("w_run_id"))
 _MARK_STARTED = (
     update(_CALLS)
-    .where(_CALLS.c.op_key == bindparam("key"))
+    # Still claimed: a claim another delivery gave up on meanwhile (:data:`_FINISH_UNSENT`)
+    # is never sent.
+    .where(_CALLS.c.op_key == bindparam("key"), _CALLS.c.status == CallStatus.CLAIMED.value)
     .values(
         session_id=bindparam("session_id"),
         daemon=bindparam("daemon"),
@@ -231,9 +233,9 @@ def _started_holding() -> Select[int, str | None, int]:
     alone: the lease renewed (while the run is at ``w_expected`` as the snapshot shows
     it), then the run's row read locked (``FOR SHARE``: a cancel committing meanwhile is
     waited out and its status read), and the session recorded only if the run, as
-    locked, is still at the step's status. One row: ``renewed``, ``status`` (as locked;
-    as the snapshot shows it where the renewal refused) and ``started`` (0: nothing
-    recorded, the prompt must not leave).
+    locked, is still at the step's status (and the call still ``claimed``). One row:
+    ``renewed``, ``status`` (as locked; as the snapshot shows it where the renewal
+    refused) and ``started`` (0: nothing recorded, the prompt must not leave).
 
     The step made ready to send (ApplyPatchST's worktree reset, which waits up to
     ``quiesce_s`` for an earlier session to go quiet) after its claim: a cancel in that
@@ -261,6 +263,7 @@ def _started_holding() -> Select[int, str | None, int]:
 
 
 _MARK_STARTED_HOLDING = _started_holding()
+_MARK_STARTED_ALONE = _MARK_STARTED.returning(_CALLS.c.id)
 _MARK_SENT = (
     update(_CALLS)
     .where(_CALLS.c.op_key == bindparam("key"), _CALLS.c.status == CallStatus.CLAIMED.value)
@@ -430,6 +433,21 @@ _FINISH = (
     .returning(_CALLS.c.id)
 )
 
+_FINISH_UNSENT = (
+    update(_CALLS)
+    .where(
+        _CALLS.c.op_key == bindparam("key"),
+        _CALLS.c.status == CallStatus.CLAIMED.value,
+        _CALLS.c.session_id.is_(None),
+    )
+    .values(
+        status=CallStatus.FAILED.value,
+        **bound("error_name", "error"),
+        finished_at=bindparam("now"),
+    )
+    .returning(_CALLS.c.id)
+)
+
 
 class AttemptPromptChanged(RuleRefusal):
     """An attempt already in the ledger was asked again in other words: refused, unsent."""
@@ -585,17 +603,17 @@ class LedgerRepo(PrebuiltRepo):
         daemon: str | None = None,
         *,
         holding: StepLease | None = None,
-    ) -> None:
+    ) -> bool:
         """The HTTP call is about to leave: record its session, its daemon and (the
-        database's) time.
+        database's) time, only while the call is ``claimed``; False if it is not (another
+        delivery gave it up as never sent: it must not be).
 
         ``holding``: recorded only while the step's lease holds (the run still at the
         step's status, our fence the step's), renewed by the same statement; else
         StepAbandoned and nothing is recorded (:func:`_started_holding`)."""
         params: dict[str, Any] = {"key": op_key, "session_id": session_id, "daemon": daemon}
         if holding is None:
-            direct.execute(self.where, _MARK_STARTED, params)
-            return
+            return direct.execute(self.where, _MARK_STARTED_ALONE, params).first() is not None
         params |= {
             "w_run_id": holding.run_id,
             "w_step_id": holding.step.value,
@@ -605,8 +623,7 @@ class LedgerRepo(PrebuiltRepo):
         }
         row = direct.execute(self.where, _MARK_STARTED_HOLDING, params).one()
         assert_held(holding, row.status, bool(row.renewed))
-        if not row.started:  # pragma: no cover - a claimed row is never deleted
-            raise LookupError(f"no call {op_key} to record its session on")
+        return bool(row.started)
 
     def mark_sent(self, op_key: str) -> bool:
         """The daemon took the prompt (prompt_async): ``claimed`` becomes ``sent``."""
@@ -777,6 +794,17 @@ class LedgerRepo(PrebuiltRepo):
             },
         ).scalar_one_or_none()
         return done is not None
+
+    def finish_unsent(self, op_key: str, *, now: datetime, error_name: str, error: str) -> bool:
+        """Record a ``claimed`` call that has no session ``failed``, with no usage; False
+        if it is not such a call (finished, or its session recorded meanwhile).
+
+        Every prompt leaves only after its session is recorded on its still-claimed row
+        (with the claim, or :meth:`mark_started`): a claim without one was never sent,
+        so it settles at nothing and its reservation is released, where ``unknown``
+        held it for good."""
+        params = {"key": op_key, "now": now, "error_name": error_name, "error": error}
+        return direct.execute(self.where, _FINISH_UNSENT, params).first() is not None
 
     def for_run(self, run_id: str) -> list[OpenCodeCall]:
         """The run's calls without their request and response bodies (each may be

@@ -89,12 +89,19 @@ def _call(run_id: str, repo: Path, prompt: str = "Add a docstring to calc.py") -
     return StructuredCall(run_id, "CompileST", 1, "plan", prompt, PLAN_OUTPUT_SCHEMA, str(repo))
 
 
-def _claimed_by_a_dead_worker(db: Session, repo: Path) -> StructuredCall:
-    """A call of a new run, claimed in the ledger by a worker that never finishes it."""
+def _claimed_by_a_dead_worker(
+    db: Session, repo: Path, session_id: str | None = None
+) -> StructuredCall:
+    """A call of a new run, claimed in the ledger by a worker that never finishes it
+    (``session_id``: the session it recorded before its prompt left, if it got there)."""
     run = RunFactory()
     call = _call(run.id, repo)
     OpenCodeCallFactory(
-        run=run, op_key=call.op_key, status="claimed", request={"prompt": call.prompt}
+        run=run,
+        op_key=call.op_key,
+        status="claimed",
+        request={"prompt": call.prompt},
+        session_id=session_id,
     )
     db.commit()
     return call
@@ -251,13 +258,29 @@ def test_a_stalled_call_is_aborted_and_recorded_timed_out(
     assert (row.error or "").endswith(ABORT_UNCONFIRMED) is not confirmed
 
 
-def test_a_claim_left_by_a_dead_worker_becomes_unknown_and_is_not_resent(
+def test_a_started_claim_left_by_a_dead_worker_becomes_unknown_and_is_not_resent(
     oc_url: str, sessions: sessionmaker[Session], db: Session, repo: Path
 ) -> None:
-    call = _claimed_by_a_dead_worker(db, repo)
+    call = _claimed_by_a_dead_worker(db, repo, session_id="ses_gone")
     with pytest.raises(OutcomeUnknown):
         _wrapper(oc_url, sessions, timeout_s=0.2).prompt_structured(call)
     assert _row(sessions, call.op_key).status == "unknown"
+    assert _prompts_at_server(oc_url) == 0
+
+
+def test_a_claim_a_dead_worker_left_before_its_session_fails_unsent_and_spends_nothing(
+    oc_url: str, sessions: sessionmaker[Session], db: Session, repo: Path
+) -> None:
+    """No session recorded: its prompt never left. Settled at nothing, not held as
+    ``unknown`` against the run's budget for good."""
+    call = _claimed_by_a_dead_worker(db, repo)
+    with pytest.raises(CallFailed) as failed:
+        _wrapper(oc_url, sessions, timeout_s=0.2).prompt_structured(call)
+    assert failed.value.error_name == "NeverSent"
+    row = _row(sessions, call.op_key)
+    assert (row.status, row.error_name, row.usage) == ("failed", "NeverSent", None)
+    assert row.settled_at is not None
+    assert (row.spent_usd_micro, row.spent_tokens) == (0, 0)
     assert _prompts_at_server(oc_url) == 0
 
 

@@ -16,6 +16,8 @@ from shared.domain.step_lease import StepAbandoned, StepLease
 from shared.domain.vocab import CallStatus
 from shared.opencode.cache import LruCache
 from shared.opencode.calls import (
+    NEVER_SENT,
+    NEVER_SENT_ERROR,
     UNKNOWN_ERROR,
     CallFailed,
     CallOutcome,
@@ -149,16 +151,60 @@ def test_a_timeout_is_recorded_timed_out_and_the_session_aborted() -> None:
     assert agent.abort_waits == [ABORT_S], "a hung daemon holds the worker ABORT_S at most"
 
 
-def test_a_claim_older_than_any_live_call_is_declared_unknown_and_never_sent() -> None:
+def test_a_started_claim_older_than_any_live_call_is_declared_unknown_and_never_sent() -> None:
     agent = FakeAgent()
     ledger = InMemoryLedger()
     call = _call()
-    ledger.claimed_elsewhere(call, age_s=3600)
+    ledger.claimed_elsewhere(call, age_s=3600, session_id="ses_theirs")  # maybe sent
     with pytest.raises(OutcomeUnknown) as unknown:
         _calls(agent, ledger, timeout_s=1).prompt_structured(call)
     assert (unknown.value.kind, unknown.value.error) == ("unknown", UNKNOWN_ERROR)
     assert ledger.status(call.op_key) == "unknown"
     assert agent.sent == []
+
+
+def test_an_overdue_claim_without_a_session_is_recorded_never_sent_at_no_cost() -> None:
+    """Every prompt leaves after its session is recorded on its claimed row: an overdue
+    claim without one was never sent. Declared unknown, it held its reservation for
+    good; failed, it settles at nothing (and its claimant can no longer send it)."""
+    agent = FakeAgent()
+    ledger = InMemoryLedger()
+    call = _call()
+    ledger.claimed_elsewhere(call, age_s=3600)
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger, timeout_s=1).prompt_structured(call)
+    assert (failed.value.kind, failed.value.error_name) == ("unknown", NEVER_SENT)
+    assert failed.value.error == NEVER_SENT_ERROR
+    assert ledger.status(call.op_key) == "failed"
+    assert ledger.rows[call.op_key].record.usage is None
+    assert agent.sent == []
+    # read back by a later delivery, the same failure (its next prompt quotes it alike)
+    with pytest.raises(CallFailed) as again:
+        _calls(agent, ledger, timeout_s=1).prompt_structured(call)
+    assert (again.value.kind, again.value.error, again.value.replayed) == (
+        "unknown",
+        NEVER_SENT_ERROR,
+        True,
+    )
+
+
+def test_a_claimant_given_up_as_never_sent_does_not_send() -> None:
+    agent = FakeAgent(ScriptedTurn(answer=ANSWER))
+    ledger = _GivenUpWhilePrepared()
+    with pytest.raises(CallSuperseded, match="never sent"):
+        _calls(agent, ledger).prompt_structured(_call(), prepare=ledger.give_up)
+    assert agent.sent == []
+    assert agent.deleted == ["ses_fake1"]
+    assert ledger.status(_call().op_key) == "failed"
+
+
+class _GivenUpWhilePrepared(InMemoryLedger):
+    """A later delivery gives the claim up as never sent while its claimant prepares."""
+
+    def give_up(self) -> None:
+        (key,) = self.rows
+        outcome = CallOutcome(CallStatus.FAILED, NOW, None, error_name=NEVER_SENT)
+        assert self.finish_unsent(key, outcome)
 
 
 @pytest.mark.parametrize(
@@ -314,7 +360,7 @@ def test_a_live_claim_is_waited_out_and_its_recorded_answer_returned() -> None:
 def test_a_claim_that_outlives_the_callers_patience_is_declared_unknown() -> None:
     ledger = InMemoryLedger()
     call = _call()
-    ledger.claimed_elsewhere(call, age_s=0)  # young, but its worker never finishes
+    ledger.claimed_elsewhere(call, age_s=0, session_id="ses_theirs")  # never finishes
     calls = _calls(FakeAgent(), ledger, timeout_s=1)
     with pytest.raises(OutcomeUnknown):
         calls.prompt_structured(call)
@@ -332,9 +378,10 @@ class _DeclaredUnknownMeanwhile(InMemoryLedger):
         daemon: str | None = None,
         *,
         lease: StepLease | None = None,
-    ) -> None:
-        super().mark_started(op_key, session_id, daemon, lease=lease)
+    ) -> bool:
+        started = super().mark_started(op_key, session_id, daemon, lease=lease)
         self.finish(op_key, CallOutcome(CallStatus.UNKNOWN, NOW, duration_ms=None))
+        return started
 
 
 def test_an_answer_that_comes_after_the_call_was_declared_unknown_is_kept_but_not_used() -> None:

@@ -704,9 +704,9 @@ class _StartedLedger(_CountingLedger):
         daemon: str | None = None,
         *,
         lease: StepLease | None = None,
-    ) -> None:
+    ) -> bool:
         self.started += 1
-        super().mark_started(op_key, session_id, daemon, lease=lease)
+        return super().mark_started(op_key, session_id, daemon, lease=lease)
 
 
 def test_a_new_attempt_has_its_session_made_first_and_recorded_with_its_claim() -> None:
