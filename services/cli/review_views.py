@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from services.cli.run_list import usd
-from services.cli.views import budget_line, cell, one_line, step_states
+from services.cli.views import budget_line, cell, file_lines, labelled, one_line, step_states
 from shared.domain.diff_names import same_name_sides
 from shared.domain.display import visible
 
@@ -270,13 +270,10 @@ def plan_lines(revision: dict[str, Any] | None) -> list[str]:
     design = plan.get("design")
     if design is not None:
         first = block_lines(str(design))[0]
-        lines.append(f"  design:   {first}")
+        lines += labelled("design:", first, column=12)  # folded: no row starts with it
     for f in plan.get("files") or []:
-        if isinstance(f, dict):
-            change, path = one_line(f.get("change")), one_line(f.get("path"))
-            lines.append(f"  file:     {change:<6} {path}")
-            if "from" in f:  # a rename takes its old path away: show which
-                lines.append(f"  from:     {one_line(f.get('from'))} (removed by the rename)")
+        if isinstance(f, dict):  # with the path a rename takes away, paths quoted if not plain
+            lines += file_lines(f, why=False, column=12)
     decision = revision.get("decision")
     if isinstance(decision, dict):
         lines.append(

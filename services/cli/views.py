@@ -9,6 +9,9 @@ rich only as a :class:`Text` (never parsed as rich markup).
 
 from __future__ import annotations
 
+import json
+import re
+import textwrap
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,27 +44,90 @@ def cell(value: object, style: str = "") -> Text:
     return Text(one_line(value), style=style)
 
 
-def plan_card_lines(card: dict[str, Any]) -> list[str]:
-    """The plan a human approves, one fact per line (the digest first: it is what is signed)."""
+CARD_WIDTH = 80
+"""Columns the plan card is folded to: every row a terminal at least this wide draws
+starts with kodo's own label, or with the indent under it (never with agent text)."""
+_LABEL = 10  # "  file:   ": the column where a value starts
+SHOWN_CHARS = 400
+"""The most characters of one risk, test or why the CLI card shows (the run page and
+``--json`` show them whole)."""
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9._@+/-]+")
+
+
+def shown_path(path: object) -> str:
+    """A path as the CLI draws it: as is when it is plain, else quoted as a JSON string,
+    so no space, parenthesis or quote in it can pose as the layout around it
+    (``calc.py  (docs)`` is not ``calc.py`` with a note)."""
+    if isinstance(path, str) and _PLAIN_PATH.fullmatch(path):
+        return path
+    return visible(json.dumps(path, ensure_ascii=False))
+
+
+def labelled(
+    label: str, value: str, width: int = CARD_WIDTH, *, prose: bool = True, column: int = _LABEL
+) -> list[str]:
+    """``value`` under ``label``, folded to ``width``: the first row carries the label,
+    each further row the indent under it. A terminal then never wraps a row itself, so
+    no row it draws starts with text the agent wrote (a risk padded to end a row with
+    a forged ``file:`` line). ``prose``: runs of white space count as one space (a risk
+    of 2,000 spaces is one); else (a path, already quoted) the value is cut as it is.
+    ``column``: where values start (the label's indent and width)."""
+    room = max(width - column, 20)
+    head = f"  {label:<{column - 2}}"
+    if prose:
+        chunks = textwrap.wrap(
+            " ".join(value.split()), room, break_long_words=True, break_on_hyphens=False
+        )
+    else:
+        chunks = [value[i : i + room] for i in range(0, len(value), room)]
+    return [(head if i == 0 else " " * column) + chunk for i, chunk in enumerate(chunks or ["-"])]
+
+
+def _capped(value: object, most: int = SHOWN_CHARS) -> str:
+    text = " ".join(one_line(value).split())
+    if len(text) <= most:
+        return text
+    return f"{text[:most]}… (+{len(text) - most} characters: the run page shows it whole)"
+
+
+def file_lines(
+    entry: dict[str, Any], width: int = CARD_WIDTH, *, why: bool = True, column: int = _LABEL
+) -> list[str]:
+    """One file of a plan: its change and path, the path a rename removes, and why."""
+    change = " ".join(one_line(entry.get("change")).split())
+    path = f"{change:<6} {shown_path(entry.get('path'))}"
+    lines = labelled("file:", path, width, prose=False, column=column)
+    if "from" in entry:  # a rename takes its old path away: the approver must see it
+        removed = f"{shown_path(entry.get('from'))} (removed by the rename)"
+        lines += labelled("from:", removed, width, prose=False, column=column)
+    if why:
+        lines += labelled("why:", _capped(entry.get("why")), width, column=column)
+    return lines
+
+
+def plan_card_lines(card: dict[str, Any], width: int = CARD_WIDTH) -> list[str]:
+    """The plan a human approves, one fact per labelled row (the digest first: it is what
+    is signed). The files come last, next to the approve prompt that follows the card:
+    50 risks of 2,000 characters printed after them scrolled them off the screen."""
     raw = card.get("plan")
     plan: dict[str, Any] = raw if isinstance(raw, dict) else {}
     lines = [f"Plan card (sha256 {one_line(card.get('planSha256'))})"]
     design = plan.get("design")
     # Each line of the design carries the label, so no line of it can pose as a file line.
     shown = "-" if design is None else visible(design, multiline=True).expandtabs(4)
-    lines.extend(f"  design: {line}" for line in shown.split("\n"))
+    for line in shown.split("\n"):
+        lines += labelled("design:", line, width)
+    for risk in plan.get("risks") or []:
+        lines += labelled("risk:", _capped(risk), width)
+    for test in plan.get("tests") or []:
+        lines += labelled("test:", _capped(test), width)
     for f in plan.get("files") or []:
         if isinstance(f, dict):
-            change, path, why = f.get("change"), f.get("path"), f.get("why")
-            lines.append(f"  file:   {one_line(change):<6} {one_line(path)}  ({one_line(why)})")
-            if "from" in f:  # a rename takes its old path away: the approver must see it
-                lines.append(f"  from:   {one_line(f.get('from'))} (removed by the rename)")
-    lines.extend(f"  risk:   {one_line(r)}" for r in plan.get("risks") or [])
-    lines.extend(f"  test:   {one_line(t)}" for t in plan.get("tests") or [])
+            lines += file_lines(f, width)
     approval = card.get("approval")
     if isinstance(approval, dict):
         decision, approver = approval.get("decision"), approval.get("approver")
-        lines.append(f"  decision: {one_line(decision)} by {one_line(approver)}")
+        lines += labelled("decision:", f"{one_line(decision)} by {one_line(approver)}", width)
     return lines
 
 
@@ -177,7 +243,9 @@ def run_view(run: dict[str, Any], now: datetime | None = None) -> Group:
         parts.append(Text(budget_line(run["budget"])))
     if run.get("question"):
         asked = visible(run["question"], multiline=True).expandtabs(4)
-        parts.append(Text("\n".join(f"question: {line}" for line in asked.split("\n"))))
+        # folded under its label: no row a terminal draws starts with the agent's text
+        rows = [row for line in asked.split("\n") for row in labelled("question:", line, column=12)]
+        parts.append(Text("\n".join(row.removeprefix("  ") for row in rows)))
         parts.append(Text(f"answer it: kodo run answer {one_line(run.get('runId'))} -m TEXT"))
     return Group(*parts)
 
@@ -283,9 +351,8 @@ def revisions_view(listed: dict[str, Any]) -> Group:
         lines = [f"revision {one_line(revision.get('revision'))}: sha256 {one_line(digest)}{mark}"]
         plan = revision.get("plan")
         for f in (plan.get("files") or []) if isinstance(plan, dict) else []:
-            if isinstance(f, dict):
-                change, path = one_line(f.get("change")), one_line(f.get("path"))
-                lines.append(f"  file:     {change:<6} {path}")
+            if isinstance(f, dict):  # the path a rename removes too: revisions may differ there
+                lines += file_lines(f, why=False, column=12)
         decision = revision.get("decision")
         if isinstance(decision, dict):
             who = one_line(decision.get("approver"))

@@ -3,13 +3,23 @@
 A reviewer who asked for changes wants to see what changed, not two JSON documents:
 each plan is laid out as labelled lines (design, one line per file, risks, tests) and
 the two layouts are compared line by line.
+
+Every agent-written value but the design's lines is quoted as a JSON string, so a line
+stands for exactly one entry: laid out bare, ``rename docs/b.md (from docs/a.md): keep``
+was both a rename of docs/a.md whose why said ``keep (from test_calc.py)`` and a
+rename of test_calc.py to a path holding ``(from docs/a.md): keep``, and the revision
+that swapped one for the other was drawn all unchanged (red-team helper-97). A risk
+or test holding a line break stays one line (``\n``), never a second, forged one.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from shared.domain.change_check import PLAN_KINDS
 
 LineKind = Literal["same", "added", "removed"]
 
@@ -25,15 +35,23 @@ def plan_lines(plan: object) -> list[str]:
     )
     for entry in _list(plan.get("files")):
         if isinstance(entry, dict):
-            source = f" (from {entry.get('from')})" if "from" in entry else ""
+            change = entry.get("change")
+            kind = change if change in PLAN_KINDS else _quoted(change)
+            source = f" from {_quoted(entry.get('from'))}" if "from" in entry else ""
             lines.append(
-                f"file: {entry.get('change')} {entry.get('path')}{source}: {entry.get('why')}"
+                f"file: {kind} {_quoted(entry.get('path'))}{source}: {_quoted(entry.get('why'))}"
             )
         else:
-            lines.append(f"file: {entry!r}")
-    lines.extend(f"risk: {risk}" for risk in _list(plan.get("risks")))
-    lines.extend(f"test: {test}" for test in _list(plan.get("tests")))
+            lines.append(f"file: {_quoted(entry)}")
+    lines.extend(f"risk: {_quoted(risk)}" for risk in _list(plan.get("risks")))
+    lines.extend(f"test: {_quoted(test)}" for test in _list(plan.get("tests")))
     return lines
+
+
+def _quoted(value: object) -> str:
+    """``value`` as JSON (a string in quotes, its quotes and line breaks escaped): one
+    way to write each value, and none that reads as the text around it."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
 def _list(value: object) -> list[Any]:

@@ -10,7 +10,7 @@ from rich.text import Text
 from services.cli.review_views import FileStat, diff_view, diffstat, timeline_table
 from services.cli.run_list import age, runs_table, truncated
 from services.cli.terminal import console, show
-from services.cli.views import run_view
+from services.cli.views import plan_card_lines, run_view
 
 
 def test_a_piped_console_prints_a_long_line_whole_and_without_colour(
@@ -158,3 +158,38 @@ def test_a_hunk_broken_by_its_lines_ends_there() -> None:
     )
 
     assert diffstat(patch) == [FileStat("a.py", 1, 1), FileStat("b.py", 1, 1)]
+
+
+def _card(path: str, why: str) -> dict[str, object]:
+    plan = {
+        "design": "Update the calculator.",
+        "files": [{"path": path, "change": "modify", "why": why}],
+        "risks": [],
+        "tests": [],
+    }
+    return {"planSha256": "0" * 64, "plan": plan, "approval": None}
+
+
+def test_two_plans_with_different_paths_never_draw_the_same_cli_plan_card() -> None:
+    """Drawn ``file: CHANGE PATH  (WHY)``, a path holding ``  (docs)`` and a why holding
+    ``docs)  (`` drew one card for two plans (red-team helper-97): the why has its own
+    row, and a path that is not plain is quoted."""
+    honest = plan_card_lines(_card("calc.py", "docs)  (fix add"))
+    other = plan_card_lines(_card("calc.py  (docs)", "fix add"))
+    assert honest != other
+    assert '  file:   modify "calc.py  (docs)"' in other
+    assert "  file:   modify calc.py" in honest
+
+
+def test_every_row_of_the_plan_card_fits_its_width_and_starts_with_a_label_or_indent() -> None:
+    """A terminal wraps nothing kodo printed, so no row it draws starts with agent text."""
+    forged = " " * 70 + "  file:   modify README.md  (Fix a typo.)"
+    card = _card("a" * 200 + " x", forged)
+    card["plan"]["risks"] = [" " * 2000, forged]  # type: ignore[index]
+    title, *rows = plan_card_lines(card, width=80)
+    assert title.startswith("Plan card (sha256 ")  # kodo's own: the digest, whole
+    for row in rows:
+        assert len(row) <= 80, row
+        assert row.startswith("Plan card") or row[:10].strip().endswith(":") or not row[:10].strip()
+    files = [row for row in plan_card_lines(card) if row.startswith("  file:")]
+    assert len(files) == 1

@@ -106,9 +106,9 @@ FIRST = {
 def test_a_plan_reads_as_labelled_lines() -> None:
     assert plan_lines(FIRST) == [
         "design: Add multiply.",
-        "file: modify calc.py: define it",
-        "risk: floats",
-        "test: unittest",
+        'file: modify "calc.py": "define it"',
+        'risk: "floats"',
+        'test: "unittest"',
     ]
 
 
@@ -121,10 +121,10 @@ def test_the_diff_marks_what_the_revision_added_and_removed() -> None:
     diff = [(line.sign, line.text) for line in plan_diff(FIRST, second)]
     assert diff == [
         (" ", "design: Add multiply."),
-        (" ", "file: modify calc.py: define it"),
-        ("-", "risk: floats"),
-        ("+", "file: modify README.md: docs"),
-        (" ", "test: unittest"),
+        (" ", 'file: modify "calc.py": "define it"'),
+        ("-", 'risk: "floats"'),
+        ("+", 'file: modify "README.md": "docs"'),
+        (" ", 'test: "unittest"'),
     ]
 
 
@@ -188,3 +188,39 @@ def test_a_step_resumed_after_a_budget_raise_is_asked_what_it_was_asked() -> Non
     assert effective_input(raised) == REQUEST.to_json()
     with pytest.raises(ValueError, match="not a resuming round"):
         retry_input("rita", None, None, kind="repair")
+
+
+def test_two_different_renames_never_read_as_the_same_line() -> None:
+    """Laid out bare, a rename of docs/a.md whose why names test_calc.py and a rename
+    of test_calc.py to a path naming docs/a.md were one line: the revision swapping
+    them was shown unchanged (red-team helper-97)."""
+    first = {
+        **FIRST,
+        "files": [
+            {
+                "path": "docs/b.md",
+                "change": "rename",
+                "from": "docs/a.md",
+                "why": "keep (from x.py): t",
+            }
+        ],
+    }
+    second = {
+        **FIRST,
+        "files": [
+            {
+                "path": "docs/b.md (from docs/a.md): keep",
+                "change": "rename",
+                "from": "x.py",
+                "why": "t",
+            }
+        ],
+    }
+    assert plan_lines(first) != plan_lines(second)
+    changed = [line.text for line in plan_diff(first, second) if line.kind == "added"]
+    assert changed == ['file: rename "docs/b.md (from docs/a.md): keep" from "x.py": "t"']
+
+
+def test_a_risk_with_a_line_break_stays_one_line() -> None:
+    plan = {**FIRST, "risks": ["none\nfile: modify README.md: docs"]}
+    assert 'risk: "none\\nfile: modify README.md: docs"' in plan_lines(plan)
