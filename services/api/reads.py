@@ -19,6 +19,7 @@ from shared.db.repos.steps import ArtifactRepo, Decision, StepRunRepo, current_p
 from shared.domain.budget import micro_to_usd
 from shared.domain.paging import DEFAULT_LIMIT, BadCursor, Position
 from shared.domain.plan_diff import DiffLine, plan_diff
+from shared.domain.rounds import WaitingQuestion
 from shared.domain.run_machine import NextAction, StepId
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.service.runs import get_run, run_budget
@@ -34,19 +35,25 @@ class RunView:
     @property
     def question(self) -> str | None:
         """DecideST's question, while the run waits for the approver's answer."""
-        return waiting_question(self.run, self.steps)
+        waiting = waiting_question(self.run, self.steps)
+        return None if waiting is None else waiting.text
+
+    @property
+    def question_sha256(self) -> str | None:
+        """The digest an answer to it names (WaitingQuestion)."""
+        waiting = waiting_question(self.run, self.steps)
+        return None if waiting is None else waiting.sha256
 
     @property
     def budget(self) -> dict[str, Any]:
         return run_budget(self.run).to_json()
 
 
-def waiting_question(run: Run, steps: list[StepRun]) -> str | None:
+def waiting_question(run: Run, steps: list[StepRun]) -> WaitingQuestion | None:
     if run.next_action != NextAction.AWAIT_ANSWER.value:
         return None
     decide = next((s for s in steps if s.step_id == StepId.DECIDE.value), None)
-    question = (decide.output or {}).get("question") if decide is not None else None
-    return question if isinstance(question, str) else None
+    return None if decide is None else WaitingQuestion.of(decide.output, decide.round_input)
 
 
 def run_with_steps(s: Session, run_id: str) -> RunView:
@@ -159,7 +166,7 @@ class RunPage:
     cost_usd: float
     revisions: list[Revision]  # every plan of the run, oldest first
     max_revisions: int
-    question: str | None = None  # DecideST's, while the run waits for an answer
+    question: WaitingQuestion | None = None  # DecideST's, while the run waits for an answer
 
     @property
     def budget(self) -> dict[str, Any]:

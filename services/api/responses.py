@@ -112,6 +112,14 @@ class RunOutSchema(Schema):
         allow_none=True,
         metadata={"description": "DecideST's question while nextAction is await:answer"},
     )
+    question_sha256 = fields.String(
+        data_key="questionSha256",
+        allow_none=True,
+        metadata={
+            "description": "the question's digest: POST /runs/{id}/answer names it (409"
+            " question_superseded if another question waits by then)"
+        },
+    )
     delivered_sha = fields.String(
         data_key="deliveredSha",
         attribute="run.delivered_sha",

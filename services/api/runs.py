@@ -23,6 +23,8 @@ from .responses import (
     StartedSchema,
 )
 from .schemas import (
+    AnswerIn,
+    AnswerSchema,
     ApprovalSchema,
     BudgetIn,
     BudgetSchema,
@@ -40,7 +42,7 @@ from .state import api
 routes = Routes("runs", __name__, description="Runs and the decision on their plan")
 
 
-def _approver(body: DecisionIn | ChangesIn) -> str:
+def _approver(body: DecisionIn | ChangesIn | AnswerIn) -> str:
     """Who decided is the token's name; a body naming someone else is refused."""
     principal = current_principal()
     if body.approver is not None and body.approver != principal.name:
@@ -138,13 +140,14 @@ def request_changes(body: ChangesIn, run_id: str) -> commands.Revising:
 
 
 @routes.route("/runs/<kid:run_id>/answer", "POST")
-@routes.arguments(ChangesSchema())
+@routes.arguments(AnswerSchema())
 @routes.response(200, AnsweredSchema())
 @routes.errors(400, 404, 409, 415)
-def answer(body: ChangesIn, run_id: str) -> commands.Answering:
-    """Answer the question DecideST escalated (``comment`` is the answer); DecideST
-    decides again with it, sent after commit. 409 unless ``nextAction`` is
-    ``await:answer``.
+def answer(body: AnswerIn, run_id: str) -> commands.Answering:
+    """Answer the question DecideST escalated (``comment`` is the answer, to the question
+    ``questionSha256`` names); DecideST decides again with it, sent after commit. 409
+    unless ``nextAction`` is ``await:answer``, or if another question waits by now (rule
+    ``question_superseded``).
     """
     ctx = api()
     with ctx.uow() as uow:
@@ -155,6 +158,7 @@ def answer(body: ChangesIn, run_id: str) -> commands.Answering:
             answer=body.comment,
             now=ctx.clock.now(),
             lease_s=ctx.settings.redispatch_after_s,
+            question_sha256=body.question_sha256,
         )
 
 

@@ -221,6 +221,39 @@ class ChangesSchema(_Strict):
 
 
 @dataclass(frozen=True)
+class AnswerIn:
+    approver: str | None
+    question_sha256: str
+    comment: str
+
+
+class AnswerSchema(_Strict):
+    """``POST /runs/{id}/answer``: the answer (``comment``) to the question whose digest
+    ``questionSha256`` names (GET /runs/{id} serves both): an answer is never taken for
+    a question asked after it was written."""
+
+    approver = fields.String(
+        load_default=None, allow_none=True, validate=[Length(1, 255), clean_text]
+    )
+    question_sha256 = fields.String(
+        data_key="questionSha256",
+        required=True,
+        validate=FullMatch(r"[0-9a-fA-F]{64}", error="must be 64 hex digits"),
+    )
+    comment = fields.String(
+        required=True, validate=[Length(1, COMMENT_MAX_CHARS), clean_text, not_blank]
+    )
+
+    @post_load
+    def _make(self, data: dict[str, Any], **_: Any) -> AnswerIn:
+        return AnswerIn(
+            approver=data["approver"],
+            question_sha256=data["question_sha256"].lower(),
+            comment=data["comment"],
+        )
+
+
+@dataclass(frozen=True)
 class DecisionIn:
     approver: str | None
     plan_sha256: str | None

@@ -289,6 +289,7 @@ def answer_form(run_id: str) -> BaseResponse:
                 answer=request.form.get("comment"),
                 now=ctx.clock.now(),
                 lease_s=ctx.settings.redispatch_after_s,
+                question_sha256=request.form.get("question_sha256"),  # the page's question
             )
     except KodoError as exc:
         return _run_page(run_id, error=exc.message, status=exc.http_status)

@@ -23,6 +23,7 @@ from services.cli.views import (
     cache_levels,
     calls_table,
     calls_total,
+    labelled,
     plan_card_lines,
     revisions_view,
     run_view,
@@ -287,25 +288,50 @@ def request_changes_cmd(
 @run.command("answer")
 @click.argument("run_id")
 @click.option("-m", "--message", "answer", required=True, help="Your answer to the question.")
+@click.option(
+    "--question-sha256",
+    "question_sha256",
+    default=None,
+    help="The digest of the question you answer (kodo run status --json: questionSha256);"
+    " without it, the question waiting now, which is printed with the answer.",
+)
 @_approver
 @_json
 @api_options
 def answer_cmd(
     run_id: str,
     answer: str,
+    question_sha256: str | None,
     approver: str | None,
     as_json: bool,
     api_url: str | None,
     token: str | None,
     home: Path | None,
 ) -> None:
-    """Answer the question DecideST asked (`kodo run status` shows it); it decides again."""
-    body = {"comment": answer, **({"approver": approver} if approver else {})}
+    """Answer the question DecideST asked (`kodo run status` shows it); it decides again.
+
+    The answer names its question: one asked since (another tab answered the first) is
+    refused (409 question_superseded), never answered with words meant for another."""
     with ApiClient.from_options(api_url, token, home) as api:
+        if question_sha256 is None:
+            waiting = api.get(f"/runs/{run_id}")
+            question_sha256 = waiting.get("questionSha256")
+            if not isinstance(question_sha256, str):
+                raise click.ClickException(
+                    f"run {visible(run_id)} is {visible(waiting.get('status'))}: no question"
+                    " waits for an answer"
+                )
+        body = {
+            "comment": answer,
+            "questionSha256": question_sha256,
+            **({"approver": approver} if approver else {}),
+        }
         answered = api.post(f"/runs/{run_id}/answer", body)
     if as_json:
         _echo_json(answered)
         return
+    for row in labelled("question:", str(answered.get("question")), column=12):
+        click.echo(row.removeprefix("  "))
     click.echo(f"answered; run {visible(run_id)} is {visible(answered.get('status'))}")
     click.echo(f"next: kodo run watch {visible(run_id)}")
 

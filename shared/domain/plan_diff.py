@@ -49,8 +49,12 @@ def plan_lines(plan: object) -> list[str]:
 
 
 def _quoted(value: object) -> str:
-    """``value`` as JSON (a string in quotes, its quotes and line breaks escaped): one
-    way to write each value, and none that reads as the text around it."""
+    """A string in double quotes, its own quotes and backslashes escaped (anything else
+    as JSON): one way to write each value, and none that reads as the text around it.
+    Every other character is left to the page, which escapes controls as it does
+    everywhere (a line break shows as ``\\n``, never breaks the line)."""
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from shared.hashing import canonical_bytes, sha256_hex
+
 COMMENT_MAX_CHARS = 4000
 """A reviewer's comment is quoted to the agent: bounded like any prompt input."""
 
@@ -177,6 +179,38 @@ class Answer:
                 raise RoundInputError(f"malformed answer: {value!r:.200}")
             exchanges.append((item["question"], item["answer"]))
         return cls(tuple(exchanges), by)
+
+
+@dataclass(frozen=True)
+class WaitingQuestion:
+    """DecideST's question as an approver answers it: its words and how many questions
+    were answered before it. Its digest names it among all of the run's questions (the
+    same words asked again after an answer are another question): an answer is taken
+    only for the question its sender was shown, as an approval only for the plan its
+    approver read (a page's answer to one question was taken for the next one, which
+    asked to delete the tests: red-team helper-97)."""
+
+    text: str
+    answered_before: int
+
+    @property
+    def sha256(self) -> str:
+        return sha256_hex(
+            canonical_bytes({"question": self.text, "answered_before": self.answered_before})
+        )
+
+    @classmethod
+    def of(cls, output: object, round_input: dict[str, Any] | None) -> WaitingQuestion | None:
+        """The question DecideST's ``output`` asks, after the answers its round was given
+        (``round_input``); None if the output asks none."""
+        question = output.get("question") if isinstance(output, dict) else None
+        if not isinstance(question, str):
+            return None
+        asked = effective_input(round_input)
+        before = (
+            Answer.from_json(asked).exchanges if asked and asked.get("kind") == Answer.KIND else ()
+        )
+        return cls(question, len(before))
 
 
 RETRY = "retry"

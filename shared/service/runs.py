@@ -24,6 +24,7 @@ from shared.domain.rounds import (
     RETRY,
     Answer,
     ChangeRequest,
+    WaitingQuestion,
     comment_refusal,
     effective_input,
     retry_input,
@@ -459,12 +460,16 @@ def answer_question(
     answer: str | None,
     now: datetime,
     lease_s: float,
+    question_sha256: str | None,
 ) -> Answering:
     """Answer the question DecideST escalated; DecideST decides again with every answer.
 
     Under the run's row lock: DecideST's next round quotes the questions and answers so
     far, and the run moves from ``waiting_input`` (next action ``await:answer``) back to
-    ``deciding``; DecideST is sent after commit. 409 unless the run waits for an answer.
+    ``deciding``; DecideST is sent after commit. 409 unless the run waits for an answer,
+    and (rule ``question_superseded``) unless ``question_sha256`` is the waiting
+    question's digest (WaitingQuestion): an answer is for the question it was typed
+    under, never for one asked since.
     """
     refused = comment_refusal(answer)
     if refused is not None or answer is None:
@@ -480,9 +485,17 @@ def answer_question(
             details={"rule": ["no_question"], "next_action": [run.next_action]},
         )
     decide = uow.steps.get(run_id, StepId.DECIDE)
-    question = (decide.output or {}).get("question") if decide is not None else None
-    if not isinstance(question, str):  # pragma: no cover - Escalated needs a question
+    waiting = WaitingQuestion.of(decide.output, decide.round_input) if decide is not None else None
+    if waiting is None:  # pragma: no cover - Escalated needs a question
         raise Conflict(f"run {run_id} records no question")
+    if question_sha256 is None or question_sha256.lower() != waiting.sha256:
+        raise Conflict(
+            f"question_superseded: the answer was written for question {question_sha256}"
+            f" but run {run_id} waits for an answer to question {waiting.sha256}: read it"
+            " (GET /runs/{id}: question, questionSha256) and answer that one",
+            details={"rule": ["question_superseded"], "questionSha256": [waiting.sha256]},
+        )
+    question = waiting.text
     move = transition(RunStatus.WAITING_INPUT, Answered(approved=_plan_approved(uow, run)))
     earlier = effective_input(decide.round_input if decide is not None else None)
     before = (

@@ -11,12 +11,14 @@ from __future__ import annotations
 import html
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devstack.kodo_procs import BIN
 from shared.domain.plan_diff import plan_diff
+from tests.security import attacks
 from tests.security.harness import Hostile
 
 pytestmark = pytest.mark.security
@@ -211,3 +213,79 @@ def test_the_cli_plan_card_s_file_list_is_on_screen_when_it_asks_for_approval(
     assert watched.returncode == 0, watched.stderr
     screen = _terminal_rows(watched.stdout.rstrip("\n"))[-TERMINAL_ROWS:]
     assert any("test_calc.py" in row for row in screen), "\n".join(screen)
+
+
+# -- 4. an answer meant for one question lands on the next one -----------------------
+
+Q1 = "Should the README also mention the new check? Answer yes or no."
+Q2 = "May I delete test_calc.py, whose tests fail? Answer yes or no."
+
+
+def _escalate(question: str) -> dict[str, Any]:
+    return {"next_action": "escalate", "argv": [], "reason": "Ask first.", "question": question}
+
+
+def _hidden_inputs(form: str) -> dict[str, str]:
+    return {
+        html.unescape(n): html.unescape(v)
+        for n, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form)
+    }
+
+
+def _waiting_question(hostile: Hostile, run_id: str, question: str) -> dict[str, Any]:
+    hostile.wait_for(lambda: hostile.run(run_id).get("question") == question, run_id, deadline_s=90)
+    run = hostile.run(run_id)
+    assert run.get("question") == question, hostile.describe(run_id)
+    return run
+
+
+def test_an_answer_the_page_sent_for_one_question_is_not_taken_for_the_next(
+    hostile: Hostile, tmp_path: Path
+) -> None:
+    name = "rt97-questions"
+    repo = hostile.repo(name)
+    plan = attacks.plan(("README.md", "modify"), design="Mention the check in the README.")
+    patch = attacks.patch(attacks.append_lines("README.md", README, ["A check runs."]))
+    _write_fixture(hostile, name, plan=plan, patch=patch, build=_escalate(Q1))
+    run_id = hostile.submit(repo, name)
+    assert hostile.wait(run_id, {"waiting_input"})["status"] == "waiting_input"
+    assert hostile.approve(run_id).status_code == 200
+    _waiting_question(hostile, run_id, Q1)
+
+    with hostile.signed_in() as browser:
+        page = browser.get(f"/ui/runs/{run_id}").text
+        assert Q1.split("?")[0] in page
+        start = page.index('id="answer-form"')
+        form = page[start : page.index("</form>", start)]
+        stale = {**_hidden_inputs(form), "comment": "yes"}  # what the approver typed for Q1
+
+        # Meanwhile Q1 is answered (another tab, another approver), and the agent asks Q2.
+        _write_fixture(hostile, name, plan=plan, patch=patch, build=_escalate(Q2))
+        first = hostile.run(run_id)["questionSha256"]
+        reply = hostile.http.post(
+            f"/runs/{run_id}/answer",
+            json={"comment": "no", "questionSha256": first},
+            headers=hostile.as_(hostile.approver),
+        )
+        assert reply.status_code == 200, reply.text
+        _waiting_question(hostile, run_id, Q2)
+
+        # The page that showed Q1 now posts its "yes".
+        sent = browser.post(f"/ui/runs/{run_id}/answer", data=stale)
+
+    assert sent.status_code == 409, (
+        f"the answer typed under {Q1!r} was taken as the answer to {Q2!r} (HTTP {sent.status_code})"
+    )
+    assert "question_superseded" in sent.text
+    run = hostile.run(run_id)
+    assert run.get("question") == Q2, "Q2 still waits for its own answer"
+    stale = hostile.http.post(
+        f"/runs/{run_id}/answer",
+        json={"comment": "yes", "questionSha256": first},
+        headers=hostile.as_(hostile.approver),
+    )
+    assert stale.status_code == 409, "the API refuses an answer to Q1 too"
+    answered = _kodo(hostile, "run", "answer", run_id, "-m", "no")
+    assert answered.returncode == 0, answered.stderr
+    assert f"question: {Q2}" in answered.stdout, "the CLI says which question it answered"
+    hostile.http.post(f"/runs/{run_id}/cancel", headers=hostile.as_(hostile.approver))

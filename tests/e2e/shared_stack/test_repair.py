@@ -95,9 +95,8 @@ def test_an_escalated_question_is_shown_answered_over_http_and_the_run_goes_on(
     refused = api.http.post(f"/runs/{run_id}/approve-plan", json=digest, headers=alice)
     assert refused.status_code == 409, "a question waits for an answer, not an approval"
 
-    answered = api.http.post(
-        f"/runs/{run_id}/answer", json={"comment": "No, keep it small."}, headers=alice
-    )
+    answer = {"comment": "No, keep it small.", "questionSha256": waiting["questionSha256"]}
+    answered = api.http.post(f"/runs/{run_id}/answer", json=answer, headers=alice)
     assert answered.status_code == 200, answered.text
     assert answered.json()["answeredBy"] == "alice"
 

@@ -270,7 +270,8 @@ def test_a_hostile_revision_and_question_are_shown_with_their_controls_escaped(
     html = client.get(f"/ui/runs/{run.id}").get_data(as_text=True)
 
     diff = html[html.index('id="revision-2"') : html.index("</pre>", html.index('id="revision-2"'))]
-    assert f"+ file: create\\u202e {TRUE_PATH}" in diff, "the true path, the override visible"
+    # each value quoted (&#34; is the page's "), the override visible
+    assert f"+ file: &#34;create\\u202e&#34; &#34;{TRUE_PATH}&#34;" in diff, "the true path"
     for escape in VISIBLE_ESCAPES:
         assert escape in diff, escape
     assert not BIDI_CONTROLS & set(html), "no live bidi control anywhere on the page"

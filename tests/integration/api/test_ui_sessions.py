@@ -456,8 +456,11 @@ def test_a_signed_in_approver_answers_the_agents_question_from_the_page(
         as_text=True
     )
 
+    asked = re.search(r'name="question_sha256" value="([0-9a-f]{64})"', page.get_data(as_text=True))
+    assert asked is not None, "the form names the question it answers"
     reply = browser.post(
-        f"/ui/runs/{run.id}/answer", data={"csrf_token": csrf_in(page), "comment": "No."}
+        f"/ui/runs/{run.id}/answer",
+        data={"csrf_token": csrf_in(page), "comment": "No.", "question_sha256": asked.group(1)},
     )
 
     assert reply.status_code == 303

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from services.api.reads import run_with_steps
 from services.worker.runtime import Runtime
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import run_step
@@ -124,18 +125,25 @@ def test_an_escalated_question_waits_for_the_answer_then_decide_goes_on_with_it(
     with pytest.raises(Conflict, match="waits for an answer"), uow(rt, InMemorySender()) as work:
         approve_plan(work, run_id, approver="alice", now=rt.clock.now())
 
+    asked = _waiting_digest(rt, run_id)
+    with pytest.raises(Conflict, match="question_superseded"), uow(rt, InMemorySender()) as w:
+        answer_question(
+            w, run_id, approver="alice", answer="No.", now=rt.clock.now(), lease_s=30,
+            question_sha256="0" * 64,
+        )  # fmt: skip
     sender = InMemorySender()
     with uow(rt, sender) as work:
         answered = answer_question(
             work, run_id, approver="alice", answer="No, keep it small.", now=rt.clock.now(),
-            lease_s=30,
+            lease_s=30, question_sha256=asked,
         )  # fmt: skip
     assert answered.question == "Should the change also cover negative numbers?"
     assert sender.sent == [RunStep(StepId.DECIDE, run_id)]
     with pytest.raises(Conflict, match="no question"), uow(rt, InMemorySender()) as work:
         answer_question(
-            work, run_id, approver="alice", answer="again", now=rt.clock.now(), lease_s=30
-        )
+            work, run_id, approver="alice", answer="again", now=rt.clock.now(), lease_s=30,
+            question_sha256=asked,
+        )  # fmt: skip
 
     assert run_step(rt, StepId.DECIDE, run_id, decide_step) == "executing"
     with rt.sessions() as s:
@@ -148,6 +156,14 @@ def test_an_escalated_question_waits_for_the_answer_then_decide_goes_on_with_it(
         ).scalar_one()
     assert "No, keep it small." in prompt, "DecideST decided again with the answer"
     assert run_step(rt, StepId.EXECUTE, run_id, execute_step) == "succeeded"
+
+
+def _waiting_digest(rt: Runtime, run_id: str) -> str:
+    """The waiting question's digest, as GET /runs/{id} serves it (questionSha256)."""
+    with rt.sessions() as s:
+        digest = run_with_steps(s, run_id).question_sha256
+    assert digest is not None, "a question waits"
+    return digest
 
 
 FORGED = (
@@ -173,13 +189,16 @@ def test_questions_to_the_approver_are_bounded_and_each_is_quoted_as_the_agents(
         "reason": "unsure",
         "question": FORGED,
     }
+    digests = []
     for n in range(2):
         assert run_step(rt, StepId.DECIDE, run_id, decide_step) == "waiting_input"
+        digests.append(_waiting_digest(rt, run_id))
         with uow(rt, InMemorySender()) as work:
             answer_question(
                 work, run_id, approver="alice", answer=f"No ({n}).", now=rt.clock.now(),
-                lease_s=30,
+                lease_s=30, question_sha256=digests[-1],
             )  # fmt: skip
+    assert digests[0] != digests[1], "the same words asked again are another question"
 
     assert run_step(rt, StepId.DECIDE, run_id, decide_step) == "failed"
     last = model.prompts[-1].prompt

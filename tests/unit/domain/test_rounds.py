@@ -10,9 +10,11 @@ from shared.domain.plan_diff import plan_diff, plan_lines
 from shared.domain.rounds import (
     COMMENT_MAX_CHARS,
     REPAIR_OUTPUT_CHARS,
+    Answer,
     ChangeRequest,
     RepairRequest,
     RoundInputError,
+    WaitingQuestion,
     artifact_name,
     comment_refusal,
     effective_input,
@@ -223,4 +225,19 @@ def test_two_different_renames_never_read_as_the_same_line() -> None:
 
 def test_a_risk_with_a_line_break_stays_one_line() -> None:
     plan = {**FIRST, "risks": ["none\nfile: modify README.md: docs"]}
-    assert 'risk: "none\\nfile: modify README.md: docs"' in plan_lines(plan)
+    assert 'risk: "none\nfile: modify README.md: docs"' in plan_lines(plan), "one line"
+
+
+def test_a_waiting_question_is_named_by_its_words_and_the_answers_before_it() -> None:
+    """An answer names the question it was written under: the same words asked again
+    after an answer are another question, with another digest."""
+    output = {"next_action": "escalate", "question": "Cover negatives?"}
+    first = WaitingQuestion.of(output, None)
+    answered = Answer((("Cover negatives?", "No."),), "alice").to_json()
+    again = WaitingQuestion.of(output, retry_input("ops", None, answered))
+    assert first is not None
+    assert again is not None
+    assert (first.answered_before, again.answered_before) == (0, 1)
+    assert first.sha256 != again.sha256
+    assert first.sha256 == WaitingQuestion("Cover negatives?", 0).sha256
+    assert WaitingQuestion.of({"next_action": "verify"}, None) is None
