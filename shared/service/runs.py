@@ -408,7 +408,7 @@ def _decide(
                 details={"currentPlanSha256": gate.plan_sha256},
             )
         if earlier is not None:
-            return _repeated(earlier, decision, gate.status), False
+            return _repeated(earlier, decision, gate.status, comment), False
     if gate.status != RunStatus.WAITING_INPUT.value or gate.plan_sha256 is None:
         raise Conflict(f"run {gate.run_id} is {gate.status}, not waiting_input")
     if approve and not allow_self_approval and gate.submitted_by == approver:
@@ -425,12 +425,14 @@ def _decide(
         comment=comment,
         dispatched=dispatched and approve,
     )
-    return (row, True) if new else (_repeated(row, decision, gate.status), False)
+    return (row, True) if new else (_repeated(row, decision, gate.status, comment), False)
 
 
-def _repeated(earlier: Decided, decision: Decision, status: str) -> Decided:
+def _repeated(earlier: Decided, decision: Decision, status: str, comment: str | None) -> Decided:
     """A decision already recorded on the plan: the same one is answered again (it is the
-    record), another is refused."""
+    record), another is refused, and so is the same one with another comment: a second
+    reviewer's request for changes on a plan already sent back was answered 200 and
+    their comment reached nobody (red-team helper-97)."""
     if earlier.decision == Decision.CHANGES_REQUESTED and decision != earlier.decision:
         raise Conflict(
             f"changes were requested on this plan; the run is {status}: decide on"
@@ -439,6 +441,12 @@ def _repeated(earlier: Decided, decision: Decision, status: str) -> Decided:
         )
     if earlier.decision != decision:
         raise Conflict(f"the plan was already {earlier.decision}")
+    if comment is not None and comment != earlier.comment:
+        raise Conflict(
+            f"the plan was already {earlier.decision} by {earlier.approver}, with another"
+            " comment: yours was not sent; comment on the next plan, or on the run",
+            details={"rule": ["decision_recorded"], "approver": [earlier.approver]},
+        )
     return earlier
 
 

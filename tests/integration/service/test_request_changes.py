@@ -170,6 +170,19 @@ def test_a_repeated_request_is_accepted_and_starts_nothing(
     assert compile_row(sessions, run_id).round == 2
 
 
+def test_a_second_request_with_another_comment_is_refused_not_dropped(
+    run_id: str, sessions: sessionmaker[Session]
+) -> None:
+    """Accepted with 200, the second reviewer's comment reached nobody (red-team
+    helper-97): it is refused, naming who asked first."""
+    sender = InMemorySender()
+    ask(sessions, run_id, sender=sender)
+    with pytest.raises(Conflict, match="yours was not sent") as refused:
+        ask(sessions, run_id, comment="Also rename the module.", sender=sender)
+    assert refused.value.details == {"rule": ["decision_recorded"], "approver": ["rita"]}
+    assert sender.sent == [RunStep(COMPILE, run_id)]
+
+
 def test_past_the_revision_limit_the_request_is_a_conflict_naming_the_rule(
     run_id: str, sessions: sessionmaker[Session]
 ) -> None:
