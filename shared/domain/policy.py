@@ -42,6 +42,9 @@ MAX_FILE_BYTES = 16 << 20
 branch and every verification checkout would carry it."""
 
 
+VERIFY_PINNED_RULE = "verify_pinned"
+
+
 class PolicyError(ValueError):
     """The policy file itself is malformed: refuse to run rather than guess."""
 
@@ -58,10 +61,31 @@ class Policy:
     allow_new_executables: bool = True
     # False: DecideST may answer "done" (nothing to verify) and the run succeeds unverified.
     require_verification: bool = True
+    # The only argv that may verify a change (None: any the allowlist admits). The agent
+    # chooses the verification after approval: unpinned, ``python3 -c pass`` made a run
+    # "succeed" whatever the change broke.
+    verify_commands: tuple[tuple[str, ...], ...] | None = None
     source: str = "default"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        found = asdict(self)
+        if self.verify_commands is None:  # a snapshot without pinning reads as before
+            del found["verify_commands"]
+        else:
+            found["verify_commands"] = [list(argv) for argv in self.verify_commands]
+        return found
+
+    def verification_refusal(self, argv: list[str]) -> Violation | None:
+        """``verify_pinned`` if the policy pins its verification commands and ``argv`` is
+        none of them (compared whole, argument for argument)."""
+        if self.verify_commands is None or tuple(argv) in self.verify_commands:
+            return None
+        pinned = "; ".join(" ".join(c) for c in self.verify_commands) or "none: nothing may"
+        return Violation(
+            VERIFY_PINNED_RULE,
+            f"the repository's policy pins its verification commands ({pinned}); "
+            f"{' '.join(argv)!r} is not one of them",
+        )
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Policy:
@@ -78,6 +102,9 @@ class Policy:
             allow_symlinks=raw.get("allow_symlinks") is True,
             allow_new_executables=raw.get("allow_new_executables", True) is True,
             require_verification=raw.get("require_verification", True) is not False,
+            verify_commands=_commands(raw.get("verify_commands"), "verify_commands")
+            if raw.get("verify_commands") is not None
+            else None,
             source=str(raw.get("source", "stored")),
         )
 
@@ -110,6 +137,21 @@ def _strings(raw: object, key: str) -> tuple[str, ...]:
     return tuple(raw)
 
 
+MAX_VERIFY_COMMANDS = 20
+
+
+def _commands(raw: object, key: str) -> tuple[tuple[str, ...], ...]:
+    """A list of argv lists (each a program and its arguments, no shell)."""
+    if not isinstance(raw, list) or len(raw) > MAX_VERIFY_COMMANDS:
+        raise PolicyError(f"{key} must be a list of at most {MAX_VERIFY_COMMANDS} argv lists")
+    commands = []
+    for argv in raw:
+        if not isinstance(argv, list) or not argv:
+            raise PolicyError(f"{key}: each command is a non-empty list of strings")
+        commands.append(_strings(argv, key))
+    return tuple(commands)
+
+
 def _flag(raw: object, key: str) -> bool:
     if not isinstance(raw, bool):
         raise PolicyError(f"{key} must be true or false")
@@ -135,6 +177,7 @@ def policy_from_mapping(raw: dict[str, Any], source: str) -> Policy:
         "allow_symlinks",
         "allow_new_executables",
         "require_verification",
+        "verify_commands",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -160,6 +203,9 @@ def policy_from_mapping(raw: dict[str, Any], source: str) -> Policy:
             raw.get("allow_new_executables", True), "allow_new_executables"
         ),
         require_verification=_flag(raw.get("require_verification", True), "require_verification"),
+        verify_commands=_commands(raw["verify_commands"], "verify_commands")
+        if "verify_commands" in raw
+        else None,
         source=source,
     )
 
@@ -167,14 +213,20 @@ def policy_from_mapping(raw: dict[str, Any], source: str) -> Policy:
 def strictest(a: Policy, b: Policy) -> Policy:
     """The combination of two policies that is at least as strict as each.
 
-    Forbidden paths are united, limits take the minimum, allowlists intersect (no list
-    means no narrowing), and a permission holds only if both grant it.
+    Forbidden paths are united, limits take the minimum, allowlists and pinned
+    verification commands intersect (no list means no narrowing), and a permission holds
+    only if both grant it.
     """
     allow: tuple[str, ...] | None
     if a.exec_allowlist is None or b.exec_allowlist is None:
         allow = a.exec_allowlist if b.exec_allowlist is None else b.exec_allowlist
     else:
         allow = tuple(p for p in a.exec_allowlist if p in b.exec_allowlist)
+    pinned: tuple[tuple[str, ...], ...] | None
+    if a.verify_commands is None or b.verify_commands is None:
+        pinned = a.verify_commands if b.verify_commands is None else b.verify_commands
+    else:
+        pinned = tuple(c for c in a.verify_commands if c in b.verify_commands)
     return Policy(
         forbidden_paths=tuple(dict.fromkeys(a.forbidden_paths + b.forbidden_paths)),
         max_files=min(a.max_files, b.max_files),
@@ -185,6 +237,7 @@ def strictest(a: Policy, b: Policy) -> Policy:
         allow_symlinks=a.allow_symlinks and b.allow_symlinks,
         allow_new_executables=a.allow_new_executables and b.allow_new_executables,
         require_verification=a.require_verification or b.require_verification,
+        verify_commands=pinned,
         source=a.source if a.source == b.source else f"{a.source} + {b.source}",
     )
 

@@ -142,10 +142,13 @@ def decide_prompt(
     may_skip: bool = False,
     exchanges: tuple[tuple[str, str], ...] = (),
     may_ask: bool = True,
+    pinned: tuple[tuple[str, ...], ...] | None = None,
 ) -> str:
     """DecideST's prompt; ``exchanges``: the questions it asked the approver, each with
     the answer (its question quoted: :func:`quoted`); ``may_ask``: whether it may ask
-    another (``KODO_MAX_QUESTIONS``)."""
+    another (``KODO_MAX_QUESTIONS``); ``pinned``: the only commands the repository's
+    policy lets verify (each as JSON, exactly as argv must be; None: no pinning, and
+    the prompt is what it was before pinning existed)."""
     asking = (
         [
             "If you need the approver to decide something first, answer next_action 'escalate'",
@@ -165,6 +168,14 @@ def decide_prompt(
             else "This repository requires a verification command: never answer 'done'."
         ),
         *asking,
+        *(
+            []
+            if pinned is None
+            else [
+                "This repository's policy pins its verification: argv must be exactly one of",
+                *(f"- {json.dumps(list(argv))}" for argv in pinned),
+            ]
+        ),
         "",
         f"Intent: {goal}",
         plan_text,

@@ -13,6 +13,7 @@ is not given another try, as with a patch that reaches beyond the plan.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from services.worker.git_ops import commit_diffstat
 from services.worker.steps.attempts import AttemptLoop
@@ -66,6 +67,7 @@ def decide_step(ctx: StepContext) -> StepOutcome:
     except RoundInputError as exc:
         return StepOutcome.failed(f"round_input: {exc}", {"rule": "round_input"})
     may_ask = len(exchanges) < ctx.rt.settings.max_questions
+    pinned_refused: dict[str, Any] = {}  # the diagnostic's rule, if answers broke the pin
     loop = AttemptLoop(
         ctx,
         StepId.DECIDE,
@@ -85,6 +87,7 @@ def decide_step(ctx: StepContext) -> StepOutcome:
             may_skip=not policy.require_verification,
             exchanges=exchanges,
             may_ask=may_ask,
+            pinned=policy.verify_commands,
         )
     ):
         decision = result.answer
@@ -116,6 +119,12 @@ def decide_step(ctx: StepContext) -> StepOutcome:
             if not argv:
                 loop.reject("verify needs argv: the program and its arguments")
                 continue
+            unpinned = policy.verification_refusal(argv)
+            if unpinned is not None:  # another try may pick a pinned one: it was told them
+                loop.reject(f"{unpinned.rule}: {unpinned.detail}")
+                pinned = [list(argv) for argv in policy.verify_commands or ()]
+                pinned_refused = {"rule": unpinned.rule, "verify_commands": pinned}
+                continue
             refused = argv_violation(argv, allowlist)
             if refused is not None:
                 loop.records[-1]["status"] = "refused"
@@ -141,7 +150,7 @@ def decide_step(ctx: StepContext) -> StepOutcome:
             output=output,
             artifacts=[ArtifactOut.json(ArtifactKind.DECISION, "decision.json", decision)],
         )
-    return loop.failure("valid decision", allowlist=list(allowlist))
+    return loop.failure("valid decision", allowlist=list(allowlist), **pinned_refused)
 
 
 def _applied_diffstat(ctx: StepContext, worktree: Path, commit: str, watch: Stopwatch) -> str:

@@ -204,8 +204,9 @@ def execute_step(ctx: StepContext) -> StepOutcome:
         )
     argv = [str(a) for a in decided.get("argv", [])]
     settings = ctx.rt.settings
-    allowlist = effective_allowlist(run_policy(ctx), settings.exec_allowlist)
-    refused = argv_violation(argv, allowlist)
+    policy = run_policy(ctx)
+    allowlist = effective_allowlist(policy, settings.exec_allowlist)
+    refused = policy.verification_refusal(argv) or argv_violation(argv, allowlist)
     if refused is not None:
         return StepOutcome.failed(
             f"{refused.rule}: {refused.detail}",

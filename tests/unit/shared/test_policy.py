@@ -215,3 +215,46 @@ def test_verification_is_required_unless_both_refs_waive_it() -> None:
     assert Policy.from_json(
         {**Policy().to_json(), "require_verification": None}
     ).require_verification
+
+
+PYTEST = ("pytest", "-q")
+MAKE = ("make", "test")
+
+
+def test_a_policy_may_pin_the_commands_that_verify_a_change() -> None:
+    """DecideST chooses the verification after approval: unpinned, `python3 -c pass`
+    made any change 'verified'. A pinned policy admits its commands only, whole."""
+    pinned = policy_from_mapping({"verify_commands": [list(PYTEST), list(MAKE)]}, "repo")
+    assert pinned.verify_commands == (PYTEST, MAKE)
+    assert pinned.verification_refusal(["pytest", "-q"]) is None
+    refused = pinned.verification_refusal(["python3", "-c", "pass"])
+    assert refused is not None
+    assert refused.rule == "verify_pinned"
+    assert "pytest -q; make test" in refused.detail
+    assert pinned.verification_refusal(["pytest", "-q", "-k", "nothing"]) is not None
+    assert Policy().verification_refusal(["python3", "-c", "pass"]) is None, "unpinned"
+    assert Policy.from_json(pinned.to_json()) == pinned
+    assert "verify_commands" not in Policy().to_json(), "an unpinned snapshot is unchanged"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [[], [[]], [["pytest", ""]], ["pytest -q"], [["pytest"]] * 21, "pytest"],
+    ids=["no-command-is-pinned-none", "empty-argv", "empty-arg", "a-string", "too-many", "str"],
+)
+def test_pinned_commands_are_parsed_strictly(raw: object) -> None:
+    if raw == []:  # a pinned empty list is valid: nothing may verify (fail closed)
+        assert policy_from_mapping({"verify_commands": raw}, "repo").verify_commands == ()
+        return
+    with pytest.raises(PolicyError, match="verify_commands"):
+        policy_from_mapping({"verify_commands": raw}, "repo")
+
+
+def test_the_strictest_combination_intersects_pinned_commands() -> None:
+    both = Policy(verify_commands=(PYTEST, MAKE))
+    one = Policy(verify_commands=(MAKE,))
+    assert strictest(both, one).verify_commands == (MAKE,)
+    assert strictest(Policy(), one).verify_commands == (MAKE,)
+    assert strictest(one, Policy()).verify_commands == (MAKE,)
+    assert strictest(Policy(verify_commands=(PYTEST,)), one).verify_commands == ()
+    assert strictest(Policy(), Policy()).verify_commands is None
