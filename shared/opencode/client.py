@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import quote, urlencode
 
@@ -106,6 +107,14 @@ def _cursor(headers: Mapping[str, str]) -> str | None:
     if not cursor or len(cursor) > MAX_CURSOR_CHARS or not cursor.isascii():
         raise OpenCodePermanentError(f"GET messages: an unusable X-Next-Cursor {cursor!r:.80}")
     return cursor
+
+
+@dataclass
+class ReadBudget:
+    """Bytes several exchanges may read in all (``what``: what they read, for a refusal)."""
+
+    left: int
+    what: str
 
 
 class _TurnPager:
@@ -299,8 +308,10 @@ class OpenCodeClient:
         body: dict[str, Any] | None = None,
         timeout_s: float | None = None,
         query: dict[str, str] | None = None,
+        budget: ReadBudget | None = None,
     ) -> tuple[object, dict[str, str]]:
-        """:meth:`_call`, with the response's headers (by lower-case name)."""
+        """:meth:`_call`, with the response's headers (by lower-case name); ``budget``:
+        what several exchanges may read in all (each is under the cap too)."""
         params = {"directory": directory} if directory is not None else {}
         params.update(query or {})
         what = f"{method} {path}"
@@ -309,7 +320,7 @@ class OpenCodeClient:
             with self._requests.stream(method, path, params, body, read_s) as response:
                 status = response.status
                 headers = response.headers
-                content = self._bounded_body(headers, response.chunks(), what)
+                content = self._bounded_body(headers, response.chunks(), what, budget)
         except Unreachable as exc:
             raise OpenCodeUnreachable(f"{what}: {exc}") from exc
         except ReadTimeout as exc:
@@ -337,10 +348,17 @@ class OpenCodeClient:
         raise classify_http_error(status, parsed)
 
     def _bounded_body(
-        self, headers: Mapping[str, str], chunks: Iterable[bytes], what: str
+        self,
+        headers: Mapping[str, str],
+        chunks: Iterable[bytes],
+        what: str,
+        budget: ReadBudget | None = None,
     ) -> bytes:
-        """The body, read until ``max_answer_bytes`` and no further (stream and stop)."""
-        cap = self._max_answer_bytes
+        """The body, read until ``max_answer_bytes`` (or what ``budget`` has left, which
+        it is then charged) and no further (stream and stop)."""
+        cap = self._max_answer_bytes if budget is None else min(self._max_answer_bytes, budget.left)
+        if budget is not None and budget.left < self._max_answer_bytes:
+            what = f"{what} (with the {budget.what} read before it)"
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > cap:
             raise self._too_large(what, f"declares {int(declared)} bytes")
@@ -358,6 +376,8 @@ class OpenCodeClient:
             if size > cap:
                 raise self._too_large(what, f"passed {cap} bytes and was cut off")
             parts.append(chunk)
+        if budget is not None:
+            budget.left -= size
         return b"".join(parts)
 
     @staticmethod
@@ -491,11 +511,19 @@ class OpenCodeClient:
         longer read (a message after it would belong to a prompt kodo never sent).
         """
         pager = _TurnPager(prompt_id, reply_id, max_steps)
+        # The pages together, not each alone, are bounded by the cap: a model sizes its
+        # steps (parallel reads of 50 kB, its own writes), and ten pages each under the
+        # cap made one turn's read hold nine times it (red-team helper-98).
+        budget = ReadBudget(self._max_answer_bytes, "turn's earlier messages")
         while not pager.done:
             query = pager.next_query()
             try:
                 page, headers = self._exchange(
-                    "GET", self._path(session_id, "/message"), directory=directory, query=query
+                    "GET",
+                    self._path(session_id, "/message"),
+                    directory=directory,
+                    query=query,
+                    budget=budget,
                 )
             except OpenCodePermanentError as exc:
                 if not is_format_400(exc):

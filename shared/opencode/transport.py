@@ -158,6 +158,12 @@ class Answer:
     def keeps_connection(self) -> bool:
         return self.read_whole and not self._response.will_close
 
+    def close(self) -> None:
+        """Let go of a response not kept with its connection (a body refused part way:
+        http.client hands a closing response the socket, which the connection's close
+        then leaves open)."""
+        self._response.close()
+
 
 def _headers(raw: Sequence[tuple[str, str]]) -> dict[str, str]:
     """Headers by lower-case name; a repeated one's values joined, as HTTP reads them
@@ -240,6 +246,8 @@ class ConnectionPool:
                 if answer is not None and answer.keeps_connection and not cut:
                     self._keep(connection)
                 else:
+                    if answer is not None:
+                        answer.close()
                     connection.close()
             self._slots.release()
 
