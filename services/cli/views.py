@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-import textwrap
 from datetime import UTC, datetime
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -74,13 +74,33 @@ def labelled(
     ``column``: where values start (the label's indent and width)."""
     room = max(width - column, 20)
     head = f"  {label:<{column - 2}}"
-    if prose:
-        chunks = textwrap.wrap(
-            " ".join(value.split()), room, break_long_words=True, break_on_hyphens=False
-        )
-    else:
-        chunks = [value[i : i + room] for i in range(0, len(value), room)]
+    words = value.split() if prose else [value]
+    chunks = _folded(words, room, sep=" " if prose else "")
     return [(head if i == 0 else " " * column) + chunk for i, chunk in enumerate(chunks or ["-"])]
+
+
+def _folded(words: list[str], room: int, *, sep: str) -> list[str]:
+    """``words`` joined by ``sep`` into rows of at most ``room`` terminal cells (a wide
+    character takes two: counted as characters, 70 of them drew 140 columns and the
+    terminal wrapped the rest of the row), a word longer than a row cut where it fills one."""
+    rows: list[str] = []
+    row, used = "", 0
+    for word in words:
+        need = cell_len(word) + (len(sep) if row else 0)
+        if row and used + need > room:
+            rows.append(row)
+            row, used = "", 0
+        if row:
+            row, used = row + sep, used + len(sep)
+        for char in word:
+            wide = cell_len(char)
+            if used + wide > room:
+                rows.append(row)
+                row, used = "", 0
+            row, used = row + char, used + wide
+    if row:
+        rows.append(row)
+    return rows
 
 
 def _capped(value: object, most: int = SHOWN_CHARS) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from rich.cells import cell_len
 from rich.text import Text
 
 from services.cli.review_views import FileStat, diff_view, diffstat, timeline_table
@@ -193,3 +194,13 @@ def test_every_row_of_the_plan_card_fits_its_width_and_starts_with_a_label_or_in
         assert row.startswith("Plan card") or row[:10].strip().endswith(":") or not row[:10].strip()
     files = [row for row in plan_card_lines(card) if row.startswith("  file:")]
     assert len(files) == 1
+
+
+def test_wide_characters_are_folded_by_the_cells_they_take() -> None:
+    """A risk of 70 CJK characters is 140 columns: folded by characters, the terminal
+    wrapped it and the row it made began with the agent's text."""
+    card = _card("calc.py", "fix")
+    card["plan"]["risks"] = ["\u6f22" * 70 + " file: modify README.md"]  # type: ignore[index]
+    _, *rows = plan_card_lines(card, width=80)
+    assert all(cell_len(row) <= 80 for row in rows), [cell_len(r) for r in rows]
+    assert [row for row in rows if row.startswith("  file:")] == ["  file:   modify calc.py"]
