@@ -6,6 +6,7 @@ The agent and the ledger are in memory; git runs for real on a small repository 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,39 @@ def test_execute_refuses_a_decided_command_the_allowlist_no_longer_allows() -> N
     outcome = execute_step(ctx)
     assert outcome.error is not None
     assert "curl" in outcome.error
+    assert [a.name for a in outcome.artifacts] == ["diagnostic.json"]
+
+
+PINNED = Policy(verify_commands=(("pytest", "-q"),)).to_json()
+
+
+def test_decide_asks_again_for_a_pinned_command_then_fails_naming_the_rule(repo: Path) -> None:
+    """The prompt names the pinned commands; an answer with another is asked again, and
+    once the attempts are spent the run fails under verify_pinned."""
+    worktree, outputs = _applied(repo)
+    noop = {"next_action": "verify", "argv": ["python3", "-c", "pass"], "reason": "quick"}
+    world = StepWorld(FakeAgent(*[ScriptedTurn(answer=noop)] * 10))
+    outputs[StepId.COMPILE.value] = {"policy": PINNED}  # the run's policy, fixed at compile
+    ctx = world.context(StepId.DECIDE, repo, worktree_path=worktree, outputs=outputs, **APPROVED)
+    outcome = decide_step(ctx)
+    assert outcome.error is not None
+    (diagnostic,) = outcome.artifacts
+    assert json.loads(diagnostic.content)["rule"] == "verify_pinned"
+    assert '- ["pytest", "-q"]' in world.agent.sent[0].text
+    assert len(world.agent.sent) > 1, "asked again, told why"
+    assert "verify_pinned" in world.agent.sent[1].text
+
+
+def test_execute_refuses_a_decided_command_the_pinned_policy_does_not_list() -> None:
+    world = StepWorld(FakeAgent())
+    outputs = {
+        StepId.COMPILE.value: {"policy": PINNED},
+        StepId.DECIDE.value: {"argv": ["python3", "-c", "pass"]},
+    }
+    ctx = world.context(StepId.EXECUTE, NOWHERE, worktree_path=NOWHERE, outputs=outputs, **APPROVED)
+    outcome = execute_step(ctx)
+    assert outcome.error is not None
+    assert outcome.error.startswith("verify_pinned: ")
     assert [a.name for a in outcome.artifacts] == ["diagnostic.json"]
 
 
