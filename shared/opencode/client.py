@@ -533,8 +533,8 @@ class OpenCodeClient:
             if not isinstance(page, list) or not all(isinstance(m, dict) for m in page):
                 raise OpenCodePermanentError(f"GET messages: not a list of objects: {page!r:.200}")
             pager.take(page, _cursor(headers))
-        if pager.pages > 1 and reply_id is not None:
-            newest = self.last_message(session_id, directory=directory)
+        if pager.pages > 1 and reply_id is not None:  # read within the turn's budget too
+            newest = self.last_message(session_id, directory=directory, budget=budget)
             pager.check_newest(newest.info.get("id") if newest is not None else None)
         return pager.turn
 
@@ -639,7 +639,9 @@ class OpenCodeClient:
                 f"POST /session/{{id}}/prompt_async: expected 204 No Content, got {raw!r:.200}"
             )
 
-    def last_message(self, session_id: str, *, directory: str) -> PromptReply | None:
+    def last_message(
+        self, session_id: str, *, directory: str, budget: ReadBudget | None = None
+    ) -> PromptReply | None:
         """``GET /session/{id}/message?limit=1``: the session's newest message (the answer
         of its last turn once ``session.idle`` came), or None for a session without
         messages. ``limit=1`` keeps clear of the daemon's 400 on a range holding a user
@@ -648,9 +650,14 @@ class OpenCodeClient:
 
         The message is returned unjudged: the caller checks ``role``,
         ``time.completed``, ``info.error`` and the answer, as for :meth:`prompt`.
+        ``budget``: charged for the read (see :class:`ReadBudget`).
         """
-        page = self._call(
-            "GET", self._path(session_id, "/message"), directory=directory, query={"limit": "1"}
+        page, _ = self._exchange(
+            "GET",
+            self._path(session_id, "/message"),
+            directory=directory,
+            query={"limit": "1"},
+            budget=budget,
         )
         if not isinstance(page, list) or len(page) > 1:
             raise OpenCodePermanentError(

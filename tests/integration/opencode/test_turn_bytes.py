@@ -17,7 +17,7 @@ tests/integration/opencode/test_turn_pager.py).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -87,3 +87,38 @@ def test_a_turn_whose_pages_fit_the_cap_together_is_read_whole() -> None:
 def _small_step(n: int) -> dict[str, Any]:
     info = {"id": f"msg_{n:02d}", "role": "assistant", "parentID": PROMPT}
     return {"info": info, "parts": []}
+
+
+class _Counting(_Daemon):
+    """The stub daemon, counting the bytes of each answer it sends."""
+
+    sent: ClassVar[list[int]] = []
+
+    def _send(self, status: int, body: object, cursor: str | None = None) -> None:
+        if status == 200:
+            type(self).sent.append(len(json.dumps(body).encode()))
+        super()._send(status, body, cursor)
+
+
+def test_the_newest_message_read_again_at_the_end_counts_against_the_turn_too() -> None:
+    """After more than one page the newest message is read once more (to see nothing
+    came after the answer): outside the budget, a turn whose answer was 45% of the cap
+    was read 1.35 times it (red-team helper-99)."""
+    with serving(_Counting) as daemon:
+        _Counting.sent = []
+        answer = _small_step(50)
+        answer["parts"] = [{"type": "text", "text": "y" * int(CAP * 0.45)}]
+        daemon.history = [
+            _user(PROMPT, format=True),
+            *(_small_step(n) for n in range(2, 50)),
+            answer,
+        ]
+        with (
+            OpenCodeClient(daemon.url, timeout_s=10, max_answer_bytes=CAP) as client,
+            pytest.raises(AnswerTooLarge, match="turn's earlier messages"),
+        ):
+            client.earlier_turn_messages(
+                "ses_x", directory="/w", prompt_id=PROMPT, reply_id="msg_50"
+            )
+        read = sum(_Counting.sent)
+    assert read <= CAP + len(json.dumps(answer)), "at most the cap, and the read it cut off"
