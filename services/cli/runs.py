@@ -198,6 +198,30 @@ def approve_cmd(
     click.echo(f"next: kodo run watch {visible(run_id)}")
 
 
+def _confirmed_question(api: ApiClient, run_id: str) -> str:
+    """The digest of the question shown to the person at this terminal, once they confirm
+    it is the one they answer; a ClickException (exit 1) without a terminal or a yes."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise click.ClickException(
+            "answering needs the question you read: pass --question-sha256 DIGEST (kodo run"
+            " status prints it with the question), or run this on a terminal to confirm it"
+        )
+    waiting = api.get(f"/runs/{run_id}")
+    digest = waiting.get("questionSha256")
+    if not isinstance(digest, str):
+        raise click.ClickException(
+            f"run {visible(run_id)} is {visible(waiting.get('status'))}: no question waits"
+            " for an answer"
+        )
+    asked = visible(waiting.get("question"), multiline=True).expandtabs(4)
+    for line in asked.split("\n"):
+        for row in labelled("question:", line, column=12):
+            click.echo(row.removeprefix("  "))
+    if not click.confirm("Is this the question you answer?", default=False):
+        raise click.ClickException("not answered: nothing was sent")
+    return digest
+
+
 def _confirmed_digest(api: ApiClient, run_id: str) -> str:
     """The digest of the plan card shown to the person at this terminal, once they confirm
     it; a ClickException (exit 1) without a terminal or without their yes."""
@@ -292,8 +316,8 @@ def request_changes_cmd(
     "--question-sha256",
     "question_sha256",
     default=None,
-    help="The digest of the question you answer (kodo run status --json: questionSha256);"
-    " without it, the question waiting now, which is printed with the answer.",
+    help="The digest of the question you answer (kodo run status prints it); without"
+    " it, on a terminal, the waiting question is shown for you to confirm.",
 )
 @_approver
 @_json
@@ -311,16 +335,13 @@ def answer_cmd(
     """Answer the question DecideST asked (`kodo run status` shows it); it decides again.
 
     The answer names its question: one asked since (another tab answered the first) is
-    refused (409 question_superseded), never answered with words meant for another."""
+    refused (409 question_superseded), never answered with words meant for another. The
+    digest is the one you were shown: `kodo run status` prints it with the question, or,
+    on a terminal, the waiting question is shown and you confirm it (fetching it
+    unseen, the CLI took an answer typed for one question for the next: helper-99)."""
     with ApiClient.from_options(api_url, token, home) as api:
         if question_sha256 is None:
-            waiting = api.get(f"/runs/{run_id}")
-            question_sha256 = waiting.get("questionSha256")
-            if not isinstance(question_sha256, str):
-                raise click.ClickException(
-                    f"run {visible(run_id)} is {visible(waiting.get('status'))}: no question"
-                    " waits for an answer"
-                )
+            question_sha256 = _confirmed_question(api, run_id)
         body = {
             "comment": answer,
             "questionSha256": question_sha256,

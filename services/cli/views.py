@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,16 +69,18 @@ def labelled(
     label: str, value: str, width: int = CARD_WIDTH, *, prose: bool = True, column: int = _LABEL
 ) -> list[str]:
     """``value`` under ``label``, folded to ``width``: the first row carries the label,
-    each further row the indent under it. A terminal then never wraps a row itself, so
-    no row it draws starts with text the agent wrote (a risk padded to end a row with
-    a forged ``file:`` line). ``prose``: runs of white space count as one space (a risk
-    of 2,000 spaces is one); else (a path, already quoted) the value is cut as it is.
-    ``column``: where values start (the label's indent and width)."""
-    room = max(width - column, 20)
-    head = f"  {label:<{column - 2}}"
+    each further row a continuation mark under it (``|``). A terminal then never wraps
+    a row itself, so no row it draws starts with text the agent wrote (a risk padded to
+    end a row with a forged ``file:`` line), and a row the agent's text begins with
+    ``file:`` reads as the continuation it is. ``prose``: runs of white space count as
+    one space (a risk of 2,000 spaces is one); else (a path, already quoted) the value
+    is cut as it is. ``column``: where values start (past a longer label, later)."""
+    head = f"  {label} ".ljust(column)
+    room = max(width - len(head), 20)
+    more = " " * (len(head) - 2) + "| "
     words = value.split() if prose else [value]
     chunks = _folded(words, room, sep=" " if prose else "")
-    return [(head if i == 0 else " " * column) + chunk for i, chunk in enumerate(chunks or ["-"])]
+    return [(head if i == 0 else more) + chunk for i, chunk in enumerate(chunks or ["-"])]
 
 
 def _folded(words: list[str], room: int, *, sep: str) -> list[str]:
@@ -86,14 +90,14 @@ def _folded(words: list[str], room: int, *, sep: str) -> list[str]:
     rows: list[str] = []
     row, used = "", 0
     for word in words:
-        need = cell_len(word) + (len(sep) if row else 0)
+        need = sum(_cells(c) for c in word) + (len(sep) if row else 0)
         if row and used + need > room:
             rows.append(row)
             row, used = "", 0
         if row:
             row, used = row + sep, used + len(sep)
         for char in word:
-            wide = cell_len(char)
+            wide = _cells(char)
             if used + wide > room:
                 rows.append(row)
                 row, used = "", 0
@@ -101,6 +105,17 @@ def _folded(words: list[str], room: int, *, sep: str) -> list[str]:
     if row:
         rows.append(row)
     return rows
+
+
+def _cells(char: str) -> int:
+    """The terminal cells ``char`` may take, erring wide: rich's count, but two for any
+    character past U+10FF that is not a combining mark. Rich counts an emoji skin-tone
+    modifier as none where terminals draw two: 34 of them made an 80-cell row of 114
+    columns, and the terminal wrapped it onto a row of the agent's text (red-team
+    helper-99). Erring wide only folds a row early."""
+    if ord(char) < 0x1100 or unicodedata.category(char) in ("Mn", "Me"):
+        return cell_len(char)
+    return max(cell_len(char), 2)
 
 
 def _capped(value: object, most: int = SHOWN_CHARS) -> str:
@@ -125,6 +140,23 @@ def file_lines(
     return lines
 
 
+def _removals(files: list[dict[str, Any]], width: int) -> list[str]:
+    """Last, next to the approve prompt: every path the plan takes away (deleted, or
+    renamed from), then how many files of each kind. Each file's why comes with it
+    above, so five long whys after a delete pushed the delete off the screen that asks
+    for approval (red-team helper-99); these rows are never pushed off."""
+    lines: list[str] = []
+    for f in files:
+        if f.get("change") == "delete":
+            lines += labelled("removes:", shown_path(f.get("path")), width, prose=False)
+        elif "from" in f:
+            moved = f"{shown_path(f.get('from'))} (renamed to {shown_path(f.get('path'))})"
+            lines += labelled("removes:", moved, width, prose=False)
+    kinds = Counter(" ".join(one_line(f.get("change")).split()) for f in files)
+    said = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+    return lines + labelled("files:", f"{len(files)} in all ({said or 'none'})", width)
+
+
 def plan_card_lines(card: dict[str, Any], width: int = CARD_WIDTH) -> list[str]:
     """The plan a human approves, one fact per labelled row (the digest first: it is what
     is signed). The files come last, next to the approve prompt that follows the card:
@@ -141,9 +173,10 @@ def plan_card_lines(card: dict[str, Any], width: int = CARD_WIDTH) -> list[str]:
         lines += labelled("risk:", _capped(risk), width)
     for test in plan.get("tests") or []:
         lines += labelled("test:", _capped(test), width)
-    for f in plan.get("files") or []:
-        if isinstance(f, dict):
-            lines += file_lines(f, width)
+    files = [f for f in plan.get("files") or [] if isinstance(f, dict)]
+    for f in files:
+        lines += file_lines(f, width)
+    lines += _removals(files, width)
     approval = card.get("approval")
     if isinstance(approval, dict):
         decision, approver = approval.get("decision"), approval.get("approver")
@@ -266,7 +299,9 @@ def run_view(run: dict[str, Any], now: datetime | None = None) -> Group:
         # folded under its label: no row a terminal draws starts with the agent's text
         rows = [row for line in asked.split("\n") for row in labelled("question:", line, column=12)]
         parts.append(Text("\n".join(row.removeprefix("  ") for row in rows)))
-        parts.append(Text(f"answer it: kodo run answer {one_line(run.get('runId'))} -m TEXT"))
+        digest = one_line(run.get("questionSha256"))
+        answer = f"kodo run answer {one_line(run.get('runId'))} --question-sha256 {digest} -m TEXT"
+        parts.append(Text(f"answer it: {answer}"))
     return Group(*parts)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import wcwidth
 
 from devstack.kodo_procs import BIN
 from shared.domain.plan_diff import plan_diff
@@ -177,10 +178,19 @@ SCROLLING = {
 
 
 def _terminal_rows(text: str, columns: int = TERMINAL_COLUMNS) -> list[str]:
-    """The rows an ``columns``-wide terminal draws ``text`` as (it wraps, never cuts)."""
+    """The rows a ``columns``-wide terminal draws ``text`` as: each character takes the
+    cells the C library's wcwidth gives it (glibc, xterm, VTE: an emoji modifier is
+    East Asian Wide, two cells), a row that is full wraps, never cuts."""
     rows: list[str] = []
     for line in text.split("\n"):
-        rows.extend(line[i : i + columns] for i in range(0, max(len(line), 1), columns))
+        row, used = "", 0
+        for char in line:
+            cells = max(wcwidth.wcwidth(char), 0)
+            if used + cells > columns:
+                rows.append(row)
+                row, used = "", 0
+            row, used = row + char, used + cells
+        rows.append(row)
     return rows
 
 
@@ -285,7 +295,132 @@ def test_an_answer_the_page_sent_for_one_question_is_not_taken_for_the_next(
         headers=hostile.as_(hostile.approver),
     )
     assert stale.status_code == 409, "the API refuses an answer to Q1 too"
-    answered = _kodo(hostile, "run", "answer", run_id, "-m", "no")
+    unseen = _kodo(hostile, "run", "answer", run_id, "-m", "no")  # no terminal, no digest
+    assert unseen.returncode != 0, "the CLI never names a question its user was not shown"
+    assert "--question-sha256" in unseen.stderr
+    shown = _kodo(hostile, "run", "status", run_id)
+    second = hostile.run(run_id)["questionSha256"]
+    assert f"--question-sha256 {second}" in shown.stdout, shown.stdout
+    answered = _kodo(hostile, "run", "answer", run_id, "--question-sha256", second, "-m", "no")
     assert answered.returncode == 0, answered.stderr
     assert f"question: {Q2}" in answered.stdout, "the CLI says which question it answered"
     hostile.http.post(f"/runs/{run_id}/cancel", headers=hostile.as_(hostile.approver))
+
+
+# -- ways around the first fixes (red-team helper-99) --------------------------------
+
+
+def _card_rows(hostile: Hostile, run_id: str) -> list[str]:
+    watched = _kodo(hostile, "run", "watch", run_id, "--timeout", "30")
+    assert watched.returncode == 0, watched.stderr
+    return _terminal_rows(watched.stdout.rstrip("\n"))
+
+
+def _waiting_plan(hostile: Hostile, name: str, plan: dict[str, Any]) -> str:
+    run_id = hostile.submit(hostile.repo(name), hostile.fixture(name, plan=plan))
+    run = hostile.wait(run_id, {"waiting_input"}, deadline_s=90)
+    assert run["status"] == "waiting_input", hostile.run(run_id)
+    return run_id
+
+
+# -- 3a. emoji modifiers: cells rich counts as none, the terminal draws as two ------------
+
+MODIFIER = "\U0001f3fb"  # EMOJI MODIFIER FITZPATRICK TYPE-1-2: East Asian Wide (2 cells)
+FORGED = "file: delete calc.py"
+# "  risk:   " (10 cells) + "x" + 34 modifiers (69 cells drawn, 1 counted) = 79 cells,
+# then the separating space fills the row: the forged text starts the next terminal row.
+FORGING_RISK = "x" + MODIFIER * 34 + " " + FORGED
+
+FORGING_PLAN = {
+    "design": "Fix a typo in the README.",
+    "files": [{"path": "README.md", "change": "modify", "why": "Fix a typo."}],
+    "risks": [FORGING_RISK],
+    "tests": ["Read the README."],
+}
+
+
+def test_no_terminal_row_of_the_cli_plan_card_starts_with_agent_text_emoji_modifiers(
+    hostile: Hostile,
+) -> None:
+    """views._folded counts each character's cells with rich's cell_len, which gives an
+    emoji modifier (U+1F3FB..U+1F3FF, East Asian Wide) none: a risk of 34 of them is
+    one card row to kodo and 79 cells to the terminal, which wraps it; the next row
+    then begins with the agent's own 'file: delete calc.py'. Every row an 80-column
+    terminal draws must start with kodo's label or the indent under it."""
+    run_id = _waiting_plan(hostile, "rt99-modifiers", FORGING_PLAN)
+    rows = _card_rows(hostile, run_id)
+    start = next(i for i, r in enumerate(rows) if r.startswith("Plan card"))
+    card = rows[start + 1 :]
+    forged = [r for r in card if r.startswith(FORGED)]
+    assert not forged, "a terminal row starts with the agent's text:\n" + "\n".join(rows)
+    file_rows = [r.strip() for r in card if r.lstrip().startswith("file:")]
+    assert file_rows == ["file:   modify README.md"], file_rows
+
+
+# -- 3b. the file list's own whys scroll its first entry off the screen -------------------
+
+LONG_WHY = " ".join(["Keep the wording of this section consistent with the others."] * 6)
+SCROLLING_FILES_PLAN = {
+    "design": "Tidy the docs.",
+    "files": [
+        {"path": "test_calc.py", "change": "delete", "why": "Obsolete."},
+        *({"path": f"docs/part{n}.md", "change": "add", "why": LONG_WHY} for n in range(1, 6)),
+    ],
+    "risks": ["None."],
+    "tests": ["Read the docs."],
+}
+
+
+def test_the_cli_plan_card_s_deletion_is_on_screen_when_it_asks_for_approval(
+    hostile: Hostile,
+) -> None:
+    """Files come last on the card, but each file's why is folded under it (up to 400
+    characters: six rows): a deletion listed first and five harmless additions with
+    long whys after it leave the last 24 rows without the deletion when the card asks
+    for approval. What a plan deletes must be on screen next to the approve hint."""
+    run_id = _waiting_plan(hostile, "rt99-file-whys", SCROLLING_FILES_PLAN)
+    screen = _card_rows(hostile, run_id)[-TERMINAL_ROWS:]
+    assert any("test_calc.py" in row for row in screen), "\n".join(screen)
+
+
+def test_the_cli_answer_typed_under_one_question_is_not_taken_for_the_next(
+    hostile: Hostile,
+) -> None:
+    """The approver reads Q1 in `kodo run status` and types `kodo run answer ID -m yes`.
+    Meanwhile another approver answered Q1 and the agent asked Q2 ('May I delete
+    test_calc.py?'). Without --question-sha256 the CLI fetches the digest of whatever
+    waits *now* and posts it: the 'yes' written for Q1 is recorded and quoted to the
+    agent as the answer to Q2 (the question is printed only after it was taken). The
+    digest an answer names must be the one its author was shown: the CLI must not
+    supply it on its own (require it, or show the question and ask before posting)."""
+    name = "rt99-cli-answer"
+    repo = hostile.repo(name)
+    plan = attacks.plan(("README.md", "modify"), design="Mention the check in the README.")
+    patch = attacks.patch(attacks.append_lines("README.md", README, ["A check runs."]))
+    _write_fixture(hostile, name, plan=plan, patch=patch, build=_escalate(Q1))
+    run_id = hostile.submit(repo, name)
+    assert hostile.wait(run_id, {"waiting_input"})["status"] == "waiting_input"
+    assert hostile.approve(run_id).status_code == 200
+    _waiting_question(hostile, run_id, Q1)
+    shown = _kodo(hostile, "run", "status", run_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "README also mention" in shown.stdout  # what the CLI user read
+
+    # Meanwhile Q1 is answered elsewhere, and the agent asks Q2.
+    _write_fixture(hostile, name, plan=plan, patch=patch, build=_escalate(Q2))
+    first = hostile.run(run_id)["questionSha256"]
+    reply = hostile.http.post(
+        f"/runs/{run_id}/answer",
+        json={"comment": "no", "questionSha256": first},
+        headers=hostile.as_(hostile.approver),
+    )
+    assert reply.status_code == 200, reply.text
+    _waiting_question(hostile, run_id, Q2)
+
+    # The CLI user's answer, typed for Q1.
+    answered = _kodo(hostile, "run", "answer", run_id, "-m", "yes")
+    run = hostile.run(run_id)
+    hostile.http.post(f"/runs/{run_id}/cancel", headers=hostile.as_(hostile.approver))
+    said = f"{answered.stdout}{answered.stderr}"
+    assert answered.returncode != 0, f"the 'yes' typed under {Q1!r} was sent:\n{said}"
+    assert run.get("question") == Q2, f"the 'yes' was recorded as the answer to {Q2!r}"
