@@ -34,6 +34,7 @@ import httpx
 import redis
 from sqlalchemy import Engine, text
 
+from devstack.kodo_procs import BIN as KODO_BIN
 from devstack.kodo_procs import (
     Stack,
     issue_token,
@@ -439,6 +440,22 @@ class Hostile:
 
     def as_(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
+
+    def kodo(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The ``kodo`` CLI against this stack, as the approver, piped (no terminal)."""
+        env = {
+            **self.stack.env,
+            "KODO_API_URL": self.stack.api_url,
+            "KODO_API_TOKEN": self.approver,
+        }
+        return subprocess.run(
+            [str(KODO_BIN / "kodo"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     @contextmanager
     def signed_in(self, token: str = "", timeout_s: float = 10) -> Iterator[httpx.Client]:

@@ -8,11 +8,8 @@ watch`` and ``kodo run show``) names the file the rename removes.
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
-from devstack.kodo_procs import BIN
 from tests.security import attacks
 from tests.security.harness import Hostile
 
@@ -37,17 +34,6 @@ def _plan_card_html(page: str) -> str:
     return page[start : page.index("</table>", start)]
 
 
-def _kodo(hostile: Hostile, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **hostile.stack.env,
-        "KODO_API_URL": hostile.stack.api_url,
-        "KODO_API_TOKEN": hostile.approver,
-    }
-    return subprocess.run(
-        [str(BIN / "kodo"), *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-
-
 def test_every_plan_card_names_the_file_a_rename_removes(hostile: Hostile) -> None:
     repo = hostile.repo("rename-shown")
     build = attacks.build("python3", "-c", "pass")
@@ -57,8 +43,8 @@ def test_every_plan_card_names_the_file_a_rename_removes(hostile: Hostile) -> No
 
     with hostile.signed_in() as browser:
         card = _plan_card_html(browser.get(f"/ui/runs/{run_id}").text)
-    watched = _kodo(hostile, "run", "watch", run_id, "--timeout", "20")
-    shown = _kodo(hostile, "run", "show", run_id)
+    watched = hostile.kodo("run", "watch", run_id, "--timeout", "20")
+    shown = hostile.kodo("run", "show", run_id)
 
     assert f"from {SOURCE} (removed)" in card, "the run page's plan card"
     assert f"  from:   {SOURCE} (removed by the rename)" in watched.stdout.splitlines(), (

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import html
 import re
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 import wcwidth
 
-from devstack.kodo_procs import BIN
 from shared.domain.plan_diff import plan_diff
 from tests.security import attacks
 from tests.security.harness import Hostile
@@ -57,17 +54,6 @@ REV2 = {
     "risks": ["None."],
     "tests": ["None."],
 }
-
-
-def _kodo(hostile: Hostile, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **hostile.stack.env,
-        "KODO_API_URL": hostile.stack.api_url,
-        "KODO_API_TOKEN": hostile.approver,
-    }
-    return subprocess.run(
-        [str(BIN / "kodo"), *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
 
 
 def _write_fixture(hostile: Hostile, name: str, **answers: Any) -> None:
@@ -150,7 +136,7 @@ def test_kodo_run_plans_names_the_file_each_revision_s_rename_removes(
 ) -> None:
     """Revision 2 removes test_calc.py: the revision listing must say so (it prints
     ``file: rename docs/b.md (from docs/a.md): keep``, a path that names the old source)."""
-    shown = _kodo(hostile, "run", "plans", revised)
+    shown = hostile.kodo("run", "plans", revised)
     assert shown.returncode == 0, shown.stderr
     assert "test_calc.py" in shown.stdout, shown.stdout
 
@@ -207,7 +193,7 @@ def test_no_terminal_row_of_the_cli_plan_card_is_a_file_line_the_plan_lacks(
 ) -> None:
     """kodo run watch prints the card an approver approves from (kodo run approve shows
     the same lines): on an 80-column terminal, every row that reads as a file line is one."""
-    watched = _kodo(hostile, "run", "watch", scrolling, "--timeout", "30")
+    watched = hostile.kodo("run", "watch", scrolling, "--timeout", "30")
     assert watched.returncode == 0, watched.stderr
     rows = _terminal_rows(watched.stdout)
     file_rows = [r.rstrip() for r in rows if r.lstrip().startswith("file:")]
@@ -219,7 +205,7 @@ def test_the_cli_plan_card_s_file_list_is_on_screen_when_it_asks_for_approval(
 ) -> None:
     """When the card ends (the approve hint), the 24 rows on screen must still show what
     the plan deletes, not 100,000 characters of risks written after it."""
-    watched = _kodo(hostile, "run", "watch", scrolling, "--timeout", "30")
+    watched = hostile.kodo("run", "watch", scrolling, "--timeout", "30")
     assert watched.returncode == 0, watched.stderr
     screen = _terminal_rows(watched.stdout.rstrip("\n"))[-TERMINAL_ROWS:]
     assert any("test_calc.py" in row for row in screen), "\n".join(screen)
@@ -249,10 +235,9 @@ def _waiting_question(hostile: Hostile, run_id: str, question: str) -> dict[str,
     return run
 
 
-def test_an_answer_the_page_sent_for_one_question_is_not_taken_for_the_next(
-    hostile: Hostile, tmp_path: Path
-) -> None:
-    name = "rt97-questions"
+def _asking_q1(hostile: Hostile, name: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """A run whose approved change DecideST escalates with Q1, now waiting for its
+    answer: (run id, its plan, its patch), for the agent to ask Q2 next."""
     repo = hostile.repo(name)
     plan = attacks.plan(("README.md", "modify"), design="Mention the check in the README.")
     patch = attacks.patch(attacks.append_lines("README.md", README, ["A check runs."]))
@@ -261,6 +246,30 @@ def test_an_answer_the_page_sent_for_one_question_is_not_taken_for_the_next(
     assert hostile.wait(run_id, {"waiting_input"})["status"] == "waiting_input"
     assert hostile.approve(run_id).status_code == 200
     _waiting_question(hostile, run_id, Q1)
+    return run_id, plan, patch
+
+
+def _q1_answered_and_q2_asked(
+    hostile: Hostile, name: str, run_id: str, plan: dict[str, Any], patch: dict[str, Any]
+) -> str:
+    """Q1 answered elsewhere (its digest named), and the agent asking Q2 now: Q1's digest."""
+    _write_fixture(hostile, name, plan=plan, patch=patch, build=_escalate(Q2))
+    first = str(hostile.run(run_id)["questionSha256"])
+    reply = hostile.http.post(
+        f"/runs/{run_id}/answer",
+        json={"comment": "no", "questionSha256": first},
+        headers=hostile.as_(hostile.approver),
+    )
+    assert reply.status_code == 200, reply.text
+    _waiting_question(hostile, run_id, Q2)
+    return first
+
+
+def test_an_answer_the_page_sent_for_one_question_is_not_taken_for_the_next(
+    hostile: Hostile,
+) -> None:
+    name = "rt97-questions"
+    run_id, plan, patch = _asking_q1(hostile, name)
 
     with hostile.signed_in() as browser:
         page = browser.get(f"/ui/runs/{run_id}").text
@@ -270,15 +279,7 @@ def test_an_answer_the_page_sent_for_one_question_is_not_taken_for_the_next(
         stale = {**_hidden_inputs(form), "comment": "yes"}  # what the approver typed for Q1
 
         # Meanwhile Q1 is answered (another tab, another approver), and the agent asks Q2.
-        _write_fixture(hostile, name, plan=plan, patch=patch, build=_escalate(Q2))
-        first = hostile.run(run_id)["questionSha256"]
-        reply = hostile.http.post(
-            f"/runs/{run_id}/answer",
-            json={"comment": "no", "questionSha256": first},
-            headers=hostile.as_(hostile.approver),
-        )
-        assert reply.status_code == 200, reply.text
-        _waiting_question(hostile, run_id, Q2)
+        first = _q1_answered_and_q2_asked(hostile, name, run_id, plan, patch)
 
         # The page that showed Q1 now posts its "yes".
         sent = browser.post(f"/ui/runs/{run_id}/answer", data=stale)
@@ -295,13 +296,13 @@ def test_an_answer_the_page_sent_for_one_question_is_not_taken_for_the_next(
         headers=hostile.as_(hostile.approver),
     )
     assert stale.status_code == 409, "the API refuses an answer to Q1 too"
-    unseen = _kodo(hostile, "run", "answer", run_id, "-m", "no")  # no terminal, no digest
+    unseen = hostile.kodo("run", "answer", run_id, "-m", "no")  # no terminal, no digest
     assert unseen.returncode != 0, "the CLI never names a question its user was not shown"
     assert "--question-sha256" in unseen.stderr
-    shown = _kodo(hostile, "run", "status", run_id)
+    shown = hostile.kodo("run", "status", run_id)
     second = hostile.run(run_id)["questionSha256"]
     assert f"--question-sha256 {second}" in shown.stdout, shown.stdout
-    answered = _kodo(hostile, "run", "answer", run_id, "--question-sha256", second, "-m", "no")
+    answered = hostile.kodo("run", "answer", run_id, "--question-sha256", second, "-m", "no")
     assert answered.returncode == 0, answered.stderr
     assert f"question: {Q2}" in answered.stdout, "the CLI says which question it answered"
     hostile.http.post(f"/runs/{run_id}/cancel", headers=hostile.as_(hostile.approver))
@@ -311,7 +312,7 @@ def test_an_answer_the_page_sent_for_one_question_is_not_taken_for_the_next(
 
 
 def _card_rows(hostile: Hostile, run_id: str) -> list[str]:
-    watched = _kodo(hostile, "run", "watch", run_id, "--timeout", "30")
+    watched = hostile.kodo("run", "watch", run_id, "--timeout", "30")
     assert watched.returncode == 0, watched.stderr
     return _terminal_rows(watched.stdout.rstrip("\n"))
 
@@ -394,31 +395,16 @@ def test_the_cli_answer_typed_under_one_question_is_not_taken_for_the_next(
     digest an answer names must be the one its author was shown: the CLI must not
     supply it on its own (require it, or show the question and ask before posting)."""
     name = "rt99-cli-answer"
-    repo = hostile.repo(name)
-    plan = attacks.plan(("README.md", "modify"), design="Mention the check in the README.")
-    patch = attacks.patch(attacks.append_lines("README.md", README, ["A check runs."]))
-    _write_fixture(hostile, name, plan=plan, patch=patch, build=_escalate(Q1))
-    run_id = hostile.submit(repo, name)
-    assert hostile.wait(run_id, {"waiting_input"})["status"] == "waiting_input"
-    assert hostile.approve(run_id).status_code == 200
-    _waiting_question(hostile, run_id, Q1)
-    shown = _kodo(hostile, "run", "status", run_id)
+    run_id, plan, patch = _asking_q1(hostile, name)
+    shown = hostile.kodo("run", "status", run_id)
     assert shown.returncode == 0, shown.stderr
     assert "README also mention" in shown.stdout  # what the CLI user read
 
     # Meanwhile Q1 is answered elsewhere, and the agent asks Q2.
-    _write_fixture(hostile, name, plan=plan, patch=patch, build=_escalate(Q2))
-    first = hostile.run(run_id)["questionSha256"]
-    reply = hostile.http.post(
-        f"/runs/{run_id}/answer",
-        json={"comment": "no", "questionSha256": first},
-        headers=hostile.as_(hostile.approver),
-    )
-    assert reply.status_code == 200, reply.text
-    _waiting_question(hostile, run_id, Q2)
+    _q1_answered_and_q2_asked(hostile, name, run_id, plan, patch)
 
     # The CLI user's answer, typed for Q1.
-    answered = _kodo(hostile, "run", "answer", run_id, "-m", "yes")
+    answered = hostile.kodo("run", "answer", run_id, "-m", "yes")
     run = hostile.run(run_id)
     hostile.http.post(f"/runs/{run_id}/cancel", headers=hostile.as_(hostile.approver))
     said = f"{answered.stdout}{answered.stderr}"
