@@ -91,9 +91,12 @@ def abort_inflight_calls(
             return []
         ledger = LedgerRepo(uow.session)
         orphaned = ledger.take_orphaned_claims(run_id)
+        unsent = ledger.give_up_unsent_of(run_id, rt.clock.now())
         open_sessions = ledger.open_sessions_of(run_id)
     if orphaned:
         log.warning("cancel.orphaned_claims_taken", run_id=run_id, calls=orphaned)
+    if unsent:
+        log.warning("cancel.unsent_claims_given_up", run_id=run_id, calls=unsent)
     aborted: list[str] = []
     totals: dict[str, dict[str, Any] | None] = {}
     given_up: dict[str, dict[str, Any] | None] = {}

@@ -32,6 +32,12 @@ class CallStatus(StrEnum):
 
 LATE = frozenset({CallStatus.SUCCEEDED_LATE, CallStatus.FAILED_LATE})
 
+NEVER_SENT = "NeverSent"
+NEVER_SENT_ERROR = "claimed but never sent: the calling worker stopped before its prompt left"
+"""A claim with no session whose claimant is gone: its prompt never left (each leaves only
+after its session is recorded on its still-claimed row), so it is recorded failed at no
+cost. Worded once, as UNKNOWN_ERROR is: the next attempt's prompt quotes it."""
+
 CUT_SHORT_STATUSES = frozenset({CallStatus.TIMED_OUT, CallStatus.ABORTED})
 CUT_SHORT_ERRORS = frozenset({"DaemonLost", "SessionLost", "TurnLost"})
 CUT_SHORT_LATE_ERRORS = frozenset({"OpenCodeTimeout", "OpenCodeAborted"})

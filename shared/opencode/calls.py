@@ -151,13 +151,6 @@ so the worker that declares a call unknown and one that reads it later must word
 or they would build different prompts (op_keys) for the same attempt and both call."""
 
 
-NEVER_SENT = "NeverSent"
-NEVER_SENT_ERROR = "claimed but never sent: the calling worker stopped before its prompt left"
-"""A claim with no session, overdue: its prompt never left (each leaves only after its
-session is recorded on its still-claimed row). Worded once, as UNKNOWN_ERROR is: the
-next attempt's prompt quotes it."""
-
-
 class OutcomeUnknown(CallFailed):
     """The call was claimed but never recorded (its worker died): never repeat blindly."""
 

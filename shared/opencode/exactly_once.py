@@ -32,11 +32,9 @@ from shared.clock import Clock
 from shared.domain.call_record import ABORT_UNCONFIRMED, AgedRecord, CallRecord, StepLedger
 from shared.domain.contracts import ContractViolation, validate_answer
 from shared.domain.step_lease import StepAbandoned, StepLease
-from shared.domain.vocab import CallStatus
+from shared.domain.vocab import NEVER_SENT, NEVER_SENT_ERROR, CallStatus
 from shared.opencode.cache import LruCache
 from shared.opencode.calls import (
-    NEVER_SENT,
-    NEVER_SENT_ERROR,
     UNKNOWN_ERROR,
     CallFailed,
     CallOutcome,

@@ -47,7 +47,7 @@ from shared.domain.call_record import ABORT_UNCONFIRMED, AgedRecord, CallRecord,
 from shared.domain.run_machine import STEP_STATUS, RunStatus
 from shared.domain.step_lease import StepLease, assert_held
 from shared.domain.step_outcome import RuleRefusal
-from shared.domain.vocab import CallStatus
+from shared.domain.vocab import NEVER_SENT, NEVER_SENT_ERROR, CallStatus
 
 _CALLS = table_of(OpenCodeCall)
 _RUNS = table_of(Run)
@@ -712,14 +712,17 @@ class LedgerRepo(PrebuiltRepo):
         """Cancelled runs that still hold a ``sent`` call, or a ``claimed`` one whose
         claimant is gone: a cancel whose abort missed it (the prompt was sent after
         the abort, the abort's message was lost) or left it to a claimant that died
-        before recording it sent (:meth:`take_orphaned_claims`)."""
+        before recording it sent (:meth:`take_orphaned_claims`), or before its session
+        was made (:meth:`give_up_unsent_of`)."""
         query = (
             select(OpenCodeCall.run_id)
             .join(Run, Run.id == OpenCodeCall.run_id)
             .where(
                 or_(OpenCodeCall.status == CallStatus.SENT.value, _CLAIMANT_GONE),
                 Run.status == RunStatus.CANCELLED.value,
-                _ABORTABLE,  # what open_sessions_of lists: a run found here is ended there
+                # what open_sessions_of lists, or give_up_unsent_of ends: a run found
+                # here is ended there
+                or_(_ABORTABLE, OpenCodeCall.session_id.is_(None)),
             )
             .group_by(OpenCodeCall.run_id)
             # oldest first: a run whose abort is never confirmed leaves the set once its
@@ -748,6 +751,31 @@ class LedgerRepo(PrebuiltRepo):
             .returning(OpenCodeCall.id)
         )
         return len(taken.all())
+
+    def give_up_unsent_of(self, run_id: str, now: datetime) -> int:
+        """Record ``failed`` / NeverSent, at no cost, the cancelled run's claimed calls
+        whose claimant is gone before their session was made: every prompt leaves only
+        after its session is recorded on its still-claimed row, so these never left. No
+        later delivery enters a cancelled run's step to give them up (as
+        ``ExactlyOnceCalls`` does an overdue one), so they held their reservation for
+        good (red-team helper-100). Returns how many."""
+        given_up = self.session.execute(
+            update(OpenCodeCall)
+            .where(
+                OpenCodeCall.run_id == run_id,
+                _CLAIMANT_GONE,
+                OpenCodeCall.session_id.is_(None),
+                exists().where(Run.id == run_id, Run.status == RunStatus.CANCELLED.value),
+            )
+            .values(
+                status=CallStatus.FAILED.value,
+                error_name=NEVER_SENT,
+                error=NEVER_SENT_ERROR,
+                finished_at=now,
+            )
+            .returning(OpenCodeCall.id)
+        )
+        return len(given_up.all())
 
     def awaits_collection(self, op_key: str) -> bool:
         """True while the call is ``claimed`` or ``sent`` and no collector has seen its

@@ -13,11 +13,9 @@ from shared.domain.call_record import CallRecord
 from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
 from shared.domain.run_machine import StepId
 from shared.domain.step_lease import StepAbandoned, StepLease
-from shared.domain.vocab import CallStatus
+from shared.domain.vocab import NEVER_SENT, NEVER_SENT_ERROR, CallStatus
 from shared.opencode.cache import LruCache
 from shared.opencode.calls import (
-    NEVER_SENT,
-    NEVER_SENT_ERROR,
     UNKNOWN_ERROR,
     CallFailed,
     CallOutcome,
