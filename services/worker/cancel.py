@@ -41,8 +41,10 @@ work after the sweep, and a hung daemon would otherwise hold it SWEEP_LIMIT x AB
 
 
 def abort_missed_calls(rt: Runtime) -> list[str]:
-    """Abort and record the ``sent`` calls of cancelled runs (see the module's note);
-    return the runs swept. A daemon whose abort was not confirmed is not asked again
+    """Abort and record the ``sent`` calls of cancelled runs (see the module's note),
+    abort the sessions of their live claimants' calls (a blocking prompt may have left
+    after the cancel's own abort) and give up their dead claimants' unsent ones; return
+    the runs swept. A daemon whose abort was not confirmed is not asked again
     in the same pass (its other runs' calls wait for the next), so one hung daemon
     costs a pass ABORT_S once, not once per run."""
     with rt.sessions() as s:

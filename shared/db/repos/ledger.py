@@ -709,20 +709,25 @@ class LedgerRepo(PrebuiltRepo):
         ]
 
     def cancelled_runs_with_open_calls(self, limit: int = 100) -> list[str]:
-        """Cancelled runs that still hold a ``sent`` call, or a ``claimed`` one whose
-        claimant is gone: a cancel whose abort missed it (the prompt was sent after
-        the abort, the abort's message was lost) or left it to a claimant that died
-        before recording it sent (:meth:`take_orphaned_claims`), or before its session
-        was made (:meth:`give_up_unsent_of`)."""
+        """Cancelled runs that still hold a ``sent`` or ``claimed`` call with a session,
+        or a claimed one without, whose claimant is gone: a cancel whose abort missed it
+        (the prompt was sent after the abort, the abort's message was lost), left it to
+        a claimant that died before recording it sent (:meth:`take_orphaned_claims`),
+        or before its session was made (:meth:`give_up_unsent_of`)."""
         query = (
             select(OpenCodeCall.run_id)
             .join(Run, Run.id == OpenCodeCall.run_id)
             .where(
-                or_(OpenCodeCall.status == CallStatus.SENT.value, _CLAIMANT_GONE),
                 Run.status == RunStatus.CANCELLED.value,
-                # what open_sessions_of lists, or give_up_unsent_of ends: a run found
-                # here is ended there
-                or_(_ABORTABLE, OpenCodeCall.session_id.is_(None)),
+                or_(
+                    # what open_sessions_of lists: a run found here is aborted there. A
+                    # live claimant's call too: with blocking calls (OC_ASYNC=0) a prompt
+                    # sent after the cancel's abort found its session idle ran to its end
+                    # (red-team helper-100); each pass aborts it again until recorded
+                    and_(OpenCodeCall.status.in_(OPEN), _ABORTABLE),
+                    # what give_up_unsent_of ends
+                    and_(_CLAIMANT_GONE, OpenCodeCall.session_id.is_(None)),
+                ),
             )
             .group_by(OpenCodeCall.run_id)
             # oldest first: a run whose abort is never confirmed leaves the set once its

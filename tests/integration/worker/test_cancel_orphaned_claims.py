@@ -93,14 +93,16 @@ def test_the_sweep_aborts_and_records_a_claim_whose_claimant_is_gone(
     assert abort_missed_calls(rt) == [], "nothing of the run is left to sweep"
 
 
-def test_a_claim_whose_claimant_still_renews_its_lease_is_left_to_it(
+def test_a_claim_whose_claimant_still_renews_its_lease_is_aborted_but_left_to_it(
     make_rt: RuntimeFactory, oc_url: str, repo: Path
 ) -> None:
+    """The sweep aborts a live claimant's session each pass (a blocking prompt sent
+    after the cancel's abort is cut), and leaves the call's record to its claimant."""
     rt = make_rt(oc_async=True)
     run_id = _claimed_by_a_worker_that_stopped(rt, repo, lease_left_s=600)
 
-    assert abort_missed_calls(rt) == [], "a live claimant records its own call"
-    assert only_call(rt, run_id)["status"] == "claimed"
+    assert abort_missed_calls(rt) == [run_id], "the sweep aborts its session too"
+    assert only_call(rt, run_id)["status"] == "claimed", "a live claimant records its own"
     session_id = only_call(rt, run_id)["session_id"]
     assert abort_inflight_calls(rt, run_id) == [session_id], "the cancel's abort reaches it"
     call = only_call(rt, run_id)

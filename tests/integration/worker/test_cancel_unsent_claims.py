@@ -1,6 +1,9 @@
-"""A cancelled run's claim whose claimant died before its session was made: never sent,
-so given up as NeverSent by the cancel's sweep, its reservation released (red-team
-helper-100: no later delivery enters a cancelled run's step to give it up).
+"""What a cancel does to calls in the gap between claim and send (red-team helper-100):
+a claim whose claimant died before its session was made was never sent, so the
+cancel's sweep gives it up as NeverSent, its reservation released (no later delivery
+enters a cancelled run's step to give it up); a blocking call (OC_ASYNC=0) whose
+prompt left after the cancel's abort found its session idle is aborted by the
+reconciler's next pass, not left to run to its end.
 
 Real Postgres, real oc-compat, in-process steps; the claimant's death is staged by
 wrapping kodo's own call protocol at one point; the database and daemon are real.
@@ -28,9 +31,11 @@ from tests.integration.worker.conftest import (
     RuntimeFactory,
     approve,
     new_run,
+    step_in_background,
     uow,
     wait_lease_lapsed,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +138,48 @@ def test_a_sessionless_claim_of_a_cancelled_run_whose_claimant_died_is_released(
     assert (call["status"], call["error_name"], call["settled"]) == ("failed", "NeverSent", True)
     assert (call["spent_usd_micro"], call["spent_tokens"]) == (0, 0)
     assert (money["reserved_usd_micro"], money["reserved_tokens"]) == (0, 0), money
+
+
+class _Stall:
+    """Wraps ``rt.oc.ledger.<name>``: the real call runs (and commits), then the calling
+    thread waits until released: a worker descheduled at exactly that point."""
+
+    def __init__(self, rt: Runtime, name: str) -> None:
+        self.reached = threading.Event()
+        self.go = threading.Event()
+        ledger = rt.oc.ledger
+        real = getattr(ledger, name)
+
+        def stalled(*args: Any, **kwargs: Any) -> Any:
+            result = real(*args, **kwargs)
+            self.reached.set()
+            self.go.wait(60)
+            return result
+
+        setattr(ledger, name, stalled)
+
+
+def test_a_blocking_prompt_sent_after_the_cancels_abort_is_cut_by_the_next_sweep(
+    make_rt: RuntimeFactory, repo: Path
+) -> None:
+    """OC_ASYNC=0: the session is recorded (the run still at its status), the worker is
+    descheduled before the blocking send, the run is cancelled and its abort finds the
+    session idle. The prompt then leaves. It ran to its end, recorded succeeded (and the
+    build agent edited the cancelled run's worktree meanwhile); the reconciler's sweep
+    of cancelled runs now aborts a live claimant's call too, each pass until recorded."""
+    run_id = _approved_run(make_rt, repo, "Add multiply to calc.py [oc:slow=8000]")
+    rt = make_rt(oc_timeout_ms=20000)  # oc_async=False (the fixture's default)
+    stall = _Stall(rt, "mark_started")
+    worker, outcome = step_in_background(rt, StepId.APPLY_PATCH, run_id, apply_patch_step)
+    assert stall.reached.wait(30), "ApplyPatchST never recorded its session"
+    assert _cancel(rt, run_id) is True
+    abort_inflight_calls(rt, run_id)  # what the worker's AbortCalls does: the session idles
+    stall.go.set()
+    title = f"kodo ApplyPatchST {run_id} #1"
+    wait_until(lambda: _stats(rt)["by_title"].get(title) == 1, 15, "the prompt to leave")
+    assert abort_missed_calls(rt) == [run_id], "the sweep lists the cancelled run"
+    worker.join(30)
+    assert not worker.is_alive()
+
+    (call,) = _apply_calls(rt, run_id)
+    assert call["status"] == "aborted", (call, outcome)
