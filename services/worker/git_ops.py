@@ -1245,6 +1245,15 @@ def staged_patch(worktree: Worktree, *, max_bytes: int) -> Patch:
     return _patch(worktree, "HEAD", git(worktree, "write-tree").strip(), max_bytes=max_bytes)
 
 
+def bound_change_since(worktree: Worktree, base: str, *, staged: bool, max_bytes: int) -> None:
+    """Raise :class:`PatchTooLarge` if the change from ``base`` (an object id) to the
+    staged tree (or to HEAD) passes ``max_bytes`` as a patch: a repair round is judged
+    whole, its bytes too (each round under the bound, three rounds landed three times
+    it: red-team helper-101). What git writes past the bound is never read."""
+    new = git(worktree, "write-tree").strip() if staged else "HEAD"
+    _patch(worktree, base, new, max_bytes=max_bytes)
+
+
 def committed_patch(worktree: Worktree, *, max_bytes: int) -> Patch:
     """The last commit's change, byte for byte what :func:`staged_patch` gave before it."""
     return _patch(worktree, "HEAD~1", "HEAD", max_bytes=max_bytes)

@@ -45,6 +45,7 @@ from services.worker.git_ops import (
     TooManyChanges,
     Worktree,
     admit,
+    bound_change_since,
     changes_since,
     commit_index,
     committed_changes,
@@ -174,6 +175,12 @@ def files_mismatch(worktree: Path, changes: list[IndexChange], files: list[str])
     return "files_mismatch: " + "; ".join(said)
 
 
+def _base(ctx: StepContext) -> str:
+    if ctx.base_commit is None:
+        raise GitError("a repair needs the run's base commit to judge its change whole")
+    return ctx.base_commit
+
+
 def _judged(
     ctx: StepContext, worktree: Worktree, changes: list[IndexChange], *, staged: bool, repair: bool
 ) -> list[IndexChange]:
@@ -182,9 +189,7 @@ def _judged(
     the first build added; judged alone, that would read as a modify, not the planned add)."""
     if not repair:
         return changes
-    if ctx.base_commit is None:
-        raise GitError("a repair needs the run's base commit to judge its change whole")
-    return changes_since(worktree, ctx.base_commit, staged=staged)
+    return changes_since(worktree, _base(ctx), staged=staged)
 
 
 def _take_edits(
@@ -200,6 +205,8 @@ def _take_edits(
         report = check_changes(judged, plan, policy)
         head = git(worktree, "rev-parse", "HEAD").strip()
         patch = committed_patch(worktree, max_bytes=policy.max_patch_bytes)  # judged as staged
+        if repair:  # as _stage_and_judge judged it: committed, it passed the bound
+            bound_change_since(worktree, _base(ctx), staged=False, max_bytes=policy.max_patch_bytes)
         return _Committed(head, report, changes, patch)
     with quarantined(worktree, ctx.rt.settings.workspace_dir) as held:
         taken = _stage_and_judge(ctx, held, result, policy, repair=repair)
@@ -294,8 +301,11 @@ def _stage_and_judge(
         return _Rejected(mismatch)
     try:
         patch = staged_patch(worktree, max_bytes=policy.max_patch_bytes)
+        if repair:  # the run's whole change is bounded, not each round's
+            bound_change_since(worktree, _base(ctx), staged=True, max_bytes=policy.max_patch_bytes)
     except PatchTooLarge as exc:  # one long line passes max_lines: the bytes bound it
-        violation = Violation(MAX_PATCH_BYTES_RULE, str(exc), tuple(c.path for c in changes))
+        said = f"{exc} (the change since the base commit)" if repair else str(exc)
+        violation = Violation(MAX_PATCH_BYTES_RULE, said, tuple(c.path for c in changes))
         report = ChangeReport([violation], report.executables, report.untouched, report.lines)
         return _Refused(report, judged)
     return _Judged(report, changes, patch)
