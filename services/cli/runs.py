@@ -23,8 +23,8 @@ from services.cli.views import (
     cache_levels,
     calls_table,
     calls_total,
-    labelled,
     plan_card_lines,
+    question_rows,
     revisions_view,
     run_view,
 )
@@ -213,10 +213,8 @@ def _confirmed_question(api: ApiClient, run_id: str) -> str:
             f"run {visible(run_id)} is {visible(waiting.get('status'))}: no question waits"
             " for an answer"
         )
-    asked = visible(waiting.get("question"), multiline=True).expandtabs(4)
-    for line in asked.split("\n"):
-        for row in labelled("question:", line, column=12):
-            click.echo(row.removeprefix("  "))
+    for row in question_rows(waiting.get("question")):
+        click.echo(row)
     if not click.confirm("Is this the question you answer?", default=False):
         raise click.ClickException("not answered: nothing was sent")
     return digest
@@ -351,8 +349,8 @@ def answer_cmd(
     if as_json:
         _echo_json(answered)
         return
-    for row in labelled("question:", str(answered.get("question")), column=12):
-        click.echo(row.removeprefix("  "))
+    for row in question_rows(answered.get("question")):
+        click.echo(row)
     click.echo(f"answered; run {visible(run_id)} is {visible(answered.get('status'))}")
     click.echo(f"next: kodo run watch {visible(run_id)}")
 

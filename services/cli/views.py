@@ -125,6 +125,14 @@ def _capped(value: object, most: int = SHOWN_CHARS) -> str:
     return f"{text[:most]}… (+{len(text) - most} characters: the run page shows it whole)"
 
 
+def question_rows(question: object) -> list[str]:
+    """DecideST's question, each of its lines folded under the ``question:`` label: no
+    row a terminal draws starts with the agent's text."""
+    asked = visible(question, multiline=True).expandtabs(4)
+    rows = [row for line in asked.split("\n") for row in labelled("question:", line, column=12)]
+    return [row.removeprefix("  ") for row in rows]
+
+
 def file_lines(
     entry: dict[str, Any], width: int = CARD_WIDTH, *, why: bool = True, column: int = _LABEL
 ) -> list[str]:
@@ -295,10 +303,7 @@ def run_view(run: dict[str, Any], now: datetime | None = None) -> Group:
     if isinstance(run.get("budget"), dict):
         parts.append(Text(budget_line(run["budget"])))
     if run.get("question"):
-        asked = visible(run["question"], multiline=True).expandtabs(4)
-        # folded under its label: no row a terminal draws starts with the agent's text
-        rows = [row for line in asked.split("\n") for row in labelled("question:", line, column=12)]
-        parts.append(Text("\n".join(row.removeprefix("  ") for row in rows)))
+        parts.append(Text("\n".join(question_rows(run["question"]))))
         digest = one_line(run.get("questionSha256"))
         answer = f"kodo run answer {one_line(run.get('runId'))} --question-sha256 {digest} -m TEXT"
         parts.append(Text(f"answer it: {answer}"))

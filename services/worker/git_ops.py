@@ -1240,17 +1240,23 @@ def split_stat(shown: bytes) -> Patch:
     return Patch(_PATCH_START + diff, (stat + b"\n").decode(errors="replace"))
 
 
-def staged_patch(worktree: Worktree, *, max_bytes: int) -> Patch:
-    """The staged change as a patch (``git apply`` can replay it): ``patch.diff``."""
-    return _patch(worktree, "HEAD", git(worktree, "write-tree").strip(), max_bytes=max_bytes)
+def staged_tree(worktree: Worktree) -> str:
+    """The id of the tree the index holds (``git write-tree``)."""
+    return git(worktree, "write-tree").strip()
 
 
-def bound_change_since(worktree: Worktree, base: str, *, staged: bool, max_bytes: int) -> None:
-    """Raise :class:`PatchTooLarge` if the change from ``base`` (an object id) to the
-    staged tree (or to HEAD) passes ``max_bytes`` as a patch: a repair round is judged
-    whole, its bytes too (each round under the bound, three rounds landed three times
-    it: red-team helper-101). What git writes past the bound is never read."""
-    new = git(worktree, "write-tree").strip() if staged else "HEAD"
+def staged_patch(worktree: Worktree, *, max_bytes: int, tree: str | None = None) -> Patch:
+    """The staged change as a patch (``git apply`` can replay it): ``patch.diff``.
+    ``tree``: the index's tree, when the caller has it (:func:`staged_tree`)."""
+    new = tree if tree is not None else staged_tree(worktree)
+    return _patch(worktree, "HEAD", new, max_bytes=max_bytes)
+
+
+def bound_change_since(worktree: Worktree, base: str, new: str, *, max_bytes: int) -> None:
+    """Raise :class:`PatchTooLarge` if the change from ``base`` (an object id) to ``new``
+    (the staged tree's id, or HEAD) passes ``max_bytes`` as a patch: a repair round is
+    judged whole, its bytes too (each round under the bound, three rounds landed three
+    times it: red-team helper-101). What git writes past the bound is never read."""
     _patch(worktree, base, new, max_bytes=max_bytes)
 
 

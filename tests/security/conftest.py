@@ -8,6 +8,7 @@ test database (``database_url``). After every test the stack must still serve.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -16,22 +17,39 @@ from tests.security.harness import Hostile
 SECURITY_REDIS_DB = 5  # of the session's own Redis: this suite's broker alone
 
 
-@pytest.fixture(scope="module")
-def hostile(
-    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def hostile_stack(
+    database_url: str,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    name: str = "hostile",
+    redis_db: int = SECURITY_REDIS_DB,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Hostile]:
-    root = tmp_path_factory.mktemp("hostile")
+    """A hostile stack started with ``env`` over its defaults, on ``redis_db`` of the
+    session's own Redis, stopped on the way out."""
+    root = tmp_path_factory.mktemp(name)
     root.chmod(0o755)  # a sandbox's unprivileged uid must reach the worktrees
     stack = Hostile(
         root=root,
         database_url=database_url,
-        redis_url=f"{redis_url.rpartition('/')[0]}/{SECURITY_REDIS_DB}",
+        redis_url=f"{redis_url.rpartition('/')[0]}/{redis_db}",
     )
+    stack.stack.env.update(env or {})
     try:
         stack.start()
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="module")
+def hostile(
+    database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Hostile]:
+    with hostile_stack(database_url, redis_url, tmp_path_factory) as stack:
+        yield stack
 
 
 @pytest.fixture(autouse=True)

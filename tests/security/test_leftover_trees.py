@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.security.conftest import hostile_stack
 from tests.security.harness import Hostile, script_attack
 
 pytestmark = pytest.mark.security
@@ -52,22 +53,25 @@ attempt("long-path", long_path)
 def hostile(
     database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Hostile]:
-    root = tmp_path_factory.mktemp("hostile-leftovers")
-    root.chmod(0o755)
-    stack = Hostile(
-        root=root,
-        database_url=database_url,
-        redis_url=f"{redis_url.rpartition('/')[0]}/{LEFTOVERS_REDIS_DB}",
-    )
-    stack.stack.env["KODO_WORKTREE_GRACE_S"] = "1"  # a finished run's cleanup is due at once
-    stack.stack.env["KODO_RECONCILE_S"] = "2"
+    env = {
+        "KODO_WORKTREE_GRACE_S": "1",  # a finished run's cleanup is due at once
+        "KODO_RECONCILE_S": "2",
+    }
+    workspaces: list[Path] = []
     try:
-        stack.start()
-        yield stack
-    finally:
-        stack.stop()
-        # pytest's own tmp cleanup recurses too: remove what a test left with coreutils
-        subprocess.run(["rm", "-rf", str(stack.workspaces)], check=False)
+        with hostile_stack(
+            database_url,
+            redis_url,
+            tmp_path_factory,
+            name="hostile-leftovers",
+            redis_db=LEFTOVERS_REDIS_DB,
+            env=env,
+        ) as stack:
+            workspaces.append(stack.workspaces)
+            yield stack
+    finally:  # once stopped: pytest's own tmp cleanup recurses, coreutils does not
+        for folder in workspaces:
+            subprocess.run(["rm", "-rf", str(folder)], check=False)
 
 
 def _owners(path: Path) -> set[int]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.security import attacks
-from tests.security.conftest import SECURITY_REDIS_DB
+from tests.security.conftest import hostile_stack
 from tests.security.harness import Hostile
 
 pytestmark = pytest.mark.security
@@ -42,19 +42,9 @@ def repairing(
     database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Hostile]:
     """The hostile stack, with repairs allowed (the default KODO_MAX_REPAIRS=2)."""
-    root = tmp_path_factory.mktemp("hostile-rt101")
-    root.chmod(0o755)
-    stack = Hostile(
-        root=root,
-        database_url=database_url,
-        redis_url=f"{redis_url.rpartition('/')[0]}/{SECURITY_REDIS_DB}",
-    )
-    stack.stack.env["KODO_MAX_REPAIRS"] = "2"
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.stop()
+    env = {"KODO_MAX_REPAIRS": "2"}
+    with hostile_stack(database_url, redis_url, tmp_path_factory, name="repairs", env=env) as st:
+        yield st
 
 
 def _whole_patch_bytes(repo: Path, run_id: str, base: str) -> int:

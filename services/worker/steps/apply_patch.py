@@ -59,6 +59,7 @@ from services.worker.git_ops import (
     stage_edits,
     staged_patch,
     staged_sizes,
+    staged_tree,
     tree_names,
     unfaithful_paths,
 )
@@ -206,7 +207,7 @@ def _take_edits(
         head = git(worktree, "rev-parse", "HEAD").strip()
         patch = committed_patch(worktree, max_bytes=policy.max_patch_bytes)  # judged as staged
         if repair:  # as _stage_and_judge judged it: committed, it passed the bound
-            bound_change_since(worktree, _base(ctx), staged=False, max_bytes=policy.max_patch_bytes)
+            bound_change_since(worktree, _base(ctx), "HEAD", max_bytes=policy.max_patch_bytes)
         return _Committed(head, report, changes, patch)
     with quarantined(worktree, ctx.rt.settings.workspace_dir) as held:
         taken = _stage_and_judge(ctx, held, result, policy, repair=repair)
@@ -299,10 +300,11 @@ def _stage_and_judge(
     mismatch = files_mismatch(worktree.path, changes, list(result.answer["files"]))
     if mismatch is not None:
         return _Rejected(mismatch)
+    tree = staged_tree(worktree)
     try:
-        patch = staged_patch(worktree, max_bytes=policy.max_patch_bytes)
+        patch = staged_patch(worktree, max_bytes=policy.max_patch_bytes, tree=tree)
         if repair:  # the run's whole change is bounded, not each round's
-            bound_change_since(worktree, _base(ctx), staged=True, max_bytes=policy.max_patch_bytes)
+            bound_change_since(worktree, _base(ctx), tree, max_bytes=policy.max_patch_bytes)
     except PatchTooLarge as exc:  # one long line passes max_lines: the bytes bound it
         said = f"{exc} (the change since the base commit)" if repair else str(exc)
         violation = Violation(MAX_PATCH_BYTES_RULE, said, tuple(c.path for c in changes))
