@@ -410,3 +410,27 @@ def test_the_cli_answer_typed_under_one_question_is_not_taken_for_the_next(
     said = f"{answered.stdout}{answered.stderr}"
     assert answered.returncode != 0, f"the 'yes' typed under {Q1!r} was sent:\n{said}"
     assert run.get("question") == Q2, f"the 'yes' was recorded as the answer to {Q2!r}"
+
+
+def test_a_changed_line_that_reads_like_a_file_header_is_counted_in_the_cli_diffstat(
+    hostile: Hostile,
+) -> None:
+    """An added line ``++ b/other.py`` is drawn ``+++ b/other.py`` in the patch: read by
+    prefix, the CLI's diffstat left it out (the change looked smaller than it was) and
+    its diff drew it as another file's header. Read by the hunk's counts, it is one of
+    README.md's added lines."""
+    name = "headerlike-line"
+    fixture = hostile.fixture(
+        name,
+        plan=attacks.plan(("README.md", "modify"), design="Note a path."),
+        patch=attacks.patch(attacks.append_lines("README.md", README, ["++ b/other.py", "a note"])),
+        build=attacks.build("python3", "-c", "print(1)"),
+    )
+    outcome = hostile.drive(hostile.repo(name), fixture)
+    assert outcome.status == "succeeded", outcome.describe()
+    shown = hostile.kodo("run", "show", outcome.run_id)
+    assert shown.returncode == 0, shown.stderr
+    rows = shown.stdout.splitlines()
+    assert " README.md | +2 -0" in rows, shown.stdout
+    assert " 1 file(s) changed, +2 -0" in rows, shown.stdout
+    assert not any("other.py |" in row for row in rows), "no file other.py in the stat"
