@@ -370,6 +370,76 @@ class FoldedTwins:
         return Violation(PATH_COLLISION_RULE, said, tuple(sorted(self.found)))
 
 
+PLAN_BASE_RULE = "plan_base"
+
+
+class PlanAgainstBase:
+    """Whether a plan's entries agree with the base tree it will be applied to: what it
+    modifies, deletes or renames from is a file there, what it adds or renames to is
+    not, nor a folder of it, nor a name below one of its files.
+
+    A plan that disagrees can never land as it reads: the patch that follows it is
+    refused (``outside_plan``: the plan says modify, the patch did add), after a human
+    approved it and a provider call was paid. Worse, the approver reads ``modify
+    README.MD`` beside a tracked ``README.md`` as a change to that file. So CompileST
+    asks the model again, saying which entries disagree, and never shows such a plan.
+    Fed the base tree's file names one at a time, like :class:`FoldedTwins`: only the
+    plan's own names (a bounded number) are held.
+    """
+
+    def __init__(self, plan: dict[str, Any]) -> None:
+        effects = _planned_effects(planned_changes(plan))
+        self._existing = {p for p, kinds in effects.items() if kinds & {"modify", "delete"}}
+        self._gone = {p for p, kinds in effects.items() if "delete" in kinds}
+        self._new = {p for p, kinds in effects.items() if "add" in kinds}
+        folders: dict[str, str] = {}  # a folder a new name needs -> that name
+        for path in sorted(self._new):
+            for name in _names_of(path)[:-1]:
+                folders.setdefault(name, path)
+        self._folders = folders
+        self._found: set[str] = set()  # planned names the base holds as files
+        self._is_folder: set[str] = set()  # new names the base holds as folders
+        self._file_above: dict[str, str] = {}  # new name -> a base file where it needs a folder
+
+    def feed(self, name: str) -> None:
+        """One file's path in the base tree."""
+        if name in self._existing or name in self._new:
+            self._found.add(name)
+        new = self._folders.get(name)
+        if new is not None and name not in self._gone:  # (a file the plan deletes frees it)
+            self._file_above.setdefault(new, name)
+        for folder in _names_of(name)[:-1]:
+            if folder in self._new:
+                self._is_folder.add(folder)
+
+    def disagreements(self) -> list[str]:
+        """What the plan says that the base tree does not bear out, each entry once."""
+        said: list[str] = []
+        for path in sorted(self._existing - self._found):
+            said.append(f"{shown_name(path)} is not a file of the base tree")
+        for path in sorted(self._new):
+            if path in self._found:
+                said.append(f"{shown_name(path)} is a file of the base tree already")
+            elif path in self._is_folder:
+                said.append(f"{shown_name(path)} is a folder of the base tree")
+            elif path in self._file_above:
+                above = shown_name(self._file_above[path])
+                said.append(f"{shown_name(path)} lies below {above}, a file of the base tree")
+        return said
+
+    def violation(self) -> Violation | None:
+        said = self.disagreements()
+        if not said:
+            return None
+        shown = "; ".join(said[:20]) + (f"; and {len(said) - 20} more" if len(said) > 20 else "")
+        return Violation(
+            PLAN_BASE_RULE,
+            f"the plan's files disagree with the base tree: {shown} (modify, delete and a"
+            " rename's from name files the base tree has; add and a rename's path name"
+            " new ones)",
+        )
+
+
 def _names_of(path: str) -> list[str]:
     """``a/b/c.py`` -> ``a``, ``a/b``, ``a/b/c.py``: the path and each folder it is in."""
     parts = path.split("/")

@@ -57,6 +57,7 @@ WORKTREE_BYTES = 64 << 20
 TERMINAL = frozenset({"succeeded", "failed", "rejected", "cancelled"})
 KNOWN_RULES = (
     "outside_plan",
+    "plan_base",
     "forbidden_path",
     "confinement",
     "symlink",

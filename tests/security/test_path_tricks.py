@@ -194,3 +194,36 @@ def test_a_plan_naming_a_tracked_name_on_macos_or_windows_is_never_shown_for_app
     assert "on a case-insensitive or normalizing file system" in (outcome.run.get("error") or "")
     assert outcome.plan is None, f"a plan was shown for approval\n{outcome.describe()}"
     assert {s["stepId"] for s in outcome.run["steps"]} == {"CompileST"}, outcome.describe()
+
+
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        (("README.MD", "modify"), "README.MD is not a file of the base tree"),
+        (("calc.py", "add"), "calc.py is a file of the base tree already"),
+    ],
+    ids=["modify-a-case-twin", "add-a-tracked-name"],
+)
+def test_a_plan_the_base_tree_does_not_bear_out_is_never_shown_for_approval(
+    hostile: Hostile, entry: tuple[str, str], said: str
+) -> None:
+    """``modify README.MD`` beside a tracked ``README.md`` reads as a change to that file
+    on the approver's screen, and the patch that follows it (the tracked file edited)
+    would be refused only after approval and a paid call. A plan whose entries disagree
+    with the base tree is asked for again, saying why, and never shown; a model that
+    insists fails the run under rule ``plan_base`` with nothing applied."""
+    name = f"plan-base-{entry[1]}"
+    fixture = hostile.fixture(
+        name,
+        plan=attacks.plan(entry),
+        patch=attacks.patch(attacks.add_file("never.py", "x = 1\n")),
+        build=attacks.build("python3", "-c", "print(1)"),
+    )
+    outcome = hostile.drive(hostile.repo(name), fixture, approve=False)
+    assert_fails_closed(outcome, "plan_base")
+    assert said in (outcome.run.get("error") or ""), outcome.describe()
+    assert outcome.plan is None, f"a plan was shown for approval\n{outcome.describe()}"
+    assert {s["stepId"] for s in outcome.run["steps"]} == {"CompileST"}, outcome.describe()
+    attempts = outcome.diagnostic()["attempts"]  # asked again, within the attempts
+    assert len(attempts) > 1
+    assert {a["status"] for a in attempts} == {"rejected"}

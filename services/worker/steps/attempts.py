@@ -133,6 +133,10 @@ class AttemptLoop:
         if self.records and all(r.get("kind") in BACKOFF_KINDS for r in self.records):
             last = bounded_error(str(self.records[-1]["error"]), LAST_ERROR_CHARS)
             return f"{said}: the provider failed every attempt (last: {last})"
+        if self.records and self.records[-1].get("status") == "rejected":
+            # what the last answer was refused for names its rule (``plan_base: ...``)
+            last = bounded_error(str(self.records[-1]["error"]), LAST_ERROR_CHARS)
+            return f"{said}: the last was rejected ({last})"
         return said
 
     def reject(self, reason: str) -> None:

@@ -26,7 +26,7 @@ from services.worker.steps.base import (
     pinning,
 )
 from services.worker.worktree_guard import shown_path
-from shared.domain.change_check import FoldedTwins, check_plan
+from shared.domain.change_check import FoldedTwins, PlanAgainstBase, check_plan
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.domain.policy import Policy, Violation
 from shared.domain.prompts import compile_prompt
@@ -99,7 +99,14 @@ def _plan(ctx: StepContext, policy: Policy, worktree: Worktree, git: Stopwatch) 
                 "the plan is identical to an earlier revision: the reviewer asked for changes"
             )
             continue
-        violations = check_plan(policy, plan) or _twins_in_base(worktree, plan)
+        violations = check_plan(policy, plan)
+        if not violations:
+            with git.measure():
+                twins, disagreement = _against_base(worktree, plan)
+            if twins is None and disagreement is not None:  # it could never land as it reads
+                loop.reject(f"{disagreement.rule}: {disagreement.detail}")
+                continue
+            violations = [twins] if twins is not None else []
         if violations:  # never shown for approval: the plan breaks the repository's policy
             return StepOutcome.failed(
                 "the plan violates the repository policy: "
@@ -127,17 +134,19 @@ def _plan(ctx: StepContext, policy: Policy, worktree: Worktree, git: Stopwatch) 
     return loop.failure("valid plan", schema=PLAN_OUTPUT_SCHEMA)
 
 
-def _twins_in_base(worktree: Worktree, plan: dict[str, Any]) -> list[Violation]:
-    """A name the plan brings that is another of the base tree on macOS or Windows
-    (``Calc.py`` beside ``calc.py``): drawn alike on the approver's screen, so never
-    shown for approval (ApplyPatchST judges the patch's own names again)."""
+def _against_base(
+    worktree: Worktree, plan: dict[str, Any]
+) -> tuple[Violation | None, Violation | None]:
+    """The plan's names against the base tree, read once: a name it brings that is
+    another of the tree on macOS or Windows (``Calc.py`` beside ``calc.py``: drawn alike
+    on the approver's screen, so never shown; ApplyPatchST judges the patch's own names
+    again), and entries the tree does not bear out (:class:`PlanAgainstBase`)."""
     twins = FoldedTwins.of_plan(plan)
-    if not twins.brings_names:
-        return []
+    agreement = PlanAgainstBase(plan)
     for name in tree_names(worktree, "HEAD"):  # the worktree is at the base commit
         twins.feed(name)
-    collision = twins.violation()
-    return [] if collision is None else [collision]
+        agreement.feed(name)
+    return twins.violation(), agreement.violation()
 
 
 def _change_request(ctx: StepContext) -> ChangeRequest | None:

@@ -78,6 +78,43 @@ def test_compile_fails_closed_on_a_plan_that_names_a_forbidden_path(
     assert [a.name for a in outcome.artifacts] == ["diagnostic.json"]
 
 
+def test_compile_asks_again_when_the_plan_disagrees_with_the_base_tree(
+    repo: Path, tmp_path: Path
+) -> None:
+    """``modify CALC.py`` beside a tracked ``calc.py`` can never land as it reads (the
+    patch would add a file the plan says it modifies), and an approver reads it as the
+    tracked file: the model is told which entry disagrees and asked again; only the
+    plan that agrees is shown."""
+    twin = {**PLAN, "files": [{"path": "CALC.py", "change": "modify", "why": "docs"}]}
+    world = _compile_world(tmp_path, ScriptedTurn(answer=twin), ScriptedTurn(answer=PLAN))
+    ctx = world.context(
+        StepId.COMPILE, repo, base_commit=_head(repo), intent_policy=Policy().to_json()
+    )
+    outcome = compile_step(ctx)
+    assert outcome.ok, outcome.error
+    assert outcome.plan_sha256 == APPROVED["plan_sha256"]
+    assert len(world.agent.sent) == 2
+    assert "plan_base: the plan's files disagree with the base tree" in world.agent.sent[1].text
+    assert "CALC.py is not a file of the base tree" in world.agent.sent[1].text
+
+
+def test_compile_fails_naming_plan_base_when_every_plan_disagrees(
+    repo: Path, tmp_path: Path
+) -> None:
+    adds_tracked = {**PLAN, "files": [{"path": "calc.py", "change": "add", "why": "x"}]}
+    world = _compile_world(tmp_path, *(ScriptedTurn(answer=adds_tracked) for _ in range(3)))
+    ctx = world.context(
+        StepId.COMPILE, repo, base_commit=_head(repo), intent_policy=Policy().to_json()
+    )
+    outcome = compile_step(ctx)
+    assert not outcome.ok
+    assert outcome.error is not None
+    assert outcome.error.startswith("no valid plan after 3 attempts: the last was rejected")
+    assert "plan_base: " in outcome.error
+    assert "calc.py is a file of the base tree" in outcome.error
+    assert outcome.plan_sha256 is None
+
+
 def test_compile_stops_at_a_configuration_error_without_retrying(
     repo: Path, tmp_path: Path
 ) -> None:
