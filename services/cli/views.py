@@ -108,12 +108,15 @@ def _folded(words: list[str], room: int, *, sep: str) -> list[str]:
 
 
 def _cells(char: str) -> int:
-    """The terminal cells ``char`` may take, erring wide: rich's count, but two for any
-    character past U+10FF that is not a combining mark. Rich counts an emoji skin-tone
+    """The terminal cells ``char`` may take, erring wide: rich's count for ASCII and
+    combining marks, two for any other character. Rich counts an emoji skin-tone
     modifier as none where terminals draw two: 34 of them made an 80-cell row of 114
     columns, and the terminal wrapped it onto a row of the agent's text (red-team
-    helper-99). Erring wide only folds a row early."""
-    if ord(char) < 0x1100 or unicodedata.category(char) in ("Mn", "Me"):
+    helper-99). Terminals set up for East Asian text draw the Ambiguous class wide too
+    (``é``, the multiplication sign, Greek, Cyrillic: xterm ``-cjk_width``, VTE,
+    iTerm2, mintty, PuTTY), which rich counts as one: 34 ``é`` did the same
+    (helper-103). Erring wide only folds a row early."""
+    if char.isascii() or unicodedata.category(char) in ("Mn", "Me"):
         return cell_len(char)
     return max(cell_len(char), 2)
 
