@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -288,12 +289,25 @@ def plan_lines(revision: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+_SHOW = 14
+"""Where ``kodo run show``'s values start once flush (``verify:     ``), as a card's column."""
+
+
+def _flush(rows: list[str]) -> list[str]:
+    """Rows :func:`labelled` indents for a card, flush left as ``kodo run show``'s are."""
+    return [row.removeprefix("  ") for row in rows]
+
+
 def verification_lines(story: RunStory) -> list[str]:
     """The command DecideST chose and how it exited (ExecuteST's diagnostic, or 0)."""
     argv = (story.decision or {}).get("argv")
     if not isinstance(argv, list) or not argv:
         return ["verify:     - (no command chosen)"]
-    lines = [f"verify:     {one_line(' '.join(str(a) for a in argv))}"]
+    # each argument as a shell would read it, folded under the label: an argument padded
+    # to a row's end drew the agent's own "exit: 0" row (red-team helper-103)
+    lines = _flush(
+        labelled("verify:", one_line(shlex.join(str(a) for a in argv)), prose=False, column=_SHOW)
+    )
     execute = next(
         (
             s
@@ -364,7 +378,7 @@ def show_view(story: RunStory) -> Group:
     if run.get("branch"):
         head.append(f"branch:     {one_line(run['branch'])}")
     if run.get("error"):
-        head.append(f"error:      {one_line(run['error'])}")
+        head.extend(_flush(labelled("error:", one_line(run["error"]), column=_SHOW)))
     if isinstance(run.get("budget"), dict):
         head.append(budget_line(run["budget"]))
     parts: list[RenderableType] = [Text("\n".join(head))]
