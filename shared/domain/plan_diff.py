@@ -4,8 +4,8 @@ A reviewer who asked for changes wants to see what changed, not two JSON documen
 each plan is laid out as labelled lines (design, one line per file, risks, tests) and
 the two layouts are compared line by line.
 
-Every agent-written value but the design's lines is quoted as a JSON string, so a line
-stands for exactly one entry: laid out bare, ``rename docs/b.md (from docs/a.md): keep``
+Every agent-written value is quoted as a JSON string (the design line by line), so a
+line stands for exactly one entry: laid out bare, ``rename docs/b.md (from docs/a.md): keep``
 was both a rename of docs/a.md whose why said ``keep (from test_calc.py)`` and a
 rename of test_calc.py to a path holding ``(from docs/a.md): keep``, and the revision
 that swapped one for the other was drawn all unchanged (red-team helper-97). A risk
@@ -30,8 +30,10 @@ def plan_lines(plan: object) -> list[str]:
         return [f"plan: {plan!r}"]
     lines: list[str] = []
     design = plan.get("design")
+    # each line quoted too: bare, an escape character and the text "\x1b" (a tab and
+    # "\t", a line and the same with trailing blanks) were drawn alike (helper-103)
     lines.extend(
-        f"design: {line}" for line in str(design if design is not None else "").split("\n")
+        f"design: {_quoted(line)}" for line in str(design if design is not None else "").split("\n")
     )
     for entry in _list(plan.get("files")):
         if isinstance(entry, dict):

@@ -107,7 +107,7 @@ FIRST = {
 
 def test_a_plan_reads_as_labelled_lines() -> None:
     assert plan_lines(FIRST) == [
-        "design: Add multiply.",
+        'design: "Add multiply."',
         'file: modify "calc.py": "define it"',
         'risk: "floats"',
         'test: "unittest"',
@@ -122,7 +122,7 @@ def test_the_diff_marks_what_the_revision_added_and_removed() -> None:
     }
     diff = [(line.sign, line.text) for line in plan_diff(FIRST, second)]
     assert diff == [
-        (" ", "design: Add multiply."),
+        (" ", 'design: "Add multiply."'),
         (" ", 'file: modify "calc.py": "define it"'),
         ("-", 'risk: "floats"'),
         ("+", 'file: modify "README.md": "docs"'),
