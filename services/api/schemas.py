@@ -190,21 +190,29 @@ class NoOptionsSchema(_Strict):
 @dataclass(frozen=True)
 class ChangesIn:
     approver: str | None
-    plan_sha256: str | None
+    plan_sha256: str
     comment: str
 
 
 class ChangesSchema(_Strict):
-    """``POST /runs/{id}/request-changes``: the comment is what the next plan must do."""
+    """``POST /runs/{id}/request-changes``: the comment is what the next plan must do,
+    and ``planSha256`` the plan it was written about. The comment is quoted to the plan
+    agent as the review of that plan: without the digest it was recorded on whatever
+    plan was current when the request landed, a newer revision nobody read (red-team
+    helper-103), so it is required, as an approval's is."""
 
     approver = fields.String(
         load_default=None, allow_none=True, validate=[Length(1, 255), clean_text]
     )
     plan_sha256 = fields.String(
         data_key="planSha256",
-        load_default=None,
-        allow_none=True,
+        required=True,
         validate=FullMatch(r"[0-9a-fA-F]{64}", error="must be 64 hex digits"),
+        error_messages={
+            "required": "send back the plan you read: give its planSha256 "
+            "(GET /runs/{{id}}/plan returns it with the plan card)",
+            "null": "send back the plan you read: give its planSha256",
+        },
     )
     comment = fields.String(
         required=True, validate=[Length(1, COMMENT_MAX_CHARS), clean_text, not_blank]
@@ -212,10 +220,9 @@ class ChangesSchema(_Strict):
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> ChangesIn:
-        digest = data["plan_sha256"]
         return ChangesIn(
             approver=data["approver"],
-            plan_sha256=digest.lower() if digest is not None else None,
+            plan_sha256=data["plan_sha256"].lower(),
             comment=data["comment"],
         )
 

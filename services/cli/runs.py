@@ -220,20 +220,23 @@ def _confirmed_question(api: ApiClient, run_id: str) -> str:
     return digest
 
 
-def _confirmed_digest(api: ApiClient, run_id: str) -> str:
+def _confirmed_digest(api: ApiClient, run_id: str, *, to: str = "approve") -> str:
     """The digest of the plan card shown to the person at this terminal, once they confirm
-    it; a ClickException (exit 1) without a terminal or without their yes."""
+    it is the one they mean ``to`` approve (or send back); a ClickException (exit 1)
+    without a terminal or without their yes. A digest fetched unseen would bind the
+    decision to whatever revision is current, one nobody read (red-team helper-103)."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise click.ClickException(
-            "approving needs the plan you read: pass --plan-sha256 DIGEST (kodo run watch"
-            " prints the command with it), or run this on a terminal to read and confirm it"
+            f"to {to} a plan needs the one you read: pass --plan-sha256 DIGEST (kodo run"
+            " watch prints it), or run this on a terminal to read and confirm it"
         )
     card = api.get(f"/runs/{run_id}/plan")
     for line in plan_card_lines(card):
         click.echo(line)
     digest = str(card.get("planSha256"))
-    if not click.confirm(f"Approve this plan (sha256 {visible(digest)})?", default=False):
-        raise click.ClickException("not approved: nothing was sent")
+    asked = f"{to[0].upper()}{to[1:]} this plan (sha256 {visible(digest)})?"
+    if not click.confirm(asked, default=False):
+        raise click.ClickException(f"nothing was sent: you did not confirm the plan to {to}")
     return digest
 
 
@@ -270,7 +273,8 @@ def reject_cmd(
 @click.option(
     "--plan-sha256",
     default=None,
-    help="Send back only this exact plan (default: the digest of the plan shown now).",
+    help="The digest of the plan card you read (kodo run watch prints it). Without it, on"
+    " a terminal, the card is shown and sent back only if you confirm.",
 )
 @_approver
 @_json
@@ -289,10 +293,12 @@ def request_changes_cmd(
 
     The plan you sent back can no longer be approved: approve (or send back) the
     revision once the run is `waiting_input` again (`kodo run plans` lists them all).
+    Without --plan-sha256 the plan card is shown and sent back only when you confirm it
+    on a terminal; anywhere else the command refuses.
     """
     with ApiClient.from_options(api_url, token, home) as api:
         if plan_sha256 is None:
-            plan_sha256 = str(api.get(f"/runs/{run_id}/plan")["planSha256"])
+            plan_sha256 = _confirmed_digest(api, run_id, to="send back")
         body = {"planSha256": plan_sha256, "comment": comment}
         if approver:
             body["approver"] = approver

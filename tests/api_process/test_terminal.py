@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import termios
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyte
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from devstack.kodo_procs import Stack
 from services.cli.views import plan_card_lines
-from shared.db.models import PlanApproval
+from shared.db.models import PlanApproval, StepRun
 from tests.api_process.hostile import (
     FORGED_LINE,
     HOSTILE_PLAN,
@@ -204,5 +205,44 @@ def test_kodo_run_approve_without_a_digest_shows_the_card_and_approves_only_on_y
         assert (approval.decision, approval.plan_sha256) == ("approved", run.plan_sha256)
     else:
         assert code == 1, text
-        assert "not approved: nothing was sent" in text
+        assert "nothing was sent: you did not confirm the plan to approve" in text
         assert approval is None
+
+
+@pytest.mark.parametrize("answer", [b"y\n", b"n\n"], ids=["confirmed", "declined"])
+def test_kodo_run_request_changes_without_a_digest_shows_the_card_and_sends_back_only_on_yes(
+    api_stack: Stack, reader_token: str, home: Path, db: Session, answer: bytes
+) -> None:
+    """A comment is quoted to the plan agent as the review of one plan: without
+    --plan-sha256 that plan is shown here and sent back only once its reader confirms it
+    (a digest fetched unseen sent back a revision nobody read: red-team helper-103)."""
+    run = store_hostile_run(db)
+    now = datetime.now(UTC)  # CompileST ended: the run may compile a revision
+    db.add(
+        StepRun(
+            run_id=run.id, step_id="CompileST", status="succeeded", started_at=now, finished_at=now
+        )
+    )
+    db.commit()
+
+    code, output = answering_on_terminal(
+        [str(KODO), "run", "request-changes", run.id, "-m", "Keep the rest as it is."],
+        cli_env(api_stack, reader_token, home),
+        b"Send back this plan",
+        answer,
+    )
+
+    text = assert_shows_the_truth(screen_of(output))
+    assert f"Plan card (sha256 {run.plan_sha256})" in text, "the card it asks about"
+    assert f"Send back this plan (sha256 {run.plan_sha256})?" in text
+    db.expire_all()
+    decision = db.scalars(select(PlanApproval).where(PlanApproval.run_id == run.id)).first()
+    if answer == b"y\n":
+        assert code == 0, text
+        assert f"requested changes to plan {run.plan_sha256}" in text
+        assert decision is not None
+        assert (decision.decision, decision.plan_sha256) == ("changes_requested", run.plan_sha256)
+    else:
+        assert code == 1, text
+        assert "nothing was sent: you did not confirm the plan to send back" in text
+        assert decision is None

@@ -176,7 +176,10 @@ def test_request_changes_and_retry_name_the_principal_and_its_role(
     )
     admin.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {issue_token(sessions, 'ada', Role.ADMIN)}"
 
-    changed = approver.post(f"/runs/{run.id}/request-changes", json={"comment": "smaller"})
+    changed = approver.post(
+        f"/runs/{run.id}/request-changes",
+        json={"comment": "smaller", "planSha256": run.plan_sha256},
+    )
     retried = admin.post(f"/runs/{failed.id}/retry")  # no checkpoint: the command refuses
 
     first, second = [line for line in audit_lines(out) if line["action"] != "token.create"]

@@ -158,12 +158,17 @@ def test_request_changes_sends_the_plan_back_and_plans_lists_both_revisions(kodo
     first = json.loads(kodo("run", "status", run_id, "--json").output)["planSha256"]
 
     submitter = kodo.token("sam", "submitter")
-    refused = kodo("run", "request-changes", run_id, "-m", "smaller", "--token", submitter)
+    digest = ("--plan-sha256", first)
+    refused = kodo("run", "request-changes", run_id, "-m", "smaller", *digest, "--token", submitter)
     assert refused.exit_code == 1
     assert "403" in refused.output, "deciding is an approver's"
 
     rita = kodo.token("rita", "approver")
-    asked = kodo("run", "request-changes", run_id, "-m", "Also update README.md", "--token", rita)
+    unseen = kodo("run", "request-changes", run_id, "-m", "Also update README.md", "--token", rita)
+    assert unseen.exit_code == 1, "off a terminal, the plan sent back must be named"
+    assert "pass --plan-sha256 DIGEST" in unseen.output
+    comment = ("-m", "Also update README.md")
+    asked = kodo("run", "request-changes", run_id, *comment, *digest, "--token", rita)
     assert asked.exit_code == 0, asked.output
     assert "revision 2 is compiling" in asked.output
 
