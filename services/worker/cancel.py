@@ -58,7 +58,39 @@ def abort_missed_calls(rt: Runtime) -> list[str]:
         aborted = abort_inflight_calls(rt, run_id, silent=silent)
         swept.append(run_id)
         log.warning("cancel.missed_call_swept", run_id=run_id, sessions=aborted)
+    _abort_waking_claimants(rt, began, silent)
     return swept
+
+
+def _abort_waking_claimants(rt: Runtime, began: float, silent: set[str]) -> None:
+    """Abort again the sessions of cancelled runs' recorded calls whose claimant may
+    still wake (LedgerRepo.runs_with_waking_claimants): a worker frozen between recording
+    its session and sending a blocking prompt, its lease lapsed, had its call taken as an
+    orphan and recorded aborted; thawed, it sent the prompt, which nothing listed again,
+    and the turn ran to its end on a cancelled run, paid (red-team helper-102). Within
+    the call's deadline and abort window, each pass stops such a turn (and deletes the
+    session, unless OC_KEEP_SESSIONS: a prompt to a deleted session never runs)."""
+    window_s = rt.settings.oc_timeout_ms / 1000 + ABORT_WINDOW_S
+    with rt.sessions() as s:
+        runs = LedgerRepo(s).runs_with_waking_claimants(window_s, SWEEP_LIMIT)
+    for run_id in runs:
+        if rt.clock.monotonic() - began > SWEEP_BUDGET_S:
+            return
+        with rt.sessions() as s:
+            sessions = LedgerRepo(s).waking_sessions_of(run_id, window_s)
+        for call in sessions:
+            daemon = _daemon_of(rt, call.daemon)
+            if daemon is None or daemon.url in silent:
+                continue
+            if not abort_turn(daemon.client, call.session_id, call.directory):
+                silent.add(daemon.url)
+                continue
+            log.info("cancel.waking_claimant_aborted", run_id=run_id, session_id=call.session_id)
+            if not rt.settings.oc_keep_sessions:
+                try:
+                    daemon.client.delete_session(call.session_id, directory=call.directory)
+                except OpenCodeError as exc:  # kept already, or gone: the next pass aborts
+                    log.info("cancel.session_kept", session_id=call.session_id, error=str(exc))
 
 
 def abort_inflight_calls(

@@ -395,11 +395,33 @@ or records it (LeaseKeeper), cancelled run or not, and no later delivery enters 
 cancelled run's step: nobody else will mark such a call sent or record it."""
 
 
+_CLAIMANT_MAY_WAKE = and_(
+    OpenCodeCall.status == CallStatus.ABORTED.value,
+    exists().where(
+        _STEPS.c.run_id == OpenCodeCall.run_id,
+        _STEPS.c.step_id == OpenCodeCall.step_id,
+        _STEPS.c.lease_expires_at.is_not(None),
+        _STEPS.c.lease_expires_at < func.statement_timestamp(),
+    ),
+)
+"""A recorded call whose claimant may still send its prompt: its step's lease lapsed
+and was never released, so the delivery that recorded the session neither ended nor
+renewed (a frozen process: SIGSTOP, a paused VM, swapped out; or a dead one). The sweep
+recorded such a call aborted as an orphan, and a blocking prompt the thawed claimant
+sends then is checked by nothing before it leaves (red-team helper-102)."""
+
+
 CALL_AGE = extract(
     "epoch", func.statement_timestamp() - func.coalesce(_CALLS.c.started_at, _CALLS.c.created_at)
 )
 """How long ago the call was claimed (or sent), by the database's clock alone: a rule
 that compares a time written by one host with another host's clock breaks under skew."""
+def _within(window_s: float) -> ColumnElement[bool]:
+    """The call was claimed (or sent) less than ``window_s`` ago (CALL_AGE)."""
+    age = CALL_AGE  # (a column, not a constant: the comparison is SQL's)
+    return age < window_s
+
+
 _AGED = select(*(_CALLS.c[name] for name in AGED_COLUMNS), CALL_AGE.label("age")).where(
     _CALLS.c.op_key == bindparam("key")
 )
@@ -736,6 +758,47 @@ class LedgerRepo(PrebuiltRepo):
             .limit(limit)
         )
         return [str(run_id) for run_id in self.session.execute(query).scalars()]
+
+    def runs_with_waking_claimants(self, window_s: float, limit: int = 100) -> list[str]:
+        """Cancelled runs holding a recorded call, made within ``window_s`` (its deadline
+        and abort window), whose claimant may still wake and send its prompt
+        (:data:`_CLAIMANT_MAY_WAKE`): each pass aborts its session again, until the
+        claimant ends its delivery (its lease released) or the window closes."""
+        query = (
+            select(OpenCodeCall.run_id)
+            .join(Run, Run.id == OpenCodeCall.run_id)
+            .where(
+                Run.status == RunStatus.CANCELLED.value,
+                _CLAIMANT_MAY_WAKE,
+                _ABORTABLE,
+                _within(window_s),
+            )
+            .group_by(OpenCodeCall.run_id)
+            .order_by(OpenCodeCall.run_id)
+            .limit(limit)
+        )
+        return [str(run_id) for run_id in self.session.execute(query).scalars()]
+
+    def waking_sessions_of(self, run_id: str, window_s: float) -> list[OpenSession]:
+        """The sessions :meth:`runs_with_waking_claimants` found for ``run_id``."""
+        rows = self.session.execute(
+            select(
+                OpenCodeCall.session_id,
+                OpenCodeCall.request["directory"].as_string(),
+                OpenCodeCall.daemon,
+                CALL_AGE,
+            ).where(
+                OpenCodeCall.run_id == run_id,
+                _CLAIMANT_MAY_WAKE,
+                _ABORTABLE,
+                _within(window_s),
+            )
+        ).all()
+        return [
+            OpenSession(sid, directory, daemon, True, float(age), False)
+            for sid, directory, daemon, age in rows
+            if sid is not None and directory
+        ]
 
     def take_orphaned_claims(self, run_id: str) -> int:
         """Mark ``sent`` the cancelled run's claimed calls whose claimant is gone (its
