@@ -24,6 +24,7 @@ from devstack.database import migrate
 from devstack.handle import DevstackError
 from services.cli.context import home_option, settings_for
 from services.worker.git_ops import GitError, git, remove_worktree_dir, unlock_registration
+from shared.git_dir import git_dir_refusal
 from shared.queue import make_celery
 
 KEPT_TABLES = ("alembic_version", "processes", "api_tokens")
@@ -92,13 +93,22 @@ def remove_worktrees(worktrees: list[tuple[str, str]], workspaces: Path) -> int:
             click.echo(f"kept {tree}: {exc}", err=True)
             continue
         removed += 1
+    own = {r for r, _ in worktrees if Path(r).is_dir() and _own_git_dir(Path(r))}
     for repo, tree in worktrees:
-        if Path(repo).is_dir():
+        if repo in own:
             unlock_registration(Path(repo), Path(tree))  # kodo registered it locked
-    for repo in {r for r, _ in worktrees}:
-        if Path(repo).is_dir():
-            git(Path(repo), "worktree", "prune", check=False)
+    for repo in own:
+        git(Path(repo), "worktree", "prune", check=False)
     return removed
+
+
+def _own_git_dir(repo: Path) -> bool:
+    """Whether ``repo``'s git dir is its own (shared.git_dir): a prune through a link
+    deletes what it leads to."""
+    why = git_dir_refusal(repo)
+    if why is not None:
+        click.echo(f"left {repo} alone: {why}", err=True)
+    return why is None
 
 
 def truncate(database_url: str, tables: list[str]) -> None:

@@ -53,6 +53,7 @@ from shared.domain.change_check import (
 )
 from shared.domain.step_outcome import RuleRefusal
 from shared.domain.tree_links import TreeLinks
+from shared.git_dir import GIT_DIR_RULE, git_dir_refusal
 from shared.gitcmd import (
     GitTimeout,
     HardenedGit,
@@ -111,6 +112,20 @@ def _failed(args: Sequence[str], proc: subprocess.CompletedProcess[bytes]) -> Gi
             f" git that never finished: {said[:500]}"
         )
     return GitError(f"git {' '.join(args)}: {said}")
+
+
+class GitDirRefused(GitError, RuleRefusal):
+    """A repository whose git dir kodo must not write into (:mod:`shared.git_dir`)."""
+
+    rule = GIT_DIR_RULE
+
+
+def confined_git_dir(repo: Path) -> None:
+    """Raise GitDirRefused unless ``repo``'s git dir is its own (checked before each
+    write or prune through it: the owner may have changed it since the submit)."""
+    why = git_dir_refusal(repo)
+    if why is not None:
+        raise GitDirRefused(why)
 
 
 class WorktreeTampered(GitError, RuleRefusal):
@@ -728,6 +743,7 @@ def drop_private_checkout(repo: Path, workspace_dir: Path, path: Path) -> None:
     remove_worktree_dir(path, exec_root(workspace_dir))
     if registered:
         with repo_lock(workspace_dir, repo):
+            confined_git_dir(repo)
             git(repo, "worktree", "prune")
 
 
@@ -757,6 +773,7 @@ def ensure_worktree(
     aside: list[Path] = []
     try:
         with repo_lock(workspace_dir, repo):
+            confined_git_dir(repo)  # its records are written through .git/worktrees
             admin = _register(repo, workspace_dir, path, branch, base, aside)
             _check_out_into_place(repo, workspace_dir, path, admin, bwrap)
     finally:
@@ -946,7 +963,9 @@ def forget_registration(repo: Path, worktree: Path) -> None:
     """Drop git's record of ``worktree``, which kodo is done with (its folder removed): kodo's
     own record (named after the folder, naming it back) is removed, even if another run's
     agent made a folder there again; one an older kodo had ``git worktree add`` make is
-    unlocked and pruned (a prune reads every record)."""
+    unlocked and pruned (a prune reads every record). Nothing is removed through a git
+    dir that is not the repository's own (GitDirRefused)."""
+    confined_git_dir(repo)
     admin, dotgit = _registration(repo, worktree)
     try:
         recorded = read_plain_text(admin / "gitdir").strip()

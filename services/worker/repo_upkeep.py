@@ -30,6 +30,7 @@ from pathlib import Path
 
 import structlog
 
+from shared.git_dir import git_dir_refusal
 from shared.gitcmd import GitTimeout, run_git
 
 log = structlog.get_logger("kodo.repo_upkeep")
@@ -81,7 +82,12 @@ def gc_config(repo: Path) -> dict[str, str]:
 
 def pack_if_due(repo: Path, *, timeout_s: float = TIMEOUT_S) -> str:
     """``git gc --auto`` in ``repo`` under its own ``gc.auto``: what git said (empty when
-    it had nothing to do, or packed quietly). Raises what run_git raises on a timeout."""
+    it had nothing to do, or packed quietly). Raises what run_git raises on a timeout,
+    and RuntimeError for a git dir that is not the repository's own (gc's prune would
+    delete through its links: shared.git_dir)."""
+    why = git_dir_refusal(repo)
+    if why is not None:
+        raise RuntimeError(why)
     done = run_git(repo, ["gc", "--auto", "--quiet"], timeout_s=timeout_s, config=gc_config(repo))
     said = (done.stderr or done.stdout).decode(errors="replace").strip()
     if done.returncode != 0:

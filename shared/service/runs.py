@@ -56,6 +56,7 @@ from shared.errors import (
     NotFound,
     RepoNotAllowed,
 )
+from shared.git_dir import GIT_DIR_RULE, git_dir_refusal
 from shared.hashing import canonical_json, sha256_hex
 from shared.real_path import resolved
 from shared.service.messages import AbortCalls, RunStep
@@ -75,6 +76,9 @@ def resolve_repo(repo_path: str, roots: tuple[Path, ...]) -> Path:
         raise RepoNotAllowed(f"{repo_path} is outside KODO_REPO_ROOTS")
     if not (real / ".git").exists():
         raise InvalidInput(f"{repo_path} is not a git repository", details={"repo": ["not git"]})
+    why = git_dir_refusal(real)  # a .git leading elsewhere is another repository
+    if why is not None:
+        raise InvalidInput(why, details={"repo": [GIT_DIR_RULE]})
     return real
 
 

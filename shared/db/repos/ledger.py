@@ -416,6 +416,8 @@ CALL_AGE = extract(
 )
 """How long ago the call was claimed (or sent), by the database's clock alone: a rule
 that compares a time written by one host with another host's clock breaks under skew."""
+
+
 def _within(window_s: float) -> ColumnElement[bool]:
     """The call was claimed (or sent) less than ``window_s`` ago (CALL_AGE)."""
     age = CALL_AGE  # (a column, not a constant: the comparison is SQL's)

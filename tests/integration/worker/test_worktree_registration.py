@@ -346,20 +346,31 @@ def _stage_commit_and_reset(repo: Path, ws: Path) -> None:
     assert (tree.path / "calc.py").read_text() == "changed\n"
 
 
-@pytest.mark.parametrize("part", ["objects", "refs"])
+@pytest.mark.parametrize("part", ["objects", "refs", "worktrees"])
 @pytest.mark.parametrize("link", ["absolute", "relative"])
-def test_a_repository_whose_git_dir_parts_are_links_still_runs(
+def test_a_repository_whose_git_dir_parts_are_links_is_refused_naming_the_rule(
     tmp_path: Path, part: str, link: str
 ) -> None:
-    """kodo's pinned git may write only what the command needs, bound where it really is:
-    an ``objects`` or ``refs`` folder kept elsewhere behind a link is written through."""
+    """An ``objects``, ``refs`` or ``worktrees`` folder kept elsewhere behind a link was
+    written through: kodo's branch went into whatever refs folder the link chose (another
+    repository's), the ``git gc --auto`` after a cleanup pruned the objects folder it led
+    to by this repository's refs, and a prune deleted through ``worktrees`` (red-team
+    helper-104). kodo writes only into a repository's own git dir: refused (GitDirRefused,
+    rule git_dir) before anything is written."""
     repo = create_sample_repo(tmp_path / "repo")
+    (repo / ".git" / "worktrees").mkdir(exist_ok=True)
     moved = tmp_path / "elsewhere" / part
     moved.parent.mkdir()
     (repo / ".git" / part).rename(moved)
     target = moved if link == "absolute" else Path("..") / ".." / "elsewhere" / part
     (repo / ".git" / part).symlink_to(target)
-    _stage_commit_and_reset(repo, tmp_path / "ws")
+    listed = sorted(p.name for p in moved.rglob("*"))
+
+    with pytest.raises(git_ops.GitDirRefused, match=rf"git_dir: .*\.git/{part} is a link"):
+        ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
+
+    assert sorted(p.name for p in moved.rglob("*")) == listed, "nothing written through it"
+    assert not (tmp_path / "ws" / "run-1").exists()
 
 
 def test_a_repository_borrowing_objects_from_another_still_runs(tmp_path: Path) -> None:

@@ -1,0 +1,89 @@
+"""Whether kodo may write into a repository's git dir: it is the repository's own.
+
+kodo writes a run's branch, its worktree record and objects into ``<repo>/.git``, and
+deletes through it (its own records, and the ``git worktree prune`` of a cleanup or of a
+``git gc --auto``). A repository's owner controls every entry of that folder: a ``.git``
+that is a link (or a ``gitdir:`` file) to another repository made kodo check that one
+out for an agent and write refs into it, outside KODO_REPO_ROOTS; a
+``.git/worktrees`` that is a link made kodo write its records through it and git's prune
+delete every entry of the folder it led to, as the worker (red-team helper-104). So each
+entry kodo's git writes or deletes through must be a real folder inside the git dir, and
+a ``commondir`` (which makes git take another folder for the repository) is refused.
+
+Checked at submit and again, under the repository's lock, before each registration,
+removal and prune: the owner may change the folder between runs. (Between the check and
+git's own walk the owner could still swap a link in; kodo cannot lock the owner out of
+their own repository.)
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+GIT_DIR_RULE = "git_dir"
+
+WRITTEN_THROUGH = ("objects", "refs", "refs/heads", "worktrees", "info", "logs")
+"""Entries of the git dir kodo's git writes or deletes through (when they exist)."""
+
+MAX_RECORDS = 100_000
+"""Worktree records a check reads at most (a repository holding more is refused)."""
+
+
+def git_dir_refusal(repo: Path) -> str | None:
+    """Why kodo must not write into ``repo``'s git dir (naming :data:`GIT_DIR_RULE`), or
+    None: ``.git`` is a real folder, no entry kodo writes through is a link or a file,
+    no ``commondir`` redirects it, and no record under ``worktrees`` is a link."""
+    git_dir = repo / ".git"
+    kind = _kind(git_dir)
+    if kind is None:
+        return f"{GIT_DIR_RULE}: {repo} has no .git"
+    if kind == "link":
+        return (
+            f"{GIT_DIR_RULE}: {git_dir} is a link: kodo writes only into a repository's own git dir"
+        )
+    if kind != "dir":
+        return (
+            f"{GIT_DIR_RULE}: {git_dir} is not a folder (a linked worktree's or a submodule's"
+            " .git file names another repository's git dir): submit the repository itself"
+        )
+    if _kind(git_dir / "commondir") is not None:
+        return (
+            f"{GIT_DIR_RULE}: {git_dir}/commondir makes git take another folder for the repository"
+        )
+    for name in WRITTEN_THROUGH:
+        entry = _kind(git_dir / name)
+        if entry not in (None, "dir"):
+            return f"{GIT_DIR_RULE}: {git_dir}/{name} is a {entry}, not a folder of the git dir"
+    return _linked_record(git_dir / "worktrees")
+
+
+def _linked_record(records: Path) -> str | None:
+    """A record under ``worktrees`` that is a link (git's prune would follow it)."""
+    try:
+        entries = os.scandir(records)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{GIT_DIR_RULE}: cannot read {records}: {exc.strerror}"
+    with entries:
+        for count, entry in enumerate(entries):
+            if count >= MAX_RECORDS:
+                return f"{GIT_DIR_RULE}: {records} holds more than {MAX_RECORDS} records"
+            if entry.is_symlink():
+                return f"{GIT_DIR_RULE}: {records}/{entry.name} is a link"
+    return None
+
+
+def _kind(path: Path) -> str | None:
+    """``dir``, ``link``, ``file`` or ``other`` as lstat says; None if nothing is there."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(mode):
+        return "link"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return "file" if stat.S_ISREG(mode) else "other"
