@@ -10,6 +10,7 @@ hardened (shared.gitcmd), allowing only the protocols the operator lists.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import structlog
 
@@ -26,9 +27,11 @@ from services.worker.git_ops import (
 )
 from services.worker.repo_upkeep import upkeep
 from services.worker.runtime import Runtime
+from services.worker.worktree_guard import shown_path
 from shared.db.engine import unit_of_work
 from shared.domain.run_machine import RunStatus
 from shared.gitcmd import run_git
+from shared.real_path import resolved
 from shared.service.delivery import (
     Cleanup,
     Delivery,
@@ -106,8 +109,13 @@ def _push(rt: Runtime, item: Delivery, remote: str) -> tuple[str | None, str | N
             f"the branch {item.branch} is at {sha}, not at the commit the run judged and"
             f" verified ({item.commit}): refusing to deliver it"
         )
-    url = git(repo, "remote", "get-url", "--push", remote, check=False).strip()  # none: push says
-    hookless = [f"--receive-pack={HOOKLESS_RECEIVE_PACK}"] if is_local_url(url) else []
+    # every push URL, rewritten as git push rewrites them (none: the push says why)
+    listed = git(repo, "remote", "get-url", "--push", "--all", remote, check=False)
+    urls = [u for u in listed.splitlines() if u.strip()]
+    refused = _refused_target(rt, repo, remote, urls)
+    if refused is not None:
+        return None, refused
+    hookless = [f"--receive-pack={HOOKLESS_RECEIVE_PACK}"] if urls and is_local_url(urls[0]) else []
     pushed = run_git(
         repo,
         ["push", "--porcelain", *hookless, "--", remote, f"{sha}:{ref}"],
@@ -118,6 +126,37 @@ def _push(rt: Runtime, item: Delivery, remote: str) -> tuple[str | None, str | N
         said = (pushed.stderr or pushed.stdout).decode(errors="replace").strip()
         return None, f"git push {remote} {item.branch}: {said}"
     return sha, None
+
+
+DELIVERY_TARGET_RULE = "delivery_target"
+
+
+def _refused_target(rt: Runtime, repo: Path, remote: str, urls: list[str]) -> str | None:
+    """Why kodo must not push to ``remote``'s URLs, naming DELIVERY_TARGET_RULE, or None.
+
+    The URLs are the source repository's own config. ``git push`` pushes to every push
+    URL, and kodo made only the first one's receive-pack hookless: a network URL first
+    and a path second ran the second repository's hooks as the worker (red-team
+    helper-104), so a remote with more than one is refused. A path (or ``file://``) must
+    lie under KODO_REPO_ROOTS: any repository kodo's user can write, another tenant's
+    included, otherwise received a ``kodo/<run>`` branch."""
+    if len(urls) > 1:
+        shown = ", ".join(shown_path(u) for u in urls[:5])
+        return (
+            f"{DELIVERY_TARGET_RULE}: {shown_path(remote)} has {len(urls)} push URLs ({shown}):"
+            " kodo pushes to exactly one"
+        )
+    if not urls or not is_local_url(urls[0]):
+        return None
+    url = urls[0]
+    path = unquote(urlsplit(url).path) if url.startswith("file://") else url
+    if path.startswith("~"):
+        return f"{DELIVERY_TARGET_RULE}: {shown_path(url)} names a home folder, not a root's"
+    target = resolved(repo / path)  # (an absolute path stays itself)
+    roots = rt.settings.repo_roots
+    if not any(target == root or target.is_relative_to(root) for root in roots):
+        return f"{DELIVERY_TARGET_RULE}: {shown_path(url)} is outside KODO_REPO_ROOTS"
+    return None
 
 
 def clean(rt: Runtime) -> list[str]:
