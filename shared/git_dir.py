@@ -56,7 +56,41 @@ def git_dir_refusal(repo: Path) -> str | None:
         entry = _kind(git_dir / name)
         if entry not in (None, "dir"):
             return f"{GIT_DIR_RULE}: {git_dir}/{name} is a {entry}, not a folder of the git dir"
-    return _linked_record(git_dir / "worktrees")
+    return _linked_record(git_dir / "worktrees") or info_attributes_refusal(git_dir)
+
+
+MAX_ATTRIBUTES_BYTES = 64 << 10
+"""An ``info/attributes`` larger than this is refused unread."""
+
+
+def info_attributes_refusal(common_dir: Path) -> str | None:
+    """Why ``<common_dir>/info/attributes`` must stop kodo, or None (absent, or only
+    blank lines and comments).
+
+    git reads that file even with no work tree, where kodo shows a change (the
+    ``patch.diff`` a reviewer reads) so that no tree's ``.gitattributes`` decides it:
+    ``*.py -diff`` there turned a plain script into a base85 ``GIT binary patch`` nobody
+    could read, committed and verified all the same (red-team helper-104). git 2.39
+    cannot be told to skip it, so a repository setting attributes there is refused;
+    ``core.attributesFile`` kodo points at /dev/null itself (shared.gitcmd)."""
+    path = common_dir / "info" / "attributes"
+    kind = _kind(path)
+    if kind is None:
+        return None
+    said = f"{GIT_DIR_RULE}: {path} sets attributes for every tree (how a change is shown)"
+    if kind != "file":
+        return said
+    try:
+        with path.open("rb") as handle:
+            text = handle.read(MAX_ATTRIBUTES_BYTES + 1)
+    except OSError as exc:
+        return f"{GIT_DIR_RULE}: cannot read {path}: {exc.strerror}"
+    if len(text) > MAX_ATTRIBUTES_BYTES:
+        return said
+    lines = (line.strip() for line in text.splitlines())
+    if any(line and not line.startswith(b"#") for line in lines):
+        return f"{said} (move them to .gitattributes, which kodo never lets decide that)"
+    return None
 
 
 def _linked_record(records: Path) -> str | None:

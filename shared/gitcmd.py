@@ -46,6 +46,9 @@ from shared.real_path import resolved
 
 HARDENED: dict[str, str] = {
     "core.hooksPath": "/dev/null",
+    # attributes from a file the repository's config names would decide how a change
+    # is shown, as a tree's .gitattributes may not (attribute_free; red-team helper-104)
+    "core.attributesFile": "/dev/null",
     "core.fsmonitor": "false",
     "core.useBuiltinFSMonitor": "false",
     "core.untrackedCache": "false",

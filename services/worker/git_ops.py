@@ -53,7 +53,7 @@ from shared.domain.change_check import (
 )
 from shared.domain.step_outcome import RuleRefusal
 from shared.domain.tree_links import TreeLinks
-from shared.git_dir import GIT_DIR_RULE, git_dir_refusal
+from shared.git_dir import GIT_DIR_RULE, git_dir_refusal, info_attributes_refusal
 from shared.gitcmd import (
     GitTimeout,
     HardenedGit,
@@ -1232,6 +1232,10 @@ def _patch(worktree: Worktree, old: str, new: str, *, max_bytes: int) -> Patch:
     for revision in (old, new):
         if revision not in _OWN_REVISIONS and not _OBJECT_ID.fullmatch(revision):
             raise GitError(f"git diff {old} {new}: {revision!r} is not HEAD, HEAD~1 or an id")
+    # the repository's info/attributes, which git reads even here, as it is now
+    attributes = info_attributes_refusal(worktree.common)
+    if attributes is not None:
+        raise GitDirRefused(attributes)
     args = ["diff", "--no-ext-diff", "--no-textconv", "--stat", "--binary", "--full-index"]
     with _streamed(worktree, [*args, "-M", old, new, "--"]) as git_diff:
         shown = git_diff.stdout.read(max_bytes + 1)

@@ -58,6 +58,8 @@ TERMINAL = frozenset({"succeeded", "failed", "rejected", "cancelled"})
 KNOWN_RULES = (
     "outside_plan",
     "plan_base",
+    "git_dir",
+    "delivery_target",
     "forbidden_path",
     "confinement",
     "symlink",

@@ -61,3 +61,23 @@ def test_a_worktree_record_that_is_a_link_is_refused(repo: Path, tmp_path: Path)
 
 def test_no_git_dir_is_refused(tmp_path: Path) -> None:
     assert "has no .git" in (git_dir_refusal(tmp_path) or "")
+
+
+@pytest.mark.parametrize(
+    ("content", "refused"),
+    [
+        (b"", False),
+        (b"# nothing set\n\n   \n", False),
+        (b"*.py -diff\n", True),
+        (b"# a comment\n*.png binary\n", True),
+    ],
+)
+def test_info_attributes_setting_anything_is_refused(
+    repo: Path, content: bytes, refused: bool
+) -> None:
+    """git reads it even where kodo shows a change with no work tree (patch.diff)."""
+    (repo / ".git" / "info" / "attributes").write_bytes(content)
+    said = git_dir_refusal(repo)
+    assert (said is not None) is refused
+    if refused:
+        assert "info/attributes sets attributes for every tree" in (said or "")
