@@ -370,6 +370,43 @@ class FoldedTwins:
         return Violation(PATH_COLLISION_RULE, said, tuple(sorted(self.found)))
 
 
+IMPORT_SUFFIXES = (".py", ".pyc", ".pyw", ".so", ".pyd")
+"""What Python imports a top-level module from (``x.cpython-311-x86_64-linux-gnu.so`` too)."""
+
+
+def runner_shadows(plan: dict[str, Any], modules: frozenset[str]) -> dict[str, str]:
+    """The names a plan brings (added, or renamed to) that Python would import, run as
+    ``python -m M`` in the checkout, in place of a pinned module ``M``: a top-level
+    ``M.py`` (or ``M.<abi>.so``...) or anything in a top-level ``M/`` folder. The
+    worktree is first on ``sys.path``, so a patch adding ``unittest.py`` beside a pinned
+    ``python3 -m unittest`` ran its own program, which printed the runner's OK while
+    ``add`` was broken (red-team helper-104). Name -> module; the caller keeps only the
+    modules the base tree does not have already (the repository's own package)."""
+    if not modules:
+        return {}
+    found: dict[str, str] = {}
+    for path, kinds in _planned_effects(planned_changes(plan)).items():
+        if "add" not in kinds:
+            continue
+        top, sep, _ = path.partition("/")
+        module = top if sep else _module_of(top)
+        if module in modules:
+            found[path] = module
+    return found
+
+
+def _module_of(name: str) -> str | None:
+    """The module a top-level file is imported as, or None if Python imports none."""
+    stem, dot, _ = name.partition(".")
+    return stem if dot and name.endswith(IMPORT_SUFFIXES) else None
+
+
+def top_level_module(name: str) -> str:
+    """The top-level module a base tree's file path holds (or would shadow)."""
+    top, sep, _ = name.partition("/")
+    return top if sep else (_module_of(top) or top)
+
+
 PLAN_BASE_RULE = "plan_base"
 
 

@@ -43,6 +43,29 @@ branch and every verification checkout would carry it."""
 
 
 VERIFY_PINNED_RULE = "verify_pinned"
+_PYTHON = re.compile(r"python(?:\d+(?:\.\d+)*)?")
+"""A Python interpreter's program name (``python``, ``python3``, ``python3.11``)."""
+
+
+def _module_run(args: list[str]) -> str | None:
+    """The module Python's options ``args`` run with ``-m`` (``-m x``, ``-mx``, ``-Bm x``),
+    or None (a script, ``-c`` code, stdin). Options taking a value (``-W``, ``-X``)
+    skip it; erring towards a module only refuses more."""
+    rest = iter(args)
+    for arg in rest:
+        if not arg.startswith("-") or arg == "-":
+            return None  # a script or stdin
+        if arg[1:2] in ("W", "X"):
+            if len(arg) == 2:
+                next(rest, None)
+            continue
+        flags = arg[1:]
+        if "m" in flags and not arg.startswith("--"):
+            named = flags[flags.index("m") + 1 :]
+            return named or next(rest, None)
+        if "c" in flags:
+            return None  # code follows
+    return None
 
 
 class PolicyError(ValueError):
@@ -74,6 +97,18 @@ class Policy:
         else:
             found["verify_commands"] = [list(argv) for argv in self.verify_commands]
         return found
+
+    def pinned_modules(self) -> frozenset[str]:
+        """The top-level modules pinned commands run with ``python -m`` (``unittest`` of
+        ``python3 -m unittest -q``): a name a change brings in front of one replaces the
+        pinned runner (:func:`shared.domain.change_check.runner_shadows`)."""
+        modules: set[str] = set()
+        for argv in self.verify_commands or ():
+            if argv and _PYTHON.fullmatch(argv[0].rsplit("/", 1)[-1]) is not None:
+                module = _module_run(list(argv[1:]))
+                if module:
+                    modules.add(module.split(".", 1)[0])
+        return frozenset(modules)
 
     def verification_refusal(self, argv: list[str]) -> Violation | None:
         """``verify_pinned`` if the policy pins its verification commands and ``argv`` is

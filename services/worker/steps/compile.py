@@ -8,6 +8,7 @@ commit holding a symlink that resolves outside the worktree fails the run (rule
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from services.worker.git_ops import (
@@ -26,9 +27,15 @@ from services.worker.steps.base import (
     pinning,
 )
 from services.worker.worktree_guard import shown_path
-from shared.domain.change_check import FoldedTwins, PlanAgainstBase, check_plan
+from shared.domain.change_check import (
+    FoldedTwins,
+    PlanAgainstBase,
+    check_plan,
+    runner_shadows,
+    top_level_module,
+)
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
-from shared.domain.policy import Policy, Violation
+from shared.domain.policy import VERIFY_PINNED_RULE, Policy, Violation
 from shared.domain.prompts import compile_prompt
 from shared.domain.rounds import ChangeRequest, RoundInputError, effective_input
 from shared.domain.run_machine import StepId
@@ -102,11 +109,12 @@ def _plan(ctx: StepContext, policy: Policy, worktree: Worktree, git: Stopwatch) 
         violations = check_plan(policy, plan)
         if not violations:
             with git.measure():
-                twins, disagreement = _against_base(worktree, plan)
-            if twins is None and disagreement is not None:  # it could never land as it reads
-                loop.reject(f"{disagreement.rule}: {disagreement.detail}")
+                base = _against_base(worktree, plan, policy.pinned_modules())
+            refused = [v for v in (base.twins, base.shadow) if v is not None]
+            if not refused and base.disagreement is not None:  # could never land as it reads
+                loop.reject(f"{base.disagreement.rule}: {base.disagreement.detail}")
                 continue
-            violations = [twins] if twins is not None else []
+            violations = refused
         if violations:  # never shown for approval: the plan breaks the repository's policy
             return StepOutcome.failed(
                 "the plan violates the repository policy: "
@@ -134,19 +142,43 @@ def _plan(ctx: StepContext, policy: Policy, worktree: Worktree, git: Stopwatch) 
     return loop.failure("valid plan", schema=PLAN_OUTPUT_SCHEMA)
 
 
-def _against_base(
-    worktree: Worktree, plan: dict[str, Any]
-) -> tuple[Violation | None, Violation | None]:
+@dataclass(frozen=True)
+class _BaseVerdict:
+    twins: Violation | None
+    disagreement: Violation | None
+    shadow: Violation | None
+
+
+def _against_base(worktree: Worktree, plan: dict[str, Any], pinned: frozenset[str]) -> _BaseVerdict:
     """The plan's names against the base tree, read once: a name it brings that is
     another of the tree on macOS or Windows (``Calc.py`` beside ``calc.py``: drawn alike
     on the approver's screen, so never shown; ApplyPatchST judges the patch's own names
-    again), and entries the tree does not bear out (:class:`PlanAgainstBase`)."""
+    again), entries the tree does not bear out (:class:`PlanAgainstBase`), and a name
+    that would replace a pinned ``python -m`` runner the tree does not hold itself
+    (:func:`runner_shadows`)."""
     twins = FoldedTwins.of_plan(plan)
     agreement = PlanAgainstBase(plan)
+    shadows = runner_shadows(plan, pinned)
+    own = set()  # pinned modules the base tree holds itself (the repository's package)
     for name in tree_names(worktree, "HEAD"):  # the worktree is at the base commit
         twins.feed(name)
         agreement.feed(name)
-    return twins.violation(), agreement.violation()
+        if shadows and (module := top_level_module(name)) in pinned:
+            own.add(module)
+    shadowing = {path: module for path, module in shadows.items() if module not in own}
+    shadow = None
+    if shadowing:
+        named = "; ".join(
+            f"{shown_path(path)} would be imported by python -m {module}"
+            for path, module in sorted(shadowing.items())[:10]
+        )
+        shadow = Violation(
+            VERIFY_PINNED_RULE,
+            f"the plan brings a module in front of a pinned verification runner ({named}):"
+            " the pinned command would run the patch's program, not the runner",
+            tuple(sorted(shadowing)),
+        )
+    return _BaseVerdict(twins.violation(), agreement.violation(), shadow)
 
 
 def _change_request(ctx: StepContext) -> ChangeRequest | None:

@@ -1,0 +1,72 @@
+"""A plan may not bring a module in front of a pinned ``python -m`` verification runner:
+the checkout is first on ``sys.path``, so ``unittest.py`` would run in the runner's place."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.domain.change_check import runner_shadows, top_level_module
+from shared.domain.policy import Policy
+
+
+def _pinned(*argv: tuple[str, ...]) -> Policy:
+    return Policy(verify_commands=tuple(argv))
+
+
+@pytest.mark.parametrize(
+    ("argv", "modules"),
+    [
+        (("python3", "-m", "unittest", "-q", "test_calc"), {"unittest"}),
+        (("/usr/bin/python3.11", "-B", "-m", "pytest", "-q"), {"pytest"}),
+        (("python", "-mpytest"), {"pytest"}),
+        (("python3", "-Bm", "unittest"), {"unittest"}),
+        (("python3", "-W", "ignore", "-m", "pkg.tests.run"), {"pkg"}),
+        (("python3", "-X", "dev", "-m", "unittest"), {"unittest"}),
+        (("python3", "check.py"), set()),
+        (("python3", "-c", "import x"), set()),
+        (("pytest", "-q"), set()),  # a console script: its own folder is first on sys.path
+        (("node", "-m", "x"), set()),
+    ],
+)
+def test_the_modules_pinned_commands_run_with_python_m(
+    argv: tuple[str, ...], modules: set[str]
+) -> None:
+    assert _pinned(argv).pinned_modules() == modules
+
+
+def test_no_pins_pin_no_module() -> None:
+    assert Policy().pinned_modules() == frozenset()
+
+
+def _plan(*files: tuple[str, str]) -> dict[str, object]:
+    return {"files": [{"path": p, "change": c, "why": "w"} for p, c in files]}
+
+
+def test_a_plan_adding_a_shadow_of_a_pinned_runner_is_found() -> None:
+    plan = _plan(
+        ("unittest.py", "add"),
+        ("pytest/__init__.py", "add"),
+        ("unittest.cpython-311-x86_64-linux-gnu.so", "add"),
+        ("calc.py", "modify"),
+        ("src/unittest.py", "add"),  # not on sys.path
+        ("unittest.txt", "add"),  # not importable
+    )
+    found = runner_shadows(plan, frozenset({"unittest", "pytest"}))
+    assert found == {
+        "unittest.py": "unittest",
+        "pytest/__init__.py": "pytest",
+        "unittest.cpython-311-x86_64-linux-gnu.so": "unittest",
+    }
+
+
+def test_a_rename_to_a_shadow_is_found_too() -> None:
+    plan = {"files": [{"path": "unittest.py", "change": "rename", "from": "helper.py"}]}
+    assert runner_shadows(plan, frozenset({"unittest"})) == {"unittest.py": "unittest"}
+
+
+@pytest.mark.parametrize(
+    ("name", "module"),
+    [("pkg/tests/run.py", "pkg"), ("calc.py", "calc"), ("README.md", "README.md")],
+)
+def test_a_base_tree_name_s_top_level_module(name: str, module: str) -> None:
+    assert top_level_module(name) == module
