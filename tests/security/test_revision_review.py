@@ -74,7 +74,8 @@ def revised(hostile: Hostile) -> str:
     """A run waiting on revision 2 (REV2), revision 1 (REV1) sent back for changes."""
     name = "rt97-revised"
     _write_fixture(hostile, name, plan=REV1)
-    run_id = hostile.submit(hostile.repo(name), name)
+    # revision 1 renames docs/a.md, which the base tree must hold (rule plan_base)
+    run_id = hostile.submit(hostile.repo(name, [{"docs/a.md": "notes\n"}]), name)
     assert hostile.wait(run_id, {"waiting_input"})["status"] == "waiting_input"
     first = hostile.plan_of(run_id)
     assert first is not None
