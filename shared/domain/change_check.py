@@ -425,7 +425,19 @@ class PlanAgainstBase:
     """
 
     def __init__(self, plan: dict[str, Any]) -> None:
-        effects = _planned_effects(planned_changes(plan))
+        entries = planned_changes(plan)
+        effects = _planned_effects(entries)
+        named: dict[str, int] = {}  # each name an entry gives a fate (a rename: both)
+        for entry in entries:
+            for name in _named_paths(entry):
+                named[name] = named.get(name, 0) + 1
+        # git records one change per path: of two fates one never happens, and the
+        # approver may read the other (red-team helper-106)
+        self._twice = sorted(name for name, count in named.items() if count > 1)
+        news = sorted(p for p, kinds in effects.items() if "add" in kinds)
+        self._nested = sorted(  # a new name that is also a folder of another new one
+            p for p in news if any(other.startswith(p + "/") for other in news)
+        )
         self._existing = {p for p, kinds in effects.items() if kinds & {"modify", "delete"}}
         self._gone = {p for p, kinds in effects.items() if "delete" in kinds}
         self._new = {p for p, kinds in effects.items() if "add" in kinds}
@@ -451,7 +463,8 @@ class PlanAgainstBase:
 
     def disagreements(self) -> list[str]:
         """What the plan says that the base tree does not bear out, each entry once."""
-        said: list[str] = []
+        said: list[str] = [f"{shown_name(p)} is named by more than one entry" for p in self._twice]
+        said += [f"{shown_name(p)} is both a new file and a new folder" for p in self._nested]
         for path in sorted(self._existing - self._found):
             said.append(f"{shown_name(path)} is not a file of the base tree")
         for path in sorted(self._new):
