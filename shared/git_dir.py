@@ -24,39 +24,68 @@ from pathlib import Path
 
 GIT_DIR_RULE = "git_dir"
 
-WRITTEN_THROUGH = ("objects", "refs", "refs/heads", "worktrees", "info", "logs")
-"""Entries of the git dir kodo's git writes or deletes through (when they exist)."""
-
-MAX_RECORDS = 100_000
-"""Worktree records a check reads at most (a repository holding more is refused)."""
+MAX_ENTRIES = 2_000_000
+"""Entries of a git dir a check reads at most (a git dir holding more is refused)."""
 
 
 def git_dir_refusal(repo: Path) -> str | None:
     """Why kodo must not write into ``repo``'s git dir (naming :data:`GIT_DIR_RULE`), or
-    None: ``.git`` is a real folder, no entry kodo writes through is a link or a file,
-    no ``commondir`` redirects it, and no record under ``worktrees`` is a link."""
+    None: ``.git`` is a real folder with no ``commondir``, nothing in it is a link, a
+    fifo, a socket or a device, or a folder of another file system (a mount), and its
+    ``info/attributes`` sets nothing (:func:`info_attributes_refusal`).
+
+    git follows links at any depth, and its lock files follow a link to the file they
+    replace: ``refs/heads/kodo`` or ``logs/refs/heads/kodo`` as a link got the run's
+    branch written out of the roots, ``objects/<xx>`` links got the agent's blobs
+    written there and a ``gc`` delete another repository's objects, a ``packed-refs``
+    link got it rewritten (red-team helper-105). Each entry's type comes with its folder's
+    listing (no stat per file; one per folder, for its file system), so a large object
+    store costs about a listing of it."""
     git_dir = repo / ".git"
     kind = _kind(git_dir)
     if kind is None:
         return f"{GIT_DIR_RULE}: {repo} has no .git"
     if kind == "link":
-        return (
-            f"{GIT_DIR_RULE}: {git_dir} is a link: kodo writes only into a repository's own git dir"
-        )
+        return f"{GIT_DIR_RULE}: {git_dir} is a link: kodo writes only into a repository's own"
     if kind != "dir":
         return (
             f"{GIT_DIR_RULE}: {git_dir} is not a folder (a linked worktree's or a submodule's"
             " .git file names another repository's git dir): submit the repository itself"
         )
     if _kind(git_dir / "commondir") is not None:
-        return (
-            f"{GIT_DIR_RULE}: {git_dir}/commondir makes git take another folder for the repository"
-        )
-    for name in WRITTEN_THROUGH:
-        entry = _kind(git_dir / name)
-        if entry not in (None, "dir"):
-            return f"{GIT_DIR_RULE}: {git_dir}/{name} is a {entry}, not a folder of the git dir"
-    return _linked_record(git_dir / "worktrees") or info_attributes_refusal(git_dir)
+        return f"{GIT_DIR_RULE}: {git_dir}/commondir makes git take another folder for it"
+    return _foreign_entry(git_dir) or info_attributes_refusal(git_dir)
+
+
+def _foreign_entry(git_dir: Path) -> str | None:
+    """The first entry under ``git_dir`` that is not a plain file or folder of its own
+    file system, said as a refusal; None if there is none."""
+    device = os.lstat(git_dir).st_dev
+    store = git_dir / "objects"
+    folders = [git_dir]
+    seen = 0
+    while folders:
+        folder = folders.pop()
+        objects_only = folder == store or folder.parent == store  # objects, objects/xx
+        try:
+            listing = os.scandir(folder)
+        except OSError as exc:
+            return f"{GIT_DIR_RULE}: cannot read {folder}: {exc.strerror}"
+        with listing:
+            for entry in listing:
+                seen += 1
+                if seen > MAX_ENTRIES:
+                    return f"{GIT_DIR_RULE}: {git_dir} holds more than {MAX_ENTRIES} entries"
+                where = Path(entry.path)
+                if entry.is_symlink():
+                    return f"{GIT_DIR_RULE}: {where} is a link"
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.stat(follow_symlinks=False).st_dev != device:
+                        return f"{GIT_DIR_RULE}: {where} is another file system mounted there"
+                    folders.append(where)
+                elif not (objects_only or entry.is_file(follow_symlinks=False)):
+                    return f"{GIT_DIR_RULE}: {where} is neither a file nor a folder"
+    return None
 
 
 MAX_ATTRIBUTES_BYTES = 64 << 10
@@ -90,23 +119,6 @@ def info_attributes_refusal(common_dir: Path) -> str | None:
     lines = (line.strip() for line in text.splitlines())
     if any(line and not line.startswith(b"#") for line in lines):
         return f"{said} (move them to .gitattributes, which kodo never lets decide that)"
-    return None
-
-
-def _linked_record(records: Path) -> str | None:
-    """A record under ``worktrees`` that is a link (git's prune would follow it)."""
-    try:
-        entries = os.scandir(records)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        return f"{GIT_DIR_RULE}: cannot read {records}: {exc.strerror}"
-    with entries:
-        for count, entry in enumerate(entries):
-            if count >= MAX_RECORDS:
-                return f"{GIT_DIR_RULE}: {records} holds more than {MAX_RECORDS} records"
-            if entry.is_symlink():
-                return f"{GIT_DIR_RULE}: {records}/{entry.name} is a link"
     return None
 
 

@@ -10,12 +10,13 @@ hardened (shared.gitcmd), allowing only the protocols the operator lists.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import structlog
 
 from services.worker.git_ops import (
     GitError,
+    confined_git_dir,
     drop_private_checkout,
     drop_run_leftovers,
     exec_root,
@@ -49,11 +50,16 @@ DISPOSABLE = frozenset({RunStatus.REJECTED, RunStatus.CANCELLED, RunStatus.FAILE
 """Runs whose branch holds nothing anyone asked to keep (removed unless KODO_KEEP_BRANCHES)."""
 
 
-HOOKLESS_RECEIVE_PACK = "git -c core.hooksPath=/dev/null receive-pack"
+HOOKLESS_RECEIVE_PACK = (
+    "git -c core.hooksPath=/dev/null -c core.alternateRefsCommand="
+    " -c core.fsmonitor=false -c receive.autogc=false -c gc.auto=0 receive-pack"
+)
 """What a push to a repository on this machine runs there. git runs a local remote's
 receive-pack itself, as the worker, without kodo's hardening (git drops the command's
 config for a local transport): the remote's hooks ran as kodo, a way round "git never
-runs a repository's code". A remote elsewhere runs its hooks on its own machine."""
+runs a repository's code". Nor does its config name a program run there
+(``core.alternateRefsCommand``, red-team helper-105) or start a ``gc``. A remote
+elsewhere runs its hooks on its own machine."""
 
 
 def is_local_url(url: str) -> bool:
@@ -109,16 +115,26 @@ def _push(rt: Runtime, item: Delivery, remote: str) -> tuple[str | None, str | N
             f"the branch {item.branch} is at {sha}, not at the commit the run judged and"
             f" verified ({item.commit}): refusing to deliver it"
         )
-    # every push URL, rewritten as git push rewrites them (none: the push says why)
-    listed = git(repo, "remote", "get-url", "--push", "--all", remote, check=False)
-    urls = [u for u in listed.splitlines() if u.strip()]
+    # every push URL, rewritten as git push rewrites them
+    listed = _run_git_text(repo, ["remote", "get-url", "--push", "--all", remote])
+    urls = [u for u in (listed or "").splitlines() if u.strip()]
     refused = _refused_target(rt, repo, remote, urls)
     if refused is not None:
         return None, refused
-    hookless = [f"--receive-pack={HOOKLESS_RECEIVE_PACK}"] if urls and is_local_url(urls[0]) else []
+    url = urls[0]
+    # pushed to the URL checked, never by the remote's name, which git would read from
+    # the owner's config again (red-team helper-105); a URL git would rewrite once more
+    # (a second insteadOf matching the first's result) is not the one checked
+    again = _run_git_text(repo, ["ls-remote", "--get-url", "--", url])
+    if again is None or again.strip() != url:
+        return None, (
+            f"{DELIVERY_TARGET_RULE}: git would rewrite {shown_path(url)} again (to"
+            f" {shown_path((again or '').strip())}): not the URL checked"
+        )
+    hookless = [f"--receive-pack={HOOKLESS_RECEIVE_PACK}"] if is_local_url(url) else []
     pushed = run_git(
         repo,
-        ["push", "--porcelain", *hookless, "--", remote, f"{sha}:{ref}"],
+        ["push", "--porcelain", *hookless, "--", url, f"{sha}:{ref}"],
         timeout_s=PUSH_TIMEOUT_S,
         config=allowed,
     )
@@ -140,16 +156,18 @@ def _refused_target(rt: Runtime, repo: Path, remote: str, urls: list[str]) -> st
     helper-104), so a remote with more than one is refused. A path (or ``file://``) must
     lie under KODO_REPO_ROOTS: any repository kodo's user can write, another tenant's
     included, otherwise received a ``kodo/<run>`` branch."""
+    if not urls:  # git push would take the name for a path (<repo>/<name>)
+        return f"{DELIVERY_TARGET_RULE}: the repository has no remote {shown_path(remote)}"
     if len(urls) > 1:
         shown = ", ".join(shown_path(u) for u in urls[:5])
         return (
             f"{DELIVERY_TARGET_RULE}: {shown_path(remote)} has {len(urls)} push URLs ({shown}):"
             " kodo pushes to exactly one"
         )
-    if not urls or not is_local_url(urls[0]):
-        return None
     url = urls[0]
-    path = unquote(urlsplit(url).path) if url.startswith("file://") else url
+    if not is_local_url(url):
+        return None
+    path = _file_url_path(url) if url.startswith("file://") else url
     if path.startswith("~"):
         return f"{DELIVERY_TARGET_RULE}: {shown_path(url)} names a home folder, not a root's"
     target = resolved(repo / path)  # (an absolute path stays itself)
@@ -157,6 +175,22 @@ def _refused_target(rt: Runtime, repo: Path, remote: str, urls: list[str]) -> st
     if not any(target == root or target.is_relative_to(root) for root in roots):
         return f"{DELIVERY_TARGET_RULE}: {shown_path(url)} is outside KODO_REPO_ROOTS"
     return None
+
+
+def _file_url_path(url: str) -> str:
+    """The path git reads in a ``file://`` URL: all of it after the host, percent-decoded
+    (``#`` and ``?`` are part of the path to git, which urlsplit drops: red-team
+    helper-105)."""
+    rest = url.removeprefix("file://")
+    if not rest.startswith("/"):
+        rest = "/" + rest.partition("/")[2]  # file://host/path
+    return unquote(rest)
+
+
+def _run_git_text(repo: Path, args: list[str]) -> str | None:
+    """git's output, or None if it failed."""
+    done = run_git(repo, args, timeout_s=30)
+    return done.stdout.decode(errors="replace") if done.returncode == 0 else None
 
 
 def clean(rt: Runtime) -> list[str]:
@@ -206,6 +240,7 @@ def _remove(rt: Runtime, item: Cleanup) -> bool:
     drop_private_checkout(repo, workspaces, private / item.run_id)
     drop_run_leftovers(workspaces, item.run_id)  # killed deliveries'
     with repo_lock(workspaces, repo):
+        confined_git_dir(repo)  # the records and the branch go through its git dir
         if item.worktree_path is not None:  # kodo registered it locked (git_ops)
             forget_registration(repo, Path(item.worktree_path))
         drop = RunStatus(item.status) in DISPOSABLE and not rt.settings.keep_branches

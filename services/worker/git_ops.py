@@ -1155,6 +1155,7 @@ def admit(worktree: Worktree, blobs: Sequence[str]) -> int:
     its pack, index last, so git never sees an index without its pack."""
     if worktree.quarantine is None:
         return 0
+    confined_git_dir(worktree.common.parent)  # written outside any sandbox: its own store
     store = resolved(worktree.common / "objects")
     wanted = set(blobs)
     admitted = 0

@@ -131,7 +131,8 @@ def test_a_branch_moved_after_verification_is_not_delivered(
 def test_a_failing_push_is_recorded_and_tried_a_bounded_number_of_times(
     make_rt: RuntimeFactory, repo: Path
 ) -> None:
-    rt = make_rt(deliver_remote="origin")  # the repository has no remote "origin"
+    rt = make_rt(deliver_remote="origin")
+    git_out(repo, "remote", "add", "origin", str(repo.parent / "no-such-remote.git"))
     run_id = succeeded(rt, repo)
 
     for _ in range(MAX_DELIVERY_ATTEMPTS + 2):

@@ -81,3 +81,24 @@ def test_info_attributes_setting_anything_is_refused(
     assert (said is not None) is refused
     if refused:
         assert "info/attributes sets attributes for every tree" in (said or "")
+
+
+@pytest.mark.parametrize(
+    "where", ["refs/heads/kodo", "logs/refs/heads/kodo", "objects/ab", "packed-refs", "config"]
+)
+def test_a_link_at_any_depth_of_the_git_dir_is_refused(
+    repo: Path, tmp_path: Path, where: str
+) -> None:
+    """git follows links at any depth, and its lock files replace the file a link names
+    (red-team helper-105: a branch, blobs and packed-refs written out of the roots)."""
+    link = repo / ".git" / where
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(tmp_path)
+    assert f".git/{where} is a link" in (git_dir_refusal(repo) or "")
+
+
+def test_a_fifo_in_the_git_dir_is_refused(repo: Path) -> None:
+    import os
+
+    os.mkfifo(repo / ".git" / "index")
+    assert ".git/index is neither a file nor a folder" in (git_dir_refusal(repo) or "")
