@@ -33,6 +33,7 @@ bounds what may change, it does not force every change.
 from __future__ import annotations
 
 import posixpath
+import sys
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -374,6 +375,19 @@ IMPORT_SUFFIXES = (".py", ".pyc", ".pyw", ".so", ".pyd")
 """What Python imports a top-level module from (``x.cpython-311-x86_64-linux-gnu.so`` too)."""
 
 
+def guarded_modules(pinned: frozenset[str]) -> frozenset[str]:
+    """The top-level modules no change may bring in front of a pinned ``python -m``
+    runner: the pinned ones, and, with any pinned, the standard library's, which the
+    runner itself imports (a patch's ``difflib.py`` made ``unittest`` print OK over a
+    broken ``add``: red-team helper-105). Other installed packages a runner imports
+    (pytest's pluggy) are not known here."""
+    if not pinned:
+        return frozenset()
+    # (``test``, the standard library's own test suite, no runner imports: a repository's
+    # first test/ folder is not refused for it)
+    return pinned | (frozenset(sys.stdlib_module_names) - {"test"})
+
+
 def runner_shadows(plan: dict[str, Any], modules: frozenset[str]) -> dict[str, str]:
     """The names a plan brings (added, or renamed to) that Python would import, run as
     ``python -m M`` in the checkout, in place of a pinned module ``M``: a top-level
@@ -396,9 +410,13 @@ def runner_shadows(plan: dict[str, Any], modules: frozenset[str]) -> dict[str, s
 
 
 def _module_of(name: str) -> str | None:
-    """The module a top-level file is imported as, or None if Python imports none."""
+    """The module a top-level entry may be imported as, or None if Python imports none:
+    ``M.py`` (``M.<abi>.so``...), and ``M`` itself, which may be a link to a package's
+    folder (red-team helper-105)."""
     stem, dot, _ = name.partition(".")
-    return stem if dot and name.endswith(IMPORT_SUFFIXES) else None
+    if not dot:
+        return name
+    return stem if name.endswith(IMPORT_SUFFIXES) else None
 
 
 def top_level_module(name: str) -> str:

@@ -31,6 +31,7 @@ from shared.domain.change_check import (
     FoldedTwins,
     PlanAgainstBase,
     check_plan,
+    guarded_modules,
     runner_shadows,
     top_level_module,
 )
@@ -158,18 +159,21 @@ def _against_base(worktree: Worktree, plan: dict[str, Any], pinned: frozenset[st
     (:func:`runner_shadows`)."""
     twins = FoldedTwins.of_plan(plan)
     agreement = PlanAgainstBase(plan)
-    shadows = runner_shadows(plan, pinned)
-    own = set()  # pinned modules the base tree holds itself (the repository's package)
+    guarded = guarded_modules(pinned)
+    shadows = runner_shadows(plan, guarded)
+    own = set()  # guarded modules the base tree holds itself (the repository's package)
     for name in tree_names(worktree, "HEAD"):  # the worktree is at the base commit
         twins.feed(name)
         agreement.feed(name)
-        if shadows and (module := top_level_module(name)) in pinned:
+        if shadows and (module := top_level_module(name)) in guarded:
             own.add(module)
     shadowing = {path: module for path, module in shadows.items() if module not in own}
     shadow = None
     if shadowing:
         named = "; ".join(
             f"{shown_path(path)} would be imported by python -m {module}"
+            if module in pinned
+            else f"{shown_path(path)} would be imported in place of the standard library's {module}"
             for path, module in sorted(shadowing.items())[:10]
         )
         shadow = Violation(

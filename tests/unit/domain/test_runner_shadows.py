@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.domain.change_check import runner_shadows, top_level_module
+from shared.domain.change_check import guarded_modules, runner_shadows, top_level_module
 from shared.domain.policy import Policy
 
 
@@ -70,3 +70,14 @@ def test_a_rename_to_a_shadow_is_found_too() -> None:
 )
 def test_a_base_tree_name_s_top_level_module(name: str, module: str) -> None:
     assert top_level_module(name) == module
+
+
+def test_with_a_runner_pinned_the_standard_library_is_guarded_too() -> None:
+    """The runner imports difflib, pprint, argparse... once the checkout is on sys.path
+    (red-team helper-105); the standard library's own ``test`` suite it never imports."""
+    guarded = guarded_modules(frozenset({"unittest"}))
+    assert {"unittest", "difflib", "pprint", "argparse"} <= guarded
+    assert "test" not in guarded
+    assert guarded_modules(frozenset()) == frozenset()
+    plan = _plan(("difflib.py", "add"), ("test/test_calc.py", "add"))
+    assert runner_shadows(plan, guarded) == {"difflib.py": "difflib"}
