@@ -62,6 +62,10 @@ def abort_missed_calls(rt: Runtime) -> list[str]:
     return swept
 
 
+_echoed_last = ""
+"""The last run :func:`_abort_waking_claimants` reached: the next pass starts past it."""
+
+
 def _abort_waking_claimants(rt: Runtime, began: float, silent: set[str]) -> None:
     """Abort again the sessions of cancelled runs' recorded calls whose claimant may
     still wake (LedgerRepo.runs_with_waking_claimants): a worker frozen between recording
@@ -70,12 +74,14 @@ def _abort_waking_claimants(rt: Runtime, began: float, silent: set[str]) -> None
     and the turn ran to its end on a cancelled run, paid (red-team helper-102). Within
     the call's deadline and abort window, each pass stops such a turn (and deletes the
     session, unless OC_KEEP_SESSIONS: a prompt to a deleted session never runs)."""
+    global _echoed_last
     window_s = rt.settings.oc_timeout_ms / 1000 + ABORT_WINDOW_S
     with rt.sessions() as s:
-        runs = LedgerRepo(s).runs_with_waking_claimants(window_s, SWEEP_LIMIT)
+        runs = LedgerRepo(s).runs_with_waking_claimants(window_s, SWEEP_LIMIT, after=_echoed_last)
     for run_id in runs:
         if rt.clock.monotonic() - began > SWEEP_BUDGET_S:
             return
+        _echoed_last = run_id  # the next pass goes on from here
         with rt.sessions() as s:
             sessions = LedgerRepo(s).waking_sessions_of(run_id, window_s)
         for call in sessions:

@@ -380,6 +380,8 @@ class ExactlyOnceCalls:
                 if prepare is not None:
                     prepare()
                 daemon, session_id = self._start(call, key, started, lease)
+            if not self.async_calls:  # a blocking prompt: nothing collects a late one
+                self._still_claimed(call, key, daemon, session_id)
             try:
                 reply = self._send(daemon.client, session_id, call)
             except OpenCodeError as exc:
@@ -458,6 +460,30 @@ class ExactlyOnceCalls:
                 " before its prompt left: not sent (rule: a run acts on one outcome per op_key)"
             )
         return daemon, session_id
+
+    def _still_claimed(
+        self, call: StructuredCall, key: str, daemon: Daemon, session_id: str
+    ) -> None:
+        """Raise CallSuperseded (its session deleted) unless the call's row is still
+        claimed with this session, read just before a blocking prompt leaves.
+
+        A worker frozen for long (a paused VM, a closed laptop) between recording its
+        session and sending had its lease lapse and its call taken by a cancel's sweep
+        and recorded; the sweep's re-aborts last only the call's deadline and abort
+        window, and past them the thawed worker's blocking prompt ran to its end on a
+        cancelled run, paid (red-team helper-106). Nothing is sent then. (Asynchronous
+        prompts need no such read: the park that follows aborts a late one.)"""
+        found = self.ledger.read(key)
+        row = found[0] if found is not None else None
+        if row is not None and row.status == CallStatus.CLAIMED and row.session_id == session_id:
+            return
+        self._forget(daemon, session_id, call.directory)
+        status = row.status if row is not None else "missing"
+        log.warning("oc.call_withheld", op_key=key, why=f"recorded {status} meanwhile")
+        raise CallSuperseded(
+            f"provider call {key[:12]} was recorded {status} by another before its prompt"
+            " left: not sent (rule: a run acts on one outcome per op_key)"
+        )
 
     def _send_failed(
         self,

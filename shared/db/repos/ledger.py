@@ -401,14 +401,15 @@ _CLAIMANT_MAY_WAKE = and_(
         _STEPS.c.run_id == OpenCodeCall.run_id,
         _STEPS.c.step_id == OpenCodeCall.step_id,
         _STEPS.c.lease_expires_at.is_not(None),
-        _STEPS.c.lease_expires_at < func.statement_timestamp(),
+        _STEPS.c.parked_on.is_(None),  # (a parked step's park aborts a late prompt itself)
     ),
 )
-"""A recorded call whose claimant may still send its prompt: its step's lease lapsed
-and was never released, so the delivery that recorded the session neither ended nor
-renewed (a frozen process: SIGSTOP, a paused VM, swapped out; or a dead one). The sweep
-recorded such a call aborted as an orphan, and a blocking prompt the thawed claimant
-sends then is checked by nothing before it leaves (red-team helper-102)."""
+"""A recorded call whose claimant may still send its prompt: the step's delivery never
+released its lease (it had not ended) and is not parked on a call. One frozen (SIGSTOP,
+a paused VM, swapped out) after its last read of the row had its lease lapse and its
+call taken by the sweep and recorded aborted as an orphan; thawed, its blocking prompt
+left unchecked (red-team helper-102), and its renewer takes the lease again at once,
+so "lapsed" cannot be the test (helper-106). A delivery that ends releases the lease."""
 
 
 CALL_AGE = extract(
@@ -761,12 +762,17 @@ class LedgerRepo(PrebuiltRepo):
         )
         return [str(run_id) for run_id in self.session.execute(query).scalars()]
 
-    def runs_with_waking_claimants(self, window_s: float, limit: int = 100) -> list[str]:
+    def runs_with_waking_claimants(
+        self, window_s: float, limit: int = 100, *, after: str = ""
+    ) -> list[str]:
         """Cancelled runs holding a recorded call, made within ``window_s`` (its deadline
         and abort window), whose claimant may still wake and send its prompt
         (:data:`_CLAIMANT_MAY_WAKE`): each pass aborts its session again, until the
-        claimant ends its delivery (its lease released) or the window closes."""
-        query = (
+        claimant ends its delivery (its lease released) or the window closes. ``limit``
+        of them, by run id from past ``after`` round to the first: a caller passing the
+        last one it took reaches every run in turn (a run stays listed for its whole
+        window, so a fixed first ``limit`` starved the rest: red-team helper-106)."""
+        waking = (
             select(OpenCodeCall.run_id)
             .join(Run, Run.id == OpenCodeCall.run_id)
             .where(
@@ -776,10 +782,13 @@ class LedgerRepo(PrebuiltRepo):
                 _within(window_s),
             )
             .group_by(OpenCodeCall.run_id)
-            .order_by(OpenCodeCall.run_id)
-            .limit(limit)
         )
-        return [str(run_id) for run_id in self.session.execute(query).scalars()]
+        later = waking.having(OpenCodeCall.run_id > after).order_by(OpenCodeCall.run_id)
+        runs = [str(r) for r in self.session.execute(later.limit(limit)).scalars()]
+        if len(runs) < limit and after:  # round to the first
+            first = waking.having(OpenCodeCall.run_id <= after).order_by(OpenCodeCall.run_id)
+            runs += [str(r) for r in self.session.execute(first.limit(limit - len(runs))).scalars()]
+        return runs
 
     def waking_sessions_of(self, run_id: str, window_s: float) -> list[OpenSession]:
         """The sessions :meth:`runs_with_waking_claimants` found for ``run_id``."""
