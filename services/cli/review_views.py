@@ -21,7 +21,15 @@ from rich.table import Table
 from rich.text import Text
 
 from services.cli.run_list import usd
-from services.cli.views import budget_line, cell, file_lines, labelled, one_line, step_states
+from services.cli.views import (
+    budget_line,
+    cell,
+    file_lines,
+    labelled,
+    one_line,
+    shown_path,
+    step_states,
+)
 from shared.domain.diff_names import same_name_sides
 from shared.domain.display import visible
 
@@ -127,8 +135,23 @@ def diffstat(patch: str) -> list[FileStat]:
     return stats
 
 
+STAT_PATH_CHARS = 56
+"""A diffstat row's path is cut to this, in its middle: the row stays within the card's
+width, and a path padded with blanks (quoted) cannot draw a row of the agent's own."""
+
+
+def _stat_path(path: str) -> str:
+    shown = shown_path(path)
+    if len(shown) <= STAT_PATH_CHARS:
+        return shown
+    head = STAT_PATH_CHARS * 2 // 3
+    return f"{shown[:head]}…{shown[-(STAT_PATH_CHARS - head - 1) :]}"
+
+
 def diffstat_lines(stats: list[FileStat]) -> list[str]:
-    paths = [one_line(s.path) for s in stats]
+    """One row per file (its path quoted when it is not plain, and cut in its middle past
+    STAT_PATH_CHARS: red-team helper-106), then the totals."""
+    paths = [_stat_path(s.path) for s in stats]
     width = max((len(p) for p in paths), default=0)
     lines = [f" {p:<{width}} | +{s.added} -{s.removed}" for p, s in zip(paths, stats, strict=True)]
     total_added = sum(s.added for s in stats)

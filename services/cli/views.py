@@ -299,8 +299,9 @@ def run_view(run: dict[str, Any], now: datetime | None = None) -> Group:
         mark, style = _MARK.get(state, ("·", "dim"))
         table.add_row(Text(mark, style=style), cell(step), cell(state, style), cell(detail))
     parts: list[Any] = [Text(run_header(run), style="bold"), table]
-    if run.get("error"):
-        parts.append(Text(f"error: {one_line(run['error'])}", style="red"))
+    if run.get("error"):  # it may quote the agent: folded under its label (helper-106)
+        for row in labelled("error:", one_line(run["error"]), column=9):
+            parts.append(Text(row.removeprefix("  "), style="red"))
     if run.get("branch"):
         parts.append(Text(f"branch: {one_line(run['branch'])}"))
     if isinstance(run.get("budget"), dict):
