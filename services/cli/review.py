@@ -140,7 +140,8 @@ def diff_cmd(
 @click.argument("run_id")
 @api_options
 def logs_cmd(run_id: str, api_url: str | None, token: str | None, home: Path | None) -> None:
-    """The verification command's output and, for a failed run, its diagnostic.json."""
+    """The verification command's output (indented under its header: all of it is the
+    command's) and, for a failed run, its diagnostic.json."""
     with ApiClient.from_options(api_url, token, home) as api:
         artifacts = api.get_list(f"/runs/{run_id}/artifacts")
         output = latest(artifacts, "command_output")
@@ -155,7 +156,10 @@ def logs_cmd(run_id: str, api_url: str | None, token: str | None, home: Path | N
             lines.append(
                 f"== {one_line(output.get('name'))} (sha256 {one_line(output.get('sha256'))})"
             )
-            lines.extend(block_lines(bytes_text(artifact_bytes(api, run_id, output))))
+            # indented: every byte of it is the command's (the agent's), and a line of
+            # it flush left drew a '== diagnostic.json ...' kodo never wrote (helper-106)
+            said = block_lines(bytes_text(artifact_bytes(api, run_id, output)))
+            lines.extend(f"  {line}" if line else "" for line in said)
         if diagnostic is not None:
             lines.append(
                 f"== {one_line(diagnostic.get('name'))} of {one_line(diagnostic.get('stepId'))}"

@@ -279,7 +279,7 @@ def test_run_logs_prints_the_output_and_the_diagnostic_escaped(
     assert logs.returncode == 0, logs.stderr
     lines = logs.stdout.splitlines()
     assert lines[0].startswith("== command-output.txt (sha256 ")
-    assert "1 passed\\x1b]0;pwned\\x07 in 0.01s" in lines
+    assert "  1 passed\\x1b]0;pwned\\x07 in 0.01s" in lines  # indented: the command's
     assert any(line.startswith("== diagnostic.json of ExecuteST (sha256 ") for line in lines)
     assert '  "error": "verification exited 1: pytest -q\\u202e",' in lines
     assert '  "exit_code": 1' in lines

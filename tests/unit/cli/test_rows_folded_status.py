@@ -1,5 +1,5 @@
-"""rt106 spec: no row a terminal draws of ``kodo run status`` / ``kodo run watch`` /
-``kodo run show`` starts with text the agent wrote (fails on the code of 28a8a35).
+"""No row a terminal draws of ``kodo run status`` / ``kodo run watch`` / ``kodo run show``
+starts with text the agent wrote (red-team helper-106; failed on the unfolded rows).
 
 helper-103 folded ``kodo run show``'s verify and error rows under their labels
 (``views.labelled``). Two rows still go out whole with agent text in them:
