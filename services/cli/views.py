@@ -21,7 +21,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from shared.domain.display import visible
+from shared.domain.display import lookalike_name, shown_name_text, visible
 
 STEP_ORDER = ("CompileST", "approval", "ApplyPatchST", "DecideST", "ExecuteST")
 TERMINAL = frozenset({"succeeded", "failed", "rejected", "cancelled"})
@@ -59,9 +59,12 @@ _PLAIN_PATH = re.compile(r"[A-Za-z0-9._@+/-]+")
 def shown_path(path: object) -> str:
     """A path as the CLI draws it: as is when it is plain, else quoted as a JSON string,
     so no space, parenthesis or quote in it can pose as the layout around it
-    (``calc.py  (docs)`` is not ``calc.py`` with a note)."""
+    (``calc.py  (docs)`` is not ``calc.py`` with a note); one that may be drawn like
+    another (a no-break space, a decomposed letter) in ASCII (red-team helper-106)."""
     if isinstance(path, str) and _PLAIN_PATH.fullmatch(path):
         return path
+    if isinstance(path, str) and lookalike_name(path):
+        return shown_name_text(path)
     return visible(json.dumps(path, ensure_ascii=False))
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from shared.domain.change_check import PLAN_KINDS
+from shared.domain.display import lookalike_name, shown_name_text
 
 LineKind = Literal["same", "added", "removed"]
 
@@ -39,9 +40,9 @@ def plan_lines(plan: object) -> list[str]:
         if isinstance(entry, dict):
             change = entry.get("change")
             kind = change if change in PLAN_KINDS else _quoted(change)
-            source = f" from {_quoted(entry.get('from'))}" if "from" in entry else ""
+            source = f" from {_path(entry.get('from'))}" if "from" in entry else ""
             lines.append(
-                f"file: {kind} {_quoted(entry.get('path'))}{source}: {_quoted(entry.get('why'))}"
+                f"file: {kind} {_path(entry.get('path'))}{source}: {_quoted(entry.get('why'))}"
             )
         else:
             lines.append(f"file: {_quoted(entry)}")
@@ -58,6 +59,16 @@ def _quoted(value: object) -> str:
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _path(value: object) -> str:
+    """A path quoted as :func:`_quoted` does, but one that may be drawn like another (a
+    no-break space, a decomposed letter) as JSON in ASCII: two revisions naming lookalike
+    files were drawn alike (red-team helper-106). A path holding the text ``\u00a0``
+    is quoted with its backslash doubled, so the two spellings never meet."""
+    if isinstance(value, str) and lookalike_name(value):
+        return shown_name_text(value)
+    return _quoted(value)
 
 
 def _list(value: object) -> list[Any]:

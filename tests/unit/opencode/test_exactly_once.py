@@ -366,8 +366,9 @@ def test_a_claim_that_outlives_the_callers_patience_is_declared_unknown() -> Non
     assert ledger.status(call.op_key) == "unknown"
 
 
-class _DeclaredUnknownMeanwhile(InMemoryLedger):
-    """Another delivery declares the call unknown while its claimant waits for the daemon."""
+class _DeclaredUnknownBeforeTheSend(InMemoryLedger):
+    """Another delivery declares the call unknown after its session was recorded, before
+    its claimant's prompt leaves (the claimant stalled in between)."""
 
     def mark_started(
         self,
@@ -382,17 +383,43 @@ class _DeclaredUnknownMeanwhile(InMemoryLedger):
         return started
 
 
+class _DeclaringAgent(FakeAgent):
+    """A daemon whose turn is under way when another delivery declares the call unknown."""
+
+    def __init__(self, ledger: InMemoryLedger, *turns: ScriptedTurn) -> None:
+        super().__init__(*turns)
+        self.ledger = ledger
+
+    def prompt(self, session_id: str, **kwargs: Any) -> PromptReply:
+        key = next(iter(self.ledger.rows))
+        self.ledger.finish(key, CallOutcome(CallStatus.UNKNOWN, NOW, duration_ms=None))
+        return super().prompt(session_id, **kwargs)
+
+
 def test_an_answer_that_comes_after_the_call_was_declared_unknown_is_kept_but_not_used() -> None:
-    ledger = _DeclaredUnknownMeanwhile()
+    ledger = InMemoryLedger()
     turn = ScriptedTurn(answer=ANSWER, session_tokens=tokens(40))
     with pytest.raises(CallSuperseded, match="succeeded_late"):
-        _calls(FakeAgent(turn), ledger).prompt_structured(_call())
+        _calls(_DeclaringAgent(ledger, turn), ledger).prompt_structured(_call())
     row = ledger.rows[_call().op_key].record
     assert row.status == CallStatus.SUCCEEDED_LATE
     assert row.usage is not None
     assert row.usage["total_tokens"] == 40  # what was paid is on the row
     with pytest.raises(OutcomeUnknown):  # a later reader acts on the declaration
         _calls(FakeAgent(), ledger).prompt_structured(_call())
+
+
+def test_a_blocking_prompt_is_not_sent_once_its_call_was_recorded_by_another() -> None:
+    """Read just before it leaves: a call declared unknown (or taken by a cancel's sweep)
+    while its claimant stalled after recording the session is never sent, so never paid
+    (red-team helper-106: a frozen worker's prompt ran to its end on a cancelled run)."""
+    ledger = _DeclaredUnknownBeforeTheSend()
+    agent = FakeAgent(ScriptedTurn(answer=ANSWER, session_tokens=tokens(40)))
+    with pytest.raises(CallSuperseded, match="recorded unknown by another before its prompt"):
+        _calls(agent, ledger).prompt_structured(_call())
+    assert agent.sent == []
+    assert agent.deleted == ["ses_fake1"]
+    assert ledger.rows[_call().op_key].record.status == CallStatus.UNKNOWN
 
 
 def test_a_recorded_calls_session_is_deleted_from_the_daemon_unless_kept() -> None:
