@@ -32,7 +32,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from shared.db.repos.listings import RunFilter
 from shared.domain.budget import usd_to_micro
-from shared.domain.display import visible
+from shared.domain.display import lookalike_name, shown_name_text, visible
 from shared.domain.run_machine import RunStatus
 from shared.domain.step_contract import step_contract_version
 from shared.errors import InvalidInput, KodoError
@@ -355,6 +355,14 @@ def _shown(value: object) -> str:
     return visible(value)
 
 
+def _shown_path(value: object) -> str:
+    """A path as ``_shown`` draws it, but one that may be drawn like another (a no-break
+    space, a decomposed letter) as JSON in ASCII (red-team helper-106)."""
+    if isinstance(value, str) and lookalike_name(value):
+        return shown_name_text(value)
+    return visible(value)
+
+
 def _shown_block(value: object) -> Markup:
     """Untrusted multi-line text: newlines and tabs kept, everything else as ``_shown``."""
     return escape(visible(value, multiline=True))
@@ -410,6 +418,7 @@ def install_ui(app: Flask) -> None:
     app.register_blueprint(forms_bp)
     app.jinja_env.filters["shown"] = _shown
     app.jinja_env.filters["shown_block"] = _shown_block
+    app.jinja_env.filters["shown_path"] = _shown_path
     app.jinja_env.filters["when"] = _when
     app.jinja_env.filters["utc"] = _utc_text
     app.jinja_env.filters["duration"] = _duration

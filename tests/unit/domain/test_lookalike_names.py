@@ -68,3 +68,11 @@ def test_the_cli_file_rows_tell_the_two_paths_apart(old: str, new: str) -> None:
     one = [_seen(r) for r in file_lines({"path": old, "change": "delete"}, why=False)]
     two = [_seen(r) for r in file_lines({"path": new, "change": "delete"}, why=False)]
     assert one != two, f"both revisions drawn as {one}"
+
+
+@pytest.mark.parametrize(("old", "new"), LOOKALIKES, ids=IDS)
+def test_the_run_pages_path_cells_tell_the_two_paths_apart(old: str, new: str) -> None:
+    """The page's plan table and patch headers draw paths with the ``shown_path`` filter."""
+    from services.api.ui import _shown_path
+
+    assert _seen(_shown_path(old)) != _seen(_shown_path(new))
