@@ -33,7 +33,7 @@ from rich.text import Text
 
 from services.cli.client import ApiClient, ApiError, api_options
 from services.cli.terminal import console as make_console
-from services.cli.views import TERMINAL, plan_card_lines, run_header, run_view
+from services.cli.views import TERMINAL, labelled, plan_card_lines, run_header, run_view
 from shared.domain.display import visible
 
 POLL_S = 0.5
@@ -288,4 +288,6 @@ def watch(
             click.secho(f"run {visible(run_id)} succeeded (branch {branch})", fg="green")
         return
     error = w.run.get("error") or "no error recorded"
-    raise ApiError(f"run {visible(run_id)} ended {visible(status)}: {visible(error)}")
+    # the error may quote the agent: folded under its label, never a row of its own
+    rows = "\n".join(labelled("error:", visible(error)))
+    raise ApiError(f"run {visible(run_id)} ended {visible(status)}:\n{rows}")

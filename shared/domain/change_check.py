@@ -532,6 +532,34 @@ def _planned_effects(plan: list[PlannedChange]) -> dict[str, set[str]]:
     return allowed
 
 
+def _half_renames(changes: list[IndexChange], plan: list[PlannedChange]) -> list[Violation]:
+    """A planned rename the patch makes only half of: the approver signed a move, and
+    deleting the source alone deleted the tests (red-team helper-108); adding the target
+    alone copies. A planned file left alone is fine; half a move is another change."""
+    done = {(path, effect) for change in changes for path, effect in _effects(change)}
+    found: list[Violation] = []
+    for entry in plan:
+        if entry.change != "rename" or entry.source is None:
+            continue
+        deleted = (entry.source, "delete") in done
+        added = (entry.path, "add") in done
+        if deleted != added:
+            did = (
+                f"deleted {shown_name(entry.source)} without adding {shown_name(entry.path)}"
+                if deleted
+                else f"added {shown_name(entry.path)} and kept {shown_name(entry.source)}"
+            )
+            found.append(
+                Violation(
+                    "outside_plan",
+                    f"the plan renames {shown_name(entry.source)} to {shown_name(entry.path)};"
+                    f" the patch {did}",
+                    (entry.source, entry.path),
+                )
+            )
+    return found
+
+
 def _outside_plan(changes: list[IndexChange], plan: list[PlannedChange]) -> list[Violation]:
     allowed = _planned_effects(plan)
     unlisted: list[str] = []
@@ -550,6 +578,7 @@ def _outside_plan(changes: list[IndexChange], plan: list[PlannedChange]) -> list
                         (path,),
                     )
                 )
+    found += _half_renames(changes, plan)
     if unlisted:
         paths = tuple(dict.fromkeys(unlisted))
         found.insert(

@@ -105,16 +105,25 @@ def visible_data(value: Any) -> Any:
     return value
 
 
+_SLASH_LIKE = frozenset("\u2044\u2215\u2571\u29f8\u29f9\uff0f\u1735\u2cc6")
+"""Characters drawn like ``/`` (fraction and division slashes, fullwidth solidus...)."""
+
+
 def lookalike_name(name: str) -> bool:
     """Whether ``name`` may be drawn like another name: it holds a space separator other
-    than U+0020 (a no-break space draws as a blank) or is not in NFC (a decomposed
-    ``é`` draws as the composed one). A repository may track both spellings, and two
-    plan revisions deleting one and then the other were drawn alike (red-team
-    helper-106): such a name is shown with those characters escaped
-    (:func:`shown_name_text`)."""
+    than U+0020 (a no-break space draws as a blank), blanks a page collapses (leading,
+    trailing, two in a row), a character drawn like ``/``, or is not in NFKC (a
+    decomposed ``é`` draws as the composed one; a fullwidth letter as the letter). A
+    repository may track both spellings, and two plan revisions deleting one and then
+    the other were drawn alike (red-team helpers 106, 108): such a name is shown with
+    those characters escaped (:func:`shown_name_text`)."""
     if any(c != " " and unicodedata.category(c) == "Zs" for c in name):
         return True
-    return unicodedata.normalize("NFC", name) != name
+    if name != name.strip(" ") or "  " in name:  # a page collapses the blanks (helper-108)
+        return True
+    if any(c in _SLASH_LIKE for c in name):  # (src DIVISION SLASH calc.py: a file in src/)
+        return True
+    return unicodedata.normalize("NFKC", name) != name  # NFC, and compatibility forms
 
 
 def shown_name_text(name: str) -> str:

@@ -395,21 +395,30 @@ or records it (LeaseKeeper), cancelled run or not, and no later delivery enters 
 cancelled run's step: nobody else will mark such a call sent or record it."""
 
 
-_CLAIMANT_MAY_WAKE = and_(
-    OpenCodeCall.status == CallStatus.ABORTED.value,
-    exists().where(
-        _STEPS.c.run_id == OpenCodeCall.run_id,
-        _STEPS.c.step_id == OpenCodeCall.step_id,
-        _STEPS.c.lease_expires_at.is_not(None),
-        _STEPS.c.parked_on.is_(None),  # (a parked step's park aborts a late prompt itself)
-    ),
-)
-"""A recorded call whose claimant may still send its prompt: the step's delivery never
-released its lease (it had not ended) and is not parked on a call. One frozen (SIGSTOP,
-a paused VM, swapped out) after its last read of the row had its lease lapse and its
-call taken by the sweep and recorded aborted as an orphan; thawed, its blocking prompt
-left unchecked (red-team helper-102), and its renewer takes the lease again at once,
-so "lapsed" cannot be the test (helper-106). A delivery that ends releases the lease."""
+def _claimant_may_wake(window_s: float) -> ColumnElement[bool]:
+    """A recorded call whose claimant may still send its prompt: the step's delivery never
+    released its lease (it had not ended), is not parked on a call (a park aborts a late
+    prompt itself), and renewed its lease within ``window_s``.
+
+    One frozen (SIGSTOP, a paused VM, swapped out) after its last read of the row had
+    its lease lapse and its call taken by the sweep and recorded aborted as an orphan;
+    thawed, its blocking prompt left unchecked (red-team helper-102). Its renewer takes
+    the lease again at once, so "lapsed" cannot be the test (helper-106), nor can the
+    call's age: frozen for an hour, it woke past any window counted from the claim
+    (helper-108). Counted from the lease's last renewal, a dead claimant stops being
+    followed ``window_s`` after it died, and a thawed one is followed again at once."""
+    lease = _STEPS.c.lease_expires_at
+    renewed_since = func.statement_timestamp() - func.make_interval(0, 0, 0, 0, 0, 0, window_s)
+    return and_(
+        OpenCodeCall.status == CallStatus.ABORTED.value,
+        exists().where(
+            _STEPS.c.run_id == OpenCodeCall.run_id,
+            _STEPS.c.step_id == OpenCodeCall.step_id,
+            lease.is_not(None),
+            lease > renewed_since,
+            _STEPS.c.parked_on.is_(None),
+        ),
+    )
 
 
 CALL_AGE = extract(
@@ -417,12 +426,6 @@ CALL_AGE = extract(
 )
 """How long ago the call was claimed (or sent), by the database's clock alone: a rule
 that compares a time written by one host with another host's clock breaks under skew."""
-
-
-def _within(window_s: float) -> ColumnElement[bool]:
-    """The call was claimed (or sent) less than ``window_s`` ago (CALL_AGE)."""
-    age = CALL_AGE  # (a column, not a constant: the comparison is SQL's)
-    return age < window_s
 
 
 _AGED = select(*(_CALLS.c[name] for name in AGED_COLUMNS), CALL_AGE.label("age")).where(
@@ -765,9 +768,9 @@ class LedgerRepo(PrebuiltRepo):
     def runs_with_waking_claimants(
         self, window_s: float, limit: int = 100, *, after: str = ""
     ) -> list[str]:
-        """Cancelled runs holding a recorded call, made within ``window_s`` (its deadline
-        and abort window), whose claimant may still wake and send its prompt
-        (:data:`_CLAIMANT_MAY_WAKE`): each pass aborts its session again, until the
+        """Cancelled runs holding a recorded call whose claimant may still wake and send its
+        prompt (its lease renewed within ``window_s``, the call's deadline and abort window)
+        (:func:`_claimant_may_wake`): each pass aborts its session again, until the
         claimant ends its delivery (its lease released) or the window closes. ``limit``
         of them, by run id from past ``after`` round to the first: a caller passing the
         last one it took reaches every run in turn (a run stays listed for its whole
@@ -777,9 +780,8 @@ class LedgerRepo(PrebuiltRepo):
             .join(Run, Run.id == OpenCodeCall.run_id)
             .where(
                 Run.status == RunStatus.CANCELLED.value,
-                _CLAIMANT_MAY_WAKE,
+                _claimant_may_wake(window_s),
                 _ABORTABLE,
-                _within(window_s),
             )
             .group_by(OpenCodeCall.run_id)
         )
@@ -800,9 +802,8 @@ class LedgerRepo(PrebuiltRepo):
                 CALL_AGE,
             ).where(
                 OpenCodeCall.run_id == run_id,
-                _CLAIMANT_MAY_WAKE,
+                _claimant_may_wake(window_s),
                 _ABORTABLE,
-                _within(window_s),
             )
         ).all()
         return [

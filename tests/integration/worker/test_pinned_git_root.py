@@ -21,6 +21,7 @@ from devstack.sample_repo import create_sample_repo
 from services.cli.doctor import check_sandbox
 from services.worker import git_ops
 from services.worker.git_ops import (
+    GitDirRefused,
     PinUnavailable,
     commit_index,
     ensure_worktree,
@@ -138,9 +139,11 @@ def test_config_the_repository_includes_from_elsewhere_still_applies(tmp_path: P
     assert shown.stdout == b"a\nb\n"
 
 
-def test_a_repository_whose_config_is_a_link_still_runs(tmp_path: Path) -> None:
-    """A SHA-256 repository says so in its config: one kept behind a link must reach the
-    pinned git too, or git reads HEAD as a SHA-1 name."""
+def test_a_repository_whose_config_is_a_link_is_refused_naming_the_rule(tmp_path: Path) -> None:
+    """A config kept behind a link was read (and a SHA-256 repository's is needed by the
+    pinned git), but git's lock files replace the file a link names: ``git config``
+    through it rewrote a file outside the repository. kodo writes only into a
+    repository's own git dir (rule git_dir, red-team helper-105)."""
     repo = tmp_path / "repo"
     subprocess.run(["git", "init", "-q", "--object-format=sha256", str(repo)], check=True)
     (repo / "a.txt").write_text("a\n")
@@ -150,11 +153,8 @@ def test_a_repository_whose_config_is_a_link_still_runs(tmp_path: Path) -> None:
     kept.parent.mkdir()
     (repo / ".git" / "config").rename(kept)
     (repo / ".git" / "config").symlink_to(kept)
-    tree = ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
-    (tree.path / "a.txt").write_text("changed\n")
-
-    assert [c.path for c in stage_edits(tree)] == ["a.txt"]
-    assert len(commit_index(tree, "sha256")) == 64
+    with pytest.raises(GitDirRefused, match=r"git_dir: .*\.git/config is a link"):
+        ensure_worktree(repo, tmp_path / "ws", "run-1", "HEAD")
 
 
 def test_names_git_listed_through_a_link_are_counted_not_shown(tmp_path: Path) -> None:
