@@ -54,19 +54,17 @@ def git_dir_refusal(repo: Path) -> str | None:
         )
     if _kind(git_dir / "commondir") is not None:
         return f"{GIT_DIR_RULE}: {git_dir}/commondir makes git take another folder for it"
-    return _foreign_entry(git_dir) or info_attributes_refusal(git_dir)
+    return foreign_entry(git_dir) or info_attributes_refusal(git_dir)
 
 
-def _foreign_entry(git_dir: Path) -> str | None:
+def foreign_entry(git_dir: Path) -> str | None:
     """The first entry under ``git_dir`` that is not a plain file or folder of its own
     file system, said as a refusal; None if there is none."""
     device = os.lstat(git_dir).st_dev
-    store = git_dir / "objects"
     folders = [git_dir]
     seen = 0
     while folders:
         folder = folders.pop()
-        objects_only = folder == store or folder.parent == store  # objects, objects/xx
         try:
             listing = os.scandir(folder)
         except OSError as exc:
@@ -83,7 +81,7 @@ def _foreign_entry(git_dir: Path) -> str | None:
                     if entry.stat(follow_symlinks=False).st_dev != device:
                         return f"{GIT_DIR_RULE}: {where} is another file system mounted there"
                     folders.append(where)
-                elif not (objects_only or entry.is_file(follow_symlinks=False)):
+                elif not entry.is_file(follow_symlinks=False):  # a fifo hangs git (helper-107)
                     return f"{GIT_DIR_RULE}: {where} is neither a file nor a folder"
     return None
 

@@ -9,6 +9,8 @@ hardened (shared.gitcmd), allowing only the protocols the operator lists.
 
 from __future__ import annotations
 
+import subprocess
+import tempfile
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -31,6 +33,7 @@ from services.worker.runtime import Runtime
 from services.worker.worktree_guard import shown_path
 from shared.db.engine import unit_of_work
 from shared.domain.run_machine import RunStatus
+from shared.git_dir import foreign_entry
 from shared.gitcmd import run_git
 from shared.real_path import resolved
 from shared.service.delivery import (
@@ -52,7 +55,8 @@ DISPOSABLE = frozenset({RunStatus.REJECTED, RunStatus.CANCELLED, RunStatus.FAILE
 
 HOOKLESS_RECEIVE_PACK = (
     "git -c core.hooksPath=/dev/null -c core.alternateRefsCommand="
-    " -c core.fsmonitor=false -c receive.autogc=false -c gc.auto=0 receive-pack"
+    " -c core.fsmonitor=false -c receive.autogc=false -c gc.auto=0"
+    " -c receive.denyCurrentBranch=refuse -c core.bare=true receive-pack"
 )
 """What a push to a repository on this machine runs there. git runs a local remote's
 receive-pack itself, as the worker, without kodo's hardening (git drops the command's
@@ -122,26 +126,33 @@ def _push(rt: Runtime, item: Delivery, remote: str) -> tuple[str | None, str | N
     if refused is not None:
         return None, refused
     url = urls[0]
-    # pushed to the URL checked, never by the remote's name, which git would read from
-    # the owner's config again (red-team helper-105); a URL git would rewrite once more
-    # (a second insteadOf matching the first's result) is not the one checked
-    again = _run_git_text(repo, ["ls-remote", "--get-url", "--", url])
-    if again is None or again.strip() != url:
-        return None, (
-            f"{DELIVERY_TARGET_RULE}: git would rewrite {shown_path(url)} again (to"
-            f" {shown_path((again or '').strip())}): not the URL checked"
-        )
     hookless = [f"--receive-pack={HOOKLESS_RECEIVE_PACK}"] if is_local_url(url) else []
-    pushed = run_git(
-        repo,
-        ["push", "--porcelain", *hookless, "--", url, f"{sha}:{ref}"],
-        timeout_s=PUSH_TIMEOUT_S,
-        config=allowed,
+    pushed = _push_from_scratch(
+        repo, ["push", "--porcelain", *hookless, "--", url, f"{sha}:{ref}"], allowed
     )
     if pushed.returncode != 0:
         said = (pushed.stderr or pushed.stdout).decode(errors="replace").strip()
         return None, f"git push {remote} {item.branch}: {said}"
     return sha, None
+
+
+def _push_from_scratch(
+    repo: Path, args: list[str], config: dict[str, str]
+) -> subprocess.CompletedProcess[bytes]:
+    """``git push`` run from a scratch bare repository of kodo's own, which borrows the
+    source repository's objects (``alternates``) and holds no config: the URL checked
+    is the one pushed to. From the source repository git read the owner's config again:
+    a remote named like the URL, an ``insteadOf`` or ``pushInsteadOf`` rewriting it
+    once more sent the branch elsewhere, a network URL turned into a local path
+    (red-team helpers 105, 107)."""
+    objects = resolved(repo / ".git" / "objects")
+    with tempfile.TemporaryDirectory(prefix="kodo-push-") as scratch:
+        made = run_git(Path(scratch), ["init", "-q", "--bare", scratch], timeout_s=30)
+        if made.returncode != 0:
+            return made
+        alternates = Path(scratch) / "objects" / "info" / "alternates"
+        alternates.write_text(f"{objects}\n", encoding="utf-8")
+        return run_git(Path(scratch), args, timeout_s=PUSH_TIMEOUT_S, config=config)
 
 
 DELIVERY_TARGET_RULE = "delivery_target"
@@ -174,7 +185,25 @@ def _refused_target(rt: Runtime, repo: Path, remote: str, urls: list[str]) -> st
     roots = rt.settings.repo_roots
     if not any(target == root or target.is_relative_to(root) for root in roots):
         return f"{DELIVERY_TARGET_RULE}: {shown_path(url)} is outside KODO_REPO_ROOTS"
-    return None
+    return _refused_bare(target, url)
+
+
+def _refused_bare(target: Path, url: str) -> str | None:
+    """A local target must be a bare repository whose folder holds nothing but plain files
+    and folders of its own file system: a ``.git`` file there named another repository
+    (outside the roots), a link in it took the branch elsewhere, and a work tree let
+    ``receive.denyCurrentBranch=updateInstead`` check the agent's files out, through
+    the target's filters, as the worker (red-team helper-107)."""
+    shown = shown_path(url)
+    if not (target / "HEAD").is_file() or not (target / "objects").is_dir():
+        return f"{DELIVERY_TARGET_RULE}: {shown} is not a bare repository"
+    if (target / ".git").exists() or (target / ".git").is_symlink():
+        return f"{DELIVERY_TARGET_RULE}: {shown} is not a bare repository (it has a .git)"
+    records = target / "worktrees"
+    if records.is_dir() and any(records.iterdir()):
+        return f"{DELIVERY_TARGET_RULE}: {shown} has worktrees a push would check out"
+    found = foreign_entry(target)
+    return None if found is None else f"{DELIVERY_TARGET_RULE}: {shown}: {found}"
 
 
 def _file_url_path(url: str) -> str:

@@ -419,6 +419,21 @@ def _module_of(name: str) -> str | None:
     return stem if name.endswith(IMPORT_SUFFIXES) else None
 
 
+def imports_as(name: str) -> str | None:
+    """The top-level module a base tree's file makes importable, or None: a top-level
+    ``M.py`` (``M.<abi>.so``...) or ``M/__init__.py`` (a regular package)."""
+    top, sep, rest = name.partition("/")
+    if not sep:
+        stem, dot, _ = top.partition(".")
+        return stem if dot and top.endswith(IMPORT_SUFFIXES) else None
+    return (
+        top
+        if rest in ("__init__.py", "__init__.pyc")
+        or (rest.startswith("__init__.") and rest.endswith(IMPORT_SUFFIXES))
+        else None
+    )
+
+
 def top_level_module(name: str) -> str:
     """The top-level module a base tree's file path holds (or would shadow)."""
     top, sep, _ = name.partition("/")

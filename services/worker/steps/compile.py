@@ -32,6 +32,7 @@ from shared.domain.change_check import (
     PlanAgainstBase,
     check_plan,
     guarded_modules,
+    imports_as,
     runner_shadows,
     top_level_module,
 )
@@ -165,7 +166,11 @@ def _against_base(worktree: Worktree, plan: dict[str, Any], pinned: frozenset[st
     for name in tree_names(worktree, "HEAD"):  # the worktree is at the base commit
         twins.feed(name)
         agreement.feed(name)
-        if shadows and (module := top_level_module(name)) in guarded:
+        # a pinned module counts as the repository's own for any name under it; a
+        # standard library's only for one Python imports (M.py, M/__init__.py): a base
+        # locale/ of .po files let a plan add locale/__init__.py (red-team helper-107)
+        module = top_level_module(name) if shadows else None
+        if module in guarded and (module in pinned or imports_as(name) == module):
             own.add(module)
     shadowing = {path: module for path, module in shadows.items() if module not in own}
     shadow = None

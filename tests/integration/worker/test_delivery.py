@@ -142,7 +142,7 @@ def test_a_failing_push_is_recorded_and_tried_a_bounded_number_of_times(
     assert run.delivered_sha is None
     assert run.delivery_attempts == MAX_DELIVERY_ATTEMPTS
     assert run.delivery_error is not None
-    assert "git push origin" in run.delivery_error
+    assert "no-such-remote.git is not a bare repository" in run.delivery_error
 
 
 def test_nothing_is_pushed_without_a_delivery_remote(
