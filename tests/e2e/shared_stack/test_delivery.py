@@ -20,10 +20,9 @@ def git_out(repo: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def test_a_succeeded_run_is_pushed_to_origin_and_the_sha_shown(
-    api: Api, sample_repo: Path, tmp_path: Path
-) -> None:
-    bare = tmp_path / "origin.git"
+def test_a_succeeded_run_is_pushed_to_origin_and_the_sha_shown(api: Api, sample_repo: Path) -> None:
+    # a local target lies under KODO_REPO_ROOTS, beside the repository (delivery_target)
+    bare = sample_repo.parent / f"{sample_repo.name}-origin.git"
     subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
     git_out(sample_repo, "remote", "add", "origin", str(bare))
     run_id = api.submit(sample_repo, "Add a note to README.md")
