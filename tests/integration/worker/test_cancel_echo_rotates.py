@@ -15,34 +15,29 @@ each claimant frozen as helper-102's test freezes it.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from services.worker import cancel as cancel_mod
 from services.worker.cancel import abort_inflight_calls, abort_missed_calls
 from services.worker.forget import forget_sessions
-from services.worker.steps import base as step_base
 from services.worker.steps.apply_patch import apply_patch_step
 from shared.domain.run_machine import StepId
 from shared.opencode.errors import OpenCodeError
-from shared.opencode.exactly_once import ExactlyOnceCalls
 from tests.integration.worker.conftest import (
     RuntimeFactory,
     step_in_background,
     wait_lease_lapsed,
 )
+from tests.integration.worker.freezing import call_directory, freeze_claimants
 from tests.integration.worker.test_cancel_unsent_claims import (
     _apply_calls,
     _approved_run,
     _cancel,
     _stats,
 )
-from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -53,41 +48,20 @@ def test_every_cancelled_runs_waking_claimant_is_cut_whatever_its_run_id(
     make_rt: RuntimeFactory, repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(cancel_mod, "SWEEP_LIMIT", 1)
-    # each claimant freezes after its last read of the row, just before its prompt
-    # leaves (ExactlyOnceCalls._still_claimed passes): only the echo can cut it then
-    monkeypatch.setattr(ExactlyOnceCalls, "_still_claimed", lambda *_args: None)
     runs = [
         _approved_run(make_rt, repo, f"Add multiply to calc.py [oc:slow={SLOW_MS}]")
         for _ in range(2)
     ]
     rt = make_rt(oc_timeout_ms=20000, step_lease_s=1, oc_keep_sessions=True)
 
-    frozen = threading.Event()
-    thaw = threading.Event()
-    reached: list[str] = []
-    real_beat = step_base.LeaseKeeper.beat
-
-    def beat(self: step_base.LeaseKeeper) -> bool:
-        return True if frozen.is_set() else real_beat(self)
-
-    monkeypatch.setattr(step_base.LeaseKeeper, "beat", beat)
-    ledger = rt.oc.ledger
-    real_mark_started = ledger.mark_started
-
-    def mark_started_then_freeze(*args: Any, **kwargs: Any) -> Any:
-        result = real_mark_started(*args, **kwargs)
-        frozen.set()
-        reached.append("x")
-        thaw.wait(60)
-        frozen.clear()
-        return result
-
-    ledger.mark_started = mark_started_then_freeze  # type: ignore[method-assign]
+    # each claimant freezes after its last read of the row, just before its prompt
+    # leaves: only the echo can cut it then
+    freeze = freeze_claimants(rt, monkeypatch, after="the last read of the row")
 
     workers = [
         step_in_background(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) for run_id in runs
     ]
-    wait_until(lambda: len(reached) == 2, 30, "both claimants to record their sessions")
+    freeze.wait_reached(2)
     for run_id in runs:
         assert _cancel(rt, run_id) is True
         abort_inflight_calls(rt, run_id)
@@ -100,7 +74,7 @@ def test_every_cancelled_runs_waking_claimant_is_cut_whatever_its_run_id(
         (swept,) = _apply_calls(rt, run_id)
         assert swept["status"] == "aborted", swept
 
-    thaw.set()  # the worker wakes: both blocking prompts leave
+    freeze.thaw.set()  # the worker wakes: both blocking prompts leave
     end = time.monotonic() + 2 * SLOW_MS / 1000 + 10
     while any(w.is_alive() for w, _ in workers) and time.monotonic() < end:
         abort_missed_calls(rt)  # the reconciler keeps passing
@@ -115,14 +89,7 @@ def test_every_cancelled_runs_waking_claimant_is_cut_whatever_its_run_id(
     ran_to_end = []
     for run_id in runs:
         (call,) = _apply_calls(rt, run_id)
-        with rt.sessions() as s:
-            directory = s.execute(
-                text(
-                    "SELECT request->>'directory' FROM app.opencode_calls"
-                    " WHERE run_id = :r AND step_id = 'ApplyPatchST'"
-                ),
-                {"r": run_id},
-            ).scalar_one()
+        directory = call_directory(rt, run_id)
         try:
             last = client.last_message(call["session_id"], directory=directory)
         except OpenCodeError as exc:

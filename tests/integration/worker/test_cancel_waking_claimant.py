@@ -18,36 +18,33 @@ it for a later pass), the turn runs to its end at the provider: the build agent 
 the cancelled run's worktree after the cancel and the daemon bills the turn (the
 claimant's outcome is refused as CallSuperseded and dropped).
 
-Real Postgres, real oc-compat, in-process steps; the freeze is staged by stalling the
-claimant after ``mark_started`` and making the process's lease renewer skip its beats
-for as long (what a frozen process's renewer does).
+Real Postgres, real oc-compat, in-process steps; the freeze is staged by
+tests.integration.worker.freezing (after the claimant's last read of its row: one before
+it withholds the prompt, test_cancel_long_freeze.py).
 """
 
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from services.worker.cancel import abort_inflight_calls, abort_missed_calls
 from services.worker.forget import forget_sessions
-from services.worker.steps import base as step_base
 from services.worker.steps.apply_patch import apply_patch_step
 from shared.domain.run_machine import StepId
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.errors import OpenCodeError, OpenCodeServerError
-from shared.opencode.exactly_once import ExactlyOnceCalls
 from shared.opencode.turn_inspection import usage_of
 from tests.integration.worker.conftest import (
     RuntimeFactory,
     step_in_background,
     wait_lease_lapsed,
 )
+from tests.integration.worker.freezing import call_directory, freeze_claimants
 from tests.integration.worker.test_cancel_unsent_claims import (
     _apply_calls,
     _approved_run,
@@ -76,46 +73,24 @@ def test_a_blocking_prompt_sent_after_the_sweep_recorded_its_call_is_cut(
     # unless OC_KEEP_SESSIONS=1 (an operator's setting for triage, README) or the delete
     # fails (a 5xx, a timeout: the session is kept for forget_sessions' later pass)
     keep = session_left == "kept_by_OC_KEEP_SESSIONS"
+    rt = make_rt(oc_timeout_ms=20000, step_lease_s=1, oc_keep_sessions=keep)
     # the freeze comes after the claimant's last read of its row, just before the prompt
     # leaves (a freeze before it withholds the prompt: test_cancel_long_freeze.py)
-    monkeypatch.setattr(ExactlyOnceCalls, "_still_claimed", lambda *_args: None)
-    rt = make_rt(oc_timeout_ms=20000, step_lease_s=1, oc_keep_sessions=keep)
+    freeze = freeze_claimants(rt, monkeypatch, after="the last read of the row")
     if not keep:
         real_delete = OpenCodeClient.delete_session
 
         def delete_500_while_frozen(
             self: OpenCodeClient, session_id: str, *, directory: str
         ) -> bool:
-            if frozen.is_set():  # the daemon answers deletes 500 for that while
+            if freeze.frozen.is_set():  # the daemon answers deletes 500 for that while
                 raise OpenCodeServerError("HTTP 500 UnknownError", status=500)
             return real_delete(self, session_id, directory=directory)
 
         monkeypatch.setattr(OpenCodeClient, "delete_session", delete_500_while_frozen)
 
-    frozen = threading.Event()  # the worker process is stopped: no thread of it runs
-    reached = threading.Event()
-    thaw = threading.Event()
-    real_beat = step_base.LeaseKeeper.beat
-
-    def beat(self: step_base.LeaseKeeper) -> bool:
-        return True if frozen.is_set() else real_beat(self)  # a frozen renewer renews nothing
-
-    monkeypatch.setattr(step_base.LeaseKeeper, "beat", beat)
-    ledger = rt.oc.ledger
-    real_mark_started = ledger.mark_started
-
-    def mark_started_then_freeze(*args: Any, **kwargs: Any) -> Any:
-        result = real_mark_started(*args, **kwargs)
-        frozen.set()
-        reached.set()
-        thaw.wait(60)
-        frozen.clear()
-        return result
-
-    ledger.mark_started = mark_started_then_freeze  # type: ignore[method-assign]
-
     worker, outcome = step_in_background(rt, StepId.APPLY_PATCH, run_id, apply_patch_step)
-    assert reached.wait(30), "ApplyPatchST never recorded its session"
+    freeze.wait_reached()
     assert _cancel(rt, run_id) is True
     abort_inflight_calls(rt, run_id)  # the cancel's AbortCalls: the session is idle
     wait_lease_lapsed(rt, run_id, StepId.APPLY_PATCH)
@@ -124,7 +99,7 @@ def test_a_blocking_prompt_sent_after_the_sweep_recorded_its_call_is_cut(
     (swept,) = _apply_calls(rt, run_id)
     assert (swept["status"], swept["settled"]) == ("aborted", True), swept
 
-    thaw.set()  # the process wakes: its prompt leaves
+    freeze.thaw.set()  # the process wakes: its prompt leaves
     title = f"kodo ApplyPatchST {run_id} #1"
     wait_until(lambda: _stats(rt)["by_title"].get(title) == 1, 15, "the prompt to leave")
     # the reconciler keeps passing while the turn would run
@@ -143,14 +118,7 @@ def test_a_blocking_prompt_sent_after_the_sweep_recorded_its_call_is_cut(
             {"s": call["session_id"]},
         )
     client = rt.daemons.first.client
-    with rt.sessions() as s:
-        directory = s.execute(
-            text(
-                "SELECT request->>'directory' FROM app.opencode_calls"
-                " WHERE run_id = :r AND step_id = 'ApplyPatchST'"
-            ),
-            {"r": run_id},
-        ).scalar_one()
+    directory = call_directory(rt, run_id)
     try:
         last = client.last_message(call["session_id"], directory=directory)
     except OpenCodeError as exc:

@@ -27,54 +27,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from services.worker.delivery import deliver
 from services.worker.git_ops import run_branch
-from services.worker.runtime import Runtime
-from services.worker.steps.apply_patch import apply_patch_step
-from services.worker.steps.base import run_step
-from services.worker.steps.compile import compile_step
-from services.worker.steps.decide import decide_step
-from services.worker.steps.execute import execute_step
-from shared.domain.run_machine import StepId
-from tests.integration.worker.conftest import RuntimeFactory, approve, new_run
+from tests.integration.worker.conftest import RuntimeFactory
+from tests.integration.worker.owned_repos import branches as _branches
+from tests.integration.worker.owned_repos import delivery_error as _delivery_error
+from tests.integration.worker.owned_repos import git_in as _git
+from tests.integration.worker.owned_repos import listing as _listing
+from tests.integration.worker.owned_repos import succeeded_run as _succeeded
 
 pytestmark = pytest.mark.integration
-
-
-def _git(cwd: Path, *args: str) -> str:
-    ident = ["-c", "user.name=t", "-c", "user.email=t@localhost"]
-    done = subprocess.run(
-        ["git", *ident, *args], cwd=cwd, capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
-
-
-def _succeeded(rt: Runtime, repo: Path) -> str:
-    run_id = new_run(rt, repo, goal="Add a note to README.md")
-    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
-    approve(rt, run_id)
-    assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "deciding"
-    assert run_step(rt, StepId.DECIDE, run_id, decide_step) == "executing"
-    assert run_step(rt, StepId.EXECUTE, run_id, execute_step) == "succeeded"
-    return run_id
-
-
-def _delivery_error(rt: Runtime, run_id: str) -> str:
-    with rt.sessions() as s:
-        value = s.execute(
-            text("SELECT delivery_error FROM app.runs WHERE id = :r"), {"r": run_id}
-        ).scalar_one()
-    return "" if value is None else str(value)
-
-
-def _branches(bare: Path) -> list[str]:
-    return _git(bare, "for-each-ref", "--format=%(refname)", "refs/heads/").split()
-
-
-def _listing(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
 def test_a_target_whose_dot_git_file_names_a_repository_outside_the_roots_gets_nothing(

@@ -22,17 +22,12 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from services.worker.delivery import deliver
-from services.worker.runtime import Runtime
-from services.worker.steps.apply_patch import apply_patch_step
-from services.worker.steps.base import run_step
-from services.worker.steps.compile import compile_step
-from services.worker.steps.decide import decide_step
-from services.worker.steps.execute import execute_step
-from shared.domain.run_machine import StepId
-from tests.integration.worker.conftest import RuntimeFactory, approve, new_run
+from tests.integration.worker.conftest import RuntimeFactory
+from tests.integration.worker.owned_repos import delivery_error as _delivery_error
+from tests.integration.worker.owned_repos import git_in as _git
+from tests.integration.worker.owned_repos import succeeded_run as _succeeded
 
 pytestmark = pytest.mark.integration
 
@@ -48,25 +43,10 @@ done
 """What a hook run as the worker reaches: its ancestors' environment (the worker's own)."""
 
 
-def _git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
-    return done.stdout.strip()
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _succeeded(rt: Runtime, repo: Path) -> str:
-    run_id = new_run(rt, repo, goal="Add a note to README.md")
-    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
-    approve(rt, run_id)
-    assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "deciding"
-    assert run_step(rt, StepId.DECIDE, run_id, decide_step) == "executing"
-    assert run_step(rt, StepId.EXECUTE, run_id, execute_step) == "succeeded"
-    return run_id
 
 
 def test_a_local_push_url_listed_after_a_network_one_runs_none_of_its_hooks(
@@ -156,10 +136,3 @@ def test_a_delivery_never_writes_into_a_repository_outside_the_roots(
     ).stdout.split()
     assert landed == [], f"kodo pushed into {elsewhere}, outside KODO_REPO_ROOTS: {landed}"
     assert "is outside KODO_REPO_ROOTS" in (_delivery_error(rt, run_id) or "")
-
-
-def _delivery_error(rt: Runtime, run_id: str) -> str | None:
-    with rt.sessions() as s:
-        return s.execute(
-            text("SELECT delivery_error FROM app.runs WHERE id = :r"), {"r": run_id}
-        ).scalar_one()

@@ -27,52 +27,21 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from services.worker import delivery, repo_upkeep
 from services.worker.delivery import deliver
-from services.worker.runtime import Runtime
 from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import run_step
 from services.worker.steps.compile import compile_step
-from services.worker.steps.decide import decide_step
-from services.worker.steps.execute import execute_step
 from shared.domain.run_machine import StepId
 from tests.integration.worker.conftest import RuntimeFactory, approve, new_run
+from tests.integration.worker.owned_repos import branches as _branches
+from tests.integration.worker.owned_repos import git_in as _git
+from tests.integration.worker.owned_repos import listing as _listing
+from tests.integration.worker.owned_repos import run_column as _run_column
+from tests.integration.worker.owned_repos import succeeded_run as _succeeded
 
 pytestmark = pytest.mark.integration
-
-
-def _git(cwd: Path, *args: str) -> str:
-    ident = ["-c", "user.name=t", "-c", "user.email=t@localhost"]
-    done = subprocess.run(
-        ["git", *ident, *args], cwd=cwd, capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
-
-
-def _listing(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
-
-
-def _succeeded(rt: Runtime, repo: Path) -> str:
-    run_id = new_run(rt, repo, goal="Add a note to README.md")
-    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
-    approve(rt, run_id)
-    assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "deciding"
-    assert run_step(rt, StepId.DECIDE, run_id, decide_step) == "executing"
-    assert run_step(rt, StepId.EXECUTE, run_id, execute_step) == "succeeded"
-    return run_id
-
-
-def _run_column(rt: Runtime, run_id: str, column: str) -> str | None:
-    query = {
-        "error": "SELECT error FROM app.runs WHERE id = :r",
-        "delivery_error": "SELECT delivery_error FROM app.runs WHERE id = :r",
-    }[column]
-    with rt.sessions() as s:
-        value = s.execute(text(query), {"r": run_id}).scalar_one()
-    return None if value is None else str(value)
 
 
 def _hooked_bare(path: Path, ran: Path) -> Path:
@@ -82,10 +51,6 @@ def _hooked_bare(path: Path, ran: Path) -> Path:
         script.write_text(f"#!/bin/sh\necho {hook} ran as $(id -un) >> {ran}\n")
         script.chmod(0o755)
     return path
-
-
-def _branches(bare: Path) -> list[str]:
-    return _git(bare, "for-each-ref", "--format=%(refname)", "refs/heads/").split()
 
 
 # --- rule git_dir -----------------------------------------------------------------------

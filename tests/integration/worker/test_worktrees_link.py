@@ -13,7 +13,6 @@ directory", a folder has "no gitdir file". git follows the link; kodo does not r
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,34 +20,15 @@ from sqlalchemy import text
 
 from services.worker import repo_upkeep
 from services.worker.delivery import clean
-from services.worker.runtime import Runtime
-from services.worker.steps.apply_patch import apply_patch_step
 from services.worker.steps.base import run_step
 from services.worker.steps.compile import compile_step
-from services.worker.steps.decide import decide_step
-from services.worker.steps.execute import execute_step
 from shared.domain.run_machine import StepId
-from tests.integration.worker.conftest import RuntimeFactory, approve, new_run
+from tests.integration.worker.conftest import RuntimeFactory, new_run
+from tests.integration.worker.owned_repos import git_in as _git
+from tests.integration.worker.owned_repos import listing as _listing
+from tests.integration.worker.owned_repos import succeeded_run as _succeeded
 
 pytestmark = pytest.mark.integration
-
-
-def _git(cwd: Path, *args: str) -> str:
-    ident = ["-c", "user.name=t", "-c", "user.email=t@localhost"]
-    done = subprocess.run(
-        ["git", *ident, *args], cwd=cwd, capture_output=True, text=True, check=True
-    )
-    return done.stdout.strip()
-
-
-def _succeeded(rt: Runtime, repo: Path) -> str:
-    run_id = new_run(rt, repo, goal="Add a note to README.md")
-    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "waiting_input"
-    approve(rt, run_id)
-    assert run_step(rt, StepId.APPLY_PATCH, run_id, apply_patch_step) == "deciding"
-    assert run_step(rt, StepId.DECIDE, run_id, decide_step) == "executing"
-    assert run_step(rt, StepId.EXECUTE, run_id, execute_step) == "succeeded"
-    return run_id
 
 
 def _victim(tmp_path: Path) -> Path:
@@ -59,10 +39,6 @@ def _victim(tmp_path: Path) -> Path:
     (victim / "another-run" / "work.py").write_text("print('precious')\n")
     (victim / "token").write_text("kodo_secret_token\n")
     return victim
-
-
-def _listing(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
 def test_a_worktrees_link_out_of_the_git_dir_gets_no_record_written_there(
