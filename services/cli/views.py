@@ -46,6 +46,16 @@ def cell(value: object, style: str = "") -> Text:
     return Text(one_line(value), style=style)
 
 
+def ascii_cell(value: object, style: str = "") -> Text:
+    """A table cell of agent-quoted text (a step's error, a call's) in ASCII, anything
+    else escaped (``\xe9``): rich lays a table out by its own count of each character's
+    cells, which a terminal drawing the East Asian Ambiguous class wide exceeds, and a
+    padded error then wrapped onto a row of the agent's own (red-team helper-106). The
+    run page and ``kodo run show`` give the text whole."""
+    shown = one_line(value).encode("ascii", "backslashreplace").decode("ascii")
+    return Text(shown, style=style)
+
+
 CARD_WIDTH = 80
 """Columns the plan card is folded to: every row a terminal at least this wide draws
 starts with kodo's own label, or with the indent under it (never with agent text)."""
@@ -300,7 +310,7 @@ def run_view(run: dict[str, Any], now: datetime | None = None) -> Group:
     table.add_column("detail", overflow="fold")
     for step, state, detail in step_states(run, now):
         mark, style = _MARK.get(state, ("·", "dim"))
-        table.add_row(Text(mark, style=style), cell(step), cell(state, style), cell(detail))
+        table.add_row(Text(mark, style=style), cell(step), cell(state, style), ascii_cell(detail))
     parts: list[Any] = [Text(run_header(run), style="bold"), table]
     if run.get("error"):  # it may quote the agent: folded under its label (helper-106)
         for row in labelled("error:", one_line(run["error"]), column=9):
@@ -394,7 +404,7 @@ def calls_table(calls: list[dict[str, Any]], caches: dict[tuple[str, int], str])
             said = f"${spent:.4f}, {tokens} tokens" if isinstance(spent, int | float) else None
             row.append(cell(said))
         if failed:
-            row.append(cell(call.get("error") or "", "red"))
+            row.append(ascii_cell(call.get("error") or "", "red"))
         table.add_row(*row)
     return table
 
