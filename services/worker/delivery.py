@@ -269,9 +269,12 @@ def _remove(rt: Runtime, item: Cleanup) -> bool:
     drop_private_checkout(repo, workspaces, private / item.run_id)
     drop_run_leftovers(workspaces, item.run_id)  # killed deliveries'
     with repo_lock(workspaces, repo):
-        confined_git_dir(repo)  # the records and the branch go through its git dir
+        # the records and the branch go through its git dir: checked once (the walk is
+        # forget_registration's own when there is a registration to forget)
         if item.worktree_path is not None:  # kodo registered it locked (git_ops)
             forget_registration(repo, Path(item.worktree_path))
+        else:
+            confined_git_dir(repo)
         drop = RunStatus(item.status) in DISPOSABLE and not rt.settings.keep_branches
         if drop:
             present = git(repo, "branch", "--list", branch).strip()
