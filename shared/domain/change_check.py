@@ -89,7 +89,7 @@ def check_plan(policy: Policy, plan: dict[str, Any]) -> list[Violation]:
             why = unconfined(path)
             if why is not None:
                 found.append(Violation("confinement", f"{path}: {why}", (path,)))
-            elif (pattern := forbidden(path, policy.forbidden_paths)) is not None:
+            elif (pattern := forbidden(path, policy.refused_paths())) is not None:
                 found.append(Violation("forbidden_path", f"{path} matches {pattern}", (path,)))
     if len(entries) > policy.max_files:
         found.append(
@@ -627,7 +627,7 @@ def _path_rules(change: IndexChange, policy: Policy) -> list[Violation]:
         why = unconfined(path)
         if why is not None:
             found.append(Violation("confinement", f"{path}: {why}", (path,)))
-        elif (pattern := forbidden(path, policy.forbidden_paths)) is not None:
+        elif (pattern := forbidden(path, policy.refused_paths())) is not None:
             found.append(Violation("forbidden_path", f"{path} matches {pattern}", (path,)))
     return found
 

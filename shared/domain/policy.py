@@ -29,6 +29,11 @@ DEFAULT_FORBIDDEN = (
     ".git/*",
 )
 
+KODO_OWN_PATHS = (".kodo", ".kodo/*")
+"""Forbidden whatever a policy says: the policy file lives here, and ``forbidden_paths``
+replaces the defaults, so without this a policy naming only ``secrets/*`` let a patch
+rewrite ``.kodo/policy.toml`` on its branch."""
+
 
 MAX_PATCH_BYTES = 4 << 20
 """The default bound on a patch as git shows it (its stat and diff): a line counts once
@@ -97,6 +102,11 @@ class Policy:
         else:
             found["verify_commands"] = [list(argv) for argv in self.verify_commands]
         return found
+
+    def refused_paths(self) -> tuple[str, ...]:
+        """The patterns a path a plan or patch names may not match: kodo's own folder,
+        then the policy's forbidden paths."""
+        return KODO_OWN_PATHS + tuple(p for p in self.forbidden_paths if p not in KODO_OWN_PATHS)
 
     def pinned_modules(self) -> frozenset[str]:
         """The top-level modules pinned commands run with ``python -m`` (``unittest`` of

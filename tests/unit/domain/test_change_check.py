@@ -442,3 +442,15 @@ def test_a_name_git_gave_that_is_not_utf8_is_named_either_side_of_a_rename() -> 
     ]
     assert unreadable_names(changes) == ["old\ufffd.txt", "\ufffd.txt"]
     assert unreadable_names(changes[:1]) == []
+
+
+def test_kodo_s_own_folder_is_forbidden_even_by_a_policy_that_replaces_the_defaults() -> None:
+    only_secrets = Policy(forbidden_paths=("secrets/*",))
+    rewrite = [modified(".kodo/policy.toml")]
+    assert rules(rewrite, plan((".kodo/policy.toml", "modify")), only_secrets) == ["forbidden_path"]
+    assert rules([added(".kodo")], plan((".kodo", "add")), only_secrets) == ["forbidden_path"]
+    assert rules(
+        [renamed(".kodo/policy.toml", "policy.toml")],
+        plan(("policy.toml", "rename", ".kodo/policy.toml")),
+        only_secrets,
+    ) == ["forbidden_path"]

@@ -258,3 +258,14 @@ def test_the_strictest_combination_intersects_pinned_commands() -> None:
     assert strictest(one, Policy()).verify_commands == (MAKE,)
     assert strictest(Policy(verify_commands=(PYTEST,)), one).verify_commands == ()
     assert strictest(Policy(), Policy()).verify_commands is None
+
+
+def test_a_plan_naming_kodo_s_own_folder_is_refused_whatever_the_policy_forbids() -> None:
+    only_secrets = policy_from_mapping({"forbidden_paths": ["secrets/*"]}, "t")
+    found = check_plan(only_secrets, _plan(".kodo/policy.toml", ".KODO/Policy.toml", ".kodo"))
+    assert [(v.rule, v.paths) for v in found] == [
+        ("forbidden_path", (".kodo/policy.toml",)),
+        ("forbidden_path", (".KODO/Policy.toml",)),
+        ("forbidden_path", (".kodo",)),
+    ]
+    assert check_plan(only_secrets, _plan("src/.kodo.py", "docs/kodo/x.md")) == []
