@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from shared.domain.diff_names import same_name_sides
+from shared.domain.diff_names import git_name, header_sides
 from shared.domain.display import visible
 
 from .highlighting import Job, highlighted
@@ -26,7 +26,6 @@ from .highlighting import Job, highlighted
 LineKind = Literal["add", "del", "ctx", "note"]
 
 HUNK_HEADER = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@(.*)$")
-GIT_HEADER = re.compile(r"^diff --git a/(.*) b/(.*)$")
 MAX_LINES_PER_FILE = 3000
 """Lines shown per file; past it the page says so and links the whole artifact."""
 MAX_LINES_PER_PATCH = 10_000
@@ -134,13 +133,10 @@ def _new_file(header: str) -> FileDiff:
     header alone is ambiguous: when both sides are one name (the usual case) that name
     is taken; otherwise the ``---``/``+++`` or ``rename``/``copy`` lines that follow
     decide (see :func:`_meta`)."""
-    found = GIT_HEADER.match(header)
-    if found is None:
+    sides = header_sides(header)
+    if sides is None:
         raise _Unparsed(f"a file header is not `diff --git a/... b/...`: {header[:80]!r}")
-    name = same_name_sides(header)
-    if name is not None:
-        return FileDiff(path=name, old_path=name, change="modified")
-    return FileDiff(path=found.group(2), old_path=found.group(1), change="modified")
+    return FileDiff(path=sides[1], old_path=sides[0], change="modified")
 
 
 def _meta(current: FileDiff, line: str) -> None:
@@ -152,18 +148,18 @@ def _meta(current: FileDiff, line: str) -> None:
     elif line.startswith("rename from ") or line.startswith("copy from "):
         # the old name, whole: the header's split at " b/" cannot tell where it ends
         current.change = "renamed" if line.startswith("rename") else "copied"
-        current.old_path = line.split(" from ", 1)[1]
+        current.old_path = git_name(line.split(" from ", 1)[1])
     elif line.startswith("rename to ") or line.startswith("copy to "):
         current.change = "renamed" if line.startswith("rename") else "copied"
-        current.path = line.split(" to ", 1)[1]
+        current.path = git_name(line.split(" to ", 1)[1])
     elif line.startswith("Binary files") or line == "GIT binary patch":
         # (``--binary``, as patch.diff is made: its literal or delta lines follow, base85,
         # which no reader reads; the file was shown "added +0 -0, no text lines")
         current.change = "binary"
     elif line.startswith("--- ") and line != "--- /dev/null":
-        current.old_path = _strip_prefix(line[4:], "a/")
+        current.old_path = _strip_prefix(git_name(line[4:]), "a/")
     elif line.startswith("+++ ") and line != "+++ /dev/null":
-        current.path = _strip_prefix(line[4:], "b/")
+        current.path = _strip_prefix(git_name(line[4:]), "b/")
 
 
 def _keep(current: FileDiff, hunk: Hunk, line: Line) -> None:

@@ -22,6 +22,7 @@ from rich.text import Text
 
 from services.cli.run_list import usd
 from services.cli.views import (
+    ascii_cell,
     budget_line,
     cell,
     file_lines,
@@ -30,7 +31,7 @@ from services.cli.views import (
     shown_path,
     step_states,
 )
-from shared.domain.diff_names import same_name_sides
+from shared.domain.diff_names import git_name, header_sides
 from shared.domain.display import visible
 
 
@@ -52,13 +53,10 @@ class FileStat:
 
 
 def _git_header_name(line: str) -> str:
-    """The new name a ``diff --git a/X b/Y`` header gives: X when both sides are one name
-    (a name may itself hold `` b/``); else a guess that ``rename to`` lines correct."""
-    name = same_name_sides(line)
-    if name is not None:
-        return name
-    sides = line.removeprefix("diff --git ")
-    return sides.split(" b/", 1)[1] if " b/" in sides else sides
+    """The new name a ``diff --git a/X b/Y`` header gives (git's quoting read): X when
+    both sides are one name; else a guess that ``rename to`` lines correct."""
+    sides = header_sides(line)
+    return sides[1] if sides is not None else line.removeprefix("diff --git ")
 
 
 _HUNK = re.compile(r"@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
@@ -118,9 +116,11 @@ def diffstat(patch: str) -> list[FileStat]:
         if kind == "file":
             header = _git_header_name(line)
         elif kind == "meta" and line.startswith("+++ ") and path is None:
-            header = line[4:].removeprefix("b/")
+            header = git_name(line[4:]).removeprefix("b/")
         elif kind == "meta" and line.startswith(("rename to ", "copy to ")) and path is not None:
-            path = line.split(" to ", 1)[1]  # the whole new name (the header is ambiguous)
+            path = git_name(
+                line.split(" to ", 1)[1]
+            )  # the whole new name (the header is ambiguous)
             continue
         if header is not None:
             if path is not None:
@@ -231,7 +231,7 @@ def timeline_table(run: dict[str, Any], calls: list[dict[str, Any]]) -> Table:
             cell(row.get("deliveries")),
             cell(took),
             *paid,
-            cell(detail or None),
+            ascii_cell(detail or None),  # agent-quoted: a step's error
         )
     return table
 

@@ -109,10 +109,29 @@ _SLASH_LIKE = frozenset("\u2044\u2215\u2571\u29f8\u29f9\uff0f\u1735\u2cc6")
 """Characters drawn like ``/`` (fraction and division slashes, fullwidth solidus...)."""
 
 
+_LATIN_LOOKALIKES = frozenset({"LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE", "COPTIC"})
+"""Scripts with letters drawn exactly like Latin ones (CYRILLIC SMALL LETTER A, GREEK
+SMALL LETTER OMICRON)."""
+
+
+def _mixed_script(name: str) -> bool:
+    """Letters of two scripts that look alike in one name (``c<CYRILLIC A>lc.py``, or
+    ``<CYRILLIC A>/calc.py``): the whole path is judged, so a folder named by one Cyrillic
+    letter is caught too. A Russian or Greek name under a Latin folder is drawn
+    escaped as well: safe, if less readable."""
+    scripts = {
+        unicodedata.name(c, "").split(" ", 1)[0] for c in name if c.isalpha() and not c.isascii()
+    }
+    if any(c.isascii() and c.isalpha() for c in name):
+        scripts.add("LATIN")
+    return len(scripts & _LATIN_LOOKALIKES) > 1
+
+
 def lookalike_name(name: str) -> bool:
     """Whether ``name`` may be drawn like another name: it holds a space separator other
     than U+0020 (a no-break space draws as a blank), blanks a page collapses (leading,
-    trailing, two in a row), a character drawn like ``/``, or is not in NFKC (a
+    trailing, two in a row), a character drawn like ``/``, Latin mixed with a script
+    whose letters look Latin (:func:`_mixed_script`), or is not in NFKC (a
     decomposed ``é`` draws as the composed one; a fullwidth letter as the letter). A
     repository may track both spellings, and two plan revisions deleting one and then
     the other were drawn alike (red-team helpers 106, 108): such a name is shown with
@@ -122,6 +141,8 @@ def lookalike_name(name: str) -> bool:
     if name != name.strip(" ") or "  " in name:  # a page collapses the blanks (helper-108)
         return True
     if any(c in _SLASH_LIKE for c in name):  # (src DIVISION SLASH calc.py: a file in src/)
+        return True
+    if _mixed_script(name):  # (c CYRILLIC-A lc.py beside calc.py; helper-109)
         return True
     return unicodedata.normalize("NFKC", name) != name  # NFC, and compatibility forms
 
