@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
+
+from shared.domain.git_quoting import c_unquoted
 
 GIT_DIR_RULE = "git_dir"
 
@@ -84,6 +87,72 @@ def foreign_entry(git_dir: Path) -> str | None:
                 elif not entry.is_file(follow_symlinks=False):  # a fifo hangs git (helper-107)
                     return f"{GIT_DIR_RULE}: {where} is neither a file nor a folder"
     return None
+
+
+MAX_ALTERNATES_BYTES = 64 << 10
+"""An ``objects/info/alternates`` larger than this is refused unread."""
+ALTERNATES_DEPTH = 5
+"""How deep git follows alternates of alternates: it reads the files of stores 0 to 5
+levels down (its own repository at 0) and ignores deeper ones."""
+
+
+def alternates_refusal(git_dir: Path, roots: Sequence[Path]) -> str | None:
+    """Why the object stores ``git_dir`` borrows from (``objects/info/alternates``, and
+    theirs, as deep as git follows them) must stop kodo, or None: each must lie under
+    one of ``roots`` (KODO_REPO_ROOTS, resolved).
+
+    A repository may borrow objects (``git clone --shared``), but one naming a store
+    outside the roots had a branch pointing at a commit only that store held checked
+    out for the agent, and pushed on delivery: kodo reading, as itself, a repository
+    no one allowed (red-team helper-111). Entries are read as git reads them: a line
+    per store, ``#`` comments, a C-quoted line unquoted (a broken quote is literal), a
+    relative one under the borrowing ``objects`` folder."""
+    pending = [(git_dir / "objects", 0)]
+    while pending:
+        objects, depth = pending.pop()
+        path = objects / "info" / "alternates"
+        kind = _kind(path)
+        if kind is None or depth > ALTERNATES_DEPTH:
+            continue
+        if kind != "file":
+            return f"{GIT_DIR_RULE}: {path} is not a plain file"
+        try:
+            with path.open("rb") as handle:
+                text = handle.read(MAX_ALTERNATES_BYTES + 1)
+        except OSError as exc:
+            return f"{GIT_DIR_RULE}: cannot read {path}: {exc.strerror}"
+        if len(text) > MAX_ALTERNATES_BYTES:
+            return f"{GIT_DIR_RULE}: {path} is larger than {MAX_ALTERNATES_BYTES} bytes"
+        entries = _alternate_entries(text)
+        if entries is None:
+            return f"{GIT_DIR_RULE}: {path} has a quoted line with more after its quote"
+        for entry in entries:
+            store = Path(os.path.realpath(os.path.join(objects, os.fsdecode(entry))))
+            if not any(store == root or store.is_relative_to(root) for root in roots):
+                return (
+                    f"{GIT_DIR_RULE}: {path} borrows objects from {store}, outside"
+                    " KODO_REPO_ROOTS: kodo reads no repository no one allowed"
+                )
+            pending.append((store, depth + 1))
+    return None
+
+
+def _alternate_entries(text: bytes) -> list[bytes] | None:
+    """The stores an alternates file names, as git's ``parse_alt_odb_entry`` reads it;
+    None for a quoted line with text after its closing quote (git would read that text
+    as the start of another entry)."""
+    entries = []
+    for line in text.split(b"\n"):
+        if not line or line.startswith(b"#"):
+            continue
+        if line.startswith(b'"'):
+            quoted = c_unquoted(line.decode("latin-1"), 0, encoding="latin-1")
+            if quoted is not None:
+                if quoted[1] != len(line):
+                    return None
+                line = quoted[0]
+        entries.append(line)
+    return entries
 
 
 MAX_ATTRIBUTES_BYTES = 64 << 10

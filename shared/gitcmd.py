@@ -14,7 +14,8 @@ filter/diff/merge driver, a pager, an editor, an ssh command). Every call here:
   ``ignore = all`` is never hidden from what kodo judges), but git never looks inside its
   work tree, which would start a ``git status`` there under that repository's own config
   (its filter drivers are not among the keys blanked here);
-* allows no protocol but ``file``, never prompts, never pages, never opens an editor;
+* allows no protocol at all (delivery allows its own), never fetches lazily, never
+  prompts, never pages, never opens an editor;
 * ignores replace objects (``GIT_NO_REPLACE_OBJECTS``): a ``refs/replace/`` ref would
   let a repository show other content under a commit's, tree's or blob's own name, and
   change it later, so a pinned commit would no longer pin what kodo read and checks out
@@ -64,8 +65,20 @@ HARDENED: dict[str, str] = {
     "gpg.program": "false",
     "commit.gpgSign": "false",
     "tag.gpgSign": "false",
+    # No transport at all: a promisor remote (a partial clone) made git fetch a missing
+    # object by itself, from a repository outside the roots or by running the
+    # repository's own ``remote.<name>.uploadpack`` (a key git reads first-wins, so no
+    # blank set here overrides it; red-team helper-111). Delivery allows its protocols.
     "protocol.allow": "never",
-    "protocol.file.allow": "always",
+    "protocol.file.allow": "never",
+    # What the approver reads is git's own spelling of a change: no prefix games
+    # (``diff.noprefix`` named a new ``a/x b/setup.py`` as ``setup.py``), no colour
+    # codes, no diff relative to a folder, names quoted the one way readers expect.
+    "diff.noprefix": "false",
+    "diff.mnemonicPrefix": "false",
+    "diff.relative": "false",
+    "color.ui": "false",
+    "core.quotePath": "true",
     "gc.auto": "0",
     "maintenance.auto": "false",
     # A submodule's git dir is whatever its folder's .git names, which an agent can
@@ -112,6 +125,7 @@ ENV: dict[str, str] = {
     "SSH_ASKPASS": "false",
     "GIT_OPTIONAL_LOCKS": "0",
     "GIT_NO_REPLACE_OBJECTS": "1",
+    "GIT_NO_LAZY_FETCH": "1",  # (git 2.44 and later: never fetch a missing object)
     "LC_ALL": "C",
 }
 """The environment of every git call (plus PATH); nothing else of the caller's leaks in."""
@@ -431,7 +445,26 @@ def overrides_for(
     return _overrides(_listed_names(cwd, timeout_s, git_dir), extra)
 
 
+_LAZY_FETCH_KEYS = re.compile(r"^(?:remote\..+\.promisor|extensions\.partialclone)$", re.I)
+"""Config that makes git fetch a missing object by itself (a partial clone)."""
+
+
+class LazyFetchConfig(RuleRefusal, RuntimeError):
+    """A repository whose config makes git fetch missing objects itself (rule
+    ``git_dir``): kodo fetches nothing (no protocol is allowed), and says so plainly
+    rather than as a missing object; such a remote's ``uploadpack`` is a program that
+    no blank overrides (git reads that key first-wins)."""
+
+    rule = "git_dir"
+
+
 def _overrides(names: Sequence[str], extra: Mapping[str, str]) -> dict[str, str]:
+    lazy = [name for name in names if _LAZY_FETCH_KEYS.match(name)]
+    if lazy:
+        raise LazyFetchConfig(
+            f"git_dir: the repository's config sets {lazy[0]} (a partial clone): git would"
+            " fetch missing objects by itself, and kodo fetches nothing; clone it whole"
+        )
     blanked = {key: "" for key in command_keys(names)}
     for key in list(blanked):
         if key.lower().startswith("filter."):  # a required filter with no command fails

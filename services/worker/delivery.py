@@ -56,13 +56,16 @@ DISPOSABLE = frozenset({RunStatus.REJECTED, RunStatus.CANCELLED, RunStatus.FAILE
 HOOKLESS_RECEIVE_PACK = (
     "git -c core.hooksPath=/dev/null -c core.alternateRefsCommand="
     " -c core.fsmonitor=false -c receive.autogc=false -c gc.auto=0"
-    " -c receive.denyCurrentBranch=refuse -c core.bare=true receive-pack"
+    " -c receive.denyCurrentBranch=refuse -c core.bare=true"
+    " -c protocol.allow=never -c protocol.file.allow=never receive-pack"
 )
 """What a push to a repository on this machine runs there. git runs a local remote's
 receive-pack itself, as the worker, without kodo's hardening (git drops the command's
 config for a local transport): the remote's hooks ran as kodo, a way round "git never
 runs a repository's code". Nor does its config name a program run there
-(``core.alternateRefsCommand``, red-team helper-105) or start a ``gc``. A remote
+(``core.alternateRefsCommand``, red-team helper-105) or start a ``gc``, nor fetch: a
+target that lacks a thin pack's base and names a promisor remote fetched it lazily,
+running its own ``uploadpack`` (red-team helper-111). A remote
 elsewhere runs its hooks on its own machine."""
 
 

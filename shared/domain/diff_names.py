@@ -15,34 +15,16 @@ Otherwise the ``rename``/``copy`` or ``---``/``+++`` lines that follow must deci
 
 from __future__ import annotations
 
-_ESCAPES = {"a": 7, "b": 8, "t": 9, "n": 10, "v": 11, "f": 12, "r": 13, '"': 34, "\\": 92}
-_OCTAL = frozenset("01234567")
+from shared.domain.git_quoting import c_unquoted
 
 
 def _quoted(text: str, start: int) -> tuple[str, int] | None:
     """The name a C-quoted string at ``text[start]`` (a ``"``) spells, and where it ends;
-    None if it is not one (an unknown escape, no closing quote)."""
-    out = bytearray()
-    i = start + 1
-    while i < len(text):
-        ch = text[i]
-        if ch == '"':
-            return out.decode("utf-8", errors="backslashreplace"), i + 1
-        if ch != "\\":
-            out += ch.encode("utf-8", errors="surrogateescape")
-            i += 1
-            continue
-        escape = text[i + 1 : i + 2]
-        octal = text[i + 1 : i + 4]
-        if escape in _ESCAPES:
-            out.append(_ESCAPES[escape])
-            i += 2
-        elif len(octal) == 3 and set(octal) <= _OCTAL and int(octal, 8) < 256:
-            out.append(int(octal, 8))
-            i += 4
-        else:
-            return None
-    return None
+    None if it is not one."""
+    found = c_unquoted(text, start)
+    if found is None:
+        return None
+    return found[0].decode("utf-8", errors="backslashreplace"), found[1]
 
 
 def git_name(raw: str) -> str:

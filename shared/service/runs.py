@@ -56,7 +56,8 @@ from shared.errors import (
     NotFound,
     RepoNotAllowed,
 )
-from shared.git_dir import GIT_DIR_RULE, git_dir_refusal
+from shared.git_dir import GIT_DIR_RULE, alternates_refusal, git_dir_refusal
+from shared.gitcmd import LazyFetchConfig
 from shared.hashing import canonical_json, sha256_hex
 from shared.real_path import resolved
 from shared.service.messages import AbortCalls, RunStep
@@ -76,7 +77,8 @@ def resolve_repo(repo_path: str, roots: tuple[Path, ...]) -> Path:
         raise RepoNotAllowed(f"{repo_path} is outside KODO_REPO_ROOTS")
     if not (real / ".git").exists():
         raise InvalidInput(f"{repo_path} is not a git repository", details={"repo": ["not git"]})
-    why = git_dir_refusal(real)  # a .git leading elsewhere is another repository
+    why = git_dir_refusal(real) or alternates_refusal(real / ".git", roots)  # a .git
+    # leading elsewhere is another repository; a store borrowed from outside, another's
     if why is not None:
         raise InvalidInput(why, details={"repo": [GIT_DIR_RULE]})
     return real
@@ -97,6 +99,8 @@ def pin_intent(repo: Path, *, base_ref: str, policy_ref: str | None = None) -> P
         return pin_submission(pin, base_ref, policy_ref)
     except UnknownBaseRef as exc:
         raise InvalidInput(str(exc), details={"baseRef": ["unknown ref"]}) from exc
+    except LazyFetchConfig as exc:
+        raise InvalidInput(str(exc), details={"repo": [exc.rule]}) from exc
     except PolicyError as exc:
         raise InvalidPolicy(str(exc), details={"policy": [str(exc)]}) from exc
 

@@ -43,6 +43,7 @@ from shared.domain.rounds import ChangeRequest, RoundInputError, effective_input
 from shared.domain.run_machine import StepId
 from shared.domain.step_outcome import PLAN_ARTIFACT
 from shared.domain.vocab import ArtifactKind
+from shared.git_dir import GIT_DIR_RULE, alternates_refusal
 from shared.hashing import canonical_bytes, sha256_hex
 
 
@@ -54,6 +55,9 @@ def compile_step(ctx: StepContext) -> StepOutcome:
             {"step": StepId.COMPILE.value},
         )
     policy = Policy.from_json(ctx.intent_policy)
+    borrowed = alternates_refusal(ctx.repo_path / ".git", settings.repo_roots)
+    if borrowed is not None:  # changed since the submit checked it
+        return StepOutcome.failed(borrowed, {"rule": GIT_DIR_RULE})
     git = Stopwatch(ctx)
     with git.measure():
         worktree = ensure_worktree(
