@@ -70,13 +70,30 @@ def shown_path(text: str, limit: int = SHOWN_PATH) -> str:
     return text if len(text) <= limit else f"{text[:limit]}...[{len(text)} chars]"
 
 
+_JS_BLANKS = "\t\n\v\f\r \u00a0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff" + "".join(
+    chr(c) for c in range(0x2000, 0x200B)
+)
+"""What JavaScript's ``String.prototype.trim`` strips: its WhiteSpace (tab, VT, FF,
+space, NBSP, BOM and every Zs space) and LineTerminator (LF, CR, LS, PS)."""
+
+
+def _js_trim(text: str) -> str:
+    return text.strip(_JS_BLANKS)
+
+
 def patch_paths(text: str) -> list[str]:
-    """The files an ``apply_patch`` text adds, updates, deletes or moves to."""
+    """The files an ``apply_patch`` text adds, updates, deletes or moves to, read as the
+    daemon reads them: lines split at ``\n`` only, each path trimmed as JavaScript's
+    ``trim`` does. Python's ``splitlines`` and ``strip`` had read ``*** Add File:
+    \r<path>`` as a header naming nothing (the worktree itself) where the daemon wrote
+    ``<path>`` (red-team helper-110). A line is a header trimmed or not (judging more
+    never misses the daemon's reading)."""
     found = []
-    for line in text.splitlines():
+    for line in text.split("\n"):
+        trimmed = _js_trim(line)
         for header in _PATCH_HEADERS:
-            if line.startswith(header):
-                found.append(line[len(header) :].strip())
+            if trimmed.startswith(header):
+                found.append(_js_trim(trimmed[len(header) :]))
     return found
 
 
@@ -86,7 +103,7 @@ def _named_paths(tool: str, given: object) -> list[str] | None:
     if tool in PATCH_TOOLS:
         text = tool_input.get("patchText", tool_input.get("patch"))
         paths = patch_paths(text) if isinstance(text, str) else []
-        return paths or None
+        return paths if paths and all(paths) else None  # a header naming nothing: unreadable
     if tool in WRITING_TOOLS:
         named = [tool_input.get(key) for key in WRITING_TOOLS[tool]]
         paths = [p for p in named if isinstance(p, str) and p]
@@ -97,6 +114,19 @@ def _named_paths(tool: str, given: object) -> list[str] | None:
     if isinstance(pattern, str) and (os.path.isabs(pattern) or ".." in pattern.split("/")):
         paths.append(pattern)
     return paths
+
+
+def _patched_files(state: Mapping[str, object]) -> list[str]:
+    """The files the daemon says a patch part touched (``metadata.files[]``'s
+    ``filePath`` and ``movePath``): judged beside what kodo reads in the patch text, so
+    a reading of the text that differs from the daemon's cannot hide where it wrote."""
+    metadata = state.get("metadata")
+    files = metadata.get("files") if isinstance(metadata, dict) else None
+    found = []
+    for item in files if isinstance(files, list) else []:
+        if isinstance(item, dict):
+            found += [item[k] for k in ("filePath", "movePath") if isinstance(item.get(k), str)]
+    return [path for path in found if path]
 
 
 def tool_uses(parts: Iterable[Mapping[str, object]]) -> list[tuple[str, str, list[str]]]:
@@ -148,7 +178,7 @@ def violations(
         if paths is None:
             found.append(Violation("ToolPathUnreadable", tool, "", status))
             continue
-        for raw in paths:
+        for raw in paths + (_patched_files(state) if tool in PATCH_TOOLS else []):
             rule = _judge(root, raw, resolve)
             if rule is not None:
                 found.append(Violation(rule, tool, raw, status))

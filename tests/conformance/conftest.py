@@ -176,7 +176,7 @@ def compat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stack.stop()
 
 
-def warm(url: str, password: str, repo: Path) -> None:
+def warm(url: str, password: str, repo: Path, model: ModelRef = MODEL) -> None:
     """One plan prompt, so the daemon's per-directory bootstrap (1-3 s) is behind us."""
     with OpenCodeClient(url, timeout_s=60.0, password=password) as client:
         session = client.create_session(
@@ -188,7 +188,7 @@ def warm(url: str, password: str, repo: Path) -> None:
             str(session["id"]),
             directory=str(repo),
             agent="plan",
-            model=MODEL,
+            model=model,
             text="Warm up on README.md",
             tools=tools_map("plan"),
             format={"type": "json_schema", "schema": PLAN_OUTPUT_SCHEMA, "retryCount": 1},
