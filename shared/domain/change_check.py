@@ -375,17 +375,117 @@ IMPORT_SUFFIXES = (".py", ".pyc", ".pyw", ".so", ".pyd")
 """What Python imports a top-level module from (``x.cpython-311-x86_64-linux-gnu.so`` too)."""
 
 
+RUNNER_MODULES: dict[str, frozenset[str]] = {
+    "pytest": frozenset(
+        {"_pytest", "pluggy", "iniconfig", "py", "packaging", "exceptiongroup", "tomli"}
+    ),
+}
+"""Installed modules a pinned runner imports after the checkout is first on ``sys.path``
+(a top-level ``pluggy.py`` doing ``os._exit(0)`` made ``python -m pytest`` exit 0 over a
+broken ``add``: red-team helper-113)."""
+
+RUNNER_CONFIG: dict[str, frozenset[str]] = {
+    "pytest": frozenset(
+        {"pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg", "conftest.py"}
+    ),
+}
+"""Files, at any depth, a pinned runner reads as its own configuration or plugins before
+any test: ``addopts = --co`` in a new ``pytest.ini`` (or a ``conftest.py`` setting the
+exit status) made the pinned ``python -m pytest`` pass without running a test
+(red-team helper-113)."""
+
+
 def guarded_modules(pinned: frozenset[str]) -> frozenset[str]:
     """The top-level modules no change may bring in front of a pinned ``python -m``
-    runner: the pinned ones, and, with any pinned, the standard library's, which the
-    runner itself imports (a patch's ``difflib.py`` made ``unittest`` print OK over a
-    broken ``add``: red-team helper-105). Other installed packages a runner imports
-    (pytest's pluggy) are not known here."""
+    runner: the pinned ones, what they are known to import (:data:`RUNNER_MODULES`), and,
+    with any pinned, the standard library's, which the runner itself imports (a patch's
+    ``difflib.py`` made ``unittest`` print OK over a broken ``add``: red-team helper-105).
+    Other installed packages a runner imports are not known here."""
     if not pinned:
         return frozenset()
     # (``test``, the standard library's own test suite, no runner imports: a repository's
     # first test/ folder is not refused for it)
-    return pinned | (frozenset(sys.stdlib_module_names) - {"test"})
+    known = frozenset().union(*(RUNNER_MODULES.get(module, frozenset()) for module in pinned))
+    return pinned | known | (frozenset(sys.stdlib_module_names) - {"test"})
+
+
+def runner_configuration(plan: dict[str, Any], pinned: frozenset[str]) -> dict[str, str]:
+    """The names a plan touches (any change) that a pinned runner reads as its own
+    configuration (:data:`RUNNER_CONFIG`): name -> runner."""
+    read = {name: module for module in sorted(pinned) for name in RUNNER_CONFIG.get(module, ())}
+    if not read:
+        return {}
+    found: dict[str, str] = {}
+    for path in _planned_effects(planned_changes(plan)):
+        module = read.get(fold(path.rpartition("/")[2]))
+        if module is not None:
+            found[path] = module
+    return found
+
+
+MODULE_SHADOW_RULE = "module_shadow"
+_EXTENSION_SUFFIXES = (".so", ".pyd")
+
+
+def _import_slot(path: str) -> tuple[str, str, int] | None:
+    """(folder, module, rank) of a file Python may import a module from, or None. Within
+    one folder Python takes a package (``M/__init__.*``, rank 0) before an extension
+    (``M.<abi>.so``, 1), source (``M.py``, 2) and bytecode (``M.pyc``, 3)."""
+    folder, _, name = path.rpartition("/")
+    stem, dot, rest = name.partition(".")
+    if not dot or not stem:
+        return None
+    if stem == "__init__":
+        if not folder or not name.endswith(IMPORT_SUFFIXES):
+            return None
+        parent, _, package = folder.rpartition("/")
+        return parent, package, 0
+    if name.endswith(_EXTENSION_SUFFIXES):
+        return folder, stem, 1
+    return {"py": (folder, stem, 2), "pyc": (folder, stem, 3)}.get(rest)
+
+
+class ModuleShadows:
+    """Whether a plan adds a file Python would import in place of a module the base tree
+    holds, in the same folder: ``add test_calc/__init__.py`` reads as "make the tests a
+    package", and hid ``test_calc.py`` from the pinned ``python -m unittest test_calc``,
+    which then ran no test and passed (red-team helper-113). The approver reads one file
+    and the interpreter runs another, so such a plan is never shown, pinned or not. A
+    module the plan deletes (or renames away) hides nothing. Fed the base tree's names
+    one at a time, like :class:`PlanAgainstBase`."""
+
+    def __init__(self, plan: dict[str, Any]) -> None:
+        effects = _planned_effects(planned_changes(plan))
+        self._gone = {path for path, kinds in effects.items() if "delete" in kinds}
+        self._added: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        for path, kinds in effects.items():
+            slot = _import_slot(path) if "add" in kinds else None
+            if slot is not None:
+                self._added.setdefault(slot[:2], []).append((slot[2], path))
+        self.found: dict[str, str] = {}  # the plan's new file -> the base's file it hides
+
+    def feed(self, name: str) -> None:
+        slot = _import_slot(name) if self._added and name not in self._gone else None
+        if slot is None:
+            return
+        for rank, path in self._added.get(slot[:2], ()):
+            if rank < slot[2]:
+                self.found.setdefault(path, name)
+
+    def violation(self) -> Violation | None:
+        if not self.found:
+            return None
+        said = "; ".join(
+            f"{shown_name(new)} would be imported in place of {shown_name(old)}"
+            for new, old in sorted(self.found.items())[:20]
+        )
+        return Violation(
+            MODULE_SHADOW_RULE,
+            f"{said}: Python takes a package before a module of its name, an extension"
+            " before source, source before bytecode; the approver would read one file and"
+            " the interpreter run another",
+            tuple(sorted(self.found)),
+        )
 
 
 def runner_shadows(plan: dict[str, Any], modules: frozenset[str]) -> dict[str, str]:

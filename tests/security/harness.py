@@ -58,6 +58,7 @@ TERMINAL = frozenset({"succeeded", "failed", "rejected", "cancelled"})
 KNOWN_RULES = (
     "outside_plan",
     "plan_base",
+    "module_shadow",
     "git_dir",
     "delivery_target",
     "forbidden_path",

@@ -42,6 +42,11 @@ PRIVATE_ETC: Mapping[str, bytes] = {
 ALWAYS_PROTECTED = ("/", "/root", "/home", "/etc", "/var", "/run", "/tmp", "/proc", "/sys")  # noqa: S108
 """No bind source may be one of these or contain one (nor contain a run-specific one)."""
 TMP = "/tmp"  # noqa: S108 (inside the sandbox: its own private tmpfs, never the host's)
+PYCACHE_PREFIX = "/nonexistent/kodo-pycache"
+"""Where Python looks for bytecode instead of each ``__pycache__`` (and never finds any):
+``PYTHONDONTWRITEBYTECODE`` stops writing it, not reading it, and a checkout's
+``__pycache__/calc.cpython-311.pyc`` compiled ``unchecked-hash`` from the old source ran
+in place of the patched ``calc.py`` under the pinned runner (red-team helper-113)."""
 PASSED_ENV = ("LANG", "LC_ALL")
 """Host variables a command inherits; everything else is set here, never copied."""
 LOWER = "/.kodo/lower"
@@ -293,6 +298,7 @@ def sandbox_env(toolchain: Toolchain, passed: dict[str, str]) -> dict[str, str]:
             "HOME": TMP,
             "TMPDIR": TMP,
             "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONPYCACHEPREFIX": PYCACHE_PREFIX,
             "GIT_CONFIG_NOSYSTEM": "1",
             "GIT_CONFIG_GLOBAL": "/dev/null",
             "GIT_TERMINAL_PROMPT": "0",

@@ -29,10 +29,12 @@ from services.worker.steps.base import (
 from services.worker.worktree_guard import shown_path
 from shared.domain.change_check import (
     FoldedTwins,
+    ModuleShadows,
     PlanAgainstBase,
     check_plan,
     guarded_modules,
     imports_as,
+    runner_configuration,
     runner_shadows,
     top_level_module,
 )
@@ -116,7 +118,7 @@ def _plan(ctx: StepContext, policy: Policy, worktree: Worktree, git: Stopwatch) 
         if not violations:
             with git.measure():
                 base = _against_base(worktree, plan, policy.pinned_modules())
-            refused = [v for v in (base.twins, base.shadow) if v is not None]
+            refused = [v for v in (base.twins, base.shadow, base.hidden) if v is not None]
             if not refused and base.disagreement is not None:  # could never land as it reads
                 loop.reject(f"{base.disagreement.rule}: {base.disagreement.detail}")
                 continue
@@ -153,6 +155,7 @@ class _BaseVerdict:
     twins: Violation | None
     disagreement: Violation | None
     shadow: Violation | None
+    hidden: Violation | None = None
 
 
 def _against_base(worktree: Worktree, plan: dict[str, Any], pinned: frozenset[str]) -> _BaseVerdict:
@@ -164,34 +167,42 @@ def _against_base(worktree: Worktree, plan: dict[str, Any], pinned: frozenset[st
     (:func:`runner_shadows`)."""
     twins = FoldedTwins.of_plan(plan)
     agreement = PlanAgainstBase(plan)
+    hidden = ModuleShadows(plan)
     guarded = guarded_modules(pinned)
     shadows = runner_shadows(plan, guarded)
     own = set()  # guarded modules the base tree holds itself (the repository's package)
     for name in tree_names(worktree, "HEAD"):  # the worktree is at the base commit
         twins.feed(name)
         agreement.feed(name)
-        # a pinned module counts as the repository's own for any name under it; a
-        # standard library's only for one Python imports (M.py, M/__init__.py): a base
-        # locale/ of .po files let a plan add locale/__init__.py (red-team helper-107)
+        hidden.feed(name)
+        # a guarded module counts as the repository's own only for a file Python imports
+        # it from (M.py, M/__init__.py): a base locale/ of .po files let a plan add
+        # locale/__init__.py (red-team helper-107), a base unittest/ holding a C file
+        # unittest/__main__.py (helper-113)
         module = top_level_module(name) if shadows else None
-        if module in guarded and (module in pinned or imports_as(name) == module):
+        if module in guarded and imports_as(name) == module:
             own.add(module)
     shadowing = {path: module for path, module in shadows.items() if module not in own}
+    named = [
+        f"{shown_path(path)} would be imported by python -m {module}"
+        if module in pinned
+        else f"{shown_path(path)} would be imported in place of {module}, which the runner imports"
+        for path, module in sorted(shadowing.items())
+    ]
+    configured = runner_configuration(plan, pinned)
+    named += [
+        f"{shown_path(path)} is read by python -m {module} as its configuration or a plugin"
+        for path, module in sorted(configured.items())
+    ]
     shadow = None
-    if shadowing:
-        named = "; ".join(
-            f"{shown_path(path)} would be imported by python -m {module}"
-            if module in pinned
-            else f"{shown_path(path)} would be imported in place of the standard library's {module}"
-            for path, module in sorted(shadowing.items())[:10]
-        )
+    if named:
         shadow = Violation(
             VERIFY_PINNED_RULE,
-            f"the plan brings a module in front of a pinned verification runner ({named}):"
-            " the pinned command would run the patch's program, not the runner",
-            tuple(sorted(shadowing)),
+            f"the plan brings what a pinned verification runner reads ({'; '.join(named[:10])}):"
+            " the pinned command would run the patch's program or options, not the runner's",
+            tuple(sorted({*shadowing, *configured})),
         )
-    return _BaseVerdict(twins.violation(), agreement.violation(), shadow)
+    return _BaseVerdict(twins.violation(), agreement.violation(), shadow, hidden.violation())
 
 
 def _change_request(ctx: StepContext) -> ChangeRequest | None:

@@ -46,6 +46,7 @@ from services.worker.sandbox import (
     sandbox_of,
 )
 from services.worker.sandbox.cgroup import CgroupUnavailable
+from services.worker.sandbox.layout import PYCACHE_PREFIX
 from services.worker.steps.base import (
     ArtifactOut,
     StepContext,
@@ -73,7 +74,13 @@ POLL_S = 1.0
 
 def scrubbed_env(source: dict[str, str]) -> dict[str, str]:
     env = {k: source[k] for k in PASSED_ENV if k in source}
-    env.update({"PYTHONDONTWRITEBYTECODE": "1", "HOME": "/nonexistent"})
+    env.update(
+        {
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONPYCACHEPREFIX": PYCACHE_PREFIX,  # (a checkout's bytecode is never read)
+            "HOME": "/nonexistent",
+        }
+    )
     return env
 
 

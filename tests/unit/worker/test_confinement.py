@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.worker.sandbox.layout import PYCACHE_PREFIX
 from services.worker.steps.execute import scrubbed_env
 from shared.domain.exec_rules import argv_violation, program_allowed
 
@@ -30,7 +31,12 @@ def test_the_command_environment_carries_no_secrets() -> None:
     env = scrubbed_env(
         {"PATH": "/bin", "HOME": "/root", "OPENAI_API_KEY": "sk-x", "OC_PASSWORD": "p"}
     )
-    assert env == {"PATH": "/bin", "HOME": "/nonexistent", "PYTHONDONTWRITEBYTECODE": "1"}
+    assert env == {
+        "PATH": "/bin",
+        "HOME": "/nonexistent",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONPYCACHEPREFIX": PYCACHE_PREFIX,  # a checkout's __pycache__ is never read
+    }
 
 
 @pytest.mark.parametrize(
