@@ -22,6 +22,7 @@ from shared.service.runs import (
     resolve_repo,
     start_run,
 )
+from shared.service.tokens import Permission
 from shared.service.uow import UnitOfWork
 
 from . import reads
@@ -153,9 +154,31 @@ def _run_of(intent_id: str, *, start: bool) -> Started | None:
         return _start(uow, intent_id) if start else None
 
 
+BUDGET_CEILING_RULE = "budget_ceiling"
+
+
 def _budget(body: IntentIn) -> tuple[int | None, int | None]:
-    """The intent's budget: its own, else the operator's default (micro-dollars, tokens)."""
+    """The intent's budget: its own, else the operator's default (micro-dollars, tokens).
+
+    The operator's budget is a ceiling for a token that may not decide: raising a run's
+    budget is an approver's decision (``POST /runs/{id}/budget``), and a submitter
+    naming $1e9 at submit had started its run with the budget it could not have raised
+    to (red-team helper-112). No operator budget: no ceiling."""
     settings = api().settings
+    if not current_principal().may(Permission.DECIDE):
+        over = [
+            f"{name} {asked} (the operator's is {ceiling})"
+            for name, asked, ceiling in (
+                ("budgetUsd", body.budget_usd, settings.budget_usd),
+                ("budgetTokens", body.budget_tokens, settings.budget_tokens),
+            )
+            if asked is not None and ceiling is not None and asked > ceiling
+        ]
+        if over:
+            raise Forbidden(
+                f"{BUDGET_CEILING_RULE}: a token that may not decide asks for no more than"
+                f" the operator's budget: {'; '.join(over)}; an approver raises it"
+            )
     usd = body.budget_usd if body.budget_usd is not None else settings.budget_usd
     tokens = body.budget_tokens if body.budget_tokens is not None else settings.budget_tokens
     return (None if usd is None else usd_to_micro(usd)), tokens

@@ -35,6 +35,7 @@ from shared.domain.budget import usd_to_micro
 from shared.domain.display import lookalike_name, shown_name_text, visible
 from shared.domain.run_machine import RunStatus
 from shared.domain.step_contract import step_contract_version
+from shared.domain.storable import UNSTORABLE
 from shared.errors import InvalidInput, KodoError
 from shared.model_in_use import describe_ids, is_stand_in_id
 from shared.service.runs import (
@@ -109,6 +110,8 @@ def runs_page() -> Response:
     try:
         if filters.status is not None and filters.status not in STATUSES:
             raise InvalidInput(f"there is no run status {filters.status!r}")
+        if any(UNSTORABLE.search(v or "") for v in (filters.submitter, filters.repo, cursor)):
+            raise InvalidInput("a filter holds a NUL character or a lone surrogate")
         with ctx.sessions() as s:
             listing = reads.list_runs(s, filters, limit=RUNS_PER_PAGE, cursor=cursor)
     except KodoError as exc:

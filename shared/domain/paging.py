@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
+from shared.domain.storable import UNSTORABLE
+
 T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
@@ -50,6 +52,8 @@ class Position:
             raise BadCursor("not a cursor this API returned")
         at, ident = value["t"], value["id"]
         if not isinstance(at, str) or not isinstance(ident, str) or not ident:
+            raise BadCursor("not a cursor this API returned")
+        if UNSTORABLE.search(ident):  # (no id holds one; Postgres cannot compare it: a 500)
             raise BadCursor("not a cursor this API returned")
         try:
             created_at = datetime.fromisoformat(at)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from shared.domain.storable import UNSTORABLE
 from shared.hashing import canonical_bytes, sha256_hex
 
 COMMENT_MAX_CHARS = 4000
@@ -272,4 +273,6 @@ def comment_refusal(comment: str | None) -> str | None:
         return "a request for changes needs a comment saying what to change"
     if len(comment) > COMMENT_MAX_CHARS:
         return f"the comment is {len(comment)} characters; at most {COMMENT_MAX_CHARS}"
+    if UNSTORABLE.search(comment):  # every entry point: the page's form had answered 500
+        return "the comment holds a NUL character or a lone surrogate"
     return None
