@@ -487,6 +487,45 @@ class Hostile:
         assert started.status_code == 202, started.text
         return str(started.json()["runId"])
 
+    def outside_repo(self, name: str, secret: str) -> Path:
+        """A committed repository under no root of KODO_REPO_ROOTS: the sample files and a
+        ``SECRET.txt`` holding ``secret``, which no worktree of kodo's may ever show."""
+        victim = self.root / name / "victim"
+        victim.mkdir(parents=True)
+        git(victim, "init", "-q", "-b", "main")
+        for rel, content in {**SAMPLE_FILES, "SECRET.txt": secret}.items():
+            target = victim / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+        git(victim, "add", "-A")
+        git(victim, "commit", "-q", "-m", "victim")
+        self.give(victim)
+        return victim
+
+    def try_to_plan(self, repo: Path, fixture: str) -> httpx.Response:
+        """Submit ``repo`` at HEAD with the fixture's goal and, if it is accepted, start its
+        run and wait until it has planned or failed; the submit's answer."""
+        goal = f"Tidy the project a little [oc:fixture={fixture}]"
+        reply = self.http.post(
+            "/intents",
+            json={"repo": str(repo), "goal": goal, "base_ref": "HEAD"},
+            headers=self.as_(self.submitter),
+        )
+        if reply.status_code == 201:
+            started = self.http.post(
+                f"/intents/{reply.json()['intentId']}/run", headers=self.as_(self.submitter)
+            )
+            if started.status_code == 202:
+                self.wait(str(started.json()["runId"]), {"waiting_input", "failed"}, 60)
+                time.sleep(0.5)
+        return reply
+
+    def checked_out_secrets(self) -> list[str]:
+        """Every worktree's ``SECRET.txt`` (relative to the workspaces folder)."""
+        return sorted(
+            str(p.relative_to(self.workspaces)) for p in self.workspaces.glob("*/SECRET.txt")
+        )
+
     def run(self, run_id: str) -> dict[str, Any]:
         reply = self.http.get(f"/runs/{run_id}", headers=self.as_(self.approver))
         assert reply.status_code == 200, reply.text

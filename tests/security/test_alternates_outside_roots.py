@@ -12,11 +12,8 @@ delivers them (a push borrows the repository's objects, alternates of alternates
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from devstack.sample_repo import FILES as SAMPLE_FILES
 from tests.security import attacks
 from tests.security.harness import Hostile, git
 
@@ -29,17 +26,8 @@ def test_a_repository_borrowing_objects_from_outside_the_roots_is_never_worked_o
     """Rule git_dir: a submit whose repository's ``objects/info/alternates`` names an
     object store outside KODO_REPO_ROOTS is refused (400, naming the rule); kodo never
     checks out a commit that only that store holds."""
-    victim = hostile.root / "elsewhere-alt" / "victim"  # under no root of KODO_REPO_ROOTS
-    victim.mkdir(parents=True)
-    git(victim, "init", "-q", "-b", "main")
-    for rel, content in {**SAMPLE_FILES, "SECRET.txt": "victim-secret-via-alternates\n"}.items():
-        target = victim / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
-    git(victim, "add", "-A")
-    git(victim, "commit", "-q", "-m", "victim")
+    victim = hostile.outside_repo("elsewhere-alt", "victim-secret-via-alternates\n")
     stolen = git(victim, "rev-parse", "HEAD").strip()
-    hostile.give(victim)
 
     borrower = hostile.repos / "borrower"  # a real repository under the roots
     borrower.mkdir()
@@ -54,24 +42,9 @@ def test_a_repository_borrowing_objects_from_outside_the_roots_is_never_worked_o
         "alternates-outside-roots",
         plan=attacks.plan(("README.md", "modify"), design="Tidy the readme."),
     )
-    goal = f"Tidy the project a little [oc:fixture={fixture}]"
-    reply = hostile.http.post(
-        "/intents",
-        json={"repo": str(borrower), "goal": goal, "base_ref": "HEAD"},
-        headers=hostile.as_(hostile.submitter),
-    )
-    if reply.status_code == 201:
-        started = hostile.http.post(
-            f"/intents/{reply.json()['intentId']}/run", headers=hostile.as_(hostile.submitter)
-        )
-        if started.status_code == 202:
-            run_id = str(started.json()["runId"])
-            hostile.wait(run_id, {"waiting_input", "failed"}, 60)
-            time.sleep(0.5)
+    reply = hostile.try_to_plan(borrower, fixture)
 
-    checked_out = sorted(
-        str(p.relative_to(hostile.workspaces)) for p in hostile.workspaces.glob("*/SECRET.txt")
-    )
+    checked_out = hostile.checked_out_secrets()
     assert checked_out == [], (
         f"submit answered {reply.status_code} {reply.text[:200]}; kodo checked out, for the"
         f" agent, files held only by an object store outside KODO_REPO_ROOTS: {checked_out}"

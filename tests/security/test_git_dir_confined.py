@@ -13,13 +13,11 @@ outside every allowed root.
 from __future__ import annotations
 
 import subprocess
-import time
 
 import pytest
 
-from devstack.sample_repo import FILES as SAMPLE_FILES
 from tests.security import attacks
-from tests.security.harness import Hostile, git
+from tests.security.harness import Hostile
 
 pytestmark = pytest.mark.security
 
@@ -31,16 +29,7 @@ def test_a_repository_whose_git_dir_lies_outside_the_roots_is_never_worked_on(
     repository's git dir is not under KODO_REPO_ROOTS; kodo never writes a ref, a
     worktree record or an object into a repository outside the roots, and never checks
     its files out."""
-    victim = hostile.root / "elsewhere" / "victim"  # under no root of KODO_REPO_ROOTS
-    victim.mkdir(parents=True)
-    git(victim, "init", "-q", "-b", "main")
-    for rel, content in {**SAMPLE_FILES, "SECRET.txt": "victim-secret-outside-roots\n"}.items():
-        target = victim / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
-    git(victim, "add", "-A")
-    git(victim, "commit", "-q", "-m", "victim")
-    hostile.give(victim)
+    victim = hostile.outside_repo("elsewhere", "victim-secret-outside-roots\n")
 
     decoy = hostile.repos / "decoy"
     decoy.mkdir()
@@ -51,20 +40,7 @@ def test_a_repository_whose_git_dir_lies_outside_the_roots_is_never_worked_on(
         "outside-roots",
         plan=attacks.plan(("README.md", "modify"), design="Tidy the readme."),
     )
-    goal = f"Tidy the project a little [oc:fixture={fixture}]"
-    reply = hostile.http.post(
-        "/intents",
-        json={"repo": str(decoy), "goal": goal, "base_ref": "HEAD"},
-        headers=hostile.as_(hostile.submitter),
-    )
-    if reply.status_code == 201:
-        started = hostile.http.post(
-            f"/intents/{reply.json()['intentId']}/run", headers=hostile.as_(hostile.submitter)
-        )
-        if started.status_code == 202:
-            run_id = str(started.json()["runId"])
-            hostile.wait(run_id, {"waiting_input"}, 60)
-            time.sleep(0.5)
+    reply = hostile.try_to_plan(decoy, fixture)
 
     refs = subprocess.run(
         ["git", "-c", "safe.directory=*", "for-each-ref", "--format=%(refname)", "refs/heads/kodo"],
@@ -74,9 +50,7 @@ def test_a_repository_whose_git_dir_lies_outside_the_roots_is_never_worked_on(
         check=True,
     ).stdout.split()
     records = sorted(p.name for p in (victim / ".git" / "worktrees").glob("*"))
-    checked_out = sorted(
-        str(p.relative_to(hostile.workspaces)) for p in hostile.workspaces.glob("*/SECRET.txt")
-    )
+    checked_out = hostile.checked_out_secrets()
     assert (refs, records, checked_out) == ([], [], []), (
         f"submit answered {reply.status_code} {reply.text[:300]}; kodo wrote into a "
         f"repository outside KODO_REPO_ROOTS: branches {refs}, worktree records {records},"

@@ -13,11 +13,8 @@ owner's repository, where the owner reads it, and checks it out for the agent.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from devstack.sample_repo import FILES as SAMPLE_FILES
 from tests.security import attacks
 from tests.security.harness import Hostile, git
 
@@ -29,17 +26,8 @@ def test_a_promisor_remote_outside_the_roots_is_never_fetched_from(hostile: Host
     partial clone's promisor remote) from outside KODO_REPO_ROOTS is refused at submit
     (400, naming the rule), and nothing of the other repository reaches the owner's
     repository or a worktree."""
-    victim = hostile.root / "elsewhere-promisor" / "victim"  # under no root
-    victim.mkdir(parents=True)
-    git(victim, "init", "-q", "-b", "main")
-    for rel, content in {**SAMPLE_FILES, "SECRET.txt": "victim-secret-via-promisor\n"}.items():
-        target = victim / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
-    git(victim, "add", "-A")
-    git(victim, "commit", "-q", "-m", "victim")
+    victim = hostile.outside_repo("elsewhere-promisor", "victim-secret-via-promisor\n")
     stolen = git(victim, "rev-parse", "HEAD").strip()
-    hostile.give(victim)
 
     fetcher = hostile.repos / "fetcher"  # a real repository under the roots
     fetcher.mkdir()
@@ -55,25 +43,10 @@ def test_a_promisor_remote_outside_the_roots_is_never_fetched_from(hostile: Host
         "promisor-outside-roots",
         plan=attacks.plan(("README.md", "modify"), design="Tidy the readme."),
     )
-    goal = f"Tidy the project a little [oc:fixture={fixture}]"
-    reply = hostile.http.post(
-        "/intents",
-        json={"repo": str(fetcher), "goal": goal, "base_ref": "HEAD"},
-        headers=hostile.as_(hostile.submitter),
-    )
-    if reply.status_code == 201:
-        started = hostile.http.post(
-            f"/intents/{reply.json()['intentId']}/run", headers=hostile.as_(hostile.submitter)
-        )
-        if started.status_code == 202:
-            run_id = str(started.json()["runId"])
-            hostile.wait(run_id, {"waiting_input", "failed"}, 60)
-            time.sleep(0.5)
+    reply = hostile.try_to_plan(fetcher, fixture)
 
     fetched = sorted(p.name for p in (fetcher / ".git" / "objects" / "pack").glob("*.pack"))
-    checked_out = sorted(
-        str(p.relative_to(hostile.workspaces)) for p in hostile.workspaces.glob("*/SECRET.txt")
-    )
+    checked_out = hostile.checked_out_secrets()
     assert (fetched, checked_out) == ([], []), (
         f"submit answered {reply.status_code} {reply.text[:200]}; kodo's git fetched from a"
         f" repository outside KODO_REPO_ROOTS into the owner's: packs {fetched}, its files"
