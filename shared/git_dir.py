@@ -96,6 +96,10 @@ ALTERNATES_DEPTH = 5
 levels down (its own repository at 0) and ignores deeper ones."""
 
 
+MAX_ALTERNATE_STORES = 256
+"""Stores a repository may borrow from, its alternates' alternates included."""
+
+
 def alternates_refusal(git_dir: Path, roots: Sequence[Path]) -> str | None:
     """Why the object stores ``git_dir`` borrows from (``objects/info/alternates``, and
     theirs, as deep as git follows them) must stop kodo, or None: each must lie under
@@ -104,10 +108,12 @@ def alternates_refusal(git_dir: Path, roots: Sequence[Path]) -> str | None:
     A repository may borrow objects (``git clone --shared``), but one naming a store
     outside the roots had a branch pointing at a commit only that store held checked
     out for the agent, and pushed on delivery: kodo reading, as itself, a repository
-    no one allowed (red-team helper-111). Entries are read as git reads them: a line
-    per store, ``#`` comments, a C-quoted line unquoted (a broken quote is literal), a
-    relative one under the borrowing ``objects`` folder."""
-    pending = [(git_dir / "objects", 0)]
+    no one allowed (red-team helper-111). The file is read as git reads it
+    (:func:`_alternate_entries`), and each store once, as git links it once: a file
+    naming its own store twenty times had been read 20**5 times (helper-114)."""
+    objects = git_dir / "objects"
+    pending = [(objects, 0)]
+    seen = {Path(os.path.realpath(objects))}
     while pending:
         objects, depth = pending.pop()
         path = objects / "info" / "alternates"
@@ -123,35 +129,44 @@ def alternates_refusal(git_dir: Path, roots: Sequence[Path]) -> str | None:
             return f"{GIT_DIR_RULE}: cannot read {path}: {exc.strerror}"
         if len(text) > MAX_ALTERNATES_BYTES:
             return f"{GIT_DIR_RULE}: {path} is larger than {MAX_ALTERNATES_BYTES} bytes"
-        entries = _alternate_entries(text)
-        if entries is None:
-            return f"{GIT_DIR_RULE}: {path} has a quoted line with more after its quote"
-        for entry in entries:
+        for entry in _alternate_entries(text):
             store = Path(os.path.realpath(os.path.join(objects, os.fsdecode(entry))))
+            if store in seen:
+                continue
             if not any(store == root or store.is_relative_to(root) for root in roots):
                 return (
                     f"{GIT_DIR_RULE}: {path} borrows objects from {store}, outside"
                     " KODO_REPO_ROOTS: kodo reads no repository no one allowed"
                 )
+            seen.add(store)
+            if len(seen) > MAX_ALTERNATE_STORES:
+                return f"{GIT_DIR_RULE}: {git_dir} borrows from over {MAX_ALTERNATE_STORES} stores"
             pending.append((store, depth + 1))
     return None
 
 
-def _alternate_entries(text: bytes) -> list[bytes] | None:
-    """The stores an alternates file names, as git's ``parse_alt_odb_entry`` reads it;
-    None for a quoted line with text after its closing quote (git would read that text
-    as the start of another entry)."""
-    entries = []
-    for line in text.split(b"\n"):
-        if not line or line.startswith(b"#"):
-            continue
-        if line.startswith(b'"'):
-            quoted = c_unquoted(line.decode("latin-1"), 0, encoding="latin-1")
-            if quoted is not None:
-                if quoted[1] != len(line):
-                    return None
-                line = quoted[0]
-        entries.append(line)
+def _alternate_entries(text: bytes) -> list[bytes]:
+    """The stores an alternates file names, scanned as git's ``parse_alt_odb_entry``
+    scans it: a ``#`` comment runs to the line feed; an entry starting with ``"`` that
+    unquotes is the unquoted name, wherever its closing quote falls (across a line feed
+    too), and git skips the one character after that quote, whatever it is; anything
+    else runs to the line feed. Splitting at line feeds first had read ``"foo`` LF
+    ``"X/elsewhere/objects`` as two names inside the roots, where git borrows
+    ``/elsewhere/objects`` (red-team helper-114)."""
+    chars = text.decode("latin-1")
+    entries: list[bytes] = []
+    at = 0
+    while at < len(chars):
+        quoted = c_unquoted(chars, at, encoding="latin-1") if chars[at] == '"' else None
+        if quoted is not None:
+            entry, end = quoted
+        else:
+            end = chars.find("\n", at)
+            end = len(chars) if end < 0 else end
+            entry = b"" if chars[at] == "#" else chars[at:end].encode("latin-1")
+        at = end + 1  # (past the separator, or the character after a closing quote)
+        if entry:
+            entries.append(entry)
     return entries
 
 

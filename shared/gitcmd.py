@@ -445,8 +445,30 @@ def overrides_for(
     return _overrides(_listed_names(cwd, timeout_s, git_dir), extra)
 
 
-_LAZY_FETCH_KEYS = re.compile(r"^(?:remote\..+\.promisor|extensions\.partialclone)$", re.I)
-"""Config that makes git fetch a missing object by itself (a partial clone)."""
+_LAZY_FETCH_KEYS = re.compile(
+    r"^(?:remote\..+\.(?:promisor|partialclonefilter)|extensions\.partialclone)$", re.I
+)
+"""Config that makes git fetch a missing object by itself (a partial clone: a remote's
+``partialCloneFilter`` alone makes it a promisor; red-team helper-114)."""
+_TRANSPORT_KEYS = re.compile(r"^protocol\.(?:.+\.)?allow$", re.I)
+"""Config that opens a transport: git reads ``protocol.<name>.allow`` before
+``protocol.allow``, so a repository's own ``protocol.ext.allow = always`` had outlived
+kodo's ``protocol.allow = never`` (red-team helper-114); each is set to never."""
+
+
+def lazy_fetch_keys(names: Sequence[str]) -> list[str]:
+    """The keys of a config listing that make git fetch missing objects by itself."""
+    return [name for name in names if _LAZY_FETCH_KEYS.match(name)]
+
+
+def transport_keys(names: Sequence[str]) -> list[str]:
+    """The keys of a config listing that allow a transport."""
+    return [name for name in names if _TRANSPORT_KEYS.match(name)]
+
+
+def config_names(cwd: Path, timeout_s: float = 60) -> list[str]:
+    """The names of the repository config git reads in ``cwd`` (listed hardened)."""
+    return _listed_names(cwd, timeout_s)
 
 
 class LazyFetchConfig(RuleRefusal, RuntimeError):
@@ -459,13 +481,14 @@ class LazyFetchConfig(RuleRefusal, RuntimeError):
 
 
 def _overrides(names: Sequence[str], extra: Mapping[str, str]) -> dict[str, str]:
-    lazy = [name for name in names if _LAZY_FETCH_KEYS.match(name)]
+    lazy = lazy_fetch_keys(names)
     if lazy:
         raise LazyFetchConfig(
             f"git_dir: the repository's config sets {lazy[0]} (a partial clone): git would"
             " fetch missing objects by itself, and kodo fetches nothing; clone it whole"
         )
     blanked = {key: "" for key in command_keys(names)}
+    blanked.update({key: "never" for key in transport_keys(names)})
     for key in list(blanked):
         if key.lower().startswith("filter."):  # a required filter with no command fails
             blanked[key.rsplit(".", 1)[0] + ".required"] = "false"

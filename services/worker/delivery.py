@@ -34,7 +34,7 @@ from services.worker.worktree_guard import shown_path
 from shared.db.engine import unit_of_work
 from shared.domain.run_machine import RunStatus
 from shared.git_dir import foreign_entry
-from shared.gitcmd import run_git
+from shared.gitcmd import config_names, lazy_fetch_keys, run_git, transport_keys
 from shared.real_path import resolved
 from shared.service.delivery import (
     Cleanup,
@@ -206,7 +206,19 @@ def _refused_bare(target: Path, url: str) -> str | None:
     if records.is_dir() and any(records.iterdir()):
         return f"{DELIVERY_TARGET_RULE}: {shown} has worktrees a push would check out"
     found = foreign_entry(target)
-    return None if found is None else f"{DELIVERY_TARGET_RULE}: {shown}: {found}"
+    if found is not None:
+        return f"{DELIVERY_TARGET_RULE}: {shown}: {found}"
+    # git runs the target's receive-pack under the target's own config, not kodo's: one
+    # that fetches lazily (a thin pack's missing base) through a transport it allows
+    # itself ran its command as the worker (red-team helpers 111, 114)
+    names = config_names(target, timeout_s=30)
+    risky = lazy_fetch_keys(names) + transport_keys(names)
+    if risky:
+        return (
+            f"{DELIVERY_TARGET_RULE}: {shown}'s config sets {risky[0]}: receiving a push,"
+            " it could fetch objects itself, through a transport it allows"
+        )
+    return None
 
 
 def _file_url_path(url: str) -> str:

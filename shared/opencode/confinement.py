@@ -145,14 +145,21 @@ def tool_uses(parts: Iterable[Mapping[str, object]]) -> list[tuple[str, str, lis
 
 
 def _judge(root: str, raw: str, resolve: Callable[[str], str]) -> str | None:
+    """The rule ``raw`` breaks, judged both ways it may be opened: the kernel's (links
+    followed, then ``..``) and the daemon's (Node's ``path.resolve`` collapses ``..``
+    first, by text, and the kernel follows links in what is left). Through a link to a
+    folder deep in the worktree, ``hop/../../..`` stayed inside for the first and
+    reached the daemon's tool-output folder for the second (red-team helper-114)."""
     if "\0" in raw:
         return "ToolPathUnreadable"
     joined = raw if os.path.isabs(raw) else os.path.join(root, raw)
-    resolved = resolve(joined)
-    if resolved != root and not resolved.startswith(root.rstrip(os.sep) + os.sep):
-        return "PathOutsideWorktree"
-    if ".git" in os.path.relpath(resolved, root).split(os.sep):
-        return "GitMetadataForbidden"
+    lexical = os.path.normpath(joined)
+    for opened in (resolve(joined), resolve(lexical)):
+        if opened != root and not opened.startswith(root.rstrip(os.sep) + os.sep):
+            return "PathOutsideWorktree"
+    for opened in (resolve(joined), resolve(lexical), lexical):
+        if ".git" in os.path.relpath(opened, root).split(os.sep):
+            return "GitMetadataForbidden"
     return None
 
 

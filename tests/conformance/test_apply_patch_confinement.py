@@ -39,6 +39,7 @@ from shared.opencode.exactly_once import ExactlyOnceCalls
 from standins.oc_compat import answers
 from standins.scripted_llm import script
 from tests.conformance.conftest import PASSWORD, Backend, SandboxDirs, warm
+from tests.conformance.lexical import lexical_to
 from tests.factories import RunFactory
 
 pytestmark = pytest.mark.conformance
@@ -260,3 +261,39 @@ def test_the_same_patch_spelled_plainly_is_refused(
         call_in(pair.run1)
     assert failure.value.error_name == "PathOutsideWorktree"
     assert not target.exists()
+
+
+def test_a_patch_failing_after_its_first_write_is_refused_for_that_write(
+    gpt_daemon: tuple[DaemonState, Backend],
+    sandbox_dirs: SandboxDirs,
+    aim_patch: Callable[[PatchFor], None],
+    call_in: Callable[[Path], StructuredResult],
+) -> None:
+    state = gpt_daemon[0]
+    pair = _worktrees(sandbox_dirs.workspaces, sandbox_dirs.repos, "partial")
+    planted = Path(state.home) / ".local/share/opencode/tool-output/partial-planted.txt"
+    raw = lexical_to(pair.run1, planted)  # also makes pair.run1/deep/...
+    aim_patch(
+        lambda _d: _patch(f"*** Add File: {raw}", "+planted by run A", "*** Add File: deep", "+x")
+    )
+    with pytest.raises(CallFailed) as failure:
+        call_in(pair.run1)
+    assert failure.value.error_name == "PathOutsideWorktree"
+
+
+def test_control_the_same_write_alone_is_refused_by_the_daemon_s_metadata(
+    gpt_daemon: tuple[DaemonState, Backend],
+    sandbox_dirs: SandboxDirs,
+    aim_patch: Callable[[PatchFor], None],
+    call_in: Callable[[Path], StructuredResult],
+) -> None:
+    """The control: a patch that completes reports the lexical path in metadata.files."""
+    state = gpt_daemon[0]
+    pair = _worktrees(sandbox_dirs.workspaces, sandbox_dirs.repos, "whole")
+    planted = Path(state.home) / ".local/share/opencode/tool-output/whole-planted.txt"
+    raw = lexical_to(pair.run1, planted)
+    aim_patch(lambda _d: _patch(f"*** Add File: {raw}", "+planted by run A"))
+    with pytest.raises(CallFailed) as failure:
+        call_in(pair.run1)
+    assert failure.value.error_name == "PathOutsideWorktree"
+    assert planted.exists()

@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -28,7 +29,9 @@ from shared.opencode.cache import LruCache
 from shared.opencode.call_ledger import PostgresCallLedger
 from shared.opencode.calls import CallFailed, StructuredCall, StructuredResult
 from shared.opencode.exactly_once import ExactlyOnceCalls
+from standins.scripted_llm import script
 from tests.conformance.conftest import MODEL, Backend, SandboxDirs
+from tests.conformance.lexical import lexical_to
 from tests.factories import RunFactory
 
 pytestmark = pytest.mark.conformance
@@ -216,3 +219,55 @@ def test_a_refused_turns_record_keeps_its_trail_and_none_of_what_the_model_said(
     named = [p for t in row.response["tools"] for p in t["paths"]]
     assert any(p.endswith("confine-run2/README.md") for p in named), named
     assert row.usage is not None
+
+
+# -- paths through a link and dots, read as the daemon reads them (helper-114) --------
+
+
+@pytest.fixture
+def relative_aim(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scripted model sends ``[oc:tool=NAME@hop/...]`` as written, relative (a model
+    names a path as it likes; the script otherwise prefixes the session directory)."""
+    original = script.tool_arguments
+
+    def arguments(name: str, directory: Path, target: str | None = None) -> dict[str, Any]:
+        found = original(name, directory, target)
+        if target is not None and target.startswith("hop/") and "filePath" in found:
+            found = {**found, "filePath": target}
+        return found
+
+    monkeypatch.setattr(script, "tool_arguments", arguments)
+
+
+@pytest.mark.parametrize("backend", ["real"], indirect=True)
+@pytest.mark.usefixtures("relative_aim")
+def test_a_write_into_tool_output_spelled_through_a_link_and_dots_fails_closed(
+    request: pytest.FixtureRequest, runs: Runs, call_in: CallIn
+) -> None:
+    """Rule confinement (PathOutsideWorktree): kodo's reading of the path must be the
+    daemon's. The daemon writes ``planted``; the call must fail closed."""
+    state: DaemonState = request.getfixturevalue("real_daemon")
+    planted = Path(state.home) / ".local/share/opencode/tool-output/lexical-planted.txt"
+    raw = lexical_to(runs.run1, planted)
+    assert os.path.normpath(os.path.join(runs.run1, raw)) == str(planted)  # Node's reading
+    assert os.path.realpath(os.path.join(runs.run1, raw)).startswith(str(runs.run1))  # kodo's
+    with pytest.raises(CallFailed) as failure:
+        call_in(runs, f"[oc:tool=write@{raw}]")
+    assert failure.value.error_name == "PathOutsideWorktree"
+
+
+@pytest.mark.parametrize("backend", ["real"], indirect=True)
+@pytest.mark.usefixtures("relative_aim")
+def test_a_read_of_another_sessions_saved_output_through_a_link_and_dots_fails_closed(
+    request: pytest.FixtureRequest, runs: Runs, call_in: CallIn
+) -> None:
+    """Another session's long tool output (another run's repository) read by this turn:
+    kodo must refuse the turn, so nothing it read is kept."""
+    state: DaemonState = request.getfixturevalue("real_daemon")
+    saved = Path(state.home) / ".local/share/opencode/tool-output/tool_lexical_other_session"
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text("run B's repository: API_KEY=hunter2-of-run-b\n")
+    raw = lexical_to(runs.run1, saved)
+    with pytest.raises(CallFailed) as failure:
+        call_in(runs, f"[oc:tool=read@{raw}]")
+    assert failure.value.error_name == "PathOutsideWorktree"

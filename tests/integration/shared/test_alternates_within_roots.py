@@ -92,8 +92,12 @@ def test_stores_past_git_s_depth_are_not_read_as_git_reads_none(roots: tuple[Pat
     assert alternates_refusal(chain[0], (inside,)) is None
 
 
-def test_a_quoted_line_with_more_after_its_quote_is_refused(roots: tuple[Path, Path]) -> None:
-    inside, _ = roots
+def test_what_follows_a_closing_quote_is_read_as_git_reads_it(roots: tuple[Path, Path]) -> None:
+    """git skips the one character after a closing quote and reads on from there."""
+    inside, outside = roots
+    victim = _store(outside / "v")
     git_dir = _store(inside / "repo" / ".git")
-    _borrow(git_dir, f'"{inside}/x"/../../elsewhere\n')
-    assert "more after its quote" in (alternates_refusal(git_dir, (inside,)) or "")
+    _borrow(git_dir, f'"{inside}/x"X{victim / "objects"}\n')
+    assert "outside KODO_REPO_ROOTS" in (alternates_refusal(git_dir, (inside,)) or "")
+    _borrow(git_dir, f'"{inside}/x"X{inside}/y\n')
+    assert alternates_refusal(git_dir, (inside,)) is None
