@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from shared.domain.diff_names import git_name, header_sides
+from shared.domain.diff_names import file_line_name, git_name, header_sides
 from shared.domain.display import visible
 
 from .highlighting import Job, highlighted
@@ -157,9 +157,9 @@ def _meta(current: FileDiff, line: str) -> None:
         # which no reader reads; the file was shown "added +0 -0, no text lines")
         current.change = "binary"
     elif line.startswith("--- ") and line != "--- /dev/null":
-        current.old_path = _strip_prefix(git_name(line[4:]), "a/")
+        current.old_path = _strip_prefix(file_line_name(line[4:]), "a/")
     elif line.startswith("+++ ") and line != "+++ /dev/null":
-        current.path = _strip_prefix(git_name(line[4:]), "b/")
+        current.path = _strip_prefix(file_line_name(line[4:]), "b/")
 
 
 def _keep(current: FileDiff, hunk: Hunk, line: Line) -> None:

@@ -31,7 +31,7 @@ from services.cli.views import (
     shown_path,
     step_states,
 )
-from shared.domain.diff_names import git_name, header_sides
+from shared.domain.diff_names import file_line_name, git_name, header_sides
 from shared.domain.display import visible
 
 
@@ -116,7 +116,7 @@ def diffstat(patch: str) -> list[FileStat]:
         if kind == "file":
             header = _git_header_name(line)
         elif kind == "meta" and line.startswith("+++ ") and path is None:
-            header = git_name(line[4:]).removeprefix("b/")
+            header = file_line_name(line[4:]).removeprefix("b/")
         elif kind == "meta" and line.startswith(("rename to ", "copy to ")) and path is not None:
             path = git_name(
                 line.split(" to ", 1)[1]

@@ -37,6 +37,13 @@ def git_name(raw: str) -> str:
     return raw
 
 
+def file_line_name(raw: str) -> str:
+    """The name a ``---``/``+++`` line gives after its ``--- ``: git ends the line with a
+    TAB when the name holds a space (for GNU patch), quoted or not; the page had drawn
+    ``a b/x.py`` as ``a b/x.py<TAB>`` and a quoted one as git's octal (helper-114)."""
+    return git_name(raw.removesuffix("\t"))
+
+
 def same_name_sides(header: str) -> str | None:
     """The name both sides of ``header`` give (``diff --git a/N b/N``), or None."""
     sides = header_sides(header)

@@ -109,7 +109,9 @@ _SLASH_LIKE = frozenset("\u2044\u2215\u2571\u29f8\u29f9\uff0f\u1735\u2cc6")
 """Characters drawn like ``/`` (fraction and division slashes, fullwidth solidus...)."""
 
 
-_LATIN_LOOKALIKES = frozenset({"LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE", "COPTIC"})
+_LATIN_LOOKALIKES = frozenset(
+    {"LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE", "COPTIC", "LISU"}
+)
 """Scripts with letters drawn exactly like Latin ones (CYRILLIC SMALL LETTER A, GREEK
 SMALL LETTER OMICRON)."""
 
@@ -127,6 +129,35 @@ def _mixed_script(name: str) -> bool:
     return len(scripts & _LATIN_LOOKALIKES) > 1
 
 
+_DRAWN_LATIN = frozenset(
+    "\u0430\u0435\u043e\u0440\u0441\u0443\u0445\u0455\u0456\u0458\u0501\u04bb\u04cf\u051b\u051d"
+    "\u0410\u0412\u0415\u041a\u041c\u041d\u041e\u0420\u0421\u0422\u0425\u0423\u0405\u0406\u0408\u051a\u051c"
+    "\u03bf\u03b1\u03bd\u03b9\u03ba\u03c5\u03c1"
+    "\u0391\u0392\u0395\u0396\u0397\u0399\u039a\u039c\u039d\u039f\u03a1\u03a4\u03a5\u03a7"
+)
+"""Cyrillic and Greek letters drawn like Latin ones (CYRILLIC SMALL LETTER A, IE, O, ER,
+ES...; GREEK SMALL LETTER OMICRON, ALPHA, NU...): a name spelled in them alone reads as
+a Latin name (``exec.py`` in Cyrillic; helper-114)."""
+
+_UNUSUAL_LATIN = (
+    (0x01C0, 0x01C3),  # click letters (DENTAL CLICK drawn as l)
+    (0x0250, 0x02FF),  # IPA extensions, modifier letters (SCRIPT G drawn as g)
+    (0x1D00, 0x1DBF),  # phonetic extensions (SMALL CAPITAL C drawn as c)
+    (0xA720, 0xA7FF),  # Latin extended-D (SMALL CAPITAL S drawn as s)
+    (0xAB30, 0xAB6F),  # Latin extended-E
+)
+"""Latin letters no file name needs that are drawn like plain ones (helper-114)."""
+
+
+def _drawn_as_latin(name: str) -> bool:
+    """A name whose non-ASCII letters are all drawn like Latin ones, or that holds a
+    Latin letter drawn like a plainer one."""
+    foreign = [c for c in name if c.isalpha() and not c.isascii()]
+    if foreign and all(c in _DRAWN_LATIN for c in foreign):
+        return True
+    return any(low <= ord(c) <= high for c in foreign for low, high in _UNUSUAL_LATIN)
+
+
 def lookalike_name(name: str) -> bool:
     """Whether ``name`` may be drawn like another name: it holds a space separator other
     than U+0020 (a no-break space draws as a blank), blanks a page collapses (leading,
@@ -142,7 +173,7 @@ def lookalike_name(name: str) -> bool:
         return True
     if any(c in _SLASH_LIKE for c in name):  # (src DIVISION SLASH calc.py: a file in src/)
         return True
-    if _mixed_script(name):  # (c CYRILLIC-A lc.py beside calc.py; helper-109)
+    if _mixed_script(name) or _drawn_as_latin(name):  # (c CYRILLIC-A lc.py; helpers 109, 114)
         return True
     return unicodedata.normalize("NFKC", name) != name  # NFC, and compatibility forms
 

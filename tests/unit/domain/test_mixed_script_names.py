@@ -33,7 +33,7 @@ def test_a_name_mixing_latin_lookalike_scripts_is_drawn_escaped(name: str) -> No
     [
         "calc.py",
         "docs/caf\u00e9.md",
-        "\u0440\u0443\u0441",
+        "\u043f\u0440\u0438\u0432\u0435\u0442",
         "docs/\u65e5\u672c\u8a9e.md",
         "\u03b1\u03b2",
     ],
