@@ -154,10 +154,11 @@ def _judge(root: str, raw: str, resolve: Callable[[str], str]) -> str | None:
         return "ToolPathUnreadable"
     joined = raw if os.path.isabs(raw) else os.path.join(root, raw)
     lexical = os.path.normpath(joined)
-    for opened in (resolve(joined), resolve(lexical)):
+    kernels = (resolve(joined), resolve(lexical))
+    for opened in kernels:
         if opened != root and not opened.startswith(root.rstrip(os.sep) + os.sep):
             return "PathOutsideWorktree"
-    for opened in (resolve(joined), resolve(lexical), lexical):
+    for opened in (*kernels, lexical):
         if ".git" in os.path.relpath(opened, root).split(os.sep):
             return "GitMetadataForbidden"
     return None

@@ -155,7 +155,7 @@ class _BaseVerdict:
     twins: Violation | None
     disagreement: Violation | None
     shadow: Violation | None
-    hidden: Violation | None = None
+    hidden: Violation | None
 
 
 def _against_base(worktree: Worktree, plan: dict[str, Any], pinned: frozenset[str]) -> _BaseVerdict:
@@ -164,7 +164,9 @@ def _against_base(worktree: Worktree, plan: dict[str, Any], pinned: frozenset[st
     on the approver's screen, so never shown; ApplyPatchST judges the patch's own names
     again), entries the tree does not bear out (:class:`PlanAgainstBase`), and a name
     that would replace a pinned ``python -m`` runner the tree does not hold itself
-    (:func:`runner_shadows`)."""
+    (:func:`runner_shadows`) or that it reads as its configuration
+    (:func:`runner_configuration`), and a new file Python would import in place of a
+    module the tree holds (:class:`ModuleShadows`)."""
     twins = FoldedTwins.of_plan(plan)
     agreement = PlanAgainstBase(plan)
     hidden = ModuleShadows(plan)
