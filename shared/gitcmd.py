@@ -268,7 +268,10 @@ def _listed(
     if proc.returncode != 0:
         return (), ()  # outside a repository there is no repository config to neutralise
     fields = proc.stdout.decode(errors="surrogateescape").split("\0")
-    origins, names = fields[0:-1:2], [n for n in fields[1::2] if n]
+    # (the names kodo sets itself on the command line are not the repository's)
+    pairs = [(o, n) for o, n in zip(fields[0:-1:2], fields[1::2], strict=False) if n]
+    origins = [o for o, _ in pairs]
+    names = [n for o, n in pairs if not o.startswith("command line:")]
     files = tuple(dict.fromkeys(o for o in origins if o.startswith("file:")))
     listed = (tuple(names), files)
     unchanged = _config_identity(cwd, git_dir) == identity  # nothing it keys on changed meanwhile
