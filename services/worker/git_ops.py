@@ -31,6 +31,7 @@ from typing import IO, Any, Literal
 
 import structlog
 
+from services.worker.sandbox.layout import BYTES_PER_INODE
 from services.worker.sandbox.toolchain import host_system
 from services.worker.worktree_guard import (
     FOLDER,
@@ -103,9 +104,17 @@ class IndexLocked(GitError, RuleRefusal):
     rule = "worktree_index_lock"
 
 
+MAX_SAID_CHARS = 4000
+"""What of git's error output a GitError carries: a base tree of names no file system
+takes made git say one line per file, and the whole of it (14 MB) was raised and logged
+in one line (red-team helper-116)."""
+
+
 def _failed(args: Sequence[str], proc: subprocess.CompletedProcess[bytes]) -> GitError:
     """The error a failed git call raises: named when the rule is known."""
-    said = proc.stderr.decode(errors="replace").strip()
+    said = proc.stderr[: MAX_SAID_CHARS * 4].decode(errors="replace").strip()
+    if len(said) > MAX_SAID_CHARS or len(proc.stderr) > MAX_SAID_CHARS * 4:
+        said = f"{said[:MAX_SAID_CHARS]}... [{len(proc.stderr)} bytes]"
     if "index.lock': File exists" in said:
         return IndexLocked(
             f"worktree_index_lock: git {' '.join(args)[:200]} found the index locked by a"
@@ -625,6 +634,66 @@ def repo_lock(workspace_dir: Path, repo: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+CHECKOUT_BYTES_RULE = "max_checkout_bytes"
+CHECKOUT_FILES_RULE = "max_checkout_files"
+
+
+@dataclass(frozen=True)
+class CheckoutBounds:
+    """The most a tree kodo checks out may hold: what a verification command's worktree
+    may hold (KODO_EXEC_WORKTREE_BYTES, and its files at one per 4 KiB)."""
+
+    max_bytes: int
+    max_files: int
+
+    @classmethod
+    def of_worktree(cls, worktree_bytes: int) -> CheckoutBounds:
+        return cls(worktree_bytes, max(1024, worktree_bytes // BYTES_PER_INODE))
+
+
+def checkout_refusal(repo: Path, commit: str, bounds: CheckoutBounds) -> tuple[str, str] | None:
+    """(rule, detail) if ``commit``'s tree holds more bytes or files than ``bounds``, read
+    from ``git ls-tree -r -l`` as it comes (no blob is read, nothing is checked out).
+
+    Zeros compress a thousandfold: a 96 kB repository held a 96 MB blob and 100 kB of
+    objects 40,000 files, each checked out twice (the worktree, the private checkout)
+    with no bound but git's timeout (red-team helper-116). A tree past the bound is
+    refused before a byte is written."""
+    listing = HardenedGit(repo, timeout_s=GIT_TIMEOUT_S).open(
+        ["ls-tree", "-r", "-l", "-z", "--full-tree", commit]
+    )
+    total = files = 0
+    rest = b""
+    found: tuple[str, str] | None = None
+    try:
+        assert listing.stdout is not None  # (opened with a pipe)
+        while found is None and (chunk := listing.stdout.read(1 << 16)):
+            *records, rest = (rest + chunk).split(b"\0")
+            for record in records:
+                files += 1
+                size = record.partition(b"\t")[0].split()[-1:]
+                total += int(size[0]) if size and size[0].isdigit() else 0
+            if total > bounds.max_bytes:
+                found = (
+                    CHECKOUT_BYTES_RULE,
+                    f"{CHECKOUT_BYTES_RULE}: {commit}'s tree holds more than"
+                    f" {bounds.max_bytes} bytes (KODO_EXEC_WORKTREE_BYTES): never checked out",
+                )
+            elif files > bounds.max_files:
+                found = (
+                    CHECKOUT_FILES_RULE,
+                    f"{CHECKOUT_FILES_RULE}: {commit}'s tree holds more than"
+                    f" {bounds.max_files} files (one per 4 KiB of KODO_EXEC_WORKTREE_BYTES):"
+                    " never checked out",
+                )
+    finally:
+        listing.kill()
+        listing.wait(timeout=GIT_TIMEOUT_S)
+        if listing.stdout is not None:
+            listing.stdout.close()
+    return found
 
 
 class UnfaithfulCheckout(GitError):

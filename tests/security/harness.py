@@ -59,6 +59,8 @@ KNOWN_RULES = (
     "outside_plan",
     "plan_base",
     "module_shadow",
+    "max_checkout_bytes",
+    "max_checkout_files",
     "git_dir",
     "delivery_target",
     "forbidden_path",

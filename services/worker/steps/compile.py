@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.worker.git_ops import (
+    CheckoutBounds,
     Worktree,
+    checkout_refusal,
     ensure_worktree,
     escaping_links,
     run_branch,
@@ -60,6 +62,11 @@ def compile_step(ctx: StepContext) -> StepOutcome:
     borrowed = alternates_refusal(ctx.repo_path / ".git", settings.repo_roots)
     if borrowed is not None:  # changed since the submit checked it
         return StepOutcome.failed(borrowed, {"rule": GIT_DIR_RULE})
+    if not (settings.workspace_dir / ctx.run_id / ".git").exists():  # a first checkout
+        bounds = CheckoutBounds.of_worktree(settings.exec_worktree_bytes)
+        too_large = checkout_refusal(ctx.repo_path, ctx.base_commit, bounds)
+        if too_large is not None:
+            return StepOutcome.failed(too_large[1], {"rule": too_large[0]})
     git = Stopwatch(ctx)
     with git.measure():
         worktree = ensure_worktree(

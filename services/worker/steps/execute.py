@@ -26,8 +26,10 @@ import structlog
 
 from services.worker.git_ops import (
     UNFAITHFUL_RULE,
+    CheckoutBounds,
     UnfaithfulCheckout,
     Worktree,
+    checkout_refusal,
     exec_root,
     pinned,
     private_checkout,
@@ -226,6 +228,11 @@ def execute_step(ctx: StepContext) -> StepOutcome:
     if tampered is not None or commit is None:  # no judged commit is a problem it names
         said = tampered or f"{WORKTREE_RULE}: no judged commit"
         return StepOutcome.failed(said, {"rule": WORKTREE_RULE, "argv": argv})
+    with git.measure():  # (the agent's change too: every file under its bound, not all)
+        bounds = CheckoutBounds.of_worktree(settings.exec_worktree_bytes)
+        too_large = checkout_refusal(ctx.repo_path, commit, bounds)
+    if too_large is not None:
+        return StepOutcome.failed(too_large[1], {"rule": too_large[0], "argv": argv})
     try:
         with private_checkout(
             ctx.repo_path, settings.workspace_dir, ctx.run_id, commit, timed=git.measure
