@@ -129,7 +129,8 @@ def alternates_refusal(git_dir: Path, roots: Sequence[Path]) -> str | None:
             return f"{GIT_DIR_RULE}: cannot read {path}: {exc.strerror}"
         if len(text) > MAX_ALTERNATES_BYTES:
             return f"{GIT_DIR_RULE}: {path} is larger than {MAX_ALTERNATES_BYTES} bytes"
-        for entry in _alternate_entries(text):
+        # git reads the file as one C string: it ends at a NUL (helper-115)
+        for entry in _alternate_entries(text.partition(b"\0")[0]):
             store = Path(os.path.realpath(os.path.join(objects, os.fsdecode(entry))))
             if store in seen:
                 continue

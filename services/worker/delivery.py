@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -33,7 +34,7 @@ from services.worker.runtime import Runtime
 from services.worker.worktree_guard import shown_path
 from shared.db.engine import unit_of_work
 from shared.domain.run_machine import RunStatus
-from shared.git_dir import foreign_entry
+from shared.git_dir import alternates_refusal, foreign_entry
 from shared.gitcmd import config_names, lazy_fetch_keys, run_git, transport_keys
 from shared.real_path import resolved
 from shared.service.delivery import (
@@ -188,10 +189,10 @@ def _refused_target(rt: Runtime, repo: Path, remote: str, urls: list[str]) -> st
     roots = rt.settings.repo_roots
     if not any(target == root or target.is_relative_to(root) for root in roots):
         return f"{DELIVERY_TARGET_RULE}: {shown_path(url)} is outside KODO_REPO_ROOTS"
-    return _refused_bare(target, url)
+    return _refused_bare(target, url, roots)
 
 
-def _refused_bare(target: Path, url: str) -> str | None:
+def _refused_bare(target: Path, url: str, roots: Sequence[Path]) -> str | None:
     """A local target must be a bare repository whose folder holds nothing but plain files
     and folders of its own file system: a ``.git`` file there named another repository
     (outside the roots), a link in it took the branch elsewhere, and a work tree let
@@ -211,6 +212,9 @@ def _refused_bare(target: Path, url: str) -> str | None:
     # git runs the target's receive-pack under the target's own config, not kodo's: one
     # that fetches lazily (a thin pack's missing base) through a transport it allows
     # itself ran its command as the worker (red-team helpers 111, 114)
+    borrowed = alternates_refusal(target, roots)  # its receive-pack reads those stores
+    if borrowed is not None:
+        return f"{DELIVERY_TARGET_RULE}: {shown}: {borrowed}"
     names = config_names(target, timeout_s=30)
     risky = lazy_fetch_keys(names) + transport_keys(names)
     if risky:

@@ -668,7 +668,9 @@ def checkout_refusal(repo: Path, commit: str, bounds: CheckoutBounds) -> tuple[s
     rest = b""
     found: tuple[str, str] | None = None
     try:
-        assert listing.stdout is not None  # (opened with a pipe)
+        assert listing.stdin is not None  # (opened with pipes)
+        assert listing.stdout is not None
+        listing.stdin.close()  # (ls-tree reads nothing)
         while found is None and (chunk := listing.stdout.read(1 << 16)):
             *records, rest = (rest + chunk).split(b"\0")
             for record in records:

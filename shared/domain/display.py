@@ -110,7 +110,7 @@ _SLASH_LIKE = frozenset("\u2044\u2215\u2571\u29f8\u29f9\uff0f\u1735\u2cc6")
 
 
 _LATIN_LOOKALIKES = frozenset(
-    {"LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE", "COPTIC", "LISU"}
+    {"LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE", "COPTIC", "LISU", "TIFINAGH", "CANADIAN"}
 )
 """Scripts with letters drawn exactly like Latin ones (CYRILLIC SMALL LETTER A, GREEK
 SMALL LETTER OMICRON)."""
@@ -127,6 +127,26 @@ def _mixed_script(name: str) -> bool:
     if any(c.isascii() and c.isalpha() for c in name):
         scripts.add("LATIN")
     return len(scripts & _LATIN_LOOKALIKES) > 1
+
+
+def _foreign_in_a_latin_stem(name: str) -> bool:
+    """A component whose stem (before its last dot) mixes ASCII letters with a letter of
+    any script but Latin, or with a digit that is not ASCII: a Myanmar WA or a Telugu
+    zero drawn as ``o`` in ``config.py``, an Arabic-Indic zero drawn as the dot of
+    ``calc.py`` (helper-115). A stem in one other script (``docs/<Japanese>.md``) is
+    drawn as it is."""
+    for part in name.split("/"):
+        stem = part.rpartition(".")[0] or part
+        if not any(c.isascii() and c.isalpha() for c in stem):
+            continue
+        for c in stem:
+            if c.isascii():
+                continue
+            if unicodedata.category(c) == "Nd":
+                return True
+            if c.isalpha() and not unicodedata.name(c, "").startswith("LATIN"):
+                return True
+    return False
 
 
 _DRAWN_LATIN = frozenset(
@@ -174,6 +194,8 @@ def lookalike_name(name: str) -> bool:
     if any(c in _SLASH_LIKE for c in name):  # (src DIVISION SLASH calc.py: a file in src/)
         return True
     if _mixed_script(name) or _drawn_as_latin(name):  # (c CYRILLIC-A lc.py; helpers 109, 114)
+        return True
+    if _foreign_in_a_latin_stem(name):  # (c MYANMAR-WA nfig.py; helper-115)
         return True
     return unicodedata.normalize("NFKC", name) != name  # NFC, and compatibility forms
 
