@@ -377,7 +377,16 @@ IMPORT_SUFFIXES = (".py", ".pyc", ".pyw", ".so", ".pyd")
 
 RUNNER_MODULES: dict[str, frozenset[str]] = {
     "pytest": frozenset(
-        {"_pytest", "pluggy", "iniconfig", "py", "packaging", "exceptiongroup", "tomli"}
+        {
+            "_pytest",
+            "pluggy",
+            "iniconfig",
+            "py",
+            "packaging",
+            "exceptiongroup",
+            "tomli",
+            "pygments",
+        }
     ),
 }
 """Installed modules a pinned runner imports after the checkout is first on ``sys.path``
@@ -386,7 +395,16 @@ broken ``add``: red-team helper-113)."""
 
 RUNNER_CONFIG: dict[str, frozenset[str]] = {
     "pytest": frozenset(
-        {"pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg", "conftest.py"}
+        {
+            "pytest.toml",
+            ".pytest.toml",
+            "pytest.ini",
+            ".pytest.ini",
+            "pyproject.toml",
+            "tox.ini",
+            "setup.cfg",
+            "conftest.py",
+        }
     ),
 }
 """Files, at any depth, a pinned runner reads as its own configuration or plugins before
@@ -418,9 +436,18 @@ def runner_configuration(plan: dict[str, Any], pinned: frozenset[str]) -> dict[s
     found: dict[str, str] = {}
     for path in _planned_effects(planned_changes(plan)):
         module = read.get(fold(path.rpartition("/")[2]))
+        if module is None and "pytest" in pinned and _distribution_metadata(path):
+            module = "pytest"  # (it autoloads every [pytest11] entry point it finds)
         if module is not None:
             found[path] = module
     return found
+
+
+def _distribution_metadata(path: str) -> bool:
+    """A name inside a ``*.dist-info`` or ``*.egg-info`` folder: a distribution's metadata,
+    which ``importlib.metadata`` finds on ``sys.path`` (the checkout first): one naming a
+    ``[pytest11]`` plugin made the pinned pytest load it (red-team helper-115)."""
+    return any(fold(part).endswith((".dist-info", ".egg-info")) for part in path.split("/")[:-1])
 
 
 MODULE_SHADOW_RULE = "module_shadow"
@@ -445,35 +472,85 @@ def _import_slot(path: str) -> tuple[str, str, int] | None:
     return {"py": (folder, stem, 2), "pyc": (folder, stem, 3)}.get(rest)
 
 
+_RUN_BY_PATH = frozenset({"conftest", "__main__", "setup"})
+"""Modules found by their file, never imported by name from ``sys.path`` (pytest loads
+each ``conftest.py`` by its path): two of them in two folders hide nothing."""
+
+
+def _bare_slot(path: str) -> tuple[str, str, int] | None:
+    """A new name with no suffix, as a package (rank 0): it may be a link to one."""
+    folder, _, name = path.rpartition("/")
+    return (folder, name, 0) if name and "." not in name and name.isidentifier() else None
+
+
 class ModuleShadows:
     """Whether a plan adds a file Python would import in place of a module the base tree
-    holds, in the same folder: ``add test_calc/__init__.py`` reads as "make the tests a
-    package", and hid ``test_calc.py`` from the pinned ``python -m unittest test_calc``,
-    which then ran no test and passed (red-team helper-113). The approver reads one file
-    and the interpreter runs another, so such a plan is never shown, pinned or not. A
-    module the plan deletes (or renames away) hides nothing. Fed the base tree's names
-    one at a time, like :class:`PlanAgainstBase`."""
+    holds. Two ways:
+
+    * in the same folder, one Python takes first: ``add test_calc/__init__.py`` reads as
+      "make the tests a package", and hid ``test_calc.py`` from the pinned ``python -m
+      unittest test_calc``, which then ran no test and passed (red-team helper-113); a
+      name with no suffix counts as a package (a link to one: helper-115);
+    * in another folder that is no package, so may itself be first on ``sys.path``: a
+      test runner puts its tests' folder there (``unittest discover -s tests``, pytest's
+      default import mode), and a new ``tests/calc.py`` was what the tests imported in
+      place of the patched ``calc.py`` (helper-115).
+
+    The approver reads one file and the interpreter runs another, so such a plan is
+    never shown, pinned or not. A module the plan deletes (or renames away) hides
+    nothing. Fed the base tree's names one at a time, like :class:`PlanAgainstBase`:
+    only what is named like the plan's new modules is kept, and the base's packages."""
 
     def __init__(self, plan: dict[str, Any]) -> None:
         effects = _planned_effects(planned_changes(plan))
         self._gone = {path for path, kinds in effects.items() if "delete" in kinds}
         self._added: dict[tuple[str, str], list[tuple[int, str]]] = {}
+        self._planned_packages: set[str] = set()
         for path, kinds in effects.items():
-            slot = _import_slot(path) if "add" in kinds else None
+            if "add" not in kinds:
+                continue
+            slot = _import_slot(path) or _bare_slot(path)
             if slot is not None:
                 self._added.setdefault(slot[:2], []).append((slot[2], path))
+                if slot[2] == 0:
+                    self._planned_packages.add(f"{slot[0]}/{slot[1]}".lstrip("/"))
+        self._names = {module for _, module in self._added}
+        self._packages: set[str] = set()  # folders the base makes packages
+        self._elsewhere: list[tuple[str, str, str]] = []  # (folder, module, base path)
         self.found: dict[str, str] = {}  # the plan's new file -> the base's file it hides
 
     def feed(self, name: str) -> None:
         slot = _import_slot(name) if self._added and name not in self._gone else None
         if slot is None:
             return
+        if slot[2] == 0:
+            self._packages.add(f"{slot[0]}/{slot[1]}".lstrip("/"))
         for rank, path in self._added.get(slot[:2], ()):
             if rank < slot[2]:
                 self.found.setdefault(path, name)
+        if slot[1] in self._names:
+            self._elsewhere.append((slot[0], slot[1], name))
+
+    def _on_a_path(self, folder: str) -> bool:
+        """Whether ``folder`` may be a ``sys.path`` entry: it is no package."""
+        return folder not in self._packages and folder not in self._planned_packages
+
+    def hidden(self) -> dict[str, str]:
+        """The plan's new files -> a base file each would be imported in place of."""
+        self._across_folders()
+        return self.found
+
+    def _across_folders(self) -> None:
+        for (folder, module), added in self._added.items():
+            if module in _RUN_BY_PATH or not self._on_a_path(folder):
+                continue
+            for base_folder, base_module, base_path in self._elsewhere:
+                if base_module == module and base_folder != folder and self._on_a_path(base_folder):
+                    for _, path in added:
+                        self.found.setdefault(path, base_path)
 
     def violation(self) -> Violation | None:
-        if not self.found:
+        if not self.hidden():
             return None
         said = "; ".join(
             f"{shown_name(new)} would be imported in place of {shown_name(old)}"

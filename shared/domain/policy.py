@@ -52,6 +52,10 @@ _PYTHON = re.compile(r"python(?:\d+(?:\.\d+)*)?")
 """A Python interpreter's program name (``python``, ``python3``, ``python3.11``)."""
 
 
+_RUNNER_SCRIPTS = {"pytest": "pytest", "py.test": "pytest"}
+"""Console scripts that are a runner module by another name (``pytest -q``)."""
+
+
 def _module_run(args: list[str]) -> str | None:
     """The module Python's options ``args`` run with ``-m`` (``-m x``, ``-mx``, ``-Bm x``),
     or None (a script, ``-c`` code, stdin). Options taking a value (``-W``, ``-X``)
@@ -114,10 +118,13 @@ class Policy:
         pinned runner (:func:`shared.domain.change_check.runner_shadows`)."""
         modules: set[str] = set()
         for argv in self.verify_commands or ():
-            if argv and _PYTHON.fullmatch(argv[0].rsplit("/", 1)[-1]) is not None:
+            program = argv[0].rsplit("/", 1)[-1] if argv else ""
+            if _PYTHON.fullmatch(program) is not None:
                 module = _module_run(list(argv[1:]))
                 if module:
                     modules.add(module.split(".", 1)[0])
+            elif program in _RUNNER_SCRIPTS:  # reads the same configuration (helper-115)
+                modules.add(_RUNNER_SCRIPTS[program])
         return frozenset(modules)
 
     def verification_refusal(self, argv: list[str]) -> Violation | None:

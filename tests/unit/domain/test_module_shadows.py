@@ -15,7 +15,7 @@ def _hidden(base: list[str], *entries: tuple[str, ...]) -> dict[str, str]:
     shadows = ModuleShadows({"files": files})
     for name in base:
         shadows.feed(name)
-    return shadows.found
+    return shadows.hidden()
 
 
 @pytest.mark.parametrize(
@@ -35,7 +35,8 @@ def test_a_new_file_taken_before_a_base_module_of_its_name_hides_it(added: str, 
 def test_what_python_takes_after_a_base_module_hides_nothing() -> None:
     assert _hidden(["calc/__init__.py"], ("calc.py", "add")) == {}
     assert _hidden(["calc.py"], ("calc.pyc", "add")) == {}
-    assert _hidden(["calc.py"], ("other/calc/__init__.py", "add")) == {}  # another folder
+    inside = ["calc.py", "other/__init__.py"]  # other.calc, in a package: never calc
+    assert _hidden(inside, ("other/calc/__init__.py", "add")) == {}
     assert _hidden(["calc.py"], ("calc.py.bak", "add"), ("calc.txt", "add")) == {}
 
 
@@ -43,3 +44,23 @@ def test_a_module_the_plan_deletes_or_renames_away_is_hidden_by_nothing() -> Non
     assert _hidden(["calc.py"], ("calc.py", "delete"), ("calc/__init__.py", "add")) == {}
     moved = _hidden(["calc.py"], ("old_calc.py", "rename", "calc.py"), ("calc/__init__.py", "add"))
     assert moved == {}
+
+
+def test_a_module_in_a_folder_a_runner_puts_first_hides_one_of_its_name_elsewhere() -> None:
+    base = ["calc.py", "tests/test_calc.py"]
+    assert _hidden(base, ("tests/calc.py", "add")) == {"tests/calc.py": "calc.py"}
+    assert _hidden(["lib/calc.py"], ("calc/__init__.py", "add")) == {
+        "calc/__init__.py": "lib/calc.py"
+    }
+
+
+def test_modules_inside_packages_or_found_by_their_path_hide_nothing_elsewhere() -> None:
+    package = ["pkg/__init__.py", "pkg/calc.py", "tests/test_calc.py"]
+    assert _hidden(package, ("tests/calc.py", "add")) == {}  # pkg.calc, not calc
+    assert _hidden(["calc.py"], ("pkg/__init__.py", "add"), ("pkg/calc.py", "add")) == {}
+    assert _hidden(["tests/conftest.py"], ("tests/unit/conftest.py", "add")) == {}
+
+
+def test_a_name_with_no_suffix_beside_a_module_hides_it() -> None:
+    """A link ``test_calc -> helpers`` is a package Python takes first."""
+    assert _hidden(["test_calc.py"], ("test_calc", "add")) == {"test_calc": "test_calc.py"}

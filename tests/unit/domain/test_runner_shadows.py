@@ -24,7 +24,10 @@ def _pinned(*argv: tuple[str, ...]) -> Policy:
         (("python3", "-X", "dev", "-m", "unittest"), {"unittest"}),
         (("python3", "check.py"), set()),
         (("python3", "-c", "import x"), set()),
-        (("pytest", "-q"), set()),  # a console script: its own folder is first on sys.path
+        # a console script reads the same configuration and, once pytest puts the tests'
+        # folder first on sys.path, imports what the checkout holds (helper-115)
+        (("pytest", "-q"), {"pytest"}),
+        (("/usr/bin/py.test",), {"pytest"}),
         (("node", "-m", "x"), set()),
     ],
 )
