@@ -9,6 +9,7 @@ hardened (shared.gitcmd), allowing only the protocols the operator lists.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -199,10 +200,18 @@ def _refused_bare(target: Path, url: str, roots: Sequence[Path]) -> str | None:
     ``receive.denyCurrentBranch=updateInstead`` check the agent's files out, through
     the target's filters, as the worker (red-team helper-107)."""
     shown = shown_path(url)
-    if not (target / "HEAD").is_file() or not (target / "objects").is_dir():
+    if not _git_takes(target):
         return f"{DELIVERY_TARGET_RULE}: {shown} is not a bare repository"
     if (target / ".git").exists() or (target / ".git").is_symlink():
         return f"{DELIVERY_TARGET_RULE}: {shown} is not a bare repository (it has a .git)"
+    # git tries <path>/.git, <path>, <path>.git/.git and <path>.git, in that order, and
+    # takes the first that is a repository: a <path> it would not take sent the push on
+    # to a <path>.git/.git naming another (red-team helper-117)
+    sibling = target.with_name(target.name + ".git")
+    if sibling.exists() or sibling.is_symlink():
+        return f"{DELIVERY_TARGET_RULE}: {shown} has a sibling {sibling.name} git may take"
+    if (target / "commondir").exists() or (target / "commondir").is_symlink():
+        return f"{DELIVERY_TARGET_RULE}: {shown}/commondir makes git take another folder"
     records = target / "worktrees"
     if records.is_dir() and any(records.iterdir()):
         return f"{DELIVERY_TARGET_RULE}: {shown} has worktrees a push would check out"
@@ -223,6 +232,28 @@ def _refused_bare(target: Path, url: str, roots: Sequence[Path]) -> str | None:
             " it could fetch objects itself, through a transport it allows"
         )
     return None
+
+
+_HEAD_REF = re.compile(rb"ref: refs/[^\s]+\n?|[0-9a-f]{40}\n?|[0-9a-f]{64}\n?")
+
+
+def _git_takes(folder: Path) -> bool:
+    """Whether git takes ``folder`` itself for a repository (``is_git_directory``): a
+    ``HEAD`` that is a plain file naming a ref under ``refs/`` or an object, and the
+    ``objects`` and ``refs`` folders."""
+    head = folder / "HEAD"
+    if head.is_symlink() or not head.is_file():
+        return False
+    try:
+        with head.open("rb") as handle:
+            said = handle.read(512)
+    except OSError:
+        return False
+    return (
+        _HEAD_REF.fullmatch(said) is not None
+        and (folder / "objects").is_dir()
+        and (folder / "refs").is_dir()
+    )
 
 
 def _file_url_path(url: str) -> str:
