@@ -472,6 +472,12 @@ def _import_slot(path: str) -> tuple[str, str, int] | None:
     return {"py": (folder, stem, 2), "pyc": (folder, stem, 3)}.get(rest)
 
 
+def _is_test_module(path: str) -> bool:
+    """A file a test runner collects by its name (``test_*.py``, ``*_test.py``)."""
+    name = path.rpartition("/")[2]
+    return name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py"))
+
+
 _RUN_BY_PATH = frozenset({"conftest", "__main__", "setup"})
 """Modules found by their file, never imported by name from ``sys.path`` (pytest loads
 each ``conftest.py`` by its path): two of them in two folders hide nothing."""
@@ -516,15 +522,31 @@ class ModuleShadows:
                     self._planned_packages.add(f"{slot[0]}/{slot[1]}".lstrip("/"))
         self._names = {module for _, module in self._added}
         self._packages: set[str] = set()  # folders the base makes packages
+        self._tests = {path.rpartition("/")[0] for path in effects if _is_test_module(path)}
         self._elsewhere: list[tuple[str, str, str]] = []  # (folder, module, base path)
+        self._namespaces: dict[str, tuple[str, str]] = {}  # folder -> (parent, module)
         self.found: dict[str, str] = {}  # the plan's new file -> the base's file it hides
 
     def feed(self, name: str) -> None:
-        slot = _import_slot(name) if self._added and name not in self._gone else None
+        if not self._added or name in self._gone:
+            return
+        if _is_test_module(name):
+            self._tests.add(name.rpartition("/")[0])
+        parts = name.split("/")
+        for depth in range(1, len(parts)):  # a folder named like a new module: a namespace
+            if parts[depth - 1] in self._names:  # package unless an __init__ makes it more
+                self._namespaces["/".join(parts[:depth])] = (
+                    "/".join(parts[: depth - 1]),
+                    parts[depth - 1],
+                )
+        slot = _import_slot(name)
         if slot is None:
             return
         if slot[2] == 0:
             self._packages.add(f"{slot[0]}/{slot[1]}".lstrip("/"))
+        self._against(slot, name)
+
+    def _against(self, slot: tuple[str, str, int], name: str) -> None:
         for rank, path in self._added.get(slot[:2], ()):
             if rank < slot[2]:
                 self.found.setdefault(path, name)
@@ -532,11 +554,20 @@ class ModuleShadows:
             self._elsewhere.append((slot[0], slot[1], name))
 
     def _on_a_path(self, folder: str) -> bool:
-        """Whether ``folder`` may be a ``sys.path`` entry: it is no package."""
-        return folder not in self._packages and folder not in self._planned_packages
+        """Whether ``folder`` may be a ``sys.path`` entry: it is no package, or it holds
+        tests (``unittest discover -s tests`` puts its folder first, package or not:
+        helper-117)."""
+        packaged = folder in self._packages or folder in self._planned_packages
+        return not packaged or folder in self._tests
 
     def hidden(self) -> dict[str, str]:
         """The plan's new files -> a base file each would be imported in place of."""
+        for folder, (parent, module) in self._namespaces.items():
+            if folder not in self._packages and folder not in self._planned_packages:
+                # (rank 4: Python takes anything else first; an __init__ the plan adds in
+                # the folder itself makes it the package, hiding nothing)
+                self._against((parent, module, 4), f"{folder}/")
+        self._namespaces.clear()
         self._across_folders()
         return self.found
 
