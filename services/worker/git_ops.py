@@ -666,6 +666,7 @@ def checkout_refusal(repo: Path, commit: str, bounds: CheckoutBounds) -> tuple[s
     )
     total = files = 0
     rest = b""
+    attributes: list[tuple[str, int]] = []  # the tree's .gitattributes: (blob, size)
     found: tuple[str, str] | None = None
     try:
         assert listing.stdin is not None  # (opened with pipes)
@@ -675,8 +676,12 @@ def checkout_refusal(repo: Path, commit: str, bounds: CheckoutBounds) -> tuple[s
             *records, rest = (rest + chunk).split(b"\0")
             for record in records:
                 files += 1
-                size = record.partition(b"\t")[0].split()[-1:]
-                total += int(size[0]) if size and size[0].isdigit() else 0
+                head, _, name = record.partition(b"\t")
+                fields = head.split()
+                size = int(fields[-1]) if fields and fields[-1].isdigit() else 0
+                total += size
+                if name.rpartition(b"/")[2] == b".gitattributes" and len(fields) == 4:
+                    attributes.append((fields[2].decode("ascii", "replace"), size))
             if total > bounds.max_bytes:
                 found = (
                     CHECKOUT_BYTES_RULE,
@@ -695,7 +700,39 @@ def checkout_refusal(repo: Path, commit: str, bounds: CheckoutBounds) -> tuple[s
         listing.wait(timeout=GIT_TIMEOUT_S)
         if listing.stdout is not None:
             listing.stdout.close()
-    return found
+    return found or _expanding_attributes(repo, commit, attributes)
+
+
+MAX_ATTRIBUTES_READ = 1 << 20
+"""The most bytes of a tree's ``.gitattributes`` files the checkout bound reads."""
+_EXPANDING = re.compile(rb"(?<![-!\w])(?:ident|working-tree-encoding)(?![-\w])")
+
+
+def _expanding_attributes(
+    repo: Path, commit: str, attributes: list[tuple[str, int]]
+) -> tuple[str, str] | None:
+    """``worktree_filter`` if a ``.gitattributes`` of the tree sets an attribute that makes
+    a checkout larger than the blobs it writes: ``ident`` (each ``$Id$`` grows elevenfold)
+    and ``working-tree-encoding`` (UTF-32: fourfold); an 11 kB repository had put 98 MB
+    into a worktree bounded at 64 MB, judged only afterwards (red-team helper-117). An
+    end-of-line conversion at most doubles a file and is left to the faithfulness check."""
+    if not attributes:
+        return None
+    if sum(size for _, size in attributes) > MAX_ATTRIBUTES_READ:
+        return (
+            UNFAITHFUL_RULE,
+            f"{UNFAITHFUL_RULE}: {commit}'s .gitattributes hold more than"
+            f" {MAX_ATTRIBUTES_READ} bytes: never checked out",
+        )
+    batch = "".join(f"{blob}\n" for blob, _ in attributes).encode()
+    done = run_git(repo, ["cat-file", "--batch"], stdin=batch, timeout_s=GIT_TIMEOUT_S)
+    if done.returncode != 0 or _EXPANDING.search(done.stdout) is not None:
+        return (
+            UNFAITHFUL_RULE,
+            f"{UNFAITHFUL_RULE}: {commit}'s .gitattributes set ident or working-tree-encoding,"
+            " which write more than the tree holds: never checked out",
+        )
+    return None
 
 
 class UnfaithfulCheckout(GitError):
