@@ -130,22 +130,24 @@ def _mixed_script(name: str) -> bool:
 
 
 def _foreign_in_a_latin_stem(name: str) -> bool:
-    """A component whose stem (before its last dot) mixes ASCII letters with a letter of
-    any script but Latin, or with a digit that is not ASCII: a Myanmar WA or a Telugu
-    zero drawn as ``o`` in ``config.py``, an Arabic-Indic zero drawn as the dot of
-    ``calc.py`` (helper-115). A stem in one other script (``docs/<Japanese>.md``) is
-    drawn as it is."""
-    for part in name.split("/"):
-        stem = part.rpartition(".")[0] or part
-        if not any(c.isascii() and c.isalpha() for c in stem):
-            continue
-        for c in stem:
-            if c.isascii():
+    """A dot-separated part of a component that mixes ASCII letters with a letter of any
+    script but Latin, a digit that is not ASCII, or a mark, symbol or punctuation that
+    is not ASCII: a Myanmar WA or a Telugu zero drawn as ``o`` in ``config.py`` or
+    ``pyproject.toml``, an Arabic-Indic zero as the dot of ``calc.py`` (helper-115), a
+    Hebrew paseq or a DIVIDES sign as the ``l`` of ``calc.py`` (helper-117). A part in
+    one other script (``docs/<Japanese>.md``) is drawn as it is."""
+    for component in name.split("/"):
+        for part in component.split("."):
+            if not any(c.isascii() and c.isalpha() for c in part):
                 continue
-            if unicodedata.category(c) == "Nd":
-                return True
-            if c.isalpha() and not unicodedata.name(c, "").startswith("LATIN"):
-                return True
+            for c in part:
+                if c.isascii():
+                    continue
+                kind = unicodedata.category(c)
+                if kind == "Nd" or kind[0] in "PSM":
+                    return True
+                if c.isalpha() and not unicodedata.name(c, "").startswith("LATIN"):
+                    return True
     return False
 
 

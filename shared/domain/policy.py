@@ -52,8 +52,25 @@ _PYTHON = re.compile(r"python(?:\d+(?:\.\d+)*)?")
 """A Python interpreter's program name (``python``, ``python3``, ``python3.11``)."""
 
 
-_RUNNER_SCRIPTS = {"pytest": "pytest", "py.test": "pytest"}
-"""Console scripts that are a runner module by another name (``pytest -q``)."""
+_RUNNER_SCRIPTS = {
+    "pytest": "pytest",
+    "py.test": "pytest",
+    "pytest-3": "pytest",
+    "py.test-3": "pytest",
+}
+"""Console scripts that are a runner module by another name (``pytest -q``; Debian's
+``pytest-3``)."""
+
+
+def _past_env(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """``argv`` without a leading ``env`` and its options and assignments (``env pytest``
+    runs pytest; helper-117)."""
+    rest = argv
+    while rest and rest[0].rsplit("/", 1)[-1] == "env":
+        rest = rest[1:]
+        while rest and (rest[0].startswith("-") or "=" in rest[0]):
+            rest = rest[1:]
+    return rest
 
 
 def _module_run(args: list[str]) -> str | None:
@@ -117,7 +134,8 @@ class Policy:
         ``python3 -m unittest -q``): a name a change brings in front of one replaces the
         pinned runner (:func:`shared.domain.change_check.runner_shadows`)."""
         modules: set[str] = set()
-        for argv in self.verify_commands or ():
+        for command in self.verify_commands or ():
+            argv = _past_env(command)
             program = argv[0].rsplit("/", 1)[-1] if argv else ""
             if _PYTHON.fullmatch(program) is not None:
                 module = _module_run(list(argv[1:]))
