@@ -19,6 +19,7 @@ import pytest
 from shared.errors import InvalidInput
 from shared.git_dir import alternates_refusal
 from shared.service.runs import resolve_repo
+from tests.outside_roots import elsewhere
 
 
 def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -27,29 +28,14 @@ def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def borrowing(tmp_path: Path) -> tuple[Path, Path, Path]:
-    inside, outside = tmp_path / "roots", tmp_path / "elsewhere"
-    inside.mkdir()
-    outside.mkdir()
-    victim = outside / "v"
-    _git(tmp_path, "init", "-q", str(victim))
-    _git(
-        victim,
-        "-c",
-        "user.name=a",
-        "-c",
-        "user.email=a@b",
-        "commit",
-        "-q",
-        "--allow-empty",
-        "-m",
-        "elsewhere-secret",
-    )
+    found = elsewhere(tmp_path)
+    inside, victim = found.inside, found.victim
     repo = inside / "repo"
     _git(tmp_path, "init", "-q", str(repo))
     (repo / ".git" / "objects" / "info" / "alternates").write_bytes(
         str(victim / ".git" / "objects").encode() + b"\0junk\n"
     )
-    secret = _git(victim, "rev-parse", "HEAD").stdout.strip()
+    secret = found.secret
     shown = _git(repo, "cat-file", "-p", secret)  # git borrows up to the NUL
     assert "elsewhere-secret" in shown.stdout, shown.stderr
     return inside, repo, victim

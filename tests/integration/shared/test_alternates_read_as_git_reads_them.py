@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 from shared.git_dir import alternates_refusal
+from tests.outside_roots import elsewhere
 
 
 def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -27,24 +28,9 @@ def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_quoted_entry_spanning_a_line_feed_is_read_as_git_reads_it(tmp_path: Path) -> None:
     """Rule git_dir: every store git borrows from lies under KODO_REPO_ROOTS."""
-    inside, outside = tmp_path / "roots", tmp_path / "elsewhere"
-    inside.mkdir()
-    outside.mkdir()
-    victim = outside / "v"
-    _git(tmp_path, "init", "-q", str(victim))
-    _git(
-        victim,
-        "-c",
-        "user.name=a",
-        "-c",
-        "user.email=a@b",
-        "commit",
-        "-q",
-        "--allow-empty",
-        "-m",
-        "elsewhere-secret",
-    )
-    secret = _git(victim, "rev-parse", "HEAD").stdout.strip()
+    found = elsewhere(tmp_path)
+    inside, victim = found.inside, found.victim
+    secret = found.secret
     repo = inside / "repo"
     _git(tmp_path, "init", "-q", str(repo))
     alternates = repo / ".git" / "objects" / "info" / "alternates"

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from services.worker.delivery import _refused_bare
+from tests.outside_roots import elsewhere
 
 pytestmark = pytest.mark.integration
 
@@ -32,24 +33,9 @@ def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_a_target_borrowing_from_outside_the_roots_is_refused(tmp_path: Path) -> None:
     """Rule delivery_target (or git_dir): every store the target borrows from lies
     under KODO_REPO_ROOTS, as for the source repository."""
-    inside, outside = tmp_path / "roots", tmp_path / "elsewhere"
-    inside.mkdir()
-    outside.mkdir()
-    victim = outside / "v"
-    _git(tmp_path, "init", "-q", str(victim))
-    _git(
-        victim,
-        "-c",
-        "user.name=a",
-        "-c",
-        "user.email=a@b",
-        "commit",
-        "-q",
-        "--allow-empty",
-        "-m",
-        "elsewhere-secret",
-    )
-    secret = _git(victim, "rev-parse", "HEAD").stdout.strip()
+    found = elsewhere(tmp_path)
+    inside, victim = found.inside, found.victim
+    secret = found.secret
     target = inside / "deliveries.git"
     _git(tmp_path, "init", "-q", "--bare", str(target))
     (target / "objects" / "info" / "alternates").write_text(f"{victim / '.git' / 'objects'}\n")
