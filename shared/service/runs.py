@@ -409,6 +409,14 @@ def _decide(
         # The lock may have waited for a decision's commit: the locked row is read anew
         # then, the joined decision is not (read committed), so it is read again here.
         earlier = uow.approvals.decision_on(gate.run_id, gate.plan_sha256)
+    # (before any answer, a repeat included: the submitter approving after another
+    # approver had been told 200, "accepted", and the audit said done; helper-118)
+    if approve and not allow_self_approval and gate.submitted_by == approver:
+        raise Forbidden(
+            f"self-approval is refused: {approver!r} submitted this run, so another"
+            " approver must approve it (the operator may allow it: KODO_ALLOW_SELF_APPROVAL=1)",
+            details={"rule": ["no_self_approval"]},
+        )
     if gate.plan_sha256 is not None:
         if plan_sha256 is not None and plan_sha256 != gate.plan_sha256:
             raise Conflict(
@@ -416,15 +424,9 @@ def _decide(
                 details={"currentPlanSha256": gate.plan_sha256},
             )
         if earlier is not None:
-            return _repeated(earlier, decision, gate.status, comment), False
+            return _repeated(earlier, decision, gate.status, comment, approver), False
     if gate.status != RunStatus.WAITING_INPUT.value or gate.plan_sha256 is None:
         raise Conflict(f"run {gate.run_id} is {gate.status}, not waiting_input")
-    if approve and not allow_self_approval and gate.submitted_by == approver:
-        raise Forbidden(
-            f"self-approval is refused: {approver!r} submitted this run, so another"
-            " approver must approve it (the operator may allow it: KODO_ALLOW_SELF_APPROVAL=1)",
-            details={"rule": ["no_self_approval"]},
-        )
     row, new = uow.approvals.record(
         gate.run_id,
         gate.plan_sha256,
@@ -433,14 +435,18 @@ def _decide(
         comment=comment,
         dispatched=dispatched and approve,
     )
-    return (row, True) if new else (_repeated(row, decision, gate.status, comment), False)
+    return (row, True) if new else (_repeated(row, decision, gate.status, comment, approver), False)
 
 
-def _repeated(earlier: Decided, decision: Decision, status: str, comment: str | None) -> Decided:
-    """A decision already recorded on the plan: the same one is answered again (it is the
-    record), another is refused, and so is the same one with another comment: a second
-    reviewer's request for changes on a plan already sent back was answered 200 and
-    their comment reached nobody (red-team helper-97)."""
+def _repeated(
+    earlier: Decided, decision: Decision, status: str, comment: str | None, approver: str
+) -> Decided:
+    """A decision already recorded on the plan: the same one by the same person is
+    answered again (it is the record: a retried request is safe), another is refused, and
+    so is the same one with another comment (a second reviewer's request for changes on
+    a plan already sent back was answered 200 and their comment reached nobody: red-team
+    helper-97) or by another person (told "accepted" for a decision that was not
+    theirs: helper-118)."""
     if earlier.decision == Decision.CHANGES_REQUESTED and decision != earlier.decision:
         raise Conflict(
             f"changes were requested on this plan; the run is {status}: decide on"
@@ -453,6 +459,12 @@ def _repeated(earlier: Decided, decision: Decision, status: str, comment: str | 
         raise Conflict(
             f"the plan was already {earlier.decision} by {earlier.approver}, with another"
             " comment: yours was not sent; comment on the next plan, or on the run",
+            details={"rule": ["decision_recorded"], "approver": [earlier.approver]},
+        )
+    if earlier.approver != approver:
+        raise Conflict(
+            f"the plan was already {earlier.decision} by {earlier.approver}: nothing of"
+            " yours was recorded",
             details={"rule": ["decision_recorded"], "approver": [earlier.approver]},
         )
     return earlier
