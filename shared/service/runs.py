@@ -409,6 +409,11 @@ def _decide(
         # The lock may have waited for a decision's commit: the locked row is read anew
         # then, the joined decision is not (read committed), so it is read again here.
         earlier = uow.approvals.decision_on(gate.run_id, gate.plan_sha256)
+    if plan_sha256 is not None and gate.plan_sha256 is not None and plan_sha256 != gate.plan_sha256:
+        raise Conflict(
+            "the plan changed: planSha256 does not match the current plan",
+            details={"currentPlanSha256": gate.plan_sha256},
+        )
     # (before any answer, a repeat included: the submitter approving after another
     # approver had been told 200, "accepted", and the audit said done; helper-118)
     if approve and not allow_self_approval and gate.submitted_by == approver:
@@ -417,14 +422,8 @@ def _decide(
             " approver must approve it (the operator may allow it: KODO_ALLOW_SELF_APPROVAL=1)",
             details={"rule": ["no_self_approval"]},
         )
-    if gate.plan_sha256 is not None:
-        if plan_sha256 is not None and plan_sha256 != gate.plan_sha256:
-            raise Conflict(
-                "the plan changed: planSha256 does not match the current plan",
-                details={"currentPlanSha256": gate.plan_sha256},
-            )
-        if earlier is not None:
-            return _repeated(earlier, decision, gate.status, comment, approver), False
+    if gate.plan_sha256 is not None and earlier is not None:
+        return _repeated(earlier, decision, gate.status, comment, approver), False
     if gate.status != RunStatus.WAITING_INPUT.value or gate.plan_sha256 is None:
         raise Conflict(f"run {gate.run_id} is {gate.status}, not waiting_input")
     row, new = uow.approvals.record(

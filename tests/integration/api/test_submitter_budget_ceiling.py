@@ -12,6 +12,7 @@ the rule), as a raise after the start may not.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from flask import Flask
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.api.app import create_app
+from services.api.state import state_of
 from shared.clock import FixedClock
 from shared.config import Settings
 from shared.service.tokens import Role
@@ -29,11 +31,15 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def capped_app(settings: Settings, sessions: sessionmaker[Session], broker: object) -> Flask:
+def capped_app(
+    settings: Settings, sessions: sessionmaker[Session], broker: object
+) -> Iterator[Flask]:
     """The API with an operator's budget of $1 and 100,000 tokens per run."""
-    return create_app(
+    built = create_app(
         replace(settings, budget_usd=1.0, budget_tokens=100_000), clock=FixedClock(NOW)
     )
+    yield built
+    state_of(built).close()  # (its engine's connections, as the suite's own app does)
 
 
 def test_a_submitter_cannot_give_its_intent_more_than_the_operators_budget(
