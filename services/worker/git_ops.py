@@ -653,9 +653,28 @@ class CheckoutBounds:
         return cls(worktree_bytes, max(1024, worktree_bytes // BYTES_PER_INODE))
 
 
+BYTECODE_FOLDER = b"__pycache__"
+
+
+@dataclass(frozen=True)
+class TreeWeighing:
+    """What ``git ls-tree`` said of a tree kodo is about to check out."""
+
+    refusal: tuple[str, str] | None
+    """(rule, detail) if the tree is past its bounds: it is never checked out."""
+    carries_bytecode: bool
+    """A ``__pycache__`` anywhere in the tree: Python would read its bytecode in place of
+    the source beside it, so a command on it runs with bytecode hidden (PYCACHE_PREFIX)."""
+
+
 def checkout_refusal(repo: Path, commit: str, bounds: CheckoutBounds) -> tuple[str, str] | None:
-    """(rule, detail) if ``commit``'s tree holds more bytes or files than ``bounds``, read
-    from ``git ls-tree -r -l`` as it comes (no blob is read, nothing is checked out).
+    """(rule, detail) if ``commit``'s tree holds more bytes or files than ``bounds``."""
+    return weigh_checkout(repo, commit, bounds).refusal
+
+
+def weigh_checkout(repo: Path, commit: str, bounds: CheckoutBounds) -> TreeWeighing:
+    """``commit``'s tree weighed against ``bounds``, read from ``git ls-tree -r -l`` as it
+    comes (no blob is read, nothing is checked out).
 
     Zeros compress a thousandfold: a 96 kB repository held a 96 MB blob and 100 kB of
     objects 40,000 files, each checked out twice (the worktree, the private checkout)
@@ -667,6 +686,7 @@ def checkout_refusal(repo: Path, commit: str, bounds: CheckoutBounds) -> tuple[s
     total = files = 0
     rest = b""
     attributes: list[tuple[str, int]] = []  # the tree's .gitattributes: (blob, size)
+    bytecode = False
     found: tuple[str, str] | None = None
     try:
         assert listing.stdin is not None  # (opened with pipes)
@@ -680,8 +700,10 @@ def checkout_refusal(repo: Path, commit: str, bounds: CheckoutBounds) -> tuple[s
                 fields = head.split()
                 size = int(fields[-1]) if fields and fields[-1].isdigit() else 0
                 total += size
-                if name.rpartition(b"/")[2] == b".gitattributes" and len(fields) == 4:
+                *folders, base = name.split(b"/")
+                if base == b".gitattributes" and len(fields) == 4:
                     attributes.append((fields[2].decode("ascii", "replace"), size))
+                bytecode = bytecode or BYTECODE_FOLDER in folders or base == BYTECODE_FOLDER
             if total > bounds.max_bytes:
                 found = (
                     CHECKOUT_BYTES_RULE,
@@ -700,7 +722,8 @@ def checkout_refusal(repo: Path, commit: str, bounds: CheckoutBounds) -> tuple[s
         listing.wait(timeout=GIT_TIMEOUT_S)
         if listing.stdout is not None:
             listing.stdout.close()
-    return found or _expanding_attributes(repo, commit, attributes)
+    refusal = found or _expanding_attributes(repo, commit, attributes)
+    return TreeWeighing(refusal, bytecode)
 
 
 MAX_ATTRIBUTES_READ = 1 << 20

@@ -361,6 +361,7 @@ class Sandbox:
         poll_s: float = 1.0,
         label: str = "probe",
         disposable: bool = False,
+        hide_bytecode: bool = True,
     ) -> Finished:
         """Run ``argv`` (argv[0] an absolute path) in the sandbox, on ``worktree``.
 
@@ -368,13 +369,14 @@ class Sandbox:
         ``required`` and no cgroup, :class:`CgroupUnavailable` is raised, nothing runs.
         ``disposable``: the caller removes ``worktree`` right after (a private checkout),
         so a root worker does not take back the tree it lent the command (``chown -R``
-        of the whole tree once more, for nothing).
+        of the whole tree once more, for nothing). ``hide_bytecode``: see
+        :func:`sandbox_env` (False only where the tree was weighed and carries none).
         """
         bwrap = self.bwrap_path()
         if bwrap is None:
             raise SandboxUnavailable(f"bubblewrap ({self.bwrap}) is not installed")
         tools = toolchain or Toolchain()
-        env = sandbox_env(tools, self.passed_env)
+        env = sandbox_env(tools, self.passed_env, hide_bytecode=hide_bytecode)
         cgroup, note = self._make_cgroup(label)
         joined: Callable[[list[str]], list[str]] = (
             (lambda command: command)

@@ -29,7 +29,6 @@ from services.worker.git_ops import (
     CheckoutBounds,
     UnfaithfulCheckout,
     Worktree,
-    checkout_refusal,
     exec_root,
     pinned,
     private_checkout,
@@ -38,6 +37,7 @@ from services.worker.git_ops import (
     stage_root,
     trash_root,
     tree_git_bytes,
+    weigh_checkout,
 )
 from services.worker.sandbox import (
     Finished,
@@ -74,15 +74,11 @@ POLL_S = 1.0
 """How often a running command's step checks its lease (and so notices a cancel)."""
 
 
-def scrubbed_env(source: dict[str, str]) -> dict[str, str]:
+def scrubbed_env(source: dict[str, str], *, hide_bytecode: bool = True) -> dict[str, str]:
     env = {k: source[k] for k in PASSED_ENV if k in source}
-    env.update(
-        {
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONPYCACHEPREFIX": PYCACHE_PREFIX,  # (a checkout's bytecode is never read)
-            "HOME": "/nonexistent",
-        }
-    )
+    env.update({"PYTHONDONTWRITEBYTECODE": "1", "HOME": "/nonexistent"})
+    if hide_bytecode:  # (a checkout's __pycache__ is never read: see PYCACHE_PREFIX)
+        env["PYTHONPYCACHEPREFIX"] = PYCACHE_PREFIX
     return env
 
 
@@ -230,14 +226,15 @@ def execute_step(ctx: StepContext) -> StepOutcome:
         return StepOutcome.failed(said, {"rule": WORKTREE_RULE, "argv": argv})
     with git.measure():  # (the agent's change too: every file under its bound, not all)
         bounds = CheckoutBounds.of_worktree(settings.exec_worktree_bytes)
-        too_large = checkout_refusal(ctx.repo_path, commit, bounds)
-    if too_large is not None:
-        return StepOutcome.failed(too_large[1], {"rule": too_large[0], "argv": argv})
+        weighed = weigh_checkout(ctx.repo_path, commit, bounds)
+    if weighed.refusal is not None:
+        rule, detail = weighed.refusal
+        return StepOutcome.failed(detail, {"rule": rule, "argv": argv})
     try:
         with private_checkout(
             ctx.repo_path, settings.workspace_dir, ctx.run_id, commit, timed=git.measure
         ) as tree:
-            outcome = _run_on(ctx, argv, allowlist, tree)
+            outcome = _run_on(ctx, argv, allowlist, tree, weighed.carries_bytecode)
     except UnfaithfulCheckout as exc:
         return StepOutcome.failed(
             str(exc),
@@ -249,9 +246,10 @@ def execute_step(ctx: StepContext) -> StepOutcome:
 
 
 def _run_on(
-    ctx: StepContext, argv: list[str], allowlist: tuple[str, ...], tree: Path
+    ctx: StepContext, argv: list[str], allowlist: tuple[str, ...], tree: Path, bytecode: bool
 ) -> StepOutcome:
-    """Run ``argv`` on ``tree`` (the private checkout of the judged commit)."""
+    """Run ``argv`` on ``tree`` (the private checkout of the judged commit); ``bytecode``:
+    the tree carries a ``__pycache__``, which Python is kept from reading."""
     settings = ctx.rt.settings
     environ = dict(os.environ)
     watch = Stopwatch(ctx, carried=False)
@@ -295,6 +293,7 @@ def _run_on(
                     poll_s=POLL_S,
                     label=str(ctx.run_id),
                     disposable=True,  # the private checkout goes right after
+                    hide_bytecode=bytecode,
                 )
         except CgroupUnavailable as exc:
             return _cgroup_refusal(argv, str(exc))
@@ -307,7 +306,7 @@ def _run_on(
             done = run_unsandboxed(
                 argv,
                 tree,
-                env=scrubbed_env(environ),
+                env=scrubbed_env(environ, hide_bytecode=bytecode),
                 limits=limits_of(settings),
                 timeout_s=settings.exec_timeout_s,
                 cap=settings.exec_output_cap,
@@ -322,6 +321,7 @@ def _run_on(
         "truncated": done.truncated,
         "output_bytes": done.total_bytes,
         "sandbox": sandbox_note,
+        "bytecode_hidden": bytecode,
         "memory_cgroup": done.memory_cgroup,
     }
     artifact = _artifact(done, settings.exec_output_cap)

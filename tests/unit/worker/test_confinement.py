@@ -39,6 +39,13 @@ def test_the_command_environment_carries_no_secrets() -> None:
     }
 
 
+def test_bytecode_is_hidden_unless_the_tree_was_weighed_and_carries_none() -> None:
+    """The prefix hides the standard library's bytecode too (each command recompiles
+    what it imports of it): it is left out only where the tree has no ``__pycache__``."""
+    assert "PYTHONPYCACHEPREFIX" not in scrubbed_env({}, hide_bytecode=False)
+    assert scrubbed_env({})["PYTHONPYCACHEPREFIX"] == PYCACHE_PREFIX
+
+
 @pytest.mark.parametrize(
     ("argv", "allowed"),
     [

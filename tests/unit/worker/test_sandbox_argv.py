@@ -29,6 +29,7 @@ from services.worker.sandbox.layout import (
     OVERLAY_SCRIPT,
     PERL,
     PRIVATE_ETC,
+    PYCACHE_PREFIX,
     SH,
     overlay_mounter,
     under_tmp,
@@ -141,6 +142,8 @@ def test_the_environment_is_built_not_inherited() -> None:
     assert env["LANG"] == "C.UTF-8"
     assert env["HOME"] == "/tmp"  # noqa: S108 (the sandbox's private tmpfs)
     assert env["PATH"].startswith("/opt/venv/bin:")
+    assert env["PYTHONPYCACHEPREFIX"] == PYCACHE_PREFIX  # (unless told the tree has none)
+    assert "PYTHONPYCACHEPREFIX" not in sandbox_env(TOOLS, {}, hide_bytecode=False)
 
 
 @pytest.mark.parametrize(
