@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, NamedTuple
 
 import structlog
 
@@ -660,11 +660,21 @@ BYTECODE_FOLDER = b"__pycache__"
 class TreeWeighing:
     """What ``git ls-tree`` said of a tree kodo is about to check out."""
 
+    commit: str
     refusal: tuple[str, str] | None
     """(rule, detail) if the tree is past its bounds: it is never checked out."""
     carries_bytecode: bool
     """A ``__pycache__`` anywhere in the tree: Python would read its bytecode in place of
     the source beside it, so a command on it runs with bytecode hidden (PYCACHE_PREFIX)."""
+    files: tuple[TreeFile, ...]
+    """The tree's regular files (all of them unless refused), for the faithfulness check
+    of its checkout (:func:`unfaithful_checkout`), which would list them once more."""
+
+
+class TreeFile(NamedTuple):
+    path: str
+    blob: str
+    size: int
 
 
 def checkout_refusal(repo: Path, commit: str, bounds: CheckoutBounds) -> tuple[str, str] | None:
@@ -687,6 +697,7 @@ def weigh_checkout(repo: Path, commit: str, bounds: CheckoutBounds) -> TreeWeigh
     rest = b""
     attributes: list[tuple[str, int]] = []  # the tree's .gitattributes: (blob, size)
     bytecode = False
+    regular: list[TreeFile] = []
     found: tuple[str, str] | None = None
     try:
         assert listing.stdin is not None  # (opened with pipes)
@@ -701,8 +712,10 @@ def weigh_checkout(repo: Path, commit: str, bounds: CheckoutBounds) -> TreeWeigh
                 size = int(fields[-1]) if fields and fields[-1].isdigit() else 0
                 total += size
                 *folders, base = name.split(b"/")
-                if base == b".gitattributes" and len(fields) == 4:
-                    attributes.append((fields[2].decode("ascii", "replace"), size))
+                if len(fields) == 4 and fields[0] in _REGULAR:
+                    regular.append(TreeFile(os.fsdecode(name), fields[2].decode(), size))
+                    if base == b".gitattributes":
+                        attributes.append((fields[2].decode("ascii", "replace"), size))
                 bytecode = bytecode or BYTECODE_FOLDER in folders or base == BYTECODE_FOLDER
             if total > bounds.max_bytes:
                 found = (
@@ -723,7 +736,7 @@ def weigh_checkout(repo: Path, commit: str, bounds: CheckoutBounds) -> TreeWeigh
         if listing.stdout is not None:
             listing.stdout.close()
     refusal = found or _expanding_attributes(repo, commit, attributes)
-    return TreeWeighing(refusal, bytecode)
+    return TreeWeighing(commit, refusal, bytecode, tuple(regular))
 
 
 MAX_ATTRIBUTES_READ = 1 << 20
@@ -808,6 +821,7 @@ def private_checkout(
     commit: str,
     *,
     timed: Callable[[], AbstractContextManager[None]] = nullcontext,
+    weighed: TreeWeighing | None = None,
 ) -> Iterator[Path]:
     """A checkout of ``commit`` that only kodo can write, for one verification command.
 
@@ -826,8 +840,11 @@ def private_checkout(
     sandbox never showed it the repository's git dir, which a worktree's ``.git`` names.
 
     ``timed``: entered around making the checkout and around removing it (the step's
-    git Stopwatch), not around what the caller does with it.
+    git Stopwatch), not around what the caller does with it. ``weighed``: the commit's
+    :func:`weigh_checkout`, whose listing the faithfulness check reads instead of its own.
     """
+    if weighed is not None and (weighed.commit != commit or weighed.refusal is not None):
+        raise GitError(f"the weighing of {weighed.commit} does not let {commit} be checked out")
     path = exec_root(workspace_dir) / run_id
     with timed():
         drop_private_checkout(repo, workspace_dir, path)
@@ -839,7 +856,7 @@ def private_checkout(
             if made.returncode != 0:
                 said = made.stderr.decode(errors="replace").strip()
                 raise GitError(f"git checkout {commit} into {path}: {said}")
-            off = unfaithful_checkout(checkout, commit)
+            off = unfaithful_checkout(checkout, commit, weighed.files if weighed else None)
         if off:
             raise UnfaithfulCheckout(off)
         yield path
@@ -1738,6 +1755,7 @@ def _blob_lines(
 
 
 REGULAR_MODES = ("100644", "100755")
+_REGULAR = tuple(mode.encode() for mode in REGULAR_MODES)
 UNFAITHFUL_RULE = "worktree_filter"
 
 
@@ -1858,7 +1876,9 @@ def _blob_on_disk(root: int, path: str, expected: str, size: int) -> str | None:
     return digest.hexdigest() if read == size else None
 
 
-def unfaithful_checkout(checkout: PrivateCheckout, commit: str) -> list[str]:
+def unfaithful_checkout(
+    checkout: PrivateCheckout, commit: str, listed: Sequence[TreeFile] | None = None
+) -> list[str]:
     """The files of a fresh checkout of ``commit`` whose bytes are not their blob, CRLF-to-LF
     aside.
 
@@ -1868,20 +1888,12 @@ def unfaithful_checkout(checkout: PrivateCheckout, commit: str) -> list[str]:
     ``return a - b +ACM(b)`` where the commit says ``return a - b #(b)`` (a red-team
     pass). So every regular file the commit holds is hashed as it is on disk, as
     :func:`unfaithful_paths` does for a change; the commit's own listing (``ls-tree -l``)
-    names each blob and its size, in one git.
+    names each blob and its size, in one git (``listed``: that listing, already read).
     """
-    listed = _private_git(checkout, ["ls-tree", "-r", "-l", "-z", "--full-tree", commit])
-    if listed.returncode != 0:
-        raise GitError(f"git ls-tree: {listed.stderr.decode(errors='replace').strip()}")
-    files: list[tuple[str, str]] = []
-    sizes: dict[str, int] = {}
-    for entry in listed.stdout.split(b"\0"):
-        meta, _, raw = entry.partition(b"\t")
-        fields = meta.split()  # mode, type, object id, size
-        if len(fields) == 4 and fields[0].decode() in REGULAR_MODES:
-            blob = fields[2].decode()
-            files.append((os.fsdecode(raw), blob))
-            sizes[blob] = int(fields[3])
+    if listed is None:
+        listed = regular_files(checkout, commit)
+    files = [(entry.path, entry.blob) for entry in listed]
+    sizes = {entry.blob: entry.size for entry in listed}
     if not files:
         return []
     off: list[str] = []
@@ -1894,6 +1906,20 @@ def unfaithful_checkout(checkout: PrivateCheckout, commit: str) -> list[str]:
     finally:
         os.close(root)
     return sorted(off)
+
+
+def regular_files(checkout: PrivateCheckout, commit: str) -> list[TreeFile]:
+    """``commit``'s regular files, listed by git (what :func:`weigh_checkout` keeps)."""
+    listed = _private_git(checkout, ["ls-tree", "-r", "-l", "-z", "--full-tree", commit])
+    if listed.returncode != 0:
+        raise GitError(f"git ls-tree: {listed.stderr.decode(errors='replace').strip()}")
+    files: list[TreeFile] = []
+    for entry in listed.stdout.split(b"\0"):
+        meta, _, raw = entry.partition(b"\t")
+        fields = meta.split()  # mode, type, object id, size
+        if len(fields) == 4 and fields[0] in _REGULAR:
+            files.append(TreeFile(os.fsdecode(raw), fields[2].decode(), int(fields[3])))
+    return files
 
 
 LINE_ENDINGS_MAX = 64 << 20

@@ -232,7 +232,12 @@ def execute_step(ctx: StepContext) -> StepOutcome:
         return StepOutcome.failed(detail, {"rule": rule, "argv": argv})
     try:
         with private_checkout(
-            ctx.repo_path, settings.workspace_dir, ctx.run_id, commit, timed=git.measure
+            ctx.repo_path,
+            settings.workspace_dir,
+            ctx.run_id,
+            commit,
+            timed=git.measure,
+            weighed=weighed,
         ) as tree:
             outcome = _run_on(ctx, argv, allowlist, tree, weighed.carries_bytecode)
     except UnfaithfulCheckout as exc:
