@@ -22,7 +22,6 @@ import stat
 import subprocess
 import tempfile
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -31,6 +30,7 @@ from typing import IO, Any, Literal, NamedTuple
 
 import structlog
 
+from services.worker.memo import BoundedMemo
 from services.worker.sandbox.layout import BYTES_PER_INODE
 from services.worker.sandbox.toolchain import host_system
 from services.worker.worktree_guard import (
@@ -666,9 +666,10 @@ class TreeWeighing:
     carries_bytecode: bool
     """A ``__pycache__`` anywhere in the tree: Python would read its bytecode in place of
     the source beside it, so a command on it runs with bytecode hidden (PYCACHE_PREFIX)."""
-    files: tuple[TreeFile, ...]
-    """The tree's regular files (all of them unless refused), for the faithfulness check
-    of its checkout (:func:`unfaithful_checkout`), which would list them once more."""
+    files: tuple[TreeFile, ...] | None
+    """The tree's regular files (all of them unless refused; None if not kept), for the
+    faithfulness check of its checkout (:func:`unfaithful_checkout`), which would list
+    them once more."""
 
 
 class TreeFile(NamedTuple):
@@ -677,19 +678,34 @@ class TreeFile(NamedTuple):
     size: int
 
 
+_BOUNDED_BASES: BoundedMemo[tuple[str, CheckoutBounds], None] = BoundedMemo(4096)
+"""Commits found within bounds: runs on one base commit weigh it once per process."""
+
+
 def checkout_refusal(repo: Path, commit: str, bounds: CheckoutBounds) -> tuple[str, str] | None:
-    """(rule, detail) if ``commit``'s tree holds more bytes or files than ``bounds``."""
-    return weigh_checkout(repo, commit, bounds).refusal
+    """(rule, detail) if ``commit``'s tree holds more bytes or files than ``bounds``; a
+    commit found within them is remembered by id (its tree never changes)."""
+    if not _OBJECT_ID.fullmatch(commit):
+        raise GitError(f"not a commit id: {commit!r}")
+    if _BOUNDED_BASES.get((commit, bounds)) is not None:
+        return None
+    refusal = weigh_checkout(repo, commit, bounds, keep_files=False).refusal
+    if refusal is None:
+        _BOUNDED_BASES.put((commit, bounds), None)
+    return refusal
 
 
-def weigh_checkout(repo: Path, commit: str, bounds: CheckoutBounds) -> TreeWeighing:
+def weigh_checkout(
+    repo: Path, commit: str, bounds: CheckoutBounds, *, keep_files: bool = True
+) -> TreeWeighing:
     """``commit``'s tree weighed against ``bounds``, read from ``git ls-tree -r -l`` as it
     comes (no blob is read, nothing is checked out).
 
     Zeros compress a thousandfold: a 96 kB repository held a 96 MB blob and 100 kB of
     objects 40,000 files, each checked out twice (the worktree, the private checkout)
     with no bound but git's timeout (red-team helper-116). A tree past the bound is
-    refused before a byte is written."""
+    refused before a byte is written. ``keep_files``: keep the regular files' listing
+    (:attr:`TreeWeighing.files`), for a checkout judged faithful by it."""
     listing = HardenedGit(repo, timeout_s=GIT_TIMEOUT_S).open(
         ["ls-tree", "-r", "-l", "-z", "--full-tree", commit]
     )
@@ -713,7 +729,8 @@ def weigh_checkout(repo: Path, commit: str, bounds: CheckoutBounds) -> TreeWeigh
                 total += size
                 *folders, base = name.split(b"/")
                 if len(fields) == 4 and fields[0] in _REGULAR:
-                    regular.append(TreeFile(os.fsdecode(name), fields[2].decode(), size))
+                    if keep_files:
+                        regular.append(TreeFile(os.fsdecode(name), fields[2].decode(), size))
                     if base == b".gitattributes":
                         attributes.append((fields[2].decode("ascii", "replace"), size))
                 bytecode = bytecode or BYTECODE_FOLDER in folders or base == BYTECODE_FOLDER
@@ -736,7 +753,7 @@ def weigh_checkout(repo: Path, commit: str, bounds: CheckoutBounds) -> TreeWeigh
         if listing.stdout is not None:
             listing.stdout.close()
     refusal = found or _expanding_attributes(repo, commit, attributes)
-    return TreeWeighing(commit, refusal, bytecode, tuple(regular))
+    return TreeWeighing(commit, refusal, bytecode, tuple(regular) if keep_files else None)
 
 
 MAX_ATTRIBUTES_READ = 1 << 20
@@ -1437,9 +1454,7 @@ def committed_patch(worktree: Worktree, *, max_bytes: int) -> Patch:
     return _patch(worktree, "HEAD~1", "HEAD", max_bytes=max_bytes)
 
 
-_DIFFSTATS: OrderedDict[tuple[str, str], str] = OrderedDict()
-_DIFFSTATS_MAX = 1024
-_diffstats_lock = threading.Lock()
+_DIFFSTATS: BoundedMemo[tuple[str, str], str] = BoundedMemo(1024)
 
 
 def commit_diffstat(worktree: Worktree, commit: str) -> str:
@@ -1453,15 +1468,11 @@ def commit_diffstat(worktree: Worktree, commit: str) -> str:
     if not _OBJECT_ID.fullmatch(commit):
         raise GitError(f"not a commit id: {commit!r}")
     key = (str(worktree.gitdir), commit)
-    with _diffstats_lock:
-        if key in _DIFFSTATS:
-            _DIFFSTATS.move_to_end(key)
-            return _DIFFSTATS[key]
+    remembered = _DIFFSTATS.get(key)
+    if remembered is not None:
+        return remembered[0]
     shown = git(worktree, "diff", "--stat", f"{commit}~1", commit)
-    with _diffstats_lock:
-        _DIFFSTATS[key] = shown
-        while len(_DIFFSTATS) > _DIFFSTATS_MAX:
-            _DIFFSTATS.popitem(last=False)
+    _DIFFSTATS.put(key, shown)
     return shown
 
 
@@ -2007,9 +2018,7 @@ def _blob_texts(worktree: Worktree, blobs: dict[str, str]) -> dict[str, str]:
     return {path: texts[blob] for path, blob in blobs.items()}
 
 
-_CLEAN_BASES: OrderedDict[str, None] = OrderedDict()
-_CLEAN_BASES_MAX = 4096
-_clean_bases_lock = threading.Lock()
+_CLEAN_BASES: BoundedMemo[str, None] = BoundedMemo(4096)
 
 
 def escaping_links(worktree: Worktree, commit: str | None = None) -> list[tuple[str, str]]:
@@ -2024,19 +2033,13 @@ def escaping_links(worktree: Worktree, commit: str | None = None) -> list[tuple[
     followed; a way out and back in through the workspaces folder counts as out), so a
     commit found clean is clean: remembered by id.
     """
-    if commit is not None:
-        with _clean_bases_lock:
-            if commit in _CLEAN_BASES:
-                _CLEAN_BASES.move_to_end(commit)
-                return []
+    if commit is not None and _CLEAN_BASES.get(commit) is not None:
+        return []
     # None: the index as staged. A change that adds a link may reopen a base link that
     # led nowhere (``a -> b/..``, then ``b -> .``): judged whole, never remembered.
     found = _tree_links(worktree, commit).escaping()
     if not found and commit is not None:
-        with _clean_bases_lock:
-            _CLEAN_BASES[commit] = None
-            while len(_CLEAN_BASES) > _CLEAN_BASES_MAX:
-                _CLEAN_BASES.popitem(last=False)
+        _CLEAN_BASES.put(commit, None)
     return sorted(found)
 
 

@@ -17,10 +17,12 @@ from services.worker.git_ops import (
     GitError,
     PrivateCheckout,
     TreeFile,
+    checkout_refusal,
     private_checkout,
     regular_files,
     weigh_checkout,
 )
+from tests.integration.worker.test_git_hardening import count_git
 
 pytestmark = pytest.mark.integration
 
@@ -167,3 +169,27 @@ def _blob(repo: Path, name: str) -> str:
         ["git", "rev-parse", spec], cwd=repo, check=True, capture_output=True, text=True
     )
     return done.stdout.strip()
+
+
+def test_a_base_found_within_bounds_is_weighed_once_and_a_refused_one_every_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs on one base commit share its verdict (its tree never changes); a refusal is
+    never remembered, nor a verdict under other bounds."""
+    repo, commit = _commit(tmp_path, {"calc.py": b"x = 1\n" * 100})
+    started = count_git(monkeypatch)
+
+    def listings() -> int:
+        return sum("ls-tree" in args for args in started)
+
+    assert checkout_refusal(repo, commit, BOUNDS) is None
+    assert checkout_refusal(repo, commit, BOUNDS) is None
+    weighed_once = listings()
+    tight = CheckoutBounds(max_bytes=10, max_files=1024)
+    assert checkout_refusal(repo, commit, tight) is not None
+    assert checkout_refusal(repo, commit, tight) is not None
+
+    assert weighed_once == 1
+    assert listings() == 3
+    with pytest.raises(GitError, match="not a commit id"):
+        checkout_refusal(repo, "HEAD", BOUNDS)
