@@ -52,6 +52,7 @@ from shared.domain.change_check import (
     RawRecords,
     parse_raw_numstat,
 )
+from shared.domain.source_encoding import HEAD_BYTES, declared_coding
 from shared.domain.step_outcome import RuleRefusal
 from shared.domain.tree_links import TreeLinks
 from shared.git_dir import GIT_DIR_RULE, git_dir_refusal, info_attributes_refusal
@@ -1596,19 +1597,23 @@ def _counts_lone_crs(change: IndexChange) -> bool:
     return change.added is not None and change.status != "D" and change.new_mode in REGULAR_MODES
 
 
-def _with_lone_carriage_returns(
-    change: IndexChange, read: dict[str, tuple[int, int]]
-) -> IndexChange:
+def _with_lone_carriage_returns(change: IndexChange, read: dict[str, BlobFacts]) -> IndexChange:
     """``change`` with each carriage return that no line feed follows counted as a line,
-    and its new blob's size where the blob was read (:func:`_read_blobs`).
+    and its new blob's size and declared encoding where the blob was read
+    (:func:`_read_blobs`).
 
     git counts lines by LF alone, but a lone CR ends a line for Python (and for other
     readers): 5,000 statements joined by CRs were one line against ``max_lines``.
     """
     if not _counts_lone_crs(change) or change.new_blob not in read:
         return change
-    found, size = read[change.new_blob]
-    return replace(change, added=(change.added or 0) + found, new_size=size)
+    facts = read[change.new_blob]
+    return replace(
+        change,
+        added=(change.added or 0) + facts.lone_crs,
+        new_size=facts.size,
+        coding=facts.coding,
+    )
 
 
 def lone_carriage_returns(worktree: Worktree, blobs: list[str]) -> dict[str, int]:
@@ -1620,14 +1625,22 @@ def lone_carriage_returns(worktree: Worktree, blobs: list[str]) -> dict[str, int
     as one ``cat-file --batch`` stream, a chunk at a time: a file of any size costs no
     more memory than a chunk, and the whole read is bounded by GIT_TIMEOUT_S.
     """
-    return {oid: count for oid, (count, _size) in _read_blobs(worktree, blobs).items()}
+    return {oid: facts.lone_crs for oid, facts in _read_blobs(worktree, blobs).items()}
 
 
-def _read_blobs(worktree: Worktree, blobs: list[str]) -> dict[str, tuple[int, int]]:
-    """Each of ``blobs``: its lone carriage returns (:func:`lone_carriage_returns`) and
-    its size as git's ``--batch`` header gives it (what ``--batch-check`` would say)."""
+class BlobFacts(NamedTuple):
+    """What one read of a text blob tells (:func:`_read_blobs`)."""
+
+    lone_crs: int
+    size: int  # as git's ``--batch`` header gives it (what ``--batch-check`` would say)
+    coding: str | None  # what its first two lines declare (shared.domain.source_encoding)
+
+
+def _read_blobs(worktree: Worktree, blobs: list[str]) -> dict[str, BlobFacts]:
+    """Each of ``blobs``: its lone carriage returns (:func:`lone_carriage_returns`), its
+    size, and the encoding it declares."""
     wanted = list(dict.fromkeys(blobs))
-    counts: dict[str, tuple[int, int]] = {}
+    counts: dict[str, BlobFacts] = {}
     if not wanted:
         return counts
     with _streamed(worktree, ["cat-file", "--batch"], feed=_ids_fed(wanted)) as batch:
@@ -1690,8 +1703,8 @@ def _feed_and_close(pipe: IO[bytes], data: bytes) -> None:
         pipe.close()
 
 
-def _lone_crs_in_next_blob(stream: IO[bytes], oid: str) -> tuple[int, int]:
-    """The next blob's lone carriage returns and its size."""
+def _lone_crs_in_next_blob(stream: IO[bytes], oid: str) -> BlobFacts:
+    """The next blob's lone carriage returns, its size and its declared encoding."""
     header = stream.readline(200).split()
     if (
         len(header) != 3
@@ -1702,17 +1715,20 @@ def _lone_crs_in_next_blob(stream: IO[bytes], oid: str) -> tuple[int, int]:
         raise GitError(f"git cat-file --batch: no blob {oid} ({b' '.join(header)[:200]!r})")
     size = left = int(header[2])
     count, ended_with_cr = 0, False
+    coding = None
     while left:
         chunk = stream.read(min(left, 1 << 20))
         if not chunk:
             raise GitError(f"git cat-file --batch: {oid} cut short (killed at its deadline?)")
+        if left == size:  # (the first chunk: all of the blob, or a MiB of it)
+            coding = declared_coding(chunk[:HEAD_BYTES], whole=size <= HEAD_BYTES)
         left -= len(chunk)
         if ended_with_cr and chunk.startswith(b"\n"):
             count -= 1  # the last chunk's CR was a CRLF's
         count += chunk.count(b"\r") - chunk.count(b"\r\n")
         ended_with_cr = chunk.endswith(b"\r")
     stream.read(1)  # the line feed after each object
-    return count, size
+    return BlobFacts(count, size, coding)
 
 
 def _lines_counted(worktree: Worktree, change: IndexChange, most_bytes: int | None) -> IndexChange:

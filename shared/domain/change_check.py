@@ -22,6 +22,9 @@ the plan and the policy. Every violation names its rule:
   judged by the worker as it reads git's patch, since one line may be of any length,
   and ``max_file_bytes`` (:data:`MAX_FILE_BYTES_RULE`), each file's staged blob, judged
   before the worker reads any;
+- ``source_encoding`` (:data:`SOURCE_ENCODING_RULE`): a file whose first two lines
+  declare an encoding Python would read its bytes by otherwise than the diff shows
+  them (:mod:`shared.domain.source_encoding`);
 - ``path_encoding`` (:data:`PATH_ENCODING_RULE`): a name that is not UTF-8 text. kodo
   reads git's names as UTF-8, a byte that is not read as U+FFFD: two names could read
   as one, and as a planned one. Judged first, before any rule reads a name.
@@ -38,6 +41,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from shared.domain.policy import Policy, Violation, fold, forbidden, unconfined
+from shared.domain.source_encoding import SOURCE_ENCODING_RULE, UNREAD, unreadable_coding
 
 PLAN_KINDS = ("add", "modify", "delete", "rename")
 SYMLINK = "120000"
@@ -108,7 +112,8 @@ class IndexChange:
     binary file. ``link_target`` is the blob of a new symlink, read from the index, and
     ``link_inside`` what the filesystem said about where it resolves (None: not asked).
     ``new_size``: the new blob's size in bytes as git read it with the blob (None: not
-    read), so the check of the bytes on disk needs no second git for it.
+    read), so the check of the bytes on disk needs no second git for it. ``coding``: the
+    encoding the new blob's first two lines declare (None: none, or not read).
     """
 
     status: str
@@ -122,6 +127,7 @@ class IndexChange:
     link_target: str | None = None
     link_inside: bool | None = None
     new_size: int | None = None
+    coding: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -840,6 +846,29 @@ def _path_rules(change: IndexChange, policy: Policy) -> list[Violation]:
     return found
 
 
+def _encoding_rules(change: IndexChange) -> list[Violation]:
+    if change.coding is None or change.status == "D":
+        return []
+    codec = unreadable_coding(change.coding)
+    if codec is None:
+        return []
+    path = change.path
+    declared = (
+        "a declaration past its first 64 KiB"
+        if codec == UNREAD
+        else f"the encoding {change.coding!r} ({codec})"
+    )
+    return [
+        Violation(
+            SOURCE_ENCODING_RULE,
+            f"{path} declares {declared} in its first two lines: Python would read it"
+            " otherwise than the diff shows it (UTF-8), and a comment the approver reads"
+            " could be code to the interpreter",
+            (path,),
+        )
+    ]
+
+
 def _mode_rules(change: IndexChange, policy: Policy) -> list[Violation]:
     path = change.path
     if change.status not in _KNOWN_STATUS:
@@ -909,6 +938,7 @@ def check_changes(changes: list[IndexChange], plan: dict[str, Any], policy: Poli
     for change in changes:
         found += _path_rules(change, policy)
         found += _mode_rules(change, policy)
+        found += _encoding_rules(change)
     executables = new_executables(changes)
     if executables and not policy.allow_new_executables:
         found.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tracemalloc
 from typing import Any
 
@@ -454,3 +455,17 @@ def test_kodo_s_own_folder_is_forbidden_even_by_a_policy_that_replaces_the_defau
         plan(("policy.toml", "rename", ".kodo/policy.toml")),
         only_secrets,
     ) == ["forbidden_path"]
+
+
+@pytest.mark.parametrize(
+    ("coding", "refused"),
+    [("unicode_escape", True), ("utf-7", True), ("?", True), ("utf-8", False), (None, False)],
+)
+def test_a_file_declaring_an_encoding_python_reads_otherwise_than_shown_is_refused(
+    coding: str | None, refused: bool
+) -> None:
+    """An added or modified file, and a renamed one, whose first lines declare it."""
+    for change in (added("calc.py"), renamed("notes.txt", "calc.py")):
+        change = dataclasses.replace(change, coding=coding)
+        approved = plan(("calc.py", "add"), ("notes.txt", "delete"))
+        assert ("source_encoding" in rules([change], approved)) is refused

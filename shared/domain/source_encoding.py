@@ -1,0 +1,78 @@
+"""Which text a file's own encoding declaration makes Python read. Pure: no IO.
+
+Python decodes a source file with the codec a comment in its first two lines names
+(PEP 263, ``# coding: <name>``) before it reads a token. Several codecs it accepts there
+read bytes otherwise than the diff shows them: under ``unicode_escape`` (or
+``raw_unicode_escape``) the six characters ``\\u000a`` in a comment are a line break,
+under ``utf-7`` ``+AAo-`` is, so a line the approver reads as one comment was two lines
+of code to the interpreter, and a pinned ``python3 -m unittest`` passed over a visible
+``return a - b`` (red-team helpers 119 and 120). The approver's diff reads every file
+as UTF-8: a change may declare UTF-8, ASCII, or a single-byte codec that reads each
+ASCII byte as itself and nothing else as ASCII (rule ``source_encoding``).
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+
+SOURCE_ENCODING_RULE = "source_encoding"
+HEAD_BYTES = 64 << 10
+"""The most of a file read for its declaration: its first two lines, up to this."""
+UNREAD = "?"
+"""A declaration kodo could not read (the second line starts past HEAD_BYTES)."""
+READABLE = frozenset({"utf-8", "ascii", "iso8859-1", "iso8859-15", "cp1252"})
+"""Codecs (Python's canonical names) that read a file as the approver's diff shows it:
+UTF-8 itself, and encodings that read every ASCII byte as itself, one byte at a time."""
+
+_COOKIE = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)", re.ASCII)
+_BLANK_OR_COMMENT = re.compile(rb"^[ \t\f]*(?:[#\r\n]|$)", re.ASCII)
+
+
+def declared_coding(head: bytes, *, whole: bool) -> str | None:
+    """The codec name the first two lines of a file declare, as written; None if none.
+
+    ``head``: the file's first bytes; ``whole``: it is the whole file. Lines end at a
+    line feed, a carriage return or both, as Python reads them. The second line counts
+    if the first is blank or only a comment, as in Python. A line that may still hold a
+    declaration past ``head`` (one that is blank or a comment so far) reads
+    :data:`UNREAD`."""
+    lines = head.splitlines(keepends=True)
+    for number in (0, 1):
+        if number == len(lines):  # (the line starts past head)
+            return None if whole else UNREAD
+        line = lines[number]
+        found = _COOKIE.match(line)
+        if found is not None:
+            return found.group(1).decode("ascii")
+        quiet = _BLANK_OR_COMMENT.match(line) is not None
+        ended = line.endswith((b"\n", b"\r")) or (whole and number == len(lines) - 1)
+        if not ended:
+            return UNREAD if quiet else None
+        if not quiet:
+            return None  # code on the first line: Python reads no declaration after it
+    return None
+
+
+def unreadable_coding(name: str) -> str | None:
+    """Python's name for the codec ``name`` declares if it reads a file otherwise than
+    the approver's diff shows it; None if it does not (or Python knows no such codec,
+    and so refuses to run the file at all)."""
+    if name == UNREAD:
+        return UNREAD
+    try:
+        canonical = codecs.lookup(_normal_name(name)).name
+    except LookupError:
+        return None
+    return None if canonical in READABLE else canonical
+
+
+def _normal_name(name: str) -> str:
+    """The name as Python's tokenizer normalises it before it looks the codec up."""
+    lowered = name.lower().replace("_", "-")
+    if lowered == "utf-8" or lowered.startswith("utf-8-"):
+        return "utf-8"
+    for latin in ("latin-1", "iso-8859-1", "iso-latin-1"):
+        if lowered == latin or lowered.startswith(f"{latin}-"):
+            return "iso-8859-1"
+    return name

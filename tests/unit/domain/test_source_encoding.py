@@ -1,0 +1,74 @@
+"""A change may declare only an encoding that reads its bytes as the diff shows them."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.domain.source_encoding import UNREAD, declared_coding, unreadable_coding
+
+
+@pytest.mark.parametrize(
+    ("head", "declared"),
+    [
+        (b"# coding: unicode_escape\nx = 1\n", "unicode_escape"),
+        (b"#!/usr/bin/env python3\n# -*- coding: utf-7 -*-\n", "utf-7"),
+        (b"\n# vim: set fileencoding=latin-1 :\n", "latin-1"),
+        (b"  \t# coding=raw_unicode_escape\r", "raw_unicode_escape"),
+        (b"# first\r# coding: utf-7\r", "utf-7"),  # a lone CR ends a line for Python too
+        (b"x = 1\n# coding: utf-7\n", None),  # code first: Python reads no declaration
+        (b"x = 1  # coding: utf-7\n", None),  # not a comment-only line
+        (b"# one\n# two\n# coding: utf-7\n", None),  # a third line declares nothing
+        (b"", None),
+        (b"print(1)", None),
+    ],
+)
+def test_the_declaration_is_read_from_the_first_two_lines_as_python_reads_it(
+    head: bytes, declared: str | None
+) -> None:
+    assert declared_coding(head, whole=True) == declared
+
+
+def test_python_agrees_on_what_is_declared() -> None:
+    """The same files, decoded by Python's own reader of declarations."""
+    import io
+    import tokenize
+
+    for head, declared in [
+        (b"# first\n# coding: latin-1\nx = 1\n", "iso-8859-1"),
+        (b"x = 1\n# coding: latin-1\n", "utf-8"),
+    ]:
+        assert tokenize.detect_encoding(io.BytesIO(head).readline)[0] == declared
+        assert (declared_coding(head, whole=True) is None) == (declared == "utf-8")
+
+
+@pytest.mark.parametrize(
+    ("head", "declared"),
+    [
+        (b"# a comment that goes on", UNREAD),  # a declaration may come later in the line
+        (b"# a comment\n", UNREAD),  # the second line starts past what was read
+        (b"# a comment\n# and", UNREAD),
+        (b"x = 1  # code that goes on", None),  # code: no declaration in it or after it
+        (b"x = 1\n# and", None),
+        (b"# coding: utf-7 and more", "utf-7"),
+    ],
+)
+def test_a_head_cut_short_reads_unread_where_a_declaration_may_follow(
+    head: bytes, declared: str | None
+) -> None:
+    assert declared_coding(head, whole=False) == declared
+
+
+@pytest.mark.parametrize(
+    "name", ["unicode_escape", "raw_unicode_escape", "utf-7", "UTF7", "utf-16", "rot13", UNREAD]
+)
+def test_a_codec_that_reads_bytes_otherwise_than_the_diff_shows_is_named(name: str) -> None:
+    assert unreadable_coding(name) is not None
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["utf-8", "UTF8", "utf_8", "utf-8-unix", "ascii", "latin-1", "iso-8859-1-unix", "cp1252",
+     "no-such-codec"],  # (Python refuses to run a file naming a codec it does not know)
+)  # fmt: skip
+def test_utf8_and_ascii_transparent_single_byte_codecs_read_as_shown(name: str) -> None:
+    assert unreadable_coding(name) is None
