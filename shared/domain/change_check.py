@@ -35,6 +35,7 @@ bounds what may change, it does not force every change.
 
 from __future__ import annotations
 
+import fnmatch
 import posixpath
 import sys
 from dataclasses import dataclass, replace
@@ -416,7 +417,10 @@ RUNNER_CONFIG: dict[str, frozenset[str]] = {
 """Files, at any depth, a pinned runner reads as its own configuration or plugins before
 any test: ``addopts = --co`` in a new ``pytest.ini`` (or a ``conftest.py`` setting the
 exit status) made the pinned ``python -m pytest`` pass without running a test
-(red-team helper-113)."""
+(red-team helper-113). Besides these, pytest's: a distribution's metadata
+(:func:`_distribution_metadata`) and any ``test*.txt``, which it collects as a doctest
+by default (a "notes" page's ``>>> import os; os._exit(0)`` ended it with status 0 over
+a broken ``add``: helper-120)."""
 
 
 def guarded_modules(pinned: frozenset[str]) -> frozenset[str]:
@@ -441,9 +445,12 @@ def runner_configuration(plan: dict[str, Any], pinned: frozenset[str]) -> dict[s
         return {}
     found: dict[str, str] = {}
     for path in _planned_effects(planned_changes(plan)):
-        module = read.get(fold(path.rpartition("/")[2]))
+        name = fold(path.rpartition("/")[2])
+        module = read.get(name)
         if module is None and "pytest" in pinned and _distribution_metadata(path):
             module = "pytest"  # (it autoloads every [pytest11] entry point it finds)
+        if module is None and "pytest" in pinned and fnmatch.fnmatchcase(name, "test*.txt"):
+            module = "pytest"  # (it runs each >>> line of one as a doctest: helper-120)
         if module is not None:
             found[path] = module
     return found
@@ -462,8 +469,9 @@ _EXTENSION_SUFFIXES = (".so", ".pyd")
 
 def _import_slot(path: str) -> tuple[str, str, int] | None:
     """(folder, module, rank) of a file Python may import a module from, or None. Within
-    one folder Python takes a package (``M/__init__.*``, rank 0) before an extension
-    (``M.<abi>.so``, 1), source (``M.py``, 2) and bytecode (``M.pyc``, 3)."""
+    one folder Python takes a package (``M/__init__.*``, rank 0; its own ``__init__`` an
+    extension first, -1) before an extension (``M.<abi>.so``, 1), source (``M.py``, 2)
+    and bytecode (``M.pyc``, 3)."""
     folder, _, name = path.rpartition("/")
     stem, dot, rest = name.partition(".")
     if not dot or not stem:
@@ -472,7 +480,9 @@ def _import_slot(path: str) -> tuple[str, str, int] | None:
         if not folder or not name.endswith(IMPORT_SUFFIXES):
             return None
         parent, _, package = folder.rpartition("/")
-        return parent, package, 0
+        # (a package's own __init__ is looked for extension first, as a module is: an
+        # __init__.<abi>.so is the package, its __init__.py never read)
+        return parent, package, -1 if name.endswith(_EXTENSION_SUFFIXES) else 0
     if name.endswith(_EXTENSION_SUFFIXES):
         return folder, stem, 1
     return {"py": (folder, stem, 2), "pyc": (folder, stem, 3)}.get(rest)
@@ -524,7 +534,7 @@ class ModuleShadows:
             slot = _import_slot(path) or _bare_slot(path)
             if slot is not None:
                 self._added.setdefault(slot[:2], []).append((slot[2], path))
-                if slot[2] == 0:
+                if slot[2] <= 0:
                     self._planned_packages.add(f"{slot[0]}/{slot[1]}".lstrip("/"))
         self._names = {module for _, module in self._added}
         self._packages: set[str] = set()  # folders the base makes packages
@@ -548,7 +558,7 @@ class ModuleShadows:
         slot = _import_slot(name)
         if slot is None:
             return
-        if slot[2] == 0:
+        if slot[2] <= 0:
             self._packages.add(f"{slot[0]}/{slot[1]}".lstrip("/"))
         self._against(slot, name)
 
@@ -575,6 +585,11 @@ class ModuleShadows:
                 self._against((parent, module, 4), f"{folder}/")
         self._namespaces.clear()
         self._across_folders()
+        for added in self._added.values():  # two new files of one module: one is never read
+            first = min(added)
+            for rank, path in added:
+                if rank > first[0]:
+                    self.found.setdefault(first[1], path)
         return self.found
 
     def _across_folders(self) -> None:

@@ -59,6 +59,7 @@ KNOWN_RULES = (
     "outside_plan",
     "plan_base",
     "module_shadow",
+    "source_encoding",
     "max_checkout_bytes",
     "max_checkout_files",
     "git_dir",

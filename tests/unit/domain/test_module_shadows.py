@@ -64,3 +64,29 @@ def test_modules_inside_packages_or_found_by_their_path_hide_nothing_elsewhere()
 def test_a_name_with_no_suffix_beside_a_module_hides_it() -> None:
     """A link ``test_calc -> helpers`` is a package Python takes first."""
     assert _hidden(["test_calc.py"], ("test_calc", "add")) == {"test_calc": "test_calc.py"}
+
+
+@pytest.mark.parametrize(
+    "extension", ["mathpkg/__init__.abi3.so", "mathpkg/__init__.cpython-311-x86_64-linux-gnu.so"]
+)
+def test_a_packages_extension_init_hides_its_source_init(extension: str) -> None:
+    """Python looks for a package's ``__init__`` as for a module: extension first
+    (red-team helper-120)."""
+    base = ["mathpkg/__init__.py", "test_mathpkg.py"]
+    hidden = _hidden(base, ("mathpkg/__init__.py", "modify"), (extension, "add"))
+    assert hidden == {extension: "mathpkg/__init__.py"}
+
+
+@pytest.mark.parametrize(
+    ("taken", "unread"),
+    [
+        ("fastcalc.abi3.so", "fastcalc.py"),
+        ("fastcalc/__init__.py", "fastcalc.py"),
+        ("newpkg/__init__.so", "newpkg/__init__.py"),
+    ],
+)
+def test_of_two_files_one_plan_adds_for_one_module_the_one_never_read_is_named(
+    taken: str, unread: str
+) -> None:
+    """Both new: the approver reads ``fastcalc.py``, Python imports the extension."""
+    assert _hidden(["README.md"], (unread, "add"), (taken, "add")) == {taken: unread}

@@ -68,6 +68,8 @@ def _refused(verdict: compile_step._BaseVerdict) -> list[str]:
         ("evil.egg-info/PKG-INFO", "evil.egg-info/entry_points.txt", "evilplug.py"),
         ("pygments/__init__.py",),
         ("pygments.py",),
+        ("docs/test_notes.txt",),  # collected as a doctest by default (helper-120)
+        ("Test-Notes.TXT",),
     ],
     ids=[
         "pytest.toml",
@@ -76,6 +78,8 @@ def _refused(verdict: compile_step._BaseVerdict) -> list[str]:
         "egg-info-plugin",
         "pygments-package",
         "pygments-module",
+        "doctest-text",
+        "doctest-text-folded",
     ],
 )
 def test_pytest_config_or_plugin_pytest_9_reads_is_refused_under_a_pinned_pytest(
