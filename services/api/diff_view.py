@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from shared.domain.diff_modes import FileModes
 from shared.domain.diff_names import file_line_name, git_name, header_sides
 from shared.domain.display import visible
 
@@ -100,6 +101,7 @@ class FileDiff:
     hunks: list[Hunk] = field(default_factory=list)
     truncated: int = 0  # lines not shown (past MAX_LINES_PER_FILE or MAX_LINES_PER_PATCH)
     room: int = MAX_LINES_PER_FILE  # lines it may still keep while it is read
+    modes: FileModes = field(default_factory=FileModes)  # its mode lines (note: in words)
 
     @property
     def shown_lines(self) -> int:
@@ -141,6 +143,7 @@ def _new_file(header: str) -> FileDiff:
 
 def _meta(current: FileDiff, line: str) -> None:
     """A line between a file header and its first hunk (mode, index, names, binary)."""
+    current.modes.feed(line)
     if line.startswith("new file mode"):
         current.change = "added"
     elif line.startswith("deleted file mode"):

@@ -31,6 +31,7 @@ from services.cli.views import (
     shown_path,
     step_states,
 )
+from shared.domain.diff_modes import FileModes
 from shared.domain.diff_names import file_line_name, git_name, header_sides
 from shared.domain.display import visible
 
@@ -50,6 +51,7 @@ class FileStat:
     path: str
     added: int
     removed: int
+    modes: FileModes = field(default_factory=FileModes)
 
 
 def _git_header_name(line: str) -> str:
@@ -111,8 +113,11 @@ def diffstat(patch: str) -> list[FileStat]:
     stats: list[FileStat] = []
     path: str | None = None
     added = removed = 0
+    modes = FileModes()
     for kind, line in diff_lines(patch):
         header = None
+        if kind == "meta" and modes.feed(line):
+            continue
         if kind == "file":
             header = _git_header_name(line)
         elif kind == "meta" and line.startswith("+++ ") and path is None:
@@ -124,14 +129,14 @@ def diffstat(patch: str) -> list[FileStat]:
             continue
         if header is not None:
             if path is not None:
-                stats.append(FileStat(path, added, removed))
-            path, added, removed = header, 0, 0
+                stats.append(FileStat(path, added, removed, modes))
+            path, added, removed, modes = header, 0, 0, FileModes()
         elif kind == "add":
             added += 1
         elif kind == "del":
             removed += 1
     if path is not None:
-        stats.append(FileStat(path, added, removed))
+        stats.append(FileStat(path, added, removed, modes))
     return stats
 
 
@@ -153,11 +158,21 @@ def diffstat_lines(stats: list[FileStat]) -> list[str]:
     STAT_PATH_CHARS: red-team helper-106), then the totals."""
     paths = [_stat_path(s.path) for s in stats]
     width = max((len(p) for p in paths), default=0)
-    lines = [f" {p:<{width}} | +{s.added} -{s.removed}" for p, s in zip(paths, stats, strict=True)]
+    lines = [
+        f" {p:<{width}} | +{s.added} -{s.removed}{_said_of(s.modes)}"
+        for p, s in zip(paths, stats, strict=True)
+    ]
     total_added = sum(s.added for s in stats)
     total_removed = sum(s.removed for s in stats)
     lines.append(f" {len(stats)} file(s) changed, +{total_added} -{total_removed}")
     return lines
+
+
+def _said_of(modes: FileModes) -> str:
+    """What a row adds to its counts: binary (its lines are not text), and a mode that
+    is not a plain file's (a chmod has no line to count: helper-119)."""
+    said = [word for word in ("binary" if modes.binary else None, modes.note) if word]
+    return f"  [{'; '.join(said)}]" if said else ""
 
 
 _DIFF_STYLES = {"file": "bold", "hunk": "cyan", "add": "green", "del": "red"}
