@@ -11,6 +11,7 @@ text and is drawn through the views' escaping (see review_views.py).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,8 @@ from services.cli.review_views import (
     round_label,
     show_view,
 )
-from services.cli.terminal import console, show
-from services.cli.views import one_line
+from services.cli.terminal import console, show, stdout_is_tty
+from services.cli.views import one_line, terminal_rows
 
 _json = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answers.")
 
@@ -133,7 +134,9 @@ def diff_cmd(
     for index, content in shown:
         if len(patches) > 1:
             console().print(Text(f"# {round_label(index, str(patches[index].get('name')))}"))
-        console().print(diff_view(content), end="")
+        out = console()  # (on a terminal: folded by kodo, never wrapped by rich or the tty)
+        width = out.width if stdout_is_tty() else None
+        out.print(diff_view(content, width), end="", soft_wrap=True)
 
 
 @click.command("logs")
@@ -166,4 +169,15 @@ def logs_cmd(run_id: str, api_url: str | None, token: str | None, home: Path | N
                 f" (sha256 {one_line(diagnostic.get('sha256'))})"
             )
             lines.extend(json_lines(artifact_json(api, run_id, diagnostic)))
+    if stdout_is_tty():  # each row whole: the terminal never wraps one to column 0
+        width = shutil.get_terminal_size().columns
+        lines = [row for line in lines for row in _rows_of(line, width)]
     click.echo("\n".join(lines))
+
+
+def _rows_of(line: str, width: int) -> list[str]:
+    """A line of ``kodo run logs`` folded for the terminal under kodo's indent (at most
+    two blanks: the blanks a command's line starts with are its text, folded with it;
+    taken as the indent, 78 of them had pushed its text onto a row of its own)."""
+    indent = " " * min(2, len(line) - len(line.lstrip(" ")))
+    return terminal_rows(line[len(indent) :], width, lead=indent)

@@ -30,6 +30,7 @@ from services.cli.views import (
     one_line,
     shown_path,
     step_states,
+    terminal_rows,
 )
 from shared.domain.diff_modes import FileModes
 from shared.domain.diff_names import file_line_name, git_name, header_sides
@@ -184,13 +185,17 @@ def _style(kind: str, line: str) -> str:
     return _DIFF_STYLES.get(kind, "")
 
 
-def diff_view(patch: str) -> Text:
+def diff_view(patch: str, width: int | None = None) -> Text:
     """The patch, one escaped line per line, coloured by kind (a pipe drops the colour):
-    an added line that reads like a header is green like any added line."""
+    an added line that reads like a header is green like any added line. ``width``: a
+    terminal's, each line folded to it (:func:`terminal_rows`), every further row after
+    kodo's mark; None (a pipe): lines whole."""
     out = Text()
     for kind, line in diff_lines(patch):
-        out.append(visible(line, multiline=True).expandtabs(4), style=_style(kind, line))
-        out.append("\n")
+        shown = visible(line, multiline=True).expandtabs(4)
+        for row in [shown] if width is None else terminal_rows(shown, width):
+            out.append(row, style=_style(kind, line))
+            out.append("\n")
     return out
 
 

@@ -96,6 +96,22 @@ def labelled(
     return [(head if i == 0 else more) + chunk for i, chunk in enumerate(chunks or ["-"])]
 
 
+CONTINUED = "| "
+"""What starts each further row of a line kodo folds for a terminal."""
+
+
+def terminal_rows(text: str, width: int, *, lead: str = "") -> list[str]:
+    """``text`` (one line, already made visible) as rows a ``width``-cell terminal draws
+    whole: the first after ``lead``, each further after ``lead`` and :data:`CONTINUED`.
+    A terminal wraps a longer row itself, at column 0: an added diff line padded with
+    blanks drew a row reading ``-Run the test suite...``, a removal that never happened,
+    and a line of a command's output one reading as kodo's ``== diagnostic.json``
+    header (red-team helper-119). Cells are counted erring wide, as for the cards."""
+    room = max(width - 1 - cell_len(lead) - len(CONTINUED), 20)  # (a cell spare: no wrap)
+    chunks = _folded([text], room, sep="") or [""]
+    return [lead + chunks[0], *(lead + CONTINUED + chunk for chunk in chunks[1:])]
+
+
 def _folded(words: list[str], room: int, *, sep: str) -> list[str]:
     """``words`` joined by ``sep`` into rows of at most ``room`` terminal cells (a wide
     character takes two: counted as characters, 70 of them drew 140 columns and the

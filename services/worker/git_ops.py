@@ -1721,7 +1721,7 @@ def _lone_crs_in_next_blob(stream: IO[bytes], oid: str) -> BlobFacts:
         if not chunk:
             raise GitError(f"git cat-file --batch: {oid} cut short (killed at its deadline?)")
         if left == size:  # (the first chunk: all of the blob, or a MiB of it)
-            coding = declared_coding(chunk[:HEAD_BYTES], whole=size <= HEAD_BYTES)
+            coding = declared_coding(chunk[:HEAD_BYTES], whole=size <= HEAD_BYTES)  # (all of it)
         left -= len(chunk)
         if ended_with_cr and chunk.startswith(b"\n"):
             count -= 1  # the last chunk's CR was a CRLF's

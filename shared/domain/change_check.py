@@ -42,7 +42,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from shared.domain.policy import Policy, Violation, fold, forbidden, unconfined
-from shared.domain.source_encoding import SOURCE_ENCODING_RULE, UNREAD, unreadable_coding
+from shared.domain.source_encoding import (
+    HEAD_BYTES,
+    SOURCE_ENCODING_RULE,
+    UNREAD,
+    unreadable_coding,
+)
 
 PLAN_KINDS = ("add", "modify", "delete", "rename")
 SYMLINK = "120000"
@@ -869,7 +874,7 @@ def _encoding_rules(change: IndexChange) -> list[Violation]:
         return []
     path = change.path
     declared = (
-        "a declaration past its first 64 KiB"
+        f"a first line longer than {HEAD_BYTES >> 20} MiB (a declaration may follow)"
         if codec == UNREAD
         else f"the encoding {change.coding!r} ({codec})"
     )

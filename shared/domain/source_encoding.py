@@ -17,8 +17,9 @@ import codecs
 import re
 
 SOURCE_ENCODING_RULE = "source_encoding"
-HEAD_BYTES = 64 << 10
-"""The most of a file read for its declaration: its first two lines, up to this."""
+HEAD_BYTES = 1 << 20
+"""The most of a file read for its declaration: its first two lines, up to this (a
+blank first line of 300,000 spaces is a lexer's test, not an attack)."""
 UNREAD = "?"
 """A declaration kodo could not read (the second line starts past HEAD_BYTES)."""
 READABLE = frozenset({"utf-8", "ascii", "iso8859-1", "iso8859-15", "cp1252"})
@@ -37,7 +38,7 @@ def declared_coding(head: bytes, *, whole: bool) -> str | None:
     if the first is blank or only a comment, as in Python. A line that may still hold a
     declaration past ``head`` (one that is blank or a comment so far) reads
     :data:`UNREAD`."""
-    lines = head.splitlines(keepends=True)
+    lines = _first_lines(head)
     for number in (0, 1):
         if number == len(lines):  # (the line starts past head)
             return None if whole else UNREAD
@@ -52,6 +53,24 @@ def declared_coding(head: bytes, *, whole: bool) -> str | None:
         if not quiet:
             return None  # code on the first line: Python reads no declaration after it
     return None
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def _first_lines(head: bytes) -> list[bytes]:
+    """The first two lines of ``head`` with their ends (the second may be cut short),
+    found without splitting the rest."""
+    lines: list[bytes] = []
+    start = 0
+    for end in _LINE_END.finditer(head):
+        lines.append(head[start : end.end()])
+        start = end.end()
+        if len(lines) == 2:
+            return lines
+    if start < len(head):
+        lines.append(head[start:])
+    return lines
 
 
 def unreadable_coding(name: str) -> str | None:

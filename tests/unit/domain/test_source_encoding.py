@@ -72,3 +72,11 @@ def test_a_codec_that_reads_bytes_otherwise_than_the_diff_shows_is_named(name: s
 )  # fmt: skip
 def test_utf8_and_ascii_transparent_single_byte_codecs_read_as_shown(name: str) -> None:
     assert unreadable_coding(name) is None
+
+
+def test_a_long_blank_first_line_is_read_past() -> None:
+    """A first line of 300,000 blanks (a lexer's test file) is read whole, and so is the
+    declaration after it."""
+    blank = b" " * 300_000 + b"\n"
+    assert declared_coding(blank + b"x = 1\n", whole=True) is None
+    assert declared_coding(blank + b"# coding: utf-7\n", whole=True) == "utf-7"
