@@ -43,9 +43,8 @@ from typing import Any
 
 from shared.domain.policy import Policy, Violation, fold, forbidden, unconfined
 from shared.domain.source_encoding import (
-    HEAD_BYTES,
+    IMPORTED_SUFFIXES,
     SOURCE_ENCODING_RULE,
-    UNREAD,
     unreadable_coding,
 )
 
@@ -869,21 +868,17 @@ def _path_rules(change: IndexChange, policy: Policy) -> list[Violation]:
 def _encoding_rules(change: IndexChange) -> list[Violation]:
     if change.coding is None or change.status == "D":
         return []
-    codec = unreadable_coding(change.coding)
-    if codec is None:
-        return []
     path = change.path
-    declared = (
-        f"a first line longer than {HEAD_BYTES >> 20} MiB (a declaration may follow)"
-        if codec == UNREAD
-        else f"the encoding {change.coding!r} ({codec})"
-    )
+    importable = fold(path).endswith(IMPORTED_SUFFIXES)
+    declared = unreadable_coding(change.coding, importable=importable)
+    if declared is None:
+        return []
     return [
         Violation(
             SOURCE_ENCODING_RULE,
-            f"{path} declares {declared} in its first two lines: Python would read it"
+            f"{path} declares {declared} in its first two lines: Python may read it"
             " otherwise than the diff shows it (UTF-8), and a comment the approver reads"
-            " could be code to the interpreter",
+            " be code to the interpreter; declare UTF-8, latin-1 or ASCII",
             (path,),
         )
     ]

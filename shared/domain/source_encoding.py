@@ -7,8 +7,9 @@ read bytes otherwise than the diff shows them: under ``unicode_escape`` (or
 under ``utf-7`` ``+AAo-`` is, so a line the approver reads as one comment was two lines
 of code to the interpreter, and a pinned ``python3 -m unittest`` passed over a visible
 ``return a - b`` (red-team helpers 119 and 120). The approver's diff reads every file
-as UTF-8: a change may declare UTF-8, ASCII, or a single-byte codec that reads each
-ASCII byte as itself and nothing else as ASCII (rule ``source_encoding``).
+as UTF-8: a change may declare UTF-8, latin-1 or ASCII, and in a file Python never
+imports another single-byte codec that reads each ASCII byte as itself (rule
+``source_encoding``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ UNREAD = "?"
 """A declaration kodo could not read (the second line starts past HEAD_BYTES)."""
 READABLE = frozenset({"utf-8", "ascii", "iso8859-1", "iso8859-15", "cp1252"})
 """Codecs (Python's canonical names) that read a file as the approver's diff shows it:
-UTF-8 itself, and encodings that read every ASCII byte as itself, one byte at a time."""
+UTF-8 itself, and encodings that read every ASCII byte as itself, one byte at a time
+(so far as the registry is Python's own: see :func:`unreadable_coding`)."""
+IMPORTED_SUFFIXES = (".py", ".pyw")
+"""Files Python imports as modules (a module imported before one may register codecs)."""
 
 _COOKIE = re.compile(rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)", re.ASCII)
 _BLANK_OR_COMMENT = re.compile(rb"^[ \t\f]*(?:[#\r\n]|$)", re.ASCII)
@@ -73,17 +77,45 @@ def _first_lines(head: bytes) -> list[bytes]:
     return lines
 
 
-def unreadable_coding(name: str) -> str | None:
-    """Python's name for the codec ``name`` declares if it reads a file otherwise than
-    the approver's diff shows it; None if it does not (or Python knows no such codec,
-    and so refuses to run the file at all)."""
+def unreadable_coding(name: str, *, importable: bool) -> str | None:
+    """Why the codec ``name`` declares may read a file otherwise than the approver's diff
+    shows it, or None if it cannot.
+
+    Only UTF-8, latin-1 and ASCII are read without Python's codec registry (the
+    tokenizer's own names and ``PyUnicode_Decode``'s fast paths, :data:`DIRECT`). Any
+    other name is looked up when the file is read, and a module imported before it may
+    have registered the name, or pointed ``encodings._cache['cp1252']`` at
+    ``unicode_escape`` (red-team helper-121): in a file Python imports (``importable``)
+    only those are allowed. A file run by its path is read before anything could
+    register a codec: there a codec Python does not know refuses to run, and a known one
+    must read ASCII as itself (:data:`READABLE`)."""
     if name == UNREAD:
-        return UNREAD
+        return "a first line longer than the part read (a declaration may follow)"
+    normal = _normal_name(name)
+    if _registry_free(normal):
+        return None
+    if importable:
+        return (
+            f"the encoding {name!r}, which Python looks up in a registry any earlier"
+            " import may change"
+        )
     try:
-        canonical = codecs.lookup(_normal_name(name)).name
+        canonical = codecs.lookup(normal).name
     except LookupError:
         return None
-    return None if canonical in READABLE else canonical
+    return None if canonical in READABLE else f"the encoding {name!r} ({canonical})"
+
+
+DIRECT = frozenset(
+    {"utf_8", "utf8", "latin_1", "latin1", "iso_8859_1", "iso8859_1", "ascii", "us_ascii"}
+)
+"""Codec names Python 3.11 decodes a source with and never looks up, spelled as
+``_Py_normalize_encoding`` spells them (lower case, each run of other characters ``_``)."""
+
+
+def _registry_free(name: str) -> bool:
+    spelled = re.sub(r"[^a-z0-9.]+", "_", name.lower()).strip("_")
+    return spelled in DIRECT
 
 
 def _normal_name(name: str) -> str:

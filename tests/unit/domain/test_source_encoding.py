@@ -61,17 +61,41 @@ def test_a_head_cut_short_reads_unread_where_a_declaration_may_follow(
 @pytest.mark.parametrize(
     "name", ["unicode_escape", "raw_unicode_escape", "utf-7", "UTF7", "utf-16", "rot13", UNREAD]
 )
-def test_a_codec_that_reads_bytes_otherwise_than_the_diff_shows_is_named(name: str) -> None:
-    assert unreadable_coding(name) is not None
+@pytest.mark.parametrize("importable", [True, False])
+def test_a_codec_that_reads_bytes_otherwise_than_the_diff_shows_is_named(
+    name: str, importable: bool
+) -> None:
+    assert unreadable_coding(name, importable=importable) is not None
 
 
 @pytest.mark.parametrize(
     "name",
-    ["utf-8", "UTF8", "utf_8", "utf-8-unix", "ascii", "latin-1", "iso-8859-1-unix", "cp1252",
-     "no-such-codec"],  # (Python refuses to run a file naming a codec it does not know)
+    ["utf-8", "UTF8", "utf_8", "utf-8-unix", "ascii", "US-ASCII", "latin-1", "Latin1",
+     "iso-8859-1-unix", "ISO8859_1"],
 )  # fmt: skip
-def test_utf8_and_ascii_transparent_single_byte_codecs_read_as_shown(name: str) -> None:
-    assert unreadable_coding(name) is None
+@pytest.mark.parametrize("importable", [True, False])
+def test_what_python_decodes_without_its_codec_registry_reads_as_shown(
+    name: str, importable: bool
+) -> None:
+    assert unreadable_coding(name, importable=importable) is None
+
+
+@pytest.mark.parametrize("name", ["cp1252", "iso8859-15", "646", "no-such-codec", "calctext"])
+def test_a_module_may_declare_no_codec_an_earlier_import_could_register_or_redefine(
+    name: str,
+) -> None:
+    """``encodings._cache['cp1252']`` pointed at unicode_escape, or a search function
+    registered for ``calctext``, by a module imported first (red-team helper-121)."""
+    assert unreadable_coding(name, importable=True) is not None
+
+
+@pytest.mark.parametrize("name", ["cp1252", "iso8859-15", "no-such-codec"])
+def test_a_file_run_by_its_path_may_declare_an_ascii_transparent_or_unknown_codec(
+    name: str,
+) -> None:
+    """Nothing runs before its declaration is read: an unknown codec refuses to run, a
+    single-byte one reads ASCII as itself (a Markdown heading '# Decoding: how' too)."""
+    assert unreadable_coding(name, importable=False) is None
 
 
 def test_a_long_blank_first_line_is_read_past() -> None:
