@@ -9,6 +9,7 @@ is what the ledger records.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -27,23 +28,46 @@ from shared.opencode.messages import (
 from shared.opencode.ports import AgentClient
 from shared.opencode.tools import forbidden_tool_uses
 
+MAX_TOKENS = 10**15
+"""The most tokens one message, or a turn, is recorded as having used: past any budget,
+and a thousand such messages still fit the ledger's ``bigint`` sums (a count of 10**19
+had raised ``bigint out of range`` in the settle and left the call claimed for good,
+its session and reservation with it: red-team helper-122)."""
+MAX_COST_USD = 10.0**9
+"""The most one message, or a turn, is recorded as having cost (in micro-dollars, a
+thousand of them fit a ``bigint``)."""
+
 
 def usage_of(info: dict[str, Any]) -> dict[str, Any]:
-    """Normalise OpenCode's ``tokens``/``cost`` (of a message or a session) for the ledger."""
+    """Normalise OpenCode's ``tokens``/``cost`` (of a message or a session) for the ledger.
+
+    Read, not trusted: a cost that is not a non-negative number reads 0 (a ``-5.0`` had
+    cancelled a $5 tool step of the same turn in the sum), a total below the counts it
+    totals reads as their sum (a total of 2 over a million counted tokens had been
+    charged 2), and each value is bounded (:data:`MAX_TOKENS`, :data:`MAX_COST_USD`)."""
     raw = object_or_empty(info.get("tokens"))
     tokens = token_usage(raw)
     total = raw.get("total")
     cost = info.get("cost")
+    counted = tokens.total
+    # the daemon's own total when it gives one (a positive count, no less than the sum)
+    said = total if isinstance(total, int) and _positive(total) else 0
     return {
-        # the daemon's own total when it gives one (a positive count), else the sum
-        "total_tokens": total if _positive(total) else tokens.total,
-        "input_tokens": tokens.input,
-        "output_tokens": tokens.output,
-        "reasoning_tokens": tokens.reasoning,
-        "cache_read_tokens": tokens.cache_read,
-        "cache_write_tokens": tokens.cache_write,
-        "cost_usd": float(cost) if isinstance(cost, int | float) else 0.0,
+        "total_tokens": min(max(said, counted), MAX_TOKENS),
+        "input_tokens": min(tokens.input, MAX_TOKENS),
+        "output_tokens": min(tokens.output, MAX_TOKENS),
+        "reasoning_tokens": min(tokens.reasoning, MAX_TOKENS),
+        "cache_read_tokens": min(tokens.cache_read, MAX_TOKENS),
+        "cache_write_tokens": min(tokens.cache_write, MAX_TOKENS),
+        "cost_usd": _cost(cost),
     }
+
+
+def _cost(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    number = float(value)
+    return min(number, MAX_COST_USD) if math.isfinite(number) and number > 0 else 0.0
 
 
 def _positive(value: object) -> bool:
@@ -53,10 +77,14 @@ def _positive(value: object) -> bool:
 def summed_usage(infos: list[dict[str, Any]]) -> dict[str, Any]:
     """The usage of several messages together, added up field by field as the daemon
     adds up a session's totals (../shared/opencode/API.md, per-call accounting; the
-    conformance suite checks the two agree on the real daemon)."""
+    conformance suite checks the two agree on the real daemon), bounded as one is."""
     usages = [usage_of(info) for info in infos]
-    summed = {key: sum(u[key] for u in usages) for key in usage_of({}) if key != "cost_usd"}
-    return {**summed, "cost_usd": float(sum(u["cost_usd"] for u in usages))}
+    summed = {
+        key: min(sum(u[key] for u in usages), MAX_TOKENS)
+        for key in usage_of({})
+        if key != "cost_usd"
+    }
+    return {**summed, "cost_usd": min(float(sum(u["cost_usd"] for u in usages)), MAX_COST_USD)}
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,11 @@ from shared.opencode.events import OcEvent
 from shared.opencode.messages import ModelRef, PromptReply
 
 
-def tokens(total: int, *, input: int = 0, output: int = 0) -> dict[str, Any]:
-    """OpenCode's ``tokens`` object."""
-    return {"total": total, "input": input, "output": output, "reasoning": 0, "cache": {}}
+def tokens(total: int, *, input: int | None = None, output: int = 0) -> dict[str, Any]:
+    """OpenCode's ``tokens`` object, its counts adding up to its total as the daemon's do
+    (``input``: the rest of the total unless given)."""
+    read = total - output if input is None else input
+    return {"total": total, "input": read, "output": output, "reasoning": 0, "cache": {}}
 
 
 def http_500() -> OpenCodeServerError:

@@ -12,7 +12,14 @@ from typing import Any
 
 from shared.opencode.errors import OpenCodeServerError
 from shared.opencode.messages import PromptReply
-from shared.opencode.turn_inspection import Turn, summed_usage, turn_usage, usage_of
+from shared.opencode.turn_inspection import (
+    MAX_COST_USD,
+    MAX_TOKENS,
+    Turn,
+    summed_usage,
+    turn_usage,
+    usage_of,
+)
 from tests.unit.opencode.captures import capture
 
 
@@ -80,3 +87,26 @@ def test_counts_the_daemon_reports_are_read_not_trusted() -> None:
         "cost_usd": 0.25,
     }
     assert _reply(info).tokens.total == usage["total_tokens"]
+
+
+def test_a_negative_cost_cancels_nothing_the_turn_spent() -> None:
+    """A -5.0 answer beside a $5 tool step had summed to $0 (red-team helper-122)."""
+    step = {"tokens": {"input": 10}, "cost": 5.0}
+    answer = {"tokens": {"input": 1}, "cost": -5.0}
+    assert summed_usage([step, answer])["cost_usd"] == 5.0
+    assert usage_of({"cost": True})["cost_usd"] == 0.0
+
+
+def test_a_total_below_its_own_counts_is_charged_the_counts() -> None:
+    said = usage_of({"tokens": {"total": 2, "input": 1_000_000, "output": 20}})
+    assert said["total_tokens"] == 1_000_020
+    assert usage_of({"tokens": {"total": 50, "input": 10}})["total_tokens"] == 50
+
+
+def test_usage_is_bounded_where_the_ledger_could_not_hold_it() -> None:
+    """Past any budget, and a thousand messages of it still fit a bigint sum."""
+    huge = usage_of({"tokens": {"total": 10**19, "input": 10**19}, "cost": 1e13})
+    assert huge["total_tokens"] == huge["input_tokens"] == MAX_TOKENS
+    assert huge["cost_usd"] == MAX_COST_USD
+    summed = summed_usage([{"tokens": {"input": MAX_TOKENS}, "cost": MAX_COST_USD}] * 3)
+    assert (summed["total_tokens"], summed["cost_usd"]) == (MAX_TOKENS, MAX_COST_USD)
