@@ -89,7 +89,7 @@ class Collector:
         if not ids:
             return []
         with UnitOfWork(self.sessions, self.sender, alone=True) as uow:  # one statement
-            woken = wake_steps(uow, ids)
+            woken = wake_steps(uow, ids, self.daemon)
         self.woken += len(woken)
         for message in woken:
             log.info("collector.woke", run_id=message.run_id, step_id=message.step.value)
@@ -97,7 +97,7 @@ class Collector:
 
     def wake_errored(self, session_id: str, error: str) -> list[RunStep]:
         with UnitOfWork(self.sessions, self.sender) as uow:
-            woken = wake_errored_step(uow, session_id, error)
+            woken = wake_errored_step(uow, session_id, error, self.daemon)
         self.woken += len(woken)
         for message in woken:
             log.info("collector.woke", run_id=message.run_id, step_id=message.step.value)

@@ -18,25 +18,29 @@ from shared.service.messages import RunStep
 from shared.service.uow import UnitOfWork
 
 
-def wake_steps(uow: UnitOfWork, session_ids: list[str]) -> list[RunStep]:
-    """Mark the sent calls of these ended sessions idle and send their steps again: one
-    statement, committed lazily (``shared.db.repos.ledger._WAKE``), so the unit of work
-    may run it alone."""
+def wake_steps(uow: UnitOfWork, session_ids: list[str], daemon: str | None = None) -> list[RunStep]:
+    """Mark the sent calls of these ended sessions (of ``daemon``, whose event said they
+    ended) idle and send their steps again: one statement, committed lazily
+    (``shared.db.repos.ledger._WAKE``), so the unit of work may run it alone."""
     woken = [
         RunStep(StepId(step_id), run_id, parent)
-        for run_id, step_id, parent in uow.ledger.wake(session_ids)
+        for run_id, step_id, parent in uow.ledger.wake(session_ids, daemon)
     ]
     for message in woken:
         uow.send_after_commit(message)
     return woken
 
 
-def wake_errored_step(uow: UnitOfWork, session_id: str, error: str) -> list[RunStep]:
+def wake_errored_step(
+    uow: UnitOfWork, session_id: str, error: str, daemon: str | None = None
+) -> list[RunStep]:
     """As :func:`wake_steps` for a session that ended with ``session.error``; the daemon's
     error is kept on the call's row for the step that collects it."""
     woken = [
         RunStep(StepId(step_id), run_id, parent)
-        for run_id, step_id, parent in LedgerRepo(uow.session).wake_with_error(session_id, error)
+        for run_id, step_id, parent in LedgerRepo(uow.session).wake_with_error(
+            session_id, error, daemon
+        )
     ]
     for message in woken:
         uow.send_after_commit(message)

@@ -327,6 +327,12 @@ _WAKE = (
         # (two comparisons, not IN: an IN list is an expanding parameter, re-rendered
         # per execution, which shared.db.direct refuses)
         or_(_CALLS.c.status == CallStatus.CLAIMED.value, _CALLS.c.status == CallStatus.SENT.value),
+        # a daemon's event ends only its own sessions: a session.idle on daemon A's
+        # stream had woken daemon B's call of that id (red-team helper-122)
+        or_(
+            bindparam("daemon", type_=String).is_(None),
+            _CALLS.c.daemon == bindparam("daemon", type_=String),
+        ),
     )
     .values(idle_at=func.coalesce(_CALLS.c.idle_at, func.statement_timestamp()))
     .returning(_CALLS.c.run_id, _CALLS.c.step_id, _CALLS.c.status, _STEP_TASK, lazy_commit())
@@ -683,12 +689,13 @@ class LedgerRepo(PrebuiltRepo):
         ended = bool(row.ended) if row.marked else None
         return ended, None if row.parked is None else str(row.status)
 
-    def wake(self, session_ids: list[str]) -> list[Woken]:
-        """Mark the calls of these ended sessions idle; the steps of the sent ones (a
-        step parked on each)."""
+    def wake(self, session_ids: list[str], daemon: str | None = None) -> list[Woken]:
+        """Mark the calls of these ended sessions idle (those of ``daemon``, whose event
+        said so; None: of any daemon); the steps of the sent ones (a step parked on each)."""
         if not session_ids:
             return []
-        rows = direct.execute(self.where, _WAKE, {"sessions": session_ids}).all()
+        params = {"sessions": session_ids, "daemon": daemon}
+        rows = direct.execute(self.where, _WAKE, params).all()
         # A call still ``claimed`` ended before its sender marked it sent: the sender
         # reads the mark when it parks and wakes its own step (its lease is still held).
         return sorted(
@@ -699,12 +706,15 @@ class LedgerRepo(PrebuiltRepo):
             }
         )
 
-    def wake_with_error(self, session_id: str, error: str) -> list[Woken]:
+    def wake_with_error(
+        self, session_id: str, error: str, daemon: str | None = None
+    ) -> list[Woken]:
         """As :meth:`wake` for one session that ended with ``session.error``, keeping the
         daemon's error on the row (the collecting step quotes it; the outcome replaces it)."""
+        of_daemon = [] if daemon is None else [OpenCodeCall.daemon == daemon]
         rows = self.session.execute(
             update(OpenCodeCall)
-            .where(OpenCodeCall.session_id == session_id, OpenCodeCall.status.in_(OPEN))
+            .where(OpenCodeCall.session_id == session_id, OpenCodeCall.status.in_(OPEN), *of_daemon)
             .values(
                 idle_at=func.coalesce(OpenCodeCall.idle_at, func.statement_timestamp()),
                 error=error,

@@ -68,7 +68,7 @@ def test_a_wake_finds_its_calls_by_index_in_a_large_ledger(
     db.commit()
     # the text the collector sends ($1, $2...), each value in its place
     compiled = direct.compile_once(_WAKE, db.get_bind().dialect)
-    values = direct.parameters(compiled, {"sessions": ["ses_7", "ses_2999"]})
+    values = direct.parameters(compiled, {"sessions": ["ses_7", "ses_2999"], "daemon": "d"})
     args = ", ".join(
         "ARRAY['ses_7', 'ses_2999']" if name == "sessions" else f"'{values[name]}'"
         for name in compiled.order
