@@ -30,7 +30,6 @@ from typing import IO, Any, Literal, NamedTuple
 
 import structlog
 
-from services.worker.memo import BoundedMemo
 from services.worker.sandbox.layout import BYTES_PER_INODE
 from services.worker.sandbox.toolchain import host_system
 from services.worker.worktree_guard import (
@@ -67,6 +66,7 @@ from shared.gitcmd import (
     run_git,
 )
 from shared.hashing import git_blob_digest, sha256_hex
+from shared.lru import Lru
 from shared.plain_file import read_plain, read_plain_text
 from shared.real_path import resolved
 
@@ -679,7 +679,7 @@ class TreeFile(NamedTuple):
     size: int
 
 
-_BOUNDED_BASES: BoundedMemo[tuple[str, CheckoutBounds], None] = BoundedMemo(4096)
+_BOUNDED_BASES: Lru[tuple[str, CheckoutBounds], bool] = Lru(4096)
 """Commits found within bounds: runs on one base commit weigh it once per process."""
 
 
@@ -692,7 +692,7 @@ def checkout_refusal(repo: Path, commit: str, bounds: CheckoutBounds) -> tuple[s
         return None
     refusal = weigh_checkout(repo, commit, bounds, keep_files=False).refusal
     if refusal is None:
-        _BOUNDED_BASES.put((commit, bounds), None)
+        _BOUNDED_BASES.put((commit, bounds), True)
     return refusal
 
 
@@ -1455,7 +1455,7 @@ def committed_patch(worktree: Worktree, *, max_bytes: int) -> Patch:
     return _patch(worktree, "HEAD~1", "HEAD", max_bytes=max_bytes)
 
 
-_DIFFSTATS: BoundedMemo[tuple[str, str], str] = BoundedMemo(1024)
+_DIFFSTATS: Lru[tuple[str, str], str] = Lru(1024)
 
 
 def commit_diffstat(worktree: Worktree, commit: str) -> str:
@@ -1471,7 +1471,7 @@ def commit_diffstat(worktree: Worktree, commit: str) -> str:
     key = (str(worktree.gitdir), commit)
     remembered = _DIFFSTATS.get(key)
     if remembered is not None:
-        return remembered[0]
+        return remembered
     shown = git(worktree, "diff", "--stat", f"{commit}~1", commit)
     _DIFFSTATS.put(key, shown)
     return shown
@@ -2034,7 +2034,7 @@ def _blob_texts(worktree: Worktree, blobs: dict[str, str]) -> dict[str, str]:
     return {path: texts[blob] for path, blob in blobs.items()}
 
 
-_CLEAN_BASES: BoundedMemo[str, None] = BoundedMemo(4096)
+_CLEAN_BASES: Lru[str, bool] = Lru(4096)
 
 
 def escaping_links(worktree: Worktree, commit: str | None = None) -> list[tuple[str, str]]:
@@ -2055,7 +2055,7 @@ def escaping_links(worktree: Worktree, commit: str | None = None) -> list[tuple[
     # led nowhere (``a -> b/..``, then ``b -> .``): judged whole, never remembered.
     found = _tree_links(worktree, commit).escaping()
     if not found and commit is not None:
-        _CLEAN_BASES.put(commit, None)
+        _CLEAN_BASES.put(commit, True)
     return sorted(found)
 
 

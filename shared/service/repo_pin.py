@@ -24,15 +24,14 @@ import os
 import re
 import stat
 import subprocess
-import threading
 import tomllib
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from shared.domain.pinning import RepoPin
 from shared.domain.policy import Policy, PolicyError, policy_from_mapping, strictest
 from shared.gitcmd import HardenedGit
+from shared.lru import Lru
 from shared.real_path import realpath
 
 POLICY_DIR = ".kodo"
@@ -164,47 +163,34 @@ class PolicyAt:
     policy: Policy | None
 
 
-class PolicyCache:
+class PolicyCache(Lru[PolicyKey, PolicyAt]):
     """Policies read at a commit, per repository identity, least recently used dropped.
 
     A commit's content never changes (replace objects are off for every kodo git call),
     so an entry is never stale; a new commit is a new key, read afresh. Refs are never
-    cached. Thread- and greenlet-safe (one lock around a dict operation).
+    cached. Thread- and greenlet-safe (one lock around a dict operation); it counts its
+    hits and misses.
     """
 
     def __init__(self, max_entries: int = POLICY_CACHE_ENTRIES) -> None:
         if max_entries < 1:
             raise ValueError("a policy cache holds at least one entry")
+        super().__init__(max_entries)
         self.max_entries = max_entries
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[PolicyKey, PolicyAt] = OrderedDict()
-        self._lock = threading.Lock()
 
     def get(self, key: PolicyKey) -> PolicyAt | None:
-        with self._lock:
-            found = self._entries.get(key)
-            if found is None:
-                self.misses += 1
-                return None
-            self._entries.move_to_end(key)
+        found = super().get(key)
+        if found is None:
+            self.misses += 1
+        else:
             self.hits += 1
-            return found
-
-    def put(self, key: PolicyKey, value: PolicyAt) -> None:
-        with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        return found
 
     def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self.hits = self.misses = 0
+        super().clear()
+        self.hits = self.misses = 0
 
 
 POLICY_CACHE = PolicyCache()
