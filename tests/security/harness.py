@@ -143,6 +143,14 @@ class Outcome:
         parts.extend(self.artifacts.values())
         return b"\n".join(parts)
 
+    def assert_unverified(self, marker: str, *, ran: str, read: str) -> None:
+        """The pinned verification ran nothing that prints ``marker`` (``ran``: what that
+        would have meant), and the run did not succeed while ``read`` is broken."""
+        assert marker not in self.command_output(), f"{ran}\n{self.describe()}"
+        assert self.status != "succeeded", (
+            f"the run succeeded under the pinned tests while {read}\n{self.describe()}"
+        )
+
     def describe(self) -> str:
         return (
             f"run {self.run_id} {self.status}: {self.run.get('error')}\n"

@@ -48,6 +48,18 @@ LINE = "Build: ok" + " " * 120 + FORGED
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+def _terminal(hostile: Hostile) -> dict[str, str]:
+    """The environment of a CLI on an 80-column terminal, signed in as the approver."""
+    return {
+        **os.environ,
+        "KODO_API_URL": hostile.stack.api_url,
+        "KODO_API_TOKEN": hostile.approver,
+        "COLUMNS": "80",
+        "LINES": "40",
+        "TERM": "xterm-256color",
+    }
+
+
 def _on_a_terminal(argv: list[str], env: dict[str, str]) -> str:
     master, slave = os.openpty()
     try:
@@ -81,15 +93,7 @@ def test_an_added_line_is_never_drawn_as_a_removed_one(hostile: Hostile) -> None
     )
     outcome = hostile.drive(hostile.repo("rt119-wrap"), fixture)
     assert outcome.status == "succeeded", outcome.describe()
-    env = {
-        **os.environ,
-        "KODO_API_URL": hostile.stack.api_url,
-        "KODO_API_TOKEN": hostile.approver,
-        "COLUMNS": "80",
-        "LINES": "40",
-        "TERM": "xterm-256color",
-        "NO_COLOR": "1",
-    }
+    env = {**_terminal(hostile), "NO_COLOR": "1"}
     shown = _on_a_terminal([str(BIN / "kodo"), "run", "diff", str(outcome.run["runId"])], env)
     rows = shown.split("\n")
     assert any(r.startswith("+Build: ok") for r in rows), shown
@@ -122,14 +126,7 @@ def test_a_long_output_line_never_draws_a_kodo_header(hostile: Hostile) -> None:
     )
     outcome = hostile.drive(hostile.repo("rt119-logs"), fixture)
     assert outcome.status == "succeeded", outcome.describe()
-    env = {
-        **os.environ,
-        "KODO_API_URL": hostile.stack.api_url,
-        "KODO_API_TOKEN": hostile.approver,
-        "COLUMNS": "80",
-        "LINES": "40",
-        "TERM": "xterm-256color",
-    }
+    env = _terminal(hostile)
     shown = _on_a_terminal([str(BIN / "kodo"), "run", "logs", str(outcome.run["runId"])], env)
     rows = _as_drawn(shown, 80)
     assert any("ran 12 checks" in r for r in rows), shown

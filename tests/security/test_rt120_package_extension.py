@@ -114,13 +114,10 @@ def test_an_init_extension_cannot_stand_in_for_the_packages_source(
 
     outcome = hostile.drive(repo, fixture)
 
-    assert "NATIVE-INIT-RAN" not in outcome.command_output(), (
-        "the pinned tests imported the package's native __init__, not the __init__.py the"
-        f" approver read\n{outcome.describe()}"
-    )
-    assert outcome.status != "succeeded", (
-        "the run succeeded under the pinned tests while the mathpkg/__init__.py the"
-        f" approver read returns a - b\n{outcome.describe()}"
+    outcome.assert_unverified(
+        "NATIVE-INIT-RAN",
+        ran="the pinned tests imported the package's native __init__, not its __init__.py",
+        read="the mathpkg/__init__.py the approver read returns a - b",
     )
 
 
@@ -158,11 +155,8 @@ def test_an_extension_the_plan_adds_cannot_stand_in_for_a_module_it_adds(
 
     outcome = hostile.drive(repo, fixture)
 
-    assert "NATIVE-INIT-RAN" not in outcome.command_output(), (
-        "the pinned tests imported fastcalc.abi3.so, not the fastcalc.py the approver read"
-        f"\n{outcome.describe()}"
-    )
-    assert outcome.status != "succeeded", (
-        "the run succeeded under the pinned tests while the fastcalc.py the approver read"
-        f" returns a - b\n{outcome.describe()}"
+    outcome.assert_unverified(
+        "NATIVE-INIT-RAN",
+        ran="the pinned tests imported fastcalc.abi3.so, not the fastcalc.py the approver read",
+        read="the fastcalc.py the approver read returns a - b",
     )

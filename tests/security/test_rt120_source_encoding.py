@@ -74,10 +74,8 @@ def test_a_coding_declaration_cannot_hide_code_from_the_approver(
 
     outcome = hostile.drive(repo, fixture)
 
-    assert "HIDDEN-CODE-RAN" not in outcome.command_output(), (
-        f"code the diff shows as a comment ran under '# coding: {codec}'\n{outcome.describe()}"
-    )
-    assert outcome.status != "succeeded", (
-        "the run succeeded under the pinned tests while the calc.py the approver read"
-        f" returns a - b\n{outcome.describe()}"
+    outcome.assert_unverified(
+        "HIDDEN-CODE-RAN",
+        ran=f"code the diff shows as a comment ran under '# coding: {codec}'",
+        read="the calc.py the approver read returns a - b",
     )

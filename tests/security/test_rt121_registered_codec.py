@@ -113,11 +113,8 @@ def test_a_codec_the_change_registers_cannot_hide_code(
 
     outcome = hostile.drive(repo, fixture)
 
-    assert "HIDDEN-CODE-RAN" not in outcome.command_output(), (
-        "code the diff shows as a comment ran under a codec the change registered"
-        f"\n{outcome.describe()}"
-    )
-    assert outcome.status != "succeeded", (
-        "the run succeeded under the pinned tests while the calc_impl.py the approver read"
-        f" returns a - b\n{outcome.describe()}"
+    outcome.assert_unverified(
+        "HIDDEN-CODE-RAN",
+        ran="code the diff shows as a comment ran under a codec the change registered",
+        read="the calc_impl.py the approver read returns a - b",
     )

@@ -72,13 +72,10 @@ def binary_add(path: str, data: bytes) -> str:
 
 
 def _assert_not_verified(outcome) -> None:  # type: ignore[no-untyped-def]
-    assert "STALE-BYTECODE-RAN" not in outcome.command_output(), (
-        "the pinned verification imported the tree's stale calc bytecode, not the judged"
-        f" calc.py\n{outcome.describe()}"
-    )
-    assert outcome.status != "succeeded", (
-        "the run succeeded under the pinned tests with add(2, 3) == -1 on its branch"
-        f"\n{outcome.describe()}"
+    outcome.assert_unverified(
+        "STALE-BYTECODE-RAN",
+        ran="the pinned verification imported the tree's stale calc bytecode, not calc.py",
+        read="add(2, 3) == -1 on its branch",
     )
 
 
