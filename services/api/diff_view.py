@@ -143,9 +143,14 @@ def _new_file(header: str) -> FileDiff:
 
 def _meta(current: FileDiff, line: str) -> None:
     """A line between a file header and its first hunk (mode, index, names, binary)."""
-    current.modes.feed(line)
-    if line.startswith("new file mode"):
-        current.change = "added"
+    if current.modes.feed(line):  # its mode and binary lines: FileModes reads them
+        if current.modes.binary:
+            # (``--binary``, as patch.diff is made: its literal or delta lines follow,
+            # base85, which no reader reads; the file was shown "added +0 -0, no text
+            # lines")
+            current.change = "binary"
+        elif current.modes.added:
+            current.change = "added"
     elif line.startswith("deleted file mode"):
         current.change = "deleted"
     elif line.startswith("rename from ") or line.startswith("copy from "):
@@ -155,10 +160,6 @@ def _meta(current: FileDiff, line: str) -> None:
     elif line.startswith("rename to ") or line.startswith("copy to "):
         current.change = "renamed" if line.startswith("rename") else "copied"
         current.path = git_name(line.split(" to ", 1)[1])
-    elif line.startswith("Binary files") or line == "GIT binary patch":
-        # (``--binary``, as patch.diff is made: its literal or delta lines follow, base85,
-        # which no reader reads; the file was shown "added +0 -0, no text lines")
-        current.change = "binary"
     elif line.startswith("--- ") and line != "--- /dev/null":
         current.old_path = _strip_prefix(file_line_name(line[4:]), "a/")
     elif line.startswith("+++ ") and line != "+++ /dev/null":
