@@ -18,7 +18,7 @@ the tests do); it reconnects on its own and never exits on a daemon or database 
 
 from __future__ import annotations
 
-import queue
+import itertools
 import signal
 import threading
 from collections import defaultdict
@@ -166,41 +166,34 @@ class Collector:
                 reconciled=len(reconciled),
             )
             self._ready.set()
-            ended: queue.Queue[_Ended] = queue.Queue()
+            ended = EndedSessions()
             reader = threading.Thread(
                 target=_read_ended, args=(stream, ended), name="collector-read", daemon=True
             )
             reader.start()
             while not stop.is_set():
-                try:
-                    batch = [ended.get(timeout=0.5)]
-                except queue.Empty:
-                    continue
-                while len(batch) < WAKE_BATCH:  # what else already ended: one transaction
-                    try:
-                        batch.append(ended.get_nowait())
-                    except queue.Empty:
-                        break
-                if not self._wake_batch(batch):
+                taken = ended.take(WAKE_BATCH, timeout_s=0.5)
+                if taken is not None and not self._wake_taken(taken):
                     return  # the daemon ended the stream: reconnect (and reconcile)
 
-    def _wake_batch(self, batch: list[_Ended]) -> bool:
-        """Wake the batch's sessions (errored ones first, keeping the daemon's error);
-        False if the stream ended, raising what broke it."""
+    def _wake_taken(self, taken: Taken) -> bool:
+        """Wake the sessions taken (errored ones first, keeping the daemon's error), and
+        reconcile if some were dropped; False if the stream ended, raising what broke it."""
         idle: list[str] = []
-        for item in batch:
-            if isinstance(item, BaseException):
-                raise item
-            if item is None:
-                self.wake(idle)
-                return False
-            session_id, error = item
+        for session_id, error in taken.sessions:
             if error is None:
                 idle.append(session_id)
             else:
                 self.wake_errored(session_id, error)
         self.wake(idle)
-        return True
+        if taken.overflowed:
+            # Sessions ended past PENDING_MAX were dropped unread: every sent call of
+            # this daemon whose session is not busy is woken instead.
+            log.warning("collector.overflowed", daemon=self.daemon, held=PENDING_MAX)
+            self.reconcile()
+        if taken.failure is not None:
+            raise taken.failure
+        return not taken.ended
 
     def wait_ready(self, timeout_s: float) -> bool:
         """True once the first connect reconciled (tests wait for it)."""
@@ -227,32 +220,92 @@ def session_error(event: OcEvent) -> str | None:
     return bounded_error(f"{raw.get('name', 'Error')}: {message if message is not None else data}")
 
 
-_Ended = tuple[str, str | None] | BaseException | None
-"""A session that ended (and its session.error, if any), what broke the stream, or
-None when the daemon ended it."""
-
 WAKE_BATCH = 500
 """Ended sessions woken in one transaction when many end at once."""
 
+PENDING_MAX = 10_000
+"""Ended sessions held for the follower at most. A daemon that ends turns faster than
+they are woken, or floods ``session.idle`` events of sessions it never had, fills it:
+what does not fit is dropped, and the follower reconciles instead (every sent call of
+the daemon whose session is not busy is woken), so the collector's memory stays bounded
+and no ended call is missed."""
 
-def _read_ended(stream: EventStream, ended: queue.Queue[_Ended]) -> None:
-    """Feed the ended sessions of ``stream`` to ``ended`` (its own thread: the follower
-    drains what piled up and wakes it in one transaction)."""
+
+@dataclass(frozen=True)
+class Taken:
+    """What the follower takes at once: ended sessions (with the daemon's error, if it
+    said one), whether any were dropped, and whether the stream ended after them (and
+    what broke it, if something did)."""
+
+    sessions: list[tuple[str, str | None]]
+    overflowed: bool = False
+    ended: bool = False
+    failure: BaseException | None = None
+
+
+class EndedSessions:
+    """Handed from the stream's reader to the follower: each ended session once (an
+    error said for it kept), at most ``limit`` of them, and how the stream ended. The
+    reader never waits on it, so it never outlives the stream it reads."""
+
+    def __init__(self, limit: int = PENDING_MAX) -> None:
+        self.limit = limit
+        self._sessions: dict[str, str | None] = {}  # in the order they ended
+        self._overflowed = False
+        self._ended = False
+        self._failure: BaseException | None = None
+        self._changed = threading.Condition()
+
+    def add(self, session_id: str, error: str | None) -> None:
+        with self._changed:
+            if session_id in self._sessions:
+                self._sessions[session_id] = self._sessions[session_id] or error
+            elif len(self._sessions) < self.limit:
+                self._sessions[session_id] = error
+            else:
+                self._overflowed = True
+            self._changed.notify()
+
+    def end(self, failure: BaseException | None) -> None:
+        """The stream ended: ``failure`` broke it (None: the daemon ended it)."""
+        with self._changed:
+            self._ended, self._failure = True, failure
+            self._changed.notify()
+
+    def take(self, most: int, timeout_s: float) -> Taken | None:
+        """Up to ``most`` ended sessions, oldest first, and the stream's end once nothing
+        before it is left; None if nothing came within ``timeout_s``."""
+        with self._changed:
+            ready = self._changed.wait_for(
+                lambda: bool(self._sessions) or self._overflowed or self._ended, timeout_s
+            )
+            if not ready:
+                return None
+            ids = list(itertools.islice(self._sessions, most))
+            sessions = [(session_id, self._sessions.pop(session_id)) for session_id in ids]
+            overflowed, self._overflowed = self._overflowed, False
+            ended = self._ended and not self._sessions
+            return Taken(sessions, overflowed, ended, self._failure if ended else None)
+
+
+def _read_ended(stream: EventStream, ended: EndedSessions) -> None:
+    """Hand the ended sessions of ``stream`` to ``ended`` (its own thread: the follower
+    takes what piled up and wakes it in one transaction), then how the stream ended."""
     try:
         for event in stream:
             session_id = ended_session(event)
             if session_id is not None:
-                ended.put((session_id, session_error(event)))
+                ended.add(session_id, session_error(event))
     except OpenCodeError as exc:
-        ended.put(exc)
+        ended.end(exc)
         return
     except OSError as exc:  # the socket, closed under us (a stop) or broken
-        ended.put(OpenCodeTransientError(f"event stream broke: {type(exc).__name__}: {exc}"))
+        ended.end(OpenCodeTransientError(f"event stream broke: {type(exc).__name__}: {exc}"))
         return
     except Exception as exc:  # a bug: the follower raises it, logs it and reconnects
-        ended.put(exc)  # (never waits on a reader that is gone)
+        ended.end(exc)  # (never waits on a reader that is gone)
         return
-    ended.put(None)
+    ended.end(None)
 
 
 def run_collectors(collectors: list[Collector], stop: threading.Event) -> list[threading.Thread]:

@@ -1,15 +1,21 @@
 """The collector wakes what piled up in one transaction: errored sessions first (their
-daemon error kept for the step), then every idle one together."""
+daemon error kept for the step), then every idle one together. What piles up is bounded:
+past it, the collector reconciles instead of holding a flood."""
 
 from __future__ import annotations
 
-import queue
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from services.worker.collector import Collector, _read_ended, session_error
+from services.worker.collector import (
+    Collector,
+    EndedSessions,
+    Taken,
+    _read_ended,
+    session_error,
+)
 from shared.opencode.errors import OpenCodeTransientError
 from shared.opencode.events import OcEvent
 from shared.service.messages import InMemorySender, RunStep
@@ -22,6 +28,10 @@ class RecordingCollector(Collector):
     def __init__(self) -> None:
         super().__init__(FakeAgent(), sessions=None, sender=InMemorySender(), daemon="d")  # type: ignore[arg-type]
         self.calls: list[tuple[str, Any]] = []
+
+    def reconcile(self) -> list[RunStep]:
+        self.calls.append(("reconcile", None))
+        return []
 
     def wake(self, session_ids: Any) -> list[RunStep]:
         ids = sorted(session_ids)
@@ -37,7 +47,7 @@ class RecordingCollector(Collector):
 def test_a_batch_wakes_errored_sessions_first_then_all_idle_ones_at_once() -> None:
     collector = RecordingCollector()
     batch = [("s1", None), ("s2", "UnknownError: boom"), ("s3", None), ("s4", None)]
-    assert collector._wake_batch(list(batch)) is True
+    assert collector._wake_taken(Taken(batch)) is True
     assert collector.calls == [
         ("errored", ("s2", "UnknownError: boom")),
         ("wake", ["s1", "s3", "s4"]),
@@ -46,14 +56,15 @@ def test_a_batch_wakes_errored_sessions_first_then_all_idle_ones_at_once() -> No
 
 def test_the_end_of_the_stream_wakes_what_came_before_it_and_asks_for_a_reconnect() -> None:
     collector = RecordingCollector()
-    assert collector._wake_batch([("s1", None), None]) is False
+    assert collector._wake_taken(Taken([("s1", None)], ended=True)) is False
     assert collector.calls == [("wake", ["s1"])]
 
 
 def test_a_broken_stream_is_raised_to_the_follower_which_reconnects() -> None:
     collector = RecordingCollector()
+    broke = OpenCodeTransientError("event stream broke")
     with pytest.raises(OpenCodeTransientError):
-        collector._wake_batch([OpenCodeTransientError("event stream broke")])
+        collector._wake_taken(Taken([], ended=True, failure=broke))
 
 
 def test_a_session_error_is_quoted_by_name_and_message_and_bounded() -> None:
@@ -73,11 +84,57 @@ def test_a_reader_that_fails_unexpectedly_hands_the_failure_to_the_follower() ->
         yield OcEvent("session.idle", {"sessionID": "s1"}, "e1")
         raise ValueError("a decoder bug")
 
-    ended: queue.Queue[Any] = queue.Queue()
+    ended = EndedSessions()
     _read_ended(stream(), ended)  # type: ignore[arg-type]
-    assert ended.get_nowait() == ("s1", None)
-    failure = ended.get_nowait()
-    assert isinstance(failure, ValueError)
+    taken = ended.take(10, timeout_s=0)
+    assert taken is not None
+    assert taken.sessions == [("s1", None)]
+    assert taken.ended
+    assert isinstance(taken.failure, ValueError)
     collector = RecordingCollector()
     with pytest.raises(ValueError, match="a decoder bug"):
-        collector._wake_batch([failure])
+        collector._wake_taken(taken)
+    assert collector.calls == [("wake", ["s1"])], "what ended before the failure is woken"
+
+
+def test_a_flood_of_ended_sessions_is_held_bounded_and_answered_by_a_reconcile() -> None:
+    """A daemon that floods ``session.idle`` of sessions it never had (or ends turns
+    faster than they are woken) cannot grow the collector without bound: past the limit
+    the events are dropped, and the follower reconciles from the ledger and the daemon's
+    ``/session/status`` instead, so a real call's end among them is not missed."""
+    ended = EndedSessions(limit=3)
+    for n in range(100_000):
+        ended.add(f"flood-{n}", None)
+    ended.add("flood-1", "UnknownError: late")  # an error for one held: kept
+    taken = ended.take(500, timeout_s=0)
+    assert taken is not None
+    assert taken.sessions == [
+        ("flood-0", None),
+        ("flood-1", "UnknownError: late"),
+        ("flood-2", None),
+    ]
+    assert taken.overflowed
+    assert not taken.ended
+    collector = RecordingCollector()
+    assert collector._wake_taken(taken) is True
+    assert collector.calls == [
+        ("errored", ("flood-1", "UnknownError: late")),
+        ("wake", ["flood-0", "flood-2"]),
+        ("reconcile", None),
+    ]
+    assert ended.take(500, timeout_s=0) is None, "nothing is left, and the drop is answered"
+
+
+def test_a_session_ended_twice_is_woken_once_and_the_stream_end_waits_for_what_came_before() -> (
+    None
+):
+    ended = EndedSessions()
+    for session_id in ("a", "b", "a", "c"):
+        ended.add(session_id, None)
+    ended.end(None)
+    first = ended.take(2, timeout_s=0)
+    assert first is not None
+    assert (first.sessions, first.ended) == ([("a", None), ("b", None)], False)
+    rest = ended.take(2, timeout_s=0)
+    assert rest is not None
+    assert (rest.sessions, rest.ended, rest.failure) == ([("c", None)], True, None)
