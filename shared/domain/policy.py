@@ -94,6 +94,18 @@ def _module_run(args: list[str]) -> str | None:
     return None
 
 
+def runner_module(argv: tuple[str, ...] | list[str]) -> str | None:
+    """The top-level module a command runs as its test runner: ``unittest`` for
+    ``python3 -m unittest -q``, ``pytest`` for ``pytest -q`` or ``env X=1 python -m
+    pytest``; None for any other program (a script, ``-c`` code, ``make``)."""
+    rest = _past_env(tuple(argv))
+    program = rest[0].rsplit("/", 1)[-1] if rest else ""
+    if _PYTHON.fullmatch(program) is not None:
+        module = _module_run(list(rest[1:]))
+        return module.split(".", 1)[0] if module else None
+    return _RUNNER_SCRIPTS.get(program)
+
+
 class PolicyError(ValueError):
     """The policy file itself is malformed: refuse to run rather than guess."""
 
@@ -133,17 +145,9 @@ class Policy:
         """The top-level modules pinned commands run with ``python -m`` (``unittest`` of
         ``python3 -m unittest -q``): a name a change brings in front of one replaces the
         pinned runner (:func:`shared.domain.change_check.runner_shadows`)."""
-        modules: set[str] = set()
-        for command in self.verify_commands or ():
-            argv = _past_env(command)
-            program = argv[0].rsplit("/", 1)[-1] if argv else ""
-            if _PYTHON.fullmatch(program) is not None:
-                module = _module_run(list(argv[1:]))
-                if module:
-                    modules.add(module.split(".", 1)[0])
-            elif program in _RUNNER_SCRIPTS:  # reads the same configuration (helper-115)
-                modules.add(_RUNNER_SCRIPTS[program])
-        return frozenset(modules)
+        # (a runner's console script reads the same configuration: helper-115)
+        modules = (runner_module(command) for command in self.verify_commands or ())
+        return frozenset(module for module in modules if module is not None)
 
     def verification_refusal(self, argv: list[str]) -> Violation | None:
         """``verify_pinned`` if the policy pins its verification commands and ``argv`` is

@@ -95,6 +95,7 @@ class RepairRequest:
     exit_code: int | None
     timed_out: bool
     output: str  # the command's output, its last REPAIR_OUTPUT_CHARS characters
+    rule: str | None = None  # a rule it broke though it exited 0 (verification_ran_nothing)
 
     KIND = "repair"
 
@@ -106,6 +107,7 @@ class RepairRequest:
             "exit_code": self.exit_code,
             "timed_out": self.timed_out,
             "output": self.output,
+            **({"rule": self.rule} if self.rule is not None else {}),
         }
 
     @classmethod
@@ -114,6 +116,7 @@ class RepairRequest:
             raise RoundInputError(f"not a repair request: {value!r:.200}")
         repair, argv, code = value.get("repair"), value.get("argv"), value.get("exit_code")
         timed_out, output = value.get("timed_out"), value.get("output")
+        rule = value.get("rule")  # absent from a request stored before it existed
         if not (
             isinstance(repair, int)
             and repair >= 1
@@ -122,9 +125,10 @@ class RepairRequest:
             and (code is None or isinstance(code, int))
             and isinstance(timed_out, bool)
             and isinstance(output, str)
+            and (rule is None or isinstance(rule, str))
         ):
             raise RoundInputError(f"malformed repair request: {value!r:.200}")
-        return cls(repair, tuple(argv), code, timed_out, output)
+        return cls(repair, tuple(argv), code, timed_out, output, rule)
 
 
 def repairs_done(round_input: dict[str, Any] | None) -> int:

@@ -311,6 +311,7 @@ def _next_round_input(
             exit_code=exit_code if isinstance(exit_code, int) else None,
             timed_out=outcome.output.get("timed_out") is True,
             output=quoted_output(shown),
+            rule=rule if isinstance(rule := outcome.output.get("rule"), str) else None,
         ).to_json()
     return {"kind": "after", "step": lease.step.value}
 

@@ -60,6 +60,7 @@ KNOWN_RULES = (
     "plan_base",
     "module_shadow",
     "source_encoding",
+    "verification_ran_nothing",
     "max_checkout_bytes",
     "max_checkout_files",
     "git_dir",

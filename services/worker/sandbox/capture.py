@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.domain.ran_tests import TAIL_BYTES
+
 
 @dataclass(frozen=True)
 class Finished:
@@ -25,6 +27,7 @@ class Finished:
     total_bytes: int
     timed_out: bool
     memory_cgroup: dict[str, int] | str = "off"  # usage, or "off" / "unavailable: why"
+    tail: bytes = b""  # the last TAIL_BYTES of the output (its runner's summary)
 
     @property
     def truncated(self) -> bool:
@@ -57,7 +60,8 @@ def stream_capped(
     started: Callable[[subprocess.Popen[bytes]], None] = lambda _: None,
     stdin: int | None = None,
 ) -> Finished:
-    """Run ``argv``; keep the first ``cap`` bytes of its output, count and drop the rest.
+    """Run ``argv``; keep the first ``cap`` bytes of its output and its last
+    :data:`TAIL_BYTES` (where a test runner says what it ran), count and drop the rest.
 
     ``stdin``: a descriptor the process gets as its standard input (default /dev/null).
 
@@ -78,6 +82,7 @@ def stream_capped(
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     head = bytearray()
+    tail = bytearray()
     total = 0
     timed_out = False
     deadline = time.monotonic() + timeout_s
@@ -104,6 +109,8 @@ def stream_capped(
             total += len(chunk)
             if len(head) < cap:
                 head += chunk[: cap - len(head)]
+            tail += chunk[-TAIL_BYTES:]
+            del tail[:-TAIL_BYTES]
         # Unsandboxed, a command may close its output and run on: the lease is still
         # checked every poll_s and the deadline still holds until it exits.
         while (code := proc.poll()) is None:
@@ -125,4 +132,4 @@ def stream_capped(
         raise
     finally:
         proc.stdout.close()
-    return Finished(None if timed_out else code, bytes(head), total, timed_out)
+    return Finished(None if timed_out else code, bytes(head), total, timed_out, tail=bytes(tail))

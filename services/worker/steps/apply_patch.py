@@ -94,6 +94,7 @@ from shared.domain.contracts import EDIT_REPORT_SCHEMA
 from shared.domain.display import visible
 from shared.domain.policy import Policy, Violation
 from shared.domain.prompts import apply_prompt, plan_brief
+from shared.domain.ran_tests import RULE as RAN_NOTHING
 from shared.domain.rounds import RepairRequest, RoundInputError, effective_input
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind
@@ -481,6 +482,8 @@ def _repair_request(ctx: StepContext) -> RepairRequest | None:
 
 
 def _how(repair: RepairRequest) -> str:
+    if repair.rule == RAN_NOTHING:
+        return f"exited 0 but ran no test to a verdict ({RAN_NOTHING})"
     if repair.timed_out:
         return "timed out"
     return f"exited {repair.exit_code}" if repair.exit_code is not None else "failed"

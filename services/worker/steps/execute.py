@@ -62,6 +62,7 @@ from services.worker.worktree_guard import names_below, shown_path, special_file
 from shared.config import Settings
 from shared.domain.exec_rules import argv_violation
 from shared.domain.policy import effective_allowlist
+from shared.domain.ran_tests import ran_nothing
 from shared.domain.run_machine import StepId
 from shared.domain.vocab import ArtifactKind
 from shared.real_path import resolved
@@ -330,9 +331,13 @@ def _run_on(
         "memory_cgroup": done.memory_cgroup,
     }
     artifact = _artifact(done, settings.exec_output_cap)
-    if done.exit_code == 0:
+    empty = None if done.exit_code != 0 else ran_nothing(argv, done.tail.decode("utf-8", "replace"))
+    if done.exit_code == 0 and empty is None:
         return StepOutcome(ok=True, output=output, artifacts=[artifact])
-    if done.timed_out:
+    if empty is not None:  # exited 0, yet its runner says no test ran to a verdict
+        output["rule"] = empty.rule
+        reason = f"ran nothing ({empty.rule}): {empty.detail}"
+    elif done.timed_out:
         reason = "timed out"
     elif done.oom_killed:
         reason = (
@@ -340,7 +345,8 @@ def _run_on(
         )
     else:
         reason = f"exited {done.exit_code}"
-    failure = StepOutcome.failed(f"verification {reason}: {' '.join(argv)}", output)
+    said = reason if empty is not None else f"{reason}: {' '.join(argv)}"
+    failure = StepOutcome.failed(f"verification {said}", output)
     failure.output = output
     failure.artifacts.append(artifact)
     failure.verification_failed = True  # the router may send it back for a repair

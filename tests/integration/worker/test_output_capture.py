@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.worker.sandbox.capture import stream_capped
+from shared.domain.ran_tests import TAIL_BYTES
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +56,17 @@ def test_the_timeout_still_ends_it_as_a_timeout_not_a_crash(tmp_path: Path) -> N
     assert done.exit_code is None
     assert done.head == b"up\n"
     assert time.monotonic() - began < 5
+
+
+def test_the_head_and_the_last_bytes_are_kept_and_the_middle_counted(tmp_path: Path) -> None:
+    """The page shows the head; a test runner's summary is in the last bytes, kept too
+    (``TAIL_BYTES``), however long the middle ran."""
+    writes = "import sys\nsys.stdout.write('HEAD' + 'x' * 300000 + 'Ran 0 tests in 0.000s\\n')\n"
+    done = stream_capped(
+        [sys.executable, "-c", writes], env={}, cwd=tmp_path, timeout_s=30, cap=1000
+    )
+    assert done.exit_code == 0
+    assert done.head == b"HEAD" + b"x" * 996
+    assert done.total_bytes == 4 + 300000 + 22
+    assert len(done.tail) == TAIL_BYTES
+    assert done.tail == b"x" * (TAIL_BYTES - 22) + b"Ran 0 tests in 0.000s\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -154,6 +155,9 @@ REPAIR = RepairRequest(
 
 def test_a_repair_request_reads_back_and_counts_the_repairs_made() -> None:
     assert RepairRequest.from_json(REPAIR.to_json()) == REPAIR
+    ran_nothing = replace(REPAIR, exit_code=0, rule="verification_ran_nothing")
+    assert RepairRequest.from_json(ran_nothing.to_json()) == ran_nothing
+    assert "rule" not in REPAIR.to_json(), "a request stored before the rule reads the same"
     assert repairs_done(None) == 0
     assert repairs_done(REPAIR.to_json()) == 1
     assert repairs_done(retry_input("ops", "x", REPAIR.to_json())) == 1, "a retried repair"
@@ -168,6 +172,7 @@ def test_a_repair_request_reads_back_and_counts_the_repairs_made() -> None:
         {**REPAIR.to_json(), "exit_code": "1"},
         {**REPAIR.to_json(), "timed_out": None},
         {**REPAIR.to_json(), "output": b"x"},
+        {**REPAIR.to_json(), "rule": 1},
     ],
 )
 def test_a_malformed_repair_request_is_refused(stored: Any) -> None:

@@ -1,0 +1,99 @@
+"""A verification that exits 0 has verified something only if its runner ran a test:
+Python 3.11's unittest exits 0 having found none, and both runners exit 0 when every
+test they ran was skipped."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.domain.ran_tests import RULE, ran_nothing
+
+UNITTEST = ["python3", "-m", "unittest", "-q", "test_calc"]
+LINE = "-" * 70
+
+
+def unittest_tail(ran: int, verdict: str = "OK") -> str:
+    noun = "test" if ran == 1 else "tests"
+    return f"..\n{LINE}\nRan {ran} {noun} in 0.004s\n\n{verdict}\n"
+
+
+def test_unittest_that_found_no_test_ran_nothing_and_says_so() -> None:
+    found = ran_nothing(UNITTEST, unittest_tail(0))
+    assert found is not None
+    assert found.rule == RULE
+    assert "unittest ran 0 tests" in found.detail
+    assert "python3 -m unittest -q test_calc exited 0" in found.detail
+
+
+@pytest.mark.parametrize(
+    ("tail", "verified"),
+    [
+        (unittest_tail(1), True),
+        (unittest_tail(12), True),
+        (unittest_tail(3, "OK (skipped=1)"), True),
+        (unittest_tail(3, "OK (skipped=3)"), False),
+        (unittest_tail(3, "OK (skipped=3, expected failures=1)"), False),
+        (unittest_tail(2, "OK (expected failures=1, skipped=2)"), False),
+    ],
+)
+def test_unittest_verified_something_only_if_a_test_ran_unskipped(
+    tail: str, verified: bool
+) -> None:
+    assert (ran_nothing(UNITTEST, tail) is None) is verified
+
+
+def test_the_runners_last_summary_counts_not_one_a_test_printed_before_it() -> None:
+    """A test module can print a summary of its own; only the runner's, printed last,
+    is read, and a printed one can only make its own verification fail."""
+    printed_first = f"Ran 5 tests in 0.001s\n\nOK\n{unittest_tail(0)}"
+    assert ran_nothing(UNITTEST, printed_first) is not None
+    printed_after = f"{unittest_tail(4)}Ran 0 tests in 0.000s\n"
+    assert ran_nothing(UNITTEST, printed_after) is not None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["python3", "-m", "unittest"],
+        ["python", "-m", "unittest", "discover", "-s", "tests"],
+        ["/usr/bin/python3.11", "-Bm", "unittest"],
+        ["env", "PYTHONHASHSEED=0", "python3", "-m", "unittest.__main__"],
+    ],
+)
+def test_every_spelling_of_a_unittest_run_is_read(argv: list[str]) -> None:
+    assert ran_nothing(argv, unittest_tail(0)) is not None
+
+
+@pytest.mark.parametrize(
+    ("summary", "verified"),
+    [
+        ("3 passed in 0.02s", True),
+        ("1 failed, 2 passed in 0.02s", True),  # (it exited 0 only under a plugin's say)
+        ("========= 4 passed, 1 skipped in 0.10s =========", True),
+        ("1 xpassed in 0.01s", True),
+        ("5 skipped in 0.01s", False),
+        ("========== 2 skipped, 3 deselected in 0.05s ==========", False),
+        ("1 xfailed, 1 skipped in 0.01s", False),
+        ("2 skipped, 1 warning in 0.01s (0:00:00)", False),
+    ],
+)
+def test_pytest_verified_something_only_if_a_test_ran_to_a_verdict(
+    summary: str, verified: bool
+) -> None:
+    tail = f"ss                                                   [100%]\n{summary}\n"
+    for argv in (["pytest", "-q"], ["python3", "-m", "pytest"], ["pytest-3"]):
+        assert (ran_nothing(argv, tail) is None) is verified, argv
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["make", "test"], ["python3", "test_calc.py"], ["python3", "-c", "print(1)"], ["npm", "test"]],
+)
+def test_other_commands_are_judged_by_their_exit_status_alone(argv: list[str]) -> None:
+    assert ran_nothing(argv, unittest_tail(0)) is None
+
+
+def test_output_without_a_summary_is_judged_by_the_exit_status_alone() -> None:
+    """A summary cut off (the tail holds the last 4 KiB) or never printed: as before."""
+    assert ran_nothing(UNITTEST, "x" * 5000) is None
+    assert ran_nothing(["pytest"], "collected 3 items\n...") is None
