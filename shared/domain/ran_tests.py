@@ -1,24 +1,28 @@
-"""Whether a passing verification ran any test, as its runner's last summary says. Pure.
+"""Whether a passing verification ran any test, as a test runner's last summary says. Pure.
 
 Python 3.11's unittest exits 0 when it finds no test (``Ran 0 tests ... OK``; 3.12
 exits 5 for that), and both unittest and pytest exit 0 when every test they ran was
-skipped. A run was "verified" by a command that verified nothing: a test module whose
-tests a change renamed away, a discovery folder it moved, a ``skip`` on every test. So
-a verification that exits 0 is read once more: if its runner is unittest or pytest
-(:func:`shared.domain.policy.runner_module`) and the last summary line in its output
-says no test ran, or none that was not skipped, it failed, under
-``verification_ran_nothing``.
+skipped or failed "as expected". A run was "verified" by a command that verified
+nothing: a test module whose tests a change renamed away, a discovery folder it moved,
+a ``skip`` or ``expectedFailure`` on every test. So a verification that exits 0 is read
+once more: if the last test-runner summary in its output (unittest's ``Ran N tests``
+and the status line after it, or pytest's closing counts) says no test ran to a verdict
+of its own, it failed, under ``verification_ran_nothing``. Whatever the program: a
+pinned ``make test`` or ``coverage run -m unittest`` runs the same runner inside
+(red-team helper-123).
 
-The summary is the runner's own last line of its kind: a test module can print one
-too, but only to make its own verification fail. Output without a summary (another
-runner, a summary cut off in the middle) is judged by the exit status, as before.
+The last summary is the runner's own, printed after everything its tests print: a test
+module can print one too, but only to make its own verification fail. Output without a
+summary (another runner, a summary cut off in the middle) is judged by the exit status,
+as before. unittest counts skipped subtests among ``skipped=``: a test whose subtests
+were all skipped counts as not run (failing closed, if the test itself did more).
 """
 
 from __future__ import annotations
 
 import re
 
-from shared.domain.policy import Violation, runner_module
+from shared.domain.policy import Violation
 
 RULE = "verification_ran_nothing"
 
@@ -27,23 +31,40 @@ TAIL_BYTES = 4096
 last lines; the head kept for the page may have been cut long before)."""
 
 _UNITTEST_RAN = re.compile(r"^Ran (\d+) tests? in \d+(?:\.\d+)?s$", re.MULTILINE)
-_UNITTEST_SKIPPED = re.compile(r"^OK \((?:[^)]*, )?skipped=(\d+)(?:, [^)]*)?\)$", re.MULTILINE)
+_UNITTEST_OK = re.compile(r"^OK \(([a-z =0-9,]*)\)$", re.MULTILINE)
+_UNITTEST_NOT_VERDICTS = ("skipped", "expected failures")
+"""Counts of unittest's ``OK (...)`` that ran no test to a verdict of its own."""
+
 _PYTEST_SUMMARY = re.compile(
-    r"^=*\s*((?:\d+ [a-z]+, )*\d+ [a-z]+) in \d+(?:\.\d+)?s(?: \([^)\n]*\))?\s*=*$", re.MULTILINE
+    r"^=*\s*((?:\d+ [a-z]+(?: [a-z]+)?, )*\d+ [a-z]+(?: [a-z]+)?) in \d+(?:\.\d+)?s"
+    r"(?: \([^)\n]*\))?\s*=*$",
+    re.MULTILINE,
 )
-_PYTEST_VERIFYING = frozenset({"passed", "failed", "error", "errors", "xpassed"})
-"""Outcomes of a test that ran its body to a verdict (``skipped``, ``deselected``,
-``xfailed`` and ``warnings`` are not)."""
+_PYTEST_VERDICTS = frozenset({"passed", "failed", "error", "errors", "xpassed"})
+"""pytest's outcomes of a test that ran its body to a verdict."""
+_PYTEST_OUTCOMES = _PYTEST_VERDICTS | {
+    "skipped",
+    "deselected",
+    "xfailed",
+    "warning",
+    "warnings",
+    "rerun",
+    *(f"subtests {o}" for o in ("passed", "failed", "skipped", "xfailed", "xpassed")),
+}
+"""Every count pytest's last line may hold (pytest 9 counts subtests apart: ``2
+skipped, 1 subtests passed``, the subtests of a test that then skipped itself). A line
+of other words is no pytest summary."""
 
 
 def ran_nothing(argv: list[str] | tuple[str, ...], tail: str) -> Violation | None:
-    """``verification_ran_nothing`` if ``argv`` (which exited 0) is unittest or pytest
-    and ``tail`` (the end of its output) says it ran no test that was not skipped."""
-    runner = runner_module(argv)
-    if runner == "unittest":
-        return _unittest(argv, tail)
-    if runner == "pytest":
-        return _pytest(argv, tail)
+    """``verification_ran_nothing`` if ``tail`` (the end of the output of ``argv``,
+    which exited 0) ends on a test runner's summary saying no test ran to a verdict."""
+    unittest = _last(_UNITTEST_RAN, tail)
+    pytest = _last_pytest(tail)
+    if pytest is not None and (unittest is None or pytest.start() > unittest.start()):
+        return _pytest(argv, pytest)
+    if unittest is not None:
+        return _unittest(argv, unittest, tail)
     return None
 
 
@@ -55,24 +76,38 @@ def _violation(argv: list[str] | tuple[str, ...], said: str) -> Violation:
     )
 
 
-def _unittest(argv: list[str] | tuple[str, ...], tail: str) -> Violation | None:
-    ran = _last(_UNITTEST_RAN, tail)
-    if ran is None:
-        return None
-    if int(ran.group(1)) == 0:
+def _unittest(argv: list[str] | tuple[str, ...], ran: re.Match[str], tail: str) -> Violation | None:
+    count = int(ran.group(1))
+    if count == 0:
         return _violation(argv, "unittest ran 0 tests")
-    skipped = _last(_UNITTEST_SKIPPED, tail[ran.end() :])
-    if skipped is not None and int(skipped.group(1)) >= int(ran.group(1)):
-        return _violation(argv, f"unittest skipped all {ran.group(1)} tests it found")
+    status = _UNITTEST_OK.search(tail, ran.end())
+    counts = dict(_count(part) for part in status.group(1).split(", ")) if status else {}
+    aside = sum(counts.get(kind, 0) for kind in _UNITTEST_NOT_VERDICTS)
+    if aside >= count:
+        said = ", ".join(f"{counts[k]} {k}" for k in _UNITTEST_NOT_VERDICTS if k in counts)
+        return _violation(argv, f"unittest ran {count} and none to a verdict ({said})")
     return None
 
 
-def _pytest(argv: list[str] | tuple[str, ...], tail: str) -> Violation | None:
-    summary = _last(_PYTEST_SUMMARY, tail)
-    if summary is None:
-        return None
-    outcomes = {part.split(" ", 1)[1] for part in summary.group(1).split(", ")}
-    if outcomes & _PYTEST_VERIFYING:
+def _count(part: str) -> tuple[str, int]:
+    name, _, value = part.partition("=")
+    return name, int(value) if value.isdigit() else 0
+
+
+def _last_pytest(tail: str) -> re.Match[str] | None:
+    found = None
+    for line in _PYTEST_SUMMARY.finditer(tail):
+        if all(_outcome(part) in _PYTEST_OUTCOMES for part in line.group(1).split(", ")):
+            found = line
+    return found
+
+
+def _outcome(part: str) -> str:
+    return part.split(" ", 1)[1]
+
+
+def _pytest(argv: list[str] | tuple[str, ...], summary: re.Match[str]) -> Violation | None:
+    if any(_outcome(part) in _PYTEST_VERDICTS for part in summary.group(1).split(", ")):
         return None
     return _violation(argv, f"pytest ran no test to a verdict ({summary.group(1)})")
 

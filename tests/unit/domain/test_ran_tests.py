@@ -34,6 +34,9 @@ def test_unittest_that_found_no_test_ran_nothing_and_says_so() -> None:
         (unittest_tail(3, "OK (skipped=3)"), False),
         (unittest_tail(3, "OK (skipped=3, expected failures=1)"), False),
         (unittest_tail(2, "OK (expected failures=1, skipped=2)"), False),
+        (unittest_tail(1, "OK (expected failures=1)"), False),  # helper-123
+        (unittest_tail(2, "OK (skipped=1, expected failures=1)"), False),
+        (unittest_tail(3, "OK (skipped=1, expected failures=1)"), True),
     ],
 )
 def test_unittest_verified_something_only_if_a_test_ran_unskipped(
@@ -75,6 +78,8 @@ def test_every_spelling_of_a_unittest_run_is_read(argv: list[str]) -> None:
         ("========== 2 skipped, 3 deselected in 0.05s ==========", False),
         ("1 xfailed, 1 skipped in 0.01s", False),
         ("2 skipped, 1 warning in 0.01s (0:00:00)", False),
+        ("2 skipped, 1 subtests passed in 0.12s", False),  # pytest 9 (helper-123)
+        ("1 passed, 3 subtests passed in 0.12s", True),
     ],
 )
 def test_pytest_verified_something_only_if_a_test_ran_to_a_verdict(
@@ -87,10 +92,26 @@ def test_pytest_verified_something_only_if_a_test_ran_to_a_verdict(
 
 @pytest.mark.parametrize(
     "argv",
-    [["make", "test"], ["python3", "test_calc.py"], ["python3", "-c", "print(1)"], ["npm", "test"]],
+    [["make", "test"], ["python3", "-m", "coverage", "run", "-m", "unittest"], ["tox"]],
 )
-def test_other_commands_are_judged_by_their_exit_status_alone(argv: list[str]) -> None:
-    assert ran_nothing(argv, unittest_tail(0)) is None
+def test_a_runner_inside_another_program_is_read_the_same(argv: list[str]) -> None:
+    """A pinned ``make test`` runs the same unittest (red-team helper-123)."""
+    assert ran_nothing(argv, unittest_tail(0)) is not None
+    assert ran_nothing(argv, unittest_tail(2)) is None
+    assert ran_nothing(argv, "== 3 skipped in 0.01s ==\n") is not None
+
+
+def test_the_last_summary_of_either_runner_decides() -> None:
+    unittest_then_pytest = f"{unittest_tail(0)}========= 2 passed in 0.01s =========\n"
+    assert ran_nothing(["make", "test"], unittest_then_pytest) is None
+    pytest_then_unittest = f"2 skipped in 0.01s\n{unittest_tail(3)}"
+    assert ran_nothing(["make", "test"], pytest_then_unittest) is None
+    assert ran_nothing(["make", "test"], f"2 passed in 0.01s\n{unittest_tail(0)}") is not None
+
+
+def test_a_line_of_other_words_is_no_pytest_summary() -> None:
+    assert ran_nothing(["make"], "12 files in 0.20s\n") is None
+    assert ran_nothing(["make"], "3 warnings, 2 objects in 1.0s\n") is None
 
 
 def test_output_without_a_summary_is_judged_by_the_exit_status_alone() -> None:
