@@ -10,7 +10,8 @@ from __future__ import annotations
 import resource
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
 
 INNER_UID = 65534
 """The uid (and gid) the command has inside the sandbox."""
@@ -448,10 +449,23 @@ def id_map(host_id: int) -> str:
 
 
 def unsafe_bind(source: str, protected: Sequence[str]) -> str | None:
-    """The protected path ``source`` would expose (it is it, or contains it), if any."""
-    src = Path(source)
+    """The protected path ``source`` would expose (it is it, or contains it), if any.
+
+    As ``Path(source) == Path(raw) or Path(raw).is_relative_to(source)`` reads them
+    (parts compared, nothing resolved), with each path's parts parsed once per process
+    (:func:`_path_parts`): a command's toolchain asked this about twenty times an
+    execution, and parsing the same few paths again was most of what finding it cost."""
+    src = _path_parts(source)
+    n = len(src)
     for raw in (*ALWAYS_PROTECTED, *protected):
-        guarded = Path(raw)
-        if src == guarded or guarded.is_relative_to(src):
+        guarded = _path_parts(raw)
+        # ``is_relative_to`` of no parts (``Path("")``) holds for a relative path only
+        if (guarded[:n] == src) if n else not PurePosixPath(raw).is_absolute():
             return raw
     return None
+
+
+@lru_cache(maxsize=1024)
+def _path_parts(path: str) -> tuple[str, ...]:
+    """``PurePosixPath(path).parts`` (a pure function of the string: cached)."""
+    return PurePosixPath(path).parts

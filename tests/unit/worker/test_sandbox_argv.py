@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import resource
 import subprocess
 from pathlib import Path
@@ -21,6 +22,7 @@ from services.worker.sandbox import (
     unsafe_bind,
 )
 from services.worker.sandbox.layout import (
+    ALWAYS_PROTECTED,
     COPY_SCRIPT,
     DISK,
     INNER_BWRAP,
@@ -161,6 +163,33 @@ def test_a_bind_that_would_expose_a_protected_path_is_refused(
     source: str, exposed: str | None
 ) -> None:
     assert unsafe_bind(source, ["/srv/kodo/.kodo"]) == exposed
+
+
+def _unsafe_bind_by_pathlib(source: str, protected: list[str]) -> str | None:
+    """What unsafe_bind answered when it built and compared Path objects each time."""
+    src = Path(source)
+    for raw in (*ALWAYS_PROTECTED, *protected):
+        guarded = Path(raw)
+        if src == guarded or guarded.is_relative_to(src):
+            return raw
+    return None
+
+
+def test_unsafe_bind_answers_as_pathlib_does() -> None:
+    """The parts it caches per path give pathlib's answer for every shape of path:
+    trailing and doubled slashes, ``.`` and ``..`` parts (never resolved), relative
+    paths, the empty path, a ``//`` root."""
+    pieces = ["", "/", "//", "///", ".", "..", "srv", "kodo", ".kodo", "root", "home", "a b"]
+    rng = random.Random(20261207)  # noqa: S311 (a fixed sample of paths, no secret)
+    paths = ["", ".", "/", "//", "//srv", "srv", "srv/kodo", "/srv/kodo/", "/srv//kodo/.kodo"]
+    for _ in range(400):
+        paths.append("/".join(rng.choice(pieces) for _ in range(rng.randint(1, 5))))
+    for source in paths:
+        protected = [rng.choice(paths) for _ in range(3)]
+        assert unsafe_bind(source, protected) == _unsafe_bind_by_pathlib(source, protected), (
+            source,
+            protected,
+        )
 
 
 def test_the_command_may_make_no_user_namespace_of_its_own() -> None:
