@@ -116,17 +116,22 @@ def enter_step(
     if entered is None:
         log.info("step.busy", run_id=run_id, step_id=step.value)
         return None
-    unit_of = contract_unit or (lambda: nullcontext(direct.session_of(s)))
-    with unit_of() as unit:
-        parked = park_on_contract_mismatch_in(
-            unit,
-            run_id,
-            step,
-            run_contract=run.contract_version,
-            worker_contract=worker_contract,
-            fence=entered.fence,
-            now=now,
-        )
+    parked = None
+    # The run's contract is the worker's (every delivery but the first after an
+    # upgrade): nothing to adopt or park, so no unit is opened for it (a Session begun
+    # and committed empty on every delivery, a tenth of the entry's CPU).
+    if run.contract_version != worker_contract:
+        unit_of = contract_unit or (lambda: nullcontext(direct.session_of(s)))
+        with unit_of() as unit:
+            parked = park_on_contract_mismatch_in(
+                unit,
+                run_id,
+                step,
+                run_contract=run.contract_version,
+                worker_contract=worker_contract,
+                fence=entered.fence,
+                now=now,
+            )
     if parked is not None:
         log.warning(
             "step.parked",
