@@ -6,6 +6,7 @@ and builds the join shim's argv; :mod:`services.worker.sandbox.cgroup` does the 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,7 +91,20 @@ def _join(mount: Mount, path: str) -> str | None:
 
 def locate(proc_cgroup: str, mountinfo: str, mounts_under: Path = MOUNTS) -> list[Hierarchy]:
     """Where the worker's own cgroups are: v1 memory and pids hierarchies if mounted
-    (memory in v1 means v2 cannot have it), else the v2 unified hierarchy."""
+    (memory in v1 means v2 cannot have it), else the v2 unified hierarchy.
+
+    The answer is remembered by the texts themselves (the files are read on every
+    execution; they are parsed again only when what they say changed): a worker's
+    mount table and cgroup seldom change, and parsing them was about 1% of its CPU."""
+    return list(_located(proc_cgroup, mountinfo, mounts_under))
+
+
+@functools.lru_cache(maxsize=8)
+def _located(proc_cgroup: str, mountinfo: str, mounts_under: Path) -> tuple[Hierarchy, ...]:
+    return tuple(_locate(proc_cgroup, mountinfo, mounts_under))
+
+
+def _locate(proc_cgroup: str, mountinfo: str, mounts_under: Path) -> list[Hierarchy]:
     mine = parse_proc_cgroup(proc_cgroup)
     mounts = [m for m in parse_mountinfo(mountinfo) if _under(m.point, mounts_under)]
     found: list[Hierarchy] = []

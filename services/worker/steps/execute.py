@@ -274,7 +274,8 @@ def _run_on(
             no_cgroup = sandbox.cgroup_unavailable()
             if no_cgroup is not None:
                 return _cgroup_refusal(argv, no_cgroup)
-        tools = sandbox.toolchain(allowlist, protected_paths(ctx))
+        protected = protected_paths(ctx)  # resolved once: the toolchain's binds and the
+        tools = sandbox.toolchain(allowlist, protected)  # sandbox's are judged alike
         program = tools.programs.get(argv[0])
         if program is None:
             return StepOutcome.failed(
@@ -293,7 +294,7 @@ def _run_on(
                     tree,
                     timeout_s=settings.exec_timeout_s,
                     cap=settings.exec_output_cap,
-                    protected=protected_paths(ctx),
+                    protected=protected,
                     toolchain=tools,
                     on_poll=ctx.keep_lease,
                     poll_s=POLL_S,

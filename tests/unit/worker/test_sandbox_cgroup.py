@@ -85,6 +85,23 @@ def test_nothing_is_found_under_another_mount_root() -> None:
     assert locate(V2_CGROUP, V2_MOUNTS, Path("/nonexistent")) == []
 
 
+def test_a_changed_mount_table_or_cgroup_is_located_afresh() -> None:
+    """The answer is remembered by the texts: the worker moved to another cgroup, or a
+    hierarchy mounted or gone, is what the next execution uses."""
+    assert locate(V2_CGROUP, V2_MOUNTS)[0].directory.endswith("/kodo.service")
+    moved = "0::/system.slice/kodo-2.service\n"
+    assert locate(moved, V2_MOUNTS)[0].directory.endswith("/kodo-2.service")
+    assert locate(V1_CGROUP, V2_MOUNTS)[0].version == 2
+    assert locate(V1_CGROUP, V1_MOUNTS)[0].version == 1  # v1 memory mounted since
+    assert locate(V2_CGROUP, "") == []
+
+
+def test_each_caller_gets_a_list_of_its_own() -> None:
+    first = locate(V1_CGROUP, V1_MOUNTS)
+    first.clear()
+    assert len(locate(V1_CGROUP, V1_MOUNTS)) == 2
+
+
 def test_v1_limits_memory_with_swap_when_the_kernel_counts_it() -> None:
     files = {"memory.limit_in_bytes", "memory.memsw.limit_in_bytes"}
     assert limit_writes(1, frozenset({"memory"}), 128, 16, files) == [
