@@ -34,12 +34,23 @@ _SECRET_VALUE = re.compile(
     r"|AKIA[0-9A-Z]{16}"  # AWS access key ids
     r"|kodo_[A-Za-z0-9_\-]{40,}"  # kodo's API tokens: PREFIX + token_urlsafe(32), 43 chars
     r"|[Bb][Ee][Aa][Rr][Ee][Rr]\s+[A-Za-z0-9._\-+/=]{16,}"
-    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----)"
+    # a BEGIN without its END takes the rest of the text: the safer reading, and the
+    # lazy scan for an END runs once, not once per BEGIN (quadratic: red-team helper-126)
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+    r"(?:[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----|[\s\S]*))"
 )
 
 
-# scheme://user:PASSWORD@host: the user stays (it says whose), the password goes.
-_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s/?#@:]*:)[^\s/?#@]+(@)")
+# scheme://user:PASSWORD@host: the user stays (it says whose), the password goes. A match
+# starts only where a run of scheme characters does (and passes the run's leading
+# digits, dots and dashes): from a word boundary it was tried at every letter after a dot
+# of ``a.a.a...``, each try running to the run's end, quadratic in a string an agent chose
+# (100 kB froze a worker's every thread; red-team helper-126). What it redacts is what the
+# word-boundary pattern did (the scheme ends where the run does), and a scheme after a
+# digit or ``_`` too.
+_URL_PASSWORD = re.compile(
+    r"(?i)(?<![a-z0-9+.\-])([0-9+.\-]*+[a-z][a-z0-9+.\-]*://[^\s/?#@:]*:)[^\s/?#@]+(@)"
+)
 # password=..., passwd=..., pwd=..., token=... (also access_token=, api_key=, secret=).
 _SECRET_PAIR = re.compile(
     r"(?i)(?<![a-z0-9])((?:password|passwd|pwd|secret|(?:access_|auth_|api_)?token|api_?key)\s*=\s*)"

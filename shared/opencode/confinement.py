@@ -13,7 +13,10 @@ the session's directory) and fails the call closed:
 * ``GitMetadataForbidden``: the path goes into a ``.git`` (hooks and config there run
   code in kodo's later git commands);
 * ``ToolPathUnreadable``: a writing tool's part names no path we can read, or any part
-  names one holding a NUL byte (no file can be named so; the kernel would cut it there).
+  names one holding a NUL byte (no file can be named so; the kernel would cut it there),
+  or one no file can be opened by: longer than ``PATH_MAX`` or with a part longer than
+  ``NAME_MAX`` (resolving an 800 kB name cost a minute of CPU per attempt; red-team
+  helper-126).
 
 Reading tools (read, list, glob, grep) are held to the same rules: what lies outside
 the worktree (kodo's state, other runs) is not the agent's to see either.
@@ -144,6 +147,21 @@ def tool_uses(parts: Iterable[Mapping[str, object]]) -> list[tuple[str, str, lis
     return found
 
 
+PATH_MAX = 4096
+"""Linux's bound on a path given to one system call, its closing NUL included."""
+NAME_MAX = 255
+"""Linux's bound on one part of a path (every filesystem kodo runs on)."""
+
+
+def _unopenable(path: str) -> bool:
+    """Whether no call can open ``path`` (ENAMETOOLONG), the daemon's included: its bytes
+    reach ``PATH_MAX`` or one of its parts passes ``NAME_MAX``. Judged on the text alone,
+    in time linear in it: Python's ``realpath`` walk, which the kernel leaves such a path
+    to, copies the path once per part."""
+    encoded = path.encode("utf-8", "surrogatepass")
+    return len(encoded) >= PATH_MAX or any(len(part) > NAME_MAX for part in encoded.split(b"/"))
+
+
 def _judge(root: str, raw: str, resolve: Callable[[str], str]) -> str | None:
     """The rule ``raw`` breaks, judged both ways it may be opened: the kernel's (links
     followed, then ``..``) and the daemon's (Node's ``path.resolve`` collapses ``..``
@@ -153,6 +171,8 @@ def _judge(root: str, raw: str, resolve: Callable[[str], str]) -> str | None:
     if "\0" in raw:
         return "ToolPathUnreadable"
     joined = raw if os.path.isabs(raw) else os.path.join(root, raw)
+    if _unopenable(joined):  # before any walk: resolving it is quadratic in its length
+        return "ToolPathUnreadable"
     lexical = os.path.normpath(joined)
     kernels = (resolve(joined), resolve(lexical))
     for opened in kernels:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +199,31 @@ def test_an_answer_that_escapes_is_refused_for_it_even_when_the_rest_of_its_turn
     with pytest.raises(TurnRejected) as rejected:
         assert_turn_rules("build", "ses_1", clean, turn, directory=str(run1), prompt_id=PROMPT)
     assert rejected.value.error_name == "TurnNotInspectable"
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["a/" * 400_000 + "x.txt", "{wt}/" + "b" * 256, "x/../" * 1000 + "ok.txt"],
+    ids=["800-kB-of-parts", "a-part-past-NAME_MAX", "past-PATH_MAX-however-it-collapses"],
+)
+def test_a_path_no_call_can_open_is_refused_before_any_walk(
+    worktrees: tuple[Path, Path], given: str
+) -> None:
+    """Resolving an 800 kB name walked it in Python, quadratic in its length: a minute
+    of a worker's CPU per attempt (red-team helper-126). No file can be opened by such a
+    name (ENAMETOOLONG, the daemon's tools included), so it is refused unread."""
+    run1, _ = worktrees
+    started = time.process_time()
+    found = violations(str(run1), [_part("edit", filePath=given.format(wt=run1))])
+    assert [v.rule for v in found] == ["ToolPathUnreadable"]
+    assert time.process_time() - started < 0.5
+
+
+def test_a_long_path_a_call_can_open_is_judged_as_any_other(worktrees: tuple[Path, Path]) -> None:
+    run1, _ = worktrees
+    deep = "d/" * 1500 + "x.py"  # 3 kB: under PATH_MAX with the worktree's own path
+    assert violations(str(run1), [_part("write", filePath=deep, content="x")]) == []
+    outside = "d/" * 500 + "../" * 502 + "escape.txt"  # 2.5 kB, climbing out
+    assert [v.rule for v in violations(str(run1), [_part("write", filePath=outside)])] == [
+        "PathOutsideWorktree"
+    ]

@@ -618,7 +618,7 @@ def test_an_errored_turn_that_cannot_be_read_whole_is_refused_unjudged() -> None
 def test_a_refusal_shows_the_paths_the_model_chose_cut_and_counted() -> None:
     """A path is text the model chose: a refusal names at most 10 uses and 120
     characters of each path, its record at most 50 uses and 4 paths each."""
-    spelled = "S" * 5000
+    spelled = ("S" * 200 + "/") * 19  # 3,819 characters, a name a call can open
     uses = [f"read@/elsewhere/{spelled}", *(f"read@/elsewhere/{i}" for i in range(79))]
     _, row = _failed_row(FakeAgent(ScriptedTurn(answer=ANSWER, earlier_tools=uses)))
     assert row.error_name == "PathOutsideWorktree"
@@ -629,7 +629,7 @@ def test_a_refusal_shows_the_paths_the_model_chose_cut_and_counted() -> None:
     trail = row.response["tools"]
     assert len(trail) == 51
     assert trail[-1] == {"more_uses": 30}
-    assert trail[0]["paths"][0].endswith("...[5011 chars]")
+    assert trail[0]["paths"][0].endswith("...[3830 chars]")
     assert trail[1]["paths"] == ["/elsewhere/0"]
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 import random
 import re
+import time
 
 from shared.redact import (
     _SECRET_VALUE,
+    _URL_PASSWORD,
     REDACTED,
     SHORTEST_SECRET_VALUE,
     redact,
@@ -131,10 +133,12 @@ _PLAIN_SECRET_VALUE = re.compile(
     r"|AKIA[0-9A-Z]{16}"
     r"|kodo_[A-Za-z0-9_\-]{40,}"
     r"|(?i:bearer)\s+[A-Za-z0-9._\-+/=]{16,}"
-    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----)"
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+    r"(?:[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----|[\s\S]*))"
 )
-"""The value pattern written plainly, each alternative as its vendor documents it: the
-pattern in use is rearranged for speed, and must find exactly what this one finds."""
+"""The value pattern written plainly, each alternative as its vendor documents it (a
+private key without its END line taken to the text's end): the pattern in use is
+rearranged for speed, and must find exactly what this one finds."""
 
 
 def test_the_fast_value_pattern_finds_exactly_what_the_plain_one_does() -> None:
@@ -159,3 +163,57 @@ def test_a_credential_used_as_a_key_is_blanked_too() -> None:
         "hosts": {f"https://u:{REDACTED}@db.example": 1},
     }
     assert redact({"summary": {"type": "string"}}) == {"summary": {"type": "string"}}
+
+
+_WORD_BOUNDARY_URL = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s/?#@:]*:)[^\s/?#@]+(@)")
+"""The URL pattern as it was, from a word boundary (quadratic: red-team helper-126)."""
+
+
+def test_the_url_pattern_finds_what_the_word_boundary_one_did() -> None:
+    """Starting where a run of scheme characters starts finds every password the
+    word-boundary pattern found, in the same place (and ones after ``_`` or a digit,
+    which it did not)."""
+    pieces = [
+        *("http", "git+ssh", "s3", "x.y", "://", ":", "@", "u", "pw", "a.", ".", "-", "+"),
+        *("1", " ", "/", "?", "#", "\n", "\u212a", "\u017f"),
+    ]
+    rng = random.Random(7)  # noqa: S311 - a reproducible corpus, not a secret
+    for _ in range(20000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 24)))
+        before = {(m.end(1), m.start(2)) for m in _WORD_BOUNDARY_URL.finditer(text)}
+        now = {(m.end(1), m.start(2)) for m in _URL_PASSWORD.finditer(text)}
+        assert before <= now, text
+    assert redact_text("_ftp://c:secretpw@e") == f"_ftp://c:{REDACTED}@e"
+    assert redact_text("1http://c:secretpw@e") == f"1http://c:{REDACTED}@e"
+    assert redact_text("x.-pw://c:secretpw@e") == f"x.-pw://c:{REDACTED}@e"
+
+
+def test_a_private_key_without_its_end_is_blanked_to_the_end_of_the_text() -> None:
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
+    assert redact_text(f"said: {key}and more") == f"said: {REDACTED}"
+
+
+ANSWER_CAP = 8 * 1024 * 1024
+"""KODO_MAX_ANSWER_BYTES: the longest string an answer (and so a record) can hold."""
+
+
+def test_agent_text_at_the_answer_cap_is_redacted_in_linear_time() -> None:
+    """Every answer kodo records is redacted whole, before a contract's maxima cut it,
+    and ``re`` holds the GIL: a pattern quadratic in a string an agent chose froze the
+    worker's every thread (100 kB of ``a.`` and one URL: minutes; red-team helper-126).
+    Each shape here, 8 MiB long, is scanned in well under the seconds a quadratic scan
+    of a hundredth of it took."""
+    shapes = {
+        "dotted words, one URL": "a." * (ANSWER_CAP // 2) + " https://example.invalid/",
+        "BEGIN lines, no END": "-----BEGIN PRIVATE KEY-----\n" * (ANSWER_CAP // 28),
+        "END lines after a BEGIN": "-----BEGIN PRIVATE KEY-----\n"
+        + "-----END AAAA " * (ANSWER_CAP // 14),
+        "schemes back to back": "a://" * (ANSWER_CAP // 4),
+        "a password with no host": "http://u:" + "p" * ANSWER_CAP,
+        "names with blanks, one =": ("token" + " " * 1000) * (ANSWER_CAP // 1005) + "=",
+    }
+    for shape, text in shapes.items():
+        start = time.process_time()
+        redact({"structured": {"design": text}})
+        spent = time.process_time() - start
+        assert spent < 5.0, f"{shape}: {spent:.1f} s of CPU for {len(text)} characters"
