@@ -153,6 +153,23 @@ def artifact_named(s: Session, run_id: str, name: str, step: StepId | None) -> A
     return matches[0]
 
 
+REVISION_DIFF_CHARS = 200_000
+"""The most characters of plan-revision diffs one run page draws, newest diff first: five
+plans at the contract's maxima are megabytes, and drawing their diffs on every load cost
+the API seconds of CPU, every other request of its worker waiting (red-team helper-127).
+Every revision is whole in ``GET /runs/{id}/plans`` and ``kodo run plans``."""
+
+
+@dataclass(frozen=True)
+class RevisionChange:
+    """A revision and the lines of its diff from the one before that the page draws;
+    ``hidden``: how many lines more it has (None: not computed, the page's room spent)."""
+
+    revision: Revision
+    lines: list[DiffLine]
+    hidden: int | None
+
+
 @dataclass(frozen=True)
 class RunPage:
     """Everything an approver looks at before deciding, read in one session."""
@@ -179,10 +196,26 @@ class RunPage:
         found = [r for r in self.revisions if r.artifact.sha256 == self.run.plan_sha256]
         return found[-1].artifact.name if found else None
 
-    def changes(self) -> list[tuple[Revision, list[DiffLine]]]:
-        """Each revision after the first with its diff from the one before, newest first."""
-        pairs = zip(self.revisions, self.revisions[1:], strict=False)
-        return [(new, plan_diff(old.plan, new.plan)) for old, new in pairs][::-1]
+    def changes(self) -> list[RevisionChange]:
+        """Each revision after the first with its diff from the one before, newest first,
+        drawn within :data:`REVISION_DIFF_CHARS` together (an older diff past them is not
+        even computed)."""
+        pairs = list(zip(self.revisions, self.revisions[1:], strict=False))[::-1]
+        room = REVISION_DIFF_CHARS
+        found: list[RevisionChange] = []
+        for old, new in pairs:
+            if room <= 0:
+                found.append(RevisionChange(new, [], None))
+                continue
+            diff = plan_diff(old.plan, new.plan)
+            drawn: list[DiffLine] = []
+            for line in diff:
+                room -= len(line.text) + 2
+                if room < 0:
+                    break
+                drawn.append(line)
+            found.append(RevisionChange(new, drawn, len(diff) - len(drawn)))
+        return found
 
 
 def settled_spend(calls: list[OpenCodeCall]) -> tuple[int, float]:

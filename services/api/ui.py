@@ -130,6 +130,7 @@ def _run_page(run_id: str, *, error: str | None = None, status: int = 200) -> Re
             "run.html",
             status,
             page=reads.run_page(s, run_id, max_revisions=api().settings.max_revisions),
+            revision_diff_chars=reads.REVISION_DIFF_CHARS,
             review=run_review.review_of(s, run_id),
             split=request.args.get("diff") == "split",
             error=error,
@@ -353,17 +354,18 @@ def reject(run_id: str) -> BaseResponse:
     return _decide(run_id, approve=False)
 
 
-def _shown(value: object) -> str:
-    """One line of untrusted text: every control, escape and bidi character escaped."""
-    return visible(value)
+def _shown(value: object) -> Markup:
+    """One line of untrusted text: every control, escape and bidi character escaped, and
+    HTML-escaped here (as Markup, so ``finalize`` does not read it all again)."""
+    return escape(visible(value))
 
 
-def _shown_path(value: object) -> str:
+def _shown_path(value: object) -> Markup:
     """A path as ``_shown`` draws it, but one that may be drawn like another (a no-break
     space, a decomposed letter) as JSON in ASCII (red-team helper-106)."""
     if isinstance(value, str) and lookalike_name(value):
-        return shown_name_text(value)
-    return visible(value)
+        return escape(shown_name_text(value))
+    return escape(visible(value))
 
 
 def _shown_block(value: object) -> Markup:

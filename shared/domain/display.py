@@ -85,13 +85,42 @@ def visible(value: object, *, multiline: bool = False) -> str:
     if text.isascii() and text.isprintable():
         return text  # the common case: nothing to escape, no marks to count
     keep = _MULTILINE_KEEPS if multiline else frozenset()
+    kinds = _KINDS
+    if not any(  # each character met once (a set is made at C speed): none to escape
+        (kinds.get(c) if c in kinds else _kind_of(c)) and c not in keep for c in set(text)
+    ):
+        return text
     shown: list[str] = []
     stacked = 0
     for c in text:
-        stacked = stacked + 1 if unicodedata.category(c) in _NON_SPACING else 0
-        safe = c in keep or (not is_unsafe(c) and stacked <= MAX_STACKED_MARKS)
+        kind = kinds.get(c)
+        if kind is None:
+            kind = _kind_of(c)
+        stacked = stacked + 1 if kind & _MARK else 0
+        safe = c in keep or (not kind & _UNSAFE and stacked <= MAX_STACKED_MARKS)
         shown.append(c if safe else escape_char(c))
     return "".join(shown)
+
+
+_MARK = 1  # a combining mark (Mn, Me): stacks on the character before it
+_UNSAFE = 2  # :func:`is_unsafe`
+_KINDS: dict[str, int] = {}
+"""Each character's kind, as met: judging one took two Unicode lookups and a range scan
+per character, about 1.3 us, and a run page drew megabytes of an agent's non-ASCII
+text through :func:`visible` (15 s of CPU for five plans at the contract's maxima;
+red-team helper-127). Cleared past :data:`KINDS_KEPT` characters (text of every script
+at once), so it stays small."""
+KINDS_KEPT = 1 << 16
+
+
+def _kind_of(char: str) -> int:
+    kind = (_MARK if unicodedata.category(char) in _NON_SPACING else 0) | (
+        _UNSAFE if is_unsafe(char) else 0
+    )
+    if len(_KINDS) >= KINDS_KEPT:
+        _KINDS.clear()
+    _KINDS[char] = kind
+    return kind
 
 
 def visible_data(value: Any) -> Any:
