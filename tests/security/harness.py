@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import redis
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, bindparam, text
 
 from devstack.kodo_procs import BIN as KODO_BIN
 from devstack.kodo_procs import (
@@ -50,6 +50,7 @@ from devstack.sample_repo import FILES as SAMPLE_FILES
 from devstack.supervisor import Child
 from services.worker.sandbox.layout import SETPRIV
 from shared.db.engine import make_engine
+from shared.domain.run_machine import AT_REST
 from tests.security import attacks
 
 WORKTREE_BYTES = 64 << 20
@@ -387,6 +388,50 @@ class Hostile:
     def stop(self) -> None:
         self.http.close()
         self.stack.stop()
+        self._clean_up_attacks()
+        self.engine.dispose()
+
+    def begin_module(self) -> None:
+        """Hand a running stack to the next module as a fresh one would be: its own
+        submitter and approver tokens (an intent rate limit of their own; the old ones
+        stay among the secrets) and the outside folders' snapshot taken now."""
+        self.module_began = self._db_now()
+        tag = secrets.token_hex(3)
+        self.submitter = issue_token(
+            self.database_url, f"hostile-sub-{self.nonce}-{tag}", "submitter"
+        )
+        self.approver = issue_token(
+            self.database_url, f"hostile-appr-{self.nonce}-{tag}", "approver"
+        )
+        self.secrets[f"submitter token {tag}"] = self.submitter
+        self.secrets[f"approver token {tag}"] = self.approver
+        self.outside_snapshot = self._snapshot()
+
+    def end_module(self, deadline_s: float = 120.0) -> None:
+        """Leave the stack to the next module as a stop would: no run of this module still
+        working (waiting for an approval is rest), no process an attack started, no token
+        an attack planted."""
+        end = time.monotonic() + deadline_s
+        while (busy := self._busy_runs()) and time.monotonic() < end:
+            time.sleep(0.2)
+        self._clean_up_attacks()
+        assert not busy, f"runs still working at the module's end: {busy}"
+
+    def _db_now(self) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT now()")).scalar_one()
+
+    def _busy_runs(self) -> list[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT id::text FROM app.runs WHERE created_at >= :t AND status NOT IN :rest"
+                ).bindparams(bindparam("rest", expanding=True)),
+                {"t": self.module_began, "rest": sorted(str(s) for s in AT_REST)},
+            )
+            return [str(r) for r in rows.scalars()]
+
+    def _clean_up_attacks(self) -> None:
         # Only what this stack's attacks started: their command lines carry MARK and our nonce.
         for pid in set(self.attack_pids()) & set(self.attack_pids(self.nonce)):
             with suppress(ProcessLookupError):
@@ -395,7 +440,6 @@ class Hostile:
             conn.execute(
                 text("DELETE FROM app.api_tokens WHERE name LIKE :n"), {"n": f"pwned-{self.nonce}%"}
             )
-        self.engine.dispose()
 
     def attack_pids(self, marker: str = MARK) -> list[int]:
         """Processes whose command line carries ``marker`` (what attacks left running)."""
