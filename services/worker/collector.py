@@ -12,6 +12,11 @@ is still collected. A call nothing wakes is swept at its deadline by the reconci
 OC_DAEMON_LOST_S is lost: its sent calls are recorded failed (``DaemonLost``) and their
 steps woken, so their next attempts go to the daemons that answer.
 
+With a token bound (``KODO_CALL_TOKEN_BOUND``) it also adds up each running turn's
+assistant messages (``message.updated``) and has a turn that passed the bound aborted,
+its call's row saying why (shared.domain.turn_spend): the reservation a call made is
+then what it may spend, within one model step.
+
 Run it with ``python -m services.worker.collector`` (kodo up, the demo, compose and
 the tests do); it reconnects on its own and never exits on a daemon or database error.
 """
@@ -30,12 +35,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clock import Clock, SystemClock
+from shared.domain.turn_spend import TurnSpend, over_bound_error
 from shared.opencode.calls import bounded_error
 from shared.opencode.errors import OpenCodeError, OpenCodeTransientError, OpenCodeUnreachable
-from shared.opencode.events import OcEvent
+from shared.opencode.events import MESSAGE_UPDATED, OcEvent
+from shared.opencode.exactly_once import abort_turn
 from shared.opencode.ports import AgentClient, EventStream
+from shared.opencode.turn_inspection import usage_of
 from shared.service.collection import (
     fail_lost_daemon_calls,
+    mark_over_bound,
     sent_calls,
     wake_errored_step,
     wake_steps,
@@ -64,7 +73,10 @@ class Collector:
     clock: Clock = field(default_factory=SystemClock)
     reconnect_s: float = 1.0
     lost_after_s: float = 60.0
+    token_bound: int | None = None
+    """Abort a turn once its assistant messages used more tokens (None: never)."""
     woken: int = 0
+    over_bound: int = 0
     connects: int = 0
     lost_calls: int = 0
     _ready: threading.Event = field(default_factory=threading.Event)
@@ -150,10 +162,32 @@ class Collector:
             "collector.daemon_lost", daemon=self.daemon, down_s=round(down_s), calls=len(woken)
         )
 
+    def stop_over_bound(self, session_id: str, used: int, bound: int) -> bool:
+        """Mark the sent call of ``session_id`` over its token bound and abort its turn;
+        False if no sent call of this daemon awaits it (not kodo's, or already ended)."""
+        with UnitOfWork(self.sessions, self.sender) as uow:
+            directories = mark_over_bound(
+                uow, session_id, over_bound_error(used, bound), self.daemon
+            )
+        for directory in directories:
+            stopped = abort_turn(self.client, session_id, directory)
+            self.over_bound += 1
+            log.warning(
+                "collector.call_over_bound",
+                daemon=self.daemon,
+                session_id=session_id,
+                used=used,
+                bound=bound,
+                aborted=stopped,
+            )
+        return bool(directories)
+
     def _follow_once(self, stop: threading.Event) -> None:
-        # Only the ends of turns: every other event of every turn goes by unparsed.
+        # Only the ends of turns (and, with a bound, the messages' usage): every other
+        # event of every turn goes by unparsed.
+        wanted = ENDED if self.token_bound is None else ENDED | {MESSAGE_UPDATED}
         with self.client.events(
-            directory=None, timeout_s=STREAM_READ_TIMEOUT_S, only=ENDED
+            directory=None, timeout_s=STREAM_READ_TIMEOUT_S, only=wanted
         ) as stream:
             self._down_since = None
             self._declared_lost = False
@@ -167,8 +201,12 @@ class Collector:
             )
             self._ready.set()
             ended = EndedSessions()
+            spend = None if self.token_bound is None else TurnSpend(self.token_bound)
             reader = threading.Thread(
-                target=_read_ended, args=(stream, ended), name="collector-read", daemon=True
+                target=_read_ended,
+                args=(stream, ended, spend),
+                name="collector-read",
+                daemon=True,
             )
             reader.start()
             while not stop.is_set():
@@ -179,6 +217,9 @@ class Collector:
     def _wake_taken(self, taken: Taken) -> bool:
         """Wake the sessions taken (errored ones first, keeping the daemon's error), and
         reconcile if some were dropped; False if the stream ended, raising what broke it."""
+        for session_id, used in taken.over:  # stopped first: every step costs
+            if self.token_bound is not None:
+                self.stop_over_bound(session_id, used, self.token_bound)
         idle: list[str] = []
         for session_id, error in taken.sessions:
             if error is None:
@@ -206,6 +247,20 @@ def ended_session(event: OcEvent) -> str | None:
         return None
     session_id = event.properties.get("sessionID")
     return session_id if isinstance(session_id, str) and session_id else None
+
+
+def assistant_usage(event: OcEvent) -> tuple[str, str, int] | None:
+    """(session, message, total tokens) of a ``message.updated`` event of an assistant
+    message, else None (a user message, or a shape that is not one)."""
+    if event.type != MESSAGE_UPDATED:
+        return None
+    info = event.properties.get("info")
+    if not isinstance(info, dict) or info.get("role") != "assistant":
+        return None
+    session_id, message_id = info.get("sessionID"), info.get("id")
+    if not isinstance(session_id, str) or not session_id or not isinstance(message_id, str):
+        return None
+    return session_id, message_id, int(usage_of(info)["total_tokens"])
 
 
 def session_error(event: OcEvent) -> str | None:
@@ -238,6 +293,8 @@ class Taken:
     what broke it, if something did)."""
 
     sessions: list[tuple[str, str | None]]
+    over: list[tuple[str, int]] = field(default_factory=list)
+    """Sessions whose turn passed the token bound, with the tokens it used."""
     overflowed: bool = False
     ended: bool = False
     failure: BaseException | None = None
@@ -251,6 +308,7 @@ class EndedSessions:
     def __init__(self, limit: int = PENDING_MAX) -> None:
         self.limit = limit
         self._sessions: dict[str, str | None] = {}  # in the order they ended
+        self._over: dict[str, int] = {}  # turns past the token bound, still running
         self._overflowed = False
         self._ended = False
         self._failure: BaseException | None = None
@@ -266,6 +324,15 @@ class EndedSessions:
                 self._overflowed = True
             self._changed.notify()
 
+    def add_over(self, session_id: str, used: int) -> None:
+        """A running turn passed the token bound (at most ``limit`` held, as ended ones)."""
+        with self._changed:
+            if len(self._over) < self.limit:
+                self._over[session_id] = used
+            else:
+                self._overflowed = True  # its end is still seen; the deadline bounds it
+            self._changed.notify()
+
     def end(self, failure: BaseException | None) -> None:
         """The stream ended: ``failure`` broke it (None: the daemon ended it)."""
         with self._changed:
@@ -277,25 +344,36 @@ class EndedSessions:
         before it is left; None if nothing came within ``timeout_s``."""
         with self._changed:
             ready = self._changed.wait_for(
-                lambda: bool(self._sessions) or self._overflowed or self._ended, timeout_s
+                lambda: bool(self._sessions or self._over) or self._overflowed or self._ended,
+                timeout_s,
             )
             if not ready:
                 return None
             ids = list(itertools.islice(self._sessions, most))
             sessions = [(session_id, self._sessions.pop(session_id)) for session_id in ids]
+            over, self._over = list(self._over.items()), {}
             overflowed, self._overflowed = self._overflowed, False
             ended = self._ended and not self._sessions
-            return Taken(sessions, overflowed, ended, self._failure if ended else None)
+            return Taken(sessions, over, overflowed, ended, self._failure if ended else None)
 
 
-def _read_ended(stream: EventStream, ended: EndedSessions) -> None:
+def _read_ended(
+    stream: EventStream, ended: EndedSessions, spend: TurnSpend | None = None
+) -> None:
     """Hand the ended sessions of ``stream`` to ``ended`` (its own thread: the follower
-    takes what piled up and wakes it in one transaction), then how the stream ended."""
+    takes what piled up and wakes it in one transaction), and, with ``spend``, the
+    running turns that passed the token bound; then how the stream ended."""
     try:
         for event in stream:
             session_id = ended_session(event)
             if session_id is not None:
+                if spend is not None:
+                    spend.end(session_id)
                 ended.add(session_id, session_error(event))
+            elif spend is not None and (usage := assistant_usage(event)) is not None:
+                used = spend.see(*usage)
+                if used is not None:
+                    ended.add_over(usage[0], used)
     except OpenCodeError as exc:
         ended.end(exc)
         return
@@ -353,6 +431,7 @@ def main(install_signals: Callable[..., object] = signal.signal) -> int:
             sender,
             daemon=client.base_url,
             lost_after_s=settings.oc_daemon_lost_s,
+            token_bound=settings.call_token_bound,
         )
         for client in clients
     ]

@@ -32,6 +32,7 @@ from shared.clock import Clock
 from shared.domain.call_record import ABORT_UNCONFIRMED, AgedRecord, CallRecord, StepLedger
 from shared.domain.contracts import ContractViolation, validate_answer
 from shared.domain.step_lease import StepAbandoned, StepLease
+from shared.domain.turn_spend import CALL_TOKEN_BOUND, OVER_BOUND_MARK, is_over_bound
 from shared.domain.vocab import NEVER_SENT, NEVER_SENT_ERROR, CallStatus
 from shared.opencode.cache import LruCache
 from shared.opencode.calls import (
@@ -204,10 +205,11 @@ INSPECT_RETRY_S = 1.0
 
 UNJUDGED = "TurnNotInspectable"
 """A turn that ran but that kodo cannot judge (its answer or its steps unreadable)."""
-REFUSED_RULES = CONFINEMENT_RULES | {UNJUDGED}
+REFUSED_RULES = CONFINEMENT_RULES | {UNJUDGED, CALL_TOKEN_BOUND}
 """The turn rules whose violation fails the step closed, never retried: a model can
 make its own turn unreadable at will (an answer past the byte cap, nested too deep, more
-steps than kodo reads), and a retry would leave whatever that turn did unjudged."""
+steps than kodo reads), and a retry would leave whatever that turn did unjudged; a turn
+aborted for passing its token bound would spend as much again."""
 
 
 WOKEN_SETTLE_S = 5.0
@@ -574,11 +576,15 @@ class ExactlyOnceCalls:
         *,
         cut: bool = False,
         final: bool = False,
+        over_bound: str | None = None,
     ) -> StructuredResult:
         """Judge the turn that ended with ``reply`` and record the outcome (once); a good
         answer of a sent call is left in ``unrecorded`` instead, if given. ``cut``: the
         collected turn's last step never completed (its daemon stopped under it).
-        ``final``: nothing will collect it later (its deadline passed)."""
+        ``final``: nothing will collect it later (its deadline passed). ``over_bound``:
+        the collector had the turn aborted for passing its token bound (why): an aborted
+        turn is refused under that rule (one that ended on its own first is judged as
+        any other)."""
         trail: list[dict[str, Any]] | None = None
         usage: dict[str, Any] | None = None  # the whole turn's, once read
         # A turn that ended in an error (info.error) is judged too: one that used a
@@ -619,6 +625,9 @@ class ExactlyOnceCalls:
                 prompt_id=prompt_id,
             )
             if error is not None:
+                if over_bound is not None and isinstance(error, OpenCodeAborted):
+                    said = over_bound.removeprefix(OVER_BOUND_MARK)
+                    raise TurnRejected(CALL_TOKEN_BOUND, said)
                 error.reply = reply
                 raise error
             answer = validate_answer(call.schema, reply.info.get("structured"))
@@ -859,6 +868,7 @@ class ExactlyOnceCalls:
                 unrecorded,
                 cut=cut,
                 final=age >= self.timeout_s,
+                over_bound=row.error if is_over_bound(row.error) else None,
             )
         except _JudgeLater as later:
             if age >= self.timeout_s:  # unreadable until its deadline: judged by nobody

@@ -47,6 +47,13 @@ def wake_errored_step(
     return woken
 
 
+def mark_over_bound(uow: UnitOfWork, session_id: str, error: str, daemon: str) -> list[str]:
+    """Keep ``error`` on the sent call of ``session_id`` (of ``daemon``) whose turn is
+    still running and has no error yet, for its step to judge the turn by once the
+    abort ends it; the directories of the calls marked (to abort them in)."""
+    return LedgerRepo(uow.session).mark_over_bound(session_id, error, daemon)
+
+
 def fail_lost_daemon_calls(
     uow: UnitOfWork, daemon: str, now: datetime, down_s: float
 ) -> list[RunStep]:

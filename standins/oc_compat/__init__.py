@@ -59,6 +59,9 @@ Directives in the prompt text script failures:
   or file is an HTTP 500 naming the problem (see fixtures.py).
 * ``[oc:huge=N]``: the structured answer's first string field (a plan's ``design``)
   grows to N characters: an oversize, off-schema answer.
+* ``[oc:spend=N]``: the turn's first step reads a file for N input tokens (an earlier
+  assistant message, billed, its ``message.updated`` sent at once), before any
+  ``[oc:slow]`` hold: a turn that spends past kodo's call token bound while it runs.
 """
 
 from standins.oc_compat.app import CompatConfig, CompatState, create_app

@@ -664,6 +664,8 @@ def _outcome(state: CompatState, turn: _Turn) -> tuple[Response, _Events]:
     start = shapes.part(ctx, state.ids.new("prt"), {"type": "step-start"})
     if directives.llm500:
         _retry_until_aborted(state, session, aborted)
+    if directives.spend and not aborted.is_set():
+        _spend_step(state, session, ctx, directives.spend)
     if aborted.is_set() or (directives.slow_ms and aborted.wait(directives.slow_ms / 1000)):
         info = shapes.info(ctx, usage=None, finish=None, error=_ABORTED)
         return _json({"info": info, "parts": [start]}), _ended(state, turn, info)
@@ -783,6 +785,30 @@ def _reply(
     with state.lock:
         session.messages.append({"info": info, "parts": parts})
     return {"info": info, "parts": parts}
+
+
+def _spend_step(
+    state: CompatState, session: _Session, ctx: shapes.MessageContext, tokens: int
+) -> None:
+    """An earlier assistant message of the turn that read a file for ``tokens`` input
+    tokens (``[oc:spend=N]``), billed and reported (``message.updated``) as the daemon
+    reports each step's usage while the turn runs on."""
+    step_ctx = replace(ctx, message_id=state.ids.new("msg"))
+    directory = str(session.data["directory"])
+    usage = shapes.Usage(input=tokens, output=0, reasoning=0, cache_read=0)
+    read = shapes.tool_part(
+        state.ids.new("call"), "read", shapes.tool_input("read", directory, "README.md"), "", "read"
+    )
+    parts = [
+        shapes.part(step_ctx, state.ids.new("prt"), {"type": "step-start"}),
+        shapes.part(step_ctx, state.ids.new("prt"), read),
+        shapes.part(step_ctx, state.ids.new("prt"), shapes.step_finish("tool-calls", usage)),
+    ]
+    info = shapes.info(step_ctx, usage=usage, finish="tool-calls")
+    with state.lock:
+        shapes.add_usage(session.data, usage)
+        session.messages.append({"info": info, "parts": parts})
+    state.publish(session, "message.updated", info=info)
 
 
 def _tool_step(

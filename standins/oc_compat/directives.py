@@ -37,6 +37,7 @@ class Directives:
     tools: tuple[str, ...] = ()
     fixture: str | None = None  # a NAME.json in the fixtures folder scripts the answers
     huge: int = 0  # grow the structured answer's first string field to this many characters
+    spend: int = 0  # [oc:spend=N]: a first step of N tokens, reported before any hold
     attempt: int = 1
 
     @property
@@ -96,6 +97,7 @@ def parse(text: str) -> Directives:
         tools=tuple(value for name, value in found if name == "tool" and value),
         fixture=values.get("fixture"),
         huge=_int(values.get("huge"), 0),
+        spend=_int(values.get("spend"), 0),
         attempt=_int(attempt.group(1), 1) if attempt else 1,
     )
 

@@ -19,6 +19,8 @@ chunk (``choices: []``) and ``data: [DONE]``. When the request offers the
   back, answer normally. ``[oc:tool=NAME@PATH]`` aims a write, edit, read or list at
   PATH (relative to the working directory, ``..`` kept, or absolute).
 * ``[oc:slow=MS]``: keep the stream open MS ms before answering.
+* ``[oc:spend=N]``: first call ``read`` and report N prompt tokens for that request
+  (the daemon bills it as the turn's first step); ``[oc:slow]`` then holds the next.
 * ``[oc:llm500]``: HTTP 500 on every request (the daemon retries with backoff).
 * ``[oc:api-error]``: HTTP 400 (the daemon reports ``APIError``, not retryable);
   ``[oc:api-error=retryable]``: HTTP 503.

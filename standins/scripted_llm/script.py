@@ -156,9 +156,15 @@ def decide(seed: int, request: ChatRequest) -> Reply:
     failure = _scripted_failure(directives, "[oc:llm500]" in request.prompt)
     if failure is not None:
         return failure
-    slow = directives.slow_ms if request.calls_this_turn == 0 else 0
-    if request.calls_this_turn < len(directives.tools):
-        name, target = directives.tool_calls[request.calls_this_turn]
+    first = 1 if directives.spend else 0  # [oc:spend=N]: a costly read comes first
+    if request.calls_this_turn == 0 and directives.spend:
+        arguments = json.dumps(tool_arguments("read", request.directory))
+        usage = shapes.Usage(input=directives.spend, output=0, reasoning=0, cache_read=0)
+        return Reply(tool="read", arguments=arguments, usage=usage)
+    slow = directives.slow_ms if request.calls_this_turn == first else 0
+    nth = request.calls_this_turn - first
+    if nth < len(directives.tools):
+        name, target = directives.tool_calls[nth]
         arguments = json.dumps(tool_arguments(name, request.directory, target))
         usage = _usage(seed, request.prompt, arguments)
         return Reply(tool=name, arguments=arguments, usage=usage, slow_ms=slow)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from services.worker.collector import assistant_usage
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.errors import OpenCodeError
@@ -232,3 +233,23 @@ def test_the_global_stream_names_the_directory_of_each_event(
         everywhere.close()
     assert {e.directory for e in events} == {str(backend.repo)}
     assert _story(events)[-1] == ("session.idle", None)
+
+
+def test_each_step_of_a_running_turn_reports_its_tokens_before_the_turn_ends(
+    backend: Backend, client: OpenCodeClient, watch: Watch
+) -> None:
+    """What the collector's token bound stands on: a turn whose first step read for
+    300,000 tokens is reported (``message.updated`` of an assistant message, read by the
+    collector's own parser) while the turn still runs, so it can be aborted there."""
+    session_id = _session(client, backend, "kodo async spend")
+    _send(client, backend, session_id, "Plan a change [oc:spend=300000] [oc:slow=30000]")
+
+    def spent(event: OcEvent) -> bool:
+        usage = assistant_usage(event)
+        return usage is not None and usage[2] >= 300_000
+
+    events = watch.until(session_id, lambda e: spent(e) or _idle(e))
+    assert spent(events[-1]), _story(events)
+    assert client.busy_sessions(directory=str(backend.repo)).get(session_id) == {"type": "busy"}
+    assert client.abort(session_id, directory=str(backend.repo)) is True
+    watch.until(session_id, _idle)

@@ -47,6 +47,7 @@ from shared.domain.call_record import ABORT_UNCONFIRMED, AgedRecord, CallRecord,
 from shared.domain.run_machine import STEP_STATUS, RunStatus
 from shared.domain.step_lease import StepLease, assert_held
 from shared.domain.step_outcome import RuleRefusal
+from shared.domain.turn_spend import OVER_BOUND_MARK
 from shared.domain.vocab import NEVER_SENT, NEVER_SENT_ERROR, CallStatus
 
 _CALLS = table_of(OpenCodeCall)
@@ -717,7 +718,14 @@ class LedgerRepo(PrebuiltRepo):
             .where(OpenCodeCall.session_id == session_id, OpenCodeCall.status.in_(OPEN), *of_daemon)
             .values(
                 idle_at=func.coalesce(OpenCodeCall.idle_at, func.statement_timestamp()),
-                error=error,
+                # a turn aborted for passing its token bound keeps that as its reason
+                error=case(
+                    (
+                        OpenCodeCall.error.startswith(OVER_BOUND_MARK, autoescape=True),
+                        OpenCodeCall.error,
+                    ),
+                    else_=error,
+                ),
             )
             .returning(_CALLS.c.run_id, _CALLS.c.step_id, _CALLS.c.status, _STEP_TASK)
         ).all()
@@ -728,6 +736,24 @@ class LedgerRepo(PrebuiltRepo):
                 if status == CallStatus.SENT
             }
         )
+
+    def mark_over_bound(self, session_id: str, error: str, daemon: str) -> list[str]:
+        """Keep ``error`` (shared.domain.turn_spend) on ``daemon``'s sent call of
+        ``session_id`` if its turn has not ended (nor said an error) yet; the directories
+        of the calls marked."""
+        rows = self.session.execute(
+            update(OpenCodeCall)
+            .where(
+                OpenCodeCall.session_id == session_id,
+                OpenCodeCall.status == CallStatus.SENT.value,
+                OpenCodeCall.daemon == daemon,
+                OpenCodeCall.idle_at.is_(None),
+                OpenCodeCall.error.is_(None),
+            )
+            .values(error=error)
+            .returning(OpenCodeCall.request["directory"].as_string())
+        ).all()
+        return [directory for (directory,) in rows if directory]
 
     def sent_calls(self, daemon: str | None = None) -> list[SentCall]:
         """Every call awaiting collection (of ``daemon``, or of any daemon)."""

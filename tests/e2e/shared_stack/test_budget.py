@@ -74,3 +74,32 @@ def test_a_call_past_the_budget_is_not_sent_until_an_approver_raises_it(
     assert settled.open == 0
     assert budget["spent"] == pytest.approx(float(settled.usd) / 1_000_000)
     assert counted.retry_count == counted.explained, "a raised budget is no retry"
+
+
+def test_a_turn_that_spends_past_the_call_token_bound_is_aborted_while_it_runs(
+    api: Api, engine: Engine, sample_repo: Path
+) -> None:
+    """The plan's turn reads for 300,000 tokens in its first step, then would think for a
+    minute: the collector sees the step's usage pass the 200,000 tokens its call
+    reserved, marks the call and aborts the turn; the step records it aborted under the
+    rule CallTokenBound, billed what it used, and the run fails closed without a retry
+    (another attempt would spend as much again)."""
+    run_id = api.submit(sample_repo, "Add a note to README.md [oc:spend=300000] [oc:slow=60000]")
+    failed = api.wait_for(run_id, {"failed"}, deadline_s=40)
+    assert failed["lastStep"] == "CompileST"
+    assert "CallTokenBound" in failed["error"], failed["error"]
+    with engine.connect() as conn:
+        calls = conn.execute(
+            text(
+                "SELECT attempt, status, error_name, error, spent_tokens, duration_ms,"
+                " (usage->>'total_tokens')::bigint AS used"
+                " FROM app.opencode_calls WHERE run_id = :r ORDER BY id"
+            ),
+            {"r": run_id},
+        ).all()
+    [call] = calls  # no second attempt
+    assert (call.attempt, call.status, call.error_name) == (1, "aborted", "CallTokenBound")
+    assert "300,000 tokens, past the call's bound of 200,000" in call.error
+    assert call.used >= 300_000, "the turn's whole usage is recorded"
+    assert call.spent_tokens >= 300_000, "billed what it used, past its reservation"
+    assert call.duration_ms < 60_000, "stopped while it ran, not at the end of its hold"

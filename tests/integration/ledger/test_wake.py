@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from shared.db import direct
 from shared.db.repos.ledger import _WAKE, LedgerRepo, Woken
+from shared.domain.turn_spend import over_bound_error
 from tests.factories import RunFactory
 from tests.integration.shared.test_direct import prepared_here
 
@@ -102,3 +103,46 @@ def test_the_collector_repeating_its_wake_on_one_connection_never_has_it_prepare
         LedgerRepo(db).wake(["ses_404"])
     wake = direct.compile_once(_WAKE, db.get_bind().dialect).sql
     assert wake not in prepared_here(db)
+
+
+def test_a_turn_past_its_token_bound_is_marked_while_it_runs_and_its_end_keeps_the_mark(
+    db: Session,
+) -> None:
+    """The collector marks the sent call whose turn passed its bound, before aborting it;
+    the abort's ``session.error`` (MessageAbortedError) then wakes the step without
+    replacing the reason, so the step refuses the turn under the bound's rule."""
+    run = RunFactory()
+    db.commit()
+    _calls(db, run.id, 1, 4, "sent")
+    db.execute(
+        text(
+            "UPDATE app.opencode_calls SET daemon = 'd', request = '{\"directory\": \"/w\"}',"
+            " idle_at = CASE WHEN session_id = 'ses_3' THEN now() END,"
+            " error = CASE WHEN session_id = 'ses_4' THEN 'UnknownError: x' END"
+            " WHERE run_id = :r"
+        ),
+        {"r": run.id},
+    )
+    db.commit()
+    ledger = LedgerRepo(db)
+    mark = over_bound_error(250_000, 200_000)
+
+    assert ledger.mark_over_bound("ses_1", mark, "d") == ["/w"]
+    assert ledger.mark_over_bound("ses_1", mark, "d") == [], "marked once"
+    assert ledger.mark_over_bound("ses_2", mark, "another") == [], "another daemon's event"
+    assert ledger.mark_over_bound("ses_3", mark, "d") == [], "its turn already ended"
+    assert ledger.mark_over_bound("ses_4", mark, "d") == [], "it already said an error"
+    assert ledger.wake_with_error("ses_1", "MessageAbortedError: Aborted", "d") == [
+        Woken(run.id, "CompileST", None)
+    ]
+    assert ledger.wake_with_error("ses_2", "MessageAbortedError: Aborted", "d")
+    db.commit()
+    errors = dict(
+        db.execute(
+            text(
+                "SELECT session_id, error FROM app.opencode_calls"
+                " WHERE session_id IN ('ses_1', 'ses_2')"
+            )
+        ).all()
+    )
+    assert errors == {"ses_1": mark, "ses_2": "MessageAbortedError: Aborted"}

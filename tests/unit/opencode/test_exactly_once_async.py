@@ -18,6 +18,7 @@ from shared.domain.call_record import StepLedger
 from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
 from shared.domain.run_machine import StepId
 from shared.domain.step_lease import StepAbandoned, StepLease
+from shared.domain.turn_spend import over_bound_error
 from shared.domain.vocab import CallStatus
 from shared.opencode.cache import LruCache
 from shared.opencode.calls import (
@@ -906,3 +907,45 @@ def test_an_aborted_turn_that_cannot_be_read_is_refused_and_keeps_its_abort() ->
     row = ledger.rows[_call().op_key].record
     assert (row.status, row.error_name) == ("aborted", "TurnNotInspectable")
     assert failed.value.kind == "refused"
+
+
+def _marked_over_bound(ledger: InMemoryLedger) -> str:
+    """What the collector records on a running turn past its bound, before its abort."""
+    mark = over_bound_error(250_000, 200_000)
+    row = ledger.rows[_call().op_key]
+    row.record = replace(row.record, error=mark)
+    return mark
+
+
+def test_a_turn_aborted_for_passing_its_token_bound_is_refused_under_that_rule() -> None:
+    """Recorded ``aborted`` (its settle spends at least the reservation), billed the
+    session's whole spend, and refused: no other attempt, which would spend as much."""
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(250_000)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    mark = _marked_over_bound(ledger)
+    agent.abort(pending.session_id, directory="/w")  # the collector's abort
+    ledger.wake(pending.session_id)  # its session.error keeps the mark (test_wake.py)
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert failed.value.kind == "refused"
+    row = ledger.rows[_call().op_key].record
+    assert (row.status, row.error_name) == (CallStatus.ABORTED, "CallTokenBound")
+    assert row.error == mark, "the diagnostic names the rule, the tokens and the bound"
+    assert row.usage is not None
+    assert row.usage["total_tokens"] == 250_000
+
+
+def test_a_marked_turn_that_ended_on_its_own_before_the_abort_is_judged_as_any_other() -> None:
+    """The bound is enforced by stopping a turn: one that answered first is used (and
+    billed what it used), not thrown away after it was paid for."""
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(250_000)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    _marked_over_bound(ledger)
+    agent.release(pending.session_id)  # answered before the abort arrived
+    agent.abort(pending.session_id, directory="/w")
+    ledger.wake(pending.session_id)
+    result = _calls(agent, ledger).prompt_structured(_call())
+    assert (result.answer, result.usage["total_tokens"]) == (ANSWER, 250_000)
+    assert ledger.status(_call().op_key) == CallStatus.SUCCEEDED

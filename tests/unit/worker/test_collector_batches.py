@@ -16,6 +16,7 @@ from services.worker.collector import (
     _read_ended,
     session_error,
 )
+from shared.domain.turn_spend import TurnSpend
 from shared.opencode.errors import OpenCodeTransientError
 from shared.opencode.events import OcEvent
 from shared.service.messages import InMemorySender, RunStep
@@ -138,3 +139,44 @@ def test_a_session_ended_twice_is_woken_once_and_the_stream_end_waits_for_what_c
     rest = ended.take(2, timeout_s=0)
     assert rest is not None
     assert (rest.sessions, rest.ended, rest.failure) == ([("c", None)], True, None)
+
+
+def _assistant(session_id: str, message_id: str, tokens: int, role: str = "assistant") -> OcEvent:
+    info = {
+        "id": message_id,
+        "sessionID": session_id,
+        "role": role,
+        "tokens": {"input": tokens, "output": 0, "reasoning": 0, "cache": {"read": 0, "write": 0}},
+    }
+    return OcEvent("message.updated", {"sessionID": session_id, "info": info}, "e")
+
+
+def test_a_running_turn_past_the_token_bound_is_handed_over_once_and_its_end_forgets_it() -> None:
+    stream = [
+        _assistant("s1", "u1", 10**9, role="user"),  # a prompt's size is not the turn's spend
+        _assistant("s1", "m1", 150),
+        _assistant("s2", "m1", 150),
+        _assistant("s1", "m2", 100),  # s1: 250, past 200
+        _assistant("s1", "m3", 100),
+        OcEvent("session.idle", {"sessionID": "s2"}, "e"),
+        _assistant("s2", "m2", 100),  # s2 ended: its next turn starts from nothing
+    ]
+    ended = EndedSessions()
+    spend = TurnSpend(bound=200)
+    _read_ended(iter(stream), ended, spend)  # type: ignore[arg-type]
+    taken = ended.take(10, timeout_s=0)
+    assert taken is not None
+    assert taken.over == [("s1", 250)]
+    assert taken.sessions == [("s2", None)]
+
+
+def test_a_turn_past_the_bound_is_stopped_before_any_wake_up() -> None:
+    class Stopping(RecordingCollector):
+        def stop_over_bound(self, session_id: str, used: int, bound: int) -> bool:
+            self.calls.append(("stop", (session_id, used, bound)))
+            return True
+
+    collector = Stopping()
+    collector.token_bound = 200
+    assert collector._wake_taken(Taken([("s2", None)], over=[("s1", 250)])) is True
+    assert collector.calls == [("stop", ("s1", 250, 200)), ("wake", ["s2"])]
