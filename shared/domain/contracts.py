@@ -7,6 +7,7 @@ every answer passes through :func:`validate_answer` before anything trusts it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -96,6 +97,9 @@ BUILD_OUTPUT_SCHEMA: dict[str, Any] = {
 
 UNSTORABLE_SAID = "holds a NUL byte or a lone surrogate"
 MAX_ERRORS = 20
+ERRORS_READ = 1000
+"""Violations read (and sorted by where they are) before the first MAX_ERRORS are shown;
+past it the rest are said to be many, never all read."""
 MAX_PATH_CHARS = 200
 MAX_MESSAGE_CHARS = 300
 """A violation message quotes the offending value: an oversize field would repeat itself
@@ -145,16 +149,24 @@ def validate_answer(schema: dict[str, Any], answer: object) -> dict[str, Any]:
     or text of a plan has one, and Postgres cannot store it (the stored answer would
     differ from the one judged and hashed: :mod:`shared.domain.storable`)."""
     validator = Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(answer), key=lambda e: list(e.absolute_path))
-    unstorable = [f"{_shown_at(at)}: {UNSTORABLE_SAID}" for at in _unstorable(answer)]
+    # Read lazily and only so far: an answer of a million wrong items is a million
+    # errors (about 3.5 kB each); sorting them all to show twenty held 710 MB for a
+    # 400 kB answer (red-team helper-128).
+    read = list(islice(validator.iter_errors(answer), ERRORS_READ + 1))
+    errors = sorted(read[:ERRORS_READ], key=lambda e: list(e.absolute_path))
+    unstorable = [
+        f"{_shown_at(at)}: {UNSTORABLE_SAID}" for at in islice(_unstorable(answer), ERRORS_READ + 1)
+    ]
     if errors or unstorable:
         shown = unstorable[:MAX_ERRORS] + [
             f"{_shown_at(e.absolute_path)}: {_cut(e.message, e.validator, e.validator_value)}"
             for e in errors[: max(0, MAX_ERRORS - len(unstorable))]
         ]
-        errors_total = len(errors) + len(unstorable)
-        if errors_total > len(shown):
-            shown.append(f"... and {errors_total - len(shown)} more violations")
+        found = len(read) + len(unstorable)
+        if found > len(shown):
+            counted = len(read) <= ERRORS_READ and len(unstorable) <= ERRORS_READ
+            more = f"{found - len(shown)}" if counted else "many"
+            shown.append(f"... and {more} more violations")
         raise ContractViolation(shown)
     if not isinstance(answer, dict):  # unreachable for object schemas; narrows the type
         raise ContractViolation(["<root>: answer is not an object"])

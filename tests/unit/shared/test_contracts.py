@@ -10,6 +10,8 @@ import pytest
 from shared.domain.contracts import (
     BUILD_OUTPUT_SCHEMA,
     EDIT_REPORT_SCHEMA,
+    ERRORS_READ,
+    MAX_ERRORS,
     PLAN_OUTPUT_SCHEMA,
     UNSTORABLE_SAID,
     ContractViolation,
@@ -132,3 +134,17 @@ def test_an_astral_character_is_text_like_any_other() -> None:
     smiling = {**PLAN, "design": json.loads('"Add multiply \\ud83d\\ude00"')}
     assert smiling["design"].endswith("\U0001f600")
     assert validate_answer(PLAN_OUTPUT_SCHEMA, smiling) == smiling
+
+
+def test_violations_past_those_read_are_said_to_be_many_never_all_read() -> None:
+    few = {"files": [1] * 30}
+    with pytest.raises(ContractViolation) as counted:
+        validate_answer(PLAN_OUTPUT_SCHEMA, few)
+    said = counted.value.errors
+    assert len(said) == MAX_ERRORS + 1
+    assert said[-1].endswith("more violations")
+    assert not said[-1].startswith("... and many")
+    many = {"files": [1] * (ERRORS_READ * 3)}
+    with pytest.raises(ContractViolation) as read_so_far:
+        validate_answer(PLAN_OUTPUT_SCHEMA, many)
+    assert read_so_far.value.errors[-1] == "... and many more violations"
