@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.opencode import json_shape
 from shared.opencode.calls import EXCERPT_CHARS, bounded_record
 from shared.opencode.json_shape import (
     MAX_CONTAINERS,
@@ -188,3 +189,32 @@ def test_a_refusal_of_a_body_that_is_not_json_says_why_and_quotes_none_of_it(
     refused = AnswerNotJson(f"GET x: body is not JSON ({reason}): {body}", reason=reason)
     assert unread_reason(refused) == f"the body is not JSON ({said})"
     assert "hunter2" not in unread_reason(refused)
+
+
+def _brackets_by_parsing(value: object) -> str:
+    """The brackets of a JSON value's text outside its strings, read from the value."""
+    if isinstance(value, list):
+        return "[" + "".join(_brackets_by_parsing(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + "".join(_brackets_by_parsing(v) for v in value.values()) + "}"
+    return ""
+
+
+_TRICKY = st.text(alphabet=st.sampled_from('ab"\\[]{}\n\u00e9'), max_size=12)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | _TRICKY,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(_TRICKY, inner, max_size=5),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=_JSON, window=st.sampled_from([1, 2, 3, 7, 1 << 16]))
+def test_the_brackets_counted_are_those_outside_strings_whatever_the_window(
+    value: object, window: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Strings are dropped a window at a time: a string (escapes and all) across any
+    window boundary is still one string."""
+    monkeypatch.setattr(json_shape, "_WINDOW", window)
+    for text in (json.dumps(value), json.dumps(value, ensure_ascii=False)):
+        assert json_shape._skeleton(text.encode()).decode() == _brackets_by_parsing(value)
