@@ -18,6 +18,7 @@ still lands there, and callers that need one hold a descriptor.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -53,3 +54,69 @@ def realpath(path: str) -> str:
     """``os.path.realpath(path)``, read from the kernel where the path exists."""
     real = _kernel_real(path)
     return os.path.realpath(path) if real is None else real
+
+
+_MISSING = frozenset({errno.ENOENT, errno.ENOTDIR})
+"""What ``lstat`` says of a name that is not there (or under a file): the walk takes
+such a name as it is, and nothing after it can be there."""
+
+
+class Resolver:
+    """:func:`realpath` for many paths, each at most a few system calls, whatever its
+    depth: what the kernel said of each folder is kept for the resolver's life.
+
+    For a path that does not exist the walk of ``os.path.realpath`` takes an ``lstat``
+    per component, each walking the prefix again in the kernel: a 1,900-part path cost
+    5 ms in an empty folder and 180 ms under a folder that deep, and a turn's tool parts
+    may name thousands (red-team helper-128). Here the longest prefix the kernel opens
+    is found by bisection (the parent first, the common case), the name after it must be
+    missing (``ENOENT``, ``ENOTDIR``: not a dangling link, whose target the walk would
+    follow), and the rest is joined as the walk joins it, ``.`` and empty parts dropped.
+    A tail with ``..`` in it, or anything else odd, is left to the walk itself.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str | None] = {}
+
+    def __call__(self, path: str) -> str:
+        real = self._kernel(path)
+        if real is not None:
+            return real
+        found = self._with_missing_tail(path)
+        return os.path.realpath(path) if found is None else found
+
+    def _kernel(self, prefix: str) -> str | None:
+        if prefix not in self._seen:
+            self._seen[prefix] = _kernel_real(prefix)
+        return self._seen[prefix]
+
+    def _with_missing_tail(self, path: str) -> str | None:
+        absolute = path if path.startswith("/") else os.path.join(os.getcwd(), path)
+        parts = absolute.split("/")  # parts[0] is "": the root, which always opens
+
+        def prefix(end: int) -> str:
+            return "/".join(parts[: end + 1]) or "/"
+
+        opened, missing = 0, len(parts) - 1  # the kernel opens prefix(0), not the path
+        if len(parts) > 2 and self._kernel(prefix(missing - 1)) is not None:
+            opened = missing - 1
+        while missing - opened > 1:
+            middle = (opened + missing) // 2
+            if self._kernel(prefix(middle)) is not None:
+                opened = middle
+            else:
+                missing = middle
+        tail = [part for part in parts[opened + 1 :] if part not in ("", ".")]
+        if ".." in tail or not tail:
+            return None
+        try:
+            os.lstat(prefix(opened) + "/" + tail[0])
+        except OSError as exc:
+            if exc.errno not in _MISSING:
+                return None
+        else:
+            return None  # there, yet the kernel cannot open it (a dangling link, a loop)
+        head = self._kernel(prefix(opened))
+        if head is None:  # pragma: no cover - the root, unopenable
+            return None
+        return os.path.join(head, *tail)

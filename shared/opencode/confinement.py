@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from shared.real_path import realpath
+from shared.real_path import Resolver
 
 WRITING_TOOLS: Mapping[str, tuple[str, ...]] = {
     "edit": ("filePath",),
@@ -147,6 +147,13 @@ def tool_uses(parts: Iterable[Mapping[str, object]]) -> list[tuple[str, str, lis
     return found
 
 
+PATHS_JUDGED_MAX = 10_000
+"""The most paths one turn's tool parts may name: past it the turn is refused
+(``ToolPathUnreadable``) rather than judged. A turn is at most 40 steps and a patch at
+most ``max_files`` files; 60,000 names in one patch text (2.2 MB, a quarter of an
+answer) cost 5 s to judge before each path took a few system calls, and 1 s after
+(red-team helper-128)."""
+
 PATH_MAX = 4096
 """Linux's bound on a path given to one system call, its closing NUL included."""
 NAME_MAX = 255
@@ -174,12 +181,17 @@ def _judge(root: str, raw: str, resolve: Callable[[str], str]) -> str | None:
     if _unopenable(joined):  # before any walk: resolving it is quadratic in its length
         return "ToolPathUnreadable"
     lexical = os.path.normpath(joined)
-    kernels = (resolve(joined), resolve(lexical))
+    kernel = resolve(joined)
+    kernels = (kernel, kernel if lexical == joined else resolve(lexical))
+    inside = root.rstrip(os.sep) + os.sep
     for opened in kernels:
-        if opened != root and not opened.startswith(root.rstrip(os.sep) + os.sep):
+        if opened != root and not opened.startswith(inside):
             return "PathOutsideWorktree"
     for opened in (*kernels, lexical):
-        if ".git" in os.path.relpath(opened, root).split(os.sep):
+        # what lies under the root is read off its text; anything else the long way
+        under = opened[len(inside) :] if opened.startswith(inside) else None
+        relative = under if under is not None else os.path.relpath(opened, root)
+        if ".git" in relative.split(os.sep):
             return "GitMetadataForbidden"
     return None
 
@@ -188,13 +200,17 @@ def violations(
     directory: str,
     parts: Iterable[Mapping[str, object]],
     *,
-    resolve: Callable[[str], str] = realpath,
+    resolve: Callable[[str], str] | None = None,
 ) -> list[Violation]:
     """Every tool part of ``parts`` that names a path outside ``directory`` or in a
     ``.git``, or a writing tool's part that names none; ``resolve`` maps a path to what
-    the filesystem would open (symlinks followed)."""
+    the filesystem would open (symlinks followed; by default one :class:`Resolver` for
+    the whole turn, a few system calls a path however deep)."""
+    if resolve is None:
+        resolve = Resolver()
     root = resolve(directory)
     found = []
+    judged = 0
     for part in parts:
         tool = part.get("tool")
         if part.get("type") != "tool" or not isinstance(tool, str):
@@ -207,6 +223,11 @@ def violations(
             found.append(Violation("ToolPathUnreadable", tool, "", status))
             continue
         for raw in paths + (_patched_files(state) if tool in PATCH_TOOLS else []):
+            judged += 1
+            if judged > PATHS_JUDGED_MAX:  # fail closed: the rest are never judged
+                past = f"(more than {PATHS_JUDGED_MAX} paths named in one turn)"
+                found.append(Violation("ToolPathUnreadable", tool, past, status))
+                return found
             rule = _judge(root, raw, resolve)
             if rule is not None:
                 found.append(Violation(rule, tool, raw, status))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared.opencode.confinement import patch_paths, violations
+from shared.opencode.confinement import PATHS_JUDGED_MAX, patch_paths, violations
 from shared.opencode.errors import OpenCodePermanentError
 from shared.opencode.messages import PromptReply
 from shared.opencode.turn_inspection import Turn, TurnRejected, assert_turn_rules
@@ -227,3 +227,14 @@ def test_a_long_path_a_call_can_open_is_judged_as_any_other(worktrees: tuple[Pat
     assert [v.rule for v in violations(str(run1), [_part("write", filePath=outside)])] == [
         "PathOutsideWorktree"
     ]
+
+
+def test_a_turn_naming_more_paths_than_any_turn_needs_is_refused_not_judged(
+    tmp_path: Path,
+) -> None:
+    text = "".join(f"*** Add File: f{i}.txt\n" for i in range(PATHS_JUDGED_MAX + 5))
+    found = violations(str(tmp_path), [_part("apply_patch", patchText=text)])
+    assert [v.rule for v in found] == ["ToolPathUnreadable"]
+    assert f"more than {PATHS_JUDGED_MAX} paths" in found[0].path
+    within = "".join(f"*** Add File: f{i}.txt\n" for i in range(PATHS_JUDGED_MAX))
+    assert violations(str(tmp_path), [_part("apply_patch", patchText=within)]) == []

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.real_path import realpath, resolved
+from shared.real_path import Resolver, realpath, resolved
 
 NAMES = ("a", "b", "c", "d (deleted)")
 Entry = tuple[str, str, str]  # (parent path, name, kind: dir | file | link:<target>)
@@ -123,3 +123,44 @@ def test_a_relative_path_is_taken_from_the_working_folder(
     monkeypatch.chdir(tmp_path / "inner")
     assert resolved(Path("..")) == tmp_path.resolve()
     assert realpath(".") == str((tmp_path / "inner").resolve())
+
+
+@settings(max_examples=600, deadline=None)
+@given(tree=entries, queries=st.lists(queries, min_size=1, max_size=4))
+def test_the_resolver_of_many_paths_lands_where_the_walk_lands(
+    tree: list[Entry], queries: list[str]
+) -> None:
+    """Its kept readings of folders, its bisection and its missing tails agree with the
+    walk on every path, one resolver for all of them (as a turn's tool parts share one)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        _build(root, tree)
+        resolve = Resolver()
+        for query in queries:
+            for tail in ("", "/x", "/x/y/z"):
+                path = f"{root}/{query}{tail}"
+                assert _outcome(resolve, path) == _outcome(os.path.realpath, path), path
+
+
+def test_a_dangling_link_past_the_folders_that_open_is_followed_as_the_walk_follows_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "link").symlink_to("/nowhere/new-file")
+    assert Resolver()(str(tmp_path / "link")) == "/nowhere/new-file"
+    assert Resolver()(str(tmp_path / "link" / "x")) == "/nowhere/new-file/x"
+
+
+def test_a_deep_missing_path_is_resolved_in_a_few_system_calls(tmp_path: Path) -> None:
+    deep = "a/" * 1900 + "x"
+    resolve = Resolver()
+    calls = 0
+    kernel = resolve._kernel
+
+    def counted(prefix: str) -> str | None:
+        nonlocal calls
+        calls += 1
+        return kernel(prefix)
+
+    resolve._kernel = counted  # type: ignore[method-assign]
+    assert resolve(f"{tmp_path}/{deep}") == f"{tmp_path}/{deep}"
+    assert calls < 20, calls
