@@ -29,6 +29,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
@@ -57,6 +58,11 @@ log = structlog.get_logger("kodo.collector")
 ENDED = frozenset({"session.idle", "session.error"})
 """Events that end a turn. An unknown agent or model is a 204 to prompt_async and then
 a ``session.error`` only (no idle): both wake the step."""
+
+ID_CHARS_MAX = 128
+"""The longest session or message id kept: the ledger's ``session_id`` column width, so
+a longer one names no call of kodo's. Held ids stay small whatever the stream says (100
+``session.idle`` events with 1 MB ids had held 95 MB; red-team helper-128)."""
 
 STREAM_READ_TIMEOUT_S = 35.0
 """The daemon sends a heartbeat every 10 s: a silence this long is a dead stream."""
@@ -246,7 +252,11 @@ def ended_session(event: OcEvent) -> str | None:
     if event.type not in ENDED:
         return None
     session_id = event.properties.get("sessionID")
-    return session_id if isinstance(session_id, str) and session_id else None
+    return session_id if _an_id(session_id) else None
+
+
+def _an_id(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and 0 < len(value) <= ID_CHARS_MAX
 
 
 def assistant_usage(event: OcEvent) -> tuple[str, str, int] | None:
@@ -258,7 +268,7 @@ def assistant_usage(event: OcEvent) -> tuple[str, str, int] | None:
     if not isinstance(info, dict) or info.get("role") != "assistant":
         return None
     session_id, message_id = info.get("sessionID"), info.get("id")
-    if not isinstance(session_id, str) or not session_id or not isinstance(message_id, str):
+    if not _an_id(session_id) or not _an_id(message_id):
         return None
     return session_id, message_id, int(usage_of(info)["total_tokens"])
 
@@ -357,9 +367,7 @@ class EndedSessions:
             return Taken(sessions, over, overflowed, ended, self._failure if ended else None)
 
 
-def _read_ended(
-    stream: EventStream, ended: EndedSessions, spend: TurnSpend | None = None
-) -> None:
+def _read_ended(stream: EventStream, ended: EndedSessions, spend: TurnSpend | None = None) -> None:
     """Hand the ended sessions of ``stream`` to ``ended`` (its own thread: the follower
     takes what piled up and wakes it in one transaction), and, with ``spend``, the
     running turns that passed the token bound; then how the stream ended."""

@@ -25,13 +25,13 @@ CALL_TOKEN_BOUND = "CallTokenBound"  # noqa: S105 - a rule name
 
 OVER_BOUND_MARK = CALL_TOKEN_BOUND + ": "
 
-SESSIONS_TRACKED = 20_000
-"""Running turns whose spend is kept at once; past it the oldest is forgotten (kodo's
-own in-flight calls are bounded far below this by its workers and daemons)."""
+SESSIONS_TRACKED = 5_000
+"""Running turns whose spend is kept at once, per daemon; past it the oldest is
+forgotten (a real daemon held 200 turns at 1.95 GB)."""
 
-MESSAGES_TRACKED = 200
-"""Assistant messages counted per turn: kodo's agents are capped well below it
-(``steps``), and reads refuse a turn past MAX_TURN_STEPS anyway."""
+MESSAGES_TRACKED = 64
+"""Assistant messages counted per turn: kodo's agents are capped below it (``steps``,
+40), and reads refuse a turn past MAX_TURN_STEPS (50) anyway."""
 
 
 def over_bound_error(used: int, bound: int) -> str:

@@ -10,10 +10,13 @@ from typing import Any
 import pytest
 
 from services.worker.collector import (
+    ID_CHARS_MAX,
     Collector,
     EndedSessions,
     Taken,
     _read_ended,
+    assistant_usage,
+    ended_session,
     session_error,
 )
 from shared.domain.turn_spend import TurnSpend
@@ -180,3 +183,12 @@ def test_a_turn_past_the_bound_is_stopped_before_any_wake_up() -> None:
     collector.token_bound = 200
     assert collector._wake_taken(Taken([("s2", None)], over=[("s1", 250)])) is True
     assert collector.calls == [("stop", ("s1", 250, 200)), ("wake", ["s2"])]
+
+
+def test_ids_longer_than_any_kodo_keeps_are_not_held() -> None:
+    long_id = "ses_" + "x" * ID_CHARS_MAX
+    assert ended_session(OcEvent("session.idle", {"sessionID": long_id}, "e")) is None
+    assert ended_session(OcEvent("session.idle", {"sessionID": long_id[:ID_CHARS_MAX]}, "e"))
+    assert assistant_usage(_assistant(long_id, "m1", 10)) is None
+    assert assistant_usage(_assistant("s1", long_id, 10)) is None
+    assert assistant_usage(_assistant("s1", "m1", 10)) == ("s1", "m1", 10)
