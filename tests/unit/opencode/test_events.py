@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -216,3 +217,14 @@ def test_a_misshapen_event_of_an_unwanted_type_is_not_even_read() -> None:
     assert (decoder.unread, decoder.skipped["misshapen"]) == (1, 0)
     idle = b'data: {"type": "session.idle", "properties": {"sessionID": "ses_1"}}\n\n'
     assert [e.session_id for e in decoder.feed(idle)] == ["ses_1"]  # the next one is read
+
+
+@pytest.mark.parametrize("blank", [b"\n", b"\r"], ids=["lf", "cr"])
+def test_a_chunk_of_blank_lines_is_read_in_time_linear_in_it(blank: bytes) -> None:
+    """Each line's end was searched for from its start to the buffer's end for the
+    ending the buffer lacked: a 1 MiB read of blank lines was a minute of the
+    collector's CPU (a daemon's stream, red-team helper-128)."""
+    decoder = SseDecoder(wrapped=True)
+    started = time.process_time()
+    assert decoder.feed(blank * (1 << 20)) == []
+    assert time.process_time() - started < 5.0
