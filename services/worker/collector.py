@@ -36,6 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clock import Clock, SystemClock
+from shared.db.repos.ledger import SentCall
 from shared.domain.turn_spend import TurnSpend, over_bound_error
 from shared.opencode.calls import bounded_error
 from shared.opencode.errors import OpenCodeError, OpenCodeTransientError, OpenCodeUnreachable
@@ -90,17 +91,40 @@ class Collector:
     _declared_lost: bool = False
 
     def reconcile(self) -> list[RunStep]:
-        """Wake every sent call of this daemon whose session is no longer busy."""
+        """Wake every sent call of this daemon whose session is no longer busy; with a
+        token bound, stop each busy one whose session already spent past it (its
+        report may have come while the stream was down)."""
+        bounded = self.token_bound is not None
         with self.sessions() as s:
-            calls = sent_calls(s, self.daemon)
-        by_directory: dict[str, list[str]] = defaultdict(list)
+            calls = sent_calls(s, self.daemon, claimed=bounded)
+        by_directory: dict[str, list[SentCall]] = defaultdict(list)
         for call in calls:
-            by_directory[call.directory].append(call.session_id)
+            by_directory[call.directory].append(call)
         ended: list[str] = []
-        for directory, session_ids in sorted(by_directory.items()):
+        running: list[tuple[str, str]] = []
+        for directory, listed in sorted(by_directory.items()):
             busy = self.client.busy_sessions(directory=directory)
-            ended.extend(sid for sid in session_ids if sid not in busy)
+            for call in listed:
+                if call.session_id in busy:
+                    running.append((call.session_id, directory))
+                elif call.sent:  # a claimed one is woken by its sender (LedgerRepo.wake)
+                    ended.append(call.session_id)
+        if self.token_bound is not None:
+            for session_id, directory in running:
+                self._stop_if_over(session_id, directory, self.token_bound)
         return self.wake(ended)
+
+    def _stop_if_over(self, session_id: str, directory: str, bound: int) -> None:
+        """Stop a running turn whose session's totals (one call a session) are past
+        ``bound``; a daemon that cannot say now is asked at the next reconcile."""
+        try:
+            info = self.client.get_session(session_id, directory=directory)
+        except OpenCodeError as exc:
+            log.info("collector.spend_unread", session_id=session_id, error=str(exc)[:200])
+            return
+        used = int(usage_of(info)["total_tokens"])
+        if used > bound:
+            self.stop_over_bound(session_id, used, bound)
 
     def wake(self, session_ids: Iterable[str]) -> list[RunStep]:
         ids = sorted(set(session_ids))
@@ -169,8 +193,9 @@ class Collector:
         )
 
     def stop_over_bound(self, session_id: str, used: int, bound: int) -> bool:
-        """Mark the sent call of ``session_id`` over its token bound and abort its turn;
-        False if no sent call of this daemon awaits it (not kodo's, or already ended)."""
+        """Mark the sent call of ``session_id`` over its token bound (once: the first
+        total said stays) and abort its turn; False if no sent call of this daemon
+        awaits it (not kodo's, or already ended)."""
         with UnitOfWork(self.sessions, self.sender) as uow:
             directories = mark_over_bound(
                 uow, session_id, over_bound_error(used, bound), self.daemon
@@ -186,6 +211,8 @@ class Collector:
                 bound=bound,
                 aborted=stopped,
             )
+            if not stopped:  # its step asks again, and again until the turn stops
+                self.wake_errored(session_id, over_bound_error(used, bound))
         return bool(directories)
 
     def _follow_once(self, stop: threading.Event) -> None:

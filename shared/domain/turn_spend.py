@@ -55,11 +55,12 @@ class TurnSpend:
 
     bound: int
     _sessions: dict[str, dict[str, int]] = field(default_factory=dict)
-    _flagged: set[str] = field(default_factory=set)
 
     def see(self, session_id: str, message_id: str, total_tokens: int) -> int | None:
         """Count an assistant message's tokens (its latest report replaces the last);
-        return the turn's total the first time it passes the bound, else None."""
+        return the turn's total if it is past the bound, else None. Every report past it
+        is returned: an abort the daemon did not confirm is asked again at the turn's
+        next step (asking a turn that already stopped is harmless)."""
         messages = self._sessions.get(session_id)
         if messages is None:
             if len(self._sessions) >= SESSIONS_TRACKED:
@@ -70,15 +71,11 @@ class TurnSpend:
             return None
         messages[message_id] = max(total_tokens, messages.get(message_id, 0))
         total = sum(messages.values())
-        if total <= self.bound or session_id in self._flagged:
-            return None
-        self._flagged.add(session_id)
-        return total
+        return total if total > self.bound else None
 
     def end(self, session_id: str) -> None:
         """The session's turn ended: forget it."""
         self._sessions.pop(session_id, None)
-        self._flagged.discard(session_id)
 
     def __len__(self) -> int:
         return len(self._sessions)

@@ -777,6 +777,8 @@ class ExactlyOnceCalls:
         if row.woken and not ended and still_busy():
             # Woken by session.error: the idle follows at once; past that, the next
             # event (or the deadline) wakes the step again.
+            if is_over_bound(row.error):  # woken because the collector's abort failed
+                abort_turn(client, session_id, directory)
             settle = self.clock.monotonic() + WOKEN_SETTLE_S
             while (busy := still_busy()) and self.clock.monotonic() < settle:
                 self.clock.sleep(self.wait_poll_s)

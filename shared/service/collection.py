@@ -73,6 +73,7 @@ def fail_lost_daemon_calls(
     return woken
 
 
-def sent_calls(s: Session, daemon: str | None) -> list[SentCall]:
-    """The calls awaiting collection at ``daemon`` (all of them for ``None``)."""
-    return LedgerRepo(s).sent_calls(daemon)
+def sent_calls(s: Session, daemon: str | None, *, claimed: bool = False) -> list[SentCall]:
+    """The calls awaiting collection at ``daemon`` (all of them for ``None``); with
+    ``claimed``, also those not yet recorded sent whose session is named."""
+    return LedgerRepo(s).sent_calls(daemon, claimed=claimed)

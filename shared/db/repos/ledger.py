@@ -528,6 +528,7 @@ class SentCall:
     run_id: str
     step_id: str
     daemon: str | None
+    sent: bool = True  # False: claimed, its prompt perhaps gone, not yet recorded sent
 
 
 class LedgerRepo(PrebuiltRepo):
@@ -738,37 +739,50 @@ class LedgerRepo(PrebuiltRepo):
         )
 
     def mark_over_bound(self, session_id: str, error: str, daemon: str) -> list[str]:
-        """Keep ``error`` (shared.domain.turn_spend) on ``daemon``'s sent call of
-        ``session_id`` if its turn has not ended (nor said an error) yet; the directories
-        of the calls marked."""
+        """Keep ``error`` (shared.domain.turn_spend) on ``daemon``'s open call of
+        ``session_id`` (sent, or claimed with its prompt perhaps gone) if its turn has not
+        ended (nor said another error) yet; the directories of the calls so marked
+        (again: the abort is asked again)."""
         rows = self.session.execute(
             update(OpenCodeCall)
             .where(
                 OpenCodeCall.session_id == session_id,
-                OpenCodeCall.status == CallStatus.SENT.value,
+                # claimed too: the prompt may have left before it was recorded sent
+                OpenCodeCall.status.in_(OPEN),
                 OpenCodeCall.daemon == daemon,
                 OpenCodeCall.idle_at.is_(None),
-                OpenCodeCall.error.is_(None),
+                or_(
+                    OpenCodeCall.error.is_(None),
+                    OpenCodeCall.error.startswith(OVER_BOUND_MARK, autoescape=True),
+                ),
             )
-            .values(error=error)
+            .values(error=func.coalesce(OpenCodeCall.error, error))
             .returning(OpenCodeCall.request["directory"].as_string())
         ).all()
         return [directory for (directory,) in rows if directory]
 
-    def sent_calls(self, daemon: str | None = None) -> list[SentCall]:
-        """Every call awaiting collection (of ``daemon``, or of any daemon)."""
+    def sent_calls(self, daemon: str | None = None, *, claimed: bool = False) -> list[SentCall]:
+        """Every call awaiting collection (of ``daemon``, or of any daemon); with
+        ``claimed``, also those whose prompt may have left but is not recorded sent yet
+        (a session is named)."""
+        wanted = (
+            (CallStatus.SENT.value, CallStatus.CLAIMED.value)
+            if claimed
+            else (CallStatus.SENT.value,)
+        )
         query = select(
             OpenCodeCall.session_id,
             OpenCodeCall.request["directory"].as_string(),
             OpenCodeCall.run_id,
             OpenCodeCall.step_id,
             OpenCodeCall.daemon,
-        ).where(OpenCodeCall.status == CallStatus.SENT.value)
+            OpenCodeCall.status,
+        ).where(OpenCodeCall.status.in_(wanted))
         if daemon is not None:
             query = query.where(OpenCodeCall.daemon == daemon)
         return [
-            SentCall(sid, directory, run_id, step_id, where)
-            for sid, directory, run_id, step_id, where in self.session.execute(query).all()
+            SentCall(sid, directory, run_id, step_id, where, status == CallStatus.SENT)
+            for sid, directory, run_id, step_id, where, status in self.session.execute(query)
             if sid and directory
         ]
 

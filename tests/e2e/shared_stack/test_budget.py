@@ -76,18 +76,19 @@ def test_a_call_past_the_budget_is_not_sent_until_an_approver_raises_it(
     assert counted.retry_count == counted.explained, "a raised budget is no retry"
 
 
+@pytest.mark.parametrize("refused_aborts", [0, 1], ids=["abort-confirmed", "first-abort-refused"])
 def test_a_turn_that_spends_past_the_call_token_bound_is_aborted_while_it_runs(
-    api: Api, engine: Engine, sample_repo: Path
+    api: Api, engine: Engine, sample_repo: Path, refused_aborts: int
 ) -> None:
     """The plan's turn reads for 300,000 tokens in its first step, then would think for a
     minute: the collector sees the step's usage pass the 200,000 tokens its call
-    reserved, marks the call and aborts the turn; the step records it aborted under the
+    reserved, marks the call and aborts the turn (if the daemon refuses that abort, the
+    collector wakes the step, which asks again); the step records it aborted under the
     rule CallTokenBound, billed what it used, and the run fails closed without a retry
     (another attempt would spend as much again)."""
-    run_id = api.submit(sample_repo, "Add a note to README.md [oc:spend=300000] [oc:slow=60000]")
+    goal = "Add a note to README.md [oc:spend=300000] [oc:slow=60000]"
+    run_id = api.submit(sample_repo, f"{goal} [oc:abort-fails={refused_aborts}]")
     failed = api.wait_for(run_id, {"failed"}, deadline_s=40)
-    assert failed["lastStep"] == "CompileST"
-    assert "CallTokenBound" in failed["error"], failed["error"]
     with engine.connect() as conn:
         calls = conn.execute(
             text(
@@ -97,7 +98,11 @@ def test_a_turn_that_spends_past_the_call_token_bound_is_aborted_while_it_runs(
             ),
             {"r": run_id},
         ).all()
-    [call] = calls  # no second attempt
+    said = f"{failed['error']}\n{calls}\n{api.stack.proc('collector').log_tail(40)}"
+    assert failed["lastStep"] == "CompileST", said
+    assert "CallTokenBound" in failed["error"], said
+    assert len(calls) == 1, said  # no second attempt
+    [call] = calls
     assert (call.attempt, call.status, call.error_name) == (1, "aborted", "CallTokenBound")
     assert "300,000 tokens, past the call's bound of 200,000" in call.error
     assert call.used >= 300_000, "the turn's whole usage is recorded"

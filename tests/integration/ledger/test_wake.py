@@ -128,7 +128,8 @@ def test_a_turn_past_its_token_bound_is_marked_while_it_runs_and_its_end_keeps_t
     mark = over_bound_error(250_000, 200_000)
 
     assert ledger.mark_over_bound("ses_1", mark, "d") == ["/w"]
-    assert ledger.mark_over_bound("ses_1", mark, "d") == [], "marked once"
+    again = over_bound_error(400_000, 200_000)
+    assert ledger.mark_over_bound("ses_1", again, "d") == ["/w"], "aborted again, marked once"
     assert ledger.mark_over_bound("ses_2", mark, "another") == [], "another daemon's event"
     assert ledger.mark_over_bound("ses_3", mark, "d") == [], "its turn already ended"
     assert ledger.mark_over_bound("ses_4", mark, "d") == [], "it already said an error"

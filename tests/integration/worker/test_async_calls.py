@@ -815,3 +815,41 @@ def test_the_git_time_of_a_delivery_that_parked_counts_in_the_steps_git_ms(
             lease_s=30,
         )
     assert _parked_work_ms(rt, run_id) == 0
+
+
+@pytest.mark.parametrize("recorded_sent", [True, False], ids=["sent", "claimed"])
+def test_a_turn_past_its_token_bound_while_no_stream_was_open_is_stopped_by_the_reconcile(
+    async_rt: Runtime, client: OpenCodeClient, repo: Path, recorded_sent: bool
+) -> None:
+    """The step's usage report came before the collector's stream opened (a restart,
+    or the stack's start): its connect reads the running sessions' totals. A call the
+    sender has not recorded sent yet (its prompt gone) is stopped too, and its step
+    refuses the aborted turn under the bound's rule, without another attempt."""
+    rt = async_rt
+    run_id = new_run(rt, repo, "Add multiply to calc.py [oc:spend=300000] [oc:slow=30000]")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "parked"
+    if not recorded_sent:
+        with rt.sessions() as s, s.begin():
+            s.execute(
+                text("UPDATE app.opencode_calls SET status = 'claimed' WHERE run_id = :r"),
+                {"r": run_id},
+            )
+    collector = Collector(
+        client, rt.sessions, InMemorySender(), daemon=client.base_url, token_bound=200_000
+    )
+    collector.reconcile()
+    assert collector.over_bound == 1
+    if not recorded_sent:
+        with rt.sessions() as s, s.begin():
+            s.execute(
+                text("UPDATE app.opencode_calls SET status = 'sent' WHERE run_id = :r"),
+                {"r": run_id},
+            )
+    wait_until(collector.reconcile, 10, "the aborted turn to end")
+    assert run_step(rt, StepId.COMPILE, run_id, compile_step) == "failed"
+    with rt.sessions() as s:
+        rows = s.execute(
+            text("SELECT status, error_name FROM app.opencode_calls WHERE run_id = :r"),
+            {"r": run_id},
+        ).all()
+    assert [tuple(r) for r in rows] == [("aborted", "CallTokenBound")]

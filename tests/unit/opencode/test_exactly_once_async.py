@@ -949,3 +949,19 @@ def test_a_marked_turn_that_ended_on_its_own_before_the_abort_is_judged_as_any_o
     result = _calls(agent, ledger).prompt_structured(_call())
     assert (result.answer, result.usage["total_tokens"]) == (ANSWER, 250_000)
     assert ledger.status(_call().op_key) == CallStatus.SUCCEEDED
+
+
+def test_a_marked_turn_still_running_when_its_step_is_woken_is_aborted_by_the_step() -> None:
+    """The collector wakes the step when the daemon did not confirm its abort: the step
+    asks again, and judges the turn once it stopped."""
+    agent = _held(ScriptedTurn(answer=ANSWER, session_tokens=tokens(250_000)))
+    ledger = InMemoryLedger()
+    pending = _send(agent, ledger)
+    mark = _marked_over_bound(ledger)
+    ledger.wake(pending.session_id, error=mark)  # still busy: nothing stopped it yet
+    with pytest.raises(CallFailed) as failed:
+        _calls(agent, ledger).prompt_structured(_call())
+    assert agent.aborted == [pending.session_id]
+    assert failed.value.kind == "refused"
+    row = ledger.rows[_call().op_key].record
+    assert (row.status, row.error_name) == (CallStatus.ABORTED, "CallTokenBound")

@@ -154,7 +154,7 @@ def _assistant(session_id: str, message_id: str, tokens: int, role: str = "assis
     return OcEvent("message.updated", {"sessionID": session_id, "info": info}, "e")
 
 
-def test_a_running_turn_past_the_token_bound_is_handed_over_once_and_its_end_forgets_it() -> None:
+def test_a_running_turn_past_the_token_bound_is_handed_over_and_its_end_forgets_it() -> None:
     stream = [
         _assistant("s1", "u1", 10**9, role="user"),  # a prompt's size is not the turn's spend
         _assistant("s1", "m1", 150),
@@ -169,7 +169,7 @@ def test_a_running_turn_past_the_token_bound_is_handed_over_once_and_its_end_for
     _read_ended(iter(stream), ended, spend)  # type: ignore[arg-type]
     taken = ended.take(10, timeout_s=0)
     assert taken is not None
-    assert taken.over == [("s1", 250)]
+    assert taken.over == [("s1", 350)], "the latest total past the bound"
     assert taken.sessions == [("s2", None)]
 
 
