@@ -625,13 +625,18 @@ class ExactlyOnceCalls:
                 prompt_id=prompt_id,
             )
             if error is not None:
-                if over_bound is not None and isinstance(error, OpenCodeAborted):
-                    said = over_bound.removeprefix(OVER_BOUND_MARK)
-                    raise TurnRejected(CALL_TOKEN_BOUND, said)
                 error.reply = reply
                 raise error
             answer = validate_answer(call.schema, reply.info.get("structured"))
         except OpenCodeError as exc:
+            # Stopped for passing its token bound (however the daemon ended it: an
+            # error, or a loop that broke between steps with no answer): refused so.
+            bound = self._bound_mark(key, over_bound)
+            if bound is not None:
+                billed = usage or self._billed(daemon, session_id, call.directory, reply)
+                failed = self._bound_refusal(key, started, bound, reply, trail, from_status, billed)
+                self._forget(daemon, session_id, call.directory)
+                raise failed from exc
             aborted = isinstance(exc, OpenCodeAborted)
             failed = self._fail(
                 key,
@@ -648,6 +653,12 @@ class ExactlyOnceCalls:
             raise failed from exc
         except (ContractViolation, TurnRejected) as exc:  # answered, but against a rule
             name = exc.error_name if isinstance(exc, TurnRejected) else "ContractViolation"
+            bound = None if name in REFUSED_RULES else self._bound_mark(key, over_bound)
+            if bound is not None:  # no answer it may be judged by: cut by the bound
+                billed = usage or self._billed(daemon, session_id, call.directory, reply)
+                failed = self._bound_refusal(key, started, bound, reply, trail, from_status, billed)
+                self._forget(daemon, session_id, call.directory)
+                raise failed from exc
             kind: FailureKind = "refused" if name in REFUSED_RULES else "contract"
             failed = self._fail(
                 key,
@@ -685,6 +696,44 @@ class ExactlyOnceCalls:
         )
         settle()
         return StructuredResult(key, answer, "miss", usage)
+
+    def _bound_mark(self, key: str, given: str | None) -> str | None:
+        """The collector's over-bound mark on the call's row: as the collecting delivery
+        read it, else read now (a blocking call's row, or a mark made since)."""
+        if given is not None:
+            return given
+        found = self.ledger.read(key)
+        error = found[0].error if found is not None else None
+        return error if is_over_bound(error) else None
+
+    def _bound_refusal(
+        self,
+        key: str,
+        started: float,
+        mark: str,
+        reply: PromptReply | None,
+        trail: list[dict[str, Any]] | None,
+        from_status: CallStatus,
+        usage: dict[str, Any] | None,
+        unconfirmed: str = "",
+    ) -> CallFailed:
+        """Record a turn stopped for passing its token bound: refused under that rule
+        (never tried again: another attempt would spend as much), ``aborted`` (cut
+        short: its settle spends at least the reservation), the mark kept as its error;
+        ``timed_out`` if the daemon never confirmed it stopped."""
+        said = mark.removeprefix(OVER_BOUND_MARK) + unconfirmed
+        return self._fail(
+            key,
+            started,
+            CallStatus.TIMED_OUT if unconfirmed else CallStatus.ABORTED,
+            TurnRejected(CALL_TOKEN_BOUND, said),
+            reply,
+            kind="refused",
+            name=CALL_TOKEN_BOUND,
+            trail=trail,
+            from_status=from_status,
+            usage=usage,
+        )
 
     def flush(self, unrecorded: UnrecordedAnswers) -> None:
         """Record the answers left in ``unrecorded``, each in its own transaction (a
@@ -729,6 +778,11 @@ class ExactlyOnceCalls:
                 unstopped = self._stop_overdue(call, row, daemon, age)
                 sent = CallStatus.SENT  # stopped: judged now, or refused if it cannot be
                 self._refuse_stopped(call, daemon, session_id, started, sent, not unstopped)
+                if is_over_bound(row.error):
+                    billed = self._billed(daemon, session_id, call.directory, None)
+                    raise self._bound_refusal(
+                        key, started, row.error or "", None, None, sent, billed, unstopped
+                    ) from exc
                 timeout = OpenCodeTimeout(
                     f"no answer collected within {self.timeout_s:g}s of sending"
                     f" (last: {unread_reason(exc)}){unstopped}"
@@ -774,19 +828,28 @@ class ExactlyOnceCalls:
         # prompt per session, so nothing can start another. Asked only otherwise.
         ended = row.woken and row.error is None
         busy = not row.woken and still_busy()
-        if row.woken and not ended and still_busy():
+        marked = is_over_bound(row.error)  # past its token bound: it must stop
+        if (row.woken and not ended and still_busy()) or (busy and marked):
             # Woken by session.error: the idle follows at once; past that, the next
             # event (or the deadline) wakes the step again.
-            if is_over_bound(row.error):  # woken because the collector's abort failed
+            if marked:  # the collector's abort was not confirmed: asked again here
                 abort_turn(client, session_id, directory)
             settle = self.clock.monotonic() + WOKEN_SETTLE_S
             while (busy := still_busy()) and self.clock.monotonic() < settle:
                 self.clock.sleep(self.wait_poll_s)
         if busy:
             if age < self.timeout_s:
-                raise CallPending(call.op_key, session_id, self.timeout_s - age, woken=row.woken)
+                left = self.timeout_s - age
+                hold = min(ABORT_RETRY_S, left) if marked else left  # marked: asked again
+                raise CallPending(call.op_key, session_id, hold, woken=row.woken)
             unstopped = self._stop_overdue(call, row, daemon, age)
             self._refuse_stopped(call, daemon, session_id, started, CallStatus.SENT, not unstopped)
+            if is_over_bound(row.error):
+                billed = self._billed(daemon, session_id, directory, None)
+                sent = CallStatus.SENT
+                raise self._bound_refusal(
+                    call.op_key, started, row.error or "", None, None, sent, billed, unstopped
+                )
             timeout = OpenCodeTimeout(f"no answer within {self.timeout_s:g}s of sending{unstopped}")
             raise self._fail(
                 call.op_key,

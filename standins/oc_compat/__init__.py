@@ -62,6 +62,9 @@ Directives in the prompt text script failures:
 * ``[oc:spend=N]``: the turn's first step reads a file for N input tokens (an earlier
   assistant message, billed, its ``message.updated`` sent at once), before any
   ``[oc:slow]`` hold: a turn that spends past kodo's call token bound while it runs.
+* ``[oc:loop-top-abort]``: with ``[oc:spend]``, an abort during the hold ends the turn
+  as OpenCode's loop does when it breaks at its top: no new message and no error, the
+  newest message the completed spend step.
 """
 
 from standins.oc_compat.app import CompatConfig, CompatState, create_app

@@ -667,6 +667,13 @@ def _outcome(state: CompatState, turn: _Turn) -> tuple[Response, _Events]:
     if directives.spend and not aborted.is_set():
         _spend_step(state, session, ctx, directives.spend)
     if aborted.is_set() or (directives.slow_ms and aborted.wait(directives.slow_ms / 1000)):
+        if directives.loop_top_abort and directives.spend:
+            # OpenCode's loop checks its abort at its top (``if (abort.aborted) break``):
+            # an abort between steps writes no new message and no error; the newest
+            # message is the completed spend step (finish "tool-calls").
+            with state.lock:
+                last = session.messages[-1]["info"]
+            return _json({"info": last, "parts": []}), _idle()
         info = shapes.info(ctx, usage=None, finish=None, error=_ABORTED)
         return _json({"info": info, "parts": [start]}), _ended(state, turn, info)
     if directives.wants_http500:

@@ -38,6 +38,7 @@ class Directives:
     fixture: str | None = None  # a NAME.json in the fixtures folder scripts the answers
     huge: int = 0  # grow the structured answer's first string field to this many characters
     spend: int = 0  # [oc:spend=N]: a first step of N tokens, reported before any hold
+    loop_top_abort: bool = False  # [oc:loop-top-abort]: an abort ends the turn between steps
     attempt: int = 1
 
     @property
@@ -98,6 +99,7 @@ def parse(text: str) -> Directives:
         fixture=values.get("fixture"),
         huge=_int(values.get("huge"), 0),
         spend=_int(values.get("spend"), 0),
+        loop_top_abort="loop-top-abort" in flags,
         attempt=_int(attempt.group(1), 1) if attempt else 1,
     )
 
