@@ -29,7 +29,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import structlog
 from sqlalchemy.exc import SQLAlchemyError
@@ -37,10 +37,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.clock import Clock, SystemClock
 from shared.db.repos.ledger import SentCall
-from shared.domain.turn_spend import TurnSpend, over_bound_error
+from shared.domain.budget import usd_to_micro
+from shared.domain.turn_spend import Spent, TurnSpend, over_bound_error
+from shared.hashing import sha256_hex
 from shared.opencode.calls import bounded_error
 from shared.opencode.errors import OpenCodeError, OpenCodeTransientError, OpenCodeUnreachable
-from shared.opencode.events import MESSAGE_UPDATED, OcEvent
+from shared.opencode.events import MESSAGE_UPDATED, SESSION_IDLE, OcEvent
 from shared.opencode.exactly_once import abort_turn
 from shared.opencode.ports import AgentClient, EventStream
 from shared.opencode.turn_inspection import usage_of
@@ -82,11 +84,14 @@ class Collector:
     lost_after_s: float = 60.0
     token_bound: int | None = None
     """Abort a turn once its assistant messages used more tokens (None: never)."""
+    usd_bound_micro: int = 0
+    """... or cost more micro-dollars than its call reserved (0: tokens only)."""
     woken: int = 0
     over_bound: int = 0
     connects: int = 0
     lost_calls: int = 0
     _ready: threading.Event = field(default_factory=threading.Event)
+    _spend_kept: TurnSpend | None = None
     _down_since: float | None = None
     _declared_lost: bool = False
 
@@ -116,15 +121,19 @@ class Collector:
 
     def _stop_if_over(self, session_id: str, directory: str, bound: int) -> None:
         """Stop a running turn whose session's totals (one call a session) are past
-        ``bound``; a daemon that cannot say now is asked at the next reconcile."""
+        ``bound``, else count them as its spend so far; a daemon that cannot say now is
+        asked at the next reconcile."""
         try:
             info = self.client.get_session(session_id, directory=directory)
         except OpenCodeError as exc:
             log.info("collector.spend_unread", session_id=session_id, error=str(exc)[:200])
             return
-        used = int(usage_of(info)["total_tokens"])
-        if used > bound:
+        used = _spent(usage_of(info))
+        spend = self._spend
+        if spend is not None and spend.past(used):
             self.stop_over_bound(session_id, used, bound)
+        elif spend is not None:
+            spend.seed(session_id, used)  # its next steps are added to what it spent
 
     def wake(self, session_ids: Iterable[str]) -> list[RunStep]:
         ids = sorted(set(session_ids))
@@ -192,13 +201,23 @@ class Collector:
             "collector.daemon_lost", daemon=self.daemon, down_s=round(down_s), calls=len(woken)
         )
 
-    def stop_over_bound(self, session_id: str, used: int, bound: int) -> bool:
+    @property
+    def _spend(self) -> TurnSpend | None:
+        """The running turns' spend, kept across reconnects (a turn's count must not
+        start again from nothing each time the stream breaks); None without a bound."""
+        if self.token_bound is None:
+            return None
+        if self._spend_kept is None:
+            self._spend_kept = TurnSpend(self.token_bound, self.usd_bound_micro)
+        return self._spend_kept
+
+    def stop_over_bound(self, session_id: str, used: Spent, bound: int) -> bool:
         """Mark the sent call of ``session_id`` over its token bound (once: the first
         total said stays) and abort its turn; False if no sent call of this daemon
         awaits it (not kodo's, or already ended)."""
         with UnitOfWork(self.sessions, self.sender) as uow:
             directories = mark_over_bound(
-                uow, session_id, over_bound_error(used, bound), self.daemon
+                uow, session_id, over_bound_error(used, bound, self.usd_bound_micro), self.daemon
             )
         for directory in directories:
             stopped = abort_turn(self.client, session_id, directory)
@@ -207,12 +226,14 @@ class Collector:
                 "collector.call_over_bound",
                 daemon=self.daemon,
                 session_id=session_id,
-                used=used,
+                used=used.tokens,
+                used_usd_micro=used.usd_micro,
                 bound=bound,
                 aborted=stopped,
             )
             if not stopped:  # its step asks again, and again until the turn stops
-                self.wake_errored(session_id, over_bound_error(used, bound))
+                said = over_bound_error(used, bound, self.usd_bound_micro)
+                self.wake_errored(session_id, said)
         return bool(directories)
 
     def _follow_once(self, stop: threading.Event) -> None:
@@ -234,7 +255,7 @@ class Collector:
             )
             self._ready.set()
             ended = EndedSessions()
-            spend = None if self.token_bound is None else TurnSpend(self.token_bound)
+            spend = self._spend
             reader = threading.Thread(
                 target=_read_ended,
                 args=(stream, ended, spend),
@@ -286,8 +307,8 @@ def _an_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and 0 < len(value) <= ID_CHARS_MAX
 
 
-def assistant_usage(event: OcEvent) -> tuple[str, str, int] | None:
-    """(session, message, total tokens) of a ``message.updated`` event of an assistant
+def assistant_usage(event: OcEvent) -> tuple[str, str, Spent] | None:
+    """(session, message, what it used) of a ``message.updated`` event of an assistant
     message, else None (a user message, or a shape that is not one)."""
     if event.type != MESSAGE_UPDATED:
         return None
@@ -295,9 +316,16 @@ def assistant_usage(event: OcEvent) -> tuple[str, str, int] | None:
     if not isinstance(info, dict) or info.get("role") != "assistant":
         return None
     session_id, message_id = info.get("sessionID"), info.get("id")
-    if not _an_id(session_id) or not _an_id(message_id):
-        return None
-    return session_id, message_id, int(usage_of(info)["total_tokens"])
+    if not _an_id(session_id) or not isinstance(message_id, str):
+        return None  # a session id longer than the ledger keeps is no call of kodo's
+    if not _an_id(message_id):  # counted all the same, held by its digest
+        message_id = sha256_hex(message_id)
+    return session_id, message_id, _spent(usage_of(info))
+
+
+def _spent(usage: dict[str, Any]) -> Spent:
+    """Tokens and micro-dollars of a normalised usage (turn_inspection.usage_of)."""
+    return Spent(int(usage["total_tokens"]), usd_to_micro(float(usage["cost_usd"])))
 
 
 def session_error(event: OcEvent) -> str | None:
@@ -330,8 +358,8 @@ class Taken:
     what broke it, if something did)."""
 
     sessions: list[tuple[str, str | None]]
-    over: list[tuple[str, int]] = field(default_factory=list)
-    """Sessions whose turn passed the token bound, with the tokens it used."""
+    over: list[tuple[str, Spent]] = field(default_factory=list)
+    """Sessions whose turn passed the token bound, with what it used."""
     overflowed: bool = False
     ended: bool = False
     failure: BaseException | None = None
@@ -345,7 +373,7 @@ class EndedSessions:
     def __init__(self, limit: int = PENDING_MAX) -> None:
         self.limit = limit
         self._sessions: dict[str, str | None] = {}  # in the order they ended
-        self._over: dict[str, int] = {}  # turns past the token bound, still running
+        self._over: dict[str, Spent] = {}  # turns past the token bound, still running
         self._overflowed = False
         self._ended = False
         self._failure: BaseException | None = None
@@ -361,7 +389,7 @@ class EndedSessions:
                 self._overflowed = True
             self._changed.notify()
 
-    def add_over(self, session_id: str, used: int) -> None:
+    def add_over(self, session_id: str, used: Spent) -> None:
         """A running turn passed the token bound (at most ``limit`` held, as ended ones)."""
         with self._changed:
             if len(self._over) < self.limit:
@@ -402,8 +430,8 @@ def _read_ended(stream: EventStream, ended: EndedSessions, spend: TurnSpend | No
         for event in stream:
             session_id = ended_session(event)
             if session_id is not None:
-                if spend is not None:
-                    spend.end(session_id)
+                if spend is not None and event.type == SESSION_IDLE:
+                    spend.end(session_id)  # not at an error: a daemon may go on after one
                 ended.add(session_id, session_error(event))
             elif spend is not None and (usage := assistant_usage(event)) is not None:
                 used = spend.see(*usage)
@@ -467,6 +495,7 @@ def main(install_signals: Callable[..., object] = signal.signal) -> int:
             daemon=client.base_url,
             lost_after_s=settings.oc_daemon_lost_s,
             token_bound=settings.call_token_bound,
+            usd_bound_micro=settings.call_estimate().usd_micro,
         )
         for client in clients
     ]

@@ -246,7 +246,7 @@ def test_each_step_of_a_running_turn_reports_its_tokens_before_the_turn_ends(
 
     def spent(event: OcEvent) -> bool:
         usage = assistant_usage(event)
-        return usage is not None and usage[2] >= 300_000
+        return usage is not None and usage[2].tokens >= 300_000
 
     events = watch.until(session_id, lambda e: spent(e) or _idle(e))
     assert spent(events[-1]), _story(events)

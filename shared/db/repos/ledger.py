@@ -740,9 +740,10 @@ class LedgerRepo(PrebuiltRepo):
 
     def mark_over_bound(self, session_id: str, error: str, daemon: str) -> list[str]:
         """Keep ``error`` (shared.domain.turn_spend) on ``daemon``'s open call of
-        ``session_id`` (sent, or claimed with its prompt perhaps gone) if its turn has not
-        ended (nor said another error) yet; the directories of the calls so marked
-        (again: the abort is asked again)."""
+        ``session_id`` (sent, or claimed with its prompt perhaps gone), whatever the
+        daemon said of it meanwhile; the directories of the calls so marked (each time:
+        the abort is asked again). A turn that ended with an answer is judged by it; the
+        mark names why one that did not stopped."""
         rows = self.session.execute(
             update(OpenCodeCall)
             .where(
@@ -750,13 +751,18 @@ class LedgerRepo(PrebuiltRepo):
                 # claimed too: the prompt may have left before it was recorded sent
                 OpenCodeCall.status.in_(OPEN),
                 OpenCodeCall.daemon == daemon,
-                OpenCodeCall.idle_at.is_(None),
-                or_(
-                    OpenCodeCall.error.is_(None),
-                    OpenCodeCall.error.startswith(OVER_BOUND_MARK, autoescape=True),
-                ),
             )
-            .values(error=func.coalesce(OpenCodeCall.error, error))
+            .values(
+                # the first mark stays; it outranks an error the daemon said meanwhile
+                # (a session.error mid-turn must not disarm the bound)
+                error=case(
+                    (
+                        OpenCodeCall.error.startswith(OVER_BOUND_MARK, autoescape=True),
+                        OpenCodeCall.error,
+                    ),
+                    else_=error,
+                )
+            )
             .returning(OpenCodeCall.request["directory"].as_string())
         ).all()
         return [directory for (directory,) in rows if directory]

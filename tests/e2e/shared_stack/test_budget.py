@@ -104,7 +104,8 @@ def test_a_turn_that_spends_past_the_call_token_bound_is_aborted_while_it_runs(
     assert len(calls) == 1, said  # no second attempt
     [call] = calls
     assert (call.attempt, call.status, call.error_name) == (1, "aborted", "CallTokenBound")
-    assert "300,000 tokens, past the call's bound of 200,000" in call.error
+    assert "the turn used 300,000 tokens" in call.error
+    assert "past the call's bound of 200,000 tokens" in call.error
     assert call.used >= 300_000, "the turn's whole usage is recorded"
     assert call.spent_tokens >= 300_000, "billed what it used, past its reservation"
     assert call.duration_ms < 60_000, "stopped while it ran, not at the end of its hold"

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from shared.db import direct
 from shared.db.repos.ledger import _WAKE, LedgerRepo, Woken
-from shared.domain.turn_spend import over_bound_error
+from shared.domain.turn_spend import Spent, over_bound_error
 from tests.factories import RunFactory
 from tests.integration.shared.test_direct import prepared_here
 
@@ -108,9 +108,10 @@ def test_the_collector_repeating_its_wake_on_one_connection_never_has_it_prepare
 def test_a_turn_past_its_token_bound_is_marked_while_it_runs_and_its_end_keeps_the_mark(
     db: Session,
 ) -> None:
-    """The collector marks the sent call whose turn passed its bound, before aborting it;
-    the abort's ``session.error`` (MessageAbortedError) then wakes the step without
-    replacing the reason, so the step refuses the turn under the bound's rule."""
+    """The collector marks the open call whose turn passed its bound, before aborting it
+    (each time: an unconfirmed abort is asked again), whatever the daemon said of it; the
+    abort's ``session.error`` (MessageAbortedError) then wakes the step without replacing
+    the reason, so the step refuses the turn under the bound's rule."""
     run = RunFactory()
     db.commit()
     _calls(db, run.id, 1, 4, "sent")
@@ -125,14 +126,14 @@ def test_a_turn_past_its_token_bound_is_marked_while_it_runs_and_its_end_keeps_t
     )
     db.commit()
     ledger = LedgerRepo(db)
-    mark = over_bound_error(250_000, 200_000)
+    mark = over_bound_error(Spent(250_000), 200_000)
 
     assert ledger.mark_over_bound("ses_1", mark, "d") == ["/w"]
-    again = over_bound_error(400_000, 200_000)
+    again = over_bound_error(Spent(400_000), 200_000)
     assert ledger.mark_over_bound("ses_1", again, "d") == ["/w"], "aborted again, marked once"
     assert ledger.mark_over_bound("ses_2", mark, "another") == [], "another daemon's event"
-    assert ledger.mark_over_bound("ses_3", mark, "d") == [], "its turn already ended"
-    assert ledger.mark_over_bound("ses_4", mark, "d") == [], "it already said an error"
+    assert ledger.mark_over_bound("ses_3", mark, "d") == ["/w"], "ended, not yet collected"
+    assert ledger.mark_over_bound("ses_4", mark, "d") == ["/w"], "outranks the daemon's error"
     assert ledger.wake_with_error("ses_1", "MessageAbortedError: Aborted", "d") == [
         Woken(run.id, "CompileST", None)
     ]
@@ -147,3 +148,7 @@ def test_a_turn_past_its_token_bound_is_marked_while_it_runs_and_its_end_keeps_t
         ).all()
     )
     assert errors == {"ses_1": mark, "ses_2": "MessageAbortedError: Aborted"}
+    outranked = db.execute(
+        text("SELECT error FROM app.opencode_calls WHERE session_id = 'ses_4'")
+    ).scalar_one()
+    assert outranked == mark

@@ -18,7 +18,7 @@ from shared.domain.call_record import StepLedger
 from shared.domain.contracts import BUILD_OUTPUT_SCHEMA
 from shared.domain.run_machine import StepId
 from shared.domain.step_lease import StepAbandoned, StepLease
-from shared.domain.turn_spend import over_bound_error
+from shared.domain.turn_spend import Spent, over_bound_error
 from shared.domain.vocab import CallStatus
 from shared.opencode.cache import LruCache
 from shared.opencode.calls import (
@@ -911,7 +911,7 @@ def test_an_aborted_turn_that_cannot_be_read_is_refused_and_keeps_its_abort() ->
 
 def _marked_over_bound(ledger: InMemoryLedger) -> str:
     """What the collector records on a running turn past its bound, before its abort."""
-    mark = over_bound_error(250_000, 200_000)
+    mark = over_bound_error(Spent(250_000), 200_000)
     row = ledger.rows[_call().op_key]
     row.record = replace(row.record, error=mark)
     return mark

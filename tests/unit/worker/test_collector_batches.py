@@ -19,7 +19,7 @@ from services.worker.collector import (
     ended_session,
     session_error,
 )
-from shared.domain.turn_spend import TurnSpend
+from shared.domain.turn_spend import Spent, TurnSpend
 from shared.opencode.errors import OpenCodeTransientError
 from shared.opencode.events import OcEvent
 from shared.service.messages import InMemorySender, RunStep
@@ -169,26 +169,28 @@ def test_a_running_turn_past_the_token_bound_is_handed_over_and_its_end_forgets_
     _read_ended(iter(stream), ended, spend)  # type: ignore[arg-type]
     taken = ended.take(10, timeout_s=0)
     assert taken is not None
-    assert taken.over == [("s1", 350)], "the latest total past the bound"
+    assert taken.over == [("s1", Spent(350))], "the latest total past the bound"
     assert taken.sessions == [("s2", None)]
 
 
 def test_a_turn_past_the_bound_is_stopped_before_any_wake_up() -> None:
     class Stopping(RecordingCollector):
-        def stop_over_bound(self, session_id: str, used: int, bound: int) -> bool:
+        def stop_over_bound(self, session_id: str, used: Spent, bound: int) -> bool:
             self.calls.append(("stop", (session_id, used, bound)))
             return True
 
     collector = Stopping()
     collector.token_bound = 200
-    assert collector._wake_taken(Taken([("s2", None)], over=[("s1", 250)])) is True
-    assert collector.calls == [("stop", ("s1", 250, 200)), ("wake", ["s2"])]
+    assert collector._wake_taken(Taken([("s2", None)], over=[("s1", Spent(250))])) is True
+    assert collector.calls == [("stop", ("s1", Spent(250), 200)), ("wake", ["s2"])]
 
 
-def test_ids_longer_than_any_kodo_keeps_are_not_held() -> None:
+def test_session_ids_longer_than_any_kodo_keeps_are_not_held_nor_long_message_ids() -> None:
     long_id = "ses_" + "x" * ID_CHARS_MAX
     assert ended_session(OcEvent("session.idle", {"sessionID": long_id}, "e")) is None
     assert ended_session(OcEvent("session.idle", {"sessionID": long_id[:ID_CHARS_MAX]}, "e"))
     assert assistant_usage(_assistant(long_id, "m1", 10)) is None
-    assert assistant_usage(_assistant("s1", long_id, 10)) is None
-    assert assistant_usage(_assistant("s1", "m1", 10)) == ("s1", "m1", 10)
+    counted = assistant_usage(_assistant("s1", long_id, 10))  # its session may be kodo's
+    assert counted is not None
+    assert (counted[0], len(counted[1]), counted[2]) == ("s1", 64, Spent(10)), "by its digest"
+    assert assistant_usage(_assistant("s1", "m1", 10)) == ("s1", "m1", Spent(10))
