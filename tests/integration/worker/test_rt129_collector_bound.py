@@ -110,6 +110,7 @@ def _collector(daemon: _Daemon, sessions: sessionmaker[Session]) -> Collector:
         InMemorySender(),
         daemon="d",
         token_bound=BOUND,
+        usd_bound_micro=RESERVED_USD_MICRO,  # as the collector's main() gives it
     )
 
 
@@ -146,13 +147,17 @@ def test_rt129_a_turn_past_its_usd_reservation_under_the_token_bound_is_not_stop
         "reasoning": 0,
         "cache": {"read": 0, "write": 0},
     }
-    daemon = _Daemon(
-        {"tokens": output_heavy, "cost": 11.25},
-        events=[_updated("msg_1", output_heavy, cost=11.25)],
-    )
-    collector = _collector(daemon, sessions)
-    collector._follow_once(threading.Event())
-    assert daemon.aborted == ["ses_1"], "$11.25 spent of a $3.00 reservation, unstopped"
+    nothing_yet = {"input": 0, "output": 0, "reasoning": 0, "cache": {"read": 0, "write": 0}}
+    for at_connect, said in (
+        ({"tokens": output_heavy, "cost": 11.25}, []),  # read by the connect's reconcile
+        ({"tokens": nothing_yet, "cost": 0}, [_updated("msg_1", output_heavy, cost=11.25)]),
+    ):
+        db.execute(text("UPDATE app.opencode_calls SET error = NULL"))
+        db.commit()
+        daemon = _Daemon(at_connect, events=said)
+        collector = _collector(daemon, sessions)
+        collector._follow_once(threading.Event())
+        assert daemon.aborted == ["ses_1"], "$11.25 spent of a $3.00 reservation, unstopped"
 
 
 def test_rt129_a_session_error_said_mid_turn_disarms_the_bound(
