@@ -78,7 +78,10 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class TokenUsage:
-    """One call's usage as the daemon reports it (cache reads are not in ``input``)."""
+    """One call's usage as the daemon reports it (cache reads and writes are not in
+    ``input``: its total counts both, since the provider took both in; a step whose new
+    context went to the cache had counted as its uncached few tokens, red-team
+    helper-129)."""
 
     input: int
     output: int
@@ -88,7 +91,7 @@ class TokenUsage:
 
     @property
     def total(self) -> int:
-        return self.input + self.output + self.reasoning + self.cache_read
+        return self.input + self.output + self.reasoning + self.cache_read + self.cache_write
 
 
 def _count(value: object) -> int:

@@ -115,14 +115,18 @@ def turn_usage(turn: Turn, reply: PromptReply) -> dict[str, Any]:
     Only the last assistant message of a turn is returned, so its own usage
     undercounts a turn with tool calls. When the earlier messages cannot be read, the
     fresh session's totals stand in (one prompt per session: the same sum); the
-    answer's own usage is the floor when those are unreadable too.
+    answer's own usage is the floor when those are unreadable too. Child sessions (a
+    turn that spawned one is refused) bill on their own: what each listed child spent is
+    added, since a session's totals are its own messages' (red-team helper-129).
     """
+    children = [object_or_empty(child) for child in turn.children]
     if isinstance(turn.earlier, list):
-        return summed_usage([object_or_empty(m.get("info")) for m in turn.earlier] + [reply.info])
+        infos = [object_or_empty(m.get("info")) for m in turn.earlier]
+        return summed_usage([*infos, reply.info, *children])
     if turn.session is None:
-        return usage_of(reply.info)
-    usage = usage_of(turn.session)
-    return usage if usage["total_tokens"] else usage_of(reply.info)
+        return summed_usage([reply.info, *children])
+    own = turn.session if usage_of(turn.session)["total_tokens"] else reply.info
+    return summed_usage([own, *children])
 
 
 def tool_trail(turn: Turn, reply: PromptReply) -> list[dict[str, Any]]:

@@ -78,7 +78,7 @@ def test_counts_the_daemon_reports_are_read_not_trusted() -> None:
     info = {"tokens": {**tokens, "cache": {"read": -3, "write": 4}}, "cost": 0.25}
     usage = usage_of(info)
     assert usage == {
-        "total_tokens": 100,
+        "total_tokens": 104,  # cache writes are tokens the provider took in
         "input_tokens": 100,
         "output_tokens": 0,
         "reasoning_tokens": 0,
