@@ -22,6 +22,7 @@ from shared.clock import Clock
 from shared.config import Settings
 from shared.db.models import Run
 from shared.domain.run_machine import StepId
+from shared.opencode.client import OpenCodeClient
 from shared.queue import make_celery
 from shared.service.messages import InMemorySender, RunStep
 from shared.service.runs import approve_plan, start_run, submit_intent
@@ -73,6 +74,19 @@ def make_rt(
     yield make
     for runtime in made:
         runtime.close()
+
+
+@pytest.fixture
+def async_rt(make_rt: RuntimeFactory) -> Runtime:
+    """A runtime whose provider calls are sent with prompt_async and parked."""
+    return make_rt(oc_async=True)
+
+
+@pytest.fixture
+def client(oc_url: str) -> Iterator[OpenCodeClient]:
+    """kodo's own client of the module's oc-compat server."""
+    with OpenCodeClient(oc_url, timeout_s=10) as c:
+        yield c
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +48,6 @@ from tests.integration.worker.conftest import RuntimeFactory, new_run, uow, wait
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def async_rt(make_rt: RuntimeFactory) -> Runtime:
-    return make_rt(oc_async=True)
-
-
-@pytest.fixture
-def client(oc_url: str) -> Iterator[OpenCodeClient]:
-    with OpenCodeClient(oc_url, timeout_s=10) as c:
-        yield c
 
 
 def _collector(rt: Runtime, client: OpenCodeClient, sender: InMemorySender) -> Collector:

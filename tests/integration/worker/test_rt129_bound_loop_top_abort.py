@@ -17,7 +17,6 @@ hold after ``[oc:spend=N]`` ends the turn that way.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,21 +29,10 @@ from services.worker.steps.compile import compile_step
 from shared.domain.run_machine import StepId
 from shared.opencode.client import OpenCodeClient
 from shared.service.messages import InMemorySender
-from tests.integration.worker.conftest import RuntimeFactory, new_run
+from tests.integration.worker.conftest import new_run
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def async_rt(make_rt: RuntimeFactory) -> Runtime:
-    return make_rt(oc_async=True)
-
-
-@pytest.fixture
-def client(oc_url: str) -> Iterator[OpenCodeClient]:
-    with OpenCodeClient(oc_url, timeout_s=10) as c:
-        yield c
 
 
 def test_rt129_a_turn_aborted_between_steps_by_the_bound_is_not_tried_again(

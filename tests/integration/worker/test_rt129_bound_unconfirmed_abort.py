@@ -12,7 +12,6 @@ turn's next report, and by the call's step") holds for one refusal only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,20 +25,9 @@ from shared.domain.run_machine import StepId
 from shared.domain.turn_spend import Spent
 from shared.opencode.client import OpenCodeClient
 from shared.service.messages import InMemorySender
-from tests.integration.worker.conftest import RuntimeFactory, new_run
+from tests.integration.worker.conftest import new_run
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def async_rt(make_rt: RuntimeFactory) -> Runtime:
-    return make_rt(oc_async=True)
-
-
-@pytest.fixture
-def client(oc_url: str) -> Iterator[OpenCodeClient]:
-    with OpenCodeClient(oc_url, timeout_s=10) as c:
-        yield c
 
 
 def test_rt129_an_over_bound_turn_is_aborted_again_after_two_refused_aborts(

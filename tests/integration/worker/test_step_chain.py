@@ -78,11 +78,6 @@ def _approved_run(rt: Runtime, repo: Path) -> str:
     return run_id
 
 
-@pytest.fixture
-def async_rt(make_rt: RuntimeFactory) -> Runtime:
-    return make_rt(oc_async=True)
-
-
 class Answers:
     """Waits for a parked step's turn to end, as the collector sees it (its wake-up
     kept in memory: the test delivers the step itself)."""

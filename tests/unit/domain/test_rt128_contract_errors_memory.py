@@ -17,20 +17,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.memory_probe import PRELUDE
+
 ITEMS = 100_000  # a 200 kB answer
 MAX_EXTRA_RSS = 50 << 20  # 250 times the answer, generously
 MAX_CPU_S = 2.0
 
-_PROBE = textwrap.dedent(
+_PROBE = PRELUDE + textwrap.dedent(
     """
-    import re, sys, time
-    def hwm():  # this process's own high-water mark (ru_maxrss carries the parent's)
-        status = open("/proc/self/status").read()
-        return int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) * 1024
-    sys.path.insert(0, {root!r})
+    import time
     from shared.domain.contracts import PLAN_OUTPUT_SCHEMA, ContractViolation, validate_answer
     from shared.opencode.json_shape import shape_problem, strict_loads
     body = b'{{"files":[' + b",".join([b"1"] * {items}) + b']}}'
@@ -52,7 +48,7 @@ _PROBE = textwrap.dedent(
 
 
 def test_an_answer_of_many_wrong_items_is_refused_in_bounded_memory_and_time() -> None:
-    probe = _PROBE.format(root=str(ROOT), items=ITEMS)
+    probe = _PROBE.format(items=ITEMS)
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300
     )

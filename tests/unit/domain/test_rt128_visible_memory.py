@@ -17,18 +17,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.memory_probe import PRELUDE
+
 MAX_RATIO = 10.0
 
-_PROBE = textwrap.dedent(
+_PROBE = PRELUDE + textwrap.dedent(
     """
-    import re, sys
-    def hwm():  # this process's own high-water mark (ru_maxrss carries the parent's)
-        status = open("/proc/self/status").read()
-        return int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) * 1024
-    sys.path.insert(0, {root!r})
     from shared.domain.display import visible
     text = "\\x01" + "\\u4e2d" * 1_400_000
     before = hwm()
@@ -42,7 +37,7 @@ _PROBE = textwrap.dedent(
 
 def test_visible_holds_a_few_times_the_text_at_most() -> None:
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE.format(root=str(ROOT))],
+        [sys.executable, "-c", _PROBE],
         capture_output=True,
         text=True,
         timeout=120,

@@ -41,8 +41,11 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TIMEOUT_S = 60.0
 
 
-def _calls(agent: FakeAgent, ledger: InMemoryLedger) -> ExactlyOnceCalls:
-    """A worker's protocol in asynchronous mode (each has its own L1)."""
+def _calls(
+    agent: FakeAgent, ledger: InMemoryLedger, *, async_calls: bool = True
+) -> ExactlyOnceCalls:
+    """A worker's protocol in asynchronous mode (each has its own L1); blocking if not
+    ``async_calls``."""
     return ExactlyOnceCalls(
         agent,
         ledger,
@@ -50,7 +53,7 @@ def _calls(agent: FakeAgent, ledger: InMemoryLedger) -> ExactlyOnceCalls:
         model=MODEL,
         timeout_s=TIMEOUT_S,
         l1=LruCache(),
-        async_calls=True,
+        async_calls=async_calls,
         daemon="http://oc-1",
         wait_poll_s=0.0,
     )

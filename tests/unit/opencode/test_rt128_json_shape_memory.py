@@ -17,21 +17,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.memory_probe import PRELUDE
+
 BODY_BYTES = 8 * 1024 * 1024
 MAX_RATIO = 10.0
 
-_PROBE = textwrap.dedent(
+_PROBE = PRELUDE + textwrap.dedent(
     """
-    import re, sys
-    def hwm():  # this process's own high-water mark (ru_maxrss carries the parent's)
-        status = open("/proc/self/status").read()
-        return int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) * 1024
-    sys.path.insert(0, {root!r})
     from shared.opencode.json_shape import shape_problem
     kind = sys.argv[1]
     n = {n}
@@ -49,7 +44,7 @@ _PROBE = textwrap.dedent(
 
 @pytest.mark.parametrize("kind", ["escapes", "empty-strings"])
 def test_the_shape_check_holds_a_few_times_the_body_at_most(kind: str) -> None:
-    probe = _PROBE.format(root=str(ROOT), n=BODY_BYTES)
+    probe = _PROBE.format(n=BODY_BYTES)
     done = subprocess.run(
         [sys.executable, "-c", probe, kind], capture_output=True, text=True, timeout=120
     )

@@ -16,20 +16,11 @@ from typing import Any
 
 import pytest
 
-from shared.clock import FixedClock
 from shared.domain.vocab import CallStatus
-from shared.opencode.cache import LruCache
 from shared.opencode.calls import CallFailed
-from shared.opencode.exactly_once import ExactlyOnceCalls
 from tests.fakes.agent import FakeAgent, ScriptedTurn, tokens
 from tests.fakes.ledger import InMemoryLedger
-from tests.unit.opencode.test_exactly_once_async import (
-    MODEL,
-    NOW,
-    TIMEOUT_S,
-    _call,
-    _marked_over_bound,
-)
+from tests.unit.opencode.test_exactly_once_async import _call, _calls, _marked_over_bound
 
 ABORTED = {"name": "MessageAbortedError", "data": {"message": "Aborted"}}
 
@@ -47,17 +38,7 @@ def test_rt129_a_blocking_call_aborted_by_the_bound_is_refused_not_retried() -> 
 
     mark = [""]
     agent.prompt = prompt  # type: ignore[method-assign]
-    calls = ExactlyOnceCalls(
-        agent,
-        ledger,
-        FixedClock(NOW),
-        model=MODEL,
-        timeout_s=TIMEOUT_S,
-        l1=LruCache(),
-        async_calls=False,
-        daemon="http://oc-1",
-        wait_poll_s=0.0,
-    )
+    calls = _calls(agent, ledger, async_calls=False)
     with pytest.raises(CallFailed) as failed:
         calls.prompt_structured(_call())
     row = ledger.rows[_call().op_key].record
