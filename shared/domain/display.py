@@ -84,9 +84,11 @@ def visible(value: object, *, multiline: bool = False) -> str:
     can never pose as another line of the card.
     """
     text = value if isinstance(value, str) else str(value)
-    if text.isascii() and text.isprintable():
+    ascii_only = text.isascii()
+    if ascii_only and text.isprintable():
         return text  # the common case: nothing to escape, no marks to count
-    first, run = _judged(multiline)
+    # ASCII holds no mark: only its controls are judged (no table built for Unicode)
+    first, run = _ASCII_JUDGED[multiline] if ascii_only else _judged(multiline)
     found = first.search(text)
     if found is None:
         return text  # every character plain (each is met by a C scan, not by Python)
@@ -112,6 +114,15 @@ def visible(value: object, *, multiline: bool = False) -> str:
     shown.append(text[done:])
     return "".join(shown)
 
+
+_ASCII_JUDGED = {
+    multiline: (re.compile(controls), re.compile(controls + "+"))
+    for multiline, controls in (
+        (False, "[\x00-\x1f\x7f]"),
+        (True, "[\x00-\x08\x0b-\x1f\x7f]"),  # tab and newline kept
+    )
+}
+"""The characters :func:`visible` judges in ASCII text: its controls."""
 
 _MARK = 1  # a combining mark (Mn, Me): stacks on the character before it
 _UNSAFE = 2  # :func:`is_unsafe`

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.domain import display
 from shared.domain.display import (
     MAX_STACKED_MARKS,
     escape_char,
@@ -177,3 +178,13 @@ def test_long_text_with_one_mark_a_line_costs_no_python_loop_per_character() -> 
     spent = time.process_time() - started
     assert shown[0] == lines[0]
     assert spent < 0.5, f"{spent:.2f} s of CPU for 12.5 M characters"
+
+
+def test_ascii_text_is_judged_without_the_unicode_table() -> None:
+    """A design with newlines is ASCII but not printable: its controls alone are judged,
+    so a process that never draws non-ASCII text never builds the table (about 55 ms)."""
+    before = display._judged.cache_info()
+    assert visible("a\nb\x1b[2J\tc", multiline=True) == "a\nb\\x1b[2J\tc"
+    assert visible("a\nb\x7f") == "a\\nb\\x7f"
+    after = display._judged.cache_info()
+    assert (after.hits, after.misses) == (before.hits, before.misses)
