@@ -427,8 +427,9 @@ class OpenCodeCall(Base):
     reserved_usd_micro: Mapped[int | None] = mapped_column(BigInteger)
     reserved_tokens: Mapped[int | None] = mapped_column(BigInteger)
     settled_at: Mapped[datetime | None]
-    # Migration 0027: what the settle spent for this call (the usage, or at least the
-    # reservation for a turn cut short: shared.domain.vocab.CUT_SHORT).
+    # Migration 0027: what the settle spent for this call (the usage; for a turn cut
+    # short, shared.domain.vocab.CUT_SHORT, its cut step too and at least the
+    # reservation: migration 0032).
     spent_usd_micro: Mapped[int | None] = mapped_column(BigInteger)
     spent_tokens: Mapped[int | None] = mapped_column(BigInteger)
 

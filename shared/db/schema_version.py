@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, text
 
-EXPECTED_HEAD = "0031"
+EXPECTED_HEAD = "0032"
 
 
 class SchemaMismatch(RuntimeError):

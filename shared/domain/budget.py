@@ -6,8 +6,9 @@ model's price times a bound on the tokens one call may use (``KODO_CALL_TOKEN_BO
 at ``KODO_PRICE_USD_PER_MTOK``). A call whose reservation would take spent plus reserved
 past the budget is never sent. When the call ends, the database settles it: the
 reservation is released and the real usage (the whole turn's, as the daemon bills it) is
-spent, once; a turn cut short (timed out, aborted, its daemon lost) spends at least its
-reservation, since its totals miss the step it was cut in (migration 0027). While the bound holds,
+spent, once; a turn cut short (timed out, aborted, its daemon lost) also spends the step
+it was cut in, which its totals miss, and at least its reservation (migrations 0027,
+0032). While the bound holds,
 the settled costs never exceed the budget, and never fall below what was charged.
 """
 

@@ -44,8 +44,9 @@ CUT_SHORT_LATE_ERRORS = frozenset({"OpenCodeTimeout", "OpenCodeAborted"})
 """A final call with a session whose turn was cut short: timed out or aborted (a
 ``failed_late`` one carries the error names of those), or failed because its daemon
 died or restarted under it or the connection broke after the prompt left. The daemon's
-totals miss the step it was in, so the settle (``app.settle_call``, migration 0027)
-spends at least the call's reservation for it."""
+totals miss the step it was in, so the settle (``app.settle_call``, migrations 0027 and
+0032) spends that step again (the turn's last counted one) and at least the call's
+reservation."""
 
 
 class StepRunStatus(StrEnum):

@@ -87,6 +87,24 @@ def summed_usage(infos: list[dict[str, Any]]) -> dict[str, Any]:
     return {**summed, "cost_usd": min(float(sum(u["cost_usd"] for u in usages)), MAX_COST_USD)}
 
 
+def last_step_usage(infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """``last_step_tokens`` and ``last_step_cost_usd``: the usage of the turn's newest
+    step that counted any (``{}`` when none did), oldest first in ``infos``.
+
+    A turn cut short (its deadline, an abort, its token bound) was cut in a step that
+    had resent the conversation so far, about the last counted step's context, while
+    the daemon writes the cut message with tokens 0: the settle (``app.settle_call``,
+    migration 0032) spends this much again for that step (red-team helper-129)."""
+    for info in reversed(infos):
+        usage = usage_of(info)
+        if usage["total_tokens"]:
+            return {
+                "last_step_tokens": usage["total_tokens"],
+                "last_step_cost_usd": usage["cost_usd"],
+            }
+    return {}
+
+
 @dataclass(frozen=True)
 class Turn:
     earlier: list[dict[str, Any]] | OpenCodeError  # the error: the turn is not inspectable
@@ -122,7 +140,10 @@ def turn_usage(turn: Turn, reply: PromptReply) -> dict[str, Any]:
     children = [object_or_empty(child) for child in turn.children]
     if isinstance(turn.earlier, list):
         infos = [object_or_empty(m.get("info")) for m in turn.earlier]
-        return summed_usage([*infos, reply.info, *children])
+        return {
+            **summed_usage([*infos, reply.info, *children]),
+            **last_step_usage([*infos, reply.info]),
+        }
     if turn.session is None:
         return summed_usage([reply.info, *children])
     own = turn.session if usage_of(turn.session)["total_tokens"] else reply.info

@@ -217,3 +217,33 @@ def test_0027_keeps_what_0016_spent_for_settled_calls_and_floors_cut_turns_from_
         " AND table_name = 'opencode_calls' AND column_name LIKE 'spent_%'"
     )
     assert columns == (0,)
+
+
+def test_0032_spends_a_cut_turns_last_step_again_and_its_downgrade_floors_it_as_0027(
+    scratch: Scratch,
+) -> None:
+    scratch.upgrade("0031")
+    sent = (
+        "INSERT INTO app.opencode_calls (op_key, run_id, step_id, attempt, agent, request,"
+        " status, session_id, reserved_usd_micro, reserved_tokens) VALUES"
+        " ('k1', 'r1', 'CompileST', 1, 'plan', '{}', 'sent', 's1', 3000, 1000),"
+        " ('k2', 'r1', 'CompileST', 2, 'plan', '{}', 'sent', 's2', 3000, 1000)"
+    )
+    scratch.execute(
+        ONE_RUN,
+        "UPDATE app.runs SET reserved_usd_micro = 6000, reserved_tokens = 2000 WHERE id = 'r1'",
+        sent,
+    )
+    scratch.upgrade("0032")
+    cut = (
+        "UPDATE app.opencode_calls SET status = 'aborted', error_name = 'CallTokenBound',"
+        ' usage = \'{"total_tokens": 2500, "cost_usd": 0.005,'
+        ' "last_step_tokens": 1500, "last_step_cost_usd": 0.0025}\''
+        " WHERE status = 'sent' AND op_key = "
+    )
+    spent = "SELECT spent_usd_micro, spent_tokens FROM app.opencode_calls WHERE op_key = "
+    scratch.execute(cut + "'k1'")
+    assert scratch.row(spent + "'k1'") == (7500, 4000), "its totals and the cut step"
+    scratch.downgrade("0031")
+    scratch.execute(cut + "'k2'")
+    assert scratch.row(spent + "'k2'") == (5000, 2500), "as 0027: the totals alone"

@@ -202,7 +202,7 @@ def _settle(
     run_id: str,
     status: CallStatus,
     error_name: str | None,
-    usage: dict[str, float],
+    usage: dict[str, float | int],
     *,
     session_id: str | None = "ses_1",
 ) -> OpenCodeCall:
@@ -254,14 +254,50 @@ def test_a_call_cut_short_spends_its_reservation_when_its_totals_are_less(
 
 
 @pytest.mark.parametrize(("status", "error_name"), CUT_SHORT)
-def test_a_call_cut_short_spends_its_totals_when_they_pass_its_reservation(
+def test_a_call_cut_past_its_reservation_spends_its_totals_and_its_last_step_again(
     db: Session, sessions: sessionmaker[Session], status: CallStatus, error_name: str | None
 ) -> None:
+    """The step the cut stopped had resent the conversation (about the last counted
+    step's context) and is in no totals: it is spent as that step was (red-team
+    helper-129; before, a turn past its reservation spent its totals alone)."""
+    run = RunFactory(budget_usd_micro=None, budget_tokens=None)
+    db.commit()
+    usage = {**ABOVE, "last_step_tokens": 1_500, "last_step_cost_usd": 0.0025}
+    row = _settle(sessions, run.id, status, error_name, usage)
+    assert (row.spent_usd_micro, row.spent_tokens) == (5_000 + 2_500, 2_500 + 1_500)
+    assert money(sessions, run.id).spent_usd_micro == 7_500
+
+
+@pytest.mark.parametrize(("status", "error_name"), CUT_SHORT)
+def test_a_cut_turn_known_by_its_totals_alone_spends_its_cut_step_within_them(
+    db: Session, sessions: sessionmaker[Session], status: CallStatus, error_name: str | None
+) -> None:
+    """Only the session's totals read (its messages were not): the last step's context
+    is within the totals and within the reservation, so the lesser is spent again."""
     run = RunFactory(budget_usd_micro=None, budget_tokens=None)
     db.commit()
     row = _settle(sessions, run.id, status, error_name, ABOVE)
+    assert (row.spent_usd_micro, row.spent_tokens) == (5_000 + 3_000, 2_500 + 1_000)
+
+
+def test_a_cut_turn_whose_totals_and_last_step_stay_under_its_reservation_spends_that(
+    db: Session, sessions: sessionmaker[Session]
+) -> None:
+    run = RunFactory(budget_usd_micro=None, budget_tokens=None)
+    db.commit()
+    usage = {**BELOW, "last_step_tokens": 60, "last_step_cost_usd": 0.0003}
+    row = _settle(sessions, run.id, CallStatus.TIMED_OUT, None, usage)
+    assert (row.spent_usd_micro, row.spent_tokens) == (3_000, 1_000)
+
+
+def test_a_turn_that_ended_is_not_spent_its_last_step_again(
+    db: Session, sessions: sessionmaker[Session]
+) -> None:
+    run = RunFactory(budget_usd_micro=None, budget_tokens=None)
+    db.commit()
+    usage = {**ABOVE, "last_step_tokens": 1_500, "last_step_cost_usd": 0.0025}
+    row = _settle(sessions, run.id, CallStatus.SUCCEEDED, None, usage)
     assert (row.spent_usd_micro, row.spent_tokens) == (5_000, 2_500)
-    assert money(sessions, run.id).spent_usd_micro == 5_000
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,12 @@ bound, i.e. as the daemon sends the NEXT step (the whole conversation again) to 
 provider. The abort cuts that request: the provider bills the input it already took,
 but OpenCode writes the aborted message with tokens 0 (tests/fixtures/opencode/
 events.prompt-async.aborted.sse.txt), so the session's totals miss it. migration 0027
-covers a cut step with ``greatest(totals, reservation)``: for a CallTokenBound abort the
-totals are always past the reservation, so the floor never applies and the cut step,
-up to a whole context, is never spent (nor is any cut step of a timed_out/aborted turn
-whose completed steps already passed its reservation).
+covered a cut step with ``greatest(totals, reservation)``: for a CallTokenBound abort the
+totals are always past the reservation, so the floor never applied and the cut step,
+up to a whole context, was never spent (nor any cut step of a timed_out/aborted turn
+whose completed steps already passed its reservation). Migration 0032 spends it: the
+turn's last counted step again, or (only the totals known, as here) the lesser of the
+totals and the reservation.
 """
 
 from __future__ import annotations
@@ -25,11 +27,6 @@ from tests.factories import RunFactory
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: the settle (migration 0027) spends greatest(totals, reservation) for a"
-    " turn cut short; what the cut step re-sent is not estimated (session 60's note)",
-)
 def test_rt129_a_call_aborted_past_its_bound_spends_something_for_the_step_it_cut(
     db: Session,
 ) -> None:
@@ -66,7 +63,7 @@ def test_rt129_a_call_aborted_past_its_bound_spends_something_for_the_step_it_cu
         text("SELECT spent_tokens, spent_usd_micro FROM app.opencode_calls WHERE run_id = :r"),
         {"r": run.id},
     ).one()
-    # today: (250000, 3750000): the cut step, which resent >= 150,000 tokens of
-    # conversation, is spent as nothing
+    # before: (250000, 3750000): the cut step, which resent >= 150,000 tokens of
+    # conversation, was spent as nothing
     assert spent.spent_tokens > 250_000
     assert spent.spent_usd_micro > 3_750_000

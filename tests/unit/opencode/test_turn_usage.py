@@ -59,6 +59,26 @@ def test_a_readable_turn_is_billed_its_messages_not_its_last_one_alone() -> None
     assert usage["cost_usd"] == 0.005
 
 
+def test_a_read_turn_names_its_last_counted_step_for_the_step_a_cut_would_stop() -> None:
+    """The settle spends it again for a turn cut short (migration 0032): the cut step
+    resent about that context, and the daemon writes the cut message with tokens 0."""
+    first, second = _info(800, 90, 0, 0, 0.004), _info(900, 50, 0, 100, 0.006)
+    cut = {"tokens": {"input": 0, "output": 0, "reasoning": 0, "cache": {}}, "cost": 0}
+    earlier = [{"info": first, "parts": []}, {"info": second, "parts": []}]
+    usage = turn_usage(Turn(earlier=earlier, children=[]), _reply(cut))
+    assert (usage["last_step_tokens"], usage["last_step_cost_usd"]) == (1050, 0.006)
+    assert usage["total_tokens"] == 890 + 1050
+
+
+def test_a_turn_that_counted_no_step_or_was_not_read_names_no_last_step() -> None:
+    nothing = {"tokens": {}, "cost": 0}
+    assert "last_step_tokens" not in turn_usage(Turn(earlier=[], children=[]), _reply(nothing))
+    unread = OpenCodeServerError("HTTP 500", status=500)
+    totals = {"tokens": {"input": 820}, "cost": 0.005}
+    from_totals = turn_usage(Turn(earlier=unread, children=[], session=totals), _reply(nothing))
+    assert "last_step_tokens" not in from_totals
+
+
 def test_an_unreadable_turn_is_billed_its_sessions_totals_else_its_answer() -> None:
     unread = OpenCodeServerError("HTTP 500", status=500)
     answer = _info(20, 10, 0, 0, 0.001)
