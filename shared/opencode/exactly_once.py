@@ -587,6 +587,7 @@ class ExactlyOnceCalls:
         any other)."""
         trail: list[dict[str, Any]] | None = None
         usage: dict[str, Any] | None = None  # the whole turn's, once read
+        where = (daemon, session_id, call.directory)
         # A turn that ended in an error (info.error) is judged too: one that used a
         # forbidden tool or path and then did not answer is refused for that, with its
         # trail, not recorded as the error it chose to end on. One that was aborted is
@@ -633,8 +634,9 @@ class ExactlyOnceCalls:
             # error, or a loop that broke between steps with no answer): refused so.
             bound = self._bound_mark(key, over_bound)
             if bound is not None:
-                billed = usage or self._billed(daemon, session_id, call.directory, reply)
-                failed = self._bound_refusal(key, started, bound, reply, trail, from_status, billed)
+                failed = self._bound_refusal(
+                    key, started, bound, where, from_status, reply=reply, trail=trail, usage=usage
+                )
                 self._forget(daemon, session_id, call.directory)
                 raise failed from exc
             aborted = isinstance(exc, OpenCodeAborted)
@@ -655,8 +657,9 @@ class ExactlyOnceCalls:
             name = exc.error_name if isinstance(exc, TurnRejected) else "ContractViolation"
             bound = None if name in REFUSED_RULES else self._bound_mark(key, over_bound)
             if bound is not None:  # no answer it may be judged by: cut by the bound
-                billed = usage or self._billed(daemon, session_id, call.directory, reply)
-                failed = self._bound_refusal(key, started, bound, reply, trail, from_status, billed)
+                failed = self._bound_refusal(
+                    key, started, bound, where, from_status, reply=reply, trail=trail, usage=usage
+                )
                 self._forget(daemon, session_id, call.directory)
                 raise failed from exc
             kind: FailureKind = "refused" if name in REFUSED_RULES else "contract"
@@ -711,16 +714,22 @@ class ExactlyOnceCalls:
         key: str,
         started: float,
         mark: str,
-        reply: PromptReply | None,
-        trail: list[dict[str, Any]] | None,
+        where: tuple[Daemon, str, str],
         from_status: CallStatus,
-        usage: dict[str, Any] | None,
+        *,
+        reply: PromptReply | None = None,
+        trail: list[dict[str, Any]] | None = None,
+        usage: dict[str, Any] | None = None,
         unconfirmed: str = "",
     ) -> CallFailed:
         """Record a turn stopped for passing its token bound: refused under that rule
         (never tried again: another attempt would spend as much), ``aborted`` (cut
-        short: its settle spends at least the reservation), the mark kept as its error;
-        ``timed_out`` if the daemon never confirmed it stopped."""
+        short: its settle spends the cut step too, and at least the reservation), the
+        mark kept as its error; ``timed_out`` if the daemon never confirmed it stopped.
+        ``where``: its daemon, session and directory, whose totals bill it when
+        ``usage`` (the turn's, read from its messages) is None."""
+        daemon, session_id, directory = where
+        billed = usage or self._billed(daemon, session_id, directory, reply)
         said = mark.removeprefix(OVER_BOUND_MARK) + unconfirmed
         return self._fail(
             key,
@@ -732,7 +741,7 @@ class ExactlyOnceCalls:
             name=CALL_TOKEN_BOUND,
             trail=trail,
             from_status=from_status,
-            usage=usage,
+            usage=billed,
         )
 
     def flush(self, unrecorded: UnrecordedAnswers) -> None:
@@ -778,10 +787,10 @@ class ExactlyOnceCalls:
                 unstopped = self._stop_overdue(call, row, daemon, age)
                 sent = CallStatus.SENT  # stopped: judged now, or refused if it cannot be
                 self._refuse_stopped(call, daemon, session_id, started, sent, not unstopped)
-                if is_over_bound(row.error):
-                    billed = self._billed(daemon, session_id, call.directory, None)
+                if row.error is not None and is_over_bound(row.error):
+                    where = (daemon, session_id, call.directory)
                     raise self._bound_refusal(
-                        key, started, row.error or "", None, None, sent, billed, unstopped
+                        key, started, row.error, where, sent, unconfirmed=unstopped
                     ) from exc
                 timeout = OpenCodeTimeout(
                     f"no answer collected within {self.timeout_s:g}s of sending"
@@ -844,11 +853,11 @@ class ExactlyOnceCalls:
                 raise CallPending(call.op_key, session_id, hold, woken=row.woken)
             unstopped = self._stop_overdue(call, row, daemon, age)
             self._refuse_stopped(call, daemon, session_id, started, CallStatus.SENT, not unstopped)
-            if is_over_bound(row.error):
-                billed = self._billed(daemon, session_id, directory, None)
+            if row.error is not None and is_over_bound(row.error):
+                where = (daemon, session_id, directory)
                 sent = CallStatus.SENT
                 raise self._bound_refusal(
-                    call.op_key, started, row.error or "", None, None, sent, billed, unstopped
+                    call.op_key, started, row.error, where, sent, unconfirmed=unstopped
                 )
             timeout = OpenCodeTimeout(f"no answer within {self.timeout_s:g}s of sending{unstopped}")
             raise self._fail(
