@@ -108,4 +108,8 @@ def test_a_turn_that_spends_past_the_call_token_bound_is_aborted_while_it_runs(
     assert "past the call's bound of 200,000 tokens" in call.error
     assert call.used >= 300_000, "the turn's whole usage is recorded"
     assert call.spent_tokens >= 300_000, "billed what it used, past its reservation"
+    # the step the abort cut resent the conversation and is in no totals (migration
+    # 0032): spent as the last counted step again, or at least the lesser of the totals
+    # and the 200,000-token reservation when only the totals were read
+    assert call.spent_tokens >= call.used + 200_000, said
     assert call.duration_ms < 60_000, "stopped while it ran, not at the end of its hold"
