@@ -417,6 +417,11 @@ RUNNER_CONFIG: dict[str, frozenset[str]] = {
             "conftest.py",
         }
     ),
+    # GNU make reads the first of GNUmakefile, makefile, Makefile it finds, in every
+    # folder a recipe's $(MAKE) -C enters: a change adding a GNUmakefile replaced every
+    # rule of the Makefile the pin was made against, and one rewriting the Makefile's
+    # test rule to print a summary passed a broken add (red-team helper-130)
+    "make": frozenset({"gnumakefile", "makefile"}),
 }
 """Files, at any depth, a pinned runner reads as its own configuration or plugins before
 any test: ``addopts = --co`` in a new ``pytest.ini`` (or a ``conftest.py`` setting the
@@ -443,7 +448,9 @@ def guarded_modules(pinned: frozenset[str]) -> frozenset[str]:
 
 def runner_configuration(plan: dict[str, Any], pinned: frozenset[str]) -> dict[str, str]:
     """The names a plan touches (any change) that a pinned runner reads as its own
-    configuration (:data:`RUNNER_CONFIG`): name -> runner."""
+    configuration (:data:`RUNNER_CONFIG`): name -> runner. ``pinned``: the pinned
+    ``python -m`` modules and programs (``make``: its makefiles and ``*.mk``; a file a
+    makefile includes by another name is not known here)."""
     read = {name: module for module in sorted(pinned) for name in RUNNER_CONFIG.get(module, ())}
     if not read:
         return {}
@@ -455,6 +462,8 @@ def runner_configuration(plan: dict[str, Any], pinned: frozenset[str]) -> dict[s
             module = "pytest"  # (it autoloads every [pytest11] entry point it finds)
         if module is None and "pytest" in pinned and fnmatch.fnmatchcase(name, "test*.txt"):
             module = "pytest"  # (it runs each >>> line of one as a doctest: helper-120)
+        if module is None and "make" in pinned and name.endswith(".mk"):
+            module = "make"  # (what a makefile includes, by the usual name)
         if module is not None:
             found[path] = module
     return found

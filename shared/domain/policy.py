@@ -73,6 +73,11 @@ def _past_env(argv: tuple[str, ...]) -> tuple[str, ...]:
     return rest
 
 
+MAKE = "make"
+MAKE_PROGRAMS = frozenset({"make", "gmake"})
+"""The names GNU make is run by."""
+
+
 def _module_run(args: list[str]) -> str | None:
     """The module Python's options ``args`` run with ``-m`` (``-m x``, ``-mx``, ``-Bm x``),
     or None (a script, ``-c`` code, stdin). Options taking a value (``-W``, ``-X``)
@@ -148,6 +153,14 @@ class Policy:
         # (a runner's console script reads the same configuration: helper-115)
         modules = (runner_module(command) for command in self.verify_commands or ())
         return frozenset(module for module in modules if module is not None)
+
+    def pinned_programs(self) -> frozenset[str]:
+        """The programs other than ``python -m`` runners whose own configuration a change
+        must leave alone: ``make`` when a pinned command runs it (its makefiles are its
+        recipes: red-team helper-130)."""
+        programs = (_past_env(tuple(command)) for command in self.verify_commands or ())
+        named = (rest[0].rsplit("/", 1)[-1] for rest in programs if rest)
+        return frozenset(MAKE for program in named if program in MAKE_PROGRAMS)
 
     def verification_refusal(self, argv: list[str]) -> Violation | None:
         """``verify_pinned`` if the policy pins its verification commands and ``argv`` is

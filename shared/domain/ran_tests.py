@@ -12,17 +12,25 @@ pinned ``make test`` or ``coverage run -m unittest`` runs the same runner inside
 (red-team helper-123).
 
 The last summary is the runner's own, printed after everything its tests print: a test
-module can print one too, but only to make its own verification fail. Output without a
-summary (another runner, a summary cut off in the middle) is judged by the exit status,
-as before. unittest counts skipped subtests among ``skipped=``: a test whose subtests
-were all skipped counts as not run (failing closed, if the test itself did more).
+module can print one too, but only to make its own verification fail. Colour codes are
+read past (``--color=yes`` wrapped pytest's counts in them). unittest counts skipped
+subtests among ``skipped=``: a test whose subtests were all skipped counts as not run
+(failing closed, if the test itself did more).
+
+Output without a summary is judged by the exit status (another runner, whose summary
+kodo cannot read), except in two cases (red-team helper-130). A pinned runner kodo knows
+(``python -m pytest``, ``pytest``, ``python -m unittest``) that printed none ran no
+test kodo can see to a verdict (``pytest -qq`` prints no counts): failed, so that its
+pin is made with the summary shown. And make saying it ran no recipe for a goal
+(``make: 'test' is up to date.``, ``Nothing to be done for 'test'``: a ``test`` rule
+that is not ``.PHONY``, once a change adds a ``test/`` folder): it ran no test either.
 """
 
 from __future__ import annotations
 
 import re
 
-from shared.domain.policy import Violation
+from shared.domain.policy import Violation, runner_module
 
 RULE = "verification_ran_nothing"
 
@@ -59,15 +67,45 @@ skipped, 1 subtests passed``, the subtests of a test that then skipped itself). 
 of other words is no pytest summary."""
 
 
+_CSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+"""A terminal control sequence (colours, cursor moves): read past, never shown here."""
+
+_MAKE_RAN_NO_RECIPE = re.compile(
+    r"^[\w.+-]*make: (?:Nothing to be done for [`'\u2018](?P<goal>[^\n]*)['\u2019]\."
+    r"|[`'\u2018](?P<current>[^\n]*)['\u2019] is up to date\.)$",
+    re.MULTILINE,
+)
+"""The top-level make's word that a goal needed no recipe (a sub-make's, ``make[1]:``,
+is about a folder's rule, not the goal kodo ran)."""
+
+KNOWN_RUNNERS = frozenset({"pytest", "unittest"})
+"""The runners whose summary kodo reads: pinned, one must print it."""
+
+
 def ran_nothing(argv: list[str] | tuple[str, ...], tail: str) -> Violation | None:
     """``verification_ran_nothing`` if ``tail`` (the end of the output of ``argv``,
-    which exited 0) ends on a test runner's summary saying no test ran to a verdict."""
+    which exited 0) ends on a test runner's summary saying no test ran to a verdict; or,
+    with no summary, on make's word that it ran no recipe, or when ``argv`` itself runs
+    a runner kodo knows, whose summary is missing."""
+    if "\x1b" in tail:
+        tail = _CSI.sub("", tail)
     unittest = _last(_UNITTEST_RAN, tail)
     pytest = _last_pytest(tail)
     if pytest is not None and (unittest is None or pytest.start() > unittest.start()):
         return _pytest(argv, pytest)
     if unittest is not None:
         return _unittest(argv, unittest, tail)
+    nothing = _last(_MAKE_RAN_NO_RECIPE, tail)
+    if nothing is not None:
+        goal = nothing.group("goal") or nothing.group("current") or ""
+        return _violation(argv, f"make ran no recipe for {goal[:80]!r}, so no test")
+    runner = runner_module(argv)
+    if runner in KNOWN_RUNNERS:
+        return _violation(
+            argv,
+            f"its output holds no {runner} summary to say a test ran (an option such as"
+            " -qq, or a plugin, hides it; pin the command with its summary shown)",
+        )
     return None
 
 

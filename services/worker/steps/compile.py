@@ -41,7 +41,7 @@ from shared.domain.change_check import (
     top_level_module,
 )
 from shared.domain.contracts import PLAN_OUTPUT_SCHEMA
-from shared.domain.policy import VERIFY_PINNED_RULE, Policy, Violation
+from shared.domain.policy import MAKE, VERIFY_PINNED_RULE, Policy, Violation
 from shared.domain.prompts import compile_prompt
 from shared.domain.rounds import ChangeRequest, RoundInputError, effective_input
 from shared.domain.run_machine import StepId
@@ -124,7 +124,8 @@ def _plan(ctx: StepContext, policy: Policy, worktree: Worktree, git: Stopwatch) 
         violations = check_plan(policy, plan)
         if not violations:
             with git.measure():
-                base = _against_base(worktree, plan, policy.pinned_modules())
+                pinned = policy.pinned_modules()
+                base = _against_base(worktree, plan, pinned, policy.pinned_programs())
             refused = [v for v in (base.twins, base.shadow, base.hidden) if v is not None]
             if not refused and base.disagreement is not None:  # could never land as it reads
                 loop.reject(f"{base.disagreement.rule}: {base.disagreement.detail}")
@@ -165,7 +166,12 @@ class _BaseVerdict:
     hidden: Violation | None
 
 
-def _against_base(worktree: Worktree, plan: dict[str, Any], pinned: frozenset[str]) -> _BaseVerdict:
+def _against_base(
+    worktree: Worktree,
+    plan: dict[str, Any],
+    pinned: frozenset[str],
+    programs: frozenset[str] = frozenset(),
+) -> _BaseVerdict:
     """The plan's names against the base tree, read once: a name it brings that is
     another of the tree on macOS or Windows (``Calc.py`` beside ``calc.py``: drawn alike
     on the approver's screen, so never shown; ApplyPatchST judges the patch's own names
@@ -198,9 +204,9 @@ def _against_base(worktree: Worktree, plan: dict[str, Any], pinned: frozenset[st
         else f"{shown_path(path)} would be imported in place of {module}, which the runner imports"
         for path, module in sorted(shadowing.items())
     ]
-    configured = runner_configuration(plan, pinned)
+    configured = runner_configuration(plan, pinned | programs)
     named += [
-        f"{shown_path(path)} is read by python -m {module} as its configuration or a plugin"
+        f"{shown_path(path)} is read by {_runner_shown(module)} as its configuration or a plugin"
         for path, module in sorted(configured.items())
     ]
     shadow = None
@@ -212,6 +218,10 @@ def _against_base(worktree: Worktree, plan: dict[str, Any], pinned: frozenset[st
             tuple(sorted({*shadowing, *configured})),
         )
     return _BaseVerdict(twins.violation(), agreement.violation(), shadow, hidden.violation())
+
+
+def _runner_shown(runner: str) -> str:
+    return runner if runner == MAKE else f"python -m {runner}"
 
 
 def _change_request(ctx: StepContext) -> ChangeRequest | None:

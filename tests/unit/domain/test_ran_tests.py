@@ -114,7 +114,34 @@ def test_a_line_of_other_words_is_no_pytest_summary() -> None:
     assert ran_nothing(["make"], "3 warnings, 2 objects in 1.0s\n") is None
 
 
-def test_output_without_a_summary_is_judged_by_the_exit_status_alone() -> None:
-    """A summary cut off (the tail holds the last 4 KiB) or never printed: as before."""
-    assert ran_nothing(UNITTEST, "x" * 5000) is None
-    assert ran_nothing(["pytest"], "collected 3 items\n...") is None
+def test_another_programs_output_without_a_summary_is_judged_by_the_exit_status_alone() -> None:
+    """Another runner's summary kodo cannot read (a Makefile running ``go test``)."""
+    assert ran_nothing(["make", "test"], "x" * 5000) is None
+    assert ran_nothing(["tox"], "ok: all tests passed\n") is None
+
+
+def test_a_runner_kodo_knows_that_printed_no_summary_ran_nothing_it_can_see() -> None:
+    """``pytest -qq`` prints no counts; a summary hidden otherwise says nothing either
+    (red-team helper-130): the pin must show it."""
+    found = ran_nothing(UNITTEST, "x" * 5000)
+    assert found is not None
+    assert "no unittest summary" in found.detail
+    assert ran_nothing(["pytest", "-qq"], "s                    [100%]\n") is not None
+    assert ran_nothing(["env", "A=1", "python3", "-m", "pytest"], "...\n") is not None
+
+
+def test_colour_codes_are_read_past() -> None:
+    coloured = "\x1b[33m\x1b[1m1 skipped\x1b[0m\x1b[33m in 0.01s\x1b[0m\n"
+    assert ran_nothing(["pytest", "--color=yes"], coloured) is not None
+    passed = "\x1b[32m===== \x1b[1m2 passed\x1b[0m\x1b[32m in 0.01s =====\x1b[0m\n"
+    assert ran_nothing(["pytest", "--color=yes"], passed) is None
+
+
+def test_make_s_word_that_it_ran_no_recipe_counts_only_without_a_summary() -> None:
+    """A sub-make's word is about a folder's rule, and a summary after make's word is
+    what ran (``make lint test``: lint was up to date, the tests ran)."""
+    said = "make[1]: Nothing to be done for 'all'.\n"
+    assert ran_nothing(["make", "test"], said) is None
+    then_ran = f"make: 'lint' is up to date.\n{unittest_tail(2)}"
+    assert ran_nothing(["make", "lint", "test"], then_ran) is None
+    assert ran_nothing(["gmake", "test"], "gmake: 'test' is up to date.\n") is not None

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from shared.domain.change_check import guarded_modules, runner_shadows, top_level_module
+from shared.domain.change_check import (
+    guarded_modules,
+    runner_configuration,
+    runner_shadows,
+    top_level_module,
+)
 from shared.domain.policy import Policy
 
 
@@ -84,3 +89,35 @@ def test_with_a_runner_pinned_the_standard_library_is_guarded_too() -> None:
     assert guarded_modules(frozenset()) == frozenset()
     plan = _plan(("difflib.py", "add"), ("test/test_calc.py", "add"))
     assert runner_shadows(plan, guarded) == {"difflib.py": "difflib"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "programs"),
+    [
+        (("make", "test"), {"make"}),
+        (("/usr/bin/gmake", "-C", "src", "check"), {"make"}),
+        (("env", "CI=1", "make", "test"), {"make"}),
+        (("python3", "-m", "pytest"), set()),
+        (("makefile-lint",), set()),
+    ],
+)
+def test_a_pinned_make_is_a_program_whose_makefiles_a_change_must_leave_alone(
+    argv: tuple[str, ...], programs: set[str]
+) -> None:
+    assert _pinned(argv).pinned_programs() == programs
+    assert "make" not in _pinned(argv).pinned_modules(), "no make.py is refused for it"
+
+
+def test_with_make_pinned_its_makefiles_and_mk_files_are_its_configuration() -> None:
+    """GNU make reads GNUmakefile before Makefile: an added one replaced every rule of
+    the Makefile the pin was made against (red-team helper-130)."""
+    plan = _plan(
+        ("GNUmakefile", "add"),
+        ("sub/Makefile", "modify"),
+        ("rules.mk", "add"),
+        ("make.py", "add"),
+        ("calc.py", "modify"),
+    )
+    found = runner_configuration(plan, frozenset({"make"}))
+    assert found == {"GNUmakefile": "make", "sub/Makefile": "make", "rules.mk": "make"}
+    assert runner_configuration(plan, frozenset({"pytest"})) == {}
