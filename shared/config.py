@@ -6,6 +6,7 @@ Nothing in the project reads ``os.environ`` elsewhere: entry points call
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -50,6 +51,9 @@ DEFAULTS: dict[str, str] = {
     "KODO_EXEC_CPU_S": "120",
     "KODO_EXEC_MEMORY_BYTES": str(4 << 30),
     "KODO_EXEC_NPROC": "256",
+    # CPUs' time one verification may use (its cgroup's quota); 0: half of the CPUs the
+    # worker may run on, at least one.
+    "KODO_EXEC_CPUS": "0",
     "KODO_EXEC_FSIZE_BYTES": str(256 << 20),
     "KODO_EXEC_TMP_BYTES": str(256 << 20),
     "KODO_EXEC_WORKTREE_BYTES": str(1 << 30),
@@ -274,6 +278,7 @@ class Settings:
     exec_cpu_s: int = int(DEFAULTS["KODO_EXEC_CPU_S"])
     exec_memory_bytes: int = int(DEFAULTS["KODO_EXEC_MEMORY_BYTES"])
     exec_nproc: int = int(DEFAULTS["KODO_EXEC_NPROC"])
+    exec_cpus: float = float(DEFAULTS["KODO_EXEC_CPUS"])
     exec_fsize_bytes: int = int(DEFAULTS["KODO_EXEC_FSIZE_BYTES"])
     exec_tmp_bytes: int = int(DEFAULTS["KODO_EXEC_TMP_BYTES"])
     exec_worktree_bytes: int = int(DEFAULTS["KODO_EXEC_WORKTREE_BYTES"])
@@ -374,6 +379,7 @@ class Settings:
             exec_cpu_s=_int(env, "KODO_EXEC_CPU_S"),
             exec_memory_bytes=_int(env, "KODO_EXEC_MEMORY_BYTES"),
             exec_nproc=_int(env, "KODO_EXEC_NPROC"),
+            exec_cpus=_float(env, "KODO_EXEC_CPUS"),
             exec_fsize_bytes=_int(env, "KODO_EXEC_FSIZE_BYTES"),
             exec_tmp_bytes=_int(env, "KODO_EXEC_TMP_BYTES"),
             exec_worktree_bytes=_int(env, "KODO_EXEC_WORKTREE_BYTES"),
@@ -506,6 +512,8 @@ class Settings:
                 raise ConfigError(f"{name} must be positive")
         if self.db_ping_idle_s < 0:
             raise ConfigError("KODO_DB_PING_IDLE_S must not be negative")
+        if not (math.isfinite(self.exec_cpus) and 0 <= self.exec_cpus <= 4096):
+            raise ConfigError("KODO_EXEC_CPUS must be 0 (half the CPUs) or a number of CPUs")
         for name, limit in (
             ("KODO_EXEC_TIMEOUT_S", self.exec_timeout_s),
             ("KODO_EXEC_OUTPUT_CAP", self.exec_output_cap),

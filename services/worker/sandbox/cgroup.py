@@ -27,7 +27,9 @@ from pathlib import Path
 import structlog
 
 from services.worker.sandbox.cgroup_plan import (
+    CONTROLLERS,
     MOUNTS,
+    OPTIONAL,
     Owner,
     child_name,
     counter,
@@ -67,7 +69,8 @@ class ExecCgroup:
     """One execution's child cgroup(s): join them, read usage, kill and remove."""
 
     version: int
-    directories: list[Path]  # one per hierarchy (v1: memory and pids; v2: one)
+    directories: list[Path]  # one per hierarchy (v1: memory, pids, cpu; v2: one)
+    cpu_max: float | None = None  # the CPUs' time it may use; None: no CPU quota here
 
     @property
     def procs_files(self) -> list[str]:
@@ -125,8 +128,10 @@ class ExecCgroup:
             time.sleep(next(pauses))
 
 
-def _v2_enable(directory: Path) -> None:
-    """Let children of ``directory`` have memory and pids.
+def _v2_enable(directory: Path) -> frozenset[str]:
+    """Let children of ``directory`` have memory and pids, and cpu where it is delegated
+    (optional: refused or absent, the execution runs without a CPU quota); the
+    controllers its children have.
 
     cgroup v2's no-internal-processes rule refuses that while ``directory`` holds
     processes itself. kodo never moves processes it did not start to make room: the
@@ -134,28 +139,36 @@ def _v2_enable(directory: Path) -> None:
     on a unit whose main process sits in a leaf), else the cgroup is unavailable."""
     wanted = {"memory", "pids"}
     enabled = set((directory / "cgroup.subtree_control").read_text().split())
-    if wanted <= enabled:
-        return
-    available = set((directory / "cgroup.controllers").read_text().split())
-    if not wanted <= available:
-        raise CgroupUnavailable(
-            f"cgroup v2 {directory}: controllers {sorted(wanted - available)} not delegated"
-        )
-    request = " ".join(f"+{c}" for c in sorted(wanted - enabled))
-    try:
-        (directory / "cgroup.subtree_control").write_text(request)
-    except OSError as exc:
-        if exc.errno != errno.EBUSY:
-            raise
-        raise CgroupUnavailable(
-            f"cgroup v2 {directory} holds processes, so its children cannot get memory and"
-            " pids limits: start the worker in a delegated cgroup of its own (systemd"
-            " Delegate=yes)"
-        ) from exc
+    if not wanted <= enabled:
+        available = set((directory / "cgroup.controllers").read_text().split())
+        if not wanted <= available:
+            raise CgroupUnavailable(
+                f"cgroup v2 {directory}: controllers {sorted(wanted - available)} not delegated"
+            )
+        request = " ".join(f"+{c}" for c in sorted(wanted - enabled))
+        try:
+            (directory / "cgroup.subtree_control").write_text(request)
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            raise CgroupUnavailable(
+                f"cgroup v2 {directory} holds processes, so its children cannot get memory"
+                " and pids limits: start the worker in a delegated cgroup of its own"
+                " (systemd Delegate=yes)"
+            ) from exc
+        enabled |= wanted
+    for optional in sorted(OPTIONAL - enabled):
+        with contextlib.suppress(OSError):  # not delegated, or refused (realtime threads)
+            (directory / "cgroup.subtree_control").write_text(f"+{optional}")
+            enabled.add(optional)
+    return frozenset(enabled & CONTROLLERS)
 
 
-def create(label: str, memory_bytes: int, nproc: int, mounts_under: Path = MOUNTS) -> ExecCgroup:
-    """A fresh, limited child cgroup for one execution, or :class:`CgroupUnavailable`."""
+def create(
+    label: str, memory_bytes: int, nproc: int, mounts_under: Path = MOUNTS, cpus: float = 0.0
+) -> ExecCgroup:
+    """A fresh, limited child cgroup for one execution, or :class:`CgroupUnavailable`.
+    ``cpus``: its CPU quota where the cpu controller is there (see ``cpu_max``)."""
     try:
         proc_cgroup = Path("/proc/self/cgroup").read_text()
         mountinfo = Path("/proc/self/mountinfo").read_text()
@@ -168,16 +181,30 @@ def create(label: str, memory_bytes: int, nproc: int, mounts_under: Path = MOUNT
     made = ExecCgroup(places[0].version, [])
     try:
         for place in places:
+            controllers = place.controllers
             if place.version == 2:
-                _v2_enable(Path(place.directory))
+                controllers = _v2_enable(Path(place.directory))
             child = Path(place.directory) / name
-            child.mkdir(mode=0o755)
-            made.directories.append(child)
-            files = {p.name for p in child.iterdir()}
-            for file, value in limit_writes(
-                place.version, place.controllers, memory_bytes, nproc, files
-            ):
-                (child / file).write_text(value)
+            try:
+                child.mkdir(mode=0o755)
+                made.directories.append(child)
+                files = {p.name for p in child.iterdir()}
+                for file, value in limit_writes(
+                    place.version, controllers, memory_bytes, nproc, files, cpus
+                ):
+                    (child / file).write_text(value)
+            except OSError as exc:
+                if not controllers <= OPTIONAL:
+                    raise
+                # a v1 cpu hierarchy the worker cannot use: no CPU quota, said so
+                log.info("sandbox.cgroup_cpu_unavailable", reason=str(exc))
+                if made.directories and made.directories[-1] == child:
+                    made.directories.pop()
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+                continue
+            if "cpu" in controllers and cpus > 0:
+                made.cpu_max = cpus
     except (OSError, CgroupUnavailable) as exc:
         with contextlib.suppress(OSError):
             made.destroy(wait_s=1.0)

@@ -21,6 +21,19 @@ unchanged (arguments are never re-parsed). Exit 125: it could not join, nothing 
 JOIN_FAILED = 125
 
 
+CONTROLLERS = frozenset({"memory", "pids", "cpu"})
+"""What an execution's cgroup bounds: memory and pids always, the CPU where the worker's
+cgroup can give it (optional: a container may not delegate it)."""
+OPTIONAL = frozenset({"cpu"})
+
+CPU_PERIOD_US = 100_000
+CPU_SHARES_V1 = 256
+"""A quarter of a v1 group's default weight (1024): under contention the command yields
+to the worker, Postgres and the API, within its quota."""
+CPU_WEIGHT_V2 = 25
+"""The same quarter of v2's default weight (100)."""
+
+
 @dataclass(frozen=True)
 class Mount:
     point: str  # where it is mounted
@@ -35,7 +48,7 @@ class Hierarchy:
 
     version: int  # 1 or 2
     directory: str  # the worker's own cgroup directory in this hierarchy
-    controllers: frozenset[str]  # of {"memory", "pids"}
+    controllers: frozenset[str]  # of {"memory", "pids", "cpu"}
 
 
 def parse_proc_cgroup(text: str) -> dict[str, str]:
@@ -69,9 +82,7 @@ def parse_mountinfo(text: str) -> list[Mount]:
         if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
             continue
         options = set(tail[2].split(","))
-        controllers = (
-            frozenset(options & {"memory", "pids"}) if tail[0] == "cgroup" else frozenset()
-        )
+        controllers = frozenset(options & CONTROLLERS) if tail[0] == "cgroup" else frozenset()
         mounts.append(Mount(_unescape(fields[4]), _unescape(fields[3]), tail[0], controllers))
     return mounts
 
@@ -90,8 +101,9 @@ def _join(mount: Mount, path: str) -> str | None:
 
 
 def locate(proc_cgroup: str, mountinfo: str, mounts_under: Path = MOUNTS) -> list[Hierarchy]:
-    """Where the worker's own cgroups are: v1 memory and pids hierarchies if mounted
-    (memory in v1 means v2 cannot have it), else the v2 unified hierarchy.
+    """Where the worker's own cgroups are: v1 memory, pids and cpu hierarchies if mounted
+    (memory in v1 means v2 cannot have it), else the v2 unified hierarchy (whose cpu
+    controller is asked for at IO time).
 
     The answer is remembered by the texts themselves (the files are read on every
     execution; they are parsed again only when what they say changed): a worker's
@@ -122,15 +134,33 @@ def _locate(proc_cgroup: str, mountinfo: str, mounts_under: Path) -> list[Hierar
         if mount.fstype == "cgroup2" and "" in mine:
             directory = _join(mount, mine[""])
             if directory is not None:
-                return [Hierarchy(2, directory, frozenset({"memory", "pids"}))]
+                return [Hierarchy(2, directory, CONTROLLERS)]
     return found
 
 
 def limit_writes(
-    version: int, controllers: frozenset[str], memory_bytes: int, nproc: int, files: set[str]
+    version: int,
+    controllers: frozenset[str],
+    memory_bytes: int,
+    nproc: int,
+    files: set[str],
+    cpus: float = 0.0,
 ) -> list[tuple[str, str]]:
-    """(file, value) to write in a fresh child, in order; optional files only if present."""
+    """(file, value) to write in a fresh child, in order; optional files only if present.
+    ``cpus``: the most CPU time the execution may use, in CPUs (0: no quota), and, with
+    the cpu controller, a quarter of the default weight: a command forking spinners
+    (each in a session of its own, so past the kernel's autogroups) left a host process
+    a tenth of a core (red-team helper-130)."""
     writes: list[tuple[str, str]] = []
+    if "cpu" in controllers and cpus > 0:
+        quota = max(1000, round(cpus * CPU_PERIOD_US))
+        if version == 1:
+            writes.append(("cpu.cfs_period_us", str(CPU_PERIOD_US)))
+            writes.append(("cpu.cfs_quota_us", str(quota)))
+            writes.append(("cpu.shares", str(CPU_SHARES_V1)))
+        else:
+            writes.append(("cpu.max", f"{quota} {CPU_PERIOD_US}"))
+            writes.append(("cpu.weight", str(CPU_WEIGHT_V2)))
     if "memory" in controllers:
         if version == 1:
             writes.append(("memory.limit_in_bytes", str(memory_bytes)))

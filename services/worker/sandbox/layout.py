@@ -216,6 +216,7 @@ class Limits:
     memory_bytes: int
     nproc: int
     fsize_bytes: int
+    cpus: float = 0.0  # the CPUs' time the whole sandbox may use (its cgroup); 0: no quota
 
     def _bounds(self) -> list[tuple[str, int, int]]:
         """Each bound once: prlimit's option name, the resource, the limit."""

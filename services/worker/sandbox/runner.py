@@ -303,7 +303,11 @@ class Sandbox:
             return None, "off"
         try:
             return create_cgroup(
-                label, self.limits.memory_bytes, self.limits.nproc, self.cgroup_mounts
+                label,
+                self.limits.memory_bytes,
+                self.limits.nproc,
+                self.cgroup_mounts,
+                self.limits.cpus,
             ), ""
         except CgroupUnavailable as exc:
             if self.cgroup == "required":
@@ -399,6 +403,8 @@ class Sandbox:
         report = {
             "limit_bytes": self.limits.memory_bytes,
             "pids_max": self.limits.nproc,
+            # its CPU quota in thousandths of a CPU; 0: none (no cpu controller here)
+            "cpu_max_millicpus": round(cgroup.cpu_max * 1000) if cgroup and cgroup.cpu_max else 0,
             **usage.as_dict(),
         }
         return dataclasses.replace(done, memory_cgroup=report)
@@ -565,7 +571,15 @@ def limits_of(settings: Settings) -> Limits:
         memory_bytes=settings.exec_memory_bytes,
         nproc=settings.exec_nproc,
         fsize_bytes=settings.exec_fsize_bytes,
+        cpus=settings.exec_cpus or default_cpus(),
     )
+
+
+def default_cpus() -> float:
+    """Half of the CPUs this process may run on, at least one: a verification's quota
+    unless KODO_EXEC_CPUS says otherwise (the rest is the worker's, Postgres's and the
+    other runs')."""
+    return float(max(1, len(os.sched_getaffinity(0)) // 2))
 
 
 def sandbox_of(settings: Settings, environ: dict[str, str]) -> Sandbox:

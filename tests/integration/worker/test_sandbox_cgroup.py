@@ -244,3 +244,30 @@ def test_off_never_makes_a_cgroup(worktree: Path) -> None:  # noqa: F811
     assert said(done).strip() == "ran"
     assert done.memory_cgroup == "off"
     assert NO_CGROUP is not None or exec_children(label) == set()
+
+
+SPIN_TWO = """
+import os, time
+end = time.monotonic() + 1.5
+pids = [os.fork() for _ in range(2)]
+while time.monotonic() < end:
+    pass
+if 0 in pids:
+    os._exit(0)
+for pid in pids:
+    os.waitpid(pid, 0)
+print("CPU", os.times().children_user + os.times().user, flush=True)
+"""
+
+
+@needs_cgroup
+def test_the_cpu_time_is_bounded_by_the_cgroups_quota(worktree: Path) -> None:  # noqa: F811
+    """Two spinning processes for 1.5 s of wall, held to half a CPU: well under the 3 s of
+    CPU they would take unbounded (red-team helper-130)."""
+    if not Path("/sys/fs/cgroup/cpu,cpuacct").is_dir() and not Path("/sys/fs/cgroup/cpu").is_dir():
+        pytest.skip("no cgroup v1 cpu hierarchy on this host")
+    done = run_python(SPIN_TWO, worktree, settings=Settings(exec_cpus=0.5), timeout_s=20)
+    assert isinstance(done.memory_cgroup, dict)
+    assert done.memory_cgroup["cpu_max_millicpus"] == 500
+    used = float(said(done).split("CPU", 1)[1].split()[0])
+    assert used < 1.5, f"{used:.2f} s of CPU in 1.5 s of wall under a quota of half a CPU"

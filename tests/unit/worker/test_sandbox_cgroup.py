@@ -60,16 +60,20 @@ def test_mountinfo_keeps_only_cgroup_mounts_with_their_controllers() -> None:
     assert mounts[3].fstype == "cgroup2"
 
 
-def test_v1_uses_the_memory_and_pids_hierarchies_at_the_workers_own_cgroups() -> None:
+def test_v1_uses_the_memory_pids_and_cpu_hierarchies_at_the_workers_own_cgroups() -> None:
     assert locate(V1_CGROUP, V1_MOUNTS) == [
+        Hierarchy(1, "/sys/fs/cgroup/cpu,cpuacct", frozenset({"cpu"})),
         Hierarchy(1, "/sys/fs/cgroup/memory/process_api/abc", frozenset({"memory"})),
         Hierarchy(1, "/sys/fs/cgroup/pids", frozenset({"pids"})),
     ]
 
 
 def test_v2_uses_the_workers_unified_cgroup() -> None:
+    """(whether its cpu controller is delegated is asked at IO time: optional)"""
     assert locate(V2_CGROUP, V2_MOUNTS) == [
-        Hierarchy(2, "/sys/fs/cgroup/system.slice/kodo.service", frozenset({"memory", "pids"}))
+        Hierarchy(
+            2, "/sys/fs/cgroup/system.slice/kodo.service", frozenset({"memory", "pids", "cpu"})
+        )
     ]
 
 
@@ -99,7 +103,7 @@ def test_a_changed_mount_table_or_cgroup_is_located_afresh() -> None:
 def test_each_caller_gets_a_list_of_its_own() -> None:
     first = locate(V1_CGROUP, V1_MOUNTS)
     first.clear()
-    assert len(locate(V1_CGROUP, V1_MOUNTS)) == 2
+    assert len(locate(V1_CGROUP, V1_MOUNTS)) == 3
 
 
 def test_v1_limits_memory_with_swap_when_the_kernel_counts_it() -> None:
@@ -122,6 +126,21 @@ def test_v2_limits_memory_forbids_swap_and_kills_the_group_together() -> None:
         ("memory.oom.group", "1"),
         ("pids.max", "16"),
     ]
+
+
+def test_a_cpu_quota_and_a_low_weight_bound_a_commands_share_of_the_cpus() -> None:
+    """A command forking spinners, each in a session of its own, left a host process a
+    tenth of a core (red-team helper-130)."""
+    assert limit_writes(1, frozenset({"cpu"}), 128, 16, set(), cpus=1.5) == [
+        ("cpu.cfs_period_us", "100000"),
+        ("cpu.cfs_quota_us", "150000"),
+        ("cpu.shares", "256"),
+    ]
+    assert limit_writes(2, frozenset({"cpu"}), 128, 16, set(), cpus=0.001) == [
+        ("cpu.max", "1000 100000"),  # the kernel's least quota
+        ("cpu.weight", "25"),
+    ]
+    assert limit_writes(2, frozenset({"cpu"}), 128, 16, set(), cpus=0) == []
 
 
 MAKER = Owner(pid_ns=4026531836, pid=4242, ticks=987654)
