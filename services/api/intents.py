@@ -225,7 +225,29 @@ def read_intent(intent_id: str) -> Submitted:
 @routes.response(202, StartedSchema())
 @routes.errors(400, 404, 409, 415)
 def run_intent(_body: StartRunIn, intent_id: str) -> tuple[Started, int]:
-    """Start the intent's single run; a repeat returns it without a second dispatch."""
+    """Start the intent's single run; a repeat returns it without a second dispatch.
+    Only its submitter, or a token that may also decide (an admin), starts it (403
+    ``intent_owner``)."""
     with api().uow() as uow:
+        _assert_may_start(uow, intent_id)
         started = _start(uow, intent_id)
     return started, 202
+
+
+INTENT_OWNER_RULE = "intent_owner"
+
+
+def _assert_may_start(uow: UnitOfWork, intent_id: str) -> None:
+    """Another submitter's token had started an intent drafted without ``run``, spending
+    its budget: an admin's $500, past the ceiling that token's own intents are held to
+    (red-team helper-131). Starting a run spends what its intent names: its submitter's
+    call, or one of a token that may also raise a run's budget. An unknown intent is left to :func:`start_run` (404)."""
+    principal = current_principal()
+    if principal.may(Permission.DECIDE):
+        return
+    intent = uow.intents.get(intent_id)
+    if intent is not None and intent.submitted_by != principal.name:
+        raise Forbidden(
+            f"{INTENT_OWNER_RULE}: intent {intent_id} was submitted by another principal;"
+            " its submitter, or an admin, starts its run"
+        )
