@@ -241,7 +241,8 @@ def _assert_may_start(uow: UnitOfWork, intent_id: str) -> None:
     """Another submitter's token had started an intent drafted without ``run``, spending
     its budget: an admin's $500, past the ceiling that token's own intents are held to
     (red-team helper-131). Starting a run spends what its intent names: its submitter's
-    call, or one of a token that may also raise a run's budget. An unknown intent is left to :func:`start_run` (404)."""
+    call, or one of a token that may also raise a run's budget. An unknown intent is
+    left to :func:`start_run` (404)."""
     principal = current_principal()
     if principal.may(Permission.DECIDE):
         return

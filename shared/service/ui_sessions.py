@@ -21,6 +21,10 @@ from shared.service.tokens import Principal, live_token, principal_of
 from shared.service.uow import UnitOfWork
 
 ID_BYTES = 32  # 256 bits from the OS CSPRNG
+SESSIONS_PER_TOKEN = 20
+"""The live sessions one token keeps (a person's browsers); a sign-in past them ends the
+oldest. Each sign-in also deletes the token's ended and expired rows: one token had
+stored a row per sign-in without bound, 450 a second (red-team helper-131)."""
 _MAX_ID_LENGTH = 100
 
 
@@ -51,6 +55,7 @@ def sign_in(
             expires_at=expires,
         )
     )
+    uow.ui_sessions.keep_newest(row.id, now=now, keep=SESSIONS_PER_TOKEN)
     return session_id, SignedIn(principal_of(row), csrf, expires)
 
 

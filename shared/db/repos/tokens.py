@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String, bindparam, cast, select, update
+from sqlalchemy import String, bindparam, cast, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -95,6 +95,25 @@ class UiSessionRepo:
             )
         ).one_or_none()
         return None if found is None else (found[0], found[1])
+
+    def keep_newest(self, token_id: int, *, now: datetime, keep: int) -> int:
+        """Delete the token's ended and expired sessions, and its live ones past the
+        ``keep`` newest; how many went. One statement; the table stays small (at most
+        ``keep`` rows a token, and what ended since its last sign-in)."""
+        newest = (
+            select(UiSession.id)
+            .where(
+                UiSession.token_id == token_id,
+                UiSession.ended_at.is_(None),
+                UiSession.expires_at > now,
+            )
+            .order_by(UiSession.id.desc())
+            .limit(keep)
+        )
+        gone = self.session.execute(
+            delete(UiSession).where(UiSession.token_id == token_id, UiSession.id.not_in(newest))
+        )
+        return int(getattr(gone, "rowcount", 0) or 0)
 
     def end(self, session_sha256: str, *, now: datetime) -> None:
         """End the session with this digest (no-op if unknown or ended)."""
