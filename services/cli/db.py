@@ -26,6 +26,7 @@ from services.cli.context import home_option, settings_for
 from services.worker.git_ops import GitError, git, remove_worktree_dir, unlock_registration
 from shared.git_dir import git_dir_refusal
 from shared.queue import make_celery
+from shared.redact import redact_text
 
 KEPT_TABLES = ("alembic_version", "processes", "api_tokens")
 
@@ -131,11 +132,12 @@ def reset_cmd(yes: bool, home: Path | None) -> None:
     worktrees (asks first)."""
     settings = settings_for(home)
     shown = make_url(settings.database_url).render_as_string(hide_password=True)
+    broker = redact_text(settings.redis_url)  # (its password never shown: helper-131)
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("refusing to reset without a terminal to confirm: pass --yes")
         click.confirm(
-            f"Purge the Celery queue at {settings.redis_url} and delete every run in {shown}?",
+            f"Purge the Celery queue at {broker} and delete every run in {shown}?",
             abort=True,
         )
     try:
@@ -146,18 +148,14 @@ def reset_cmd(yes: bool, home: Path | None) -> None:
     try:
         probe.ping()  # kombu would retry an unreachable broker for a long time
     except (RedisError, OSError) as exc:
-        raise click.ClickException(
-            f"cannot reach the broker at {settings.redis_url}: {exc}"
-        ) from exc
+        raise click.ClickException(f"cannot reach the broker at {broker}: {exc}") from exc
     finally:
         probe.close()
     celery = make_celery(settings)
     try:
         purged = celery.control.purge()
     except OSError as exc:
-        raise click.ClickException(
-            f"cannot purge the queue at {settings.redis_url}: {exc}"
-        ) from exc
+        raise click.ClickException(f"cannot purge the queue at {broker}: {exc}") from exc
     finally:
         celery.close()
     try:
@@ -166,6 +164,6 @@ def reset_cmd(yes: bool, home: Path | None) -> None:
     except SQLAlchemyError as exc:
         raise click.ClickException(f"cannot truncate the run tables: {exc}") from exc
     removed = remove_worktrees(worktrees, settings.workspace_dir)
-    click.echo(f"purged {purged} queued message(s) from {settings.redis_url}")
+    click.echo(f"purged {purged} queued message(s) from {broker}")
     click.echo(f"truncated {', '.join(tables) or 'nothing'} in {shown}")
     click.echo(f"removed {removed} worktree(s) under {settings.workspace_dir}")

@@ -75,6 +75,7 @@ from shared.domain.run_machine import RunStatus
 from shared.domain.step_contract import step_contract_version
 from shared.model_in_use import describe_ids, offered
 from shared.queue import make_celery
+from shared.redact import redact_text
 from shared.version import app_version
 
 PARKED = RunStatus.WAITING_UPGRADE.value
@@ -122,14 +123,17 @@ def check_postgres(engine: Engine, url: str) -> Check:
 
 
 def check_redis(url: str, timeout_s: float) -> Check:
+    """PING the broker; its URL is shown without its password (doctor's output is what
+    people paste: red-team helper-131)."""
     client = Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    shown = redact_text(url)
     try:
         client.ping()
     except (RedisError, OSError) as exc:
-        return Check("redis", False, f"no PING answer at {url}: {type(exc).__name__}")
+        return Check("redis", False, f"no PING answer at {shown}: {type(exc).__name__}")
     finally:
         client.close()
-    return Check("redis", True, f"PONG from {url}")
+    return Check("redis", True, f"PONG from {shown}")
 
 
 def check_migrations(engine: Engine) -> Check:
@@ -249,7 +253,7 @@ def check_workers(settings: Settings, engine: Engine, timeout_s: float) -> Check
         return Check(
             "workers",
             False,
-            f"no worker answered over {settings.redis_url} within "
+            f"no worker answered over {redact_text(settings.redis_url)} within "
             f"{min(timeout_s, WORKERS_WINDOW_S) + timeout_s:g}s "
             "(start one: `kodo up`)",
         )
