@@ -73,7 +73,7 @@ def make_engine(
     caller's retry (a task's, a client's) gets a fresh one.
 
     ``jsonb`` values are written by :func:`shared.db.jsonb_text.dumps` (a NUL, which
-    Postgres refuses, stored as U+FFFD).
+    Postgres refuses, stored as U+FFFD). Errors show no parameter values.
     """
     engine = create_engine(
         bounded_url(database_url),
@@ -81,6 +81,10 @@ def make_engine(
         max_overflow=max_overflow,
         pool_timeout=pool_timeout_s,
         json_serializer=jsonb_text.dumps,
+        # A statement's error names its SQL, never its values: those hold token digests,
+        # a sign-in's CSRF token and agent text (red-team helper-131), and a log line
+        # must not carry a prompt's megabytes either.
+        hide_parameters=True,
     )
 
     @event.listens_for(engine, "checkin")

@@ -57,3 +57,15 @@ def test_a_connection_used_a_moment_ago_is_not_pinged_and_a_dead_one_fails_once(
         assert _backend_pid(engine) != first
     finally:
         engine.dispose()
+
+
+def test_a_statements_error_names_its_sql_never_its_values(engine: Engine) -> None:
+    """Parameters hold token digests, a sign-in's CSRF token and agent text: a logged
+    error carries none of them (red-team helper-131). (What Postgres itself quotes in
+    its message, a value it could not cast, is its own.)"""
+    hidden = "rt131-parameter-that-must-not-be-logged"
+    with pytest.raises(DBAPIError) as raised, engine.connect() as conn:
+        conn.execute(text("SELECT length(CAST(:value AS text)) / 0"), {"value": hidden})
+    assert "division by zero" in str(raised.value)
+    assert "SELECT length" in str(raised.value)
+    assert hidden not in str(raised.value)
