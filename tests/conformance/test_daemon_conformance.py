@@ -195,11 +195,16 @@ def test_a_turns_messages_added_up_are_its_fresh_sessions_totals(
         client.delete_session(row.session_id, directory=directory)
     tools = [t["tool"] for t in row.response["tools"]] if row.response else []
     assert tools.count("read") == (2 if reads else 0)
-    assert {k: v for k, v in row.usage.items() if k != "cost_usd"} == {
+    last_step = {"last_step_tokens", "last_step_cost_usd"}  # the turn's newest counted step
+    assert {k: v for k, v in row.usage.items() if k not in last_step | {"cost_usd"}} == {
         k: v for k, v in totals.items() if k != "cost_usd"
     }
     assert row.usage["total_tokens"] > 0
     assert row.usage["cost_usd"] == pytest.approx(totals["cost_usd"], rel=1e-9)
+    # what a cut would spend again (migration 0032): one step's, the whole turn's if one
+    assert 0 < row.usage["last_step_tokens"] <= row.usage["total_tokens"]
+    if not reads:
+        assert row.usage["last_step_tokens"] == row.usage["total_tokens"]
 
 
 def test_the_build_agent_edits_the_worktree_with_its_tools_and_reports_the_files(
