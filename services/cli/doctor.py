@@ -65,6 +65,7 @@ from services.cli.context import api_url_for, home_option, settings_for
 from services.worker.git_ops import sandbox_git
 from services.worker.sandbox import (
     sandbox_cgroup_warning,
+    sandbox_of,
     sandbox_problem,
 )
 from shared.config import Settings
@@ -511,7 +512,19 @@ def check_sandbox(settings: Settings) -> Check:
         return Check("sandbox", True, f"{works}; WARNING: {warning}", {"warning": warning})
     if settings.sandbox_cgroup == "off":
         return Check("sandbox", True, f"{works}; KODO_SANDBOX_CGROUP=off: no memory cgroup")
-    return Check("sandbox", True, f"{works}, in a memory and pids cgroup per command")
+    quota = sandbox_of(settings, dict(os.environ)).cpu_quota()
+    if quota is None:  # still green: the cpu controller is optional (a container's)
+        return Check(
+            "sandbox",
+            True,
+            f"{works}, in a memory and pids cgroup per command; no CPU quota (the worker's"
+            " cgroup has no cpu controller it may use)",
+        )
+    return Check(
+        "sandbox",
+        True,
+        f"{works}, in a memory, pids and cpu cgroup per command (at most {quota:g} CPUs)",
+    )
 
 
 def run_checks(

@@ -297,6 +297,25 @@ class Sandbox:
             return f"cannot remove a child cgroup: {exc}"
         return None
 
+    def cpu_quota(self) -> float | None:
+        """The CPUs' time a command's cgroup is held to here (None: no cgroup, or no cpu
+        controller the worker may use): made once as a probe, then removed."""
+        if self.cgroup == "off":
+            return None
+        try:
+            made = create_cgroup(
+                "probe",
+                self.limits.memory_bytes,
+                self.limits.nproc,
+                self.cgroup_mounts,
+                self.limits.cpus,
+            )
+        except CgroupUnavailable:
+            return None
+        with contextlib.suppress(OSError):
+            made.destroy()
+        return made.cpu_max
+
     def _make_cgroup(self, label: str) -> tuple[ExecCgroup | None, str]:
         """The execution's cgroup and the note recorded when there is none."""
         if self.cgroup == "off":
