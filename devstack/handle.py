@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from shared.redact import redact_text
+
 Kind = Literal["reused", "started", "kept"]
 KINDS: tuple[Kind, ...] = ("reused", "started", "kept")
 
@@ -67,7 +69,7 @@ class ServiceHandle:
 
     def describe(self) -> str:
         """One line for humans: ``redis: started redis://... (pid 7, /usr/bin/redis-server)``."""
-        line = f"{self.name}: {self.kind} {self.url}"
+        line = f"{self.name}: {self.kind} {redact_text(self.url)}"  # (never its password)
         if self.owned:
             line += f" (pid {self.pid}, {self.binary})"
         return line

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
 from devstack.handle import DevstackError, ServiceHandle, StackPaths
 from devstack.supervisor import alive, looks_like
+from shared.private_file import write_private
 
 
 @contextmanager
@@ -45,9 +45,10 @@ def save(paths: StackPaths, handles: list[ServiceHandle]) -> None:
     """Write atomically; only owned services are ever recorded."""
     paths.home.mkdir(parents=True, exist_ok=True)
     entries = [replace(h, kind="started").to_json() for h in handles if h.owned]
-    tmp = paths.state_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"version": 1, "services": entries}, indent=2) + "\n")
-    os.replace(tmp, paths.state_file)
+    # it records the URL asked for, which may carry its password: private (helper-133)
+    write_private(
+        paths.state_file, json.dumps({"version": 1, "services": entries}, indent=2) + "\n"
+    )
 
 
 def record(paths: StackPaths, handle: ServiceHandle) -> None:

@@ -35,7 +35,6 @@ whose prices are the configured ones (the config wins over the catalogue).
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from typing import Any
 
 from shared.model_in_use import STAND_IN_PROVIDER_ID, STAND_IN_PROVIDER_NAME
 from shared.opencode.client import MAX_TURN_STEPS
+from shared.private_file import write_private
 
 PROVIDER_ID = STAND_IN_PROVIDER_ID
 MODEL_ID = "kodo-scripted"
@@ -324,8 +324,5 @@ def global_config(spec: ProviderSpec) -> dict[str, Any]:
 def write_config(path: Path, config: dict[str, Any]) -> Path:
     """Write ``config`` readable only by us (it names where the key comes from)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    write_private(path, json.dumps(config, indent=2) + "\n")
     return path

@@ -50,6 +50,7 @@ from devstack.supervisor import stop as stop_process
 from shared.model_in_use import OfferedModel, offered
 from shared.opencode.client import OpenCodeClient
 from shared.opencode.errors import OpenCodeError
+from shared.private_file import write_private
 
 STATE_FILE = "daemon.json"
 USERNAME = "opencode"
@@ -200,11 +201,8 @@ def read_state(state_dir: Path) -> DaemonState | None:
 
 
 def _write_state(state_dir: Path, state: DaemonState) -> None:
-    path = state_dir / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(state), indent=2) + "\n")
-    os.chmod(tmp, 0o600)  # it holds the daemon's password
-    tmp.replace(path)
+    # it holds the daemon's password: private from its first byte
+    write_private(state_dir / STATE_FILE, json.dumps(asdict(state), indent=2) + "\n")
 
 
 def _client(
@@ -301,7 +299,13 @@ def prepare(
     """Write the config under ``state_dir`` and say how to run ``opencode serve`` there:
     ``start`` supervises it, ``kodo oc serve`` (a container's process) execs it."""
     home = state_dir / "home"
+    # the daemon's own database (every session's prompts, answers and tool output) lives
+    # under its HOME, written with its umask: both folders are its owner's alone
+    # (red-team helper-133 read a session's text from opencode.db-wal as another user)
+    state_dir.mkdir(parents=True, exist_ok=True)
     home.mkdir(parents=True, exist_ok=True)
+    for private in (state_dir, home):
+        os.chmod(private, 0o700)
     config_path = write_config(state_dir / "opencode.global.json", global_config(provider))
     host, port = bind
     argv = [str(binary), "serve", "--hostname", host, "--port", str(port)]

@@ -50,6 +50,7 @@ from services.worker.sandbox import sandbox_problem
 from shared.config import ConfigError, Settings
 from shared.domain.display import visible
 from shared.queue import WORKER_QUEUES
+from shared.redact import redact_text
 
 API_PORT = 8000
 FLOWER_PORT = 5555
@@ -244,8 +245,8 @@ def up(
     except DevstackError as exc:
         raise click.ClickException(str(exc)) from exc
     for handle in (services.postgres, services.redis):
-        _ready(handle.name, f"{handle.kind} {handle.url}", began)
-    click.echo(f"migrations: {services.postgres.url} at head")
+        _ready(handle.name, f"{handle.kind} {redact_text(handle.url)}", began)
+    click.echo(f"migrations: {redact_text(services.postgres.url)} at head")
 
     _say_sandbox(settings)
     roots = [str(r.resolve()) for r in repo_roots] or [str(r) for r in settings.repo_roots]

@@ -226,9 +226,7 @@ def pinned(tree: Worktree) -> Iterator[int]:
 def pin_point(tree: Worktree) -> Path:
     """``<workspaces>.pin``: the empty folder a pinned git sees the worktree at, in its own
     mount namespace; a sibling of the workspaces folder, out of the daemon's reach."""
-    point = _beside(tree.path.parent, "pin")
-    point.mkdir(exist_ok=True)
-    return point
+    return own_folder(_beside(tree.path.parent, "pin"))
 
 
 def _run(
@@ -578,6 +576,36 @@ def tree_git_bytes(tree: Worktree, *args: str, writes: Writes = "tree") -> bytes
     return proc.stdout
 
 
+KODO_FOLDER_RULE = "kodo_folder"
+
+
+def own_folder(path: Path) -> Path:
+    """``path``, one of kodo's own folders (the workspaces folder and those beside it),
+    made owner-only if missing; one that exists must be a folder of this process's user,
+    not a link, else GitError under :data:`KODO_FOLDER_RULE` (a looser mode of its own,
+    an older kodo's umask, is made 0700).
+
+    Their names are derived, so with the workspaces folder in a shared one (``mktemp -d``
+    under ``/tmp``) another local user could make them first: a ``.locks`` of theirs
+    holding a link made a root worker truncate the file it named, and an ``.exec`` of
+    theirs received every verification's copy of the repository; made with the umask,
+    the worktrees were readable copies of a private repository (red-team helper-133)."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        kind = "not a folder" if not stat.S_ISDIR(info.st_mode) else "a folder"
+        raise GitError(
+            f"{KODO_FOLDER_RULE}: {path} is {kind} of uid {info.st_uid}, not a folder of"
+            " kodo's own user"
+            f" (uid {os.geteuid()}): kodo keeps its worktrees, locks and checkouts only in"
+            " folders it made; remove it, or set KODO_WORKSPACE_DIR elsewhere"
+        )
+    if info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
 def _beside(workspace_dir: Path, name: str) -> Path:
     """``<workspaces>.<name>``: one of kodo's folders, a sibling of the workspaces folder
     (so on its filesystem, and out of the daemon's reach)."""
@@ -628,13 +656,17 @@ def repo_lock(workspace_dir: Path, repo: Path) -> Iterator[None]:
     repository) nor in the user's repository.
     """
     path = lock_file(workspace_dir, repo)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    own_folder(path.parent)
+    # never through a link, and never truncated: the lock is the open file, not its bytes
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 CHECKOUT_BYTES_RULE = "max_checkout_bytes"
@@ -863,10 +895,10 @@ def private_checkout(
     """
     if weighed is not None and (weighed.commit != commit or weighed.refusal is not None):
         raise GitError(f"the weighing of {weighed.commit} does not let {commit} be checked out")
-    path = exec_root(workspace_dir) / run_id
+    path = own_folder(exec_root(workspace_dir)) / run_id
     with timed():
         drop_private_checkout(repo, workspace_dir, path)
-        path.mkdir(parents=True)
+        path.mkdir()
     checkout = PrivateCheckout(path, repo / ".git", private_index(workspace_dir, run_id))
     try:
         with timed():
@@ -935,7 +967,8 @@ def ensure_worktree(
         tree = open_worktree(path, repo, bwrap=bwrap)  # a later delivery: no git process
         if not _drop_if_unfinished(repo, workspace_dir, tree):
             return tree
-    workspace_dir.mkdir(parents=True, exist_ok=True)
+    workspace_dir.parent.mkdir(parents=True, exist_ok=True)
+    own_folder(workspace_dir)
     aside: list[Path] = []
     try:
         with repo_lock(workspace_dir, repo):
@@ -960,8 +993,7 @@ def _set_aside(path: Path, workspace_dir: Path, aside: list[Path]) -> None:
     released (:func:`_empty_trash`): removed here, it held every run of the repository
     for as long as ``rm`` took (up to GIT_TIMEOUT_S). Removed in place where the rename
     cannot cross (the trash on another filesystem)."""
-    trash = trash_root(workspace_dir)
-    trash.mkdir(mode=0o700, exist_ok=True)
+    trash = own_folder(trash_root(workspace_dir))
     moved = trash / f"{path.name}.{secrets.token_hex(8)}"
     try:
         os.rename(path, moved)
@@ -1018,8 +1050,7 @@ def _check_out_into_place(
     repository's lock, until GIT_TIMEOUT_S, 11 times of 11 (a red-team pass). When the
     stage is on another filesystem (the workspaces folder a volume of its own) the
     folder is made in place, as before."""
-    staged = stage_root(workspace_dir) / path.name
-    staged.parent.mkdir(exist_ok=True)
+    staged = own_folder(stage_root(workspace_dir)) / path.name
     _write_pointer(staged, admin)
     checkout_head(Worktree(staged, admin, folder_identity(staged), bwrap))
     try:
@@ -1297,8 +1328,7 @@ def quarantined(worktree: Worktree, workspace_dir: Path) -> Iterator[Worktree]:
     only objects the store holds, so the next one stages again (an index naming deleted
     objects failed every redelivery, a red-team pass). A crashed delivery's folder is
     removed by the run's next one."""
-    root = quarantine_root(workspace_dir)
-    root.mkdir(mode=0o700, exist_ok=True)
+    root = own_folder(quarantine_root(workspace_dir))
     for left in _runs_entries(root, worktree.path.name):
         shutil.rmtree(left, ignore_errors=True)
     folder = root / f"{worktree.path.name}.{secrets.token_hex(8)}"
