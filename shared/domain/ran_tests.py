@@ -34,9 +34,10 @@ from shared.domain.policy import Violation, runner_module
 
 RULE = "verification_ran_nothing"
 
-TAIL_BYTES = 4096
+TAIL_BYTES = 16384
 """How much of a command's last output is kept for this reading (the summary is its
-last lines; the head kept for the page may have been cut long before)."""
+last lines; the head kept for the page may have been cut long before). Room for what
+follows a summary honestly: warnings at the interpreter's exit."""
 
 _UNITTEST_RAN = re.compile(r"^Ran (\d+) tests? in \d+(?:\.\d+)?s$", re.MULTILINE)
 _UNITTEST_OK = re.compile(r"^OK \(([a-z =0-9,]*)\)$", re.MULTILINE)

@@ -307,6 +307,10 @@ def sandbox_env(
             "HOME": TMP,
             "TMPDIR": TMP,
             "PYTHONDONTWRITEBYTECODE": "1",
+            # what tests print reaches the output when printed, not when the interpreter
+            # exits: block-buffered, it followed unittest's summary (written to stderr)
+            # and pushed it out of the tail kodo reads it from (red-team helper-132)
+            "PYTHONUNBUFFERED": "1",
             "GIT_CONFIG_NOSYSTEM": "1",
             "GIT_CONFIG_GLOBAL": "/dev/null",
             "GIT_TERMINAL_PROMPT": "0",
