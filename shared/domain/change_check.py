@@ -462,11 +462,23 @@ def runner_configuration(plan: dict[str, Any], pinned: frozenset[str]) -> dict[s
             module = "pytest"  # (it autoloads every [pytest11] entry point it finds)
         if module is None and "pytest" in pinned and fnmatch.fnmatchcase(name, "test*.txt"):
             module = "pytest"  # (it runs each >>> line of one as a doctest: helper-120)
-        if module is None and "make" in pinned and name.endswith(".mk"):
-            module = "make"  # (what a makefile includes, by the usual name)
+        if module is None and "make" in pinned and _makefile_like(name):
+            module = "make"  # (what a makefile includes, by the usual names)
         if module is not None:
             found[path] = module
     return found
+
+
+MAKEFILE_PREFIXES = ("makefile", "gnumakefile")
+MAKEFILE_SUFFIXES = (".mk", ".mak", ".make")
+
+
+def _makefile_like(name: str) -> bool:
+    """A (casefolded) name a makefile is included by as usual: ``Makefile.local``,
+    ``Makefile.inc``, ``rules.mak``, ``common.mk`` (an included file adding ``-n`` to
+    ``MAKEFLAGS`` made the pinned make a dry run: red-team helper-132). An include of
+    any other name is not known here."""
+    return name.startswith(MAKEFILE_PREFIXES) or name.endswith(MAKEFILE_SUFFIXES)
 
 
 def _distribution_metadata(path: str) -> bool:

@@ -11,8 +11,10 @@ session keyring (``KEYCTL_JOIN_SESSION_KEYRING``) and execs it: the command's ke
 is empty, its own, and gone with the sandbox.
 
 The shim is also what first makes the sandbox's processes the OOM killer's first choice
-(``oom_score_adj`` 1000, inherited by everything it starts; no process in the sandbox
-may lower it): what a command holds in memfds, its ``/tmp`` and its worktree's tmpfs is
+(``oom_score_adj`` 1000, inherited by everything it starts; written while the worker
+holds CAP_SYS_RESOURCE, as root on a host does, it is also the floor no process in the
+sandbox may go below; without it, a command may write it back down to 0, red-team
+helper-132): what a command holds in memfds, its ``/tmp`` and its worktree's tmpfs is
 in no process's RSS, and when the host or the worker's container ran out, the kernel
 killed the worker, the largest process, and left the command holding the memory
 (red-team helper-130). A shim that cannot set it starts nothing.

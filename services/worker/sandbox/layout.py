@@ -294,6 +294,20 @@ class Layout:
     :data:`OVERLAY_PERL`; None mounts with :data:`OVERLAY_SCRIPT`."""
 
 
+VERDICT_ENV = {
+    # what tests print reaches the output when printed, not when the interpreter exits:
+    # block-buffered, it followed unittest's summary (written to stderr) and pushed it
+    # out of the tail kodo reads it from (red-team helper-132)
+    "PYTHONUNBUFFERED": "1",
+    # make remakes every target it is asked for: in a fresh checkout nothing is built,
+    # and a file or folder the change named like a target (a test/ beside a test rule
+    # that is not .PHONY, a unit/ beside its prerequisite) had made it "up to date", its
+    # recipe, the tests, never run (red-team helper-132)
+    "MAKEFLAGS": "B",
+}
+"""What every verification command gets so that its output says what it ran."""
+
+
 def sandbox_env(
     toolchain: Toolchain, passed: dict[str, str], *, hide_bytecode: bool = True
 ) -> dict[str, str]:
@@ -307,10 +321,7 @@ def sandbox_env(
             "HOME": TMP,
             "TMPDIR": TMP,
             "PYTHONDONTWRITEBYTECODE": "1",
-            # what tests print reaches the output when printed, not when the interpreter
-            # exits: block-buffered, it followed unittest's summary (written to stderr)
-            # and pushed it out of the tail kodo reads it from (red-team helper-132)
-            "PYTHONUNBUFFERED": "1",
+            **VERDICT_ENV,
             "GIT_CONFIG_NOSYSTEM": "1",
             "GIT_CONFIG_GLOBAL": "/dev/null",
             "GIT_TERMINAL_PROMPT": "0",

@@ -124,8 +124,8 @@ def _plan(ctx: StepContext, policy: Policy, worktree: Worktree, git: Stopwatch) 
         violations = check_plan(policy, plan)
         if not violations:
             with git.measure():
-                pinned = policy.pinned_modules()
-                base = _against_base(worktree, plan, pinned, policy.pinned_programs())
+                programs = policy.pinned_programs()
+                base = _against_base(worktree, plan, _guarded(policy, programs), programs)
             refused = [v for v in (base.twins, base.shadow, base.hidden) if v is not None]
             if not refused and base.disagreement is not None:  # could never land as it reads
                 loop.reject(f"{base.disagreement.rule}: {base.disagreement.detail}")
@@ -218,6 +218,19 @@ def _against_base(
             tuple(sorted({*shadowing, *configured})),
         )
     return _BaseVerdict(twins.violation(), agreement.violation(), shadow, hidden.violation())
+
+
+RUNNERS_A_MAKE_MAY_RUN = frozenset({"unittest", "pytest"})
+"""What a pinned make's recipe may run inside: its rules are not read here, so a change
+gets the protections of each (a difflib.py under unittest, a conftest.py under pytest
+had passed a broken add under a pinned make test: red-team helper-132)."""
+
+
+def _guarded(policy: Policy, programs: frozenset[str]) -> frozenset[str]:
+    """The runner modules whose inputs a change must leave alone: the pinned ones, and
+    under a pinned make, those its recipe may run."""
+    pinned = policy.pinned_modules()
+    return pinned | RUNNERS_A_MAKE_MAY_RUN if MAKE in programs else pinned
 
 
 def _runner_shown(runner: str) -> str:

@@ -48,7 +48,7 @@ from services.worker.sandbox import (
     sandbox_of,
 )
 from services.worker.sandbox.cgroup import CgroupUnavailable
-from services.worker.sandbox.layout import PYCACHE_PREFIX
+from services.worker.sandbox.layout import PYCACHE_PREFIX, VERDICT_ENV
 from services.worker.steps.base import (
     ArtifactOut,
     StepContext,
@@ -77,7 +77,7 @@ POLL_S = 1.0
 
 def scrubbed_env(source: dict[str, str], *, hide_bytecode: bool = True) -> dict[str, str]:
     env = {k: source[k] for k in PASSED_ENV if k in source}
-    env.update({"PYTHONDONTWRITEBYTECODE": "1", "HOME": "/nonexistent"})
+    env.update({"PYTHONDONTWRITEBYTECODE": "1", **VERDICT_ENV, "HOME": "/nonexistent"})
     if hide_bytecode:  # (a checkout's __pycache__ is never read: see PYCACHE_PREFIX)
         env["PYTHONPYCACHEPREFIX"] = PYCACHE_PREFIX
     return env

@@ -115,9 +115,17 @@ def test_with_make_pinned_its_makefiles_and_mk_files_are_its_configuration() -> 
         ("GNUmakefile", "add"),
         ("sub/Makefile", "modify"),
         ("rules.mk", "add"),
+        ("Makefile.local", "add"),
+        ("build/common.mak", "modify"),
         ("make.py", "add"),
         ("calc.py", "modify"),
     )
     found = runner_configuration(plan, frozenset({"make"}))
-    assert found == {"GNUmakefile": "make", "sub/Makefile": "make", "rules.mk": "make"}
+    assert found == {
+        "GNUmakefile": "make",
+        "sub/Makefile": "make",
+        "rules.mk": "make",
+        "Makefile.local": "make",  # what a makefile includes by the usual names (helper-132)
+        "build/common.mak": "make",
+    }
     assert runner_configuration(plan, frozenset({"pytest"})) == {}

@@ -35,6 +35,8 @@ def test_the_command_environment_carries_no_secrets() -> None:
         "PATH": "/bin",
         "HOME": "/nonexistent",
         "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",  # prints come before the runner's summary
+        "MAKEFLAGS": "B",  # make remakes what it is asked for
         "PYTHONPYCACHEPREFIX": PYCACHE_PREFIX,  # a checkout's __pycache__ is never read
     }
 
