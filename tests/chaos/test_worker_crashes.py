@@ -47,9 +47,11 @@ def unstaged(worktree: Path) -> list[str]:
 
 
 def _edited_so_far(worktree: Path) -> list[str] | None:
-    """The agent's edits, or None while the worktree is still being made."""
+    """The agent's edits, or None while the worktree is still being made. Read without
+    git's optional index lock: a status refreshing the index took ``index.lock`` while
+    kodo's step checked out, which refused the run (``worktree_index_lock``, CI)."""
     done = subprocess.run(
-        ["git", "status", "--porcelain"],
+        ["git", "--no-optional-locks", "status", "--porcelain"],
         cwd=worktree if worktree.exists() else None,
         capture_output=True,
         text=True,
