@@ -285,23 +285,19 @@ class Sandbox:
         """Why no per-execution cgroup can be made here (None: it can, or mode off)."""
         if self.cgroup == "off":
             return None
-        try:
-            made = create_cgroup(
-                "probe", self.limits.memory_bytes, self.limits.nproc, self.cgroup_mounts
-            )
-        except CgroupUnavailable as exc:
-            return str(exc)
-        try:
-            made.destroy()
-        except OSError as exc:
-            return f"cannot remove a child cgroup: {exc}"
-        return None
+        probed = self._probe_cgroup()
+        return probed if isinstance(probed, str) else None
 
     def cpu_quota(self) -> float | None:
         """The CPUs' time a command's cgroup is held to here (None: no cgroup, or no cpu
-        controller the worker may use): made once as a probe, then removed."""
+        controller the worker may use)."""
+        probed = self._probe_cgroup()
+        return None if isinstance(probed, str) else probed.cpu_max
+
+    def _probe_cgroup(self) -> ExecCgroup | str:
+        """A cgroup made as a command's would be, then removed; or why it cannot be."""
         if self.cgroup == "off":
-            return None
+            return "KODO_SANDBOX_CGROUP=off"
         try:
             made = create_cgroup(
                 "probe",
@@ -310,11 +306,13 @@ class Sandbox:
                 self.cgroup_mounts,
                 self.limits.cpus,
             )
-        except CgroupUnavailable:
-            return None
-        with contextlib.suppress(OSError):
+        except CgroupUnavailable as exc:
+            return str(exc)
+        try:
             made.destroy()
-        return made.cpu_max
+        except OSError as exc:
+            return f"cannot remove a child cgroup: {exc}"
+        return made
 
     def _make_cgroup(self, label: str) -> tuple[ExecCgroup | None, str]:
         """The execution's cgroup and the note recorded when there is none."""
